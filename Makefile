@@ -1,0 +1,21 @@
+# Two entry points (see README): `make demo` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# A CPU build of torch 2.13.0 lies on this machine's disk; a bare `torch` requirement would pull a CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m samplers demo
+
+test: install
+	$(PY) -m pytest -q
+
+.PHONY: install demo test
