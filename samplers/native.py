@@ -1,0 +1,282 @@
+"""Native noise schedules of trained models, each reduced to the canonical VE space.
+
+A model's forward process is ``x_t = a·x0 + b·n``. In the canonical (VE, k-diffusion) coordinates
+``x = x_t / a`` and ``σ = b / a``; every schedule here answers three questions about a VE sigma:
+
+- ``coefficients(σ) -> (a, b)``: the native signal and noise coefficients (finite at σ = ∞: a = 0);
+- ``time(σ)``: the time input the network was trained with (timestep index, t, t·1000, ¼·ln σ, ...);
+- ``sigma_of_time(t)``: its inverse.
+
+All three are pure tensor functions (no host reads), so a denoiser built on them can sit in a loop
+that is captured in a CUDA graph.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+class NoiseSchedule:
+    """Base class: the VE sigma range and the three maps described in the module docstring."""
+
+    sigma_min: float
+    sigma_max: float
+
+    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def time(self, sigma: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sigma_of_time(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _vp_coefficients(sigma: torch.Tensor):
+    # a = 1/sqrt(1+σ²), b = σ/sqrt(1+σ²); written so that σ = inf gives (0, 1) exactly.
+    a = torch.rsqrt(1 + sigma * sigma)
+    b = torch.where(torch.isinf(sigma), torch.ones_like(sigma), sigma * a)
+    return a, b
+
+
+# ----------------------------------------------------------------------------------------------------
+# VP, discrete (DDPM / Stable Diffusion 1.x-2.x)
+
+
+def betas_for(kind: str, num_train_timesteps: int = 1000, beta_start: float = 0.00085,
+              beta_end: float = 0.012) -> torch.Tensor:
+    """Training betas as diffusers names them: ``linear``, ``scaled_linear`` or ``squaredcos_cap_v2``."""
+    n = num_train_timesteps
+    if kind == "linear":
+        return torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
+    if kind == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
+    if kind == "squaredcos_cap_v2":
+        # Nichol & Dhariwal (2021), eq. 17, betas capped at 0.999.
+        def alpha_bar(t):
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        return torch.tensor([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)],
+                            dtype=torch.float64)
+    raise ValueError(f"unknown beta schedule {kind!r}; use 'linear', 'scaled_linear' or 'squaredcos_cap_v2'")
+
+
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Lin et al. (2023, arXiv:2305.08891) Alg. 1: shift and scale sqrt(ᾱ) so the last step has SNR 0."""
+    sqrt_ab = alphas_cumprod.to(torch.float64).sqrt()
+    first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
+    sqrt_ab = (sqrt_ab - last) * first / (first - last)
+    return sqrt_ab**2
+
+
+@dataclass(eq=False)
+class VPDiscrete(NoiseSchedule):
+    """A discrete VP schedule given by its ``alphas_cumprod`` table (index = training timestep).
+
+    VE sigma of timestep i: σ_i = sqrt((1 − ᾱ_i) / ᾱ_i); ᾱ = 0 (zero terminal SNR) gives σ = inf.
+    The time input for a sigma between table entries is the fractional timestep found by linear
+    interpolation in log σ (k-diffusion's ``DiscreteSchedule``); ``quantize=True`` rounds it.
+    """
+
+    alphas_cumprod: torch.Tensor
+    quantize: bool = False
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        ac = torch.as_tensor(self.alphas_cumprod, dtype=torch.float64).flatten()
+        if ac.numel() < 2 or bool(((ac < 0) | (ac > 1)).any()) or bool((ac[1:] > ac[:-1]).any()):
+            raise ValueError("alphas_cumprod must be a non-increasing table of values in [0, 1]")
+        self.alphas_cumprod = ac
+        self.sigmas = ((1 - ac) / ac).sqrt()  # ascending with the timestep; inf where ᾱ = 0
+        finite = self.sigmas[torch.isfinite(self.sigmas)]
+        self.sigma_min = float(finite[0])
+        self.sigma_max = float(self.sigmas[-1])
+        self.log_sigmas = self.sigmas.log()
+
+    @classmethod
+    def from_betas(cls, kind: str = "scaled_linear", num_train_timesteps: int = 1000, beta_start: float = 0.00085,
+                   beta_end: float = 0.012, rescale_betas_zero_snr: bool = False, quantize: bool = False):
+        """E.g. Stable Diffusion 1.x: ``VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)``."""
+        ac = torch.cumprod(1 - betas_for(kind, num_train_timesteps, beta_start, beta_end), 0)
+        if rescale_betas_zero_snr:
+            ac = rescale_zero_terminal_snr(ac)
+        return cls(ac, quantize=quantize)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return self.alphas_cumprod.numel()
+
+    def _table(self, device, dtype):
+        key = (str(device), dtype)
+        if key not in self._cache:
+            self._cache[key] = self.log_sigmas.to(device=device, dtype=dtype)
+        return self._cache[key]
+
+    def coefficients(self, sigma):
+        return _vp_coefficients(sigma)
+
+    def time(self, sigma):
+        log_sigmas = self._table(sigma.device, torch.float64)
+        n = log_sigmas.numel()
+        log_sigma = sigma.to(torch.float64).log()
+        idx = torch.searchsorted(log_sigmas, log_sigma).clamp(1, n - 1)
+        low, high = log_sigmas[idx - 1], log_sigmas[idx]
+        w = ((log_sigma - low) / (high - low)).nan_to_num(0.0).clamp(0, 1)
+        t = (idx - 1).to(torch.float64) + w
+        t = torch.where(torch.isinf(sigma), torch.full_like(t, n - 1), t)
+        if self.quantize:
+            t = t.round()
+        return t.to(sigma.dtype)
+
+    def sigma_of_time(self, t):
+        log_sigmas = self._table(t.device, torch.float64)
+        n = log_sigmas.numel()
+        t = t.to(torch.float64).clamp(0, n - 1)
+        low = t.floor().long().clamp(0, n - 2)
+        w = t - low
+        lo, hi = log_sigmas[low], log_sigmas[low + 1]
+        log_sigma = torch.where(w == 0, lo, torch.where(w == 1, hi, lo + w * (hi - lo)))
+        return log_sigma.exp()
+
+
+# ----------------------------------------------------------------------------------------------------
+# VP, continuous time
+
+
+@dataclass(eq=False)
+class VPContinuous(NoiseSchedule):
+    """Continuous VP schedules over t ∈ [t_min, 1]: ``linear`` β (Song et al. 2021) or ``cosine`` ᾱ.
+
+    linear: log ᾱ(t) = −(β_min·t + β_d·t²/2) with β_d = β_max − β_min, so σ² = exp(β_d t²/2 + β_min t) − 1.
+    cosine: ᾱ(t) = cos²((t+s)/(1+s)·π/2) / cos²(s/(1+s)·π/2) (Nichol & Dhariwal 2021).
+    The network's time input is ``t · time_scale`` (e.g. 1000 for models trained on t·1000).
+    """
+
+    kind: str = "linear"
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    cosine_s: float = 0.008
+    t_min: float = 1e-3
+    time_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in ("linear", "cosine"):
+            raise ValueError(f"VPContinuous kind must be 'linear' or 'cosine', got {self.kind!r}")
+        t = torch.tensor([self.t_min, 1.0], dtype=torch.float64)
+        lo, hi = self._sigma(t).tolist()
+        self.sigma_min, self.sigma_max = lo, hi
+
+    def _sigma(self, t):
+        if self.kind == "linear":
+            beta_d = self.beta_max - self.beta_min
+            return torch.expm1(0.5 * beta_d * t**2 + self.beta_min * t).sqrt()
+        s = self.cosine_s
+        f0 = math.cos(s / (1 + s) * math.pi / 2) ** 2
+        ab = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2 / f0
+        return ((1 - ab) / ab).sqrt()
+
+    def coefficients(self, sigma):
+        return _vp_coefficients(sigma)
+
+    def time(self, sigma):
+        s64 = sigma.to(torch.float64)
+        log1p_s2 = torch.log1p(s64 * s64)  # = −log ᾱ
+        if self.kind == "linear":
+            beta_d = self.beta_max - self.beta_min
+            t = (-self.beta_min + (self.beta_min**2 + 2 * beta_d * log1p_s2).sqrt()) / beta_d
+        else:
+            s = self.cosine_s
+            f0 = math.cos(s / (1 + s) * math.pi / 2) ** 2
+            t = torch.acos((torch.exp(-log1p_s2) * f0).sqrt()) * (2 / math.pi) * (1 + s) - s
+        return (t * self.time_scale).to(sigma.dtype)
+
+    def sigma_of_time(self, t):
+        return self._sigma(t.to(torch.float64) / self.time_scale)
+
+
+# ----------------------------------------------------------------------------------------------------
+# VE and EDM
+
+
+@dataclass(eq=False)
+class VE(NoiseSchedule):
+    """Variance exploding: x = x0 + σ·n natively (a = 1, b = σ).
+
+    ``time="sigma"`` feeds σ itself (score-SDE VE); ``"edm"`` feeds c_noise = ¼·ln σ (Karras et al. 2022);
+    ``"log_sigma"`` feeds ln σ.
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    time_input: str = "edm"
+
+    def __post_init__(self):
+        if self.time_input not in ("sigma", "edm", "log_sigma"):
+            raise ValueError(f"VE time_input must be 'sigma', 'edm' or 'log_sigma', got {self.time_input!r}")
+
+    def coefficients(self, sigma):
+        return torch.ones_like(sigma), sigma
+
+    def time(self, sigma):
+        if self.time_input == "sigma":
+            return sigma
+        return sigma.log() * (0.25 if self.time_input == "edm" else 1.0)
+
+    def sigma_of_time(self, t):
+        if self.time_input == "sigma":
+            return t
+        return (t / (0.25 if self.time_input == "edm" else 1.0)).exp()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rectified flow (SD3, Flux)
+
+
+def flux_mu(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096, base_shift: float = 0.5,
+            max_shift: float = 1.15) -> float:
+    """Flux's resolution-dependent shift exponent μ: linear in the token count (shift = e^μ)."""
+    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    return image_seq_len * m + base_shift - m * base_seq_len
+
+
+def flow_t(sigma):
+    """Flow time t = σ/(1+σ) of a VE sigma, exact at σ = 0 and σ = inf."""
+    return 1 / (1 + 1 / sigma)
+
+
+@dataclass(eq=False)
+class RectifiedFlow(NoiseSchedule):
+    """Rectified flow x_t = (1 − t)·x0 + t·n, so σ = t/(1 − t), t = σ/(1 + σ) (σ_max = inf at t = 1).
+
+    A time shift s (SD3: 3.0; Flux: s = e^μ, see :func:`flux_mu`) maps t → s·t/(1 + (s − 1)·t), which is
+    exactly σ → s·σ in VE coordinates; it sets which sigmas a schedule visits, and is stored here so
+    schedules built from this model use it. The network's time input is ``t · multiplier``.
+    """
+
+    shift: float = 1.0
+    multiplier: float = 1000.0
+    t_min: float | None = None
+
+    def __post_init__(self):
+        if not self.shift > 0:
+            raise ValueError(f"shift must be positive, got {self.shift}")
+        t_min = self.t_min if self.t_min is not None else 1.0 / self.multiplier if self.multiplier > 1 else 1e-3
+        self.sigma_min = self.shift * t_min / (1 - t_min)
+        self.sigma_max = math.inf
+
+    @classmethod
+    def dynamic(cls, mu: float, multiplier: float = 1.0, **kw):
+        """Flux-style dynamic shifting: shift = e^μ."""
+        return cls(shift=math.exp(mu), multiplier=multiplier, **kw)
+
+    def coefficients(self, sigma):
+        t = flow_t(sigma)
+        return 1 - t, t
+
+    def time(self, sigma):
+        return flow_t(sigma) * self.multiplier
+
+    def sigma_of_time(self, t):
+        t = t / self.multiplier
+        return t / (1 - t)
