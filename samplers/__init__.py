@@ -17,8 +17,11 @@ from .registry import SamplerSpec, UnknownNameError, available, get, info, regis
 from .run import NonFiniteError, debug  # noqa: F401
 from .schedules import get_sigmas  # noqa: F401
 
-# Importing the sampler modules registers them.
-from . import ode, rk  # noqa: F401,E402
+# Importing the sampler modules registers them (one line per area, so areas never edit the same line).
+from . import ode, rk  # noqa: F401,E402  core samplers
+# deterministic samplers (issue 3):
+# stochastic samplers (issue 4):
+# interop (issue 6):
 
 
 def initial_latent(noise: _torch.Tensor, sigmas) -> _torch.Tensor:

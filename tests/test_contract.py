@@ -1,0 +1,162 @@
+"""The registry contract: every registered sampler, present and future, passes this file unchanged."""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+import samplers
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=3)
+NAMES = samplers.available()
+HEAD = ["model", "x", "sigmas", "extra_args", "callback", "disable"]
+
+
+def sigmas_for(steps: int) -> torch.Tensor:
+    return samplers.get_sigmas("karras", steps, sigma_min=0.02, sigma_max=20.0)
+
+
+def options_for(spec, seeds):
+    return {"seed": seeds} if "seed" in spec.options else {}
+
+
+def run(name, x, sigmas, seeds=None, model=None, **kw):
+    spec = samplers.info(name)
+    seeds = seeds if seeds is not None else list(range(10, 10 + x.shape[0]))
+    return samplers.sample(name, model or GM.denoiser, x, sigmas, disable=True, **options_for(spec, seeds), **kw)
+
+
+def start(batch=3, dtype=torch.float32, sigma_max=20.0):
+    return (GM.noise(batch, seed=5) * sigma_max).to(dtype)
+
+
+@functools.cache
+def reference(sigma_max: float) -> torch.Tensor:
+    """Exact PF-ODE endpoint from start()'s noise (computed once per session)."""
+    noise = GM.noise(3, seed=5).to(torch.float32).double()
+    return GM.ode_endpoint(noise if math.isinf(sigma_max) else noise * sigma_max, sigma_max, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_signature_is_the_k_diffusion_abi(name):
+    spec = samplers.info(name)
+    params = list(inspect.signature(spec.fn).parameters.values())
+    assert [p.name for p in params[:6]] == HEAD
+    assert all(p.kind is p.KEYWORD_ONLY for p in params[6:]), "options must be keyword-only"
+    assert spec.kind in ("ode", "ancestral", "sde") and spec.order >= 1 and spec.nfe_per_step > 0
+    assert samplers.get(name) is spec.fn
+    for alias in spec.aliases:
+        assert samplers.info(alias).name == name
+    if spec.stochastic:
+        assert {"noise_sampler", "seed"} <= set(spec.options), "stochastic samplers take noise_sampler= and seed="
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shape_and_dtype_kept_and_result_close(name, dtype):
+    x = start(dtype=dtype)
+    out = run(name, x, sigmas_for(6))
+    assert out.shape == x.shape and out.dtype == dtype
+    assert bool(torch.isfinite(out).all())
+    # every sampler lands near the data: within a few cluster widths of the exact ODE endpoint
+    ref = reference(20.0)
+    assert float((out.double() - ref).pow(2).mean().sqrt()) < 3.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_result_and_no_state_between_calls(name):
+    x = start()
+    sig = sigmas_for(4)
+    first = run(name, x, sig, seeds=[1, 2, 3])
+    run(name, start(batch=2) * 0.5, sig, seeds=[7, 8])  # an unrelated call in between
+    again = run(name, x, sig, seeds=[1, 2, 3])
+    assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_invariance(name):
+    spec = samplers.info(name)
+    x = start(batch=3)
+    sig = sigmas_for(4)
+    batch = run(name, x, sig, seeds=[1, 2, 3])
+    alone = run(name, x[1:2], sig, seeds=[2])
+    tol = 5e-3 if spec.host_sync else 1e-5  # adaptive solvers choose steps from a batch-wide error norm
+    torch.testing.assert_close(batch[1:2], alone, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_callback_once_per_step(name):
+    seen = []
+    sig = sigmas_for(5)
+    run(name, start(), sig, callback=lambda d: seen.append(d))
+    assert [d["i"] for d in seen] == list(range(len(sig) - 1))
+    for d in seen:
+        assert {"x", "i", "sigma", "sigma_hat", "denoised"} <= set(d)
+        assert d["x"].shape == d["denoised"].shape
+
+
+@contextmanager
+def count_host_reads():
+    counts = {"n": 0}
+    names = ("item", "__bool__", "__float__", "__int__", "tolist")
+    originals = {n: getattr(torch.Tensor, n) for n in names}
+
+    def wrap(orig):
+        def counted(self, *a, **k):
+            counts["n"] += 1
+            return orig(self, *a, **k)
+        return counted
+
+    for n, orig in originals.items():
+        setattr(torch.Tensor, n, wrap(orig))
+    try:
+        yield counts
+    finally:
+        for n, orig in originals.items():
+            setattr(torch.Tensor, n, orig)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_host_sync_inside_the_loop(name):
+    spec = samplers.info(name)
+    if spec.host_sync:
+        pytest.skip(f"{name} declares host_sync=True (adaptive step control on the host)")
+    x = start()
+    seeds = [1, 2, 3]
+    reads = []
+    for steps in (3, 9):
+        sig = sigmas_for(steps)
+        with count_host_reads() as counts:
+            run(name, x, sig, seeds=seeds)
+        reads.append(counts["n"])
+    assert reads[0] == reads[1], f"host reads grow with the step count: {reads} for 3 and 9 steps"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_models_give_no_nan(name, dtype):
+    def model(x, sigma):
+        return GM.denoiser(x.to(dtype).float(), sigma.float()).to(dtype)
+
+    x = start().to(dtype)
+    out = run(name, x, sigmas_for(6), model=model)
+    assert out.dtype == dtype and bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_from_infinite_sigma(name):
+    """Flow models sampled from t = 1: the schedule starts at σ = inf and x is the unit noise."""
+    flow = samplers.RectifiedFlow(shift=1.0)
+    model = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)
+    sig = samplers.get_sigmas("flow", 8, native=flow)
+    assert math.isinf(float(sig[0]))
+    noise = GM.noise(3, seed=5, dtype=torch.float32)
+    out = run(name, samplers.initial_latent(noise, sig), sig, model=model)
+    assert bool(torch.isfinite(out).all())
+    ref = reference(math.inf)
+    assert float((out.double() - ref).pow(2).mean().sqrt()) < 3.0
