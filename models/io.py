@@ -1,0 +1,213 @@
+"""Weights on disk: ``model.safetensors`` with a ``config.json`` beside it, written atomically.
+
+``save_model(folder, state_dict, config)`` writes both files through a temporary file in the same
+folder (fsync, then ``os.replace``), so a crash never leaves a half-written file under the final name,
+and records the weights' SHA-256 in the config. ``load_model(folder)`` checks everything it can and
+raises a ``ModelLoadError`` (a ``ValueError``) that names the file and says what to do.
+
+``atomic_write_bytes`` and ``atomic_save_image`` are the same mechanism for any other output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+WEIGHTS_FILE = "model.safetensors"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+CONFIG_FILE = "config.json"
+
+
+class ModelLoadError(ValueError):
+    """Weights or config cannot be loaded; the message says which file and why."""
+
+
+class MissingModelError(ModelLoadError, FileNotFoundError):
+    """A weights folder or one of its files does not exist."""
+
+
+class CorruptModelError(ModelLoadError):
+    """The weights file is truncated, unreadable, or does not match the hash in its config."""
+
+
+class ConfigMismatchError(ModelLoadError):
+    """The weights do not fit the module the config describes (missing / unexpected keys, shapes)."""
+
+
+# ------------------------------------------------------------------------------------------ atomic I/O
+
+
+def _check_parent(path: Path) -> None:
+    parent = path.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"folder {str(parent)!r} does not exist; create it or choose another path")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
+
+    The parent folder must exist (FileNotFoundError otherwise, naming it)."""
+    path = Path(path)
+    _check_parent(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable; not possible on every platform
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def atomic_save_image(path: str | os.PathLike, image, format: str | None = None) -> Path:
+    """Save a PIL image atomically (format from the suffix unless given; PNG by default)."""
+    path = Path(path)
+    _check_parent(path)
+    fmt = format or {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
+    buf = _io.BytesIO()
+    image.save(buf, format=fmt)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_torch_save(path: str | os.PathLike, obj) -> Path:
+    """``torch.save`` through ``atomic_write_bytes`` (checkpoints)."""
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- save/load
+
+
+def save_model(folder: str | os.PathLike, state_dict: Mapping, config: dict) -> dict:
+    """Write ``folder/model.safetensors`` and ``folder/config.json`` (folder created if missing).
+
+    Returns the config as written, with ``"weights_sha256"`` set. The weights are written first, so a
+    crash between the two writes leaves a config whose hash does not match: detected on load."""
+    from safetensors.torch import save as st_save
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    blob = st_save(tensors, metadata={"format": "pt"})
+    config = dict(config)
+    config["weights_sha256"] = sha256_bytes(blob)
+    atomic_write_bytes(folder / WEIGHTS_FILE, blob)
+    atomic_write_bytes(folder / CONFIG_FILE, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    return config
+
+
+def _how_to_make(folder: Path, hint: str | None) -> str:
+    return hint or f"train it with `python -m models.train_vae --out {folder}` (see README, 'Data and VAE')"
+
+
+def load_config(folder: str | os.PathLike, reproduce_hint: str | None = None) -> dict:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingModelError(f"model folder {str(folder)!r} does not exist; {_how_to_make(folder, reproduce_hint)}")
+    cpath = folder / CONFIG_FILE
+    if not cpath.is_file():
+        raise MissingModelError(f"missing {cpath}; {_how_to_make(folder, reproduce_hint)}")
+    try:
+        config = json.loads(cpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptModelError(f"{cpath} is not valid JSON ({e}); {_how_to_make(folder, reproduce_hint)}") from None
+    if not isinstance(config, dict):
+        raise CorruptModelError(f"{cpath} must hold a JSON object, got {type(config).__name__}")
+    return config
+
+
+def load_model(
+    folder: str | os.PathLike, verify_hash: bool = True, reproduce_hint: str | None = None
+) -> tuple[dict, dict]:
+    """Read ``(state_dict, config)`` from ``folder``.
+
+    Raises ``MissingModelError`` (folder or file missing), ``CorruptModelError`` (unreadable or
+    truncated safetensors, "corrupted: hash mismatch" against ``config["weights_sha256"]``), all
+    subclasses of ``ModelLoadError(ValueError)``."""
+    from safetensors.torch import load as st_load
+
+    folder = Path(folder)
+    config = load_config(folder, reproduce_hint)
+    wpath = folder / WEIGHTS_FILE
+    if not wpath.is_file():
+        raise MissingModelError(f"missing {wpath}; {_how_to_make(folder, reproduce_hint)}")
+    blob = wpath.read_bytes()
+    expected = config.get("weights_sha256")
+    if verify_hash and expected is not None:
+        actual = sha256_bytes(blob)
+        if actual != expected:
+            raise CorruptModelError(
+                f"{wpath} is corrupted: hash mismatch (sha256 {actual[:12]}…, config.json expects {expected[:12]}…); "
+                f"restore the file or {_how_to_make(folder, reproduce_hint)}"
+            )
+    try:
+        state_dict = st_load(blob)
+    except Exception as e:  # safetensors raises SafetensorError / various on truncation
+        raise CorruptModelError(
+            f"{wpath} is truncated or not a safetensors file ({type(e).__name__}: {e}); "
+            f"{_how_to_make(folder, reproduce_hint)}"
+        ) from None
+    return state_dict, config
+
+
+def load_into(module, state_dict: Mapping, where: str = "weights") -> None:
+    """``module.load_state_dict(strict=True)`` with the dtype of the module, raising
+    ``ConfigMismatchError`` that names missing / unexpected keys and shape mismatches."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches {_short(shapes)}")
+        raise ConfigMismatchError(f"{where} do not match the config: " + "; ".join(parts))
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True)
+
+
+def _short(items: list[str], n: int = 6) -> str:
+    return ", ".join(items[:n]) + (f" … ({len(items)} in all)" if len(items) > n else "")
