@@ -53,6 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores, at most 8)")
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument(
+        "--stop-after", type=int, default=None,
+        help="stop after this many steps of this run, leaving a checkpoint (split a run over sessions; then --resume)",
+    )
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.pt after the final save")
     p.add_argument("--scale-samples", type=int, default=2048, help="images encoded to estimate scale/shift")
     p.add_argument("--eval-samples", type=int, default=256)
@@ -145,7 +149,8 @@ def main(argv=None) -> int:
     t_start = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="train_vae", mininterval=10.0, dynamic_ncols=True)
     ema_loss = None
-    while step < args.steps:
+    stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+    while step < stop_at:
         x, _, _ = data.make_batch(args.seed, args.batch_size, start=step * args.batch_size)
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         for group in opt.param_groups:
@@ -175,6 +180,13 @@ def main(argv=None) -> int:
             )
             last_ckpt = time.monotonic()
     bar.close()
+    if step < args.steps:
+        mio.atomic_torch_save(
+            ckpt_path,
+            {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step, "config": cfg.to_dict(), "args": vars(args) | {"out": str(out)}},
+        )
+        print(f"stopped at step {step}/{args.steps}; continue with --resume (checkpoint {ckpt_path})", file=sys.stderr)
+        return 0
 
     vae.eval()
     shift, scale = estimate_latent_stats(vae, args.seed, args.scale_samples)

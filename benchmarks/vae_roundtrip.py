@@ -1,0 +1,108 @@
+"""How faithful is the VAE? PSNR on held-out scenes, and drift over repeated encode/decode round trips.
+
+    python -m benchmarks.vae_roundtrip --n 1000            # writes out/benchmarks/vae/{vae_roundtrip.json,png}
+
+Round trip k: x_k = from_latent(to_latent(x_{k−1})) (posterior mode, clamped to [−1, 1]); PSNR(x_k, x_0)
+on the [0, 1] scale. Also reports the analytic checker's caption-match rate on the originals and on
+x_1, i.e. how much of what a caption says survives the autoencoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from models import checker, data
+from models import io as mio
+from models.train_vae import EVAL_SEED
+from models.vae import VAE, psnr
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.vae_roundtrip", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=1000, help="held-out images")
+    p.add_argument("--k", type=int, default=10, help="round trips")
+    p.add_argument("--seed", type=int, default=EVAL_SEED, help="data stream (training used 0)")
+    p.add_argument("--vae", type=Path, default=None, help="VAE folder (default: shipped weights)")
+    p.add_argument("--out", type=Path, default=Path("out/benchmarks/vae"))
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    vae = VAE.load(args.vae)
+
+    psnr_k = torch.zeros(args.k, args.n, dtype=torch.float64)
+    match_orig, match_rec = [], []
+    t_enc = t_dec = 0.0
+    with torch.no_grad():
+        for i in range(0, args.n, args.batch_size):
+            b = min(args.batch_size, args.n - i)
+            x0, captions, _ = data.make_batch(args.seed, b, start=i)
+            x = x0
+            for k in range(args.k):
+                t = time.perf_counter()
+                lat = vae.to_latent(x)
+                t_enc += time.perf_counter() - t if k == 0 else 0.0
+                t = time.perf_counter()
+                x = vae.from_latent(lat)
+                t_dec += time.perf_counter() - t if k == 0 else 0.0
+                psnr_k[k, i : i + b] = psnr(x, x0).double()
+                if k == 0:
+                    match_orig += [checker.matches(img, c) for img, c in zip(x0, captions)]
+                    match_rec += [checker.matches(img, c) for img, c in zip(x, captions)]
+    mean = psnr_k.mean(1)
+    result = {
+        "vae": vae.config.name,
+        "weights_sha256": vae.weights_sha256,
+        "n": args.n,
+        "data_seed": args.seed,
+        "psnr_db": round(mean[0].item(), 3),
+        "psnr_db_p05": round(psnr_k[0].quantile(0.05).item(), 3),
+        "psnr_db_min": round(psnr_k[0].min().item(), 3),
+        "psnr_db_after_k_round_trips": {str(k + 1): round(v, 3) for k, v in enumerate(mean.tolist())},
+        "checker_match_original": sum(match_orig) / args.n,
+        "checker_match_reconstruction": sum(match_rec) / args.n,
+        "encode_ms_per_image": round(1000 * t_enc / args.n, 3),
+        "decode_ms_per_image": round(1000 * t_dec / args.n, 3),
+        "threads": torch.get_num_threads(),
+    }
+    print(f"VAE {vae.config.name} ({vae.weights_sha256[:12]}), {args.n} held-out images (stream {args.seed})")
+    print(f"PSNR after 1 round trip: {result['psnr_db']:.2f} dB (5th percentile {result['psnr_db_p05']:.2f}, min {result['psnr_db_min']:.2f})")
+    print("round trips k | PSNR(x_k, x_0) dB")
+    for k, v in result["psnr_db_after_k_round_trips"].items():
+        print(f"{k:>13} | {v:.2f}")
+    print(f"checker caption match: originals {result['checker_match_original']:.3f}, reconstructions {result['checker_match_reconstruction']:.3f}")
+    print(f"encode {result['encode_ms_per_image']:.2f} ms/image, decode {result['decode_ms_per_image']:.2f} ms/image ({result['threads']} threads)")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    mio.atomic_write_bytes(args.out / "vae_roundtrip.json", (json.dumps(result, indent=2) + "\n").encode())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    ax.plot(range(1, args.k + 1), mean.numpy(), marker="o")
+    ax.axhline(30.0, color="grey", ls="--", lw=0.8, label="30 dB bar")
+    ax.set_xlabel("encode/decode round trips k")
+    ax.set_ylabel("PSNR(x_k, x_0) [dB]")
+    ax.set_title(f"{vae.config.name}: {args.n} held-out scenes")
+    ax.legend()
+    fig.tight_layout()
+    import io as _io
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    mio.atomic_write_bytes(args.out / "vae_roundtrip.png", buf.getvalue())
+    print(f"wrote {args.out / 'vae_roundtrip.json'} and {args.out / 'vae_roundtrip.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
