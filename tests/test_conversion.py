@@ -1,0 +1,140 @@
+"""The conversion layer: every native parameterization gives the same canonical denoiser D(x, σ)."""
+import math
+
+import pytest
+import torch
+
+import samplers
+from samplers import param
+from samplers.native import VE, RectifiedFlow, VPContinuous, VPDiscrete, flux_mu
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(3, 2, 2), components=5, seed=1)
+SCHEDULES = {
+    "vp_discrete": VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012),
+    "vp_linear_betas": VPDiscrete.from_betas("linear", 1000, 0.0001, 0.02),
+    "vp_cosine_betas": VPDiscrete.from_betas("squaredcos_cap_v2", 1000),
+    "vp_continuous_linear": VPContinuous("linear", time_scale=1000.0),
+    "vp_continuous_cosine": VPContinuous("cosine"),
+    "ve": VE(time_input="sigma"),
+    "edm": VE(time_input="edm"),
+    "flow": RectifiedFlow(shift=3.0),
+}
+PREDICTIONS = ["eps", "x0", "v", "flow", "score"]
+
+
+def x_at(sigma, batch=4, seed=0):
+    x0 = GM.sample(batch, seed=seed)
+    return x0 + GM.noise(batch, seed=seed + 1) * sigma
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+def test_every_prediction_on_every_schedule_gives_the_exact_denoiser(schedule, prediction):
+    native = SCHEDULES[schedule]
+    D = samplers.to_denoiser(GM.as_model(prediction, native), prediction, native)
+    for sigma in (0.05, 0.7, 3.0, 14.0):
+        x = x_at(sigma)
+        s = torch.full((4,), sigma, dtype=torch.float64)
+        torch.testing.assert_close(D(x, s), GM.denoise(x, s), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v", "flow"])
+@pytest.mark.parametrize("native", [RectifiedFlow(), VPDiscrete.from_betas(rescale_betas_zero_snr=True)],
+                         ids=["flow", "vp_zero_snr"])
+def test_infinite_sigma_is_exact(prediction, native):
+    """At σ = inf the state is the unit noise and D is the data mean (no clamping anywhere)."""
+    assert math.isinf(native.sigma_max)
+    D = samplers.to_denoiser(GM.as_model(prediction, native), prediction, native)
+    n = GM.noise(4, seed=3)
+    s = torch.full((4,), math.inf, dtype=torch.float64)
+    out = D(n, s)
+    assert bool(torch.isfinite(out).all())
+    mean = (GM.weights[:, None] * GM.means).sum(0).reshape(GM.shape)
+    torch.testing.assert_close(out, mean.expand_as(out), rtol=1e-9, atol=1e-9)
+
+
+def test_conversions_match_the_definition_not_just_each_other():
+    """Build x_t = a·x0 + b·n from known x0 and n, and check each prediction type's target by its definition."""
+    x0, n = GM.sample(4, seed=2), GM.noise(4, seed=9)
+    for native in SCHEDULES.values():
+        sigma = torch.tensor(1.7, dtype=torch.float64)
+        a, b = native.coefficients(sigma)
+        x_t = a * x0 + b * n
+        torch.testing.assert_close(param.from_x0("eps", x0, x_t, a, b), n)
+        torch.testing.assert_close(param.from_x0("score", x0, x_t, a, b), -n / b)
+        r = (a * a + b * b).sqrt()
+        torch.testing.assert_close(param.from_x0("v", x0, x_t, a, b), (a * n - b * x0) / r)
+        torch.testing.assert_close(param.from_x0("flow", x0, x_t, a, b), n - x0)
+        for p in PREDICTIONS:
+            torch.testing.assert_close(param.to_x0(p, param.from_x0(p, x0, x_t, a, b), x_t, a, b), x0)
+    # VP: a² + b² = 1 and σ = b / a; flow: a + b = 1
+    vp = SCHEDULES["vp_discrete"]
+    a, b = vp.coefficients(torch.tensor(2.0, dtype=torch.float64))
+    assert abs(float(a * a + b * b) - 1) < 1e-12 and abs(float(b / a) - 2) < 1e-12
+    a, b = RectifiedFlow().coefficients(torch.tensor(2.0, dtype=torch.float64))
+    assert abs(float(a + b) - 1) < 1e-12 and abs(float(b / a) - 2) < 1e-12
+
+
+def test_edm_preconditioning():
+    native = VE(time_input="edm")
+    sigma_data = 0.5
+
+    def model(x_in, c_noise):  # F such that c_skip·x + c_out·F is exact
+        sigma = native.sigma_of_time(c_noise).reshape(-1, 1, 1, 1)
+        c_skip, c_out, c_in = param.edm_scalings(sigma, sigma_data)
+        x = x_in / c_in
+        return (GM.denoise(x, sigma.flatten()) - c_skip * x) / c_out
+
+    D = samplers.to_denoiser(model, "edm", native, sigma_data=sigma_data)
+    x = x_at(2.5)
+    s = torch.full((4,), 2.5, dtype=torch.float64)
+    torch.testing.assert_close(D(x, s), GM.denoise(x, s))
+    assert torch.allclose(native.time(s), s.log() / 4)
+
+
+def test_vp_discrete_time_is_the_inverse_of_sigma_and_exact_on_the_table():
+    vp = VPDiscrete.from_betas()
+    t = torch.tensor([0.0, 1.0, 10.0, 500.0, 999.0], dtype=torch.float64)
+    torch.testing.assert_close(vp.time(vp.sigma_of_time(t)), t)
+    frac = torch.tensor([0.25, 10.5, 998.9], dtype=torch.float64)
+    torch.testing.assert_close(vp.time(vp.sigma_of_time(frac)), frac)
+    # log-σ interpolation between entries, and quantize rounds
+    mid = (vp.sigmas[10].log() + vp.sigmas[11].log()).div(2).exp().reshape(1)
+    assert abs(float(vp.time(mid)) - 10.5) < 1e-9
+    q = VPDiscrete(vp.alphas_cumprod, quantize=True)
+    assert float(q.time(vp.sigma_of_time(torch.tensor([10.4], dtype=torch.float64)))) == 10.0
+    # sigma = sqrt((1 - ᾱ)/ᾱ)
+    ab = vp.alphas_cumprod
+    torch.testing.assert_close(vp.sigmas, ((1 - ab) / ab).sqrt())
+
+
+def test_zero_terminal_snr_rescale():
+    zs = VPDiscrete.from_betas(rescale_betas_zero_snr=True)
+    assert float(zs.alphas_cumprod[-1]) == 0.0 and math.isinf(zs.sigma_max)
+    base = VPDiscrete.from_betas()
+    assert abs(float(zs.alphas_cumprod[0] - base.alphas_cumprod[0])) < 1e-12
+    assert float(zs.time(torch.tensor([math.inf]))) == 999.0
+
+
+def test_vp_continuous_time_inverse():
+    for native in (VPContinuous("linear"), VPContinuous("cosine"), VPContinuous("linear", time_scale=1000.0)):
+        t = torch.tensor([0.01, 0.3, 0.9], dtype=torch.float64) * native.time_scale
+        torch.testing.assert_close(native.time(native.sigma_of_time(t)), t)
+
+
+def test_flow_shift_is_a_sigma_rescale_and_flux_mu():
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    s = 3.0
+    shifted_t = s * t / (1 + (s - 1) * t)  # SD3's time shift
+    torch.testing.assert_close(shifted_t / (1 - shifted_t), s * t / (1 - t))
+    assert abs(flux_mu(256) - 0.5) < 1e-12 and abs(flux_mu(4096) - 1.15) < 1e-12
+    assert abs(RectifiedFlow.dynamic(flux_mu(4096)).shift - math.exp(1.15)) < 1e-12
+    rf = RectifiedFlow(multiplier=1000)
+    torch.testing.assert_close(rf.time(torch.tensor([1.0, math.inf, 0.0])), torch.tensor([500.0, 1000.0, 0.0]))
+
+
+def test_unknown_prediction_type():
+    with pytest.raises(ValueError, match="unknown prediction type 'epsilonn'"):
+        samplers.to_denoiser(lambda x, t: x, "epsilonn", VE())
+    assert samplers.to_denoiser(lambda x, t: x, "v_prediction", VE()).prediction == "v"

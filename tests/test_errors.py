@@ -1,0 +1,108 @@
+"""Bad input gets a clear error that names the problem and the fix."""
+import math
+
+import pytest
+import torch
+
+import samplers
+from samplers.cli import main as cli_main
+from samplers.native import RectifiedFlow, VPDiscrete
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(2, 2, 2), components=3)
+SIG = samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0)
+X = GM.noise(2, seed=0, dtype=torch.float32) * 10
+
+
+def test_unknown_sampler_lists_close_matches():
+    with pytest.raises(samplers.UnknownNameError) as err:
+        samplers.get("eulr_ancestral")
+    assert "euler_ancestral" in str(err.value) and "Closest" in str(err.value)
+    with pytest.raises(KeyError, match="heun"):
+        samplers.info("haun")
+
+
+def test_aliases_users_type():
+    assert samplers.info("Euler a").name == "euler_ancestral"
+    assert samplers.info("k_euler").name == "euler"
+    assert samplers.info("EULER-ANCESTRAL").name == "euler_ancestral"
+    assert samplers.info("3/8").name == "rk38"
+
+
+@pytest.mark.parametrize("sigmas, message", [
+    (torch.tensor([]), "at least 2 values"),
+    (torch.tensor([5.0]), "at least 2 values"),
+    (torch.tensor([1.0, 2.0, 0.0]), "strictly decreasing"),
+    (torch.tensor([2.0, 2.0, 0.0]), "strictly decreasing"),
+    (torch.tensor([2.0, float("nan"), 0.0]), "invalid"),
+    (torch.tensor([2.0, 1.0, -1.0]), "invalid"),
+    (torch.tensor([[2.0, 1.0]]), "1-D"),
+])
+def test_bad_sigmas(sigmas, message):
+    with pytest.raises(ValueError, match=message):
+        samplers.sample("euler", GM.denoiser, X, sigmas, disable=True)
+
+
+def test_model_with_wrong_output_shape():
+    with pytest.raises(ValueError, match=r"returned \(2, 8\) for an input of shape \(2, 2, 2, 2\)"):
+        samplers.sample("euler", lambda x, s: x.reshape(2, -1), X, SIG, disable=True)
+
+
+def test_model_returning_nan_is_caught_after_the_loop_and_in_debug_mode_at_the_call():
+    calls = []
+
+    def bad(x, sigma):
+        calls.append(1)
+        return torch.full_like(x, float("nan"))
+
+    with pytest.raises(samplers.NonFiniteError, match="samplers.debug"):
+        samplers.sample("euler", bad, X, SIG, disable=True)
+    assert len(calls) == 4  # the default loop runs through and checks once, without per-step syncs
+    calls.clear()
+    with samplers.debug(), pytest.raises(samplers.NonFiniteError, match="sigma = 10"):
+        samplers.sample("euler", bad, X, SIG, disable=True)
+    assert len(calls) == 1
+
+
+def test_eps_model_cannot_start_at_infinite_sigma():
+    zs = VPDiscrete.from_betas(rescale_betas_zero_snr=True)
+    D = samplers.to_denoiser(GM.as_model("eps", zs), "eps", zs)
+    sig = samplers.get_sigmas("trailing", 5, native=zs)
+    assert math.isinf(float(sig[0]))
+    with pytest.raises(ValueError, match="cannot be evaluated at sigma = inf"):
+        samplers.sample("euler", D, X, sig, disable=True)
+    # the fix the message names works
+    out = samplers.sample("euler", D, X * 200, samplers.schedules.set_first(sig, 200.0), disable=True)
+    assert bool(torch.isfinite(out).all())
+
+
+def test_bad_options_and_arguments():
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        samplers.sample("euler", GM.denoiser, X, SIG, disable=True, etaa=1.0)
+    with pytest.raises(ValueError, match="either noise_sampler or seed"):
+        samplers.sample("euler_ancestral", GM.denoiser, X, SIG, disable=True, seed=1,
+                        noise_sampler=lambda s, t: torch.zeros_like(X))
+    with pytest.raises(ValueError, match="3 seeds for a batch of 2"):
+        samplers.sample("euler_ancestral", GM.denoiser, X, SIG, disable=True, seed=[1, 2, 3])
+    with pytest.raises(TypeError, match="floating-point tensor"):
+        samplers.sample("euler", GM.denoiser, X.long(), SIG, disable=True)
+    with pytest.raises(TypeError, match="callable denoiser"):
+        samplers.sample("euler", None, X, SIG, disable=True)
+
+
+def test_cli_list_prints_every_sampler(capsys):
+    assert cli_main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in samplers.available():
+        assert name in out
+    assert f"{len(samplers.available())} samplers" in out
+
+
+def test_flow_model_from_t1_accepts_the_noise_itself():
+    flow = RectifiedFlow()
+    D = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)
+    sig = samplers.get_sigmas("flow", 4, native=flow)
+    noise = GM.noise(2, seed=1)
+    assert samplers.initial_latent(noise, sig) is noise
+    assert torch.equal(samplers.initial_latent(noise, SIG), noise * float(SIG[0]))
+    assert bool(torch.isfinite(samplers.sample("heun", D, noise, sig, disable=True)).all())
