@@ -1,0 +1,99 @@
+"""Tokenizer over the caption vocabulary of ``models.data`` and a small transformer text encoder.
+
+The tokenizer lower-cases, splits on spaces and punctuation, maps words outside ``data.VOCAB`` to
+``<unk>`` (never an error), and pads / truncates to ``max_length`` tokens. Every sequence starts with
+``<bos>``, which is never masked, so the empty prompt ``""`` is a valid input: it is the *null prompt*
+of classifier-free guidance (Ho & Salimans 2022, arXiv:2207.12598), learned by replacing ~10% of the
+training captions with ``""``.
+
+The encoder (token + position embeddings, pre-norm transformer layers, final LayerNorm) returns token
+embeddings [B, T, D] and a boolean padding mask [B, T] (True = a real token); the U-Net's
+cross-attention reads both. It is trained jointly with the U-Net.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from . import data
+
+PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
+SPECIALS = (PAD, UNK, BOS)
+_SPLIT = re.compile(r"[a-z0-9]+")
+
+
+class Tokenizer:
+    """Words → ids. ``ids, mask = tok(["a red circle", ...])``, both [B, max_length]."""
+
+    def __init__(self, vocab: Sequence[str] | None = None, max_length: int = 24):
+        words = list(vocab) if vocab is not None else list(data.VOCAB)
+        self.vocab = list(SPECIALS) + [w for w in words if w not in SPECIALS]
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+        self.max_length = int(max_length)
+        self.pad_id, self.unk_id, self.bos_id = (self.index[s] for s in SPECIALS)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    @staticmethod
+    def words(text: str) -> list[str]:
+        """Lower case, split on anything that is not a letter or digit."""
+        return _SPLIT.findall(str(text).lower())
+
+    def encode(self, text: str) -> list[int]:
+        """``<bos>`` + word ids (``<unk>`` for unknown words), truncated to ``max_length`` (no padding)."""
+        ids = [self.bos_id] + [self.index.get(w, self.unk_id) for w in self.words(text)]
+        return ids[: self.max_length]
+
+    def __call__(self, texts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(texts, str):
+            texts = [texts]
+        ids = torch.full((len(texts), self.max_length), self.pad_id, dtype=torch.long)
+        for i, t in enumerate(texts):
+            row = self.encode(t)
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return ids, ids != self.pad_id
+
+
+@dataclass
+class TextEncoderConfig:
+    vocab: tuple[str, ...] = tuple(data.VOCAB)
+    max_length: int = 24  # the longest caption of the grammar has 17 words (+ <bos>)
+    dim: int = 128
+    layers: int = 2
+    heads: int = 4
+    mlp_ratio: int = 2
+
+
+class TextEncoder(nn.Module):
+    """Small pre-norm transformer encoder: tokens → embeddings [B, T, dim] (+ the mask it used)."""
+
+    def __init__(self, config: TextEncoderConfig | None = None):
+        super().__init__()
+        self.config = c = config or TextEncoderConfig()
+        self.tokenizer = Tokenizer(c.vocab, c.max_length)
+        self.token_embedding = nn.Embedding(len(self.tokenizer), c.dim)
+        self.position_embedding = nn.Parameter(torch.randn(c.max_length, c.dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            c.dim, c.heads, c.dim * c.mlp_ratio, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.layers = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(c.dim)
+
+    def forward(self, texts: str | Sequence[str] | None = None, ids: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Either ``texts`` or pre-tokenised ``ids`` (+ ``mask``). Returns (embeddings [B, T, D], mask [B, T])."""
+        if ids is None:
+            ids, mask = self.tokenizer(texts)
+        elif mask is None:
+            mask = ids != self.tokenizer.pad_id
+        device = self.token_embedding.weight.device
+        ids, mask = ids.to(device), mask.to(device)
+        h = self.token_embedding(ids) + self.position_embedding[: ids.shape[1]]
+        h = self.layers(h, src_key_padding_mask=~mask)
+        return self.norm(h), mask

@@ -1,0 +1,270 @@
+"""Train the text-conditioned U-Net (with its text encoder) on VAE latents of procedural scenes.
+
+    python -m models.train eps  --steps 3200 --seed 0 --threads 1     # VP eps-prediction (SD 1.x style)
+    python -m models.train flow --steps 3200 --seed 0 --threads 1     # rectified-flow velocity (SD3 style)
+    python -m models.train vae  ...                                    # = python -m models.train_vae ...
+
+1. A fixed latent data set is encoded once: scenes ``0 .. n-1`` of data stream ``--seed``
+   (``models.data.make_batch``) through the VAE (``--vae``, the shipped one by default); the posterior
+   mean and std, already scaled (``vae.to_latent``'s scaling), and the tokenised captions are cached
+   in ``out/latents/…pt`` (named by VAE hash, seed and size; not committed) and reused by later runs.
+2. Training: each step draws a batch, a posterior sample of its latents, times and noise, all from a
+   generator seeded by (seed, step), so ``--resume`` continues exactly. Captions are replaced by the
+   null prompt ``""`` with probability ``--caption-dropout`` (classifier-free guidance).
+   - eps: x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·n, t uniform on the 1000 training steps of the scaled-linear
+     schedule (β 0.00085 → 0.012), loss ‖ε̂ − n‖² with min-SNR-5 weighting (Hang et al. 2023,
+     arXiv:2303.09556), integer timestep input.
+   - flow: x_t = (1−t)·x0 + t·n, t logit-normal (SD3, Esser et al. 2024, arXiv:2403.03206, §3.1),
+     shifted by ``--shift``; loss ‖û − (n − x0)‖²; time input t·1000.
+   AdamW, warm-up then cosine decay, gradient clipping, EMA of the weights (the EMA is what ships).
+3. Atomic checkpoints every ``--checkpoint-minutes`` in ``out/train_<kind>/checkpoint.pt``; the final
+   fp16 EMA weights + config (``models.io.save_model``) go to ``--out`` (``models/weights/<kind>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import data
+from . import io as mio
+from .unet import DiffusionModel, UNetConfig, native_schedule, vae_record
+
+KINDS = ("eps", "flow")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("kind", choices=KINDS, help="eps: VP eps-prediction; flow: rectified-flow velocity")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default models/weights/<kind>)")
+    p.add_argument("--vae", type=Path, default=None, help="VAE folder (default: the shipped VAE)")
+    p.add_argument("--work", type=Path, default=Path("out"), help="cache + checkpoint folder (not committed)")
+    p.add_argument("--n-scenes", type=int, default=40000, help="size of the fixed latent data set")
+    p.add_argument("--steps", type=int, default=3200)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--shift", type=float, default=1.0, help="flow: time shift recorded in the config")
+    p.add_argument("--channels", type=str, default="64,128")
+    p.add_argument("--res-blocks", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores, at most 8)")
+    p.add_argument("--encode-threads", type=int, default=None, help="threads while encoding the data set")
+    p.add_argument("--encode-only", action="store_true", help="build the latent cache and stop")
+    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    p.add_argument("--resume", action="store_true", help="continue from <work>/train_<kind>/checkpoint.pt")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps, leaving a checkpoint")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="safety limit: finish (save the weights) after this long even if --steps is not reached")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------------------------- data set
+
+
+def cache_path(work: Path, vae, seed: int, n: int) -> Path:
+    return work / "latents" / f"latents_{(vae.weights_sha256 or 'random')[:12]}_s{seed}_n{n}.pt"
+
+
+@torch.no_grad()
+def encode_dataset(vae, seed: int, n: int, tokenizer, path: Path, batch_size: int = 250) -> dict:
+    """Scenes 0..n-1 of stream ``seed`` → scaled posterior mean / std [n, C, h, w] + caption tokens."""
+    if path.is_file():
+        cached = torch.load(path, map_location="cpu", weights_only=False)
+        if cached.get("vae_sha256") == vae.weights_sha256 and cached["mean"].shape[0] == n:
+            return cached
+    means, stds, captions = [], [], []
+    for i in tqdm(range(0, n, batch_size), desc="encode latents", mininterval=10.0, dynamic_ncols=True):
+        x, caps, _ = data.make_batch(seed, min(batch_size, n - i), start=i)
+        post = vae.encode(x)
+        means.append(((post.mean - vae.shift_factor) * vae.scaling_factor).float())
+        stds.append((post.std * vae.scaling_factor).float())
+        captions += caps
+    ids, mask = tokenizer(captions)
+    out = {
+        "mean": torch.cat(means), "std": torch.cat(stds), "captions": captions, "ids": ids, "mask": mask,
+        "vae_sha256": vae.weights_sha256, "seed": seed,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mio.atomic_torch_save(path, out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ loss
+
+
+def lr_at(step: int, args) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    t = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
+
+
+def diffusion_loss(model: DiffusionModel, x0, ids, mask, gen: torch.Generator, alphas_cumprod=None) -> torch.Tensor:
+    """One batch of the model's training objective (see the module docstring)."""
+    cfg = model.config
+    B = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=gen)
+    context, cmask = model.text_encoder(ids=ids, mask=mask)
+    if cfg.prediction == "eps":
+        t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=gen)
+        ac = alphas_cumprod[t].view(B, 1, 1, 1)
+        x_t = ac.sqrt() * x0 + (1 - ac).sqrt() * noise
+        pred = model.unet(x_t, t.float(), context, cmask)
+        snr = (ac / (1 - ac)).view(B)
+        weight = snr.clamp(max=5.0) / snr  # min-SNR-5 for eps targets
+        return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+    t = torch.sigmoid(torch.randn(B, generator=gen))  # logit-normal(0, 1)
+    s = cfg.flow_shift
+    t = s * t / (1 + (s - 1) * t)
+    tv = t.view(B, 1, 1, 1)
+    x_t = (1 - tv) * x0 + tv * noise
+    pred = model.unet(x_t, t * cfg.flow_multiplier, context, cmask)
+    return (pred - (noise - x0)).pow(2).mean()
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "vae":  # one entry point for all three models
+        from . import train_vae
+
+        return train_vae.main(argv[1:])
+    args = parse_args(argv)
+    from .vae import VAE
+
+    threads = args.threads or min(8, os.cpu_count() or 1)
+    out: Path = args.out or Path(__file__).resolve().parent / "weights" / args.kind
+    work_dir = args.work / f"train_{args.kind}"
+    ckpt_path = work_dir / "checkpoint.pt"
+
+    vae = VAE.load(args.vae)
+    channels = tuple(int(c) for c in args.channels.split(","))
+    cfg = UNetConfig(
+        name=f"unet-{args.kind}", prediction=args.kind, latent_channels=vae.latent_channels, channels=channels,
+        res_blocks=args.res_blocks, flow_shift=args.shift, caption_dropout=args.caption_dropout, vae=vae_record(vae),
+    )
+    torch.manual_seed(args.seed)
+    model = DiffusionModel(cfg)
+
+    torch.set_num_threads(args.encode_threads or threads)
+    t0 = time.monotonic()
+    ds = encode_dataset(vae, args.seed, args.n_scenes, model.text_encoder.tokenizer,
+                        cache_path(args.work, vae, args.seed, args.n_scenes))
+    print(f"latent data set: {ds['mean'].shape[0]} scenes, {tuple(ds['mean'].shape[1:])} latents "
+          f"(mean std {ds['std'].mean():.3f}), {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
+    if args.encode_only:
+        return 0
+    del vae
+    torch.set_num_threads(threads)
+
+    ema = DiffusionModel(cfg)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    decay_params = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    other_params = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay_params, "weight_decay": args.weight_decay}, {"params": other_params, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.99),
+    )
+    step = 0
+    if args.resume:
+        if not ckpt_path.is_file():
+            print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
+        else:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            if ckpt["config"] != cfg.to_dict() or ckpt["seed"] != args.seed:
+                raise SystemExit(f"{ckpt_path} was written with another config, VAE or seed; remove it or match the arguments")
+            model.load_state_dict(ckpt["model"])
+            ema.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["optimizer"])
+            step = ckpt["step"]
+            print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+
+    def checkpoint():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        mio.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                                          "step": step, "config": cfg.to_dict(), "seed": args.seed})
+
+    alphas_cumprod = native_schedule(cfg).alphas_cumprod.float() if args.kind == "eps" else None
+    n_data = ds["mean"].shape[0]
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{cfg.name}: {n_params / 1e6:.2f} M parameters ({n_params * 2 / 1e6:.1f} MB fp16), {threads} threads, "
+          f"batch {args.batch_size}, {args.steps} steps", file=sys.stderr, flush=True)
+    model.train()
+    t_start = last_ckpt = time.monotonic()
+    stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+    bar = tqdm(total=args.steps, initial=step, desc=f"train {args.kind}", mininterval=10.0, dynamic_ncols=True)
+    ema_loss = None
+    timed_out = False
+    while step < stop_at:
+        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        idx = torch.randint(0, n_data, (args.batch_size,), generator=gen)
+        x0 = ds["mean"][idx] + ds["std"][idx] * torch.randn(ds["mean"][idx].shape, generator=gen)
+        ids, mask = ds["ids"][idx].clone(), ds["mask"][idx].clone()
+        drop = torch.rand(args.batch_size, generator=gen) < args.caption_dropout
+        ids[drop, 1:] = model.text_encoder.tokenizer.pad_id  # keep <bos>: the null prompt ""
+        mask[drop, 1:] = False
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args)
+        loss = diffusion_loss(model, x0, ids, mask, gen, alphas_cumprod)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        d = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
+        bar.update(1)
+        elapsed = time.monotonic() - t_start
+        if step % 100 == 0 or step == args.steps:
+            print(f"step {step}/{args.steps} loss {ema_loss:.4f} lr {lr_at(step - 1, args):.2e} elapsed {elapsed:.0f}s",
+                  file=sys.stderr, flush=True)
+        if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60 and step < args.steps:
+            checkpoint()
+            last_ckpt = time.monotonic()
+        if args.max_minutes is not None and elapsed > args.max_minutes * 60:
+            timed_out = True
+            print(f"--max-minutes {args.max_minutes} reached at step {step}; saving", file=sys.stderr)
+            break
+    bar.close()
+    if step < stop_at or (step < args.steps and not timed_out):
+        checkpoint()
+        print(f"stopped at step {step}/{args.steps}; continue with --resume (checkpoint {ckpt_path})", file=sys.stderr)
+        return 0
+
+    cfg.extra = {"train": {
+        "command": "python -m models.train " + " ".join(argv), "steps_done": step, "steps": args.steps,
+        "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr, "ema": args.ema,
+        "n_scenes": args.n_scenes, "final_loss_ema": round(ema_loss or float("nan"), 5),
+        "minutes": round((time.monotonic() - t_start) / 60, 1), "threads": threads,
+        "data": "models.data stream --seed, scenes 0 .. n_scenes-1, VAE posterior samples",
+    }}
+    ema.config = cfg
+    written = ema.save(out)
+    size = (out / mio.WEIGHTS_FILE).stat().st_size / 1e6
+    print(f"done: {step} steps, loss {ema_loss:.4f}; wrote {out}/{mio.WEIGHTS_FILE} ({size:.2f} MB, "
+          f"sha256 {written['weights_sha256'][:12]})", file=sys.stderr)
+    if ckpt_path.exists():
+        ckpt_path.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
