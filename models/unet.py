@@ -225,9 +225,14 @@ class UNet(nn.Module):
         self.conv_out = _zero(nn.Conv2d(c, cfg.latent_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        n_levels = len(self.config.channels)
-        if x.shape[-1] % 2 ** (n_levels - 1) or x.shape[-2] % 2 ** (n_levels - 1):
-            raise ValueError(f"latent size {tuple(x.shape[-2:])} must be a multiple of {2 ** (n_levels - 1)}")
+        if x.ndim != 4 or x.shape[1] != self.config.latent_channels:
+            raise ValueError(f"expected latents [B, {self.config.latent_channels}, h, w], got shape {tuple(x.shape)}")
+        # Any latent size works: pad (replicate) up to a multiple of the total down-sampling, crop at the end.
+        f = 2 ** (len(self.config.channels) - 1)
+        H, W = x.shape[-2:]
+        pad_h, pad_w = (-H) % f, (-W) % f
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         if time.ndim == 0:
             time = time.expand(x.shape[0])
         temb = self.time_embed(timestep_embedding(time, self.config.channels[0]))
@@ -246,7 +251,7 @@ class UNet(nn.Module):
                 h = blk(torch.cat([h, skips.pop()], dim=1), temb, context, mask)
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))[..., :H, :W]
 
 
 class DiffusionModel(nn.Module):

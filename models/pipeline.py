@@ -1,0 +1,263 @@
+"""txt2img / img2img / inpaint with any registry sampler: text encoder + U-Net + VAE → one denoiser.
+
+    from models.pipeline import Pipeline
+    pipe = Pipeline.load(model="eps")                       # or "flow"; the shipped weights by default
+    images = pipe.txt2img("a large red circle at the top left", sampler="dpmpp_2m", steps=20, seed=0)
+
+The U-Net's native model (eps on a VP discrete schedule, or flow velocity) becomes the canonical
+denoiser with ``samplers.to_denoiser``; classifier-free guidance and inpainting are denoiser wrappers
+(``models.guidance``); the sampler is looked up by name in the registry. Item k of a batch uses seed
+``seeds[k]`` for its initial noise and its in-loop noise, so its image does not depend on the batch
+size or on the other items.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+import samplers
+from samplers.noise import resolve_seeds, seeded_randn
+
+from . import data
+from . import io as mio
+from .guidance import CFGDenoiser, InpaintDenoiser
+from .unet import DiffusionModel, native_schedule, vae_record
+from .vae import VAE
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+MODELS = ("eps", "flow")
+TRAIN_COMMANDS = {
+    "eps": "python -m models.train eps --steps 3200 --seed 0 --threads 1",
+    "flow": "python -m models.train flow --steps 3200 --seed 0 --threads 1",
+}
+# Used when a model's config.json has no measured "defaults".
+FALLBACK_DEFAULTS = {
+    "eps": {"sampler": "dpmpp_2m", "schedule": "karras", "steps": 20, "cfg": 4.0},
+    "flow": {"sampler": "dpmpp_2m", "schedule": "flow", "steps": 20, "cfg": 4.0},
+}
+
+
+class VAEMismatchError(ValueError):
+    """The VAE given to a pipeline is not the one its U-Net was trained with."""
+
+
+def _describe_vae(rec: dict) -> str:
+    sha = rec.get("weights_sha256") or "none"
+    return (f"{rec.get('name')!r} (sha256 {sha[:12]}, {rec.get('latent_channels')} latent channels, "
+            f"scaling {rec.get('scaling_factor'):.5g}, shift {rec.get('shift_factor'):.5g})")
+
+
+def check_vae(model: DiffusionModel, vae: VAE) -> None:
+    """Raise unless ``vae`` is the VAE (weights, latent channels, scaling, shift) the U-Net was trained with."""
+    want, got = model.config.vae, vae_record(vae)
+    if not want:
+        raise VAEMismatchError(f"U-Net {model.config.name!r} records no VAE; it cannot be checked against {_describe_vae(got)}")
+    if want.get("latent_channels") != got["latent_channels"] or model.config.latent_channels != got["latent_channels"]:
+        raise VAEMismatchError(
+            f"latent channels mismatch: U-Net {model.config.name!r} takes {model.config.latent_channels}-channel latents "
+            f"but VAE {got['name']!r} makes {got['latent_channels']}; expected VAE {_describe_vae(want)}")
+    bad = [k for k in ("name", "weights_sha256") if want.get(k) != got[k]]
+    bad += [k for k in ("scaling_factor", "shift_factor") if not math.isclose(want[k], got[k], rel_tol=1e-6, abs_tol=1e-9)]
+    if bad:
+        raise VAEMismatchError(
+            f"VAE mismatch ({', '.join(bad)} differ): U-Net {model.config.name!r} was trained with VAE {_describe_vae(want)}, "
+            f"got {_describe_vae(got)}. Load the matching VAE (Pipeline.load(vae=...)) or retrain the U-Net.")
+
+
+def _as_image_batch(images) -> torch.Tensor:
+    """PIL image, list of PIL images, [3,H,W] or [B,3,H,W] tensor in [-1, 1] → [B, 3, H, W]."""
+    if hasattr(images, "convert"):
+        images = [images]
+    if isinstance(images, (list, tuple)):
+        images = torch.stack([data.from_pil(im) if hasattr(im, "convert") else torch.as_tensor(im) for im in images])
+    images = torch.as_tensor(images, dtype=torch.float32)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images [B, 3, H, W] in [-1, 1] or PIL images, got shape {tuple(images.shape)}")
+    return images
+
+
+def _as_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
+    """PIL 'L' / [H,W] / [1,H,W] / [B,1,H,W] in [0, 1] (1 = generate) → [B, 1, H, W] float."""
+    if hasattr(mask, "convert"):
+        import numpy as np
+
+        mask = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
+    mask = torch.as_tensor(mask, dtype=torch.float32)
+    while mask.ndim < 4:
+        mask = mask[None]
+    if mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (height, width) or mask.shape[0] not in (1, batch):
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)} but the image is {height}×{width} (batch {batch}); "
+            f"expected [{height}, {width}] or [B, 1, {height}, {width}] with 1 = generate, 0 = keep")
+    return mask.expand(batch, 1, height, width).clamp(0, 1)
+
+
+class Pipeline:
+    """A text-conditioned latent diffusion model ready for sampling. Build with :meth:`load`."""
+
+    def __init__(self, model: DiffusionModel, vae: VAE, kind: str | None = None):
+        check_vae(model, vae)
+        self.model = model.eval()
+        self.vae = vae.eval()
+        self.kind = kind or model.config.prediction
+        self.native = native_schedule(model.config)
+        self.defaults = {**FALLBACK_DEFAULTS[model.config.prediction], **model.config.defaults}
+        self._denoiser = samplers.to_denoiser(self._model_fn, model.config.prediction, self.native)
+
+    @classmethod
+    def load(cls, folder: str | Path | None = None, model: str = "eps", vae: str | Path | VAE | None = None) -> "Pipeline":
+        """The U-Net in ``folder`` (default: the shipped ``models/weights/<model>``) with its VAE
+        (``vae``: a folder or a VAE; default the shipped one)."""
+        if folder is None:
+            if model not in MODELS:
+                raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+            folder = WEIGHTS / model
+            hint = f"reproduce the shipped weights with `{TRAIN_COMMANDS[model]}`"
+        else:
+            hint = "train one with `python -m models.train eps|flow --out FOLDER`"
+        unet = DiffusionModel.load(folder, reproduce_hint=hint)
+        if not isinstance(vae, VAE):
+            vae = VAE.load(vae)
+        return cls(unet, vae)
+
+    # ------------------------------------------------------------------------------------ building blocks
+
+    @torch.no_grad()
+    def _model_fn(self, x_t: torch.Tensor, time: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model.unet(x_t, time, context, mask)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> dict:
+        context, mask = self.model.encode_text(list(prompts))
+        return {"context": context, "mask": mask}
+
+    def denoiser(self, prompt: str | Sequence[str], cfg: float | None = None):
+        """The registry denoiser ``D(x, sigma)`` for ``prompt`` (one, broadcast to x's batch, or one per item)
+        with classifier-free guidance ``cfg`` (1 = none; default: the model's measured default)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        cfg = self.defaults["cfg"] if cfg is None else float(cfg)
+        return CFGDenoiser(self._denoiser, self.encode_prompts(prompts), self.encode_prompts([""]), cfg)
+
+    def sigmas(self, schedule: str | None = None, steps: int | None = None, **kw) -> torch.Tensor:
+        """The sampling schedule (VE sigmas ending in 0) for this model's native schedule."""
+        return samplers.get_sigmas(schedule or self.defaults["schedule"], int(steps or self.defaults["steps"]),
+                                   native=self.native, **kw)
+
+    def _latent_size(self, height: int, width: int) -> tuple[int, int]:
+        self.vae.check_size(height, width)  # names the nearest valid sizes
+        return height // self.vae.downsample, width // self.vae.downsample
+
+    def _batch(self, prompt, batch: int | None, seed) -> tuple[list[str], list[int]]:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("no prompt given")
+        n = batch or (len(seed) if isinstance(seed, (list, tuple)) and len(prompts) == 1 else len(prompts))
+        if len(prompts) == 1:
+            prompts = prompts * n
+        elif len(prompts) != n:
+            raise ValueError(f"got {len(prompts)} prompts for a batch of {n}")
+        return prompts, resolve_seeds(seed, n)
+
+    def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options):
+        spec = samplers.info(sampler)
+        if "noise_sampler" in spec.options and "noise_sampler" not in options:
+            options = {**options, "seed": seeds}
+        return samplers.sample(sampler, denoiser, x, sigmas, disable=not progress, **options)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, output: str = "pil"):
+        images = self.vae.from_latent(latents)
+        if output == "tensor":
+            return images
+        if output == "pil":
+            return [data.to_pil(im) for im in images]
+        raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+
+    # ----------------------------------------------------------------------------------------- tasks
+
+    @torch.no_grad()
+    def txt2img(self, prompt: str | Sequence[str], sampler: str | None = None, schedule: str | None = None,
+                steps: int | None = None, cfg: float | None = None, seed: int | Sequence[int] | None = None,
+                width: int = 64, height: int = 64, batch: int | None = None, progress: bool = True,
+                output: str = "pil", **sampler_options):
+        """Images for ``prompt`` (one string for the whole batch, or one per item); one seed per item
+        (an int ``s`` means seeds s, s+1, …)."""
+        h, w = self._latent_size(height, width)
+        prompts, seeds = self._batch(prompt, batch, seed)
+        sigmas = self.sigmas(schedule, steps)
+        noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
+        x = samplers.initial_latent(noise, sigmas)
+        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler or self.defaults["sampler"], seeds,
+                               progress, sampler_options)
+        return self.decode(latents, output)
+
+    @torch.no_grad()
+    def img2img(self, images, prompt: str | Sequence[str], strength: float = 0.6, sampler: str | None = None,
+                schedule: str | None = None, steps: int | None = None, cfg: float | None = None,
+                seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil", **sampler_options):
+        """Re-noise the encoded images to where ``strength`` ∈ (0, 1] of the schedule remains, then sample.
+        ``steps`` counts the whole schedule; about ``strength · steps`` of them run."""
+        if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
+            raise ValueError(f"strength must be in (0, 1] (1 = start from pure noise), got {strength!r}")
+        images = _as_image_batch(images)
+        self._latent_size(images.shape[-2], images.shape[-1])
+        latent = self.vae.to_latent(images)  # encoded once
+        prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
+        if latent.shape[0] == 1 and len(seeds) > 1:
+            latent = latent.expand(len(seeds), *latent.shape[1:])
+        sigmas = samplers.schedules.truncate(self.sigmas(schedule, steps), strength)
+        noise = seeded_randn(tuple(latent.shape), seeds)
+        x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
+        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler or self.defaults["sampler"], seeds,
+                               progress, sampler_options)
+        return self.decode(latents, output)
+
+    @torch.no_grad()
+    def inpaint(self, image, mask, prompt: str | Sequence[str], strength: float = 1.0, sampler: str | None = None,
+                schedule: str | None = None, steps: int | None = None, cfg: float | None = None,
+                seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil", **sampler_options):
+        """Regenerate where ``mask`` is 1 (white), keep the rest. The mask is max-pooled to latent
+        resolution (a latent pixel touching the hole is regenerated); the known latent is re-imposed at
+        every step (``InpaintDenoiser``); the decoded result is pasted outside the mask in pixel space,
+        so the known region is returned exactly."""
+        if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
+            raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+        images = _as_image_batch(image)
+        H, W = images.shape[-2:]
+        self._latent_size(H, W)
+        prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
+        n = len(seeds)
+        images = images.expand(n, *images.shape[1:]) if images.shape[0] == 1 else images
+        pixel_mask = _as_mask(mask, n, H, W)
+        latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
+        known = self.vae.to_latent(images)
+        sigmas = samplers.schedules.truncate(self.sigmas(schedule, steps), strength)
+        noise = seeded_randn(tuple(known.shape), seeds)
+        x = noise if math.isinf(float(sigmas[0])) else known + float(sigmas[0]) * noise
+        denoiser = InpaintDenoiser(self.denoiser(prompts, cfg), known, latent_mask, noise)
+        latents = self._sample(denoiser, x, sigmas, sampler or self.defaults["sampler"], seeds, progress, sampler_options)
+        hard = (pixel_mask > 0.5).float()
+        out = hard * self.vae.from_latent(latents) + (1 - hard) * images
+        if output == "tensor":
+            return out
+        if output == "pil":
+            return [data.to_pil(im) for im in out]
+        raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+
+
+def save_images(images, path: str | Path) -> list[Path]:
+    """Write PIL images atomically: one to ``path``, several to ``stem-<k>.png`` beside it.
+    The folder must exist (FileNotFoundError naming it)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it or choose another --out")
+    if len(images) == 1:
+        return [mio.atomic_save_image(path, images[0])]
+    return [mio.atomic_save_image(path.with_name(f"{path.stem}-{k}{path.suffix or '.png'}"), im) for k, im in enumerate(images)]
