@@ -1,0 +1,561 @@
+"""Steps versus quality: every sampler × schedule × NFE budget on a problem, peers in the same run.
+
+    python -m benchmarks.quality                                  # analytic problems, every sampler, Karras
+    python -m benchmarks.quality --problem gm-vp-eps --schedules karras trailing --nfe 6 10 20
+    python -m benchmarks.quality --problem mypkg.bench:problem    # your own model (see README)
+    torchrun --nproc_per_node 4 -m benchmarks.quality ...         # the same sweep sharded over 4 ranks
+
+The budget is model evaluations (NFE), not steps: each sampler gets the most steps whose run costs at most
+the budget (Heun spends 2 per step, 1 on its last step to σ = 0), counted by running it. Metrics per cell:
+
+- ``rmse``: error to the reference PF-ODE solution from the same start (latent space; also ``rmse_decoded``
+  after the VAE for the models problem). For ODE samplers this is the discretisation error.
+- ``sw``: sliced Wasserstein distance of the batch to as many exact data samples (the analytic problems);
+  the number that means something for stochastic samplers, whose output does not follow the ODE.
+- ``adherence`` / ``fd``: the analytic checker's caption-match rate and a Fréchet distance in the features
+  of the small classifier (``benchmarks.classifier``) for the models problem.
+
+Peers: diffusers' schedulers run their own loop on the same native model and the same noise, scored the
+same way against the exact solution from their own starting state. Writes ``results.json`` (every number,
+the device, versions and seeds), ``table.md``, and PNG plots to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+import samplers
+
+from . import common, distributed
+from .common import CountingDenoiser, Problem, ProblemUnavailable, ReferenceCache
+
+DEFAULT_NFE = (5, 8, 10, 15, 20, 30, 50)
+QUICK_NFE = (6, 12)
+DEFAULT_PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow")
+
+
+@dataclass(frozen=True)
+class Cell:
+    problem: str
+    sampler: str  # a registry name, or "diffusers:<SchedulerClass>"
+    schedule: str  # a schedule name ("native" for the peers' own spacing)
+    nfe: int  # the budget
+    seed: int
+
+    @property
+    def peer(self) -> bool:
+        return self.sampler.startswith("diffusers:")
+
+
+# ------------------------------------------------------------------------------------------------------
+# diffusers peers
+
+
+def diffusers_peers(problem: Problem) -> dict[str, dict]:
+    """diffusers scheduler classes (and config) that can run ``problem``'s native model, if installed."""
+    if problem.native_model is None or problem.diffusers_config is None:
+        return {}
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        return {}
+    cfg = dict(problem.diffusers_config)
+    if "beta_schedule" in cfg:  # a discrete VP eps model, configured like SD 1.x
+        base = dict(cfg, steps_offset=1)
+        return {
+            "DDIMScheduler": dict(base, set_alpha_to_one=True, clip_sample=False),
+            "EulerDiscreteScheduler": base,
+            "EulerDiscreteScheduler+karras": dict(base, use_karras_sigmas=True),
+            "EulerAncestralDiscreteScheduler": base,
+            "HeunDiscreteScheduler": base,
+            "LMSDiscreteScheduler": base,
+            "DPMSolverMultistepScheduler": base,
+            "DPMSolverMultistepScheduler+karras": dict(base, use_karras_sigmas=True),
+            "UniPCMultistepScheduler": base,
+            "DEISMultistepScheduler": base,
+        }
+    shift = cfg.get("flow_shift", 1.0)
+    n_train = cfg.get("num_train_timesteps", 1000)
+    return {
+        "FlowMatchEulerDiscreteScheduler": dict(shift=shift, num_train_timesteps=n_train),
+        "FlowMatchHeunDiscreteScheduler": dict(shift=shift, num_train_timesteps=n_train),
+        "UniPCMultistepScheduler+flow": dict(use_flow_sigmas=True, prediction_type="flow_prediction",
+                                             flow_shift=shift, num_train_timesteps=n_train),
+        "DPMSolverMultistepScheduler+flow": dict(use_flow_sigmas=True, prediction_type="flow_prediction",
+                                                 flow_shift=shift, num_train_timesteps=n_train),
+    }
+
+
+def _make_scheduler(label: str, config: dict):
+    import diffusers
+
+    return getattr(diffusers, label.split("+")[0])(**config)
+
+
+def _peer_steps(label: str, config: dict, budget: int) -> tuple[int, int] | None:
+    """The most ``set_timesteps`` steps whose loop calls the model at most ``budget`` times."""
+    best = None
+    for steps in range(1, budget + 1):
+        sch = _make_scheduler(label, config)
+        try:
+            sch.set_timesteps(steps)
+        except (ValueError, ZeroDivisionError):
+            continue
+        calls = len(sch.timesteps)
+        if calls <= budget:
+            best = (steps, calls)
+        elif best is not None:
+            break
+    return best
+
+
+def run_peer(problem: Problem, label: str, config: dict, steps: int, noise: torch.Tensor, seed: int):
+    """diffusers' own loop on the native model. Returns (x0, x_start in VE, sigma_start, model calls)."""
+    sch = _make_scheduler(label, config)
+    sch.set_timesteps(steps, device=noise.device)
+    calls = {"n": 0}
+    native_model, native = problem.native_model, problem.native
+
+    def model(x_t, t):
+        calls["n"] += 1
+        time_ = torch.as_tensor(t, dtype=torch.float64, device=x_t.device).reshape(-1).expand(x_t.shape[0])
+        return native_model(x_t, time_)
+
+    init_sigma = float(getattr(sch, "init_noise_sigma", 1.0))  # flow-matching schedulers have none
+    latents = noise * init_sigma
+    t0 = sch.timesteps[0]
+    if init_sigma != 1.0:  # k-diffusion-style schedulers keep the VE state itself
+        sigma_start, x_start = float(sch.sigmas[0]), latents
+    else:  # the state is native x_t at timestep t0
+        sigma = native.sigma_of_time(torch.as_tensor([float(t0)], dtype=torch.float64))
+        sigma_start = float(sigma)
+        a, _ = native.coefficients(sigma)
+        x_start = latents if math.isinf(sigma_start) else latents / float(a)
+    generator = torch.Generator(device=noise.device).manual_seed(seed)
+    with torch.no_grad():
+        for t in sch.timesteps:
+            inp = sch.scale_model_input(latents, t) if hasattr(sch, "scale_model_input") else latents
+            kw = {"generator": generator} if "generator" in _step_params(sch) else {}
+            latents = sch.step(model(inp, t), t, latents, **kw).prev_sample
+    return latents, x_start, sigma_start, calls["n"]
+
+
+def _step_params(sch):
+    import inspect
+
+    return inspect.signature(sch.step).parameters
+
+
+# ------------------------------------------------------------------------------------------------------
+# one cell
+
+
+class Context:
+    """What the cells of one run share: problems, the reference cache, options; built on every rank."""
+
+    def __init__(self, args):
+        self.args = args
+        self.refs = ReferenceCache(None if args.no_cache else Path(args.cache))
+        self.problems: dict[str, Problem] = {}
+        self.unavailable: dict[str, str] = {}
+        self._exact: dict = {}
+        self._features = None
+        dtype = getattr(torch, args.dtype) if args.dtype else None
+        for name in args.problems:
+            try:
+                self.problems[name] = common.get_problem(name, device=args.device, dtype=dtype)
+            except ProblemUnavailable as err:
+                self.unavailable[name] = str(err)
+
+    def exact(self, problem: Problem, n: int, seed: int):
+        key = (problem.name, n, seed)
+        if key not in self._exact:
+            self._exact[key] = problem.exact_samples(n, seed) if problem.exact_samples else None
+        return self._exact[key]
+
+
+def run_cell(ctx: Context, cell: Cell) -> dict:
+    problem = ctx.problems[cell.problem]
+    batch = ctx.args.batch
+    out = asdict(cell)
+    t0 = time.perf_counter()
+    noise = problem.noise(batch, cell.seed)
+    if cell.peer:
+        label = cell.sampler.split(":", 1)[1]
+        config = diffusers_peers(problem)[label]
+        found = _peer_steps(label, config, cell.nfe)
+        if found is None:
+            return {**out, "skipped": f"no step count fits {cell.nfe} model calls"}
+        steps = found[0]
+        try:
+            x0, x_start, sigma_start, nfe = run_peer(problem, label, config, steps, noise, cell.seed)
+        except Exception as err:  # noqa: BLE001 - a peer failing is a result, not a crash of the sweep
+            return {**out, "skipped": f"diffusers raised {type(err).__name__}: {err}"}
+        kind = "ancestral" if "Ancestral" in label else "ode"
+    else:
+        spec = samplers.info(cell.sampler)
+        try:
+            found = common.steps_for_nfe(cell.sampler, cell.nfe, lambda n: problem.sigmas(cell.schedule, n))
+        except ValueError as err:
+            return {**out, "skipped": str(err).split("\n")[0]}
+        if found is None:
+            return {**out, "skipped": f"not even one step fits {cell.nfe} model evaluations"}
+        steps = found[0]
+        sigmas = problem.sigmas(cell.schedule, steps)
+        x_start = samplers.initial_latent(noise, sigmas)
+        sigma_start = float(sigmas[0])
+        model = CountingDenoiser(problem.batch_denoiser(batch, cell.seed))
+        kw = {}
+        if "seed" in spec.options:
+            kw["seed"] = [cell.seed * 100_003 + k + 7_919 for k in range(batch)]
+        with torch.no_grad():
+            x0 = samplers.sample(cell.sampler, model, x_start, sigmas, disable=True, **kw)
+        nfe, kind = model.calls, spec.kind
+    ref = ctx.refs.get(problem, cell.seed, x_start, sigma_start)
+    result = {**out, "steps": steps, "nfe_used": nfe, "kind": kind, "sigma_start": sigma_start,
+              "rmse": common.rmse(x0, ref)}
+    exact = ctx.exact(problem, batch, cell.seed)
+    if exact is not None:
+        result["sw"] = common.sliced_wasserstein(x0, exact)
+    if problem.decode is not None:
+        result.update(_image_metrics(ctx, problem, cell, x0, ref))
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def _image_metrics(ctx: Context, problem: Problem, cell: Cell, x0, ref) -> dict:
+    images, ref_images = problem.decode(x0), problem.decode(ref)
+    metrics = {"rmse_decoded": common.rmse(images, ref_images)}
+    try:
+        from models import checker
+    except ImportError:
+        return metrics
+    captions = problem.captions(x0.shape[0], cell.seed)
+    metrics["adherence"] = sum(checker.matches(img, cap) for img, cap in zip(images, captions)) / len(captions)
+    try:
+        from . import classifier
+        metrics["fd"] = classifier.frechet_to_data(images)
+    except (ImportError, FileNotFoundError):
+        pass
+    if ctx.args.grid_dir:
+        from models import data
+        folder = Path(ctx.args.grid_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        data.to_pil(images[0]).save(folder / f"{cell.problem}_{cell.sampler.replace(':', '-')}_{cell.schedule}_"
+                                              f"{cell.nfe}_{cell.seed}.png")
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------------
+# the sweep
+
+
+def cells_for(ctx: Context) -> list[Cell]:
+    args = ctx.args
+    names = common.sampler_names(args.samplers)
+    cells = []
+    for pname, problem in ctx.problems.items():
+        for schedule in args.schedules:
+            for name in names:
+                for nfe in args.nfe:
+                    for seed in args.seeds:
+                        cells.append(Cell(pname, name, schedule, nfe, seed))
+        if args.peers:
+            for label in diffusers_peers(problem):
+                for nfe in args.nfe:
+                    for seed in args.seeds:
+                        cells.append(Cell(pname, f"diffusers:{label}", "native", nfe, seed))
+    return cells
+
+
+def sweep(args, world: distributed.World | None = None) -> dict | None:
+    """Run every cell (this rank's share of them); rank 0 returns the gathered results, others None."""
+    world = world or distributed.World()
+    ctx = Context(args)
+    cells = cells_for(ctx)
+    mine = distributed.shard(cells, world)
+    done = []
+    from tqdm.auto import tqdm
+
+    for index, cell in tqdm(mine, desc=f"quality (rank {world.rank})", disable=args.no_progress or None,
+                            leave=False):
+        done.append((index, run_cell(ctx, cell)))
+    gathered = distributed.gather(done, world)
+    if gathered is None:
+        return None
+    floors = {}
+    for name, problem in ctx.problems.items():
+        if problem.exact_samples is not None:
+            floors[name] = {seed: common.sliced_wasserstein(problem.exact_samples(args.batch, seed),
+                                                            problem.exact_samples(args.batch, 50_000 + seed))
+                            for seed in args.seeds}
+    return {
+        "info": {**common.run_info(args.device), "world_size": world.size},
+        "args": {k: (v if not isinstance(v, tuple) else list(v)) for k, v in vars(args).items()},
+        "problems": {n: p.description for n, p in ctx.problems.items()},
+        "unavailable": ctx.unavailable,
+        "sw_floor": floors,
+        "cells": gathered,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------
+# reports
+
+
+def aggregate(cells: list[dict]) -> dict:
+    """Mean over seeds: {(problem, schedule, sampler): {nfe_used_mean, metric means}} keyed by budget."""
+    groups: dict = {}
+    for c in cells:
+        if "skipped" in c:
+            continue
+        key = (c["problem"], c["schedule"], c["sampler"])
+        groups.setdefault(key, {}).setdefault(c["nfe"], []).append(c)
+    table = {}
+    for key, by_nfe in groups.items():
+        table[key] = {}
+        for nfe, rows in sorted(by_nfe.items()):
+            agg = {"kind": rows[0]["kind"], "steps": rows[0]["steps"], "nfe_used": rows[0]["nfe_used"]}
+            for m in ("rmse", "sw", "rmse_decoded", "adherence", "fd"):
+                vals = [r[m] for r in rows if m in r]
+                if vals:
+                    agg[m] = sum(vals) / len(vals)
+            table[key][nfe] = agg
+    return table
+
+
+def markdown(result: dict) -> str:
+    info = result["info"]
+    lines = [f"# Steps versus quality", "",
+             f"{common.device_label(info)}, {info['date_utc']}, torch {info['versions']['torch']}, "
+             f"diffusers {info['versions']['diffusers']}, commit {info['commit']}, seeds {result['args']['seeds']}, "
+             f"batch {result['args']['batch']}.", ""]
+    table = aggregate(result["cells"])
+    nfes = result["args"]["nfe"]
+    for pname, desc in result["problems"].items():
+        lines += [f"## {pname}", "", desc, ""]
+        for metric, title in (("rmse", "RMSE to the exact PF-ODE solution from the same noise (deterministic "
+                                       "samplers; lower is better)"),
+                              ("sw", "Sliced Wasserstein distance to exact data samples (stochastic samplers; "
+                                     f"noise floor {_floor(result, pname)})"),
+                              ("adherence", "Caption match rate by the analytic checker (higher is better)")):
+            want_kind = {"rmse": ("ode",), "sw": ("ancestral", "sde")}.get(metric)
+            rows = [(k, v) for k, v in table.items() if k[0] == pname
+                    and (want_kind is None or next(iter(v.values()))["kind"] in want_kind)
+                    and any(metric in a for a in v.values())]
+            if not rows:
+                continue
+            lines += [f"**{title}** at a budget of NFE model evaluations:", "",
+                      "| sampler | schedule | " + " | ".join(f"NFE ≤ {n}" for n in nfes) + " |",
+                      "|---|---|" + "---:|" * len(nfes)]
+            best = {}
+            for n in nfes:
+                vals = [v[n][metric] for _, v in rows if n in v and metric in v[n]]
+                if vals:
+                    best[n] = max(vals) if metric == "adherence" else min(vals)
+            for (p, schedule, sampler), v in sorted(rows, key=lambda kv: _sort_key(kv, nfes, metric)):
+                cells = []
+                for n in nfes:
+                    if n not in v or metric not in v[n]:
+                        cells.append("–")
+                        continue
+                    text = f"{v[n][metric]:.2e}" if metric != "adherence" else f"{v[n][metric]:.2f}"
+                    cells.append(f"**{text}**" if v[n][metric] == best.get(n) else text)
+                name = f"*{sampler}*" if sampler.startswith("diffusers:") else sampler
+                lines.append(f"| {name} | {schedule} | " + " | ".join(cells) + " |")
+            lines.append("")
+        if result["unavailable"]:
+            pass
+    for name, why in result["unavailable"].items():
+        lines += [f"## {name}: not run", "", why, ""]
+    skipped = sorted({(c["sampler"], c["schedule"], c["skipped"]) for c in result["cells"] if "skipped" in c})
+    if skipped:
+        lines += ["Cells not run:", ""] + [f"- {s} / {sch}: {why}" for s, sch, why in skipped[:40]] + [""]
+    return "\n".join(lines)
+
+
+def _floor(result, pname):
+    floors = result["sw_floor"].get(pname)
+    if not floors:
+        return "n/a"
+    return f"{sum(floors.values()) / len(floors):.2e}"
+
+
+def _sort_key(kv, nfes, metric):
+    (_, schedule, sampler), v = kv
+    last = [v[n][metric] for n in reversed(nfes) if n in v and metric in v[n]]
+    score = last[0] if last else math.inf
+    return (schedule, -score if metric == "adherence" else score, sampler)
+
+
+def plots(result: dict, out: Path) -> list[Path]:
+    """Log-log error versus NFE, one line per sampler; one figure per problem, schedule and metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = aggregate(result["cells"])
+    written = []
+    combos = sorted({(k[0], k[1]) for k in table})
+    for pname, schedule in combos:
+        for metric, ylabel, kinds, logy in (
+                ("rmse", "RMSE to the exact ODE solution", ("ode",), True),
+                ("sw", "sliced Wasserstein to data", ("ancestral", "sde"), True),
+                ("adherence", "caption match rate", None, False)):
+            series = {k[2]: v for k, v in table.items() if k[0] == pname and (k[1] == schedule or k[1] == "native")
+                      and (kinds is None or next(iter(v.values()))["kind"] in kinds)
+                      and any(metric in a for a in v.values())}
+            if not series or (schedule == "native"):
+                continue
+            fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=90)
+            for i, (sampler, v) in enumerate(sorted(series.items())):
+                pts = sorted((a["nfe_used"], a[metric]) for a in v.values() if metric in a and a[metric] > 0)
+                if not pts:
+                    continue
+                peer = sampler.startswith("diffusers:")
+                ax.plot(*zip(*pts), marker="o" if not peer else "x", ms=3.5, lw=1.1,
+                        ls="--" if peer else "-", label=sampler.replace("diffusers:", "diffusers "),
+                        color=plt.cm.tab20(i % 20))
+            ax.set_xscale("log")
+            if logy:
+                ax.set_yscale("log")
+            ax.set_xlabel("model evaluations (NFE)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{pname}, schedule {schedule}", fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=6.5, ncol=2, loc="best")
+            fig.tight_layout()
+            path = out / f"{metric}_{pname}_{schedule}.png"
+            fig.savefig(path)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+def image_grid(result: dict, grid_dir: Path, out: Path) -> list[Path]:
+    """samplers × NFE grid of the first decoded image of each cell (models problems only)."""
+    from PIL import Image
+
+    written = []
+    for pname in result["problems"]:
+        files = sorted(grid_dir.glob(f"{pname}_*.png")) if grid_dir.exists() else []
+        if not files:
+            continue
+        rows: dict = {}
+        for f in files:
+            parts = f.stem[len(pname) + 1:].rsplit("_", 3)
+            sampler, schedule, nfe, seed = parts
+            if seed != str(result["args"]["seeds"][0]):
+                continue
+            rows.setdefault(f"{sampler} {schedule}", {})[int(nfe)] = f
+        nfes = sorted({n for r in rows.values() for n in r})
+        size = 64
+        grid = Image.new("RGB", (size * len(nfes), size * len(rows)), (0, 0, 0))
+        for i, (_, r) in enumerate(sorted(rows.items())):
+            for j, n in enumerate(nfes):
+                if n in r:
+                    grid.paste(Image.open(r[n]).convert("RGB").resize((size, size)), (j * size, i * size))
+        path = out / f"grid_{pname}.png"
+        grid.save(path)
+        (out / f"grid_{pname}.txt").write_text("rows: " + ", ".join(sorted(rows)) + "\ncolumns (NFE): "
+                                               + ", ".join(map(str, nfes)) + "\n")
+        written.append(path)
+    return written
+
+
+def write(result: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    (out / "table.md").write_text(markdown(result))
+    written = [out / "results.json", out / "table.md"]
+    written += plots(result, out)
+    if result["args"].get("grid_dir"):
+        written += image_grid(result, Path(result["args"]["grid_dir"]), out)
+    return written
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
+    p.add_argument("--problem", dest="problems", nargs="+", default=None,
+                   help=f"problems: {', '.join(common.PROBLEMS)} or module:function (default: the gm-* ones, "
+                        "plus models-eps/models-flow when they are installed)")
+    p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every non-adaptive one)")
+    p.add_argument("--schedules", nargs="+", default=["karras"],
+                   help=f"schedules ({', '.join(samplers.schedules.available())}, or 'all')")
+    p.add_argument("--nfe", nargs="+", type=int, default=None, help=f"NFE budgets (default {DEFAULT_NFE})")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--batch", type=int, default=None, help="items per cell (default 256; 16 for models)")
+    p.add_argument("--no-peers", dest="peers", action="store_false", help="skip diffusers' schedulers")
+    p.add_argument("--device", default=None, help="cpu or cuda[:k] (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="state dtype: float64 (analytic default) / float32")
+    p.add_argument("--out", type=Path, default=Path("out/benchmarks/quality"))
+    p.add_argument("--cache", default="out/benchmarks/cache", help="reference solutions on disk")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--quick", action="store_true", help="smoke run: few samplers, 2 budgets, small batch")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the analytic problems are tiny, and extra threads on a "
+                        "loaded machine only add contention)")
+    return p
+
+
+def resolve_args(args) -> argparse.Namespace:
+    models_ok = _models_available()
+    if args.problems is None:
+        args.problems = list(DEFAULT_PROBLEMS) + (["models-eps", "models-flow"] if models_ok and not args.quick
+                                                  else [])
+    if args.quick:
+        args.nfe = args.nfe or list(QUICK_NFE)
+        args.batch = args.batch or 32
+        if args.samplers is None:
+            args.samplers = [n for n in ("euler", "heun", "euler_ancestral") if n in samplers.available()]
+    if args.schedules == ["all"]:
+        args.schedules = samplers.schedules.available()
+    args.nfe = list(args.nfe or DEFAULT_NFE)
+    if args.batch is None:
+        args.batch = 16 if any(p.startswith("models") for p in args.problems) else 256
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.grid_dir = str(args.out / "images") if any(p.startswith("models") for p in args.problems) else None
+    return args
+
+
+def _models_available() -> bool:
+    try:
+        import models.pipeline  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main(argv=None) -> int:
+    args = resolve_args(parser().parse_args(argv))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = distributed.init()
+    if world.size > 1 and args.device.startswith("cuda"):
+        args.device = world.device
+    result = sweep(args, world)
+    if result is not None:
+        written = write(result, args.out)
+        print(markdown(result))
+        for name, why in result["unavailable"].items():
+            print(f"[skipped {name}] {why}", file=sys.stderr)
+        print("wrote " + ", ".join(str(p) for p in written))
+    distributed.finish(world)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
