@@ -1,0 +1,156 @@
+"""Pipeline: VAE checks, errors, per-item seeds, img2img / inpaint, CLI; and the shipped weights."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import samplers
+from models import checker, data
+from models.pipeline import WEIGHTS, Pipeline, VAEMismatchError, save_images
+from models.unet import DiffusionModel, vae_record
+from models.vae import VAE, VAEConfig
+
+from test_text_unet import randomize, tiny_config
+
+torch.set_num_threads(1)
+
+
+def tiny_vae(tmp_path: Path, name: str = "vae-tiny", latent_channels: int = 4, seed: int = 0) -> VAE:
+    torch.manual_seed(seed)
+    vae = VAE(VAEConfig(name=name, channels=(8, 8, 16), latent_channels=latent_channels, groups=4,
+                        scaling_factor=0.5, shift_factor=0.1))
+    folder = tmp_path / f"{name}-{latent_channels}-{seed}"
+    vae.save(folder)
+    return VAE.load(folder)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipe")
+    vae = tiny_vae(tmp)
+    out = {}
+    for kind in ("eps", "flow"):
+        torch.manual_seed(1)
+        model = randomize(DiffusionModel(tiny_config(prediction=kind, vae=vae_record(vae))), seed=2)
+        out[kind] = Pipeline(model, vae)
+    out["vae"], out["tmp"] = vae, tmp
+    return out
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def test_vae_mismatch_names_expected_vae(parts):
+    other = tiny_vae(parts["tmp"], name="vae-other", seed=5)
+    with pytest.raises(VAEMismatchError, match="vae-tiny"):
+        Pipeline(parts["eps"].model, other)
+    same_name = tiny_vae(parts["tmp"], seed=6)  # same name, other weights
+    with pytest.raises(VAEMismatchError, match="weights_sha256"):
+        Pipeline(parts["eps"].model, same_name)
+
+
+def test_latent_channel_mismatch(parts):
+    vae16 = tiny_vae(parts["tmp"], latent_channels=16)
+    with pytest.raises(VAEMismatchError, match="latent channels"):
+        Pipeline(parts["eps"].model, vae16)
+
+
+def test_size_errors_name_nearest_valid(parts):
+    with pytest.raises(ValueError, match="56 or 64"):
+        parts["eps"].txt2img("a red circle", width=60, steps=2, seed=0, progress=False)
+    with pytest.raises(ValueError, match="height"):
+        parts["eps"].txt2img("a red circle", height=30, steps=2, seed=0, progress=False)
+
+
+def test_strength_and_mask_errors(parts):
+    pipe = parts["eps"]
+    img = torch.zeros(1, 3, 64, 64)
+    for bad in (0, 0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="strength"):
+            pipe.img2img(img, "a red circle", strength=bad, steps=4, progress=False)
+    with pytest.raises(ValueError, match="mask"):
+        pipe.inpaint(img, torch.ones(32, 32), "a red circle", steps=4, progress=False)
+
+
+def test_missing_output_folder(parts, tmp_path):
+    img = data.to_pil(torch.zeros(3, 64, 64))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_images([img], tmp_path / "nope" / "x.png")
+    from samplers.cli import main
+
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["generate", "a red circle", "--out", str(tmp_path / "nope" / "x.png")])
+
+
+# ----------------------------------------------------------------------------------------- behaviour
+
+
+@pytest.mark.parametrize("kind,sampler", [("eps", "euler"), ("flow", "heun"), ("eps", "euler_ancestral")])
+def test_item_independent_of_batch(parts, kind, sampler):
+    pipe = parts[kind]
+    kw = dict(sampler=sampler, steps=4, output="tensor", progress=False)
+    both = pipe.txt2img(["a red circle", "a blue ring at the top"], seed=[11, 12], **kw)
+    alone = pipe.txt2img("a blue ring at the top", seed=12, **kw)
+    torch.testing.assert_close(both[1:], alone, atol=1e-4, rtol=1e-4)
+    again = pipe.txt2img("a blue ring at the top", seed=[12, 13], **kw)
+    torch.testing.assert_close(again[:1], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_denoiser_is_a_registry_denoiser(parts):
+    pipe = parts["flow"]
+    D = pipe.denoiser("a red circle", cfg=3.0)
+    sigmas = pipe.sigmas("flow", 3)
+    assert math.isinf(float(sigmas[0]))
+    x = samplers.initial_latent(torch.randn(2, 4, 8, 8), sigmas)
+    out = samplers.sample("euler", D, x, sigmas, disable=True)
+    assert out.shape == (2, 4, 8, 8) and torch.isfinite(out).all()
+
+
+def test_img2img_low_strength_stays_near_input(parts):
+    pipe = parts["eps"]
+    img, _, _ = data.make_batch(3, 2)
+    recon = pipe.vae.from_latent(pipe.vae.to_latent(img))
+    kw = dict(sampler="euler", steps=20, seed=[0, 1], output="tensor", progress=False)
+    low = pipe.img2img(img, "a red circle", strength=0.05, **kw)
+    full = pipe.img2img(img, "a red circle", strength=1.0, **kw)
+    assert (low - recon).abs().mean() < 0.5 * (full - recon).abs().mean()
+
+
+@pytest.mark.parametrize("kind", ["eps", "flow"])
+def test_inpaint_keeps_known_region(parts, kind):
+    pipe = parts[kind]
+    img, _, _ = data.make_batch(4, 1)
+    mask = torch.zeros(64, 64)
+    mask[8:30, 20:50] = 1.0
+    out = pipe.inpaint(img, mask, "a red circle", sampler="euler", steps=4, seed=0, output="tensor", progress=False)
+    keep = mask == 0
+    assert torch.equal(out[0][:, keep], img[0][:, keep])
+    assert (out[0][:, ~keep] - img[0][:, ~keep]).abs().max() > 0  # the hole was regenerated
+
+
+# ------------------------------------------------------------------------------------ shipped weights
+
+EASY = ["a large red circle in the centre", "a large blue square at the top left", "a large yellow circle at the bottom right",
+        "a large green square at the left", "a large white circle at the top", "a large cyan square at the bottom"]
+
+
+@pytest.mark.parametrize("kind", ["eps", "flow"])
+def test_shipped_weights_follow_easy_prompts(kind):
+    if not (WEIGHTS / kind / "model.safetensors").is_file():
+        pytest.skip(f"no shipped {kind} weights")
+    pipe = Pipeline.load(model=kind)
+    images = pipe.txt2img(EASY, seed=list(range(len(EASY))), output="tensor", progress=False)
+    passed = sum(checker.matches(im, p) for im, p in zip(images, EASY))
+    assert passed >= len(EASY) - 2, f"{passed}/{len(EASY)} easy prompts pass the checker"
+
+
+def test_cli_generate_writes_png(tmp_path):
+    if not (WEIGHTS / "eps" / "model.safetensors").is_file():
+        pytest.skip("no shipped eps weights")
+    from samplers.cli import main
+
+    assert main(["generate", "a large red circle in the centre", "--steps", "8", "--seed", "0", "1",
+                 "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g-0.png").is_file() and (tmp_path / "g-1.png").is_file()
