@@ -58,8 +58,9 @@ class Problem:
     denoiser_for: Callable | None = None
     decode: Callable | None = None  # latent -> images in [-1, 1]
     captions: Callable | None = None  # (n, seed) -> the prompts denoiser_for(n, seed) is conditioned on
-    # For diffusers' schedulers: the native model model(x_t, timestep) and its config.
+    # For diffusers' schedulers: the native model model(x_t, timestep) (or one per batch) and its config.
     native_model: Callable | None = None
+    native_model_for: Callable | None = None
     diffusers_config: dict | None = None
     description: str = ""
     cache_key: str = ""  # identifies the model and its weights in the reference cache
@@ -79,6 +80,9 @@ class Problem:
                 raise
             return samplers.get_sigmas(schedule, steps, native=self.native, sigma_min=self.sigma_min,
                                        sigma_max=self.finite_sigma_max)
+
+    def batch_native_model(self, n: int, seed: int) -> Callable | None:
+        return self.native_model_for(n, seed) if self.native_model_for is not None else self.native_model
 
     def batch_denoiser(self, n: int, seed: int) -> Callable:
         return self.denoiser_for(n, seed) if self.denoiser_for is not None else self.denoiser
@@ -185,63 +189,69 @@ def _gm_problem(kind: str) -> Problem:
     raise ValueError(kind)
 
 
-def _models_problem(model: str, cfg: float = 3.0, device: str = "cpu") -> Problem:
-    """The default models of ``models/`` (VAE + text encoder + U-Net) behind the pipeline's denoiser."""
+def _models_problem(model: str, cfg: float | None = None, device: str = "cpu") -> Problem:
+    """The default models of ``models/`` (text encoder + U-Net + VAE) through ``models.pipeline.Pipeline``.
+
+    Prompts are captions of ``models.data`` scenes (stream 20000 + seed); the denoiser carries
+    classifier-free guidance at the model's default scale. diffusers' schedulers get the same guided model
+    in native form (guidance on the eps / velocity output equals guidance on x0: the conversion is affine).
+    """
     try:
-        from models import checker, data  # noqa: F401
+        from models import data
         from models.pipeline import Pipeline
     except ImportError as err:
         raise ProblemUnavailable(f"the models problem needs models.pipeline, which is not importable here ({err})")
     try:
         pipe = Pipeline.load(model=model)
     except (FileNotFoundError, OSError, RuntimeError, ValueError) as err:
-        raise ProblemUnavailable(f"models.pipeline.Pipeline.load(model={model!r}) failed: {err} "
-                                 "(are the shipped weights present?)")
-    if hasattr(pipe, "to"):
-        pipe = pipe.to(device) or pipe
-    native = _find(pipe, ("native", "schedule", "noise_schedule"))
-    shape = tuple(_find(pipe, ("latent_shape",)))
-    if callable(shape):
-        shape = tuple(shape())
-
-    prompts_cache: dict = {}
+        raise ProblemUnavailable(f"models.pipeline.Pipeline.load(model={model!r}) failed: {err}")
+    pipe.model.to(device)
+    pipe.vae.to(device)
+    cfg = float(pipe.defaults["cfg"] if cfg is None else cfg)
+    native = pipe.native
+    side = 64 // pipe.vae.downsample
+    shape = (pipe.vae.latent_channels, side, side)
+    cache: dict = {}
 
     def captions(n, seed):
-        key = (n, seed)
-        if key not in prompts_cache:
-            prompts_cache[key] = list(data.make_batch(20_000 + seed, n)[1])
-        return prompts_cache[key]
+        if ("captions", n, seed) not in cache:
+            cache[("captions", n, seed)] = list(data.make_batch(20_000 + seed, n)[1])
+        return cache[("captions", n, seed)]
 
     def denoiser_for(n, seed):
-        # The pipeline's denoiser for n prompts with classifier-free guidance, cached per batch.
-        key = (n, seed)
-        if key not in denoisers:
-            denoisers[key] = pipe.denoiser(captions(n, seed), cfg)
-        return denoisers[key]
+        if ("D", n, seed) not in cache:
+            cache[("D", n, seed)] = pipe.denoiser(captions(n, seed), cfg)
+        return cache[("D", n, seed)]
 
-    denoisers: dict = {}
+    def native_model_for(n, seed):
+        cond = pipe.encode_prompts(captions(n, seed))
+        null = pipe.encode_prompts([""])
 
-    vae = _find(pipe, ("vae",))
+        @torch.no_grad()
+        def guided(x_t, time):
+            both = {k: torch.cat([cond[k], null[k].expand(n, *null[k].shape[1:])]) for k in cond}
+            out = pipe._model_fn(torch.cat([x_t, x_t]).float(), torch.cat([time, time]).float(), **both)
+            c, u = out.chunk(2)
+            return (u + cfg * (c - u)).to(x_t.dtype)
+        return guided
 
     def decode(latent):
-        with torch.no_grad():
-            return vae.from_latent(latent.to(torch.float32))
+        return pipe.decode(latent.to(torch.float32), output="tensor")
 
-    sha = getattr(_find(pipe, ("unet", "model", "diffusion_model"), required=False), "weights_sha256", None)
+    cfg_model = pipe.model.config
+    diffusers_config = (dict(beta_schedule=cfg_model.beta_schedule, beta_start=cfg_model.beta_start,
+                             beta_end=cfg_model.beta_end, num_train_timesteps=cfg_model.num_train_timesteps,
+                             prediction_type="epsilon") if model == "eps" else
+                        dict(flow_shift=cfg_model.flow_shift, num_train_timesteps=int(cfg_model.flow_multiplier)))
+    sha = pipe.model.weights_sha256 if hasattr(pipe.model, "weights_sha256") else None
+    sha = sha() if callable(sha) else sha
     return Problem(f"models-{model}", denoiser_for(1, 0), native, shape, sigma_min=native.sigma_min,
                    sigma_max=native.sigma_max, finite_sigma_max=80.0 if math.isinf(native.sigma_max) else None,
                    dtype=torch.float32, device=device, denoiser_for=denoiser_for, decode=decode, captions=captions,
-                   description=f"models/ default {model} model, text prompts from models.data, cfg {cfg}",
-                   cache_key=(sha() if callable(sha) else str(sha or "weights"))[:12])
-
-
-def _find(obj, names, required=True):
-    for n in names:
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    if required:
-        raise ProblemUnavailable(f"{type(obj).__name__} has none of the attributes {names}")
-    return None
+                   native_model_for=native_model_for, diffusers_config=diffusers_config,
+                   description=f"models/ default {model} model (64×64 scenes, latents {shape}), prompts from "
+                               f"models.data, classifier-free guidance {cfg:g}; error after decoding too",
+                   cache_key=str(sha or "weights")[:12])
 
 
 def _entry_point(spec: str) -> Problem:
@@ -368,8 +378,8 @@ def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
     a, b = f1.double().cpu().numpy(), f2.double().cpu().numpy()
     mu1, mu2 = a.mean(0), b.mean(0)
     c1, c2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(c1 @ c2, disp=False)
-    covmean = covmean.real
+    covmean = linalg.sqrtm(c1 @ c2)
+    covmean = covmean[0].real if isinstance(covmean, tuple) else covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))
 
 

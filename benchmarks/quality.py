@@ -60,7 +60,7 @@ class Cell:
 
 def diffusers_peers(problem: Problem) -> dict[str, dict]:
     """diffusers scheduler classes (and config) that can run ``problem``'s native model, if installed."""
-    if problem.native_model is None or problem.diffusers_config is None:
+    if (problem.native_model is None and problem.native_model_for is None) or problem.diffusers_config is None:
         return {}
     try:
         import diffusers  # noqa: F401
@@ -121,7 +121,7 @@ def run_peer(problem: Problem, label: str, config: dict, steps: int, noise: torc
     sch = _make_scheduler(label, config)
     sch.set_timesteps(steps, device=noise.device)
     calls = {"n": 0}
-    native_model, native = problem.native_model, problem.native
+    native_model, native = problem.batch_native_model(noise.shape[0], seed), problem.native
 
     def model(x_t, t):
         calls["n"] += 1
@@ -433,11 +433,15 @@ def plots(result: dict, out: Path) -> list[Path]:
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=6.5, ncol=2, loc="best")
             fig.tight_layout()
-            path = out / f"{metric}_{pname}_{schedule}.png"
+            path = out / f"{metric}_{_safe(pname)}_{schedule}.png"
             fig.savefig(path)
             plt.close(fig)
             written.append(path)
     return written
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 def image_grid(result: dict, grid_dir: Path, out: Path) -> list[Path]:

@@ -1,0 +1,269 @@
+"""Benchmarks: quick runs of both, their building blocks, CUDA-graph logic on the CPU, and a sharded sweep.
+
+No timings are asserted (performance claims live in the benchmark output); these tests check that the
+numbers are computed from the right things and that a 2-rank torchrun sweep reproduces one process.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import samplers
+from benchmarks import common, distributed, quality, speed
+from samplers import graph
+from samplers.problems import GaussianMixture
+
+ROOT = Path(__file__).resolve().parents[1]
+GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=3)
+FIXED = [n for n in samplers.available() if not samplers.info(n).host_sync]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _sweep_args(tmp_path, *extra):
+    return ["--problem", "gm-vp-eps", "--samplers", "euler", "heun", "euler_ancestral", "--nfe", "4", "8",
+            "--seeds", "0", "1", "--batch", "8", "--cache", str(tmp_path / "cache"), "--no-progress", *extra]
+
+
+# ------------------------------------------------------------------------------------------------------
+# quality
+
+
+def test_quality_quick_run_writes_json_table_and_plots(tmp_path):
+    out = tmp_path / "q"
+    quality.main(_sweep_args(tmp_path, "--out", str(out)))
+    result = json.loads((out / "results.json").read_text())
+    assert result["info"]["versions"]["torch"] == torch.__version__ and result["args"]["seeds"] == [0, 1]
+    cells = [c for c in result["cells"] if "skipped" not in c]
+    ours = [c for c in cells if not c["sampler"].startswith("diffusers:")]
+    assert len(ours) == 3 * 2 * 2
+    for c in ours:
+        assert c["nfe_used"] <= c["nfe"] and c["rmse"] > 0 and c["sw"] > 0
+    heun = {c["nfe"]: c for c in ours if c["sampler"] == "heun" and c["seed"] == 0}
+    assert heun[4]["steps"] == 2 and heun[4]["nfe_used"] == 3  # 2 per step, 1 on the last Euler step
+    assert heun[8]["rmse"] < heun[4]["rmse"]
+    if any(c["sampler"].startswith("diffusers:") for c in result["cells"]):
+        # same algorithm, same schedule, same noise: diffusers' Euler with Karras sigmas equals ours
+        theirs = {c["nfe"]: c["rmse"] for c in cells if c["sampler"] == "diffusers:EulerDiscreteScheduler+karras"
+                  and c["seed"] == 0}
+        mine = {c["nfe"]: c["rmse"] for c in ours if c["sampler"] == "euler" and c["seed"] == 0}
+        assert theirs and all(math.isclose(theirs[n], mine[n], rel_tol=1e-4) for n in theirs)
+    table = (out / "table.md").read_text()
+    assert "| euler | karras |" in table and "NFE ≤ 8" in table
+    assert (out / "rmse_gm-vp-eps_karras.png").stat().st_size > 1000
+    assert (out / "sw_gm-vp-eps_karras.png").exists()
+
+
+def test_steps_for_nfe_is_the_largest_that_fits():
+    make = lambda n: samplers.get_sigmas("karras", n, sigma_min=0.01, sigma_max=10.0)  # noqa: E731
+    for name in ("euler", "heun", "rk4"):
+        if name not in samplers.available():
+            continue
+        steps, nfe = common.steps_for_nfe(name, 10, make)
+        assert nfe <= 10 and common.count_nfe(name, make(steps + 1)) > 10
+    assert common.steps_for_nfe("heun", 10, make) == (5, 9)
+
+
+def test_reference_cache_round_trip_and_generic_ode_reference(tmp_path):
+    problem = common.get_problem("gm-ve")
+    cache = common.ReferenceCache(tmp_path)
+    x = problem.noise(4, 0) * 80.0
+    first = cache.get(problem, 0, x, 80.0)
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    again = cache.get(problem, 0, x, 80.0)
+    assert torch.equal(first, again)
+    # the adaptive solve any user denoiser gets agrees with the exact mixture endpoint
+    generic = common.ode_reference(problem.denoiser, x, 80.0, rtol=1e-9, atol=1e-9)
+    assert float((generic - first).abs().max()) < 1e-5
+    from_inf = common.ode_reference(problem.denoiser, problem.noise(4, 0), math.inf, rtol=1e-9, atol=1e-9)
+    exact = GaussianMixture.default(shape=common.GM_SHAPE, components=6, seed=0).ode_endpoint(problem.noise(4, 0),
+                                                                                                math.inf)
+    assert float((from_inf - exact).abs().max()) < 1e-5
+
+
+def test_noise_is_per_item():
+    problem = common.get_problem("gm-ve")
+    assert torch.equal(problem.noise(5, 3)[:2], problem.noise(2, 3))
+
+
+def test_metrics():
+    a = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    assert common.sliced_wasserstein(a, a) == 0.0
+    assert common.sliced_wasserstein(a, a + 1.0) > 0.5
+    assert common.rmse(a, a + 0.5) == pytest.approx(0.5)
+    assert common.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_user_problem_by_entry_point(tmp_path, monkeypatch):
+    (tmp_path / "my_bench.py").write_text(textwrap.dedent("""
+        import torch
+        from benchmarks.common import Problem
+        from samplers.native import VE
+
+        def denoiser(x, sigma):  # exact for N(0, I) data
+            s = sigma.reshape(-1, 1)
+            return x / (1 + s * s)
+
+        def problem():
+            return Problem("mine", denoiser, VE(sigma_min=0.01, sigma_max=20.0), (3,), 0.01, 20.0)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "q"
+    quality.main(["--problem", "my_bench:problem", "--samplers", "euler", "heun", "--nfe", "6", "40", "--batch",
+                  "16", "--no-cache", "--out", str(out), "--no-progress"])
+    cells = json.loads((out / "results.json").read_text())["cells"]
+    err = {(c["sampler"], c["nfe"]): c["rmse"] for c in cells}
+    assert err[("euler", 40)] < err[("euler", 6)] and err[("heun", 40)] < err[("heun", 6)]
+    assert err[("heun", 40)] < err[("euler", 40)]
+    with pytest.raises(ValueError, match="module:function"):
+        common.get_problem("not_a_problem")
+
+
+def test_models_problem_is_used_or_skipped_with_a_reason():
+    try:
+        problem = common.get_problem("models-eps")
+    except common.ProblemUnavailable as err:
+        assert "models" in str(err)
+    else:
+        assert problem.decode is not None and problem.captions(2, 0)
+
+
+# ------------------------------------------------------------------------------------------------------
+# speed
+
+
+def test_speed_quick_run(tmp_path):
+    speed.main(["--quick", "--out", str(tmp_path), "--no-progress"])
+    result = json.loads((tmp_path / "results.json").read_text())
+    rows = result["overhead"]["cpu float32"]
+    assert [r["sampler"] for r in rows] == [n for n in ("euler", "heun", "euler_ancestral") if n in samplers.available()]
+    for r in rows:
+        assert r["calls_per_step"] == pytest.approx(samplers.info(r["sampler"]).nfe_per_step)
+        assert math.isfinite(r["overhead_per_step_s"]) and r["model_call_s"] > 0
+    assert "Overhead per step" in (tmp_path / "table.md").read_text()
+    assert "CUDA" in result["graph_note"] or "graph" in result
+
+
+def test_unet_run_plumbing_on_a_tiny_unet():
+    pytest.importorskip("diffusers")
+    out = speed.unet_run(speed.TINY_UNET, "cpu", torch.float32, batch=2, steps=4, repeats=1, use_graph=False,
+                         text_len=5)
+    assert out["max_abs_diff_vs_diffusers"] < 1e-4  # our Euler on diffusers' sigmas is diffusers' Euler
+    assert out["diffusers_s"] > 0 and out["ours_eager_s"] > 0
+
+
+# ------------------------------------------------------------------------------------------------------
+# CUDA graphs: the CPU-side logic
+
+
+def _start(batch=3):
+    return GM.noise(batch, seed=5).float() * 20.0
+
+
+@pytest.mark.parametrize("name", FIXED)
+def test_graph_prepared_run_equals_sample_and_never_reads_the_device(name):
+    sig = samplers.get_sigmas("karras", 5, sigma_min=0.02, sigma_max=20.0)
+    spec = samplers.info(name)
+    seeds = {"seed": [4, 5, 6]} if "seed" in spec.options else {}
+    run = graph.capture(name, GM.denoiser, _start(), sig, fallback="eager", **seeds)
+    assert not run.captured
+    with graph.count_host_reads() as reads:
+        run._body()  # exactly what a CUDA graph would record
+    assert reads["n"] == 0, f"{name}: {reads['n']} host reads inside the loop would break graph capture"
+    want = samplers.sample(name, GM.denoiser, _start(), sig, disable=True, **seeds)
+    assert torch.equal(run(_start()), want)
+    assert torch.equal(run(_start()), want)  # replays are reseeded: the same result every call
+    if seeds:
+        other = samplers.sample(name, GM.denoiser, _start(), sig, disable=True, seed=[7, 8, 9])
+        assert torch.equal(run(_start(), seed=[7, 8, 9]), other)
+
+
+def test_graph_from_infinite_sigma_and_half_precision():
+    flow = samplers.RectifiedFlow(shift=1.0)
+    model = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)
+    sig = samplers.get_sigmas("flow", 6, native=flow)
+    x = samplers.initial_latent(GM.noise(2, seed=1).to(torch.bfloat16), sig)
+    run = graph.capture("euler_ancestral", model, x, sig, seed=[1, 2], fallback="eager")
+    out = run(x)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, samplers.sample("euler_ancestral", model, x, sig, disable=True, seed=[1, 2]))
+
+
+def test_graph_errors_are_clear():
+    sig = samplers.get_sigmas("karras", 4, sigma_min=0.02, sigma_max=20.0)
+    with pytest.raises(graph.GraphUnavailable, match="fallback='eager'"):
+        graph.capture("euler", GM.denoiser, _start(), sig)
+    run = graph.capture("euler", GM.denoiser, _start(), sig, fallback="eager")
+    with pytest.raises(ValueError, match="captured for shape"):
+        run(_start(batch=2))
+    no_noise = [n for n in FIXED if "seed" not in samplers.info(n).options]
+    if no_noise:
+        with pytest.raises(ValueError, match="deterministic"):
+            graph.capture(no_noise[0], GM.denoiser, _start(), sig, fallback="eager", seed=1)
+        with pytest.raises(ValueError, match="takes no seed"):
+            graph.capture(no_noise[0], GM.denoiser, _start(), sig, fallback="eager")(_start(), seed=[1, 2, 3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", FIXED)
+def test_graph_capture_on_cuda(name):  # pragma: no cover - no GPU in CI
+    flow = samplers.RectifiedFlow(shift=3.0)
+    gm = GaussianMixture(GM.means.cuda(), GM.stds.cuda(), GM.weights.cuda(), GM.shape)
+    model = samplers.to_denoiser(gm.as_model("flow", flow), "flow", flow)
+    sig = samplers.get_sigmas("karras", 8, native=flow, sigma_max=20.0)
+    x = (GM.noise(2, seed=1).float() * 20.0).cuda()
+    seeds = {"seed": [1, 2]} if "seed" in samplers.info(name).options else {}
+    run = graph.capture(name, model, x, sig, **seeds)
+    assert run.captured
+    want = samplers.sample(name, model, x, sig, disable=True, **seeds)
+    torch.testing.assert_close(run(x), want, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------
+# sharding
+
+
+def test_shard_and_gather_single_process():
+    world = distributed.World()
+    items = list("abcde")
+    assert distributed.shard(items, distributed.World(rank=1, size=2)) == [(1, "b"), (3, "d")]
+    assert distributed.gather(distributed.shard(items, world)[::-1], world) == items
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _strip(cells):
+    return [{k: v for k, v in c.items() if k != "seconds"} for c in cells]
+
+
+def test_torchrun_two_ranks_equal_one_process(tmp_path):
+    args = _sweep_args(tmp_path, "--no-peers", "--nfe", "4", "8")
+    quality.main([*args, "--out", str(tmp_path / "one")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "benchmarks.quality", *args, "--out", str(tmp_path / "two")]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["info"]["world_size"] == 2 and one["info"]["world_size"] == 1
+    assert _strip(two["cells"]) == _strip(one["cells"])
