@@ -14,6 +14,7 @@ size or on the other items.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -109,6 +110,9 @@ class Pipeline:
         self.kind = kind or model.config.prediction
         self.native = native_schedule(model.config)
         self.defaults = {**FALLBACK_DEFAULTS[model.config.prediction], **model.config.defaults}
+        if self.defaults["sampler"] not in samplers.available():  # e.g. a library built without it
+            warnings.warn(f"default sampler {self.defaults['sampler']!r} is not registered; using 'euler'")
+            self.defaults["sampler"] = "euler"
         self._denoiser = samplers.to_denoiser(self._model_fn, model.config.prediction, self.native)
 
     @classmethod

@@ -65,7 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from <work>/train_<kind>/checkpoint.pt")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps, leaving a checkpoint")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="safety limit: finish (save the weights) after this long even if --steps is not reached")
+                   help="time budget: finish (save the weights) after this long even if --steps is not reached; the "
+                        "lr decay then follows wall time too (not bit-reproducible; the config records steps done)")
     return p.parse_args(argv)
 
 
@@ -103,10 +104,12 @@ def encode_dataset(vae, seed: int, n: int, tokenizer, path: Path, batch_size: in
 # ------------------------------------------------------------------------------------------------ loss
 
 
-def lr_at(step: int, args) -> float:
+def lr_at(step: int, args, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 5% over the run. With ``--max-minutes`` the decay follows
+    whichever is further along, steps or wall time, so a time-limited run still ends at the low rate."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    t = (step - args.warmup) / max(1, args.steps - args.warmup)
+    t = max((step - args.warmup) / max(1, args.steps - args.warmup), time_fraction)
     return args.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
 
 
@@ -180,6 +183,7 @@ def main(argv=None) -> int:
         lr=args.lr, betas=(0.9, 0.99),
     )
     step = 0
+    prior_elapsed = 0.0
     if args.resume:
         if not ckpt_path.is_file():
             print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
@@ -191,12 +195,14 @@ def main(argv=None) -> int:
             ema.load_state_dict(ckpt["ema"])
             opt.load_state_dict(ckpt["optimizer"])
             step = ckpt["step"]
+            prior_elapsed = ckpt.get("elapsed", 0.0)
             print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
 
     def checkpoint():
         work_dir.mkdir(parents=True, exist_ok=True)
         mio.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                                          "step": step, "config": cfg.to_dict(), "seed": args.seed})
+                                          "step": step, "config": cfg.to_dict(), "seed": args.seed,
+                                          "elapsed": time.monotonic() - t_start})
 
     alphas_cumprod = native_schedule(cfg).alphas_cumprod.float() if args.kind == "eps" else None
     n_data = ds["mean"].shape[0]
@@ -204,7 +210,8 @@ def main(argv=None) -> int:
     print(f"{cfg.name}: {n_params / 1e6:.2f} M parameters ({n_params * 2 / 1e6:.1f} MB fp16), {threads} threads, "
           f"batch {args.batch_size}, {args.steps} steps", file=sys.stderr, flush=True)
     model.train()
-    t_start = last_ckpt = time.monotonic()
+    last_ckpt = time.monotonic()
+    t_start = last_ckpt - prior_elapsed  # wall time counts across --resume
     stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.kind}", mininterval=10.0, dynamic_ncols=True)
     ema_loss = None
@@ -217,8 +224,10 @@ def main(argv=None) -> int:
         drop = torch.rand(args.batch_size, generator=gen) < args.caption_dropout
         ids[drop, 1:] = model.text_encoder.tokenizer.pad_id  # keep <bos>: the null prompt ""
         mask[drop, 1:] = False
+        time_fraction = 0.0 if args.max_minutes is None else (time.monotonic() - t_start) / (args.max_minutes * 60)
+        lr = lr_at(step, args, time_fraction)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args)
+            group["lr"] = lr
         loss = diffusion_loss(model, x0, ids, mask, gen, alphas_cumprod)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -234,17 +243,17 @@ def main(argv=None) -> int:
         bar.update(1)
         elapsed = time.monotonic() - t_start
         if step % 100 == 0 or step == args.steps:
-            print(f"step {step}/{args.steps} loss {ema_loss:.4f} lr {lr_at(step - 1, args):.2e} elapsed {elapsed:.0f}s",
+            print(f"step {step}/{args.steps} loss {ema_loss:.4f} lr {lr:.2e} elapsed {elapsed:.0f}s",
                   file=sys.stderr, flush=True)
         if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60 and step < args.steps:
             checkpoint()
             last_ckpt = time.monotonic()
-        if args.max_minutes is not None and elapsed > args.max_minutes * 60:
+        if args.max_minutes is not None and elapsed > args.max_minutes * 60 and step < stop_at:
             timed_out = True
             print(f"--max-minutes {args.max_minutes} reached at step {step}; saving", file=sys.stderr)
             break
     bar.close()
-    if step < stop_at or (step < args.steps and not timed_out):
+    if step < args.steps and not timed_out:  # --stop-after: leave a checkpoint to --resume from
         checkpoint()
         print(f"stopped at step {step}/{args.steps}; continue with --resume (checkpoint {ckpt_path})", file=sys.stderr)
         return 0
