@@ -4,12 +4,12 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from contextlib import contextmanager
 
 import pytest
 import torch
 
 import samplers
+from samplers.graph import count_host_reads
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=3)
@@ -98,27 +98,6 @@ def test_callback_once_per_step(name):
     for d in seen:
         assert {"x", "i", "sigma", "sigma_hat", "denoised"} <= set(d)
         assert d["x"].shape == d["denoised"].shape
-
-
-@contextmanager
-def count_host_reads():
-    counts = {"n": 0}
-    names = ("item", "__bool__", "__float__", "__int__", "tolist")
-    originals = {n: getattr(torch.Tensor, n) for n in names}
-
-    def wrap(orig):
-        def counted(self, *a, **k):
-            counts["n"] += 1
-            return orig(self, *a, **k)
-        return counted
-
-    for n, orig in originals.items():
-        setattr(torch.Tensor, n, wrap(orig))
-    try:
-        yield counts
-    finally:
-        for n, orig in originals.items():
-            setattr(torch.Tensor, n, orig)
 
 
 @pytest.mark.parametrize("name", NAMES)
