@@ -174,6 +174,12 @@ class Context:
             except ProblemUnavailable as err:
                 self.unavailable[name] = str(err)
 
+    def batch(self, problem: Problem) -> int:
+        """Items per cell: --batch, else 256 for the analytic problems and 16 for the models (CPU cost)."""
+        if self.args.batch:
+            return self.args.batch
+        return 16 if problem.decode is not None else 256
+
     def exact(self, problem: Problem, n: int, seed: int):
         key = (problem.name, n, seed)
         if key not in self._exact:
@@ -183,8 +189,8 @@ class Context:
 
 def run_cell(ctx: Context, cell: Cell) -> dict:
     problem = ctx.problems[cell.problem]
-    batch = ctx.args.batch
-    out = asdict(cell)
+    batch = ctx.batch(problem)
+    out = {**asdict(cell), "batch": batch}
     t0 = time.perf_counter()
     noise = problem.noise(batch, cell.seed)
     if cell.peer:
@@ -269,6 +275,8 @@ def cells_for(ctx: Context) -> list[Cell]:
                         cells.append(Cell(pname, name, schedule, nfe, seed))
         if args.peers:
             for label in diffusers_peers(problem):
+                if args.peer_names and label not in args.peer_names:
+                    continue
                 for nfe in args.nfe:
                     for seed in args.seeds:
                         cells.append(Cell(pname, f"diffusers:{label}", "native", nfe, seed))
@@ -290,20 +298,36 @@ def sweep(args, world: distributed.World | None = None) -> dict | None:
     gathered = distributed.gather(done, world)
     if gathered is None:
         return None
-    floors = {}
+    floors, fd_floors = {}, {}
     for name, problem in ctx.problems.items():
+        n = ctx.batch(problem)
         if problem.exact_samples is not None:
-            floors[name] = {seed: common.sliced_wasserstein(problem.exact_samples(args.batch, seed),
-                                                            problem.exact_samples(args.batch, 50_000 + seed))
+            # two independent exact sample sets of the cell's size: the distance no sampler can go below
+            floors[name] = {seed: common.sliced_wasserstein(problem.exact_samples(n, seed),
+                                                            problem.exact_samples(n, 50_000 + seed))
                             for seed in args.seeds}
+        if problem.decode is not None:
+            fd_floors[name] = _fd_floor(n)
     return {
         "info": {**common.run_info(args.device), "world_size": world.size},
         "args": {k: (v if not isinstance(v, tuple) else list(v)) for k, v in vars(args).items()},
         "problems": {n: p.description for n, p in ctx.problems.items()},
         "unavailable": ctx.unavailable,
         "sw_floor": floors,
+        "fd_floor": fd_floors,
         "cells": gathered,
     }
+
+
+def _fd_floor(n: int) -> float | None:
+    """Fréchet distance of n real data images to the reference set: the value of a perfect sampler."""
+    try:
+        from models import data
+
+        from . import classifier
+        return classifier.frechet_to_data(data.make_batch(20_000, n)[0])
+    except (ImportError, FileNotFoundError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -336,7 +360,7 @@ def markdown(result: dict) -> str:
     lines = [f"# Steps versus quality", "",
              f"{common.device_label(info)}, {info['date_utc']}, torch {info['versions']['torch']}, "
              f"diffusers {info['versions']['diffusers']}, commit {info['commit']}, seeds {result['args']['seeds']}, "
-             f"batch {result['args']['batch']}.", ""]
+             f"batch {result['args']['batch'] or 'per problem (256 analytic, 16 models)'}.", ""]
     table = aggregate(result["cells"])
     nfes = result["args"]["nfe"]
     for pname, desc in result["problems"].items():
@@ -345,8 +369,12 @@ def markdown(result: dict) -> str:
                                        "samplers; lower is better)"),
                               ("sw", "Sliced Wasserstein distance to exact data samples (stochastic samplers; "
                                      f"noise floor {_floor(result, pname)})"),
-                              ("adherence", "Caption match rate by the analytic checker (higher is better)")):
-            want_kind = {"rmse": ("ode",), "sw": ("ancestral", "sde")}.get(metric)
+                              ("rmse_decoded", "RMSE after decoding, to the decoded reference (deterministic "
+                                               "samplers; pixels in [-1, 1])"),
+                              ("adherence", "Caption match rate by the analytic checker (higher is better)"),
+                              ("fd", "Fréchet distance in the classifier's features to data images (lower is "
+                                     f"better; real images of the same batch size score {_fd_text(result, pname)})")):
+            want_kind = {"rmse": ("ode",), "rmse_decoded": ("ode",), "sw": ("ancestral", "sde")}.get(metric)
             rows = [(k, v) for k, v in table.items() if k[0] == pname
                     and (want_kind is None or next(iter(v.values()))["kind"] in want_kind)
                     and any(metric in a for a in v.values())]
@@ -366,19 +394,23 @@ def markdown(result: dict) -> str:
                     if n not in v or metric not in v[n]:
                         cells.append("–")
                         continue
-                    text = f"{v[n][metric]:.2e}" if metric != "adherence" else f"{v[n][metric]:.2f}"
+                    text = {"adherence": f"{v[n][metric]:.2f}", "fd": f"{v[n][metric]:.0f}"}.get(
+                        metric, f"{v[n][metric]:.2e}")
                     cells.append(f"**{text}**" if v[n][metric] == best.get(n) else text)
                 name = f"*{sampler}*" if sampler.startswith("diffusers:") else sampler
                 lines.append(f"| {name} | {schedule} | " + " | ".join(cells) + " |")
             lines.append("")
-        if result["unavailable"]:
-            pass
     for name, why in result["unavailable"].items():
         lines += [f"## {name}: not run", "", why, ""]
     skipped = sorted({(c["sampler"], c["schedule"], c["skipped"]) for c in result["cells"] if "skipped" in c})
     if skipped:
         lines += ["Cells not run:", ""] + [f"- {s} / {sch}: {why}" for s, sch, why in skipped[:40]] + [""]
     return "\n".join(lines)
+
+
+def _fd_text(result, pname):
+    value = result.get("fd_floor", {}).get(pname)
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _floor(result, pname):
@@ -501,6 +533,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--batch", type=int, default=None, help="items per cell (default 256; 16 for models)")
     p.add_argument("--no-peers", dest="peers", action="store_false", help="skip diffusers' schedulers")
+    p.add_argument("--peer-names", nargs="+", default=None,
+                   help="only these diffusers peers (e.g. DDIMScheduler 'EulerDiscreteScheduler+karras')")
     p.add_argument("--device", default=None, help="cpu or cuda[:k] (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="state dtype: float64 (analytic default) / float32")
     p.add_argument("--out", type=Path, default=Path("out/benchmarks/quality"))
@@ -527,8 +561,6 @@ def resolve_args(args) -> argparse.Namespace:
     if args.schedules == ["all"]:
         args.schedules = samplers.schedules.available()
     args.nfe = list(args.nfe or DEFAULT_NFE)
-    if args.batch is None:
-        args.batch = 16 if any(p.startswith("models") for p in args.problems) else 256
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.grid_dir = str(args.out / "images") if any(p.startswith("models") for p in args.problems) else None

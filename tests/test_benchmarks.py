@@ -5,6 +5,7 @@ numbers are computed from the right things and that a 2-rank torchrun sweep repr
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -141,6 +142,36 @@ def test_models_problem_is_used_or_skipped_with_a_reason():
         assert "models" in str(err)
     else:
         assert problem.decode is not None and problem.captions(2, 0)
+
+
+def test_models_problem_end_to_end_on_a_random_pipeline(tmp_path, monkeypatch):
+    """The models path (decode, checker, classifier FD, image grid, diffusers on the guided native model)
+    on a tiny random U-Net and VAE, so it is exercised whether or not the shipped weights exist."""
+    pipeline = pytest.importorskip("models.pipeline")
+    from models.unet import DiffusionModel, UNetConfig, vae_record
+    from models.vae import VAE
+
+    torch.manual_seed(0)
+    vae = VAE().eval()
+    made = {}
+
+    def fake_load(cls, folder=None, model="eps", vae_=None):
+        if model not in made:
+            cfg = UNetConfig(channels=(32, 64), res_blocks=1, groups=8, heads=2, time_dim=64, prediction=model,
+                             vae=vae_record(vae))
+            made[model] = DiffusionModel(cfg).eval()
+        return cls(made[model], vae)
+
+    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(fake_load))
+    out = tmp_path / "q"
+    quality.main(["--problem", "models-eps", "--samplers", "euler", "--nfe", "3", "--batch", "2", "--no-cache",
+                  "--peer-names", "EulerDiscreteScheduler", "--out", str(out), "--no-progress"])
+    result = json.loads((out / "results.json").read_text())
+    ours = [c for c in result["cells"] if c["sampler"] == "euler"][0]
+    assert {"rmse", "rmse_decoded", "adherence"} <= set(ours) and ours["nfe_used"] == 3
+    assert (out / "grid_models-eps.png").exists()
+    peers = [c for c in result["cells"] if c["sampler"].startswith("diffusers:") and "skipped" not in c]
+    assert not importlib.util.find_spec("diffusers") or peers
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -1,0 +1,179 @@
+"""A small CNN trained on ``models.data`` scenes: its features give a Fréchet distance for generated images.
+
+    python -m benchmarks.classifier train --out models/weights/classifier     # ~5 min on 1 CPU thread
+    python -m benchmarks.classifier eval                                      # held-out accuracy
+
+Trained on one-object scenes to predict the object's shape, colour, size and 3×3 position (four heads over
+one 32-dimensional feature vector). ``frechet_to_data(images)`` is the Fréchet distance between the
+features of ``images`` and those of held-out data images — an FID whose feature extractor knows exactly
+the attributes this data set varies. With small batches it is biased upwards (like FID), so compare
+numbers at equal batch sizes only.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "classifier"
+TRAIN_COMMAND = "python -m benchmarks.classifier train --out models/weights/classifier"
+HEADS = ("shape", "colour", "size", "position")
+FEATURES = 32
+TRAIN_SEED, EVAL_SEED, REFERENCE_SEED = 101, 202, 303
+
+
+def _labels():
+    from models import data
+
+    return {"shape": data.SHAPES, "colour": data.COLOUR_NAMES, "size": data.SIZES, "position": data.POSITIONS}
+
+
+class Classifier(nn.Module):
+    def __init__(self, width: int = 16):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(3, w, 3, stride=2, padding=1), nn.SiLU(),          # 32
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),      # 16
+            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),  # 8
+            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),  # 4
+            nn.Flatten(), nn.Linear(4 * w * 16, FEATURES), nn.SiLU())
+        sizes = {k: len(v) for k, v in _labels().items()}
+        self.heads = nn.ModuleDict({k: nn.Linear(FEATURES, n) for k, n in sizes.items()})
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 32] features of images in [-1, 1], [B, 3, 64, 64]."""
+        return self.body(images)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.features(images)
+        return {k: head(f) for k, head in self.heads.items()}
+
+
+def _targets(scenes) -> dict[str, torch.Tensor]:
+    labels = _labels()
+    objs = [s.objects[0] for s in scenes]
+    return {k: torch.tensor([labels[k].index(getattr(o, k)) for o in objs]) for k in HEADS}
+
+
+def _data(seed: int, n: int, chunk: int = 256):
+    from models import data
+
+    xs, ts = [], []
+    for start in range(0, n, chunk):
+        x, _, scenes = data.make_batch(seed, min(chunk, n - start), n_objects=1, start=start)
+        xs.append(x)
+        ts.append(_targets(scenes))
+    return torch.cat(xs), {k: torch.cat([t[k] for t in ts]) for k in HEADS}
+
+
+def accuracy(model: Classifier, x: torch.Tensor, targets: dict) -> dict[str, float]:
+    with torch.no_grad():
+        out = model(x)
+    return {k: float((out[k].argmax(1) == targets[k]).float().mean()) for k in HEADS}
+
+
+def train(out: Path, n_train: int = 12_800, epochs: int = 8, batch: int = 128, seed: int = 0, threads: int = 1):
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    x, y = _data(TRAIN_SEED, n_train)
+    xe, ye = _data(EVAL_SEED, 1024)
+    print(f"rendered {n_train} + 1024 scenes in {time.perf_counter() - t0:.0f} s", flush=True)
+    model = Classifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    steps = epochs * (n_train // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        perm = torch.randperm(n_train, generator=g)
+        model.train()
+        for i in range(n_train // batch):
+            idx = perm[i * batch:(i + 1) * batch]
+            # a little noise and blur so decoded (slightly soft) samples stay in distribution
+            xb = x[idx] + 0.05 * torch.randn(len(idx), *x.shape[1:], generator=g)
+            if i % 2:
+                xb = F.avg_pool2d(xb, 3, stride=1, padding=1)
+            out_ = model(xb)
+            loss = sum(F.cross_entropy(out_[k], y[k][idx]) for k in HEADS)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        print(f"epoch {epoch + 1}/{epochs}: loss {float(loss.detach()):.3f}, held-out accuracy "
+              f"{accuracy(model, xe, ye)}, {time.perf_counter() - t0:.0f} s", flush=True)
+    acc = accuracy(model, xe, ye)
+    from models import io as mio
+
+    config = {"kind": "benchmarks.classifier", "features": FEATURES, "width": 16, "heads": list(HEADS),
+              "trained_on": f"models.data stream {TRAIN_SEED}, {n_train} one-object scenes, {epochs} epochs",
+              "held_out_accuracy": acc, "command": TRAIN_COMMAND}
+    mio.save_model(out, {k: v.to(torch.float16) for k, v in model.state_dict().items()}, config)
+    print(f"wrote {out} (held-out accuracy {acc})")
+    return acc
+
+
+@functools.lru_cache(maxsize=2)
+def load(folder: str | None = None) -> Classifier:
+    """The shipped classifier (float32, eval mode). Raises FileNotFoundError naming the command to train it."""
+    from models import io as mio
+
+    folder = Path(folder) if folder else WEIGHTS
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"no classifier weights in {folder}; train them with `{TRAIN_COMMAND}`")
+    state, config = mio.load_model(folder, reproduce_hint=f"train them with `{TRAIN_COMMAND}`")
+    model = Classifier(config.get("width", 16))
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.eval()
+
+
+def features(images: torch.Tensor, folder: str | None = None) -> torch.Tensor:
+    model = load(folder)
+    with torch.no_grad():
+        return model.features(images.float().cpu().clamp(-1, 1))
+
+
+@functools.lru_cache(maxsize=2)
+def _reference_features(n: int) -> torch.Tensor:
+    from models import data
+
+    x, _, _ = data.make_batch(REFERENCE_SEED, n)
+    return features(x)
+
+
+def frechet_to_data(images: torch.Tensor, n_reference: int = 512) -> float:
+    """Fréchet distance between classifier features of ``images`` and of ``n_reference`` data scenes."""
+    from .common import frechet_distance
+
+    return frechet_distance(features(images), _reference_features(n_reference))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.classifier", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--out", type=Path, default=WEIGHTS)
+    t.add_argument("--n", type=int, default=12_800)
+    t.add_argument("--epochs", type=int, default=8)
+    t.add_argument("--threads", type=int, default=1)
+    sub.add_parser("eval")
+    args = p.parse_args(argv)
+    if args.command == "train":
+        train(args.out, args.n, args.epochs, threads=args.threads)
+    else:
+        model = load()
+        x, y = _data(EVAL_SEED, 1024)
+        print(json.dumps(accuracy(model, x, y)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
