@@ -24,6 +24,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="e.g. 'a large red circle at the top left' (grammar: README, 'Data and VAE')")
     p.add_argument("--model", choices=("eps", "flow"), default="eps", help="which shipped model (default eps)")
     p.add_argument("--weights", default=None, help="a U-Net folder instead of the shipped weights")
+    p.add_argument("--vae", default=None, help="the VAE folder that U-Net was trained with (default: the shipped VAE)")
     p.add_argument("--schedule", default=None, help="sigma schedule (default: the model's; e.g. karras, flow)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = none)")
 
@@ -32,7 +33,7 @@ def _generate(args) -> int:
     from .pipeline import Pipeline, save_images
 
     out = _check_out(args.out)
-    pipe = Pipeline.load(args.weights, model=args.model)
+    pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     seeds = args.seed if len(args.seed) > 1 else args.seed[0]
     t0 = time.perf_counter()
     images = pipe.txt2img(args.prompt, sampler=args.sampler, schedule=args.schedule, steps=args.steps, cfg=args.cfg,
@@ -114,7 +115,7 @@ def _compare(args) -> int:
     from .pipeline import Pipeline
 
     out = _check_out(args.out)
-    pipe = Pipeline.load(args.weights, model=args.model)
+    pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     prompts = [args.prompt] * args.n
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,
                               schedule=args.schedule, title=f"{args.model}: {args.prompt!r}, seed {args.seed}")
