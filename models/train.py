@@ -14,8 +14,8 @@
    - eps: x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·n, t uniform on the 1000 training steps of the scaled-linear
      schedule (β 0.00085 → 0.012), loss ‖ε̂ − n‖² with min-SNR-5 weighting (Hang et al. 2023,
      arXiv:2303.09556), integer timestep input.
-   - flow: x_t = (1−t)·x0 + t·n, t logit-normal (SD3, Esser et al. 2024, arXiv:2403.03206, §3.1),
-     shifted by ``--shift``; loss ‖û − (n − x0)‖²; time input t·1000.
+   - flow: x_t = (1−t)·x0 + t·n, t logit-normal (SD3, Esser et al. 2024, arXiv:2403.03206, §3.1)
+     mixed with 10% uniform draws, shifted by ``--shift``; loss ‖û − (n − x0)‖²; time input t·1000.
    AdamW, warm-up then cosine decay, gradient clipping, EMA of the weights (the EMA is what ships).
 3. Atomic checkpoints every ``--checkpoint-minutes`` in ``out/train_<kind>/checkpoint.pt``; the final
    fp16 EMA weights + config (``models.io.save_model``) go to ``--out`` (``models/weights/<kind>``).
@@ -127,7 +127,8 @@ def diffusion_loss(model: DiffusionModel, x0, ids, mask, gen: torch.Generator, a
         snr = (ac / (1 - ac)).view(B)
         weight = snr.clamp(max=5.0) / snr  # min-SNR-5 for eps targets
         return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-    t = torch.sigmoid(torch.randn(B, generator=gen))  # logit-normal(0, 1)
+    # logit-normal(0, 1), with 10% uniform draws so that the ends (t near 1: sampling starts there) are seen too
+    t = torch.where(torch.rand(B, generator=gen) < 0.1, torch.rand(B, generator=gen), torch.sigmoid(torch.randn(B, generator=gen)))
     s = cfg.flow_shift
     t = s * t / (1 + (s - 1) * t)
     tv = t.view(B, 1, 1, 1)
