@@ -100,20 +100,37 @@ def _options(name: str, batch: int) -> dict:
     return {"seed": list(range(batch))} if "seed" in samplers.info(name).options else {}
 
 
+def slope(run_for: Callable[[int], Callable[[], object]], steps: tuple[int, int], device: str,
+          repeats: int) -> tuple[float, float, list[float]]:
+    """(seconds per step, fixed seconds per call, [T(n1), T(n2)]): runs at the two step counts are
+    interleaved and each keeps its minimum, so a load spike on a shared machine hits both alike."""
+    runs = [run_for(n) for n in steps]
+    best = [math.inf, math.inf]
+    for _ in range(repeats):
+        for k, run in enumerate(runs):
+            best[k] = min(best[k], best_time(run, device, 1)[0])
+    per_step = (best[1] - best[0]) / (steps[1] - steps[0])
+    return per_step, best[0] - per_step * steps[0], best
+
+
 def measure_sampler(name: str, model: Callable, x_unit: torch.Tensor, native, steps: tuple[int, int], device: str,
                     repeats: int) -> dict:
     """Per-step and per-call seconds of one sampler on ``model`` (the model's cost included)."""
-    times, calls = [], []
+    calls = []
     for n in steps:
         sig = samplers.get_sigmas("karras", n, native=native)
-        x = x_unit * float(sig[0])
         counter = common.CountingDenoiser(model)
-        samplers.sample(name, counter, x, sig, disable=True, **_options(name, x.shape[0]))  # warm-up + count
+        samplers.sample(name, counter, x_unit * float(sig[0]), sig, disable=True, **_options(name, x_unit.shape[0]))
         calls.append(counter.calls)
-        times.append(best_time(lambda: samplers.sample(name, model, x, sig, disable=True,
-                                                       **_options(name, x.shape[0])), device, repeats)[0])
-    per_step = (times[1] - times[0]) / (steps[1] - steps[0])
-    return {"per_step_s": per_step, "per_call_s": times[0] - per_step * steps[0],
+
+    def run_for(n):
+        sig = samplers.get_sigmas("karras", n, native=native)
+        x = x_unit * float(sig[0])
+        opts = _options(name, x.shape[0])
+        return lambda: samplers.sample(name, model, x, sig, disable=True, **opts)
+
+    per_step, per_call, times = slope(run_for, steps, device, repeats)
+    return {"per_step_s": per_step, "per_call_s": per_call,
             "calls_per_step": (calls[1] - calls[0]) / (steps[1] - steps[0]), "calls": calls, "times_s": times}
 
 
@@ -123,9 +140,9 @@ def measure_peer(label: str, extra: dict, eps_model, x_unit: torch.Tensor, steps
     import diffusers
 
     cls = getattr(diffusers, label)
-    times, calls = [], []
     b = x_unit.shape[0]
-    for n in steps:
+
+    def run_for(n):
         def loop():
             sch = cls(**BETAS, steps_offset=1, **extra)
             sch.set_timesteps(n, device=x_unit.device)
@@ -136,10 +153,11 @@ def measure_peer(label: str, extra: dict, eps_model, x_unit: torch.Tensor, steps
                 inp = sch.scale_model_input(latents, t)
                 latents = sch.step(eps_model(inp, t.reshape(1).expand(b)), t, latents, **kw).prev_sample
             return latents, len(sch.timesteps)
-        calls.append(loop()[1])
-        times.append(best_time(loop, device, repeats)[0])
-    per_step = (times[1] - times[0]) / (steps[1] - steps[0])
-    return {"per_step_s": per_step, "per_call_s": times[0] - per_step * steps[0],
+        return loop
+
+    calls = [run_for(n)()[1] for n in steps]
+    per_step, per_call, times = slope(run_for, steps, device, repeats)
+    return {"per_step_s": per_step, "per_call_s": per_call,
             "calls_per_step": (calls[1] - calls[0]) / (steps[1] - steps[0]), "calls": calls, "times_s": times}
 
 
@@ -152,16 +170,14 @@ def _step_params(sch):
 def model_call_seconds(model: Callable, x: torch.Tensor, time_input: torch.Tensor, device: str, repeats: int,
                        calls: int = 200) -> float:
     """One bare model call (slope of a loop of calls, so the loop's own fixed cost drops out)."""
-    def loop(k):
+    def run_for(k):
         def run():
             y = x
             for _ in range(k):
                 y = model(x, time_input)
             return y
         return run
-    t_small = best_time(loop(calls // 4), device, repeats)[0]
-    t_big = best_time(loop(calls), device, repeats)[0]
-    return (t_big - t_small) / (calls - calls // 4)
+    return slope(run_for, (calls // 4, calls), device, repeats)[0]
 
 
 def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tuple[int, int], repeats: int,
@@ -175,6 +191,9 @@ def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tup
                                repeats)
     t_den = model_call_seconds(tiny_denoiser, x_unit, torch.full((2,), 1.0, device=device, dtype=dtype), device,
                                repeats)
+    # what samplers.to_denoiser adds to each call of an eps model (schedule lookup, eps -> x0)
+    t_conv = model_call_seconds(D, x_unit, torch.full((2,), 1.0, device=device, dtype=dtype), device,
+                                repeats) - t_eps
     rows = []
     from tqdm.auto import tqdm
 
@@ -187,7 +206,7 @@ def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tup
                "overhead_per_step_s": with_conv["per_step_s"] - with_conv["calls_per_step"] * t_eps,
                "sampler_only_per_step_s": bare["per_step_s"] - bare["calls_per_step"] * t_den,
                "per_call_s": with_conv["per_call_s"], "calls_per_step": with_conv["calls_per_step"],
-               "model_call_s": t_eps, "raw": {"eps": with_conv, "denoiser": bare}}
+               "model_call_s": t_eps, "conversion_per_call_s": t_conv, "raw": {"eps": with_conv, "denoiser": bare}}
         if peers and name in PEERS:
             label, extra = PEERS[name]
             try:
@@ -376,21 +395,27 @@ def markdown(result: dict) -> str:
     lines = ["# Speed", "", f"{common.device_label(info)}, {info['date_utc']}, torch {info['versions']['torch']}, "
              f"diffusers {info['versions']['diffusers']}, commit {info['commit']}. Minimum of {result['args']['repeats']} "
              f"runs; per-step numbers are slopes between {result['args']['steps'][0]} and "
-             f"{result['args']['steps'][1]} steps with the model's own cost subtracted.", ""]
+             f"{result['args']['steps'][1]} steps with the model's own cost subtracted ('ours, eps model': "
+             "the sampler on samplers.to_denoiser(eps model), comparable with diffusers' loop on the same eps "
+             "model; 'sampler only': the sampler on a canonical denoiser of the same cost). The fixed per-call "
+             "cost (intercept) is in results.json.", ""]
     for key, rows in result["overhead"].items():
         lines += [f"## Overhead per step, {key} (µs; tiny eps model, latent [2, 4, 16, 16])", "",
-                  "| sampler | kind | model calls / step | ours, eps model | ours, sampler only | ours, per call "
+                  "| sampler | kind | model calls / step | ours, eps model | ours, sampler only "
                   "| diffusers | diffusers, same model | diffusers / ours |",
-                  "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+                  "|---|---|---:|---:|---:|---|---:|---:|"]
         for r in rows:
             peer = r.get("peer", {})
             ratio = r.get("ratio_peer_over_ours")
             lines.append(f"| {r['sampler']} | {r['kind']} | {r['calls_per_step']:g} | {us(r['overhead_per_step_s'])} | "
-                         f"{us(r['sampler_only_per_step_s'])} | {us(r['per_call_s'])} | {peer.get('name', '–')} | "
+                         f"{us(r['sampler_only_per_step_s'])} | {peer.get('name', '–')} | "
                          f"{us(peer['overhead_per_step_s']) if 'overhead_per_step_s' in peer else peer.get('error', '–')} | "
                          f"{f'{ratio:.1f}×' if ratio is not None else '–'} |")
-        model_us = rows[0]["model_call_s"] * 1e6 if rows else float("nan")
-        lines += ["", f"One bare call of the tiny eps model: {model_us:.1f} µs.", ""]
+        if rows:
+            lines += ["", f"One bare call of the tiny eps model: {rows[0]['model_call_s'] * 1e6:.1f} µs; the eps → x0 "
+                      f"conversion of samplers.to_denoiser (VP-discrete schedule lookup) adds "
+                      f"{rows[0]['conversion_per_call_s'] * 1e6:.1f} µs per model call, included in 'ours, eps model'.",
+                      ""]
     if result.get("graph"):
         lines += ["## CUDA-graph replay of a whole run (tiny model)", "",
                   "| sampler | dtype | steps | eager (ms) | graph replay (ms) | speed-up | same result |",
@@ -431,8 +456,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtypes", nargs="+", default=None,
                    help="CUDA dtypes (default float32 float16 bfloat16; the CPU runs float32)")
     p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every non-adaptive one)")
-    p.add_argument("--steps", nargs=2, type=int, default=[10, 40], help="the two step counts of the slope")
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--steps", nargs=2, type=int, default=[10, 50], help="the two step counts of the slope")
+    p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--no-peers", dest="peers", action="store_false")
     p.add_argument("--graph", action="store_true", help="CUDA-graph replay versus eager (CUDA only)")
     p.add_argument("--sd15", action="store_true",
