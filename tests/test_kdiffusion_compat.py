@@ -1,0 +1,217 @@
+"""k-diffusion-style callers: `sample_<name>` lookup, A1111 / ComfyUI names, and their model wrappers.
+
+The wrapper below is written the way k-diffusion's ``DiscreteEpsDDPMDenoiser`` and A1111's ``CFGDenoiser``
+are: ``model(x, sigma, **extra_args)`` returns the denoised image; the network sees ``x·c_in`` and a
+fractional timestep found by interpolating log σ in the training table.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import samplers
+from samplers import kdiffusion, registry
+from samplers.native import VPDiscrete
+from samplers.problems import GaussianMixture
+
+VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+GM = GaussianMixture.default(shape=(4, 4, 4), components=3, seed=6)
+EPS = GM.as_model("eps", VP)
+
+
+class DiscreteEpsDDPMDenoiser(torch.nn.Module):
+    """k-diffusion's discrete eps wrapper: D(x, σ) = x − σ·eps(x·c_in, t(σ)), c_in = 1/√(σ² + 1)."""
+
+    def __init__(self, model, alphas_cumprod):
+        super().__init__()
+        self.inner_model = model
+        self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+        self.log_sigmas = self.sigmas.log()
+
+    def sigma_to_t(self, sigma):
+        log_sigma = sigma.log()
+        dists = log_sigma - self.log_sigmas[:, None]
+        low_idx = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=self.log_sigmas.shape[0] - 2)
+        high_idx = low_idx + 1
+        low, high = self.log_sigmas[low_idx], self.log_sigmas[high_idx]
+        w = ((low - log_sigma) / (low - high)).clamp(0, 1)
+        return ((1 - w) * low_idx + w * high_idx).view(sigma.shape)
+
+    def forward(self, input, sigma, **kwargs):
+        view = (-1,) + (1,) * (input.ndim - 1)
+        c_out, c_in = -sigma.reshape(view), (1 / (sigma**2 + 1) ** 0.5).reshape(view)
+        eps = self.inner_model(input * c_in, self.sigma_to_t(sigma), **kwargs)
+        return input + eps * c_out
+
+
+class CFGDenoiser(torch.nn.Module):
+    """A1111-style guidance wrapper: extra_args = {cond, uncond, cond_scale}, one batched call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner_model = model
+        self.seen = []
+
+    def forward(self, x, sigma, uncond, cond, cond_scale):
+        self.seen.append((uncond, cond, cond_scale))
+        x_in, sigma_in = torch.cat([x, x]), torch.cat([sigma, sigma])
+        out = self.inner_model(x_in, sigma_in, cond=torch.cat([uncond, cond]))
+        uncond_out, cond_out = out.chunk(2)
+        return uncond_out + (cond_out - uncond_out) * cond_scale
+
+
+def gm_eps(x_t, t, cond):
+    # a conditioned eps model: the mixture's eps plus a conditioning-dependent nudge
+    t64 = t.to(torch.float64)
+    return (EPS(x_t.double(), t64) + 0.1 * cond.double().reshape(-1, 1, 1, 1) * x_t.double()).float()
+
+
+def test_every_registered_sampler_is_a_k_diffusion_attribute():
+    names = kdiffusion.sampler_names()
+    assert names == ["sample_" + n for n in samplers.available()]
+    for attr in names:
+        assert getattr(kdiffusion, attr) is samplers.get(attr[len("sample_"):])
+        assert hasattr(kdiffusion, attr) and attr in dir(kdiffusion)
+    assert not hasattr(kdiffusion, "sample_no_such_sampler")
+
+
+def test_samplers_registered_later_appear():
+    @registry.register("zz_test_late_sampler", kind="ode", order=1, nfe_per_step=1)
+    def late(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        return x
+
+    try:
+        assert kdiffusion.sample_zz_test_late_sampler is samplers.get("zz_test_late_sampler")
+        assert "sample_zz_test_late_sampler" in kdiffusion.sampler_names()
+    finally:  # leave the global registry as it was
+        registry.SAMPLERS._entries.pop("zz_test_late_sampler")
+        registry.SAMPLERS._lookup.pop("zztestlatesampler")
+    assert not hasattr(kdiffusion, "sample_zz_test_late_sampler")
+
+
+def test_display_names_resolve_and_never_contradict_the_registry():
+    resolved = 0
+    for label, (target, options, _) in kdiffusion.DISPLAY_NAMES.items():
+        if label in registry.SAMPLERS:  # an alias registered by the sampler's own module wins; it must agree
+            assert samplers.info(label).name == target, f"{label!r} is {samplers.info(label).name} in the registry"
+        if target not in samplers.available():
+            with pytest.raises(samplers.UnknownNameError):
+                kdiffusion.get_sampler(label)
+            continue
+        if set(options) - set(samplers.info(target).options):
+            continue  # the variant's option is not implemented by this sampler (reported as an error)
+        fn = kdiffusion.get_sampler(label)
+        assert fn is samplers.get(target) if not options else fn.__wrapped__ is samplers.get(target)
+        resolved += 1
+    for spec_name in samplers.available():
+        for alias in samplers.info(spec_name).aliases:
+            assert kdiffusion.get_sampler(alias) is samplers.get(spec_name)
+    assert kdiffusion.get_sampler("Euler a") is samplers.get("euler_ancestral")
+    assert kdiffusion.default_schedule("DPM++ 2M") == "karras"
+    with pytest.raises(samplers.UnknownNameError, match="Closest"):
+        kdiffusion.get_sampler("Eulr a")
+
+
+def test_option_variants_pass_their_options():
+    calls = []
+
+    def fake(model, x, sigmas, extra_args=None, callback=None, disable=None, **kw):
+        calls.append(kw)
+        return x
+
+    wrapped = kdiffusion._with_options(fake, {"solver_type": "heun"}, "DPM++ 2M SDE Heun")
+    wrapped(None, torch.zeros(1), [1.0, 0.0], eta=0.5)
+    assert calls == [{"solver_type": "heun", "eta": 0.5}]
+    assert wrapped.__name__ == "sample_dpm___2m_sde_heun"
+
+
+def wrapper():
+    return CFGDenoiser(DiscreteEpsDDPMDenoiser(gm_eps, VP.alphas_cumprod.float()))
+
+
+@pytest.mark.parametrize("name", [n for n in samplers.available() if not samplers.info(n).host_sync])
+def test_k_diffusion_wrapper_call_equals_registry_denoiser(name):
+    """The A1111 call shape (sigmas as keyword, extra_args, callback) on every sampler == our own wrapping."""
+    sigmas = samplers.get_sigmas("karras", 4, native=VP).float()
+    cond, uncond = torch.tensor([1.0, -1.0]), torch.tensor([0.0, 0.0])
+    x = GM.noise(2, seed=3, dtype=torch.float32) * sigmas[0]
+    model = wrapper()
+    seen = []
+    opts = {"seed": 7} if "seed" in samplers.info(name).options else {}
+    out = getattr(kdiffusion, "sample_" + name)(model, x, sigmas=sigmas,
+                                                 extra_args={"cond": cond, "uncond": uncond, "cond_scale": 2.5},
+                                                 disable=True, callback=seen.append, **opts)
+    assert all(u is uncond and c is cond and s == 2.5 for u, c, s in model.seen), "extra_args must pass untouched"
+    assert [d["i"] for d in seen] == list(range(4))
+    assert all(set(d) == {"x", "i", "sigma", "sigma_hat", "denoised"} for d in seen)
+
+    def ours(x_t, t, cond):
+        return gm_eps(x_t, t, cond)
+
+    guided = samplers.to_denoiser(lambda x_t, t: _cfg(ours, x_t, t, cond, uncond, 2.5), "eps", VP)
+    ref = samplers.sample(name, guided, x, sigmas, disable=True, **opts)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def _cfg(model, x_t, t, cond, uncond, scale):
+    e_u, e_c = model(x_t, t, uncond), model(x_t, t, cond)
+    return e_u + (e_c - e_u) * scale
+
+
+# ----------------------------------------------------------------------------------------------------
+# The same model through the diffusers path (a real tiny UNet in a StableDiffusionPipeline)
+
+
+diffusers = pytest.importorskip("diffusers")
+
+
+@pytest.fixture(scope="module")
+def unet_setup():
+    pytest.importorskip("transformers")
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    diffusers.utils.logging.set_verbosity_error()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                norm_num_groups=32, attention_head_dim=8).eval()
+    config = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                    steps_offset=1).config
+    g = torch.Generator().manual_seed(1)
+    yield unet, config, StableDiffusionPipeline, torch.randn(1, 7, 32, generator=g), torch.randn(1, 7, 32, generator=g)
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m", "euler_ancestral"])
+def test_k_diffusion_caller_equals_diffusers_pipeline(unet_setup, name):
+    if name not in samplers.available():
+        pytest.skip(f"{name} is not registered yet")
+    from samplers.diffusers_scheduler import SamplerScheduler
+    unet, config, Pipeline, emb, neg = unet_setup
+    ac = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012).alphas_cumprod.float()
+
+    def unet_eps(x_t, t, cond):
+        return unet(x_t, t, encoder_hidden_states=cond, return_dict=False)[0]
+
+    model = CFGDenoiser(DiscreteEpsDDPMDenoiser(unet_eps, ac))
+    sigmas = samplers.get_sigmas("karras", 4, native=VP).float()
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    opts = {"seed": 11} if "seed" in samplers.info(name).options else {}
+    with torch.no_grad():
+        k_out = getattr(kdiffusion, "sample_" + name)(model, noise * sigmas[0], sigmas, disable=True,
+                                                       extra_args={"cond": emb, "uncond": neg, "cond_scale": 3.0},
+                                                       **opts)
+        pipe = Pipeline(vae=None, text_encoder=None, tokenizer=None, unet=unet,
+                        scheduler=SamplerScheduler.from_config(config, sampler=name, initial_noise="sigma",
+                                                               seed=opts.get("seed")),
+                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        d_out = pipe(prompt_embeds=emb, negative_prompt_embeds=neg, sigmas=sigmas.tolist(), height=64, width=64,
+                     latents=noise.clone(), output_type="latent", guidance_scale=3.0).images
+    assert math.isclose(pipe.scheduler.init_noise_sigma * math.sqrt(1 + float(sigmas[0]) ** 2), float(sigmas[0]),
+                        rel_tol=1e-6)
+    torch.testing.assert_close(d_out, k_out, rtol=1e-4, atol=1e-4)
