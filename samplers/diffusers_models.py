@@ -37,6 +37,13 @@ UNSUPPORTED_FLAGS = {
 }
 
 
+def check_scheduler_flags(config: Mapping) -> None:
+    """Refuse a config whose scheduler-side flags (:data:`UNSUPPORTED_FLAGS`) the samplers do not reproduce."""
+    for flag, why in UNSUPPORTED_FLAGS.items():
+        if config.get(flag):
+            raise ValueError(f"scheduler config sets {flag}={config[flag]!r}: {why}")
+
+
 def config_dict(config: Any) -> dict:
     """A plain dict from a diffusers scheduler, its ``config`` (FrozenDict) or a mapping."""
     if hasattr(config, "config") and not isinstance(config, Mapping):
@@ -84,13 +91,11 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
     VP configs give ``VPDiscrete.from_betas(beta_schedule, num_train_timesteps, beta_start, beta_end,
     rescale_betas_zero_snr)`` (or the table from ``trained_betas``); flow-matching configs give
     ``RectifiedFlow(shift, multiplier=num_train_timesteps)``. A config that cannot describe a working model
-    is an error: an unknown prediction type, ``flow_prediction`` on a VP (beta) schedule, a non-flow
-    prediction on a flow schedule, or a flag from :data:`UNSUPPORTED_FLAGS`.
+    is an error: an unknown prediction type, ``flow_prediction`` on a VP (beta) schedule, or a non-flow
+    prediction on a flow schedule. (Scheduler-only flags such as ``clip_sample`` do not describe the model
+    and are ignored here; :func:`check_scheduler_flags` refuses them where a scheduler would apply them.)
     """
     cfg = config_dict(config)
-    for flag, why in UNSUPPORTED_FLAGS.items():
-        if cfg.get(flag):
-            raise ValueError(f"scheduler config sets {flag}={cfg[flag]!r}: {why}")
     flow = is_flow_config(cfg)
     raw = cfg.get("prediction_type")
     if raw is None:

@@ -47,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
 
 from . import noise as noise_mod
 from . import registry, schedules
-from .diffusers_models import config_dict, is_flow_config, native_from_config
+from .diffusers_models import check_scheduler_flags, config_dict, is_flow_config, native_from_config
 from .native import RectifiedFlow, flow_t
 from .param import to_x0
 
@@ -187,6 +187,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if final_sigmas_type not in ("zero", "sigma_min"):
             raise ValueError(f"final_sigmas_type must be 'zero' or 'sigma_min', got {final_sigmas_type!r}")
         # Validate the model description now (unknown prediction type, flow config on a VP model, ...).
+        check_scheduler_flags(self.config)
         self.native, self.prediction = native_from_config(self.config)
         self.sampler_options = options
         self._seeded = "seed" in self.spec.options  # draws noise (ancestral/SDE, or Euler/Heun with churn)

@@ -1,0 +1,150 @@
+"""diffusers models as registry denoisers: config reading, CFG, and sampling a tiny SD3 transformer directly."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import samplers
+from samplers.native import RectifiedFlow, VPDiscrete
+from samplers.param import to_x0
+
+diffusers = pytest.importorskip("diffusers")
+
+from diffusers import (DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler,  # noqa: E402
+                       SD3Transformer2DModel, UNet2DConditionModel)
+
+from samplers.diffusers_models import denoiser_from_diffusers, native_from_config  # noqa: E402
+
+diffusers.utils.logging.set_verbosity_error()
+
+BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000,
+             steps_offset=1)
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+torch.manual_seed(0)
+UNET = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                            block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                            norm_num_groups=32, attention_head_dim=8).eval()
+torch.manual_seed(0)
+TRANSFORMER = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                    attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                    caption_projection_dim=16, pooled_projection_dim=16).eval()
+_g = torch.Generator().manual_seed(2)
+EMB, NEG = torch.randn(1, 7, 32, generator=_g), torch.randn(1, 7, 32, generator=_g)
+POOL, NEG_POOL = torch.randn(1, 16, generator=_g), torch.randn(1, 16, generator=_g)
+NOISE = torch.randn(2, 4, 8, 8, generator=_g)
+
+
+def test_vp_config_gives_diffusers_alphas_cumprod():
+    theirs = DDIMScheduler(**BETAS)
+    native, prediction = native_from_config(theirs.config)
+    assert isinstance(native, VPDiscrete) and prediction == "eps"
+    torch.testing.assert_close(native.alphas_cumprod.float(), theirs.alphas_cumprod, rtol=1e-5, atol=1e-6)
+    native, prediction = native_from_config({**theirs.config, "prediction_type": "v_prediction",
+                                             "rescale_betas_zero_snr": True})
+    assert prediction == "v" and math.isinf(native.sigma_max)
+    trained = native_from_config({"trained_betas": theirs.betas.tolist()})[0]
+    torch.testing.assert_close(trained.alphas_cumprod, native_from_config(theirs.config)[0].alphas_cumprod)
+
+
+def test_flow_config_gives_rectified_flow():
+    native, prediction = native_from_config(FlowMatchEulerDiscreteScheduler(shift=3.0))
+    assert isinstance(native, RectifiedFlow) and prediction == "flow"
+    assert native.shift == 3.0 and native.multiplier == 1000.0
+    dyn = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True).config
+    assert math.isclose(native_from_config(dyn, mu=0.7)[0].shift, math.exp(0.7))
+    dpm_flow = {"use_flow_sigmas": True, "flow_shift": 2.0, "prediction_type": "flow_prediction"}
+    assert native_from_config(dpm_flow)[0].shift == 2.0
+
+
+def test_config_errors():
+    sd = EulerDiscreteScheduler(**BETAS).config
+    with pytest.raises(ValueError, match="unknown prediction_type"):
+        native_from_config({**sd, "prediction_type": "noise"})
+    with pytest.raises(ValueError, match="VP"):
+        native_from_config({**sd, "prediction_type": "flow_prediction"})
+    with pytest.raises(ValueError, match="flow-matching"):
+        native_from_config({**FlowMatchEulerDiscreteScheduler().config, "prediction_type": "epsilon"})
+    with pytest.raises(ValueError, match="beta schedule"):
+        native_from_config({**sd, "beta_schedule": "sigmoid"})
+    assert native_from_config({**sd, "clip_sample": True})[1] == "eps"  # a scheduler flag, not the model's
+    with pytest.raises(ValueError, match="negative_prompt_embeds"):
+        denoiser_from_diffusers(UNET, sd, EMB, None, guidance_scale=5.0)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_unet_denoiser_is_cfg_then_conversion(prediction):
+    config = {**EulerDiscreteScheduler(**BETAS).config, "prediction_type": prediction}
+    D = denoiser_from_diffusers(UNET, config, EMB, NEG, guidance_scale=4.0)
+    x, sigma = NOISE * 3.0, torch.full((2,), 3.0)
+    with torch.no_grad():
+        got = D(x, sigma)
+        a, b = torch.tensor(1 / math.sqrt(10.0)), torch.tensor(3.0 / math.sqrt(10.0))
+        t = D.schedule.time(sigma)
+        out_u = UNET(x * a, t, encoder_hidden_states=NEG.expand(2, -1, -1)).sample
+        out_c = UNET(x * a, t, encoder_hidden_states=EMB.expand(2, -1, -1)).sample
+        want = to_x0(samplers.param.canonical_prediction(prediction), out_u + 4.0 * (out_c - out_u), x * a, a, b)
+    torch.testing.assert_close(got, want, **TOL)
+
+
+def test_direct_unet_sampling_equals_diffusers_euler():
+    """The denoiser path alone (no pipeline, no shim) against diffusers' Euler loop on the same UNet."""
+    theirs = EulerDiscreteScheduler(**BETAS, timestep_spacing="trailing")
+    theirs.set_timesteps(4)
+    latents = NOISE * theirs.init_noise_sigma
+    with torch.no_grad():
+        for t in theirs.timesteps:
+            x_in = theirs.scale_model_input(torch.cat([latents] * 2), t)
+            e_u, e_c = UNET(x_in, t, encoder_hidden_states=torch.cat([NEG, EMB]).repeat_interleave(2, 0)).sample.chunk(2)
+            latents = theirs.step(e_u + 3.0 * (e_c - e_u), t, latents).prev_sample
+        D = denoiser_from_diffusers(UNET, theirs.config, EMB, NEG, guidance_scale=3.0)
+        sigmas = theirs.sigmas.double()
+        ours = samplers.sample("euler", D, NOISE * float(sigmas[0]), sigmas, disable=True)
+    torch.testing.assert_close(ours, latents, **TOL)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Every sampler on the SD3-style flow transformer: shim in the real pipeline == direct registry run
+
+
+def sd3_images(scheduler, steps):
+    pytest.importorskip("transformers")
+    from diffusers import StableDiffusion3Pipeline
+    pipe = StableDiffusion3Pipeline(transformer=TRANSFORMER, scheduler=scheduler, vae=None, text_encoder=None,
+                                    tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
+                                    tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    b = NOISE.shape[0]
+    return pipe(prompt_embeds=EMB.expand(b, -1, -1), negative_prompt_embeds=NEG.expand(b, -1, -1),
+                pooled_prompt_embeds=POOL.expand(b, -1), negative_pooled_prompt_embeds=NEG_POOL.expand(b, -1),
+                num_inference_steps=steps, height=64, width=64, latents=NOISE.clone(), output_type="latent",
+                guidance_scale=3.0).images
+
+
+@pytest.mark.parametrize("name", [n for n in samplers.available() if not samplers.info(n).host_sync])
+def test_every_sampler_on_flow_transformer_shim_equals_direct(name):
+    from samplers.diffusers_scheduler import SamplerScheduler
+    config = FlowMatchEulerDiscreteScheduler(shift=3.0).config
+    shim = SamplerScheduler.from_config(config, sampler=name, seed=5)
+    out = sd3_images(shim, 3)
+    D = denoiser_from_diffusers(TRANSFORMER, config, EMB, NEG, guidance_scale=3.0,
+                                model_kwargs={"pooled_projections": POOL},
+                                negative_model_kwargs={"pooled_projections": NEG_POOL})
+    sigmas = shim.schedule_sigmas
+    assert math.isinf(float(sigmas[0]))  # FlowMatch's grid starts at t = 1: the exact step from σ = inf
+    opts = {"seed": 5} if "seed" in samplers.info(name).options else {}
+    with torch.no_grad():
+        ref = samplers.sample(name, D, samplers.initial_latent(NOISE, sigmas), sigmas, disable=True, **opts)
+    torch.testing.assert_close(out, ref, **TOL)
