@@ -342,7 +342,7 @@ def test_config_errors():
     with pytest.raises(ValueError, match="thresholding"):
         SamplerScheduler.from_config(DDPMScheduler(**BETAS, thresholding=True).config)
     with pytest.raises(ValueError, match="clip_sample"):
-        SamplerScheduler.from_config(DDIMScheduler(**BETAS).config)  # DDIM's class default clips x0
+        SamplerScheduler.from_config(DDIMScheduler(**BETAS, clip_sample=True).config)
     with pytest.raises(samplers.UnknownNameError, match="eule"):
         SamplerScheduler.from_config(sd, sampler="eulr")
     with pytest.raises(samplers.UnknownNameError):
