@@ -433,6 +433,7 @@ def plots(result: dict, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     table = aggregate(result["cells"])
     written = []
@@ -447,18 +448,23 @@ def plots(result: dict, out: Path) -> list[Path]:
                       and any(metric in a for a in v.values())}
             if not series or (schedule == "native"):
                 continue
-            fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=90)
+            fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=80)
+            markers = "osD^v<>ph*"
             for i, (sampler, v) in enumerate(sorted(series.items())):
                 pts = sorted((a["nfe_used"], a[metric]) for a in v.values() if metric in a and a[metric] > 0)
                 if not pts:
                     continue
                 peer = sampler.startswith("diffusers:")
-                ax.plot(*zip(*pts), marker="o" if not peer else "x", ms=3.5, lw=1.1,
+                ax.plot(*zip(*pts), marker="x" if peer else markers[(i // 10) % len(markers)], ms=3.5, lw=1.1,
                         ls="--" if peer else "-", label=sampler.replace("diffusers:", "diffusers "),
-                        color=plt.cm.tab20(i % 20))
+                        color=plt.cm.tab10(i % 10))
             ax.set_xscale("log")
             if logy:
                 ax.set_yscale("log")
+            lo, hi = min(result["args"]["nfe"]), max(result["args"]["nfe"])
+            ticks = [n for n in (2, 3, 5, 8, 10, 15, 20, 30, 50, 80, 100, 200, 500) if lo - 1 <= n <= hi]
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("model evaluations (NFE)")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{pname}, schedule {schedule}", fontsize=10)
