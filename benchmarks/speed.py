@@ -84,16 +84,19 @@ def best_time(fn: Callable[[], object], device: str, repeats: int) -> tuple[floa
 # the tiny model
 
 
-def tiny_eps_model(scale: float = 0.1):
-    """A native eps model costing two elementwise kernels: eps(x_t, t) = 0.1·x_t + 0·t."""
+def tiny_eps_model(dtype: torch.dtype = torch.float32, scale: float = 0.1):
+    """A native eps model costing a few elementwise kernels, computing in ``dtype`` as a real half-precision
+    model would: eps(x_t, t) = 0.1·x_t + 0·t."""
     def eps(x_t, t):
-        return x_t * scale + t.reshape((-1,) + (1,) * (x_t.ndim - 1)).to(x_t.dtype) * 0.0
+        return x_t.to(dtype) * scale + t.reshape((-1,) + (1,) * (x_t.ndim - 1)).to(dtype) * 0.0
     return eps
 
 
-def tiny_denoiser(x, sigma):
-    """A canonical denoiser of the same cost: D(x, σ) = 0.1·x + 0·σ."""
-    return x * 0.1 + sigma.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype) * 0.0
+def tiny_denoiser_for(dtype: torch.dtype = torch.float32):
+    """A canonical denoiser of the same cost: D(x, σ) = 0.1·x + 0·σ, in ``dtype``."""
+    def denoiser(x, sigma):
+        return x.to(dtype) * 0.1 + sigma.reshape((-1,) + (1,) * (x.ndim - 1)).to(dtype) * 0.0
+    return denoiser
 
 
 def _options(name: str, batch: int) -> dict:
@@ -185,7 +188,8 @@ def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tup
     native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
     shape = (2, 4, 16, 16)
     x_unit = samplers.noise.seeded_randn(shape, [0, 1], device=device).to(dtype)
-    eps = tiny_eps_model()
+    eps = tiny_eps_model(dtype)
+    tiny_denoiser = tiny_denoiser_for(dtype)
     D = samplers.to_denoiser(eps, "eps", native)
     t_eps = model_call_seconds(eps, x_unit, torch.full((2,), 500.0, device=device, dtype=torch.float64), device,
                                repeats)
@@ -233,7 +237,7 @@ def graph_table(names: list[str], device: str, dtype: torch.dtype, steps: int, r
     from samplers import graph as sgraph
 
     native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
-    D = samplers.to_denoiser(tiny_eps_model(), "eps", native)
+    D = samplers.to_denoiser(tiny_eps_model(dtype), "eps", native)
     x = samplers.noise.seeded_randn((2, 4, 16, 16), [0, 1], device=device).to(dtype)
     sig = samplers.get_sigmas("karras", steps, native=native)
     x = x * float(sig[0])
@@ -286,7 +290,8 @@ def unet_run(config: dict, device: str, dtype: torch.dtype, batch: int = 2, step
 
     @torch.no_grad()
     def eps(x_t, t):
-        return unet(x_t.to(dtype), t.to(dtype), encoder_hidden_states=ctx, return_dict=False)[0]
+        # the timestep stays float32: fp16 cannot hold fractional timesteps near 1000
+        return unet(x_t.to(dtype), t.float(), encoder_hidden_states=ctx, return_dict=False)[0]
 
     D = samplers.to_denoiser(eps, "eps", native)
     noise = samplers.noise.seeded_randn((batch, 4, side, side), list(range(batch)), device=device)

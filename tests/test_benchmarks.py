@@ -6,6 +6,7 @@ numbers are computed from the right things and that a 2-rank torchrun sweep repr
 from __future__ import annotations
 
 import importlib.util
+import contextlib
 import json
 import math
 import os
@@ -298,3 +299,72 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["info"]["world_size"] == 2 and one["info"]["world_size"] == 1
     assert _strip(two["cells"]) == _strip(one["cells"])
+
+
+class _FakeCuda:
+    """Enough of torch.cuda to run graph._capture_cuda's bookkeeping on the CPU."""
+
+    def __init__(self, fail_in_debug=False):
+        self.mode, self.modes, self.graphs, self.fail_in_debug, self.bodies = 0, [], [], fail_in_debug, 0
+
+    class Stream:
+        def __init__(self, device=None):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    def install(self, monkeypatch):
+        fake = self
+
+        class Graph:
+            def __init__(self):
+                self.generators, self.replays = [], 0
+                fake.graphs.append(self)
+
+            def register_generator_state(self, g):
+                self.generators.append(g)
+
+            def replay(self):
+                self.replays += 1
+                self.on_replay()
+
+        @contextlib.contextmanager
+        def nothing(*a, **k):
+            yield
+
+        def set_mode(mode):
+            fake.mode = mode
+            fake.modes.append(mode)
+
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "Stream", _FakeCuda.Stream)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _FakeCuda.Stream())
+        monkeypatch.setattr(torch.cuda, "stream", nothing)
+        monkeypatch.setattr(torch.cuda, "graph", nothing)
+        monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: fake.mode)
+        monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", set_mode)
+
+
+def test_capture_bookkeeping_with_a_fake_cuda(monkeypatch):
+    """graph._capture_cuda on the CPU with torch.cuda faked: generators registered, warm-ups run, the last
+    one under sync-debug "error" (restored after), and replay after reseeding reproduces samplers.sample."""
+    fake = _FakeCuda()
+    fake.install(monkeypatch)
+    sig = samplers.get_sigmas("karras", 4, sigma_min=0.02, sigma_max=20.0)
+    x = _start()
+    run = graph.capture("euler_ancestral", GM.denoiser, x, sig, seed=[4, 5, 6], fallback="eager")
+    graph._capture_cuda(run, x, warmup=2, pool=None)
+    g = fake.graphs[0]
+    assert run.captured and g.generators == run.noise.generators and len(g.generators) == 3
+    assert fake.modes == ["error", 0]  # checked on the last warm-up, then restored
+    g.on_replay = lambda: run.static_out.copy_(run._body())  # a CPU stand-in for the recorded kernels
+    want = samplers.sample("euler_ancestral", GM.denoiser, x, sig, disable=True, seed=[4, 5, 6])
+    assert torch.equal(run(x), want) and torch.equal(run(x), want) and g.replays == 2
+
+    def syncing(x_, sigma):
+        raise RuntimeError("called a synchronizing CUDA operation")
+    bad = graph.capture("euler", syncing, x, sig, fallback="eager")
+    with pytest.raises(graph.GraphUnavailable, match="synchronises"):
+        graph._capture_cuda(bad, x, warmup=1, pool=None)
+    assert fake.mode == 0
