@@ -275,6 +275,35 @@ def test_begin_index_for_img2img_equals_the_truncated_schedule():
         sch.set_begin_index(begin + 1)
 
 
+def tiny_vae():
+    from diffusers import AutoencoderKL
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
+                         latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()  # 8× down, like SD's
+
+
+def test_img2img_pipeline_matches_diffusers_euler_and_runs_heun():
+    from diffusers import StableDiffusionImg2ImgPipeline
+    vae, image = tiny_vae(), torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+
+    def run(scheduler):
+        pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=UNET,
+                                              scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                              requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(prompt_embeds=EMB, negative_prompt_embeds=NEG, image=image, strength=0.6,
+                    num_inference_steps=5, output_type="latent", generator=torch.Generator().manual_seed(0),
+                    guidance_scale=3.0).images
+
+    theirs = EulerDiscreteScheduler(**BETAS, timestep_spacing="trailing")
+    ref = run(theirs)
+    ours = SamplerScheduler.from_config(theirs.config, sampler="euler")
+    torch.testing.assert_close(run(ours), ref, **TOL)  # add_noise + set_begin_index(2) in the real pipeline
+    heun = SamplerScheduler.from_config(theirs.config, sampler="heun")
+    assert torch.isfinite(run(heun)).all() and heun.begin_index == 2 * 2 and heun._done
+
+
 def test_add_noise_and_scale_noise_match_diffusers():
     x0, n = GM.sample(2, seed=1).float(), gm_noise()
     t = torch.tensor([999, 500])
@@ -390,12 +419,7 @@ def readme_pipeline_blocks():
 def test_readme_pipeline_examples_run():
     blocks = readme_pipeline_blocks()
     assert len(blocks) >= 2
-    from diffusers import AutoencoderKL
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
-                        latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()  # 8× down, like SD's
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=UNET,
+    pipe = StableDiffusionPipeline(vae=tiny_vae(), text_encoder=None, tokenizer=None, unet=UNET,
                                    scheduler=EulerDiscreteScheduler(**BETAS), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
