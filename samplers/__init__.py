@@ -21,7 +21,7 @@ from .schedules import get_sigmas  # noqa: F401
 from . import ode, rk  # noqa: F401,E402  core samplers
 # deterministic samplers (issue 3):
 # stochastic samplers (issue 4):
-# interop (issue 6): samplers.kdiffusion, samplers.diffusers_scheduler, samplers.diffusers_models are imported explicitly (diffusers is an optional extra)
+# interop (issue 6): samplers.kdiffusion / .diffusers_scheduler / .diffusers_models: import explicitly (optional deps)
 
 
 def initial_latent(noise: _torch.Tensor, sigmas) -> _torch.Tensor:
