@@ -43,7 +43,8 @@ try:
     from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
     from diffusers.utils import BaseOutput
 except ImportError as exc:  # pragma: no cover - exercised only without the optional extra
-    raise ImportError("samplers.diffusers_scheduler needs diffusers: pip install 'diffusion-samplers[diffusers]'") from exc
+    raise ImportError("samplers.diffusers_scheduler needs diffusers: "
+                      "pip install 'diffusion-samplers[diffusers]'") from exc
 
 from . import noise as noise_mod
 from . import registry, schedules
@@ -181,9 +182,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if unknown:
             raise TypeError(f"sampler {self.spec.name!r} has no option(s) {sorted(unknown)}; its options are "
                             f"{sorted(self.spec.options)}")
-        for beta_kind, on in (("use_beta_sigmas", use_beta_sigmas),):
-            if on:
-                raise ValueError(f"{beta_kind}=True is not supported; pass schedule=<name> explicitly")
+        if use_beta_sigmas:
+            raise ValueError("use_beta_sigmas=True is not supported; pass schedule=<name> explicitly")
         if final_sigmas_type not in ("zero", "sigma_min"):
             raise ValueError(f"final_sigmas_type must be 'zero' or 'sigma_min', got {final_sigmas_type!r}")
         # Validate the model description now (unknown prediction type, flow config on a VP model, ...).
@@ -274,7 +274,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                              "(diffusers' Flux/SD3 pipelines do)")
         return native
 
-    def _schedule(self, n, native, sigmas, timesteps, mu) -> list[float]:
+    def _schedule(self, n, native, sigmas, timesteps) -> list[float]:
         cfg = self.config
         flow = isinstance(native, RectifiedFlow)
         if sigmas is not None and timesteps is not None:
@@ -331,7 +331,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._reset()
         native = self._native_for(mu)
         self.native = native
-        schedule = self._schedule(num_inference_steps, native, sigmas, timesteps, mu)
+        schedule = self._schedule(num_inference_steps, native, sigmas, timesteps)
         schedule_t = torch.tensor(schedule, dtype=torch.float64)
         self._supports_inf = self.prediction not in ("eps", "score")
         plan = _plan(self.spec.fn, schedule, self.sampler_options, self._supports_inf, self._seeded)

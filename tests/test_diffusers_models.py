@@ -107,7 +107,8 @@ def test_direct_unet_sampling_equals_diffusers_euler():
     with torch.no_grad():
         for t in theirs.timesteps:
             x_in = theirs.scale_model_input(torch.cat([latents] * 2), t)
-            e_u, e_c = UNET(x_in, t, encoder_hidden_states=torch.cat([NEG, EMB]).repeat_interleave(2, 0)).sample.chunk(2)
+            emb = torch.cat([NEG, EMB]).repeat_interleave(2, 0)
+            e_u, e_c = UNET(x_in, t, encoder_hidden_states=emb).sample.chunk(2)
             latents = theirs.step(e_u + 3.0 * (e_c - e_u), t, latents).prev_sample
         D = denoiser_from_diffusers(UNET, theirs.config, EMB, NEG, guidance_scale=3.0)
         sigmas = theirs.sigmas.double()
