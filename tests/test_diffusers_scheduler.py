@@ -127,6 +127,16 @@ def test_matches_diffusers_scheduler_in_sd_pipeline(cls, sampler, kw, init, pred
     torch.testing.assert_close(out, ref, **TOL)
 
 
+def test_zero_terminal_snr_v_model_matches_diffusers_ddim_from_sigma_inf():
+    theirs = DDIMScheduler(**BETAS, timestep_spacing="trailing", rescale_betas_zero_snr=True,
+                           prediction_type="v_prediction", set_alpha_to_one=True, clip_sample=False)
+    ref = sd_run(theirs, 5)
+    ours = SamplerScheduler.from_config(theirs.config, sampler="ddim")
+    out = sd_run(ours, 5)
+    assert math.isinf(float(ours.schedule_sigmas[0]))  # ᾱ = 0 at t = 999: the exact step from σ = inf
+    torch.testing.assert_close(out, ref, **TOL)
+
+
 @pytest.mark.parametrize("shift", [1.0, 3.0])
 def test_matches_flow_match_euler_in_sd3_pipeline(shift):
     theirs = FlowMatchEulerDiscreteScheduler(shift=shift)
