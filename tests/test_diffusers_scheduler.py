@@ -241,6 +241,21 @@ def test_two_instances_never_share_state():
     torch.testing.assert_close(xa, alone, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_latents_keep_their_dtype_and_a_float32_state(dtype):
+    n = gm_noise()
+    full = manual_loop(make("heun"), n, 5)
+    sch = make("heun")
+    sch.set_timesteps(5)
+    latents = n.to(dtype)
+    for t in sch.timesteps:
+        out = sch.step(eps_model(latents.float(), t).to(dtype), t, latents)
+        assert out.prev_sample.dtype == dtype and out.pred_original_sample.dtype == dtype
+        latents = out.prev_sample
+    assert sch._x_start.dtype == torch.float32
+    torch.testing.assert_close(latents.float(), full, rtol=0.05, atol=0.05)
+
+
 def test_step_outside_a_run_is_an_error():
     sch = make("euler")
     with pytest.raises(RuntimeError, match="set_timesteps"):
