@@ -68,7 +68,8 @@ class Problem:
     def noise(self, n: int, seed: int) -> torch.Tensor:
         """Unit noise [n, *shape] where item k depends only on (seed, k) (``samplers.noise.seeded_randn``)."""
         seeds = [seed * 100_003 + k for k in range(n)]
-        return samplers.noise.seeded_randn((n, *self.shape), seeds, device=self.device).to(self.dtype)
+        # drawn on the CPU so that a CPU and a GPU run start from the same noise
+        return samplers.noise.seeded_randn((n, *self.shape), seeds).to(self.device, self.dtype)
 
     def sigmas(self, schedule: str, steps: int) -> torch.Tensor:
         """The schedule on this problem's range; a finite sigma_max is used where the schedule needs one."""
@@ -159,10 +160,14 @@ def gaussian_mixture() -> GaussianMixture:
     return GaussianMixture.default(shape=GM_SHAPE, components=6, seed=0)
 
 
-def _gm_problem(kind: str) -> Problem:
-    gm = gaussian_mixture()
-    common = dict(shape=GM_SHAPE, reference_fn=lambda x, s: gm.ode_endpoint(x, s, rtol=1e-10, atol=1e-10),
-                  exact_samples=lambda n, seed: gm.sample(n, seed=10_000 + seed), cache_key="gm6x64")
+def _gm_problem(kind: str, device: str = "cpu") -> Problem:
+    cpu = gaussian_mixture()
+    # the denoiser runs where the sampler runs; exact samples and the reference are computed on the CPU
+    gm = cpu if device == "cpu" else GaussianMixture(cpu.means.to(device), cpu.stds.to(device),
+                                                     cpu.weights.to(device), cpu.shape)
+    common = dict(shape=GM_SHAPE, exact_samples=lambda n, seed: cpu.sample(n, seed=10_000 + seed),
+                  reference_fn=lambda x, s: cpu.ode_endpoint(x.cpu(), s, rtol=1e-10, atol=1e-10).to(x.device),
+                  cache_key="gm6x64")
     if kind == "ve":
         native = VE(sigma_min=0.002, sigma_max=80.0)
         return Problem("gm-ve", gm.denoiser, native, sigma_min=0.002, sigma_max=80.0,
@@ -276,7 +281,7 @@ PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow", "models-eps", "models-flow")
 def get_problem(name: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Problem:
     """A problem by name (see the module docstring). Raises :class:`ProblemUnavailable` with the reason."""
     if name.startswith("gm-"):
-        problem = _gm_problem(name[3:])
+        problem = _gm_problem(name[3:], device)
     elif name in ("models-eps", "models-flow"):
         problem = _models_problem(name.split("-", 1)[1], device=device)
     elif ":" in name:
