@@ -166,7 +166,6 @@ class Context:
         self.problems: dict[str, Problem] = {}
         self.unavailable: dict[str, str] = {}
         self._exact: dict = {}
-        self._features = None
         dtype = getattr(torch, args.dtype) if args.dtype else None
         for name in args.problems:
             try:
