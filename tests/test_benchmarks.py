@@ -145,9 +145,9 @@ def test_models_problem_is_used_or_skipped_with_a_reason():
         assert problem.decode is not None and problem.captions(2, 0)
 
 
-def test_models_problem_end_to_end_on_a_random_pipeline(tmp_path, monkeypatch):
-    """The models path (decode, checker, classifier FD, image grid, diffusers on the guided native model)
-    on a tiny random U-Net and VAE, so it is exercised whether or not the shipped weights exist."""
+@pytest.fixture
+def random_pipeline(monkeypatch):
+    """models.pipeline.Pipeline.load returning a tiny random U-Net and VAE (the shipped weights may not exist)."""
     pipeline = pytest.importorskip("models.pipeline")
     from models.unet import DiffusionModel, UNetConfig, vae_record
     from models.vae import VAE
@@ -164,6 +164,11 @@ def test_models_problem_end_to_end_on_a_random_pipeline(tmp_path, monkeypatch):
         return cls(made[model], vae)
 
     monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(fake_load))
+
+
+def test_models_problem_end_to_end_on_a_random_pipeline(tmp_path, random_pipeline):
+    """The models path (decode, checker, classifier FD, image grid, diffusers on the guided native model)
+    on a tiny random U-Net and VAE, so it is exercised whether or not the shipped weights exist."""
     out = tmp_path / "q"
     quality.main(["--problem", "models-eps", "--samplers", "euler", "--nfe", "3", "--batch", "2", "--no-cache",
                   "--peer-names", "EulerDiscreteScheduler", "--out", str(out), "--no-progress"])
@@ -173,6 +178,13 @@ def test_models_problem_end_to_end_on_a_random_pipeline(tmp_path, monkeypatch):
     assert (out / "grid_models-eps.png").exists()
     peers = [c for c in result["cells"] if c["sampler"].startswith("diffusers:") and "skipped" not in c]
     assert not importlib.util.find_spec("diffusers") or peers
+
+
+def test_full_stack_timing_on_a_random_pipeline(random_pipeline):
+    rows = speed.full_stack("cpu", ["euler"], steps=2, batch=2, repeats=1)
+    assert [r["model"] for r in rows] == ["eps", "flow"]
+    for r in rows:
+        assert r["images_per_s"] > 0 and r["wall_s"] >= r["sample_s"] > 0 and r["decode_s"] > 0
 
 
 # ------------------------------------------------------------------------------------------------------
