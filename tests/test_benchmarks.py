@@ -304,7 +304,8 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
     quality.main([*args, "--out", str(tmp_path / "one")])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "benchmarks.quality", *args, "--out", str(tmp_path / "two")]
+           "--master_port", str(_free_port()), "-m", "benchmarks.quality", *args, "--out", str(tmp_path / "two"),
+           "--cache", str(tmp_path / "cache-two")]  # both ranks solve and write references themselves
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "results.json").read_text())
