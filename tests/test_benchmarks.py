@@ -381,3 +381,16 @@ def test_capture_bookkeeping_with_a_fake_cuda(monkeypatch):
     with pytest.raises(graph.GraphUnavailable, match="synchronises"):
         graph._capture_cuda(bad, x, warmup=1, pool=None)
     assert fake.mode == 0
+
+
+def test_shipped_classifier_recognises_scenes_and_its_distance_ranks_degradations():
+    pytest.importorskip("models.data")
+    from benchmarks import classifier
+    from models import data
+
+    x, y = classifier._data(classifier.EVAL_SEED, 64)
+    acc = classifier.accuracy(classifier.load(), x, y)
+    assert min(acc.values()) > 0.9, acc
+    real = data.make_batch(7, 64)[0]
+    clean = classifier.frechet_to_data(real)
+    assert clean < classifier.frechet_to_data(real * 0.3) and clean < classifier.frechet_to_data(torch.zeros_like(real))
