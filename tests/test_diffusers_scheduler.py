@@ -127,6 +127,14 @@ def test_matches_diffusers_scheduler_in_sd_pipeline(cls, sampler, kw, init, pred
     torch.testing.assert_close(out, ref, **TOL)
 
 
+@pytest.mark.parametrize("cls, sampler", [(DDIMScheduler, "ddim"), (HeunDiscreteScheduler, "heun")])
+def test_sample_prediction_matches_diffusers(cls, sampler):
+    kw = dict(set_alpha_to_one=True, clip_sample=False) if cls is DDIMScheduler else {}
+    theirs = cls(**BETAS, timestep_spacing="leading", prediction_type="sample", **kw)
+    ref = sd_run(theirs, 5)
+    torch.testing.assert_close(sd_run(SamplerScheduler.from_config(theirs.config, sampler=sampler), 5), ref, **TOL)
+
+
 def test_zero_terminal_snr_v_model_matches_diffusers_ddim_from_sigma_inf():
     theirs = DDIMScheduler(**BETAS, timestep_spacing="trailing", rescale_betas_zero_snr=True,
                            prediction_type="v_prediction", set_alpha_to_one=True, clip_sample=False)
