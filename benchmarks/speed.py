@@ -333,6 +333,49 @@ def unet_run(config: dict, device: str, dtype: torch.dtype, batch: int = 2, step
 
 
 # ------------------------------------------------------------------------------------------------------
+# any problem (your own model): wall time per run, and overhead over the same number of bare model calls
+
+
+def problem_table(problem_name: str, names: list[str], device: str, steps: int, batch: int, repeats: int,
+                  progress: bool) -> list[dict]:
+    """Each sampler at ``steps`` on a :class:`benchmarks.common.Problem` (e.g. ``--problem mypkg.bench:problem``).
+
+    overhead per step = (run time − NFE × one bare call of the problem's denoiser) / steps.
+    """
+    problem = common.get_problem(problem_name, device=device)
+    denoiser = problem.batch_denoiser(batch, 0)
+    noise = problem.noise(batch, 0)
+    sigma = torch.full((batch,), float(problem.sigmas("karras", steps)[1]), device=device, dtype=noise.dtype)
+    x_mid = noise * float(sigma[0])
+    with torch.no_grad():
+        call = model_call_seconds(lambda x, s: denoiser(x, s), x_mid, sigma, device, max(3, repeats // 4), calls=8)
+    rows = []
+    from tqdm.auto import tqdm
+
+    for name in tqdm(names, desc=f"{problem_name} {device}", disable=not progress, leave=False):
+        sig = problem.sigmas("karras", steps)
+        x = samplers.initial_latent(noise, sig)
+        opts = _options(name, batch)
+        counter = common.CountingDenoiser(denoiser)
+        with torch.no_grad():
+            samplers.sample(name, counter, x, sig, disable=True, **opts)
+
+            def run():
+                return samplers.sample(name, denoiser, x, sig, disable=True, **opts)
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            wall, gpu = best_time(run, device, repeats)
+        row = {"problem": problem_name, "sampler": name, "device": device, "steps": steps, "batch": batch,
+               "nfe": counter.calls, "wall_s": wall, "items_per_s": batch / wall, "model_call_s": call,
+               "overhead_per_step_s": (wall - counter.calls * call) / steps}
+        if gpu is not None:
+            row["gpu_s"] = gpu
+            row["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------
 # the full models stack
 
 
@@ -437,6 +480,18 @@ def markdown(result: dict) -> str:
     for r in result.get("unet", []):
         lines += ["## diffusers U-Net, 20 steps: diffusers' Euler loop versus ours", "",
                   "```", json.dumps(r, indent=1), "```", ""]
+    timed = [r for r in result.get("problems", []) if "skipped" not in r]
+    if timed:
+        lines += ["## Your problems: one run per sampler (model cost included), and overhead over bare calls", "",
+                  "| problem | device | sampler | steps | batch | NFE | wall (ms) | items/s | overhead / step (µs) |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in timed:
+            lines.append(f"| {r['problem']} | {r['device']} | {r['sampler']} | {r['steps']} | {r['batch']} | {r['nfe']} | "
+                         f"{r['wall_s'] * 1e3:.2f} | {r['items_per_s']:.1f} | {us(r['overhead_per_step_s'])} |")
+        lines += ["", f"One bare call of each problem's denoiser is in results.json (`model_call_s`).", ""]
+    for r in result.get("problems", []):
+        if "skipped" in r:
+            lines += [f"Problem {r['problem']}: skipped — {r['skipped']}", ""]
     stack = result.get("full_stack", [])
     ran = [r for r in stack if "skipped" not in r]
     if ran:
@@ -468,6 +523,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sd15", action="store_true",
                    help="20 steps of an SD-1.5-shaped diffusers U-Net (random weights, fp16, batch 2; CUDA only)")
     p.add_argument("--full-stack", action="store_true", help="txt2img on the default models (when installed)")
+    p.add_argument("--problem", dest="problems", nargs="+", default=[],
+                   help="also time every sampler on these problems (gm-vp-eps, models-eps, module:function, ...)")
+    p.add_argument("--problem-steps", type=int, default=20)
+    p.add_argument("--problem-batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 samplers, few repeats")
     p.add_argument("--no-progress", action="store_true")
@@ -493,6 +552,14 @@ def main(argv=None) -> int:
             result["overhead"][f"{device} {dt}"] = overhead_table(names, device, getattr(torch, dt),
                                                                   tuple(args.steps), args.repeats, args.peers,
                                                                   not args.no_progress)
+    result["problems"] = []
+    for pname in args.problems:
+        for device in devices:
+            try:
+                result["problems"] += problem_table(pname, names, device, args.problem_steps, args.problem_batch,
+                                                    args.repeats, not args.no_progress)
+            except common.ProblemUnavailable as err:
+                result["problems"].append({"problem": pname, "skipped": str(err)})
     cuda = [d for d in devices if d.startswith("cuda")]
     if args.graph and cuda:
         result["graph"] = [r for dt in (args.dtypes or ["float32", "float16"])

@@ -192,8 +192,11 @@ def test_full_stack_timing_on_a_random_pipeline(random_pipeline):
 
 
 def test_speed_quick_run(tmp_path):
-    speed.main(["--quick", "--out", str(tmp_path), "--no-progress"])
+    speed.main(["--quick", "--out", str(tmp_path), "--no-progress", "--problem", "gm-ve", "--problem-steps", "4"])
     result = json.loads((tmp_path / "results.json").read_text())
+    timed = result["problems"]
+    assert [r["sampler"] for r in timed] == [r["sampler"] for r in result["overhead"]["cpu float32"]]
+    assert all(r["nfe"] >= 4 and r["items_per_s"] > 0 for r in timed)
     rows = result["overhead"]["cpu float32"]
     assert [r["sampler"] for r in rows] == [n for n in ("euler", "heun", "euler_ancestral") if n in samplers.available()]
     for r in rows:
