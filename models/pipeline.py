@@ -33,8 +33,9 @@ from .vae import VAE
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 MODELS = ("eps", "flow")
 TRAIN_COMMANDS = {
-    "eps": "python -m models.train eps --steps 3200 --seed 0 --threads 1",
-    "flow": "python -m models.train flow --steps 3200 --seed 0 --threads 1",
+    # the commands the shipped weights were trained with (also recorded in their config.json)
+    "eps": "python -m models.train eps --n-scenes 24000 --steps 4000 --seed 0 --threads 1 --max-minutes 27",
+    "flow": "python -m models.train flow --n-scenes 24000 --steps 4000 --seed 0 --threads 1 --max-minutes 27",
 }
 # Used when a model's config.json has no measured "defaults".
 FALLBACK_DEFAULTS = {
