@@ -64,6 +64,13 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         return self._entries[self.canonical(name)]
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (or the entry an alias points to) with all its aliases; returns the entry."""
+        canonical = self.canonical(name)
+        for key in [k for k, owner in self._lookup.items() if owner == canonical]:
+            del self._lookup[key]
+        return self._entries.pop(canonical)
+
     def names(self) -> list[str]:
         return list(self._entries)
 
@@ -92,9 +99,9 @@ class SamplerSpec:
     def stochastic(self) -> bool:
         return self.kind != "ode"
 
-    @property
+    @functools.cached_property
     def options(self) -> dict[str, object]:
-        """Keyword-only options and their defaults."""
+        """Keyword-only options and their defaults (read once from the signature)."""
         sig = inspect.signature(self.fn)
         return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
 

@@ -106,3 +106,18 @@ def test_flow_model_from_t1_accepts_the_noise_itself():
     assert samplers.initial_latent(noise, sig) is noise
     assert torch.equal(samplers.initial_latent(noise, SIG), noise * float(SIG[0]))
     assert bool(torch.isfinite(samplers.sample("heun", D, noise, sig, disable=True)).all())
+
+
+def test_registry_remove_drops_the_name_and_its_aliases():
+    from samplers import registry
+
+    @registry.register("zz_removable", kind="ode", order=1, nfe_per_step=1, aliases=("ZZ Removable",))
+    def removable(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        return x
+
+    assert samplers.info("zz removable").name == "zz_removable"
+    spec = registry.SAMPLERS.remove("ZZ Removable")  # by alias
+    assert spec.name == "zz_removable" and "zz_removable" not in samplers.available()
+    for name in ("zz_removable", "ZZ Removable"):
+        with pytest.raises(samplers.UnknownNameError):
+            samplers.get(name)

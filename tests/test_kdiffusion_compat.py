@@ -86,8 +86,7 @@ def test_samplers_registered_later_appear():
         assert kdiffusion.sample_zz_test_late_sampler is samplers.get("zz_test_late_sampler")
         assert "sample_zz_test_late_sampler" in kdiffusion.sampler_names()
     finally:  # leave the global registry as it was
-        registry.SAMPLERS._entries.pop("zz_test_late_sampler")
-        registry.SAMPLERS._lookup.pop("zztestlatesampler")
+        registry.SAMPLERS.remove("zz_test_late_sampler")
     assert not hasattr(kdiffusion, "sample_zz_test_late_sampler")
 
 
