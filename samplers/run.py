@@ -84,7 +84,8 @@ def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):
     params = spec.options
     if "noise_sampler" in params:
         options = dict(options)
-        options["noise_sampler"] = noise_mod.resolve(options.get("noise_sampler"), options.pop("seed", None), x)
+        options["noise_sampler"] = noise_mod.resolve(options.get("noise_sampler"), options.pop("seed", None), x,
+                                                     sigmas=values)
 
     offset = 0
     if math.isinf(values[0]):
