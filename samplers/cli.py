@@ -58,9 +58,10 @@ def _demo(args) -> int:
           "(float64, rtol 1e-10).\nRMSE to the exact endpoint at equal model evaluations (NFE), Karras schedule "
           "σ 80 → 0.002 → 0:\n")
     table = analytic_table(nfes)
-    print(f"{'sampler':<16}" + "".join(f"{'NFE ' + str(n):>12}" for n in nfes))
+    width = max(map(len, table), default=7) + 2
+    print(f"{'sampler':<{width}}" + "".join(f"{'NFE ' + str(n):>12}" for n in nfes))
     for name, row in table.items():
-        print(f"{name:<16}" + "".join(f"{row[n]:>12.3e}" if not math.isnan(row[n]) else f"{'-':>12}" for n in nfes))
+        print(f"{name:<{width}}" + "".join(f"{row[n]:>12.3e}" if not math.isnan(row[n]) else f"{'-':>12}" for n in nfes))
     print(f"\n({time.perf_counter() - t0:.1f} s on {torch.get_num_threads()} CPU threads)")
     try:
         from models.demo import run_demo  # the image demo on the embedded default weights
