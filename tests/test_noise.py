@@ -1,0 +1,205 @@
+"""Noise samplers: the seeded default is i.i.d. N(0, 1) per item, Brownian noise is the increments of one path
+per item (stable when the step count changes), pre-drawn noise hands out the caller's draws."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from scipy import stats
+
+import samplers
+from samplers.brownian import BrownianNoise, for_schedule
+from samplers.noise import NoiseExhaustedError, PredrawnNoise, SeededNoise, resolve, seeded_randn
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(8,), components=4, seed=1)
+
+
+def karras(steps, sigma_min=0.02, sigma_max=20.0):
+    return samplers.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max)
+
+
+def rms(a, b):
+    return float((a.double() - b.double()).pow(2).mean().sqrt())
+
+
+# ------------------------------------------------------------------------------------------------------
+# the seeded default
+
+
+def _seeded_draws(calls=12, batch=6, dim=400):
+    noise = SeededNoise(torch.zeros(batch, dim), list(range(100, 100 + batch)))
+    return torch.stack([noise(1.0, 0.5) for _ in range(calls)])  # [calls, batch, dim]
+
+
+def test_seeded_noise_is_standard_normal():
+    draws = _seeded_draws().double().flatten().numpy()
+    assert stats.kstest(draws, "norm").pvalue > 1e-3
+    # and not merely normal-shaped: unit variance, zero mean (5 standard errors)
+    n = draws.size
+    assert abs(draws.mean()) < 5 / math.sqrt(n)
+    assert abs(draws.var() - 1) < 5 * math.sqrt(2 / n)
+
+
+def test_seeded_noise_draws_are_independent():
+    draws = _seeded_draws().double()
+    calls, batch, dim = draws.shape
+    bound = 5 / math.sqrt(dim)  # |correlation| of two independent N(0, 1) vectors of length dim: ~1/√dim
+
+    def corr(a, b):
+        a, b = a - a.mean(), b - b.mean()
+        return float((a * b).sum() / (a.norm() * b.norm()))
+
+    for k in range(batch):
+        for i in range(calls - 1):
+            assert abs(corr(draws[i, k], draws[i + 1, k])) < bound  # successive draws of one item
+        for j in range(k + 1, batch):
+            assert abs(corr(draws[0, k], draws[0, j])) < bound  # two items at the same call
+    # the in-loop stream is not the initial-latent stream of the same seeds
+    start = seeded_randn((batch, dim), list(range(100, 100 + batch))).double()
+    for k in range(batch):
+        assert abs(corr(start[k], draws[0, k])) < bound
+
+
+def test_seeded_noise_is_batch_invariant():
+    three = SeededNoise(torch.zeros(3, 5), [7, 8, 9])
+    one = SeededNoise(torch.zeros(1, 5), [8])
+    for _ in range(3):
+        torch.testing.assert_close(three(1.0, 0.5)[1:2], one(1.0, 0.5), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Brownian noise
+
+
+def test_brownian_increments_have_variance_delta_sigma():
+    sig = karras(4).tolist()[:-1]  # 20 → 0.02
+    batch, dim = 24, 64
+    noise = BrownianNoise(torch.zeros(batch, dim), list(range(batch)), sig[-1], sig[0])
+    n = batch * dim
+    for s, s_next in zip(sig[:-1], sig[1:]):
+        inc = noise.increment(s, s_next).double()
+        assert abs(float(inc.var()) / (s - s_next) - 1) < 5 * math.sqrt(2 / n)
+        unit = noise(s, s_next).double()  # what a sampler gets: unit variance per call
+        torch.testing.assert_close(unit, inc / math.sqrt(s - s_next), rtol=1e-5, atol=1e-5)
+        assert abs(float(unit.mean())) < 5 / math.sqrt(n)
+    # increments of ONE path: they add up over adjacent intervals
+    whole = noise.increment(sig[0], sig[2])
+    torch.testing.assert_close(whole, noise.increment(sig[0], sig[1]) + noise.increment(sig[1], sig[2]),
+                               rtol=1e-4, atol=1e-4)
+    # and disjoint intervals are independent
+    a, b = noise(sig[0], sig[1]).double().flatten(), noise(sig[1], sig[2]).double().flatten()
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 5 / math.sqrt(n)
+
+
+def test_brownian_noise_is_batch_invariant_and_seeded():
+    x = torch.zeros(3, 2, 4)
+    sig = karras(3).tolist()
+    three = BrownianNoise(x, [5, 6, 7], 0.02, 20.0)
+    alone = BrownianNoise(x[1:2], [6], 0.02, 20.0)
+    other = BrownianNoise(x[1:2], [60], 0.02, 20.0)
+    for s, s_next in zip(sig[:-2], sig[1:-1]):
+        torch.testing.assert_close(three(s, s_next)[1:2], alone(s, s_next), rtol=0, atol=0)
+        assert not torch.allclose(alone(s, s_next), other(s, s_next))
+    # through the public call: item 1 of a batch equals the same item alone
+    start = GM.noise(3, seed=2).float() * 20
+    batch = samplers.sample("euler_ancestral", GM.denoiser, start, karras(6), seed=[1, 2, 3],
+                            noise_sampler="brownian", disable=True)
+    single = samplers.sample("euler_ancestral", GM.denoiser, start[1:2], karras(6), seed=[2],
+                             noise_sampler="brownian", disable=True)
+    torch.testing.assert_close(batch[1:2], single, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,options", [("euler_ancestral", {}), ("ddim", {"eta": 1.0})])
+def test_brownian_noise_keeps_the_sample_when_the_step_count_changes(name, options):
+    start = GM.noise(8, seed=4).float() * 20
+
+    def run(steps, kind):
+        return samplers.sample(name, GM.denoiser, start, karras(steps), seed=11, noise_sampler=kind, disable=True,
+                               **options)
+
+    seeded = rms(run(20, "seeded"), run(40, "seeded"))
+    brownian = rms(run(20, "brownian"), run(40, "brownian"))
+    # fresh noise per step: 20 and 40 steps give unrelated samples of the mixture (~ its spread)
+    assert seeded > 0.5
+    # one path: the two runs discretise the same SDE solution
+    assert brownian < 0.3 * seeded
+
+
+def test_brownian_noise_raises_no_warnings_on_karras_and_from_infinity():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for steps in (5, 17, 40):
+            samplers.sample("euler_ancestral", GM.denoiser, GM.noise(2, seed=1).float() * 14.6,
+                            karras(steps, 0.0292, 14.6), seed=1, noise_sampler="brownian", disable=True)
+        # a flow model from t = 1: the first step is from σ = inf
+        flow = samplers.RectifiedFlow(shift=3.0)
+        model = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)
+        sig = samplers.get_sigmas("flow", 9, native=flow)
+        assert math.isinf(float(sig[0]))
+        out = samplers.sample("euler_ancestral", model, GM.noise(2, seed=1).float(), sig, seed=1,
+                              noise_sampler="brownian", disable=True)
+        assert bool(torch.isfinite(out).all())
+        # EDM churn raises σ above the schedule's first value: outside the path, still no warning
+        out = samplers.sample("euler", GM.denoiser, GM.noise(2, seed=1).float() * 20, karras(8), seed=1,
+                              noise_sampler="brownian", s_churn=10.0, disable=True)
+        assert bool(torch.isfinite(out).all())
+        noise = for_schedule(torch.zeros(2, 8), [1, 2], sig)
+        first = noise(math.inf, float(sig[1]))  # the limit of (W(T) − W(σ₁))/√(T − σ₁): a unit normal
+        assert first.shape == (2, 8) and bool(torch.isfinite(first).all())
+
+
+def test_brownian_noise_device_option():
+    x = torch.zeros(2, 6, dtype=torch.float64)
+    on_cpu = BrownianNoise(x, [1, 2], 0.1, 5.0)
+    on_x = BrownianNoise(x, [1, 2], 0.1, 5.0, device=None)
+    assert on_x.path_device == x.device and on_cpu.path_device == torch.device("cpu")
+    draw = on_cpu(5.0, 1.0)
+    assert draw.dtype == torch.float64 and draw.device == x.device
+    torch.testing.assert_close(draw, on_x(5.0, 1.0))
+
+
+def test_brownian_noise_checks_its_range():
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        BrownianNoise(torch.zeros(1, 2), [1], 1.0, 0.5)
+    with pytest.raises(ValueError, match="unknown noise_sampler"):
+        samplers.sample("euler_ancestral", GM.denoiser, torch.zeros(1, 8), karras(3), noise_sampler="browian")
+
+
+# ------------------------------------------------------------------------------------------------------
+# pre-drawn noise
+
+
+def test_predrawn_noise_reproduces_the_run_and_raises_when_exhausted():
+    start = GM.noise(3, seed=6).float() * 20
+    sig = karras(5)
+    seeded = SeededNoise(start, [4, 5, 6])
+    draws = torch.stack([seeded(1.0, 0.5) for _ in range(4)])  # euler_ancestral draws once per step but the last
+    expected = samplers.sample("euler_ancestral", GM.denoiser, start, sig, seed=[4, 5, 6], disable=True)
+    got = samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=PredrawnNoise(draws),
+                          disable=True)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    listed = samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=PredrawnNoise(list(draws)),
+                             disable=True)
+    torch.testing.assert_close(listed, expected, rtol=0, atol=0)
+    with pytest.raises(NoiseExhaustedError, match="only 3 were pre-drawn"):
+        samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=PredrawnNoise(draws[:3]),
+                        disable=True)
+    with pytest.raises(ValueError, match="per call but the latent is"):
+        samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=PredrawnNoise(draws[:, :2]),
+                        disable=True)
+
+
+def test_resolve_rules():
+    x = torch.zeros(2, 3)
+    assert isinstance(resolve(None, 1, x), SeededNoise)
+    assert isinstance(resolve("seeded", 1, x), SeededNoise)
+    assert isinstance(resolve("brownian", 1, x, sigmas=[10.0, 1.0, 0.0]), BrownianNoise)
+    with pytest.raises(ValueError, match="needs the schedule"):
+        resolve("brownian", 1, x)
+    with pytest.raises(ValueError, match="not both"):
+        resolve(PredrawnNoise(torch.zeros(1, 2, 3)), 1, x)
+    with pytest.raises(TypeError, match="must be callable"):
+        resolve(3.0, None, x)
