@@ -5,23 +5,29 @@ al. 2022, arXiv:2206.00364, eq. 6 with β(σ) = η²/σ), with ∇log p(x; σ) =
 
     dx = (1 + η²)·(x − D(x, σ))/σ dσ + η·√(2σ) dW_σ        (σ decreasing; η = 1: the reverse SDE, η = 0: PF-ODE)
 
-torchsde integrates forward in time, so the adapter uses t = −σ (dt = −dσ, and the Brownian motion in t
-has the same increments as the one in σ, read backwards):
+Solved as written (in t = −σ) its drift is stiff: 2/σ grows ×4 over a typical Karras step, and Heun-type
+methods blow up at 6 steps. With p = 1 + η², the integrating factor u = x/σ^p and the increasing time
+τ = σ^(−p) turn it into an SDE with additive noise whose drift is the denoiser itself:
 
-    dx = f dt + g dW_t,   f(t, x) = (1 + η²)·(D(x, σ) − x)/σ,   g(t) = η·s_noise·√(2σ),   σ = −t.
+    du = D(u/τ, σ) dτ + g(τ) dW_τ,     g = s_noise·√(2η²/p)·σ^((1 − η²)/2)   (g = s_noise for η = 1)
 
-The diffusion does not depend on x (additive noise), so Itô and Stratonovich coincide and every torchsde
-method applies; its strong order is the one torchsde states for additive noise (1.5 for SRK, 1 for the
-others). Latents are flattened to [B, N]; the adapter builds torchsde's solver object once and calls its
-``step`` on each interval of the given schedule (exactly on the given sigmas: no fixed-dt grid of its own,
-no interpolation). If the schedule ends in σ = 0 the last step is a denoise, x = D(x, σ_last), because the
-drift is singular at σ = 0.
+(Itô's formula: du = σ^(−p)dx − p·x·σ^(−p−1)dσ; the x-terms cancel, dτ = −p·σ^(−p−1)dσ, and the noise
+variance 2η²σ^(1−2p)|dσ| is g²|dτ|.) Euler–Maruyama here is exactly the DDPM / Euler-ancestral step (a test
+checks ``torchsde.euler`` ≡ ``euler_ancestral`` given the same noise) and is stable at any step size.
+The noise does not depend on the state (additive noise), so Itô and Stratonovich coincide and every
+torchsde method applies with its strong order for additive noise (1.5 for SRK, 1 for the others).
+
+Latents are flattened to [B, N]; the adapter builds torchsde's solver object once and calls its ``step``
+on each interval of the given schedule (exactly on the given sigmas: no fixed-dt grid of its own, no
+interpolation). If the schedule ends in σ = 0 (τ = inf) the last step is the denoise x = D(x, σ_last),
+which is also the limit of every method's step.
 
 Noise: with ``noise_sampler="brownian"`` (or a :class:`samplers.brownian.BrownianNoise`) torchsde reads
-one Brownian path per item, space-time Lévy area included (what SRK needs for order 1.5); the solution
-then converges pathwise as the step count grows. With the default per-item seeded noise (or any
-``noise_sampler``) each step's increment is one draw ``noise_sampler(σ, σ_next)·√|Δσ|`` (and, for SRK, a
-second draw for the space-time Lévy area). Either way item k's noise comes from its own seed only.
+one Brownian path per item in τ, space-time Lévy area included (what SRK needs for order 1.5), seeded by
+that item's seed on the noise object's σ range; the solution then converges pathwise as the step count
+grows. With the default per-item seeded noise (or any ``noise_sampler``) each step's increment is one draw
+``noise_sampler(σ, σ_next)·√Δτ`` (and, for SRK, a second draw for the space-time Lévy area). Either way
+item k's noise comes from its own seed only.
 
 torchsde reads its time tensors on the host (``float(t)``) in its Brownian motion and the drift needs σ
 as a float, so these samplers declare ``host_sync=True``. This module uses torchsde's solver classes
@@ -234,7 +240,8 @@ def _make(method: str):
     sampler.__doc__ = (
         f"torchsde's ``{method}`` ({paper}) on the reverse-time VE SDE "
         "dx = (1 + η²)(x − D)/σ dσ + η·s_noise·√(2σ) dW (η = 1: the reverse SDE of Song et al. 2021, "
-        f"arXiv:2011.13456). Strong order {order} (additive noise), {nfe} model call(s) per step. "
+        "arXiv:2011.13456), solved as du = D dτ + g dW_τ in u = x/σ^(1+η²), τ = σ^-(1+η²). "
+        f"Strong order {order} (additive noise), {nfe} model call(s) per step. "
         "Final step: denoise (x = D(x, σ) when σ_next = 0).")
     register(name, kind="sde", order=order, nfe_per_step=nfe, ref=f"{paper}; {_REF}", host_sync=True,
              final_step="denoise (x = D(x, σ) when σ_next = 0)")(sampler)

@@ -1,0 +1,143 @@
+"""torchsde's solvers through the adapter: strong order on a shared Brownian path, the right distribution at
+high NFE, the equivalences that hold for this (additive-noise) SDE, and honest metadata."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+import samplers
+from benchmarks.common import sliced_wasserstein
+from samplers.brownian import BrownianNoise
+from samplers.graph import count_host_reads
+from samplers.problems import GaussianMixture
+from samplers.torchsde_adapter import METHODS
+
+NAMES = [spec[0] for spec in METHODS.values()]
+GM = GaussianMixture.default(shape=(8,), components=2, seed=1)  # two clusters: a nonlinear denoiser
+SIGMA_MAX, SIGMA_MIN = 2.0, 0.5
+
+
+def test_every_torchsde_method_is_registered_once_as_an_sde():
+    assert set(NAMES) <= set(samplers.available("sde"))
+    assert {"euler", "milstein", "srk", "heun", "midpoint", "euler_heun", "reversible_heun", "log_ode"} == set(METHODS)
+    for name in NAMES:
+        spec = samplers.info(name)
+        assert spec.host_sync and {"eta", "s_noise", "noise_sampler", "seed"} <= set(spec.options)
+
+
+def tau_grid(n: int) -> torch.Tensor:
+    """Sigmas uniform in τ = 1/σ², the adapter's time for η = 1 (so the fine grid refines the coarse one)."""
+    tau = torch.linspace(SIGMA_MAX**-2, SIGMA_MIN**-2, n + 1, dtype=torch.float64)
+    return tau**-0.5
+
+
+@functools.cache
+def shared_path():
+    x = GM.noise(4, seed=3) * SIGMA_MAX
+    noise = BrownianNoise(x, [1, 2, 3, 4], SIGMA_MIN, SIGMA_MAX)
+    # the pathwise solution: order-1.5 SRK on a 5× finer grid than the finest coarse run, on the same path
+    fine = samplers.sample("torchsde.srk", GM.denoiser, x, tau_grid(160), noise_sampler=noise, disable=True)
+    return x, noise, fine
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_strong_order_on_a_shared_brownian_path(name):
+    x, noise, fine = shared_path()
+    steps = [4, 8, 16, 32]
+    errors = [float((samplers.sample(name, GM.denoiser, x, tau_grid(n), noise_sampler=noise, disable=True)
+                     - fine).pow(2).mean().sqrt()) for n in steps]
+    slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    order = samplers.info(name).order
+    assert abs(slope - order) <= 0.3, f"{name}: strong-order slope {slope:.2f}, stated {order} (errors {errors})"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_distribution_at_high_nfe(name):
+    gm = GaussianMixture.default(shape=(8,), components=4, seed=2)
+    n = 512
+    exact, other = gm.sample(n, seed=1), gm.sample(n, seed=2)
+    floor = sliced_wasserstein(exact, other)
+    sig = samplers.get_sigmas("karras", 50, sigma_min=0.002, sigma_max=80.0)
+    out = samplers.sample(name, gm.denoiser, gm.noise(n, seed=3) * 80.0, sig, seed=5, disable=True)
+    sw = sliced_wasserstein(out, exact)
+    assert sw < 1.6 * floor, f"{name}: sliced Wasserstein {sw:.4f} vs floor {floor:.4f}"
+    # and the check can fail: the starting noise itself is far from the data
+    assert sliced_wasserstein(gm.noise(n, seed=3), exact) > 3 * floor
+
+
+def _run(name, x, sig, **kw):
+    return samplers.sample(name, GM.denoiser, x, sig, disable=True, **kw)
+
+
+def test_euler_maruyama_is_the_ancestral_step():
+    """In u = x/σ², τ = 1/σ² the Euler–Maruyama step is the DDPM / Euler-ancestral step, noise for noise."""
+    x = GM.noise(3, seed=1).float() * 20
+    sig = samplers.get_sigmas("karras", 7, sigma_min=0.02, sigma_max=20.0)
+    ancestral = _run("euler_ancestral", x, sig, seed=[4, 5, 6])
+    torch.testing.assert_close(_run("torchsde.euler", x, sig, seed=[4, 5, 6]), ancestral, rtol=1e-5, atol=1e-5)
+    # η = 0 is the probability-flow ODE, and its Euler step is Euler in σ
+    torch.testing.assert_close(_run("torchsde.euler", x, sig, seed=1, eta=0.0), _run("euler", x, sig),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,same_as", [("torchsde.milstein", "torchsde.euler"),
+                                          ("torchsde.euler_heun", "torchsde.euler"),
+                                          ("torchsde.log_ode_midpoint", "torchsde.midpoint")])
+def test_methods_that_coincide_for_additive_noise(name, same_as):
+    # the diffusion does not depend on the state: Milstein's and the log-ODE correction terms are 0
+    x = GM.noise(3, seed=1).float() * 20
+    sig = samplers.get_sigmas("karras", 6, sigma_min=0.02, sigma_max=20.0)
+    torch.testing.assert_close(_run(name, x, sig, seed=3), _run(same_as, x, sig, seed=3), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(_run(name, x, sig, seed=3), _run(name, x, sig, seed=4))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nfe_per_step_and_host_reads_are_as_declared(name):
+    spec = samplers.info(name)
+    calls = {"n": 0}
+
+    def model(x, sigma):
+        calls["n"] += 1
+        return GM.denoiser(x, sigma)
+
+    x = GM.noise(2, seed=1).float() * 20
+    for steps in (3, 6):
+        calls["n"] = 0
+        with count_host_reads() as reads:
+            samplers.sample(name, model, x, samplers.get_sigmas("karras", steps, sigma_min=0.02, sigma_max=20.0),
+                            seed=1, disable=True)
+        extra = 1 if name == "torchsde.reversible_heun" else 0  # its first drift is evaluated before step 1
+        assert calls["n"] == spec.nfe_per_step * (steps - 1) + 1 + extra  # + the final denoise
+        assert reads["n"] > 0  # torchsde reads its time tensors on the host: host_sync=True is honest
+
+
+def test_brownian_path_is_batch_invariant_and_stable_in_the_step_count():
+    gm = GaussianMixture.default(shape=(8,), components=4, seed=1)
+    x = gm.noise(3, seed=2).float() * 20
+    sig = samplers.get_sigmas("karras", 8, sigma_min=0.02, sigma_max=20.0)
+    batch = samplers.sample("torchsde.srk", gm.denoiser, x, sig, seed=[1, 2, 3], noise_sampler="brownian",
+                            disable=True)
+    alone = samplers.sample("torchsde.srk", gm.denoiser, x[1:2], sig, seed=[2], noise_sampler="brownian",
+                            disable=True)
+    torch.testing.assert_close(batch[1:2], alone, rtol=1e-6, atol=1e-6)
+
+    def run(steps, kind):
+        sig = samplers.get_sigmas("karras", steps, sigma_min=0.02, sigma_max=20.0)
+        return samplers.sample("torchsde.euler", gm.denoiser, x, sig, seed=7, noise_sampler=kind, disable=True)
+
+    def rms(a, b):
+        return float((a - b).pow(2).mean().sqrt())
+
+    assert rms(run(10, "brownian"), run(20, "brownian")) < 0.3 * rms(run(10, "seeded"), run(20, "seeded"))
+
+
+def test_a_path_that_does_not_cover_the_schedule_is_refused():
+    x = GM.noise(1, seed=1).float() * 20
+    noise = BrownianNoise(x, [1], 0.5, 2.0)
+    with pytest.raises(ValueError, match="does not hold the schedule"):
+        samplers.sample("torchsde.euler", GM.denoiser, x, samplers.get_sigmas("karras", 4, sigma_min=0.02,
+                                                                               sigma_max=20.0),
+                        noise_sampler=noise, disable=True)
