@@ -1,0 +1,501 @@
+"""Deterministic samplers versus diffusers at 5, 10 and 20 model evaluations (the quality bar of issue 3).
+
+    python -m benchmarks.deterministic                 # full run: every ODE sampler × every schedule
+    python -m benchmarks.deterministic --quick         # smoke run (a few samplers, schedules and peers)
+    python -m benchmarks.deterministic --out DIR --batch 256 --threads 1
+
+On the analytic Gaussian mixture of :mod:`samplers.problems` in three native forms (``gm-ve``: the exact
+VE denoiser, σ 80 → 0.002; ``gm-vp-eps``: an SD-1.x-style discrete VP eps model, scaled_linear betas, 1000
+steps; ``gm-flow``: an SD3-style rectified-flow model), every deterministic registry sampler
+(``samplers.available("ode")``, found at run time; adaptive ``host_sync`` ones are skipped because they
+cannot be held to a budget) is run on every schedule that can be built for the problem
+(``samplers.schedules.available()``; the ones that raise are recorded with the reason). Beside them,
+diffusers' deterministic schedulers run their own loop on the same data behind a native model, from the
+same noise:
+
+- ``gm-vp-eps``: DPMSolverMultistep 2M and 3M, UniPC (order 2 and 3), DEIS (2 and 3), LMS, Euler and Heun,
+  each with its default spacing and with Karras, exponential, beta sigmas and "trailing" spacing;
+- ``gm-flow``: FlowMatchEuler (default, Karras, exponential, beta), FlowMatchHeun, and UniPC / DPM-Solver
+  2M, 3M / DEIS with ``use_flow_sigmas``;
+- ``gm-ve``: EDMEuler and EDMDPMSolverMultistep 2M / 3M (Karras and exponential σ) on the EDM-preconditioned
+  model of the data, and the discrete VP schedulers of ``gm-vp-eps`` on an eps model of the same data whose
+  1000-step training table is log-uniform in σ from 0.002 to 80 (so their Karras sigmas are the same 80 →
+  0.002 Karras schedule ours use).
+
+The budget is model evaluations: each sampler (and each scheduler) gets the most steps whose run calls the
+model at most NFE times, counted by running it (:func:`benchmarks.common.steps_for_nfe`, as in
+:mod:`benchmarks.quality`). The error is the RMSE (float64, all items and elements) to the exact PF-ODE
+endpoint from the same starting state (``GaussianMixture.ode_endpoint``, dopri5 at 1e-10, cached on disk).
+
+For each problem and NFE the report gives our best (sampler, schedule), diffusers' best scheduler, and the
+ratio ours / diffusers (the target of issue 3 is ≤ 0.5). Both winners are picked on ``--seed``; they are
+then re-run on a held-out seed, and that ratio is reported too (selection over hundreds of our
+combinations against tens of diffusers' could otherwise flatter us). Writes ``results.json`` (every cell,
+the device, versions, date, seeds) and ``table.md`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import samplers
+
+from . import common, quality
+from .common import Problem
+
+NFES = (5, 10, 20)
+PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow")
+TARGET = 0.5
+QUICK_SAMPLERS = ("euler", "heun", "dpmpp_2m")
+QUICK_SCHEDULES = ("karras", "exponential", "linspace", "flow")
+QUICK_PEERS = ("EulerDiscreteScheduler+karras", "DPMSolverMultistepScheduler+karras", "EDMEulerScheduler",
+               "FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler+flow")
+VE_TABLE_PREFIX = "vetable/"  # peers of gm-ve that run on the log-uniform discrete VP table
+
+
+# ------------------------------------------------------------------------------------------------------
+# native models diffusers can run for the VE problem
+
+
+def edm_model(gm, sigma_data: float = 0.5):
+    """The data as an EDM-preconditioned network F(c_in·x, c_noise) (Karras et al. 2022, arXiv:2206.00364).
+
+    diffusers' EDM schedulers feed ``c_in·x`` and ``c_noise = ¼·ln σ`` and form D = c_skip·x + c_out·F with
+    the "epsilon" c_out = σ·σ_d/√(σ² + σ_d²); this F gives back the exact denoiser D of ``gm``.
+    """
+    sd2 = sigma_data * sigma_data
+
+    def model(x_in: torch.Tensor, time: torch.Tensor, **extra_args) -> torch.Tensor:
+        view = (-1,) + (1,) * (x_in.ndim - 1)
+        sigma = (4.0 * time.to(torch.float64)).exp().reshape(view)
+        scale = (sigma * sigma + sd2).sqrt()
+        x = x_in.to(torch.float64) * scale
+        d = gm.denoise(x, sigma.flatten())
+        c_skip = sd2 / (scale * scale)
+        c_out = sigma * sigma_data / scale
+        return ((d - c_skip * x) / c_out).to(x_in.dtype)
+
+    return model
+
+
+def ve_table_betas(sigma_min: float = 0.002, sigma_max: float = 80.0, n: int = 1000) -> list[float]:
+    """Betas of a discrete VP table whose σ_i = √((1 − ᾱ_i)/ᾱ_i) are log-uniform from sigma_min to sigma_max."""
+    log_lo, log_hi = math.log(sigma_min), math.log(sigma_max)
+    sig = [math.exp(log_lo + (log_hi - log_lo) * i / (n - 1)) for i in range(n)]
+    ac = [1.0 / (1.0 + s * s) for s in sig]
+    return [1.0 - ac[0]] + [1.0 - ac[i] / ac[i - 1] for i in range(1, n)]
+
+
+def _ve_table_problem(problem: Problem, gm) -> Problem:
+    """The VE problem's data behind an eps model on the log-uniform table, using diffusers' own float32 ᾱ
+    (so the scheduler's timestep ↔ σ map and the model's are the same table)."""
+    import diffusers
+
+    betas = ve_table_betas(problem.sigma_min, problem.sigma_max)
+    ac = diffusers.EulerDiscreteScheduler(trained_betas=betas, num_train_timesteps=len(betas)).alphas_cumprod
+    native = samplers.native.VPDiscrete(ac.to(torch.float64))
+    return dataclasses.replace(problem, native=native, native_model=gm.as_model("eps", native),
+                               native_model_for=None)
+
+
+# ------------------------------------------------------------------------------------------------------
+# diffusers peers
+
+
+def _discrete_peers(base: dict) -> dict[str, dict]:
+    classes = {
+        "DPMSolverMultistepScheduler": {},  # 2M (solver_order=2, dpmsolver++)
+        "DPMSolverMultistepScheduler+3M": dict(solver_order=3),
+        "UniPCMultistepScheduler": {},
+        "UniPCMultistepScheduler+order3": dict(solver_order=3),
+        "DEISMultistepScheduler": {},
+        "DEISMultistepScheduler+order3": dict(solver_order=3),
+        "LMSDiscreteScheduler": {},
+        "EulerDiscreteScheduler": {},
+        "HeunDiscreteScheduler": {},
+    }
+    spacings = {"": {}, "+karras": dict(use_karras_sigmas=True), "+exponential": dict(use_exponential_sigmas=True),
+                "+beta": dict(use_beta_sigmas=True), "+trailing": dict(timestep_spacing="trailing")}
+    return {label + sp: dict(base, **cfg, **extra) for label, cfg in classes.items() for sp, extra in spacings.items()}
+
+
+def peer_configs(problem: Problem) -> dict[str, dict]:
+    """diffusers' deterministic schedulers (label → config) for one of this benchmark's problems."""
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        return {}
+    if problem.name == "gm-vp-eps":
+        return _discrete_peers(dict(common.SD_BETAS, prediction_type="epsilon"))
+    if problem.name == "gm-flow":
+        cfg = problem.diffusers_config or {}
+        shift, n_train = cfg.get("flow_shift", 3.0), cfg.get("num_train_timesteps", 1000)
+        fm = dict(shift=shift, num_train_timesteps=n_train)
+        flow = dict(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=shift,
+                    num_train_timesteps=n_train)
+        return {
+            "FlowMatchEulerDiscreteScheduler": fm,
+            "FlowMatchEulerDiscreteScheduler+karras": dict(fm, use_karras_sigmas=True),
+            "FlowMatchEulerDiscreteScheduler+exponential": dict(fm, use_exponential_sigmas=True),
+            "FlowMatchEulerDiscreteScheduler+beta": dict(fm, use_beta_sigmas=True),
+            "FlowMatchHeunDiscreteScheduler": fm,
+            "DPMSolverMultistepScheduler+flow": flow,
+            "DPMSolverMultistepScheduler+3M+flow": dict(flow, solver_order=3),
+            "UniPCMultistepScheduler+flow": flow,
+            "UniPCMultistepScheduler+order3+flow": dict(flow, solver_order=3),
+            "DEISMultistepScheduler+flow": flow,
+        }
+    if problem.name == "gm-ve":
+        edm = dict(sigma_min=problem.sigma_min, sigma_max=problem.sigma_max, sigma_data=0.5)
+        peers = {
+            "EDMEulerScheduler": edm,  # Karras σ (its default)
+            "EDMEulerScheduler+exponential": dict(edm, sigma_schedule="exponential"),
+            "EDMDPMSolverMultistepScheduler": edm,  # 2M, Karras σ
+            "EDMDPMSolverMultistepScheduler+exponential": dict(edm, sigma_schedule="exponential"),
+            "EDMDPMSolverMultistepScheduler+3M": dict(edm, solver_order=3),
+            "EDMDPMSolverMultistepScheduler+3M+exponential": dict(edm, solver_order=3, sigma_schedule="exponential"),
+        }
+        betas = ve_table_betas(problem.sigma_min, problem.sigma_max)
+        table = _discrete_peers(dict(trained_betas=betas, num_train_timesteps=len(betas),
+                                     prediction_type="epsilon"))
+        peers.update({VE_TABLE_PREFIX + k: v for k, v in table.items()})
+        return peers
+    return {}
+
+
+# ------------------------------------------------------------------------------------------------------
+# the run
+
+
+class Run:
+    """Problems, their peers' native forms, the reference cache and the cells done so far."""
+
+    def __init__(self, args):
+        self.args = args
+        ns = argparse.Namespace(no_cache=args.no_cache, cache=args.cache, problems=list(args.problems),
+                                device="cpu", dtype=None, batch=args.batch, grid_dir=None)
+        self.ctx = quality.Context(ns)  # problems, reference cache, exact samples (benchmarks.quality)
+        self.peer_problem: dict[str, Problem] = {}
+        self.peer_table_problem: dict[str, Problem] = {}
+        for name, problem in self.ctx.problems.items():
+            if name == "gm-ve":
+                gm = common.gaussian_mixture()
+                self.peer_problem[name] = dataclasses.replace(problem, native_model=edm_model(gm))
+                try:
+                    self.peer_table_problem[name] = _ve_table_problem(problem, gm)
+                except ImportError:
+                    pass
+            else:
+                self.peer_problem[name] = problem
+        self.cells: list[dict] = []
+        self.sampler_seconds: dict[tuple, float] = {}
+
+    # ---- our samplers
+
+    def samplers(self) -> tuple[list[str], dict[str, str]]:
+        names, skipped = [], {}
+        wanted = self.args.samplers or samplers.available("ode")
+        for name in wanted:
+            spec = samplers.info(name)
+            if spec.kind != "ode":
+                skipped[spec.name] = f"kind {spec.kind!r}: not deterministic"
+            elif spec.host_sync:
+                skipped[spec.name] = ("adaptive (host_sync): chooses its own steps, so it cannot be held to an "
+                                      "NFE budget")
+            else:
+                names.append(spec.name)
+        return names, skipped
+
+    def schedules(self, problem: Problem) -> tuple[list[str], dict[str, str]]:
+        names, skipped = [], {}
+        for name in self.args.schedules or samplers.schedules.available():
+            try:
+                for n in (1, 2, 5, max(self.args.nfe)):
+                    samplers.run.read_sigmas(problem.sigmas(name, n))
+            except Exception as err:  # noqa: BLE001 - a schedule that cannot be built here is a result
+                skipped[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                continue
+            names.append(name)
+        return names, skipped
+
+    def ours(self, pname: str, sampler: str, schedule: str, nfe: int, seed: int) -> dict:
+        cell = quality.Cell(pname, sampler, schedule, nfe, seed)
+        key = (pname, sampler)
+        if self.sampler_seconds.get(key, 0.0) > self.args.max_sampler_seconds:
+            return {**dataclasses.asdict(cell), "skipped": f"over the time budget of {self.args.max_sampler_seconds:g} "
+                                                           "s per sampler and problem"}
+        t0 = time.perf_counter()
+        try:
+            result = quality.run_cell(self.ctx, cell)
+        except Exception as err:  # noqa: BLE001 - a sampler failing is a result, not a crash of the run
+            result = {**dataclasses.asdict(cell), "skipped": f"raised {type(err).__name__}: {err}"}
+        self.sampler_seconds[key] = self.sampler_seconds.get(key, 0.0) + time.perf_counter() - t0
+        return result
+
+    # ---- diffusers
+
+    def peer(self, pname: str, label: str, config: dict, nfe: int, seed: int) -> dict:
+        table = label.startswith(VE_TABLE_PREFIX)
+        problem = (self.peer_table_problem if table else self.peer_problem)[pname]
+        sched_label = label[len(VE_TABLE_PREFIX):] if table else label
+        batch = self.ctx.batch(problem)
+        out = {"problem": pname, "sampler": f"diffusers:{label}", "schedule": "native", "nfe": nfe, "seed": seed,
+               "batch": batch}
+        t0 = time.perf_counter()
+        try:
+            found = quality._peer_steps(sched_label, config, nfe)
+            if found is None:
+                return {**out, "skipped": f"no step count fits {nfe} model calls"}
+            noise = problem.noise(batch, seed)
+            x0, x_start, sigma_start, calls = quality.run_peer(problem, sched_label, config, found[0], noise, seed)
+            ref = self.ctx.refs.get(problem, seed, x_start, sigma_start)
+        except Exception as err:  # noqa: BLE001
+            return {**out, "skipped": f"diffusers raised {type(err).__name__}: {err}"}
+        return {**out, "steps": found[0], "nfe_used": calls, "kind": "ode", "sigma_start": sigma_start,
+                "rmse": common.rmse(x0, ref), "seconds": time.perf_counter() - t0}
+
+
+def _ok(cell: dict) -> bool:
+    return "skipped" not in cell and math.isfinite(cell.get("rmse", math.nan))
+
+
+def best_of(cells: list[dict], problem: str, nfe: int, peer: bool, seed: int) -> dict | None:
+    """The cell with the smallest RMSE among ours (peer=False) or diffusers' (peer=True)."""
+    pool = [c for c in cells if c["problem"] == problem and c["nfe"] == nfe and c["seed"] == seed and _ok(c)
+            and c["sampler"].startswith("diffusers:") == peer]
+    return min(pool, key=lambda c: c["rmse"]) if pool else None
+
+
+def summarise(cells: list[dict], problems: list[str], nfes: list[int], seed: int) -> list[dict]:
+    rows = []
+    for p in problems:
+        for n in nfes:
+            ours, theirs = best_of(cells, p, n, False, seed), best_of(cells, p, n, True, seed)
+            row = {"problem": p, "nfe": n, "ours": _brief(ours), "diffusers": _brief(theirs)}
+            if ours and theirs:
+                row["ratio"] = ours["rmse"] / theirs["rmse"]
+                row["meets_target"] = row["ratio"] <= TARGET
+            rows.append(row)
+    return rows
+
+
+def _brief(cell: dict | None) -> dict | None:
+    if cell is None:
+        return None
+    return {k: cell[k] for k in ("sampler", "schedule", "rmse", "steps", "nfe_used")}
+
+
+def run(args) -> dict:
+    t_start = time.perf_counter()
+    r = Run(args)
+    names, skipped_samplers = r.samplers()
+    skipped_schedules, used_schedules, peers_of = {}, {}, {}
+    progress = not args.no_progress
+    for pname, problem in r.ctx.problems.items():
+        scheds, skipped_schedules[pname] = r.schedules(problem)
+        used_schedules[pname] = scheds
+        t0 = time.perf_counter()
+        for schedule in scheds:
+            for name in names:
+                for nfe in args.nfe:
+                    r.cells.append(r.ours(pname, name, schedule, nfe, args.seed))
+            if progress:
+                print(f"[{pname}] {schedule}: {len(names)} samplers done ({time.perf_counter() - t0:.0f} s)",
+                      file=sys.stderr, flush=True)
+        peers = {} if not args.peers else peer_configs(problem)
+        if args.peer_names:
+            peers = {k: v for k, v in peers.items() if k in args.peer_names}
+        if pname == "gm-ve" and pname not in r.peer_table_problem:
+            peers = {k: v for k, v in peers.items() if not k.startswith(VE_TABLE_PREFIX)}
+        peers_of[pname] = list(peers)
+        for label, config in peers.items():
+            for nfe in args.nfe:
+                r.cells.append(r.peer(pname, label, config, nfe, args.seed))
+        if progress:
+            print(f"[{pname}] {len(peers)} diffusers peers done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+                  flush=True)
+    problems = list(r.ctx.problems)
+    summary = summarise(r.cells, problems, args.nfe, args.seed)
+    heldout = []
+    if args.heldout_seed is not None and args.heldout_seed != args.seed:
+        configs = {p: peer_configs(r.ctx.problems[p]) for p in problems}
+        for row in summary:
+            if row.get("ratio") is None:
+                continue
+            o, d = row["ours"], row["diffusers"]
+            mine = r.ours(row["problem"], o["sampler"], o["schedule"], row["nfe"], args.heldout_seed)
+            label = d["sampler"].split(":", 1)[1]
+            theirs = r.peer(row["problem"], label, configs[row["problem"]][label], row["nfe"], args.heldout_seed)
+            r.cells += [mine, theirs]
+            entry = {"problem": row["problem"], "nfe": row["nfe"], "seed": args.heldout_seed,
+                     "ours": _brief(mine) if _ok(mine) else None, "diffusers": _brief(theirs) if _ok(theirs) else None}
+            if entry["ours"] and entry["diffusers"]:
+                entry["ratio"] = mine["rmse"] / theirs["rmse"]
+            heldout.append(entry)
+    info = common.run_info("cpu")
+    return {
+        "info": {**info, "seconds": time.perf_counter() - t_start},
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "target_ratio": TARGET,
+        "problems": {n: p.description for n, p in r.ctx.problems.items()},
+        "unavailable": r.ctx.unavailable,
+        "samplers": names,
+        "skipped_samplers": skipped_samplers,
+        "schedules": used_schedules,
+        "skipped_schedules": skipped_schedules,
+        "peers": peers_of,
+        "summary": summary,
+        "heldout": heldout,
+        "cells": r.cells,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------
+# report
+
+
+def _name(cell: dict | None) -> str:
+    if cell is None:
+        return "–"
+    if cell["sampler"].startswith("diffusers:"):
+        return cell["sampler"].split(":", 1)[1]
+    return f"{cell['sampler']} + {cell['schedule']}"
+
+
+def markdown(result: dict) -> str:
+    info, args = result["info"], result["args"]
+    v = info["versions"]
+    lines = ["# Deterministic samplers versus diffusers", "",
+             f"{common.device_label(info)}, {info['date_utc']}, torch {v['torch']}, diffusers {v['diffusers']}, "
+             f"commit {info['commit']}, seed {args['seed']} (held-out {args['heldout_seed']}), batch {args['batch']}, "
+             f"run time {info['seconds']:.0f} s.", "",
+             "RMSE to the exact PF-ODE endpoint from the same start (lower is better). NFE is the budget of model "
+             "evaluations; every sampler gets the most steps that fit it. Ratio = ours / diffusers "
+             f"(target ≤ {result['target_ratio']}).", "",
+             "| problem | NFE | ours: best sampler + schedule | RMSE | diffusers: best scheduler | RMSE | ratio | "
+             "held-out ratio |",
+             "|---|---:|---|---:|---|---:|---:|---:|"]
+    held = {(h["problem"], h["nfe"]): h for h in result["heldout"]}
+    for row in result["summary"]:
+        o, d = row["ours"], row["diffusers"]
+        ratio = f"**{row['ratio']:.3f}**" if row.get("meets_target") else (
+            f"{row['ratio']:.3f}" if "ratio" in row else "–")
+        h = held.get((row["problem"], row["nfe"]))
+        hr = f"{h['ratio']:.3f}" if h and "ratio" in h else "–"
+        lines.append(f"| {row['problem']} | {row['nfe']} | {_name(o)} ({o['nfe_used'] if o else '–'} NFE) | "
+                     f"{o['rmse']:.2e} | {_name(d)} ({d['nfe_used'] if d else '–'} NFE) | "
+                     f"{d['rmse']:.2e} | {ratio} | {hr} |" if o and d else
+                     f"| {row['problem']} | {row['nfe']} | {_name(o)} | – | {_name(d)} | – | – | – |")
+    met = [r for r in result["summary"] if r.get("meets_target")]
+    lines += ["", f"Target met in {len(met)} of {len(result['summary'])} (problem, NFE) pairs.", ""]
+    nfes = args["nfe"]
+    for pname, desc in result["problems"].items():
+        cells = [c for c in result["cells"] if c["problem"] == pname and c["seed"] == args["seed"] and _ok(c)]
+        lines += [f"## {pname}", "", desc, "",
+                  "Each of our samplers on its best schedule per budget (RMSE, schedule):", "",
+                  "| sampler | " + " | ".join(f"NFE ≤ {n}" for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
+        by = {}
+        for c in cells:
+            key = c["sampler"]
+            cur = by.setdefault(key, {}).get(c["nfe"])
+            if cur is None or c["rmse"] < cur["rmse"]:
+                by[key][c["nfe"]] = c
+        def score(item):
+            vals = [item[1][n]["rmse"] for n in reversed(nfes) if n in item[1]]
+            return vals[0] if vals else math.inf
+        ours = [(k, v) for k, v in by.items() if not k.startswith("diffusers:")]
+        peers = [(k, v) for k, v in by.items() if k.startswith("diffusers:")]
+        for k, v in sorted(ours, key=score):
+            lines.append(f"| {k} | " + " | ".join(f"{v[n]['rmse']:.2e} ({v[n]['schedule']})" if n in v else "–"
+                                                    for n in nfes) + " |")
+        if peers:
+            lines += ["", "diffusers' schedulers on the same data and noise (RMSE):", "",
+                      "| scheduler | " + " | ".join(f"NFE ≤ {n}" for n in nfes) + " |", "|---|" + "---:|" * len(nfes)]
+            for k, v in sorted(peers, key=score):
+                lines.append(f"| {k.split(':', 1)[1]} | " + " | ".join(f"{v[n]['rmse']:.2e}" if n in v else "–"
+                                                                     for n in nfes) + " |")
+        sk = result["skipped_schedules"].get(pname, {})
+        if sk:
+            lines += ["", "Schedules not run on this problem: " + "; ".join(f"`{k}` ({w})" for k, w in sk.items())]
+        failed = sorted({(c["sampler"], c["schedule"], c["skipped"]) for c in result["cells"]
+                         if c["problem"] == pname and "skipped" in c})
+        if failed:
+            lines += ["", "Cells not run:", ""] + [f"- {s} / {sch}: {why}" for s, sch, why in failed[:30]]
+            if len(failed) > 30:
+                lines.append(f"- … and {len(failed) - 30} more (see results.json)")
+        lines.append("")
+    if result["skipped_samplers"]:
+        lines += ["Samplers not run: " + "; ".join(f"`{k}` ({w})" for k, w in result["skipped_samplers"].items()), ""]
+    for name, why in result["unavailable"].items():
+        lines += [f"## {name}: not run", "", why, ""]
+    return "\n".join(lines)
+
+
+def write(result: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    (out / "table.md").write_text(markdown(result))
+    return [out / "results.json", out / "table.md"]
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.deterministic", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run: samplers {', '.join(QUICK_SAMPLERS)}, a few schedules and peers, batch 8")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks/deterministic"))
+    p.add_argument("--problem", dest="problems", nargs="+", default=list(PROBLEMS))
+    p.add_argument("--nfe", nargs="+", type=int, default=list(NFES))
+    p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every 'ode' sampler)")
+    p.add_argument("--schedules", nargs="+", default=None, help="schedule names (default: every registered one)")
+    p.add_argument("--peer-names", nargs="+", default=None, help="only these diffusers peers (labels as in the table)")
+    p.add_argument("--no-peers", dest="peers", action="store_false")
+    p.add_argument("--batch", type=int, default=None, help="items per cell (default 256; 8 with --quick)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout-seed", type=int, default=1, help="seed the winners are re-run on (-1: none)")
+    p.add_argument("--cache", default="out/benchmarks/cache", help="reference solutions on disk")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--max-sampler-seconds", type=float, default=120.0,
+                   help="stop running a sampler on a problem after this many seconds (slow adapters)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def resolve_args(args) -> argparse.Namespace:
+    if args.quick:
+        args.batch = args.batch or 8
+        if args.samplers is None:
+            args.samplers = [n for n in QUICK_SAMPLERS if n in samplers.available()]
+        if args.schedules is None:
+            args.schedules = [s for s in QUICK_SCHEDULES if s in samplers.schedules.available()]
+        if args.peer_names is None:
+            args.peer_names = list(QUICK_PEERS)
+    args.batch = args.batch or 256
+    if args.heldout_seed is not None and args.heldout_seed < 0:
+        args.heldout_seed = None
+    return args
+
+
+def main(argv=None) -> int:
+    args = resolve_args(parser().parse_args(argv))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(args)
+    written = write(result, args.out)
+    print(markdown(result).split("\n## ")[0])
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""benchmarks.deterministic: a --quick run writes its JSON and table, every cell is scored within its budget,
+diffusers' peers run beside ours, and the headline ratio is the one the cells give.
+
+The native models built for diffusers' VE peers are checked against the exact denoiser, and one peer
+against our sampler doing the same algorithm on the same schedule.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+import torch
+
+import samplers
+from benchmarks import common, deterministic
+
+HAS_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("det")
+    try:
+        deterministic.main(["--quick", "--out", str(out / "res"), "--cache", str(out / "cache"), "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+    return out / "res"
+
+
+@pytest.fixture(scope="module")
+def result(quick):
+    return json.loads((quick / "results.json").read_text())
+
+
+def test_writes_json_and_markdown_with_run_info(quick, result):
+    info = result["info"]
+    assert info["versions"]["torch"] == torch.__version__ and info["device"] == "cpu" and info["date_utc"]
+    assert result["args"]["seed"] == 0 and result["args"]["nfe"] == [5, 10, 20]
+    assert set(result["problems"]) == {"gm-ve", "gm-vp-eps", "gm-flow"}
+    table = (quick / "table.md").read_text()
+    assert "| problem | NFE |" in table and "## gm-flow" in table
+    for row in result["summary"]:
+        assert f"| {row['problem']} | {row['nfe']} |" in table
+
+
+def test_every_cell_is_scored_within_its_budget(result):
+    cells = [c for c in result["cells"] if c["seed"] == result["args"]["seed"]]
+    ours = [c for c in cells if not c["sampler"].startswith("diffusers:")]
+    schedules = result["schedules"]
+    # every (problem, applicable schedule, sampler, NFE) of the quick grid ran
+    expected = sum(len(schedules[p]) for p in result["problems"]) * len(result["samplers"]) * 3
+    assert len(ours) == expected
+    for c in cells:
+        assert "skipped" not in c, c
+        assert math.isfinite(c["rmse"]) and c["rmse"] > 0
+        assert 1 <= c["nfe_used"] <= c["nfe"]
+    # the timestep spacing needs a training table: it applies to the VP problem only, and says why not
+    assert "linspace" in schedules["gm-vp-eps"] and "linspace" not in schedules["gm-ve"]
+    assert "training" in result["skipped_schedules"]["gm-ve"]["linspace"]
+    # more budget, less error (the exact reference is from the same start)
+    by = {(c["problem"], c["sampler"], c["schedule"], c["nfe"]): c["rmse"] for c in ours}
+    for p in result["problems"]:
+        assert by[(p, "dpmpp_2m", "karras", 20)] < by[(p, "dpmpp_2m", "karras", 10)] < by[(p, "dpmpp_2m", "karras", 5)]
+    heun = [c for c in ours if c["sampler"] == "heun" and c["nfe"] == 10 and math.isfinite(c["sigma_start"])]
+    assert heun and all(c["steps"] == 5 and c["nfe_used"] == 9 for c in heun)  # 2 per step, 1 on the last step to 0
+
+
+@pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers not installed")
+def test_peers_run_on_every_problem(result):
+    seed = result["args"]["seed"]
+    for p in result["problems"]:
+        peers = {c["sampler"] for c in result["cells"] if c["problem"] == p and c["seed"] == seed
+                 and c["sampler"].startswith("diffusers:") and "skipped" not in c}
+        assert peers and peers == {f"diffusers:{label}" for label in result["peers"][p]}, (p, peers)
+    assert all(row["diffusers"] is not None for row in result["summary"])
+
+
+@pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers not installed")
+def test_ratio_is_ours_best_over_diffusers_best(result):
+    seed = result["args"]["seed"]
+    for row in result["summary"]:
+        cells = [c for c in result["cells"] if c["problem"] == row["problem"] and c["nfe"] == row["nfe"]
+                 and c["seed"] == seed]
+        ours = min((c for c in cells if not c["sampler"].startswith("diffusers:")), key=lambda c: c["rmse"])
+        theirs = min((c for c in cells if c["sampler"].startswith("diffusers:")), key=lambda c: c["rmse"])
+        assert (row["ours"]["sampler"], row["ours"]["schedule"]) == (ours["sampler"], ours["schedule"])
+        assert row["diffusers"]["sampler"] == theirs["sampler"]
+        assert row["ratio"] == pytest.approx(ours["rmse"] / theirs["rmse"], rel=1e-12)
+        assert row["meets_target"] == (row["ratio"] <= result["target_ratio"])
+    # the held-out re-run uses the same winners on another seed
+    assert result["heldout"] and all(h["seed"] == result["args"]["heldout_seed"] for h in result["heldout"])
+    for h, row in zip(result["heldout"], [r for r in result["summary"] if "ratio" in r]):
+        assert h["ours"]["sampler"] == row["ours"]["sampler"] and h["diffusers"]["sampler"] == row["diffusers"]["sampler"]
+        assert h["ratio"] == pytest.approx(h["ours"]["rmse"] / h["diffusers"]["rmse"], rel=1e-12)
+
+
+@pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers not installed")
+def test_same_algorithm_same_schedule_same_error(result):
+    # diffusers' EDM Euler (Karras σ) on the EDM-preconditioned model is our Euler on the Karras schedule:
+    # only its start differs (noise·√(σ_max² + 1) instead of noise·σ_max), so the errors agree closely.
+    cells = {(c["problem"], c["sampler"], c["schedule"], c["nfe"]): c["rmse"] for c in result["cells"]
+             if c["seed"] == result["args"]["seed"] and "skipped" not in c}
+    for n in (5, 10, 20):
+        assert cells[("gm-ve", "diffusers:EDMEulerScheduler", "native", n)] == pytest.approx(
+            cells[("gm-ve", "euler", "karras", n)], rel=1e-4)
+        assert cells[("gm-vp-eps", "diffusers:EulerDiscreteScheduler+karras", "native", n)] == pytest.approx(
+            cells[("gm-vp-eps", "euler", "karras", n)], rel=1e-4)
+
+
+def test_edm_model_gives_back_the_exact_denoiser():
+    gm = common.gaussian_mixture()
+    model = deterministic.edm_model(gm, sigma_data=0.5)
+    x0 = gm.sample(6, seed=1)
+    sigma = torch.tensor([0.002, 0.05, 0.7, 3.0, 20.0, 80.0], dtype=torch.float64)
+    x = x0 + sigma.reshape(-1, 1, 1, 1) * gm.noise(6, seed=2)
+    s = sigma.reshape(-1, 1, 1, 1)
+    c_skip, c_out, c_in = 0.25 / (s**2 + 0.25), s * 0.5 / (s**2 + 0.25).sqrt(), 1 / (s**2 + 0.25).sqrt()
+    denoised = c_skip * x + c_out * model(c_in * x, 0.25 * sigma.log())
+    torch.testing.assert_close(denoised, gm.denoise(x, sigma), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers not installed")
+def test_ve_table_spans_the_ve_range_and_its_eps_model_is_exact():
+    problem = common.get_problem("gm-ve")
+    gm = common.gaussian_mixture()
+    table = deterministic._ve_table_problem(problem, gm)
+    assert table.native.sigma_min == pytest.approx(0.002, rel=1e-2)
+    assert table.native.sigma_max == pytest.approx(80.0, rel=1e-4)
+    target = torch.linspace(math.log(0.002), math.log(80.0), 1000, dtype=torch.float64)
+    # log-uniform up to the rounding of diffusers' float32 ᾱ (1.5 % in σ where 1 − ᾱ ≈ 4e-6)
+    assert float((table.native.sigmas.log() - target).abs().max()) < 0.02
+    denoiser = samplers.to_denoiser(table.native_model, "eps", table.native)
+    x = gm.sample(4, seed=3) + 2.0 * gm.noise(4, seed=4)
+    sigma = torch.full((4,), 2.0, dtype=torch.float64)
+    torch.testing.assert_close(denoiser(x, sigma), gm.denoise(x, sigma), rtol=1e-7, atol=1e-7)
