@@ -1,0 +1,259 @@
+"""Stochastic samplers on the analytic Gaussian mixture: distance to the data at a budget of model calls.
+
+    python -m benchmarks.stochastic                 # every ancestral / SDE sampler and the diffusers peers
+    python -m benchmarks.stochastic --quick         # NFE 10 only, fewer samples (the test runs this)
+    python -m benchmarks.stochastic --out DIR
+
+Problem: ``gm-vp-eps`` of :mod:`benchmarks.common`, the 6-cluster, 64-dim Gaussian mixture behind an
+SD-1.x-style discrete VP eps model (``GaussianMixture.as_model("eps", VPDiscrete scaled_linear)``); our
+samplers run on its canonical denoiser (``samplers.to_denoiser``) with a Karras schedule on the model's σ
+range, diffusers' schedulers run their own loop on the same native eps model.
+
+Every sampler registered as ``ancestral`` or ``sde`` (discovered at run time) runs at NFE 10 / 20 / 50 with
+``steps = NFE // nfe_per_step``; the model calls it really made are counted and reported. The metric is the
+sliced Wasserstein distance of its samples to as many exact data samples, next to the floor (the distance
+between two independent exact sample sets of the same size: what a perfect sampler scores) and the ratio.
+diffusers peers get the most ``set_timesteps`` steps whose loop makes at most NFE model calls.
+
+Also measured: the cost of one noise draw (µs per ``noise_sampler(σ, σ_next)`` call, on the CPU) for the
+default :class:`samplers.noise.SeededNoise` and :class:`samplers.brownian.BrownianNoise`, and how much the
+sample of a fixed seed moves when the step count doubles (seeded vs Brownian noise).
+
+Writes ``results.json`` (every number, device, versions, seeds) and ``table.md`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import samplers
+from samplers.brownian import BrownianNoise
+from samplers.noise import SeededNoise
+
+from . import common
+from .common import CountingDenoiser
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "stochastic"
+PROBLEM = "gm-vp-eps"
+SCHEDULE = "karras"
+NFE = (10, 20, 50)
+QUICK_NFE = (10,)
+
+# diffusers' stochastic schedulers, configured on top of the problem's SD-1.x config
+PEERS = {
+    "EulerAncestralDiscreteScheduler": {},
+    "KDPM2AncestralDiscreteScheduler": {},
+    "DPMSolverSDEScheduler": {},
+    "DPMSolverMultistepScheduler+sde-dpmsolver++": {"algorithm_type": "sde-dpmsolver++"},
+    "DDPMScheduler": {"clip_sample": False},
+    "LCMScheduler": {"clip_sample": False, "set_alpha_to_one": True},
+    "SASolverScheduler": {},
+}
+
+
+def stochastic_samplers() -> list[str]:
+    """Every registered stochastic sampler, at run time (ancestral first, then SDE solvers)."""
+    return samplers.available("ancestral") + samplers.available("sde")
+
+
+def sampler_seeds(n: int, seed: int) -> list[int]:
+    return [seed * 100_003 + k + 7_919 for k in range(n)]
+
+
+def run_ours(problem, name: str, nfe: int, n: int, seed: int) -> dict:
+    spec = samplers.info(name)
+    steps = max(1, int(nfe // spec.nfe_per_step))
+    sigmas = problem.sigmas(SCHEDULE, steps)
+    model = CountingDenoiser(problem.batch_denoiser(n, seed))
+    x = samplers.initial_latent(problem.noise(n, seed), sigmas)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        x0 = samplers.sample(name, model, x, sigmas, seed=sampler_seeds(n, seed), disable=True)
+    return {"steps": steps, "nfe_used": model.calls, "seconds": time.perf_counter() - t0, "samples": x0}
+
+
+def run_peer(problem, label: str, nfe: int, n: int, seed: int) -> dict:
+    from . import quality
+
+    config = dict(problem.diffusers_config, steps_offset=1, **PEERS[label])
+    found = quality._peer_steps(label, config, nfe)
+    if found is None:
+        raise ValueError(f"no step count of {label} fits {nfe} model calls")
+    t0 = time.perf_counter()
+    x0, _, _, calls = quality.run_peer(problem, label, config, found[0], problem.noise(n, seed), seed)
+    return {"steps": found[0], "nfe_used": calls, "seconds": time.perf_counter() - t0, "samples": x0}
+
+
+def noise_cost(shape: tuple, draws: int, repeats: int = 3) -> dict:
+    """µs per ``noise_sampler(σ, σ_next)`` call on the CPU along a Karras schedule (best of ``repeats``)."""
+    sig = samplers.get_sigmas("karras", draws, sigma_min=0.03, sigma_max=14.6).tolist()
+    x = torch.zeros(shape)
+    seeds = list(range(shape[0]))
+    out = {}
+    for label, make in (("seeded", lambda: SeededNoise(x, seeds)),
+                        ("brownian", lambda: BrownianNoise(x, seeds, sig[-2], sig[0]))):
+        best = math.inf
+        for _ in range(repeats):
+            noise = make()
+            t0 = time.perf_counter()
+            for i in range(draws - 1):
+                noise(sig[i], sig[i + 1])
+            best = min(best, (time.perf_counter() - t0) / (draws - 1))
+        out[label] = best * 1e6
+    return out
+
+
+def stability(problem, name: str, steps: tuple[int, int], n: int, seed: int) -> dict:
+    """RMS change of the samples of fixed seeds when the step count goes from steps[0] to steps[1]."""
+    out = {}
+    for kind in ("seeded", "brownian"):
+        runs = []
+        for s in steps:
+            sigmas = problem.sigmas(SCHEDULE, s)
+            x = samplers.initial_latent(problem.noise(n, seed), sigmas)
+            with torch.no_grad():
+                runs.append(samplers.sample(name, problem.denoiser, x, sigmas, seed=sampler_seeds(n, seed),
+                                            noise_sampler=kind, disable=True))
+        out[kind] = common.rmse(runs[0], runs[1])
+    return out
+
+
+def benchmark(quick: bool = False, samples: int | None = None, seed: int = 0, peers: bool = True,
+              names: list[str] | None = None, log=print) -> dict:
+    problem = common.get_problem(PROBLEM)
+    n = samples or (128 if quick else 1000)
+    nfes = QUICK_NFE if quick else NFE
+    exact = problem.exact_samples(n, seed)
+    floor = common.sliced_wasserstein(exact, problem.exact_samples(n, 50_000 + seed))
+    names = names or stochastic_samplers()
+    rows = []
+    entries = [("ours", name) for name in names] + ([("diffusers", label) for label in PEERS] if peers else [])
+    for source, name in entries:
+        for nfe in nfes:
+            row = {"sampler": name if source == "ours" else f"diffusers:{name}", "source": source, "nfe": nfe}
+            if source == "ours":
+                spec = samplers.info(name)
+                row.update(kind=spec.kind, nfe_per_step=spec.nfe_per_step)
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    got = run_ours(problem, name, nfe, n, seed) if source == "ours" else \
+                        run_peer(problem, name, nfe, n, seed)
+                # torchsde warns when a Brownian tree is queried outside its range (k-diffusion's and
+                # diffusers' BrownianTreeNoiseSampler on float32 Karras schedules); counted, not shown
+                row["brownian_range_warnings"] = sum("Should have" in str(w.message) for w in caught)
+            except Exception as err:  # noqa: BLE001 - one sampler failing is a result, not a crash of the sweep
+                row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                rows.append(row)
+                log(f"{row['sampler']:<48} NFE {nfe:>3}: {row['error']}")
+                continue
+            sw = common.sliced_wasserstein(got.pop("samples"), exact)
+            row.update(got, sw=sw, ratio=sw / floor)
+            rows.append(row)
+            log(f"{row['sampler']:<48} NFE {nfe:>3}: steps {row['steps']:>3}, calls {row['nfe_used']:>3}, "
+                f"SW {sw:.4f} ({sw / floor:.2f}× floor)")
+    shapes = [(1, 64), (1, 4, 64, 64)] if not quick else [(1, 64)]
+    cost = {"x".join(map(str, s)): noise_cost(s, draws=6 if quick else 21) for s in shapes}
+    stable = {}
+    if not quick:
+        for name in ("euler_ancestral", "torchsde.euler"):
+            if name in samplers.available():
+                stable[name] = stability(problem, name, (10, 20), n=64, seed=seed)
+    return {
+        "info": common.run_info("cpu"),
+        "args": {"quick": quick, "samples": n, "seed": seed, "nfe": list(nfes), "schedule": SCHEDULE,
+                 "problem": PROBLEM},
+        "problem": problem.description,
+        "sw_floor": floor,
+        "rows": rows,
+        "noise_cost_us": cost,
+        "stability": stable,
+    }
+
+
+def markdown(result: dict) -> str:
+    info, args = result["info"], result["args"]
+    nfes = args["nfe"]
+    floor = result["sw_floor"]
+    lines = ["# Stochastic samplers", "",
+             f"{common.device_label(info)}, {info['date_utc']}, torch {info['versions']['torch']}, "
+             f"torchsde {info['versions']['torchsde']}, diffusers {info['versions']['diffusers']}, commit "
+             f"{info['commit']}. Problem `{args['problem']}`: {result['problem']}. {args['samples']} samples, "
+             f"seed {args['seed']}, {args['schedule']} schedule for ours (steps = NFE // model calls per step), "
+             "diffusers' own spacing for the peers (the most steps within the budget).", "",
+             f"Sliced Wasserstein distance to {args['samples']} exact samples (lower is better); the floor, two "
+             f"independent exact sample sets of that size, is **{floor:.4f}**. Cells: distance (ratio to the "
+             "floor), model calls used.", "",
+             "| sampler | kind | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+             "|---|---|" + "---:|" * len(nfes)]
+    by_sampler: dict = {}
+    for row in result["rows"]:
+        by_sampler.setdefault(row["sampler"], {})[row["nfe"]] = row
+    for sampler, cells in by_sampler.items():
+        first = next(iter(cells.values()))
+        kind = first.get("kind", "peer")
+        texts = []
+        for n in nfes:
+            row = cells.get(n)
+            if row is None:
+                texts.append("–")
+            elif "error" in row:
+                texts.append("error")
+            else:
+                texts.append(f"{row['sw']:.3f} ({row['ratio']:.2f}×), {row['nfe_used']}")
+        name = f"*{sampler}*" if sampler.startswith("diffusers:") else sampler
+        lines.append(f"| {name} | {kind} | " + " | ".join(texts) + " |")
+    errors = [(r["sampler"], r["nfe"], r["error"]) for r in result["rows"] if "error" in r]
+    if errors:
+        lines += ["", "Errors:", ""] + [f"- {s} at NFE {n}: {e}" for s, n, e in errors]
+    warned = sorted({(r["sampler"], r["brownian_range_warnings"]) for r in result["rows"]
+                     if r.get("brownian_range_warnings")})
+    if warned:
+        lines += ["", "torchsde warnings 'Should have ta>=t0' (a Brownian tree queried outside its range) during a "
+                      "run: " + "; ".join(f"{s}: {n}" for s, n in warned) + ". Every other run: none."]
+    lines += ["", "Noise cost, µs per `noise_sampler(σ, σ_next)` call on the CPU (batch of 1, "
+                  f"{common.device_label(info)}):", "", "| latent | SeededNoise | BrownianNoise | ratio |",
+              "|---|---:|---:|---:|"]
+    for shape, cost in result["noise_cost_us"].items():
+        lines.append(f"| {shape} | {cost['seeded']:.1f} | {cost['brownian']:.1f} | "
+                     f"{cost['brownian'] / cost['seeded']:.0f}× |")
+    if result["stability"]:
+        lines += ["", "Same seeds at 10 and 20 steps: RMS change of the 64 samples (the mixture's clusters are "
+                      "~1 apart per coordinate):", "", "| sampler | seeded noise | Brownian noise |", "|---|---:|---:|"]
+        for name, s in result["stability"].items():
+            lines.append(f"| {name} | {s['seeded']:.3f} | {s['brownian']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="NFE 10 only, 128 samples, no stability section")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for results.json and table.md")
+    parser.add_argument("--samples", type=int, default=None, help="samples per cell (default 1000, quick 128)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samplers", nargs="*", default=None, help="only these samplers (default: all stochastic)")
+    parser.add_argument("--no-peers", action="store_true", help="skip diffusers' schedulers")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    names = [samplers.info(n).name for n in args.samplers] if args.samplers else None
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
+    result = benchmark(quick=args.quick, samples=args.samples, seed=args.seed, peers=not args.no_peers,
+                       names=names, log=log)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / "table.md").write_text(markdown(result))
+    if not args.quiet:
+        print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

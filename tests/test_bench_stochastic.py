@@ -1,0 +1,55 @@
+"""benchmarks.stochastic in quick mode: discovers the stochastic samplers, scores them and the diffusers peers
+against exact samples, and writes the JSON and the Markdown table."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import samplers
+from benchmarks import common, stochastic
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_stochastic_sampler_is_discovered_at_run_time():
+    found = stochastic.stochastic_samplers()
+    assert set(found) == {n for n in samplers.available() if samplers.info(n).kind in ("ancestral", "sde")}
+    assert {"euler_ancestral", "torchsde.euler", "torchsde.srk"} <= set(found)
+
+
+def test_quick_run_writes_results_and_table(tmp_path):
+    result = stochastic.main(["--quick", "--samples", "64", "--out", str(tmp_path), "--quiet",
+                              "--samplers", "euler_ancestral", "torchsde.euler", "torchsde.srk"])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["args"] == result["args"] and saved["args"]["nfe"] == [10]
+    assert saved["info"]["versions"]["torchsde"] is not None
+    table = (tmp_path / "table.md").read_text()
+    rows = {r["sampler"]: r for r in saved["rows"]}
+    problem = common.get_problem(stochastic.PROBLEM)
+    floor = common.sliced_wasserstein(problem.exact_samples(64, 0), problem.exact_samples(64, 50_000))
+    assert saved["sw_floor"] == pytest.approx(floor)
+    for name in ("euler_ancestral", "torchsde.euler", "torchsde.srk"):
+        row = rows[name]
+        assert row["steps"] == 10 // samplers.info(name).nfe_per_step
+        assert row["ratio"] == pytest.approx(row["sw"] / floor)
+        assert f"| {name} |" in table
+        assert row["brownian_range_warnings"] == 0
+        # 10 model calls reach the data: far closer than the starting noise is
+        assert row["sw"] < 0.5 * common.sliced_wasserstein(problem.noise(64, 0), problem.exact_samples(64, 0))
+    # the same noise reaches every sampler: Euler–Maruyama in the adapter's variables is Euler ancestral
+    assert rows["torchsde.euler"]["sw"] == pytest.approx(rows["euler_ancestral"]["sw"], rel=1e-6)
+    peers = {r["sampler"]: r for r in saved["rows"] if r["source"] == "diffusers"}
+    assert len(peers) == len(stochastic.PEERS)
+    for label, row in peers.items():
+        assert "error" not in row, f"{label}: {row.get('error')}"
+        assert 0 < row["nfe_used"] <= 10 and row["sw"] > 0
+    cost = saved["noise_cost_us"]["1x64"]
+    assert cost["seeded"] > 0 and cost["brownian"] > 0 and "BrownianNoise" in table
