@@ -133,7 +133,9 @@ def for_schedule(x: torch.Tensor, seeds, sigmas, **kwargs) -> BrownianNoise:
     values = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
     finite = [s for s in values if 0 < s < math.inf]
     if not finite:
-        raise ValueError("Brownian noise needs a schedule with at least one finite positive sigma")
+        # e.g. [inf, 0]: one step from σ = inf straight to the data; any draw is the independent unit normal
+        # of the part outside the path, so the range is immaterial
+        finite = [0.5, 1.0]
     sigma_min, sigma_max = min(finite), max(finite)
     if sigma_min == sigma_max:
         # one finite positive sigma (e.g. [inf, s, 0]): any range around it; draws are whole-path independent

@@ -181,9 +181,10 @@ class _Brownian:
 
 
 def tau_paths(noise: BrownianNoise, sde: ReverseSDE, like: torch.Tensor):
-    """Per-item Brownian trees in τ on the range of ``noise`` (its seeds; resolved to 1e-6 of the range)."""
+    """Per-item Brownian trees in τ on the σ range of ``noise``, seeded by its seeds."""
     lo, hi = sde.tau(noise.sigma_max), sde.tau(noise.sigma_min)
-    tol = 10.0 ** math.floor(math.log10(lo * 1e-6))
+    # resolved to 1e-6 of the smallest τ, but never finer than double precision holds at the largest
+    tol = 10.0 ** math.floor(math.log10(max(lo * 1e-6, hi * 1e-12)))
     return brownian_paths(noise.seeds, (like[0].numel(),), _round_out(lo, tol, -1), _round_out(hi, tol, +1),
                           dtype=like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32,
                           device=noise.path_device, tol=tol)
