@@ -98,7 +98,7 @@ def test_deterministic_limit_equals_the_known_sampler(ours, ours_options, theirs
 # distribution: at high NFE each sampler reaches the data distribution
 
 DATA = GaussianMixture(means=[[-2.0, 0.5], [1.5, 1.5], [0.5, -2.0]], stds=[0.3, 0.5, 0.4], weights=[0.3, 0.4, 0.3])
-N = 4000
+N = 10000
 DIRECTIONS = torch.randn(128, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 DIRECTIONS = DIRECTIONS / DIRECTIONS.norm(dim=1, keepdim=True)
 REFERENCE = DATA.sample(N, seed=1)
@@ -289,3 +289,21 @@ def test_bad_options_raise():
         samplers.sample("seeds_2", GM.denoiser, x, sigmas, disable=True, solver_type="phi_3")
     with pytest.raises(ValueError, match="restart entry"):
         samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, restart=((2, 1, 3.0, 1.0),))
+
+
+if __name__ == "__main__":  # the numbers quoted in docs/readme/sde_solvers.md
+    for name, options, order, n in ORDERS:
+        shown = {k: v for k, v in options.items() if k != "noise_scaler"}
+        if "noise_scaler" in options:
+            shown["noise_scaler"] = "σ"
+        slope = math.log2(error(name, n, **options) / error(name, 2 * n, **options))
+        print(f"order  {name:15s} {shown}: slope {slope:.2f} ({n} -> {2 * n} steps), stated {order}")
+    base = torch.tensor([sliced_wasserstein(DATA.sample(N, seed=100 + k), REFERENCE) for k in range(20)])
+    print(f"SW exact vs exact: mean {float(base.mean()):.4f}, std {float(base.std()):.4f}; threshold {THRESHOLD:.4f}")
+    for name, steps, options in DISTRIBUTION:
+        print(f"SW     {name:15s} {steps:3d} steps {options}: "
+              f"{sliced_wasserstein(sample_data(name, steps, **options), REFERENCE):.4f}")
+    for name, steps, options in [("er_sde", 50, dict(s_noise=0.0)), ("seeds_2", 25, dict(s_noise=0.0)),
+                                 ("restart", 15, dict(s_noise=0.0)), ("seeds_2", 5, {})]:
+        print(f"SW (should fail) {name} {steps} steps {options}: "
+              f"{sliced_wasserstein(sample_data(name, steps, **options), REFERENCE):.4f}")
