@@ -84,7 +84,7 @@ def test_ratio_is_ours_best_over_diffusers_best(result):
     seed = result["args"]["seed"]
     for row in result["summary"]:
         cells = [c for c in result["cells"] if c["problem"] == row["problem"] and c["nfe"] == row["nfe"]
-                 and c["seed"] == seed]
+                 and c["seed"] == seed and c["full_range"]]
         ours = min((c for c in cells if not c["sampler"].startswith("diffusers:")), key=lambda c: c["rmse"])
         theirs = min((c for c in cells if c["sampler"].startswith("diffusers:")), key=lambda c: c["rmse"])
         assert (row["ours"]["sampler"], row["ours"]["schedule"]) == (ours["sampler"], ours["schedule"])
@@ -109,6 +109,32 @@ def test_same_algorithm_same_schedule_same_error(result):
             cells[("gm-ve", "euler", "karras", n)], rel=1e-4)
         assert cells[("gm-vp-eps", "diffusers:EulerDiscreteScheduler+karras", "native", n)] == pytest.approx(
             cells[("gm-vp-eps", "euler", "karras", n)], rel=1e-4)
+    rows = {(r["problem"], r["diffusers"]): r for r in result["like_for_like"]}
+    edm = rows[("gm-ve", "EDMEulerScheduler")]
+    assert edm["ours"] == "euler + karras"
+    assert all(v == pytest.approx(1.0, rel=1e-4) for v in edm["ratio"].values()) and len(edm["ratio"]) == 3
+
+
+def test_counterparts_name_the_same_algorithm_and_schedule():
+    c = deterministic.counterpart
+    assert c("DPMSolverMultistepScheduler+3M+karras") == ("dpmpp_3m", "karras")
+    assert c("vetable/EulerDiscreteScheduler") == ("euler", "linspace")
+    assert c("EDMDPMSolverMultistepScheduler+exponential") == ("dpmpp_2m", "exponential")
+    assert c("FlowMatchHeunDiscreteScheduler") == ("heun", "flow")
+    assert c("UniPCMultistepScheduler+order3+karras") is None and c("FlowMatchEulerDiscreteScheduler+karras") is None
+
+
+def test_runs_that_start_below_the_top_of_the_range_are_not_ranked():
+    problem = common.get_problem("gm-vp-eps")
+    x = torch.zeros(2, *problem.shape, dtype=torch.float64)
+    leading = samplers.get_sigmas("leading", 4, native=problem.native)  # starts at timestep 750, not 999
+    assert not deterministic.score(problem, x, x + 0.1, float(leading[0]))["full_range"]
+    karras = problem.sigmas("karras", 4)
+    scored = deterministic.score(problem, x, x + 0.1, float(karras[0]))
+    assert scored["full_range"] and scored["rmse"] == pytest.approx(0.1) and scored["item_median"] == pytest.approx(0.1)
+    cells = [dict(problem="p", nfe=5, seed=0, sampler=name, schedule="s", rmse=err, full_range=full)
+             for name, err, full in (("a", 0.1, False), ("b", 0.3, True), ("c", 0.2, True))]
+    assert deterministic.best_of(cells, "p", 5, peer=False, seed=0)["sampler"] == "c"
 
 
 def test_edm_model_gives_back_the_exact_denoiser():
