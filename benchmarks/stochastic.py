@@ -45,6 +45,8 @@ PROBLEM = "gm-vp-eps"
 SCHEDULE = "karras"
 NFE = (10, 20, 50)
 QUICK_NFE = (10,)
+FLOOR_PAIRS = 5
+STABILITY_STEPS = (20, 40)
 
 # diffusers' stochastic schedulers, configured on top of the problem's SD-1.x config
 PEERS = {
@@ -128,10 +130,15 @@ def stability(problem, name: str, steps: tuple[int, int], n: int, seed: int) -> 
 def benchmark(quick: bool = False, samples: int | None = None, seed: int = 0, peers: bool = True,
               names: list[str] | None = None, log=print) -> dict:
     problem = common.get_problem(PROBLEM)
-    n = samples or (128 if quick else 1000)
+    n = samples or (128 if quick else 2000)
     nfes = QUICK_NFE if quick else NFE
     exact = problem.exact_samples(n, seed)
-    floor = common.sliced_wasserstein(exact, problem.exact_samples(n, 50_000 + seed))
+    # the floor: two independent exact sets of n samples; its spread over a few pairs is the noise level of
+    # every number in the table (differences smaller than ~2 standard deviations are not resolved)
+    floors = [common.sliced_wasserstein(exact, problem.exact_samples(n, 50_000 + seed + 1_000 * k))
+              for k in range(FLOOR_PAIRS)]
+    floor = sum(floors) / len(floors)
+    floor_std = (sum((f - floor) ** 2 for f in floors) / (len(floors) - 1)) ** 0.5
     names = names or stochastic_samplers()
     rows = []
     entries = [("ours", name) for name in names] + ([("diffusers", label) for label in PEERS] if peers else [])
@@ -165,16 +172,19 @@ def benchmark(quick: bool = False, samples: int | None = None, seed: int = 0, pe
     if not quick:
         for name in ("euler_ancestral", "torchsde.euler"):
             if name in samplers.available():
-                stable[name] = stability(problem, name, (10, 20), n=64, seed=seed)
+                stable[name] = stability(problem, name, STABILITY_STEPS, n=64, seed=seed)
     return {
         "info": common.run_info("cpu"),
         "args": {"quick": quick, "samples": n, "seed": seed, "nfe": list(nfes), "schedule": SCHEDULE,
                  "problem": PROBLEM},
         "problem": problem.description,
         "sw_floor": floor,
+        "sw_floor_std": floor_std,
+        "sw_floor_pairs": floors,
         "rows": rows,
         "noise_cost_us": cost,
         "stability": stable,
+        "stability_steps": list(STABILITY_STEPS),
     }
 
 
@@ -189,8 +199,9 @@ def markdown(result: dict) -> str:
              f"seed {args['seed']}, {args['schedule']} schedule for ours (steps = NFE // model calls per step), "
              "diffusers' own spacing for the peers (the most steps within the budget).", "",
              f"Sliced Wasserstein distance to {args['samples']} exact samples (lower is better); the floor, two "
-             f"independent exact sample sets of that size, is **{floor:.4f}**. Cells: distance (ratio to the "
-             "floor), model calls used.", "",
+             f"independent exact sample sets of that size, is **{floor:.4f} ± {result['sw_floor_std']:.4f}** "
+             f"(mean ± standard deviation over {len(result['sw_floor_pairs'])} pairs: the noise level of every "
+             "cell). Cells: distance (ratio to the floor), model calls used.", "",
              "| sampler | kind | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
              "|---|---|" + "---:|" * len(nfes)]
     by_sampler: dict = {}
@@ -225,7 +236,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {shape} | {cost['seeded']:.1f} | {cost['brownian']:.1f} | "
                      f"{cost['brownian'] / cost['seeded']:.0f}× |")
     if result["stability"]:
-        lines += ["", "Same seeds at 10 and 20 steps: RMS change of the 64 samples (the mixture's clusters are "
+        a, b = result["stability_steps"]
+        lines += ["", f"Same seeds at {a} and {b} steps: RMS change of the 64 samples (the mixture's clusters are "
                       "~1 apart per coordinate):", "", "| sampler | seeded noise | Brownian noise |", "|---|---:|---:|"]
         for name, s in result["stability"].items():
             lines.append(f"| {name} | {s['seeded']:.3f} | {s['brownian']:.3f} |")
@@ -236,7 +248,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="NFE 10 only, 128 samples, no stability section")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for results.json and table.md")
-    parser.add_argument("--samples", type=int, default=None, help="samples per cell (default 1000, quick 128)")
+    parser.add_argument("--samples", type=int, default=None, help="samples per cell (default 2000, quick 128)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samplers", nargs="*", default=None, help="only these samplers (default: all stochastic)")
     parser.add_argument("--no-peers", action="store_true", help="skip diffusers' schedulers")

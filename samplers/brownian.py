@@ -92,7 +92,9 @@ class BrownianNoise:
         lo, hi = min(sigma, sigma_next), max(sigma, sigma_next)
         inside = self._inside(lo, hi)
         # parts of [lo, hi] outside [σ_min, σ_max]: independent increments (infinite length: see unit())
-        outside = (max(hi, self.sigma_max) - max(lo, self.sigma_max)) + (min(hi, self.sigma_min) - min(lo, self.sigma_min))
+        above = max(hi, self.sigma_max) - max(lo, self.sigma_max)
+        below = min(hi, self.sigma_min) - min(lo, self.sigma_min)
+        outside = above + below
         if outside > 0:
             inside = inside + self._normal() * math.sqrt(outside)
         return inside if sigma_next <= sigma else -inside

@@ -3,7 +3,7 @@
 The reverse-time SDE of the VE process x = x0 + σ·n (Song et al. 2021, arXiv:2011.13456, eq. 6; Karras et
 al. 2022, arXiv:2206.00364, eq. 6 with β(σ) = η²/σ), with ∇log p(x; σ) = (D(x, σ) − x)/σ²:
 
-    dx = (1 + η²)·(x − D(x, σ))/σ dσ + η·√(2σ) dW_σ        (σ decreasing; η = 1: the reverse SDE, η = 0: PF-ODE)
+    dx = (1 + η²)·(x − D(x, σ))/σ dσ + η·√(2σ) dW_σ     (σ decreasing; η = 1: reverse SDE, η = 0: PF-ODE)
 
 Solved as written (in t = −σ) its drift is stiff: 2/σ grows ×4 over a typical Karras step, and Heun-type
 methods blow up at 6 steps. With p = 1 + η², the integrating factor u = x/σ^p and the increasing time
@@ -11,8 +11,8 @@ methods blow up at 6 steps. With p = 1 + η², the integrating factor u = x/σ^p
 
     du = D(u/τ, σ) dτ + g(τ) dW_τ,     g = s_noise·√(2η²/p)·σ^((1 − η²)/2)   (g = s_noise for η = 1)
 
-(Itô's formula: du = σ^(−p)dx − p·x·σ^(−p−1)dσ; the x-terms cancel, dτ = −p·σ^(−p−1)dσ, and the noise
-variance 2η²σ^(1−2p)|dσ| is g²|dτ|.) Euler–Maruyama here is exactly the DDPM / Euler-ancestral step (a test
+(Itô's formula: du = σ^(−p)dx − p·x·σ^(−p−1)dσ; the x-terms cancel, dτ = −p·σ^(−p−1)dσ, and the
+noise variance 2η²σ^(1−2p)|dσ| is g²|dτ|.) Euler–Maruyama here is exactly the DDPM / Euler-ancestral step (a test
 checks ``torchsde.euler`` ≡ ``euler_ancestral`` given the same noise) and is stable at any step size.
 The noise does not depend on the state (additive noise), so Itô and Stratonovich coincide and every
 torchsde method applies with its strong order for additive noise (1.5 for SRK, 1 for the others).

@@ -34,8 +34,11 @@ def test_quick_run_writes_results_and_table(tmp_path):
     table = (tmp_path / "table.md").read_text()
     rows = {r["sampler"]: r for r in saved["rows"]}
     problem = common.get_problem(stochastic.PROBLEM)
-    floor = common.sliced_wasserstein(problem.exact_samples(64, 0), problem.exact_samples(64, 50_000))
-    assert saved["sw_floor"] == pytest.approx(floor)
+    exact = problem.exact_samples(64, 0)
+    floors = [common.sliced_wasserstein(exact, problem.exact_samples(64, 50_000 + 1_000 * k)) for k in range(5)]
+    floor = sum(floors) / 5
+    assert saved["sw_floor"] == pytest.approx(floor) and saved["sw_floor_pairs"] == pytest.approx(floors)
+    assert 0 < saved["sw_floor_std"] < floor
     for name in ("euler_ancestral", "torchsde.euler", "torchsde.srk"):
         row = rows[name]
         assert row["steps"] == 10 // samplers.info(name).nfe_per_step
