@@ -114,7 +114,7 @@ def test_brownian_noise_is_batch_invariant_and_seeded():
 
 @pytest.mark.parametrize("name,options", [("euler_ancestral", {}), ("ddim", {"eta": 1.0})])
 def test_brownian_noise_keeps_the_sample_when_the_step_count_changes(name, options):
-    start = GM.noise(8, seed=4).float() * 20
+    start = GM.noise(6, seed=4).float() * 20
 
     def run(steps, kind):
         return samplers.sample(name, GM.denoiser, start, karras(steps), seed=11, noise_sampler=kind, disable=True,
@@ -149,6 +149,18 @@ def test_brownian_noise_raises_no_warnings_on_karras_and_from_infinity():
         noise = for_schedule(torch.zeros(2, 8), [1, 2], sig)
         first = noise(math.inf, float(sig[1]))  # the limit of (W(T) − W(σ₁))/√(T − σ₁): a unit normal
         assert first.shape == (2, 8) and bool(torch.isfinite(first).all())
+
+
+@pytest.mark.parametrize("name", samplers.available("ancestral") + samplers.available("sde"))
+def test_every_stochastic_sampler_takes_brownian_noise_from_infinity_without_warnings(name):
+    flow = samplers.RectifiedFlow(shift=3.0)
+    model = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)
+    sig = samplers.get_sigmas("flow", 6, native=flow)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = samplers.sample(name, model, GM.noise(2, seed=1).float(), sig, seed=[3, 4], noise_sampler="brownian",
+                              disable=True)
+    assert bool(torch.isfinite(out).all())
 
 
 def test_brownian_noise_device_option():
