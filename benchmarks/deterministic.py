@@ -199,6 +199,14 @@ class Run:
                 self.peer_problem[name] = problem
         self.cells: list[dict] = []
         self.sampler_seconds: dict[tuple, float] = {}
+        self._refs: dict[str, torch.Tensor] = {}
+
+    def reference(self, problem: Problem, seed: int, x_start: torch.Tensor, sigma_start: float) -> torch.Tensor:
+        """The exact endpoint from (x_start, sigma_start): kept in memory, on disk in the reference cache."""
+        key = self.ctx.refs.key(problem, seed, x_start, sigma_start)
+        if key not in self._refs:
+            self._refs[key] = self.ctx.refs.get(problem, seed, x_start, sigma_start)
+        return self._refs[key]
 
     # ---- our samplers
 
@@ -247,7 +255,7 @@ class Run:
             model = CountingDenoiser(problem.batch_denoiser(batch, seed))
             with torch.no_grad():
                 x0 = samplers.sample(sampler, model, x_start, sigmas, disable=True)
-            ref = self.ctx.refs.get(problem, seed, x_start, float(sigmas[0]))
+            ref = self.reference(problem, seed, x_start, float(sigmas[0]))
         except Exception as err:  # noqa: BLE001 - a sampler failing is a result, not a crash of the run
             result = {**out, "skipped": f"raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
         else:
@@ -272,7 +280,7 @@ class Run:
                 return {**out, "skipped": f"no step count fits {nfe} model calls"}
             noise = problem.noise(batch, seed)
             x0, x_start, sigma_start, calls = quality.run_peer(problem, sched_label, config, found[0], noise, seed)
-            ref = self.ctx.refs.get(problem, seed, x_start, sigma_start)
+            ref = self.reference(problem, seed, x_start, sigma_start)
         except Exception as err:  # noqa: BLE001
             return {**out, "skipped": f"diffusers raised {type(err).__name__}: {err}"}
         return {**out, "steps": found[0], "nfe_used": calls, "kind": "ode", **score(problem, x0, ref, sigma_start),
@@ -570,15 +578,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.deterministic", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: samplers {', '.join(QUICK_SAMPLERS)}, a few schedules and peers, batch 8")
-    p.add_argument("--out", type=Path, default=Path("docs/benchmarks/deterministic"))
-    p.add_argument("--problem", dest="problems", nargs="+", default=list(PROBLEMS))
-    p.add_argument("--nfe", nargs="+", type=int, default=list(NFES))
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks/deterministic"),
+                   help="folder for results.json and table.md (default docs/benchmarks/deterministic)")
+    p.add_argument("--problem", dest="problems", nargs="+", default=list(PROBLEMS),
+                   help=f"problems (default {' '.join(PROBLEMS)}; any benchmarks.common problem runs without peers)")
+    p.add_argument("--nfe", nargs="+", type=int, default=list(NFES), help="NFE budgets (default 5 10 20)")
     p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every 'ode' sampler)")
     p.add_argument("--schedules", nargs="+", default=None, help="schedule names (default: every registered one)")
     p.add_argument("--peer-names", nargs="+", default=None, help="only these diffusers peers (labels as in the table)")
     p.add_argument("--no-peers", dest="peers", action="store_false")
     p.add_argument("--batch", type=int, default=None, help="items per cell (default 512; 8 with --quick)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="noise seed the winners are picked on (default 0)")
     p.add_argument("--heldout-seed", type=int, default=1, help="seed the winners are re-run on (-1: none)")
     p.add_argument("--cache", default="out/benchmarks/cache", help="reference solutions on disk")
     p.add_argument("--no-cache", action="store_true")
