@@ -90,11 +90,14 @@ class PredrawnNoise:
         self.draws = draws
         self.shape = draws[0].shape
         self.calls = 0
+        self.like: tuple | None = None
 
     def check(self, x: torch.Tensor) -> None:
+        """Validate against the run's latent; draws are then handed out in its dtype and on its device."""
         if tuple(self.shape) != tuple(x.shape):
             raise ValueError(f"pre-drawn noise has shape {tuple(self.shape)} per call but the latent is "
                              f"{tuple(x.shape)}; pass a tensor [calls, {', '.join(map(str, x.shape))}]")
+        self.like = (x.device, x.dtype)
 
     def reset(self) -> None:
         self.calls = 0
@@ -108,7 +111,7 @@ class PredrawnNoise:
                 "the object before reusing it")
         draw = self.draws[self.calls]
         self.calls += 1
-        return draw
+        return draw if self.like is None else draw.to(*self.like)
 
 
 class NoiseExhaustedError(IndexError):

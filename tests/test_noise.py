@@ -196,6 +196,10 @@ def test_predrawn_noise_reproduces_the_run_and_raises_when_exhausted():
     listed = samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=PredrawnNoise(list(draws)),
                              disable=True)
     torch.testing.assert_close(listed, expected, rtol=0, atol=0)
+    as_float64 = samplers.sample("euler_ancestral", GM.denoiser, start, sig, disable=True,
+                                 noise_sampler=PredrawnNoise(draws.double()))
+    assert as_float64.dtype == torch.float32  # handed out in the run's dtype
+    torch.testing.assert_close(as_float64, expected, rtol=1e-6, atol=1e-6)
     with pytest.raises(NoiseExhaustedError, match="only 3 were pre-drawn"):
         samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=PredrawnNoise(draws[:3]),
                         disable=True)
