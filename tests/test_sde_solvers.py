@@ -226,6 +226,28 @@ def sa_solver_and_diffusers(predictor_order, corrector_order, tau, steps=10, see
     return out / math.sqrt(1 + float(sigmas[-1]) ** 2), latents
 
 
+@pytest.mark.parametrize("tau", [0.0, 0.7, 1.0])
+@pytest.mark.parametrize("h", [0.05, 0.8, 3.0])  # z = (1+τ²)h on both sides of the series/recursion switch
+@pytest.mark.parametrize("nodes", [1, 2, 3, 4, 5, 6])
+def test_sa_weights_integrate_polynomials_exactly(nodes, h, tau):
+    from scipy.integrate import quad
+
+    from samplers.sde_solvers import _sa_weights
+
+    lambda_s, lambda_t = 0.4, 0.4 + h
+    for corrector in (False, True):
+        lambdas = [lambda_s - 0.6 * h * k for k in range(nodes)]  # the current and past points
+        if corrector:
+            lambdas = [lambda_t] + lambdas[:-1]
+        w = _sa_weights(lambdas, lambda_s, lambda_t, tau)
+        a = 1 + tau * tau
+        for degree in range(nodes):
+            exact = quad(lambda lam: a * math.exp(a * (lam - lambda_t)) * lam**degree, lambda_s, lambda_t,
+                         epsabs=1e-14, epsrel=1e-13)[0]
+            got = sum(wj * lam**degree for wj, lam in zip(w, lambdas))
+            assert got == pytest.approx(exact, rel=1e-9, abs=1e-12)
+
+
 # ----------------------------------------------------------------------------------------------------
 # NFE and noise accounting
 
