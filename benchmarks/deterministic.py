@@ -566,7 +566,10 @@ def markdown(result: dict) -> str:
 
 def write(result: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    # indented, except one compact line per cell (thousands of them)
+    head = json.dumps({k: v for k, v in result.items() if k != "cells"}, indent=1, default=str)
+    cells = ",\n".join(json.dumps(c, separators=(",", ":"), default=str) for c in result["cells"])
+    (out / "results.json").write_text(head[:-2] + ',\n "cells": [\n' + cells + "\n ]\n}\n")
     (out / "table.md").write_text(markdown(result))
     return [out / "results.json", out / "table.md"]
 
