@@ -89,7 +89,7 @@ def edm_model(gm, sigma_data: float = 0.5):
 
 
 def ve_table_betas(sigma_min: float = 0.002, sigma_max: float = 80.0, n: int = 1000) -> list[float]:
-    """Betas of a discrete VP table whose σ_i = √((1 − ᾱ_i)/ᾱ_i) are log-uniform from sigma_min to sigma_max."""
+    """Betas of a discrete VP table with σ_i = √((1 − ᾱ_i)/ᾱ_i) log-uniform from sigma_min to sigma_max."""
     log_lo, log_hi = math.log(sigma_min), math.log(sigma_max)
     sig = [math.exp(log_lo + (log_hi - log_lo) * i / (n - 1)) for i in range(n)]
     ac = [1.0 / (1.0 + s * s) for s in sig]
@@ -550,8 +550,9 @@ def markdown(result: dict) -> str:
     if like:
         lines += ["## Same algorithm, same schedule", "",
                   "Each diffusers scheduler beside our sampler of the same name on the same schedule (ratio of RMSE, "
-                  "ours / diffusers; ≈ 1 where the two compute the same thing — diffusers starts from noise·√(σ²+1) "
-                  "and keeps σ in float32 — and where they differ the ratio shows whose variant is better here).", "",
+                  "ours / diffusers; ≈ 1 where the two compute the same thing — diffusers starts from "
+                  "noise·√(σ²+1) and keeps σ in float32 — and where they differ the ratio shows whose variant "
+                  "is better here).", "",
                   "| problem | diffusers | ours | " + " | ".join(f"NFE ≤ {n}" for n in nfes) + " |",
                   "|---|---|---|" + "---:|" * len(nfes)]
         for row in like:

@@ -94,7 +94,8 @@ def test_ratio_is_ours_best_over_diffusers_best(result):
     # the held-out re-run uses the same winners on another seed
     assert result["heldout"] and all(h["seed"] == result["args"]["heldout_seed"] for h in result["heldout"])
     for h, row in zip(result["heldout"], [r for r in result["summary"] if "ratio" in r]):
-        assert h["ours"]["sampler"] == row["ours"]["sampler"] and h["diffusers"]["sampler"] == row["diffusers"]["sampler"]
+        assert h["ours"]["sampler"] == row["ours"]["sampler"]
+        assert h["diffusers"]["sampler"] == row["diffusers"]["sampler"]
         assert h["ratio"] == pytest.approx(h["ours"]["rmse"] / h["diffusers"]["rmse"], rel=1e-12)
 
 
