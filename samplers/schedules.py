@@ -18,9 +18,16 @@ from .registry import Registry
 SCHEDULES: Registry[Callable] = Registry("schedule")
 
 
-def register(name: str, aliases: tuple[str, ...] = ()):
+# Schedules defined over a discrete model's training table: get_sigmas passes ``training_sigmas`` to them.
+TABLE_SCHEDULES: set[str] = set()
+
+
+def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False):
+    """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas``."""
     def decorate(fn):
         SCHEDULES.add(name, fn, aliases)
+        if needs_table:
+            TABLE_SCHEDULES.add(name)
         return fn
     return decorate
 
@@ -121,7 +128,7 @@ def _num_train(n: int, training_sigmas) -> int:
     return total
 
 
-@register("linspace")
+@register("linspace", needs_table=True)
 def linspace(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
     """diffusers' ``timestep_spacing="linspace"``: n timesteps evenly from the last to the first (fractional)."""
     _check(n, None, None, need_range=False)
@@ -129,7 +136,7 @@ def linspace(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) ->
     return _from_timesteps(torch.linspace(total - 1, 0, n, dtype=torch.float64), training_sigmas)
 
 
-@register("leading")
+@register("leading", needs_table=True)
 def leading(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, steps_offset: int = 0) -> torch.Tensor:
     """diffusers' ``"leading"`` spacing (DDIM, SD 1.x default): i·(N // n) + steps_offset, descending."""
     _check(n, None, None, need_range=False)
@@ -139,7 +146,7 @@ def leading(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, ste
     return _from_timesteps(t, training_sigmas)
 
 
-@register("trailing")
+@register("trailing", needs_table=True)
 def trailing(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
     """diffusers' ``"trailing"`` spacing (Lin et al. 2023): starts at the last training timestep."""
     _check(n, None, None, need_range=False)
@@ -168,9 +175,6 @@ def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float = 1
 # ----------------------------------------------------------------------------------------------------
 
 
-_TABLE_SPACINGS = ("linspace", "leading", "trailing")
-
-
 def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min: float | None = None,
                sigma_max: float | None = None, **kw) -> torch.Tensor:
     """Build the schedule ``name`` with n steps, taking the sigma range from ``native`` unless given.
@@ -183,7 +187,7 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     if native is not None:
         sigma_min = native.sigma_min if sigma_min is None else sigma_min
         sigma_max = native.sigma_max if sigma_max is None else sigma_max
-        if canonical in _TABLE_SPACINGS:
+        if canonical in TABLE_SCHEDULES:
             if not hasattr(native, "sigmas"):
                 raise ValueError(f"schedule {canonical!r} spaces a discrete model's training timesteps; "
                                  f"{type(native).__name__} has no training table")

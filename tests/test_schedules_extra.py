@@ -1,0 +1,85 @@
+"""The ComfyUI / diffusers schedules: the contract of every schedule, and equalities with known references."""
+import math
+
+import pytest
+import torch
+
+import samplers
+from samplers import schedules
+from samplers.native import RectifiedFlow, VPDiscrete
+from samplers.schedules_extra import AYS_PRESETS, loglinear_interp
+
+VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+
+
+@pytest.mark.parametrize("name", schedules.available())
+@pytest.mark.parametrize("n", [1, 2, 7, 10, 25])
+def test_every_schedule_keeps_the_contract(name, n):
+    native = RectifiedFlow(shift=3.0) if name in ("flow", "linear_quadratic") else VP
+    s = samplers.get_sigmas(name, n, native=native)
+    assert s.dtype == torch.float64 and s.shape == (n + 1,)
+    assert float(s[-1]) == 0.0
+    assert bool((s[1:] < s[:-1]).all()), f"{name} is not strictly decreasing: {s.tolist()}"
+    assert bool(torch.isfinite(s[1:]).all())
+
+
+def test_table_schedules_match_the_diffusers_spacings_they_coincide_with():
+    for n in (4, 10, 20):  # divisors of 1000
+        torch.testing.assert_close(samplers.get_sigmas("simple", n, native=VP), samplers.get_sigmas("trailing", n, native=VP))
+        torch.testing.assert_close(samplers.get_sigmas("normal", n, native=VP), samplers.get_sigmas("linspace", n, native=VP))
+        torch.testing.assert_close(samplers.get_sigmas("ddim_uniform", n, native=VP),
+                                   samplers.get_sigmas("leading", n, native=VP, steps_offset=1))
+    sgm = samplers.get_sigmas("sgm_uniform", 10, native=VP)
+    assert float(sgm[0]) == pytest.approx(float(VP.sigmas[-1])) and float(sgm[-2]) > float(VP.sigmas[0])
+
+
+def test_table_schedules_need_the_table():
+    with pytest.raises(ValueError, match="training table"):
+        samplers.get_sigmas("simple", 10, sigma_min=0.03, sigma_max=14.6)
+
+
+def test_kl_optimal_is_uniform_in_the_vp_angle_and_takes_infinity():
+    s = samplers.get_sigmas("kl_optimal", 8, sigma_min=0.02, sigma_max=80.0)
+    angles = s[:-1].atan()
+    torch.testing.assert_close(angles[1:] - angles[:-1], torch.full((7,), float(angles[1] - angles[0]), dtype=torch.float64))
+    inf = samplers.get_sigmas("kl_optimal", 8, sigma_min=0.02, sigma_max=math.inf)
+    assert math.isinf(float(inf[0])) and bool(torch.isfinite(inf[1:]).all())
+
+
+def test_align_your_steps_presets():
+    diffusers = pytest.importorskip("diffusers")
+    ays = diffusers.schedulers.scheduling_utils.AysSchedules
+    torch.testing.assert_close(samplers.get_sigmas("ays_sd15", 10), torch.tensor(ays["StableDiffusionSigmas"], dtype=torch.float64))
+    torch.testing.assert_close(samplers.get_sigmas("AYS SDXL", 10), torch.tensor(ays["StableDiffusionXLSigmas"], dtype=torch.float64))
+    # 20 steps: log-linear interpolation passes through every published level
+    twenty = samplers.get_sigmas("ays_sd15", 20)
+    torch.testing.assert_close(twenty[:-1:2], torch.tensor(AYS_PRESETS["sd15"][:-1], dtype=torch.float64))
+    mid = loglinear_interp([10.0, 1.0], 3)
+    assert float(mid[1]) == pytest.approx(math.sqrt(10.0))
+
+
+def test_beta_matches_diffusers_use_beta_sigmas():
+    diffusers = pytest.importorskip("diffusers")
+    sch = diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                           use_beta_sigmas=True)
+    sch.set_timesteps(12)
+    ours = samplers.get_sigmas("beta", 12, native=VP)
+    torch.testing.assert_close(ours.float(), sch.sigmas.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_laplace_and_linear_quadratic_shapes():
+    lap = samplers.get_sigmas("laplace", 10, sigma_min=0.03, sigma_max=14.6)
+    assert float(lap[0]) == pytest.approx(14.6) and float(lap[-2]) == pytest.approx(0.03)
+    lq = samplers.get_sigmas("linear_quadratic", 10, native=RectifiedFlow())
+    assert math.isinf(float(lq[0]))
+    levels = 1 - lq[1:6] / (1 + lq[1:6])  # 1 − flow time: linear up to the threshold 0.025 over the first half
+    torch.testing.assert_close(levels, torch.tensor([0.005, 0.01, 0.015, 0.02, 0.025], dtype=torch.float64))
+    with pytest.raises(ValueError, match="linear_steps"):
+        samplers.get_sigmas("linear_quadratic", 10, native=RectifiedFlow(), linear_steps=10)
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(ValueError, match="alpha > 0"):
+        samplers.get_sigmas("beta", 10, native=VP, alpha=0.0)
+    with pytest.raises(ValueError, match="repeats a sigma"):
+        samplers.get_sigmas("laplace", 40, sigma_min=1.0, sigma_max=1.5)
