@@ -1,0 +1,65 @@
+"""torchdiffeq's solvers by name: orders on the schedule's grid, identities with ours, adaptive accuracy, NFE."""
+import math
+import warnings
+
+import pytest
+import torch
+
+import samplers
+from samplers.problems import GaussianMixture
+from samplers.torchdiffeq_adapter import ADAPTIVE, FIXED
+
+MIX = GaussianMixture(means=[[0.7, -0.3, 0.2, 1.1], [-0.5, 0.4, 0.9, -0.2]], stds=[0.6, 0.8], weights=[0.4, 0.6])
+X = MIX.noise(16, seed=0) * 10.0
+REF = MIX.ode_endpoint(X, 10.0, 0.1, rtol=1e-13, atol=1e-13)
+
+
+def grid(n):
+    return torch.logspace(1, -1, n + 1, dtype=torch.float64)
+
+
+def error(name, n, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # implicit Adams warns when its corrector iteration stops early
+        out = samplers.sample(name, MIX.denoiser, X, grid(n), disable=True, **kw)
+    return float((out - REF).abs().max())
+
+
+def test_every_torchdiffeq_method_is_registered():
+    from torchdiffeq._impl.odeint import SOLVERS
+    names = {n for n in samplers.available() if n.startswith("torchdiffeq.")}
+    assert names == {f"torchdiffeq.{m}" for m in SOLVERS if m != "scipy_solver"}
+
+
+@pytest.mark.parametrize("method", list(FIXED))
+def test_fixed_grid_convergence_order(method):
+    name = f"torchdiffeq.{method}"
+    order = samplers.info(name).order
+    slope = math.log2(error(name, 32) / error(name, 64))
+    assert abs(slope - order) < 0.3, f"{name}: observed {slope:.2f}, stated {order}"
+
+
+def test_identities_with_our_samplers():
+    for theirs, ours in (("torchdiffeq.euler", "euler"), ("torchdiffeq.rk4", "rk38"), ("torchdiffeq.midpoint", "midpoint")):
+        a = samplers.sample(theirs, MIX.denoiser, X, grid(8), disable=True)
+        b = samplers.sample(ours, MIX.denoiser, X, grid(8), disable=True)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", list(ADAPTIVE))
+def test_adaptive_methods_reach_the_exact_endpoint(method):
+    tight, loose = {}, {}
+    err = error(f"torchdiffeq.{method}", 3, rtol=1e-7, atol=1e-7, info=tight)
+    assert err < 1e-4
+    error(f"torchdiffeq.{method}", 3, rtol=1e-3, atol=1e-3, info=loose)
+    assert 0 < loose["nfe"] < tight["nfe"]
+
+
+def test_schedule_ending_in_zero_finishes_with_one_denoise():
+    sig = samplers.get_sigmas("karras", 6, sigma_min=0.05, sigma_max=10.0)
+    info, seen = {}, []
+    out = samplers.sample("torchdiffeq.heun3", MIX.denoiser, X, sig, disable=True, info=info,
+                          callback=lambda d: seen.append(d["i"]))
+    assert info["nfe"] == 5 * 3 + 1 and seen == list(range(6))
+    before = samplers.sample("torchdiffeq.heun3", MIX.denoiser, X, sig[:-1], disable=True)
+    torch.testing.assert_close(out, MIX.denoiser(before, torch.full((16,), float(sig[-2]), dtype=torch.float64)))
