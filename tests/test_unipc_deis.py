@@ -1,0 +1,50 @@
+"""UniPC (bh1, bh2; orders 1-3; with and without its corrector): parity with diffusers and convergence order."""
+import math
+
+import pytest
+
+import samplers
+from test_multistep import BETAS, VP, diffusers, diffusers_loop, error, ours, refined_sigmas, table_sigmas
+
+STEPS = 10
+
+
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("corrector", [True, False])
+def test_unipc_parity_with_diffusers(variant, order, corrector):
+    # bh1's final step to σ = 0 is NaN in diffusers (B(h) = −∞ times a zero sum), so bh1 stops at σ_min there
+    final = "zero" if variant == "bh2" else "sigma_min"
+    sch = diffusers.UniPCMultistepScheduler(**BETAS, solver_order=order, solver_type=variant, final_sigmas_type=final,
+                                            disable_corrector=[] if corrector else list(range(STEPS)))
+    theirs = diffusers_loop(sch, STEPS)
+    sig = table_sigmas(sch.timesteps)
+    if final == "sigma_min":
+        sig[-1] = VP.sigmas[0]
+    out = ours(f"unipc_{variant}", sig, order=order, corrector=corrector)
+    out = out / math.sqrt(1 + float(sig[-1]) ** 2)  # diffusers returns VP x_t at σ_min (= VE x at σ = 0)
+    assert float((out - theirs).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@pytest.mark.parametrize("order,corrector,expected", [(1, False, 1), (1, True, 2), (2, False, 2), (2, True, 3),
+                                                      (3, False, 3), (3, True, 4)])
+def test_unipc_convergence_order(variant, order, corrector, expected):
+    """UniP-p has order p, UniC adds one (measured without the lower-order final steps)."""
+    kw = dict(order=order, corrector=corrector, lower_order_final=False)
+    name = f"unipc_{variant}"
+    n = 64 if expected == 3 else 32  # the 3rd-order predictor approaches its slope from above (3.36 at 32)
+    slope = math.log2(error(name, refined_sigmas(n, order), **kw) / error(name, refined_sigmas(2 * n, order), **kw))
+    assert abs(slope - expected) < 0.3, f"{name} {kw}: observed {slope:.2f}, expected {expected}"
+    if order == 3 and corrector:
+        assert samplers.info(name).order == expected
+
+
+def test_unipc_order_1_predictor_is_ddim():
+    import torch
+    from test_multistep import MIX, X
+    sig = samplers.get_sigmas("karras", 6, sigma_min=0.1, sigma_max=10.0)
+    a = samplers.sample("unipc_bh2", MIX.denoiser, X, sig, disable=True, order=1, corrector=False)
+    torch.testing.assert_close(a, samplers.sample("ddim", MIX.denoiser, X, sig, disable=True), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
+        samplers.sample("unipc_bh1", MIX.denoiser, X, sig, order=4)
