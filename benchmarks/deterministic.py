@@ -7,8 +7,9 @@
 On the analytic Gaussian mixture of :mod:`samplers.problems` in three native forms (``gm-ve``: the exact
 VE denoiser, σ 80 → 0.002; ``gm-vp-eps``: an SD-1.x-style discrete VP eps model, scaled_linear betas, 1000
 steps; ``gm-flow``: an SD3-style rectified-flow model), every deterministic registry sampler
-(``samplers.available("ode")``, found at run time; adaptive ``host_sync`` ones are skipped because they
-cannot be held to a budget) is run on every schedule that can be built for the problem
+(``samplers.available("ode")``, found at run time; error-controlled adaptive ones — ``host_sync`` with an
+``rtol`` option — are skipped because they cannot be held to a budget; fixed-grid ``host_sync`` ones run,
+their model calls counted on the real model) is run on every schedule that can be built for the problem
 (``samplers.schedules.available()``; the ones that raise are recorded with the reason). Beside them,
 diffusers' deterministic schedulers run their own loop on the same data behind a native model, from the
 same noise:
@@ -217,9 +218,9 @@ class Run:
             spec = samplers.info(name)
             if spec.kind != "ode":
                 skipped[spec.name] = f"kind {spec.kind!r}: not deterministic"
-            elif spec.host_sync:
-                skipped[spec.name] = ("adaptive (host_sync): chooses its own steps, so it cannot be held to an "
-                                      "NFE budget")
+            elif spec.host_sync and "rtol" in spec.options:
+                skipped[spec.name] = ("adaptive (host_sync, error-controlled): it chooses its own steps, so it "
+                                      "cannot be held to an NFE budget")
             else:
                 names.append(spec.name)
         return names, skipped
@@ -261,6 +262,8 @@ class Run:
         else:
             result = {**out, "steps": steps, "nfe_used": model.calls, "kind": "ode",
                       **score(problem, x0, ref, float(sigmas[0])), "seconds": time.perf_counter() - t0}
+            if model.calls > nfe:  # the count on the stand-in model did not hold on the real one
+                result["skipped"] = f"used {model.calls} model evaluations on this model, over the budget"
         self.sampler_seconds[key] = self.sampler_seconds.get(key, 0.0) + time.perf_counter() - t0
         return result
 
@@ -306,10 +309,12 @@ def score(problem: Problem, x0: torch.Tensor, ref: torch.Tensor, sigma_start: fl
 
 _SAME_ALGORITHM = {
     "DPMSolverMultistepScheduler": "dpmpp_2m", "EDMDPMSolverMultistepScheduler": "dpmpp_2m",
-    "UniPCMultistepScheduler": "unipc", "DEISMultistepScheduler": "deis", "LMSDiscreteScheduler": "lms",
-    "EulerDiscreteScheduler": "euler", "EDMEulerScheduler": "euler", "FlowMatchEulerDiscreteScheduler": "euler",
-    "HeunDiscreteScheduler": "heun", "FlowMatchHeunDiscreteScheduler": "heun",
+    "LMSDiscreteScheduler": "lms", "EulerDiscreteScheduler": "euler", "EDMEulerScheduler": "euler",
+    "FlowMatchEulerDiscreteScheduler": "euler", "HeunDiscreteScheduler": "heun",
+    "FlowMatchHeunDiscreteScheduler": "heun",
 }
+# ours default to order 3 (diffusers to 2): only diffusers' order-3 configurations are the same algorithm
+_SAME_AT_ORDER3 = {"UniPCMultistepScheduler": "unipc_bh2", "DEISMultistepScheduler": "deis"}
 
 
 def counterpart(label: str) -> tuple[str, str] | None:
@@ -317,17 +322,22 @@ def counterpart(label: str) -> tuple[str, str] | None:
 
     Schedules match exactly for Karras / exponential / beta σ and "trailing"; diffusers' default "linspace"
     rounds its timesteps and flow-sigma multistep schedulers start at t = 0.999, so those pairs are close,
-    not identical. None where we have no same-named counterpart (e.g. UniPC / DEIS of order 3).
+    not identical. None where we have no counterpart at default options.
     """
     base = label[len(VE_TABLE_PREFIX):] if label.startswith(VE_TABLE_PREFIX) else label
     cls, *mods = base.split("+")
-    if "order3" in mods or cls not in _SAME_ALGORITHM:
+    if cls in _SAME_AT_ORDER3:
+        if "order3" not in mods:
+            return None
+        sampler = _SAME_AT_ORDER3[cls]
+    elif cls in _SAME_ALGORITHM:
+        sampler = "dpmpp_3m" if "3M" in mods else _SAME_ALGORITHM[cls]
+    else:
         return None
-    sampler = "dpmpp_3m" if "3M" in mods else _SAME_ALGORITHM[cls]
     if cls.startswith("EDM"):
         return sampler, "exponential" if "exponential" in mods else "karras"
     if cls.startswith("FlowMatch") or "flow" in mods:
-        return (sampler, "flow") if not (set(mods) - {"flow", "3M"}) else None
+        return (sampler, "flow") if not (set(mods) - {"flow", "3M", "order3"}) else None
     for mod, schedule in (("karras", "karras"), ("exponential", "exponential"), ("beta", "beta"),
                           ("trailing", "trailing")):
         if mod in mods:

@@ -122,7 +122,9 @@ def test_counterparts_name_the_same_algorithm_and_schedule():
     assert c("vetable/EulerDiscreteScheduler") == ("euler", "linspace")
     assert c("EDMDPMSolverMultistepScheduler+exponential") == ("dpmpp_2m", "exponential")
     assert c("FlowMatchHeunDiscreteScheduler") == ("heun", "flow")
-    assert c("UniPCMultistepScheduler+order3+karras") is None and c("FlowMatchEulerDiscreteScheduler+karras") is None
+    assert c("UniPCMultistepScheduler+order3+karras") == ("unipc_bh2", "karras")
+    assert c("UniPCMultistepScheduler+karras") is None  # diffusers' default order 2, ours 3
+    assert c("FlowMatchEulerDiscreteScheduler+karras") is None
 
 
 def test_runs_that_start_below_the_top_of_the_range_are_not_ranked():
