@@ -183,7 +183,7 @@ def lms_coefficients(sigmas: list[float], order: int) -> list[list[float]]:
 
 
 @register("lms", kind="ode", order=4, nfe_per_step=1, multistep=True,
-          aliases=("LMS", "k_lms", "sample_lms"),
+          aliases=("LMS", "k_lms", "sample_lms", "ipndm_v", "iPNDM_v", "sample_ipndm_v"),
           ref="Adams-Bashforth in σ, as in k-diffusion's sample_lms (Karras et al. 2022 setting)",
           final_step="the same Adams-Bashforth step (it needs d only at σ > 0)")
 def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=4):
@@ -191,6 +191,8 @@ def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order
 
     The coefficients c_ij integrate the Lagrange polynomial through the last ``order`` derivatives over
     [σ_i, σ_{i+1}] (``lms_coefficients``); warm-up uses the orders available. ``order`` is 1–4 (1 is Euler).
+    This is the variable-step Adams–Bashforth method, so it is also registered as ``ipndm_v`` (iPNDM with
+    variable-step coefficients, Zhang & Chen 2022).
     """
     if order not in (1, 2, 3, 4):
         raise ValueError(f"lms order must be 1, 2, 3 or 4, got {order!r}")

@@ -48,3 +48,44 @@ def test_unipc_order_1_predictor_is_ddim():
     torch.testing.assert_close(a, samplers.sample("ddim", MIX.denoiser, X, sig, disable=True), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
         samplers.sample("unipc_bh1", MIX.denoiser, X, sig, order=4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# DEIS, iPNDM, PLMS
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 warns inside diffusers' DEIS
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_deis_parity_with_diffusers(order):
+    sch = diffusers.DEISMultistepScheduler(**BETAS, solver_order=order)  # stops at σ_min (no final_sigmas_type)
+    theirs = diffusers_loop(sch, STEPS)
+    sig = table_sigmas(sch.timesteps)
+    sig[-1] = float(sch.sigmas[-1])
+    out = ours("deis", sig, order=order) / math.sqrt(1 + float(sig[-1]) ** 2)
+    assert float((out - theirs).abs().max()) < 1e-4
+
+
+def test_plms_parity_with_diffusers_pndm():
+    import torch
+    sch = diffusers.PNDMScheduler(**BETAS, skip_prk_steps=True, set_alpha_to_one=True)
+    theirs = diffusers_loop(sch, STEPS)
+    out = ours("plms", table_sigmas(torch.unique(sch.timesteps).flip(0)))
+    assert float((out - theirs).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("name,expected", [("deis", 3), ("ipndm", 2), ("plms", 2)])
+def test_deis_ipndm_plms_convergence_order(name, expected):
+    """DEIS integrates its interpolant exactly (order 3); iPNDM/PLMS's constant-step coefficients give 2."""
+    assert samplers.info(name).order == expected
+    slope = math.log2(error(name, refined_sigmas(128, 3)) / error(name, refined_sigmas(256, 3)))
+    assert abs(slope - expected) < 0.3, f"{name}: observed {slope:.2f}"
+
+
+def test_multistep_identities():
+    import torch
+    from test_multistep import MIX, X
+    sig = samplers.get_sigmas("karras", 7, sigma_min=0.1, sigma_max=10.0)
+    run = lambda name, **kw: samplers.sample(name, MIX.denoiser, X, sig, disable=True, **kw)  # noqa: E731
+    for a, b in ((run("deis", order=1), run("ddim")), (run("ipndm", max_order=1), run("euler"))):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert samplers.info("ipndm_v").name == "lms"
