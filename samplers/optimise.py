@@ -1,0 +1,168 @@
+"""Optimise a σ schedule for one sampler, model and NFE budget (in the spirit of Align Your Steps / GITS).
+
+    import samplers.optimise as so
+    result = so.optimise_schedule(denoiser, "dpmpp_2m", nfe=8, calibration=noise, sigma_min=0.002, sigma_max=80)
+    x0 = samplers.sample("dpmpp_2m", denoiser, noise * 80, result.tensor())
+    result.save("dpmpp_2m_8.json"); result.register("my_schedule")       # then get_sigmas("my_schedule", n)
+
+The error of a schedule is the RMS distance, on a calibration batch of noise, between the sampler's result
+and the reference solution of the same PF-ODE from the same noise (torchdiffeq's dopri5 at tight tolerance).
+The interior log σ points are parameterised as a softmax of gap sizes between log σ_max and log σ_min
+(monotone by construction) and optimised with Nelder-Mead from the Karras schedule. The optimiser runs on the
+host; the schedule it returns is plain data (JSON) that any sampler call uses like a named schedule.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import optimize
+
+from . import registry, schedules
+from .schedules_extra import loglinear_interp
+
+FIXED_BASELINES = ("karras", "exponential", "polyexponential", "kl_optimal", "vp")
+
+
+def steps_for(sampler: str, nfe: int) -> int:
+    """The most steps of ``sampler`` whose run costs at most ``nfe`` model calls."""
+    spec = registry.info(sampler)
+    per = spec.nfe_per_step
+    # samplers whose last step to σ = 0 is a single Euler/denoise call spend one call less there
+    steps = int((nfe + per - 1) // per) if spec.final_step.startswith("euler") and per > 1 else int(nfe // per)
+    if steps < 1:
+        raise ValueError(f"an NFE budget of {nfe} is less than one step of {sampler!r} ({per:g} calls per step)")
+    return steps
+
+
+@dataclass
+class OptimisedSchedule:
+    """A schedule found by :func:`optimise_schedule`: ``sigmas`` (n + 1 values, ending in 0) plus how it was made."""
+
+    sigmas: list[float]
+    sampler: str
+    nfe: int
+    error: float  # calibration RMSE of the optimised schedule
+    baselines: dict[str, float] = field(default_factory=dict)  # calibration RMSE of each fixed schedule
+    meta: dict = field(default_factory=dict)
+
+    def tensor(self) -> torch.Tensor:
+        return torch.tensor(self.sigmas, dtype=torch.float64)
+
+    def schedule(self, n: int, sigma_min=None, sigma_max=None) -> torch.Tensor:
+        """The schedule at ``n`` steps: the optimised levels, log-linearly resampled when n differs (as AYS)."""
+        levels = self.sigmas[:-1]
+        if n == len(levels):
+            return self.tensor()
+        return torch.cat([loglinear_interp(levels, n), torch.zeros(1, dtype=torch.float64)])
+
+    def register(self, name: str) -> None:
+        """Make it a named schedule: ``samplers.get_sigmas(name, n)``."""
+        schedules.register(name)(self.schedule)
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON atomically (a temporary file in the same folder, then a rename)."""
+        path = Path(path)
+        if not path.parent.exists():
+            raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist; create it or choose another path")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"format": "samplers.optimised_schedule/1", **asdict(self)}, f, indent=2)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "OptimisedSchedule":
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not a valid schedule file ({e})") from None
+        if data.pop("format", None) != "samplers.optimised_schedule/1":
+            raise ValueError(f"{path} is not a schedule written by OptimisedSchedule.save")
+        out = cls(**data)
+        s = out.sigmas
+        if len(s) < 2 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])):
+            raise ValueError(f"{path}: sigmas must be strictly decreasing and end in 0, got {s}")
+        return out
+
+
+def reference_solution(denoiser, x: torch.Tensor, sigma_max: float, sigma_min: float, rtol: float = 1e-7) -> torch.Tensor:
+    """The PF-ODE endpoint from ``x`` at σ_max: dopri5 to σ_min, then the final denoise (what every schedule ends with)."""
+    sig = torch.tensor([sigma_max, sigma_min, 0.0], dtype=torch.float64)
+    return registry.sample("torchdiffeq.dopri5", denoiser, x, sig, disable=True, rtol=rtol, atol=rtol)
+
+
+def _sigmas_from(theta: np.ndarray, log_max: float, log_min: float) -> torch.Tensor:
+    w = np.exp(theta - theta.max())
+    gaps = w / w.sum() * (log_max - log_min)
+    logs = log_max - np.concatenate([[0.0], np.cumsum(gaps)])
+    logs[-1] = log_min
+    return torch.cat([torch.as_tensor(np.exp(logs), dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+
+
+def schedule_error(denoiser, sampler: str, sigmas: torch.Tensor, x: torch.Tensor, reference: torch.Tensor,
+                   **options) -> float:
+    out = registry.sample(sampler, denoiser, x, sigmas, disable=True, **options)
+    return float((out.double() - reference.double()).pow(2).mean().sqrt())
+
+
+def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tensor, sigma_min: float,
+                      sigma_max: float, *, maxiter: int | None = None, sampler_options: dict | None = None,
+                      baselines: tuple[str, ...] = FIXED_BASELINES) -> OptimisedSchedule:
+    """Find the σ schedule (σ_max … σ_min, 0) minimising ``sampler``'s error at ``nfe`` model calls.
+
+    Args:
+        denoiser: the canonical denoiser D(x, σ) (e.g. from ``samplers.to_denoiser``).
+        sampler: registry name; stochastic samplers are rejected (their error to the ODE is not a schedule's).
+        nfe: model-call budget; the step count is the most that fits (``steps_for``).
+        calibration: unit noise [B, ...] (the starting latents are ``calibration · σ_max``).
+        sigma_min, sigma_max: the range; σ_max must be finite.
+        maxiter: Nelder-Mead iterations (default 150 × the number of free points).
+        sampler_options: passed to every sampler call.
+    """
+    spec = registry.info(sampler)
+    if spec.stochastic:
+        raise ValueError(f"{sampler!r} is stochastic; optimise schedules for deterministic (ode) samplers")
+    if not (0 < sigma_min < sigma_max < math.inf):
+        raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    if not isinstance(calibration, torch.Tensor) or calibration.ndim < 2:
+        raise ValueError("calibration must be a batch of unit noise [B, ...]")
+    steps = steps_for(sampler, nfe)
+    options = dict(sampler_options or {})
+    x = calibration * sigma_max
+    reference = reference_solution(denoiser, x, sigma_max, sigma_min)
+    base = {}
+    for name in baselines:
+        try:
+            base[name] = schedule_error(denoiser, sampler, schedules.get_sigmas(name, steps, sigma_min=sigma_min,
+                                                                                  sigma_max=sigma_max), x, reference, **options)
+        except ValueError:
+            continue
+    if steps < 2:  # nothing to place between σ_max and σ_min … 0
+        sig = schedules.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max)
+        err = schedule_error(denoiser, sampler, sig, x, reference, **options)
+        return OptimisedSchedule(sig.tolist(), spec.name, nfe, err, base, {"steps": steps})
+    log_max, log_min = math.log(sigma_max), math.log(sigma_min)
+    karras = schedules.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max)[:-1].log().numpy()
+    theta0 = np.log(-np.diff(karras))
+
+    def objective(theta):
+        err = schedule_error(denoiser, sampler, _sigmas_from(theta, log_max, log_min), x, reference, **options)
+        return err if math.isfinite(err) else 1e6
+
+    res = optimize.minimize(objective, theta0, method="Nelder-Mead",
+                            options={"maxiter": maxiter or 150 * len(theta0), "xatol": 1e-4, "fatol": 1e-10})
+    best = _sigmas_from(res.x, log_max, log_min)
+    return OptimisedSchedule(best.tolist(), spec.name, nfe, float(res.fun), base,
+                             {"steps": steps, "evaluations": int(res.nfev), "sigma_min": sigma_min,
+                              "sigma_max": sigma_max, "calibration_batch": int(calibration.shape[0])})
