@@ -132,6 +132,10 @@ def test_runs_that_start_below_the_top_of_the_range_are_not_ranked():
     x = torch.zeros(2, *problem.shape, dtype=torch.float64)
     leading = samplers.get_sigmas("leading", 4, native=problem.native)  # starts at timestep 750, not 999
     assert not deterministic.score(problem, x, x + 0.1, float(leading[0]))["full_range"]
+    assert not deterministic.score(problem, x, x, 700.0)["full_range"]  # above the VP model's σ_max
+    flow = common.get_problem("gm-flow")
+    assert deterministic.in_range(flow, math.inf) and deterministic.in_range(flow, 80.0)
+    assert not deterministic.in_range(flow, 14.6)
     karras = problem.sigmas("karras", 4)
     scored = deterministic.score(problem, x, x + 0.1, float(karras[0]))
     assert scored["full_range"] and scored["rmse"] == pytest.approx(0.1) and scored["item_median"] == pytest.approx(0.1)
