@@ -65,10 +65,10 @@ DISPLAY_NAMES: dict[str, tuple[str, dict, str | None]] = {
     "Restart": ("restart", {}, "karras"),
     "DDPM": ("ddpm", {}, None),
     "LCM": ("lcm", {}, None),
-    "UniPC": ("uni_pc", {}, None),
+    "UniPC": ("unipc_bh1", {}, None),
     "PLMS": ("plms", {}, None),
     "iPNDM": ("ipndm", {}, None),
-    "iPNDM_v": ("ipndm_v", {}, None),
+    "iPNDM_v": ("lms", {}, None),  # the variable-step Adams-Bashforth
     "DEIS": ("deis", {}, None),
     # ComfyUI KSampler names that are variants of one sampler
     "dpmpp_sde_gpu": ("dpmpp_sde", {}, None),
@@ -76,7 +76,6 @@ DISPLAY_NAMES: dict[str, tuple[str, dict, str | None]] = {
     "dpmpp_2m_sde_heun": ("dpmpp_2m_sde", {"solver_type": "heun"}, None),
     "dpmpp_2m_sde_heun_gpu": ("dpmpp_2m_sde", {"solver_type": "heun"}, None),
     "dpmpp_3m_sde_gpu": ("dpmpp_3m_sde", {}, None),
-    "uni_pc_bh2": ("uni_pc", {"variant": "bh2"}, None),
 }
 
 
