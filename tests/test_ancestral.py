@@ -226,3 +226,18 @@ def test_flow_match_euler_stochastic_is_lcm_on_a_flow_model():
 def flow_sigma(t):
     """VE σ of flow time t (σ = t/(1 − t); inf at t = 1)."""
     return torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_dpmsolver_sde_parity_given_the_same_draws():
+    """DPMSolverSDEScheduler (k-diffusion's DPM++ SDE) with its Brownian-tree sampler replaced by a seeded stream,
+    and dpmpp_sde fed the same stream: both draw for (σ, σ_mid) then (σ, σ_next) in each step."""
+    sch = diffusers.DPMSolverSDEScheduler(**BETAS, timestep_spacing="leading", steps_offset=1)
+    sch.set_timesteps(10)
+    g = torch.Generator().manual_seed(5)
+    sch.noise_sampler = lambda s, s_next: torch.randn(NOISE.shape, generator=g)
+    latents = NOISE * sch.init_noise_sigma
+    for t in sch.timesteps:
+        latents = sch.step(model32(sch.scale_model_input(latents, t), t), t, latents).prev_sample
+    out = ours("dpmpp_sde", table_sigmas(sch.timesteps[::2]), seed=5, start_scale=float(sch.init_noise_sigma))
+    torch.testing.assert_close(out, latents, rtol=1e-4, atol=1e-4)
