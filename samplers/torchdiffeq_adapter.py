@@ -5,8 +5,12 @@ times (σ itself is the integration variable, so ``torchdiffeq.euler`` is ``eule
 is the 3/8-rule ``rk38``, step for step):
 
 - fixed-grid methods take exactly one step per interval of the schedule;
-- adaptive methods (``rtol``, ``atol``) choose their own steps between the schedule's points, which are their
-  output points (the callback fires there).
+- adaptive methods (``rtol``, ``atol``) choose their own steps between the schedule's points; every point of
+  the schedule is also a step end (torchdiffeq's ``step_t``), so no step crosses the last non-zero σ towards
+  the singularity and the callback fires on solution points, not on interpolated ones.
+
+The callback's ``denoised`` at a schedule point is the model call made there (for adaptive methods without a
+call exactly there, the call nearest in log σ).
 
 The ODE is singular at σ = 0, so every method integrates to the last non-zero σ and a schedule ending in 0
 finishes with the denoise x = D(x, σ_last) (one more model call). torchdiffeq compares time tensors on the
@@ -14,6 +18,9 @@ host inside its loops (even on a fixed grid), so these samplers declare ``host_s
 to receive the number of model calls (``nfe``).
 """
 from __future__ import annotations
+
+import bisect
+import math
 
 import torch
 import torchdiffeq
@@ -37,25 +44,37 @@ ADAPTIVE = {"dopri5": (5, 6), "dopri8": (8, 13), "bosh3": (3, 3), "fehlberg2": (
 def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
     ends_in_zero = sigmas[-1] == 0
     grid = sigmas[:-1] if ends_in_zero else sigmas
-    first_denoised: dict[float, torch.Tensor] = {}
+    log_grid = [math.log(s) for s in grid]
+    # for each schedule point, the denoised of the model call nearest to it in log σ (exact on a fixed grid,
+    # where every step starts with a call at its σ): the callback's ``denoised``; at most len(grid) are kept
+    # (ties go to the later call: a step's own call at its start comes after the previous step's stage there)
+    nearest: dict[int, tuple[float, torch.Tensor]] = {}
+    neg_log_grid = [-v for v in log_grid]
     calls = [0]
 
     def f(t, y):
         sigma = float(t)  # a host read: torchdiffeq's own loop reads the host too (host_sync=True)
         denoised = model(y, sigma)
         calls[0] += 1
-        first_denoised.setdefault(sigma, denoised)
+        j = bisect.bisect_left(neg_log_grid, -math.log(sigma)) if sigma > 0 else len(grid)
+        for k in (j - 1, j):
+            if 0 <= k < len(grid):
+                dist = abs(math.log(sigma) - log_grid[k])
+                if k not in nearest or dist <= nearest[k][0]:
+                    nearest[k] = (dist, denoised)
         return (y - denoised) / sigma
 
     if len(grid) > 1:
         t = torch.tensor(grid, dtype=torch.float64)
+        if "rtol" in odeint_kw:  # adaptive: accepted steps end on every schedule point, never beyond the last
+            odeint_kw["options"].setdefault("step_t", t)
         path = torchdiffeq.odeint(f, x, t, method=method, **odeint_kw)
     else:
         path = x[None]
     for i in progress(sigmas, disable):
         if i < len(grid) - 1:
             x = path[i + 1]
-            report(callback, x, i, grid[i], grid[i], first_denoised.get(grid[i], path[i]))
+            report(callback, x, i, grid[i], grid[i], nearest[i][1] if i in nearest else path[i])
         else:  # the last step, to σ = 0
             x = model(path[-1], grid[-1])
             calls[0] += 1

@@ -63,3 +63,25 @@ def test_schedule_ending_in_zero_finishes_with_one_denoise():
     assert info["nfe"] == 5 * 3 + 1 and seen == list(range(6))
     before = samplers.sample("torchdiffeq.heun3", MIX.denoiser, X, sig[:-1], disable=True)
     torch.testing.assert_close(out, MIX.denoiser(before, torch.full((16,), float(sig[-2]), dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("method", ["rk4", "heun2", "dopri5"])
+def test_callback_denoised_is_the_model_at_the_reported_sigma(method):
+    seen = []
+    sig = grid(6)
+    samplers.sample(f"torchdiffeq.{method}", MIX.denoiser, X, sig, disable=True, callback=seen.append)
+    states = [X] + [d["x"] for d in seen]
+    for d, x in zip(seen, states):
+        want = MIX.denoiser(x, torch.full((X.shape[0],), d["sigma"], dtype=torch.float64))
+        # fixed grid: the step's own call; dopri5: its first-same-as-last call where an accepted step ends on σ
+        torch.testing.assert_close(d["denoised"], want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", list(FIXED))
+def test_fixed_grid_methods_are_batch_invariant(method):
+    sig = samplers.get_sigmas("karras", 6, sigma_min=0.05, sigma_max=10.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = samplers.sample(f"torchdiffeq.{method}", MIX.denoiser, X, sig, disable=True)
+        part = samplers.sample(f"torchdiffeq.{method}", MIX.denoiser, X[:3], sig, disable=True)
+    torch.testing.assert_close(full[:3], part, rtol=1e-5, atol=1e-5)
