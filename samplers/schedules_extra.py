@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .native import flow_t
-from .schedules import _check, _finite_max, _from_timesteps, _num_train, append_zero, register
+from .native import flow_t, flux_mu
+from .schedules import _check, _finite_max, _from_timesteps, _num_train, append_zero, flow, register
 
 # Align Your Steps (Sabour et al. 2024, arXiv:2404.14507): the published 10-step noise levels. Like ComfyUI and
 # diffusers, the last level is replaced by 0 (the final denoise), so 10 steps give exactly diffusers' lists.
@@ -101,6 +101,24 @@ def beta(n: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, beta: f
     return _strict(append_zero(torch.as_tensor(sigma_min + q * (sigma_max - sigma_min), dtype=torch.float64)), "beta")
 
 
+@register("beta_timesteps", aliases=("comfy_beta", "beta_comfyui"), needs_table=True)
+def beta_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, alpha: float = 0.6,
+                   beta: float = 0.6) -> torch.Tensor:
+    """Beta sampling over the training timesteps, as ComfyUI's ``beta`` scheduler and the paper (Lee et al. 2024,
+    arXiv:2407.12173): t_k = rint(F⁻¹_Beta(α,β)(1 − k/n)·(N − 1)), k = 0…n−1, σ = table[t_k].
+
+    (``beta`` is diffusers' ``use_beta_sigmas``, the same quantiles laid over [σ_min, σ_max] in σ itself.)
+    ComfyUI drops repeated timesteps and runs fewer steps; here a repeat is an error (only for n in the
+    hundreds with the default α, β).
+    """
+    _check(n, None, None, need_range=False)
+    total = _num_train(n, training_sigmas)
+    if not (alpha > 0 and beta > 0):
+        raise ValueError(f"beta schedule needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
+    t = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, n, endpoint=False), alpha, beta) * (total - 1))
+    return _strict(_from_timesteps(torch.as_tensor(t, dtype=torch.float64), training_sigmas), "beta_timesteps")
+
+
 @register("kl_optimal", aliases=("kl-optimal",))
 def kl_optimal(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """The KL-optimal schedule (Sabour et al. 2024, arXiv:2404.14507, §3.4; ComfyUI):
@@ -176,3 +194,16 @@ def _ays(preset: str):
 
 for _name, _aliases in (("sd15", ("AYS SD1.5", "ays_sd1.5", "AYS")), ("sdxl", ("AYS SDXL",)), ("svd", ("AYS SVD",))):
     register(f"ays_{_name}", aliases=_aliases)(_ays(_name))
+
+
+@register("flow_dynamic", aliases=("flux_dynamic",))
+def flow_dynamic(n: int, sigma_min: float, sigma_max: float = math.inf, *, image_seq_len: int,
+                 base_seq_len: int = 256, max_seq_len: int = 4096, base_shift: float = 0.5,
+                 max_shift: float = 1.15) -> torch.Tensor:
+    """``flow`` with Flux's resolution-dependent shift: μ = :func:`samplers.native.flux_mu` of the latent's token
+    count ``image_seq_len`` (a 1024² Flux image: (1024/16)² = 4096 tokens), shift = e^μ (diffusers'
+    ``use_dynamic_shifting``)."""
+    if not (isinstance(image_seq_len, int) and image_seq_len > 0):
+        raise ValueError(f"image_seq_len must be a positive integer (latent tokens), got {image_seq_len!r}")
+    mu = flux_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
+    return flow(n, sigma_min, sigma_max, mu=mu)

@@ -15,8 +15,9 @@ VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
 @pytest.mark.parametrize("name", schedules.available())
 @pytest.mark.parametrize("n", [1, 2, 7, 10, 25])
 def test_every_schedule_keeps_the_contract(name, n):
-    native = RectifiedFlow(shift=3.0) if name in ("flow", "linear_quadratic") else VP
-    s = samplers.get_sigmas(name, n, native=native)
+    native = RectifiedFlow(shift=3.0) if name in ("flow", "linear_quadratic", "flow_dynamic") else VP
+    kw = {"image_seq_len": 4096} if name == "flow_dynamic" else {}
+    s = samplers.get_sigmas(name, n, native=native, **kw)
     assert s.dtype == torch.float64 and s.shape == (n + 1,)
     assert float(s[-1]) == 0.0
     assert bool((s[1:] < s[:-1]).all()), f"{name} is not strictly decreasing: {s.tolist()}"
@@ -83,3 +84,38 @@ def test_bad_parameters_are_named():
         samplers.get_sigmas("beta", 10, native=VP, alpha=0.0)
     with pytest.raises(ValueError, match="repeats a sigma"):
         samplers.get_sigmas("laplace", 40, sigma_min=1.0, sigma_max=1.5)
+
+
+def test_beta_timesteps_is_comfyui_beta_over_the_table():
+    s = samplers.get_sigmas("comfy_beta", 4, native=VP)
+    table = VP.sigmas.double()
+    t = [int((table - float(v)).abs().argmin()) for v in s[:-1]]
+    assert all(float(table[k]) == pytest.approx(float(v), rel=1e-12) for k, v in zip(t, s[:-1]))
+    # quantiles 1, 3/4, 1/2, 1/4 of the symmetric Beta(0.6, 0.6) over 999 timesteps
+    assert t[0] == 999 and t[2] == 500 and abs(t[1] + t[3] - 999) <= 1 and t[1] > 750
+    wide = samplers.get_sigmas("beta_timesteps", 10, native=VP, alpha=0.3, beta=0.3)
+    assert bool((wide[1:] < wide[:-1]).all())
+    with pytest.raises(ValueError, match="repeats a sigma"):
+        samplers.get_sigmas("beta_timesteps", 600, native=VP)
+
+
+def test_flow_dynamic_matches_diffusers_dynamic_shifting():
+    diffusers = pytest.importorskip("diffusers")
+    from samplers.native import flow_t, flux_mu
+    for seq in (256, 1024, 4096):
+        sch = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+        sch.set_timesteps(8, mu=flux_mu(seq))
+        lo = math.exp(flux_mu(seq)) * (1e-3 / (1 - 1e-3))  # diffusers' unshifted t_min = 1/1000, shifted
+        ours = samplers.get_sigmas("flow_dynamic", 8, sigma_min=lo, sigma_max=math.inf, image_seq_len=seq)
+        torch.testing.assert_close(flow_t(ours).float(), sch.sigmas.float(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="image_seq_len"):
+        samplers.get_sigmas("flow_dynamic", 8, native=RectifiedFlow(), image_seq_len=0)
+
+
+def test_exponential_matches_diffusers_use_exponential_sigmas():
+    diffusers = pytest.importorskip("diffusers")
+    sch = diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                           use_exponential_sigmas=True)
+    sch.set_timesteps(12)
+    torch.testing.assert_close(samplers.get_sigmas("exponential", 12, native=VP).float(), sch.sigmas.float(),
+                               rtol=1e-5, atol=1e-5)
