@@ -17,16 +17,28 @@ def result():
     return so.optimise_schedule(GM.denoiser, "dpmpp_2m", 5, GM.noise(48, seed=0), SIGMA_MIN, SIGMA_MAX, maxiter=400)
 
 
-def test_beats_the_best_fixed_schedule_on_held_out_noise(result):
+def held_out_errors(sampler, sigmas, steps):
     x = GM.noise(256, seed=1) * SIGMA_MAX
     ref = so.reference_solution(GM.denoiser, x, SIGMA_MAX, SIGMA_MIN)
-    optimised = so.schedule_error(GM.denoiser, "dpmpp_2m", result.tensor(), x, ref)
-    fixed = {name: so.schedule_error(GM.denoiser, "dpmpp_2m",
-                                     samplers.get_sigmas(name, 5, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX), x, ref)
+    optimised = so.schedule_error(GM.denoiser, sampler, sigmas, x, ref)
+    fixed = {name: so.schedule_error(GM.denoiser, sampler,
+                                     samplers.get_sigmas(name, steps, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX), x, ref)
              for name in so.FIXED_BASELINES}
-    best = min(fixed.values())
-    assert optimised < 0.9 * best, f"optimised {optimised:.4f} vs fixed {fixed}"
+    return optimised, fixed
+
+
+def test_beats_the_best_fixed_schedule_on_held_out_noise(result):
+    optimised, fixed = held_out_errors("dpmpp_2m", result.tensor(), 5)
+    assert optimised < 0.9 * min(fixed.values()), f"optimised {optimised:.4f} vs fixed {fixed}"
     assert result.error < min(result.baselines.values())
+
+
+@pytest.mark.parametrize("sampler, nfe, steps", [("euler", 4, 4), ("heun", 5, 3)])
+def test_beats_the_best_fixed_schedule_for_euler_and_heun(sampler, nfe, steps):
+    r = so.optimise_schedule(GM.denoiser, sampler, nfe, GM.noise(48, seed=0), SIGMA_MIN, SIGMA_MAX, maxiter=300)
+    assert r.meta["steps"] == steps  # heun: 2 calls a step, 1 on the last (Euler) step to 0
+    optimised, fixed = held_out_errors(sampler, r.tensor(), steps)
+    assert optimised < 0.95 * min(fixed.values()), f"optimised {optimised:.4f} vs fixed {fixed}"
 
 
 def test_shape_json_round_trip_and_name(result, tmp_path):
