@@ -33,9 +33,11 @@ _REF = "Chen et al. 2018, torchdiffeq (github.com/rtqichen/torchdiffeq)"
 
 # method: (order, model calls per step). torchdiffeq's Adams methods use constant-step coefficients: on the
 # uneven grids of diffusion schedules they converge with order 2 (measured, tests/test_torchdiffeq_adapter.py),
-# and above max_order 4 the explicit one is unstable there; they default to max_order=4 and warm up with rk4.
+# and above max_order 4 the explicit one is unstable there; they default to max_order=4 and warm up with two
+# rk4 steps (4 calls each). The implicit ones make one call plus up to ``max_iters`` (4) corrector calls a step:
+# 5 is their declared (worst-case) count, reached on diffusion ODEs at the default tolerance.
 FIXED = {"euler": (1, 1), "midpoint": (2, 2), "heun2": (2, 2), "heun3": (3, 3), "rk4": (4, 4),
-         "explicit_adams": (2, 1), "implicit_adams": (2, 3), "fixed_adams": (2, 3)}
+         "explicit_adams": (2, 1), "implicit_adams": (2, 5), "fixed_adams": (2, 5)}
 DEFAULT_OPTIONS = {"explicit_adams": {"max_order": 4}, "implicit_adams": {"max_order": 4}, "fixed_adams": {"max_order": 4}}
 # method: (order, model calls per accepted step without rejections)
 ADAPTIVE = {"dopri5": (5, 6), "dopri8": (8, 13), "bosh3": (3, 3), "fehlberg2": (2, 3), "adaptive_heun": (2, 2)}

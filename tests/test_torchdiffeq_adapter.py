@@ -85,3 +85,19 @@ def test_fixed_grid_methods_are_batch_invariant(method):
         full = samplers.sample(f"torchdiffeq.{method}", MIX.denoiser, X, sig, disable=True)
         part = samplers.sample(f"torchdiffeq.{method}", MIX.denoiser, X[:3], sig, disable=True)
     torch.testing.assert_close(full[:3], part, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", list(FIXED))
+def test_fixed_grid_model_calls_are_as_declared(method):
+    info, n = {}, 12
+    sig = samplers.get_sigmas("karras", n, sigma_min=0.05, sigma_max=10.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        samplers.sample(f"torchdiffeq.{method}", MIX.denoiser, X, sig, disable=True, info=info)
+    per = samplers.info(f"torchdiffeq.{method}").nfe_per_step
+    if "adams" not in method:
+        assert info["nfe"] == per * (n - 1) + 1  # + the final denoise
+    elif method == "explicit_adams":
+        assert info["nfe"] == 2 * 4 + (n - 3) + 1  # two rk4 warm-up steps
+    else:
+        assert 2 * 4 + (n - 3) * 2 + 1 <= info["nfe"] <= 2 * 4 + (n - 3) * per + 1
