@@ -55,6 +55,19 @@ class OptimisedSchedule:
     def tensor(self) -> torch.Tensor:
         return torch.tensor(self.sigmas, dtype=torch.float64)
 
+    # usable wherever a schedule is: samplers.sample(name, model, x, result), torch.as_tensor(result), result[-2]
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.sigmas, dtype=dtype or np.float64)
+
+    def __len__(self) -> int:
+        return len(self.sigmas)
+
+    def __iter__(self):
+        return iter(self.sigmas)
+
+    def __getitem__(self, i):
+        return self.tensor()[i]
+
     def schedule(self, n: int, sigma_min=None, sigma_max=None) -> torch.Tensor:
         """The schedule at ``n`` steps: the optimised levels, log-linearly resampled when n differs (as AYS)."""
         levels = self.sigmas[:-1]

@@ -45,6 +45,11 @@ def test_shape_json_round_trip_and_name(result, tmp_path):
     s = result.tensor()
     assert s.shape == (6,) and float(s[0]) == pytest.approx(SIGMA_MAX) and float(s[-2]) == pytest.approx(SIGMA_MIN)
     assert float(s[-1]) == 0 and bool((s[1:] < s[:-1]).all())
+    torch.testing.assert_close(torch.as_tensor(result), s)
+    assert len(result) == 6 and float(result[-1]) == 0
+    x = GM.noise(3, seed=2) * SIGMA_MAX
+    torch.testing.assert_close(samplers.sample("dpmpp_2m", GM.denoiser, x, result, disable=True),
+                               samplers.sample("dpmpp_2m", GM.denoiser, x, s, disable=True), rtol=0, atol=0)
     path = result.save(tmp_path / "sched.json")
     back = so.OptimisedSchedule.load(path)
     assert back == result
