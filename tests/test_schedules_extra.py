@@ -32,6 +32,9 @@ def test_table_schedules_match_the_diffusers_spacings_they_coincide_with():
                                    samplers.get_sigmas("leading", n, native=VP, steps_offset=1))
     sgm = samplers.get_sigmas("sgm_uniform", 10, native=VP)
     assert float(sgm[0]) == pytest.approx(float(VP.sigmas[-1])) and float(sgm[-2]) > float(VP.sigmas[0])
+    for n in (3, 10, 17):  # sgm_uniform: n + 1 evenly spaced timesteps without the last = linspace(n + 1) minus σ_min
+        torch.testing.assert_close(samplers.get_sigmas("sgm_uniform", n, native=VP)[:-1],
+                                   samplers.get_sigmas("linspace", n + 1, native=VP)[:-2])
 
 
 def test_table_schedules_need_the_table():
