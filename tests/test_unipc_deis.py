@@ -73,9 +73,57 @@ def test_plms_parity_with_diffusers_pndm():
     assert float((out - theirs).abs().max()) < 1e-4
 
 
-@pytest.mark.parametrize("name,expected", [("deis", 3), ("ipndm", 2), ("plms", 2)])
+@pytest.mark.parametrize("steps", [4, 10, 20])
+def test_pndm_parity_with_diffusers_pndm(steps):
+    """PNDM with its pseudo Runge–Kutta warm-up (diffusers' default, skip_prk_steps=False): the warm-up
+    midpoints are the table's timesteps t − Δt/2, as diffusers takes them."""
+    import torch
+    from test_multistep import VP
+    sch = diffusers.PNDMScheduler(**BETAS, set_alpha_to_one=True)
+    theirs = diffusers_loop(sch, steps)
+    assert len(sch.timesteps) == 4 * min(steps, 3) + max(steps - 3, 0)
+    timesteps = sch._timesteps[::-1].copy()  # the step boundaries, highest first
+    half = 1000 // steps // 2
+    mids = [float(VP.sigmas[int(t) - half]) for t in timesteps[:3]]
+    out = ours("pndm", table_sigmas(torch.as_tensor(timesteps)), midpoints=mids)
+    assert float((out - theirs).abs().max()) < 1e-4
+
+
+def test_pndm_midpoints_are_checked():
+    sig = samplers.get_sigmas("karras", 5, sigma_min=0.1, sigma_max=10.0)
+    with pytest.raises(ValueError, match="strictly inside each of the first 3 steps"):
+        ours("pndm", sig, midpoints=[float(sig[0]) * 2, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("steps", [6, 10, 20])
+def test_ipndm_parity_with_diffusers(steps):
+    """diffusers' IPNDMScheduler on a v-prediction model of the same data. Its own trigonometric table starts
+    at α = 0 (σ = inf), where it divides by max(α, 1e-8) and loses the data mean; ``trained_betas`` (its
+    noise levels b = σ/√(1 + σ²), one per step and a final 0) puts both on the same finite Karras σ."""
+    import torch
+    from test_multistep import GM, NOISE
+
+    def v_model(x_t, t):  # diffusers' timestep is t = 2φ/π with α = cos φ, b = sin φ
+        phi = (t.double() * math.pi / 2).reshape(-1, *[1] * (x_t.ndim - 1))
+        c, s = phi.cos(), phi.sin()
+        x0 = GM.denoise(x_t.double() / c, (s / c).flatten())
+        return (c * (x_t.double() - c * x0) / s - s * x0).float()
+
+    sig = samplers.get_sigmas("karras", steps, sigma_min=0.02, sigma_max=20.0)
+    b = (sig / (1 + sig**2).sqrt()).tolist()
+    sch = diffusers.IPNDMScheduler(num_train_timesteps=1000, trained_betas=b)
+    sch.set_timesteps(steps)
+    latents = NOISE * b[0]  # VP x_t at σ_0 is the VE x / √(1 + σ_0²)
+    for t in sch.timesteps:
+        latents = sch.step(v_model(sch.scale_model_input(latents, t), t.expand(latents.shape[0])), t, latents).prev_sample
+    out = samplers.sample("ipndm", GM.denoiser, NOISE * float(sig[0]), sig, disable=True)
+    assert float((out - latents).abs().max()) < 1e-4  # b = 0 at the end: VP x_t is the VE x
+
+
+@pytest.mark.parametrize("name,expected", [("deis", 3), ("ipndm", 2), ("plms", 2), ("pndm", 2)])
 def test_deis_ipndm_plms_convergence_order(name, expected):
-    """DEIS integrates its interpolant exactly (order 3); iPNDM/PLMS's constant-step coefficients give 2."""
+    """DEIS integrates its interpolant exactly (order 3); iPNDM/PLMS's constant-step coefficients give 2
+    (PNDM's Runge–Kutta warm-up does not change that)."""
     assert samplers.info(name).order == expected
     slope = math.log2(error(name, refined_sigmas(128, 3)) / error(name, refined_sigmas(256, 3)))
     assert abs(slope - expected) < 0.3, f"{name}: observed {slope:.2f}"
