@@ -62,6 +62,7 @@ QUICK_SCHEDULES = ("karras", "exponential", "linspace", "flow")
 QUICK_PEERS = ("EulerDiscreteScheduler+karras", "DPMSolverMultistepScheduler+karras", "EDMEulerScheduler",
                "FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler+flow")
 VE_TABLE_PREFIX = "vetable/"  # peers of gm-ve that run on the log-uniform discrete VP table
+LEARNED, LEARNED_SCHEDULE = "learned_multistep", "fitted"  # cells of the solvers in --learned
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -273,6 +274,41 @@ class Run:
         self.sampler_seconds[key] = self.sampler_seconds.get(key, 0.0) + time.perf_counter() - t0
         return result
 
+    # ---- learned solvers (fitted by benchmarks.learned_solvers on another seed)
+
+    def learned(self, pname: str, path: Path, nfe: int, seed: int) -> dict:
+        """``learned_multistep`` with the solver in ``path`` (fitted on a calibration seed of its own)."""
+        problem = self.ctx.problems[pname]
+        batch = self.ctx.batch(problem)
+        out = {"problem": pname, "sampler": LEARNED, "schedule": f"{LEARNED_SCHEDULE}:{path.name}", "nfe": nfe,
+               "seed": seed, "batch": batch}
+        t0 = time.perf_counter()
+        try:
+            solver = samplers.learned.LearnedSolver.load(path)
+            if solver.meta.get("calibration_seed") in (seed, None):
+                return {**out, "skipped": f"fitted on seed {solver.meta.get('calibration_seed')}, the seed it would "
+                                          "be scored on"}
+            x_start = problem.noise(batch, seed).to(torch.float64) * solver.sigmas[0]
+            model = CountingDenoiser(problem.batch_denoiser(batch, seed))
+            with torch.no_grad():
+                x0 = samplers.sample(LEARNED, model, x_start, solver.sigmas, solver=solver, disable=True)
+            ref = self.reference(problem, seed, x_start, solver.sigmas[0])
+        except Exception as err:  # noqa: BLE001
+            return {**out, "skipped": f"raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+        result = {**out, "steps": solver.steps, "nfe_used": model.calls, "kind": "ode",
+                  "calibration_seed": solver.meta.get("calibration_seed"),
+                  **score(problem, x0, ref, solver.sigmas[0]), "seconds": time.perf_counter() - t0}
+        if model.calls > nfe:
+            result["skipped"] = f"uses {model.calls} model evaluations, more than {nfe}"
+        return result
+
+    def rerun(self, cell: dict, seed: int) -> dict:
+        """The same (sampler, schedule) as ``cell`` on another seed."""
+        if cell["sampler"] == LEARNED and cell["schedule"].startswith(LEARNED_SCHEDULE + ":"):
+            path = self.args.learned / cell["schedule"].split(":", 1)[1]
+            return self.learned(cell["problem"], path, cell["nfe"], seed)
+        return self.ours(cell["problem"], cell["sampler"], cell["schedule"], cell["nfe"], seed)
+
     # ---- diffusers
 
     def peer(self, pname: str, label: str, config: dict, nfe: int, seed: int) -> dict:
@@ -294,6 +330,13 @@ class Run:
             return {**out, "skipped": f"diffusers raised {type(err).__name__}: {err}"}
         return {**out, "steps": found[0], "nfe_used": calls, "kind": "ode", **score(problem, x0, ref, sigma_start),
                 "seconds": time.perf_counter() - t0}
+
+
+def learned_files(folder: Path | None, problem: str, nfe: int) -> list[Path]:
+    """The fitted solvers for (problem, NFE) in ``folder`` (``<problem>_nfe<N>*.json``)."""
+    if folder is None or not Path(folder).is_dir():
+        return []
+    return sorted(Path(folder).glob(f"{problem}_nfe{nfe}.json")) + sorted(Path(folder).glob(f"{problem}_nfe{nfe}_*.json"))
 
 
 def full_start(problem: Problem) -> float:
@@ -388,10 +431,11 @@ def _ranked(cell: dict) -> bool:
     return _ok(cell) and cell.get("full_range", True)
 
 
-def best_of(cells: list[dict], problem: str, nfe: int, peer: bool, seed: int) -> dict | None:
-    """The cell with the smallest RMSE among ours (peer=False) or diffusers' (peer=True)."""
+def best_of(cells: list[dict], problem: str, nfe: int, peer: bool, seed: int, fixed_only: bool = False) -> dict | None:
+    """The cell with the smallest RMSE among ours (peer=False) or diffusers' (peer=True); ``fixed_only``: ours
+    without the fitted solvers."""
     pool = [c for c in cells if c["problem"] == problem and c["nfe"] == nfe and c["seed"] == seed and _ranked(c)
-            and c["sampler"].startswith("diffusers:") == peer]
+            and c["sampler"].startswith("diffusers:") == peer and not (fixed_only and c["sampler"] == LEARNED)]
     return min(pool, key=lambda c: c["rmse"]) if pool else None
 
 
@@ -400,7 +444,10 @@ def summarise(cells: list[dict], problems: list[str], nfes: list[int], seed: int
     for p in problems:
         for n in nfes:
             ours, theirs = best_of(cells, p, n, False, seed), best_of(cells, p, n, True, seed)
-            row = {"problem": p, "nfe": n, "ours": _brief(ours), "diffusers": _brief(theirs)}
+            fixed = best_of(cells, p, n, False, seed, fixed_only=True)
+            row = {"problem": p, "nfe": n, "ours": _brief(ours), "diffusers": _brief(theirs), "ours_fixed": _brief(fixed)}
+            if fixed and theirs:
+                row["ratio_fixed"] = fixed["rmse"] / theirs["rmse"]
             if ours and theirs:
                 row["ratio"] = ours["rmse"] / theirs["rmse"]
                 row["meets_target"] = row["ratio"] <= TARGET
@@ -433,6 +480,9 @@ def run(args) -> dict:
             if progress:
                 print(f"[{pname}] {schedule}: {len(names)} samplers done ({time.perf_counter() - t0:.0f} s)",
                       file=sys.stderr, flush=True)
+        for nfe in args.nfe:
+            for path in learned_files(args.learned, pname, nfe):
+                r.cells.append(r.learned(pname, path, nfe, args.seed))
         peers = {} if not args.peers else peer_configs(problem)
         if args.peer_names:
             peers = {k: v for k, v in peers.items() if k in args.peer_names}
@@ -454,7 +504,7 @@ def run(args) -> dict:
             if row.get("ratio") is None:
                 continue
             o, d = row["ours"], row["diffusers"]
-            mine = r.ours(row["problem"], o["sampler"], o["schedule"], row["nfe"], args.heldout_seed)
+            mine = r.rerun({**o, "problem": row["problem"], "nfe": row["nfe"]}, args.heldout_seed)
             label = d["sampler"].split(":", 1)[1]
             theirs = r.peer(row["problem"], label, configs[row["problem"]][label], row["nfe"], args.heldout_seed)
             r.cells += [mine, theirs]
@@ -517,9 +567,11 @@ def markdown(result: dict) -> str:
              "item* is the ratio of the two winners' median per-item RMSE (the RMSE itself is dominated by the few "
              "items that start near a boundary between mixture components). Only runs that start within 2 % of the "
              "top of the problem's σ range (80, 14.6, and ≥ 80 for flow) are ranked.", "",
+             f"*fixed only* is the ratio of our best without the fitted `{LEARNED}` solvers (fixed samplers on fixed "
+             "schedules) to the same diffusers winner.", "",
              "| problem | NFE | ours: best sampler + schedule | RMSE | diffusers: best scheduler | RMSE | ratio | "
-             "held-out ratio | median-item ratio (held-out) |",
-             "|---|---:|---|---:|---|---:|---:|---:|---:|"]
+             "held-out ratio | median-item ratio (held-out) | fixed only: best | ratio |",
+             "|---|---:|---|---:|---|---:|---:|---:|---:|---|---:|"]
     held = {(h["problem"], h["nfe"]): h for h in result["heldout"]}
     for row in result["summary"]:
         o, d = row["ours"], row["diffusers"]
@@ -530,8 +582,10 @@ def markdown(result: dict) -> str:
         mr = f"{row['ratio_item_median']:.3f}" if "ratio_item_median" in row else "–"
         if h and "ratio_item_median" in h:
             mr += f" ({h['ratio_item_median']:.3f})"
+        fx = row.get("ours_fixed")
+        fr = f"{row['ratio_fixed']:.3f}" if "ratio_fixed" in row else "–"
         lines.append(f"| {row['problem']} | {row['nfe']} | {_who(o)} | {_err(o)} | {_who(d)} | {_err(d)} | {ratio} | "
-                     f"{hr} | {mr} |")
+                     f"{hr} | {mr} | {_name(fx)} ({_err(fx)}) | {fr} |")
     met = [r for r in result["summary"] if r.get("meets_target")]
     lines += ["", f"Target met in {len(met)} of {len(result['summary'])} (problem, NFE) pairs.", ""]
     nfes = args["nfe"]
@@ -623,7 +677,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--schedules", nargs="+", default=None, help="schedule names (default: every registered one)")
     p.add_argument("--peer-names", nargs="+", default=None, help="only these diffusers peers (labels as in the table)")
     p.add_argument("--no-peers", dest="peers", action="store_false")
-    p.add_argument("--batch", type=int, default=None, help="items per cell (default 512; 8 with --quick)")
+    p.add_argument("--learned", type=Path, default=Path("docs/benchmarks/deterministic/learned"),
+                   help="folder of fitted solvers <problem>_nfe<N>.json (benchmarks.learned_solvers); they are "
+                        "ranked with ours unless fitted on the seed being scored (default %(default)s)")
+    p.add_argument("--no-learned", dest="learned", action="store_const", const=None)
+    p.add_argument("--batch", type=int, default=None, help="items per cell (default 2048; 8 with --quick)")
     p.add_argument("--seed", type=int, default=0, help="noise seed the winners are picked on (default 0)")
     p.add_argument("--heldout-seed", type=int, default=1, help="seed the winners are re-run on (-1: none)")
     p.add_argument("--cache", default="out/benchmarks/cache", help="reference solutions on disk")
@@ -644,7 +702,8 @@ def resolve_args(args) -> argparse.Namespace:
             args.schedules = [s for s in QUICK_SCHEDULES if s in samplers.schedules.available()]
         if args.peer_names is None:
             args.peer_names = list(QUICK_PEERS)
-    args.batch = args.batch or 512
+    # at 512 items one start near a cluster boundary sent the wrong way moves the RMSE by ~0.06
+    args.batch = args.batch or 2048
     if args.heldout_seed is not None and args.heldout_seed < 0:
         args.heldout_seed = None
     return args

@@ -20,7 +20,7 @@ from .schedules import get_sigmas  # noqa: F401
 # Importing the sampler modules registers them (one line per area, so areas never edit the same line).
 from . import ode, rk  # noqa: F401,E402  core samplers
 # deterministic samplers (issue 3):
-from . import multistep, singlestep, unipc, deis, schedules_extra, torchdiffeq_adapter  # noqa: F401,E402
+from . import multistep, singlestep, unipc, deis, schedules_extra, torchdiffeq_adapter, learned  # noqa: F401,E402
 # stochastic samplers (issue 4):
 from . import ancestral, sde_solvers, brownian, torchsde_adapter  # noqa: F401,E402
 # interop (issue 6): samplers.kdiffusion / .diffusers_scheduler / .diffusers_models: import explicitly (optional deps)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ import samplers
 from benchmarks import common, deterministic
 
 HAS_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
+LEARNED = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "deterministic" / "learned"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,8 @@ def quick(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("det")
     try:
-        deterministic.main(["--quick", "--out", str(out / "res"), "--cache", str(out / "cache"), "--no-progress"])
+        deterministic.main(["--quick", "--out", str(out / "res"), "--cache", str(out / "cache"), "--no-progress",
+                            "--learned", str(LEARNED)])
     finally:
         torch.set_num_threads(threads)
     return out / "res"
@@ -49,11 +52,16 @@ def test_writes_json_and_markdown_with_run_info(quick, result):
 
 def test_every_cell_is_scored_within_its_budget(result):
     cells = [c for c in result["cells"] if c["seed"] == result["args"]["seed"]]
-    ours = [c for c in cells if not c["sampler"].startswith("diffusers:")]
+    ours = [c for c in cells if not c["sampler"].startswith("diffusers:") and c["sampler"] != deterministic.LEARNED]
     schedules = result["schedules"]
     # every (problem, applicable schedule, sampler, NFE) of the quick grid ran
     expected = sum(len(schedules[p]) for p in result["problems"]) * len(result["samplers"]) * 3
     assert len(ours) == expected
+    # and every fitted solver shipped for these problems and budgets, fitted on a seed of its own
+    fitted = [c for c in cells if c["sampler"] == deterministic.LEARNED]
+    shipped = [f for p in result["problems"] for n in (5, 10, 20) for f in deterministic.learned_files(LEARNED, p, n)]
+    assert len(fitted) == len(shipped) > 0
+    assert all(c["calibration_seed"] not in (0, 1) and c["steps"] == c["nfe_used"] == c["nfe"] for c in fitted)
     for c in cells:
         assert "skipped" not in c, c
         assert math.isfinite(c["rmse"]) and c["rmse"] > 0
@@ -67,6 +75,17 @@ def test_every_cell_is_scored_within_its_budget(result):
         assert by[(p, "dpmpp_2m", "karras", 20)] < by[(p, "dpmpp_2m", "karras", 10)] < by[(p, "dpmpp_2m", "karras", 5)]
     heun = [c for c in ours if c["sampler"] == "heun" and c["nfe"] == 10 and math.isfinite(c["sigma_start"])]
     assert heun and all(c["steps"] == 5 and c["nfe_used"] == 9 for c in heun)  # 2 per step, 1 on the last step to 0
+
+
+def test_a_solver_fitted_on_the_scored_seed_is_not_ranked(tmp_path):
+    solver = samplers.learned.LearnedSolver.from_sampler("euler", samplers.get_sigmas("karras", 5, sigma_min=0.002,
+                                                                                      sigma_max=80.0))
+    solver.meta["calibration_seed"] = 0
+    solver.save(tmp_path / "gm-ve_nfe5.json")
+    args = deterministic.resolve_args(deterministic.parser().parse_args(
+        ["--quick", "--problem", "gm-ve", "--learned", str(tmp_path), "--no-cache"]))
+    cell = deterministic.Run(args).learned("gm-ve", tmp_path / "gm-ve_nfe5.json", 5, seed=0)
+    assert "skipped" in cell and "fitted on seed 0" in cell["skipped"]
 
 
 @pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers not installed")

@@ -1,0 +1,100 @@
+"""Fit the learned multistep solvers the deterministic benchmark ranks beside every fixed sampler × schedule.
+
+    python -m benchmarks.learned_solvers                       # gm-ve, gm-vp-eps, gm-flow × NFE 5, 10, 20
+    python -m benchmarks.learned_solvers --problem gm-ve --nfe 10 --iters 300   # one, quickly
+
+For each problem and NFE budget, :func:`samplers.learned.fit` fits the σ nodes, the multistep weights and the
+σ the model is told on a calibration batch drawn from its own seed (``--calibration-seed``, 7 by default;
+the benchmark picks winners on seed 0 and re-runs them on seed 1, so the fit never sees the noise it is
+scored on). The starting points are every known sampler the family contains (Euler, gradient estimation,
+iPNDM, DPM-Solver++ 2M) on every schedule of the problem that starts at the top of its σ range. Writes
+``<problem>_nfe<N>.json`` (a :class:`samplers.learned.LearnedSolver`) to ``--out`` and prints its error on
+``--heldout`` items of the benchmark's seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import samplers
+from samplers import learned
+
+from . import common, deterministic
+
+DEFAULT_OUT = Path("docs/benchmarks/deterministic/learned")
+
+
+def start_schedules(problem: common.Problem, nfe: int) -> dict[str, torch.Tensor]:
+    """Every registered schedule with ``nfe`` steps that starts at the top of the problem's σ range (finite)."""
+    out = {}
+    for name in samplers.schedules.available():
+        try:
+            sig = problem.sigmas(name, nfe)
+        except Exception:  # noqa: BLE001 - schedules that cannot be built for this problem are not starts
+            continue
+        first = float(sig[0])
+        if len(sig) == nfe + 1 and math.isfinite(first) and deterministic.in_range(problem, first) \
+                and abs(first - deterministic.full_start(problem)) <= 1e-6 * first:
+            out[name] = sig
+    return out
+
+
+def fit_one(problem: common.Problem, nfe: int, *, calibration: int, seed: int, iters: int, log=None):
+    sigma_max = deterministic.full_start(problem)
+    noise = problem.noise(calibration, seed)
+    reference = problem.reference(noise.double() * sigma_max, sigma_max)
+    # fewer steps tolerate a larger learning rate; at 20 steps 3e-3 overshoots (measured)
+    lr = 3e-3 * min(1.0, 10 / nfe) * (2.0 if nfe <= 5 else 1.0)
+    return learned.fit(problem.denoiser, nfe, noise, problem.sigma_min, sigma_max, reference=reference,
+                       init_schedules=start_schedules(problem, nfe), iters=iters, lr=lr, log=log)
+
+
+def heldout_error(problem: common.Problem, solver: learned.LearnedSolver, n: int, seed: int) -> tuple[float, float]:
+    x = problem.noise(n, seed).double() * solver.sigmas[0]
+    ref = problem.reference(x, solver.sigmas[0])
+    with torch.no_grad():
+        out = samplers.sample("learned_multistep", problem.denoiser, x, solver.sigmas, solver=solver, disable=True)
+    item = (out - ref).pow(2).flatten(1).mean(1).sqrt()
+    return common.rmse(out, ref), float(item.median())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.learned_solvers", description=__doc__.split("\n\n")[0])
+    p.add_argument("--problem", dest="problems", nargs="+", default=list(deterministic.PROBLEMS))
+    p.add_argument("--nfe", nargs="+", type=int, default=list(deterministic.NFES))
+    p.add_argument("--calibration", type=int, default=4096, help="calibration items (default 4096)")
+    p.add_argument("--calibration-seed", type=int, default=7)
+    p.add_argument("--iters", type=int, default=1500)
+    p.add_argument("--heldout", type=int, default=2048, help="items per held-out seed in the printout")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.calibration_seed in (0, 1):
+        p.error("seeds 0 and 1 are the benchmark's evaluation seeds; calibrate on another")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for pname in args.problems:
+        problem = common.get_problem(pname)
+        for nfe in args.nfe:
+            t0 = time.perf_counter()
+            solver = fit_one(problem, nfe, calibration=args.calibration, seed=args.calibration_seed,
+                             iters=args.iters, log=print if args.verbose else None)
+            solver.meta.update(problem=pname, calibration_seed=args.calibration_seed,
+                               seconds=round(time.perf_counter() - t0, 1), device=common.device_label(common.run_info()))
+            path = solver.save(args.out / f"{pname}_nfe{nfe}.json")
+            errs = [heldout_error(problem, solver, args.heldout, s) for s in (0, 1)]
+            start = solver.meta["start"]
+            print(f"{pname} NFE {nfe}: start {start['init']} + {start['schedule']} (calibration RMSE {start['rmse']:.3g}) → "
+                  f"fitted {solver.meta['calibration_rmse']:.3g}; held-out RMSE seed 0 {errs[0][0]:.3g}, seed 1 "
+                  f"{errs[1][0]:.3g} (median item {errs[0][1]:.2g}); {solver.meta['seconds']:.0f} s → {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""A multistep solver whose σ nodes and per-step weights are fitted to one model and NFE budget.
+
+In the spirit of Bespoke Non-Stationary solvers (Shaul et al. 2024, arXiv:2403.01329), LD3 (Tong et al. 2024,
+arXiv:2405.15506) and S4S (Frankel et al. 2025, arXiv:2502.17423): the sampler is a linear multistep method in
+the canonical space whose coefficients are not fixed by a Taylor argument but fitted, together with the
+schedule, to minimise the distance to the exact PF-ODE endpoint on a calibration batch of noise. With
+r_i = σ_{i+1}/σ_i, ε̂_j = (x_j − D_j)/σ_j and D_j the denoised estimate of step j, step i is
+
+    x_{i+1} = r_i·x_i + (1 − r_i)·D_i                               (DDIM / Euler: exact for D constant)
+            + (σ_{i+1} − σ_i)·Σ_{j<i} b_ij·(ε̂_j − ε̂_i)               (Adams–Bashforth-type corrections)
+            + (1 − r_i)·Σ_{j<i} c_ij·(D_j − D_i)                     (DPM-Solver++-type corrections)
+
+Every correction vanishes when D is constant along the path, so the method is exact there (first-order
+consistent) whatever the weights. The family contains known samplers exactly, which are the starting points
+of a fit (``init``): all weights 0 is ``euler`` (= ``ddim``); b_{i,i−1} = −1 is ``gradient_estimation``; the
+constant-step Adams–Bashforth weights on ε̂ are ``ipndm``; c_{i,i−1} = −1/(2·h_{i−1}/h_i) is ``dpmpp_2m``.
+
+    solver = samplers.learned.fit(denoiser, nfe=10, calibration=noise, sigma_min=0.002, sigma_max=80.0)
+    x0 = samplers.sample("learned_multistep", denoiser, noise2 * 80, solver.sigmas, solver=solver)
+    solver.save("gm_10.json"); solver = samplers.learned.LearnedSolver.load("gm_10.json")
+
+The fit runs on the host with autograd through the denoiser (it must be differentiable, as a torch network
+is); sampling is the ordinary registry loop with Python-float weights (no host reads inside it).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import schedules
+from .registry import register
+from .run import progress, report
+
+FORMAT = "samplers.learned_solver/1"
+INITS = ("euler", "gradient_estimation", "ipndm", "dpmpp_2m")
+_AB = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
+
+
+@dataclass
+class LearnedSolver:
+    """σ nodes (n + 1 values, ending in 0) and the lower-triangular weights b, c of the update above."""
+
+    sigmas: list[float]
+    eps_weights: list[list[float]]  # b[i][j] for j < i: row i has i entries
+    denoised_weights: list[list[float]]  # c[i][j] for j < i
+    meta: dict = field(default_factory=dict)
+    # the σ the model is told at each node (default: the node itself); fitted, it compensates the drift of
+    # the numerical path from the true one, as the time-shift sampler does (Li et al. 2024, arXiv:2305.15583)
+    model_sigmas: list[float] | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    def tensor(self) -> torch.Tensor:
+        return torch.tensor(self.sigmas, dtype=torch.float64)
+
+    def __array__(self, dtype=None, copy=None):  # usable as a schedule: torch.as_tensor(solver)
+        return np.asarray(self.sigmas, dtype=dtype or np.float64)
+
+    def validate(self) -> "LearnedSolver":
+        s, n = self.sigmas, len(self.sigmas) - 1
+        if n < 1 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s)):
+            raise ValueError(f"a learned solver's sigmas must be finite, strictly decreasing and end in 0, got {s}")
+        for name, w in (("eps_weights", self.eps_weights), ("denoised_weights", self.denoised_weights)):
+            if len(w) != n or any(len(row) != i for i, row in enumerate(w)):
+                raise ValueError(f"{name} must have {n} rows, row i holding i weights (one per earlier step)")
+            if not all(math.isfinite(v) for row in w for v in row):
+                raise ValueError(f"{name} holds a non-finite weight")
+        m = self.model_sigmas
+        if m is not None and (len(m) != n or not all(0 < v < math.inf for v in m)):
+            raise ValueError(f"model_sigmas must hold {n} positive finite values (one per step), got {m}")
+        return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON atomically (a temporary file in the same folder, then a rename)."""
+        path = Path(path)
+        if not path.parent.exists():
+            raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist; create it or choose another path")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"format": FORMAT, **asdict(self)}, f, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LearnedSolver":
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not a valid learned-solver file ({e}); re-create it with "
+                             "samplers.learned.fit(...).save(path)") from None
+        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+            raise ValueError(f"{path} is not a learned solver written by LearnedSolver.save")
+        try:
+            return cls(**data).validate()
+        except TypeError as e:
+            raise ValueError(f"{path}: unexpected fields ({e})") from None
+
+    @classmethod
+    def from_sampler(cls, name: str, sigmas) -> "LearnedSolver":
+        """The weights of a known sampler on ``sigmas`` (see the module docstring): the fit's starting point."""
+        s = [float(v) for v in sigmas]
+        n = len(s) - 1
+        b = [[0.0] * i for i in range(n)]
+        c = [[0.0] * i for i in range(n)]
+        if name == "gradient_estimation":
+            for i in range(1, n):
+                b[i][i - 1] = -1.0  # 2ε̂_i − ε̂_{i−1} = ε̂_i − (ε̂_{i−1} − ε̂_i)
+        elif name == "ipndm":
+            for i in range(n):
+                ab = _AB[min(i + 1, 4)]
+                for k in range(1, len(ab)):
+                    b[i][i - k] = ab[k]  # Σ_k a_k ε̂_{i−k} = ε̂_i + Σ_{k≥1} a_k (ε̂_{i−k} − ε̂_i), as Σ a_k = 1
+        elif name == "dpmpp_2m":
+            for i in range(1, n):
+                if s[i + 1] > 0:  # the last step to σ = 0 is the plain denoise
+                    h = math.log(s[i] / s[i + 1])
+                    h_last = math.log(s[i - 1] / s[i])
+                    c[i][i - 1] = -h / (2 * h_last)
+        elif name != "euler":
+            raise ValueError(f"init must be one of {INITS}, got {name!r}")
+        return cls(s, b, c, {"init": name}).validate()
+
+
+@register("learned_multistep", kind="ode", order=1, nfe_per_step=1, multistep=True,
+          aliases=("learned", "bespoke_multistep"),
+          ref="fitted linear multistep in the spirit of BNS (arXiv:2403.01329), LD3 (arXiv:2405.15506), "
+              "S4S (arXiv:2502.17423); samplers.learned",
+          final_step="the same update with r = 0: x = D_n + Σ c·(D_j − D_n) − σ_n·Σ b·(ε̂_j − ε̂_n)")
+def learned_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None, *, solver=None):
+    """The fitted multistep update of :mod:`samplers.learned` with the weights of ``solver``.
+
+    ``solver`` (a :class:`LearnedSolver`, or a path to its JSON) must have as many steps as ``sigmas``; the
+    weights were fitted on ``solver.sigmas``, which is what to pass. Without ``solver`` every weight is 0 and
+    this is Euler. The model is evaluated at ``solver.model_sigmas`` where the fit moved them. Order 1 is what the construction guarantees; the fitted accuracy is measured, not stated.
+    """
+    if solver is None:
+        solver = LearnedSolver.from_sampler("euler", sigmas)
+    elif isinstance(solver, (str, Path)):
+        solver = LearnedSolver.load(solver)
+    elif not isinstance(solver, LearnedSolver):
+        raise TypeError(f"solver must be a samplers.learned.LearnedSolver or a path to one, got {type(solver).__name__}")
+    if solver.steps != len(sigmas) - 1:
+        raise ValueError(f"the learned solver has {solver.steps} steps but sigmas has {len(sigmas) - 1}; pass "
+                         "solver.sigmas as the schedule (a solver is fitted from a finite sigma_max, so a "
+                         "schedule from sigma = inf does not fit it)")
+    b, c = solver.eps_weights, solver.denoised_weights
+    model_sigmas = solver.model_sigmas or sigmas[:-1]
+    eps_hist, den_hist = [], []
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, model_sigmas[i])
+        eps = (x - denoised) / sigma
+        r = sigma_next / sigma
+        x_next = x * r + denoised * (1 - r)
+        for j in range(i):  # weights are Python floats: skipping zeros reads nothing from the device
+            if b[i][j]:
+                x_next = x_next + (eps_hist[j] - eps) * ((sigma_next - sigma) * b[i][j])
+            if c[i][j]:
+                x_next = x_next + (den_hist[j] - denoised) * ((1 - r) * c[i][j])
+        eps_hist.append(eps)
+        den_hist.append(denoised)
+        x = x_next
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+# ------------------------------------------------------------------------------------------------------
+# fitting
+
+
+def _rollout(denoiser, x: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+             shift: torch.Tensor | None = None) -> torch.Tensor:
+    """The update above with tensor σ and weights (differentiable); b, c are [n, n], used below the diagonal;
+    the model sees σ_i·exp(shift_i)."""
+    n = sigmas.shape[0] - 1
+    eps_hist, den_hist = [], []
+    for i in range(n):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        sigma_model = sigma if shift is None else sigma * shift[i].exp()
+        denoised = denoiser(x, sigma_model.expand(x.shape[0]))
+        eps = (x - denoised) / sigma
+        r = sigma_next / sigma
+        x_next = x * r + denoised * (1 - r)
+        for j in range(i):
+            x_next = x_next + (eps_hist[j] - eps) * ((sigma_next - sigma) * b[i, j]) \
+                + (den_hist[j] - denoised) * ((1 - r) * c[i, j])
+        eps_hist.append(eps)
+        den_hist.append(denoised)
+        x = x_next
+    return x
+
+
+def _nodes(theta: torch.Tensor, log_max: float, log_min: float) -> torch.Tensor:
+    """n positive σ nodes from σ_max down, then 0: gaps in log σ are a softmax share of the range; the last
+    share is slack below the last node, so that node may stop above σ_min (its step to 0 is then longer)."""
+    gaps = torch.softmax(theta, 0) * (log_max - log_min)
+    logs = log_max - torch.cat([gaps.new_zeros(1), torch.cumsum(gaps, 0)])[:-1]
+    return torch.cat([logs.exp(), gaps.new_zeros(1)])
+
+
+def _theta_for(sigmas: list[float], log_max: float, log_min: float) -> torch.Tensor:
+    logs = np.log(np.asarray(sigmas[:-1], dtype=np.float64))
+    gaps = np.concatenate([-np.diff(logs), [max(logs[-1] - log_min, 0.0)]])
+    gaps = np.maximum(gaps, 1e-4 * (log_max - log_min))
+    return torch.tensor(np.log(gaps / gaps.sum()), dtype=torch.float64)
+
+
+def _weights(solver: LearnedSolver) -> tuple[torch.Tensor, torch.Tensor]:
+    n = solver.steps
+    b = torch.zeros(n, n, dtype=torch.float64)
+    c = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i):
+            b[i, j], c[i, j] = solver.eps_weights[i][j], solver.denoised_weights[i][j]
+    return b, c
+
+
+def _rmse(denoiser, x, reference, sigmas, b, c, shift=None) -> float:
+    with torch.no_grad():
+        return float((_rollout(denoiser, x, sigmas, b, c, shift) - reference).pow(2).mean().sqrt())
+
+
+def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_max: float, *,
+        reference: torch.Tensor | None = None, init_schedules: dict | None = None, inits: tuple[str, ...] = INITS,
+        iters: int = 1500, lr: float = 3e-3, batch: int = 1024, check_every: int = 50, seed: int = 0,
+        fit_model_sigmas: bool = True, log=None) -> LearnedSolver:
+    """Fit the σ nodes and weights of an ``nfe``-step solver to ``denoiser``.
+
+    Args:
+        denoiser: canonical D(x, σ[B]), differentiable in x and σ (a torch network or an analytic denoiser).
+        nfe: steps (one model call each).
+        calibration: unit noise [B, ...]; the starting latents are ``calibration · σ_max``.
+        sigma_min, sigma_max: the range (finite); the last node stays ≥ σ_min.
+        reference: the exact endpoints from ``calibration · σ_max`` (default: torchdiffeq dopri5 at 1e-7 to
+            σ_min, then the final denoise — :func:`samplers.optimise.reference_solution`).
+        init_schedules: {name: sigmas with ``nfe`` steps} to start from (default: the fixed schedules of
+            :data:`samplers.optimise.FIXED_BASELINES`).
+        inits: known samplers to start from (their weights, :meth:`LearnedSolver.from_sampler`).
+        iters, lr, batch: Adam on minibatches of the calibration set, cosine-decayed learning rate.
+        check_every: the full calibration error is measured this often; the best iterate is returned, so the
+            result is never worse on the calibration set than the best starting point.
+        fit_model_sigmas: also fit the σ the model is told at each node (``LearnedSolver.model_sigmas``).
+
+    The starting point is the best (init sampler, schedule) pair on the calibration set.
+    """
+    from .optimise import FIXED_BASELINES, reference_solution
+
+    if not (0 < sigma_min < sigma_max < math.inf):
+        raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    if not isinstance(calibration, torch.Tensor) or calibration.ndim < 2:
+        raise ValueError("calibration must be a batch of unit noise [B, ...]")
+    if nfe < 1:
+        raise ValueError(f"nfe must be at least 1, got {nfe}")
+    x_cal = calibration.to(torch.float64) * sigma_max
+    if reference is None:
+        reference = reference_solution(denoiser, x_cal, sigma_max, sigma_min)
+    reference = reference.to(torch.float64)
+    if init_schedules is None:
+        init_schedules = {}
+        for name in FIXED_BASELINES:
+            try:
+                init_schedules[name] = schedules.get_sigmas(name, nfe, sigma_min=sigma_min, sigma_max=sigma_max)
+            except ValueError:
+                continue
+    log_max, log_min = math.log(sigma_max), math.log(sigma_min)
+
+    # the starting point: every (known sampler, schedule) pair, scored on the whole calibration set
+    starts = []
+    for sname, sig in init_schedules.items():
+        sig = [float(v) for v in sig]
+        if len(sig) != nfe + 1 or sig[-1] != 0:
+            raise ValueError(f"init schedule {sname!r} must have {nfe} steps and end in 0")
+        for init in inits:
+            start = LearnedSolver.from_sampler(init, sig)
+            b, c = _weights(start)
+            starts.append((_rmse(denoiser, x_cal, reference, start.tensor(), b, c), init, sname, start))
+    starts.sort(key=lambda t: t[0])
+    best_err, init_name, sched_name, start = starts[0]
+    if log:
+        log(f"start: {init_name} on {sched_name}, calibration RMSE {best_err:.4g}")
+
+    theta = _theta_for(start.sigmas, log_max, log_min).requires_grad_()
+    b0, c0 = _weights(start)
+    b = b0.clone().requires_grad_()
+    c = c0.clone().requires_grad_()
+    shift = torch.zeros(nfe, dtype=torch.float64, requires_grad=fit_model_sigmas)
+    mask = torch.tril(torch.ones_like(b0), -1)
+    best = (best_err, start.sigmas, b0, c0, shift.detach().clone())
+    opt = torch.optim.Adam([theta, b, c] + ([shift] if fit_model_sigmas else []), lr=lr)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1), eta_min=lr * 0.05)
+    g = torch.Generator().manual_seed(seed)
+    m = x_cal.shape[0]
+    for it in range(iters):
+        idx = torch.randint(0, m, (min(batch, m),), generator=g)
+        sig = _nodes(theta, log_max, log_min)
+        loss = (_rollout(denoiser, x_cal[idx], sig, b * mask, c * mask, shift) - reference[idx]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        decay.step()
+        if (it + 1) % check_every == 0 or it == iters - 1:
+            with torch.no_grad():
+                sig = _nodes(theta, log_max, log_min)
+                err = _rmse(denoiser, x_cal, reference, sig, b * mask, c * mask, shift)
+            if math.isfinite(err) and err < best[0]:
+                best = (err, sig.tolist(), (b * mask).detach().clone(), (c * mask).detach().clone(),
+                        shift.detach().clone())
+            if log:
+                log(f"iteration {it + 1}: calibration RMSE {err:.4g} (best {best[0]:.4g})")
+    err, sig, bw, cw, sh = best
+    sig[0], sig[-1] = sigma_max, 0.0  # exactly, not exp(log σ_max)
+    n = nfe
+    model_sigmas = [sig[i] * math.exp(float(sh[i])) for i in range(n)] if bool(sh.any()) else None
+    return LearnedSolver(
+        sig, [[float(bw[i, j]) for j in range(i)] for i in range(n)], [[float(cw[i, j]) for j in range(i)] for i in range(n)],
+        model_sigmas=model_sigmas, meta={"nfe": nfe, "calibration_rmse": err, "start": {"init": init_name, "schedule": sched_name, "rmse": best_err},
+         "sigma_min": sigma_min, "sigma_max": sigma_max, "calibration_batch": m, "iters": iters, "lr": lr,
+         "batch": batch, "seed": seed, "fit_model_sigmas": fit_model_sigmas}).validate()
