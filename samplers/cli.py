@@ -34,7 +34,7 @@ def analytic_table(nfes=(5, 10, 20, 40), problem=None, batch: int = 64, seed: in
     table = {}
     for name in available("ode"):
         spec = info(name)
-        if spec.host_sync:
+        if spec.host_sync or "solver" in spec.options:  # adaptive, or weights fitted to a model (samplers.learned)
             continue
         row = {}
         for nfe in nfes:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from scipy import optimize
 
 from . import registry, schedules
+from .jsonfile import write_json
 from .schedules_extra import loglinear_interp
 
 FIXED_BASELINES = ("karras", "exponential", "polyexponential", "kl_optimal", "vp")
@@ -81,18 +80,7 @@ class OptimisedSchedule:
 
     def save(self, path: str | Path) -> Path:
         """Write JSON atomically (a temporary file in the same folder, then a rename)."""
-        path = Path(path)
-        if not path.parent.exists():
-            raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist; create it or choose another path")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"format": "samplers.optimised_schedule/1", **asdict(self)}, f, indent=2)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_json(path, {"format": "samplers.optimised_schedule/1", **asdict(self)}, indent=2)
 
     @classmethod
     def load(cls, path: str | Path) -> "OptimisedSchedule":
