@@ -224,7 +224,7 @@ def _rmse(denoiser, x, reference, sigmas, b, c, shift=None) -> float:
 def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_max: float, *,
         reference: torch.Tensor | None = None, init_schedules: dict | None = None, inits: tuple[str, ...] = INITS,
         iters: int = 300, lr: float = 3e-3, batch: int | None = None, check_every: int = 25, validation: float = 0.25,
-        history: int | None = 3, fit_model_sigmas: bool = True, robust: float | None = 10.0, seed: int = 0,
+        history: int | None = 3, fit_model_sigmas: bool = True, robust: float | None = 0.3, seed: int = 0,
         log=None) -> LearnedSolver:
     """Fit the σ nodes and weights of an ``nfe``-step solver to ``denoiser``.
 
@@ -247,8 +247,9 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
             starts exactly can be unstable on others: measured at 20 steps without this).
         history: how many earlier steps a step may weigh (None: all); fewer weights overfit less.
         fit_model_sigmas: also fit the σ the model is told at each node (``LearnedSolver.model_sigmas``).
-        robust: above ``robust`` × the start's median per-start RMSE the training loss of a start grows
-            logarithmically (Cauchy) instead of quadratically; None: plain MSE.
+        robust: above ``robust`` × the spread of the data (the RMS of the reference endpoints about their mean)
+            the training loss of a start grows logarithmically (Cauchy) instead of quadratically: a start sent
+            to another mode of the data is an outlier, every smaller error counts in full; None: plain MSE.
 
     The starting point is the best (init sampler, schedule) pair on the training part.
     """
@@ -296,10 +297,7 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
     b0, c0 = (w * mask for w in _weights(start))
     shift0 = torch.zeros(nfe, dtype=torch.float64)
     val_start = _rmse(denoiser, x_val, ref_val, start.tensor(), b0, c0)
-    if robust:
-        with torch.no_grad():
-            per_start = (_rollout(denoiser, x_cal, start.tensor(), b0, c0) - ref_cal).pow(2).flatten(1).mean(1).sqrt()
-        tau = robust * float(per_start.median())
+    tau = robust * float((ref_cal - ref_cal.mean(0)).pow(2).mean().sqrt()) if robust else None
     if log:
         log(f"start: {init_name} on {sched_name}, RMSE {start_err:.4g} (validation {val_start:.4g})")
 
