@@ -7,7 +7,10 @@ For each problem and NFE budget, :func:`samplers.learned.fit` fits the σ nodes,
 σ the model is told on a calibration batch drawn from its own seed (``--calibration-seed``, 7 by default;
 the benchmark picks winners on seed 0 and re-runs them on seeds 1-4, so the fit never sees the noise it is
 scored on). The starting points are every known sampler the family contains (Euler, gradient estimation,
-iPNDM, DPM-Solver++ 2M) on every schedule of the problem that starts at the top of its σ range. Writes
+iPNDM, DPM-Solver++ 2M) on every schedule of the problem that starts at the top of its σ range. From 10 NFE,
+where a good solver's error is its rate of rare starts sent into the wrong cluster, the training half is
+drawn from a pool of 65536 other starts (seed + 1000) favouring the hard ones, with importance weights
+(:func:`hard_starts`); the validation half stays a uniform sample. Writes
 ``<problem>_nfe<N>.json`` (a :class:`samplers.learned.LearnedSolver`) to ``--out`` and prints its error on
 ``--heldout`` items of the benchmark's seeds.
 """
@@ -27,6 +30,7 @@ from samplers import learned
 from . import common, deterministic
 
 DEFAULT_OUT = Path("docs/benchmarks/deterministic/learned")
+HARD_POOL, HARD_FROM_NFE = 65536, 10
 
 
 def start_schedules(problem: common.Problem, nfe: int) -> dict[str, torch.Tensor]:
@@ -44,16 +48,46 @@ def start_schedules(problem: common.Problem, nfe: int) -> dict[str, torch.Tensor
     return out
 
 
+def hard_starts(problem: common.Problem, nfe: int, n: int, pool: int, seed: int, sigma_max: float):
+    """``n`` training starts drawn from ``pool`` with probability ∝ how badly iPNDM on Karras σ at ``nfe`` steps
+    solves them (floored at the median, so the easy majority stays represented), and their importance weights.
+
+    A good solver's RMSE on a mixture is its rate of starts sent into the wrong cluster; those starts are rare
+    (1 in thousands at 20 NFE), so a uniform calibration batch holds a handful. Drawing the starts near a
+    boundary more often — and weighting them by 1/probability, so the loss is still the uniform one in
+    expectation — puts many of them in the fit."""
+    noise = problem.noise(pool, seed)
+    x = noise.double() * sigma_max
+    reference = problem.reference(x, sigma_max)
+    with torch.no_grad():
+        probe = samplers.sample("ipndm", problem.denoiser, x, problem.sigmas("karras", nfe), disable=True)
+    err = (probe - reference).pow(2).flatten(1).mean(1).sqrt()
+    score = err.clamp_min(err.median())
+    prob = score / score.sum()
+    idx = torch.multinomial(prob, n, replacement=False, generator=torch.Generator().manual_seed(seed))
+    weights = 1.0 / (pool * prob[idx])
+    return noise[idx], reference[idx], weights
+
+
 def fit_one(problem: common.Problem, nfe: int, *, calibration: int, seed: int, iters: int, batch: int | None,
-            lr: float | None = None, validation: float = 0.5, log=None):
+            lr: float | None = None, validation: float = 0.5, hard_pool: int = 0, log=None):
     sigma_max = deterministic.full_start(problem)
     noise = problem.noise(calibration, seed)
     reference = problem.reference(noise.double() * sigma_max, sigma_max)
+    weights = None
+    if hard_pool:  # training part drawn from a larger pool (another seed), validation part kept uniform
+        n_val = int(round(calibration * validation))
+        tn, tr, tw = hard_starts(problem, nfe, calibration - n_val, hard_pool, seed + 1000, sigma_max)
+        noise = torch.cat([tn, noise[-n_val:]])
+        reference = torch.cat([tr, reference[-n_val:]])
+        weights = torch.cat([tw, torch.ones(n_val, dtype=tw.dtype)])
     if lr is None:  # fewer steps tolerate a larger learning rate; at 20 steps 3e-3 overshoots (measured)
         lr = 3e-3 * min(1.0, 10 / nfe) * (2.0 if nfe <= 5 else 1.0)
-    return learned.fit(problem.denoiser, nfe, noise, problem.sigma_min, sigma_max, reference=reference,
-                       init_schedules=start_schedules(problem, nfe), iters=iters, lr=lr, batch=batch,
-                       validation=validation, log=log)
+    solver = learned.fit(problem.denoiser, nfe, noise, problem.sigma_min, sigma_max, reference=reference,
+                         init_schedules=start_schedules(problem, nfe), iters=iters, lr=lr, batch=batch,
+                         validation=validation, weights=weights, log=log)
+    solver.meta["hard_pool"] = {"size": hard_pool, "seed": seed + 1000} if hard_pool else None
+    return solver
 
 
 def heldout_error(problem: common.Problem, solver: learned.LearnedSolver, n: int, seed: int) -> tuple[float, float]:
@@ -78,6 +112,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=None, help="minibatch of the training part (default: all of it)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 3e-3 at 10 NFE, scaled)")
     p.add_argument("--heldout", type=int, default=2048, help="items per held-out seed in the printout")
+    p.add_argument("--hard-pool", type=int, default=None,
+                   help="draw the training starts from a pool this large, favouring hard ones (0: uniform; default "
+                        f"{HARD_POOL} from {HARD_FROM_NFE} NFE, where the error is a count of rare starts, else 0)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--verbose", action="store_true")
@@ -92,6 +129,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             solver = fit_one(problem, nfe, calibration=args.calibration, seed=args.calibration_seed,
                              iters=args.iters, batch=args.batch, lr=args.lr, validation=args.validation,
+                             hard_pool=args.hard_pool if args.hard_pool is not None else (HARD_POOL if nfe >= HARD_FROM_NFE else 0),
                              log=print if args.verbose else None)
             solver.meta.update(problem=pname, calibration_seed=args.calibration_seed,
                                seconds=round(time.perf_counter() - t0, 1), device=common.device_label(common.run_info()))

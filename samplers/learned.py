@@ -224,8 +224,8 @@ def _rmse(denoiser, x, reference, sigmas, b, c, shift=None) -> float:
 def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_max: float, *,
         reference: torch.Tensor | None = None, init_schedules: dict | None = None, inits: tuple[str, ...] = INITS,
         iters: int = 300, lr: float = 3e-3, batch: int | None = None, check_every: int = 25, validation: float = 0.25,
-        history: int | None = 3, fit_model_sigmas: bool = True, robust: float | None = 0.3, seed: int = 0,
-        log=None) -> LearnedSolver:
+        history: int | None = 3, fit_model_sigmas: bool = True, robust: float | None = 0.3,
+        weights: torch.Tensor | None = None, seed: int = 0, log=None) -> LearnedSolver:
     """Fit the σ nodes and weights of an ``nfe``-step solver to ``denoiser``.
 
     Args:
@@ -247,6 +247,9 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
             starts exactly can be unstable on others: measured at 20 steps without this).
         history: how many earlier steps a step may weigh (None: all); fewer weights overfit less.
         fit_model_sigmas: also fit the σ the model is told at each node (``LearnedSolver.model_sigmas``).
+        weights: per calibration start, its weight in the training loss (importance weights when the
+            training starts were drawn with unequal probabilities); the validation part is always unweighted.
+            (``meta["calibration_rmse"]`` is the plain RMSE on the training part as given.)
         robust: above ``robust`` × the spread of the data (the RMS of the reference endpoints about their mean)
             the training loss of a start grows logarithmically (Cauchy) instead of quadratically: a start sent
             to another mode of the data is an outlier, every smaller error counts in full; None: plain MSE.
@@ -270,6 +273,13 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
         reference = reference_solution(denoiser, x_all, sigma_max, sigma_min)
     reference = reference.to(torch.float64)
     x_cal, ref_cal = x_all[:-n_val], reference[:-n_val]
+    if weights is not None:
+        if weights.shape != (calibration.shape[0],) or not bool((weights[:-n_val] >= 0).all()):
+            raise ValueError("weights must be one non-negative number per calibration start")
+        w_cal = weights[:-n_val].to(torch.float64)
+        w_cal = w_cal / w_cal.mean()
+    else:
+        w_cal = None
     x_val, ref_val = x_all[-n_val:], reference[-n_val:]
     if init_schedules is None:
         init_schedules = {}
@@ -317,7 +327,8 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
         # Cauchy loss per start: quadratic below τ (per-start RMSE), logarithmic above — a start the
         # solver sends to the wrong cluster cannot be brought back by a small step, and its huge, erratic
         # gradient would otherwise drown the accurate ones (selection still uses the plain RMSE)
-        loss = (tau**2 * torch.log1p(sq / tau**2)).mean() if robust else sq.mean()
+        per = tau**2 * torch.log1p(sq / tau**2) if robust else sq
+        loss = (per * w_cal[idx]).mean() if w_cal is not None else per.mean()
         opt.zero_grad()
         loss.backward()
         # one minibatch with a start near a cluster boundary can give a huge gradient: bound the step

@@ -120,3 +120,22 @@ def test_bad_input_is_named(tmp_path):
         solver.save(tmp_path / "missing" / "s.json")
     with pytest.raises(ValueError, match="sigma_min < sigma_max < inf"):
         learned.fit(GM.denoiser, 3, GM.noise(4, seed=0), SIGMA_MIN, math.inf)
+
+
+def test_weights_are_checked_and_hard_starts_are_drawn_by_difficulty():
+    with pytest.raises(ValueError, match="one non-negative number per calibration start"):
+        learned.fit(GM.denoiser, 3, GM.noise(16, seed=0), SIGMA_MIN, SIGMA_MAX, weights=torch.ones(3), iters=1)
+    from benchmarks import common, learned_solvers
+    problem = common.get_problem("gm-ve")
+    noise, ref, w = learned_solvers.hard_starts(problem, 5, n=64, pool=512, seed=11, sigma_max=80.0)
+    assert noise.shape == (64, *problem.shape) and ref.shape == noise.shape and bool((w > 0).all())
+    pool = problem.noise(512, 11)
+    picked = [int(torch.nonzero((pool == n).flatten(1).all(1)).flatten()[0]) for n in noise]
+    assert len(set(picked)) == 64  # drawn without replacement from the pool
+    # the weight is 1/(pool · probability): the hard starts, drawn more often, weigh less
+    x = pool.double() * 80.0
+    probe = samplers.sample("ipndm", problem.denoiser, x, problem.sigmas("karras", 5), disable=True)
+    err = (probe - problem.reference(x, 80.0)).pow(2).flatten(1).mean(1).sqrt()
+    score = err.clamp_min(err.median())
+    torch.testing.assert_close(w, score.sum() / (512 * score[picked]))
+    assert float(err[picked].mean()) > float(err.mean())
