@@ -7,10 +7,9 @@ For each problem and NFE budget, :func:`samplers.learned.fit` fits the σ nodes,
 σ the model is told on a calibration batch drawn from its own seed (``--calibration-seed``, 7 by default;
 the benchmark picks winners on seed 0 and re-runs them on seeds 1-4, so the fit never sees the noise it is
 scored on). The starting points are every known sampler the family contains (Euler, gradient estimation,
-iPNDM, DPM-Solver++ 2M) on every schedule of the problem that starts at the top of its σ range. From 10 NFE,
-where a good solver's error is its rate of rare starts sent into the wrong cluster, the training half is
-drawn from a pool of 65536 other starts (seed + 1000) favouring the hard ones, with importance weights
-(:func:`hard_starts`); the validation half stays a uniform sample. Writes
+iPNDM, DPM-Solver++ 2M) on every schedule of the problem that starts at the top of its σ range. With
+``--hard-pool`` the training half is drawn from a pool of 65536 other starts (seed + 1000) favouring the hard
+ones, with importance weights (:func:`hard_starts`); the validation half stays a uniform sample. Writes
 ``<problem>_nfe<N>.json`` (a :class:`samplers.learned.LearnedSolver`) to ``--out`` and prints its error on
 ``--heldout`` items of the benchmark's seeds.
 """
@@ -30,7 +29,7 @@ from samplers import learned
 from . import common, deterministic
 
 DEFAULT_OUT = Path("docs/benchmarks/deterministic/learned")
-HARD_POOL, HARD_FROM_NFE = 65536, 10
+HARD_POOL = 65536  # --hard-pool without a size
 
 
 def start_schedules(problem: common.Problem, nfe: int) -> dict[str, torch.Tensor]:
@@ -112,9 +111,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=None, help="minibatch of the training part (default: all of it)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 3e-3 at 10 NFE, scaled)")
     p.add_argument("--heldout", type=int, default=2048, help="items per held-out seed in the printout")
-    p.add_argument("--hard-pool", type=int, default=None,
-                   help="draw the training starts from a pool this large, favouring hard ones (0: uniform; default "
-                        f"{HARD_POOL} from {HARD_FROM_NFE} NFE, where the error is a count of rare starts, else 0)")
+    p.add_argument("--hard-pool", type=int, nargs="?", const=HARD_POOL, default=0,
+                   help=f"draw the training half from a pool this large (default when given: {HARD_POOL}), favouring "
+                        "the starts iPNDM gets wrong, with importance weights (default: a uniform training half)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--verbose", action="store_true")
@@ -129,7 +128,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             solver = fit_one(problem, nfe, calibration=args.calibration, seed=args.calibration_seed,
                              iters=args.iters, batch=args.batch, lr=args.lr, validation=args.validation,
-                             hard_pool=args.hard_pool if args.hard_pool is not None else (HARD_POOL if nfe >= HARD_FROM_NFE else 0),
+                             hard_pool=args.hard_pool,
                              log=print if args.verbose else None)
             solver.meta.update(problem=pname, calibration_seed=args.calibration_seed,
                                seconds=round(time.perf_counter() - t0, 1), device=common.device_label(common.run_info()))
