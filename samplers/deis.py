@@ -23,6 +23,7 @@ import numpy as np
 
 from .registry import register
 from .run import progress, report
+from .steps import to_d
 
 _AB = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 
@@ -165,13 +166,15 @@ def pndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, midp
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
-        e1 = (x - denoised) / sigma
+        e1 = to_d(x, sigma, denoised)
         if i < warm and sigma_next > 0:
             mid = midpoints[i]
-            e2 = (lambda y: (y - model(y, mid)) / mid)(_transfer(x, e1, sigma, mid))
-            e3 = (lambda y: (y - model(y, mid)) / mid)(_transfer(x, e2, sigma, mid))
-            x3 = _transfer(x, e3, sigma, sigma_next)
-            e4 = (x3 - model(x3, sigma_next)) / sigma_next
+            y = _transfer(x, e1, sigma, mid)
+            e2 = to_d(y, mid, model(y, mid))
+            y = _transfer(x, e2, sigma, mid)
+            e3 = to_d(y, mid, model(y, mid))
+            y = _transfer(x, e3, sigma, sigma_next)
+            e4 = to_d(y, sigma_next, model(y, sigma_next))
             eps_hist = [e1] + eps_hist
             x = _transfer(x, (e1 + 2 * e2 + 2 * e3 + e4) / 6, sigma, sigma_next)
         elif i < warm:

@@ -33,13 +33,13 @@ import numpy as np
 import torch
 
 from . import schedules
+from .deis import _AB  # iPNDM's constant-step Adams–Bashforth weights
 from .jsonfile import write_json
 from .registry import register
 from .run import progress, report
 
 FORMAT = "samplers.learned_solver/1"
 INITS = ("euler", "gradient_estimation", "ipndm", "dpmpp_2m")
-_AB = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 
 
 @dataclass
@@ -150,19 +150,25 @@ def learned_multistep(model, x, sigmas, extra_args=None, callback=None, disable=
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, model_sigmas[i])
-        eps = (x - denoised) / sigma
-        r = sigma_next / sigma
-        x_next = x * r + denoised * (1 - r)
-        for j in range(i):  # weights are Python floats: skipping zeros reads nothing from the device
-            if b[i][j]:
-                x_next = x_next + (eps_hist[j] - eps) * ((sigma_next - sigma) * b[i][j])
-            if c[i][j]:
-                x_next = x_next + (den_hist[j] - denoised) * ((1 - r) * c[i][j])
-        eps_hist.append(eps)
-        den_hist.append(denoised)
-        x = x_next
+        # weights are Python floats: leaving out the zero ones reads nothing from the device
+        used = [j for j in range(i) if b[i][j] or c[i][j]]
+        x = _update(x, denoised, sigma, sigma_next, eps_hist, den_hist, used, b[i], c[i])
         report(callback, x, i, sigma, sigma, denoised)
     return x
+
+
+def _update(x, denoised, sigma, sigma_next, eps_hist: list, den_hist: list, used, b_row, c_row):
+    """One step of the update in the module docstring, from earlier steps ``used``; appends this step's ε̂ and
+    D to the histories. σ and the weights are Python floats (sampling) or tensors (the differentiable fit)."""
+    eps = (x - denoised) / sigma
+    r = sigma_next / sigma
+    x_next = x * r + denoised * (1 - r)
+    for j in used:
+        x_next = x_next + (eps_hist[j] - eps) * ((sigma_next - sigma) * b_row[j]) \
+            + (den_hist[j] - denoised) * ((1 - r) * c_row[j])
+    eps_hist.append(eps)
+    den_hist.append(denoised)
+    return x_next
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -179,15 +185,7 @@ def _rollout(denoiser, x: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor, c
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         sigma_model = sigma if shift is None else sigma * shift[i].exp()
         denoised = denoiser(x, sigma_model.expand(x.shape[0]))
-        eps = (x - denoised) / sigma
-        r = sigma_next / sigma
-        x_next = x * r + denoised * (1 - r)
-        for j in range(i):
-            x_next = x_next + (eps_hist[j] - eps) * ((sigma_next - sigma) * b[i, j]) \
-                + (den_hist[j] - denoised) * ((1 - r) * c[i, j])
-        eps_hist.append(eps)
-        den_hist.append(denoised)
-        x = x_next
+        x = _update(x, denoised, sigma, sigma_next, eps_hist, den_hist, range(i), b[i], c[i])
     return x
 
 
