@@ -103,8 +103,9 @@ class Problem:
 # reference solutions
 
 
-def ode_reference(denoiser: Callable, x: torch.Tensor, sigma_start: float, rtol: float = 1e-7, atol: float = 1e-7, method: str = "dopri5") -> torch.Tensor:
-    """The PF-ODE endpoint at σ = 0 from ``x`` at ``sigma_start`` by an adaptive torchdiffeq solve.
+def ode_reference(denoiser: Callable, x: torch.Tensor, sigma_start: float, rtol: float = 1e-7, atol: float = 1e-7, method: str = "dopri5", sigma_end: float = 0.0) -> torch.Tensor:
+    """The PF-ODE state at ``sigma_end`` (default: the endpoint, σ = 0) from ``x`` at ``sigma_start`` by an
+    adaptive torchdiffeq solve.
 
     Solved in the VP angle φ = arctan σ (as :meth:`samplers.problems.GaussianMixture.ode_endpoint`), where
     the ODE is regular from φ = π/2 (σ = inf, ``x`` the unit noise) to φ = 0:
@@ -112,6 +113,7 @@ def ode_reference(denoiser: Callable, x: torch.Tensor, sigma_start: float, rtol:
     """
     b = x.shape[0]
     phi0 = math.pi / 2 if math.isinf(sigma_start) else math.atan(sigma_start)
+    phi1 = math.atan(sigma_end)
     y0 = x if math.isinf(sigma_start) else x * math.cos(phi0)
 
     def f(phi, y):
@@ -123,9 +125,9 @@ def ode_reference(denoiser: Callable, x: torch.Tensor, sigma_start: float, rtol:
         d = denoiser(x_ve, x_ve.new_full((b,), sigma))
         return (y * c - d.to(y.dtype)) / s
 
-    t = torch.tensor([phi0, 0.0], dtype=torch.float64, device=x.device)
+    t = torch.tensor([phi0, phi1], dtype=torch.float64, device=x.device)
     with torch.no_grad():
-        return torchdiffeq.odeint(f, y0, t, rtol=rtol, atol=atol, method=method)[-1]
+        return torchdiffeq.odeint(f, y0, t, rtol=rtol, atol=atol, method=method)[-1] / math.cos(phi1)
 
 
 class ReferenceCache:

@@ -176,10 +176,10 @@ def _update(x, denoised, sigma, sigma_next, eps_hist: list, den_hist: list, used
 
 
 def _rollout(denoiser, x: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
-             shift: torch.Tensor | None = None) -> torch.Tensor:
+             shift: torch.Tensor | None = None, stop: int | None = None) -> torch.Tensor:
     """The update above with tensor σ and weights (differentiable); b, c are [n, n], used below the diagonal;
-    the model sees σ_i·exp(shift_i)."""
-    n = sigmas.shape[0] - 1
+    the model sees σ_i·exp(shift_i). ``stop``: return the state at node ``stop`` instead of the end."""
+    n = sigmas.shape[0] - 1 if stop is None else stop
     eps_hist, den_hist = [], []
     for i in range(n):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -189,19 +189,46 @@ def _rollout(denoiser, x: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor, c
     return x
 
 
-def _nodes(theta: torch.Tensor, log_max: float, log_min: float) -> torch.Tensor:
+def _nodes(theta: torch.Tensor, log_max: float, log_min: float, pin: tuple[int, float] | None = None) -> torch.Tensor:
     """n positive σ nodes from σ_max down, then 0: gaps in log σ are a softmax share of the range; the last
-    share is slack below the last node, so that node may stop above σ_min (its step to 0 is then longer)."""
-    gaps = torch.softmax(theta, 0) * (log_max - log_min)
+    share is slack below the last node, so that node may stop above σ_min (its step to 0 is then longer).
+    With ``pin = (k, log σ_c)`` node k is σ_c exactly: the first k gaps share the range above it, the rest below."""
+    if pin is None:
+        gaps = torch.softmax(theta, 0) * (log_max - log_min)
+    else:
+        k, log_c = pin
+        gaps = torch.cat([torch.softmax(theta[:k], 0) * (log_max - log_c),
+                          torch.softmax(theta[k:], 0) * (log_c - log_min)])
     logs = log_max - torch.cat([gaps.new_zeros(1), torch.cumsum(gaps, 0)])[:-1]
     return torch.cat([logs.exp(), gaps.new_zeros(1)])
 
 
-def _theta_for(sigmas: list[float], log_max: float, log_min: float) -> torch.Tensor:
+def _theta_for(sigmas: list[float], log_max: float, log_min: float, pin: tuple[int, float] | None = None) -> torch.Tensor:
+    """The θ of ``sigmas`` for :func:`_nodes`; with ``pin`` each segment's gaps keep their proportions, so the
+    schedule is warped (piecewise in log σ) until node k lands on σ_c."""
     logs = np.log(np.asarray(sigmas[:-1], dtype=np.float64))
     gaps = np.concatenate([-np.diff(logs), [max(logs[-1] - log_min, 0.0)]])
     gaps = np.maximum(gaps, 1e-4 * (log_max - log_min))
-    return torch.tensor(np.log(gaps / gaps.sum()), dtype=torch.float64)
+    parts = [gaps] if pin is None else [gaps[:pin[0]], gaps[pin[0]:]]
+    return torch.tensor(np.concatenate([np.log(g / g.sum()) for g in parts]), dtype=torch.float64)
+
+
+@dataclass(eq=False)
+class Checkpoint:
+    """A state the fit asks the solver to reach on the way: node ``step`` is pinned at ``sigma`` and the state
+    there, from ``noise · σ_max``, is compared with ``reference`` (the exact PF-ODE state at ``sigma``).
+
+    On data with several modes the end point of a start near a boundary between them is decided well before
+    σ = 0; a solver that is accurate there sends fewer starts to the wrong mode, and this error — unlike the
+    endpoint's, which jumps when a start changes mode — is smooth in the weights. ``noise`` is typically the
+    starts nearest a boundary (those with the least certain mode at ``sigma``). ``weight``: the share of the
+    endpoint loss beside this one (both are divided by their value at the starting point)."""
+
+    sigma: float
+    step: int
+    noise: torch.Tensor
+    reference: torch.Tensor
+    weight: float = 0.3
 
 
 def _weights(solver: LearnedSolver) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,16 +241,22 @@ def _weights(solver: LearnedSolver) -> tuple[torch.Tensor, torch.Tensor]:
     return b, c
 
 
-def _rmse(denoiser, x, reference, sigmas, b, c, shift=None) -> float:
+def _rmse(denoiser, x, reference, sigmas, b, c, shift=None, stop=None) -> float:
     with torch.no_grad():
-        return float((_rollout(denoiser, x, sigmas, b, c, shift) - reference).pow(2).mean().sqrt())
+        return float((_rollout(denoiser, x, sigmas, b, c, shift, stop) - reference).pow(2).mean().sqrt())
+
+
+def _robust(sq: torch.Tensor, tau: float | None) -> torch.Tensor:
+    """Cauchy loss of per-start mean squared errors: quadratic below τ², logarithmic above (None: plain)."""
+    return tau**2 * torch.log1p(sq / tau**2) if tau else sq
 
 
 def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_max: float, *,
         reference: torch.Tensor | None = None, init_schedules: dict | None = None, inits: tuple[str, ...] = INITS,
         iters: int = 300, lr: float = 3e-3, batch: int | None = None, check_every: int = 25, validation: float = 0.25,
         history: int | None = 3, fit_model_sigmas: bool = True, robust: float | None = 0.3,
-        weights: torch.Tensor | None = None, seed: int = 0, log=None) -> LearnedSolver:
+        weights: torch.Tensor | None = None, checkpoint: Checkpoint | None = None, seed: int = 0,
+        log=None) -> LearnedSolver:
     """Fit the σ nodes and weights of an ``nfe``-step solver to ``denoiser``.
 
     Args:
@@ -238,11 +271,12 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
         inits: known samplers to start from (their weights, :meth:`LearnedSolver.from_sampler`).
         iters, lr, batch: Adam on the training part (``batch``: random minibatches of that size instead),
             cosine-decayed learning rate, gradient norm clipped at 1.
-        check_every, validation: the last ``validation`` share of the calibration batch is never trained on;
-            its error is measured every ``check_every`` iterations and the iterate with the smallest one is
-            returned — the starting point itself if nothing beats it, so the fit is never worse on data it
-            did not see than the best known sampler it started from (a solver that steers the calibration
-            starts exactly can be unstable on others: measured at 20 steps without this).
+        check_every, validation: the last ``validation`` share of the calibration batch (and of the
+            checkpoint's starts) is never trained on; its loss is measured every ``check_every`` iterations and
+            the iterate with the smallest one is returned — the starting point itself if nothing beats it, so
+            the fit is never worse on data it did not see than the best known sampler it started from (a
+            solver that steers the calibration starts exactly can be unstable on others: measured at 20 steps
+            without this). Without a checkpoint that loss is the plain endpoint RMSE.
         history: how many earlier steps a step may weigh (None: all); fewer weights overfit less.
         fit_model_sigmas: also fit the σ the model is told at each node (``LearnedSolver.model_sigmas``).
         weights: per calibration start, its weight in the training loss (importance weights when the
@@ -251,8 +285,12 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
         robust: above ``robust`` × the spread of the data (the RMS of the reference endpoints about their mean)
             the training loss of a start grows logarithmically (Cauchy) instead of quadratically: a start sent
             to another mode of the data is an outlier, every smaller error counts in full; None: plain MSE.
+        checkpoint: a :class:`Checkpoint`: node ``checkpoint.step`` is pinned at ``checkpoint.sigma`` and the
+            loss is (checkpoint MSE)/(its start value) + weight·(endpoint loss)/(its start value), on training
+            and validation parts alike.
 
-    The starting point is the best (init sampler, schedule) pair on the training part.
+    The starting point is the best (init sampler, schedule) pair on the training part (with a checkpoint,
+    each schedule warped piecewise in log σ so that its node ``step`` is ``checkpoint.sigma``).
     """
     from .optimise import FIXED_BASELINES, reference_solution
 
@@ -266,6 +304,23 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
     if not 0 < n_val < calibration.shape[0]:
         raise ValueError(f"validation={validation} of {calibration.shape[0]} starts leaves no training or no "
                          "validation part; use 0 < validation < 1 and a larger calibration batch")
+    log_max, log_min = math.log(sigma_max), math.log(sigma_min)
+    pin = ck = None
+    if checkpoint is not None:
+        ck = checkpoint
+        if not (sigma_min < ck.sigma < sigma_max) or not 0 < ck.step < nfe:
+            raise ValueError(f"checkpoint needs sigma_min < sigma < sigma_max and 0 < step < nfe, got sigma={ck.sigma}, "
+                             f"step={ck.step} (nfe={nfe})")
+        if ck.noise.shape != ck.reference.shape or ck.noise.shape[1:] != calibration.shape[1:]:
+            raise ValueError("checkpoint.noise and checkpoint.reference must be starts and states shaped like "
+                             "the calibration batch")
+        ck_val = int(round(ck.noise.shape[0] * validation))
+        if not 0 < ck_val < ck.noise.shape[0]:
+            raise ValueError(f"validation={validation} of {ck.noise.shape[0]} checkpoint starts leaves no training or "
+                             "no validation part")
+        pin = (ck.step, math.log(ck.sigma))
+        xk_all, rk_all = ck.noise.to(torch.float64) * sigma_max, ck.reference.to(torch.float64)
+        xk_cal, rk_cal, xk_val, rk_val = xk_all[:-ck_val], rk_all[:-ck_val], xk_all[-ck_val:], rk_all[-ck_val:]
     x_all = calibration.to(torch.float64) * sigma_max
     if reference is None:
         reference = reference_solution(denoiser, x_all, sigma_max, sigma_min)
@@ -286,10 +341,10 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
                 init_schedules[name] = schedules.get_sigmas(name, nfe, sigma_min=sigma_min, sigma_max=sigma_max)
             except ValueError:
                 continue
-    log_max, log_min = math.log(sigma_max), math.log(sigma_min)
     mask = torch.tril(torch.ones(nfe, nfe, dtype=torch.float64), -1)
     if history is not None:
         mask = mask - torch.tril(mask, -history - 1)  # keep j ≥ i − history
+    tau = robust * float((ref_cal - ref_cal.mean(0)).pow(2).mean().sqrt()) if robust else None
 
     # the starting point: every (known sampler, schedule) pair, on the whole training part
     starts = []
@@ -297,6 +352,8 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
         sig = [float(v) for v in sig]
         if len(sig) != nfe + 1 or sig[-1] != 0:
             raise ValueError(f"init schedule {sname!r} must have {nfe} steps and end in 0")
+        if pin is not None:
+            sig = _nodes(_theta_for(sig, log_max, log_min, pin), log_max, log_min, pin).tolist()
         for init in inits:
             start = LearnedSolver.from_sampler(init, sig)
             b, c = _weights(start)
@@ -304,12 +361,34 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
     start_err, init_name, sched_name, start = min(starts, key=lambda t: t[0])
     b0, c0 = (w * mask for w in _weights(start))
     shift0 = torch.zeros(nfe, dtype=torch.float64)
-    val_start = _rmse(denoiser, x_val, ref_val, start.tensor(), b0, c0)
-    tau = robust * float((ref_cal - ref_cal.mean(0)).pow(2).mean().sqrt()) if robust else None
+    theta = _theta_for(start.sigmas, log_max, log_min, pin)
+
+    def parts(x, ref, xk, rk, sig, b, c, shift):
+        """(endpoint loss, checkpoint MSE) — the loss terms, differentiable."""
+        end = _robust((_rollout(denoiser, x, sig, b, c, shift) - ref).pow(2).flatten(1).mean(1), tau)
+        if ck is None:
+            return end, None
+        return end, (_rollout(denoiser, xk, sig, b, c, shift, stop=ck.step) - rk).pow(2).mean()
+
+    with torch.no_grad():  # the checkpoint loss weighs its two terms by their values at the start
+        sig0 = _nodes(theta, log_max, log_min, pin)
+        if ck is not None:
+            end0, ck0 = (float(v.mean()) for v in parts(x_cal, ref_cal, xk_cal, rk_cal, sig0, b0, c0, shift0))
+            vend0, vck0 = (float(v.mean()) for v in parts(x_val, ref_val, xk_val, rk_val, sig0, b0, c0, shift0))
+
+    def criterion(sig, b, c, shift) -> float:
+        """What picks the iterate, on the validation part."""
+        if ck is None:
+            return _rmse(denoiser, x_val, ref_val, sig, b, c, shift)
+        with torch.no_grad():
+            end, err = parts(x_val, ref_val, xk_val, rk_val, sig, b, c, shift)
+        return float(err) / vck0 + ck.weight * float(end.mean()) / vend0
+
+    val_start = criterion(sig0, b0, c0, shift0)
     if log:
         log(f"start: {init_name} on {sched_name}, RMSE {start_err:.4g} (validation {val_start:.4g})")
 
-    theta = _theta_for(start.sigmas, log_max, log_min).requires_grad_()
+    theta = theta.requires_grad_()
     b = b0.clone().requires_grad_()
     c = c0.clone().requires_grad_()
     shift = shift0.clone().requires_grad_(fit_model_sigmas)
@@ -320,13 +399,16 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
     m = x_cal.shape[0]
     for it in range(iters):
         idx = torch.randint(0, m, (batch,), generator=g) if batch and batch < m else slice(None)
-        sig = _nodes(theta, log_max, log_min)
-        sq = (_rollout(denoiser, x_cal[idx], sig, b * mask, c * mask, shift) - ref_cal[idx]).pow(2).flatten(1).mean(1)
-        # Cauchy loss per start: quadratic below τ (per-start RMSE), logarithmic above — a start the
-        # solver sends to the wrong cluster cannot be brought back by a small step, and its huge, erratic
-        # gradient would otherwise drown the accurate ones (selection still uses the plain RMSE)
-        per = tau**2 * torch.log1p(sq / tau**2) if robust else sq
-        loss = (per * w_cal[idx]).mean() if w_cal is not None else per.mean()
+        kdx = (torch.randint(0, xk_cal.shape[0], (batch,), generator=g)
+               if ck is not None and batch and batch < xk_cal.shape[0] else slice(None))
+        sig = _nodes(theta, log_max, log_min, pin)
+        # the Cauchy loss per start (see robust): a start the solver sends to the wrong cluster cannot be
+        # brought back by a small step, and its huge, erratic gradient would otherwise drown the accurate ones
+        end, err = parts(x_cal[idx], ref_cal[idx], xk_cal[kdx] if ck else None, rk_cal[kdx] if ck else None,
+                         sig, b * mask, c * mask, shift)
+        loss = (end * w_cal[idx]).mean() if w_cal is not None else end.mean()
+        if ck is not None:
+            loss = err / ck0 + ck.weight * loss / end0
         opt.zero_grad()
         loss.backward()
         # one minibatch with a start near a cluster boundary can give a huge gradient: bound the step
@@ -335,26 +417,36 @@ def fit(denoiser, nfe: int, calibration: torch.Tensor, sigma_min: float, sigma_m
         decay.step()
         if (it + 1) % check_every == 0 or it == iters - 1:
             with torch.no_grad():
-                sig = _nodes(theta, log_max, log_min)
-                err = _rmse(denoiser, x_val, ref_val, sig, b * mask, c * mask, shift)
-            if math.isfinite(err) and err < best[0]:
-                best = (err, sig.tolist(), (b * mask).detach().clone(), (c * mask).detach().clone(),
+                sig = _nodes(theta, log_max, log_min, pin)
+                val = criterion(sig, b * mask, c * mask, shift)
+            if math.isfinite(val) and val < best[0]:
+                best = (val, sig.tolist(), (b * mask).detach().clone(), (c * mask).detach().clone(),
                         shift.detach().clone(), it + 1)
             if log:
-                log(f"iteration {it + 1}: validation RMSE {err:.4g} (best {best[0]:.4g}); minibatch RMSE "
-                    f"{float(sq.detach().mean()) ** 0.5:.4g}; σ {[round(v, 4) for v in sig.tolist()]}; log-shift "
+                log(f"iteration {it + 1}: validation {val:.4g} (best {best[0]:.4g}); training loss "
+                    f"{float(loss.detach()):.4g}; σ {[round(v, 4) for v in sig.tolist()]}; log-shift "
                     f"{[round(v, 3) for v in shift.tolist()]}")
-    val_err, sig, bw, cw, sh, kept = best
+    val_best, sig, bw, cw, sh, kept = best
     sig = list(sig)
     sig[0], sig[-1] = sigma_max, 0.0  # exactly, not exp(log σ_max)
+    if ck is not None:
+        sig[ck.step] = ck.sigma
     model_sigmas = [sig[i] * math.exp(float(sh[i])) for i in range(nfe)] if bool(sh.any()) else None
     solver = LearnedSolver(sig, [[float(bw[i, j]) for j in range(i)] for i in range(nfe)],
                            [[float(cw[i, j]) for j in range(i)] for i in range(nfe)], model_sigmas=model_sigmas)
+    st = solver.tensor()
     solver.meta = {
-        "nfe": nfe, "validation_rmse": val_err, "iteration_kept": kept,
-        "calibration_rmse": _rmse(denoiser, x_cal, ref_cal, solver.tensor(), bw, cw, sh),
-        "start": {"init": init_name, "schedule": sched_name, "rmse": start_err, "validation_rmse": val_start},
+        "nfe": nfe, "validation_rmse": _rmse(denoiser, x_val, ref_val, st, bw, cw, sh), "iteration_kept": kept,
+        "calibration_rmse": _rmse(denoiser, x_cal, ref_cal, st, bw, cw, sh),
+        "start": {"init": init_name, "schedule": sched_name, "rmse": start_err,
+                  "validation_rmse": _rmse(denoiser, x_val, ref_val, start.tensor(), b0, c0)},
         "sigma_min": sigma_min, "sigma_max": sigma_max, "calibration_batch": m, "validation_batch": n_val,
         "iters": iters, "lr": lr, "batch": batch, "history": history, "fit_model_sigmas": fit_model_sigmas, "robust": robust,
         "seed": seed}
+    if ck is not None:
+        solver.meta["checkpoint"] = {
+            "sigma": ck.sigma, "step": ck.step, "weight": ck.weight, "starts": int(xk_all.shape[0]),
+            "validation_criterion": val_best, "start_criterion": val_start,
+            "validation_rmse": _rmse(denoiser, xk_val, rk_val, st, bw, cw, sh, stop=ck.step),
+            "start_validation_rmse": _rmse(denoiser, xk_val, rk_val, start.tensor(), b0, c0, stop=ck.step)}
     return solver.validate()

@@ -122,6 +122,7 @@ def test_ratio_is_ours_best_over_diffusers_best(result):
                     and c["seed"] in h["seeds"] and c["batch"] == h["batch"]]
             assert sorted(c["seed"] for c in runs) == sorted(h["seeds"])
             assert h[who]["rmse"] == pytest.approx(math.sqrt(sum(c["rmse"] ** 2 for c in runs) / len(runs)))
+            assert h[who]["wrong_mode"] == sum(c["wrong_mode"] for c in runs)
         assert h["ratio"] == pytest.approx(h["ours"]["rmse"] / h["diffusers"]["rmse"], rel=1e-12)
         assert row["meets_target"] == (h["ratio"] <= result["target_ratio"])
         # our best on fixed schedules only is never better than our best overall on the selection seed
@@ -199,3 +200,15 @@ def test_ve_table_spans_the_ve_range_and_its_eps_model_is_exact():
     x = gm.sample(4, seed=3) + 2.0 * gm.noise(4, seed=4)
     sigma = torch.full((4,), 2.0, dtype=torch.float64)
     torch.testing.assert_close(denoiser(x, sigma), gm.denoise(x, sigma), rtol=1e-7, atol=1e-7)
+
+
+def test_wrong_mode_counts_the_starts_sent_to_another_cluster():
+    problem = common.get_problem("gm-ve")
+    gm = common.gaussian_mixture()
+    ref = gm.sample(256, seed=3)
+    out = ref + 0.01 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert deterministic.score(problem, out, ref, 80.0)["wrong_mode"] == 0
+    far = [k for k in range(1, 256) if (gm.means.sub(ref[k].flatten()).norm(dim=1).argmin()
+                                        != gm.means.sub(ref[0].flatten()).norm(dim=1).argmin())][:3]
+    out[far] = ref[0]  # three starts that end in the cluster of another
+    assert deterministic.score(problem, out, ref, 80.0)["wrong_mode"] == 3

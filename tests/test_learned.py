@@ -139,3 +139,62 @@ def test_weights_are_checked_and_hard_starts_are_drawn_by_difficulty():
     score = err.clamp_min(err.median())
     torch.testing.assert_close(w, score.sum() / (512 * score[picked]))
     assert float(err[picked].mean()) > float(err.mean())
+
+
+def test_pinned_node_is_exact_and_warps_a_schedule_piecewise():
+    sig = samplers.get_sigmas("karras", 8, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX).tolist()
+    lmax, lmin = math.log(SIGMA_MAX), math.log(SIGMA_MIN)
+    pin = (3, math.log(1.0))
+    nodes = learned._nodes(learned._theta_for(sig, lmax, lmin, pin), lmax, lmin, pin)
+    assert nodes.shape == (9,) and float(nodes[-1]) == 0 and bool((nodes[1:] < nodes[:-1]).all())
+    assert math.isclose(float(nodes[3]), 1.0, rel_tol=1e-12) and math.isclose(float(nodes[0]), SIGMA_MAX, rel_tol=1e-12)
+    # within each segment the log-σ gaps keep their proportions
+    g_old = -torch.diff(torch.tensor(sig[:4], dtype=torch.float64).log())
+    g_new = -torch.diff(nodes[:4].log())
+    torch.testing.assert_close(g_new / g_new.sum(), g_old / g_old.sum(), rtol=1e-9, atol=0)
+    # a schedule that already has σ_c at node 3 is unchanged (up to the floor on the slack below σ_min)
+    again = learned._nodes(learned._theta_for(nodes.tolist(), lmax, lmin, pin), lmax, lmin, pin)
+    torch.testing.assert_close(again, nodes, rtol=2e-4, atol=0)
+    assert math.isclose(float(again[3]), 1.0, rel_tol=1e-12)
+
+
+def test_checkpoint_fit_pins_the_node_and_beats_its_start_there():
+    """With a checkpoint the fit also lowers the error of the mid-way state on near-boundary starts."""
+    nfe, sigma_c, step = 6, 1.0, 3
+    pool = GM.noise(2048, seed=4)
+    x = pool * SIGMA_MAX
+    ref = GM.ode_endpoint(x, SIGMA_MAX, rtol=1e-9, atol=1e-9)
+    probe = samplers.sample("euler", GM.denoiser, x, samplers.get_sigmas("karras", nfe, sigma_min=SIGMA_MIN,
+                                                                          sigma_max=SIGMA_MAX), disable=True)
+    hard = (probe - ref).pow(2).flatten(1).mean(1).argsort(descending=True)[:256]
+    states = GM.ode_endpoint(x[hard], SIGMA_MAX, sigma_c, rtol=1e-9, atol=1e-9)
+    ck = learned.Checkpoint(sigma_c, step, pool[hard], states)
+    solver = learned.fit(GM.denoiser, nfe, GM.noise(512, seed=0), SIGMA_MIN, SIGMA_MAX, iters=60, lr=1e-2,
+                         check_every=20, checkpoint=ck)
+    assert solver.sigmas[step] == sigma_c and solver.steps == nfe
+    meta = solver.meta["checkpoint"]
+    assert meta["validation_criterion"] <= meta["start_criterion"]
+    assert meta["validation_rmse"] < meta["start_validation_rmse"], meta
+    with pytest.raises(ValueError, match="0 < step < nfe"):
+        learned.fit(GM.denoiser, nfe, GM.noise(16, seed=0), SIGMA_MIN, SIGMA_MAX, iters=1,
+                    checkpoint=learned.Checkpoint(sigma_c, nfe, pool[hard], states))
+    with pytest.raises(ValueError, match="shaped like"):
+        learned.fit(GM.denoiser, nfe, GM.noise(16, seed=0), SIGMA_MIN, SIGMA_MAX, iters=1,
+                    checkpoint=learned.Checkpoint(sigma_c, step, pool[hard], states[:, :1]))
+
+
+def test_boundary_starts_are_near_a_boundary_and_come_with_their_exact_mid_way_state():
+    from benchmarks import common, learned_solvers
+    problem = common.get_problem("gm-ve")
+    gm = common.gaussian_mixture()
+    noise, states = learned_solvers.boundary_starts(problem, 20, n=32, pool=1024, seed=11, sigma_max=80.0, sigma_c=1.0)
+    assert noise.shape == (32, *problem.shape) and states.shape == noise.shape
+    torch.testing.assert_close(states, gm.ode_endpoint(noise.double() * 80.0, 80.0, 1.0), rtol=1e-6, atol=1e-6)
+    pool = problem.noise(1024, 11)
+    picked = [int(torch.nonzero((pool == n).flatten(1).all(1)).flatten()[0]) for n in noise]
+    assert len(set(picked)) == 32
+    x = pool.double() * 80.0
+    probe = samplers.sample("euler", problem.denoiser, x, problem.sigmas("karras", 20), disable=True)
+    err = (probe - problem.reference(x, 80.0)).pow(2).flatten(1).mean(1).sqrt()
+    assert float(err[picked].median()) > 2 * float(err.median())  # the probes' worst, where none flips
+    assert learned_solvers.checkpoint_step(problem, 20, 1.0) in range(1, 20)
