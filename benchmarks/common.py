@@ -373,6 +373,17 @@ def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).pow(2).mean().sqrt())
 
 
+def item_rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Root mean square difference of each item [B] (float64)."""
+    return (a.double() - b.double()).pow(2).flatten(1).mean(1).sqrt()
+
+
+def spread(x: torch.Tensor) -> float:
+    """The RMS of a batch about its mean item: the scale an error that changes mode is measured against."""
+    x = x.double()
+    return float((x - x.mean(0)).pow(2).mean().sqrt())
+
+
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256, seed: int = 0) -> float:
     """Sliced 2-Wasserstein distance between two equal-size sample sets (flattened), fixed projections."""
     a = a.reshape(a.shape[0], -1).double().cpu()
@@ -455,4 +466,4 @@ def sampler_names(requested: list[str] | None, include_adaptive: bool = False) -
 
 
 __all__ = ["Problem", "ProblemUnavailable", "get_problem", "ReferenceCache", "ode_reference", "steps_for_nfe",
-           "count_nfe", "rmse", "sliced_wasserstein", "frechet_distance", "run_info", "sampler_names"]
+           "count_nfe", "rmse", "item_rmse", "spread", "sliced_wasserstein", "frechet_distance", "run_info", "sampler_names"]

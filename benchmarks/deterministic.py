@@ -431,11 +431,9 @@ def score(problem: Problem, x0: torch.Tensor, ref: torch.Tensor, sigma_start: fl
     """RMSE to the reference, the median and largest per-item RMSE, how many starts ended in another mode
     (per-item RMSE above WRONG_MODE × the spread of the references about their mean), and whether the run
     started at the top of the problem's σ range (:func:`in_range`; runs that do not are reported but not ranked)."""
-    ref = ref.double()
-    per_item = (x0.double() - ref).pow(2).flatten(1).mean(1).sqrt()
-    spread = float((ref - ref.mean(0)).pow(2).mean().sqrt())
+    per_item = common.item_rmse(x0, ref)
     return {"sigma_start": sigma_start, "rmse": common.rmse(x0, ref), "item_median": float(per_item.median()),
-            "item_max": float(per_item.max()), "wrong_mode": int((per_item > WRONG_MODE * spread).sum()),
+            "item_max": float(per_item.max()), "wrong_mode": int((per_item > WRONG_MODE * common.spread(ref)).sum()),
             "full_range": in_range(problem, sigma_start)}
 
 

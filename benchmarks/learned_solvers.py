@@ -61,7 +61,7 @@ def hard_starts(problem: common.Problem, nfe: int, n: int, pool: int, seed: int,
     reference = problem.reference(x, sigma_max)
     with torch.no_grad():
         probe = samplers.sample("ipndm", problem.denoiser, x, problem.sigmas("karras", nfe), disable=True)
-    err = (probe - reference).pow(2).flatten(1).mean(1).sqrt()
+    err = common.item_rmse(probe, reference)
     score = err.clamp_min(err.median())
     prob = score / score.sum()
     idx = torch.multinomial(prob, n, replacement=False, generator=torch.Generator().manual_seed(seed))
@@ -79,13 +79,13 @@ def boundary_starts(problem: common.Problem, nfe: int, n: int, pool: int, seed: 
     x = noise.double() * sigma_max
     # in chunks: one solve over a very large batch spends its time allocating (measured: 100 % system time)
     reference = torch.cat([problem.reference(c, sigma_max) for c in x.split(CHUNK)])
-    spread = float((reference - reference.mean(0)).pow(2).mean().sqrt())
+    spread = common.spread(reference)
     worst = torch.zeros(pool, dtype=torch.float64)
     for sampler, steps in (("euler", nfe), ("ipndm", max(nfe // 2, 2))):
         with torch.no_grad():
             probe = torch.cat([samplers.sample(sampler, problem.denoiser, c, problem.sigmas("karras", steps),
                                                disable=True) for c in x.split(CHUNK)])
-        worst = torch.maximum(worst, (probe - reference).pow(2).flatten(1).mean(1).sqrt() / spread)
+        worst = torch.maximum(worst, common.item_rmse(probe, reference) / spread)
     flipped = (worst > deterministic.WRONG_MODE).nonzero().flatten()
     g = torch.Generator().manual_seed(seed)
     if len(flipped) >= n:
@@ -136,7 +136,7 @@ def heldout_error(problem: common.Problem, solver: learned.LearnedSolver, n: int
     ref = problem.reference(x, solver.sigmas[0])
     with torch.no_grad():
         out = samplers.sample("learned_multistep", problem.denoiser, x, solver.sigmas, solver=solver, disable=True)
-    item = (out - ref).pow(2).flatten(1).mean(1).sqrt()
+    item = common.item_rmse(out, ref)
     return common.rmse(out, ref), float(item.median())
 
 
