@@ -10,8 +10,10 @@ scored on). The starting points are every known sampler the family contains (Eul
 iPNDM, DPM-Solver++ 2M) on every schedule of the problem that starts at the top of its σ range. With
 ``--hard-pool`` the training half is drawn from a pool of 65536 other starts (seed + 1000) favouring the hard
 ones, with importance weights (:func:`hard_starts`); the validation half stays a uniform sample. Writes
-``<problem>_nfe<N>.json`` (a :class:`samplers.learned.LearnedSolver`) to ``--out`` and prints its error on
-``--heldout`` items of the benchmark's seeds.
+``<problem>_nfe<N>.json`` (a :class:`samplers.learned.LearnedSolver`) to ``--out`` and prints its RMSE and
+wrong-mode starts on ``--report-seeds`` × ``--heldout`` starts (seeds neither the fits nor the benchmark use);
+``--evaluate FILE…`` only prints that for solvers already fitted. ``--checkpoint-sigma`` adds a
+:class:`samplers.learned.Checkpoint` on starts near a boundary between modes (:func:`boundary_starts`).
 """
 from __future__ import annotations
 
@@ -131,13 +133,25 @@ def fit_one(problem: common.Problem, nfe: int, *, calibration: int, seed: int, i
     return solver
 
 
-def heldout_error(problem: common.Problem, solver: learned.LearnedSolver, n: int, seed: int) -> tuple[float, float]:
-    x = problem.noise(n, seed).double() * solver.sigmas[0]
-    ref = problem.reference(x, solver.sigmas[0])
-    with torch.no_grad():
-        out = samplers.sample("learned_multistep", problem.denoiser, x, solver.sigmas, solver=solver, disable=True)
-    item = common.item_rmse(out, ref)
-    return common.rmse(out, ref), float(item.median())
+def report(problem: common.Problem, solver: learned.LearnedSolver, seeds, n: int,
+           cache: common.ReferenceCache | None = None) -> dict:
+    """The solver on ``n`` starts of each seed, pooled: RMSE, median per-start RMSE and wrong-mode starts
+    (scored as :func:`benchmarks.deterministic.score` does)."""
+    cells = []
+    for seed in seeds:
+        x = problem.noise(n, seed).double() * solver.sigmas[0]
+        ref = cache.get(problem, seed, x, solver.sigmas[0]) if cache else problem.reference(x, solver.sigmas[0])
+        with torch.no_grad():
+            out = samplers.sample("learned_multistep", problem.denoiser, x, solver.sigmas, solver=solver, disable=True)
+        cells.append(deterministic.score(problem, out, ref, solver.sigmas[0]))
+    return {"rmse": math.sqrt(sum(c["rmse"] ** 2 for c in cells) / len(cells)),  # equal batches
+            "item_median": sorted(c["item_median"] for c in cells)[len(cells) // 2],
+            "wrong_mode": sum(c["wrong_mode"] for c in cells), "starts": n * len(cells)}
+
+
+def _report_line(r: dict, seeds) -> str:
+    return (f"seeds {min(seeds)}-{max(seeds)}: RMSE {r['rmse']:.3g}, wrong mode {r['wrong_mode']} of {r['starts']}, "
+            f"median item {r['item_median']:.2g}")
 
 
 def main(argv=None) -> int:
@@ -152,7 +166,12 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=300)
     p.add_argument("--batch", type=int, default=None, help="minibatch of the training part (default: all of it)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 3e-3 at 10 NFE, scaled)")
-    p.add_argument("--heldout", type=int, default=2048, help="items per held-out seed in the printout")
+    p.add_argument("--heldout", type=int, default=4096, help="starts per report seed in the printout (default 4096)")
+    p.add_argument("--report-seeds", type=int, nargs="+", default=list(range(11, 19)),
+                   help="seeds the printout scores each solver on (default 11-18; none the fits or the benchmark use)")
+    p.add_argument("--evaluate", type=Path, nargs="+", default=None,
+                   help="fit nothing: score these solver files on --report-seeds")
+    p.add_argument("--cache", default="out/benchmarks/cache", help="reference solutions on disk (as the benchmark)")
     p.add_argument("--hard-pool", type=int, nargs="?", const=HARD_POOL, default=0,
                    help=f"draw the training half from a pool this large (default when given: {HARD_POOL}), favouring "
                         "the starts iPNDM gets wrong, with importance weights (default: a uniform training half)")
@@ -170,6 +189,18 @@ def main(argv=None) -> int:
     if args.calibration_seed in deterministic.BENCHMARK_SEEDS:
         p.error("seeds 0 and 101-132 are the deterministic benchmark's selection and held-out seeds; calibrate on "
                 "another")
+    used = set(deterministic.BENCHMARK_SEEDS) | {args.calibration_seed, args.calibration_seed + 1000,
+                                                  args.calibration_seed + 2000}
+    if used & set(args.report_seeds):
+        p.error(f"--report-seeds must not be a seed the fits or the benchmark use ({sorted(used & set(args.report_seeds))})")
+    cache = common.ReferenceCache(args.cache)
+    if args.evaluate:
+        for path in args.evaluate:
+            solver = learned.LearnedSolver.load(path)
+            problem = common.get_problem(solver.meta["problem"])
+            print(f"{path}: {_report_line(report(problem, solver, args.report_seeds, args.heldout, cache), args.report_seeds)}",
+                  flush=True)
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     for pname in args.problems:
         problem = common.get_problem(pname)
@@ -183,12 +214,12 @@ def main(argv=None) -> int:
             solver.meta.update(problem=pname, calibration_seed=args.calibration_seed,
                                seconds=round(time.perf_counter() - t0, 1), device=common.device_label(common.run_info()))
             path = solver.save(args.out / f"{pname}_nfe{nfe}.json")
-            errs = [heldout_error(problem, solver, args.heldout, s) for s in (0, 1)]
+            scored = report(problem, solver, args.report_seeds, args.heldout, cache)
             start = solver.meta["start"]
             print(f"{pname} NFE {nfe}: start {start['init']} + {start['schedule']} (validation RMSE "
                   f"{start['validation_rmse']:.3g}) → fitted {solver.meta['validation_rmse']:.3g} (iteration "
-                  f"{solver.meta['iteration_kept']}); held-out RMSE seed 0 {errs[0][0]:.3g}, seed 1 "
-                  f"{errs[1][0]:.3g} (median item {errs[0][1]:.2g}); {solver.meta['seconds']:.0f} s → {path}", flush=True)
+                  f"{solver.meta['iteration_kept']}); {_report_line(scored, args.report_seeds)}; "
+                  f"{solver.meta['seconds']:.0f} s → {path}", flush=True)
     return 0
 
 

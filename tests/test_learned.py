@@ -198,3 +198,20 @@ def test_boundary_starts_are_near_a_boundary_and_come_with_their_exact_mid_way_s
     err = (probe - problem.reference(x, 80.0)).pow(2).flatten(1).mean(1).sqrt()
     assert float(err[picked].median()) > 2 * float(err.median())  # the probes' worst, where none flips
     assert learned_solvers.checkpoint_step(problem, 20, 1.0) in range(1, 20)
+
+
+def test_learned_solvers_report_pools_the_seeds_and_refuses_the_benchmarks_seeds(capsys):
+    from benchmarks import common, learned_solvers
+    problem = common.get_problem("gm-ve")
+    solver = LearnedSolver.from_sampler("ipndm", problem.sigmas("karras", 5).tolist())
+    r = learned_solvers.report(problem, solver, [11, 12], 64)
+    per_seed = []
+    for seed in (11, 12):
+        x = problem.noise(64, seed).double() * 80.0
+        per_seed.append(common.rmse(samplers.sample("ipndm", problem.denoiser, x, solver.sigmas, disable=True),
+                                    problem.reference(x, 80.0)))
+    assert r["starts"] == 128 and 0 <= r["wrong_mode"] <= 128
+    assert r["rmse"] == pytest.approx(math.sqrt(sum(e * e for e in per_seed) / 2), rel=1e-9)
+    with pytest.raises(SystemExit):
+        learned_solvers.main(["--evaluate", "x.json", "--report-seeds", "101"])
+    assert "must not be a seed" in capsys.readouterr().err
