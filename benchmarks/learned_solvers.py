@@ -72,13 +72,26 @@ def hard_starts(problem: common.Problem, nfe: int, n: int, pool: int, seed: int,
 
 
 def boundary_starts(problem: common.Problem, nfe: int, n: int, pool: int, seed: int, sigma_max: float,
-                    sigma_c: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``n`` starts of a ``pool`` (noise seed ``seed``) that lie near a boundary between modes, and their
-    exact PF-ODE states at ``sigma_c``: those that cheaper solvers (Euler at ``nfe`` steps, iPNDM at half of
-    them, Karras σ) send to the wrong mode — near enough to a boundary for a small error to flip them. Where
-    there are fewer, the starts these probes solve worst fill the set."""
+                    sigma_c: float, by: str = "probe") -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` starts of a ``pool`` (noise seed ``seed``) that lie near a boundary between modes, and their
+    exact PF-ODE states at ``sigma_c``.
+
+    ``by="probe"``: those that cheaper solvers (Euler at ``nfe`` steps, iPNDM at half of them, Karras σ) send
+    to the wrong mode — near enough to a boundary for a small error to flip them; where there are fewer, the
+    starts these probes solve worst fill the set. ``by="margin"``: those whose exact state at ``sigma_c`` is
+    least certain of its mixture component (smallest largest posterior P(k | x), the mixture problems only)."""
     noise = problem.noise(pool, seed)
     x = noise.double() * sigma_max
+    g = torch.Generator().manual_seed(seed)
+    if by == "margin":
+        states = torch.cat([common.ode_reference(problem.denoiser, c, sigma_max, rtol=1e-9, atol=1e-9,
+                                                 sigma_end=sigma_c) for c in x.split(CHUNK)])
+        margin = common.gaussian_mixture().component_posterior(states, sigma_c).max(1).values
+        idx = margin.argsort()[:n]
+        idx = idx[torch.randperm(n, generator=g)]  # the validation part (the tail) is not the easiest ones
+        return noise[idx], states[idx]
+    if by != "probe":
+        raise ValueError(f"by must be 'probe' or 'margin', got {by!r}")
     # in chunks: one solve over a very large batch spends its time allocating (measured: 100 % system time)
     reference = torch.cat([problem.reference(c, sigma_max) for c in x.split(CHUNK)])
     spread = common.spread(reference)
@@ -89,7 +102,6 @@ def boundary_starts(problem: common.Problem, nfe: int, n: int, pool: int, seed: 
                                                disable=True) for c in x.split(CHUNK)])
         worst = torch.maximum(worst, common.item_rmse(probe, reference) / spread)
     flipped = (worst > deterministic.WRONG_MODE).nonzero().flatten()
-    g = torch.Generator().manual_seed(seed)
     if len(flipped) >= n:
         idx = flipped[torch.randperm(len(flipped), generator=g)[:n]]
     else:
@@ -107,15 +119,17 @@ def checkpoint_step(problem: common.Problem, nfe: int, sigma_c: float) -> int:
 
 def fit_one(problem: common.Problem, nfe: int, *, calibration: int, seed: int, iters: int, batch: int | None,
             lr: float | None = None, validation: float = 0.5, hard_pool: int = 0, checkpoint_sigma: float | None = None,
-            boundary: int = 2048, boundary_pool: int = 65536, log=None):
+            boundary: int = 2048, boundary_pool: int = 65536, boundary_by: str = "probe",
+            pinned_step: int | None = None, log=None):
     sigma_max = deterministic.full_start(problem)
     noise = problem.noise(calibration, seed)
     reference = problem.reference(noise.double() * sigma_max, sigma_max)
     weights = checkpoint = None
     if checkpoint_sigma:
-        bnoise, bstates = boundary_starts(problem, nfe, boundary, boundary_pool, seed + 2000, sigma_max, checkpoint_sigma)
-        checkpoint = learned.Checkpoint(checkpoint_sigma, checkpoint_step(problem, nfe, checkpoint_sigma), bnoise,
-                                        bstates)
+        bnoise, bstates = boundary_starts(problem, nfe, boundary, boundary_pool, seed + 2000, sigma_max, checkpoint_sigma,
+                                          by=boundary_by)
+        step = pinned_step or checkpoint_step(problem, nfe, checkpoint_sigma)
+        checkpoint = learned.Checkpoint(checkpoint_sigma, step, bnoise, bstates)
     if hard_pool:  # training part drawn from a larger pool (another seed), validation part kept uniform
         n_val = int(round(calibration * validation))
         tn, tr, tw = hard_starts(problem, nfe, calibration - n_val, hard_pool, seed + 1000, sigma_max)
@@ -129,7 +143,7 @@ def fit_one(problem: common.Problem, nfe: int, *, calibration: int, seed: int, i
                          validation=validation, weights=weights, checkpoint=checkpoint, log=log)
     solver.meta["hard_pool"] = {"size": hard_pool, "seed": seed + 1000} if hard_pool else None
     if checkpoint is not None:
-        solver.meta["checkpoint"].update(pool=boundary_pool, pool_seed=seed + 2000)
+        solver.meta["checkpoint"].update(pool=boundary_pool, pool_seed=seed + 2000, by=boundary_by)
     return solver
 
 
@@ -178,9 +192,14 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint-sigma", type=float, default=None,
                    help="also fit the state at this σ (a pinned node) on starts near a boundary between modes "
                         "(samplers.learned.Checkpoint; 1.0 on the mixture: its modes are decided above it)")
+    p.add_argument("--checkpoint-step", type=int, default=None,
+                   help="the node pinned at --checkpoint-sigma (default: the Karras node nearest it)")
     p.add_argument("--boundary", type=int, default=2048, help="near-boundary starts for --checkpoint-sigma (default 2048)")
     p.add_argument("--boundary-pool", type=int, default=65536,
                    help="starts they are mined from (seed: calibration seed + 2000; default 65536)")
+    p.add_argument("--boundary-by", choices=("probe", "margin"), default="probe",
+                   help="how they are picked: flipped by cheaper solvers, or least certain of their component at "
+                        "the checkpoint σ (boundary_starts; default probe)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--verbose", action="store_true")
@@ -209,7 +228,8 @@ def main(argv=None) -> int:
             solver = fit_one(problem, nfe, calibration=args.calibration, seed=args.calibration_seed,
                              iters=args.iters, batch=args.batch, lr=args.lr, validation=args.validation,
                              hard_pool=args.hard_pool, checkpoint_sigma=args.checkpoint_sigma,
-                             boundary=args.boundary, boundary_pool=args.boundary_pool,
+                             boundary=args.boundary, boundary_pool=args.boundary_pool, boundary_by=args.boundary_by,
+                             pinned_step=args.checkpoint_step,
                              log=print if args.verbose else None)
             solver.meta.update(problem=pname, calibration_seed=args.calibration_seed,
                                seconds=round(time.perf_counter() - t0, 1), device=common.device_label(common.run_info()))

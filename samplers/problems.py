@@ -58,14 +58,19 @@ class GaussianMixture:
     # ------------------------------------------------------------------------------------------------
     # exact quantities
 
-    def _posterior_vp(self, y: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """E[x0 | y] for y = cos φ·x0 + sin φ·n (flattened y: [B, d]; cos, sin: [B, 1])."""
+    def _components_vp(self, y: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """P(k | y) [B, K] and the per-component variances [B, K] for y = cos φ·x0 + sin φ·n."""
         mu, s2 = self.means, self.stds**2  # [K, d], [K]
         var = cos**2 * s2 + sin**2  # [B, K]
         # |y − cos·μ_k|² expanded into matrix products: no [B, K, d] temporary (the benchmarks call this a lot)
         dist2 = (y * y).sum(-1, keepdim=True) - 2 * cos * (y @ mu.T) + cos**2 * (mu * mu).sum(-1)  # [B, K]
         log_w = self.weights.log() - 0.5 * dist2.clamp_min(0) / var - 0.5 * self.dim * var.log()
-        w = torch.softmax(log_w, dim=1)  # [B, K]
+        return torch.softmax(log_w, dim=1), var
+
+    def _posterior_vp(self, y: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """E[x0 | y] for y = cos φ·x0 + sin φ·n (flattened y: [B, d]; cos, sin: [B, 1])."""
+        mu, s2 = self.means, self.stds**2
+        w, var = self._components_vp(y, cos, sin)
         # E[x0 | y, k] = μ_k + g_k·(y − cos·μ_k) with g_k = cos·s_k²/var_k; sum over k weighted by w
         g = w * (cos * s2 / var)  # [B, K]
         return (w - g * cos) @ mu + g.sum(-1, keepdim=True) * y
@@ -80,6 +85,14 @@ class GaussianMixture:
         xf = x.reshape(b, -1).to(torch.float64)
         y = torch.where(torch.isinf(sigma), xf, xf * cos)
         return self._posterior_vp(y, cos, sin).to(x.dtype).reshape(x.shape)
+
+    def component_posterior(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """P(component k | x) [B, K] for x = x0 + σ·n (VE coordinates, finite σ): which mode x is headed for."""
+        b = x.shape[0]
+        phi = math.atan(sigma)
+        cos = torch.full((b, 1), math.cos(phi), dtype=torch.float64)
+        sin = torch.full((b, 1), math.sin(phi), dtype=torch.float64)
+        return self._components_vp(x.reshape(b, -1).to(torch.float64) * cos, cos, sin)[0]
 
     def denoiser(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         """k-diffusion-style denoiser ``D(x, sigma[B])`` (exact)."""

@@ -215,3 +215,24 @@ def test_learned_solvers_report_pools_the_seeds_and_refuses_the_benchmarks_seeds
     with pytest.raises(SystemExit):
         learned_solvers.main(["--evaluate", "x.json", "--report-seeds", "101"])
     assert "must not be a seed" in capsys.readouterr().err
+
+
+def test_component_posterior_is_bayes_rule_and_margin_mining_picks_the_least_certain():
+    x = GM.sample(6, seed=2) + 1.5 * GM.noise(6, seed=3)
+    w = GM.component_posterior(x, 1.5)
+    # Bayes' rule with x | k ~ N(μ_k, (s_k² + σ²) I), written out
+    var = GM.stds**2 + 1.5**2
+    d = GM.dim
+    log_p = GM.weights.log() - 0.5 * (x.flatten(1)[:, None] - GM.means).pow(2).sum(-1) / var - 0.5 * d * var.log()
+    torch.testing.assert_close(w, torch.softmax(log_p, 1), rtol=1e-10, atol=1e-12)
+    from benchmarks import common, learned_solvers
+    problem = common.get_problem("gm-ve")
+    noise, states = learned_solvers.boundary_starts(problem, 10, n=16, pool=512, seed=11, sigma_max=80.0,
+                                                    sigma_c=1.3, by="margin")
+    pool_states = common.ode_reference(problem.denoiser, problem.noise(512, 11).double() * 80.0, 80.0, rtol=1e-9,
+                                       atol=1e-9, sigma_end=1.3)
+    margin = common.gaussian_mixture().component_posterior(pool_states, 1.3).max(1).values
+    picked = common.gaussian_mixture().component_posterior(states, 1.3).max(1).values
+    torch.testing.assert_close(picked.sort().values, margin.sort().values[:16], rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="'probe' or 'margin'"):
+        learned_solvers.boundary_starts(problem, 10, n=4, pool=8, seed=11, sigma_max=80.0, sigma_c=1.3, by="x")
