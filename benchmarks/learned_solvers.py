@@ -191,7 +191,7 @@ def main(argv=None) -> int:
                         "the starts iPNDM gets wrong, with importance weights (default: a uniform training half)")
     p.add_argument("--checkpoint-sigma", type=float, default=None,
                    help="also fit the state at this σ (a pinned node) on starts near a boundary between modes "
-                        "(samplers.learned.Checkpoint; 1.0 on the mixture: its modes are decided above it)")
+                        "(samplers.learned.Checkpoint; the shipped gm-vp-eps fits use 1.3: the mixture's modes are decided above it)")
     p.add_argument("--checkpoint-step", type=int, default=None,
                    help="the node pinned at --checkpoint-sigma (default: the Karras node nearest it)")
     p.add_argument("--boundary", type=int, default=2048, help="near-boundary starts for --checkpoint-sigma (default 2048)")
