@@ -384,11 +384,8 @@ def heldout_runs(r: Run, summary: list[dict], args) -> list[dict]:
                     r.cells.append(c)
                     runs.append(c)
                 if all(_ok(c) for c in runs):
-                    entry[who] = {"sampler": w["sampler"], "schedule": w["schedule"],
-                                  "rmse": math.sqrt(sum(c["rmse"] ** 2 for c in runs) / len(runs)),  # equal batches
-                                  "rmse_per_seed": [c["rmse"] for c in runs],
-                                  "wrong_mode": sum(c["wrong_mode"] for c in runs),
-                                  "item_median": sorted(c["item_median"] for c in runs)[len(runs) // 2]}
+                    entry[who] = {"sampler": w["sampler"], "schedule": w["schedule"], **pool(runs),
+                                  "rmse_per_seed": [c["rmse"] for c in runs]}
             if entry.get("ours") and entry.get("diffusers"):
                 entry["ratio"] = entry["ours"]["rmse"] / entry["diffusers"]["rmse"]
                 entry["ratio_item_median"] = entry["ours"]["item_median"] / entry["diffusers"]["item_median"]
@@ -398,6 +395,14 @@ def heldout_runs(r: Run, summary: list[dict], args) -> list[dict]:
     finally:
         r.batch_override = None
     return out
+
+
+def pool(cells: list[dict]) -> dict:
+    """Scores (:func:`score`) of equal batches pooled into one: the RMSE over all their starts, the median of
+    their per-start medians and the wrong-mode starts of all of them."""
+    return {"rmse": math.sqrt(sum(c["rmse"] ** 2 for c in cells) / len(cells)),
+            "wrong_mode": sum(c["wrong_mode"] for c in cells),
+            "item_median": sorted(c["item_median"] for c in cells)[len(cells) // 2]}
 
 
 def judge(row: dict, heldout: list[dict], heldout_requested: bool) -> None:

@@ -121,7 +121,7 @@ def checkpoint_step(nfe: int, share: float = 0.75) -> int:
 def fit_one(problem: common.Problem, nfe: int, *, calibration: int, seed: int, iters: int, batch: int | None,
             lr: float | None = None, validation: float = 0.5, hard_pool: int = 0, checkpoint_sigma: float | None = None,
             boundary: int = 2048, boundary_pool: int = 65536, boundary_by: str = "probe",
-            pinned_step: int | None = None, checkpoint_weight: float = 0.3, history: int | None = 3, log=None):
+            pinned_step: int | None = None, checkpoint_weight: float = learned.Checkpoint.weight, history: int | None = 3, log=None):
     sigma_max = deterministic.full_start(problem)
     noise = problem.noise(calibration, seed)
     reference = problem.reference(noise.double() * sigma_max, sigma_max)
@@ -151,7 +151,7 @@ def fit_one(problem: common.Problem, nfe: int, *, calibration: int, seed: int, i
 def report(problem: common.Problem, solver: learned.LearnedSolver, seeds, n: int,
            cache: common.ReferenceCache | None = None) -> dict:
     """The solver on ``n`` starts of each seed, pooled: RMSE, median per-start RMSE and wrong-mode starts
-    (scored as :func:`benchmarks.deterministic.score` does)."""
+    (scored and pooled as the benchmark's held-out runs are: :func:`benchmarks.deterministic.pool`)."""
     cells = []
     for seed in seeds:
         x = problem.noise(n, seed).double() * solver.sigmas[0]
@@ -159,9 +159,7 @@ def report(problem: common.Problem, solver: learned.LearnedSolver, seeds, n: int
         with torch.no_grad():
             out = samplers.sample("learned_multistep", problem.denoiser, x, solver.sigmas, solver=solver, disable=True)
         cells.append(deterministic.score(problem, out, ref, solver.sigmas[0]))
-    return {"rmse": math.sqrt(sum(c["rmse"] ** 2 for c in cells) / len(cells)),  # equal batches
-            "item_median": sorted(c["item_median"] for c in cells)[len(cells) // 2],
-            "wrong_mode": sum(c["wrong_mode"] for c in cells), "starts": n * len(cells)}
+    return {**deterministic.pool(cells), "starts": n * len(cells)}
 
 
 def _report_line(r: dict, seeds) -> str:
@@ -192,11 +190,12 @@ def main(argv=None) -> int:
                         "the starts iPNDM gets wrong, with importance weights (default: a uniform training half)")
     p.add_argument("--checkpoint-sigma", type=float, default=None,
                    help="also fit the state at this σ (a pinned node) on starts near a boundary between modes "
-                        "(samplers.learned.Checkpoint; the shipped gm-vp-eps fits use 1.3: the mixture's modes are decided above it)")
+                        "(samplers.learned.Checkpoint; the shipped gm-vp-eps fits use 1.3: the mixture's modes are decided near it)")
     p.add_argument("--checkpoint-step", type=int, default=None,
                    help="the node pinned at --checkpoint-sigma (default: round(0.75 × NFE), three quarters of the steps above it)")
-    p.add_argument("--checkpoint-weight", type=float, default=0.3,
-                   help="weight of the endpoint loss beside the checkpoint's, each divided by its start value (default 0.3)")
+    p.add_argument("--checkpoint-weight", type=float, default=learned.Checkpoint.weight,
+                   help="weight of the endpoint loss beside the checkpoint's, each divided by its start value "
+                        f"(default {learned.Checkpoint.weight}; the shipped gm-vp-eps 20-NFE fit uses 0.03)")
     p.add_argument("--history", type=int, default=3,
                    help="earlier steps each step may weigh (samplers.learned.fit; default 3)")
     p.add_argument("--boundary", type=int, default=2048, help="near-boundary starts for --checkpoint-sigma (default 2048)")
