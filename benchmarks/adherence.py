@@ -3,7 +3,7 @@
     python -m benchmarks.adherence --model eps --n 200 --steps 20
     python -m benchmarks.adherence --model flow --n 200 --steps 20 --sampler euler --cfg 3
 
-Captions are held out from training: scenes of data stream ``EVAL_SEED`` (training uses streams 0..),
+Captions are held out from training: scenes of data stream ``models.data.EVAL_CAPTION_SEED`` (training uses streams 0..),
 one-object captions (every attribute named: colour, shape, size, position) and two-object captions
 (size / position named with probability 1/2 each). A sample *adheres* when the checker finds exactly
 the caption's objects with every named attribute right (``checker.matches``). Rows: one / two objects,
@@ -20,12 +20,6 @@ import torch
 
 from models import checker, data
 
-EVAL_SEED = 2_000_003
-
-
-def eval_captions(n: int, n_objects: int, seed: int = EVAL_SEED) -> list[str]:
-    """n held-out captions with ``n_objects`` objects each (deterministic)."""
-    return [data.caption(data.scene_for(seed, i, n_objects)) for i in range(n)]
 
 
 @torch.no_grad()
@@ -53,7 +47,7 @@ def run(model: str = "eps", n: int = 200, steps: int = 20, sampler: str | None =
           file=out)
     results = {}
     for n_objects in (1, 2):
-        captions = eval_captions(n, n_objects)
+        captions = data.eval_captions(n, n_objects)
         for scale in (cfg, 1.0):
             t0 = time.perf_counter()
             acc = adherence(pipe, captions, sampler=sampler, schedule=schedule, steps=steps, cfg=scale)

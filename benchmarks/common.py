@@ -3,7 +3,7 @@
 A :class:`Problem` is everything a benchmark needs to run a sampler on a model and score the result:
 
 - ``denoiser``: the canonical ``D(x, sigma[B], **extra_args)`` every sampler takes;
-- ``native`` (a :class:`samplers.native.NoiseSchedule`) and the sigma range the schedules are built on;
+- ``native`` (a :class:`samplers.core.native.NoiseSchedule`) and the sigma range the schedules are built on;
 - ``noise(n, seed)``: unit Gaussian noise, item k drawn from (seed, k) only;
 - ``reference(x, sigma_start)``: the PF-ODE endpoint from the same start (exact dopri5 for the analytic
   problems, an adaptive torchdiffeq solve at tight tolerance for any other denoiser), cached on disk;
@@ -33,7 +33,7 @@ import torch
 import torchdiffeq
 
 import samplers
-from samplers.native import NoiseSchedule, RectifiedFlow, VE, VPDiscrete
+from samplers.core.native import NoiseSchedule, RectifiedFlow, VE, VPDiscrete
 from samplers.problems import GaussianMixture
 
 
@@ -67,10 +67,10 @@ class Problem:
     cache_key: str = ""  # identifies the model and its weights in the reference cache
 
     def noise(self, n: int, seed: int) -> torch.Tensor:
-        """Unit noise [n, *shape] where item k depends only on (seed, k) (``samplers.noise.seeded_randn``)."""
+        """Unit noise [n, *shape] where item k depends only on (seed, k) (``samplers.core.seeds.seeded_randn``)."""
         seeds = [seed * 100_003 + k for k in range(n)]
         # drawn on the CPU so that a CPU and a GPU run start from the same noise
-        return samplers.noise.seeded_randn((n, *self.shape), seeds).to(self.device, self.dtype)
+        return samplers.core.seeds.seeded_randn((n, *self.shape), seeds).to(self.device, self.dtype)
 
     def sigmas(self, schedule: str, steps: int) -> torch.Tensor:
         """The schedule on this problem's range; a finite sigma_max is used where the schedule needs one."""

@@ -110,7 +110,7 @@ def _ve_table_problem(problem: Problem, gm) -> Problem:
 
     betas = ve_table_betas(problem.sigma_min, problem.sigma_max)
     ac = diffusers.EulerDiscreteScheduler(trained_betas=betas, num_train_timesteps=len(betas)).alphas_cumprod
-    native = samplers.native.VPDiscrete(ac.to(torch.float64))
+    native = samplers.core.native.VPDiscrete(ac.to(torch.float64))
     return dataclasses.replace(problem, native=native, native_model=gm.as_model("eps", native),
                                native_model_for=None)
 
@@ -240,7 +240,7 @@ class Run:
         for name in self.args.schedules or samplers.schedules.available():
             try:
                 for n in (1, 2, 5, max(self.args.nfe)):
-                    samplers.run.read_sigmas(problem.sigmas(name, n))
+                    samplers.core.run.read_sigmas(problem.sigmas(name, n))
             except Exception as err:  # noqa: BLE001 - a schedule that cannot be built here is a result
                 skipped[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 continue
@@ -294,7 +294,9 @@ class Run:
                "seed": seed, "batch": batch}
         t0 = time.perf_counter()
         try:
-            solver = samplers.learned.LearnedSolver.load(path)
+            from samplers.fitted.solver import LearnedSolver
+
+            solver = LearnedSolver.load(path)
             if solver.meta.get("calibration_seed") in (seed, None):
                 return {**out, "skipped": f"fitted on seed {solver.meta.get('calibration_seed')}, the seed it would "
                                           "be scored on"}

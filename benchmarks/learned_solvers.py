@@ -3,17 +3,17 @@
     python -m benchmarks.learned_solvers                       # gm-ve, gm-vp-eps, gm-flow × NFE 5, 10, 20
     python -m benchmarks.learned_solvers --problem gm-ve --nfe 10 --iters 300   # one, quickly
 
-For each problem and NFE budget, :func:`samplers.learned.fit` fits the σ nodes, the multistep weights and the
+For each problem and NFE budget, :func:`samplers.fitted.solver.fit` fits the σ nodes, the multistep weights and the
 σ the model is told on a calibration batch drawn from its own seed (``--calibration-seed``, 7 by default;
 the benchmark picks winners on seed 0 and re-runs them on seeds 101-132, so the fit never sees the noise it is
 scored on). The starting points are every known sampler the family contains (Euler, gradient estimation,
 iPNDM, DPM-Solver++ 2M) on every schedule of the problem that starts at the top of its σ range. With
 ``--hard-pool`` the training half is drawn from a pool of 65536 other starts (seed + 1000) favouring the hard
 ones, with importance weights (:func:`hard_starts`); the validation half stays a uniform sample. Writes
-``<problem>_nfe<N>.json`` (a :class:`samplers.learned.LearnedSolver`) to ``--out`` and prints its RMSE and
+``<problem>_nfe<N>.json`` (a :class:`samplers.fitted.solver.LearnedSolver`) to ``--out`` and prints its RMSE and
 wrong-mode starts on ``--report-seeds`` × ``--heldout`` starts (seeds neither the fits nor the benchmark use);
 ``--evaluate FILE…`` only prints that for solvers already fitted. ``--checkpoint-sigma`` adds a
-:class:`samplers.learned.Checkpoint` on starts near a boundary between modes (:func:`boundary_starts`).
+:class:`samplers.fitted.solver.Checkpoint` on starts near a boundary between modes (:func:`boundary_starts`).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import samplers
-from samplers import learned
+from samplers.fitted import solver as learned
 
 from . import common, deterministic
 
@@ -190,14 +190,14 @@ def main(argv=None) -> int:
                         "the starts iPNDM gets wrong, with importance weights (default: a uniform training half)")
     p.add_argument("--checkpoint-sigma", type=float, default=None,
                    help="also fit the state at this σ (a pinned node) on starts near a boundary between modes "
-                        "(samplers.learned.Checkpoint; the shipped gm-vp-eps fits use 1.3: the mixture's modes are decided near it)")
+                        "(samplers.fitted.solver.Checkpoint; the shipped gm-vp-eps fits use 1.3: the mixture's modes are decided near it)")
     p.add_argument("--checkpoint-step", type=int, default=None,
                    help="the node pinned at --checkpoint-sigma (default: round(0.75 × NFE), three quarters of the steps above it)")
     p.add_argument("--checkpoint-weight", type=float, default=learned.Checkpoint.weight,
                    help="weight of the endpoint loss beside the checkpoint's, each divided by its start value "
                         f"(default {learned.Checkpoint.weight}; the shipped gm-vp-eps 20-NFE fit uses 0.03)")
     p.add_argument("--history", type=int, default=3,
-                   help="earlier steps each step may weigh (samplers.learned.fit; default 3)")
+                   help="earlier steps each step may weigh (samplers.fitted.solver.fit; default 3)")
     p.add_argument("--boundary", type=int, default=2048, help="near-boundary starts for --checkpoint-sigma (default 2048)")
     p.add_argument("--boundary-pool", type=int, default=65536,
                    help="starts they are mined from (seed: calibration seed + 2000; default 65536)")

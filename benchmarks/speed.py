@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 import samplers
-from samplers.native import VPDiscrete
+from samplers.core.native import VPDiscrete
 
 from . import common
 
@@ -187,7 +187,7 @@ def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tup
                    peers: bool, progress: bool) -> list[dict]:
     native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
     shape = (2, 4, 16, 16)
-    x_unit = samplers.noise.seeded_randn(shape, [0, 1], device=device).to(dtype)
+    x_unit = samplers.core.seeds.seeded_randn(shape, [0, 1], device=device).to(dtype)
     eps = tiny_eps_model(dtype)
     tiny_denoiser = tiny_denoiser_for(dtype)
     D = samplers.to_denoiser(eps, "eps", native)
@@ -234,11 +234,11 @@ def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tup
 
 def graph_table(names: list[str], device: str, dtype: torch.dtype, steps: int, repeats: int) -> list[dict]:
     """Eager versus CUDA-graph replay of a whole run on the tiny model (launch-bound by construction)."""
-    from samplers import graph as sgraph
+    from samplers.core import graph as sgraph
 
     native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
     D = samplers.to_denoiser(tiny_eps_model(dtype), "eps", native)
-    x = samplers.noise.seeded_randn((2, 4, 16, 16), [0, 1], device=device).to(dtype)
+    x = samplers.core.seeds.seeded_randn((2, 4, 16, 16), [0, 1], device=device).to(dtype)
     sig = samplers.get_sigmas("karras", steps, native=native)
     x = x * float(sig[0])
     rows = []
@@ -280,7 +280,7 @@ def unet_run(config: dict, device: str, dtype: torch.dtype, batch: int = 2, step
     diffusers' EulerDiscreteScheduler loop versus ours (eagerly, and replayed from a CUDA graph)."""
     import diffusers
 
-    from samplers import graph as sgraph
+    from samplers.core import graph as sgraph
 
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(**config).to(device, dtype).eval()
@@ -294,7 +294,7 @@ def unet_run(config: dict, device: str, dtype: torch.dtype, batch: int = 2, step
         return unet(x_t.to(dtype), t.float(), encoder_hidden_states=ctx, return_dict=False)[0]
 
     D = samplers.to_denoiser(eps, "eps", native)
-    noise = samplers.noise.seeded_randn((batch, 4, side, side), list(range(batch)), device=device)
+    noise = samplers.core.seeds.seeded_randn((batch, 4, side, side), list(range(batch)), device=device)
     sch = diffusers.EulerDiscreteScheduler(**BETAS, steps_offset=1, timestep_spacing="linspace")
     sch.set_timesteps(steps, device=device)
     sig = torch.cat([sch.sigmas[:-1].double().cpu(), torch.zeros(1, dtype=torch.float64)])
@@ -405,7 +405,7 @@ def full_stack(device: str, samplers_: list[str], steps: int, batch: int, repeat
                 sync(device)
                 t1 = time.perf_counter()
                 sig = pipe.sigmas(steps=steps)
-                noise = samplers.noise.seeded_randn((batch, pipe.vae.latent_channels, 64 // pipe.vae.downsample,
+                noise = samplers.core.seeds.seeded_randn((batch, pipe.vae.latent_channels, 64 // pipe.vae.downsample,
                                                      64 // pipe.vae.downsample), list(range(batch)), device=device)
                 with torch.no_grad():
                     lat = samplers.sample(name, D, samplers.initial_latent(noise, sig), sig, disable=True,

@@ -16,7 +16,7 @@ between two independent exact sample sets of the same size: what a perfect sampl
 diffusers peers get the most ``set_timesteps`` steps whose loop makes at most NFE model calls.
 
 Also measured: the cost of one noise draw (µs per ``noise_sampler(σ, σ_next)`` call, on the CPU) for the
-default :class:`samplers.noise.SeededNoise` and :class:`samplers.brownian.BrownianNoise`, and how much the
+default :class:`samplers.core.noise.SeededNoise` and :class:`samplers.core.brownian.BrownianNoise`, and how much the
 sample of a fixed seed moves when the step count doubles (seeded vs Brownian noise).
 
 Writes ``results.json`` (every number, device, versions, seeds) and ``table.md`` to ``--out``.
@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 import samplers
-from samplers.brownian import BrownianNoise
-from samplers.noise import SeededNoise
+from samplers.core.brownian import BrownianNoise
+from samplers.core.noise import SeededNoise
 
 from . import common
 from .common import CountingDenoiser

@@ -303,6 +303,15 @@ def scene_for(seed: int, index: int, n_objects: int | None = None) -> Scene:
     return random_scene(np.random.default_rng([int(seed), int(index)]), n_objects)
 
 
+# The data stream of held-out captions (training uses streams 0, 1, ...): prompts no model was trained on.
+EVAL_CAPTION_SEED = 2_000_003
+
+
+def eval_captions(n: int, n_objects: int, seed: int = EVAL_CAPTION_SEED) -> list[str]:
+    """``n`` held-out captions with ``n_objects`` objects each (deterministic)."""
+    return [caption(scene_for(seed, i, n_objects)) for i in range(n)]
+
+
 def make_batch(
     seed: int, n: int, n_objects: int | None = None, start: int = 0, size: int = IMAGE_SIZE
 ) -> tuple["torch.Tensor", list[str], list[Scene]]:  # noqa: F821

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import samplers
-from samplers.noise import resolve_seeds, seeded_randn
+from samplers.core.seeds import resolve_seeds, seeded_randn
 
 from . import data
 from . import io as mio

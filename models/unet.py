@@ -83,8 +83,8 @@ class UNetConfig:
 
 
 def native_schedule(config: UNetConfig):
-    """The ``samplers.native`` schedule of a model: VPDiscrete for "eps", RectifiedFlow for "flow"."""
-    from samplers.native import RectifiedFlow, VPDiscrete
+    """The ``samplers.core.native`` schedule of a model: VPDiscrete for "eps", RectifiedFlow for "flow"."""
+    from samplers.core.native import RectifiedFlow, VPDiscrete
 
     if config.prediction == "eps":
         return VPDiscrete.from_betas(config.beta_schedule, config.num_train_timesteps, config.beta_start, config.beta_end)

@@ -1,32 +1,55 @@
 """diffusion-samplers: latent-diffusion sampling as ODE/SDE solving in one canonical (VE) space.
 
     import samplers
-    sigmas = samplers.get_sigmas("karras", 20, native=samplers.native.VPDiscrete.from_betas())
-    x0 = samplers.sample("dpmpp_2m", denoiser, noise * sigmas[0], sigmas)
+    sigmas = samplers.get_sigmas("karras", 20, native=samplers.VPDiscrete.from_betas())
+    x0 = samplers.sample("dpmpp_2m", denoiser, samplers.initial_latent(noise, sigmas), sigmas)
 
-See README.md for the conversion layer (eps / x0 / v / flow / score / EDM models), schedules and noise.
+The package, by role (each subpackage's docstring says what lives there and how to add to it):
+
+- ``samplers.core``: registry, the run loop, step helpers, prediction conversions (``to_denoiser``), native
+  schedules of trained models, seeds and noise, errors, CUDA graphs;
+- ``samplers.ode`` / ``samplers.sde``: the samplers, one function per method;
+- ``samplers.schedules``: sampling schedules by name and the schedule optimiser;
+- ``samplers.interop``: diffusers scheduler and model adapters, the k-diffusion module, torchdiffeq / torchsde;
+- ``samplers.fitted``: solvers fitted to a model;
+- ``samplers.problems``: analytic problems with known answers (Gaussian mixtures) and the reference solver.
+
+``import samplers`` is light: the samplers register themselves on the first registry lookup, and scipy,
+torchdiffeq, torchsde and diffusers load only when something that needs them runs.
 """
 import math as _math
 
 import torch as _torch
 
-from . import native, noise, param, problems, schedules  # noqa: F401
-from .native import RectifiedFlow, VE, VPContinuous, VPDiscrete  # noqa: F401
-from .param import to_denoiser  # noqa: F401
-from .registry import SamplerSpec, UnknownNameError, available, get, info, register, sample  # noqa: F401
-from .run import NonFiniteError, debug  # noqa: F401
+from . import schedules  # noqa: F401
+from .core.conversion import to_denoiser  # noqa: F401
+from .core.errors import (InvalidInput, InvalidOption, InvalidType, LimitExceeded, MissingDependency,  # noqa: F401
+                          NonFiniteError, SamplersError, StepLimitError, Unavailable, UnknownNameError)
+from .core.native import VE, RectifiedFlow, VPContinuous, VPDiscrete  # noqa: F401
+from .core.registry import SamplerSpec, available, get, info, register, sample  # noqa: F401
+from .core.run import debug  # noqa: F401
 from .schedules import get_sigmas  # noqa: F401
-
-# Importing the sampler modules registers them (one line per area, so areas never edit the same line).
-from . import ode, rk  # noqa: F401,E402  core samplers
-# deterministic samplers (issue 3):
-from . import multistep, singlestep, unipc, deis, schedules_extra, torchdiffeq_adapter, learned  # noqa: F401,E402
-# stochastic samplers (issue 4):
-from . import ancestral, sde_solvers, brownian, torchsde_adapter  # noqa: F401,E402
-# interop (issue 6): samplers.kdiffusion / .diffusers_scheduler / .diffusers_models: import explicitly (optional deps)
 
 
 def initial_latent(noise: _torch.Tensor, sigmas) -> _torch.Tensor:
     """The starting latent at ``sigmas[0]``: ``noise · σ_0``, or the unit noise itself when σ_0 is inf."""
     first = float(sigmas[0])
     return noise if _math.isinf(first) else noise * first
+
+
+# ``from samplers import kdiffusion as sampling``: the k-diffusion drop-in under the name its users look for.
+_ALIASES = {"kdiffusion": "samplers.interop.kdiffusion"}
+
+
+def __getattr__(name: str):
+    # Subpackages and modules load on first use (``samplers.problems``, ``samplers.interop``, ...).
+    import importlib
+
+    if name in _ALIASES:
+        return importlib.import_module(_ALIASES[name])
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -16,12 +16,43 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
-import torchdiffeq
 
-from . import param
-from .native import NoiseSchedule
+from .core import conversion
+from .core.native import NoiseSchedule
+
+
+def pf_ode_solution(denoiser: Callable, x: torch.Tensor, sigma_start: float, sigma_end: float = 0.0, *,
+                    rtol: float = 1e-7, atol: float = 1e-7, method: str = "dopri5") -> torch.Tensor:
+    """The PF-ODE state at ``sigma_end`` (default the endpoint, σ = 0) from ``x`` at ``sigma_start``, by an
+    adaptive torchdiffeq solve: the one reference solver of the project (tests, benchmarks, fits).
+
+    Solved in the VP angle φ = arctan σ, where the ODE is regular from φ = π/2 (σ = inf, ``x`` the unit
+    noise) down to φ = 0 (σ = 0): dy/dφ = (y·cos φ − D(y / cos φ, tan φ)) / sin φ with y = x·cos φ.
+    ``denoiser`` is a canonical D(x, σ[B]); the solve runs in ``x``'s dtype (pass float64 for a reference).
+    """
+    import torchdiffeq  # loaded when a reference is solved, not by ``import samplers``
+
+    b = x.shape[0]
+    phi0 = math.pi / 2 if math.isinf(sigma_start) else math.atan(sigma_start)
+    phi1 = math.atan(sigma_end)
+    y0 = x if math.isinf(sigma_start) else x * math.cos(phi0)
+
+    def f(phi, y):
+        c, s = math.cos(float(phi)), math.sin(float(phi))
+        if s == 0.0:  # the limit at σ = 0 is 0 (x − D = O(σ²)); host branching is fine in a reference solve
+            return torch.zeros_like(y)
+        sigma = math.inf if c == 0.0 else s / c
+        x_ve = y if c == 0.0 else y / c
+        d = denoiser(x_ve, x_ve.new_full((b,), sigma))
+        return (y * c - d.to(y.dtype)) / s
+
+    t = torch.tensor([phi0, phi1], dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        y1 = torchdiffeq.odeint(f, y0, t, rtol=rtol, atol=atol, method=method)[-1]
+    return y1 if phi1 == 0 else y1 / math.cos(phi1)
 
 
 @dataclass(eq=False)
@@ -126,22 +157,7 @@ class GaussianMixture:
             else:
                 out = mu + (xf - mu) * math.sqrt(s**2 + sigma_end**2) / math.sqrt(s**2 + sigma_start**2)
             return out.reshape(x.shape)
-        phi0 = math.atan(sigma_start)
-        phi1 = math.atan(sigma_end)
-        y0 = xf if math.isinf(sigma_start) else xf * math.cos(phi0)
-
-        def f(phi, y):
-            c, s = torch.cos(phi), torch.sin(phi)
-            if float(s) == 0.0:  # the limit at σ = 0 is 0 (x − D = O(σ²)); host branching is fine here
-                return torch.zeros_like(y)
-            cos = c.expand(b, 1)
-            d = self._posterior_vp(y, cos, s.expand(b, 1))
-            return (y * c - d) / s
-
-        t = torch.tensor([phi0, phi1], dtype=torch.float64)
-        y1 = torchdiffeq.odeint(f, y0, t, rtol=rtol, atol=atol, method="dopri5")[-1]
-        out = y1 if phi1 == 0 else y1 / math.cos(phi1)
-        return out.reshape(x.shape)
+        return pf_ode_solution(self.denoiser, xf.reshape(x.shape), sigma_start, sigma_end, rtol=rtol, atol=atol)
 
     # ------------------------------------------------------------------------------------------------
     # the same data behind any native parameterization
@@ -152,17 +168,17 @@ class GaussianMixture:
         ``samplers.to_denoiser(gm.as_model("eps", sched), "eps", sched)`` gives back (up to rounding) the
         exact denoiser: this is how tests check the conversion layer.
         """
-        prediction = param.canonical_prediction(prediction)
+        prediction = conversion.canonical_prediction(prediction)
 
         def model(x_t: torch.Tensor, time: torch.Tensor, **extra_args) -> torch.Tensor:
             view = (-1,) + (1,) * (x_t.ndim - 1)
             sigma = schedule.sigma_of_time(time).to(torch.float64).reshape(view)
             x64 = x_t.to(torch.float64)
             if prediction == "edm":  # input is c_in·x; output F with D = c_skip·x + c_out·F
-                raise ValueError("as_model('edm') is not provided; build EDM models with param.edm_scalings")
+                raise ValueError("as_model('edm') is not provided; build EDM models with conversion.edm_scalings")
             a, b = schedule.coefficients(sigma)
             x_ve = torch.where(torch.isinf(sigma), x64, x64 / a)
             x0 = self.denoise(x_ve, sigma.flatten())
-            return param.from_x0(prediction, x0, x64, a, b).to(x_t.dtype)
+            return conversion.from_x0(prediction, x0, x64, a, b).to(x_t.dtype)
 
         return model

@@ -7,7 +7,7 @@ import torch
 
 import samplers
 from benchmarks.common import sliced_wasserstein
-from samplers.native import RectifiedFlow, VPDiscrete
+from samplers.core.native import RectifiedFlow, VPDiscrete
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(2, 3, 3), components=4, seed=2)

@@ -78,7 +78,7 @@ def test_every_cell_is_scored_within_its_budget(result):
 
 
 def test_a_solver_fitted_on_the_scored_seed_is_not_ranked(tmp_path):
-    solver = samplers.learned.LearnedSolver.from_sampler("euler", samplers.get_sigmas("karras", 5, sigma_min=0.002,
+    solver = samplers.fitted.solver.LearnedSolver.from_sampler("euler", samplers.get_sigmas("karras", 5, sigma_min=0.002,
                                                                                       sigma_max=80.0))
     solver.meta["calibration_seed"] = 0
     solver.save(tmp_path / "gm-ve_nfe5.json")

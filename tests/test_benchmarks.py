@@ -21,7 +21,7 @@ import torch
 
 import samplers
 from benchmarks import common, distributed, quality, speed
-from samplers import graph
+from samplers.core import graph
 from samplers.problems import GaussianMixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_user_problem_by_entry_point(tmp_path, monkeypatch):
     (tmp_path / "my_bench.py").write_text(textwrap.dedent("""
         import torch
         from benchmarks.common import Problem
-        from samplers.native import VE
+        from samplers.core.native import VE
 
         def denoiser(x, sigma):  # exact for N(0, I) data
             s = sigma.reshape(-1, 1)

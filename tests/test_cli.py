@@ -2,7 +2,7 @@
 import math
 
 import samplers
-from samplers.cli import analytic_table
+from app.demo import analytic_table
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(2, 2, 2), components=3, seed=1)

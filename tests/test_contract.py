@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import samplers
-from samplers.graph import count_host_reads
+from samplers.core.graph import count_host_reads
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=3)

@@ -8,8 +8,8 @@ import torch
 
 import samplers
 from samplers.problems import GaussianMixture
-from samplers.rk import make_rk_sampler
-from samplers.tableaus import TABLEAUS
+from samplers.ode.runge_kutta import make_rk_sampler
+from samplers.ode.tableaus import TABLEAUS
 
 # One Gaussian has a closed-form endpoint but a linear ODE, on which some methods superconverge (midpoint
 # shows order 3 there); two overlapping Gaussians give a smooth nonlinear ODE with a tight dopri5 reference.

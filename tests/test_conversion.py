@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import samplers
-from samplers import param
-from samplers.native import VE, RectifiedFlow, VPContinuous, VPDiscrete, flux_mu
+from samplers.core import conversion as param
+from samplers.core.native import VE, RectifiedFlow, VPContinuous, VPDiscrete, flux_mu
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(3, 2, 2), components=5, seed=1)

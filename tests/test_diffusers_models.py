@@ -7,15 +7,15 @@ import pytest
 import torch
 
 import samplers
-from samplers.native import RectifiedFlow, VPDiscrete
-from samplers.param import to_x0
+from samplers.core.native import RectifiedFlow, VPDiscrete
+from samplers.core.conversion import to_x0
 
 diffusers = pytest.importorskip("diffusers")
 
 from diffusers import (DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler,  # noqa: E402
                        SD3Transformer2DModel, UNet2DConditionModel)
 
-from samplers.diffusers_models import denoiser_from_diffusers, native_from_config  # noqa: E402
+from samplers.interop.diffusers_models import denoiser_from_diffusers, native_from_config  # noqa: E402
 
 diffusers.utils.logging.set_verbosity_error()
 
@@ -95,7 +95,7 @@ def test_unet_denoiser_is_cfg_then_conversion(prediction):
         t = D.schedule.time(sigma)
         out_u = UNET(x * a, t, encoder_hidden_states=NEG.expand(2, -1, -1)).sample
         out_c = UNET(x * a, t, encoder_hidden_states=EMB.expand(2, -1, -1)).sample
-        want = to_x0(samplers.param.canonical_prediction(prediction), out_u + 4.0 * (out_c - out_u), x * a, a, b)
+        want = to_x0(samplers.core.conversion.canonical_prediction(prediction), out_u + 4.0 * (out_c - out_u), x * a, a, b)
     torch.testing.assert_close(got, want, **TOL)
 
 
@@ -136,7 +136,7 @@ def sd3_images(scheduler, steps):
 
 @pytest.mark.parametrize("name", [n for n in samplers.available() if not samplers.info(n).host_sync])
 def test_every_sampler_on_flow_transformer_shim_equals_direct(name):
-    from samplers.diffusers_scheduler import SamplerScheduler
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
     config = FlowMatchEulerDiscreteScheduler(shift=3.0).config
     shim = SamplerScheduler.from_config(config, sampler=name, seed=5)
     out = sd3_images(shim, 3)

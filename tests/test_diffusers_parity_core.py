@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import samplers
-from samplers.native import RectifiedFlow, VPDiscrete
+from samplers.core.native import RectifiedFlow, VPDiscrete
 from samplers.problems import GaussianMixture
 
 diffusers = pytest.importorskip("diffusers")

@@ -24,9 +24,9 @@ from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
                        SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline,
                        UNet2DConditionModel)
 
-from samplers.diffusers_models import denoiser_from_diffusers  # noqa: E402
-from samplers.diffusers_scheduler import SamplerScheduler  # noqa: E402
-from samplers.native import RectifiedFlow, VPDiscrete  # noqa: E402
+from samplers.interop.diffusers_models import denoiser_from_diffusers  # noqa: E402
+from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
+from samplers.core.native import RectifiedFlow, VPDiscrete  # noqa: E402
 from samplers.problems import GaussianMixture  # noqa: E402
 
 diffusers.utils.logging.set_verbosity_error()

@@ -6,7 +6,7 @@ import torch
 
 import samplers
 from samplers.cli import main as cli_main
-from samplers.native import RectifiedFlow, VPDiscrete
+from samplers.core.native import RectifiedFlow, VPDiscrete
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(2, 2, 2), components=3)
@@ -109,7 +109,7 @@ def test_flow_model_from_t1_accepts_the_noise_itself():
 
 
 def test_registry_remove_drops_the_name_and_its_aliases():
-    from samplers import registry
+    from samplers.core import registry
 
     @registry.register("zz_removable", kind="ode", order=1, nfe_per_step=1, aliases=("ZZ Removable",))
     def removable(model, x, sigmas, extra_args=None, callback=None, disable=None):

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import samplers
-from samplers import kdiffusion, registry
-from samplers.native import VPDiscrete
+from samplers.core import registry
+from samplers.interop import kdiffusion
+from samplers.core.native import VPDiscrete
 from samplers.problems import GaussianMixture
 
 VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
@@ -189,7 +190,7 @@ def unet_setup():
 def test_k_diffusion_caller_equals_diffusers_pipeline(unet_setup, name):
     if name not in samplers.available():
         pytest.skip(f"{name} is not registered yet")
-    from samplers.diffusers_scheduler import SamplerScheduler
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
     unet, config, Pipeline, emb, neg = unet_setup
     ac = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012).alphas_cumprod.float()
 

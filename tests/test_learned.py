@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import samplers
-from samplers import learned
-from samplers.learned import LearnedSolver
+from samplers.fitted import solver as learned
+from samplers.fitted.solver import LearnedSolver
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=3)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import samplers
-from samplers.multistep import lms_coefficients
-from samplers.native import VPDiscrete
+from samplers.ode.multistep import lms_coefficients
+from samplers.core.native import VPDiscrete
 from samplers.problems import GaussianMixture
-from samplers.singlestep import fast_orders
+from samplers.ode.singlestep import fast_orders
 
 MIX = GaussianMixture(means=[[0.7, -0.3, 0.2, 1.1], [-0.5, 0.4, 0.9, -0.2]], stds=[0.6, 0.8], weights=[0.4, 0.6])
 SIGMA_START, SIGMA_END = 10.0, 0.1

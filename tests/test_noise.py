@@ -10,8 +10,9 @@ import torch
 from scipy import stats
 
 import samplers
-from samplers.brownian import BrownianNoise, for_schedule
-from samplers.noise import NoiseExhaustedError, PredrawnNoise, SeededNoise, resolve, seeded_randn
+from samplers.core.brownian import BrownianNoise, for_schedule
+from samplers.core.noise import NoiseExhaustedError, PredrawnNoise, SeededNoise, resolve
+from samplers.core.seeds import seeded_randn
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(8,), components=4, seed=1)

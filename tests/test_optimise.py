@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import samplers
-import samplers.optimise as so
+import samplers.schedules.optimise as so
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(2, 2, 2), components=4, seed=3)
@@ -69,8 +69,8 @@ def test_bad_input(tmp_path):
         so.optimise_schedule(GM.denoiser, "euler_ancestral", 5, noise, SIGMA_MIN, SIGMA_MAX)
     with pytest.raises(ValueError, match="sigma_max < inf"):
         so.optimise_schedule(GM.denoiser, "euler", 5, noise, SIGMA_MIN, float("inf"))
-    with pytest.raises(ValueError, match="less than one step"):
-        so.optimise_schedule(GM.denoiser, "dpmpp_3s", 2, noise, SIGMA_MIN, SIGMA_MAX)
+    with pytest.raises(ValueError, match="integer >= 1"):
+        so.optimise_schedule(GM.denoiser, "dpmpp_3s", 0, noise, SIGMA_MIN, SIGMA_MAX)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "samplers.optimised_schedule/1", "sigmas": [1.0, 2.0, 0.0], "sampler": "euler",
                                "nfe": 2, "error": 0.0}))

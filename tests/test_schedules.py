@@ -6,7 +6,7 @@ import torch
 
 import samplers
 from samplers import schedules
-from samplers.native import RectifiedFlow, VPDiscrete
+from samplers.core.native import RectifiedFlow, VPDiscrete
 
 VP = VPDiscrete.from_betas()
 

@@ -6,8 +6,8 @@ import torch
 
 import samplers
 from samplers import schedules
-from samplers.native import RectifiedFlow, VPDiscrete
-from samplers.schedules_extra import AYS_PRESETS, loglinear_interp
+from samplers.core.native import RectifiedFlow, VPDiscrete
+from samplers.schedules.presets import AYS_PRESETS, loglinear_interp
 
 VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
 
@@ -104,7 +104,7 @@ def test_beta_timesteps_is_comfyui_beta_over_the_table():
 
 def test_flow_dynamic_matches_diffusers_dynamic_shifting():
     diffusers = pytest.importorskip("diffusers")
-    from samplers.native import flow_t, flux_mu
+    from samplers.core.native import flow_t, flux_mu
     for seq in (256, 1024, 4096):
         sch = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
         sch.set_timesteps(8, mu=flux_mu(seq))

@@ -9,7 +9,7 @@ import torch
 
 import samplers
 from samplers.problems import GaussianMixture
-from samplers.sde_solvers import restart_extra_nfe, restart_plan
+from samplers.sde.solvers import restart_extra_nfe, restart_plan
 
 
 def identity_scaler(sigma):
@@ -170,7 +170,7 @@ def test_distribution_test_rejects_wrong_samplers(name, steps, options):
 # diffusers SASolverScheduler parity (data prediction, same orders, same τ, same noise)
 
 diffusers = pytest.importorskip("diffusers")
-from samplers.native import VPDiscrete  # noqa: E402
+from samplers.core.native import VPDiscrete  # noqa: E402
 
 PGM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=7)
 BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
@@ -232,7 +232,7 @@ def sa_solver_and_diffusers(predictor_order, corrector_order, tau, steps=10, see
 def test_sa_weights_integrate_polynomials_exactly(nodes, h, tau):
     from scipy.integrate import quad
 
-    from samplers.sde_solvers import _sa_weights
+    from samplers.sde.solvers import _sa_weights
 
     lambda_s, lambda_t = 0.4, 0.4 + h
     for corrector in (False, True):

@@ -7,7 +7,7 @@ import torch
 
 import samplers
 from samplers.problems import GaussianMixture
-from samplers.torchdiffeq_adapter import ADAPTIVE, FIXED
+from samplers.interop.torchdiffeq_adapter import ADAPTIVE, FIXED
 
 MIX = GaussianMixture(means=[[0.7, -0.3, 0.2, 1.1], [-0.5, 0.4, 0.9, -0.2]], stds=[0.6, 0.8], weights=[0.4, 0.6])
 X = MIX.noise(16, seed=0) * 10.0

@@ -10,10 +10,10 @@ import torch
 
 import samplers
 from benchmarks.common import sliced_wasserstein
-from samplers.brownian import BrownianNoise
-from samplers.graph import count_host_reads
+from samplers.core.brownian import BrownianNoise
+from samplers.core.graph import count_host_reads
 from samplers.problems import GaussianMixture
-from samplers.torchsde_adapter import METHODS
+from samplers.interop.torchsde_adapter import METHODS
 
 NAMES = [spec[0] for spec in METHODS.values()]
 GM = GaussianMixture.default(shape=(8,), components=2, seed=1)  # two clusters: a nonlinear denoiser

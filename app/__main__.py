@@ -1,0 +1,5 @@
+import sys
+
+from samplers.__main__ import run
+
+sys.exit(run())

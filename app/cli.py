@@ -1,0 +1,93 @@
+"""The app's commands, added to the ``samplers`` command (entry point ``samplers.commands``): ``demo``,
+``generate`` and ``compare``.
+
+    samplers generate "a large red circle at the top left" --sampler dpmpp_2m --steps 20 --seed 0 1 2 --out out/red.png
+    samplers compare "a small blue ring in the centre" --samplers euler heun dpmpp_2m --steps 5 10 20 --out out/grid.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+
+def _check_out(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise SystemExit(f"error: output folder {str(path.parent)!r} does not exist; create it or choose another --out")
+    return path
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", help="e.g. 'a large red circle at the top left' (the caption grammar: docs/models.md)")
+    p.add_argument("--model", choices=("eps", "flow"), default="eps", help="which shipped model (default eps)")
+    p.add_argument("--weights", default=None, help="a U-Net folder instead of the shipped weights")
+    p.add_argument("--vae", default=None, help="the VAE folder that U-Net was trained with (default: the shipped VAE)")
+    p.add_argument("--schedule", default=None, help="sigma schedule (default: the model's; e.g. karras, flow)")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = none)")
+
+
+def _generate(args) -> int:
+    from models.pipeline import Pipeline, save_images
+
+    out = _check_out(args.out)
+    pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
+    seeds = args.seed if len(args.seed) > 1 else args.seed[0]
+    t0 = time.perf_counter()
+    images = pipe.txt2img(args.prompt, sampler=args.sampler, schedule=args.schedule, steps=args.steps, cfg=args.cfg,
+                          seed=seeds, batch=len(args.seed), width=args.width, height=args.height, progress=True)
+    paths = save_images(images, out)
+    print(f"wrote {', '.join(map(str, paths))} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _compare(args) -> int:
+    from models import io as mio
+    from models.pipeline import Pipeline
+
+    from .images import compare_grid, format_table
+
+    out = _check_out(args.out)
+    pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
+    prompts = [args.prompt] * args.n
+    grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,
+                              schedule=args.schedule, title=f"{args.model}: {args.prompt!r}, seed {args.seed}")
+    mio.atomic_save_image(out, grid)
+    print(format_table(rows, args.n))
+    print(f"wrote {out}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out_dir=args.out)
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Add ``demo``, ``generate`` and ``compare`` to the ``samplers`` command's subparsers."""
+    demo = subparsers.add_parser("demo", help="the main demo: analytic steps-vs-error table, then images on the "
+                                              "shipped models")
+    demo.add_argument("--out", default="out/demo", help="folder for the demo's images")
+    demo.set_defaults(fn=_demo)
+    g = subparsers.add_parser("generate", help="text → image with a shipped model and any registry sampler")
+    _add_common(g)
+    g.add_argument("--sampler", default=None, help="registry name (default: the model's default, see `samplers list`)")
+    g.add_argument("--steps", type=int, default=None, help="sampling steps (default 20)")
+    g.add_argument("--seed", type=int, nargs="+", default=[0], help="one image per seed (default 0)")
+    g.add_argument("--width", type=int, default=64)
+    g.add_argument("--height", type=int, default=64)
+    g.add_argument("--out", default="generated.png", help="PNG path; several seeds write <stem>-<k>.png")
+    g.set_defaults(fn=_generate)
+
+    c = subparsers.add_parser("compare", help="labelled PNG grid of samplers × step counts (same prompt and seed) + table")
+    _add_common(c)
+    c.add_argument("--samplers", nargs="+", default=["euler", "heun", "dpmpp_2m"])
+    c.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20])
+    c.add_argument("--seed", type=int, default=0, help="seed of the pictured image (item k uses seed + k)")
+    c.add_argument("--n", type=int, default=4, help="images per cell for the match rate")
+    c.add_argument("--out", default="compare.png")
+    c.set_defaults(fn=_compare)

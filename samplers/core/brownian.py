@@ -1,0 +1,145 @@
+"""Brownian noise: the in-loop noise of a run as increments of one Brownian path per batch item.
+
+With the default :class:`samplers.core.noise.SeededNoise`, step i draws fresh noise, so the same seed at 20
+and at 40 steps gives unrelated samples. :class:`BrownianNoise` (k-diffusion's
+``BrownianTreeNoiseSampler``) instead reads the increments ``W(σ_next) − W(σ)`` of one fixed Brownian path
+``W`` in σ: a finer schedule samples the same path more finely, so an SDE or ancestral sampler converges
+to the *same* sample as the step count grows (pathwise, strong convergence), and a seed keeps its image
+when the user changes the number of steps.
+
+    noise = samplers.core.brownian.BrownianNoise(x, seeds=[3, 4], sigma_min=0.03, sigma_max=14.6)
+    x0 = samplers.sample("euler_ancestral", model, x, sigmas, noise_sampler=noise)
+    x0 = samplers.sample("euler_ancestral", model, x, sigmas, seed=3, noise_sampler="brownian")  # the same
+
+Each call returns the increment divided by ``sqrt(|σ − σ_next|)``: unit variance, what every sampler
+expects from a noise sampler (it scales the draw by its own σ_up). The path of item k is a
+``torchsde`` Brownian tree (``BrownianInterval(halfway_tree=True)``: its values depend on the seed only,
+not on which points are queried or in which order) seeded by ``seeds[k]`` alone, so item k's noise does
+not depend on the batch size or the other items.
+
+The path lives on [σ_min, σ_max] (the whole schedule's range, so a query never falls outside it and
+torchsde never warns). The parts of an interval outside it (σ > σ_max, e.g. EDM churn above the first
+sigma or the first step from σ = inf; σ < σ_min, a step to 0) are independent Gaussian increments drawn
+from a per-item generator of the same seed: for the step from σ = inf this is the exact limit
+(W(T) − W(σ₁))/√(T − σ₁) → N(0, 1), independent of the path below.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from .seeds import generators, resolve_seeds
+
+# The path is seeded by a mix of the user's seed so that it is not the stream of the initial latent noise
+# (``seeded_randn(..., seeds)``) nor that of SeededNoise.
+_PATH_MIX = 0x5851F42D4C957F2D
+_OUTSIDE_MIX = 0x2545F4914F6CDD1D
+
+
+def brownian_paths(seeds: Sequence[int], size: tuple, t0: float, t1: float, *, dtype=torch.float32,
+                   device="cpu", tol: float = 1e-6) -> list:
+    """One torchsde Brownian tree per seed on [t0, t1], each of shape ``size`` (with space-time Lévy area,
+    which torchsde's order-1.5 SRK needs; the increments are the same whether or not it is read)."""
+    from torchsde import BrownianInterval
+
+    return [BrownianInterval(t0=t0, t1=t1, size=size, dtype=dtype, device=device,
+                             entropy=(int(s) ^ _PATH_MIX) % 2**63, tol=tol, halfway_tree=True,
+                             levy_area_approximation="space-time")
+            for s in seeds]
+
+
+class BrownianNoise:
+    """``noise_sampler(sigma, sigma_next)``: the normalised increment of one Brownian path per item.
+
+    Args:
+        x: a latent like the run's (batch first); the draws have its shape, dtype and device.
+        seeds: one seed per batch item (an int ``s`` means ``s, s + 1, …``).
+        sigma_min, sigma_max: the range of the path; pass the smallest positive and the largest finite
+            sigma of the schedule (``samplers.sample(..., noise_sampler="brownian")`` does).
+        device: where the path is drawn: ``"cpu"`` (default; the same numbers on every machine, then
+            copied to ``x.device``) or ``None`` for ``x.device`` itself (no copy, but the numbers depend on
+            the device's generator).
+        tol: resolution of the path in σ (torchsde's ``tol``; the tree is refined down to it).
+    """
+
+    def __init__(self, x: torch.Tensor, seeds, sigma_min: float, sigma_max: float, *, device="cpu",
+                 tol: float = 1e-6):
+        sigma_min, sigma_max = float(sigma_min), float(sigma_max)
+        if not (0 < sigma_min < sigma_max < math.inf):
+            raise ValueError(f"BrownianNoise needs 0 < sigma_min < sigma_max < inf, got sigma_min = {sigma_min:g}, "
+                             f"sigma_max = {sigma_max:g} (pass the smallest positive and the largest finite "
+                             "sigma of the schedule)")
+        self.seeds = resolve_seeds(seeds, x.shape[0])
+        self.shape = tuple(x.shape[1:])
+        self.dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        self.out_dtype = x.dtype
+        self.out_device = x.device
+        self.path_device = x.device if device is None else torch.device(device)
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        # The path in t = −σ (increasing as σ decreases), so that the same trees serve torchsde's solvers,
+        # which integrate forward in time (samplers.interop.torchsde_adapter).
+        # torchsde rounds the ends of the tree to the digits of tol: round them outwards so that the whole
+        # of [σ_min, σ_max] is inside (a query outside would warn and be clamped).
+        self.t0, self.t1 = round_out(-sigma_max, tol, -1), round_out(-sigma_min, tol, +1)
+        self.paths = brownian_paths(self.seeds, self.shape, self.t0, self.t1, dtype=self.dtype,
+                                    device=self.path_device, tol=tol)
+        self._outside = generators([s ^ _OUTSIDE_MIX for s in self.seeds], self.path_device)
+
+    def increment(self, sigma: float, sigma_next: float) -> torch.Tensor:
+        """W(−σ_next) − W(−σ) of every item (variance |σ − σ_next|), in the path's dtype and device."""
+        lo, hi = min(sigma, sigma_next), max(sigma, sigma_next)
+        inside = self._inside(lo, hi)
+        # parts of [lo, hi] outside [σ_min, σ_max]: independent increments (infinite length: see unit())
+        above = max(hi, self.sigma_max) - max(lo, self.sigma_max)
+        below = min(hi, self.sigma_min) - min(lo, self.sigma_min)
+        outside = above + below
+        if outside > 0:
+            inside = inside + self._normal() * math.sqrt(outside)
+        return inside if sigma_next <= sigma else -inside
+
+    def _inside(self, lo: float, hi: float) -> torch.Tensor:
+        a, b = -min(hi, self.sigma_max), -max(lo, self.sigma_min)
+        if a >= b:
+            return torch.zeros((len(self.paths), *self.shape), dtype=self.dtype, device=self.path_device)
+        return torch.stack([path(a, b) for path in self.paths])
+
+    def _normal(self) -> torch.Tensor:
+        return torch.stack([torch.randn(self.shape, generator=g, device=self.path_device, dtype=self.dtype)
+                            for g in self._outside])
+
+    def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
+        sigma, sigma_next = float(sigma), float(sigma_next)
+        length = abs(sigma - sigma_next)
+        if math.isinf(length):
+            # (W(T) − W(σ₁)) / √(T − σ₁) as T → inf: a unit normal independent of the path below σ_max
+            unit = self._normal()
+        elif length == 0:
+            unit = torch.zeros((len(self.paths), *self.shape), dtype=self.dtype, device=self.path_device)
+        else:
+            unit = self.increment(sigma, sigma_next) / math.sqrt(length)
+        return unit.to(device=self.out_device, dtype=self.out_dtype)
+
+
+def round_out(t: float, tol: float, direction: int) -> float:
+    digits = -int(math.log10(tol))
+    r = round(t, digits)
+    if (r - t) * direction < 0:
+        r = round(r + direction * 10.0**-digits, digits)
+    return r
+
+
+def for_schedule(x: torch.Tensor, seeds, sigmas, **kwargs) -> BrownianNoise:
+    """A :class:`BrownianNoise` on the range of ``sigmas`` (smallest positive to largest finite value)."""
+    values = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
+    finite = [s for s in values if 0 < s < math.inf]
+    if not finite:
+        # e.g. [inf, 0]: one step from σ = inf straight to the data; any draw is the independent unit normal
+        # of the part outside the path, so the range is immaterial
+        finite = [0.5, 1.0]
+    sigma_min, sigma_max = min(finite), max(finite)
+    if sigma_min == sigma_max:
+        # one finite positive sigma (e.g. [inf, s, 0]): any range around it; draws are whole-path independent
+        sigma_min, sigma_max = sigma_max / 2, sigma_max
+    return BrownianNoise(x, seeds, sigma_min, sigma_max, **kwargs)

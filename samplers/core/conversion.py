@@ -1,0 +1,128 @@
+"""Prediction types and the one conversion from a native model to the canonical denoiser D(x, σ).
+
+Native coordinates: ``x_t = a·x0 + b·n`` with (a, b) from the model's :class:`~samplers.core.native.NoiseSchedule`.
+Canonical coordinates: ``x = x_t / a``, ``σ = b / a``, and D(x, σ) ≈ E[x0 | x]. Each prediction type is one
+pair of pure functions, ``to_x0`` and ``from_x0`` (2n conversions, not n² pairwise ones):
+
+| prediction | network output | x0 from it |
+|---|---|---|
+| ``eps``   | ε                                   | (x_t − b·ε) / a |
+| ``x0``    | x0 (diffusers "sample")             | the output |
+| ``v``     | v = â·ε − b̂·x0, â = a/r, b̂ = b/r, r = √(a²+b²) | â·x_t/r − b̂·v |
+| ``flow``  | u = n − x0 in rectified-flow coordinates with the same SNR | x_t/(a+b) − t·u, t = b/(a+b) |
+| ``score`` | ∇ log p(x_t)                         | (x_t + b²·score) / a |
+| ``edm``   | F of EDM's preconditioning (σ_data) | c_skip·x + c_out·F, input c_in·x, VE only |
+
+At σ = inf the sampler state is the unit noise itself (x_t = n); ``eps`` and ``score`` carry no
+information about x0 there and say so (``supports_infinite_sigma = False``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .native import NoiseSchedule
+
+PREDICTIONS = ("eps", "x0", "v", "flow", "score", "edm")
+ALIASES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_prediction": "flow", "velocity": "flow",
+           "const": "flow"}
+
+
+def canonical_prediction(prediction: str) -> str:
+    p = ALIASES.get(prediction, prediction)
+    if p not in PREDICTIONS:
+        raise ValueError(f"unknown prediction type {prediction!r}; use one of {PREDICTIONS} "
+                         f"(or diffusers' names {tuple(ALIASES)})")
+    return p
+
+
+def to_x0(prediction: str, out, x_t, a, b):
+    """x0 from a network output in native coordinates."""
+    if prediction == "eps":
+        return (x_t - b * out) / a
+    if prediction == "x0":
+        return out
+    if prediction == "v":
+        r = (a * a + b * b).sqrt()
+        return (a * x_t / r - b * out) / r
+    if prediction == "flow":
+        r = a + b
+        return x_t / r - (b / r) * out
+    if prediction == "score":
+        return (x_t + b * b * out) / a
+    raise ValueError(f"to_x0 does not handle {prediction!r}")
+
+
+def from_x0(prediction: str, x0, x_t, a, b):
+    """The network output a perfect model of each type gives, from x0 and x_t (inverse of :func:`to_x0`)."""
+    if prediction == "eps":
+        return (x_t - a * x0) / b
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        r = (a * a + b * b).sqrt()
+        return (a * x_t / r - r * x0) / b
+    if prediction == "flow":
+        r = a + b  # x_t / r = (1 − t)·x0 + t·n with t = b / r, and u = n − x0
+        return (x_t / r - x0) * (r / b)
+    if prediction == "score":
+        return -(x_t - a * x0) / (b * b)
+    raise ValueError(f"from_x0 does not handle {prediction!r}")
+
+
+def edm_scalings(sigma, sigma_data: float):
+    """(c_skip, c_out, c_in) of Karras et al. (2022), Table 1, written to stay finite at σ = inf."""
+    inf = torch.isinf(sigma)
+    s = torch.where(inf, torch.zeros_like(sigma), sigma)
+    norm = torch.rsqrt(s * s + sigma_data**2)
+    c_skip = sigma_data**2 * norm * norm
+    c_out = torch.where(inf, torch.full_like(sigma, sigma_data), s * sigma_data * norm)
+    c_in = torch.where(inf, torch.ones_like(sigma), norm)  # at inf the state is already unit noise
+    return c_skip, c_out, c_in
+
+
+class Denoiser:
+    """A native model seen as the canonical denoiser ``D(x, σ, **extra_args) -> x0``. Build with :func:`to_denoiser`."""
+
+    def __init__(self, model: Callable, prediction: str, schedule: NoiseSchedule, sigma_data: float = 1.0):
+        self.model = model
+        self.prediction = canonical_prediction(prediction)
+        self.schedule = schedule
+        self.sigma_data = sigma_data
+        self.supports_infinite_sigma = self.prediction not in ("eps", "score")
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x.shape[0])
+        view = (-1,) + (1,) * (x.ndim - 1)
+        s = sigma.reshape(view).to(x.dtype)
+        inf = torch.isinf(s)
+        time = self.schedule.time(sigma)
+        if self.prediction == "edm":
+            c_skip, c_out, c_in = edm_scalings(s, self.sigma_data)
+            out = self.model(x * c_in, time, **extra_args)
+            skip = torch.where(inf, torch.zeros_like(x), c_skip * x)
+            return skip + c_out * out
+        a, b = self.schedule.coefficients(s)
+        x_t = torch.where(inf, x, a * x)  # at σ = inf the state is the noise itself: x_t = n
+        out = self.model(x_t, time, **extra_args)
+        return to_x0(self.prediction, out, x_t, a, b)
+
+
+def to_denoiser(model: Callable, prediction: str, schedule: NoiseSchedule, sigma_data: float = 1.0) -> Denoiser:
+    """Turn a native model into the denoiser every sampler takes.
+
+    Args:
+        model: ``model(x_t, time, **extra_args) -> output`` in the model's native coordinates, where
+            ``time`` is what the network was trained on (``schedule.time(σ)``: a fractional timestep index for
+            :class:`~samplers.core.native.VPDiscrete`, t·multiplier for :class:`~samplers.core.native.RectifiedFlow`, ...).
+        prediction: ``"eps"``, ``"x0"``, ``"v"``, ``"flow"``, ``"score"`` or ``"edm"`` (diffusers' names
+            ``epsilon``, ``sample``, ``v_prediction``, ``flow_prediction`` are accepted).
+        schedule: the model's native noise schedule.
+        sigma_data: EDM's σ_data (``edm`` only).
+
+    Returns:
+        ``D(x, sigma, **extra_args)`` with x in VE coordinates (x = x0 + σ·n) and sigma of shape [B].
+    """
+    return Denoiser(model, prediction, schedule, sigma_data)

@@ -1,0 +1,220 @@
+"""CUDA-graph replay of a whole sampling run, model calls included.
+
+Small-batch diffusion models are launch-bound: the GPU waits for the CPU to issue hundreds of small
+kernels per step. Because no sampler loop ever reads the device (the schedule is Python floats, every
+coefficient is a Python scalar, noise comes from device generators), a complete run — every step, every
+model call, every noise draw — can be recorded once as a CUDA graph and replayed with one launch:
+
+    run = samplers.core.graph.capture("dpmpp_2m", denoiser, x, sigmas)     # warm up + capture once
+    for noise in batches:
+        x0 = run(noise * sigmas[0])                                      # replay: one launch
+
+What is fixed at capture: the sampler and its options, the schedule, the batch shape and dtype, the model
+(its weights are read at replay, so updating them in place is seen) and tensors in ``extra_args`` (replace
+their contents in place, e.g. ``run.extra_args["context"].copy_(new)``, to change prompts). What changes
+per call: the starting latent, and the seeds of stochastic samplers (``run(x, seed=[...])`` reseeds the
+per-item generators, so a replay reproduces ``samplers.sample(..., seed=...)``).
+
+On a device without CUDA graphs ``capture`` raises :class:`GraphUnavailable`; pass ``fallback="eager"``
+to get the same object running the same prepared loop eagerly (what the CPU tests exercise).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable
+
+import torch
+
+from .noise import SeededNoise
+from .seeds import resolve_seeds
+from .errors import Unavailable
+from .registry import SamplerSpec, info
+from .run import Denoise, NonFiniteError, step_from_infinity, read_sigmas, spec_implementation
+
+
+class GraphUnavailable(Unavailable):
+    """The run cannot be captured in a CUDA graph here; the message says why and what to do instead."""
+
+
+@contextlib.contextmanager
+def count_host_reads():
+    """Count host reads of tensor values (``item``, ``bool``, ``float``, ``int``, ``tolist``) in the block.
+
+    On a GPU each of them is a synchronisation that makes a run uncapturable; on the CPU this is the way to
+    check that a model and a sampler would capture, before trying on a GPU. Yields a dict with key ``"n"``.
+    """
+    counts = {"n": 0}
+    names = ("item", "__bool__", "__float__", "__int__", "tolist")
+    originals = {n: getattr(torch.Tensor, n) for n in names}
+
+    def counted(orig):
+        def read(self, *a, **k):
+            counts["n"] += 1
+            return orig(self, *a, **k)
+        return read
+
+    for n, orig in originals.items():
+        setattr(torch.Tensor, n, counted(orig))
+    try:
+        yield counts
+    finally:
+        for n, orig in originals.items():
+            setattr(torch.Tensor, n, orig)
+
+
+class GraphedSampler:
+    """One sampler run prepared once (and captured as a CUDA graph when ``graph`` is not None).
+
+    Call it with a starting latent of the captured shape; it returns a new tensor (a copy of the graph's
+    output buffer). Build with :func:`capture`.
+    """
+
+    def __init__(self, spec: SamplerSpec, model: Callable, like: torch.Tensor, sigmas: list[float],
+                 extra_args: dict, options: dict, seed, noise_sampler):
+        self.spec = spec
+        self.model = model
+        self.sigmas = sigmas
+        self.extra_args = extra_args
+        self.out_dtype = like.dtype
+        state_dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+        self.static_x = torch.zeros(like.shape, dtype=state_dtype, device=like.device)
+        self.options = dict(options)
+        self.noise: SeededNoise | None = None
+        self.seeds: list[int] | None = None
+        if "noise_sampler" in spec.options:
+            if noise_sampler is not None:
+                if seed is not None:
+                    raise ValueError("pass either noise_sampler or seed, not both")
+                self.options["noise_sampler"] = noise_sampler  # the caller's: it must be graph-safe itself
+            else:
+                self.seeds = resolve_seeds(seed, like.shape[0])
+                self.noise = SeededNoise(self.static_x, self.seeds)
+                self.options["noise_sampler"] = self.noise
+        elif seed is not None or noise_sampler is not None:
+            raise ValueError(f"{spec.name} is deterministic: it takes no seed or noise_sampler")
+        self.graph = None
+        self.static_out: torch.Tensor | None = None
+
+    # The prepared loop: what `samplers.sample` runs after validation, minus the final finiteness check
+    # (a host read) — `__call__(check=True)` does that once, outside the graph.
+    def _body(self) -> torch.Tensor:
+        x = self.static_x
+        denoise = Denoise(self.model, x, self.extra_args)
+        values = self.sigmas
+        if math.isinf(values[0]):
+            x = step_from_infinity(self.spec, self.model, denoise, x, values, self.spec.options, self.options, None)
+            values = values[1:]
+        if len(values) > 1:
+            x = spec_implementation(self.spec)(denoise, x, values, None, None, True, **self.options)
+        return x
+
+    def _reseed(self, seed) -> None:
+        if self.noise is None:
+            if seed is not None:
+                raise ValueError("this run takes no seed (deterministic sampler, or the caller's noise_sampler)")
+            return
+        # the same stream as SeededNoise(seeds): replay reproduces samplers.sample(..., seed=seeds)
+        self.noise.reseed(self.seeds if seed is None else resolve_seeds(seed, self.static_x.shape[0]))
+
+    def __call__(self, x: torch.Tensor, seed=None, check: bool = True) -> torch.Tensor:
+        """Run (replay) from the starting latent ``x``; ``seed``: per-item seeds for stochastic samplers.
+
+        ``check`` reads the result once to raise on NaN/Inf (one sync after the run, as ``samplers.sample``).
+        """
+        if x.shape != self.static_x.shape or x.device != self.static_x.device:
+            raise ValueError(f"this run was captured for shape {tuple(self.static_x.shape)} on "
+                             f"{self.static_x.device}; got {tuple(x.shape)} on {x.device} (capture another)")
+        self._reseed(seed)
+        self.static_x.copy_(x)
+        with torch.no_grad():
+            if self.graph is not None:
+                self.graph.replay()
+                out = self.static_out.clone()
+            else:
+                out = self._body()
+        if check and not bool(torch.isfinite(out).all()):
+            raise NonFiniteError(f"{self.spec.name} produced NaN/Inf in a graphed run; run it eagerly inside "
+                                 "`with samplers.debug():` to find the first model call that does")
+        return out.to(self.out_dtype)
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+
+def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *, extra_args: dict | None = None,
+            seed=None, noise_sampler=None, warmup: int = 2, fallback: str | None = None, pool=None,
+            **options) -> GraphedSampler:
+    """Prepare ``sampler`` on ``model`` for starting latents shaped like ``x``, and capture it as a CUDA graph.
+
+    Args:
+        sampler: a registry name or a registered sampler function.
+        model, x, sigmas, extra_args, options: as for ``samplers.sample`` (``x`` gives shape, dtype, device;
+            its values are only used for warm-up).
+        seed / noise_sampler: the default per-item seeds of a stochastic sampler (override per call), or
+            the caller's own noise sampler (then it must draw from a graph-safe generator).
+        warmup: eager runs on a side stream before capture (cuBLAS/cuDNN initialisation, allocator).
+        fallback: ``"eager"`` returns the same prepared run without a graph when CUDA graphs are not
+            available (CPU tensors); ``None`` (default) raises :class:`GraphUnavailable` instead.
+        pool: a graph memory pool to share between captures (``torch.cuda.graph_pool_handle()``).
+    """
+    spec = info(sampler if isinstance(sampler, str) else getattr(sampler, "spec").name)
+    if spec.host_sync:
+        raise GraphUnavailable(f"{spec.name} chooses its steps on the host (host_sync=True) and cannot be captured; "
+                               "use a fixed-step sampler")
+    if not callable(model):
+        raise TypeError("model must be a callable denoiser model(x, sigma, **extra_args)")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 1:
+        raise TypeError("x must be a floating-point tensor with a batch dimension")
+    values = read_sigmas(sigmas)
+    run = GraphedSampler(spec, model, x, values, dict(extra_args or {}), options, seed, noise_sampler)
+    if x.device.type != "cuda" or not torch.cuda.is_available():
+        if fallback == "eager":
+            return run
+        raise GraphUnavailable(
+            f"CUDA graphs need a CUDA device, but x is on {x.device}"
+            + ("" if torch.cuda.is_available() else " and this torch has no CUDA")
+            + "; pass fallback='eager' to run the same prepared loop eagerly, or use samplers.sample")
+    if fallback not in (None, "eager"):
+        raise ValueError(f"fallback must be None or 'eager', got {fallback!r}")
+    _capture_cuda(run, x, warmup, pool)
+    return run
+
+
+def _capture_cuda(run: GraphedSampler, x: torch.Tensor, warmup: int, pool) -> None:
+    graph = torch.cuda.CUDAGraph()
+    if run.noise is not None:
+        register = getattr(graph, "register_generator_state", None)
+        if register is None:
+            raise GraphUnavailable(
+                "this torch cannot capture per-item generators in a CUDA graph (no "
+                "CUDAGraph.register_generator_state, torch >= 2.5); pass a noise_sampler drawing from the "
+                "default CUDA generator, or upgrade torch")
+        for g in run.noise.generators:
+            register(g)
+    run.static_x.copy_(x)
+    side = torch.cuda.Stream(device=x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side), torch.no_grad():
+        for i in range(max(warmup, 1)):
+            run._reseed(None)
+            if i == max(warmup, 1) - 1:
+                # The last warm-up runs with synchronisation checks on: a sync here would break capture
+                # with an obscure error, so name the problem instead.
+                previous = torch.cuda.get_sync_debug_mode()
+                torch.cuda.set_sync_debug_mode("error")
+                try:
+                    run._body()
+                except RuntimeError as err:
+                    raise GraphUnavailable(f"the run synchronises with the host, so it cannot be captured "
+                                           f"(the model, or a sampler with host_sync): {err}") from err
+                finally:
+                    torch.cuda.set_sync_debug_mode(previous)
+            else:
+                run._body()
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    run._reseed(None)
+    with torch.no_grad(), torch.cuda.graph(graph, pool=pool):
+        run.static_out = run._body()
+    run.graph = graph

@@ -1,0 +1,126 @@
+"""Seeded, batch-invariant noise.
+
+A noise sampler is any callable ``noise_sampler(sigma, sigma_next) -> Tensor`` shaped like the latent
+(k-diffusion convention). The default draws from one ``torch.Generator`` per batch item, so item k's
+noise depends only on its own seed: its result does not change with the batch size or with the other
+items in the batch. Other kinds: ``"brownian"`` (:mod:`samplers.core.brownian`, stable when the step count
+changes) and :class:`PredrawnNoise` (the caller's own draws, one per call).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .brownian import for_schedule
+from .seeds import generators, resolve_seeds
+
+NoiseSampler = Callable[[float, float], torch.Tensor]
+
+# In-loop noise uses a stream derived from the user's seed, so that it is not the same stream as the
+# initial latent noise drawn with `seeded_randn(..., seeds)` (the two would otherwise be correlated).
+_STREAM_MIX = 0x9E3779B97F4A7C15
+
+
+class SeededNoise:
+    """Default in-loop noise: one generator per batch item, each advanced once per draw."""
+
+    def __init__(self, like: torch.Tensor, seeds: Sequence[int]):
+        self.shape = tuple(like.shape[1:])
+        self.dtype = like.dtype
+        self.device = like.device
+        self.generators = generators([(s ^ _STREAM_MIX) for s in seeds], like.device)
+
+    def reseed(self, seeds: Sequence[int]) -> None:
+        """Restart every item's stream as a new ``SeededNoise(like, seeds)`` would (in place: the generators
+        stay the same objects, so a captured CUDA graph that draws from them sees the new seeds)."""
+        for g, s in zip(self.generators, seeds, strict=True):
+            g.manual_seed((s ^ _STREAM_MIX) % 2**63)
+
+    def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
+        return torch.stack([torch.randn(self.shape, generator=g, device=self.device, dtype=self.dtype)
+                            for g in self.generators])
+
+
+class PredrawnNoise:
+    """Noise the caller drew beforehand: ``draws[i]`` is handed out at the i-th call.
+
+    ``draws`` is a tensor ``[calls, B, ...]`` or a list of ``[B, ...]`` tensors (unit variance, like every
+    noise sampler's output). A sampler that asks for more draws than were given raises
+    :class:`NoiseExhaustedError` saying how many it got; ``calls`` counts the draws used so far. One object
+    serves one run: make a new one (or call ``reset()``) for the next.
+    """
+
+    def __init__(self, draws):
+        if isinstance(draws, torch.Tensor):
+            if draws.ndim < 2:
+                raise ValueError(f"pre-drawn noise must be [calls, batch, ...], got shape {tuple(draws.shape)}")
+            draws = list(draws.unbind(0))
+        draws = list(draws)
+        if not draws or not all(isinstance(d, torch.Tensor) for d in draws):
+            raise ValueError("pre-drawn noise must be a non-empty tensor [calls, batch, ...] or list of tensors")
+        shapes = {tuple(d.shape) for d in draws}
+        if len(shapes) != 1:
+            raise ValueError(f"every pre-drawn noise tensor must have the same shape, got {sorted(shapes)}")
+        self.draws = draws
+        self.shape = draws[0].shape
+        self.calls = 0
+        self.like: tuple | None = None
+
+    def check(self, x: torch.Tensor) -> None:
+        """Validate against the run's latent; draws are then handed out in its dtype and on its device."""
+        if tuple(self.shape) != tuple(x.shape):
+            raise ValueError(f"pre-drawn noise has shape {tuple(self.shape)} per call but the latent is "
+                             f"{tuple(x.shape)}; pass a tensor [calls, {', '.join(map(str, x.shape))}]")
+        self.like = (x.device, x.dtype)
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
+        if self.calls >= len(self.draws):
+            raise NoiseExhaustedError(
+                f"the sampler asked for noise draw {self.calls + 1} (sigma {float(sigma):g} -> "
+                f"{float(sigma_next):g}) but only {len(self.draws)} were pre-drawn; pass at least one draw per "
+                "noise call of the run (ancestral samplers draw once per step, some SDE solvers more), or reset() "
+                "the object before reusing it")
+        draw = self.draws[self.calls]
+        self.calls += 1
+        return draw if self.like is None else draw.to(*self.like)
+
+
+class NoiseExhaustedError(IndexError):
+    """A :class:`PredrawnNoise` was asked for more draws than it holds."""
+
+
+NOISE_NAMES = ("seeded", "brownian")
+
+
+def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sigmas=None) -> NoiseSampler:
+    """The noise sampler a run uses: the caller's own, a named kind, or the seeded per-item default.
+
+    ``noise_sampler`` may be a callable, ``None``/``"seeded"`` (:class:`SeededNoise`) or ``"brownian"``
+    (:class:`samplers.core.brownian.BrownianNoise` on the range of ``sigmas``, the run's schedule); a name is
+    seeded by ``seed`` (one seed per item, or an int), an object owns its seeding.
+    """
+    if isinstance(noise_sampler, str):
+        kind = noise_sampler.strip().lower()
+        if kind in ("seeded", "default"):
+            noise_sampler = None
+        elif kind in ("brownian", "brownian_tree", "brownian tree"):
+            if sigmas is None:
+                raise ValueError("noise_sampler='brownian' needs the schedule's range: pass sigmas to resolve()")
+            return for_schedule(x, resolve_seeds(seed, x.shape[0]), sigmas)
+        else:
+            raise ValueError(f"unknown noise_sampler {noise_sampler!r}; use one of {NOISE_NAMES}, a "
+                             "samplers.core.noise.PredrawnNoise, or any callable noise_sampler(sigma, sigma_next)")
+    if noise_sampler is not None:
+        if seed is not None:
+            raise ValueError("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
+        if not callable(noise_sampler):
+            raise TypeError(f"noise_sampler must be callable noise_sampler(sigma, sigma_next) -> Tensor or one of "
+                            f"{NOISE_NAMES}, got {type(noise_sampler).__name__}")
+        if isinstance(noise_sampler, PredrawnNoise):
+            noise_sampler.check(x)
+        return noise_sampler
+    return SeededNoise(x, resolve_seeds(seed, x.shape[0]))

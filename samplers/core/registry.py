@@ -1,0 +1,215 @@
+"""Registries of samplers and schedules by name, with metadata and close-match errors.
+
+A sampler is registered once with its metadata; callers look it up by its name or by one of the names
+users already type in A1111 / ComfyUI (aliases). Nothing is ever appended to a module-level list by hand.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import importlib
+import inspect
+from typing import Callable, Generic, TypeVar
+
+from .errors import InvalidInput, InvalidType, UnknownNameError
+
+T = TypeVar("T")
+
+KINDS = ("ode", "sde", "ancestral")
+
+# Every module that registers built-in samplers or schedules, in the order they are listed. They are imported
+# on the first lookup in a registry, so what is registered never depends on which modules a caller imported
+# first, and ``import samplers`` stays light (nothing here imports scipy, torchdiffeq, torchsde or diffusers
+# at import time: the adapters import them when they run).
+BUILTIN_MODULES = (
+    "samplers.ode.basic", "samplers.ode.runge_kutta", "samplers.ode.multistep", "samplers.ode.singlestep",
+    "samplers.ode.unipc", "samplers.ode.adams", "samplers.fitted.solver",
+    "samplers.sde.ancestral", "samplers.sde.dpm_solver_sde", "samplers.sde.solvers",
+    "samplers.interop.torchdiffeq_adapter", "samplers.interop.torchsde_adapter",
+    "samplers.schedules.sigma", "samplers.schedules.timesteps", "samplers.schedules.flow",
+    "samplers.schedules.presets",
+)
+_LOADED = False
+
+
+def load_builtins() -> None:
+    """Import every module of :data:`BUILTIN_MODULES` once (re-entrant: a module that looks a name up while
+    it is being imported sees what is registered so far)."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def _normalise(name: str) -> str:
+    # "Euler a", "euler-a" and "EULER_A" are the same name to a user.
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+class Registry(Generic[T]):
+    """A name → entry map with aliases; lookup ignores case, spaces, '-' and '_'."""
+
+    def __init__(self, what: str, loader: Callable[[], None] | None = None):
+        self.what = what
+        self._entries: dict[str, T] = {}
+        self._lookup: dict[str, str] = {}
+        self._loader = loader
+
+    def _load(self) -> None:
+        if self._loader is not None:
+            self._loader()
+
+    def add(self, name: str, entry: T, aliases: tuple[str, ...] = (), replace: bool = False) -> None:
+        """Register ``entry`` as ``name`` (and its aliases). A name that is taken is refused unless ``replace``
+        (then the old entry and its aliases go first)."""
+        if not isinstance(name, str) or not _normalise(name):
+            raise InvalidInput(f"a {self.what} name must be a non-empty string with letters or digits, got {name!r}")
+        if replace and _normalise(name) in self._lookup:
+            self.remove(name)
+        for key in (name, *aliases):
+            owner = self._lookup.get(_normalise(key))
+            if owner is not None:
+                raise InvalidInput(
+                    f"{self.what} name {key!r} is already registered (for {owner!r}); choose another name, or "
+                    f"pass replace=True to replace the registered {self.what} on purpose")
+        for key in (name, *aliases):
+            self._lookup[_normalise(key)] = name
+        self._entries[name] = entry
+
+    def canonical(self, name: str) -> str:
+        if not isinstance(name, str):
+            raise InvalidType(f"{self.what} name must be a string, got {type(name).__name__}")
+        self._load()
+        found = self._lookup.get(_normalise(name))
+        if found is None:
+            every = list(self._entries) + [k for k in self._lookup if k not in self._entries]
+            close = difflib.get_close_matches(name, list(self._entries), n=5, cutoff=0.5)
+            close += [self._lookup[k] for k in difflib.get_close_matches(_normalise(name), self._lookup, n=5, cutoff=0.6)]
+            close = list(dict.fromkeys(close))[:5]
+            hint = f" Closest: {', '.join(close)}." if close else ""
+            raise UnknownNameError(
+                f"unknown {self.what} {name!r}.{hint} See samplers.available() for all {len(self._entries)} "
+                f"names" + ("." if every else "")
+            )
+        return found
+
+    def get(self, name: str) -> T:
+        return self._entries[self.canonical(name)]
+
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (or the entry an alias points to) with all its aliases; returns the entry."""
+        canonical = self.canonical(name)
+        for key in [k for k, owner in self._lookup.items() if owner == canonical]:
+            del self._lookup[key]
+        return self._entries.pop(canonical)
+
+    def names(self) -> list[str]:
+        self._load()
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        self._load()
+        return _normalise(name) in self._lookup
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+    """What a sampler is: its kind, order, cost per step and source."""
+
+    name: str
+    fn: Callable
+    kind: str  # "ode" (deterministic), "ancestral" or "sde"
+    order: int
+    nfe_per_step: float
+    aliases: tuple[str, ...] = ()
+    ref: str = ""
+    # Adaptive solvers decide their steps on the host; they say so here and are exempt from the
+    # "no host synchronisation inside the loop" contract.
+    host_sync: bool = False
+    final_step: str = "denoise"  # documented policy for the last step to sigma = 0
+
+    @property
+    def stochastic(self) -> bool:
+        return self.kind != "ode"
+
+    @functools.cached_property
+    def options(self) -> dict[str, object]:
+        """Keyword-only options and their defaults (read once from the signature)."""
+        sig = inspect.signature(self.fn)
+        return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+SAMPLERS: Registry[SamplerSpec] = Registry("sampler", loader=load_builtins)
+
+
+def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: tuple[str, ...] = (),
+             ref: str = "", host_sync: bool = False, final_step: str = "denoise", replace: bool = False):
+    """Register a sampler function under ``name``.
+
+    The decorated function has the k-diffusion signature
+    ``fn(model, x, sigmas, extra_args=None, callback=None, disable=None, *, **options)`` and is written
+    against a prepared run (see :mod:`samplers.core.run`): ``model(x, sigma)`` takes a Python float sigma and
+    ``sigmas`` is a list of finite Python floats. The function registered (and returned) is the public
+    wrapper that validates input, handles an infinite first sigma exactly and checks the result.
+    A name (or alias) that is already registered is refused unless ``replace=True``.
+    """
+    if kind not in KINDS:
+        raise InvalidInput(f"kind must be one of {KINDS}, got {kind!r}")
+
+    def decorate(fn: Callable) -> Callable:
+        _check_signature(name, fn)
+        from .run import run_sampler  # late import: run imports the registry
+
+        spec_box: list[SamplerSpec] = []
+
+        @functools.wraps(fn)
+        def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+            return run_sampler(spec_box[0], model, x, sigmas, extra_args, callback, disable, options)
+
+        spec = SamplerSpec(name, sampler, kind, order, nfe_per_step, tuple(aliases), ref, host_sync, final_step)
+        spec_box.append(spec)
+        sampler.spec = spec  # type: ignore[attr-defined]
+        sampler.implementation = fn  # type: ignore[attr-defined]
+        SAMPLERS.add(name, spec, tuple(aliases), replace=replace)
+        return sampler
+
+    return decorate
+
+
+def _check_signature(name: str, fn: Callable) -> None:
+    params = list(inspect.signature(fn).parameters.values())
+    head = [p.name for p in params[:6]]
+    if head != ["model", "x", "sigmas", "extra_args", "callback", "disable"]:
+        raise InvalidType(f"sampler {name!r} must start with (model, x, sigmas, extra_args, callback, disable), "
+                          f"got {head}")
+    late = [p.name for p in params[6:] if p.kind is not p.KEYWORD_ONLY]
+    if late:
+        raise InvalidType(f"sampler {name!r}: options must be keyword-only, got {late}")
+
+
+def get(name: str) -> Callable:
+    """The sampler registered as ``name`` (or an alias). Unknown names raise with the closest matches."""
+    return SAMPLERS.get(name).fn
+
+
+def info(name: str) -> SamplerSpec:
+    """Metadata of the sampler ``name``: kind, order, NFE per step, aliases, paper reference, options."""
+    return SAMPLERS.get(name)
+
+
+def available(kind: str | None = None) -> list[str]:
+    """Names of every registered sampler (optionally only one kind), in registration order."""
+    if kind is not None and kind not in KINDS:
+        raise InvalidInput(f"kind must be one of {KINDS} or None, got {kind!r}")
+    specs = [SAMPLERS.get(n) for n in SAMPLERS.names()]
+    return [s.name for s in specs if kind is None or s.kind == kind]
+
+
+def sample(name: str, model, x, sigmas, **kwargs):
+    """Run the sampler ``name``: ``sample("dpmpp_2m", model, x, sigmas, extra_args=..., seed=...)``."""
+    return get(name)(model, x, sigmas, **kwargs)

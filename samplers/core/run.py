@@ -1,0 +1,177 @@
+"""The boundary every sampler call goes through: validate once, then run a loop that never syncs.
+
+`run_sampler` turns the public k-diffusion call into a prepared one:
+- ``sigmas`` is read to Python floats once (the only read of the schedule) and validated;
+- the state is kept in float32 (or the caller's higher precision) even when the model runs in fp16/bf16;
+- ``model`` becomes ``model(x, sigma_float)``, which builds the per-item sigma tensor and checks the
+  output shape (metadata only, no device read);
+- an infinite first sigma (flow models from t = 1, zero-terminal-SNR schedules) is stepped exactly;
+- non-finite results are detected once after the loop (or at every model call in debug mode).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from typing import Callable
+
+import torch
+from tqdm.auto import trange
+
+from . import noise as noise_mod
+from .errors import NonFiniteError
+
+_DEBUG = contextvars.ContextVar("samplers_debug", default=False)
+
+
+@contextlib.contextmanager
+def debug(enabled: bool = True):
+    """Check every model output for NaN/Inf as it happens (one device sync per model call).
+
+    Off by default so the sampling loop stays free of host synchronisation; the result is still checked
+    once after the loop.
+    """
+    token = _DEBUG.set(enabled)
+    try:
+        yield
+    finally:
+        _DEBUG.reset(token)
+
+
+def read_sigmas(sigmas) -> list[float]:
+    """Validate a schedule and return it as Python floats (the one read of it per call)."""
+    if isinstance(sigmas, torch.Tensor):
+        if sigmas.ndim != 1:
+            raise ValueError(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
+        values = sigmas.detach().to("cpu", torch.float64).tolist()
+    else:
+        values = [float(s) for s in sigmas]
+    if len(values) < 2:
+        raise ValueError(
+            f"sigmas must hold at least 2 values (1 step), got {len(values)}; "
+            "build one with samplers.get_sigmas(name, steps, ...) and steps >= 1")
+    for i, s in enumerate(values):
+        if math.isnan(s) or s < 0 or (math.isinf(s) and i > 0):
+            raise ValueError(f"sigmas[{i}] = {s} is invalid: sigmas must be >= 0 and finite "
+                             "(only sigmas[0] may be +inf)")
+    for i in range(len(values) - 1):
+        if not values[i + 1] < values[i]:
+            raise ValueError(
+                f"sigmas must be strictly decreasing, but sigmas[{i}] = {values[i]:g} and "
+                f"sigmas[{i + 1}] = {values[i + 1]:g}; flip an ascending schedule with "
+                "samplers.schedules.flip and drop repeated values")
+    return values
+
+
+def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):
+    if not callable(model):
+        raise TypeError(f"model must be a callable denoiser model(x, sigma, **extra_args), got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point tensor (the starting latent at sigmas[0])")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must have a batch dimension first, got shape {tuple(x.shape)}")
+    if extra_args is not None and not isinstance(extra_args, dict):
+        raise TypeError("extra_args must be a dict of keyword arguments for the model, or None")
+    values = read_sigmas(sigmas)
+    out_dtype = x.dtype
+    state_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    x = x.to(state_dtype)
+    denoise = Denoise(model, x, extra_args or {})
+
+    params = spec.options
+    if "noise_sampler" in params:
+        options = dict(options)
+        options["noise_sampler"] = noise_mod.resolve(options.get("noise_sampler"), options.pop("seed", None), x,
+                                                     sigmas=values)
+
+    offset = 0
+    if math.isinf(values[0]):
+        x = step_from_infinity(spec, model, denoise, x, values, params, options, callback)
+        values, offset = values[1:], 1
+    if len(values) > 1:
+        cb = _shift_callback(callback, offset)
+        x = spec_implementation(spec)(denoise, x, values, None, cb, disable, **options)
+
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(
+            f"{spec.name} produced NaN/Inf. Run inside `with samplers.debug():` to stop at the first model "
+            "call that returns non-finite values; common causes are fp16 overflow in the model (try bfloat16 "
+            "or float32) or a model that cannot be evaluated at the first sigma.")
+    return x.to(out_dtype)
+
+
+def spec_implementation(spec):
+    return spec.fn.implementation
+
+
+class Denoise:
+    """``model(x, sigma_float)`` for the implementations: one per-item sigma tensor, shape checked."""
+
+    def __init__(self, model, like: torch.Tensor, extra_args: dict):
+        self.model = model
+        self.extra_args = extra_args
+        self.shape = like.shape
+        self.nfe = 0
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        sigma_in = x.new_full((x.shape[0],), sigma)
+        out = self.model(x, sigma_in, **self.extra_args)
+        self.nfe += 1
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"the model returned {got} for an input of shape {tuple(x.shape)}; a denoiser must return "
+                "the denoised x0 estimate with the same shape as x (wrap eps/v/flow models with "
+                "samplers.core.conversion.to_denoiser)")
+        if _DEBUG.get() and not bool(torch.isfinite(out).all()):
+            raise NonFiniteError(f"the model returned NaN/Inf at sigma = {sigma:g}")
+        return out
+
+
+def _shift_callback(callback, offset: int):
+    if callback is None or offset == 0:
+        return callback
+
+    def shifted(info):
+        callback({**info, "i": info["i"] + offset})
+
+    return shifted
+
+
+def step_from_infinity(spec, model, denoise, x, values, params, options, callback):
+    """The exact first step from sigma = inf, where ``x`` is the unit noise itself.
+
+    From sigma = inf the only well-defined step in sigma is the first-order one (the t = 1 flow-Euler /
+    zero-SNR DDIM step): x_1 = D(x, inf) + sigma_1 * n. Every sampler takes it, then runs its own rule on
+    the remaining, finite schedule. Stochastic samplers split sigma_1 into a kept part and fresh noise by
+    their eta, as ancestral sampling does in the limit: sigma_up = eta * sigma_1.
+    """
+    if getattr(model, "supports_infinite_sigma", True) is False:
+        raise ValueError(
+            "this model cannot be evaluated at sigma = inf (an eps- or score-prediction model carries no "
+            "signal information at zero SNR); start the schedule at a finite sigma, e.g. "
+            "samplers.schedules.set_first(sigmas, sigma_max), or use a v/x0/flow model")
+    denoised = denoise(x, math.inf)
+    sigma_next = values[1]
+    eta = float(options.get("eta", params["eta"])) if "eta" in params else 0.0
+    eta = min(max(eta, 0.0), 1.0)
+    x_next = denoised
+    if sigma_next > 0:
+        keep = math.sqrt(1.0 - eta * eta)
+        x_next = denoised + sigma_next * keep * x
+        if eta > 0:
+            s_noise = float(options.get("s_noise", params.get("s_noise", 1.0)))
+            x_next = x_next + options["noise_sampler"](math.inf, sigma_next) * (s_noise * eta * sigma_next)
+    if callback is not None:
+        callback({"x": x_next, "i": 0, "sigma": math.inf, "sigma_hat": math.inf, "denoised": denoised})
+    return x_next
+
+
+def progress(sigmas: list[float], disable) -> range:
+    """The step indices of a run, with a progress bar unless ``disable``."""
+    return trange(len(sigmas) - 1, disable=disable, leave=False)
+
+
+def report(callback: Callable | None, x, i, sigma, sigma_hat, denoised) -> None:
+    if callback is not None:
+        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})

@@ -1,0 +1,85 @@
+"""Pieces of a step shared by several samplers, written once.
+
+All take and return Python floats for sigmas (never tensors), so using them costs no host sync.
+"""
+from __future__ import annotations
+
+import math
+
+
+def to_d(x, sigma: float, denoised):
+    """The probability-flow ODE derivative dx/dσ = (x − D(x, σ)) / σ (Karras et al. 2022, eq. 4 in VE form)."""
+    return (x - denoised) / sigma
+
+
+def get_ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
+    """Split a step σ → σ_next into a deterministic step to σ_down plus fresh noise of size σ_up.
+
+    σ_up = min(σ_next, η·sqrt(σ_next²(σ² − σ_next²)/σ²)), σ_down = sqrt(σ_next² − σ_up²): for η = 1 this is
+    the DDPM posterior step (Ho et al. 2020), for η = 0 the deterministic one.
+    """
+    if not eta or sigma_next == 0:
+        return sigma_next, 0.0
+    sigma_up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+    sigma_down = math.sqrt(max(sigma_next**2 - sigma_up**2, 0.0))
+    return sigma_down, sigma_up
+
+
+def churn(x, sigma: float, n_steps: int, noise_sampler, s_churn: float, s_tmin: float, s_tmax: float,
+          s_noise: float):
+    """EDM stochastic churn (Karras et al. 2022, Alg. 2, lines 4-6): raise σ to σ̂ = σ(1 + γ) with fresh noise.
+
+    Returns (x̂, σ̂). With γ = 0 (the default s_churn = 0) it returns (x, σ) and draws no noise.
+    """
+    gamma = min(s_churn / n_steps, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
+    if gamma <= 0:
+        return x, sigma
+    sigma_hat = sigma * (gamma + 1)
+    eps = noise_sampler(sigma, sigma_hat) * s_noise
+    return x + eps * math.sqrt(sigma_hat**2 - sigma**2), sigma_hat
+
+
+# ----------------------------------------------------------------------------------------------------
+# Exponential integrators (DPM-Solver, DPM-Solver++, UniPC, RES, SA-Solver): written in λ = −log σ with
+# h = λ_next − λ; the first-order data-prediction step x_next = (σ_next/σ)·x + φ1(h)·D is exact for D constant.
+
+SOLVER_TYPES = ("midpoint", "heun")
+
+
+def lam(sigma: float) -> float:
+    """λ = −log σ (half the log-SNR); σ = 0 gives +inf."""
+    return -math.log(sigma) if sigma > 0 else math.inf
+
+
+def sigma_of(lambda_: float) -> float:
+    """σ = e^(−λ), the inverse of :func:`lam`."""
+    return math.exp(-lambda_)
+
+
+def phi1(h: float) -> float:
+    """1 − e^(−h): the weight of D in the first-order data-prediction step."""
+    return -math.expm1(-h)
+
+
+def phi2(h: float) -> float:
+    """(e^(−h) − 1)/h + 1: the weight of the first divided difference (second order)."""
+    return math.expm1(-h) / h + 1.0
+
+
+def check_solver_type(solver_type: str) -> str:
+    """DPM-Solver++'s second-order variants: ``"midpoint"`` (the paper) or ``"heun"`` (diffusers' alternative)."""
+    if solver_type not in SOLVER_TYPES:
+        from .errors import InvalidOption
+
+        raise InvalidOption(f"solver_type must be one of {SOLVER_TYPES}, got {solver_type!r}")
+    return solver_type
+
+
+def second_order_weight(h: float, r: float, solver_type: str) -> float:
+    """The weight of D0 − D1 in the 2nd-order multistep update (r = h_last/h, Lu et al. 2022, Alg. 2)."""
+    return phi1(h) / (2 * r) if solver_type == "midpoint" else phi2(h) / r
+
+
+def add_noise(x, noise_sampler, sigma: float, sigma_next: float, scale: float):
+    """x + scale·z with z = noise_sampler(σ, σ_next); no draw at all when ``scale`` is 0 (deterministic limit)."""
+    return x + noise_sampler(sigma, sigma_next) * scale if scale > 0 else x

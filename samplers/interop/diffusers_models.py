@@ -1,0 +1,230 @@
+"""diffusers models as registry denoisers, and the one reading of a diffusers scheduler config.
+
+A diffusers UNet (or SD3-style transformer) predicts eps / v / x0 / flow velocity in its native
+coordinates, on the noise schedule its scheduler config describes. :func:`native_from_config` turns that
+config into one of our native schedules (``VPDiscrete.from_betas(...)`` or ``RectifiedFlow``) and a
+prediction type; :func:`denoiser_from_diffusers` adds prompt embeddings and classifier-free guidance and
+hands the result to :func:`samplers.core.conversion.to_denoiser`, so any registry sampler runs on the model::
+
+    from samplers.interop.diffusers_models import denoiser_from_diffusers
+    D = denoiser_from_diffusers(pipe.unet, pipe.scheduler.config, prompt_embeds, negative_prompt_embeds,
+                                guidance_scale=7.5)
+    sigmas = samplers.get_sigmas("karras", 20, native=D.schedule)
+    latents = samplers.sample("dpmpp_2m", D, samplers.initial_latent(noise, sigmas), sigmas)
+
+diffusers is an optional dependency: this module imports nothing from it (it only calls the model), and
+``import samplers`` does not import this module.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Mapping
+
+import torch
+
+from ..core.native import NoiseSchedule, RectifiedFlow, VPDiscrete, rescale_zero_terminal_snr
+from ..core.conversion import Denoiser, canonical_prediction, to_denoiser
+
+# Config flags that change what a diffusers scheduler computes in ways the registry samplers do not
+# reproduce. A config that sets one is refused rather than silently sampled differently.
+UNSUPPORTED_FLAGS = {
+    "thresholding": "dynamic thresholding of x0 (Imagen) is not a sampler; apply it in a denoiser wrapper",
+    "clip_sample": "clipping x0 to [-1, 1] is a pixel-space DDPM option; set clip_sample=False",
+    "invert_sigmas": "inverted (Mochi) sigma schedules are not supported",
+    "shift_terminal": "stretching the flow schedule to a terminal value is not supported; pass sigmas= instead",
+    "stochastic_sampling": "FlowMatch stochastic_sampling is a sampler choice here: use sampler='euler_ancestral'",
+}
+
+
+def check_scheduler_flags(config: Mapping) -> None:
+    """Refuse a config whose scheduler-side flags (:data:`UNSUPPORTED_FLAGS`) the samplers do not reproduce."""
+    for flag, why in UNSUPPORTED_FLAGS.items():
+        if config.get(flag):
+            raise ValueError(f"scheduler config sets {flag}={config[flag]!r}: {why}")
+
+
+def config_dict(config: Any) -> dict:
+    """A plain dict from a diffusers scheduler, its ``config`` (FrozenDict) or a mapping."""
+    if hasattr(config, "config") and not isinstance(config, Mapping):
+        config = config.config
+    if not isinstance(config, Mapping):
+        raise TypeError(f"expected a diffusers scheduler config (a mapping), got {type(config).__name__}")
+    return dict(config)
+
+
+def is_flow_config(config: Mapping) -> bool:
+    """True for a rectified-flow (flow-matching) config: SD3 / Flux schedulers, or ``use_flow_sigmas``."""
+    explicit = config.get("noise_schedule")
+    if explicit is not None:
+        if explicit not in ("vp", "flow"):
+            raise ValueError(f"noise_schedule must be 'vp' or 'flow', got {explicit!r}")
+        return explicit == "flow"
+    if config.get("use_flow_sigmas"):
+        return True
+    if str(config.get("_class_name", "")).startswith("FlowMatch"):
+        return True
+    # FlowMatch* configs carry a time `shift`; VP (beta) configs never do.
+    return config.get("shift") is not None
+
+
+def flow_shift(config: Mapping, mu: float | None = None) -> float:
+    """The σ multiplier s of a flow config: static ``shift`` (or ``flow_shift``), or e^μ / μ when dynamic."""
+    if config.get("use_dynamic_shifting"):
+        if mu is None:
+            return 1.0  # unknown until the pipeline passes mu to set_timesteps; the denoiser does not need it
+        kind = config.get("time_shift_type", "exponential")
+        if kind == "exponential":
+            return math.exp(mu)
+        if kind == "linear":
+            return float(mu)
+        raise ValueError(f"unknown time_shift_type {kind!r}; use 'exponential' or 'linear'")
+    if config.get("use_flow_sigmas"):
+        return float(config.get("flow_shift", 1.0) or 1.0)
+    shift = config.get("shift")
+    return 1.0 if shift is None else float(shift)
+
+
+def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSchedule, str]:
+    """The native noise schedule and prediction type a diffusers scheduler config describes.
+
+    VP configs give ``VPDiscrete.from_betas(beta_schedule, num_train_timesteps, beta_start, beta_end,
+    rescale_betas_zero_snr)`` (or the table from ``trained_betas``); flow-matching configs give
+    ``RectifiedFlow(shift, multiplier=num_train_timesteps)``. A config that cannot describe a working model
+    is an error: an unknown prediction type, ``flow_prediction`` on a VP (beta) schedule, or a non-flow
+    prediction on a flow schedule. (Scheduler-only flags such as ``clip_sample`` do not describe the model
+    and are ignored here; :func:`check_scheduler_flags` refuses them where a scheduler would apply them.)
+    """
+    cfg = config_dict(config)
+    flow = is_flow_config(cfg)
+    raw = cfg.get("prediction_type")
+    if raw is None:
+        raw = "flow_prediction" if flow else "epsilon"
+    if raw not in ("epsilon", "v_prediction", "sample", "flow_prediction"):
+        raise ValueError(f"unknown prediction_type {raw!r}; diffusers configs use 'epsilon', 'v_prediction', "
+                         "'sample' or 'flow_prediction'")
+    prediction = canonical_prediction(raw)
+    n_train = int(cfg.get("num_train_timesteps", 1000) or 1000)
+    if flow:
+        if prediction != "flow":
+            raise ValueError(f"prediction_type {raw!r} with a flow-matching schedule: flow-matching models "
+                             "(SD3, Flux) predict the velocity, use prediction_type='flow_prediction'")
+        return RectifiedFlow(shift=flow_shift(cfg, mu), multiplier=float(n_train)), prediction
+    if prediction == "flow":
+        raise ValueError("prediction_type 'flow_prediction' with a VP (beta) schedule: a flow-matching model "
+                         "needs a flow-matching config (a FlowMatch* scheduler config, or use_flow_sigmas=True "
+                         "with flow_shift); an SD-1.x/2.x-style config describes an eps/v model")
+    trained = cfg.get("trained_betas")
+    if trained is not None:
+        betas = torch.as_tensor(trained, dtype=torch.float64).flatten()
+        schedule = VPDiscrete(torch.cumprod(1 - betas, 0))
+        if cfg.get("rescale_betas_zero_snr"):
+            schedule = VPDiscrete(rescale_zero_terminal_snr(schedule.alphas_cumprod))
+        return schedule, prediction
+    schedule = VPDiscrete.from_betas(cfg.get("beta_schedule", "linear"), n_train,
+                                     float(cfg.get("beta_start", 0.0001)), float(cfg.get("beta_end", 0.02)),
+                                     rescale_betas_zero_snr=bool(cfg.get("rescale_betas_zero_snr", False)))
+    return schedule, prediction
+
+
+def _cat_kwargs(negative: Mapping, positive: Mapping) -> dict:
+    """[uncond; cond] along the batch for every tensor (recursively); other values are shared."""
+    out = {}
+    for key, pos in positive.items():
+        neg = negative.get(key, pos)
+        if isinstance(pos, torch.Tensor):
+            out[key] = torch.cat([neg, pos])
+        elif isinstance(pos, Mapping):
+            out[key] = _cat_kwargs(neg, pos)
+        else:
+            out[key] = pos
+    return out
+
+
+def _expand_batch(value, batch: int):
+    """Batch-1 tensors (one prompt's embeddings) expanded to the latent batch, recursively."""
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == 1 and batch > 1:
+        return value.expand(batch, *value.shape[1:])
+    if isinstance(value, Mapping):
+        return {k: _expand_batch(v, batch) for k, v in value.items()}
+    return value
+
+
+class DiffusersModel:
+    """``model(x_t, time) -> output`` in native coordinates: a diffusers network with its conditioning and CFG.
+
+    Classifier-free guidance as diffusers' pipelines do it (one batched call on [uncond, cond], then
+    ``uncond + s·(cond − uncond)``) whenever ``guidance_scale > 1``.
+    """
+
+    def __init__(self, model, prompt_embeds=None, negative_prompt_embeds=None, guidance_scale: float = 1.0,
+                 model_kwargs: Mapping | None = None, negative_model_kwargs: Mapping | None = None,
+                 timestep_scale: float = 1.0):
+        self.model = model
+        self.guidance_scale = float(guidance_scale)
+        self.cfg = self.guidance_scale > 1.0
+        if self.cfg and negative_prompt_embeds is None and prompt_embeds is not None:
+            raise ValueError("guidance_scale > 1 needs negative_prompt_embeds (the unconditional embeddings, "
+                             "e.g. of the empty prompt)")
+        self.cond = dict(model_kwargs or {})
+        self.uncond = dict(negative_model_kwargs or {})
+        if prompt_embeds is not None:
+            self.cond["encoder_hidden_states"] = prompt_embeds
+            if negative_prompt_embeds is not None:
+                self.uncond["encoder_hidden_states"] = negative_prompt_embeds
+        self.timestep_scale = float(timestep_scale)
+        forward = model.forward if hasattr(model, "forward") else model
+        params = inspect.signature(forward).parameters
+        self.input_name = "sample" if "sample" in params else "hidden_states" if "hidden_states" in params else None
+        dtype = getattr(model, "dtype", None)
+        self.dtype = dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
+
+    def __call__(self, x_t: torch.Tensor, time: torch.Tensor, **extra_args) -> torch.Tensor:
+        batch = x_t.shape[0]
+        time = time.reshape(-1).expand(batch)
+        if self.timestep_scale != 1.0:
+            time = time * self.timestep_scale
+        x_in = x_t if self.dtype is None else x_t.to(self.dtype)
+        kwargs = _expand_batch({**self.cond, **extra_args}, batch)
+        if self.cfg:
+            kwargs = _cat_kwargs(_expand_batch(self.uncond, batch), kwargs)
+            x_in, time = torch.cat([x_in, x_in]), torch.cat([time, time])
+        if self.input_name is None:
+            out = self.model(x_in, time, **kwargs)
+        else:
+            out = self.model(**{self.input_name: x_in}, timestep=time, **kwargs, return_dict=False)
+        out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "sample", out)
+        out = out.to(x_t.dtype)
+        if self.cfg:
+            uncond, cond = out.chunk(2)
+            out = uncond + self.guidance_scale * (cond - uncond)
+        return out
+
+
+def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, negative_prompt_embeds=None,
+                            guidance_scale: float = 1.0, *, model_kwargs: Mapping | None = None,
+                            negative_model_kwargs: Mapping | None = None, mu: float | None = None,
+                            timestep_scale: float = 1.0) -> Denoiser:
+    """A diffusers UNet / transformer as the registry denoiser ``D(x, σ, **extra_args) -> x0``.
+
+    Args:
+        model: a diffusers ``UNet2DConditionModel`` (called ``model(sample=x_t, timestep=t,
+            encoder_hidden_states=..., return_dict=False)``), a transformer taking ``hidden_states`` (SD3), or
+            any ``model(x_t, t, **kwargs)``.
+        scheduler_config: the pipeline's scheduler config (``pipe.scheduler.config``), read by
+            :func:`native_from_config` for the noise schedule and prediction type.
+        prompt_embeds, negative_prompt_embeds: text embeddings (batch 1 or the latent batch), passed as
+            ``encoder_hidden_states``.
+        guidance_scale: classifier-free guidance scale; > 1 evaluates [uncond, cond] in one batch.
+        model_kwargs, negative_model_kwargs: more conditioning for the cond / uncond halves (e.g. SD3's
+            ``pooled_projections``, SDXL's ``added_cond_kwargs``).
+        mu: Flux-style dynamic shift (only changes ``D.schedule.shift``, which schedules built from it use).
+        timestep_scale: multiplies the time input (Flux's transformer takes t, not t·1000: use 1/1000).
+
+    Returns:
+        A :class:`samplers.core.conversion.Denoiser`; ``D.schedule`` is the native schedule to build sigmas from.
+    """
+    schedule, prediction = native_from_config(scheduler_config, mu=mu)
+    native = DiffusersModel(model, prompt_embeds, negative_prompt_embeds, guidance_scale, model_kwargs,
+                            negative_model_kwargs, timestep_scale)
+    return to_denoiser(native, prediction, schedule)

@@ -1,0 +1,186 @@
+"""DEIS, iPNDM and PLMS: exponential-integrator and pseudo-numerical multistep samplers on the noise prediction.
+
+In the canonical space the PF-ODE is dx/dσ = ε̂(x, σ) with ε̂ = (x − D)/σ, the model's noise prediction. All
+three methods extrapolate ε̂ from earlier steps and integrate it over the step:
+
+- DEIS (Zhang & Chen 2022, arXiv:2204.13902), "ρAB" with log-ρ interpolation (diffusers' ``deis``): ε̂ is a
+  Lagrange polynomial in log σ through the last ``order`` nodes, integrated exactly over σ (with u = log σ,
+  ∫ P(u) e^u du = e^u Σ_j (−1)^j P^(j)(u)), before the step's tensor work.
+- iPNDM (Zhang & Chen 2022, §4; ComfyUI's ``ipndm``): Adams–Bashforth with the constant-step coefficients
+  (3, −1)/2, (23, −16, 5)/12, (55, −59, 37, −9)/24, lower orders while warming up.
+- PLMS (Liu et al. 2022, arXiv:2202.09778, "pseudo linear multistep"): the same 4th-order combination after a
+  first step that averages ε̂ at both ends (diffusers' PNDMScheduler with ``skip_prk_steps=True``).
+
+On the smoothly uneven steps of diffusion schedules the constant-step coefficients (iPNDM, PLMS) converge
+with order 2, not 4 (measured in tests/test_unipc_deis.py); ``lms`` and ``deis`` use the exact variable-step
+weights.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core.registry import register
+from ..core.run import progress, report
+from ..core.steps import to_d
+
+ADAMS_BASHFORTH = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
+
+
+def deis_coefficients(sigmas: list[float], i: int, order: int) -> list[float]:
+    """Weights of ε̂_i, ε̂_{i−1}, … for the step σ_i → σ_{i+1}: ∫ ℓ_k(log σ) dσ over the step, exactly."""
+    nodes = [math.log(sigmas[i - k]) for k in range(order)]
+    lo, hi = math.log(sigmas[i]), math.log(sigmas[i + 1])
+    out = []
+    for k in range(order):
+        poly = np.polynomial.Polynomial([1.0])
+        for m, u in enumerate(nodes):
+            if m != k:
+                poly = poly * np.polynomial.Polynomial([-u, 1.0]) / (nodes[k] - u)
+
+        def antiderivative(u):
+            total, p, sign = 0.0, poly, 1.0
+            while p.degree() > 0 or p.coef[0] != 0:
+                total += sign * p(u)
+                p, sign = p.deriv(), -sign
+                if p.degree() == 0 and p.coef[0] == 0:
+                    break
+            return math.exp(u) * total
+
+        out.append(antiderivative(hi) - antiderivative(lo))
+    return out
+
+
+@register("deis", kind="ode", order=3, nfe_per_step=1, aliases=("DEIS", "sample_deis"),
+          ref="Zhang & Chen 2022, DEIS (arXiv:2204.13902), ρAB with log-ρ Lagrange interpolation",
+          final_step="denoise (x = D(x, σ) when σ_next = 0)")
+def deis(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, lower_order_final=True):
+    """DEIS-ρAB of ``order`` 1–3: x_next = x + Σ_k c_k·ε̂_{i−k}, c_k = ∫ ℓ_k(log σ) dσ (exact).
+
+    Warm-up uses the orders available; ``lower_order_final`` (diffusers' rule, for stability at few steps)
+    makes the last two steps at most second and first order when there are fewer than 15 steps. Order 1 is DDIM.
+    """
+    if order not in (1, 2, 3):
+        raise ValueError(f"DEIS order must be 1, 2 or 3, got {order!r}")
+    n = len(sigmas) - 1
+    eps_hist: list = []
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        eps_hist = [(x - denoised) / sigma] + eps_hist[: order - 1]
+        if sigma_next == 0:
+            x = denoised
+        else:
+            k = min(order, len(eps_hist))
+            if lower_order_final and n < 15 and i >= n - 2:
+                k = min(k, n - i)  # the last two steps at orders ≤ 2 and 1 (diffusers' rule)
+            for c, eps in zip(deis_coefficients(sigmas, i, k), eps_hist):
+                x = x + eps * c
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+def _ab_step(x, eps_hist, dt: float, order: int):
+    """x + dt·Σ_j a_j·ε̂_{i−j} with the constant-step Adams–Bashforth coefficients of ``order``."""
+    for a, eps in zip(ADAMS_BASHFORTH[order], eps_hist):
+        x = x + eps * (a * dt)
+    return x
+
+
+@register("ipndm", kind="ode", order=2, nfe_per_step=1, aliases=("iPNDM", "sample_ipndm"),
+          ref="Zhang & Chen 2022 (arXiv:2204.13902), §4 iPNDM; ComfyUI's sample_ipndm",
+          final_step="the same Adams–Bashforth step (ε̂ is only needed at σ > 0)")
+def ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, max_order=4):
+    """iPNDM: Adams–Bashforth in σ on ε̂ with constant-step coefficients, orders 1→``max_order`` while warming up.
+
+    Fourth order on uniform steps; on the smoothly uneven steps of diffusion schedules second order (measured).
+    ``ipndm_v`` (an alias of ``lms``) uses the exact variable-step weights.
+    """
+    if max_order not in (1, 2, 3, 4):
+        raise ValueError(f"max_order must be 1-4, got {max_order!r}")
+    eps_hist: list = []
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        eps_hist = [(x - denoised) / sigma] + eps_hist[: max_order - 1]
+        x = _ab_step(x, eps_hist, sigma_next - sigma, len(eps_hist))
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("plms", kind="ode", order=2, nfe_per_step=1, aliases=("PLMS", "pndm_plms", "k_plms"),
+          ref="Liu et al. 2022, PNDM (arXiv:2202.09778): PLMS (diffusers' PNDMScheduler, skip_prk_steps=True)",
+          final_step="the same multistep step (ε̂ is only needed at σ > 0)")
+def plms(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """Pseudo linear multistep: the first step averages ε̂ at σ_0 and at the DDIM-predicted σ_1 (2 model calls);
+    then ε̂' = (3ε̂_i − ε̂_{i−1})/2, (23, −16, 5)/12, (55, −59, 37, −9)/24 and the DDIM transfer x + (σ_next − σ)·ε̂'.
+
+    Each step is the DDIM step of eq. 9 of the paper, which in VE coordinates is x + (σ_next − σ)·ε̂'.
+    """
+    eps_hist: list = []
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        eps = (x - denoised) / sigma
+        if i == 0 and sigma_next > 0:
+            x_pred = x + eps * (sigma_next - sigma)
+            eps_next = (x_pred - model(x_pred, sigma_next)) / sigma_next
+            eps_hist = [eps]
+            x = x + (eps + eps_next) * ((sigma_next - sigma) / 2)
+        else:
+            eps_hist = [eps] + eps_hist[:3]
+            x = _ab_step(x, eps_hist, sigma_next - sigma, len(eps_hist))
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+def _transfer(x, eps, sigma: float, sigma_to: float):
+    """The DDIM transfer of PNDM's eq. 9 from σ to σ_to with noise estimate ε̂: x + (σ_to − σ)·ε̂ in VE."""
+    return x + eps * (sigma_to - sigma)
+
+
+@register("pndm", kind="ode", order=2, nfe_per_step=1, aliases=("PNDM", "sample_pndm"),
+          ref="Liu et al. 2022, PNDM (arXiv:2202.09778), Alg. 1: pseudo Runge–Kutta warm-up, then PLMS "
+              "(diffusers' PNDMScheduler)",
+          final_step="a pseudo Runge–Kutta step to σ = 0 is the denoise x = D(x, σ) (ε̂ cannot be evaluated at "
+                     "σ = 0); a PLMS step to σ = 0 is its own multistep step")
+def pndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, midpoints=None):
+    """PNDM: the first three steps are pseudo Runge–Kutta (4 model calls each), the rest PLMS (1 call each).
+
+    A pseudo RK step from σ to σ' with midpoint σ_m (Liu et al. 2022, eq. 13):
+    e1 = ε̂(x, σ); e2 = ε̂(φ(x, e1, σ→σ_m), σ_m); e3 = ε̂(φ(x, e2, σ→σ_m), σ_m); e4 = ε̂(φ(x, e3, σ→σ'), σ');
+    x' = φ(x, (e1 + 2e2 + 2e3 + e4)/6, σ→σ'), with φ the DDIM transfer. Only e1 enters the PLMS history, so
+    the fourth step already uses the 4th-order Adams–Bashforth combination. ``midpoints``: σ_m of the warm-up
+    steps (default the log-σ midpoint √(σσ'); diffusers uses the table's timestep t − Δt/2). Runs of n steps
+    cost 4·min(n, 3) + max(n − 3, 0) model calls (less one for each warm-up step that ends at σ = 0).
+    """
+    n = len(sigmas) - 1
+    warm = min(3, n)
+    if midpoints is None:
+        midpoints = [math.sqrt(sigmas[i] * sigmas[i + 1]) for i in range(warm)]
+    midpoints = [float(m) for m in midpoints]
+    if len(midpoints) < warm or any(not sigmas[i + 1] < midpoints[i] < sigmas[i] for i in range(warm) if sigmas[i + 1] > 0):
+        raise ValueError(f"midpoints must give one σ strictly inside each of the first {warm} steps, got {midpoints}")
+    eps_hist: list = []
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        e1 = to_d(x, sigma, denoised)
+        if i < warm and sigma_next > 0:
+            mid = midpoints[i]
+            y = _transfer(x, e1, sigma, mid)
+            e2 = to_d(y, mid, model(y, mid))
+            y = _transfer(x, e2, sigma, mid)
+            e3 = to_d(y, mid, model(y, mid))
+            y = _transfer(x, e3, sigma, sigma_next)
+            e4 = to_d(y, sigma_next, model(y, sigma_next))
+            eps_hist = [e1] + eps_hist
+            x = _transfer(x, (e1 + 2 * e2 + 2 * e3 + e4) / 6, sigma, sigma_next)
+        elif i < warm:
+            x = denoised
+        else:
+            eps_hist = [e1] + eps_hist[:3]
+            x = _ab_step(x, eps_hist, sigma_next - sigma, len(eps_hist))
+        report(callback, x, i, sigma, sigma, denoised)
+    return x

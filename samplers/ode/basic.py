@@ -1,0 +1,78 @@
+"""The samplers the project is named for: Euler, Heun and DDIM (and the Runge-Kutta family in rk.py).
+
+Each function is one paper algorithm, written against a prepared run (see :mod:`samplers.core.run`):
+``model(x, sigma)`` takes a Python float and ``sigmas`` is a list of floats, so nothing in a loop reads
+the device.
+"""
+from __future__ import annotations
+
+import math
+
+from ..core.registry import register
+from ..core.run import progress, report
+from ..core.steps import churn, get_ancestral_step, to_d
+
+_CHURN_REF = "Karras et al. 2022 (arXiv:2206.00364), Alg. 2"
+
+
+@register("euler", kind="ode", order=1, nfe_per_step=1, aliases=("Euler", "k_euler", "sample_euler"),
+          ref=_CHURN_REF, final_step="euler (x = D(x, σ) when σ_next = 0)")
+def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_churn=0.0, s_tmin=0.0,
+          s_tmax=math.inf, s_noise=1.0, noise_sampler=None, seed=None):
+    """Euler steps on the PF-ODE, with optional EDM churn (Karras et al. 2022, Alg. 2 without the 2nd-order part)."""
+    n = len(sigmas) - 1
+    for i in progress(sigmas, disable):
+        x, sigma_hat = churn(x, sigmas[i], n, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+        denoised = model(x, sigma_hat)
+        d = to_d(x, sigma_hat, denoised)
+        # Euler step
+        x = x + d * (sigmas[i + 1] - sigma_hat)
+        report(callback, x, i, sigmas[i], sigma_hat, denoised)
+    return x
+
+
+@register("heun", kind="ode", order=2, nfe_per_step=2, aliases=("Heun", "k_heun", "sample_heun"),
+          ref=_CHURN_REF, final_step="euler (Heun's correction needs D at σ = 0)")
+def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_churn=0.0, s_tmin=0.0,
+         s_tmax=math.inf, s_noise=1.0, noise_sampler=None, seed=None):
+    """Heun's 2nd-order method with churn (Karras et al. 2022, Alg. 2); Euler on the final step to σ = 0."""
+    n = len(sigmas) - 1
+    for i in progress(sigmas, disable):
+        x, sigma_hat = churn(x, sigmas[i], n, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+        sigma_next = sigmas[i + 1]
+        denoised = model(x, sigma_hat)
+        d = to_d(x, sigma_hat, denoised)
+        dt = sigma_next - sigma_hat
+        if sigma_next == 0:
+            # Euler step
+            x = x + d * dt
+        else:
+            # Heun's method: trapezoid of the slopes at both ends
+            x_2 = x + d * dt
+            denoised_2 = model(x_2, sigma_next)
+            d_2 = to_d(x_2, sigma_next, denoised_2)
+            x = x + (d + d_2) / 2 * dt
+        report(callback, x, i, sigmas[i], sigma_hat, denoised)
+    return x
+
+
+@register("ddim", kind="ode", order=1, nfe_per_step=1, aliases=("DDIM", "sample_ddim"),
+          ref="Song et al. 2021 (arXiv:2010.02502), eq. 12")
+def ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0.0, s_noise=1.0,
+         noise_sampler=None, seed=None):
+    """DDIM, eq. 12 of Song et al. (2021), in VE coordinates: x_next = x0 + √(σ_next² − σ_η²)·ε̂ + σ_η·z.
+
+    With x = x_t/√ᾱ and σ = √((1−ᾱ)/ᾱ), the paper's σ_t(η)/√ᾱ_prev is η·√(σ_next²(σ² − σ_next²)/σ²), the
+    ancestral σ_up. η = 0 is deterministic (and equals ``euler``); η = 1 is DDPM (and equals
+    ``euler_ancestral``).
+    """
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        eps = (x - denoised) / sigma  # predicted noise ε̂
+        _, sigma_eta = get_ancestral_step(sigma, sigma_next, eta)
+        x = denoised + eps * math.sqrt(sigma_next**2 - sigma_eta**2)
+        if sigma_eta > 0:
+            x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_eta)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x

@@ -1,0 +1,244 @@
+"""Linear multistep samplers: DPM-Solver++ 2M / 3M, LMS, RES multistep and gradient estimation.
+
+Each step costs one model evaluation and re-uses the denoised estimates of earlier steps. Everything a step
+needs from the schedule (log-σ step sizes, step ratios, LMS coefficients) is a Python float, so nothing in
+the loop reads the device. In the canonical space the data-prediction exponential integrators are written
+with λ = −log σ and h = λ_next − λ:
+
+    x_next = (σ_next/σ)·x + (1 − e^(−h))·D̂      (DPM-Solver++ 1st order = DDIM = the exact step for D constant)
+
+and the higher orders replace D̂ by an extrapolation from the previous D's.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core.registry import register
+from ..core.run import progress, report
+from ..core.steps import check_solver_type, lam, phi1, phi2, second_order_weight, to_d
+
+_DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
+
+
+@register("dpmpp_2m", kind="ode", order=2, nfe_per_step=1,
+          aliases=("DPM++ 2M", "k_dpmpp_2m", "sample_dpmpp_2m", "dpmsolver++2m"),
+          ref=_DPMPP + ", Alg. 2", final_step="denoise (x = D(x, σ) when σ_next = 0)")
+def dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, *, solver_type="midpoint"):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), multistep in λ = −log σ.
+
+    With r = h_last/h and D0, D1 the current and previous denoised estimates:
+
+    - ``solver_type="midpoint"`` (the paper, k-diffusion, diffusers' default):
+      x_next = (σ_next/σ)·x + (1 − e^(−h))·(D0 + (D0 − D1)/(2r))
+    - ``solver_type="heun"`` (diffusers' alternative):
+      x_next = (σ_next/σ)·x + (1 − e^(−h))·D0 + φ2(h)·(D0 − D1)/r
+
+    The first step is first order (DDIM); the last step to σ = 0 returns D(x, σ), which is what the update
+    gives in the limit h → ∞.
+    """
+    check_solver_type(solver_type)
+    old_denoised = None
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if sigma_next == 0:
+            x = denoised
+        else:
+            h = lam(sigma_next) - lam(sigma)
+            x = x * (sigma_next / sigma) + denoised * phi1(h)
+            if old_denoised is not None:
+                r = (lam(sigma) - lam(sigmas[i - 1])) / h
+                x = x + (denoised - old_denoised) * second_order_weight(h, r, solver_type)
+        old_denoised = denoised
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+def _third_order_d2_weight(h: float, exact: bool) -> float:
+    """The weight of D2 ≈ h²·D''/2 in the 3rd-order update.
+
+    The exact weight is ∫_0^h e^(−(h−τ)) τ² dτ / h² = 1 − 2/h + 2(1 − e^(−h))/h² (= h/3 + O(h²)). DPM-Solver++
+    (3M) as published, and as diffusers and k-diffusion implement it, uses −φ3 = 1/2 − φ2/h, which is half of
+    it: the D'' term is off by O(h³) per step, so the published method converges with order 2.
+    """
+    if exact:
+        return 1 - 2 / h - 2 * math.expm1(-h) / h**2
+    return 0.5 - phi2(h) / h
+
+
+def _dpmpp_3m(model, x, sigmas, callback, disable, lower_order_final, solver_type, exact):
+    check_solver_type(solver_type)
+    n = len(sigmas) - 1
+    d_hist: list = []  # most recent first
+    h_hist: list[float] = []
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if sigma_next == 0:
+            x = denoised
+        else:
+            h = lam(sigma_next) - lam(sigma)
+            order = min(3, len(d_hist) + 1)
+            if lower_order_final and n < 15 and i == n - 2:
+                order = min(order, 2)
+            x = x * (sigma_next / sigma) + denoised * phi1(h)
+            if order == 2:
+                x = x + (denoised - d_hist[0]) * second_order_weight(h, h_hist[0] / h, solver_type)
+            elif order == 3:
+                r0, r1 = h_hist[0] / h, h_hist[1] / h
+                d0 = (denoised - d_hist[0]) / r0
+                d1 = (d_hist[0] - d_hist[1]) / r1
+                x = (x + (d0 + (d0 - d1) * (r0 / (r0 + r1))) * phi2(h)
+                     + (d0 - d1) * (_third_order_d2_weight(h, exact) / (r0 + r1)))
+            h_hist = [h] + h_hist[:1]
+        d_hist = [denoised] + d_hist[:1]
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("dpmpp_3m", kind="ode", order=2, nfe_per_step=1,
+          aliases=("DPM++ 3M", "sample_dpmpp_3m", "dpmsolver++3m"),
+          ref=_DPMPP + ", 3rd-order multistep as published (diffusers / k-diffusion)",
+          final_step="denoise (x = D(x, σ) when σ_next = 0)")
+def dpmpp_3m(model, x, sigmas, extra_args=None, callback=None, disable=None, *, lower_order_final=True,
+             solver_type="midpoint"):
+    """DPM-Solver++(3M) exactly as published and as diffusers / k-diffusion run it (Lu et al. 2022).
+
+    With D0, D1, D2 the last three denoised estimates, h, h_1, h_2 the last three log-σ steps,
+    r0 = h_1/h, r1 = h_2/h, d0 = (D0 − D1)/r0, d1 = (D1 − D2)/r1:
+
+        x_next = (σ_next/σ)·x + (1 − e^(−h))·D0 + φ2·(d0 + (d0 − d1)·r0/(r0 + r1)) − φ3·(d0 − d1)/(r0 + r1)
+
+    with φ2 = (e^(−h) − 1)/h + 1 and φ3 = φ2/h − 1/2. The φ3 weight is half the Taylor-exact one (see
+    ``_third_order_d2_weight``), so this method is second order — measured in tests/test_multistep.py; it is
+    kept because it is what users' images are made with. ``dpmpp_3m_exact`` is the third-order method.
+    Warm-up: first order, then the 2M update of ``solver_type``. ``lower_order_final`` (diffusers' rule for
+    stability at few steps): with fewer than 15 steps the step before the final one is second order. The
+    last step to σ = 0 returns D(x, σ).
+    """
+    return _dpmpp_3m(model, x, sigmas, callback, disable, lower_order_final, solver_type, exact=False)
+
+
+@register("dpmpp_3m_exact", kind="ode", order=3, nfe_per_step=1,
+          aliases=("DPM++ 3M exact",),
+          ref=_DPMPP + ", 3rd-order multistep with the Taylor-exact D'' weight (this project)",
+          final_step="denoise (x = D(x, σ) when σ_next = 0)")
+def dpmpp_3m_exact(model, x, sigmas, extra_args=None, callback=None, disable=None, *, lower_order_final=True,
+                   solver_type="midpoint"):
+    """DPM-Solver++(3M) with the D2 weight 1 − 2/h + 2(1 − e^(−h))/h² that makes it third order.
+
+    Same structure, warm-up and final step as ``dpmpp_3m``; only the weight of the second divided difference
+    differs (the published −φ3 = 1/2 − φ2/h is half of it).
+    """
+    return _dpmpp_3m(model, x, sigmas, callback, disable, lower_order_final, solver_type, exact=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# LMS: Adams-Bashforth in σ with exact, precomputed coefficients
+
+
+def lms_coefficients(sigmas: list[float], order: int) -> list[list[float]]:
+    """Per step i, the weights of d_i, d_{i−1}, … : ∫_{σ_i}^{σ_{i+1}} ℓ_j(σ) dσ for the Lagrange basis ℓ_j.
+
+    The basis polynomials through the last ``min(order, i + 1)`` sigmas are integrated exactly (numpy
+    polynomial arithmetic), once before the loop — not by quadrature inside it.
+    """
+    out = []
+    for i in range(len(sigmas) - 1):
+        k = min(order, i + 1)
+        nodes = [sigmas[i - j] for j in range(k)]
+        row = []
+        for j in range(k):
+            others = [t for m, t in enumerate(nodes) if m != j]
+            poly = np.polynomial.Polynomial([1.0])
+            for t in others:
+                poly = poly * np.polynomial.Polynomial([-t, 1.0]) / (nodes[j] - t)
+            antiderivative = poly.integ()
+            row.append(float(antiderivative(sigmas[i + 1]) - antiderivative(sigmas[i])))
+        out.append(row)
+    return out
+
+
+@register("lms", kind="ode", order=4, nfe_per_step=1,
+          aliases=("LMS", "k_lms", "sample_lms", "ipndm_v", "iPNDM_v", "sample_ipndm_v"),
+          ref="Adams-Bashforth in σ, as in k-diffusion's sample_lms (Karras et al. 2022 setting)",
+          final_step="the same Adams-Bashforth step (it needs d only at σ > 0)")
+def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=4):
+    """Linear multistep (Adams-Bashforth) on the PF-ODE in σ: x_next = x + Σ_j c_ij·d_{i−j}.
+
+    The coefficients c_ij integrate the Lagrange polynomial through the last ``order`` derivatives over
+    [σ_i, σ_{i+1}] (``lms_coefficients``); warm-up uses the orders available. ``order`` is 1–4 (1 is Euler).
+    This is the variable-step Adams–Bashforth method, so it is also registered as ``ipndm_v`` (iPNDM with
+    variable-step coefficients, Zhang & Chen 2022).
+    """
+    if order not in (1, 2, 3, 4):
+        raise ValueError(f"lms order must be 1, 2, 3 or 4, got {order!r}")
+    coefficients = lms_coefficients(sigmas, order)
+    ds: list = []  # most recent first
+    for i in progress(sigmas, disable):
+        denoised = model(x, sigmas[i])
+        ds = [to_d(x, sigmas[i], denoised)] + ds[: order - 1]
+        for c, d in zip(coefficients[i], ds):
+            x = x + d * c
+        report(callback, x, i, sigmas[i], sigmas[i], denoised)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# RES multistep and gradient estimation
+
+
+@register("res_multistep", kind="ode", order=2, nfe_per_step=1,
+          aliases=("sample_res_multistep", "RES multistep"),
+          ref="Zhang et al. 2023, refined exponential solver (arXiv:2308.02157), 2-step form as in ComfyUI",
+          final_step="euler (x = D(x, σ) when σ_next = 0)")
+def res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """Two-step exponential integrator satisfying the RES order conditions (Zhang et al. 2023).
+
+    In λ = −log σ with h = λ_next − λ and c = −h_last/h (the previous node, relative to the step):
+
+        x_next = e^(−h)·x + h·(b1·D0 + b2·D1),  b1 = φ1(−h) − φ2(−h)/c,  b2 = φ2(−h)/c
+
+    with φ1(z) = (e^z − 1)/z, φ2(z) = (φ1(z) − 1)/z. First step and the step to σ = 0 are Euler.
+    """
+    old_denoised = None
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if sigma_next == 0 or old_denoised is None:
+            x = x + to_d(x, sigma, denoised) * (sigma_next - sigma)
+        else:
+            h = lam(sigma_next) - lam(sigma)
+            c = (lam(sigmas[i - 1]) - lam(sigma)) / h
+            phi1 = math.expm1(-h) / -h
+            phi2 = (phi1 - 1) / -h
+            b2 = phi2 / c
+            b1 = phi1 - b2
+            x = x * math.exp(-h) + (denoised * b1 + old_denoised * b2) * h
+        old_denoised = denoised
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("gradient_estimation", kind="ode", order=1, nfe_per_step=1,
+          aliases=("sample_gradient_estimation", "Gradient Estimation"),
+          ref="Permenter & Yuan 2024 (arXiv:2306.04848), Alg. 2",
+          final_step="the same extrapolated step (x moves to σ = 0 along d̄)")
+def gradient_estimation(model, x, sigmas, extra_args=None, callback=None, disable=None, *, ge_gamma=2.0):
+    """Gradient-estimation sampler (Permenter & Yuan 2024): Euler with the slope d̄ = γ·d + (1 − γ)·d_prev.
+
+    γ = 2 extrapolates the slope half a step ahead on equal steps; on the usual uneven schedules it stays a
+    first-order method with a smaller error constant (measured in tests/test_multistep.py). First step Euler.
+    """
+    old_d = None
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        d = to_d(x, sigma, denoised)
+        d_bar = d if old_d is None else d * ge_gamma + old_d * (1 - ge_gamma)
+        x = x + d_bar * (sigma_next - sigma)
+        old_d = d
+        report(callback, x, i, sigma, sigma, denoised)
+    return x

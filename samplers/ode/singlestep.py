@@ -1,0 +1,316 @@
+"""Single-step higher-order samplers: DPM-Solver-2 (k-diffusion ``dpm_2``), DPM-Solver++ 2S / 3S, Heun++,
+and DPM-Solver fast / adaptive (Lu et al. 2022).
+
+Each step evaluates the model at intermediate noise levels placed in λ = −log σ and never re-uses earlier
+steps. All coefficients are Python floats. ``dpm_adaptive`` is the one sampler here that chooses its steps
+on the host (error control) and says so in its metadata.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.registry import register
+from ..core.run import progress, report
+from ..core.steps import check_solver_type, churn, lam, phi2, second_order_weight, sigma_of, to_d
+
+_DPM = "Lu et al. 2022, DPM-Solver (arXiv:2206.00927)"
+_DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
+_CHURN = "Karras et al. 2022 (arXiv:2206.00364), Alg. 2 churn"
+
+
+@register("dpm_2", kind="ode", order=2, nfe_per_step=2, aliases=("DPM2", "k_dpm_2", "sample_dpm_2"),
+          ref=_DPM + " (DPM-Solver-2 in σ, as k-diffusion's sample_dpm_2); " + _CHURN,
+          final_step="euler (x = D(x, σ) when σ_next = 0)")
+def dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_churn=0.0, s_tmin=0.0,
+          s_tmax=math.inf, s_noise=1.0, noise_sampler=None, seed=None):
+    """DPM-Solver-2 written in σ (k-diffusion): an Euler half step to the log-σ midpoint, then the full step
+    with the midpoint's slope, x_next = x + d(x_mid, σ_mid)·(σ_next − σ̂). EDM churn (s_churn …) optional.
+    """
+    n = len(sigmas) - 1
+    for i in progress(sigmas, disable):
+        x, sigma_hat = churn(x, sigmas[i], n, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+        sigma_next = sigmas[i + 1]
+        denoised = model(x, sigma_hat)
+        d = to_d(x, sigma_hat, denoised)
+        if sigma_next == 0:
+            x = x + d * (sigma_next - sigma_hat)
+        else:
+            sigma_mid = math.sqrt(sigma_hat * sigma_next)  # midpoint in log σ
+            x_2 = x + d * (sigma_mid - sigma_hat)
+            d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid))
+            x = x + d_2 * (sigma_next - sigma_hat)
+        report(callback, x, i, sigmas[i], sigma_hat, denoised)
+    return x
+
+
+def _first_order(x, sigma: float, sigma_to: float, denoised):
+    """The DPM-Solver++ 1st-order (DDIM) step σ → σ_to with D held constant."""
+    return x * (sigma_to / sigma) + denoised * -math.expm1(lam(sigma) - lam(sigma_to))
+
+
+@register("dpmpp_2s", kind="ode", order=2, nfe_per_step=2, aliases=("DPM++ 2S", "dpmsolver++2s"),
+          ref=_DPMPP + ", Alg. 1 (DPM-Solver++(2S))", final_step="denoise (x = D(x, σ) when σ_next = 0)")
+def dpmpp_2s(model, x, sigmas, extra_args=None, callback=None, disable=None, *, r=0.5, solver_type="midpoint"):
+    """DPM-Solver++(2S), Lu et al. 2022 Alg. 1: a first-order step to λ + r·h, then
+
+    - midpoint: x_next = (σ_next/σ)·x + (1 − e^(−h))·(D0 + (D_r − D0)/(2r))   (the paper; r = 1/2 uses D_r only)
+    - heun:     x_next = (σ_next/σ)·x + (1 − e^(−h))·D0 + φ2(h)·(D_r − D0)/r
+
+    This is diffusers' DPMSolverSinglestepScheduler (order 2) when its inner timesteps sit at fraction r in λ.
+    """
+    if not 0 < r < 1:
+        raise ValueError(f"r must be in (0, 1), got {r}")
+    check_solver_type(solver_type)
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if sigma_next == 0:
+            x = denoised
+        else:
+            h = lam(sigma_next) - lam(sigma)
+            sigma_r = sigma_of(lam(sigma) + r * h)
+            denoised_r = model(_first_order(x, sigma, sigma_r, denoised), sigma_r)
+            x = _first_order(x, sigma, sigma_next, denoised)
+            # the weights of the 2M update, with D_r − D0 in place of D0 − D1
+            x = x + (denoised_r - denoised) * second_order_weight(h, r, solver_type)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("dpmpp_3s", kind="ode", order=3, nfe_per_step=3, aliases=("DPM++ 3S", "dpmsolver++3s"),
+          ref=_DPMPP + ", DPM-Solver++(3S) (3rd-order singlestep, r1 = 1/3, r2 = 2/3)",
+          final_step="denoise (x = D(x, σ) when σ_next = 0)")
+def dpmpp_3s(model, x, sigmas, extra_args=None, callback=None, disable=None, *, r1=1 / 3, r2=2 / 3):
+    """DPM-Solver++(3S): first-order step to λ + r1·h, second-order (midpoint) step to λ + r2·h, then
+
+        x_next = (σ_next/σ)·x + (1 − e^(−h))·D0 + φ2(h)·(D_r2 − D0)/r2
+
+    (diffusers' DPMSolverSinglestepScheduler, order 3, midpoint, when its inner timesteps sit at r1, r2 in λ).
+    """
+    if not 0 < r1 < r2 < 1:
+        raise ValueError(f"need 0 < r1 < r2 < 1, got r1={r1}, r2={r2}")
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if sigma_next == 0:
+            x = denoised
+        else:
+            lambda_, h = lam(sigma), lam(sigma_next) - lam(sigma)
+            s1, s2 = sigma_of(lambda_ + r1 * h), sigma_of(lambda_ + r2 * h)
+            d1 = model(_first_order(x, sigma, s1, denoised), s1)
+            # 2nd-order (midpoint) step σ → s2 from D0 and D(s1): r = r1/r2 of that sub-step
+            x2 = _first_order(x, sigma, s2, denoised) + (d1 - denoised) * (-math.expm1(-r2 * h) / (2 * r1 / r2))
+            d2 = model(x2, s2)
+            x = _first_order(x, sigma, sigma_next, denoised) + (d2 - denoised) * (phi2(h) / r2)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("heunpp2", kind="ode", order=1, nfe_per_step=3, aliases=("sample_heunpp2", "Heun++ 2"),
+          ref="ComfyUI sample_heunpp2 (Heun with a third slope, weights from σ/σ_max)",
+          final_step="euler on the last step, Heun on the one before")
+def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_churn=0.0, s_tmin=0.0,
+            s_tmax=math.inf, s_noise=1.0, noise_sampler=None, seed=None):
+    """Heun++ (ComfyUI): slopes at σ, σ_next and σ_next-next, weighted w_k = σ_k/(3σ_max) (w_1 the rest).
+
+    The weights do not tend to a consistent quadrature rule as steps shrink, so despite its three model
+    calls the method is first order (measured in tests/test_singlestep.py); it is here because users ask for
+    it by name. Uses the slope at the next node along the *current* step: the last step is Euler, the one
+    before it Heun with weights σ_next/(2σ_max).
+    """
+    n = len(sigmas) - 1
+    s_end = sigmas[-1]
+    for i in progress(sigmas, disable):
+        x, sigma_hat = churn(x, sigmas[i], n, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+        denoised = model(x, sigma_hat)
+        d = to_d(x, sigma_hat, denoised)
+        dt = sigmas[i + 1] - sigma_hat
+        if sigmas[i + 1] == s_end:
+            x = x + d * dt
+        elif sigmas[i + 2] == s_end:
+            x_2 = x + d * dt
+            d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1]))
+            w2 = sigmas[i + 1] / (2 * sigmas[0])
+            x = x + (d * (1 - w2) + d_2 * w2) * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1]))
+            x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
+            d_3 = to_d(x_3, sigmas[i + 2], model(x_3, sigmas[i + 2]))
+            w2, w3 = sigmas[i + 1] / (3 * sigmas[0]), sigmas[i + 2] / (3 * sigmas[0])
+            x = x + (d * (1 - w2 - w3) + d_2 * w2 + d_3 * w3) * dt
+        report(callback, x, i, sigmas[i], sigma_hat, denoised)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# DPM-Solver (noise prediction, Lu et al. 2022): fast (fixed NFE) and adaptive
+
+
+class _EpsSolver:
+    """DPM-Solver-1/2/3 steps in t = λ = −log σ on the noise prediction ε = (x − D)/σ (Lu et al. 2022, Alg. 1-2)."""
+
+    def __init__(self, model, on_call=None):
+        self.model = model
+        self.on_call = on_call  # on_call(x, sigma, denoised) after every model evaluation
+        self.nfe = 0
+        self.denoised = None  # the latest model output
+
+    def denoise(self, x, sigma: float):
+        self.denoised = self.model(x, sigma)
+        if self.on_call is not None:
+            self.on_call(x, sigma, self.denoised)
+        self.nfe += 1
+        return self.denoised
+
+    def eps(self, x, t: float):
+        sigma = sigma_of(t)
+        denoised = self.denoise(x, sigma)
+        return (x - denoised) / sigma, denoised
+
+    def step1(self, x, t, t_next, eps):
+        return x - eps * (sigma_of(t_next) * math.expm1(t_next - t))
+
+    def step2(self, x, t, t_next, eps, r1=0.5):
+        h = t_next - t
+        s1 = t + r1 * h
+        eps_r1, _ = self.eps(x - eps * (sigma_of(s1) * math.expm1(r1 * h)), s1)
+        x_next = x - eps * (sigma_of(t_next) * math.expm1(h)) - (eps_r1 - eps) * (sigma_of(t_next) / (2 * r1) * math.expm1(h))
+        return x_next, eps_r1
+
+    def step3(self, x, t, t_next, eps, r1=1 / 3, r2=2 / 3, eps_r1=None):
+        h = t_next - t
+        s1, s2 = t + r1 * h, t + r2 * h
+        if eps_r1 is None:
+            eps_r1, _ = self.eps(x - eps * (sigma_of(s1) * math.expm1(r1 * h)), s1)
+        u2 = (x - eps * (sigma_of(s2) * math.expm1(r2 * h))
+              - (eps_r1 - eps) * (sigma_of(s2) * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1)))
+        eps_r2, _ = self.eps(u2, s2)
+        return x - eps * (sigma_of(t_next) * math.expm1(h)) - (eps_r2 - eps) * (sigma_of(t_next) / r2 * (math.expm1(h) / h - 1))
+
+
+def _range(sigmas: list[float]) -> tuple[float, float, bool]:
+    """(σ_start, smallest non-zero σ, whether the schedule ends in 0)."""
+    ends_in_zero = sigmas[-1] == 0
+    sigma_min = sigmas[-2] if ends_in_zero else sigmas[-1]
+    return sigmas[0], sigma_min, ends_in_zero
+
+
+def fast_orders(nfe: int) -> list[int]:
+    """DPM-Solver-fast's order plan for ``nfe`` evaluations (Lu et al. 2022, §3.4): mostly 3rd order."""
+    m = nfe // 3 + 1
+    return [3] * (m - 2) + [2, 1] if nfe % 3 == 0 else [3] * (m - 1) + [nfe % 3]
+
+
+@register("dpm_fast", kind="ode", order=3, nfe_per_step=1, aliases=("DPM fast", "k_dpm_fast", "sample_dpm_fast"),
+          ref=_DPM + ", DPM-Solver-fast (§3.4)",
+          final_step="denoise at the smallest non-zero σ when the schedule ends in 0 (1 of the budget)")
+def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """DPM-Solver-fast: the budget is the number of steps in ``sigmas`` (one model call each).
+
+    It integrates from ``sigmas[0]`` to the smallest non-zero σ with steps uniform in λ and orders from
+    :func:`fast_orders`, then spends the last call on the denoise to σ = 0 if the schedule ends in 0. Only
+    the end points of ``sigmas`` are used; the callback fires once per model call.
+    """
+    sigma_max, sigma_min, ends_in_zero = _range(sigmas)
+    budget = len(sigmas) - 1 - (1 if ends_in_zero else 0)
+
+    def on_call(x_in, sigma, denoised):
+        report(callback, x_in, solver.nfe, sigma, sigma, denoised)
+
+    solver = _EpsSolver(model, on_call)
+    if budget > 0:
+        orders = fast_orders(budget)
+        t_start, t_end = lam(sigma_max), lam(sigma_min)
+        ts = [t_start + (t_end - t_start) * k / len(orders) for k in range(len(orders) + 1)]
+        for k in progress([0.0] * (len(orders) + 1), disable):
+            t, t_next = ts[k], ts[k + 1]
+            eps, _ = solver.eps(x, t)
+            if orders[k] == 1:
+                x = solver.step1(x, t, t_next, eps)
+            elif orders[k] == 2:
+                x, _ = solver.step2(x, t, t_next, eps)
+            else:
+                x = solver.step3(x, t, t_next, eps)
+    if ends_in_zero:
+        x = solver.denoise(x, sigma_min)
+    return x
+
+
+class PIDStepSizeController:
+    """PID control of the step size on the host (Söderlind 2003, as in k-diffusion's DPM-Solver-adaptive)."""
+
+    def __init__(self, h: float, pcoeff: float, icoeff: float, dcoeff: float, order: float, accept_safety: float,
+                 eps: float = 1e-8):
+        self.h = h
+        self.b1 = (pcoeff + icoeff + dcoeff) / order
+        self.b2 = -(pcoeff + 2 * dcoeff) / order
+        self.b3 = dcoeff / order
+        self.accept_safety = accept_safety
+        self.eps = eps
+        self.errs: list[float] = []
+
+    def propose_step(self, error: float) -> bool:
+        inv_error = 1 / (error + self.eps)
+        if not self.errs:
+            self.errs = [inv_error, inv_error, inv_error]
+        self.errs[0] = inv_error
+        factor = self.errs[0] ** self.b1 * self.errs[1] ** self.b2 * self.errs[2] ** self.b3
+        factor = 1 + math.atan(factor - 1)  # limiter
+        accept = factor >= self.accept_safety
+        if accept:
+            self.errs[2], self.errs[1] = self.errs[1], self.errs[0]
+        self.h *= factor
+        return accept
+
+
+@register("dpm_adaptive", kind="ode", order=3, nfe_per_step=3, host_sync=True,
+          aliases=("DPM adaptive", "k_dpm_adaptive", "sample_dpm_adaptive"),
+          ref=_DPM + ", DPM-Solver-12/23 adaptive step size (§3.4, Alg. 4-5)",
+          final_step="denoise at the smallest non-zero σ when the schedule ends in 0")
+def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, rtol=0.05,
+                 atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81, info=None):
+    """DPM-Solver-23 (or -12 with ``order=2``) with embedded error estimates and PID step control.
+
+    Integrates through every σ of the schedule in turn (each is an output point: the callback fires there,
+    so the schedule sets where you see progress, not the step sizes), with the error norm
+    ‖(x_low − x_high)/(atol + rtol·max(|x_low|, |x_prev|))‖_RMS, taken per batch item and maximised (the
+    worst item sets the step). The step decisions read the device: ``host_sync=True``. Pass ``info={}`` to
+    receive ``nfe``, ``n_accept`` and ``n_reject``.
+    """
+    if order not in (2, 3):
+        raise ValueError(f"dpm_adaptive order must be 2 or 3, got {order!r}")
+    solver = _EpsSolver(model)
+    stats = {"n_accept": 0, "n_reject": 0}
+    pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, order, accept_safety)
+    x_prev = x
+    flat = (x.shape[0], -1)
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        if sigma_next == 0:
+            x = solver.denoise(x, sigma)
+            report(callback, x, i, sigma, sigma, x)
+            continue
+        s, t_end = lam(sigma), lam(sigma_next)
+        while s < t_end - 1e-9:
+            t = min(t_end, s + pid.h)
+            eps, _ = solver.eps(x, s)
+            if order == 2:
+                x_low = solver.step1(x, s, t, eps)
+                x_high, _ = solver.step2(x, s, t, eps)
+            else:
+                x_low, eps_r1 = solver.step2(x, s, t, eps, r1=1 / 3)
+                x_high = solver.step3(x, s, t, eps, eps_r1=eps_r1)
+            delta = torch.maximum(x_low.abs(), x_prev.abs()) * rtol + atol
+            error = ((x_low - x_high) / delta).reshape(flat).pow(2).mean(1).sqrt().max()
+            if pid.propose_step(float(error)):  # host decision (host_sync=True)
+                x_prev, x, s = x_low, x_high, t
+                stats["n_accept"] += 1
+            else:
+                stats["n_reject"] += 1
+        report(callback, x, i, sigma, sigma, solver.denoised if solver.denoised is not None else x)
+    if info is not None:
+        info.update(stats, nfe=solver.nfe)
+    return x

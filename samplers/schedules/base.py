@@ -1,0 +1,117 @@
+"""The schedule registry, the helpers every schedule shares, and :func:`get_sigmas`.
+
+A schedule is a pure function ``(n, sigma_min, sigma_max, **kw) -> Tensor[n + 1]`` of canonical (VE) sigmas in
+float64 on the CPU, strictly decreasing, ending in 0. Schedules defined over a discrete model's training table
+are registered with ``needs_table=True`` and get its ``training_sigmas``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..core.native import NoiseSchedule, RectifiedFlow
+from ..core.registry import Registry, load_builtins
+
+SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins)
+
+# Schedules defined over a discrete model's training table: get_sigmas passes ``training_sigmas`` to them.
+TABLE_SCHEDULES: set[str] = set()
+
+
+def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False):
+    """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas``."""
+    def decorate(fn):
+        SCHEDULES.add(name, fn, aliases)
+        if needs_table:
+            TABLE_SCHEDULES.add(name)
+        return fn
+    return decorate
+
+def get(name: str) -> Callable:
+    """The schedule function registered as ``name``."""
+    return SCHEDULES.get(name)
+
+def available() -> list[str]:
+    return SCHEDULES.names()
+
+def check_steps(n: int, sigma_min, sigma_max, need_range: bool = True):
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"the number of steps must be an integer >= 1, got {n!r}")
+    if need_range:
+        if sigma_min is None or sigma_max is None:
+            raise ValueError("sigma_min and sigma_max are required (or pass native= to samplers.get_sigmas)")
+        if not (0 < sigma_min < sigma_max):
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+
+def finite_max(name: str, sigma_max: float) -> float:
+    if math.isinf(sigma_max):
+        raise ValueError(f"schedule {name!r} needs a finite sigma_max, but it is inf (a flow or zero-terminal-SNR "
+                         "model); pass sigma_max=<finite value>, or use the 'flow' schedule / a timestep spacing")
+    return sigma_max
+
+def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
+    return torch.cat([sigmas.to(torch.float64), sigmas.new_zeros(1, dtype=torch.float64)])
+
+def strictly_decreasing(sigmas: torch.Tensor, name: str) -> torch.Tensor:
+    """Check the result is strictly decreasing (with its trailing 0); say which settings collapse steps."""
+    if not bool((sigmas[1:] < sigmas[:-1]).all()):
+        raise ValueError(f"schedule {name!r} repeats a sigma with these settings ({sigmas.tolist()}); use fewer "
+                         "steps or a wider sigma range")
+    return sigmas
+
+def from_timesteps(timesteps: torch.Tensor, training_sigmas) -> torch.Tensor:
+    if training_sigmas is None:
+        raise ValueError("timestep spacings need the model's training table: pass training_sigmas= "
+                         "(or native=<VPDiscrete> to samplers.get_sigmas)")
+    table = torch.as_tensor(training_sigmas, dtype=torch.float64)
+    log_table = table.log()
+    low = timesteps.floor().long().clamp(0, table.numel() - 2)
+    w = (timesteps - low).clamp(0, 1)
+    lo, hi = log_table[low], log_table[low + 1]
+    # Exact table values at integer timesteps (also where the table is inf), log-σ interpolation between.
+    log_sigma = torch.where(w == 0, lo, torch.where(w == 1, hi, lo + w * (hi - lo)))
+    return append_zero(log_sigma.exp())
+
+def num_train(n: int, training_sigmas) -> int:
+    if training_sigmas is None:
+        from_timesteps(torch.zeros(1), None)
+    total = len(training_sigmas)
+    if n > total:
+        raise ValueError(f"{n} steps is more than the model's {total} training timesteps")
+    return total
+
+def timestep_of(sigma: float, training_sigmas) -> float:
+    """The fractional training timestep of ``sigma`` (linear in log σ between table entries)."""
+    log_table = torch.as_tensor(training_sigmas, dtype=torch.float64).log().numpy()
+    return float(np.interp(math.log(sigma), log_table, np.arange(len(log_table), dtype=np.float64)))
+
+def table_range(training_sigmas, sigma_min, sigma_max) -> tuple[float, float]:
+    """Timesteps of the range ends (the whole table when no range is given)."""
+    total = len(training_sigmas)
+    hi = total - 1.0 if sigma_max is None or math.isinf(sigma_max) else timestep_of(sigma_max, training_sigmas)
+    lo = 0.0 if sigma_min is None else timestep_of(sigma_min, training_sigmas)
+    return hi, lo
+
+def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min: float | None = None,
+               sigma_max: float | None = None, **kw) -> torch.Tensor:
+    """Build the schedule ``name`` with n steps, taking the sigma range from ``native`` unless given.
+
+    ``get_sigmas("karras", 20, native=VPDiscrete.from_betas())``; timestep spacings use the native
+    training table, and ``flow`` uses a :class:`~samplers.core.native.RectifiedFlow`'s shift unless one is passed.
+    """
+    canonical = SCHEDULES.canonical(name)
+    fn = SCHEDULES.get(canonical)
+    if native is not None:
+        sigma_min = native.sigma_min if sigma_min is None else sigma_min
+        sigma_max = native.sigma_max if sigma_max is None else sigma_max
+        if canonical in TABLE_SCHEDULES:
+            if not hasattr(native, "sigmas"):
+                raise ValueError(f"schedule {canonical!r} spaces a discrete model's training timesteps; "
+                                 f"{type(native).__name__} has no training table")
+            kw.setdefault("training_sigmas", native.sigmas)
+        if canonical == "flow" and isinstance(native, RectifiedFlow) and "mu" not in kw:
+            kw.setdefault("shift", native.shift)
+    return fn(n, sigma_min, sigma_max, **kw)

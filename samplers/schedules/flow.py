@@ -1,0 +1,67 @@
+"""Schedules in flow time t = σ/(1 + σ) for rectified-flow models (SD3, Flux, Mochi): linear in t with a
+shift, Flux's resolution-dependent shift, and linear-then-quadratic. They may start at σ = inf (t = 1)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.native import flow_t, flux_mu
+from .base import check_steps, register, strictly_decreasing, append_zero
+
+
+@register("flow", aliases=("flow_linear", "linear"))
+def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float = 1.0, mu: float | None = None) -> torch.Tensor:
+    """Linear in flow time t, then shifted (SD3 / Flux): σ = s·σ_lin with s = ``shift`` or e^``mu``.
+
+    ``sigma_min``/``sigma_max`` are the (shifted) end points, which are kept exactly; σ_max = inf starts at t = 1.
+    """
+    check_steps(n, sigma_min, sigma_max)
+    s = math.exp(mu) if mu is not None else shift
+    if not s > 0:
+        raise ValueError(f"shift must be positive, got {s}")
+    t_hi = 1.0 if math.isinf(sigma_max) else float(flow_t(torch.tensor(sigma_max / s, dtype=torch.float64)))
+    t_lo = float(flow_t(torch.tensor(sigma_min / s, dtype=torch.float64)))
+    t = torch.linspace(t_hi, t_lo, n, dtype=torch.float64)
+    sigmas = s * t / (1 - t)  # t = 1 gives inf exactly
+    return append_zero(sigmas)
+
+@register("flow_dynamic", aliases=("flux_dynamic",))
+def flow_dynamic(n: int, sigma_min: float, sigma_max: float = math.inf, *, image_seq_len: int,
+                 base_seq_len: int = 256, max_seq_len: int = 4096, base_shift: float = 0.5,
+                 max_shift: float = 1.15) -> torch.Tensor:
+    """``flow`` with Flux's resolution-dependent shift: μ = :func:`samplers.core.native.flux_mu` of the latent's token
+    count ``image_seq_len`` (a 1024² Flux image: (1024/16)² = 4096 tokens), shift = e^μ (diffusers'
+    ``use_dynamic_shifting``)."""
+    if not (isinstance(image_seq_len, int) and image_seq_len > 0):
+        raise ValueError(f"image_seq_len must be a positive integer (latent tokens), got {image_seq_len!r}")
+    mu = flux_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
+    return flow(n, sigma_min, sigma_max, mu=mu)
+
+@register("linear_quadratic", aliases=("linear-quadratic",))
+def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, threshold_noise: float = 0.025,
+                     linear_steps: int | None = None) -> torch.Tensor:
+    """Linear-then-quadratic in flow time (Mochi; ComfyUI ``linear_quadratic``): the first ``linear_steps``
+    (default n/2) steps lower the noise level t linearly to ``threshold_noise``, the rest quadratically to 0.
+
+    The levels are flow times t ∈ [0, 1] scaled by t(σ_max) (1 when σ_max = inf, a flow model from pure noise)
+    and mapped to σ = t/(1 − t).
+    """
+    check_steps(n, None, None, need_range=False)
+    t_max = 1.0 if sigma_max is None or math.isinf(sigma_max) else float(flow_t(torch.tensor(sigma_max, dtype=torch.float64)))
+    if n == 1:
+        levels = [0.0, 1.0]
+    else:
+        linear_steps = n // 2 if linear_steps is None else linear_steps
+        if not 0 < linear_steps < n:
+            raise ValueError(f"linear_steps must be in (0, {n}), got {linear_steps}")
+        quadratic_steps = n - linear_steps
+        step_diff = linear_steps - threshold_noise * n
+        quadratic_coef = step_diff / (linear_steps * quadratic_steps**2)
+        linear_coef = threshold_noise / linear_steps - 2 * step_diff / quadratic_steps**2
+        const = quadratic_coef * linear_steps**2
+        levels = ([i * threshold_noise / linear_steps for i in range(linear_steps)]
+                  + [quadratic_coef * i**2 + linear_coef * i + const for i in range(linear_steps, n)] + [1.0])
+    t = torch.tensor([(1.0 - v) * t_max for v in levels], dtype=torch.float64)
+    sigmas = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
+    return strictly_decreasing(sigmas, "linear_quadratic")

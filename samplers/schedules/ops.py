@@ -1,0 +1,34 @@
+"""Operations on schedules: split at a step, flip, truncate for img2img strength, replace the first sigma."""
+from __future__ import annotations
+
+import torch
+
+
+def split(sigmas: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split at a step: the two parts share the boundary sigma (high part ends where the low part starts)."""
+    if not 0 <= step < len(sigmas):
+        raise ValueError(f"step must be in [0, {len(sigmas) - 1}], got {step}")
+    return sigmas[: step + 1], sigmas[step:]
+
+def flip(sigmas: torch.Tensor) -> torch.Tensor:
+    """Reverse the order (e.g. to invert a sampler: noise an image back up the schedule)."""
+    return sigmas.flip(0)
+
+def truncate(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
+    """img2img: keep the last ``round(strength · steps)`` steps (at least one) of a schedule.
+
+    ``strength`` in (0, 1] is how much of the schedule is run: 1 starts from pure noise.
+    """
+    if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
+        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+    steps = len(sigmas) - 1
+    keep = max(1, min(steps, round(strength * steps)))
+    return sigmas[steps - keep:]
+
+def set_first(sigmas: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Replace the first sigma (e.g. start a flow schedule at a finite sigma); must stay decreasing."""
+    out = sigmas.clone().to(torch.float64)
+    out[0] = sigma
+    if len(out) > 1 and not float(out[0]) > float(out[1]):
+        raise ValueError(f"set_first({sigma}) would not be above the next sigma {float(out[1])}")
+    return out

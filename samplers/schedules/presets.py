@@ -1,0 +1,37 @@
+"""Published step lists as data: Align Your Steps (Sabour et al. 2024, arXiv:2404.14507), resampled to any
+step count linearly in log σ."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import check_steps, register, strictly_decreasing
+
+AYS_PRESETS: dict[str, list[float]] = {
+    "sd15": [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029],
+    "sdxl": [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029],
+    "svd": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002],
+}
+
+def loglinear_interp(levels: list[float], count: int) -> torch.Tensor:
+    """Resample a decreasing list of noise levels to ``count`` values, linearly in log σ (the AYS paper's rule)."""
+    xs = np.linspace(0, 1, len(levels))
+    ys = np.log(np.asarray(levels, dtype=np.float64)[::-1])
+    out = np.exp(np.interp(np.linspace(0, 1, count), xs, ys))[::-1].copy()
+    return torch.as_tensor(out, dtype=torch.float64)
+
+def _ays(preset: str):
+    def schedule(n: int, sigma_min=None, sigma_max=None) -> torch.Tensor:
+        check_steps(n, None, None, need_range=False)
+        levels = AYS_PRESETS[preset]
+        sigmas = torch.tensor(levels, dtype=torch.float64) if n + 1 == len(levels) else loglinear_interp(levels, n + 1)
+        sigmas[-1] = 0.0
+        return strictly_decreasing(sigmas, f"ays_{preset}")
+
+    schedule.__name__ = f"ays_{preset}"
+    schedule.__doc__ = (f"Align Your Steps preset for {preset.upper()} (Sabour et al. 2024): the published 10-step "
+                        "levels, log-linearly interpolated to n steps; the model's own σ range is not used.")
+    return schedule
+
+for _name, _aliases in (("sd15", ("AYS SD1.5", "ays_sd1.5", "AYS")), ("sdxl", ("AYS SDXL",)), ("svd", ("AYS SVD",))):
+    register(f"ays_{_name}", aliases=_aliases)(_ays(_name))

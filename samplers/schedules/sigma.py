@@ -1,0 +1,83 @@
+"""Schedules written as formulas in σ: Karras, exponential, polyexponential, continuous VP, KL-optimal,
+Laplace and Beta. Each fills ``[sigma_min, sigma_max]`` and appends 0."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .base import append_zero, check_steps, finite_max, register, strictly_decreasing
+
+
+@register("karras")
+def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022), eq. 5: σ_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ."""
+    check_steps(n, sigma_min, sigma_max)
+    sigma_max = finite_max("karras", sigma_max)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return append_zero((hi + ramp * (lo - hi)) ** rho)
+
+@register("exponential")
+def exponential(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """Uniform in log σ from σ_max to σ_min."""
+    check_steps(n, sigma_min, sigma_max)
+    sigma_max = finite_max("exponential", sigma_max)
+    return append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64).exp())
+
+@register("polyexponential")
+def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """Polynomial in log σ (k-diffusion): ρ = 1 is ``exponential``."""
+    check_steps(n, sigma_min, sigma_max)
+    sigma_max = finite_max("polyexponential", sigma_max)
+    ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho
+    return append_zero((ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)).exp())
+
+@register("vp")
+def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, beta_d: float = 19.9,
+       beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+    """Continuous VP (Song et al. 2021): uniform in t, σ(t) = sqrt(exp(β_d t²/2 + β_min t) − 1).
+
+    The t range is [t(σ_min), t(σ_max)]; with no range given it is [eps_s, 1] (k-diffusion's ``get_sigmas_vp``).
+    """
+    def t_of(sigma):
+        return (-beta_min + math.sqrt(beta_min**2 + 2 * beta_d * math.log1p(sigma**2))) / beta_d
+    check_steps(n, None, None, need_range=False)
+    t_hi = 1.0 if sigma_max is None else t_of(finite_max("vp", sigma_max))
+    t_lo = eps_s if sigma_min is None else t_of(sigma_min)
+    t = torch.linspace(t_hi, t_lo, n, dtype=torch.float64)
+    return append_zero(torch.expm1(beta_d * t**2 / 2 + beta_min * t).sqrt())
+
+@register("kl_optimal", aliases=("kl-optimal",))
+def kl_optimal(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """The KL-optimal schedule (Sabour et al. 2024, arXiv:2404.14507, §3.4; ComfyUI):
+    σ_i = tan((1 − i/(n−1))·atan σ_max + i/(n−1)·atan σ_min) — uniform in the VP angle. σ_max may be inf."""
+    check_steps(n, sigma_min, sigma_max)
+    w = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    angle = (1 - w) * math.atan(sigma_max) + w * math.atan(sigma_min)
+    sigmas = torch.where(angle >= math.pi / 2, torch.full_like(angle, math.inf), angle.tan())
+    return strictly_decreasing(append_zero(sigmas), "kl_optimal")
+
+@register("laplace")
+def laplace(n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:
+    """Laplace schedule (Hang et al. 2024, "Improved noise schedule for diffusion training"; ComfyUI):
+    log σ = μ − β·sgn(½ − x)·log(1 − 2|½ − x| + 1e-5) for x evenly in [0, 1], clamped to [σ_min, σ_max]."""
+    check_steps(n, sigma_min, sigma_max)
+    sigma_max = finite_max("laplace", sigma_max)
+    x = torch.linspace(0, 1, n, dtype=torch.float64)
+    lmb = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * (0.5 - x).abs() + 1e-5)
+    return strictly_decreasing(append_zero(lmb.exp().clamp(sigma_min, sigma_max)), "laplace")
+
+@register("beta")
+def beta(n: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+    """Beta sampling (Lee et al. 2024, arXiv:2407.12173), as diffusers' ``use_beta_sigmas``:
+    σ_i = σ_min + (σ_max − σ_min)·F⁻¹_Beta(α,β)(1 − i/(n−1)): dense at both ends for α, β < 1."""
+    check_steps(n, sigma_min, sigma_max)
+    sigma_max = finite_max("beta", sigma_max)
+    if not (alpha > 0 and beta > 0):
+        raise ValueError(f"beta schedule needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
+    from scipy import stats  # scipy loads only when a beta schedule is built
+
+    q = stats.beta.ppf(1 - np.linspace(0, 1, n), alpha, beta)
+    return strictly_decreasing(append_zero(torch.as_tensor(sigma_min + q * (sigma_max - sigma_min), dtype=torch.float64)), "beta")

@@ -1,0 +1,92 @@
+"""Timestep spacings over a discrete model's training table (diffusers' ``linspace`` / ``leading`` /
+``trailing``; ComfyUI's ``simple``, ``normal``, ``sgm_uniform``, ``ddim_uniform`` and ``beta``). Each
+picks (fractional) training timesteps and reads their sigmas from the table, log-σ interpolated between
+entries; ``samplers.get_sigmas(..., native=VPDiscrete)`` passes the table as ``training_sigmas``."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import check_steps, from_timesteps, num_train, register, strictly_decreasing, table_range
+
+
+@register("linspace", needs_table=True)
+def linspace(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
+    """diffusers' ``timestep_spacing="linspace"``: n timesteps evenly from the last to the first (fractional)."""
+    check_steps(n, None, None, need_range=False)
+    total = num_train(n, training_sigmas)
+    return from_timesteps(torch.linspace(total - 1, 0, n, dtype=torch.float64), training_sigmas)
+
+@register("leading", needs_table=True)
+def leading(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, steps_offset: int = 0) -> torch.Tensor:
+    """diffusers' ``"leading"`` spacing (DDIM, SD 1.x default): i·(N // n) + steps_offset, descending."""
+    check_steps(n, None, None, need_range=False)
+    total = num_train(n, training_sigmas)
+    ratio = total // n
+    t = torch.arange(n - 1, -1, -1, dtype=torch.float64) * ratio + steps_offset
+    return from_timesteps(t, training_sigmas)
+
+@register("trailing", needs_table=True)
+def trailing(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
+    """diffusers' ``"trailing"`` spacing (Lin et al. 2023): starts at the last training timestep."""
+    check_steps(n, None, None, need_range=False)
+    total = num_train(n, training_sigmas)
+    t = torch.round(torch.arange(total, 0, -total / n, dtype=torch.float64)) - 1
+    return from_timesteps(t, training_sigmas)
+
+@register("simple", needs_table=True)
+def simple(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
+    """ComfyUI's ``simple``: every (N/n)-th training sigma from the top: σ = table[N − 1 − ⌊k·N/n⌋]."""
+    check_steps(n, None, None, need_range=False)
+    total = num_train(n, training_sigmas)
+    t = torch.tensor([total - 1 - int(k * total / n) for k in range(n)], dtype=torch.float64)
+    return strictly_decreasing(from_timesteps(t, training_sigmas), "simple")
+
+@register("normal", needs_table=True)
+def normal(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
+    """ComfyUI's ``normal``: n timesteps evenly from t(σ_max) to t(σ_min) inclusive (fractional, log-σ interpolated)."""
+    check_steps(n, None, None, need_range=False)
+    num_train(n, training_sigmas)
+    hi, lo = table_range(training_sigmas, sigma_min, sigma_max)
+    return strictly_decreasing(from_timesteps(torch.linspace(hi, lo, n, dtype=torch.float64), training_sigmas), "normal")
+
+@register("sgm_uniform", needs_table=True)
+def sgm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
+    """SGM / ComfyUI ``sgm_uniform``: n + 1 timesteps evenly from t(σ_max) to t(σ_min), the last replaced by 0."""
+    check_steps(n, None, None, need_range=False)
+    num_train(n, training_sigmas)
+    hi, lo = table_range(training_sigmas, sigma_min, sigma_max)
+    t = torch.linspace(hi, lo, n + 1, dtype=torch.float64)[:-1]
+    return strictly_decreasing(from_timesteps(t, training_sigmas), "sgm_uniform")
+
+@register("ddim_uniform", needs_table=True)
+def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
+    """ComfyUI's ``ddim_uniform``: timesteps 1 + k·⌊N/n⌋, k = 0…n−1, descending.
+
+    (ComfyUI keeps stepping while below N, which gives more than n steps when n does not divide N; here the
+    step count is always n.)
+    """
+    check_steps(n, None, None, need_range=False)
+    total = num_train(n, training_sigmas)
+    stride = max(total // n, 1)
+    t = torch.tensor([min(1 + k * stride, total - 1) for k in range(n - 1, -1, -1)], dtype=torch.float64)
+    return strictly_decreasing(from_timesteps(t, training_sigmas), "ddim_uniform")
+
+@register("beta_timesteps", aliases=("comfy_beta", "beta_comfyui"), needs_table=True)
+def beta_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, alpha: float = 0.6,
+                   beta: float = 0.6) -> torch.Tensor:
+    """Beta sampling over the training timesteps, as ComfyUI's ``beta`` scheduler and the paper (Lee et al. 2024,
+    arXiv:2407.12173): t_k = rint(F⁻¹_Beta(α,β)(1 − k/n)·(N − 1)), k = 0…n−1, σ = table[t_k].
+
+    (``beta`` is diffusers' ``use_beta_sigmas``, the same quantiles laid over [σ_min, σ_max] in σ itself.)
+    ComfyUI drops repeated timesteps and runs fewer steps; here a repeat is an error (only for n in the
+    hundreds with the default α, β).
+    """
+    check_steps(n, None, None, need_range=False)
+    total = num_train(n, training_sigmas)
+    if not (alpha > 0 and beta > 0):
+        raise ValueError(f"beta schedule needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
+    from scipy import stats
+
+    t = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, n, endpoint=False), alpha, beta) * (total - 1))
+    return strictly_decreasing(from_timesteps(torch.as_tensor(t, dtype=torch.float64), training_sigmas), "beta_timesteps")

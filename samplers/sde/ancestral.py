@@ -1,0 +1,136 @@
+"""Ancestral samplers: each step is a deterministic step to σ_down followed by fresh noise of size σ_up
+(``get_ancestral_step``), or a draw from the DDPM posterior, or a consistency-model jump and re-noise.
+
+Euler ancestral (k-diffusion), DPM-Solver-2 and DPM-Solver++(2S) ancestral, DDPM, LCM. Every coefficient is a
+Python float; noise comes only from ``noise_sampler(sigma, sigma_next)`` (per-item seeded by default,
+``"brownian"`` for a Brownian path, or your own). η = 0 turns each into its deterministic counterpart.
+"""
+from __future__ import annotations
+
+import math
+
+from ..core.registry import register
+from ..core.run import progress, report
+from ..core.steps import add_noise, get_ancestral_step, lam, sigma_of, to_d
+
+_DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
+
+
+@register("euler_ancestral", kind="ancestral", order=1, nfe_per_step=1,
+          aliases=("Euler a", "euler_a", "k_euler_a", "k_euler_ancestral", "sample_euler_ancestral"),
+          ref="Ho et al. 2020 (DDPM) ancestral step; k-diffusion sample_euler_ancestral")
+def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
+                    noise_sampler=None, seed=None):
+    """Ancestral sampling with Euler steps: deterministic step to σ_down, then fresh noise of size σ_up."""
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
+        d = to_d(x, sigma, denoised)
+        # Euler step to σ_down
+        x = x + d * (sigma_down - sigma)
+        if sigma_up > 0:
+            x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_up)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("dpm_2_ancestral", kind="ancestral", order=2, nfe_per_step=2,
+          aliases=("DPM2 a", "DPM2 Ancestral", "k_dpm_2_ancestral", "k_dpm_2_a", "sample_dpm_2_ancestral"),
+          ref="Lu et al. 2022 (arXiv:2206.00927) DPM-Solver-2 in σ with ancestral noise (k-diffusion)",
+          final_step="euler (x = D(x, σ) when σ_next = 0), no noise")
+def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
+                    noise_sampler=None, seed=None):
+    """DPM-Solver-2 (log-σ midpoint) to σ_down, then fresh noise of size σ_up (k-diffusion's sample_dpm_2_ancestral)."""
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
+        d = to_d(x, sigma, denoised)
+        if sigma_down == 0:
+            x = x + d * (sigma_down - sigma)
+        else:
+            sigma_mid = math.sqrt(sigma * sigma_down)
+            x_2 = x + d * (sigma_mid - sigma)
+            d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid))
+            x = x + d_2 * (sigma_down - sigma)
+        x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("dpmpp_2s_ancestral", kind="ancestral", order=2, nfe_per_step=2,
+          aliases=("DPM++ 2S a", "DPM++ 2S Ancestral", "k_dpmpp_2s_a", "k_dpmpp_2s_ancestral", "sample_dpmpp_2s_ancestral"),
+          ref=_DPMPP + ", Alg. 1 (2S) with ancestral noise (k-diffusion)",
+          final_step="euler (x = D(x, σ) when σ_next = 0), no noise")
+def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
+                       noise_sampler=None, seed=None):
+    """DPM-Solver++(2S) with r = 1/2 to σ_down, then fresh noise σ_up. η = 0 is ``dpmpp_2s``."""
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
+        if sigma_down == 0:
+            x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
+        else:
+            lambda_, lambda_down = lam(sigma), lam(sigma_down)
+            h = lambda_down - lambda_
+            sigma_s = sigma_of(lambda_ + h / 2)
+            x_2 = x * (sigma_s / sigma) - denoised * math.expm1(-h / 2)
+            denoised_2 = model(x_2, sigma_s)
+            x = x * (sigma_down / sigma) - denoised_2 * math.expm1(-h)
+        x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("ddpm", kind="ancestral", order=1, nfe_per_step=1, aliases=("DDPM", "sample_ddpm"),
+          ref="Ho et al. 2020 (arXiv:2006.11239), eq. 6-7: the posterior q(x_{t−1} | x_t, x̂0)",
+          final_step="denoise (the posterior at σ_next = 0 is x̂0), no noise")
+def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_noise=1.0, noise_sampler=None,
+         seed=None):
+    """Ancestral DDPM: a draw from the posterior q(x_next | x, x̂0) (fixed-small variance β̃), in VE coordinates.
+
+    With ᾱ = 1/(1 + σ²) the posterior mean (√ᾱ_prev·β_t·x̂0 + √α_t·(1 − ᾱ_prev)·x_t)/(1 − ᾱ_t) and variance
+    β̃_t = (1 − ᾱ_prev)/(1 − ᾱ_t)·β_t become, for x = x_t/√ᾱ:
+
+        x_next = (σ_next²/σ²)·x + (1 − σ_next²/σ²)·x̂0 + σ_next·√(1 − σ_next²/σ²)·z
+
+    which is the ancestral step with η = 1 (``euler_ancestral``, ``ddim(eta=1)``), written from the paper.
+    """
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        keep = (sigma_next / sigma) ** 2
+        x = x * keep + denoised * (1 - keep)
+        x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_next * math.sqrt(1 - keep))
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("lcm", kind="ancestral", order=1, nfe_per_step=1, aliases=("LCM", "sample_lcm"),
+          ref="Luo et al. 2023, Latent Consistency Models (arXiv:2310.04378), Alg. 3 multistep sampling; "
+              "η as TCD's γ (Zheng et al. 2024, arXiv:2402.19159)",
+          final_step="denoise (x = D(x, σ)), no noise")
+def lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
+        noise_sampler=None, seed=None):
+    """Multistep consistency sampling: jump to x̂0 = D(x, σ), then re-noise to σ_next.
+
+        x_next = x̂0 + σ_next·(√(1 − η²)·ε̂ + η·z),  ε̂ = (x − x̂0)/σ
+
+    η = 1 (default) is LCM and equals diffusers' FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)
+    on a flow model; η = 0 re-uses the predicted noise and is DDIM.
+    """
+    if not 0 <= eta <= 1:
+        raise ValueError(f"lcm's eta must be in [0, 1], got {eta}")
+    keep = math.sqrt(1 - eta * eta)
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if keep > 0:
+            x = denoised + (x - denoised) * (keep * sigma_next / sigma)
+        else:
+            x = denoised
+        x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * eta * sigma_next)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x

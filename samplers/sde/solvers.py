@@ -1,0 +1,511 @@
+"""Stochastic solvers of the reverse-time SDE family: ER-SDE, SA-Solver, SEEDS and Restart sampling.
+
+All four are written in the canonical VE space (x = x0 + σ·n, denoiser D, λ = −log σ), where the signal
+coefficient α of the papers' VP formulas is 1: a VP formula becomes the VE one by dividing x_t by α_t,
+and σ_VE = σ_VP/α = e^{−λ}. Every coefficient is a Python float computed from the schedule (no host read
+inside a loop); noise comes only from ``noise_sampler(sigma, sigma_next)``.
+
+Final step to σ = 0: ER-SDE, SA-Solver and SEEDS take the data-prediction limit of their own update,
+which is x = D(x, σ) (each formula's coefficient of x and of the noise vanishes as λ_next → ∞); Restart
+takes an Euler step, which is the same x = D(x, σ).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..core.registry import register
+from ..core.run import progress, report
+from ..core.steps import to_d
+
+# ----------------------------------------------------------------------------------------------------
+# helpers (Python floats only)
+
+
+def _lagrange_monomials(nodes: Sequence[float], j: int) -> list[float]:
+    """Monomial coefficients (constant first) of the Lagrange basis polynomial ℓ_j over ``nodes``."""
+    poly = [1.0]
+    for m, node in enumerate(nodes):
+        if m == j:
+            continue
+        denom = nodes[j] - node
+        # poly · (s − node) / denom
+        nxt = [0.0] * (len(poly) + 1)
+        for k, c in enumerate(poly):
+            nxt[k + 1] += c / denom
+            nxt[k] -= c * node / denom
+        poly = nxt
+    return poly
+
+
+def _exp_moments(z: float, kmax: int) -> list[float]:
+    """g_k(z) = ∫_0^1 s^k e^{−z s} ds for k = 0..kmax, stable for every z ≥ 0."""
+    if z < 2.0:  # alternating series, no cancellation for small z
+        out = []
+        for k in range(kmax + 1):
+            term, total, m = 1.0, 0.0, 0
+            while True:
+                add = term / (k + m + 1)
+                total += add
+                m += 1
+                term *= -z / m
+                if abs(add) < 1e-18 * abs(total) or m > 60:
+                    break
+            out.append(total)
+        return out
+    g = [-math.expm1(-z) / z]  # upward recursion is stable for z ≥ 2 and small k
+    for k in range(1, kmax + 1):
+        g.append((k * g[-1] - math.exp(-z)) / z)
+    return g
+
+
+def _sa_weights(lambdas: Sequence[float], lambda_s: float, lambda_t: float, tau: float) -> list[float]:
+    """Weights w_j with Σ_j w_j·D_j = (1+τ²)∫_{λ_s}^{λ_t} e^{(1+τ²)(λ−λ_t)} P(λ) dλ (SA-Solver, eq. 15/18).
+
+    P interpolates the data predictions D_j at ``lambdas`` (Lagrange). The integral is taken in the scaled
+    variable s = (λ_t − λ)/h, so the coefficients stay O(1) for any absolute λ.
+    """
+    a = 1.0 + tau * tau
+    h = lambda_t - lambda_s
+    z = a * h
+    nodes = [(lambda_t - lam) / h for lam in lambdas]
+    g = _exp_moments(z, len(nodes) - 1)
+    weights = []
+    for j in range(len(nodes)):
+        coeffs = _lagrange_monomials(nodes, j)
+        weights.append(z * sum(c * gk for c, gk in zip(coeffs, g)))
+    return weights
+
+
+def _sa_simple_order_2(lambda_prev: float, lambda_s: float, lambda_t: float, tau: float,
+                       corrector: bool) -> list[float]:
+    """The simplified 2-node weights of SA-Solver's Appendix D (what diffusers always uses at order 2).
+
+    Predictor (nodes λ_s, λ_prev): the slope term gets (1+τ²)h²/(2h_prev). Corrector (nodes λ_t, λ_s): D_t
+    gets (1+τ²)h/2. Both differ from the exact Lagrange integral by O(h³).
+    """
+    a = 1.0 + tau * tau
+    h = lambda_t - lambda_s
+    total = -math.expm1(-a * h)
+    if corrector:
+        w_new = 0.5 * a * h
+        return [w_new, total - w_new]  # [D_t, D_s]
+    w_old = -0.5 * a * h * h / (lambda_s - lambda_prev)
+    return [total - w_old, w_old]  # [D_s, D_prev]
+
+
+# Gauss-Legendre nodes on [0, 1] for the ER-SDE integrals (in log σ, where the integrands are smooth).
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(12)
+_GL_X = [(float(v) + 1.0) / 2.0 for v in _GL_X]
+_GL_W = [float(v) / 2.0 for v in _GL_W]
+
+
+def er_sde_default_noise_scaler(sigma: float) -> float:
+    """ComfyUI's default ER-SDE noise-scale function φ(σ) = σ·(e^{σ^0.3} + 10) (Cui et al. 2023, sec. 4)."""
+    return sigma * (math.exp(sigma**0.3) + 10.0)
+
+
+def _default_log_scaler(sigma: float) -> float:
+    # log φ(σ) without overflow for huge σ: log σ + σ^0.3 + log(1 + 10·e^{−σ^0.3})
+    p = sigma**0.3
+    return math.log(sigma) + p + math.log1p(10.0 * math.exp(-p))
+
+
+# ----------------------------------------------------------------------------------------------------
+# ER-SDE
+
+
+@register("er_sde", kind="sde", order=2, nfe_per_step=1,
+          aliases=("ER SDE", "ER-SDE-Solver", "sample_er_sde"),
+          ref="Cui et al. 2023 (arXiv:2309.06169), ER-SDE-Solver-3; ComfyUI sample_er_sde",
+          final_step="denoise (x = D(x, σ) when σ_next = 0)")
+def er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_noise=1.0, noise_scaler=None,
+           max_stage=3, noise_sampler=None, seed=None):
+    """ER-SDE-Solver (Cui et al. 2023, arXiv:2309.06169, Alg. 1-3 with α = 1), stages 1-3 by ``max_stage``.
+
+    The extended reverse-time SDE family is indexed by a noise-scale function φ (``noise_scaler``, a Python
+    float function of σ; default ComfyUI's φ(σ) = σ(e^{σ^0.3} + 10)). One step from σ_s to σ_t with
+    r = φ(σ_t)/φ(σ_s):
+
+        x ← r·x + (1 − r)·D + (σ_t − σ_s + φ(σ_t)∫_{σ_t}^{σ_s} dσ/φ)·D′ + (Δσ²/2 + φ(σ_t)∫(σ − σ_s)/φ dσ)·D″
+            + s_noise·√(σ_t² − r²σ_s²)·z
+
+    with D′, D″ finite differences of past denoised values in σ (stage 2, 3; lower stages while the
+    history fills). φ(σ) = σ gives r = σ_t/σ_s, zero noise: the deterministic limit (stage 1 is Euler).
+    The integrals are done by 12-point Gauss-Legendre in log σ (ComfyUI uses a 200-point Riemann sum).
+    Order in the deterministic limit: 1 for stage 1, 2 for stages 2 and 3 (measured slopes 2.04 and 2.12):
+    D′ is a backward difference, first-order accurate at σ_s, and stage 3 does not correct it, so the
+    third stage lowers the error constant but not the order. Final step: x = D(x, σ) when σ_next = 0.
+    """
+    if max_stage not in (1, 2, 3):
+        raise ValueError(f"max_stage must be 1, 2 or 3, got {max_stage!r}")
+    if noise_scaler is None:
+        log_phi = _default_log_scaler
+    else:
+        def log_phi(s):
+            value = float(noise_scaler(s))
+            if not value > 0:
+                raise ValueError(f"noise_scaler({s:g}) = {value!r}; it must be positive (and increasing in σ)")
+            return math.log(value)
+    old_denoised = old_denoised_d = None
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if sigma_next == 0:
+            x = denoised
+        else:
+            stage = min(max_stage, i + 1)
+            log_phi_t = log_phi(sigma_next)
+            r = math.exp(log_phi_t - log_phi(sigma))
+            x = r * x + (1 - r) * denoised  # stage 1
+            if stage >= 2:
+                # ∫_{σ_t}^{σ_s} φ(σ_t)/φ(σ)·(σ − σ_s)^k dσ for k = 0, 1, in u = log σ
+                u0, u1 = math.log(sigma_next), math.log(sigma)
+                s0 = s1 = 0.0
+                for xg, wg in zip(_GL_X, _GL_W):
+                    lam = math.exp(u0 + xg * (u1 - u0))
+                    f = math.exp(log_phi_t - log_phi(lam)) * lam * wg * (u1 - u0)
+                    s0 += f
+                    s1 += f * (lam - sigma)
+                dt = sigma_next - sigma
+                denoised_d = (denoised - old_denoised) / (sigma - sigmas[i - 1])
+                x = x + (dt + s0) * denoised_d
+                if stage >= 3:
+                    denoised_u = (denoised_d - old_denoised_d) / ((sigma - sigmas[i - 2]) / 2)
+                    x = x + (dt**2 / 2 + s1) * denoised_u
+                old_denoised_d = denoised_d
+            # variance σ_t²(1 − (rσ_s/σ_t)²); a fraction below 1e-12 is rounding of r (φ(σ) = σ gives exactly 0)
+            frac = 1.0 - (r * sigma / sigma_next) ** 2
+            noise_std = sigma_next * math.sqrt(frac) * s_noise if frac > 1e-12 else 0.0
+            if noise_std > 0:
+                x = x + noise_sampler(sigma, sigma_next) * noise_std
+        old_denoised = denoised
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# SA-Solver
+
+# ComfyUI's default SDE interval is 20 %-80 % of the model's time range; for SD 1.x's discrete schedule
+# that is σ ∈ (0.5712, 5.0924] (timesteps 199.8 and 799.2 of the scaled-linear table).
+SA_SDE_INTERVAL = (5.0924, 0.5712)
+
+
+def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, sde_interval, predictor_order,
+               corrector_order, simple_order_2, lower_order_final, pece, noise_sampler):
+    if not 1 <= predictor_order <= 6 or not 0 <= corrector_order <= 6:
+        raise ValueError(f"predictor_order must be in 1..6 and corrector_order in 0..6 (0: no corrector), "
+                         f"got {predictor_order!r} and {corrector_order!r}")
+    if tau_func is None:
+        hi, lo = sde_interval
+
+        def tau_func(sigma, sigma_next):
+            return eta if hi >= sigma_next > lo else 0.0
+    n = len(sigmas) - 1
+    lambdas = [-math.log(s) if s > 0 else math.inf for s in sigmas]
+    history: list = []  # data predictions D at sigmas[i - k], newest last
+    keep = max(predictor_order, corrector_order)
+    x_prev = noise_prev = None
+    tau_prev = 0.0
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        history = (history + [denoised])[-keep:]
+        p = min(predictor_order, i + 1)
+        c = min(corrector_order, i + 1)
+        if lower_order_final:
+            p, c = min(p, n - i), min(c, n - i + 2)
+        # Corrector (Adams-Moulton through the new point), with the previous predictor's τ and noise.
+        if i > 0 and c > 0 and (sigma_next > 0 or pece):
+            lam_s, lam_t = lambdas[i - 1], lambdas[i]
+            nodes = lambdas[i - c + 1:i + 1][::-1]  # λ_t, λ_s, ...
+            if simple_order_2 and c == 2:
+                w = _sa_simple_order_2(lam_s, lam_s, lam_t, tau_prev, corrector=True)
+            else:
+                w = _sa_weights(nodes, lam_s, lam_t, tau_prev)
+            h = lam_t - lam_s
+            x = math.exp(-(1 + tau_prev**2) * h) * x_prev
+            for k, wk in enumerate(w):
+                x = x + history[-1 - k] * wk
+            if noise_prev is not None:
+                x = x + noise_prev
+            if pece:
+                denoised = model(x, sigma)
+                history[-1] = denoised
+        # Predictor (Adams-Bashforth through the past points).
+        if sigma_next == 0:
+            x_new = denoised
+        else:
+            tau = float(tau_func(sigma, sigma_next))
+            lam_s, lam_t = lambdas[i], lambdas[i + 1]
+            h = lam_t - lam_s
+            if simple_order_2 and p == 2:
+                w = _sa_simple_order_2(lambdas[i - 1], lam_s, lam_t, tau, corrector=False)
+            else:
+                w = _sa_weights(lambdas[i - p + 1:i + 1][::-1], lam_s, lam_t, tau)
+            x_new = math.exp(-(1 + tau**2) * h) * x
+            for k, wk in enumerate(w):
+                x_new = x_new + history[-1 - k] * wk
+            noise_prev = None
+            noise_std = sigma_next * math.sqrt(-math.expm1(-2 * tau**2 * h)) * s_noise
+            if noise_std > 0:
+                noise_prev = noise_sampler(sigma, sigma_next) * noise_std
+                x_new = x_new + noise_prev
+            x_prev, tau_prev = x, tau
+        x = x_new
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+_SA_REF = "Xue et al. 2023, SA-Solver (arXiv:2309.05019), eqs. 15 and 18; ComfyUI sample_sa_solver"
+_SA_DOC = """
+
+    Options: ``predictor_order`` (1-6) nodes of the stochastic Adams-Bashforth predictor;
+    ``corrector_order`` (0-6) nodes of the Adams-Moulton corrector, the new point included (0: predictor
+    only). τ, the SDE's stochasticity (τ = 0 is the PF-ODE, τ = 1 the reverse SDE), is
+    ``tau_func(sigma, sigma_next)`` if given, else ``eta`` inside ``sde_interval = (σ_hi, σ_lo)`` (τ = eta
+    when σ_hi ≥ σ_next > σ_lo, ComfyUI's rule; the default interval is ComfyUI's 20 %-80 % on SD 1.x) and 0
+    outside. ``simple_order_2`` uses the paper's simplified 2-node weights (Appendix D; diffusers'
+    ``SASolverScheduler`` always does). ``lower_order_final=True`` caps the predictor order by the steps
+    left (diffusers' rule; its uncorrected order-1 last step makes the run second order), off by default.
+    One step σ_s → σ_t, h = λ_t − λ_s:
+
+        x_t = e^{−(1+τ²)h}·x_s + Σ_j w_j·D_j + s_noise·σ_t·√(1 − e^{−2τ²h})·z
+
+    with w_j the integrals of the Lagrange basis against (1+τ²)e^{(1+τ²)(λ−λ_t)} (α = 1 in VE). With τ = 0
+    the defaults (3, 4) are a fourth-order ODE method. Final step: x = D(x, σ) when σ_next = 0 (the limit of
+    the order-1 update).
+    """
+
+
+@register("sa_solver", kind="sde", order=4, nfe_per_step=1,
+          aliases=("SA-Solver", "sample_sa_solver"), ref=_SA_REF,
+          final_step="denoise (x = D(x, σ) when σ_next = 0; no corrector before it)")
+def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
+              tau_func=None, sde_interval=SA_SDE_INTERVAL, predictor_order=3, corrector_order=4,
+              simple_order_2=False, lower_order_final=False, noise_sampler=None, seed=None):
+    """SA-Solver (Xue et al. 2023, arXiv:2309.05019), predictor-corrector in PEC mode (1 NFE per step).
+
+    The corrector re-uses D at the predicted point (UniPC-style), so each step costs one model call."""
+    return _sa_solver(model, x, sigmas, callback, disable, eta=eta, s_noise=s_noise, tau_func=tau_func,
+                      sde_interval=sde_interval, predictor_order=predictor_order,
+                      corrector_order=corrector_order, simple_order_2=simple_order_2,
+                      lower_order_final=lower_order_final, pece=False, noise_sampler=noise_sampler)
+
+
+@register("sa_solver_pece", kind="sde", order=4, nfe_per_step=2,
+          aliases=("SA-Solver PECE", "sample_sa_solver_pece"), ref=_SA_REF,
+          final_step="denoise (corrector + re-evaluation, then x = D(x, σ) when σ_next = 0)")
+def sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
+                   tau_func=None, sde_interval=SA_SDE_INTERVAL, predictor_order=3, corrector_order=4,
+                   simple_order_2=False, lower_order_final=False, noise_sampler=None, seed=None):
+    """SA-Solver (Xue et al. 2023, arXiv:2309.05019) in PECE mode: D is re-evaluated at the corrected point.
+
+    Two model calls per step except the first (2N − 1 for N steps)."""
+    return _sa_solver(model, x, sigmas, callback, disable, eta=eta, s_noise=s_noise, tau_func=tau_func,
+                      sde_interval=sde_interval, predictor_order=predictor_order,
+                      corrector_order=corrector_order, simple_order_2=simple_order_2,
+                      lower_order_final=lower_order_final, pece=True, noise_sampler=noise_sampler)
+
+
+sa_solver.__doc__ += _SA_DOC
+sa_solver_pece.__doc__ += _SA_DOC
+
+
+# ----------------------------------------------------------------------------------------------------
+# SEEDS
+
+
+@register("seeds_2", kind="sde", order=2, nfe_per_step=2, aliases=("SEEDS-2", "sample_seeds_2"),
+          ref="Gonzalez et al. 2023, SEEDS (arXiv:2305.14267), SEEDS-2; ComfyUI sample_seeds_2",
+          final_step="denoise (x = D(x, σ) when σ_next = 0)")
+def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0, r=0.5,
+            solver_type="phi_1", noise_sampler=None, seed=None):
+    """SEEDS-2 (Gonzalez et al. 2023, arXiv:2305.14267), data prediction, in λ = −log σ with α = 1.
+
+    With h = λ_t − λ_s and the intermediate point λ_s + r·h, each stage is an exact exponential step of
+    dx = −(1+η)(x − D) dλ + noise: x ← e^{−(1+η)δ}x + (1 − e^{−(1+η)δ})·D̂ + σ·√(1 − e^{−2ηδ})·z, where the
+    two noises are the same Brownian path (the second stage re-uses the first stage's noise, scaled). D̂ at
+    the end is D + (D₂ − D)/(2r) (``solver_type="phi_1"``) or the φ₂ weights (``"phi_2"``). η = 0 is the
+    deterministic DPM-Solver-2 (with r = ½ and "phi_1": DPM-Solver++(2S)). Final step: x = D(x, σ).
+    """
+    if solver_type not in ("phi_1", "phi_2"):
+        raise ValueError("solver_type must be 'phi_1' or 'phi_2'")
+    inject = eta > 0 and s_noise > 0
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if sigma_next == 0:
+            x = denoised
+            report(callback, x, i, sigma, sigma, denoised)
+            continue
+        lambda_s, lambda_t = -math.log(sigma), -math.log(sigma_next)
+        h = lambda_t - lambda_s
+        sigma_1 = math.exp(-(lambda_s + r * h))
+        # stage 1: exponential step to λ_s + r·h
+        decay = math.exp(-r * h * (1 + eta))
+        x_2 = decay * x + (1 - decay) * denoised
+        if inject:
+            sde_noise = noise_sampler(sigma, sigma_1) * math.sqrt(-math.expm1(-2 * r * h * eta))
+            x_2 = x_2 + sde_noise * (sigma_1 * s_noise)
+        denoised_2 = model(x_2, sigma_1)
+        # stage 2: the full step with the combined data prediction
+        h_eta = h * (1 + eta)
+        decay = math.exp(-h_eta)
+        if solver_type == "phi_1":
+            fac = 1 / (2 * r)
+            x = decay * x + (1 - decay) * (denoised + fac * (denoised_2 - denoised))
+        else:
+            # weights of D and D₂ from the φ₂ (linear-in-λ) expansion: (1 − e^{−h_η}) in total, the
+            # slope part (e^{−h_η} − 1 + h_η)/(h_η·r) on D₂ − D
+            b2 = (math.expm1(-h_eta) + h_eta) / h_eta / r
+            b1 = -math.expm1(-h_eta) - b2
+            x = decay * x + b1 * denoised + b2 * denoised_2
+        if inject:
+            seg = (r - 1) * h * eta
+            sde_noise = sde_noise * math.exp(seg) + noise_sampler(sigma_1, sigma_next) * math.sqrt(-math.expm1(2 * seg))
+            x = x + sde_noise * (sigma_next * s_noise)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("seeds_3", kind="sde", order=3, nfe_per_step=3, aliases=("SEEDS-3", "sample_seeds_3"),
+          ref="Gonzalez et al. 2023, SEEDS (arXiv:2305.14267), SEEDS-3; ComfyUI sample_seeds_3",
+          final_step="denoise (x = D(x, σ) when σ_next = 0)")
+def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0, r_1=1 / 3,
+            r_2=2 / 3, noise_sampler=None, seed=None):
+    """SEEDS-3 (Gonzalez et al. 2023, arXiv:2305.14267), data prediction, in λ = −log σ with α = 1.
+
+    Three exponential stages at λ_s + r₁h, λ_s + r₂h and λ_t with φ₁/φ₂ weights of h_η = (1+η)h; the noise
+    of each stage continues one Brownian path (the previous stage's noise decays by e^{(r_k − r_{k+1})hη}
+    and fresh noise tops it up). η = 0 is the deterministic DPM-Solver-3 (data prediction, Lu et al. 2022).
+    Final step: x = D(x, σ) when σ_next = 0.
+    """
+    inject = eta > 0 and s_noise > 0
+
+    def hphi1(t):
+        return math.expm1(t)
+
+    def hphi2(t):
+        return (math.expm1(t) - t) / t
+
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if sigma_next == 0:
+            x = denoised
+            report(callback, x, i, sigma, sigma, denoised)
+            continue
+        lambda_s, lambda_t = -math.log(sigma), -math.log(sigma_next)
+        h = lambda_t - lambda_s
+        h_eta = h * (1 + eta)
+        sigma_1, sigma_2 = math.exp(-(lambda_s + r_1 * h)), math.exp(-(lambda_s + r_2 * h))
+        # stage 1
+        x_2 = math.exp(-r_1 * h_eta) * x - hphi1(-r_1 * h_eta) * denoised
+        if inject:
+            sde_noise = noise_sampler(sigma, sigma_1) * math.sqrt(-math.expm1(-2 * r_1 * h * eta))
+            x_2 = x_2 + sde_noise * (sigma_1 * s_noise)
+        denoised_2 = model(x_2, sigma_1)
+        # stage 2
+        a3_2 = r_2 / r_1 * hphi2(-r_2 * h_eta)
+        a3_1 = hphi1(-r_2 * h_eta) - a3_2
+        x_3 = math.exp(-r_2 * h_eta) * x - (a3_1 * denoised + a3_2 * denoised_2)
+        if inject:
+            seg = (r_1 - r_2) * h * eta
+            sde_noise = sde_noise * math.exp(seg) + noise_sampler(sigma_1, sigma_2) * math.sqrt(-math.expm1(2 * seg))
+            x_3 = x_3 + sde_noise * (sigma_2 * s_noise)
+        denoised_3 = model(x_3, sigma_2)
+        # stage 3
+        b3 = hphi2(-h_eta) / r_2
+        b1 = hphi1(-h_eta) - b3
+        x = math.exp(-h_eta) * x - (b1 * denoised + b3 * denoised_3)
+        if inject:
+            seg = (r_2 - 1) * h * eta
+            sde_noise = sde_noise * math.exp(seg) + noise_sampler(sigma_2, sigma_next) * math.sqrt(-math.expm1(2 * seg))
+            x = x + sde_noise * (sigma_next * s_noise)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# Restart sampling
+
+# (n_steps, k_times, sigma_min, sigma_max): the paper's Stable Diffusion interval [0.1, 2] (Xu et al. 2023,
+# sec. 5.3), restarted once with 4 Heun steps back down (8 extra model calls per run).
+RESTART_DEFAULT = ((4, 1, 0.1, 2.0),)
+
+
+def _karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> list[float]:
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    out = [(hi + k / n * (lo - hi)) ** rho for k in range(n + 1)]
+    out[0], out[-1] = sigma_max, sigma_min
+    return out
+
+
+def restart_plan(sigmas: Sequence[float], restart) -> dict[int, list[tuple[int, int, list[float]]]]:
+    """Where the restarts go: {main index j: [(n_steps, k_times, restart sigmas from σ_max down to σ_j)]}.
+
+    Each (n_steps, k_times, sigma_min, sigma_max) is attached to the schedule point σ_j nearest to
+    sigma_min (j ≥ 1, σ_j > 0), as the paper's code does; entries with sigma_max ≤ σ_j are dropped.
+    """
+    plan: dict[int, list] = {}
+    for entry in restart:
+        n_steps, k_times, t_min, t_max = entry
+        if int(n_steps) < 1 or int(k_times) < 0 or not 0 < t_min < t_max:
+            raise ValueError(f"restart entry {entry!r}: need n_steps >= 1, k_times >= 0, 0 < sigma_min < sigma_max")
+        candidates = [j for j in range(1, len(sigmas)) if sigmas[j] > 0]
+        if not candidates:
+            continue
+        j = min(candidates, key=lambda k: abs(sigmas[k] - t_min))
+        if t_max <= sigmas[j] or int(k_times) == 0:
+            continue
+        plan.setdefault(j, []).append((int(n_steps), int(k_times), _karras(int(n_steps), sigmas[j], float(t_max))))
+    return plan
+
+
+def restart_extra_nfe(sigmas, restart=RESTART_DEFAULT) -> int:
+    """Model calls that the restart intervals add to a run on ``sigmas`` (2·n_steps·k_times each)."""
+    from ..core.run import read_sigmas
+    return sum(2 * n * k for entries in restart_plan(read_sigmas(sigmas), restart).values() for n, k, _ in entries)
+
+
+def _heun_step(model, x, sigma, sigma_next):
+    denoised = model(x, sigma)
+    d = to_d(x, sigma, denoised)
+    dt = sigma_next - sigma
+    if sigma_next == 0:
+        return x + d * dt, denoised
+    x_2 = x + d * dt
+    d_2 = to_d(x_2, sigma_next, model(x_2, sigma_next))
+    return x + (d + d_2) / 2 * dt, denoised
+
+
+@register("restart", kind="sde", order=2, nfe_per_step=2, aliases=("Restart", "sample_restart"),
+          ref="Xu et al. 2023, Restart Sampling (arXiv:2306.14878), Alg. 1",
+          final_step="euler (x = D(x, σ) when σ_next = 0)")
+def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_noise=1.0,
+            restart=RESTART_DEFAULT, noise_sampler=None, seed=None):
+    """Restart sampling (Xu et al. 2023, arXiv:2306.14878, Alg. 1): Heun ODE steps on ``sigmas``, plus restarts.
+
+    ``restart`` is a list of (n_steps, k_times, sigma_min, sigma_max) like the paper's configuration: after
+    the main step that reaches the schedule point nearest sigma_min, the state is forward-noised up to
+    sigma_max (x += s_noise·√(σ_max² − σ_min²)·z) and solved back down with n_steps Heun steps on a Karras
+    (ρ = 7) grid, k_times times. NFE: 2 per main step (1 for a final step to 0) plus 2·n_steps·k_times per
+    restart interval (``restart_extra_nfe``); ``restart=()`` is exactly ``heun``. Each restart draws
+    ``noise_sampler(sigma_max, sigma_min)``: a Brownian noise sampler returns the same increment for the same
+    interval, so with k_times > 1 use the default (fresh) noise. Final step: Euler, x = D(x, σ).
+    """
+    plan = restart_plan(sigmas, restart)
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x, denoised = _heun_step(model, x, sigma, sigma_next)
+        for n_steps, k_times, grid in plan.get(i + 1, ()):
+            for _ in range(k_times):
+                x = x + noise_sampler(grid[0], grid[-1]) * (s_noise * math.sqrt(grid[0] ** 2 - grid[-1] ** 2))
+                for k in range(n_steps):
+                    x, _ = _heun_step(model, x, grid[k], grid[k + 1])
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
