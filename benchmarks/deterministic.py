@@ -475,7 +475,7 @@ def counterpart(label: str) -> tuple[str, str] | None:
         return sampler, "exponential" if "exponential" in mods else "karras"
     if cls.startswith("FlowMatch") or "flow" in mods:
         return (sampler, "flow") if not (set(mods) - {"flow", "3M", "order3"}) else None
-    for mod, schedule in (("karras", "karras"), ("exponential", "exponential"), ("beta", "beta"),
+    for mod, schedule in (("karras", "karras"), ("exponential", "exponential"), ("beta", "beta_sigmas"),
                           ("trailing", "trailing")):
         if mod in mods:
             return sampler, schedule

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import samplers
+from samplers.core import names
 from samplers.core.seeds import resolve_seeds, seeded_randn
 
 from . import data
@@ -151,9 +152,23 @@ class Pipeline:
         return CFGDenoiser(self._denoiser, self.encode_prompts(prompts), self.encode_prompts([""]), cfg)
 
     def sigmas(self, schedule: str | None = None, steps: int | None = None, **kw) -> torch.Tensor:
-        """The sampling schedule (VE sigmas ending in 0) for this model's native schedule."""
-        return samplers.get_sigmas(schedule or self.defaults["schedule"], int(steps or self.defaults["steps"]),
-                                   native=self.native, **kw)
+        """The sampling schedule (VE sigmas ending in 0) for this model's native schedule. ``schedule`` is a registry
+        schedule or a ComfyUI / A1111 scheduler name (default: the model's); ``steps`` default: the model's."""
+        name, options = names.resolve_schedule(self.defaults["schedule"] if schedule is None else schedule)
+        return samplers.get_sigmas(name, self.defaults["steps"] if steps is None else steps, native=self.native,
+                                   **{**options, **kw})
+
+    def plan(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict):
+        """``(sampler name, sigmas, options)`` of a run: the name resolved (A1111 / ComfyUI labels included), the
+        schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged."""
+        found, schedule, options = names.resolve_call(sampler or self.defaults["sampler"], schedule, options)
+        if found.sigmas is not None:
+            sigmas = torch.tensor(found.sigmas, dtype=torch.float64)
+        else:
+            sigmas = self.sigmas(schedule, steps)
+        if found.discard_penultimate_sigma:
+            sigmas = samplers.schedules.drop_penultimate(sigmas)
+        return found.sampler, sigmas, options
 
     def _latent_size(self, height: int, width: int) -> tuple[int, int]:
         self.vae.check_size(height, width)  # names the nearest valid sizes
@@ -171,7 +186,7 @@ class Pipeline:
         return prompts, resolve_seeds(seed, n)
 
     def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options):
-        spec = samplers.info(sampler)
+        spec = samplers.core.registry.SAMPLERS.get(sampler)
         if "noise_sampler" in spec.options and "noise_sampler" not in options:
             options = {**options, "seed": seeds}
         return samplers.sample(sampler, denoiser, x, sigmas, disable=not progress, **options)
@@ -196,11 +211,10 @@ class Pipeline:
         (an int ``s`` means seeds s, s+1, …)."""
         h, w = self._latent_size(height, width)
         prompts, seeds = self._batch(prompt, batch, seed)
-        sigmas = self.sigmas(schedule, steps)
+        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         x = samplers.initial_latent(noise, sigmas)
-        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler or self.defaults["sampler"], seeds,
-                               progress, sampler_options)
+        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options)
         return self.decode(latents, output)
 
     @torch.no_grad()
@@ -217,11 +231,11 @@ class Pipeline:
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
         if latent.shape[0] == 1 and len(seeds) > 1:
             latent = latent.expand(len(seeds), *latent.shape[1:])
-        sigmas = samplers.schedules.truncate(self.sigmas(schedule, steps), strength)
+        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
+        sigmas = samplers.schedules.truncate(sigmas, strength)
         noise = seeded_randn(tuple(latent.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
-        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler or self.defaults["sampler"], seeds,
-                               progress, sampler_options)
+        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options)
         return self.decode(latents, output)
 
     @torch.no_grad()
@@ -243,11 +257,12 @@ class Pipeline:
         pixel_mask = _as_mask(mask, n, H, W)
         latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
         known = self.vae.to_latent(images)
-        sigmas = samplers.schedules.truncate(self.sigmas(schedule, steps), strength)
+        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
+        sigmas = samplers.schedules.truncate(sigmas, strength)
         noise = seeded_randn(tuple(known.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else known + float(sigmas[0]) * noise
         denoiser = InpaintDenoiser(self.denoiser(prompts, cfg), known, latent_mask, noise)
-        latents = self._sample(denoiser, x, sigmas, sampler or self.defaults["sampler"], seeds, progress, sampler_options)
+        latents = self._sample(denoiser, x, sigmas, sampler, seeds, progress, options)
         hard = (pixel_mask > 0.5).float()
         out = hard * self.vae.from_latent(latents) + (1 - hard) * images
         if output == "tensor":

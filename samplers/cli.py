@@ -18,6 +18,24 @@ def _list(args) -> int:
     return 0
 
 
+def _names(args) -> int:
+    """Every name the resolver knows: label → (sampler, options, schedule)."""
+    from .core import names
+
+    rows = names.table()
+    if args.source:
+        rows = [r for r in rows if r.source == args.source]
+    print(f"{'name':<32} {'source':<9} {'sampler':<20} {'schedule':<22} options")
+    for r in rows:
+        schedule = "" if r.schedule is None else r.schedule + (" (named)" if r.schedule_is_explicit else " (default)")
+        if r.discard_penultimate_sigma:
+            schedule += ", drop σ_{n-1}"
+        options = ", ".join(f"{k}={v!r}" for k, v in r.options.items())
+        print(f"{r.label:<32} {r.source:<9} {r.sampler:<20} {schedule:<22} {options}")
+    print(f"\n{len(rows)} names; prefixes a1111:, comfyui:, diffusers:, registry: pick one table")
+    return 0
+
+
 def _plugins(subparsers) -> None:
     from importlib.metadata import entry_points
 
@@ -29,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samplers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every registered sampler with its kind, order and NFE per step").set_defaults(fn=_list)
+    names = sub.add_parser("names", help="every sampler name the library resolves (registry, A1111, ComfyUI, "
+                                         "diffusers) with the sampler, options and schedule it stands for")
+    names.add_argument("--source", choices=("registry", "a1111", "comfyui", "diffusers"), default=None)
+    names.set_defaults(fn=_names)
     _plugins(sub)
     return parser
 

@@ -91,40 +91,15 @@ def test_samplers_registered_later_appear():
     assert not hasattr(kdiffusion, "sample_zz_test_late_sampler")
 
 
-def test_display_names_resolve_and_never_contradict_the_registry():
-    resolved = 0
-    for label, (target, options, _) in kdiffusion.DISPLAY_NAMES.items():
-        if label in registry.SAMPLERS:  # an alias registered by the sampler's own module wins; it must agree
-            assert samplers.info(label).name == target, f"{label!r} is {samplers.info(label).name} in the registry"
-        if target not in samplers.available():
-            with pytest.raises(samplers.UnknownNameError):
-                kdiffusion.get_sampler(label)
-            continue
-        if set(options) - set(samplers.info(target).options):
-            continue  # the variant's option is not implemented by this sampler (reported as an error)
-        fn = kdiffusion.get_sampler(label)
-        assert fn is samplers.get(target) if not options else fn.__wrapped__ is samplers.get(target)
-        resolved += 1
+def test_labels_resolve_through_the_one_resolver():
     for spec_name in samplers.available():
         for alias in samplers.info(spec_name).aliases:
             assert kdiffusion.get_sampler(alias) is samplers.get(spec_name)
     assert kdiffusion.get_sampler("Euler a") is samplers.get("euler_ancestral")
+    assert kdiffusion.get_sampler("DPM++ 2M SDE Heun").__wrapped__ is samplers.get("dpmpp_2m_sde")
     assert kdiffusion.default_schedule("DPM++ 2M") == "karras"
     with pytest.raises(samplers.UnknownNameError, match="Closest"):
         kdiffusion.get_sampler("Eulr a")
-
-
-def test_option_variants_pass_their_options():
-    calls = []
-
-    def fake(model, x, sigmas, extra_args=None, callback=None, disable=None, **kw):
-        calls.append(kw)
-        return x
-
-    wrapped = kdiffusion._with_options(fake, {"solver_type": "heun"}, "DPM++ 2M SDE Heun")
-    wrapped(None, torch.zeros(1), [1.0, 0.0], eta=0.5)
-    assert calls == [{"solver_type": "heun", "eta": 0.5}]
-    assert wrapped.__name__ == "sample_dpm___2m_sde_heun"
 
 
 def wrapper():

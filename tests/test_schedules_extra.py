@@ -67,7 +67,7 @@ def test_beta_matches_diffusers_use_beta_sigmas():
     sch = diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                                            use_beta_sigmas=True)
     sch.set_timesteps(12)
-    ours = samplers.get_sigmas("beta", 12, native=VP)
+    ours = samplers.get_sigmas("beta_sigmas", 12, native=VP)
     torch.testing.assert_close(ours.float(), sch.sigmas.float(), rtol=1e-5, atol=1e-5)
 
 

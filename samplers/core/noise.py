@@ -93,7 +93,7 @@ class NoiseExhaustedError(IndexError):
     """A :class:`PredrawnNoise` was asked for more draws than it holds."""
 
 
-NOISE_NAMES = ("seeded", "brownian")
+NOISE_NAMES = ("seeded", "brownian", "brownian_device")
 
 
 def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sigmas=None) -> NoiseSampler:
@@ -107,10 +107,13 @@ def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
         kind = noise_sampler.strip().lower()
         if kind in ("seeded", "default"):
             noise_sampler = None
-        elif kind in ("brownian", "brownian_tree", "brownian tree"):
+        elif kind in ("brownian", "brownian_tree", "brownian tree", "brownian_device"):
             if sigmas is None:
-                raise ValueError("noise_sampler='brownian' needs the schedule's range: pass sigmas to resolve()")
-            return for_schedule(x, resolve_seeds(seed, x.shape[0]), sigmas)
+                raise ValueError(f"noise_sampler={noise_sampler!r} needs the schedule's range: pass sigmas to resolve()")
+            # "brownian" draws the path on the CPU (the same numbers on every machine); "brownian_device" on x's
+            # device (ComfyUI's *_gpu samplers: no copy, but the numbers depend on the device's generator)
+            device = None if kind == "brownian_device" else "cpu"
+            return for_schedule(x, resolve_seeds(seed, x.shape[0]), sigmas, device=device)
         else:
             raise ValueError(f"unknown noise_sampler {noise_sampler!r}; use one of {NOISE_NAMES}, a "
                              "samplers.core.noise.PredrawnNoise, or any callable noise_sampler(sigma, sigma_next)")

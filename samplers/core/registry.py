@@ -56,6 +56,7 @@ class Registry(Generic[T]):
         self.what = what
         self._entries: dict[str, T] = {}
         self._lookup: dict[str, str] = {}
+        self._exact: dict[str, str] = {}  # names and aliases as registered
         self._loader = loader
 
     def _load(self) -> None:
@@ -77,6 +78,7 @@ class Registry(Generic[T]):
                     f"pass replace=True to replace the registered {self.what} on purpose")
         for key in (name, *aliases):
             self._lookup[_normalise(key)] = name
+            self._exact[key] = name
         self._entries[name] = entry
 
     def canonical(self, name: str) -> str:
@@ -102,9 +104,15 @@ class Registry(Generic[T]):
     def remove(self, name: str) -> T:
         """Unregister ``name`` (or the entry an alias points to) with all its aliases; returns the entry."""
         canonical = self.canonical(name)
-        for key in [k for k, owner in self._lookup.items() if owner == canonical]:
-            del self._lookup[key]
+        for table in (self._lookup, self._exact):
+            for key in [k for k, owner in table.items() if owner == canonical]:
+                del table[key]
         return self._entries.pop(canonical)
+
+    def exact(self, name: str) -> str | None:
+        """The entry ``name`` is registered as, spelt exactly as registered (or None)."""
+        self._load()
+        return self._exact.get(name)
 
     def names(self) -> list[str]:
         self._load()
@@ -193,13 +201,19 @@ def _check_signature(name: str, fn: Callable) -> None:
 
 
 def get(name: str) -> Callable:
-    """The sampler registered as ``name`` (or an alias). Unknown names raise with the closest matches."""
-    return SAMPLERS.get(name).fn
+    """The sampler for ``name``: a registry name or alias, an A1111 / ComfyUI label or a diffusers class name
+    (:mod:`samplers.core.names`); a label that implies options returns the sampler with them bound. Unknown names
+    raise :class:`~samplers.core.errors.UnknownNameError` with the closest matches."""
+    from .names import get as resolve_get
+
+    return resolve_get(name)
 
 
 def info(name: str) -> SamplerSpec:
-    """Metadata of the sampler ``name``: kind, order, NFE per step, aliases, paper reference, options."""
-    return SAMPLERS.get(name)
+    """Metadata of the sampler ``name`` stands for: kind, order, NFE per step, aliases, paper reference, options."""
+    from .names import resolve
+
+    return SAMPLERS.get(resolve(name).sampler)
 
 
 def available(kind: str | None = None) -> list[str]:
@@ -211,5 +225,9 @@ def available(kind: str | None = None) -> list[str]:
 
 
 def sample(name: str, model, x, sigmas, **kwargs):
-    """Run the sampler ``name``: ``sample("dpmpp_2m", model, x, sigmas, extra_args=..., seed=...)``."""
+    """Run the sampler ``name``: ``sample("dpmpp_2m", model, x, sigmas, extra_args=..., seed=...)``.
+
+    ``name`` is anything :mod:`samplers.core.names` resolves; the options a label implies are merged with
+    ``kwargs`` (a contradiction is an error). The schedule is ``sigmas``: a schedule the label implies is the
+    caller's to build (``samplers.get_sigmas``) or the pipeline's."""
     return get(name)(model, x, sigmas, **kwargs)

@@ -52,7 +52,7 @@ def deis_coefficients(sigmas: list[float], i: int, order: int) -> list[float]:
     return out
 
 
-@register("deis", kind="ode", order=3, nfe_per_step=1, aliases=("DEIS", "sample_deis"),
+@register("deis", kind="ode", order=3, nfe_per_step=1, aliases=("sample_deis",),
           ref="Zhang & Chen 2022, DEIS (arXiv:2204.13902), ρAB with log-ρ Lagrange interpolation",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
 def deis(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, lower_order_final=True):
@@ -88,7 +88,7 @@ def _ab_step(x, eps_hist, dt: float, order: int):
     return x
 
 
-@register("ipndm", kind="ode", order=2, nfe_per_step=1, aliases=("iPNDM", "sample_ipndm"),
+@register("ipndm", kind="ode", order=2, nfe_per_step=1, aliases=("sample_ipndm",),
           ref="Zhang & Chen 2022 (arXiv:2204.13902), §4 iPNDM; ComfyUI's sample_ipndm",
           final_step="the same Adams–Bashforth step (ε̂ is only needed at σ > 0)")
 def ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, max_order=4):
@@ -109,7 +109,7 @@ def ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, max
     return x
 
 
-@register("plms", kind="ode", order=2, nfe_per_step=1, aliases=("PLMS", "pndm_plms", "k_plms"),
+@register("plms", kind="ode", order=2, nfe_per_step=1, aliases=("pndm_plms",),
           ref="Liu et al. 2022, PNDM (arXiv:2202.09778): PLMS (diffusers' PNDMScheduler, skip_prk_steps=True)",
           final_step="the same multistep step (ε̂ is only needed at σ > 0)")
 def plms(model, x, sigmas, extra_args=None, callback=None, disable=None):

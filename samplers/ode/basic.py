@@ -15,7 +15,7 @@ from ..core.steps import churn, get_ancestral_step, to_d
 _CHURN_REF = "Karras et al. 2022 (arXiv:2206.00364), Alg. 2"
 
 
-@register("euler", kind="ode", order=1, nfe_per_step=1, aliases=("Euler", "k_euler", "sample_euler"),
+@register("euler", kind="ode", order=1, nfe_per_step=1, aliases=("sample_euler",),
           ref=_CHURN_REF, final_step="euler (x = D(x, σ) when σ_next = 0)")
 def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_churn=0.0, s_tmin=0.0,
           s_tmax=math.inf, s_noise=1.0, noise_sampler=None, seed=None):
@@ -31,7 +31,7 @@ def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_c
     return x
 
 
-@register("heun", kind="ode", order=2, nfe_per_step=2, aliases=("Heun", "k_heun", "sample_heun"),
+@register("heun", kind="ode", order=2, nfe_per_step=2, aliases=("sample_heun",),
           ref=_CHURN_REF, final_step="euler (Heun's correction needs D at σ = 0)")
 def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_churn=0.0, s_tmin=0.0,
          s_tmax=math.inf, s_noise=1.0, noise_sampler=None, seed=None):
@@ -56,7 +56,7 @@ def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_ch
     return x
 
 
-@register("ddim", kind="ode", order=1, nfe_per_step=1, aliases=("DDIM", "sample_ddim"),
+@register("ddim", kind="ode", order=1, nfe_per_step=1, aliases=("sample_ddim",),
           ref="Song et al. 2021 (arXiv:2010.02502), eq. 12")
 def ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0.0, s_noise=1.0,
          noise_sampler=None, seed=None):

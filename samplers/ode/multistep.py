@@ -23,7 +23,7 @@ _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 
 
 @register("dpmpp_2m", kind="ode", order=2, nfe_per_step=1,
-          aliases=("DPM++ 2M", "k_dpmpp_2m", "sample_dpmpp_2m", "dpmsolver++2m"),
+          aliases=("sample_dpmpp_2m", "dpmsolver++2m"),
           ref=_DPMPP + ", Alg. 2", final_step="denoise (x = D(x, σ) when σ_next = 0)")
 def dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, *, solver_type="midpoint"):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), multistep in λ = −log σ.
@@ -162,7 +162,7 @@ def lms_coefficients(sigmas: list[float], order: int) -> list[list[float]]:
 
 
 @register("lms", kind="ode", order=4, nfe_per_step=1,
-          aliases=("LMS", "k_lms", "sample_lms", "ipndm_v", "iPNDM_v", "sample_ipndm_v"),
+          aliases=("sample_lms", "sample_ipndm_v"),
           ref="Adams-Bashforth in σ, as in k-diffusion's sample_lms (Karras et al. 2022 setting)",
           final_step="the same Adams-Bashforth step (it needs d only at σ > 0)")
 def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=4):

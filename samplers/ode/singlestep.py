@@ -20,7 +20,7 @@ _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 _CHURN = "Karras et al. 2022 (arXiv:2206.00364), Alg. 2 churn"
 
 
-@register("dpm_2", kind="ode", order=2, nfe_per_step=2, aliases=("DPM2", "k_dpm_2", "sample_dpm_2"),
+@register("dpm_2", kind="ode", order=2, nfe_per_step=2, aliases=("sample_dpm_2",),
           ref=_DPM + " (DPM-Solver-2 in σ, as k-diffusion's sample_dpm_2); " + _CHURN,
           final_step="euler (x = D(x, σ) when σ_next = 0)")
 def dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_churn=0.0, s_tmin=0.0,
@@ -204,7 +204,7 @@ def fast_orders(nfe: int) -> list[int]:
     return [3] * (m - 2) + [2, 1] if nfe % 3 == 0 else [3] * (m - 1) + [nfe % 3]
 
 
-@register("dpm_fast", kind="ode", order=3, nfe_per_step=1, aliases=("DPM fast", "k_dpm_fast", "sample_dpm_fast"),
+@register("dpm_fast", kind="ode", order=3, nfe_per_step=1, aliases=("sample_dpm_fast",),
           ref=_DPM + ", DPM-Solver-fast (§3.4)",
           final_step="denoise at the smallest non-zero σ when the schedule ends in 0 (1 of the budget)")
 def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -267,7 +267,7 @@ class PIDStepSizeController:
 
 
 @register("dpm_adaptive", kind="ode", order=3, nfe_per_step=3, host_sync=True,
-          aliases=("DPM adaptive", "k_dpm_adaptive", "sample_dpm_adaptive"),
+          aliases=("sample_dpm_adaptive",),
           ref=_DPM + ", DPM-Solver-12/23 adaptive step size (§3.4, Alg. 4-5)",
           final_step="denoise at the smallest non-zero σ when the schedule ends in 0")
 def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, rtol=0.05,

@@ -102,14 +102,14 @@ _DOC = """UniPC-{v} (Zhao et al. 2023): predictor UniP of ``order`` (1–3) with
     measured order at about 2; on the usual schedules ending in 0 the last step is the denoise anyway."""
 
 
-@register("unipc_bh1", kind="ode", order=4, nfe_per_step=1, aliases=("uni_pc", "UniPC bh1", "sample_uni_pc"),
+@register("unipc_bh1", kind="ode", order=4, nfe_per_step=1, aliases=("UniPC bh1", "sample_uni_pc"),
           ref=_REF + ", B(h) = h", final_step=_FINAL)
 def unipc_bh1(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, corrector=True,
               lower_order_final=True):
     return _unipc(model, x, sigmas, callback, disable, "bh1", order, corrector, lower_order_final)
 
 
-@register("unipc_bh2", kind="ode", order=4, nfe_per_step=1, aliases=("uni_pc_bh2", "UniPC bh2", "sample_uni_pc_bh2"),
+@register("unipc_bh2", kind="ode", order=4, nfe_per_step=1, aliases=("UniPC bh2", "sample_uni_pc_bh2"),
           ref=_REF + ", B(h) = e^h − 1", final_step=_FINAL)
 def unipc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, corrector=True,
               lower_order_final=True):

@@ -7,9 +7,9 @@ plain functions.
 
 What lives where:
 - ``base``: the registry, the shared helpers and :func:`get_sigmas`;
-- ``sigma``: formulas in σ (karras, exponential, polyexponential, vp, kl_optimal, laplace, beta);
+- ``sigma``: formulas in σ (karras, exponential, polyexponential, vp, kl_optimal, laplace, beta_sigmas);
 - ``timesteps``: spacings over a discrete model's training table (linspace, leading, trailing, simple, normal,
-  sgm_uniform, ddim_uniform, beta_timesteps);
+  sgm_uniform, ddim_uniform, beta_timesteps = ``beta``);
 - ``flow``: flow-time schedules (flow, flow_dynamic, linear_quadratic);
 - ``presets``: published step lists as data (Align Your Steps);
 - ``ops``: operations on a schedule; ``optimise``: a schedule fitted to a model (loads scipy when used).
@@ -19,10 +19,10 @@ Adding a schedule: write the function in the module of its kind and decorate it 
 ``samplers.core.registry.BUILTIN_MODULES``.
 """
 from .base import SCHEDULES, TABLE_SCHEDULES, available, get, get_sigmas, register  # noqa: F401
-from .ops import flip, set_first, split, truncate  # noqa: F401
+from .ops import drop_penultimate, flip, set_first, split, truncate  # noqa: F401
 # The schedule functions by name, for direct calls (``samplers.schedules.karras(10, 0.03, 14.6)``).
 from .flow import flow, flow_dynamic, linear_quadratic  # noqa: F401,E402
 from .presets import AYS_PRESETS  # noqa: F401,E402
-from .sigma import beta, exponential, karras, kl_optimal, laplace, polyexponential, vp  # noqa: F401,E402
+from .sigma import beta_sigmas, exponential, karras, kl_optimal, laplace, polyexponential, vp  # noqa: F401,E402
 from .timesteps import (beta_timesteps, ddim_uniform, leading, linspace, normal, sgm_uniform, simple,  # noqa: F401,E402
                         trailing)

@@ -32,3 +32,13 @@ def set_first(sigmas: torch.Tensor, sigma: float) -> torch.Tensor:
     if len(out) > 1 and not float(out[0]) > float(out[1]):
         raise ValueError(f"set_first({sigma}) would not be above the next sigma {float(out[1])}")
     return out
+
+
+def drop_penultimate(sigmas: torch.Tensor) -> torch.Tensor:
+    """Drop the next-to-last sigma (A1111's ``discard_next_to_last_sigma``, which its DPM2 labels use): the last
+    step then goes from σ_{n−2} straight to the final σ; one step fewer."""
+    if len(sigmas) < 3:
+        from ..core.errors import InvalidInput
+
+        raise InvalidInput(f"dropping the next-to-last sigma needs at least 2 steps, got {len(sigmas) - 1}")
+    return torch.cat([sigmas[:-2], sigmas[-1:]])

@@ -69,15 +69,15 @@ def laplace(n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: f
     lmb = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * (0.5 - x).abs() + 1e-5)
     return strictly_decreasing(append_zero(lmb.exp().clamp(sigma_min, sigma_max)), "laplace")
 
-@register("beta")
-def beta(n: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+@register("beta_sigmas", aliases=("use_beta_sigmas",))
+def beta_sigmas(n: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
     """Beta sampling (Lee et al. 2024, arXiv:2407.12173), as diffusers' ``use_beta_sigmas``:
     σ_i = σ_min + (σ_max − σ_min)·F⁻¹_Beta(α,β)(1 − i/(n−1)): dense at both ends for α, β < 1."""
     check_steps(n, sigma_min, sigma_max)
-    sigma_max = finite_max("beta", sigma_max)
+    sigma_max = finite_max("beta_sigmas", sigma_max)
     if not (alpha > 0 and beta > 0):
-        raise ValueError(f"beta schedule needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
+        raise ValueError(f"beta_sigmas needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
     from scipy import stats  # scipy loads only when a beta schedule is built
 
     q = stats.beta.ppf(1 - np.linspace(0, 1, n), alpha, beta)
-    return strictly_decreasing(append_zero(torch.as_tensor(sigma_min + q * (sigma_max - sigma_min), dtype=torch.float64)), "beta")
+    return strictly_decreasing(append_zero(torch.as_tensor(sigma_min + q * (sigma_max - sigma_min), dtype=torch.float64)), "beta_sigmas")

@@ -72,13 +72,13 @@ def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None
     t = torch.tensor([min(1 + k * stride, total - 1) for k in range(n - 1, -1, -1)], dtype=torch.float64)
     return strictly_decreasing(from_timesteps(t, training_sigmas), "ddim_uniform")
 
-@register("beta_timesteps", aliases=("comfy_beta", "beta_comfyui"), needs_table=True)
+@register("beta_timesteps", aliases=("beta", "comfy_beta", "beta_comfyui"), needs_table=True)
 def beta_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, alpha: float = 0.6,
                    beta: float = 0.6) -> torch.Tensor:
     """Beta sampling over the training timesteps, as ComfyUI's ``beta`` scheduler and the paper (Lee et al. 2024,
     arXiv:2407.12173): t_k = rint(F⁻¹_Beta(α,β)(1 − k/n)·(N − 1)), k = 0…n−1, σ = table[t_k].
 
-    (``beta`` is diffusers' ``use_beta_sigmas``, the same quantiles laid over [σ_min, σ_max] in σ itself.)
+    (``beta_sigmas`` is diffusers' ``use_beta_sigmas``: the same quantiles laid over [σ_min, σ_max] in σ itself.)
     ComfyUI drops repeated timesteps and runs fewer steps; here a repeat is an error (only for n in the
     hundreds with the default α, β).
     """

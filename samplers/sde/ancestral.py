@@ -17,7 +17,7 @@ _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 
 
 @register("euler_ancestral", kind="ancestral", order=1, nfe_per_step=1,
-          aliases=("Euler a", "euler_a", "k_euler_a", "k_euler_ancestral", "sample_euler_ancestral"),
+          aliases=("euler_a", "sample_euler_ancestral"),
           ref="Ho et al. 2020 (DDPM) ancestral step; k-diffusion sample_euler_ancestral")
 def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
                     noise_sampler=None, seed=None):
@@ -36,7 +36,7 @@ def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
 
 
 @register("dpm_2_ancestral", kind="ancestral", order=2, nfe_per_step=2,
-          aliases=("DPM2 a", "DPM2 Ancestral", "k_dpm_2_ancestral", "k_dpm_2_a", "sample_dpm_2_ancestral"),
+          aliases=("sample_dpm_2_ancestral",),
           ref="Lu et al. 2022 (arXiv:2206.00927) DPM-Solver-2 in σ with ancestral noise (k-diffusion)",
           final_step="euler (x = D(x, σ) when σ_next = 0), no noise")
 def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
@@ -60,7 +60,7 @@ def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
 
 
 @register("dpmpp_2s_ancestral", kind="ancestral", order=2, nfe_per_step=2,
-          aliases=("DPM++ 2S a", "DPM++ 2S Ancestral", "k_dpmpp_2s_a", "k_dpmpp_2s_ancestral", "sample_dpmpp_2s_ancestral"),
+          aliases=("sample_dpmpp_2s_ancestral",),
           ref=_DPMPP + ", Alg. 1 (2S) with ancestral noise (k-diffusion)",
           final_step="euler (x = D(x, σ) when σ_next = 0), no noise")
 def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
@@ -84,7 +84,7 @@ def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable
     return x
 
 
-@register("ddpm", kind="ancestral", order=1, nfe_per_step=1, aliases=("DDPM", "sample_ddpm"),
+@register("ddpm", kind="ancestral", order=1, nfe_per_step=1, aliases=("sample_ddpm",),
           ref="Ho et al. 2020 (arXiv:2006.11239), eq. 6-7: the posterior q(x_{t−1} | x_t, x̂0)",
           final_step="denoise (the posterior at σ_next = 0 is x̂0), no noise")
 def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_noise=1.0, noise_sampler=None,
@@ -108,7 +108,7 @@ def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_no
     return x
 
 
-@register("lcm", kind="ancestral", order=1, nfe_per_step=1, aliases=("LCM", "sample_lcm"),
+@register("lcm", kind="ancestral", order=1, nfe_per_step=1, aliases=("sample_lcm",),
           ref="Luo et al. 2023, Latent Consistency Models (arXiv:2310.04378), Alg. 3 multistep sampling; "
               "η as TCD's γ (Zheng et al. 2024, arXiv:2402.19159)",
           final_step="denoise (x = D(x, σ)), no noise")

@@ -19,7 +19,7 @@ _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 
 
 @register("dpmpp_sde", kind="sde", order=2, nfe_per_step=2,
-          aliases=("DPM++ SDE", "k_dpmpp_sde", "sample_dpmpp_sde"),
+          aliases=("sample_dpmpp_sde",),
           ref=_DPMPP + ", SDE-DPM-Solver++(2S) with r = 1/2 (k-diffusion's sample_dpmpp_sde)",
           final_step="euler (x = D(x, σ) when σ_next = 0), no noise")
 def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0, r=0.5,
@@ -55,7 +55,7 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *,
 
 
 @register("dpmpp_2m_sde", kind="sde", order=2, nfe_per_step=1,
-          aliases=("DPM++ 2M SDE", "k_dpmpp_2m_sde", "sample_dpmpp_2m_sde", "sde-dpmsolver++2m"),
+          aliases=("sample_dpmpp_2m_sde", "sde-dpmsolver++2m"),
           ref=_DPMPP + ", SDE-DPM-Solver++(2M) (diffusers' sde-dpmsolver++, k-diffusion)",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
 def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
@@ -90,7 +90,7 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
 
 
 @register("dpmpp_3m_sde", kind="sde", order=2, nfe_per_step=1,
-          aliases=("DPM++ 3M SDE", "k_dpmpp_3m_sde", "sample_dpmpp_3m_sde"),
+          aliases=("sample_dpmpp_3m_sde",),
           ref=_DPMPP + ", 3rd-order multistep SDE variant (k-diffusion's sample_dpmpp_3m_sde)",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
 def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,

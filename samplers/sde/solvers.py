@@ -483,7 +483,7 @@ def _heun_step(model, x, sigma, sigma_next):
     return x + (d + d_2) / 2 * dt, denoised
 
 
-@register("restart", kind="sde", order=2, nfe_per_step=2, aliases=("Restart", "sample_restart"),
+@register("restart", kind="sde", order=2, nfe_per_step=2, aliases=("sample_restart",),
           ref="Xu et al. 2023, Restart Sampling (arXiv:2306.14878), Alg. 1",
           final_step="euler (x = D(x, σ) when σ_next = 0)")
 def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_noise=1.0,

@@ -1,0 +1,166 @@
+"""The names other tools give samplers and schedules, as data: A1111 / Forge labels, ComfyUI sampler and scheduler
+names, diffusers scheduler classes. :mod:`samplers.core.names` resolves them; nothing else reads these tables.
+
+A sampler entry is ``label: (registry sampler, options, schedule, how the schedule is implied)``:
+
+- ``schedule`` is the schedule the tool uses with that label, or None (the caller's, or the model's own);
+- ``"default"`` means the tool picks it when the user does not (A1111's "Automatic" scheduler: "DPM++ 2M" runs on
+  Karras sigmas, a caller's schedule replaces it); ``"explicit"`` means the label names it ("DPM++ 2M Karras": a
+  caller's different schedule is a conflict, and an error).
+"""
+from __future__ import annotations
+
+BROWNIAN = {"noise_sampler": "brownian"}  # k-diffusion's BrownianTreeNoiseSampler on the CPU (A1111, ComfyUI)
+BROWNIAN_DEVICE = {"noise_sampler": "brownian_device"}  # ComfyUI's *_gpu: the same tree drawn on the latent's device
+HEUN = {"solver_type": "heun"}
+
+# A1111 / Forge (modules/sd_samplers_kdiffusion.py and sd_samplers_timesteps.py): the labels of the sampler menu
+# with their k_* aliases, and the "<label> Karras" / "<label> Exponential" labels of versions before 1.9.
+# A1111's "discard_next_to_last_sigma" (DPM2, DPM2 a, DPM++ 3M SDE) is the schedule operation of that name.
+A1111: dict[str, tuple] = {
+    "DPM++ 2M": ("dpmpp_2m", {}, "karras", "default"),
+    "k_dpmpp_2m": ("dpmpp_2m", {}, "karras", "default"),
+    "DPM++ 2M Karras": ("dpmpp_2m", {}, "karras", "explicit"),
+    "DPM++ SDE": ("dpmpp_sde", BROWNIAN, "karras", "default"),
+    "k_dpmpp_sde": ("dpmpp_sde", BROWNIAN, "karras", "default"),
+    "DPM++ SDE Karras": ("dpmpp_sde", BROWNIAN, "karras", "explicit"),
+    "DPM++ 2M SDE": ("dpmpp_2m_sde", BROWNIAN, "exponential", "default"),
+    "k_dpmpp_2m_sde": ("dpmpp_2m_sde", BROWNIAN, "exponential", "default"),
+    "DPM++ 2M SDE Karras": ("dpmpp_2m_sde", BROWNIAN, "karras", "explicit"),
+    "DPM++ 2M SDE Exponential": ("dpmpp_2m_sde", BROWNIAN, "exponential", "explicit"),
+    "DPM++ 2M SDE Heun": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "exponential", "default"),
+    "k_dpmpp_2m_sde_heun": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "exponential", "default"),
+    "DPM++ 2M SDE Heun Karras": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "karras", "explicit"),
+    "DPM++ 2M SDE Heun Exponential": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "exponential", "explicit"),
+    "DPM++ 2S a": ("dpmpp_2s_ancestral", {}, "karras", "default"),
+    "k_dpmpp_2s_a": ("dpmpp_2s_ancestral", {}, "karras", "default"),
+    "DPM++ 2S a Karras": ("dpmpp_2s_ancestral", {}, "karras", "explicit"),
+    "DPM++ 3M SDE": ("dpmpp_3m_sde", BROWNIAN, "exponential", "default"),
+    "k_dpmpp_3m_sde": ("dpmpp_3m_sde", BROWNIAN, "exponential", "default"),
+    "DPM++ 3M SDE Karras": ("dpmpp_3m_sde", BROWNIAN, "karras", "explicit"),
+    "DPM++ 3M SDE Exponential": ("dpmpp_3m_sde", BROWNIAN, "exponential", "explicit"),
+    "Euler a": ("euler_ancestral", {}, None, None),
+    "k_euler_a": ("euler_ancestral", {}, None, None),
+    "k_euler_ancestral": ("euler_ancestral", {}, None, None),
+    "Euler": ("euler", {}, None, None),
+    "k_euler": ("euler", {}, None, None),
+    "LMS": ("lms", {}, None, None),
+    "k_lms": ("lms", {}, None, None),
+    "LMS Karras": ("lms", {}, "karras", "explicit"),
+    "Heun": ("heun", {}, None, None),
+    "k_heun": ("heun", {}, None, None),
+    "DPM2": ("dpm_2", {}, "karras", "default"),
+    "k_dpm_2": ("dpm_2", {}, "karras", "default"),
+    "DPM2 Karras": ("dpm_2", {}, "karras", "explicit"),
+    "DPM2 a": ("dpm_2_ancestral", {}, "karras", "default"),
+    "k_dpm_2_a": ("dpm_2_ancestral", {}, "karras", "default"),
+    "DPM2 a Karras": ("dpm_2_ancestral", {}, "karras", "explicit"),
+    "DPM fast": ("dpm_fast", {}, None, None),
+    "k_dpm_fast": ("dpm_fast", {}, None, None),
+    "DPM adaptive": ("dpm_adaptive", {}, None, None),
+    "k_dpm_ad": ("dpm_adaptive", {}, None, None),
+    "Restart": ("restart", {}, "karras", "default"),
+    "DDIM": ("ddim", {}, None, None),
+    "PLMS": ("plms", {}, None, None),
+    "UniPC": ("unipc_bh1", {}, None, None),
+    "DDPM": ("ddpm", {}, None, None),
+    "LCM": ("lcm", {}, None, None),
+    "iPNDM": ("ipndm", {}, None, None),
+    "iPNDM_v": ("lms", {}, None, None),  # the variable-step Adams–Bashforth
+    "DEIS": ("deis", {}, None, None),
+}
+# Labels whose A1111 runs drop the next-to-last sigma (``discard_next_to_last_sigma``).
+A1111_DISCARD_PENULTIMATE = {"DPM2", "k_dpm_2", "DPM2 Karras", "DPM2 a", "k_dpm_2_a", "DPM2 a Karras", "DPM++ 3M SDE",
+                             "k_dpmpp_3m_sde", "DPM++ 3M SDE Karras", "DPM++ 3M SDE Exponential"}
+
+# ComfyUI (comfy/samplers.py KSAMPLER_NAMES) where the name is not the registry's own: the *_gpu variants draw the
+# Brownian tree on the device, *_heun uses the Heun-type second-order term, and ComfyUI's SDE samplers default to
+# Brownian-tree noise. The registry names themselves (euler, dpmpp_2m, ...) resolve to the registry; to get
+# ComfyUI's exact defaults for those as well, prefix the name: "comfyui:dpmpp_2m_sde".
+COMFYUI: dict[str, tuple] = {
+    "euler": ("euler", {}, None, None),
+    "euler_ancestral": ("euler_ancestral", {}, None, None),
+    "heun": ("heun", {}, None, None),
+    "heunpp2": ("heunpp2", {}, None, None),
+    "dpm_2": ("dpm_2", {}, None, None),
+    "dpm_2_ancestral": ("dpm_2_ancestral", {}, None, None),
+    "lms": ("lms", {}, None, None),
+    "dpm_fast": ("dpm_fast", {}, None, None),
+    "dpm_adaptive": ("dpm_adaptive", {}, None, None),
+    "dpmpp_2s_ancestral": ("dpmpp_2s_ancestral", {}, None, None),
+    "dpmpp_sde": ("dpmpp_sde", BROWNIAN, None, None),
+    "dpmpp_sde_gpu": ("dpmpp_sde", BROWNIAN_DEVICE, None, None),
+    "dpmpp_2m": ("dpmpp_2m", {}, None, None),
+    "dpmpp_2m_sde": ("dpmpp_2m_sde", BROWNIAN, None, None),
+    "dpmpp_2m_sde_gpu": ("dpmpp_2m_sde", BROWNIAN_DEVICE, None, None),
+    "dpmpp_2m_sde_heun": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, None, None),
+    "dpmpp_2m_sde_heun_gpu": ("dpmpp_2m_sde", {**BROWNIAN_DEVICE, **HEUN}, None, None),
+    "dpmpp_3m_sde": ("dpmpp_3m_sde", BROWNIAN, None, None),
+    "dpmpp_3m_sde_gpu": ("dpmpp_3m_sde", BROWNIAN_DEVICE, None, None),
+    "ddpm": ("ddpm", {}, None, None),
+    "lcm": ("lcm", {}, None, None),
+    "ipndm": ("ipndm", {}, None, None),
+    "ipndm_v": ("lms", {}, None, None),
+    "deis": ("deis", {}, None, None),
+    "res_multistep": ("res_multistep", {}, None, None),
+    "gradient_estimation": ("gradient_estimation", {}, None, None),
+    "er_sde": ("er_sde", {}, None, None),
+    "seeds_2": ("seeds_2", {}, None, None),
+    "seeds_3": ("seeds_3", {}, None, None),
+    "sa_solver": ("sa_solver", {}, None, None),
+    "sa_solver_pece": ("sa_solver_pece", {}, None, None),
+    "ddim": ("ddim", {}, None, None),
+    "uni_pc": ("unipc_bh1", {}, None, None),
+    "uni_pc_bh2": ("unipc_bh2", {}, None, None),
+}
+# ComfyUI samplers this library does not provide, and why (refused by name, never replaced by something else).
+COMFYUI_REFUSED: dict[str, str] = {
+    **{f"{base}_cfg_pp": "CFG++ (Chung et al. 2024, arXiv:2406.08070) steps with the unconditional prediction, which "
+                         "a guided denoiser does not expose to the sampler; use the sampler without _cfg_pp (with a "
+                         "lower CFG scale) instead"
+       for base in ("euler", "euler_ancestral", "dpmpp_2s_ancestral", "dpmpp_2m", "res_multistep",
+                    "res_multistep_ancestral", "gradient_estimation")},
+    "res_multistep_ancestral": "the ancestral variant of RES multistep is not implemented; use res_multistep or "
+                               "euler_ancestral",
+}
+
+# Schedules by the names the tools give them: ComfyUI's `scheduler` values and A1111 1.9+'s "Schedule type" menu.
+# (ComfyUI's "beta" is the Beta distribution over the training timesteps: the registry's ``beta_timesteps``.)
+COMFYUI_SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "simple": ("simple", {}), "sgm_uniform": ("sgm_uniform", {}), "karras": ("karras", {}),
+    "exponential": ("exponential", {}), "ddim_uniform": ("ddim_uniform", {}), "beta": ("beta_timesteps", {}),
+    "normal": ("normal", {}), "linear_quadratic": ("linear_quadratic", {}), "kl_optimal": ("kl_optimal", {}),
+}
+A1111_SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "Uniform": ("linspace", {}),  # k-diffusion's DiscreteSchedule.get_sigmas: evenly spaced training timesteps
+    "Karras": ("karras", {}), "Exponential": ("exponential", {}), "Polyexponential": ("polyexponential", {}),
+    "SGM Uniform": ("sgm_uniform", {}), "KL Optimal": ("kl_optimal", {}), "Align Your Steps": ("ays_sd15", {}),
+    "Simple": ("simple", {}), "Normal": ("normal", {}), "DDIM": ("ddim_uniform", {}), "Beta": ("beta_timesteps", {}),
+}
+
+# diffusers scheduler classes: the registry sampler that runs the same algorithm with that class's default config.
+# The diffusers shim refines this from the rest of the config (solver_order, algorithm_type, skip_prk_steps, ...).
+DIFFUSERS: dict[str, tuple] = {
+    "DDIMScheduler": ("ddim", {}, None, None),
+    "DDPMScheduler": ("ddpm", {}, None, None),
+    "PNDMScheduler": ("pndm", {}, None, None),
+    "IPNDMScheduler": ("ipndm", {}, None, None),
+    "LMSDiscreteScheduler": ("lms", {}, None, None),
+    "EulerDiscreteScheduler": ("euler", {}, None, None),
+    "EulerAncestralDiscreteScheduler": ("euler_ancestral", {}, None, None),
+    "HeunDiscreteScheduler": ("heun", {}, None, None),
+    "KDPM2DiscreteScheduler": ("dpm_2", {}, None, None),
+    "KDPM2AncestralDiscreteScheduler": ("dpm_2_ancestral", {}, None, None),
+    "DPMSolverMultistepScheduler": ("dpmpp_2m", {}, None, None),
+    "DPMSolverSinglestepScheduler": ("dpmpp_2s", {}, None, None),
+    "DPMSolverSDEScheduler": ("dpmpp_sde", {}, None, None),
+    "UniPCMultistepScheduler": ("unipc_bh2", {"order": 2}, None, None),
+    "DEISMultistepScheduler": ("deis", {"order": 2}, None, None),
+    "LCMScheduler": ("lcm", {}, None, None),
+    "TCDScheduler": ("lcm", {}, None, None),
+    "EDMEulerScheduler": ("euler", {}, None, None),
+    "EDMDPMSolverMultistepScheduler": ("dpmpp_2m", {}, None, None),
+    "FlowMatchEulerDiscreteScheduler": ("euler", {}, None, None),
+    "FlowMatchHeunDiscreteScheduler": ("heun", {}, None, None),
+    "SASolverScheduler": ("sa_solver", {}, None, None),
+}

@@ -1,0 +1,214 @@
+"""The one name resolver: every entry point (``samplers.sample`` / ``get`` / ``info``, the pipeline, the CLI, the
+diffusers shim, ``samplers.interop.kdiffusion``) turns what the user typed into a registry sampler here.
+
+A name is looked up, in this order, first as typed and then ignoring case, spaces, ``-`` and ``_``:
+
+1. a registry name or alias (``"dpmpp_2m"``, ``"sample_dpmpp_2m"``);
+2. an A1111 / Forge label (``"DPM++ 2M Karras"``, ``"Euler a"``, ``"k_dpmpp_2m"``);
+3. a ComfyUI ``sampler_name`` (``"dpmpp_2m_sde_gpu"``, ``"uni_pc_bh2"``);
+4. a diffusers scheduler class (``"DPMSolverMultistepScheduler"``).
+
+A prefix picks the table and skips the others: ``"a1111:DPM++ 2M"``, ``"comfyui:dpmpp_2m_sde"`` (ComfyUI's own
+defaults even where the name is also a registry name), ``"diffusers:UniPCMultistepScheduler"``, ``"registry:euler"``;
+other prefixes (``"fitted:PATH"``) are handled by the package that registers them (:func:`register_prefix`).
+
+A label may imply sampler options (``"DPM++ 2M SDE Heun"``: ``solver_type="heun"``, Brownian noise) and a schedule.
+:func:`resolve_call` merges them with what the caller passed: the label's schedule applies unless the caller sets
+one; a label that *names* its schedule ("... Karras") and a caller's different schedule, or a caller's option that
+contradicts the label's, is an error that says so. Nothing is ever silently replaced.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Callable
+
+from . import labels
+from .errors import InvalidOption, InvalidType, Unavailable, UnknownNameError
+from .registry import SAMPLERS, _normalise, load_builtins
+
+
+@dataclasses.dataclass(frozen=True)
+class Label:
+    """What a name stands for: a registry sampler with options, and the schedule it implies (if any)."""
+
+    label: str
+    sampler: str
+    options: dict = dataclasses.field(default_factory=dict)
+    schedule: str | None = None
+    schedule_options: dict = dataclasses.field(default_factory=dict)
+    schedule_is_explicit: bool = False  # the label names its schedule ("DPM++ 2M Karras")
+    discard_penultimate_sigma: bool = False  # A1111's discard_next_to_last_sigma
+    source: str = "registry"  # registry | a1111 | comfyui | diffusers | <prefix>
+    sigmas: tuple | None = None  # a label that fixes the schedule itself (a fitted solver's nodes)
+
+
+TABLES = {"a1111": labels.A1111, "comfyui": labels.COMFYUI, "diffusers": labels.DIFFUSERS}
+_PREFIXES: dict[str, Callable[[str], Label]] = {}
+
+
+def register_prefix(prefix: str, handler: Callable[[str], Label]) -> None:
+    """``handler(rest)`` resolves names ``"<prefix>:<rest>"`` (e.g. ``fitted:PATH`` → the fitted solver in PATH)."""
+    key = prefix.lower()
+    if key in TABLES or key == "registry" or key in _PREFIXES:
+        raise InvalidOption(f"name prefix {prefix!r} is already taken")
+    _PREFIXES[key] = handler
+
+
+def _index(table: dict) -> dict[str, str]:
+    return {_normalise(k): k for k in table}
+
+
+_INDEX = {source: _index(table) for source, table in TABLES.items()}
+
+
+def _from_table(source: str, key: str) -> Label:
+    sampler, options, schedule, how = TABLES[source][key]
+    return Label(key, sampler, dict(options), schedule, {}, how == "explicit",
+                 source == "a1111" and key in labels.A1111_DISCARD_PENULTIMATE, source)
+
+
+def _lookup(source: str, name: str, exact: bool = False) -> Label | None:
+    if source == "registry":
+        canonical = SAMPLERS.exact(name) if exact else SAMPLERS.canonical(name) if name in SAMPLERS else None
+        return None if canonical is None else Label(name, canonical)
+    if exact:
+        return _from_table(source, name) if name in TABLES[source] else None
+    if source == "comfyui" and _normalise(name) in {_normalise(k) for k in labels.COMFYUI_REFUSED}:
+        key = next(k for k in labels.COMFYUI_REFUSED if _normalise(k) == _normalise(name))
+        raise Unavailable(f"ComfyUI sampler {name!r} is not available: {labels.COMFYUI_REFUSED[key]}")
+    key = _INDEX[source].get(_normalise(name))
+    return None if key is None else _from_table(source, key)
+
+
+def resolve(name: str) -> Label:
+    """What ``name`` stands for (see the module docstring for the order and the prefixes)."""
+    if not isinstance(name, str):
+        raise InvalidType(f"a sampler name must be a string, got {type(name).__name__}")
+    load_builtins()  # the built-in modules register their samplers and name prefixes
+    if ":" in name:
+        prefix, rest = name.split(":", 1)
+        key = prefix.strip().lower()
+        if key in _PREFIXES:
+            return _PREFIXES[key](rest)
+        if key in TABLES or key == "registry":
+            found = _lookup(key, rest.strip())
+            if found is None:
+                _unknown(rest.strip(), key)
+            return found
+        if key not in ("torchdiffeq", "torchsde"):  # registry names such as "torchdiffeq.dopri5" use a dot
+            raise UnknownNameError(f"unknown name prefix {prefix!r} in {name!r}; use one of "
+                                   f"{sorted(['registry', *TABLES, *_PREFIXES])}, or no prefix")
+    # The name as typed first ("DPM2" is A1111's label, "dpm_2" the registry's), then ignoring case, spaces, - and _.
+    for exact in (True, False):
+        for source in ("registry", "a1111", "comfyui", "diffusers"):
+            found = _lookup(source, name, exact)
+            if found is not None:
+                return found
+    _unknown(name, None)
+
+
+def _unknown(name: str, source: str | None):
+    pool = SAMPLERS.names() if source in (None, "registry") else []
+    for src in ([source] if source not in (None, "registry") else list(TABLES) if source is None else []):
+        pool += list(TABLES[src])
+    close = difflib.get_close_matches(name, pool, n=5, cutoff=0.5)
+    norm = {_normalise(p): p for p in pool}
+    close += [norm[k] for k in difflib.get_close_matches(_normalise(name), list(norm), n=5, cutoff=0.6)]
+    close = list(dict.fromkeys(close))[:5]
+    where = "sampler name" if source is None else f"{source} name"
+    hint = f" Closest: {', '.join(close)}." if close else ""
+    raise UnknownNameError(f"unknown {where} {name!r}.{hint} `samplers names` lists every name with what it "
+                           "stands for; samplers.available() lists the registry")
+
+
+def resolve_call(name: str, schedule: str | None = None, options: dict | None = None) -> tuple[Label, str | None, dict]:
+    """``(label, schedule, options)`` for a call: the label's implied schedule and options merged with the caller's.
+
+    A caller's schedule replaces a label's default one; it conflicts with a label that names its schedule
+    ("DPM++ 2M Karras" with ``schedule="exponential"``). A caller's option with a different value than the label's
+    is a conflict too. Conflicts raise :class:`~samplers.core.errors.InvalidOption`.
+    """
+    found = resolve(name)
+    merged = merge_options(found, options)
+    if schedule is None:
+        return found, found.schedule, merged
+    if found.schedule is not None and found.schedule_is_explicit:
+        from ..schedules.base import SCHEDULES
+
+        if SCHEDULES.canonical(schedule) != SCHEDULES.canonical(found.schedule):
+            raise InvalidOption(f"{name!r} names the {found.schedule!r} schedule, but schedule={schedule!r} was "
+                                f"passed; use the label without the schedule ({found.sampler!r}) or drop the "
+                                "schedule argument")
+    return found, schedule, merged
+
+
+def merge_options(found: Label, options: dict | None) -> dict:
+    """The label's options updated with the caller's; a caller's value that contradicts the label's is an error."""
+    merged = dict(found.options)
+    for key, value in (options or {}).items():
+        if key in found.options and found.options[key] != value:
+            raise InvalidOption(f"{found.label!r} means {found.sampler} with {key}={found.options[key]!r}, but "
+                                f"{key}={value!r} was passed; pass the plain sampler name {found.sampler!r} to choose "
+                                f"{key} yourself")
+        merged[key] = value
+    return merged
+
+
+def resolve_schedule(name: str) -> tuple[str, dict]:
+    """A schedule by its registry name or alias, or by a ComfyUI ``scheduler`` value or an A1111 "Schedule type"
+    (prefixes ``comfyui:`` / ``a1111:`` pick the table; ComfyUI's ``beta`` is ``beta_timesteps``)."""
+    from ..schedules.base import SCHEDULES
+
+    if not isinstance(name, str):
+        raise InvalidType(f"a schedule name must be a string, got {type(name).__name__}")
+    tables = {"comfyui": labels.COMFYUI_SCHEDULERS, "a1111": labels.A1111_SCHEDULERS}
+    if ":" in name and name.split(":", 1)[0].strip().lower() in tables:
+        prefix, rest = name.split(":", 1)
+        table = tables[prefix.strip().lower()]
+        key = {_normalise(k): k for k in table}.get(_normalise(rest))
+        if key is None:
+            raise UnknownNameError(f"unknown {prefix.strip().lower()} schedule {rest!r}; use one of {sorted(table)}")
+        schedule, options = table[key]
+        return SCHEDULES.canonical(schedule), dict(options)
+    if name in SCHEDULES:
+        return SCHEDULES.canonical(name), {}
+    for table in tables.values():
+        key = {_normalise(k): k for k in table}.get(_normalise(name))
+        if key is not None:
+            schedule, options = table[key]
+            return SCHEDULES.canonical(schedule), dict(options)
+    SCHEDULES.canonical(name)  # raises with the closest registry names
+    raise AssertionError("unreachable")
+
+
+def get(name: str) -> Callable:
+    """The sampler function for ``name``; a label with options returns the sampler with those options bound."""
+    found = resolve(name)
+    fn = SAMPLERS.get(found.sampler).fn
+    if not found.options:
+        return fn
+    return _bound(fn, found)
+
+
+def _bound(fn: Callable, found: Label) -> Callable:
+    import functools
+
+    @functools.wraps(fn)
+    def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, **kwargs):
+        return fn(model, x, sigmas, extra_args, callback, disable, **merge_options(found, kwargs))
+
+    sampler.__name__ = "sample_" + "".join(ch if ch.isalnum() else "_" for ch in found.label.lower())
+    sampler.label = found  # type: ignore[attr-defined]
+    return sampler
+
+
+def table() -> list[Label]:
+    """Every name of every table (the registry's own names and aliases first), for ``samplers names``."""
+    rows = []
+    for name in SAMPLERS.names():
+        spec = SAMPLERS.get(name)
+        rows += [Label(key, name) for key in (name, *spec.aliases)]
+    for source, tab in TABLES.items():
+        rows += [_from_table(source, key) for key in tab]
+    return rows
