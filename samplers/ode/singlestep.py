@@ -58,23 +58,29 @@ def dpmpp_2s(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     - midpoint: x_next = (σ_next/σ)·x + (1 − e^(−h))·(D0 + (D_r − D0)/(2r))   (the paper; r = 1/2 uses D_r only)
     - heun:     x_next = (σ_next/σ)·x + (1 − e^(−h))·D0 + φ2(h)·(D_r − D0)/r
 
-    This is diffusers' DPMSolverSinglestepScheduler (order 2) when its inner timesteps sit at fraction r in λ.
+    ``r`` may also be one value per step, None for a first-order step (one model call): diffusers'
+    DPMSolverSinglestepScheduler (order 2) is this method on every other timestep of its grid, with the timestep
+    between as the inner node (its own r per step), and first-order steps where its order list says 1.
     """
-    if not 0 < r < 1:
-        raise ValueError(f"r must be in (0, 1), got {r}")
+    n = len(sigmas) - 1
+    rs = [r] * n if isinstance(r, (int, float)) else list(r)
+    if len(rs) != n or not all(ri is None or 0 < ri < 1 for ri in rs):
+        raise ValueError(f"r must be in (0, 1), or one value in (0, 1) or None per step ({n}), got {r}")
     check_solver_type(solver_type)
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
         if sigma_next == 0:
             x = denoised
+        elif rs[i] is None:
+            x = _first_order(x, sigma, sigma_next, denoised)
         else:
             h = lam(sigma_next) - lam(sigma)
-            sigma_r = sigma_of(lam(sigma) + r * h)
+            sigma_r = sigma_of(lam(sigma) + rs[i] * h)
             denoised_r = model(_first_order(x, sigma, sigma_r, denoised), sigma_r)
             x = _first_order(x, sigma, sigma_next, denoised)
             # the weights of the 2M update, with D_r − D0 in place of D0 − D1
-            x = x + (denoised_r - denoised) * second_order_weight(h, r, solver_type)
+            x = x + (denoised_r - denoised) * second_order_weight(h, rs[i], solver_type)
         report(callback, x, i, sigma, sigma, denoised)
     return x
 
