@@ -163,8 +163,9 @@ def source_scheduler(name: str, config: dict, variant: dict):
     return cls.from_config({**config, **variant})
 
 
-def compare(name: str, config: dict, variant: dict, mode: str, model=None, noise=None, image=None,
-            mask=None) -> Cell:
+def compare(name: str, config: dict, variant: dict, modes=MODES, model=None, noise=None, image=None,
+            mask=None) -> tuple[str, dict[str, Cell]]:
+    """One row: the sampler the shim runs, and a cell per mode (diffusers' scheduler vs the shim in its place)."""
     from samplers.core.errors import SamplersError
     from samplers.interop.diffusers_scheduler import SamplerScheduler
 
@@ -175,19 +176,28 @@ def compare(name: str, config: dict, variant: dict, mode: str, model=None, noise
         mask = torch.zeros(1, 1, 8, 8)
         mask[..., 2:6, 1:5] = 1.0
     theirs = source_scheduler(name, config, variant)
-    try:
-        ours = SamplerScheduler.from_config(theirs.config)
-        out = run(ours, model, mode, noise, image, mask)
-    except SamplersError as exc:
-        return Cell(f"refused: {exc}")
-    try:
-        ref = run(theirs, model, mode, noise, image, mask)
-    except Exception as exc:  # noqa: BLE001 - diffusers itself fails on this cell
-        return Cell(f"diffusers fails: {type(exc).__name__}")
-    if not bool(torch.isfinite(ref).all()) and bool(torch.isfinite(out).all()):
-        return Cell("diffusers returns NaN")  # its bug; the shim's image is the method's
-    diff = float((out.double() - ref.double()).abs().max())
-    return Cell(_verdict(diff), diff)
+    ours = None
+    cells, sampler = {}, "—"
+    for mode in modes:
+        try:
+            ours = ours or SamplerScheduler.from_config(theirs.config)
+            out = run(ours, model, mode, noise, image, mask)
+            if mode == "txt2img":
+                sampler = describe(ours)
+        except SamplersError as exc:
+            cells[mode] = Cell(f"refused: {exc}")
+            continue
+        try:
+            ref = run(theirs, model, mode, noise, image, mask)
+        except Exception as exc:  # noqa: BLE001 - diffusers itself fails on this cell
+            cells[mode] = Cell(f"diffusers fails: {type(exc).__name__}")
+            continue
+        if not bool(torch.isfinite(ref).all()) and bool(torch.isfinite(out).all()):
+            cells[mode] = Cell("diffusers returns NaN")  # its bug; the shim's image is the method's
+            continue
+        diff = float((out.double() - ref.double()).abs().max())
+        cells[mode] = Cell(_verdict(diff), diff)
+    return sampler, cells
 
 
 def rows() -> list[tuple[str, str, dict]]:
@@ -203,25 +213,19 @@ def rows() -> list[tuple[str, str, dict]]:
     return out
 
 
-def sampler_of(name: str, config: dict, variant: dict) -> str:
-    """The registry sampler (with the options it gets from the config) the shim runs for a cell."""
-    from samplers.core.errors import SamplersError
-    from samplers.interop import diffusers_sources as sources
-
-    try:
-        theirs = source_scheduler(name, config, variant)
-    except Exception:  # noqa: BLE001
+def describe(scheduler) -> str:
+    """The registry sampler (with the options it gets from the config) a SamplerScheduler ran."""
+    if scheduler is None or scheduler._plan is None:
         return "—"
-    source = sources.SOURCES.get(name)
-    if source is None:
-        return "—"
-    try:
-        theirs.set_timesteps(STEPS)
-        sampler, options = source.algorithm(theirs)
-    except (SamplersError, Exception):  # noqa: BLE001
-        return "—"
-    shown = {k: v for k, v in options.items() if v not in (False, (), None)}
-    return sampler + (f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in scheduler._options.items()
+             if v not in (False, (), None)}
+    if isinstance(shown.get("r"), tuple):
+        shown["r"] = tuple(None if r is None else round(r, 3) for r in shown["r"])
+    if "midpoints" in shown:
+        shown["midpoints"] = "its t − Δt/2"
+    if "prior_sigmas" in shown:
+        del shown["prior_sigmas"]
+    return scheduler.spec.name + (f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
 
 
 def table() -> list[dict]:
@@ -231,9 +235,8 @@ def table() -> list[dict]:
     model = TinyModel()
     result = []
     for name, config_name, variant in rows():
-        cells = {mode: compare(name, CONFIGS[config_name], variant, mode, model) for mode in MODES}
-        result.append(dict(scheduler=name, config=config_name, variant=variant,
-                           sampler=sampler_of(name, CONFIGS[config_name], variant), cells=cells))
+        sampler, cells = compare(name, CONFIGS[config_name], variant, MODES, model)
+        result.append(dict(scheduler=name, config=config_name, variant=variant, sampler=sampler, cells=cells))
     return result
 
 

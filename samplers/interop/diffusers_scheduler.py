@@ -39,6 +39,8 @@ KDPM2, EDM, ...; ``scale_model_input`` divides by √(σ² + 1), or applies EDM'
 """
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -65,7 +67,8 @@ from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceede
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
 from ..core.registry import SAMPLERS
 from . import diffusers_sources as sources
-from .diffusers_models import check_scheduler_flags, config_dict, is_flow_config, native_from_config
+from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
+                               prediction_from_config)
 
 MAX_TRAIN_TIMESTEPS = 100_000  # a table larger than this is a typo (1e9 would allocate gigabytes)
 MAX_INFERENCE_STEPS = 100_000  # the replay is O(n²): far beyond any pipeline's step count
@@ -197,6 +200,27 @@ class _DiffusersBrownian:
 _COMPATIBLES = [e.name for e in KarrasDiffusionSchedulers] + [
     "FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler", "LCMScheduler",
     "EDMDPMSolverMultistepScheduler"]
+
+
+def _freeze(value):
+    """A hashable copy of a config (its items sorted; list values become tuples)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if hasattr(value, "tolist"):
+        return _freeze(value.tolist())
+    return value
+
+
+@functools.lru_cache(maxsize=32)
+def _prototype(class_name: str, frozen_config: tuple):
+    """One instance of a diffusers scheduler class per config (some constructors plan 1000 steps; the shim copies
+    this one instead of building its own each time)."""
+    from diffusers import schedulers as diffusers_schedulers
+
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in frozen_config}
+    return getattr(diffusers_schedulers, class_name).from_config(config)
 
 
 def _check_int(name: str, value, low: int, high: int, fix: str) -> int:
@@ -350,11 +374,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
     def _reference(self):
         """A private instance of the source class, built from its config (it computes the timesteps)."""
-        from diffusers import schedulers as diffusers_schedulers
-
-        cls = getattr(diffusers_schedulers, self._source_name)
-        config = dict(self.config.source_config)
-        return cls.from_config(config)
+        return copy.deepcopy(_prototype(self._source_name, _freeze(self.config.source_config)))
 
     def _nominal_ref(self):
         ref = self._ref
@@ -379,9 +399,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 raise InvalidOption(f"{self._source_name} with prediction_type={c.prediction_type!r}: EDM "
                                     "preconditioning is defined for 'epsilon' and 'v_prediction'")
             return VE(float(c.sigma_min), float(c.sigma_max), "edm"), prediction, space
-        native, prediction = native_from_config(config)
         if space == "vp":
-            native = VPDiscrete(self._ref.alphas_cumprod.to(torch.float64))  # the class's own float32 table
+            # the class's own float32 table (any beta schedule it knows, its zero-SNR rescaling)
+            return VPDiscrete(self._ref.alphas_cumprod.to(torch.float64)), prediction_from_config(config), space
+        native, prediction = native_from_config(config)
         return native, prediction, space
 
     @staticmethod
@@ -439,9 +460,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if self._begin_index is None and timestep is not None:
             self._start_from(timestep)
         sigma = self._current_sigma()
+        # in the source class's own float arithmetic (a float32 sigma), so the model sees the same input
+        s = torch.tensor(sigma, dtype=torch.float64 if sample.dtype == torch.float64 else torch.float32)
         if self.space == "edm":
-            return sample * edm_scalings(torch.tensor(sigma, dtype=torch.float64), self._sigma_data)[2].item()
-        return sample / math.sqrt(sigma * sigma + 1)
+            return sample * (1 / ((s**2 + self._sigma_data**2) ** 0.5))
+        return sample / ((s**2 + 1) ** 0.5)
 
     def _current_sigma(self) -> float:
         plan = self._run_plan
@@ -733,16 +756,18 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         """The denoised x0 of one model output, as the source class computes it (then its clip / threshold /
         consistency boundary)."""
         prediction = self.prediction
+        s = torch.tensor(sigma, dtype=sample.dtype)  # the source classes' float arithmetic
         if self.space == "edm":
-            c_skip, c_out, _ = (float(v) for v in edm_scalings(torch.tensor(sigma, dtype=torch.float64),
-                                                                self._sigma_data))
-            x0 = sample * c_skip + out * (c_out if prediction == "eps" else -c_out)
+            # EDM's preconditioning (Karras et al. 2022, Table 1): D = c_skip·x + c_out·F, c_out < 0 for v
+            sd2 = self._sigma_data**2
+            c_out = s * self._sigma_data / (s**2 + sd2) ** 0.5
+            x0 = sd2 / (s**2 + sd2) * sample + (c_out if prediction == "eps" else -c_out) * out
         elif self.latents == "ve":
             # x = x0 + σ·n: the k-diffusion forms of the conversions (Euler, Heun, LMS, KDPM2, ...)
             if prediction == "eps":
-                x0 = sample - out * sigma
+                x0 = sample - s * out
             elif prediction == "v":
-                x0 = out * (-sigma / math.sqrt(sigma * sigma + 1)) + sample / (sigma * sigma + 1)
+                x0 = out * (-s / (s**2 + 1) ** 0.5) + sample / (s**2 + 1)
             elif prediction == "x0":
                 x0 = out
             else:
