@@ -180,7 +180,7 @@ def compare(name: str, config: dict, variant: dict, modes=MODES, model=None, noi
     cells, sampler = {}, "—"
     for mode in modes:
         try:
-            ours = ours or SamplerScheduler.from_config(theirs.config)
+            ours = ours or SamplerScheduler.from_config(theirs)  # as from_config(theirs.config), without a rebuild
             out = run(ours, model, mode, noise, image, mask)
             if mode == "txt2img":
                 sampler = describe(ours)
@@ -308,7 +308,8 @@ def parse(text: str) -> dict[tuple[str, str, str], tuple[str, ...]]:
         if not line.startswith("| ") or line.startswith("| scheduler") or line.startswith("|---"):
             continue
         parts = [p.strip() for p in line.strip().strip("|").split("|")]
-        verdicts = tuple(notes.get(v[len("refused ["):-1], v) if v.startswith("refused [") else v for v in parts[4:])
+        verdicts = tuple("refused: " + notes.get(v[len("refused ["):-1], v) if v.startswith("refused [") else v
+                         for v in parts[4:])
         cells[(parts[0], parts[1], parts[2])] = verdicts
     return cells
 
@@ -330,7 +331,7 @@ EXACT_CASES = [
 ]
 
 
-def exact_gain(steps_list=(10, 20), batch: int = 512) -> list[dict]:
+def exact_gain(steps_list=(10, 20), batch: int = 512, cases=EXACT_CASES) -> list[dict]:
     """RMS error to the exact ODE endpoint of a Gaussian mixture eps model on SD-1.5's schedule, default vs
     exact=True, for each deterministic scheduler of :data:`EXACT_CASES` (float64)."""
     from samplers.core.native import VPDiscrete
@@ -342,7 +343,7 @@ def exact_gain(steps_list=(10, 20), batch: int = 512) -> list[dict]:
     eps = gm.as_model("eps", vp)
     noise = gm.noise(batch, seed=11, dtype=torch.float64)
     out = []
-    for name, variant in EXACT_CASES:
+    for name, variant in cases:
         theirs = source_scheduler(name, SD15, variant)
         for steps in steps_list:
             errors = {}

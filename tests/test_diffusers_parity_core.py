@@ -1,7 +1,9 @@
-"""Parity with diffusers' own schedulers on the same model, timesteps and noise (float32, ≤ 1e-5).
+"""The registry samplers called directly equal diffusers' own schedulers on the same model, timesteps and noise
+(float32, ≤ 1e-5): the equivalences the shim relies on, without the shim.
 
 The model is the Gaussian mixture written as a native eps- (or flow-) model taking diffusers' timesteps.
-diffusers runs its own loop; we run the registry sampler on the converted denoiser with its sigmas.
+diffusers runs its own loop; we run the registry sampler on the converted denoiser with its sigmas. Every
+scheduler class through the shim is tests/test_diffusers_compat_table.py.
 """
 import math
 
@@ -43,8 +45,7 @@ def replay_generator(seed, shape):
     return lambda s, s_next: torch.randn(shape, generator=g)
 
 
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
-@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("spacing, eta", [("leading", 0.0), ("trailing", 1.0)])
 def test_ddim(spacing, eta):
     sch = diffusers.DDIMScheduler(**BETAS, timestep_spacing=spacing, steps_offset=1 if spacing == "leading" else 0,
                                   set_alpha_to_one=True, clip_sample=False)
@@ -69,7 +70,7 @@ def run_k_scheduler(sch, n, generator=None):
     return latents
 
 
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+@pytest.mark.parametrize("spacing", ["trailing"])
 def test_euler_discrete(spacing):
     sch = diffusers.EulerDiscreteScheduler(**BETAS, timestep_spacing=spacing, steps_offset=1)
     sch.set_timesteps(STEPS)
@@ -79,7 +80,7 @@ def test_euler_discrete(spacing):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+@pytest.mark.parametrize("spacing", ["leading"])
 def test_euler_ancestral_discrete_same_noise(spacing):
     sch = diffusers.EulerAncestralDiscreteScheduler(**BETAS, timestep_spacing=spacing, steps_offset=1)
     sch.set_timesteps(STEPS)
@@ -89,7 +90,7 @@ def test_euler_ancestral_discrete_same_noise(spacing):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+@pytest.mark.parametrize("spacing", ["trailing"])
 def test_heun_discrete(spacing):
     sch = diffusers.HeunDiscreteScheduler(**BETAS, timestep_spacing=spacing, steps_offset=1)
     sch.set_timesteps(STEPS)
@@ -101,7 +102,7 @@ def test_heun_discrete(spacing):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shift", [1.0, 3.0])
+@pytest.mark.parametrize("shift", [3.0])
 def test_flow_match_euler_from_t1(shift):
     flow = RectifiedFlow(shift=shift, multiplier=1000.0)
     fmodel = GM.as_model("flow", flow)

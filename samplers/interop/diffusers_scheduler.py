@@ -160,11 +160,18 @@ class _GeneratorNoise:
 
     def __call__(self, sigma, sigma_next):
         if self.calls == len(self.draws):
-            self.draws.append(randn_tensor(self.shape, generator=self.generator, device=self.device,
-                                           dtype=self.dtype))
+            self.draws.append(self._draw())
         draw = self.draws[self.calls]
         self.calls += 1
         return draw
+
+    def _draw(self) -> torch.Tensor:
+        return randn_tensor(self.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+
+    def top_up(self, total: int) -> None:
+        """Draw (and drop) what the source class draws beyond the sampler's draws (noise it multiplies by 0)."""
+        for _ in range(total - len(self.draws)):
+            self._draw()
 
 
 class _DiffusersBrownian:
@@ -213,14 +220,50 @@ def _freeze(value):
     return value
 
 
-@functools.lru_cache(maxsize=32)
-def _prototype(class_name: str, frozen_config: tuple):
-    """One instance of a diffusers scheduler class per config (some constructors plan 1000 steps; the shim copies
-    this one instead of building its own each time)."""
+_PROTOTYPES: dict[tuple, Any] = {}  # (class name, frozen config) -> an instance to copy
+
+
+def _prototype(class_name: str, frozen_config: tuple, instance=None):
+    """One instance of a diffusers scheduler class per config (some constructors plan 1000 steps): the scheduler
+    ``from_config`` was given, else one built from the config; the shim copies it instead of building its own."""
+    key = (class_name, frozen_config)
+    if key not in _PROTOTYPES:
+        if instance is None:
+            from diffusers import schedulers as diffusers_schedulers
+
+            config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in frozen_config}
+            instance = getattr(diffusers_schedulers, class_name).from_config(config)
+        if len(_PROTOTYPES) >= 32:
+            _PROTOTYPES.pop(next(iter(_PROTOTYPES)))
+        _PROTOTYPES[key] = copy.deepcopy(instance)
+    return _PROTOTYPES[key]
+
+
+@functools.lru_cache(maxsize=1)
+def _signatures() -> dict[str, frozenset]:
+    """The constructor parameters of every diffusers scheduler class (and of SamplerScheduler)."""
+    import inspect
+
     from diffusers import schedulers as diffusers_schedulers
 
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in frozen_config}
-    return getattr(diffusers_schedulers, class_name).from_config(config)
+    out = {}
+    for name in dir(diffusers_schedulers):
+        obj = getattr(diffusers_schedulers, name, None)
+        if isinstance(obj, type) and issubclass(obj, ConfigMixin) and name.endswith("Scheduler"):
+            out[name] = frozenset(p for p in inspect.signature(obj).parameters if p not in ("self", "kwargs"))
+    out["SamplerScheduler"] = frozenset(p for p in inspect.signature(SamplerScheduler).parameters)
+    return out
+
+
+def _class_of(config: dict) -> str | None:
+    """The scheduler class a config without ``_class_name`` belongs to: the one class whose parameters are exactly
+    its keys (a scheduler built directly, ``EulerDiscreteScheduler(...).config``; among classes with the same
+    parameters, the one the shim stands in for), else None."""
+    keys = frozenset(k for k in config if not k.startswith("_"))
+    found = [name for name, params in _signatures().items() if params == keys]
+    if len(found) > 1:  # e.g. DDIMScheduler and its parallel variant take the same arguments
+        found = [name for name in found if name in sources.SOURCES]
+    return found[0] if len(found) == 1 else None
 
 
 def _check_int(name: str, value, low: int, high: int, fix: str) -> int:
@@ -339,22 +382,36 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
         """diffusers' ``from_config``, keeping the replaced scheduler's whole config as ``source_config``."""
         if config is not None and "source_config" not in kwargs:
+            instance = config if hasattr(config, "config") and not isinstance(config, dict) else None
             try:
                 source = config_dict(config)
             except TypeError:
                 source = {}
-            class_name = source.get("_class_name")
+            class_name = type(instance).__name__ if instance is not None else (
+                source.get("_class_name") or _class_of(source))
+            if class_name is None and kwargs.get("sampler") is None:
+                raise InvalidOption("SamplerScheduler.from_config cannot tell which scheduler class this config is "
+                                    "for (it has no _class_name and its keys match no diffusers scheduler), so it "
+                                    "cannot reproduce it: pass the scheduler itself, "
+                                    "SamplerScheduler.from_config(pipe.scheduler), or choose sampler=<name>")
             if class_name not in (None, cls.__name__):
+                source = {**source, "_class_name": class_name}
                 import inspect
 
                 from diffusers import schedulers as diffusers_schedulers
 
                 known = getattr(diffusers_schedulers, class_name, None)
                 accepted = inspect.signature(known).parameters if known is not None else {}
+                overrides = {k: v for k, v in kwargs.items() if k in accepted}
                 kwargs["source_config"] = {**{k: v for k, v in source.items() if not k.startswith("_diffusers")},
-                                           **{k: v for k, v in kwargs.items() if k in accepted}}
+                                           **overrides}
+                if instance is not None and not overrides and class_name in sources.SOURCES:
+                    # copy the scheduler itself rather than build another from its config
+                    _prototype(class_name, _freeze(kwargs["source_config"]), instance)
             if source.get("noise_schedule") is None and "noise_schedule" not in kwargs and is_flow_config(source):
                 kwargs["noise_schedule"] = "flow"
+        if instance is not None:
+            config = source
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     def __len__(self) -> int:
@@ -922,6 +979,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             x = self.spec.fn(replay, self._x_start, plan.schedule, disable=True, **options)
             sigma_next = plan.schedule[-1]
             self._done = plan.idle == 0
+            self._top_up_draws(len(plan.step_starts) + plan.idle)
             if len(self._denoised) != len(plan.evals):
                 raise Unavailable(f"{self.spec.name!r} finished after {len(self._denoised)} model calls but "
                                   f"planned {len(plan.evals)}; its evaluation points are not fixed by the schedule")
@@ -938,6 +996,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if not return_dict:
             return prev, pred
         return SamplerSchedulerOutput(prev_sample=prev, pred_original_sample=pred)
+
+    def _top_up_draws(self, steps: int) -> None:
+        """At the end of a run of the source's own algorithm, leave the generator where the source class leaves it."""
+        source = self._source
+        if (isinstance(self._noise, _GeneratorNoise) and self._same and source is not None
+                and source.draws is not None):
+            self._noise.top_up(source.draws(self._ref, steps, self._eta or 0.0))
 
     def _take_eta(self, eta) -> None:
         """DDIM's ``eta`` comes with every step (diffusers' pipelines pass their ``eta`` argument, 0 by default)."""

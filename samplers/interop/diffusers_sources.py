@@ -341,6 +341,9 @@ class Source:
     refusals: tuple[Refusal, ...] = ()
     restart: str | None = None  # why an img2img start at a later step is not the sampler started there
     schedule: Callable | None = None  # (instance, grid sigmas, begin) -> the sampler's schedule; None: the grid
+    # how many times a run of `steps` steps draws from the pipeline's generator (the sampler skips the draws whose
+    # noise is multiplied by 0 at the last step; the shim draws those too, so the generator ends where it would)
+    draws: Callable[[Any, int, float], int] = None
     eta_in_step: bool = False  # DDIM: the pipeline's `eta` is the step's noise share
     space: Callable[[Mapping], str] = None  # the model's space ("vp" | "flow" | "edm"); None: vp, or flow with
     # use_flow_sigmas
@@ -422,6 +425,37 @@ UNSUPPORTED: dict[str, str] = {
     "SASolverScheduler": "its stochastic Adams predictor-corrector is not mapped to the sa_solver sampler",
     "TCDScheduler": "its gamma-controlled consistency step is not mapped to a registry sampler",
 }
+
+
+def _every_step(ref, steps: int, eta: float) -> int:
+    return steps
+
+
+def _all_but_last(ref, steps: int, eta: float) -> int:
+    return steps - 1
+
+
+def _ddim_draws(ref, steps: int, eta: float) -> int:
+    return steps if eta > 0 else 0
+
+
+def _ddpm_draws(ref, steps: int, eta: float) -> int:
+    return steps - (1 if int(ref.timesteps[-1]) == 0 else 0)  # it draws while t > 0
+
+
+def _sde_draws(ref, steps: int, eta: float) -> int:
+    return steps if ref.config.algorithm_type == "sde-dpmsolver++" else 0
+
+
+def _flow_draws(ref, steps: int, eta: float) -> int:
+    return steps if ref.config.stochastic_sampling else 0
+
+
+for _name, _draws in {"DDIMScheduler": _ddim_draws, "DDPMScheduler": _ddpm_draws,
+                      "EulerAncestralDiscreteScheduler": _every_step, "KDPM2AncestralDiscreteScheduler": _all_but_last,
+                      "DPMSolverMultistepScheduler": _sde_draws, "EDMDPMSolverMultistepScheduler": _sde_draws,
+                      "LCMScheduler": _all_but_last, "FlowMatchEulerDiscreteScheduler": _flow_draws}.items():
+    SOURCES[_name] = dataclasses.replace(SOURCES[_name], draws=_draws)
 
 
 def source_for(config: Mapping) -> tuple[str, Source] | None:
