@@ -331,7 +331,7 @@ EXACT_CASES = [
 ]
 
 
-def exact_gain(steps_list=(10, 20), batch: int = 512, cases=EXACT_CASES) -> list[dict]:
+def exact_gain(steps_list=(10, 20, 50), batch: int = 256, cases=EXACT_CASES) -> list[dict]:
     """RMS error to the exact ODE endpoint of a Gaussian mixture eps model on SD-1.5's schedule, default vs
     exact=True, for each deterministic scheduler of :data:`EXACT_CASES` (float64)."""
     from samplers.core.native import VPDiscrete

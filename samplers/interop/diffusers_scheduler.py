@@ -62,7 +62,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
 from .. import schedules
 from ..core import names
 from ..core import seeds as seeds_mod
-from ..core.conversion import edm_scalings, to_x0
+from ..core.conversion import to_x0
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, Unavailable
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
 from ..core.registry import SAMPLERS
