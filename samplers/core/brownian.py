@@ -31,6 +31,7 @@ from typing import Sequence
 import torch
 
 from .seeds import generators, resolve_seeds
+from .errors import InvalidInput
 
 # The path is seeded by a mix of the user's seed so that it is not the stream of the initial latent noise
 # (``seeded_randn(..., seeds)``) nor that of SeededNoise.
@@ -68,7 +69,7 @@ class BrownianNoise:
                  tol: float = 1e-6):
         sigma_min, sigma_max = float(sigma_min), float(sigma_max)
         if not (0 < sigma_min < sigma_max < math.inf):
-            raise ValueError(f"BrownianNoise needs 0 < sigma_min < sigma_max < inf, got sigma_min = {sigma_min:g}, "
+            raise InvalidInput(f"BrownianNoise needs 0 < sigma_min < sigma_max < inf, got sigma_min = {sigma_min:g}, "
                              f"sigma_max = {sigma_max:g} (pass the smallest positive and the largest finite "
                              "sigma of the schedule)")
         self.seeds = resolve_seeds(seeds, x.shape[0])

@@ -18,6 +18,7 @@ import numpy as np
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import check_solver_type, lam, phi1, phi2, second_order_weight, to_d
+from ..core.errors import InvalidInput
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 
@@ -174,7 +175,7 @@ def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order
     variable-step coefficients, Zhang & Chen 2022).
     """
     if order not in (1, 2, 3, 4):
-        raise ValueError(f"lms order must be 1, 2, 3 or 4, got {order!r}")
+        raise InvalidInput(f"lms order must be 1, 2, 3 or 4, got {order!r}")
     coefficients = lms_coefficients(sigmas, order)
     ds: list = []  # most recent first
     for i in progress(sigmas, disable):

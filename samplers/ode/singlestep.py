@@ -14,6 +14,7 @@ import torch
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import check_solver_type, churn, lam, phi2, second_order_weight, sigma_of, to_d
+from ..core.errors import InvalidInput, NonFiniteError, StepLimitError
 
 _DPM = "Lu et al. 2022, DPM-Solver (arXiv:2206.00927)"
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
@@ -61,7 +62,7 @@ def dpmpp_2s(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     This is diffusers' DPMSolverSinglestepScheduler (order 2) when its inner timesteps sit at fraction r in λ.
     """
     if not 0 < r < 1:
-        raise ValueError(f"r must be in (0, 1), got {r}")
+        raise InvalidInput(f"r must be in (0, 1), got {r}")
     check_solver_type(solver_type)
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -90,7 +91,7 @@ def dpmpp_3s(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     (diffusers' DPMSolverSinglestepScheduler, order 3, midpoint, when its inner timesteps sit at r1, r2 in λ).
     """
     if not 0 < r1 < r2 < 1:
-        raise ValueError(f"need 0 < r1 < r2 < 1, got r1={r1}, r2={r2}")
+        raise InvalidInput(f"need 0 < r1 < r2 < 1, got r1={r1}, r2={r2}")
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
@@ -271,17 +272,21 @@ class PIDStepSizeController:
           ref=_DPM + ", DPM-Solver-12/23 adaptive step size (§3.4, Alg. 4-5)",
           final_step="denoise at the smallest non-zero σ when the schedule ends in 0")
 def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, rtol=0.05,
-                 atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81, info=None):
+                 atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81, max_steps=10_000,
+                 info=None):
     """DPM-Solver-23 (or -12 with ``order=2``) with embedded error estimates and PID step control.
 
     Integrates through every σ of the schedule in turn (each is an output point: the callback fires there,
     so the schedule sets where you see progress, not the step sizes), with the error norm
     ‖(x_low − x_high)/(atol + rtol·max(|x_low|, |x_prev|))‖_RMS, taken per batch item and maximised (the
     worst item sets the step). The step decisions read the device: ``host_sync=True``. Pass ``info={}`` to
-    receive ``nfe``, ``n_accept`` and ``n_reject``.
+    receive ``nfe``, ``n_accept`` and ``n_reject``. The run stops with an error when the error estimate is not finite
+    (a model returning NaN/Inf: the step would shrink forever) or after ``max_steps`` attempted steps.
     """
     if order not in (2, 3):
-        raise ValueError(f"dpm_adaptive order must be 2 or 3, got {order!r}")
+        raise InvalidInput(f"dpm_adaptive order must be 2 or 3, got {order!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise InvalidInput(f"max_steps must be an integer >= 1 (the cap on attempted steps), got {max_steps!r}")
     solver = _EpsSolver(model)
     stats = {"n_accept": 0, "n_reject": 0}
     pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, order, accept_safety)
@@ -304,8 +309,14 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
                 x_low, eps_r1 = solver.step2(x, s, t, eps, r1=1 / 3)
                 x_high = solver.step3(x, s, t, eps, eps_r1=eps_r1)
             delta = torch.maximum(x_low.abs(), x_prev.abs()) * rtol + atol
-            error = ((x_low - x_high) / delta).reshape(flat).pow(2).mean(1).sqrt().max()
-            if pid.propose_step(float(error)):  # host decision (host_sync=True)
+            error = float(((x_low - x_high) / delta).reshape(flat).pow(2).mean(1).sqrt().max())  # host_sync=True
+            if not math.isfinite(error):
+                raise NonFiniteError(f"dpm_adaptive: the error estimate at σ = {sigma_of(s):.4g} is {error} (the model "
+                                     "returned NaN/Inf, e.g. fp16 overflow: try bfloat16 or float32)")
+            if stats["n_accept"] + stats["n_reject"] >= max_steps:
+                raise StepLimitError(f"dpm_adaptive took {max_steps} steps (max_steps) without reaching σ = "
+                                     f"{sigma_next:.4g}; loosen rtol/atol (now {rtol:g}/{atol:g}) or raise max_steps")
+            if pid.propose_step(error):
                 x_prev, x, s = x_low, x_high, t
                 stats["n_accept"] += 1
             else:
