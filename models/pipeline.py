@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import samplers
 from samplers.core import names
 from samplers.core.errors import InvalidInput, InvalidType
-from samplers.core.validate import check_allocation, integer
+from samplers.core.validate import check_allocation, integer, real
 from samplers.core.seeds import resolve_seeds, seeded_randn
 
 from . import data
@@ -157,8 +157,12 @@ class Pipeline:
         """The registry denoiser ``D(x, sigma)`` for ``prompt`` (one, broadcast to x's batch, or one per item)
         with classifier-free guidance ``cfg`` (1 = none; default: the model's measured default)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        cfg = self.defaults["cfg"] if cfg is None else float(cfg)
+        cfg = self.guidance(cfg)
         return CFGDenoiser(self._denoiser, self.encode_prompts(prompts), self.encode_prompts([""]), cfg)
+
+    def guidance(self, cfg) -> float:
+        """The classifier-free guidance scale: a finite number (1 = none), or None for the model's default."""
+        return float(self.defaults["cfg"]) if cfg is None else real("cfg", cfg)
 
     def sigmas(self, schedule: str | None = None, steps: int | None = None, **kw) -> torch.Tensor:
         """The sampling schedule (VE sigmas ending in 0) for this model's native schedule. ``schedule`` is a registry
@@ -240,6 +244,7 @@ class Pipeline:
         h, w = self._latent_size(height, width)
         prompts, seeds = self._batch(prompt, batch, seed)
         _check_output(output)
+        cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
@@ -259,6 +264,7 @@ class Pipeline:
         self._latent_size(images.shape[-2], images.shape[-1])
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
         _check_output(output)
+        cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
         latent = self.vae.to_latent(images)  # encoded once, after every check
@@ -290,6 +296,7 @@ class Pipeline:
         pixel_mask = _as_mask(mask, n, H, W)
         latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
         _check_output(output)
+        cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
         self.check_cost(n, H, W, len(sigmas) - 1)
         known = self.vae.to_latent(images)  # encoded after every check
