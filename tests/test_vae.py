@@ -9,7 +9,7 @@ from models import data
 from models import io as mio
 from models.vae import VAE, VAEConfig, psnr
 
-# Measured on the shipped weights (README, "Data and VAE"), minus a margin for 64 images and platforms.
+# Measured on the shipped weights (docs/models.md), minus a margin for 64 images and platforms.
 SHIPPED_PSNR_FLOOR_DB = 28.0
 
 
