@@ -114,11 +114,10 @@ def _check_output(output) -> None:
 class Pipeline:
     """A text-conditioned latent diffusion model ready for sampling. Build with :meth:`load`."""
 
-    def __init__(self, model: DiffusionModel, vae: VAE, kind: str | None = None):
+    def __init__(self, model: DiffusionModel, vae: VAE):
         check_vae(model, vae)
         self.model = model.eval()
         self.vae = vae.eval()
-        self.kind = kind or model.config.prediction
         self.native = native_schedule(model.config)
         self.defaults = {**FALLBACK_DEFAULTS[model.config.prediction], **model.config.defaults}
         if self.defaults["sampler"] not in samplers.available():  # e.g. a library built without it
