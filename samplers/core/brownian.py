@@ -31,6 +31,7 @@ from a per-item generator of the same seed: for the step from σ = inf this is t
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
@@ -201,7 +202,12 @@ class BatchedBrownianTree:
         t0, t1, sign = self.sort(t0, t1)
         if self.cpu:
             t0, t1 = _on_cpu(t0, torch.float32), _on_cpu(t1, torch.float32)
-        w = torch.stack([tree(t0, t1) for tree in self.trees]).to(device=self.device, dtype=self.dtype)
+        with warnings.catch_warnings():
+            # torchsde warns, then clamps, when a query lies outside the tree by rounding (the schedule's own end
+            # points as float32 against the tree's ends rounded to tol); k-diffusion's tree clamps the same way
+            warnings.filterwarnings("ignore", message="Should have t[ab]", category=UserWarning)
+            w = torch.stack([tree(t0, t1) for tree in self.trees])
+        w = w.to(device=self.device, dtype=self.dtype)
         w = w * (self.sign * sign)
         return w if self.batched else w[0]
 

@@ -35,6 +35,7 @@ attributes are computed from the registry when they are looked up, so samplers r
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -147,8 +148,8 @@ class _GlobalDraws:
     k-diffusion draws ``torch.randn_like(x)`` at fixed points of a run, also where the draw is then multiplied by 0.
     ``slots`` lists those points in order, each by the σ at which the draw happens (``None``: whichever comes next;
     ``slots=None``: as many as requested). A request from the registry sampler draws, and discards, the slots before
-    its own; :meth:`finish` draws the rest. The run then uses k-diffusion's numbers and leaves torch's generator where
-    k-diffusion leaves it.
+    its own; :meth:`finish` draws the rest (up to ``total`` draws when ``slots`` is None). The run then uses
+    k-diffusion's numbers and leaves torch's generator where k-diffusion leaves it.
     """
 
     def __init__(self, x: torch.Tensor, slots: list | None):
@@ -161,11 +162,14 @@ class _GlobalDraws:
         return torch.randn_like(self.x)
 
     def __call__(self, sigma, sigma_next) -> torch.Tensor:
-        while self.slots is not None and self.drawn < len(self.slots):
-            key = self.slots[self.drawn]
-            draw = self._draw()
-            if key is None or key == float(sigma):
-                return draw
+        if self.slots is None:
+            return self._draw()
+        ahead = self.slots[self.drawn:]
+        slot = next((k for k, key in enumerate(ahead) if key is None or key == float(sigma)), None)
+        if slot is None:  # a draw k-diffusion does not make (see docs/kdiffusion.md): the slots stay as they are
+            return torch.randn_like(self.x)
+        for _ in range(slot):
+            self._draw()
         return self._draw()
 
     def finish(self, total: int | None = None) -> None:
@@ -465,7 +469,12 @@ class DPMSolver(torch.nn.Module):
     def _noise(self, x, noise_sampler, like, slots):
         if noise_sampler is None:
             return _GlobalDraws(x, slots)
-        return _as_noise(noise_sampler, like)
+
+        def at_sigma_of_time(sigma, sigma_next):
+            # k-diffusion asks for σ = e^(−t) computed from its times t in their dtype: so do we (in float32 the
+            # exact σ rounds differently by an ulp, which a Brownian tree resolves)
+            return noise_sampler(*(like.new_tensor(-math.log(s)).neg().exp() for s in (sigma, sigma_next)))
+        return at_sigma_of_time
 
     def dpm_solver_fast(self, x, t_start, t_end, nfe, eta=0., s_noise=1., noise_sampler=None):
         """DPM-Solver-fast from t_start to t_end with ``nfe`` model calls (:func:`samplers.ode.singlestep.solve_fast`)."""
@@ -477,8 +486,9 @@ class DPMSolver(torch.nn.Module):
                 self.info_callback({'x': x_i, 'i': i, 't': like.new_tensor(t), 't_up': like.new_tensor(t),
                                     'denoised': denoised})
 
+        times = torch.linspace(t_start, t_end, len(fast_orders(nfe)) + 1, device=x.device).tolist()  # k-diffusion's grid
         x = solve_fast(self._solver(), x, float(t_start), float(t_end), nfe, eta=eta, s_noise=s_noise,
-                       noise_sampler=noise, on_step=on_step)
+                       noise_sampler=noise, times=times, on_step=on_step)
         if isinstance(noise, _GlobalDraws):
             noise.finish()
         return x

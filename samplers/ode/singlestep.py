@@ -248,12 +248,13 @@ def _check_direction(t_start: float, t_end: float, eta: float) -> bool:
 
 
 def solve_fast(solver: EpsSolver, x, t_start: float, t_end: float, nfe: int, *, eta: float = 0.0,
-               s_noise: float = 1.0, noise_sampler=None, on_step=None):
+               s_noise: float = 1.0, noise_sampler=None, times=None, on_step=None):
     """DPM-Solver-fast from λ = ``t_start`` to ``t_end`` with ``nfe`` model calls: the steps of
-    :func:`fast_orders`, uniform in λ. ``on_step(i, x, t, denoised)`` runs before step i (after its first call)."""
+    :func:`fast_orders`, uniform in λ (or at ``times``, a caller's rounding of that grid).
+    ``on_step(i, x, t, denoised)`` runs before step i (after its first call)."""
     _check_direction(t_start, t_end, eta)
     orders = fast_orders(nfe)
-    ts = [t_start + (t_end - t_start) * k / len(orders) for k in range(len(orders) + 1)]
+    ts = times or [t_start + (t_end - t_start) * k / len(orders) for k in range(len(orders) + 1)]
     for i, order in enumerate(orders):
         t, t_next = ts[i], ts[i + 1]
         t_down, sigma_up = ancestral_target(t, t_next, t_end, eta)
