@@ -186,12 +186,13 @@ def test_the_seed_comes_from_extra_args():
 
 
 def test_comfyui_labels_bring_their_noise():
-    """ComfyUI's own dpmpp_2m_sde draws k-diffusion's Brownian tree seeded by the seed, on the CPU."""
+    """ComfyUI's own dpmpp_2m_sde draws k-diffusion's Brownian tree seeded by the seed, on the CPU; the resolver's
+    "brownian_tree" seeds item k with seed + k (one tree for the batch in ComfyUI: the same numbers for one image)."""
     out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:dpmpp_2m_sde")), EPS(), GM.denoiser, EPS_SIGMAS,
                         seed=7)
     x = GM.noise(2, seed=3) * math.sqrt(1 + float(EPS_SIGMAS[0]) ** 2)
-    tree = samplers.core.brownian.BrownianTreeNoiseSampler(x, float(EPS_SIGMAS[-2]), float(EPS_SIGMAS[0]), seed=7,
-                                                          cpu=True)
+    tree = samplers.core.brownian.BrownianTreeNoiseSampler(x, float(EPS_SIGMAS[-2]), float(EPS_SIGMAS[0]),
+                                                          seed=[7, 8], cpu=True)
     torch.testing.assert_close(out, samplers.sample("dpmpp_2m_sde", GM.denoiser, x, EPS_SIGMAS, noise_sampler=tree,
                                                     disable=True))
 

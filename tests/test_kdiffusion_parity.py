@@ -67,14 +67,6 @@ pytestmark = pytest.mark.skipif(kd is None, reason="k-diffusion is not installed
                                                     "k-diffusion==0.1.1.post1 (make test does)")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(params=["float64", "float32"])
 def dtype(request):
     """The precision of a run: latents, schedule and torch's default dtype. k-diffusion computes times and step
@@ -455,8 +447,75 @@ def table() -> str:
                 cells.append(f"{_largest_difference(*runs):.1e}")
             shown = ({"n": args[2]} if name == "sample_dpm_fast" else {}) | options
             rows.append(f"| `{name}` | {', '.join(f'{k}={v!r}' for k, v in shown.items())} | {cells[0]} | {cells[1]} |")
+    rows += ["", "| label (`samplers.sample`, `seed=[4, 5]`), float32 | steps | difference |", "|---|---|---|"]
+    import samplers
+    torch.set_default_dtype(torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for label, name, options in LABELS:
+            for n in ((7, 10, 20) if name == "sample_dpmpp_sde" else (7,)):
+                sigmas = schedule(torch.float32, n)
+                x = start(torch.float32, float(sigmas[0]))
+                got = samplers.sample(label, Model(), x, sigmas, extra_args=EXTRA, seed=[4, 5], disable=True)
+                tree = kd.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=[4, 5])
+                want = getattr(kd, name)(Model(), x, sigmas, extra_args=EXTRA, noise_sampler=tree, disable=True,
+                                         **options)
+                difference = float((got - want).abs().max()) / max(1.0, float(want.abs().max()))
+                rows.append(f"| `{label}` | {n} | {difference:.1e} |")
     torch.set_default_dtype(default)
     return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The resolver's SDE labels draw k-diffusion's tree (what A1111 and ComfyUI give those samplers)
+
+LABELS = [("DPM++ 2M SDE", "sample_dpmpp_2m_sde", {}), ("DPM++ 2M SDE Heun Karras", "sample_dpmpp_2m_sde",
+                                                         {"solver_type": "heun"}),
+          ("DPM++ 3M SDE", "sample_dpmpp_3m_sde", {}), ("comfyui:dpmpp_2m_sde_gpu", "sample_dpmpp_2m_sde", {}),
+          ("DPM++ SDE", "sample_dpmpp_sde", {})]
+
+
+# "DPM++ SDE" asks the tree at its intermediate σ_s = e^(−(λ + r·h)): the registry sampler at the exact value,
+# k-diffusion at the value recomputed in float32, and the tree resolves times to 1e-6, so an occasional draw differs
+# (measured ≤ 3.3e-6 of the scale for 7 to 20 steps; the drop-in's sample_dpmpp_sde asks where k-diffusion asks).
+LABEL_SDE_F32 = 1e-5
+
+
+@pytest.mark.parametrize("label,name,options", LABELS, ids=[label for label, *_ in LABELS])
+def test_sde_labels_draw_k_diffusions_brownian_tree(label, name, options):
+    """``seed=[4, 5]`` through a label equals k-diffusion's sampler on its tree seeded [4, 5] (A1111's batch seeds),
+    in float32, the precision A1111 and ComfyUI sample in. (In float64 the labels' "brownian_tree", ComfyUI's CPU
+    tree, asks at float32 times as ComfyUI does, where k-diffusion's own tree asks at float64 times.)"""
+    import samplers
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        sigmas = schedule(torch.float32)
+        x = start(torch.float32, float(sigmas[0]))
+        got = samplers.sample(label, Model(), x, sigmas, extra_args=EXTRA, seed=[4, 5], disable=True)
+        tree = kd.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=[4, 5])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = getattr(kd, name)(Model(), x, sigmas, extra_args=EXTRA, noise_sampler=tree, disable=True,
+                                     **options)
+    finally:
+        torch.set_default_dtype(default)
+    close(got, want, label, LABEL_SDE_F32 if name == "sample_dpmpp_sde" else F32)
+
+
+def test_brownian_tree_kinds_resolve_to_k_diffusions_sampler():
+    from samplers.core.brownian import BrownianTreeNoiseSampler
+    from samplers.core.noise import resolve
+
+    x = torch.zeros(2, 3)
+    cpu = resolve("brownian_tree", [1, 2], x, sigmas=[10.0, 1.0, 0.0])
+    device = resolve("brownian_tree_device", 1, x, sigmas=[10.0, 1.0, 0.0])
+    assert isinstance(cpu, BrownianTreeNoiseSampler) and cpu.tree.cpu and not device.tree.cpu
+    assert cpu.tree.batched and device.tree.batched  # an int seed s is items s, s + 1 (A1111's batch seeds)
+    torch.testing.assert_close(cpu(10.0, 1.0), device(10.0, 1.0), rtol=0, atol=0)  # on a CPU machine
+    with pytest.raises(ValueError, match="finite range"):
+        resolve("brownian_tree", 1, x, sigmas=[math.inf, 1.0, 0.0])
 
 
 if __name__ == "__main__":

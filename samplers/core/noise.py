@@ -181,7 +181,7 @@ def for_run(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
     seeds = None if seed is None else resolve_seeds(seed, x.shape[0])
     if isinstance(noise_sampler, str):
         kind = noise_sampler.strip().lower()
-        if kind not in NOISE_NAMES + ("default", "brownian_tree", "brownian tree"):
+        if kind not in NOISE_NAMES + ("default",):
             raise InvalidOption(f"unknown noise_sampler {noise_sampler!r}; use one of {NOISE_NAMES}, a "
                                 "samplers.core.noise.PredrawnNoise, or any callable noise_sampler(sigma, sigma_next)")
     elif noise_sampler is not None:
