@@ -47,10 +47,13 @@ from ..core.errors import InvalidOption
 from ..core.noise import SeededNoise
 from ..core.run import read_sigmas
 from ..core.seeds import resolve_seeds
-from ..ode.multistep import lms_coefficients
-from ..ode.singlestep import (EpsSolver, PIDStepSizeController, check_adaptive, fast_orders,  # noqa: F401
+
+registry.load_builtins()  # the sampler modules imported below register in the manifest's order, not in this one's
+
+from ..ode.multistep import lms_coefficients  # noqa: E402
+from ..ode.singlestep import (EpsSolver, PIDStepSizeController, check_adaptive, fast_orders,  # noqa: E402,F401
                               solve_adaptive, solve_fast)
-from ..schedules.base import SCHEDULES
+from ..schedules.base import SCHEDULES  # noqa: E402
 
 # The public names of k-diffusion's ``sampling`` module (0.1.1), each defined below with k-diffusion's signature.
 K_DIFFUSION_NAMES = (
