@@ -44,6 +44,7 @@ from ..core.conversion import to_denoiser
 from ..core.errors import InvalidOption
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
+from ..core.validate import check_options
 
 COORDINATES = ("auto", "ve", "flow")
 
@@ -76,12 +77,11 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         raise InvalidOption(f"{name!r} names the {label.schedule!r} schedule, but in ComfyUI the schedule is the "
                             f"SIGMAS input: use {label.sampler!r} with a {label.schedule!r} scheduler node")
     spec = SAMPLERS.get(label.sampler)
-    _check_options(spec, names.merge_options(label, options))
+    check_options(spec, names.merge_options(label, options))
 
     def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **extra_options):
         extra_args = {} if extra_args is None else extra_args
-        merged = names.merge_options(label, {**options, **extra_options})
-        _check_options(spec, merged)
+        merged = names.merge_options(label, {**options, **extra_options})  # the registry checks them at the run
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
             merged["seed"] = extra_args.get("seed")  # ComfyUI's seed; None draws one from torch's generator
         flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
@@ -92,12 +92,6 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     sampler_function.__name__ = f"sample_{spec.name}"
     sampler_function.__doc__ = f"{spec.name} ({spec.ref}) for ComfyUI's KSAMPLER."
     return sampler_function
-
-
-def _check_options(spec, options: dict) -> None:
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise InvalidOption(f"{spec.name} has no option(s) {unknown}; its options are {sorted(spec.options)}")
 
 
 def _in_flow_coordinates(fn, model, x, sigmas, extra_args, callback, disable, options):
