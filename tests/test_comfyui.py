@@ -185,6 +185,15 @@ def test_the_seed_comes_from_extra_args():
     assert not torch.allclose(a, c)
 
 
+def test_comfyuis_whole_seed_range_is_taken():
+    """ComfyUI's seeds run to 2**64 − 1; this library's below 2**63 (item k: seed + k)."""
+    sampler = KSAMPLER(comfyui.ksampler_function("euler_ancestral"))
+    top, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=2**64 - 1)
+    wrapped, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=(2**64 - 1) % (2**63 - 2))
+    torch.testing.assert_close(top, wrapped, rtol=0, atol=0)
+    assert comfyui.comfy_seed(5, 2) == 5 and comfyui.comfy_seed(None, 2) is None
+
+
 def test_comfyui_labels_bring_their_noise():
     """ComfyUI's own dpmpp_2m_sde draws k-diffusion's Brownian tree seeded by the seed, on the CPU; the resolver's
     "brownian_tree" seeds item k with seed + k (one tree for the batch in ComfyUI: the same numbers for one image)."""

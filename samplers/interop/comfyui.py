@@ -18,8 +18,9 @@ where ``model_k(x, sigma[B], denoise_mask, model_options={}, seed=None)`` return
 name :mod:`samplers.core.names` resolves (``"dpmpp_2m"``, ``"comfyui:dpmpp_2m_sde_gpu"``, ``"DPM++ 2M SDE"``):
 
 - ``extra_args`` reach the model untouched; the sampler's noise is seeded by ``extra_args["seed"]`` (ComfyUI's
-  seed), as ComfyUI's own samplers seed theirs: this library's per-item seeded noise by default, and with a
-  ``noise_sampler`` kind such as ``"brownian_tree"`` (the ComfyUI labels of the SDE samplers imply it) that kind;
+  seed, :func:`comfy_seed`), as ComfyUI's own samplers seed theirs: this library's per-item seeded noise by default,
+  and with a ``noise_sampler`` kind such as ``"brownian_tree"`` (the ComfyUI labels of the SDE samplers imply it)
+  that kind;
 - ComfyUI's eps / v / x0 / EDM models run in k-diffusion's coordinates x = x0 + σ·n, which every registry sampler
   uses; its flow models (``model_sampling`` a ``CONST``: SD3, Flux, ...) in x = (1 − t)·x0 + t·n with σ = t. For
   those the function runs the sampler in σ = t/(1 − t), x/(1 − t) (:func:`samplers.core.conversion.to_denoiser`
@@ -44,6 +45,7 @@ from ..core.conversion import to_denoiser
 from ..core.errors import InvalidOption
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
+from ..core.seeds import SEED_LIMIT
 from ..core.validate import check_options
 
 COORDINATES = ("auto", "ve", "flow")
@@ -83,7 +85,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         extra_args = {} if extra_args is None else extra_args
         merged = names.merge_options(label, {**options, **extra_options})  # the registry checks them at the run
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
-            merged["seed"] = extra_args.get("seed")  # ComfyUI's seed; None draws one from torch's generator
+            merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0])
         flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
         if not flow:
             return spec.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **merged)
@@ -92,6 +94,16 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     sampler_function.__name__ = f"sample_{spec.name}"
     sampler_function.__doc__ = f"{spec.name} ({spec.ref}) for ComfyUI's KSAMPLER."
     return sampler_function
+
+
+def comfy_seed(seed, batch: int):
+    """ComfyUI's seed (0 to 2**64 − 1) as this library's: item k of a batch uses seed + k below 2**63, so a seed that
+    leaves no room for the batch is taken modulo 2**63 − batch (seeds below that are used as they are). None (no
+    seed) stays None: the run then draws one from torch's generator."""
+    if seed is None:
+        return None
+    limit = SEED_LIMIT - batch
+    return int(seed) % limit if int(seed) >= limit else int(seed)
 
 
 def _in_flow_coordinates(fn, model, x, sigmas, extra_args, callback, disable, options):
