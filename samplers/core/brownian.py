@@ -183,7 +183,7 @@ class BatchedBrownianTree:
         self.batched = isinstance(seed, (list, tuple))
         if self.batched:
             if len(seed) != x.shape[0]:
-                raise ValueError(f"got {len(seed)} seeds for a batch of {x.shape[0]}: pass one seed per batch item "
+                raise InvalidInput(f"got {len(seed)} seeds for a batch of {x.shape[0]}: pass one seed per batch item "
                                  "(one tree each) or one int (one tree for the whole batch)")
             w0 = w0[0]
         seeds = list(seed) if self.batched else [seed]
@@ -260,7 +260,7 @@ def tree_for_schedule(x: torch.Tensor, seed, sigmas, *, cpu: bool) -> BrownianTr
     values = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
     positive = [s for s in values if s > 0]
     if not positive or math.isinf(max(values)):
-        raise ValueError(f"k-diffusion's Brownian tree lives on the schedule's finite range, but the schedule runs "
+        raise InvalidInput(f"k-diffusion's Brownian tree lives on the schedule's finite range, but the schedule runs "
                          f"from {values[0]:g} to {values[-1]:g}; from sigma = inf use noise_sampler='brownian' "
                          "(exact there) or the seeded default")
     return BrownianTreeNoiseSampler(x, min(positive), max(values), seed=seed, cpu=cpu)
