@@ -521,3 +521,28 @@ def test_brownian_tree_kinds_resolve_to_k_diffusions_sampler():
 if __name__ == "__main__":
     torch.set_num_threads(1)
     print(table())
+
+
+def test_the_registry_samplers_behind_the_range_samplers_are_k_diffusions(dtype):
+    """The registry's dpm_fast / dpm_adaptive (a schedule's end points; ``error_norm="batch"``, k-diffusion's norm)
+    give k-diffusion's results on one interval without a final denoise: the drop-in's options are theirs."""
+    import samplers
+
+    if dtype == torch.float32:
+        pytest.skip("k-diffusion's float32 times: compared through the drop-in above")
+    x = start(dtype, 14.6, batch=3)
+    grid = torch.tensor([14.6, 3.0, 1.0, 0.3, 0.1, 0.05, 0.03], dtype=dtype)  # only the end points and length count
+    for eta in (0.0, 0.5):
+        torch.manual_seed(3)
+        want = kd.sample_dpm_fast(Model(), x, 0.03, 14.6, 6, extra_args=EXTRA, disable=True, eta=eta)
+        torch.manual_seed(3)
+        got = samplers.sample("dpm_fast", Model(), x, grid, extra_args=EXTRA, disable=True, eta=eta,
+                              noise_sampler=ours.default_noise_sampler(x))
+        close(got, want, f"dpm_fast eta={eta}")
+    interval = torch.tensor([14.6, 0.03], dtype=dtype)
+    want = kd.sample_dpm_adaptive(Model(), x, 0.03, 14.6, extra_args=EXTRA, disable=True, return_info=True)
+    info = {}
+    got = samplers.sample("dpm_adaptive", Model(), x, interval, extra_args=EXTRA, disable=True, error_norm="batch",
+                          info=info)
+    close(got, want[0], "dpm_adaptive")
+    assert info["n_accept"] == want[1]["n_accept"] and info["n_reject"] == want[1]["n_reject"]
