@@ -22,10 +22,14 @@ Noise, as k-diffusion draws it (that is what the same result means for a drop-in
   leaves it;
 - the SDE samplers (``sample_dpmpp_sde`` / ``_2m_sde`` / ``_3m_sde``) default to :class:`BrownianTreeNoiseSampler`
   on the schedule's range, seeded by one draw from the global generator, as k-diffusion does;
-- a noise sampler you pass is called as k-diffusion calls it: with 0-d tensors of the schedule's dtype and device.
+- the DPM-Solver samplers draw ``randn_like(x)`` at every (accepted) step, and ``log_likelihood`` its Rademacher
+  probe with ``torch.randint_like``, as k-diffusion does;
+- a noise sampler you pass is called as k-diffusion calls it: with 0-d tensors of the schedule's dtype and device;
+- ``seed=`` (keyword-only, the one addition to k-diffusion's signatures) seeds the Brownian tree of the SDE samplers
+  and switches the others to this library's per-item seeded noise.
 
-The registry samplers themselves never touch the global generator (they draw per-item seeded noise); only this
-module does, where k-diffusion does. Model calls are k-diffusion's too: ``model(x, sigma, **extra_args)`` with
+The registry samplers draw per-item seeded noise; only this module draws the noise itself from the global
+generator, where k-diffusion does. Model calls are k-diffusion's too: ``model(x, sigma, **extra_args)`` with
 ``sigma`` a tensor of shape [B]; ``callback`` gets ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` with ``x`` the
 state the step's model call saw and ``sigma`` / ``sigma_hat`` 0-d tensors, once per step.
 
