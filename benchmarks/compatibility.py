@@ -219,8 +219,8 @@ def describe(scheduler) -> str:
         return "—"
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in scheduler._options.items()
              if v not in (False, (), None)}
-    if isinstance(shown.get("r"), tuple):
-        shown["r"] = tuple(None if r is None else round(r, 3) for r in shown["r"])
+    if isinstance(shown.get("step_r"), tuple):
+        shown["step_r"] = tuple(None if r is None else round(r, 3) for r in shown["step_r"])
     if "midpoints" in shown:
         shown["midpoints"] = "its t − Δt/2"
     if "prior_sigmas" in shown:

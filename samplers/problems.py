@@ -22,6 +22,7 @@ import torch
 
 from .core import conversion
 from .core.native import NoiseSchedule
+from .core.errors import InvalidInput
 
 
 def pf_ode_solution(denoiser: Callable, x: torch.Tensor, sigma_start: float, sigma_end: float = 0.0, *,
@@ -70,7 +71,7 @@ class GaussianMixture:
         if self.shape is None:
             self.shape = (self.means.shape[1],)
         if math.prod(self.shape) != self.means.shape[1]:
-            raise ValueError(f"shape {self.shape} does not hold {self.means.shape[1]} values")
+            raise InvalidInput(f"shape {self.shape} does not hold {self.means.shape[1]} values")
 
     @classmethod
     def default(cls, shape=(4, 4, 4), components: int = 6, seed: int = 0, spread: float = 1.0, std: float = 0.35):
@@ -175,7 +176,7 @@ class GaussianMixture:
             sigma = schedule.sigma_of_time(time).to(torch.float64).reshape(view)
             x64 = x_t.to(torch.float64)
             if prediction == "edm":  # input is c_in·x; output F with D = c_skip·x + c_out·F
-                raise ValueError("as_model('edm') is not provided; build EDM models with conversion.edm_scalings")
+                raise InvalidInput("as_model('edm') is not provided; build EDM models with conversion.edm_scalings")
             a, b = schedule.coefficients(sigma)
             x_ve = torch.where(torch.isinf(sigma), x64, x64 / a)
             x0 = self.denoise(x_ve, sigma.flatten())

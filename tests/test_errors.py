@@ -77,8 +77,8 @@ def test_eps_model_cannot_start_at_infinite_sigma():
 
 
 def test_bad_options_and_arguments():
-    with pytest.raises(TypeError, match="unexpected keyword"):
-        samplers.sample("euler", GM.denoiser, X, SIG, disable=True, etaa=1.0)
+    with pytest.raises(samplers.InvalidOption, match="no option 'etaa' \\(did you mean 'eta'\\?\\); its options are: eta, "):
+        samplers.sample("euler_ancestral", GM.denoiser, X, SIG, disable=True, etaa=1.0)
     with pytest.raises(ValueError, match="either noise_sampler or seed"):
         samplers.sample("euler_ancestral", GM.denoiser, X, SIG, disable=True, seed=1,
                         noise_sampler=lambda s, t: torch.zeros_like(X))

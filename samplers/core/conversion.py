@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from .native import NoiseSchedule
+from .errors import InvalidInput
 
 PREDICTIONS = ("eps", "x0", "v", "flow", "score", "edm")
 ALIASES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_prediction": "flow", "velocity": "flow",
@@ -32,7 +33,7 @@ ALIASES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_predicti
 def canonical_prediction(prediction: str) -> str:
     p = ALIASES.get(prediction, prediction)
     if p not in PREDICTIONS:
-        raise ValueError(f"unknown prediction type {prediction!r}; use one of {PREDICTIONS} "
+        raise InvalidInput(f"unknown prediction type {prediction!r}; use one of {PREDICTIONS} "
                          f"(or diffusers' names {tuple(ALIASES)})")
     return p
 
@@ -51,7 +52,7 @@ def to_x0(prediction: str, out, x_t, a, b):
         return x_t / r - (b / r) * out
     if prediction == "score":
         return (x_t + b * b * out) / a
-    raise ValueError(f"to_x0 does not handle {prediction!r}")
+    raise InvalidInput(f"to_x0 does not handle {prediction!r}")
 
 
 def from_x0(prediction: str, x0, x_t, a, b):
@@ -68,7 +69,7 @@ def from_x0(prediction: str, x0, x_t, a, b):
         return (x_t / r - x0) * (r / b)
     if prediction == "score":
         return -(x_t - a * x0) / (b * b)
-    raise ValueError(f"from_x0 does not handle {prediction!r}")
+    raise InvalidInput(f"from_x0 does not handle {prediction!r}")
 
 
 def edm_scalings(sigma, sigma_data: float):

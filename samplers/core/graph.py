@@ -28,7 +28,7 @@ import torch
 
 from .noise import SeededNoise
 from .seeds import resolve_seeds
-from .errors import Unavailable
+from .errors import InvalidInput, InvalidType, Unavailable
 from .registry import SamplerSpec, info
 from .run import Denoise, NonFiniteError, step_from_infinity, read_sigmas, spec_implementation
 
@@ -85,14 +85,14 @@ class GraphedSampler:
         if "noise_sampler" in spec.options:
             if noise_sampler is not None:
                 if seed is not None:
-                    raise ValueError("pass either noise_sampler or seed, not both")
+                    raise InvalidInput("pass either noise_sampler or seed, not both")
                 self.options["noise_sampler"] = noise_sampler  # the caller's: it must be graph-safe itself
             else:
                 self.seeds = resolve_seeds(seed, like.shape[0])
                 self.noise = SeededNoise(self.static_x, self.seeds)
                 self.options["noise_sampler"] = self.noise
         elif seed is not None or noise_sampler is not None:
-            raise ValueError(f"{spec.name} is deterministic: it takes no seed or noise_sampler")
+            raise InvalidInput(f"{spec.name} is deterministic: it takes no seed or noise_sampler")
         self.graph = None
         self.static_out: torch.Tensor | None = None
 
@@ -112,7 +112,7 @@ class GraphedSampler:
     def _reseed(self, seed) -> None:
         if self.noise is None:
             if seed is not None:
-                raise ValueError("this run takes no seed (deterministic sampler, or the caller's noise_sampler)")
+                raise InvalidInput("this run takes no seed (deterministic sampler, or the caller's noise_sampler)")
             return
         # the same stream as SeededNoise(seeds): replay reproduces samplers.sample(..., seed=seeds)
         self.noise.reseed(self.seeds if seed is None else resolve_seeds(seed, self.static_x.shape[0]))
@@ -123,7 +123,7 @@ class GraphedSampler:
         ``check`` reads the result once to raise on NaN/Inf (one sync after the run, as ``samplers.sample``).
         """
         if x.shape != self.static_x.shape or x.device != self.static_x.device:
-            raise ValueError(f"this run was captured for shape {tuple(self.static_x.shape)} on "
+            raise InvalidInput(f"this run was captured for shape {tuple(self.static_x.shape)} on "
                              f"{self.static_x.device}; got {tuple(x.shape)} on {x.device} (capture another)")
         self._reseed(seed)
         self.static_x.copy_(x)
@@ -164,9 +164,9 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
         raise GraphUnavailable(f"{spec.name} chooses its steps on the host (host_sync=True) and cannot be captured; "
                                "use a fixed-step sampler")
     if not callable(model):
-        raise TypeError("model must be a callable denoiser model(x, sigma, **extra_args)")
+        raise InvalidType("model must be a callable denoiser model(x, sigma, **extra_args)")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 1:
-        raise TypeError("x must be a floating-point tensor with a batch dimension")
+        raise InvalidType("x must be a floating-point tensor with a batch dimension")
     values = read_sigmas(sigmas)
     run = GraphedSampler(spec, model, x, values, dict(extra_args or {}), options, seed, noise_sampler)
     if x.device.type != "cuda" or not torch.cuda.is_available():
@@ -177,7 +177,7 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
             + ("" if torch.cuda.is_available() else " and this torch has no CUDA")
             + "; pass fallback='eager' to run the same prepared loop eagerly, or use samplers.sample")
     if fallback not in (None, "eager"):
-        raise ValueError(f"fallback must be None or 'eager', got {fallback!r}")
+        raise InvalidInput(f"fallback must be None or 'eager', got {fallback!r}")
     _capture_cuda(run, x, warmup, pool)
     return run
 

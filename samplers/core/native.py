@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .errors import InvalidInput, InvalidOption
+from .validate import real, check_allocation, integer, nonneg, positive, unit_open
+
 
 class NoiseSchedule:
     """Base class: the VE sigma range and the three maps described in the module docstring."""
@@ -45,10 +48,25 @@ def _vp_coefficients(sigma: torch.Tensor):
 # VP, discrete (DDPM / Stable Diffusion 1.x-2.x)
 
 
+def check_table_size(n, what: str = "num_train_timesteps") -> int:
+    """A training table of ``n`` timesteps: an integer >= 2 whose float64 tables (a few copies) fit in memory."""
+    n = integer(what, n, lo=2)
+    check_allocation(8 * 8 * n, f"a noise schedule table of {what} = {n}", "cpu",
+                     fix="trained models use 1000 (some 4000) timesteps")
+    return n
+
+
 def betas_for(kind: str, num_train_timesteps: int = 1000, beta_start: float = 0.00085,
               beta_end: float = 0.012) -> torch.Tensor:
-    """Training betas as diffusers names them: ``linear``, ``scaled_linear`` or ``squaredcos_cap_v2``."""
-    n = num_train_timesteps
+    """Training betas as diffusers names them: ``linear``, ``scaled_linear`` or ``squaredcos_cap_v2``.
+
+    Every β must lie in (0, 1): ``beta_start`` and ``beta_end`` are checked (a β ≥ 1 would make ᾱ negative or 0)."""
+    n = check_table_size(num_train_timesteps)
+    if kind in ("linear", "scaled_linear"):
+        for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise InvalidInput(f"{name} must be a number in (0, 1) (a noise variance per step), got {value!r}; "
+                                   "Stable Diffusion uses beta_start=0.00085, beta_end=0.012")
     if kind == "linear":
         return torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
     if kind == "scaled_linear":
@@ -59,7 +77,7 @@ def betas_for(kind: str, num_train_timesteps: int = 1000, beta_start: float = 0.
             return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
         return torch.tensor([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)],
                             dtype=torch.float64)
-    raise ValueError(f"unknown beta schedule {kind!r}; use 'linear', 'scaled_linear' or 'squaredcos_cap_v2'")
+    raise InvalidOption(f"unknown beta schedule {kind!r}; use 'linear', 'scaled_linear' or 'squaredcos_cap_v2'")
 
 
 def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -84,9 +102,16 @@ class VPDiscrete(NoiseSchedule):
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
+        if not isinstance(self.alphas_cumprod, torch.Tensor):
+            check_table_size(len(self.alphas_cumprod), "len(alphas_cumprod)")
         ac = torch.as_tensor(self.alphas_cumprod, dtype=torch.float64).flatten()
-        if ac.numel() < 2 or bool(((ac < 0) | (ac > 1)).any()) or bool((ac[1:] > ac[:-1]).any()):
-            raise ValueError("alphas_cumprod must be a non-increasing table of values in [0, 1]")
+        check_table_size(ac.numel(), "len(alphas_cumprod)")
+        # −0.0 (an underflowed product of negative factors) is a sign of bad betas, not a zero-SNR end
+        bad = ~torch.isfinite(ac) | (ac < 0) | torch.signbit(ac) | (ac > 1)
+        zero_inside = bool((ac[:-1] == 0).any())
+        if bool(bad.any()) or bool((ac[1:] > ac[:-1]).any()) or zero_inside or not float(ac[0]) > 0:
+            raise InvalidInput("alphas_cumprod must be a non-increasing table of values in [0, 1] that starts above 0 "
+                               "(only the last entry may be 0: zero terminal SNR); check the betas (each in (0, 1))")
         self.alphas_cumprod = ac
         self.sigmas = ((1 - ac) / ac).sqrt()  # ascending with the timestep; inf where ᾱ = 0
         finite = self.sigmas[torch.isfinite(self.sigmas)]
@@ -162,7 +187,12 @@ class VPContinuous(NoiseSchedule):
 
     def __post_init__(self):
         if self.kind not in ("linear", "cosine"):
-            raise ValueError(f"VPContinuous kind must be 'linear' or 'cosine', got {self.kind!r}")
+            raise InvalidOption(f"VPContinuous kind must be 'linear' or 'cosine', got {self.kind!r}")
+        positive("beta_min", self.beta_min)
+        real("beta_max", self.beta_max, lo=float(self.beta_min), lo_open=True, what=" (above beta_min)")
+        nonneg("cosine_s", self.cosine_s)
+        unit_open("t_min", self.t_min)
+        positive("time_scale", self.time_scale)
         t = torch.tensor([self.t_min, 1.0], dtype=torch.float64)
         lo, hi = self._sigma(t).tolist()
         self.sigma_min, self.sigma_max = lo, hi
@@ -213,7 +243,9 @@ class VE(NoiseSchedule):
 
     def __post_init__(self):
         if self.time_input not in ("sigma", "edm", "log_sigma"):
-            raise ValueError(f"VE time_input must be 'sigma', 'edm' or 'log_sigma', got {self.time_input!r}")
+            raise InvalidOption(f"VE time_input must be 'sigma', 'edm' or 'log_sigma', got {self.time_input!r}")
+        positive("sigma_min", self.sigma_min)
+        real("sigma_max", self.sigma_max, lo=float(self.sigma_min), lo_open=True, what=" (above sigma_min)")
 
     def coefficients(self, sigma):
         return torch.ones_like(sigma), sigma
@@ -259,8 +291,10 @@ class RectifiedFlow(NoiseSchedule):
     t_min: float | None = None
 
     def __post_init__(self):
-        if not self.shift > 0:
-            raise ValueError(f"shift must be positive, got {self.shift}")
+        positive("shift", self.shift)
+        positive("multiplier", self.multiplier)
+        if self.t_min is not None:
+            unit_open("t_min", self.t_min)
         t_min = self.t_min if self.t_min is not None else 1.0 / self.multiplier if self.multiplier > 1 else 1e-3
         self.sigma_min = self.shift * t_min / (1 - t_min)
         self.sigma_max = math.inf

@@ -4,7 +4,8 @@ A noise sampler is any callable ``noise_sampler(sigma, sigma_next) -> Tensor`` s
 (k-diffusion convention). The default draws from one ``torch.Generator`` per batch item, so item k's
 noise depends only on its own seed: its result does not change with the batch size or with the other
 items in the batch. Other kinds: ``"brownian"`` (:mod:`samplers.core.brownian`, stable when the step count
-changes) and :class:`PredrawnNoise` (the caller's own draws, one per call).
+changes), ``"brownian_tree"`` / ``"brownian_tree_device"`` (k-diffusion's ``BrownianTreeNoiseSampler``, the noise
+A1111 and ComfyUI give their SDE samplers) and :class:`PredrawnNoise` (the caller's own draws, one per call).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .brownian import for_schedule
+from .brownian import for_schedule, tree_for_schedule
+from .errors import InvalidInput, InvalidOption, InvalidType
 from .seeds import generators, resolve_seeds
 
 NoiseSampler = Callable[[float, float], torch.Tensor]
@@ -54,14 +56,14 @@ class PredrawnNoise:
     def __init__(self, draws):
         if isinstance(draws, torch.Tensor):
             if draws.ndim < 2:
-                raise ValueError(f"pre-drawn noise must be [calls, batch, ...], got shape {tuple(draws.shape)}")
+                raise InvalidInput(f"pre-drawn noise must be [calls, batch, ...], got shape {tuple(draws.shape)}")
             draws = list(draws.unbind(0))
         draws = list(draws)
         if not draws or not all(isinstance(d, torch.Tensor) for d in draws):
-            raise ValueError("pre-drawn noise must be a non-empty tensor [calls, batch, ...] or list of tensors")
+            raise InvalidInput("pre-drawn noise must be a non-empty tensor [calls, batch, ...] or list of tensors")
         shapes = {tuple(d.shape) for d in draws}
         if len(shapes) != 1:
-            raise ValueError(f"every pre-drawn noise tensor must have the same shape, got {sorted(shapes)}")
+            raise InvalidInput(f"every pre-drawn noise tensor must have the same shape, got {sorted(shapes)}")
         self.draws = draws
         self.shape = draws[0].shape
         self.calls = 0
@@ -70,7 +72,7 @@ class PredrawnNoise:
     def check(self, x: torch.Tensor) -> None:
         """Validate against the run's latent; draws are then handed out in its dtype and on its device."""
         if tuple(self.shape) != tuple(x.shape):
-            raise ValueError(f"pre-drawn noise has shape {tuple(self.shape)} per call but the latent is "
+            raise InvalidInput(f"pre-drawn noise has shape {tuple(self.shape)} per call but the latent is "
                              f"{tuple(x.shape)}; pass a tensor [calls, {', '.join(map(str, x.shape))}]")
         self.like = (x.device, x.dtype)
 
@@ -93,37 +95,102 @@ class NoiseExhaustedError(IndexError):
     """A :class:`PredrawnNoise` was asked for more draws than it holds."""
 
 
-NOISE_NAMES = ("seeded", "brownian", "brownian_device")
+NOISE_NAMES = ("seeded", "brownian", "brownian_device", "brownian_tree", "brownian_tree_device")
 
 
 def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sigmas=None) -> NoiseSampler:
     """The noise sampler a run uses: the caller's own, a named kind, or the seeded per-item default.
 
-    ``noise_sampler`` may be a callable, ``None``/``"seeded"`` (:class:`SeededNoise`) or ``"brownian"``
-    (:class:`samplers.core.brownian.BrownianNoise` on the range of ``sigmas``, the run's schedule); a name is
-    seeded by ``seed`` (one seed per item, or an int), an object owns its seeding.
+    ``noise_sampler`` may be a callable, ``None``/``"seeded"`` (:class:`SeededNoise`), ``"brownian"``
+    (:class:`samplers.core.brownian.BrownianNoise` on the range of ``sigmas``, the run's schedule) or
+    ``"brownian_tree"`` (:class:`samplers.core.brownian.BrownianTreeNoiseSampler`, k-diffusion's, with the path on
+    the CPU as ComfyUI's SDE samplers draw it; ``"brownian_tree_device"`` on x's device, as k-diffusion itself and
+    ComfyUI's ``*_gpu`` samplers do). A name is seeded by ``seed``: one seed per item, or an int ``s`` for items
+    s, s + 1, … (for ``"brownian_tree"`` one tree per item, as A1111 seeds each image of a batch; None draws
+    k-diffusion's seed from torch's global generator, one tree for the batch); an object owns its seeding.
     """
     if isinstance(noise_sampler, str):
         kind = noise_sampler.strip().lower()
         if kind in ("seeded", "default"):
             noise_sampler = None
-        elif kind in ("brownian", "brownian_tree", "brownian tree", "brownian_device"):
+        elif kind in ("brownian", "brownian_device", "brownian_tree", "brownian_tree_device"):
             if sigmas is None:
-                raise ValueError(f"noise_sampler={noise_sampler!r} needs the schedule's range: pass sigmas to resolve()")
+                raise InvalidInput(f"noise_sampler={noise_sampler!r} needs the schedule's range: pass sigmas to resolve()")
+            if kind.startswith("brownian_tree"):
+                seeds = None if seed is None else resolve_seeds(seed, x.shape[0])
+                return tree_for_schedule(x, seeds, sigmas, cpu=kind == "brownian_tree")
             # "brownian" draws the path on the CPU (the same numbers on every machine); "brownian_device" on x's
-            # device (ComfyUI's *_gpu samplers: no copy, but the numbers depend on the device's generator)
+            # device (no copy, but the numbers depend on the device's generator)
             device = None if kind == "brownian_device" else "cpu"
             return for_schedule(x, resolve_seeds(seed, x.shape[0]), sigmas, device=device)
         else:
-            raise ValueError(f"unknown noise_sampler {noise_sampler!r}; use one of {NOISE_NAMES}, a "
+            raise InvalidInput(f"unknown noise_sampler {noise_sampler!r}; use one of {NOISE_NAMES}, a "
                              "samplers.core.noise.PredrawnNoise, or any callable noise_sampler(sigma, sigma_next)")
     if noise_sampler is not None:
         if seed is not None:
-            raise ValueError("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
+            raise InvalidInput("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
         if not callable(noise_sampler):
-            raise TypeError(f"noise_sampler must be callable noise_sampler(sigma, sigma_next) -> Tensor or one of "
+            raise InvalidType(f"noise_sampler must be callable noise_sampler(sigma, sigma_next) -> Tensor or one of "
                             f"{NOISE_NAMES}, got {type(noise_sampler).__name__}")
         if isinstance(noise_sampler, PredrawnNoise):
             noise_sampler.check(x)
         return noise_sampler
     return SeededNoise(x, resolve_seeds(seed, x.shape[0]))
+
+
+class _Checked:
+    """A caller's noise sampler, its draws checked against the latent (shape and dtype: metadata, no device read)."""
+
+    def __init__(self, fn: NoiseSampler, like: torch.Tensor):
+        self.fn = fn
+        self.shape = tuple(like.shape)
+
+    def unwrap(self):
+        """The caller's noise sampler itself."""
+        return self.fn
+
+    def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
+        draw = self.fn(sigma, sigma_next)
+        if not isinstance(draw, torch.Tensor) or tuple(draw.shape) != self.shape or not draw.is_floating_point():
+            got = f"shape {tuple(draw.shape)}, {draw.dtype}" if isinstance(draw, torch.Tensor) else type(draw).__name__
+            raise InvalidInput(f"the noise sampler returned {got}; it must return a floating-point tensor shaped like "
+                               f"the latent, {self.shape} (a draw is never broadcast)")
+        return draw
+
+
+class _Lazy:
+    """Creates the run's noise sampler at its first draw: a run that never draws (a deterministic sampler, churn
+    off, η = 0) touches no generator at all, torch's global one included."""
+
+    def __init__(self, make):
+        self.make = make
+        self.sampler = None
+
+    def unwrap(self):
+        """The noise sampler itself (created now if it was not yet), for code that needs its type (torchsde)."""
+        if self.sampler is None:
+            self.sampler = self.make()
+        return self.sampler
+
+    def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
+        return self.unwrap()(sigma, sigma_next)
+
+
+def for_run(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sigmas: list[float]) -> NoiseSampler:
+    """The noise sampler of one run, validated now and created at its first draw (see :func:`resolve`)."""
+    seeds = None if seed is None else resolve_seeds(seed, x.shape[0])
+    if isinstance(noise_sampler, str):
+        kind = noise_sampler.strip().lower()
+        if kind not in NOISE_NAMES + ("default",):
+            raise InvalidOption(f"unknown noise_sampler {noise_sampler!r}; use one of {NOISE_NAMES}, a "
+                                "samplers.core.noise.PredrawnNoise, or any callable noise_sampler(sigma, sigma_next)")
+    elif noise_sampler is not None:
+        if seed is not None:
+            raise InvalidOption("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
+        if not callable(noise_sampler):
+            raise InvalidType(f"noise_sampler must be callable noise_sampler(sigma, sigma_next) -> Tensor or one of "
+                              f"{NOISE_NAMES}, got {type(noise_sampler).__name__}")
+        if isinstance(noise_sampler, PredrawnNoise):
+            noise_sampler.check(x)
+        return _Checked(noise_sampler, x)
+    return _Lazy(lambda: resolve(noise_sampler, seeds, x, sigmas=sigmas))

@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import trange
 
 from . import noise as noise_mod
-from .errors import NonFiniteError
+from .errors import InvalidInput, InvalidType, NonFiniteError
+from .validate import check_options, largest_sigma
 
 _DEBUG = contextvars.ContextVar("samplers_debug", default=False)
 
@@ -38,51 +39,76 @@ def debug(enabled: bool = True):
         _DEBUG.reset(token)
 
 
-def read_sigmas(sigmas) -> list[float]:
+def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]:
     """Validate a schedule and return it as Python floats (the one read of it per call)."""
     if isinstance(sigmas, torch.Tensor):
         if sigmas.ndim != 1:
-            raise ValueError(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
+            raise InvalidInput(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
+        if not (sigmas.is_floating_point() or sigmas.dtype in (torch.int32, torch.int64)):
+            raise InvalidType(f"sigmas must hold real numbers, got dtype {sigmas.dtype}")
         values = sigmas.detach().to("cpu", torch.float64).tolist()
     else:
-        values = [float(s) for s in sigmas]
+        try:
+            values = [float(s) for s in sigmas]
+        except (TypeError, ValueError):
+            raise InvalidType(f"sigmas must be a 1-D tensor or a sequence of numbers, got {type(sigmas).__name__}") \
+                from None
     if len(values) < 2:
-        raise ValueError(
+        raise InvalidInput(
             f"sigmas must hold at least 2 values (1 step), got {len(values)}; "
             "build one with samplers.get_sigmas(name, steps, ...) and steps >= 1")
+    top = largest_sigma(state_dtype)
     for i, s in enumerate(values):
         if math.isnan(s) or s < 0 or (math.isinf(s) and i > 0):
-            raise ValueError(f"sigmas[{i}] = {s} is invalid: sigmas must be >= 0 and finite "
-                             "(only sigmas[0] may be +inf)")
+            raise InvalidInput(f"sigmas[{i}] = {s} is invalid: sigmas must be >= 0 and finite "
+                               "(only sigmas[0] may be +inf)")
+        if math.isfinite(s) and s > top:
+            raise InvalidInput(f"sigmas[{i}] = {s:g} is too large for a {state_dtype} state (σ² must stay finite: "
+                               f"σ <= {top:.3g}); a start from pure noise is σ = inf, which every sampler steps exactly")
     for i in range(len(values) - 1):
         if not values[i + 1] < values[i]:
-            raise ValueError(
+            raise InvalidInput(
                 f"sigmas must be strictly decreasing, but sigmas[{i}] = {values[i]:g} and "
                 f"sigmas[{i + 1}] = {values[i + 1]:g}; flip an ascending schedule with "
                 "samplers.schedules.flip and drop repeated values")
     return values
 
 
-def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):
+def check_call(model, x, extra_args, callback, disable) -> None:
+    """The arguments every sampler shares (the k-diffusion signature), checked before anything runs."""
     if not callable(model):
-        raise TypeError(f"model must be a callable denoiser model(x, sigma, **extra_args), got {type(model).__name__}")
+        raise InvalidType(f"model must be a callable denoiser model(x, sigma, **extra_args), got {type(model).__name__}")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError("x must be a floating-point tensor (the starting latent at sigmas[0])")
+        got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise InvalidType(f"x must be a floating-point tensor (the starting latent at sigmas[0]), got {got}")
     if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"x must have a batch dimension first, got shape {tuple(x.shape)}")
+        raise InvalidInput(f"x must have a batch dimension first with at least one item, got shape {tuple(x.shape)}")
     if extra_args is not None and not isinstance(extra_args, dict):
-        raise TypeError("extra_args must be a dict of keyword arguments for the model, or None")
-    values = read_sigmas(sigmas)
+        raise InvalidType("extra_args must be a dict of keyword arguments for the model, or None")
+    if callback is not None and not callable(callback):
+        raise InvalidType(f"callback must be callable (it gets a dict per step) or None, got {type(callback).__name__}")
+    if disable is not None and not isinstance(disable, bool):
+        raise InvalidType(f"disable must be True, False or None, got {disable!r}")
+
+
+def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):
+    check_call(model, x, extra_args, callback, disable)
+    check_options(spec, options)
     out_dtype = x.dtype
     state_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    values = read_sigmas(sigmas, state_dtype)
     x = x.to(state_dtype)
+    # one read of the input, before the loop: a NaN start is the caller's, not the model's
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError("the starting latent x holds NaN/Inf; check how it was built (noise · sigmas[0], or "
+                             "the unit noise itself when sigmas[0] is inf)")
     denoise = Denoise(model, x, extra_args or {})
 
     params = spec.options
     if "noise_sampler" in params:
         options = dict(options)
-        options["noise_sampler"] = noise_mod.resolve(options.get("noise_sampler"), options.pop("seed", None), x,
-                                                     sigmas=values)
+        options["noise_sampler"] = noise_mod.for_run(options.get("noise_sampler"), options.pop("seed", None), x,
+                                                     values)
 
     offset = 0
     if math.isinf(values[0]):
@@ -119,10 +145,13 @@ class Denoise:
         self.nfe += 1
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
+            raise InvalidInput(
                 f"the model returned {got} for an input of shape {tuple(x.shape)}; a denoiser must return "
                 "the denoised x0 estimate with the same shape as x (wrap eps/v/flow models with "
-                "samplers.core.conversion.to_denoiser)")
+                "samplers.to_denoiser)")
+        if not out.is_floating_point():
+            raise InvalidType(f"the model returned a {out.dtype} tensor; a denoiser returns floating-point x0 "
+                              "estimates")
         if _DEBUG.get() and not bool(torch.isfinite(out).all()):
             raise NonFiniteError(f"the model returned NaN/Inf at sigma = {sigma:g}")
         return out
@@ -147,14 +176,14 @@ def step_from_infinity(spec, model, denoise, x, values, params, options, callbac
     their eta, as ancestral sampling does in the limit: sigma_up = eta * sigma_1.
     """
     if getattr(model, "supports_infinite_sigma", True) is False:
-        raise ValueError(
+        raise InvalidInput(
             "this model cannot be evaluated at sigma = inf (an eps- or score-prediction model carries no "
             "signal information at zero SNR); start the schedule at a finite sigma, e.g. "
             "samplers.schedules.set_first(sigmas, sigma_max), or use a v/x0/flow model")
     denoised = denoise(x, math.inf)
     sigma_next = values[1]
     eta = float(options.get("eta", params["eta"])) if "eta" in params else 0.0
-    eta = min(max(eta, 0.0), 1.0)
+    eta = min(eta, 1.0)  # the ancestral split caps σ_up at σ_next, which is η = 1 here
     x_next = denoised
     if sigma_next > 0:
         keep = math.sqrt(1.0 - eta * eta)

@@ -682,8 +682,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                     else sig[begin:])
         if exact and schedule[-1] > 0:
             schedule = schedule + [0.0]
-            if isinstance(options.get("r"), tuple):
-                options = {**options, "r": options["r"] + (None,)}
+            if isinstance(options.get("step_r"), tuple):
+                options = {**options, "step_r": options["step_r"] + (None,)}
         return name, options, schedule
 
     def _from_registry(self, n, sigmas, timesteps, mu):

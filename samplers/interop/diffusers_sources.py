@@ -238,6 +238,12 @@ def algorithm_dpm_singlestep(ref, begin: int = 0) -> tuple[str, dict]:
     c = ref.config
     if c.solver_order == 1:
         return "ddim", {}
+    if repeats(ref):
+        from ..core.errors import InvalidOption
+
+        raise InvalidOption("DPMSolverSinglestepScheduler with a repeated final σ_min (karras / exponential / beta "
+                            "sigmas and final_sigmas_type='sigma_min') groups a zero-length step; use "
+                            "final_sigmas_type='zero'")
     bounds = _singlestep_groups(ref, begin)
     lam = [-math.log(v) if v > 0 else math.inf for v in ref.sigmas.tolist()]
     rs = []
@@ -251,7 +257,7 @@ def algorithm_dpm_singlestep(ref, begin: int = 0) -> tuple[str, dict]:
 
             raise InvalidOption("DPMSolverSinglestepScheduler with solver_order=3 is not reproduced (its mixed "
                                 "first/second/third-order groups are not a registry sampler); use solver_order=2")
-    return "dpmpp_2s", {"r": tuple(rs), "solver_type": c.solver_type}
+    return "dpmpp_2s", {"step_r": tuple(rs), "solver_type": c.solver_type}
 
 
 def schedule_dpm_singlestep(ref, sigmas: list[float], begin: int = 0) -> list[float]:

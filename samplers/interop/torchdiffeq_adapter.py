@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from ..core.errors import NonFiniteError, StepLimitError
 from ..core.registry import register
 from ..core.run import progress, report
 
@@ -37,6 +38,7 @@ _REF = "Chen et al. 2018, torchdiffeq (github.com/rtqichen/torchdiffeq)"
 FIXED = {"euler": (1, 1), "midpoint": (2, 2), "heun2": (2, 2), "heun3": (3, 3), "rk4": (4, 4),
          "explicit_adams": (2, 1), "implicit_adams": (2, 5), "fixed_adams": (2, 5)}
 DEFAULT_OPTIONS = {"explicit_adams": {"max_order": 4}, "implicit_adams": {"max_order": 4}, "fixed_adams": {"max_order": 4}}
+MAX_STEPS = 10_000  # adaptive methods: the default cap on steps per output interval (options={"max_num_steps": n})
 # method: (order, model calls per accepted step without rejections)
 ADAPTIVE = {"dopri5": (5, 6), "dopri8": (8, 13), "bosh3": (3, 3), "fehlberg2": (2, 3), "adaptive_heun": (2, 2)}
 
@@ -70,7 +72,18 @@ def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
         t = torch.tensor(grid, dtype=torch.float64)
         if "rtol" in odeint_kw:  # adaptive: accepted steps end on every schedule point, never beyond the last
             odeint_kw["options"].setdefault("step_t", t)
-        path = torchdiffeq.odeint(f, x, t, method=method, **odeint_kw)
+            odeint_kw["options"].setdefault("max_num_steps", MAX_STEPS)  # a run that cannot finish stops
+        try:
+            path = torchdiffeq.odeint(f, x, t, method=method, **odeint_kw)
+        except AssertionError as err:  # torchdiffeq's way of saying the step size collapsed or the cap was hit
+            if "underflow in dt" in str(err):
+                raise NonFiniteError(f"torchdiffeq.{method}: the step size fell to 0 (the model returned NaN/Inf, or "
+                                     "the ODE is too stiff at these tolerances); check the model's outputs "
+                                     "(samplers.debug()) or loosen rtol/atol") from None
+            if "max_num_steps" in str(err):
+                raise StepLimitError(f"torchdiffeq.{method} took {odeint_kw['options']['max_num_steps']} steps "
+                                     "(options={'max_num_steps': ...}) without finishing; loosen rtol/atol") from None
+            raise
     else:
         path = x[None]
     for i in progress(sigmas, disable):

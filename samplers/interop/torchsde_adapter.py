@@ -202,6 +202,7 @@ def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise
     levy = "space-time" if "space-time" in solver_cls.levy_area_approximations else "foster"
     u = x.reshape(x.shape[0], -1) * sde.tau(sigmas[0])
     paths = None
+    noise_sampler = noise_sampler.unwrap() if hasattr(noise_sampler, "unwrap") else noise_sampler
     if isinstance(noise_sampler, BrownianNoise):
         if not (noise_sampler.sigma_min <= min(s for s in sigmas if s > 0) and max(sigmas) <= noise_sampler.sigma_max):
             raise ValueError(f"the Brownian noise covers σ in [{noise_sampler.sigma_min:g}, "

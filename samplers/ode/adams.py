@@ -24,6 +24,7 @@ import numpy as np
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import to_d
+from ..core.errors import InvalidInput
 
 ADAMS_BASHFORTH = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 
@@ -62,7 +63,7 @@ def deis(model, x, sigmas, extra_args=None, callback=None, disable=None, *, orde
     makes the last two steps at most second and first order when there are fewer than 15 steps. Order 1 is DDIM.
     """
     if order not in (1, 2, 3):
-        raise ValueError(f"DEIS order must be 1, 2 or 3, got {order!r}")
+        raise InvalidInput(f"DEIS order must be 1, 2 or 3, got {order!r}")
     n = len(sigmas) - 1
     eps_hist: list = []
     for i in progress(sigmas, disable):
@@ -98,7 +99,7 @@ def ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, max
     ``ipndm_v`` (an alias of ``lms``) uses the exact variable-step weights.
     """
     if max_order not in (1, 2, 3, 4):
-        raise ValueError(f"max_order must be 1-4, got {max_order!r}")
+        raise InvalidInput(f"max_order must be 1-4, got {max_order!r}")
     eps_hist: list = []
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -161,7 +162,7 @@ def pndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, midp
         midpoints = [math.sqrt(sigmas[i] * sigmas[i + 1]) for i in range(warm)]
     midpoints = [float(m) for m in midpoints]
     if len(midpoints) < warm or any(not sigmas[i + 1] < midpoints[i] < sigmas[i] for i in range(warm) if sigmas[i + 1] > 0):
-        raise ValueError(f"midpoints must give one σ strictly inside each of the first {warm} steps, got {midpoints}")
+        raise InvalidInput(f"midpoints must give one σ strictly inside each of the first {warm} steps, got {midpoints}")
     eps_hist: list = []
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]

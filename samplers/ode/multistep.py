@@ -18,6 +18,7 @@ import numpy as np
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import check_solver_type, lam, phi1, phi2, second_order_weight, to_d
+from ..core.errors import InvalidInput
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 
@@ -186,7 +187,7 @@ def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order
     LMSDiscreteScheduler does when started at a later step (img2img: its order counts from step 0).
     """
     if order not in (1, 2, 3, 4):
-        raise ValueError(f"lms order must be 1, 2, 3 or 4, got {order!r}")
+        raise InvalidInput(f"lms order must be 1, 2, 3 or 4, got {order!r}")
     prior = [float(s) for s in prior_sigmas]
     coefficients = lms_coefficients(prior[::-1] + list(sigmas), order, len(prior))
     ds: list = []  # most recent first

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core.registry import register
 from ..core.run import progress, report
+from ..core.errors import InvalidInput
 
 _REF = "Zhao et al. 2023, UniPC (arXiv:2302.04867)"
 
@@ -52,7 +53,7 @@ def _weights(h: float, rks: list[float], order: int, variant: str, corrector: bo
 
 def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower_order_final, disable_corrector=()):
     if order not in (1, 2, 3):
-        raise ValueError(f"UniPC order must be 1, 2 or 3, got {order!r}")
+        raise InvalidInput(f"UniPC order must be 1, 2 or 3, got {order!r}")
     n = len(sigmas) - 1
     lams = [-math.log(s) if s > 0 else math.inf for s in sigmas]
     hist: list = []  # denoised estimates, most recent first

@@ -6,6 +6,7 @@ are registered with ``needs_table=True`` and get its ``training_sigmas``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
@@ -13,7 +14,9 @@ import numpy as np
 import torch
 
 from ..core.native import NoiseSchedule, RectifiedFlow
+from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.registry import Registry, load_builtins
+from ..core.validate import check_allocation, integer, positive
 
 SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins)
 
@@ -37,18 +40,31 @@ def get(name: str) -> Callable:
 def available() -> list[str]:
     return SCHEDULES.names()
 
-def check_steps(n: int, sigma_min, sigma_max, need_range: bool = True):
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"the number of steps must be an integer >= 1, got {n!r}")
+def check_steps(n: int, sigma_min, sigma_max, need_range: bool = True) -> int:
+    """The step count (an integer >= 1 whose schedule fits in memory) and, with ``need_range``, the σ range."""
+    try:
+        n = integer("the number of steps", n, lo=1)
+    except InvalidInput:
+        raise InvalidInput(f"the number of steps must be an integer >= 1, got {n!r}") from None
+    check_allocation(64 * (n + 1), f"a schedule of {n} steps", "cpu")
     if need_range:
         if sigma_min is None or sigma_max is None:
-            raise ValueError("sigma_min and sigma_max are required (or pass native= to samplers.get_sigmas)")
+            raise InvalidInput("sigma_min and sigma_max are required (or pass native= to samplers.get_sigmas)")
+        for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise InvalidType(f"{name} must be a number, got {value!r}")
         if not (0 < sigma_min < sigma_max):
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+            raise InvalidInput(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    return n
+
+
+def check_rho(rho) -> float:
+    """ρ of the Karras / polyexponential schedules: a finite number > 0 (ρ = 0 would divide by zero)."""
+    return positive("rho", rho)
 
 def finite_max(name: str, sigma_max: float) -> float:
     if math.isinf(sigma_max):
-        raise ValueError(f"schedule {name!r} needs a finite sigma_max, but it is inf (a flow or zero-terminal-SNR "
+        raise InvalidInput(f"schedule {name!r} needs a finite sigma_max, but it is inf (a flow or zero-terminal-SNR "
                          "model); pass sigma_max=<finite value>, or use the 'flow' schedule / a timestep spacing")
     return sigma_max
 
@@ -58,13 +74,13 @@ def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
 def strictly_decreasing(sigmas: torch.Tensor, name: str) -> torch.Tensor:
     """Check the result is strictly decreasing (with its trailing 0); say which settings collapse steps."""
     if not bool((sigmas[1:] < sigmas[:-1]).all()):
-        raise ValueError(f"schedule {name!r} repeats a sigma with these settings ({sigmas.tolist()}); use fewer "
+        raise InvalidInput(f"schedule {name!r} repeats a sigma with these settings ({sigmas.tolist()}); use fewer "
                          "steps or a wider sigma range")
     return sigmas
 
 def from_timesteps(timesteps: torch.Tensor, training_sigmas) -> torch.Tensor:
     if training_sigmas is None:
-        raise ValueError("timestep spacings need the model's training table: pass training_sigmas= "
+        raise InvalidInput("timestep spacings need the model's training table: pass training_sigmas= "
                          "(or native=<VPDiscrete> to samplers.get_sigmas)")
     table = torch.as_tensor(training_sigmas, dtype=torch.float64)
     log_table = table.log()
@@ -80,7 +96,7 @@ def num_train(n: int, training_sigmas) -> int:
         from_timesteps(torch.zeros(1), None)
     total = len(training_sigmas)
     if n > total:
-        raise ValueError(f"{n} steps is more than the model's {total} training timesteps")
+        raise InvalidInput(f"{n} steps is more than the model's {total} training timesteps")
     return total
 
 def timestep_of(sigma: float, training_sigmas) -> float:
@@ -95,6 +111,12 @@ def table_range(training_sigmas, sigma_min, sigma_max) -> tuple[float, float]:
     lo = 0.0 if sigma_min is None else timestep_of(sigma_min, training_sigmas)
     return hi, lo
 
+def schedule_options(fn) -> list[str]:
+    """The keyword options of a schedule function (beyond n, sigma_min, sigma_max and the training table)."""
+    params = inspect.signature(fn).parameters
+    return [p for p in params if p not in ("n", "sigma_min", "sigma_max", "training_sigmas")]
+
+
 def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min: float | None = None,
                sigma_max: float | None = None, **kw) -> torch.Tensor:
     """Build the schedule ``name`` with n steps, taking the sigma range from ``native`` unless given.
@@ -104,12 +126,20 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     """
     canonical = SCHEDULES.canonical(name)
     fn = SCHEDULES.get(canonical)
+    valid = schedule_options(fn)
+    unknown = [k for k in kw if k not in valid and k != "training_sigmas"]
+    if unknown:
+        raise InvalidOption(f"schedule {canonical!r} has no option {', '.join(map(repr, unknown))}; its options are: "
+                            f"{', '.join(valid) or 'none'}")
+    if native is not None and not isinstance(native, NoiseSchedule):
+        raise InvalidType(f"native must be a samplers.core.native schedule (VPDiscrete, RectifiedFlow, ...), got "
+                          f"{type(native).__name__}")
     if native is not None:
         sigma_min = native.sigma_min if sigma_min is None else sigma_min
         sigma_max = native.sigma_max if sigma_max is None else sigma_max
         if canonical in TABLE_SCHEDULES:
             if not hasattr(native, "sigmas"):
-                raise ValueError(f"schedule {canonical!r} spaces a discrete model's training timesteps; "
+                raise InvalidInput(f"schedule {canonical!r} spaces a discrete model's training timesteps; "
                                  f"{type(native).__name__} has no training table")
             kw.setdefault("training_sigmas", native.sigmas)
         if canonical == "flow" and isinstance(native, RectifiedFlow) and "mu" not in kw:

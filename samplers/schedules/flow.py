@@ -8,6 +8,7 @@ import torch
 
 from ..core.native import flow_t, flux_mu
 from .base import check_steps, register, strictly_decreasing, append_zero
+from ..core.errors import InvalidInput
 
 
 @register("flow", aliases=("flow_linear", "linear"))
@@ -19,7 +20,7 @@ def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float = 1
     check_steps(n, sigma_min, sigma_max)
     s = math.exp(mu) if mu is not None else shift
     if not s > 0:
-        raise ValueError(f"shift must be positive, got {s}")
+        raise InvalidInput(f"shift must be positive, got {s}")
     t_hi = 1.0 if math.isinf(sigma_max) else float(flow_t(torch.tensor(sigma_max / s, dtype=torch.float64)))
     t_lo = float(flow_t(torch.tensor(sigma_min / s, dtype=torch.float64)))
     t = torch.linspace(t_hi, t_lo, n, dtype=torch.float64)
@@ -34,7 +35,7 @@ def flow_dynamic(n: int, sigma_min: float, sigma_max: float = math.inf, *, image
     count ``image_seq_len`` (a 1024² Flux image: (1024/16)² = 4096 tokens), shift = e^μ (diffusers'
     ``use_dynamic_shifting``)."""
     if not (isinstance(image_seq_len, int) and image_seq_len > 0):
-        raise ValueError(f"image_seq_len must be a positive integer (latent tokens), got {image_seq_len!r}")
+        raise InvalidInput(f"image_seq_len must be a positive integer (latent tokens), got {image_seq_len!r}")
     mu = flux_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
     return flow(n, sigma_min, sigma_max, mu=mu)
 
@@ -54,7 +55,7 @@ def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, thresh
     else:
         linear_steps = n // 2 if linear_steps is None else linear_steps
         if not 0 < linear_steps < n:
-            raise ValueError(f"linear_steps must be in (0, {n}), got {linear_steps}")
+            raise InvalidInput(f"linear_steps must be in (0, {n}), got {linear_steps}")
         quadratic_steps = n - linear_steps
         step_diff = linear_steps - threshold_noise * n
         quadratic_coef = step_diff / (linear_steps * quadratic_steps**2)

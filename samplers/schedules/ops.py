@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import torch
+from ..core.errors import InvalidInput
 
 
 def split(sigmas: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split at a step: the two parts share the boundary sigma (high part ends where the low part starts)."""
     if not 0 <= step < len(sigmas):
-        raise ValueError(f"step must be in [0, {len(sigmas) - 1}], got {step}")
+        raise InvalidInput(f"step must be in [0, {len(sigmas) - 1}], got {step}")
     return sigmas[: step + 1], sigmas[step:]
 
 def flip(sigmas: torch.Tensor) -> torch.Tensor:
@@ -20,7 +21,7 @@ def truncate(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
     ``strength`` in (0, 1] is how much of the schedule is run: 1 starts from pure noise.
     """
     if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
-        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+        raise InvalidInput(f"strength must be in (0, 1], got {strength!r}")
     steps = len(sigmas) - 1
     keep = max(1, min(steps, round(strength * steps)))
     return sigmas[steps - keep:]
@@ -30,7 +31,7 @@ def set_first(sigmas: torch.Tensor, sigma: float) -> torch.Tensor:
     out = sigmas.clone().to(torch.float64)
     out[0] = sigma
     if len(out) > 1 and not float(out[0]) > float(out[1]):
-        raise ValueError(f"set_first({sigma}) would not be above the next sigma {float(out[1])}")
+        raise InvalidInput(f"set_first({sigma}) would not be above the next sigma {float(out[1])}")
     return out
 
 
@@ -38,7 +39,5 @@ def drop_penultimate(sigmas: torch.Tensor) -> torch.Tensor:
     """Drop the next-to-last sigma (A1111's ``discard_next_to_last_sigma``, which its DPM2 labels use): the last
     step then goes from σ_{n−2} straight to the final σ; one step fewer."""
     if len(sigmas) < 3:
-        from ..core.errors import InvalidInput
-
         raise InvalidInput(f"dropping the next-to-last sigma needs at least 2 steps, got {len(sigmas) - 1}")
     return torch.cat([sigmas[:-2], sigmas[-1:]])

@@ -26,6 +26,7 @@ from ..core.budget import steps_for_nfe
 from ..core.registry import info, sample
 from ..core.files import write_json
 from .presets import loglinear_interp
+from ..core.errors import InvalidInput
 
 FIXED_BASELINES = ("karras", "exponential", "polyexponential", "kl_optimal", "vp")
 
@@ -77,13 +78,13 @@ class OptimisedSchedule:
         try:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not a valid schedule file ({e})") from None
+            raise InvalidInput(f"{path} is not a valid schedule file ({e})") from None
         if data.pop("format", None) != "samplers.optimised_schedule/1":
-            raise ValueError(f"{path} is not a schedule written by OptimisedSchedule.save")
+            raise InvalidInput(f"{path} is not a schedule written by OptimisedSchedule.save")
         out = cls(**data)
         s = out.sigmas
         if len(s) < 2 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])):
-            raise ValueError(f"{path}: sigmas must be strictly decreasing and end in 0, got {s}")
+            raise InvalidInput(f"{path}: sigmas must be strictly decreasing and end in 0, got {s}")
         return out
 
 
@@ -127,15 +128,15 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
     """
     spec = info(sampler)
     if spec.stochastic:
-        raise ValueError(f"{sampler!r} is stochastic; optimise schedules for deterministic (ode) samplers")
+        raise InvalidInput(f"{sampler!r} is stochastic; optimise schedules for deterministic (ode) samplers")
     if not (0 < sigma_min < sigma_max < math.inf):
-        raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        raise InvalidInput(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     if not isinstance(calibration, torch.Tensor) or calibration.ndim < 2:
-        raise ValueError("calibration must be a batch of unit noise [B, ...]")
+        raise InvalidInput("calibration must be a batch of unit noise [B, ...]")
     fit = steps_for_nfe(sampler, nfe, lambda n: schedules.get_sigmas("karras", n, sigma_min=sigma_min,
                                                                       sigma_max=sigma_max), **dict(sampler_options or {}))
     if fit is None:
-        raise ValueError(f"an NFE budget of {nfe} is less than one step of {sampler!r}")
+        raise InvalidInput(f"an NFE budget of {nfe} is less than one step of {sampler!r}")
     steps = fit[0]
     options = dict(sampler_options or {})
     x = calibration * sigma_max

@@ -7,13 +7,15 @@ import math
 import numpy as np
 import torch
 
-from .base import append_zero, check_steps, finite_max, register, strictly_decreasing
+from .base import append_zero, check_rho, check_steps, finite_max, register, strictly_decreasing
+from ..core.errors import InvalidInput
 
 
 @register("karras")
 def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022), eq. 5: σ_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ."""
-    check_steps(n, sigma_min, sigma_max)
+    n = check_steps(n, sigma_min, sigma_max)
+    rho = check_rho(rho)
     sigma_max = finite_max("karras", sigma_max)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
@@ -29,7 +31,8 @@ def exponential(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
 @register("polyexponential")
 def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
     """Polynomial in log σ (k-diffusion): ρ = 1 is ``exponential``."""
-    check_steps(n, sigma_min, sigma_max)
+    n = check_steps(n, sigma_min, sigma_max)
+    rho = check_rho(rho)
     sigma_max = finite_max("polyexponential", sigma_max)
     ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho
     return append_zero((ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)).exp())
@@ -76,7 +79,7 @@ def beta_sigmas(n: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, 
     check_steps(n, sigma_min, sigma_max)
     sigma_max = finite_max("beta_sigmas", sigma_max)
     if not (alpha > 0 and beta > 0):
-        raise ValueError(f"beta_sigmas needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
+        raise InvalidInput(f"beta_sigmas needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
     from scipy import stats  # scipy loads only when a beta schedule is built
 
     q = stats.beta.ppf(1 - np.linspace(0, 1, n), alpha, beta)

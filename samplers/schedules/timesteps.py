@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .base import check_steps, from_timesteps, num_train, register, strictly_decreasing, table_range
+from ..core.errors import InvalidInput
 
 
 @register("linspace", needs_table=True)
@@ -85,7 +86,7 @@ def beta_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=No
     check_steps(n, None, None, need_range=False)
     total = num_train(n, training_sigmas)
     if not (alpha > 0 and beta > 0):
-        raise ValueError(f"beta schedule needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
+        raise InvalidInput(f"beta schedule needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
     from scipy import stats
 
     t = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, n, endpoint=False), alpha, beta) * (total - 1))

@@ -12,6 +12,7 @@ import math
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import add_noise, get_ancestral_step, lam, sigma_of, to_d
+from ..core.errors import InvalidInput
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 
@@ -122,7 +123,7 @@ def lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1
     on a flow model; η = 0 re-uses the predicted noise and is DDIM.
     """
     if not 0 <= eta <= 1:
-        raise ValueError(f"lcm's eta must be in [0, 1], got {eta}")
+        raise InvalidInput(f"lcm's eta must be in [0, 1], got {eta}")
     keep = math.sqrt(1 - eta * eta)
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]

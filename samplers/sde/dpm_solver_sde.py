@@ -14,6 +14,7 @@ import math
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import add_noise, check_solver_type, get_ancestral_step, lam, sigma_of, to_d
+from ..core.errors import InvalidInput
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 
@@ -29,7 +30,7 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *,
     ``noise_sampler="brownian"`` these are increments of one Brownian path, as in k-diffusion.
     """
     if not 0 < r < 1:
-        raise ValueError(f"r must be in (0, 1), got {r}")
+        raise InvalidInput(f"r must be in (0, 1), got {r}")
     fac = 1 / (2 * r)
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]

@@ -12,13 +12,14 @@ takes an Euler step, which is the same x = D(x, σ).
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import to_d
+from ..core.errors import InvalidInput
 
 # ----------------------------------------------------------------------------------------------------
 # helpers (Python floats only)
@@ -140,14 +141,14 @@ def er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_
     third stage lowers the error constant but not the order. Final step: x = D(x, σ) when σ_next = 0.
     """
     if max_stage not in (1, 2, 3):
-        raise ValueError(f"max_stage must be 1, 2 or 3, got {max_stage!r}")
+        raise InvalidInput(f"max_stage must be 1, 2 or 3, got {max_stage!r}")
     if noise_scaler is None:
         log_phi = _default_log_scaler
     else:
         def log_phi(s):
             value = float(noise_scaler(s))
             if not value > 0:
-                raise ValueError(f"noise_scaler({s:g}) = {value!r}; it must be positive (and increasing in σ)")
+                raise InvalidInput(f"noise_scaler({s:g}) = {value!r}; it must be positive (and increasing in σ)")
             return math.log(value)
     old_denoised = old_denoised_d = None
     for i in progress(sigmas, disable):
@@ -197,7 +198,7 @@ SA_SDE_INTERVAL = (5.0924, 0.5712)
 def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, sde_interval, predictor_order,
                corrector_order, simple_order_2, lower_order_final, pece, noise_sampler):
     if not 1 <= predictor_order <= 6 or not 0 <= corrector_order <= 6:
-        raise ValueError(f"predictor_order must be in 1..6 and corrector_order in 0..6 (0: no corrector), "
+        raise InvalidInput(f"predictor_order must be in 1..6 and corrector_order in 0..6 (0: no corrector), "
                          f"got {predictor_order!r} and {corrector_order!r}")
     if tau_func is None:
         hi, lo = sde_interval
@@ -333,7 +334,7 @@ def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, e
     deterministic DPM-Solver-2 (with r = ½ and "phi_1": DPM-Solver++(2S)). Final step: x = D(x, σ).
     """
     if solver_type not in ("phi_1", "phi_2"):
-        raise ValueError("solver_type must be 'phi_1' or 'phi_2'")
+        raise InvalidInput("solver_type must be 'phi_1' or 'phi_2'")
     inject = eta > 0 and s_noise > 0
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -455,7 +456,7 @@ def restart_plan(sigmas: Sequence[float], restart) -> dict[int, list[tuple[int, 
     for entry in restart:
         n_steps, k_times, t_min, t_max = entry
         if int(n_steps) < 1 or int(k_times) < 0 or not 0 < t_min < t_max:
-            raise ValueError(f"restart entry {entry!r}: need n_steps >= 1, k_times >= 0, 0 < sigma_min < sigma_max")
+            raise InvalidInput(f"restart entry {entry!r}: need n_steps >= 1, k_times >= 0, 0 < sigma_min < sigma_max")
         candidates = [j for j in range(1, len(sigmas)) if sigmas[j] > 0]
         if not candidates:
             continue

@@ -1,0 +1,151 @@
+"""Validation at the boundary: the rules every sampler option, seed, step count and schedule value must meet.
+
+The rules are data (:data:`OPTION_RULES`, by option name, for whichever samplers have that option) and are checked
+once, in :func:`samplers.core.run.run_sampler`, before the first model call. A sampler may still check what only it
+knows (its own ``order`` range, say) before its loop. Every failure names the value, the rule and the fix.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import operator
+
+import torch
+
+from .errors import InvalidOption, InvalidType, LimitExceeded
+
+
+def real(name: str, value, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            hi_open: bool = False, allow_inf: bool = False, what: str = "") -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidType(f"{name} must be a real number{what}, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise InvalidOption(f"{name} must be a finite number{what}, got {v}")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise InvalidOption(f"{name} must be {'>' if lo_open else '>='} {lo:g}{what}, got {v:g}")
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        raise InvalidOption(f"{name} must be {'<' if hi_open else '<='} {hi:g}{what}, got {v:g}")
+    return v
+
+
+def integer(name: str, value, *, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as an int (any integral type: int, numpy integer, 0-d integer tensor), never a bool or a float."""
+    if isinstance(value, bool):
+        raise InvalidType(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point():
+        value = int(value)
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise InvalidType(f"{name} must be an integer, got {value!r} ({type(value).__name__})") from None
+    if lo is not None and v < lo:
+        raise InvalidOption(f"{name} must be an integer >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise LimitExceeded(f"{name} = {v} is more than the limit of {hi}")
+    return v
+
+
+def nonneg(name, v):
+    return real(name, v, lo=0.0)
+
+
+def nonneg_or_inf(name, v):
+    return real(name, v, lo=0.0, allow_inf=True)
+
+
+def positive(name, v):
+    return real(name, v, lo=0.0, lo_open=True)
+
+
+def unit_open(name, v):
+    return real(name, v, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+
+
+def boolean(name, v):
+    if not isinstance(v, bool):
+        raise InvalidType(f"{name} must be True or False, got {v!r}")
+    return v
+
+
+def order_in(lo: int, hi: int):
+    def check(name, v):
+        v = integer(name, v)
+        if not lo <= v <= hi:
+            raise InvalidOption(f"{name} must be an integer from {lo} to {hi}, got {v}")
+        return v
+    return check
+
+
+# Option rules by name. An option of a sampler that is not listed here is checked by the sampler itself
+# (structured options such as ``restart``, ``solver``, ``midpoints``, ``tau_func``, ``options``).
+OPTION_RULES = {
+    "eta": nonneg,  # the share of fresh noise: 0 is deterministic, 1 the DDPM / ancestral default
+    "s_noise": nonneg,
+    "s_churn": nonneg,
+    "s_tmin": nonneg,
+    "s_tmax": nonneg_or_inf,
+    "r": unit_open, "r1": unit_open, "r2": unit_open, "r_1": unit_open, "r_2": unit_open,
+    "rtol": nonneg, "atol": nonneg, "h_init": positive, "accept_safety": positive,
+    "max_steps": lambda n, v: integer(n, v, lo=1),
+    "pcoeff": lambda n, v: real(n, v), "icoeff": lambda n, v: real(n, v), "dcoeff": lambda n, v: real(n, v),
+    "ge_gamma": lambda n, v: real(n, v),
+    "corrector": boolean, "lower_order_final": boolean, "simple_order_2": boolean,
+    "max_order": order_in(1, 4), "max_stage": order_in(1, 3), "predictor_order": order_in(1, 6),
+    "corrector_order": order_in(0, 6), "order": order_in(1, 4),  # each sampler narrows its own order range
+}
+
+
+def check_options(spec, options: dict) -> None:
+    """Unknown options (with the valid ones and the closest), then each known option's rule."""
+    valid = spec.options
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        close = {k: difflib.get_close_matches(k, list(valid), n=1) for k in unknown}
+        hint = "; ".join(f"{k!r} (did you mean {c[0]!r}?)" if c else repr(k) for k, c in close.items())
+        listed = ", ".join(sorted(valid)) if valid else "none"
+        raise InvalidOption(f"{spec.name} has no option {hint}; its options are: {listed}")
+    for key, value in options.items():
+        rule = OPTION_RULES.get(key)
+        if rule is not None and value is not None:
+            rule(key, value)
+    if "s_tmin" in options or "s_tmax" in options:
+        lo, hi = options.get("s_tmin", valid.get("s_tmin")), options.get("s_tmax", valid.get("s_tmax"))
+        if lo is not None and hi is not None and lo > hi:
+            raise InvalidOption(f"s_tmin = {lo:g} is above s_tmax = {hi:g}; churn applies for s_tmin <= σ <= s_tmax")
+    if {"rtol", "atol"} & set(valid):
+        rtol, atol = options.get("rtol", valid.get("rtol")), options.get("atol", valid.get("atol"))
+        if rtol == 0 and atol == 0:
+            raise InvalidOption(f"{spec.name}: rtol and atol are both 0, so no step is ever accepted; set at least one "
+                                "of them > 0")
+
+
+def largest_sigma(dtype: torch.dtype) -> float:
+    """The largest finite σ a run may use in a state of ``dtype``: σ² must be finite there (the conversions and
+    the VP coefficients square it)."""
+    return math.sqrt(torch.finfo(dtype).max) / 2
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (CUDA: free device memory; CPU: MemAvailable), or None when unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def check_allocation(nbytes: int, what: str, device: torch.device | str = "cpu", fix: str = "") -> None:
+    """Refuse a request whose estimated memory is more than the device has free (names the size and the fix)."""
+    free = available_memory(torch.device(device))
+    if free is not None and nbytes > free:
+        raise LimitExceeded(f"{what} needs about {nbytes / 2**30:.1f} GiB but {torch.device(device)} has "
+                            f"{free / 2**30:.1f} GiB free" + (f"; {fix}" if fix else ""))
