@@ -25,13 +25,6 @@ BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, 
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 torch.manual_seed(0)
 UNET = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,

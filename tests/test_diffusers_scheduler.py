@@ -38,13 +38,6 @@ MASK[..., 2:6, 1:5] = 1.0
 TOL = dict(rtol=0, atol=1e-5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def txt2img(scheduler, steps=5, noise=NOISE, seed=3):
     return run(scheduler, MODEL, "txt2img", noise, IMAGE, MASK, steps=steps, seed=seed)
