@@ -53,6 +53,7 @@ VARIANTS: dict[str, list[dict]] = {
         dict(use_lu_lambdas=True), dict(timestep_spacing="leading"), dict(timestep_spacing="trailing"),
         dict(solver_order=1), dict(solver_order=3), dict(solver_type="heun"),
         dict(algorithm_type="sde-dpmsolver++"), dict(algorithm_type="sde-dpmsolver++", use_karras_sigmas=True),
+        dict(algorithm_type="sde-dpmsolver++", solver_order=1), dict(algorithm_type="sde-dpmsolver++", solver_type="heun"),
         dict(algorithm_type="sde-dpmsolver++", solver_order=3), dict(final_sigmas_type="sigma_min"),
         dict(euler_at_final=True, final_sigmas_type="sigma_min"), dict(thresholding=True, sample_max_value=1.5),
     ],
@@ -69,6 +70,9 @@ VARIANTS: dict[str, list[dict]] = {
     "DEISMultistepScheduler": [dict(solver_order=3), dict(use_karras_sigmas=True)],
     "DPMSolverSDEScheduler": [dict(use_karras_sigmas=True)],
     "FlowMatchEulerDiscreteScheduler": [dict(stochastic_sampling=True), dict(use_karras_sigmas=True)],
+    "SASolverScheduler": [dict(predictor_order=3, corrector_order=4), dict(use_karras_sigmas=True)],
+    "DPMSolverSinglestepScheduler": [dict(solver_order=3), dict(use_karras_sigmas=True), dict(solver_type="heun")],
+    "LCMScheduler": [dict(timestep_spacing="trailing")],
 }
 STEPS = 6
 STRENGTH = 0.6
@@ -207,7 +211,7 @@ def rows() -> list[tuple[str, str, dict]]:
         out += [(name, c, {}) for c in VP_CONFIGS]
         out += [(name, "SD-1.5", v) for v in VARIANTS.get(name, [])]
     for name in EDM_CLASSES:
-        out += [(name, "SD-1.5", {})]
+        out += [(name, "SD-1.5", {}), (name, "SD-2.1-v", {})]  # EDM's own sigmas; the configs set the prediction
     for name in FLOW_CLASSES:
         out += [(name, "SD3", {})] + [(name, "SD3", v) for v in VARIANTS.get(name, [])]
     return out
@@ -223,8 +227,9 @@ def describe(scheduler) -> str:
         shown["step_r"] = tuple(None if r is None else round(r, 3) for r in shown["step_r"])
     if "midpoints" in shown:
         shown["midpoints"] = "its t − Δt/2"
-    if "prior_sigmas" in shown:
-        del shown["prior_sigmas"]
+    if "tau_func" in shown:
+        shown["tau_func"] = "its tau_func"
+    shown.pop("prior_sigmas", None)
     return scheduler.spec.name + (f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
 
 

@@ -357,6 +357,12 @@ def test_options_it_cannot_honour_are_refused_never_dropped():
                                                                              final_sigmas_type="sigma_min").config)
     with pytest.raises(InvalidOption, match="variance_type"):
         SamplerScheduler.from_config(DDPMScheduler.from_config(SD15, variance_type="learned_range").config)
+    sde3 = DPMSolverMultistepScheduler.from_config(SD15, algorithm_type="sde-dpmsolver++", solver_order=3).config
+    with pytest.raises(InvalidOption, match="solver_order=3"):
+        SamplerScheduler.from_config(sde3)  # its algorithm (a sign error in diffusers) ...
+    SamplerScheduler.from_config(sde3, sampler="dpmpp_3m_sde").set_timesteps(4)  # ... not another sampler on it
+    with pytest.raises(InvalidOption, match="clip_sample"):  # x0 clipping would be dropped whichever sampler runs
+        SamplerScheduler.from_config(DDIMScheduler().config, sampler="euler")
     with pytest.raises(InvalidOption, match="cannot reproduce TCDScheduler"):
         SamplerScheduler.from_config(source_scheduler("TCDScheduler", SD15, {}).config)
     pndm = SamplerScheduler.from_config(source_scheduler("PNDMScheduler", SD15, {}).config)

@@ -63,7 +63,7 @@ from .. import schedules
 from ..core import names
 from ..core import seeds as seeds_mod
 from ..core.conversion import to_x0
-from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, Unavailable
+from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, SamplersError, Unavailable
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
 from ..core.registry import SAMPLERS
 from . import diffusers_sources as sources
@@ -150,20 +150,25 @@ def _plan(fn, schedule: list[float], options: dict, supports_inf: bool, noisy: b
 
 class _GeneratorNoise:
     """The pipeline's generator consumed as diffusers' schedulers consume it: one ``randn_tensor(shape,
-    generator=...)`` per draw. The draws are kept, so every replay of the run sees the same noise."""
+    generator=...)`` per draw. The draws are kept, so every replay of the run sees the same noise.
 
-    def __init__(self, shape, device, dtype):
+    ``steps`` (σ at the start of each step -> its index): the source class draws once per step, also where the
+    sampler needs no noise (τ = 0), so the draw a step gets is the one with its index (earlier ones are drawn first,
+    in order); without it, draws are handed out in the order the sampler asks for them."""
+
+    def __init__(self, shape, device, dtype, steps: dict[float, int] | None = None):
         self.shape, self.device, self.dtype = tuple(shape), device, dtype
+        self.steps = steps
         self.generator = None
         self.draws: list[torch.Tensor] = []
         self.calls = 0
 
     def __call__(self, sigma, sigma_next):
-        if self.calls == len(self.draws):
+        index = self.calls if self.steps is None else self.steps[float(sigma)]
+        while len(self.draws) <= index:
             self.draws.append(self._draw())
-        draw = self.draws[self.calls]
         self.calls += 1
-        return draw
+        return self.draws[index]
 
     def _draw(self) -> torch.Tensor:
         return randn_tensor(self.shape, generator=self.generator, device=self.device, dtype=self.dtype)
@@ -334,14 +339,16 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         # the scheduler this one replaces
         self._source_name, self._source, self._ref = None, None, None
         found = sources.source_for(source_config) if source_config else None
+        label = names.resolve(sampler) if sampler is not None else None
         if found is not None:
             self._source_name, self._source = found
             _check_int("num_train_timesteps", source_config.get("num_train_timesteps", 1000), 2,
                        MAX_TRAIN_TIMESTEPS, "diffusers models use 1000")
-            refused = sources.refusals(self._source_name, source_config)
+            self._ref = self._reference()
+            own = label is None or label.sampler == self._nominal_algorithm()
+            refused = sources.refusals(self._source_name, source_config, algorithm=own)
             if refused:
                 raise InvalidOption("; ".join(refused))
-            self._ref = self._reference()
         else:
             class_name = (source_config or {}).get("_class_name")
             if class_name is not None and sampler is None:
@@ -352,16 +359,15 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
         # the sampler the user asked for; a label's schedule applies where it names it ("DPM++ 2M Karras"), or
         # without a source class whose own timesteps would otherwise be used
-        self.label = None
-        if sampler is not None:
-            self.label = names.resolve(sampler)
+        self.label = label
+        if label is not None:
             implied = self.label.schedule is not None and (self.label.schedule_is_explicit or found is None)
             if implied and schedule is None:
                 schedule = self.label.schedule
         self._schedule_name = schedule
         nominal = self.label.sampler if self.label is not None else (
-            self._source.algorithm(self._nominal_ref())[0] if self._source is not None else "euler")
-        self.spec = SAMPLERS.get(nominal)
+            self._nominal_algorithm() if self._source is not None else "euler")
+        self.spec = SAMPLERS.get(nominal or "euler")
         if self.spec.host_sync:
             raise InvalidOption(f"sampler {self.spec.name!r} is adaptive: it chooses its steps from the model's "
                                 "outputs, but a diffusers pipeline fixes scheduler.timesteps before its loop. Use a "
@@ -432,6 +438,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def _reference(self):
         """A private instance of the source class, built from its config (it computes the timesteps)."""
         return copy.deepcopy(_prototype(self._source_name, _freeze(self.config.source_config)))
+
+    def _nominal_algorithm(self) -> str | None:
+        """The sampler the source class runs (at 20 steps; a few classes change it with the step count)."""
+        try:
+            return self._source.algorithm(self._nominal_ref())[0]
+        except SamplersError:
+            return None
 
     def _nominal_ref(self):
         ref = self._ref
@@ -914,7 +927,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         dtype = model_output.dtype
         if self._source is not None and self._source.noise_dtype == "float32":
             dtype = torch.float32
-        return _GeneratorNoise(x.shape, model_output.device, dtype)
+        steps = None
+        if self._same and self._source is not None and self._source.draws is not None and not self._overrides:
+            steps = {sigma: i for i, sigma in enumerate(self._run_plan.schedule[:-1])}
+        return _GeneratorNoise(x.shape, model_output.device, dtype, steps)
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, generator=None,
              return_dict: bool = True, eta: float | None = None):

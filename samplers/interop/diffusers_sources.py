@@ -221,6 +221,26 @@ def algorithm_lms(ref, begin: int = 0) -> tuple[str, dict]:
     return "lms", {"order": 4, "prior_sigmas": tuple(earlier)}
 
 
+def algorithm_sa_solver(ref, begin: int = 0) -> tuple[str, dict]:
+    """SASolverScheduler: the stochastic Adams predictor-corrector with its simplified order-2 weights, τ from its
+    ``tau_func`` of the step's timestep (default 1 for timesteps 200-800, else 0)."""
+    c = ref.config
+    if repeats(ref):
+        from ..core.errors import InvalidOption
+
+        raise InvalidOption("SASolverScheduler with use_karras/exponential/beta_sigmas repeats its final σ_min: its "
+                            "last model call only applies the corrector to the step before, which sa_solver does not "
+                            "do; use the default spacing")
+    tau_of = {sigma: float(ref.tau_func(int(t))) for sigma, t in zip(ref.sigmas.tolist(), ref.timesteps.tolist())}
+
+    def tau_func(sigma, sigma_next):
+        return tau_of[float(sigma)]
+
+    return "sa_solver", {"predictor_order": c.predictor_order, "corrector_order": c.corrector_order,
+                         "simple_order_2": True, "lower_order_final": bool(c.lower_order_final),
+                         "tau_func": tau_func}
+
+
 def _singlestep_groups(ref, begin: int) -> list[int]:
     """Where DPMSolverSinglestep's groups start (fine-grid indices from ``begin``), and their end: a group is one
     singlestep update whose inner nodes are the timesteps between (its order list, with the order lowered where
@@ -298,15 +318,17 @@ def fixed(name: str, **options) -> Callable:
 @dataclasses.dataclass(frozen=True)
 class Refusal:
     """``option`` with a value that ``applies(config)`` is refused: ``why`` says what the class does and what
-    to do instead."""
+    to do instead. An ``algorithm`` refusal concerns the class's own algorithm only (another sampler on its config
+    is fine); the others concern the model output or the grid, whichever sampler runs."""
 
     option: str
     applies: Callable[[Mapping], bool]
     why: str
+    algorithm: bool = True
 
 
-def _set(option: str, why: str) -> Refusal:
-    return Refusal(option, lambda c: bool(c.get(option)), why)
+def _set(option: str, why: str, algorithm: bool = True) -> Refusal:
+    return Refusal(option, lambda c: bool(c.get(option)), why, algorithm)
 
 
 def _not(option: str, allowed: tuple, why: str) -> Refusal:
@@ -323,8 +345,8 @@ _DPM_SDE3 = Refusal("solver_order", lambda c: c.get("algorithm_type") == "sde-dp
                     and c.get("solver_order") == 3,
                     "sde-dpmsolver++ of order 3 weights its second divided difference with "
                     "(1 − e^(−2h) − 2h)/(2h)² − 1/2, whose limit −1 for h → 0 is not the SDE-DPM-Solver++(3M) "
-                    "update (dpmpp_3m_sde has +h/3); use solver_order=2, or sampler='dpmpp_3m_sde' with "
-                    "exact=True")
+                    "update (its weight tends to 0, as dpmpp_3m_sde's h/3 does); use solver_order=2, or choose "
+                    "sampler='dpmpp_3m_sde' (k-diffusion's method, a different image)")
 _LEARNED_VARIANCE = _not("variance_type", (None,),
                          "a model that predicts its variance (6 output channels) is not a denoiser the samplers "
                          "take; use a model with variance_type=None")
@@ -377,7 +399,8 @@ _VP_K = dict(grid=grid_per_step, latents="ve")
 
 SOURCES: dict[str, Source] = {
     "DDIMScheduler": Source(fixed("ddim"), grid_ddim, eta_in_step=True,
-                            refusals=(_set("clip_sample", _THRESHOLD_DDIM), _set("thresholding", _THRESHOLD_DDIM))),
+                            refusals=(_set("clip_sample", _THRESHOLD_DDIM, algorithm=False),
+                                      _set("thresholding", _THRESHOLD_DDIM, algorithm=False))),
     "DDPMScheduler": Source(fixed("ddpm"), grid_ddpm, x0=("clip", "threshold"),
                             refusals=(_not("variance_type", ("fixed_small", "fixed_small_log"),
                                            "only the fixed-small posterior variance (DDPM's default) is the "
@@ -411,6 +434,10 @@ SOURCES: dict[str, Source] = {
         _set("solver_p", "a separate predictor scheduler (solver_p) is not supported; use UniPC's own "
                          "predictor (solver_p=None)"))),
     "DEISMultistepScheduler": Source(algorithm_deis, grid_per_step, x0=("threshold",)),
+    "SASolverScheduler": Source(algorithm_sa_solver, grid_per_step, x0=("threshold",), refusals=(
+        _not("algorithm_type", ("data_prediction",),
+             "SA-Solver on the noise prediction is not the sa_solver sampler; use algorithm_type='data_prediction'"),
+        _LEARNED_VARIANCE)),
     "LCMScheduler": Source(fixed("lcm", eta=1.0), grid_lcm, x0=("clip", "threshold", "lcm")),
     "EDMEulerScheduler": Source(fixed("euler"), grid_per_step, latents="ve", space=_edm),
     "EDMDPMSolverMultistepScheduler": Source(algorithm_dpm_multistep, grid_per_step, latents="ve",
@@ -419,7 +446,8 @@ SOURCES: dict[str, Source] = {
                 "EDMDPMSolverMultistepScheduler's sde-dpmsolver++ of order 3 adds no noise in its third-order "
                 "steps; use solver_order=2"),)),
     "FlowMatchEulerDiscreteScheduler": Source(algorithm_flow_match_euler, grid_per_step, space=_flow, refusals=(
-        _set("invert_sigmas", "inverted (Mochi-style) sigma schedules run from data to noise; not supported"),)),
+        _set("invert_sigmas", "inverted (Mochi-style) sigma schedules run from data to noise; not supported",
+             algorithm=False),)),
 }
 
 # Classes whose runs no registry sampler reproduces: refused by name when the shim would have to stand in for them.
@@ -428,7 +456,6 @@ UNSUPPORTED: dict[str, str] = {
         "it takes Heun's trapezoid in flow time t, starting at t = 1 (σ = ∞), where the registry samplers take the "
         "exact first-order step (Heun from σ = ∞ is not defined in σ); and in σ its later steps weigh the two "
         "slopes by (1 + 2σ − σ')/(1 + σ) and (1 + σ')/(1 + σ), not ½ and ½"),
-    "SASolverScheduler": "its stochastic Adams predictor-corrector is not mapped to the sa_solver sampler",
     "TCDScheduler": "its gamma-controlled consistency step is not mapped to a registry sampler",
 }
 
@@ -460,7 +487,8 @@ def _flow_draws(ref, steps: int, eta: float) -> int:
 for _name, _draws in {"DDIMScheduler": _ddim_draws, "DDPMScheduler": _ddpm_draws,
                       "EulerAncestralDiscreteScheduler": _every_step, "KDPM2AncestralDiscreteScheduler": _all_but_last,
                       "DPMSolverMultistepScheduler": _sde_draws, "EDMDPMSolverMultistepScheduler": _sde_draws,
-                      "LCMScheduler": _all_but_last, "FlowMatchEulerDiscreteScheduler": _flow_draws}.items():
+                      "LCMScheduler": _all_but_last, "FlowMatchEulerDiscreteScheduler": _flow_draws,
+                      "SASolverScheduler": _every_step}.items():
     SOURCES[_name] = dataclasses.replace(SOURCES[_name], draws=_draws)
 
 
@@ -472,10 +500,11 @@ def source_for(config: Mapping) -> tuple[str, Source] | None:
     return None
 
 
-def refusals(name: str, config: Mapping) -> list[str]:
-    """Messages for every option of ``config`` that the shim cannot reproduce for class ``name``."""
+def refusals(name: str, config: Mapping, algorithm: bool = True) -> list[str]:
+    """Messages for every option of ``config`` that the shim cannot reproduce for class ``name`` (``algorithm``:
+    the class's own algorithm runs, not another sampler)."""
     return [f"{name} with {r.option}={config.get(r.option)!r}: {r.why}" for r in SOURCES[name].refusals
-            if r.applies(config)]
+            if (algorithm or not r.algorithm) and r.applies(config)]
 
 
 # ----------------------------------------------------------------------------------------------------
