@@ -44,7 +44,7 @@ import functools
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -386,9 +386,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
-        """diffusers' ``from_config``, keeping the replaced scheduler's whole config as ``source_config``."""
+        """diffusers' ``from_config``, keeping the replaced scheduler's whole config as ``source_config``; ``config``
+        may also be the scheduler itself (``SamplerScheduler.from_config(pipe.scheduler)``)."""
+        instance = config if hasattr(config, "config") and not isinstance(config, Mapping) else None
         if config is not None and "source_config" not in kwargs:
-            instance = config if hasattr(config, "config") and not isinstance(config, dict) else None
             try:
                 source = config_dict(config)
             except TypeError:
@@ -402,12 +403,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                     "SamplerScheduler.from_config(pipe.scheduler), or choose sampler=<name>")
             if class_name not in (None, cls.__name__):
                 source = {**source, "_class_name": class_name}
-                import inspect
-
-                from diffusers import schedulers as diffusers_schedulers
-
-                known = getattr(diffusers_schedulers, class_name, None)
-                accepted = inspect.signature(known).parameters if known is not None else {}
+                accepted = _signatures().get(class_name, frozenset())
                 overrides = {k: v for k, v in kwargs.items() if k in accepted}
                 kwargs["source_config"] = {**{k: v for k, v in source.items() if not k.startswith("_diffusers")},
                                            **overrides}
@@ -417,7 +413,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             if source.get("noise_schedule") is None and "noise_schedule" not in kwargs and is_flow_config(source):
                 kwargs["noise_schedule"] = "flow"
         if instance is not None:
-            config = source
+            config = config_dict(instance)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     def __len__(self) -> int:
@@ -602,7 +598,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                     else len(schedule) - 1)
         self.timesteps = times.to(device)
         self._call_times = times.detach().to("cpu", torch.float64).tolist()
-        assert len(self._call_times) == len(self._plan.calls)
+        if len(self._call_times) != len(self._plan.calls):
+            raise Unavailable(f"{len(self._call_times)} timesteps for {len(self._plan.calls)} model calls; this is a "
+                              "bug in samplers.interop.diffusers_scheduler, please report it")
         self.sigmas = per_call
         self.schedule_sigmas = torch.tensor(schedule, dtype=torch.float64)  # what the sampler steps on (VE σ)
         self._begin_index = None

@@ -136,11 +136,10 @@ def grid_pndm(ref, space: str) -> Grid:
     if ref.config.skip_prk_steps:
         steps = [t for i, t in enumerate(calls) if i == 0 or t != calls[i - 1]]
     else:
-        ratio = ref.config.num_train_timesteps // ref.num_inference_steps
+        # the pseudo Runge-Kutta warm-up: 4 calls per step (t, t − Δt/2 twice, t − Δt), then PLMS
         prk = calls[: len(ref.prk_timesteps)]
         steps = prk[0::4] + calls[len(prk):]
         steps = [t for i, t in enumerate(steps) if i == 0 or t != steps[i - 1]]
-        assert all(t - ratio == s for t, s in zip(prk[0::4], prk[3::4]))
     ratio = ref.config.num_train_timesteps // ref.num_inference_steps
     final = _alpha_sigma(ref.alphas_cumprod, ref.final_alpha_cumprod)
     return _grid_from_timesteps(ref, steps, final, [t - ratio for t in steps], "PNDMScheduler")
