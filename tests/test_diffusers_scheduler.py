@@ -367,8 +367,10 @@ def test_options_it_cannot_honour_are_refused_never_dropped():
         SamplerScheduler.from_config(source_scheduler("TCDScheduler", SD15, {}).config)
     pndm = SamplerScheduler.from_config(source_scheduler("PNDMScheduler", SD15, {}).config)
     pndm.set_timesteps(5)
-    with pytest.raises(InvalidOption, match="exact=True"):
+    with pytest.raises(InvalidOption, match="ipndm"):
         pndm.set_begin_index(2)  # PNDM's img2img is not a PLMS run
+    ipndm = SamplerScheduler.from_config(source_scheduler("PNDMScheduler", SD15, {}), sampler="ipndm")
+    assert torch.isfinite(run(ipndm, MODEL, "img2img", NOISE, IMAGE, MASK)).all()
     ancestral = SamplerScheduler.from_config(EulerAncestralDiscreteScheduler.from_config(SD15).config)
     ancestral.set_timesteps(3)
     t = ancestral.timesteps[0]

@@ -492,9 +492,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self._run_plan = self._plan
             self._run_options = self._options
             return
-        if self._same and self._source.restart and not self.config.exact:
-            raise InvalidOption(f"{self._source.restart}. Pass exact=True to run {self.spec.name!r} from that step "
-                                "on the same timesteps (a correct run, not the image diffusers makes)")
+        if self._same and self._source.restart:
+            raise InvalidOption(self._source.restart)
         regrouped = self._same and self._source.schedule is not None
         if not regrouped and begin_index not in self._plan.step_starts:
             raise InvalidInput(f"begin_index {begin_index} is not the first model call of a step of "

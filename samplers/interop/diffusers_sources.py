@@ -382,7 +382,10 @@ class Source:
 
 
 _PNDM_RESTART = ("PNDMScheduler has no set_begin_index: started at a later step (img2img, inpaint) it runs its "
-                 "two-call warm-up there and then steps each latent as if it were at the timestep after it")
+                 "two-call warm-up there and then steps each latent as if it were at the timestep after it, which "
+                 "is no sampler's run (and a fresh PLMS run needs one model call more than the pipeline makes). "
+                 "Use another scheduler's config for img2img and inpaint (DDIM, DPMSolverMultistep, Euler), or "
+                 "sampler='ipndm' (PLMS's Adams-Bashforth steps, warmed up without the extra call)")
 
 
 
