@@ -10,6 +10,8 @@ import contextlib
 import json
 import math
 import os
+import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -21,7 +23,8 @@ import torch
 
 import samplers
 from benchmarks import common, distributed, quality, speed
-from samplers.core import graph
+from samplers.core import budget, graph
+from samplers.core.errors import InvalidInput
 from samplers.problems import GaussianMixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,26 +79,61 @@ def test_steps_for_nfe_is_the_largest_that_fits():
     for name in ("euler", "heun", "rk4"):
         if name not in samplers.available():
             continue
-        steps, nfe = common.steps_for_nfe(name, 10, make)
-        assert nfe <= 10 and common.count_nfe(name, make(steps + 1)) > 10
-    assert common.steps_for_nfe("heun", 10, make) == (5, 9)
+        steps, nfe = budget.steps_for_nfe(name, 10, make)
+        assert nfe <= 10 and budget.count_nfe(name, make(steps + 1)) > 10
+    assert budget.steps_for_nfe("heun", 10, make) == (5, 9)
 
 
-def test_reference_cache_round_trip_and_generic_ode_reference(tmp_path):
+def test_reference_cache_round_trip_and_generic_reference(tmp_path):
     problem = common.get_problem("gm-ve")
     cache = common.ReferenceCache(tmp_path)
     x = problem.noise(4, 0) * 80.0
     first = cache.get(problem, 0, x, 80.0)
-    assert len(list(tmp_path.glob("*.pt"))) == 1
-    again = cache.get(problem, 0, x, 80.0)
-    assert torch.equal(first, again)
-    # the adaptive solve any user denoiser gets agrees with the exact mixture endpoint
-    generic = common.ode_reference(problem.denoiser, x, 80.0, rtol=1e-9, atol=1e-9)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    again = common.ReferenceCache(tmp_path).get(problem, 0, x, 80.0)  # a fresh cache: read from the file
+    assert torch.equal(first, again) and again.dtype == torch.float64
+    # a user problem without an exact endpoint gets the one PF-ODE reference solver
+    user = common.Problem("user", problem.denoiser, problem.native, problem.shape, 0.002, 80.0)
+    generic = user.reference(x, 80.0)
     assert float((generic - first).abs().max()) < 1e-5
-    from_inf = common.ode_reference(problem.denoiser, problem.noise(4, 0), math.inf, rtol=1e-9, atol=1e-9)
     exact = GaussianMixture.default(shape=common.GM_SHAPE, components=6, seed=0).ode_endpoint(problem.noise(4, 0),
                                                                                                 math.inf)
-    assert float((from_inf - exact).abs().max()) < 1e-5
+    assert float((user.reference(problem.noise(4, 0), math.inf) - exact).abs().max()) < 1e-5
+
+
+class _RunsCode:
+    """A pickle payload that calls a function when it is unpickled."""
+
+    def __reduce__(self):
+        return (_planted_code_ran, ("unpickled",))
+
+
+_RAN = []
+
+
+def _planted_code_ran(tag):
+    _RAN.append(tag)
+    return torch.zeros(4, *common.GM_SHAPE, dtype=torch.float64)
+
+
+def test_reference_cache_refuses_a_planted_pickle(tmp_path):
+    """Files we read never run code: a pickle planted under a cache key is refused, not unpickled."""
+    problem = common.get_problem("gm-ve")
+    cache = common.ReferenceCache(tmp_path)
+    x = problem.noise(4, 0) * 80.0
+    path = cache.path(cache.key(problem, 0, x, 80.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(_RunsCode()))
+    pickle.loads(path.read_bytes())  # the plant works: unpickling it runs the code
+    assert _RAN == ["unpickled"]
+    _RAN.clear()
+    with pytest.raises(InvalidInput, match="not a safetensors file"):
+        cache.get(problem, 0, x, 80.0)
+    assert _RAN == []
+    # and no benchmark module unpickles anything else: every torch.load there says weights_only=True
+    for f in (ROOT / "benchmarks").rglob("*.py"):
+        for call in re.findall(r"torch\.load\([^)]*\)", f.read_text()):
+            assert "weights_only=True" in call, (f, call)
 
 
 def test_noise_is_per_item():
