@@ -36,6 +36,7 @@ import torch
 
 import samplers
 from samplers.core.errors import InvalidInput
+from samplers.core.files import atomic_write_bytes
 from samplers.core.native import NoiseSchedule, RectifiedFlow, VE, VPDiscrete
 from samplers.problems import GaussianMixture, pf_ode_solution
 
@@ -142,7 +143,6 @@ class ReferenceCache:
 
 def save_tensor(path: Path, tensor: torch.Tensor) -> None:
     """One tensor to ``path`` as safetensors, atomically (ranks of a sharded sweep may write the same key)."""
-    from models.io import atomic_write_bytes
     from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -422,8 +422,6 @@ def progress(iterable=None, *, total: int | None = None, desc: str = "", disable
 def write_results(result: dict, out: Path, one_line: tuple[str, ...] = ()) -> Path:
     """``result`` as ``out/results.json`` (atomically), indented except the lists named in ``one_line``, whose
     items (thousands of cells) get one compact line each."""
-    from models.io import atomic_write_bytes
-
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps({k: v for k, v in result.items() if k not in one_line}, indent=1, default=str)
     for key in one_line:
@@ -443,8 +441,6 @@ def report(results: str | Path, markdown: Callable[[dict], str], module: str, wr
     results = Path(results)
     text = GENERATED.format(module=module) + markdown(json.loads(results.read_text()))
     if write:
-        from models.io import atomic_write_bytes
-
         atomic_write_bytes(results.with_name("table.md"), text.encode())
     return text
 

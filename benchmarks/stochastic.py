@@ -250,18 +250,22 @@ def report(results: str | Path, write: bool = True) -> str:
     return common.report(results, markdown, MODULE, write=write)
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="NFE 10 only, 128 samples, no stability section")
+    common.add_output_options(p, DEFAULT_OUT)
+    p.add_argument("--samples", type=int, default=None, help="samples per cell (default 2000, quick 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samplers", nargs="*", default=None, help="only these samplers (default: all stochastic)")
+    p.add_argument("--no-peers", action="store_true", help="skip diffusers' schedulers")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the mixture is tiny, extra threads only contend)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
 def main(argv=None) -> dict | None:
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="NFE 10 only, 128 samples, no stability section")
-    common.add_output_options(parser, DEFAULT_OUT)
-    parser.add_argument("--samples", type=int, default=None, help="samples per cell (default 2000, quick 128)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samplers", nargs="*", default=None, help="only these samplers (default: all stochastic)")
-    parser.add_argument("--no-peers", action="store_true", help="skip diffusers' schedulers")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: the mixture is tiny, extra threads only contend)")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if common.report_only(args, report):
         return None
     torch.set_num_threads(args.threads)

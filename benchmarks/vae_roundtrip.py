@@ -51,7 +51,7 @@ def report(results: str | Path, write: bool = True) -> str:
     return common.report(results, markdown, MODULE, write=write)
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.vae_roundtrip", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1000, help="held-out images")
     p.add_argument("--k", type=int, default=10, help="round trips")
@@ -61,7 +61,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     if common.report_only(args, report):
         return 0
     if args.threads:

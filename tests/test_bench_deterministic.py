@@ -25,20 +25,12 @@ NFE = (5, 10)
 HELDOUT = (101, 102)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The whole pipeline — ours, the fitted solvers, a diffusers peer, held-out re-runs, the report — on gm-ve."""
     threads = torch.get_num_threads()
     out = tmp_path_factory.mktemp("det")
-    try:
+    try:  # main sets --threads (default 1); the session's setting is restored after
         deterministic.main(["--problem", "gm-ve", "--samplers", "euler", "heun", "dpmpp_2m", "--schedules", "karras",
                             "linspace", "--nfe", *map(str, NFE), "--batch", "8", "--heldout-seeds", *map(str, HELDOUT),
                             "--heldout-batch", "4", "--peer-names", "EDMEulerScheduler", "--learned", str(LEARNED),

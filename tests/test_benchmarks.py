@@ -6,7 +6,9 @@ numbers are computed from the right things and that a 2-rank torchrun sweep repr
 from __future__ import annotations
 
 import importlib.util
+import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -32,14 +34,6 @@ GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=3)
 FIXED = [n for n in samplers.available() if not samplers.info(n).host_sync]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _sweep_args(tmp_path, *extra):
     return ["--problem", "gm-vp-eps", "--samplers", "euler", "heun", "euler_ancestral", "--nfe", "4", "8",
             "--seeds", "0", "1", "--batch", "8", "--cache", str(tmp_path / "cache"), "--no-progress", *extra]
@@ -51,7 +45,8 @@ def _sweep_args(tmp_path, *extra):
 
 def test_quality_quick_run_writes_json_table_and_plots(tmp_path):
     out = tmp_path / "q"
-    quality.main(_sweep_args(tmp_path, "--out", str(out)))
+    quality.main(_sweep_args(tmp_path, "--out", str(out), "--peer-names", "EulerDiscreteScheduler+karras",
+                             "DDIMScheduler"))
     result = json.loads((out / "results.json").read_text())
     assert result["info"]["versions"]["torch"] == torch.__version__ and result["args"]["seeds"] == [0, 1]
     cells = [c for c in result["cells"] if "skipped" not in c]
@@ -69,9 +64,24 @@ def test_quality_quick_run_writes_json_table_and_plots(tmp_path):
         mine = {c["nfe"]: c["rmse"] for c in ours if c["sampler"] == "euler" and c["seed"] == 0}
         assert theirs and all(math.isclose(theirs[n], mine[n], rel_tol=1e-4) for n in theirs)
     table = (out / "table.md").read_text()
+    assert table == quality.report(out / "results.json", write=False)  # generated from the file written
     assert "| euler | karras |" in table and "NFE ≤ 8" in table
     assert (out / "rmse_gm-vp-eps_karras.png").stat().st_size > 1000
     assert (out / "sw_gm-vp-eps_karras.png").exists()
+
+
+def test_quality_quick_is_small_and_writes_under_out():
+    args = quality.resolve_args(quality.parser().parse_args(["--quick", "--problem", "models-eps"]))
+    assert args.samplers == list(quality.QUICK_SAMPLERS) and args.nfe == list(quality.QUICK_NFE)
+    assert args.peer_names == list(quality.QUICK_PEERS) and args.threads == 1
+    assert args.out == Path("out/quality") and args.cache == "out/cache"
+    ctx = quality.Context(argparse.Namespace(**{**vars(args), "problems": ["gm-ve"]}))
+    models_like = dataclasses.replace(ctx.problems["gm-ve"], decode=lambda x: x)
+    assert ctx.batch(ctx.problems["gm-ve"]) == 32 and ctx.batch(models_like) == 4
+    if importlib.util.find_spec("diffusers"):  # the quick peers are real labels, two per model kind
+        assert set(quality.QUICK_PEERS) <= {label for kind in ("eps", "flow") for label in quality.diffusers_peers(
+            dataclasses.replace(ctx.problems["gm-ve"], native_model=lambda x, t: x, diffusers_config=(
+                dict(common.SD_BETAS, prediction_type="epsilon") if kind == "eps" else dict(flow_shift=3.0))))}
 
 
 def test_steps_for_nfe_is_the_largest_that_fits():
