@@ -35,7 +35,7 @@ import samplers
 from samplers.core.budget import CountingDenoiser, steps_for_nfe
 
 from . import common, distributed
-from .common import Problem, ProblemUnavailable, ReferenceCache
+from .common import Problem, ReferenceCache
 from .peers import peer_steps, run_peer
 
 DEFAULT_NFE = (5, 8, 10, 15, 20, 30, 50)
@@ -44,6 +44,8 @@ QUICK_SAMPLERS = ("euler", "heun", "euler_ancestral")
 # two per model kind: each peer starts from a state of its own, whose reference solve costs hundreds of calls
 QUICK_PEERS = ("EulerDiscreteScheduler+karras", "DPMSolverMultistepScheduler+karras",
                "FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler+flow")
+# a smoke run's reference: ~130 model calls per start on the models (1e-5 takes ~430), errors there are ~1e-2
+QUICK_REFERENCE_TOL = 1e-4
 MODULE = "benchmarks.quality"
 DEFAULT_PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow")
 
@@ -110,15 +112,10 @@ class Context:
     def __init__(self, args):
         self.args = args
         self.refs = ReferenceCache(None if args.no_cache else Path(args.cache))
-        self.problems: dict[str, Problem] = {}
-        self.unavailable: dict[str, str] = {}
         self._exact: dict = {}
         dtype = getattr(torch, args.dtype) if args.dtype else None
-        for name in args.problems:
-            try:
-                self.problems[name] = common.get_problem(name, device=args.device, dtype=dtype)
-            except ProblemUnavailable as err:
-                self.unavailable[name] = str(err)
+        self.problems, self.unavailable = common.get_problems(args.problems, args.device, dtype,
+                                                              getattr(args, "reference_tol", None))
 
     def batch(self, problem: Problem) -> int:
         """Items per cell: --batch, else 256 for the analytic problems and 16 for the models (CPU cost);
@@ -262,6 +259,7 @@ def sweep(args, world: distributed.World | None = None) -> dict | None:
         "info": {**common.run_info(args.device), "world_size": world.size},
         "args": {k: (v if not isinstance(v, tuple) else list(v)) for k, v in vars(args).items()},
         "problems": {n: p.description for n, p in ctx.problems.items()},
+        "reference": {n: p.reference_method for n, p in ctx.problems.items()},
         "unavailable": ctx.unavailable,
         "sw_floor": floors,
         "fd_floor": fd_floors,
@@ -310,11 +308,12 @@ def markdown(result: dict) -> str:
     lines = ["# Steps versus quality", "",
              f"{common.device_label(info)}, {info['date_utc']}, torch {info['versions']['torch']}, "
              f"diffusers {info['versions']['diffusers']}, commit {info['commit']}, seeds {result['args']['seeds']}, "
-             f"batch {result['args']['batch'] or 'per problem (256 analytic, 16 models)'}.", ""]
+             f"batch {result['args']['batch'] or _batches(result)}.", ""]
     table = aggregate(result["cells"])
     nfes = result["args"]["nfe"]
     for pname, desc in result["problems"].items():
-        lines += [f"## {pname}", "", desc, ""]
+        how = result.get("reference", {}).get(pname)
+        lines += [f"## {pname}", "", desc + (f"; reference endpoint: {how}" if how else ""), ""]
         for metric, title in (("rmse", "RMSE to the exact PF-ODE solution from the same noise (deterministic "
                                        "samplers; lower is better)"),
                               ("sw", "Sliced Wasserstein distance to exact data samples (stochastic samplers; "
@@ -356,6 +355,14 @@ def markdown(result: dict) -> str:
     if skipped:
         lines += ["Cells not run:", ""] + [f"- {s} / {sch}: {why}" for s, sch, why in skipped[:40]] + [""]
     return "\n".join(lines)
+
+
+def _batches(result) -> str:
+    """The per-problem batch sizes the cells used (--batch unset)."""
+    sizes = {}
+    for c in result["cells"]:
+        sizes.setdefault(c["problem"], c["batch"])
+    return "per problem (" + ", ".join(f"{p} {n}" for p, n in sizes.items()) + ")"
 
 
 def _fd_text(result, pname):
@@ -502,6 +509,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_output_options(p, Path("out/quality"), "results.json, table.md and the plots")
     p.add_argument("--cache", default="out/cache", help="reference solutions on disk (default %(default)s)")
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--reference-tol", type=float, default=None,
+                   help="rtol = atol of the adaptive reference solve for problems without an exact endpoint "
+                        f"(default: the problem's, 1e-5 for the models; {QUICK_REFERENCE_TOL:g} with --quick)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: samplers {', '.join(QUICK_SAMPLERS)}, {len(QUICK_PEERS) // 2} diffusers peers "
                         f"per model kind, NFE {' '.join(map(str, QUICK_NFE))}, small batches; the gm-* problems "
@@ -524,6 +534,8 @@ def resolve_args(args) -> argparse.Namespace:
             args.samplers = [n for n in QUICK_SAMPLERS if n in samplers.available()]
         if args.peer_names is None:
             args.peer_names = list(QUICK_PEERS)
+        if args.reference_tol is None:
+            args.reference_tol = QUICK_REFERENCE_TOL
     if args.schedules == ["all"]:
         args.schedules = samplers.schedules.available()
     args.nfe = list(args.nfe or DEFAULT_NFE)

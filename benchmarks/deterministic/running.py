@@ -18,7 +18,7 @@ import samplers
 from samplers.core.budget import CountingDenoiser, steps_for_nfe
 
 from .. import common, peers as diffusers_loop
-from ..common import Problem, ProblemUnavailable, ReferenceCache
+from ..common import Problem, ReferenceCache
 from . import reporting
 from .peers import VE_TABLE_PREFIX, peer_configs, peer_problem
 from .scoring import LEARNED, LEARNED_SCHEDULE, TARGET, WRONG_MODE, heldout_entry, judge, like_for_like, score, summarise
@@ -47,13 +47,7 @@ class Run:
     def __init__(self, args):
         self.args = args
         self.refs = ReferenceCache(None if args.no_cache else Path(args.cache))
-        self.problems: dict[str, Problem] = {}
-        self.unavailable: dict[str, str] = {}
-        for name in args.problems:
-            try:
-                self.problems[name] = common.get_problem(name)
-            except ProblemUnavailable as err:
-                self.unavailable[name] = str(err)
+        self.problems, self.unavailable = common.get_problems(args.problems)
         self._configs: dict[str, dict[str, dict]] = {}
         self._peer_problems: dict[tuple[str, bool], Problem] = {}
         self.batch, self.heldout = args.batch, False
