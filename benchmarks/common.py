@@ -45,6 +45,21 @@ class ProblemUnavailable(RuntimeError):
     """A problem cannot be built here (a missing package or weights); the message says what is missing."""
 
 
+def item_seeds(n: int, seed: int, stream: int = 0) -> list[int]:
+    """Per-item seeds of a batch: item k of run ``seed`` depends on (seed, k) only, not on the batch size.
+    ``stream`` 0 draws the starting noise; a stochastic sampler's own noise uses stream :data:`SAMPLER_NOISE`."""
+    return [seed * 100_003 + k + stream for k in range(n)]
+
+
+SAMPLER_NOISE = 7_919
+
+
+def describe(err: Exception) -> str:
+    """``Type: first line of the message``: how a cell records the error that stopped it."""
+    text = str(err)
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 @dataclasses.dataclass(eq=False)
 class Problem:
     name: str
@@ -74,7 +89,7 @@ class Problem:
 
     def noise(self, n: int, seed: int) -> torch.Tensor:
         """Unit noise [n, *shape] where item k depends only on (seed, k) (``samplers.core.seeds.seeded_randn``)."""
-        seeds = [seed * 100_003 + k for k in range(n)]
+        seeds = item_seeds(n, seed)
         # drawn on the CPU so that a CPU and a GPU run start from the same noise
         return samplers.core.seeds.seeded_randn((n, *self.shape), seeds).to(self.device, self.dtype)
 
@@ -523,4 +538,6 @@ def sampler_names(requested: list[str] | None, include_adaptive: bool = False) -
     return [n for n in samplers.available() if include_adaptive or not samplers.info(n).host_sync]
 
 
-__all__ = ["Problem", "ProblemUnavailable", "get_problem", "ReferenceCache", "rmse", "item_rmse", "spread", "sliced_wasserstein", "frechet_distance", "run_info", "sampler_names"]
+__all__ = ["Problem", "ProblemUnavailable", "ReferenceCache", "describe", "frechet_distance", "get_problem",
+           "get_problems", "item_rmse", "item_seeds", "progress", "report", "rmse", "run_info", "sampler_names",
+           "sliced_wasserstein", "spread", "write_results"]

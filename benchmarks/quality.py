@@ -166,7 +166,7 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
         model = CountingDenoiser(problem.batch_denoiser(batch, cell.seed))
         kw = {}
         if "seed" in spec.options:
-            kw["seed"] = [cell.seed * 100_003 + k + 7_919 for k in range(batch)]
+            kw["seed"] = common.item_seeds(batch, cell.seed, common.SAMPLER_NOISE)
         with torch.no_grad():
             x0 = samplers.sample(cell.sampler, model, x_start, sigmas, disable=True, **kw)
         nfe, kind = model.calls, spec.kind

@@ -68,10 +68,6 @@ def stochastic_samplers() -> list[str]:
     return samplers.available("ancestral") + samplers.available("sde")
 
 
-def sampler_seeds(n: int, seed: int) -> list[int]:
-    return [seed * 100_003 + k + 7_919 for k in range(n)]
-
-
 def run_ours(problem, name: str, nfe: int, n: int, seed: int) -> dict:
     spec = samplers.info(name)
     steps = max(1, int(nfe // spec.nfe_per_step))
@@ -80,7 +76,8 @@ def run_ours(problem, name: str, nfe: int, n: int, seed: int) -> dict:
     x = samplers.initial_latent(problem.noise(n, seed), sigmas)
     t0 = time.perf_counter()
     with torch.no_grad():
-        x0 = samplers.sample(name, model, x, sigmas, seed=sampler_seeds(n, seed), disable=True)
+        x0 = samplers.sample(name, model, x, sigmas, seed=common.item_seeds(n, seed, common.SAMPLER_NOISE),
+                             disable=True)
     return {"steps": steps, "nfe_used": model.calls, "seconds": time.perf_counter() - t0, "samples": x0}
 
 
@@ -122,7 +119,8 @@ def stability(problem, name: str, steps: tuple[int, int], n: int, seed: int) -> 
             sigmas = problem.sigmas(SCHEDULE, s)
             x = samplers.initial_latent(problem.noise(n, seed), sigmas)
             with torch.no_grad():
-                runs.append(samplers.sample(name, problem.denoiser, x, sigmas, seed=sampler_seeds(n, seed),
+                runs.append(samplers.sample(name, problem.denoiser, x, sigmas,
+                                            seed=common.item_seeds(n, seed, common.SAMPLER_NOISE),
                                             noise_sampler=kind, disable=True))
         out[kind] = common.rmse(runs[0], runs[1])
     return out
@@ -158,7 +156,7 @@ def benchmark(quick: bool = False, samples: int | None = None, seed: int = 0, pe
                 # diffusers' BrownianTreeNoiseSampler on float32 Karras schedules); counted, not shown
                 row["brownian_range_warnings"] = sum("Should have" in str(w.message) for w in caught)
             except Exception as err:  # noqa: BLE001 - one sampler failing is a result, not a crash of the sweep
-                row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                row["error"] = common.describe(err)
                 rows.append(row)
                 log(f"{row['sampler']:<48} NFE {nfe:>3}: {row['error']}")
                 continue

@@ -27,7 +27,8 @@ of diffusers' could otherwise flatter us).
 
 Modules, by role: :mod:`.running` (the cells and the command line), :mod:`.peers` (diffusers' configurations
 and the native models they run on), :mod:`.scoring` (a run's score, the winners, the held-out pool),
-:mod:`.reporting` (``table.md`` generated from ``results.json``). Writes both to ``--out`` (default ``out/deterministic``).
+:mod:`.reporting` (``table.md`` generated from ``results.json``). Writes both to ``--out`` (default
+``out/deterministic``).
 """
 from .peers import VE_TABLE_PREFIX, counterpart, edm_model, peer_configs, peer_problem, ve_table_betas, ve_table_problem
 from .reporting import markdown, report
@@ -39,5 +40,6 @@ from .scoring import (FULL_RANGE_TOL, LEARNED, LEARNED_SCHEDULE, TARGET, WRONG_M
 __all__ = ["BENCHMARK_SEEDS", "FULL_RANGE_TOL", "HELDOUT_SEEDS", "LEARNED", "LEARNED_SCHEDULE", "NFES", "PROBLEMS",
            "QUICK_HELDOUT_SEEDS", "Run", "TARGET", "VE_TABLE_PREFIX", "WRONG_MODE", "best_of", "counterpart",
            "edm_model", "full_start", "heldout_runs", "in_range", "judge", "learned_files", "like_for_like", "main",
-           "markdown", "parser", "peer_configs", "peer_problem", "pool", "report", "resolve_args", "run", "score", "summarise",
+           "markdown", "parser", "peer_configs", "peer_problem", "pool", "report", "resolve_args", "run", "score",
+           "summarise",
            "ve_table_betas", "ve_table_problem"]

@@ -48,8 +48,9 @@ def markdown(result: dict) -> str:
              "picked or fitted on; the held-out ratio (bold where it meets the target) is the one the target is "
              "judged on. On a mixture a good solver's RMSE counts the rare starts near a boundary between "
              "components that it sends to the wrong one (*wrong mode*: per-start RMSE above "
-             f"{result.get('wrong_mode_share', WRONG_MODE)} × the data's spread), so the held-out pool has many times the starts of the selection "
-             "run. *median item*: the ratio of the winners' median per-start RMSE. Only runs that "
+             f"{result.get('wrong_mode_share', WRONG_MODE)} × the data's spread), so the held-out pool has many "
+             "times the starts of the selection run. *median item*: the ratio of the winners' median per-start "
+             "RMSE. Only runs that "
              "start within 2 % of the top of the problem's σ range (80, 14.6, and ≥ 80 for flow) are ranked.", "",
              "| problem | NFE | ours: best sampler + schedule | RMSE | diffusers: best scheduler | RMSE | ratio | "
              "held-out RMSE ours / diffusers | wrong mode (held-out) ours / diffusers | held-out ratio | "

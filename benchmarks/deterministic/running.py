@@ -21,7 +21,8 @@ from .. import common, peers as diffusers_loop
 from ..common import Problem, ReferenceCache
 from . import reporting
 from .peers import VE_TABLE_PREFIX, peer_configs, peer_problem
-from .scoring import LEARNED, LEARNED_SCHEDULE, TARGET, WRONG_MODE, heldout_entry, judge, like_for_like, score, summarise
+from .scoring import (LEARNED, LEARNED_SCHEDULE, TARGET, WRONG_MODE, heldout_entry, judge, like_for_like, score,
+                      summarise)
 
 NFES = (5, 10, 20)
 PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow")
@@ -35,10 +36,6 @@ QUICK_PEERS = ("EulerDiscreteScheduler+karras", "DPMSolverMultistepScheduler+kar
 QUICK_HELDOUT_SEEDS = (101,)
 DEFAULT_OUT = Path("out/deterministic")
 SHIPPED_LEARNED = Path("docs/benchmarks/deterministic/learned")
-
-
-def _failure(err: Exception) -> str:
-    return f"raised {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
 class Run:
@@ -91,7 +88,7 @@ class Run:
                 for n in (1, 2, 5, max(self.args.nfe)):
                     samplers.core.run.read_sigmas(problem.sigmas(name, n))
             except Exception as err:  # noqa: BLE001 - a schedule that cannot be built here is a result
-                skipped[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                skipped[name] = common.describe(err)
                 continue
             names.append(name)
         return names, skipped
@@ -146,7 +143,7 @@ class Run:
                 steps -= 1
             ref = self.refs.get(problem, seed, x_start, float(sigmas[0]))
         except Exception as err:  # noqa: BLE001 - a sampler failing is a result, not a crash of the run
-            result = {**out, "skipped": _failure(err)}
+            result = {**out, "skipped": f"raised {common.describe(err)}"}
         else:
             result = {**out, "steps": steps, "nfe_used": model.calls, "kind": "ode",
                       **score(problem, x0, ref, float(sigmas[0])), "seconds": time.perf_counter() - t0}
@@ -174,7 +171,7 @@ class Run:
                 x0 = samplers.sample(LEARNED, model, x_start, solver.sigmas, solver=solver, disable=True)
             ref = self.refs.get(problem, seed, x_start, solver.sigmas[0])
         except Exception as err:  # noqa: BLE001
-            return {**out, "skipped": _failure(err)}
+            return {**out, "skipped": f"raised {common.describe(err)}"}
         result = {**out, "steps": solver.steps, "nfe_used": model.calls, "kind": "ode",
                   "calibration_seed": solver.meta.get("calibration_seed"),
                   **score(problem, x0, ref, solver.sigmas[0]), "seconds": time.perf_counter() - t0}
@@ -198,7 +195,7 @@ class Run:
                                                                       seed)
             ref = self.refs.get(problem, seed, x_start, sigma_start)
         except Exception as err:  # noqa: BLE001
-            return {**out, "skipped": f"diffusers {_failure(err)}"}
+            return {**out, "skipped": f"diffusers raised {common.describe(err)}"}
         return {**out, "steps": found[0], "nfe_used": calls, "kind": "ode", **score(problem, x0, ref, sigma_start),
                 "seconds": time.perf_counter() - t0}
 
@@ -217,7 +214,8 @@ def learned_files(folder: Path | None, problem: str, nfe: int) -> list[Path]:
     """The fitted solvers for (problem, NFE) in ``folder`` (``<problem>_nfe<N>*.json``)."""
     if folder is None or not Path(folder).is_dir():
         return []
-    return sorted(Path(folder).glob(f"{problem}_nfe{nfe}.json")) + sorted(Path(folder).glob(f"{problem}_nfe{nfe}_*.json"))
+    folder = Path(folder)
+    return sorted(folder.glob(f"{problem}_nfe{nfe}.json")) + sorted(folder.glob(f"{problem}_nfe{nfe}_*.json"))
 
 
 def heldout_runs(r: Run, summary: list[dict], args) -> tuple[list[dict], list[dict]]:
@@ -261,7 +259,8 @@ def run(args) -> dict:
         scheds, skipped_schedules[pname] = r.schedules(problem)
         used_schedules[pname] = scheds
         plan += [(r.ours, (pname, name, schedule, nfe)) for schedule in scheds for name in names for nfe in args.nfe]
-        plan += [(r.learned, (pname, path, nfe)) for nfe in args.nfe for path in learned_files(args.learned, pname, nfe)]
+        plan += [(r.learned, (pname, path, nfe))
+                 for nfe in args.nfe for path in learned_files(args.learned, pname, nfe)]
         configs = r.peers(pname)
         peers_of[pname] = list(configs)
         plan += [(r.peer, (pname, label, config, nfe)) for label, config in configs.items() for nfe in args.nfe]

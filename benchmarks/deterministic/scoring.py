@@ -94,7 +94,8 @@ def summarise(cells: list[dict], problems: list[str], nfes: list[int], seed: int
         for n in nfes:
             ours, theirs = best_of(cells, p, n, False, seed), best_of(cells, p, n, True, seed)
             fixed = best_of(cells, p, n, False, seed, fixed_only=True)
-            row = {"problem": p, "nfe": n, "ours": _brief(ours), "diffusers": _brief(theirs), "ours_fixed": _brief(fixed)}
+            row = {"problem": p, "nfe": n, "ours": _brief(ours), "diffusers": _brief(theirs),
+                   "ours_fixed": _brief(fixed)}
             if fixed and theirs:
                 row["ratio_fixed"] = fixed["rmse"] / theirs["rmse"]
             if ours and theirs:
