@@ -1,6 +1,6 @@
 """Deterministic samplers versus diffusers at 5, 10 and 20 model evaluations.
 
-    python -m benchmarks.deterministic --quick      # smoke run: every part on a small grid (≈ 20 s) → out/deterministic
+    python -m benchmarks.deterministic --quick      # smoke run: every part on a small grid (≈ 25 s) → out/deterministic
     python -m benchmarks.deterministic --out docs/benchmarks/deterministic --threads 2   # the committed table
     python -m benchmarks.deterministic --samplers dpmpp_2m lms --schedules karras       # a subset
     python -m benchmarks.deterministic --report docs/benchmarks/deterministic/results.json   # table.md only
