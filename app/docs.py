@@ -1,6 +1,7 @@
-"""The docs generated from the code: ``python -m app.docs --out docs`` writes docs/samplers.md (every registered
-sampler with its metadata and options), docs/schedules.md (every schedule) and docs/names.md (every name the
-resolver knows). tests/test_docs.py regenerates them and fails when the committed files differ."""
+"""The docs generated from the code: ``python -m app.docs --out docs --readme README.md`` writes docs/samplers.md
+(every registered sampler with its metadata and options), docs/schedules.md (every schedule) and docs/names.md
+(every name the resolver knows), and fills the README's results table from the committed benchmark results.
+tests/test_docs.py regenerates them and fails when the committed files differ."""
 from __future__ import annotations
 
 import argparse
@@ -105,11 +106,53 @@ def names_md() -> str:
 
 
 PAGES = {"samplers.md": samplers_md, "schedules.md": schedules_md, "names.md": names_md}
+ROOT = Path(__file__).resolve().parents[1]
+HEADLINE_RESULTS = ROOT / "docs" / "benchmarks" / "deterministic" / "results.json"
+
+
+def headline() -> str:
+    """The README's results table, from the committed deterministic benchmark (held-out starts)."""
+    import json
+
+    results = json.loads(HEADLINE_RESULTS.read_text())
+    info = results["info"]
+    rows = ["| problem | NFE | diffusers' best scheduler | ours: best fixed sampler + schedule | ratio | "
+            "ours: a solver fitted to this model on other starts | ratio |", "|---|---:|---|---|---:|---|---:|"]
+    for row in results["heldout"]:
+        theirs, fixed, ours = row["diffusers"], row["ours_fixed"], row["ours"]
+        fitted = ours["sampler"] == "learned_multistep"
+        rows.append(f"| {row['problem']} | {row['nfe']} | {theirs['sampler'].removeprefix('diffusers:')} "
+                    f"({theirs['rmse']:.2e}) | {fixed['sampler']} + {fixed['schedule']} ({fixed['rmse']:.2e}) | "
+                    f"{row['ratio_fixed']:.2f} | " + (f"{ours['rmse']:.2e} | {row['ratio']:.2f} |" if fitted else "– | – |"))
+    versions = info["versions"]
+    return "\n".join([
+        "Error against the exact answer at equal model calls, relative to diffusers' best scheduler and configuration "
+        "for the same problem (ratio < 1: ours is closer; RMSE in brackets). Gaussian-mixture data whose PF-ODE "
+        "endpoint is known, as a VE, an SD-1.x-style eps and a flow-matching model; every (sampler, schedule) pair of "
+        "the registry against every diffusers scheduler and option; winners picked on one seed, scored on "
+        f"{len(row['seeds'])} × {row['batch']} other starts. Measured on a {info['cpu_count']}-core CPU, torch "
+        f"{versions['torch']}, diffusers {versions.get('diffusers')} "
+        "(`python -m benchmarks.deterministic --out docs/benchmarks/deterministic`; the full table, with every "
+        "sampler, is [docs/benchmarks/deterministic/table.md](docs/benchmarks/deterministic/table.md)).",
+        "", *rows])
+
+
+README_FIGURES = {"headline": headline}
+
+
+def readme_with_figures(text: str) -> str:
+    """``text`` (the README) with every generated ``<!-- figures:NAME -->`` block filled in."""
+    for name, make in README_FIGURES.items():
+        start, end = f"<!-- figures:{name} -->\n", f"\n<!-- /figures:{name} -->"
+        i, j = text.index(start) + len(start), text.index(end)
+        text = text[:i] + make() + text[j:]
+    return text
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.docs", description=__doc__)
     p.add_argument("--out", required=True, help="the folder to write into (docs/ for the committed files)")
+    p.add_argument("--readme", default=None, help="also fill the generated figures of this README (README.md)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,6 +161,10 @@ def main(argv=None) -> int:
     for name, page in PAGES.items():
         atomic_write_bytes(out / name, page().encode())
         print(f"wrote {out / name}")
+    if args.readme:
+        readme = Path(args.readme)
+        atomic_write_bytes(readme, readme_with_figures(readme.read_text()).encode())
+        print(f"wrote {readme}")
     return 0
 
 

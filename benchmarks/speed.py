@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 import samplers
+from samplers.core.budget import CountingDenoiser
 from samplers.core.native import VPDiscrete
 
 from . import common
@@ -122,7 +123,7 @@ def measure_sampler(name: str, model: Callable, x_unit: torch.Tensor, native, st
     calls = []
     for n in steps:
         sig = samplers.get_sigmas("karras", n, native=native)
-        counter = common.CountingDenoiser(model)
+        counter = CountingDenoiser(model)
         samplers.sample(name, counter, x_unit * float(sig[0]), sig, disable=True, **_options(name, x_unit.shape[0]))
         calls.append(counter.calls)
 
@@ -356,7 +357,7 @@ def problem_table(problem_name: str, names: list[str], device: str, steps: int, 
         sig = problem.sigmas("karras", steps)
         x = samplers.initial_latent(noise, sig)
         opts = _options(name, batch)
-        counter = common.CountingDenoiser(denoiser)
+        counter = CountingDenoiser(denoiser)
         with torch.no_grad():
             samplers.sample(name, counter, x, sig, disable=True, **opts)
 

@@ -19,6 +19,20 @@ def test_generated_docs_are_current(page):
     assert committed == docs.PAGES[page](), f"docs/{page} is stale: run `python -m app.docs --out docs`"
 
 
+def test_readme_figures_are_current():
+    readme = (ROOT / "README.md").read_text()
+    assert readme == docs.readme_with_figures(readme), \
+        "README's generated figures are stale: run `python -m app.docs --out docs --readme README.md`"
+
+
+def test_readme_links_resolve():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [link for link in re.findall(r"\]\(([^)#]+)", readme) if "://" not in link and not (ROOT / link).exists()]
+    assert not missing
+
+
 def _imports(path: Path) -> set[str]:
     """Top-level packages a module imports (absolute imports, anywhere in the file)."""
     found = set()

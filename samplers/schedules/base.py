@@ -131,6 +131,11 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     if unknown:
         raise InvalidOption(f"schedule {canonical!r} has no option {', '.join(map(repr, unknown))}; its options are: "
                             f"{', '.join(valid) or 'none'}")
+    params = inspect.signature(fn).parameters
+    missing = [k for k in valid if params[k].default is inspect.Parameter.empty and k not in kw]
+    if missing:
+        raise InvalidOption(f"schedule {canonical!r} needs {', '.join(f'{k}=' for k in missing)} (e.g. "
+                            "samplers.get_sigmas(name, n, native=..., " + ", ".join(f"{k}=..." for k in missing) + ")")
     if native is not None and not isinstance(native, NoiseSchedule):
         raise InvalidType(f"native must be a samplers.core.native schedule (VPDiscrete, RectifiedFlow, ...), got "
                           f"{type(native).__name__}")
