@@ -1,37 +1,51 @@
-"""Speed: per-step sampler overhead over bare model calls, diffusers side by side, CUDA graphs, full stack.
+"""Speed: what a sampling step costs beyond the model, in aten ops and in µs, next to diffusers and k-diffusion.
 
-    python -m benchmarks.speed                         # CPU (and CUDA fp32/fp16/bf16 when available)
-    python -m benchmarks.speed --device cuda --graph --sd15   # + CUDA-graph replay and the SD-1.5-shaped U-Net
+    python -m benchmarks.speed                                  # CPU (and CUDA fp32/fp16/bf16 when available)
+    python -m benchmarks.speed --out docs/benchmarks/speed_cpu  # the committed CPU tables
+    python -m benchmarks.speed --devices cuda --graph --sd15    # + CUDA-graph replay and the SD-1.5-shaped U-Net
 
-Overhead: a tiny native eps model (two elementwise kernels on a [2, 4, 16, 16] latent, so that overhead is
-what is measured) is run by each sampler through ``samplers.to_denoiser`` at two step counts; the cost per
-step is the slope, and the model's own cost (the same calls in a bare loop) is subtracted:
+The model is an SD-1.x discrete VP eps model whose network costs a couple of elementwise ops on a
+[2, 4, 16, 16] latent, so that what is measured is everything around it. Each algorithm runs four ways:
+ours on that eps model through ``samplers.to_denoiser`` (what a user runs), ours on a canonical denoiser of
+the same cost (the sampler alone), diffusers' scheduler loop (``scale_model_input``, model, ``step``, as its
+pipelines run it) and k-diffusion's sampler on its CompVis-style eps wrapper ``DiscreteEpsDDPMDenoiser``
+(the real package, when installed).
+
+Ops per step: a ``TorchDispatchMode`` counts every aten op dispatched (views and fills included) except
+inside the model, at two step counts; the slope is the cost of a step. On a GPU nearly every op is a kernel
+launch of 5-10 µs, so this is the figure that sets eager GPU overhead; it is exact and machine-independent.
+
+µs per step: the slope of wall time between two step counts (minimum over interleaved repeats), less the
+model calls' own cost (the same model in a bare loop):
 
     overhead per step = (T(n2) − T(n1)) / (n2 − n1) − (model calls per step) · (one bare model call)
 
-which leaves the sampler's arithmetic, the eps → x0 conversion and Python. The per-call part (validation,
-the one read of the schedule and of the result) is the intercept, reported separately. diffusers'
-schedulers run their own ``scale_model_input`` / ``step`` loop on the same model and are measured the same
-way; the ratio is printed. ``sampler only`` repeats the measurement on a canonical denoiser (no conversion).
-
-Times are the minimum over ``--repeats`` runs (wall clock with a device synchronisation at the end; CUDA
-events for GPU time). No numbers are asserted anywhere: they are written to ``--out`` (JSON + Markdown).
+Targets, checked in the same run and printed (a miss is stated, never hidden): ours on the eps model at
+most half the best peer's ops per step for every algorithm a peer has, and at most half diffusers' CPU µs
+per step for :data:`US_TARGETS`. Nothing is written into tracked files unless ``--out`` points there.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import importlib
+import importlib.util
+import importlib.metadata
 import json
 import math
 import resource
 import sys
+import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import samplers
-from samplers.core.native import VPDiscrete
+from samplers.core.native import VE, RectifiedFlow, VPContinuous, VPDiscrete
 
 from . import common
 
@@ -47,11 +61,25 @@ PEERS = {
     "dpmpp_sde": ("DPMSolverSDEScheduler", {}),
     "dpm_2": ("KDPM2DiscreteScheduler", {}),
     "dpm_2_ancestral": ("KDPM2AncestralDiscreteScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
+    "unipc_bh2": ("UniPCMultistepScheduler", {}),
+    "unipc_bh1": ("UniPCMultistepScheduler", {"solver_type": "bh1"}),
     "deis": ("DEISMultistepScheduler", {}),
     "dpmpp_3m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
 }
+# the algorithms whose CPU µs per step must be at most half diffusers' (on the eps model)
+US_TARGETS = ("euler", "heun", "ddim", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "lms", "unipc_bh2")
+TARGET_RATIO = 0.5
+# the default set: every algorithm a peer has (k-diffusion's sample_<name> or a diffusers scheduler)
+DEFAULT_SAMPLERS = ("euler", "euler_ancestral", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "lms", "unipc_bh2",
+                    "unipc_bh1", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_3m_sde", "deis")
+QUICK_SAMPLERS = ("euler", "heun", "euler_ancestral")
+OPS_STEPS = (10, 30)
+SHAPE = (2, 4, 16, 16)
 BETAS = common.SD_BETAS
+
+
+def sd_native() -> VPDiscrete:
+    return VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
 
 
 def sync(device: str) -> None:
@@ -86,7 +114,7 @@ def best_time(fn: Callable[[], object], device: str, repeats: int) -> tuple[floa
 
 def tiny_eps_model(dtype: torch.dtype = torch.float32, scale: float = 0.1):
     """A native eps model costing a few elementwise kernels, computing in ``dtype`` as a real half-precision
-    model would: eps(x_t, t) = 0.1·x_t + 0·t."""
+    model would: eps(x_t, t) = 0.1·x_t + 0·t (``t`` of shape [B], or 0-d as diffusers' loops pass it)."""
     def eps(x_t, t):
         return x_t.to(dtype) * scale + t.reshape((-1,) + (1,) * (x_t.ndim - 1)).to(dtype) * 0.0
     return eps
@@ -103,6 +131,246 @@ def _options(name: str, batch: int) -> dict:
     return {"seed": list(range(batch))} if "seed" in samplers.info(name).options else {}
 
 
+# ------------------------------------------------------------------------------------------------------
+# the peers' loops: one function per tool, ``loop(n) -> run()`` at n steps on the eps model
+
+
+def diffusers_loop(label: str, extra: dict, eps_model, x_unit: torch.Tensor) -> Callable[[int], Callable[[], tuple]]:
+    """diffusers' own scheduler loop, as its pipelines run it: scale_model_input, the model on (x, t), step."""
+    import diffusers
+
+    cls = getattr(diffusers, label)
+
+    def loop(n):
+        def run():
+            sch = cls(**BETAS, steps_offset=1, **extra)
+            sch.set_timesteps(n, device=x_unit.device)
+            latents = x_unit * sch.init_noise_sigma
+            g = torch.Generator(device=x_unit.device).manual_seed(0)
+            kw = {"generator": g} if "generator" in _step_params(sch) else {}
+            for t in sch.timesteps:
+                inp = sch.scale_model_input(latents, t)
+                latents = sch.step(eps_model(inp, t), t, latents, **kw).prev_sample
+            return latents, len(sch.timesteps)
+        return run
+    return loop
+
+
+def _step_params(sch):
+    import inspect
+
+    return inspect.signature(sch.step).parameters
+
+
+class KDiffusionUnavailable(RuntimeError):
+    pass
+
+
+_KD: dict = {}
+
+
+def kdiffusion_modules() -> tuple[types.ModuleType, types.ModuleType]:
+    """k-diffusion's own ``sampling`` and ``external`` modules (the installed package, k-diffusion 0.1.1.post1).
+
+    Its package ``__init__`` imports training-only dependencies (scikit-image, torchvision, ...); when that
+    fails, the two modules are loaded from the installed files on their own (torchvision, used only by
+    ``utils``' PIL helpers, stubbed while ``utils`` loads). Raises :class:`KDiffusionUnavailable` when the
+    package is not installed (``pip install --no-deps k-diffusion==0.1.1.post1``).
+    """
+    if "modules" in _KD:
+        return _KD["modules"]
+    try:
+        sampling = importlib.import_module("k_diffusion.sampling")
+        external = importlib.import_module("k_diffusion.external")
+    except ImportError:
+        spec = importlib.util.find_spec("k_diffusion")
+        if spec is None or not spec.submodule_search_locations:
+            raise KDiffusionUnavailable("k-diffusion is not installed (pip install --no-deps "
+                                        "k-diffusion==0.1.1.post1)") from None
+        name = "_kdiffusion_benchmark"
+        pkg = types.ModuleType(name)
+        pkg.__path__ = list(spec.submodule_search_locations)
+        sys.modules[name] = pkg
+        stubs = {}
+        if importlib.util.find_spec("torchvision") is None:
+            stubs = {m: types.ModuleType(m) for m in ("torchvision", "torchvision.transforms",
+                                                      "torchvision.transforms.functional")}
+            stubs["torchvision.transforms"].functional = stubs["torchvision.transforms.functional"]
+        sys.modules.update(stubs)
+        try:
+            sampling = importlib.import_module(f"{name}.sampling")
+            external = importlib.import_module(f"{name}.external")
+        except ImportError as err:
+            raise KDiffusionUnavailable(f"k-diffusion's sampling module does not load: {err}") from None
+        finally:
+            for m in stubs:
+                sys.modules.pop(m, None)
+    _KD["modules"] = (sampling, external)
+    return _KD["modules"]
+
+
+def kdiffusion_loop(name: str, eps_model, x_unit: torch.Tensor, native: VPDiscrete):
+    """k-diffusion's ``sample_<name>`` on ``DiscreteEpsDDPMDenoiser(eps_model)`` (A1111 / ComfyUI's wrapper kind),
+    on the same Karras sigmas; None when k-diffusion has no such sampler."""
+    sampling, external = kdiffusion_modules()
+    fn = getattr(sampling, f"sample_{name}", None)
+    if fn is None:
+        return None
+    model = external.DiscreteEpsDDPMDenoiser(eps_model, native.alphas_cumprod.float(), quantize=False)
+
+    def loop(n):
+        sig = samplers.get_sigmas("karras", n, native=native).to(x_unit.dtype)
+        x = x_unit * sig[0]
+
+        def run():
+            return fn(model, x, sig, disable=True), n
+        return run
+    return loop
+
+
+def ours_loop(name: str, model, x_unit: torch.Tensor, native: VPDiscrete):
+    def loop(n):
+        sig = samplers.get_sigmas("karras", n, native=native)
+        x = x_unit * float(sig[0])
+        opts = _options(name, x.shape[0])
+
+        def run():
+            return samplers.sample(name, model, x, sig, disable=True, **opts), n
+        return run
+    return loop
+
+
+# ------------------------------------------------------------------------------------------------------
+# aten ops per step
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops dispatched inside ``with counter:``, except inside calls wrapped by :meth:`exclude`.
+
+    Every dispatched op counts (views, fills and copies too): each costs a dispatch on the host, and nearly
+    every non-view op is a kernel launch on a GPU.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+        self.ops = collections.Counter()
+        self._paused = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self._paused:
+            self.count += 1
+            self.ops[str(func.overloadpacket.__name__)] += 1
+        return func(*args, **(kwargs or {}))
+
+    def exclude(self, fn: Callable) -> Callable:
+        """``fn`` whose own ops are not counted (the model's)."""
+        def call(*args, **kwargs):
+            self._paused += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._paused -= 1
+        return call
+
+    def run(self, fn: Callable[[], object]) -> tuple[int, collections.Counter]:
+        """(ops, ops by name) dispatched by ``fn()``."""
+        self.count, self.ops = 0, collections.Counter()
+        with torch.no_grad(), self:
+            fn()
+        return self.count, self.ops
+
+
+def ops_slope(counter: OpCounter, loop: Callable[[int], Callable[[], object]], steps=OPS_STEPS) -> float:
+    """Aten ops per step: the slope of the count between two step counts (the per-call constant drops out)."""
+    first, second = (counter.run(loop(n))[0] for n in steps)
+    return (second - first) / (steps[1] - steps[0])
+
+
+def ops_per_step(name: str, kind: str = "eps", steps=OPS_STEPS) -> float:
+    """Aten ops per step of our ``name`` beyond the model's own: ``kind`` "eps" runs it on the tiny eps model
+    through ``samplers.to_denoiser`` (SD-1.x discrete schedule), "denoiser" on a canonical denoiser."""
+    counter = OpCounter()
+    native = sd_native()
+    x_unit = samplers.core.seeds.seeded_randn(SHAPE, list(range(SHAPE[0])))
+    if kind == "eps":
+        model = samplers.to_denoiser(counter.exclude(tiny_eps_model()), "eps", native)
+    else:
+        model = counter.exclude(tiny_denoiser_for())
+    return ops_slope(counter, ours_loop(name, model, x_unit, native), steps)
+
+
+def ops_table(names: list[str], peers: bool, progress: bool) -> list[dict]:
+    """Aten ops per step for every sampler: ours (eps model, canonical denoiser), diffusers, k-diffusion."""
+    from tqdm.auto import tqdm
+
+    native = sd_native()
+    x_unit = samplers.core.seeds.seeded_randn(SHAPE, list(range(SHAPE[0])))
+    counter = OpCounter()
+    eps = counter.exclude(tiny_eps_model())
+    rows = []
+    for name in tqdm(names, desc="ops per step", disable=not progress, leave=False):
+        row = {"sampler": name, "ours_eps": ops_per_step(name, "eps"), "ours_denoiser": ops_per_step(name, "denoiser")}
+        if peers and name in PEERS:
+            label, extra = PEERS[name]
+            try:
+                row["diffusers"] = ops_slope(counter, diffusers_loop(label, extra, eps, x_unit))
+            except Exception as err:  # noqa: BLE001 - a missing optional dependency of one peer
+                row["diffusers_error"] = f"{type(err).__name__}: {err}"
+        if peers:
+            try:
+                loop = kdiffusion_loop(name, eps, x_unit, native)
+            except KDiffusionUnavailable as err:
+                row["kdiffusion_error"] = str(err)
+            else:
+                if loop is not None:
+                    row["kdiffusion"] = ops_slope(counter, loop)
+        peer_ops = [row[k] for k in ("diffusers", "kdiffusion") if k in row]
+        if peer_ops:
+            row["best_peer"] = min(peer_ops)
+            row["ours_over_best_peer"] = row["ours_eps"] / row["best_peer"]
+            row["target_met"] = row["ours_over_best_peer"] <= TARGET_RATIO
+        rows.append(row)
+    return rows
+
+
+SCHEDULE_KINDS = {
+    "VP-discrete": sd_native,
+    "VP-discrete, zero SNR": lambda: VPDiscrete.from_betas(rescale_betas_zero_snr=True),
+    "VP-continuous": lambda: VPContinuous("linear", time_scale=1000.0),
+    "VE": lambda: VE(time_input="edm"),
+    "rectified flow": lambda: RectifiedFlow(shift=3.0),
+}
+
+
+def conversion_ops(sigma: float = 2.0) -> dict:
+    """Aten ops of one model call beyond the model, per prediction × schedule kind (the registry's host-float
+    call), and for classifier-free guidance on the eps model (one batched call on [cond; uncond])."""
+    from models.guidance import CFGDenoiser
+
+    counter = OpCounter()
+    model = counter.exclude(lambda x_t, t, **kw: x_t * 0.1)
+    x = samplers.core.seeds.seeded_randn(SHAPE, list(range(SHAPE[0])))
+    table = {}
+    for label, make in SCHEDULE_KINDS.items():
+        native = make()
+        for prediction in samplers.core.conversion.PREDICTIONS:
+            if prediction == "edm" and not isinstance(native, VE):
+                continue
+            D = samplers.to_denoiser(model, prediction, native)
+            table[f"{prediction} / {label}"] = counter.run(lambda: D.denoise_at(x, sigma))[0]
+    D = samplers.to_denoiser(model, "eps", sd_native())
+    cond = {"context": torch.zeros(1, 3, 8)}
+    cfg = CFGDenoiser(D, cond, {"context": torch.ones(1, 3, 8)}, 4.0)
+    cfg.denoise_at(x, sigma)  # the batched conditioning is built once per batch size, before the loop's calls
+    table["eps / VP-discrete, CFG"] = counter.run(lambda: cfg.denoise_at(x, sigma))[0]
+    return table
+
+
+# ------------------------------------------------------------------------------------------------------
+# µs per step
+
+
 def slope(run_for: Callable[[int], Callable[[], object]], steps: tuple[int, int], device: str,
           repeats: int) -> tuple[float, float, list[float]]:
     """(seconds per step, fixed seconds per call, [T(n1), T(n2)]): runs at the two step counts are
@@ -116,61 +384,34 @@ def slope(run_for: Callable[[int], Callable[[], object]], steps: tuple[int, int]
     return per_step, best[0] - per_step * steps[0], best
 
 
-def measure_sampler(name: str, model: Callable, x_unit: torch.Tensor, native, steps: tuple[int, int], device: str,
-                    repeats: int) -> dict:
-    """Per-step and per-call seconds of one sampler on ``model`` (the model's cost included)."""
+def _counted(loop_for: Callable[[Callable], Callable[[int], Callable[[], object]]], model, steps) -> list[int]:
+    """Model calls of the run at each step count (counted on a wrapper, in a separate run)."""
     calls = []
     for n in steps:
-        sig = samplers.get_sigmas("karras", n, native=native)
-        counter = common.CountingDenoiser(model)
-        samplers.sample(name, counter, x_unit * float(sig[0]), sig, disable=True, **_options(name, x_unit.shape[0]))
-        calls.append(counter.calls)
+        count = [0]
 
-    def run_for(n):
-        sig = samplers.get_sigmas("karras", n, native=native)
-        x = x_unit * float(sig[0])
-        opts = _options(name, x.shape[0])
-        return lambda: samplers.sample(name, model, x, sig, disable=True, **opts)
+        def counting(*args, **kwargs):
+            count[0] += 1
+            return model(*args, **kwargs)
+        with torch.no_grad():
+            loop_for(counting)(n)()
+        calls.append(count[0])
+    return calls
 
-    per_step, per_call, times = slope(run_for, steps, device, repeats)
+
+def measure(loop_for: Callable[[Callable], Callable[[int], Callable[[], object]]], model, steps: tuple[int, int],
+            device: str, repeats: int, count_model=None) -> dict:
+    """Per-step and per-call seconds of ``loop_for(model)`` (the model's cost included), and its model calls
+    per step (counted on ``count_model``, the callable the model calls go through, default ``model``)."""
+    calls = _counted(loop_for, count_model or model, steps)
+    loop = loop_for(model)
+    with torch.no_grad():
+        per_step, per_call, times = slope(loop, steps, device, repeats)
     return {"per_step_s": per_step, "per_call_s": per_call,
             "calls_per_step": (calls[1] - calls[0]) / (steps[1] - steps[0]), "calls": calls, "times_s": times}
 
 
-def measure_peer(label: str, extra: dict, eps_model, x_unit: torch.Tensor, steps: tuple[int, int], device: str,
-                 repeats: int) -> dict:
-    """The same for diffusers' own scheduler loop (scale_model_input, model, step)."""
-    import diffusers
-
-    cls = getattr(diffusers, label)
-    b = x_unit.shape[0]
-
-    def run_for(n):
-        def loop():
-            sch = cls(**BETAS, steps_offset=1, **extra)
-            sch.set_timesteps(n, device=x_unit.device)
-            latents = x_unit * sch.init_noise_sigma
-            g = torch.Generator(device=x_unit.device).manual_seed(0)
-            kw = {"generator": g} if "generator" in _step_params(sch) else {}
-            for t in sch.timesteps:
-                inp = sch.scale_model_input(latents, t)
-                latents = sch.step(eps_model(inp, t.reshape(1).expand(b)), t, latents, **kw).prev_sample
-            return latents, len(sch.timesteps)
-        return loop
-
-    calls = [run_for(n)()[1] for n in steps]
-    per_step, per_call, times = slope(run_for, steps, device, repeats)
-    return {"per_step_s": per_step, "per_call_s": per_call,
-            "calls_per_step": (calls[1] - calls[0]) / (steps[1] - steps[0]), "calls": calls, "times_s": times}
-
-
-def _step_params(sch):
-    import inspect
-
-    return inspect.signature(sch.step).parameters
-
-
-def model_call_seconds(model: Callable, x: torch.Tensor, time_input: torch.Tensor, device: str, repeats: int,
+def model_call_seconds(model: Callable, x: torch.Tensor, time_input, device: str, repeats: int,
                        calls: int = 200) -> float:
     """One bare model call (slope of a loop of calls, so the loop's own fixed cost drops out)."""
     def run_for(k):
@@ -180,41 +421,44 @@ def model_call_seconds(model: Callable, x: torch.Tensor, time_input: torch.Tenso
                 y = model(x, time_input)
             return y
         return run
-    return slope(run_for, (calls // 4, calls), device, repeats)[0]
+    with torch.no_grad():
+        return slope(run_for, (calls // 4, calls), device, repeats)[0]
 
 
 def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tuple[int, int], repeats: int,
                    peers: bool, progress: bool) -> list[dict]:
-    native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
-    shape = (2, 4, 16, 16)
-    x_unit = samplers.core.seeds.seeded_randn(shape, [0, 1], device=device).to(dtype)
+    native = sd_native()
+    x_unit = samplers.core.seeds.seeded_randn(SHAPE, list(range(SHAPE[0])), device=device).to(dtype)
     eps = tiny_eps_model(dtype)
     tiny_denoiser = tiny_denoiser_for(dtype)
     D = samplers.to_denoiser(eps, "eps", native)
-    t_eps = model_call_seconds(eps, x_unit, torch.full((2,), 500.0, device=device, dtype=torch.float64), device,
-                               repeats)
+    t_eps = model_call_seconds(eps, x_unit, torch.full((2,), 500.0, device=device, dtype=dtype), device, repeats)
     t_den = model_call_seconds(tiny_denoiser, x_unit, torch.full((2,), 1.0, device=device, dtype=dtype), device,
                                repeats)
-    # what samplers.to_denoiser adds to each call of an eps model (schedule lookup, eps -> x0)
-    t_conv = model_call_seconds(D, x_unit, torch.full((2,), 1.0, device=device, dtype=dtype), device,
-                                repeats) - t_eps
+    # what samplers.to_denoiser adds to each call of an eps model: the registry's host-float call, and the
+    # k-diffusion call on a σ tensor that external callers make
+    t_conv = model_call_seconds(D.denoise_at, x_unit, 1.0, device, repeats) - t_eps
+    t_conv_tensor = model_call_seconds(D, x_unit, torch.full((2,), 1.0, device=device, dtype=dtype), device,
+                                       repeats) - t_eps
     rows = []
     from tqdm.auto import tqdm
 
-    for name in tqdm(names, desc=f"overhead {device} {str(dtype)[6:]}", disable=not progress, leave=False):
+    for name in tqdm(names, desc=f"µs per step {device} {str(dtype)[6:]}", disable=not progress, leave=False):
         spec = samplers.info(name)
-        with_conv = measure_sampler(name, D, x_unit, native, steps, device, repeats)
-        bare = measure_sampler(name, tiny_denoiser, x_unit, native, steps, device, repeats)
+        with_conv = measure(lambda m: ours_loop(name, samplers.to_denoiser(m, "eps", native), x_unit, native), eps,
+                            steps, device, repeats)
+        bare = measure(lambda m: ours_loop(name, m, x_unit, native), tiny_denoiser, steps, device, repeats)
         row = {"sampler": name, "kind": spec.kind, "nfe_per_step": spec.nfe_per_step, "device": device,
                "dtype": str(dtype)[6:],
                "overhead_per_step_s": with_conv["per_step_s"] - with_conv["calls_per_step"] * t_eps,
                "sampler_only_per_step_s": bare["per_step_s"] - bare["calls_per_step"] * t_den,
                "per_call_s": with_conv["per_call_s"], "calls_per_step": with_conv["calls_per_step"],
-               "model_call_s": t_eps, "conversion_per_call_s": t_conv, "raw": {"eps": with_conv, "denoiser": bare}}
+               "model_call_s": t_eps, "conversion_per_call_s": t_conv,
+               "tensor_conversion_per_call_s": t_conv_tensor, "raw": {"eps": with_conv, "denoiser": bare}}
         if peers and name in PEERS:
             label, extra = PEERS[name]
             try:
-                peer = measure_peer(label, extra, eps, x_unit, steps, device, repeats)
+                peer = measure(lambda m: diffusers_loop(label, extra, m, x_unit), eps, steps, device, repeats)
             except Exception as err:  # noqa: BLE001 - a missing optional dependency of one peer
                 row["peer"] = {"name": label, "error": f"{type(err).__name__}: {err}"}
             else:
@@ -222,12 +466,21 @@ def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tup
                 row["peer"] = {"name": label + "".join(f" {k}={v}" for k, v in extra.items()
                                                        if k not in ("set_alpha_to_one", "clip_sample")),
                                "overhead_per_step_s": over, "calls_per_step": peer["calls_per_step"], "raw": peer}
-                row["ratio_peer_over_ours"] = over / row["overhead_per_step_s"] if row["overhead_per_step_s"] > 0 \
-                    else math.inf
+                row["ours_over_peer"] = row["overhead_per_step_s"] / over if over > 0 else math.inf
+                if name in US_TARGETS and device == "cpu":
+                    row["target_met"] = row["ours_over_peer"] <= TARGET_RATIO
+        if peers:
+            try:
+                kd = kdiffusion_loop(name, eps, x_unit, native)
+            except KDiffusionUnavailable as err:
+                row["kdiffusion"] = {"error": str(err)}
+            else:
+                if kd is not None:
+                    got = measure(lambda m: kdiffusion_loop(name, m, x_unit, native), eps, steps, device, repeats)
+                    row["kdiffusion"] = {"overhead_per_step_s": got["per_step_s"] - got["calls_per_step"] * t_eps,
+                                         "calls_per_step": got["calls_per_step"], "raw": got}
         rows.append(row)
     return rows
-
-
 # ------------------------------------------------------------------------------------------------------
 # CUDA graphs
 
@@ -434,36 +687,116 @@ def full_stack(device: str, samplers_: list[str], steps: int, batch: int, repeat
 # report
 
 
+# ------------------------------------------------------------------------------------------------------
+# targets and report
+
+
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:.1f}"
 
 
+def targets(result: dict) -> list[str]:
+    """One line per target: met, or missed with the numbers (a miss is never left out)."""
+    lines = []
+    ops = [r for r in result.get("ops", []) if "target_met" in r]
+    if ops:
+        missed = [r for r in ops if not r["target_met"]]
+        worst = max(ops, key=lambda r: r["ours_over_best_peer"])
+        head = (f"ops per step, ours on the eps model ≤ {TARGET_RATIO}× the best peer's, for the {len(ops)} "
+                "algorithms a peer has: ")
+        if missed:
+            lines.append(head + "MISSED for " + ", ".join(
+                f"{r['sampler']} ({r['ours_eps']:g} versus {r['best_peer']:g}, {r['ours_over_best_peer']:.2f}×)"
+                for r in missed))
+        else:
+            lines.append(head + f"met (worst: {worst['sampler']}, {worst['ours_eps']:g} versus {worst['best_peer']:g}, "
+                         f"{worst['ours_over_best_peer']:.2f}×)")
+    cpu = result.get("overhead", {}).get("cpu float32", [])
+    timed = [r for r in cpu if "target_met" in r]
+    if timed:
+        missed = [r for r in timed if not r["target_met"]]
+        head = (f"CPU µs per step, ours on the eps model ≤ {TARGET_RATIO}× diffusers' "
+                f"({', '.join(r['sampler'] for r in timed)}): ")
+        if missed:
+            lines.append(head + "MISSED for " + ", ".join(
+                f"{r['sampler']} ({us(r['overhead_per_step_s'])} versus {us(r['peer']['overhead_per_step_s'])} µs, "
+                f"{r['ours_over_peer']:.2f}×)" for r in missed))
+        else:
+            worst = max(timed, key=lambda r: r["ours_over_peer"])
+            lines.append(head + f"met (worst: {worst['sampler']}, {worst['ours_over_peer']:.2f}×)")
+        absent = [n for n in US_TARGETS if n not in {r["sampler"] for r in timed}]
+        if absent and not result["args"]["quick"]:
+            lines.append(f"CPU µs target not measured for {', '.join(absent)} (not in --samplers, or no diffusers)")
+    return lines
+
+
+def _num(v) -> str:
+    return "–" if v is None else f"{v:g}"
+
+
 def markdown(result: dict) -> str:
     info = result["info"]
-    lines = ["# Speed", "", f"{common.device_label(info)}, {info['date_utc']}, torch {info['versions']['torch']}, "
-             f"diffusers {info['versions']['diffusers']}, commit {info['commit']}. Minimum of {result['args']['repeats']} "
-             f"runs; per-step numbers are slopes between {result['args']['steps'][0]} and "
-             f"{result['args']['steps'][1]} steps with the model's own cost subtracted ('ours, eps model': "
-             "the sampler on samplers.to_denoiser(eps model), comparable with diffusers' loop on the same eps "
-             "model; 'sampler only': the sampler on a canonical denoiser of the same cost). The fixed per-call "
-             "cost (intercept) is in results.json.", ""]
+    a = result["args"]
+    kd = info["versions"].get("k-diffusion")
+    lines = ["# Speed", "", f"**Device: {common.device_label(info)}**, {info['platform']}; {info['date_utc']}, "
+             f"torch {info['versions']['torch']}, diffusers {info['versions']['diffusers']}, k-diffusion "
+             f"{kd or 'not installed'}, commit {info['commit']}.", ""]
+    if not any(k.startswith("cuda") for k in result["overhead"]):
+        lines += ["No CUDA device was available to this run: every figure below is a CPU measurement (aten op "
+                  "counts are the same on a GPU, where nearly each op is a kernel launch); there are no GPU "
+                  "timings here.", ""]
+    ops = result.get("ops", [])
+    if ops:
+        lines += [f"## Aten ops per step beyond the model (SD-1.x discrete eps model, latent {list(SHAPE)})", "",
+                  "Counted with a `TorchDispatchMode` (every aten op dispatched, views included, the model's own "
+                  f"excluded), slope between {OPS_STEPS[0]} and {OPS_STEPS[1]} steps. 'ours, eps model': the "
+                  "sampler on `samplers.to_denoiser(eps model)`; 'canonical': the sampler on a canonical denoiser; "
+                  "diffusers: its scheduler loop (`scale_model_input`, model, `step`); k-diffusion: "
+                  "`sample_<name>` on its `DiscreteEpsDDPMDenoiser`.", "",
+                  "| sampler | ours, eps model | ours, canonical | diffusers | k-diffusion | ours / best peer | "
+                  f"≤ {TARGET_RATIO}× |", "|---|---:|---:|---:|---:|---:|---|"]
+        for r in ops:
+            ratio = r.get("ours_over_best_peer")
+            lines.append(f"| {r['sampler']} | {r['ours_eps']:g} | {r['ours_denoiser']:g} | {_num(r.get('diffusers'))} | "
+                         f"{_num(r.get('kdiffusion'))} | {'–' if ratio is None else f'{ratio:.2f}×'} | "
+                         f"{'–' if 'target_met' not in r else 'yes' if r['target_met'] else '**no**'} |")
+        errors = sorted({r[k] for r in ops for k in ("diffusers_error", "kdiffusion_error") if k in r})
+        lines += [""] + [f"Peer not measured: {e}" for e in errors] + ([""] if errors else [])
+    conv = result.get("conversion_ops")
+    if conv:
+        lines += ["## Aten ops of one model call beyond the model, by prediction and schedule", "",
+                  "The registry's call (σ a Python float, `Denoiser.denoise_at`): the time input, the model input "
+                  "c_in·x and x0 = c_skip·x + c_out·output, with t, c_in, c_skip and c_out computed on the host.",
+                  "", "| prediction / schedule | ops |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in conv.items()] + [""]
     for key, rows in result["overhead"].items():
-        lines += [f"## Overhead per step, {key} (µs; tiny eps model, latent [2, 4, 16, 16])", "",
-                  "| sampler | kind | model calls / step | ours, eps model | ours, sampler only "
-                  "| diffusers | diffusers, same model | diffusers / ours |",
-                  "|---|---|---:|---:|---:|---|---:|---:|"]
+        lines += [f"## µs per step beyond the model, {key} (tiny eps model, latent {list(SHAPE)})", "",
+                  f"Minimum of {a['repeats']} interleaved runs; slopes between {a['steps'][0]} and {a['steps'][1]} "
+                  "steps, the model calls' own cost subtracted. The fixed per-call cost (intercept) is in "
+                  "results.json.", "",
+                  "| sampler | model calls / step | ours, eps model | ours, canonical | diffusers | diffusers, "
+                  f"same model | k-diffusion, same model | ours / diffusers | ≤ {TARGET_RATIO}× diffusers |",
+                  "|---|---:|---:|---:|---|---:|---:|---:|---|"]
         for r in rows:
             peer = r.get("peer", {})
-            ratio = r.get("ratio_peer_over_ours")
-            lines.append(f"| {r['sampler']} | {r['kind']} | {r['calls_per_step']:g} | {us(r['overhead_per_step_s'])} | "
-                         f"{us(r['sampler_only_per_step_s'])} | {peer.get('name', '–')} | "
-                         f"{us(peer['overhead_per_step_s']) if 'overhead_per_step_s' in peer else peer.get('error', '–')} | "
-                         f"{f'{ratio:.1f}×' if ratio is not None else '–'} |")
+            kdr = r.get("kdiffusion", {})
+            ratio = r.get("ours_over_peer")
+            lines.append(
+                f"| {r['sampler']} | {r['calls_per_step']:g} | {us(r['overhead_per_step_s'])} | "
+                f"{us(r['sampler_only_per_step_s'])} | {peer.get('name', '–')} | "
+                f"{us(peer['overhead_per_step_s']) if 'overhead_per_step_s' in peer else peer.get('error', '–')} | "
+                f"{us(kdr['overhead_per_step_s']) if 'overhead_per_step_s' in kdr else '–'} | "
+                f"{f'{ratio:.2f}×' if ratio is not None else '–'} | "
+                f"{'–' if 'target_met' not in r else 'yes' if r['target_met'] else '**no**'} |")
         if rows:
-            lines += ["", f"One bare call of the tiny eps model: {rows[0]['model_call_s'] * 1e6:.1f} µs; the eps → x0 "
-                      f"conversion of samplers.to_denoiser (VP-discrete schedule lookup) adds "
-                      f"{rows[0]['conversion_per_call_s'] * 1e6:.1f} µs per model call, included in 'ours, eps model'.",
-                      ""]
+            lines += ["", f"One bare call of the tiny eps model: {rows[0]['model_call_s'] * 1e6:.1f} µs. The eps → x0 "
+                      f"conversion of samplers.to_denoiser adds {rows[0]['conversion_per_call_s'] * 1e6:.1f} µs per "
+                      "model call in the registry's host-float call (included in 'ours, eps model') and "
+                      f"{rows[0]['tensor_conversion_per_call_s'] * 1e6:.1f} µs in the k-diffusion call on a σ tensor "
+                      "that external callers make.", ""]
+    done = targets(result)
+    if done:
+        lines += ["## Targets", ""] + [f"- {t}" for t in done] + [""]
     if result.get("graph"):
         lines += ["## CUDA-graph replay of a whole run (tiny model)", "",
                   "| sampler | dtype | steps | eager (ms) | graph replay (ms) | speed-up | same result |",
@@ -480,6 +813,8 @@ def markdown(result: dict) -> str:
     for r in result.get("unet", []):
         lines += ["## diffusers U-Net, 20 steps: diffusers' Euler loop versus ours", "",
                   "```", json.dumps(r, indent=1), "```", ""]
+    if result.get("unet_note"):
+        lines += [f"SD-1.5-shaped U-Net: {result['unet_note']}", ""]
     timed = [r for r in result.get("problems", []) if "skipped" not in r]
     if timed:
         lines += ["## Your problems: one run per sampler (model cost included), and overhead over bare calls", "",
@@ -506,7 +841,8 @@ def markdown(result: dict) -> str:
     for r in stack:
         if "skipped" in r:
             lines += [f"Full stack{' (' + r['model'] + ')' if 'model' in r else ''}: skipped — {r['skipped']}", ""]
-    lines += [f"Peak resident memory of the benchmark process: {result['max_rss_mb']:.0f} MB.", ""]
+    lines += [f"Peak resident memory of the benchmark process: {result['max_rss_mb']:.0f} MB. Command: "
+              f"`{result['command']}` ({result['wall_s']:.0f} s).", ""]
     return "\n".join(lines)
 
 
@@ -515,8 +851,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda if present)")
     p.add_argument("--dtypes", nargs="+", default=None,
                    help="CUDA dtypes (default float32 float16 bfloat16; the CPU runs float32)")
-    p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every non-adaptive one)")
-    p.add_argument("--steps", nargs=2, type=int, default=[10, 50], help="the two step counts of the slope")
+    p.add_argument("--samplers", nargs="+", default=None,
+                   help="registry names, or 'all' (default: every algorithm diffusers or k-diffusion also has)")
+    p.add_argument("--steps", nargs=2, type=int, default=[10, 50], help="the two step counts of the µs slope")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--no-peers", dest="peers", action="store_false")
     p.add_argument("--graph", action="store_true", help="CUDA-graph replay versus eager (CUDA only)")
@@ -528,24 +865,40 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--problem-steps", type=int, default=20)
     p.add_argument("--problem-batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 3 samplers, few repeats")
+    p.add_argument("--quick", action="store_true", help=f"smoke run: {', '.join(QUICK_SAMPLERS)}, few repeats")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", type=Path, default=Path("out/benchmarks/speed"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for results.json and table.md (default: a new folder under the system temp dir; "
+                        "the committed tables: --out docs/benchmarks/speed_cpu)")
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
     if args.quick:
-        args.samplers = args.samplers or [n for n in ("euler", "heun", "euler_ancestral") if n in samplers.available()]
+        args.samplers = args.samplers or [n for n in QUICK_SAMPLERS if n in samplers.available()]
         args.repeats = min(args.repeats, 3)
         args.steps = [4, 8]
-    names = common.sampler_names(args.samplers)
+    if args.samplers:
+        names = common.sampler_names(args.samplers)
+    else:
+        names = [n for n in DEFAULT_SAMPLERS if n in samplers.available()]
+    out = args.out or Path(tempfile.mkdtemp(prefix="speed-"))
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    result = {"info": common.run_info(devices[-1]), "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                             for k, v in vars(args).items()},
+    info = common.run_info(devices[-1])
+    try:
+        info["versions"]["k-diffusion"] = importlib.metadata.version("k-diffusion")
+    except importlib.metadata.PackageNotFoundError:
+        info["versions"]["k-diffusion"] = None
+    print(f"device: {common.device_label(info)} ({', '.join(devices)}); writing to {out}", flush=True)
+    result = {"info": info, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "command": "python -m benchmarks.speed" + "".join(f" {a}" for a in (argv if argv is not None
+                                                                                 else sys.argv[1:])),
               "overhead": {}}
+    result["ops"] = ops_table(names, args.peers, not args.no_progress)
+    result["conversion_ops"] = conversion_ops()
     for device in devices:
         dtypes = ["float32"] if device == "cpu" else (args.dtypes or ["float32", "float16", "bfloat16"])
         for dt in dtypes:
@@ -571,18 +924,19 @@ def main(argv=None) -> int:
         if cuda:
             result["unet"] = [unet_run(SD15_UNET, cuda[0], torch.float16)]
         else:
-            result["unet_note"] = "--sd15 needs a CUDA device"
+            result["unet_note"] = "not run: --sd15 needs a CUDA device"
     if args.full_stack or not args.quick:
         result["full_stack"] = full_stack(devices[-1], [n for n in ("euler", "dpmpp_2m", "euler_ancestral")
                                                         if n in samplers.available()], 20, 4,
                                           max(1, args.repeats // 5))
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    result["wall_s"] = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     text = markdown(result)
-    (args.out / "table.md").write_text(text)
+    (out / "table.md").write_text(text)
     print(text)
-    print(f"wrote {args.out / 'results.json'}, {args.out / 'table.md'}")
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'}")
     return 0
 
 
