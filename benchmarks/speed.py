@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import types
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -87,9 +88,19 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def clock(device: str) -> Callable[[], float]:
+    """The clock of a CPU measurement: this thread's CPU time when torch runs on one thread (time the machine
+    gives other processes does not count, so a shared machine measures what a quiet one would), else wall time."""
+    if device == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
 def best_time(fn: Callable[[], object], device: str, repeats: int) -> tuple[float, float | None]:
-    """(min wall seconds, min CUDA-event seconds or None) over ``repeats`` calls of ``fn``."""
+    """(min seconds, min CUDA-event seconds or None) over ``repeats`` calls of ``fn``; on the CPU the seconds
+    are those of :func:`clock`."""
     walls, gpus = [], []
+    now = clock(device)
     for _ in range(repeats):
         if device.startswith("cuda"):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -102,9 +113,9 @@ def best_time(fn: Callable[[], object], device: str, repeats: int) -> tuple[floa
             walls.append(time.perf_counter() - t0)
             gpus.append(start.elapsed_time(end) / 1e3)
         else:
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
-            walls.append(time.perf_counter() - t0)
+            walls.append(now() - t0)
     return min(walls), (min(gpus) if gpus else None)
 
 
@@ -142,6 +153,7 @@ def diffusers_loop(label: str, extra: dict, eps_model, x_unit: torch.Tensor) -> 
     cls = getattr(diffusers, label)
 
     def loop(n):
+        @_quiet
         def run():
             sch = cls(**BETAS, steps_offset=1, **extra)
             sch.set_timesteps(n, device=x_unit.device)
@@ -154,6 +166,16 @@ def diffusers_loop(label: str, extra: dict, eps_model, x_unit: torch.Tensor) -> 
             return latents, len(sch.timesteps)
         return run
     return loop
+
+
+def _quiet(fn: Callable) -> Callable:
+    """``fn`` with warnings silenced: torchsde's Brownian tree (diffusers' DPMSolverSDE, k-diffusion's SDE
+    samplers) warns when float32 sigmas fall a rounding error outside its interval."""
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+    return run
 
 
 def _step_params(sch):
@@ -222,6 +244,7 @@ def kdiffusion_loop(name: str, eps_model, x_unit: torch.Tensor, native: VPDiscre
         sig = samplers.get_sigmas("karras", n, native=native).to(x_unit.dtype)
         x = x_unit * sig[0]
 
+        @_quiet
         def run():
             return fn(model, x, sig, disable=True), n
         return run
@@ -371,21 +394,36 @@ def conversion_ops(sigma: float = 2.0) -> dict:
 # µs per step
 
 
+def slopes(loops: dict[str, Callable[[int], Callable[[], object]]], steps: tuple[int, int], device: str,
+           repeats: int) -> dict[str, tuple[float, float, list[float]]]:
+    """{name: (seconds per step, fixed seconds per call, [T(n1), T(n2)])} for each ``loops[name](n)``.
+
+    Every repeat runs every loop at both step counts, one after another, and each keeps its minimum: the
+    runs being compared (ours, diffusers', k-diffusion's, the bare model's) see the same machine, so a load
+    spike on a shared machine hits them alike.
+    """
+    runs = {k: [loop(n) for n in steps] for k, loop in loops.items()}
+    best = {k: [math.inf, math.inf] for k in loops}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for k, pair in runs.items():
+                for i, run in enumerate(pair):
+                    best[k][i] = min(best[k][i], best_time(run, device, 1)[0])
+    out = {}
+    for k, (first, second) in best.items():
+        per_step = (second - first) / (steps[1] - steps[0])
+        out[k] = (per_step, first - per_step * steps[0], [first, second])
+    return out
+
+
 def slope(run_for: Callable[[int], Callable[[], object]], steps: tuple[int, int], device: str,
           repeats: int) -> tuple[float, float, list[float]]:
-    """(seconds per step, fixed seconds per call, [T(n1), T(n2)]): runs at the two step counts are
-    interleaved and each keeps its minimum, so a load spike on a shared machine hits both alike."""
-    runs = [run_for(n) for n in steps]
-    best = [math.inf, math.inf]
-    for _ in range(repeats):
-        for k, run in enumerate(runs):
-            best[k] = min(best[k], best_time(run, device, 1)[0])
-    per_step = (best[1] - best[0]) / (steps[1] - steps[0])
-    return per_step, best[0] - per_step * steps[0], best
+    """:func:`slopes` of one loop."""
+    return slopes({"": run_for}, steps, device, repeats)[""]
 
 
-def _counted(loop_for: Callable[[Callable], Callable[[int], Callable[[], object]]], model, steps) -> list[int]:
-    """Model calls of the run at each step count (counted on a wrapper, in a separate run)."""
+def calls_per_step(loop_for: Callable[[Callable], Callable[[int], Callable[[], object]]], model, steps) -> float:
+    """Model calls per step of ``loop_for(model)``, counted on a wrapper in one run at each step count."""
     calls = []
     for n in steps:
         count = [0]
@@ -396,91 +434,92 @@ def _counted(loop_for: Callable[[Callable], Callable[[int], Callable[[], object]
         with torch.no_grad():
             loop_for(counting)(n)()
         calls.append(count[0])
-    return calls
+    return (calls[1] - calls[0]) / (steps[1] - steps[0])
 
 
-def measure(loop_for: Callable[[Callable], Callable[[int], Callable[[], object]]], model, steps: tuple[int, int],
-            device: str, repeats: int, count_model=None) -> dict:
-    """Per-step and per-call seconds of ``loop_for(model)`` (the model's cost included), and its model calls
-    per step (counted on ``count_model``, the callable the model calls go through, default ``model``)."""
-    calls = _counted(loop_for, count_model or model, steps)
-    loop = loop_for(model)
-    with torch.no_grad():
-        per_step, per_call, times = slope(loop, steps, device, repeats)
-    return {"per_step_s": per_step, "per_call_s": per_call,
-            "calls_per_step": (calls[1] - calls[0]) / (steps[1] - steps[0]), "calls": calls, "times_s": times}
+def bare_calls(model: Callable, x: torch.Tensor, time_input) -> Callable[[int], Callable[[], object]]:
+    """``n`` bare calls of ``model``: its slope is the cost of one call."""
+    def loop(n):
+        def run():
+            for _ in range(n):
+                model(x, time_input)
+        return run
+    return loop
 
 
 def model_call_seconds(model: Callable, x: torch.Tensor, time_input, device: str, repeats: int,
                        calls: int = 200) -> float:
     """One bare model call (slope of a loop of calls, so the loop's own fixed cost drops out)."""
-    def run_for(k):
-        def run():
-            y = x
-            for _ in range(k):
-                y = model(x, time_input)
-            return y
-        return run
-    with torch.no_grad():
-        return slope(run_for, (calls // 4, calls), device, repeats)[0]
+    return slope(bare_calls(model, x, time_input), (calls // 4, calls), device, repeats)[0]
 
 
 def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tuple[int, int], repeats: int,
                    peers: bool, progress: bool) -> list[dict]:
+    """µs per step beyond the model for each sampler: ours on the eps model and on a canonical denoiser,
+    diffusers' loop and k-diffusion's, all measured interleaved with the bare model calls they subtract."""
     native = sd_native()
     x_unit = samplers.core.seeds.seeded_randn(SHAPE, list(range(SHAPE[0])), device=device).to(dtype)
     eps = tiny_eps_model(dtype)
     tiny_denoiser = tiny_denoiser_for(dtype)
     D = samplers.to_denoiser(eps, "eps", native)
-    t_eps = model_call_seconds(eps, x_unit, torch.full((2,), 500.0, device=device, dtype=dtype), device, repeats)
-    t_den = model_call_seconds(tiny_denoiser, x_unit, torch.full((2,), 1.0, device=device, dtype=dtype), device,
-                               repeats)
+    time_in = torch.full((SHAPE[0],), 500.0, device=device, dtype=dtype)
     # what samplers.to_denoiser adds to each call of an eps model: the registry's host-float call, and the
     # k-diffusion call on a σ tensor that external callers make
-    t_conv = model_call_seconds(D.denoise_at, x_unit, 1.0, device, repeats) - t_eps
-    t_conv_tensor = model_call_seconds(D, x_unit, torch.full((2,), 1.0, device=device, dtype=dtype), device,
-                                       repeats) - t_eps
+    conv = slopes({"eps": bare_calls(eps, x_unit, time_in), "host": bare_calls(D.denoise_at, x_unit, 1.0),
+                   "tensor": bare_calls(D, x_unit, torch.full((SHAPE[0],), 1.0, device=device, dtype=dtype))},
+                  (50, 200), device, repeats)
+    t_conv = conv["host"][0] - conv["eps"][0]
+    t_conv_tensor = conv["tensor"][0] - conv["eps"][0]
     rows = []
     from tqdm.auto import tqdm
 
     for name in tqdm(names, desc=f"µs per step {device} {str(dtype)[6:]}", disable=not progress, leave=False):
         spec = samplers.info(name)
-        with_conv = measure(lambda m: ours_loop(name, samplers.to_denoiser(m, "eps", native), x_unit, native), eps,
-                            steps, device, repeats)
-        bare = measure(lambda m: ours_loop(name, m, x_unit, native), tiny_denoiser, steps, device, repeats)
+        loops = {"ours": lambda m: ours_loop(name, samplers.to_denoiser(m, "eps", native), x_unit, native),
+                 "canonical": lambda m: ours_loop(name, m, x_unit, native)}
         row = {"sampler": name, "kind": spec.kind, "nfe_per_step": spec.nfe_per_step, "device": device,
-               "dtype": str(dtype)[6:],
-               "overhead_per_step_s": with_conv["per_step_s"] - with_conv["calls_per_step"] * t_eps,
-               "sampler_only_per_step_s": bare["per_step_s"] - bare["calls_per_step"] * t_den,
-               "per_call_s": with_conv["per_call_s"], "calls_per_step": with_conv["calls_per_step"],
-               "model_call_s": t_eps, "conversion_per_call_s": t_conv,
-               "tensor_conversion_per_call_s": t_conv_tensor, "raw": {"eps": with_conv, "denoiser": bare}}
+               "dtype": str(dtype)[6:]}
         if peers and name in PEERS:
             label, extra = PEERS[name]
+            row["peer"] = {"name": label + "".join(f" {k}={v}" for k, v in extra.items()
+                                                   if k not in ("set_alpha_to_one", "clip_sample"))}
             try:
-                peer = measure(lambda m: diffusers_loop(label, extra, m, x_unit), eps, steps, device, repeats)
+                diffusers_loop(label, extra, eps, x_unit)
             except Exception as err:  # noqa: BLE001 - a missing optional dependency of one peer
-                row["peer"] = {"name": label, "error": f"{type(err).__name__}: {err}"}
+                row["peer"]["error"] = f"{type(err).__name__}: {err}"
             else:
-                over = peer["per_step_s"] - peer["calls_per_step"] * t_eps
-                row["peer"] = {"name": label + "".join(f" {k}={v}" for k, v in extra.items()
-                                                       if k not in ("set_alpha_to_one", "clip_sample")),
-                               "overhead_per_step_s": over, "calls_per_step": peer["calls_per_step"], "raw": peer}
-                row["ours_over_peer"] = row["overhead_per_step_s"] / over if over > 0 else math.inf
-                if name in US_TARGETS and device == "cpu":
-                    row["target_met"] = row["ours_over_peer"] <= TARGET_RATIO
+                loops["diffusers"] = lambda m: diffusers_loop(label, extra, m, x_unit)
         if peers:
             try:
-                kd = kdiffusion_loop(name, eps, x_unit, native)
+                if kdiffusion_loop(name, eps, x_unit, native) is not None:
+                    loops["kdiffusion"] = lambda m: kdiffusion_loop(name, m, x_unit, native)
             except KDiffusionUnavailable as err:
                 row["kdiffusion"] = {"error": str(err)}
-            else:
-                if kd is not None:
-                    got = measure(lambda m: kdiffusion_loop(name, m, x_unit, native), eps, steps, device, repeats)
-                    row["kdiffusion"] = {"overhead_per_step_s": got["per_step_s"] - got["calls_per_step"] * t_eps,
-                                         "calls_per_step": got["calls_per_step"], "raw": got}
+        calls = {k: calls_per_step(loop_for, tiny_denoiser if k == "canonical" else eps, steps)
+                 for k, loop_for in loops.items()}
+        timed = slopes({**{k: loop_for(tiny_denoiser if k == "canonical" else eps) for k, loop_for in loops.items()},
+                        "model": bare_calls(eps, x_unit, time_in),
+                        "denoiser": bare_calls(tiny_denoiser, x_unit, time_in)}, steps, device, repeats)
+        t_eps, t_den = timed["model"][0], timed["denoiser"][0]
+
+        def over(k):
+            return timed[k][0] - calls[k] * (t_den if k == "canonical" else t_eps)
+        row.update({"overhead_per_step_s": over("ours"), "sampler_only_per_step_s": over("canonical"),
+                    "per_call_s": timed["ours"][1], "calls_per_step": calls["ours"], "model_call_s": t_eps,
+                    "conversion_per_call_s": t_conv, "tensor_conversion_per_call_s": t_conv_tensor,
+                    "raw": {k: {"per_step_s": v[0], "per_call_s": v[1], "times_s": v[2], "calls_per_step": calls.get(k)}
+                            for k, v in timed.items()}})
+        if "diffusers" in loops:
+            row["peer"].update({"overhead_per_step_s": over("diffusers"), "calls_per_step": calls["diffusers"]})
+            row["ours_over_peer"] = over("ours") / over("diffusers") if over("diffusers") > 0 else math.inf
+            if name in US_TARGETS and device == "cpu":
+                row["target_met"] = row["ours_over_peer"] <= TARGET_RATIO
+        if "kdiffusion" in loops:
+            row["kdiffusion"] = {"overhead_per_step_s": over("kdiffusion"), "calls_per_step": calls["kdiffusion"]}
         rows.append(row)
     return rows
+
+
 # ------------------------------------------------------------------------------------------------------
 # CUDA graphs
 
@@ -651,12 +690,13 @@ def full_stack(device: str, samplers_: list[str], steps: int, batch: int, repeat
         prompts = data.make_batch(30_000, batch)[1]
         for name in samplers_:
             parts = {}
+            now = clock(device)  # the clock best_time uses, so the parts add up to the total
 
             def stack():
-                t0 = time.perf_counter()
+                t0 = now()
                 D = pipe.denoiser(prompts)
                 sync(device)
-                t1 = time.perf_counter()
+                t1 = now()
                 sig = pipe.sigmas(steps=steps)
                 noise = samplers.core.seeds.seeded_randn((batch, pipe.vae.latent_channels, 64 // pipe.vae.downsample,
                                                      64 // pipe.vae.downsample), list(range(batch)), device=device)
@@ -664,10 +704,10 @@ def full_stack(device: str, samplers_: list[str], steps: int, batch: int, repeat
                     lat = samplers.sample(name, D, samplers.initial_latent(noise, sig), sig, disable=True,
                                           **_options(name, batch))
                 sync(device)
-                t2 = time.perf_counter()
+                t2 = now()
                 pipe.decode(lat, output="tensor")
                 sync(device)
-                t3 = time.perf_counter()
+                t3 = now()
                 parts.setdefault("encode", []).append(t1 - t0)
                 parts.setdefault("sample", []).append(t2 - t1)
                 parts.setdefault("decode", []).append(t3 - t2)
@@ -770,10 +810,13 @@ def markdown(result: dict) -> str:
                   "", "| prediction / schedule | ops |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in conv.items()] + [""]
     for key, rows in result["overhead"].items():
-        lines += [f"## µs per step beyond the model, {key} (tiny eps model, latent {list(SHAPE)})", "",
-                  f"Minimum of {a['repeats']} interleaved runs; slopes between {a['steps'][0]} and {a['steps'][1]} "
-                  "steps, the model calls' own cost subtracted. The fixed per-call cost (intercept) is in "
-                  "results.json.", "",
+        lines += [f"## Overhead per step in µs beyond the model, {key} (tiny eps model, latent {list(SHAPE)})", "",
+                  f"Minimum of {a['repeats']} runs, ours and the peers' interleaved; slopes between {a['steps'][0]} "
+                  f"and {a['steps'][1]} steps, the model calls' own cost subtracted. "
+                  + ("Seconds are the CPU time of the benchmark's thread (torch runs on one), so time the machine "
+                     "gives other processes does not count. " if key.startswith("cpu") and a["threads"] == 1
+                     else "Seconds are wall time. ")
+                  + "The fixed per-call cost (intercept) is in results.json.", "",
                   "| sampler | model calls / step | ours, eps model | ours, canonical | diffusers | diffusers, "
                   f"same model | k-diffusion, same model | ours / diffusers | ≤ {TARGET_RATIO}× diffusers |",
                   "|---|---:|---:|---:|---|---:|---:|---:|---|"]

@@ -19,9 +19,11 @@ information about x0 there and say so (``supports_infinite_sigma = False``).
 Every row is affine in x at a fixed σ: D(x, σ) = c_skip·x + c_out·model(c_in·x, t). Inside the registry loop
 σ is a Python float, so :meth:`Denoiser.denoise_at` computes t, c_in, c_skip and c_out on the host
 (:func:`scalings_at` and the schedule's ``time_at``) and a model call costs, besides the model, one fill
-(the time input), one scale (the model input; none when c_in = 1) and one fused add (x0). The
-k-diffusion call ``D(x, sigma_tensor)`` stays for external callers (per-item σ) and gives the same result
-to float rounding.
+(the time input), one scale (the model input; none when c_in = 1, where the model gets the state itself and
+must not write into it) and x0 = c_skip·x + c_out·output: one fused add when c_skip is 0, 1 or c_in (eps,
+x0, score, flow on a rectified-flow schedule), two otherwise (v, EDM, flow on a VP schedule: no single
+aten op forms α·x + β·y). The k-diffusion call ``D(x, sigma_tensor)`` stays for external callers (per-item
+σ) and gives the same result to float rounding.
 """
 from __future__ import annotations
 
@@ -183,7 +185,7 @@ class Denoiser:
         """
         a, b = self.schedule.coefficients_at(sigma)
         c_skip, c_out, c_in = scalings_at(self.prediction, a, b, sigma, self.sigma_data)
-        time = torch.full((x.shape[0],), self.schedule.time_at(sigma), dtype=x.dtype, device=x.device)
+        time = x.new_full((x.shape[0],), self.schedule.time_at(sigma))
         x_in = x if c_in == 1 else x * c_in
         out = self.model(x_in, time, **extra_args)
         return affine(x, x_in, c_skip, c_in, out, c_out)
