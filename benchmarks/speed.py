@@ -239,9 +239,10 @@ def kdiffusion_loop(name: str, eps_model, x_unit: torch.Tensor, native: VPDiscre
     if fn is None:
         return None
     model = external.DiscreteEpsDDPMDenoiser(eps_model, native.alphas_cumprod.float(), quantize=False)
+    model.to(x_unit.device)
 
     def loop(n):
-        sig = samplers.get_sigmas("karras", n, native=native).to(x_unit.dtype)
+        sig = samplers.get_sigmas("karras", n, native=native).to(x_unit.device, torch.float32)
         x = x_unit * sig[0]
 
         @_quiet
