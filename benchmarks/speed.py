@@ -388,6 +388,13 @@ def conversion_ops(sigma: float = 2.0) -> dict:
     cfg = CFGDenoiser(D, cond, {"context": torch.ones(1, 3, 8)}, 4.0)
     cfg.denoise_at(x, sigma)  # the batched conditioning is built once per batch size, before the loop's calls
     table["eps / VP-discrete, CFG"] = counter.run(lambda: cfg.denoise_at(x, sigma))[0]
+    # a diffusers UNet's wrapper, which does its own CFG inside the native model
+    from samplers.interop.diffusers_models import denoiser_from_diffusers
+
+    net = counter.exclude(lambda x_t, t, encoder_hidden_states: x_t * 0.1)
+    unet = denoiser_from_diffusers(net, dict(BETAS, prediction_type="epsilon"), torch.zeros(1, 3, 8),
+                                   torch.ones(1, 3, 8), guidance_scale=4.0)
+    table["eps / VP-discrete, CFG in DiffusersModel"] = counter.run(lambda: unet.denoise_at(x, sigma))[0]
     return table
 
 
