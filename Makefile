@@ -8,6 +8,8 @@ $(VENV)/.installed: pyproject.toml
 	# A CPU build of torch 2.13.0 lies on this machine's disk; a bare `torch` requirement would pull a CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[test]"
+	# k-diffusion for the drop-in's parity tests: its sampling module only (its package pulls wandb, clip, ...)
+	$(PY) -m pip install -q --no-deps "k-diffusion==0.1.1.post1"
 	touch $@
 
 install: $(VENV)/.installed

@@ -16,7 +16,7 @@ from pathlib import Path
 def _check_out(path: str | Path) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
-        raise SystemExit(f"error: output folder {str(path.parent)!r} does not exist; create it or choose another --out")
+        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it or choose another --out")
     return path
 
 

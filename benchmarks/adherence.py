@@ -20,14 +20,16 @@ import torch
 
 from models import checker, data
 
+from . import common
 
 
 @torch.no_grad()
-def adherence(pipe, captions: list[str], seeds: list[int] | None = None, batch_size: int = 50, **kw) -> dict:
+def adherence(pipe, captions: list[str], seeds: list[int] | None = None, batch_size: int = 50,
+              progress: bool = True, **kw) -> dict:
     """Checker accuracy of ``pipe.txt2img`` samples: ``match`` (all attributes right) and per attribute."""
     seeds = list(range(len(captions))) if seeds is None else list(seeds)
     images = []
-    for i in range(0, len(captions), batch_size):
+    for i in common.progress(range(0, len(captions), batch_size), desc="batches", disable=not progress):
         images.append(pipe.txt2img(captions[i:i + batch_size], seed=seeds[i:i + batch_size], output="tensor",
                                    progress=False, **kw))
     return checker.accuracy(torch.cat(images), captions)

@@ -1,6 +1,6 @@
 """A small CNN trained on ``models.data`` scenes: its features give a Fréchet distance for generated images.
 
-    python -m benchmarks.classifier train --out models/weights/classifier     # ~5 min on 1 CPU thread
+    python -m benchmarks.classifier train --out models/weights/classifier     # the shipped weights, ~5 min on 1 thread
     python -m benchmarks.classifier eval                                      # held-out accuracy
 
 Trained on one-object scenes to predict the object's shape, colour, size and 3×3 position (four heads over
@@ -160,7 +160,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.classifier", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--out", type=Path, default=WEIGHTS)
+    t.add_argument("--out", type=Path, default=Path("out/classifier"),
+                   help="folder for the weights (default %(default)s; the shipped ones are written with "
+                        f"--out {WEIGHTS.relative_to(WEIGHTS.parents[2])})")
     t.add_argument("--n", type=int, default=12_800)
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--threads", type=int, default=1)

@@ -6,7 +6,8 @@ A :class:`Problem` is everything a benchmark needs to run a sampler on a model a
 - ``native`` (a :class:`samplers.core.native.NoiseSchedule`) and the sigma range the schedules are built on;
 - ``noise(n, seed)``: unit Gaussian noise, item k drawn from (seed, k) only;
 - ``reference(x, sigma_start)``: the PF-ODE endpoint from the same start (exact dopri5 for the analytic
-  problems, an adaptive torchdiffeq solve at tight tolerance for any other denoiser), cached on disk;
+  problems, :func:`samplers.problems.pf_ode_solution` at tight tolerance for any other denoiser), cached on
+  disk as safetensors (:class:`ReferenceCache`: a file in the cache is data, never code);
 - optionally exact data samples (distribution distances), a decoder and captions (the models stack), and
   the native model + diffusers config that let diffusers' own schedulers run on the same model and noise.
 
@@ -22,23 +23,41 @@ import datetime
 import hashlib
 import importlib
 import inspect
+import json
 import math
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torchdiffeq
 
 import samplers
+from samplers.core.errors import InvalidInput
+from samplers.core.files import atomic_write_bytes
 from samplers.core.native import NoiseSchedule, RectifiedFlow, VE, VPDiscrete
-from samplers.problems import GaussianMixture
+from samplers.problems import GaussianMixture, pf_ode_solution
 
 
 class ProblemUnavailable(RuntimeError):
     """A problem cannot be built here (a missing package or weights); the message says what is missing."""
+
+
+def item_seeds(n: int, seed: int, stream: int = 0) -> list[int]:
+    """Per-item seeds of a batch: item k of run ``seed`` depends on (seed, k) only, not on the batch size.
+    ``stream`` 0 draws the starting noise; a stochastic sampler's own noise uses stream :data:`SAMPLER_NOISE`."""
+    return [seed * 100_003 + k + stream for k in range(n)]
+
+
+SAMPLER_NOISE = 7_919
+
+
+def describe(err: Exception) -> str:
+    """``Type: first line of the message``: how a cell records the error that stopped it."""
+    text = str(err)
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 @dataclasses.dataclass(eq=False)
@@ -54,6 +73,8 @@ class Problem:
     dtype: torch.dtype = torch.float64
     device: str = "cpu"
     reference_fn: Callable | None = None  # (x, sigma_start[, seed]) -> endpoint; default: adaptive solve
+    # rtol = atol of the adaptive solve (pf_ode_solution) that gives the reference when reference_fn is None
+    reference_tol: float = 1e-7
     exact_samples: Callable | None = None  # (n, seed) -> data samples in latent space
     # (n, seed) -> the denoiser for that batch (e.g. one conditioned on n prompts); default: ``denoiser``
     denoiser_for: Callable | None = None
@@ -68,7 +89,7 @@ class Problem:
 
     def noise(self, n: int, seed: int) -> torch.Tensor:
         """Unit noise [n, *shape] where item k depends only on (seed, k) (``samplers.core.seeds.seeded_randn``)."""
-        seeds = [seed * 100_003 + k for k in range(n)]
+        seeds = item_seeds(n, seed)
         # drawn on the CPU so that a CPU and a GPU run start from the same noise
         return samplers.core.seeds.seeded_randn((n, *self.shape), seeds).to(self.device, self.dtype)
 
@@ -96,63 +117,104 @@ class Problem:
             if len(inspect.signature(self.reference_fn).parameters) >= 3:
                 return self.reference_fn(x, sigma_start, seed)
             return self.reference_fn(x, sigma_start)
-        return ode_reference(self.batch_denoiser(x.shape[0], seed), x, sigma_start)
+        return pf_ode_solution(self.batch_denoiser(x.shape[0], seed), x, sigma_start, rtol=self.reference_tol,
+                               atol=self.reference_tol)
+
+    @property
+    def reference_method(self) -> str:
+        """How the reference is computed (recorded with the results; part of the cache key)."""
+        return "exact" if self.reference_fn is not None else f"dopri5 at rtol = atol = {self.reference_tol:g}"
 
 
 # ------------------------------------------------------------------------------------------------------
 # reference solutions
 
 
-def ode_reference(denoiser: Callable, x: torch.Tensor, sigma_start: float, rtol: float = 1e-7, atol: float = 1e-7, method: str = "dopri5", sigma_end: float = 0.0) -> torch.Tensor:
-    """The PF-ODE state at ``sigma_end`` (default: the endpoint, σ = 0) from ``x`` at ``sigma_start`` by an
-    adaptive torchdiffeq solve.
-
-    Solved in the VP angle φ = arctan σ (as :meth:`samplers.problems.GaussianMixture.ode_endpoint`), where
-    the ODE is regular from φ = π/2 (σ = inf, ``x`` the unit noise) to φ = 0:
-    dy/dφ = (y·cos φ − D(y / cos φ, tan φ)) / sin φ with y = x·cos φ.
-    """
-    b = x.shape[0]
-    phi0 = math.pi / 2 if math.isinf(sigma_start) else math.atan(sigma_start)
-    phi1 = math.atan(sigma_end)
-    y0 = x if math.isinf(sigma_start) else x * math.cos(phi0)
-
-    def f(phi, y):
-        c, s = math.cos(float(phi)), math.sin(float(phi))
-        if s == 0.0:
-            return torch.zeros_like(y)
-        sigma = math.inf if c == 0.0 else s / c
-        x_ve = y if c == 0.0 else y / c
-        d = denoiser(x_ve, x_ve.new_full((b,), sigma))
-        return (y * c - d.to(y.dtype)) / s
-
-    t = torch.tensor([phi0, phi1], dtype=torch.float64, device=x.device)
-    with torch.no_grad():
-        return torchdiffeq.odeint(f, y0, t, rtol=rtol, atol=atol, method=method)[-1] / math.cos(phi1)
-
-
 class ReferenceCache:
-    """Reference endpoints on disk, keyed by problem, seed, batch size, start sigma and start state."""
+    """Reference endpoints kept in memory and on disk, keyed by problem, seed, batch size and start.
+
+    Almost every start a benchmark scores is its seed's unit noise times a scalar (``noise · σ_0``, a diffusers
+    scheduler's ``noise · √(σ_0² + 1)``, ...), and schedules that all start at the top of the range compute
+    σ_0 with different rounding (80.0 and 80.00000000000037). Such a start is keyed, and solved, as
+    ``noise · c`` at ``σ`` with ``c`` and ``σ`` rounded to :data:`SIGNIFICANT` digits: starts that differ by a
+    few ulps share one solve, and the reference depends only on the key, so a sharded sweep reproduces a
+    single-process one. The rounding moves the start by 1e-12 of itself, below the solve's own tolerance. Any
+    other start is keyed by its exact bytes and solved as given.
+
+    Files are safetensors (``<key>.safetensors``, one tensor ``endpoint``): reading one never runs code, and a
+    file that is not valid safetensors is refused with an error naming it, not loaded. ``folder=None``: memory only.
+    """
+
+    SIGNIFICANT = 12
 
     def __init__(self, folder: str | Path | None):
         self.folder = Path(folder) if folder is not None else None
+        self._memory: dict[str, torch.Tensor] = {}
+        self._noise: dict[tuple, torch.Tensor] = {}
+
+    def _unit_noise(self, problem: Problem, n: int, seed: int) -> torch.Tensor:
+        if (problem.name, n, seed) not in self._noise:
+            self._noise[(problem.name, n, seed)] = problem.noise(n, seed).cpu().double()
+        return self._noise[(problem.name, n, seed)]
+
+    def start(self, problem: Problem, seed: int, x: torch.Tensor, sigma_start: float):
+        """(key, the start to solve from, its σ)."""
+        safe = problem.name.replace(":", "_").replace("/", "_")
+        tol = "" if problem.reference_fn is not None else f"-tol{problem.reference_tol:g}"
+        head = f"{safe}-{problem.cache_key or 'default'}{tol}-seed{seed}-n{x.shape[0]}"
+        noise = self._unit_noise(problem, x.shape[0], seed)
+        x64 = x.detach().cpu().double()
+        c = float((x64 * noise).sum() / (noise * noise).sum()) if noise.shape == x64.shape else math.nan
+        # a scalar multiple of the noise up to the rounding of the dtype the start was computed in
+        if math.isfinite(c) and float((x64 - c * noise).abs().max()) <= (
+                8 * torch.finfo(x.dtype).eps * abs(c) * float(noise.abs().max())):
+            c, sigma = float(f"{c:.{self.SIGNIFICANT}g}"), float(f"{sigma_start:.{self.SIGNIFICANT}g}")
+            digest = hashlib.sha1(noise.numpy().tobytes()).hexdigest()[:12]
+            return (f"{head}-s{sigma:.{self.SIGNIFICANT}g}-c{c:.{self.SIGNIFICANT}g}-{digest}",
+                    (noise * c).to(x.device, x.dtype), sigma)
+        digest = hashlib.sha1(x64.numpy().tobytes()).hexdigest()[:12]
+        return f"{head}-s{sigma_start:.6g}-x{digest}", x, sigma_start
 
     def key(self, problem: Problem, seed: int, x: torch.Tensor, sigma_start: float) -> str:
-        digest = hashlib.sha1(x.detach().cpu().to(torch.float64).numpy().tobytes()).hexdigest()[:12]
-        safe = problem.name.replace(":", "_").replace("/", "_")
-        return f"{safe}-{problem.cache_key or 'default'}-seed{seed}-n{x.shape[0]}-s{sigma_start:.6g}-{digest}"
+        return self.start(problem, seed, x, sigma_start)[0]
+
+    def path(self, key: str) -> Path | None:
+        return self.folder / f"{key}.safetensors" if self.folder is not None else None
 
     def get(self, problem: Problem, seed: int, x: torch.Tensor, sigma_start: float) -> torch.Tensor:
-        key = self.key(problem, seed, x, sigma_start)
-        path = self.folder / f"{key}.pt" if self.folder is not None else None
+        key, x_solve, sigma_solve = self.start(problem, seed, x, sigma_start)
+        if key in self._memory:
+            return self._memory[key]
+        path = self.path(key)
         if path is not None and path.exists():
-            return torch.load(path, map_location=x.device)
-        ref = problem.reference(x, sigma_start, seed)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(ref.cpu(), tmp)
-            os.replace(tmp, path)  # atomic: ranks of a sharded sweep may write the same key
+            ref = load_tensor(path).to(x.device)
+        else:
+            ref = problem.reference(x_solve, sigma_solve, seed)
+            if path is not None:
+                save_tensor(path, ref)
+        self._memory[key] = ref
         return ref
+
+
+def save_tensor(path: Path, tensor: torch.Tensor) -> None:
+    """One tensor to ``path`` as safetensors, atomically (ranks of a sharded sweep may write the same key)."""
+    from safetensors.torch import save
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({"endpoint": tensor.detach().cpu().contiguous()}))
+
+
+def load_tensor(path: Path) -> torch.Tensor:
+    """The tensor :func:`save_tensor` wrote. Anything else (a pickle, a truncated file) is refused, not run."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(path.read_bytes())["endpoint"]
+    except (SafetensorError, KeyError, OSError) as err:
+        raise InvalidInput(f"reference cache file {str(path)!r} is not a safetensors file holding 'endpoint' "
+                           f"({type(err).__name__}: {err}); it was not loaded. Delete it to recompute the "
+                           "reference, or pass --no-cache") from None
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -257,15 +319,12 @@ def _models_problem(model: str, cfg: float | None = None, device: str = "cpu") -
                         dict(flow_shift=cfg_model.flow_shift, num_train_timesteps=int(cfg_model.flow_multiplier)))
     sha = pipe.model.weights_sha256 if hasattr(pipe.model, "weights_sha256") else None
     sha = sha() if callable(sha) else sha
-    def reference(x, sigma_start, seed=0):
-        # float32 network: a tolerance of 1e-5 is far below the errors measured at ≤ 50 NFE and costs a
-        # fraction of the model calls of 1e-7
-        return ode_reference(denoiser_for(x.shape[0], seed), x, sigma_start, rtol=1e-5, atol=1e-5)
-
     return Problem(f"models-{model}", denoiser_for(1, 0), native, shape, sigma_min=native.sigma_min,
                    sigma_max=native.sigma_max, finite_sigma_max=80.0 if math.isinf(native.sigma_max) else None,
                    dtype=torch.float32, device=device, denoiser_for=denoiser_for, decode=decode, captions=captions,
-                   native_model_for=native_model_for, diffusers_config=diffusers_config, reference_fn=reference,
+                   # float32 network: a tolerance of 1e-5 is far below the errors measured at <= 50 NFE and costs a
+                   # fraction of the model calls of 1e-7
+                   native_model_for=native_model_for, diffusers_config=diffusers_config, reference_tol=1e-5,
                    description=f"models/ default {model} model (64×64 scenes, latents {shape}), prompts from "
                                f"models.data, classifier-free guidance {cfg:g}; error after decoding too",
                    cache_key=str(sha or "weights")[:12])
@@ -306,62 +365,20 @@ def get_problem(name: str, device: str = "cpu", dtype: torch.dtype | None = None
     return problem
 
 
-# ------------------------------------------------------------------------------------------------------
-# steps for an NFE budget
-
-
-class CountingDenoiser:
-    """Counts model evaluations (a Python int: no device read)."""
-
-    def __init__(self, denoiser: Callable):
-        self.denoiser = denoiser
-        self.calls = 0
-        self.supports_infinite_sigma = getattr(denoiser, "supports_infinite_sigma", True)
-
-    def __call__(self, x, sigma, **extra_args):
-        self.calls += 1
-        return self.denoiser(x, sigma, **extra_args)
-
-
-def _cheap(x, sigma, **extra_args):
-    # The exact denoiser of N(0, I) data: a stand-in to count a sampler's model calls at no cost.
-    s = sigma.reshape((-1,) + (1,) * (x.ndim - 1))
-    return torch.where(torch.isinf(s), torch.zeros_like(x), x / (1 + s * s))
-
-
-def count_nfe(sampler: str, sigmas: torch.Tensor, shape=(1, 2)) -> int:
-    """Model evaluations ``sampler`` spends on ``sigmas`` (run once on a free stand-in model)."""
-    model = CountingDenoiser(_cheap)
-    x = samplers.initial_latent(torch.zeros(shape, dtype=torch.float64), sigmas)
-    kw = {"seed": 0} if "seed" in samplers.info(sampler).options else {}
-    samplers.sample(sampler, model, x, sigmas, disable=True, **kw)
-    return model.calls
-
-
-def steps_for_nfe(sampler: str, budget: int, make_sigmas: Callable[[int], torch.Tensor]) -> tuple[int, int] | None:
-    """The most steps whose run costs at most ``budget`` model evaluations: (steps, nfe), or None."""
-    spec = samplers.info(sampler)
-    guess = max(1, int(budget // spec.nfe_per_step))
-    best = None
-    steps = guess
-    # NFE grows with steps; walk down from the estimate, then up while it still fits.
-    while steps >= 1:
-        nfe = count_nfe(sampler, make_sigmas(steps))
-        if nfe <= budget:
-            best = (steps, nfe)
-            break
-        steps -= 1
-    if best is None:
-        return None
-    while True:
+def get_problems(names, device: str = "cpu", dtype: torch.dtype | None = None,
+                 reference_tol: float | None = None) -> tuple[dict[str, Problem], dict[str, str]]:
+    """The problems that can be built here by name, and why each other one cannot (``ProblemUnavailable``).
+    ``reference_tol`` replaces the tolerance of the problems whose reference is an adaptive solve."""
+    problems, unavailable = {}, {}
+    for name in names:
         try:
-            nfe = count_nfe(sampler, make_sigmas(best[0] + 1))
-        except ValueError:
-            break
-        if nfe > budget:
-            break
-        best = (best[0] + 1, nfe)
-    return best
+            problems[name] = get_problem(name, device=device, dtype=dtype)
+        except ProblemUnavailable as err:
+            unavailable[name] = str(err)
+            continue
+        if reference_tol is not None and problems[name].reference_fn is None:
+            problems[name].reference_tol = reference_tol
+    return problems, unavailable
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -458,6 +475,62 @@ def device_label(info: dict) -> str:
     return f"CPU ({info['cpu_count']} cores, {info['torch_threads']} torch threads)"
 
 
+def progress(iterable=None, *, total: int | None = None, desc: str = "", disable: bool = False):
+    """A progress bar on stderr (shown in logs too, not only on a terminal); ``disable`` for --no-progress."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=disable, file=sys.stderr, mininterval=0.5,
+                dynamic_ncols=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# results.json and the markdown generated from it
+
+
+def write_results(result: dict, out: Path, one_line: tuple[str, ...] = ()) -> Path:
+    """``result`` as ``out/results.json`` (atomically), indented except the lists named in ``one_line``, whose
+    items (thousands of cells) get one compact line each."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({k: v for k, v in result.items() if k not in one_line}, indent=1, default=str)
+    for key in one_line:
+        items = ",\n".join("  " + json.dumps(item, separators=(",", ":"), default=str) for item in result[key])
+        text = text[:-2] + f',\n "{key}": [\n{items}\n ]\n}}'
+    text += "\n"
+    return atomic_write_bytes(out / "results.json", text.encode())
+
+
+GENERATED = ("<!-- Generated from results.json beside this file by `python -m {module} --report "
+             "<this folder>/results.json`; do not edit: change the generator or re-run the benchmark. -->\n\n")
+
+
+def report(results: str | Path, markdown: Callable[[dict], str], module: str, write: bool = True) -> str:
+    """The markdown of a run, generated from its ``results.json`` alone (and, with ``write``, written beside it
+    as ``table.md``). The committed tables under docs/benchmarks are these files; a test regenerates them."""
+    results = Path(results)
+    text = GENERATED.format(module=module) + markdown(json.loads(results.read_text()))
+    if write:
+        atomic_write_bytes(results.with_name("table.md"), text.encode())
+    return text
+
+
+def add_output_options(parser, default_out: Path, what: str = "results.json and table.md") -> None:
+    """``--out`` (default under out/: a run writes tracked files only where its --out names them) and ``--report``."""
+    parser.add_argument("--out", type=Path, default=default_out,
+                        help=f"folder for {what} (default %(default)s; the committed tables are written with an "
+                             "explicit --out docs/benchmarks/..., see docs/benchmarks/README.md)")
+    parser.add_argument("--report", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="run nothing: rewrite table.md beside RESULTS_JSON, generated from it")
+
+
+def report_only(args, report: Callable) -> bool:
+    """With ``--report RESULTS_JSON``: write its table.md and say so (True: nothing else to do)."""
+    if args.report is None:
+        return False
+    report(args.report)
+    print(f"wrote {args.report.with_name('table.md')}")
+    return True
+
+
 def sampler_names(requested: list[str] | None, include_adaptive: bool = False) -> list[str]:
     """Canonical sampler names: the requested ones, or every registered non-adaptive sampler."""
     if requested and requested != ["all"]:
@@ -465,5 +538,6 @@ def sampler_names(requested: list[str] | None, include_adaptive: bool = False) -
     return [n for n in samplers.available() if include_adaptive or not samplers.info(n).host_sync]
 
 
-__all__ = ["Problem", "ProblemUnavailable", "get_problem", "ReferenceCache", "ode_reference", "steps_for_nfe",
-           "count_nfe", "rmse", "item_rmse", "spread", "sliced_wasserstein", "frechet_distance", "run_info", "sampler_names"]
+__all__ = ["Problem", "ProblemUnavailable", "ReferenceCache", "describe", "frechet_distance", "get_problem",
+           "get_problems", "item_rmse", "item_seeds", "progress", "report", "rmse", "run_info", "sampler_names",
+           "sliced_wasserstein", "spread", "write_results"]

@@ -27,6 +27,7 @@ import torch
 
 import samplers
 from samplers.fitted import solver as learned
+from samplers.problems import pf_ode_solution
 
 from . import common, deterministic
 
@@ -84,7 +85,7 @@ def boundary_starts(problem: common.Problem, nfe: int, n: int, pool: int, seed: 
     x = noise.double() * sigma_max
     g = torch.Generator().manual_seed(seed)
     if by == "margin":
-        states = torch.cat([common.ode_reference(problem.denoiser, c, sigma_max, rtol=1e-9, atol=1e-9,
+        states = torch.cat([pf_ode_solution(problem.denoiser, c, sigma_max, rtol=1e-9, atol=1e-9,
                                                  sigma_end=sigma_c) for c in x.split(CHUNK)])
         margin = common.gaussian_mixture().component_posterior(states, sigma_c).max(1).values
         idx = margin.argsort()[:n]
@@ -107,7 +108,7 @@ def boundary_starts(problem: common.Problem, nfe: int, n: int, pool: int, seed: 
     else:
         idx = worst.argsort(descending=True)[:n]
         idx = idx[torch.randperm(n, generator=g)]  # the validation part (the tail) is not the easiest ones
-    states = common.ode_reference(problem.denoiser, x[idx], sigma_max, rtol=1e-9, atol=1e-9, sigma_end=sigma_c)
+    states = pf_ode_solution(problem.denoiser, x[idx], sigma_max, rtol=1e-9, atol=1e-9, sigma_end=sigma_c)
     return noise[idx], states
 
 

@@ -22,7 +22,6 @@ the device, versions and seeds), ``table.md``, and PNG plots to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -33,11 +32,21 @@ import torch
 
 import samplers
 
+from samplers.core.budget import CountingDenoiser, steps_for_nfe
+
 from . import common, distributed
-from .common import CountingDenoiser, Problem, ProblemUnavailable, ReferenceCache
+from .common import Problem, ReferenceCache
+from .peers import peer_steps, run_peer
 
 DEFAULT_NFE = (5, 8, 10, 15, 20, 30, 50)
 QUICK_NFE = (6, 12)
+QUICK_SAMPLERS = ("euler", "heun", "euler_ancestral")
+# two per model kind: each peer starts from a state of its own, whose reference solve costs hundreds of calls
+QUICK_PEERS = ("EulerDiscreteScheduler+karras", "DPMSolverMultistepScheduler+karras",
+               "FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler+flow")
+# a smoke run's reference: ~130 model calls per start on the models (1e-5 takes ~430), errors there are ~1e-2
+QUICK_REFERENCE_TOL = 1e-4
+MODULE = "benchmarks.quality"
 DEFAULT_PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow")
 
 
@@ -93,66 +102,6 @@ def diffusers_peers(problem: Problem) -> dict[str, dict]:
     }
 
 
-def _make_scheduler(label: str, config: dict):
-    import diffusers
-
-    return getattr(diffusers, label.split("+")[0])(**config)
-
-
-def _peer_steps(label: str, config: dict, budget: int) -> tuple[int, int] | None:
-    """The most ``set_timesteps`` steps whose loop calls the model at most ``budget`` times."""
-    best = None
-    for steps in range(1, budget + 1):
-        sch = _make_scheduler(label, config)
-        try:
-            sch.set_timesteps(steps)
-        except (ValueError, ZeroDivisionError):
-            continue
-        calls = len(sch.timesteps)
-        if calls <= budget:
-            best = (steps, calls)
-        elif best is not None:
-            break
-    return best
-
-
-def run_peer(problem: Problem, label: str, config: dict, steps: int, noise: torch.Tensor, seed: int):
-    """diffusers' own loop on the native model. Returns (x0, x_start in VE, sigma_start, model calls)."""
-    sch = _make_scheduler(label, config)
-    sch.set_timesteps(steps, device=noise.device)
-    calls = {"n": 0}
-    native_model, native = problem.batch_native_model(noise.shape[0], seed), problem.native
-
-    def model(x_t, t):
-        calls["n"] += 1
-        time_ = torch.as_tensor(t, dtype=torch.float64, device=x_t.device).reshape(-1).expand(x_t.shape[0])
-        return native_model(x_t, time_)
-
-    init_sigma = float(getattr(sch, "init_noise_sigma", 1.0))  # flow-matching schedulers have none
-    latents = noise * init_sigma
-    t0 = sch.timesteps[0]
-    if init_sigma != 1.0:  # k-diffusion-style schedulers keep the VE state itself
-        sigma_start, x_start = float(sch.sigmas[0]), latents
-    else:  # the state is native x_t at timestep t0
-        sigma = native.sigma_of_time(torch.as_tensor([float(t0)], dtype=torch.float64))
-        sigma_start = float(sigma)
-        a, _ = native.coefficients(sigma)
-        x_start = latents if math.isinf(sigma_start) else latents / float(a)
-    generator = torch.Generator(device=noise.device).manual_seed(seed)
-    with torch.no_grad():
-        for t in sch.timesteps:
-            inp = sch.scale_model_input(latents, t) if hasattr(sch, "scale_model_input") else latents
-            kw = {"generator": generator} if "generator" in _step_params(sch) else {}
-            latents = sch.step(model(inp, t), t, latents, **kw).prev_sample
-    return latents, x_start, sigma_start, calls["n"]
-
-
-def _step_params(sch):
-    import inspect
-
-    return inspect.signature(sch.step).parameters
-
-
 # ------------------------------------------------------------------------------------------------------
 # one cell
 
@@ -163,20 +112,18 @@ class Context:
     def __init__(self, args):
         self.args = args
         self.refs = ReferenceCache(None if args.no_cache else Path(args.cache))
-        self.problems: dict[str, Problem] = {}
-        self.unavailable: dict[str, str] = {}
         self._exact: dict = {}
         dtype = getattr(torch, args.dtype) if args.dtype else None
-        for name in args.problems:
-            try:
-                self.problems[name] = common.get_problem(name, device=args.device, dtype=dtype)
-            except ProblemUnavailable as err:
-                self.unavailable[name] = str(err)
+        self.problems, self.unavailable = common.get_problems(args.problems, args.device, dtype,
+                                                              getattr(args, "reference_tol", None))
 
     def batch(self, problem: Problem) -> int:
-        """Items per cell: --batch, else 256 for the analytic problems and 16 for the models (CPU cost)."""
+        """Items per cell: --batch, else 256 for the analytic problems and 16 for the models (CPU cost);
+        with --quick 32 and 4."""
         if self.args.batch:
             return self.args.batch
+        if getattr(self.args, "quick", False):
+            return 4 if problem.decode is not None else 32
         return 16 if problem.decode is not None else 256
 
     def exact(self, problem: Problem, n: int, seed: int):
@@ -195,7 +142,7 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
     if cell.peer:
         label = cell.sampler.split(":", 1)[1]
         config = diffusers_peers(problem)[label]
-        found = _peer_steps(label, config, cell.nfe)
+        found = peer_steps(label, config, cell.nfe)
         if found is None:
             return {**out, "skipped": f"no step count fits {cell.nfe} model calls"}
         steps = found[0]
@@ -207,7 +154,7 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
     else:
         spec = samplers.info(cell.sampler)
         try:
-            found = common.steps_for_nfe(cell.sampler, cell.nfe, lambda n: problem.sigmas(cell.schedule, n))
+            found = steps_for_nfe(cell.sampler, cell.nfe, lambda n: problem.sigmas(cell.schedule, n))
         except ValueError as err:
             return {**out, "skipped": str(err).split("\n")[0]}
         if found is None:
@@ -219,7 +166,7 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
         model = CountingDenoiser(problem.batch_denoiser(batch, cell.seed))
         kw = {}
         if "seed" in spec.options:
-            kw["seed"] = [cell.seed * 100_003 + k + 7_919 for k in range(batch)]
+            kw["seed"] = common.item_seeds(batch, cell.seed, common.SAMPLER_NOISE)
         with torch.no_grad():
             x0 = samplers.sample(cell.sampler, model, x_start, sigmas, disable=True, **kw)
         nfe, kind = model.calls, spec.kind
@@ -289,11 +236,12 @@ def sweep(args, world: distributed.World | None = None) -> dict | None:
     cells = cells_for(ctx)
     mine = distributed.shard(cells, world)
     done = []
-    from tqdm.auto import tqdm
-
-    for index, cell in tqdm(mine, desc=f"quality (rank {world.rank})", disable=args.no_progress or None,
-                            leave=False):
-        done.append((index, run_cell(ctx, cell)))
+    with common.progress(total=len(mine), desc=f"quality (rank {world.rank})", disable=args.no_progress) as bar:
+        for index, cell in mine:
+            bar.set_postfix_str(f"{cell.problem} {cell.sampler} {cell.schedule} NFE {cell.nfe} seed {cell.seed}",
+                                refresh=False)
+            done.append((index, run_cell(ctx, cell)))
+            bar.update()
     gathered = distributed.gather(done, world)
     if gathered is None:
         return None
@@ -311,6 +259,7 @@ def sweep(args, world: distributed.World | None = None) -> dict | None:
         "info": {**common.run_info(args.device), "world_size": world.size},
         "args": {k: (v if not isinstance(v, tuple) else list(v)) for k, v in vars(args).items()},
         "problems": {n: p.description for n, p in ctx.problems.items()},
+        "reference": {n: p.reference_method for n, p in ctx.problems.items()},
         "unavailable": ctx.unavailable,
         "sw_floor": floors,
         "fd_floor": fd_floors,
@@ -356,14 +305,15 @@ def aggregate(cells: list[dict]) -> dict:
 
 def markdown(result: dict) -> str:
     info = result["info"]
-    lines = [f"# Steps versus quality", "",
+    lines = ["# Steps versus quality", "",
              f"{common.device_label(info)}, {info['date_utc']}, torch {info['versions']['torch']}, "
              f"diffusers {info['versions']['diffusers']}, commit {info['commit']}, seeds {result['args']['seeds']}, "
-             f"batch {result['args']['batch'] or 'per problem (256 analytic, 16 models)'}.", ""]
+             f"batch {result['args']['batch'] or _batches(result)}.", ""]
     table = aggregate(result["cells"])
     nfes = result["args"]["nfe"]
     for pname, desc in result["problems"].items():
-        lines += [f"## {pname}", "", desc, ""]
+        how = result.get("reference", {}).get(pname)
+        lines += [f"## {pname}", "", desc + (f"; reference endpoint: {how}" if how else ""), ""]
         for metric, title in (("rmse", "RMSE to the exact PF-ODE solution from the same noise (deterministic "
                                        "samplers; lower is better)"),
                               ("sw", "Sliced Wasserstein distance to exact data samples (stochastic samplers; "
@@ -405,6 +355,14 @@ def markdown(result: dict) -> str:
     if skipped:
         lines += ["Cells not run:", ""] + [f"- {s} / {sch}: {why}" for s, sch, why in skipped[:40]] + [""]
     return "\n".join(lines)
+
+
+def _batches(result) -> str:
+    """The per-problem batch sizes the cells used (--batch unset)."""
+    sizes = {}
+    for c in result["cells"]:
+        sizes.setdefault(c["problem"], c["batch"])
+    return "per problem (" + ", ".join(f"{p} {n}" for p, n in sizes.items()) + ")"
 
 
 def _fd_text(result, pname):
@@ -512,11 +470,16 @@ def image_grid(result: dict, grid_dir: Path, out: Path) -> list[Path]:
     return written
 
 
+def report(results: str | Path, write: bool = True) -> str:
+    """table.md beside ``results`` (a results.json of this benchmark), generated from it; returns the text."""
+    return common.report(results, markdown, MODULE, write=write)
+
+
 def write(result: dict, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
-    (out / "table.md").write_text(markdown(result))
-    written = [out / "results.json", out / "table.md"]
+    """results.json, table.md generated from it, and the plots (and image grids) to ``out``."""
+    results = common.write_results(result, out, one_line=("cells",))
+    report(results)
+    written = [results, results.with_name("table.md")]
     written += plots(result, out)
     if result["args"].get("grid_dir"):
         written += image_grid(result, Path(result["args"]["grid_dir"]), out)
@@ -536,20 +499,27 @@ def parser() -> argparse.ArgumentParser:
                    help=f"schedules ({', '.join(samplers.schedules.available())}, or 'all')")
     p.add_argument("--nfe", nargs="+", type=int, default=None, help=f"NFE budgets (default {DEFAULT_NFE})")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--batch", type=int, default=None, help="items per cell (default 256; 16 for models)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="items per cell (default 256, 16 for models; with --quick 32 and 4)")
     p.add_argument("--no-peers", dest="peers", action="store_false", help="skip diffusers' schedulers")
     p.add_argument("--peer-names", nargs="+", default=None,
                    help="only these diffusers peers (e.g. DDIMScheduler 'EulerDiscreteScheduler+karras')")
     p.add_argument("--device", default=None, help="cpu or cuda[:k] (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="state dtype: float64 (analytic default) / float32")
-    p.add_argument("--out", type=Path, default=Path("out/benchmarks/quality"))
-    p.add_argument("--cache", default="out/benchmarks/cache", help="reference solutions on disk")
+    common.add_output_options(p, Path("out/quality"), "results.json, table.md and the plots")
+    p.add_argument("--cache", default="out/cache", help="reference solutions on disk (default %(default)s)")
     p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--quick", action="store_true", help="smoke run: few samplers, 2 budgets, small batch")
+    p.add_argument("--reference-tol", type=float, default=None,
+                   help="rtol = atol of the adaptive reference solve for problems without an exact endpoint "
+                        f"(default: the problem's, 1e-5 for the models; {QUICK_REFERENCE_TOL:g} with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run: samplers {', '.join(QUICK_SAMPLERS)}, {len(QUICK_PEERS) // 2} diffusers peers "
+                        f"per model kind, NFE {' '.join(map(str, QUICK_NFE))}, small batches; the gm-* problems "
+                        "unless --problem says otherwise")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the analytic problems are tiny, and extra threads on a "
-                        "loaded machine only add contention)")
+                   help="torch CPU threads (default 1: the mixture cells are tiny, and the models' small U-Net at "
+                        "these batch sizes measured no faster with 2 threads on a shared 2-core machine)")
     return p
 
 
@@ -560,9 +530,12 @@ def resolve_args(args) -> argparse.Namespace:
                                                   else [])
     if args.quick:
         args.nfe = args.nfe or list(QUICK_NFE)
-        args.batch = args.batch or 32
         if args.samplers is None:
-            args.samplers = [n for n in ("euler", "heun", "euler_ancestral") if n in samplers.available()]
+            args.samplers = [n for n in QUICK_SAMPLERS if n in samplers.available()]
+        if args.peer_names is None:
+            args.peer_names = list(QUICK_PEERS)
+        if args.reference_tol is None:
+            args.reference_tol = QUICK_REFERENCE_TOL
     if args.schedules == ["all"]:
         args.schedules = samplers.schedules.available()
     args.nfe = list(args.nfe or DEFAULT_NFE)
@@ -581,16 +554,18 @@ def _models_available() -> bool:
 
 
 def main(argv=None) -> int:
-    args = resolve_args(parser().parse_args(argv))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parser().parse_args(argv)
+    if common.report_only(args, report):
+        return 0
+    args = resolve_args(args)
+    torch.set_num_threads(args.threads)
     world = distributed.init()
     if world.size > 1 and args.device.startswith("cuda"):
         args.device = world.device
     result = sweep(args, world)
     if result is not None:
         written = write(result, args.out)
-        print(markdown(result))
+        print(written[1].read_text())
         for name, why in result["unavailable"].items():
             print(f"[skipped {name}] {why}", file=sys.stderr)
         print("wrote " + ", ".join(str(p) for p in written))

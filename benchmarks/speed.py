@@ -22,7 +22,8 @@ model calls' own cost (the same model in a bare loop):
 
 Targets, checked in the same run and printed (a miss is stated, never hidden): ours on the eps model at
 most half the best peer's ops per step for every algorithm a peer has, and at most half diffusers' CPU µs
-per step for :data:`US_TARGETS`. Nothing is written into tracked files unless ``--out`` points there.
+per step for :data:`US_TARGETS`. Nothing is written into tracked files unless ``--out`` points there
+(default ``out/benchmarks/speed``); ``--report RESULTS_JSON`` regenerates a table.md from its results.json.
 """
 from __future__ import annotations
 
@@ -35,7 +36,6 @@ import json
 import math
 import resource
 import sys
-import tempfile
 import time
 import types
 import warnings
@@ -46,6 +46,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import samplers
+from samplers.core.budget import CountingDenoiser
 from samplers.core.native import VE, RectifiedFlow, VPContinuous, VPDiscrete
 
 from . import common
@@ -75,6 +76,8 @@ DEFAULT_SAMPLERS = ("euler", "euler_ancestral", "heun", "ddim", "dpmpp_2m", "dpm
                     "unipc_bh1", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_3m_sde", "deis")
 QUICK_SAMPLERS = ("euler", "heun", "euler_ancestral")
 OPS_STEPS = (10, 30)
+MODULE = "benchmarks.speed"
+DEFAULT_OUT = Path("out/benchmarks/speed")
 SHAPE = (2, 4, 16, 16)
 BETAS = common.SD_BETAS
 
@@ -656,7 +659,7 @@ def problem_table(problem_name: str, names: list[str], device: str, steps: int, 
         sig = problem.sigmas("karras", steps)
         x = samplers.initial_latent(noise, sig)
         opts = _options(name, batch)
-        counter = common.CountingDenoiser(denoiser)
+        counter = CountingDenoiser(denoiser)
         with torch.no_grad():
             samplers.sample(name, counter, x, sig, disable=True, **opts)
 
@@ -899,6 +902,11 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def report(results: str | Path, write: bool = True) -> str:
+    """table.md generated from a run's results.json (written beside it with ``write``)."""
+    return common.report(results, markdown, MODULE, write=write)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda if present)")
@@ -920,14 +928,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quick", action="store_true", help=f"smoke run: {', '.join(QUICK_SAMPLERS)}, few repeats")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", type=Path, default=None,
-                   help="folder for results.json and table.md (default: a new folder under the system temp dir; "
-                        "the committed tables: --out docs/benchmarks/speed_cpu)")
+    common.add_output_options(p, DEFAULT_OUT)
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if common.report_only(args, report):
+        return 0
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -938,7 +946,7 @@ def main(argv=None) -> int:
         names = common.sampler_names(args.samplers)
     else:
         names = [n for n in DEFAULT_SAMPLERS if n in samplers.available()]
-    out = args.out or Path(tempfile.mkdtemp(prefix="speed-"))
+    out = args.out
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     info = common.run_info(devices[-1])
     try:
@@ -984,12 +992,9 @@ def main(argv=None) -> int:
                                           max(1, args.repeats // 5))
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["wall_s"] = time.perf_counter() - started
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
-    text = markdown(result)
-    (out / "table.md").write_text(text)
-    print(text)
-    print(f"wrote {out / 'results.json'}, {out / 'table.md'}")
+    results = common.write_results(result, out)
+    print(report(results))
+    print(f"wrote {results}, {results.with_name('table.md')}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """Stochastic samplers on the analytic Gaussian mixture: distance to the data at a budget of model calls.
 
-    python -m benchmarks.stochastic                 # every ancestral / SDE sampler and the diffusers peers
-    python -m benchmarks.stochastic --quick         # NFE 10 only, fewer samples (the test runs this)
-    python -m benchmarks.stochastic --out DIR
+    python -m benchmarks.stochastic --quick         # NFE 10 only, 128 samples → out/stochastic
+    python -m benchmarks.stochastic --out docs/benchmarks/stochastic     # the committed table (≈ 3 min)
+    python -m benchmarks.stochastic --report docs/benchmarks/stochastic/results.json   # table.md only
 
 Problem: ``gm-vp-eps`` of :mod:`benchmarks.common`, the 6-cluster, 64-dim Gaussian mixture behind an
 SD-1.x-style discrete VP eps model (``GaussianMixture.as_model("eps", VPDiscrete scaled_linear)``); our
@@ -19,12 +19,12 @@ Also measured: the cost of one noise draw (µs per ``noise_sampler(σ, σ_next)`
 default :class:`samplers.core.noise.SeededNoise` and :class:`samplers.core.brownian.BrownianNoise`, and how much the
 sample of a fixed seed moves when the step count doubles (seeded vs Brownian noise).
 
-Writes ``results.json`` (every number, device, versions, seeds) and ``table.md`` to ``--out``.
+Writes ``results.json`` (every number, device, versions, seeds) and ``table.md``, generated from it, to ``--out``
+(default ``out/stochastic``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -37,10 +37,13 @@ import samplers
 from samplers.core.brownian import BrownianNoise
 from samplers.core.noise import SeededNoise
 
-from . import common
-from .common import CountingDenoiser
+from samplers.core.budget import CountingDenoiser
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "stochastic"
+from . import common
+from .peers import peer_steps, run_peer as run_diffusers
+
+MODULE = "benchmarks.stochastic"
+DEFAULT_OUT = Path("out/stochastic")
 PROBLEM = "gm-vp-eps"
 SCHEDULE = "karras"
 NFE = (10, 20, 50)
@@ -65,10 +68,6 @@ def stochastic_samplers() -> list[str]:
     return samplers.available("ancestral") + samplers.available("sde")
 
 
-def sampler_seeds(n: int, seed: int) -> list[int]:
-    return [seed * 100_003 + k + 7_919 for k in range(n)]
-
-
 def run_ours(problem, name: str, nfe: int, n: int, seed: int) -> dict:
     spec = samplers.info(name)
     steps = max(1, int(nfe // spec.nfe_per_step))
@@ -77,19 +76,18 @@ def run_ours(problem, name: str, nfe: int, n: int, seed: int) -> dict:
     x = samplers.initial_latent(problem.noise(n, seed), sigmas)
     t0 = time.perf_counter()
     with torch.no_grad():
-        x0 = samplers.sample(name, model, x, sigmas, seed=sampler_seeds(n, seed), disable=True)
+        x0 = samplers.sample(name, model, x, sigmas, seed=common.item_seeds(n, seed, common.SAMPLER_NOISE),
+                             disable=True)
     return {"steps": steps, "nfe_used": model.calls, "seconds": time.perf_counter() - t0, "samples": x0}
 
 
 def run_peer(problem, label: str, nfe: int, n: int, seed: int) -> dict:
-    from . import quality
-
     config = dict(problem.diffusers_config, steps_offset=1, **PEERS[label])
-    found = quality._peer_steps(label, config, nfe)
+    found = peer_steps(label, config, nfe)
     if found is None:
         raise ValueError(f"no step count of {label} fits {nfe} model calls")
     t0 = time.perf_counter()
-    x0, _, _, calls = quality.run_peer(problem, label, config, found[0], problem.noise(n, seed), seed)
+    x0, _, _, calls = run_diffusers(problem, label, config, found[0], problem.noise(n, seed), seed)
     return {"steps": found[0], "nfe_used": calls, "seconds": time.perf_counter() - t0, "samples": x0}
 
 
@@ -121,7 +119,8 @@ def stability(problem, name: str, steps: tuple[int, int], n: int, seed: int) -> 
             sigmas = problem.sigmas(SCHEDULE, s)
             x = samplers.initial_latent(problem.noise(n, seed), sigmas)
             with torch.no_grad():
-                runs.append(samplers.sample(name, problem.denoiser, x, sigmas, seed=sampler_seeds(n, seed),
+                runs.append(samplers.sample(name, problem.denoiser, x, sigmas,
+                                            seed=common.item_seeds(n, seed, common.SAMPLER_NOISE),
                                             noise_sampler=kind, disable=True))
         out[kind] = common.rmse(runs[0], runs[1])
     return out
@@ -157,7 +156,7 @@ def benchmark(quick: bool = False, samples: int | None = None, seed: int = 0, pe
                 # diffusers' BrownianTreeNoiseSampler on float32 Karras schedules); counted, not shown
                 row["brownian_range_warnings"] = sum("Should have" in str(w.message) for w in caught)
             except Exception as err:  # noqa: BLE001 - one sampler failing is a result, not a crash of the sweep
-                row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                row["error"] = common.describe(err)
                 rows.append(row)
                 log(f"{row['sampler']:<48} NFE {nfe:>3}: {row['error']}")
                 continue
@@ -244,26 +243,39 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="NFE 10 only, 128 samples, no stability section")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for results.json and table.md")
-    parser.add_argument("--samples", type=int, default=None, help="samples per cell (default 2000, quick 128)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samplers", nargs="*", default=None, help="only these samplers (default: all stochastic)")
-    parser.add_argument("--no-peers", action="store_true", help="skip diffusers' schedulers")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+def report(results: str | Path, write: bool = True) -> str:
+    """table.md beside ``results`` (a results.json of this benchmark), generated from it; returns the text."""
+    return common.report(results, markdown, MODULE, write=write)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="NFE 10 only, 128 samples, no stability section")
+    common.add_output_options(p, DEFAULT_OUT)
+    p.add_argument("--samples", type=int, default=None, help="samples per cell (default 2000, quick 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samplers", nargs="*", default=None, help="only these samplers (default: all stochastic)")
+    p.add_argument("--no-peers", action="store_true", help="skip diffusers' schedulers")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the mixture is tiny, extra threads only contend)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv=None) -> dict | None:
+    args = parser().parse_args(argv)
+    if common.report_only(args, report):
+        return None
+    torch.set_num_threads(args.threads)
     names = [samplers.info(n).name for n in args.samplers] if args.samplers else None
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
     result = benchmark(quick=args.quick, samples=args.samples, seed=args.seed, peers=not args.no_peers,
                        names=names, log=log)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "table.md").write_text(markdown(result))
+    results = common.write_results(result, args.out)
+    text = report(results)
     if not args.quiet:
-        print(markdown(result))
+        print(text)
+        print(f"wrote {results} and {results.with_name('table.md')}")
     return result
 
 

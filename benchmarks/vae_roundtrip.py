@@ -1,16 +1,18 @@
 """How faithful is the VAE? PSNR on held-out scenes, and drift over repeated encode/decode round trips.
 
-    python -m benchmarks.vae_roundtrip --n 1000            # writes out/benchmarks/vae/{vae_roundtrip.json,png}
+    python -m benchmarks.vae_roundtrip --n 1000            # → out/vae_roundtrip/{results.json,table.md,vae_roundtrip.png}
+    python -m benchmarks.vae_roundtrip --n 1000 --k 10 --threads 1 --out docs/benchmarks/vae   # the committed one
+    python -m benchmarks.vae_roundtrip --report docs/benchmarks/vae/results.json              # table.md only
 
 Round trip k: x_k = from_latent(to_latent(x_{k−1})) (posterior mode, clamped to [−1, 1]); PSNR(x_k, x_0)
 on the [0, 1] scale. Also reports the analytic checker's caption-match rate on the originals and on
-x_1, i.e. how much of what a caption says survives the autoencoder.
+x_1, i.e. how much of what a caption says survives the autoencoder. ``table.md`` is generated from
+``results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -21,17 +23,51 @@ from models import io as mio
 from models.train_vae import EVAL_SEED
 from models.vae import VAE, psnr
 
+from . import common
 
-def main(argv=None) -> int:
+MODULE = "benchmarks.vae_roundtrip"
+
+
+def markdown(result: dict) -> str:
+    """The round-trip table of one run (``results.json``)."""
+    lines = ["# VAE round trip", "",
+             f"VAE `{result['vae']}` (weights sha256 {result['weights_sha256'][:12]}), {result['n']} held-out scenes "
+             f"(data stream {result['data_seed']}), {result['threads']} torch thread(s)"
+             + (f", {common.device_label(result['info'])}, {result['info']['date_utc']}, commit "
+                f"{result['info']['commit']}" if "info" in result else "") + ".", "",
+             f"PSNR after one encode/decode round trip: **{result['psnr_db']:.2f} dB** (5th percentile "
+             f"{result['psnr_db_p05']:.2f}, min {result['psnr_db_min']:.2f}). Analytic checker's caption match: "
+             f"originals {result['checker_match_original']:.3f}, reconstructions "
+             f"{result['checker_match_reconstruction']:.3f}. Encode {result['encode_ms_per_image']:.2f} ms / image, "
+             f"decode {result['decode_ms_per_image']:.2f} ms / image.", "",
+             "| round trips k | PSNR(x_k, x_0) dB |", "|---:|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in result["psnr_db_after_k_round_trips"].items()]
+    lines += ["", "![PSNR after k round trips](vae_roundtrip.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def report(results: str | Path, write: bool = True) -> str:
+    """table.md beside ``results`` (a results.json of this benchmark), generated from it; returns the text."""
+    return common.report(results, markdown, MODULE, write=write)
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.vae_roundtrip", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1000, help="held-out images")
     p.add_argument("--k", type=int, default=10, help="round trips")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help="data stream (training used 0)")
     p.add_argument("--vae", type=Path, default=None, help="VAE folder (default: shipped weights)")
-    p.add_argument("--out", type=Path, default=Path("out/benchmarks/vae"))
+    common.add_output_options(p, Path("out/vae_roundtrip"), "results.json, table.md and vae_roundtrip.png")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if common.report_only(args, report):
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     vae = VAE.load(args.vae)
@@ -40,7 +76,7 @@ def main(argv=None) -> int:
     match_orig, match_rec = [], []
     t_enc = t_dec = 0.0
     with torch.no_grad():
-        for i in range(0, args.n, args.batch_size):
+        for i in common.progress(range(0, args.n, args.batch_size), desc="batches", disable=args.no_progress):
             b = min(args.batch_size, args.n - i)
             x0, captions, _ = data.make_batch(args.seed, b, start=i)
             x = x0
@@ -70,6 +106,7 @@ def main(argv=None) -> int:
         "encode_ms_per_image": round(1000 * t_enc / args.n, 3),
         "decode_ms_per_image": round(1000 * t_dec / args.n, 3),
         "threads": torch.get_num_threads(),
+        "info": common.run_info("cpu"),
     }
     print(f"VAE {vae.config.name} ({vae.weights_sha256[:12]}), {args.n} held-out images (stream {args.seed})")
     print(f"PSNR after 1 round trip: {result['psnr_db']:.2f} dB (5th percentile {result['psnr_db_p05']:.2f}, min {result['psnr_db_min']:.2f})")
@@ -79,8 +116,8 @@ def main(argv=None) -> int:
     print(f"checker caption match: originals {result['checker_match_original']:.3f}, reconstructions {result['checker_match_reconstruction']:.3f}")
     print(f"encode {result['encode_ms_per_image']:.2f} ms/image, decode {result['decode_ms_per_image']:.2f} ms/image ({result['threads']} threads)")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    mio.atomic_write_bytes(args.out / "vae_roundtrip.json", (json.dumps(result, indent=2) + "\n").encode())
+    results = common.write_results(result, args.out)
+    report(results)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,7 +137,7 @@ def main(argv=None) -> int:
     fig.savefig(buf, format="png")
     plt.close(fig)
     mio.atomic_write_bytes(args.out / "vae_roundtrip.png", buf.getvalue())
-    print(f"wrote {args.out / 'vae_roundtrip.json'} and {args.out / 'vae_roundtrip.png'}")
+    print(f"wrote {results}, {results.with_name('table.md')} and {args.out / 'vae_roundtrip.png'}")
     return 0
 
 

@@ -14,17 +14,17 @@ import hashlib
 import io as _io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
+from samplers.core.errors import InvalidInput
+from samplers.core.files import atomic_write_bytes  # noqa: F401  (models.io.atomic_write_bytes)
+
 WEIGHTS_FILE = "model.safetensors"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 CONFIG_FILE = "config.json"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InvalidInput):
     """Weights or config cannot be loaded; the message says which file and why."""
 
 
@@ -49,37 +49,6 @@ def _check_parent(path: Path) -> None:
         raise FileNotFoundError(f"folder {str(parent)!r} does not exist; create it or choose another path")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
-
-    The parent folder must exist (FileNotFoundError otherwise, naming it)."""
-    path = Path(path)
-    _check_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
-
-
 def atomic_save_image(path: str | os.PathLike, image, format: str | None = None) -> Path:
     """Save a PIL image atomically (format from the suffix unless given; PNG by default)."""
     path = Path(path)
@@ -97,6 +66,20 @@ def atomic_torch_save(path: str | os.PathLike, obj) -> Path:
     buf = _io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A training checkpoint or data cache written with :func:`atomic_torch_save`, read with ``weights_only=True``:
+    tensors, numbers, strings and containers only — a planted pickle that would run code is refused."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CorruptModelError(f"{path} holds something other than tensors and plain data, which is never loaded "
+                                f"(weights_only=True): {str(e).splitlines()[0]}; delete it and let it be rebuilt") from None
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -133,7 +116,7 @@ def save_model(folder: str | os.PathLike, state_dict: Mapping, config: dict) -> 
 
 
 def _how_to_make(folder: Path, hint: str | None) -> str:
-    return hint or f"train it with `python -m models.train_vae --out {folder}` (see README, 'Data and VAE')"
+    return hint or f"train it with `python -m models.train_vae --out {folder}` (see docs/models.md)"
 
 
 def load_config(folder: str | os.PathLike, reproduce_hint: str | None = None) -> dict:
@@ -211,3 +194,31 @@ def load_into(module, state_dict: Mapping, where: str = "weights") -> None:
 
 def _short(items: list[str], n: int = 6) -> str:
     return ", ".join(items[:n]) + (f" … ({len(items)} in all)" if len(items) > n else "")
+
+
+def save_module(module, folder: str | os.PathLike, dtype=None) -> dict:
+    """Write a module with a ``config`` (``to_dict()``) to ``folder``: its weights in ``dtype`` (float16 by default:
+    half the size; float32 when None) and its config; records the weights' hash on the module."""
+    import torch
+
+    dtype = torch.float16 if dtype is None else dtype
+    sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in module.state_dict().items()}
+    cfg = module.config.to_dict()
+    cfg["weights_dtype"] = str(dtype).replace("torch.", "")
+    written = save_model(folder, sd, cfg)
+    module._weights_sha256 = written["weights_sha256"]
+    return written
+
+
+def load_module(cls, config_from_dict, folder: str | os.PathLike, type_name: str, *, default_type: str | None = None,
+                reproduce_hint: str | None = None, map_location="cpu"):
+    """The module ``cls(config_from_dict(config))`` with the checked weights of ``folder`` (see :func:`load_model`);
+    the config's ``type`` must be ``type_name`` (``default_type`` when the config has none)."""
+    folder = Path(folder)
+    sd, cfg = load_model(folder, reproduce_hint=reproduce_hint)
+    if cfg.get("type", default_type) != type_name:
+        raise ConfigMismatchError(f"{folder / CONFIG_FILE} describes a {cfg.get('type')!r}, not a {type_name}")
+    module = cls(config_from_dict({k: v for k, v in cfg.items() if k != "weights_dtype"}))
+    load_into(module, sd, where=f"weights in {folder / WEIGHTS_FILE}")
+    module._weights_sha256 = cfg.get("weights_sha256")
+    return module.to(map_location).eval()

@@ -23,20 +23,24 @@ import torch.nn.functional as F
 
 import samplers
 from samplers.core import names
+from samplers.core.errors import InvalidInput, InvalidType
+from samplers.core.validate import check_allocation, integer, real
 from samplers.core.seeds import resolve_seeds, seeded_randn
 
 from . import data
 from . import io as mio
 from .guidance import CFGDenoiser, InpaintDenoiser
-from .unet import DiffusionModel, native_schedule, vae_record
+from .unet import DiffusionModel, estimate_bytes, native_schedule, vae_record
 from .vae import VAE
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
+MAX_STEPS = 10_000  # more is never a useful image, and would run for hours: refused, not started
+MAX_BATCH = 4096
 MODELS = ("eps", "flow")
 TRAIN_COMMANDS = {
     # the commands the shipped weights were trained with (also recorded in their config.json)
-    "eps": "python -m models.train eps --n-scenes 24000 --steps 4000 --seed 0 --threads 1 --max-minutes 27",
-    "flow": "python -m models.train flow --n-scenes 24000 --steps 4000 --seed 0 --threads 1 --max-minutes 27",
+    "eps": "python -m models.train eps --out models/weights/eps --n-scenes 24000 --steps 4000 --seed 0 --threads 1 --max-minutes 27",
+    "flow": "python -m models.train flow --out models/weights/flow --n-scenes 24000 --steps 4000 --seed 0 --threads 1 --max-minutes 27",
 }
 # Used when a model's config.json has no measured "defaults".
 FALLBACK_DEFAULTS = {
@@ -82,7 +86,7 @@ def _as_image_batch(images) -> torch.Tensor:
     if images.ndim == 3:
         images = images[None]
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected images [B, 3, H, W] in [-1, 1] or PIL images, got shape {tuple(images.shape)}")
+        raise InvalidInput(f"expected images [B, 3, H, W] in [-1, 1] or PIL images, got shape {tuple(images.shape)}")
     return images
 
 
@@ -96,20 +100,24 @@ def _as_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
     while mask.ndim < 4:
         mask = mask[None]
     if mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (height, width) or mask.shape[0] not in (1, batch):
-        raise ValueError(
+        raise InvalidInput(
             f"mask has shape {tuple(mask.shape)} but the image is {height}×{width} (batch {batch}); "
             f"expected [{height}, {width}] or [B, 1, {height}, {width}] with 1 = generate, 0 = keep")
     return mask.expand(batch, 1, height, width).clamp(0, 1)
 
 
+def _check_output(output) -> None:
+    if output not in ("pil", "tensor"):
+        raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
+
+
 class Pipeline:
     """A text-conditioned latent diffusion model ready for sampling. Build with :meth:`load`."""
 
-    def __init__(self, model: DiffusionModel, vae: VAE, kind: str | None = None):
+    def __init__(self, model: DiffusionModel, vae: VAE):
         check_vae(model, vae)
         self.model = model.eval()
         self.vae = vae.eval()
-        self.kind = kind or model.config.prediction
         self.native = native_schedule(model.config)
         self.defaults = {**FALLBACK_DEFAULTS[model.config.prediction], **model.config.defaults}
         if self.defaults["sampler"] not in samplers.available():  # e.g. a library built without it
@@ -123,7 +131,7 @@ class Pipeline:
         (``vae``: a folder or a VAE; default the shipped one)."""
         if folder is None:
             if model not in MODELS:
-                raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+                raise InvalidInput(f"model must be one of {MODELS}, got {model!r}")
             folder = WEIGHTS / model
             hint = f"reproduce the shipped weights with `{TRAIN_COMMANDS[model]}`"
         else:
@@ -148,8 +156,12 @@ class Pipeline:
         """The registry denoiser ``D(x, sigma)`` for ``prompt`` (one, broadcast to x's batch, or one per item)
         with classifier-free guidance ``cfg`` (1 = none; default: the model's measured default)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        cfg = self.defaults["cfg"] if cfg is None else float(cfg)
+        cfg = self.guidance(cfg)
         return CFGDenoiser(self._denoiser, self.encode_prompts(prompts), self.encode_prompts([""]), cfg)
+
+    def guidance(self, cfg) -> float:
+        """The classifier-free guidance scale: a finite number (1 = none), or None for the model's default."""
+        return float(self.defaults["cfg"]) if cfg is None else real("cfg", cfg)
 
     def sigmas(self, schedule: str | None = None, steps: int | None = None, **kw) -> torch.Tensor:
         """The sampling schedule (VE sigmas ending in 0) for this model's native schedule. ``schedule`` is a registry
@@ -161,6 +173,7 @@ class Pipeline:
     def plan(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict):
         """``(sampler name, sigmas, options)`` of a run: the name resolved (A1111 / ComfyUI labels included), the
         schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged."""
+        steps = self.defaults["steps"] if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
         found, schedule, options = names.resolve_call(sampler or self.defaults["sampler"], schedule, options)
         if found.sigmas is not None:
             sigmas = torch.tensor(found.sigmas, dtype=torch.float64)
@@ -174,15 +187,33 @@ class Pipeline:
         self.vae.check_size(height, width)  # names the nearest valid sizes
         return height // self.vae.downsample, width // self.vae.downsample
 
+    def check_cost(self, batch: int, height: int, width: int, steps: int) -> None:
+        """Refuse a request the machine cannot run: memory of one U-Net call (×2 with CFG's batched call) and of the
+        VAE decode, against free memory; steps above :data:`MAX_STEPS`. Checked before any model call."""
+        integer("steps", steps, lo=1, hi=MAX_STEPS)
+        h, w = self._latent_size(height, width)
+        need = max(estimate_bytes(self.model.config, 2 * batch, h, w), self.vae.estimate_bytes(batch, height, width))
+        check_allocation(need, f"{batch} image(s) of {width}×{height}", "cpu",
+                         fix=f"the shipped models were trained at {self.vae.config.image_size}×"
+                             f"{self.vae.config.image_size}; use a smaller size or batch")
+
     def _batch(self, prompt, batch: int | None, seed) -> tuple[list[str], list[int]]:
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if isinstance(prompt, str):
+            prompts = [prompt]
+        elif isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt):
+            prompts = list(prompt)
+        else:
+            raise InvalidType(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
         if not prompts:
-            raise ValueError("no prompt given")
-        n = batch or (len(seed) if isinstance(seed, (list, tuple)) and len(prompts) == 1 else len(prompts))
+            raise InvalidInput("no prompt given")
+        if batch is not None:
+            n = integer("batch", batch, lo=1, hi=MAX_BATCH)
+        else:
+            n = len(seed) if isinstance(seed, (list, tuple)) and len(prompts) == 1 else len(prompts)
         if len(prompts) == 1:
             prompts = prompts * n
         elif len(prompts) != n:
-            raise ValueError(f"got {len(prompts)} prompts for a batch of {n}")
+            raise InvalidInput(f"got {len(prompts)} prompts for a batch of {n}; pass one prompt, or one per item")
         return prompts, resolve_seeds(seed, n)
 
     def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options):
@@ -198,7 +229,7 @@ class Pipeline:
             return images
         if output == "pil":
             return [data.to_pil(im) for im in images]
-        raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+        raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
 
     # ----------------------------------------------------------------------------------------- tasks
 
@@ -211,7 +242,10 @@ class Pipeline:
         (an int ``s`` means seeds s, s+1, …)."""
         h, w = self._latent_size(height, width)
         prompts, seeds = self._batch(prompt, batch, seed)
+        _check_output(output)
+        cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
+        self.check_cost(len(seeds), height, width, len(sigmas) - 1)
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         x = samplers.initial_latent(noise, sigmas)
         latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options)
@@ -223,15 +257,18 @@ class Pipeline:
                 seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil", **sampler_options):
         """Re-noise the encoded images to where ``strength`` ∈ (0, 1] of the schedule remains, then sample.
         ``steps`` counts the whole schedule; about ``strength · steps`` of them run."""
-        if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
-            raise ValueError(f"strength must be in (0, 1] (1 = start from pure noise), got {strength!r}")
+        if isinstance(strength, bool) or not (isinstance(strength, (int, float)) and 0 < strength <= 1):
+            raise InvalidInput(f"strength must be in (0, 1] (1 = start from pure noise), got {strength!r}")
         images = _as_image_batch(images)
         self._latent_size(images.shape[-2], images.shape[-1])
-        latent = self.vae.to_latent(images)  # encoded once
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
+        _check_output(output)
+        cfg = self.guidance(cfg)
+        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
+        self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
+        latent = self.vae.to_latent(images)  # encoded once, after every check
         if latent.shape[0] == 1 and len(seeds) > 1:
             latent = latent.expand(len(seeds), *latent.shape[1:])
-        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
         sigmas = samplers.schedules.truncate(sigmas, strength)
         noise = seeded_randn(tuple(latent.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
@@ -246,8 +283,9 @@ class Pipeline:
         resolution (a latent pixel touching the hole is regenerated); the known latent is re-imposed at
         every step (``InpaintDenoiser``); the decoded result is pasted outside the mask in pixel space,
         so the known region is returned exactly."""
-        if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
-            raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+        if isinstance(strength, bool) or not (isinstance(strength, (int, float)) and 0 < strength <= 1):
+            raise InvalidInput(f"strength must be in (0, 1] (1 = regenerate the masked region from pure noise), got "
+                               f"{strength!r}")
         images = _as_image_batch(image)
         H, W = images.shape[-2:]
         self._latent_size(H, W)
@@ -256,8 +294,11 @@ class Pipeline:
         images = images.expand(n, *images.shape[1:]) if images.shape[0] == 1 else images
         pixel_mask = _as_mask(mask, n, H, W)
         latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
-        known = self.vae.to_latent(images)
+        _check_output(output)
+        cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
+        self.check_cost(n, H, W, len(sigmas) - 1)
+        known = self.vae.to_latent(images)  # encoded after every check
         sigmas = samplers.schedules.truncate(sigmas, strength)
         noise = seeded_randn(tuple(known.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else known + float(sigmas[0]) * noise
@@ -269,7 +310,7 @@ class Pipeline:
             return out
         if output == "pil":
             return [data.to_pil(im) for im in out]
-        raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+        raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
 
 
 def save_images(images, path: str | Path) -> list[Path]:

@@ -1,8 +1,8 @@
 """Train the text-conditioned U-Net (with its text encoder) on VAE latents of procedural scenes.
 
-    python -m models.train eps  --steps 3200 --seed 0 --threads 1     # VP eps-prediction (SD 1.x style)
-    python -m models.train flow --steps 3200 --seed 0 --threads 1     # rectified-flow velocity (SD3 style)
-    python -m models.train vae  ...                                    # = python -m models.train_vae ...
+    python -m models.train eps  --out out/eps  --steps 3200 --seed 0 --threads 1   # VP eps-prediction (SD 1.x style)
+    python -m models.train flow --out out/flow --steps 3200 --seed 0 --threads 1   # rectified-flow velocity (SD3 style)
+    python -m models.train vae  --out out/vae ...                                  # = python -m models.train_vae ...
 
 1. A fixed latent data set is encoded once: scenes ``0 .. n-1`` of data stream ``--seed``
    (``models.data.make_batch``) through the VAE (``--vae``, the shipped one by default); the posterior
@@ -18,7 +18,8 @@
      mixed with 10% uniform draws, shifted by ``--shift``; loss ‖û − (n − x0)‖²; time input t·1000.
    AdamW, warm-up then cosine decay, gradient clipping, EMA of the weights (the EMA is what ships).
 3. Atomic checkpoints every ``--checkpoint-minutes`` in ``out/train_<kind>/checkpoint.pt``; the final
-   fp16 EMA weights + config (``models.io.save_model``) go to ``--out`` (``models/weights/<kind>``).
+   fp16 EMA weights + config (``models.io.save_model``) go to ``--out`` (required; the shipped weights are
+   ``models/weights/<kind>``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ KINDS = ("eps", "flow")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
     p.add_argument("kind", choices=KINDS, help="eps: VP eps-prediction; flow: rectified-flow velocity")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default models/weights/<kind>)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (required: training never writes over the shipped "
+                   "weights unless you name their folder, models/weights/<kind>)")
     p.add_argument("--vae", type=Path, default=None, help="VAE folder (default: the shipped VAE)")
     p.add_argument("--work", type=Path, default=Path("out"), help="cache + checkpoint folder (not committed)")
     p.add_argument("--n-scenes", type=int, default=40000, help="size of the fixed latent data set")
@@ -81,7 +83,7 @@ def cache_path(work: Path, vae, seed: int, n: int) -> Path:
 def encode_dataset(vae, seed: int, n: int, tokenizer, path: Path, batch_size: int = 250) -> dict:
     """Scenes 0..n-1 of stream ``seed`` → scaled posterior mean / std [n, C, h, w] + caption tokens."""
     if path.is_file():
-        cached = torch.load(path, map_location="cpu", weights_only=False)
+        cached = mio.load_checkpoint(path)
         if cached.get("vae_sha256") == vae.weights_sha256 and cached["mean"].shape[0] == n:
             return cached
     means, stds, captions = [], [], []
@@ -150,7 +152,7 @@ def main(argv=None) -> int:
     from .vae import VAE
 
     threads = args.threads or min(8, os.cpu_count() or 1)
-    out: Path = args.out or Path(__file__).resolve().parent / "weights" / args.kind
+    out: Path = args.out
     work_dir = args.work / f"train_{args.kind}"
     ckpt_path = work_dir / "checkpoint.pt"
 
@@ -189,7 +191,7 @@ def main(argv=None) -> int:
         if not ckpt_path.is_file():
             print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
         else:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            ckpt = mio.load_checkpoint(ckpt_path)
             if ckpt["config"] != cfg.to_dict() or ckpt["seed"] != args.seed:
                 raise SystemExit(f"{ckpt_path} was written with another config, VAE or seed; remove it or match the arguments")
             model.load_state_dict(ckpt["model"])

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import data
@@ -37,7 +36,8 @@ EVAL_SEED = 1_000_003  # held-out data stream for PSNR; training uses --seed (0 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m models.train_vae", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("models/weights/vae"), help="output folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (required: training never writes over the shipped "
+                   "VAE unless you name its folder, models/weights/vae)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         if not ckpt_path.is_file():
             print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
         else:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            ckpt = mio.load_checkpoint(ckpt_path)
             if ckpt["config"] != cfg.to_dict() or ckpt["args"]["seed"] != args.seed:
                 raise SystemExit(f"{ckpt_path} was written with another config or seed; remove it or match the arguments")
             vae.load_state_dict(ckpt["model"])

@@ -71,6 +71,17 @@ class UNetConfig:
         unknown = sorted(set(d) - names - {"type", "weights_sha256", "weights_dtype"})
         if unknown:
             raise mio.ConfigMismatchError(f"U-Net config has unknown fields {unknown}")
+        # the fields that say what the network's output means: a default here would silently misread a model
+        needed = ["prediction", "latent_channels", "channels"]
+        needed += {"eps": ["num_train_timesteps", "beta_schedule", "beta_start", "beta_end"],
+                   "flow": ["flow_shift", "flow_multiplier"]}.get(d.get("prediction"), [])
+        missing = [k for k in needed if k not in d]
+        if missing:
+            raise mio.ConfigMismatchError(f"U-Net config has no {', '.join(map(repr, missing))}: it cannot say what the "
+                                          "network predicts or on which noise schedule; re-save it with "
+                                          "DiffusionModel.save, which writes the whole config")
+        if d["prediction"] not in ("eps", "flow"):
+            raise mio.ConfigMismatchError(f"U-Net config has prediction {d['prediction']!r}; expected 'eps' or 'flow'")
         kw = {k: v for k, v in d.items() if k in names}
         if "channels" in kw:
             kw["channels"] = tuple(kw["channels"])
@@ -254,6 +265,20 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))[..., :H, :W]
 
 
+def estimate_bytes(cfg: UNetConfig, batch: int, height: int, width: int) -> int:
+    """Peak memory of one U-Net call on ``batch`` latents of height × width (float32, no gradients), with headroom.
+
+    Two terms per level: the feature maps (channels × pixels, a handful alive at once) and self-attention over the
+    level's pixels, whose score matrix (heads × tokens²) the CPU kernel materialises.
+    """
+    total, h, w = 0, height, width
+    for c in cfg.channels:
+        tokens = h * w
+        total += batch * (8 * c * tokens + cfg.heads * tokens * tokens) * 4
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return total
+
+
 class DiffusionModel(nn.Module):
     """Text encoder + U-Net, one set of weights: ``model(x_t, time, prompts=... | context=..., mask=...)``."""
 
@@ -279,23 +304,12 @@ class DiffusionModel(nn.Module):
 
     # -- persistence
     def save(self, folder: str | Path, dtype: torch.dtype | None = torch.float16) -> dict:
-        sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in self.state_dict().items()}
-        cfg = self.config.to_dict()
-        cfg["weights_dtype"] = str(dtype or torch.float32).replace("torch.", "")
-        written = mio.save_model(folder, sd, cfg)
-        self._weights_sha256 = written["weights_sha256"]
-        return written
+        return mio.save_module(self, folder, dtype or torch.float32)
 
     @classmethod
     def load(cls, folder: str | Path, map_location="cpu", reproduce_hint: str | None = None) -> "DiffusionModel":
-        folder = Path(folder)
-        sd, cfg = mio.load_model(folder, reproduce_hint=reproduce_hint)
-        if cfg.get("type") != "TextUNet":
-            raise mio.ConfigMismatchError(f"{folder / mio.CONFIG_FILE} describes a {cfg.get('type')!r}, not a TextUNet")
-        model = cls(UNetConfig.from_dict(cfg))
-        mio.load_into(model, sd, where=f"weights in {folder / mio.WEIGHTS_FILE}")
-        model._weights_sha256 = cfg.get("weights_sha256")
-        return model.to(map_location).eval()
+        return mio.load_module(cls, UNetConfig.from_dict, folder, "TextUNet", reproduce_hint=reproduce_hint,
+                               map_location=map_location)
 
 
 def vae_record(vae) -> dict:

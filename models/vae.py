@@ -24,10 +24,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from samplers.core.errors import InvalidInput, InvalidType
+
 from . import io as mio
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent / "weights" / "vae"
-# The command that made the shipped weights (README, "Data and VAE"); about 40 min on 2 CPU cores.
+# The command that made the shipped weights (docs/models.md); about 40 min on 2 CPU cores.
 TRAIN_COMMAND = "python -m models.train_vae --out models/weights/vae --steps 1600 --seed 0 --threads 1"
 
 
@@ -164,7 +166,7 @@ class Decoder(nn.Module):
 def _nearest_multiples(n: int, m: int) -> str:
     lo = (n // m) * m
     hi = lo + m
-    return f"{lo} or {hi}" if lo > 0 else f"{hi}"
+    return f"{lo} or {hi}" if lo > 0 else f"{m}"  # only positive sizes exist
 
 
 class VAE(nn.Module):
@@ -206,11 +208,22 @@ class VAE(nn.Module):
 
     # -- checks
     def check_size(self, height: int, width: int) -> None:
+        """Image sizes must be positive integers, multiples of the down-sampling factor (the message names the
+        nearest valid sizes)."""
         f = self.downsample
+        for name, n in (("height", height), ("width", width)):
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise InvalidType(f"{name} must be an integer number of pixels, got {n!r}")
         bad = [(name, n) for name, n in (("height", height), ("width", width)) if n % f != 0 or n <= 0]
         if bad:
-            msg = "; ".join(f"{name} {n} is not a multiple of {f} (nearest valid: {_nearest_multiples(n, f)})" for name, n in bad)
-            raise ValueError(f"image size {height}×{width} does not fit the VAE's {f}× down-sampling: {msg}")
+            msg = "; ".join(f"{name} {n} is not a positive multiple of {f} (nearest valid: {_nearest_multiples(n, f)})"
+                            for name, n in bad)
+            raise InvalidInput(f"image size {height}×{width} does not fit the VAE's {f}× down-sampling: {msg}")
+
+    def estimate_bytes(self, batch: int, height: int, width: int) -> int:
+        """Peak activation memory of decoding ``batch`` images of height × width (float32, no gradients): a few
+        full-resolution feature maps of the widest level that runs at full resolution, with headroom."""
+        return int(batch * height * width * self.config.channels[0] * 4 * 6)
 
     def _check_images(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != self.config.in_channels:
@@ -259,26 +272,14 @@ class VAE(nn.Module):
     # -- persistence
     def save(self, folder: str | Path, dtype: torch.dtype | None = torch.float16) -> dict:
         """Write weights (fp16 by default: half the size, no measurable PSNR change) and config."""
-        sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in self.state_dict().items()}
-        cfg = self.config.to_dict()
-        cfg["weights_dtype"] = str(dtype or torch.float32).replace("torch.", "")
-        written = mio.save_model(folder, sd, cfg)
-        self._weights_sha256 = written["weights_sha256"]
-        return written
+        return mio.save_module(self, folder, dtype or torch.float32)
 
     @classmethod
     def load(cls, folder: str | Path | None = None, map_location: str | torch.device = "cpu") -> "VAE":
         """Load a VAE; with no folder, the shipped default in ``models/weights/vae/``."""
         hint = None if folder is not None else f"reproduce the shipped weights with `{TRAIN_COMMAND}`"
-        folder = Path(folder) if folder is not None else DEFAULT_FOLDER
-        sd, cfg = mio.load_model(folder, reproduce_hint=hint)
-        if cfg.get("type", "VAE") != "VAE":
-            raise mio.ConfigMismatchError(f"{folder / mio.CONFIG_FILE} describes a {cfg.get('type')!r}, not a VAE")
-        cfg = {k: v for k, v in cfg.items() if k != "weights_dtype"}
-        vae = cls(VAEConfig.from_dict(cfg))
-        mio.load_into(vae, sd, where=f"weights in {folder / mio.WEIGHTS_FILE}")
-        vae._weights_sha256 = cfg.get("weights_sha256")
-        return vae.to(map_location).eval()
+        return mio.load_module(cls, VAEConfig.from_dict, DEFAULT_FOLDER if folder is None else folder, "VAE",
+                               default_type="VAE", reproduce_hint=hint, map_location=map_location)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

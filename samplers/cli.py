@@ -44,7 +44,10 @@ def _plugins(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samplers", description=__doc__)
+    parser = argparse.ArgumentParser(prog="samplers", description=__doc__,
+                                     epilog="Errors are one line; exit status 2 for a usage error (a bad value, name or "
+                                            "path), 1 for a failure while running. --debug shows the traceback.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every registered sampler with its kind, order and NFE per step").set_defaults(fn=_list)
     names = sub.add_parser("names", help="every sampler name the library resolves (registry, A1111, ComfyUI, "
@@ -52,12 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
     names.add_argument("--source", choices=("registry", "a1111", "comfyui", "diffusers"), default=None)
     names.set_defaults(fn=_names)
     _plugins(sub)
+    for command in sub.choices.values():  # `samplers generate ... --debug` as well as `samplers --debug generate ...`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def exit_status(err: BaseException) -> int:
+    """2 for a usage error (a value, name, type or path the user gave), 1 for a failure while running."""
+    from .core.errors import InvalidInput, InvalidType
+
+    return 2 if isinstance(err, (InvalidInput, InvalidType, FileNotFoundError, IsADirectoryError)) else 1
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except Exception as err:  # noqa: BLE001 - every error becomes one line unless --debug
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"samplers {args.command}: error: {message}" + ("" if exit_status(err) == 2 else
+                                                              f" ({type(err).__name__}; --debug for the traceback)"),
+              file=sys.stderr)
+        return exit_status(err)
 
 
 if __name__ == "__main__":

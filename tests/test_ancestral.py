@@ -7,7 +7,7 @@ import torch
 
 import samplers
 from benchmarks.common import sliced_wasserstein
-from samplers.core.native import RectifiedFlow, VPDiscrete
+from samplers.core.native import RectifiedFlow
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(2, 3, 3), components=4, seed=2)
@@ -138,88 +138,63 @@ def test_the_distribution_test_rejects_a_wrong_sampler():
 
 diffusers = pytest.importorskip("diffusers")
 
-PGM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=7)
-BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
-VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
-EPS = PGM.as_model("eps", VP)
-D = samplers.to_denoiser(EPS, "eps", VP)
-NOISE = PGM.noise(3, seed=11, dtype=torch.float32)
-
-
-def model32(x, t):
-    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x.shape[0])
-    return EPS(x.double(), t).float()
-
-
-def diffusers_loop(sch, steps, seed, **set_kw):
-    sch.set_timesteps(steps, **set_kw)
-    latents, g = NOISE * sch.init_noise_sigma, torch.Generator().manual_seed(seed)
-    for t in sch.timesteps:
-        latents = sch.step(model32(sch.scale_model_input(latents, t), t), t, latents, generator=g).prev_sample
-    return latents
-
-
-def table_sigmas(timesteps):
-    return torch.cat([VP.sigmas[torch.as_tensor(timesteps).long()].double(), torch.zeros(1, dtype=torch.float64)])
-
-
-def ours(name, sig, seed, start_scale=None, **kw):
+def ours(sd15, name, sig, seed, start_scale=None, **kw):
     scale = math.sqrt(1 + float(sig[0]) ** 2) if start_scale is None else start_scale
     g = torch.Generator().manual_seed(seed)
-    noise = lambda s, s_next: torch.randn(NOISE.shape, generator=g)  # noqa: E731
-    return samplers.sample(name, D, NOISE * scale, sig, disable=True, noise_sampler=noise, **kw)
+    noise = lambda s, s_next: torch.randn(sd15.noise.shape, generator=g)  # noqa: E731
+    return samplers.sample(name, sd15.denoiser, sd15.noise * scale, sig, disable=True, noise_sampler=noise, **kw)
 
 
 @pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
-def test_dpmsolver_sde_2m_parity(solver_type):
-    sch = diffusers.DPMSolverMultistepScheduler(**BETAS, algorithm_type="sde-dpmsolver++", solver_order=2,
+def test_dpmsolver_sde_2m_parity(sd15, solver_type):
+    sch = diffusers.DPMSolverMultistepScheduler(**sd15.betas, algorithm_type="sde-dpmsolver++", solver_order=2,
                                                 solver_type=solver_type, final_sigmas_type="zero")
-    theirs = diffusers_loop(sch, 12, seed=4)
-    out = ours("dpmpp_2m_sde", table_sigmas(sch.timesteps), seed=4, solver_type=solver_type)
+    theirs = sd15.diffusers_loop(sch, 12, seed=4)
+    out = ours(sd15, "dpmpp_2m_sde", sd15.table_sigmas(sch.timesteps), seed=4, solver_type=solver_type)
     torch.testing.assert_close(out, theirs, rtol=1e-4, atol=1e-4)
 
 
-def test_ddpm_parity():
-    sch = diffusers.DDPMScheduler(**BETAS, clip_sample=False, variance_type="fixed_small")
-    theirs = diffusers_loop(sch, 10, seed=6)
-    out = ours("ddpm", table_sigmas(sch.timesteps), seed=6)
+def test_ddpm_parity(sd15):
+    sch = diffusers.DDPMScheduler(**sd15.betas, clip_sample=False, variance_type="fixed_small")
+    theirs = sd15.diffusers_loop(sch, 10, seed=6)
+    out = ours(sd15, "ddpm", sd15.table_sigmas(sch.timesteps), seed=6)
     torch.testing.assert_close(out, theirs, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_kdpm2_ancestral_parity():
-    sch = diffusers.KDPM2AncestralDiscreteScheduler(**BETAS, timestep_spacing="leading", steps_offset=1)
-    theirs = diffusers_loop(sch, 10, seed=8)
-    sig = table_sigmas(sch.timesteps[::2])
-    out = ours("dpm_2_ancestral", sig, seed=8, start_scale=float(sch.init_noise_sigma))
+def test_kdpm2_ancestral_parity(sd15):
+    sch = diffusers.KDPM2AncestralDiscreteScheduler(**sd15.betas, timestep_spacing="leading", steps_offset=1)
+    theirs = sd15.diffusers_loop(sch, 10, seed=8)
+    sig = sd15.table_sigmas(sch.timesteps[::2])
+    out = ours(sd15, "dpm_2_ancestral", sig, seed=8, start_scale=float(sch.init_noise_sigma))
     torch.testing.assert_close(out, theirs, rtol=1e-4, atol=1e-4)
 
 
-def test_lcm_parity():
-    sch = diffusers.LCMScheduler(**BETAS, clip_sample=False)
-    theirs = diffusers_loop(sch, 4, seed=9)
-    out = ours("lcm", table_sigmas(sch.timesteps), seed=9)
+def test_lcm_parity(sd15):
+    sch = diffusers.LCMScheduler(**sd15.betas, clip_sample=False)
+    theirs = sd15.diffusers_loop(sch, 4, seed=9)
+    out = ours(sd15, "lcm", sd15.table_sigmas(sch.timesteps), seed=9)
     # diffusers applies LCM's consistency boundary scalings (c_skip = 0.25/((10 t)² + 0.25) ≤ 1e-5 here) on top
     torch.testing.assert_close(out, theirs, rtol=1e-4, atol=1e-4)
 
 
-def test_flow_match_euler_stochastic_is_lcm_on_a_flow_model():
+def test_flow_match_euler_stochastic_is_lcm_on_a_flow_model(sd15):
     """diffusers' flow ancestral step x_next = (1 − s')·x̂0 + s'·z is LCM in VE coordinates, from t = 1 on."""
     flow = RectifiedFlow(shift=3.0)
-    native = PGM.as_model("flow", flow)
+    native = sd15.gm.as_model("flow", flow)
     sch = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0, stochastic_sampling=True)
     sch.set_timesteps(8)
-    latents, g = NOISE.clone(), torch.Generator().manual_seed(12)
+    latents, g = sd15.noise.clone(), torch.Generator().manual_seed(12)
     for t in sch.timesteps:
-        tt = (t / 1000).double().reshape(1).expand(NOISE.shape[0])
+        tt = (t / 1000).double().reshape(1).expand(sd15.noise.shape[0])
         v = native(latents.double(), flow.time(flow_sigma(tt))).float()
         latents = sch.step(v, t, latents, generator=g).prev_sample
     s_flow = sch.sigmas.double()
     sig = torch.cat([s_flow[:-1] / (1 - s_flow[:-1]), torch.zeros(1, dtype=torch.float64)])
     dn = samplers.to_denoiser(native, "flow", flow)
     g2 = torch.Generator().manual_seed(12)
-    out = samplers.sample("lcm", dn, samplers.initial_latent(NOISE, sig), sig, disable=True,
-                          noise_sampler=lambda s, s_next: torch.randn(NOISE.shape, generator=g2))
+    out = samplers.sample("lcm", dn, samplers.initial_latent(sd15.noise, sig), sig, disable=True,
+                          noise_sampler=lambda s, s_next: torch.randn(sd15.noise.shape, generator=g2))
     torch.testing.assert_close(out, latents, rtol=1e-4, atol=1e-4)
 
 
@@ -229,15 +204,15 @@ def flow_sigma(t):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_dpmsolver_sde_parity_given_the_same_draws():
+def test_dpmsolver_sde_parity_given_the_same_draws(sd15):
     """DPMSolverSDEScheduler (k-diffusion's DPM++ SDE) with its Brownian-tree sampler replaced by a seeded stream,
     and dpmpp_sde fed the same stream: both draw for (σ, σ_mid) then (σ, σ_next) in each step."""
-    sch = diffusers.DPMSolverSDEScheduler(**BETAS, timestep_spacing="leading", steps_offset=1)
+    sch = diffusers.DPMSolverSDEScheduler(**sd15.betas, timestep_spacing="leading", steps_offset=1)
     sch.set_timesteps(10)
     g = torch.Generator().manual_seed(5)
-    sch.noise_sampler = lambda s, s_next: torch.randn(NOISE.shape, generator=g)
-    latents = NOISE * sch.init_noise_sigma
+    sch.noise_sampler = lambda s, s_next: torch.randn(sd15.noise.shape, generator=g)
+    latents = sd15.noise * sch.init_noise_sigma
     for t in sch.timesteps:
-        latents = sch.step(model32(sch.scale_model_input(latents, t), t), t, latents).prev_sample
-    out = ours("dpmpp_sde", table_sigmas(sch.timesteps[::2]), seed=5, start_scale=float(sch.init_noise_sigma))
+        latents = sch.step(sd15.model32(sch.scale_model_input(latents, t), t), t, latents).prev_sample
+    out = ours(sd15, "dpmpp_sde", sd15.table_sigmas(sch.timesteps[::2]), seed=5, start_scale=float(sch.init_noise_sigma))
     torch.testing.assert_close(out, latents, rtol=1e-4, atol=1e-4)

@@ -11,14 +11,6 @@ import samplers
 from benchmarks import common, stochastic
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_every_stochastic_sampler_is_discovered_at_run_time():
     found = stochastic.stochastic_samplers()
     assert set(found) == {n for n in samplers.available() if samplers.info(n).kind in ("ancestral", "sde")}

@@ -6,10 +6,14 @@ numbers are computed from the right things and that a 2-rank torchrun sweep repr
 from __future__ import annotations
 
 import importlib.util
+import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
+import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -21,20 +25,13 @@ import torch
 
 import samplers
 from benchmarks import common, distributed, quality, speed
-from samplers.core import graph
+from samplers.core import budget, graph
+from samplers.core.errors import InvalidInput
 from samplers.problems import GaussianMixture
 
 ROOT = Path(__file__).resolve().parents[1]
 GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=3)
 FIXED = [n for n in samplers.available() if not samplers.info(n).host_sync]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _sweep_args(tmp_path, *extra):
@@ -48,7 +45,8 @@ def _sweep_args(tmp_path, *extra):
 
 def test_quality_quick_run_writes_json_table_and_plots(tmp_path):
     out = tmp_path / "q"
-    quality.main(_sweep_args(tmp_path, "--out", str(out)))
+    quality.main(_sweep_args(tmp_path, "--out", str(out), "--peer-names", "EulerDiscreteScheduler+karras",
+                             "DDIMScheduler"))
     result = json.loads((out / "results.json").read_text())
     assert result["info"]["versions"]["torch"] == torch.__version__ and result["args"]["seeds"] == [0, 1]
     cells = [c for c in result["cells"] if "skipped" not in c]
@@ -66,9 +64,24 @@ def test_quality_quick_run_writes_json_table_and_plots(tmp_path):
         mine = {c["nfe"]: c["rmse"] for c in ours if c["sampler"] == "euler" and c["seed"] == 0}
         assert theirs and all(math.isclose(theirs[n], mine[n], rel_tol=1e-4) for n in theirs)
     table = (out / "table.md").read_text()
+    assert table == quality.report(out / "results.json", write=False)  # generated from the file written
     assert "| euler | karras |" in table and "NFE ≤ 8" in table
     assert (out / "rmse_gm-vp-eps_karras.png").stat().st_size > 1000
     assert (out / "sw_gm-vp-eps_karras.png").exists()
+
+
+def test_quality_quick_is_small_and_writes_under_out():
+    args = quality.resolve_args(quality.parser().parse_args(["--quick", "--problem", "models-eps"]))
+    assert args.samplers == list(quality.QUICK_SAMPLERS) and args.nfe == list(quality.QUICK_NFE)
+    assert args.peer_names == list(quality.QUICK_PEERS) and args.threads == 1
+    assert args.out == Path("out/quality") and args.cache == "out/cache"
+    ctx = quality.Context(argparse.Namespace(**{**vars(args), "problems": ["gm-ve"]}))
+    models_like = dataclasses.replace(ctx.problems["gm-ve"], decode=lambda x: x)
+    assert ctx.batch(ctx.problems["gm-ve"]) == 32 and ctx.batch(models_like) == 4
+    if importlib.util.find_spec("diffusers"):  # the quick peers are real labels, two per model kind
+        assert set(quality.QUICK_PEERS) <= {label for kind in ("eps", "flow") for label in quality.diffusers_peers(
+            dataclasses.replace(ctx.problems["gm-ve"], native_model=lambda x, t: x, diffusers_config=(
+                dict(common.SD_BETAS, prediction_type="epsilon") if kind == "eps" else dict(flow_shift=3.0))))}
 
 
 def test_steps_for_nfe_is_the_largest_that_fits():
@@ -76,26 +89,61 @@ def test_steps_for_nfe_is_the_largest_that_fits():
     for name in ("euler", "heun", "rk4"):
         if name not in samplers.available():
             continue
-        steps, nfe = common.steps_for_nfe(name, 10, make)
-        assert nfe <= 10 and common.count_nfe(name, make(steps + 1)) > 10
-    assert common.steps_for_nfe("heun", 10, make) == (5, 9)
+        steps, nfe = budget.steps_for_nfe(name, 10, make)
+        assert nfe <= 10 and budget.count_nfe(name, make(steps + 1)) > 10
+    assert budget.steps_for_nfe("heun", 10, make) == (5, 9)
 
 
-def test_reference_cache_round_trip_and_generic_ode_reference(tmp_path):
+def test_reference_cache_round_trip_and_generic_reference(tmp_path):
     problem = common.get_problem("gm-ve")
     cache = common.ReferenceCache(tmp_path)
     x = problem.noise(4, 0) * 80.0
     first = cache.get(problem, 0, x, 80.0)
-    assert len(list(tmp_path.glob("*.pt"))) == 1
-    again = cache.get(problem, 0, x, 80.0)
-    assert torch.equal(first, again)
-    # the adaptive solve any user denoiser gets agrees with the exact mixture endpoint
-    generic = common.ode_reference(problem.denoiser, x, 80.0, rtol=1e-9, atol=1e-9)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    again = common.ReferenceCache(tmp_path).get(problem, 0, x, 80.0)  # a fresh cache: read from the file
+    assert torch.equal(first, again) and again.dtype == torch.float64
+    # a user problem without an exact endpoint gets the one PF-ODE reference solver
+    user = common.Problem("user", problem.denoiser, problem.native, problem.shape, 0.002, 80.0)
+    generic = user.reference(x, 80.0)
     assert float((generic - first).abs().max()) < 1e-5
-    from_inf = common.ode_reference(problem.denoiser, problem.noise(4, 0), math.inf, rtol=1e-9, atol=1e-9)
     exact = GaussianMixture.default(shape=common.GM_SHAPE, components=6, seed=0).ode_endpoint(problem.noise(4, 0),
                                                                                                 math.inf)
-    assert float((from_inf - exact).abs().max()) < 1e-5
+    assert float((user.reference(problem.noise(4, 0), math.inf) - exact).abs().max()) < 1e-5
+
+
+class _RunsCode:
+    """A pickle payload that calls a function when it is unpickled."""
+
+    def __reduce__(self):
+        return (_planted_code_ran, ("unpickled",))
+
+
+_RAN = []
+
+
+def _planted_code_ran(tag):
+    _RAN.append(tag)
+    return torch.zeros(4, *common.GM_SHAPE, dtype=torch.float64)
+
+
+def test_reference_cache_refuses_a_planted_pickle(tmp_path):
+    """Files we read never run code: a pickle planted under a cache key is refused, not unpickled."""
+    problem = common.get_problem("gm-ve")
+    cache = common.ReferenceCache(tmp_path)
+    x = problem.noise(4, 0) * 80.0
+    path = cache.path(cache.key(problem, 0, x, 80.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(_RunsCode()))
+    pickle.loads(path.read_bytes())  # the plant works: unpickling it runs the code
+    assert _RAN == ["unpickled"]
+    _RAN.clear()
+    with pytest.raises(InvalidInput, match="not a safetensors file"):
+        cache.get(problem, 0, x, 80.0)
+    assert _RAN == []
+    # and no benchmark module unpickles anything else: every torch.load there says weights_only=True
+    for f in (ROOT / "benchmarks").rglob("*.py"):
+        for call in re.findall(r"torch\.load\([^)]*\)", f.read_text()):
+            assert "weights_only=True" in call, (f, call)
 
 
 def test_noise_is_per_item():

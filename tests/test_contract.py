@@ -139,3 +139,23 @@ def test_runs_from_infinite_sigma(name):
     assert bool(torch.isfinite(out).all())
     ref = reference(math.inf)
     assert float((out.double() - ref).pow(2).mean().sqrt()) < 3.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_leaves_the_global_generator_alone(name):
+    """With its seeds given (stochastic) or none needed (deterministic), a run never touches torch's global RNG."""
+    state = torch.get_rng_state()
+    run(name, start(), sigmas_for(3))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "seed" in samplers.info(n).options])
+def test_per_item_seed_rule(name):
+    """An int seed s means seeds s, s + 1, ... for the items; item k's result depends on its own seed only."""
+    x = start(batch=3)
+    sig = sigmas_for(3)
+    by_int = samplers.sample(name, GM.denoiser, x, sig, disable=True, seed=40)
+    by_list = run(name, x, sig, seeds=[40, 41, 42])
+    torch.testing.assert_close(by_int, by_list, rtol=0, atol=0)
+    other = run(name, x, sig, seeds=[40, 99, 42])
+    torch.testing.assert_close(other[0], by_list[0], rtol=1e-5, atol=1e-5)

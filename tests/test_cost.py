@@ -36,14 +36,6 @@ SIGMAS = [0.0, 1e-4, 0.0292, 0.05, 0.7, 1.0, 3.0, 14.6, 80.0, 1e4]
 OP_BUDGET = {"euler": 7, "heun": 15, "dpmpp_2m": 9, "euler_ancestral": 12}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def infinite_ok(native) -> bool:
     return math.isinf(native.sigma_max)
 

@@ -1,4 +1,5 @@
-"""diffusers models as registry denoisers: config reading, CFG, and sampling a tiny SD3 transformer directly."""
+"""diffusers models as registry denoisers: config reading, CFG and direct sampling (the shim on every sampler is
+tests/test_diffusers_scheduler.py)."""
 from __future__ import annotations
 
 import math
@@ -23,13 +24,6 @@ BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, 
              steps_offset=1)
 TOL = dict(rtol=1e-4, atol=1e-4)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 torch.manual_seed(0)
@@ -116,36 +110,23 @@ def test_direct_unet_sampling_equals_diffusers_euler():
     torch.testing.assert_close(ours, latents, **TOL)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Every sampler on the SD3-style flow transformer: shim in the real pipeline == direct registry run
-
-
-def sd3_images(scheduler, steps):
-    pytest.importorskip("transformers")
-    from diffusers import StableDiffusion3Pipeline
-    pipe = StableDiffusion3Pipeline(transformer=TRANSFORMER, scheduler=scheduler, vae=None, text_encoder=None,
-                                    tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
-                                    tokenizer_3=None)
-    pipe.set_progress_bar_config(disable=True)
-    b = NOISE.shape[0]
-    return pipe(prompt_embeds=EMB.expand(b, -1, -1), negative_prompt_embeds=NEG.expand(b, -1, -1),
-                pooled_prompt_embeds=POOL.expand(b, -1), negative_pooled_prompt_embeds=NEG_POOL.expand(b, -1),
-                num_inference_steps=steps, height=64, width=64, latents=NOISE.clone(), output_type="latent",
-                guidance_scale=3.0).images
-
-
-@pytest.mark.parametrize("name", [n for n in samplers.available() if not samplers.info(n).host_sync])
-def test_every_sampler_on_flow_transformer_shim_equals_direct(name):
-    from samplers.interop.diffusers_scheduler import SamplerScheduler
-    config = FlowMatchEulerDiscreteScheduler(shift=3.0).config
-    shim = SamplerScheduler.from_config(config, sampler=name, seed=5)
-    out = sd3_images(shim, 3)
-    D = denoiser_from_diffusers(TRANSFORMER, config, EMB, NEG, guidance_scale=3.0,
-                                model_kwargs={"pooled_projections": POOL},
-                                negative_model_kwargs={"pooled_projections": NEG_POOL})
-    sigmas = shim.schedule_sigmas
-    assert math.isinf(float(sigmas[0]))  # FlowMatch's grid starts at t = 1: the exact step from σ = inf
-    opts = {"seed": 5} if "seed" in samplers.info(name).options else {}
+def test_direct_flow_transformer_sampling_equals_flow_match_euler():
+    """An SD3-style transformer (hidden_states, pooled projections) as a denoiser: registry Euler from σ = inf on
+    FlowMatchEuler's own sigmas equals its loop."""
+    theirs = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    theirs.set_timesteps(3)
+    cond = dict(encoder_hidden_states=torch.cat([NEG, EMB]).repeat_interleave(2, 0),
+                pooled_projections=torch.cat([NEG_POOL, POOL]).repeat_interleave(2, 0))
+    latents = NOISE.clone()
     with torch.no_grad():
-        ref = samplers.sample(name, D, samplers.initial_latent(NOISE, sigmas), sigmas, disable=True, **opts)
-    torch.testing.assert_close(out, ref, **TOL)
+        for t in theirs.timesteps:
+            u_u, u_c = TRANSFORMER(hidden_states=torch.cat([latents] * 2), timestep=t.expand(4), **cond,
+                                   return_dict=False)[0].chunk(2)
+            latents = theirs.step(u_u + 3.0 * (u_c - u_u), t, latents).prev_sample
+        D = denoiser_from_diffusers(TRANSFORMER, theirs.config, EMB, NEG, guidance_scale=3.0,
+                                    model_kwargs={"pooled_projections": POOL},
+                                    negative_model_kwargs={"pooled_projections": NEG_POOL})
+        t_flow = theirs.sigmas.double()
+        sigmas = torch.where(t_flow >= 1, torch.full_like(t_flow, math.inf), t_flow / (1 - t_flow))
+        ours = samplers.sample("euler", D, samplers.initial_latent(NOISE, sigmas), sigmas, disable=True)
+    torch.testing.assert_close(ours, latents, **TOL)

@@ -1,7 +1,9 @@
-"""Parity with diffusers' own schedulers on the same model, timesteps and noise (float32, ≤ 1e-5).
+"""The registry samplers called directly equal diffusers' own schedulers on the same model, timesteps and noise
+(float32, ≤ 1e-5): the equivalences the shim relies on, without the shim.
 
-The model is the Gaussian mixture written as a native eps- (or flow-) model taking diffusers' timesteps.
-diffusers runs its own loop; we run the registry sampler on the converted denoiser with its sigmas.
+The model is the Gaussian mixture written as a native eps- (or flow-) model taking diffusers' timesteps (the
+``sd15`` fixture). diffusers runs its own loop; we run the registry sampler on the converted denoiser with its
+sigmas. Every scheduler class through the shim is tests/test_diffusers_compat_table.py.
 """
 import math
 
@@ -9,33 +11,13 @@ import pytest
 import torch
 
 import samplers
-from samplers.core.native import RectifiedFlow, VPDiscrete
-from samplers.problems import GaussianMixture
+from samplers.core.native import RectifiedFlow
 
 diffusers = pytest.importorskip("diffusers")
 
-GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=7)
-BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
-VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
-EPS = GM.as_model("eps", VP)
-D = samplers.to_denoiser(EPS, "eps", VP)
 # A step count that divides 1000: diffusers' DDIM steps from t to t − 1000 // steps, which is the next listed
 # timestep only then (with "trailing" spacing and 12 steps it is not, a quirk of diffusers, not a sampler).
 STEPS = 10
-
-
-def model32(x, t):
-    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x.shape[0])
-    return EPS(x.double(), t).float()
-
-
-def noise32(batch=3):
-    return GM.noise(batch, seed=11, dtype=torch.float32)
-
-
-def ours(name, sched, x, **kw):
-    sig = torch.cat([sched.sigmas[:-1].double(), torch.zeros(1, dtype=torch.float64)])
-    return samplers.sample(name, D, x, sig, disable=True, **kw)
 
 
 def replay_generator(seed, shape):
@@ -43,78 +25,43 @@ def replay_generator(seed, shape):
     return lambda s, s_next: torch.randn(shape, generator=g)
 
 
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
-@pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_ddim(spacing, eta):
-    sch = diffusers.DDIMScheduler(**BETAS, timestep_spacing=spacing, steps_offset=1 if spacing == "leading" else 0,
+@pytest.mark.parametrize("spacing, eta", [("leading", 0.0), ("trailing", 1.0)])
+def test_ddim(sd15, spacing, eta):
+    sch = diffusers.DDIMScheduler(**sd15.betas, timestep_spacing=spacing, steps_offset=1 if spacing == "leading" else 0,
                                   set_alpha_to_one=True, clip_sample=False)
     sch.set_timesteps(STEPS)
-    n = noise32()
-    latents, g = n.clone(), torch.Generator().manual_seed(5)
+    latents, g = sd15.noise.clone(), torch.Generator().manual_seed(5)
     for t in sch.timesteps:
-        latents = sch.step(model32(latents, t), t, latents, eta=eta, generator=g).prev_sample
-    sig = torch.cat([VP.sigmas[sch.timesteps.long()], torch.zeros(1, dtype=torch.float64)])
-    x = n * math.sqrt(1 + float(sig[0]) ** 2)  # DDIM starts at x_T = n: x_T/√ᾱ_T in VE
-    kw = {"eta": eta, "noise_sampler": replay_generator(5, n.shape)} if eta else {}
-    out = samplers.sample("ddim", D, x, sig, disable=True, **kw)
+        latents = sch.step(sd15.model32(latents, t), t, latents, eta=eta, generator=g).prev_sample
+    kw = {"eta": eta, "noise_sampler": replay_generator(5, sd15.noise.shape)} if eta else {}
+    out = sd15.run("ddim", sd15.table_sigmas(sch.timesteps), **kw)  # DDIM starts at x_T = n: x_T/√ᾱ_T in VE
     torch.testing.assert_close(out, latents, rtol=1e-5, atol=1e-5)
 
 
-def run_k_scheduler(sch, n, generator=None):
-    latents = n * sch.init_noise_sigma
-    for t in sch.timesteps:
-        inp = sch.scale_model_input(latents, t)
-        kw = {"generator": generator} if generator is not None else {}
-        latents = sch.step(model32(inp, t), t, latents, **kw).prev_sample
-    return latents
-
-
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
-def test_euler_discrete(spacing):
-    sch = diffusers.EulerDiscreteScheduler(**BETAS, timestep_spacing=spacing, steps_offset=1)
-    sch.set_timesteps(STEPS)
-    n = noise32()
-    ref = run_k_scheduler(sch, n)
-    out = ours("euler", sch, n * sch.init_noise_sigma)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
-def test_euler_ancestral_discrete_same_noise(spacing):
-    sch = diffusers.EulerAncestralDiscreteScheduler(**BETAS, timestep_spacing=spacing, steps_offset=1)
-    sch.set_timesteps(STEPS)
-    n = noise32()
-    ref = run_k_scheduler(sch, n, generator=torch.Generator().manual_seed(3))
-    out = ours("euler_ancestral", sch, n * sch.init_noise_sigma, noise_sampler=replay_generator(3, n.shape))
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
-def test_heun_discrete(spacing):
-    sch = diffusers.HeunDiscreteScheduler(**BETAS, timestep_spacing=spacing, steps_offset=1)
-    sch.set_timesteps(STEPS)
-    n = noise32()
-    ref = run_k_scheduler(sch, n)
-    sig = torch.cat([sch.sigmas[:1], sch.sigmas[1::2]]).double()  # diffusers repeats each inner σ for stage 2
+@pytest.mark.parametrize("cls, name, seed", [("EulerDiscreteScheduler", "euler", None),
+                                             ("EulerAncestralDiscreteScheduler", "euler_ancestral", 3),
+                                             ("HeunDiscreteScheduler", "heun", None)])
+def test_k_style_schedulers(sd15, cls, name, seed):
+    sch = getattr(diffusers, cls)(**sd15.betas, timestep_spacing="trailing", steps_offset=1)
+    ref = sd15.diffusers_loop(sch, STEPS, seed=seed)
+    sig = torch.cat([sch.sigmas[:1], sch.sigmas[1::2]]) if name == "heun" else sch.sigmas  # Heun repeats inner σ
     assert float(sig[-1]) == 0.0 and len(sig) == STEPS + 1
-    out = samplers.sample("heun", D, n * sch.init_noise_sigma, sig, disable=True)
+    kw = {"noise_sampler": replay_generator(seed, sd15.noise.shape)} if seed is not None else {}
+    out = samplers.sample(name, sd15.denoiser, sd15.noise * sch.init_noise_sigma, sig.double(), disable=True, **kw)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shift", [1.0, 3.0])
-def test_flow_match_euler_from_t1(shift):
-    flow = RectifiedFlow(shift=shift, multiplier=1000.0)
-    fmodel = GM.as_model("flow", flow)
-    Df = samplers.to_denoiser(fmodel, "flow", flow)
-    sch = diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+def test_flow_match_euler_from_t1(sd15):
+    flow = RectifiedFlow(shift=3.0, multiplier=1000.0)
+    fmodel = sd15.gm.as_model("flow", flow)
+    sch = diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
     sch.set_timesteps(STEPS)
     assert float(sch.sigmas[0]) == 1.0  # t = 1: pure noise, σ_VE = inf
-    n = noise32()
-    latents = n.clone()
+    latents = sd15.noise.clone()
     for t in sch.timesteps:
-        u = fmodel(latents.double(), t.double().expand(n.shape[0])).float()
-        latents = sch.step(u, t, latents).prev_sample
+        latents = sch.step(fmodel(latents.double(), t.double().expand(latents.shape[0])).float(), t, latents).prev_sample
     t_flow = sch.sigmas.double()
     sig = torch.where(t_flow >= 1, torch.full_like(t_flow, math.inf), t_flow / (1 - t_flow))
-    out = samplers.sample("euler", Df, samplers.initial_latent(n, sig), sig, disable=True)
+    out = samplers.sample("euler", samplers.to_denoiser(fmodel, "flow", flow), samplers.initial_latent(sd15.noise, sig),
+                          sig, disable=True)
     torch.testing.assert_close(out, latents, rtol=1e-5, atol=1e-5)

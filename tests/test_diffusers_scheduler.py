@@ -1,9 +1,8 @@
-"""SamplerScheduler: any registry sampler inside an unchanged diffusers pipeline.
+"""SamplerScheduler: the mechanics of a registry sampler inside diffusers' loop, and its refusals.
 
-Tiny randomly initialised pipelines are built here (no downloads; embeddings are passed directly, so no text
-encoder runs): a StableDiffusion pipeline with a UNet2DConditionModel (eps and v) and an SD3 pipeline with
-a flow transformer. The shim must reproduce diffusers' own Euler / DDIM / Heun / DPM++ 2M / FlowMatchEuler
-schedulers, and run every registered sampler exactly as the registry does on the same model.
+Parity with every diffusers scheduler class is the compatibility table (tests/test_diffusers_compat_table.py) and the
+real pipelines (tests/test_diffusers_pipelines.py); here the loop is the pipelines' own (benchmarks.compatibility.run)
+on a cheap random model, so every registry sampler can be checked against its direct run.
 """
 from __future__ import annotations
 
@@ -15,422 +14,395 @@ import pytest
 import torch
 
 import samplers
+from samplers.core import names
+from samplers.core.conversion import to_denoiser
+from samplers.core.errors import InvalidInput, InvalidOption, LimitExceeded, UnknownNameError, Unavailable
+from samplers.core.native import VPDiscrete
 
 diffusers = pytest.importorskip("diffusers")
-pytest.importorskip("transformers")  # diffusers' SD/SD3 pipeline classes need it importable (no encoder runs)
 
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,  # noqa: E402
-                       EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler,
-                       SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline,
-                       UNet2DConditionModel)
+                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler)
 
-from samplers.interop.diffusers_models import denoiser_from_diffusers  # noqa: E402
+from benchmarks.compatibility import CONFIGS, SD15, SDXL, TinyModel, run, source_scheduler  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
-from samplers.core.native import RectifiedFlow, VPDiscrete  # noqa: E402
-from samplers.problems import GaussianMixture  # noqa: E402
 
 diffusers.utils.logging.set_verbosity_error()
 
-BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000,
-             steps_offset=1)
-SIZE = 64  # pixels; latents are 8×8
-TOL = dict(rtol=1e-4, atol=1e-4)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two cores shared by many processes: one intra-op thread is several times faster for these tiny models.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_unet(seed=0):
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                norm_num_groups=32, attention_head_dim=8).eval()
-
-
-def tiny_transformer(seed=0):
-    torch.manual_seed(seed)
-    return SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1,
-                                 attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
-                                 caption_projection_dim=16, pooled_projection_dim=16).eval()
-
-
-UNET = tiny_unet()
-TRANSFORMER = tiny_transformer()
+MODEL = TinyModel()
 _g = torch.Generator().manual_seed(1)
-EMB, NEG = torch.randn(1, 7, 32, generator=_g), torch.randn(1, 7, 32, generator=_g)
-POOL, NEG_POOL = torch.randn(1, 16, generator=_g), torch.randn(1, 16, generator=_g)
 NOISE = torch.randn(2, 4, 8, 8, generator=_g)
+IMAGE = torch.randn(2, 4, 8, 8, generator=_g)
+MASK = torch.zeros(1, 1, 8, 8)
+MASK[..., 2:6, 1:5] = 1.0
+TOL = dict(rtol=0, atol=1e-5)
 
 
-def sd_pipe(scheduler):
-    pipe = StableDiffusionPipeline(vae=None, text_encoder=None, tokenizer=None, unet=UNET, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
-
-def sd_run(scheduler, steps, noise=NOISE, **kw):
-    """Latents of a StableDiffusionPipeline run (CFG 3, output_type='latent': the VAE is not needed)."""
-    return sd_pipe(scheduler)(prompt_embeds=EMB.expand(noise.shape[0], -1, -1),
-                              negative_prompt_embeds=NEG.expand(noise.shape[0], -1, -1),
-                              num_inference_steps=steps, height=SIZE, width=SIZE, latents=noise.clone(),
-                              output_type="latent", guidance_scale=3.0, **kw).images
-
-
-def sd3_run(scheduler, steps, noise=NOISE, **kw):
-    pipe = StableDiffusion3Pipeline(transformer=TRANSFORMER, scheduler=scheduler, vae=None, text_encoder=None,
-                                    tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
-                                    tokenizer_3=None)
-    pipe.set_progress_bar_config(disable=True)
-    b = noise.shape[0]
-    return pipe(prompt_embeds=EMB.expand(b, -1, -1), negative_prompt_embeds=NEG.expand(b, -1, -1),
-                pooled_prompt_embeds=POOL.expand(b, -1), negative_pooled_prompt_embeds=NEG_POOL.expand(b, -1),
-                num_inference_steps=steps, height=SIZE, width=SIZE, latents=noise.clone(), output_type="latent",
-                guidance_scale=3.0, **kw).images
-
-
-def registered(name):
-    if name not in samplers.available():
-        pytest.skip(f"{name} is not registered yet")
+def txt2img(scheduler, steps=5, noise=NOISE, seed=3):
+    return run(scheduler, MODEL, "txt2img", noise, IMAGE, MASK, steps=steps, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Parity with diffusers' own schedulers, through the unchanged pipeline
-
-
-@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
-@pytest.mark.parametrize("cls, sampler, kw, init", [
-    (EulerDiscreteScheduler, "euler", dict(timestep_spacing="leading"), "unit"),
-    (EulerDiscreteScheduler, "euler", dict(timestep_spacing="trailing"), "sigma"),  # Euler starts at σ_max·n
-    (DDIMScheduler, "ddim", dict(timestep_spacing="leading", set_alpha_to_one=True, clip_sample=False), "unit"),
-    (DDIMScheduler, "ddim", dict(timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=False), "unit"),
-    (HeunDiscreteScheduler, "heun", dict(timestep_spacing="leading"), "unit"),
-    (DPMSolverMultistepScheduler, "dpmpp_2m", dict(timestep_spacing="trailing", algorithm_type="dpmsolver++",
-                                                   solver_order=2, final_sigmas_type="zero"), "unit"),
-], ids=["euler-leading", "euler-trailing", "ddim-leading", "ddim-trailing", "heun", "dpmpp_2m"])
-def test_matches_diffusers_scheduler_in_sd_pipeline(cls, sampler, kw, init, prediction):
-    registered(sampler)
-    theirs = cls(**BETAS, **kw, prediction_type=prediction)
-    steps = 5  # divides 1000, so DDIM's t − 1000//n is the next listed timestep
-    ref = sd_run(theirs, steps)
-    ours = SamplerScheduler.from_config(theirs.config, sampler=sampler, initial_noise=init)
-    out = sd_run(ours, steps)
-    assert len(ours.timesteps) == len(theirs.timesteps)
-    torch.testing.assert_close(ours.timesteps, theirs.timesteps.float(), rtol=0, atol=1e-3)
-    torch.testing.assert_close(out, ref, **TOL)
-
-
-@pytest.mark.parametrize("cls, sampler", [(DDIMScheduler, "ddim"), (HeunDiscreteScheduler, "heun")])
-def test_sample_prediction_matches_diffusers(cls, sampler):
-    kw = dict(set_alpha_to_one=True, clip_sample=False) if cls is DDIMScheduler else {}
-    theirs = cls(**BETAS, timestep_spacing="leading", prediction_type="sample", **kw)
-    ref = sd_run(theirs, 5)
-    torch.testing.assert_close(sd_run(SamplerScheduler.from_config(theirs.config, sampler=sampler), 5), ref, **TOL)
-
-
-def test_zero_terminal_snr_v_model_matches_diffusers_ddim_from_sigma_inf():
-    theirs = DDIMScheduler(**BETAS, timestep_spacing="trailing", rescale_betas_zero_snr=True,
-                           prediction_type="v_prediction", set_alpha_to_one=True, clip_sample=False)
-    ref = sd_run(theirs, 5)
-    ours = SamplerScheduler.from_config(theirs.config, sampler="ddim")
-    out = sd_run(ours, 5)
-    assert math.isinf(float(ours.schedule_sigmas[0]))  # ᾱ = 0 at t = 999: the exact step from σ = inf
-    torch.testing.assert_close(out, ref, **TOL)
-
-
-@pytest.mark.parametrize("shift", [1.0, 3.0])
-def test_matches_flow_match_euler_in_sd3_pipeline(shift):
-    theirs = FlowMatchEulerDiscreteScheduler(shift=shift)
-    ref = sd3_run(theirs, 4)
-    ours = SamplerScheduler.from_config(theirs.config, sampler="euler")
-    assert ours.prediction == "flow" and isinstance(ours.native, RectifiedFlow)
-    out = sd3_run(ours, 4)
-    torch.testing.assert_close(ours.timesteps, theirs.timesteps, rtol=0, atol=1e-3)
-    torch.testing.assert_close(out, ref, **TOL)
-
-
-def test_one_line_swap_keeps_the_pipeline_call():
-    pipe = sd_pipe(EulerDiscreteScheduler(**BETAS))
-    pipe.scheduler = SamplerScheduler.from_config(pipe.scheduler.config, sampler="heun", schedule="karras")
-    out = pipe(prompt_embeds=EMB, negative_prompt_embeds=NEG, num_inference_steps=3, height=SIZE, width=SIZE,
-               output_type="latent", generator=torch.Generator().manual_seed(0)).images
-    assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
-    assert len(pipe.scheduler.timesteps) == 2 * 3 - 1 and pipe.scheduler.order == 2
-
-
-# ----------------------------------------------------------------------------------------------------
-# Every sampler: the shim's images equal the same sampler run directly on the wrapped UNet
-
-
-def direct(name, scheduler, config, noise, seed, sigmas=None):
-    """The registry sampler on denoiser_from_diffusers(UNET), from the shim's own schedule and start."""
-    D = denoiser_from_diffusers(UNET, config, EMB, NEG, guidance_scale=3.0)
-    schedule = scheduler.schedule_sigmas
-    x_t = noise * scheduler.init_noise_sigma
-    sigma_0 = float(schedule[0])
-    x = x_t if math.isinf(sigma_0) else x_t * math.sqrt(1 + sigma_0**2)
-    opts = {"seed": seed} if "seed" in samplers.info(name).options else {}
-    return samplers.sample(name, D, x, schedule, disable=True, **opts)
+# Any registry sampler in the pipeline's loop equals its direct run on the same model
 
 
 FIXED_STEP = [n for n in samplers.available() if not samplers.info(n).host_sync]
 
 
+def direct(shim, name, native, prediction, noise):
+    """The registry sampler on the model as a denoiser, from the shim's own schedule and first latent."""
+    D = to_denoiser(MODEL, prediction, native)
+    schedule = shim.schedule_sigmas
+    sigma_0 = float(schedule[0])
+    start = noise * shim.init_noise_sigma  # the pipeline's first latent, in the shim's coordinates
+    x = start if (math.isinf(sigma_0) or shim.latents == "ve") else start * math.sqrt(1 + sigma_0**2)
+    opts = {"seed": 123} if "seed" in samplers.info(name).options else {}
+    out = samplers.sample(name, D, x, schedule, disable=True, **opts)
+    final = float(schedule[-1])
+    return out if shim.latents == "ve" or final == 0 else out / math.sqrt(1 + final**2)
+
+
+@pytest.mark.parametrize("config", ["SDXL", "SD3"])
 @pytest.mark.parametrize("name", FIXED_STEP)
-def test_every_sampler_in_pipeline_equals_direct_run(name):
-    config = DDIMScheduler(**BETAS, clip_sample=False).config
-    shim = SamplerScheduler.from_config(config, sampler=name, schedule="karras", seed=123)
-    out = sd_run(shim, 3)
-    ref = direct(name, shim, config, NOISE, 123)
-    assert shim.num_inference_steps == len(shim.timesteps)
-    torch.testing.assert_close(out, ref, **TOL)
+def test_every_sampler_in_the_loop_equals_its_direct_run(name, config):
+    # SDXL's Euler config keeps VE latents (x/√(σ²+1) reaches the model); SD3's flow config native ones from σ = inf
+    schedule = "karras" if config == "SDXL" else None
+    shim = SamplerScheduler.from_config(source_scheduler(SDXL["_class_name"] if config == "SDXL" else
+                                                         CONFIGS[config]["_class_name"], CONFIGS[config], {}).config,
+                                        sampler=name, schedule=schedule, seed=123)
+    out = txt2img(shim, steps=3)
+    assert shim.config.sampler == name and shim.spec.name == samplers.info(name).name
+    ref = direct(shim, name, shim.native, shim.prediction, NOISE)
+    # the same sampler on the same model; only the float32 conversions differ (x/√(σ²+1) vs a·x, ...)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Without `sampler`, the algorithm of the config's class
+
+
+@pytest.mark.parametrize("name, variant, sampler, options", [
+    ("DPMSolverMultistepScheduler", {}, "dpmpp_2m", {"solver_type": "midpoint", "euler_at_final": True}),
+    ("DPMSolverMultistepScheduler", {"solver_order": 3, "solver_type": "heun"}, "dpmpp_3m",
+     {"solver_type": "heun", "lower_order_final": True}),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, "dpmpp_2m_sde", {"eta": 1.0}),
+    ("DPMSolverMultistepScheduler", {"solver_order": 1}, "ddim", {}),
+    ("UniPCMultistepScheduler", {}, "unipc_bh2", {"order": 2, "lower_order_final": True}),
+    ("UniPCMultistepScheduler", {"solver_type": "bh1", "solver_order": 3}, "unipc_bh1", {"order": 3}),
+    ("DEISMultistepScheduler", {}, "deis", {"order": 2}),
+    ("PNDMScheduler", {}, "plms", {}),
+    ("PNDMScheduler", {"skip_prk_steps": False}, "pndm", {}),
+    ("DPMSolverSinglestepScheduler", {}, "dpmpp_2s", {"solver_type": "midpoint"}),
+    ("LCMScheduler", {}, "lcm", {}),
+    ("EDMEulerScheduler", {}, "euler", {}),
+])
+def test_the_sampler_is_the_config_class_algorithm(name, variant, sampler, options):
+    shim = SamplerScheduler.from_config(source_scheduler(name, SD15, variant).config)
+    shim.set_timesteps(6)
+    assert shim.spec.name == sampler
+    assert {k: shim._options[k] for k in options} == options
+
+
+def test_a_label_naming_the_source_algorithm_keeps_the_image_and_others_change_it():
+    theirs = DPMSolverMultistepScheduler.from_config(SD15)
+    ref = txt2img(theirs)
+    for label in ("dpmpp_2m", "DPMSolverMultistepScheduler", "DPM++ 2M"):
+        torch.testing.assert_close(txt2img(SamplerScheduler.from_config(theirs.config, sampler=label)), ref, **TOL)
+    euler = SamplerScheduler.from_config(theirs.config, sampler="euler")
+    other = txt2img(euler)
+    assert not torch.allclose(other, ref, atol=1e-3)
+    assert torch.equal(euler.timesteps, theirs.timesteps)  # on the class's own grid
+    karras = SamplerScheduler.from_config(theirs.config, sampler="DPM++ 2M Karras")  # a label naming its schedule
+    karras.set_timesteps(5)
+    assert karras.timesteps.dtype == torch.float32 and karras.timesteps[0] == 999.0
 
 
 # ----------------------------------------------------------------------------------------------------
 # State: per run, per instance
 
 
-GM = GaussianMixture.default(shape=(4, 4, 4), components=3, seed=2)
-VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
-EPS = GM.as_model("eps", VP)
-
-
-def eps_model(x_t, t):
-    return EPS(x_t.double(), torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x_t.shape[0])).float()
-
-
-def manual_loop(scheduler, noise, steps=None, **kw):
-    if steps is not None:
-        scheduler.set_timesteps(steps, **kw)
-    latents = noise * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        latents = scheduler.step(eps_model(scheduler.scale_model_input(latents, t), t), t, latents).prev_sample
-    return latents
-
-
-def gm_noise(batch=2):
-    return GM.noise(batch, seed=4, dtype=torch.float32)
-
-
-def make(sampler="dpmpp_2m", **kw):
-    name = sampler if sampler in samplers.available() else "heun"
-    return SamplerScheduler(sampler=name, **BETAS, **kw)
-
-
-def test_set_timesteps_resets_a_half_finished_run():
-    n = gm_noise()
-    fresh = manual_loop(make(), n, 6)
-    sch = make()
-    sch.set_timesteps(6)
-    latents = n.clone()
-    for t in sch.timesteps[:3]:
-        latents = sch.step(eps_model(latents, t), t, latents).prev_sample
-    again = manual_loop(sch, n, 6)
-    torch.testing.assert_close(again, fresh, rtol=0, atol=0)
+def test_set_timesteps_twice_starts_a_fresh_run():
+    shim = SamplerScheduler.from_config(DPMSolverMultistepScheduler.from_config(SD15).config)
+    fresh = txt2img(shim, steps=6)
+    shim.set_timesteps(6)
+    latents = NOISE.clone()
+    for t in shim.timesteps[:3]:
+        latents = shim.step(MODEL(latents, t), t, latents).prev_sample
+    torch.testing.assert_close(txt2img(shim, steps=6), fresh, rtol=0, atol=0)
 
 
 def test_two_instances_never_share_state():
-    n = gm_noise()
-    alone = manual_loop(make(), n, 5)
-    a, b = make(), SamplerScheduler.from_config(make().config)
+    config = DPMSolverMultistepScheduler.from_config(SD15).config
+    alone = txt2img(SamplerScheduler.from_config(config))
+    a, b = SamplerScheduler.from_config(config), SamplerScheduler.from_config(config)
     a.set_timesteps(5)
     b.set_timesteps(5)
-    xa, xb = n.clone(), (n * 0.5).clone()
+    xa, xb = NOISE.clone(), (NOISE * 0.5).clone()
     for t in a.timesteps:  # interleaved, as two pipelines on two threads would
-        xb = b.step(eps_model(xb, t), t, xb).prev_sample
-        xa = a.step(eps_model(xa, t), t, xa).prev_sample
+        xb = b.step(MODEL(xb, t), t, xb).prev_sample
+        xa = a.step(MODEL(xa, t), t, xa).prev_sample
     torch.testing.assert_close(xa, alone, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_latents_keep_their_dtype_and_a_float32_state(dtype):
-    n = gm_noise()
-    full = manual_loop(make("heun"), n, 5)
-    sch = make("heun")
-    sch.set_timesteps(5)
-    latents = n.to(dtype)
-    for t in sch.timesteps:
-        out = sch.step(eps_model(latents.float(), t).to(dtype), t, latents)
+    config = DPMSolverMultistepScheduler.from_config(SD15).config
+    full = txt2img(SamplerScheduler.from_config(config))
+    shim = SamplerScheduler.from_config(config)
+    shim.set_timesteps(5)
+    latents = NOISE.to(dtype)
+    for t in shim.timesteps:
+        out = shim.step(MODEL(latents.float(), t).to(dtype), t, latents)
         assert out.prev_sample.dtype == dtype and out.pred_original_sample.dtype == dtype
         latents = out.prev_sample
-    assert sch._x_start.dtype == torch.float32
+    assert shim._x_start.dtype == torch.float32
     torch.testing.assert_close(latents.float(), full, rtol=0.05, atol=0.05)
 
 
-def test_step_outside_a_run_is_an_error():
-    sch = make("euler")
-    with pytest.raises(RuntimeError, match="set_timesteps"):
-        sch.step(torch.zeros(1, 4, 4, 4), 999, torch.zeros(1, 4, 4, 4))
-    manual_loop(sch, gm_noise(1), 2)
-    with pytest.raises(RuntimeError, match="finished"):
-        sch.step(torch.zeros(1, 4, 4, 4), 1, torch.zeros(1, 4, 4, 4))
+@pytest.mark.parametrize("name, variant", [
+    ("EulerAncestralDiscreteScheduler", {}), ("DDPMScheduler", {}), ("KDPM2AncestralDiscreteScheduler", {}),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}), ("LCMScheduler", {}),
+])
+def test_the_generator_is_consumed_as_the_source_class_consumes_it(name, variant):
+    theirs = source_scheduler(name, SD15, variant)
+    states = []
+    for scheduler in (theirs, SamplerScheduler.from_config(theirs)):
+        g = torch.Generator().manual_seed(5)
+        scheduler.set_timesteps(5)
+        latents = NOISE * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            out = MODEL(scheduler.scale_model_input(latents, t), t)
+            latents = scheduler.step(out, t, latents, generator=g).prev_sample
+        states.append((latents, torch.randn(3, generator=g)))  # the next image's noise
+    torch.testing.assert_close(states[1][0], states[0][0], **TOL)
+    torch.testing.assert_close(states[1][1], states[0][1], rtol=0, atol=0)
 
 
-def test_stochastic_noise_comes_from_the_pipeline_generator():
-    n = gm_noise()
-
-    def run(gen):
-        sch = make("euler_ancestral")
-        sch.set_timesteps(4)
-        latents = n.clone()
-        for t in sch.timesteps:
-            latents = sch.step(eps_model(latents, t), t, latents, generator=gen).prev_sample
-        return latents
-
-    a = run(torch.Generator().manual_seed(1))
-    torch.testing.assert_close(run(torch.Generator().manual_seed(1)), a, rtol=0, atol=0)
-    assert not torch.allclose(run(torch.Generator().manual_seed(2)), a)
-
-
-def test_begin_index_for_img2img_equals_the_truncated_schedule():
-    sch = make("heun", schedule="karras")
-    sch.set_timesteps(6)
-    start_step = 2
-    begin = start_step * sch.order
-    sch.set_begin_index(begin)
-    x0, n = GM.sample(2, seed=9).float(), gm_noise()
-    t0 = sch.timesteps[begin:begin + 1]
-    latents = sch.add_noise(x0, n, t0)
-    for t in sch.timesteps[begin:]:
-        latents = sch.step(eps_model(latents, t), t, latents).prev_sample
-    tail = sch.schedule_sigmas[start_step:]
-    D = samplers.to_denoiser(eps_model, "eps", VP)
-    ref = samplers.sample("heun", D, x0 + float(tail[0]) * n, tail, disable=True)
-    torch.testing.assert_close(latents, ref, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="first model call of a step"):
-        sch.set_begin_index(begin + 1)
+def test_img2img_starts_the_sampler_at_the_begin_step():
+    theirs = EulerDiscreteScheduler.from_config(SDXL)
+    shim = SamplerScheduler.from_config(theirs.config, sampler="heun", schedule="karras")
+    shim.set_timesteps(6)
+    begin = 2 * shim.order
+    shim.set_begin_index(begin)
+    t0 = shim.timesteps[begin:begin + 1]
+    latents = shim.add_noise(IMAGE, NOISE, t0)
+    for t in shim.timesteps[begin:]:
+        latents = shim.step(MODEL(shim.scale_model_input(latents, t), t), t, latents).prev_sample
+    tail = shim.schedule_sigmas[2:]
+    D = to_denoiser(MODEL, "eps", shim.native)
+    ref = samplers.sample("heun", D, IMAGE + float(tail[0]) * NOISE, tail, disable=True)
+    torch.testing.assert_close(latents, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InvalidInput, match="first model call of a step"):
+        shim.set_begin_index(begin + 1)
 
 
-def tiny_vae():
-    from diffusers import AutoencoderKL
-    torch.manual_seed(0)
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
-                         latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()  # 8× down, like SD's
-
-
-def test_img2img_pipeline_matches_diffusers_euler_and_runs_heun():
-    from diffusers import StableDiffusionImg2ImgPipeline
-    vae, image = tiny_vae(), torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
-
-    def run(scheduler):
-        pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=UNET,
-                                              scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                              requires_safety_checker=False)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe(prompt_embeds=EMB, negative_prompt_embeds=NEG, image=image, strength=0.6,
-                    num_inference_steps=5, output_type="latent", generator=torch.Generator().manual_seed(0),
-                    guidance_scale=3.0).images
-
-    theirs = EulerDiscreteScheduler(**BETAS, timestep_spacing="trailing")
-    ref = run(theirs)
-    ours = SamplerScheduler.from_config(theirs.config, sampler="euler")
-    torch.testing.assert_close(run(ours), ref, **TOL)  # add_noise + set_begin_index(2) in the real pipeline
-    heun = SamplerScheduler.from_config(theirs.config, sampler="heun")
-    assert torch.isfinite(run(heun)).all() and heun.begin_index == 2 * 2 and heun._done
+def test_a_run_that_starts_without_set_begin_index_finds_its_step_from_the_timestep():
+    theirs = DPMSolverMultistepScheduler.from_config(SD15)
+    shim = SamplerScheduler.from_config(theirs.config)
+    out = []
+    for scheduler in (theirs, shim):
+        scheduler.set_timesteps(6)
+        latents = scheduler.add_noise(IMAGE, NOISE, scheduler.timesteps[2:3])
+        for t in scheduler.timesteps[2:]:  # an older img2img loop: no set_begin_index
+            latents = scheduler.step(MODEL(latents, t), t, latents).prev_sample
+        out.append(latents)
+    torch.testing.assert_close(out[1], out[0], **TOL)
 
 
 def test_add_noise_and_scale_noise_match_diffusers():
-    x0, n = GM.sample(2, seed=1).float(), gm_noise()
     t = torch.tensor([999, 500])
-    ours = make("euler")
-    torch.testing.assert_close(ours.add_noise(x0, n, t), DDPMScheduler(**BETAS).add_noise(x0, n, t), **TOL)
+    config = DDPMScheduler.from_config(SD15).config
+    torch.testing.assert_close(SamplerScheduler.from_config(config).add_noise(IMAGE, NOISE, t),
+                               DDPMScheduler.from_config(SD15).add_noise(IMAGE, NOISE, t), **TOL)
     flow = FlowMatchEulerDiscreteScheduler(shift=3.0)
     flow.set_timesteps(4)
     ours = SamplerScheduler.from_config(flow.config)
     ours.set_timesteps(4)
     t = flow.timesteps[1:2]
-    torch.testing.assert_close(ours.scale_noise(x0, t, n), flow.scale_noise(x0, t, n), **TOL)
+    torch.testing.assert_close(ours.scale_noise(IMAGE, t, NOISE), flow.scale_noise(IMAGE, t, NOISE), **TOL)
 
 
 def test_dynamic_shift_with_flux_style_sigmas_matches_flow_match_euler():
     import numpy as np
-    flow = RectifiedFlow(multiplier=1000.0)
-    fmodel = GM.as_model("flow", flow)
     theirs = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
-    ours = SamplerScheduler.from_config(theirs.config, sampler="euler")
+    ours = SamplerScheduler.from_config(theirs.config)
     sigmas, mu = np.linspace(1.0, 1 / 5, 5), 0.8
     out = []
     for sch in (theirs, ours):
         sch.set_timesteps(sigmas=sigmas, mu=mu)
-        latents = gm_noise()
+        latents = NOISE.clone()
         for t in sch.timesteps:
-            u = fmodel(latents.double(), t.double().expand(latents.shape[0])).float()
-            latents = sch.step(u, t, latents).prev_sample
+            latents = sch.step(MODEL(latents, t), t, latents).prev_sample
         out.append(latents)
     torch.testing.assert_close(out[1], out[0], **TOL)
-    with pytest.raises(ValueError, match="mu"):
+    with pytest.raises(InvalidInput, match="mu"):
         ours.set_timesteps(5)
 
 
 def test_plan_counts_every_model_call():
-    sch = make("rk4")
-    sch.set_timesteps(4)
-    assert len(sch.timesteps) == 3 * 4 + 1 and sch.order == 4  # Euler on the last step to σ = 0
-    assert len(sch.sigmas) == len(sch.timesteps) + 1 and float(sch.sigmas[-1]) == 0.0
+    shim = SamplerScheduler.from_config(EulerDiscreteScheduler.from_config(SDXL).config, sampler="rk4")
+    shim.set_timesteps(4)
+    assert len(shim.timesteps) == 3 * 4 + 1 and shim.order == 4  # Euler on the last step to σ = 0
+    assert len(shim.sigmas) == len(shim.timesteps) + 1 and float(shim.sigmas[-1]) == 0.0
 
 
-def test_save_and_load_round_trip(tmp_path):
-    sch = make("euler_ancestral", schedule="karras", sampler_options={"eta": 0.5}, seed=3)
-    sch.save_pretrained(tmp_path)
+def test_save_and_load_round_trip_keeps_the_source(tmp_path):
+    theirs = DPMSolverMultistepScheduler.from_config(SD15, use_karras_sigmas=True)
+    shim = SamplerScheduler.from_config(theirs.config)
+    shim.save_pretrained(tmp_path)
     back = SamplerScheduler.from_pretrained(tmp_path)
-    assert back.config.sampler == "euler_ancestral" and back.config.sampler_options == {"eta": 0.5}
-    sch.set_timesteps(5)
-    back.set_timesteps(5)
-    torch.testing.assert_close(back.timesteps, sch.timesteps, rtol=0, atol=0)
-    torch.testing.assert_close(manual_loop(back, gm_noise()), manual_loop(sch, gm_noise()), rtol=0, atol=0)
+    assert back.config.source_config["_class_name"] == "DPMSolverMultistepScheduler"
+    torch.testing.assert_close(txt2img(back), txt2img(theirs), **TOL)
+    tuned = SamplerScheduler(sampler="euler_ancestral", schedule="karras", sampler_options={"eta": 0.5}, seed=3,
+                             beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    tuned.save_pretrained(tmp_path)
+    again = SamplerScheduler.from_pretrained(tmp_path)
+    assert again.config.sampler_options == {"eta": 0.5}
+    torch.testing.assert_close(txt2img(again), txt2img(tuned), rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Configs that cannot work are errors
+# exact=True: fractional timesteps and the final step to σ = 0
 
 
-def test_config_errors():
-    sd = EulerDiscreteScheduler(**BETAS).config
-    flow = FlowMatchEulerDiscreteScheduler(shift=3.0).config
-    with pytest.raises(ValueError, match="unknown prediction_type"):
-        SamplerScheduler.from_config(sd, prediction_type="noise")
-    with pytest.raises(ValueError, match="VP"):
-        SamplerScheduler.from_config(sd, prediction_type="flow_prediction")
-    with pytest.raises(ValueError, match="flow-matching"):
-        SamplerScheduler.from_config(flow, prediction_type="epsilon")
-    with pytest.raises(ValueError, match="thresholding"):
-        SamplerScheduler.from_config(DDPMScheduler(**BETAS, thresholding=True).config)
-    with pytest.raises(ValueError, match="clip_sample"):
-        SamplerScheduler.from_config(DDIMScheduler(**BETAS, clip_sample=True).config)
-    with pytest.raises(samplers.UnknownNameError, match="eule"):
-        SamplerScheduler.from_config(sd, sampler="eulr")
-    with pytest.raises(samplers.UnknownNameError):
-        SamplerScheduler.from_config(sd, schedule="karas")
-    with pytest.raises(TypeError, match="no option"):
-        SamplerScheduler.from_config(sd, sampler="euler", sampler_options={"eta": 1.0})
-    zero_snr = SamplerScheduler.from_config(sd, rescale_betas_zero_snr=True, timestep_spacing="trailing")
+def test_exact_evaluates_fractional_timesteps_and_steps_to_zero():
+    def three(**variant):
+        theirs = DPMSolverMultistepScheduler.from_config(SD15, **variant)
+        out = (theirs, SamplerScheduler.from_config(theirs.config), SamplerScheduler.from_config(theirs.config,
+                                                                                                  exact=True))
+        for s in out:
+            s.set_timesteps(8)
+        return out
+
+    theirs, default, exact = three(use_karras_sigmas=True)
+    assert torch.equal(default.timesteps, theirs.timesteps)  # rounded, as diffusers
+    assert exact.timesteps.dtype == torch.float32 and len(exact.timesteps) == 8
+    assert not torch.equal(exact.timesteps, theirs.timesteps.float())
+    assert (exact.timesteps - theirs.timesteps).abs().max() <= 0.5
+    theirs, default, exact = three(final_sigmas_type="sigma_min")  # diffusers stops at σ_min
+    assert float(default.schedule_sigmas[-1]) > 0 and len(default.timesteps) == 8
+    assert float(exact.schedule_sigmas[-1]) == 0.0 and len(exact.timesteps) == 9  # the step it skips
+    # DDIM's trailing grid with 12 steps evaluates off its latents: refused, and exact=True runs it consistently
+    ddim = DDIMScheduler.from_config(SD15, timestep_spacing="trailing")
+    with pytest.raises(InvalidOption, match="exact=True"):
+        SamplerScheduler.from_config(ddim.config).set_timesteps(12)
+    SamplerScheduler.from_config(ddim.config, exact=True).set_timesteps(12)
+
+
+def test_exact_changes_the_error_to_the_ode_solution_on_the_analytic_problem():
+    # DEIS stops at σ_min (0.029) on SD-1.5's schedule; exact=True takes the last step to 0 (docs/diffusers.md has
+    # the whole measurement: python -m benchmarks.compatibility --exact)
+    from benchmarks.compatibility import exact_gain
+    row, = exact_gain(steps_list=(10,), batch=16, cases=[("DEISMultistepScheduler", {})])
+    assert row["exact"] < 0.5 * row["default"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# A label with its own sigmas (a fitted solver) runs on exactly those
+
+
+def _fixed_label(rest: str) -> names.Label:
+    sig = tuple(VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012).sigma_max * f for f in (1, .3, .05))
+    return names.Label(f"testfixed:{rest}", "dpmpp_2m", {}, sigmas=sig + (0.0,), source="testfixed")
+
+
+def test_a_label_that_fixes_its_sigmas_runs_on_them():
+    if "testfixed" not in names._PREFIXES:
+        names.register_prefix("testfixed", _fixed_label)
+    shim = SamplerScheduler.from_config(DPMSolverMultistepScheduler.from_config(SD15).config, sampler="testfixed:a")
+    shim.set_timesteps(3)
+    torch.testing.assert_close(shim.schedule_sigmas, torch.tensor(_fixed_label("a").sigmas, dtype=torch.float64))
+    with pytest.raises(InvalidInput, match="num_inference_steps=3"):
+        shim.set_timesteps(20)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bad input: a clear error, before any model call
+
+
+def test_bad_input_is_refused_with_the_rule():
+    config = DPMSolverMultistepScheduler.from_config(SD15).config
+    shim = SamplerScheduler.from_config(config)
+    for bad in (0, -3, 2.7, True, "20"):
+        with pytest.raises((InvalidInput, TypeError), match="num_inference_steps"):
+            shim.set_timesteps(bad)
+    with pytest.raises(LimitExceeded, match="num_train_timesteps"):
+        SamplerScheduler.from_config({**SD15, "num_train_timesteps": 10**9})
+    with pytest.raises(LimitExceeded, match="num_train_timesteps"):
+        SamplerScheduler(num_train_timesteps=int(1e9))
+    with pytest.raises(InvalidInput, match="cannot be larger"):  # diffusers' DDIM refuses more steps than trained
+        SamplerScheduler.from_config(DDIMScheduler.from_config(SD15).config).set_timesteps(1001)
+    shim.set_timesteps(4)
+    with pytest.raises(InvalidInput, match="shape"):
+        shim.step(torch.zeros(2, 4, 8, 1), shim.timesteps[0], NOISE)  # would broadcast
+    with pytest.raises(UnknownNameError, match="eule"):
+        SamplerScheduler.from_config(config, sampler="eulr")
+    with pytest.raises(UnknownNameError):
+        SamplerScheduler.from_config(config, schedule="karas")
+    with pytest.raises(InvalidOption, match="no option"):
+        SamplerScheduler.from_config(config, sampler="euler", sampler_options={"eta": 1.0})
+    with pytest.raises(InvalidOption, match="adaptive"):
+        SamplerScheduler.from_config(config, sampler="dpm_adaptive")
+    with pytest.raises(InvalidOption, match="unknown prediction_type"):
+        SamplerScheduler.from_config(config, prediction_type="noise")
+
+
+def test_options_it_cannot_honour_are_refused_never_dropped():
+    # DDIMScheduler's default clip_sample=True
+    with pytest.raises(InvalidOption, match="clip_sample=True"):
+        SamplerScheduler.from_config(DDIMScheduler().config)
+    with pytest.raises(InvalidOption, match="algorithm_type"):
+        SamplerScheduler.from_config(DPMSolverMultistepScheduler.from_config(SD15, algorithm_type="dpmsolver",
+                                                                             final_sigmas_type="sigma_min").config)
+    with pytest.raises(InvalidOption, match="variance_type"):
+        SamplerScheduler.from_config(DDPMScheduler.from_config(SD15, variance_type="learned_range").config)
+    sde3 = DPMSolverMultistepScheduler.from_config(SD15, algorithm_type="sde-dpmsolver++", solver_order=3).config
+    with pytest.raises(InvalidOption, match="solver_order=3"):
+        SamplerScheduler.from_config(sde3)  # its algorithm (a sign error in diffusers) ...
+    SamplerScheduler.from_config(sde3, sampler="dpmpp_3m_sde").set_timesteps(4)  # ... not another sampler on it
+    with pytest.raises(InvalidOption, match="clip_sample"):  # x0 clipping would be dropped whichever sampler runs
+        SamplerScheduler.from_config(DDIMScheduler().config, sampler="euler")
+    with pytest.raises(InvalidOption, match="cannot reproduce TCDScheduler"):
+        SamplerScheduler.from_config(source_scheduler("TCDScheduler", SD15, {}).config)
+    pndm = SamplerScheduler.from_config(source_scheduler("PNDMScheduler", SD15, {}).config)
+    pndm.set_timesteps(5)
+    with pytest.raises(InvalidOption, match="ipndm"):
+        pndm.set_begin_index(2)  # PNDM's img2img is not a PLMS run
+    ipndm = SamplerScheduler.from_config(source_scheduler("PNDMScheduler", SD15, {}), sampler="ipndm")
+    assert torch.isfinite(run(ipndm, MODEL, "img2img", NOISE, IMAGE, MASK)).all()
+    ancestral = SamplerScheduler.from_config(EulerAncestralDiscreteScheduler.from_config(SD15).config)
+    ancestral.set_timesteps(3)
+    t = ancestral.timesteps[0]
+    with pytest.raises(InvalidOption, match="eta"):
+        ancestral.step(MODEL(NOISE, t), t, NOISE * ancestral.init_noise_sigma, eta=0.5)  # DDIM's argument
+
+
+def test_zero_terminal_snr_eps_model_is_refused_and_v_model_runs_from_sigma_inf():
+    zero = DDIMScheduler.from_config(SD15, timestep_spacing="trailing", rescale_betas_zero_snr=True)
     with pytest.raises(ValueError, match="sigma = inf"):
-        zero_snr.set_timesteps(4)  # an eps model carries no signal at zero SNR
-    SamplerScheduler.from_config(sd, prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                                 timestep_spacing="trailing").set_timesteps(4)
+        txt2img(SamplerScheduler.from_config(zero.config))
+    v = DDIMScheduler.from_config(SD15, timestep_spacing="trailing", rescale_betas_zero_snr=True,
+                                  prediction_type="v_prediction", set_alpha_to_one=True)
+    shim = SamplerScheduler.from_config(v.config)
+    torch.testing.assert_close(txt2img(shim), txt2img(v), **TOL)
+    assert math.isinf(float(shim.schedule_sigmas[0]))
 
 
-def test_adaptive_samplers_are_refused():
-    adaptive = [n for n in samplers.available() if samplers.info(n).host_sync]
-    if not adaptive:
-        pytest.skip("no adaptive sampler registered")
-    with pytest.raises(ValueError, match="adaptive"):
-        SamplerScheduler(sampler=adaptive[0])
+def test_step_outside_a_run_is_an_error():
+    shim = SamplerScheduler.from_config(EulerDiscreteScheduler.from_config(SDXL).config)
+    with pytest.raises(Unavailable, match="set_timesteps"):
+        shim.step(NOISE, 999, NOISE)
+    txt2img(shim, steps=2)
+    with pytest.raises(Unavailable, match="finished"):
+        shim.step(NOISE, 1, NOISE)
 
 
 def test_import_samplers_does_not_import_diffusers_modules():
     import subprocess
     import sys
     code = ("import sys, samplers; "
-            "print(any(m.startswith(('diffusers', 'samplers.diffusers')) for m in sys.modules))")
+            "print(any(m.startswith(('diffusers', 'samplers.interop.diffusers')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -442,18 +414,17 @@ def test_import_samplers_does_not_import_diffusers_modules():
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
-def readme_pipeline_blocks():
+def test_readme_pipeline_examples_run():
+    pytest.importorskip("transformers")
+    from test_diffusers_pipelines import EMB, NEG, SIZE, UNET, VAE  # tests/ is on sys.path under pytest
+    from diffusers import StableDiffusionPipeline
     text = README.read_text()
     section = re.search(r"<!-- section:pipelines -->(.*?)<!-- /section:pipelines -->", text, flags=re.S)
     assert section, "README has no pipelines section"
-    return re.findall(r"```py\n(.*?)```", section.group(1), flags=re.S)
-
-
-def test_readme_pipeline_examples_run():
-    blocks = readme_pipeline_blocks()
+    blocks = re.findall(r"```py\n(.*?)```", section.group(1), flags=re.S)
     assert len(blocks) >= 2
-    pipe = StableDiffusionPipeline(vae=tiny_vae(), text_encoder=None, tokenizer=None, unet=UNET,
-                                   scheduler=EulerDiscreteScheduler(**BETAS), safety_checker=None,
+    pipe = StableDiffusionPipeline(vae=VAE, text_encoder=None, tokenizer=None, unet=UNET,
+                                   scheduler=EulerDiscreteScheduler.from_config(SDXL), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     env = {"pipe": pipe, "prompt_embeds": EMB, "negative_prompt_embeds": NEG, "height": SIZE, "width": SIZE,
@@ -463,3 +434,4 @@ def test_readme_pipeline_examples_run():
             exec(compile(block, str(README), "exec"), env)
     assert isinstance(pipe.scheduler, SamplerScheduler)
     assert env["image"].shape[-2:] == (SIZE, SIZE) and len(env["steps"]) == 20
+

@@ -229,7 +229,7 @@ def test_component_posterior_is_bayes_rule_and_margin_mining_picks_the_least_cer
     problem = common.get_problem("gm-ve")
     noise, states = learned_solvers.boundary_starts(problem, 10, n=16, pool=512, seed=11, sigma_max=80.0,
                                                     sigma_c=1.3, by="margin")
-    pool_states = common.ode_reference(problem.denoiser, problem.noise(512, 11).double() * 80.0, 80.0, rtol=1e-9,
+    pool_states = samplers.problems.pf_ode_solution(problem.denoiser, problem.noise(512, 11).double() * 80.0, 80.0, rtol=1e-9,
                                        atol=1e-9, sigma_end=1.3)
     margin = common.gaussian_mixture().component_posterior(pool_states, 1.3).max(1).values
     picked = common.gaussian_mixture().component_posterior(states, 1.3).max(1).values

@@ -1,6 +1,5 @@
 """Procedural scenes and the analytic checker (models.data, models.checker)."""
 
-import numpy as np
 import pytest
 import torch
 from scipy import ndimage

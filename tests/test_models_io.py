@@ -1,6 +1,5 @@
 """Weights and outputs on disk (models.io): atomic writes and load errors that say what is wrong."""
 
-import json
 import os
 
 import pytest

@@ -7,35 +7,7 @@ import torch
 
 import samplers
 from samplers.ode.multistep import lms_coefficients
-from samplers.core.native import VPDiscrete
-from samplers.problems import GaussianMixture
 from samplers.ode.singlestep import fast_orders
-
-MIX = GaussianMixture(means=[[0.7, -0.3, 0.2, 1.1], [-0.5, 0.4, 0.9, -0.2]], stds=[0.6, 0.8], weights=[0.4, 0.6])
-SIGMA_START, SIGMA_END = 10.0, 0.1
-X = MIX.noise(16, seed=0) * SIGMA_START
-REF = MIX.ode_endpoint(X, SIGMA_START, SIGMA_END, rtol=1e-13, atol=1e-13)
-
-
-def refined_sigmas(n: int, warm: int) -> torch.Tensor:
-    """n steps uniform in log σ, except the first ``warm`` steps, of length h² (h the regular step).
-
-    Multistep methods start with lower-order steps; their local error (h² for a 1st-order step) would cap the
-    global order at 2. Shrinking the warm-up steps to h² makes their error h⁴ or smaller, so the slope shows
-    the order of the method itself.
-    """
-    total = math.log(SIGMA_START / SIGMA_END)
-    h = total / n
-    steps = [h * h] * warm + [(total - warm * h * h) / (n - warm)] * (n - warm)
-    lam = [0.0]
-    for s in steps:
-        lam.append(lam[-1] + s)
-    return torch.tensor([SIGMA_START * math.exp(-v) for v in lam], dtype=torch.float64)
-
-
-def error(name, sigmas, **kw) -> float:
-    out = samplers.sample(name, MIX.denoiser, X, sigmas, disable=True, **kw)
-    return float((out - REF).abs().max())
 
 
 # name: (stated order, warm-up steps to refine, steps, options)
@@ -58,47 +30,47 @@ ORDERS = {
 
 
 @pytest.mark.parametrize("case", list(ORDERS))
-def test_convergence_order(case):
+def test_convergence_order(two_clusters, case):
     order, warm, n, kw = ORDERS[case]
     name = case.split("-")[0]
     if "order" not in kw and "solver_type" not in kw:
         assert samplers.info(name).order == order
-    slope = math.log2(error(name, refined_sigmas(n, warm), **kw) / error(name, refined_sigmas(2 * n, warm), **kw))
+    slope = math.log2(two_clusters.error(name, two_clusters.refined_sigmas(n, warm), **kw) / two_clusters.error(name, two_clusters.refined_sigmas(2 * n, warm), **kw))
     assert abs(slope - order) < 0.3, f"{case}: observed order {slope:.2f}, stated {order}"
 
 
-def test_published_3m_is_second_order_and_the_exact_weight_fixes_it():
-    """The published D2 weight (−φ3) is half the Taylor weight: 3M's error falls like h², 3M-exact like h³."""
-    e = {name: [error(name, refined_sigmas(n, 2)) for n in (64, 128)] for name in ("dpmpp_3m", "dpmpp_3m_exact")}
+def test_published_3m_is_second_order_and_the_exact_weight_fixes_it(two_clusters):
+    """The published D2 weight (−φ3) is half the Taylor weight: 3M's two_clusters.error falls like h², 3M-exact like h³."""
+    e = {name: [two_clusters.error(name, two_clusters.refined_sigmas(n, 2)) for n in (64, 128)] for name in ("dpmpp_3m", "dpmpp_3m_exact")}
     assert abs(math.log2(e["dpmpp_3m"][0] / e["dpmpp_3m"][1]) - 2) < 0.3
     assert e["dpmpp_3m_exact"][1] < e["dpmpp_3m"][1] / 5
 
 
-def test_dpm_fast_converges_with_its_budget():
+def test_dpm_fast_converges_with_its_budget(two_clusters):
     def sig(nfe):  # only the end points matter to dpm_fast: 3rd-order steps, 3 calls each, uniform in λ
-        return torch.logspace(math.log10(SIGMA_START), math.log10(SIGMA_END), nfe + 1, dtype=torch.float64)
+        return torch.logspace(math.log10(two_clusters.sigma_start), math.log10(two_clusters.sigma_end), nfe + 1, dtype=torch.float64)
     # NFE ≡ 2 (mod 3) makes the plan 3rd-order steps and one 2nd-order step (11 and 22 steps here); other
     # budgets end with a 1st-order step, whose h² local error caps the global order at 2 (by design)
-    errors = [error("dpm_fast", sig(nfe)) for nfe in (32, 65)]
+    errors = [two_clusters.error("dpm_fast", sig(nfe)) for nfe in (32, 65)]
     assert abs(math.log2(errors[0] / errors[1]) - 3) < 0.4
     assert fast_orders(10) == [3, 3, 3, 1] and fast_orders(9) == [3, 3, 2, 1] and sum(fast_orders(17)) == 17
 
 
-def test_dpm_fast_spends_exactly_its_budget():
+def test_dpm_fast_spends_exactly_its_budget(two_clusters):
     calls = []
     sig = samplers.get_sigmas("karras", 10, sigma_min=0.05, sigma_max=10.0)
-    samplers.sample("dpm_fast", lambda x, s: calls.append(1) or MIX.denoiser(x, s), X, sig, disable=True)
+    samplers.sample("dpm_fast", lambda x, s: calls.append(1) or two_clusters.gm.denoiser(x, s), two_clusters.x, sig, disable=True)
     assert len(calls) == 10
 
 
-def test_dpm_adaptive_reaches_the_exact_endpoint_and_reports_nfe():
+def test_dpm_adaptive_reaches_the_exact_endpoint_and_reports_nfe(two_clusters):
     info = {}
-    sig = torch.tensor([SIGMA_START, 1.0, SIGMA_END], dtype=torch.float64)
-    out = samplers.sample("dpm_adaptive", MIX.denoiser, X, sig, disable=True, rtol=1e-4, atol=1e-5, info=info)
-    assert float((out - REF).abs().max()) < 2e-3
+    sig = torch.tensor([two_clusters.sigma_start, 1.0, two_clusters.sigma_end], dtype=torch.float64)
+    out = samplers.sample("dpm_adaptive", two_clusters.gm.denoiser, two_clusters.x, sig, disable=True, rtol=1e-4, atol=1e-5, info=info)
+    assert float((out - two_clusters.reference).abs().max()) < 2e-3
     assert info["nfe"] > 0 and info["n_accept"] > 0 and info["nfe"] == 3 * (info["n_accept"] + info["n_reject"])
     loose = {}
-    samplers.sample("dpm_adaptive", MIX.denoiser, X, sig, disable=True, rtol=0.05, info=loose)
+    samplers.sample("dpm_adaptive", two_clusters.gm.denoiser, two_clusters.x, sig, disable=True, rtol=0.05, info=loose)
     assert loose["nfe"] < info["nfe"]
 
 
@@ -106,16 +78,16 @@ def test_dpm_adaptive_reaches_the_exact_endpoint_and_reports_nfe():
 # exact equivalences
 
 
-def test_first_dpmpp_step_is_ddim_and_lms_order_1_is_euler():
+def test_first_dpmpp_step_is_ddim_and_lms_order_1_is_euler(two_clusters):
     sig = samplers.get_sigmas("karras", 8, sigma_min=0.1, sigma_max=10.0)
     for name in ("dpmpp_2m", "dpmpp_3m", "dpmpp_3m_exact", "res_multistep"):
         if name != "res_multistep":
-            torch.testing.assert_close(samplers.sample(name, MIX.denoiser, X, sig[:2], disable=True),
-                                       samplers.sample("ddim", MIX.denoiser, X, sig[:2], disable=True), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(samplers.sample("lms", MIX.denoiser, X, sig, disable=True, order=1),
-                               samplers.sample("euler", MIX.denoiser, X, sig, disable=True), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(samplers.sample("gradient_estimation", MIX.denoiser, X, sig, disable=True, ge_gamma=1.0),
-                               samplers.sample("euler", MIX.denoiser, X, sig, disable=True), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(samplers.sample(name, two_clusters.gm.denoiser, two_clusters.x, sig[:2], disable=True),
+                                       samplers.sample("ddim", two_clusters.gm.denoiser, two_clusters.x, sig[:2], disable=True), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(samplers.sample("lms", two_clusters.gm.denoiser, two_clusters.x, sig, disable=True, order=1),
+                               samplers.sample("euler", two_clusters.gm.denoiser, two_clusters.x, sig, disable=True), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(samplers.sample("gradient_estimation", two_clusters.gm.denoiser, two_clusters.x, sig, disable=True, ge_gamma=1.0),
+                               samplers.sample("euler", two_clusters.gm.denoiser, two_clusters.x, sig, disable=True), rtol=1e-12, atol=1e-12)
 
 
 def test_lms_coefficients_integrate_polynomials_exactly():
@@ -129,26 +101,26 @@ def test_lms_coefficients_integrate_polynomials_exactly():
             assert got == pytest.approx(exact, rel=1e-10, abs=1e-10)
 
 
-def test_dpmpp_2s_at_r_half_is_the_midpoint_exponential_step():
+def test_dpmpp_2s_at_r_half_is_the_midpoint_exponential_step(two_clusters):
     """With r = 1/2 the midpoint form uses only D at the half step (k-diffusion's sample_dpmpp_2s_ancestral, η = 0)."""
     sig = torch.tensor([10.0, 2.0], dtype=torch.float64)
     sigma_mid = math.sqrt(10.0 * 2.0)
-    x_mid = X * (sigma_mid / 10.0) + MIX.denoiser(X, torch.full((16,), 10.0, dtype=torch.float64)) * (1 - sigma_mid / 10.0)
-    expected = X * 0.2 + MIX.denoiser(x_mid, torch.full((16,), sigma_mid, dtype=torch.float64)) * 0.8
-    torch.testing.assert_close(samplers.sample("dpmpp_2s", MIX.denoiser, X, sig, disable=True), expected,
+    x_mid = two_clusters.x * (sigma_mid / 10.0) + two_clusters.gm.denoiser(two_clusters.x, torch.full((16,), 10.0, dtype=torch.float64)) * (1 - sigma_mid / 10.0)
+    expected = two_clusters.x * 0.2 + two_clusters.gm.denoiser(x_mid, torch.full((16,), sigma_mid, dtype=torch.float64)) * 0.8
+    torch.testing.assert_close(samplers.sample("dpmpp_2s", two_clusters.gm.denoiser, two_clusters.x, sig, disable=True), expected,
                                rtol=1e-12, atol=1e-12)
 
 
-def test_bad_options_are_named():
+def test_bad_options_are_named(two_clusters):
     sig = samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0)
     with pytest.raises(ValueError, match="solver_type"):
-        samplers.sample("dpmpp_2m", MIX.denoiser, X, sig, solver_type="rk")
+        samplers.sample("dpmpp_2m", two_clusters.gm.denoiser, two_clusters.x, sig, solver_type="rk")
     with pytest.raises(ValueError, match="order must be an integer from 1 to 4, got 5"):
-        samplers.sample("lms", MIX.denoiser, X, sig, order=5)
+        samplers.sample("lms", two_clusters.gm.denoiser, two_clusters.x, sig, order=5)
     with pytest.raises(ValueError, match="r must be"):
-        samplers.sample("dpmpp_2s", MIX.denoiser, X, sig, r=1.5)
+        samplers.sample("dpmpp_2s", two_clusters.gm.denoiser, two_clusters.x, sig, r=1.5)
     with pytest.raises(ValueError, match="order must be 2 or 3"):
-        samplers.sample("dpm_adaptive", MIX.denoiser, X, sig, order=1)
+        samplers.sample("dpm_adaptive", two_clusters.gm.denoiser, two_clusters.x, sig, order=1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -156,63 +128,35 @@ def test_bad_options_are_named():
 
 diffusers = pytest.importorskip("diffusers")
 
-GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=7)
-BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
-VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
-EPS = GM.as_model("eps", VP)
-D = samplers.to_denoiser(EPS, "eps", VP)
-NOISE = GM.noise(3, seed=11, dtype=torch.float32)
-
-
-def model32(x, t):
-    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x.shape[0])
-    return EPS(x.double(), t).float()
-
-
-def diffusers_loop(sch, steps, model=model32):
-    sch.set_timesteps(steps)
-    latents = NOISE * sch.init_noise_sigma
-    for t in sch.timesteps:
-        latents = sch.step(model(sch.scale_model_input(latents, t), t), t, latents).prev_sample
-    return latents
-
-
-def table_sigmas(timesteps) -> torch.Tensor:
-    return torch.cat([VP.sigmas[torch.as_tensor(timesteps).long()].double(), torch.zeros(1, dtype=torch.float64)])
-
-
-def ours(name, sig, **kw):
-    return samplers.sample(name, D, NOISE * math.sqrt(1 + float(sig[0]) ** 2), sig, disable=True, **kw)
-
 
 @pytest.mark.parametrize("steps", [10, 20])
 @pytest.mark.parametrize("order,solver_type", [(2, "midpoint"), (2, "heun"), (3, "midpoint"), (3, "heun")])
-def test_dpmsolver_multistep_parity(order, solver_type, steps):
-    sch = diffusers.DPMSolverMultistepScheduler(**BETAS, algorithm_type="dpmsolver++", solver_order=order,
+def test_dpmsolver_multistep_parity(sd15, order, solver_type, steps):
+    sch = diffusers.DPMSolverMultistepScheduler(**sd15.betas, algorithm_type="dpmsolver++", solver_order=order,
                                                 solver_type=solver_type, final_sigmas_type="zero")
-    theirs = diffusers_loop(sch, steps)
-    out = ours("dpmpp_2m" if order == 2 else "dpmpp_3m", table_sigmas(sch.timesteps), solver_type=solver_type)
+    theirs = sd15.diffusers_loop(sch, steps)
+    out = sd15.run("dpmpp_2m" if order == 2 else "dpmpp_3m", sd15.table_sigmas(sch.timesteps), solver_type=solver_type)
     torch.testing.assert_close(out, theirs, rtol=1e-4, atol=1e-4)
 
 
-def test_lms_parity():
-    sch = diffusers.LMSDiscreteScheduler(**BETAS, timestep_spacing="leading", steps_offset=1)
-    theirs = diffusers_loop(sch, 12)
-    sig = table_sigmas(sch.timesteps)
-    out = samplers.sample("lms", D, NOISE * float(sch.init_noise_sigma), sig, disable=True)
+def test_lms_parity(sd15):
+    sch = diffusers.LMSDiscreteScheduler(**sd15.betas, timestep_spacing="leading", steps_offset=1)
+    theirs = sd15.diffusers_loop(sch, 12)
+    sig = sd15.table_sigmas(sch.timesteps)
+    out = samplers.sample("lms", sd15.denoiser, sd15.noise * float(sch.init_noise_sigma), sig, disable=True)
     torch.testing.assert_close(out, theirs, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 warns inside diffusers' KDPM2 per call
-def test_kdpm2_parity():
-    sch = diffusers.KDPM2DiscreteScheduler(**BETAS, timestep_spacing="leading", steps_offset=1)
-    theirs = diffusers_loop(sch, 10)
-    sig = table_sigmas(sch.timesteps[::2])
-    out = samplers.sample("dpm_2", D, NOISE * float(sch.init_noise_sigma), sig, disable=True)
+def test_kdpm2_parity(sd15):
+    sch = diffusers.KDPM2DiscreteScheduler(**sd15.betas, timestep_spacing="leading", steps_offset=1)
+    theirs = sd15.diffusers_loop(sch, 10)
+    sig = sd15.table_sigmas(sch.timesteps[::2])
+    out = samplers.sample("dpm_2", sd15.denoiser, sd15.noise * float(sch.init_noise_sigma), sig, disable=True)
     torch.testing.assert_close(out, theirs, rtol=1e-4, atol=1e-4)
 
 
-def _at_scheduler_sigma(sch):
+def _at_scheduler_sigma(sd15, sch):
     """The native eps model of the same data, evaluated at the σ diffusers' update uses for each timestep.
 
     DPMSolverSinglestep rounds its timesteps but steps with the unrounded sigmas, so a model fed the rounded
@@ -224,21 +168,21 @@ def _at_scheduler_sigma(sch):
         sigma = torch.full((x.shape[0],), lookup[int(t)], dtype=torch.float64)
         view = (-1,) + (1,) * (x.ndim - 1)
         x_ve = x.double() * torch.sqrt(1 + sigma**2).reshape(view)
-        return ((x_ve - GM.denoise(x_ve, sigma)) / sigma.reshape(view)).float()
+        return ((x_ve - sd15.gm.denoise(x_ve, sigma)) / sigma.reshape(view)).float()
 
     return model
 
 
 @pytest.mark.parametrize("order,solver_type", [(2, "midpoint"), (2, "heun"), (3, "midpoint")])
-def test_dpmsolver_singlestep_parity(order, solver_type):
+def test_dpmsolver_singlestep_parity(sd15, order, solver_type):
     """Exponential sigmas put diffusers' inner timesteps at fractions 1/2 (order 2) and 1/3, 2/3 (order 3) in λ."""
-    sch = diffusers.DPMSolverSinglestepScheduler(**BETAS, algorithm_type="dpmsolver++", solver_order=order,
+    sch = diffusers.DPMSolverSinglestepScheduler(**sd15.betas, algorithm_type="dpmsolver++", solver_order=order,
                                                  solver_type=solver_type, use_exponential_sigmas=True,
                                                  final_sigmas_type="zero", lower_order_final=True)
     sch.set_timesteps(9 if order == 2 else 10)
-    theirs = diffusers_loop(sch, len(sch.timesteps), model=_at_scheduler_sigma(sch))
+    theirs = sd15.diffusers_loop(sch, len(sch.timesteps), model=_at_scheduler_sigma(sd15, sch))
     outer = [float(s) for s in sch.sigmas[:-1:order]]
     sig = torch.tensor(outer + [0.0], dtype=torch.float64)
     kw = {"solver_type": solver_type} if order == 2 else {}
-    out = ours("dpmpp_2s" if order == 2 else "dpmpp_3s", sig, **kw)
+    out = sd15.run("dpmpp_2s" if order == 2 else "dpmpp_3s", sig, **kw)
     torch.testing.assert_close(out, theirs, rtol=1e-4, atol=1e-4)

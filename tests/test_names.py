@@ -40,8 +40,8 @@ def test_no_label_is_shadowed_by_the_registry():
 def test_labels_imply_schedules_and_options():
     found = names.resolve("DPM++ 2M Karras")
     assert (found.sampler, found.schedule, found.schedule_is_explicit, found.source) == ("dpmpp_2m", "karras", True, "a1111")
-    assert names.resolve("DPM++ 2M SDE Heun").options == {"noise_sampler": "brownian", "solver_type": "heun"}
-    assert names.resolve("dpmpp_2m_sde_gpu").options == {"noise_sampler": "brownian_device"}
+    assert names.resolve("DPM++ 2M SDE Heun").options == {"noise_sampler": "brownian_tree", "solver_type": "heun"}
+    assert names.resolve("dpmpp_2m_sde_gpu").options == {"noise_sampler": "brownian_tree_device"}
     assert names.resolve("DPMSolverMultistepScheduler").sampler == "dpmpp_2m"
     assert names.resolve("UniPCMultistepScheduler").options == {"order": 2}
     assert names.resolve("DPM2 a").discard_penultimate_sigma and not names.resolve("Euler a").discard_penultimate_sigma
@@ -49,7 +49,7 @@ def test_labels_imply_schedules_and_options():
     assert names.resolve("dpm2").source == "registry"  # not as A1111 types it: the registry's, by its normal form
     # the registry wins without a prefix; the prefix gives the tool's own defaults
     assert names.resolve("dpmpp_2m_sde").options == {}
-    assert names.resolve("comfyui:dpmpp_2m_sde").options == {"noise_sampler": "brownian"}
+    assert names.resolve("comfyui:dpmpp_2m_sde").options == {"noise_sampler": "brownian_tree"}
     assert names.resolve("registry:euler").sampler == "euler"
 
 
@@ -65,7 +65,7 @@ def test_a_callers_schedule_replaces_a_default_and_conflicts_with_a_named_one():
     with pytest.raises(samplers.InvalidOption, match="solver_type='heun'"):
         names.resolve_call("DPM++ 2M SDE Heun", None, {"solver_type": "midpoint"})
     _, _, options = names.resolve_call("DPM++ 2M SDE Heun", None, {"eta": 0.5})
-    assert options == {"noise_sampler": "brownian", "solver_type": "heun", "eta": 0.5}
+    assert options == {"noise_sampler": "brownian_tree", "solver_type": "heun", "eta": 0.5}
 
 
 def test_schedule_names_of_the_tools():
@@ -99,7 +99,7 @@ def test_every_entry_point_takes_a_label():
     heun_sde = samplers.get("DPM++ 2M SDE Heun")
     a = heun_sde(GM.denoiser, x, sigmas, disable=True, seed=3)
     b = samplers.sample("dpmpp_2m_sde", GM.denoiser, x, sigmas, disable=True, seed=3, solver_type="heun",
-                        noise_sampler="brownian")
+                        noise_sampler="brownian_tree")
     torch.testing.assert_close(a, b)
     with pytest.raises(samplers.InvalidOption):
         heun_sde(GM.denoiser, x, sigmas, disable=True, solver_type="midpoint")

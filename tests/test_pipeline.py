@@ -14,7 +14,7 @@ from models.vae import VAE, VAEConfig
 
 from test_text_unet import randomize, tiny_config
 
-torch.set_num_threads(1)
+
 
 
 def tiny_vae(tmp_path: Path, name: str = "vae-tiny", latent_channels: int = 4, seed: int = 0) -> VAE:

@@ -170,19 +170,8 @@ def test_distribution_test_rejects_wrong_samplers(name, steps, options):
 # diffusers SASolverScheduler parity (data prediction, same orders, same τ, same noise)
 
 diffusers = pytest.importorskip("diffusers")
-from samplers.core.native import VPDiscrete  # noqa: E402
 
-PGM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=7)
-BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
-VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
-EPS = PGM.as_model("eps", VP)
-D = samplers.to_denoiser(EPS, "eps", VP)
 TAUS = {"default": lambda t: 1 if 200 <= t <= 800 else 0, "ode": lambda t: 0, "sde": lambda t: 1}
-
-
-def model32(x, t):
-    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x.shape[0])
-    return EPS(x.double(), t).float()
 
 
 PARITY = [(p, c, "default") for p, c in [(1, 1), (1, 2), (2, 2), (3, 3), (3, 4), (4, 4)]]
@@ -190,21 +179,21 @@ PARITY += [(p, c, tau) for p, c in [(2, 2), (3, 4)] for tau in ("ode", "sde")]
 
 
 @pytest.mark.parametrize("predictor_order,corrector_order,tau", PARITY)
-def test_sa_solver_matches_diffusers(predictor_order, corrector_order, tau):
-    ours, theirs = sa_solver_and_diffusers(predictor_order, corrector_order, tau)
+def test_sa_solver_matches_diffusers(sd15, predictor_order, corrector_order, tau):
+    ours, theirs = sa_solver_and_diffusers(sd15, predictor_order, corrector_order, tau)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
-def sa_solver_and_diffusers(predictor_order, corrector_order, tau, steps=10, seed=4):
+def sa_solver_and_diffusers(sd15, predictor_order, corrector_order, tau, steps=10, seed=4):
     """Both results in diffusers' VP coordinates at its last sigma σ(t = 0)."""
     tau_of_t = TAUS[tau]
-    sch = diffusers.SASolverScheduler(**BETAS, predictor_order=predictor_order, corrector_order=corrector_order,
+    sch = diffusers.SASolverScheduler(**sd15.betas, predictor_order=predictor_order, corrector_order=corrector_order,
                                       tau_func=tau_of_t, algorithm_type="data_prediction")
     sch.set_timesteps(steps)
-    n = PGM.noise(3, seed=11, dtype=torch.float32)
+    n = sd15.noise
     latents, g = n.clone(), torch.Generator().manual_seed(seed)
     for t in sch.timesteps:
-        latents = sch.step(model32(latents, t), t, latents, generator=g).prev_sample
+        latents = sch.step(sd15.model32(latents, t), t, latents, generator=g).prev_sample
 
     # the same noise: diffusers draws one normal tensor per step from g (also where τ = 0)
     g = torch.Generator().manual_seed(seed)
@@ -220,7 +209,7 @@ def sa_solver_and_diffusers(predictor_order, corrector_order, tau, steps=10, see
         return float(tau_of_t(timestep_of[sigma]))
 
     x = n * math.sqrt(1 + float(sigmas[0]) ** 2)  # x_T = n in VP; / α_T in VE
-    out = samplers.sample("sa_solver", D, x, sigmas, disable=True, predictor_order=predictor_order,
+    out = samplers.sample("sa_solver", sd15.denoiser, x, sigmas, disable=True, predictor_order=predictor_order,
                           corrector_order=corrector_order, tau_func=tau_func, noise_sampler=noise,
                           simple_order_2=True, lower_order_final=True)
     return out / math.sqrt(1 + float(sigmas[-1]) ** 2), latents
@@ -317,22 +306,3 @@ def test_bad_options_raise():
     with pytest.raises(ValueError, match="restart entry"):
         samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, restart=((2, 1, 3.0, 1.0),))
 
-
-if __name__ == "__main__":  # the numbers quoted in docs/readme/sde_solvers.md
-    for name, options, order, n in ORDERS:
-        shown = {k: v for k, v in options.items() if k != "noise_scaler"}
-        if "noise_scaler" in options:
-            shown["noise_scaler"] = "σ"
-        slope = math.log2(error(name, n, **options) / error(name, 2 * n, **options))
-        print(f"order  {name:15s} {shown}: slope {slope:.2f} ({n} -> {2 * n} steps), stated {order}")
-    errors = [float((a - b).abs().max()) for a, b in (sa_solver_and_diffusers(*case) for case in PARITY)]
-    print(f"diffusers SASolverScheduler parity, {len(PARITY)} (orders, τ) cases: max |Δ| {max(errors):.2e}")
-    base = torch.tensor([sliced_wasserstein(DATA.sample(N, seed=100 + k), REFERENCE) for k in range(20)])
-    print(f"SW exact vs exact: mean {float(base.mean()):.4f}, std {float(base.std()):.4f}; threshold {THRESHOLD:.4f}")
-    for name, steps, options in DISTRIBUTION:
-        print(f"SW     {name:15s} {steps:3d} steps {options}: "
-              f"{sliced_wasserstein(sample_data(name, steps, **options), REFERENCE):.4f}")
-    for name, steps, options in [("er_sde", 50, dict(s_noise=0.0)), ("seeds_2", 25, dict(s_noise=0.0)),
-                                 ("restart", 15, dict(s_noise=0.0)), ("seeds_2", 5, {})]:
-        print(f"SW (should fail) {name} {steps} steps {options}: "
-              f"{sliced_wasserstein(sample_data(name, steps, **options), REFERENCE):.4f}")

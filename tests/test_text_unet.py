@@ -10,7 +10,7 @@ from models.guidance import CFGDenoiser, InpaintDenoiser, cfg_combine
 from models.text import TextEncoder, TextEncoderConfig, Tokenizer
 from models.unet import DiffusionModel, UNetConfig, timestep_embedding
 
-torch.set_num_threads(1)
+
 
 
 def tiny_config(**kw) -> UNetConfig:

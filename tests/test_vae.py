@@ -9,7 +9,7 @@ from models import data
 from models import io as mio
 from models.vae import VAE, VAEConfig, psnr
 
-# Measured on the shipped weights (README, "Data and VAE"), minus a margin for 64 images and platforms.
+# Measured on the shipped weights (docs/models.md), minus a margin for 64 images and platforms.
 SHIPPED_PSNR_FLOOR_DB = 28.0
 
 
@@ -39,7 +39,7 @@ def test_shapes(latent_channels):
 
 def test_size_not_multiple_of_8():
     vae = VAE(_tiny())
-    with pytest.raises(ValueError, match=r"width 60 is not a multiple of 8 \(nearest valid: 56 or 64\)"):
+    with pytest.raises(ValueError, match=r"width 60 is not a positive multiple of 8 \(nearest valid: 56 or 64\)"):
         vae.encode(torch.zeros(1, 3, 64, 60))
     with pytest.raises(ValueError, match=r"height 5 .*nearest valid: 8"):
         vae.latent_shape(5, 64)

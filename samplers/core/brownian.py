@@ -1,5 +1,10 @@
 """Brownian noise: the in-loop noise of a run as increments of one Brownian path per batch item.
 
+Two kinds live here: :class:`BrownianNoise` (``noise_sampler="brownian"``, this library's own: per-item paths,
+batch invariant, exact from σ = inf) and :class:`BrownianTreeNoiseSampler` (``"brownian_tree"`` /
+``"brownian_tree_device"``: k-diffusion's noise sampler of that name, the same numbers as A1111 and ComfyUI
+for the same seed; see its docstring).
+
 With the default :class:`samplers.core.noise.SeededNoise`, step i draws fresh noise, so the same seed at 20
 and at 40 steps gives unrelated samples. :class:`BrownianNoise` (k-diffusion's
 ``BrownianTreeNoiseSampler``) instead reads the increments ``W(σ_next) − W(σ)`` of one fixed Brownian path
@@ -26,6 +31,7 @@ from a per-item generator of the same seed: for the step from σ = inf this is t
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
@@ -144,3 +150,117 @@ def for_schedule(x: torch.Tensor, seeds, sigmas, **kwargs) -> BrownianNoise:
         # one finite positive sigma (e.g. [inf, s, 0]): any range around it; draws are whole-path independent
         sigma_min, sigma_max = sigma_max / 2, sigma_max
     return BrownianNoise(x, seeds, sigma_min, sigma_max, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# k-diffusion's Brownian tree, seeded and batched exactly as k-diffusion (and A1111 / ComfyUI) do
+
+
+class BatchedBrownianTree:
+    """``torchsde.BrownianTree`` paths as k-diffusion's ``BatchedBrownianTree`` builds them: ``tree(t0, t1)`` is
+    the increment W(t1) − W(t0) (signed: the order of the arguments matters, not their size).
+
+    ``seed`` decides the batching, as in k-diffusion: an int is one tree over the whole tensor ``x`` (a batch
+    then shares one path of shape ``x.shape``: ComfyUI passes its one ``seed`` so); a list or tuple is one tree
+    per batch item, item k seeded ``seed[k]`` (A1111 passes the images' seeds so: batch invariant); ``None``
+    draws one int from torch's global generator (``torch.randint(0, 2**63 - 1, [])``, as k-diffusion does).
+
+    ``cpu=False`` draws the trees on ``x.device`` (k-diffusion itself, ComfyUI's ``*_gpu`` samplers: the numbers
+    depend on that device's generator); ``cpu=True`` draws them on the CPU, with the query times rounded to
+    float32, and moves each increment to ``x.device`` (ComfyUI's default SDE samplers: the same numbers on
+    every machine). Increments come back in ``x``'s dtype. Other keyword arguments go to ``torchsde.BrownianTree``
+    (``tol``, ``pool_size``; ``w0`` is the starting value, zeros by default).
+    """
+
+    def __init__(self, x: torch.Tensor, t0, t1, seed=None, *, cpu: bool = False, **kwargs):
+        import torchsde
+
+        t0, t1, self.sign = self.sort(t0, t1)
+        w0 = kwargs.pop("w0", None)
+        w0 = torch.zeros_like(x) if w0 is None else w0
+        if seed is None:
+            seed = int(torch.randint(0, 2**63 - 1, []).item())
+        self.batched = isinstance(seed, (list, tuple))
+        if self.batched:
+            if len(seed) != x.shape[0]:
+                raise InvalidInput(f"got {len(seed)} seeds for a batch of {x.shape[0]}: pass one seed per batch item "
+                                 "(one tree each) or one int (one tree for the whole batch)")
+            w0 = w0[0]
+        seeds = list(seed) if self.batched else [seed]
+        self.cpu = cpu
+        self.device, self.dtype = x.device, x.dtype
+        if cpu:
+            t0, t1, w0 = _on_cpu(t0), _on_cpu(t1), w0.detach().cpu()
+        self.trees = [torchsde.BrownianTree(t0, w0, t1, entropy=int(s), **kwargs) for s in seeds]
+
+    @staticmethod
+    def sort(a, b):
+        """``(low, high, sign)``: the increment from a to b is ``sign`` times the one from low to high."""
+        return (a, b, 1) if a < b else (b, a, -1)
+
+    def __call__(self, t0, t1) -> torch.Tensor:
+        t0, t1, sign = self.sort(t0, t1)
+        if self.cpu:
+            t0, t1 = _on_cpu(t0, torch.float32), _on_cpu(t1, torch.float32)
+        with warnings.catch_warnings():
+            # torchsde warns, then clamps, when a query lies outside the tree by rounding (the schedule's own end
+            # points as float32 against the tree's ends rounded to tol); k-diffusion's tree clamps the same way
+            warnings.filterwarnings("ignore", message="Should have t[ab]", category=UserWarning)
+            w = torch.stack([tree(t0, t1) for tree in self.trees])
+        w = w.to(device=self.device, dtype=self.dtype)
+        w = w * (self.sign * sign)
+        return w if self.batched else w[0]
+
+
+def _on_cpu(t, dtype=None) -> torch.Tensor:
+    t = torch.as_tensor(t).detach().cpu()
+    return t if dtype is None else t.to(dtype)
+
+
+def _identity(sigma):
+    return sigma
+
+
+class BrownianTreeNoiseSampler:
+    """k-diffusion's ``BrownianTreeNoiseSampler``: ``noise_sampler(sigma, sigma_next)`` is the increment of a
+    :class:`BatchedBrownianTree` over [σ_next, σ], divided by sqrt(|σ − σ_next|) (unit variance).
+
+    This is the noise A1111 (``seed=`` the images' seeds) and ComfyUI (``seed=extra_args["seed"]``, ``cpu=True``;
+    ``cpu=False`` for the ``*_gpu`` samplers) give their SDE samplers: with the same seed and sigma range it
+    returns the same numbers (tested against k-diffusion's class). The path lives on [σ_min, σ_max] of the run's
+    schedule (k-diffusion passes the smallest positive and the largest sigma); times are ``torch.as_tensor`` of
+    the sigmas, so a Python float is a float32 time (torch's default dtype), as ComfyUI's sigmas are.
+
+    Unlike :class:`BrownianNoise` it has no part outside the range (torchsde warns and clamps there) and no
+    increment from σ = inf; an int seed makes one path for the whole batch (k-diffusion's semantics), so the
+    batch invariance of this library's own noise holds only with one seed per item.
+
+    Args:
+        x: a tensor whose shape, device and dtype the draws take.
+        sigma_min, sigma_max: the range of the path.
+        seed: an int (one tree for the batch), one int per batch item, or None (one int drawn from torch's
+            global generator).
+        transform: maps σ to the tree's time (identity by default), as in k-diffusion.
+        cpu: draw the path on the CPU (ComfyUI's default) instead of on ``x.device`` (k-diffusion's).
+    """
+
+    def __init__(self, x: torch.Tensor, sigma_min, sigma_max, seed=None, transform=_identity, *, cpu: bool = False):
+        self.transform = transform
+        t0, t1 = self.transform(torch.as_tensor(sigma_min)), self.transform(torch.as_tensor(sigma_max))
+        self.tree = BatchedBrownianTree(x, t0, t1, seed, cpu=cpu)
+
+    def __call__(self, sigma, sigma_next) -> torch.Tensor:
+        t0, t1 = self.transform(torch.as_tensor(sigma)), self.transform(torch.as_tensor(sigma_next))
+        return self.tree(t0, t1) / (t1 - t0).abs().sqrt()
+
+
+def tree_for_schedule(x: torch.Tensor, seed, sigmas, *, cpu: bool) -> BrownianTreeNoiseSampler:
+    """A :class:`BrownianTreeNoiseSampler` on the range k-diffusion's SDE samplers give it: the smallest positive
+    and the largest sigma of the schedule (``seed`` as that class takes it)."""
+    values = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
+    positive = [s for s in values if s > 0]
+    if not positive or math.isinf(max(values)):
+        raise InvalidInput(f"k-diffusion's Brownian tree lives on the schedule's finite range, but the schedule runs "
+                         f"from {values[0]:g} to {values[-1]:g}; from sigma = inf use noise_sampler='brownian' "
+                         "(exact there) or the seeded default")
+    return BrownianTreeNoiseSampler(x, min(positive), max(values), seed=seed, cpu=cpu)

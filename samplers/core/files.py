@@ -1,4 +1,6 @@
-"""JSON files written atomically (fitted schedules and solvers): never a half-written file under the final name."""
+"""Files written atomically: a temporary file in the same folder, flushed and fsynced, then renamed over the final
+name, so a reader never sees a half-written file. On any exception — KeyboardInterrupt, and SIGTERM in the
+``samplers`` command, which turns it into SystemExit — the temporary file is removed."""
 from __future__ import annotations
 
 import json
@@ -10,21 +12,33 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def write_json(path: str | Path, data: dict, indent: int = 1) -> Path:
-    """Write ``data`` as JSON to ``path``: a temporary file in the same folder, then a rename.
-
-    The folder must exist (FileNotFoundError naming it otherwise)."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically. The folder must exist (FileNotFoundError naming it otherwise)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist; create it or choose another path")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=indent)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:  # make the rename itself durable; not possible on every platform
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
     return path
+
+
+def write_json(path: str | os.PathLike, data: dict, indent: int = 1) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (fitted schedules and solvers, benchmark results)."""
+    return atomic_write_bytes(path, (json.dumps(data, indent=indent) + "\n").encode())

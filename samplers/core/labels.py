@@ -10,8 +10,13 @@ A sampler entry is ``label: (registry sampler, options, schedule, how the schedu
 """
 from __future__ import annotations
 
-BROWNIAN = {"noise_sampler": "brownian"}  # k-diffusion's BrownianTreeNoiseSampler on the CPU (A1111, ComfyUI)
-BROWNIAN_DEVICE = {"noise_sampler": "brownian_device"}  # ComfyUI's *_gpu: the same tree drawn on the latent's device
+# The SDE samplers of A1111 and ComfyUI draw from k-diffusion's BrownianTreeNoiseSampler seeded by the user's seed:
+# "brownian_tree" is that sampler with the tree on the CPU (ComfyUI's default SDE samplers; A1111 on a CPU), one tree
+# per image seeded seed + k (A1111's batch seeds; ComfyUI's one tree for the batch for a batch of one);
+# "brownian_tree_device" draws it on the latent's device (ComfyUI's *_gpu samplers; A1111 on a GPU, where k-diffusion
+# puts the tree).
+BROWNIAN = {"noise_sampler": "brownian_tree"}
+BROWNIAN_DEVICE = {"noise_sampler": "brownian_tree_device"}
 HEUN = {"solver_type": "heun"}
 
 # A1111 / Forge (modules/sd_samplers_kdiffusion.py and sd_samplers_timesteps.py): the labels of the sampler menu
@@ -75,8 +80,9 @@ A1111_DISCARD_PENULTIMATE = {"DPM2", "k_dpm_2", "DPM2 Karras", "DPM2 a", "k_dpm_
 
 # ComfyUI (comfy/samplers.py KSAMPLER_NAMES) where the name is not the registry's own: the *_gpu variants draw the
 # Brownian tree on the device, *_heun uses the Heun-type second-order term, and ComfyUI's SDE samplers default to
-# Brownian-tree noise. The registry names themselves (euler, dpmpp_2m, ...) resolve to the registry; to get
-# ComfyUI's exact defaults for those as well, prefix the name: "comfyui:dpmpp_2m_sde".
+# k-diffusion's Brownian-tree noise (seeded by the sampler's seed). The registry names themselves (euler, dpmpp_2m,
+# ...) resolve to the registry; to get ComfyUI's exact defaults for those as well, prefix the name:
+# "comfyui:dpmpp_2m_sde".
 COMFYUI: dict[str, tuple] = {
     "euler": ("euler", {}, None, None),
     "euler_ancestral": ("euler_ancestral", {}, None, None),

@@ -4,7 +4,8 @@ A noise sampler is any callable ``noise_sampler(sigma, sigma_next) -> Tensor`` s
 (k-diffusion convention). The default draws from one ``torch.Generator`` per batch item, so item k's
 noise depends only on its own seed: its result does not change with the batch size or with the other
 items in the batch. Other kinds: ``"brownian"`` (:mod:`samplers.core.brownian`, stable when the step count
-changes) and :class:`PredrawnNoise` (the caller's own draws, one per call).
+changes), ``"brownian_tree"`` / ``"brownian_tree_device"`` (k-diffusion's ``BrownianTreeNoiseSampler``, the noise
+A1111 and ComfyUI give their SDE samplers) and :class:`PredrawnNoise` (the caller's own draws, one per call).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .brownian import for_schedule
+from .brownian import for_schedule, tree_for_schedule
 from .errors import InvalidInput, InvalidOption, InvalidType
 from .seeds import generators, resolve_seeds
 
@@ -94,40 +95,54 @@ class NoiseExhaustedError(IndexError):
     """A :class:`PredrawnNoise` was asked for more draws than it holds."""
 
 
-NOISE_NAMES = ("seeded", "brownian", "brownian_device")
+NOISE_NAMES = ("seeded", "brownian", "brownian_device", "brownian_tree", "brownian_tree_device")
+
+
+def check(noise_sampler, seed, x: torch.Tensor) -> str | None:
+    """Validate a run's ``noise_sampler`` / ``seed`` pair; returns the named kind (None for the caller's own or the
+    default). A caller's sampler owns its seeding, so passing a seed with it is an error."""
+    if isinstance(noise_sampler, str):
+        kind = noise_sampler.strip().lower()
+        if kind not in NOISE_NAMES + ("default",):
+            raise InvalidOption(f"unknown noise_sampler {noise_sampler!r}; use one of {NOISE_NAMES}, a "
+                                "samplers.core.noise.PredrawnNoise, or any callable noise_sampler(sigma, sigma_next)")
+        return "seeded" if kind == "default" else kind
+    if noise_sampler is not None:
+        if seed is not None:
+            raise InvalidOption("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
+        if not callable(noise_sampler):
+            raise InvalidType(f"noise_sampler must be callable noise_sampler(sigma, sigma_next) -> Tensor or one of "
+                              f"{NOISE_NAMES}, got {type(noise_sampler).__name__}")
+        if isinstance(noise_sampler, PredrawnNoise):
+            noise_sampler.check(x)
+        return None
+    return "seeded"
 
 
 def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sigmas=None) -> NoiseSampler:
     """The noise sampler a run uses: the caller's own, a named kind, or the seeded per-item default.
 
-    ``noise_sampler`` may be a callable, ``None``/``"seeded"`` (:class:`SeededNoise`) or ``"brownian"``
-    (:class:`samplers.core.brownian.BrownianNoise` on the range of ``sigmas``, the run's schedule); a name is
-    seeded by ``seed`` (one seed per item, or an int), an object owns its seeding.
+    ``noise_sampler`` may be a callable, ``None``/``"seeded"`` (:class:`SeededNoise`), ``"brownian"``
+    (:class:`samplers.core.brownian.BrownianNoise` on the range of ``sigmas``, the run's schedule) or
+    ``"brownian_tree"`` (:class:`samplers.core.brownian.BrownianTreeNoiseSampler`, k-diffusion's, with the path on
+    the CPU as ComfyUI's SDE samplers draw it; ``"brownian_tree_device"`` on x's device, as k-diffusion itself and
+    ComfyUI's ``*_gpu`` samplers do). A name is seeded by ``seed``: one seed per item, or an int ``s`` for items
+    s, s + 1, … (for ``"brownian_tree"`` one tree per item, as A1111 seeds each image of a batch; None draws
+    k-diffusion's seed from torch's global generator, one tree for the batch); an object owns its seeding.
     """
-    if isinstance(noise_sampler, str):
-        kind = noise_sampler.strip().lower()
-        if kind in ("seeded", "default"):
-            noise_sampler = None
-        elif kind in ("brownian", "brownian_tree", "brownian tree", "brownian_device"):
-            if sigmas is None:
-                raise InvalidInput(f"noise_sampler={noise_sampler!r} needs the schedule's range: pass sigmas to resolve()")
-            # "brownian" draws the path on the CPU (the same numbers on every machine); "brownian_device" on x's
-            # device (ComfyUI's *_gpu samplers: no copy, but the numbers depend on the device's generator)
-            device = None if kind == "brownian_device" else "cpu"
-            return for_schedule(x, resolve_seeds(seed, x.shape[0]), sigmas, device=device)
-        else:
-            raise InvalidInput(f"unknown noise_sampler {noise_sampler!r}; use one of {NOISE_NAMES}, a "
-                             "samplers.core.noise.PredrawnNoise, or any callable noise_sampler(sigma, sigma_next)")
-    if noise_sampler is not None:
-        if seed is not None:
-            raise InvalidInput("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
-        if not callable(noise_sampler):
-            raise InvalidType(f"noise_sampler must be callable noise_sampler(sigma, sigma_next) -> Tensor or one of "
-                            f"{NOISE_NAMES}, got {type(noise_sampler).__name__}")
-        if isinstance(noise_sampler, PredrawnNoise):
-            noise_sampler.check(x)
+    kind = check(noise_sampler, seed, x)
+    if kind is None:
         return noise_sampler
-    return SeededNoise(x, resolve_seeds(seed, x.shape[0]))
+    if kind == "seeded":
+        return SeededNoise(x, resolve_seeds(seed, x.shape[0]))
+    if sigmas is None:
+        raise InvalidInput(f"noise_sampler={noise_sampler!r} needs the schedule's range: pass sigmas to resolve()")
+    if kind.startswith("brownian_tree"):
+        seeds = None if seed is None else resolve_seeds(seed, x.shape[0])
+        return tree_for_schedule(x, seeds, sigmas, cpu=kind == "brownian_tree")
+    # "brownian" draws the path on the CPU (the same numbers on every machine); "brownian_device" on x's device
+    # (no copy, but the numbers depend on the device's generator)
+    return for_schedule(x, resolve_seeds(seed, x.shape[0]), sigmas, device=None if kind == "brownian_device" else "cpu")
 
 
 class _Checked:
@@ -171,18 +186,6 @@ class _Lazy:
 def for_run(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sigmas: list[float]) -> NoiseSampler:
     """The noise sampler of one run, validated now and created at its first draw (see :func:`resolve`)."""
     seeds = None if seed is None else resolve_seeds(seed, x.shape[0])
-    if isinstance(noise_sampler, str):
-        kind = noise_sampler.strip().lower()
-        if kind not in NOISE_NAMES + ("default", "brownian_tree", "brownian tree"):
-            raise InvalidOption(f"unknown noise_sampler {noise_sampler!r}; use one of {NOISE_NAMES}, a "
-                                "samplers.core.noise.PredrawnNoise, or any callable noise_sampler(sigma, sigma_next)")
-    elif noise_sampler is not None:
-        if seed is not None:
-            raise InvalidOption("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
-        if not callable(noise_sampler):
-            raise InvalidType(f"noise_sampler must be callable noise_sampler(sigma, sigma_next) -> Tensor or one of "
-                              f"{NOISE_NAMES}, got {type(noise_sampler).__name__}")
-        if isinstance(noise_sampler, PredrawnNoise):
-            noise_sampler.check(x)
+    if check(noise_sampler, seed, x) is None:
         return _Checked(noise_sampler, x)
     return _Lazy(lambda: resolve(noise_sampler, seeds, x, sigmas=sigmas))

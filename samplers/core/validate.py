@@ -13,7 +13,7 @@ import operator
 
 import torch
 
-from .errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
+from .errors import InvalidOption, InvalidType, LimitExceeded
 
 
 def real(name: str, value, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,

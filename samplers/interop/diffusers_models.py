@@ -25,6 +25,7 @@ import torch
 
 from ..core.native import NoiseSchedule, RectifiedFlow, VPDiscrete, rescale_zero_terminal_snr
 from ..core.conversion import Denoiser, canonical_prediction, to_denoiser
+from ..core.errors import InvalidInput, InvalidOption
 
 # Config flags that change what a diffusers scheduler computes in ways the registry samplers do not
 # reproduce. A config that sets one is refused rather than silently sampled differently.
@@ -41,7 +42,7 @@ def check_scheduler_flags(config: Mapping) -> None:
     """Refuse a config whose scheduler-side flags (:data:`UNSUPPORTED_FLAGS`) the samplers do not reproduce."""
     for flag, why in UNSUPPORTED_FLAGS.items():
         if config.get(flag):
-            raise ValueError(f"scheduler config sets {flag}={config[flag]!r}: {why}")
+            raise InvalidOption(f"scheduler config sets {flag}={config[flag]!r}: {why}")
 
 
 def config_dict(config: Any) -> dict:
@@ -58,7 +59,7 @@ def is_flow_config(config: Mapping) -> bool:
     explicit = config.get("noise_schedule")
     if explicit is not None:
         if explicit not in ("vp", "flow"):
-            raise ValueError(f"noise_schedule must be 'vp' or 'flow', got {explicit!r}")
+            raise InvalidOption(f"noise_schedule must be 'vp' or 'flow', got {explicit!r}")
         return explicit == "flow"
     if config.get("use_flow_sigmas"):
         return True
@@ -78,11 +79,36 @@ def flow_shift(config: Mapping, mu: float | None = None) -> float:
             return math.exp(mu)
         if kind == "linear":
             return float(mu)
-        raise ValueError(f"unknown time_shift_type {kind!r}; use 'exponential' or 'linear'")
+        raise InvalidOption(f"unknown time_shift_type {kind!r}; use 'exponential' or 'linear'")
     if config.get("use_flow_sigmas"):
         return float(config.get("flow_shift", 1.0) or 1.0)
     shift = config.get("shift")
     return 1.0 if shift is None else float(shift)
+
+
+def prediction_from_config(config: Any) -> str:
+    """The canonical prediction type a diffusers scheduler config describes (``epsilon`` -> ``eps``, ...).
+
+    A config that cannot describe a working model is an error: an unknown prediction type,
+    ``flow_prediction`` on a VP (beta) schedule, or a non-flow prediction on a flow schedule.
+    """
+    cfg = config_dict(config)
+    flow = is_flow_config(cfg)
+    raw = cfg.get("prediction_type")
+    if raw is None:
+        raw = "flow_prediction" if flow else "epsilon"
+    if raw not in ("epsilon", "v_prediction", "sample", "flow_prediction"):
+        raise InvalidOption(f"unknown prediction_type {raw!r}; diffusers configs use 'epsilon', 'v_prediction', "
+                            "'sample' or 'flow_prediction'")
+    prediction = canonical_prediction(raw)
+    if flow and prediction != "flow":
+        raise InvalidOption(f"prediction_type {raw!r} with a flow-matching schedule: flow-matching models "
+                            "(SD3, Flux) predict the velocity, use prediction_type='flow_prediction'")
+    if not flow and prediction == "flow":
+        raise InvalidOption("prediction_type 'flow_prediction' with a VP (beta) schedule: a flow-matching model "
+                            "needs a flow-matching config (a FlowMatch* scheduler config, or use_flow_sigmas=True "
+                            "with flow_shift); an SD-1.x/2.x-style config describes an eps/v model")
+    return prediction
 
 
 def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSchedule, str]:
@@ -96,24 +122,10 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
     and are ignored here; :func:`check_scheduler_flags` refuses them where a scheduler would apply them.)
     """
     cfg = config_dict(config)
-    flow = is_flow_config(cfg)
-    raw = cfg.get("prediction_type")
-    if raw is None:
-        raw = "flow_prediction" if flow else "epsilon"
-    if raw not in ("epsilon", "v_prediction", "sample", "flow_prediction"):
-        raise ValueError(f"unknown prediction_type {raw!r}; diffusers configs use 'epsilon', 'v_prediction', "
-                         "'sample' or 'flow_prediction'")
-    prediction = canonical_prediction(raw)
+    prediction = prediction_from_config(cfg)
     n_train = int(cfg.get("num_train_timesteps", 1000) or 1000)
-    if flow:
-        if prediction != "flow":
-            raise ValueError(f"prediction_type {raw!r} with a flow-matching schedule: flow-matching models "
-                             "(SD3, Flux) predict the velocity, use prediction_type='flow_prediction'")
-        return RectifiedFlow(shift=flow_shift(cfg, mu), multiplier=float(n_train)), prediction
     if prediction == "flow":
-        raise ValueError("prediction_type 'flow_prediction' with a VP (beta) schedule: a flow-matching model "
-                         "needs a flow-matching config (a FlowMatch* scheduler config, or use_flow_sigmas=True "
-                         "with flow_shift); an SD-1.x/2.x-style config describes an eps/v model")
+        return RectifiedFlow(shift=flow_shift(cfg, mu), multiplier=float(n_train)), prediction
     trained = cfg.get("trained_betas")
     if trained is not None:
         betas = torch.as_tensor(trained, dtype=torch.float64).flatten()
@@ -164,7 +176,7 @@ class DiffusersModel:
         self.guidance_scale = float(guidance_scale)
         self.cfg = self.guidance_scale > 1.0
         if self.cfg and negative_prompt_embeds is None and prompt_embeds is not None:
-            raise ValueError("guidance_scale > 1 needs negative_prompt_embeds (the unconditional embeddings, "
+            raise InvalidInput("guidance_scale > 1 needs negative_prompt_embeds (the unconditional embeddings, "
                              "e.g. of the empty prompt)")
         self.cond = dict(model_kwargs or {})
         self.uncond = dict(negative_model_kwargs or {})

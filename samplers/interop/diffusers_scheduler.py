@@ -1,40 +1,50 @@
 """Any registry sampler as a diffusers scheduler: the one-line swap in an existing pipeline.
 
     from samplers.interop.diffusers_scheduler import SamplerScheduler
-    pipe.scheduler = SamplerScheduler.from_config(pipe.scheduler.config, sampler="dpmpp_2m", schedule="karras")
+    pipe.scheduler = SamplerScheduler.from_config(pipe.scheduler.config)                  # the same image
+    pipe.scheduler = SamplerScheduler.from_config(pipe.scheduler.config, sampler="heun")  # another sampler
 
-How it works. A diffusers pipeline owns the loop: it evaluates the model once per entry of
-``scheduler.timesteps`` and hands each output to ``scheduler.step``. A registry sampler owns its loop too
-and calls ``model(x, sigma)`` as often as its method needs (2 per step for Heun, 4 for RK4, with history
-for multistep methods). The scheduler reconciles the two by *model-call interception with replay*:
+Fidelity. Without ``sampler``, the shim runs the algorithm of the scheduler class the config names
+(``_class_name``, refined from the config: :mod:`samplers.interop.diffusers_sources`), on that class's own
+timesteps, sigmas and final sigma, from its initial noise, converting the model output as it does and drawing
+noise from the pipeline's generator as it does: the pipeline makes the image it made with that scheduler.
+Options no registry sampler reproduces are refused by name. ``exact=True`` evaluates the model at the
+fractional timestep of every sigma (where the class rounds) and steps to σ = 0 (where the class stops at
+σ_min): a more exact run, and a different image.
 
-1. ``set_timesteps`` builds the sampling schedule (σ in the canonical VE space) and runs the sampler once
-   on a recording dummy model. The sigmas it asks for, in order, are the evaluation points; their model
-   times are ``timesteps`` (a sampler's evaluation sigmas are Python floats computed from the schedule,
-   never from tensor values, so this plan is exact).
-2. ``step(model_output, t, sample)`` converts the output to the denoised x0 (from the config's prediction
-   type), appends it to this run's list, and re-runs the sampler from the first latent with a model that
-   answers from the list. The sampler stops (an exception unwinds it) at its next model call; the latent
-   it was about to evaluate, converted to the pipeline's coordinates, is ``prev_sample``. After the last
-   output the sampler runs to the end and returns the final latent.
+How any sampler fits a pipeline's loop. A diffusers pipeline owns the loop: it evaluates the model once per
+entry of ``scheduler.timesteps`` and hands each output to ``scheduler.step``. A registry sampler owns its loop
+too and calls ``model(x, sigma)`` as often as its method needs. The scheduler reconciles the two by
+*model-call interception with replay*:
 
-So every sampler runs its own code, unchanged: multistep history, Heun's corrector, ancestral noise (seeded
-once per run, so every replay draws the same noise), the exact step from σ = inf. No thread, no state
-outside the instance; ``set_timesteps`` starts a fresh run. The replay costs O(n²) elementwise sampler
-arithmetic over n model calls (the model itself is called n times, by the pipeline), and keeps the n
-denoised latents of the run.
+1. ``set_timesteps`` builds the sampling schedule (σ in the canonical VE space) and runs the sampler once on a
+   recording dummy model. The sigmas it asks for, in order, are the evaluation points; their model times are
+   ``timesteps`` (a sampler's evaluation sigmas are Python floats computed from the schedule, never from
+   tensor values, so this plan is exact).
+2. ``step(model_output, t, sample)`` converts the output to the denoised x0, appends it to this run's list, and
+   re-runs the sampler from the first latent with a model that answers from the list. The sampler stops (an
+   exception unwinds it) at its next model call; the latent it was about to evaluate, in the pipeline's
+   coordinates, is ``prev_sample``. After the last output the sampler runs to the end. A latent the pipeline
+   changed between steps (the inpainting blend, a step-end callback) replaces the sampler's own at that call.
 
-Coordinates. The pipeline's latents are the model's native ones (x_t = a·x0 + b·n: VP for SD-style
-configs, rectified flow for SD3/Flux), so ``scale_model_input`` is the identity and pipelines that skip it
-(SD3, Flux) work too. ``init_noise_sigma`` is 1 (``initial_noise="unit"``: x_t = n, as DDPM/DDIM/
-DPM-Solver/flow-matching start) or b(σ₀) (``initial_noise="sigma"``: x = σ₀·n in VE coordinates, the
-k-diffusion/A1111 start and diffusers' Euler with linspace/trailing spacing).
+So every sampler runs its own code, unchanged: multistep history, Heun's corrector, ancestral noise (drawn
+once per run and replayed), the exact step from σ = inf. No thread, no state outside the instance;
+``set_timesteps`` starts a fresh run. The replay costs O(n²) elementwise sampler arithmetic over n model
+calls (the model itself is called n times, by the pipeline), and keeps the n denoised latents of the run.
+
+Coordinates. The pipeline's latents are where the source class keeps them: the model's own x_t (DDIM, DPM-Solver,
+UniPC, flow matching, ...; ``scale_model_input`` is the identity) or the VE latent x = x_t/α (Euler, Heun, LMS,
+KDPM2, EDM, ...; ``scale_model_input`` divides by √(σ² + 1), or applies EDM's c_in). Without a source class
+(a ``SamplerScheduler`` built from betas) they are the model's own.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import math
+import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -42,16 +52,26 @@ try:
     from diffusers.configuration_utils import ConfigMixin, register_to_config
     from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
     from diffusers.utils import BaseOutput
+    from diffusers.utils.torch_utils import randn_tensor
 except ImportError as exc:  # pragma: no cover - exercised only without the optional extra
-    raise ImportError("samplers.interop.diffusers_scheduler needs diffusers: "
-                      "pip install 'diffusion-samplers[diffusers]'") from exc
+    from ..core.errors import MissingDependency
 
-from ..core import seeds as seeds_mod
+    raise MissingDependency("samplers.interop.diffusers_scheduler needs diffusers: "
+                            "pip install 'diffusion-samplers[diffusers]'") from exc
+
 from .. import schedules
-from ..core import registry
-from .diffusers_models import check_scheduler_flags, config_dict, is_flow_config, native_from_config
-from ..core.native import RectifiedFlow, flow_t
+from ..core import names
+from ..core import seeds as seeds_mod
 from ..core.conversion import to_x0
+from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, SamplersError, Unavailable
+from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
+from ..core.registry import SAMPLERS
+from . import diffusers_sources as sources
+from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
+                               prediction_from_config)
+
+MAX_TRAIN_TIMESTEPS = 100_000  # a table larger than this is a typo (1e9 would allocate gigabytes)
+MAX_INFERENCE_STEPS = 100_000  # the replay is O(n²): far beyond any pipeline's step count
 
 
 @dataclass
@@ -72,19 +92,23 @@ class _Pause(BaseException):
 
 
 class _Replay:
-    """The model a replayed sampler sees: answers from this run's denoised list, pauses after it."""
+    """The model a replayed sampler sees: answers from this run's denoised list, pauses after it. A latent the
+    pipeline replaced at call j is copied into the sampler's own before it is used."""
 
-    def __init__(self, denoised: list, supports_infinite_sigma: bool):
+    def __init__(self, denoised: list, injected: dict, supports_infinite_sigma: bool):
         self.denoised = denoised
+        self.injected = injected
         self.calls = 0
         self.supports_infinite_sigma = supports_infinite_sigma
 
     def __call__(self, x, sigma, **extra_args):
-        if self.calls == len(self.denoised):
+        j = self.calls
+        if j in self.injected:
+            x.copy_(self.injected[j])
+        if j == len(self.denoised):
             raise _Pause(x)
-        out = self.denoised[self.calls]
         self.calls += 1
-        return out
+        return self.denoised[j]
 
 
 class _Recorder:
@@ -102,97 +126,256 @@ class _Recorder:
 @dataclass(frozen=True)
 class _Plan:
     schedule: list[float]        # the sampling schedule (VE σ), what the sampler gets
-    evals: list[float]           # σ of every model call, in order
+    evals: list[float]           # σ of every model call of the sampler, in order
     step_starts: list[int]       # index into evals of each step's first model call
+    idle: int = 0                # model calls after the sampler's last (a source's zero-length last steps)
+
+    @property
+    def calls(self) -> list[float]:
+        """σ of every model call of the run: the sampler's, then the idle ones at the final sigma."""
+        return self.evals + [self.schedule[-1]] * self.idle
 
 
-def _plan(fn, schedule: list[float], options: dict, supports_inf: bool, seeded: bool) -> _Plan:
+def _plan(fn, schedule: list[float], options: dict, supports_inf: bool, noisy: bool, idle: int = 0) -> _Plan:
     recorder = _Recorder(supports_inf)
-    starts: list[int] = []
     counts: list[int] = []
-
-    def callback(info):
-        counts.append(len(recorder.sigmas))
-
     kwargs = dict(options)
-    if seeded:
-        kwargs["seed"] = 0
-    fn(recorder, torch.zeros(1, 1, dtype=torch.float64), schedule, callback=callback, disable=True, **kwargs)
-    prev = 0
-    for c in counts:
-        starts.append(prev)
-        prev = c
-    return _Plan(schedule, recorder.sigmas, starts)
+    if noisy:
+        kwargs["noise_sampler"] = lambda sigma, sigma_next: torch.zeros(1, 1, dtype=torch.float64)
+        kwargs.pop("seed", None)
+    fn(recorder, torch.zeros(1, 1, dtype=torch.float64), schedule,
+       callback=lambda info: counts.append(len(recorder.sigmas)), disable=True, **kwargs)
+    return _Plan(schedule, recorder.sigmas, [0] + counts[:-1], idle)
+
+
+class _GeneratorNoise:
+    """The pipeline's generator consumed as diffusers' schedulers consume it: one ``randn_tensor(shape,
+    generator=...)`` per draw. The draws are kept, so every replay of the run sees the same noise.
+
+    ``steps`` (σ at the start of each step -> its index): the source class draws once per step, also where the
+    sampler needs no noise (τ = 0), so the draw a step gets is the one with its index (earlier ones are drawn first,
+    in order); without it, draws are handed out in the order the sampler asks for them."""
+
+    def __init__(self, shape, device, dtype, steps: dict[float, int] | None = None):
+        self.shape, self.device, self.dtype = tuple(shape), device, dtype
+        self.steps = steps
+        self.generator = None
+        self.draws: list[torch.Tensor] = []
+        self.calls = 0
+
+    def __call__(self, sigma, sigma_next):
+        index = self.calls if self.steps is None else self.steps[float(sigma)]
+        while len(self.draws) <= index:
+            self.draws.append(self._draw())
+        self.calls += 1
+        return self.draws[index]
+
+    def _draw(self) -> torch.Tensor:
+        return randn_tensor(self.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+
+    def top_up(self, total: int) -> None:
+        """Draw (and drop) what the source class draws beyond the sampler's draws (noise it multiplies by 0)."""
+        for _ in range(total - len(self.draws)):
+            self._draw()
+
+
+class _DiffusersBrownian:
+    """DPMSolverSDEScheduler's noise: diffusers' own ``BrownianTreeNoiseSampler`` (one tree over the schedule's
+    range, seeded by ``noise_sampler_seed`` or one draw of torch's global generator), queried at the float32
+    sigmas the scheduler computes for each step (σ, its log-midpoint, σ_next)."""
+
+    def __init__(self, x: torch.Tensor, scheduler_sigmas: torch.Tensor, schedule: list[float], seed):
+        from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
+
+        sig = scheduler_sigmas.to("cpu", torch.float32)
+        self.tree = BrownianTreeNoiseSampler(x, sig[sig > 0].min().item(), sig.max().item(), seed)
+        self.queries: dict[tuple[float, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        for sigma, sigma_next in zip(schedule, schedule[1:]):
+            if not (0 < sigma_next < sigma < math.inf):
+                continue
+            s, s_next = torch.tensor(sigma, dtype=torch.float32), torch.tensor(sigma_next, dtype=torch.float32)
+            t, t_next = s.log().neg(), s_next.log().neg()  # as DPMSolverSDEScheduler.step computes them
+            t_mid = t + (t_next - t) * 0.5
+            start = t.neg().exp()
+            self.queries[(sigma, True)] = (start, t_mid.neg().exp())
+            self.queries[(sigma, False)] = (start, t_next.neg().exp())
+        self.ends = dict(zip(schedule, schedule[1:]))
+
+    def __call__(self, sigma, sigma_next):
+        key = (float(sigma), float(sigma_next) != self.ends.get(float(sigma)))
+        if key not in self.queries:
+            raise Unavailable(f"DPMSolverSDE noise queried at ({sigma:g}, {sigma_next:g}), which is not a step "
+                              "of its schedule")
+        return self.tree(*self.queries[key])
 
 
 _COMPATIBLES = [e.name for e in KarrasDiffusionSchedulers] + [
-    "FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"]
+    "FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler", "LCMScheduler",
+    "EDMDPMSolverMultistepScheduler"]
+
+
+def _freeze(value):
+    """A hashable copy of a config (its items sorted; list values become tuples)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if hasattr(value, "tolist"):
+        return _freeze(value.tolist())
+    return value
+
+
+_PROTOTYPES: dict[tuple, Any] = {}  # (class name, frozen config) -> an instance to copy
+
+
+def _prototype(class_name: str, frozen_config: tuple, instance=None):
+    """One instance of a diffusers scheduler class per config (some constructors plan 1000 steps): the scheduler
+    ``from_config`` was given, else one built from the config; the shim copies it instead of building its own."""
+    key = (class_name, frozen_config)
+    if key not in _PROTOTYPES:
+        if instance is None:
+            from diffusers import schedulers as diffusers_schedulers
+
+            config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in frozen_config}
+            instance = getattr(diffusers_schedulers, class_name).from_config(config)
+        if len(_PROTOTYPES) >= 32:
+            _PROTOTYPES.pop(next(iter(_PROTOTYPES)))
+        _PROTOTYPES[key] = copy.deepcopy(instance)
+    return _PROTOTYPES[key]
+
+
+@functools.lru_cache(maxsize=1)
+def _signatures() -> dict[str, frozenset]:
+    """The constructor parameters of every diffusers scheduler class (and of SamplerScheduler)."""
+    import inspect
+
+    from diffusers import schedulers as diffusers_schedulers
+
+    out = {}
+    for name in dir(diffusers_schedulers):
+        obj = getattr(diffusers_schedulers, name, None)
+        if isinstance(obj, type) and issubclass(obj, ConfigMixin) and name.endswith("Scheduler"):
+            out[name] = frozenset(p for p in inspect.signature(obj).parameters if p not in ("self", "kwargs"))
+    out["SamplerScheduler"] = frozenset(p for p in inspect.signature(SamplerScheduler).parameters)
+    return out
+
+
+def _class_of(config: dict) -> str | None:
+    """The scheduler class a config without ``_class_name`` belongs to: the one class whose parameters are exactly
+    its keys (a scheduler built directly, ``EulerDiscreteScheduler(...).config``; among classes with the same
+    parameters, the one the shim stands in for), else None."""
+    keys = frozenset(k for k in config if not k.startswith("_"))
+    found = [name for name, params in _signatures().items() if params == keys]
+    if len(found) > 1:  # e.g. DDIMScheduler and its parallel variant take the same arguments
+        found = [name for name in found if name in sources.SOURCES]
+    return found[0] if len(found) == 1 else None
+
+
+def _check_int(name: str, value, low: int, high: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidInput(f"{name} must be an integer, got {value!r}; {fix}")
+    value = int(value)
+    if value > high:
+        raise LimitExceeded(f"{name} = {value} is larger than the {high} this scheduler accepts; {fix}")
+    if value < low:
+        raise InvalidInput(f"{name} must be at least {low}, got {value}; {fix}")
+    return value
 
 
 class SamplerScheduler(SchedulerMixin, ConfigMixin):
-    """A diffusers scheduler that runs the registry sampler ``sampler`` on the schedule ``schedule``.
+    """A diffusers scheduler that runs a registry sampler; by default the algorithm of the scheduler it replaces.
 
     Args:
-        sampler: a registry name or alias (``samplers.available()``); adaptive samplers, which choose their
-            steps from the model's outputs, cannot run in a pipeline that fixes the timesteps first.
-        schedule: a registry schedule (``karras``, ``exponential``, ``flow``, ``trailing``, ...), or None
-            for the timesteps the source config itself gives (its ``timestep_spacing`` / ``use_karras_sigmas``
-            for VP configs, FlowMatchEuler's grid with its shift for flow configs).
-        sampler_options: keyword options of the sampler (``{"eta": 0.5}``, ``{"s_churn": 1.0}``).
-        schedule_options: keyword options of the schedule (``{"rho": 5.0}``, ``{"sigma_max": 80.0}``).
-        initial_noise: ``"unit"`` (init_noise_sigma = 1: x_t = n in the model's coordinates) or ``"sigma"``
-            (x = σ₀·n in VE coordinates, as k-diffusion and diffusers' Euler with linspace/trailing spacing).
-        seed: noise seed of stochastic samplers (item k uses seed + k). None: drawn once per run from the
-            pipeline's ``generator`` (one seed per item from a list of generators) or torch's global RNG.
-        noise_schedule: ``"vp"`` or ``"flow"``; None infers it from the config (FlowMatch* source class,
-            ``use_flow_sigmas`` or a ``shift`` without betas mean flow).
-        Everything else is diffusers' own config vocabulary, read from the source config.
+        sampler: None (the algorithm of the config's scheduler class, ``_class_name``: the pipeline keeps its
+            image), a registry name or alias, or any label :mod:`samplers.core.names` resolves ("DPM++ 2M",
+            "dpmpp_2m_sde_gpu", "fitted:PATH", ...). Adaptive samplers, which choose their steps from the
+            model's outputs, cannot run in a pipeline that fixes the timesteps first.
+        schedule: None (the source class's own timesteps and sigmas), or a registry schedule (``karras``,
+            ``exponential``, ``flow``, ...) on the model's noise schedule, evaluated at fractional timesteps.
+        sampler_options: keyword options of the sampler (``{"eta": 0.5}``); they override the source's.
+        schedule_options: keyword options of the schedule (``{"rho": 5.0}``).
+        initial_noise: None (the source class's ``init_noise_sigma``; "unit" without a source), ``"unit"``
+            (x_t = noise) or ``"sigma"`` (x = σ₀·noise in VE coordinates, as k-diffusion starts).
+        seed: noise seed of stochastic samplers (item k uses seed + k, batch-invariant). None: the pipeline's
+            ``generator``, consumed as the source class consumes it.
+        exact: evaluate the model at the fractional timestep of every sigma and step to σ = 0, where the source
+            class rounds timesteps or stops at σ_min (see the module docstring). Changes the image.
+        noise_schedule: ``"vp"`` or ``"flow"``; None infers it from the config.
+        source_config: the config of the scheduler this one replaces (set by ``from_config``).
+        Everything else is diffusers' own config vocabulary, used without a source class.
     """
 
     _compatibles = _COMPATIBLES
     order = 1
 
     @register_to_config
-    def __init__(self, sampler: str = "euler", schedule: str | None = None, sampler_options: dict | None = None,
-                 schedule_options: dict | None = None, initial_noise: str = "unit", seed: int | None = None,
-                 noise_schedule: str | None = None, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
-                 beta_end: float = 0.02, beta_schedule: str = "linear", trained_betas: Any = None,
-                 prediction_type: str | None = None, timestep_spacing: str = "linspace", steps_offset: int = 0,
-                 rescale_betas_zero_snr: bool = False, use_karras_sigmas: bool = False,
-                 use_exponential_sigmas: bool = False, use_beta_sigmas: bool = False,
-                 final_sigmas_type: str = "zero", clip_sample: bool = False, thresholding: bool = False,
-                 shift: float | None = None, use_dynamic_shifting: bool = False, base_shift: float = 0.5,
-                 max_shift: float = 1.15, base_image_seq_len: int = 256, max_image_seq_len: int = 4096,
-                 time_shift_type: str = "exponential", use_flow_sigmas: bool = False, flow_shift: float = 1.0,
-                 shift_terminal: float | None = None, invert_sigmas: bool = False,
+    def __init__(self, sampler: str | None = None, schedule: str | None = None, sampler_options: dict | None = None,
+                 schedule_options: dict | None = None, initial_noise: str | None = None, seed: int | None = None,
+                 exact: bool = False, noise_schedule: str | None = None, source_config: dict | None = None,
+                 num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
+                 beta_schedule: str = "linear", trained_betas: Any = None, prediction_type: str | None = None,
+                 timestep_spacing: str = "linspace", steps_offset: int = 0, rescale_betas_zero_snr: bool = False,
+                 use_karras_sigmas: bool = False, use_exponential_sigmas: bool = False,
+                 use_beta_sigmas: bool = False, final_sigmas_type: str = "zero", clip_sample: bool = False,
+                 thresholding: bool = False, shift: float | None = None, use_dynamic_shifting: bool = False,
+                 base_shift: float = 0.5, max_shift: float = 1.15, base_image_seq_len: int = 256,
+                 max_image_seq_len: int = 4096, time_shift_type: str = "exponential", use_flow_sigmas: bool = False,
+                 flow_shift: float = 1.0, shift_terminal: float | None = None, invert_sigmas: bool = False,
                  stochastic_sampling: bool = False):
-        self.spec = registry.info(sampler)
-        if self.spec.host_sync:
-            raise ValueError(f"sampler {self.spec.name!r} is adaptive: it chooses its steps from the model's "
-                             "outputs, but a diffusers pipeline fixes scheduler.timesteps before its loop. Use a "
-                             "fixed-step sampler, or call it directly with samplers.interop.diffusers_models.")
+        _check_int("num_train_timesteps", num_train_timesteps, 2, MAX_TRAIN_TIMESTEPS,
+                   "diffusers models use 1000")
+        if initial_noise not in (None, "unit", "sigma"):
+            raise InvalidOption(f"initial_noise must be None, 'unit' or 'sigma', got {initial_noise!r}")
+        if not isinstance(exact, bool):
+            raise InvalidType(f"exact must be True or False, got {exact!r}")
         if schedule is not None:
             schedules.SCHEDULES.canonical(schedule)  # unknown names raise with the closest ones
-        if initial_noise not in ("unit", "sigma"):
-            raise ValueError(f"initial_noise must be 'unit' or 'sigma', got {initial_noise!r}")
         options = dict(sampler_options or {})
         if "noise_sampler" in options or "seed" in options:
-            raise ValueError("sampler_options cannot hold noise_sampler or seed: the scheduler replays the "
-                             "sampler and needs seeded noise; pass seed=<int> to the scheduler instead")
-        unknown = set(options) - set(self.spec.options)
-        if unknown:
-            raise TypeError(f"sampler {self.spec.name!r} has no option(s) {sorted(unknown)}; its options are "
-                            f"{sorted(self.spec.options)}")
-        if use_beta_sigmas:
-            raise ValueError("use_beta_sigmas=True is not supported; pass schedule=<name> explicitly")
-        if final_sigmas_type not in ("zero", "sigma_min"):
-            raise ValueError(f"final_sigmas_type must be 'zero' or 'sigma_min', got {final_sigmas_type!r}")
-        # Validate the model description now (unknown prediction type, flow config on a VP model, ...).
-        check_scheduler_flags(self.config)
-        self.native, self.prediction = native_from_config(self.config)
+            raise InvalidOption("sampler_options cannot hold noise_sampler or seed: the scheduler replays the "
+                                "sampler and draws its noise itself; pass seed=<int> to the scheduler instead")
         self.sampler_options = options
-        self._seeded = "seed" in self.spec.options  # draws noise (ancestral/SDE, or Euler/Heun with churn)
-        self.order = int(self.spec.nfe_per_step) if float(self.spec.nfe_per_step).is_integer() else 1
+
+        # the scheduler this one replaces
+        self._source_name, self._source, self._ref = None, None, None
+        found = sources.source_for(source_config) if source_config else None
+        label = names.resolve(sampler) if sampler is not None else None
+        if found is not None:
+            self._source_name, self._source = found
+            _check_int("num_train_timesteps", source_config.get("num_train_timesteps", 1000), 2,
+                       MAX_TRAIN_TIMESTEPS, "diffusers models use 1000")
+            self._ref = self._reference()
+            own = label is None or label.sampler == self._nominal_algorithm()
+            refused = sources.refusals(self._source_name, source_config, algorithm=own)
+            if refused:
+                raise InvalidOption("; ".join(refused))
+        else:
+            class_name = (source_config or {}).get("_class_name")
+            if class_name is not None and sampler is None:
+                why = sources.UNSUPPORTED.get(class_name, "it is not a scheduler class the shim stands in for")
+                raise InvalidOption(f"SamplerScheduler cannot reproduce {class_name}: {why}. Pass sampler=<name> to "
+                                    "run a registry sampler on this config's model instead (a different image)")
+            check_scheduler_flags(self.config)  # flags the samplers do not reproduce, without a source class
+
+        # the sampler the user asked for; a label's schedule applies where it names it ("DPM++ 2M Karras"), or
+        # without a source class whose own timesteps would otherwise be used
+        self.label = label
+        if label is not None:
+            implied = self.label.schedule is not None and (self.label.schedule_is_explicit or found is None)
+            if implied and schedule is None:
+                schedule = self.label.schedule
+        self._schedule_name = schedule
+        nominal = self.label.sampler if self.label is not None else (
+            self._nominal_algorithm() if self._source is not None else "euler")
+        self.spec = SAMPLERS.get(nominal or "euler")
+        if self.spec.host_sync:
+            raise InvalidOption(f"sampler {self.spec.name!r} is adaptive: it chooses its steps from the model's "
+                                "outputs, but a diffusers pipeline fixes scheduler.timesteps before its loop. Use a "
+                                "fixed-step sampler, or call it directly with samplers.interop.diffusers_models.")
+        self._check_options(self.spec, options)
+        self.native, self.prediction, self.space = self._model()
+        self.latents = self._source.latents if self._source is not None else "native"
+        self.order = self._order(self.spec)
         self._reset()
         self.num_inference_steps = None
         self.timesteps = None
@@ -203,14 +386,34 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
-        """diffusers' ``from_config``, noting a flow-matching source class (whose config has no betas)."""
-        if config is not None and "noise_schedule" not in kwargs:
+        """diffusers' ``from_config``, keeping the replaced scheduler's whole config as ``source_config``; ``config``
+        may also be the scheduler itself (``SamplerScheduler.from_config(pipe.scheduler)``)."""
+        instance = config if hasattr(config, "config") and not isinstance(config, Mapping) else None
+        if config is not None and "source_config" not in kwargs:
             try:
                 source = config_dict(config)
             except TypeError:
                 source = {}
-            if source.get("noise_schedule") is None and is_flow_config(source):
+            class_name = type(instance).__name__ if instance is not None else (
+                source.get("_class_name") or _class_of(source))
+            if class_name is None and kwargs.get("sampler") is None:
+                raise InvalidOption("SamplerScheduler.from_config cannot tell which scheduler class this config is "
+                                    "for (it has no _class_name and its keys match no diffusers scheduler), so it "
+                                    "cannot reproduce it: pass the scheduler itself, "
+                                    "SamplerScheduler.from_config(pipe.scheduler), or choose sampler=<name>")
+            if class_name not in (None, cls.__name__):
+                source = {**source, "_class_name": class_name}
+                accepted = _signatures().get(class_name, frozenset())
+                overrides = {k: v for k, v in kwargs.items() if k in accepted}
+                kwargs["source_config"] = {**{k: v for k, v in source.items() if not k.startswith("_diffusers")},
+                                           **overrides}
+                if instance is not None and not overrides and class_name in sources.SOURCES:
+                    # copy the scheduler itself rather than build another from its config
+                    _prototype(class_name, _freeze(kwargs["source_config"]), instance)
+            if source.get("noise_schedule") is None and "noise_schedule" not in kwargs and is_flow_config(source):
                 kwargs["noise_schedule"] = "flow"
+        if instance is not None:
+            config = config_dict(instance)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     def __len__(self) -> int:
@@ -228,29 +431,112 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def begin_index(self) -> int | None:
         return self._begin_index
 
+    def _reference(self):
+        """A private instance of the source class, built from its config (it computes the timesteps)."""
+        return copy.deepcopy(_prototype(self._source_name, _freeze(self.config.source_config)))
+
+    def _nominal_algorithm(self) -> str | None:
+        """The sampler the source class runs (at 20 steps; a few classes change it with the step count)."""
+        try:
+            return self._source.algorithm(self._nominal_ref())[0]
+        except SamplersError:
+            return None
+
+    def _nominal_ref(self):
+        ref = self._ref
+        if getattr(ref, "num_inference_steps", None) is None:
+            try:
+                ref.set_timesteps(20)
+            except Exception:  # noqa: BLE001 - only to name the sampler before the first set_timesteps
+                pass
+        return ref
+
+    def _model(self):
+        """(native schedule, prediction, space) of the model the config describes."""
+        if self._source is None:
+            native, prediction = native_from_config(self.config)
+            return native, prediction, "flow" if isinstance(native, RectifiedFlow) else "vp"
+        config = self.config.source_config
+        space = self._source.model_space(self._ref.config)
+        if space == "edm":
+            c = self._ref.config
+            prediction = {"epsilon": "eps", "v_prediction": "v"}.get(c.prediction_type)
+            if prediction is None:
+                raise InvalidOption(f"{self._source_name} with prediction_type={c.prediction_type!r}: EDM "
+                                    "preconditioning is defined for 'epsilon' and 'v_prediction'")
+            return VE(float(c.sigma_min), float(c.sigma_max), "edm"), prediction, space
+        if space == "vp":
+            # the class's own float32 table (any beta schedule it knows, its zero-SNR rescaling)
+            return VPDiscrete(self._ref.alphas_cumprod.to(torch.float64)), prediction_from_config(config), space
+        native, prediction = native_from_config(config)
+        return native, prediction, space
+
+    @staticmethod
+    def _order(spec) -> int:
+        return int(spec.nfe_per_step) if float(spec.nfe_per_step).is_integer() else 1
+
+    def _check_options(self, spec, options: dict) -> None:
+        unknown = set(options) - set(spec.options)
+        if unknown:
+            raise InvalidOption(f"sampler {spec.name!r} has no option(s) {sorted(unknown)}; its options are "
+                                f"{sorted(spec.options)}")
+
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start at model call ``begin_index`` (img2img: ``t_start · order``); it must start a step."""
         if self._plan is None:
-            raise RuntimeError("call set_timesteps before set_begin_index")
+            raise Unavailable("call set_timesteps before set_begin_index")
+        begin_index = _check_int("begin_index", begin_index, 0, len(self._plan.calls) - 1,
+                                 "pass the index of a timestep of this run")
         if begin_index == 0:
             self._begin_index = 0
             self._run_plan = self._plan
+            self._run_options = self._options
             return
-        if begin_index not in self._plan.step_starts:
-            raise ValueError(f"begin_index {begin_index} is not the first model call of a step of "
-                             f"{self.spec.name!r} (steps start at {self._plan.step_starts})")
-        step = self._plan.step_starts.index(begin_index)
-        tail = _plan(self.spec.fn, self._plan.schedule[step:], self.sampler_options, self._supports_inf,
-                     self._seeded)
-        if tail.evals != self._plan.evals[begin_index:]:
-            raise ValueError(f"{self.spec.name!r} evaluates different sigmas when started at step {step} "
-                             "(its steps depend on the step count); it cannot start at a later timestep")
+        if self._same and self._source.restart:
+            raise InvalidOption(self._source.restart)
+        regrouped = self._same and self._source.schedule is not None
+        if not regrouped and begin_index not in self._plan.step_starts:
+            raise InvalidInput(f"begin_index {begin_index} is not the first model call of a step of "
+                               f"{self.spec.name!r} (steps start at {self._plan.step_starts})")
+        if self._same:
+            # the source's own run from that step (its warm-up restarts there, as the class's does)
+            step = begin_index if regrouped else self._plan.step_starts.index(begin_index)
+            _, options, schedule = self._source_run(step)
+            options = {**options, **self._overrides}
+        else:
+            step = self._plan.step_starts.index(begin_index)
+            options, schedule = self._options, self._plan.schedule[step:]
+        tail = _plan(self.spec.fn, schedule, options, self._supports_inf, self._noisy, self._plan.idle)
+        full = self._plan.calls[begin_index:]
+        if len(tail.calls) != len(full) or any(not math.isclose(a, b, rel_tol=1e-9) for a, b in zip(tail.calls, full)):
+            raise InvalidInput(f"{self.spec.name!r} evaluates different sigmas when started at step {step} "
+                               "(its steps depend on the step count); it cannot start at a later timestep")
         self._begin_index = begin_index
         self._run_plan = tail
+        self._run_options = options
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
-        """The identity: the pipeline's latents are already the model's native input."""
-        return sample
+        """The model's input: the latent itself (native coordinates), or x/√(σ² + 1) (EDM: c_in·x) where the
+        source class keeps VE latents."""
+        if self.latents == "native":
+            return sample
+        if self._plan is None:
+            raise Unavailable("call set_timesteps before scale_model_input")
+        if self._begin_index is None and timestep is not None:
+            self._start_from(timestep)
+        sigma = self._current_sigma()
+        # in the source class's own float arithmetic (a float32 sigma), so the model sees the same input
+        s = torch.tensor(sigma, dtype=torch.float64 if sample.dtype == torch.float64 else torch.float32)
+        if self.space == "edm":
+            return sample * (1 / ((s**2 + self._sigma_data**2) ** 0.5))
+        return sample / ((s**2 + 1) ** 0.5)
+
+    def _current_sigma(self) -> float:
+        plan = self._run_plan
+        k = len(self._denoised)
+        if self._begin_index is None:
+            plan = self._plan
+        return plan.calls[min(k, len(plan.calls) - 1)]
 
     # ------------------------------------------------------------------------------------------------
     # schedule
@@ -261,25 +547,217 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index = None
         self._step_index = None
         self._denoised = []
+        self._injected = {}
         self._x_start = None
+        self._last_prev = None
+        self._noise = None
         self._seeds = None
+        self._eta = None
         self._done = False
         self._init_noise_sigma = 1.0
         self._supports_inf = True
+        self._same = False
+        self._options = {}
+        self._overrides = {}
+        self._run_options = {}
+        self._noisy = False
+        self._grid = None
+        self._call_times: list[float] = []
+
+    @property
+    def _sigma_data(self) -> float:
+        return float(self._ref.config.sigma_data)
+
+    def _uses_source_grid(self) -> bool:
+        return (self._source is not None and self._schedule_name is None
+                and (self.label is None or self.label.sigmas is None))
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
+                      sigmas=None, timesteps=None, mu: float | None = None, **kwargs):
+        """Plan a fresh run: the sampling schedule, every model-call sigma, and their model times.
+
+        With a source class, its own ``set_timesteps`` builds the schedule (``sigmas``, ``timesteps``, ``mu`` and
+        any other argument it takes are passed to it). Otherwise ``sigmas`` are VE sigmas including the final one
+        for VP configs (diffusers' Euler convention), unshifted flow times t for flow configs (0 is appended);
+        ``timesteps`` are model times (0 is appended); ``mu`` is the dynamic flow shift.
+        """
+        if num_inference_steps is not None:
+            num_inference_steps = _check_int("num_inference_steps", num_inference_steps, 1, MAX_INFERENCE_STEPS,
+                                             "pass the number of denoising steps, e.g. 20")
+        elif sigmas is None and timesteps is None:
+            raise InvalidInput("set_timesteps needs num_inference_steps (e.g. 20), sigmas or timesteps")
+        self._reset()
+        if self._uses_source_grid():
+            schedule, times, per_call = self._from_source(num_inference_steps, sigmas, timesteps, mu, kwargs)
+        else:
+            if kwargs:
+                raise InvalidOption(f"set_timesteps got unexpected argument(s) {sorted(kwargs)}")
+            schedule, times, per_call = self._from_registry(num_inference_steps, sigmas, timesteps, mu)
+        self.num_inference_steps = (self._ref.num_inference_steps if self._same and self._ref is not None
+                                    else len(schedule) - 1)
+        self.timesteps = times.to(device)
+        self._call_times = times.detach().to("cpu", torch.float64).tolist()
+        if len(self._call_times) != len(self._plan.calls):
+            raise Unavailable(f"{len(self._call_times)} timesteps for {len(self._plan.calls)} model calls; this is a "
+                              "bug in samplers.interop.diffusers_scheduler, please report it")
+        self.sigmas = per_call
+        self.schedule_sigmas = torch.tensor(schedule, dtype=torch.float64)  # what the sampler steps on (VE σ)
+        self._begin_index = None
+        self._run_plan = self._plan
+        self._run_options = self._options
+
+    def _plan_run(self, spec, schedule: list[float], options: dict, idle: int = 0) -> None:
+        self._check_options(spec, options)
+        self.spec = spec
+        self.order = self._order(spec)
+        self._supports_inf = self.prediction not in ("eps", "score")
+        self._noisy = "noise_sampler" in spec.options
+        self._options = options
+        self._plan = _plan(spec.fn, schedule, options, self._supports_inf, self._noisy, idle)
+
+    def _from_source(self, n, sigmas, timesteps, mu, kwargs):
+        ref, name = self._ref, self._source_name
+        passed = {k: v for k, v in dict(sigmas=sigmas, timesteps=timesteps, mu=mu, **kwargs).items() if v is not None}
+        try:
+            ref.set_timesteps(n, device="cpu", **passed)
+        except TypeError as exc:
+            raise InvalidOption(f"{name}.set_timesteps does not take {sorted(passed)}: {exc}") from None
+        except (ValueError, AssertionError) as exc:
+            raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
+        grid = self._grid = self._source.grid(ref, self.space)
+        if self.space == "flow" and mu is not None:
+            self.native = native_from_config(self.config.source_config, mu=mu)[0]
+        exact = self.config.exact
+        if grid.jumps is not None and not exact:
+            divisors = [d for d in (1, 2, 4, 5, 8, 10, 20, 25, 40, 50) if ref.config.num_train_timesteps % d == 0]
+            raise InvalidOption(f"{grid.jumps}: no sampler run reproduces that. Use a step count that divides "
+                                f"num_train_timesteps (e.g. {divisors[-4:]}), timestep_spacing='leading', or "
+                                "exact=True for a run whose steps end where its next model call is")
+        base, base_options, schedule = self._source_run(0)
+        label = self.label
+        self._same = label is None or label.sampler == base
+        run = base if label is None else label.sampler
+        options = dict(base_options) if self._same else {}
+        overrides = {**(label.options if label is not None else {}), **self.sampler_options}
+        if self._same:
+            overrides = {k: v for k, v in overrides.items() if options.get(k, object()) != v}
+        else:
+            schedule = self._grid_schedule(exact)  # another sampler steps on the class's own grid
+        self._overrides = overrides
+        options.update(overrides)
+        spec = SAMPLERS.get(run)
+        if spec.host_sync:
+            raise InvalidOption(f"sampler {spec.name!r} is adaptive; a pipeline fixes its timesteps first")
+        if self.latents == "ve" and math.isinf(schedule[0]):
+            raise InvalidOption(f"{name} keeps VE latents (x = x0 + σ·n), which cannot start at σ = inf")
+        self._plan_run(spec, schedule, options, 0 if exact else grid.idle)
+        if self._same:
+            self.order = int(type(ref).order)  # pipelines index timesteps by t_start · order (img2img)
+        evals = self._plan.calls
+        if exact:
+            times = self.native.time(torch.tensor(evals, dtype=torch.float64)).to(torch.float32)
+        elif self._same and not overrides:
+            if len(evals) != len(grid.times):
+                raise Unavailable(f"{spec.name!r} plans {len(evals)} model calls on {name}'s {len(grid.times)} "
+                                  "timesteps; this is a bug in samplers.interop.diffusers_sources, please report it")
+            times = grid.times.detach().clone()
+        else:
+            at = dict(zip(grid.sigmas, grid.step_times))
+            fallback = self.native.time(torch.tensor(evals, dtype=torch.float64)).tolist()
+            times = torch.tensor([at.get(s, f) for s, f in zip(evals, fallback)], dtype=torch.float32)
+        if self._same and not exact and not overrides and getattr(ref, "sigmas", None) is not None:
+            per_call = ref.sigmas.detach().clone()
+        else:
+            per_call = self._per_call_sigmas(schedule)
+        init = self.config.initial_noise
+        self._init_noise_sigma = (self._start_scale(schedule[0], init) if init is not None
+                                  else float(getattr(ref, "init_noise_sigma", 1.0)))
+        return schedule, times, per_call
+
+    def _grid_schedule(self, exact: bool) -> list[float]:
+        """The step boundaries of the source class's grid (its consistent run when ``exact``), ending at σ = 0
+        when ``exact``."""
+        grid = self._grid
+        schedule = list(grid.exact_sigmas if grid.jumps is not None else grid.sigmas)
+        if exact and schedule[-1] > 0:
+            schedule.append(0.0)  # the final step to the data that the source class skips
+        return schedule
+
+    def _source_run(self, begin: int) -> tuple[str, dict, list[float]]:
+        """(sampler, options, schedule) of the source class's run from grid step ``begin``."""
+        exact = self.config.exact
+        sig = self._grid_schedule(False)
+        name, options = self._source.algorithm(self._ref, begin)
+        schedule = (self._source.schedule(self._ref, sig, begin) if self._source.schedule is not None
+                    else sig[begin:])
+        if exact and schedule[-1] > 0:
+            schedule = schedule + [0.0]
+            if isinstance(options.get("step_r"), tuple):
+                options = {**options, "step_r": options["step_r"] + (None,)}
+        return name, options, schedule
+
+    def _from_registry(self, n, sigmas, timesteps, mu):
+        if self._source is None:
+            self.native = self._native_for(mu)
+        elif self.space == "flow" and mu is not None:
+            self.native = native_from_config(self.config.source_config, mu=mu)[0]
+        schedule = self._registry_schedule(n, sigmas, timesteps)
+        label = self.label
+        run = label.sampler if label is not None else (
+            self._source.algorithm(self._nominal_ref())[0] if self._source is not None else "euler")
+        options = {**(label.options if label is not None else {}), **self.sampler_options}
+        self._same = False
+        spec = SAMPLERS.get(run)
+        if self.latents == "ve" and math.isinf(schedule[0]):
+            raise InvalidOption(f"{self._source_name} keeps VE latents (x = x0 + σ·n), which cannot start at "
+                                "σ = inf; start the schedule at a finite sigma")
+        self._plan_run(spec, schedule, options)
+        evals = torch.tensor(self._plan.evals, dtype=torch.float64)
+        times = self.native.time(evals).to(torch.float32)
+        self._init_noise_sigma = self._start_scale(schedule[0], self.config.initial_noise or "unit")
+        return schedule, times, self._per_call_sigmas(schedule)
+
+    def _per_call_sigmas(self, schedule) -> torch.Tensor:
+        family = torch.tensor(self._plan.evals + schedule[-1:], dtype=torch.float64)
+        if self.space == "flow":
+            family = flow_t(family)  # FlowMatch schedulers expose t, not the VE sigma
+        return family.to(torch.float32)
+
+    def _start_scale(self, sigma_0: float, kind: str) -> float:
+        """init_noise_sigma in the pipeline's coordinates: 'unit' starts at x_t = n, 'sigma' at x = σ₀·n (VE)."""
+        if math.isinf(sigma_0):
+            return 1.0
+        if self.latents == "ve":
+            return sigma_0 if kind == "sigma" else math.sqrt(sigma_0 * sigma_0 + 1)
+        if kind == "unit":
+            return 1.0
+        _, b = self.native.coefficients(torch.tensor(sigma_0, dtype=torch.float64))
+        return float(b)
 
     def _native_for(self, mu):
         cfg = self.config
         native, _ = native_from_config(cfg, mu=mu)
         if isinstance(native, RectifiedFlow) and cfg.use_dynamic_shifting and mu is None:
-            raise ValueError("this flow config uses dynamic shifting: pass mu= to set_timesteps "
-                             "(diffusers' Flux/SD3 pipelines do)")
+            raise InvalidInput("this flow config uses dynamic shifting: pass mu= to set_timesteps "
+                               "(diffusers' Flux/SD3 pipelines do)")
         return native
 
-    def _schedule(self, n, native, sigmas, timesteps) -> list[float]:
-        cfg = self.config
-        flow = isinstance(native, RectifiedFlow)
+    def _registry_schedule(self, n, sigmas, timesteps) -> list[float]:
+        """The schedule without a source class's grid: a fitted label's own sigmas, the caller's, or a registry
+        schedule on the model's noise schedule."""
+        native, flow = self.native, self.space == "flow"
+        label = self.label
+        if label is not None and label.sigmas is not None:
+            fixed = [float(s) for s in label.sigmas]
+            if sigmas is not None or timesteps is not None:
+                raise InvalidOption(f"{label.label!r} fixes its own sigmas; set_timesteps cannot take others")
+            if n is not None and n != len(fixed) - 1:
+                raise InvalidInput(f"{label.label!r} runs exactly {len(fixed) - 1} steps on its fitted sigmas, but "
+                                   f"num_inference_steps={n} was asked for; pass num_inference_steps="
+                                   f"{len(fixed) - 1}")
+            return fixed
         if sigmas is not None and timesteps is not None:
-            raise ValueError("pass sigmas or timesteps, not both")
+            raise InvalidInput("pass sigmas or timesteps, not both")
         if sigmas is not None:
             values = torch.as_tensor(sigmas, dtype=torch.float64).flatten().cpu()
             if flow:
@@ -289,22 +767,22 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if timesteps is not None:
             t = torch.as_tensor(timesteps, dtype=torch.float64).flatten().cpu()
             return native.sigma_of_time(t).tolist() + [0.0]
-        if n is None:
-            raise ValueError("set_timesteps needs num_inference_steps, sigmas or timesteps")
+        cfg = self.config
         options = dict(cfg.schedule_options or {})
-        name = cfg.schedule
+        name = self._schedule_name
         if name is None:
             if flow:
                 if cfg.use_karras_sigmas or cfg.use_exponential_sigmas:
-                    raise ValueError("flow config with use_karras/exponential_sigmas: pass schedule='karras' "
-                                     "(with schedule_options sigma_max) explicitly")
+                    raise InvalidOption("flow config with use_karras/exponential_sigmas: pass schedule='karras' "
+                                        "(with schedule_options sigma_max) explicitly")
                 # FlowMatchEulerDiscreteScheduler's grid: t from 1 to its (shifted) t_min, then shifted.
-                n_train = cfg.num_train_timesteps
-                t_min = 1.0 / n_train
+                t_min = 1.0 / cfg.num_train_timesteps
                 if not cfg.use_dynamic_shifting:
                     t_min = native.shift * t_min / (1 + (native.shift - 1) * t_min)
                 t = torch.linspace(1.0, t_min, n, dtype=torch.float64)
                 return self._flow_sigmas(t, native.shift).tolist() + [0.0]
+            if cfg.use_beta_sigmas:
+                raise InvalidOption("use_beta_sigmas=True without a source scheduler class: pass schedule=<name>")
             name = ("karras" if cfg.use_karras_sigmas else "exponential" if cfg.use_exponential_sigmas
                     else cfg.timestep_spacing)
             if name == "leading":
@@ -314,45 +792,14 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             values[-1] = float(native.sigma_min)
             if not values[-1] < values[-2]:
                 values = values[:-1]
+        elif cfg.final_sigmas_type not in ("zero", "sigma_min"):
+            raise InvalidOption(f"final_sigmas_type must be 'zero' or 'sigma_min', got {cfg.final_sigmas_type!r}")
         return values
 
     @staticmethod
     def _flow_sigmas(t: torch.Tensor, shift: float) -> torch.Tensor:
         # t -> s·t/(1 + (s−1)·t) is σ -> s·σ in VE coordinates; t = 1 is σ = inf exactly.
         return torch.where(t >= 1, torch.full_like(t, math.inf), shift * t / (1 - t))
-
-    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
-                      sigmas=None, timesteps=None, mu: float | None = None):
-        """Plan a fresh run: the sampling schedule, every model-call sigma, and their model times.
-
-        ``sigmas``: VE sigmas including the final one for VP configs (diffusers' Euler convention); unshifted
-        flow times t for flow configs (FlowMatch convention; 0 is appended). ``timesteps``: model times;
-        their sigmas follow from the native schedule and 0 is appended. ``mu``: dynamic flow shift.
-        """
-        self._reset()
-        native = self._native_for(mu)
-        self.native = native
-        schedule = self._schedule(num_inference_steps, native, sigmas, timesteps)
-        schedule_t = torch.tensor(schedule, dtype=torch.float64)
-        self._supports_inf = self.prediction not in ("eps", "score")
-        plan = _plan(self.spec.fn, schedule, self.sampler_options, self._supports_inf, self._seeded)
-        self._plan = self._run_plan = plan
-        self._begin_index = 0
-        evals = torch.tensor(plan.evals, dtype=torch.float64)
-        self.num_inference_steps = len(plan.evals)
-        self.timesteps = native.time(evals).to(device=device, dtype=torch.float32)
-        final = torch.tensor(schedule[-1:], dtype=torch.float64)
-        family = torch.cat([evals, final])
-        if isinstance(native, RectifiedFlow):
-            family = flow_t(family)  # FlowMatch schedulers expose t, not the VE sigma
-        self.sigmas = family.to(torch.float32)
-        self.schedule_sigmas = schedule_t
-        sigma_0 = schedule[0]
-        if self.config.initial_noise == "sigma" and math.isfinite(sigma_0):
-            _, b = native.coefficients(torch.tensor(sigma_0, dtype=torch.float64))
-            self._init_noise_sigma = float(b)
-        else:
-            self._init_noise_sigma = 1.0
 
     # ------------------------------------------------------------------------------------------------
     # coordinates
@@ -361,26 +808,80 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         a, b = self.native.coefficients(torch.tensor(sigma, dtype=torch.float64))
         return float(a), float(b)
 
-    def _to_native(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        if math.isinf(sigma):
-            return x  # at σ = inf the state is the noise itself
+    def _to_state(self, sample: torch.Tensor, sigma: float) -> torch.Tensor:
+        """The sampler's VE latent from the pipeline's latent at σ."""
+        if self.latents == "ve" or math.isinf(sigma):
+            return sample  # VE latents already, or the noise itself at σ = inf
+        return sample / self._coefficients(sigma)[0]
+
+    def _from_state(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        if self.latents == "ve" or math.isinf(sigma):
+            return x.clone()
         return x * self._coefficients(sigma)[0]
 
-    def _to_ve(self, x_t: torch.Tensor, sigma: float) -> torch.Tensor:
-        if math.isinf(sigma):
-            return x_t
-        return x_t / self._coefficients(sigma)[0]
+    def _x0(self, out: torch.Tensor, sample: torch.Tensor, sigma: float, call: int) -> torch.Tensor:
+        """The denoised x0 of one model output, as the source class computes it (then its clip / threshold /
+        consistency boundary)."""
+        prediction = self.prediction
+        s = torch.tensor(sigma, dtype=sample.dtype)  # the source classes' float arithmetic
+        if self.space == "edm":
+            # EDM's preconditioning (Karras et al. 2022, Table 1): D = c_skip·x + c_out·F, c_out < 0 for v
+            sd2 = self._sigma_data**2
+            c_out = s * self._sigma_data / (s**2 + sd2) ** 0.5
+            x0 = sd2 / (s**2 + sd2) * sample + (c_out if prediction == "eps" else -c_out) * out
+        elif self.latents == "ve":
+            # x = x0 + σ·n: the k-diffusion forms of the conversions (Euler, Heun, LMS, KDPM2, ...)
+            if prediction == "eps":
+                x0 = sample - s * out
+            elif prediction == "v":
+                x0 = out * (-s / (s**2 + 1) ** 0.5) + sample / (s**2 + 1)
+            elif prediction == "x0":
+                x0 = out
+            else:
+                raise InvalidOption(f"{self._source_name} keeps VE latents; prediction {prediction!r} is not "
+                                    "defined there")
+        else:
+            a, b = self.native.coefficients(torch.tensor(sigma, dtype=torch.float64))
+            x0 = to_x0(prediction, out, sample, a, b)
+        extras = self._source.x0 if self._source is not None else ()
+        cfg = self.config.source_config or {}
+        if "threshold" in extras and cfg.get("thresholding"):
+            x0 = sources.dynamic_threshold(x0, cfg.get("dynamic_thresholding_ratio", 0.995),
+                                           cfg.get("sample_max_value", 1.0))
+        elif "clip" in extras and cfg.get("clip_sample"):
+            r = cfg.get("clip_sample_range", 1.0)
+            x0 = x0.clamp(-r, r)
+        if "lcm" in extras:
+            c_skip, c_out = sources.lcm_boundary(self._call_times[call], cfg.get("timestep_scaling", 10.0))
+            x0 = x0 * c_out + sample * c_skip
+        return x0
 
-    def _noise_coefficients(self, timesteps: torch.Tensor, like: torch.Tensor):
-        sigma = self.native.sigma_of_time(torch.as_tensor(timesteps).to(torch.float64).reshape(-1).cpu())
-        a, b = self.native.coefficients(sigma)
-        view = (-1,) + (1,) * (like.ndim - 1)
-        return (a.to(like.device, like.dtype).reshape(view), b.to(like.device, like.dtype).reshape(view))
+    def _noise_sigma(self, timesteps) -> list[float]:
+        """σ of each item of ``timesteps`` as the source classes' ``add_noise`` finds it: the current call in a run
+        that has started (or its begin index), else by value among this run's timesteps, else the native time map."""
+        t = torch.as_tensor(timesteps).reshape(-1)
+        if self._plan is not None and self._begin_index is not None:
+            index = self._step_index if self._step_index is not None else self._begin_index
+            calls = self._plan.calls
+            return [calls[min(index, len(calls) - 1)]] * t.numel()
+        values = t.detach().to("cpu", torch.float64).tolist()
+        out = []
+        for v in values:
+            if self._plan is not None and v in self._call_times:
+                out.append(self._plan.calls[self._call_times.index(v)])
+            else:
+                out.append(float(self.native.sigma_of_time(torch.tensor([v], dtype=torch.float64))[0]))
+        return out
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
-        """The forward process in the pipeline's (native) coordinates: a(t)·x0 + b(t)·noise."""
-        a, b = self._noise_coefficients(timesteps, original_samples)
-        return a * original_samples + b * noise
+        """The forward process in the pipeline's coordinates: x0 + σ·noise (VE latents) or a·x0 + b·noise."""
+        sig = torch.tensor(self._noise_sigma(timesteps), dtype=torch.float64)
+        view = (-1,) + (1,) * (original_samples.ndim - 1)
+        like = dict(device=original_samples.device, dtype=original_samples.dtype)
+        if self.latents == "ve":
+            return original_samples + noise * sig.to(**like).reshape(view)
+        a, b = self.native.coefficients(sig)
+        return a.to(**like).reshape(view) * original_samples + b.to(**like).reshape(view) * noise
 
     def scale_noise(self, sample: torch.Tensor, timestep, noise: torch.Tensor | None = None) -> torch.Tensor:
         """FlowMatch's name for :meth:`add_noise` (t·noise + (1 − t)·x0 on a flow config)."""
@@ -390,6 +891,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     # the step
 
     def _resolve_seeds(self, generator, batch: int) -> list[int]:
+        """One seed per item: the scheduler's ``seed`` (+ k), else drawn once per run from the pipeline's generator
+        (one per item from a list of generators) or torch's global one."""
         if self.config.seed is not None:
             return seeds_mod.resolve_seeds(int(self.config.seed), batch)
         if generator is None:
@@ -399,63 +902,140 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             g = gens[0]
             return torch.randint(0, 2**62, (batch,), generator=g, device=g.device).tolist()
         if len(gens) != batch:
-            raise ValueError(f"got {len(gens)} generators for a batch of {batch}")
+            raise InvalidInput(f"got {len(gens)} generators for a batch of {batch}; pass one per item or one")
         return [int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in gens]
 
+    def _start_from(self, timestep) -> None:
+        """A first ``step`` without ``set_begin_index``: start at the call whose timestep this is (as diffusers'
+        schedulers find their step index)."""
+        t = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+        starts = [i for i in self._plan.step_starts if self._call_times[i] == t]
+        if not starts:
+            raise InvalidInput(f"step() got timestep {t:g}, which does not start a step of this run "
+                               f"(its timesteps are {[round(v, 3) for v in self._call_times]})")
+        self.set_begin_index(starts[0])
+
+    def _make_noise(self, x: torch.Tensor, model_output: torch.Tensor):
+        if self.config.seed is not None or isinstance(self._run_options.get("noise_sampler"), str):
+            return None  # the sampler's own seeded noise (batch-invariant), or the kind a label names
+        if self._same and self._source is not None and self._source.noise == "brownian" and not self._overrides:
+            seed = self._ref.config.noise_sampler_seed
+            return _DiffusersBrownian(x, self._ref.sigmas, self._plan.schedule, seed)
+        dtype = model_output.dtype
+        if self._source is not None and self._source.noise_dtype == "float32":
+            dtype = torch.float32
+        steps = None
+        if self._same and self._source is not None and self._source.draws is not None and not self._overrides:
+            steps = {sigma: i for i, sigma in enumerate(self._run_plan.schedule[:-1])}
+        return _GeneratorNoise(x.shape, model_output.device, dtype, steps)
+
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, generator=None,
-             return_dict: bool = True):
+             return_dict: bool = True, eta: float | None = None):
         """Feed one model output to the sampler; return the latent to evaluate next (or the final one).
 
-        ``timestep`` is not read (the pipeline walks ``self.timesteps`` in order; reading it would be a
-        device sync). ``sample`` is the latent the model was evaluated at.
+        ``sample`` is the latent the model was evaluated at; if the pipeline changed it since the last step
+        (inpainting), the sampler continues from it. ``eta`` is DDIM's noise share (a DDIM source passes the
+        pipeline's ``eta``); ``generator`` drives the noise of stochastic samplers.
         """
         if self._plan is None:
-            raise RuntimeError("call set_timesteps before step")
+            raise Unavailable("call set_timesteps before step")
+        if not isinstance(model_output, torch.Tensor) or not isinstance(sample, torch.Tensor):
+            raise InvalidType("step() takes tensors model_output and sample")
+        if model_output.shape != sample.shape:
+            raise InvalidInput(f"model_output has shape {tuple(model_output.shape)} but sample has "
+                               f"{tuple(sample.shape)}; pass the model's prediction for this latent (a model "
+                               "that also predicts its variance is not supported)")
         if self._done:
-            raise RuntimeError(f"the {self.spec.name!r} run has finished ({len(self._run_plan.evals)} model calls); "
-                               "call set_timesteps to start a new one")
+            raise Unavailable(f"the {self.spec.name!r} run has finished ({len(self._run_plan.calls)} model calls); "
+                              "call set_timesteps to start a new one")
+        if self._begin_index is None:
+            self._start_from(timestep)
         plan = self._run_plan
         k = len(self._denoised)
-        sigma = plan.evals[k]
+        sigma = plan.calls[k]
         state_dtype = torch.float64 if sample.dtype == torch.float64 else torch.float32
-        x_t = sample.to(state_dtype)
+        x_in = sample.to(state_dtype)
+        self._take_eta(eta)
         if k == 0:
-            self._x_start = self._to_ve(x_t, sigma)
-            if self._seeded:
-                self._seeds = self._resolve_seeds(generator, sample.shape[0])
-        a, b = self._coefficients(sigma)
-        a_t = torch.tensor(a, dtype=torch.float64)
-        b_t = torch.tensor(b, dtype=torch.float64)
-        denoised = to_x0(self.prediction, model_output.to(state_dtype), x_t, a_t, b_t)
+            self._x_start = self._to_state(x_in, sigma).clone()
+            if self._noisy:
+                self._noise = self._make_noise(self._x_start, model_output)
+                if self._noise is None:
+                    self._seeds = self._resolve_seeds(generator, sample.shape[0])
+        elif sample is not self._last_prev:
+            self._injected[k] = self._to_state(x_in, sigma)  # the pipeline changed the latent (inpainting)
+        if isinstance(self._noise, _GeneratorNoise):
+            self._noise.generator = generator
+        denoised = self._x0(model_output.to(state_dtype), x_in, sigma, (self._begin_index or 0) + k)
         self._denoised.append(denoised)
+        if k >= len(plan.evals):
+            # an idle call (the source's zero-length last step): the latent stays as it is
+            self._step_index = (self._begin_index or 0) + k + 1
+            self._done = k + 1 == len(plan.calls)
+            prev = sample.clone()
+            self._last_prev = prev
+            return (prev, denoised.to(sample.dtype)) if not return_dict else SamplerSchedulerOutput(
+                prev_sample=prev, pred_original_sample=denoised.to(sample.dtype))
 
-        replay = _Replay(self._denoised, self._supports_inf)
-        options = dict(self.sampler_options)
-        if self._seeded:
-            options["seed"] = self._seeds
+        replay = _Replay(self._denoised, self._injected, self._supports_inf)
+        options = dict(self._run_options)
+        if self._eta is not None:
+            options["eta"] = self._eta
+        if self._noisy:
+            if self._noise is not None:
+                if isinstance(self._noise, _GeneratorNoise):
+                    self._noise.calls = 0
+                options["noise_sampler"] = self._noise
+            else:
+                options["seed"] = self._seeds
         try:
             x = self.spec.fn(replay, self._x_start, plan.schedule, disable=True, **options)
             sigma_next = plan.schedule[-1]
-            self._done = True
+            self._done = plan.idle == 0
+            self._top_up_draws(len(plan.step_starts) + plan.idle)
             if len(self._denoised) != len(plan.evals):
-                raise RuntimeError(f"{self.spec.name!r} finished after {len(self._denoised)} model calls but "
-                                   f"planned {len(plan.evals)}; its evaluation points are not fixed by the schedule")
+                raise Unavailable(f"{self.spec.name!r} finished after {len(self._denoised)} model calls but "
+                                  f"planned {len(plan.evals)}; its evaluation points are not fixed by the schedule")
         except _Pause as pause:
             x = pause.x
             if k + 1 >= len(plan.evals):
-                raise RuntimeError(f"{self.spec.name!r} asked for more model calls than the {len(plan.evals)} "
-                                   "it planned; its evaluation points are not fixed by the schedule") from None
+                raise Unavailable(f"{self.spec.name!r} asked for more model calls than the {len(plan.evals)} "
+                                  "it planned; its evaluation points are not fixed by the schedule") from None
             sigma_next = plan.evals[k + 1]
         self._step_index = (self._begin_index or 0) + k + 1
-        prev = self._to_native(x, sigma_next).to(sample.dtype)
+        prev = self._from_state(x, sigma_next).to(sample.dtype)
+        self._last_prev = prev
         pred = denoised.to(sample.dtype)
         if not return_dict:
             return prev, pred
         return SamplerSchedulerOutput(prev_sample=prev, pred_original_sample=pred)
 
+    def _top_up_draws(self, steps: int) -> None:
+        """At the end of a run of the source's own algorithm, leave the generator where the source class leaves it."""
+        source = self._source
+        if (isinstance(self._noise, _GeneratorNoise) and self._same and source is not None
+                and source.draws is not None):
+            self._noise.top_up(source.draws(self._ref, steps, self._eta or 0.0))
+
+    def _take_eta(self, eta) -> None:
+        """DDIM's ``eta`` comes with every step (diffusers' pipelines pass their ``eta`` argument, 0 by default)."""
+        if eta is None or (eta == 0 and self._eta is None):
+            return
+        ddim_source = self._source is not None and self._source.eta_in_step and self.spec.name == "ddim"
+        if not ddim_source or "eta" in self.sampler_options:
+            if eta != 0:
+                raise InvalidOption(f"step() got eta={eta}, but eta is a step argument of DDIMScheduler only; "
+                                    f"for {self.spec.name!r} pass sampler_options={{'eta': {eta}}} to the scheduler")
+            return
+        if len(self._denoised) == 0:
+            self._eta = float(eta)
+        elif float(eta) != (self._eta or 0.0):
+            raise InvalidOption(f"eta changed from {self._eta} to {eta} within one run")
+
     def __repr__(self) -> str:
-        return (f"SamplerScheduler(sampler={self.spec.name!r}, schedule={self.config.schedule!r}, "
-                f"prediction={self.prediction!r}, native={type(self.native).__name__})")
+        source = f", source={self._source_name!r}" if self._source_name else ""
+        return (f"SamplerScheduler(sampler={self.spec.name!r}, schedule={self._schedule_name!r}, "
+                f"prediction={self.prediction!r}, native={type(self.native).__name__}{source})")
 
 
 __all__ = ["SamplerScheduler", "SamplerSchedulerOutput"]

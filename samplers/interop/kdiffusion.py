@@ -1,24 +1,612 @@
-"""k-diffusion compatibility: every registered sampler as ``sample_<name>``, and A1111 / ComfyUI names.
-
-Tools built on k-diffusion (A1111, Forge, ComfyUI, custom scripts) look samplers up as attributes of
-``k_diffusion.sampling`` and call them with their own model wrapper::
+"""A drop-in for ``k_diffusion.sampling`` (k-diffusion 0.1.1), built on this library's samplers.
 
     from samplers import kdiffusion as sampling          # instead of: from k_diffusion import sampling
+    sigmas = sampling.get_sigmas_karras(20, 0.0292, 14.6)
     x0 = sampling.sample_dpmpp_2m(model_wrap, x, sigmas, extra_args={"cond": c, "uncond": uc, "cond_scale": 7},
                                   callback=cb, disable=False)
 
-``model_wrap(x, sigma, **extra_args)`` returns the denoised image (k-diffusion's ``CompVisDenoiser`` /
-``DiscreteEpsDDPMDenoiser`` / A1111's ``CFGDenoiser``); ``sigma`` is a tensor of shape [B]; ``extra_args``
-are passed through untouched; ``callback`` gets ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` once per
-step (``sigma`` and ``sigma_hat`` are Python floats). The attributes are computed from the registry when
-they are looked up, so samplers registered after this module was imported appear too. Nothing here adds
-names to the registry: display names only resolve through :func:`get_sampler`.
+Every public name of k-diffusion's ``sampling`` module is here with k-diffusion's signature (schedules,
+``append_zero``, ``to_d``, ``get_ancestral_step``, ``default_noise_sampler``, ``BatchedBrownianTree``,
+``BrownianTreeNoiseSampler``, every ``sample_*``, ``linear_multistep_coeff``, ``log_likelihood``,
+``PIDStepSizeController``, ``DPMSolver``) and, on the same inputs and noise, returns k-diffusion's result:
+``tests/test_kdiffusion_parity.py`` runs each against the real package (docs/kdiffusion.md lists what is exact and
+what is not). The ``sample_*`` functions are the registry samplers (``samplers.get("dpmpp_2m")``, ...) called with
+k-diffusion's defaults and its noise convention; nothing of k-diffusion's code is repeated here.
+
+Noise, as k-diffusion draws it (that is what the same result means for a drop-in):
+
+- the default noise of the ancestral samplers (``default_noise_sampler``) and the EDM churn of ``sample_euler`` /
+  ``sample_heun`` / ``sample_dpm_2`` are ``torch.randn_like(x)`` on torch's **global** generator, drawn at the same
+  points of the run as k-diffusion draws them, including the draws k-diffusion multiplies by 0 (churn off, η = 0):
+  after ``torch.manual_seed(s)`` a run gives k-diffusion's numbers and leaves the generator where k-diffusion
+  leaves it;
+- the SDE samplers (``sample_dpmpp_sde`` / ``_2m_sde`` / ``_3m_sde``) default to :class:`BrownianTreeNoiseSampler`
+  on the schedule's range, seeded by one draw from the global generator, as k-diffusion does;
+- the DPM-Solver samplers draw ``randn_like(x)`` at every (accepted) step, and ``log_likelihood`` its Rademacher
+  probe with ``torch.randint_like``, as k-diffusion does;
+- a noise sampler you pass is called as k-diffusion calls it: with 0-d tensors of the schedule's dtype and device;
+- ``seed=`` (keyword-only, the one addition to k-diffusion's signatures) seeds the Brownian tree of the SDE samplers
+  and switches the others to this library's per-item seeded noise.
+
+The registry samplers draw per-item seeded noise; only this module draws the noise itself from the global
+generator, where k-diffusion does. Model calls are k-diffusion's too: ``model(x, sigma, **extra_args)`` with
+``sigma`` a tensor of shape [B]; ``callback`` gets ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` with ``x`` the
+state the step's model call saw and ``sigma`` / ``sigma_hat`` 0-d tensors, once per step.
+
+Every other registered sampler is here as ``sample_<name>`` (the registry function itself, with this library's
+conventions: seeded per-item noise, ``seed=``), and :func:`get_sampler` resolves A1111 / ComfyUI labels. The
+attributes are computed from the registry when they are looked up, so samplers registered later appear too.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
-from ..core import names, registry
+import torch
+from tqdm.auto import tqdm
+
+from ..core import names, registry, steps
+from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
+from ..core.errors import InvalidOption
+from ..core.noise import SeededNoise
+from ..core.run import read_sigmas
+from ..core.seeds import resolve_seeds
+
+registry.load_builtins()  # the sampler modules imported below register in the manifest's order, not in this one's
+
+from ..ode.multistep import lms_coefficients  # noqa: E402
+from ..ode.singlestep import (EpsSolver, PIDStepSizeController, check_adaptive, fast_orders,  # noqa: E402,F401
+                              solve_adaptive, solve_fast)
+from ..schedules.base import SCHEDULES  # noqa: E402
+
+# The public names of k-diffusion's ``sampling`` module (0.1.1), each defined below with k-diffusion's signature.
+K_DIFFUSION_NAMES = (
+    "append_zero", "get_sigmas_karras", "get_sigmas_exponential", "get_sigmas_polyexponential", "get_sigmas_vp",
+    "to_d", "get_ancestral_step", "default_noise_sampler", "BatchedBrownianTree", "BrownianTreeNoiseSampler",
+    "sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral",
+    "linear_multistep_coeff", "sample_lms", "log_likelihood", "PIDStepSizeController", "DPMSolver", "sample_dpm_fast",
+    "sample_dpm_adaptive", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
+    "sample_dpmpp_3m_sde",
+)
+
+# ----------------------------------------------------------------------------------------------------
+# Schedules (the registry's, in torch's default dtype as k-diffusion returns them)
+
+
+def append_zero(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with a trailing 0 (a schedule that ends in the data)."""
+    return torch.cat([x, x.new_zeros([1])])
+
+
+def _schedule(name: str, n: int, device, *args, **kwargs) -> torch.Tensor:
+    return SCHEDULES.get(name)(n, *args, **kwargs).to(device=device, dtype=torch.get_default_dtype())
+
+
+def get_sigmas_karras(n, sigma_min, sigma_max, rho=7., device='cpu'):
+    """The Karras et al. (2022) schedule, eq. 5 (the registry's ``karras``), with a trailing 0."""
+    return _schedule("karras", n, device, float(sigma_min), float(sigma_max), rho=rho)
+
+
+def get_sigmas_exponential(n, sigma_min, sigma_max, device='cpu'):
+    """Uniform in log σ (the registry's ``exponential``), with a trailing 0."""
+    return _schedule("exponential", n, device, float(sigma_min), float(sigma_max))
+
+
+def get_sigmas_polyexponential(n, sigma_min, sigma_max, rho=1., device='cpu'):
+    """Polynomial in log σ (the registry's ``polyexponential``), with a trailing 0."""
+    return _schedule("polyexponential", n, device, float(sigma_min), float(sigma_max), rho=rho)
+
+
+def get_sigmas_vp(n, beta_d=19.9, beta_min=0.1, eps_s=1e-3, device='cpu'):
+    """The continuous VP schedule, uniform in t ∈ [eps_s, 1] (the registry's ``vp``), with a trailing 0."""
+    return _schedule("vp", n, device, beta_d=beta_d, beta_min=beta_min, eps_s=eps_s)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Step helpers on tensors (k-diffusion's take per-item sigma tensors; the registry's take Python floats)
+
+
+def _append_dims(sigma: torch.Tensor, ndim: int) -> torch.Tensor:
+    if sigma.ndim > ndim:
+        raise ValueError(f"sigma has {sigma.ndim} dims but x has {ndim}: pass one sigma per batch item (shape [B])")
+    return sigma.reshape(sigma.shape + (1,) * (ndim - sigma.ndim))
+
+
+def to_d(x, sigma, denoised):
+    """The PF-ODE slope dx/dσ = (x − D)/σ (Karras et al. 2022, eq. 4), ``sigma`` of shape [B] or a scalar."""
+    return steps.to_d(x, _append_dims(torch.as_tensor(sigma), x.ndim), denoised)
+
+
+def get_ancestral_step(sigma_from, sigma_to, eta=1.):
+    """(σ_down, σ_up) of an ancestral step (:func:`samplers.core.steps.get_ancestral_step`); tensors in, tensors out."""
+    if not eta:
+        return sigma_to, 0.
+    sigma_down, sigma_up = steps.get_ancestral_step(float(sigma_from), float(sigma_to), eta)
+    like = next((s for s in (sigma_to, sigma_from) if isinstance(s, torch.Tensor)), None)
+    if like is None:
+        return sigma_down, sigma_up
+    return like.new_tensor(sigma_down), like.new_tensor(sigma_up)
+
+
+def default_noise_sampler(x):
+    """k-diffusion's default noise: a fresh ``torch.randn_like(x)`` from torch's global generator at every call."""
+    def noise_sampler(sigma, sigma_next):
+        return torch.randn_like(x)
+    return noise_sampler
+
+
+def linear_multistep_coeff(order, t, i, j):
+    """The weight of the j-th latest derivative in step i of the order-``order`` linear multistep method on the nodes
+    ``t``: ∫_{t_i}^{t_{i+1}} ℓ_j(τ) dτ for the Lagrange basis through t_i, …, t_{i−order+1} (the registry's exact
+    ``lms`` weights; k-diffusion integrates the same polynomial by quadrature)."""
+    if order - 1 > i:
+        raise ValueError(f"order {order} is too high for step {i}: it needs {order} nodes up to t[{i}]")
+    nodes = [float(t[k]) for k in range(i - order + 1, i + 2)]
+    return lms_coefficients(nodes, order)[-1][j]
+
+
+# ----------------------------------------------------------------------------------------------------
+# k-diffusion's noise and callback conventions around a registry run
+
+
+class _GlobalDraws:
+    """k-diffusion's global-generator noise, drawn where k-diffusion draws it.
+
+    k-diffusion draws ``torch.randn_like(x)`` at fixed points of a run, also where the draw is then multiplied by 0.
+    ``slots`` lists those points in order, each by the σ at which the draw happens (``None``: whichever comes next;
+    ``slots=None``: as many as requested). A request from the registry sampler draws, and discards, the slots before
+    its own; :meth:`finish` draws the rest (up to ``total`` draws when ``slots`` is None). The run then uses
+    k-diffusion's numbers and leaves torch's generator where k-diffusion leaves it.
+    """
+
+    def __init__(self, x: torch.Tensor, slots: list | None):
+        self.x = x
+        self.slots = slots
+        self.drawn = 0
+
+    def _draw(self) -> torch.Tensor:
+        self.drawn += 1
+        return torch.randn_like(self.x)
+
+    def __call__(self, sigma, sigma_next) -> torch.Tensor:
+        if self.slots is None:
+            return self._draw()
+        ahead = self.slots[self.drawn:]
+        slot = next((k for k, key in enumerate(ahead) if key is None or key == float(sigma)), None)
+        if slot is None:  # a draw k-diffusion does not make (see docs/kdiffusion.md): the slots stay as they are
+            return torch.randn_like(self.x)
+        for _ in range(slot):
+            self._draw()
+        return self._draw()
+
+    def finish(self, total: int | None = None) -> None:
+        """Draw the slots not yet drawn (or up to ``total`` draws in all)."""
+        total = len(self.slots) if total is None else total
+        while self.drawn < total:
+            self._draw()
+
+
+def _as_noise(noise_sampler: Callable, sigmas: torch.Tensor) -> Callable:
+    """A k-diffusion noise sampler, called as k-diffusion calls it: with 0-d tensors of the schedule's dtype and device."""
+    def call(sigma, sigma_next):
+        return noise_sampler(sigmas.new_tensor(sigma), sigmas.new_tensor(sigma_next))
+    return call
+
+
+class _KCallback:
+    """k-diffusion's callback on a registry run. The registry reports the state after each step; k-diffusion reports
+    the state its first model call of the step saw (after churn), with the sigmas as 0-d tensors of the schedule.
+    ``model`` records that state."""
+
+    def __init__(self, model, callback, sigmas: torch.Tensor):
+        self.inner, self.callback, self.sigmas = model, callback, sigmas
+        self.seen = None
+
+    def model(self, x, sigma, **extra_args):
+        if self.seen is None:
+            self.seen = x
+        return self.inner(x, sigma, **extra_args)
+
+    def __call__(self, info: dict) -> None:
+        i, sigma = info["i"], self.sigmas[info["i"]]
+        sigma_hat = sigma if info["sigma_hat"] == info["sigma"] else self.sigmas.new_tensor(info["sigma_hat"])
+        self.callback({"x": self.seen, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": info["denoised"]})
+        self.seen = None
+
+
+def _run(name: str, model, x, sigmas: torch.Tensor, extra_args, callback, disable, **options):
+    """The registry sampler ``name`` on k-diffusion's call (``sigmas`` a tensor of at least two values)."""
+    fn = registry.SAMPLERS.get(name).fn
+    if callback is not None:
+        callback = _KCallback(model, callback, sigmas)
+        model = callback.model
+    return fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
+
+
+def _one_of(noise_sampler, seed) -> None:
+    if noise_sampler is not None and seed is not None:
+        raise InvalidOption("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
+
+
+def _seeded(x, noise_sampler, seed):
+    """For ``seed=`` (this module's one extension of k-diffusion's signatures): this library's per-item seeded noise."""
+    _one_of(noise_sampler, seed)
+    return noise_sampler if seed is None else SeededNoise(x, resolve_seeds(seed, x.shape[0]))
+
+
+def _noise(x, sigmas: torch.Tensor, noise_sampler, seed, slots: list | None):
+    """The noise of a drop-in run: k-diffusion's global-generator draws at ``slots``, the caller's noise sampler
+    (called as k-diffusion calls it), or for ``seed=`` this library's seeded noise."""
+    if noise_sampler is None and seed is None:
+        return _GlobalDraws(x, slots)
+    return _seeded(x, noise_sampler, seed) if seed is not None else _as_noise(noise_sampler, sigmas)
+
+
+def _finish(noise, total: int | None = None) -> None:
+    if isinstance(noise, _GlobalDraws):
+        noise.finish(total)
+
+
+def _churned(name, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise, seed):
+    """A registry sampler with EDM churn, its churn noise drawn as k-diffusion's: ``randn_like(x)`` at every step."""
+    sigmas = torch.as_tensor(sigmas)
+    if len(sigmas) < 2:
+        return x
+    noise = _noise(x, sigmas, None, seed, read_sigmas(sigmas)[:-1])
+    x = _run(name, model, x, sigmas, extra_args, callback, disable, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+             s_noise=s_noise, noise_sampler=noise)
+    _finish(noise)
+    return x
+
+
+def _ancestral(name, model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, seed, drawn_if):
+    """A registry ancestral sampler; by default its noise is k-diffusion's ``randn_like(x)``, drawn at the steps
+    σ → σ_next for which ``drawn_if(σ, σ_next)`` (where k-diffusion draws, whether or not η makes it count)."""
+    sigmas = torch.as_tensor(sigmas)
+    if len(sigmas) < 2:
+        return x
+    values = read_sigmas(sigmas)
+    noise = _noise(x, sigmas, noise_sampler, seed,
+                   [s for s, s_next in zip(values, values[1:]) if drawn_if(s, s_next)])
+    x = _run(name, model, x, sigmas, extra_args, callback, disable, eta=eta, s_noise=s_noise, noise_sampler=noise)
+    _finish(noise)
+    return x
+
+
+def _tree(x, sigmas: torch.Tensor, noise_sampler, seed):
+    """An SDE sampler's noise: the caller's, or k-diffusion's Brownian tree over the schedule's range, seeded by
+    ``seed`` (as A1111 and ComfyUI seed it) or, as k-diffusion does by default, from torch's global generator."""
+    _one_of(noise_sampler, seed)
+    if noise_sampler is not None:
+        return noise_sampler
+    return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)
+
+
+def _sde(name, model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, **options):
+    """A registry SDE sampler on :func:`_tree` noise."""
+    sigmas = torch.as_tensor(sigmas)
+    noise_sampler = _tree(x, sigmas, noise_sampler, seed)
+    if len(sigmas) < 2:
+        return x
+    return _run(name, model, x, sigmas, extra_args, callback, disable, noise_sampler=_as_noise(noise_sampler, sigmas),
+                **options)
+
+
+def _steps_to_nonzero(sigma: float, sigma_next: float) -> bool:
+    return sigma_next > 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# The samplers. Each has k-diffusion's signature plus one keyword-only ``seed`` where it draws noise: ``seed=`` draws
+# from this library's per-item seeded generators (or seeds the Brownian tree) instead of torch's global generator.
+
+
+@torch.no_grad()
+def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0., s_tmin=0.,
+                 s_tmax=float('inf'), s_noise=1., *, seed=None):
+    """Euler steps with optional EDM churn (Karras et al. 2022, Alg. 2): the registry's ``euler``."""
+    return _churned("euler", model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise, seed)
+
+
+@torch.no_grad()
+def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                           noise_sampler=None, *, seed=None):
+    """Ancestral sampling with Euler steps: the registry's ``euler_ancestral``."""
+    return _ancestral("euler_ancestral", model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
+                      seed, _steps_to_nonzero)
+
+
+@torch.no_grad()
+def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0., s_tmin=0.,
+                s_tmax=float('inf'), s_noise=1., *, seed=None):
+    """Heun's method with optional EDM churn (Karras et al. 2022, Alg. 2): the registry's ``heun``."""
+    return _churned("heun", model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise, seed)
+
+
+@torch.no_grad()
+def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0., s_tmin=0.,
+                 s_tmax=float('inf'), s_noise=1., *, seed=None):
+    """DPM-Solver-2 in σ with optional EDM churn: the registry's ``dpm_2``."""
+    return _churned("dpm_2", model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise, seed)
+
+
+@torch.no_grad()
+def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                           noise_sampler=None, *, seed=None):
+    """Ancestral DPM-Solver-2: the registry's ``dpm_2_ancestral``."""
+    def draws_at(sigma, sigma_next):  # k-diffusion draws in its second-order branch, taken when σ_down > 0
+        return steps.get_ancestral_step(sigma, sigma_next, eta)[0] > 0
+    return _ancestral("dpm_2_ancestral", model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
+                      seed, draws_at)
+
+
+@torch.no_grad()
+def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4):
+    """Linear multistep (variable-step Adams–Bashforth in σ): the registry's ``lms``."""
+    sigmas = torch.as_tensor(sigmas)
+    return x if len(sigmas) < 2 else _run("lms", model, x, sigmas, extra_args, callback, disable, order=order)
+
+
+@torch.no_grad()
+def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                              noise_sampler=None, *, seed=None):
+    """Ancestral DPM-Solver++(2S): the registry's ``dpmpp_2s_ancestral``."""
+    return _ancestral("dpmpp_2s_ancestral", model, x, sigmas, extra_args, callback, disable, eta, s_noise,
+                      noise_sampler, seed, _steps_to_nonzero)
+
+
+class _QueriedAsKDiffusion:
+    """``dpmpp_sde``'s noise, asked at the σ k-diffusion asks for: σ = e^(−λ) recomputed from λ = −log σ in the
+    schedule's dtype (for σ_i, σ_{i+1} and the intermediate e^(−(λ_i + r·h))). The registry sampler passes exact
+    floats; in float32 the two differ by an ulp, which a Brownian tree (resolved to 1e-6 in σ) turns into different
+    draws."""
+
+    def __init__(self, noise_sampler, sigmas: torch.Tensor, r: float):
+        self.noise_sampler = noise_sampler
+        lambdas = sigmas.log().neg()
+        self.steps = {}
+        for i in range(len(sigmas) - 1):
+            h = lambdas[i + 1] - lambdas[i]
+            self.steps[float(sigmas[i])] = (float(sigmas[i + 1]), *(lam.neg().exp() for lam in
+                                                                    (lambdas[i], lambdas[i + 1], lambdas[i] + h * r)))
+
+    def __call__(self, sigma, sigma_next):
+        step_end, sigma, at_end, at_r = self.steps[float(sigma)]
+        return self.noise_sampler(sigma, at_end if float(sigma_next) == step_end else at_r)
+
+
+@torch.no_grad()
+def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                     noise_sampler=None, r=1 / 2, *, seed=None):
+    """Stochastic DPM-Solver++ (2S-type, r = 1/2): the registry's ``dpmpp_sde``."""
+    sigmas = torch.as_tensor(sigmas)
+    noise_sampler = _tree(x, sigmas, noise_sampler, seed)
+    if len(sigmas) < 2:
+        return x
+    return _run("dpmpp_sde", model, x, sigmas, extra_args, callback, disable, eta=eta, s_noise=s_noise, r=r,
+                noise_sampler=_QueriedAsKDiffusion(noise_sampler, sigmas, r))
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """DPM-Solver++(2M): the registry's ``dpmpp_2m``."""
+    sigmas = torch.as_tensor(sigmas)
+    return x if len(sigmas) < 2 else _run("dpmpp_2m", model, x, sigmas, extra_args, callback, disable)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                        noise_sampler=None, solver_type='midpoint', *, seed=None):
+    """SDE-DPM-Solver++(2M): the registry's ``dpmpp_2m_sde``."""
+    steps.check_solver_type(solver_type)
+    return _sde("dpmpp_2m_sde", model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, eta=eta,
+                s_noise=s_noise, solver_type=solver_type)
+
+
+@torch.no_grad()
+def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                        noise_sampler=None, *, seed=None):
+    """SDE-DPM-Solver++(3M): the registry's ``dpmpp_3m_sde``."""
+    return _sde("dpmpp_3m_sde", model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, eta=eta,
+                s_noise=s_noise)
+
+
+# ----------------------------------------------------------------------------------------------------
+# DPM-Solver fast / adaptive: a σ range instead of a schedule (k-diffusion's own signature)
+
+
+class DPMSolver(torch.nn.Module):
+    """k-diffusion's DPM-Solver object (Lu et al. 2022, arXiv:2206.00927) on a k-diffusion model wrapper.
+
+    The steps and the fast / adaptive loops are :mod:`samplers.ode.singlestep`'s (those of the registry's
+    ``dpm_fast`` and ``dpm_adaptive``); this class gives them k-diffusion's interface: times t = −log σ as tensors,
+    ``eps_cache`` dicts, ``eps_callback()`` after every model call and ``info_callback(info)`` once per step.
+    """
+
+    def __init__(self, model, extra_args=None, eps_callback=None, info_callback=None):
+        super().__init__()
+        self.model = model
+        self.extra_args = {} if extra_args is None else extra_args
+        self.eps_callback = eps_callback
+        self.info_callback = info_callback
+
+    def t(self, sigma):
+        """λ = −log σ."""
+        return sigma.log().neg()
+
+    def sigma(self, t):
+        """σ = e^(−t)."""
+        return t.neg().exp()
+
+    def _denoise(self, x, sigma: float):
+        return self.model(x, x.new_full((x.shape[0],), sigma), **self.extra_args)
+
+    def _solver(self) -> EpsSolver:
+        return EpsSolver(self._denoise, on_call=lambda *call: self.eps_callback and self.eps_callback())
+
+    def eps(self, eps_cache, key, x, t, *args, **kwargs):
+        """(ε(x, t), cache): the noise prediction (x − D)/σ at t, taken from ``eps_cache[key]`` when it is there."""
+        if key in eps_cache:
+            return eps_cache[key], eps_cache
+        sigma = self.sigma(t)
+        denoised = self.model(x, sigma * x.new_ones([x.shape[0]]), *args, **self.extra_args, **kwargs)
+        if self.eps_callback is not None:
+            self.eps_callback()
+        eps = steps.to_d(x, sigma, denoised)
+        return eps, {key: eps, **eps_cache}
+
+    def dpm_solver_1_step(self, x, t, t_next, eps_cache=None):
+        """DPM-Solver-1 (DDIM) from t to t_next; returns (x_next, eps_cache)."""
+        eps, eps_cache = self.eps({} if eps_cache is None else eps_cache, 'eps', x, t)
+        return self._solver().step1(x, float(t), float(t_next), eps), eps_cache
+
+    def dpm_solver_2_step(self, x, t, t_next, r1=1 / 2, eps_cache=None):
+        """DPM-Solver-2 from t to t_next; returns (x_next, eps_cache)."""
+        eps, eps_cache = self.eps({} if eps_cache is None else eps_cache, 'eps', x, t)
+        x, eps_r1 = self._solver().step2(x, float(t), float(t_next), eps, r1, eps_cache.get('eps_r1'))
+        return x, {'eps_r1': eps_r1, **eps_cache}
+
+    def dpm_solver_3_step(self, x, t, t_next, r1=1 / 3, r2=2 / 3, eps_cache=None):
+        """DPM-Solver-3 from t to t_next; returns (x_next, eps_cache)."""
+        eps, eps_cache = self.eps({} if eps_cache is None else eps_cache, 'eps', x, t)
+        x, eps_r1, eps_r2 = self._solver().step3(x, float(t), float(t_next), eps, r1, r2, eps_cache.get('eps_r1'),
+                                                 eps_cache.get('eps_r2'))
+        return x, {'eps_r1': eps_r1, 'eps_r2': eps_r2, **eps_cache}
+
+    def _noise(self, x, noise_sampler, like, slots):
+        if noise_sampler is None:
+            return _GlobalDraws(x, slots)
+
+        def at_sigma_of_time(sigma, sigma_next):
+            # k-diffusion asks for σ = e^(−t) computed from its times t in their dtype: so do we (in float32 the
+            # exact σ rounds differently by an ulp, which a Brownian tree resolves)
+            return noise_sampler(*(like.new_tensor(-math.log(s)).neg().exp() for s in (sigma, sigma_next)))
+        return at_sigma_of_time
+
+    def dpm_solver_fast(self, x, t_start, t_end, nfe, eta=0., s_noise=1., noise_sampler=None):
+        """DPM-Solver-fast from t_start to t_end with ``nfe`` model calls (:func:`samplers.ode.singlestep.solve_fast`)."""
+        like = torch.as_tensor(t_start)
+        noise = self._noise(x, noise_sampler, like, [None] * len(fast_orders(nfe)))
+
+        def on_step(i, x_i, t, denoised):
+            if self.info_callback is not None:
+                self.info_callback({'x': x_i, 'i': i, 't': like.new_tensor(t), 't_up': like.new_tensor(t),
+                                    'denoised': denoised})
+
+        times = torch.linspace(t_start, t_end, len(fast_orders(nfe)) + 1, device=x.device).tolist()  # k-diffusion's grid
+        x = solve_fast(self._solver(), x, float(t_start), float(t_end), nfe, eta=eta, s_noise=s_noise,
+                       noise_sampler=noise, times=times, on_step=on_step)
+        if isinstance(noise, _GlobalDraws):
+            noise.finish()
+        return x
+
+    def dpm_solver_adaptive(self, x, t_start, t_end, order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.,
+                            icoeff=1., dcoeff=0., accept_safety=0.81, eta=0., s_noise=1., noise_sampler=None):
+        """DPM-Solver-12 / 23 from t_start to t_end (:func:`samplers.ode.singlestep.solve_adaptive`, with k-diffusion's
+        error norm over the whole batch); returns (x, info) with info's ``steps``, ``nfe``, ``n_accept``,
+        ``n_reject``."""
+        check_adaptive(order, "batch")
+        like = torch.as_tensor(t_start)
+        h_init = abs(h_init) * (1 if t_end > t_start else -1)
+        pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
+        info = {'steps': 0, 'nfe': 0, 'n_accept': 0, 'n_reject': 0}
+        noise = self._noise(x, noise_sampler, like, None)
+
+        def on_attempt(x_i, s, denoised, error, accepted):
+            info['n_accept' if accepted else 'n_reject'] += 1
+            info['nfe'] += order
+            info['steps'] += 1
+            if self.info_callback is not None:
+                self.info_callback({'x': x_i, 'i': info['steps'] - 1, 't': like.new_tensor(s),
+                                    't_up': like.new_tensor(s), 'denoised': denoised, 'error': error, 'h': pid.h,
+                                    **info})
+
+        x, _ = solve_adaptive(self._solver(), x, x, float(t_start), float(t_end), pid, order=order, rtol=rtol,
+                              atol=atol, eta=eta, s_noise=s_noise, noise_sampler=noise, norm="batch", t_tol=1e-5,
+                              round_time=lambda t: float(like.new_tensor(t)), on_attempt=on_attempt)
+        if isinstance(noise, _GlobalDraws):
+            noise.finish(info['n_accept'])  # k-diffusion draws at every accepted step
+        return x, info
+
+
+def _dpm_solver(model, extra_args, callback, bar) -> DPMSolver:
+    solver = DPMSolver(model, extra_args, eps_callback=bar.update)
+    if callback is not None:
+        solver.info_callback = lambda info: callback({'sigma': solver.sigma(info['t']),
+                                                      'sigma_hat': solver.sigma(info['t_up']), **info})
+    return solver
+
+
+def _check_range(sigma_min, sigma_max) -> None:
+    if sigma_min <= 0 or sigma_max <= 0:
+        raise ValueError(f"sigma_min and sigma_max must be > 0, got {float(sigma_min):g} and {float(sigma_max):g} "
+                         "(pass the smallest non-zero sigma of the schedule, not its trailing 0)")
+
+
+@torch.no_grad()
+def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback=None, disable=None, eta=0.,
+                    s_noise=1., noise_sampler=None, *, seed=None):
+    """DPM-Solver-fast from σ_max to σ_min with ``n`` model calls (Lu et al. 2022, §3.4); no final denoise."""
+    _check_range(sigma_min, sigma_max)
+    noise_sampler = _seeded(x, noise_sampler, seed)
+    with tqdm(total=n, disable=disable) as bar:
+        solver = _dpm_solver(model, extra_args, callback, bar)
+        return solver.dpm_solver_fast(x, solver.t(torch.as_tensor(sigma_max)), solver.t(torch.as_tensor(sigma_min)),
+                                      n, eta, s_noise, noise_sampler)
+
+
+@torch.no_grad()
+def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callback=None, disable=None, order=3,
+                        rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0., icoeff=1., dcoeff=0., accept_safety=0.81,
+                        eta=0., s_noise=1., noise_sampler=None, return_info=False, *, seed=None):
+    """DPM-Solver-12 / 23 with adaptive steps from σ_max to σ_min (Lu et al. 2022, §3.4); no final denoise."""
+    _check_range(sigma_min, sigma_max)
+    noise_sampler = _seeded(x, noise_sampler, seed)
+    with tqdm(disable=disable) as bar:
+        solver = _dpm_solver(model, extra_args, callback, bar)
+        x, info = solver.dpm_solver_adaptive(x, solver.t(torch.as_tensor(sigma_max)),
+                                             solver.t(torch.as_tensor(sigma_min)), order, rtol, atol, h_init, pcoeff,
+                                             icoeff, dcoeff, accept_safety, eta, s_noise, noise_sampler)
+    return (x, info) if return_info else x
+
+
+# ----------------------------------------------------------------------------------------------------
+# Likelihood
+
+
+@torch.no_grad()
+def log_likelihood(model, x, sigma_min, sigma_max, extra_args=None, atol=1e-4, rtol=1e-4):
+    """log p(x) at σ_min by the instantaneous change of variables along the PF-ODE (Chen et al. 2018; Song et al.
+    2021, App. D.2), and ``{"fevals": n}``.
+
+    d log p(x_σ)/dσ = −tr(∂f/∂x) for dx/dσ = f = (x − D)/σ, so log p_σmin(x) = log N(x_σmax; 0, σ_max²) +
+    ∫ tr(∂f/∂x) dσ over [σ_min, σ_max], integrated with x by torchdiffeq's dopri5. The trace is Hutchinson's
+    estimate vᵀ(∂f/∂x)v with one Rademacher probe v, drawn from torch's global generator as k-diffusion draws it.
+    """
+    from torchdiffeq import odeint
+
+    extra_args = {} if extra_args is None else extra_args
+    probe = torch.randint_like(x, 2) * 2 - 1
+    fevals = 0
+
+    def flow(sigma, state):
+        nonlocal fevals
+        with torch.enable_grad():
+            x_sigma = state[0].detach().requires_grad_()
+            d = to_d(x_sigma, sigma, model(x_sigma, sigma * x_sigma.new_ones([x_sigma.shape[0]]), **extra_args))
+            fevals += 1
+            vjp = torch.autograd.grad((d * probe).sum(), x_sigma)[0]
+        return d.detach(), (probe * vjp).flatten(1).sum(1)
+
+    path = odeint(flow, (x, x.new_zeros([x.shape[0]])), x.new_tensor([sigma_min, sigma_max]), atol=atol, rtol=rtol,
+                  method='dopri5')
+    x_max, trace_integral = path[0][-1], path[1][-1]
+    prior = torch.distributions.Normal(0, sigma_max).log_prob(x_max).flatten(1).sum(1)
+    return prior + trace_integral, {'fevals': fevals}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Every other registered sampler, and the labels of other tools
 
 
 def get_sampler(name: str) -> Callable:
@@ -50,4 +638,5 @@ def __getattr__(attr: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + sampler_names())
+    return sorted(set(globals()) | set(sampler_names()))
+

@@ -26,7 +26,8 @@ _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 @register("dpmpp_2m", kind="ode", order=2, nfe_per_step=1,
           aliases=("sample_dpmpp_2m", "dpmsolver++2m"),
           ref=_DPMPP + ", Alg. 2", final_step="denoise (x = D(x, σ) when σ_next = 0)")
-def dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, *, solver_type="midpoint"):
+def dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, *, solver_type="midpoint",
+             euler_at_final=False):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), multistep in λ = −log σ.
 
     With r = h_last/h and D0, D1 the current and previous denoised estimates:
@@ -37,9 +38,11 @@ def dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
       x_next = (σ_next/σ)·x + (1 − e^(−h))·D0 + φ2(h)·(D0 − D1)/r
 
     The first step is first order (DDIM); the last step to σ = 0 returns D(x, σ), which is what the update
-    gives in the limit h → ∞.
+    gives in the limit h → ∞. ``euler_at_final`` makes the last step first order also when the schedule stops
+    at σ > 0 (diffusers' ``euler_at_final``, and its ``lower_order_final`` with fewer than 15 steps).
     """
     check_solver_type(solver_type)
+    n = len(sigmas) - 1
     old_denoised = None
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -49,7 +52,7 @@ def dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
         else:
             h = lam(sigma_next) - lam(sigma)
             x = x * (sigma_next / sigma) + denoised * phi1(h)
-            if old_denoised is not None:
+            if old_denoised is not None and not (euler_at_final and i == n - 1):
                 r = (lam(sigma) - lam(sigmas[i - 1])) / h
                 x = x + (denoised - old_denoised) * second_order_weight(h, r, solver_type)
         old_denoised = denoised
@@ -69,7 +72,7 @@ def _third_order_d2_weight(h: float, exact: bool) -> float:
     return 0.5 - phi2(h) / h
 
 
-def _dpmpp_3m(model, x, sigmas, callback, disable, lower_order_final, solver_type, exact):
+def _dpmpp_3m(model, x, sigmas, callback, disable, lower_order_final, solver_type, exact, euler_at_final=False):
     check_solver_type(solver_type)
     n = len(sigmas) - 1
     d_hist: list = []  # most recent first
@@ -84,6 +87,8 @@ def _dpmpp_3m(model, x, sigmas, callback, disable, lower_order_final, solver_typ
             order = min(3, len(d_hist) + 1)
             if lower_order_final and n < 15 and i == n - 2:
                 order = min(order, 2)
+            if euler_at_final and i == n - 1:
+                order = 1
             x = x * (sigma_next / sigma) + denoised * phi1(h)
             if order == 2:
                 x = x + (denoised - d_hist[0]) * second_order_weight(h, h_hist[0] / h, solver_type)
@@ -104,7 +109,7 @@ def _dpmpp_3m(model, x, sigmas, callback, disable, lower_order_final, solver_typ
           ref=_DPMPP + ", 3rd-order multistep as published (diffusers / k-diffusion)",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
 def dpmpp_3m(model, x, sigmas, extra_args=None, callback=None, disable=None, *, lower_order_final=True,
-             solver_type="midpoint"):
+             solver_type="midpoint", euler_at_final=False):
     """DPM-Solver++(3M) exactly as published and as diffusers / k-diffusion run it (Lu et al. 2022).
 
     With D0, D1, D2 the last three denoised estimates, h, h_1, h_2 the last three log-σ steps,
@@ -117,9 +122,11 @@ def dpmpp_3m(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     kept because it is what users' images are made with. ``dpmpp_3m_exact`` is the third-order method.
     Warm-up: first order, then the 2M update of ``solver_type``. ``lower_order_final`` (diffusers' rule for
     stability at few steps): with fewer than 15 steps the step before the final one is second order. The
-    last step to σ = 0 returns D(x, σ).
+    last step to σ = 0 returns D(x, σ); ``euler_at_final`` makes the last step first order also when the
+    schedule stops at σ > 0 (diffusers' ``euler_at_final``).
     """
-    return _dpmpp_3m(model, x, sigmas, callback, disable, lower_order_final, solver_type, exact=False)
+    return _dpmpp_3m(model, x, sigmas, callback, disable, lower_order_final, solver_type, exact=False,
+                     euler_at_final=euler_at_final)
 
 
 @register("dpmpp_3m_exact", kind="ode", order=3, nfe_per_step=1,
@@ -140,14 +147,15 @@ def dpmpp_3m_exact(model, x, sigmas, extra_args=None, callback=None, disable=Non
 # LMS: Adams-Bashforth in σ with exact, precomputed coefficients
 
 
-def lms_coefficients(sigmas: list[float], order: int) -> list[list[float]]:
+def lms_coefficients(sigmas: list[float], order: int, prior: int = 0) -> list[list[float]]:
     """Per step i, the weights of d_i, d_{i−1}, … : ∫_{σ_i}^{σ_{i+1}} ℓ_j(σ) dσ for the Lagrange basis ℓ_j.
 
     The basis polynomials through the last ``min(order, i + 1)`` sigmas are integrated exactly (numpy
-    polynomial arithmetic), once before the loop — not by quadrature inside it.
+    polynomial arithmetic), once before the loop — not by quadrature inside it. The first ``prior`` sigmas
+    are nodes only (no step starts there): the rows of the steps after them are returned.
     """
     out = []
-    for i in range(len(sigmas) - 1):
+    for i in range(prior, len(sigmas) - 1):
         k = min(order, i + 1)
         nodes = [sigmas[i - j] for j in range(k)]
         row = []
@@ -166,17 +174,22 @@ def lms_coefficients(sigmas: list[float], order: int) -> list[list[float]]:
           aliases=("sample_lms", "sample_ipndm_v"),
           ref="Adams-Bashforth in σ, as in k-diffusion's sample_lms (Karras et al. 2022 setting)",
           final_step="the same Adams-Bashforth step (it needs d only at σ > 0)")
-def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=4):
+def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=4, prior_sigmas=()):
     """Linear multistep (Adams-Bashforth) on the PF-ODE in σ: x_next = x + Σ_j c_ij·d_{i−j}.
 
     The coefficients c_ij integrate the Lagrange polynomial through the last ``order`` derivatives over
     [σ_i, σ_{i+1}] (``lms_coefficients``); warm-up uses the orders available. ``order`` is 1–4 (1 is Euler).
     This is the variable-step Adams–Bashforth method, so it is also registered as ``ipndm_v`` (iPNDM with
     variable-step coefficients, Zhang & Chen 2022).
+
+    ``prior_sigmas`` (most recent first): sigmas of steps before ``sigmas[0]`` that were never taken but whose
+    nodes the weights are built on, with only the derivatives of this run applied — what diffusers'
+    LMSDiscreteScheduler does when started at a later step (img2img: its order counts from step 0).
     """
     if order not in (1, 2, 3, 4):
         raise InvalidInput(f"lms order must be 1, 2, 3 or 4, got {order!r}")
-    coefficients = lms_coefficients(sigmas, order)
+    prior = [float(s) for s in prior_sigmas]
+    coefficients = lms_coefficients(prior[::-1] + list(sigmas), order, len(prior))
     ds: list = []  # most recent first
     for i in progress(sigmas, disable):
         denoised = model(x, sigmas[i])

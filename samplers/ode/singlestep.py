@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm.auto import tqdm
 
+from ..core.errors import InvalidInput, InvalidOption, NonFiniteError, StepLimitError
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import check_solver_type, churn, lam, phi2, second_order_weight, sigma_of, to_d
-from ..core.errors import InvalidInput, NonFiniteError, StepLimitError
+from ..core.steps import (add_noise, check_solver_type, churn, get_ancestral_step, lam, phi2, second_order_weight,
+                          sigma_of, to_d)
 
 _DPM = "Lu et al. 2022, DPM-Solver (arXiv:2206.00927)"
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
@@ -53,29 +55,38 @@ def _first_order(x, sigma: float, sigma_to: float, denoised):
 
 @register("dpmpp_2s", kind="ode", order=2, nfe_per_step=2, aliases=("DPM++ 2S", "dpmsolver++2s"),
           ref=_DPMPP + ", Alg. 1 (DPM-Solver++(2S))", final_step="denoise (x = D(x, σ) when σ_next = 0)")
-def dpmpp_2s(model, x, sigmas, extra_args=None, callback=None, disable=None, *, r=0.5, solver_type="midpoint"):
+def dpmpp_2s(model, x, sigmas, extra_args=None, callback=None, disable=None, *, r=0.5, solver_type="midpoint",
+             step_r=None):
     """DPM-Solver++(2S), Lu et al. 2022 Alg. 1: a first-order step to λ + r·h, then
 
     - midpoint: x_next = (σ_next/σ)·x + (1 − e^(−h))·(D0 + (D_r − D0)/(2r))   (the paper; r = 1/2 uses D_r only)
     - heun:     x_next = (σ_next/σ)·x + (1 − e^(−h))·D0 + φ2(h)·(D_r − D0)/r
 
-    This is diffusers' DPMSolverSinglestepScheduler (order 2) when its inner timesteps sit at fraction r in λ.
+    ``step_r``: one r per step instead of ``r``, None for a first-order step (one model call). diffusers'
+    DPMSolverSinglestepScheduler (order 2) is this method on every other timestep of its grid, with the timestep
+    between as the inner node (its own r per step), and first-order steps where its order list says 1.
     """
+    n = len(sigmas) - 1
     if not 0 < r < 1:
         raise InvalidInput(f"r must be in (0, 1), got {r}")
+    rs = [r] * n if step_r is None else list(step_r)
+    if len(rs) != n or not all(ri is None or 0 < ri < 1 for ri in rs):
+        raise InvalidInput(f"step_r must hold one value in (0, 1) or None per step ({n}), got {step_r}")
     check_solver_type(solver_type)
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
         if sigma_next == 0:
             x = denoised
+        elif rs[i] is None:
+            x = _first_order(x, sigma, sigma_next, denoised)
         else:
             h = lam(sigma_next) - lam(sigma)
-            sigma_r = sigma_of(lam(sigma) + r * h)
+            sigma_r = sigma_of(lam(sigma) + rs[i] * h)
             denoised_r = model(_first_order(x, sigma, sigma_r, denoised), sigma_r)
             x = _first_order(x, sigma, sigma_next, denoised)
             # the weights of the 2M update, with D_r − D0 in place of D0 − D1
-            x = x + (denoised_r - denoised) * second_order_weight(h, r, solver_type)
+            x = x + (denoised_r - denoised) * second_order_weight(h, rs[i], solver_type)
         report(callback, x, i, sigma, sigma, denoised)
     return x
 
@@ -148,14 +159,24 @@ def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s
 
 # ----------------------------------------------------------------------------------------------------
 # DPM-Solver (noise prediction, Lu et al. 2022): fast (fixed NFE) and adaptive
+#
+# The loops run in t = λ = −log σ between any two times (either direction), so that the registry samplers below
+# and the k-diffusion interface (samplers.interop.kdiffusion.DPMSolver, which integrates a range rather than a
+# schedule) are the same code. η > 0 is k-diffusion's ancestral extension: each step stops at σ_down of the
+# ancestral split and adds fresh noise of size σ_up.
 
 
-class _EpsSolver:
-    """DPM-Solver-1/2/3 steps in t = λ = −log σ on the noise prediction ε = (x − D)/σ (Lu et al. 2022, Alg. 1-2)."""
+class EpsSolver:
+    """DPM-Solver-1/2/3 steps in t = λ = −log σ on the noise prediction ε = (x − D)/σ (Lu et al. 2022, Alg. 1-2).
+
+    ``model(x, sigma)`` is the denoiser with a float sigma; ``on_call(x, sigma, denoised)`` runs after every
+    evaluation. A step re-uses an intermediate prediction that is passed in (``eps_r1``, ``eps_r2``) and returns
+    the ones it evaluated, so that an embedded pair of steps costs one set of evaluations.
+    """
 
     def __init__(self, model, on_call=None):
         self.model = model
-        self.on_call = on_call  # on_call(x, sigma, denoised) after every model evaluation
+        self.on_call = on_call
         self.nfe = 0
         self.denoised = None  # the latest model output
 
@@ -172,24 +193,36 @@ class _EpsSolver:
         return (x - denoised) / sigma, denoised
 
     def step1(self, x, t, t_next, eps):
+        """DPM-Solver-1 (DDIM): x_next = x − σ_next·(e^h − 1)·ε."""
         return x - eps * (sigma_of(t_next) * math.expm1(t_next - t))
 
-    def step2(self, x, t, t_next, eps, r1=0.5):
+    def step2(self, x, t, t_next, eps, r1=0.5, eps_r1=None):
+        """DPM-Solver-2 (Alg. 1) with the intermediate point at λ + r1·h; returns (x_next, ε(u1))."""
         h = t_next - t
         s1 = t + r1 * h
-        eps_r1, _ = self.eps(x - eps * (sigma_of(s1) * math.expm1(r1 * h)), s1)
+        if eps_r1 is None:
+            eps_r1, _ = self.eps(x - eps * (sigma_of(s1) * math.expm1(r1 * h)), s1)
         x_next = x - eps * (sigma_of(t_next) * math.expm1(h)) - (eps_r1 - eps) * (sigma_of(t_next) / (2 * r1) * math.expm1(h))
         return x_next, eps_r1
 
-    def step3(self, x, t, t_next, eps, r1=1 / 3, r2=2 / 3, eps_r1=None):
+    def step3(self, x, t, t_next, eps, r1=1 / 3, r2=2 / 3, eps_r1=None, eps_r2=None):
+        """DPM-Solver-3 (Alg. 2) with intermediate points at λ + r1·h, λ + r2·h; returns (x_next, ε(u1), ε(u2))."""
         h = t_next - t
         s1, s2 = t + r1 * h, t + r2 * h
         if eps_r1 is None:
             eps_r1, _ = self.eps(x - eps * (sigma_of(s1) * math.expm1(r1 * h)), s1)
-        u2 = (x - eps * (sigma_of(s2) * math.expm1(r2 * h))
-              - (eps_r1 - eps) * (sigma_of(s2) * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1)))
-        eps_r2, _ = self.eps(u2, s2)
-        return x - eps * (sigma_of(t_next) * math.expm1(h)) - (eps_r2 - eps) * (sigma_of(t_next) / r2 * (math.expm1(h) / h - 1))
+        if eps_r2 is None:
+            u2 = (x - eps * (sigma_of(s2) * math.expm1(r2 * h))
+                  - (eps_r1 - eps) * (sigma_of(s2) * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1)))
+            eps_r2, _ = self.eps(u2, s2)
+        x_next = x - eps * (sigma_of(t_next) * math.expm1(h)) - (eps_r2 - eps) * (sigma_of(t_next) / r2 * (math.expm1(h) / h - 1))
+        return x_next, eps_r1, eps_r2
+
+    def step(self, order: int, x, t, t_next, eps):
+        """One step of ``order`` (1, 2 or 3) with the paper's default intermediate points."""
+        if order == 1:
+            return self.step1(x, t, t_next, eps)
+        return self.step2(x, t, t_next, eps)[0] if order == 2 else self.step3(x, t, t_next, eps)[0]
 
 
 def _range(sigmas: list[float]) -> tuple[float, float, bool]:
@@ -205,46 +238,77 @@ def fast_orders(nfe: int) -> list[int]:
     return [3] * (m - 2) + [2, 1] if nfe % 3 == 0 else [3] * (m - 1) + [nfe % 3]
 
 
+def ancestral_target(t: float, t_next: float, t_end: float, eta: float) -> tuple[float, float]:
+    """Where an ancestral DPM-Solver step goes: (λ of σ_down, never past ``t_end``; σ_up with σ_down² + σ_up² = σ_next²).
+    η = 0 is the deterministic step (t_next, 0)."""
+    if not eta:
+        return t_next, 0.0
+    sigma_down, _ = get_ancestral_step(sigma_of(t), sigma_of(t_next), eta)
+    t_down = min(t_end, lam(sigma_down))
+    return t_down, math.sqrt(max(sigma_of(t_next) ** 2 - sigma_of(t_down) ** 2, 0.0))
+
+
+def _check_direction(t_start: float, t_end: float, eta: float) -> bool:
+    forward = t_end > t_start
+    if not forward and eta:
+        raise InvalidOption(f"eta must be 0 when integrating towards higher noise (λ from {t_start:g} to {t_end:g}): "
+                            "ancestral noise only exists in the denoising direction")
+    return forward
+
+
+def solve_fast(solver: EpsSolver, x, t_start: float, t_end: float, nfe: int, *, eta: float = 0.0,
+               s_noise: float = 1.0, noise_sampler=None, times=None, on_step=None):
+    """DPM-Solver-fast from λ = ``t_start`` to ``t_end`` with ``nfe`` model calls: the steps of
+    :func:`fast_orders`, uniform in λ (or at ``times``, a caller's rounding of that grid).
+    ``on_step(i, x, t, denoised)`` runs before step i (after its first call)."""
+    _check_direction(t_start, t_end, eta)
+    orders = fast_orders(nfe)
+    ts = times or [t_start + (t_end - t_start) * k / len(orders) for k in range(len(orders) + 1)]
+    for i, order in enumerate(orders):
+        t, t_next = ts[i], ts[i + 1]
+        t_down, sigma_up = ancestral_target(t, t_next, t_end, eta)
+        eps, denoised = solver.eps(x, t)
+        if on_step is not None:
+            on_step(i, x, t, denoised)
+        x = solver.step(order, x, t, t_down, eps)
+        x = add_noise(x, noise_sampler, sigma_of(t), sigma_of(t_next), s_noise * sigma_up)
+    return x
+
+
 @register("dpm_fast", kind="ode", order=3, nfe_per_step=1, aliases=("sample_dpm_fast",),
           ref=_DPM + ", DPM-Solver-fast (§3.4)",
           final_step="denoise at the smallest non-zero σ when the schedule ends in 0 (1 of the budget)")
-def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None):
+def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0.0, s_noise=1.0,
+             noise_sampler=None, seed=None):
     """DPM-Solver-fast: the budget is the number of steps in ``sigmas`` (one model call each).
 
     It integrates from ``sigmas[0]`` to the smallest non-zero σ with steps uniform in λ and orders from
     :func:`fast_orders`, then spends the last call on the denoise to σ = 0 if the schedule ends in 0. Only
-    the end points of ``sigmas`` are used; the callback fires once per model call.
+    the end points of ``sigmas`` are used; the callback fires once per model call. ``eta`` > 0 makes each step
+    ancestral (k-diffusion's option): a step to σ_down, then fresh noise σ_up.
     """
     sigma_max, sigma_min, ends_in_zero = _range(sigmas)
     budget = len(sigmas) - 1 - (1 if ends_in_zero else 0)
+    with tqdm(total=len(sigmas) - 1, disable=disable, leave=False) as bar:
+        def on_call(x_in, sigma, denoised):
+            report(callback, x_in, solver.nfe, sigma, sigma, denoised)
+            bar.update()
 
-    def on_call(x_in, sigma, denoised):
-        report(callback, x_in, solver.nfe, sigma, sigma, denoised)
-
-    solver = _EpsSolver(model, on_call)
-    if budget > 0:
-        orders = fast_orders(budget)
-        t_start, t_end = lam(sigma_max), lam(sigma_min)
-        ts = [t_start + (t_end - t_start) * k / len(orders) for k in range(len(orders) + 1)]
-        for k in progress([0.0] * (len(orders) + 1), disable):
-            t, t_next = ts[k], ts[k + 1]
-            eps, _ = solver.eps(x, t)
-            if orders[k] == 1:
-                x = solver.step1(x, t, t_next, eps)
-            elif orders[k] == 2:
-                x, _ = solver.step2(x, t, t_next, eps)
-            else:
-                x = solver.step3(x, t, t_next, eps)
-    if ends_in_zero:
-        x = solver.denoise(x, sigma_min)
+        solver = EpsSolver(model, on_call)
+        if budget > 0:
+            x = solve_fast(solver, x, lam(sigma_max), lam(sigma_min), budget, eta=eta, s_noise=s_noise,
+                           noise_sampler=noise_sampler)
+        if ends_in_zero:
+            x = solver.denoise(x, sigma_min)
     return x
 
 
 class PIDStepSizeController:
-    """PID control of the step size on the host (Söderlind 2003, as in k-diffusion's DPM-Solver-adaptive)."""
+    """PID control of the step size on the host (Söderlind 2003), with k-diffusion's interface and limiter:
+    ``propose_step(error)`` scales ``h`` by 1 + atan(f − 1), f = ε₀^b1·ε₁^b2·ε₂^b3 of the last inverse errors,
+    and accepts the step when that factor is at least ``accept_safety``."""
 
-    def __init__(self, h: float, pcoeff: float, icoeff: float, dcoeff: float, order: float, accept_safety: float,
-                 eps: float = 1e-8):
+    def __init__(self, h, pcoeff, icoeff, dcoeff, order=1, accept_safety=0.81, eps=1e-8):
         self.h = h
         self.b1 = (pcoeff + icoeff + dcoeff) / order
         self.b2 = -(pcoeff + 2 * dcoeff) / order
@@ -253,13 +317,15 @@ class PIDStepSizeController:
         self.eps = eps
         self.errs: list[float] = []
 
-    def propose_step(self, error: float) -> bool:
-        inv_error = 1 / (error + self.eps)
+    def limiter(self, x):
+        return 1 + math.atan(x - 1)
+
+    def propose_step(self, error) -> bool:
+        inv_error = 1 / (float(error) + self.eps)
         if not self.errs:
             self.errs = [inv_error, inv_error, inv_error]
         self.errs[0] = inv_error
-        factor = self.errs[0] ** self.b1 * self.errs[1] ** self.b2 * self.errs[2] ** self.b3
-        factor = 1 + math.atan(factor - 1)  # limiter
+        factor = self.limiter(self.errs[0] ** self.b1 * self.errs[1] ** self.b2 * self.errs[2] ** self.b3)
         accept = factor >= self.accept_safety
         if accept:
             self.errs[2], self.errs[1] = self.errs[1], self.errs[0]
@@ -267,60 +333,109 @@ class PIDStepSizeController:
         return accept
 
 
+ERROR_NORMS = ("item", "batch")
+
+
+def error_norm(x_low, x_high, x_prev, rtol: float, atol: float, norm: str = "item"):
+    """‖(x_low − x_high)/δ‖_RMS with δ = max(atol, rtol·max(|x_low|, |x_prev|)) (Lu et al. 2022, §3.4).
+
+    ``"item"`` takes the RMS per batch item and the worst item (the paper's code: a batch's steps are those of
+    its worst item); ``"batch"`` the RMS over the whole batch (k-diffusion)."""
+    delta = (torch.maximum(x_low.abs(), x_prev.abs()) * rtol).clamp(min=atol)
+    ratio = (x_low - x_high) / delta
+    if norm == "batch":
+        return ratio.pow(2).mean().sqrt()
+    return ratio.reshape(ratio.shape[0], -1).pow(2).mean(1).sqrt().max()
+
+
+def solve_adaptive(solver: EpsSolver, x, x_prev, t_start: float, t_end: float, pid: PIDStepSizeController, *,
+                   order: int = 3, rtol: float = 0.05, atol: float = 0.0078, eta: float = 0.0, s_noise: float = 1.0,
+                   noise_sampler=None, norm: str = "item", t_tol: float = 1e-9, round_time=float,
+                   max_attempts: int | None = None, on_attempt=None):
+    """DPM-Solver-12 / 23 from λ = ``t_start`` to ``t_end``: embedded steps of orders (1, 2) or (2, 3), the
+    higher one kept, the difference as the error (:func:`error_norm`), the step size from ``pid``.
+
+    Returns ``(x, x_prev)`` (the last lower-order solution feeds the next relative tolerance).
+    ``round_time`` rounds each proposed time (a caller that keeps its times in float32 passes that rounding);
+    ``on_attempt(x, s, denoised, error, accepted)`` runs after every attempt, accepted or not. A non-finite error
+    estimate raises :class:`NonFiniteError`, an attempt beyond ``max_attempts`` :class:`StepLimitError`.
+    """
+    forward = _check_direction(t_start, t_end, eta)
+    s, attempts = t_start, 0
+    while (s < t_end - t_tol) if forward else (s > t_end + t_tol):
+        t = round_time(min(t_end, s + pid.h) if forward else max(t_end, s + pid.h))
+        t_down, sigma_up = ancestral_target(s, t, t_end, eta)
+        eps, denoised = solver.eps(x, s)
+        if order == 2:
+            x_low = solver.step1(x, s, t_down, eps)
+            x_high, _ = solver.step2(x, s, t_down, eps)
+        else:
+            x_low, eps_r1 = solver.step2(x, s, t_down, eps, r1=1 / 3)
+            x_high, _, _ = solver.step3(x, s, t_down, eps, eps_r1=eps_r1)
+        error = error_norm(x_low, x_high, x_prev, rtol, atol, norm)
+        value = float(error)  # host decision
+        if not math.isfinite(value):
+            raise NonFiniteError(f"DPM-Solver adaptive: the error estimate at σ = {sigma_of(s):.4g} is {value} (the "
+                                 "model returned NaN/Inf, e.g. fp16 overflow: try bfloat16 or float32)")
+        if max_attempts is not None and attempts >= max_attempts:
+            raise StepLimitError(f"DPM-Solver adaptive took its max_steps attempts without reaching σ = "
+                                 f"{sigma_of(t_end):.4g}; loosen rtol/atol (now {rtol:g}/{atol:g}) or raise max_steps")
+        attempts += 1
+        accepted = pid.propose_step(value)
+        if accepted:
+            x_prev = x_low
+            x = add_noise(x_high, noise_sampler, sigma_of(s), sigma_of(t), s_noise * sigma_up)
+            s = t
+        if on_attempt is not None:
+            on_attempt(x, s, denoised, error, accepted)
+    return x, x_prev
+
+
+def check_adaptive(order: int, norm: str) -> None:
+    if order not in (2, 3):
+        raise InvalidInput(f"dpm_adaptive order must be 2 or 3, got {order!r}")
+    if norm not in ERROR_NORMS:
+        raise InvalidOption(f"error_norm must be one of {ERROR_NORMS}, got {norm!r}")
+
+
 @register("dpm_adaptive", kind="ode", order=3, nfe_per_step=3, host_sync=True,
           aliases=("sample_dpm_adaptive",),
           ref=_DPM + ", DPM-Solver-12/23 adaptive step size (§3.4, Alg. 4-5)",
           final_step="denoise at the smallest non-zero σ when the schedule ends in 0")
 def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, rtol=0.05,
-                 atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81, max_steps=10_000,
-                 info=None):
+                 atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81, eta=0.0,
+                 s_noise=1.0, error_norm="item", max_steps=10_000, info=None, noise_sampler=None, seed=None):
     """DPM-Solver-23 (or -12 with ``order=2``) with embedded error estimates and PID step control.
 
     Integrates through every σ of the schedule in turn (each is an output point: the callback fires there,
     so the schedule sets where you see progress, not the step sizes), with the error norm
-    ‖(x_low − x_high)/(atol + rtol·max(|x_low|, |x_prev|))‖_RMS, taken per batch item and maximised (the
-    worst item sets the step). The step decisions read the device: ``host_sync=True``. Pass ``info={}`` to
-    receive ``nfe``, ``n_accept`` and ``n_reject``. The run stops with an error when the error estimate is not finite
-    (a model returning NaN/Inf: the step would shrink forever) or after ``max_steps`` attempted steps.
+    ‖(x_low − x_high)/max(atol, rtol·max(|x_low|, |x_prev|))‖_RMS taken per batch item and maximised (the worst
+    item sets the step; ``error_norm="batch"`` takes it over the whole batch, as k-diffusion does). ``eta`` > 0
+    makes the steps ancestral (k-diffusion's option). The step decisions read the device: ``host_sync=True``.
+    Pass ``info={}`` to receive ``nfe``, ``n_accept`` and ``n_reject``. The run stops with an error when the error
+    estimate is not finite (a model returning NaN/Inf: the step would shrink forever) or after ``max_steps``
+    attempted steps.
     """
-    if order not in (2, 3):
-        raise InvalidInput(f"dpm_adaptive order must be 2 or 3, got {order!r}")
+    check_adaptive(order, error_norm)
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise InvalidInput(f"max_steps must be an integer >= 1 (the cap on attempted steps), got {max_steps!r}")
-    solver = _EpsSolver(model)
+    solver = EpsSolver(model)
     stats = {"n_accept": 0, "n_reject": 0}
-    pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, order, accept_safety)
+
+    def count(x_, s, denoised, error, accepted):
+        stats["n_accept" if accepted else "n_reject"] += 1
+
+    pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
     x_prev = x
-    flat = (x.shape[0], -1)
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         if sigma_next == 0:
             x = solver.denoise(x, sigma)
             report(callback, x, i, sigma, sigma, x)
             continue
-        s, t_end = lam(sigma), lam(sigma_next)
-        while s < t_end - 1e-9:
-            t = min(t_end, s + pid.h)
-            eps, _ = solver.eps(x, s)
-            if order == 2:
-                x_low = solver.step1(x, s, t, eps)
-                x_high, _ = solver.step2(x, s, t, eps)
-            else:
-                x_low, eps_r1 = solver.step2(x, s, t, eps, r1=1 / 3)
-                x_high = solver.step3(x, s, t, eps, eps_r1=eps_r1)
-            delta = torch.maximum(x_low.abs(), x_prev.abs()) * rtol + atol
-            error = float(((x_low - x_high) / delta).reshape(flat).pow(2).mean(1).sqrt().max())  # host_sync=True
-            if not math.isfinite(error):
-                raise NonFiniteError(f"dpm_adaptive: the error estimate at σ = {sigma_of(s):.4g} is {error} (the model "
-                                     "returned NaN/Inf, e.g. fp16 overflow: try bfloat16 or float32)")
-            if stats["n_accept"] + stats["n_reject"] >= max_steps:
-                raise StepLimitError(f"dpm_adaptive took {max_steps} steps (max_steps) without reaching σ = "
-                                     f"{sigma_next:.4g}; loosen rtol/atol (now {rtol:g}/{atol:g}) or raise max_steps")
-            if pid.propose_step(error):
-                x_prev, x, s = x_low, x_high, t
-                stats["n_accept"] += 1
-            else:
-                stats["n_reject"] += 1
+        x, x_prev = solve_adaptive(solver, x, x_prev, lam(sigma), lam(sigma_next), pid, order=order, rtol=rtol,
+                                   atol=atol, eta=eta, s_noise=s_noise, noise_sampler=noise_sampler, norm=error_norm,
+                                   max_attempts=max_steps - stats["n_accept"] - stats["n_reject"], on_attempt=count)
         report(callback, x, i, sigma, sigma, solver.denoised if solver.denoised is not None else x)
     if info is not None:
         info.update(stats, nfe=solver.nfe)

@@ -51,7 +51,7 @@ def _weights(h: float, rks: list[float], order: int, variant: str, corrector: bo
     return b_h, [float(r) for r in rhos]
 
 
-def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower_order_final):
+def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower_order_final, disable_corrector=()):
     if order not in (1, 2, 3):
         raise InvalidInput(f"UniPC order must be 1, 2 or 3, got {order!r}")
     n = len(sigmas) - 1
@@ -61,7 +61,7 @@ def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
-        if corrector and x_last is not None:
+        if corrector and x_last is not None and i - 1 not in disable_corrector:
             # UniC: correct the point just predicted with the model output already taken there
             h = lams[i] - lams[i - 1]
             rks = [(lams[i - 1 - k] - lams[i - 1]) / h for k in range(1, order_last)]
@@ -100,21 +100,25 @@ _DOC = """UniPC-{v} (Zhao et al. 2023): predictor UniP of ``order`` (1–3) with
     Convergence: UniP-p is of order p and UniC raises it to p + 1, so the default (p = 3 with corrector) is
     registered as order 4. ``lower_order_final`` (on by default, as in diffusers and ComfyUI, for stability at
     few steps) spends the last steps at lower order: on a schedule that stops at σ > 0 this caps the
-    measured order at about 2; on the usual schedules ending in 0 the last step is the denoise anyway."""
+    measured order at about 2; on the usual schedules ending in 0 the last step is the denoise anyway.
+    ``disable_corrector``: the steps i whose result is not corrected at step i + 1 (diffusers' option of that
+    name)."""
 
 
 @register("unipc_bh1", kind="ode", order=4, nfe_per_step=1, aliases=("UniPC bh1", "sample_uni_pc"),
           ref=_REF + ", B(h) = h", final_step=_FINAL)
 def unipc_bh1(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, corrector=True,
-              lower_order_final=True):
-    return _unipc(model, x, sigmas, callback, disable, "bh1", order, corrector, lower_order_final)
+              lower_order_final=True, disable_corrector=()):
+    return _unipc(model, x, sigmas, callback, disable, "bh1", order, corrector, lower_order_final,
+                  tuple(disable_corrector))
 
 
 @register("unipc_bh2", kind="ode", order=4, nfe_per_step=1, aliases=("UniPC bh2", "sample_uni_pc_bh2"),
           ref=_REF + ", B(h) = e^h − 1", final_step=_FINAL)
 def unipc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, corrector=True,
-              lower_order_final=True):
-    return _unipc(model, x, sigmas, callback, disable, "bh2", order, corrector, lower_order_final)
+              lower_order_final=True, disable_corrector=()):
+    return _unipc(model, x, sigmas, callback, disable, "bh2", order, corrector, lower_order_final,
+                  tuple(disable_corrector))
 
 
 unipc_bh1.__doc__ = _DOC.format(v="bh1")

@@ -20,9 +20,10 @@ Adding a schedule: write the function in the module of its kind and decorate it 
 """
 from .base import SCHEDULES, TABLE_SCHEDULES, available, get, get_sigmas, register  # noqa: F401
 from .ops import drop_penultimate, flip, set_first, split, truncate  # noqa: F401
-# The schedule functions by name, for direct calls (``samplers.schedules.karras(10, 0.03, 14.6)``).
-from .flow import flow, flow_dynamic, linear_quadratic  # noqa: F401,E402
-from .presets import AYS_PRESETS  # noqa: F401,E402
+# The schedule functions by name, for direct calls (``samplers.schedules.karras(10, 0.03, 14.6)``), imported in the
+# order of samplers.core.registry.BUILTIN_MODULES so that available() lists them in that order.
 from .sigma import beta_sigmas, exponential, karras, kl_optimal, laplace, polyexponential, vp  # noqa: F401,E402
 from .timesteps import (beta_timesteps, ddim_uniform, leading, linspace, normal, sgm_uniform, simple,  # noqa: F401,E402
                         trailing)
+from .flow import flow, flow_dynamic, linear_quadratic  # noqa: F401,E402
+from .presets import AYS_PRESETS  # noqa: F401,E402

@@ -6,6 +6,7 @@ are registered with ``needs_table=True`` and get its ``training_sigmas``.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from ..core.native import NoiseSchedule, RectifiedFlow
-from ..core.errors import InvalidInput, InvalidType
+from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.registry import Registry, load_builtins
 from ..core.validate import check_allocation, integer, positive
 
@@ -110,6 +111,12 @@ def table_range(training_sigmas, sigma_min, sigma_max) -> tuple[float, float]:
     lo = 0.0 if sigma_min is None else timestep_of(sigma_min, training_sigmas)
     return hi, lo
 
+def schedule_options(fn) -> list[str]:
+    """The keyword options of a schedule function (beyond n, sigma_min, sigma_max and the training table)."""
+    params = inspect.signature(fn).parameters
+    return [p for p in params if p not in ("n", "sigma_min", "sigma_max", "training_sigmas")]
+
+
 def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min: float | None = None,
                sigma_max: float | None = None, **kw) -> torch.Tensor:
     """Build the schedule ``name`` with n steps, taking the sigma range from ``native`` unless given.
@@ -119,6 +126,19 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     """
     canonical = SCHEDULES.canonical(name)
     fn = SCHEDULES.get(canonical)
+    valid = schedule_options(fn)
+    unknown = [k for k in kw if k not in valid and k != "training_sigmas"]
+    if unknown:
+        raise InvalidOption(f"schedule {canonical!r} has no option {', '.join(map(repr, unknown))}; its options are: "
+                            f"{', '.join(valid) or 'none'}")
+    params = inspect.signature(fn).parameters
+    missing = [k for k in valid if params[k].default is inspect.Parameter.empty and k not in kw]
+    if missing:
+        raise InvalidOption(f"schedule {canonical!r} needs {', '.join(f'{k}=' for k in missing)} (e.g. "
+                            "samplers.get_sigmas(name, n, native=..., " + ", ".join(f"{k}=..." for k in missing) + ")")
+    if native is not None and not isinstance(native, NoiseSchedule):
+        raise InvalidType(f"native must be a samplers.core.native schedule (VPDiscrete, RectifiedFlow, ...), got "
+                          f"{type(native).__name__}")
     if native is not None:
         sigma_min = native.sigma_min if sigma_min is None else sigma_min
         sigma_max = native.sigma_max if sigma_max is None else sigma_max

@@ -60,14 +60,17 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *,
           ref=_DPMPP + ", SDE-DPM-Solver++(2M) (diffusers' sde-dpmsolver++, k-diffusion)",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
 def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
-                 solver_type="midpoint", noise_sampler=None, seed=None):
+                 solver_type="midpoint", euler_at_final=False, noise_sampler=None, seed=None):
     """SDE-DPM-Solver++(2M): the exact SDE step for a frozen D plus the 2M correction (r = h_last/h)
 
         midpoint: + ½·(1 − e^(−(1+η)h))·(D0 − D1)/r        heun: + φ2((1+η)h)·(D0 − D1)/r
 
     η = 0 is ``dpmpp_2m`` exactly (same solver_type); η = 1 is diffusers' ``sde-dpmsolver++``.
+    ``euler_at_final`` makes the last step first order also when the schedule stops at σ > 0 (diffusers'
+    ``euler_at_final``, and its ``lower_order_final`` with fewer than 15 steps).
     """
     check_solver_type(solver_type)
+    n = len(sigmas) - 1
     old_denoised, h_last = None, None
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -79,7 +82,7 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
             eta_h = eta * h
             phi1 = -math.expm1(-h - eta_h)
             x = x * (sigma_next / sigma * math.exp(-eta_h)) + denoised * phi1
-            if old_denoised is not None:
+            if old_denoised is not None and not (euler_at_final and i == n - 1):
                 r = h_last / h
                 weight = 0.5 * phi1 if solver_type == "midpoint" else phi1 / (-h - eta_h) + 1
                 x = x + (denoised - old_denoised) * (weight / r)

@@ -12,7 +12,7 @@ takes an Euler step, which is the same x = D(x, σ).
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -1,0 +1,366 @@
+"""Running the deterministic benchmark: the grid of our samplers × schedules × NFE budgets, the fitted
+solvers, diffusers' peers, and the held-out re-runs of the winners; the command line.
+
+Each cell is one run on one seed's batch, scored against the exact endpoint from its own start
+(:mod:`.scoring`); ``run`` returns the whole result (every cell, the summary, the held-out pool, the run's
+device and versions), which :mod:`.reporting` turns into ``table.md`` after it is written to ``results.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from pathlib import Path
+
+import torch
+
+import samplers
+from samplers.core.budget import CountingDenoiser, steps_for_nfe
+
+from .. import common, peers as diffusers_loop
+from ..common import Problem, ReferenceCache
+from . import reporting
+from .peers import VE_TABLE_PREFIX, peer_configs, peer_problem
+from .scoring import (LEARNED, LEARNED_SCHEDULE, TARGET, WRONG_MODE, heldout_entry, judge, like_for_like, score,
+                      summarise)
+
+NFES = (5, 10, 20)
+PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow")
+HELDOUT_SEEDS = tuple(range(101, 133))  # 32 × 4096 starts; fitted solvers must calibrate on other seeds
+BENCHMARK_SEEDS = (0,) + HELDOUT_SEEDS  # the selection seed (--seed default) and the held-out ones
+# --quick: the plumbing of every part (ours, fitted, peers on every problem, held-out re-runs) on a small grid
+QUICK_SAMPLERS = ("euler", "heun", "dpmpp_2m")
+QUICK_SCHEDULES = ("karras", "linspace", "flow")
+QUICK_PEERS = ("EulerDiscreteScheduler+karras", "DPMSolverMultistepScheduler+karras", "EDMEulerScheduler",
+               "FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler+flow")
+QUICK_HELDOUT_SEEDS = (101,)
+DEFAULT_OUT = Path("out/deterministic")
+SHIPPED_LEARNED = Path("docs/benchmarks/deterministic/learned")
+
+
+class Run:
+    """Problems, their peers' native forms, the reference cache, the step counts found so far."""
+
+    def __init__(self, args):
+        self.args = args
+        self.refs = ReferenceCache(None if args.no_cache else Path(args.cache))
+        self.problems, self.unavailable = common.get_problems(args.problems)
+        self._configs: dict[str, dict[str, dict]] = {}
+        self._peer_problems: dict[tuple[str, bool], Problem] = {}
+        self.batch, self.heldout = args.batch, False
+        self.sampler_seconds: dict[tuple, float] = {}
+        self._steps: dict[tuple, tuple[int, int] | None] = {}
+
+    @contextlib.contextmanager
+    def heldout_batch(self):
+        """Cells run inside this block use ``--heldout-batch`` and are not bounded by the time budget."""
+        self.batch, self.heldout = self.args.heldout_batch, True
+        try:
+            yield
+        finally:
+            self.batch, self.heldout = self.args.batch, False
+
+    def steps(self, key: tuple, find) -> tuple[int, int] | None:
+        """The step count that fits a budget, counted once per (who, schedule, NFE) and reused for every seed."""
+        if key not in self._steps:
+            self._steps[key] = find()
+        return self._steps[key]
+
+    # ---- what runs
+
+    def samplers(self) -> tuple[list[str], dict[str, str]]:
+        names, skipped = [], {}
+        for name in self.args.samplers or samplers.available("ode"):
+            spec = samplers.info(name)
+            if spec.kind != "ode":
+                skipped[spec.name] = f"kind {spec.kind!r}: not deterministic"
+            elif spec.host_sync and "rtol" in spec.options:
+                skipped[spec.name] = ("adaptive (host_sync, error-controlled): it chooses its own steps, so it "
+                                      "cannot be held to an NFE budget")
+            else:
+                names.append(spec.name)
+        return names, skipped
+
+    def schedules(self, problem: Problem) -> tuple[list[str], dict[str, str]]:
+        names, skipped = [], {}
+        for name in self.args.schedules or samplers.schedules.available():
+            try:
+                for n in (1, 2, 5, max(self.args.nfe)):
+                    samplers.core.run.read_sigmas(problem.sigmas(name, n))
+            except Exception as err:  # noqa: BLE001 - a schedule that cannot be built here is a result
+                skipped[name] = common.describe(err)
+                continue
+            names.append(name)
+        return names, skipped
+
+    def configs(self, pname: str) -> dict[str, dict]:
+        """Every diffusers peer of the problem (label → config); none without diffusers."""
+        if pname not in self._configs:
+            self._configs[pname] = peer_configs(self.problems[pname])
+        return self._configs[pname]
+
+    def peers(self, pname: str) -> dict[str, dict]:
+        """The peers this run asks for (--no-peers, --peer-names)."""
+        configs = self.configs(pname) if self.args.peers else {}
+        if self.args.peer_names:
+            configs = {k: v for k, v in configs.items() if k in self.args.peer_names}
+        return configs
+
+    def peer_problem(self, pname: str, label: str) -> Problem:
+        key = (pname, label.startswith(VE_TABLE_PREFIX))
+        if key not in self._peer_problems:
+            self._peer_problems[key] = peer_problem(self.problems[pname], label)
+        return self._peer_problems[key]
+
+    # ---- one cell each
+
+    def ours(self, pname: str, sampler: str, schedule: str, nfe: int, seed: int) -> dict:
+        problem = self.problems[pname]
+        out = {"problem": pname, "sampler": sampler, "schedule": schedule, "nfe": nfe, "seed": seed,
+               "batch": self.batch}
+        key = (pname, sampler)
+        # the time budget bounds the sweep; the held-out re-runs of the winners always run
+        if not self.heldout and self.sampler_seconds.get(key, 0.0) > self.args.max_sampler_seconds:
+            return {**out, "skipped": f"over the time budget of {self.args.max_sampler_seconds:g} s per sampler "
+                                      "and problem"}
+        t0 = time.perf_counter()
+        try:
+            found = self.steps((pname, sampler, schedule, nfe),
+                               lambda: steps_for_nfe(sampler, nfe, lambda n: problem.sigmas(schedule, n)))
+            if found is None:
+                return {**out, "skipped": f"not even one step fits {nfe} model evaluations"}
+            steps = found[0]
+            while True:
+                sigmas = problem.sigmas(schedule, steps)
+                x_start = samplers.initial_latent(problem.noise(self.batch, seed), sigmas)
+                model = CountingDenoiser(problem.batch_denoiser(self.batch, seed))
+                with torch.no_grad():
+                    x0 = samplers.sample(sampler, model, x_start, sigmas, disable=True)
+                # a solver that iterates to convergence (torchdiffeq's implicit Adams) may call this model
+                # more often than the stand-in it was counted on: fewer steps until the real count fits
+                if model.calls <= nfe or steps == 1:
+                    break
+                steps -= 1
+            ref = self.refs.get(problem, seed, x_start, float(sigmas[0]))
+        except Exception as err:  # noqa: BLE001 - a sampler failing is a result, not a crash of the run
+            result = {**out, "skipped": f"raised {common.describe(err)}"}
+        else:
+            result = {**out, "steps": steps, "nfe_used": model.calls, "kind": "ode",
+                      **score(problem, x0, ref, float(sigmas[0])), "seconds": time.perf_counter() - t0}
+            if model.calls > nfe:
+                result["skipped"] = f"even 1 step used {model.calls} model evaluations on this model"
+        self.sampler_seconds[key] = self.sampler_seconds.get(key, 0.0) + time.perf_counter() - t0
+        return result
+
+    def learned(self, pname: str, path: Path, nfe: int, seed: int) -> dict:
+        """``learned_multistep`` with the solver in ``path`` (fitted on a calibration seed of its own)."""
+        problem = self.problems[pname]
+        out = {"problem": pname, "sampler": LEARNED, "schedule": f"{LEARNED_SCHEDULE}:{path.name}", "nfe": nfe,
+               "seed": seed, "batch": self.batch}
+        t0 = time.perf_counter()
+        try:
+            from samplers.fitted.solver import LearnedSolver
+
+            solver = LearnedSolver.load(path)
+            if solver.meta.get("calibration_seed") in (seed, None):
+                return {**out, "skipped": f"fitted on seed {solver.meta.get('calibration_seed')}, the seed it would "
+                                          "be scored on"}
+            x_start = problem.noise(self.batch, seed).to(torch.float64) * solver.sigmas[0]
+            model = CountingDenoiser(problem.batch_denoiser(self.batch, seed))
+            with torch.no_grad():
+                x0 = samplers.sample(LEARNED, model, x_start, solver.sigmas, solver=solver, disable=True)
+            ref = self.refs.get(problem, seed, x_start, solver.sigmas[0])
+        except Exception as err:  # noqa: BLE001
+            return {**out, "skipped": f"raised {common.describe(err)}"}
+        result = {**out, "steps": solver.steps, "nfe_used": model.calls, "kind": "ode",
+                  "calibration_seed": solver.meta.get("calibration_seed"),
+                  **score(problem, x0, ref, solver.sigmas[0]), "seconds": time.perf_counter() - t0}
+        if model.calls > nfe:
+            result["skipped"] = f"uses {model.calls} model evaluations, more than {nfe}"
+        return result
+
+    def peer(self, pname: str, label: str, config: dict, nfe: int, seed: int) -> dict:
+        sched_label = label[len(VE_TABLE_PREFIX):] if label.startswith(VE_TABLE_PREFIX) else label
+        out = {"problem": pname, "sampler": f"diffusers:{label}", "schedule": "native", "nfe": nfe, "seed": seed,
+               "batch": self.batch}
+        t0 = time.perf_counter()
+        try:
+            problem = self.peer_problem(pname, label)
+            found = self.steps((pname, label, "native", nfe),
+                               lambda: diffusers_loop.peer_steps(sched_label, config, nfe))
+            if found is None:
+                return {**out, "skipped": f"no step count fits {nfe} model calls"}
+            noise = problem.noise(self.batch, seed)
+            x0, x_start, sigma_start, calls = diffusers_loop.run_peer(problem, sched_label, config, found[0], noise,
+                                                                      seed)
+            ref = self.refs.get(problem, seed, x_start, sigma_start)
+        except Exception as err:  # noqa: BLE001
+            return {**out, "skipped": f"diffusers raised {common.describe(err)}"}
+        return {**out, "steps": found[0], "nfe_used": calls, "kind": "ode", **score(problem, x0, ref, sigma_start),
+                "seconds": time.perf_counter() - t0}
+
+    def rerun(self, cell: dict, seed: int) -> dict:
+        """The same (sampler, schedule) as ``cell`` on another seed."""
+        if cell["sampler"].startswith("diffusers:"):
+            label = cell["sampler"].split(":", 1)[1]
+            return self.peer(cell["problem"], label, self.configs(cell["problem"])[label], cell["nfe"], seed)
+        if cell["sampler"] == LEARNED and cell["schedule"].startswith(LEARNED_SCHEDULE + ":"):
+            path = Path(self.args.learned) / cell["schedule"].split(":", 1)[1]
+            return self.learned(cell["problem"], path, cell["nfe"], seed)
+        return self.ours(cell["problem"], cell["sampler"], cell["schedule"], cell["nfe"], seed)
+
+
+def learned_files(folder: Path | None, problem: str, nfe: int) -> list[Path]:
+    """The fitted solvers for (problem, NFE) in ``folder`` (``<problem>_nfe<N>*.json``)."""
+    if folder is None or not Path(folder).is_dir():
+        return []
+    folder = Path(folder)
+    return sorted(folder.glob(f"{problem}_nfe{nfe}.json")) + sorted(folder.glob(f"{problem}_nfe{nfe}_*.json"))
+
+
+def heldout_runs(r: Run, summary: list[dict], args) -> tuple[list[dict], list[dict]]:
+    """Re-run each (problem, NFE)'s winners — ours, ours on fixed schedules only, diffusers' — on
+    ``--heldout-seeds`` × ``--heldout-batch`` starts none of them was picked on, pooled into one RMSE.
+    Returns (held-out rows, the cells run).
+
+    On a mixture the RMSE of a good solver is a count of the rare starts it sends to the wrong cluster
+    (one such start among 2048 adds ≈ 0.02; at 20 NFE about 1 in 4000 starts): the pooled held-out starts
+    (131072 by default) count a few dozen of them, where the selection run sees none or one, and carry no
+    selection bias."""
+    rows = [row for row in summary if row.get("ratio") is not None]
+    winners = [{who: row[who] for who in ("ours", "ours_fixed", "diffusers") if row.get(who)} for row in rows]
+    total = sum(len({(w["sampler"], w["schedule"]) for w in ws.values()}) for ws in winners) * len(args.heldout_seeds)
+    entries, cells = [], []
+    with r.heldout_batch(), common.progress(total=total, desc="held-out re-runs", disable=args.no_progress) as bar:
+        for row, ws in zip(rows, winners):
+            runs: dict[str, list[dict]] = {}
+            for who, w in ws.items():
+                same = next((runs[k] for k in runs if (ws[k]["sampler"], ws[k]["schedule"]) ==
+                             (w["sampler"], w["schedule"])), None)
+                if same is not None:  # the same winner twice (ours on a fixed schedule): its runs are already in
+                    runs[who] = same
+                    continue
+                runs[who] = []
+                for seed in args.heldout_seeds:
+                    runs[who].append(r.rerun({**w, "problem": row["problem"], "nfe": row["nfe"]}, seed))
+                    bar.update()
+                cells += runs[who]
+            entries.append(heldout_entry(row, runs, args.heldout_seeds, args.heldout_batch))
+    return entries, cells
+
+
+def run(args) -> dict:
+    """The whole benchmark for ``args`` (see :func:`parser`): every cell, the summary, the held-out pool."""
+    t_start = time.perf_counter()
+    r = Run(args)
+    names, skipped_samplers = r.samplers()
+    plan, skipped_schedules, used_schedules, peers_of = [], {}, {}, {}
+    for pname, problem in r.problems.items():
+        scheds, skipped_schedules[pname] = r.schedules(problem)
+        used_schedules[pname] = scheds
+        plan += [(r.ours, (pname, name, schedule, nfe)) for schedule in scheds for name in names for nfe in args.nfe]
+        plan += [(r.learned, (pname, path, nfe))
+                 for nfe in args.nfe for path in learned_files(args.learned, pname, nfe)]
+        configs = r.peers(pname)
+        peers_of[pname] = list(configs)
+        plan += [(r.peer, (pname, label, config, nfe)) for label, config in configs.items() for nfe in args.nfe]
+    cells = []
+    with common.progress(total=len(plan), desc="cells", disable=args.no_progress) as bar:
+        for fn, cell_args in plan:
+            bar.set_postfix_str(f"{cell_args[0]} {getattr(cell_args[1], 'name', cell_args[1])}", refresh=False)
+            cells.append(fn(*cell_args, args.seed))
+            bar.update()
+    problems = list(r.problems)
+    summary = summarise(cells, problems, args.nfe, args.seed)
+    heldout, reruns = heldout_runs(r, summary, args) if args.heldout_seeds else ([], [])
+    for row in summary:
+        judge(row, heldout, bool(args.heldout_seeds))
+    return {
+        "info": {**common.run_info("cpu"), "seconds": time.perf_counter() - t_start},
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "target_ratio": TARGET,
+        "wrong_mode_share": WRONG_MODE,
+        "problems": {n: p.description for n, p in r.problems.items()},
+        "unavailable": r.unavailable,
+        "samplers": names,
+        "skipped_samplers": skipped_samplers,
+        "schedules": used_schedules,
+        "skipped_schedules": skipped_schedules,
+        "peers": peers_of,
+        "summary": summary,
+        "heldout": heldout,
+        "like_for_like": like_for_like(cells, problems, args.nfe, args.seed),
+        "cells": cells + reruns,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------
+# command line
+
+
+def parser() -> argparse.ArgumentParser:
+    from . import __doc__ as doc
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.deterministic", description=doc.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run: samplers {', '.join(QUICK_SAMPLERS)}, a few schedules and peers, batch 8, "
+                        f"held-out seeds {', '.join(map(str, QUICK_HELDOUT_SEEDS))}")
+    common.add_output_options(p, DEFAULT_OUT)
+    p.add_argument("--problem", dest="problems", nargs="+", default=list(PROBLEMS),
+                   help=f"problems (default {' '.join(PROBLEMS)}; any benchmarks.common problem runs without peers)")
+    p.add_argument("--nfe", nargs="+", type=int, default=list(NFES), help="NFE budgets (default 5 10 20)")
+    p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every 'ode' sampler)")
+    p.add_argument("--schedules", nargs="+", default=None, help="schedule names (default: every registered one)")
+    p.add_argument("--peer-names", nargs="+", default=None, help="only these diffusers peers (labels as in the table)")
+    p.add_argument("--no-peers", dest="peers", action="store_false")
+    p.add_argument("--learned", type=Path, default=SHIPPED_LEARNED,
+                   help="folder of fitted solvers <problem>_nfe<N>.json (benchmarks.learned_solvers); they are "
+                        "ranked with ours unless fitted on the seed being scored (default %(default)s)")
+    p.add_argument("--no-learned", dest="learned", action="store_const", const=None)
+    p.add_argument("--batch", type=int, default=None, help="items per cell (default 2048; 8 with --quick)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed the winners are picked on (default 0)")
+    p.add_argument("--heldout-seeds", type=int, nargs="*", default=None,
+                   help="seeds the winners are re-run on, pooled (default 101-132, 101 102 with --quick; "
+                        "none: no re-run)")
+    p.add_argument("--heldout-batch", type=int, default=None, help="starts per held-out seed (default 4096: with 32 "
+                   "seeds, 131072 starts, where a 20-NFE solver sends a few dozen to the wrong mode; 8 with --quick)")
+    p.add_argument("--cache", default="out/cache", help="reference solutions on disk (default %(default)s)")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the mixture cells are tiny, extra threads only contend)")
+    p.add_argument("--max-sampler-seconds", type=float, default=120.0,
+                   help="stop running a sampler on a problem after this many seconds (slow adapters)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def resolve_args(args) -> argparse.Namespace:
+    if args.quick:
+        args.batch = args.batch or 8
+        if args.samplers is None:
+            args.samplers = [n for n in QUICK_SAMPLERS if n in samplers.available()]
+        if args.schedules is None:
+            args.schedules = [s for s in QUICK_SCHEDULES if s in samplers.schedules.available()]
+        if args.peer_names is None:
+            args.peer_names = list(QUICK_PEERS)
+    # at 512 items one start near a cluster boundary sent the wrong way moves the RMSE by ~0.06
+    args.batch = args.batch or 2048
+    if args.heldout_seeds is None:
+        args.heldout_seeds = list(QUICK_HELDOUT_SEEDS if args.quick else HELDOUT_SEEDS)
+    args.heldout_batch = args.heldout_batch or (8 if args.quick else 4096)
+    if args.seed in args.heldout_seeds:
+        raise SystemExit(f"--heldout-seeds must not contain the selection seed {args.seed}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if common.report_only(args, reporting.report):
+        return 0
+    args = resolve_args(args)
+    torch.set_num_threads(args.threads)
+    result = run(args)
+    written = reporting.write(result, args.out)
+    print(reporting.headline(written[0]))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0

@@ -1,0 +1,74 @@
+"""diffusers' schedulers as peers: their own ``set_timesteps`` / ``step`` loop on a problem's native model.
+
+A peer is a label ``"<SchedulerClass>[+variant...]"`` and the config its class is built with; the benchmarks
+(:mod:`benchmarks.quality`, :mod:`benchmarks.deterministic`, :mod:`benchmarks.stochastic`) each choose their
+own set. :func:`peer_steps` finds the most steps whose loop calls the model at most a budget of times (the
+loop calls the model once per entry of ``scheduler.timesteps``); :func:`run_peer` runs the loop from the same
+unit noise our samplers start from and says where in the canonical (VE) space that run started, so it can
+be scored against the exact PF-ODE endpoint from its own start.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+
+from .common import Problem
+
+
+def make_scheduler(label: str, config: dict):
+    """The diffusers scheduler of ``label``'s class (the part before the first ``+``) built from ``config``."""
+    import diffusers
+
+    return getattr(diffusers, label.split("+")[0])(**config)
+
+
+def peer_steps(label: str, config: dict, budget: int) -> tuple[int, int] | None:
+    """The most ``set_timesteps`` steps whose loop calls the model at most ``budget`` times: (steps, calls)."""
+    best = None
+    for steps in range(1, budget + 1):
+        sch = make_scheduler(label, config)
+        try:
+            sch.set_timesteps(steps)
+        except (ValueError, ZeroDivisionError):
+            continue
+        calls = len(sch.timesteps)
+        if calls <= budget:
+            best = (steps, calls)
+        elif best is not None:
+            break
+    return best
+
+
+def run_peer(problem: Problem, label: str, config: dict, steps: int, noise: torch.Tensor, seed: int):
+    """diffusers' own loop on the native model. Returns (x0, x_start in VE, sigma_start, model calls)."""
+    sch = make_scheduler(label, config)
+    sch.set_timesteps(steps, device=noise.device)
+    calls = 0
+    native_model, native = problem.batch_native_model(noise.shape[0], seed), problem.native
+
+    def model(x_t, t):
+        nonlocal calls
+        calls += 1
+        time_ = torch.as_tensor(t, dtype=torch.float64, device=x_t.device).reshape(-1).expand(x_t.shape[0])
+        return native_model(x_t, time_)
+
+    init_sigma = float(getattr(sch, "init_noise_sigma", 1.0))  # flow-matching schedulers have none
+    latents = noise * init_sigma
+    t0 = sch.timesteps[0]
+    if init_sigma != 1.0:  # k-diffusion-style schedulers keep the VE state itself
+        sigma_start, x_start = float(sch.sigmas[0]), latents
+    else:  # the state is native x_t at timestep t0
+        sigma = native.sigma_of_time(torch.as_tensor([float(t0)], dtype=torch.float64))
+        sigma_start = float(sigma)
+        a, _ = native.coefficients(sigma)
+        x_start = latents if math.isinf(sigma_start) else latents / float(a)
+    generator = torch.Generator(device=noise.device).manual_seed(seed)
+    takes_generator = "generator" in inspect.signature(sch.step).parameters
+    with torch.no_grad():
+        for t in sch.timesteps:
+            inp = sch.scale_model_input(latents, t) if hasattr(sch, "scale_model_input") else latents
+            kw = {"generator": generator} if takes_generator else {}
+            latents = sch.step(model(inp, t), t, latents, **kw).prev_sample
+    return latents, x_start, sigma_start, calls

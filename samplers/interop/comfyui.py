@@ -1,0 +1,158 @@
+"""Any registry sampler as a ComfyUI custom sampler (a ``SAMPLER`` for SamplerCustom / SamplerCustomAdvanced).
+
+The custom node users drop into ``ComfyUI/custom_nodes/`` (docs/comfyui.md)::
+
+    from samplers.interop.comfyui import node_class_mappings
+
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = node_class_mappings()
+
+ComfyUI runs a sampler through ``comfy.samplers.KSAMPLER(sampler_function, extra_options, inpaint_options)``;
+its ``sample()`` scales the noise with the model's ``noise_scaling`` and calls::
+
+    sampler_function(model_k, noise, sigmas, extra_args=extra_args, callback=k_callback, disable=disable_pbar,
+                     **extra_options)
+
+where ``model_k(x, sigma[B], denoise_mask, model_options={}, seed=None)`` returns the denoised image,
+``extra_args`` is ``{"model_options", "seed", "denoise_mask"}`` and ``k_callback(d)`` hands ``d["i"]``,
+``d["denoised"]`` and ``d["x"]`` to ComfyUI's preview. :func:`ksampler_function` builds such a function for any
+name :mod:`samplers.core.names` resolves (``"dpmpp_2m"``, ``"comfyui:dpmpp_2m_sde_gpu"``, ``"DPM++ 2M SDE"``):
+
+- ``extra_args`` reach the model untouched; the sampler's noise is seeded by ``extra_args["seed"]`` (ComfyUI's
+  seed, :func:`comfy_seed`), as ComfyUI's own samplers seed theirs: this library's per-item seeded noise by default,
+  and with a ``noise_sampler`` kind such as ``"brownian_tree"`` (the ComfyUI labels of the SDE samplers imply it)
+  that kind;
+- ComfyUI's eps / v / x0 / EDM models run in k-diffusion's coordinates x = x0 + σ·n, which every registry sampler
+  uses; its flow models (``model_sampling`` a ``CONST``: SD3, Flux, ...) in x = (1 − t)·x0 + t·n with σ = t. For
+  those the function runs the sampler in σ = t/(1 − t), x/(1 − t) (:func:`samplers.core.conversion.to_denoiser`
+  with ``"x0"`` on :class:`~samplers.core.native.RectifiedFlow`; t = 1 is σ = inf, stepped exactly) and hands
+  ComfyUI back x in its own coordinates, in the callback too;
+- options come from ``KSAMPLER(..., extra_options=...)`` (the node's JSON field) or from this function's keyword
+  arguments, and are checked against the sampler before any model call.
+
+The calling convention is tested with a stand-in for ComfyUI's KSAMPLER written from its source
+(tests/test_comfyui.py); ComfyUI itself is not installed in the tests.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable
+
+import torch
+
+from ..core import names
+from ..core.conversion import to_denoiser
+from ..core.errors import InvalidOption
+from ..core.native import RectifiedFlow
+from ..core.registry import SAMPLERS, available
+from ..core.seeds import SEED_LIMIT
+from ..core.validate import check_options
+
+COORDINATES = ("auto", "ve", "flow")
+
+
+def is_flow_model(model) -> bool:
+    """Whether ComfyUI's ``model_k`` is a flow model: its ``model_sampling`` (reached as ComfyUI's own samplers reach
+    it, ``model.inner_model.model_patcher.get_model_object("model_sampling")``) derives from ComfyUI's ``CONST``.
+    A model without that chain is taken to be in k-diffusion's coordinates."""
+    try:
+        sampling = model.inner_model.model_patcher.get_model_object("model_sampling")
+    except AttributeError:
+        return False
+    return any(cls.__name__ == "CONST" for cls in type(sampling).__mro__)
+
+
+def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callable:
+    """The ``sampler_function`` ComfyUI's ``KSAMPLER`` calls, running the registry sampler ``name``.
+
+    Args:
+        name: anything :mod:`samplers.core.names` resolves (a label's options are merged with ``options``; a label
+            that names its schedule is refused: in ComfyUI the SIGMAS input is the schedule).
+        coordinates: ``"auto"`` (flow models by :func:`is_flow_model`), ``"ve"`` or ``"flow"``.
+        **options: sampler options (``eta``, ``s_noise``, ``noise_sampler="brownian_tree"``, ...); options given
+            to ``KSAMPLER(..., extra_options=...)`` are added at call time.
+    """
+    if coordinates not in COORDINATES:
+        raise InvalidOption(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
+    label = names.resolve(name)
+    if label.schedule is not None and label.schedule_is_explicit:
+        raise InvalidOption(f"{name!r} names the {label.schedule!r} schedule, but in ComfyUI the schedule is the "
+                            f"SIGMAS input: use {label.sampler!r} with a {label.schedule!r} scheduler node")
+    spec = SAMPLERS.get(label.sampler)
+    check_options(spec, names.merge_options(label, options))
+
+    def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **extra_options):
+        extra_args = {} if extra_args is None else extra_args
+        merged = names.merge_options(label, {**options, **extra_options})  # the registry checks them at the run
+        if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
+            merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0])
+        flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
+        if not flow:
+            return spec.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **merged)
+        return _in_flow_coordinates(spec.fn, model, x, sigmas, extra_args, callback, disable, merged)
+
+    sampler_function.__name__ = f"sample_{spec.name}"
+    sampler_function.__doc__ = f"{spec.name} ({spec.ref}) for ComfyUI's KSAMPLER."
+    return sampler_function
+
+
+def comfy_seed(seed, batch: int):
+    """ComfyUI's seed (0 to 2**64 − 1) as this library's: item k of a batch uses seed + k below 2**63, so a seed that
+    leaves no room for the batch is taken modulo 2**63 − batch (seeds below that are used as they are). None (no
+    seed) stays None: the run then draws one from torch's generator."""
+    if seed is None:
+        return None
+    limit = SEED_LIMIT - batch
+    return int(seed) % limit if int(seed) >= limit else int(seed)
+
+
+def _in_flow_coordinates(fn, model, x, sigmas, extra_args, callback, disable, options):
+    """Run ``fn`` in σ = t/(1 − t), x/(1 − t) on a flow model that returns x0 from (x_t, t); return ComfyUI's x_t."""
+    t = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
+    sigmas_ve = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
+    keep = [1.0 - float(s) for s in t]  # x_t = (1 − t)·x in the sampler's coordinates (x itself at t = 1)
+    x_ve = x if keep[0] <= 0 else x / keep[0]
+    report = None
+    if callback is not None:
+        def report(info):  # the state after step i sits at t_{i+1}
+            callback({**info, "x": info["x"] * keep[info["i"] + 1], "sigma": _flow_t(info["sigma"]),
+                      "sigma_hat": _flow_t(info["sigma_hat"])})
+    denoiser = to_denoiser(model, "x0", RectifiedFlow(multiplier=1.0))  # calls model(x_t, t, **extra_args)
+    out = fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
+    return out * keep[-1]
+
+
+def _flow_t(sigma: float) -> float:
+    return 1.0 if math.isinf(sigma) else sigma / (1 + sigma)
+
+
+def node_class_mappings() -> tuple[dict, dict]:
+    """``(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)`` for a ComfyUI custom node: one SAMPLER node that offers
+    every registry sampler by name, with an optional JSON object of options (``{"eta": 0.5}``)."""
+    import comfy.samplers  # only inside ComfyUI
+
+    class RegistrySampler:
+        """A diffusion-samplers registry sampler as a ComfyUI SAMPLER."""
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"sampler_name": (available(),),
+                                 "options": ("STRING", {"default": "{}", "multiline": False})}}
+
+        RETURN_TYPES = ("SAMPLER",)
+        FUNCTION = "get_sampler"
+        CATEGORY = "sampling/custom_sampling/samplers"
+
+        def get_sampler(self, sampler_name, options="{}"):
+            try:
+                extra = json.loads(options or "{}")
+            except json.JSONDecodeError as e:
+                raise InvalidOption(f"options must be a JSON object such as {{\"eta\": 0.5}}, got {options!r} "
+                                    f"({e})") from None
+            if not isinstance(extra, dict):
+                raise InvalidOption(f"options must be a JSON object such as {{\"eta\": 0.5}}, got {options!r}")
+            fn = ksampler_function(sampler_name, **extra)  # checks the options now, before any sampling
+            return (comfy.samplers.KSAMPLER(fn),)
+
+    key = "DiffusionSamplersRegistrySampler"
+    return {key: RegistrySampler}, {key: "Registry sampler (diffusion-samplers)"}

@@ -1,0 +1,531 @@
+"""The diffusers scheduler classes ``SamplerScheduler`` stands in for, as data.
+
+For each class (:data:`SOURCES`, keyed by the ``_class_name`` of its config):
+
+- ``algorithm``: the registry sampler that runs the class's algorithm, refined from its config
+  (``solver_order``, ``algorithm_type``, ``solver_type``, ``skip_prk_steps``, ``lower_order_final``,
+  ``euler_at_final``, ``final_sigmas_type``, ...);
+- ``grid``: how to read the schedule that the class's own ``set_timesteps`` builds. The shim runs
+  ``set_timesteps`` on a private instance of the class itself, so spacing, rounding, ``steps_offset``,
+  karras / exponential / beta / lu sigmas, shifts, final sigmas and the float32 tables are diffusers' own;
+  the reader turns them into the step boundaries the sampler steps with (VE σ) and the model time of every
+  call (the class's ``timesteps``: rounded where it rounds);
+- ``latents``: where the class keeps its latents between steps: ``"ve"`` (x = x0 + σ·n, k-diffusion style:
+  ``scale_model_input`` divides by √(σ² + 1)) or ``"native"`` (the model's own x_t);
+- ``x0``: what it does to the model's x0 before stepping (``clip_sample``, dynamic ``thresholding``, LCM's
+  consistency boundary condition);
+- ``noise``: how it draws noise (one ``randn_tensor`` from the pipeline's generator per draw, or
+  DPMSolverSDE's Brownian tree), so that the same generator gives the same image;
+- ``refusals``: config values no registry sampler reproduces, refused by name with what to do instead;
+- ``restart``: whether an img2img / inpaint run that starts at a later step (``set_begin_index``) is the
+  sampler started there, or something else that cannot be reproduced.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping
+
+import torch
+
+# ----------------------------------------------------------------------------------------------------
+# What a diffusers scheduler's set_timesteps produced
+
+
+@dataclasses.dataclass
+class Grid:
+    """A source scheduler's run in the canonical space.
+
+    sigmas: the step boundaries σ_0 > … > σ_n the scheduler steps with (VE; its float32 values);
+    times: the model time of every model call (the scheduler's ``timesteps``);
+    step_times: the model time at σ_0 … σ_{n−1};
+    jumps: a message when the scheduler evaluates the model at a timestep other than the one its latent is at
+    (DDIM / PNDM whose ``t − num_train_timesteps // n`` is not the next listed timestep), else None;
+    exact_sigmas: the boundaries of the consistent run (each step ends where the next model call is).
+    """
+
+    sigmas: list[float]
+    times: torch.Tensor
+    step_times: list[float]
+    jumps: str | None = None
+    exact_sigmas: list[float] | None = None
+    idle: int = 0  # zero-length last steps (σ_min repeated): model calls after which the latent stays as it is
+
+
+def _ve(values: torch.Tensor, space: str) -> list[float]:
+    """A scheduler's sigmas as VE sigmas: flow time t -> t / (1 − t) (t = 1 is σ = inf)."""
+    v = values.detach().to("cpu", torch.float64)
+    if space == "flow":
+        v = torch.where(v >= 1, torch.full_like(v, math.inf), v / (1 - v))
+    return v.tolist()
+
+
+def _alpha_sigma(alphas_cumprod: torch.Tensor, alpha: torch.Tensor | float) -> float:
+    """σ = √((1 − ᾱ)/ᾱ) of one ᾱ (a float32 table entry, read in float64); ᾱ = 0 gives inf."""
+    a = float(alpha)
+    return math.inf if a == 0 else math.sqrt((1 - a) / a)
+
+
+def grid_per_step(ref, space: str) -> Grid:
+    """One model call per step: ``sigmas`` holds the n + 1 boundaries, ``timesteps`` the n calls (Euler's
+    ``interpolation_type="log_linear"`` lists one sigma more, which it never reaches). A last step from σ_min to
+    σ_min (Euler with ``final_sigmas_type="sigma_min"`` on a grid that ends at timestep 0) leaves the latent as
+    it is: it is an idle call, not a step."""
+    times = ref.timesteps
+    sig = _ve(ref.sigmas[: len(times) + 1], space)
+    idle = 0
+    while len(sig) > 2 and sig[-1] == sig[-2]:
+        sig, idle = sig[:-1], idle + 1
+    return Grid(sig, times, times.detach().to("cpu", torch.float64).tolist(), idle=idle)
+
+
+def grid_two_calls(ref, space: str) -> Grid:
+    """Heun-type classes (Heun, KDPM2, KDPM2Ancestral, DPMSolverSDE, FlowMatchHeun): every inner boundary is
+    repeated in ``sigmas`` (first and second stage), and ``timesteps`` interleaves the second-stage calls."""
+    n = ref.num_inference_steps
+    boundaries = torch.cat([ref.sigmas[:1], ref.sigmas[1::2]])[: n + 1]
+    times = ref.timesteps
+    return Grid(_ve(boundaries, space), times, times[0::2].detach().to("cpu", torch.float64).tolist()[:n])
+
+
+def _grid_from_timesteps(ref, steps: list[int], final: float, prev: list[int] | None, name: str) -> Grid:
+    """Classes that step on the ᾱ table (DDIM, DDPM, PNDM, LCM): boundaries σ(ᾱ[t]) and the final σ.
+
+    ``prev``: where each step really ends (DDIM / PNDM: t − num_train_timesteps // n); where that is not the
+    next step's timestep, the next model call sees a latent that is not at its timestep (``Grid.jumps``).
+    """
+    ac = ref.alphas_cumprod
+    sig = [_alpha_sigma(ac, ac[t]) for t in steps]
+    exact = sig + [final]
+    jumps = None
+    if prev is not None:
+        ends = [_alpha_sigma(ac, ac[p]) if p >= 0 else final for p in prev]
+        bad = [(t, p, t_next) for t, p, t_next in zip(steps, prev, steps[1:]) if p != t_next]
+        if bad:
+            t, p, t_next = bad[0]
+            jumps = (f"{name} steps from timestep {t} to {p} (t − num_train_timesteps // num_inference_steps) but "
+                     f"evaluates the model next at timestep {t_next}, on a latent that is not at that timestep "
+                     f"(timestep_spacing={ref.config.timestep_spacing!r} with {len(steps)} steps)")
+        sig_run = sig + [ends[-1]]
+    else:
+        sig_run = exact
+    times = ref.timesteps
+    return Grid(sig_run, times, [float(t) for t in steps], jumps, exact)
+
+
+def grid_ddim(ref, space: str) -> Grid:
+    steps = [int(t) for t in ref.timesteps.tolist()]
+    ratio = ref.config.num_train_timesteps // ref.num_inference_steps
+    final = _alpha_sigma(ref.alphas_cumprod, ref.final_alpha_cumprod)
+    return _grid_from_timesteps(ref, steps, final, [t - ratio for t in steps], "DDIMScheduler")
+
+
+def grid_ddpm(ref, space: str) -> Grid:
+    # DDPM steps to the next listed timestep, and from the last one to ᾱ = 1 (σ = 0).
+    return _grid_from_timesteps(ref, [int(t) for t in ref.timesteps.tolist()], 0.0, None, "DDPMScheduler")
+
+
+def grid_lcm(ref, space: str) -> Grid:
+    # LCM's last step returns its denoised estimate: the final σ is 0.
+    return _grid_from_timesteps(ref, [int(t) for t in ref.timesteps.tolist()], 0.0, None, "LCMScheduler")
+
+
+def grid_pndm(ref, space: str) -> Grid:
+    """PNDM: the steps are the distinct timesteps in order (PLMS repeats its second, PRK its midpoints)."""
+    calls = [int(t) for t in ref.timesteps.tolist()]
+    if ref.config.skip_prk_steps:
+        steps = [t for i, t in enumerate(calls) if i == 0 or t != calls[i - 1]]
+    else:
+        # the pseudo Runge-Kutta warm-up: 4 calls per step (t, t − Δt/2 twice, t − Δt), then PLMS
+        prk = calls[: len(ref.prk_timesteps)]
+        steps = prk[0::4] + calls[len(prk):]
+        steps = [t for i, t in enumerate(steps) if i == 0 or t != steps[i - 1]]
+    ratio = ref.config.num_train_timesteps // ref.num_inference_steps
+    final = _alpha_sigma(ref.alphas_cumprod, ref.final_alpha_cumprod)
+    return _grid_from_timesteps(ref, steps, final, [t - ratio for t in steps], "PNDMScheduler")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The algorithm each class runs: (its instance after set_timesteps, steps skipped by img2img) -> sampler
+
+
+def repeats(ref) -> int:
+    """How often the last sigma a scheduler steps to is repeated (σ_min twice: a zero-length last step)."""
+    sig = ref.sigmas[: len(ref.timesteps) + 1].tolist()
+    count = 0
+    while len(sig) > 2 and sig[-1] == sig[-2]:
+        sig, count = sig[:-1], count + 1
+    return count
+
+
+def _refuse_idle_third_order(ref, name: str, capped: bool) -> None:
+    """With a zero-length last step the sampler's last step is the class's second to last, whose order the class
+    caps at 2; the registry samplers cap the order of their own last steps only."""
+    if repeats(ref) and capped:
+        from ..core.errors import InvalidOption
+
+        raise InvalidOption(f"{name} with solver_order=3 repeats its final sigma (use_karras/exponential/beta_sigmas "
+                            "with a sigma_min end): its last model call takes a zero-length step and the step before "
+                            "it is capped at second order, which no registry sampler's rule reproduces; use "
+                            "solver_order=2, or lower_order_final=False")
+
+
+def algorithm_dpm_multistep(ref, begin: int = 0) -> tuple[str, dict]:
+    c = ref.config
+    n = len(ref.timesteps)
+    # DPMSolverMultistep's rule for a first-order last step (a repeated final sigma makes that step idle)
+    final = bool(c.euler_at_final or (c.lower_order_final and n < 15) or c.final_sigmas_type == "zero")
+    final = final and not repeats(ref)
+    if c.algorithm_type == "sde-dpmsolver++":
+        if c.solver_order == 1:
+            return "ddpm", {}  # the first-order SDE-DPM-Solver++ step is the DDPM posterior draw
+        return "dpmpp_2m_sde", {"eta": 1.0, "solver_type": c.solver_type, "euler_at_final": final}
+    if c.solver_order == 1:
+        return "ddim", {}  # DPM-Solver++(1) is DDIM
+    if c.solver_order == 2:
+        return "dpmpp_2m", {"solver_type": c.solver_type, "euler_at_final": final}
+    _refuse_idle_third_order(ref, type(ref).__name__, bool(c.lower_order_final and n < 15))
+    return "dpmpp_3m", {"solver_type": c.solver_type, "lower_order_final": bool(c.lower_order_final and n < 15),
+                        "euler_at_final": final}
+
+
+def algorithm_unipc(ref, begin: int = 0) -> tuple[str, dict]:
+    c = ref.config
+    if repeats(ref):
+        from ..core.errors import InvalidOption
+
+        raise InvalidOption("UniPCMultistepScheduler with use_karras/exponential/beta_sigmas and "
+                            "final_sigmas_type='sigma_min' repeats σ_min: its last model call only applies the "
+                            "corrector to the step before (a zero-length predictor step), which the unipc samplers "
+                            "do not do; use final_sigmas_type='zero'")
+    return f"unipc_{c.solver_type}", {"order": c.solver_order, "lower_order_final": bool(c.lower_order_final),
+                                      "disable_corrector": tuple(int(i) - begin for i in c.disable_corrector)}
+
+
+def algorithm_deis(ref, begin: int = 0) -> tuple[str, dict]:
+    c = ref.config
+    n = len(ref.timesteps)
+    capped = bool(c.lower_order_final and n < 15)
+    if repeats(ref):
+        # the zero-length last step is the class's first-order one; the sampler's last step is the class's second
+        # to last, capped at second order (nothing for order 2)
+        _refuse_idle_third_order(ref, "DEISMultistepScheduler", capped and c.solver_order == 3)
+        capped = False
+    return "deis", {"order": c.solver_order, "lower_order_final": capped}
+
+
+def algorithm_lms(ref, begin: int = 0) -> tuple[str, dict]:
+    # started at step `begin` (img2img), diffusers' LMS builds its weights on the nodes of the steps before it
+    earlier = ref.sigmas[:begin].tolist()[::-1][:3]
+    return "lms", {"order": 4, "prior_sigmas": tuple(earlier)}
+
+
+def algorithm_sa_solver(ref, begin: int = 0) -> tuple[str, dict]:
+    """SASolverScheduler: the stochastic Adams predictor-corrector with its simplified order-2 weights, τ from its
+    ``tau_func`` of the step's timestep (default 1 for timesteps 200-800, else 0)."""
+    c = ref.config
+    if repeats(ref):
+        from ..core.errors import InvalidOption
+
+        raise InvalidOption("SASolverScheduler with use_karras/exponential/beta_sigmas repeats its final σ_min: its "
+                            "last model call only applies the corrector to the step before, which sa_solver does not "
+                            "do; use the default spacing")
+    tau_of = {sigma: float(ref.tau_func(int(t))) for sigma, t in zip(ref.sigmas.tolist(), ref.timesteps.tolist())}
+
+    def tau_func(sigma, sigma_next):
+        return tau_of[float(sigma)]
+
+    return "sa_solver", {"predictor_order": c.predictor_order, "corrector_order": c.corrector_order,
+                         "simple_order_2": True, "lower_order_final": bool(c.lower_order_final),
+                         "tau_func": tau_func}
+
+
+def _singlestep_groups(ref, begin: int) -> list[int]:
+    """Where DPMSolverSinglestep's groups start (fine-grid indices from ``begin``), and their end: a group is one
+    singlestep update whose inner nodes are the timesteps between (its order list, with the order lowered where
+    its history is short, as its ``step`` does)."""
+    orders = list(ref.order_list)
+    n = len(ref.timesteps)
+    starts = []
+    for i in range(begin, n):
+        if min(orders[i], i - begin + 1) == 1:
+            starts.append(i)
+    return starts + [n]
+
+
+def algorithm_dpm_singlestep(ref, begin: int = 0) -> tuple[str, dict]:
+    c = ref.config
+    if c.solver_order == 1:
+        return "ddim", {}
+    if repeats(ref):
+        from ..core.errors import InvalidOption
+
+        raise InvalidOption("DPMSolverSinglestepScheduler with a repeated final σ_min (karras / exponential / beta "
+                            "sigmas and final_sigmas_type='sigma_min') groups a zero-length step; use "
+                            "final_sigmas_type='zero'")
+    bounds = _singlestep_groups(ref, begin)
+    lam = [-math.log(v) if v > 0 else math.inf for v in ref.sigmas.tolist()]
+    rs = []
+    for a, b in zip(bounds, bounds[1:]):
+        if b - a == 1:
+            rs.append(None)
+        elif b - a == 2:
+            rs.append((lam[a + 1] - lam[a]) / (lam[b] - lam[a]) if math.isfinite(lam[b]) else None)
+        else:
+            from ..core.errors import InvalidOption
+
+            raise InvalidOption("DPMSolverSinglestepScheduler with solver_order=3 is not reproduced (its mixed "
+                                "first/second/third-order groups are not a registry sampler); use solver_order=2")
+    return "dpmpp_2s", {"step_r": tuple(rs), "solver_type": c.solver_type}
+
+
+def schedule_dpm_singlestep(ref, sigmas: list[float], begin: int = 0) -> list[float]:
+    """DPMSolverSinglestep's sampler schedule: the grid at the start of each group, and its end."""
+    if ref.config.solver_order == 1:
+        return sigmas[begin:]
+    return [sigmas[i] for i in _singlestep_groups(ref, begin)]
+
+
+def algorithm_pndm(ref, begin: int = 0) -> tuple[str, dict]:
+    c = ref.config
+    if c.skip_prk_steps:
+        # one step: PLMS's first step is the plain transfer (its averaged warm-up needs a second timestep)
+        return ("plms", {}) if ref.num_inference_steps > 1 else ("ddim", {})
+    ratio = c.num_train_timesteps // ref.num_inference_steps
+    ac = ref.alphas_cumprod
+    steps = [int(t) for t in ref.timesteps.tolist()[0:12:4]]
+    return "pndm", {"midpoints": [_alpha_sigma(ac, ac[t - ratio // 2]) for t in steps]}
+
+
+def algorithm_flow_match_euler(ref, begin: int = 0) -> tuple[str, dict]:
+    # stochastic_sampling: x_next = (1 − t')·x̂0 + t'·z, the consistency (LCM) step on the flow model
+    return ("lcm", {"eta": 1.0}) if ref.config.stochastic_sampling else ("euler", {})
+
+
+def fixed(name: str, **options) -> Callable:
+    def algorithm(ref, begin: int = 0) -> tuple[str, dict]:
+        return name, dict(options)
+
+    algorithm.__name__ = f"algorithm_{name}"
+    return algorithm
+
+
+# ----------------------------------------------------------------------------------------------------
+# Options no registry sampler reproduces
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """``option`` with a value that ``applies(config)`` is refused: ``why`` says what the class does and what
+    to do instead. An ``algorithm`` refusal concerns the class's own algorithm only (another sampler on its config
+    is fine); the others concern the model output or the grid, whichever sampler runs."""
+
+    option: str
+    applies: Callable[[Mapping], bool]
+    why: str
+    algorithm: bool = True
+
+
+def _set(option: str, why: str, algorithm: bool = True) -> Refusal:
+    return Refusal(option, lambda c: bool(c.get(option)), why, algorithm)
+
+
+def _not(option: str, allowed: tuple, why: str) -> Refusal:
+    return Refusal(option, lambda c: c.get(option) not in allowed, why)
+
+
+_THRESHOLD_DDIM = ("DDIM steps with the clipped x0 but the unclipped noise prediction, which a sampler driven by "
+                   "one denoised estimate cannot express; latent diffusion models do not need it: set it to False")
+_DPM_ALGORITHMS = _not("algorithm_type", ("dpmsolver++", "sde-dpmsolver++"),
+                       "the noise-prediction DPM-Solver variants (dpmsolver, sde-dpmsolver, deprecated in "
+                       "diffusers) are not registry samplers; use algorithm_type='dpmsolver++' or "
+                       "'sde-dpmsolver++'")
+_DPM_SDE3 = Refusal("solver_order", lambda c: c.get("algorithm_type") == "sde-dpmsolver++"
+                    and c.get("solver_order") == 3,
+                    "sde-dpmsolver++ of order 3 weights its second divided difference with "
+                    "(1 − e^(−2h) − 2h)/(2h)² − 1/2, whose limit −1 for h → 0 is not the SDE-DPM-Solver++(3M) "
+                    "update (its weight tends to 0, as dpmpp_3m_sde's h/3 does); use solver_order=2, or choose "
+                    "sampler='dpmpp_3m_sde' (k-diffusion's method, a different image)")
+_LEARNED_VARIANCE = _not("variance_type", (None,),
+                         "a model that predicts its variance (6 output channels) is not a denoiser the samplers "
+                         "take; use a model with variance_type=None")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """What one diffusers scheduler class computes (see the module docstring)."""
+
+    algorithm: Callable[..., tuple[str, dict]]
+    grid: Callable[[Any, str], Grid]
+    latents: str = "native"  # "ve" | "native"
+    x0: tuple[str, ...] = ()  # "clip", "threshold", "lcm"
+    noise: str = "randn"  # "randn" | "brownian"
+    noise_dtype: str = "output"  # "output" (the model output's dtype) | "float32"
+    refusals: tuple[Refusal, ...] = ()
+    restart: str | None = None  # why an img2img start at a later step is not the sampler started there
+    schedule: Callable | None = None  # (instance, grid sigmas, begin) -> the sampler's schedule; None: the grid
+    # how many times a run of `steps` steps draws from the pipeline's generator (the sampler skips the draws whose
+    # noise is multiplied by 0 at the last step; the shim draws those too, so the generator ends where it would)
+    draws: Callable[[Any, int, float], int] = None
+    eta_in_step: bool = False  # DDIM: the pipeline's `eta` is the step's noise share
+    space: Callable[[Mapping], str] = None  # the model's space ("vp" | "flow" | "edm"); None: vp, or flow with
+    # use_flow_sigmas
+
+    def model_space(self, config: Mapping) -> str:
+        if self.space is not None:
+            return self.space(config)
+        return "flow" if config.get("use_flow_sigmas") else "vp"
+
+
+_PNDM_RESTART = ("PNDMScheduler has no set_begin_index: started at a later step (img2img, inpaint) it runs its "
+                 "two-call warm-up there and then steps each latent as if it were at the timestep after it, which "
+                 "is no sampler's run (and a fresh PLMS run needs one model call more than the pipeline makes). "
+                 "Use another scheduler's config for img2img and inpaint (DDIM, DPMSolverMultistep, Euler), or "
+                 "sampler='ipndm' (PLMS's Adams-Bashforth steps, warmed up without the extra call)")
+
+
+
+def _flow(config: Mapping) -> str:
+    return "flow"
+
+
+def _edm(config: Mapping) -> str:
+    return "edm"
+
+
+_VP_K = dict(grid=grid_per_step, latents="ve")
+
+SOURCES: dict[str, Source] = {
+    "DDIMScheduler": Source(fixed("ddim"), grid_ddim, eta_in_step=True,
+                            refusals=(_set("clip_sample", _THRESHOLD_DDIM, algorithm=False),
+                                      _set("thresholding", _THRESHOLD_DDIM, algorithm=False))),
+    "DDPMScheduler": Source(fixed("ddpm"), grid_ddpm, x0=("clip", "threshold"),
+                            refusals=(_not("variance_type", ("fixed_small", "fixed_small_log"),
+                                           "only the fixed-small posterior variance (DDPM's default) is the "
+                                           "ddpm sampler; use variance_type='fixed_small'"),)),
+    "PNDMScheduler": Source(algorithm_pndm, grid_pndm, restart=_PNDM_RESTART, refusals=(
+        Refusal("prediction_type", lambda c: c.get("prediction_type") == "v_prediction",
+                "PNDMScheduler combines the raw v-predictions of earlier steps and converts the combination to a "
+                "noise prediction with the current step's coefficients and latent, which is not PLMS on the model; "
+                "use DDIMScheduler or DPMSolverMultistepScheduler's config for v-prediction models"),)),
+    "LMSDiscreteScheduler": Source(algorithm_lms, **_VP_K),
+    "EulerDiscreteScheduler": Source(fixed("euler"), **_VP_K),
+    "EulerAncestralDiscreteScheduler": Source(fixed("euler_ancestral", eta=1.0), **_VP_K),
+    "HeunDiscreteScheduler": Source(fixed("heun"), grid_two_calls, latents="ve", x0=("clip",)),
+    "KDPM2DiscreteScheduler": Source(fixed("dpm_2"), grid_two_calls, latents="ve"),
+    "KDPM2AncestralDiscreteScheduler": Source(fixed("dpm_2_ancestral", eta=1.0), grid_two_calls, latents="ve"),
+    "DPMSolverSDEScheduler": Source(fixed("dpmpp_sde", eta=1.0, r=0.5), grid_two_calls, latents="ve",
+                                    noise="brownian"),
+    "DPMSolverSinglestepScheduler": Source(algorithm_dpm_singlestep, grid_per_step, x0=("threshold",),
+                                           schedule=schedule_dpm_singlestep, refusals=(
+        _not("algorithm_type", ("dpmsolver++",),
+             "only the data-prediction DPM-Solver++ singlestep method is reproduced (sde-dpmsolver++ adds noise in "
+             "its inner steps, dpmsolver is deprecated); use algorithm_type='dpmsolver++'"),
+        _not("solver_order", (1, 2), "only orders 1 and 2 are reproduced; use solver_order=2"),
+        _LEARNED_VARIANCE)),
+    "DPMSolverMultistepScheduler": Source(algorithm_dpm_multistep, grid_per_step, x0=("threshold",),
+                                          noise_dtype="float32",
+                                          refusals=(_DPM_ALGORITHMS, _DPM_SDE3, _LEARNED_VARIANCE)),
+    "UniPCMultistepScheduler": Source(algorithm_unipc, grid_per_step, x0=("threshold",), refusals=(
+        Refusal("predict_x0", lambda c: not c.get("predict_x0", True),
+                "UniPC on the noise prediction (predict_x0=False) is not a registry sampler; use predict_x0=True"),
+        _set("solver_p", "a separate predictor scheduler (solver_p) is not supported; use UniPC's own "
+                         "predictor (solver_p=None)"))),
+    "DEISMultistepScheduler": Source(algorithm_deis, grid_per_step, x0=("threshold",)),
+    "SASolverScheduler": Source(algorithm_sa_solver, grid_per_step, x0=("threshold",), refusals=(
+        _not("algorithm_type", ("data_prediction",),
+             "SA-Solver on the noise prediction is not the sa_solver sampler; use algorithm_type='data_prediction'"),
+        _LEARNED_VARIANCE)),
+    "LCMScheduler": Source(fixed("lcm", eta=1.0), grid_lcm, x0=("clip", "threshold", "lcm")),
+    "EDMEulerScheduler": Source(fixed("euler"), grid_per_step, latents="ve", space=_edm),
+    "EDMDPMSolverMultistepScheduler": Source(algorithm_dpm_multistep, grid_per_step, latents="ve",
+                                             x0=("threshold",), space=_edm, refusals=(
+        Refusal("solver_order", lambda c: c.get("algorithm_type") == "sde-dpmsolver++" and c.get("solver_order") == 3,
+                "EDMDPMSolverMultistepScheduler's sde-dpmsolver++ of order 3 adds no noise in its third-order "
+                "steps; use solver_order=2"),)),
+    "FlowMatchEulerDiscreteScheduler": Source(algorithm_flow_match_euler, grid_per_step, space=_flow, refusals=(
+        _set("invert_sigmas", "inverted (Mochi-style) sigma schedules run from data to noise; not supported",
+             algorithm=False),)),
+}
+
+# Classes whose runs no registry sampler reproduces: refused by name when the shim would have to stand in for them.
+UNSUPPORTED: dict[str, str] = {
+    "FlowMatchHeunDiscreteScheduler": (
+        "it takes Heun's trapezoid in flow time t, starting at t = 1 (σ = ∞), where the registry samplers take the "
+        "exact first-order step (Heun from σ = ∞ is not defined in σ); and in σ its later steps weigh the two "
+        "slopes by (1 + 2σ − σ')/(1 + σ) and (1 + σ')/(1 + σ), not ½ and ½"),
+    "TCDScheduler": "its gamma-controlled consistency step is not mapped to a registry sampler",
+}
+
+
+def _every_step(ref, steps: int, eta: float) -> int:
+    return steps
+
+
+def _all_but_last(ref, steps: int, eta: float) -> int:
+    return steps - 1
+
+
+def _ddim_draws(ref, steps: int, eta: float) -> int:
+    return steps if eta > 0 else 0
+
+
+def _ddpm_draws(ref, steps: int, eta: float) -> int:
+    return steps - (1 if int(ref.timesteps[-1]) == 0 else 0)  # it draws while t > 0
+
+
+def _sde_draws(ref, steps: int, eta: float) -> int:
+    return steps if ref.config.algorithm_type == "sde-dpmsolver++" else 0
+
+
+def _flow_draws(ref, steps: int, eta: float) -> int:
+    return steps if ref.config.stochastic_sampling else 0
+
+
+for _name, _draws in {"DDIMScheduler": _ddim_draws, "DDPMScheduler": _ddpm_draws,
+                      "EulerAncestralDiscreteScheduler": _every_step, "KDPM2AncestralDiscreteScheduler": _all_but_last,
+                      "DPMSolverMultistepScheduler": _sde_draws, "EDMDPMSolverMultistepScheduler": _sde_draws,
+                      "LCMScheduler": _all_but_last, "FlowMatchEulerDiscreteScheduler": _flow_draws,
+                      "SASolverScheduler": _every_step}.items():
+    SOURCES[_name] = dataclasses.replace(SOURCES[_name], draws=_draws)
+
+
+def source_for(config: Mapping) -> tuple[str, Source] | None:
+    """The source class named by a config's ``_class_name`` (None for unknown classes and SamplerScheduler)."""
+    name = config.get("_class_name")
+    if name in SOURCES:
+        return name, SOURCES[name]
+    return None
+
+
+def refusals(name: str, config: Mapping, algorithm: bool = True) -> list[str]:
+    """Messages for every option of ``config`` that the shim cannot reproduce for class ``name`` (``algorithm``:
+    the class's own algorithm runs, not another sampler)."""
+    return [f"{name} with {r.option}={config.get(r.option)!r}: {r.why}" for r in SOURCES[name].refusals
+            if (algorithm or not r.algorithm) and r.applies(config)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the classes do to x0 before stepping
+
+
+def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
+    """Dynamic thresholding (Saharia et al. 2022, arXiv:2205.11487, §2.3): s = the ``ratio`` quantile of |x0| per
+    item, clamped to [1, max_value]; x0 is clamped to [−s, s] and divided by s."""
+    flat = x0.reshape(x0.shape[0], -1)
+    work = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
+    s = torch.quantile(work.abs(), ratio, dim=1).clamp(min=1, max=max_value).unsqueeze(1)
+    return (torch.clamp(work, -s, s) / s).reshape(x0.shape).to(x0.dtype)
+
+
+def lcm_boundary(timestep: float, scaling: float, sigma_data: float = 0.5) -> tuple[float, float]:
+    """LCM's boundary condition (Luo et al. 2023, eq. 9 with timestep scaling): (c_skip, c_out) at a timestep."""
+    t = timestep * scaling
+    return sigma_data**2 / (t * t + sigma_data**2), t / math.sqrt(t * t + sigma_data**2)
+
+
+__all__ = ["Grid", "Source", "SOURCES", "Refusal", "source_for", "refusals", "dynamic_threshold", "lcm_boundary"]

@@ -1,0 +1,129 @@
+"""Shared fixtures: one thread per test process, a time limit for cases that must not hang, and the analytic
+mixture written as a Stable-Diffusion-1.x eps model (what the diffusers parity tests run on)."""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+
+import pytest
+import torch
+
+import samplers
+from samplers.core.native import VPDiscrete
+from samplers.problems import GaussianMixture
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    # Two cores shared by many processes: one intra-op thread is several times faster for these small problems.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _limit(seconds: float):
+    """Raise TimeoutError in the block after ``seconds`` (main thread, POSIX): a hang fails instead of stalling CI."""
+    def expire(signum, frame):
+        raise TimeoutError(f"did not finish within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def time_limit():
+    """``with time_limit(5): ...``"""
+    return _limit
+
+
+class SD15Mixture:
+    """Gaussian-mixture data as an SD-1.x eps model: scaled-linear betas 0.00085..0.012 over 1000 steps."""
+
+    betas = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
+
+    def __init__(self):
+        self.gm = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=7)
+        self.vp = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+        self.eps = self.gm.as_model("eps", self.vp)
+        self.denoiser = samplers.to_denoiser(self.eps, "eps", self.vp)
+        self.noise = self.gm.noise(3, seed=11, dtype=torch.float32)
+
+    def model32(self, x, t):
+        """The eps model as a diffusers pipeline calls it: float32 latents, a timestep tensor."""
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x.shape[0])
+        return self.eps(x.double(), t).float()
+
+    def diffusers_loop(self, sch, steps, seed=None, model=None, **set_kw):
+        """diffusers' own loop (scale_model_input, model, step) from ``noise · init_noise_sigma``; ``seed`` seeds the
+        generator handed to ``step``."""
+        sch.set_timesteps(steps, **set_kw)
+        model = model or self.model32
+        latents = self.noise * sch.init_noise_sigma
+        g = None if seed is None else torch.Generator().manual_seed(seed)
+        for t in sch.timesteps:
+            kw = {} if g is None else {"generator": g}
+            latents = sch.step(model(sch.scale_model_input(latents, t), t), t, latents, **kw).prev_sample
+        return latents
+
+    def table_sigmas(self, timesteps) -> torch.Tensor:
+        """The VE sigmas of integer training timesteps, with the final 0."""
+        return torch.cat([self.vp.sigmas[torch.as_tensor(timesteps).long()].double(),
+                          torch.zeros(1, dtype=torch.float64)])
+
+    def vp_start(self, sigma0: float) -> torch.Tensor:
+        """The unit noise as a VE latent at σ0 (diffusers starts its VP latent at the noise itself)."""
+        return self.noise * math.sqrt(1 + sigma0**2)
+
+    def run(self, name, sigmas, **kw) -> torch.Tensor:
+        """Our sampler from the same noise as :meth:`diffusers_loop` (VE coordinates)."""
+        return samplers.sample(name, self.denoiser, self.vp_start(float(sigmas[0])), sigmas, disable=True, **kw)
+
+
+@pytest.fixture(scope="session")
+def sd15():
+    return SD15Mixture()
+
+
+class TwoClusters:
+    """A 4-dim two-cluster mixture with a reference PF-ODE solution from σ 10 to 0.1 at 1e-13: measures
+    convergence orders (the run stops at σ = 0.1, so every step is a regular step of the method)."""
+
+    sigma_start, sigma_end = 10.0, 0.1
+
+    def __init__(self):
+        self.gm = GaussianMixture(means=[[0.7, -0.3, 0.2, 1.1], [-0.5, 0.4, 0.9, -0.2]], stds=[0.6, 0.8],
+                                  weights=[0.4, 0.6])
+        self.x = self.gm.noise(16, seed=0) * self.sigma_start
+        self.reference = self.gm.ode_endpoint(self.x, self.sigma_start, self.sigma_end, rtol=1e-13, atol=1e-13)
+
+    def refined_sigmas(self, n: int, warm: int) -> torch.Tensor:
+        """n steps uniform in log σ, except the first ``warm`` steps, of length h² (h the regular step).
+
+        Multistep methods start with lower-order steps; their local error (h² for a 1st-order step) would cap the
+        global order at 2. Shrinking the warm-up steps to h² makes their error h⁴ or smaller, so the slope shows
+        the order of the method itself.
+        """
+        total = math.log(self.sigma_start / self.sigma_end)
+        h = total / n
+        steps = [h * h] * warm + [(total - warm * h * h) / (n - warm)] * (n - warm)
+        lam = [0.0]
+        for s in steps:
+            lam.append(lam[-1] + s)
+        return torch.tensor([self.sigma_start * math.exp(-v) for v in lam], dtype=torch.float64)
+
+    def error(self, name, sigmas, **kw) -> float:
+        out = samplers.sample(name, self.gm.denoiser, self.x, sigmas, disable=True, **kw)
+        return float((out - self.reference).abs().max())
+
+
+@pytest.fixture(scope="session")
+def two_clusters():
+    return TwoClusters()

@@ -1,0 +1,51 @@
+"""The committed benchmark tables are generated: each docs/benchmarks/<name>/table.md is what its benchmark's
+``report`` writes from the results.json beside it, and no benchmark writes under docs/ unless --out says so."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks"
+# folder → the benchmark whose run wrote it (python -m <module> --out docs/benchmarks/<folder>)
+GENERATED_BY = {
+    "deterministic": "benchmarks.deterministic",
+    "stochastic": "benchmarks.stochastic",
+    "quality_cpu": "benchmarks.quality",
+    "quality_cpu_all": "benchmarks.quality",
+    "schedules_cpu": "benchmarks.quality",
+    "vae": "benchmarks.vae_roundtrip",
+    "speed_cpu": "benchmarks.speed",
+}
+RESULTS = sorted(p.parent.name for p in DOCS.glob("*/results.json"))
+
+
+def test_every_committed_result_has_its_generator():
+    assert set(RESULTS) == set(GENERATED_BY), "add the new folder to GENERATED_BY (and to docs/benchmarks/README.md)"
+    readme = (DOCS / "README.md").read_text()
+    for folder, module in GENERATED_BY.items():
+        assert f"--out docs/benchmarks/{folder}" in readme, f"docs/benchmarks/README.md: no command writes {folder}"
+
+
+@pytest.mark.parametrize("folder", RESULTS)
+def test_committed_table_is_generated_from_its_results(folder):
+    module = importlib.import_module(GENERATED_BY[folder])
+    if not hasattr(module, "report"):
+        pytest.skip(f"{module.__name__} has no report(results.json) yet")
+    expected = module.report(DOCS / folder / "results.json", write=False)
+    committed = (DOCS / folder / "table.md").read_text()
+    assert committed == expected, (f"docs/benchmarks/{folder}/table.md is not what its results.json generates: "
+                                   f"python -m {module.__name__} --report docs/benchmarks/{folder}/results.json")
+
+
+@pytest.mark.parametrize("module", sorted(set(GENERATED_BY.values()) - {"benchmarks.speed"}))
+def test_default_output_is_untracked(module):
+    """A benchmark run without --out writes under out/ (ignored by git), never over the committed docs."""
+    mod = importlib.import_module(module)
+    parser = mod.parser() if hasattr(mod, "parser") else None
+    if parser is None:
+        pytest.skip(f"{module} builds its parser inside main")
+    assert parser.parse_args([]).out.parts[0] == "out"
+    assert (ROOT / ".gitignore").read_text().count("/out/") == 1

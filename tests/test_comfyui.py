@@ -1,0 +1,281 @@
+"""The ComfyUI custom sampler (samplers/interop/comfyui.py, docs/comfyui.md) on ComfyUI's calling convention.
+
+ComfyUI is not installed here: this does **not** test ComfyUI. It tests the convention our function relies on,
+with a stand-in for the code path ComfyUI runs a ``SAMPLER`` through, written from ComfyUI's source
+(comfy/samplers.py ``KSAMPLER.sample``, ``KSamplerX0Inpaint.__call__``, ``CFGGuider.inner_sample``;
+comfy/model_sampling.py ``EPS`` / ``CONST`` noise scaling):
+
+- ``KSAMPLER(sampler_function, extra_options={}, inpaint_options={})``;
+- ``sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)`` sets
+  ``extra_args["denoise_mask"]``, wraps the guider in ``KSamplerX0Inpaint(model_wrap, sigmas)``, scales the noise by
+  ``model_sampling.noise_scaling(sigmas[0], noise, latent_image, max_denoise)``, calls
+  ``sampler_function(model_k, noise, sigmas, extra_args=extra_args, callback=k_callback, disable=disable_pbar,
+  **extra_options)`` with ``k_callback(d) = callback(d["i"], d["denoised"], d["x"], total_steps)``, and returns
+  ``model_sampling.inverse_noise_scaling(sigmas[-1], samples)``;
+- ``model_k(x, sigma, denoise_mask, model_options={}, seed=None)`` calls the guider with ``model_options`` and
+  ``seed``; ``extra_args`` is ``{"model_options": ..., "seed": ...}`` from ``CFGGuider.inner_sample``.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+import sys
+import types
+
+import pytest
+import torch
+
+import samplers
+from samplers.core import run as run_module
+from samplers.core.native import RectifiedFlow
+from samplers.interop import comfyui
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(3, 4, 4), components=3, seed=6)
+FLOW_X0 = GM.as_model("x0", RectifiedFlow(multiplier=1.0))  # x0 from (x_t, t), flow coordinates
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "comfyui.md"
+
+
+# ----------------------------------------------------------------------------------------------------
+# A stand-in for ComfyUI's code path (see the module docstring for where each piece comes from)
+
+
+class EPS:
+    """k-diffusion coordinates x = x0 + σ·n; a run from σ_max starts at noise·sqrt(1 + σ²) (ComfyUI's choice)."""
+    sigma_max = 14.6
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        return noise * (torch.sqrt(1.0 + sigma**2) if max_denoise else sigma) + latent_image
+
+    def inverse_noise_scaling(self, sigma, latent):
+        return latent
+
+
+class CONST:
+    """Flow coordinates x = (1 − σ)·x0 + σ·n, σ ∈ [0, 1]."""
+    sigma_max = 1.0
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        return sigma * noise + (1.0 - sigma) * latent_image
+
+    def inverse_noise_scaling(self, sigma, latent):
+        return latent / (1.0 - sigma)
+
+
+class ModelFlux(CONST):  # ComfyUI's flow samplings derive from CONST
+    pass
+
+
+class Guider:
+    """ComfyUI's CFGGuider as the sampler sees it: called with model_options and seed; records every call."""
+
+    def __init__(self, sampling, denoise):
+        self.inner_model = types.SimpleNamespace(model_sampling=sampling)
+        self.model_patcher = types.SimpleNamespace(get_model_object=lambda name: {"model_sampling": sampling}[name])
+        self.denoise = denoise
+        self.calls = []
+
+    def __call__(self, x, timestep, model_options={}, seed=None):
+        self.calls.append((x, timestep, model_options, seed))
+        return self.denoise(x, timestep)
+
+
+class KSamplerX0Inpaint:
+    def __init__(self, model, sigmas):
+        self.inner_model, self.sigmas = model, sigmas
+
+    def __call__(self, x, sigma, denoise_mask, model_options={}, seed=None):
+        assert denoise_mask is None  # txt2img here: no inpainting blend
+        return self.inner_model(x, sigma, model_options=model_options, seed=seed)
+
+
+class KSAMPLER:
+    def __init__(self, sampler_function, extra_options={}, inpaint_options={}):
+        self.sampler_function, self.extra_options, self.inpaint_options = sampler_function, extra_options, inpaint_options
+
+    def max_denoise(self, model_wrap, sigmas):
+        sigma_max, sigma = float(model_wrap.inner_model.model_sampling.sigma_max), float(sigmas[0])
+        return math.isclose(sigma_max, sigma, rel_tol=1e-05) or sigma > sigma_max
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        extra_args["denoise_mask"] = denoise_mask
+        model_k = KSamplerX0Inpaint(model_wrap, sigmas)
+        model_k.latent_image, model_k.noise = latent_image, noise
+        sampling = model_wrap.inner_model.model_sampling
+        noise = sampling.noise_scaling(sigmas[0], noise, latent_image, self.max_denoise(model_wrap, sigmas))
+        total_steps = len(sigmas) - 1
+
+        def k_callback(d):
+            if callback is not None:
+                callback(d["i"], d["denoised"], d["x"], total_steps)
+
+        samples = self.sampler_function(model_k, noise, sigmas, extra_args=extra_args, callback=k_callback,
+                                        disable=disable_pbar, **self.extra_options)
+        return sampling.inverse_noise_scaling(sigmas[-1], samples)
+
+
+@pytest.fixture
+def fake_comfy(monkeypatch):
+    """``comfy.samplers`` with the stand-in KSAMPLER, for the node code that imports it."""
+    comfy = types.ModuleType("comfy")
+    comfy.samplers = types.ModuleType("comfy.samplers")
+    comfy.samplers.KSAMPLER = KSAMPLER
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.samplers", comfy.samplers)
+    return comfy
+
+
+def comfy_run(sampler, sampling, denoise, sigmas, seed=7, batch=2, disable_pbar=True):
+    """SamplerCustomAdvanced's txt2img path: empty latent, noise from the seed, the sampler through KSAMPLER."""
+    guider = Guider(sampling, denoise)
+    noise = GM.noise(batch, seed=3)
+    latent = torch.zeros_like(noise)
+    model_options = {"transformer_options": {"sample_sigmas": sigmas}}
+    extra_args = {"model_options": model_options, "seed": seed}
+    steps = []
+    out = sampler.sample(guider, sigmas, extra_args, lambda *a: steps.append(a), noise, latent, None, disable_pbar)
+    return out, guider, steps, model_options, noise
+
+
+EPS_SIGMAS = samplers.get_sigmas("karras", 6, sigma_min=0.03, sigma_max=14.6)
+FLOW_SIGMAS = torch.tensor([1.0, 0.9, 0.75, 0.55, 0.3, 0.1, 0.0], dtype=torch.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The convention
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde", "heun"])
+def test_a_registry_sampler_through_ksampler_equals_the_registry_run(name):
+    out, guider, steps, model_options, noise = comfy_run(KSAMPLER(comfyui.ksampler_function(name)), EPS(),
+                                                         GM.denoiser, EPS_SIGMAS, seed=7)
+    x = noise * math.sqrt(1 + float(EPS_SIGMAS[0]) ** 2)  # ComfyUI's max-denoise start
+    opts = {"seed": 7} if "seed" in samplers.info(name).options else {}
+    torch.testing.assert_close(out, samplers.sample(name, GM.denoiser, x, EPS_SIGMAS, disable=True, **opts))
+    # every model call: k-diffusion's (x, sigma[B]) and extra_args untouched, through KSamplerX0Inpaint
+    assert guider.calls and all(m is model_options and s == 7 and t.shape == (2,) for _, t, m, s in guider.calls)
+    # ComfyUI's callback: (i, denoised, x, total_steps) once per step
+    assert [s[0] for s in steps] == list(range(6)) and all(s[3] == 6 for s in steps)
+    assert all(s[1].shape == s[2].shape == x.shape for s in steps)
+
+
+def test_the_callback_keys_and_disable_reach_comfyui(monkeypatch):
+    seen, bars = [], []
+    real = run_module.trange
+    monkeypatch.setattr(run_module, "trange", lambda *a, **k: bars.append(k["disable"]) or real(*a, **k))
+    fn = comfyui.ksampler_function("dpmpp_2m")
+    guider = Guider(EPS(), GM.denoiser)
+    model_k = KSamplerX0Inpaint(guider, EPS_SIGMAS)
+    x = GM.noise(2, seed=1) * 14.6
+    # positional (model, x, sigmas); keyword extra_args, callback, disable; as KSAMPLER calls it
+    fn(model_k, x, EPS_SIGMAS, extra_args={"model_options": {}, "seed": 1, "denoise_mask": None},
+       callback=seen.append, disable=False)
+    assert all(set(d) == {"x", "i", "sigma", "sigma_hat", "denoised"} for d in seen) and len(seen) == 6
+    assert bars == [False]
+
+
+def test_the_seed_comes_from_extra_args():
+    sampler = KSAMPLER(comfyui.ksampler_function("euler_ancestral"))
+    a, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=7)
+    b, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=7)
+    c, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=8)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, c)
+
+
+def test_comfyuis_whole_seed_range_is_taken():
+    """ComfyUI's seeds run to 2**64 − 1; this library's below 2**63 (item k: seed + k)."""
+    sampler = KSAMPLER(comfyui.ksampler_function("euler_ancestral"))
+    top, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=2**64 - 1)
+    wrapped, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=(2**64 - 1) % (2**63 - 2))
+    torch.testing.assert_close(top, wrapped, rtol=0, atol=0)
+    assert comfyui.comfy_seed(5, 2) == 5 and comfyui.comfy_seed(None, 2) is None
+
+
+def test_comfyui_labels_bring_their_noise():
+    """ComfyUI's own dpmpp_2m_sde draws k-diffusion's Brownian tree seeded by the seed, on the CPU; the resolver's
+    "brownian_tree" seeds item k with seed + k (one tree for the batch in ComfyUI: the same numbers for one image)."""
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:dpmpp_2m_sde")), EPS(), GM.denoiser, EPS_SIGMAS,
+                        seed=7)
+    x = GM.noise(2, seed=3) * math.sqrt(1 + float(EPS_SIGMAS[0]) ** 2)
+    tree = samplers.core.brownian.BrownianTreeNoiseSampler(x, float(EPS_SIGMAS[-2]), float(EPS_SIGMAS[0]),
+                                                          seed=[7, 8], cpu=True)
+    torch.testing.assert_close(out, samplers.sample("dpmpp_2m_sde", GM.denoiser, x, EPS_SIGMAS, noise_sampler=tree,
+                                                    disable=True))
+
+
+def test_extra_options_are_sampler_options_and_are_checked():
+    sampler = KSAMPLER(comfyui.ksampler_function("euler_ancestral"), extra_options={"eta": 0.5})
+    out, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=7)
+    x = GM.noise(2, seed=3) * math.sqrt(1 + float(EPS_SIGMAS[0]) ** 2)
+    torch.testing.assert_close(out, samplers.sample("euler_ancestral", GM.denoiser, x, EPS_SIGMAS, eta=0.5, seed=7,
+                                                    disable=True))
+    with pytest.raises(samplers.InvalidOption, match="no option"):
+        comfyui.ksampler_function("dpmpp_2m", eta=0.5)
+    with pytest.raises(samplers.InvalidOption, match="SIGMAS input"):
+        comfyui.ksampler_function("DPM++ 2M Karras")
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmpp_2m", "dpmpp_sde", "euler_ancestral"])
+def test_a_flow_model_runs_in_the_samplers_coordinates(name):
+    out, guider, steps, _, noise = comfy_run(KSAMPLER(comfyui.ksampler_function(name)), ModelFlux(), FLOW_X0,
+                                             FLOW_SIGMAS, seed=7)
+    # the same sampler on the same data in k-diffusion's coordinates: σ = t/(1 − t), from σ = inf
+    sigmas_ve = torch.tensor([math.inf] + [t / (1 - t) for t in FLOW_SIGMAS[1:].tolist()], dtype=torch.float64)
+    opts = {"seed": 7} if "seed" in samplers.info(name).options else {}
+    torch.testing.assert_close(out, samplers.sample(name, GM.denoiser, noise, sigmas_ve, disable=True, **opts))
+    assert all(0 <= float(t[0]) <= 1 for _, t, _, _ in guider.calls)  # the model saw ComfyUI's own σ = t
+    assert len(steps) == len(FLOW_SIGMAS) - 1
+
+
+def test_flow_euler_through_comfyui_is_euler_in_flow_coordinates():
+    """An independent check of the conversion: Euler in σ = t/(1 − t) equals Euler written in ComfyUI's own flow
+    coordinates, x ← x + (x − D)/t·(t_next − t)."""
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("euler")), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
+    x = GM.noise(2, seed=3)
+    t = FLOW_SIGMAS.tolist()
+    for i in range(len(t) - 1):
+        denoised = FLOW_X0(x, torch.full((2,), t[i], dtype=torch.float64))
+        x = x + (x - denoised) / t[i] * (t[i + 1] - t[i])
+    torch.testing.assert_close(out, x, rtol=1e-10, atol=1e-10)
+
+
+def test_flow_callback_reports_comfyuis_coordinates():
+    seen = []
+    fn = comfyui.ksampler_function("euler", coordinates="flow")
+    x = GM.noise(2, seed=3)
+    fn(KSamplerX0Inpaint(Guider(ModelFlux(), FLOW_X0), FLOW_SIGMAS), x, FLOW_SIGMAS,
+       extra_args={"model_options": {}, "seed": 0, "denoise_mask": None}, callback=seen.append, disable=True)
+    assert [d["sigma"] for d in seen] == pytest.approx(FLOW_SIGMAS[:-1].tolist())
+    # the state after the last step is the result, in flow coordinates (t = 0)
+    torch.testing.assert_close(seen[-1]["x"], seen[-1]["denoised"], rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The recipe in docs/comfyui.md, as users drop it into ComfyUI/custom_nodes
+
+
+def recipe() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
+    nodes = [b for b in blocks if "NODE_CLASS_MAPPINGS" in b]
+    assert len(nodes) == 1, "docs/comfyui.md has one custom-node file"
+    return nodes[0]
+
+
+def test_the_documented_custom_node_builds_a_working_sampler(fake_comfy):
+    env = {"__name__": "diffusion_samplers_nodes"}
+    exec(compile(recipe(), str(DOCS), "exec"), env)
+    (key, node), = env["NODE_CLASS_MAPPINGS"].items()
+    assert key in env["NODE_DISPLAY_NAME_MAPPINGS"]
+    inputs = node.INPUT_TYPES()["required"]
+    assert inputs["sampler_name"][0] == samplers.available() and node.RETURN_TYPES == ("SAMPLER",)
+    (sampler,) = getattr(node(), node.FUNCTION)("dpmpp_2m_sde", '{"eta": 0.5, "noise_sampler": "brownian_tree"}')
+    assert isinstance(sampler, KSAMPLER)
+    out, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=9)
+    x = GM.noise(2, seed=3) * math.sqrt(1 + float(EPS_SIGMAS[0]) ** 2)
+    torch.testing.assert_close(out, samplers.sample("dpmpp_2m_sde", GM.denoiser, x, EPS_SIGMAS, eta=0.5, seed=9,
+                                                    noise_sampler="brownian_tree", disable=True))
+    with pytest.raises(samplers.InvalidOption, match="JSON object"):
+        node().get_sampler("euler", "eta=0.5")

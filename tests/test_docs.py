@@ -1,0 +1,74 @@
+"""The generated docs match the code, and the layers import only downward."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import docs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("page", sorted(docs.PAGES))
+def test_generated_docs_are_current(page):
+    committed = (ROOT / "docs" / page).read_text()
+    assert committed == docs.PAGES[page](), f"docs/{page} is stale: run `python -m app.docs --out docs`"
+
+
+def test_readme_figures_are_current():
+    readme = (ROOT / "README.md").read_text()
+    assert readme == docs.readme_with_figures(readme), \
+        "README's generated figures are stale: run `python -m app.docs --out docs --readme README.md`"
+
+
+def test_readme_links_resolve():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [link for link in re.findall(r"\]\(([^)#]+)", readme) if "://" not in link and not (ROOT / link).exists()]
+    assert not missing
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level packages a module imports (absolute imports, anywhere in the file)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+# Each layer may import only the layers below it: samplers <- models <- benchmarks / app.
+FORBIDDEN = {"samplers": {"models", "benchmarks", "app"}, "models": {"benchmarks", "app"}, "benchmarks": {"app"}}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_layers_only_import_downward(package):
+    bad = {str(p.relative_to(ROOT)): sorted(_imports(p) & FORBIDDEN[package])
+           for p in (ROOT / package).rglob("*.py")}
+    assert not {k: v for k, v in bad.items() if v}
+
+
+def test_import_samplers_stays_light():
+    code = ("import sys, samplers\n"
+            "samplers.available(); samplers.schedules.available(); samplers.get_sigmas('karras', 4, sigma_min=0.1, sigma_max=10.0)\n"
+            "heavy = ('scipy', 'torchdiffeq', 'torchsde', 'diffusers', 'samplers.fitted.fit', "
+            "'samplers.schedules.optimise', 'models', 'benchmarks')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_the_registry_does_not_depend_on_import_order():
+    code = ("from samplers.core import registry\n"  # no sampler module imported by hand
+            "print(len(registry.SAMPLERS.names()), registry.info('euler').name, registry.get('DPM++ 2M').__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    import samplers
+
+    assert out.split() == [str(len(samplers.available())), "euler", "dpmpp_2m"]
