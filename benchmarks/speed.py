@@ -1,38 +1,53 @@
-"""Speed: per-step sampler overhead over bare model calls, diffusers side by side, CUDA graphs, full stack.
+"""Speed: what a sampling step costs beyond the model, in aten ops and in µs, next to diffusers and k-diffusion.
 
-    python -m benchmarks.speed                         # CPU (and CUDA fp32/fp16/bf16 when available)
-    python -m benchmarks.speed --device cuda --graph --sd15   # + CUDA-graph replay and the SD-1.5-shaped U-Net
+    python -m benchmarks.speed                                  # CPU (and CUDA fp32/fp16/bf16 when available)
+    python -m benchmarks.speed --out docs/benchmarks/speed_cpu  # the committed CPU tables
+    python -m benchmarks.speed --devices cuda --graph --sd15    # + CUDA-graph replay and the SD-1.5-shaped U-Net
 
-Overhead: a tiny native eps model (two elementwise kernels on a [2, 4, 16, 16] latent, so that overhead is
-what is measured) is run by each sampler through ``samplers.to_denoiser`` at two step counts; the cost per
-step is the slope, and the model's own cost (the same calls in a bare loop) is subtracted:
+The model is an SD-1.x discrete VP eps model whose network costs a couple of elementwise ops on a
+[2, 4, 16, 16] latent, so that what is measured is everything around it. Each algorithm runs four ways:
+ours on that eps model through ``samplers.to_denoiser`` (what a user runs), ours on a canonical denoiser of
+the same cost (the sampler alone), diffusers' scheduler loop (``scale_model_input``, model, ``step``, as its
+pipelines run it) and k-diffusion's sampler on its CompVis-style eps wrapper ``DiscreteEpsDDPMDenoiser``
+(the real package, when installed).
+
+Ops per step: a ``TorchDispatchMode`` counts every aten op dispatched (views and fills included) except
+inside the model, at two step counts; the slope is the cost of a step. On a GPU nearly every op is a kernel
+launch of 5-10 µs, so this is the figure that sets eager GPU overhead; it is exact and machine-independent.
+
+µs per step: the slope of wall time between two step counts (minimum over interleaved repeats), less the
+model calls' own cost (the same model in a bare loop):
 
     overhead per step = (T(n2) − T(n1)) / (n2 − n1) − (model calls per step) · (one bare model call)
 
-which leaves the sampler's arithmetic, the eps → x0 conversion and Python. The per-call part (validation,
-the one read of the schedule and of the result) is the intercept, reported separately. diffusers'
-schedulers run their own ``scale_model_input`` / ``step`` loop on the same model and are measured the same
-way; the ratio is printed. ``sampler only`` repeats the measurement on a canonical denoiser (no conversion).
-
-Times are the minimum over ``--repeats`` runs (wall clock with a device synchronisation at the end; CUDA
-events for GPU time). No numbers are asserted anywhere: they are written to ``--out`` (JSON + Markdown).
+Targets, checked in the same run and printed (a miss is stated, never hidden): ours on the eps model at
+most half the best peer's ops per step for every algorithm a peer has, and at most half diffusers' CPU µs
+per step for :data:`US_TARGETS`. Nothing is written into tracked files unless ``--out`` points there
+(default ``out/benchmarks/speed``); ``--report RESULTS_JSON`` regenerates a table.md from its results.json.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import importlib
+import importlib.util
+import importlib.metadata
 import json
 import math
 import resource
 import sys
 import time
+import types
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import samplers
 from samplers.core.budget import CountingDenoiser
-from samplers.core.native import VPDiscrete
+from samplers.core.native import VE, RectifiedFlow, VPContinuous, VPDiscrete
 
 from . import common
 
@@ -48,11 +63,27 @@ PEERS = {
     "dpmpp_sde": ("DPMSolverSDEScheduler", {}),
     "dpm_2": ("KDPM2DiscreteScheduler", {}),
     "dpm_2_ancestral": ("KDPM2AncestralDiscreteScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
+    "unipc_bh2": ("UniPCMultistepScheduler", {}),
+    "unipc_bh1": ("UniPCMultistepScheduler", {"solver_type": "bh1"}),
     "deis": ("DEISMultistepScheduler", {}),
     "dpmpp_3m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
 }
+# the algorithms whose CPU µs per step must be at most half diffusers' (on the eps model)
+US_TARGETS = ("euler", "heun", "ddim", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "lms", "unipc_bh2")
+TARGET_RATIO = 0.5
+# the default set: every algorithm a peer has (k-diffusion's sample_<name> or a diffusers scheduler)
+DEFAULT_SAMPLERS = ("euler", "euler_ancestral", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "lms", "unipc_bh2",
+                    "unipc_bh1", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_3m_sde", "deis")
+QUICK_SAMPLERS = ("euler", "heun", "euler_ancestral")
+OPS_STEPS = (10, 30)
+MODULE = "benchmarks.speed"
+DEFAULT_OUT = Path("out/benchmarks/speed")
+SHAPE = (2, 4, 16, 16)
 BETAS = common.SD_BETAS
+
+
+def sd_native() -> VPDiscrete:
+    return VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
 
 
 def sync(device: str) -> None:
@@ -60,9 +91,19 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def clock(device: str) -> Callable[[], float]:
+    """The clock of a CPU measurement: this thread's CPU time when torch runs on one thread (time the machine
+    gives other processes does not count, so a shared machine measures what a quiet one would), else wall time."""
+    if device == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
 def best_time(fn: Callable[[], object], device: str, repeats: int) -> tuple[float, float | None]:
-    """(min wall seconds, min CUDA-event seconds or None) over ``repeats`` calls of ``fn``."""
+    """(min seconds, min CUDA-event seconds or None) over ``repeats`` calls of ``fn``; on the CPU the seconds
+    are those of :func:`clock`."""
     walls, gpus = [], []
+    now = clock(device)
     for _ in range(repeats):
         if device.startswith("cuda"):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -75,9 +116,9 @@ def best_time(fn: Callable[[], object], device: str, repeats: int) -> tuple[floa
             walls.append(time.perf_counter() - t0)
             gpus.append(start.elapsed_time(end) / 1e3)
         else:
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
-            walls.append(time.perf_counter() - t0)
+            walls.append(now() - t0)
     return min(walls), (min(gpus) if gpus else None)
 
 
@@ -87,7 +128,7 @@ def best_time(fn: Callable[[], object], device: str, repeats: int) -> tuple[floa
 
 def tiny_eps_model(dtype: torch.dtype = torch.float32, scale: float = 0.1):
     """A native eps model costing a few elementwise kernels, computing in ``dtype`` as a real half-precision
-    model would: eps(x_t, t) = 0.1·x_t + 0·t."""
+    model would: eps(x_t, t) = 0.1·x_t + 0·t (``t`` of shape [B], or 0-d as diffusers' loops pass it)."""
     def eps(x_t, t):
         return x_t.to(dtype) * scale + t.reshape((-1,) + (1,) * (x_t.ndim - 1)).to(dtype) * 0.0
     return eps
@@ -104,50 +145,19 @@ def _options(name: str, batch: int) -> dict:
     return {"seed": list(range(batch))} if "seed" in samplers.info(name).options else {}
 
 
-def slope(run_for: Callable[[int], Callable[[], object]], steps: tuple[int, int], device: str,
-          repeats: int) -> tuple[float, float, list[float]]:
-    """(seconds per step, fixed seconds per call, [T(n1), T(n2)]): runs at the two step counts are
-    interleaved and each keeps its minimum, so a load spike on a shared machine hits both alike."""
-    runs = [run_for(n) for n in steps]
-    best = [math.inf, math.inf]
-    for _ in range(repeats):
-        for k, run in enumerate(runs):
-            best[k] = min(best[k], best_time(run, device, 1)[0])
-    per_step = (best[1] - best[0]) / (steps[1] - steps[0])
-    return per_step, best[0] - per_step * steps[0], best
+# ------------------------------------------------------------------------------------------------------
+# the peers' loops: one function per tool, ``loop(n) -> run()`` at n steps on the eps model
 
 
-def measure_sampler(name: str, model: Callable, x_unit: torch.Tensor, native, steps: tuple[int, int], device: str,
-                    repeats: int) -> dict:
-    """Per-step and per-call seconds of one sampler on ``model`` (the model's cost included)."""
-    calls = []
-    for n in steps:
-        sig = samplers.get_sigmas("karras", n, native=native)
-        counter = CountingDenoiser(model)
-        samplers.sample(name, counter, x_unit * float(sig[0]), sig, disable=True, **_options(name, x_unit.shape[0]))
-        calls.append(counter.calls)
-
-    def run_for(n):
-        sig = samplers.get_sigmas("karras", n, native=native)
-        x = x_unit * float(sig[0])
-        opts = _options(name, x.shape[0])
-        return lambda: samplers.sample(name, model, x, sig, disable=True, **opts)
-
-    per_step, per_call, times = slope(run_for, steps, device, repeats)
-    return {"per_step_s": per_step, "per_call_s": per_call,
-            "calls_per_step": (calls[1] - calls[0]) / (steps[1] - steps[0]), "calls": calls, "times_s": times}
-
-
-def measure_peer(label: str, extra: dict, eps_model, x_unit: torch.Tensor, steps: tuple[int, int], device: str,
-                 repeats: int) -> dict:
-    """The same for diffusers' own scheduler loop (scale_model_input, model, step)."""
+def diffusers_loop(label: str, extra: dict, eps_model, x_unit: torch.Tensor) -> Callable[[int], Callable[[], tuple]]:
+    """diffusers' own scheduler loop, as its pipelines run it: scale_model_input, the model on (x, t), step."""
     import diffusers
 
     cls = getattr(diffusers, label)
-    b = x_unit.shape[0]
 
-    def run_for(n):
-        def loop():
+    def loop(n):
+        @_quiet
+        def run():
             sch = cls(**BETAS, steps_offset=1, **extra)
             sch.set_timesteps(n, device=x_unit.device)
             latents = x_unit * sch.init_noise_sigma
@@ -155,14 +165,20 @@ def measure_peer(label: str, extra: dict, eps_model, x_unit: torch.Tensor, steps
             kw = {"generator": g} if "generator" in _step_params(sch) else {}
             for t in sch.timesteps:
                 inp = sch.scale_model_input(latents, t)
-                latents = sch.step(eps_model(inp, t.reshape(1).expand(b)), t, latents, **kw).prev_sample
+                latents = sch.step(eps_model(inp, t), t, latents, **kw).prev_sample
             return latents, len(sch.timesteps)
-        return loop
+        return run
+    return loop
 
-    calls = [run_for(n)()[1] for n in steps]
-    per_step, per_call, times = slope(run_for, steps, device, repeats)
-    return {"per_step_s": per_step, "per_call_s": per_call,
-            "calls_per_step": (calls[1] - calls[0]) / (steps[1] - steps[0]), "calls": calls, "times_s": times}
+
+def _quiet(fn: Callable) -> Callable:
+    """``fn`` with warnings silenced: torchsde's Brownian tree (diffusers' DPMSolverSDE, k-diffusion's SDE
+    samplers) warns when float32 sigmas fall a rounding error outside its interval."""
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+    return run
 
 
 def _step_params(sch):
@@ -171,60 +187,346 @@ def _step_params(sch):
     return inspect.signature(sch.step).parameters
 
 
-def model_call_seconds(model: Callable, x: torch.Tensor, time_input: torch.Tensor, device: str, repeats: int,
+class KDiffusionUnavailable(RuntimeError):
+    pass
+
+
+_KD: dict = {}
+
+
+def kdiffusion_modules() -> tuple[types.ModuleType, types.ModuleType]:
+    """k-diffusion's own ``sampling`` and ``external`` modules (the installed package, k-diffusion 0.1.1.post1).
+
+    Its package ``__init__`` imports training-only dependencies (scikit-image, torchvision, ...); when that
+    fails, the two modules are loaded from the installed files on their own (torchvision, used only by
+    ``utils``' PIL helpers, stubbed while ``utils`` loads). Raises :class:`KDiffusionUnavailable` when the
+    package is not installed (``pip install --no-deps k-diffusion==0.1.1.post1``).
+    """
+    if "modules" in _KD:
+        return _KD["modules"]
+    try:
+        sampling = importlib.import_module("k_diffusion.sampling")
+        external = importlib.import_module("k_diffusion.external")
+    except ImportError:
+        spec = importlib.util.find_spec("k_diffusion")
+        if spec is None or not spec.submodule_search_locations:
+            raise KDiffusionUnavailable("k-diffusion is not installed (pip install --no-deps "
+                                        "k-diffusion==0.1.1.post1)") from None
+        name = "_kdiffusion_benchmark"
+        pkg = types.ModuleType(name)
+        pkg.__path__ = list(spec.submodule_search_locations)
+        sys.modules[name] = pkg
+        stubs = {}
+        if importlib.util.find_spec("torchvision") is None:
+            stubs = {m: types.ModuleType(m) for m in ("torchvision", "torchvision.transforms",
+                                                      "torchvision.transforms.functional")}
+            stubs["torchvision.transforms"].functional = stubs["torchvision.transforms.functional"]
+        sys.modules.update(stubs)
+        try:
+            sampling = importlib.import_module(f"{name}.sampling")
+            external = importlib.import_module(f"{name}.external")
+        except ImportError as err:
+            raise KDiffusionUnavailable(f"k-diffusion's sampling module does not load: {err}") from None
+        finally:
+            for m in stubs:
+                sys.modules.pop(m, None)
+    _KD["modules"] = (sampling, external)
+    return _KD["modules"]
+
+
+def kdiffusion_loop(name: str, eps_model, x_unit: torch.Tensor, native: VPDiscrete):
+    """k-diffusion's ``sample_<name>`` on ``DiscreteEpsDDPMDenoiser(eps_model)`` (A1111 / ComfyUI's wrapper kind),
+    on the same Karras sigmas; None when k-diffusion has no such sampler."""
+    sampling, external = kdiffusion_modules()
+    fn = getattr(sampling, f"sample_{name}", None)
+    if fn is None:
+        return None
+    model = external.DiscreteEpsDDPMDenoiser(eps_model, native.alphas_cumprod.float(), quantize=False)
+    model.to(x_unit.device)
+
+    def loop(n):
+        sig = samplers.get_sigmas("karras", n, native=native).to(x_unit.device, torch.float32)
+        x = x_unit * sig[0]
+
+        @_quiet
+        def run():
+            return fn(model, x, sig, disable=True), n
+        return run
+    return loop
+
+
+def ours_loop(name: str, model, x_unit: torch.Tensor, native: VPDiscrete):
+    def loop(n):
+        sig = samplers.get_sigmas("karras", n, native=native)
+        x = x_unit * float(sig[0])
+        opts = _options(name, x.shape[0])
+
+        def run():
+            return samplers.sample(name, model, x, sig, disable=True, **opts), n
+        return run
+    return loop
+
+
+# ------------------------------------------------------------------------------------------------------
+# aten ops per step
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops dispatched inside ``with counter:``, except inside calls wrapped by :meth:`exclude`.
+
+    Every dispatched op counts (views, fills and copies too): each costs a dispatch on the host, and nearly
+    every non-view op is a kernel launch on a GPU.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+        self.ops = collections.Counter()
+        self._paused = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self._paused:
+            self.count += 1
+            self.ops[str(func.overloadpacket.__name__)] += 1
+        return func(*args, **(kwargs or {}))
+
+    def exclude(self, fn: Callable) -> Callable:
+        """``fn`` whose own ops are not counted (the model's)."""
+        def call(*args, **kwargs):
+            self._paused += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._paused -= 1
+        return call
+
+    def run(self, fn: Callable[[], object]) -> tuple[int, collections.Counter]:
+        """(ops, ops by name) dispatched by ``fn()``."""
+        self.count, self.ops = 0, collections.Counter()
+        with torch.no_grad(), self:
+            fn()
+        return self.count, self.ops
+
+
+def ops_slope(counter: OpCounter, loop: Callable[[int], Callable[[], object]], steps=OPS_STEPS) -> float:
+    """Aten ops per step: the slope of the count between two step counts (the per-call constant drops out)."""
+    first, second = (counter.run(loop(n))[0] for n in steps)
+    return (second - first) / (steps[1] - steps[0])
+
+
+def ops_per_step(name: str, kind: str = "eps", steps=OPS_STEPS) -> float:
+    """Aten ops per step of our ``name`` beyond the model's own: ``kind`` "eps" runs it on the tiny eps model
+    through ``samplers.to_denoiser`` (SD-1.x discrete schedule), "denoiser" on a canonical denoiser."""
+    counter = OpCounter()
+    native = sd_native()
+    x_unit = samplers.core.seeds.seeded_randn(SHAPE, list(range(SHAPE[0])))
+    if kind == "eps":
+        model = samplers.to_denoiser(counter.exclude(tiny_eps_model()), "eps", native)
+    else:
+        model = counter.exclude(tiny_denoiser_for())
+    return ops_slope(counter, ours_loop(name, model, x_unit, native), steps)
+
+
+def ops_table(names: list[str], peers: bool, progress: bool) -> list[dict]:
+    """Aten ops per step for every sampler: ours (eps model, canonical denoiser), diffusers, k-diffusion."""
+    from tqdm.auto import tqdm
+
+    native = sd_native()
+    x_unit = samplers.core.seeds.seeded_randn(SHAPE, list(range(SHAPE[0])))
+    counter = OpCounter()
+    eps = counter.exclude(tiny_eps_model())
+    rows = []
+    for name in tqdm(names, desc="ops per step", disable=not progress, leave=False):
+        row = {"sampler": name, "ours_eps": ops_per_step(name, "eps"), "ours_denoiser": ops_per_step(name, "denoiser")}
+        if peers and name in PEERS:
+            label, extra = PEERS[name]
+            try:
+                row["diffusers"] = ops_slope(counter, diffusers_loop(label, extra, eps, x_unit))
+            except Exception as err:  # noqa: BLE001 - a missing optional dependency of one peer
+                row["diffusers_error"] = f"{type(err).__name__}: {err}"
+        if peers:
+            try:
+                loop = kdiffusion_loop(name, eps, x_unit, native)
+            except KDiffusionUnavailable as err:
+                row["kdiffusion_error"] = str(err)
+            else:
+                if loop is not None:
+                    row["kdiffusion"] = ops_slope(counter, loop)
+        peer_ops = [row[k] for k in ("diffusers", "kdiffusion") if k in row]
+        if peer_ops:
+            row["best_peer"] = min(peer_ops)
+            row["ours_over_best_peer"] = row["ours_eps"] / row["best_peer"]
+            row["target_met"] = row["ours_over_best_peer"] <= TARGET_RATIO
+        rows.append(row)
+    return rows
+
+
+SCHEDULE_KINDS = {
+    "VP-discrete": sd_native,
+    "VP-discrete, zero SNR": lambda: VPDiscrete.from_betas(rescale_betas_zero_snr=True),
+    "VP-continuous": lambda: VPContinuous("linear", time_scale=1000.0),
+    "VE": lambda: VE(time_input="edm"),
+    "rectified flow": lambda: RectifiedFlow(shift=3.0),
+}
+
+
+def conversion_ops(sigma: float = 2.0) -> dict:
+    """Aten ops of one model call beyond the model, per prediction × schedule kind (the registry's host-float
+    call), and for classifier-free guidance on the eps model (one batched call on [cond; uncond])."""
+    from models.guidance import CFGDenoiser
+
+    counter = OpCounter()
+    model = counter.exclude(lambda x_t, t, **kw: x_t * 0.1)
+    x = samplers.core.seeds.seeded_randn(SHAPE, list(range(SHAPE[0])))
+    table = {}
+    for label, make in SCHEDULE_KINDS.items():
+        native = make()
+        for prediction in samplers.core.conversion.PREDICTIONS:
+            if prediction == "edm" and not isinstance(native, VE):
+                continue
+            D = samplers.to_denoiser(model, prediction, native)
+            table[f"{prediction} / {label}"] = counter.run(lambda: D.denoise_at(x, sigma))[0]
+    D = samplers.to_denoiser(model, "eps", sd_native())
+    cond = {"context": torch.zeros(1, 3, 8)}
+    cfg = CFGDenoiser(D, cond, {"context": torch.ones(1, 3, 8)}, 4.0)
+    cfg.denoise_at(x, sigma)  # the batched conditioning is built once per batch size, before the loop's calls
+    table["eps / VP-discrete, CFG"] = counter.run(lambda: cfg.denoise_at(x, sigma))[0]
+    # a diffusers UNet's wrapper, which does its own CFG inside the native model
+    from samplers.interop.diffusers_models import denoiser_from_diffusers
+
+    net = counter.exclude(lambda x_t, t, encoder_hidden_states: x_t * 0.1)
+    unet = denoiser_from_diffusers(net, dict(BETAS, prediction_type="epsilon"), torch.zeros(1, 3, 8),
+                                   torch.ones(1, 3, 8), guidance_scale=4.0)
+    table["eps / VP-discrete, CFG in DiffusersModel"] = counter.run(lambda: unet.denoise_at(x, sigma))[0]
+    return table
+
+
+# ------------------------------------------------------------------------------------------------------
+# µs per step
+
+
+def slopes(loops: dict[str, Callable[[int], Callable[[], object]]], steps: tuple[int, int], device: str,
+           repeats: int) -> dict[str, tuple[float, float, list[float]]]:
+    """{name: (seconds per step, fixed seconds per call, [T(n1), T(n2)])} for each ``loops[name](n)``.
+
+    Every repeat runs every loop at both step counts, one after another, and each keeps its minimum: the
+    runs being compared (ours, diffusers', k-diffusion's, the bare model's) see the same machine, so a load
+    spike on a shared machine hits them alike.
+    """
+    runs = {k: [loop(n) for n in steps] for k, loop in loops.items()}
+    best = {k: [math.inf, math.inf] for k in loops}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for k, pair in runs.items():
+                for i, run in enumerate(pair):
+                    best[k][i] = min(best[k][i], best_time(run, device, 1)[0])
+    out = {}
+    for k, (first, second) in best.items():
+        per_step = (second - first) / (steps[1] - steps[0])
+        out[k] = (per_step, first - per_step * steps[0], [first, second])
+    return out
+
+
+def slope(run_for: Callable[[int], Callable[[], object]], steps: tuple[int, int], device: str,
+          repeats: int) -> tuple[float, float, list[float]]:
+    """:func:`slopes` of one loop."""
+    return slopes({"": run_for}, steps, device, repeats)[""]
+
+
+def calls_per_step(loop_for: Callable[[Callable], Callable[[int], Callable[[], object]]], model, steps) -> float:
+    """Model calls per step of ``loop_for(model)``, counted on a wrapper in one run at each step count."""
+    calls = []
+    for n in steps:
+        count = [0]
+
+        def counting(*args, **kwargs):
+            count[0] += 1
+            return model(*args, **kwargs)
+        with torch.no_grad():
+            loop_for(counting)(n)()
+        calls.append(count[0])
+    return (calls[1] - calls[0]) / (steps[1] - steps[0])
+
+
+def bare_calls(model: Callable, x: torch.Tensor, time_input) -> Callable[[int], Callable[[], object]]:
+    """``n`` bare calls of ``model``: its slope is the cost of one call."""
+    def loop(n):
+        def run():
+            for _ in range(n):
+                model(x, time_input)
+        return run
+    return loop
+
+
+def model_call_seconds(model: Callable, x: torch.Tensor, time_input, device: str, repeats: int,
                        calls: int = 200) -> float:
     """One bare model call (slope of a loop of calls, so the loop's own fixed cost drops out)."""
-    def run_for(k):
-        def run():
-            y = x
-            for _ in range(k):
-                y = model(x, time_input)
-            return y
-        return run
-    return slope(run_for, (calls // 4, calls), device, repeats)[0]
+    return slope(bare_calls(model, x, time_input), (calls // 4, calls), device, repeats)[0]
 
 
 def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tuple[int, int], repeats: int,
                    peers: bool, progress: bool) -> list[dict]:
-    native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
-    shape = (2, 4, 16, 16)
-    x_unit = samplers.core.seeds.seeded_randn(shape, [0, 1], device=device).to(dtype)
+    """µs per step beyond the model for each sampler: ours on the eps model and on a canonical denoiser,
+    diffusers' loop and k-diffusion's, all measured interleaved with the bare model calls they subtract."""
+    native = sd_native()
+    x_unit = samplers.core.seeds.seeded_randn(SHAPE, list(range(SHAPE[0])), device=device).to(dtype)
     eps = tiny_eps_model(dtype)
     tiny_denoiser = tiny_denoiser_for(dtype)
     D = samplers.to_denoiser(eps, "eps", native)
-    t_eps = model_call_seconds(eps, x_unit, torch.full((2,), 500.0, device=device, dtype=torch.float64), device,
-                               repeats)
-    t_den = model_call_seconds(tiny_denoiser, x_unit, torch.full((2,), 1.0, device=device, dtype=dtype), device,
-                               repeats)
-    # what samplers.to_denoiser adds to each call of an eps model (schedule lookup, eps -> x0)
-    t_conv = model_call_seconds(D, x_unit, torch.full((2,), 1.0, device=device, dtype=dtype), device,
-                                repeats) - t_eps
+    time_in = torch.full((SHAPE[0],), 500.0, device=device, dtype=dtype)
+    # what samplers.to_denoiser adds to each call of an eps model: the registry's host-float call, and the
+    # k-diffusion call on a σ tensor that external callers make
+    conv = slopes({"eps": bare_calls(eps, x_unit, time_in), "host": bare_calls(D.denoise_at, x_unit, 1.0),
+                   "tensor": bare_calls(D, x_unit, torch.full((SHAPE[0],), 1.0, device=device, dtype=dtype))},
+                  (50, 200), device, repeats)
+    t_conv = conv["host"][0] - conv["eps"][0]
+    t_conv_tensor = conv["tensor"][0] - conv["eps"][0]
     rows = []
     from tqdm.auto import tqdm
 
-    for name in tqdm(names, desc=f"overhead {device} {str(dtype)[6:]}", disable=not progress, leave=False):
+    for name in tqdm(names, desc=f"µs per step {device} {str(dtype)[6:]}", disable=not progress, leave=False):
         spec = samplers.info(name)
-        with_conv = measure_sampler(name, D, x_unit, native, steps, device, repeats)
-        bare = measure_sampler(name, tiny_denoiser, x_unit, native, steps, device, repeats)
+        loops = {"ours": lambda m: ours_loop(name, samplers.to_denoiser(m, "eps", native), x_unit, native),
+                 "canonical": lambda m: ours_loop(name, m, x_unit, native)}
         row = {"sampler": name, "kind": spec.kind, "nfe_per_step": spec.nfe_per_step, "device": device,
-               "dtype": str(dtype)[6:],
-               "overhead_per_step_s": with_conv["per_step_s"] - with_conv["calls_per_step"] * t_eps,
-               "sampler_only_per_step_s": bare["per_step_s"] - bare["calls_per_step"] * t_den,
-               "per_call_s": with_conv["per_call_s"], "calls_per_step": with_conv["calls_per_step"],
-               "model_call_s": t_eps, "conversion_per_call_s": t_conv, "raw": {"eps": with_conv, "denoiser": bare}}
+               "dtype": str(dtype)[6:]}
         if peers and name in PEERS:
             label, extra = PEERS[name]
+            row["peer"] = {"name": label + "".join(f" {k}={v}" for k, v in extra.items()
+                                                   if k not in ("set_alpha_to_one", "clip_sample"))}
             try:
-                peer = measure_peer(label, extra, eps, x_unit, steps, device, repeats)
+                diffusers_loop(label, extra, eps, x_unit)
             except Exception as err:  # noqa: BLE001 - a missing optional dependency of one peer
-                row["peer"] = {"name": label, "error": f"{type(err).__name__}: {err}"}
+                row["peer"]["error"] = f"{type(err).__name__}: {err}"
             else:
-                over = peer["per_step_s"] - peer["calls_per_step"] * t_eps
-                row["peer"] = {"name": label + "".join(f" {k}={v}" for k, v in extra.items()
-                                                       if k not in ("set_alpha_to_one", "clip_sample")),
-                               "overhead_per_step_s": over, "calls_per_step": peer["calls_per_step"], "raw": peer}
-                row["ratio_peer_over_ours"] = over / row["overhead_per_step_s"] if row["overhead_per_step_s"] > 0 \
-                    else math.inf
+                loops["diffusers"] = lambda m: diffusers_loop(label, extra, m, x_unit)
+        if peers:
+            try:
+                if kdiffusion_loop(name, eps, x_unit, native) is not None:
+                    loops["kdiffusion"] = lambda m: kdiffusion_loop(name, m, x_unit, native)
+            except KDiffusionUnavailable as err:
+                row["kdiffusion"] = {"error": str(err)}
+        calls = {k: calls_per_step(loop_for, tiny_denoiser if k == "canonical" else eps, steps)
+                 for k, loop_for in loops.items()}
+        timed = slopes({**{k: loop_for(tiny_denoiser if k == "canonical" else eps) for k, loop_for in loops.items()},
+                        "model": bare_calls(eps, x_unit, time_in),
+                        "denoiser": bare_calls(tiny_denoiser, x_unit, time_in)}, steps, device, repeats)
+        t_eps, t_den = timed["model"][0], timed["denoiser"][0]
+
+        def over(k):
+            return timed[k][0] - calls[k] * (t_den if k == "canonical" else t_eps)
+        row.update({"overhead_per_step_s": over("ours"), "sampler_only_per_step_s": over("canonical"),
+                    "per_call_s": timed["ours"][1], "calls_per_step": calls["ours"], "model_call_s": t_eps,
+                    "conversion_per_call_s": t_conv, "tensor_conversion_per_call_s": t_conv_tensor,
+                    "raw": {k: {"per_step_s": v[0], "per_call_s": v[1], "times_s": v[2], "calls_per_step": calls.get(k)}
+                            for k, v in timed.items()}})
+        if "diffusers" in loops:
+            row["peer"].update({"overhead_per_step_s": over("diffusers"), "calls_per_step": calls["diffusers"]})
+            row["ours_over_peer"] = over("ours") / over("diffusers") if over("diffusers") > 0 else math.inf
+            if name in US_TARGETS and device == "cpu":
+                row["target_met"] = row["ours_over_peer"] <= TARGET_RATIO
+        if "kdiffusion" in loops:
+            row["kdiffusion"] = {"overhead_per_step_s": over("kdiffusion"), "calls_per_step": calls["kdiffusion"]}
         rows.append(row)
     return rows
 
@@ -399,12 +701,13 @@ def full_stack(device: str, samplers_: list[str], steps: int, batch: int, repeat
         prompts = data.make_batch(30_000, batch)[1]
         for name in samplers_:
             parts = {}
+            now = clock(device)  # the clock best_time uses, so the parts add up to the total
 
             def stack():
-                t0 = time.perf_counter()
+                t0 = now()
                 D = pipe.denoiser(prompts)
                 sync(device)
-                t1 = time.perf_counter()
+                t1 = now()
                 sig = pipe.sigmas(steps=steps)
                 noise = samplers.core.seeds.seeded_randn((batch, pipe.vae.latent_channels, 64 // pipe.vae.downsample,
                                                      64 // pipe.vae.downsample), list(range(batch)), device=device)
@@ -412,10 +715,10 @@ def full_stack(device: str, samplers_: list[str], steps: int, batch: int, repeat
                     lat = samplers.sample(name, D, samplers.initial_latent(noise, sig), sig, disable=True,
                                           **_options(name, batch))
                 sync(device)
-                t2 = time.perf_counter()
+                t2 = now()
                 pipe.decode(lat, output="tensor")
                 sync(device)
-                t3 = time.perf_counter()
+                t3 = now()
                 parts.setdefault("encode", []).append(t1 - t0)
                 parts.setdefault("sample", []).append(t2 - t1)
                 parts.setdefault("decode", []).append(t3 - t2)
@@ -435,36 +738,119 @@ def full_stack(device: str, samplers_: list[str], steps: int, batch: int, repeat
 # report
 
 
+# ------------------------------------------------------------------------------------------------------
+# targets and report
+
+
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:.1f}"
 
 
+def targets(result: dict) -> list[str]:
+    """One line per target: met, or missed with the numbers (a miss is never left out)."""
+    lines = []
+    ops = [r for r in result.get("ops", []) if "target_met" in r]
+    if ops:
+        missed = [r for r in ops if not r["target_met"]]
+        worst = max(ops, key=lambda r: r["ours_over_best_peer"])
+        head = (f"ops per step, ours on the eps model ≤ {TARGET_RATIO}× the best peer's, for the {len(ops)} "
+                "algorithms a peer has: ")
+        if missed:
+            lines.append(head + "MISSED for " + ", ".join(
+                f"{r['sampler']} ({r['ours_eps']:g} versus {r['best_peer']:g}, {r['ours_over_best_peer']:.2f}×)"
+                for r in missed))
+        else:
+            lines.append(head + f"met (worst: {worst['sampler']}, {worst['ours_eps']:g} versus {worst['best_peer']:g}, "
+                         f"{worst['ours_over_best_peer']:.2f}×)")
+    cpu = result.get("overhead", {}).get("cpu float32", [])
+    timed = [r for r in cpu if "target_met" in r]
+    if timed:
+        missed = [r for r in timed if not r["target_met"]]
+        head = (f"CPU µs per step, ours on the eps model ≤ {TARGET_RATIO}× diffusers' "
+                f"({', '.join(r['sampler'] for r in timed)}): ")
+        if missed:
+            lines.append(head + "MISSED for " + ", ".join(
+                f"{r['sampler']} ({us(r['overhead_per_step_s'])} versus {us(r['peer']['overhead_per_step_s'])} µs, "
+                f"{r['ours_over_peer']:.2f}×)" for r in missed))
+        else:
+            worst = max(timed, key=lambda r: r["ours_over_peer"])
+            lines.append(head + f"met (worst: {worst['sampler']}, {worst['ours_over_peer']:.2f}×)")
+        absent = [n for n in US_TARGETS if n not in {r["sampler"] for r in timed}]
+        if absent and not result["args"]["quick"]:
+            lines.append(f"CPU µs target not measured for {', '.join(absent)} (not in --samplers, or no diffusers)")
+    return lines
+
+
+def _num(v) -> str:
+    return "–" if v is None else f"{v:g}"
+
+
 def markdown(result: dict) -> str:
     info = result["info"]
-    lines = ["# Speed", "", f"{common.device_label(info)}, {info['date_utc']}, torch {info['versions']['torch']}, "
-             f"diffusers {info['versions']['diffusers']}, commit {info['commit']}. Minimum of {result['args']['repeats']} "
-             f"runs; per-step numbers are slopes between {result['args']['steps'][0]} and "
-             f"{result['args']['steps'][1]} steps with the model's own cost subtracted ('ours, eps model': "
-             "the sampler on samplers.to_denoiser(eps model), comparable with diffusers' loop on the same eps "
-             "model; 'sampler only': the sampler on a canonical denoiser of the same cost). The fixed per-call "
-             "cost (intercept) is in results.json.", ""]
+    a = result["args"]
+    kd = info["versions"].get("k-diffusion")
+    lines = ["# Speed", "", f"**Device: {common.device_label(info)}**, {info['platform']}; {info['date_utc']}, "
+             f"torch {info['versions']['torch']}, diffusers {info['versions']['diffusers']}, k-diffusion "
+             f"{kd or 'not installed'}, commit {info['commit']}.", ""]
+    if not any(k.startswith("cuda") for k in result["overhead"]):
+        lines += ["No CUDA device was available to this run: every figure below is a CPU measurement (aten op "
+                  "counts are the same on a GPU, where nearly each op is a kernel launch); there are no GPU "
+                  "timings here.", ""]
+    ops = result.get("ops", [])
+    if ops:
+        lines += [f"## Aten ops per step beyond the model (SD-1.x discrete eps model, latent {list(SHAPE)})", "",
+                  "Counted with a `TorchDispatchMode` (every aten op dispatched, views included, the model's own "
+                  f"excluded), slope between {OPS_STEPS[0]} and {OPS_STEPS[1]} steps. 'ours, eps model': the "
+                  "sampler on `samplers.to_denoiser(eps model)`; 'canonical': the sampler on a canonical denoiser; "
+                  "diffusers: its scheduler loop (`scale_model_input`, model, `step`); k-diffusion: "
+                  "`sample_<name>` on its `DiscreteEpsDDPMDenoiser`.", "",
+                  "| sampler | ours, eps model | ours, canonical | diffusers | k-diffusion | ours / best peer | "
+                  f"≤ {TARGET_RATIO}× |", "|---|---:|---:|---:|---:|---:|---|"]
+        for r in ops:
+            ratio = r.get("ours_over_best_peer")
+            lines.append(f"| {r['sampler']} | {r['ours_eps']:g} | {r['ours_denoiser']:g} | {_num(r.get('diffusers'))} | "
+                         f"{_num(r.get('kdiffusion'))} | {'–' if ratio is None else f'{ratio:.2f}×'} | "
+                         f"{'–' if 'target_met' not in r else 'yes' if r['target_met'] else '**no**'} |")
+        errors = sorted({r[k] for r in ops for k in ("diffusers_error", "kdiffusion_error") if k in r})
+        lines += [""] + [f"Peer not measured: {e}" for e in errors] + ([""] if errors else [])
+    conv = result.get("conversion_ops")
+    if conv:
+        lines += ["## Aten ops of one model call beyond the model, by prediction and schedule", "",
+                  "The registry's call (σ a Python float, `Denoiser.denoise_at`): the time input, the model input "
+                  "c_in·x and x0 = c_skip·x + c_out·output, with t, c_in, c_skip and c_out computed on the host.",
+                  "", "| prediction / schedule | ops |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in conv.items()] + [""]
     for key, rows in result["overhead"].items():
-        lines += [f"## Overhead per step, {key} (µs; tiny eps model, latent [2, 4, 16, 16])", "",
-                  "| sampler | kind | model calls / step | ours, eps model | ours, sampler only "
-                  "| diffusers | diffusers, same model | diffusers / ours |",
-                  "|---|---|---:|---:|---:|---|---:|---:|"]
+        lines += [f"## Overhead per step in µs beyond the model, {key} (tiny eps model, latent {list(SHAPE)})", "",
+                  f"Minimum of {a['repeats']} runs, ours and the peers' interleaved; slopes between {a['steps'][0]} "
+                  f"and {a['steps'][1]} steps, the model calls' own cost subtracted. "
+                  + ("Seconds are the CPU time of the benchmark's thread (torch runs on one), so time the machine "
+                     "gives other processes does not count. " if key.startswith("cpu") and a["threads"] == 1
+                     else "Seconds are wall time. ")
+                  + "The fixed per-call cost (intercept) is in results.json.", "",
+                  "| sampler | model calls / step | ours, eps model | ours, canonical | diffusers | diffusers, "
+                  f"same model | k-diffusion, same model | ours / diffusers | ≤ {TARGET_RATIO}× diffusers |",
+                  "|---|---:|---:|---:|---|---:|---:|---:|---|"]
         for r in rows:
             peer = r.get("peer", {})
-            ratio = r.get("ratio_peer_over_ours")
-            lines.append(f"| {r['sampler']} | {r['kind']} | {r['calls_per_step']:g} | {us(r['overhead_per_step_s'])} | "
-                         f"{us(r['sampler_only_per_step_s'])} | {peer.get('name', '–')} | "
-                         f"{us(peer['overhead_per_step_s']) if 'overhead_per_step_s' in peer else peer.get('error', '–')} | "
-                         f"{f'{ratio:.1f}×' if ratio is not None else '–'} |")
+            kdr = r.get("kdiffusion", {})
+            ratio = r.get("ours_over_peer")
+            lines.append(
+                f"| {r['sampler']} | {r['calls_per_step']:g} | {us(r['overhead_per_step_s'])} | "
+                f"{us(r['sampler_only_per_step_s'])} | {peer.get('name', '–')} | "
+                f"{us(peer['overhead_per_step_s']) if 'overhead_per_step_s' in peer else peer.get('error', '–')} | "
+                f"{us(kdr['overhead_per_step_s']) if 'overhead_per_step_s' in kdr else '–'} | "
+                f"{f'{ratio:.2f}×' if ratio is not None else '–'} | "
+                f"{'–' if 'target_met' not in r else 'yes' if r['target_met'] else '**no**'} |")
         if rows:
-            lines += ["", f"One bare call of the tiny eps model: {rows[0]['model_call_s'] * 1e6:.1f} µs; the eps → x0 "
-                      f"conversion of samplers.to_denoiser (VP-discrete schedule lookup) adds "
-                      f"{rows[0]['conversion_per_call_s'] * 1e6:.1f} µs per model call, included in 'ours, eps model'.",
-                      ""]
+            lines += ["", f"One bare call of the tiny eps model: {rows[0]['model_call_s'] * 1e6:.1f} µs. The eps → x0 "
+                      f"conversion of samplers.to_denoiser adds {rows[0]['conversion_per_call_s'] * 1e6:.1f} µs per "
+                      "model call in the registry's host-float call (included in 'ours, eps model') and "
+                      f"{rows[0]['tensor_conversion_per_call_s'] * 1e6:.1f} µs in the k-diffusion call on a σ tensor "
+                      "that external callers make.", ""]
+    done = targets(result)
+    if done:
+        lines += ["## Targets", ""] + [f"- {t}" for t in done] + [""]
     if result.get("graph"):
         lines += ["## CUDA-graph replay of a whole run (tiny model)", "",
                   "| sampler | dtype | steps | eager (ms) | graph replay (ms) | speed-up | same result |",
@@ -481,6 +867,8 @@ def markdown(result: dict) -> str:
     for r in result.get("unet", []):
         lines += ["## diffusers U-Net, 20 steps: diffusers' Euler loop versus ours", "",
                   "```", json.dumps(r, indent=1), "```", ""]
+    if result.get("unet_note"):
+        lines += [f"SD-1.5-shaped U-Net: {result['unet_note']}", ""]
     timed = [r for r in result.get("problems", []) if "skipped" not in r]
     if timed:
         lines += ["## Your problems: one run per sampler (model cost included), and overhead over bare calls", "",
@@ -497,7 +885,9 @@ def markdown(result: dict) -> str:
     ran = [r for r in stack if "skipped" not in r]
     if ran:
         lines += ["## Full stack: txt2img on the default models (text encode + sampling + decode)", "",
-                  "| model | sampler | steps | batch | encode (ms) | sample (ms) | decode (ms) | wall (ms) | images/s |",
+                  "Minimum over runs, on the clock of the µs tables (the thread's CPU time when torch runs on one "
+                  "thread).", "",
+                  "| model | sampler | steps | batch | encode (ms) | sample (ms) | decode (ms) | total (ms) | images/s |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in ran:
             lines.append(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['batch']} | {r['encode_s'] * 1e3:.1f} | "
@@ -507,8 +897,14 @@ def markdown(result: dict) -> str:
     for r in stack:
         if "skipped" in r:
             lines += [f"Full stack{' (' + r['model'] + ')' if 'model' in r else ''}: skipped — {r['skipped']}", ""]
-    lines += [f"Peak resident memory of the benchmark process: {result['max_rss_mb']:.0f} MB.", ""]
+    lines += [f"Peak resident memory of the benchmark process: {result['max_rss_mb']:.0f} MB. Command: "
+              f"`{result['command']}` ({result['wall_s']:.0f} s).", ""]
     return "\n".join(lines)
+
+
+def report(results: str | Path, write: bool = True) -> str:
+    """table.md generated from a run's results.json (written beside it with ``write``)."""
+    return common.report(results, markdown, MODULE, write=write)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -516,8 +912,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda if present)")
     p.add_argument("--dtypes", nargs="+", default=None,
                    help="CUDA dtypes (default float32 float16 bfloat16; the CPU runs float32)")
-    p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every non-adaptive one)")
-    p.add_argument("--steps", nargs=2, type=int, default=[10, 50], help="the two step counts of the slope")
+    p.add_argument("--samplers", nargs="+", default=None,
+                   help="registry names, or 'all' (default: every algorithm diffusers or k-diffusion also has)")
+    p.add_argument("--steps", nargs=2, type=int, default=[10, 50], help="the two step counts of the µs slope")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--no-peers", dest="peers", action="store_false")
     p.add_argument("--graph", action="store_true", help="CUDA-graph replay versus eager (CUDA only)")
@@ -529,24 +926,40 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--problem-steps", type=int, default=20)
     p.add_argument("--problem-batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 3 samplers, few repeats")
+    p.add_argument("--quick", action="store_true", help=f"smoke run: {', '.join(QUICK_SAMPLERS)}, few repeats")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", type=Path, default=Path("out/benchmarks/speed"))
+    common.add_output_options(p, DEFAULT_OUT)
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if common.report_only(args, report):
+        return 0
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
     if args.quick:
-        args.samplers = args.samplers or [n for n in ("euler", "heun", "euler_ancestral") if n in samplers.available()]
+        args.samplers = args.samplers or [n for n in QUICK_SAMPLERS if n in samplers.available()]
         args.repeats = min(args.repeats, 3)
         args.steps = [4, 8]
-    names = common.sampler_names(args.samplers)
+    if args.samplers:
+        names = common.sampler_names(args.samplers)
+    else:
+        names = [n for n in DEFAULT_SAMPLERS if n in samplers.available()]
+    out = args.out
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    result = {"info": common.run_info(devices[-1]), "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                             for k, v in vars(args).items()},
+    info = common.run_info(devices[-1])
+    try:
+        info["versions"]["k-diffusion"] = importlib.metadata.version("k-diffusion")
+    except importlib.metadata.PackageNotFoundError:
+        info["versions"]["k-diffusion"] = None
+    print(f"device: {common.device_label(info)} ({', '.join(devices)}); writing to {out}", flush=True)
+    result = {"info": info, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "command": "python -m benchmarks.speed" + "".join(f" {a}" for a in (argv if argv is not None
+                                                                                 else sys.argv[1:])),
               "overhead": {}}
+    result["ops"] = ops_table(names, args.peers, not args.no_progress)
+    result["conversion_ops"] = conversion_ops()
     for device in devices:
         dtypes = ["float32"] if device == "cpu" else (args.dtypes or ["float32", "float16", "bfloat16"])
         for dt in dtypes:
@@ -572,18 +985,16 @@ def main(argv=None) -> int:
         if cuda:
             result["unet"] = [unet_run(SD15_UNET, cuda[0], torch.float16)]
         else:
-            result["unet_note"] = "--sd15 needs a CUDA device"
+            result["unet_note"] = "not run: --sd15 needs a CUDA device"
     if args.full_stack or not args.quick:
         result["full_stack"] = full_stack(devices[-1], [n for n in ("euler", "dpmpp_2m", "euler_ancestral")
                                                         if n in samplers.available()], 20, 4,
                                           max(1, args.repeats // 5))
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=1, default=str))
-    text = markdown(result)
-    (args.out / "table.md").write_text(text)
-    print(text)
-    print(f"wrote {args.out / 'results.json'}, {args.out / 'table.md'}")
+    result["wall_s"] = time.perf_counter() - started
+    results = common.write_results(result, out)
+    print(report(results))
+    print(f"wrote {results}, {results.with_name('table.md')}")
     return 0
 
 

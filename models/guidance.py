@@ -9,6 +9,12 @@ For eps, v and flow models this is the same combination of their native outputs,
 guiding the denoised x0 is guiding ε (SD's formula) or the velocity (SD3's). Both branches run as ONE
 batched model call ([cond; uncond] stacked along the batch).
 
+Both wrappers offer the registry's host-float call ``denoise_at(x, sigma: float)`` next to the k-diffusion
+call ``D(x, sigma_tensor)`` (the same result to float rounding): inside the sampling loop guidance costs
+three tensor ops besides the inner denoiser (CFG: stack x twice, split, combine; inpainting: noise the known
+latent, paste it in, paste the known x0 back), and passes σ on as a Python float so that the inner
+denoiser's conversion stays on the host too.
+
 ``InpaintDenoiser`` re-imposes a known latent at the current noise level before every call and
 returns the known x0 there (the "replace" method of SD's legacy inpainting / RePaint's known-region
 step, Lugmayr et al. 2022, arXiv:2201.09865, eq. 8 with one resampling).
@@ -16,14 +22,17 @@ step, Lugmayr et al. 2022, arXiv:2201.09865, eq. 8 with one resampling).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
+from samplers.core.conversion import call_at
+
 
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """uncond + scale · (cond − uncond): scale 1 is the conditional model, 0 the unconditional one."""
-    return uncond + scale * (cond - uncond)
+    """uncond + scale · (cond − uncond) (one fused op): scale 1 is the conditional model, 0 the unconditional one."""
+    return torch.lerp(uncond, cond, scale)
 
 
 def _batch(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -34,7 +43,9 @@ class CFGDenoiser:
     """``D_cfg(x, sigma)`` from a denoiser ``D(x, sigma, **cond)`` and two sets of conditioning tensors.
 
     ``cond`` / ``uncond``: dicts of batch-first tensors passed to the inner denoiser as keyword arguments
-    (batch 1 is broadcast to x's batch). ``scale == 1`` skips the unconditional branch.
+    (batch 1 is broadcast to x's batch). ``scale == 1`` skips the unconditional branch. The stacked
+    [cond; uncond] conditioning is built once per batch size and kept (replace ``cond`` / ``uncond`` by
+    building a new wrapper, not by writing into their tensors).
     """
 
     def __init__(self, inner: Callable, cond: dict, uncond: dict, scale: float):
@@ -44,15 +55,38 @@ class CFGDenoiser:
         self.cond = cond
         self.uncond = uncond
         self.scale = float(scale)
+        self._stacked: dict[int, dict] = {}
+
+    @property
+    def supports_infinite_sigma(self) -> bool:
+        return getattr(self.inner, "supports_infinite_sigma", True)
+
+    def conditioning(self, n: int) -> dict:
+        """The keyword arguments of the inner call for a batch of ``n``: [cond; uncond] (cond alone at scale 1)."""
+        if n not in self._stacked:
+            if self.scale == 1.0:
+                self._stacked[n] = {k: _batch(v, n) for k, v in self.cond.items()}
+            else:
+                self._stacked[n] = {k: torch.cat([_batch(self.cond[k], n), _batch(self.uncond[k], n)])
+                                    for k in self.cond}
+        return self._stacked[n]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         n = x.shape[0]
         if sigma.ndim == 0:
             sigma = sigma.expand(n)
         if self.scale == 1.0:
-            return self.inner(x, sigma, **{k: _batch(v, n) for k, v in self.cond.items()}, **extra_args)
-        both = {k: torch.cat([_batch(self.cond[k], n), _batch(self.uncond[k], n)]) for k in self.cond}
-        out = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]), **both, **extra_args)
+            return self.inner(x, sigma, **self.conditioning(n), **extra_args)
+        out = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]), **self.conditioning(n), **extra_args)
+        cond, uncond = out.chunk(2)
+        return cfg_combine(cond, uncond, self.scale)
+
+    def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
+        """The same for a Python-float σ (the registry's call), passed on as a float to the inner denoiser."""
+        n = x.shape[0]
+        if self.scale == 1.0:
+            return call_at(self.inner, x, sigma, **self.conditioning(n), **extra_args)
+        out = call_at(self.inner, torch.cat([x, x]), sigma, **self.conditioning(n), **extra_args)
         cond, uncond = out.chunk(2)
         return cfg_combine(cond, uncond, self.scale)
 
@@ -71,6 +105,17 @@ class InpaintDenoiser:
         self.known = known
         self.mask = mask
         self.noise = noise
+
+    @property
+    def supports_infinite_sigma(self) -> bool:
+        return getattr(self.inner, "supports_infinite_sigma", True)
+
+    def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
+        """The same for a Python-float σ (the registry's call): x_in = mask·x + (1 − mask)·(known + σ·noise)."""
+        known, mask, noise = (t.to(x.dtype) for t in (self.known, self.mask, self.noise))  # no-ops when they match
+        known_noisy = noise if math.isinf(sigma) else torch.add(known, noise, alpha=sigma)
+        denoised = call_at(self.inner, torch.lerp(known_noisy, x, mask), sigma, **extra_args)
+        return torch.lerp(known, denoised.to(x.dtype), mask)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         if sigma.ndim == 0:

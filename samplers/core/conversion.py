@@ -15,9 +15,19 @@ pair of pure functions, ``to_x0`` and ``from_x0`` (2n conversions, not n² pairw
 
 At σ = inf the sampler state is the unit noise itself (x_t = n); ``eps`` and ``score`` carry no
 information about x0 there and say so (``supports_infinite_sigma = False``).
+
+Every row is affine in x at a fixed σ: D(x, σ) = c_skip·x + c_out·model(c_in·x, t). Inside the registry loop
+σ is a Python float, so :meth:`Denoiser.denoise_at` computes t, c_in, c_skip and c_out on the host
+(:func:`scalings_at` and the schedule's ``time_at``) and a model call costs, besides the model, one fill
+(the time input), one scale (the model input; none when c_in = 1, where the model gets the state itself and
+must not write into it) and x0 = c_skip·x + c_out·output: one fused add when c_skip is 0, 1 or c_in (eps,
+x0, score, flow on a rectified-flow schedule), two otherwise (v, EDM, flow on a VP schedule: no single
+aten op forms α·x + β·y). The k-diffusion call ``D(x, sigma_tensor)`` stays for external callers (per-item
+σ) and gives the same result to float rounding.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -83,6 +93,63 @@ def edm_scalings(sigma, sigma_data: float):
     return c_skip, c_out, c_in
 
 
+def edm_scalings_at(sigma: float, sigma_data: float) -> tuple[float, float, float]:
+    """:func:`edm_scalings` for one Python float."""
+    if math.isinf(sigma):
+        return 0.0, sigma_data, 1.0
+    norm = 1 / math.sqrt(sigma * sigma + sigma_data**2)
+    return sigma_data**2 * norm * norm, sigma * sigma_data * norm, norm
+
+
+def scalings_at(prediction: str, a: float, b: float, sigma: float, sigma_data: float = 1.0) -> tuple[float, float, float]:
+    """(c_skip, c_out, c_in) as Python floats with D(x, σ) = c_skip·x + c_out·model(c_in·x, t).
+
+    ``a``, ``b``: the native coefficients at σ (``schedule.coefficients_at``). The model input is x_t = a·x,
+    or the state itself at σ = inf (c_in = 1); the rest is :func:`to_x0` with x_t written as c_in·x.
+    """
+    if prediction == "edm":
+        return edm_scalings_at(sigma, sigma_data)
+    if math.isinf(sigma) and prediction in ("eps", "score"):
+        raise InvalidInput(f"an {prediction!r} model carries no information about x0 at sigma = inf (zero SNR); "
+                           "start the schedule at a finite sigma or use a v / x0 / flow model")
+    c_in = 1.0 if math.isinf(sigma) else a
+    if prediction == "eps":
+        return 1.0, -b / a, c_in
+    if prediction == "x0":
+        return 0.0, 1.0, c_in
+    if prediction == "v":
+        r = math.hypot(a, b)
+        return c_in * a / (r * r), -b / r, c_in
+    if prediction == "flow":
+        r = a + b
+        return c_in / r, -b / r, c_in
+    if prediction == "score":
+        return 1.0, b * b / a, c_in
+    raise InvalidInput(f"scalings_at does not handle {prediction!r}")
+
+
+def affine(x: torch.Tensor, x_in: torch.Tensor, c_skip: float, c_in: float, out: torch.Tensor,
+           c_out: float) -> torch.Tensor:
+    """c_skip·x + c_out·out in one op where it can be (x_in = c_in·x is already computed), two otherwise."""
+    if c_skip == 0:
+        out = out.to(x.dtype)
+        return out if c_out == 1 else out * c_out
+    if c_skip == 1:
+        return torch.add(x, out, alpha=c_out)
+    if c_skip == c_in:
+        return torch.add(x_in, out, alpha=c_out)
+    return torch.add(x * c_skip, out, alpha=c_out)
+
+
+def call_at(denoiser: Callable, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
+    """``D(x, σ)`` for a Python-float σ: the denoiser's host-float entry point ``denoise_at`` when it has one,
+    else its k-diffusion call on a per-item σ tensor."""
+    at = getattr(denoiser, "denoise_at", None)
+    if at is not None:
+        return at(x, sigma, **extra_args)
+    return denoiser(x, x.new_full((x.shape[0],), sigma), **extra_args)
+
+
 class Denoiser:
     """A native model seen as the canonical denoiser ``D(x, σ, **extra_args) -> x0``. Build with :func:`to_denoiser`."""
 
@@ -109,6 +176,19 @@ class Denoiser:
         x_t = torch.where(inf, x, a * x)  # at σ = inf the state is the noise itself: x_t = n
         out = self.model(x_t, time, **extra_args)
         return to_x0(self.prediction, out, x_t, a, b)
+
+    def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
+        """D(x, σ) for one Python-float σ (the registry loop's call): time and scalings on the host.
+
+        The same result as ``self(x, σ-tensor)`` to float rounding; the time input is a tensor of x's dtype,
+        as the registry's per-item σ tensor made it.
+        """
+        a, b = self.schedule.coefficients_at(sigma)
+        c_skip, c_out, c_in = scalings_at(self.prediction, a, b, sigma, self.sigma_data)
+        time = x.new_full((x.shape[0],), self.schedule.time_at(sigma))
+        x_in = x if c_in == 1 else x * c_in
+        out = self.model(x_in, time, **extra_args)
+        return affine(x, x_in, c_skip, c_in, out, c_out)
 
 
 def to_denoiser(model: Callable, prediction: str, schedule: NoiseSchedule, sigma_data: float = 1.0) -> Denoiser:

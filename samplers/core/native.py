@@ -8,10 +8,15 @@ A model's forward process is ``x_t = a·x0 + b·n``. In the canonical (VE, k-dif
 - ``sigma_of_time(t)``: its inverse.
 
 All three are pure tensor functions (no host reads), so a denoiser built on them can sit in a loop
-that is captured in a CUDA graph.
+that is captured in a CUDA graph. The first two also come as host-float methods, ``coefficients_at(σ)``
+and ``time_at(σ)`` (a Python float in, Python floats out): inside the registry loop σ is a Python float,
+so the conversion's coefficients cost no device work at all (see
+:meth:`samplers.core.conversion.Denoiser.denoise_at`). Each host method computes the same formula as its
+tensor twin, in float64.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -36,12 +41,34 @@ class NoiseSchedule:
     def sigma_of_time(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # Host-float twins of ``coefficients`` and ``time``. A schedule defined only by its tensor methods gets
+    # these through a float64 CPU tensor (correct, just slower); the schedules below compute them in Python.
+
+    def coefficients_at(self, sigma: float) -> tuple[float, float]:
+        a, b = self.coefficients(torch.tensor(sigma, dtype=torch.float64))
+        return float(a), float(b)
+
+    def time_at(self, sigma: float) -> float:
+        return float(self.time(torch.tensor(sigma, dtype=torch.float64)))
+
 
 def _vp_coefficients(sigma: torch.Tensor):
     # a = 1/sqrt(1+σ²), b = σ/sqrt(1+σ²); written so that σ = inf gives (0, 1) exactly.
     a = torch.rsqrt(1 + sigma * sigma)
     b = torch.where(torch.isinf(sigma), torch.ones_like(sigma), sigma * a)
     return a, b
+
+
+def _vp_coefficients_at(sigma: float) -> tuple[float, float]:
+    if math.isinf(sigma):
+        return 0.0, 1.0
+    a = 1 / math.sqrt(1 + sigma * sigma)
+    return a, sigma * a
+
+
+def _log(sigma: float) -> float:
+    """ln σ as torch computes it: −inf at σ = 0, inf at σ = inf."""
+    return math.log(sigma) if sigma > 0 else -math.inf
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -118,6 +145,7 @@ class VPDiscrete(NoiseSchedule):
         self.sigma_min = float(finite[0])
         self.sigma_max = float(self.sigmas[-1])
         self.log_sigmas = self.sigmas.log()
+        self._host_log_sigmas = self.log_sigmas.tolist()  # for time_at: bisect over Python floats
 
     @classmethod
     def from_betas(cls, kind: str = "scaled_linear", num_train_timesteps: int = 1000, beta_start: float = 0.00085,
@@ -153,6 +181,26 @@ class VPDiscrete(NoiseSchedule):
         if self.quantize:
             t = t.round()
         return t.to(sigma.dtype)
+
+    def coefficients_at(self, sigma):
+        return _vp_coefficients_at(sigma)
+
+    def time_at(self, sigma):
+        """:meth:`time` for one Python float: the same log-σ interpolation, by bisection over the cached table."""
+        log_sigmas = self._host_log_sigmas
+        n = len(log_sigmas)
+        if math.isinf(sigma):
+            t = float(n - 1)
+        else:
+            log_sigma = _log(sigma)
+            idx = min(max(bisect.bisect_left(log_sigmas, log_sigma), 1), n - 1)  # torch.searchsorted(..., right=False)
+            low, high = log_sigmas[idx - 1], log_sigmas[idx]
+            num, den = log_sigma - low, high - low
+            # IEEE division as torch does it (x/0 = ±inf, 0/0 = nan), then nan_to_num(0).clamp(0, 1)
+            w = num / den if den != 0 else math.copysign(math.inf, num) if num != 0 else math.nan
+            w = 0.0 if math.isnan(w) else min(max(w, 0.0), 1.0)
+            t = (idx - 1) + w
+        return float(round(t)) if self.quantize else t
 
     def sigma_of_time(self, t):
         log_sigmas = self._table(t.device, torch.float64)
@@ -221,6 +269,20 @@ class VPContinuous(NoiseSchedule):
             t = torch.acos((torch.exp(-log1p_s2) * f0).sqrt()) * (2 / math.pi) * (1 + s) - s
         return (t * self.time_scale).to(sigma.dtype)
 
+    def coefficients_at(self, sigma):
+        return _vp_coefficients_at(sigma)
+
+    def time_at(self, sigma):
+        log1p_s2 = math.log1p(sigma * sigma)
+        if self.kind == "linear":
+            beta_d = self.beta_max - self.beta_min
+            t = (-self.beta_min + math.sqrt(self.beta_min**2 + 2 * beta_d * log1p_s2)) / beta_d
+        else:
+            s = self.cosine_s
+            f0 = math.cos(s / (1 + s) * math.pi / 2) ** 2
+            t = math.acos(math.sqrt(math.exp(-log1p_s2) * f0)) * (2 / math.pi) * (1 + s) - s
+        return t * self.time_scale
+
     def sigma_of_time(self, t):
         return self._sigma(t.to(torch.float64) / self.time_scale)
 
@@ -255,6 +317,14 @@ class VE(NoiseSchedule):
             return sigma
         return sigma.log() * (0.25 if self.time_input == "edm" else 1.0)
 
+    def coefficients_at(self, sigma):
+        return 1.0, sigma
+
+    def time_at(self, sigma):
+        if self.time_input == "sigma":
+            return sigma
+        return _log(sigma) * (0.25 if self.time_input == "edm" else 1.0)
+
     def sigma_of_time(self, t):
         if self.time_input == "sigma":
             return t
@@ -273,7 +343,9 @@ def flux_mu(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096
 
 
 def flow_t(sigma):
-    """Flow time t = σ/(1+σ) of a VE sigma, exact at σ = 0 and σ = inf."""
+    """Flow time t = σ/(1+σ) of a VE sigma, exact at σ = 0 and σ = inf (a tensor or a Python float)."""
+    if not isinstance(sigma, torch.Tensor) and sigma == 0:
+        return 0.0  # 1/σ is inf for a tensor, an exception for a float
     return 1 / (1 + 1 / sigma)
 
 
@@ -309,6 +381,13 @@ class RectifiedFlow(NoiseSchedule):
         return 1 - t, t
 
     def time(self, sigma):
+        return flow_t(sigma) * self.multiplier
+
+    def coefficients_at(self, sigma):
+        t = flow_t(sigma)
+        return 1 - t, t
+
+    def time_at(self, sigma):
         return flow_t(sigma) * self.multiplier
 
     def sigma_of_time(self, t):

@@ -131,17 +131,25 @@ def spec_implementation(spec):
 
 
 class Denoise:
-    """``model(x, sigma_float)`` for the implementations: one per-item sigma tensor, shape checked."""
+    """``model(x, sigma_float)`` for the implementations, output shape checked (metadata only).
+
+    A denoiser with a host-float entry point ``denoise_at(x, sigma: float, **extra_args)`` (``to_denoiser``'s,
+    the guidance wrappers) gets σ as the Python float, so its conversion coefficients cost no tensor ops;
+    any other callable gets the k-diffusion call with a per-item σ tensor.
+    """
 
     def __init__(self, model, like: torch.Tensor, extra_args: dict):
         self.model = model
         self.extra_args = extra_args
         self.shape = like.shape
         self.nfe = 0
+        self.at = getattr(model, "denoise_at", None)
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        sigma_in = x.new_full((x.shape[0],), sigma)
-        out = self.model(x, sigma_in, **self.extra_args)
+        if self.at is not None:
+            out = self.at(x, sigma, **self.extra_args)
+        else:
+            out = self.model(x, x.new_full((x.shape[0],), sigma), **self.extra_args)
         self.nfe += 1
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
