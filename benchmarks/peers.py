@@ -1,4 +1,5 @@
-"""diffusers' schedulers as peers: their own ``set_timesteps`` / ``step`` loop on a problem's native model.
+"""The peers the benchmarks (and the parity tests) measure us against: diffusers' schedulers in their own
+``set_timesteps`` / ``step`` loop on a problem's native model, and the real k-diffusion package's modules.
 
 A peer is a label ``"<SchedulerClass>[+variant...]"`` and the config its class is built with; the benchmarks
 (:mod:`benchmarks.quality`, :mod:`benchmarks.deterministic`, :mod:`benchmarks.stochastic`) each choose their
@@ -9,8 +10,12 @@ be scored against the exact PF-ODE endpoint from its own start.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import math
+import sys
+import types
 
 import torch
 
@@ -72,3 +77,54 @@ def run_peer(problem: Problem, label: str, config: dict, steps: int, noise: torc
             kw = {"generator": generator} if takes_generator else {}
             latents = sch.step(model(inp, t), t, latents, **kw).prev_sample
     return latents, x_start, sigma_start, calls
+
+
+# ------------------------------------------------------------------------------------------------------
+# k-diffusion
+
+
+class KDiffusionUnavailable(RuntimeError):
+    pass
+
+
+_KD: dict = {}
+
+
+def kdiffusion_modules() -> tuple[types.ModuleType, types.ModuleType]:
+    """k-diffusion's own ``sampling`` and ``external`` modules (the installed package, k-diffusion 0.1.1.post1).
+
+    Its package ``__init__`` imports training-only dependencies (scikit-image, torchvision, ...); when that
+    fails, the two modules are loaded from the installed files on their own (torchvision, used only by
+    ``utils``' PIL helpers, stubbed while ``utils`` loads). Raises :class:`KDiffusionUnavailable` when the
+    package is not installed (``pip install --no-deps k-diffusion==0.1.1.post1``).
+    """
+    if "modules" in _KD:
+        return _KD["modules"]
+    try:
+        sampling = importlib.import_module("k_diffusion.sampling")
+        external = importlib.import_module("k_diffusion.external")
+    except ImportError:
+        spec = importlib.util.find_spec("k_diffusion")
+        if spec is None or not spec.submodule_search_locations:
+            raise KDiffusionUnavailable("k-diffusion is not installed (pip install --no-deps "
+                                        "k-diffusion==0.1.1.post1)") from None
+        name = "_kdiffusion_benchmark"
+        pkg = types.ModuleType(name)
+        pkg.__path__ = list(spec.submodule_search_locations)
+        sys.modules[name] = pkg
+        stubs = {}
+        if importlib.util.find_spec("torchvision") is None:
+            stubs = {m: types.ModuleType(m) for m in ("torchvision", "torchvision.transforms",
+                                                      "torchvision.transforms.functional")}
+            stubs["torchvision.transforms"].functional = stubs["torchvision.transforms.functional"]
+        sys.modules.update(stubs)
+        try:
+            sampling = importlib.import_module(f"{name}.sampling")
+            external = importlib.import_module(f"{name}.external")
+        except ImportError as err:
+            raise KDiffusionUnavailable(f"k-diffusion's sampling module does not load: {err}") from None
+        finally:
+            for m in stubs:
+                sys.modules.pop(m, None)
+    _KD["modules"] = (sampling, external)
+    return _KD["modules"]

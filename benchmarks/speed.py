@@ -37,7 +37,6 @@ import math
 import resource
 import sys
 import time
-import types
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -50,6 +49,7 @@ from samplers.core.budget import CountingDenoiser
 from samplers.core.native import VE, RectifiedFlow, VPContinuous, VPDiscrete
 
 from . import common
+from .peers import KDiffusionUnavailable, kdiffusion_modules
 
 # our sampler -> (diffusers class, extra config): the same algorithm, for the side-by-side ratio
 PEERS = {
@@ -185,53 +185,6 @@ def _step_params(sch):
     import inspect
 
     return inspect.signature(sch.step).parameters
-
-
-class KDiffusionUnavailable(RuntimeError):
-    pass
-
-
-_KD: dict = {}
-
-
-def kdiffusion_modules() -> tuple[types.ModuleType, types.ModuleType]:
-    """k-diffusion's own ``sampling`` and ``external`` modules (the installed package, k-diffusion 0.1.1.post1).
-
-    Its package ``__init__`` imports training-only dependencies (scikit-image, torchvision, ...); when that
-    fails, the two modules are loaded from the installed files on their own (torchvision, used only by
-    ``utils``' PIL helpers, stubbed while ``utils`` loads). Raises :class:`KDiffusionUnavailable` when the
-    package is not installed (``pip install --no-deps k-diffusion==0.1.1.post1``).
-    """
-    if "modules" in _KD:
-        return _KD["modules"]
-    try:
-        sampling = importlib.import_module("k_diffusion.sampling")
-        external = importlib.import_module("k_diffusion.external")
-    except ImportError:
-        spec = importlib.util.find_spec("k_diffusion")
-        if spec is None or not spec.submodule_search_locations:
-            raise KDiffusionUnavailable("k-diffusion is not installed (pip install --no-deps "
-                                        "k-diffusion==0.1.1.post1)") from None
-        name = "_kdiffusion_benchmark"
-        pkg = types.ModuleType(name)
-        pkg.__path__ = list(spec.submodule_search_locations)
-        sys.modules[name] = pkg
-        stubs = {}
-        if importlib.util.find_spec("torchvision") is None:
-            stubs = {m: types.ModuleType(m) for m in ("torchvision", "torchvision.transforms",
-                                                      "torchvision.transforms.functional")}
-            stubs["torchvision.transforms"].functional = stubs["torchvision.transforms.functional"]
-        sys.modules.update(stubs)
-        try:
-            sampling = importlib.import_module(f"{name}.sampling")
-            external = importlib.import_module(f"{name}.external")
-        except ImportError as err:
-            raise KDiffusionUnavailable(f"k-diffusion's sampling module does not load: {err}") from None
-        finally:
-            for m in stubs:
-                sys.modules.pop(m, None)
-    _KD["modules"] = (sampling, external)
-    return _KD["modules"]
 
 
 def kdiffusion_loop(name: str, eps_model, x_unit: torch.Tensor, native: VPDiscrete):

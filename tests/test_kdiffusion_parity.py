@@ -1,9 +1,8 @@
 """``samplers.interop.kdiffusion`` against the real k-diffusion package (0.1.1.post1), name by name.
 
 k-diffusion's package ``__init__`` imports optional dependencies (torchvision, wandb, clip, ...); its ``sampling``
-module needs only torch, scipy, torchdiffeq, torchsde and ``utils.append_dims``. :func:`reference` loads that module
-on its own under a private package name, with the real ``utils`` when it imports and otherwise a stub holding
-k-diffusion's own ``append_dims`` (compiled from its ``utils.py``). Without k-diffusion installed
+module is loaded on its own by :func:`benchmarks.peers.kdiffusion_modules`, as the speed benchmark loads it. Without
+k-diffusion installed
 (``pip install --no-deps k-diffusion==0.1.1.post1``, which ``make test`` does) the module is skipped.
 
 Every comparison runs both on the same model wrapper, inputs and noise, with torch's global generator seeded the
@@ -12,14 +11,8 @@ float64 (so that a difference beyond rounding is a difference of method) and, fo
 """
 from __future__ import annotations
 
-import ast
-import importlib
-import importlib.util
 import inspect
 import math
-import pathlib
-import sys
-import types
 import warnings
 
 import pytest
@@ -27,6 +20,7 @@ import torch
 
 from samplers.interop import kdiffusion as ours
 from samplers.problems import GaussianMixture
+from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
 
 TOL = 1e-6
 F32 = 1e-6
@@ -40,26 +34,12 @@ DPM_F32 = 2e-6
 
 
 def reference():
-    """k-diffusion's ``sampling`` module, loaded without its package ``__init__``, or None if it is not installed."""
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    root = pathlib.Path(list(spec.submodule_search_locations)[0])
-    name = "_k_diffusion_reference"
-    if name + ".sampling" in sys.modules:
-        return sys.modules[name + ".sampling"]
-    package = types.ModuleType(name)
-    package.__path__ = [str(root)]
-    sys.modules[name] = package
+    """k-diffusion's own ``sampling`` module (the installed package, loaded without its package ``__init__`` when that
+    needs optional dependencies), or None if it is not installed."""
     try:
-        importlib.import_module(name + ".utils")
-    except ImportError:  # its utils imports torchvision & co.; sampling uses only utils.append_dims
-        utils = types.ModuleType(name + ".utils")
-        tree = ast.parse((root / "utils.py").read_text())
-        body = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "append_dims"]
-        exec(compile(ast.Module(body=body, type_ignores=[]), str(root / "utils.py"), "exec"), utils.__dict__)
-        sys.modules[name + ".utils"] = package.utils = utils
-    return importlib.import_module(name + ".sampling")
+        return kdiffusion_modules()[0]
+    except KDiffusionUnavailable:
+        return None
 
 
 kd = reference()
