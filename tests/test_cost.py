@@ -12,7 +12,7 @@ import torch
 import samplers
 from benchmarks import speed
 from models.guidance import CFGDenoiser, InpaintDenoiser
-from samplers.core import conversion, graph
+from samplers.core import graph
 from samplers.core.native import VE, NoiseSchedule, RectifiedFlow, VPContinuous, VPDiscrete
 from samplers.problems import GaussianMixture
 
