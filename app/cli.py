@@ -11,6 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
+from samplers.core.errors import InvalidInput
+
 
 
 def _check_out(path: str | Path) -> Path:
@@ -63,7 +65,9 @@ def _compare(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(out_dir=args.out)
+    if args.threads is not None and args.threads < 1:
+        raise InvalidInput(f"--threads must be at least 1, got {args.threads}")
+    run_demo(out_dir=args.out, threads=args.threads)
     return 0
 
 
@@ -72,6 +76,9 @@ def add_commands(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="the main demo: analytic steps-vs-error table, then images on the "
                                               "shipped models")
     demo.add_argument("--out", default="out/demo", help="folder for the demo's images")
+    demo.add_argument("--threads", type=int, default=None,
+                      help="torch threads (default: 1 for the analytic table; for the images the faster of 1 and "
+                           "torch's default, measured once)")
     demo.set_defaults(fn=_demo)
     g = subparsers.add_parser("generate", help="text → image with a shipped model and any registry sampler")
     _add_common(g)

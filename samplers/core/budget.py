@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from .conversion import call_at
 from .errors import InvalidInput
 from .registry import info, sample
 
@@ -26,6 +27,12 @@ class CountingDenoiser:
     def __call__(self, x, sigma, **extra_args):
         self.calls += 1
         return self.denoiser(x, sigma, **extra_args)
+
+    def denoise_at(self, x, sigma: float, **extra_args):
+        """The host-float call (see :func:`samplers.core.conversion.call_at`): counted, and the same path the
+        wrapped denoiser takes in a run without the counter."""
+        self.calls += 1
+        return call_at(self.denoiser, x, sigma, **extra_args)
 
 
 def _free_model(x, sigma, **extra_args):

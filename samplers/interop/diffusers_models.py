@@ -190,16 +190,29 @@ class DiffusersModel:
         self.input_name = "sample" if "sample" in params else "hidden_states" if "hidden_states" in params else None
         dtype = getattr(model, "dtype", None)
         self.dtype = dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
+        self._conditioning: dict[int, dict] = {}  # batch size -> the model's keyword arguments (built once)
 
-    def __call__(self, x_t: torch.Tensor, time: torch.Tensor, **extra_args) -> torch.Tensor:
-        batch = x_t.shape[0]
-        time = time.reshape(-1).expand(batch)
-        if self.timestep_scale != 1.0:
-            time = time * self.timestep_scale
-        x_in = x_t if self.dtype is None else x_t.to(self.dtype)
+    def _kwargs(self, batch: int, extra_args: dict) -> dict:
+        """The conditioning for a batch: [uncond; cond] when guided. Built once per batch size when the call adds no
+        keyword arguments of its own (the usual case), so a model call costs no concatenations."""
+        if not extra_args and batch in self._conditioning:
+            return self._conditioning[batch]
         kwargs = _expand_batch({**self.cond, **extra_args}, batch)
         if self.cfg:
             kwargs = _cat_kwargs(_expand_batch(self.uncond, batch), kwargs)
+        if not extra_args:
+            self._conditioning[batch] = kwargs
+        return kwargs
+
+    def __call__(self, x_t: torch.Tensor, time: torch.Tensor, **extra_args) -> torch.Tensor:
+        batch = x_t.shape[0]
+        if time.shape != (batch,):
+            time = time.reshape(-1).expand(batch)
+        if self.timestep_scale != 1.0:
+            time = time * self.timestep_scale
+        x_in = x_t if self.dtype is None else x_t.to(self.dtype)
+        kwargs = self._kwargs(batch, extra_args)
+        if self.cfg:
             x_in, time = torch.cat([x_in, x_in]), torch.cat([time, time])
         if self.input_name is None:
             out = self.model(x_in, time, **kwargs)
