@@ -5,6 +5,7 @@ All take and return Python floats for sigmas (never tensors), so using them cost
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 
 def to_d(x, sigma: float, denoised):
@@ -83,3 +84,40 @@ def second_order_weight(h: float, r: float, solver_type: str) -> float:
 def add_noise(x, noise_sampler, sigma: float, sigma_next: float, scale: float):
     """x + scale·z with z = noise_sampler(σ, σ_next); no draw at all when ``scale`` is 0 (deterministic limit)."""
     return x + noise_sampler(sigma, sigma_next) * scale if scale > 0 else x
+
+
+# ----------------------------------------------------------------------------------------------------
+# Polynomials as coefficient lists (constant term first), in Python floats: the Lagrange weights of the
+# multistep methods (LMS, DEIS, SA-Solver) are computed on the host before each step's tensor work.
+
+
+def lagrange_basis(nodes: Sequence[float], j: int) -> list[float]:
+    """Monomial coefficients of the Lagrange basis polynomial ℓ_j over ``nodes`` (ℓ_j(nodes[m]) = [m == j])."""
+    poly = [1.0]
+    for m, node in enumerate(nodes):
+        if m == j:
+            continue
+        denom = nodes[j] - node
+        nxt = [0.0] * (len(poly) + 1)  # poly · (t − node) / denom
+        for k, c in enumerate(poly):
+            nxt[k + 1] += c / denom
+            nxt[k] -= c * node / denom
+        poly = nxt
+    return poly
+
+
+def poly_eval(poly: Sequence[float], t: float) -> float:
+    """The polynomial at ``t`` (Horner)."""
+    value = 0.0
+    for c in reversed(poly):
+        value = value * t + c
+    return value
+
+
+def poly_integral(poly: Sequence[float]) -> list[float]:
+    """The antiderivative that is 0 at t = 0."""
+    return [0.0] + [c / (k + 1) for k, c in enumerate(poly)]
+
+
+def poly_derivative(poly: Sequence[float]) -> list[float]:
+    return [c * k for k, c in enumerate(poly)][1:]

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import to_d
+from ..core.steps import lagrange_basis, poly_derivative, poly_eval, to_d
 from ..core.errors import InvalidInput
 
 ADAMS_BASHFORTH = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
@@ -35,18 +34,13 @@ def deis_coefficients(sigmas: list[float], i: int, order: int) -> list[float]:
     lo, hi = math.log(sigmas[i]), math.log(sigmas[i + 1])
     out = []
     for k in range(order):
-        poly = np.polynomial.Polynomial([1.0])
-        for m, u in enumerate(nodes):
-            if m != k:
-                poly = poly * np.polynomial.Polynomial([-u, 1.0]) / (nodes[k] - u)
+        poly = lagrange_basis(nodes, k)
 
-        def antiderivative(u):
+        def antiderivative(u):  # ∫ P(u) e^u du = e^u Σ_j (−1)^j P^(j)(u)
             total, p, sign = 0.0, poly, 1.0
-            while p.degree() > 0 or p.coef[0] != 0:
-                total += sign * p(u)
-                p, sign = p.deriv(), -sign
-                if p.degree() == 0 and p.coef[0] == 0:
-                    break
+            while p:
+                total += sign * poly_eval(p, u)
+                p, sign = poly_derivative(p), -sign
             return math.exp(u) * total
 
         out.append(antiderivative(hi) - antiderivative(lo))

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import check_solver_type, lam, phi1, phi2, second_order_weight, to_d
+from ..core.steps import (check_solver_type, lagrange_basis, lam, phi1, phi2, poly_eval, poly_integral,
+                          second_order_weight, to_d)
 from ..core.errors import InvalidInput
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
@@ -150,8 +150,8 @@ def dpmpp_3m_exact(model, x, sigmas, extra_args=None, callback=None, disable=Non
 def lms_coefficients(sigmas: list[float], order: int, prior: int = 0) -> list[list[float]]:
     """Per step i, the weights of d_i, d_{i−1}, … : ∫_{σ_i}^{σ_{i+1}} ℓ_j(σ) dσ for the Lagrange basis ℓ_j.
 
-    The basis polynomials through the last ``min(order, i + 1)`` sigmas are integrated exactly (numpy
-    polynomial arithmetic), once before the loop — not by quadrature inside it. The first ``prior`` sigmas
+    The basis polynomials through the last ``min(order, i + 1)`` sigmas are integrated exactly (polynomial
+    arithmetic on Python floats), once before the loop — not by quadrature inside it. The first ``prior`` sigmas
     are nodes only (no step starts there): the rows of the steps after them are returned.
     """
     out = []
@@ -160,12 +160,8 @@ def lms_coefficients(sigmas: list[float], order: int, prior: int = 0) -> list[li
         nodes = [sigmas[i - j] for j in range(k)]
         row = []
         for j in range(k):
-            others = [t for m, t in enumerate(nodes) if m != j]
-            poly = np.polynomial.Polynomial([1.0])
-            for t in others:
-                poly = poly * np.polynomial.Polynomial([-t, 1.0]) / (nodes[j] - t)
-            antiderivative = poly.integ()
-            row.append(float(antiderivative(sigmas[i + 1]) - antiderivative(sigmas[i])))
+            antiderivative = poly_integral(lagrange_basis(nodes, j))
+            row.append(poly_eval(antiderivative, sigmas[i + 1]) - poly_eval(antiderivative, sigmas[i]))
         out.append(row)
     return out
 

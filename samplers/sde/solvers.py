@@ -18,27 +18,11 @@ import numpy as np
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import to_d
+from ..core.steps import lagrange_basis, to_d
 from ..core.errors import InvalidInput
 
 # ----------------------------------------------------------------------------------------------------
 # helpers (Python floats only)
-
-
-def _lagrange_monomials(nodes: Sequence[float], j: int) -> list[float]:
-    """Monomial coefficients (constant first) of the Lagrange basis polynomial ℓ_j over ``nodes``."""
-    poly = [1.0]
-    for m, node in enumerate(nodes):
-        if m == j:
-            continue
-        denom = nodes[j] - node
-        # poly · (s − node) / denom
-        nxt = [0.0] * (len(poly) + 1)
-        for k, c in enumerate(poly):
-            nxt[k + 1] += c / denom
-            nxt[k] -= c * node / denom
-        poly = nxt
-    return poly
 
 
 def _exp_moments(z: float, kmax: int) -> list[float]:
@@ -75,7 +59,7 @@ def _sa_weights(lambdas: Sequence[float], lambda_s: float, lambda_t: float, tau:
     g = _exp_moments(z, len(nodes) - 1)
     weights = []
     for j in range(len(nodes)):
-        coeffs = _lagrange_monomials(nodes, j)
+        coeffs = lagrange_basis(nodes, j)
         weights.append(z * sum(c * gk for c, gk in zip(coeffs, g)))
     return weights
 
