@@ -150,3 +150,33 @@ def test_cli_argument_errors(time_limit, capsys, args):
             assert "--debug" in args  # only --debug lets an error through as an exception
             return
     assert status in (0, 1, 2)
+
+
+diffusers = pytest.importorskip("diffusers")
+
+SD15 = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+        "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+        "clip_sample": False}
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(key=st.sampled_from(["num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
+                            "timestep_spacing", "steps_offset", "sampler", "schedule", "sampler_options",
+                            "final_sigmas_type", "clip_sample", "shift", "trained_betas"]),
+       value=st.one_of(odd_numbers, st.sampled_from(["linear", "epsilon", "flow_prediction", "trailing", "eulr",
+                                                     "DPM++ 2M Karras", {"eta": -1}, {"bogus": 1}, [0.5, 1.5]])),
+       steps=st.one_of(st.integers(-2, 12), st.sampled_from([2.7, None, True, 10**9])),
+       shape_ok=st.booleans())
+def test_diffusers_shim(time_limit, key, value, steps, shape_ok):
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    def call():
+        sch = SamplerScheduler.from_config({**SD15, key: value})
+        sch.set_timesteps(steps)
+        x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * sch.init_noise_sigma
+        for t in sch.timesteps[:3]:
+            out = torch.zeros_like(x) if shape_ok else torch.zeros(1, 4, 8)
+            x = sch.step(out, t, sch.scale_model_input(x, t)).prev_sample
+        return x
+
+    works_or_refuses(call, time_limit, seconds=30)

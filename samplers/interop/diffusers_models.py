@@ -25,7 +25,8 @@ import torch
 
 from ..core.native import NoiseSchedule, RectifiedFlow, VPDiscrete, rescale_zero_terminal_snr
 from ..core.conversion import Denoiser, canonical_prediction, to_denoiser
-from ..core.errors import InvalidInput, InvalidOption
+from ..core.errors import InvalidInput, InvalidOption, InvalidType
+from ..core.validate import integer, positive, real
 
 # Config flags that change what a diffusers scheduler computes in ways the registry samplers do not
 # reproduce. A config that sets one is refused rather than silently sampled differently.
@@ -75,15 +76,16 @@ def flow_shift(config: Mapping, mu: float | None = None) -> float:
         if mu is None:
             return 1.0  # unknown until the pipeline passes mu to set_timesteps; the denoiser does not need it
         kind = config.get("time_shift_type", "exponential")
+        mu = real("mu", mu)
         if kind == "exponential":
             return math.exp(mu)
         if kind == "linear":
-            return float(mu)
+            return mu
         raise InvalidOption(f"unknown time_shift_type {kind!r}; use 'exponential' or 'linear'")
     if config.get("use_flow_sigmas"):
-        return float(config.get("flow_shift", 1.0) or 1.0)
+        return positive("flow_shift", config.get("flow_shift", 1.0) or 1.0)
     shift = config.get("shift")
-    return 1.0 if shift is None else float(shift)
+    return 1.0 if shift is None else positive("shift", shift)
 
 
 def prediction_from_config(config: Any) -> str:
@@ -123,18 +125,25 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
     """
     cfg = config_dict(config)
     prediction = prediction_from_config(cfg)
-    n_train = int(cfg.get("num_train_timesteps", 1000) or 1000)
+    n_train = integer("num_train_timesteps", cfg.get("num_train_timesteps", 1000), lo=2)
     if prediction == "flow":
         return RectifiedFlow(shift=flow_shift(cfg, mu), multiplier=float(n_train)), prediction
     trained = cfg.get("trained_betas")
     if trained is not None:
-        betas = torch.as_tensor(trained, dtype=torch.float64).flatten()
+        try:
+            betas = torch.as_tensor(trained, dtype=torch.float64).flatten()
+        except (TypeError, ValueError, RuntimeError):
+            raise InvalidType(f"trained_betas must be a list of numbers (one beta per training timestep), got "
+                              f"{trained!r}") from None
+        if betas.numel() < 2 or not bool(((betas > 0) & (betas < 1)).all()):
+            raise InvalidInput("trained_betas must hold at least 2 betas, each in (0, 1)")
         schedule = VPDiscrete(torch.cumprod(1 - betas, 0))
         if cfg.get("rescale_betas_zero_snr"):
             schedule = VPDiscrete(rescale_zero_terminal_snr(schedule.alphas_cumprod))
         return schedule, prediction
     schedule = VPDiscrete.from_betas(cfg.get("beta_schedule", "linear"), n_train,
-                                     float(cfg.get("beta_start", 0.0001)), float(cfg.get("beta_end", 0.02)),
+                                     real("beta_start", cfg.get("beta_start", 0.0001)),
+                                     real("beta_end", cfg.get("beta_end", 0.02)),
                                      rescale_betas_zero_snr=bool(cfg.get("rescale_betas_zero_snr", False)))
     return schedule, prediction
 

@@ -237,7 +237,11 @@ def _prototype(class_name: str, frozen_config: tuple, instance=None):
             from diffusers import schedulers as diffusers_schedulers
 
             config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in frozen_config}
-            instance = getattr(diffusers_schedulers, class_name).from_config(config)
+            try:
+                instance = getattr(diffusers_schedulers, class_name).from_config(config)
+            except Exception as exc:  # noqa: BLE001 - diffusers' own refusal of a config, in our vocabulary
+                raise InvalidInput(f"diffusers' {class_name} refuses this config ({type(exc).__name__}: "
+                                   f"{' '.join(str(exc).split())}); fix the config") from None
         if len(_PROTOTYPES) >= 32:
             _PROTOTYPES.pop(next(iter(_PROTOTYPES)))
         _PROTOTYPES[key] = copy.deepcopy(instance)
@@ -330,6 +334,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidType(f"exact must be True or False, got {exact!r}")
         if schedule is not None:
             schedules.SCHEDULES.canonical(schedule)  # unknown names raise with the closest ones
+        if sampler_options is not None and not isinstance(sampler_options, Mapping):
+            raise InvalidType(f"sampler_options must be a dict of the sampler's options, got {sampler_options!r}")
         options = dict(sampler_options or {})
         if "noise_sampler" in options or "seed" in options:
             raise InvalidOption("sampler_options cannot hold noise_sampler or seed: the scheduler replays the "
@@ -344,6 +350,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self._source_name, self._source = found
             _check_int("num_train_timesteps", source_config.get("num_train_timesteps", 1000), 2,
                        MAX_TRAIN_TIMESTEPS, "diffusers models use 1000")
+            native_from_config(source_config)  # the model it describes (betas, prediction), checked by our rules
             self._ref = self._reference()
             own = label is None or label.sampler == self._nominal_algorithm()
             refused = sources.refusals(self._source_name, source_config, algorithm=own)
@@ -622,8 +629,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             ref.set_timesteps(n, device="cpu", **passed)
         except TypeError as exc:
             raise InvalidOption(f"{name}.set_timesteps does not take {sorted(passed)}: {exc}") from None
-        except (ValueError, AssertionError) as exc:
+        except (ValueError, AssertionError, IndexError, RuntimeError) as exc:
             raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
+        total = ref.config.num_train_timesteps
+        if self.space != "flow" and ((ref.timesteps < 0).any() or (ref.timesteps > total - 1).any()):
+            raise InvalidInput(f"{name}'s timesteps for {n} steps run outside the {total} training timesteps "
+                               f"({float(ref.timesteps.min()):g} … {float(ref.timesteps.max()):g}: steps_offset = "
+                               f"{ref.config.get('steps_offset', 0)}?); use fewer steps or a smaller steps_offset")
         grid = self._grid = self._source.grid(ref, self.space)
         if self.space == "flow" and mu is not None:
             self.native = native_from_config(self.config.source_config, mu=mu)[0]
