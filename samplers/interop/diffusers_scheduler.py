@@ -632,7 +632,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         except (ValueError, AssertionError, IndexError, RuntimeError) as exc:
             raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
         total = ref.config.num_train_timesteps
-        if self.space != "flow" and ((ref.timesteps < 0).any() or (ref.timesteps > total - 1).any()):
+        indexed = hasattr(ref, "alphas_cumprod")  # a discrete VP class: its timesteps index the training table
+        if indexed and ((ref.timesteps < 0).any() or (ref.timesteps > total - 1).any()):
             raise InvalidInput(f"{name}'s timesteps for {n} steps run outside the {total} training timesteps "
                                f"({float(ref.timesteps.min()):g} … {float(ref.timesteps.max()):g}: steps_offset = "
                                f"{ref.config.get('steps_offset', 0)}?); use fewer steps or a smaller steps_offset")
