@@ -160,6 +160,8 @@ class Denoise:
         if not out.is_floating_point():
             raise InvalidType(f"the model returned a {out.dtype} tensor; a denoiser returns floating-point x0 "
                               "estimates")
+        if out.dtype != x.dtype:  # an fp16 / bf16 model: its estimate joins the float32 state
+            out = out.to(x.dtype)
         if _DEBUG.get() and not bool(torch.isfinite(out).all()):
             raise NonFiniteError(f"the model returned NaN/Inf at sigma = {sigma:g}")
         return out

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import torch
+
 
 def to_d(x, sigma: float, denoised):
     """The probability-flow ODE derivative dx/dσ = (x − D(x, σ)) / σ (Karras et al. 2022, eq. 4 in VE form)."""
@@ -83,7 +85,7 @@ def second_order_weight(h: float, r: float, solver_type: str) -> float:
 
 def add_noise(x, noise_sampler, sigma: float, sigma_next: float, scale: float):
     """x + scale·z with z = noise_sampler(σ, σ_next); no draw at all when ``scale`` is 0 (deterministic limit)."""
-    return x + noise_sampler(sigma, sigma_next) * scale if scale > 0 else x
+    return torch.add(x, noise_sampler(sigma, sigma_next), alpha=scale) if scale > 0 else x
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import churn, get_ancestral_step, to_d
@@ -26,7 +28,7 @@ def euler(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_c
         denoised = model(x, sigma_hat)
         d = to_d(x, sigma_hat, denoised)
         # Euler step
-        x = x + d * (sigmas[i + 1] - sigma_hat)
+        x = torch.add(x, d, alpha=sigmas[i + 1] - sigma_hat)  # x + d·(σ_next − σ̂), one fused op
         report(callback, x, i, sigmas[i], sigma_hat, denoised)
     return x
 
@@ -41,17 +43,16 @@ def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_ch
         x, sigma_hat = churn(x, sigmas[i], n, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
         sigma_next = sigmas[i + 1]
         denoised = model(x, sigma_hat)
-        d = to_d(x, sigma_hat, denoised)
         dt = sigma_next - sigma_hat
         if sigma_next == 0:
-            # Euler step
-            x = x + d * dt
+            x = denoised  # the Euler step x + d·dt to σ = 0 is the denoised estimate itself
         else:
-            # Heun's method: trapezoid of the slopes at both ends
-            x_2 = x + d * dt
+            # Euler predictor x_2 = x + d·dt, d = (x − D)/σ̂: the same point as D + (σ_next/σ̂)·(x − D)
+            x_2 = torch.lerp(denoised, x, sigma_next / sigma_hat)
             denoised_2 = model(x_2, sigma_next)
             d_2 = to_d(x_2, sigma_next, denoised_2)
-            x = x + (d + d_2) * (dt / 2)  # the halving on the host float: one tensor op fewer
+            # Heun's trapezoid x + (d + d_2)·dt/2, written as (x + x_2)/2 + d_2·dt/2 (d·dt = x_2 − x)
+            x = torch.add(torch.lerp(x, x_2, 0.5), d_2, alpha=dt / 2)
         report(callback, x, i, sigmas[i], sigma_hat, denoised)
     return x
 

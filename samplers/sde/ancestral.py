@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import add_noise, get_ancestral_step, lam, sigma_of, to_d
@@ -29,9 +31,8 @@ def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
         sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
         d = to_d(x, sigma, denoised)
         # Euler step to σ_down
-        x = x + d * (sigma_down - sigma)
-        if sigma_up > 0:
-            x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_up)
+        x = torch.add(x, d, alpha=sigma_down - sigma)  # x + d·(σ_down − σ), one fused op
+        x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
         report(callback, x, i, sigma, sigma, denoised)
     return x
 
