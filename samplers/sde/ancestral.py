@@ -29,9 +29,8 @@ def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
         sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
-        d = to_d(x, sigma, denoised)
-        # Euler step to σ_down
-        x = torch.add(x, d, alpha=sigma_down - sigma)  # x + d·(σ_down − σ), one fused op
+        # the Euler step to σ_down, x + d·(σ_down − σ) with d = (x − D)/σ, is the point D + (σ_down/σ)·(x − D)
+        x = torch.lerp(denoised, x, sigma_down / sigma)
         x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
         report(callback, x, i, sigma, sigma, denoised)
     return x
