@@ -14,6 +14,7 @@ from φ = π/2 (σ = inf) down to φ = 0 (σ = 0):
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -83,6 +84,14 @@ class GaussianMixture:
         weights = 0.5 + torch.rand(components, generator=g, dtype=torch.float64)
         return cls(means, stds, weights, tuple(shape))
 
+    def samplers_fingerprint(self) -> str:
+        """Which mixture this is (:mod:`samplers.fitted.identity`): a hash of its means, spreads and weights."""
+        h = hashlib.sha256(b"GaussianMixture")
+        for t in (self.means, self.stds, self.weights):
+            h.update(t.detach().cpu().to(torch.float64).contiguous().numpy().tobytes())
+        h.update(repr(tuple(self.shape)).encode())
+        return h.hexdigest()
+
     @property
     def dim(self) -> int:
         return self.means.shape[1]
@@ -117,14 +126,6 @@ class GaussianMixture:
         xf = x.reshape(b, -1).to(torch.float64)
         y = torch.where(torch.isinf(sigma), xf, xf * cos)
         return self._posterior_vp(y, cos, sin).to(x.dtype).reshape(x.shape)
-
-    def component_posterior(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        """P(component k | x) [B, K] for x = x0 + σ·n (VE coordinates, finite σ): which mode x is headed for."""
-        b = x.shape[0]
-        phi = math.atan(sigma)
-        cos = torch.full((b, 1), math.cos(phi), dtype=torch.float64)
-        sin = torch.full((b, 1), math.sin(phi), dtype=torch.float64)
-        return self._components_vp(x.reshape(b, -1).to(torch.float64) * cos, cos, sin)[0]
 
     def denoiser(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         """k-diffusion-style denoiser ``D(x, sigma[B])`` (exact)."""
@@ -182,4 +183,9 @@ class GaussianMixture:
             x0 = self.denoise(x_ve, sigma.flatten())
             return conversion.from_x0(prediction, x0, x64, a, b).to(x_t.dtype)
 
+        # which model this is (samplers.fitted.identity): this data, this output, this schedule
+        table = getattr(schedule, "alphas_cumprod", None)
+        key = (hashlib.sha256(table.detach().cpu().double().numpy().tobytes()).hexdigest()
+               if isinstance(table, torch.Tensor) else repr(schedule))
+        model.samplers_fingerprint = f"{self.samplers_fingerprint()}|{prediction}|{type(schedule).__name__}|{key}"
         return model

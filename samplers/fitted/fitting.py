@@ -1,0 +1,429 @@
+"""Fitting a :class:`~samplers.fitted.solver.LearnedSolver` to a model, in four named stages driven by one
+:class:`FitConfig`:
+
+1. :func:`starting_point` — every (sampler, schedule) pair of the registry that the learned family can express
+   (:func:`samplers.fitted.express.express`) at exactly ``nfe`` model calls, screened on part of the training
+   starts and ranked on all of them: the best is where the fit starts.
+2. :func:`objective` — the mean squared distance of the solver's endpoints to the exact PF-ODE endpoints,
+   differentiable in the σ nodes, the weights and the σ the model is told.
+3. :func:`optimise` — Adam on the training starts, the iterate checked every ``check_every`` steps on the
+   validation starts (never trained on); resumable and within a time budget.
+4. :func:`validate` — the iterate with the smallest validation error if it beats the starting pair there by
+   more than two standard errors, else the starting pair itself: the result is never worse on the validation
+   starts than the best fixed pair.
+
+:func:`fit` runs the four. The denoiser must be differentiable in x (a torch network or an analytic denoiser).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ..core.errors import InvalidInput, InvalidOption
+from ..core.files import atomic_write_bytes
+from ..core.registry import SAMPLERS
+from .solver import LearnedSolver, update
+
+# option variants of registry samplers tried besides their defaults (orders users pick)
+VARIANTS = {"unipc_bh1": ({"order": 2},), "unipc_bh2": ({"order": 2},), "deis": ({"order": 2},),
+            "dpmpp_3m": ({"lower_order_final": False},)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """How a solver is fitted (every default is what ``samplers fit`` uses).
+
+    Attributes:
+        nfe: model calls of the solver.
+        validation: share of the calibration starts never trained on; they pick the iterate.
+        iters, lr, batch: Adam steps, learning rate (cosine-decayed to 5 %), training minibatch (None: all).
+        check_every: iterations between validation checks.
+        history: earlier steps a step may weigh beyond those the starting sampler uses (fewer overfit less).
+        fit_model_sigmas: also fit the σ the model is told at each node.
+        samplers, schedules: the candidates of the starting point (None: every deterministic registry sampler
+            with its :data:`VARIANTS`; every registry schedule that gives a grid on the σ range).
+        screen, keep: candidates are scored on ``screen`` training starts, the best ``keep`` on all of them.
+        time_budget: seconds for the whole fit (None: no limit); the optimisation stops when it is spent.
+        seed: minibatch order.
+    """
+
+    nfe: int
+    validation: float = 0.25
+    iters: int = 200
+    lr: float = 5e-3
+    batch: int | None = None
+    check_every: int = 20
+    history: int = 3
+    fit_model_sigmas: bool = True
+    samplers: tuple[str, ...] | None = None
+    schedules: tuple[str, ...] | None = None
+    screen: int = 4
+    keep: int = 10
+    time_budget: float | None = None
+    seed: int = 0
+
+    def validate(self) -> "FitConfig":
+        def whole(name, lo):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise InvalidOption(f"FitConfig.{name} must be an integer >= {lo}, got {v!r}")
+        for name, lo in (("nfe", 1), ("iters", 0), ("check_every", 1), ("history", 0), ("screen", 1),
+                         ("keep", 1), ("seed", 0)):
+            whole(name, lo)
+        if not 0 < self.validation < 1:
+            raise InvalidOption(f"FitConfig.validation must be in (0, 1), got {self.validation!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise InvalidOption(f"FitConfig.lr must be a positive number, got {self.lr!r}")
+        if self.batch is not None:
+            whole("batch", 1)
+        if self.time_budget is not None and not (self.time_budget > 0):
+            raise InvalidOption(f"FitConfig.time_budget must be positive seconds or None, got {self.time_budget!r}")
+        return self
+
+
+@dataclasses.dataclass(eq=False)
+class Calibration:
+    """Starts (noise · σ_max) and their exact endpoints, split into a training and a validation part."""
+
+    x_train: torch.Tensor
+    ref_train: torch.Tensor
+    x_val: torch.Tensor
+    ref_val: torch.Tensor
+    sigma_min: float
+    sigma_max: float
+    extra_train: dict = dataclasses.field(default_factory=dict)  # per-item denoiser arguments (conditioning)
+    extra_val: dict = dataclasses.field(default_factory=dict)
+
+
+def _take(extra: dict, idx) -> dict:
+    return {k: v[idx] for k, v in extra.items()}
+
+
+@dataclasses.dataclass(eq=False)
+class Candidate:
+    error: float  # RMSE on the training starts
+    sampler: str
+    options: dict
+    schedule: str
+    solver: LearnedSolver
+
+    @property
+    def label(self) -> str:
+        opts = "".join(f", {k}={v}" for k, v in self.options.items())
+        return f"{self.sampler}{opts} + {self.schedule}"
+
+
+# ------------------------------------------------------------------------------------------------------
+# the differentiable solver
+
+
+@dataclasses.dataclass(eq=False)
+class Params:
+    """What is optimised: node gaps θ (softmax shares of the log-σ range), weights b, c (below the diagonal,
+    where ``mask`` allows), the log-shift of the σ the model is told."""
+
+    theta: torch.Tensor
+    b: torch.Tensor
+    c: torch.Tensor
+    shift: torch.Tensor
+    mask: torch.Tensor
+    log_max: float
+    log_min: float
+
+    def nodes(self) -> torch.Tensor:
+        gaps = torch.softmax(self.theta, 0) * (self.log_max - self.log_min)
+        logs = self.log_max - torch.cat([gaps.new_zeros(1), torch.cumsum(gaps, 0)])[:-1]
+        return torch.cat([logs.exp(), gaps.new_zeros(1)])
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.theta, self.b, self.c, self.shift]
+
+    @classmethod
+    def of(cls, solver: LearnedSolver, sigma_min: float, history: int) -> "Params":
+        n = solver.steps
+        log_max, log_min = math.log(solver.sigmas[0]), math.log(min(sigma_min, solver.sigmas[-2]))
+        logs = [math.log(v) for v in solver.sigmas[:-1]]
+        gaps = [a - b for a, b in zip(logs, logs[1:])] + [max(logs[-1] - log_min, 0.0)]
+        gaps = [max(g, 1e-4 * (log_max - log_min)) for g in gaps]
+        total = sum(gaps)
+        theta = torch.tensor([math.log(g / total) for g in gaps], dtype=torch.float64)
+        b = torch.zeros(n, n, dtype=torch.float64)
+        c = torch.zeros(n, n, dtype=torch.float64)
+        for i in range(n):
+            for j in range(i):
+                b[i, j], c[i, j] = solver.eps_weights[i][j], solver.denoised_weights[i][j]
+        mask = torch.tril(torch.ones(n, n, dtype=torch.float64), -1)
+        mask = mask - torch.tril(mask, -history - 1)  # j ≥ i − history ...
+        mask = torch.maximum(mask, ((b != 0) | (c != 0)).to(torch.float64))  # ... and what the start uses
+        ms = solver.model_sigmas or solver.sigmas[:-1]
+        shift = torch.tensor([math.log(m / s) for m, s in zip(ms, solver.sigmas)], dtype=torch.float64)
+        return cls(theta, b, c, shift, mask, log_max, log_min)
+
+    def solver(self) -> LearnedSolver:
+        with torch.no_grad():
+            sig = self.nodes().tolist()
+            b, c = self.b * self.mask, self.c * self.mask
+        sig[-1] = 0.0
+        n = len(sig) - 1
+        shift = self.shift.detach()
+        ms = [sig[i] * math.exp(float(shift[i])) for i in range(n)] if bool(shift.any()) else None
+        return LearnedSolver(sig, [[float(b[i, j]) for j in range(i)] for i in range(n)],
+                             [[float(c[i, j]) for j in range(i)] for i in range(n)], model_sigmas=ms)
+
+
+def rollout(denoiser, x: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+            shift: torch.Tensor | None = None, extra: dict | None = None) -> torch.Tensor:
+    """The solver's update with tensor σ and weights (differentiable): what ``learned_multistep`` computes.
+    ``extra``: keyword arguments of every denoiser call (per-item conditioning)."""
+    extra = extra or {}
+    eps_hist, den_hist = [], []
+    for i in range(sigmas.shape[0] - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        sigma_model = sigma if shift is None else sigma * shift[i].exp()
+        denoised = denoiser(x, sigma_model.to(x.dtype).expand(x.shape[0]), **extra)
+        x = update(x, denoised, sigma, sigma_next, eps_hist, den_hist, range(i), b[i], c[i])
+    return x
+
+
+def solver_rmse(denoiser, solver: LearnedSolver, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None) -> float:
+    """RMSE of the solver's endpoints from ``x`` against ``ref`` (no gradient)."""
+    p = Params.of(solver, solver.sigmas[-2], 0)
+    with torch.no_grad():
+        out = rollout(denoiser, x, solver.tensor(), p.b, p.c, p.shift if bool(p.shift.any()) else None, extra)
+    return float((out.double() - ref.double()).pow(2).mean().sqrt())
+
+
+# ------------------------------------------------------------------------------------------------------
+# the stages
+
+
+def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config: FitConfig | None = None):
+    """Every (sampler, options, schedule, solver) the family expresses at ``nfe`` calls from ``sigma_max``."""
+    import samplers
+    from .express import express
+
+    names = config.samplers if config and config.samplers else [
+        n for n in samplers.available("ode") if not SAMPLERS.get(n).host_sync and n != "learned_multistep"]
+    scheds = config.schedules if config and config.schedules else samplers.schedules.available()
+    seen, out = set(), []
+    for name in names:
+        spec = samplers.info(name)
+        per = max(spec.nfe_per_step, 1)
+        for options in ({}, *VARIANTS.get(name, ())):
+            for sched in scheds:
+                # a sampler of p calls a step makes p·steps calls, or one fewer where its last step is Euler's
+                for steps in sorted({-(-nfe // per), -(-(nfe + 1) // per)}):
+                    try:
+                        sig = samplers.get_sigmas(sched, steps, native=native, sigma_min=sigma_min,
+                                                  sigma_max=sigma_max)
+                    except (ValueError, TypeError):
+                        continue
+                    if not math.isclose(float(sig[0]), sigma_max, rel_tol=1e-6) or float(sig[-1]) != 0:
+                        continue
+                    sig = sig.clone()
+                    sig[0] = sigma_max
+                    solver = express(name, sig, nfe=nfe, **options)
+                    if solver is None:
+                        continue
+                    key = (tuple(round(v, 10) for v in solver.sigmas),
+                           tuple(round(v, 9) for row in solver.eps_weights + solver.denoised_weights for v in row))
+                    if key in seen:  # e.g. ddim = euler
+                        continue
+                    seen.add(key)
+                    out.append(Candidate(math.inf, name, dict(options), sched, solver))
+    return out
+
+
+def starting_point(denoiser, data: Calibration, config: FitConfig, native=None, log=None) -> list[Candidate]:
+    """Stage 1: the candidates ranked by training RMSE (screened on ``config.screen`` starts, the best
+    ``config.keep`` scored on all of them); the first is the fit's start."""
+    found = candidates(config.nfe, data.sigma_min, data.sigma_max, native, config)
+    if not found:
+        raise InvalidInput(f"no registry sampler reaches exactly {config.nfe} model calls on a schedule from "
+                           f"σ_max = {data.sigma_max:g}; check the σ range")
+    k = min(config.screen, data.x_train.shape[0])
+    for cand in found:
+        cand.error = solver_rmse(denoiser, cand.solver, data.x_train[:k], data.ref_train[:k],
+                                 _take(data.extra_train, slice(0, k)))
+    found.sort(key=lambda cand: cand.error if math.isfinite(cand.error) else math.inf)
+    top = found[:config.keep]
+    if k < data.x_train.shape[0]:
+        for cand in top:
+            cand.error = solver_rmse(denoiser, cand.solver, data.x_train, data.ref_train, data.extra_train)
+        top.sort(key=lambda cand: cand.error)
+    if log:
+        log(f"{len(found)} expressible (sampler, schedule) pairs; best on the training starts: "
+            + "; ".join(f"{c.label} {c.error:.4g}" for c in top[:3]))
+    return top + found[config.keep:]
+
+
+def objective(denoiser, params: Params, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None) -> torch.Tensor:
+    """Stage 2: mean squared endpoint error (differentiable)."""
+    out = rollout(denoiser, x, params.nodes(), params.b * params.mask, params.c * params.mask, params.shift, extra)
+    return (out - ref).pow(2).mean()
+
+
+def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfig, *, deadline: float | None = None,
+             state_path: str | Path | None = None, log=None, progress=None) -> tuple[LearnedSolver, float, int]:
+    """Stage 3: Adam from ``start``; returns (best iterate by validation RMSE, that RMSE, its iteration). The
+    start itself is iterate 0. With ``state_path`` the run saves its state at every check and resumes from it."""
+    params = Params.of(start, data.sigma_min, config.history)
+    for t in params.tensors():
+        t.requires_grad_(True)
+    params.shift.requires_grad_(config.fit_model_sigmas)
+    trained = [params.theta, params.b, params.c] + ([params.shift] if config.fit_model_sigmas else [])
+    opt = torch.optim.Adam(trained, lr=config.lr)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.iters, 1), eta_min=config.lr * 0.05)
+    best = (solver_rmse(denoiser, start, data.x_val, data.ref_val, data.extra_val), start, 0)
+    first = 0
+    if state_path is not None and Path(state_path).exists():
+        state = torch.load(state_path, weights_only=True)
+        if state["nfe"] == config.nfe and state["start"] == start.sigmas:
+            with torch.no_grad():
+                for t, v in zip(params.tensors(), state["params"]):
+                    t.copy_(v)
+            opt.load_state_dict(state["opt"])
+            decay.load_state_dict(state["decay"])
+            first = state["iteration"]
+            if state["best"]["rmse"] < best[0]:
+                best = (state["best"]["rmse"], LearnedSolver(**state["best"]["solver"]).validate(),
+                        state["best"]["iteration"])
+            if log:
+                log(f"resumed at iteration {first} (best validation {best[0]:.4g})")
+    g = torch.Generator().manual_seed(config.seed)
+    m = data.x_train.shape[0]
+    for it in range(first, config.iters):
+        if deadline is not None and time.monotonic() > deadline:
+            if log:
+                log(f"time budget spent at iteration {it}")
+            break
+        g.manual_seed(config.seed * 1_000_003 + it)
+        idx = torch.randperm(m, generator=g)[:config.batch] if config.batch and config.batch < m else slice(None)
+        loss = objective(denoiser, params, data.x_train[idx], data.ref_train[idx], _take(data.extra_train, idx))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, max_norm=1.0)  # one bad minibatch must not throw the nodes away
+        opt.step()
+        decay.step()
+        if progress:
+            progress(1)
+        if (it + 1) % config.check_every == 0 or it + 1 == config.iters:
+            current = params.solver()
+            val = solver_rmse(denoiser, current, data.x_val, data.ref_val, data.extra_val)
+            if math.isfinite(val) and val < best[0]:
+                best = (val, current, it + 1)
+            if log:
+                log(f"iteration {it + 1}: training MSE {float(loss.detach()):.4g}, validation RMSE {val:.4g} "
+                    f"(best {best[0]:.4g} at {best[2]})")
+            if state_path is not None:
+                buf = io.BytesIO()
+                torch.save({"nfe": config.nfe, "start": start.sigmas, "iteration": it + 1,
+                            "params": [t.detach().clone() for t in params.tensors()], "opt": opt.state_dict(),
+                            "decay": decay.state_dict(),
+                            "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}}, buf)
+                atomic_write_bytes(state_path, buf.getvalue())
+    return best[1], best[0], best[2]
+
+
+def _plain(solver: LearnedSolver) -> dict:
+    return {"sigmas": solver.sigmas, "eps_weights": solver.eps_weights, "denoised_weights": solver.denoised_weights,
+            "model_sigmas": solver.model_sigmas}
+
+
+def _per_start(denoiser, solver: LearnedSolver, x, ref, extra) -> torch.Tensor:
+    p = Params.of(solver, solver.sigmas[-2], 0)
+    with torch.no_grad():
+        out = rollout(denoiser, x, solver.tensor(), p.b, p.c, p.shift if bool(p.shift.any()) else None, extra)
+    return (out.double() - ref.double()).pow(2).flatten(1).mean(1)
+
+
+def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration) -> LearnedSolver:
+    """Stage 4: the fitted solver where it beats the starting pair on the validation starts by more than two
+    standard errors of the per-start differences (a few lucky starts do not count), else the pair itself; either
+    way the result's validation error is at most the pair's."""
+    mine = _per_start(denoiser, best, data.x_val, data.ref_val, data.extra_val)
+    theirs = _per_start(denoiser, start.solver, data.x_val, data.ref_val, data.extra_val)
+    gain = theirs - mine
+    n = gain.shape[0]
+    margin = 2.0 * float(gain.std()) / math.sqrt(n) if n > 1 else math.inf
+    improved = best is not start.solver and float(gain.mean()) > margin
+    chosen = best if improved else start.solver
+    out = LearnedSolver(list(chosen.sigmas), chosen.eps_weights, chosen.denoised_weights,
+                        model_sigmas=chosen.model_sigmas)
+    out.sigmas[0], out.sigmas[-1] = data.sigma_max, 0.0
+    start_rmse = float(theirs.mean().sqrt())
+    out.meta = {"validation_rmse": float(mine.mean().sqrt()) if improved else start_rmse,
+                "start": {"sampler": start.sampler, "options": start.options, "schedule": start.schedule,
+                          "training_rmse": start.error, "validation_rmse": start_rmse, "solver": _plain(start.solver)},
+                "kept": "fit" if improved else "start",
+                "validation_gain": {"mean_mse": float(gain.mean()), "two_standard_errors": margin}}
+    return out.validate()
+
+
+def reference_endpoints(denoiser, x: torch.Tensor, sigma_max: float, rtol: float = 1e-7) -> torch.Tensor:
+    """The exact PF-ODE endpoints (σ = 0) from ``x`` at ``sigma_max``: :func:`samplers.problems.pf_ode_solution`."""
+    from ..problems import pf_ode_solution
+
+    return pf_ode_solution(denoiser, x, sigma_max, 0.0, rtol=rtol, atol=rtol)
+
+
+def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min: float, sigma_max: float, *,
+        reference: torch.Tensor | None = None, native=None, model: dict | None = None, extra_args: dict | None = None,
+        state_path: str | Path | None = None, log=None, progress=None) -> LearnedSolver:
+    """Fit an ``config.nfe``-call solver to ``denoiser`` from unit noise ``calibration`` [B, ...].
+
+    The starting latents are ``calibration · sigma_max`` (finite); ``reference``: their exact endpoints (default:
+    :func:`reference_endpoints`). The last ``config.validation`` share of the batch is the validation part.
+    ``extra_args``: per-item keyword arguments of the denoiser ({name: tensor [B, ...]}, e.g. each start's
+    conditioning), sliced with the starts. ``native``: the model's native schedule (the schedules that need it join the candidates). ``model``: what
+    the solver records about the model (``fingerprint``, ``name``, ``prediction``; the fingerprint defaults to
+    :func:`samplers.fitted.identity.fingerprint` of ``denoiser``). The result's ``meta`` holds the validation
+    RMSE of the fit and of the starting pair; it is never above the starting pair's.
+    """
+    config = (FitConfig(config) if isinstance(config, int) and not isinstance(config, bool) else config)
+    if not isinstance(config, FitConfig):
+        raise InvalidOption(f"config must be a FitConfig or an NFE, got {config!r}")
+    config.validate()
+    if not (0 < sigma_min < sigma_max < math.inf):
+        raise InvalidInput(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    if not isinstance(calibration, torch.Tensor) or calibration.ndim < 2 or not calibration.is_floating_point():
+        raise InvalidInput("calibration must be a floating-point batch of unit noise [B, ...]")
+    n_val = int(round(calibration.shape[0] * config.validation))
+    if not 0 < n_val < calibration.shape[0]:
+        raise InvalidInput(f"validation={config.validation} of {calibration.shape[0]} starts leaves no training or "
+                           "no validation part; use a larger calibration batch")
+    extra = dict(extra_args or {})
+    if any(not isinstance(v, torch.Tensor) or v.shape[:1] != calibration.shape[:1] for v in extra.values()):
+        raise InvalidInput("extra_args must map names to tensors with one row per calibration start")
+    deadline = None if config.time_budget is None else time.monotonic() + config.time_budget
+    x = calibration * sigma_max
+    if reference is None:
+        reference = reference_endpoints(functools.partial(denoiser, **extra), x, sigma_max)
+    if reference.shape != x.shape:
+        raise InvalidInput(f"reference must be shaped like the calibration batch {tuple(x.shape)}, got "
+                           f"{tuple(reference.shape)}")
+    data = Calibration(x[:-n_val], reference[:-n_val], x[-n_val:], reference[-n_val:], sigma_min, sigma_max,
+                       _take(extra, slice(0, -n_val)), _take(extra, slice(-n_val, None)))
+    ranked = starting_point(denoiser, data, config, native, log)
+    start = ranked[0]
+    if log:
+        log(f"start: {start.label}, training RMSE {start.error:.4g}")
+    best, _, kept = optimise(denoiser, start.solver, data, config, deadline=deadline, state_path=state_path,
+                                     log=log, progress=progress)
+    solver = validate(denoiser, start, best, data)
+    if model is None:
+        from .identity import fingerprint
+
+        model = {"fingerprint": fingerprint(denoiser)}
+    solver.model = {k: v for k, v in model.items() if k in ("fingerprint", "name", "prediction")}
+    solver.meta.update({"nfe": config.nfe, "iteration_kept": kept if solver.meta["kept"] == "fit" else 0, "calibration": int(calibration.shape[0]),
+                        "validation_starts": n_val, "config": dataclasses.asdict(config),
+                        "runner_up": [{"sampler": c.sampler, "options": c.options, "schedule": c.schedule,
+                                       "training_rmse": c.error} for c in ranked[1:4]]})
+    return solver.validate()

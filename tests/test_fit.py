@@ -1,0 +1,254 @@
+"""Fitting a solver: the family holds the registry's samplers exactly, the fit never ends worse than the best
+fixed pair it could express, and the solver file records its model (runs on another only when allowed)."""
+import json
+import math
+
+import pytest
+import torch
+
+import samplers
+from samplers.fitted import express as express_mod
+from samplers.fitted import fitting
+from samplers.fitted.fitting import FitConfig, fit, solver_rmse
+from samplers.fitted.identity import fingerprint
+from samplers.fitted.solver import LearnedSolver, OtherModelError
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=3)
+SIGMA_MIN, SIGMA_MAX = 0.01, 20.0
+SIG = samplers.get_sigmas("karras", 7, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("euler", {}), ("ddim", {}), ("dpmpp_2m", {}), ("dpmpp_3m", {}), ("deis", {}), ("deis", {"order": 2}),
+    ("unipc_bh1", {}), ("unipc_bh2", {"order": 2}), ("ipndm", {}), ("gradient_estimation", {}), ("lms", {}),
+    ("res_multistep", {}), ("midpoint", {}), ("dpm_2", {})])
+def test_the_family_holds_registry_samplers_exactly(name, options):
+    solver = express_mod.express(name, SIG, **options)
+    assert solver is not None and solver.sigmas[0] == float(SIG[0]) and solver.sigmas[-1] == 0
+    x = GM.noise(6, seed=1) * SIGMA_MAX
+    mine = samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver=solver, disable=True)
+    theirs = samplers.sample(name, GM.denoiser, x, SIG, disable=True, **options)
+    torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-9)
+    # and the differentiable rollout the fit optimises is the same computation
+    torch.testing.assert_close(fitting.rollout(GM.denoiser, x, solver.tensor(), *fitting.Params.of(solver, SIGMA_MIN, 0).tensors()[1:3]),
+                               theirs, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["heun", "rk4", "kutta3", "heunpp2"])
+def test_samplers_outside_the_family_are_not_expressed(name):
+    # two model calls at one σ (heun's corrector, RK stages) or not linear: not a solver of this family
+    assert express_mod.express(name, SIG) is None
+    with pytest.raises(samplers.InvalidInput, match="not in the learned family"):
+        LearnedSolver.from_sampler(name, SIG)
+
+
+def random_solver(n=6, seed=0) -> LearnedSolver:
+    g = torch.Generator().manual_seed(seed)
+    sig = samplers.get_sigmas("karras", n, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX).tolist()
+    b = [[float(v) for v in torch.randn(i, generator=g) * 0.3] for i in range(n)]
+    c = [[float(v) for v in torch.randn(i, generator=g) * 0.3] for i in range(n)]
+    ms = [s * math.exp(float(torch.randn(1, generator=g)) * 0.1) for s in sig[:-1]]
+    return LearnedSolver(sig, b, c, model_sigmas=ms).validate()
+
+
+def test_the_fit_rollout_is_the_registry_sampler():
+    solver = random_solver()
+    x = GM.noise(8, seed=3) * SIGMA_MAX
+    p = fitting.Params.of(solver, SIGMA_MIN, 5)
+    torch.testing.assert_close(fitting.rollout(GM.denoiser, x, solver.tensor(), p.b, p.c, p.shift),
+                               samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver=solver,
+                                               disable=True), rtol=1e-10, atol=1e-10)
+
+
+def test_any_solver_is_exact_when_the_denoiser_is_constant():
+    mu = torch.randn(1, 2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    solver = random_solver(seed=4)
+    solver.model_sigmas = None
+    out = samplers.sample("learned_multistep", lambda x, s: mu.expand_as(x), GM.noise(3, seed=4) * SIGMA_MAX,
+                          solver.sigmas, solver=solver, disable=True)
+    torch.testing.assert_close(out, mu.expand_as(out), rtol=1e-10, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the guarantee, on mixtures of sizes and seeds the fitting code was never developed on
+
+
+@pytest.mark.parametrize("shape, modes, seed, nfe", [((3, 4, 4), 5, 101, 5), ((24,), 9, 202, 6)])
+def test_never_worse_than_the_best_fixed_pair_it_can_express(shape, modes, seed, nfe, time_limit):
+    gm = GaussianMixture.default(shape=shape, components=modes, seed=seed)
+    noise = gm.noise(192, seed=seed)
+    ref = gm.ode_endpoint(noise * SIGMA_MAX, SIGMA_MAX, rtol=1e-9, atol=1e-9)
+    config = FitConfig(nfe, iters=60, lr=1e-2, check_every=10, screen=48)
+    with time_limit(120):
+        solver = fit(gm.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX, reference=ref)
+    n_val = 48
+    x_val, ref_val = noise[-n_val:] * SIGMA_MAX, ref[-n_val:]
+    x_train, ref_train = noise[:-n_val] * SIGMA_MAX, ref[:-n_val]
+    # the start is the best expressible pair on the training starts, among every candidate scored in full
+    every = fitting.candidates(nfe, SIGMA_MIN, SIGMA_MAX)
+    scored = sorted((solver_rmse(gm.denoiser, c.solver, x_train, ref_train), c.label) for c in every)
+    start = solver.meta["start"]
+    assert math.isclose(start["training_rmse"], scored[0][0], rel_tol=1e-9) or \
+        start["training_rmse"] <= sorted(s for s, _ in scored)[config.keep - 1]
+    # the guarantee on the validation part: the fit's error is never above the start's
+    mine = solver_rmse(gm.denoiser, solver, x_val, ref_val)
+    theirs = solver_rmse(gm.denoiser, LearnedSolver(**start["solver"]), x_val, ref_val)
+    assert mine <= theirs * (1 + 1e-9)
+    assert solver.meta["validation_rmse"] == pytest.approx(mine, rel=1e-9)
+
+
+def test_when_the_optimisation_cannot_help_the_start_itself_comes_back():
+    noise = GM.noise(64, seed=9)
+    ref = GM.ode_endpoint(noise * SIGMA_MAX, SIGMA_MAX, rtol=1e-9, atol=1e-9)
+    # training targets that are wrong (the validation quarter keeps the true ones): every step the optimiser
+    # takes moves away from the truth, and the fit must hand back the starting pair unchanged
+    misleading = ref.clone()
+    misleading[:48] = -2.0 * misleading[:48] + 1.0
+    for config in (FitConfig(4, iters=0), FitConfig(4, iters=30, lr=5e-2, check_every=5)):
+        solver = fit(GM.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX,
+                     reference=ref if config.iters == 0 else misleading)
+        start = LearnedSolver(**solver.meta["start"]["solver"])
+        assert solver.meta["kept"] == "start" and solver.meta["iteration_kept"] == 0
+        x = GM.noise(4, seed=10) * SIGMA_MAX
+        torch.testing.assert_close(
+            samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver=solver, disable=True),
+            samplers.sample("learned_multistep", GM.denoiser, x, start.sigmas, solver=start, disable=True))
+
+
+def test_fit_config_and_inputs_are_checked():
+    for bad in (dict(nfe=0), dict(nfe=4, validation=1.0), dict(nfe=4, lr=-1.0), dict(nfe=4, iters=2.5),
+                dict(nfe=4, batch=0), dict(nfe=4, time_budget=0)):
+        with pytest.raises(samplers.InvalidOption):
+            FitConfig(**bad).validate()
+    with pytest.raises(samplers.InvalidInput, match="sigma_max"):
+        fit(GM.denoiser, 3, GM.noise(8, seed=0), SIGMA_MIN, math.inf)
+    with pytest.raises(samplers.InvalidInput, match="validation"):
+        fit(GM.denoiser, 3, GM.noise(2, seed=0), SIGMA_MIN, SIGMA_MAX)
+
+
+def test_a_time_budget_stops_the_optimisation():
+    noise = GM.noise(64, seed=9)
+    ref = GM.ode_endpoint(noise * SIGMA_MAX, SIGMA_MAX, rtol=1e-9, atol=1e-9)
+    lines = []
+    fit(GM.denoiser, FitConfig(4, iters=100_000, time_budget=2.0), noise, SIGMA_MIN, SIGMA_MAX, reference=ref,
+        log=lines.append)
+    assert any("time budget spent" in line for line in lines)
+
+
+def test_an_interrupted_fit_resumes_from_its_state(tmp_path):
+    noise = GM.noise(64, seed=9)
+    ref = GM.ode_endpoint(noise * SIGMA_MAX, SIGMA_MAX, rtol=1e-9, atol=1e-9)
+    state = tmp_path / "state.pt"
+    whole = fit(GM.denoiser, FitConfig(4, iters=20, check_every=5), noise, SIGMA_MIN, SIGMA_MAX, reference=ref)
+    fit(GM.denoiser, FitConfig(4, iters=10, check_every=5), noise, SIGMA_MIN, SIGMA_MAX, reference=ref,
+        state_path=state)
+    lines = []
+    resumed = fit(GM.denoiser, FitConfig(4, iters=20, check_every=5), noise, SIGMA_MIN, SIGMA_MAX, reference=ref,
+                  state_path=state, log=lines.append)
+    assert any("resumed at iteration 10" in line for line in lines)
+    assert resumed.meta["validation_rmse"] == pytest.approx(whole.meta["validation_rmse"], rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the file, the model it records, and the name fitted:PATH
+
+
+def _solver_for(model) -> LearnedSolver:
+    solver = LearnedSolver.from_sampler("dpmpp_2m", SIG)
+    solver.model = {"fingerprint": fingerprint(model), "name": "test mixture", "prediction": "x0"}
+    return solver
+
+
+def test_the_file_round_trips_and_records_the_model(tmp_path):
+    solver = _solver_for(GM.denoiser)
+    path = solver.save(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == "samplers.fitted_solver/2" and data["nfe"] == 7 and data["sigma_max"] == float(SIG[0])
+    assert data["model"]["fingerprint"] == fingerprint(GM.denoiser) is not None
+    assert LearnedSolver.load(path) == solver
+    for text, match in (('{"format": "samplers.fitted_solver/2", "sigmas": [1.0', "not a valid"),
+                        ('{"sigmas": [1.0, 0.0]}', "not a learned solver"), ("[]", "not a learned solver")):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(samplers.InvalidInput, match=match):
+            LearnedSolver.load(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="samplers fit"):
+        samplers.sample("fitted:" + str(tmp_path / "missing.json"), GM.denoiser, GM.noise(1, 0), SIG)
+
+
+def test_an_old_solver_file_still_loads(tmp_path):
+    # the first format had no record of the model: such a solver runs on any model (nothing to check)
+    old = {"format": "samplers.learned_solver/1", "sigmas": [20.0, 2.0, 0.0], "eps_weights": [[], [-1.0]],
+           "denoised_weights": [[], [0.0]], "meta": {"nfe": 2}, "model_sigmas": None}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    solver = LearnedSolver.load(tmp_path / "old.json")
+    assert solver.steps == 2 and solver.model == {}
+    x = GM.noise(2, seed=1) * 20.0
+    torch.testing.assert_close(samplers.sample(f"fitted:{tmp_path / 'old.json'}", GM.denoiser, x, [20.0, 2.0, 0.0]),
+                               samplers.sample("gradient_estimation", GM.denoiser, x, [20.0, 2.0, 0.0]))
+
+
+def test_fitted_path_runs_by_name_and_refuses_another_model(tmp_path):
+    path = _solver_for(GM.denoiser).save(tmp_path / "s.json")
+    x = GM.noise(3, seed=5) * SIGMA_MAX
+    by_name = samplers.sample(f"fitted:{path}", GM.denoiser, x, SIG, disable=True)
+    torch.testing.assert_close(by_name, samplers.sample("dpmpp_2m", GM.denoiser, x, SIG, disable=True),
+                               rtol=1e-9, atol=1e-9)
+    assert samplers.info(f"fitted:{path}").name == "learned_multistep"
+    other = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=4)
+    with pytest.raises(OtherModelError, match="not to this model"):
+        samplers.sample(f"fitted:{path}", other.denoiser, x, SIG)
+    with pytest.raises(OtherModelError, match="no fingerprint"):
+        samplers.sample(f"fitted:{path}", lambda x, s: x * 0, x, SIG)
+    samplers.sample(f"fitted:{path}", other.denoiser, x, SIG, allow_other_model=True, disable=True)
+    with pytest.raises(samplers.InvalidInput, match="own 7 σ nodes"):  # weights fitted on other sigmas
+        samplers.sample(f"fitted:{path}", GM.denoiser, x, samplers.get_sigmas("exponential", 7, sigma_min=SIGMA_MIN,
+                                                                              sigma_max=SIGMA_MAX))
+    samplers.fitted.solver.register_solver("my_test_fit", path)
+    torch.testing.assert_close(samplers.sample("fitted:my_test_fit", GM.denoiser, x, SIG, disable=True), by_name)
+    with pytest.raises(samplers.UnknownNameError, match="no fitted solver named"):
+        samplers.get("fitted:nothing_here")
+
+
+def test_fingerprints_see_through_wrappers_and_guidance():
+    net = torch.nn.Linear(3, 3)
+    d = samplers.to_denoiser(lambda x, t: net(x), "eps", samplers.VPDiscrete.from_betas())
+    assert fingerprint(d) is None  # a closure: nothing to identify
+    d = samplers.to_denoiser(net, "eps", samplers.VPDiscrete.from_betas())
+    assert fingerprint(d) == fingerprint(net) is not None
+    from models.guidance import CFGDenoiser
+
+    cond = {"c": torch.zeros(1, 1)}
+    assert fingerprint(CFGDenoiser(d, cond, cond, 1.0)) == fingerprint(net)
+    assert fingerprint(CFGDenoiser(d, cond, cond, 4.0)) not in (fingerprint(net), fingerprint(CFGDenoiser(d, cond, cond, 5.0)))
+    before = fingerprint(d)
+    with torch.no_grad():
+        net.weight[0, 0] += 1
+    assert fingerprint(d) != before
+
+
+def test_bad_solvers_are_named(tmp_path):
+    solver = random_solver()
+    x = GM.noise(2, seed=5) * SIGMA_MAX
+    with pytest.raises(samplers.InvalidType, match="LearnedSolver or a path"):
+        samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver={"sigmas": []})
+    with pytest.raises(samplers.InvalidInput, match="6 rows"):
+        LearnedSolver(solver.sigmas, solver.eps_weights[:-1], solver.denoised_weights).validate()
+    with pytest.raises(samplers.InvalidInput, match="strictly decreasing and end in 0"):
+        LearnedSolver([1.0, 2.0, 0.0], [[], [0.0]], [[], [0.0]]).validate()
+    with pytest.raises(samplers.InvalidInput, match="model_sigmas must hold 6"):
+        LearnedSolver(solver.sigmas, solver.eps_weights, solver.denoised_weights, model_sigmas=[1.0]).validate()
+    with pytest.raises(samplers.InvalidInput, match="non-finite"):
+        LearnedSolver(solver.sigmas, [[], [math.nan]] + solver.eps_weights[2:], solver.denoised_weights).validate()
+    with pytest.raises(samplers.InvalidType, match="allow_other_model"):
+        samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver=solver, allow_other_model="yes")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        solver.save(tmp_path / "missing" / "s.json")
+    with pytest.raises(samplers.InvalidInput, match="plain word"):
+        samplers.fitted.solver.register_solver("a/b", solver)
+
+
+def test_the_default_is_euler():
+    x = GM.noise(4, seed=2) * SIGMA_MAX
+    torch.testing.assert_close(samplers.sample("learned_multistep", GM.denoiser, x, SIG, disable=True),
+                               samplers.sample("euler", GM.denoiser, x, SIG, disable=True), rtol=1e-12, atol=1e-12)
