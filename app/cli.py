@@ -1,5 +1,5 @@
 """The app's commands, added to the ``samplers`` command (entry point ``samplers.commands``): ``demo``,
-``generate`` and ``compare``.
+``generate``, ``compare`` and ``fit`` (:mod:`app.fit`).
 
     samplers generate "a large red circle at the top left" --sampler dpmpp_2m --steps 20 --seed 0 1 2 --out out/red.png
     samplers compare "a small blue ring in the centre" --samplers euler heun dpmpp_2m --steps 5 10 20 --out out/grid.png
@@ -39,7 +39,8 @@ def _generate(args) -> int:
     seeds = args.seed if len(args.seed) > 1 else args.seed[0]
     t0 = time.perf_counter()
     images = pipe.txt2img(args.prompt, sampler=args.sampler, schedule=args.schedule, steps=args.steps, cfg=args.cfg,
-                          seed=seeds, batch=len(args.seed), width=args.width, height=args.height, progress=True)
+                          seed=seeds, batch=len(args.seed), width=args.width, height=args.height, progress=True,
+                          **({"allow_other_model": True} if args.allow_other_model else {}))
     paths = save_images(images, out)
     print(f"wrote {', '.join(map(str, paths))} ({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -72,7 +73,7 @@ def _demo(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    """Add ``demo``, ``generate`` and ``compare`` to the ``samplers`` command's subparsers."""
+    """Add ``demo``, ``generate``, ``compare`` and ``fit`` to the ``samplers`` command's subparsers."""
     demo = subparsers.add_parser("demo", help="the main demo: analytic steps-vs-error table, then images on the "
                                               "shipped models")
     demo.add_argument("--out", default="out/demo", help="folder for the demo's images")
@@ -82,12 +83,15 @@ def add_commands(subparsers) -> None:
     demo.set_defaults(fn=_demo)
     g = subparsers.add_parser("generate", help="text → image with a shipped model and any registry sampler")
     _add_common(g)
-    g.add_argument("--sampler", default=None, help="registry name (default: the model's default, see `samplers list`)")
+    g.add_argument("--sampler", default=None, help="a sampler name (`samplers names`) or fitted:PATH (a solver from "
+                                                   "`samplers fit`); default: the model's")
     g.add_argument("--steps", type=int, default=None, help="sampling steps (default 20)")
     g.add_argument("--seed", type=int, nargs="+", default=[0], help="one image per seed (default 0)")
     g.add_argument("--width", type=int, default=64)
     g.add_argument("--height", type=int, default=64)
     g.add_argument("--out", default="generated.png", help="PNG path; several seeds write <stem>-<k>.png")
+    g.add_argument("--allow-other-model", action="store_true",
+                   help="run a fitted solver (--sampler fitted:PATH) on a model other than the one it was fitted to")
     g.set_defaults(fn=_generate)
 
     c = subparsers.add_parser("compare", help="labelled PNG grid of samplers × step counts (same prompt and seed) + table")
@@ -98,3 +102,7 @@ def add_commands(subparsers) -> None:
     c.add_argument("--n", type=int, default=4, help="images per cell for the match rate")
     c.add_argument("--out", default="compare.png")
     c.set_defaults(fn=_compare)
+
+    from .fit import add_parser as add_fit
+
+    add_fit(subparsers)

@@ -1,6 +1,7 @@
 """The docs generated from the code: ``python -m app.docs --out docs --readme README.md`` writes docs/samplers.md
 (every registered sampler with its metadata and options), docs/schedules.md (every schedule) and docs/names.md
-(every name the resolver knows), and fills the README's results table from the committed benchmark results.
+(every name the resolver knows), and fills the README's results table and docs/fitted.md's tables from the
+committed benchmark results.
 tests/test_docs.py regenerates them and fails when the committed files differ."""
 from __future__ import annotations
 
@@ -137,16 +138,72 @@ def headline() -> str:
         "", *rows])
 
 
+FITTED = ROOT / "docs" / "benchmarks" / "fitted"
+
+
+def _load(path: Path) -> dict | None:
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fitted_mixtures() -> str:
+    """docs/fitted.md (b): fitted solvers on mixtures the fitting code was never developed on, held out."""
+    results = _load(FITTED / "mixtures" / "results.json")
+    if results is None:
+        return "(not measured yet: run the commands above)"
+    rows = ["| problem | NFE | diffusers' best scheduler | best fixed pair (ours) | fitted | fitted ÷ diffusers | "
+            "fitted ÷ best fixed |", "|---|---:|---|---|---:|---:|---:|"]
+    for row in results["heldout"]:
+        theirs, fixed, fitted = row.get("diffusers"), row.get("ours_fixed"), row.get("fitted")
+        if not (theirs and fixed and fitted):
+            continue
+        rows.append(f"| {row['problem']} | {row['nfe']} | {theirs['sampler'].removeprefix('diffusers:')} "
+                    f"({theirs['rmse']:.2e}) | {fixed['sampler']} + {fixed['schedule']} ({fixed['rmse']:.2e}) | "
+                    f"{fitted['rmse']:.2e} | {fitted['rmse'] / theirs['rmse']:.2f} | "
+                    f"{fitted['rmse'] / fixed['rmse']:.2f} |")
+    row = results["heldout"][0] if results["heldout"] else {"seeds": [], "batch": 0}
+    info = results["info"]
+    return "\n".join(rows + ["", f"Held out: {len(row['seeds'])} seeds × {row['batch']} starts that neither the fits "
+                                  f"(calibration seed 7) nor the choice of the best pairs (seed 0) saw. Measured on a "
+                                  f"{info['cpu_count']}-core CPU, torch {info['versions']['torch']}, diffusers "
+                                  f"{info['versions'].get('diffusers')}, in {info['seconds']:.0f} s."])
+
+
+def fitted_models() -> str:
+    """docs/fitted.md (a) and (c): `samplers fit` on the shipped U-Nets and a tiny random diffusers UNet."""
+    rows = ["| model | NFE | fitted | best fixed pair | its RMSE | the model's default | its RMSE | fitted ÷ best fixed |",
+            "|---|---:|---:|---|---:|---|---:|---:|"]
+    found = False
+    for name in ("eps", "flow", "tiny-unet"):
+        report = _load(FITTED / name / "report.json")
+        if report is None:
+            continue
+        found = True
+        for nfe, r in sorted(report["rows"].items(), key=lambda kv: int(kv[0])):
+            d = r.get("default")
+            default = f"{d['label']} | {d['rmse']:.4f}" if d else "– | –"
+            rows.append(f"| {report['model']} | {nfe} | {r['fit']:.4f} | {r['best_fixed']['label']} | "
+                        f"{r['best_fixed']['rmse']:.4f} | {default} | {r['fit'] / r['best_fixed']['rmse']:.2f} |")
+    return "\n".join(rows) if found else "(not measured yet: run the commands above)"
+
+
 README_FIGURES = {"headline": headline}
+FITTED_FIGURES = {"fitted-mixtures": fitted_mixtures, "fitted-models": fitted_models}
 
 
-def readme_with_figures(text: str) -> str:
-    """``text`` (the README) with every generated ``<!-- figures:NAME -->`` block filled in."""
-    for name, make in README_FIGURES.items():
+def with_figures(text: str, figures: dict) -> str:
+    """``text`` with every generated ``<!-- figures:NAME -->`` block of ``figures`` filled in."""
+    for name, make in figures.items():
         start, end = f"<!-- figures:{name} -->\n", f"\n<!-- /figures:{name} -->"
         i, j = text.index(start) + len(start), text.index(end)
         text = text[:i] + make() + text[j:]
     return text
+
+
+def readme_with_figures(text: str) -> str:
+    """``text`` (the README) with every generated ``<!-- figures:NAME -->`` block filled in."""
+    return with_figures(text, README_FIGURES)
 
 
 def main(argv=None) -> int:
@@ -161,6 +218,10 @@ def main(argv=None) -> int:
     for name, page in PAGES.items():
         atomic_write_bytes(out / name, page().encode())
         print(f"wrote {out / name}")
+    fitted = out / "fitted.md"
+    if fitted.exists():  # its tables come from the committed results under docs/benchmarks/fitted
+        atomic_write_bytes(fitted, with_figures(fitted.read_text(), FITTED_FIGURES).encode())
+        print(f"wrote {fitted}")
     if args.readme:
         readme = Path(args.readme)
         atomic_write_bytes(readme, readme_with_figures(readme.read_text()).encode())

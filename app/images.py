@@ -18,25 +18,35 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
                  seed: int = 0, cfg: float | None = None, schedule: str | None = None, scale: int = 2, title: str = ""):
     """Samplers × step counts on the same prompts and seeds (item k: prompt k, seed seed + k).
 
+    A fitted solver (``"fitted:PATH"``) runs at its own NFE only: its other cells are "–".
+
     Returns (grid PIL image showing item 0 of every cell, rows of dicts sampler / steps / nfe / match /
     seconds), where ``match`` is the fraction of items the checker passes."""
     from PIL import Image, ImageDraw
 
     import samplers
     from models import checker, data
+    from samplers.core import names
 
     prompts = list(prompts)
     seeds = [seed + k for k in range(len(prompts))]
+    # a fitted solver runs only at its own NFE: its row fills that column (added when missing)
+    fixed = {name: len(lab.sigmas) - 1 for name in sampler_names if (lab := names.resolve(name)).sigmas is not None}
+    steps_list = sorted(set(steps_list) | set(fixed.values()))
     rows, tiles = [], {}
     for name in sampler_names:
         spec = samplers.info(name)
+        shown = name if name in fixed else spec.name
         for steps in steps_list:
+            if name in fixed and steps != fixed[name]:
+                continue
             t0 = time.perf_counter()
-            images = pipe.txt2img(prompts, sampler=name, schedule=schedule, steps=steps, cfg=cfg, seed=seeds,
-                                  output="tensor", progress=False)
+            images = pipe.txt2img(prompts, sampler=name, schedule=None if name in fixed else schedule,
+                                  steps=steps, cfg=cfg, seed=seeds, output="tensor", progress=False)
             dt = time.perf_counter() - t0
             match = sum(checker.matches(im, p) for im, p in zip(images, prompts)) / len(prompts)
-            rows.append({"sampler": spec.name, "steps": steps, "nfe": round(spec.nfe_per_step * steps), "match": match, "seconds": dt})
+            rows.append({"sampler": shown, "steps": steps, "nfe": round(spec.nfe_per_step * steps), "match": match,
+                         "seconds": dt})
             tiles[(name, steps)] = data.to_pil(images[0]).resize((64 * scale, 64 * scale), Image.NEAREST)
     tile = 64 * scale
     left, top, pad = 110, 36 + (16 if title else 0), 4
@@ -49,14 +59,17 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
         draw.text((4, 2), title, fill=(0, 0, 0), font=font)
     for j, steps in enumerate(steps_list):
         draw.text((left + j * (tile + pad) + 4, top - 16), f"{steps} steps", fill=(0, 0, 0), font=font)
-    by_key = {(r["sampler"], r["steps"]): r for r in rows}
     for i, name in enumerate(sampler_names):
         y = top + i * (tile + pad + 14)
-        draw.text((4, y + tile // 2 - 6), samplers.info(name).name, fill=(0, 0, 0), font=font)
+        shown = name if name in fixed else samplers.info(name).name
+        draw.text((4, y + tile // 2 - 6), shown[-16:], fill=(0, 0, 0), font=font)
         for j, steps in enumerate(steps_list):
             x = left + j * (tile + pad)
+            r = next((r for r in rows if r["sampler"] == shown and r["steps"] == steps), None)
+            if r is None:
+                draw.text((x + tile // 2 - 4, y + tile // 2 - 6), "–", fill=(120, 120, 120), font=font)
+                continue
             grid.paste(tiles[(name, steps)], (x, y))
-            r = by_key[(samplers.info(name).name, steps)]
             draw.text((x + 2, y + tile + 1), f"match {r['match']:.2f}  {r['seconds']:.1f}s", fill=(60, 60, 60), font=font)
     return grid, rows
 

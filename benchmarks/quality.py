@@ -32,7 +32,9 @@ import torch
 
 import samplers
 
+from samplers.core import names
 from samplers.core.budget import CountingDenoiser, steps_for_nfe
+from samplers.fitted.solver import LearnedSolver
 
 from . import common, distributed
 from .common import Problem, ReferenceCache
@@ -53,8 +55,8 @@ DEFAULT_PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow")
 @dataclass(frozen=True)
 class Cell:
     problem: str
-    sampler: str  # a registry name, or "diffusers:<SchedulerClass>"
-    schedule: str  # a schedule name ("native" for the peers' own spacing)
+    sampler: str  # a registry name, "diffusers:<SchedulerClass>" or "fitted:<solver file>"
+    schedule: str  # a schedule name ("native" for the peers' own spacing, "fitted" for a fitted solver's nodes)
     nfe: int  # the budget
     seed: int
 
@@ -151,6 +153,17 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
         except Exception as err:  # noqa: BLE001 - a peer failing is a result, not a crash of the sweep
             return {**out, "skipped": f"diffusers raised {type(err).__name__}: {err}"}
         kind = "ancestral" if "Ancestral" in label else "ode"
+    elif cell.sampler.startswith("fitted:"):  # a fitted solver runs on its own nodes, on the model it was fitted to
+        sigmas = torch.tensor(names.resolve(cell.sampler).sigmas, dtype=torch.float64)
+        steps = len(sigmas) - 1
+        x_start, sigma_start = samplers.initial_latent(noise, sigmas), float(sigmas[0])
+        model = CountingDenoiser(problem.batch_denoiser(batch, cell.seed))
+        try:
+            with torch.no_grad():
+                x0 = samplers.sample(cell.sampler, model, x_start, sigmas, disable=True)
+        except samplers.InvalidInput as err:
+            return {**out, "skipped": str(err).split("\n")[0]}
+        nfe, kind = model.calls, "ode"
     else:
         spec = samplers.info(cell.sampler)
         try:
@@ -219,6 +232,10 @@ def cells_for(ctx: Context) -> list[Cell]:
                 for nfe in args.nfe:
                     for seed in args.seeds:
                         cells.append(Cell(pname, name, schedule, nfe, seed))
+        for path in args.fitted or ():
+            solver = LearnedSolver.load(path)
+            for seed in args.seeds:
+                cells.append(Cell(pname, f"fitted:{path}", "fitted", solver.steps, seed))
         if args.peers:
             for label in diffusers_peers(problem):
                 if args.peer_names and label not in args.peer_names:
@@ -501,6 +518,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--batch", type=int, default=None,
                    help="items per cell (default 256, 16 for models; with --quick 32 and 4)")
+    p.add_argument("--fitted", nargs="+", default=None,
+                   help="solver files from `samplers fit`, each run at its own NFE on the problem it was fitted to")
     p.add_argument("--no-peers", dest="peers", action="store_false", help="skip diffusers' schedulers")
     p.add_argument("--peer-names", nargs="+", default=None,
                    help="only these diffusers peers (e.g. DDIMScheduler 'EulerDiscreteScheduler+karras')")

@@ -830,7 +830,7 @@ def markdown(result: dict) -> str:
         for r in timed:
             lines.append(f"| {r['problem']} | {r['device']} | {r['sampler']} | {r['steps']} | {r['batch']} | {r['nfe']} | "
                          f"{r['wall_s'] * 1e3:.2f} | {r['items_per_s']:.1f} | {us(r['overhead_per_step_s'])} |")
-        lines += ["", f"One bare call of each problem's denoiser is in results.json (`model_call_s`).", ""]
+        lines += ["", "One bare call of each problem's denoiser is in results.json (`model_call_s`).", ""]
     for r in result.get("problems", []):
         if "skipped" in r:
             lines += [f"Problem {r['problem']}: skipped — {r['skipped']}", ""]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import samplers
 from samplers.core import names
-from samplers.core.errors import InvalidInput, InvalidType
+from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
 from samplers.core.validate import check_allocation, integer, real
 from samplers.core.seeds import resolve_seeds, seeded_randn
 
@@ -139,11 +139,12 @@ class Pipeline:
         unet = DiffusionModel.load(folder, reproduce_hint=hint)
         if not isinstance(vae, VAE):
             vae = VAE.load(vae)
+        unet.requires_grad_(False)  # for sampling: a call outside no_grad (a fit through the network) builds no
+        vae.requires_grad_(False)   # graph into the weights
         return cls(unet, vae)
 
     # ------------------------------------------------------------------------------------ building blocks
 
-    @torch.no_grad()
     def _model_fn(self, x_t: torch.Tensor, time: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model.unet(x_t, time, context, mask)
 
@@ -173,9 +174,16 @@ class Pipeline:
     def plan(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict):
         """``(sampler name, sigmas, options)`` of a run: the name resolved (A1111 / ComfyUI labels included), the
         schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged."""
-        steps = self.defaults["steps"] if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
+        asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
+        steps = self.defaults["steps"] if asked is None else asked
         found, schedule, options = names.resolve_call(sampler or self.defaults["sampler"], schedule, options)
-        if found.sigmas is not None:
+        if found.sigmas is not None:  # a fitted solver runs on its own nodes
+            fixed = len(found.sigmas) - 1
+            if asked is not None and asked != fixed:
+                raise InvalidInput(f"{found.label!r} runs exactly {fixed} steps on the σ nodes it was fitted on, but "
+                                   f"steps={asked} was asked; leave steps out or pass steps={fixed}")
+            if schedule is not None:
+                raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
             sigmas = torch.tensor(found.sigmas, dtype=torch.float64)
         else:
             sigmas = self.sigmas(schedule, steps)

@@ -1,0 +1,365 @@
+"""``samplers fit``: fit a few-step solver to a model, and say what it buys on starts it never saw.
+
+    samplers fit --model eps --nfe 5 8 10 --out out/fit                    # a shipped U-Net, captions drawn
+    samplers fit --model flow --prompts "a red circle" "a blue ring" --nfe 8 --out out/fit-flow
+    samplers fit --model mypkg.bench:problem --nfe 8 --out out/fit-mine     # a benchmarks.common.Problem
+    samplers fit --model path/to/unet --prompt-embeds embeds.safetensors --nfe 8 --out out/fit-unet
+
+For each NFE it writes ``nfe<N>.json`` (a :class:`samplers.fitted.solver.LearnedSolver` recording the model's
+fingerprint; run it as ``sampler="fitted:<OUT>/nfe<N>.json"``) and ``report.json``, and prints the held-out RMSE
+(other noise, and other prompts where they are drawn) of the fit beside the best fixed (sampler, schedule)
+pair and the model's default sampler (a diffusers folder: its own scheduler). A second run with the same
+``--out`` resumes: finished NFEs are kept,
+references are cached and an interrupted optimisation continues from its last check (both in ``<OUT>/.work``).
+
+A diffusers folder (``UNet2DConditionModel.save_pretrained``) needs its scheduler config (``--scheduler-config``,
+default ``<folder>/scheduler_config.json`` or ``<folder>/../scheduler/scheduler_config.json``) and prompt
+embeddings: a safetensors file with ``prompt_embeds`` [N, T, C] (item k of a batch uses row k mod N, rows
+shifted by the seed) and, for guidance, ``negative_prompt_embeds`` [1, T, C].
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from samplers.core.errors import InvalidInput
+
+CALIBRATION_SEED, HELDOUT_SEED = 0, 1  # noise streams; drawn prompts use streams 30_000 + seed
+WORK = ".work"  # under --out: cached references and the optimisation's resumable state
+
+
+@dataclasses.dataclass(eq=False)
+class Target:
+    """A model to fit to: its denoiser ``D(x, σ, **item_args)`` and what the fit needs to know about it."""
+
+    name: str
+    denoiser: Callable
+    shape: tuple
+    sigma_min: float
+    sigma_max: float
+    native: object = None
+    prediction: str | None = None
+    dtype: torch.dtype = torch.float64
+    conditioning: Callable[[int, int], dict] | None = None  # (n, seed) -> per-item keyword tensors
+    reference_tol: float = 1e-7
+    default: tuple[str, str] | None = None  # the model's own (sampler, schedule)
+    description: str = ""
+    # a diffusers model's own scheduler: (class name, config, (n, seed) -> native model(x_t, t) for those items)
+    scheduler: tuple[str, dict, Callable] | None = None
+
+    def item_args(self, n: int, seed: int) -> dict:
+        return {} if self.conditioning is None else self.conditioning(n, seed)
+
+    def noise(self, n: int, seed: int) -> torch.Tensor:
+        from samplers.core.seeds import seeded_randn
+
+        return seeded_randn((n, *self.shape), [seed * 1_000_003 + k for k in range(n)]).to(self.dtype)
+
+
+class ItemCFG:
+    """Classifier-free guidance whose conditioning comes with each call (one row per item): the fit slices
+    its starts and their prompts together. ``inner`` is the unguided registry denoiser."""
+
+    def __init__(self, inner: Callable, uncond: dict, scale: float):
+        self.inner, self.uncond, self.scale = inner, uncond, float(scale)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond) -> torch.Tensor:
+        from models.guidance import CFGDenoiser
+
+        return CFGDenoiser(self.inner, cond, self.uncond, self.scale)(x, sigma)
+
+
+def shipped_target(kind: str, prompts: list[str] | None, cfg: float | None) -> Target:
+    from models import data
+    from models.pipeline import Pipeline
+
+    pipe = Pipeline.load(model=kind)
+    pipe.model.requires_grad_(False)  # the fit differentiates through the network, not into its weights
+    scale = pipe.guidance(cfg)
+    native = pipe.native
+
+    def conditioning(n: int, seed: int) -> dict:
+        texts = ([prompts[k % len(prompts)] for k in range(n)] if prompts else
+                 list(data.make_batch(30_000 + seed, n)[1]))
+        return pipe.encode_prompts(texts)
+
+    side = pipe.vae.config.image_size // pipe.vae.downsample
+    finite_max = native.sigma_max if math.isfinite(native.sigma_max) else 80.0
+    return Target(f"shipped {kind} U-Net (cfg {scale:g})", ItemCFG(pipe._denoiser, pipe.encode_prompts([""]), scale),
+                  (pipe.vae.latent_channels, side, side), native.sigma_min, finite_max, native,
+                  pipe.model.config.prediction, torch.float32, conditioning, 1e-5,
+                  (pipe.defaults["sampler"], pipe.defaults["schedule"]),
+                  "prompts " + ("given" if prompts else "drawn from the caption grammar (other prompts held out)"))
+
+
+def entry_point_target(spec: str) -> Target:
+    from benchmarks.common import get_problem
+
+    p = get_problem(spec)
+    sigma_max = p.sigma_max if math.isfinite(p.sigma_max) else (p.finite_sigma_max or 80.0)
+    return Target(p.name, p.denoiser, tuple(p.shape), p.sigma_min, sigma_max, p.native, None, p.dtype, None,
+                  p.reference_tol, None, p.description)
+
+
+def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | None, cfg: float | None) -> Target:
+    from safetensors.torch import load_file
+
+    from samplers.interop.diffusers_models import DiffusersModel, native_from_config
+    from samplers import to_denoiser
+
+    try:
+        from diffusers import UNet2DConditionModel
+    except ImportError as err:
+        raise InvalidInput(f"a diffusers folder needs the diffusers package ({err}); pip install diffusers") from None
+    candidates = [Path(scheduler_config)] if scheduler_config else [
+        folder / "scheduler_config.json", folder.parent / "scheduler" / "scheduler_config.json"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise InvalidInput(f"no scheduler config for {folder}: looked at {', '.join(map(str, candidates))}; pass "
+                           "--scheduler-config (the pipeline's scheduler/scheduler_config.json)")
+    if embeds is None:
+        raise InvalidInput("a diffusers UNet needs --prompt-embeds FILE (safetensors with prompt_embeds [N, T, C] "
+                           "and, for guidance, negative_prompt_embeds [1, T, C])")
+    tensors = load_file(embeds)  # safetensors: reading it runs no code
+    if "prompt_embeds" not in tensors or tensors["prompt_embeds"].ndim != 3:
+        raise InvalidInput(f"{embeds} must hold prompt_embeds [N, T, C]; it holds {sorted(tensors)}")
+    rows = tensors["prompt_embeds"].float()
+    config = json.loads(found.read_text())
+    native, prediction = native_from_config(config)
+    unet = UNet2DConditionModel.from_pretrained(folder, use_safetensors=True).eval()
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    scale = 1.0 if cfg is None else float(cfg)
+    if scale != 1.0 and "negative_prompt_embeds" not in tensors:
+        raise InvalidInput(f"--cfg {scale:g} needs negative_prompt_embeds in {embeds}")
+    uncond = {"encoder_hidden_states": tensors.get("negative_prompt_embeds", rows[:1]).float()[:1]}
+    inner = to_denoiser(DiffusersModel(unet), prediction, native)
+
+    def conditioning(n: int, seed: int) -> dict:
+        idx = torch.tensor([(seed * 7_919 + k) % rows.shape[0] for k in range(n)])
+        return {"encoder_hidden_states": rows[idx]}
+
+    def native_for(n: int, seed: int):
+        return DiffusersModel(unet, conditioning(n, seed)["encoder_hidden_states"],
+                              uncond["encoder_hidden_states"].expand(n, -1, -1) if scale != 1.0 else None, scale)
+
+    cfg_unet = unet.config
+    side = int(cfg_unet.sample_size)
+    finite_max = native.sigma_max if math.isfinite(native.sigma_max) else 80.0
+    source = str(config.get("_class_name", ""))
+    scheduler = ((source, {k: v for k, v in config.items() if not k.startswith("_")}, native_for)
+                 if source else None)
+    return Target(f"diffusers UNet {folder.name}", ItemCFG(inner, uncond, scale),
+                  (int(cfg_unet.in_channels), side, side), native.sigma_min, finite_max, native, prediction,
+                  torch.float32, conditioning, 1e-5, None, f"{rows.shape[0]} prompt embeddings from {embeds}",
+                  scheduler)
+
+
+def make_target(args) -> Target:
+    spec = args.model
+    if spec in ("eps", "flow"):
+        return shipped_target(spec, args.prompts, args.cfg)
+    if Path(spec).is_dir():
+        return diffusers_target(Path(spec), args.scheduler_config, args.prompt_embeds, args.cfg)
+    if ":" in spec or spec.startswith("gm-"):
+        return entry_point_target(spec)
+    raise InvalidInput(f"--model {spec!r} is not a shipped model (eps, flow), a module:function entry point or a "
+                       "diffusers UNet folder")
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extra: dict,
+                      sigma: float | None = None) -> torch.Tensor:
+    import functools
+
+    from samplers.fitted.fitting import reference_endpoints
+
+    path = out / WORK / f"reference-{tag}-tol{target.reference_tol:g}.pt"
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        if saved["x"].shape == x.shape and torch.equal(saved["x"], x):
+            return saved["reference"]
+    ref = reference_endpoints(functools.partial(target.denoiser, **extra), x,
+                              target.sigma_max if sigma is None else sigma, target.reference_tol)
+    import io
+
+    from samplers.core.files import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save({"x": x, "reference": ref}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return ref
+
+
+def _rmse(a, b) -> float:
+    return float((a.double() - b.double()).pow(2).mean().sqrt())
+
+
+def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: int, ref: torch.Tensor) -> dict | None:
+    """The held-out RMSE of the model's default at ``nfe`` calls: its default (sampler, schedule) for a shipped
+    model, its own diffusers scheduler (diffusers' loop, from that scheduler's start) for a diffusers folder."""
+    import samplers
+
+    extra = target.item_args(noise.shape[0], seed)
+    if target.default is not None:
+        sampler, schedule = target.default
+        steps = max(1, round(nfe / samplers.info(sampler).nfe_per_step))
+        sig = samplers.get_sigmas(schedule, steps, native=target.native, sigma_min=target.sigma_min,
+                                  sigma_max=target.sigma_max)
+        sig[0] = target.sigma_max
+        with torch.no_grad():
+            x0 = samplers.sample(sampler, target.denoiser, noise * target.sigma_max, sig, extra_args=extra,
+                                 disable=True)
+        return {"label": f"{sampler} + {schedule} ({steps} steps)", "rmse": _rmse(x0, ref)}
+    if target.scheduler is None:
+        return None
+    from benchmarks.common import Problem
+    from benchmarks.peers import peer_steps, run_peer
+
+    label, config, native_for = target.scheduler
+    found = peer_steps(label, config, nfe)
+    if found is None:
+        return None
+    problem = Problem(target.name, target.denoiser, target.native, target.shape, target.sigma_min,
+                      target.sigma_max, native_model_for=native_for)
+    x0, x_start, sigma_start, calls = run_peer(problem, label, config, found[0], noise, seed)
+    if math.isinf(sigma_start):
+        return None
+    own = _cached_reference(out, target, f"heldout-{label}-{found[0]}-{seed}", x_start, extra, sigma_start)
+    return {"label": f"diffusers {label} ({found[0]} steps, {calls} calls)", "rmse": _rmse(x0, own)}
+
+
+def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, log) -> dict:
+    import samplers
+    from samplers.fitted.fitting import FitConfig, fit, solver_rmse
+    from samplers.fitted.identity import fingerprint
+
+    from benchmarks.common import progress
+
+    n_cal, n_test = args.calibration, args.heldout
+    t0 = time.monotonic()
+    x_cal = target.noise(n_cal, CALIBRATION_SEED + args.seed)
+    extra_cal = target.item_args(n_cal, CALIBRATION_SEED + args.seed)
+    ref_cal = _cached_reference(out, target, f"calibration-{args.seed}", x_cal * target.sigma_max, extra_cal)
+    budget = None if deadline is None else max(deadline - time.monotonic(), 1.0)
+    config = FitConfig(nfe, validation=args.validation, iters=args.iters, lr=args.lr, batch=args.batch,
+                       time_budget=budget, seed=args.seed)
+    model = {"fingerprint": fingerprint(target.denoiser), "name": target.name, "prediction": target.prediction}
+    with progress(total=config.iters, desc=f"fit NFE {nfe}") as bar:
+        solver = fit(target.denoiser, config, x_cal, target.sigma_min, target.sigma_max, reference=ref_cal,
+                     native=target.native, model=model, extra_args=extra_cal, state_path=out / WORK / f"state-nfe{nfe}.pt",
+                     log=log, progress=bar.update)
+    path = solver.save(out / f"nfe{nfe}.json")
+    seconds = time.monotonic() - t0  # the fit, its reference included (cached after the first NFE)
+
+    # held out: other noise (and other prompts, where they are drawn)
+    x_test = target.noise(n_test, HELDOUT_SEED + args.seed) * target.sigma_max
+    extra_test = target.item_args(n_test, HELDOUT_SEED + args.seed)
+    ref_test = _cached_reference(out, target, f"heldout-{args.seed}", x_test, extra_test)
+    start = solver.meta["start"]
+    start_solver = samplers.fitted.solver.LearnedSolver(**start["solver"]).validate()
+    row = {"nfe": nfe, "file": str(path), "fit": solver_rmse(target.denoiser, solver, x_test, ref_test, extra_test),
+           "best_fixed": {"label": _label(start), "rmse": solver_rmse(target.denoiser, start_solver, x_test, ref_test,
+                                                                       extra_test)},
+           "kept": solver.meta["kept"], "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds,
+           "threads": torch.get_num_threads()}
+    default = default_run(target, nfe, out, x_test / target.sigma_max, HELDOUT_SEED + args.seed, ref_test)
+    if default is not None:
+        row["default"] = default
+    return row
+
+
+def _label(start: dict) -> str:
+    opts = "".join(f", {k}={v}" for k, v in start["options"].items())
+    return f"{start['sampler']}{opts} + {start['schedule']}"
+
+
+def run_fit(args) -> int:
+    for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0)):
+        if getattr(args, name) < lo:
+            raise InvalidInput(f"--{name} must be at least {lo}, got {getattr(args, name)}")
+    if any(n < 1 or n > 100 for n in args.nfe):
+        raise InvalidInput(f"--nfe values must be between 1 and 100, got {args.nfe}")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise InvalidInput(f"--time-budget must be positive seconds, got {args.time_budget}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the folder above --out ({out.parent}) does not exist; create it or choose another")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InvalidInput(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    out.mkdir(exist_ok=True)
+    (out / WORK).mkdir(exist_ok=True)
+    t0 = time.monotonic()
+    deadline = None if args.time_budget is None else t0 + args.time_budget
+    target = make_target(args)
+    if args.reference_tol is not None:
+        if not 0 < args.reference_tol < 1:
+            raise InvalidInput(f"--reference-tol must be in (0, 1), got {args.reference_tol}")
+        target.reference_tol = args.reference_tol
+    log = (lambda line: print(line, flush=True)) if args.verbose else None
+    print(f"fitting to {target.name}: {target.description}; σ {target.sigma_max:g} → {target.sigma_min:g}, "
+          f"{args.calibration} calibration starts, {args.heldout} held-out")
+    report_path = out / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    rows = {int(k): v for k, v in report.get("rows", {}).items()}
+    for nfe in args.nfe:
+        if nfe in rows and (out / f"nfe{nfe}.json").exists() and not args.restart:
+            print(f"NFE {nfe}: already fitted ({out / f'nfe{nfe}.json'}; --restart to fit again)")
+        else:
+            if args.restart:
+                (out / WORK / f"state-nfe{nfe}.pt").unlink(missing_ok=True)
+            remaining = [n for n in args.nfe if n >= nfe]
+            share = None if deadline is None else t0 + (deadline - t0) * (1 - (len(remaining) - 1) / len(args.nfe))
+            rows[nfe] = fit_one(target, nfe, args, out, share, log)
+        r = rows[nfe]
+        default = f" | default {r['default']['label']}: {r['default']['rmse']:.4g}" if "default" in r else ""
+        print(f"NFE {nfe}: held-out RMSE fitted {r['fit']:.4g} | best fixed pair {r['best_fixed']['label']}: "
+              f"{r['best_fixed']['rmse']:.4g}{default} → {r['file']}")
+        from samplers.core.files import write_json
+
+        write_json(report_path, {"model": target.name, "description": target.description,
+                                 "calibration": args.calibration, "heldout": args.heldout, "seed": args.seed,
+                                 "rows": {str(k): v for k, v in sorted(rows.items())}})
+    print(f"done in {time.monotonic() - t0:.0f} s; run one with sampler=\"fitted:{out}/nfe{args.nfe[0]}.json\"")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("fit", help="fit a few-step solver to a model (shipped, module:function, or a "
+                                          "diffusers UNet folder) and compare it on held-out starts",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="eps | flow | module:function (a benchmarks.common.Problem) | "
+                                                   "a diffusers UNet folder | gm-ve, gm-vp-eps, gm-flow")
+    p.add_argument("--nfe", type=int, nargs="+", required=True, help="model calls of each solver (e.g. 5 8 10)")
+    p.add_argument("--out", required=True, help="folder for nfe<N>.json, report.json and resumable state")
+    p.add_argument("--prompts", nargs="+", default=None, help="prompts (default: drawn from the caption grammar)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--prompt-embeds", default=None, help="diffusers folder: safetensors of prompt embeddings")
+    p.add_argument("--scheduler-config", default=None, help="diffusers folder: the scheduler config JSON")
+    p.add_argument("--calibration", type=int, default=48, help="calibration starts (default 48)")
+    p.add_argument("--validation", type=float, default=1 / 3,
+                   help="share of them never trained on, which decides between the fit and the best fixed pair "
+                        "(default 1/3)")
+    p.add_argument("--heldout", type=int, default=32, help="held-out starts for the report (default 32)")
+    p.add_argument("--iters", type=int, default=100, help="optimisation steps per NFE (default 100)")
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--batch", type=int, default=12, help="training minibatch (default 12)")
+    p.add_argument("--seed", type=int, default=0, help="noise and prompt streams (held out: seed + 1)")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole command")
+    p.add_argument("--reference-tol", type=float, default=None,
+                   help="rtol = atol of the adaptive PF-ODE solve that gives the exact endpoints (default: 1e-5 for "
+                        "a float32 network, 1e-7 otherwise)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--restart", action="store_true", help="fit again instead of resuming")
+    p.add_argument("--verbose", action="store_true", help="print the fit's progress lines")
+    p.set_defaults(fn=run_fit)

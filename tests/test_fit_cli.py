@@ -1,0 +1,159 @@
+"""A fitted solver by name through every entry point (Pipeline, `samplers generate` / `compare`, the diffusers
+shim), and `samplers fit` on the three kinds of model: a module:function problem, the shipped U-Net, a diffusers
+UNet folder."""
+import json
+
+import pytest
+import torch
+
+import samplers
+from samplers.cli import main
+from samplers.fitted.identity import fingerprint
+from samplers.fitted.solver import LearnedSolver, OtherModelError
+
+PROMPT = "a large red circle at the top left"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from models.pipeline import Pipeline
+
+    return Pipeline.load(model="eps")
+
+
+@pytest.fixture(scope="module")
+def solver_file(pipe, tmp_path_factory):
+    """dpmpp_2m on the model's karras grid, as a solver file recording the shipped eps model at its default cfg."""
+    solver = LearnedSolver.from_sampler("dpmpp_2m", pipe.sigmas("karras", 4))
+    solver.model = {"fingerprint": fingerprint(pipe.denoiser(PROMPT)), "name": "shipped eps", "prediction": "eps"}
+    return solver.save(tmp_path_factory.mktemp("fit") / "nfe4.json")
+
+
+def test_the_pipeline_runs_it_by_name_on_its_own_nodes(pipe, solver_file):
+    name = f"fitted:{solver_file}"
+    mine = pipe.txt2img(PROMPT, sampler=name, seed=3, output="tensor", progress=False)
+    theirs = pipe.txt2img(PROMPT, sampler="dpmpp_2m", schedule="karras", steps=4, seed=3, output="tensor",
+                          progress=False)
+    torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+    pipe.txt2img(PROMPT, sampler=name, steps=4, seed=3, progress=False)  # its own step count may be given
+    with pytest.raises(samplers.InvalidInput, match="runs exactly 4 steps"):
+        pipe.txt2img(PROMPT, sampler=name, steps=20, seed=3, progress=False)
+    with pytest.raises(samplers.InvalidOption, match="own fitted σ nodes"):
+        pipe.txt2img(PROMPT, sampler=name, schedule="exponential", seed=3, progress=False)
+    # another guidance scale is another denoiser: refused unless allowed
+    with pytest.raises(OtherModelError, match="not to this model"):
+        pipe.txt2img(PROMPT, sampler=name, cfg=1.5, seed=3, progress=False)
+    pipe.txt2img(PROMPT, sampler=name, cfg=1.5, seed=3, progress=False, allow_other_model=True)
+
+
+def test_generate_and_compare_take_it(solver_file, tmp_path, capsys):
+    assert main(["generate", PROMPT, "--sampler", f"fitted:{solver_file}", "--out", str(tmp_path / "a.png")]) == 0
+    assert (tmp_path / "a.png").exists()
+    assert main(["generate", PROMPT, "--sampler", f"fitted:{solver_file}", "--cfg", "2",
+                 "--out", str(tmp_path / "b.png")]) == 2
+    assert "fitted to shipped eps" in capsys.readouterr().err
+    assert main(["generate", PROMPT, "--sampler", f"fitted:{solver_file}", "--cfg", "2", "--allow-other-model",
+                 "--out", str(tmp_path / "b.png")]) == 0
+    capsys.readouterr()
+    assert main(["compare", PROMPT, "--samplers", "euler", f"fitted:{solver_file}", "--steps", "3", "--n", "1",
+                 "--out", str(tmp_path / "grid.png")]) == 0
+    table = capsys.readouterr().out
+    assert f"fitted:{solver_file}"[:18] in table and (tmp_path / "grid.png").exists()
+    rows = [line.split() for line in table.splitlines()[1:-2]]
+    assert [r[1] for r in rows] == ["3", "4", "4"]  # euler at 3 and 4 steps, the fitted solver at its own 4
+
+
+def test_the_diffusers_shim_takes_it_and_says_it_cannot_see_the_unet(solver_file):
+    from diffusers import DDPMScheduler
+
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    config = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).config
+    shim = SamplerScheduler.from_config(config, sampler=f"fitted:{solver_file}")
+    with pytest.raises(OtherModelError, match="allow_other_model"):  # refused when the run is planned
+        shim.set_timesteps(4)
+    shim = SamplerScheduler.from_config(config, sampler=f"fitted:{solver_file}",
+                                        sampler_options={"allow_other_model": True})
+    shim.set_timesteps(4)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * shim.init_noise_sigma
+    for t in shim.timesteps:
+        x = shim.step(torch.zeros_like(x), t, x).prev_sample
+    assert torch.isfinite(x).all()
+
+
+def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):
+    out = tmp_path / "gm"
+    argv = ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--calibration", "32", "--heldout", "16",
+            "--iters", "6", "--threads", "1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "NFE 3: held-out RMSE fitted" in printed and "best fixed pair" in printed
+    report = json.loads((out / "report.json").read_text())
+    row = report["rows"]["3"]
+    assert row["fit"] <= row["best_fixed"]["rmse"] * 1.5  # held out: other noise than the calibration starts
+    solver = LearnedSolver.load(out / "nfe3.json")
+    assert solver.steps == 3 and solver.model["fingerprint"] is not None
+    assert main(argv) == 0
+    assert "already fitted" in capsys.readouterr().out
+    assert main(["fit", "--model", "gm-ve", "--nfe", "0", "--out", str(out)]) == 2
+    assert main(["fit", "--model", "nothing", "--nfe", "3", "--out", str(out)]) == 2
+    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(tmp_path / "no" / "such")]) == 2
+
+
+def test_fit_command_on_the_shipped_unet(tmp_path, capsys):
+    out = tmp_path / "eps"
+    assert main(["fit", "--model", "eps", "--nfe", "2", "--out", str(out), "--calibration", "8", "--heldout", "4",
+                 "--iters", "2", "--reference-tol", "1e-3", "--prompts", PROMPT]) == 0
+    assert "default dpmpp_2m" in capsys.readouterr().out or "default" in (out / "report.json").read_text()
+    solver = LearnedSolver.load(out / "nfe2.json")
+    assert solver.model["prediction"] == "eps" and solver.model["fingerprint"] is not None
+
+
+def test_fit_command_on_a_diffusers_unet_folder(tmp_path, capsys):
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    from benchmarks import tiny_unet
+    from samplers.interop.diffusers_models import denoiser_from_diffusers
+
+    folder = tiny_unet.make(tmp_path / "unet")
+    out = tmp_path / "fit"
+    assert main(["fit", "--model", str(folder), "--prompt-embeds", str(folder / "embeds.safetensors"),
+                 "--nfe", "3", "--out", str(out), "--calibration", "8", "--heldout", "4", "--iters", "2",
+                 "--reference-tol", "1e-3"]) == 0
+    printed = capsys.readouterr().out
+    assert "NFE 3" in printed and "default diffusers DPMSolverMultistepScheduler" in printed
+    # the solver runs by name on that UNet through the diffusers adapter, and refuses another
+    name = f"fitted:{out / 'nfe3.json'}"
+    solver = LearnedSolver.load(out / "nfe3.json")
+    loaded = UNet2DConditionModel.from_pretrained(folder)
+    embeds = load_file(folder / "embeds.safetensors")["prompt_embeds"]
+    d = denoiser_from_diffusers(loaded, json.loads((folder / "scheduler_config.json").read_text()),
+                                prompt_embeds=embeds[:1])
+    x = torch.randn(1, 4, 8, 8) * solver.sigmas[0]
+    with torch.no_grad():
+        assert torch.isfinite(samplers.sample(name, d, x, solver.sigmas, disable=True)).all()
+        next(loaded.parameters()).add_(0.1)
+    with pytest.raises(OtherModelError):
+        samplers.sample(name, d, x, solver.sigmas)
+    assert main(["fit", "--model", str(folder), "--nfe", "3", "--out", str(out)]) == 2  # no embeddings
+
+
+def test_the_benchmarks_fit_and_rank_fitted_solvers(tmp_path):
+    """benchmarks.learned_solvers fits a mixture never used elsewhere; benchmarks.quality ranks the file beside
+    the registry's samplers, on the problem it was fitted to (and refuses it on another)."""
+    from benchmarks import learned_solvers, quality
+
+    problem = "gm-ve/d48-k5-s101"
+    assert learned_solvers.main(["--problem", problem, "--nfe", "3", "--calibration", "64", "--iters", "2",
+                                 "--out", str(tmp_path / "learned")]) == 0
+    path = tmp_path / "learned" / "gm-ve_d48-k5-s101_nfe3.json"
+    solver = LearnedSolver.load(path)
+    assert solver.steps == 3 and solver.meta["calibration_seed"] == 7
+    assert quality.main(["--problem", problem, "gm-ve", "--samplers", "euler", "--nfe", "3", "--batch", "8",
+                         "--no-peers", "--fitted", str(path), "--out", str(tmp_path / "q"), "--no-progress",
+                         "--no-cache"]) == 0
+    cells = json.loads((tmp_path / "q" / "results.json").read_text())["cells"]
+    fitted = {c["problem"]: c for c in cells if c["sampler"] == f"fitted:{path}"}
+    assert fitted[problem]["nfe_used"] == 3 and fitted[problem]["rmse"] > 0
+    assert "fitted to gm-ve/d48-k5-s101" in fitted["gm-ve"]["skipped"]  # another mixture: refused, not run
