@@ -25,6 +25,7 @@ import importlib
 import inspect
 import json
 import math
+import re
 import os
 import platform
 import subprocess
@@ -86,6 +87,8 @@ class Problem:
     diffusers_config: dict | None = None
     description: str = ""
     cache_key: str = ""  # identifies the model and its weights in the reference cache
+    family: str = ""  # gm-ve / gm-vp-eps / gm-flow for the mixture problems (whichever mixture): their peers
+    mixture: GaussianMixture | None = None  # the data of a mixture problem
 
     def noise(self, n: int, seed: int) -> torch.Tensor:
         """Unit noise [n, *shape] where item k depends only on (seed, k) (``samplers.core.seeds.seeded_randn``)."""
@@ -225,39 +228,53 @@ GM_SHAPE = (4, 4, 4)
 SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
 
 
-def gaussian_mixture() -> GaussianMixture:
-    return GaussianMixture.default(shape=GM_SHAPE, components=6, seed=0)
+def gaussian_mixture(spec: str = "") -> GaussianMixture:
+    """The benchmark's mixture (6 modes in 4×4×4), or the one ``spec`` names: ``d<dims>-k<modes>-s<seed>``, e.g.
+    ``d48-k5-s101`` (48 dimensions as [3, 4, 4] when divisible by 16, else flat; 5 modes; seed 101)."""
+    if not spec:
+        return GaussianMixture.default(shape=GM_SHAPE, components=6, seed=0)
+    m = re.fullmatch(r"d(\d+)-k(\d+)-s(\d+)", spec)
+    if m is None or int(m[1]) < 1 or int(m[2]) < 1:
+        raise ValueError(f"a mixture is named d<dims>-k<modes>-s<seed> (e.g. gm-vp-eps/d48-k5-s101), got {spec!r}")
+    dims, modes, seed = int(m[1]), int(m[2]), int(m[3])
+    shape = (dims // 16, 4, 4) if dims % 16 == 0 else (dims,)
+    return GaussianMixture.default(shape=shape, components=modes, seed=seed)
 
 
 def _gm_problem(kind: str, device: str = "cpu") -> Problem:
-    cpu = gaussian_mixture()
+    kind, _, spec = kind.partition("/")
+    cpu = gaussian_mixture(spec)
+    shape = tuple(cpu.shape)
+    suffix = f"/{spec}" if spec else ""
     # the denoiser runs where the sampler runs; exact samples and the reference are computed on the CPU
     gm = cpu if device == "cpu" else GaussianMixture(cpu.means.to(device), cpu.stds.to(device),
                                                      cpu.weights.to(device), cpu.shape)
-    common = dict(shape=GM_SHAPE, exact_samples=lambda n, seed: cpu.sample(n, seed=10_000 + seed),
+    what = (f"Gaussian mixture ({cpu.means.shape[0]} clusters, {cpu.dim}-dim, seed {spec.rsplit('s', 1)[-1]})"
+            if spec else "Gaussian mixture (6 clusters, 64-dim)")
+    common = dict(shape=shape, exact_samples=lambda n, seed: cpu.sample(n, seed=10_000 + seed),
                   reference_fn=lambda x, s: cpu.ode_endpoint(x.cpu(), s, rtol=1e-10, atol=1e-10).to(x.device),
-                  cache_key="gm6x64")
+                  cache_key="gm6x64" + suffix.replace("/", "_"), family=f"gm-{kind}", mixture=cpu)
     if kind == "ve":
         native = VE(sigma_min=0.002, sigma_max=80.0)
-        return Problem("gm-ve", gm.denoiser, native, sigma_min=0.002, sigma_max=80.0,
-                       description="Gaussian mixture (6 clusters, 64-dim), exact VE denoiser, σ 80 → 0.002",
+        return Problem("gm-ve" + suffix, gm.denoiser, native, sigma_min=0.002, sigma_max=80.0,
+                       description=f"{what}, exact VE denoiser, σ 80 → 0.002",
                        **common)
     if kind == "vp-eps":
         native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
         model = gm.as_model("eps", native)
-        return Problem("gm-vp-eps", samplers.to_denoiser(model, "eps", native), native,
+        return Problem("gm-vp-eps" + suffix, samplers.to_denoiser(model, "eps", native), native,
                        sigma_min=native.sigma_min, sigma_max=native.sigma_max, native_model=model,
                        diffusers_config=dict(SD_BETAS, prediction_type="epsilon"),
-                       description="Gaussian mixture as an SD-1.x-style discrete VP eps model "
+                       description=f"{what} as an SD-1.x-style discrete VP eps model "
                                    f"(scaled_linear betas, σ {native.sigma_max:.3g} → {native.sigma_min:.3g})",
                        **common)
     if kind == "flow":
         native = RectifiedFlow(shift=3.0, multiplier=1000.0)
         model = gm.as_model("flow", native)
-        return Problem("gm-flow", samplers.to_denoiser(model, "flow", native), native,
+        return Problem("gm-flow" + suffix, samplers.to_denoiser(model, "flow", native), native,
                        sigma_min=native.sigma_min, sigma_max=native.sigma_max, finite_sigma_max=80.0,
                        native_model=model, diffusers_config=dict(flow_shift=3.0, num_train_timesteps=1000),
-                       description="Gaussian mixture as an SD3-style rectified-flow model (shift 3, from t = 1; "
+                       description=f"{what} as an SD3-style rectified-flow model (shift 3, from t = 1; "
                                    "schedules that need a finite start use σ_max = 80)",
                        **common)
     raise ValueError(kind)

@@ -69,9 +69,9 @@ def ve_table_problem(problem: Problem, gm) -> Problem:
 def peer_problem(problem: Problem, label: str) -> Problem:
     """The problem the peer ``label`` runs on: gm-ve's data behind the EDM network, or behind the log-uniform
     table for the ``vetable/`` peers; the problem itself elsewhere."""
-    if problem.name != "gm-ve":
+    if problem.family != "gm-ve":
         return problem
-    gm = common.gaussian_mixture()
+    gm = problem.mixture
     if label.startswith(VE_TABLE_PREFIX):
         return ve_table_problem(problem, gm)
     return dataclasses.replace(problem, native_model=edm_model(gm))
@@ -100,9 +100,9 @@ def peer_configs(problem: Problem) -> dict[str, dict]:
         import diffusers  # noqa: F401
     except ImportError:
         return {}
-    if problem.name == "gm-vp-eps":
+    if problem.family == "gm-vp-eps":
         return _discrete_peers(dict(common.SD_BETAS, prediction_type="epsilon"))
-    if problem.name == "gm-flow":
+    if problem.family == "gm-flow":
         cfg = problem.diffusers_config or {}
         shift, n_train = cfg.get("flow_shift", 3.0), cfg.get("num_train_timesteps", 1000)
         fm = dict(shift=shift, num_train_timesteps=n_train)
@@ -120,7 +120,7 @@ def peer_configs(problem: Problem) -> dict[str, dict]:
             "UniPCMultistepScheduler+order3+flow": dict(flow, solver_order=3),
             "DEISMultistepScheduler+flow": flow,
         }
-    if problem.name == "gm-ve":
+    if problem.family == "gm-ve":
         edm = dict(sigma_min=problem.sigma_min, sigma_max=problem.sigma_max, sigma_data=0.5)
         peers = {
             "EDMEulerScheduler": edm,  # Karras σ (its default)

@@ -214,12 +214,13 @@ def learned_files(folder: Path | None, problem: str, nfe: int) -> list[Path]:
     """The fitted solvers for (problem, NFE) in ``folder`` (``<problem>_nfe<N>*.json``)."""
     if folder is None or not Path(folder).is_dir():
         return []
-    folder = Path(folder)
-    return sorted(folder.glob(f"{problem}_nfe{nfe}.json")) + sorted(folder.glob(f"{problem}_nfe{nfe}_*.json"))
+    folder, stem = Path(folder), problem.replace("/", "_")
+    return sorted(folder.glob(f"{stem}_nfe{nfe}.json")) + sorted(folder.glob(f"{stem}_nfe{nfe}_*.json"))
 
 
 def heldout_runs(r: Run, summary: list[dict], args) -> tuple[list[dict], list[dict]]:
-    """Re-run each (problem, NFE)'s winners — ours, ours on fixed schedules only, diffusers' — on
+    """Re-run each (problem, NFE)'s winners — ours, ours on fixed schedules only, diffusers', the best fitted
+    solver — on
     ``--heldout-seeds`` × ``--heldout-batch`` starts none of them was picked on, pooled into one RMSE.
     Returns (held-out rows, the cells run).
 
@@ -228,7 +229,9 @@ def heldout_runs(r: Run, summary: list[dict], args) -> tuple[list[dict], list[di
     (131072 by default) count a few dozen of them, where the selection run sees none or one, and carry no
     selection bias."""
     rows = [row for row in summary if row.get("ratio") is not None]
-    winners = [{who: row[who] for who in ("ours", "ours_fixed", "diffusers") if row.get(who)} for row in rows]
+    # the fitted solver is re-run even where a fixed pair won on the selection seed: the docs compare it too
+    winners = [{who: row[who] for who in ("ours", "ours_fixed", "diffusers", "fitted") if row.get(who)}
+               for row in rows]
     total = sum(len({(w["sampler"], w["schedule"]) for w in ws.values()}) for ws in winners) * len(args.heldout_seeds)
     entries, cells = [], []
     with r.heldout_batch(), common.progress(total=total, desc="held-out re-runs", disable=args.no_progress) as bar:

@@ -94,8 +94,10 @@ def summarise(cells: list[dict], problems: list[str], nfes: list[int], seed: int
         for n in nfes:
             ours, theirs = best_of(cells, p, n, False, seed), best_of(cells, p, n, True, seed)
             fixed = best_of(cells, p, n, False, seed, fixed_only=True)
+            fitted = min((c for c in cells if c["problem"] == p and c["nfe"] == n and c["seed"] == seed and ranked(c)
+                          and c["sampler"] == LEARNED), key=lambda c: c["rmse"], default=None)
             row = {"problem": p, "nfe": n, "ours": _brief(ours), "diffusers": _brief(theirs),
-                   "ours_fixed": _brief(fixed)}
+                   "ours_fixed": _brief(fixed), "fitted": _brief(fitted)}
             if fixed and theirs:
                 row["ratio_fixed"] = fixed["rmse"] / theirs["rmse"]
             if ours and theirs:
@@ -121,6 +123,8 @@ def heldout_entry(row: dict, runs: dict[str, list[dict]], seeds: list[int], batc
         entry["ratio_item_median"] = entry["ours"]["item_median"] / entry["diffusers"]["item_median"]
     if entry.get("ours_fixed") and entry.get("diffusers"):
         entry["ratio_fixed"] = entry["ours_fixed"]["rmse"] / entry["diffusers"]["rmse"]
+    if entry.get("fitted") and entry.get("diffusers"):
+        entry["ratio_fitted"] = entry["fitted"]["rmse"] / entry["diffusers"]["rmse"]
     return entry
 
 
