@@ -180,7 +180,7 @@ def test_counterparts_name_the_same_algorithm_and_schedule():
     assert c("DPMSolverMultistepScheduler+3M+karras") == ("dpmpp_3m", "karras")
     assert c("vetable/EulerDiscreteScheduler") == ("euler", "linspace")
     assert c("EDMDPMSolverMultistepScheduler+exponential") == ("dpmpp_2m", "exponential")
-    assert c("FlowMatchHeunDiscreteScheduler") == ("heun", "flow")
+    assert c("FlowMatchHeunDiscreteScheduler") == ("heun_flow", "flow")
     assert c("UniPCMultistepScheduler+order3+karras") == ("unipc_bh2", "karras")
     assert c("UniPCMultistepScheduler+karras") is None  # diffusers' default order 2, ours 3
     assert c("FlowMatchEulerDiscreteScheduler+karras") is None

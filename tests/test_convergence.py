@@ -37,7 +37,7 @@ def test_single_gaussian_closed_form_matches_dopri5():
 # (stated order, steps): the slope is measured between `steps` and twice as many, in the asymptotic regime.
 CORE = {"euler": (1, 32), "heun": (2, 32), "ddim": (1, 32), "midpoint": (2, 32), "ralston": (2, 32),
         "kutta3": (3, 32), "heun3": (3, 32), "ralston3": (3, 32), "ssprk3": (3, 32), "rk4": (4, 32),
-        "rk38": (4, 32), "ralston4": (4, 32)}
+        "rk38": (4, 32), "ralston4": (4, 32), "heun_flow": (2, 32)}
 
 
 @pytest.mark.parametrize("name", list(CORE))
@@ -112,3 +112,19 @@ def test_tables_equal_the_hand_written_samplers():
         ours = samplers.get(name)(GAUSS.denoiser, x, sigmas, disable=True)
         generic = make_rk_sampler(TABLEAUS[table])(GAUSS.denoiser, x, sigmas.tolist())
         torch.testing.assert_close(ours, generic, rtol=1e-14, atol=1e-14)
+
+
+def test_heun_flow_takes_its_own_first_step_from_infinity():
+    """From σ = ∞ (flow t = 1) heun_flow's first step is Heun's in t, not the shared first-order step; an eps
+    model, which cannot be evaluated there, is refused before any call."""
+    flow = samplers.RectifiedFlow(shift=3.0, multiplier=1000.0)
+    d = samplers.to_denoiser(MIX.as_model("flow", flow), "flow", flow)
+    noise = MIX.noise(8, seed=2)
+    ref = MIX.ode_endpoint(noise, math.inf)
+    err = {n: float((samplers.sample("heun_flow", d, noise, samplers.get_sigmas("flow", n, native=flow),
+                                     disable=True) - ref).abs().max()) for n in (16, 32)}
+    assert 3.0 < err[16] / err[32] < 5.0  # second order from the first step on
+    vp = samplers.VPDiscrete.from_betas()
+    eps = samplers.to_denoiser(MIX.as_model("eps", vp), "eps", vp)
+    with pytest.raises(samplers.InvalidInput, match="sigma = inf"):
+        samplers.sample("heun_flow", eps, noise, [math.inf, 1.0, 0.0])

@@ -37,6 +37,7 @@ def test_every_shipped_config_of_the_common_schedulers_keeps_the_image(regenerat
         for config in ("SD-1.5", "SD-2.1-v", "SDXL"):
             assert regenerated[(name, config, "—")] == ("≤ 1e-5",) * 3, (name, config)
     assert regenerated[("FlowMatchEulerDiscreteScheduler", "SD3", "—")] == ("≤ 1e-5",) * 3
+    assert regenerated[("FlowMatchHeunDiscreteScheduler", "SD3", "—")] == ("≤ 1e-5",) * 3
     assert regenerated[("PNDMScheduler", "SD-1.5", "—")][0] == "≤ 1e-5"  # SD-1.5's own scheduler, txt2img
 
 

@@ -114,7 +114,8 @@ def test_inpaint_keeps_the_image(name, config):
     assert_same(out, ref)
 
 
-def test_sd3_flow_match_euler_keeps_the_image():
+@pytest.mark.parametrize("name", ["FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"])
+def test_sd3_flow_match_keeps_the_image(name):
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1,
                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
@@ -130,5 +131,5 @@ def test_sd3_flow_match_euler_keeps_the_image():
             return pipe(**COMMON, pooled_prompt_embeds=pool, negative_pooled_prompt_embeds=neg_pool,
                         num_inference_steps=4, height=SIZE, width=SIZE, latents=NOISE.clone()).images
 
-    out, ref, _ = both("FlowMatchEulerDiscreteScheduler", "SD3", run)
+    out, ref, _ = both(name, "SD3", run)
     assert_same(out, ref)

@@ -142,7 +142,7 @@ _SAME_ALGORITHM = {
     "DPMSolverMultistepScheduler": "dpmpp_2m", "EDMDPMSolverMultistepScheduler": "dpmpp_2m",
     "LMSDiscreteScheduler": "lms", "EulerDiscreteScheduler": "euler", "EDMEulerScheduler": "euler",
     "FlowMatchEulerDiscreteScheduler": "euler", "HeunDiscreteScheduler": "heun",
-    "FlowMatchHeunDiscreteScheduler": "heun",
+    "FlowMatchHeunDiscreteScheduler": "heun_flow",
 }
 # ours default to order 3 (diffusers to 2): only diffusers' order-3 configurations are the same algorithm
 _SAME_AT_ORDER3 = {"UniPCMultistepScheduler": "unipc_bh2", "DEISMultistepScheduler": "deis"}

@@ -167,6 +167,6 @@ DIFFUSERS: dict[str, tuple] = {
     "EDMEulerScheduler": ("euler", {}, None, None),
     "EDMDPMSolverMultistepScheduler": ("dpmpp_2m", {}, None, None),
     "FlowMatchEulerDiscreteScheduler": ("euler", {}, None, None),
-    "FlowMatchHeunDiscreteScheduler": ("heun", {}, None, None),
+    "FlowMatchHeunDiscreteScheduler": ("heun_flow", {}, None, None),
     "SASolverScheduler": ("sa_solver", {}, None, None),
 }

@@ -140,6 +140,9 @@ class SamplerSpec:
     # "no host synchronisation inside the loop" contract.
     host_sync: bool = False
     final_step: str = "denoise"  # documented policy for the last step to sigma = 0
+    # The sampler's own rule is defined from sigma = inf (it works in a time where the noise end is finite, as
+    # flow time t = 1): it gets the infinite first sigma itself instead of the shared exact first step.
+    from_infinity: bool = False
 
     @property
     def stochastic(self) -> bool:
@@ -156,13 +159,14 @@ SAMPLERS: Registry[SamplerSpec] = Registry("sampler", loader=load_builtins)
 
 
 def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: tuple[str, ...] = (),
-             ref: str = "", host_sync: bool = False, final_step: str = "denoise", replace: bool = False):
+             ref: str = "", host_sync: bool = False, final_step: str = "denoise", from_infinity: bool = False,
+             replace: bool = False):
     """Register a sampler function under ``name``.
 
     The decorated function has the k-diffusion signature
     ``fn(model, x, sigmas, extra_args=None, callback=None, disable=None, *, **options)`` and is written
     against a prepared run (see :mod:`samplers.core.run`): ``model(x, sigma)`` takes a Python float sigma and
-    ``sigmas`` is a list of finite Python floats. The function registered (and returned) is the public
+    ``sigmas`` is a list of finite Python floats (its first may be inf for a ``from_infinity`` sampler). The function registered (and returned) is the public
     wrapper that validates input, handles an infinite first sigma exactly and checks the result.
     A name (or alias) that is already registered is refused unless ``replace=True``.
     """
@@ -179,7 +183,8 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
         def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
             return run_sampler(spec_box[0], model, x, sigmas, extra_args, callback, disable, options)
 
-        spec = SamplerSpec(name, sampler, kind, order, nfe_per_step, tuple(aliases), ref, host_sync, final_step)
+        spec = SamplerSpec(name, sampler, kind, order, nfe_per_step, tuple(aliases), ref, host_sync, final_step,
+                           from_infinity)
         spec_box.append(spec)
         sampler.spec = spec  # type: ignore[attr-defined]
         sampler.implementation = fn  # type: ignore[attr-defined]

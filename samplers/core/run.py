@@ -111,7 +111,9 @@ def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):
                                                      values)
 
     offset = 0
-    if math.isinf(values[0]):
+    if math.isinf(values[0]) and spec.from_infinity:
+        check_infinite_sigma(model)
+    elif math.isinf(values[0]):
         x = step_from_infinity(spec, model, denoise, x, values, params, options, callback)
         values, offset = values[1:], 1
     if len(values) > 1:
@@ -177,6 +179,14 @@ def _shift_callback(callback, offset: int):
     return shifted
 
 
+def check_infinite_sigma(model) -> None:
+    if getattr(model, "supports_infinite_sigma", True) is False:
+        raise InvalidInput(
+            "this model cannot be evaluated at sigma = inf (an eps- or score-prediction model carries no "
+            "signal information at zero SNR); start the schedule at a finite sigma, e.g. "
+            "samplers.schedules.set_first(sigmas, sigma_max), or use a v/x0/flow model")
+
+
 def step_from_infinity(spec, model, denoise, x, values, params, options, callback):
     """The exact first step from sigma = inf, where ``x`` is the unit noise itself.
 
@@ -185,11 +195,7 @@ def step_from_infinity(spec, model, denoise, x, values, params, options, callbac
     the remaining, finite schedule. Stochastic samplers split sigma_1 into a kept part and fresh noise by
     their eta, as ancestral sampling does in the limit: sigma_up = eta * sigma_1.
     """
-    if getattr(model, "supports_infinite_sigma", True) is False:
-        raise InvalidInput(
-            "this model cannot be evaluated at sigma = inf (an eps- or score-prediction model carries no "
-            "signal information at zero SNR); start the schedule at a finite sigma, e.g. "
-            "samplers.schedules.set_first(sigmas, sigma_max), or use a v/x0/flow model")
+    check_infinite_sigma(model)
     denoised = denoise(x, math.inf)
     sigma_next = values[1]
     eta = float(options.get("eta", params["eta"])) if "eta" in params else 0.0

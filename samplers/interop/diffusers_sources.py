@@ -450,14 +450,11 @@ SOURCES: dict[str, Source] = {
     "FlowMatchEulerDiscreteScheduler": Source(algorithm_flow_match_euler, grid_per_step, space=_flow, refusals=(
         _set("invert_sigmas", "inverted (Mochi-style) sigma schedules run from data to noise; not supported",
              algorithm=False),)),
+    "FlowMatchHeunDiscreteScheduler": Source(fixed("heun_flow"), grid_two_calls, space=_flow),
 }
 
 # Classes whose runs no registry sampler reproduces: refused by name when the shim would have to stand in for them.
 UNSUPPORTED: dict[str, str] = {
-    "FlowMatchHeunDiscreteScheduler": (
-        "it takes Heun's trapezoid in flow time t, starting at t = 1 (σ = ∞), where the registry samplers take the "
-        "exact first-order step (Heun from σ = ∞ is not defined in σ); and in σ its later steps weigh the two "
-        "slopes by (1 + 2σ − σ')/(1 + σ) and (1 + σ')/(1 + σ), not ½ and ½"),
     "TCDScheduler": "its gamma-controlled consistency step is not mapped to a registry sampler",
 }
 

@@ -57,6 +57,36 @@ def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_ch
     return x
 
 
+@register("heun_flow", kind="ode", order=2, nfe_per_step=2, from_infinity=True,
+          aliases=("flow_match_heun",), ref="Heun's method in flow time t = σ/(1 + σ) (diffusers' FlowMatchHeun)",
+          final_step="euler in t (x = D(x, σ) when σ_next = 0)")
+def heun_flow(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """Heun's trapezoid on the rectified-flow ODE dy/dt = v in flow time t = σ/(1 + σ), y = x/(1 + σ) (the
+    model's own x_t, v = (y − D)/t), as diffusers' FlowMatchHeunDiscreteScheduler steps; Euler on the last step.
+
+    In σ this is not ``heun``: the trapezoid weighs the slopes at σ and σ' by (1 + 2σ − σ')/(1 + σ) and
+    (1 + σ')/(1 + σ) rather than ½ and ½ — and in t it is defined from t = 1 (σ = inf, where ``x`` is the
+    unit noise and y = x), so it takes its first step itself."""
+    def flow(sigma):  # (t, 1/(1 + σ)) with t = 1, scale 0 at σ = inf
+        return (1.0, 0.0) if math.isinf(sigma) else (sigma / (1.0 + sigma), 1.0 / (1.0 + sigma))
+
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        (t, scale), (t_next, scale_next) = flow(sigma), flow(sigma_next)
+        y = x if math.isinf(sigma) else x * scale
+        denoised = model(x, sigma)
+        v = (y - denoised) / t
+        if sigma_next == 0:
+            x = denoised  # y + v·(0 − t) = D: the Euler step to t = 0
+        else:
+            y_2 = torch.add(y, v, alpha=t_next - t)
+            denoised_2 = model(y_2 / scale_next, sigma_next)
+            v_2 = (y_2 - denoised_2) / t_next
+            x = torch.add(y, v + v_2, alpha=(t_next - t) / 2) / scale_next
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
 @register("ddim", kind="ode", order=1, nfe_per_step=1, aliases=("sample_ddim",),
           ref="Song et al. 2021 (arXiv:2010.02502), eq. 12")
 def ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0.0, s_noise=1.0,
