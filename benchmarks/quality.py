@@ -213,7 +213,7 @@ def _image_metrics(ctx: Context, problem: Problem, cell: Cell, x0, ref) -> dict:
         from models import data
         folder = Path(ctx.args.grid_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        data.to_pil(images[0]).save(folder / f"{cell.problem}_{cell.sampler.replace(':', '-')}_{cell.schedule}_"
+        data.to_pil(images[0]).save(folder / f"{_safe(cell.problem)}_{_safe(cell.sampler)}_{cell.schedule}_"
                                               f"{cell.nfe}_{cell.seed}.png")
     return metrics
 
