@@ -297,29 +297,29 @@ def run_fit(args) -> int:
         if args.threads < 1:
             raise InvalidInput(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    out.mkdir(exist_ok=True)
-    (out / WORK).mkdir(exist_ok=True)
+    if args.reference_tol is not None and not 0 < args.reference_tol < 1:
+        raise InvalidInput(f"--reference-tol must be in (0, 1), got {args.reference_tol}")
     t0 = time.monotonic()
     deadline = None if args.time_budget is None else t0 + args.time_budget
     target = make_target(args)
     if args.reference_tol is not None:
-        if not 0 < args.reference_tol < 1:
-            raise InvalidInput(f"--reference-tol must be in (0, 1), got {args.reference_tol}")
         target.reference_tol = args.reference_tol
+    out.mkdir(exist_ok=True)
+    (out / WORK).mkdir(exist_ok=True)
     log = (lambda line: print(line, flush=True)) if args.verbose else None
     print(f"fitting to {target.name}: {target.description}; σ {target.sigma_max:g} → {target.sigma_min:g}, "
           f"{args.calibration} calibration starts, {args.heldout} held-out")
     report_path = out / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     rows = {int(k): v for k, v in report.get("rows", {}).items()}
-    for nfe in args.nfe:
+    for index, nfe in enumerate(args.nfe):
         if nfe in rows and (out / f"nfe{nfe}.json").exists() and not args.restart:
             print(f"NFE {nfe}: already fitted ({out / f'nfe{nfe}.json'}; --restart to fit again)")
         else:
             if args.restart:
                 (out / WORK / f"state-nfe{nfe}.pt").unlink(missing_ok=True)
-            remaining = [n for n in args.nfe if n >= nfe]
-            share = None if deadline is None else t0 + (deadline - t0) * (1 - (len(remaining) - 1) / len(args.nfe))
+            # the budget in equal shares: this NFE's ends where its share of the whole ends
+            share = None if deadline is None else t0 + (deadline - t0) * (index + 1) / len(args.nfe)
             rows[nfe] = fit_one(target, nfe, args, out, share, log)
         r = rows[nfe]
         default = f" | default {r['default']['label']}: {r['default']['rmse']:.4g}" if "default" in r else ""
@@ -352,7 +352,7 @@ def add_parser(subparsers) -> None:
                         "(default 1/3)")
     p.add_argument("--heldout", type=int, default=32, help="held-out starts for the report (default 32)")
     p.add_argument("--iters", type=int, default=100, help="optimisation steps per NFE (default 100)")
-    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.02 / NFE)")
     p.add_argument("--batch", type=int, default=12, help="training minibatch (default 12)")
     p.add_argument("--seed", type=int, default=0, help="noise and prompt streams (held out: seed + 1)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole command")

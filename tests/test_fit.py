@@ -140,14 +140,30 @@ def test_an_interrupted_fit_resumes_from_its_state(tmp_path):
     noise = GM.noise(64, seed=9)
     ref = GM.ode_endpoint(noise * SIGMA_MAX, SIGMA_MAX, rtol=1e-9, atol=1e-9)
     state = tmp_path / "state.pt"
-    whole = fit(GM.denoiser, FitConfig(4, iters=20, check_every=5), noise, SIGMA_MIN, SIGMA_MAX, reference=ref)
-    fit(GM.denoiser, FitConfig(4, iters=10, check_every=5), noise, SIGMA_MIN, SIGMA_MAX, reference=ref,
-        state_path=state)
+    config = FitConfig(4, iters=20, check_every=5)
+    whole = fit(GM.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX, reference=ref)
+
+    class Interrupted(Exception):
+        pass
+
+    done = []
+
+    def interrupt(n):
+        done.append(n)
+        if len(done) == 12:  # killed after iteration 12; the state holds iteration 10
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(GM.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX, reference=ref, state_path=state, progress=interrupt)
     lines = []
-    resumed = fit(GM.denoiser, FitConfig(4, iters=20, check_every=5), noise, SIGMA_MIN, SIGMA_MAX, reference=ref,
-                  state_path=state, log=lines.append)
+    resumed = fit(GM.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX, reference=ref, state_path=state,
+                  log=lines.append)
     assert any("resumed at iteration 10" in line for line in lines)
-    assert resumed.meta["validation_rmse"] == pytest.approx(whole.meta["validation_rmse"], rel=1e-6)
+    assert resumed == whole or resumed.meta["validation_rmse"] == pytest.approx(whole.meta["validation_rmse"], rel=1e-9)
+    lines = []  # another configuration does not resume from that state
+    fit(GM.denoiser, FitConfig(4, iters=3), noise, SIGMA_MIN, SIGMA_MAX, reference=ref, state_path=state,
+        log=lines.append)
+    assert not any("resumed" in line for line in lines)
 
 
 # ----------------------------------------------------------------------------------------------------
