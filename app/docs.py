@@ -188,8 +188,34 @@ def fitted_models() -> str:
     return "\n".join(rows) if found else "(not measured yet: run the commands above)"
 
 
+def fitted_checker() -> str:
+    """docs/fitted.md (a): the fitted solvers in benchmarks.quality on the shipped eps U-Net, with the checker."""
+    results = _load(FITTED / "eps-quality" / "results.json")
+    if results is None:
+        return "(not measured yet: run the commands above)"
+    cells = [c for c in results["cells"] if "rmse" in c]
+    rows = ["| NFE | | sampler | latent RMSE | decoded RMSE | caption match |", "|---:|---|---|---:|---:|---:|"]
+    for nfe in sorted({c["nfe"] for c in cells}):
+        here = [c for c in cells if c["nfe"] == nfe]
+        groups = {"fitted": [c for c in here if c["sampler"].startswith("fitted:")],
+                  "best fixed pair (ours)": [c for c in here if not c["sampler"].startswith(("fitted:", "diffusers:"))],
+                  "diffusers' best": [c for c in here if c["sampler"].startswith("diffusers:")]}
+        for who, pool in groups.items():
+            if not pool:
+                continue
+            c = min(pool, key=lambda c: c["rmse"])
+            name = ("`" + c["sampler"].split("/")[-1] + "`" if who == "fitted" else
+                    c["sampler"].removeprefix("diffusers:") + ("" if c["schedule"] == "native" else f" + {c['schedule']}"))
+            rows.append(f"| {nfe} | {who} | {name} | {c['rmse']:.3f} | {c['rmse_decoded']:.3f} | "
+                        f"{c['adherence']:.2f} |")
+    c0 = cells[0]
+    return "\n".join(rows + ["", f"{c0['batch']} starts of noise seed {results['args']['seeds'][0]} with prompts of "
+                                  "the benchmark's own stream (neither used by the fit); best by latent RMSE in each "
+                                  "group. The full table: [eps-quality/table.md](benchmarks/fitted/eps-quality/table.md)."])
+
+
 README_FIGURES = {"headline": headline}
-FITTED_FIGURES = {"fitted-mixtures": fitted_mixtures, "fitted-models": fitted_models}
+FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker, "fitted-mixtures": fitted_mixtures}
 
 
 def with_figures(text: str, figures: dict) -> str:

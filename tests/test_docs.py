@@ -25,6 +25,13 @@ def test_readme_figures_are_current():
         "README's generated figures are stale: run `python -m app.docs --out docs --readme README.md`"
 
 
+def test_fitted_figures_are_current():
+    page = (ROOT / "docs" / "fitted.md").read_text()
+    assert page == docs.with_figures(page, docs.FITTED_FIGURES), \
+        "docs/fitted.md's tables are stale: run `python -m app.docs --out docs`"
+    assert "not measured yet" not in page
+
+
 def test_readme_links_resolve():
     import re
 
