@@ -162,6 +162,13 @@ def fitted_mixtures() -> str:
                     f"({theirs['rmse']:.2e}) | {fixed['sampler']} + {fixed['schedule']} ({fixed['rmse']:.2e}) | "
                     f"{fitted['rmse']:.2e} | {fitted['rmse'] / theirs['rmse']:.2f} | "
                     f"{fitted['rmse'] / fixed['rmse']:.2f} |")
+    done = [r for r in results["heldout"] if r.get("diffusers") and r.get("ours_fixed") and r.get("fitted")]
+    met = [r for r in done if r["fitted"]["rmse"] <= 0.5 * r["diffusers"]["rmse"]
+           and r["fitted"]["rmse"] <= r["ours_fixed"]["rmse"]]
+    missed = ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in done if r not in met) or "none"
+    rows += ["", f"Target (fitted ≤ 0.5 × diffusers' best and ≤ the best fixed pair) met in {len(met)} of {len(done)}; "
+                 f"missed: {missed}. Never above the best fixed pair: "
+                 f"{sum(r['fitted']['rmse'] <= r['ours_fixed']['rmse'] for r in done)} of {len(done)}."]
     row = results["heldout"][0] if results["heldout"] else {"seeds": [], "batch": 0}
     info = results["info"]
     return "\n".join(rows + ["", f"Held out: {len(row['seeds'])} seeds × {row['batch']} starts that neither the fits "
