@@ -79,3 +79,8 @@ def test_the_registry_does_not_depend_on_import_order():
     import samplers
 
     assert out.split() == [str(len(samplers.available())), "euler", "dpmpp_2m"]
+    # and the order of the names is the same whichever sampler module a caller imports first
+    first = ("import samplers.sde.solvers, samplers.fitted.solver, samplers\n"
+             "print(' '.join(samplers.available()))")
+    order = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert order.split() == samplers.available()

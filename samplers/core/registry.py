@@ -115,8 +115,18 @@ class Registry(Generic[T]):
         return self._exact.get(name)
 
     def names(self) -> list[str]:
+        """Every name: the built-ins in the order of :data:`BUILTIN_MODULES` (and of definition in each), whichever
+        module was imported first, then the others in the order they were registered."""
         self._load()
-        return list(self._entries)
+        order = {name: i for i, name in enumerate(self._entries)}
+
+        def rank(name: str) -> tuple[int, int]:
+            entry = self._entries[name]
+            module = getattr(getattr(entry, "fn", entry), "__module__", "")
+            where = BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else len(BUILTIN_MODULES)
+            return where, order[name]
+
+        return sorted(self._entries, key=rank)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
