@@ -199,14 +199,11 @@ def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extr
     return ref
 
 
-def _rmse(a, b) -> float:
-    return float((a.double() - b.double()).pow(2).mean().sqrt())
-
-
 def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: int, ref: torch.Tensor) -> dict | None:
     """The held-out RMSE of the model's default at ``nfe`` calls: its default (sampler, schedule) for a shipped
     model, its own diffusers scheduler (diffusers' loop, from that scheduler's start) for a diffusers folder."""
     import samplers
+    from benchmarks.common import rmse
 
     extra = target.item_args(noise.shape[0], seed)
     if target.default is not None:
@@ -218,7 +215,7 @@ def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: 
         with torch.no_grad():
             x0 = samplers.sample(sampler, target.denoiser, noise * target.sigma_max, sig, extra_args=extra,
                                  disable=True)
-        return {"label": f"{sampler} + {schedule} ({steps} steps)", "rmse": _rmse(x0, ref)}
+        return {"label": f"{sampler} + {schedule} ({steps} steps)", "rmse": rmse(x0, ref)}
     if target.scheduler is None:
         return None
     from benchmarks.common import Problem
@@ -234,7 +231,7 @@ def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: 
     if math.isinf(sigma_start):
         return None
     own = _cached_reference(out, target, f"heldout-{label}-{found[0]}-{seed}", x_start, extra, sigma_start)
-    return {"label": f"diffusers {label} ({found[0]} steps, {calls} calls)", "rmse": _rmse(x0, own)}
+    return {"label": f"diffusers {label} ({found[0]} steps, {calls} calls)", "rmse": rmse(x0, own)}
 
 
 def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, log) -> dict:

@@ -192,12 +192,18 @@ def rollout(denoiser, x: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor, c:
     return x
 
 
-def solver_rmse(denoiser, solver: LearnedSolver, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None) -> float:
-    """RMSE of the solver's endpoints from ``x`` against ``ref`` (no gradient)."""
+def per_start_mse(denoiser, solver: LearnedSolver, x: torch.Tensor, ref: torch.Tensor,
+                  extra: dict | None = None) -> torch.Tensor:
+    """Each start's mean squared endpoint error against ``ref`` (no gradient), float64 [B]."""
     p = Params.of(solver, solver.sigmas[-2], 0)
     with torch.no_grad():
         out = rollout(denoiser, x, solver.tensor(), p.b, p.c, p.shift if bool(p.shift.any()) else None, extra)
-    return float((out.double() - ref.double()).pow(2).mean().sqrt())
+    return (out.double() - ref.double()).pow(2).flatten(1).mean(1)
+
+
+def solver_rmse(denoiser, solver: LearnedSolver, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None) -> float:
+    """RMSE of the solver's endpoints from ``x`` against ``ref`` (no gradient)."""
+    return float(per_start_mse(denoiser, solver, x, ref, extra).mean().sqrt())
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -343,19 +349,12 @@ def _plain(solver: LearnedSolver) -> dict:
             "model_sigmas": solver.model_sigmas}
 
 
-def _per_start(denoiser, solver: LearnedSolver, x, ref, extra) -> torch.Tensor:
-    p = Params.of(solver, solver.sigmas[-2], 0)
-    with torch.no_grad():
-        out = rollout(denoiser, x, solver.tensor(), p.b, p.c, p.shift if bool(p.shift.any()) else None, extra)
-    return (out.double() - ref.double()).pow(2).flatten(1).mean(1)
-
-
 def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration) -> LearnedSolver:
     """Stage 4: the fitted solver where it beats the starting pair on the validation starts — a smaller RMSE over
     them, and per-start RMSEs smaller by more than two standard errors of their differences (a few lucky starts
     do not count) — else the pair itself; either way the result's validation RMSE is at most the pair's."""
-    mine = _per_start(denoiser, best, data.x_val, data.ref_val, data.extra_val)
-    theirs = _per_start(denoiser, start.solver, data.x_val, data.ref_val, data.extra_val)
+    mine = per_start_mse(denoiser, best, data.x_val, data.ref_val, data.extra_val)
+    theirs = per_start_mse(denoiser, start.solver, data.x_val, data.ref_val, data.extra_val)
     # per-start RMSE differences: on data with several modes the squared errors are dominated by the few starts
     # a solver sends to another mode, and their spread would hide a gain on every other start
     gain = theirs.sqrt() - mine.sqrt()
