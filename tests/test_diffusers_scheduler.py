@@ -87,6 +87,8 @@ def test_every_sampler_in_the_loop_equals_its_direct_run(name, config):
     ("DPMSolverMultistepScheduler", {"solver_order": 3, "solver_type": "heun"}, "dpmpp_3m",
      {"solver_type": "heun", "lower_order_final": True}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, "dpmpp_2m_sde", {"eta": 1.0}),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}, "dpmpp_3m_sde",
+     {"eta": 1.0, "variant": "diffusers", "solver_type": "midpoint", "lower_order_final": True}),
     ("DPMSolverMultistepScheduler", {"solver_order": 1}, "ddim", {}),
     ("UniPCMultistepScheduler", {}, "unipc_bh2", {"order": 2, "lower_order_final": True}),
     ("UniPCMultistepScheduler", {"solver_type": "bh1", "solver_order": 3}, "unipc_bh1", {"order": 3}),
@@ -163,6 +165,7 @@ def test_half_precision_latents_keep_their_dtype_and_a_float32_state(dtype):
 @pytest.mark.parametrize("name, variant", [
     ("EulerAncestralDiscreteScheduler", {}), ("DDPMScheduler", {}), ("KDPM2AncestralDiscreteScheduler", {}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}), ("LCMScheduler", {}),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
 ])
 def test_the_generator_is_consumed_as_the_source_class_consumes_it(name, variant):
     theirs = source_scheduler(name, SD15, variant)
@@ -177,6 +180,35 @@ def test_the_generator_is_consumed_as_the_source_class_consumes_it(name, variant
         states.append((latents, torch.randn(3, generator=g)))  # the next image's noise
     torch.testing.assert_close(states[1][0], states[0][0], **TOL)
     torch.testing.assert_close(states[1][1], states[0][1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("config", ["SD-1.5", "SD-2.1-v", "SDXL"])
+@pytest.mark.parametrize("variant", [{}, {"solver_type": "heun"}, {"use_karras_sigmas": True},
+                                     {"lower_order_final": False}, {"final_sigmas_type": "sigma_min"}])
+def test_third_order_sde_dpmsolver_keeps_the_image_at_every_step_count(config, variant):
+    # few steps: first, second, third order, then diffusers' lower_order_final caps (< 15 steps); 16: the
+    # third-order rule all the way to the last step's own rule
+    theirs = source_scheduler("DPMSolverMultistepScheduler", CONFIGS[config],
+                              dict(algorithm_type="sde-dpmsolver++", solver_order=3, **variant))
+    for steps in (3, 5, 9, 16):
+        for mode in ("txt2img", "img2img", "inpaint"):
+            ref = run(theirs, MODEL, mode, NOISE, IMAGE, MASK, steps=steps, seed=3)
+            ours = run(SamplerScheduler.from_config(theirs.config), MODEL, mode, NOISE, IMAGE, MASK, steps=steps, seed=3)
+            # a third-order step to a σ_min end amplifies float32 rounding: both runs are ~6e-6 from a float64 one
+            tol = 2e-5 if variant.get("final_sigmas_type") == "sigma_min" and steps >= 15 else 1e-5
+            torch.testing.assert_close(ours, ref, rtol=0, atol=tol, msg=f"{steps} steps, {mode}")
+
+
+def test_third_order_sde_dpmsolver_takes_k_diffusions_weight_only_when_asked():
+    config = DPMSolverMultistepScheduler.from_config(SD15, algorithm_type="sde-dpmsolver++", solver_order=3).config
+    ref = txt2img(DPMSolverMultistepScheduler.from_config(config), steps=8)
+    kd = SamplerScheduler.from_config(config, sampler_options={"variant": "k-diffusion"})
+    kd.set_timesteps(8)
+    assert kd._options["variant"] == "k-diffusion" and kd._options["solver_type"] == "midpoint"
+    other = txt2img(kd, steps=8)
+    assert (other - ref).abs().max() > 1e-3  # another D2 weight: another image, chosen explicitly
+    with pytest.raises(InvalidOption, match="variant must be one of"):  # refused before any model call
+        SamplerScheduler.from_config(config, sampler_options={"variant": "comfy"}).set_timesteps(8)
 
 
 def test_img2img_starts_the_sampler_at_the_begin_step():
@@ -357,10 +389,10 @@ def test_options_it_cannot_honour_are_refused_never_dropped():
                                                                              final_sigmas_type="sigma_min").config)
     with pytest.raises(InvalidOption, match="variance_type"):
         SamplerScheduler.from_config(DDPMScheduler.from_config(SD15, variance_type="learned_range").config)
-    sde3 = DPMSolverMultistepScheduler.from_config(SD15, algorithm_type="sde-dpmsolver++", solver_order=3).config
-    with pytest.raises(InvalidOption, match="solver_order=3"):
-        SamplerScheduler.from_config(sde3)  # its algorithm (a sign error in diffusers) ...
-    SamplerScheduler.from_config(sde3, sampler="dpmpp_3m_sde").set_timesteps(4)  # ... not another sampler on it
+    sde3_idle = DPMSolverMultistepScheduler.from_config(SD15, algorithm_type="sde-dpmsolver++", solver_order=3,
+                                                        use_karras_sigmas=True, final_sigmas_type="sigma_min").config
+    with pytest.raises(InvalidOption, match="zero-length step"):
+        SamplerScheduler.from_config(sde3_idle).set_timesteps(6)  # its capped zero-length last step
     with pytest.raises(InvalidOption, match="clip_sample"):  # x0 clipping would be dropped whichever sampler runs
         SamplerScheduler.from_config(DDIMScheduler().config, sampler="euler")
     with pytest.raises(InvalidOption, match="cannot reproduce TCDScheduler"):

@@ -78,6 +78,14 @@ def order_in(lo: int, hi: int):
     return check
 
 
+def one_of(*choices):
+    def check(name, v):
+        if v not in choices:
+            raise InvalidOption(f"{name} must be one of {choices}, got {v!r}")
+        return v
+    return check
+
+
 # Option rules by name. An option of a sampler that is not listed here is checked by the sampler itself
 # (structured options such as ``restart``, ``solver``, ``midpoints``, ``tau_func``, ``options``).
 OPTION_RULES = {
@@ -94,7 +102,10 @@ OPTION_RULES = {
     "corrector": boolean, "lower_order_final": boolean, "simple_order_2": boolean,
     "max_order": order_in(1, 4), "max_stage": order_in(1, 3), "predictor_order": order_in(1, 6),
     "corrector_order": order_in(0, 6), "order": order_in(1, 4),  # each sampler narrows its own order range
+    "solver_type": one_of("midpoint", "heun"), "variant": one_of("k-diffusion", "diffusers"),
 }
+# Where one sampler's option of a shared name takes other values: (sampler, option) -> rule.
+SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2")}
 
 
 def check_options(spec, options: dict) -> None:
@@ -107,7 +118,7 @@ def check_options(spec, options: dict) -> None:
         listed = ", ".join(sorted(valid)) if valid else "none"
         raise InvalidOption(f"{spec.name} has no option {hint}; its options are: {listed}")
     for key, value in options.items():
-        rule = OPTION_RULES.get(key)
+        rule = SAMPLER_OPTION_RULES.get((spec.name, key), OPTION_RULES.get(key))
         if rule is not None and value is not None:
             rule(key, value)
     if "s_tmin" in options or "s_tmax" in options:

@@ -66,6 +66,7 @@ from ..core.conversion import to_x0
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, SamplersError, Unavailable
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
 from ..core.registry import SAMPLERS
+from ..core.validate import check_options
 from . import diffusers_sources as sources
 from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
                                prediction_from_config)
@@ -483,10 +484,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         return int(spec.nfe_per_step) if float(spec.nfe_per_step).is_integer() else 1
 
     def _check_options(self, spec, options: dict) -> None:
-        unknown = set(options) - set(spec.options)
-        if unknown:
-            raise InvalidOption(f"sampler {spec.name!r} has no option(s) {sorted(unknown)}; its options are "
-                                f"{sorted(spec.options)}")
+        check_options(spec, options)  # names and values, before the pipeline's first model call
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start at model call ``begin_index`` (img2img: ``t_start · order``); it must start a step."""

@@ -179,7 +179,11 @@ def algorithm_dpm_multistep(ref, begin: int = 0) -> tuple[str, dict]:
     if c.algorithm_type == "sde-dpmsolver++":
         if c.solver_order == 1:
             return "ddpm", {}  # the first-order SDE-DPM-Solver++ step is the DDPM posterior draw
-        return "dpmpp_2m_sde", {"eta": 1.0, "solver_type": c.solver_type, "euler_at_final": final}
+        if c.solver_order == 2:
+            return "dpmpp_2m_sde", {"eta": 1.0, "solver_type": c.solver_type, "euler_at_final": final}
+        _refuse_idle_third_order(ref, type(ref).__name__, bool(c.lower_order_final and n < 15))
+        return "dpmpp_3m_sde", {"eta": 1.0, "variant": "diffusers", "solver_type": c.solver_type,
+                                "lower_order_final": bool(c.lower_order_final and n < 15), "euler_at_final": final}
     if c.solver_order == 1:
         return "ddim", {}  # DPM-Solver++(1) is DDIM
     if c.solver_order == 2:
@@ -340,12 +344,6 @@ _DPM_ALGORITHMS = _not("algorithm_type", ("dpmsolver++", "sde-dpmsolver++"),
                        "the noise-prediction DPM-Solver variants (dpmsolver, sde-dpmsolver, deprecated in "
                        "diffusers) are not registry samplers; use algorithm_type='dpmsolver++' or "
                        "'sde-dpmsolver++'")
-_DPM_SDE3 = Refusal("solver_order", lambda c: c.get("algorithm_type") == "sde-dpmsolver++"
-                    and c.get("solver_order") == 3,
-                    "sde-dpmsolver++ of order 3 weights its second divided difference with "
-                    "(1 − e^(−2h) − 2h)/(2h)² − 1/2, whose limit −1 for h → 0 is not the SDE-DPM-Solver++(3M) "
-                    "update (its weight tends to 0, as dpmpp_3m_sde's h/3 does); use solver_order=2, or choose "
-                    "sampler='dpmpp_3m_sde' (k-diffusion's method, a different image)")
 _LEARNED_VARIANCE = _not("variance_type", (None,),
                          "a model that predicts its variance (6 output channels) is not a denoiser the samplers "
                          "take; use a model with variance_type=None")
@@ -429,7 +427,7 @@ SOURCES: dict[str, Source] = {
         _LEARNED_VARIANCE)),
     "DPMSolverMultistepScheduler": Source(algorithm_dpm_multistep, grid_per_step, x0=("threshold",),
                                           noise_dtype="float32",
-                                          refusals=(_DPM_ALGORITHMS, _DPM_SDE3, _LEARNED_VARIANCE)),
+                                          refusals=(_DPM_ALGORITHMS, _LEARNED_VARIANCE)),
     "UniPCMultistepScheduler": Source(algorithm_unipc, grid_per_step, x0=("threshold",), refusals=(
         Refusal("predict_x0", lambda c: not c.get("predict_x0", True),
                 "UniPC on the noise prediction (predict_x0=False) is not a registry sampler; use predict_x0=True"),

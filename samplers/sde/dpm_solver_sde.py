@@ -95,18 +95,35 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
 
 @register("dpmpp_3m_sde", kind="sde", order=2, nfe_per_step=1,
           aliases=("sample_dpmpp_3m_sde",),
-          ref=_DPMPP + ", 3rd-order multistep SDE variant (k-diffusion's sample_dpmpp_3m_sde)",
+          ref=_DPMPP + ", 3rd-order multistep SDE variant (k-diffusion's sample_dpmpp_3m_sde; diffusers' "
+                       "sde-dpmsolver++ of order 3 with variant='diffusers')",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
 def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
+                 solver_type="heun", lower_order_final=False, euler_at_final=False, variant="k-diffusion",
                  noise_sampler=None, seed=None):
     """SDE-DPM-Solver++(3M) as k-diffusion runs it, with h_η = (1 + η)·h:
 
-        x_next = e^(−h_η)·x + (1 − e^(−h_η))·D0 + φ2·d1 − φ3·d2 + σ_next·√(1 − e^(−2ηh))·z
+        x_next = e^(−h_η)·x + (1 − e^(−h_η))·D0 + φ2·d1 + w·d2 + σ_next·√(1 − e^(−2ηh))·z
 
-    (d1, d2 the divided differences of ``dpmpp_3m``, φ2 = (e^(−h_η) − 1)/h_η + 1, φ3 = φ2/h_η − ½). The φ3
-    weight is the published one, half the Taylor weight (see ``samplers.ode.multistep._third_order_d2_weight``),
-    so the deterministic limit is second order; it is kept so images match k-diffusion / ComfyUI.
+    (d1, d2 the divided differences of ``dpmpp_3m``, φ2 = (e^(−h_η) − 1)/h_η + 1). The D2 weight w:
+
+    - ``variant="k-diffusion"`` (default): w = −(φ2/h_η − ½), the published one, half the Taylor weight (see
+      ``samplers.ode.multistep._third_order_d2_weight``), so the deterministic limit is second order; it is
+      kept so images match k-diffusion / ComfyUI.
+    - ``variant="diffusers"``: w = (1 − e^(−h_η) − h_η)/h_η² − ½, the weight of diffusers'
+      DPMSolverMultistepScheduler with ``algorithm_type="sde-dpmsolver++"``, ``solver_order=3`` — the
+      k-diffusion weight with the sign of its ½ flipped (it tends to −1, not 0, as h → 0). It reproduces
+      that scheduler's images; it is not a better method.
+
+    Warm-up: first order, then the 2M update of ``solver_type`` (``"heun"``: + φ2·(D0 − D1)/r, k-diffusion's;
+    ``"midpoint"``: + ½·(1 − e^(−h_η))·(D0 − D1)/r). ``lower_order_final``: with fewer than 15 steps the step
+    before the final one is second order; ``euler_at_final``: the last step is first order also when the
+    schedule stops at σ > 0 (diffusers' rules, as in ``dpmpp_3m``).
     """
+    check_solver_type(solver_type)
+    if variant not in ("k-diffusion", "diffusers"):
+        raise InvalidInput(f"variant must be 'k-diffusion' or 'diffusers', got {variant!r}")
+    n = len(sigmas) - 1
     d_1 = d_2 = None
     h_1 = h_2 = None
     for i in progress(sigmas, disable):
@@ -117,17 +134,26 @@ def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
         else:
             h = lam(sigma_next) - lam(sigma)
             h_eta = h * (eta + 1)
+            order = 1 if h_1 is None else 2 if h_2 is None else 3
+            if lower_order_final and n < 15 and i == n - 2:
+                order = min(order, 2)
+            if euler_at_final and i == n - 1:
+                order = 1
             x = x * math.exp(-h_eta) - denoised * math.expm1(-h_eta)
             phi2 = math.expm1(-h_eta) / h_eta + 1
-            if h_2 is not None:
+            if order == 3:
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (denoised - d_1) / r0
                 d1_1 = (d_1 - d_2) / r1
                 d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
                 d2 = (d1_0 - d1_1) / (r0 + r1)
-                x = x + d1 * phi2 - d2 * (phi2 / h_eta - 0.5)
-            elif h_1 is not None:
-                x = x + (denoised - d_1) * (phi2 * h / h_1)
+                if variant == "k-diffusion":
+                    x = x + d1 * phi2 - d2 * (phi2 / h_eta - 0.5)
+                else:
+                    x = x + d1 * phi2 + d2 * ((-math.expm1(-h_eta) - h_eta) / h_eta**2 - 0.5)
+            elif order == 2:
+                weight = phi2 if solver_type == "heun" else -0.5 * math.expm1(-h_eta)
+                x = x + (denoised - d_1) * (weight * h / h_1)
             x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_next * math.sqrt(-math.expm1(-2 * h * eta)))
             h_1, h_2 = h, h_1
         d_1, d_2 = denoised, d_1
