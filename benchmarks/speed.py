@@ -350,6 +350,7 @@ def conversion_ops(sigma: float = 2.0) -> dict:
     net = counter.exclude(lambda x_t, t, encoder_hidden_states: x_t * 0.1)
     unet = denoiser_from_diffusers(net, dict(BETAS, prediction_type="epsilon"), torch.zeros(1, 3, 8),
                                    torch.ones(1, 3, 8), guidance_scale=4.0)
+    unet.denoise_at(x, sigma)  # its [uncond; cond] conditioning is built once per batch size, as above
     table["eps / VP-discrete, CFG in DiffusersModel"] = counter.run(lambda: unet.denoise_at(x, sigma))[0]
     return table
 

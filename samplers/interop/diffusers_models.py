@@ -231,7 +231,7 @@ class DiffusersModel:
         out = out.to(x_t.dtype)
         if self.cfg:
             uncond, cond = out.chunk(2)
-            out = uncond + self.guidance_scale * (cond - uncond)
+            out = torch.lerp(uncond, cond, self.guidance_scale)  # uncond + s·(cond − uncond) in one op
         return out
 
 
