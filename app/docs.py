@@ -221,7 +221,42 @@ def fitted_checker() -> str:
                                   "group. The full table: [eps-quality/table.md](benchmarks/fitted/eps-quality/table.md)."])
 
 
-README_FIGURES = {"headline": headline}
+SPEED_RESULTS = ROOT / "docs" / "benchmarks" / "speed_cpu" / "results.json"
+
+
+def speed() -> str:
+    """The README's cost table, from the committed speed benchmark: ops and µs per step beyond the model."""
+    import json
+
+    from benchmarks.speed import US_TARGETS, targets
+
+    results = json.loads(SPEED_RESULTS.read_text())
+    info = results["info"]
+    ops = {r["sampler"]: r for r in results["ops"]}
+    timed = {r["sampler"]: r for r in results["overhead"].get("cpu float32", [])}
+    rows = ["| sampler | aten ops: ours | diffusers | k-diffusion | CPU µs: ours | diffusers | ours / diffusers |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def num(v):
+        return "–" if v is None else f"{v:g}"
+
+    for name in US_TARGETS:
+        o, t = ops.get(name, {}), timed.get(name, {})
+        peer = t.get("peer", {})
+        rows.append(f"| {name} | {num(o.get('ours_eps'))} | {num(o.get('diffusers'))} | {num(o.get('kdiffusion'))} | "
+                    f"{t['overhead_per_step_s'] * 1e6:.1f} | {peer.get('overhead_per_step_s', float('nan')) * 1e6:.1f} | "
+                    f"{t['ours_over_peer']:.2f}× |" if t else f"| {name} | {num(o.get('ours_eps'))} | – | – | – | – | – |")
+    return "\n".join([
+        "What a sampling step costs beyond the model, on an SD-1.x eps model through `samplers.to_denoiser`: aten ops "
+        "dispatched (device-independent: on a GPU nearly each is a kernel launch) and CPU µs, beside diffusers' same "
+        f"scheduler loop and k-diffusion. Measured on a {info['cpu_count']}-core CPU, {info['torch_threads']} torch "
+        f"thread, torch {info['versions']['torch']}, {info['date_utc']} (`{results['command']}`; every sampler, the "
+        "per-prediction conversion cost and the full stack: "
+        "[docs/benchmarks/speed_cpu/table.md](docs/benchmarks/speed_cpu/table.md)). No GPU figures: none was available.",
+        "", *rows, "", *(f"- {line}" for line in targets(results))])
+
+
+README_FIGURES = {"headline": headline, "speed": speed}
 FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker, "fitted-mixtures": fitted_mixtures}
 
 

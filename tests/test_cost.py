@@ -33,7 +33,7 @@ PREDICTIONS = ["eps", "x0", "v", "flow", "score"]
 SIGMAS = [0.0, 1e-4, 0.0292, 0.05, 0.7, 1.0, 3.0, 14.6, 80.0, 1e4]
 # Aten ops per step beyond the model, native eps model through to_denoiser (SD-1.x discrete schedule):
 # the sampler's own arithmetic plus 3 ops per model call (time input, model input, x0).
-OP_BUDGET = {"euler": 6, "heun": 11, "dpmpp_2m": 9, "euler_ancestral": 8}
+OP_BUDGET = {"euler": 6, "heun": 10, "dpmpp_2m": 9, "euler_ancestral": 8}
 
 
 def infinite_ok(native) -> bool:

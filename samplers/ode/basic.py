@@ -50,9 +50,9 @@ def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_ch
             # Euler predictor x_2 = x + d·dt, d = (x − D)/σ̂: the same point as D + (σ_next/σ̂)·(x − D)
             x_2 = torch.lerp(denoised, x, sigma_next / sigma_hat)
             denoised_2 = model(x_2, sigma_next)
-            d_2 = to_d(x_2, sigma_next, denoised_2)
-            # Heun's trapezoid x + (d + d_2)·dt/2, written as (x + x_2)/2 + d_2·dt/2 (d·dt = x_2 − x)
-            x = torch.add(torch.lerp(x, x_2, 0.5), d_2, alpha=dt / 2)
+            # Heun's trapezoid x + (d + d_2)·dt/2, written as (x + x_2)/2 + (x_2 − D_2)·dt/(2σ_next)
+            # (d·dt = x_2 − x, d_2 = (x_2 − D_2)/σ_next)
+            x = torch.add(torch.lerp(x, x_2, 0.5), x_2 - denoised_2, alpha=dt / (2 * sigma_next))
         report(callback, x, i, sigmas[i], sigma_hat, denoised)
     return x
 
