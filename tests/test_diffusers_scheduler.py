@@ -199,6 +199,26 @@ def test_third_order_sde_dpmsolver_keeps_the_image_at_every_step_count(config, v
             torch.testing.assert_close(ours, ref, rtol=0, atol=tol, msg=f"{steps} steps, {mode}")
 
 
+@pytest.mark.parametrize("name, variant, own", [
+    ("UniPCMultistepScheduler", {"use_karras_sigmas": True, "final_sigmas_type": "sigma_min"}, "unipc_bh2"),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 3}, "dpmpp_2s"),
+    ("DPMSolverMultistepScheduler", {"solver_order": 3, "use_karras_sigmas": True, "final_sigmas_type": "sigma_min"},
+     "dpmpp_3m"),
+    ("SASolverScheduler", {"use_karras_sigmas": True}, "sa_solver"),
+])
+def test_a_config_whose_own_run_is_refused_still_runs_another_sampler_on_its_grid(name, variant, own):
+    config = source_scheduler(name, SD15, variant).config
+    for sampler in (None, own):  # the class's own run: refused, with the rule
+        with pytest.raises(InvalidOption, match=name.removesuffix("Scheduler")):
+            SamplerScheduler.from_config(config, sampler=sampler).set_timesteps(6)
+    shim = SamplerScheduler.from_config(config, sampler="euler")  # the user's choice: runs on the class's grid
+    out = txt2img(shim, steps=6)
+    theirs = source_scheduler(name, SD15, variant)
+    theirs.set_timesteps(6)
+    assert shim.spec.name == "euler" and torch.equal(shim.timesteps, theirs.timesteps.to(shim.timesteps.dtype))
+    assert bool(torch.isfinite(out).all())
+
+
 def test_third_order_sde_dpmsolver_takes_k_diffusions_weight_only_when_asked():
     config = DPMSolverMultistepScheduler.from_config(SD15, algorithm_type="sde-dpmsolver++", solver_order=3).config
     ref = txt2img(DPMSolverMultistepScheduler.from_config(config), steps=8)

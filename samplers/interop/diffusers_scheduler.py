@@ -644,8 +644,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidOption(f"{grid.jumps}: no sampler run reproduces that. Use a step count that divides "
                                 f"num_train_timesteps (e.g. {divisors[-4:]}), timestep_spacing='leading', or "
                                 "exact=True for a run whose steps end where its next model call is")
-        base, base_options, schedule = self._source_run(0)
         label = self.label
+        try:
+            base, base_options, schedule = self._source_run(0)
+        except sources.SourceRunRefused as refused:
+            if label is None or label.sampler == refused.algorithm:
+                raise  # the class's own run was asked for
+            base, base_options, schedule = refused.algorithm, {}, None  # another sampler, on the class's grid
         self._same = label is None or label.sampler == base
         run = base if label is None else label.sampler
         options = dict(base_options) if self._same else {}

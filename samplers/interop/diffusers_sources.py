@@ -28,6 +28,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ..core.errors import InvalidOption
+
 # ----------------------------------------------------------------------------------------------------
 # What a diffusers scheduler's set_timesteps produced
 
@@ -149,6 +151,15 @@ def grid_pndm(ref, space: str) -> Grid:
 # The algorithm each class runs: (its instance after set_timesteps, steps skipped by img2img) -> sampler
 
 
+class SourceRunRefused(InvalidOption):
+    """The source class's own run cannot be reproduced on this config; ``algorithm`` is the registry sampler it
+    would have been. Another sampler named by the caller still runs on the class's grid."""
+
+    def __init__(self, message: str, algorithm: str):
+        super().__init__(message)
+        self.algorithm = algorithm
+
+
 def repeats(ref) -> int:
     """How often the last sigma a scheduler steps to is repeated (σ_min twice: a zero-length last step)."""
     sig = ref.sigmas[: len(ref.timesteps) + 1].tolist()
@@ -158,16 +169,14 @@ def repeats(ref) -> int:
     return count
 
 
-def _refuse_idle_third_order(ref, name: str, capped: bool) -> None:
+def _refuse_idle_third_order(ref, name: str, capped: bool, algorithm: str) -> None:
     """With a zero-length last step the sampler's last step is the class's second to last, whose order the class
     caps at 2; the registry samplers cap the order of their own last steps only."""
     if repeats(ref) and capped:
-        from ..core.errors import InvalidOption
-
-        raise InvalidOption(f"{name} with solver_order=3 repeats its final sigma (use_karras/exponential/beta_sigmas "
+        raise SourceRunRefused(f"{name} with solver_order=3 repeats its final sigma (use_karras/exponential/beta_sigmas "
                             "with a sigma_min end): its last model call takes a zero-length step and the step before "
                             "it is capped at second order, which no registry sampler's rule reproduces; use "
-                            "solver_order=2, or lower_order_final=False")
+                            "solver_order=2, or lower_order_final=False", algorithm)
 
 
 def algorithm_dpm_multistep(ref, begin: int = 0) -> tuple[str, dict]:
@@ -181,14 +190,14 @@ def algorithm_dpm_multistep(ref, begin: int = 0) -> tuple[str, dict]:
             return "ddpm", {}  # the first-order SDE-DPM-Solver++ step is the DDPM posterior draw
         if c.solver_order == 2:
             return "dpmpp_2m_sde", {"eta": 1.0, "solver_type": c.solver_type, "euler_at_final": final}
-        _refuse_idle_third_order(ref, type(ref).__name__, bool(c.lower_order_final and n < 15))
+        _refuse_idle_third_order(ref, type(ref).__name__, bool(c.lower_order_final and n < 15), "dpmpp_3m_sde")
         return "dpmpp_3m_sde", {"eta": 1.0, "variant": "diffusers", "solver_type": c.solver_type,
                                 "lower_order_final": bool(c.lower_order_final and n < 15), "euler_at_final": final}
     if c.solver_order == 1:
         return "ddim", {}  # DPM-Solver++(1) is DDIM
     if c.solver_order == 2:
         return "dpmpp_2m", {"solver_type": c.solver_type, "euler_at_final": final}
-    _refuse_idle_third_order(ref, type(ref).__name__, bool(c.lower_order_final and n < 15))
+    _refuse_idle_third_order(ref, type(ref).__name__, bool(c.lower_order_final and n < 15), "dpmpp_3m")
     return "dpmpp_3m", {"solver_type": c.solver_type, "lower_order_final": bool(c.lower_order_final and n < 15),
                         "euler_at_final": final}
 
@@ -196,12 +205,10 @@ def algorithm_dpm_multistep(ref, begin: int = 0) -> tuple[str, dict]:
 def algorithm_unipc(ref, begin: int = 0) -> tuple[str, dict]:
     c = ref.config
     if repeats(ref):
-        from ..core.errors import InvalidOption
-
-        raise InvalidOption("UniPCMultistepScheduler with use_karras/exponential/beta_sigmas and "
+        raise SourceRunRefused("UniPCMultistepScheduler with use_karras/exponential/beta_sigmas and "
                             "final_sigmas_type='sigma_min' repeats σ_min: its last model call only applies the "
                             "corrector to the step before (a zero-length predictor step), which the unipc samplers "
-                            "do not do; use final_sigmas_type='zero'")
+                            "do not do; use final_sigmas_type='zero'", f"unipc_{c.solver_type}")
     return f"unipc_{c.solver_type}", {"order": c.solver_order, "lower_order_final": bool(c.lower_order_final),
                                       "disable_corrector": tuple(int(i) - begin for i in c.disable_corrector)}
 
@@ -213,7 +220,7 @@ def algorithm_deis(ref, begin: int = 0) -> tuple[str, dict]:
     if repeats(ref):
         # the zero-length last step is the class's first-order one; the sampler's last step is the class's second
         # to last, capped at second order (nothing for order 2)
-        _refuse_idle_third_order(ref, "DEISMultistepScheduler", capped and c.solver_order == 3)
+        _refuse_idle_third_order(ref, "DEISMultistepScheduler", capped and c.solver_order == 3, "deis")
         capped = False
     return "deis", {"order": c.solver_order, "lower_order_final": capped}
 
@@ -229,11 +236,9 @@ def algorithm_sa_solver(ref, begin: int = 0) -> tuple[str, dict]:
     ``tau_func`` of the step's timestep (default 1 for timesteps 200-800, else 0)."""
     c = ref.config
     if repeats(ref):
-        from ..core.errors import InvalidOption
-
-        raise InvalidOption("SASolverScheduler with use_karras/exponential/beta_sigmas repeats its final σ_min: its "
+        raise SourceRunRefused("SASolverScheduler with use_karras/exponential/beta_sigmas repeats its final σ_min: its "
                             "last model call only applies the corrector to the step before, which sa_solver does not "
-                            "do; use the default spacing")
+                            "do; use the default spacing", "sa_solver")
     tau_of = {sigma: float(ref.tau_func(int(t))) for sigma, t in zip(ref.sigmas.tolist(), ref.timesteps.tolist())}
 
     def tau_func(sigma, sigma_next):
@@ -262,11 +267,9 @@ def algorithm_dpm_singlestep(ref, begin: int = 0) -> tuple[str, dict]:
     if c.solver_order == 1:
         return "ddim", {}
     if repeats(ref):
-        from ..core.errors import InvalidOption
-
-        raise InvalidOption("DPMSolverSinglestepScheduler with a repeated final σ_min (karras / exponential / beta "
+        raise SourceRunRefused("DPMSolverSinglestepScheduler with a repeated final σ_min (karras / exponential / beta "
                             "sigmas and final_sigmas_type='sigma_min') groups a zero-length step; use "
-                            "final_sigmas_type='zero'")
+                            "final_sigmas_type='zero'", "dpmpp_2s")
     bounds = _singlestep_groups(ref, begin)
     lam = [-math.log(v) if v > 0 else math.inf for v in ref.sigmas.tolist()]
     rs = []
@@ -276,10 +279,9 @@ def algorithm_dpm_singlestep(ref, begin: int = 0) -> tuple[str, dict]:
         elif b - a == 2:
             rs.append((lam[a + 1] - lam[a]) / (lam[b] - lam[a]) if math.isfinite(lam[b]) else None)
         else:
-            from ..core.errors import InvalidOption
-
-            raise InvalidOption("DPMSolverSinglestepScheduler with solver_order=3 is not reproduced (its mixed "
-                                "first/second/third-order groups are not a registry sampler); use solver_order=2")
+            raise SourceRunRefused("DPMSolverSinglestepScheduler with solver_order=3 is not reproduced (its mixed "
+                                   "first/second/third-order groups are not a registry sampler); use solver_order=2",
+                                   "dpmpp_2s")
     return "dpmpp_2s", {"step_r": tuple(rs), "solver_type": c.solver_type}
 
 
