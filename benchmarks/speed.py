@@ -325,33 +325,36 @@ SCHEDULE_KINDS = {
 
 def conversion_ops(sigma: float = 2.0) -> dict:
     """Aten ops of one model call beyond the model, per prediction × schedule kind (the registry's host-float
-    call), and for classifier-free guidance on the eps model (one batched call on [cond; uncond])."""
+    call), and for classifier-free guidance on the eps model (one batched call on [cond; uncond]): {key: (on the
+    run's σ grid, off it)}. On the grid the run built the time inputs before its loop (``prepare_times``); off it
+    (a midpoint stage's σ) the call fills its own."""
     from models.guidance import CFGDenoiser
+    from samplers.interop.diffusers_models import denoiser_from_diffusers
 
     counter = OpCounter()
-    model = counter.exclude(lambda x_t, t, **kw: x_t * 0.1)
     x = samplers.core.seeds.seeded_randn(SHAPE, list(range(SHAPE[0])))
+
+    def both(D) -> tuple[int, int]:
+        D.denoise_at(x, sigma / 2)  # per-batch conditioning (the guidance wrappers) is built before the loop
+        off = counter.run(lambda: D.denoise_at(x, sigma / 2))[0]
+        samplers.core.conversion.prepare_times(D, [sigma], x.shape[0], x.dtype, x.device)
+        return counter.run(lambda: D.denoise_at(x, sigma))[0], off
+
     table = {}
     for label, make in SCHEDULE_KINDS.items():
         native = make()
         for prediction in samplers.core.conversion.PREDICTIONS:
             if prediction == "edm" and not isinstance(native, VE):
                 continue
-            D = samplers.to_denoiser(model, prediction, native)
-            table[f"{prediction} / {label}"] = counter.run(lambda: D.denoise_at(x, sigma))[0]
-    D = samplers.to_denoiser(model, "eps", sd_native())
-    cond = {"context": torch.zeros(1, 3, 8)}
-    cfg = CFGDenoiser(D, cond, {"context": torch.ones(1, 3, 8)}, 4.0)
-    cfg.denoise_at(x, sigma)  # the batched conditioning is built once per batch size, before the loop's calls
-    table["eps / VP-discrete, CFG"] = counter.run(lambda: cfg.denoise_at(x, sigma))[0]
+            model = counter.exclude(lambda x_t, t, **kw: x_t * 0.1)
+            table[f"{prediction} / {label}"] = both(samplers.to_denoiser(model, prediction, native))
+    D = samplers.to_denoiser(counter.exclude(lambda x_t, t, **kw: x_t * 0.1), "eps", sd_native())
+    table["eps / VP-discrete, CFG"] = both(CFGDenoiser(D, {"context": torch.zeros(1, 3, 8)},
+                                                       {"context": torch.ones(1, 3, 8)}, 4.0))
     # a diffusers UNet's wrapper, which does its own CFG inside the native model
-    from samplers.interop.diffusers_models import denoiser_from_diffusers
-
     net = counter.exclude(lambda x_t, t, encoder_hidden_states: x_t * 0.1)
-    unet = denoiser_from_diffusers(net, dict(BETAS, prediction_type="epsilon"), torch.zeros(1, 3, 8),
-                                   torch.ones(1, 3, 8), guidance_scale=4.0)
-    unet.denoise_at(x, sigma)  # its [uncond; cond] conditioning is built once per batch size, as above
-    table["eps / VP-discrete, CFG in DiffusersModel"] = counter.run(lambda: unet.denoise_at(x, sigma))[0]
+    table["eps / VP-discrete, CFG in DiffusersModel"] = both(denoiser_from_diffusers(
+        net, dict(BETAS, prediction_type="epsilon"), torch.zeros(1, 3, 8), torch.ones(1, 3, 8), guidance_scale=4.0))
     return table
 
 
@@ -770,10 +773,13 @@ def markdown(result: dict) -> str:
     conv = result.get("conversion_ops")
     if conv:
         lines += ["## Aten ops of one model call beyond the model, by prediction and schedule", "",
-                  "The registry's call (σ a Python float, `Denoiser.denoise_at`): the time input, the model input "
-                  "c_in·x and x0 = c_skip·x + c_out·output, with t, c_in, c_skip and c_out computed on the host.",
-                  "", "| prediction / schedule | ops |", "|---|---:|"]
-        lines += [f"| {k} | {v} |" for k, v in conv.items()] + [""]
+                  "The registry's call (σ a Python float, `Denoiser.denoise_at`): the model input c_in·x and "
+                  "x0 = c_skip·x + c_out·output, with t, c_in, c_skip and c_out computed on the host. On the run's σ "
+                  "grid the time input was built before the loop (one tensor per run); a call off the grid (a "
+                  "midpoint stage) fills its own. Guidance adds stacking [x; x], the split and one lerp.",
+                  "", "| prediction / schedule | ops on the σ grid | off the grid |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v[0]} | {v[1]} |" if isinstance(v, (list, tuple)) else f"| {k} | {v} | – |"
+                  for k, v in conv.items()] + [""]
     for key, rows in result["overhead"].items():
         lines += [f"## Overhead per step in µs beyond the model, {key} (tiny eps model, latent {list(SHAPE)})", "",
                   f"Minimum of {a['repeats']} runs, ours and the peers' interleaved; slopes between {a['steps'][0]} "

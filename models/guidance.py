@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from samplers.core.conversion import call_at
+from samplers.core.conversion import call_at, prepare_times
 
 
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -81,6 +81,10 @@ class CFGDenoiser:
         cond, uncond = out.chunk(2)
         return cfg_combine(cond, uncond, self.scale)
 
+    def prepare_times(self, sigmas: list[float], batch: int, dtype: torch.dtype, device: torch.device) -> None:
+        """The inner denoiser's run preparation, for the batch it is called with ([cond; uncond] when guided)."""
+        prepare_times(self.inner, sigmas, batch if self.scale == 1.0 else 2 * batch, dtype, device)
+
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
         """The same for a Python-float σ (the registry's call), passed on as a float to the inner denoiser."""
         n = x.shape[0]
@@ -109,6 +113,9 @@ class InpaintDenoiser:
     @property
     def supports_infinite_sigma(self) -> bool:
         return getattr(self.inner, "supports_infinite_sigma", True)
+
+    def prepare_times(self, sigmas: list[float], batch: int, dtype: torch.dtype, device: torch.device) -> None:
+        prepare_times(self.inner, sigmas, batch, dtype, device)
 
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
         """The same for a Python-float σ (the registry's call): x_in = mask·x + (1 − mask)·(known + σ·noise)."""

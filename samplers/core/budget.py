@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from .conversion import call_at
+from .conversion import call_at, prepare_times
 from .errors import InvalidInput
 from .registry import info, sample
 
@@ -27,6 +27,9 @@ class CountingDenoiser:
     def __call__(self, x, sigma, **extra_args):
         self.calls += 1
         return self.denoiser(x, sigma, **extra_args)
+
+    def prepare_times(self, sigmas, batch, dtype, device) -> None:
+        prepare_times(self.denoiser, sigmas, batch, dtype, device)
 
     def denoise_at(self, x, sigma: float, **extra_args):
         """The host-float call (see :func:`samplers.core.conversion.call_at`): counted, and the same path the

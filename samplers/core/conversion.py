@@ -19,7 +19,8 @@ information about x0 there and say so (``supports_infinite_sigma = False``).
 Every row is affine in x at a fixed σ: D(x, σ) = c_skip·x + c_out·model(c_in·x, t). Inside the registry loop
 σ is a Python float, so :meth:`Denoiser.denoise_at` computes t, c_in, c_skip and c_out on the host
 (:func:`scalings_at` and the schedule's ``time_at``) and a model call costs, besides the model, one fill
-(the time input), one scale (the model input; none when c_in = 1, where the model gets the state itself and
+(the time input; none on the run's σ grid, whose time inputs the registry builds in one tensor before its loop:
+:meth:`Denoiser.prepare_times`), one scale (the model input; none when c_in = 1, where the model gets the state itself and
 must not write into it) and x0 = c_skip·x + c_out·output: one fused add when c_skip is 0, 1 or c_in (eps,
 x0, score, flow on a rectified-flow schedule), two otherwise (v, EDM, flow on a VP schedule: no single
 aten op forms α·x + β·y). The k-diffusion call ``D(x, sigma_tensor)`` stays for external callers (per-item
@@ -36,6 +37,7 @@ from .native import NoiseSchedule
 from .errors import InvalidInput
 
 PREDICTIONS = ("eps", "x0", "v", "flow", "score", "edm")
+MAX_PREPARED_TIMES = 4096  # per (batch, dtype, device) of a denoiser: beyond it calls fill their own time input
 ALIASES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_prediction": "flow", "velocity": "flow",
            "const": "flow"}
 
@@ -150,6 +152,15 @@ def call_at(denoiser: Callable, x: torch.Tensor, sigma: float, **extra_args) -> 
     return denoiser(x, x.new_full((x.shape[0],), sigma), **extra_args)
 
 
+def prepare_times(denoiser: Callable, sigmas: list[float], batch: int, dtype: torch.dtype,
+                  device: torch.device) -> None:
+    """Let ``denoiser`` (and the denoisers it wraps, through their own ``prepare_times``) build the time inputs
+    of a run's σ grid before the loop; a denoiser without the method is left alone."""
+    prepare = getattr(denoiser, "prepare_times", None)
+    if prepare is not None:
+        prepare(sigmas, batch, dtype, device)
+
+
 class Denoiser:
     """A native model seen as the canonical denoiser ``D(x, σ, **extra_args) -> x0``. Build with :func:`to_denoiser`."""
 
@@ -159,6 +170,28 @@ class Denoiser:
         self.schedule = schedule
         self.sigma_data = sigma_data
         self.supports_infinite_sigma = self.prediction not in ("eps", "score")
+        self._times: dict = {}  # (batch, dtype, device) -> {σ: time input}, entries never replaced or dropped
+
+    def prepare_times(self, sigmas: list[float], batch: int, dtype: torch.dtype, device: torch.device) -> None:
+        """Build the time inputs of a run's σ grid before its loop, in one tensor (one op and one host-to-device
+        copy per run instead of a fill per model call); a call at one of these σ then costs no fill. Calls at other
+        σ (a midpoint stage) fill their own, so results never depend on this. An entry, once made, is kept for
+        the denoiser's life and never replaced (a captured CUDA graph may point at it); at most
+        ``MAX_PREPARED_TIMES`` per batch shape. The model must not write into its time input."""
+        table = self._times.setdefault((batch, dtype, device), {})
+        new = [s for s in dict.fromkeys(sigmas)
+               if s > 0 and s not in table and (math.isfinite(s) or self.supports_infinite_sigma)]
+        new = new[:max(0, MAX_PREPARED_TIMES - len(table))]
+        if new:
+            with torch.inference_mode(False):  # ordinary tensors: a later run may record autograd through them
+                rows = torch.tensor([[self.schedule.time_at(s)] * batch for s in new], dtype=dtype, device=device)
+            for sigma, row in zip(new, rows.unbind(0)):
+                table.setdefault(sigma, row)
+
+    def _time(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        table = self._times.get((x.shape[0], x.dtype, x.device))
+        time = table.get(sigma) if table is not None else None
+        return time if time is not None else x.new_full((x.shape[0],), self.schedule.time_at(sigma))
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         if sigma.ndim == 0:
@@ -185,7 +218,7 @@ class Denoiser:
         """
         a, b = self.schedule.coefficients_at(sigma)
         c_skip, c_out, c_in = scalings_at(self.prediction, a, b, sigma, self.sigma_data)
-        time = x.new_full((x.shape[0],), self.schedule.time_at(sigma))
+        time = self._time(x, sigma)
         x_in = x if c_in == 1 else x * c_in
         out = self.model(x_in, time, **extra_args)
         return affine(x, x_in, c_skip, c_in, out, c_out)

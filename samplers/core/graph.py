@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from .conversion import prepare_times
 from .noise import SeededNoise
 from .seeds import resolve_seeds
 from .errors import InvalidInput, InvalidType, Unavailable
@@ -95,6 +96,8 @@ class GraphedSampler:
             raise InvalidInput(f"{spec.name} is deterministic: it takes no seed or noise_sampler")
         self.graph = None
         self.static_out: torch.Tensor | None = None
+        # the run's time inputs, made before any capture (outside the graph's memory pool)
+        prepare_times(model, sigmas, like.shape[0], state_dtype, like.device)
 
     # The prepared loop: what `samplers.sample` runs after validation, minus the final finiteness check
     # (a host read) — `__call__(check=True)` does that once, outside the graph.

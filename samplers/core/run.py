@@ -20,6 +20,7 @@ from tqdm.auto import trange
 
 from . import noise as noise_mod
 from .errors import InvalidInput, InvalidType, NonFiniteError
+from .conversion import prepare_times
 from .validate import check_options, largest_sigma
 
 _DEBUG = contextvars.ContextVar("samplers_debug", default=False)
@@ -103,6 +104,7 @@ def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):
         raise NonFiniteError("the starting latent x holds NaN/Inf; check how it was built (noise · sigmas[0], or "
                              "the unit noise itself when sigmas[0] is inf)")
     denoise = Denoise(model, x, extra_args or {})
+    prepare_times(model, values, x.shape[0], x.dtype, x.device)  # the run's time inputs, before the loop
 
     params = spec.options
     if "noise_sampler" in params:
