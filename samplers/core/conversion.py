@@ -173,8 +173,8 @@ class Denoiser:
         self._times: dict = {}  # (batch, dtype, device) -> {σ: time input}, entries never replaced or dropped
 
     def prepare_times(self, sigmas: list[float], batch: int, dtype: torch.dtype, device: torch.device) -> None:
-        """Build the time inputs of a run's σ grid before its loop, in one tensor (one op and one host-to-device
-        copy per run instead of a fill per model call); a call at one of these σ then costs no fill. Calls at other
+        """Build the time inputs of a run's σ grid before its loop, in one tensor (one op and one asynchronous
+        host-to-device copy per run instead of a fill per model call); a call at one of these σ then costs no fill. Calls at other
         σ (a midpoint stage) fill their own, so results never depend on this. An entry, once made, is kept for
         the denoiser's life and never replaced (a captured CUDA graph may point at it); at most
         ``MAX_PREPARED_TIMES`` per batch shape. The model must not write into its time input."""
@@ -184,7 +184,11 @@ class Denoiser:
         new = new[:max(0, MAX_PREPARED_TIMES - len(table))]
         if new:
             with torch.inference_mode(False):  # ordinary tensors: a later run may record autograd through them
-                rows = torch.tensor([[self.schedule.time_at(s)] * batch for s in new], dtype=dtype, device=device)
+                rows = torch.tensor([[self.schedule.time_at(s)] * batch for s in new], dtype=dtype)
+                if device.type == "cuda":  # from pinned memory, without waiting for the work queued before it
+                    rows = rows.pin_memory().to(device, non_blocking=True)
+                else:
+                    rows = rows.to(device)
             for sigma, row in zip(new, rows.unbind(0)):
                 table.setdefault(sigma, row)
 
