@@ -174,9 +174,9 @@ class Denoiser:
 
     def prepare_times(self, sigmas: list[float], batch: int, dtype: torch.dtype, device: torch.device) -> None:
         """Build the time inputs of a run's σ grid before its loop, in one tensor (one op and one asynchronous
-        host-to-device copy per run instead of a fill per model call); a call at one of these σ then costs no fill. Calls at other
-        σ (a midpoint stage) fill their own, so results never depend on this. An entry, once made, is kept for
-        the denoiser's life and never replaced (a captured CUDA graph may point at it); at most
+        host-to-device copy per run instead of a fill per model call); a call at one of these σ then costs no fill.
+        Calls at other σ (a midpoint stage) fill their own, so results never depend on this. An entry, once made,
+        is kept for the denoiser's life and never replaced (a captured CUDA graph may point at it); at most
         ``MAX_PREPARED_TIMES`` per batch shape. The model must not write into its time input."""
         table = self._times.setdefault((batch, dtype, device), {})
         new = [s for s in dict.fromkeys(sigmas)
