@@ -241,18 +241,21 @@ def speed() -> str:
         return "–" if v is None else f"{v:g}"
 
     for name in US_TARGETS:
-        o, t = ops.get(name, {}), timed.get(name, {})
-        peer = t.get("peer", {})
-        rows.append(f"| {name} | {num(o.get('ours_eps'))} | {num(o.get('diffusers'))} | {num(o.get('kdiffusion'))} | "
-                    f"{t['overhead_per_step_s'] * 1e6:.1f} | {peer.get('overhead_per_step_s', float('nan')) * 1e6:.1f} | "
-                    f"{t['ours_over_peer']:.2f}× |" if t else f"| {name} | {num(o.get('ours_eps'))} | – | – | – | – | – |")
+        o, t = ops.get(name, {}), timed.get(name)
+        counts = f"| {name} | {num(o.get('ours_eps'))} | {num(o.get('diffusers'))} | {num(o.get('kdiffusion'))} |"
+        if t is None or "overhead_per_step_s" not in t.get("peer", {}):
+            rows.append(counts + " – | – | – |")
+            continue
+        ours, theirs = t["overhead_per_step_s"] * 1e6, t["peer"]["overhead_per_step_s"] * 1e6
+        rows.append(counts + f" {ours:.1f} | {theirs:.1f} | {t['ours_over_peer']:.2f}× |")
     return "\n".join([
         "What a sampling step costs beyond the model, on an SD-1.x eps model through `samplers.to_denoiser`: aten ops "
         "dispatched (device-independent: on a GPU nearly each is a kernel launch) and CPU µs, beside diffusers' same "
         f"scheduler loop and k-diffusion. Measured on a {info['cpu_count']}-core CPU, {info['torch_threads']} torch "
         f"thread, torch {info['versions']['torch']}, {info['date_utc']} (`{results['command']}`; every sampler, the "
         "per-prediction conversion cost and the full stack: "
-        "[docs/benchmarks/speed_cpu/table.md](docs/benchmarks/speed_cpu/table.md)). No GPU figures: none was available.",
+        "[docs/benchmarks/speed_cpu/table.md](docs/benchmarks/speed_cpu/table.md)). "
+        "No GPU figures: none was available.",
         "", *rows, "", *(f"- {line}" for line in targets(results))])
 
 

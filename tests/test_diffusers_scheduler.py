@@ -193,7 +193,8 @@ def test_third_order_sde_dpmsolver_keeps_the_image_at_every_step_count(config, v
     for steps in (3, 5, 9, 16):
         for mode in ("txt2img", "img2img", "inpaint"):
             ref = run(theirs, MODEL, mode, NOISE, IMAGE, MASK, steps=steps, seed=3)
-            ours = run(SamplerScheduler.from_config(theirs.config), MODEL, mode, NOISE, IMAGE, MASK, steps=steps, seed=3)
+            shim = SamplerScheduler.from_config(theirs.config)
+            ours = run(shim, MODEL, mode, NOISE, IMAGE, MASK, steps=steps, seed=3)
             # a third-order step to a σ_min end amplifies float32 rounding: both runs are ~6e-6 from a float64 one
             tol = 2e-5 if variant.get("final_sigmas_type") == "sigma_min" and steps >= 15 else 1e-5
             torch.testing.assert_close(ours, ref, rtol=0, atol=tol, msg=f"{steps} steps, {mode}")
