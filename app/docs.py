@@ -154,15 +154,13 @@ def fitted_mixtures() -> str:
         return "(not measured yet: run the commands above)"
     rows = ["| problem | NFE | diffusers' best scheduler | best fixed pair (ours) | fitted | fitted ÷ diffusers | "
             "fitted ÷ best fixed |", "|---|---:|---|---|---:|---:|---:|"]
-    for row in results["heldout"]:
-        theirs, fixed, fitted = row.get("diffusers"), row.get("ours_fixed"), row.get("fitted")
-        if not (theirs and fixed and fitted):
-            continue
+    done = [r for r in results["heldout"] if r.get("diffusers") and r.get("ours_fixed") and r.get("fitted")]
+    for row in done:
+        theirs, fixed, fitted = row["diffusers"], row["ours_fixed"], row["fitted"]
         rows.append(f"| {row['problem']} | {row['nfe']} | {theirs['sampler'].removeprefix('diffusers:')} "
                     f"({theirs['rmse']:.2e}) | {fixed['sampler']} + {fixed['schedule']} ({fixed['rmse']:.2e}) | "
                     f"{fitted['rmse']:.2e} | {fitted['rmse'] / theirs['rmse']:.2f} | "
                     f"{fitted['rmse'] / fixed['rmse']:.2f} |")
-    done = [r for r in results["heldout"] if r.get("diffusers") and r.get("ours_fixed") and r.get("fitted")]
     met = [r for r in done if r["fitted"]["rmse"] <= 0.5 * r["diffusers"]["rmse"]
            and r["fitted"]["rmse"] <= r["ours_fixed"]["rmse"]]
     missed = ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in done if r not in met) or "none"

@@ -236,7 +236,7 @@ def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: 
 
 def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, log) -> dict:
     import samplers
-    from samplers.fitted.fitting import FitConfig, fit, solver_rmse
+    from samplers.fitted.fitting import FitConfig, fit, pair_label, solver_rmse
     from samplers.fitted.identity import fingerprint
 
     from benchmarks.common import progress
@@ -263,20 +263,16 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     ref_test = _cached_reference(out, target, f"heldout-{args.seed}", x_test, extra_test)
     start = solver.meta["start"]
     start_solver = samplers.fitted.solver.LearnedSolver(**start["solver"]).validate()
+    best_fixed = {"label": pair_label(start["sampler"], start["options"], start["schedule"]),
+                  "rmse": solver_rmse(target.denoiser, start_solver, x_test, ref_test, extra_test)}
     row = {"nfe": nfe, "file": str(path), "fit": solver_rmse(target.denoiser, solver, x_test, ref_test, extra_test),
-           "best_fixed": {"label": _label(start), "rmse": solver_rmse(target.denoiser, start_solver, x_test, ref_test,
-                                                                       extra_test)},
+           "best_fixed": best_fixed,
            "kept": solver.meta["kept"], "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds,
            "threads": torch.get_num_threads()}
     default = default_run(target, nfe, out, x_test / target.sigma_max, HELDOUT_SEED + args.seed, ref_test)
     if default is not None:
         row["default"] = default
     return row
-
-
-def _label(start: dict) -> str:
-    opts = "".join(f", {k}={v}" for k, v in start["options"].items())
-    return f"{start['sampler']}{opts} + {start['schedule']}"
 
 
 def run_fit(args) -> int:

@@ -106,6 +106,11 @@ def _take(extra: dict, idx) -> dict:
     return {k: v[idx] for k, v in extra.items()}
 
 
+def pair_label(sampler: str, options: dict, schedule: str) -> str:
+    """How a (sampler, options, schedule) pair is named in logs and reports: ``"deis, order=3 + karras"``."""
+    return f"{sampler}{''.join(f', {k}={v}' for k, v in options.items())} + {schedule}"
+
+
 @dataclasses.dataclass(eq=False)
 class Candidate:
     error: float  # RMSE on the training starts
@@ -116,8 +121,7 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        opts = "".join(f", {k}={v}" for k, v in self.options.items())
-        return f"{self.sampler}{opts} + {self.schedule}"
+        return pair_label(self.sampler, self.options, self.schedule)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -173,42 +173,41 @@ def _refuse_idle_third_order(ref, name: str, capped: bool, algorithm: str) -> No
     """With a zero-length last step the sampler's last step is the class's second to last, whose order the class
     caps at 2; the registry samplers cap the order of their own last steps only."""
     if repeats(ref) and capped:
-        raise SourceRunRefused(f"{name} with solver_order=3 repeats its final sigma (use_karras/exponential/beta_sigmas "
-                            "with a sigma_min end): its last model call takes a zero-length step and the step before "
-                            "it is capped at second order, which no registry sampler's rule reproduces; use "
-                            "solver_order=2, or lower_order_final=False", algorithm)
+        raise SourceRunRefused(f"{name} with solver_order=3 repeats its final sigma (use_karras/exponential/"
+                               "beta_sigmas with a sigma_min end): its last model call takes a zero-length step and "
+                               "the step before it is capped at second order, which no registry sampler's rule "
+                               "reproduces; use solver_order=2, or lower_order_final=False", algorithm)
 
 
 def algorithm_dpm_multistep(ref, begin: int = 0) -> tuple[str, dict]:
     c = ref.config
     n = len(ref.timesteps)
+    capped = bool(c.lower_order_final and n < 15)  # its few-step rule: lower orders for the last two steps
     # DPMSolverMultistep's rule for a first-order last step (a repeated final sigma makes that step idle)
-    final = bool(c.euler_at_final or (c.lower_order_final and n < 15) or c.final_sigmas_type == "zero")
-    final = final and not repeats(ref)
+    final = bool(c.euler_at_final or capped or c.final_sigmas_type == "zero") and not repeats(ref)
     if c.algorithm_type == "sde-dpmsolver++":
         if c.solver_order == 1:
             return "ddpm", {}  # the first-order SDE-DPM-Solver++ step is the DDPM posterior draw
         if c.solver_order == 2:
             return "dpmpp_2m_sde", {"eta": 1.0, "solver_type": c.solver_type, "euler_at_final": final}
-        _refuse_idle_third_order(ref, type(ref).__name__, bool(c.lower_order_final and n < 15), "dpmpp_3m_sde")
+        _refuse_idle_third_order(ref, type(ref).__name__, capped, "dpmpp_3m_sde")
         return "dpmpp_3m_sde", {"eta": 1.0, "variant": "diffusers", "solver_type": c.solver_type,
-                                "lower_order_final": bool(c.lower_order_final and n < 15), "euler_at_final": final}
+                                "lower_order_final": capped, "euler_at_final": final}
     if c.solver_order == 1:
         return "ddim", {}  # DPM-Solver++(1) is DDIM
     if c.solver_order == 2:
         return "dpmpp_2m", {"solver_type": c.solver_type, "euler_at_final": final}
-    _refuse_idle_third_order(ref, type(ref).__name__, bool(c.lower_order_final and n < 15), "dpmpp_3m")
-    return "dpmpp_3m", {"solver_type": c.solver_type, "lower_order_final": bool(c.lower_order_final and n < 15),
-                        "euler_at_final": final}
+    _refuse_idle_third_order(ref, type(ref).__name__, capped, "dpmpp_3m")
+    return "dpmpp_3m", {"solver_type": c.solver_type, "lower_order_final": capped, "euler_at_final": final}
 
 
 def algorithm_unipc(ref, begin: int = 0) -> tuple[str, dict]:
     c = ref.config
     if repeats(ref):
         raise SourceRunRefused("UniPCMultistepScheduler with use_karras/exponential/beta_sigmas and "
-                            "final_sigmas_type='sigma_min' repeats σ_min: its last model call only applies the "
-                            "corrector to the step before (a zero-length predictor step), which the unipc samplers "
-                            "do not do; use final_sigmas_type='zero'", f"unipc_{c.solver_type}")
+                               "final_sigmas_type='sigma_min' repeats σ_min: its last model call only applies the "
+                               "corrector to the step before (a zero-length predictor step), which the unipc "
+                               "samplers do not do; use final_sigmas_type='zero'", f"unipc_{c.solver_type}")
     return f"unipc_{c.solver_type}", {"order": c.solver_order, "lower_order_final": bool(c.lower_order_final),
                                       "disable_corrector": tuple(int(i) - begin for i in c.disable_corrector)}
 
@@ -236,9 +235,9 @@ def algorithm_sa_solver(ref, begin: int = 0) -> tuple[str, dict]:
     ``tau_func`` of the step's timestep (default 1 for timesteps 200-800, else 0)."""
     c = ref.config
     if repeats(ref):
-        raise SourceRunRefused("SASolverScheduler with use_karras/exponential/beta_sigmas repeats its final σ_min: its "
-                            "last model call only applies the corrector to the step before, which sa_solver does not "
-                            "do; use the default spacing", "sa_solver")
+        raise SourceRunRefused("SASolverScheduler with use_karras/exponential/beta_sigmas repeats its final σ_min: "
+                               "its last model call only applies the corrector to the step before, which sa_solver "
+                               "does not do; use the default spacing", "sa_solver")
     tau_of = {sigma: float(ref.tau_func(int(t))) for sigma, t in zip(ref.sigmas.tolist(), ref.timesteps.tolist())}
 
     def tau_func(sigma, sigma_next):
@@ -267,9 +266,9 @@ def algorithm_dpm_singlestep(ref, begin: int = 0) -> tuple[str, dict]:
     if c.solver_order == 1:
         return "ddim", {}
     if repeats(ref):
-        raise SourceRunRefused("DPMSolverSinglestepScheduler with a repeated final σ_min (karras / exponential / beta "
-                            "sigmas and final_sigmas_type='sigma_min') groups a zero-length step; use "
-                            "final_sigmas_type='zero'", "dpmpp_2s")
+        raise SourceRunRefused("DPMSolverSinglestepScheduler with a repeated final σ_min (karras / exponential / "
+                               "beta sigmas and final_sigmas_type='sigma_min') groups a zero-length step; use "
+                               "final_sigmas_type='zero'", "dpmpp_2s")
     bounds = _singlestep_groups(ref, begin)
     lam = [-math.log(v) if v > 0 else math.inf for v in ref.sigmas.tolist()]
     rs = []
