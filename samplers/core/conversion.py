@@ -171,6 +171,9 @@ class Denoiser:
         self.sigma_data = sigma_data
         self.supports_infinite_sigma = self.prediction not in ("eps", "score")
         self._times: dict = {}  # (batch, dtype, device) -> {σ: time input}, entries never replaced or dropped
+        # A model that runs each item more than once per call (DiffusersModel guiding [uncond; cond]) takes its time
+        # input already repeated: built here with the rest of the grid rather than concatenated per call.
+        self._time_copies = int(getattr(model, "time_copies", 1))
 
     def prepare_times(self, sigmas: list[float], batch: int, dtype: torch.dtype, device: torch.device) -> None:
         """Build the time inputs of a run's σ grid before its loop, in one tensor (one op and one asynchronous
@@ -184,7 +187,8 @@ class Denoiser:
         new = new[:max(0, MAX_PREPARED_TIMES - len(table))]
         if new:
             with torch.inference_mode(False):  # ordinary tensors: a later run may record autograd through them
-                rows = torch.tensor([[self.schedule.time_at(s)] * batch for s in new], dtype=dtype)
+                rows = torch.tensor([[self.schedule.time_at(s)] * (batch * self._time_copies) for s in new],
+                                    dtype=dtype)
                 if device.type == "cuda":  # from pinned memory, without waiting for the work queued before it
                     rows = rows.pin_memory().to(device, non_blocking=True)
                 else:
@@ -195,7 +199,9 @@ class Denoiser:
     def _time(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         table = self._times.get((x.shape[0], x.dtype, x.device))
         time = table.get(sigma) if table is not None else None
-        return time if time is not None else x.new_full((x.shape[0],), self.schedule.time_at(sigma))
+        if time is None:
+            time = x.new_full((x.shape[0] * self._time_copies,), self.schedule.time_at(sigma))
+        return time
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         if sigma.ndim == 0:

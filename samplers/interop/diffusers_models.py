@@ -200,6 +200,9 @@ class DiffusersModel:
         dtype = getattr(model, "dtype", None)
         self.dtype = dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
         self._conditioning: dict[int, dict] = {}  # batch size -> the model's keyword arguments (built once)
+        # Guided, the network sees every item twice; a caller may pass the time input already repeated ([2·batch],
+        # as samplers.core.conversion.Denoiser does from its prepared grid), which saves a concatenation per call.
+        self.time_copies = 2 if self.cfg else 1
 
     def _kwargs(self, batch: int, extra_args: dict) -> dict:
         """The conditioning for a batch: [uncond; cond] when guided. Built once per batch size when the call adds no
@@ -215,14 +218,17 @@ class DiffusersModel:
 
     def __call__(self, x_t: torch.Tensor, time: torch.Tensor, **extra_args) -> torch.Tensor:
         batch = x_t.shape[0]
-        if time.shape != (batch,):
+        repeated = self.cfg and time.shape == (2 * batch,)
+        if not repeated and time.shape != (batch,):
             time = time.reshape(-1).expand(batch)
         if self.timestep_scale != 1.0:
             time = time * self.timestep_scale
         x_in = x_t if self.dtype is None else x_t.to(self.dtype)
         kwargs = self._kwargs(batch, extra_args)
         if self.cfg:
-            x_in, time = torch.cat([x_in, x_in]), torch.cat([time, time])
+            x_in = torch.cat([x_in, x_in])
+            if not repeated:
+                time = torch.cat([time, time])
         if self.input_name is None:
             out = self.model(x_in, time, **kwargs)
         else:
