@@ -258,7 +258,33 @@ def speed() -> str:
 
 
 README_FIGURES = {"headline": headline, "speed": speed}
-FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker, "fitted-mixtures": fitted_mixtures}
+def fitted_heldout() -> str:
+    """docs/fitted.md: each kept fit against the pair it started from, on the benchmarks' held-out pools."""
+    rows = ["| fits of | problem | NFE | fitted | starting pair | fitted ÷ pair | wrong mode: fitted / pair |",
+            "|---|---|---:|---:|---|---:|---:|"]
+    kept = worse = 0
+    for folder, label in (("fit_heldout", "the benchmark"), ("fit_heldout_mixtures", "(b)")):
+        results = _load(ROOT / "docs" / "benchmarks" / folder / "results.json")
+        if results is None:
+            continue
+        args = results["args"]
+        pool = f"{len(args['heldout_seeds'])} × {args['heldout_batch']}"
+        for r in results["rows"]:
+            if r["kept"] != "fit":
+                continue
+            kept += 1
+            ratio = r["fitted"]["rmse"] / r["pair"]["rmse"]
+            worse += ratio > 1
+            rows.append(f"| {label} ({pool} starts) | {r['problem']} | {r['nfe']} | {r['fitted']['rmse']:.2e} | "
+                        f"{r['pair_label']} ({r['pair']['rmse']:.2e}) | {ratio:.2f} | "
+                        f"{r['fitted']['wrong_mode']} / {r['pair']['wrong_mode']} |")
+    if not kept:
+        return "(not measured yet: run the commands above)"
+    return "\n".join(rows + ["", f"Kept fits worse than their starting pair on these starts: {worse} of {kept}."])
+
+
+FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker, "fitted-mixtures": fitted_mixtures,
+                  "fitted-heldout": fitted_heldout}
 
 
 def with_figures(text: str, figures: dict) -> str:

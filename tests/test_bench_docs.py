@@ -18,6 +18,8 @@ GENERATED_BY = {
     "schedules_cpu": "benchmarks.quality",
     "vae": "benchmarks.vae_roundtrip",
     "speed_cpu": "benchmarks.speed",
+    "fit_heldout": "benchmarks.fit_heldout",
+    "fit_heldout_mixtures": "benchmarks.fit_heldout",
 }
 RESULTS = sorted(p.parent.name for p in DOCS.glob("*/results.json"))
 

@@ -1,0 +1,144 @@
+"""Fitted solvers against their own starting pair, on many starts neither of them was chosen on.
+
+    python -m benchmarks.fit_heldout --out docs/benchmarks/fit_heldout     # the deterministic benchmark's fits
+    python -m benchmarks.fit_heldout --learned docs/benchmarks/fitted/mixtures/learned --heldout-seeds 101 102
+
+A fit keeps its optimised weights only where they beat the starting (sampler, schedule) pair on the calibration
+set's validation starts (:func:`samplers.fitted.fitting.validate`); this measures whether that holds on a far
+larger pool: each solver file of ``--learned`` and the pair it started from (recorded in the file) run from the
+same held-out starts, scored against the exact PF-ODE endpoints (cached under ``--cache``). On a mixture the pooled
+RMSE is set by the rare starts a solver sends to another mode, rarer than a validation set of a few hundred shows,
+which is why the pool is large. Writes results.json and a table.md generated from it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import samplers
+from samplers.fitted.fitting import pair_label
+from samplers.fitted.solver import LearnedSolver
+
+from . import common
+from .deterministic import HELDOUT_SEEDS, LEARNED, pool, score
+
+MODULE = "benchmarks.fit_heldout"
+
+
+def solvers_in(folder: Path) -> list[tuple[Path, LearnedSolver]]:
+    """The fitted solver files of a folder (``benchmarks.learned_solvers`` writes them), by problem and NFE."""
+    found = [(path, LearnedSolver.load(path)) for path in sorted(folder.glob("*.json"))]
+    found = [(path, s) for path, s in found if s.meta.get("problem") and s.meta.get("start", {}).get("solver")]
+    return sorted(found, key=lambda item: (item[1].meta["problem"], item[1].nfe))
+
+
+def run_solver(problem, solver: LearnedSolver, seeds, batch: int, refs: common.ReferenceCache) -> dict:
+    """``solver`` from ``batch`` starts of each seed (noise · its σ_max), pooled over the seeds."""
+    cells = []
+    for seed in seeds:
+        x = problem.noise(batch, seed).to(torch.float64) * solver.sigmas[0]
+        with torch.no_grad():
+            x0 = samplers.sample(LEARNED, problem.batch_denoiser(batch, seed), x, solver.sigmas, solver=solver,
+                                 disable=True)
+        cells.append(score(problem, x0, refs.get(problem, seed, x, solver.sigmas[0]), solver.sigmas[0]))
+    return pool(cells)
+
+
+def markdown(results: dict) -> str:
+    rows = ["| problem | NFE | kept | fitted: RMSE | wrong mode | starting pair | its RMSE | wrong mode | "
+            "fitted ÷ pair |", "|---|---:|---|---:|---:|---|---:|---:|---:|"]
+    for r in results["rows"]:
+        fit, pair = r["fitted"], r["pair"]
+        rows.append(f"| {r['problem']} | {r['nfe']} | {r['kept']} | {fit['rmse']:.3e} | {fit['wrong_mode']} | "
+                    f"{r['pair_label']} | {pair['rmse']:.3e} | {pair['wrong_mode']} | "
+                    f"{fit['rmse'] / pair['rmse']:.3f} |")
+    fits = [r for r in results["rows"] if r["kept"] == "fit"]
+    worse = [r for r in fits if r["fitted"]["rmse"] > r["pair"]["rmse"]]
+    info, args = results["info"], results["args"]
+    return "\n".join([
+        f"# Fitted solvers against their starting pair, held out ({args['learned']})", "",
+        f"Each solver and the (sampler, schedule) pair its fit started from, run from the same "
+        f"{len(args['heldout_seeds'])} seeds × {args['heldout_batch']} starts (seeds "
+        f"{args['heldout_seeds'][0]}-{args['heldout_seeds'][-1]}: neither the calibration of the fits nor the "
+        f"choice of their pairs saw them), RMSE against the exact PF-ODE endpoints. *kept*: whether the fit's "
+        f"validation starts kept the optimised weights (\"fit\") or returned the pair (\"start\"). *wrong mode*: "
+        f"starts whose RMSE exceeds 0.3 × the data's spread.", "",
+        *rows, "",
+        f"Kept fits worse than their pair on these starts: {len(worse)} of {len(fits)}"
+        + (" (" + ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in worse) + ")." if worse else "."),
+        "",
+        f"Measured on {common.device_label(info)}, torch {info['versions']['torch']}, {info['date_utc']}, "
+        f"in {results['seconds']:.0f} s (`{results['command']}`).", ""])
+
+
+def report(results: str | Path, write: bool = True) -> str:
+    """table.md beside ``results`` (a results.json of this benchmark), generated from it; returns the text."""
+    return common.report(results, markdown, MODULE, write=write)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
+    p.add_argument("--learned", type=Path, default=Path("docs/benchmarks/deterministic/learned"),
+                   help="folder of fitted solver files (default: the deterministic benchmark's)")
+    p.add_argument("--heldout-seeds", type=int, nargs="+", default=list(HELDOUT_SEEDS),
+                   help="seeds of the held-out starts (default 101-132, as the deterministic benchmark)")
+    p.add_argument("--heldout-batch", type=int, default=4096, help="starts per seed (default 4096)")
+    p.add_argument("--cache", type=Path, default=Path("out/cache"), help="reference solutions on disk")
+    common.add_output_options(p, Path("out/fit_heldout"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the mixtures are tiny)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = p.parse_args(argv)
+    if common.report_only(args, report):
+        return 0
+    torch.set_num_threads(args.threads)
+    if args.heldout_batch < 1 or args.threads < 1 or any(s < 0 for s in args.heldout_seeds):
+        p.error(f"--heldout-batch and --threads must be >= 1 and seeds >= 0, got {args.heldout_batch}, "
+                f"{args.threads}, {args.heldout_seeds}")
+    found = solvers_in(args.learned)
+    if not found:
+        p.error(f"no fitted solver files with a recorded problem and starting pair in {args.learned}")
+    seen = [s for _, s in found if s.meta.get("calibration_seed") in args.heldout_seeds]
+    if seen:
+        p.error(f"{seen[0].meta['problem']} NFE {seen[0].nfe} was calibrated on seed "
+                f"{seen[0].meta['calibration_seed']}, one of --heldout-seeds: pick seeds no fit saw")
+    problems, unavailable = common.get_problems(sorted({s.meta["problem"] for _, s in found}))
+    if unavailable:
+        p.error(f"problems not available here: {unavailable}")
+    refs = common.ReferenceCache(args.cache)
+    t0 = time.perf_counter()
+    rows = []
+    for path, fit in common.progress(found, desc="solvers", disable=args.no_progress):
+        start = fit.meta["start"]
+        pair = LearnedSolver(**start["solver"]).validate()
+        problem = problems[fit.meta["problem"]]
+        rows.append({"problem": fit.meta["problem"], "nfe": fit.nfe, "file": path.name, "kept": fit.meta["kept"],
+                     "calibration_seed": fit.meta.get("calibration_seed"),
+                     "pair_label": pair_label(start["sampler"], start.get("options", {}), start["schedule"]),
+                     "fitted": run_solver(problem, fit, args.heldout_seeds, args.heldout_batch, refs),
+                     "pair": run_solver(problem, pair, args.heldout_seeds, args.heldout_batch, refs)})
+        r = rows[-1]
+        print(f"{r['problem']} NFE {r['nfe']}: fitted {r['fitted']['rmse']:.4g} ({r['fitted']['wrong_mode']} wrong "
+              f"mode) | {r['pair_label']} {r['pair']['rmse']:.4g} ({r['pair']['wrong_mode']}) | kept {r['kept']}",
+              flush=True)
+    command = " ".join(["python -m " + MODULE, *argv])
+    result = {"info": common.run_info("cpu"), "command": command, "seconds": time.perf_counter() - t0,
+              "args": {"learned": str(args.learned), "heldout_seeds": args.heldout_seeds,
+                       "heldout_batch": args.heldout_batch, "threads": args.threads}, "rows": rows}
+    results = common.write_results(result, args.out)
+    report(results)
+    print(f"wrote {results}, {results.with_name('table.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""benchmarks.fit_heldout: a fitted solver and the pair its fit started from, on the same held-out starts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import samplers
+from benchmarks import common, deterministic, fit_heldout, learned_solvers
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("learned")
+    learned_solvers.main(["--problem", "gm-ve", "--nfe", "5", "--calibration", "64", "--iters", "10",
+                          "--batch", "32", "--out", str(folder)])
+    return folder
+
+
+def test_the_pair_column_is_the_registry_pair_and_the_table_is_generated(fitted, tmp_path):
+    out = tmp_path / "run"
+    assert fit_heldout.main(["--learned", str(fitted), "--heldout-seeds", "101", "102", "--heldout-batch", "16",
+                             "--cache", str(tmp_path / "cache"), "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    (row,) = results["rows"]
+    assert (row["problem"], row["nfe"], row["file"]) == ("gm-ve", 5, "gm-ve_nfe5.json")
+    solver = samplers.fitted.solver.LearnedSolver.load(fitted / "gm-ve_nfe5.json")
+    start = solver.meta["start"]
+    assert row["kept"] == solver.meta["kept"]
+    # the pair, run through the registry on its own schedule from the same starts, scores the same
+    problem = common.get_problem("gm-ve")
+    refs = common.ReferenceCache(tmp_path / "cache")
+    sigma_max = deterministic.full_start(problem)
+    cells = []
+    for seed in (101, 102):
+        steps = len(start["solver"]["sigmas"]) - 1
+        sigmas = samplers.get_sigmas(start["schedule"], steps, sigma_min=problem.sigma_min, sigma_max=sigma_max,
+                                     native=problem.native).double()
+        sigmas[0] = sigma_max
+        x = problem.noise(16, seed).to(torch.float64) * sigma_max
+        x0 = samplers.sample(start["sampler"], problem.batch_denoiser(16, seed), x, sigmas, disable=True,
+                             **start["options"])
+        cells.append(deterministic.score(problem, x0, refs.get(problem, seed, x, sigma_max), sigma_max))
+    assert row["pair"]["rmse"] == pytest.approx(deterministic.pool(cells)["rmse"], rel=1e-6)
+    if row["kept"] == "start":
+        assert row["fitted"] == row["pair"]
+    assert (out / "table.md").read_text() == fit_heldout.report(out / "results.json", write=False)
+    assert "fitted ÷ pair" in (out / "table.md").read_text()
+
+
+def test_refuses_seeds_a_fit_was_calibrated_on_and_folders_without_fits(fitted, tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        fit_heldout.main(["--learned", str(fitted), "--heldout-seeds", "7", "--out", str(tmp_path / "x")])
+    assert err.value.code == 2 and "calibrated on seed 7" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as err:
+        fit_heldout.main(["--learned", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert err.value.code == 2 and "no fitted solver files" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        fit_heldout.main(["--learned", str(fitted), "--heldout-batch", "0", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
