@@ -257,7 +257,6 @@ def speed() -> str:
         "", *rows, "", *(f"- {line}" for line in targets(results))])
 
 
-README_FIGURES = {"headline": headline, "speed": speed}
 def fitted_heldout() -> str:
     """docs/fitted.md: each kept fit against the pair it started from, on the benchmarks' held-out pools."""
     rows = ["| fits of | problem | NFE | fitted | starting pair | fitted ÷ pair | wrong mode: fitted / pair |",
@@ -283,6 +282,7 @@ def fitted_heldout() -> str:
     return "\n".join(rows + ["", f"Kept fits worse than their starting pair on these starts: {worse} of {kept}."])
 
 
+README_FIGURES = {"headline": headline, "speed": speed}
 FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker, "fitted-mixtures": fitted_mixtures,
                   "fitted-heldout": fitted_heldout}
 
