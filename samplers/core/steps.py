@@ -47,6 +47,19 @@ def churn(x, sigma: float, n_steps: int, noise_sampler, s_churn: float, s_tmin: 
 # h = λ_next − λ; the first-order data-prediction step x_next = (σ_next/σ)·x + φ1(h)·D is exact for D constant.
 
 SOLVER_TYPES = ("midpoint", "heun")
+SDE3_VARIANTS = ("k-diffusion", "diffusers")  # dpmpp_3m_sde's second-divided-difference weight, by whose images
+
+
+def multistep_order(available: int, i: int, n: int, lower_order_final: bool, euler_at_final: bool) -> int:
+    """The order of step ``i`` of ``n`` of a 3M multistep method under diffusers' rules: ``available`` (the
+    earlier outputs allow it, at most 3), 2 at the step before the last with ``lower_order_final`` and fewer than
+    15 steps, 1 at the last step with ``euler_at_final``."""
+    order = available
+    if lower_order_final and n < 15 and i == n - 2:
+        order = min(order, 2)
+    if euler_at_final and i == n - 1:
+        order = 1
+    return order
 
 
 def lam(sigma: float) -> float:

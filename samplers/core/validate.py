@@ -14,6 +14,7 @@ import operator
 import torch
 
 from .errors import InvalidOption, InvalidType, LimitExceeded
+from .steps import SDE3_VARIANTS, SOLVER_TYPES
 
 
 def real(name: str, value, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
@@ -102,7 +103,7 @@ OPTION_RULES = {
     "corrector": boolean, "lower_order_final": boolean, "simple_order_2": boolean,
     "max_order": order_in(1, 4), "max_stage": order_in(1, 3), "predictor_order": order_in(1, 6),
     "corrector_order": order_in(0, 6), "order": order_in(1, 4),  # each sampler narrows its own order range
-    "solver_type": one_of("midpoint", "heun"), "variant": one_of("k-diffusion", "diffusers"),
+    "solver_type": one_of(*SOLVER_TYPES), "variant": one_of(*SDE3_VARIANTS),
 }
 # Where one sampler's option of a shared name takes other values: (sampler, option) -> rule.
 SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2")}

@@ -16,8 +16,8 @@ import math
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import (check_solver_type, lagrange_basis, lam, phi1, phi2, poly_eval, poly_integral,
-                          second_order_weight, to_d)
+from ..core.steps import (check_solver_type, lagrange_basis, lam, multistep_order, phi1, phi2, poly_eval,
+                          poly_integral, second_order_weight, to_d)
 from ..core.errors import InvalidInput
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
@@ -84,11 +84,7 @@ def _dpmpp_3m(model, x, sigmas, callback, disable, lower_order_final, solver_typ
             x = denoised
         else:
             h = lam(sigma_next) - lam(sigma)
-            order = min(3, len(d_hist) + 1)
-            if lower_order_final and n < 15 and i == n - 2:
-                order = min(order, 2)
-            if euler_at_final and i == n - 1:
-                order = 1
+            order = multistep_order(min(3, len(d_hist) + 1), i, n, lower_order_final, euler_at_final)
             x = x * (sigma_next / sigma) + denoised * phi1(h)
             if order == 2:
                 x = x + (denoised - d_hist[0]) * second_order_weight(h, h_hist[0] / h, solver_type)

@@ -13,7 +13,9 @@ import math
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import add_noise, check_solver_type, get_ancestral_step, lam, sigma_of, to_d
+from ..core.steps import (SDE3_VARIANTS, add_noise, check_solver_type, get_ancestral_step, lam, multistep_order,
+                          sigma_of, to_d)
+from ..core.validate import one_of
 from ..core.errors import InvalidInput
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
@@ -121,8 +123,7 @@ def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
     schedule stops at σ > 0 (diffusers' rules, as in ``dpmpp_3m``).
     """
     check_solver_type(solver_type)
-    if variant not in ("k-diffusion", "diffusers"):
-        raise InvalidInput(f"variant must be 'k-diffusion' or 'diffusers', got {variant!r}")
+    one_of(*SDE3_VARIANTS)("variant", variant)
     n = len(sigmas) - 1
     d_1 = d_2 = None
     h_1 = h_2 = None
@@ -134,11 +135,8 @@ def dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
         else:
             h = lam(sigma_next) - lam(sigma)
             h_eta = h * (eta + 1)
-            order = 1 if h_1 is None else 2 if h_2 is None else 3
-            if lower_order_final and n < 15 and i == n - 2:
-                order = min(order, 2)
-            if euler_at_final and i == n - 1:
-                order = 1
+            order = multistep_order(1 if h_1 is None else 2 if h_2 is None else 3, i, n, lower_order_final,
+                                    euler_at_final)
             x = x * math.exp(-h_eta) - denoised * math.expm1(-h_eta)
             phi2 = math.expm1(-h_eta) / h_eta + 1
             if order == 3:
