@@ -79,23 +79,46 @@ def test_never_worse_than_the_best_fixed_pair_it_can_express(shape, modes, seed,
     gm = GaussianMixture.default(shape=shape, components=modes, seed=seed)
     noise = gm.noise(192, seed=seed)
     ref = gm.ode_endpoint(noise * SIGMA_MAX, SIGMA_MAX, rtol=1e-9, atol=1e-9)
-    config = FitConfig(nfe, iters=60, lr=1e-2, check_every=10, screen=48)
+    config = FitConfig(nfe, iters=60, lr=1e-2, check_every=10)
     with time_limit(120):
         solver = fit(gm.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX, reference=ref)
     n_val = 48
     x_val, ref_val = noise[-n_val:] * SIGMA_MAX, ref[-n_val:]
     x_train, ref_train = noise[:-n_val] * SIGMA_MAX, ref[:-n_val]
-    # the start is the best expressible pair on the training starts, among every candidate scored in full
+    # the start is the best expressible pair on the training starts: every candidate scored in full
     every = fitting.candidates(nfe, SIGMA_MIN, SIGMA_MAX)
-    scored = sorted((solver_rmse(gm.denoiser, c.solver, x_train, ref_train), c.label) for c in every)
+    best = min(solver_rmse(gm.denoiser, c.solver, x_train, ref_train) for c in every)
     start = solver.meta["start"]
-    assert math.isclose(start["training_rmse"], scored[0][0], rel_tol=1e-9) or \
-        start["training_rmse"] <= sorted(s for s, _ in scored)[config.keep - 1]
+    assert start["training_rmse"] == pytest.approx(best, rel=1e-12)
     # the guarantee on the validation part: the fit's error is never above the start's
     mine = solver_rmse(gm.denoiser, solver, x_val, ref_val)
     theirs = solver_rmse(gm.denoiser, LearnedSolver(**start["solver"]), x_val, ref_val)
     assert mine <= theirs * (1 + 1e-9)
     assert solver.meta["validation_rmse"] == pytest.approx(mine, rel=1e-9)
+
+
+def test_by_default_the_start_is_the_best_pair_where_a_screen_would_miss_it():
+    gm = GaussianMixture.default(shape=(12,), components=6, seed=404)
+    noise = gm.noise(96, seed=404)
+    x = noise * SIGMA_MAX
+    ref = gm.ode_endpoint(x, SIGMA_MAX, rtol=1e-9, atol=1e-9)
+    every = fitting.candidates(5, SIGMA_MIN, SIGMA_MAX)
+    n_val = 24
+    x_train, ref_train = x[:-n_val], ref[:-n_val]
+    # the first four training starts are unlike the rest (their endpoints far from any solver's), so a ranking
+    # on them alone is unrelated to the ranking on all: a screen on them keeps ten candidates, none the best
+    ref_train = ref_train.clone()
+    ref_train[:4] = 25.0
+    errors = {c.label: solver_rmse(gm.denoiser, c.solver, x_train, ref_train) for c in every}
+    best = min(errors, key=errors.get)
+    data = fitting.Calibration(x_train, ref_train, x[-n_val:], ref[-n_val:], SIGMA_MIN, SIGMA_MAX)
+    screened = fitting.starting_point(gm.denoiser, data, FitConfig(5, screen=4))
+    exact = fitting.starting_point(gm.denoiser, data, FitConfig(5))
+    assert exact[0].label == best and exact[0].error == pytest.approx(errors[best], rel=1e-12)
+    assert sorted(c.error for c in exact) == pytest.approx(sorted(errors.values()), rel=1e-12)
+    assert screened[0].label != best and screened[0].error > errors[best]
+    with pytest.raises(samplers.InvalidOption, match="screen"):
+        FitConfig(5, screen=0).validate()
 
 
 def test_when_the_optimisation_cannot_help_the_start_itself_comes_back():

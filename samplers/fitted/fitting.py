@@ -2,8 +2,8 @@
 :class:`FitConfig`:
 
 1. :func:`starting_point` — every (sampler, schedule) pair of the registry that the learned family can express
-   (:func:`samplers.fitted.express.express`) at exactly ``nfe`` model calls, screened on part of the training
-   starts and ranked on all of them: the best is where the fit starts.
+   (:func:`samplers.fitted.express.express`) at exactly ``nfe`` model calls, ranked on the training starts (all
+   of them, unless ``FitConfig.screen`` asks for a cheaper screen): the best is where the fit starts.
 2. :func:`objective` — the mean squared distance of the solver's endpoints to the exact PF-ODE endpoints,
    differentiable in the σ nodes, the weights and the σ the model is told.
 3. :func:`optimise` — Adam on the training starts, the iterate checked every ``check_every`` steps on the
@@ -37,7 +37,7 @@ VARIANTS = {"unipc_bh1": ({"order": 2},), "unipc_bh2": ({"order": 2},), "deis": 
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
-    """How a solver is fitted (every default is what ``samplers fit`` uses).
+    """How a solver is fitted (``samplers fit`` passes its own sizes and, on a U-Net, a screen: app/fit.py).
 
     Attributes:
         nfe: model calls of the solver.
@@ -49,7 +49,9 @@ class FitConfig:
         fit_model_sigmas: also fit the σ the model is told at each node.
         samplers, schedules: the candidates of the starting point (None: every deterministic registry sampler
             with its :data:`VARIANTS`; every registry schedule that gives a grid on the σ range).
-        screen, keep: candidates are scored on ``screen`` training starts, the best ``keep`` on all of them.
+        screen, keep: None (default): every candidate is scored on every training start, so the start is the best
+            pair on them exactly; an integer: candidates are scored first on that many training starts and only the
+            best ``keep`` on all of them (cheaper on an expensive model, but the best pair may be screened out).
         time_budget: seconds for the whole fit (None: no limit); the optimisation stops when it is spent.
         seed: minibatch order.
     """
@@ -64,7 +66,7 @@ class FitConfig:
     fit_model_sigmas: bool = True
     samplers: tuple[str, ...] | None = None
     schedules: tuple[str, ...] | None = None
-    screen: int = 4
+    screen: int | None = None
     keep: int = 10
     time_budget: float | None = None
     seed: int = 0
@@ -74,9 +76,10 @@ class FitConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise InvalidOption(f"FitConfig.{name} must be an integer >= {lo}, got {v!r}")
-        for name, lo in (("nfe", 1), ("iters", 0), ("check_every", 1), ("history", 0), ("screen", 1),
-                         ("keep", 1), ("seed", 0)):
+        for name, lo in (("nfe", 1), ("iters", 0), ("check_every", 1), ("history", 0), ("keep", 1), ("seed", 0)):
             whole(name, lo)
+        if self.screen is not None:
+            whole("screen", 1)
         if not 0 < self.validation < 1:
             raise InvalidOption(f"FitConfig.validation must be in (0, 1), got {self.validation!r}")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -252,26 +255,31 @@ def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config
 
 
 def starting_point(denoiser, data: Calibration, config: FitConfig, native=None, log=None) -> list[Candidate]:
-    """Stage 1: the candidates ranked by training RMSE (screened on ``config.screen`` starts, the best
-    ``config.keep`` scored on all of them); the first is the fit's start."""
+    """Stage 1: the candidates ranked by RMSE on the training starts, the first being the fit's start. Every
+    candidate is scored on every training start, or with ``config.screen`` first on that many and only the best
+    ``config.keep`` on all of them (the rest keep their screening error and rank behind those)."""
+    t0 = time.monotonic()
     found = candidates(config.nfe, data.sigma_min, data.sigma_max, native, config)
     if not found:
         raise InvalidInput(f"no registry sampler reaches exactly {config.nfe} model calls on a schedule from "
                            f"σ_max = {data.sigma_max:g}; check the σ range")
-    k = min(config.screen, data.x_train.shape[0])
+    n = data.x_train.shape[0]
+    k = n if config.screen is None else min(config.screen, n)
     for cand in found:
         cand.error = solver_rmse(denoiser, cand.solver, data.x_train[:k], data.ref_train[:k],
                                  _take(data.extra_train, slice(0, k)))
     found.sort(key=lambda cand: cand.error if math.isfinite(cand.error) else math.inf)
-    top = found[:config.keep]
-    if k < data.x_train.shape[0]:
+    if k < n:
+        top = found[:config.keep]
         for cand in top:
             cand.error = solver_rmse(denoiser, cand.solver, data.x_train, data.ref_train, data.extra_train)
         top.sort(key=lambda cand: cand.error)
+        found = top + found[config.keep:]
     if log:
-        log(f"{len(found)} expressible (sampler, schedule) pairs; best on the training starts: "
-            + "; ".join(f"{c.label} {c.error:.4g}" for c in top[:3]))
-    return top + found[config.keep:]
+        log(f"{len(found)} expressible (sampler, schedule) pairs"
+            + (f", screened on {k} training starts" if k < n else "") + "; best on the training starts: "
+            + "; ".join(f"{c.label} {c.error:.4g}" for c in found[:3]) + f" ({time.monotonic() - t0:.0f} s)")
+    return found
 
 
 def objective(denoiser, params: Params, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None) -> torch.Tensor:
