@@ -32,7 +32,6 @@ from samplers.core.errors import InvalidInput
 
 CALIBRATION_SEED, HELDOUT_SEED = 0, 1  # noise streams; drawn prompts use streams 30_000 + seed
 WORK = ".work"  # under --out: cached references and the optimisation's resumable state
-UNET_SCREEN = 4  # stage 1 screens a U-Net's candidates on this many training starts (see Target.screen)
 
 
 @dataclasses.dataclass(eq=False)
@@ -53,9 +52,6 @@ class Target:
     description: str = ""
     # a diffusers model's own scheduler: (class name, config, (n, seed) -> native model(x_t, t) for those items)
     scheduler: tuple[str, dict, Callable] | None = None
-    # stage 1's screen (FitConfig.screen): None ranks every candidate on every training start; a U-Net screens on 4
-    # starts, as ranking its ~180 candidates on all of them would add about 1.5 minutes to an 8-NFE fit here
-    screen: int | None = None
 
     def item_args(self, n: int, seed: int) -> dict:
         return {} if self.conditioning is None else self.conditioning(n, seed)
@@ -99,8 +95,7 @@ def shipped_target(kind: str, prompts: list[str] | None, cfg: float | None) -> T
                   (pipe.vae.latent_channels, side, side), native.sigma_min, finite_max, native,
                   pipe.model.config.prediction, torch.float32, conditioning, 1e-5,
                   (pipe.defaults["sampler"], pipe.defaults["schedule"]),
-                  "prompts " + ("given" if prompts else "drawn from the caption grammar (other prompts held out)"),
-                  screen=UNET_SCREEN)
+                  "prompts " + ("given" if prompts else "drawn from the caption grammar (other prompts held out)"))
 
 
 def entry_point_target(spec: str) -> Target:
@@ -163,7 +158,7 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     return Target(f"diffusers UNet {folder.name}", ItemCFG(inner, uncond, scale),
                   (int(cfg_unet.in_channels), side, side), native.sigma_min, finite_max, native, prediction,
                   torch.float32, conditioning, 1e-5, None, f"{rows.shape[0]} prompt embeddings from {embeds}",
-                  scheduler, screen=UNET_SCREEN)
+                  scheduler)
 
 
 def make_target(args) -> Target:
@@ -252,7 +247,7 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     extra_cal = target.item_args(n_cal, CALIBRATION_SEED + args.seed)
     ref_cal = _cached_reference(out, target, f"calibration-{args.seed}", x_cal * target.sigma_max, extra_cal)
     budget = None if deadline is None else max(deadline - time.monotonic(), 1.0)
-    screen = target.screen if args.screen is None else (None if args.screen == "all" else int(args.screen))
+    screen = None if args.screen == "all" else int(args.screen)
     config = FitConfig(nfe, validation=args.validation, iters=args.iters, lr=args.lr, batch=args.batch,
                        screen=screen, time_budget=budget, seed=args.seed)
     model = {"fingerprint": fingerprint(target.denoiser), "name": target.name, "prediction": target.prediction}
@@ -285,7 +280,7 @@ def run_fit(args) -> int:
     for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0)):
         if getattr(args, name) < lo:
             raise InvalidInput(f"--{name} must be at least {lo}, got {getattr(args, name)}")
-    if args.screen is not None and args.screen != "all" and not (args.screen.isdigit() and int(args.screen) >= 1):
+    if args.screen != "all" and not (args.screen.isdigit() and int(args.screen) >= 1):
         raise InvalidInput(f"--screen must be 'all' or a number of training starts >= 1, got {args.screen!r}")
     if any(n < 1 or n > 100 for n in args.nfe):
         raise InvalidInput(f"--nfe values must be between 1 and 100, got {args.nfe}")
@@ -355,10 +350,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--iters", type=int, default=100, help="optimisation steps per NFE (default 100)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.02 / NFE)")
     p.add_argument("--batch", type=int, default=12, help="training minibatch (default 12)")
-    p.add_argument("--screen", default=None, metavar="all|N",
-                   help="rank the starting (sampler, schedule) pairs on every training start ('all'), or first on N "
-                        "of them and only the best 10 on all (faster; may screen out the best pair). Default: 'all', "
-                        f"and {UNET_SCREEN} for a U-Net (shipped or a diffusers folder), to keep its fit within minutes")
+    p.add_argument("--screen", default="all", metavar="all|N",
+                   help="rank the candidate starting (sampler, schedule) pairs on every training start (default "
+                        "'all': the fit starts from the best of them), or first on N starts and only the best 10 on "
+                        "all (faster on an expensive model, but the best pair can be screened out)")
     p.add_argument("--seed", type=int, default=0, help="noise and prompt streams (held out: seed + 1)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole command")
     p.add_argument("--reference-tol", type=float, default=None,

@@ -93,12 +93,14 @@ def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):
     assert row["fit"] <= row["best_fixed"]["rmse"] * 1.5  # held out: other noise than the calibration starts
     solver = LearnedSolver.load(out / "nfe3.json")
     assert solver.steps == 3 and solver.model["fingerprint"] is not None
-    assert solver.meta["config"]["screen"] is None  # not a U-Net: every candidate ranked on every training start
+    assert solver.meta["config"]["screen"] is None  # every candidate ranked on every training start
     assert main(argv) == 0
     assert "already fitted" in capsys.readouterr().out
     assert main(["fit", "--model", "gm-ve", "--nfe", "0", "--out", str(out)]) == 2
     assert main(["fit", "--model", "nothing", "--nfe", "3", "--out", str(out)]) == 2
     assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(tmp_path / "no" / "such")]) == 2
+    assert main([*argv[:6], str(tmp_path / "screened"), *argv[7:], "--screen", "2"]) == 0
+    assert LearnedSolver.load(tmp_path / "screened" / "nfe3.json").meta["config"]["screen"] == 2
     for bad in ("0", "some", "-2"):
         assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--screen", bad]) == 2
         assert "--screen must be 'all' or a number" in capsys.readouterr().err
@@ -111,7 +113,7 @@ def test_fit_command_on_the_shipped_unet(tmp_path, capsys):
     assert "default dpmpp_2m" in capsys.readouterr().out or "default" in (out / "report.json").read_text()
     solver = LearnedSolver.load(out / "nfe2.json")
     assert solver.model["prediction"] == "eps" and solver.model["fingerprint"] is not None
-    assert solver.meta["config"]["screen"] == 4  # a U-Net: its candidates screened, to keep the fit within minutes
+    assert solver.meta["config"]["screen"] is None
 
 
 def test_fit_command_on_a_diffusers_unet_folder(tmp_path, capsys):
