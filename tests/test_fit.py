@@ -121,6 +121,19 @@ def test_by_default_the_start_is_the_best_pair_where_a_screen_would_miss_it():
         FitConfig(5, screen=0).validate()
 
 
+def test_schedules_published_with_a_rounded_top_are_candidates_starting_at_the_top():
+    # Align Your Steps' tables start at 14.615 where an SD-style model's σ_max is 14.6146: the learned family
+    # expresses those grids from σ_max, and the best pair may well be one (unipc_bh1 + ays_sdxl on gm-vp-eps)
+    from samplers.core.native import VPDiscrete
+
+    native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    assert float(samplers.get_sigmas("ays_sd15", 10, native=native)[0]) != native.sigma_max
+    found = fitting.candidates(10, native.sigma_min, native.sigma_max, native)
+    ays = [c for c in found if c.schedule in ("ays_sd15", "ays_sdxl")]
+    assert {c.schedule for c in ays} == {"ays_sd15", "ays_sdxl"} and any(c.sampler == "unipc_bh1" for c in ays)
+    assert all(c.solver.sigmas[0] == native.sigma_max for c in ays)
+
+
 def test_when_the_optimisation_cannot_help_the_start_itself_comes_back():
     noise = GM.noise(64, seed=9)
     ref = GM.ode_endpoint(noise * SIGMA_MAX, SIGMA_MAX, rtol=1e-9, atol=1e-9)
