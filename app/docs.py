@@ -6,6 +6,7 @@ tests/test_docs.py regenerates them and fails when the committed files differ.""
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import sys
 from pathlib import Path
@@ -147,9 +148,10 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def fitted_mixtures() -> str:
-    """docs/fitted.md (b): fitted solvers on mixtures the fitting code was never developed on, held out."""
-    results = _load(FITTED / "mixtures" / "results.json")
+def fitted_mixtures(folder: str = "mixtures") -> str:
+    """docs/fitted.md (b): fitted solvers on mixtures the fitting code was never developed on, held out
+    (``docs/benchmarks/fitted/<folder>``: one set of mixtures per folder)."""
+    results = _load(FITTED / folder / "results.json")
     if results is None:
         return "(not measured yet: run the commands above)"
     rows = ["| problem | NFE | diffusers' best scheduler | best fixed pair (ours) | fitted | fitted ÷ diffusers | "
@@ -284,7 +286,7 @@ def fitted_heldout() -> str:
 
 README_FIGURES = {"headline": headline, "speed": speed}
 FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker, "fitted-mixtures": fitted_mixtures,
-                  "fitted-heldout": fitted_heldout}
+                  "fitted-mixtures-2": functools.partial(fitted_mixtures, "mixtures-2"), "fitted-heldout": fitted_heldout}
 
 
 def with_figures(text: str, figures: dict) -> str:
