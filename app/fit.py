@@ -247,9 +247,8 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     extra_cal = target.item_args(n_cal, CALIBRATION_SEED + args.seed)
     ref_cal = _cached_reference(out, target, f"calibration-{args.seed}", x_cal * target.sigma_max, extra_cal)
     budget = None if deadline is None else max(deadline - time.monotonic(), 1.0)
-    screen = None if args.screen == "all" else int(args.screen)
     config = FitConfig(nfe, validation=args.validation, iters=args.iters, lr=args.lr, batch=args.batch,
-                       screen=screen, time_budget=budget, seed=args.seed)
+                       screen=args.screen, time_budget=budget, seed=args.seed)
     model = {"fingerprint": fingerprint(target.denoiser), "name": target.name, "prediction": target.prediction}
     with progress(total=config.iters, desc=f"fit NFE {nfe}") as bar:
         solver = fit(target.denoiser, config, x_cal, target.sigma_min, target.sigma_max, reference=ref_cal,
@@ -282,6 +281,7 @@ def run_fit(args) -> int:
             raise InvalidInput(f"--{name} must be at least {lo}, got {getattr(args, name)}")
     if args.screen != "all" and not (args.screen.isdigit() and int(args.screen) >= 1):
         raise InvalidInput(f"--screen must be 'all' or a number of training starts >= 1, got {args.screen!r}")
+    args.screen = None if args.screen == "all" else int(args.screen)  # as FitConfig.screen takes it
     if any(n < 1 or n > 100 for n in args.nfe):
         raise InvalidInput(f"--nfe values must be between 1 and 100, got {args.nfe}")
     if args.time_budget is not None and args.time_budget <= 0:
