@@ -20,6 +20,7 @@ shifted by the seed) and, for guidance, ``negative_prompt_embeds`` [1, T, C].
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -178,7 +179,6 @@ def make_target(args) -> Target:
 
 def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extra: dict,
                       sigma: float | None = None) -> torch.Tensor:
-    import functools
 
     from samplers.fitted.fitting import reference_endpoints
 
@@ -236,7 +236,7 @@ def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: 
 
 def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, log) -> dict:
     import samplers
-    from samplers.fitted.fitting import FitConfig, fit, pair_label, solver_rmse
+    from samplers.fitted.fitting import FitConfig, fit, pair_label, reference_endpoints, solver_rmse
     from samplers.fitted.identity import fingerprint
 
     from benchmarks.common import progress
@@ -248,11 +248,16 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     ref_cal = _cached_reference(out, target, f"calibration-{args.seed}", x_cal * target.sigma_max, extra_cal)
     budget = None if deadline is None else max(deadline - time.monotonic(), 1.0)
     config = FitConfig(nfe, validation=args.validation, iters=args.iters, lr=args.lr, batch=args.batch,
-                       screen=args.screen, time_budget=budget, seed=args.seed)
+                       screen=args.screen, pool=args.pool, time_budget=budget, seed=args.seed)
+
+    def reference_fn(x, extra):  # the pool's exact endpoints, as the calibration's are solved
+        return reference_endpoints(functools.partial(target.denoiser, **extra), x, target.sigma_max,
+                                   target.reference_tol)
+
     model = {"fingerprint": fingerprint(target.denoiser), "name": target.name, "prediction": target.prediction}
     with progress(total=config.iters, desc=f"fit NFE {nfe}") as bar:
         solver = fit(target.denoiser, config, x_cal, target.sigma_min, target.sigma_max, reference=ref_cal,
-                     native=target.native, model=model, extra_args=extra_cal, state_path=out / WORK / f"state-nfe{nfe}.pt",
+                     reference_fn=reference_fn, native=target.native, model=model, extra_args=extra_cal, state_path=out / WORK / f"state-nfe{nfe}.pt",
                      log=log, progress=bar.update)
     path = solver.save(out / f"nfe{nfe}.json")
     seconds = time.monotonic() - t0  # the fit, its reference included (cached after the first NFE)
@@ -276,7 +281,7 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
 
 
 def run_fit(args) -> int:
-    for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0)):
+    for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0), ("pool", 0)):
         if getattr(args, name) < lo:
             raise InvalidInput(f"--{name} must be at least {lo}, got {getattr(args, name)}")
     if args.screen != "all" and not (args.screen.isdigit() and int(args.screen) >= 1):
@@ -354,6 +359,10 @@ def add_parser(subparsers) -> None:
                    help="rank the candidate starting (sampler, schedule) pairs on every training start (default "
                         "'all': the fit starts from the best of them), or first on N starts and only the best 10 on "
                         "all (faster on an expensive model, but the best pair can be screened out)")
+    p.add_argument("--pool", type=int, default=4,
+                   help="the choice of the starting pair and the final choice between fit and pair are also made on "
+                        "this many times the calibration starts more, exact endpoints solved for the sixteenth where "
+                        "the solvers compared disagree most (default 4; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="noise and prompt streams (held out: seed + 1)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole command")
     p.add_argument("--reference-tol", type=float, default=None,

@@ -34,7 +34,8 @@ def fit_one(problem: common.Problem, nfe: int, *, calibration: int, seed: int, c
     reference = problem.reference(noise * sigma_max, sigma_max)
     model = {"fingerprint": fingerprint(problem.denoiser), "name": problem.name}
     solver = fit(problem.denoiser, FitConfig(nfe, **config), noise, problem.sigma_min, sigma_max,
-                 reference=reference, native=problem.native, model=model, log=log)
+                 reference=reference, reference_fn=lambda x, extra: problem.reference(x, sigma_max),
+                 native=problem.native, model=model, log=log)
     solver.meta["calibration_seed"] = seed
     solver.meta["problem"] = problem.name
     return solver

@@ -56,6 +56,9 @@ class FitConfig:
         screen, keep: None (default): every candidate is scored on every training start, so the start is the best
             pair on them exactly; an integer: candidates are scored first on that many training starts and only the
             best ``keep`` on all of them (cheaper on an expensive model, but the best pair may be screened out).
+        pool, pool_solved: stages 1 and 4 also decide on ``pool`` × the calibration batch more starts (0: none),
+            of which the ``pool_solved`` share where the compared solvers disagree most get exact endpoints
+            (:func:`compare`): where rare starts decide the error, a few hundred starts do not show them.
         time_budget: seconds for the whole fit (None: no limit); the optimisation stops when it is spent.
         seed: minibatch order.
     """
@@ -72,6 +75,8 @@ class FitConfig:
     schedules: tuple[str, ...] | None = None
     screen: int | None = None
     keep: int = 10
+    pool: int = 16
+    pool_solved: float = 1 / 16
     time_budget: float | None = None
     seed: int = 0
 
@@ -80,12 +85,15 @@ class FitConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise InvalidOption(f"FitConfig.{name} must be an integer >= {lo}, got {v!r}")
-        for name, lo in (("nfe", 1), ("iters", 0), ("check_every", 1), ("history", 0), ("keep", 1), ("seed", 0)):
+        for name, lo in (("nfe", 1), ("iters", 0), ("check_every", 1), ("history", 0), ("keep", 1), ("pool", 0),
+                         ("seed", 0)):
             whole(name, lo)
         if self.screen is not None:
             whole("screen", 1)
         if not 0 < self.validation < 1:
             raise InvalidOption(f"FitConfig.validation must be in (0, 1), got {self.validation!r}")
+        if not (isinstance(self.pool_solved, (int, float)) and 0 < self.pool_solved <= 1):
+            raise InvalidOption(f"FitConfig.pool_solved must be a share in (0, 1], got {self.pool_solved!r}")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise InvalidOption(f"FitConfig.lr must be a positive number or None, got {self.lr!r}")
         if self.batch is not None:
@@ -125,6 +133,7 @@ class Candidate:
     options: dict
     schedule: str
     solver: LearnedSolver
+    pooled: float | None = None  # mean squared error minus the training leader's, training starts and pool
 
     @property
     def label(self) -> str:
@@ -203,18 +212,89 @@ def rollout(denoiser, x: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor, c:
     return x
 
 
+def endpoints(denoiser, solver: LearnedSolver, x: torch.Tensor, extra: dict | None = None) -> torch.Tensor:
+    """The solver's endpoints from ``x`` (no gradient)."""
+    p = Params.of(solver, solver.sigmas[-2], 0)
+    with torch.no_grad():
+        return rollout(denoiser, x, solver.tensor(), p.b, p.c, p.shift if bool(p.shift.any()) else None, extra)
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.double() - b.double()).pow(2).flatten(1).mean(1)
+
+
 def per_start_mse(denoiser, solver: LearnedSolver, x: torch.Tensor, ref: torch.Tensor,
                   extra: dict | None = None) -> torch.Tensor:
     """Each start's mean squared endpoint error against ``ref`` (no gradient), float64 [B]."""
-    p = Params.of(solver, solver.sigmas[-2], 0)
-    with torch.no_grad():
-        out = rollout(denoiser, x, solver.tensor(), p.b, p.c, p.shift if bool(p.shift.any()) else None, extra)
-    return (out.double() - ref.double()).pow(2).flatten(1).mean(1)
+    return _mse(endpoints(denoiser, solver, x, extra), ref)
 
 
 def solver_rmse(denoiser, solver: LearnedSolver, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None) -> float:
     """RMSE of the solver's endpoints from ``x`` against ``ref`` (no gradient)."""
     return float(per_start_mse(denoiser, solver, x, ref, extra).mean().sqrt())
+
+
+# ------------------------------------------------------------------------------------------------------
+# deciding on many starts, with exact endpoints only where they decide
+
+
+@dataclasses.dataclass(eq=False)
+class Pool:
+    """Starts without exact endpoints, on which solvers are compared (:func:`compare`); an endpoint is solved
+    (``reference_fn(x, extra)``) the first time a comparison needs it, and kept."""
+
+    x: torch.Tensor
+    extra: dict
+    reference_fn: object
+    solved_share: float
+    ref: torch.Tensor | None = None
+    solved: torch.Tensor | None = None
+
+    def __post_init__(self):
+        self.ref = torch.zeros_like(self.x)
+        self.solved = torch.zeros(self.x.shape[0], dtype=torch.bool)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def references(self, idx: torch.Tensor) -> torch.Tensor:
+        missing = idx[~self.solved[idx]]
+        if missing.numel():
+            self.ref[missing] = self.reference_fn(self.x[missing], _take(self.extra, missing)).to(self.ref.dtype)
+            self.solved[missing] = True
+        return self.ref[idx]
+
+
+def compare(denoiser, solvers: list[LearnedSolver], x: torch.Tensor, ref: torch.Tensor, extra: dict,
+            pool: Pool | None) -> torch.Tensor:
+    """Each solver's mean squared endpoint error minus the first one's, over the starts ``x`` (with exact
+    endpoints ``ref``) and the pool's, float64 [len(solvers)].
+
+    Where the error is set by rare starts (on data with modes, those a solver sends to another mode), a few
+    hundred starts may hold none, and solving the exact endpoints of thousands costs hundreds of model calls each.
+    So the solvers run from every pool start, and only the ``pool.solved_share`` of them where they disagree most
+    (the largest squared distance of a solver's endpoint from the first's) get exact endpoints: their error
+    differences are exact. On the other pool starts the solvers nearly agree, and the mean difference there is
+    taken from the starts of ``x`` that disagree as little (stratified sampling: a start's difference is at most
+    its disagreement times its errors, so that estimate is close). Without a pool: the mean differences on ``x``.
+    """
+    ends = [endpoints(denoiser, s, x, extra) for s in solvers]
+    known = [_mse(e, ref) - _mse(ends[0], ref) for e in ends]  # per start, exact
+    if pool is None or len(pool) == 0 or len(solvers) == 1:
+        return torch.stack([d.mean() for d in known])
+    pooled = [endpoints(denoiser, s, pool.x, pool.extra) for s in solvers]
+    spread = torch.stack([_mse(e, pooled[0]) for e in pooled]).amax(0)
+    spread_known = torch.stack([_mse(e, ends[0]) for e in ends]).amax(0)
+    k = min(len(pool), max(1, math.ceil(pool.solved_share * len(pool))))
+    hard = torch.topk(spread, k).indices
+    ref_hard = pool.references(hard)
+    easy_known = spread_known < float(spread[hard].min())
+    out = []
+    for d_known, e in zip(known, pooled):
+        d_hard = _mse(e[hard], ref_hard) - _mse(pooled[0][hard], ref_hard)
+        easy = float(d_known[easy_known].mean()) if bool(easy_known.any()) else 0.0
+        out.append((float(d_known.sum()) + float(d_hard.sum()) + (len(pool) - k) * easy) / (x.shape[0] + len(pool)))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -258,10 +338,12 @@ def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config
     return out
 
 
-def starting_point(denoiser, data: Calibration, config: FitConfig, native=None, log=None) -> list[Candidate]:
+def starting_point(denoiser, data: Calibration, config: FitConfig, native=None, log=None,
+                   pool: Pool | None = None) -> list[Candidate]:
     """Stage 1: the candidates ranked by RMSE on the training starts, the first being the fit's start. Every
     candidate is scored on every training start, or with ``config.screen`` first on that many and only the best
-    ``config.keep`` on all of them (the rest keep their screening error and rank behind those)."""
+    ``config.keep`` on all of them (the rest keep their screening error and rank behind those). With a ``pool``,
+    the best ``config.keep`` are then ranked on the training starts and the pool together (:func:`compare`)."""
     t0 = time.monotonic()
     found = candidates(config.nfe, data.sigma_min, data.sigma_max, native, config)
     if not found:
@@ -283,6 +365,18 @@ def starting_point(denoiser, data: Calibration, config: FitConfig, native=None, 
         log(f"{len(found)} expressible (sampler, schedule) pairs"
             + (f", screened on {k} training starts" if k < n else "") + "; best on the training starts: "
             + "; ".join(f"{c.label} {c.error:.4g}" for c in found[:3]) + f" ({time.monotonic() - t0:.0f} s)")
+    if pool is not None and len(pool) and len(found) > 1:
+        t0 = time.monotonic()
+        top = [c for c in found[:config.keep] if math.isfinite(c.error)]
+        for cand, d in zip(top, compare(denoiser, [c.solver for c in top], data.x_train, data.ref_train,
+                                        data.extra_train, pool).tolist()):
+            cand.pooled = d
+        top.sort(key=lambda cand: cand.pooled)
+        found = top + found[len(top):]
+        if log:
+            log(f"the best {len(top)} on the training starts and {len(pool)} more: "
+                + "; ".join(f"{c.label} {c.pooled:+.3g}" for c in top[:3])
+                + f" (mean squared error minus the training leader's; {time.monotonic() - t0:.0f} s)")
     return found
 
 
@@ -365,10 +459,13 @@ def _plain(solver: LearnedSolver) -> dict:
             "model_sigmas": solver.model_sigmas}
 
 
-def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration) -> LearnedSolver:
+def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
+             pool: Pool | None = None) -> LearnedSolver:
     """Stage 4: the fitted solver where it beats the starting pair on the validation starts — a smaller RMSE over
     them, and per-start RMSEs smaller by more than two standard errors of their differences (a few lucky starts
-    do not count) — else the pair itself; either way the result's validation RMSE is at most the pair's."""
+    do not count) — and, with a ``pool``, a smaller mean squared error on the validation starts and the pool
+    together (:func:`compare`: the rare starts a few hundred do not hold); else the pair itself. Either way the
+    result's validation RMSE is at most the pair's."""
     mine = per_start_mse(denoiser, best, data.x_val, data.ref_val, data.extra_val)
     theirs = per_start_mse(denoiser, start.solver, data.x_val, data.ref_val, data.extra_val)
     # per-start RMSE differences: on data with several modes the squared errors are dominated by the few starts
@@ -377,6 +474,10 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration)
     n = gain.shape[0]
     margin = 2.0 * float(gain.std()) / math.sqrt(n) if n > 1 else math.inf
     improved = best is not start.solver and float(mine.mean()) < float(theirs.mean()) and float(gain.mean()) > margin
+    pooled = None
+    if improved and pool is not None and len(pool):
+        pooled = float(compare(denoiser, [start.solver, best], data.x_val, data.ref_val, data.extra_val, pool)[1])
+        improved = pooled < 0
     chosen = best if improved else start.solver
     out = LearnedSolver(list(chosen.sigmas), chosen.eps_weights, chosen.denoised_weights,
                         model_sigmas=chosen.model_sigmas)
@@ -384,11 +485,30 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration)
     start_rmse = float(theirs.mean().sqrt())
     out.meta = {"validation_rmse": float(mine.mean().sqrt()) if improved else start_rmse,
                 "start": {"sampler": start.sampler, "options": start.options, "schedule": start.schedule,
-                          "training_rmse": start.error, "validation_rmse": start_rmse, "solver": _plain(start.solver)},
+                          "training_rmse": start.error, "validation_rmse": start_rmse, "solver": _plain(start.solver),
+                          "pooled_vs_training_leader": start.pooled},
                 "kept": "fit" if improved else "start",
                 "validation_gain": {"mean_item_rmse": float(gain.mean()), "two_standard_errors": margin,
-                                    "mean_mse": float(theirs.mean() - mine.mean())}}
+                                    "mean_mse": float(theirs.mean() - mine.mean()),
+                                    "pooled_mean_mse": None if pooled is None else -pooled}}
     return out.validate()
+
+
+def make_pool(calibration: torch.Tensor, extra: dict, config: FitConfig, sigma_max: float, reference_fn) -> Pool:
+    """``config.pool`` × the calibration batch of starts (unit noise · σ_max) that are not calibration starts:
+    each drawn from a seed derived from the calibration batch's bytes and ``config.seed``, so the pool depends on
+    nothing else; start k has the per-item arguments of calibration start k mod B."""
+    import hashlib
+
+    from ..core.seeds import seeded_randn
+
+    b = calibration.shape[0]
+    digest = hashlib.sha256(calibration.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()).digest()
+    base = int.from_bytes(digest[:4], "little") * 1_000_003 + config.seed
+    n = config.pool * b
+    noise = seeded_randn((n, *calibration.shape[1:]), [base + k for k in range(n)], dtype=calibration.dtype)
+    rows = torch.arange(n) % b
+    return Pool(noise.to(calibration.device) * sigma_max, _take(extra, rows), reference_fn, config.pool_solved)
 
 
 def reference_endpoints(denoiser, x: torch.Tensor, sigma_max: float, rtol: float = 1e-7) -> torch.Tensor:
@@ -399,12 +519,17 @@ def reference_endpoints(denoiser, x: torch.Tensor, sigma_max: float, rtol: float
 
 
 def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min: float, sigma_max: float, *,
-        reference: torch.Tensor | None = None, native=None, model: dict | None = None, extra_args: dict | None = None,
-        state_path: str | Path | None = None, log=None, progress=None) -> LearnedSolver:
+        reference: torch.Tensor | None = None, reference_fn=None, native=None, model: dict | None = None,
+        extra_args: dict | None = None, state_path: str | Path | None = None, log=None,
+        progress=None) -> LearnedSolver:
     """Fit an ``config.nfe``-call solver to ``denoiser`` from unit noise ``calibration`` [B, ...].
 
     The starting latents are ``calibration · sigma_max`` (finite); ``reference``: their exact endpoints (default:
-    :func:`reference_endpoints`). The last ``config.validation`` share of the batch is the validation part.
+    :func:`reference_endpoints`); ``reference_fn(x, extra)``: the exact endpoints of other starts ``x`` with
+    per-item arguments ``extra``, for the pool's (default: :func:`reference_endpoints`). The pool
+    (``config.pool`` × the batch) is unit noise drawn from seeds derived from ``calibration`` and ``config.seed``,
+    each start with the per-item arguments of a calibration start (in turn). The last ``config.validation``
+    share of the batch is the validation part.
     ``extra_args``: per-item keyword arguments of the denoiser ({name: tensor [B, ...]}, e.g. each start's
     conditioning), sliced with the starts. ``native``: the model's native schedule (the schedules that need it join the candidates). ``model``: what
     the solver records about the model (``fingerprint``, ``name``, ``prediction``; the fingerprint defaults to
@@ -435,13 +560,17 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
                            f"{tuple(reference.shape)}")
     data = Calibration(x[:-n_val], reference[:-n_val], x[-n_val:], reference[-n_val:], sigma_min, sigma_max,
                        _take(extra, slice(0, -n_val)), _take(extra, slice(-n_val, None)))
-    ranked = starting_point(denoiser, data, config, native, log)
+    if reference_fn is None:
+        def reference_fn(xs, ex):
+            return reference_endpoints(functools.partial(denoiser, **ex), xs, sigma_max)
+    pool = make_pool(calibration, extra, config, sigma_max, reference_fn) if config.pool else None
+    ranked = starting_point(denoiser, data, config, native, log, pool)
     start = ranked[0]
     if log:
         log(f"start: {start.label}, training RMSE {start.error:.4g}")
     best, _, kept = optimise(denoiser, start.solver, data, config, deadline=deadline, state_path=state_path,
                                      log=log, progress=progress)
-    solver = validate(denoiser, start, best, data)
+    solver = validate(denoiser, start, best, data, pool)
     if model is None:
         from .identity import fingerprint
 
@@ -449,6 +578,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     solver.model = {k: v for k, v in model.items() if k in ("fingerprint", "name", "prediction")}
     solver.meta.update({"nfe": config.nfe, "iteration_kept": kept if solver.meta["kept"] == "fit" else 0, "calibration": int(calibration.shape[0]),
                         "validation_starts": n_val, "config": dataclasses.asdict(config),
+                        "pool": None if pool is None else {"starts": len(pool), "solved": int(pool.solved.sum())},
                         "runner_up": [{"sampler": c.sampler, "options": c.options, "schedule": c.schedule,
                                        "training_rmse": c.error} for c in ranked[1:4]]})
     return solver.validate()
