@@ -264,7 +264,8 @@ def fitted_heldout() -> str:
     rows = ["| fits of | problem | NFE | fitted | starting pair | fitted ÷ pair | wrong mode: fitted / pair |",
             "|---|---|---:|---:|---|---:|---:|"]
     kept = worse = 0
-    for folder, label in (("fit_heldout", "the benchmark"), ("fit_heldout_mixtures", "(b)")):
+    for folder, label in (("fit_heldout", "the benchmark"), ("fit_heldout_mixtures", "(b)"),
+                          ("fit_heldout_mixtures-2", "(b), second set"), ("fit_heldout_mixtures-3", "(b), third set")):
         results = _load(ROOT / "docs" / "benchmarks" / folder / "results.json")
         if results is None:
             continue
@@ -286,7 +287,8 @@ def fitted_heldout() -> str:
 
 README_FIGURES = {"headline": headline, "speed": speed}
 FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker, "fitted-mixtures": fitted_mixtures,
-                  "fitted-mixtures-2": functools.partial(fitted_mixtures, "mixtures-2"), "fitted-heldout": fitted_heldout}
+                  "fitted-mixtures-2": functools.partial(fitted_mixtures, "mixtures-2"),
+                  "fitted-mixtures-3": functools.partial(fitted_mixtures, "mixtures-3"), "fitted-heldout": fitted_heldout}
 
 
 def with_figures(text: str, figures: dict) -> str:

@@ -3,14 +3,19 @@
 
 1. :func:`starting_point` — every (sampler, schedule) pair of the registry that the learned family can express
    (:func:`samplers.fitted.express.express`) at exactly ``nfe`` model calls, ranked on the training starts (all
-   of them, unless ``FitConfig.screen`` asks for a cheaper screen): the best is where the fit starts.
+   of them, unless ``FitConfig.screen`` asks for a cheaper screen), the best ``keep`` ranked again with a pool of
+   other starts (:func:`compare`): the best is where the fit starts.
 2. :func:`objective` — the mean squared distance of the solver's endpoints to the exact PF-ODE endpoints,
    differentiable in the σ nodes, the weights and the σ the model is told.
 3. :func:`optimise` — Adam on the training starts, the iterate checked every ``check_every`` steps on the
    validation starts (never trained on); resumable and within a time budget.
 4. :func:`validate` — the iterate with the smallest validation error if it beats the starting pair there (in
-   total, and start by start beyond two standard errors), else the starting pair itself: the result is never worse on the validation
-   starts than the best fixed pair.
+   total, and start by start beyond two standard errors) and on the validation starts and the pool together, else
+   the starting pair itself: the result is never worse on the validation starts than the best fixed pair.
+
+The pool (``FitConfig.pool`` × the calibration batch) holds the rare starts that decide a mixture's error and that
+a few hundred validation starts miss; only the share of it where the compared solvers disagree most has its exact
+endpoints solved.
 
 :func:`fit` runs the four. The denoiser must be differentiable in x (a torch network or an analytic denoiser).
 """
@@ -22,6 +27,7 @@ import io
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -245,10 +251,10 @@ class Pool:
 
     x: torch.Tensor
     extra: dict
-    reference_fn: object
+    reference_fn: Callable[[torch.Tensor, dict], torch.Tensor]
     solved_share: float
-    ref: torch.Tensor | None = None
-    solved: torch.Tensor | None = None
+    ref: torch.Tensor = dataclasses.field(init=False)
+    solved: torch.Tensor = dataclasses.field(init=False)
 
     def __post_init__(self):
         self.ref = torch.zeros_like(self.x)
@@ -276,15 +282,17 @@ def compare(denoiser, solvers: list[LearnedSolver], x: torch.Tensor, ref: torch.
     (the largest squared distance of a solver's endpoint from the first's) get exact endpoints: their error
     differences are exact. On the other pool starts the solvers nearly agree, and the mean difference there is
     taken from the starts of ``x`` that disagree as little (stratified sampling: a start's difference is at most
-    its disagreement times its errors, so that estimate is close). Without a pool: the mean differences on ``x``.
+    the distance between the two endpoints times the sum of their errors, so that estimate is close). Without a
+    pool: the mean differences on ``x``.
     """
     ends = [endpoints(denoiser, s, x, extra) for s in solvers]
     known = [_mse(e, ref) - _mse(ends[0], ref) for e in ends]  # per start, exact
     if pool is None or len(pool) == 0 or len(solvers) == 1:
         return torch.stack([d.mean() for d in known])
     pooled = [endpoints(denoiser, s, pool.x, pool.extra) for s in solvers]
-    spread = torch.stack([_mse(e, pooled[0]) for e in pooled]).amax(0)
-    spread_known = torch.stack([_mse(e, ends[0]) for e in ends]).amax(0)
+    # a solver that diverges somewhere disagrees most there (NaN counts as infinitely far)
+    spread = torch.stack([_mse(e, pooled[0]) for e in pooled]).amax(0).nan_to_num(math.inf)
+    spread_known = torch.stack([_mse(e, ends[0]) for e in ends]).amax(0).nan_to_num(math.inf)
     k = min(len(pool), max(1, math.ceil(pool.solved_share * len(pool))))
     hard = torch.topk(spread, k).indices
     ref_hard = pool.references(hard)
@@ -370,7 +378,7 @@ def starting_point(denoiser, data: Calibration, config: FitConfig, native=None, 
         top = [c for c in found[:config.keep] if math.isfinite(c.error)]
         for cand, d in zip(top, compare(denoiser, [c.solver for c in top], data.x_train, data.ref_train,
                                         data.extra_train, pool).tolist()):
-            cand.pooled = d
+            cand.pooled = d if math.isfinite(d) else math.inf
         top.sort(key=lambda cand: cand.pooled)
         found = top + found[len(top):]
         if log:
