@@ -20,6 +20,8 @@ GENERATED_BY = {
     "speed_cpu": "benchmarks.speed",
     "fit_heldout": "benchmarks.fit_heldout",
     "fit_heldout_mixtures": "benchmarks.fit_heldout",
+    "fit_heldout_mixtures-2": "benchmarks.fit_heldout",
+    "fit_heldout_mixtures-3": "benchmarks.fit_heldout",
 }
 RESULTS = sorted(p.parent.name for p in DOCS.glob("*/results.json"))
 
