@@ -534,7 +534,8 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
 
     The starting latents are ``calibration · sigma_max`` (finite); ``reference``: their exact endpoints (default:
     :func:`reference_endpoints`); ``reference_fn(x, extra)``: the exact endpoints of other starts ``x`` with
-    per-item arguments ``extra``, for the pool's (default: :func:`reference_endpoints`). The pool
+    per-item arguments ``extra``, for the pool's (default: :func:`reference_endpoints` at its rtol = 1e-7; pass
+    the solve that gave ``reference`` where it was another, e.g. a looser one for a float32 network). The pool
     (``config.pool`` × the batch) is unit noise drawn from seeds derived from ``calibration`` and ``config.seed``,
     each start with the per-item arguments of a calibration start (in turn). The last ``config.validation``
     share of the batch is the validation part.
