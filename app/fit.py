@@ -199,6 +199,43 @@ def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extr
     return ref
 
 
+class PoolReferences:
+    """The fit pool's exact endpoints (``reference_fn`` of :func:`samplers.fitted.fitting.fit`), each start solved
+    once across NFEs and runs: kept by the bytes of its start and conditioning in ``path``."""
+
+    def __init__(self, path: Path, target: Target):
+        self.path, self.target = path, target
+        self.saved = torch.load(path, weights_only=True) if path.exists() else {}
+
+    @staticmethod
+    def key(x: torch.Tensor, extra: dict, i: int) -> str:
+        import hashlib
+
+        h = hashlib.sha256(x[i].detach().cpu().contiguous().numpy().tobytes())
+        for name in sorted(extra):
+            h.update(name.encode() + extra[name][i].detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def __call__(self, x: torch.Tensor, extra: dict) -> torch.Tensor:
+        from samplers.fitted.fitting import reference_endpoints
+
+        keys = [self.key(x, extra, i) for i in range(x.shape[0])]
+        missing = [i for i, k in enumerate(keys) if k not in self.saved]
+        if missing:
+            rows = torch.tensor(missing)
+            ref = reference_endpoints(functools.partial(self.target.denoiser, **{k: v[rows] for k, v in extra.items()}),
+                                      x[rows], self.target.sigma_max, self.target.reference_tol)
+            self.saved.update({keys[i]: r.clone() for i, r in zip(missing, ref)})
+            import io
+
+            from samplers.core.files import atomic_write_bytes
+
+            buf = io.BytesIO()
+            torch.save(self.saved, buf)
+            atomic_write_bytes(self.path, buf.getvalue())
+        return torch.stack([self.saved[k] for k in keys]).to(x.device)
+
+
 def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: int, ref: torch.Tensor) -> dict | None:
     """The held-out RMSE of the model's default at ``nfe`` calls: its default (sampler, schedule) for a shipped
     model, its own diffusers scheduler (diffusers' loop, from that scheduler's start) for a diffusers folder."""
@@ -236,7 +273,7 @@ def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: 
 
 def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, log) -> dict:
     import samplers
-    from samplers.fitted.fitting import FitConfig, fit, pair_label, reference_endpoints, solver_rmse
+    from samplers.fitted.fitting import FitConfig, fit, pair_label, solver_rmse
     from samplers.fitted.identity import fingerprint
 
     from benchmarks.common import progress
@@ -249,10 +286,8 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     budget = None if deadline is None else max(deadline - time.monotonic(), 1.0)
     config = FitConfig(nfe, validation=args.validation, iters=args.iters, lr=args.lr, batch=args.batch,
                        screen=args.screen, pool=args.pool, time_budget=budget, seed=args.seed)
-
-    def reference_fn(x, extra):  # the pool's exact endpoints, as the calibration's are solved
-        return reference_endpoints(functools.partial(target.denoiser, **extra), x, target.sigma_max,
-                                   target.reference_tol)
+    # the pool's exact endpoints, solved as the calibration's and kept for the other NFEs and later runs
+    reference_fn = PoolReferences(out / WORK / f"pool-references-{args.seed}-tol{target.reference_tol:g}.pt", target)
 
     model = {"fingerprint": fingerprint(target.denoiser), "name": target.name, "prediction": target.prediction}
     with progress(total=config.iters, desc=f"fit NFE {nfe}") as bar:
