@@ -179,7 +179,7 @@ def make_target(args) -> Target:
 
 def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extra: dict,
                       sigma: float | None = None) -> torch.Tensor:
-
+    from samplers.core.files import write_torch
     from samplers.fitted.fitting import reference_endpoints
 
     path = out / WORK / f"reference-{tag}-tol{target.reference_tol:g}.pt"
@@ -189,13 +189,7 @@ def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extr
             return saved["reference"]
     ref = reference_endpoints(functools.partial(target.denoiser, **extra), x,
                               target.sigma_max if sigma is None else sigma, target.reference_tol)
-    import io
-
-    from samplers.core.files import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save({"x": x, "reference": ref}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    write_torch(path, {"x": x, "reference": ref})
     return ref
 
 
@@ -217,6 +211,7 @@ class PoolReferences:
         return h.hexdigest()
 
     def __call__(self, x: torch.Tensor, extra: dict) -> torch.Tensor:
+        from samplers.core.files import write_torch
         from samplers.fitted.fitting import reference_endpoints
 
         keys = [self.key(x, extra, i) for i in range(x.shape[0])]
@@ -226,13 +221,7 @@ class PoolReferences:
             ref = reference_endpoints(functools.partial(self.target.denoiser, **{k: v[rows] for k, v in extra.items()}),
                                       x[rows], self.target.sigma_max, self.target.reference_tol)
             self.saved.update({keys[i]: r.clone() for i, r in zip(missing, ref)})
-            import io
-
-            from samplers.core.files import atomic_write_bytes
-
-            buf = io.BytesIO()
-            torch.save(self.saved, buf)
-            atomic_write_bytes(self.path, buf.getvalue())
+            write_torch(self.path, self.saved)
         return torch.stack([self.saved[k] for k in keys]).to(x.device)
 
 

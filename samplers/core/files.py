@@ -42,3 +42,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_json(path: str | os.PathLike, data: dict, indent: int = 1) -> Path:
     """Write ``data`` as JSON to ``path`` atomically (fitted schedules and solvers, benchmark results)."""
     return atomic_write_bytes(path, (json.dumps(data, indent=indent) + "\n").encode())
+
+
+def write_torch(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` with ``torch.save`` to ``path`` atomically (resumable state, cached references); read it back
+    with ``torch.load(path, weights_only=True)``."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())

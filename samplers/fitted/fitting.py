@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import math
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Callable
 import torch
 
 from ..core.errors import InvalidInput, InvalidOption
-from ..core.files import atomic_write_bytes
+from ..core.files import write_torch
 from ..core.registry import SAMPLERS
 from .solver import LearnedSolver, update
 
@@ -448,12 +447,10 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
                 log(f"iteration {it + 1}: training MSE {float(loss.detach()):.4g}, validation RMSE {val:.4g} "
                     f"(best {best[0]:.4g} at {best[2]})")
             if state_path is not None:
-                buf = io.BytesIO()
-                torch.save({"config": _resumable(config), "start": start.sigmas, "iteration": it + 1,
-                            "params": [t.detach().clone() for t in params.tensors()], "opt": opt.state_dict(),
-                            "decay": decay.state_dict(),
-                            "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}}, buf)
-                atomic_write_bytes(state_path, buf.getvalue())
+                write_torch(state_path, {"config": _resumable(config), "start": start.sigmas, "iteration": it + 1,
+                                         "params": [t.detach().clone() for t in params.tensors()],
+                                         "opt": opt.state_dict(), "decay": decay.state_dict(),
+                                         "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}})
     return best[1], best[0], best[2]
 
 
