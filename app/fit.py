@@ -194,32 +194,33 @@ def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extr
 
 
 class PoolReferences:
-    """The fit pool's exact endpoints (``reference_fn`` of :func:`samplers.fitted.fitting.fit`), each start solved
-    once across NFEs and runs: kept by the bytes of its start and conditioning in ``path``."""
+    """The exact endpoints of the fit's other starts (``reference_fn`` of :func:`samplers.fitted.fitting.fit`: the
+    pool's, and the calibration's from a σ above σ_max), each start solved once across NFEs and runs: kept by the
+    bytes of its start, its σ and its conditioning in ``path``."""
 
     def __init__(self, path: Path, target: Target):
         self.path, self.target = path, target
         self.saved = torch.load(path, weights_only=True) if path.exists() else {}
 
     @staticmethod
-    def key(x: torch.Tensor, extra: dict, i: int) -> str:
+    def key(x: torch.Tensor, extra: dict, i: int, sigma: float) -> str:
         import hashlib
 
-        h = hashlib.sha256(x[i].detach().cpu().contiguous().numpy().tobytes())
+        h = hashlib.sha256(x[i].detach().cpu().contiguous().numpy().tobytes() + repr(float(sigma)).encode())
         for name in sorted(extra):
             h.update(name.encode() + extra[name][i].detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
-    def __call__(self, x: torch.Tensor, extra: dict) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, extra: dict, sigma: float) -> torch.Tensor:
         from samplers.core.files import write_torch
         from samplers.fitted.fitting import reference_endpoints
 
-        keys = [self.key(x, extra, i) for i in range(x.shape[0])]
+        keys = [self.key(x, extra, i, sigma) for i in range(x.shape[0])]
         missing = [i for i, k in enumerate(keys) if k not in self.saved]
         if missing:
             rows = torch.tensor(missing)
             ref = reference_endpoints(functools.partial(self.target.denoiser, **{k: v[rows] for k, v in extra.items()}),
-                                      x[rows], self.target.sigma_max, self.target.reference_tol)
+                                      x[rows], sigma, self.target.reference_tol)
             self.saved.update({keys[i]: r.clone() for i, r in zip(missing, ref)})
             write_torch(self.path, self.saved)
         return torch.stack([self.saved[k] for k in keys]).to(x.device)
@@ -286,19 +287,27 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     path = solver.save(out / f"nfe{nfe}.json")
     seconds = time.monotonic() - t0  # the fit, its reference included (cached after the first NFE)
 
-    # held out: other noise (and other prompts, where they are drawn)
-    x_test = target.noise(n_test, HELDOUT_SEED + args.seed) * target.sigma_max
+    # held out: other noise (and other prompts, where they are drawn), each solver from the σ it starts at
+    noise_test = target.noise(n_test, HELDOUT_SEED + args.seed)
     extra_test = target.item_args(n_test, HELDOUT_SEED + args.seed)
-    ref_test = _cached_reference(out, target, f"heldout-{args.seed}", x_test, extra_test)
+
+    def heldout(s) -> float:
+        top = s.sigmas[0]
+        tag = f"heldout-{args.seed}" + ("" if top == target.sigma_max else f"-from{top:g}")
+        ref = _cached_reference(out, target, tag, noise_test * top, extra_test, top)
+        return solver_rmse(target.denoiser, s, noise_test * top, ref, extra_test)
+
     start = solver.meta["start"]
     start_solver = samplers.fitted.solver.LearnedSolver(**start["solver"]).validate()
     best_fixed = {"label": pair_label(start["sampler"], start["options"], start["schedule"]),
-                  "rmse": solver_rmse(target.denoiser, start_solver, x_test, ref_test, extra_test)}
-    row = {"nfe": nfe, "file": str(path), "fit": solver_rmse(target.denoiser, solver, x_test, ref_test, extra_test),
-           "best_fixed": best_fixed,
+                  "rmse": heldout(start_solver)}
+    row = {"nfe": nfe, "file": str(path), "fit": heldout(solver), "best_fixed": best_fixed,
            "kept": solver.meta["kept"], "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds,
            "threads": torch.get_num_threads()}
-    default = default_run(target, nfe, out, x_test / target.sigma_max, HELDOUT_SEED + args.seed, ref_test)
+    if solver.sigmas[0] != target.sigma_max:
+        row["sigma_start"] = solver.sigmas[0]
+    ref_test = _cached_reference(out, target, f"heldout-{args.seed}", noise_test * target.sigma_max, extra_test)
+    default = default_run(target, nfe, out, noise_test, HELDOUT_SEED + args.seed, ref_test)
     if default is not None:
         row["default"] = default
     return row

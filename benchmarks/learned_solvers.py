@@ -34,7 +34,7 @@ def fit_one(problem: common.Problem, nfe: int, *, calibration: int, seed: int, c
     reference = problem.reference(noise * sigma_max, sigma_max)
     model = {"fingerprint": fingerprint(problem.denoiser), "name": problem.name}
     solver = fit(problem.denoiser, FitConfig(nfe, **config), noise, problem.sigma_min, sigma_max,
-                 reference=reference, reference_fn=lambda x, extra: problem.reference(x, sigma_max),
+                 reference=reference, reference_fn=lambda x, extra, sigma: problem.reference(x, sigma),
                  native=problem.native, model=model, log=log)
     solver.meta["calibration_seed"] = seed
     solver.meta["problem"] = problem.name

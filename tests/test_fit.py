@@ -328,19 +328,19 @@ def pool_case():
 
 
 def exact_pool(n=2048, seed=22, share=1 / 16):
-    return fitting.Pool(GM.noise(n, seed=seed) * SIGMA_MAX, {},
-                        lambda x, extra: GM.ode_endpoint(x, SIGMA_MAX, rtol=1e-9, atol=1e-9), share)
+    return fitting.Pool(GM.noise(n, seed=seed), {},
+                        lambda x, extra, sigma: GM.ode_endpoint(x, sigma, rtol=1e-9, atol=1e-9), share)
 
 
 def test_a_comparison_with_every_pool_start_solved_is_the_exact_difference():
     pairs, x, ref, errors, _ = pool_case()
     solvers = [pairs[TAIL].solver, pairs[TYPICAL].solver, random_solver(6, seed=5)]
     pool = exact_pool(256, share=1.0)
-    got = fitting.compare(GM.denoiser, solvers, x[:64], ref[:64], {}, pool)
-    xs, refs = torch.cat([x[:64], pool.x]), torch.cat([ref[:64], pool.ref])
+    got = fitting.compare(GM.denoiser, solvers, {SIGMA_MAX: (x[:64], ref[:64], {})}, pool)
+    xs, refs = torch.cat([x[:64], pool.x(SIGMA_MAX)]), torch.cat([ref[:64], pool.refs[SIGMA_MAX]])
     first = fitting.per_start_mse(GM.denoiser, solvers[0], xs, refs)
     want = torch.stack([(fitting.per_start_mse(GM.denoiser, s, xs, refs) - first).mean() for s in solvers])
-    assert bool(pool.solved.all())
+    assert bool(pool.solved[SIGMA_MAX].all())
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 
 
@@ -357,10 +357,10 @@ def test_a_pool_sees_what_the_validation_starts_miss():
     # ... on them and a pool, of which a sixteenth is solved exactly, the starting pair comes back
     out = fitting.validate(GM.denoiser, start, pairs[TYPICAL].solver, data, pool)
     assert out.meta["kept"] == "start" and out.meta["validation_gain"]["pooled_mean_mse"] < 0
-    assert int(pool.solved.sum()) == len(pool) // 16
+    assert pool.solved_count() == len(pool) // 16
     # the estimate is close to the truth on the whole pool
-    pool_ref = GM.ode_endpoint(pool.x, SIGMA_MAX, rtol=1e-9, atol=1e-9)
-    xs, refs = torch.cat([x[v], pool.x]), torch.cat([ref[v], pool_ref])
+    pool_ref = GM.ode_endpoint(pool.x(SIGMA_MAX), SIGMA_MAX, rtol=1e-9, atol=1e-9)
+    xs, refs = torch.cat([x[v], pool.x(SIGMA_MAX)]), torch.cat([ref[v], pool_ref])
     truth = float((fitting.per_start_mse(GM.denoiser, pairs[TYPICAL].solver, xs, refs)
                    - fitting.per_start_mse(GM.denoiser, start.solver, xs, refs)).mean())
     assert -out.meta["validation_gain"]["pooled_mean_mse"] == pytest.approx(truth, rel=0.2)
@@ -387,10 +387,111 @@ def test_the_start_is_ranked_on_the_training_starts_and_the_pool():
 def test_the_pool_is_other_noise_fixed_by_the_calibration_and_the_seed():
     noise = GM.noise(8, seed=9)
     extra = {"cond": torch.arange(8)}
-    pool = fitting.make_pool(noise, extra, FitConfig(4, pool=3), SIGMA_MAX, None)
-    again = fitting.make_pool(noise, extra, FitConfig(4, pool=3), SIGMA_MAX, None)
-    other = fitting.make_pool(noise, extra, FitConfig(4, pool=3, seed=1), SIGMA_MAX, None)
-    assert pool.x.shape == (24, *noise.shape[1:]) and torch.equal(pool.x, again.x)
-    assert not torch.equal(pool.x, other.x) and not torch.isclose(pool.x[:8] / SIGMA_MAX, noise).any()
+    pool = fitting.make_pool(noise, extra, FitConfig(4, pool=3), None)
+    again = fitting.make_pool(noise, extra, FitConfig(4, pool=3), None)
+    other = fitting.make_pool(noise, extra, FitConfig(4, pool=3, seed=1), None)
+    assert pool.noise.shape == (24, *noise.shape[1:]) and torch.equal(pool.noise, again.noise)
+    assert not torch.equal(pool.noise, other.noise) and not torch.isclose(pool.noise[:8], noise).any()
     assert pool.extra["cond"].tolist() == list(range(8)) * 3  # each start with a calibration start's arguments
-    assert float(pool.x.std() / SIGMA_MAX) == pytest.approx(1.0, abs=0.1)
+    assert float(pool.noise.std()) == pytest.approx(1.0, abs=0.1)
+    assert torch.equal(pool.x(SIGMA_MAX), pool.noise * SIGMA_MAX)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a model defined up to σ = ∞ (flow matching): candidates may start above the σ_max the fit is given
+
+def flow_case(seed=11):
+    from samplers.core.native import RectifiedFlow
+
+    native = RectifiedFlow(shift=3.0, multiplier=1000.0)
+    gm = GaussianMixture.default(shape=(8,), components=4, seed=seed)
+    return native, gm, samplers.to_denoiser(gm.as_model("flow", native), "flow", native)
+
+
+FLOW_PAIRS = dict(samplers=("ipndm", "gradient_estimation"), schedules=("karras", "ays_svd", "flow"))
+
+
+def test_on_a_flow_model_pairs_on_schedules_that_start_higher_are_candidates_from_there():
+    native, _, _ = flow_case()
+    top = float(samplers.get_sigmas("ays_svd", 5, native=native)[0])
+    assert 80 < top < math.inf  # Align Your Steps' SVD table starts at 700
+    config = FitConfig(5, **FLOW_PAIRS)
+    higher = fitting.candidates(5, native.sigma_min, 80.0, native, config, higher=True)
+    assert {c.label: c.solver.sigmas[0] for c in higher} == {
+        "ipndm + karras": 80.0, "ipndm + ays_svd": top, "ipndm + flow": 80.0,
+        "gradient_estimation + karras": 80.0, "gradient_estimation + ays_svd": top, "gradient_estimation + flow": 80.0}
+    assert all(c.schedule != "ays_svd" for c in fitting.candidates(5, native.sigma_min, 80.0, native, config))
+
+
+def test_a_comparison_across_starting_sigmas_is_the_exact_difference():
+    native, gm, denoiser = flow_case()
+    pairs = {c.label: c.solver for c in fitting.candidates(5, native.sigma_min, 80.0, native,
+                                                           FitConfig(5, **FLOW_PAIRS), higher=True)}
+    solvers = [pairs["ipndm + karras"], pairs["ipndm + ays_svd"]]
+    noise = gm.noise(32, seed=2)
+    known = {}
+    for s in solvers:
+        x = noise * s.sigmas[0]
+        known[s.sigmas[0]] = (x, gm.ode_endpoint(x, s.sigmas[0], rtol=1e-9, atol=1e-9), {})
+    pool = fitting.Pool(gm.noise(64, seed=3), {},
+                        lambda x, extra, sigma: gm.ode_endpoint(x, sigma, rtol=1e-9, atol=1e-9), 1.0)
+    got = fitting.compare(denoiser, solvers, known, pool)
+    errs = []
+    for s in solvers:  # each solver against the exact endpoints from its own start
+        x, ref = known[s.sigmas[0]][:2]
+        xp = pool.noise * s.sigmas[0]
+        errs.append(torch.cat([fitting.per_start_mse(denoiser, s, x, ref),
+                               fitting.per_start_mse(denoiser, s, xp, gm.ode_endpoint(xp, s.sigmas[0], rtol=1e-9,
+                                                                                       atol=1e-9))]).mean())
+    torch.testing.assert_close(got, torch.stack([e - errs[0] for e in errs]), rtol=1e-9, atol=1e-12)
+    assert set(pool.solved) == {80.0, solvers[1].sigmas[0]}
+    with pytest.raises(samplers.InvalidInput, match="no known starts"):
+        fitting.compare(denoiser, solvers, {80.0: known[80.0]}, pool)
+
+
+def test_on_a_flow_model_the_fit_may_start_above_sigma_max_and_keeps_the_guarantee_there(time_limit):
+    native, gm, denoiser = flow_case()
+    noise = gm.noise(128, seed=11)
+    asked = []
+
+    def reference_fn(x, extra, sigma):
+        asked.append((x.shape[0], sigma))
+        return gm.ode_endpoint(x, sigma, rtol=1e-9, atol=1e-9)
+
+    config = FitConfig(5, iters=30, check_every=10, pool=2, **FLOW_PAIRS)
+    with time_limit(60):
+        solver = fit(denoiser, config, noise, native.sigma_min, 80.0, reference_fn=reference_fn, native=native)
+    top = float(samplers.get_sigmas("ays_svd", 5, native=native)[0])
+    # every candidate scored against the exact endpoints from its own start: the ays_svd pairs, from 700, win
+    errors = {}
+    for c in fitting.candidates(5, native.sigma_min, 80.0, native, config, higher=True):
+        x = noise[:96] * c.solver.sigmas[0]
+        errors[c.label] = solver_rmse(denoiser, c.solver, x, gm.ode_endpoint(x, c.solver.sigmas[0], rtol=1e-9,
+                                                                              atol=1e-9))
+    start = solver.meta["start"]
+    assert f"{start['sampler']} + {start['schedule']}" in sorted(errors, key=errors.get)[:config.keep]
+    assert start["schedule"] == "ays_svd" and min(errors, key=errors.get).endswith("ays_svd")
+    assert solver.sigmas[0] == top == start["solver"]["sigmas"][0]
+    assert (128, 80.0) in asked and (128, top) in asked  # the calibration batch solved from both starts
+    # the guarantee, on the validation starts from that σ
+    x_val = noise[-32:] * top
+    ref_val = gm.ode_endpoint(x_val, top, rtol=1e-9, atol=1e-9)
+    mine = solver_rmse(denoiser, solver, x_val, ref_val)
+    assert mine <= solver_rmse(denoiser, LearnedSolver(**start["solver"]), x_val, ref_val) * (1 + 1e-6)
+    assert solver.meta["validation_rmse"] == pytest.approx(mine, rel=1e-6)  # (adaptive solves of other batches)
+    # and it runs by name from there
+    out = samplers.sample("learned_multistep", denoiser, x_val, solver.sigmas, solver=solver, disable=True)
+    assert torch.isfinite(out).all()
+
+
+def test_a_reference_fn_that_cannot_take_a_sigma_is_refused_before_any_model_call():
+    calls = []
+
+    def denoiser(x, sigma):
+        calls.append(1)
+        return GM.denoiser(x, sigma)
+
+    with pytest.raises(samplers.InvalidOption, match=r"reference_fn must take \(x, extra, sigma\)"):
+        fit(denoiser, FitConfig(4), GM.noise(16, seed=1), SIGMA_MIN, SIGMA_MAX,
+            reference_fn=lambda x, extra: GM.ode_endpoint(x, SIGMA_MAX))
+    assert calls == []

@@ -171,7 +171,7 @@ def test_the_benchmarks_fit_and_rank_fitted_solvers(tmp_path):
     assert "fitted to gm-ve/d48-k5-s101" in fitted["gm-ve"]["skipped"]  # another mixture: refused, not run
 
 
-def test_the_pool_references_are_solved_once_per_start_across_nfes_and_runs(tmp_path, monkeypatch):
+def test_the_fits_other_references_are_solved_once_per_start_and_sigma_across_nfes_and_runs(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from app import fit as fit_cli
@@ -188,10 +188,12 @@ def test_the_pool_references_are_solved_once_per_start_across_nfes_and_runs(tmp_
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
     c = torch.arange(6.0)
     refs = fit_cli.PoolReferences(tmp_path / "pool.pt", target)
-    refs(x[:4], {"c": c[:4]})
-    got = refs(x[2:], {"c": c[2:]})  # rows 2 and 3 are kept, 4 and 5 solved
+    refs(x[:4], {"c": c[:4]}, 10.0)
+    got = refs(x[2:], {"c": c[2:]}, 10.0)  # rows 2 and 3 are kept, 4 and 5 solved
     assert calls == [4, 2] and torch.equal(got, x[2:] * 0.5 + c[2:, None])
-    again = fit_cli.PoolReferences(tmp_path / "pool.pt", target)(x, {"c": c})  # a later run: from the file
+    again = fit_cli.PoolReferences(tmp_path / "pool.pt", target)(x, {"c": c}, 10.0)  # a later run: from the file
     assert calls == [4, 2] and torch.equal(again, x * 0.5 + c[:, None])
-    fit_cli.PoolReferences(tmp_path / "pool.pt", target)(x[:1], {"c": c[:1] + 1})  # other conditioning: solved
+    fit_cli.PoolReferences(tmp_path / "pool.pt", target)(x[:1], {"c": c[:1] + 1}, 10.0)  # other conditioning: solved
     assert calls == [4, 2, 1]
+    fit_cli.PoolReferences(tmp_path / "pool.pt", target)(x[:1], {"c": c[:1]}, 20.0)  # the same x from another σ
+    assert calls == [4, 2, 1, 1]

@@ -110,7 +110,8 @@ class FitConfig:
 
 @dataclasses.dataclass(eq=False)
 class Calibration:
-    """Starts (noise · σ_max) and their exact endpoints, split into a training and a validation part."""
+    """Starts (noise · σ_max, σ_max the σ they start at) and their exact endpoints, split into a training and a
+    validation part."""
 
     x_train: torch.Tensor
     ref_train: torch.Tensor
@@ -124,6 +125,40 @@ class Calibration:
 
 def _take(extra: dict, idx) -> dict:
     return {k: v[idx] for k, v in extra.items()}
+
+
+@dataclasses.dataclass(eq=False)
+class Starts:
+    """The calibration batch from every σ a candidate starts at: ``noise · σ`` and its exact endpoints
+    (``reference_fn(x, extra, σ)``, solved the first time a σ is asked for; σ_max's may be given), split as a
+    :class:`Calibration`. ``higher``: candidates may start above σ_max, at the finite σ a registry schedule starts
+    at — for a model defined up to σ = ∞ (flow matching), where Align Your Steps' SVD table starts at 700."""
+
+    noise: torch.Tensor | None
+    n_val: int
+    extra: dict
+    sigma_min: float
+    sigma_max: float
+    reference_fn: Callable[[torch.Tensor, dict, float], torch.Tensor] | None
+    higher: bool = False
+    made: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, data: Calibration) -> "Starts":
+        """The starts of ``data`` only (at its σ_max)."""
+        n_val = data.x_val.shape[0]
+        return cls(None, n_val, {}, data.sigma_min, data.sigma_max, None, made={data.sigma_max: data})
+
+    def at(self, sigma: float) -> Calibration:
+        if sigma not in self.made:
+            if self.noise is None or self.reference_fn is None:
+                raise InvalidInput(f"no calibration starts from σ = {sigma:g} (only from {sorted(self.made)})")
+            x = self.noise * sigma
+            ref = self.reference_fn(x, self.extra, sigma)
+            v = -self.n_val
+            self.made[sigma] = Calibration(x[:v], ref[:v], x[v:], ref[v:], self.sigma_min, sigma,
+                                           _take(self.extra, slice(0, v)), _take(self.extra, slice(v, None)))
+        return self.made[sigma]
 
 
 def pair_label(sampler: str, options: dict, schedule: str) -> str:
@@ -161,6 +196,7 @@ class Params:
     mask: torch.Tensor
     log_max: float
     log_min: float
+    top: float | None = None  # the first node exactly (exp(log_max) may round): where the solver starts
 
     def nodes(self) -> torch.Tensor:
         gaps = torch.softmax(self.theta, 0) * (self.log_max - self.log_min)
@@ -189,13 +225,15 @@ class Params:
         mask = torch.maximum(mask, ((b != 0) | (c != 0)).to(torch.float64))  # ... and what the start uses
         ms = solver.model_sigmas or solver.sigmas[:-1]
         shift = torch.tensor([math.log(m / s) for m, s in zip(ms, solver.sigmas)], dtype=torch.float64)
-        return cls(theta, b, c, shift, mask, log_max, log_min)
+        return cls(theta, b, c, shift, mask, log_max, log_min, solver.sigmas[0])
 
     def solver(self) -> LearnedSolver:
         with torch.no_grad():
             sig = self.nodes().tolist()
             b, c = self.b * self.mask, self.c * self.mask
         sig[-1] = 0.0
+        if self.top is not None:
+            sig[0] = self.top
         n = len(sig) - 1
         shift = self.shift.detach()
         ms = [sig[i] * math.exp(float(shift[i])) for i in range(n)] if bool(shift.any()) else None
@@ -245,62 +283,79 @@ def solver_rmse(denoiser, solver: LearnedSolver, x: torch.Tensor, ref: torch.Ten
 
 @dataclasses.dataclass(eq=False)
 class Pool:
-    """Starts without exact endpoints, on which solvers are compared (:func:`compare`); an endpoint is solved
-    (``reference_fn(x, extra)``) the first time a comparison needs it, and kept."""
+    """Starts without exact endpoints (unit ``noise``), on which solvers are compared (:func:`compare`): a solver
+    that starts at σ runs from ``noise · σ``, and an endpoint is solved (``reference_fn(noise · σ, extra, σ)``) the
+    first time a comparison needs it, and kept."""
 
-    x: torch.Tensor
+    noise: torch.Tensor
     extra: dict
-    reference_fn: Callable[[torch.Tensor, dict], torch.Tensor]
+    reference_fn: Callable[[torch.Tensor, dict, float], torch.Tensor]
     solved_share: float
-    ref: torch.Tensor = dataclasses.field(init=False)
-    solved: torch.Tensor = dataclasses.field(init=False)
-
-    def __post_init__(self):
-        self.ref = torch.zeros_like(self.x)
-        self.solved = torch.zeros(self.x.shape[0], dtype=torch.bool)
+    refs: dict = dataclasses.field(default_factory=dict)  # σ -> endpoints (valid where solved)
+    solved: dict = dataclasses.field(default_factory=dict)  # σ -> bool [len]
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return self.noise.shape[0]
 
-    def references(self, idx: torch.Tensor) -> torch.Tensor:
-        missing = idx[~self.solved[idx]]
+    def x(self, sigma: float) -> torch.Tensor:
+        return self.noise * sigma
+
+    def solved_count(self) -> int:
+        return sum(int(v.sum()) for v in self.solved.values())
+
+    def references(self, idx: torch.Tensor, sigma: float) -> torch.Tensor:
+        if sigma not in self.refs:
+            self.refs[sigma] = torch.zeros_like(self.noise)
+            self.solved[sigma] = torch.zeros(len(self), dtype=torch.bool)
+        ref, solved = self.refs[sigma], self.solved[sigma]
+        missing = idx[~solved[idx]]
         if missing.numel():
-            self.ref[missing] = self.reference_fn(self.x[missing], _take(self.extra, missing)).to(self.ref.dtype)
-            self.solved[missing] = True
-        return self.ref[idx]
+            ref[missing] = self.reference_fn(self.x(sigma)[missing], _take(self.extra, missing), sigma).to(ref.dtype)
+            solved[missing] = True
+        return ref[idx]
 
 
-def compare(denoiser, solvers: list[LearnedSolver], x: torch.Tensor, ref: torch.Tensor, extra: dict,
-            pool: Pool | None) -> torch.Tensor:
-    """Each solver's mean squared endpoint error minus the first one's, over the starts ``x`` (with exact
-    endpoints ``ref``) and the pool's, float64 [len(solvers)].
+def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | None) -> torch.Tensor:
+    """Each solver's mean squared endpoint error minus the first one's, over known starts and the pool's,
+    float64 [len(solvers)]. ``known``: {σ: (x, ref, extra)} — the same starts from each σ the solvers start at
+    (``solver.sigmas[0]``), with their exact endpoints ``ref`` and per-item arguments.
 
     Where the error is set by rare starts (on data with modes, those a solver sends to another mode), a few
     hundred starts may hold none, and solving the exact endpoints of thousands costs hundreds of model calls each.
     So the solvers run from every pool start, and only the ``pool.solved_share`` of them where they disagree most
     (the largest squared distance of a solver's endpoint from the first's) get exact endpoints: their error
     differences are exact. On the other pool starts the solvers nearly agree, and the mean difference there is
-    taken from the starts of ``x`` that disagree as little (stratified sampling: a start's difference is at most
+    taken from the known starts that disagree as little (stratified sampling: a start's difference is at most
     the distance between the two endpoints times the sum of their errors, so that estimate is close). Without a
-    pool: the mean differences on ``x``.
+    pool: the mean differences on the known starts.
     """
-    ends = [endpoints(denoiser, s, x, extra) for s in solvers]
-    known = [_mse(e, ref) - _mse(ends[0], ref) for e in ends]  # per start, exact
+    def start_of(solver: LearnedSolver) -> float:  # the key of ``known`` it starts at (up to rounding)
+        top = solver.sigmas[0]
+        for sigma in known:
+            if math.isclose(top, sigma, rel_tol=1e-9):
+                return sigma
+        raise InvalidInput(f"compare: no known starts from σ = {top!r} (known: {sorted(known)})")
+
+    tops = [start_of(s) for s in solvers]
+    ends = [endpoints(denoiser, s, known[t][0], known[t][2]) for s, t in zip(solvers, tops)]
+    errors = [_mse(e, known[t][1]) for e, t in zip(ends, tops)]
+    diffs = [e - errors[0] for e in errors]  # per start, exact
+    n = ends[0].shape[0]
     if pool is None or len(pool) == 0 or len(solvers) == 1:
-        return torch.stack([d.mean() for d in known])
-    pooled = [endpoints(denoiser, s, pool.x, pool.extra) for s in solvers]
+        return torch.stack([d.mean() for d in diffs])
+    pooled = [endpoints(denoiser, s, pool.x(t), pool.extra) for s, t in zip(solvers, tops)]
     # a solver that diverges somewhere disagrees most there (NaN counts as infinitely far)
     spread = torch.stack([_mse(e, pooled[0]) for e in pooled]).amax(0).nan_to_num(math.inf)
     spread_known = torch.stack([_mse(e, ends[0]) for e in ends]).amax(0).nan_to_num(math.inf)
     k = min(len(pool), max(1, math.ceil(pool.solved_share * len(pool))))
     hard = torch.topk(spread, k).indices
-    ref_hard = pool.references(hard)
+    first_hard = _mse(pooled[0][hard], pool.references(hard, tops[0]))
     easy_known = spread_known < float(spread[hard].min())
     out = []
-    for d_known, e in zip(known, pooled):
-        d_hard = _mse(e[hard], ref_hard) - _mse(pooled[0][hard], ref_hard)
+    for d_known, e, t in zip(diffs, pooled, tops):
+        d_hard = _mse(e[hard], pool.references(hard, t)) - first_hard
         easy = float(d_known[easy_known].mean()) if bool(easy_known.any()) else 0.0
-        out.append((float(d_known.sum()) + float(d_hard.sum()) + (len(pool) - k) * easy) / (x.shape[0] + len(pool)))
+        out.append((float(d_known.sum()) + float(d_hard.sum()) + (len(pool) - k) * easy) / (n + len(pool)))
     return torch.tensor(out, dtype=torch.float64)
 
 
@@ -308,8 +363,11 @@ def compare(denoiser, solvers: list[LearnedSolver], x: torch.Tensor, ref: torch.
 # the stages
 
 
-def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config: FitConfig | None = None):
-    """Every (sampler, options, schedule, solver) the family expresses at ``nfe`` calls from ``sigma_max``."""
+def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config: FitConfig | None = None,
+               higher: bool = False):
+    """Every (sampler, options, schedule, solver) the family expresses at ``nfe`` calls from ``sigma_max``; with
+    ``higher`` (a model defined above ``sigma_max``) also those on schedules that start higher, at a finite σ
+    of their own, from there."""
     import samplers
     from .express import express
 
@@ -329,10 +387,13 @@ def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config
                                                   sigma_max=sigma_max)
                     except (ValueError, TypeError):
                         continue
-                    if not math.isclose(float(sig[0]), sigma_max, rel_tol=START_TOL) or float(sig[-1]) != 0:
+                    top = float(sig[0])
+                    if float(sig[-1]) != 0 or not (math.isclose(top, sigma_max, rel_tol=START_TOL)
+                                                   or (higher and sigma_max < top < math.inf)):
                         continue
                     sig = sig.clone()
-                    sig[0] = sigma_max
+                    if math.isclose(top, sigma_max, rel_tol=START_TOL):
+                        sig[0] = sigma_max
                     solver = express(name, sig, nfe=nfe, **options)
                     if solver is None:
                         continue
@@ -345,38 +406,48 @@ def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config
     return out
 
 
-def starting_point(denoiser, data: Calibration, config: FitConfig, native=None, log=None,
+def starting_point(denoiser, data: Calibration | Starts, config: FitConfig, native=None, log=None,
                    pool: Pool | None = None) -> list[Candidate]:
     """Stage 1: the candidates ranked by RMSE on the training starts, the first being the fit's start. Every
-    candidate is scored on every training start, or with ``config.screen`` first on that many and only the best
-    ``config.keep`` on all of them (the rest keep their screening error and rank behind those). With a ``pool``,
-    the best ``config.keep`` are then ranked on the training starts and the pool together (:func:`compare`)."""
+    candidate is scored on every training start (from the σ it starts at: ``data`` as :class:`Starts`, with
+    ``higher``, also offers the candidates that start above σ_max), or with ``config.screen`` first on that many
+    and only the best ``config.keep`` on all of them (the rest keep their screening error and rank behind those).
+    With a ``pool``, the best ``config.keep`` are then ranked on the training starts and the pool together
+    (:func:`compare`)."""
     t0 = time.monotonic()
-    found = candidates(config.nfe, data.sigma_min, data.sigma_max, native, config)
+    starts = data if isinstance(data, Starts) else Starts.of(data)
+    found = candidates(config.nfe, starts.sigma_min, starts.sigma_max, native, config, higher=starts.higher)
     if not found:
         raise InvalidInput(f"no registry sampler reaches exactly {config.nfe} model calls on a schedule from "
-                           f"σ_max = {data.sigma_max:g}; check the σ range")
-    n = data.x_train.shape[0]
+                           f"σ_max = {starts.sigma_max:g}; check the σ range")
+
+    def train(cand: Candidate, k: int | None = None) -> tuple:
+        d = starts.at(cand.solver.sigmas[0])
+        k = d.x_train.shape[0] if k is None else k
+        return d.x_train[:k], d.ref_train[:k], _take(d.extra_train, slice(0, k))
+
+    n = starts.at(starts.sigma_max).x_train.shape[0]
     k = n if config.screen is None else min(config.screen, n)
     for cand in found:
-        cand.error = solver_rmse(denoiser, cand.solver, data.x_train[:k], data.ref_train[:k],
-                                 _take(data.extra_train, slice(0, k)))
+        cand.error = solver_rmse(denoiser, cand.solver, *train(cand, k))
     found.sort(key=lambda cand: cand.error if math.isfinite(cand.error) else math.inf)
     if k < n:
         top = found[:config.keep]
         for cand in top:
-            cand.error = solver_rmse(denoiser, cand.solver, data.x_train, data.ref_train, data.extra_train)
+            cand.error = solver_rmse(denoiser, cand.solver, *train(cand))
         top.sort(key=lambda cand: cand.error)
         found = top + found[config.keep:]
     if log:
+        above = sorted({c.solver.sigmas[0] for c in found} - {starts.sigma_max})
         log(f"{len(found)} expressible (sampler, schedule) pairs"
+            + (f" (some from σ = {', '.join(f'{v:g}' for v in above)})" if above else "")
             + (f", screened on {k} training starts" if k < n else "") + "; best on the training starts: "
             + "; ".join(f"{c.label} {c.error:.4g}" for c in found[:3]) + f" ({time.monotonic() - t0:.0f} s)")
     if pool is not None and len(pool) and len(found) > 1:
         t0 = time.monotonic()
         top = [c for c in found[:config.keep] if math.isfinite(c.error)]
-        for cand, d in zip(top, compare(denoiser, [c.solver for c in top], data.x_train, data.ref_train,
-                                        data.extra_train, pool).tolist()):
+        known = {c.solver.sigmas[0]: train(c) for c in top}
+        for cand, d in zip(top, compare(denoiser, [c.solver for c in top], known, pool).tolist()):
             cand.pooled = d if math.isfinite(d) else math.inf
         top.sort(key=lambda cand: cand.pooled)
         found = top + found[len(top):]
@@ -470,7 +541,7 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
     them, and per-start RMSEs smaller by more than two standard errors of their differences (a few lucky starts
     do not count) — and, with a ``pool``, a smaller mean squared error on the validation starts and the pool
     together (:func:`compare`: the rare starts a few hundred do not hold); else the pair itself. Either way the
-    result's validation RMSE is at most the pair's."""
+    result's validation RMSE is at most the pair's. ``data``: the calibration starts from the pair's σ_max."""
     mine = per_start_mse(denoiser, best, data.x_val, data.ref_val, data.extra_val)
     theirs = per_start_mse(denoiser, start.solver, data.x_val, data.ref_val, data.extra_val)
     # per-start RMSE differences: on data with several modes the squared errors are dominated by the few starts
@@ -481,7 +552,8 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
     improved = best is not start.solver and float(mine.mean()) < float(theirs.mean()) and float(gain.mean()) > margin
     pooled = None
     if improved and pool is not None and len(pool):
-        pooled = float(compare(denoiser, [start.solver, best], data.x_val, data.ref_val, data.extra_val, pool)[1])
+        known = {data.sigma_max: (data.x_val, data.ref_val, data.extra_val)}
+        pooled = float(compare(denoiser, [start.solver, best], known, pool)[1])
         improved = pooled < 0
     chosen = best if improved else start.solver
     out = LearnedSolver(list(chosen.sigmas), chosen.eps_weights, chosen.denoised_weights,
@@ -499,10 +571,10 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
     return out.validate()
 
 
-def make_pool(calibration: torch.Tensor, extra: dict, config: FitConfig, sigma_max: float, reference_fn) -> Pool:
-    """``config.pool`` × the calibration batch of starts (unit noise · σ_max) that are not calibration starts:
-    each drawn from a seed derived from the calibration batch's bytes and ``config.seed``, so the pool depends on
-    nothing else; start k has the per-item arguments of calibration start k mod B."""
+def make_pool(calibration: torch.Tensor, extra: dict, config: FitConfig, reference_fn) -> Pool:
+    """``config.pool`` × the calibration batch of starts (unit noise) that are not calibration starts: each drawn
+    from a seed derived from the calibration batch's bytes and ``config.seed``, so the pool depends on nothing
+    else; start k has the per-item arguments of calibration start k mod B."""
     import hashlib
 
     from ..core.seeds import seeded_randn
@@ -513,7 +585,20 @@ def make_pool(calibration: torch.Tensor, extra: dict, config: FitConfig, sigma_m
     n = config.pool * b
     noise = seeded_randn((n, *calibration.shape[1:]), [base + k for k in range(n)], dtype=calibration.dtype)
     rows = torch.arange(n) % b
-    return Pool(noise.to(calibration.device) * sigma_max, _take(extra, rows), reference_fn, config.pool_solved)
+    return Pool(noise.to(calibration.device), _take(extra, rows), reference_fn, config.pool_solved)
+
+
+def _takes_sigma(fn) -> bool:
+    """Whether ``fn`` can be called as fn(x, extra, sigma)."""
+    import inspect
+
+    try:
+        inspect.signature(fn).bind(None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (a builtin): let the call say
+        return True
+    return True
 
 
 def reference_endpoints(denoiser, x: torch.Tensor, sigma_max: float, rtol: float = 1e-7) -> torch.Tensor:
@@ -530,17 +615,20 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     """Fit an ``config.nfe``-call solver to ``denoiser`` from unit noise ``calibration`` [B, ...].
 
     The starting latents are ``calibration · sigma_max`` (finite); ``reference``: their exact endpoints (default:
-    :func:`reference_endpoints`); ``reference_fn(x, extra)``: the exact endpoints of other starts ``x`` with
-    per-item arguments ``extra``, for the pool's (default: :func:`reference_endpoints` at its rtol = 1e-7; pass
-    the solve that gave ``reference`` where it was another, e.g. a looser one for a float32 network). The pool
-    (``config.pool`` × the batch) is unit noise drawn from seeds derived from ``calibration`` and ``config.seed``,
-    each start with the per-item arguments of a calibration start (in turn). The last ``config.validation``
-    share of the batch is the validation part.
+    :func:`reference_endpoints`); ``reference_fn(x, extra, sigma)``: the exact endpoints of other starts ``x`` at
+    ``sigma`` with per-item arguments ``extra`` — the pool's, and the calibration's from another σ (default:
+    :func:`reference_endpoints` at its rtol = 1e-7; pass the solve that gave ``reference`` where it was another,
+    e.g. a looser one for a float32 network). The pool (``config.pool`` × the batch) is unit noise drawn from seeds
+    derived from ``calibration`` and ``config.seed``, each start with the per-item arguments of a calibration start
+    (in turn). The last ``config.validation`` share of the batch is the validation part.
+    ``native``: the model's native schedule (the schedules that need it join the candidates); where it is defined
+    up to σ = ∞ (flow matching), candidates on schedules that start higher than ``sigma_max`` at a finite σ of
+    their own (Align Your Steps' SVD table: 700) start there, and so may the fit.
     ``extra_args``: per-item keyword arguments of the denoiser ({name: tensor [B, ...]}, e.g. each start's
-    conditioning), sliced with the starts. ``native``: the model's native schedule (the schedules that need it join the candidates). ``model``: what
-    the solver records about the model (``fingerprint``, ``name``, ``prediction``; the fingerprint defaults to
-    :func:`samplers.fitted.identity.fingerprint` of ``denoiser``). The result's ``meta`` holds the validation
-    RMSE of the fit and of the starting pair; it is never above the starting pair's.
+    conditioning), sliced with the starts. ``model``: what the solver records about the model (``fingerprint``,
+    ``name``, ``prediction``; the fingerprint defaults to :func:`samplers.fitted.identity.fingerprint` of
+    ``denoiser``). The result's ``meta`` holds the validation RMSE of the fit and of the starting pair; it is never
+    above the starting pair's.
     """
     config = (FitConfig(config) if isinstance(config, int) and not isinstance(config, bool) else config)
     if not isinstance(config, FitConfig):
@@ -558,24 +646,32 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     if any(not isinstance(v, torch.Tensor) or v.shape[:1] != calibration.shape[:1] for v in extra.values()):
         raise InvalidInput("extra_args must map names to tensors with one row per calibration start")
     deadline = None if config.time_budget is None else time.monotonic() + config.time_budget
+    if reference_fn is None:
+        def reference_fn(xs, ex, sigma):
+            return reference_endpoints(functools.partial(denoiser, **ex), xs, sigma)
+    elif not _takes_sigma(reference_fn):
+        raise InvalidOption("reference_fn must take (x, extra, sigma): the exact endpoints of starts x at sigma "
+                            "with per-item arguments extra; a function of (x, extra) alone cannot solve from "
+                            "another σ (add the third argument)")
     x = calibration * sigma_max
     if reference is None:
-        reference = reference_endpoints(functools.partial(denoiser, **extra), x, sigma_max)
+        reference = reference_fn(x, extra, sigma_max)
     if reference.shape != x.shape:
         raise InvalidInput(f"reference must be shaped like the calibration batch {tuple(x.shape)}, got "
                            f"{tuple(reference.shape)}")
-    data = Calibration(x[:-n_val], reference[:-n_val], x[-n_val:], reference[-n_val:], sigma_min, sigma_max,
-                       _take(extra, slice(0, -n_val)), _take(extra, slice(-n_val, None)))
-    if reference_fn is None:
-        def reference_fn(xs, ex):
-            return reference_endpoints(functools.partial(denoiser, **ex), xs, sigma_max)
-    pool = make_pool(calibration, extra, config, sigma_max, reference_fn) if config.pool else None
-    ranked = starting_point(denoiser, data, config, native, log, pool)
+    higher = native is not None and math.isinf(getattr(native, "sigma_max", 0.0))
+    starts = Starts(calibration, n_val, extra, sigma_min, sigma_max, reference_fn, higher)
+    starts.made[sigma_max] = Calibration(x[:-n_val], reference[:-n_val], x[-n_val:], reference[-n_val:], sigma_min,
+                                         sigma_max, _take(extra, slice(0, -n_val)), _take(extra, slice(-n_val, None)))
+    pool = make_pool(calibration, extra, config, reference_fn) if config.pool else None
+    ranked = starting_point(denoiser, starts, config, native, log, pool)
     start = ranked[0]
+    data = starts.at(start.solver.sigmas[0])
     if log:
-        log(f"start: {start.label}, training RMSE {start.error:.4g}")
+        log(f"start: {start.label}" + (f" from σ = {data.sigma_max:g}" if data.sigma_max != sigma_max else "")
+            + f", training RMSE {start.error:.4g}")
     best, _, kept = optimise(denoiser, start.solver, data, config, deadline=deadline, state_path=state_path,
-                                     log=log, progress=progress)
+                             log=log, progress=progress)
     solver = validate(denoiser, start, best, data, pool)
     if model is None:
         from .identity import fingerprint
@@ -584,7 +680,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     solver.model = {k: v for k, v in model.items() if k in ("fingerprint", "name", "prediction")}
     solver.meta.update({"nfe": config.nfe, "iteration_kept": kept if solver.meta["kept"] == "fit" else 0, "calibration": int(calibration.shape[0]),
                         "validation_starts": n_val, "config": dataclasses.asdict(config),
-                        "pool": None if pool is None else {"starts": len(pool), "solved": int(pool.solved.sum())},
+                        "pool": None if pool is None else {"starts": len(pool), "solved": pool.solved_count()},
                         "runner_up": [{"sampler": c.sampler, "options": c.options, "schedule": c.schedule,
                                        "training_rmse": c.error} for c in ranked[1:4]]})
     return solver.validate()
