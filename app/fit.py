@@ -357,8 +357,9 @@ def run_fit(args) -> int:
             rows[nfe] = fit_one(target, nfe, args, out, share, log)
         r = rows[nfe]
         default = f" | default {r['default']['label']}: {r['default']['rmse']:.4g}" if "default" in r else ""
+        above = f" (both from σ = {r['sigma_start']:g})" if "sigma_start" in r else ""
         print(f"NFE {nfe}: held-out RMSE fitted {r['fit']:.4g} | best fixed pair {r['best_fixed']['label']}: "
-              f"{r['best_fixed']['rmse']:.4g}{default} → {r['file']}")
+              f"{r['best_fixed']['rmse']:.4g}{above}{default} → {r['file']}")
         from samplers.core.files import write_json
 
         write_json(report_path, {"model": target.name, "description": target.description,

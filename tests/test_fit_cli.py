@@ -81,6 +81,22 @@ def test_the_diffusers_shim_takes_it_and_says_it_cannot_see_the_unet(solver_file
     assert torch.isfinite(x).all()
 
 
+def test_fit_command_on_a_flow_problem_may_start_above_sigma_max_and_scores_from_there(tmp_path, capsys):
+    import math
+
+    out = tmp_path / "flow"
+    assert main(["fit", "--model", "gm-flow", "--nfe", "5", "--out", str(out), "--calibration", "64", "--heldout",
+                 "64", "--iters", "6", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    solver = LearnedSolver.load(out / "nfe5.json")
+    row = json.loads((out / "report.json").read_text())["rows"]["5"]
+    # at 5 NFE the pairs on ays_svd (from σ = 700) lead on this model, so the fit starts there ...
+    assert solver.meta["start"]["schedule"] == "ays_svd" and 80 < solver.sigmas[0] < math.inf
+    assert row["sigma_start"] == solver.sigmas[0] and f"(both from σ = {solver.sigmas[0]:g})" in printed
+    # ... and fit and pair are scored on held-out starts from that σ
+    assert row["fit"] <= row["best_fixed"]["rmse"] * 1.5
+
+
 def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "gm"
     argv = ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--calibration", "32", "--heldout", "16",
