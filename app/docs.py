@@ -195,9 +195,11 @@ def fitted_models() -> str:
     return "\n".join(rows) if found else "(not measured yet: run the commands above)"
 
 
-def fitted_checker() -> str:
-    """docs/fitted.md (a): the fitted solvers in benchmarks.quality on the shipped eps U-Net, with the checker."""
-    results = _load(FITTED / "eps-quality" / "results.json")
+def fitted_checker(model: str = "eps") -> str:
+    """docs/fitted.md (a): the fitted solvers in benchmarks.quality on a shipped U-Net (``eps`` / ``flow``), with the
+    caption checker."""
+    folder = f"{model}-quality"
+    results = _load(FITTED / folder / "results.json")
     if results is None:
         return "(not measured yet: run the commands above)"
     cells = [c for c in results["cells"] if "rmse" in c]
@@ -218,7 +220,7 @@ def fitted_checker() -> str:
     c0 = cells[0]
     return "\n".join(rows + ["", f"{c0['batch']} starts of noise seed {results['args']['seeds'][0]} with prompts of "
                                   "the benchmark's own stream (neither used by the fit); best by latent RMSE in each "
-                                  "group. The full table: [eps-quality/table.md](benchmarks/fitted/eps-quality/table.md)."])
+                                  f"group. The full table: [{folder}/table.md](benchmarks/fitted/{folder}/table.md)."])
 
 
 SPEED_RESULTS = ROOT / "docs" / "benchmarks" / "speed_cpu" / "results.json"
@@ -286,7 +288,8 @@ def fitted_heldout() -> str:
 
 
 README_FIGURES = {"headline": headline, "speed": speed}
-FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker, "fitted-mixtures": fitted_mixtures,
+FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker,
+                  "fitted-checker-flow": functools.partial(fitted_checker, "flow"), "fitted-mixtures": fitted_mixtures,
                   "fitted-mixtures-2": functools.partial(fitted_mixtures, "mixtures-2"),
                   "fitted-mixtures-3": functools.partial(fitted_mixtures, "mixtures-3"), "fitted-heldout": fitted_heldout}
 
