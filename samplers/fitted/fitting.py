@@ -2,7 +2,8 @@
 :class:`FitConfig`:
 
 1. :func:`starting_point` — every (sampler, schedule) pair of the registry that the learned family can express
-   (:func:`samplers.fitted.express.express`) at exactly ``nfe`` model calls, ranked on the training starts (all
+   (:func:`samplers.fitted.express.express`) at exactly ``nfe`` model calls, each from the σ its schedule starts at
+   (σ_max; on a model defined up to σ = ∞ also a finite σ above it), ranked on the training starts (all
    of them, unless ``FitConfig.screen`` asks for a cheaper screen), the best ``keep`` ranked again with a pool of
    other starts (:func:`compare`): the best is where the fit starts.
 2. :func:`objective` — the mean squared distance of the solver's endpoints to the exact PF-ODE endpoints,
