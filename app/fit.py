@@ -294,12 +294,12 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     def heldout(s) -> float:
         top = s.sigmas[0]
         tag = f"heldout-{args.seed}" + ("" if top == target.sigma_max else f"-from{top:g}")
-        ref = _cached_reference(out, target, tag, noise_test * top, extra_test, top)
-        return solver_rmse(target.denoiser, s, noise_test * top, ref, extra_test)
+        x = samplers.initial_latent(noise_test, s.sigmas)
+        return solver_rmse(target.denoiser, s, x, _cached_reference(out, target, tag, x, extra_test, top), extra_test)
 
     start = solver.meta["start"]
     start_solver = samplers.fitted.solver.LearnedSolver(**start["solver"]).validate()
-    best_fixed = {"label": pair_label(start["sampler"], start["options"], start["schedule"]),
+    best_fixed = {"label": pair_label(start["sampler"], start["options"], start["schedule"], start_solver.sigmas[0]),
                   "rmse": heldout(start_solver)}
     row = {"nfe": nfe, "file": str(path), "fit": heldout(solver), "best_fixed": best_fixed,
            "kept": solver.meta["kept"], "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds,

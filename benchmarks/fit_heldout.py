@@ -40,7 +40,7 @@ def run_solver(problem, solver: LearnedSolver, seeds, batch: int, refs: common.R
     """``solver`` from ``batch`` starts of each seed (noise · its σ_max), pooled over the seeds."""
     cells = []
     for seed in seeds:
-        x = problem.noise(batch, seed).to(torch.float64) * solver.sigmas[0]
+        x = samplers.initial_latent(problem.noise(batch, seed).to(torch.float64), solver.sigmas)
         with torch.no_grad():
             x0 = samplers.sample(LEARNED, problem.batch_denoiser(batch, seed), x, solver.sigmas, solver=solver,
                                  disable=True)
@@ -123,7 +123,8 @@ def main(argv=None) -> int:
         problem = problems[fit.meta["problem"]]
         rows.append({"problem": fit.meta["problem"], "nfe": fit.nfe, "file": path.name, "kept": fit.meta["kept"],
                      "calibration_seed": fit.meta.get("calibration_seed"),
-                     "pair_label": pair_label(start["sampler"], start.get("options", {}), start["schedule"]),
+                     "pair_label": pair_label(start["sampler"], start.get("options", {}), start["schedule"],
+                                             start["solver"]["sigmas"][0]),
                      "fitted": run_solver(problem, fit, args.heldout_seeds, args.heldout_batch, refs),
                      "pair": run_solver(problem, pair, args.heldout_seeds, args.heldout_batch, refs)})
         r = rows[-1]

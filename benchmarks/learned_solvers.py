@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from samplers.fitted.fitting import FitConfig, fit
+from samplers.fitted.fitting import FitConfig, fit, pair_label
 from samplers.fitted.identity import fingerprint
 
 from . import common, deterministic
@@ -68,7 +68,8 @@ def main(argv=None) -> int:
             path = solver.save(args.out / file_name(pname, nfe))
             start = solver.meta["start"]
             print(f"{pname} NFE {nfe}: validation RMSE {solver.meta['validation_rmse']:.4g} (start "
-                  f"{start['sampler']} + {start['schedule']}: {start['validation_rmse']:.4g}; kept the "
+                  f"{pair_label(start['sampler'], start['options'], start['schedule'], start['solver']['sigmas'][0])}: "
+                  f"{start['validation_rmse']:.4g}; kept the "
                   f"{solver.meta['kept']}) in {time.perf_counter() - t0:.0f} s → {path}", flush=True)
     return 0
 

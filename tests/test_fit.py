@@ -289,7 +289,7 @@ def test_bad_solvers_are_named(tmp_path):
         samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver={"sigmas": []})
     with pytest.raises(samplers.InvalidInput, match="6 rows"):
         LearnedSolver(solver.sigmas, solver.eps_weights[:-1], solver.denoised_weights).validate()
-    with pytest.raises(samplers.InvalidInput, match="strictly decreasing and end in 0"):
+    with pytest.raises(samplers.InvalidInput, match="strictly decreasing, finite but for a first σ of inf, and end in 0"):
         LearnedSolver([1.0, 2.0, 0.0], [[], [0.0]], [[], [0.0]]).validate()
     with pytest.raises(samplers.InvalidInput, match="model_sigmas must hold 6"):
         LearnedSolver(solver.sigmas, solver.eps_weights, solver.denoised_weights, model_sigmas=[1.0]).validate()
@@ -412,15 +412,28 @@ FLOW_PAIRS = dict(samplers=("ipndm", "gradient_estimation"), schedules=("karras"
 
 
 def test_on_a_flow_model_pairs_on_schedules_that_start_higher_are_candidates_from_there():
-    native, _, _ = flow_case()
+    native, gm, denoiser = flow_case()
     top = float(samplers.get_sigmas("ays_svd", 5, native=native)[0])
     assert 80 < top < math.inf  # Align Your Steps' SVD table starts at 700
     config = FitConfig(5, **FLOW_PAIRS)
     higher = fitting.candidates(5, native.sigma_min, 80.0, native, config, higher=True)
+    inf = math.inf
     assert {c.label: c.solver.sigmas[0] for c in higher} == {
-        "ipndm + karras": 80.0, "ipndm + ays_svd": top, "ipndm + flow": 80.0,
-        "gradient_estimation + karras": 80.0, "gradient_estimation + ays_svd": top, "gradient_estimation + flow": 80.0}
-    assert all(c.schedule != "ays_svd" for c in fitting.candidates(5, native.sigma_min, 80.0, native, config))
+        "ipndm + karras": 80.0, "ipndm + ays_svd": top, "ipndm + flow": 80.0, "ipndm + flow from σ = inf": inf,
+        "gradient_estimation + karras": 80.0, "gradient_estimation + ays_svd": top, "gradient_estimation + flow": 80.0,
+        "gradient_estimation + flow from σ = inf": inf}
+    assert all(c.schedule != "ays_svd" and c.solver.sigmas[0] == 80.0
+               for c in fitting.candidates(5, native.sigma_min, 80.0, native, config))
+    # from σ = inf a candidate is the registry pair itself: its first step the library's exact one from there
+    noise = gm.noise(6, seed=4)
+    for c in higher:
+        sig = samplers.get_sigmas(c.schedule, c.solver.steps, native=native,
+                                  sigma_max=inf if math.isinf(c.solver.sigmas[0]) else 80.0)
+        torch.testing.assert_close(
+            samplers.sample("learned_multistep", denoiser, samplers.initial_latent(noise, c.solver.sigmas),
+                            c.solver.sigmas, solver=c.solver, disable=True),
+            samplers.sample(c.sampler, denoiser, samplers.initial_latent(noise, sig), sig, disable=True),
+            rtol=1e-9, atol=1e-9)
 
 
 def test_a_comparison_across_starting_sigmas_is_the_exact_difference():
@@ -465,7 +478,7 @@ def test_on_a_flow_model_the_fit_may_start_above_sigma_max_and_keeps_the_guarant
     # every candidate scored against the exact endpoints from its own start: the ays_svd pairs, from 700, win
     errors = {}
     for c in fitting.candidates(5, native.sigma_min, 80.0, native, config, higher=True):
-        x = noise[:96] * c.solver.sigmas[0]
+        x = samplers.initial_latent(noise[:96], c.solver.sigmas)
         errors[c.label] = solver_rmse(denoiser, c.solver, x, gm.ode_endpoint(x, c.solver.sigmas[0], rtol=1e-9,
                                                                               atol=1e-9))
     start = solver.meta["start"]
@@ -495,3 +508,23 @@ def test_a_reference_fn_that_cannot_take_a_sigma_is_refused_before_any_model_cal
         fit(denoiser, FitConfig(4), GM.noise(16, seed=1), SIGMA_MIN, SIGMA_MAX,
             reference_fn=lambda x, extra: GM.ode_endpoint(x, SIGMA_MAX))
     assert calls == []
+
+
+def test_a_fit_may_start_at_sigma_inf_where_its_pair_does_and_runs_from_the_unit_noise(time_limit):
+    # on this mixture at 8 NFE gradient_estimation + flow is closer from σ = inf than from 80 (measured)
+    native, gm, denoiser = flow_case(seed=11)
+    noise = gm.noise(128, seed=11)
+    config = FitConfig(8, iters=30, check_every=10, pool=2, samplers=("gradient_estimation",), schedules=("flow",))
+    with time_limit(60):
+        solver = fit(denoiser, config, noise, native.sigma_min, 80.0, native=native,
+                     reference_fn=lambda x, extra, sigma: gm.ode_endpoint(x, sigma, rtol=1e-9, atol=1e-9))
+    assert solver.sigmas[0] == math.inf and solver.meta["start"]["solver"]["sigmas"][0] == math.inf
+    assert solver.model_sigmas is None or solver.model_sigmas[0] == math.inf
+    x_val = noise[-32:]  # from σ = inf the start is the unit noise itself
+    ref_val = gm.ode_endpoint(x_val, math.inf, rtol=1e-9, atol=1e-9)
+    mine = solver_rmse(denoiser, solver, x_val, ref_val)
+    assert mine <= solver_rmse(denoiser, LearnedSolver(**solver.meta["start"]["solver"]), x_val, ref_val) * (1 + 1e-6)
+    assert solver.meta["validation_rmse"] == pytest.approx(mine, rel=1e-6)
+    out = samplers.sample("learned_multistep", denoiser, x_val, solver.sigmas, solver=solver, disable=True)
+    torch.testing.assert_close(out, fitting.endpoints(denoiser, solver, x_val), rtol=1e-9, atol=1e-9)
+    assert solver_rmse(denoiser, solver, x_val, ref_val) == pytest.approx(float((out - ref_val).pow(2).mean().sqrt()))

@@ -215,17 +215,22 @@ def test_the_fits_other_references_are_solved_once_per_start_and_sigma_across_nf
     assert calls == [4, 2, 1, 1]
 
 
-def test_a_flow_solver_that_starts_above_sigma_max_runs_from_its_own_start_in_the_pipeline(tmp_path):
-    # a fit on a flow model may start where ays_svd does (σ = 700, above the σ = 80 other schedules use)
+@pytest.mark.parametrize("schedule", ["ays_svd", "flow"])
+def test_a_flow_solver_that_starts_above_sigma_max_runs_from_its_own_start_in_the_pipeline(schedule, tmp_path):
+    # a fit on a flow model may start where ays_svd does (σ = 700, above the σ = 80 other schedules use) or
+    # where the flow schedule does, at σ = inf (t = 1): the file keeps the start, the pipeline starts there
+    import math
+
     from models.pipeline import Pipeline
 
     flow = Pipeline.load(model="flow")
-    sig = flow.sigmas("ays_svd", 4)
-    assert 80 < float(sig[0]) < float("inf")
+    sig = flow.sigmas(schedule, 4)
+    assert 80 < float(sig[0]) and (schedule == "flow") == math.isinf(float(sig[0]))
     solver = LearnedSolver.from_sampler("ipndm", sig)
     solver.model = {"fingerprint": fingerprint(flow.denoiser(PROMPT)), "name": "shipped flow", "prediction": "flow"}
     path = solver.save(tmp_path / "nfe4.json")
+    assert LearnedSolver.load(path).sigmas == solver.sigmas
     mine = flow.txt2img(PROMPT, sampler=f"fitted:{path}", seed=3, output="tensor", progress=False)
-    theirs = flow.txt2img(PROMPT, sampler="ipndm", schedule="ays_svd", steps=4, seed=3, output="tensor",
+    theirs = flow.txt2img(PROMPT, sampler="ipndm", schedule=schedule, steps=4, seed=3, output="tensor",
                           progress=False)
     torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)

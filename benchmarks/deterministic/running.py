@@ -165,7 +165,7 @@ class Run:
             if solver.meta.get("calibration_seed") in (seed, None):
                 return {**out, "skipped": f"fitted on seed {solver.meta.get('calibration_seed')}, the seed it would "
                                           "be scored on"}
-            x_start = problem.noise(self.batch, seed).to(torch.float64) * solver.sigmas[0]
+            x_start = samplers.initial_latent(problem.noise(self.batch, seed).to(torch.float64), solver.sigmas)
             model = CountingDenoiser(problem.batch_denoiser(self.batch, seed))
             with torch.no_grad():
                 x0 = samplers.sample(LEARNED, model, x_start, solver.sigmas, solver=solver, disable=True)

@@ -28,17 +28,18 @@ def express(name: str, sigmas, *, nfe: int | None = None, tol: float = 1e-7, **o
     """The :class:`LearnedSolver` that computes what ``samplers.sample(name, ..., sigmas, **options)`` computes,
     with nodes at the σ where the sampler calls the model, or None when the sampler is not in the family.
 
-    ``sigmas`` must start finite and end in 0; with ``nfe``, a sampler that makes another number of model calls
-    is None at once. The result's ``meta`` records the sampler and its options."""
+    ``sigmas`` must end in 0 and start finite or at inf (then the sampler's first step is the library's exact
+    step from σ = inf, and ``x`` there is the unit noise); with ``nfe``, a sampler that makes another number of
+    model calls is None at once. The result's ``meta`` records the sampler and its options."""
     import samplers
 
     s = [float(v) for v in sigmas]
-    if not (math.isfinite(s[0]) and s[-1] == 0):
-        raise ValueError(f"express needs a schedule from a finite σ to 0, got {s[0]} … {s[-1]}")
+    if not (s[0] > 0 and all(map(math.isfinite, s[1:])) and s[-1] == 0):
+        raise ValueError(f"express needs a schedule from a finite σ or inf to 0, got {s[0]} … {s[-1]}")
     limit = 4 * len(s) + 8
     width = 2 * limit + 16  # more probe coordinates than unknowns in any row
     g = torch.Generator().manual_seed(20_240_417)
-    x0 = torch.randn(1, width, generator=g, dtype=torch.float64) * s[0]
+    x0 = samplers.initial_latent(torch.randn(1, width, generator=g, dtype=torch.float64), s)
     values = torch.randn(limit, 1, width, generator=g, dtype=torch.float64)
     inputs, called = [], []
 
@@ -74,13 +75,19 @@ def express(name: str, sigmas, *, nfe: int | None = None, tol: float = 1e-7, **o
     unit = np.eye(m + 1)[1:]  # E_j: the coordinates of D_j
     b = [[0.0] * i for i in range(m)]
     c = [[0.0] * i for i in range(m)]
+    def eps(j):  # the coordinates of step j's noise estimate ε̂_j (from σ = inf: the unit noise x_0 itself)
+        return coords[0] if math.isinf(nodes[j]) else (coords[j] - unit[j]) / nodes[j]
+
     for i in range(m):
         sigma, sigma_next = nodes[i], nodes[i + 1]
-        h, r = sigma_next - sigma, sigma_next / sigma
-        base = coords[i] * r + unit[i] * (1 - r)
+        if math.isinf(sigma):  # the exact step from σ = inf: x_1 = D_0 + σ_1·x_0
+            base = unit[0] + coords[0] * sigma_next
+        else:
+            h, r = sigma_next - sigma, sigma_next / sigma
+            base = coords[i] * r + unit[i] * (1 - r)
         if i:  # the weights of the update in samplers.fitted.solver: any that give the same map will do
-            eps_i = (coords[i] - unit[i]) / sigma
-            cols = [(coords[j] - unit[j]) / nodes[j] * h - eps_i * h for j in range(i)]
+            eps_i = eps(i)
+            cols = [eps(j) * h - eps_i * h for j in range(i)]
             cols += [(unit[j] - unit[i]) * (1 - r) for j in range(i)]
             a = np.stack(cols, 1)
             w = np.linalg.lstsq(a, coords[i + 1] - base, rcond=None)[0]

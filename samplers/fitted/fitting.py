@@ -3,7 +3,7 @@
 
 1. :func:`starting_point` — every (sampler, schedule) pair of the registry that the learned family can express
    (:func:`samplers.fitted.express.express`) at exactly ``nfe`` model calls, each from the σ its schedule starts at
-   (σ_max; on a model defined up to σ = ∞ also a finite σ above it), ranked on the training starts (all
+   (σ_max; on a model defined up to σ = ∞ also a higher σ, or σ = ∞ itself), ranked on the training starts (all
    of them, unless ``FitConfig.screen`` asks for a cheaper screen), the best ``keep`` ranked again with a pool of
    other starts (:func:`compare`): the best is where the fit starts.
 2. :func:`objective` — the mean squared distance of the solver's endpoints to the exact PF-ODE endpoints,
@@ -39,6 +39,9 @@ from .solver import LearnedSolver, update
 # a schedule whose first σ is this close to σ_max (relative) starts there: published tables round the top of the
 # range (Align Your Steps: 14.615 for an SD-style model's 14.6146, 2.5e-5 off), and the candidate starts exactly at σ_max
 START_TOL = 1e-4
+
+# a fit from σ = inf may move its first finite node σ_1 up to this factor above where its starting pair put it
+INF_HEADROOM = 10.0
 
 # option variants of registry samplers tried besides their defaults (orders users pick)
 VARIANTS = {"unipc_bh1": ({"order": 2},), "unipc_bh2": ({"order": 2},), "deis": ({"order": 2},),
@@ -128,12 +131,18 @@ def _take(extra: dict, idx) -> dict:
     return {k: v[idx] for k, v in extra.items()}
 
 
+def _at(noise: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The start at σ from unit noise: noise · σ, or the unit noise itself at σ = inf."""
+    return noise if math.isinf(sigma) else noise * sigma
+
+
 @dataclasses.dataclass(eq=False)
 class Starts:
     """The calibration batch from every σ a candidate starts at: ``noise · σ`` and its exact endpoints
     (``reference_fn(x, extra, σ)``, solved the first time a σ is asked for; σ_max's may be given), split as a
     :class:`Calibration`. ``higher``: candidates may start above σ_max, at the finite σ a registry schedule starts
-    at — for a model defined up to σ = ∞ (flow matching), where Align Your Steps' SVD table starts at 700."""
+    at, or σ = ∞ itself — for a model defined up to σ = ∞ (flow matching), where Align Your Steps' SVD table starts
+    at 700 and the flow schedule at t = 1."""
 
     noise: torch.Tensor | None
     n_val: int
@@ -154,7 +163,7 @@ class Starts:
         if sigma not in self.made:
             if self.noise is None or self.reference_fn is None:
                 raise InvalidInput(f"no calibration starts from σ = {sigma:g} (only from {sorted(self.made)})")
-            x = self.noise * sigma
+            x = _at(self.noise, sigma)
             ref = self.reference_fn(x, self.extra, sigma)
             v = -self.n_val
             self.made[sigma] = Calibration(x[:v], ref[:v], x[v:], ref[v:], self.sigma_min, sigma,
@@ -162,9 +171,11 @@ class Starts:
         return self.made[sigma]
 
 
-def pair_label(sampler: str, options: dict, schedule: str) -> str:
-    """How a (sampler, options, schedule) pair is named in logs and reports: ``"deis, order=3 + karras"``."""
-    return f"{sampler}{''.join(f', {k}={v}' for k, v in options.items())} + {schedule}"
+def pair_label(sampler: str, options: dict, schedule: str, start: float | None = None) -> str:
+    """How a (sampler, options, schedule) pair is named in logs and reports: ``"deis, order=3 + karras"``, and
+    ``"euler + flow from σ = inf"`` for a start at σ = inf (a schedule may be a candidate from a finite σ too)."""
+    tail = " from σ = inf" if start is not None and math.isinf(start) else ""
+    return f"{sampler}{''.join(f', {k}={v}' for k, v in options.items())} + {schedule}{tail}"
 
 
 @dataclasses.dataclass(eq=False)
@@ -178,7 +189,7 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        return pair_label(self.sampler, self.options, self.schedule)
+        return pair_label(self.sampler, self.options, self.schedule, self.solver.sigmas[0])
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -202,7 +213,10 @@ class Params:
     def nodes(self) -> torch.Tensor:
         gaps = torch.softmax(self.theta, 0) * (self.log_max - self.log_min)
         logs = self.log_max - torch.cat([gaps.new_zeros(1), torch.cumsum(gaps, 0)])[:-1]
-        return torch.cat([logs.exp(), gaps.new_zeros(1)])
+        out = torch.cat([logs.exp(), gaps.new_zeros(1)])
+        if self.top == math.inf:  # node 0 stands in for σ = inf: log_max is only the cap on σ_1
+            out = torch.cat([out.new_full((1,), math.inf), out[1:]])
+        return out
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.theta, self.b, self.c, self.shift]
@@ -210,8 +224,13 @@ class Params:
     @classmethod
     def of(cls, solver: LearnedSolver, sigma_min: float, history: int) -> "Params":
         n = solver.steps
-        log_max, log_min = math.log(solver.sigmas[0]), math.log(min(sigma_min, solver.sigmas[-2]))
-        logs = [math.log(v) for v in solver.sigmas[:-1]]
+        finite = [v for v in solver.sigmas[:-1] if math.isfinite(v)]
+        lowest = min([sigma_min, *finite[-1:]])
+        log_min = math.log(lowest if math.isfinite(lowest) else 1.0)
+        logs = [math.log(v) for v in finite]
+        if math.isinf(solver.sigmas[0]):  # from σ = inf: a virtual node 0 caps how far σ_1 may move up
+            logs = [(logs[0] if logs else log_min) + math.log(INF_HEADROOM), *logs]
+        log_max = logs[0]
         gaps = [a - b for a, b in zip(logs, logs[1:])] + [max(logs[-1] - log_min, 0.0)]
         gaps = [max(g, 1e-4 * (log_max - log_min)) for g in gaps]
         total = sum(gaps)
@@ -225,7 +244,8 @@ class Params:
         mask = mask - torch.tril(mask, -history - 1)  # j ≥ i − history ...
         mask = torch.maximum(mask, ((b != 0) | (c != 0)).to(torch.float64))  # ... and what the start uses
         ms = solver.model_sigmas or solver.sigmas[:-1]
-        shift = torch.tensor([math.log(m / s) for m, s in zip(ms, solver.sigmas)], dtype=torch.float64)
+        shift = torch.tensor([math.log(m / s) if math.isfinite(s) else 0.0 for m, s in zip(ms, solver.sigmas)],
+                             dtype=torch.float64)
         return cls(theta, b, c, shift, mask, log_max, log_min, solver.sigmas[0])
 
     def solver(self) -> LearnedSolver:
@@ -248,7 +268,12 @@ def rollout(denoiser, x: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor, c:
     ``extra``: keyword arguments of every denoiser call (per-item conditioning)."""
     extra = extra or {}
     eps_hist, den_hist = [], []
-    for i in range(sigmas.shape[0] - 1):
+    first = 0
+    if bool(torch.isinf(sigmas[0])):  # the exact step from σ = inf (x the unit noise): nothing to fit in it
+        denoised = denoiser(x, x.new_full((x.shape[0],), math.inf), **extra)
+        x = update(x, denoised, math.inf, sigmas[1], eps_hist, den_hist, (), None, None)
+        first = 1
+    for i in range(first, sigmas.shape[0] - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         sigma_model = sigma if shift is None else sigma * shift[i].exp()
         denoised = denoiser(x, sigma_model.to(x.dtype).expand(x.shape[0]), **extra)
@@ -299,7 +324,7 @@ class Pool:
         return self.noise.shape[0]
 
     def x(self, sigma: float) -> torch.Tensor:
-        return self.noise * sigma
+        return _at(self.noise, sigma)
 
     def solved_count(self) -> int:
         return sum(int(v.sum()) for v in self.solved.values())
@@ -367,43 +392,48 @@ def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | No
 def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config: FitConfig | None = None,
                higher: bool = False):
     """Every (sampler, options, schedule, solver) the family expresses at ``nfe`` calls from ``sigma_max``; with
-    ``higher`` (a model defined above ``sigma_max``) also those on schedules that start higher, at a finite σ
-    of their own, from there."""
+    ``higher`` (a model defined up to σ = ∞, ``native.sigma_max``) also those on schedules that start higher, at a
+    σ of their own or at σ = ∞ itself (x the unit noise, the library's exact first step from there), from there."""
     import samplers
     from .express import express
 
     names = config.samplers if config and config.samplers else [
         n for n in samplers.available("ode") if not SAMPLERS.get(n).host_sync and n != "learned_multistep"]
     scheds = config.schedules if config and config.schedules else samplers.schedules.available()
+    tops = [sigma_max] + ([native.sigma_max] if higher and native is not None and native.sigma_max > sigma_max else [])
     seen, out = set(), []
     for name in names:
         spec = samplers.info(name)
         per = max(spec.nfe_per_step, 1)
         for options in ({}, *VARIANTS.get(name, ())):
             for sched in scheds:
-                # a sampler of p calls a step makes p·steps calls, or one fewer where its last step is Euler's
-                for steps in sorted({-(-nfe // per), -(-(nfe + 1) // per)}):
-                    try:
-                        sig = samplers.get_sigmas(sched, steps, native=native, sigma_min=sigma_min,
-                                                  sigma_max=sigma_max)
-                    except (ValueError, TypeError):
-                        continue
-                    top = float(sig[0])
-                    if float(sig[-1]) != 0 or not (math.isclose(top, sigma_max, rel_tol=START_TOL)
-                                                   or (higher and sigma_max < top < math.inf)):
-                        continue
-                    sig = sig.clone()
-                    if math.isclose(top, sigma_max, rel_tol=START_TOL):
-                        sig[0] = sigma_max
-                    solver = express(name, sig, nfe=nfe, **options)
-                    if solver is None:
-                        continue
-                    key = (tuple(round(v, 10) for v in solver.sigmas),
-                           tuple(round(v, 9) for row in solver.eps_weights + solver.denoised_weights for v in row))
-                    if key in seen:  # e.g. ddim = euler
-                        continue
-                    seen.add(key)
-                    out.append(Candidate(math.inf, name, dict(options), sched, solver))
+                for asked in tops:
+                    # a sampler of p calls a step makes p·steps calls, or one fewer where its last step is Euler's;
+                    # from σ = inf its first step is one call
+                    counts = {-(-nfe // per), -(-(nfe + 1) // per)} | ({1 - (-(nfe - 1) // per)}
+                                                                       if math.isinf(asked) else set())
+                    for steps in sorted(counts):
+                        try:
+                            sig = samplers.get_sigmas(sched, steps, native=native, sigma_min=sigma_min,
+                                                      sigma_max=asked)
+                        except (ValueError, TypeError):
+                            continue
+                        top = float(sig[0])
+                        at_max = math.isclose(top, sigma_max, rel_tol=START_TOL)
+                        if float(sig[-1]) != 0 or not (at_max or (higher and sigma_max < top)):
+                            continue
+                        sig = sig.clone()
+                        if at_max:
+                            sig[0] = sigma_max
+                        solver = express(name, sig, nfe=nfe, **options)
+                        if solver is None:
+                            continue
+                        key = (tuple(round(v, 10) for v in solver.sigmas),
+                               tuple(round(v, 9) for row in solver.eps_weights + solver.denoised_weights for v in row))
+                        if key in seen:  # e.g. ddim = euler; a fixed table asked for from two tops
+                            continue
+                        seen.add(key)
+                        out.append(Candidate(math.inf, name, dict(options), sched, solver))
     return out
 
 
@@ -623,8 +653,9 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     derived from ``calibration`` and ``config.seed``, each start with the per-item arguments of a calibration start
     (in turn). The last ``config.validation`` share of the batch is the validation part.
     ``native``: the model's native schedule (the schedules that need it join the candidates); where it is defined
-    up to σ = ∞ (flow matching), candidates on schedules that start higher than ``sigma_max`` at a finite σ of
-    their own (Align Your Steps' SVD table: 700) start there, and so may the fit.
+    up to σ = ∞ (flow matching), candidates on schedules that start higher than ``sigma_max`` — at a finite σ of
+    their own (Align Your Steps' SVD table: 700) or at σ = ∞ (the flow schedule; the start is then the unit noise
+    itself) — start there, and so may the fit.
     ``extra_args``: per-item keyword arguments of the denoiser ({name: tensor [B, ...]}, e.g. each start's
     conditioning), sliced with the starts. ``model``: what the solver records about the model (``fingerprint``,
     ``name``, ``prediction``; the fingerprint defaults to :func:`samplers.fitted.identity.fingerprint` of
@@ -660,7 +691,8 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     if reference.shape != x.shape:
         raise InvalidInput(f"reference must be shaped like the calibration batch {tuple(x.shape)}, got "
                            f"{tuple(reference.shape)}")
-    higher = native is not None and math.isinf(getattr(native, "sigma_max", 0.0))
+    higher = (native is not None and math.isinf(getattr(native, "sigma_max", 0.0))
+              and getattr(denoiser, "supports_infinite_sigma", True) is not False)
     starts = Starts(calibration, n_val, extra, sigma_min, sigma_max, reference_fn, higher)
     starts.made[sigma_max] = Calibration(x[:-n_val], reference[:-n_val], x[-n_val:], reference[-n_val:], sigma_min,
                                          sigma_max, _take(extra, slice(0, -n_val)), _take(extra, slice(-n_val, None)))

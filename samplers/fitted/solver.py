@@ -10,6 +10,9 @@ schedule, to minimise the distance to the exact PF-ODE endpoint on calibration n
             + (σ_{i+1} − σ_i)·Σ_{j<i} b_ij·(ε̂_j − ε̂_i)               (Adams–Bashforth-type corrections)
             + (1 − r_i)·Σ_{j<i} c_ij·(D_j − D_i)                     (DPM-Solver++-type corrections)
 
+From σ = ∞ (a flow model's t = 1; the first node only, x the unit noise itself) the first step is the exact
+limit x_1 = D_0 + σ_1·x_0, and ε̂_0 = x_0 for the later corrections.
+
 Every correction vanishes when D is constant along the path, so the method is exact there whatever the weights;
 conversely every sampler that is linear in the model's outputs and exact for a constant D is in the family, with
 its nodes where it calls the model (:func:`samplers.fitted.express.express` reads the weights off a registry
@@ -74,16 +77,20 @@ class LearnedSolver:
 
     def validate(self) -> "LearnedSolver":
         s, n = self.sigmas, len(self.sigmas) - 1
-        if n < 1 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s)):
-            raise InvalidInput(f"a learned solver's sigmas must be finite, strictly decreasing and end in 0, got {s}")
+        if n < 1 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s[1:])) \
+                or math.isnan(s[0]) or s[0] == -math.inf:
+            raise InvalidInput(f"a learned solver's sigmas must be strictly decreasing, finite but for a first σ of "
+                               f"inf, and end in 0, got {s}")
         for name, w in (("eps_weights", self.eps_weights), ("denoised_weights", self.denoised_weights)):
             if len(w) != n or any(len(row) != i for i, row in enumerate(w)):
                 raise InvalidInput(f"{name} must have {n} rows, row i holding i weights (one per earlier step)")
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for row in w for v in row):
                 raise InvalidInput(f"{name} holds a non-finite or non-numeric weight")
         m = self.model_sigmas
-        if m is not None and (len(m) != n or not all(0 < v < math.inf for v in m)):
-            raise InvalidInput(f"model_sigmas must hold {n} positive finite values (one per step), got {m}")
+        if m is not None and (len(m) != n or not all(0 < v < math.inf for v in m[1:])
+                              or not (m[0] == math.inf if math.isinf(s[0]) else 0 < m[0] < math.inf)):
+            raise InvalidInput(f"model_sigmas must hold {n} positive values (one per step), finite but for inf where "
+                               f"the first σ is inf, got {m}")
         if not isinstance(self.model, dict) or not set(self.model) <= {"fingerprint", "name", "prediction"}:
             raise InvalidInput(f"model must be a dict with keys fingerprint, name, prediction, got {self.model!r}")
         return self
@@ -180,7 +187,7 @@ def _fitted_label(rest: str) -> Label:
 register_prefix("fitted", _fitted_label)
 
 
-@register("learned_multistep", kind="ode", order=1, nfe_per_step=1,
+@register("learned_multistep", kind="ode", order=1, nfe_per_step=1, from_infinity=True,
           aliases=("learned", "bespoke_multistep"),
           ref="fitted linear multistep in the spirit of BNS (arXiv:2403.01329), LD3 (arXiv:2405.15506), "
               "S4S (arXiv:2502.17423); samplers.fitted.solver",
@@ -225,7 +232,14 @@ def learned_multistep(model, x, sigmas, extra_args=None, callback=None, disable=
 
 def update(x, denoised, sigma, sigma_next, eps_hist: list, den_hist: list, used, b_row, c_row):
     """One step of the update in the module docstring, from earlier steps ``used``; appends this step's ε̂ and
-    D to the histories. σ and the weights are Python floats (sampling) or tensors (the differentiable fit)."""
+    D to the histories. σ and the weights are Python floats (sampling) or tensors (the differentiable fit).
+
+    From σ = inf (the first step only, ``x`` the unit noise itself) the step is the exact limit: ε̂ = x and
+    x_next = D + σ_next·x (the zero-SNR DDIM / flow-Euler step from t = 1), with no earlier step to weigh."""
+    if isinstance(sigma, float) and sigma == math.inf:
+        eps_hist.append(x)
+        den_hist.append(denoised)
+        return denoised + x * sigma_next
     eps = (x - denoised) / sigma
     r = sigma_next / sigma
     x_next = x * r + denoised * (1 - r)
