@@ -234,3 +234,28 @@ def test_a_flow_solver_that_starts_above_sigma_max_runs_from_its_own_start_in_th
     theirs = flow.txt2img(PROMPT, sampler="ipndm", schedule=schedule, steps=4, seed=3, output="tensor",
                           progress=False)
     torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_the_diffusers_shim_runs_a_solver_from_sigma_inf_as_its_registry_pair(tmp_path):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from samplers.core.native import RectifiedFlow
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    sig = samplers.get_sigmas("flow", 4, native=RectifiedFlow(shift=3.0, multiplier=1000.0))
+    path = LearnedSolver.from_sampler("ipndm", sig).save(tmp_path / "nfe4.json")  # from σ = inf, t = 1
+    config = FlowMatchEulerDiscreteScheduler(shift=3.0).config
+    mu = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def run(**kw):
+        shim = SamplerScheduler.from_config(config, **kw)
+        shim.set_timesteps(4)
+        x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * shim.init_noise_sigma
+        for t in shim.timesteps:  # the exact velocity of data at mu: (x_t - mu) / t
+            x = shim.step((x - mu) / (t / 1000.0), t, x).prev_sample
+        return x, shim.timesteps
+
+    mine, steps = run(sampler=f"fitted:{path}")
+    theirs, their_steps = run(sampler="ipndm", schedule="flow")
+    assert float(steps[0]) == 1000.0 and torch.equal(steps, their_steps)
+    torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
