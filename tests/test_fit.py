@@ -289,8 +289,12 @@ def test_bad_solvers_are_named(tmp_path):
         samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver={"sigmas": []})
     with pytest.raises(samplers.InvalidInput, match="6 rows"):
         LearnedSolver(solver.sigmas, solver.eps_weights[:-1], solver.denoised_weights).validate()
-    with pytest.raises(samplers.InvalidInput, match="strictly decreasing, finite but for a first σ of inf, and end in 0"):
-        LearnedSolver([1.0, 2.0, 0.0], [[], [0.0]], [[], [0.0]]).validate()
+    for bad in ([1.0, 2.0, 0.0], [math.inf, math.inf, 0.0], [math.nan, 1.0, 0.0], [2.0, math.inf, 0.0]):
+        with pytest.raises(samplers.InvalidInput, match="strictly decreasing, finite but for a first σ of inf"):
+            LearnedSolver(bad, [[], [0.0]], [[], [0.0]]).validate()
+    with pytest.raises(samplers.InvalidInput, match="finite but for inf where the first σ is inf"):
+        LearnedSolver([math.inf, 1.0, 0.0], [[], [0.0]], [[], [0.0]], model_sigmas=[80.0, 1.0]).validate()
+    LearnedSolver([math.inf, 1.0, 0.0], [[], [0.0]], [[], [0.0]], model_sigmas=[math.inf, 1.1]).validate()
     with pytest.raises(samplers.InvalidInput, match="model_sigmas must hold 6"):
         LearnedSolver(solver.sigmas, solver.eps_weights, solver.denoised_weights, model_sigmas=[1.0]).validate()
     with pytest.raises(samplers.InvalidInput, match="non-finite"):

@@ -77,8 +77,7 @@ class LearnedSolver:
 
     def validate(self) -> "LearnedSolver":
         s, n = self.sigmas, len(self.sigmas) - 1
-        if n < 1 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s[1:])) \
-                or math.isnan(s[0]) or s[0] == -math.inf:
+        if n < 1 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s[1:])):
             raise InvalidInput(f"a learned solver's sigmas must be strictly decreasing, finite but for a first σ of "
                                f"inf, and end in 0, got {s}")
         for name, w in (("eps_weights", self.eps_weights), ("denoised_weights", self.denoised_weights)):
