@@ -291,11 +291,18 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     noise_test = target.noise(n_test, HELDOUT_SEED + args.seed)
     extra_test = target.item_args(n_test, HELDOUT_SEED + args.seed)
 
+    refs: dict[float, torch.Tensor] = {}  # per start σ: read (or solved) once for the fit, its pair and the default
+
+    def reference_from(top: float) -> torch.Tensor:
+        if top not in refs:
+            tag = f"heldout-{args.seed}" + ("" if top == target.sigma_max else f"-from{top:g}")
+            refs[top] = _cached_reference(out, target, tag, samplers.initial_latent(noise_test, [top]), extra_test,
+                                          top)
+        return refs[top]
+
     def heldout(s) -> float:
-        top = s.sigmas[0]
-        tag = f"heldout-{args.seed}" + ("" if top == target.sigma_max else f"-from{top:g}")
         x = samplers.initial_latent(noise_test, s.sigmas)
-        return solver_rmse(target.denoiser, s, x, _cached_reference(out, target, tag, x, extra_test, top), extra_test)
+        return solver_rmse(target.denoiser, s, x, reference_from(s.sigmas[0]), extra_test)
 
     start = solver.meta["start"]
     start_solver = samplers.fitted.solver.LearnedSolver(**start["solver"]).validate()
@@ -306,8 +313,7 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
            "threads": torch.get_num_threads()}
     if solver.sigmas[0] != target.sigma_max:
         row["sigma_start"] = solver.sigmas[0]
-    ref_test = _cached_reference(out, target, f"heldout-{args.seed}", noise_test * target.sigma_max, extra_test)
-    default = default_run(target, nfe, out, noise_test, HELDOUT_SEED + args.seed, ref_test)
+    default = default_run(target, nfe, out, noise_test, HELDOUT_SEED + args.seed, reference_from(target.sigma_max))
     if default is not None:
         row["default"] = default
     return row

@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from .. import initial_latent
 from ..core.errors import InvalidInput, InvalidOption
 from ..core.files import write_torch
 from ..core.registry import SAMPLERS
@@ -131,11 +132,6 @@ def _take(extra: dict, idx) -> dict:
     return {k: v[idx] for k, v in extra.items()}
 
 
-def _at(noise: torch.Tensor, sigma: float) -> torch.Tensor:
-    """The start at σ from unit noise: noise · σ, or the unit noise itself at σ = inf."""
-    return noise if math.isinf(sigma) else noise * sigma
-
-
 @dataclasses.dataclass(eq=False)
 class Starts:
     """The calibration batch from every σ a candidate starts at: ``noise · σ`` and its exact endpoints
@@ -163,7 +159,7 @@ class Starts:
         if sigma not in self.made:
             if self.noise is None or self.reference_fn is None:
                 raise InvalidInput(f"no calibration starts from σ = {sigma:g} (only from {sorted(self.made)})")
-            x = _at(self.noise, sigma)
+            x = initial_latent(self.noise, [sigma])
             ref = self.reference_fn(x, self.extra, sigma)
             v = -self.n_val
             self.made[sigma] = Calibration(x[:v], ref[:v], x[v:], ref[v:], self.sigma_min, sigma,
@@ -324,7 +320,7 @@ class Pool:
         return self.noise.shape[0]
 
     def x(self, sigma: float) -> torch.Tensor:
-        return _at(self.noise, sigma)
+        return initial_latent(self.noise, [sigma])
 
     def solved_count(self) -> int:
         return sum(int(v.sum()) for v in self.solved.values())
