@@ -16,7 +16,10 @@
 
 The pool (``FitConfig.pool`` × the calibration batch) holds the rare starts that decide a mixture's error and that
 a few hundred validation starts miss; only the share of it where the compared solvers disagree most has its exact
-endpoints solved.
+endpoints solved. Those solved starts join the calibration's (:func:`with_hard_starts`): the first part of the pool
+to the training starts, the last (its validation share) to the validation starts, every start weighted so that
+the means are the stratified estimate over calibration and pool together; the pool's validation part alone is
+what stage 4 compares on.
 
 :func:`fit` runs the four. The denoiser must be differentiable in x (a torch network or an analytic denoiser).
 """
@@ -126,6 +129,9 @@ class Calibration:
     sigma_max: float
     extra_train: dict = dataclasses.field(default_factory=dict)  # per-item denoiser arguments (conditioning)
     extra_val: dict = dataclasses.field(default_factory=dict)
+    # per-start weights of the mean (None: equal): where the pool's rare starts join (:func:`with_hard_starts`)
+    w_train: torch.Tensor | None = None
+    w_val: torch.Tensor | None = None
 
 
 def _take(extra: dict, idx) -> dict:
@@ -294,9 +300,15 @@ def per_start_mse(denoiser, solver: LearnedSolver, x: torch.Tensor, ref: torch.T
     return _mse(endpoints(denoiser, solver, x, extra), ref)
 
 
-def solver_rmse(denoiser, solver: LearnedSolver, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None) -> float:
-    """RMSE of the solver's endpoints from ``x`` against ``ref`` (no gradient)."""
-    return float(per_start_mse(denoiser, solver, x, ref, extra).mean().sqrt())
+def _mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return values.mean() if weights is None else (values * weights).sum() / weights.sum()
+
+
+def solver_rmse(denoiser, solver: LearnedSolver, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None,
+                weights: torch.Tensor | None = None) -> float:
+    """RMSE of the solver's endpoints from ``x`` against ``ref`` (no gradient); ``weights``: of each start's
+    squared error in the mean (None: equal)."""
+    return float(_mean(per_start_mse(denoiser, solver, x, ref, extra), weights).sqrt())
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -315,6 +327,7 @@ class Pool:
     solved_share: float
     refs: dict = dataclasses.field(default_factory=dict)  # σ -> endpoints (valid where solved)
     solved: dict = dataclasses.field(default_factory=dict)  # σ -> bool [len]
+    strata: Strata | None = None  # how stage 1's comparison split it (:func:`starting_point`)
 
     def __len__(self) -> int:
         return self.noise.shape[0]
@@ -337,10 +350,37 @@ class Pool:
         return ref[idx]
 
 
-def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | None) -> torch.Tensor:
+@dataclasses.dataclass(eq=False)
+class Strata:
+    """How :func:`compare` split the pool: the starts where ``solvers`` (each from its own first σ) disagree most —
+    the largest squared distance of a solver's endpoint from the first's — are ``hard`` (pool indices, ascending),
+    every start whose disagreement reaches ``threshold`` is one of them."""
+
+    solvers: list
+    hard: torch.Tensor
+    threshold: float
+
+    def spread(self, denoiser, x_by_sigma: dict, extra: dict) -> torch.Tensor:
+        """The disagreement of the solvers on other starts (``x_by_sigma``: {σ: the same starts from σ})."""
+        ends = [endpoints(denoiser, s, x_by_sigma[_start_key(s, x_by_sigma)], extra) for s in self.solvers]
+        return torch.stack([_mse(e, ends[0]) for e in ends]).amax(0).nan_to_num(math.inf)
+
+
+def _start_key(solver: LearnedSolver, known: dict) -> float:
+    """The key of ``known`` that ``solver`` starts at (up to rounding)."""
+    top = solver.sigmas[0]
+    for sigma in known:
+        if math.isclose(top, sigma, rel_tol=1e-9):
+            return sigma
+    raise InvalidInput(f"compare: no known starts from σ = {top!r} (known: {sorted(known)})")
+
+
+def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | None, *,
+            within: torch.Tensor | None = None, strata: bool = False):
     """Each solver's mean squared endpoint error minus the first one's, over known starts and the pool's,
     float64 [len(solvers)]. ``known``: {σ: (x, ref, extra)} — the same starts from each σ the solvers start at
-    (``solver.sigmas[0]``), with their exact endpoints ``ref`` and per-item arguments.
+    (``solver.sigmas[0]``), with their exact endpoints ``ref`` and per-item arguments. ``within``: the pool
+    indices to use (None: all). ``strata``: also return the :class:`Strata` of the pool (None without a pool).
 
     Where the error is set by rare starts (on data with modes, those a solver sends to another mode), a few
     hundred starts may hold none, and solving the exact endpoints of thousands costs hundreds of model calls each.
@@ -351,34 +391,70 @@ def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | No
     the distance between the two endpoints times the sum of their errors, so that estimate is close). Without a
     pool: the mean differences on the known starts.
     """
-    def start_of(solver: LearnedSolver) -> float:  # the key of ``known`` it starts at (up to rounding)
-        top = solver.sigmas[0]
-        for sigma in known:
-            if math.isclose(top, sigma, rel_tol=1e-9):
-                return sigma
-        raise InvalidInput(f"compare: no known starts from σ = {top!r} (known: {sorted(known)})")
-
-    tops = [start_of(s) for s in solvers]
+    tops = [_start_key(s, known) for s in solvers]
     ends = [endpoints(denoiser, s, known[t][0], known[t][2]) for s, t in zip(solvers, tops)]
     errors = [_mse(e, known[t][1]) for e, t in zip(ends, tops)]
     diffs = [e - errors[0] for e in errors]  # per start, exact
     n = ends[0].shape[0]
     if pool is None or len(pool) == 0 or len(solvers) == 1:
-        return torch.stack([d.mean() for d in diffs])
-    pooled = [endpoints(denoiser, s, pool.x(t), pool.extra) for s, t in zip(solvers, tops)]
+        out = torch.stack([d.mean() for d in diffs])
+        return (out, None) if strata else out
+    idx = torch.arange(len(pool)) if within is None else within
+    extra = _take(pool.extra, idx)
+    pooled = [endpoints(denoiser, s, pool.x(t)[idx], extra) for s, t in zip(solvers, tops)]
     # a solver that diverges somewhere disagrees most there (NaN counts as infinitely far)
     spread = torch.stack([_mse(e, pooled[0]) for e in pooled]).amax(0).nan_to_num(math.inf)
     spread_known = torch.stack([_mse(e, ends[0]) for e in ends]).amax(0).nan_to_num(math.inf)
-    k = min(len(pool), max(1, math.ceil(pool.solved_share * len(pool))))
-    hard = torch.topk(spread, k).indices
-    first_hard = _mse(pooled[0][hard], pool.references(hard, tops[0]))
-    easy_known = spread_known < float(spread[hard].min())
+    m = idx.shape[0]
+    k = min(m, max(1, math.ceil(pool.solved_share * m)))
+    top_k = torch.topk(spread, k).indices
+    hard = idx[top_k]
+    first_hard = _mse(pooled[0][top_k], pool.references(hard, tops[0]))
+    easy_known = spread_known < float(spread[top_k].min())
     out = []
     for d_known, e, t in zip(diffs, pooled, tops):
-        d_hard = _mse(e[hard], pool.references(hard, t)) - first_hard
+        d_hard = _mse(e[top_k], pool.references(hard, t)) - first_hard
         easy = float(d_known[easy_known].mean()) if bool(easy_known.any()) else 0.0
-        out.append((float(d_known.sum()) + float(d_hard.sum()) + (len(pool) - k) * easy) / (n + len(pool)))
-    return torch.tensor(out, dtype=torch.float64)
+        out.append((float(d_known.sum()) + float(d_hard.sum()) + (m - k) * easy) / (n + m))
+    out = torch.tensor(out, dtype=torch.float64)
+    return (out, Strata(list(solvers), hard.sort().values, float(spread[top_k].min()))) if strata else out
+
+
+def with_hard_starts(denoiser, data: Calibration, starts: "Starts", pool: Pool, strata: Strata,
+                     n_val: int) -> Calibration:
+    """``data`` (the calibration from the fit's start σ) joined by the pool's hard starts, weighted so that each
+    part's mean is the stratified estimate of the mean over the calibration and pool starts together: the pool's
+    first ``len(pool) − n_val`` starts join the training part, its last ``n_val`` the validation part (the pool
+    holds ``len(pool) / len(calibration)`` starts per calibration start). A hard start weighs 1; the calibration's
+    own starts that the strata's solvers disagree on as little as on the pool's unsolved ones stand in for those
+    as well (weight (own + unsolved) / own). Where the error is a few rare starts (0.1 % of a mixture's starts can
+    hold most of it), training and checking the iterates on the solved rare starts of the pool — an order of
+    magnitude more of them than the calibration holds — fits those instead of the few the calibration happens to
+    have."""
+    sigma = data.sigma_max
+    tops = {s.sigmas[0] for s in strata.solvers}
+    spread = {}
+    for part in ("train", "val"):
+        xs = {t: getattr(starts.at(t), f"x_{part}") for t in tops}
+        spread[part] = strata.spread(denoiser, xs, getattr(data, f"extra_{part}"))
+    cut = len(pool) - n_val
+    parts = {"train": strata.hard[strata.hard < cut], "val": strata.hard[strata.hard >= cut]}
+    sizes = {"train": cut, "val": n_val}
+    out = {}
+    for part, hard in parts.items():
+        x, ref, extra = getattr(data, f"x_{part}"), getattr(data, f"ref_{part}"), getattr(data, f"extra_{part}")
+        easy = spread[part] < strata.threshold
+        n_easy = int(easy.sum())
+        w = torch.ones(x.shape[0], dtype=torch.float64)
+        if n_easy:
+            w[easy] = (n_easy + sizes[part] - hard.shape[0]) / n_easy
+        pool_extra = _take(pool.extra, hard)
+        out[part] = (torch.cat([x, pool.x(sigma)[hard].to(x.dtype)]),
+                     torch.cat([ref, pool.references(hard, sigma).to(ref.dtype)]),
+                     {k: torch.cat([v, pool_extra[k]]) for k, v in extra.items()},
+                     torch.cat([w, torch.ones(hard.shape[0], dtype=torch.float64)]))
+    (xt, rt, et, wt), (xv, rv, ev, wv) = out["train"], out["val"]
+    return Calibration(xt, rt, xv, rv, data.sigma_min, sigma, et, ev, wt, wv)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -474,7 +550,8 @@ def starting_point(denoiser, data: Calibration | Starts, config: FitConfig, nati
         t0 = time.monotonic()
         top = [c for c in found[:config.keep] if math.isfinite(c.error)]
         known = {c.solver.sigmas[0]: train(c) for c in top}
-        for cand, d in zip(top, compare(denoiser, [c.solver for c in top], known, pool).tolist()):
+        pooled, pool.strata = compare(denoiser, [c.solver for c in top], known, pool, strata=True)
+        for cand, d in zip(top, pooled.tolist()):
             cand.pooled = d if math.isfinite(d) else math.inf
         top.sort(key=lambda cand: cand.pooled)
         found = top + found[len(top):]
@@ -485,10 +562,11 @@ def starting_point(denoiser, data: Calibration | Starts, config: FitConfig, nati
     return found
 
 
-def objective(denoiser, params: Params, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None) -> torch.Tensor:
-    """Stage 2: mean squared endpoint error (differentiable)."""
+def objective(denoiser, params: Params, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Stage 2: mean squared endpoint error (differentiable); ``weights``: of each start (None: equal)."""
     out = rollout(denoiser, x, params.nodes(), params.b * params.mask, params.c * params.mask, params.shift, extra)
-    return (out - ref).pow(2).mean()
+    return _mean((out - ref).pow(2).flatten(1).mean(1), weights)
 
 
 def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfig, *, deadline: float | None = None,
@@ -503,7 +581,10 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
     lr = config.lr if config.lr is not None else 0.02 / config.nfe
     opt = torch.optim.Adam(trained, lr=lr)
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.iters, 1), eta_min=lr * 0.05)
-    best = (solver_rmse(denoiser, start, data.x_val, data.ref_val, data.extra_val), start, 0)
+    def check(solver: LearnedSolver) -> float:
+        return solver_rmse(denoiser, solver, data.x_val, data.ref_val, data.extra_val, data.w_val)
+
+    best = (check(start), start, 0)
     first = 0
     if state_path is not None and Path(state_path).exists():
         state = torch.load(state_path, weights_only=True)
@@ -528,7 +609,8 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
             break
         g.manual_seed(config.seed * 1_000_003 + it)
         idx = torch.randperm(m, generator=g)[:config.batch] if config.batch and config.batch < m else slice(None)
-        loss = objective(denoiser, params, data.x_train[idx], data.ref_train[idx], _take(data.extra_train, idx))
+        loss = objective(denoiser, params, data.x_train[idx], data.ref_train[idx], _take(data.extra_train, idx),
+                         None if data.w_train is None else data.w_train[idx])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, max_norm=1.0)  # one bad minibatch must not throw the nodes away
@@ -538,7 +620,7 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
             progress(1)
         if (it + 1) % config.check_every == 0 or it + 1 == config.iters:
             current = params.solver()
-            val = solver_rmse(denoiser, current, data.x_val, data.ref_val, data.extra_val)
+            val = check(current)
             if math.isfinite(val) and val < best[0]:
                 best = (val, current, it + 1)
             if log:
@@ -562,38 +644,43 @@ def _plain(solver: LearnedSolver) -> dict:
             "model_sigmas": solver.model_sigmas}
 
 
-def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
-             pool: Pool | None = None) -> LearnedSolver:
-    """Stage 4: the fitted solver where it beats the starting pair on the validation starts — a smaller RMSE over
-    them, and per-start RMSEs smaller by more than two standard errors of their differences (a few lucky starts
-    do not count) — and, with a ``pool``, a smaller mean squared error on the validation starts and the pool
-    together (:func:`compare`: the rare starts a few hundred do not hold); else the pair itself. Either way the
-    result's validation RMSE is at most the pair's. ``data``: the calibration starts from the pair's σ_max."""
+def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration, pool: Pool | None = None,
+             within: torch.Tensor | None = None, own: Calibration | None = None) -> LearnedSolver:
+    """Stage 4: the fitted solver where it beats the starting pair on the validation starts — a smaller mean
+    squared error over them, and per-start RMSEs smaller by more than two standard errors of their differences
+    (a few lucky starts do not count; both weighted by ``data.w_val`` where the pool's rare starts joined them:
+    :func:`with_hard_starts`) — and, with a ``pool``, a smaller mean squared error on the calibration's own
+    validation starts (``own``; None: ``data``) and the pool's ``within`` (None: all) together (:func:`compare`,
+    which takes the starts where these two solvers disagree most); else the pair itself. Either way the result's
+    (weighted) validation error is at most the pair's. ``data``: the validation starts from the pair's σ_max."""
     mine = per_start_mse(denoiser, best, data.x_val, data.ref_val, data.extra_val)
     theirs = per_start_mse(denoiser, start.solver, data.x_val, data.ref_val, data.extra_val)
     # per-start RMSE differences: on data with several modes the squared errors are dominated by the few starts
     # a solver sends to another mode, and their spread would hide a gain on every other start
     gain = theirs.sqrt() - mine.sqrt()
     n = gain.shape[0]
-    margin = 2.0 * float(gain.std()) / math.sqrt(n) if n > 1 else math.inf
-    improved = best is not start.solver and float(mine.mean()) < float(theirs.mean()) and float(gain.mean()) > margin
+    w = torch.ones_like(gain) if data.w_val is None else data.w_val * (n / float(data.w_val.sum()))  # mean 1
+    mean_gain = float((w * gain).mean())
+    margin = 2.0 * float((w * (gain - mean_gain)).pow(2).sum().div(n - 1).sqrt()) / math.sqrt(n) if n > 1 else math.inf
+    mine_mse, theirs_mse = float(_mean(mine, data.w_val)), float(_mean(theirs, data.w_val))
+    improved = best is not start.solver and mine_mse < theirs_mse and mean_gain > margin
     pooled = None
     if improved and pool is not None and len(pool):
-        known = {data.sigma_max: (data.x_val, data.ref_val, data.extra_val)}
-        pooled = float(compare(denoiser, [start.solver, best], known, pool)[1])
+        k = data if own is None else own
+        known = {k.sigma_max: (k.x_val, k.ref_val, k.extra_val)}
+        pooled = float(compare(denoiser, [start.solver, best], known, pool, within=within)[1])
         improved = pooled < 0
     chosen = best if improved else start.solver
     out = LearnedSolver(list(chosen.sigmas), chosen.eps_weights, chosen.denoised_weights,
                         model_sigmas=chosen.model_sigmas)
     out.sigmas[0], out.sigmas[-1] = data.sigma_max, 0.0
-    start_rmse = float(theirs.mean().sqrt())
-    out.meta = {"validation_rmse": float(mine.mean().sqrt()) if improved else start_rmse,
+    out.meta = {"validation_rmse": math.sqrt(mine_mse if improved else theirs_mse),
                 "start": {"sampler": start.sampler, "options": start.options, "schedule": start.schedule,
-                          "training_rmse": start.error, "validation_rmse": start_rmse, "solver": _plain(start.solver),
-                          "pooled_vs_training_leader": start.pooled},
+                          "training_rmse": start.error, "validation_rmse": math.sqrt(theirs_mse),
+                          "solver": _plain(start.solver), "pooled_vs_training_leader": start.pooled},
                 "kept": "fit" if improved else "start",
-                "validation_gain": {"mean_item_rmse": float(gain.mean()), "two_standard_errors": margin,
-                                    "mean_mse": float(theirs.mean() - mine.mean()),
+                "validation_gain": {"mean_item_rmse": mean_gain, "two_standard_errors": margin,
+                                    "mean_mse": theirs_mse - mine_mse,
                                     "pooled_mean_mse": None if pooled is None else -pooled}}
     return out.validate()
 
@@ -699,17 +786,31 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     if log:
         log(f"start: {start.label}" + (f" from σ = {data.sigma_max:g}" if data.sigma_max != sigma_max else "")
             + f", training RMSE {start.error:.4g}")
-    best, _, kept = optimise(denoiser, start.solver, data, config, deadline=deadline, state_path=state_path,
+    trained, checked = data, None
+    if pool is not None and pool.strata is not None:
+        # the pool's last validation share checks, its first part trains (with the calibration's own two parts)
+        n_pool_val = int(round(len(pool) * config.validation))
+        trained = with_hard_starts(denoiser, data, starts, pool, pool.strata, n_pool_val)
+        checked = torch.arange(len(pool) - n_pool_val, len(pool))
+        if log:
+            log(f"training on {trained.x_train.shape[0]} starts, checking on {trained.x_val.shape[0]}: the "
+                f"calibration's and the pool's {trained.x_train.shape[0] - data.x_train.shape[0]} + "
+                f"{trained.x_val.shape[0] - data.x_val.shape[0]} where the best pairs disagree most (weighted)")
+    best, _, kept = optimise(denoiser, start.solver, trained, config, deadline=deadline, state_path=state_path,
                              log=log, progress=progress)
-    solver = validate(denoiser, start, best, data, pool)
+    solver = validate(denoiser, start, best, trained, pool, checked, own=data)
     if model is None:
         from .identity import fingerprint
 
         model = {"fingerprint": fingerprint(denoiser)}
     solver.model = {k: v for k, v in model.items() if k in ("fingerprint", "name", "prediction")}
-    solver.meta.update({"nfe": config.nfe, "iteration_kept": kept if solver.meta["kept"] == "fit" else 0, "calibration": int(calibration.shape[0]),
+    solver.meta.update({"nfe": config.nfe, "iteration_kept": kept if solver.meta["kept"] == "fit" else 0,
+                        "calibration": int(calibration.shape[0]),
                         "validation_starts": n_val, "config": dataclasses.asdict(config),
-                        "pool": None if pool is None else {"starts": len(pool), "solved": pool.solved_count()},
+                        "pool": None if pool is None else {
+                            "starts": len(pool), "solved": pool.solved_count(),
+                            "trained_on": trained.x_train.shape[0] - data.x_train.shape[0],
+                            "checked_on": trained.x_val.shape[0] - data.x_val.shape[0]},
                         "runner_up": [{"sampler": c.sampler, "options": c.options, "schedule": c.schedule,
                                        "training_rmse": c.error} for c in ranked[1:4]]})
     return solver.validate()
