@@ -163,12 +163,14 @@ def fitted_mixtures(folder: str = "mixtures") -> str:
                     f"({theirs['rmse']:.2e}) | {fixed['sampler']} + {fixed['schedule']} ({fixed['rmse']:.2e}) | "
                     f"{fitted['rmse']:.2e} | {fitted['rmse'] / theirs['rmse']:.2f} | "
                     f"{fitted['rmse'] / fixed['rmse']:.2f} |")
-    met = [r for r in done if r["fitted"]["rmse"] <= 0.5 * r["diffusers"]["rmse"]
-           and r["fitted"]["rmse"] <= r["ours_fixed"]["rmse"]]
+    def at_most_fixed(r) -> bool:  # a fit that handed back that very pair runs it through learned_multistep:
+        return r["fitted"]["rmse"] <= r["ours_fixed"]["rmse"] * (1 + 1e-9)  # the same to rounding
+
+    met = [r for r in done if r["fitted"]["rmse"] <= 0.5 * r["diffusers"]["rmse"] and at_most_fixed(r)]
     missed = ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in done if r not in met) or "none"
     rows += ["", f"Target (fitted ≤ 0.5 × diffusers' best and ≤ the best fixed pair) met in {len(met)} of {len(done)}; "
                  f"missed: {missed}. Never above the best fixed pair: "
-                 f"{sum(r['fitted']['rmse'] <= r['ours_fixed']['rmse'] for r in done)} of {len(done)}."]
+                 f"{sum(at_most_fixed(r) for r in done)} of {len(done)}."]
     row = results["heldout"][0] if results["heldout"] else {"seeds": [], "batch": 0}
     info = results["info"]
     return "\n".join(rows + ["", f"Held out: {len(row['seeds'])} seeds × {row['batch']} starts that neither the fits "
@@ -267,7 +269,8 @@ def fitted_heldout() -> str:
             "|---|---|---:|---:|---|---:|---:|"]
     kept = worse = 0
     for folder, label in (("fit_heldout", "the benchmark"), ("fit_heldout_mixtures", "(b)"),
-                          ("fit_heldout_mixtures-2", "(b), second set"), ("fit_heldout_mixtures-3", "(b), third set")):
+                          ("fit_heldout_mixtures-2", "(b), second set"), ("fit_heldout_mixtures-3", "(b), third set"),
+                          ("fit_heldout_mixtures-4", "(b), fourth set")):
         results = _load(ROOT / "docs" / "benchmarks" / folder / "results.json")
         if results is None:
             continue
@@ -291,7 +294,8 @@ README_FIGURES = {"headline": headline, "speed": speed}
 FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker,
                   "fitted-checker-flow": functools.partial(fitted_checker, "flow"), "fitted-mixtures": fitted_mixtures,
                   "fitted-mixtures-2": functools.partial(fitted_mixtures, "mixtures-2"),
-                  "fitted-mixtures-3": functools.partial(fitted_mixtures, "mixtures-3"), "fitted-heldout": fitted_heldout}
+                  "fitted-mixtures-3": functools.partial(fitted_mixtures, "mixtures-3"),
+                  "fitted-mixtures-4": functools.partial(fitted_mixtures, "mixtures-4"), "fitted-heldout": fitted_heldout}
 
 
 def with_figures(text: str, figures: dict) -> str:

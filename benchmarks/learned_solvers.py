@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     p.add_argument("--calibration-seed", type=int, default=7)
     p.add_argument("--iters", type=int, default=FitConfig.iters)
     p.add_argument("--batch", type=int, default=512, help="training minibatch (default 512)")
+    p.add_argument("--fit-seed", type=int, default=FitConfig.seed,
+                   help="FitConfig.seed: the pool's draw and the minibatch order (default 0); the calibration "
+                        "starts are --calibration-seed's")
     p.add_argument("--out", type=Path, required=True, help="folder for the solver files")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the mixtures are tiny)")
     p.add_argument("--verbose", action="store_true")
@@ -64,7 +67,7 @@ def main(argv=None) -> int:
         for nfe in args.nfe:
             t0 = time.perf_counter()
             solver = fit_one(problem, nfe, calibration=args.calibration, seed=args.calibration_seed,
-                             config=dict(iters=args.iters, batch=args.batch), log=log)
+                             config=dict(iters=args.iters, batch=args.batch, seed=args.fit_seed), log=log)
             path = solver.save(args.out / file_name(pname, nfe))
             start = solver.meta["start"]
             print(f"{pname} NFE {nfe}: validation RMSE {solver.meta['validation_rmse']:.4g} (start "
