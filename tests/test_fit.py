@@ -229,6 +229,16 @@ def test_an_interrupted_fit_resumes_from_its_state(tmp_path):
     fit(GM.denoiser, FitConfig(4, iters=3), noise, SIGMA_MIN, SIGMA_MAX, reference=ref, state_path=state,
         log=lines.append)
     assert not any("resumed" in line for line in lines)
+    # nor does a state of the code before the pool's rare starts joined training (its best was checked elsewhere)
+    with pytest.raises(Interrupted):
+        done.clear()
+        fit(GM.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX, reference=ref, state_path=state, progress=interrupt)
+    old = torch.load(state, weights_only=True)
+    del old["config"]["state_format"]
+    torch.save(old, state)
+    lines = []
+    fit(GM.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX, reference=ref, state_path=state, log=lines.append)
+    assert not any("resumed" in line for line in lines)
 
 
 # ----------------------------------------------------------------------------------------------------

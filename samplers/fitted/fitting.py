@@ -634,9 +634,15 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
     return best[1], best[0], best[2]
 
 
+# what the optimisation trains and checks on; a state saved before the pool's rare starts joined (format 1, no key)
+# holds a best iterate measured on other validation starts and is not resumed
+STATE_FORMAT = 2
+
+
 def _resumable(config: FitConfig) -> dict:
     """What a saved state must share with a run to be resumed by it (everything but the time budget)."""
-    return {k: v for k, v in dataclasses.asdict(config).items() if k != "time_budget"}
+    return {**{k: v for k, v in dataclasses.asdict(config).items() if k != "time_budget"},
+            "state_format": STATE_FORMAT}
 
 
 def _plain(solver: LearnedSolver) -> dict:
