@@ -359,11 +359,18 @@ class Strata:
     solvers: list
     hard: torch.Tensor
     threshold: float
+    known: torch.Tensor  # their disagreement on the known starts compare had
 
     def spread(self, denoiser, x_by_sigma: dict, extra: dict) -> torch.Tensor:
         """The disagreement of the solvers on other starts (``x_by_sigma``: {σ: the same starts from σ})."""
-        ends = [endpoints(denoiser, s, x_by_sigma[_start_key(s, x_by_sigma)], extra) for s in self.solvers]
-        return torch.stack([_mse(e, ends[0]) for e in ends]).amax(0).nan_to_num(math.inf)
+        return _disagreement([endpoints(denoiser, s, x_by_sigma[_start_key(s, x_by_sigma)], extra)
+                              for s in self.solvers])
+
+
+def _disagreement(ends: list[torch.Tensor]) -> torch.Tensor:
+    """Per start, the largest squared distance of an endpoint from the first solver's (a solver that diverges
+    somewhere disagrees most there: NaN counts as infinitely far)."""
+    return torch.stack([_mse(e, ends[0]) for e in ends]).amax(0).nan_to_num(math.inf)
 
 
 def _start_key(solver: LearnedSolver, known: dict) -> float:
@@ -402,9 +409,7 @@ def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | No
     idx = torch.arange(len(pool)) if within is None else within
     extra = _take(pool.extra, idx)
     pooled = [endpoints(denoiser, s, pool.x(t)[idx], extra) for s, t in zip(solvers, tops)]
-    # a solver that diverges somewhere disagrees most there (NaN counts as infinitely far)
-    spread = torch.stack([_mse(e, pooled[0]) for e in pooled]).amax(0).nan_to_num(math.inf)
-    spread_known = torch.stack([_mse(e, ends[0]) for e in ends]).amax(0).nan_to_num(math.inf)
+    spread, spread_known = _disagreement(pooled), _disagreement(ends)
     m = idx.shape[0]
     k = min(m, max(1, math.ceil(pool.solved_share * m)))
     top_k = torch.topk(spread, k).indices
@@ -417,11 +422,11 @@ def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | No
         easy = float(d_known[easy_known].mean()) if bool(easy_known.any()) else 0.0
         out.append((float(d_known.sum()) + float(d_hard.sum()) + (m - k) * easy) / (n + m))
     out = torch.tensor(out, dtype=torch.float64)
-    return (out, Strata(list(solvers), hard.sort().values, float(spread[top_k].min()))) if strata else out
+    return (out, Strata(list(solvers), hard.sort().values, float(spread[top_k].min()), spread_known)) if strata else out
 
 
 def with_hard_starts(denoiser, data: Calibration, starts: "Starts", pool: Pool, strata: Strata,
-                     n_val: int) -> Calibration:
+                     n_val: int, *, trained_on_known: bool = False) -> Calibration:
     """``data`` (the calibration from the fit's start σ) joined by the pool's hard starts, weighted so that each
     part's mean is the stratified estimate of the mean over the calibration and pool starts together: the pool's
     first ``len(pool) − n_val`` starts join the training part, its last ``n_val`` the validation part (the pool
@@ -430,13 +435,15 @@ def with_hard_starts(denoiser, data: Calibration, starts: "Starts", pool: Pool, 
     as well (weight (own + unsolved) / own). Where the error is a few rare starts (0.1 % of a mixture's starts can
     hold most of it), training and checking the iterates on the solved rare starts of the pool — an order of
     magnitude more of them than the calibration holds — fits those instead of the few the calibration happens to
-    have."""
+    have. ``trained_on_known``: ``data``'s training starts are the known starts of the comparison that made
+    ``strata`` (as in :func:`fit`), whose disagreement it holds."""
     sigma = data.sigma_max
     tops = {s.sigmas[0] for s in strata.solvers}
-    spread = {}
+    spread = {"train": strata.known} if trained_on_known else {}
     for part in ("train", "val"):
-        xs = {t: getattr(starts.at(t), f"x_{part}") for t in tops}
-        spread[part] = strata.spread(denoiser, xs, getattr(data, f"extra_{part}"))
+        if part not in spread:
+            xs = {t: getattr(starts.at(t), f"x_{part}") for t in tops}
+            spread[part] = strata.spread(denoiser, xs, getattr(data, f"extra_{part}"))
     cut = len(pool) - n_val
     parts = {"train": strata.hard[strata.hard < cut], "val": strata.hard[strata.hard >= cut]}
     sizes = {"train": cut, "val": n_val}
@@ -796,7 +803,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     if pool is not None and pool.strata is not None:
         # the pool's last validation share checks, its first part trains (with the calibration's own two parts)
         n_pool_val = int(round(len(pool) * config.validation))
-        trained = with_hard_starts(denoiser, data, starts, pool, pool.strata, n_pool_val)
+        trained = with_hard_starts(denoiser, data, starts, pool, pool.strata, n_pool_val, trained_on_known=True)
         checked = torch.arange(len(pool) - n_pool_val, len(pool))
         if log:
             log(f"training on {trained.x_train.shape[0]} starts, checking on {trained.x_val.shape[0]}: the "
