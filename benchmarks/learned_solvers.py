@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from samplers.core.errors import InvalidOption
 from samplers.fitted.fitting import FitConfig, fit, pair_label
 from samplers.fitted.identity import fingerprint
 
@@ -57,6 +58,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the mixtures are tiny)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
+    config = dict(iters=args.iters, batch=args.batch, seed=args.fit_seed)
+    for nfe in args.nfe:  # every option refused here, before a reference is solved
+        try:
+            FitConfig(nfe, **config).validate()
+        except InvalidOption as e:
+            p.error(str(e))
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     problems, unavailable = common.get_problems(args.problems)
@@ -67,7 +74,7 @@ def main(argv=None) -> int:
         for nfe in args.nfe:
             t0 = time.perf_counter()
             solver = fit_one(problem, nfe, calibration=args.calibration, seed=args.calibration_seed,
-                             config=dict(iters=args.iters, batch=args.batch, seed=args.fit_seed), log=log)
+                             config=config, log=log)
             path = solver.save(args.out / file_name(pname, nfe))
             start = solver.meta["start"]
             print(f"{pname} NFE {nfe}: validation RMSE {solver.meta['validation_rmse']:.4g} (start "

@@ -59,3 +59,13 @@ def test_refuses_seeds_a_fit_was_calibrated_on_and_folders_without_fits(fitted, 
     with pytest.raises(SystemExit):
         fit_heldout.main(["--learned", str(fitted), "--heldout-batch", "0", "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+def test_learned_solvers_refuses_a_bad_option_before_any_solve(capsys, monkeypatch):
+    solved = []
+    monkeypatch.setattr(learned_solvers, "fit_one", lambda *a, **k: solved.append(1))
+    for bad in (["--fit-seed", "-1"], ["--iters", "-3"], ["--batch", "0"]):
+        with pytest.raises(SystemExit):
+            learned_solvers.main(["--problem", "gm-ve", "--nfe", "5", "--out", "unused", *bad])
+        assert "FitConfig." in capsys.readouterr().err
+    assert solved == []
