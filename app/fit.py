@@ -275,12 +275,13 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     ref_cal = _cached_reference(out, target, f"calibration-{args.seed}", x_cal * target.sigma_max, extra_cal)
     budget = None if deadline is None else max(deadline - time.monotonic(), 1.0)
     config = FitConfig(nfe, validation=args.validation, iters=args.iters, lr=args.lr, batch=args.batch,
-                       screen=args.screen, pool=args.pool, time_budget=budget, seed=args.seed)
+                       screen=args.screen, pool=args.pool, time_budget=budget, seed=args.seed,
+                       starts=args.starts)
     # the pool's exact endpoints, solved as the calibration's and kept for the other NFEs and later runs
     reference_fn = PoolReferences(out / WORK / f"pool-references-{args.seed}-tol{target.reference_tol:g}.pt", target)
 
     model = {"fingerprint": fingerprint(target.denoiser), "name": target.name, "prediction": target.prediction}
-    with progress(total=config.iters, desc=f"fit NFE {nfe}") as bar:
+    with progress(total=config.iters * config.starts, desc=f"fit NFE {nfe}") as bar:
         solver = fit(target.denoiser, config, x_cal, target.sigma_min, target.sigma_max, reference=ref_cal,
                      reference_fn=reference_fn, native=target.native, model=model, extra_args=extra_cal, state_path=out / WORK / f"state-nfe{nfe}.pt",
                      log=log, progress=bar.update)
@@ -320,7 +321,7 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
 
 
 def run_fit(args) -> int:
-    for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0), ("pool", 0)):
+    for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0), ("pool", 0), ("starts", 1)):
         if getattr(args, name) < lo:
             raise InvalidInput(f"--{name} must be at least {lo}, got {getattr(args, name)}")
     if args.screen != "all" and not (args.screen.isdigit() and int(args.screen) >= 1):
@@ -403,6 +404,9 @@ def add_parser(subparsers) -> None:
                    help="the choice of the starting pair and the final choice between fit and pair are also made on "
                         "this many times the calibration starts more, exact endpoints solved for the sixteenth where "
                         "the solvers compared disagree most (default 4; 0: none)")
+    p.add_argument("--starts", type=int, default=3,
+                   help="optimise from this many of the best pairs and keep the fit better on the validation "
+                        "starts and the pool (default 3; each costs --iters steps)")
     p.add_argument("--seed", type=int, default=0, help="noise and prompt streams (held out: seed + 1)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole command")
     p.add_argument("--reference-tol", type=float, default=None,

@@ -54,11 +54,14 @@ def main(argv=None) -> int:
     p.add_argument("--fit-seed", type=int, default=FitConfig.seed,
                    help="FitConfig.seed: the pool's draw and the minibatch order (default 0); the calibration "
                         "starts are --calibration-seed's")
+    p.add_argument("--starts", type=int, default=FitConfig.starts,
+                   help=f"FitConfig.starts: fit from this many of the best pairs, keep the better fit (default "
+                        f"{FitConfig.starts})")
     p.add_argument("--out", type=Path, required=True, help="folder for the solver files")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the mixtures are tiny)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
-    config = dict(iters=args.iters, batch=args.batch, seed=args.fit_seed)
+    config = dict(iters=args.iters, batch=args.batch, seed=args.fit_seed, starts=args.starts)
     for nfe in args.nfe:  # every option refused here, before a reference is solved
         try:
             FitConfig(nfe, **config).validate()

@@ -183,7 +183,7 @@ def test_when_the_optimisation_cannot_help_the_start_itself_comes_back():
 def test_fit_config_and_inputs_are_checked():
     for bad in (dict(nfe=0), dict(nfe=4, validation=1.0), dict(nfe=4, lr=-1.0), dict(nfe=4, iters=2.5),
                 dict(nfe=4, batch=0), dict(nfe=4, time_budget=0), dict(nfe=4, pool=-1), dict(nfe=4, pool=1.5),
-                dict(nfe=4, pool_solved=0), dict(nfe=4, pool_solved=1.5)):
+                dict(nfe=4, pool_solved=0), dict(nfe=4, pool_solved=1.5), dict(nfe=4, starts=0)):
         with pytest.raises(samplers.InvalidOption):
             FitConfig(**bad).validate()
     with pytest.raises(samplers.InvalidInput, match="sigma_max"):
@@ -199,6 +199,87 @@ def test_a_time_budget_stops_the_optimisation():
     fit(GM.denoiser, FitConfig(4, iters=100_000, time_budget=2.0), noise, SIGMA_MIN, SIGMA_MAX, reference=ref,
         log=lines.append)
     assert any("time budget spent" in line for line in lines)
+
+
+def test_the_fit_runs_from_the_best_pairs_and_stage_4_holds_the_one_it_keeps_against_the_best(monkeypatch):
+    noise = GM.noise(192, seed=31)
+    ref = GM.ode_endpoint(noise * SIGMA_MAX, SIGMA_MAX, rtol=1e-9, atol=1e-9)
+    real, runs = fitting.optimise, []
+
+    def recorded(denoiser, start, data, config, **kw):
+        best, rmse, it = real(denoiser, start, data, config, **kw)
+        if sabotage and not runs:  # the best pair's fit: its nodes thrown away, as a diverging run could leave them
+            best = LearnedSolver([start.sigmas[0]] + [s * 0.2 for s in start.sigmas[1:]], start.eps_weights,
+                                 start.denoised_weights, model_sigmas=start.model_sigmas)
+            it = 5
+        runs.append((start, best, it))
+        return best, rmse, it
+
+    monkeypatch.setattr(fitting, "optimise", recorded)
+    pairs = dict(samplers=("ipndm", "gradient_estimation", "dpmpp_2m"), schedules=("exponential", "vp", "karras"))
+    for sabotage in (False, True):
+        solvers = {}
+        for starts in (1, 3):
+            runs.clear()
+            solver = fit(GM.denoiser, FitConfig(5, iters=40, check_every=10, starts=starts, **pairs), noise,
+                         SIGMA_MIN, SIGMA_MAX, reference=ref)
+            # one optimisation from each of the best pairs, in stage 1's order
+            assert [r[0].sigmas for r in runs][:1] == [solver.meta["start"]["solver"]["sigmas"]]
+            assert len(runs) == starts == solver.meta["fitted_from_pairs"]
+            ranked = [solver.meta["start"]] + solver.meta["runner_up"]
+            assert [(r["sampler"], r["schedule"]) for r in ranked[:starts]] == [
+                (c.sampler, c.schedule) for c in (_pair_of(r[0], pairs) for r in runs)]
+            # the result is the best pair or one of the fits, never a sabotaged one, and never worse than the best
+            # pair on the validation starts (the calibration's and the pool's, weighted)
+            if solver.meta["kept"] == "fit":
+                assert any(solver.sigmas[1:-1] == r[1].sigmas[1:-1] for r in runs[int(sabotage):])
+            joined = validation_starts(GM.denoiser, noise, FitConfig(5, **pairs), lambda x, extra, sigma:
+                                       fitting.reference_endpoints(GM.denoiser, x, sigma), SIGMA_MIN, SIGMA_MAX)
+            guaranteed(GM.denoiser, solver, joined)
+            solvers[starts] = solver
+        if sabotage:  # alone, the sabotaged fit is turned down; with the other pairs' fits, one of those may win
+            assert solvers[1].meta["kept"] == "start"
+            assert solvers[3].meta["kept"] == "fit" and solvers[3].meta["fitted_from"] is not None
+        else:  # and the first pair's fit is among those compared: three fits are at least as close as one
+            assert solvers[3].meta["validation_rmse"] <= solvers[1].meta["validation_rmse"] * 1.05
+    # no optimisation: the other pairs come back unchanged and are no fits, so the result is the best pair's
+    for starts in (1, 3):
+        solver = fit(GM.denoiser, FitConfig(5, iters=0, starts=starts, **pairs), noise, SIGMA_MIN, SIGMA_MAX,
+                     reference=ref)
+        assert solver.meta["kept"] == "start" and solver.meta["fitted_from"] is None
+
+
+def _pair_of(solver, pairs):
+    return next(c for c in fitting.candidates(5, SIGMA_MIN, SIGMA_MAX, config=FitConfig(5, **pairs))
+                if c.solver.sigmas == solver.sigmas and c.solver.eps_weights == solver.eps_weights
+                and c.solver.denoised_weights == solver.denoised_weights)
+
+
+def test_stage_4_compares_a_fit_from_another_sigma_on_the_same_starts_from_there():
+    native, gm, denoiser = flow_case(seed=11)
+    noise = gm.noise(128, seed=11)
+    config = FitConfig(8, samplers=("euler", "gradient_estimation"), schedules=("flow", "ays_svd"))
+    by = {(c.sampler, c.solver.sigmas[0]): c
+          for c in fitting.candidates(8, native.sigma_min, 80.0, native, config, higher=True)}
+    starts = fitting.Starts(noise, 32, {}, native.sigma_min, 80.0,
+                            lambda x, extra, sigma: gm.ode_endpoint(x, sigma, rtol=1e-9, atol=1e-9), True)
+    top = float(samplers.get_sigmas("ays_svd", 8, native=native)[0])  # Align Your Steps' SVD table: from 700
+    a, b = by[("euler", 80.0)], by[("gradient_estimation", top)]  # euler + flow; gradient_estimation + ays_svd
+    at = {sigma: starts.at(sigma) for sigma in (80.0, top)}
+    err = {c.sampler: solver_rmse(denoiser, c.solver, at[c.solver.sigmas[0]].x_val, at[c.solver.sigmas[0]].ref_val)
+           for c in (a, b)}
+    assert err["gradient_estimation"] < 0.5 * err["euler"]
+    for pair, other, kept in ((a, b, "fit"), (b, a, "start")):
+        mine, theirs = at[other.solver.sigmas[0]], at[pair.solver.sigmas[0]]
+        out = fitting.validate(denoiser, pair, other.solver, theirs, fitted=(mine, mine))
+        # kept where it is closer, and then from its own σ, its error measured from there on the same starts
+        assert out.meta["kept"] == kept
+        assert out.sigmas[0] == (other if kept == "fit" else pair).solver.sigmas[0]
+        assert out.meta["validation_rmse"] == pytest.approx(err["gradient_estimation"], rel=1e-9)
+        assert out.meta["start"]["validation_rmse"] == pytest.approx(err[pair.sampler], rel=1e-9)
+        x = samplers.initial_latent(noise[-32:], out.sigmas)
+        assert solver_rmse(denoiser, out, x, mine.ref_val if kept == "fit" else theirs.ref_val) == pytest.approx(
+            err["gradient_estimation"], rel=1e-9)
 
 
 def test_an_interrupted_fit_resumes_from_its_state(tmp_path):
@@ -553,7 +634,9 @@ def test_a_fit_may_start_at_sigma_inf_where_its_pair_does_and_runs_from_the_unit
     # on this mixture at 8 NFE gradient_estimation + flow is closer from σ = inf than from 80 (measured)
     native, gm, denoiser = flow_case(seed=11)
     noise = gm.noise(128, seed=11)
-    config = FitConfig(8, iters=30, check_every=10, pool=2, samplers=("gradient_estimation",), schedules=("flow",))
+    # (one start: a fit from the pair's other σ, 80, may win with more; test_the_fit_runs_from_the_best_pairs...)
+    config = FitConfig(8, iters=30, check_every=10, pool=2, samplers=("gradient_estimation",), schedules=("flow",),
+                       starts=1)
     with time_limit(60):
         solver = fit(denoiser, config, noise, native.sigma_min, 80.0, native=native,
                      reference_fn=lambda x, extra, sigma: gm.ode_endpoint(x, sigma, rtol=1e-9, atol=1e-9))

@@ -111,6 +111,7 @@ def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):
     assert solver.steps == 3 and solver.model["fingerprint"] is not None
     assert solver.meta["config"]["screen"] is None  # every candidate ranked on every training start
     assert solver.meta["pool"]["starts"] == 4 * 32 and solver.meta["pool"]["solved"] >= 8  # --pool 4 by default
+    assert solver.meta["fitted_from_pairs"] == 3  # --starts 3 by default
     assert main(argv) == 0
     assert "already fitted" in capsys.readouterr().out
     assert main(["fit", "--model", "gm-ve", "--nfe", "0", "--out", str(out)]) == 2
@@ -125,6 +126,8 @@ def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):
     assert LearnedSolver.load(tmp_path / "no-pool" / "nfe3.json").meta["pool"] is None
     assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--pool", "-1"]) == 2
     assert "--pool must be at least 0" in capsys.readouterr().err
+    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--starts", "0"]) == 2
+    assert "--starts must be at least 1" in capsys.readouterr().err
 
 
 def test_fit_command_on_the_shipped_unet(tmp_path, capsys):

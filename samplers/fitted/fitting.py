@@ -74,6 +74,9 @@ class FitConfig:
             (:func:`compare`): where rare starts decide the error, a few hundred starts do not show them.
         time_budget: seconds for the whole fit (None: no limit); the optimisation stops when it is spent.
         seed: minibatch order.
+        starts: stage 3 runs from each of this many of the best pairs of stage 1 (in its order); the fit better on
+            the validation starts and the pool's validation share goes to stage 4, which still holds it against
+            the best pair. Each costs one optimisation.
     """
 
     nfe: int
@@ -92,6 +95,7 @@ class FitConfig:
     pool_solved: float = 1 / 16
     time_budget: float | None = None
     seed: int = 0
+    starts: int = 3
 
     def validate(self) -> "FitConfig":
         def whole(name, lo):
@@ -99,7 +103,7 @@ class FitConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise InvalidOption(f"FitConfig.{name} must be an integer >= {lo}, got {v!r}")
         for name, lo in (("nfe", 1), ("iters", 0), ("check_every", 1), ("history", 0), ("keep", 1), ("pool", 0),
-                         ("seed", 0)):
+                         ("seed", 0), ("starts", 1)):
             whole(name, lo)
         if self.screen is not None:
             whole("screen", 1)
@@ -658,15 +662,20 @@ def _plain(solver: LearnedSolver) -> dict:
 
 
 def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration, pool: Pool | None = None,
-             within: torch.Tensor | None = None, own: Calibration | None = None) -> LearnedSolver:
+             within: torch.Tensor | None = None, own: Calibration | None = None, *,
+             fitted: tuple[Calibration, Calibration] | None = None, fitted_from: Candidate | None = None
+             ) -> LearnedSolver:
     """Stage 4: the fitted solver where it beats the starting pair on the validation starts — a smaller mean
     squared error over them, and per-start RMSEs smaller by more than two standard errors of their differences
     (a few lucky starts do not count; both weighted by ``data.w_val`` where the pool's rare starts joined them:
     :func:`with_hard_starts`) — and, with a ``pool``, a smaller mean squared error on the calibration's own
     validation starts (``own``; None: ``data``) and the pool's ``within`` (None: all) together (:func:`compare`,
     which takes the starts where these two solvers disagree most); else the pair itself. Either way the result's
-    (weighted) validation error is at most the pair's. ``data``: the validation starts from the pair's σ_max."""
-    mine = per_start_mse(denoiser, best, data.x_val, data.ref_val, data.extra_val)
+    (weighted) validation error is at most the pair's. ``data``: the validation starts from the pair's σ_max;
+    ``fitted``: (``data``, ``own``) from the σ the fit starts at where that is another (a fit from another of the
+    best pairs, ``fitted_from``: the same starts, so the per-start differences pair up)."""
+    best_data, best_own = fitted if fitted is not None else (data, own)
+    mine = per_start_mse(denoiser, best, best_data.x_val, best_data.ref_val, best_data.extra_val)
     theirs = per_start_mse(denoiser, start.solver, data.x_val, data.ref_val, data.extra_val)
     # per-start RMSE differences: on data with several modes the squared errors are dominated by the few starts
     # a solver sends to another mode, and their spread would hide a gain on every other start
@@ -679,19 +688,22 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
     improved = best is not start.solver and mine_mse < theirs_mse and mean_gain > margin
     pooled = None
     if improved and pool is not None and len(pool):
-        k = data if own is None else own
-        known = {k.sigma_max: (k.x_val, k.ref_val, k.extra_val)}
+        known = {k.sigma_max: (k.x_val, k.ref_val, k.extra_val)
+                 for k in (best_data if best_own is None else best_own, data if own is None else own)}
         pooled = float(compare(denoiser, [start.solver, best], known, pool, within=within)[1])
         improved = pooled < 0
     chosen = best if improved else start.solver
     out = LearnedSolver(list(chosen.sigmas), chosen.eps_weights, chosen.denoised_weights,
                         model_sigmas=chosen.model_sigmas)
-    out.sigmas[0], out.sigmas[-1] = data.sigma_max, 0.0
+    out.sigmas[0], out.sigmas[-1] = (best_data if improved else data).sigma_max, 0.0
     out.meta = {"validation_rmse": math.sqrt(mine_mse if improved else theirs_mse),
                 "start": {"sampler": start.sampler, "options": start.options, "schedule": start.schedule,
                           "training_rmse": start.error, "validation_rmse": math.sqrt(theirs_mse),
                           "solver": _plain(start.solver), "pooled_vs_training_leader": start.pooled},
                 "kept": "fit" if improved else "start",
+                "fitted_from": None if not improved or fitted_from is None or fitted_from is start else {
+                    "sampler": fitted_from.sampler, "options": fitted_from.options, "schedule": fitted_from.schedule,
+                    "from_sigma": best_data.sigma_max},
                 "validation_gain": {"mean_item_rmse": mean_gain, "two_standard_errors": margin,
                                     "mean_mse": theirs_mse - mine_mse,
                                     "pooled_mean_mse": None if pooled is None else -pooled}}
@@ -795,23 +807,53 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     pool = make_pool(calibration, extra, config, reference_fn) if config.pool else None
     ranked = starting_point(denoiser, starts, config, native, log, pool)
     start = ranked[0]
-    data = starts.at(start.solver.sigmas[0])
-    if log:
-        log(f"start: {start.label}" + (f" from σ = {data.sigma_max:g}" if data.sigma_max != sigma_max else "")
-            + f", training RMSE {start.error:.4g}")
-    trained, checked = data, None
+    tried = [c for c in ranked[:config.starts] if math.isfinite(c.error)] or [start]
+    checked = None
     if pool is not None and pool.strata is not None:
         # the pool's last validation share checks, its first part trains (with the calibration's own two parts)
         n_pool_val = int(round(len(pool) * config.validation))
-        trained = with_hard_starts(denoiser, data, starts, pool, pool.strata, n_pool_val, trained_on_known=True)
         checked = torch.arange(len(pool) - n_pool_val, len(pool))
+    runs = []  # (candidate, calibration from its σ, joined with the pool's hard starts, best iterate, its iteration)
+    for i, cand in enumerate(tried):
+        data = starts.at(cand.solver.sigmas[0])
         if log:
-            log(f"training on {trained.x_train.shape[0]} starts, checking on {trained.x_val.shape[0]}: the "
-                f"calibration's and the pool's {trained.x_train.shape[0] - data.x_train.shape[0]} + "
-                f"{trained.x_val.shape[0] - data.x_val.shape[0]} where the best pairs disagree most (weighted)")
-    best, _, kept = optimise(denoiser, start.solver, trained, config, deadline=deadline, state_path=state_path,
-                             log=log, progress=progress)
-    solver = validate(denoiser, start, best, trained, pool, checked, own=data)
+            log(("start: " if i == 0 else f"start {i + 1} of {len(tried)}: ") + cand.label
+                + (f" from σ = {data.sigma_max:g}" if data.sigma_max != sigma_max else "")
+                + f", training RMSE {cand.error:.4g}")
+        trained = data
+        if checked is not None:
+            trained = with_hard_starts(denoiser, data, starts, pool, pool.strata, checked.shape[0],
+                                       trained_on_known=True)
+            if log and i == 0:
+                log(f"training on {trained.x_train.shape[0]} starts, checking on {trained.x_val.shape[0]}: the "
+                    f"calibration's and the pool's {trained.x_train.shape[0] - data.x_train.shape[0]} + "
+                    f"{trained.x_val.shape[0] - data.x_val.shape[0]} where the best pairs disagree most (weighted)")
+        path = state_path if i == 0 or state_path is None else Path(state_path).with_name(
+            f"{Path(state_path).stem}.start{i + 1}{Path(state_path).suffix}")
+        best, _, kept = optimise(denoiser, cand.solver, trained, config, deadline=deadline, state_path=path,
+                                 log=log, progress=progress)
+        runs.append((cand, data, trained, best, kept))
+    pair_data = runs[0][1:3]  # the best pair's validation starts: its own, and joined with the pool's
+    runs = runs[:1] + [r for r in runs[1:] if r[4] > 0]  # another pair unchanged is not a fit (stage 1 ranked it)
+    if len(runs) > 1:
+        # the fits side by side on the calibration's validation starts and the pool's validation share; stage 4
+        # holds each, in that order, against the best pair, and the first it keeps is the result
+        known = {r[1].sigma_max: (r[1].x_val, r[1].ref_val, r[1].extra_val) for r in runs}
+        pooled = compare(denoiser, [r[3] for r in runs], known, pool, within=checked).tolist()
+        runs = [runs[i] for i in sorted(range(len(runs)), key=lambda i: (pooled[i] if math.isfinite(pooled[i])
+                                                                          else math.inf, i))]
+        if log:
+            log("fits from the best pairs on the validation starts: " + "; ".join(
+                f"{r[0].label} {d:+.3g}" for r, d in zip(runs, sorted(pooled, key=lambda d: d if math.isfinite(d)
+                                                                      else math.inf)))
+                + " (mean squared error minus the first pair's fit)")
+    for cand, data, trained, best, kept in runs:
+        solver = validate(denoiser, start, best, pair_data[1], pool, checked, own=pair_data[0],
+                          fitted=(trained, data), fitted_from=cand)
+        if solver.meta["kept"] == "fit":
+            break
+    else:
+        data, trained = pair_data
     if model is None:
         from .identity import fingerprint
 
@@ -824,6 +866,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
                             "starts": len(pool), "solved": pool.solved_count(),
                             "trained_on": trained.x_train.shape[0] - data.x_train.shape[0],
                             "checked_on": trained.x_val.shape[0] - data.x_val.shape[0]},
+                        "fitted_from_pairs": len(tried),
                         "runner_up": [{"sampler": c.sampler, "options": c.options, "schedule": c.schedule,
                                        "training_rmse": c.error} for c in ranked[1:4]]})
     return solver.validate()
