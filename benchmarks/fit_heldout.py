@@ -1,11 +1,12 @@
-"""Fitted solvers against their own starting pair, on many starts neither of them was chosen on.
+"""Fitted solvers against the best pair their fit was held against, on many starts neither was chosen on.
 
     python -m benchmarks.fit_heldout --out docs/benchmarks/fit_heldout     # the deterministic benchmark's fits
     python -m benchmarks.fit_heldout --learned docs/benchmarks/fitted/mixtures/learned --heldout-seeds 101 102
 
-A fit keeps its optimised weights only where they beat the starting (sampler, schedule) pair on the calibration
-set's validation starts (:func:`samplers.fitted.fitting.validate`); this measures whether that holds on a far
-larger pool: each solver file of ``--learned`` and the pair it started from (recorded in the file) run from the
+A fit keeps its optimised weights only where they beat the best (sampler, schedule) pair of stage 1 on the
+calibration set's validation starts (:func:`samplers.fitted.fitting.validate`); this measures whether that holds on
+a far larger pool: each solver file of ``--learned`` and that pair (recorded in the file: its ``start``; the fit may
+have run from another of the best pairs, its ``fitted_from``) run from the
 same held-out starts, scored against the exact PF-ODE endpoints (cached under ``--cache``). On a mixture the pooled
 RMSE is set by the rare starts a solver sends to another mode, rarer than a validation set of a few hundred shows,
 which is why the pool is large. Writes results.json and a table.md generated from it.
@@ -48,20 +49,28 @@ def run_solver(problem, solver: LearnedSolver, seeds, batch: int, refs: common.R
     return pool(cells)
 
 
+def _from(other: dict | None) -> str | None:
+    """The label of the pair a fit ran from where that is not the best pair (None: it is)."""
+    return None if not other else pair_label(other["sampler"], other.get("options", {}), other["schedule"],
+                                             other["from_sigma"])
+
+
 def markdown(results: dict) -> str:
-    rows = ["| problem | NFE | kept | fitted: RMSE | wrong mode | starting pair | its RMSE | wrong mode | "
+    rows = ["| problem | NFE | kept | fitted: RMSE | wrong mode | best pair | its RMSE | wrong mode | "
             "fitted ÷ pair |", "|---|---:|---|---:|---:|---|---:|---:|---:|"]
     for r in results["rows"]:
         fit, pair = r["fitted"], r["pair"]
-        rows.append(f"| {r['problem']} | {r['nfe']} | {r['kept']} | {fit['rmse']:.3e} | {fit['wrong_mode']} | "
+        kept = r["kept"] + (f" (from {r['fitted_from']})" if r.get("fitted_from") else "")
+        rows.append(f"| {r['problem']} | {r['nfe']} | {kept} | {fit['rmse']:.3e} | {fit['wrong_mode']} | "
                     f"{r['pair_label']} | {pair['rmse']:.3e} | {pair['wrong_mode']} | "
                     f"{fit['rmse'] / pair['rmse']:.3f} |")
     fits = [r for r in results["rows"] if r["kept"] == "fit"]
     worse = [r for r in fits if r["fitted"]["rmse"] > r["pair"]["rmse"]]
     info, args = results["info"], results["args"]
     return "\n".join([
-        f"# Fitted solvers against their starting pair, held out ({args['learned']})", "",
-        f"Each solver and the (sampler, schedule) pair its fit started from, run from the same "
+        f"# Fitted solvers against the best pair, held out ({args['learned']})", "",
+        f"Each solver and the best (sampler, schedule) pair of its fit's stage 1 — the pair its fit was held "
+        f"against, and started from unless *kept* names another —, run from the same "
         f"{len(args['heldout_seeds'])} seeds × {args['heldout_batch']} starts (seeds "
         f"{args['heldout_seeds'][0]}-{args['heldout_seeds'][-1]}: neither the calibration of the fits nor the "
         f"choice of their pairs saw them), RMSE against the exact PF-ODE endpoints. *kept*: whether the fit's "
@@ -125,6 +134,7 @@ def main(argv=None) -> int:
                      "calibration_seed": fit.meta.get("calibration_seed"),
                      "pair_label": pair_label(start["sampler"], start.get("options", {}), start["schedule"],
                                              start["solver"]["sigmas"][0]),
+                     "fitted_from": _from(fit.meta.get("fitted_from")),
                      "fitted": run_solver(problem, fit, args.heldout_seeds, args.heldout_batch, refs),
                      "pair": run_solver(problem, pair, args.heldout_seeds, args.heldout_batch, refs)})
         r = rows[-1]

@@ -23,11 +23,13 @@ GENERATED_BY = {
     "fit_heldout_mixtures-2": "benchmarks.fit_heldout",
     "fit_heldout_mixtures-3": "benchmarks.fit_heldout",
     "fit_heldout_mixtures-4": "benchmarks.fit_heldout",
+    "fit_heldout_mixtures-5": "benchmarks.fit_heldout",
     # the fitted solvers' evidence (docs/fitted.md has their commands)
     "fitted/mixtures": "benchmarks.deterministic",
     "fitted/mixtures-2": "benchmarks.deterministic",
     "fitted/mixtures-3": "benchmarks.deterministic",
     "fitted/mixtures-4": "benchmarks.deterministic",
+    "fitted/mixtures-5": "benchmarks.deterministic",
     "fitted/eps-quality": "benchmarks.quality",
     "fitted/flow-quality": "benchmarks.quality",
 }

@@ -1,4 +1,4 @@
-"""benchmarks.fit_heldout: a fitted solver and the pair its fit started from, on the same held-out starts."""
+"""benchmarks.fit_heldout: a fitted solver and the best pair its fit was held against, on the same held-out starts."""
 from __future__ import annotations
 
 import json
@@ -28,6 +28,9 @@ def test_the_pair_column_is_the_registry_pair_and_the_table_is_generated(fitted,
     solver = samplers.fitted.solver.LearnedSolver.load(fitted / "gm-ve_nfe5.json")
     start = solver.meta["start"]
     assert row["kept"] == solver.meta["kept"]
+    other = solver.meta.get("fitted_from")  # a fit from another of the best pairs says which
+    assert row["fitted_from"] == (None if not other else fit_heldout.pair_label(
+        other["sampler"], other["options"], other["schedule"], other["from_sigma"]))
     # the pair, run through the registry on its own schedule from the same starts, scores the same
     problem = common.get_problem("gm-ve")
     refs = common.ReferenceCache(tmp_path / "cache")
@@ -47,6 +50,8 @@ def test_the_pair_column_is_the_registry_pair_and_the_table_is_generated(fitted,
         assert row["fitted"] == row["pair"]
     assert (out / "table.md").read_text() == fit_heldout.report(out / "results.json", write=False)
     assert "fitted ÷ pair" in (out / "table.md").read_text()
+    results["rows"] = [{**row, "kept": "fit", "fitted_from": "ipndm + karras"}]
+    assert "| fit (from ipndm + karras) |" in fit_heldout.markdown(results)
 
 
 def test_refuses_seeds_a_fit_was_calibrated_on_and_folders_without_fits(fitted, tmp_path, capsys):
