@@ -5,14 +5,17 @@
    (:func:`samplers.fitted.express.express`) at exactly ``nfe`` model calls, each from the σ its schedule starts at
    (σ_max; on a model defined up to σ = ∞ also a higher σ, or σ = ∞ itself), ranked on the training starts (all
    of them, unless ``FitConfig.screen`` asks for a cheaper screen), the best ``keep`` ranked again with a pool of
-   other starts (:func:`compare`): the best is where the fit starts.
+   other starts (:func:`compare`): the best is the pair the fit is held against, and the first it runs from.
 2. :func:`objective` — the mean squared distance of the solver's endpoints to the exact PF-ODE endpoints,
    differentiable in the σ nodes, the weights and the σ the model is told.
 3. :func:`optimise` — Adam on the training starts, the iterate checked every ``check_every`` steps on the
-   validation starts (never trained on); resumable and within a time budget.
-4. :func:`validate` — the iterate with the smallest validation error if it beats the starting pair there (in
-   total, and start by start beyond two standard errors) and on the validation starts and the pool together, else
-   the starting pair itself: the result is never worse on the validation starts than the best fixed pair.
+   validation starts (never trained on); resumable and within a time budget. One run from each of the
+   ``FitConfig.starts`` best pairs of stage 1: the objective has many local minima, and a run from the second pair
+   can end in a better one than the run from the first.
+4. :func:`validate` — each run's iterate with the smallest validation error, best first on the validation starts
+   and the pool's validation share: the first that beats the best pair there (in total, and start by start beyond
+   two standard errors) and on the validation starts and the pool together, else the best pair itself: the result
+   is never worse on the validation starts than the best fixed pair.
 
 The pool (``FitConfig.pool`` × the calibration batch) holds the rare starts that decide a mixture's error and that
 a few hundred validation starts miss; only the share of it where the compared solvers disagree most has its exact
@@ -74,9 +77,9 @@ class FitConfig:
             (:func:`compare`): where rare starts decide the error, a few hundred starts do not show them.
         time_budget: seconds for the whole fit (None: no limit); the optimisation stops when it is spent.
         seed: minibatch order.
-        starts: stage 3 runs from each of this many of the best pairs of stage 1 (in its order); the fit better on
-            the validation starts and the pool's validation share goes to stage 4, which still holds it against
-            the best pair. Each costs one optimisation.
+        starts: stage 3 runs from each of this many of the best pairs of stage 1 (in its order), and stage 4 holds
+            the fits, best first on the validation starts and the pool's validation share, against the best pair:
+            the first it keeps is the result. Each costs one optimisation.
     """
 
     nfe: int
