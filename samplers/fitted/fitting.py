@@ -842,13 +842,13 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
         # the fits side by side on the calibration's validation starts and the pool's validation share; stage 4
         # holds each, in that order, against the best pair, and the first it keeps is the result
         known = {r[1].sigma_max: (r[1].x_val, r[1].ref_val, r[1].extra_val) for r in runs}
-        pooled = compare(denoiser, [r[3] for r in runs], known, pool, within=checked).tolist()
-        runs = [runs[i] for i in sorted(range(len(runs)), key=lambda i: (pooled[i] if math.isfinite(pooled[i])
-                                                                          else math.inf, i))]
+        pooled = [d if math.isfinite(d) else math.inf
+                  for d in compare(denoiser, [r[3] for r in runs], known, pool, within=checked).tolist()]
+        order = sorted(range(len(runs)), key=lambda i: (pooled[i], i))
+        runs = [runs[i] for i in order]
         if log:
             log("fits from the best pairs on the validation starts: " + "; ".join(
-                f"{r[0].label} {d:+.3g}" for r, d in zip(runs, sorted(pooled, key=lambda d: d if math.isfinite(d)
-                                                                      else math.inf)))
+                f"{r[0].label} {pooled[i]:+.3g}" for r, i in zip(runs, order))
                 + " (mean squared error minus the first pair's fit)")
     for cand, data, trained, best, kept in runs:
         solver = validate(denoiser, start, best, pair_data[1], pool, checked, own=pair_data[0],
