@@ -666,9 +666,15 @@ def test_the_pools_hard_starts_join_training_and_validation_as_a_stratified_samp
     spread = strata.spread(GM.denoiser, {SIGMA_MAX: pool.x(SIGMA_MAX)}, {})
     # the disagreement on the training starts, which stage 1 compared on, is kept and is what spread gives
     torch.testing.assert_close(strata.known, strata.spread(GM.denoiser, {SIGMA_MAX: data.x_train}, {}), rtol=0, atol=0)
+    shared = {"train": strata.known}
     kept = fitting.with_hard_starts(GM.denoiser, data, fitting.Starts.of(data), pool, strata, n_val=512,
-                                    trained_on_known=True)
+                                    spread=shared)
     torch.testing.assert_close(kept.w_train, got.w_train, rtol=0, atol=0)
+    # the validation starts' disagreement, computed once, is kept for the next call on the same starts
+    torch.testing.assert_close(shared["val"], strata.spread(GM.denoiser, {SIGMA_MAX: data.x_val}, {}), rtol=0, atol=0)
+    again = fitting.with_hard_starts(GM.denoiser, data, fitting.Starts.of(data), pool, strata, n_val=512,
+                                     spread=shared)
+    torch.testing.assert_close(again.w_val, got.w_val, rtol=0, atol=0)
     hard = (spread >= strata.threshold).nonzero().flatten()
     assert hard.numel() == len(pool) // 16 and [len(s.sigmas) for s in strata.solvers] == [7] * len(ranked)
     torch.testing.assert_close(got.x_train[384:], pool.x(SIGMA_MAX)[hard[hard < 1536]], rtol=0, atol=0)

@@ -433,7 +433,7 @@ def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | No
 
 
 def with_hard_starts(denoiser, data: Calibration, starts: "Starts", pool: Pool, strata: Strata,
-                     n_val: int, *, trained_on_known: bool = False) -> Calibration:
+                     n_val: int, *, spread: dict | None = None) -> Calibration:
     """``data`` (the calibration from the fit's start σ) joined by the pool's hard starts, weighted so that each
     part's mean is the stratified estimate of the mean over the calibration and pool starts together: the pool's
     first ``len(pool) − n_val`` starts join the training part, its last ``n_val`` the validation part (the pool
@@ -442,11 +442,12 @@ def with_hard_starts(denoiser, data: Calibration, starts: "Starts", pool: Pool, 
     as well (weight (own + unsolved) / own). Where the error is a few rare starts (0.1 % of a mixture's starts can
     hold most of it), training and checking the iterates on the solved rare starts of the pool — an order of
     magnitude more of them than the calibration holds — fits those instead of the few the calibration happens to
-    have. ``trained_on_known``: ``data``'s training starts are the known starts of the comparison that made
-    ``strata`` (as in :func:`fit`), whose disagreement it holds."""
+    have. ``spread``: the strata's disagreement on ``data``'s parts where known ({"train": …, "val": …}; the
+    training starts' is ``strata.known`` where they were the comparison's known starts, as in :func:`fit`); the
+    parts it lacks are computed and added to it, so calls on the same starts from another σ share them."""
     sigma = data.sigma_max
     tops = {s.sigmas[0] for s in strata.solvers}
-    spread = {"train": strata.known} if trained_on_known else {}
+    spread = {} if spread is None else spread
     for part in ("train", "val"):
         if part not in spread:
             xs = {t: getattr(starts.at(t), f"x_{part}") for t in tops}
@@ -817,6 +818,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
         n_pool_val = int(round(len(pool) * config.validation))
         checked = torch.arange(len(pool) - n_pool_val, len(pool))
     runs = []  # (candidate, calibration from its σ, joined with the pool's hard starts, best iterate, its iteration)
+    spread = {"train": pool.strata.known} if checked is not None else None  # the same starts from every σ
     for i, cand in enumerate(tried):
         data = starts.at(cand.solver.sigmas[0])
         if log:
@@ -825,8 +827,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
                 + f", training RMSE {cand.error:.4g}")
         trained = data
         if checked is not None:
-            trained = with_hard_starts(denoiser, data, starts, pool, pool.strata, checked.shape[0],
-                                       trained_on_known=True)
+            trained = with_hard_starts(denoiser, data, starts, pool, pool.strata, checked.shape[0], spread=spread)
             if log and i == 0:
                 log(f"training on {trained.x_train.shape[0]} starts, checking on {trained.x_val.shape[0]}: the "
                     f"calibration's and the pool's {trained.x_train.shape[0] - data.x_train.shape[0]} + "
