@@ -476,11 +476,41 @@ def with_hard_starts(denoiser, data: Calibration, starts: "Starts", pool: Pool, 
 # the stages
 
 
+def _step_counts(nfe: int, per: int, top: float) -> list[int]:
+    """The step counts at which a sampler of ``per`` calls a step makes ``nfe`` calls: p·steps, or one fewer where
+    its last step is Euler's; from σ = inf its first step is one call."""
+    counts = {-(-nfe // per), -(-(nfe + 1) // per)}
+    if math.isinf(top):
+        counts.add(1 - (-(nfe - 1) // per))
+    return sorted(counts)
+
+
+def _grid(sched: str, steps: int, native, sigma_min: float, sigma_max: float, asked: float,
+          higher: bool) -> torch.Tensor | None:
+    """The schedule's σ asked from ``asked``, if it ends at 0 and starts at ``sigma_max`` (within ``START_TOL``, then
+    exactly there) or, with ``higher``, above it; else None."""
+    import samplers
+
+    try:
+        sig = samplers.get_sigmas(sched, steps, native=native, sigma_min=sigma_min, sigma_max=asked)
+    except (ValueError, TypeError):
+        return None
+    top = float(sig[0])
+    at_max = math.isclose(top, sigma_max, rel_tol=START_TOL)
+    if float(sig[-1]) != 0 or not (at_max or (higher and sigma_max < top)):
+        return None
+    sig = sig.clone()
+    if at_max:
+        sig[0] = sigma_max
+    return sig
+
+
 def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config: FitConfig | None = None,
                higher: bool = False):
     """Every (sampler, options, schedule, solver) the family expresses at ``nfe`` calls from ``sigma_max``; with
     ``higher`` (a model defined up to σ = ∞, ``native.sigma_max``) also those on schedules that start higher, at a
-    σ of their own or at σ = ∞ itself (x the unit noise, the library's exact first step from there), from there."""
+    σ of their own or at σ = ∞ itself (x the unit noise, the library's exact first step from there), from there.
+    Two that are the same solver (ddim = euler; a fixed table asked for from two tops) count once."""
     import samplers
     from .express import express
 
@@ -489,38 +519,20 @@ def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config
     scheds = config.schedules if config and config.schedules else samplers.schedules.available()
     tops = [sigma_max] + ([native.sigma_max] if higher and native is not None and native.sigma_max > sigma_max else [])
     seen, out = set(), []
-    for name in names:
-        spec = samplers.info(name)
-        per = max(spec.nfe_per_step, 1)
-        for options in ({}, *VARIANTS.get(name, ())):
-            for sched in scheds:
-                for asked in tops:
-                    # a sampler of p calls a step makes p·steps calls, or one fewer where its last step is Euler's;
-                    # from σ = inf its first step is one call
-                    counts = {-(-nfe // per), -(-(nfe + 1) // per)} | ({1 - (-(nfe - 1) // per)}
-                                                                       if math.isinf(asked) else set())
-                    for steps in sorted(counts):
-                        try:
-                            sig = samplers.get_sigmas(sched, steps, native=native, sigma_min=sigma_min,
-                                                      sigma_max=asked)
-                        except (ValueError, TypeError):
-                            continue
-                        top = float(sig[0])
-                        at_max = math.isclose(top, sigma_max, rel_tol=START_TOL)
-                        if float(sig[-1]) != 0 or not (at_max or (higher and sigma_max < top)):
-                            continue
-                        sig = sig.clone()
-                        if at_max:
-                            sig[0] = sigma_max
-                        solver = express(name, sig, nfe=nfe, **options)
-                        if solver is None:
-                            continue
-                        key = (tuple(round(v, 10) for v in solver.sigmas),
-                               tuple(round(v, 9) for row in solver.eps_weights + solver.denoised_weights for v in row))
-                        if key in seen:  # e.g. ddim = euler; a fixed table asked for from two tops
-                            continue
-                        seen.add(key)
-                        out.append(Candidate(math.inf, name, dict(options), sched, solver))
+    offers = ((name, options, sched, asked) for name in names for options in ({}, *VARIANTS.get(name, ()))
+              for sched in scheds for asked in tops)
+    for name, options, sched, asked in offers:
+        per = max(samplers.info(name).nfe_per_step, 1)
+        for steps in _step_counts(nfe, per, asked):
+            sig = _grid(sched, steps, native, sigma_min, sigma_max, asked, higher)
+            solver = None if sig is None else express(name, sig, nfe=nfe, **options)
+            if solver is None:
+                continue
+            key = (tuple(round(v, 10) for v in solver.sigmas),
+                   tuple(round(v, 9) for row in solver.eps_weights + solver.denoised_weights for v in row))
+            if key not in seen:
+                seen.add(key)
+                out.append(Candidate(math.inf, name, dict(options), sched, solver))
     return out
 
 
