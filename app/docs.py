@@ -290,6 +290,26 @@ def fitted_heldout() -> str:
     return "\n".join(rows + ["", f"Kept fits worse than their best pair on these starts: {worse} of {kept}."])
 
 
+def fitted_bound() -> str:
+    """docs/fitted.md: the (b) cells a fit misses, fitted on the very held-out starts they are scored on."""
+    rows = ["| problem | NFE | diffusers' best | fit, held out (÷ diffusers) | fitted on the scored starts "
+            "(÷ diffusers) | wrong mode: held out / on them |", "|---|---:|---:|---:|---:|---:|"]
+    done = []
+    for folder in ("fit_bound", "fit_bound-2"):
+        results = _load(ROOT / "docs" / "benchmarks" / folder / "results.json")
+        done += [] if results is None else [(r, results["target_ratio"]) for r in results["rows"]]
+    if not done:
+        return "(not measured yet: run the commands above)"
+    for r, _ in sorted(done, key=lambda item: (item[0]["problem"], item[0]["nfe"])):
+        d, held, bound = r["diffusers"]["rmse"], r["heldout_fit"], r["bound"]
+        rows.append(f"| {r['problem']} | {r['nfe']} | {d:.2e} | {held['rmse']:.2e} ({held['rmse'] / d:.2f}) | "
+                    f"{bound['rmse']:.2e} ({bound['rmse'] / d:.2f}) | {held['wrong_mode']} / {bound['wrong_mode']} |")
+    out = [r for r, target in done if r["bound"]["rmse"] > target * r["diffusers"]["rmse"]]
+    return "\n".join(rows + ["", f"Missed even when fitted on the starts it is scored on: {len(out)} of {len(done)}"
+                                  + (" (" + ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in out) + ")."
+                                     if out else ".")])
+
+
 README_FIGURES = {"headline": headline, "speed": speed}
 FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker,
                   "fitted-checker-flow": functools.partial(fitted_checker, "flow"), "fitted-mixtures": fitted_mixtures,
@@ -297,7 +317,7 @@ FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_check
                   "fitted-mixtures-3": functools.partial(fitted_mixtures, "mixtures-3"),
                   "fitted-mixtures-4": functools.partial(fitted_mixtures, "mixtures-4"),
                   "fitted-mixtures-5": functools.partial(fitted_mixtures, "mixtures-5"),
-                  "fitted-heldout": fitted_heldout}
+                  "fitted-heldout": fitted_heldout, "fitted-bound": fitted_bound}
 
 
 def with_figures(text: str, figures: dict) -> str:
