@@ -539,6 +539,21 @@ def add_output_options(parser, default_out: Path, what: str = "results.json and 
                         help="run nothing: rewrite table.md beside RESULTS_JSON, generated from it")
 
 
+def measured_line(results: dict) -> str:
+    """The last line of a table: where, with which torch, when, how long and by which command it was measured."""
+    info = results["info"]
+    return (f"Measured on {device_label(info)}, torch {info['versions']['torch']}, {info['date_utc']}, "
+            f"in {results['seconds']:.0f} s (`{results['command']}`).")
+
+
+def add_mixture_run_options(parser, default_out: Path) -> None:
+    """What a benchmark over the mixtures' cached references takes: ``--cache``, ``--out``/``--report`` and
+    ``--threads``."""
+    parser.add_argument("--cache", type=Path, default=Path("out/cache"), help="reference solutions on disk")
+    add_output_options(parser, default_out)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the mixtures are tiny)")
+
+
 def report_only(args, report: Callable) -> bool:
     """With ``--report RESULTS_JSON``: write its table.md and say so (True: nothing else to do)."""
     if args.report is None:

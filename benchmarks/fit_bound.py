@@ -64,7 +64,6 @@ def markdown(results: dict) -> str:
                     f"{r['heldout_fit']['rmse'] / d:.2f} | {r['bound']['rmse']:.3e} | {r['bound']['rmse'] / d:.2f} | "
                     f"{r['heldout_fit']['wrong_mode']} / {r['bound']['wrong_mode']} | {r['kept']} |")
     out_of_reach = [r for r in results["rows"] if r["bound"]["rmse"] > ratio * r["diffusers"]["rmse"]]
-    info = results["info"]
     return "\n".join([
         "# Fits calibrated on the starts they are scored on", "",
         f"Each cell fitted as the benchmark fits it but calibrated on the held-out starts it is scored on "
@@ -77,8 +76,7 @@ def markdown(results: dict) -> str:
         f"Cells the fit misses even on the starts it is scored on: {len(out_of_reach)} of {len(results['rows'])}"
         + (" (" + ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in out_of_reach) + ")." if out_of_reach
            else "."), "",
-        f"Measured on {common.device_label(info)}, torch {info['versions']['torch']}, {info['date_utc']}, "
-        f"in {results['seconds']:.0f} s (`{results['command']}`).", ""])
+        common.measured_line(results), ""])
 
 
 def report(results: str | Path, write: bool = True) -> str:
@@ -94,9 +92,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the cells to fit (default: those of --results whose fit misses the target)")
     p.add_argument("--iters", type=int, default=FitConfig.iters,
                    help=f"optimisation steps per start (default {FitConfig.iters}, as the benchmark's fits)")
-    p.add_argument("--cache", type=Path, default=Path("out/cache"), help="reference solutions on disk")
-    common.add_output_options(p, Path("out/fit_bound"))
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the mixtures are tiny)")
+    common.add_mixture_run_options(p, Path("out/fit_bound"))
     p.add_argument("--verbose", action="store_true")
     return p
 

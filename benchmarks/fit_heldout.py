@@ -66,7 +66,7 @@ def markdown(results: dict) -> str:
                     f"{fit['rmse'] / pair['rmse']:.3f} |")
     fits = [r for r in results["rows"] if r["kept"] == "fit"]
     worse = [r for r in fits if r["fitted"]["rmse"] > r["pair"]["rmse"]]
-    info, args = results["info"], results["args"]
+    args = results["args"]
     return "\n".join([
         f"# Fitted solvers against the best pair, held out ({args['learned']})", "",
         f"Each solver and the best (sampler, schedule) pair of its fit's stage 1 — the pair its fit was held "
@@ -80,8 +80,7 @@ def markdown(results: dict) -> str:
         f"Kept fits worse than their pair on these starts: {len(worse)} of {len(fits)}"
         + (" (" + ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in worse) + ")." if worse else "."),
         "",
-        f"Measured on {common.device_label(info)}, torch {info['versions']['torch']}, {info['date_utc']}, "
-        f"in {results['seconds']:.0f} s (`{results['command']}`).", ""])
+        common.measured_line(results), ""])
 
 
 def report(results: str | Path, write: bool = True) -> str:
@@ -96,9 +95,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-seeds", type=int, nargs="+", default=list(HELDOUT_SEEDS),
                    help="seeds of the held-out starts (default 101-132, as the deterministic benchmark)")
     p.add_argument("--heldout-batch", type=int, default=4096, help="starts per seed (default 4096)")
-    p.add_argument("--cache", type=Path, default=Path("out/cache"), help="reference solutions on disk")
-    common.add_output_options(p, Path("out/fit_heldout"))
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the mixtures are tiny)")
+    common.add_mixture_run_options(p, Path("out/fit_heldout"))
     p.add_argument("--no-progress", action="store_true")
     return p
 
