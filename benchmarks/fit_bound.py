@@ -107,13 +107,13 @@ def main(argv=None) -> int:
         p.error("--results is required (a results.json of benchmarks.deterministic run with --learned)")
     if args.threads < 1 or args.iters < 0:
         p.error(f"--threads must be >= 1 and --iters >= 0, got {args.threads}, {args.iters}")
-    fitted, target, pools = {}, None, {}
+    fitted, target, pool_of = {}, None, {}  # pool_of: results.json → its held-out (seeds, starts per seed)
     for path in args.results:
         try:
             bench = json.loads(path.read_text())
             rows_in = [r for r in bench["heldout"] if r.get("fitted")]
             target = bench["target_ratio"] if target is None else target
-            pools[str(path)] = (bench["args"]["heldout_seeds"], bench["args"]["heldout_batch"])
+            pool_of[str(path)] = (bench["args"]["heldout_seeds"], bench["args"]["heldout_batch"])
             if bench["target_ratio"] != target:
                 p.error(f"--results disagree on the target: {target} and {bench['target_ratio']} in {path}")
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     for name, nfe in cells:
         problem, r = problems[name], fitted[(name, nfe)]
         t1 = time.perf_counter()
-        seeds, batch = pools[r["results"]]
+        seeds, batch = pool_of[r["results"]]
         solver = fit_on(problem, nfe, seeds, batch, iters=args.iters, log=log)
         start = solver.meta["start"]
         rows.append({"problem": name, "nfe": nfe, "results": r["results"], "seeds": seeds, "batch": batch,
