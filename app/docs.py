@@ -294,10 +294,8 @@ def fitted_bound() -> str:
     """docs/fitted.md: the (b) cells a fit misses, fitted on the very held-out starts they are scored on."""
     rows = ["| problem | NFE | diffusers' best | fit, held out (÷ diffusers) | fitted on the scored starts "
             "(÷ diffusers) | wrong mode: held out / on them |", "|---|---:|---:|---:|---:|---:|"]
-    done = []
-    for folder in ("fit_bound", "fit_bound-2"):
-        results = _load(ROOT / "docs" / "benchmarks" / folder / "results.json")
-        done += [] if results is None else [(r, results["target_ratio"]) for r in results["rows"]]
+    results = _load(ROOT / "docs" / "benchmarks" / "fit_bound" / "results.json")
+    done = [] if results is None else [(r, results["target_ratio"]) for r in results["rows"]]
     if not done:
         return "(not measured yet: run the commands above)"
     for r, _ in sorted(done, key=lambda item: (item[0]["problem"], item[0]["nfe"])):

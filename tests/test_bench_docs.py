@@ -25,7 +25,6 @@ GENERATED_BY = {
     "fit_heldout_mixtures-4": "benchmarks.fit_heldout",
     "fit_heldout_mixtures-5": "benchmarks.fit_heldout",
     "fit_bound": "benchmarks.fit_bound",
-    "fit_bound-2": "benchmarks.fit_bound",
     # the fitted solvers' evidence (docs/fitted.md has their commands)
     "fitted/mixtures": "benchmarks.deterministic",
     "fitted/mixtures-2": "benchmarks.deterministic",

@@ -84,7 +84,7 @@ class FitConfig:
 
     nfe: int
     validation: float = 0.25
-    iters: int = 200
+    iters: int = 1000
     lr: float | None = None
     batch: int | None = None
     check_every: int = 20
