@@ -112,6 +112,11 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADLINE_RESULTS = ROOT / "docs" / "benchmarks" / "deterministic" / "results.json"
 
 
+def _ratio(value: float, interval: list | None) -> str:
+    """A held-out ratio, and its 95 % interval where the run measured one (the benchmarks' ``*_interval``)."""
+    return f"{value:.2f}" + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else "")
+
+
 def headline() -> str:
     """The README's results table, from the committed deterministic benchmark (held-out starts)."""
     import json
@@ -125,14 +130,17 @@ def headline() -> str:
         fitted = ours["sampler"] == "learned_multistep"
         rows.append(f"| {row['problem']} | {row['nfe']} | {theirs['sampler'].removeprefix('diffusers:')} "
                     f"({theirs['rmse']:.2e}) | {fixed['sampler']} + {fixed['schedule']} ({fixed['rmse']:.2e}) | "
-                    f"{row['ratio_fixed']:.2f} | " + (f"{ours['rmse']:.2e} | {row['ratio']:.2f} |" if fitted else "– | – |"))
+                    f"{_ratio(row['ratio_fixed'], row.get('ratio_fixed_interval'))} | "
+                    + (f"{ours['rmse']:.2e} | {_ratio(row['ratio'], row.get('ratio_interval'))} |" if fitted
+                       else "– | – |"))
     versions = info["versions"]
     return "\n".join([
         "Error against the exact answer at equal model calls, relative to diffusers' best scheduler and configuration "
         "for the same problem (ratio < 1: ours is closer; RMSE in brackets). Gaussian-mixture data whose PF-ODE "
         "endpoint is known, as a VE, an SD-1.x-style eps and a flow-matching model; every (sampler, schedule) pair of "
         "the registry against every diffusers scheduler and option; winners picked on one seed, scored on "
-        f"{len(row['seeds'])} × {row['batch']} other starts. Measured on a {info['cpu_count']}-core CPU, torch "
+        f"{len(row['seeds'])} × {row['batch']} other starts (in brackets: the ratio's 95 % interval over them). "
+        "Measured on a {info['cpu_count']}-core CPU, torch "
         f"{versions['torch']}, diffusers {versions.get('diffusers')} "
         "(`python -m benchmarks.deterministic --out docs/benchmarks/deterministic`; the full table, with every "
         "sampler, is [docs/benchmarks/deterministic/table.md](docs/benchmarks/deterministic/table.md)).",
@@ -161,8 +169,9 @@ def fitted_mixtures(folder: str = "mixtures") -> str:
         theirs, fixed, fitted = row["diffusers"], row["ours_fixed"], row["fitted"]
         rows.append(f"| {row['problem']} | {row['nfe']} | {theirs['sampler'].removeprefix('diffusers:')} "
                     f"({theirs['rmse']:.2e}) | {fixed['sampler']} + {fixed['schedule']} ({fixed['rmse']:.2e}) | "
-                    f"{fitted['rmse']:.2e} | {fitted['rmse'] / theirs['rmse']:.2f} | "
-                    f"{fitted['rmse'] / fixed['rmse']:.2f} |")
+                    f"{fitted['rmse']:.2e} | "
+                    f"{_ratio(fitted['rmse'] / theirs['rmse'], row.get('ratio_fitted_interval'))} | "
+                    f"{_ratio(fitted['rmse'] / fixed['rmse'], row.get('ratio_fitted_fixed_interval'))} |")
     def at_most_fixed(r) -> bool:  # a fit that handed back that very pair runs it through learned_multistep:
         return r["fitted"]["rmse"] <= r["ours_fixed"]["rmse"] * (1 + 1e-9)  # the same to rounding
 
@@ -174,7 +183,8 @@ def fitted_mixtures(folder: str = "mixtures") -> str:
     row = results["heldout"][0] if results["heldout"] else {"seeds": [], "batch": 0}
     info = results["info"]
     return "\n".join(rows + ["", f"Held out: {len(row['seeds'])} seeds × {row['batch']} starts that neither the fits "
-                                  f"(calibration seed 7) nor the choice of the best pairs (seed 0) saw. Measured on a "
+                                  f"(calibration seed 7) nor the choice of the best pairs (seed 0) saw; in brackets, "
+                                  f"a ratio's 95 % interval over them. Measured on a "
                                   f"{info['cpu_count']}-core CPU, torch {info['versions']['torch']}, diffusers "
                                   f"{info['versions'].get('diffusers')}, in {info['seconds']:.0f} s."])
 
@@ -267,7 +277,7 @@ def fitted_heldout() -> str:
     """docs/fitted.md: each kept fit against the best pair it was held against, on the benchmarks' held-out pools."""
     rows = ["| fits of | problem | NFE | fitted | best pair | fitted ÷ pair | wrong mode: fitted / pair |",
             "|---|---|---:|---:|---|---:|---:|"]
-    kept = worse = 0
+    kept = worse = surely = 0
     for folder, label in (("fit_heldout", "the benchmark"), ("fit_heldout_mixtures", "(b)"),
                           ("fit_heldout_mixtures-2", "(b), second set"), ("fit_heldout_mixtures-3", "(b), third set"),
                           ("fit_heldout_mixtures-4", "(b), fourth set"), ("fit_heldout_mixtures-5", "(b), fifth set")):
@@ -282,12 +292,14 @@ def fitted_heldout() -> str:
             kept += 1
             ratio = r["fitted"]["rmse"] / r["pair"]["rmse"]
             worse += ratio > 1
+            surely += bool(r.get("ratio_interval")) and r["ratio_interval"][0] > 1
             rows.append(f"| {label} ({pool} starts) | {r['problem']} | {r['nfe']} | {r['fitted']['rmse']:.2e} | "
-                        f"{r['pair_label']} ({r['pair']['rmse']:.2e}) | {ratio:.2f} | "
+                        f"{r['pair_label']} ({r['pair']['rmse']:.2e}) | {_ratio(ratio, r.get('ratio_interval'))} | "
                         f"{r['fitted']['wrong_mode']} / {r['pair']['wrong_mode']} |")
     if not kept:
         return "(not measured yet: run the commands above)"
-    return "\n".join(rows + ["", f"Kept fits worse than their best pair on these starts: {worse} of {kept}."])
+    return "\n".join(rows + ["", f"Kept fits worse than their best pair on these starts: {worse} of {kept}; beyond "
+                                  f"the 95 % interval of fitted ÷ pair (its low end above 1, in brackets): {surely}."])
 
 
 def fitted_bound() -> str:

@@ -151,7 +151,7 @@ def main(argv=None) -> int:
                      "kept": solver.meta["kept"],
                      "pair_label": pair_label(start["sampler"], start["options"], start["schedule"],
                                              start["solver"]["sigmas"][0]),
-                     "bound": run_solver(problem, solver, seeds, batch, refs),
+                     "bound": run_solver(problem, solver, seeds, batch, refs)[0],
                      "seconds": time.perf_counter() - t1})
         row = rows[-1]
         print(f"{name} NFE {nfe}: fitted on the scored starts {row['bound']['rmse']:.4g} "

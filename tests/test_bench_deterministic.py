@@ -136,6 +136,37 @@ def test_ratio_is_ours_best_over_diffusers_best(result):
 
 
 @pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers not installed")
+def test_heldout_ratios_carry_their_interval_and_no_per_start_errors_are_written(tiny, result):
+    assert not any(deterministic.ITEMS in c for c in result["cells"])
+    table = (tiny / "table.md").read_text()
+    for h in result["heldout"]:
+        for key in ("ratio", "ratio_fixed"):
+            lo, hi = h[key + "_interval"]
+            assert 0 < lo <= hi
+            assert f"{h[key]:.3f}{'**' if key == 'ratio' and h[key] <= result['target_ratio'] else ''} " \
+                   f"({lo:.2f}–{hi:.2f}) |" in table
+
+
+def test_heldout_entry_pairs_each_ratio_with_the_starts_of_both_sides():
+    g = torch.Generator().manual_seed(1)
+    per_seed = {who: [torch.rand(6, generator=g, dtype=torch.float64) * scale for _ in range(2)]
+                for who, scale in (("ours", 1.0), ("ours_fixed", 2.0), ("diffusers", 3.0))}
+    per_seed["fitted"] = per_seed["ours"]
+    row = {"problem": "p", "nfe": 5, **{who: {"sampler": who, "schedule": "s"} for who in per_seed}}
+    runs = {who: [{"rmse": float(t.mean().sqrt()), "wrong_mode": 0, "item_median": 1.0} for t in ts]
+            for who, ts in per_seed.items()}
+    entry = deterministic.scoring.heldout_entry(row, runs, [1, 2], 6, per_seed)
+    every = {who: torch.cat(ts) for who, ts in per_seed.items()}
+    for key, who, against in deterministic.scoring.RATIOS:
+        assert entry[key] == pytest.approx(float((every[who].mean() / every[against].mean()).sqrt()))
+        assert entry[key + "_interval"] == common.ratio_interval(every[who], every[against])
+    # a side whose per-start errors are missing (a re-run that failed) gets its ratio but no interval
+    entry = deterministic.scoring.heldout_entry(row, runs, [1, 2], 6, {**per_seed, "diffusers": [None, None]})
+    assert {k for k in entry if k.endswith("_interval")} == {"ratio_fitted_fixed_interval"}
+    assert all(k in entry for k in ("ratio", "ratio_fixed", "ratio_fitted"))
+
+
+@pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers not installed")
 def test_same_algorithm_same_schedule_same_error(result):
     # diffusers' EDM Euler (Karras σ) on the EDM-preconditioned model is our Euler on the Karras schedule:
     # only its start differs (noise·√(σ_max² + 1) instead of noise·σ_max), so the errors agree closely.

@@ -44,7 +44,7 @@ def test_the_cells_that_miss_are_fitted_on_the_scored_starts_and_the_table_is_ge
     # calibrated on exactly the starts it is scored on, every one solved (no pool), as the benchmark fits
     assert torch.equal(noise, torch.cat([problem.noise(16, s).double() for s in (101, 102)]))
     assert (config.nfe, config.pool, config.batch, config.iters) == (3, 0, 512, 5)
-    assert row["bound"] == run_solver(problem, solver, [101, 102], 16, common.ReferenceCache(tmp_path / "cache"))
+    assert row["bound"] == run_solver(problem, solver, [101, 102], 16, common.ReferenceCache(tmp_path / "cache"))[0]
     assert row["heldout_fit"] == {"rmse": 0.3, "wrong_mode": 1} and row["diffusers"]["rmse"] == 0.5
     table = (out / "table.md").read_text()
     assert table == fit_bound.report(out / "results.json", write=False)

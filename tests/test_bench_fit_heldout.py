@@ -52,6 +52,14 @@ def test_the_pair_column_is_the_registry_pair_and_the_table_is_generated(fitted,
     assert "fitted ÷ pair" in (out / "table.md").read_text()
     results["rows"] = [{**row, "kept": "fit", "fitted_from": "ipndm + karras"}]
     assert "| fit (from ipndm + karras) |" in fit_heldout.markdown(results)
+    # fitted ÷ pair with its interval from the same starts paired; a fit worse beyond it is counted apart
+    assert row["ratio"] == pytest.approx(row["fitted"]["rmse"] / row["pair"]["rmse"], rel=1e-12)
+    lo, hi = row["ratio_interval"]
+    assert 0 < lo <= hi and f"{row['ratio']:.3f} ({lo:.2f}–{hi:.2f}) |" in (out / "table.md").read_text()
+    worse = {**row, "kept": "fit", "fitted": {**row["pair"], "rmse": 1.2 * row["pair"]["rmse"]}}
+    results["rows"] = [{**worse, "ratio_interval": [0.9, 1.5]}, {**worse, "ratio_interval": [1.1, 1.3]}]
+    assert "worse than their pair on these starts: 2 of 2" in fit_heldout.markdown(results)
+    assert "beyond the 95 % interval (its low end above 1): 1." in fit_heldout.markdown(results)
 
 
 def test_refuses_seeds_a_fit_was_calibrated_on_and_folders_without_fits(fitted, tmp_path, capsys):

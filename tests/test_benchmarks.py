@@ -159,6 +159,32 @@ def test_metrics():
     assert common.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
 
 
+def test_ratio_interval_pairs_the_starts_and_covers_the_true_ratio():
+    g = torch.Generator().manual_seed(0)
+    b = torch.empty(4000, dtype=torch.float64).exponential_(generator=g)
+    # paired: one solver's every error twice the other's is a ratio of exactly 2, however spread the errors
+    assert common.ratio_interval(4 * b, b) == pytest.approx([2.0, 2.0])
+    assert common.ratio_interval(4 * b, b) == common.ratio_interval(4 * b, b)  # a fixed seed: reproducible
+    # two solvers that differ on rare starts only (another mode: error ~1 where the other's is ~1e-4): the
+    # interval holds the ratio of the populations in most draws, and narrows with more starts
+    def draw(n, seed):
+        gen = torch.Generator().manual_seed(seed)
+        base = torch.empty(n, dtype=torch.float64).exponential_(1e4, generator=gen)
+        rare = lambda p: (torch.rand(n, generator=gen, dtype=torch.float64) < p).double()  # noqa: E731
+        return base + rare(0.004), base + rare(0.008)
+    truth = math.sqrt((1e-4 + 0.004) / (1e-4 + 0.008))
+    inside, widths = 0, []
+    for seed in range(40):
+        lo, hi = common.ratio_interval(*draw(2000, seed), resamples=400)
+        inside += lo <= truth <= hi
+        widths.append(hi - lo)
+    assert inside >= 33  # 95 % nominal: 38 of 40 expected; at most 7 misses
+    lo, hi = common.ratio_interval(*draw(32000, 99), resamples=400)
+    assert hi - lo < 0.5 * sorted(widths)[20]  # 16 × the starts: about a quarter of the width
+    with pytest.raises(ValueError, match="two equal batches"):
+        common.ratio_interval(b, b[:10])
+
+
 def test_user_problem_by_entry_point(tmp_path, monkeypatch):
     (tmp_path / "my_bench.py").write_text(textwrap.dedent("""
         import torch

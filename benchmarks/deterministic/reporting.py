@@ -30,6 +30,12 @@ def _err(cell: dict | None) -> str:
     return "–" if cell is None else f"{cell['rmse']:.2e}"
 
 
+def _interval(h: dict, key: str) -> str:
+    """`` (lo–hi)``: the 95 % interval of a held-out ratio, where the run measured one."""
+    lo_hi = h.get(key + "_interval")
+    return "" if not lo_hi else f" ({lo_hi[0]:.2f}–{lo_hi[1]:.2f})"
+
+
 def markdown(result: dict) -> str:
     info, args = result["info"], result["args"]
     v = info["versions"]
@@ -46,7 +52,8 @@ def markdown(result: dict) -> str:
              f"`{LEARNED}` solvers, our best on fixed schedules only, and diffusers' best configuration — are "
              "picked on the selection seed, then re-run on the held-out starts, none of which any of them was "
              "picked or fitted on; the held-out ratio (bold where it meets the target) is the one the target is "
-             "judged on. On a mixture a good solver's RMSE counts the rare starts near a boundary between "
+             "judged on, and beside it, where measured, its 95 % interval (the held-out starts resampled in pairs: "
+             "how far the count of rare starts below carries). On a mixture a good solver's RMSE counts the rare starts near a boundary between "
              "components that it sends to the wrong one (*wrong mode*: per-start RMSE above "
              f"{result.get('wrong_mode_share', WRONG_MODE)} × the data's spread), so the held-out pool has many "
              "times the starts of the selection run. *median item*: the ratio of the winners' median per-start "
@@ -62,14 +69,15 @@ def markdown(result: dict) -> str:
         ratio = f"{row['ratio']:.3f}" if "ratio" in row else "–"
         h = held.get((row["problem"], row["nfe"]), {})
         if "ratio" in h:
-            hr = f"**{h['ratio']:.3f}**" if h["ratio"] <= result["target_ratio"] else f"{h['ratio']:.3f}"
+            hr = (f"**{h['ratio']:.3f}**" if h["ratio"] <= result["target_ratio"] else f"{h['ratio']:.3f}")
+            hr += _interval(h, "ratio")
             he = f"{h['ours']['rmse']:.2e} / {h['diffusers']['rmse']:.2e}"
             mr = f"{h['ratio_item_median']:.3f}"
             wm = f"{h['ours'].get('wrong_mode', '–')} / {h['diffusers'].get('wrong_mode', '–')}"
         else:
             hr = he = mr = wm = "–"
         fx = row.get("ours_fixed")
-        fr = f"{h['ratio_fixed']:.3f}" if "ratio_fixed" in h else (
+        fr = f"{h['ratio_fixed']:.3f}{_interval(h, 'ratio_fixed')}" if "ratio_fixed" in h else (
             f"({row['ratio_fixed']:.3f})" if "ratio_fixed" in row else "–")
         lines.append(f"| {row['problem']} | {row['nfe']} | {_who(o)} | {_err(o)} | {_who(d)} | {_err(d)} | {ratio} | "
                      f"{he} | {wm} | {hr} | {mr} | {_name(fx)} ({_err(fx)}) | {fr} |")

@@ -21,8 +21,8 @@ from .. import common, peers as diffusers_loop
 from ..common import Problem, ReferenceCache
 from . import reporting
 from .peers import VE_TABLE_PREFIX, peer_configs, peer_problem
-from .scoring import (LEARNED, LEARNED_SCHEDULE, TARGET, WRONG_MODE, heldout_entry, judge, like_for_like, score,
-                      summarise)
+from .scoring import (ITEMS, LEARNED, LEARNED_SCHEDULE, TARGET, WRONG_MODE, heldout_entry, judge, like_for_like,
+                      score, summarise)
 
 NFES = (5, 10, 20)
 PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow")
@@ -146,7 +146,8 @@ class Run:
             result = {**out, "skipped": f"raised {common.describe(err)}"}
         else:
             result = {**out, "steps": steps, "nfe_used": model.calls, "kind": "ode",
-                      **score(problem, x0, ref, float(sigmas[0])), "seconds": time.perf_counter() - t0}
+                      **score(problem, x0, ref, float(sigmas[0]), items=self.heldout),
+                      "seconds": time.perf_counter() - t0}
             if model.calls > nfe:
                 result["skipped"] = f"even 1 step used {model.calls} model evaluations on this model"
         self.sampler_seconds[key] = self.sampler_seconds.get(key, 0.0) + time.perf_counter() - t0
@@ -174,7 +175,7 @@ class Run:
             return {**out, "skipped": f"raised {common.describe(err)}"}
         result = {**out, "steps": solver.steps, "nfe_used": model.calls, "kind": "ode",
                   "calibration_seed": solver.meta.get("calibration_seed"),
-                  **score(problem, x0, ref, solver.sigmas[0]), "seconds": time.perf_counter() - t0}
+                  **score(problem, x0, ref, solver.sigmas[0], items=self.heldout), "seconds": time.perf_counter() - t0}
         if model.calls > nfe:
             result["skipped"] = f"uses {model.calls} model evaluations, more than {nfe}"
         return result
@@ -196,8 +197,8 @@ class Run:
             ref = self.refs.get(problem, seed, x_start, sigma_start)
         except Exception as err:  # noqa: BLE001
             return {**out, "skipped": f"diffusers raised {common.describe(err)}"}
-        return {**out, "steps": found[0], "nfe_used": calls, "kind": "ode", **score(problem, x0, ref, sigma_start),
-                "seconds": time.perf_counter() - t0}
+        return {**out, "steps": found[0], "nfe_used": calls, "kind": "ode",
+                **score(problem, x0, ref, sigma_start, items=self.heldout), "seconds": time.perf_counter() - t0}
 
     def rerun(self, cell: dict, seed: int) -> dict:
         """The same (sampler, schedule) as ``cell`` on another seed."""
@@ -237,18 +238,21 @@ def heldout_runs(r: Run, summary: list[dict], args) -> tuple[list[dict], list[di
     with r.heldout_batch(), common.progress(total=total, desc="held-out re-runs", disable=args.no_progress) as bar:
         for row, ws in zip(rows, winners):
             runs: dict[str, list[dict]] = {}
+            items: dict[str, list] = {}  # who -> each seed's per-start squared errors (None where a run failed)
             for who, w in ws.items():
-                same = next((runs[k] for k in runs if (ws[k]["sampler"], ws[k]["schedule"]) ==
+                same = next((k for k in runs if (ws[k]["sampler"], ws[k]["schedule"]) ==
                              (w["sampler"], w["schedule"])), None)
                 if same is not None:  # the same winner twice (ours on a fixed schedule): its runs are already in
-                    runs[who] = same
+                    runs[who], items[who] = runs[same], items[same]
                     continue
-                runs[who] = []
+                runs[who], items[who] = [], []
                 for seed in args.heldout_seeds:
-                    runs[who].append(r.rerun({**w, "problem": row["problem"], "nfe": row["nfe"]}, seed))
+                    cell = r.rerun({**w, "problem": row["problem"], "nfe": row["nfe"]}, seed)
+                    items[who].append(cell.pop(ITEMS, None))
+                    runs[who].append(cell)
                     bar.update()
                 cells += runs[who]
-            entries.append(heldout_entry(row, runs, args.heldout_seeds, args.heldout_batch))
+            entries.append(heldout_entry(row, runs, args.heldout_seeds, args.heldout_batch, items))
     return entries, cells
 
 

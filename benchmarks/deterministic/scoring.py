@@ -21,6 +21,7 @@ FULL_RANGE_TOL = 0.02
 # start is ~1 off (the distance between clusters) while every other is below 0.05 from 10 NFE up (measured).
 WRONG_MODE = 0.3
 LEARNED, LEARNED_SCHEDULE = "learned_multistep", "fitted"  # cells of the fitted solvers
+ITEMS = "_item_mse"  # a scored cell's per-start squared errors, where asked for (never written out)
 
 
 def full_start(problem: Problem) -> float:
@@ -40,14 +41,19 @@ def in_range(problem: Problem, sigma_start: float) -> bool:
     return full_start(problem) * (1 - FULL_RANGE_TOL) <= sigma_start <= problem.sigma_max * (1 + FULL_RANGE_TOL)
 
 
-def score(problem: Problem, x0: torch.Tensor, ref: torch.Tensor, sigma_start: float) -> dict:
+def score(problem: Problem, x0: torch.Tensor, ref: torch.Tensor, sigma_start: float, items: bool = False) -> dict:
     """RMSE to the reference, the median and largest per-item RMSE, how many starts ended in another mode
     (per-item RMSE above WRONG_MODE × the spread of the references about their mean), and whether the run
-    started at the top of the problem's σ range (:func:`in_range`; runs that do not are reported but not ranked)."""
+    started at the top of the problem's σ range (:func:`in_range`; runs that do not are reported but not ranked).
+    ``items``: also each start's squared error under :data:`ITEMS` (a tensor, for :func:`ratio_intervals`; take it
+    out before the cell is written)."""
     per_item = common.item_rmse(x0, ref)
-    return {"sigma_start": sigma_start, "rmse": common.rmse(x0, ref), "item_median": float(per_item.median()),
-            "item_max": float(per_item.max()), "wrong_mode": int((per_item > WRONG_MODE * common.spread(ref)).sum()),
-            "full_range": in_range(problem, sigma_start)}
+    out = {"sigma_start": sigma_start, "rmse": common.rmse(x0, ref), "item_median": float(per_item.median()),
+           "item_max": float(per_item.max()), "wrong_mode": int((per_item > WRONG_MODE * common.spread(ref)).sum()),
+           "full_range": in_range(problem, sigma_start)}
+    if items:
+        out[ITEMS] = per_item.pow(2)
+    return out
 
 
 def pool(cells: list[dict]) -> dict:
@@ -108,8 +114,17 @@ def summarise(cells: list[dict], problems: list[str], nfes: list[int], seed: int
     return rows
 
 
-def heldout_entry(row: dict, runs: dict[str, list[dict]], seeds: list[int], batch: int) -> dict:
+# a held-out row's ratios: (key, winner, the winner it is divided by)
+RATIOS = (("ratio", "ours", "diffusers"), ("ratio_fixed", "ours_fixed", "diffusers"),
+          ("ratio_fitted", "fitted", "diffusers"), ("ratio_fitted_fixed", "fitted", "ours_fixed"))
+
+
+def heldout_entry(row: dict, runs: dict[str, list[dict]], seeds: list[int], batch: int,
+                  items: dict[str, list] | None = None) -> dict:
     """One held-out row: each winner's re-runs (``runs[who]``, one cell per held-out seed) pooled, and the ratios.
+    ``items[who]``: each re-run's per-start squared errors (:data:`ITEMS`), in the order of ``runs[who]``; where
+    both sides of a ratio have them, the row also gets its 95 % interval (``<ratio>_interval``:
+    :func:`benchmarks.common.ratio_interval`, the same starts paired).
 
     A winner whose re-runs did not all complete gets no pooled score (and so the row no ratio)."""
     entry = {"problem": row["problem"], "nfe": row["nfe"], "seeds": list(seeds), "batch": batch}
@@ -118,13 +133,15 @@ def heldout_entry(row: dict, runs: dict[str, list[dict]], seeds: list[int], batc
             w = row[who]
             entry[who] = {"sampler": w["sampler"], "schedule": w["schedule"], **pool(cells),
                           "rmse_per_seed": [c["rmse"] for c in cells]}
-    if entry.get("ours") and entry.get("diffusers"):
-        entry["ratio"] = entry["ours"]["rmse"] / entry["diffusers"]["rmse"]
+    every = {who: torch.cat(per_seed) for who, per_seed in (items or {}).items()
+             if entry.get(who) and per_seed and all(t is not None for t in per_seed)}
+    for key, who, against in RATIOS:
+        if entry.get(who) and entry.get(against):
+            entry[key] = entry[who]["rmse"] / entry[against]["rmse"]
+            if who in every and against in every:
+                entry[key + "_interval"] = common.ratio_interval(every[who], every[against])
+    if "ratio" in entry:
         entry["ratio_item_median"] = entry["ours"]["item_median"] / entry["diffusers"]["item_median"]
-    if entry.get("ours_fixed") and entry.get("diffusers"):
-        entry["ratio_fixed"] = entry["ours_fixed"]["rmse"] / entry["diffusers"]["rmse"]
-    if entry.get("fitted") and entry.get("diffusers"):
-        entry["ratio_fitted"] = entry["fitted"]["rmse"] / entry["diffusers"]["rmse"]
     return entry
 
 
