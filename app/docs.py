@@ -202,8 +202,10 @@ def fitted_models() -> str:
         for nfe, r in sorted(report["rows"].items(), key=lambda kv: int(kv[0])):
             d = r.get("default")
             default = f"{d['label']} | {d['rmse']:.4f}" if d else "– | –"
+            gain = r.get("fit_over_best_fixed") or {}
             rows.append(f"| {report['model']} | {nfe} | {r['fit']:.4f} | {r['best_fixed']['label']} | "
-                        f"{r['best_fixed']['rmse']:.4f} | {default} | {r['fit'] / r['best_fixed']['rmse']:.2f} |")
+                        f"{r['best_fixed']['rmse']:.4f} | {default} | "
+                        f"{_ratio(r['fit'] / r['best_fixed']['rmse'], gain.get('interval'))} |")
     return "\n".join(rows) if found else "(not measured yet: run the commands above)"
 
 

@@ -8,9 +8,10 @@
 For each NFE it writes ``nfe<N>.json`` (a :class:`samplers.fitted.solver.LearnedSolver` recording the model's
 fingerprint; run it as ``sampler="fitted:<OUT>/nfe<N>.json"``) and ``report.json``, and prints the held-out RMSE
 (other noise, and other prompts where they are drawn) of the fit beside the best fixed (sampler, schedule)
-pair and the model's default sampler (a diffusers folder: its own scheduler). A second run with the same
-``--out`` resumes: finished NFEs are kept,
-references are cached and an interrupted optimisation continues from its last check (both in ``<OUT>/.work``).
+pair and the model's default sampler (a diffusers folder: its own scheduler), and fitted ÷ best fixed with its 95 %
+interval over those starts. A second run with the same ``--out`` resumes: finished NFEs are kept,
+references are cached and an interrupted optimisation continues from its last check (both in ``<OUT>/.work``);
+``--rescore`` fits nothing and scores the solvers in ``--out`` again (on ``--heldout`` starts).
 
 A diffusers folder (``UNet2DConditionModel.save_pretrained``) needs its scheduler config (``--scheduler-config``,
 default ``<folder>/scheduler_config.json`` or ``<folder>/../scheduler/scheduler_config.json``) and prompt
@@ -262,13 +263,12 @@ def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: 
 
 
 def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, log) -> dict:
-    import samplers
-    from samplers.fitted.fitting import FitConfig, fit, pair_label, solver_rmse
+    from samplers.fitted.fitting import FitConfig, fit
     from samplers.fitted.identity import fingerprint
 
     from benchmarks.common import progress
 
-    n_cal, n_test = args.calibration, args.heldout
+    n_cal = args.calibration
     t0 = time.monotonic()
     x_cal = target.noise(n_cal, CALIBRATION_SEED + args.seed)
     extra_cal = target.item_args(n_cal, CALIBRATION_SEED + args.seed)
@@ -283,15 +283,27 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     model = {"fingerprint": fingerprint(target.denoiser), "name": target.name, "prediction": target.prediction}
     with progress(total=config.iters * config.starts, desc=f"fit NFE {nfe}") as bar:
         solver = fit(target.denoiser, config, x_cal, target.sigma_min, target.sigma_max, reference=ref_cal,
-                     reference_fn=reference_fn, native=target.native, model=model, extra_args=extra_cal, state_path=out / WORK / f"state-nfe{nfe}.pt",
-                     log=log, progress=bar.update)
+                     reference_fn=reference_fn, native=target.native, model=model, extra_args=extra_cal,
+                     state_path=out / WORK / f"state-nfe{nfe}.pt", log=log, progress=bar.update)
     path = solver.save(out / f"nfe{nfe}.json")
     seconds = time.monotonic() - t0  # the fit, its reference included (cached after the first NFE)
+    row = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],
+           "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds, "threads": torch.get_num_threads()}
+    return {**row, **heldout_scores(target, solver, nfe, args, out)}
 
-    # held out: other noise (and other prompts, where they are drawn), each solver from the σ it starts at
-    noise_test = target.noise(n_test, HELDOUT_SEED + args.seed)
-    extra_test = target.item_args(n_test, HELDOUT_SEED + args.seed)
 
+def heldout_scores(target: Target, solver, nfe: int, args, out: Path) -> dict:
+    """The report's held-out figures of a fitted ``solver``: its RMSE, its best fixed pair's and the model's
+    default's on ``args.heldout`` starts of other noise (and other prompts, where they are drawn), each solver from
+    the σ it starts at, and fitted ÷ best fixed with its 95 % interval (the same starts paired:
+    :func:`benchmarks.common.ratio_interval`; on 32 starts it is wide — ask ``--heldout`` for more)."""
+    import samplers
+    from samplers.fitted.fitting import pair_label, per_start_mse
+
+    from benchmarks.common import ratio_interval
+
+    noise_test = target.noise(args.heldout, HELDOUT_SEED + args.seed)
+    extra_test = target.item_args(args.heldout, HELDOUT_SEED + args.seed)
     refs: dict[float, torch.Tensor] = {}  # per start σ: read (or solved) once for the fit, its pair and the default
 
     def reference_from(top: float) -> torch.Tensor:
@@ -301,23 +313,45 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
                                           top)
         return refs[top]
 
-    def heldout(s) -> float:
-        x = samplers.initial_latent(noise_test, s.sigmas)
-        return solver_rmse(target.denoiser, s, x, reference_from(s.sigmas[0]), extra_test)
+    def per_start(s) -> torch.Tensor:
+        return per_start_mse(target.denoiser, s, samplers.initial_latent(noise_test, s.sigmas),
+                             reference_from(s.sigmas[0]), extra_test)
 
     start = solver.meta["start"]
     start_solver = samplers.fitted.solver.LearnedSolver(**start["solver"]).validate()
-    best_fixed = {"label": pair_label(start["sampler"], start["options"], start["schedule"], start_solver.sigmas[0]),
-                  "rmse": heldout(start_solver)}
-    row = {"nfe": nfe, "file": str(path), "fit": heldout(solver), "best_fixed": best_fixed,
-           "kept": solver.meta["kept"], "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds,
-           "threads": torch.get_num_threads()}
+    fitted, pair = per_start(solver), per_start(start_solver)
+    row = {"fit": float(fitted.mean().sqrt()),
+           "best_fixed": {"label": pair_label(start["sampler"], start["options"], start["schedule"],
+                                              start_solver.sigmas[0]), "rmse": float(pair.mean().sqrt())},
+           "heldout": args.heldout}
+    row["fit_over_best_fixed"] = {"ratio": row["fit"] / row["best_fixed"]["rmse"],
+                                  "interval": ratio_interval(fitted, pair) if args.heldout > 1 else None}
     if solver.sigmas[0] != target.sigma_max:
         row["sigma_start"] = solver.sigmas[0]
     default = default_run(target, nfe, out, noise_test, HELDOUT_SEED + args.seed, reference_from(target.sigma_max))
     if default is not None:
         row["default"] = default
     return row
+
+
+def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None) -> dict:
+    """``--rescore``: the held-out figures of ``<out>/nfe<N>.json`` measured again (on ``--heldout`` starts), the
+    fit's own record (its time, what it kept) as the report had it."""
+    from samplers.fitted.identity import fingerprint
+    from samplers.fitted.solver import LearnedSolver
+
+    path = out / f"nfe{nfe}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"--rescore: no fitted solver {path} to score; fit it first (without --rescore)")
+    solver = LearnedSolver.load(path)
+    mine = fingerprint(target.denoiser)
+    if solver.model.get("fingerprint") != mine:
+        raise InvalidInput(f"--rescore: {path} was fitted to model {solver.model.get('fingerprint')!r}, not to "
+                           f"{target.name} ({mine!r}); point --out at that model's fits or fit this model")
+    kept = {k: v for k, v in (row or {}).items() if k in ("seconds", "threads")}
+    base = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],
+            "validation_rmse": solver.meta["validation_rmse"], **kept}
+    return {**base, **heldout_scores(target, solver, nfe, args, out)}
 
 
 def run_fit(args) -> int:
@@ -329,6 +363,8 @@ def run_fit(args) -> int:
     args.screen = None if args.screen == "all" else int(args.screen)  # as FitConfig.screen takes it
     if any(n < 1 or n > 100 for n in args.nfe):
         raise InvalidInput(f"--nfe values must be between 1 and 100, got {args.nfe}")
+    if args.rescore and args.restart:
+        raise InvalidInput("--rescore scores the solvers in --out and --restart fits them again: pick one")
     if args.time_budget is not None and args.time_budget <= 0:
         raise InvalidInput(f"--time-budget must be positive seconds, got {args.time_budget}")
     out = Path(args.out)
@@ -354,7 +390,9 @@ def run_fit(args) -> int:
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     rows = {int(k): v for k, v in report.get("rows", {}).items()}
     for index, nfe in enumerate(args.nfe):
-        if nfe in rows and (out / f"nfe{nfe}.json").exists() and not args.restart:
+        if args.rescore:
+            rows[nfe] = rescore_one(target, nfe, args, out, rows.get(nfe))
+        elif nfe in rows and (out / f"nfe{nfe}.json").exists() and not args.restart:
             print(f"NFE {nfe}: already fitted ({out / f'nfe{nfe}.json'}; --restart to fit again)")
         else:
             if args.restart:
@@ -365,12 +403,16 @@ def run_fit(args) -> int:
         r = rows[nfe]
         default = f" | default {r['default']['label']}: {r['default']['rmse']:.4g}" if "default" in r else ""
         above = f" (both from σ = {r['sigma_start']:g})" if "sigma_start" in r else ""
+        ratio = r.get("fit_over_best_fixed") or {}
+        gain = (f" (fitted ÷ best fixed {ratio['ratio']:.3f}, 95 % interval {ratio['interval'][0]:.3f}-"
+                f"{ratio['interval'][1]:.3f} on {r['heldout']} starts)" if ratio.get("interval") else "")
         print(f"NFE {nfe}: held-out RMSE fitted {r['fit']:.4g} | best fixed pair {r['best_fixed']['label']}: "
-              f"{r['best_fixed']['rmse']:.4g}{above}{default} → {r['file']}")
+              f"{r['best_fixed']['rmse']:.4g}{above}{gain}{default} → {r['file']}")
         from samplers.core.files import write_json
 
+        calibration = report.get("calibration", args.calibration) if args.rescore else args.calibration
         write_json(report_path, {"model": target.name, "description": target.description,
-                                 "calibration": args.calibration, "heldout": args.heldout, "seed": args.seed,
+                                 "calibration": calibration, "heldout": args.heldout, "seed": args.seed,
                                  "rows": {str(k): v for k, v in sorted(rows.items())}})
     print(f"done in {time.monotonic() - t0:.0f} s; run one with sampler=\"fitted:{out}/nfe{args.nfe[0]}.json\"")
     return 0
@@ -414,5 +456,8 @@ def add_parser(subparsers) -> None:
                         "a float32 network, 1e-7 otherwise)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--restart", action="store_true", help="fit again instead of resuming")
+    p.add_argument("--rescore", action="store_true",
+                   help="fit nothing: score the solvers already in --out again on --heldout held-out starts (e.g. "
+                        "more of them, for a tighter interval) and rewrite their report rows")
     p.add_argument("--verbose", action="store_true", help="print the fit's progress lines")
     p.set_defaults(fn=run_fit)

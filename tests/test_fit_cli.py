@@ -112,8 +112,26 @@ def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):
     assert solver.meta["config"]["screen"] is None  # every candidate ranked on every training start
     assert solver.meta["pool"]["starts"] == 4 * 32 and solver.meta["pool"]["solved"] >= 8  # --pool 4 by default
     assert solver.meta["fitted_from_pairs"] == 3  # --starts 3 by default
+    # fitted ÷ best fixed with its interval: the same held-out starts paired
+    gain = row["fit_over_best_fixed"]
+    assert gain["ratio"] == pytest.approx(row["fit"] / row["best_fixed"]["rmse"], rel=1e-12)
+    assert row["heldout"] == 16 and 0 < gain["interval"][0] <= gain["interval"][1]
+    assert f"fitted ÷ best fixed {gain['ratio']:.3f}, 95 % interval {gain['interval'][0]:.3f}" in printed
     assert main(argv) == 0
     assert "already fitted" in capsys.readouterr().out
+    # --rescore fits nothing: the same solver on more held-out starts, the fit's own record kept
+    before = LearnedSolver.load(out / "nfe3.json")
+    assert main([*argv[:9], "--heldout", "48", *argv[11:], "--rescore"]) == 0
+    again = json.loads((out / "report.json").read_text())["rows"]["3"]
+    assert LearnedSolver.load(out / "nfe3.json").sigmas == before.sigmas and again["seconds"] == row["seconds"]
+    assert again["heldout"] == 48 and again["fit"] != row["fit"] and again["kept"] == row["kept"]
+    assert main([*argv[:9], "--heldout", "16", *argv[11:], "--rescore"]) == 0  # the report's own starts again
+    assert json.loads((out / "report.json").read_text())["rows"]["3"] == row
+    assert main(["fit", "--model", "gm-ve", "--nfe", "4", "--out", str(out), "--rescore"]) == 2
+    assert "no fitted solver" in capsys.readouterr().err
+    assert main(["fit", "--model", "gm-vp-eps", "--nfe", "3", "--out", str(out), "--rescore"]) == 2
+    assert "was fitted to model" in capsys.readouterr().err
+    assert main([*argv, "--rescore", "--restart"]) == 2
     assert main(["fit", "--model", "gm-ve", "--nfe", "0", "--out", str(out)]) == 2
     assert main(["fit", "--model", "nothing", "--nfe", "3", "--out", str(out)]) == 2
     assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(tmp_path / "no" / "such")]) == 2
