@@ -140,7 +140,7 @@ def headline() -> str:
         "endpoint is known, as a VE, an SD-1.x-style eps and a flow-matching model; every (sampler, schedule) pair of "
         "the registry against every diffusers scheduler and option; winners picked on one seed, scored on "
         f"{len(row['seeds'])} × {row['batch']} other starts (in brackets: the ratio's 95 % interval over them). "
-        "Measured on a {info['cpu_count']}-core CPU, torch "
+        f"Measured on a {info['cpu_count']}-core CPU, torch "
         f"{versions['torch']}, diffusers {versions.get('diffusers')} "
         "(`python -m benchmarks.deterministic --out docs/benchmarks/deterministic`; the full table, with every "
         "sampler, is [docs/benchmarks/deterministic/table.md](docs/benchmarks/deterministic/table.md)).",

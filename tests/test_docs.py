@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,13 @@ def test_fitted_figures_are_current():
     assert page == docs.with_figures(page, docs.FITTED_FIGURES), \
         "docs/fitted.md's tables are stale: run `python -m app.docs --out docs`"
     assert "not measured yet" not in page
+
+
+@pytest.mark.parametrize("name", sorted({**docs.README_FIGURES, **docs.FITTED_FIGURES}))
+def test_generated_figures_have_no_unfilled_placeholders(name):
+    # a string piece of a generated paragraph that lost its f prefix prints "{info['cpu_count']}" as is
+    text = {**docs.README_FIGURES, **docs.FITTED_FIGURES}[name]()
+    assert not re.search(r"\{[A-Za-z_][\w.]*(\[[^\]]*\])*(:[^}]*)?\}", text), text
 
 
 def test_readme_links_resolve():
