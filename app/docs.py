@@ -114,7 +114,9 @@ HEADLINE_RESULTS = ROOT / "docs" / "benchmarks" / "deterministic" / "results.jso
 
 def _ratio(value: float, interval: list | None) -> str:
     """A held-out ratio, and its 95 % interval where the run measured one (the benchmarks' ``*_interval``)."""
-    return f"{value:.2f}" + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else "")
+    from benchmarks.common import interval_text
+
+    return f"{value:.2f}{interval_text(interval)}"
 
 
 def headline() -> str:

@@ -439,6 +439,11 @@ def ratio_interval(a: torch.Tensor, b: torch.Tensor, level: float = RATIO_LEVEL,
     return [float(ci.confidence_interval.low), float(ci.confidence_interval.high)]
 
 
+def interval_text(lo_hi: list | None) -> str:
+    """`` (lo–hi)``, a ratio's :func:`ratio_interval` as the tables print it beside the ratio ("" where none)."""
+    return "" if not lo_hi else f" ({lo_hi[0]:.2f}–{lo_hi[1]:.2f})"
+
+
 def spread(x: torch.Tensor) -> float:
     """The RMS of a batch about its mean item: the scale an error that changes mode is measured against."""
     x = x.double()

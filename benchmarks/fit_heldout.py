@@ -57,11 +57,6 @@ def _from(other: dict | None) -> str | None:
                                              other["from_sigma"])
 
 
-def _interval(row: dict) -> str:
-    lo_hi = row.get("ratio_interval")
-    return "" if not lo_hi else f" ({lo_hi[0]:.2f}–{lo_hi[1]:.2f})"
-
-
 def markdown(results: dict) -> str:
     rows = ["| problem | NFE | kept | fitted: RMSE | wrong mode | best pair | its RMSE | wrong mode | "
             "fitted ÷ pair |", "|---|---:|---|---:|---:|---|---:|---:|---:|"]
@@ -70,7 +65,7 @@ def markdown(results: dict) -> str:
         kept = r["kept"] + (f" (from {r['fitted_from']})" if r.get("fitted_from") else "")
         rows.append(f"| {r['problem']} | {r['nfe']} | {kept} | {fit['rmse']:.3e} | {fit['wrong_mode']} | "
                     f"{r['pair_label']} | {pair['rmse']:.3e} | {pair['wrong_mode']} | "
-                    f"{fit['rmse'] / pair['rmse']:.3f}{_interval(r)} |")
+                    f"{fit['rmse'] / pair['rmse']:.3f}{common.interval_text(r.get('ratio_interval'))} |")
     fits = [r for r in results["rows"] if r["kept"] == "fit"]
     worse = [r for r in fits if r["fitted"]["rmse"] > r["pair"]["rmse"]]
     surely = [r for r in worse if r.get("ratio_interval") and r["ratio_interval"][0] > 1]

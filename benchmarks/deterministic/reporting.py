@@ -30,12 +30,6 @@ def _err(cell: dict | None) -> str:
     return "–" if cell is None else f"{cell['rmse']:.2e}"
 
 
-def _interval(h: dict, key: str) -> str:
-    """`` (lo–hi)``: the 95 % interval of a held-out ratio, where the run measured one."""
-    lo_hi = h.get(key + "_interval")
-    return "" if not lo_hi else f" ({lo_hi[0]:.2f}–{lo_hi[1]:.2f})"
-
-
 def markdown(result: dict) -> str:
     info, args = result["info"], result["args"]
     v = info["versions"]
@@ -70,15 +64,15 @@ def markdown(result: dict) -> str:
         h = held.get((row["problem"], row["nfe"]), {})
         if "ratio" in h:
             hr = (f"**{h['ratio']:.3f}**" if h["ratio"] <= result["target_ratio"] else f"{h['ratio']:.3f}")
-            hr += _interval(h, "ratio")
+            hr += common.interval_text(h.get("ratio_interval"))
             he = f"{h['ours']['rmse']:.2e} / {h['diffusers']['rmse']:.2e}"
             mr = f"{h['ratio_item_median']:.3f}"
             wm = f"{h['ours'].get('wrong_mode', '–')} / {h['diffusers'].get('wrong_mode', '–')}"
         else:
             hr = he = mr = wm = "–"
         fx = row.get("ours_fixed")
-        fr = f"{h['ratio_fixed']:.3f}{_interval(h, 'ratio_fixed')}" if "ratio_fixed" in h else (
-            f"({row['ratio_fixed']:.3f})" if "ratio_fixed" in row else "–")
+        fr = (f"{h['ratio_fixed']:.3f}{common.interval_text(h.get('ratio_fixed_interval'))}" if "ratio_fixed" in h
+              else f"({row['ratio_fixed']:.3f})" if "ratio_fixed" in row else "–")
         lines.append(f"| {row['problem']} | {row['nfe']} | {_who(o)} | {_err(o)} | {_who(d)} | {_err(d)} | {ratio} | "
                      f"{he} | {wm} | {hr} | {mr} | {_name(fx)} ({_err(fx)}) | {fr} |")
     met = [r for r in result["summary"] if r.get("meets_target")]
