@@ -2,6 +2,7 @@
 
     python -m benchmarks.fit_heldout --out docs/benchmarks/fit_heldout     # the deterministic benchmark's fits
     python -m benchmarks.fit_heldout --learned docs/benchmarks/fitted/mixtures/learned --heldout-seeds 101 102
+    python -m benchmarks.fit_heldout --learned out/other-fits --against docs/benchmarks/fitted/mixtures/learned ...
 
 A fit keeps its optimised weights only where they beat the best (sampler, schedule) pair of stage 1 on the
 calibration set's validation starts (:func:`samplers.fitted.fitting.validate`); this measures whether that holds on
@@ -9,11 +10,14 @@ a far larger pool: each solver file of ``--learned`` and that pair (recorded in 
 have run from another of the best pairs, its ``fitted_from``) run from the
 same held-out starts, scored against the exact PF-ODE endpoints (cached under ``--cache``). On a mixture the pooled
 RMSE is set by the rare starts a solver sends to another mode, rarer than a validation set of a few hundred shows,
-which is why the pool is large. Writes results.json and a table.md generated from it.
+which is why the pool is large. ``--against``: also each solver beside the file of the same name in another folder
+(fits of the same cells with other options), paired on the same starts. Writes results.json and a table.md
+generated from it.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -70,6 +74,7 @@ def markdown(results: dict) -> str:
     worse = [r for r in fits if r["fitted"]["rmse"] > r["pair"]["rmse"]]
     surely = [r for r in worse if r.get("ratio_interval") and r["ratio_interval"][0] > 1]
     args = results["args"]
+    against = _against(results) if args.get("against") else []
     return "\n".join([
         f"# Fitted solvers against the best pair, held out ({args['learned']})", "",
         f"Each solver and the best (sampler, schedule) pair of its fit's stage 1 — the pair its fit was held "
@@ -85,8 +90,29 @@ def markdown(results: dict) -> str:
         + (" (" + ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in worse) + ")" if worse else "")
         + (f"; worse beyond the 95 % interval (its low end above 1): {len(surely)}."
            if all(r.get("ratio_interval") for r in fits) else "."),
-        "",
+        "", *against,
         common.measured_line(results), ""])
+
+
+def _against(results: dict) -> list[str]:
+    """The ``--against`` section: each solver beside the one of the same name in the other folder."""
+    rows = results["rows"]
+    lines = [f"## Against {results['args']['against']}", "",
+             "Each solver beside the solver file of the same name in that folder (another fit of the same cell), "
+             "from the same starts; in brackets the 95 % interval of the ratio.", "",
+             "| problem | NFE | fitted: RMSE | wrong mode | against: RMSE | wrong mode | fitted ÷ against |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        a = r["against"]
+        lines.append(f"| {r['problem']} | {r['nfe']} | {r['fitted']['rmse']:.3e} | {r['fitted']['wrong_mode']} | "
+                     f"{a['rmse']:.3e} | {a['wrong_mode']} | {a['ratio']:.3f}{common.interval_text(a['interval'])} |")
+    closer = [r for r in rows if r["against"]["ratio"] < 1]
+    further = [r for r in rows if r["against"]["ratio"] > 1]
+    geo = math.exp(sum(math.log(r["against"]["ratio"]) for r in rows) / len(rows))
+    return lines + ["", f"Closer than the other folder's in {len(closer)} of {len(rows)} (beyond the interval: "
+                        f"{sum(r['against']['interval'][1] < 1 for r in closer)}), further in {len(further)} (beyond "
+                        f"the interval: {sum(r['against']['interval'][0] > 1 for r in further)}); geometric mean of "
+                        f"fitted ÷ against {geo:.3f}.", ""]
 
 
 def report(results: str | Path, write: bool = True) -> str:
@@ -98,6 +124,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     p.add_argument("--learned", type=Path, default=Path("docs/benchmarks/deterministic/learned"),
                    help="folder of fitted solver files (default: the deterministic benchmark's)")
+    p.add_argument("--against", type=Path, default=None,
+                   help="another folder of fits of the same cells (same file names): each solver is also scored "
+                        "beside that one, paired on the same starts (e.g. a fit with other options)")
     p.add_argument("--heldout-seeds", type=int, nargs="+", default=list(HELDOUT_SEEDS),
                    help="seeds of the held-out starts (default 101-132, as the deterministic benchmark)")
     p.add_argument("--heldout-batch", type=int, default=4096, help="starts per seed (default 4096)")
@@ -119,7 +148,17 @@ def main(argv=None) -> int:
     found = solvers_in(args.learned)
     if not found:
         p.error(f"no fitted solver files with a recorded problem and starting pair in {args.learned}")
-    seen = [s for _, s in found if s.meta.get("calibration_seed") in args.heldout_seeds]
+    others = {}
+    if args.against is not None:
+        for path, fit in found:
+            other = args.against / path.name
+            if not other.exists():
+                p.error(f"--against {args.against}: no {path.name} there to compare {path} with")
+            others[path] = LearnedSolver.load(other)
+            if (others[path].meta.get("problem"), others[path].nfe) != (fit.meta["problem"], fit.nfe):
+                p.error(f"--against: {other} is {others[path].meta.get('problem')} at {others[path].nfe} NFE, "
+                        f"{path} {fit.meta['problem']} at {fit.nfe}: not the same cell")
+    seen = [s for _, s in found + list(others.items()) if s.meta.get("calibration_seed") in args.heldout_seeds]
     if seen:
         p.error(f"{seen[0].meta['problem']} NFE {seen[0].nfe} was calibrated on seed "
                 f"{seen[0].meta['calibration_seed']}, one of --heldout-seeds: pick seeds no fit saw")
@@ -142,6 +181,11 @@ def main(argv=None) -> int:
                      "fitted_from": _from(fit.meta.get("fitted_from")), "fitted": fitted, "pair": paired,
                      "ratio": fitted["rmse"] / paired["rmse"],
                      "ratio_interval": common.ratio_interval(fitted_items, pair_items)})
+        if path in others:
+            theirs, their_items = run_solver(problem, others[path], args.heldout_seeds, args.heldout_batch, refs)
+            rows[-1]["against"] = {"file": str(args.against / path.name), "rmse": theirs["rmse"],
+                                   "wrong_mode": theirs["wrong_mode"], "ratio": fitted["rmse"] / theirs["rmse"],
+                                   "interval": common.ratio_interval(fitted_items, their_items)}
         r = rows[-1]
         print(f"{r['problem']} NFE {r['nfe']}: fitted {r['fitted']['rmse']:.4g} ({r['fitted']['wrong_mode']} wrong "
               f"mode) | {r['pair_label']} {r['pair']['rmse']:.4g} ({r['pair']['wrong_mode']}) | ratio "
@@ -149,7 +193,8 @@ def main(argv=None) -> int:
               flush=True)
     command = " ".join(["python -m " + MODULE, *argv])
     result = {"info": common.run_info("cpu"), "command": command, "seconds": time.perf_counter() - t0,
-              "args": {"learned": str(args.learned), "heldout_seeds": args.heldout_seeds,
+              "args": {"learned": str(args.learned), "against": None if args.against is None else str(args.against),
+                       "heldout_seeds": args.heldout_seeds,
                        "heldout_batch": args.heldout_batch, "threads": args.threads}, "rows": rows}
     results = common.write_results(result, args.out)
     report(results)

@@ -62,6 +62,43 @@ def test_the_pair_column_is_the_registry_pair_and_the_table_is_generated(fitted,
     assert "beyond the 95 % interval (its low end above 1): 1." in fit_heldout.markdown(results)
 
 
+def test_against_another_folder_pairs_each_fit_with_its_namesake(fitted, tmp_path, capsys):
+    other = tmp_path / "other"
+    learned_solvers.main(["--problem", "gm-ve", "--nfe", "5", "--calibration", "64", "--iters", "3",
+                          "--batch", "32", "--out", str(other)])
+    out = tmp_path / "run"
+    argv = ["--learned", str(fitted), "--heldout-seeds", "101", "102", "--heldout-batch", "16",
+            "--cache", str(tmp_path / "cache"), "--no-progress"]
+    assert fit_heldout.main([*argv, "--against", str(other), "--out", str(out)]) == 0
+    (row,) = json.loads((out / "results.json").read_text())["rows"]
+    assert fit_heldout.main(["--learned", str(other), *argv[2:], "--out", str(tmp_path / "alone")]) == 0
+    theirs = json.loads((tmp_path / "alone" / "results.json").read_text())["rows"][0]["fitted"]
+    a = row["against"]
+    assert (a["rmse"], a["wrong_mode"]) == (theirs["rmse"], theirs["wrong_mode"])
+    assert a["ratio"] == pytest.approx(row["fitted"]["rmse"] / theirs["rmse"], rel=1e-12)
+    assert a["interval"][0] <= a["interval"][1]
+    table = (out / "table.md").read_text()
+    assert f"## Against {other}" in table and table == fit_heldout.report(out / "results.json", write=False)
+    # against itself: the ratio is 1 on every resample
+    assert fit_heldout.main([*argv, "--against", str(fitted), "--out", str(tmp_path / "self")]) == 0
+    (row,) = json.loads((tmp_path / "self" / "results.json").read_text())["rows"]
+    assert row["against"]["ratio"] == 1.0 and row["against"]["interval"] == pytest.approx([1.0, 1.0])
+    # a folder without the namesake, or with another cell under that name, is refused before any run
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit):
+        fit_heldout.main([*argv, "--against", str(empty), "--out", str(tmp_path / "x")])
+    assert "no gm-ve_nfe5.json there" in capsys.readouterr().err
+    wrong = tmp_path / "wrong"
+    learned_solvers.main(["--problem", "gm-ve", "--nfe", "3", "--calibration", "64", "--iters", "0", "--batch", "32",
+                          "--out", str(wrong)])
+    (wrong / "gm-ve_nfe3.json").rename(wrong / "gm-ve_nfe5.json")
+    with pytest.raises(SystemExit):
+        fit_heldout.main([*argv, "--against", str(wrong), "--out", str(tmp_path / "x")])
+    assert "not the same cell" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_refuses_seeds_a_fit_was_calibrated_on_and_folders_without_fits(fitted, tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         fit_heldout.main(["--learned", str(fitted), "--heldout-seeds", "7", "--out", str(tmp_path / "x")])
