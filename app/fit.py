@@ -348,9 +348,9 @@ def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None) -> 
     if solver.model.get("fingerprint") != mine:
         raise InvalidInput(f"--rescore: {path} was fitted to model {solver.model.get('fingerprint')!r}, not to "
                            f"{target.name} ({mine!r}); point --out at that model's fits or fit this model")
-    kept = {k: v for k, v in (row or {}).items() if k in ("seconds", "threads")}
+    timing = {k: v for k, v in (row or {}).items() if k in ("seconds", "threads")}  # of the fit, as reported
     base = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],
-            "validation_rmse": solver.meta["validation_rmse"], **kept}
+            "validation_rmse": solver.meta["validation_rmse"], **timing}
     return {**base, **heldout_scores(target, solver, nfe, args, out)}
 
 
