@@ -308,18 +308,20 @@ def fitted_heldout() -> str:
 
 def fitted_bound() -> str:
     """docs/fitted.md: the (b) cells a fit misses, fitted on the very held-out starts they are scored on."""
+    from benchmarks.fit_bound import out_of_reach
+
     rows = ["| problem | NFE | diffusers' best | fit, held out (÷ diffusers) | fitted on the scored starts "
             "(÷ diffusers) | wrong mode: held out / on them |", "|---|---:|---:|---:|---:|---:|"]
     results = _load(ROOT / "docs" / "benchmarks" / "fit_bound" / "results.json")
-    done = [] if results is None else [(r, results["target_ratio"]) for r in results["rows"]]
-    if not done:
+    if not results or not results["rows"]:
         return "(not measured yet: run the commands above)"
-    for r, _ in sorted(done, key=lambda item: (item[0]["problem"], item[0]["nfe"])):
+    for r in sorted(results["rows"], key=lambda r: (r["problem"], r["nfe"])):
         d, held, bound = r["diffusers"]["rmse"], r["heldout_fit"], r["bound"]
         rows.append(f"| {r['problem']} | {r['nfe']} | {d:.2e} | {held['rmse']:.2e} ({held['rmse'] / d:.2f}) | "
                     f"{bound['rmse']:.2e} ({bound['rmse'] / d:.2f}) | {held['wrong_mode']} / {bound['wrong_mode']} |")
-    out = [r for r, target in done if r["bound"]["rmse"] > target * r["diffusers"]["rmse"]]
-    return "\n".join(rows + ["", f"Missed even when fitted on the starts it is scored on: {len(out)} of {len(done)}"
+    out = out_of_reach(results)
+    return "\n".join(rows + ["", f"Missed even when fitted on the starts it is scored on: {len(out)} of "
+                                  f"{len(results['rows'])}"
                                   + (" (" + ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in out) + ")."
                                      if out else ".")])
 
