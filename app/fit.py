@@ -319,7 +319,8 @@ def heldout_scores(target: Target, solver, nfe: int, args, out: Path) -> dict:
 
     start = solver.meta["start"]
     start_solver = samplers.fitted.solver.LearnedSolver(**start["solver"]).validate()
-    fitted, pair = per_start(solver), per_start(start_solver)
+    fitted = per_start(solver)
+    pair = fitted if solver.meta.get("kept") == "start" else per_start(start_solver)  # handed back: the same solver
     row = {"fit": float(fitted.mean().sqrt()),
            "best_fixed": {"label": pair_label(start["sampler"], start["options"], start["schedule"],
                                               start_solver.sigmas[0]), "rmse": float(pair.mean().sqrt())},

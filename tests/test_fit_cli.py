@@ -146,6 +146,12 @@ def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):
     assert "--pool must be at least 0" in capsys.readouterr().err
     assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--starts", "0"]) == 2
     assert "--starts must be at least 1" in capsys.readouterr().err
+    # a fit that hands back its pair is that pair: scored once, fitted ÷ best fixed exactly 1
+    assert main([*argv[:6], str(tmp_path / "pair"), *argv[7:12], "0", *argv[13:]]) == 0
+    assert LearnedSolver.load(tmp_path / "pair" / "nfe3.json").meta["kept"] == "start"
+    row = json.loads((tmp_path / "pair" / "report.json").read_text())["rows"]["3"]
+    assert row["fit"] == row["best_fixed"]["rmse"] and row["fit_over_best_fixed"] == {"ratio": 1.0,
+                                                                                       "interval": [1.0, 1.0]}
 
 
 def test_fit_command_on_the_shipped_unet(tmp_path, capsys):
