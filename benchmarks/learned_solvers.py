@@ -60,11 +60,15 @@ def main(argv=None) -> int:
     p.add_argument("--pool", type=int, default=FitConfig.pool,
                    help=f"FitConfig.pool: the pool of further starts that ranks, trains and checks, as a multiple of "
                         f"the calibration starts (default {FitConfig.pool})")
+    p.add_argument("--history", type=int, default=FitConfig.history,
+                   help=f"FitConfig.history: earlier steps a step may weigh beyond those of its starting sampler "
+                        f"(default {FitConfig.history})")
     p.add_argument("--out", type=Path, required=True, help="folder for the solver files")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the mixtures are tiny)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
-    config = dict(iters=args.iters, batch=args.batch, seed=args.fit_seed, starts=args.starts, pool=args.pool)
+    config = dict(iters=args.iters, batch=args.batch, seed=args.fit_seed, starts=args.starts, pool=args.pool,
+                  history=args.history)
     for nfe in args.nfe:  # every option refused here, before a reference is solved
         try:
             FitConfig(nfe, **config).validate()
