@@ -320,7 +320,7 @@ def heldout_scores(target: Target, solver, nfe: int, args, out: Path) -> dict:
     start = solver.meta["start"]
     start_solver = samplers.fitted.solver.LearnedSolver(**start["solver"]).validate()
     fitted = per_start(solver)
-    pair = fitted if solver.meta.get("kept") == "start" else per_start(start_solver)  # handed back: the same solver
+    pair = fitted if solver.same_steps(start_solver) else per_start(start_solver)  # a handed-back pair: scored once
     row = {"fit": float(fitted.mean().sqrt()),
            "best_fixed": {"label": pair_label(start["sampler"], start["options"], start["schedule"],
                                               start_solver.sigmas[0]), "rmse": float(pair.mean().sqrt())},

@@ -55,6 +55,17 @@ def run_solver(problem, solver: LearnedSolver, seeds, batch: int, refs: common.R
     return pool(cells), torch.cat([c.pop(ITEMS) for c in cells])
 
 
+def run_solvers(problem, solvers: list[LearnedSolver], seeds, batch: int, refs: common.ReferenceCache
+                ) -> list[tuple[dict, torch.Tensor]]:
+    """:func:`run_solver` for each of ``solvers``, a solver that runs the same steps as one before it not run again
+    (a fit that handed back its pair, a fit the same as the one it is held against)."""
+    done: list[tuple[LearnedSolver, tuple[dict, torch.Tensor]]] = []
+    for solver in solvers:
+        if not any(other.same_steps(solver) for other, _ in done):
+            done.append((solver, run_solver(problem, solver, seeds, batch, refs)))
+    return [next(result for other, result in done if other.same_steps(solver)) for solver in solvers]
+
+
 def _from(other: dict | None) -> str | None:
     """The label of the pair a fit ran from where that is not the best pair (None: it is)."""
     return None if not other else pair_label(other["sampler"], other.get("options", {}), other["schedule"],
@@ -172,8 +183,9 @@ def main(argv=None) -> int:
         start = fit.meta["start"]
         pair = LearnedSolver(**start["solver"]).validate()
         problem = problems[fit.meta["problem"]]
-        fitted, fitted_items = run_solver(problem, fit, args.heldout_seeds, args.heldout_batch, refs)
-        paired, pair_items = run_solver(problem, pair, args.heldout_seeds, args.heldout_batch, refs)
+        solvers = [fit, pair] + ([others[path]] if path in others else [])
+        (fitted, fitted_items), (paired, pair_items), *against = run_solvers(problem, solvers, args.heldout_seeds,
+                                                                             args.heldout_batch, refs)
         rows.append({"problem": fit.meta["problem"], "nfe": fit.nfe, "file": path.name, "kept": fit.meta["kept"],
                      "calibration_seed": fit.meta.get("calibration_seed"),
                      "pair_label": pair_label(start["sampler"], start.get("options", {}), start["schedule"],
@@ -181,8 +193,7 @@ def main(argv=None) -> int:
                      "fitted_from": _from(fit.meta.get("fitted_from")), "fitted": fitted, "pair": paired,
                      "ratio": fitted["rmse"] / paired["rmse"],
                      "ratio_interval": common.ratio_interval(fitted_items, pair_items)})
-        if path in others:
-            theirs, their_items = run_solver(problem, others[path], args.heldout_seeds, args.heldout_batch, refs)
+        for theirs, their_items in against:  # with --against: the namesake's scores
             rows[-1]["against"] = {"file": str(args.against / path.name), "rmse": theirs["rmse"],
                                    "wrong_mode": theirs["wrong_mode"], "ratio": fitted["rmse"] / theirs["rmse"],
                                    "interval": common.ratio_interval(fitted_items, their_items)}

@@ -62,7 +62,7 @@ def test_the_pair_column_is_the_registry_pair_and_the_table_is_generated(fitted,
     assert "beyond the 95 % interval (its low end above 1): 1." in fit_heldout.markdown(results)
 
 
-def test_against_another_folder_pairs_each_fit_with_its_namesake(fitted, tmp_path, capsys):
+def test_against_another_folder_pairs_each_fit_with_its_namesake(fitted, tmp_path, capsys, monkeypatch):
     other = tmp_path / "other"
     learned_solvers.main(["--problem", "gm-ve", "--nfe", "5", "--calibration", "64", "--iters", "3",
                           "--batch", "32", "--out", str(other)])
@@ -79,10 +79,21 @@ def test_against_another_folder_pairs_each_fit_with_its_namesake(fitted, tmp_pat
     assert a["interval"][0] <= a["interval"][1]
     table = (out / "table.md").read_text()
     assert f"## Against {other}" in table and table == fit_heldout.report(out / "results.json", write=False)
-    # against itself: the ratio is 1 on every resample
+    # against itself: the ratio is 1 on every resample, and the namesake (the same steps) is not run again
+    runs, real = [], fit_heldout.run_solver
+    monkeypatch.setattr(fit_heldout, "run_solver", lambda *a, **k: runs.append(a[1]) or real(*a, **k))
     assert fit_heldout.main([*argv, "--against", str(fitted), "--out", str(tmp_path / "self")]) == 0
+    assert len(runs) == 2 and not runs[0].same_steps(runs[1])  # the fit and its pair
     (row,) = json.loads((tmp_path / "self" / "results.json").read_text())["rows"]
     assert row["against"]["ratio"] == 1.0 and row["against"]["interval"] == pytest.approx([1.0, 1.0])
+    # a fit that handed back its pair is that pair: run once, fitted ÷ pair exactly 1
+    handed = tmp_path / "handed"
+    learned_solvers.main(["--problem", "gm-ve", "--nfe", "3", "--calibration", "64", "--iters", "0", "--batch", "32",
+                          "--out", str(handed)])
+    runs.clear()
+    assert fit_heldout.main(["--learned", str(handed), *argv[2:], "--out", str(tmp_path / "handed-run")]) == 0
+    (row,) = json.loads((tmp_path / "handed-run" / "results.json").read_text())["rows"]
+    assert len(runs) == 1 and row["kept"] == "start" and row["fitted"] == row["pair"] and row["ratio"] == 1.0
     # a folder without the namesake, or with another cell under that name, is refused before any run
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -90,9 +101,8 @@ def test_against_another_folder_pairs_each_fit_with_its_namesake(fitted, tmp_pat
         fit_heldout.main([*argv, "--against", str(empty), "--out", str(tmp_path / "x")])
     assert "no gm-ve_nfe5.json there" in capsys.readouterr().err
     wrong = tmp_path / "wrong"
-    learned_solvers.main(["--problem", "gm-ve", "--nfe", "3", "--calibration", "64", "--iters", "0", "--batch", "32",
-                          "--out", str(wrong)])
-    (wrong / "gm-ve_nfe3.json").rename(wrong / "gm-ve_nfe5.json")
+    wrong.mkdir()
+    (handed / "gm-ve_nfe3.json").rename(wrong / "gm-ve_nfe5.json")
     with pytest.raises(SystemExit):
         fit_heldout.main([*argv, "--against", str(wrong), "--out", str(tmp_path / "x")])
     assert "not the same cell" in capsys.readouterr().err

@@ -174,6 +174,7 @@ def test_when_the_optimisation_cannot_help_the_start_itself_comes_back():
                      reference=ref if config.iters == 0 else misleading)
         start = LearnedSolver(**solver.meta["start"]["solver"])
         assert solver.meta["kept"] == "start" and solver.meta["iteration_kept"] == 0
+        assert solver.same_steps(start)  # the very pair: held-out reports score it once
         x = GM.noise(4, seed=10) * SIGMA_MAX
         torch.testing.assert_close(
             samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver=solver, disable=True),
@@ -331,6 +332,25 @@ def _solver_for(model) -> LearnedSolver:
     solver = LearnedSolver.from_sampler("dpmpp_2m", SIG)
     solver.model = {"fingerprint": fingerprint(model), "name": "test mixture", "prediction": "x0"}
     return solver
+
+
+def test_same_steps_compares_the_update_rule_not_the_records():
+    solver = _solver_for(GM.denoiser)
+    other = LearnedSolver.from_sampler("dpmpp_2m", SIG)  # no model, no meta
+    assert solver.same_steps(other) and other.same_steps(solver) and solver != other
+    told = LearnedSolver(list(other.sigmas), other.eps_weights, other.denoised_weights,
+                         model_sigmas=list(other.sigmas[:-1]))
+    assert solver.same_steps(told)  # the σ told at each node, spelled out, is the default
+    for change in ("sigmas", "eps_weights", "denoised_weights", "model_sigmas"):
+        changed = LearnedSolver(list(other.sigmas), [list(r) for r in other.eps_weights],
+                                [list(r) for r in other.denoised_weights], model_sigmas=list(other.sigmas[:-1]))
+        if change == "sigmas":
+            changed.sigmas[2] *= 1.01
+        elif change == "model_sigmas":
+            changed.model_sigmas[2] *= 1.01
+        else:
+            getattr(changed, change)[3][1] += 0.01
+        assert not solver.same_steps(changed), change
 
 
 def test_the_file_round_trips_and_records_the_model(tmp_path):

@@ -69,6 +69,12 @@ class LearnedSolver:
 
     nfe = steps
 
+    def same_steps(self, other: "LearnedSolver") -> bool:
+        """Whether ``other`` runs the very same steps (nodes, weights, the σ the model is told), whatever either
+        records of its fit: a fit that handed back its pair is that pair."""
+        return (self.sigmas, self.eps_weights, self.denoised_weights, self.model_sigmas or self.sigmas[:-1]) == (
+            other.sigmas, other.eps_weights, other.denoised_weights, other.model_sigmas or other.sigmas[:-1])
+
     def tensor(self) -> torch.Tensor:
         return torch.tensor(self.sigmas, dtype=torch.float64)
 
