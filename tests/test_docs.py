@@ -40,12 +40,34 @@ def test_generated_figures_have_no_unfilled_placeholders(name):
     assert not re.search(r"\{[A-Za-z_][\w.]*(\[[^\]]*\])*(:[^}]*)?\}", text), text
 
 
-def test_readme_links_resolve():
-    import re
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
-    readme = (ROOT / "README.md").read_text()
-    missing = [link for link in re.findall(r"\]\(([^)#]+)", readme) if "://" not in link and not (ROOT / link).exists()]
-    assert not missing
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(ROOT).as_posix()
+                                                       for p in (ROOT / "docs").glob("*.md"))])
+def test_doc_links_resolve(page):
+    """Every relative link of the README and docs/*.md names a file that exists, and a #section of a Markdown page
+    names one of its headings."""
+    src = ROOT / page
+    text = re.sub(r"```.*?```", "", src.read_text(), flags=re.S)
+    broken = []
+    for link in re.findall(r"\]\(([^)\s]+)\)", text):
+        if "://" in link or link.startswith("mailto:"):
+            continue
+        path, _, anchor = link.partition("#")
+        target = (src.parent / path).resolve() if path else src
+        if not target.exists():
+            broken.append(link)
+        elif anchor and target.suffix == ".md" and anchor not in _anchors(target):
+            broken.append(link)
+    assert not broken, f"{page}: links that lead nowhere: {broken}"
 
 
 def _imports(path: Path) -> set[str]:
