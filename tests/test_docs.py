@@ -45,9 +45,13 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+def _prose(page: Path) -> str:
+    """A Markdown page without its fenced code blocks (a shell comment is not a heading, `a](b)` in code no link)."""
+    return re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+
+
 def _anchors(page: Path) -> set[str]:
-    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
-    return {_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+    return {_slug(h) for h in re.findall(r"^#+ (.+)$", _prose(page), flags=re.M)}
 
 
 @pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(ROOT).as_posix()
@@ -56,9 +60,8 @@ def test_doc_links_resolve(page):
     """Every relative link of the README and docs/*.md names a file that exists, and a #section of a Markdown page
     names one of its headings."""
     src = ROOT / page
-    text = re.sub(r"```.*?```", "", src.read_text(), flags=re.S)
     broken = []
-    for link in re.findall(r"\]\(([^)\s]+)\)", text):
+    for link in re.findall(r"\]\(([^)\s]+)\)", _prose(src)):
         if "://" in link or link.startswith("mailto:"):
             continue
         path, _, anchor = link.partition("#")
