@@ -55,10 +55,10 @@ def _anchors(page: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(ROOT).as_posix()
-                                                       for p in (ROOT / "docs").glob("*.md"))])
+                                                       for p in (ROOT / "docs").rglob("*.md"))])
 def test_doc_links_resolve(page):
-    """Every relative link of the README and docs/*.md names a file that exists, and a #section of a Markdown page
-    names one of its headings."""
+    """Every relative link of the README and every Markdown page under docs/ (the generated tables too) names a file
+    that exists, and a #section of a Markdown page names one of its headings."""
     src = ROOT / page
     broken = []
     for link in re.findall(r"\]\(([^)\s]+)\)", _prose(src)):
