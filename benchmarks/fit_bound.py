@@ -6,7 +6,7 @@
 The deterministic benchmark scores each fit on held-out starts (``--results``: its results.json, which names the
 held-out seeds and starts per seed, diffusers' best scheduler there and the fit calibrated elsewhere). Where a fit
 misses a target — (b) of docs/fitted.md: at most 0.5 × diffusers' best — this asks whether more calibration data
-would have closed the gap: each cell is fitted with the benchmark's options (``FitConfig`` defaults, minibatches of
+would have closed the gap: each cell is fitted with the benchmark's options (``FitConfig`` defaults: minibatches of
 512) but calibrated on the held-out starts themselves, every one with its exact PF-ODE endpoint (so no pool), and
 scored on them. Not a held-out figure, and not a bound either: the optimiser ends in one of many local minima, and a
 fit that saw other starts can score better. A cell this fit misses too is not short of data of that kind. Writes
@@ -44,7 +44,7 @@ def fit_on(problem: common.Problem, nfe: int, seeds, batch: int, iters: int = Fi
     """The cell fitted on ``seeds`` × ``batch`` starts (the benchmark's options, no pool: every start solved)."""
     sigma_max = full_start(problem)
     noise = torch.cat([problem.noise(batch, seed).double() for seed in seeds])
-    return fit(problem.denoiser, FitConfig(nfe, iters=iters, batch=512, pool=0), noise, problem.sigma_min, sigma_max,
+    return fit(problem.denoiser, FitConfig(nfe, iters=iters, pool=0), noise, problem.sigma_min, sigma_max,
                reference_fn=lambda x, extra, sigma: problem.reference(x, sigma), native=problem.native, log=log)
 
 

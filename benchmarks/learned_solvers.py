@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     p.add_argument("--calibration", type=int, default=2048, help="calibration starts (default 2048, a quarter validates)")
     p.add_argument("--calibration-seed", type=int, default=7)
     p.add_argument("--iters", type=int, default=FitConfig.iters)
-    p.add_argument("--batch", type=int, default=512, help="training minibatch (default 512)")
+    p.add_argument("--batch", type=int, default=FitConfig.batch,
+                   help=f"FitConfig.batch: training minibatch (default {FitConfig.batch})")
     p.add_argument("--fit-seed", type=int, default=FitConfig.seed,
                    help="FitConfig.seed: the pool's draw and the minibatch order (default 0); the calibration "
                         "starts are --calibration-seed's")
