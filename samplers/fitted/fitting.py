@@ -64,7 +64,7 @@ class FitConfig:
         validation: share of the calibration starts never trained on; they pick the iterate.
         iters, lr, batch: Adam steps, learning rate (cosine-decayed to 5 %; None: 0.02 / nfe, as a longer chain
             of steps amplifies a change of its weights), training minibatch (None: every training start each step;
-            on fifteen unseen mixtures at 10 NFE as close as 512 and 3-4 times slower: docs/fitted-defaults.md).
+            on fifteen unseen mixtures at 10 NFE no closer than 512 and 3-5 times as long: docs/fitted-defaults.md).
         check_every: iterations between validation checks.
         history: earlier steps a step may weigh beyond those the starting sampler uses (fewer overfit less).
         fit_model_sigmas: also fit the σ the model is told at each node.
