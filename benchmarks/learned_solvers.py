@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("--calibration-seed", type=int, default=7)
     p.add_argument("--iters", type=int, default=FitConfig.iters)
     p.add_argument("--batch", type=int, default=FitConfig.batch,
-                   help=f"FitConfig.batch: training minibatch (default {FitConfig.batch})")
+                   help=f"FitConfig.batch: training minibatch (default {FitConfig.batch}; a number above the training "
+                        f"starts trains on all of them each step)")
     p.add_argument("--fit-seed", type=int, default=FitConfig.seed,
                    help="FitConfig.seed: the pool's draw and the minibatch order (default 0); the calibration "
                         "starts are --calibration-seed's")
