@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def _prose(page: Path) -> str:
     return re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
 
 
+@functools.cache  # a page linked many times is read and parsed once
 def _anchors(page: Path) -> set[str]:
     return {_slug(h) for h in re.findall(r"^#+ (.+)$", _prose(page), flags=re.M)}
 
