@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from samplers.core.errors import InvalidInput
+from samplers.core.validate import distinct
 
 
 
@@ -34,6 +35,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _generate(args) -> int:
     from models.pipeline import Pipeline, save_images
 
+    distinct("--seed", args.seed, "one image per seed, and a seed always gives the same image")
     out = _check_out(args.out)
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     seeds = args.seed if len(args.seed) > 1 else args.seed[0]
@@ -52,6 +54,10 @@ def _compare(args) -> int:
 
     from .images import compare_grid, format_table
 
+    if args.n < 1:
+        raise InvalidInput(f"--n (images per cell, for the match rate) must be at least 1, got {args.n}")
+    distinct("--samplers", args.samplers, "the grid has one row per sampler")
+    distinct("--steps", args.steps, "the grid has one column per step count")
     out = _check_out(args.out)
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     prompts = [args.prompt] * args.n

@@ -27,8 +27,11 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     import samplers
     from models import checker, data
     from samplers.core import names
+    from samplers.core.validate import distinct
 
     prompts = list(prompts)
+    sampler_names = distinct("sampler_names", sampler_names, "the grid has one row per sampler")
+    steps_list = distinct("steps_list", steps_list, "the grid has one column per step count")
     seeds = [seed + k for k in range(len(prompts))]
     # a fitted solver runs only at its own NFE: its row fills that column (added when missing)
     fixed = {name: len(lab.sigmas) - 1 for name in sampler_names if (lab := names.resolve(name)).sigmas is not None}

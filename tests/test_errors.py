@@ -1,5 +1,6 @@
 """Bad input gets a clear error that names the problem and the fix."""
 import math
+import re
 
 import pytest
 import torch
@@ -96,6 +97,29 @@ def test_cli_list_prints_every_sampler(capsys):
     for name in samplers.available():
         assert name in out
     assert f"{len(samplers.available())} samplers" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "a red circle", "--seed", "3", "0", "3"], "--seed lists 3 more than once"),
+    (["compare", "a red circle", "--samplers", "euler", "heun", "euler"], "--samplers lists 'euler' more than once"),
+    (["compare", "a red circle", "--steps", "4", "8", "4"], "--steps lists 4 more than once"),
+    (["compare", "a red circle", "--n", "0"], r"--n \(images per cell, for the match rate\) must be at least 1, got 0"),
+])
+def test_cli_refuses_a_repeated_or_empty_list_before_loading_a_model(argv, message, tmp_path, capsys, monkeypatch):
+    from models import pipeline
+
+    monkeypatch.setattr(pipeline.Pipeline, "load", lambda *a, **k: pytest.fail("loaded a model for a bad command"))
+    assert cli_main([*argv, "--out", str(tmp_path / "x.png")]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_compare_grid_refuses_a_repeated_sampler_or_step_count():
+    from app.images import compare_grid
+
+    with pytest.raises(samplers.InvalidOption, match="sampler_names lists 'dpmpp_2m' more than once"):
+        compare_grid(None, ["a red circle"], ["dpmpp_2m", "euler", "dpmpp_2m"], [4])
+    with pytest.raises(samplers.InvalidOption, match="steps_list lists 5 more than once"):
+        compare_grid(None, ["a red circle"], ["euler"], [5, 5])
 
 
 def test_flow_model_from_t1_accepts_the_noise_itself():

@@ -48,6 +48,15 @@ def integer(name: str, value, *, lo: int | None = None, hi: int | None = None) -
     return v
 
 
+def distinct(name: str, values, why: str) -> list:
+    """``values`` as a list, refused where one is listed twice (``why``: what a repeat would do)."""
+    values = list(values)
+    twice = sorted({repr(v) for v in values if values.count(v) > 1})
+    if twice:
+        raise InvalidOption(f"{name} lists {', '.join(twice)} more than once ({why}); list each once")
+    return values
+
+
 def nonneg(name, v):
     return real(name, v, lo=0.0)
 
