@@ -122,6 +122,21 @@ def test_compare_grid_refuses_a_repeated_sampler_or_step_count():
         compare_grid(None, ["a red circle"], ["euler"], [5, 5])
 
 
+@pytest.mark.parametrize("name, option", [("euler_ancestral", "eta"), ("euler_ancestral", "s_noise"),
+                                          ("euler", "s_churn"), ("euler", "s_tmax"), ("dpmpp_2m_sde", "eta")])
+def test_none_is_not_a_value_of_an_option_whose_default_is_a_value(name, option):
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return GM.denoiser(x, sigma)
+
+    seed = {"seed": 0} if samplers.info(name).stochastic else {}
+    with pytest.raises(samplers.InvalidOption, match=f"{option}=None is not a value of {option} .*leave {option} out"):
+        samplers.sample(name, model, X, SIG, disable=True, **{option: None}, **seed)
+    assert not calls
+
+
 def test_flow_model_from_t1_accepts_the_noise_itself():
     flow = RectifiedFlow()
     D = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)

@@ -128,8 +128,13 @@ def check_options(spec, options: dict) -> None:
         listed = ", ".join(sorted(valid)) if valid else "none"
         raise InvalidOption(f"{spec.name} has no option {hint}; its options are: {listed}")
     for key, value in options.items():
+        if value is None:  # None stands for "the default" only where the default is None
+            if valid[key] is not None:
+                raise InvalidOption(f"{spec.name}: {key}=None is not a value of {key} (its default is "
+                                    f"{valid[key]!r}); leave {key} out for the default, or give a value")
+            continue
         rule = SAMPLER_OPTION_RULES.get((spec.name, key), OPTION_RULES.get(key))
-        if rule is not None and value is not None:
+        if rule is not None:
             rule(key, value)
     if "s_tmin" in options or "s_tmax" in options:
         lo, hi = options.get("s_tmin", valid.get("s_tmin")), options.get("s_tmax", valid.get("s_tmax"))
