@@ -11,7 +11,9 @@ fingerprint; run it as ``sampler="fitted:<OUT>/nfe<N>.json"``) and ``report.json
 pair and the model's default sampler (a diffusers folder: its own scheduler), and fitted ÷ best fixed with its 95 %
 interval over those starts. A second run with the same ``--out`` resumes: finished NFEs are kept,
 references are cached and an interrupted optimisation continues from its last check (both in ``<OUT>/.work``);
-``--rescore`` fits nothing and scores the solvers in ``--out`` again (on ``--heldout`` starts).
+one with another model or other fitting options is refused (``report.json`` records them: :func:`setting`) unless
+``--restart`` replaces them; ``--rescore`` fits nothing and scores the solvers in ``--out`` again (on ``--heldout``
+starts).
 
 A diffusers folder (``UNet2DConditionModel.save_pretrained``) needs its scheduler config (``--scheduler-config``,
 default ``<folder>/scheduler_config.json`` or ``<folder>/../scheduler/scheduler_config.json``) and prompt
@@ -355,10 +357,70 @@ def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None) -> 
     return {**base, **heldout_scores(target, solver, nfe, args, out)}
 
 
+# what a fit in --out depends on: the model (IDENTITY: also what its cached exact endpoints depend on) and the
+# fitting options (FIT); the held-out count only its report rows (--rescore changes it)
+IDENTITY = ("model", "fingerprint", "description", "prediction", "sigma_max", "sigma_min", "prompts",
+            "prompt_embeds", "reference_tol")
+FIT = ("calibration", "validation", "iters", "lr", "batch", "screen", "pool", "starts", "seed")
+
+
+def setting(target: Target, args) -> dict:
+    """What the fits in ``--out`` were made of, recorded in report.json: a later run with another is refused."""
+    import hashlib
+
+    from samplers.fitted.identity import fingerprint
+
+    embeds = (hashlib.sha256(Path(args.prompt_embeds).read_bytes()).hexdigest()
+              if getattr(args, "prompt_embeds", None) else None)
+    return {"model": target.name, "fingerprint": fingerprint(target.denoiser), "description": target.description,
+            "prediction": target.prediction, "sigma_max": target.sigma_max, "sigma_min": target.sigma_min,
+            "prompts": getattr(args, "prompts", None), "prompt_embeds": embeds, "reference_tol": target.reference_tol,
+            **{k: getattr(args, k) for k in FIT}}
+
+
+def _check_setting(out: Path, report: dict, now: dict, args) -> dict:
+    """The report to continue from: ``report`` where its fits were made as this run makes them; refused where they
+    were not (a finished NFE would be kept, a cached endpoint reused, for another model or other options), unless
+    ``--restart``, which clears them. A report of before the setting was recorded is taken as it is."""
+    before = report.get("setting")
+    if not report.get("rows") or before is None:
+        return report
+    keys = IDENTITY if args.rescore else IDENTITY + FIT
+    changed = [k for k in keys if before.get(k) != now[k]]
+    if not changed:
+        return report
+    def shown(v):
+        return repr(v) if len(repr(v)) <= 40 else repr(v)[:12] + "…"
+
+    what = ", ".join(f"{k} {shown(before.get(k))} → {shown(now[k])}" for k in changed)
+    if not args.restart:
+        fix = ("point --out at that model's fits or fit this one into another --out" if args.rescore else
+               "choose another --out, or pass --restart to fit again there (replacing them)")
+        other = any(before.get(k) != now[k] for k in IDENTITY)
+        raise InvalidInput(f"{out} holds fits made otherwise than this run asks ({what}): "
+                           + ("they and the exact endpoints cached there are another model's" if other else
+                              "its finished NFEs were fitted with other options") + f"; {fix}")
+    import shutil
+
+    print(f"--restart: replacing the fits in {out} ({what})")
+    for k in report["rows"]:
+        (out / f"nfe{k}.json").unlink(missing_ok=True)
+    if any(before.get(k) != now[k] for k in IDENTITY):  # the cached exact endpoints are another model's
+        shutil.rmtree(out / WORK, ignore_errors=True)
+    return {}
+
+
 def run_fit(args) -> int:
-    for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0), ("pool", 0), ("starts", 1)):
+    for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0), ("pool", 0), ("starts", 1), ("batch", 1)):
         if getattr(args, name) < lo:
             raise InvalidInput(f"--{name} must be at least {lo}, got {getattr(args, name)}")
+    if not 0 < args.validation < 1:
+        raise InvalidInput(f"--validation (the share of calibration starts never trained on) must be in (0, 1), "
+                           f"got {args.validation}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise InvalidInput(f"--lr must be a positive number, got {args.lr}")
+    if args.cfg is not None and not math.isfinite(args.cfg):
+        raise InvalidInput(f"--cfg must be a finite number, got {args.cfg}")
     if args.screen != "all" and not (args.screen.isdigit() and int(args.screen) >= 1):
         raise InvalidInput(f"--screen must be 'all' or a number of training starts >= 1, got {args.screen!r}")
     args.screen = None if args.screen == "all" else int(args.screen)  # as FitConfig.screen takes it
@@ -366,7 +428,7 @@ def run_fit(args) -> int:
         raise InvalidInput(f"--nfe values must be between 1 and 100, got {args.nfe}")
     if args.rescore and args.restart:
         raise InvalidInput("--rescore scores the solvers in --out and --restart fits them again: pick one")
-    if args.time_budget is not None and args.time_budget <= 0:
+    if args.time_budget is not None and not args.time_budget > 0:
         raise InvalidInput(f"--time-budget must be positive seconds, got {args.time_budget}")
     out = Path(args.out)
     if not out.parent.is_dir():
@@ -382,18 +444,24 @@ def run_fit(args) -> int:
     target = make_target(args)
     if args.reference_tol is not None:
         target.reference_tol = args.reference_tol
+    now = setting(target, args)
+    report_path = out / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    report = _check_setting(out, report, now, args)
     out.mkdir(exist_ok=True)
     (out / WORK).mkdir(exist_ok=True)
     log = (lambda line: print(line, flush=True)) if args.verbose else None
     print(f"fitting to {target.name}: {target.description}; σ {target.sigma_max:g} → {target.sigma_min:g}, "
           f"{args.calibration} calibration starts, {args.heldout} held-out")
-    report_path = out / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else {}
     rows = {int(k): v for k, v in report.get("rows", {}).items()}
     for index, nfe in enumerate(args.nfe):
         if args.rescore:
             rows[nfe] = rescore_one(target, nfe, args, out, rows.get(nfe))
         elif nfe in rows and (out / f"nfe{nfe}.json").exists() and not args.restart:
+            if rows[nfe].get("heldout", args.heldout) != args.heldout:
+                raise InvalidInput(f"NFE {nfe} in {out} was scored on {rows[nfe]['heldout']} held-out starts, this "
+                                   f"run asks {args.heldout}: add --rescore to score the fits again on "
+                                   f"{args.heldout}, or leave --heldout at {rows[nfe]['heldout']}")
             print(f"NFE {nfe}: already fitted ({out / f'nfe{nfe}.json'}; --restart to fit again)")
         else:
             if args.restart:
@@ -412,8 +480,13 @@ def run_fit(args) -> int:
         from samplers.core.files import write_json
 
         calibration = report.get("calibration", args.calibration) if args.rescore else args.calibration
+        # --rescore fits nothing: the fits keep the options they were made with (unknown in a report of before
+        # the setting was recorded, which stays without one)
+        kept = now if not args.rescore else report.get("setting") and {**report["setting"],
+                                                                        **{k: now[k] for k in IDENTITY}}
         write_json(report_path, {"model": target.name, "description": target.description,
                                  "calibration": calibration, "heldout": args.heldout, "seed": args.seed,
+                                 **({"setting": kept} if kept else {}),
                                  "rows": {str(k): v for k, v in sorted(rows.items())}})
     print(f"done in {time.monotonic() - t0:.0f} s; run one with sampler=\"fitted:{out}/nfe{args.nfe[0]}.json\"")
     return 0

@@ -130,7 +130,7 @@ def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):
     assert main(["fit", "--model", "gm-ve", "--nfe", "4", "--out", str(out), "--rescore"]) == 2
     assert "no fitted solver" in capsys.readouterr().err
     assert main(["fit", "--model", "gm-vp-eps", "--nfe", "3", "--out", str(out), "--rescore"]) == 2
-    assert "was fitted to model" in capsys.readouterr().err
+    assert "holds fits made otherwise than this run asks (model 'gm-ve' → 'gm-vp-eps'" in capsys.readouterr().err
     assert main([*argv, "--rescore", "--restart"]) == 2
     assert main(["fit", "--model", "gm-ve", "--nfe", "0", "--out", str(out)]) == 2
     assert main(["fit", "--model", "nothing", "--nfe", "3", "--out", str(out)]) == 2
@@ -152,6 +152,38 @@ def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):
     row = json.loads((tmp_path / "pair" / "report.json").read_text())["rows"]["3"]
     assert row["fit"] == row["best_fixed"]["rmse"] and row["fit_over_best_fixed"] == {"ratio": 1.0,
                                                                                        "interval": [1.0, 1.0]}
+
+
+def test_a_second_fit_into_the_same_out_is_refused_where_the_model_or_options_differ(tmp_path, capsys):
+    out = tmp_path / "gm"
+    quick = ["--calibration", "8", "--heldout", "2", "--iters", "0", "--pool", "0", "--starts", "1", "--screen", "4",
+             "--threads", "1"]
+    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *quick]) == 0
+    capsys.readouterr()
+    cached = out / ".work" / "reference-calibration-0-tol1e-07.pt"
+    before = torch.load(cached, weights_only=True)["reference"]
+    # another model: its finished NFE would be kept and its cached exact endpoints reused
+    assert main(["fit", "--model", "gm-flow", "--nfe", "3", "--out", str(out), *quick]) == 2
+    err = capsys.readouterr().err
+    assert "(model 'gm-ve' → 'gm-flow'" in err and "another model's" in err and "--restart" in err
+    assert main(["fit", "--model", "gm-ve", "--nfe", "4", "--out", str(out), *quick, "--iters", "5"]) == 2
+    assert "(iters 0 → 5): its finished NFEs were fitted with other options" in capsys.readouterr().err
+    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *quick, "--heldout", "3"]) == 2
+    assert "was scored on 2 held-out starts, this run asks 3: add --rescore" in capsys.readouterr().err
+    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *quick, "--heldout", "3",
+                 "--rescore"]) == 0
+    assert LearnedSolver.load(out / "nfe3.json").model["name"] == "gm-ve"
+    # --restart replaces them, and the other model's cached endpoints with them
+    assert main(["fit", "--model", "gm-flow", "--nfe", "3", "--out", str(out), *quick, "--restart"]) == 0
+    assert "--restart: replacing the fits" in capsys.readouterr().out
+    assert LearnedSolver.load(out / "nfe3.json").model["name"] == "gm-flow"
+    assert json.loads((out / "report.json").read_text())["setting"]["model"] == "gm-flow"
+    assert not torch.equal(torch.load(cached, weights_only=True)["reference"], before)  # solved for gm-flow
+    for flag, value, message in (("--validation", "1.5", "--validation (the share"), ("--lr", "nan", "--lr must"),
+                                 ("--batch", "0", "--batch must be at least 1"),
+                                 ("--time-budget", "nan", "--time-budget must be positive")):
+        assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(tmp_path / "bad"), flag, value]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_fit_command_on_the_shipped_unet(tmp_path, capsys):
