@@ -279,3 +279,148 @@ def test_the_documented_custom_node_builds_a_working_sampler(fake_comfy):
                                                     noise_sampler="brownian_tree", disable=True))
     with pytest.raises(samplers.InvalidOption, match="JSON object"):
         node().get_sampler("euler", "eta=0.5")
+
+
+# ----------------------------------------------------------------------------------------------------
+# ComfyUI's own update rules where its sampler differs from the registry sampler of that name: references written
+# from ComfyUI's comfy/k_diffusion/sampling.py, run on ComfyUI's side of KSAMPLER (k-diffusion's model_k(x, σ[B]))
+
+
+def comfy_ipndm(model, x, sigmas, variable=False, max_order=4):
+    """ComfyUI's sample_ipndm (``variable=False``) and sample_ipndm_v: Adams–Bashforth in σ on d = (x − D)/σ, the
+    step to σ = 0 returning D; ipndm_v's weights corrected by the ratios of the last steps."""
+    s_in = x.new_ones([x.shape[0]])
+    t = sigmas
+    buf = []  # oldest first
+    for i in range(len(t) - 1):
+        denoised = model(x, t[i] * s_in)
+        d = (x - denoised) / t[i]
+        order = min(max_order, i + 1)
+        h = t[i + 1] - t[i]
+        if t[i + 1] == 0:
+            x_next = denoised
+        elif order == 1:
+            x_next = x + h * d
+        elif not variable:
+            ab = {2: (3, -1, 2), 3: (23, -16, 5, 12), 4: (55, -59, 37, -9, 24)}[order]
+            x_next = x + h * sum(c * e for c, e in zip(ab[:-1], [d, *buf[::-1]])) / ab[-1]
+        else:
+            h1 = t[i] - t[i - 1]
+            c1, c2 = (2 + h / h1) / 2, -(h / h1) / 2
+            if order == 2:
+                x_next = x + h * (c1 * d + c2 * buf[-1])
+            else:
+                h2 = t[i - 1] - t[i - 2]
+                t1 = (1 - h / (3 * (h + h1)) * (h * (h + h1)) / (h1 * (h1 + h2))) / 2
+                if order == 3:
+                    x_next = x + h * ((c1 + t1) * d + (c2 - (1 + h1 / h2) * t1) * buf[-1] + t1 * h1 / h2 * buf[-2])
+                else:
+                    h3 = t[i - 2] - t[i - 3]
+                    t2 = ((1 - h / (3 * (h + h1))) / 2 + (1 - h / (2 * (h + h1))) * h / (6 * (h + h1 + h2))) \
+                        * (h * (h + h1) * (h + h1 + h2)) / (h1 * (h1 + h2) * (h1 + h2 + h3))
+                    r = h1 * (h1 + h2) / (h2 * (h2 + h3))
+                    x_next = x + h * ((c1 + t1 + t2) * d + (c2 - (1 + h1 / h2) * t1 - (1 + h1 / h2 + r) * t2) * buf[-1]
+                                      + (t1 * h1 / h2 + (h1 / h2 + r * (1 + h2 / h3)) * t2) * buf[-2]
+                                      - t2 * r * h1 / h2 * buf[-3])
+        buf = (buf + [d])[-(max_order - 1):]
+        x = x_next
+    return x
+
+
+def comfy_euler_ancestral_rf(model, x, t, noises, eta=1.0, s_noise=1.0):
+    """ComfyUI's sample_euler_ancestral_RF, what its euler_ancestral runs on a CONST (flow) model, in flow time t."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(t) - 1):
+        denoised = model(x, t[i] * s_in)
+        if t[i + 1] == 0:
+            x = denoised
+            continue
+        t_down = t[i + 1] * (1 + (t[i + 1] / t[i] - 1) * eta)
+        a_next, a_down = 1 - t[i + 1], 1 - t_down
+        renoise = (t[i + 1] ** 2 - t_down ** 2 * a_next ** 2 / a_down ** 2) ** 0.5
+        x = (t_down / t[i]) * x + (1 - t_down / t[i]) * denoised
+        if eta > 0:
+            x = (a_next / a_down) * x + noises[i] * s_noise * renoise
+    return x
+
+
+def nonlinear_denoiser(x, sigma):
+    """A denoiser whose multistep errors do not cancel (the mixture's, mixed with a pointwise nonlinearity)."""
+    return GM.denoiser(x, sigma) + 0.1 * torch.tanh(x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2) ** 0.5)
+
+
+@pytest.mark.parametrize("steps", [10, 30])
+@pytest.mark.parametrize("name, variable", [("ipndm", False), ("ipndm_v", True)])
+def test_comfyui_ipndm_names_reproduce_comfyuis_update_rule(name, variable, steps):
+    sigmas = samplers.get_sigmas("karras", steps, sigma_min=0.03, sigma_max=14.6).double()
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(f"comfyui:{name}")), EPS(), nonlinear_denoiser, sigmas)
+    x = GM.noise(2, seed=3).double() * math.sqrt(1 + float(sigmas[0]) ** 2)
+    ref = comfy_ipndm(nonlinear_denoiser, x, sigmas, variable=variable)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    # Forge's labels run ComfyUI's functions too; and on a schedule that never reaches 0 (the weights alone)
+    forge = {"ipndm": "iPNDM", "ipndm_v": "iPNDM_v"}[name]
+    torch.testing.assert_close(samplers.sample(forge, nonlinear_denoiser, x, sigmas, disable=True), ref,
+                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(samplers.sample(f"comfyui:{name}", nonlinear_denoiser, x, sigmas[:-1], disable=True),
+                               comfy_ipndm(nonlinear_denoiser, x, sigmas[:-1], variable=variable),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_the_registry_ipndm_and_lms_keep_their_own_rules():
+    """The registry names keep what they computed: ipndm's last step is its Adams–Bashforth step, lms has the exact
+    variable-step weights — neither is ComfyUI's (the comfyui: names are)."""
+    sigmas = samplers.get_sigmas("karras", 10, sigma_min=0.03, sigma_max=14.6).double()
+    x = GM.noise(2, seed=3).double() * 14.6
+    plain = samplers.sample("ipndm", nonlinear_denoiser, x, sigmas, disable=True)
+    assert samplers.info("ipndm").options["final_denoise"] is False
+    assert not torch.allclose(plain, comfy_ipndm(nonlinear_denoiser, x, sigmas), atol=1e-6)
+    lms = samplers.sample("lms", nonlinear_denoiser, x, sigmas[:-1], disable=True)
+    assert not torch.allclose(lms, comfy_ipndm(nonlinear_denoiser, x, sigmas[:-1], variable=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.5, 0.0])
+@pytest.mark.parametrize("start", [1.0, 0.95])
+def test_comfyui_euler_ancestral_on_a_flow_model_is_comfyuis_rf_rule(eta, start):
+    t = torch.tensor([start, 0.9, 0.75, 0.55, 0.3, 0.1, 0.0], dtype=torch.float64)
+    noises = [GM.noise(2, seed=20 + k).double() for k in range(len(t))]
+    drawn = []
+
+    def noise_sampler(sigma, sigma_next):
+        drawn.append((sigma, sigma_next))
+        return noises[len(drawn) - 1]
+
+    fn = comfyui.ksampler_function("comfyui:euler_ancestral", eta=eta, noise_sampler=noise_sampler)
+    out, *_ = comfy_run(KSAMPLER(fn), ModelFlux(), FLOW_X0, t)
+    noise = GM.noise(2, seed=3).double()
+    x = t[0] * noise  # CONST noise scaling of an empty latent
+    ref = comfy_euler_ancestral_rf(FLOW_X0, x, t.tolist(), noises, eta=eta)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    assert len(drawn) == (len(t) - 2 if eta > 0 else 0)  # ComfyUI draws no noise for the last step nor at eta = 0
+    # the registry name keeps the VE ancestral rule on flow models (it differs from ComfyUI's there)
+    if eta > 0:
+        drawn.clear()
+        plain, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("euler_ancestral", eta=eta,
+                                                                 noise_sampler=noise_sampler)), ModelFlux(), FLOW_X0, t)
+        assert not torch.allclose(plain, ref, atol=1e-4)
+
+
+def test_comfyui_euler_ancestral_on_a_ve_model_stays_k_diffusions():
+    sampler = KSAMPLER(comfyui.ksampler_function("comfyui:euler_ancestral"))
+    out, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=7)
+    x = GM.noise(2, seed=3) * math.sqrt(1 + float(EPS_SIGMAS[0]) ** 2)
+    torch.testing.assert_close(out, samplers.sample("euler_ancestral", GM.denoiser, x, EPS_SIGMAS, seed=7,
+                                                    disable=True))
+
+
+def test_a_comfyui_name_without_its_flow_rule_is_refused_on_flow_models():
+    sampler = KSAMPLER(comfyui.ksampler_function("comfyui:dpmpp_2s_ancestral"))
+    with pytest.raises(samplers.Unavailable, match="sample_dpmpp_2s_ancestral_RF"):
+        comfy_run(sampler, ModelFlux(), FLOW_X0, FLOW_SIGMAS)
+    with pytest.raises(samplers.Unavailable, match="flow models"):
+        comfyui.ksampler_function("comfyui:dpmpp_2s_ancestral", coordinates="flow")
+    comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS)  # its k-diffusion rule on other models
+    comfy_run(KSAMPLER(comfyui.ksampler_function("dpmpp_2s_ancestral")), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
+    for name in ("comfyui:ipndm", "comfyui:ipndm_v"):  # ComfyUI steps these in flow time t on flow models
+        with pytest.raises(samplers.Unavailable, match="flow time t"):
+            comfy_run(KSAMPLER(comfyui.ksampler_function(name)), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
+    comfy_run(KSAMPLER(comfyui.ksampler_function("ipndm")), ModelFlux(), FLOW_X0, FLOW_SIGMAS)

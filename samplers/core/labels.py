@@ -18,6 +18,10 @@ from __future__ import annotations
 BROWNIAN = {"noise_sampler": "brownian_tree"}
 BROWNIAN_DEVICE = {"noise_sampler": "brownian_tree_device"}
 HEUN = {"solver_type": "heun"}
+# ComfyUI's sample_ipndm / sample_ipndm_v (which Forge's iPNDM / iPNDM_v run too): the step to σ = 0 returns the
+# denoised x, and ipndm_v weights the history by the step ratios (not lms's exact variable-step weights).
+IPNDM_COMFY = {"final_denoise": True}
+IPNDM_V_COMFY = {"final_denoise": True, "variable_steps": True}
 
 # A1111 / Forge (modules/sd_samplers_kdiffusion.py and sd_samplers_timesteps.py): the labels of the sampler menu
 # with their k_* aliases, and the "<label> Karras" / "<label> Exponential" labels of versions before 1.9.
@@ -70,8 +74,8 @@ A1111: dict[str, tuple] = {
     "UniPC": ("unipc_bh1", {}, None, None),
     "DDPM": ("ddpm", {}, None, None),
     "LCM": ("lcm", {}, None, None),
-    "iPNDM": ("ipndm", {}, None, None),
-    "iPNDM_v": ("lms", {}, None, None),  # the variable-step Adams–Bashforth
+    "iPNDM": ("ipndm", IPNDM_COMFY, None, None),
+    "iPNDM_v": ("ipndm", IPNDM_V_COMFY, None, None),
     "DEIS": ("deis", {}, None, None),
 }
 # Labels whose A1111 runs drop the next-to-last sigma (``discard_next_to_last_sigma``).
@@ -105,8 +109,8 @@ COMFYUI: dict[str, tuple] = {
     "dpmpp_3m_sde_gpu": ("dpmpp_3m_sde", BROWNIAN_DEVICE, None, None),
     "ddpm": ("ddpm", {}, None, None),
     "lcm": ("lcm", {}, None, None),
-    "ipndm": ("ipndm", {}, None, None),
-    "ipndm_v": ("lms", {}, None, None),
+    "ipndm": ("ipndm", IPNDM_COMFY, None, None),
+    "ipndm_v": ("ipndm", IPNDM_V_COMFY, None, None),
     "deis": ("deis", {}, None, None),
     "res_multistep": ("res_multistep", {}, None, None),
     "gradient_estimation": ("gradient_estimation", {}, None, None),
@@ -118,6 +122,21 @@ COMFYUI: dict[str, tuple] = {
     "ddim": ("ddim", {}, None, None),
     "uni_pc": ("unipc_bh1", {}, None, None),
     "uni_pc_bh2": ("unipc_bh2", {}, None, None),
+}
+# ComfyUI samplers that run another update rule on flow models (model_sampling a CONST: SD3, Flux, ...): the
+# registry sampler the ComfyUI name runs there instead (the ComfyUI adapter, samplers.interop.comfyui, switches).
+COMFYUI_FLOW: dict[str, str] = {
+    "euler_ancestral": "euler_ancestral_rf",  # sample_euler_ancestral → sample_euler_ancestral_RF
+}
+# ComfyUI samplers whose flow-model rule this library does not provide: refused on flow models, and why.
+COMFYUI_FLOW_REFUSED: dict[str, str] = {
+    "dpmpp_2s_ancestral": "on flow models ComfyUI runs sample_dpmpp_2s_ancestral_RF (its ancestral split and "
+                          "midpoint in flow time), which is not implemented; use euler_ancestral, or the registry's "
+                          "dpmpp_2s_ancestral (without the comfyui: prefix) for its own rule",
+    **{name: "on flow models ComfyUI's sample_" + name + " runs its Adams–Bashforth steps in flow time t (the "
+             "registry's ipndm steps in σ = t/(1 − t), a different extrapolation); use the registry's ipndm (without "
+             "the comfyui: prefix) for its own rule"
+       for name in ("ipndm", "ipndm_v")},
 }
 # ComfyUI samplers this library does not provide, and why (refused by name, never replaced by something else).
 COMFYUI_REFUSED: dict[str, str] = {

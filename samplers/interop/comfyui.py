@@ -26,6 +26,10 @@ name :mod:`samplers.core.names` resolves (``"dpmpp_2m"``, ``"comfyui:dpmpp_2m_sd
   those the function runs the sampler in σ = t/(1 − t), x/(1 − t) (:func:`samplers.core.conversion.to_denoiser`
   with ``"x0"`` on :class:`~samplers.core.native.RectifiedFlow`; t = 1 is σ = inf, stepped exactly) and hands
   ComfyUI back x in its own coordinates, in the callback too;
+- a ComfyUI name (``"comfyui:euler_ancestral"``) runs ComfyUI's own rule for flow models where ComfyUI switches
+  rule (:data:`samplers.core.labels.COMFYUI_FLOW`: ``euler_ancestral`` → ``euler_ancestral_rf``, ComfyUI's
+  ``sample_euler_ancestral_RF``), and is refused on flow models where this library lacks that rule
+  (:data:`~samplers.core.labels.COMFYUI_FLOW_REFUSED`); registry names run the registry's rule on every model;
 - options come from ``KSAMPLER(..., extra_options=...)`` (the node's JSON field) or from this function's keyword
   arguments, and are checked against the sampler before any model call.
 
@@ -40,9 +44,9 @@ from typing import Callable
 
 import torch
 
-from ..core import names
+from ..core import labels, names
 from ..core.conversion import to_denoiser
-from ..core.errors import InvalidOption
+from ..core.errors import InvalidOption, Unavailable
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
 from ..core.seeds import SEED_LIMIT
@@ -80,6 +84,14 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
                             f"SIGMAS input: use {label.sampler!r} with a {label.schedule!r} scheduler node")
     spec = SAMPLERS.get(label.sampler)
     check_options(spec, names.merge_options(label, options))
+    # A ComfyUI name that ComfyUI runs with another rule on flow models: that rule there, or a refusal.
+    comfy_key = label.label if label.source == "comfyui" else None
+    flow_spec = SAMPLERS.get(labels.COMFYUI_FLOW[comfy_key]) if comfy_key in labels.COMFYUI_FLOW else spec
+    flow_refused = labels.COMFYUI_FLOW_REFUSED.get(comfy_key)
+    if flow_refused is not None and coordinates == "flow":
+        raise Unavailable(f"ComfyUI sampler {name!r} is not available on flow models: {flow_refused}")
+    if flow_spec is not spec:
+        check_options(flow_spec, names.merge_options(label, options))
 
     def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **extra_options):
         extra_args = {} if extra_args is None else extra_args
@@ -89,7 +101,9 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
         if not flow:
             return spec.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **merged)
-        return _in_flow_coordinates(spec.fn, model, x, sigmas, extra_args, callback, disable, merged)
+        if flow_refused is not None:
+            raise Unavailable(f"ComfyUI sampler {name!r} is not available on flow models: {flow_refused}")
+        return _in_flow_coordinates(flow_spec.fn, model, x, sigmas, extra_args, callback, disable, merged)
 
     sampler_function.__name__ = f"sample_{spec.name}"
     sampler_function.__doc__ = f"{spec.name} ({spec.ref}) for ComfyUI's KSAMPLER."

@@ -7,7 +7,8 @@ three methods extrapolate ε̂ from earlier steps and integrate it over the step
   Lagrange polynomial in log σ through the last ``order`` nodes, integrated exactly over σ (with u = log σ,
   ∫ P(u) e^u du = e^u Σ_j (−1)^j P^(j)(u)), before the step's tensor work.
 - iPNDM (Zhang & Chen 2022, §4; ComfyUI's ``ipndm``): Adams–Bashforth with the constant-step coefficients
-  (3, −1)/2, (23, −16, 5)/12, (55, −59, 37, −9)/24, lower orders while warming up.
+  (3, −1)/2, (23, −16, 5)/12, (55, −59, 37, −9)/24, lower orders while warming up; ``variable_steps=True`` gives
+  the step-ratio corrected weights of ComfyUI's ``ipndm_v``.
 - PLMS (Liu et al. 2022, arXiv:2202.09778, "pseudo linear multistep"): the same 4th-order combination after a
   first step that averages ε̂ at both ends (diffusers' PNDMScheduler with ``skip_prk_steps=True``).
 
@@ -83,14 +84,48 @@ def _ab_step(x, eps_hist, dt: float, order: int):
     return x
 
 
+def ipndm_v_coefficients(sigmas, i: int, order: int) -> list[float]:
+    """ComfyUI's ``sample_ipndm_v`` weights of ε̂_i, ε̂_{i−1}, … (times the step σ_{i+1} − σ_i) for ``order`` 1–4.
+
+    The variable-step iPNDM of Zhou et al. 2023 (arXiv:2312.00094, as ComfyUI runs it): with h = σ_{i+1} − σ_i and
+    the earlier steps h1 = σ_i − σ_{i−1}, h2, h3, the constant-step Adams–Bashforth weights corrected by the ratios
+    of the steps. These are not the exact variable-step Adams–Bashforth weights of ``lms`` beyond second order.
+    """
+    if order == 1:
+        return [1.0]
+    h, h1 = sigmas[i + 1] - sigmas[i], sigmas[i] - sigmas[i - 1]
+    r = h / h1
+    base = [(2 + r) / 2, -r / 2]
+    if order == 2:
+        return base
+    h2 = sigmas[i - 1] - sigmas[i - 2]
+    a = (1 - h / (3 * (h + h1)) * (h * (h + h1)) / (h1 * (h1 + h2))) / 2
+    if order == 3:
+        return [base[0] + a, base[1] - (1 + h1 / h2) * a, a * h1 / h2]
+    h3 = sigmas[i - 2] - sigmas[i - 3]
+    b = (((1 - h / (3 * (h + h1))) / 2 + (1 - h / (2 * (h + h1))) * h / (6 * (h + h1 + h2)))
+         * (h * (h + h1) * (h + h1 + h2)) / (h1 * (h1 + h2) * (h1 + h2 + h3)))
+    q = h1 * (h1 + h2) / (h2 * (h2 + h3))
+    return [base[0] + a + b,
+            base[1] - (1 + h1 / h2) * a - (1 + h1 / h2 + q) * b,
+            a * h1 / h2 + (h1 / h2 + q * (1 + h2 / h3)) * b,
+            -b * q * h1 / h2]
+
+
 @register("ipndm", kind="ode", order=2, nfe_per_step=1, aliases=("sample_ipndm",),
-          ref="Zhang & Chen 2022 (arXiv:2204.13902), §4 iPNDM; ComfyUI's sample_ipndm",
-          final_step="the same Adams–Bashforth step (ε̂ is only needed at σ > 0)")
-def ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, max_order=4):
+          ref="Zhang & Chen 2022 (arXiv:2204.13902), §4 iPNDM; variable_steps: Zhou et al. 2023 "
+              "(arXiv:2312.00094), ComfyUI's sample_ipndm_v",
+          final_step="the same Adams–Bashforth step (ε̂ is only needed at σ > 0); final_denoise=True: "
+                     "x = D(x, σ) (ComfyUI's sample_ipndm / sample_ipndm_v)")
+def ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, max_order=4, variable_steps=False,
+          final_denoise=False):
     """iPNDM: Adams–Bashforth in σ on ε̂ with constant-step coefficients, orders 1→``max_order`` while warming up.
 
     Fourth order on uniform steps; on the smoothly uneven steps of diffusion schedules second order (measured).
-    ``ipndm_v`` (an alias of ``lms``) uses the exact variable-step weights.
+    ``variable_steps=True`` uses the step-ratio corrected weights of ComfyUI's ``sample_ipndm_v``
+    (:func:`ipndm_v_coefficients`); ``lms`` has the exact variable-step weights. ``final_denoise=True`` ends a
+    step to σ = 0 at the denoised x = D(x, σ) as ComfyUI's ``sample_ipndm`` / ``sample_ipndm_v`` do (the labels
+    ``comfyui:ipndm`` / ``comfyui:ipndm_v`` and Forge's ``iPNDM`` / ``iPNDM_v`` set both options as ComfyUI does).
     """
     if max_order not in (1, 2, 3, 4):
         raise InvalidInput(f"max_order must be 1-4, got {max_order!r}")
@@ -99,7 +134,13 @@ def ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, max
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
         eps_hist = [(x - denoised) / sigma] + eps_hist[: max_order - 1]
-        x = _ab_step(x, eps_hist, sigma_next - sigma, len(eps_hist))
+        if final_denoise and sigma_next == 0:
+            x = denoised
+        elif variable_steps:
+            for c, eps in zip(ipndm_v_coefficients(sigmas, i, len(eps_hist)), eps_hist):
+                x = x + eps * (c * (sigma_next - sigma))
+        else:
+            x = _ab_step(x, eps_hist, sigma_next - sigma, len(eps_hist))
         report(callback, x, i, sigma, sigma, denoised)
     return x
 

@@ -1,7 +1,7 @@
 """Ancestral samplers: each step is a deterministic step to σ_down followed by fresh noise of size σ_up
 (``get_ancestral_step``), or a draw from the DDPM posterior, or a consistency-model jump and re-noise.
 
-Euler ancestral (k-diffusion), DPM-Solver-2 and DPM-Solver++(2S) ancestral, DDPM, LCM. Every coefficient is a
+Euler ancestral (k-diffusion; ComfyUI's flow-model variant ``euler_ancestral_rf``), DPM-Solver-2 and DPM-Solver++(2S) ancestral, DDPM, LCM. Every coefficient is a
 Python float; noise comes only from ``noise_sampler(sigma, sigma_next)`` (per-item seeded by default,
 ``"brownian"`` for a Brownian path, or your own). η = 0 turns each into its deterministic counterpart.
 """
@@ -32,6 +32,41 @@ def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
         # the Euler step to σ_down, x + d·(σ_down − σ) with d = (x − D)/σ, is the point D + (σ_down/σ)·(x − D)
         x = torch.lerp(denoised, x, sigma_down / sigma)
         x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("euler_ancestral_rf", kind="ancestral", order=1, nfe_per_step=1, from_infinity=True,
+          aliases=("sample_euler_ancestral_RF",),
+          ref="ComfyUI's sample_euler_ancestral_RF (what its euler_ancestral runs on flow models): the ancestral "
+              "split made in flow time t = σ/(1 + σ)",
+          final_step="denoise (x = D(x, σ) when σ_next = 0), no noise")
+def euler_ancestral_rf(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
+                       noise_sampler=None, seed=None):
+    """Euler ancestral with the σ_down / σ_up split ComfyUI uses on rectified-flow models, in any model's σ.
+
+    In flow time t = σ/(1 + σ) the deterministic step goes to t_down = t_next·(1 + (t_next/t − 1)·η); in σ
+    that is the Euler step to σ_down = t_down/(1 − t_down), followed by fresh noise of size
+    σ_up = √(σ_next² − σ_down²) (ComfyUI's re-noise (1 − t_next)·σ_up in its own coordinates). η = 0 is Euler.
+    A schedule may start at σ = inf (t = 1), where x is the unit noise itself.
+    """
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if sigma_next == 0:
+            x = denoised
+        else:
+            t = 1.0 if math.isinf(sigma) else sigma / (1 + sigma)
+            t_next = sigma_next / (1 + sigma_next)
+            t_down = t_next * (1 + (t_next / t - 1) * eta)
+            sigma_down = t_down / (1 - t_down)
+            if math.isinf(sigma):  # x is the unit noise n: x_down = D + σ_down·n
+                x = denoised + x * sigma_down
+            else:
+                x = torch.lerp(denoised, x, sigma_down / sigma)
+            if eta > 0:
+                sigma_up = math.sqrt(sigma_next**2 - sigma_down**2)
+                x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
         report(callback, x, i, sigma, sigma, denoised)
     return x
 
