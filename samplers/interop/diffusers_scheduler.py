@@ -66,7 +66,7 @@ from ..core.conversion import to_x0
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, SamplersError, Unavailable
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
 from ..core.registry import SAMPLERS
-from ..core.validate import check_options
+from ..core.validate import check_options, integer
 from . import diffusers_sources as sources
 from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
                                prediction_from_config)
@@ -265,6 +265,20 @@ def _signatures() -> dict[str, frozenset]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _defaults(class_name: str) -> dict:
+    """The constructor defaults of a diffusers scheduler class (what its config holds for a key a config omits)."""
+    import inspect
+
+    from diffusers import schedulers as diffusers_schedulers
+
+    cls = getattr(diffusers_schedulers, class_name, None)
+    if cls is None:
+        return {}
+    return {name: p.default for name, p in inspect.signature(cls).parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in ("self", "kwargs")}
+
+
 def _class_of(config: dict) -> str | None:
     """The scheduler class a config without ``_class_name`` belongs to: the one class whose parameters are exactly
     its keys (a scheduler built directly, ``EulerDiscreteScheduler(...).config``; among classes with the same
@@ -342,6 +356,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidOption("sampler_options cannot hold noise_sampler or seed: the scheduler replays the "
                                 "sampler and draws its noise itself; pass seed=<int> to the scheduler instead")
         self.sampler_options = options
+        if seed is not None:
+            try:  # one integer in [0, 2**63) (item k of a batch uses seed + k): never rounded, wrapped or parsed
+                seeds_mod.resolve_seeds(integer("seed", seed), 1)
+            except (InvalidType, InvalidInput) as exc:
+                raise type(exc)(f"{exc}; pass seed=<int> for the registry's seeded noise, or leave it out (None) "
+                                "for the pipeline's generator") from None
 
         # the scheduler this one replaces
         self._source_name, self._source, self._ref = None, None, None
@@ -349,12 +369,15 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         label = names.resolve(sampler) if sampler is not None else None
         if found is not None:
             self._source_name, self._source = found
-            _check_int("num_train_timesteps", source_config.get("num_train_timesteps", 1000), 2,
+            # a config may leave keys out (an older scheduler_config.json, a dict): the class's defaults fill them
+            merged = {**_defaults(self._source_name), **source_config}
+            _check_int("num_train_timesteps", merged.get("num_train_timesteps", 1000), 2,
                        MAX_TRAIN_TIMESTEPS, "diffusers models use 1000")
-            native_from_config(source_config)  # the model it describes (betas, prediction), checked by our rules
+            native_from_config(merged)  # the model it describes (betas, prediction), checked by our rules
             self._ref = self._reference()
             own = label is None or label.sampler == self._nominal_algorithm()
-            refused = sources.refusals(self._source_name, source_config, algorithm=own)
+            refused = sources.refusals(self._source_name, self._source_config, algorithm=own,
+                                       given=source_config)
             if refused:
                 raise InvalidOption("; ".join(refused))
         else:
@@ -443,6 +466,14 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         """A private instance of the source class, built from its config (it computes the timesteps)."""
         return copy.deepcopy(_prototype(self._source_name, _freeze(self.config.source_config)))
 
+    @property
+    def _source_config(self) -> dict:
+        """The source class's config as the class resolved it: every key it takes, the class's defaults where the
+        given config leaves one out (and its own corrections, e.g. a deprecated ``solver_type``). Read this, never
+        the raw ``source_config``, for any option of the class."""
+        resolved = {k: v for k, v in self._ref.config.items() if not k.startswith("_")}
+        return {**resolved, "_class_name": self._source_name}
+
     def _nominal_algorithm(self) -> str | None:
         """The sampler the source class runs (at 20 steps; a few classes change it with the step count)."""
         try:
@@ -464,8 +495,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if self._source is None:
             native, prediction = native_from_config(self.config)
             return native, prediction, "flow" if isinstance(native, RectifiedFlow) else "vp"
-        config = self.config.source_config
-        space = self._source.model_space(self._ref.config)
+        config = self._source_config
+        space = self._source.model_space(config)
         if space == "edm":
             c = self._ref.config
             prediction = {"epsilon": "eps", "v_prediction": "v"}.get(c.prediction_type)
@@ -637,7 +668,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                f"{ref.config.get('steps_offset', 0)}?); use fewer steps or a smaller steps_offset")
         grid = self._grid = self._source.grid(ref, self.space)
         if self.space == "flow" and mu is not None:
-            self.native = native_from_config(self.config.source_config, mu=mu)[0]
+            self.native = native_from_config(self._source_config, mu=mu)[0]
         exact = self.config.exact
         if grid.jumps is not None and not exact:
             divisors = [d for d in (1, 2, 4, 5, 8, 10, 20, 25, 40, 50) if ref.config.num_train_timesteps % d == 0]
@@ -716,7 +747,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if self._source is None:
             self.native = self._native_for(mu)
         elif self.space == "flow" and mu is not None:
-            self.native = native_from_config(self.config.source_config, mu=mu)[0]
+            self.native = native_from_config(self._source_config, mu=mu)[0]
         schedule = self._registry_schedule(n, sigmas, timesteps)
         label = self.label
         run = label.sampler if label is not None else (
@@ -860,7 +891,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             a, b = self.native.coefficients(torch.tensor(sigma, dtype=torch.float64))
             x0 = to_x0(prediction, out, sample, a, b)
         extras = self._source.x0 if self._source is not None else ()
-        cfg = self.config.source_config or {}
+        cfg = self._source_config if self._source is not None else {}
         if "threshold" in extras and cfg.get("thresholding"):
             x0 = sources.dynamic_threshold(x0, cfg.get("dynamic_thresholding_ratio", 0.995),
                                            cfg.get("sample_max_value", 1.0))
@@ -910,7 +941,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         """One seed per item: the scheduler's ``seed`` (+ k), else drawn once per run from the pipeline's generator
         (one per item from a list of generators) or torch's global one."""
         if self.config.seed is not None:
-            return seeds_mod.resolve_seeds(int(self.config.seed), batch)
+            return seeds_mod.resolve_seeds(self.config.seed, batch)
         if generator is None:
             return seeds_mod.resolve_seeds(None, batch)
         gens = generator if isinstance(generator, (list, tuple)) else [generator]

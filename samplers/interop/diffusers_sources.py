@@ -498,10 +498,16 @@ def source_for(config: Mapping) -> tuple[str, Source] | None:
     return None
 
 
-def refusals(name: str, config: Mapping, algorithm: bool = True) -> list[str]:
+def refusals(name: str, config: Mapping, algorithm: bool = True, given: Mapping | None = None) -> list[str]:
     """Messages for every option of ``config`` that the shim cannot reproduce for class ``name`` (``algorithm``:
-    the class's own algorithm runs, not another sampler)."""
-    return [f"{name} with {r.option}={config.get(r.option)!r}: {r.why}" for r in SOURCES[name].refusals
+    the class's own algorithm runs, not another sampler). ``config`` is the class's resolved config (its defaults
+    filled in); ``given``, the config as passed, marks a refused value that is the class's default."""
+
+    def value(option: str) -> str:
+        default = given is not None and option not in given
+        return f"{config.get(option)!r}" + (f" (the {name} default; the config leaves {option} out)" if default else "")
+
+    return [f"{name} with {r.option}={value(r.option)}: {r.why}" for r in SOURCES[name].refusals
             if (algorithm or not r.algorithm) and r.applies(config)]
 
 
