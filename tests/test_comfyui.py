@@ -420,7 +420,55 @@ def test_a_comfyui_name_without_its_flow_rule_is_refused_on_flow_models():
         comfyui.ksampler_function("comfyui:dpmpp_2s_ancestral", coordinates="flow")
     comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS)  # its k-diffusion rule on other models
     comfy_run(KSAMPLER(comfyui.ksampler_function("dpmpp_2s_ancestral")), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
-    for name in ("comfyui:ipndm", "comfyui:ipndm_v"):  # ComfyUI steps these in flow time t on flow models
+    for name in ("comfyui:ipndm", "comfyui:ipndm_v", "comfyui:deis"):  # ComfyUI steps these in flow time t
         with pytest.raises(samplers.Unavailable, match="flow time t"):
             comfy_run(KSAMPLER(comfyui.ksampler_function(name)), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
     comfy_run(KSAMPLER(comfyui.ksampler_function("ipndm")), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
+
+
+def comfy_deis_tab(model, x, sigmas, max_order=3):
+    """ComfyUI's sample_deis (deis_mode="tab", comfy/k_diffusion/deis.py) in float64: the step weights integrate
+    the Lagrange basis in EDM's VP time against -½·(d log ᾱ/dt)/√(ᾱ(1 − ᾱ)) by a sum over 10000 points."""
+    s_min, s_max, eps_s = 0.002, 80.0, 1e-3
+    beta_d = 2 * (math.log(s_min**2 + 1) / eps_s - math.log(s_max**2 + 1)) / (eps_s - 1)
+    beta_0 = math.log(s_max**2 + 1) - 0.5 * beta_d
+    beta_1 = beta_d + beta_0
+    ts = ((beta_0**2 + 2 * beta_d * torch.log(sigmas.double()**2 + 1)).sqrt() - beta_0) / beta_d
+    s_in = x.new_ones([x.shape[0]])
+    buf = []
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        d = (x - denoised) / sigmas[i]
+        order = 1 if sigmas[i + 1] <= 0 else min(max_order, i + 1)
+        if order == 1:
+            x_next = x + (sigmas[i + 1] - sigmas[i]) * d
+        else:
+            taus = torch.linspace(float(ts[i]), float(ts[i + 1]), 10000, dtype=torch.float64).requires_grad_(True)
+            with torch.enable_grad():
+                alpha = torch.exp(-0.5 * taus**2 * (beta_1 - beta_0) - taus * beta_0)
+                alpha.log().sum().backward()
+            integrand = (-0.5 * taus.grad / torch.sqrt(alpha * (1 - alpha))).detach()
+            prev = [float(ts[i - k]) for k in range(order)]
+            x_next = x
+            for j, e in enumerate([d, *buf[::-1]][:order]):
+                poly = 1.0
+                for k in range(order):
+                    if k != j:
+                        poly = poly * (taus.detach() - prev[k]) / (prev[j] - prev[k])
+                x_next = x_next + float(torch.sum(integrand * poly)) * (float(ts[i + 1]) - float(ts[i])) / 10000 * e
+        buf = (buf + [d])[-(max_order - 1):]
+        x = x_next
+    return x
+
+
+@pytest.mark.parametrize("steps", [10, 30])
+def test_comfyui_deis_is_comfyuis_tab_deis(steps):
+    sigmas = samplers.get_sigmas("karras", steps, sigma_min=0.03, sigma_max=14.6).double()
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:deis")), EPS(), nonlinear_denoiser, sigmas)
+    x = GM.noise(2, seed=3).double() * math.sqrt(1 + float(sigmas[0]) ** 2)
+    ref = comfy_deis_tab(nonlinear_denoiser, x, sigmas)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(samplers.sample("DEIS", nonlinear_denoiser, x, sigmas, disable=True), ref,
+                               rtol=1e-10, atol=1e-10)  # Forge's label
+    plain = samplers.sample("deis", nonlinear_denoiser, x, sigmas, disable=True)  # the registry's ρAB stays
+    assert not torch.allclose(plain, ref, atol=1e-6)

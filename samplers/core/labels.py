@@ -22,6 +22,8 @@ HEUN = {"solver_type": "heun"}
 # denoised x, and ipndm_v weights the history by the step ratios (not lms's exact variable-step weights).
 IPNDM_COMFY = {"final_denoise": True}
 IPNDM_V_COMFY = {"final_denoise": True, "variable_steps": True}
+# ComfyUI's sample_deis (Forge's DEIS): DEIS-tAB coefficients, no lowering of the order on the last steps.
+DEIS_COMFY = {"mode": "tab", "lower_order_final": False}
 
 # A1111 / Forge (modules/sd_samplers_kdiffusion.py and sd_samplers_timesteps.py): the labels of the sampler menu
 # with their k_* aliases, and the "<label> Karras" / "<label> Exponential" labels of versions before 1.9.
@@ -76,7 +78,7 @@ A1111: dict[str, tuple] = {
     "LCM": ("lcm", {}, None, None),
     "iPNDM": ("ipndm", IPNDM_COMFY, None, None),
     "iPNDM_v": ("ipndm", IPNDM_V_COMFY, None, None),
-    "DEIS": ("deis", {}, None, None),
+    "DEIS": ("deis", DEIS_COMFY, None, None),
 }
 # Labels whose A1111 runs drop the next-to-last sigma (``discard_next_to_last_sigma``).
 A1111_DISCARD_PENULTIMATE = {"DPM2", "k_dpm_2", "DPM2 Karras", "DPM2 a", "k_dpm_2_a", "DPM2 a Karras", "DPM++ 3M SDE",
@@ -111,7 +113,7 @@ COMFYUI: dict[str, tuple] = {
     "lcm": ("lcm", {}, None, None),
     "ipndm": ("ipndm", IPNDM_COMFY, None, None),
     "ipndm_v": ("ipndm", IPNDM_V_COMFY, None, None),
-    "deis": ("deis", {}, None, None),
+    "deis": ("deis", DEIS_COMFY, None, None),
     "res_multistep": ("res_multistep", {}, None, None),
     "gradient_estimation": ("gradient_estimation", {}, None, None),
     "er_sde": ("er_sde", {}, None, None),
@@ -133,10 +135,10 @@ COMFYUI_FLOW_REFUSED: dict[str, str] = {
     "dpmpp_2s_ancestral": "on flow models ComfyUI runs sample_dpmpp_2s_ancestral_RF (its ancestral split and "
                           "midpoint in flow time), which is not implemented; use euler_ancestral, or the registry's "
                           "dpmpp_2s_ancestral (without the comfyui: prefix) for its own rule",
-    **{name: "on flow models ComfyUI's sample_" + name + " runs its Adams–Bashforth steps in flow time t (the "
-             "registry's ipndm steps in σ = t/(1 − t), a different extrapolation); use the registry's ipndm (without "
-             "the comfyui: prefix) for its own rule"
-       for name in ("ipndm", "ipndm_v")},
+    **{name: "on flow models ComfyUI's sample_" + name + " runs its multistep steps in flow time t (the "
+             "registry's in σ = t/(1 − t), a different extrapolation); use the registry's " + name.split("_")[0] +
+             " (without the comfyui: prefix) for its own rule"
+       for name in ("ipndm", "ipndm_v", "deis")},
 }
 # ComfyUI samplers this library does not provide, and why (refused by name, never replaced by something else).
 COMFYUI_REFUSED: dict[str, str] = {

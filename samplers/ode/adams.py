@@ -48,17 +48,61 @@ def deis_coefficients(sigmas: list[float], i: int, order: int) -> list[float]:
     return out
 
 
+# DEIS-tAB as ComfyUI's sample_deis (deis_mode="tab") computes it: the VP time of EDM's default VP fit
+# (σ_min = 0.002, σ_max = 80, ε_s = 1e-3), and the step integrals by a Riemann sum over 10000 points.
+_TAB_SIGMA_MIN, _TAB_SIGMA_MAX, _TAB_EPS, _TAB_POINTS = 0.002, 80.0, 1e-3, 10000
+
+
+def _tab_vp():
+    beta_d = 2 * (math.log(_TAB_SIGMA_MIN**2 + 1) / _TAB_EPS - math.log(_TAB_SIGMA_MAX**2 + 1)) / (_TAB_EPS - 1)
+    beta_min = math.log(_TAB_SIGMA_MAX**2 + 1) - 0.5 * beta_d
+    return beta_min, beta_d
+
+
+def deis_tab_coefficients(sigmas: list[float], i: int, order: int) -> list[float]:
+    """Weights of ε̂_i, ε̂_{i−1}, … for the step σ_i → σ_{i+1} of DEIS-tAB, as ComfyUI's ``sample_deis``: ε̂ a
+    Lagrange polynomial in the VP time t(σ), integrated against −½·(d log ᾱ/dt)/√(ᾱ(1 − ᾱ)) over the step by
+    ComfyUI's sum over 10000 evenly spaced points (both ends included) times (t_next − t)/10000."""
+    import torch
+
+    beta_min, beta_d = _tab_vp()
+
+    def vp_time(sigma):
+        return (math.sqrt(beta_min**2 + 2 * beta_d * math.log(sigma**2 + 1)) - beta_min) / beta_d
+
+    nodes = [vp_time(sigmas[i - k]) for k in range(order)]
+    t_cur, t_next = nodes[0], vp_time(sigmas[i + 1])
+    taus = torch.linspace(t_cur, t_next, _TAB_POINTS, dtype=torch.float64)
+    alpha = torch.exp(-0.5 * taus**2 * beta_d - taus * beta_min)
+    integrand = 0.5 * (taus * beta_d + beta_min) / torch.sqrt(alpha * (1 - alpha))
+    dtau = (t_next - t_cur) / _TAB_POINTS
+    out = []
+    for j in range(order):
+        poly = torch.ones_like(taus)
+        for k in range(order):
+            if k != j:
+                poly = poly * (taus - nodes[k]) / (nodes[j] - nodes[k])
+        out.append(float(torch.sum(integrand * poly)) * dtau)
+    return out
+
+
 @register("deis", kind="ode", order=3, nfe_per_step=1, aliases=("sample_deis",),
-          ref="Zhang & Chen 2022, DEIS (arXiv:2204.13902), ρAB with log-ρ Lagrange interpolation",
+          ref="Zhang & Chen 2022, DEIS (arXiv:2204.13902), ρAB with log-ρ Lagrange interpolation; mode='tab': "
+              "tAB as ComfyUI's sample_deis",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
-def deis(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, lower_order_final=True):
+def deis(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, lower_order_final=True,
+         mode="rhoab"):
     """DEIS-ρAB of ``order`` 1–3: x_next = x + Σ_k c_k·ε̂_{i−k}, c_k = ∫ ℓ_k(log σ) dσ (exact).
 
     Warm-up uses the orders available; ``lower_order_final`` (diffusers' rule, for stability at few steps)
     makes the last two steps at most second and first order when there are fewer than 15 steps. Order 1 is DDIM.
+    ``mode="tab"`` is DEIS-tAB as ComfyUI's ``sample_deis`` computes it (:func:`deis_tab_coefficients`; its first
+    step is Euler); the ComfyUI / Forge names ``comfyui:deis`` / ``DEIS`` run it with ``lower_order_final=False``.
     """
     if order not in (1, 2, 3):
         raise InvalidInput(f"DEIS order must be 1, 2 or 3, got {order!r}")
+    if mode not in ("rhoab", "tab"):
+        raise InvalidInput(f"DEIS mode must be 'rhoab' or 'tab', got {mode!r}")
     n = len(sigmas) - 1
     eps_hist: list = []
     for i in progress(sigmas, disable):
@@ -71,7 +115,13 @@ def deis(model, x, sigmas, extra_args=None, callback=None, disable=None, *, orde
             k = min(order, len(eps_hist))
             if lower_order_final and n < 15 and i >= n - 2:
                 k = min(k, n - i)  # the last two steps at orders ≤ 2 and 1 (diffusers' rule)
-            for c, eps in zip(deis_coefficients(sigmas, i, k), eps_hist):
+            if mode == "tab" and k == 1:
+                coefficients = [sigma_next - sigma]  # ComfyUI's first-order tAB step is Euler in σ
+            elif mode == "tab":
+                coefficients = deis_tab_coefficients(sigmas, i, k)
+            else:
+                coefficients = deis_coefficients(sigmas, i, k)
+            for c, eps in zip(coefficients, eps_hist):
                 x = x + eps * c
         report(callback, x, i, sigma, sigma, denoised)
     return x
