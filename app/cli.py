@@ -25,7 +25,8 @@ def _check_out(path: str | Path) -> Path:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="e.g. 'a large red circle at the top left' (the caption grammar: docs/models.md)")
-    p.add_argument("--model", choices=("eps", "flow"), default="eps", help="which shipped model (default eps)")
+    p.add_argument("--model", choices=("eps", "flow"), default=None,
+                   help="which shipped model (default eps); with --weights, the kind that folder must hold")
     p.add_argument("--weights", default=None, help="a U-Net folder instead of the shipped weights")
     p.add_argument("--vae", default=None, help="the VAE folder that U-Net was trained with (default: the shipped VAE)")
     p.add_argument("--schedule", default=None, help="sigma schedule (default: the model's; e.g. karras, flow)")
@@ -62,7 +63,7 @@ def _compare(args) -> int:
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     prompts = [args.prompt] * args.n
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,
-                              schedule=args.schedule, title=f"{args.model}: {args.prompt!r}, seed {args.seed}")
+                              schedule=args.schedule, title=f"{pipe.model.config.prediction}: {args.prompt!r}, seed {args.seed}")
     mio.atomic_save_image(out, grid)
     print(format_table(rows, args.n))
     print(f"wrote {out}")

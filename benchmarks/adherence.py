@@ -35,11 +35,12 @@ def adherence(pipe, captions: list[str], seeds: list[int] | None = None, batch_s
     return checker.accuracy(torch.cat(images), captions)
 
 
-def run(model: str = "eps", n: int = 200, steps: int = 20, sampler: str | None = None, schedule: str | None = None,
+def run(model: str | None = None, n: int = 200, steps: int = 20, sampler: str | None = None, schedule: str | None = None,
         cfg: float | None = None, folder=None, out=sys.stdout) -> dict:
     from models.pipeline import Pipeline
 
     pipe = Pipeline.load(folder, model=model)
+    model = model or pipe.model.config.prediction
     cfg = pipe.defaults["cfg"] if cfg is None else cfg
     sampler = sampler or pipe.defaults["sampler"]
     schedule = schedule or pipe.defaults["schedule"]
@@ -63,7 +64,8 @@ def run(model: str = "eps", n: int = 200, steps: int = 20, sampler: str | None =
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.adherence", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=("eps", "flow"), default="eps")
+    p.add_argument("--model", choices=("eps", "flow"), default=None,
+                   help="the shipped model (default eps); with --weights, the kind that folder must hold")
     p.add_argument("--weights", default=None, help="U-Net folder (default: the shipped weights of --model)")
     p.add_argument("--n", type=int, default=200, help="captions per row")
     p.add_argument("--steps", type=int, default=20)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import samplers
 from samplers.core import names
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
-from samplers.core.validate import check_allocation, integer, real
+from samplers.core.validate import check_allocation, check_options, integer, real
 from samplers.core.seeds import resolve_seeds, seeded_randn
 
 from . import data
@@ -77,17 +77,44 @@ def check_vae(model: DiffusionModel, vae: VAE) -> None:
 
 
 def _as_image_batch(images) -> torch.Tensor:
-    """PIL image, list of PIL images, [3,H,W] or [B,3,H,W] tensor in [-1, 1] → [B, 3, H, W]."""
+    """PIL image, list of PIL images, [3,H,W] or [B,3,H,W] tensor in [-1, 1] → [B, 3, H, W]. Integer pixels
+    (0..255), values outside [-1, 1], NaN, an empty batch and a list of different sizes are refused."""
     if hasattr(images, "convert"):
         images = [images]
     if isinstance(images, (list, tuple)):
-        images = torch.stack([data.from_pil(im) if hasattr(im, "convert") else torch.as_tensor(im) for im in images])
-    images = torch.as_tensor(images, dtype=torch.float32)
+        if not images:
+            raise InvalidInput("no images given: pass a PIL image, a list of them, or a [B, 3, H, W] tensor")
+        items = [data.from_pil(im) if hasattr(im, "convert") else _float_pixels(torch.as_tensor(im), "image")
+                 for im in images]
+        sizes = sorted({tuple(im.shape) for im in items})
+        if len(sizes) > 1:
+            raise InvalidInput(f"the images of a batch must share one size, got {sizes}; resize them first")
+        images = torch.stack(items)
+    images = _float_pixels(torch.as_tensor(images), "images")
     if images.ndim == 3:
         images = images[None]
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise InvalidInput(f"expected images [B, 3, H, W] in [-1, 1] or PIL images, got shape {tuple(images.shape)}")
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+        raise InvalidInput(f"expected images [B, 3, H, W] (B >= 1) in [-1, 1] or PIL images, got shape "
+                           f"{tuple(images.shape)}")
+    _check_range(images, "images", -1.0, 1.0, "pass PIL images, or tensors scaled as pixels / 127.5 - 1")
     return images
+
+
+def _float_pixels(t: torch.Tensor, what: str) -> torch.Tensor:
+    """``t`` as float32 pixels; integer pixels (0..255, as PIL or numpy hold them) are refused, not guessed."""
+    if t.is_complex() or not t.is_floating_point():
+        raise InvalidType(f"{what} must be floating-point tensors in [-1, 1], got dtype {t.dtype}; for 0..255 "
+                          "pixels pass PIL images, or t.float() / 127.5 - 1")
+    return t.to(torch.float32)
+
+
+def _check_range(t: torch.Tensor, what: str, lo: float, hi: float, fix: str) -> None:
+    """One read of ``t``, before any model call: every value finite and in [lo, hi]."""
+    if not bool(torch.isfinite(t).all()):
+        raise InvalidInput(f"{what} hold NaN or infinite values; {fix}")
+    if t.numel() and (float(t.min()) < lo or float(t.max()) > hi):
+        raise InvalidInput(f"{what} must lie in [{lo:g}, {hi:g}], got values from {float(t.min()):g} to "
+                           f"{float(t.max()):g}; {fix}")
 
 
 def _as_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
@@ -96,14 +123,28 @@ def _as_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
         import numpy as np
 
         mask = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
-    mask = torch.as_tensor(mask, dtype=torch.float32)
+    mask = torch.as_tensor(mask)
+    if mask.is_complex() or not (mask.is_floating_point() or mask.dtype == torch.bool):
+        raise InvalidType(f"mask must be a floating-point or bool tensor in [0, 1] (1 = generate), got dtype "
+                          f"{mask.dtype}; for a 0..255 mask pass a PIL 'L' image, or m.float() / 255")
+    mask = mask.to(torch.float32)
     while mask.ndim < 4:
         mask = mask[None]
-    if mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (height, width) or mask.shape[0] not in (1, batch):
+    if (mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (height, width)
+            or mask.shape[0] not in (1, batch)):
         raise InvalidInput(
             f"mask has shape {tuple(mask.shape)} but the image is {height}×{width} (batch {batch}); "
             f"expected [{height}, {width}] or [B, 1, {height}, {width}] with 1 = generate, 0 = keep")
-    return mask.expand(batch, 1, height, width).clamp(0, 1)
+    _check_range(mask, "mask values", 0.0, 1.0, "1 = generate, 0 = keep (a PIL 'L' mask is read as 0..255 / 255)")
+    return mask.expand(batch, 1, height, width)
+
+
+def _strength(value, meaning: str) -> float:
+    """img2img / inpaint ``strength``: any real number (a numpy float too) in (0, 1]."""
+    v = real("strength", value, what=f" in (0, 1] ({meaning})")
+    if not 0 < v <= 1:
+        raise InvalidInput(f"strength must be in (0, 1] ({meaning}), got {v:g}")
+    return v
 
 
 def _check_output(output) -> None:
@@ -126,17 +167,24 @@ class Pipeline:
         self._denoiser = samplers.to_denoiser(self._model_fn, model.config.prediction, self.native)
 
     @classmethod
-    def load(cls, folder: str | Path | None = None, model: str = "eps", vae: str | Path | VAE | None = None) -> "Pipeline":
-        """The U-Net in ``folder`` (default: the shipped ``models/weights/<model>``) with its VAE
-        (``vae``: a folder or a VAE; default the shipped one)."""
+    def load(cls, folder: str | Path | None = None, model: str | None = None,
+             vae: str | Path | VAE | None = None) -> "Pipeline":
+        """The U-Net in ``folder`` (default: the shipped ``models/weights/<model>``, ``model`` eps by default) with
+        its VAE (``vae``: a folder or a VAE; default the shipped one). With a folder, ``model`` (if given) is what
+        the folder must hold: a U-Net of that prediction type."""
+        if model is not None and model not in MODELS:
+            raise InvalidInput(f"model must be one of {MODELS}, got {model!r}")
         if folder is None:
-            if model not in MODELS:
-                raise InvalidInput(f"model must be one of {MODELS}, got {model!r}")
+            model = model or "eps"
             folder = WEIGHTS / model
             hint = f"reproduce the shipped weights with `{TRAIN_COMMANDS[model]}`"
         else:
             hint = "train one with `python -m models.train eps|flow --out FOLDER`"
         unet = DiffusionModel.load(folder, reproduce_hint=hint)
+        if model is not None and unet.config.prediction != model:
+            raise InvalidInput(f"model={model!r} asks for a U-Net with prediction {model!r}, but {folder} holds one "
+                               f"with prediction {unet.config.prediction!r}; give that folder without model (or with "
+                               f"model={unet.config.prediction!r}), or a folder of a {model!r} U-Net")
         if not isinstance(vae, VAE):
             vae = VAE.load(vae)
         unet.requires_grad_(False)  # for sampling: a call outside no_grad (a fit through the network) builds no
@@ -189,7 +237,16 @@ class Pipeline:
             sigmas = self.sigmas(schedule, steps)
         if found.discard_penultimate_sigma:
             sigmas = samplers.schedules.drop_penultimate(sigmas)
+        # the options by the sampler's rules now, before the prompts are encoded or an image is: not in its loop
+        check_options(samplers.core.registry.SAMPLERS.get(found.sampler), options)
         return found.sampler, sigmas, options
+
+    @staticmethod
+    def _check_strength(sampler: str, options: dict, strength: float) -> None:
+        """A fitted solver runs on all of its own σ nodes: img2img / inpaint with ``strength < 1`` would cut them."""
+        if strength < 1 and sampler == "learned_multistep" and options.get("solver") is not None:
+            raise InvalidInput(f"a fitted solver runs on all of its own σ nodes, from the top, and strength={strength:g} "
+                               "would start it lower down; use strength=1, or a registry sampler for strength < 1")
 
     def _latent_size(self, height: int, width: int) -> tuple[int, int]:
         self.vae.check_size(height, width)  # names the nearest valid sizes
@@ -265,14 +322,14 @@ class Pipeline:
                 seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil", **sampler_options):
         """Re-noise the encoded images to where ``strength`` ∈ (0, 1] of the schedule remains, then sample.
         ``steps`` counts the whole schedule; about ``strength · steps`` of them run."""
-        if isinstance(strength, bool) or not (isinstance(strength, (int, float)) and 0 < strength <= 1):
-            raise InvalidInput(f"strength must be in (0, 1] (1 = start from pure noise), got {strength!r}")
+        strength = _strength(strength, "1 = start from pure noise")
         images = _as_image_batch(images)
         self._latent_size(images.shape[-2], images.shape[-1])
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
         _check_output(output)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
+        self._check_strength(sampler, options, strength)
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
         latent = self.vae.to_latent(images)  # encoded once, after every check
         if latent.shape[0] == 1 and len(seeds) > 1:
@@ -291,9 +348,7 @@ class Pipeline:
         resolution (a latent pixel touching the hole is regenerated); the known latent is re-imposed at
         every step (``InpaintDenoiser``); the decoded result is pasted outside the mask in pixel space,
         so the known region is returned exactly."""
-        if isinstance(strength, bool) or not (isinstance(strength, (int, float)) and 0 < strength <= 1):
-            raise InvalidInput(f"strength must be in (0, 1] (1 = regenerate the masked region from pure noise), got "
-                               f"{strength!r}")
+        strength = _strength(strength, "1 = regenerate the masked region from pure noise")
         images = _as_image_batch(image)
         H, W = images.shape[-2:]
         self._latent_size(H, W)
@@ -305,6 +360,7 @@ class Pipeline:
         _check_output(output)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
+        self._check_strength(sampler, options, strength)
         self.check_cost(n, H, W, len(sigmas) - 1)
         known = self.vae.to_latent(images)  # encoded after every check
         sigmas = samplers.schedules.truncate(sigmas, strength)

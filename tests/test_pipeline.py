@@ -74,6 +74,74 @@ def test_strength_and_mask_errors(parts):
         pipe.inpaint(img, torch.ones(32, 32), "a red circle", steps=4, progress=False)
 
 
+def model_calls(pipe, monkeypatch) -> list:
+    """Every call of the text encoder, the VAE and the U-Net of ``pipe`` from now on, by name."""
+    calls = []
+    for owner, name, label in ((pipe.model, "encode_text", "encode_text"), (pipe.vae, "to_latent", "to_latent"),
+                               (pipe.vae, "from_latent", "from_latent"), (pipe.model.unet, "forward", "unet")):
+        fn = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *a, _fn=fn, _label=label, **k: calls.append(_label) or _fn(*a, **k))
+    return calls
+
+
+IMG = torch.zeros(1, 3, 64, 64)
+MASK = torch.zeros(64, 64)
+
+
+@pytest.mark.parametrize("task, kw, error, rule", [
+    ("img2img", {"etaa": 0.5}, samplers.InvalidOption, "euler has no option 'etaa'"),
+    ("img2img", {"sampler": "euler_ancestral", "eta": -1}, samplers.InvalidOption, "eta must be >= 0"),
+    ("img2img", {"sampler": "euler_ancestral", "eta": None}, samplers.InvalidOption, "eta=None is not a value"),
+    ("inpaint", {"s_churn": "x"}, samplers.InvalidType, "s_churn must be a real number"),
+    ("img2img", {"images": torch.full((1, 3, 64, 64), float("nan"))}, samplers.InvalidInput, "images hold NaN"),
+    ("img2img", {"images": torch.full((1, 3, 64, 64), 255, dtype=torch.uint8)}, samplers.InvalidType,
+     "floating-point tensors in \\[-1, 1\\], got dtype torch.uint8"),
+    ("img2img", {"images": torch.full((1, 3, 64, 64), 3.0)}, samplers.InvalidInput, "must lie in \\[-1, 1\\]"),
+    ("img2img", {"images": torch.zeros(0, 3, 64, 64)}, samplers.InvalidInput, "B >= 1"),
+    ("img2img", {"images": []}, samplers.InvalidInput, "no images given"),
+    ("img2img", {"images": [torch.zeros(3, 64, 64), torch.zeros(3, 32, 32)]}, samplers.InvalidInput,
+     "share one size"),
+    ("inpaint", {"mask": torch.full((64, 64), float("nan"))}, samplers.InvalidInput, "mask values hold NaN"),
+    ("inpaint", {"mask": torch.full((64, 64), 255.0)}, samplers.InvalidInput, "mask values must lie in \\[0, 1\\]"),
+    ("inpaint", {"mask": torch.zeros(1, 1, 1, 64, 64)}, samplers.InvalidInput, "mask has shape"),
+    ("inpaint", {"mask": torch.zeros(64, 64, dtype=torch.uint8)}, samplers.InvalidType, "mask must be"),
+])
+def test_img2img_and_inpaint_refuse_before_any_model_call(parts, monkeypatch, task, kw, error, rule):
+    pipe = parts["eps"]
+    calls = model_calls(pipe, monkeypatch)
+    kw = {"sampler": "euler", "steps": 2, "seed": 0, "progress": False, **kw}
+    images = kw.pop("images", IMG)
+    with pytest.raises(error, match=rule):
+        if task == "img2img":
+            pipe.img2img(images, "a red circle", strength=0.5, **kw)
+        else:
+            pipe.inpaint(images, kw.pop("mask", MASK), "a red circle", **kw)
+    assert not calls
+
+
+def test_a_bool_mask_and_a_numpy_strength_are_taken(parts):
+    pipe = parts["eps"]
+    kw = dict(sampler="euler", steps=2, seed=0, output="tensor", progress=False)
+    mask = torch.zeros(64, 64)
+    mask[8:30, 20:50] = 1
+    torch.testing.assert_close(pipe.inpaint(IMG, mask.bool(), "a red circle", **kw),
+                               pipe.inpaint(IMG, mask, "a red circle", **kw))
+    import numpy as np
+
+    torch.testing.assert_close(pipe.img2img(IMG, "a red circle", strength=np.float32(0.5), **kw),
+                               pipe.img2img(IMG, "a red circle", strength=0.5, **kw))
+
+
+def test_load_refuses_a_folder_of_another_kind_than_the_model_asked():
+    if not (WEIGHTS / "eps" / "model.safetensors").is_file():
+        pytest.skip("no shipped eps weights")
+    with pytest.raises(samplers.InvalidInput, match="holds one with prediction 'eps'"):
+        Pipeline.load(WEIGHTS / "eps", model="flow")
+    with pytest.raises(samplers.InvalidInput, match="model must be one of"):
+        Pipeline.load(WEIGHTS / "eps", model="bogus")
+    assert Pipeline.load(WEIGHTS / "flow").model.config.prediction == "flow"
+
+
 def test_missing_output_folder(parts, tmp_path):
     img = data.to_pil(torch.zeros(3, 64, 64))
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -221,11 +221,14 @@ def pipe():
     ({"output": "png"}, samplers.InvalidInput, "output must be"),
 ])
 def test_pipeline_refuses_before_any_model_call(pipe, kw, error, rule, time_limit, monkeypatch):
-    calls = []
-    monkeypatch.setattr(pipe, "_model_fn", lambda *a, **k: calls.append(1))
+    from test_pipeline import model_calls
+
+    calls = model_calls(pipe, monkeypatch)
     with time_limit(30), pytest.raises(error, match=rule):
         pipe.txt2img("a red circle", seed=0, progress=False, **kw)
     assert not calls
+    pipe.txt2img("a red circle", seed=0, steps=1, progress=False)
+    assert set(calls) == {"encode_text", "unet", "from_latent"}  # the counter sees a valid call's
 
 
 def _cli(*args, timeout=120):
