@@ -420,7 +420,8 @@ def test_a_comfyui_name_without_its_flow_rule_is_refused_on_flow_models():
         comfyui.ksampler_function("comfyui:dpmpp_2s_ancestral", coordinates="flow")
     comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS)  # its k-diffusion rule on other models
     comfy_run(KSAMPLER(comfyui.ksampler_function("dpmpp_2s_ancestral")), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
-    for name in ("comfyui:ipndm", "comfyui:ipndm_v", "comfyui:deis"):  # ComfyUI steps these in flow time t
+    for name in ("comfyui:ipndm", "comfyui:ipndm_v", "comfyui:deis",  # ComfyUI steps these in flow time t
+                 "ipndm_v", "sample_ipndm", "sample_ipndm_v", "sample_deis"):  # ComfyUI's names, without a prefix
         with pytest.raises(samplers.Unavailable, match="flow time t"):
             comfy_run(KSAMPLER(comfyui.ksampler_function(name)), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
     comfy_run(KSAMPLER(comfyui.ksampler_function("ipndm")), ModelFlux(), FLOW_X0, FLOW_SIGMAS)

@@ -129,4 +129,8 @@ def test_multistep_identities(two_clusters):
     run = lambda name, **kw: samplers.sample(name, two_clusters.gm.denoiser, two_clusters.x, sig, disable=True, **kw)  # noqa: E731
     for a, b in ((run("deis", order=1), run("ddim")), (run("ipndm", max_order=1), run("euler"))):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert samplers.info("ipndm_v").name == "lms"
+    # ComfyUI's ipndm_v (sample_ipndm_v) is iPNDM with step-ratio weights and a final denoise, not lms
+    for name in ("ipndm_v", "sample_ipndm_v", "comfyui:ipndm_v"):
+        label = samplers.core.names.resolve(name)
+        assert (label.sampler, label.options) == ("ipndm", {"final_denoise": True, "variable_steps": True})
+    assert samplers.core.names.resolve("sample_deis").options == {"mode": "tab", "lower_order_final": False}

@@ -114,6 +114,10 @@ COMFYUI: dict[str, tuple] = {
     "ipndm": ("ipndm", IPNDM_COMFY, None, None),
     "ipndm_v": ("ipndm", IPNDM_V_COMFY, None, None),
     "deis": ("deis", DEIS_COMFY, None, None),
+    # ComfyUI's own function names for them (k-diffusion has none of the three)
+    "sample_ipndm": ("ipndm", IPNDM_COMFY, None, None),
+    "sample_ipndm_v": ("ipndm", IPNDM_V_COMFY, None, None),
+    "sample_deis": ("deis", DEIS_COMFY, None, None),
     "res_multistep": ("res_multistep", {}, None, None),
     "gradient_estimation": ("gradient_estimation", {}, None, None),
     "er_sde": ("er_sde", {}, None, None),
@@ -135,10 +139,10 @@ COMFYUI_FLOW_REFUSED: dict[str, str] = {
     "dpmpp_2s_ancestral": "on flow models ComfyUI runs sample_dpmpp_2s_ancestral_RF (its ancestral split and "
                           "midpoint in flow time), which is not implemented; use euler_ancestral, or the registry's "
                           "dpmpp_2s_ancestral (without the comfyui: prefix) for its own rule",
-    **{name: "on flow models ComfyUI's sample_" + name + " runs its multistep steps in flow time t (the "
-             "registry's in σ = t/(1 − t), a different extrapolation); use the registry's " + name.split("_")[0] +
-             " (without the comfyui: prefix) for its own rule"
-       for name in ("ipndm", "ipndm_v", "deis")},
+    **{prefix + name: "on flow models ComfyUI's sample_" + name + " runs its multistep steps in flow time t (the "
+                      "registry's in σ = t/(1 − t), a different extrapolation); use the registry's " +
+                      name.split("_")[0] + " (without the comfyui: prefix) for its own rule"
+       for name in ("ipndm", "ipndm_v", "deis") for prefix in ("", "sample_")},
 }
 # ComfyUI samplers this library does not provide, and why (refused by name, never replaced by something else).
 COMFYUI_REFUSED: dict[str, str] = {

@@ -86,7 +86,7 @@ def deis_tab_coefficients(sigmas: list[float], i: int, order: int) -> list[float
     return out
 
 
-@register("deis", kind="ode", order=3, nfe_per_step=1, aliases=("sample_deis",),
+@register("deis", kind="ode", order=3, nfe_per_step=1,
           ref="Zhang & Chen 2022, DEIS (arXiv:2204.13902), ρAB with log-ρ Lagrange interpolation; mode='tab': "
               "tAB as ComfyUI's sample_deis",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
@@ -162,7 +162,7 @@ def ipndm_v_coefficients(sigmas, i: int, order: int) -> list[float]:
             -b * q * h1 / h2]
 
 
-@register("ipndm", kind="ode", order=2, nfe_per_step=1, aliases=("sample_ipndm",),
+@register("ipndm", kind="ode", order=2, nfe_per_step=1,
           ref="Zhang & Chen 2022 (arXiv:2204.13902), §4 iPNDM; variable_steps: Zhou et al. 2023 "
               "(arXiv:2312.00094), ComfyUI's sample_ipndm_v",
           final_step="the same Adams–Bashforth step (ε̂ is only needed at σ > 0); final_denoise=True: "

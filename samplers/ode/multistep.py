@@ -163,7 +163,7 @@ def lms_coefficients(sigmas: list[float], order: int, prior: int = 0) -> list[li
 
 
 @register("lms", kind="ode", order=4, nfe_per_step=1,
-          aliases=("sample_lms", "sample_ipndm_v"),
+          aliases=("sample_lms",),
           ref="Adams-Bashforth in σ, as in k-diffusion's sample_lms (Karras et al. 2022 setting)",
           final_step="the same Adams-Bashforth step (it needs d only at σ > 0)")
 def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=4, prior_sigmas=()):
