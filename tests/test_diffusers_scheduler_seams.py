@@ -11,7 +11,7 @@ from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
 
 diffusers = pytest.importorskip("diffusers")
 
-from diffusers import EulerAncestralDiscreteScheduler  # noqa: E402
+from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler  # noqa: E402
 
 from samplers.interop import diffusers_sources as sources  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
@@ -94,3 +94,128 @@ def test_an_integer_seed_runs():
     config = EulerAncestralDiscreteScheduler.from_config(SDXL).config
     a, b = (loop(SamplerScheduler.from_config(config, seed=seed)) for seed in (7, 7))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# set_timesteps without a source class: sigmas / timesteps as diffusers takes them, or refused by name
+
+
+def registry(**kw):
+    return SamplerScheduler(sampler="euler", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, **kw)
+
+
+def test_num_inference_steps_with_sigmas_or_timesteps_follows_diffusers_rules():
+    with pytest.raises(ValueError, match="one of"):  # diffusers' Euler refuses both
+        EulerDiscreteScheduler.from_config(SDXL).set_timesteps(10, sigmas=[14.6, 5.0, 1.0, 0.0])
+    for kw in (dict(sigmas=[14.6, 5.0, 1.0, 0.0]), dict(timesteps=[999, 500, 100])):
+        with pytest.raises(InvalidInput, match="num_inference_steps=10"):
+            registry().set_timesteps(10, **kw)
+        s = registry()
+        s.set_timesteps(**kw)
+        assert s.num_inference_steps == 3
+    flow = SamplerScheduler(sampler="euler", noise_schedule="flow", shift=3.0)  # FlowMatchEuler: they must agree
+    flow.set_timesteps(2, sigmas=[1.0, 0.5])
+    with pytest.raises(InvalidInput, match="num_inference_steps=3 but 2 sigmas"):
+        flow.set_timesteps(3, sigmas=[1.0, 0.5])
+
+
+@pytest.mark.parametrize("timesteps, match", [([5000, 10], r"timesteps\[0\] = 5000 is outside \[0, 999\]"),
+                                              ([-5, 10], r"timesteps\[0\] = -5"),
+                                              ([999, 500, float("nan")], r"timesteps\[2\] = nan"),
+                                              ([10, 500, 999], "timesteps must be strictly decreasing")])
+def test_timesteps_outside_the_training_range_are_refused_not_clamped(timesteps, match):
+    with pytest.raises(InvalidInput, match=match):
+        registry().set_timesteps(timesteps=timesteps)
+
+
+def test_flow_sigmas_outside_zero_one_are_refused():
+    for bad, match in (([1.5, 0.5], r"sigmas\[0\] = 1.5"), ([1.0, 0.0], r"sigmas\[1\] = 0"),
+                       ([1.0, 1500.0], r"sigmas\[1\]")):
+        with pytest.raises(InvalidInput, match=match):
+            SamplerScheduler(sampler="euler", noise_schedule="flow", shift=3.0).set_timesteps(sigmas=bad)
+    with pytest.raises(InvalidInput, match=r"timesteps\[0\] = 1500 is outside \(0, 1000\]"):
+        SamplerScheduler(sampler="euler", noise_schedule="flow", shift=3.0).set_timesteps(timesteps=[1500, 500])
+
+
+# ----------------------------------------------------------------------------------------------------
+# from_config keyword arguments and schedule_options: nothing dropped
+
+
+def test_from_config_refuses_a_keyword_argument_nothing_reads():
+    config = EulerDiscreteScheduler.from_config(SDXL).config
+    with pytest.raises(InvalidOption, match=r"'use_karas_sigmas' \(did you mean 'use_karras_sigmas'\?\)"):
+        SamplerScheduler.from_config(config, use_karas_sigmas=True)
+    with pytest.raises(InvalidOption, match="'foo'"):
+        SamplerScheduler.from_config(config, foo=3)
+    with pytest.raises(InvalidOption, match="'clip_sample'"):  # SamplerScheduler's key, but Euler's run ignores it
+        SamplerScheduler.from_config(config, sampler="heun", clip_sample=True)
+    with pytest.raises(InvalidOption, match="'foo'"):  # without a source class
+        SamplerScheduler.from_config(config, sampler="euler", source_config={}, foo=3)
+    shim = SamplerScheduler.from_config(config, use_karras_sigmas=True)  # Euler's own option: its run uses it
+    shim.set_timesteps(5)
+    theirs = EulerDiscreteScheduler.from_config(config, use_karras_sigmas=True)
+    theirs.set_timesteps(5)
+    assert torch.equal(shim.timesteps, theirs.timesteps)
+    _, unused = SamplerScheduler.from_config(config, return_unused_kwargs=True, foo=3)  # handed back: not dropped
+    assert unused["foo"] == 3
+
+
+def test_a_saved_scheduler_passes_its_source_class_options_on(tmp_path):
+    config = EulerDiscreteScheduler.from_config(SDXL).config
+    SamplerScheduler.from_config(config).save_pretrained(tmp_path)
+    back = SamplerScheduler.from_pretrained(tmp_path, use_karras_sigmas=True)
+    back.set_timesteps(5)
+    theirs = EulerDiscreteScheduler.from_config(config, use_karras_sigmas=True)
+    theirs.set_timesteps(5)
+    assert torch.equal(back.timesteps, theirs.timesteps)
+    with pytest.raises(InvalidOption, match="use_karas_sigmas"):
+        SamplerScheduler.from_pretrained(tmp_path, use_karas_sigmas=True)
+
+
+def test_schedule_options_are_refused_where_no_schedule_reads_them():
+    config = EulerDiscreteScheduler.from_config(SDXL).config
+    with pytest.raises(InvalidOption, match="schedule=None runs EulerDiscreteScheduler's own"):
+        SamplerScheduler.from_config(config, schedule_options={"rho": 3.0})
+    with pytest.raises(InvalidOption, match=r"'roh' \(did you mean 'rho'\?\)"):
+        SamplerScheduler.from_config(config, schedule="karras", schedule_options={"roh": 3.0})
+    with pytest.raises(InvalidOption, match="no option 'rho'"):  # linspace spacing without a source class
+        registry(schedule_options={"rho": 3.0})
+    with pytest.raises(InvalidOption, match="FlowMatchEulerDiscreteScheduler's grid"):
+        SamplerScheduler(sampler="euler", noise_schedule="flow", shift=3.0, schedule_options={"rho": 3.0})
+    a = SamplerScheduler.from_config(config, schedule="karras", schedule_options={"rho": 3.0})
+    b = SamplerScheduler.from_config(config, schedule="karras")
+    a.set_timesteps(5)
+    b.set_timesteps(5)
+    assert not torch.equal(a.schedule_sigmas, b.schedule_sigmas)
+    karras = registry(use_karras_sigmas=True, schedule_options={"rho": 3.0})  # karras from the config's flag
+    karras.set_timesteps(5)
+    torch.testing.assert_close(karras.schedule_sigmas, a.schedule_sigmas, rtol=1e-4, atol=0)  # (float32 table)
+
+
+# ----------------------------------------------------------------------------------------------------
+# DDIM's eta
+
+
+DDIM_SD = {"_class_name": "DDIMScheduler", **BETAS, "steps_offset": 1, "clip_sample": False, "set_alpha_to_one": False}
+
+
+def ddim_run(scheduler, eta):
+    scheduler.set_timesteps(4)
+    x, g = torch.ones(1, 4, 2, 2), torch.Generator().manual_seed(0)
+    for t in scheduler.timesteps:
+        x = scheduler.step(0.1 * x, t, x, eta=eta, generator=g).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("eta, error", [("0.5", InvalidType), (True, InvalidType), (float("nan"), InvalidOption),
+                                        (-1.0, InvalidOption), (1.2, InvalidOption)])
+def test_ddim_eta_that_is_not_a_number_in_range_is_refused(eta, error):
+    with pytest.raises(error, match="eta"):
+        ddim_run(SamplerScheduler.from_config(DDIMScheduler.from_config(DDIM_SD).config), eta)
+
+
+def test_ddim_eta_up_to_one_matches_diffusers_and_above_is_nan_there():
+    for eta in (0.5, 1.0):
+        ours = ddim_run(SamplerScheduler.from_config(DDIMScheduler.from_config(DDIM_SD).config), eta)
+        torch.testing.assert_close(ours, ddim_run(DDIMScheduler.from_config(DDIM_SD), eta), rtol=0, atol=1e-5)
+    assert torch.isnan(ddim_run(DDIMScheduler.from_config(DDIM_SD), 1.2)).all()  # what the refusal spares

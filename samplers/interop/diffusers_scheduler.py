@@ -40,6 +40,7 @@ KDPM2, EDM, ...; ``scale_model_input`` divides by √(σ² + 1), or applies EDM'
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import math
 import numbers
@@ -60,13 +61,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
                             "pip install 'diffusion-samplers[diffusers]'") from exc
 
 from .. import schedules
+from ..schedules.base import schedule_options as schedule_option_names
 from ..core import names
 from ..core import seeds as seeds_mod
 from ..core.conversion import to_x0
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, SamplersError, Unavailable
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
 from ..core.registry import SAMPLERS
-from ..core.validate import check_options, integer
+from ..core.validate import check_options, integer, nonneg
 from . import diffusers_sources as sources
 from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
                                prediction_from_config)
@@ -290,6 +292,36 @@ def _class_of(config: dict) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+# SamplerScheduler's own options; the rest of its parameters are diffusers' config vocabulary, which only matters
+# without a source class (with one, the source class's config is read)
+_SHIM_OPTIONS = frozenset({"sampler", "schedule", "sampler_options", "schedule_options", "initial_noise", "seed",
+                           "exact", "noise_schedule", "source_config"})
+
+
+def _given_class(source_config) -> str | None:
+    return source_config.get("_class_name") if isinstance(source_config, Mapping) else None
+
+
+def _close(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, sorted(valid), n=1)
+    return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
+
+
+def _check_kwargs(kwargs: Mapping, class_name: str | None) -> None:
+    """Keyword arguments of ``from_config`` that nothing reads: refused (diffusers' from_config drops them)."""
+    if class_name in sources.SOURCES:
+        accepted = _SHIM_OPTIONS | _signatures().get(class_name, frozenset())
+        takers = f"SamplerScheduler's own options nor {class_name} (whose config the shim reads)"
+    else:
+        accepted = _signatures()["SamplerScheduler"]
+        takers = "SamplerScheduler"
+    unknown = [k for k in kwargs if k not in accepted and k != "pretrained_model_name_or_path"]
+    if unknown:
+        raise InvalidOption(f"SamplerScheduler.from_config got {', '.join(_close(k, accepted) for k in unknown)}, "
+                            f"which neither {takers} takes: it would be dropped silently. Fix the name, or leave it "
+                            f"out; SamplerScheduler's own options are {', '.join(sorted(_SHIM_OPTIONS))}")
+
+
 def _check_int(name: str, value, low: int, high: int, fix: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidInput(f"{name} must be an integer, got {value!r}; {fix}")
@@ -405,6 +437,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                 "fixed-step sampler, or call it directly with samplers.interop.diffusers_models.")
         self._check_options(self.spec, options)
         self.native, self.prediction, self.space = self._model()
+        self._check_schedule_options(schedule_options)
         self.latents = self._source.latents if self._source is not None else "native"
         self.order = self._order(self.spec)
         self._reset()
@@ -420,6 +453,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         """diffusers' ``from_config``, keeping the replaced scheduler's whole config as ``source_config``; ``config``
         may also be the scheduler itself (``SamplerScheduler.from_config(pipe.scheduler)``)."""
         instance = config if hasattr(config, "config") and not isinstance(config, Mapping) else None
+        given = dict(kwargs)  # the caller's keyword arguments, before the source_config / noise_schedule we add
+        checked = _given_class(kwargs.get("source_config"))
         if config is not None and "source_config" not in kwargs:
             try:
                 source = config_dict(config)
@@ -432,6 +467,15 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                     "for (it has no _class_name and its keys match no diffusers scheduler), so it "
                                     "cannot reproduce it: pass the scheduler itself, "
                                     "SamplerScheduler.from_config(pipe.scheduler), or choose sampler=<name>")
+            checked = class_name
+            if class_name == cls.__name__:  # a saved SamplerScheduler: its source class takes its options
+                inner = source.get("source_config")
+                checked = _given_class(inner)
+                if checked in sources.SOURCES:
+                    overrides = {k: v for k, v in kwargs.items()
+                                 if k in _signatures()[checked] and k not in _SHIM_OPTIONS}
+                    if overrides:
+                        kwargs["source_config"] = {**inner, **overrides}
             if class_name not in (None, cls.__name__):
                 source = {**source, "_class_name": class_name}
                 accepted = _signatures().get(class_name, frozenset())
@@ -443,6 +487,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                     _prototype(class_name, _freeze(kwargs["source_config"]), instance)
             if source.get("noise_schedule") is None and "noise_schedule" not in kwargs and is_flow_config(source):
                 kwargs["noise_schedule"] = "flow"
+        if not return_unused_kwargs:  # (with it, diffusers hands the unused ones back: nothing is dropped)
+            _check_kwargs(given, checked)
         if instance is not None:
             config = config_dict(instance)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
@@ -509,6 +555,39 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             return VPDiscrete(self._ref.alphas_cumprod.to(torch.float64)), prediction_from_config(config), space
         native, prediction = native_from_config(config)
         return native, prediction, space
+
+    def _check_schedule_options(self, options) -> None:
+        """schedule_options name options of the schedule this scheduler builds; refused where none is built (the
+        source class's own grid, a fitted label's sigmas, a flow config's default grid) and for names the schedule
+        does not take."""
+        if options is None:
+            return
+        if not isinstance(options, Mapping):
+            raise InvalidType(f"schedule_options must be a dict of the schedule's options, got {options!r}")
+        if not options:
+            return
+        keys = ", ".join(map(repr, options))
+        label, name, cfg = self.label, self._schedule_name, self.config
+        if label is not None and label.sigmas is not None:
+            raise InvalidOption(f"schedule_options ({keys}) cannot apply: {label.label!r} runs on its own fitted "
+                                "sigmas; leave schedule_options out")
+        if name is None:
+            if self._source is not None:
+                raise InvalidOption(f"schedule_options ({keys}) apply to a registry schedule, but schedule=None runs "
+                                    f"{self._source_name}'s own timesteps and sigmas, which they do not change; pass "
+                                    "schedule=<name> (e.g. 'karras') with them, or leave schedule_options out")
+            if self.space == "flow":
+                raise InvalidOption(f"schedule_options ({keys}) apply to a registry schedule, but a flow config with "
+                                    "schedule=None runs FlowMatchEulerDiscreteScheduler's grid; pass schedule='flow' "
+                                    "(or another schedule) with them, or leave schedule_options out")
+            name = ("karras" if cfg.use_karras_sigmas else "exponential" if cfg.use_exponential_sigmas
+                    else cfg.timestep_spacing)
+        canonical = schedules.SCHEDULES.canonical(name)
+        valid = set(schedule_option_names(schedules.SCHEDULES.get(canonical))) | {"sigma_min", "sigma_max"}
+        unknown = [k for k in options if k not in valid]
+        if unknown:
+            raise InvalidOption(f"schedule {canonical!r} has no option {', '.join(_close(k, valid) for k in unknown)}"
+                                f"; its options are: {', '.join(sorted(valid))}")
 
     @staticmethod
     def _order(spec) -> int:
@@ -764,6 +843,47 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._init_noise_sigma = self._start_scale(schedule[0], self.config.initial_noise or "unit")
         return schedule, times, self._per_call_sigmas(schedule)
 
+    @staticmethod
+    def _given_values(name: str, values) -> torch.Tensor:
+        """``sigmas`` / ``timesteps`` passed to set_timesteps, as a float64 vector (at least one value)."""
+        try:
+            out = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
+        except (TypeError, ValueError, RuntimeError):
+            raise InvalidType(f"set_timesteps({name}=...) takes a list, array or tensor of numbers, got "
+                              f"{values!r}") from None
+        if out.numel() == 0:
+            raise InvalidInput(f"set_timesteps got an empty {name}; pass at least one value")
+        return out
+
+    def _check_given_count(self, n, name: str, steps: int) -> None:
+        """num_inference_steps with sigmas / timesteps: diffusers' rules, never one of them dropped silently."""
+        if n is None:
+            return
+        if self.space != "flow":  # EulerDiscreteScheduler: "Can only pass one of num_inference_steps or ..."
+            raise InvalidInput(f"set_timesteps got num_inference_steps={n} and {name} (which fix {steps} steps); "
+                               f"pass one of them, as diffusers' schedulers require")
+        if n != steps:  # FlowMatchEulerDiscreteScheduler: they must agree
+            raise InvalidInput(f"set_timesteps got num_inference_steps={n} but {steps} {name}; they must agree "
+                               f"(as in FlowMatchEulerDiscreteScheduler): pass num_inference_steps={steps} or leave "
+                               "it out")
+
+    @staticmethod
+    def _check_given_range(name: str, values: torch.Tensor, low: float, high: float, what: str,
+                           low_open: bool = False) -> None:
+        """Each value finite and within [low, high] ((low, high] with ``low_open``), strictly decreasing."""
+        bound = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        for i, v in enumerate(values.tolist()):
+            if math.isnan(v):
+                raise InvalidInput(f"{name}[{i}] = nan is not a number; {name} are {what}")
+            if v > high or v < low or (low_open and v == low):
+                raise InvalidInput(f"{name}[{i}] = {v:g} is outside {bound}, the range of {what} (not clamped, "
+                                   "as diffusers' Euler would clamp it); pass values within that range")
+        bad = [(i, a, b) for i, (a, b) in enumerate(zip(values.tolist(), values.tolist()[1:])) if not b < a]
+        if bad:
+            i, a, b = bad[0]
+            raise InvalidInput(f"{name} must be strictly decreasing (the noisiest first), but {name}[{i}] = {a:g} and "
+                               f"{name}[{i + 1}] = {b:g}; list each once, from the noisiest")
+
     def _per_call_sigmas(self, schedule) -> torch.Tensor:
         family = torch.tensor(self._plan.evals + schedule[-1:], dtype=torch.float64)
         if self.space == "flow":
@@ -806,13 +926,25 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if sigmas is not None and timesteps is not None:
             raise InvalidInput("pass sigmas or timesteps, not both")
         if sigmas is not None:
-            values = torch.as_tensor(sigmas, dtype=torch.float64).flatten().cpu()
+            values = self._given_values("sigmas", sigmas)
+            self._check_given_count(n, "sigmas", len(values) if flow else len(values) - 1)
             if flow:
                 # diffusers' flow convention: unshifted t for each step, shifted here, then t = 0 appended.
+                self._check_given_range("sigmas", values, 0.0, 1.0, "flow times t (1 is pure noise)",
+                                        low_open=True)
                 return self._flow_sigmas(values, native.shift).tolist() + [0.0]
             return values.tolist()  # VE sigmas, the last one the final sigma (diffusers' Euler convention)
         if timesteps is not None:
-            t = torch.as_tensor(timesteps, dtype=torch.float64).flatten().cpu()
+            t = self._given_values("timesteps", timesteps)
+            self._check_given_count(n, "timesteps", len(t))
+            if isinstance(native, VPDiscrete):
+                self._check_given_range("timesteps", t, 0.0, float(len(native.alphas_cumprod) - 1),
+                                        "the model's training timesteps")
+            elif isinstance(native, RectifiedFlow):
+                self._check_given_range("timesteps", t, 0.0, float(native.multiplier),
+                                        "the flow model's times t·num_train_timesteps", low_open=True)
+            else:
+                self._check_given_range("timesteps", t, -math.inf, math.inf, "finite model times")
             return native.sigma_of_time(t).tolist() + [0.0]
         cfg = self.config
         options = dict(cfg.schedule_options or {})
@@ -1066,7 +1198,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
     def _take_eta(self, eta) -> None:
         """DDIM's ``eta`` comes with every step (diffusers' pipelines pass their ``eta`` argument, 0 by default)."""
-        if eta is None or (eta == 0 and self._eta is None):
+        if eta is None:
+            return
+        nonneg("eta", eta)  # a number (never a string converted), finite, >= 0
+        if eta == 0 and self._eta is None:
             return
         ddim_source = self._source is not None and self._source.eta_in_step and self.spec.name == "ddim"
         if not ddim_source or "eta" in self.sampler_options:
@@ -1075,6 +1210,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                     f"for {self.spec.name!r} pass sampler_options={{'eta': {eta}}} to the scheduler")
             return
         if len(self._denoised) == 0:
+            sched = self._run_plan.schedule
+            for sigma, sigma_next in zip(sched, sched[1:]):
+                # DDIMScheduler's σ_t² exceeds 1 − ᾱ_prev there: it returns NaN, the ddim sampler caps σ_up at σ_next
+                if 0 < sigma_next < sigma < math.inf and float(eta) ** 2 * (1 - (sigma_next / sigma) ** 2) > 1:
+                    raise InvalidOption(f"step() got eta={eta}: DDIMScheduler's step from σ = {sigma:.4g} to "
+                                        f"{sigma_next:.4g} then asks for more fresh noise than the step has (diffusers "
+                                        "returns NaN there, the ddim sampler would cap it: another image); use eta <= 1")
             self._eta = float(eta)
         elif float(eta) != (self._eta or 0.0):
             raise InvalidOption(f"eta changed from {self._eta} to {eta} within one run")
