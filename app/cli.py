@@ -37,6 +37,9 @@ def _generate(args) -> int:
     from models.pipeline import Pipeline, save_images
 
     distinct("--seed", args.seed, "one image per seed, and a seed always gives the same image")
+    if args.allow_other_model and not (args.sampler or "").startswith("fitted:"):
+        raise InvalidInput("--allow-other-model applies to a fitted solver (--sampler fitted:PATH), which refuses "
+                           f"another model; {args.sampler or 'the default sampler'!r} runs on any model without it")
     out = _check_out(args.out)
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     seeds = args.seed if len(args.seed) > 1 else args.seed[0]

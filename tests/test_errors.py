@@ -103,6 +103,8 @@ def test_cli_list_prints_every_sampler(capsys):
     (["generate", "a red circle", "--seed", "3", "0", "3"], "--seed lists 3 more than once"),
     (["compare", "a red circle", "--samplers", "euler", "heun", "euler"], "--samplers lists 'euler' more than once"),
     (["compare", "a red circle", "--steps", "4", "8", "4"], "--steps lists 4 more than once"),
+    (["generate", "a red circle", "--sampler", "dpmpp_2m", "--allow-other-model"],
+     "--allow-other-model applies to a fitted solver"),
     (["compare", "a red circle", "--n", "0"], r"--n \(images per cell, for the match rate\) must be at least 1, got 0"),
 ])
 def test_cli_refuses_a_repeated_or_empty_list_before_loading_a_model(argv, message, tmp_path, capsys, monkeypatch):

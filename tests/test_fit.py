@@ -367,6 +367,19 @@ def test_the_file_round_trips_and_records_the_model(tmp_path):
             LearnedSolver.load(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="samplers fit"):
         samplers.sample("fitted:" + str(tmp_path / "missing.json"), GM.denoiser, GM.noise(1, 0), SIG)
+    with pytest.raises(samplers.InvalidInput, match="is a folder; give a solver file in it"):
+        LearnedSolver.load(tmp_path)
+    # a value of the wrong kind is refused, naming the file (true and null are not numbers)
+    n = solver.steps
+    for field, value, match in (("sigmas", [None, *solver.sigmas[1:]], "sigmas must be a list of numbers"),
+                                ("sigmas", [True, *solver.sigmas[1:]], "sigmas must be a list of numbers"),
+                                ("sigmas", 5, "sigmas must be a list of numbers"),
+                                ("eps_weights", [[True] * i for i in range(n)], "eps_weights rows must be"),
+                                ("model_sigmas", ["a"] * n, "model_sigmas must be a list of numbers"),
+                                ("meta", [1, 2], "meta must be a dict")):
+        (tmp_path / "bad.json").write_text(json.dumps({**data, field: value}))
+        with pytest.raises(samplers.InvalidInput, match=f"bad.json: a learned solver's {match}"):
+            LearnedSolver.load(tmp_path / "bad.json")
 
 
 def test_an_old_solver_file_still_loads(tmp_path):

@@ -82,6 +82,20 @@ class LearnedSolver:
         return np.asarray(self.sigmas, dtype=dtype or np.float64)
 
     def validate(self) -> "LearnedSolver":
+        def numbers(name, values):
+            if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                       for v in values):
+                raise InvalidInput(f"a learned solver's {name} must be a list of numbers, got {values!r}")
+        numbers("sigmas", self.sigmas)
+        if self.model_sigmas is not None:
+            numbers("model_sigmas", self.model_sigmas)
+        for name, w in (("eps_weights", self.eps_weights), ("denoised_weights", self.denoised_weights)):
+            if not isinstance(w, list):
+                raise InvalidInput(f"a learned solver's {name} must be a list of rows, got {w!r}")
+            for row in w:
+                numbers(name + " rows", row)
+        if not isinstance(self.meta, dict):
+            raise InvalidInput(f"a learned solver's meta must be a dict, got {self.meta!r}")
         s, n = self.sigmas, len(self.sigmas) - 1
         if n < 1 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s[1:])):
             raise InvalidInput(f"a learned solver's sigmas must be strictly decreasing, finite but for a first σ of "
@@ -115,6 +129,9 @@ class LearnedSolver:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise FileNotFoundError(f"no fitted solver at {path}; make one with `samplers fit --out DIR`") from None
+        except IsADirectoryError:
+            raise InvalidInput(f"{path} is a folder; give a solver file in it (`samplers fit` writes "
+                               "<out>/nfe<N>.json)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InvalidInput(f"{path} is not a valid learned-solver file ({e}); re-create it with "
                                "`samplers fit` or LearnedSolver.save") from None
@@ -124,6 +141,8 @@ class LearnedSolver:
             data.pop(derived, None)
         try:
             solver = cls(**data).validate()
+        except InvalidInput as e:
+            raise InvalidInput(f"{path}: {e}; re-create it with `samplers fit` or LearnedSolver.save") from None
         except TypeError as e:
             raise InvalidInput(f"{path}: unexpected fields ({e})") from None
         return solver
