@@ -219,3 +219,33 @@ def test_ddim_eta_up_to_one_matches_diffusers_and_above_is_nan_there():
         ours = ddim_run(SamplerScheduler.from_config(DDIMScheduler.from_config(DDIM_SD).config), eta)
         torch.testing.assert_close(ours, ddim_run(DDIMScheduler.from_config(DDIM_SD), eta), rtol=0, atol=1e-5)
     assert torch.isnan(ddim_run(DDIMScheduler.from_config(DDIM_SD), 1.2)).all()  # what the refusal spares
+
+
+# ----------------------------------------------------------------------------------------------------
+# a schedule chosen for the scheduler against sigmas a pipeline passes
+
+
+def test_a_chosen_schedule_is_not_replaced_by_sigmas_the_pipeline_passes():
+    import numpy as np
+
+    flux = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0).config
+    mine = SamplerScheduler.from_config(flux, sampler="dpmpp_2m", schedule="karras",
+                                        schedule_options={"sigma_max": 80.0})
+    mine.set_timesteps(8)
+    chosen = mine.sigmas.clone()
+    # FluxPipeline passes np.linspace(1, 1/n, n) when it is given no sigmas: that is only the step count
+    mine.set_timesteps(sigmas=np.linspace(1.0, 1 / 8, 8))
+    assert torch.equal(mine.sigmas, chosen)
+    with pytest.raises(InvalidOption, match="runs the 'karras' schedule .* set_timesteps got sigmas of its own"):
+        mine.set_timesteps(sigmas=np.linspace(1.0, 0.2, 8))  # a user's own sigmas: which one runs is not guessed
+    with pytest.raises(InvalidInput, match="must agree"):
+        mine.set_timesteps(7, sigmas=np.linspace(1.0, 1 / 8, 8))
+    plain = SamplerScheduler.from_config(flux, sampler="dpmpp_2m")  # no schedule chosen: the given sigmas run
+    plain.set_timesteps(sigmas=np.linspace(1.0, 0.2, 8))
+    assert len(plain.sigmas) == 9 and float(plain.sigmas[0]) == 1.0
+    vp = {k: v for k, v in SDXL.items() if k != "_class_name"}
+    with pytest.raises(InvalidOption, match="set_timesteps got timesteps of its own"):
+        SamplerScheduler.from_config(vp, sampler="dpmpp_2m", schedule="karras").set_timesteps(
+            timesteps=[999, 500, 100])
+    # a label's default schedule (A1111's "DPM++ 2M" on Karras) yields to the caller's, as everywhere
+    SamplerScheduler.from_config(vp, sampler="DPM++ 2M").set_timesteps(timesteps=[999, 500, 100])

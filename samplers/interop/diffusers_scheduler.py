@@ -428,6 +428,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             if implied and schedule is None:
                 schedule = self.label.schedule
         self._schedule_name = schedule
+        # a schedule the user chose (schedule=, or a label that names it): sigmas a pipeline passes must not
+        # silently replace it (set_timesteps); a label's default schedule yields to them
+        self._schedule_chosen = self.config.schedule is not None or (label is not None and schedule is not None
+                                                                      and label.schedule_is_explicit)
         nominal = self.label.sampler if self.label is not None else (
             self._nominal_algorithm() if self._source is not None else "euler")
         self.spec = SAMPLERS.get(nominal or "euler")
@@ -925,6 +929,21 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             return fixed
         if sigmas is not None and timesteps is not None:
             raise InvalidInput("pass sigmas or timesteps, not both")
+        if (sigmas is not None or timesteps is not None) and self._schedule_chosen:
+            given = self._given_values("sigmas" if sigmas is not None else "timesteps",
+                                       sigmas if sigmas is not None else timesteps)
+            m = len(given)
+            default = torch.linspace(1.0, 1.0 / m, m, dtype=torch.float64)
+            if flow and sigmas is not None and torch.allclose(given, default, rtol=0, atol=1e-6):
+                # FluxPipeline's own sigmas when it is given none, np.linspace(1, 1/n, n): only the step count, as
+                # diffusers' FlowMatchEulerDiscreteScheduler with use_karras_sigmas reshapes them
+                self._check_given_count(n, "sigmas", m)
+                n, sigmas = m, None
+            else:
+                raise InvalidOption(f"this scheduler runs the {self._schedule_name!r} schedule (chosen when it was "
+                                    f"made), and set_timesteps got {'sigmas' if sigmas is not None else 'timesteps'} "
+                                    f"of its own: one of them would be dropped. Leave schedule out to run the given "
+                                    f"ones, or stop passing them to the pipeline to run {self._schedule_name!r}")
         if sigmas is not None:
             values = self._given_values("sigmas", sigmas)
             self._check_given_count(n, "sigmas", len(values) if flow else len(values) - 1)
