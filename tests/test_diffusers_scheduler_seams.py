@@ -249,3 +249,13 @@ def test_a_chosen_schedule_is_not_replaced_by_sigmas_the_pipeline_passes():
             timesteps=[999, 500, 100])
     # a label's default schedule (A1111's "DPM++ 2M" on Karras) yields to the caller's, as everywhere
     SamplerScheduler.from_config(vp, sampler="DPM++ 2M").set_timesteps(timesteps=[999, 500, 100])
+
+
+@pytest.mark.parametrize("name", ["PNDMScheduler", "DDIMScheduler"])
+def test_a_last_step_of_zero_length_is_refused_by_name(name):
+    """steps_offset=0 with set_alpha_to_one=False (the classes' defaults but for DDIM's alpha): the last step goes
+    from timestep 0 to ᾱ[0] itself. It was refused as 'sigmas must be strictly decreasing', naming no config key."""
+    config = {"_class_name": name, **BETAS, "set_alpha_to_one": False, "clip_sample": False}
+    with pytest.raises(Exception, match="ends with a step of zero length.*steps_offset=1"):
+        SamplerScheduler.from_config(config).set_timesteps(10)
+    SamplerScheduler.from_config({**config, "steps_offset": 1}).set_timesteps(10)

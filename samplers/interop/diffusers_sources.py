@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..core.errors import InvalidOption
+from ..core.errors import InvalidOption, Unavailable
 
 # ----------------------------------------------------------------------------------------------------
 # What a diffusers scheduler's set_timesteps produced
@@ -111,6 +111,13 @@ def _grid_from_timesteps(ref, steps: list[int], final: float, prev: list[int] | 
         sig_run = sig + [ends[-1]]
     else:
         sig_run = exact
+    if len(sig_run) > 1 and sig_run[-2] == sig_run[-1]:
+        raise Unavailable(
+            f"{name} ends with a step of zero length, from timestep {steps[-1]} to a final ᾱ equal to ᾱ[{steps[-1]}] "
+            f"(set_alpha_to_one={ref.config.get('set_alpha_to_one')!r}, steps_offset="
+            f"{ref.config.get('steps_offset', 0)!r}): diffusers calls the model once more there and leaves the latent "
+            "as it is, which a sampler's σ schedule cannot express. Use steps_offset=1 (as Stable Diffusion's "
+            "configs do) or set_alpha_to_one=True")
     times = ref.timesteps
     return Grid(sig_run, times, [float(t) for t in steps], jumps, exact)
 
