@@ -7,7 +7,7 @@ import inspect
 import pytest
 import torch
 
-from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
+from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, Unavailable
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -256,6 +256,6 @@ def test_a_last_step_of_zero_length_is_refused_by_name(name):
     """steps_offset=0 with set_alpha_to_one=False (the classes' defaults but for DDIM's alpha): the last step goes
     from timestep 0 to ᾱ[0] itself. It was refused as 'sigmas must be strictly decreasing', naming no config key."""
     config = {"_class_name": name, **BETAS, "set_alpha_to_one": False, "clip_sample": False}
-    with pytest.raises(Exception, match="ends with a step of zero length.*steps_offset=1"):
+    with pytest.raises(Unavailable, match="ends with a step of zero length.*steps_offset=1"):
         SamplerScheduler.from_config(config).set_timesteps(10)
     SamplerScheduler.from_config({**config, "steps_offset": 1}).set_timesteps(10)
