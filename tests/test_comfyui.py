@@ -420,11 +420,6 @@ def test_a_comfyui_name_without_its_flow_rule_is_refused_on_flow_models():
         comfyui.ksampler_function("comfyui:dpmpp_2s_ancestral", coordinates="flow")
     comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS)  # its k-diffusion rule on other models
     comfy_run(KSAMPLER(comfyui.ksampler_function("dpmpp_2s_ancestral")), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
-    for name in ("comfyui:ipndm", "comfyui:ipndm_v", "comfyui:deis",  # ComfyUI steps these in flow time t
-                 "ipndm_v", "sample_ipndm", "sample_ipndm_v", "sample_deis"):  # ComfyUI's names, without a prefix
-        with pytest.raises(samplers.Unavailable, match="flow time t"):
-            comfy_run(KSAMPLER(comfyui.ksampler_function(name)), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
-    comfy_run(KSAMPLER(comfyui.ksampler_function("ipndm")), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
 
 
 def comfy_deis_tab(model, x, sigmas, max_order=3):
@@ -473,3 +468,203 @@ def test_comfyui_deis_is_comfyuis_tab_deis(steps):
                                rtol=1e-10, atol=1e-10)  # Forge's label
     plain = samplers.sample("deis", nonlinear_denoiser, x, sigmas, disable=True)  # the registry's ρAB stays
     assert not torch.allclose(plain, ref, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Flow models (model_sampling a CONST): ComfyUI's own functions on ComfyUI's raw coordinates (x_t, σ = t), written
+# from comfy/k_diffusion/sampling.py (comfyanonymous/ComfyUI 02159d81); most apply the plain k-diffusion rule there.
+
+
+def comfy_dpmpp_2m(model, x, sigmas):
+    """ComfyUI's sample_dpmpp_2m: t_fn = −log σ on whatever sigmas it is given (t itself on a flow model)."""
+    s_in = x.new_ones([x.shape[0]])
+    old_denoised = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        t, t_next = -math.log(sigmas[i]), -math.log(sigmas[i + 1]) if sigmas[i + 1] > 0 else math.inf
+        h = t_next - t
+        if old_denoised is None or sigmas[i + 1] == 0:
+            x = (sigmas[i + 1] / sigmas[i]) * x - math.expm1(-h) * denoised
+        else:
+            r = (t + math.log(sigmas[i - 1])) / h
+            x = (sigmas[i + 1] / sigmas[i]) * x - math.expm1(-h) * ((1 + 1 / (2 * r)) * denoised
+                                                                    - (1 / (2 * r)) * old_denoised)
+        old_denoised = denoised
+    return x
+
+
+def comfy_heun(model, x, sigmas):
+    """ComfyUI's sample_heun (s_churn = 0)."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        d = (x - denoised) / sigmas[i]
+        dt = sigmas[i + 1] - sigmas[i]
+        if sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = (x_2 - model(x_2, sigmas[i + 1] * s_in)) / sigmas[i + 1]
+            x = x + (d + d_2) / 2 * dt
+    return x
+
+
+def comfy_lms(model, x, sigmas, order=4):
+    """ComfyUI's sample_lms: Lagrange weights integrated by scipy's quad over σ."""
+    from scipy import integrate
+
+    def coeff(cur, i, j):
+        def fn(tau):
+            prod = 1.0
+            for k in range(cur):
+                if j != k:
+                    prod *= (tau - sigmas[i - k]) / (sigmas[i - j] - sigmas[i - k])
+            return prod
+        return integrate.quad(fn, sigmas[i], sigmas[i + 1], epsrel=1e-4)[0]
+
+    s_in = x.new_ones([x.shape[0]])
+    ds = []
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        ds = (ds + [(x - denoised) / sigmas[i]])[-order:]
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            cur = min(i + 1, order)
+            x = x + sum(coeff(cur, i, j) * d for j, d in enumerate(reversed(ds)))
+    return x
+
+
+def comfy_dpmpp_2m_sde_const(model, x, sigmas, percent_to_sigma, eta=1.0, noises=None, heun=False):
+    """ComfyUI's sample_dpmpp_2m_sde on a CONST model: λ = log((1 − t)/t), α_t = 1 − t, the first t ≥ 1 moved to
+    percent_to_sigma(1e-4) (offset_first_sigma_for_snr)."""
+    sigmas = list(sigmas)
+    if sigmas[0] >= 1:
+        sigmas[0] = percent_to_sigma(1e-4)
+    s_in = x.new_ones([x.shape[0]])
+    old_denoised, h_last = None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        h = None
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            lam_s, lam_t = math.log((1 - sigmas[i]) / sigmas[i]), math.log((1 - sigmas[i + 1]) / sigmas[i + 1])
+            h = lam_t - lam_s
+            h_eta = h * (eta + 1)
+            alpha_t = sigmas[i + 1] * math.exp(lam_t)
+            x = sigmas[i + 1] / sigmas[i] * math.exp(-h * eta) * x - alpha_t * math.expm1(-h_eta) * denoised
+            if old_denoised is not None:
+                r = h_last / h
+                if heun:
+                    x = x + alpha_t * (-math.expm1(-h_eta) / (-h_eta) + 1) * (1 / r) * (denoised - old_denoised)
+                else:
+                    x = x + 0.5 * alpha_t * -math.expm1(-h_eta) * (1 / r) * (denoised - old_denoised)
+            if eta > 0:
+                x = x + noises[i] * sigmas[i + 1] * math.sqrt(-math.expm1(-2 * h * eta))
+        old_denoised, h_last = denoised, h
+    return x
+
+
+def flux_nonlinear(x, t):
+    """A flow model (x0 from (x_t, t)) whose multistep errors do not cancel."""
+    return FLOW_X0(x, t) + 0.1 * torch.tanh(x)
+
+
+FLOW_RAW_REFERENCES = {
+    "dpmpp_2m": comfy_dpmpp_2m, "heun": comfy_heun, "lms": comfy_lms,
+    "ipndm": comfy_ipndm, "ipndm_v": lambda m, x, t: comfy_ipndm(m, x, t, variable=True),
+    "sample_ipndm": comfy_ipndm, "sample_ipndm_v": lambda m, x, t: comfy_ipndm(m, x, t, variable=True),
+    "deis": comfy_deis_tab, "sample_deis": comfy_deis_tab,
+}
+
+
+@pytest.mark.parametrize("start", [1.0, 0.95])
+@pytest.mark.parametrize("name", sorted(FLOW_RAW_REFERENCES))
+def test_comfyui_names_on_a_flow_model_run_comfyuis_rule_on_its_raw_coordinates(name, start):
+    t = torch.tensor([start, 0.93, 0.85, 0.75, 0.6, 0.45, 0.3, 0.18, 0.08, 0.0], dtype=torch.float64)
+    if name == "lms":  # ComfyUI's lms returns D on a step to 0, k-diffusion's (the registry's) steps there: not compared
+        t[-1] = 0.02
+    label = name if name.startswith("sample_") else f"comfyui:{name}"
+    out, guider, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(label)), ModelFlux(), flux_nonlinear, t)
+    x = t[0] * GM.noise(2, seed=3).double()  # CONST noise scaling of an empty latent
+    ref = FLOW_RAW_REFERENCES[name](flux_nonlinear, x, t if name.endswith("deis") else t.tolist())
+    ref = ref / (1 - t[-1])  # KSAMPLER's CONST inverse_noise_scaling
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    assert float(guider.calls[0][1][0]) == start  # the model is called at ComfyUI's own first t
+    # the registry name keeps the registry's rule in σ = t/(1 − t), which differs from ComfyUI's here
+    registry = {"ipndm_v": "ipndm", "sample_ipndm": "ipndm", "sample_ipndm_v": "ipndm", "sample_deis": "deis"}
+    plain, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(registry.get(name, name))), ModelFlux(),
+                          flux_nonlinear, t)
+    assert not torch.allclose(plain, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(samplers.core.labels.COMFYUI_FLOW_RAW))
+def test_every_raw_comfyui_name_is_the_registry_sampler_on_comfyuis_coordinates(name):
+    """Each name in COMFYUI_FLOW_RAW runs its registry sampler on (x_t, σ = t) unchanged, from t = 1."""
+    label = name if name.startswith("sample_") else f"comfyui:{name}"
+    opts = {"seed": 5} if "seed" in samplers.info(label).options else {}
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(label, **opts)), ModelFlux(), flux_nonlinear, FLOW_SIGMAS)
+    x = GM.noise(2, seed=3).double()
+    ref = samplers.sample(label, flux_nonlinear, x, FLOW_SIGMAS, disable=True, **opts)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    assert torch.isfinite(out).all()
+
+
+class Flux(ModelFlux):
+    """ComfyUI's ModelSamplingFlux: percent_to_sigma is time-shifted (flux_time_shift(shift, 1, 1 − percent))."""
+    shift = 1.15
+
+    def percent_to_sigma(self, percent):
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return math.exp(self.shift) / (math.exp(self.shift) + (1 / (1.0 - percent) - 1))
+
+
+@pytest.mark.parametrize("sampling", [ModelFlux(), Flux()], ids=["const", "flux"])
+@pytest.mark.parametrize("name, heun", [("dpmpp_2m_sde", False), ("dpmpp_2m_sde_heun", True)])
+def test_comfyui_half_log_snr_samplers_on_a_flow_model_match_comfyui(name, heun, sampling):
+    """ComfyUI's SDE samplers step in λ = log((1 − t)/t), which σ = t/(1 − t) reproduces, after its
+    offset_first_sigma_for_snr: from t = 1 they start at percent_to_sigma(1e-4). (The deterministic part, eta = 0:
+    the Brownian tree is drawn over σ = t/(1 − t) here, over t in ComfyUI.)"""
+    t = torch.tensor([1.0, 0.93, 0.85, 0.75, 0.6, 0.45, 0.3, 0.18, 0.08, 0.0], dtype=torch.float64)
+    fn = comfyui.ksampler_function(f"comfyui:{name}", eta=0.0)
+    out, guider, *_ = comfy_run(KSAMPLER(fn), sampling, flux_nonlinear, t)
+    x = GM.noise(2, seed=3).double()
+    pts = getattr(sampling, "percent_to_sigma", lambda p: 1.0 - p)
+    ref = comfy_dpmpp_2m_sde_const(flux_nonlinear, x, t.tolist(), pts, eta=0.0, heun=heun)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    assert float(guider.calls[0][1][0]) == pytest.approx(pts(1e-4), abs=1e-12)
+
+
+def test_comfyui_sa_solver_on_a_flow_model_takes_comfyuis_sde_interval():
+    """ComfyUI's sa_solver noises where percent_to_sigma(0.2) ≥ t ≥ percent_to_sigma(0.8): t in [0.2, 0.8] on
+    CONST, σ = t/(1 − t) in [0.25, 4] where the adapter runs it."""
+    seen = {}
+    real = comfyui._in_flow_coordinates
+
+    def spy(fn, model, x, sigmas, extra_args, callback, disable, options):
+        seen.update(options)
+        return real(fn, model, x, sigmas, extra_args, callback, disable, options)
+
+    import unittest.mock
+    with unittest.mock.patch.object(comfyui, "_in_flow_coordinates", spy):
+        comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:sa_solver")), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
+    assert seen["sde_interval"] == pytest.approx((0.8 / 0.2, 0.2 / 0.8))
+
+
+def test_comfyui_ancestral_names_without_their_rf_rule_are_refused_on_flow_models():
+    for name in ("comfyui:dpm_2_ancestral", "comfyui:dpmpp_2s_ancestral"):
+        with pytest.raises(samplers.Unavailable, match="_RF"):
+            comfy_run(KSAMPLER(comfyui.ksampler_function(name)), ModelFlux(), FLOW_X0, FLOW_SIGMAS)
+        comfy_run(KSAMPLER(comfyui.ksampler_function(name)), EPS(), GM.denoiser, EPS_SIGMAS)
+
+
+def test_every_comfyui_name_has_a_flow_model_rule():
+    """Each ComfyUI label is classified: raw rule, half-log-SNR, switched rule, refused, or (lcm) σ = t/(1 − t)."""
+    tables = (samplers.core.labels.COMFYUI_FLOW_RAW, samplers.core.labels.COMFYUI_FLOW_SNR,
+              set(samplers.core.labels.COMFYUI_FLOW), set(samplers.core.labels.COMFYUI_FLOW_REFUSED))
+    for name in samplers.core.labels.COMFYUI:
+        assert sum(name in table for table in tables) == (0 if name == "lcm" else 1), name

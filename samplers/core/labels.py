@@ -129,20 +129,37 @@ COMFYUI: dict[str, tuple] = {
     "uni_pc": ("unipc_bh1", {}, None, None),
     "uni_pc_bh2": ("unipc_bh2", {}, None, None),
 }
-# ComfyUI samplers that run another update rule on flow models (model_sampling a CONST: SD3, Flux, ...): the
-# registry sampler the ComfyUI name runs there instead (the ComfyUI adapter, samplers.interop.comfyui, switches).
+# What ComfyUI's samplers do on flow models (model_sampling a CONST: SD3, Flux, ...; x = (1 − t)·x0 + t·n, σ = t),
+# read from comfy/k_diffusion/sampling.py and comfy/samplers.py (comfyanonymous/ComfyUI 02159d81). The ComfyUI
+# adapter (samplers.interop.comfyui) follows these tables for ComfyUI names; registry names run the registry's rule in
+# σ = t/(1 − t), x/(1 − t) on every flow model.
+#
+# ComfyUI samplers that apply k-diffusion's plain rule to ComfyUI's raw flow coordinates (x_t, σ = t, λ = −log t):
+# the adapter runs the registry sampler on ComfyUI's model and sigmas unchanged there, as on other models.
+COMFYUI_FLOW_RAW: frozenset[str] = frozenset({
+    "euler", "heun", "heunpp2", "dpm_2", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2m", "ddpm", "ipndm", "ipndm_v",
+    "deis", "sample_ipndm", "sample_ipndm_v", "sample_deis", "res_multistep", "gradient_estimation", "ddim",
+    "uni_pc", "uni_pc_bh2",
+})
+# ComfyUI samplers that step in the model's half-log-SNR λ = log((1 − t)/t) (sigma_to_half_log_snr): the adapter runs
+# them in σ = t/(1 − t), x/(1 − t), where λ = −log σ, after ComfyUI's offset_first_sigma_for_snr (a first t ≥ 1
+# becomes model_sampling.percent_to_sigma(1e-4)); sa_solver's SDE interval is ComfyUI's, percent_to_sigma(0.2) to
+# percent_to_sigma(0.8). (lcm re-noises with the model's noise_scaling, which σ = t/(1 − t) reproduces as it is.)
+COMFYUI_FLOW_SNR: frozenset[str] = frozenset({
+    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece",
+})
+# ComfyUI samplers that run another update rule on flow models: the registry sampler the ComfyUI name runs there
+# instead.
 COMFYUI_FLOW: dict[str, str] = {
     "euler_ancestral": "euler_ancestral_rf",  # sample_euler_ancestral → sample_euler_ancestral_RF
 }
 # ComfyUI samplers whose flow-model rule this library does not provide: refused on flow models, and why.
 COMFYUI_FLOW_REFUSED: dict[str, str] = {
-    "dpmpp_2s_ancestral": "on flow models ComfyUI runs sample_dpmpp_2s_ancestral_RF (its ancestral split and "
-                          "midpoint in flow time), which is not implemented; use euler_ancestral, or the registry's "
-                          "dpmpp_2s_ancestral (without the comfyui: prefix) for its own rule",
-    **{prefix + name: "on flow models ComfyUI's sample_" + name + " runs its multistep steps in flow time t (the "
-                      "registry's in σ = t/(1 − t), a different extrapolation); use the registry's " +
-                      name.split("_")[0] + " (without the comfyui: prefix) for its own rule"
-       for name in ("ipndm", "ipndm_v", "deis") for prefix in ("", "sample_")},
+    **{name: f"on flow models ComfyUI runs sample_{name}_RF (its ancestral split in flow time), which is not "
+             f"implemented; use euler_ancestral, or the registry's {name} (without the comfyui: prefix) for its own "
+             f"rule"
+       for name in ("dpm_2_ancestral", "dpmpp_2s_ancestral")},
 }
 # ComfyUI samplers this library does not provide, and why (refused by name, never replaced by something else).
 COMFYUI_REFUSED: dict[str, str] = {

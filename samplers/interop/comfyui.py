@@ -99,10 +99,15 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
             merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0])
         flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
-        if not flow:
+        if not flow or comfy_key in labels.COMFYUI_FLOW_RAW:  # ComfyUI's plain rule on its own (x, σ)
             return spec.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **merged)
         if flow_refused is not None:
             raise Unavailable(f"ComfyUI sampler {name!r} is not available on flow models: {flow_refused}")
+        if comfy_key in labels.COMFYUI_FLOW_SNR:
+            sampling = _model_sampling(model)
+            sigmas = _offset_first_sigma(sigmas, sampling)
+            if "sde_interval" in flow_spec.options and "sde_interval" not in merged and "tau_func" not in merged:
+                merged["sde_interval"] = tuple(_ve_sigma(_percent_to_sigma(sampling, p)) for p in (0.2, 0.8))
         return _in_flow_coordinates(flow_spec.fn, model, x, sigmas, extra_args, callback, disable, merged)
 
     sampler_function.__name__ = f"sample_{spec.name}"
@@ -134,6 +139,33 @@ def _in_flow_coordinates(fn, model, x, sigmas, extra_args, callback, disable, op
     denoiser = to_denoiser(model, "x0", RectifiedFlow(multiplier=1.0))  # calls model(x_t, t, **extra_args)
     out = fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
     return out * keep[-1]
+
+
+def _model_sampling(model):
+    try:
+        return model.inner_model.model_patcher.get_model_object("model_sampling")
+    except AttributeError:
+        return None
+
+
+def _percent_to_sigma(sampling, percent: float) -> float:
+    """The model's ``percent_to_sigma`` (Flux's is time-shifted); ComfyUI's CONST's, 1 − percent, without one."""
+    fn = getattr(sampling, "percent_to_sigma", None)
+    return float(fn(percent)) if fn is not None else 1.0 - percent
+
+
+def _offset_first_sigma(sigmas, sampling):
+    """ComfyUI's offset_first_sigma_for_snr on a flow model: a first t ≥ 1 (log-SNR −inf) becomes
+    ``percent_to_sigma(1e-4)``, where its half-log-SNR samplers start."""
+    if len(sigmas) <= 1 or float(sigmas[0]) < 1:
+        return sigmas
+    sigmas = torch.as_tensor(sigmas).clone()
+    sigmas[0] = _percent_to_sigma(sampling, 1e-4)
+    return sigmas
+
+
+def _ve_sigma(t: float) -> float:
+    return math.inf if t >= 1 else t / (1 - t)
 
 
 def _flow_t(sigma: float) -> float:
