@@ -26,10 +26,12 @@ name :mod:`samplers.core.names` resolves (``"dpmpp_2m"``, ``"comfyui:dpmpp_2m_sd
   those the function runs the sampler in σ = t/(1 − t), x/(1 − t) (:func:`samplers.core.conversion.to_denoiser`
   with ``"x0"`` on :class:`~samplers.core.native.RectifiedFlow`; t = 1 is σ = inf, stepped exactly) and hands
   ComfyUI back x in its own coordinates, in the callback too;
-- a ComfyUI name (``"comfyui:euler_ancestral"``) runs ComfyUI's own rule for flow models where ComfyUI switches
-  rule (:data:`samplers.core.labels.COMFYUI_FLOW`: ``euler_ancestral`` → ``euler_ancestral_rf``, ComfyUI's
-  ``sample_euler_ancestral_RF``), and is refused on flow models where this library lacks that rule
-  (:data:`~samplers.core.labels.COMFYUI_FLOW_REFUSED`); registry names run the registry's rule on every model;
+- a ComfyUI name (``"comfyui:dpmpp_2m"``, ``"ipndm_v"``) runs on flow models what ComfyUI's function computes there
+  (:mod:`samplers.core.labels`): the plain rule on ComfyUI's raw (x_t, σ = t) (``COMFYUI_FLOW_RAW``: the registry
+  sampler on ComfyUI's model and sigmas unchanged), half-log-SNR samplers in σ = t/(1 − t) after ComfyUI's
+  first-sigma offset (``COMFYUI_FLOW_SNR``), a switched rule (``COMFYUI_FLOW``: ``euler_ancestral`` →
+  ``euler_ancestral_rf``), or a refusal where this library lacks ComfyUI's rule (``COMFYUI_FLOW_REFUSED``);
+  registry names run the registry's rule on every model;
 - options come from ``KSAMPLER(..., extra_options=...)`` (the node's JSON field) or from this function's keyword
   arguments, and are checked against the sampler before any model call.
 
