@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import time
@@ -56,6 +57,7 @@ class Target:
     description: str = ""
     # a diffusers model's own scheduler: (class name, config, (n, seed) -> native model(x_t, t) for those items)
     scheduler: tuple[str, dict, Callable] | None = None
+    identity: str = ""  # what the exact endpoints cached under <out>/.work depend on (run_fit sets it: IDENTITY)
 
     def item_args(self, n: int, seed: int) -> dict:
         return {} if self.conditioning is None else self.conditioning(n, seed)
@@ -188,11 +190,12 @@ def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extr
     path = out / WORK / f"reference-{tag}-tol{target.reference_tol:g}.pt"
     if path.exists():
         saved = torch.load(path, weights_only=True)
-        if saved["x"].shape == x.shape and torch.equal(saved["x"], x):
+        if (saved.get("identity") == target.identity and saved["x"].shape == x.shape
+                and torch.equal(saved["x"], x)):
             return saved["reference"]
     ref = reference_endpoints(functools.partial(target.denoiser, **extra), x,
                               target.sigma_max if sigma is None else sigma, target.reference_tol)
-    write_torch(path, {"x": x, "reference": ref})
+    write_torch(path, {"x": x, "reference": ref, "identity": target.identity})
     return ref
 
 
@@ -205,11 +208,9 @@ class PoolReferences:
         self.path, self.target = path, target
         self.saved = torch.load(path, weights_only=True) if path.exists() else {}
 
-    @staticmethod
-    def key(x: torch.Tensor, extra: dict, i: int, sigma: float) -> str:
-        import hashlib
-
-        h = hashlib.sha256(x[i].detach().cpu().contiguous().numpy().tobytes() + repr(float(sigma)).encode())
+    def key(self, x: torch.Tensor, extra: dict, i: int, sigma: float) -> str:
+        h = hashlib.sha256(x[i].detach().cpu().contiguous().numpy().tobytes() + repr(float(sigma)).encode()
+                           + self.target.identity.encode())
         for name in sorted(extra):
             h.update(name.encode() + extra[name][i].detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
@@ -366,8 +367,6 @@ FIT = ("calibration", "validation", "iters", "lr", "batch", "screen", "pool", "s
 
 def setting(target: Target, args) -> dict:
     """What the fits in ``--out`` were made of, recorded in report.json: a later run with another is refused."""
-    import hashlib
-
     from samplers.fitted.identity import fingerprint
 
     embeds = (hashlib.sha256(Path(args.prompt_embeds).read_bytes()).hexdigest()
@@ -445,6 +444,8 @@ def run_fit(args) -> int:
     if args.reference_tol is not None:
         target.reference_tol = args.reference_tol
     now = setting(target, args)
+    target.identity = hashlib.sha256(json.dumps({k: now[k] for k in IDENTITY}, sort_keys=True,
+                                                default=str).encode()).hexdigest()
     report_path = out / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     report = _check_setting(out, report, now, args)

@@ -179,6 +179,13 @@ def test_a_second_fit_into_the_same_out_is_refused_where_the_model_or_options_di
     assert LearnedSolver.load(out / "nfe3.json").model["name"] == "gm-flow"
     assert json.loads((out / "report.json").read_text())["setting"]["model"] == "gm-flow"
     assert not torch.equal(torch.load(cached, weights_only=True)["reference"], before)  # solved for gm-flow
+    # a run stopped before its first NFE leaves endpoints and no report: another model's run solves its own
+    (out / "report.json").unlink()
+    (out / "nfe3.json").unlink()
+    flow = torch.load(cached, weights_only=True)["reference"]
+    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *quick]) == 0
+    assert torch.equal(torch.load(cached, weights_only=True)["reference"], before)
+    assert not torch.equal(before, flow)
     for flag, value, message in (("--validation", "1.5", "--validation (the share"), ("--lr", "nan", "--lr must"),
                                  ("--batch", "0", "--batch must be at least 1"),
                                  ("--time-budget", "nan", "--time-budget must be positive")):
@@ -259,7 +266,7 @@ def test_the_fits_other_references_are_solved_once_per_start_and_sigma_across_nf
         return x * 0.5 + denoiser.keywords["c"].reshape(-1, 1)
 
     monkeypatch.setattr(fitting, "reference_endpoints", solve)
-    target = SimpleNamespace(denoiser=lambda x, s, c: x, sigma_max=10.0, reference_tol=1e-3)
+    target = SimpleNamespace(denoiser=lambda x, s, c: x, sigma_max=10.0, reference_tol=1e-3, identity="model a")
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
     c = torch.arange(6.0)
     refs = fit_cli.PoolReferences(tmp_path / "pool.pt", target)
@@ -272,6 +279,9 @@ def test_the_fits_other_references_are_solved_once_per_start_and_sigma_across_nf
     assert calls == [4, 2, 1]
     fit_cli.PoolReferences(tmp_path / "pool.pt", target)(x[:1], {"c": c[:1]}, 20.0)  # the same x from another σ
     assert calls == [4, 2, 1, 1]
+    other = SimpleNamespace(**{**vars(target), "identity": "model b"})  # another model: its own endpoints
+    fit_cli.PoolReferences(tmp_path / "pool.pt", other)(x[:2], {"c": c[:2]}, 10.0)
+    assert calls == [4, 2, 1, 1, 2]
 
 
 @pytest.mark.parametrize("schedule", ["ays_svd", "flow"])
