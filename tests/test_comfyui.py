@@ -366,6 +366,17 @@ def test_comfyui_ipndm_names_reproduce_comfyuis_update_rule(name, variable, step
                                rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("steps", [10, 30])
+def test_comfyui_lms_ends_with_the_denoised_x_as_comfyuis_sample_lms(steps):
+    sigmas = samplers.get_sigmas("karras", steps, sigma_min=0.03, sigma_max=14.6).double()
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:lms")), EPS(), nonlinear_denoiser, sigmas)
+    x = GM.noise(2, seed=3).double() * math.sqrt(1 + float(sigmas[0]) ** 2)
+    ref = comfy_lms(nonlinear_denoiser, x, sigmas.tolist())
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+    # the registry's lms is k-diffusion's: its last step is the Adams–Bashforth step, another image
+    assert not torch.allclose(samplers.sample("lms", nonlinear_denoiser, x, sigmas, disable=True), ref, atol=1e-6)
+
+
 def test_the_registry_ipndm_and_lms_keep_their_own_rules():
     """The registry names keep what they computed: ipndm's last step is its Adams–Bashforth step, lms has the exact
     variable-step weights — neither is ComfyUI's (the comfyui: names are)."""
@@ -583,8 +594,6 @@ FLOW_RAW_REFERENCES = {
 @pytest.mark.parametrize("name", sorted(FLOW_RAW_REFERENCES))
 def test_comfyui_names_on_a_flow_model_run_comfyuis_rule_on_its_raw_coordinates(name, start):
     t = torch.tensor([start, 0.93, 0.85, 0.75, 0.6, 0.45, 0.3, 0.18, 0.08, 0.0], dtype=torch.float64)
-    if name == "lms":  # ComfyUI's lms returns D on a step to 0, k-diffusion's (the registry's) steps there: not compared
-        t[-1] = 0.02
     label = name if name.startswith("sample_") else f"comfyui:{name}"
     out, guider, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(label)), ModelFlux(), flux_nonlinear, t)
     x = t[0] * GM.noise(2, seed=3).double()  # CONST noise scaling of an empty latent

@@ -22,6 +22,8 @@ HEUN = {"solver_type": "heun"}
 # denoised x, and ipndm_v weights the history by the step ratios (not lms's exact variable-step weights).
 IPNDM_COMFY = {"final_denoise": True}
 IPNDM_V_COMFY = {"final_denoise": True, "variable_steps": True}
+# ComfyUI's sample_lms: its step to σ = 0 returns the denoised x (k-diffusion's takes the Adams–Bashforth step).
+LMS_COMFY = {"final_denoise": True}
 # ComfyUI's sample_deis (Forge's DEIS): DEIS-tAB coefficients, no lowering of the order on the last steps.
 DEIS_COMFY = {"mode": "tab", "lower_order_final": False}
 
@@ -96,7 +98,7 @@ COMFYUI: dict[str, tuple] = {
     "heunpp2": ("heunpp2", {}, None, None),
     "dpm_2": ("dpm_2", {}, None, None),
     "dpm_2_ancestral": ("dpm_2_ancestral", {}, None, None),
-    "lms": ("lms", {}, None, None),
+    "lms": ("lms", LMS_COMFY, None, None),
     "dpm_fast": ("dpm_fast", {}, None, None),
     "dpm_adaptive": ("dpm_adaptive", {}, None, None),
     "dpmpp_2s_ancestral": ("dpmpp_2s_ancestral", {}, None, None),

@@ -165,8 +165,10 @@ def lms_coefficients(sigmas: list[float], order: int, prior: int = 0) -> list[li
 @register("lms", kind="ode", order=4, nfe_per_step=1,
           aliases=("sample_lms",),
           ref="Adams-Bashforth in σ, as in k-diffusion's sample_lms (Karras et al. 2022 setting)",
-          final_step="the same Adams-Bashforth step (it needs d only at σ > 0)")
-def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=4, prior_sigmas=()):
+          final_step="the same Adams-Bashforth step (it needs d only at σ > 0); final_denoise=True: x = D(x, σ) "
+                     "(ComfyUI's sample_lms)")
+def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=4, prior_sigmas=(),
+        final_denoise=False):
     """Linear multistep (Adams-Bashforth) on the PF-ODE in σ: x_next = x + Σ_j c_ij·d_{i−j}.
 
     The coefficients c_ij integrate the Lagrange polynomial through the last ``order`` derivatives over
@@ -177,6 +179,9 @@ def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order
     ``prior_sigmas`` (most recent first): sigmas of steps before ``sigmas[0]`` that were never taken but whose
     nodes the weights are built on, with only the derivatives of this run applied — what diffusers'
     LMSDiscreteScheduler does when started at a later step (img2img: its order counts from step 0).
+
+    ``final_denoise=True`` ends a step to σ = 0 at the denoised x = D(x, σ), as ComfyUI's ``sample_lms`` does (its
+    ``lms`` label sets it); k-diffusion's and diffusers' take the Adams–Bashforth step there.
     """
     if order not in (1, 2, 3, 4):
         raise InvalidInput(f"lms order must be 1, 2, 3 or 4, got {order!r}")
@@ -186,8 +191,11 @@ def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order
     for i in progress(sigmas, disable):
         denoised = model(x, sigmas[i])
         ds = [to_d(x, sigmas[i], denoised)] + ds[: order - 1]
-        for c, d in zip(coefficients[i], ds):
-            x = x + d * c
+        if final_denoise and sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            for c, d in zip(coefficients[i], ds):
+                x = x + d * c
         report(callback, x, i, sigmas[i], sigmas[i], denoised)
     return x
 
