@@ -197,3 +197,34 @@ def test_k_diffusion_caller_equals_diffusers_pipeline(unet_setup, name):
     scale = 1.0 if pipe.scheduler.latents == "ve" else math.sqrt(1 + float(sigmas[0]) ** 2)
     assert math.isclose(pipe.scheduler.init_noise_sigma * scale, float(sigmas[0]), rel_tol=1e-6)
     torch.testing.assert_close(d_out, k_out, rtol=1e-4, atol=1e-4)
+
+
+def test_a_callback_keeps_the_models_checks_and_entry_points():
+    """With a callback the drop-in wraps the model to record what each step saw; the wrapper must still be the model
+    for the run's checks (an eps model refused at σ = inf before any call) and fast paths (denoise_at,
+    prepare_times: the time inputs built before the loop)."""
+    from samplers.core.native import RectifiedFlow
+
+    calls, prepared = [], []
+
+    def eps_net(x_t, t):
+        calls.append(1)
+        return torch.zeros_like(x_t)
+
+    D = samplers.to_denoiser(eps_net, "eps", RectifiedFlow())
+    sigmas = samplers.get_sigmas("flow", 4, native=RectifiedFlow())
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    for callback in (None, lambda info: None):
+        with pytest.raises(samplers.InvalidInput, match="cannot be evaluated at sigma = inf"):
+            kdiffusion.sample_euler(D, x, sigmas, callback=callback, disable=True)
+        assert not calls
+    gm = GaussianMixture.default(shape=(2, 2, 2), components=3)
+    vp = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    D = samplers.to_denoiser(gm.as_model("eps", vp), "eps", vp)
+    inner = D.prepare_times
+    D.prepare_times = lambda *a: prepared.append(1) or inner(*a)
+    sig = samplers.get_sigmas("karras", 4, native=vp)
+    seen = []
+    out = kdiffusion.sample_euler(D, gm.noise(2, seed=1) * float(sig[0]), sig, disable=True,
+                                  callback=lambda info: seen.append(info["i"]))
+    assert prepared == [1] and seen == [0, 1, 2, 3] and bool(torch.isfinite(out).all())

@@ -199,19 +199,44 @@ class _KCallback:
     ``model`` records that state."""
 
     def __init__(self, model, callback, sigmas: torch.Tensor):
-        self.inner, self.callback, self.sigmas = model, callback, sigmas
+        self.callback, self.sigmas = callback, sigmas
+        self.model = _Recording(model, self)
         self.seen = None
 
-    def model(self, x, sigma, **extra_args):
+    def note(self, x) -> None:
         if self.seen is None:
             self.seen = x
-        return self.inner(x, sigma, **extra_args)
 
     def __call__(self, info: dict) -> None:
         i, sigma = info["i"], self.sigmas[info["i"]]
         sigma_hat = sigma if info["sigma_hat"] == info["sigma"] else self.sigmas.new_tensor(info["sigma_hat"])
         self.callback({"x": self.seen, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": info["denoised"]})
         self.seen = None
+
+
+class _Recording:
+    """``model`` noting the state each call sees; everything else it offers — ``denoise_at``, ``prepare_times``,
+    ``supports_infinite_sigma``, its fingerprint — is the model's own, so a run with a callback is checked and runs
+    as one without."""
+
+    def __init__(self, model, owner: _KCallback):
+        self._model, self._owner = model, owner
+
+    def __call__(self, x, sigma, **extra_args):
+        self._owner.note(x)
+        return self._model(x, sigma, **extra_args)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # its own (copying, pickling): never the model's
+            raise AttributeError(name)
+        attr = getattr(self._model, name)
+        if name != "denoise_at":
+            return attr
+
+        def denoise_at(x, sigma, **extra_args):
+            self._owner.note(x)
+            return attr(x, sigma, **extra_args)
+        return denoise_at
 
 
 def _run(name: str, model, x, sigmas: torch.Tensor, extra_args, callback, disable, **options):
