@@ -122,3 +122,41 @@ def test_exponential_matches_diffusers_use_exponential_sigmas():
     sch.set_timesteps(12)
     torch.testing.assert_close(samplers.get_sigmas("exponential", 12, native=VP).float(), sch.sigmas.float(),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: samplers.get_sigmas("vp", 4, sigma_min=5.0, sigma_max=1.0), "lower end below its upper one"),
+    (lambda: samplers.get_sigmas("vp", 4, sigma_min=math.nan, sigma_max=10.0), "sigma_min must be a finite number"),
+    (lambda: samplers.get_sigmas("vp", 4, beta_d=-1.0), "beta_d must be > 0"),
+    (lambda: samplers.get_sigmas("leading", 1000, native=VP, steps_offset=1), "past the model's last training timestep"),
+    (lambda: samplers.get_sigmas("leading", 10, native=VP, steps_offset=200), "use steps_offset <= 99"),
+    (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), shift=math.inf), "shift must be a finite number"),
+    (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), mu=math.nan), "mu must be a finite number"),
+    (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), mu=-50.0), "collapses its steps"),
+    (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), mu=1000.0), "too large to represent"),
+    (lambda: samplers.get_sigmas("linspace", 4, native=VP, sigma_min=1.0), "takes no sigma_min"),
+    (lambda: samplers.get_sigmas("trailing", 4, native=VP, sigma_max=5.0), "takes no sigma_max"),
+    (lambda: samplers.get_sigmas("linear_quadratic", 4, sigma_min=1.0, training_sigmas=VP.sigmas),
+     "takes no sigma_min"),
+])
+def test_a_schedule_refuses_values_it_would_ignore_or_turn_into_nan(build, message):
+    """Each of these returned a schedule (ascending, NaN, inf, a repeated or clamped timestep) or ignored the value."""
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_range_ends_equal_to_the_models_own_are_taken_by_every_table_schedule():
+    # generic callers (the benchmarks, the fit's candidates) pass the model's own range to every schedule
+    for name in ("linspace", "leading", "trailing", "simple", "ddim_uniform", "beta_timesteps"):
+        torch.testing.assert_close(samplers.get_sigmas(name, 8, native=VP, sigma_min=VP.sigma_min,
+                                                       sigma_max=VP.sigma_max), samplers.get_sigmas(name, 8, native=VP))
+
+
+def test_an_optimised_schedule_at_one_step_starts_at_its_top():
+    from samplers.schedules.optimise import OptimisedSchedule
+
+    opt = OptimisedSchedule(sigmas=[14.6, 3.0, 0.8, 0.03, 0.0], sampler="dpmpp_2m", nfe=4, error=0.0)
+    assert opt.schedule(1).tolist() == [14.6, 0.0]
+    assert opt.schedule(4).tolist() == [14.6, 3.0, 0.8, 0.03, 0.0]
+    with pytest.raises(ValueError, match="integer >= 1"):
+        opt.schedule(0)

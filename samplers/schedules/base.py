@@ -24,12 +24,20 @@ SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins)
 TABLE_SCHEDULES: set[str] = set()
 
 
-def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False):
-    """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas``."""
+# The ends of the σ range a schedule does not take (the training timesteps fix them): an explicit value there other
+# than the model's own is refused by get_sigmas, never ignored.
+FIXED_ENDS: dict[str, tuple[str, ...]] = {}
+
+
+def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False, fixed_ends: tuple[str, ...] = ()):
+    """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas``;
+    ``fixed_ends``: the range ends ("sigma_min", "sigma_max") it does not take."""
     def decorate(fn):
         SCHEDULES.add(name, fn, aliases)
         if needs_table:
             TABLE_SCHEDULES.add(name)
+        if fixed_ends:
+            FIXED_ENDS[name] = fixed_ends
         return fn
     return decorate
 
@@ -117,6 +125,25 @@ def schedule_options(fn) -> list[str]:
     return [p for p in params if p not in ("n", "sigma_min", "sigma_max", "training_sigmas")]
 
 
+def _check_fixed_ends(canonical: str, native, training_sigmas, **given) -> None:
+    """An explicit range end the schedule does not take must be the model's own (its training table's)."""
+    for end in FIXED_ENDS.get(canonical, ()):
+        value = given[end]
+        if value is None:
+            continue
+        own = getattr(native, end, None)
+        if own is None and training_sigmas is not None:
+            table = torch.as_tensor(training_sigmas, dtype=torch.float64)
+            own = float(table[0] if end == "sigma_min" else table[-1])
+        if own is None:  # no table: the schedule itself says it needs one
+            continue
+        if not math.isclose(float(value), float(own), rel_tol=1e-6):
+            raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ come from the model's training "
+                                f"timesteps (its {end} is {float(own):g}), so {end}="
+                                f"{value!r} would be ignored; leave {end} out, or use a σ schedule that takes a range "
+                                "(karras, exponential, normal, sgm_uniform)")
+
+
 def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min: float | None = None,
                sigma_max: float | None = None, **kw) -> torch.Tensor:
     """Build the schedule ``name`` with n steps, taking the sigma range from ``native`` unless given.
@@ -139,6 +166,7 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     if native is not None and not isinstance(native, NoiseSchedule):
         raise InvalidType(f"native must be a samplers.core.native schedule (VPDiscrete, RectifiedFlow, ...), got "
                           f"{type(native).__name__}")
+    _check_fixed_ends(canonical, native, kw.get("training_sigmas"), sigma_min=sigma_min, sigma_max=sigma_max)
     if native is not None:
         sigma_min = native.sigma_min if sigma_min is None else sigma_min
         sigma_max = native.sigma_max if sigma_max is None else sigma_max

@@ -9,6 +9,7 @@ import torch
 from ..core.native import flow_t, flux_mu
 from .base import check_steps, register, strictly_decreasing, append_zero
 from ..core.errors import InvalidInput
+from ..core.validate import real
 
 
 @register("flow", aliases=("flow_linear", "linear"))
@@ -18,14 +19,22 @@ def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float = 1
     ``sigma_min``/``sigma_max`` are the (shifted) end points, which are kept exactly; σ_max = inf starts at t = 1.
     """
     check_steps(n, sigma_min, sigma_max)
-    s = math.exp(mu) if mu is not None else shift
-    if not s > 0:
-        raise InvalidInput(f"shift must be positive, got {s}")
+    if mu is not None:
+        mu = real("mu", mu, what=" (the log of the shift, e^mu)")
+        s = math.exp(min(mu, 700.0))  # beyond, e^mu overflows: refused below as the shift it would be
+        if not math.isfinite(s) or mu > 700:
+            raise InvalidInput(f"mu = {mu:g} gives a shift e^mu too large to represent; Flux's mu lies near 0.5-1.2")
+    else:
+        s = real("shift", shift, lo=0.0, lo_open=True, what=" (σ = shift · the linear schedule's σ)")
     t_hi = 1.0 if math.isinf(sigma_max) else float(flow_t(torch.tensor(sigma_max / s, dtype=torch.float64)))
     t_lo = float(flow_t(torch.tensor(sigma_min / s, dtype=torch.float64)))
     t = torch.linspace(t_hi, t_lo, n, dtype=torch.float64)
-    sigmas = s * t / (1 - t)  # t = 1 gives inf exactly
-    return append_zero(sigmas)
+    sigmas = append_zero(s * t / (1 - t))  # t = 1 gives inf exactly
+    if not bool((sigmas[1:] < sigmas[:-1]).all()):
+        raise InvalidInput(f"schedule 'flow' with shift {s:g}{'' if mu is None else f' (mu = {mu:g})'} collapses its "
+                           f"steps ({sigmas.tolist()}); SD3 / Flux use shifts of about 1-3 (mu 0.5-1.2), or use "
+                           "fewer steps")
+    return sigmas
 
 @register("flow_dynamic", aliases=("flux_dynamic",))
 def flow_dynamic(n: int, sigma_min: float, sigma_max: float = math.inf, *, image_seq_len: int,
@@ -39,7 +48,7 @@ def flow_dynamic(n: int, sigma_min: float, sigma_max: float = math.inf, *, image
     mu = flux_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
     return flow(n, sigma_min, sigma_max, mu=mu)
 
-@register("linear_quadratic", aliases=("linear-quadratic",))
+@register("linear_quadratic", aliases=("linear-quadratic",), fixed_ends=("sigma_min",))
 def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, threshold_noise: float = 0.025,
                      linear_steps: int | None = None) -> torch.Tensor:
     """Linear-then-quadratic in flow time (Mochi; ComfyUI ``linear_quadratic``): the first ``linear_steps``

@@ -25,6 +25,7 @@ from .. import schedules
 from ..core.budget import steps_for_nfe
 from ..core.registry import info, sample
 from ..core.files import write_json
+from .base import check_steps
 from .presets import loglinear_interp
 from ..core.errors import InvalidInput
 
@@ -59,11 +60,14 @@ class OptimisedSchedule:
         return self.tensor()[i]
 
     def schedule(self, n: int, sigma_min=None, sigma_max=None) -> torch.Tensor:
-        """The schedule at ``n`` steps: the optimised levels, log-linearly resampled when n differs (as AYS)."""
+        """The schedule at ``n`` steps: the optimised levels, log-linearly resampled when n differs (as AYS); one
+        step runs from the top level to 0."""
+        n = check_steps(n, None, None, need_range=False)
         levels = self.sigmas[:-1]
         if n == len(levels):
             return self.tensor()
-        return torch.cat([loglinear_interp(levels, n), torch.zeros(1, dtype=torch.float64)])
+        top = torch.tensor(levels[:1], dtype=torch.float64) if n == 1 else loglinear_interp(levels, n)
+        return torch.cat([top, torch.zeros(1, dtype=torch.float64)])
 
     def register(self, name: str) -> None:
         """Make it a named schedule: ``samplers.get_sigmas(name, n)``."""

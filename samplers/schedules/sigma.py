@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+from ..core.validate import positive, real
 from .base import append_zero, check_rho, check_steps, finite_max, register, strictly_decreasing
 from ..core.errors import InvalidInput
 
@@ -47,10 +48,19 @@ def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, b
     def t_of(sigma):
         return (-beta_min + math.sqrt(beta_min**2 + 2 * beta_d * math.log1p(sigma**2))) / beta_d
     check_steps(n, None, None, need_range=False)
+    beta_d, beta_min, eps_s = positive("beta_d", beta_d), positive("beta_min", beta_min), positive("eps_s", eps_s)
+    if eps_s >= 1:
+        raise InvalidInput(f"eps_s (the smallest VP time) must be below 1, got {eps_s:g}")
+    for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if value is not None:
+            real(name, value, lo=0.0, lo_open=True, allow_inf=name == "sigma_max")
     t_hi = 1.0 if sigma_max is None else t_of(finite_max("vp", sigma_max))
     t_lo = eps_s if sigma_min is None else t_of(sigma_min)
+    if not t_lo < t_hi:
+        raise InvalidInput(f"schedule 'vp' needs its lower end below its upper one, got sigma_min={sigma_min}, "
+                           f"sigma_max={sigma_max} (VP times {t_lo:g} and {t_hi:g})")
     t = torch.linspace(t_hi, t_lo, n, dtype=torch.float64)
-    return append_zero(torch.expm1(beta_d * t**2 / 2 + beta_min * t).sqrt())
+    return strictly_decreasing(append_zero(torch.expm1(beta_d * t**2 / 2 + beta_min * t).sqrt()), "vp")
 
 @register("kl_optimal", aliases=("kl-optimal",))
 def kl_optimal(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:

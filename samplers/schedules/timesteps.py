@@ -9,25 +9,32 @@ import torch
 
 from .base import check_steps, from_timesteps, num_train, register, strictly_decreasing, table_range
 from ..core.errors import InvalidInput
+from ..core.validate import integer
 
 
-@register("linspace", needs_table=True)
+@register("linspace", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def linspace(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
     """diffusers' ``timestep_spacing="linspace"``: n timesteps evenly from the last to the first (fractional)."""
     check_steps(n, None, None, need_range=False)
     total = num_train(n, training_sigmas)
     return from_timesteps(torch.linspace(total - 1, 0, n, dtype=torch.float64), training_sigmas)
 
-@register("leading", needs_table=True)
+@register("leading", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def leading(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, steps_offset: int = 0) -> torch.Tensor:
     """diffusers' ``"leading"`` spacing (DDIM, SD 1.x default): i·(N // n) + steps_offset, descending."""
     check_steps(n, None, None, need_range=False)
     total = num_train(n, training_sigmas)
     ratio = total // n
+    top = (n - 1) * ratio
+    steps_offset = integer("steps_offset", steps_offset, lo=0)
+    if top + steps_offset > total - 1:
+        raise InvalidInput(f"leading spacing with {n} steps and steps_offset={steps_offset} would start at timestep "
+                           f"{top + steps_offset}, past the model's last training timestep {total - 1}; use "
+                           f"steps_offset <= {total - 1 - top} (Stable Diffusion's configs use 1) or fewer steps")
     t = torch.arange(n - 1, -1, -1, dtype=torch.float64) * ratio + steps_offset
     return from_timesteps(t, training_sigmas)
 
-@register("trailing", needs_table=True)
+@register("trailing", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def trailing(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
     """diffusers' ``"trailing"`` spacing (Lin et al. 2023): starts at the last training timestep."""
     check_steps(n, None, None, need_range=False)
@@ -35,7 +42,7 @@ def trailing(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) ->
     t = torch.round(torch.arange(total, 0, -total / n, dtype=torch.float64)) - 1
     return from_timesteps(t, training_sigmas)
 
-@register("simple", needs_table=True)
+@register("simple", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def simple(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
     """ComfyUI's ``simple``: every (N/n)-th training sigma from the top: σ = table[N − 1 − ⌊k·N/n⌋]."""
     check_steps(n, None, None, need_range=False)
@@ -60,7 +67,7 @@ def sgm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None)
     t = torch.linspace(hi, lo, n + 1, dtype=torch.float64)[:-1]
     return strictly_decreasing(from_timesteps(t, training_sigmas), "sgm_uniform")
 
-@register("ddim_uniform", needs_table=True)
+@register("ddim_uniform", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
     """ComfyUI's ``ddim_uniform``: timesteps 1 + k·⌊N/n⌋, k = 0…n−1, descending.
 
@@ -73,7 +80,8 @@ def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None
     t = torch.tensor([min(1 + k * stride, total - 1) for k in range(n - 1, -1, -1)], dtype=torch.float64)
     return strictly_decreasing(from_timesteps(t, training_sigmas), "ddim_uniform")
 
-@register("beta_timesteps", aliases=("beta", "comfy_beta", "beta_comfyui"), needs_table=True)
+@register("beta_timesteps", aliases=("beta", "comfy_beta", "beta_comfyui"), needs_table=True,
+          fixed_ends=("sigma_min", "sigma_max"))
 def beta_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, alpha: float = 0.6,
                    beta: float = 0.6) -> torch.Tensor:
     """Beta sampling over the training timesteps, as ComfyUI's ``beta`` scheduler and the paper (Lee et al. 2024,
