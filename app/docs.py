@@ -62,7 +62,10 @@ def schedules_md() -> str:
            "A schedule is a pure function `(n, sigma_min, sigma_max, **options) -> Tensor[n + 1]` of canonical (VE) "
            "sigmas, strictly decreasing, ending in 0. `samplers.get_sigmas(name, n, native=model_schedule)` fills "
            "the range from a model's native schedule; *table* schedules space a discrete model's training "
-           "timesteps and need one (`native=VPDiscrete...`). ComfyUI and A1111 scheduler names resolve too "
+           "timesteps and need one (`native=VPDiscrete...`); they take no range of their own, so a `sigma_min` / "
+           "`sigma_max` other than the model's is refused rather than ignored (as is `linear_quadratic`'s "
+           "`sigma_min`), as are values that would give NaN, an ascending or collapsed schedule, or a timestep "
+           "past the table (`leading`'s `steps_offset`). ComfyUI and A1111 scheduler names resolve too "
            "([names.md](names.md)).", "",
            "| name | aliases | table | options | what it is |", "|---|---|---|---|---|"]
     for name in schedules.available():
