@@ -14,3 +14,11 @@ def test_readme_python_examples_run():
     assert blocks, "README has no python example"
     for block in blocks:
         exec(compile(block, str(README), "exec"), {"__name__": "readme_example"})
+
+
+def test_readme_counts_the_registry():
+    import samplers
+
+    counted = re.search(r"(\d+) in all", README.read_text())
+    assert counted and int(counted.group(1)) == len(samplers.available()), (
+        f"README says {counted and counted.group(1)} samplers, the registry has {len(samplers.available())}")
