@@ -138,3 +138,23 @@ def test_unknown_prediction_type():
     with pytest.raises(ValueError, match="unknown prediction type 'epsilonn'"):
         samplers.to_denoiser(lambda x, t: x, "epsilonn", VE())
     assert samplers.to_denoiser(lambda x, t: x, "v_prediction", VE()).prediction == "v"
+
+
+def test_sigma_inf_is_refused_where_the_models_schedule_does_not_reach_it():
+    """A v / x0 / flow prediction gives x0 at σ = inf only on a schedule defined there (zero-terminal-SNR VP, flow);
+    on VE (σ_max 80) or an ordinary VP table the conversion's coefficients are NaN there: refused before any call."""
+    calls = []
+
+    def net(x, t):
+        calls.append(1)
+        return torch.zeros_like(x)
+
+    sigmas = torch.tensor([math.inf, 2.0, 0.5, 0.0], dtype=torch.float64)
+    noise = torch.randn(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for native in (VE(), VPDiscrete.from_betas()):
+        with pytest.raises(ValueError, match="cannot be evaluated at sigma = inf"):
+            samplers.sample("euler", samplers.to_denoiser(net, "v", native), noise, sigmas, disable=True)
+    assert not calls
+    for native, prediction in ((VPDiscrete.from_betas(rescale_betas_zero_snr=True), "v"), (RectifiedFlow(), "flow")):
+        out = samplers.sample("euler", samplers.to_denoiser(net, prediction, native), noise, sigmas, disable=True)
+        assert bool(torch.isfinite(out).all())

@@ -169,7 +169,10 @@ class Denoiser:
         self.prediction = canonical_prediction(prediction)
         self.schedule = schedule
         self.sigma_data = sigma_data
-        self.supports_infinite_sigma = self.prediction not in ("eps", "score")
+        # σ = inf (zero SNR) is a point of the model only where its schedule reaches it (zero-terminal-SNR VP, flow),
+        # and only a prediction that carries the signal there (not eps / score) gives x0 from it
+        self.supports_infinite_sigma = (self.prediction not in ("eps", "score")
+                                        and math.isinf(getattr(schedule, "sigma_max", math.inf)))
         self._times: dict = {}  # (batch, dtype, device) -> {σ: time input}, entries never replaced or dropped
         # A model that runs each item more than once per call (DiffusersModel guiding [uncond; cond]) takes its time
         # input already repeated: built here with the rest of the grid rather than concatenated per call.
