@@ -13,6 +13,7 @@ with the model's default CFG scale and without guidance (cfg = 1). Item k uses s
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -36,7 +37,7 @@ def adherence(pipe, captions: list[str], seeds: list[int] | None = None, batch_s
 
 
 def run(model: str | None = None, n: int = 200, steps: int = 20, sampler: str | None = None, schedule: str | None = None,
-        cfg: float | None = None, folder=None, out=sys.stdout) -> dict:
+        cfg: float | None = None, folder=None, out=sys.stdout, progress: bool = True) -> dict:
     from models.pipeline import Pipeline
 
     pipe = Pipeline.load(folder, model=model)
@@ -53,7 +54,8 @@ def run(model: str | None = None, n: int = 200, steps: int = 20, sampler: str | 
         captions = data.eval_captions(n, n_objects)
         for scale in (cfg, 1.0):
             t0 = time.perf_counter()
-            acc = adherence(pipe, captions, sampler=sampler, schedule=schedule, steps=steps, cfg=scale)
+            acc = adherence(pipe, captions, sampler=sampler, schedule=schedule, steps=steps, cfg=scale,
+                            progress=progress)
             dt = time.perf_counter() - t0
             results[(n_objects, scale)] = acc
             f = lambda v: f"{v:7.3f}" if v is not None else f"{'-':>7}"  # noqa: E731
@@ -67,16 +69,23 @@ def main(argv=None) -> int:
     p.add_argument("--model", choices=("eps", "flow"), default=None,
                    help="the shipped model (default eps); with --weights, the kind that folder must hold")
     p.add_argument("--weights", default=None, help="U-Net folder (default: the shipped weights of --model)")
-    p.add_argument("--n", type=int, default=200, help="captions per row")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--n", type=common.positive_int, default=200, help="captions per row")
+    p.add_argument("--steps", type=common.positive_int, default=20)
     p.add_argument("--sampler", default=None, help="default: the model's default sampler")
     p.add_argument("--schedule", default=None)
     p.add_argument("--cfg", type=float, default=None, help="guidance scale of the CFG rows (default: the model's)")
-    p.add_argument("--threads", type=int, default=None)
+    common.add_threads_option(p, default=None, help="torch CPU threads (default: torch's own)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    run(args.model, args.n, args.steps, args.sampler, args.schedule, args.cfg, args.weights)
+    if args.sampler is not None:
+        common.sampler_or_refuse(p, "--sampler", args.sampler)
+    if args.schedule is not None:
+        common.schedule_or_refuse(p, "--schedule", args.schedule)
+    if args.cfg is not None and not math.isfinite(args.cfg):
+        p.error(f"--cfg must be a finite number, got {args.cfg}")
+    common.set_threads(args.threads)
+    run(args.model, args.n, args.steps, args.sampler, args.schedule, args.cfg, args.weights,
+        progress=not args.no_progress)
     return 0
 
 

@@ -157,15 +157,17 @@ def frechet_to_data(images: torch.Tensor, n_reference: int = 512) -> float:
 
 
 def main(argv=None) -> int:
+    from . import common
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.classifier", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--out", type=Path, default=Path("out/classifier"),
+    t.add_argument("--out", type=common.out_folder, default="out/classifier",
                    help="folder for the weights (default %(default)s; the shipped ones are written with "
                         f"--out {WEIGHTS.relative_to(WEIGHTS.parents[2])})")
-    t.add_argument("--n", type=int, default=12_800)
-    t.add_argument("--epochs", type=int, default=8)
-    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--n", type=common.positive_int, default=12_800)
+    t.add_argument("--epochs", type=common.positive_int, default=8)
+    common.add_threads_option(t)
     sub.add_parser("eval")
     args = p.parse_args(argv)
     if args.command == "train":

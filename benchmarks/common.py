@@ -18,6 +18,7 @@ weights), or ``module:function`` — a Python entry point returning a :class:`Pr
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import hashlib
@@ -562,9 +563,122 @@ def report(results: str | Path, markdown: Callable[[dict], str], module: str, wr
     return text
 
 
+# ------------------------------------------------------------------------------------------------------
+# command-line values: a bad one is refused while the arguments are parsed (argparse's one-line error, exit
+# status 2), before any work
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``low``; anything else is refused naming the value and the rule."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer: pass an integer >= {low}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}: pass an integer >= {low}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: pass a number > 0") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{value:g} is not a finite number > 0: pass a number > 0")
+    return value
+
+
+def _blocked_by_a_file(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` (or ``path`` itself) when it is not a folder: nothing can be
+    written under it."""
+    for part in (path, *path.parents):
+        if part.exists():
+            return None if part.is_dir() else part
+    return None
+
+
+def out_folder(text: str | Path) -> Path:
+    """An argparse ``type`` for ``--out`` naming a folder: refused at once when it, or a folder above it, is an
+    existing file (the run would otherwise fail when it writes, after all the work)."""
+    path = Path(text)
+    blocker = _blocked_by_a_file(path)
+    if blocker is not None:
+        what = "is a file" if blocker == path else f"is under {str(blocker)!r}, a file"
+        raise argparse.ArgumentTypeError(f"{str(path)!r} {what}, not a folder: name a folder (new or existing) to "
+                                         "write into")
+    return path
+
+
+def out_file(text: str | Path) -> Path:
+    """An argparse ``type`` for ``--out`` naming a file: refused at once when it is a folder or sits under a file."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{str(path)!r} is a folder: name the file to write")
+    blocker = _blocked_by_a_file(path.parent)
+    if blocker is not None:
+        raise argparse.ArgumentTypeError(f"{str(path)!r} is under {str(blocker)!r}, a file: name a file in a folder")
+    return path
+
+
+def add_threads_option(parser, default: int | None = 1, help: str = "torch CPU threads (default 1)") -> None:
+    """``--threads`` (an integer >= 1; ``None`` as the default leaves torch's own)."""
+    parser.add_argument("--threads", type=positive_int, default=default, help=help)
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads, as ``--threads`` says (None: torch's own)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def check_names(parser, option: str, given, valid) -> None:
+    """Refuse (``parser.error``) the names in ``given`` that are not in ``valid``, listing the valid ones."""
+    valid = list(valid)
+    unknown = [n for n in (given or []) if n not in valid]
+    if unknown:
+        parser.error(f"{option}: unknown {', '.join(map(repr, unknown))}; valid: "
+                     f"{', '.join(valid) if valid else '(none here)'}")
+
+
+def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | None = None) -> str:
+    """The canonical name of the registry sampler ``name`` (any alias), or ``parser.error`` naming the valid ones
+    (``samplers.available()``, or only those of ``kinds``)."""
+    valid = [n for n in samplers.available() if kinds is None or samplers.info(n).kind in kinds]
+    what = "sampler" if kinds is None else f"{'/'.join(kinds)} sampler"
+    try:
+        canonical = samplers.info(name).name
+    except Exception:  # noqa: BLE001 - an unknown name is refused below
+        canonical = None
+    if canonical is None or canonical not in valid:
+        parser.error(f"{option}: {name!r} is not a{'n' if what[0] in 'aeiou' else ''} {what}; valid: "
+                     f"{', '.join(valid)}")
+    return canonical
+
+
+def schedule_or_refuse(parser, option: str, name: str) -> str:
+    """``name`` when it is a registered schedule (an alias too), else ``parser.error`` listing
+    ``samplers.schedules.available()``."""
+    try:
+        samplers.schedules.get(name)
+    except Exception:  # noqa: BLE001
+        parser.error(f"{option}: {name!r} is not a schedule; valid (samplers.schedules.available()): "
+                     f"{', '.join(samplers.schedules.available())}")
+    return name
+
+
 def add_output_options(parser, default_out: Path, what: str = "results.json and table.md") -> None:
-    """``--out`` (default under out/: a run writes tracked files only where its --out names them) and ``--report``."""
-    parser.add_argument("--out", type=Path, default=default_out,
+    """``--out`` (default under out/: a run writes tracked files only where its --out names them; a file there is
+    refused at once, see :func:`out_folder`) and ``--report``."""
+    parser.add_argument("--out", type=out_folder, default=str(default_out),
                         help=f"folder for {what} (default %(default)s; the committed tables are written with an "
                              "explicit --out docs/benchmarks/..., see docs/benchmarks/README.md)")
     parser.add_argument("--report", type=Path, default=None, metavar="RESULTS_JSON",
@@ -583,7 +697,7 @@ def add_mixture_run_options(parser, default_out: Path) -> None:
     ``--threads``."""
     parser.add_argument("--cache", type=Path, default=Path("out/cache"), help="reference solutions on disk")
     add_output_options(parser, default_out)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the mixtures are tiny)")
+    add_threads_option(parser, help="torch threads (default 1: the mixtures are tiny)")
 
 
 def report_only(args, report: Callable) -> bool:

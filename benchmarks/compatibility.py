@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import pathlib
 import platform
 import sys
 from typing import Callable
 
 import torch
+
+from . import common
 
 # The scheduler configs the model repositories ship (scheduler/scheduler_config.json), written out.
 SD15 = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
@@ -372,26 +373,26 @@ def exact_gain(steps_list=(10, 20, 50), batch: int = 256, cases=EXACT_CASES) -> 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, help="write the markdown table here (nothing is written "
-                                                         "without it)")
+    parser.add_argument("--out", type=common.out_file,
+                        help="write the markdown table (with --exact, the exact=True table) to this file; nothing "
+                             "is written without it (the table is printed)")
     parser.add_argument("--exact", action="store_true", help="measure what exact=True buys instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     env = environment()
     print(f"# {env}", file=sys.stderr)
     if args.exact:
-        print("| scheduler | variant | steps | RMS error, default | RMS error, exact=True |")
-        print("|---|---|---|---|---|")
-        for r in exact_gain():
-            print(f"| {r['scheduler']} | {_variant(r['variant'])} | {r['steps']} | {r['default']:.2e} | "
-                  f"{r['exact']:.2e} |")
-        return 0
-    text = markdown(table(), env)
+        lines = ["| scheduler | variant | steps | RMS error, default | RMS error, exact=True |", "|---|---|---|---|---|"]
+        lines += [f"| {r['scheduler']} | {_variant(r['variant'])} | {r['steps']} | {r['default']:.2e} | "
+                  f"{r['exact']:.2e} |" for r in exact_gain()]
+        text = "\n".join(lines) + "\n"
+    else:
+        text = markdown(table(), env)
     if args.out is not None:
         args.out.write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
-        print(text)
+        print(text, end="" if args.exact else "\n")
     return 0
 
 

@@ -77,3 +77,19 @@ def barrier(world: World) -> None:
 def finish(world: World) -> None:
     if world.size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def main(argv=None) -> int:
+    """This module is a library (sharding a benchmark sweep over the ranks of a torch.distributed job): it runs nothing, and refuses any argument."""
+    import argparse
+
+    name = __spec__.name if __spec__ is not None else __name__
+    p = argparse.ArgumentParser(prog=f"python -m {name}", description=(__doc__ or "").split("\n\n")[0])
+    p.parse_args(argv)
+    print(f"{name} is a library module (sharding a benchmark sweep over the ranks of a torch.distributed job); it runs nothing. Run a benchmark, e.g. "
+          "python -m benchmarks.quality --quick (docs/benchmarks/README.md)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -152,10 +152,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if common.report_only(args, report):
         return 0
-    torch.set_num_threads(args.threads)
     if args.heldout_batch < 1 or args.threads < 1 or any(s < 0 for s in args.heldout_seeds):
         p.error(f"--heldout-batch and --threads must be >= 1 and seeds >= 0, got {args.heldout_batch}, "
                 f"{args.threads}, {args.heldout_seeds}")
+    torch.set_num_threads(args.threads)
     found = solvers_in(args.learned)
     if not found:
         p.error(f"no fitted solver files with a recorded problem and starting pair in {args.learned}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -46,8 +45,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learned_solvers", description=__doc__.split("\n\n")[0])
     p.add_argument("--problem", dest="problems", nargs="+", default=list(deterministic.PROBLEMS),
                    help="gm-ve, gm-vp-eps, gm-flow, or another mixture as gm-<kind>/d<dims>-k<modes>-s<seed>")
-    p.add_argument("--nfe", nargs="+", type=int, default=list(deterministic.NFES))
-    p.add_argument("--calibration", type=int, default=2048, help="calibration starts (default 2048, a quarter validates)")
+    p.add_argument("--nfe", nargs="+", type=common.positive_int, default=list(deterministic.NFES))
+    p.add_argument("--calibration", type=common.positive_int, default=2048,
+                   help="calibration starts (default 2048, a quarter validates: at least 3)")
     p.add_argument("--calibration-seed", type=int, default=7)
     p.add_argument("--iters", type=int, default=FitConfig.iters)
     p.add_argument("--batch", type=int, default=FitConfig.batch,
@@ -65,9 +65,10 @@ def main(argv=None) -> int:
     p.add_argument("--history", type=int, default=FitConfig.history,
                    help=f"FitConfig.history: earlier steps a step may weigh beyond those of its starting sampler "
                         f"(default {FitConfig.history})")
-    p.add_argument("--out", type=Path, required=True, help="folder for the solver files")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the mixtures are tiny)")
+    p.add_argument("--out", type=common.out_folder, required=True, help="folder for the solver files")
+    common.add_threads_option(p, help="torch threads (default 1: the mixtures are tiny)")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one step per fit) on stderr")
     args = p.parse_args(argv)
     config = dict(iters=args.iters, batch=args.batch, seed=args.fit_seed, starts=args.starts, pool=args.pool,
                   history=args.history)
@@ -76,14 +77,20 @@ def main(argv=None) -> int:
             FitConfig(nfe, **config).validate()
         except InvalidOption as e:
             p.error(str(e))
+    n_val = int(round(args.calibration * FitConfig.validation))  # as fit() splits it
+    if not 0 < n_val < args.calibration:
+        p.error(f"--calibration {args.calibration}: FitConfig.validation = {FitConfig.validation:g} of it leaves no "
+                "training or no validation start; pass at least 3")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     problems, unavailable = common.get_problems(args.problems)
     for name, why in unavailable.items():
         print(f"{name}: unavailable ({why})", file=sys.stderr)
     log = (lambda line: print(line, flush=True)) if args.verbose else None
+    bar = common.progress(total=len(problems) * len(args.nfe), desc="fits", disable=args.no_progress)
     for pname, problem in problems.items():
         for nfe in args.nfe:
+            bar.set_postfix_str(f"{pname} NFE {nfe}", refresh=False)
             t0 = time.perf_counter()
             solver = fit_one(problem, nfe, calibration=args.calibration, seed=args.calibration_seed,
                              config=config, log=log)
@@ -93,6 +100,8 @@ def main(argv=None) -> int:
                   f"{pair_label(start['sampler'], start['options'], start['schedule'], start['solver']['sigmas'][0])}: "
                   f"{start['validation_rmse']:.4g}; kept the "
                   f"{solver.meta['kept']}) in {time.perf_counter() - t0:.0f} s → {path}", flush=True)
+            bar.update()
+    bar.close()
     return 0
 
 

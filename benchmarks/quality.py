@@ -44,6 +44,7 @@ DEFAULT_NFE = (5, 8, 10, 15, 20, 30, 50)
 QUICK_NFE = (6, 12)
 QUICK_SAMPLERS = ("euler", "heun", "euler_ancestral")
 # two per model kind: each peer starts from a state of its own, whose reference solve costs hundreds of calls
+DTYPES = ("float64", "float32", "float16", "bfloat16")  # --dtype
 QUICK_PEERS = ("EulerDiscreteScheduler+karras", "DPMSolverMultistepScheduler+karras",
                "FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler+flow")
 # a smoke run's reference: ~130 model calls per start on the models (1e-5 takes ~430), errors there are ~1e-2
@@ -122,7 +123,7 @@ class Context:
     def batch(self, problem: Problem) -> int:
         """Items per cell: --batch, else 256 for the analytic problems and 16 for the models (CPU cost);
         with --quick 32 and 4."""
-        if self.args.batch:
+        if self.args.batch is not None:
             return self.args.batch
         if getattr(self.args, "quick", False):
             return 4 if problem.decode is not None else 32
@@ -514,21 +515,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every non-adaptive one)")
     p.add_argument("--schedules", nargs="+", default=["karras"],
                    help=f"schedules ({', '.join(samplers.schedules.available())}, or 'all')")
-    p.add_argument("--nfe", nargs="+", type=int, default=None, help=f"NFE budgets (default {DEFAULT_NFE})")
+    p.add_argument("--nfe", nargs="+", type=common.positive_int, default=None,
+                   help=f"NFE budgets (default {DEFAULT_NFE})")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--batch", type=common.positive_int, default=None,
                    help="items per cell (default 256, 16 for models; with --quick 32 and 4)")
     p.add_argument("--fitted", nargs="+", default=None,
                    help="solver files from `samplers fit`, each run at its own NFE on the problem it was fitted to")
     p.add_argument("--no-peers", dest="peers", action="store_false", help="skip diffusers' schedulers")
     p.add_argument("--peer-names", nargs="+", default=None,
-                   help="only these diffusers peers (e.g. DDIMScheduler 'EulerDiscreteScheduler+karras')")
+                   help="only these diffusers peers (e.g. DDIMScheduler 'EulerDiscreteScheduler+karras'; an unknown "
+                        "one is refused)")
     p.add_argument("--device", default=None, help="cpu or cuda[:k] (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="state dtype: float64 (analytic default) / float32")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="state dtype (default: the problem's, float64 for the analytic ones, float32 for the models)")
     common.add_output_options(p, Path("out/quality"), "results.json, table.md and the plots")
     p.add_argument("--cache", default="out/cache", help="reference solutions on disk (default %(default)s)")
     p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--reference-tol", type=float, default=None,
+    p.add_argument("--reference-tol", type=common.positive_float, default=None,
                    help="rtol = atol of the adaptive reference solve for problems without an exact endpoint "
                         f"(default: the problem's, 1e-5 for the models; {QUICK_REFERENCE_TOL:g} with --quick)")
     p.add_argument("--quick", action="store_true",
@@ -536,9 +540,9 @@ def parser() -> argparse.ArgumentParser:
                         f"per model kind, NFE {' '.join(map(str, QUICK_NFE))}, small batches; the gm-* problems "
                         "unless --problem says otherwise")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the mixture cells are tiny, and the models' small U-Net at "
-                        "these batch sizes measured no faster with 2 threads on a shared 2-core machine)")
+    common.add_threads_option(p, help="torch CPU threads (default 1: the mixture cells are tiny, and the models' small "
+                                      "U-Net at these batch sizes measured no faster with 2 threads on a shared "
+                                      "2-core machine)")
     return p
 
 
@@ -572,10 +576,36 @@ def _models_available() -> bool:
     return True
 
 
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    """Refuse (``p.error``, exit status 2) before any cell runs: an unknown sampler, schedule or diffusers peer
+    name, or a device torch does not have here."""
+    if args.samplers and args.samplers != ["all"]:
+        args.samplers = [common.sampler_or_refuse(p, "--samplers", n) for n in args.samplers]
+    if args.schedules != ["all"]:
+        for name in args.schedules:
+            common.schedule_or_refuse(p, "--schedules", name)
+    if args.peer_names:
+        # the labels depend only on the kind of model (discrete VP or flow): the two mixtures name them all
+        valid = list(dict.fromkeys(label for kind in ("gm-vp-eps", "gm-flow")
+                                   for label in diffusers_peers(common.get_problem(kind))))
+        common.check_names(p, "--peer-names", args.peer_names, valid)
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            device = None
+        if device is None or device.type not in ("cpu", "cuda"):
+            p.error(f"--device {args.device!r} is not a device: pass cpu, cuda or cuda:<index>")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            p.error(f"--device {args.device!r}: no CUDA device is available here: pass cpu")
+
+
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if common.report_only(args, report):
         return 0
+    check_args(p, args)
     args = resolve_args(args)
     torch.set_num_threads(args.threads)
     world = distributed.init()

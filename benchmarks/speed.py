@@ -23,7 +23,7 @@ model calls' own cost (the same model in a bare loop):
 Targets, checked in the same run and printed (a miss is stated, never hidden): ours on the eps model at
 most half the best peer's ops per step for every algorithm a peer has, and at most half diffusers' CPU µs
 per step for :data:`US_TARGETS`. Nothing is written into tracked files unless ``--out`` points there
-(default ``out/benchmarks/speed``); ``--report RESULTS_JSON`` regenerates a table.md from its results.json.
+(default ``out/speed``); ``--report RESULTS_JSON`` regenerates a table.md from its results.json.
 """
 from __future__ import annotations
 
@@ -77,7 +77,9 @@ DEFAULT_SAMPLERS = ("euler", "euler_ancestral", "heun", "ddim", "dpmpp_2m", "dpm
 QUICK_SAMPLERS = ("euler", "heun", "euler_ancestral")
 OPS_STEPS = (10, 30)
 MODULE = "benchmarks.speed"
-DEFAULT_OUT = Path("out/benchmarks/speed")
+DEFAULT_OUT = Path("out/speed")
+STEPS, QUICK_STEPS = (10, 50), (4, 8)  # the two step counts of the µs slope (--steps)
+REPEATS, QUICK_REPEATS = 20, 3  # interleaved repeats (--repeats)
 SHAPE = (2, 4, 16, 16)
 BETAS = common.SD_BETAS
 
@@ -874,34 +876,51 @@ def parser() -> argparse.ArgumentParser:
                    help="CUDA dtypes (default float32 float16 bfloat16; the CPU runs float32)")
     p.add_argument("--samplers", nargs="+", default=None,
                    help="registry names, or 'all' (default: every algorithm diffusers or k-diffusion also has)")
-    p.add_argument("--steps", nargs=2, type=int, default=[10, 50], help="the two step counts of the µs slope")
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--steps", nargs=2, type=common.positive_int, default=None, metavar=("N1", "N2"),
+                   help=f"the two step counts of the µs slope, N1 < N2 (default {' '.join(map(str, STEPS))}; "
+                        f"{' '.join(map(str, QUICK_STEPS))} with --quick)")
+    p.add_argument("--repeats", type=common.positive_int, default=None,
+                   help=f"interleaved repeats, the minimum is kept (default {REPEATS}; {QUICK_REPEATS} with --quick)")
     p.add_argument("--no-peers", dest="peers", action="store_false")
     p.add_argument("--graph", action="store_true", help="CUDA-graph replay versus eager (CUDA only)")
     p.add_argument("--sd15", action="store_true",
                    help="20 steps of an SD-1.5-shaped diffusers U-Net (random weights, fp16, batch 2; CUDA only)")
-    p.add_argument("--full-stack", action="store_true", help="txt2img on the default models (when installed)")
+    p.add_argument("--full-stack", action=argparse.BooleanOptionalAction, default=None,
+                   help="time txt2img on the default models (when installed): on by default, off with --quick; "
+                        "--full-stack runs it with --quick too, --no-full-stack skips it")
     p.add_argument("--problem", dest="problems", nargs="+", default=[],
                    help="also time every sampler on these problems (gm-vp-eps, models-eps, module:function, ...)")
-    p.add_argument("--problem-steps", type=int, default=20)
-    p.add_argument("--problem-batch", type=int, default=4)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--quick", action="store_true", help=f"smoke run: {', '.join(QUICK_SAMPLERS)}, few repeats")
+    p.add_argument("--problem-steps", type=common.positive_int, default=20)
+    p.add_argument("--problem-batch", type=common.positive_int, default=4)
+    common.add_threads_option(p)
+    p.add_argument("--quick", action="store_true", help=f"smoke run: {', '.join(QUICK_SAMPLERS)}, --steps {' '.join(map(str, QUICK_STEPS))} and "
+                        f"--repeats {QUICK_REPEATS} unless given, no full-stack section unless --full-stack")
     p.add_argument("--no-progress", action="store_true")
     common.add_output_options(p, DEFAULT_OUT)
     return p
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if common.report_only(args, report):
         return 0
+    if args.steps is not None and args.steps[0] >= args.steps[1]:
+        p.error(f"--steps {args.steps[0]} {args.steps[1]}: the µs slope needs two step counts N1 < N2, "
+                "e.g. --steps 10 50")
+    if args.samplers and args.samplers != ["all"]:
+        args.samplers = [common.sampler_or_refuse(p, "--samplers", n) for n in args.samplers]
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
+    # what the run measures is recorded in results.json's args: an explicit value is used as given
+    if args.steps is None:
+        args.steps = list(QUICK_STEPS if args.quick else STEPS)
+    if args.repeats is None:
+        args.repeats = QUICK_REPEATS if args.quick else REPEATS
+    if args.full_stack is None:
+        args.full_stack = not args.quick
     if args.quick:
         args.samplers = args.samplers or [n for n in QUICK_SAMPLERS if n in samplers.available()]
-        args.repeats = min(args.repeats, 3)
-        args.steps = [4, 8]
     if args.samplers:
         names = common.sampler_names(args.samplers)
     else:
@@ -946,7 +965,7 @@ def main(argv=None) -> int:
             result["unet"] = [unet_run(SD15_UNET, cuda[0], torch.float16)]
         else:
             result["unet_note"] = "not run: --sd15 needs a CUDA device"
-    if args.full_stack or not args.quick:
+    if args.full_stack:
         result["full_stack"] = full_stack(devices[-1], [n for n in ("euler", "dpmpp_2m", "euler_ancestral")
                                                         if n in samplers.available()], 20, 4,
                                           max(1, args.repeats // 5))

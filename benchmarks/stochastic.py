@@ -127,9 +127,11 @@ def stability(problem, name: str, steps: tuple[int, int], n: int, seed: int) -> 
 
 
 def benchmark(quick: bool = False, samples: int | None = None, seed: int = 0, peers: bool = True,
-              names: list[str] | None = None, log=print) -> dict:
+              names: list[str] | None = None, log=print, progress: bool = False) -> dict:
     problem = common.get_problem(PROBLEM)
-    n = samples or (128 if quick else 2000)
+    n = (128 if quick else 2000) if samples is None else samples
+    if n < 1:
+        raise ValueError(f"samples must be >= 1, got {n}")
     nfes = QUICK_NFE if quick else NFE
     exact = problem.exact_samples(n, seed)
     # the floor: two independent exact sets of n samples; its spread over a few pairs is the noise level of
@@ -141,8 +143,10 @@ def benchmark(quick: bool = False, samples: int | None = None, seed: int = 0, pe
     names = names or stochastic_samplers()
     rows = []
     entries = [("ours", name) for name in names] + ([("diffusers", label) for label in PEERS] if peers else [])
+    bar = common.progress(total=len(entries) * len(nfes), desc="cells", disable=not progress)
     for source, name in entries:
         for nfe in nfes:
+            bar.update()
             row = {"sampler": name if source == "ours" else f"diffusers:{name}", "source": source, "nfe": nfe}
             if source == "ours":
                 spec = samplers.info(name)
@@ -165,6 +169,7 @@ def benchmark(quick: bool = False, samples: int | None = None, seed: int = 0, pe
             rows.append(row)
             log(f"{row['sampler']:<48} NFE {nfe:>3}: steps {row['steps']:>3}, calls {row['nfe_used']:>3}, "
                 f"SW {sw:.4f} ({sw / floor:.2f}× floor)")
+    bar.close()
     shapes = [(1, 64), (1, 4, 64, 64)] if not quick else [(1, 64)]
     cost = {"x".join(map(str, s)): noise_cost(s, draws=6 if quick else 21) for s in shapes}
     stable = {}
@@ -252,25 +257,30 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="NFE 10 only, 128 samples, no stability section")
     common.add_output_options(p, DEFAULT_OUT)
-    p.add_argument("--samples", type=int, default=None, help="samples per cell (default 2000, quick 128)")
+    p.add_argument("--samples", type=common.positive_int, default=None,
+                   help="samples per cell (default 2000, quick 128)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--samplers", nargs="*", default=None, help="only these samplers (default: all stochastic)")
+    p.add_argument("--samplers", nargs="+", default=None,
+                   help="only these samplers, ancestral or SDE ones (default: all stochastic)")
     p.add_argument("--no-peers", action="store_true", help="skip diffusers' schedulers")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the mixture is tiny, extra threads only contend)")
-    p.add_argument("--quiet", action="store_true")
+    common.add_threads_option(p, help="torch CPU threads (default 1: the mixture is tiny, extra threads only "
+                                      "contend)")
+    p.add_argument("--quiet", action="store_true", help="print neither the cells as they run nor the table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
 
 def main(argv=None) -> dict | None:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if common.report_only(args, report):
         return None
+    names = ([common.sampler_or_refuse(p, "--samplers", n, kinds=("ancestral", "sde")) for n in args.samplers]
+             if args.samplers else None)
     torch.set_num_threads(args.threads)
-    names = [samplers.info(n).name for n in args.samplers] if args.samplers else None
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
     result = benchmark(quick=args.quick, samples=args.samples, seed=args.seed, peers=not args.no_peers,
-                       names=names, log=log)
+                       names=names, log=log, progress=not args.no_progress)
     results = common.write_results(result, args.out)
     text = report(results)
     if not args.quiet:

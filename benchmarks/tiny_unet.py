@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from . import common
+
 SD15_SCHEDULER = {"_class_name": "DPMSolverMultistepScheduler", "beta_schedule": "scaled_linear",
                   "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000, "steps_offset": 1,
                   "prediction_type": "epsilon"}
@@ -43,7 +45,7 @@ def make(folder: str | Path, seed: int = 0, prompts: int = 8) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tiny_unet", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="the folder to create")
+    p.add_argument("--out", type=common.out_folder, required=True, help="the folder to create")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     print(f"wrote {make(args.out, args.seed)}")

@@ -53,13 +53,13 @@ def report(results: str | Path, write: bool = True) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.vae_roundtrip", description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=1000, help="held-out images")
-    p.add_argument("--k", type=int, default=10, help="round trips")
+    p.add_argument("--n", type=common.positive_int, default=1000, help="held-out images")
+    p.add_argument("--k", type=common.positive_int, default=10, help="round trips")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help="data stream (training used 0)")
     p.add_argument("--vae", type=Path, default=None, help="VAE folder (default: shipped weights)")
     common.add_output_options(p, Path("out/vae_roundtrip"), "results.json, table.md and vae_roundtrip.png")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch-size", type=common.positive_int, default=100)
+    common.add_threads_option(p, default=None, help="torch CPU threads (default: torch's own)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -68,8 +68,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if common.report_only(args, report):
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.set_threads(args.threads)
     vae = VAE.load(args.vae)
 
     psnr_k = torch.zeros(args.k, args.n, dtype=torch.float64)

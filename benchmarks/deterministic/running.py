@@ -315,27 +315,32 @@ def parser() -> argparse.ArgumentParser:
     common.add_output_options(p, DEFAULT_OUT)
     p.add_argument("--problem", dest="problems", nargs="+", default=list(PROBLEMS),
                    help=f"problems (default {' '.join(PROBLEMS)}; any benchmarks.common problem runs without peers)")
-    p.add_argument("--nfe", nargs="+", type=int, default=list(NFES), help="NFE budgets (default 5 10 20)")
+    p.add_argument("--nfe", nargs="+", type=common.positive_int, default=list(NFES),
+                   help="NFE budgets (default 5 10 20)")
     p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every 'ode' sampler)")
-    p.add_argument("--schedules", nargs="+", default=None, help="schedule names (default: every registered one)")
-    p.add_argument("--peer-names", nargs="+", default=None, help="only these diffusers peers (labels as in the table)")
+    p.add_argument("--schedules", nargs="+", default=None,
+                   help="schedule names (default: every registered one, samplers.schedules.available())")
+    p.add_argument("--peer-names", nargs="+", default=None,
+                   help="only these diffusers peers (labels as in the table; an unknown one is refused)")
     p.add_argument("--no-peers", dest="peers", action="store_false")
     p.add_argument("--learned", type=Path, default=SHIPPED_LEARNED,
                    help="folder of fitted solvers <problem>_nfe<N>.json (benchmarks.learned_solvers); they are "
-                        "ranked with ours unless fitted on the seed being scored (default %(default)s)")
+                        "ranked with ours unless fitted on the seed being scored (default %(default)s; a folder "
+                        "that is missing or holds no such file is refused: pass --no-learned to run without)")
     p.add_argument("--no-learned", dest="learned", action="store_const", const=None)
-    p.add_argument("--batch", type=int, default=None, help="items per cell (default 2048; 8 with --quick)")
+    p.add_argument("--batch", type=common.positive_int, default=None,
+                   help="items per cell (default 2048; 8 with --quick)")
     p.add_argument("--seed", type=int, default=0, help="noise seed the winners are picked on (default 0)")
     p.add_argument("--heldout-seeds", type=int, nargs="*", default=None,
-                   help="seeds the winners are re-run on, pooled (default 101-132, 101 102 with --quick; "
-                        "none: no re-run)")
-    p.add_argument("--heldout-batch", type=int, default=None, help="starts per held-out seed (default 4096: with 32 "
+                   help=f"seeds the winners are re-run on, pooled (default 101-132, "
+                        f"{' '.join(map(str, QUICK_HELDOUT_SEEDS))} with --quick; none: no re-run)")
+    p.add_argument("--heldout-batch", type=common.positive_int, default=None, help="starts per held-out seed (default 4096: with 32 "
                    "seeds, 131072 starts, where a 20-NFE solver sends a few dozen to the wrong mode; 8 with --quick)")
     p.add_argument("--cache", default="out/cache", help="reference solutions on disk (default %(default)s)")
     p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the mixture cells are tiny, extra threads only contend)")
-    p.add_argument("--max-sampler-seconds", type=float, default=120.0,
+    common.add_threads_option(p, help="torch CPU threads (default 1: the mixture cells are tiny, extra threads "
+                                      "only contend)")
+    p.add_argument("--max-sampler-seconds", type=common.positive_float, default=120.0,
                    help="stop running a sampler on a problem after this many seconds (slow adapters)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -343,7 +348,7 @@ def parser() -> argparse.ArgumentParser:
 
 def resolve_args(args) -> argparse.Namespace:
     if args.quick:
-        args.batch = args.batch or 8
+        args.batch = 8 if args.batch is None else args.batch
         if args.samplers is None:
             args.samplers = [n for n in QUICK_SAMPLERS if n in samplers.available()]
         if args.schedules is None:
@@ -351,19 +356,53 @@ def resolve_args(args) -> argparse.Namespace:
         if args.peer_names is None:
             args.peer_names = list(QUICK_PEERS)
     # at 512 items one start near a cluster boundary sent the wrong way moves the RMSE by ~0.06
-    args.batch = args.batch or 2048
+    args.batch = 2048 if args.batch is None else args.batch
     if args.heldout_seeds is None:
         args.heldout_seeds = list(QUICK_HELDOUT_SEEDS if args.quick else HELDOUT_SEEDS)
-    args.heldout_batch = args.heldout_batch or (8 if args.quick else 4096)
+    if args.heldout_batch is None:
+        args.heldout_batch = 8 if args.quick else 4096
     if args.seed in args.heldout_seeds:
         raise SystemExit(f"--heldout-seeds must not contain the selection seed {args.seed}")
     return args
 
 
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    """Refuse (``p.error``, exit status 2) what the run could not do as asked, before any cell runs: an unknown
+    sampler, schedule or problem, a peer name none of the problems has, a --learned folder without fitted
+    solvers, a selection seed among the held-out ones."""
+    args.samplers = (None if args.samplers is None else
+                     [common.sampler_or_refuse(p, "--samplers", n) for n in args.samplers])
+    for name in args.schedules or ():
+        common.schedule_or_refuse(p, "--schedules", name)
+    problems = {}
+    for name in args.problems:
+        try:
+            problems[name] = common.get_problem(name)
+        except common.ProblemUnavailable:
+            continue  # recorded as unavailable by the run
+        except (ValueError, ImportError, AttributeError) as err:
+            p.error(f"--problem {name!r}: {err}")
+    if args.peer_names:
+        valid = list(dict.fromkeys(label for problem in problems.values() for label in peer_configs(problem)))
+        common.check_names(p, "--peer-names (peers of " + ", ".join(problems) + ")", args.peer_names, valid)
+    if args.learned is not None:
+        folder = Path(args.learned)
+        if not folder.is_dir():
+            p.error(f"--learned {str(folder)!r} is not a folder: name a folder of fitted solvers "
+                    "(benchmarks.learned_solvers), or pass --no-learned")
+        if not any(folder.glob("*_nfe*.json")):
+            p.error(f"--learned {str(folder)!r} holds no fitted solver file <problem>_nfe<N>.json: name a folder "
+                    "benchmarks.learned_solvers wrote, or pass --no-learned")
+    if args.heldout_seeds and args.seed in args.heldout_seeds:
+        p.error(f"--heldout-seeds must not contain the selection seed --seed {args.seed}: pick other seeds")
+
+
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if common.report_only(args, reporting.report):
         return 0
+    check_args(p, args)
     args = resolve_args(args)
     torch.set_num_threads(args.threads)
     result = run(args)
