@@ -23,6 +23,11 @@ def test_unknown_sampler_lists_close_matches():
         samplers.info("haun")
 
 
+def test_an_unknown_schedule_names_the_call_that_lists_schedules():
+    with pytest.raises(samplers.UnknownNameError, match=r"Closest: karras\. See samplers\.schedules\.available\(\)"):
+        samplers.get_sigmas("karas", 4, sigma_min=0.1, sigma_max=10.0)
+
+
 def test_aliases_users_type():
     assert samplers.info("Euler a").name == "euler_ancestral"
     assert samplers.info("k_euler").name == "euler"

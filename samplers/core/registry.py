@@ -52,8 +52,9 @@ def _normalise(name: str) -> str:
 class Registry(Generic[T]):
     """A name → entry map with aliases; lookup ignores case, spaces, '-' and '_'."""
 
-    def __init__(self, what: str, loader: Callable[[], None] | None = None):
+    def __init__(self, what: str, loader: Callable[[], None] | None = None, listed_by: str = "samplers.available()"):
         self.what = what
+        self.listed_by = listed_by  # the call that lists every name, for the unknown-name error
         self._entries: dict[str, T] = {}
         self._lookup: dict[str, str] = {}
         self._exact: dict[str, str] = {}  # names and aliases as registered
@@ -93,7 +94,7 @@ class Registry(Generic[T]):
             close = list(dict.fromkeys(close))[:5]
             hint = f" Closest: {', '.join(close)}." if close else ""
             raise UnknownNameError(
-                f"unknown {self.what} {name!r}.{hint} See samplers.available() for all {len(self._entries)} "
+                f"unknown {self.what} {name!r}.{hint} See {self.listed_by} for all {len(self._entries)} "
                 f"names" + ("." if every else "")
             )
         return found

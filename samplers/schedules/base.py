@@ -18,7 +18,7 @@ from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.registry import Registry, load_builtins
 from ..core.validate import check_allocation, integer, positive
 
-SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins)
+SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins, listed_by="samplers.schedules.available()")
 
 # Schedules defined over a discrete model's training table: get_sigmas passes ``training_sigmas`` to them.
 TABLE_SCHEDULES: set[str] = set()
