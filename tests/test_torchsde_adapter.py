@@ -141,3 +141,16 @@ def test_a_path_that_does_not_cover_the_schedule_is_refused():
         samplers.sample("torchsde.euler", GM.denoiser, x, samplers.get_sigmas("karras", 4, sigma_min=0.02,
                                                                                sigma_max=20.0),
                         noise_sampler=noise, disable=True)
+
+
+@pytest.mark.parametrize("name", ["torchsde.euler", "torchsde.srk"])
+@pytest.mark.parametrize("draw", [
+    lambda s, t: torch.zeros(24),  # flat: not the latent's shape
+    lambda s, t: torch.zeros(2, 3, 4, dtype=torch.int64),  # not floating point
+    lambda s, t: torch.zeros(2, 3, 4, device="meta"),  # not on the latent's device
+], ids=["flat", "int64", "device"])
+def test_a_callers_noise_sampler_is_checked_as_for_every_sampler(name, draw):
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    sigmas = samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0)
+    with pytest.raises(samplers.InvalidInput, match="the noise sampler returned"):
+        samplers.sample(name, lambda x, s: x / (1 + s * s), x, sigmas, noise_sampler=draw, disable=True)

@@ -41,6 +41,8 @@ import math
 import torch
 
 from ..core.brownian import BrownianNoise, brownian_paths, round_out
+from ..core.errors import InvalidInput
+from ..core.noise import _Checked, _Lazy
 from ..core.registry import register
 from ..core.run import progress, report
 
@@ -163,6 +165,16 @@ class _Brownian:
     def _flat(self, t: torch.Tensor) -> torch.Tensor:
         return t.reshape(self.shape).to(device=self.device, dtype=self.dtype)
 
+    def _draw(self, sigma: float, sigma_next: float) -> torch.Tensor:
+        """One draw of the run's noise sampler, flattened to [B, N]. A caller's sampler arrives wrapped in
+        ``_Checked`` (shape and floating dtype checked as for every sampler); its draw must also be on the latent's
+        device: it is refused, not moved."""
+        draw = self.noise(sigma, sigma_next)
+        if isinstance(self.noise, _Checked) and draw.device != self.device:
+            raise InvalidInput(f"the noise sampler returned a tensor on {draw.device}; it must return it on the "
+                               f"latent's device, {self.device} (a draw is never moved)")
+        return self._flat(draw)
+
     def _query(self, ta: float, tb: float, with_u: bool):
         h = tb - ta
         if self.paths is not None:
@@ -171,11 +183,11 @@ class _Brownian:
             U = self._flat(torch.stack([u for _, u in parts])) if with_u else None
             return W, U
         sigma, sigma_next = self.sigma_of(ta), self.sigma_of(tb)
-        W = self._flat(self.noise(sigma, sigma_next)) * math.sqrt(h)
+        W = self._draw(sigma, sigma_next) * math.sqrt(h)
         U = None
         if with_u:
             # U = ∫(W_s − W_a) ds = h·(W/2 + H), H ~ N(0, h/12) independent of W (torchsde's convention)
-            H = self._flat(self.noise(sigma, sigma_next)) * math.sqrt(h / 12)
+            H = self._draw(sigma, sigma_next) * math.sqrt(h / 12)
             U = h * (0.5 * W + H)
         return W, U
 
@@ -202,7 +214,14 @@ def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise
     levy = "space-time" if "space-time" in solver_cls.levy_area_approximations else "foster"
     u = x.reshape(x.shape[0], -1) * sde.tau(sigmas[0])
     paths = None
-    noise_sampler = noise_sampler.unwrap() if hasattr(noise_sampler, "unwrap") else noise_sampler
+    # the library's own lazy wrapper is opened (a named kind may be a BrownianNoise, read as paths below); a
+    # caller's sampler stays checked (shape, floating dtype, device), except a BrownianNoise object, which is ours
+    if isinstance(noise_sampler, _Lazy):
+        noise_sampler = noise_sampler.unwrap()
+    elif isinstance(noise_sampler, _Checked) and isinstance(noise_sampler.fn, BrownianNoise):
+        noise_sampler = noise_sampler.fn
+    elif not isinstance(noise_sampler, (_Checked, BrownianNoise)) and noise_sampler is not None:
+        noise_sampler = _Checked(noise_sampler, x)  # called directly, not through samplers.sample
     if isinstance(noise_sampler, BrownianNoise):
         if not (noise_sampler.sigma_min <= min(s for s in sigmas if s > 0) and max(sigmas) <= noise_sampler.sigma_max):
             raise ValueError(f"the Brownian noise covers σ in [{noise_sampler.sigma_min:g}, "
