@@ -101,3 +101,55 @@ def test_fixed_grid_model_calls_are_as_declared(method):
         assert info["nfe"] == 2 * 4 + (n - 3) + 1  # two rk4 warm-up steps
     else:
         assert 2 * 4 + (n - 3) * 2 + 1 <= info["nfe"] <= 2 * 4 + (n - 3) * per + 1
+
+
+def counting_model():
+    calls = []
+
+    def model(x, sigma):
+        calls.append(sigma)
+        return MIX.denoiser(x, sigma)
+    return model, calls
+
+
+@pytest.mark.parametrize("name, options, error, match", [
+    ("torchdiffeq.euler", {"bogus_option": 1}, samplers.InvalidOption, "its options are: step_size"),
+    ("torchdiffeq.dopri5", {"safty": 0.8}, samplers.InvalidOption, "did you mean 'safety'"),
+    ("torchdiffeq.euler", {"norm": abs}, samplers.InvalidOption, "has no option 'norm'"),
+    ("torchdiffeq.explicit_adams", {"max_iters": 2}, samplers.InvalidOption, "has no option 'max_iters'"),
+    ("torchdiffeq.dopri5", {"max_num_steps": "many"}, samplers.InvalidOption, "integer in \\[1, 10000\\]"),
+    ("torchdiffeq.dopri5", {"max_num_steps": -5}, samplers.InvalidOption, "integer in \\[1, 10000\\]"),
+    ("torchdiffeq.dopri5", {"max_num_steps": 10**9}, samplers.InvalidOption, "integer in \\[1, 10000\\]"),
+    ("torchdiffeq.dopri5", {"max_num_steps": 50.5}, samplers.InvalidOption, "integer in \\[1, 10000\\]"),
+    ("torchdiffeq.dopri5", {"safety": -1.0}, samplers.InvalidOption, "in \\(0, 1\\]"),
+    ("torchdiffeq.bosh3", {"ifactor": 0.5}, samplers.InvalidOption, "≥ 1"),
+    ("torchdiffeq.bosh3", {"dfactor": 2.0}, samplers.InvalidOption, "in \\(0, 1\\]"),
+    ("torchdiffeq.dopri5", {"rtol": 0.5}, samplers.InvalidOption, "sampler's own argument"),
+    ("torchdiffeq.rk4", {"atol": 0.5}, samplers.InvalidOption, "take no tolerance"),
+    ("torchdiffeq.dopri5", "fast", samplers.InvalidType, "must be a dict"),
+    ("torchdiffeq.euler", {"step_size": 1e-9}, samplers.InvalidOption, "more than the cap"),
+    ("torchdiffeq.euler", {"interp": "quadratic"}, samplers.InvalidOption, "'linear' or 'cubic'"),
+    ("torchdiffeq.implicit_adams", {"max_order": 20}, samplers.InvalidOption, "integer in \\[4, 12\\]"),
+    ("torchdiffeq.euler", {"grid_constructor": lambda f, y, t: t[:1]}, samplers.InvalidOption, "grid_constructor"),
+])
+def test_bad_options_are_refused_before_any_model_call(name, options, error, match):
+    model, calls = counting_model()
+    with pytest.raises(error, match=match):
+        samplers.sample(name, model, X, grid(4), disable=True, options=options)
+    assert calls == []
+
+
+def test_valid_options_reach_torchdiffeq():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torchdiffeq warns on an option it does not read
+        tight = {}
+        samplers.sample("torchdiffeq.dopri5", MIX.denoiser, X, grid(3), disable=True, info=tight,
+                        options={"safety": 0.5, "ifactor": 2.0, "dfactor": 0.5, "step_t": [5.0]})
+        assert tight["nfe"] > 0
+        with pytest.raises(samplers.StepLimitError):
+            samplers.sample("torchdiffeq.dopri5", MIX.denoiser, X, grid(3), disable=True, rtol=1e-9, atol=1e-9,
+                            options={"max_num_steps": 2})
+        a = samplers.sample("torchdiffeq.euler", MIX.denoiser, X, grid(4), disable=True,
+                            options={"grid_constructor": lambda f, y, t: t, "perturb": False})
+        b = samplers.sample("torchdiffeq.euler", MIX.denoiser, X, grid(4), disable=True)
+        torch.testing.assert_close(a, b)

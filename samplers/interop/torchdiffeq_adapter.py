@@ -20,11 +20,14 @@ to receive the number of model calls (``nfe``).
 from __future__ import annotations
 
 import bisect
+import difflib
 import math
+from collections.abc import Mapping
+from numbers import Integral, Real
 
 import torch
 
-from ..core.errors import NonFiniteError, StepLimitError
+from ..core.errors import InvalidOption, InvalidType, NonFiniteError, StepLimitError
 from ..core.registry import register
 from ..core.run import progress, report
 
@@ -41,6 +44,138 @@ DEFAULT_OPTIONS = {"explicit_adams": {"max_order": 4}, "implicit_adams": {"max_o
 MAX_STEPS = 10_000  # adaptive methods: the default cap on steps per output interval (options={"max_num_steps": n})
 # method: (order, model calls per accepted step without rejections)
 ADAPTIVE = {"dopri5": (5, 6), "dopri8": (8, 13), "bosh3": (3, 3), "fehlberg2": (2, 3), "adaptive_heun": (2, 2)}
+
+
+# The ``options`` each method family reads, from torchdiffeq's solver signatures (tested against torchdiffeq 0.2.x):
+# RKAdaptiveStepsizeODESolver (+ ``norm`` of AdaptiveStepsizeODESolver), FixedGridODESolver, AdamsBashforthMoulton.
+# torchdiffeq warns and drops any other key; here it is refused before the first model call.
+ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "max_num_steps", "step_t",
+                    "jump_t", "norm", "dtype")
+FIXED_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb")
+ADAMS_OPTIONS = {"explicit_adams": ("max_order",), "implicit_adams": ("max_order", "max_iters"),
+                 "fixed_adams": ("max_order", "max_iters")}
+MAX_ITERS = 100  # implicit Adams: the most corrector iterations (model calls) a step may be given
+
+
+def _real(method, key, value, ok, rule):
+    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
+        raise InvalidType(f"torchdiffeq.{method}: options[{key!r}]={value!r} must be a real number {rule}")
+    if not ok(float(value)):
+        raise InvalidOption(f"torchdiffeq.{method}: options[{key!r}]={value!r} is out of range; it must be {rule}")
+    return float(value)
+
+
+def _integer(method, key, value, lo, hi, why=""):
+    if isinstance(value, bool) or not isinstance(value, Integral) or not lo <= int(value) <= hi:
+        raise InvalidOption(f"torchdiffeq.{method}: options[{key!r}]={value!r} must be an integer in [{lo}, {hi}]{why}")
+    return int(value)
+
+
+def _times(method, key, value):
+    try:
+        t = torch.as_tensor(value, dtype=torch.float64, device="cpu")
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None or t.ndim != 1 or not bool(torch.isfinite(t).all()):
+        raise InvalidOption(f"torchdiffeq.{method}: options[{key!r}] must be a 1-D sequence of finite σ values, got "
+                            f"{value!r}")
+    return t
+
+
+def check_options(method: str, options, grid: list[float]) -> dict:
+    """``options`` for torchdiffeq's ``method``, checked before any model call: a dict of the method's own keys, each
+    value in its range. ``grid`` is the schedule's non-zero σ (it bounds the number of steps a fixed grid may take)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise InvalidType(f"torchdiffeq.{method}: options must be a dict of torchdiffeq solver options, got "
+                          f"{type(options).__name__} {options!r}")
+    adaptive = method in ADAPTIVE
+    valid = ADAPTIVE_OPTIONS if adaptive else FIXED_OPTIONS + ADAMS_OPTIONS.get(method, ())
+    for key in options:
+        if key in ("rtol", "atol"):
+            where = (f"pass it as the sampler's own argument: samplers.sample('torchdiffeq.{method}', ..., {key}=...)"
+                     if adaptive else "fixed-grid methods take no tolerance (use an adaptive method, e.g. "
+                     "torchdiffeq.dopri5, with rtol=/atol=)")
+            raise InvalidOption(f"torchdiffeq.{method}: {key!r} is not an option; {where}")
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            if key == "implicit" and method in ADAMS_OPTIONS:
+                hint = " (choose the method instead: torchdiffeq.explicit_adams or torchdiffeq.implicit_adams)"
+            raise InvalidOption(f"torchdiffeq.{method} has no option {key!r}{hint}; its options are: "
+                                f"{', '.join(valid)}")
+    out = dict(options)
+    span, intervals = abs(grid[0] - grid[-1]), max(len(grid) - 1, 1)
+    for key, v in options.items():
+        if key == "max_num_steps":
+            out[key] = _integer(method, key, v, 1, MAX_STEPS, " (steps per schedule interval; the adapter's cap is "
+                                "samplers.interop.torchdiffeq_adapter.MAX_STEPS)")
+        elif key == "safety":
+            out[key] = _real(method, key, v, lambda a: 0 < a <= 1, "in (0, 1]")
+        elif key == "ifactor":
+            out[key] = _real(method, key, v, lambda a: 1 <= a < math.inf, "≥ 1 and finite")
+        elif key == "dfactor":
+            out[key] = _real(method, key, v, lambda a: 0 < a <= 1, "in (0, 1]")
+        elif key == "first_step":
+            out[key] = _real(method, key, v, lambda a: 0 < a < math.inf, "> 0 and finite")
+        elif key == "min_step":
+            out[key] = _real(method, key, v, lambda a: 0 <= a < math.inf, "≥ 0 and finite")
+        elif key == "max_step":
+            out[key] = _real(method, key, v, lambda a: a > 0, "> 0 (inf for no bound)")
+        elif key in ("step_t", "jump_t"):
+            out[key] = _times(method, key, v)
+        elif key == "norm" or key == "grid_constructor":
+            if not callable(v):
+                raise InvalidType(f"torchdiffeq.{method}: options[{key!r}] must be callable, got {type(v).__name__}")
+        elif key == "dtype":
+            if v not in (torch.float32, torch.float64):
+                raise InvalidOption(f"torchdiffeq.{method}: options['dtype']={v!r} must be torch.float32 or "
+                                    "torch.float64 (the dtype of torchdiffeq's time values)")
+        elif key == "step_size":
+            step = _real(method, key, v, lambda a: 0 < a < math.inf, "> 0 and finite (a step in σ)")
+            if math.ceil(span / step) > MAX_STEPS * intervals:
+                raise InvalidOption(f"torchdiffeq.{method}: options['step_size']={v!r} makes {math.ceil(span / step)} "
+                                    f"steps over σ in [{grid[-1]:g}, {grid[0]:g}], more than the cap of {MAX_STEPS} per "
+                                    "schedule interval; use a larger step_size (or leave it out: one step per interval)")
+            out[key] = step
+        elif key == "interp":
+            if v not in ("linear", "cubic"):
+                raise InvalidOption(f"torchdiffeq.{method}: options['interp']={v!r} must be 'linear' or 'cubic'")
+        elif key == "perturb":
+            if not isinstance(v, bool):
+                raise InvalidType(f"torchdiffeq.{method}: options['perturb']={v!r} must be True or False")
+        elif key == "max_order":
+            from torchdiffeq._impl.fixed_adams import _MAX_ORDER, _MIN_ORDER
+            out[key] = _integer(method, key, v, _MIN_ORDER, _MAX_ORDER, f" (below {_MIN_ORDER} the method is rk4: "
+                                "use torchdiffeq.rk4)")
+        elif key == "max_iters":
+            out[key] = _integer(method, key, v, 1, MAX_ITERS, " (corrector model calls per step)")
+    if "step_size" in out and "grid_constructor" in out:
+        raise InvalidOption(f"torchdiffeq.{method}: options 'step_size' and 'grid_constructor' exclude each other; "
+                            "give one")
+    if "min_step" in out and "max_step" in out and out["min_step"] > out["max_step"]:
+        raise InvalidOption(f"torchdiffeq.{method}: options min_step={out['min_step']:g} > max_step="
+                            f"{out['max_step']:g}; min_step must be at most max_step")
+    if "grid_constructor" in out:
+        out["grid_constructor"] = _checked_grid(method, out["grid_constructor"], MAX_STEPS * intervals)
+    return out
+
+
+def _checked_grid(method, make, most):
+    """A caller's grid_constructor whose grid is checked when torchdiffeq builds it (before its first step)."""
+    def grid_constructor(func, y0, t):
+        g = make(func, y0, t)
+        ok = (isinstance(g, torch.Tensor) and g.ndim == 1 and g.is_floating_point() and 2 <= len(g) <= most + 1
+              and bool(torch.isfinite(g).all()) and float(g[0]) == float(t[0]) and float(g[-1]) == float(t[-1])
+              and bool(((g[1:] - g[:-1]) * (t[-1] - t[0]) > 0).all()))
+        if not ok:
+            got = f"shape {tuple(g.shape)}" if isinstance(g, torch.Tensor) else type(g).__name__
+            raise InvalidOption(f"torchdiffeq.{method}: options['grid_constructor'] returned {got}; it must return a "
+                                f"1-D float tensor of at most {most + 1} finite σ, strictly monotone from t[0] = "
+                                f"{float(t[0]):g} to t[-1] = {float(t[-1]):g}")
+        return g
+    return grid_constructor
 
 
 def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
@@ -71,7 +206,8 @@ def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
     if len(grid) > 1:
         t = torch.tensor(grid, dtype=torch.float64)
         if "rtol" in odeint_kw:  # adaptive: accepted steps end on every schedule point, never beyond the last
-            odeint_kw["options"].setdefault("step_t", t)
+            user_t = odeint_kw["options"].get("step_t")
+            odeint_kw["options"]["step_t"] = t if user_t is None else torch.unique(torch.cat([t, user_t]))
             odeint_kw["options"].setdefault("max_num_steps", MAX_STEPS)  # a run that cannot finish stops
         try:
             path = torchdiffeq.odeint(f, x, t, method=method, **odeint_kw)
@@ -99,12 +235,17 @@ def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
     return x
 
 
+def _nonzero(sigmas) -> list[float]:
+    grid = [float(s) for s in sigmas]
+    return (grid[:-1] if len(grid) > 1 and grid[-1] == 0 else grid) or [0.0]
+
+
 def _register_fixed(method: str, order: int, nfe: int):
     @register(f"torchdiffeq.{method}", kind="ode", order=order, nfe_per_step=nfe, host_sync=True,
               ref=_REF + f", method '{method}' on the schedule's grid",
               final_step="denoise (x = D(x, σ) from the last non-zero σ)")
     def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, *, options=None, info=None):
-        merged = {**DEFAULT_OPTIONS.get(method, {}), **(options or {})}
+        merged = {**DEFAULT_OPTIONS.get(method, {}), **check_options(method, options, _nonzero(sigmas))}
         return _integrate(method, model, x, sigmas, callback, disable, {"options": merged}, info)
 
     sampler.__doc__ = (f"torchdiffeq's fixed-grid '{method}' (order {order}) stepping exactly on the given sigmas; "
@@ -119,7 +260,8 @@ def _register_adaptive(method: str, order: int, nfe: int):
     def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, *, rtol=1e-5, atol=1e-5,
                 options=None, info=None):
         return _integrate(method, model, x, sigmas, callback, disable,
-                          {"rtol": rtol, "atol": atol, "options": dict(options or {})}, info)
+                          {"rtol": rtol, "atol": atol, "options": check_options(method, options, _nonzero(sigmas))},
+                          info)
 
     sampler.__doc__ = (f"torchdiffeq's adaptive '{method}' (order {order}) from the first to the last non-zero σ "
                        "with ``rtol``/``atol``; the schedule's points are output points. ``info={}`` gets the NFE.")
