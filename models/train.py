@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from . import data
 from . import io as mio
+from ._checks import channel_list, existing_folder, int_at_least, out_folder, real
 from .unet import DiffusionModel, UNetConfig, native_schedule, vae_record
 
 KINDS = ("eps", "flow")
@@ -44,32 +45,38 @@ KINDS = ("eps", "flow")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
     p.add_argument("kind", choices=KINDS, help="eps: VP eps-prediction; flow: rectified-flow velocity")
-    p.add_argument("--out", type=Path, required=True, help="output folder (required: training never writes over the shipped "
-                   "weights unless you name their folder, models/weights/<kind>)")
-    p.add_argument("--vae", type=Path, default=None, help="VAE folder (default: the shipped VAE)")
-    p.add_argument("--work", type=Path, default=Path("out"), help="cache + checkpoint folder (not committed)")
-    p.add_argument("--n-scenes", type=int, default=40000, help="size of the fixed latent data set")
-    p.add_argument("--steps", type=int, default=3200)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--caption-dropout", type=float, default=0.1)
-    p.add_argument("--shift", type=float, default=1.0, help="flow: time shift recorded in the config")
-    p.add_argument("--channels", type=str, default="64,128")
-    p.add_argument("--res-blocks", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores, at most 8)")
-    p.add_argument("--encode-threads", type=int, default=None, help="threads while encoding the data set")
+    p.add_argument("--out", type=out_folder, required=True, help="output folder (required: training never writes over the "
+                   "shipped weights unless you name their folder, models/weights/<kind>)")
+    p.add_argument("--vae", type=existing_folder, default=None, help="VAE folder (default: the shipped VAE)")
+    p.add_argument("--work", type=out_folder, default=Path("out"), help="cache + checkpoint folder (not committed)")
+    p.add_argument("--n-scenes", type=int_at_least(1), default=40000, help="size of the fixed latent data set")
+    p.add_argument("--steps", type=int_at_least(1), default=3200)
+    p.add_argument("--batch-size", type=int_at_least(1), default=64)
+    p.add_argument("--lr", type=real(positive=True), default=1e-3)
+    p.add_argument("--warmup", type=int_at_least(0), default=200)
+    p.add_argument("--weight-decay", type=real(low=0.0), default=0.01)
+    p.add_argument("--ema", type=real(low=0.0, high=1.0), default=0.999)
+    p.add_argument("--caption-dropout", type=real(low=0.0, high=1.0), default=0.1)
+    p.add_argument("--shift", type=real(positive=True), default=1.0, help="flow: time shift recorded in the config")
+    p.add_argument("--channels", type=channel_list, default=(64, 128), help="comma-separated, e.g. 64,128")
+    p.add_argument("--res-blocks", type=int_at_least(1), default=1)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch threads (default: all cores, at most 8)")
+    p.add_argument("--encode-threads", type=int_at_least(1), default=None, help="threads while encoding the data set")
     p.add_argument("--encode-only", action="store_true", help="build the latent cache and stop")
-    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    p.add_argument("--checkpoint-minutes", type=real(positive=True), default=3.0)
     p.add_argument("--resume", action="store_true", help="continue from <work>/train_<kind>/checkpoint.pt")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps, leaving a checkpoint")
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--stop-after", type=int_at_least(1), default=None, help="stop after this many steps, leaving a checkpoint")
+    p.add_argument("--max-minutes", type=real(positive=True), default=None,
                    help="time budget: finish (save the weights) after this long even if --steps is not reached; the "
                         "lr decay then follows wall time too (not bit-reproducible; the config records steps done)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    groups, heads = UNetConfig.groups, UNetConfig.heads
+    bad = [c for c in args.channels if c % min(groups, c) or c % heads]
+    if bad:
+        p.error(f"argument --channels: {bad} are not multiples of the U-Net's GroupNorm groups ({groups}) and attention "
+                f"heads ({heads}); use multiples of {groups} (e.g. 64,128)")
+    return args
 
 
 # --------------------------------------------------------------------------------------------- data set
@@ -157,7 +164,7 @@ def main(argv=None) -> int:
     ckpt_path = work_dir / "checkpoint.pt"
 
     vae = VAE.load(args.vae)
-    channels = tuple(int(c) for c in args.channels.split(","))
+    channels = args.channels
     cfg = UNetConfig(
         name=f"unet-{args.kind}", prediction=args.kind, latent_channels=vae.latent_channels, channels=channels,
         res_blocks=args.res_blocks, flow_shift=args.shift, caption_dropout=args.caption_dropout, vae=vae_record(vae),

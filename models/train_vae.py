@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from . import data
 from . import io as mio
+from ._checks import channel_list, int_at_least, non_empty, out_folder, real
 from .vae import VAE, VAEConfig, psnr
 
 EVAL_SEED = 1_000_003  # held-out data stream for PSNR; training uses --seed (0 by default)
@@ -36,32 +37,38 @@ EVAL_SEED = 1_000_003  # held-out data stream for PSNR; training uses --seed (0 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m models.train_vae", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="output folder (required: training never writes over the shipped "
-                   "VAE unless you name its folder, models/weights/vae)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--kl-weight", type=float, default=1e-6)
-    p.add_argument("--edge-weight", type=float, default=0.5)
-    p.add_argument("--latent-channels", type=int, default=4)
-    p.add_argument("--channels", type=str, default="32,64,128")
-    p.add_argument("--enc-res-blocks", type=int, default=1)
-    p.add_argument("--dec-res-blocks", type=int, default=2)
-    p.add_argument("--name", type=str, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores, at most 8)")
-    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    p.add_argument("--out", type=out_folder, required=True, help="output folder (required: training never writes over the "
+                   "shipped VAE unless you name its folder, models/weights/vae)")
+    p.add_argument("--steps", type=int_at_least(1), default=2000)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--batch-size", type=int_at_least(1), default=16)
+    p.add_argument("--lr", type=real(positive=True), default=1e-3)
+    p.add_argument("--warmup", type=int_at_least(0), default=100)
+    p.add_argument("--kl-weight", type=real(low=0.0), default=1e-6)
+    p.add_argument("--edge-weight", type=real(low=0.0), default=0.5)
+    p.add_argument("--latent-channels", type=int_at_least(1), default=4)
+    p.add_argument("--channels", type=channel_list, default=(32, 64, 128), help="comma-separated, e.g. 32,64,128")
+    p.add_argument("--enc-res-blocks", type=int_at_least(1), default=1)
+    p.add_argument("--dec-res-blocks", type=int_at_least(1), default=2)
+    p.add_argument("--name", type=non_empty, default=None)
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch threads (default: all cores, at most 8)")
+    p.add_argument("--checkpoint-minutes", type=real(positive=True), default=3.0)
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument(
-        "--stop-after", type=int, default=None,
+        "--stop-after", type=int_at_least(1), default=None,
         help="stop after this many steps of this run, leaving a checkpoint (split a run over sessions; then --resume)",
     )
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.pt after the final save")
-    p.add_argument("--scale-samples", type=int, default=2048, help="images encoded to estimate scale/shift")
-    p.add_argument("--eval-samples", type=int, default=256)
-    p.add_argument("--eval-seed", type=int, default=EVAL_SEED)
-    return p.parse_args(argv)
+    p.add_argument("--scale-samples", type=int_at_least(1), default=2048, help="images encoded to estimate scale/shift")
+    p.add_argument("--eval-samples", type=int_at_least(1), default=256)
+    p.add_argument("--eval-seed", type=int_at_least(0), default=EVAL_SEED)
+    args = p.parse_args(argv)
+    groups = VAEConfig.groups
+    bad = [c for c in args.channels if c % min(groups, c)]
+    if bad:
+        p.error(f"argument --channels: {bad} are not multiples of the VAE's GroupNorm groups ({groups}); "
+                "use multiples of 8 (e.g. 32,64,128)")
+    return args
 
 
 def lr_at(step: int, args) -> float:
@@ -118,7 +125,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
 
-    channels = tuple(int(c) for c in args.channels.split(","))
+    channels = args.channels
     cfg = VAEConfig(
         name=args.name or f"vae-f{2 ** len(channels)}c{args.latent_channels}",
         channels=channels,
