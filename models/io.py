@@ -141,8 +141,8 @@ def load_model(
     """Read ``(state_dict, config)`` from ``folder``.
 
     Raises ``MissingModelError`` (folder or file missing), ``CorruptModelError`` (unreadable or
-    truncated safetensors, "corrupted: hash mismatch" against ``config["weights_sha256"]``), all
-    subclasses of ``ModelLoadError(ValueError)``."""
+    truncated safetensors, "corrupted: hash mismatch" against ``config["weights_sha256"]``, a config without
+    ``weights_sha256`` unless ``verify_hash=False``), all subclasses of ``ModelLoadError(ValueError)``."""
     from safetensors.torch import load as st_load
 
     folder = Path(folder)
@@ -152,7 +152,14 @@ def load_model(
         raise MissingModelError(f"missing {wpath}; {_how_to_make(folder, reproduce_hint)}")
     blob = wpath.read_bytes()
     expected = config.get("weights_sha256")
-    if verify_hash and expected is not None:
+    if verify_hash and not (isinstance(expected, str) and len(expected) == 64
+                            and all(c in "0123456789abcdef" for c in expected)):
+        what = "has no weights_sha256" if expected is None else f"has weights_sha256 {expected!r}, not a SHA-256 hex digest"
+        raise CorruptModelError(
+            f"{folder / CONFIG_FILE} {what}, so {wpath} cannot be checked and is not loaded; re-save the model with its "
+            f"save method (models.io.save_model records the hash) or {_how_to_make(folder, reproduce_hint)}"
+        )
+    if verify_hash:
         actual = sha256_bytes(blob)
         if actual != expected:
             raise CorruptModelError(
@@ -218,7 +225,11 @@ def load_module(cls, config_from_dict, folder: str | os.PathLike, type_name: str
     sd, cfg = load_model(folder, reproduce_hint=reproduce_hint)
     if cfg.get("type", default_type) != type_name:
         raise ConfigMismatchError(f"{folder / CONFIG_FILE} describes a {cfg.get('type')!r}, not a {type_name}")
-    module = cls(config_from_dict({k: v for k, v in cfg.items() if k != "weights_dtype"}))
+    try:
+        config = config_from_dict({k: v for k, v in cfg.items() if k != "weights_dtype"})
+    except ModelLoadError as e:
+        raise type(e)(f"{folder / CONFIG_FILE}: {e}") from None
+    module = cls(config)
     load_into(module, sd, where=f"weights in {folder / WEIGHTS_FILE}")
     module._weights_sha256 = cfg.get("weights_sha256")
     return module.to(map_location).eval()

@@ -13,6 +13,7 @@ cross-attention reads both. It is trained jointly with the U-Net.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -68,6 +69,28 @@ class TextEncoderConfig:
     layers: int = 2
     heads: int = 4
     mlp_ratio: int = 2
+
+    @classmethod
+    def from_dict(cls, d, what: str = "U-Net config field 'text'") -> "TextEncoderConfig":
+        """The config from its JSON form (``vocab`` a list), every field checked (``ConfigMismatchError``)."""
+        from . import _checks as C
+
+        if not isinstance(d, dict):
+            raise C._bad("U-Net config", "text", d, "a JSON object with the text encoder's fields")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise C.ConfigMismatchError(f"{what} has unknown fields {unknown}; {C.FIX}")
+        vocab = d.get("vocab", cls.vocab)
+        if not isinstance(vocab, (list, tuple)) or not vocab or not all(isinstance(w, str) and w for w in vocab) \
+                or len(set(vocab)) != len(vocab):
+            raise C._bad(what, "vocab", vocab, "a non-empty list of distinct non-empty words")
+        for f in ("max_length", "dim", "layers", "heads", "mlp_ratio"):
+            C.check_int(d, f, what, minimum=1)
+        dim, heads = d.get("dim", cls.dim), d.get("heads", cls.heads)
+        if dim % heads:
+            raise C._bad(what, "dim", dim, f"a multiple of heads ({heads})")
+        return cls(**{**d, "vocab": tuple(vocab)})
 
 
 class TextEncoder(nn.Module):

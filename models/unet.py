@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import _checks
 from . import io as mio
 from .text import TextEncoder, TextEncoderConfig
 
@@ -82,15 +83,37 @@ class UNetConfig:
                                           "DiffusionModel.save, which writes the whole config")
         if d["prediction"] not in ("eps", "flow"):
             raise mio.ConfigMismatchError(f"U-Net config has prediction {d['prediction']!r}; expected 'eps' or 'flow'")
+        check_fields(d)
         kw = {k: v for k, v in d.items() if k in names}
         if "channels" in kw:
             kw["channels"] = tuple(kw["channels"])
         return cls(**kw)
 
     def text_config(self) -> TextEncoderConfig:
-        t = dict(self.text)
-        t["vocab"] = tuple(t["vocab"])
-        return TextEncoderConfig(**t)
+        return TextEncoderConfig.from_dict(dict(self.text))
+
+
+def check_fields(d: dict, what: str = "U-Net config") -> None:
+    """Every field of a U-Net config dict of the right type and range (``ConfigMismatchError`` naming the field)."""
+    C = _checks
+    C.check_str(d, "name", what)
+    for f in ("latent_channels", "res_blocks", "heads", "groups", "time_dim", "ff_mult", "num_train_timesteps"):
+        C.check_int(d, f, what, minimum=1)
+    C.check_channels(d, what)
+    if _checks._is_int(d.get("heads")) and d["heads"] >= 1 and isinstance(d.get("channels"), (list, tuple)):
+        bad = [c for c in d["channels"] if c % d["heads"]]
+        if bad:
+            raise C._bad(what, "channels", d["channels"], f"multiples of heads ({d['heads']})")
+    if "time_dim" in d and d["time_dim"] % 2:
+        raise C._bad(what, "time_dim", d["time_dim"], "an even integer (sin/cos pairs)")
+    C.check_str(d, "beta_schedule", what, ("linear", "scaled_linear", "squaredcos_cap_v2"))
+    for f in ("beta_start", "beta_end", "flow_shift", "flow_multiplier"):
+        C.check_real(d, f, what, positive=True)
+    C.check_real(d, "caption_dropout", what, low=0.0, high=1.0)
+    for f in ("text", "vae", "defaults", "extra"):
+        C.check_dict(d, f, what)
+    if "text" in d:
+        TextEncoderConfig.from_dict(d["text"])
 
 
 def native_schedule(config: UNetConfig):

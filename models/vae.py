@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from samplers.core.errors import InvalidInput, InvalidType
 
+from . import _checks
 from . import io as mio
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent / "weights" / "vae"
@@ -65,10 +66,23 @@ class VAEConfig:
         unknown = sorted(set(d) - names - {"type", "weights_sha256"})
         if unknown:
             raise mio.ConfigMismatchError(f"VAE config has unknown fields {unknown}")
+        check_fields(d)
         kw = {k: v for k, v in d.items() if k in names}
         if "channels" in kw:
             kw["channels"] = tuple(kw["channels"])
         return cls(**kw)
+
+
+def check_fields(d: dict, what: str = "VAE config") -> None:
+    """Every field of a VAE config dict of the right type and range (``ConfigMismatchError`` naming the field)."""
+    C = _checks
+    C.check_str(d, "name", what)
+    for f in ("in_channels", "latent_channels", "enc_res_blocks", "dec_res_blocks", "groups", "image_size"):
+        C.check_int(d, f, what, minimum=1)
+    C.check_channels(d, what)
+    C.check_real(d, "scaling_factor", what, positive=True)
+    C.check_real(d, "shift_factor", what)
+    C.check_dict(d, "extra", what)
 
 
 class DiagonalGaussian:
