@@ -23,9 +23,12 @@ step, Lugmayr et al. 2022, arXiv:2201.09865, eq. 8 with one resampling).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 import torch
+
+from samplers.core.errors import InvalidInput, InvalidType
 
 from samplers.core.conversion import call_at, prepare_times
 
@@ -49,8 +52,16 @@ class CFGDenoiser:
     """
 
     def __init__(self, inner: Callable, cond: dict, uncond: dict, scale: float):
+        for name, c in (("cond", cond), ("uncond", uncond)):
+            if not isinstance(c, dict):
+                raise InvalidType(f"{name} must be a dict of conditioning tensors, got {type(c).__name__}")
         if set(cond) != set(uncond):
-            raise ValueError(f"cond and uncond must have the same keys, got {sorted(cond)} and {sorted(uncond)}")
+            raise InvalidInput(f"cond and uncond must have the same keys, got {sorted(cond)} and {sorted(uncond)}")
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            raise InvalidType(f"guidance scale must be a real number (e.g. 7.5; 1 = no guidance), got {scale!r} of type "
+                              f"{type(scale).__name__}; pass a float")
+        if not math.isfinite(scale):
+            raise InvalidInput(f"guidance scale {scale!r} is not finite; pass a finite number (e.g. 7.5; 1 = no guidance)")
         self.inner = inner
         self.cond = cond
         self.uncond = uncond
@@ -95,6 +106,35 @@ class CFGDenoiser:
         return cfg_combine(cond, uncond, self.scale)
 
 
+def _check_inpaint(known, mask, noise) -> None:
+    for name, t in (("known", known), ("mask", mask), ("noise", noise)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            what = f"a {t.dtype} tensor" if isinstance(t, torch.Tensor) else repr(t) if isinstance(t, (int, float)) \
+                else type(t).__name__
+            raise InvalidType(f"InpaintDenoiser: {name} must be a floating-point tensor, got {what}; convert it with "
+                              f".float()")
+    if known.ndim < 2:
+        raise InvalidInput(f"InpaintDenoiser: known has shape {list(known.shape)}; it must be batch-first [B, ...] "
+                           "(e.g. a [B, C, H, W] latent)")
+    if noise.shape != known.shape:
+        raise InvalidInput(f"InpaintDenoiser: noise has shape {list(noise.shape)} but known has {list(known.shape)}; "
+                           "they must be the same shape")
+    if mask.ndim != known.ndim or any(m not in (1, k) for m, k in zip(mask.shape, known.shape)):
+        raise InvalidInput(f"InpaintDenoiser: mask of shape {list(mask.shape)} does not fit known {list(known.shape)}; "
+                           f"each of its {known.ndim} dimensions must be 1 or known's (e.g. [B or 1, 1, H, W])")
+    devices = {t.device for t in (known, mask, noise)}
+    if len(devices) > 1:
+        raise InvalidInput(f"InpaintDenoiser: known, mask and noise are on different devices {sorted(map(str, devices))}; "
+                           "move them to one device")
+    for name, t in (("known", known), ("noise", noise)):
+        if not bool(torch.isfinite(t).all()):
+            raise InvalidInput(f"InpaintDenoiser: {name} holds NaN or Inf; pass finite values")
+    if not bool(((mask >= 0) & (mask <= 1)).all()):  # False for NaN too
+        bad = mask[~((mask >= 0) & (mask <= 1))].flatten()[0].item()
+        raise InvalidInput(f"InpaintDenoiser: mask holds {bad!r}; its values must be finite and in [0, 1] "
+                           "(1 = generate, 0 = keep known); clamp or rescale it")
+
+
 class InpaintDenoiser:
     """Keep ``known`` (a clean latent) where ``mask`` is 0; generate where it is 1.
 
@@ -102,9 +142,15 @@ class InpaintDenoiser:
     current noise level, with a fixed per-item noise; at σ = inf the state is the noise itself), and the
     returned x0 is ``known`` there, so every sampler's update keeps the known region on the path
     x = known + σ·n and ends on ``known`` exactly at σ = 0.
+
+    ``known`` and ``noise``: finite floating tensors of the same shape [B, ...] (B = 1 serves any batch of x);
+    ``mask``: a finite floating tensor with values in [0, 1], of known's number of dimensions and broadcasting to
+    known's shape (e.g. [B or 1, 1, H, W] for a [B, C, H, W] latent). Anything else is refused here, before any
+    model call; x must then be [B, ...] with known's trailing shape.
     """
 
     def __init__(self, inner: Callable, known: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor):
+        _check_inpaint(known, mask, noise)
         self.inner = inner
         self.known = known
         self.mask = mask
@@ -117,14 +163,22 @@ class InpaintDenoiser:
     def prepare_times(self, sigmas: list[float], batch: int, dtype: torch.dtype, device: torch.device) -> None:
         prepare_times(self.inner, sigmas, batch, dtype, device)
 
+    def _check_x(self, x: torch.Tensor) -> None:
+        k = self.known.shape
+        if x.shape[1:] != k[1:] or k[0] not in (1, x.shape[0]):
+            raise InvalidInput(f"x of shape {list(x.shape)} does not fit the known latent {list(k)}: x must be "
+                               f"[B, {', '.join(map(str, k[1:]))}] with B = {k[0]}" + (" or any B" if k[0] == 1 else ""))
+
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
         """The same for a Python-float σ (the registry's call): x_in = mask·x + (1 − mask)·(known + σ·noise)."""
+        self._check_x(x)
         known, mask, noise = (t.to(x.dtype) for t in (self.known, self.mask, self.noise))  # no-ops when they match
         known_noisy = noise if math.isinf(sigma) else torch.add(known, noise, alpha=sigma)
         denoised = call_at(self.inner, torch.lerp(known_noisy, x, mask), sigma, **extra_args)
         return torch.lerp(known, denoised.to(x.dtype), mask)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
+        self._check_x(x)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
         s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
