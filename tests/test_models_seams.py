@@ -1,0 +1,204 @@
+"""Bad values at the models' seams are refused before anything is built or any model is called:
+the training CLIs' arguments, config.json fields, the guidance wrappers' arguments."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import io as mio
+from models import train, train_vae
+from models.guidance import CFGDenoiser, InpaintDenoiser
+from models.unet import DiffusionModel
+from models.vae import VAE
+from samplers.core.errors import InvalidInput, InvalidType
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ------------------------------------------------------------------------------------------- CLIs
+
+VAE_BAD = [["--steps", "-5"], ["--steps", "0"], ["--batch-size", "0"], ["--lr", "0"], ["--lr", "nan"], ["--lr", "-1"],
+           ["--warmup", "-1"], ["--kl-weight", "-1"], ["--edge-weight", "inf"], ["--latent-channels", "0"],
+           ["--channels", "32,0"], ["--channels", "a,b"], ["--channels", "12,24"], ["--enc-res-blocks", "0"],
+           ["--dec-res-blocks", "-1"], ["--name", ""], ["--threads", "0"], ["--checkpoint-minutes", "0"],
+           ["--stop-after", "0"], ["--scale-samples", "0"], ["--eval-samples", "0"], ["--eval-seed", "-1"],
+           ["--seed", "-1"], ["--steps", "1.5"]]
+UNET_BAD = [["--ema", "5"], ["--ema", "-0.1"], ["--caption-dropout", "2"], ["--caption-dropout", "nan"],
+            ["--n-scenes", "0"], ["--steps", "-5"], ["--batch-size", "0"], ["--lr", "0"], ["--warmup", "-1"],
+            ["--weight-decay", "-1"], ["--shift", "0"], ["--channels", "64,0"], ["--channels", "24,48"],
+            ["--res-blocks", "0"], ["--seed", "-1"], ["--threads", "0"], ["--encode-threads", "0"],
+            ["--checkpoint-minutes", "-1"], ["--stop-after", "0"], ["--max-minutes", "0"], ["--max-minutes", "inf"]]
+
+
+@pytest.mark.parametrize("bad", VAE_BAD, ids=lambda b: " ".join(b))
+def test_train_vae_refuses_bad_arguments_before_building(bad, tmp_path, capsys):
+    out = tmp_path / "v"
+    with pytest.raises(SystemExit) as e:
+        train_vae.main(["--out", str(out), *bad])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("python -m models.train_vae: error: argument " + bad[0])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", UNET_BAD, ids=lambda b: " ".join(b))
+def test_train_refuses_bad_arguments_before_building(bad, tmp_path, capsys):
+    out, work = tmp_path / "u", tmp_path / "w"
+    with pytest.raises(SystemExit) as e:
+        train.main(["eps", "--out", str(out), "--work", str(work), *bad])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("python -m models.train: error: argument " + bad[0])
+    assert not out.exists() and not work.exists()
+
+
+def test_train_cli_refuses_a_file_as_a_folder(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    for argv in (["eps", "--out", str(f)], ["eps", "--out", str(tmp_path / "u"), "--work", str(f)],
+                 ["eps", "--out", str(tmp_path / "u"), "--vae", str(tmp_path / "absent")]):
+        with pytest.raises(SystemExit) as e:
+            train.parse_args(argv)
+        assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        train_vae.parse_args(["--out", str(f)])
+    assert e.value.code == 2
+
+
+def test_good_arguments_still_parse(tmp_path):
+    a = train_vae.parse_args(["--out", str(tmp_path), "--channels", "8,16", "--kl-weight", "0"])
+    assert a.channels == (8, 16) and a.kl_weight == 0.0 and a.steps == 2000
+    a = train.parse_args(["flow", "--out", str(tmp_path), "--ema", "1", "--caption-dropout", "0", "--max-minutes", "2"])
+    assert a.ema == 1.0 and a.caption_dropout == 0.0 and a.channels == (64, 128)
+
+
+# -------------------------------------------------------------------------------------- config.json
+
+
+def _copy(kind: str, tmp_path: Path, **patch) -> Path:
+    d = tmp_path / kind
+    shutil.copytree(ROOT / "models" / "weights" / kind, d)
+    cfg = json.loads((d / "config.json").read_text())
+    for k, v in patch.items():
+        if v is ...:
+            del cfg[k]
+        else:
+            cfg[k] = v
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_every_shipped_config_records_its_weights_hash():
+    for cpath in sorted((ROOT / "models" / "weights").glob("*/config.json")):
+        sha = json.loads(cpath.read_text()).get("weights_sha256")
+        assert isinstance(sha, str) and len(sha) == 64, cpath
+        assert mio.sha256_file(cpath.parent / "model.safetensors") == sha, cpath
+
+
+def test_a_config_without_weights_sha256_is_refused(tmp_path):
+    d = _copy("vae", tmp_path, weights_sha256=...)
+    w = d / "model.safetensors"
+    blob = bytearray(w.read_bytes())
+    blob[-3] ^= 0x40  # a flipped weight byte that only the hash would catch
+    w.write_bytes(bytes(blob))
+    with pytest.raises(mio.CorruptModelError, match=r"config\.json has no weights_sha256.*save"):
+        VAE.load(d)
+    d2 = _copy("vae", tmp_path / "b", weights_sha256="abc")
+    with pytest.raises(mio.CorruptModelError, match="not a SHA-256"):
+        VAE.load(d2)
+
+
+@pytest.mark.parametrize("field,value", [("scaling_factor", float("nan")), ("scaling_factor", "0.5"),
+                                         ("scaling_factor", 0.0), ("shift_factor", None), ("groups", 0),
+                                         ("groups", 3), ("latent_channels", 2.5), ("channels", []),
+                                         ("channels", [32, "64"]), ("enc_res_blocks", True), ("name", 5),
+                                         ("image_size", -64), ("extra", [])])
+def test_vae_config_fields_of_the_wrong_type_or_range_are_refused(field, value, tmp_path):
+    d = _copy("vae", tmp_path, **{field: value})
+    with pytest.raises(mio.ConfigMismatchError, match=rf"{d / 'config.json'}: VAE config field '{field if field != 'groups' or value == 0 else 'channels'}'"):
+        VAE.load(d)
+
+
+@pytest.mark.parametrize("field,value", [("heads", 0), ("heads", 3), ("groups", "16"), ("time_dim", 255),
+                                         ("num_train_timesteps", 0), ("beta_schedule", "cosine"),
+                                         ("beta_start", float("nan")), ("beta_end", -0.1), ("flow_shift", 0),
+                                         ("caption_dropout", 1.5), ("res_blocks", 0), ("vae", "x"),
+                                         ("text", {"dim": 0}), ("text", {"dim": 130}), ("text", {"vocab": []}),
+                                         ("text", {"depth": 2})])
+def test_unet_config_fields_of_the_wrong_type_or_range_are_refused(field, value, tmp_path):
+    if field == "text":
+        base = json.loads((ROOT / "models" / "weights" / "eps" / "config.json").read_text())["text"]
+        value = {**base, **value}
+    d = _copy("eps", tmp_path, **{field: value})
+    with pytest.raises(mio.ConfigMismatchError, match=rf"{d / 'config.json'}: .*field"):
+        DiffusionModel.load(d)
+
+
+# ---------------------------------------------------------------------------------------- guidance
+
+
+class _Counting:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x, sigma, **kw):
+        self.calls += 1
+        return x * 0.5
+
+
+@pytest.mark.parametrize("scale,err", [(float("nan"), InvalidInput), (float("inf"), InvalidInput),
+                                       ("7.5", InvalidType), (True, InvalidType), (None, InvalidType),
+                                       (torch.tensor([1.0, 2.0]), InvalidType)])
+def test_cfg_scale_is_a_finite_real(scale, err):
+    inner = _Counting()
+    with pytest.raises(err, match="guidance scale"):
+        CFGDenoiser(inner, {"ctx": torch.zeros(1, 3)}, {"ctx": torch.ones(1, 3)}, scale)
+    assert inner.calls == 0
+    assert CFGDenoiser(inner, {}, {}, 7).scale == 7.0
+
+
+def test_cfg_conditioning_must_be_dicts_with_the_same_keys():
+    with pytest.raises(InvalidType, match="cond must be a dict"):
+        CFGDenoiser(_Counting(), [torch.zeros(1)], {}, 2.0)
+    with pytest.raises(InvalidInput, match="same keys"):
+        CFGDenoiser(_Counting(), {"a": torch.zeros(1)}, {"b": torch.zeros(1)}, 2.0)
+
+
+Z = torch.zeros(2, 4, 8, 8)
+
+
+@pytest.mark.parametrize("known,mask,noise,err,msg", [
+    (Z, torch.full((2, 4, 8, 8), 2.0), Z, InvalidInput, r"mask holds 2\.0"),
+    (Z, torch.full((2, 1, 8, 8), -0.5), Z, InvalidInput, r"mask holds -0\.5"),
+    (Z, torch.full((2, 4, 8, 8), float("nan")), Z, InvalidInput, "mask holds nan"),
+    (Z, torch.ones(2, 4, 8, 8, dtype=torch.bool), Z, InvalidType, "mask must be a floating-point tensor"),
+    (Z, 1.0, Z, InvalidType, "mask must be a floating-point tensor"),
+    (torch.zeros(4, 1, 1), torch.ones(1, 1, 8, 8), torch.zeros(4, 1, 1), InvalidInput, "does not fit known"),
+    (torch.zeros(4, 1, 1), torch.ones(4, 1, 1), Z, InvalidInput, "noise has shape"),
+    (Z, torch.ones(1, 8, 8), Z, InvalidInput, "does not fit known"),
+    (Z, torch.ones(3, 1, 8, 8), Z, InvalidInput, "does not fit known"),
+    (Z, torch.ones(1, 1, 8, 8), torch.zeros(1, 4, 8, 8), InvalidInput, "noise has shape"),
+    (torch.full((2, 4, 8, 8), float("inf")), torch.ones(1, 1, 8, 8), Z, InvalidInput, "known holds NaN or Inf"),
+    (Z.long(), torch.ones(1, 1, 8, 8), Z, InvalidType, "known must be a floating-point tensor"),
+    (torch.zeros(4), torch.ones(1), torch.zeros(4), InvalidInput, "batch-first"),
+])
+def test_inpaint_arguments_are_checked_before_any_model_call(known, mask, noise, err, msg):
+    inner = _Counting()
+    with pytest.raises(err, match=msg):
+        InpaintDenoiser(inner, known, mask, noise)
+    assert inner.calls == 0
+
+
+def test_inpaint_refuses_an_x_that_does_not_fit_known():
+    inner = _Counting()
+    D = InpaintDenoiser(inner, torch.zeros(2, 4, 8, 8), torch.ones(2, 1, 8, 8), torch.zeros(2, 4, 8, 8))
+    for x in (torch.zeros(3, 4, 8, 8), torch.zeros(2, 4, 4, 4)):
+        with pytest.raises(InvalidInput, match="does not fit the known latent"):
+            D(x, torch.tensor(1.0))
+        with pytest.raises(InvalidInput, match="does not fit the known latent"):
+            D.denoise_at(x, 1.0)
+    assert inner.calls == 0
+    one = InpaintDenoiser(inner, torch.zeros(1, 4, 8, 8), torch.ones(1, 1, 8, 8), torch.zeros(1, 4, 8, 8))
+    assert one(torch.zeros(3, 4, 8, 8), torch.tensor(1.0)).shape == (3, 4, 8, 8)  # batch 1 serves any batch
