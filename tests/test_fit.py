@@ -322,6 +322,53 @@ def test_an_interrupted_fit_resumes_from_its_state(tmp_path):
     lines = []
     fit(GM.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX, reference=ref, state_path=state, log=lines.append)
     assert not any("resumed" in line for line in lines)
+    # nor does a fit of another model, or on other starts, with the same options (it resumed the other's best)
+    other = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=4)
+    other_ref = other.ode_endpoint(noise * SIGMA_MAX, SIGMA_MAX, rtol=1e-9, atol=1e-9)
+    for model, starts, ends in ((other.denoiser, noise, other_ref), (GM.denoiser, noise.flip(0), ref.flip(0))):
+        state.unlink()
+        with pytest.raises(Interrupted):
+            done.clear()
+            fit(GM.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX, reference=ref, state_path=state,
+                progress=interrupt)
+        lines = []
+        fit(model, config, starts, SIGMA_MIN, SIGMA_MAX, reference=ends, state_path=state, log=lines.append)
+        assert not any("resumed" in line for line in lines)
+    state.write_bytes(state.read_bytes()[:100])  # a truncated file: named, with the fix
+    with pytest.raises(samplers.InvalidInput, match="state.pt cannot be read .*delete it"):
+        fit(GM.denoiser, config, noise, SIGMA_MIN, SIGMA_MAX, reference=ref, state_path=state)
+
+
+@pytest.mark.parametrize("config, message", [
+    (FitConfig(4, samplers="euler"), r"non-empty tuple of names .*write \('euler',\) for one"),
+    (FitConfig(4, samplers=("euler", "dpmpp_2mm")), "unknown sampler 'dpmpp_2mm'"),
+    (FitConfig(4, schedules=("karras", "karas")), "unknown schedule 'karas'"),
+    (FitConfig(4, lr=True), "lr must be a number"),
+    (FitConfig(4, time_budget="5"), "time_budget must be a number"),
+    (FitConfig(4, validation=math.nan), "validation must be a number"),
+])
+def test_fit_config_refuses_what_it_would_drop_or_coerce(config, message):
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return GM.denoiser(x, sigma)
+
+    with pytest.raises(ValueError, match=message):
+        fit(model, config, GM.noise(16, seed=1), SIGMA_MIN, SIGMA_MAX)
+    assert not calls
+
+
+def test_fit_refuses_a_calibration_with_nan_and_express_an_unknown_name_or_option():
+    noise = GM.noise(16, seed=1)
+    noise[3, 0, 0, 0] = math.nan
+    with pytest.raises(samplers.InvalidInput, match="calibration holds NaN"):
+        fit(GM.denoiser, FitConfig(4), noise, SIGMA_MIN, SIGMA_MAX)
+    with pytest.raises(samplers.UnknownNameError, match="eulr"):
+        express_mod.express("eulr", SIG)
+    with pytest.raises(samplers.InvalidOption, match="no option 'bogus'"):
+        express_mod.express("dpmpp_2m", SIG, bogus=1)
+    assert express_mod.express("heun", SIG) is None  # a known sampler outside the family is still None
 
 
 # ----------------------------------------------------------------------------------------------------

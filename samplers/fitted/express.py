@@ -30,9 +30,12 @@ def express(name: str, sigmas, *, nfe: int | None = None, tol: float = 1e-7, **o
 
     ``sigmas`` must end in 0 and start finite or at inf (then the sampler's first step is the library's exact
     step from σ = inf, and ``x`` there is the unit noise); with ``nfe``, a sampler that makes another number of
-    model calls is None at once. The result's ``meta`` records the sampler and its options."""
+    model calls is None at once. The result's ``meta`` records the sampler and its options. An unknown sampler name
+    or an option the sampler does not have is an error, not None."""
     import samplers
+    from ..core.validate import check_options
 
+    check_options(samplers.info(name), options)  # an unknown name or option: UnknownNameError / InvalidOption
     s = [float(v) for v in sigmas]
     if not (s[0] > 0 and all(map(math.isfinite, s[1:])) and s[-1] == 0):
         raise ValueError(f"express needs a schedule from a finite σ or inf to 0, got {s[0]} … {s[-1]}")

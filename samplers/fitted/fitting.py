@@ -111,6 +111,10 @@ class FitConfig:
             whole(name, lo)
         if self.screen is not None:
             whole("screen", 1)
+        for name in ("validation", "pool_solved", "lr", "time_budget"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v)):
+                raise InvalidOption(f"FitConfig.{name} must be a number, got {v!r} ({type(v).__name__})")
         if not 0 < self.validation < 1:
             raise InvalidOption(f"FitConfig.validation must be in (0, 1), got {self.validation!r}")
         if not (isinstance(self.pool_solved, (int, float)) and 0 < self.pool_solved <= 1):
@@ -121,7 +125,22 @@ class FitConfig:
             whole("batch", 1)
         if self.time_budget is not None and not (self.time_budget > 0):
             raise InvalidOption(f"FitConfig.time_budget must be positive seconds or None, got {self.time_budget!r}")
+        self._check_names("samplers", SAMPLERS)
+        from ..schedules import SCHEDULES
+
+        self._check_names("schedules", SCHEDULES)
         return self
+
+    def _check_names(self, field: str, registry) -> None:
+        """``samplers`` / ``schedules``: a tuple of names the registry knows (a typo is refused, not dropped)."""
+        names = getattr(self, field)
+        if names is None:
+            return
+        if isinstance(names, str) or not isinstance(names, (tuple, list)) or not names:
+            raise InvalidOption(f"FitConfig.{field} must be a non-empty tuple of names (or None for all), got "
+                                f"{names!r}" + (f"; write ({names!r},) for one" if isinstance(names, str) else ""))
+        for name in names:
+            registry.canonical(name)  # an unknown name: UnknownNameError with the closest ones
 
 
 @dataclasses.dataclass(eq=False)
@@ -614,9 +633,15 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
 
     best = (check(start), start, 0)
     first = 0
+    key = _data_key(denoiser, data)
     if state_path is not None and Path(state_path).exists():
-        state = torch.load(state_path, weights_only=True)
-        if state.get("config") == _resumable(config) and state["start"] == start.sigmas:
+        try:
+            state = torch.load(state_path, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a truncated or foreign file: named, never guessed around
+            raise InvalidInput(f"the fit's saved state {state_path} cannot be read ({type(err).__name__}: {err}); "
+                               "delete it (or fit again with --restart) to start this optimisation afresh") from None
+        if (state.get("config") == _resumable(config) and state["start"] == start.sigmas
+                and state.get("data") == key):
             with torch.no_grad():
                 for t, v in zip(params.tensors(), state["params"]):
                     t.copy_(v)
@@ -655,7 +680,8 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
                 log(f"iteration {it + 1}: training MSE {float(loss.detach()):.4g}, validation RMSE {val:.4g} "
                     f"(best {best[0]:.4g} at {best[2]})")
             if state_path is not None:
-                write_torch(state_path, {"config": _resumable(config), "start": start.sigmas, "iteration": it + 1,
+                write_torch(state_path, {"config": _resumable(config), "start": start.sigmas, "data": key,
+                                         "iteration": it + 1,
                                          "params": [t.detach().clone() for t in params.tensors()],
                                          "opt": opt.state_dict(), "decay": decay.state_dict(),
                                          "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}})
@@ -665,6 +691,24 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
 # what the optimisation trains and checks on; a state saved before the pool's rare starts joined (format 1, no key)
 # holds a best iterate measured on other validation starts and is not resumed
 STATE_FORMAT = 2
+
+
+def _data_key(denoiser, data: Calibration) -> str:
+    """What a saved optimisation state was computed on besides its options: the model (its fingerprint) and the
+    training and validation starts with their endpoints and weights. A state of another model or other data is never
+    resumed."""
+    import hashlib
+
+    from .identity import fingerprint
+
+    h = hashlib.sha256(repr(fingerprint(denoiser)).encode())
+    parts = [data.x_train, data.ref_train, data.x_val, data.ref_val, data.w_train, data.w_val,
+             *[data.extra_train[k] for k in sorted(data.extra_train)], *[data.extra_val[k] for k in sorted(data.extra_val)]]
+    for t in parts:
+        if t is not None:
+            h.update(repr((tuple(t.shape), str(t.dtype))).encode())
+            h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _resumable(config: FitConfig) -> dict:
@@ -795,6 +839,9 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
         raise InvalidInput(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     if not isinstance(calibration, torch.Tensor) or calibration.ndim < 2 or not calibration.is_floating_point():
         raise InvalidInput("calibration must be a floating-point batch of unit noise [B, ...]")
+    if not bool(torch.isfinite(calibration).all()):
+        raise InvalidInput("calibration holds NaN or infinite values; it must be unit noise (e.g. "
+                           "samplers.core.seeds.seeded_randn)")
     n_val = int(round(calibration.shape[0] * config.validation))
     if not 0 < n_val < calibration.shape[0]:
         raise InvalidInput(f"validation={config.validation} of {calibration.shape[0]} starts leaves no training or "
