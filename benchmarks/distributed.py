@@ -81,14 +81,10 @@ def finish(world: World) -> None:
 
 def main(argv=None) -> int:
     """This module is a library (sharding a benchmark sweep over the ranks of a torch.distributed job): it runs nothing, and refuses any argument."""
-    import argparse
+    from .common import library_main
 
-    name = __spec__.name if __spec__ is not None else __name__
-    p = argparse.ArgumentParser(prog=f"python -m {name}", description=(__doc__ or "").split("\n\n")[0])
-    p.parse_args(argv)
-    print(f"{name} is a library module (sharding a benchmark sweep over the ranks of a torch.distributed job); it runs nothing. Run a benchmark, e.g. "
-          "python -m benchmarks.quality --quick (docs/benchmarks/README.md)")
-    return 0
+    return library_main(__spec__.name if __spec__ is not None else __name__,
+                        "sharding a benchmark sweep over the ranks of a torch.distributed job", argv)
 
 
 if __name__ == "__main__":

@@ -132,14 +132,10 @@ def kdiffusion_modules() -> tuple[types.ModuleType, types.ModuleType]:
 
 def main(argv=None) -> int:
     """This module is a library (the diffusers and k-diffusion peers the benchmarks measure against): it runs nothing, and refuses any argument."""
-    import argparse
+    from .common import library_main
 
-    name = __spec__.name if __spec__ is not None else __name__
-    p = argparse.ArgumentParser(prog=f"python -m {name}", description=(__doc__ or "").split("\n\n")[0])
-    p.parse_args(argv)
-    print(f"{name} is a library module (the diffusers and k-diffusion peers the benchmarks measure against); it runs nothing. Run a benchmark, e.g. "
-          "python -m benchmarks.quality --quick (docs/benchmarks/README.md)")
-    return 0
+    return library_main(__spec__.name if __spec__ is not None else __name__,
+                        "the diffusers and k-diffusion peers the benchmarks measure against", argv)
 
 
 if __name__ == "__main__":
