@@ -133,3 +133,28 @@ def test_sd3_flow_match_keeps_the_image(name):
 
     out, ref, _ = both(name, "SD3", run)
     assert_same(out, ref)
+
+
+BUILT_IN_CODE = [("DDPMScheduler", {}),  # clip_sample defaults to True: the pipeline sets it to False
+                 ("DDIMScheduler", dict(clip_sample=False)),  # steps_offset defaults to 0: the pipeline sets 1
+                 ("DDIMScheduler", dict(clip_sample=False, set_alpha_to_one=False)),
+                 ("EulerDiscreteScheduler", dict(timestep_spacing="leading"))]
+
+
+@pytest.mark.parametrize("name, kw", BUILT_IN_CODE, ids=[f"{n}-{'-'.join(k)}" for n, k in BUILT_IN_CODE])
+@pytest.mark.parametrize("pipeline_class", [StableDiffusionPipeline, StableDiffusionImg2ImgPipeline])
+def test_pipeline_config_fixes_reach_the_shim(name, kw, pipeline_class):
+    # StableDiffusion{,Img2Img,Inpaint}Pipeline rewrite an outdated scheduler config at construction
+    # (scheduler._internal_dict = FrozenDict({..., steps_offset: 1, clip_sample: False})); the shim follows its live
+    # config as the replaced class does
+    base = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", **kw)
+    cls = getattr(diffusers, name)
+    if pipeline_class is StableDiffusionPipeline:
+        args = dict(num_inference_steps=5, height=SIZE, width=SIZE, latents=NOISE.clone())
+    else:
+        args = dict(image=IMAGE, strength=0.6, num_inference_steps=5)
+    ours = SamplerScheduler.from_config(cls(**base).config)
+    ref, out = sd(pipeline_class, cls(**base), **args), sd(pipeline_class, ours, **args)
+    assert ours.config.steps_offset == 1 and ours.config.source_config["steps_offset"] == 1
+    assert not ours.config.get("clip_sample", False) and not ours.config.source_config.get("clip_sample", False)
+    assert_same(out, ref)

@@ -259,3 +259,30 @@ def test_a_last_step_of_zero_length_is_refused_by_name(name):
     with pytest.raises(Unavailable, match="ends with a step of zero length.*steps_offset=1"):
         SamplerScheduler.from_config(config).set_timesteps(10)
     SamplerScheduler.from_config({**config, "steps_offset": 1}).set_timesteps(10)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a config rewritten after construction (StableDiffusionPipeline's steps_offset / clip_sample fixes)
+
+def test_a_rewritten_config_is_followed_as_the_class_follows_it():
+    from diffusers import DDPMScheduler
+    from diffusers.configuration_utils import FrozenDict
+
+    theirs, ours = DDPMScheduler(**BETAS), SamplerScheduler.from_config(DDPMScheduler(**BETAS).config)
+    assert ours.config.clip_sample is True  # the source class's value (the key was left to its default)
+    for s in (theirs, ours):
+        s._internal_dict = FrozenDict({**s.config, "clip_sample": False, "steps_offset": 1})  # as the pipeline does
+    torch.testing.assert_close(loop(ours), loop(theirs), rtol=0, atol=1e-5)
+    assert ours.config.source_config["clip_sample"] is False and ours.config.source_config["steps_offset"] == 1
+    assert ours.timesteps.tolist() == theirs.timesteps.tolist()
+    theirs.register_to_config(clip_sample=True)
+    ours.register_to_config(clip_sample=True)
+    torch.testing.assert_close(loop(ours), loop(theirs), rtol=0, atol=1e-5)
+
+
+def test_a_rewritten_config_is_checked_again_before_any_model_call():
+    ours = SamplerScheduler.from_config(DDIMScheduler(**BETAS, steps_offset=1, clip_sample=False).config)
+    ours.set_timesteps(5)
+    ours.register_to_config(prediction_type="x0")
+    with pytest.raises(InvalidOption, match="changed after it was built.*prediction_type.*'x0'"):
+        ours.set_timesteps(5)

@@ -50,7 +50,7 @@ from typing import Any, Mapping
 import torch
 
 try:
-    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
     from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
     from diffusers.utils import BaseOutput
     from diffusers.utils.torch_utils import randn_tensor
@@ -412,6 +412,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                        given=source_config)
             if refused:
                 raise InvalidOption("; ".join(refused))
+            # the config shows the source class's values for the keys both take (a pipeline reads and rewrites
+            # them: StableDiffusionPipeline's clip_sample / steps_offset fixes, followed by _follow_config)
+            shared = (_signatures()[self._source_name] & _signatures()["SamplerScheduler"]) - _SHIM_OPTIONS
+            resolved = self._source_config
+            self.register_to_config(**{k: resolved[k] for k in shared if k in resolved})
         else:
             class_name = (source_config or {}).get("_class_name")
             if class_name is not None and sampler is None:
@@ -448,6 +453,42 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = None
         self.timesteps = None
         self.sigmas = None
+        # the config this instance was built from (register_to_config ran before __init__): _follow_config
+        # rebuilds it when a pipeline rewrites the config afterwards
+        self._built = self._config_snapshot()
+
+    def _config_snapshot(self) -> dict:
+        live = self._internal_dict
+        return {k: _freeze(live[k]) for k in _signatures()["SamplerScheduler"] if k in live}
+
+    def _follow_config(self) -> None:
+        """Rebuild this scheduler from its live config where that changed after construction, as the replaced class
+        reads its config at every call: diffusers' pipelines rewrite a scheduler's config in place
+        (StableDiffusion{,Img2Img,Inpaint}Pipeline set ``steps_offset=1`` and ``clip_sample=False`` through
+        ``scheduler._internal_dict``). A changed key the source class takes goes into ``source_config``; the
+        rebuilt scheduler is checked (and refused) as a new one would be."""
+        live = dict(self._internal_dict)
+        changed = {k: live[k] for k, v in self._built.items() if k in live and _freeze(live[k]) != v}
+        if not changed:
+            return
+        kwargs = {k: live[k] for k in self._built if k in live}
+        if self._source_name is not None and "source_config" not in changed:
+            accepted = _signatures()[self._source_name]
+            moved = {k: v for k, v in changed.items() if k in accepted and k not in _SHIM_OPTIONS}
+            if moved:
+                source = {**kwargs["source_config"], **moved}
+                if "_use_default_values" in source:  # diffusers' from_config would drop them for the defaults
+                    source["_use_default_values"] = [k for k in source["_use_default_values"] if k not in moved]
+                kwargs["source_config"] = source
+        try:
+            fresh = type(self)(**kwargs)
+        except (InvalidOption, InvalidInput, InvalidType) as exc:
+            raise type(exc)(f"the scheduler's config changed after it was built ({changed}), and the changed "
+                            f"config is refused: {exc}") from None
+        self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_internal_dict"})
+        live["source_config"] = kwargs.get("source_config")
+        self._internal_dict = FrozenDict(live)
+        self._built = self._config_snapshot()
 
     # ------------------------------------------------------------------------------------------------
     # diffusers plumbing
@@ -705,6 +746,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                              "pass the number of denoising steps, e.g. 20")
         elif sigmas is None and timesteps is None:
             raise InvalidInput("set_timesteps needs num_inference_steps (e.g. 20), sigmas or timesteps")
+        self._follow_config()
         self._reset()
         if self._uses_source_grid():
             schedule, times, per_call = self._from_source(num_inference_steps, sigmas, timesteps, mu, kwargs)
