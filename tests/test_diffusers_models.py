@@ -130,3 +130,44 @@ def test_direct_flow_transformer_sampling_equals_flow_match_euler():
         sigmas = torch.where(t_flow >= 1, torch.full_like(t_flow, math.inf), t_flow / (1 - t_flow))
         ours = samplers.sample("euler", D, samplers.initial_latent(NOISE, sigmas), sigmas, disable=True)
     torch.testing.assert_close(ours, latents, **TOL)
+
+
+def test_guided_conditioning_needs_every_negative_before_any_model_call():
+    from samplers.core.errors import InvalidInput
+
+    calls = []
+    counted = lambda *a, **k: calls.append(1) or TRANSFORMER(*a, **k)  # noqa: E731
+    flow = FlowMatchEulerDiscreteScheduler(shift=3.0).config
+    cases = [  # (prompt_embeds, negative_prompt_embeds, model_kwargs, negative_model_kwargs, what the message names)
+        (EMB, NEG, {"pooled_projections": POOL}, None, "unconditional value of pooled_projections"),
+        (None, None, {"encoder_hidden_states": EMB, "pooled_projections": POOL}, None,
+         "encoder_hidden_states, pooled_projections"),
+        (EMB, NEG, {"added": {"a": POOL, "b": POOL}}, {"added": {"a": NEG_POOL}}, "unconditional value of added.b"),
+        (EMB, NEG, {}, {"pooled_projections": NEG_POOL}, "holds pooled_projections"),
+        (None, NEG, {"pooled_projections": POOL}, {"pooled_projections": NEG_POOL}, "holds encoder_hidden_states"),
+        (EMB, NEG, {"joint_attention_kwargs": {"scale": 1.0}}, {"joint_attention_kwargs": {"scale": 0.5}},
+         "joint_attention_kwargs.scale a value other"),
+        (None, None, {}, None, "no conditioning"),
+    ]
+    for emb, neg, kw, negkw, match in cases:
+        with pytest.raises(InvalidInput, match=match):
+            denoiser_from_diffusers(counted, flow, emb, neg, guidance_scale=3.0, model_kwargs=kw,
+                                    negative_model_kwargs=negkw)
+    assert calls == []
+    # shared on purpose: the same tensor in both; guidance off needs no negative
+    x, s = NOISE * 2.0, torch.full((2,), 2.0, dtype=torch.float64)
+    with torch.no_grad():
+        shared = denoiser_from_diffusers(TRANSFORMER, flow, EMB, NEG, guidance_scale=3.0,
+                                         model_kwargs={"pooled_projections": POOL},
+                                         negative_model_kwargs={"pooled_projections": POOL})(x, s)
+        assert torch.isfinite(shared).all()
+        denoiser_from_diffusers(TRANSFORMER, flow, EMB, None, guidance_scale=1.0,
+                                model_kwargs={"pooled_projections": POOL})(x, s)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "7.5", True, None, torch.tensor(7.5)])
+def test_guidance_scale_is_a_finite_real_number(bad):
+    from samplers.core.errors import InvalidOption, InvalidType
+
+    with pytest.raises((InvalidType, InvalidOption), match="guidance_scale must be a (real|finite) number"):
+        denoiser_from_diffusers(UNET, EulerDiscreteScheduler(**BETAS).config, EMB, NEG, guidance_scale=bad)

@@ -162,6 +162,43 @@ def _cat_kwargs(negative: Mapping, positive: Mapping) -> dict:
     return out
 
 
+def _unpaired(positive: Mapping, negative: Mapping, prefix: str = "") -> tuple[list, list, list]:
+    """(conditioning tensors without a negative counterpart, negatives without a positive, non-tensor values that
+    differ between the halves) as key paths, recursively."""
+    missing, extra, differ = [], [], []
+    for key, pos in positive.items():
+        path = f"{prefix}{key}"
+        if isinstance(pos, Mapping):
+            neg = negative.get(key, {})
+            if not isinstance(neg, Mapping):
+                differ.append(path)
+                continue
+            m, e, d = _unpaired(pos, neg, f"{path}.")
+            missing, extra, differ = missing + m, extra + e, differ + d
+        elif isinstance(pos, torch.Tensor):
+            if key not in negative:
+                missing.append(path)
+        elif key in negative and not _same(negative[key], pos):
+            differ.append(path)
+    extra += [f"{prefix}{key}" for key in negative if key not in positive]
+    return missing, extra, differ
+
+
+def _same(a, b) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - a value without a truth value for == (an array): not known to be the same
+        return False
+
+
+def _has_tensor(value) -> bool:
+    if isinstance(value, Mapping):
+        return any(_has_tensor(v) for v in value.values())
+    return isinstance(value, torch.Tensor)
+
+
 def _expand_batch(value, batch: int):
     """Batch-1 tensors (one prompt's embeddings) expanded to the latent batch, recursively."""
     if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == 1 and batch > 1:
@@ -182,17 +219,24 @@ class DiffusersModel:
                  model_kwargs: Mapping | None = None, negative_model_kwargs: Mapping | None = None,
                  timestep_scale: float = 1.0):
         self.model = model
-        self.guidance_scale = float(guidance_scale)
+        self.guidance_scale = real("guidance_scale", guidance_scale,
+                                   what=" (classifier-free guidance: > 1 guides, 1 runs the conditional model "
+                                        "alone); pass a float such as 7.5")
         self.cfg = self.guidance_scale > 1.0
         if self.cfg and negative_prompt_embeds is None and prompt_embeds is not None:
             raise InvalidInput("guidance_scale > 1 needs negative_prompt_embeds (the unconditional embeddings, "
                              "e.g. of the empty prompt)")
+        for name, value in (("model_kwargs", model_kwargs), ("negative_model_kwargs", negative_model_kwargs)):
+            if value is not None and not isinstance(value, Mapping):
+                raise InvalidType(f"{name} must be a dict of the model's keyword arguments, got {value!r}")
         self.cond = dict(model_kwargs or {})
         self.uncond = dict(negative_model_kwargs or {})
         if prompt_embeds is not None:
             self.cond["encoder_hidden_states"] = prompt_embeds
-            if negative_prompt_embeds is not None:
-                self.uncond["encoder_hidden_states"] = negative_prompt_embeds
+        if negative_prompt_embeds is not None:
+            self.uncond["encoder_hidden_states"] = negative_prompt_embeds
+        if self.cfg:
+            self._check_pairs()
         self.timestep_scale = float(timestep_scale)
         forward = model.forward if hasattr(model, "forward") else model
         params = inspect.signature(forward).parameters
@@ -203,6 +247,31 @@ class DiffusersModel:
         # Guided, the network sees every item twice; a caller may pass the time input already repeated ([2·batch],
         # as samplers.core.conversion.Denoiser does from its prepared grid), which saves a concatenation per call.
         self.time_copies = 2 if self.cfg else 1
+
+    def _check_pairs(self) -> None:
+        """Guided, every conditioning tensor has its unconditional counterpart (before any model call): one left
+        out would be reused for the uncond half, and guidance would not act on it."""
+        gs = f"guidance_scale={self.guidance_scale:g} > 1"
+        if not _has_tensor(self.cond):
+            raise InvalidInput(f"{gs} with no conditioning (no prompt_embeds, no tensor in model_kwargs): both halves "
+                               "of the guided batch would be the same, guidance would do nothing at twice the cost. "
+                               "Pass prompt_embeds and negative_prompt_embeds, or guidance_scale=1")
+        missing, extra, differ = _unpaired(self.cond, self.uncond)
+        if missing:
+            first = missing[0].split(".")[0]
+            raise InvalidInput(f"{gs} needs the unconditional value of {', '.join(missing)} (the uncond half of the "
+                               "batch would reuse the conditional one, and guidance would not act on it): pass "
+                               f"negative_model_kwargs={{'{first}': <its unconditional value>}} (the same tensor "
+                               "to share it on purpose; negative_prompt_embeds for encoder_hidden_states), or "
+                               "guidance_scale=1")
+        if extra:
+            raise InvalidInput(f"negative_model_kwargs (or negative_prompt_embeds) holds {', '.join(extra)}, which "
+                               "the conditional half does not have, so it would be dropped: pass the conditional "
+                               "value in model_kwargs (prompt_embeds for encoder_hidden_states), or leave it out")
+        if differ:
+            raise InvalidInput(f"negative_model_kwargs gives {', '.join(differ)} a value other than model_kwargs' "
+                               "one, but a value that is not a tensor is shared by both halves of the one guided "
+                               "call: pass the same value in both, or leave it out of negative_model_kwargs")
 
     def _kwargs(self, batch: int, extra_args: dict) -> dict:
         """The conditioning for a batch: [uncond; cond] when guided. Built once per batch size when the call adds no
