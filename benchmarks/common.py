@@ -37,6 +37,8 @@ from typing import Callable
 import torch
 
 import samplers
+from samplers.core import argtypes
+from samplers.core.argtypes import int_at_least, out_file, out_folder  # noqa: F401 - the CLIs' types
 from samplers.core.errors import InvalidInput
 from samplers.core.files import atomic_write_bytes
 from samplers.core.native import NoiseSchedule, RectifiedFlow, VE, VPDiscrete
@@ -568,65 +570,8 @@ def report(results: str | Path, markdown: Callable[[dict], str], module: str, wr
 # status 2), before any work
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer >= ``low``; anything else is refused naming the value and the rule."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer: pass an integer >= {low}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is below {low}: pass an integer >= {low}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
 positive_int = int_at_least(1)
-
-
-def positive_float(text: str) -> float:
-    """An argparse ``type``: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number: pass a number > 0") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{value:g} is not a finite number > 0: pass a number > 0")
-    return value
-
-
-def _blocked_by_a_file(path: Path) -> Path | None:
-    """The first existing ancestor of ``path`` (or ``path`` itself) when it is not a folder: nothing can be
-    written under it."""
-    for part in (path, *path.parents):
-        if part.exists():
-            return None if part.is_dir() else part
-    return None
-
-
-def out_folder(text: str | Path) -> Path:
-    """An argparse ``type`` for ``--out`` naming a folder: refused at once when it, or a folder above it, is an
-    existing file (the run would otherwise fail when it writes, after all the work)."""
-    path = Path(text)
-    blocker = _blocked_by_a_file(path)
-    if blocker is not None:
-        what = "is a file" if blocker == path else f"is under {str(blocker)!r}, a file"
-        raise argparse.ArgumentTypeError(f"{str(path)!r} {what}, not a folder: name a folder (new or existing) to "
-                                         "write into")
-    return path
-
-
-def out_file(text: str | Path) -> Path:
-    """An argparse ``type`` for ``--out`` naming a file: refused at once when it is a folder or sits under a file."""
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{str(path)!r} is a folder: name the file to write")
-    blocker = _blocked_by_a_file(path.parent)
-    if blocker is not None:
-        raise argparse.ArgumentTypeError(f"{str(path)!r} is under {str(blocker)!r}, a file: name a file in a folder")
-    return path
+positive_float = argtypes.real(positive=True)
 
 
 def add_threads_option(parser, default: int | None = 1, help: str = "torch CPU threads (default 1)") -> None:

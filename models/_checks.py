@@ -11,6 +11,8 @@ import argparse
 import math
 from pathlib import Path
 
+from samplers.core.argtypes import int_at_least, out_folder, real  # noqa: F401 - the CLIs' types
+
 from .io import ConfigMismatchError
 
 FIX = "correct the field in config.json, or re-save the model with its save method, which writes a complete config"
@@ -77,36 +79,6 @@ def check_channels(d: dict, what: str, groups_field: str = "groups") -> None:
 # ------------------------------------------------------------------------------------------- CLI types
 
 
-def int_at_least(minimum: int):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{s!r} is not an integer; give an integer ≥ {minimum}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"{s} is below {minimum}; give an integer ≥ {minimum}")
-        return v
-    parse.__name__ = f"integer ≥ {minimum}"
-    return parse
-
-
-def real(*, positive: bool = False, low: float | None = None, high: float | None = None):
-    rule = ("a finite number" + (" > 0" if positive else "") + (f" ≥ {low}" if low is not None and high is None else "")
-            + (f" in [{low}, {high}]" if low is not None and high is not None else ""))
-
-    def parse(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{s!r} is not a number; give {rule}") from None
-        if not math.isfinite(v) or (positive and v <= 0) or (low is not None and v < low) \
-                or (high is not None and v > high):
-            raise argparse.ArgumentTypeError(f"{s} is not {rule}; give {rule}")
-        return v
-    parse.__name__ = rule
-    return parse
-
-
 def channel_list(s: str) -> tuple[int, ...]:
     try:
         ch = tuple(int(c) for c in s.split(","))
@@ -121,13 +93,6 @@ def non_empty(s: str) -> str:
     if not s.strip():
         raise argparse.ArgumentTypeError("an empty name; give a non-empty name or leave the option out")
     return s
-
-
-def out_folder(s: str) -> Path:
-    p = Path(s)
-    if p.exists() and not p.is_dir():
-        raise argparse.ArgumentTypeError(f"{s} is a file, not a folder; name a folder (it is created if missing)")
-    return p
 
 
 def existing_folder(s: str) -> Path:
