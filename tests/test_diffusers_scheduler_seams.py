@@ -286,3 +286,43 @@ def test_a_rewritten_config_is_checked_again_before_any_model_call():
     ours.register_to_config(prediction_type="x0")
     with pytest.raises(InvalidOption, match="changed after it was built.*prediction_type.*'x0'"):
         ours.set_timesteps(5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# add_noise reads its timesteps as the replaced class does
+
+@pytest.mark.parametrize("name", ["DDIMScheduler", "DDPMScheduler", "LCMScheduler", "EulerDiscreteScheduler",
+                                  "DPMSolverMultistepScheduler"])
+@pytest.mark.parametrize("begin", [None, 2])
+def test_add_noise_reads_the_timesteps_as_the_class_does(name, begin):
+    cls = getattr(diffusers, name)
+    theirs = cls(**BETAS, steps_offset=1, **({"clip_sample": False} if name == "DDIMScheduler" else {}))
+    ours = SamplerScheduler.from_config(theirs.config)
+    x0 = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    out = []
+    for s in (theirs, ours):
+        s.set_timesteps(10)
+        ts = s.timesteps
+        if begin is not None and hasattr(s, "set_begin_index"):  # img2img / inpaint pipelines call it
+            s.set_begin_index(begin)
+        picked = torch.stack([ts[3], ts[6]])
+        first = s.add_noise(x0, noise, picked)
+        t0 = ts[begin or 0]
+        s.step(torch.zeros_like(x0), t0, s.scale_model_input(x0 * s.init_noise_sigma, t0))
+        out.append((first, s.add_noise(x0, noise, picked)))  # inpaint: after a step, per-item timesteps
+    for mine, ref in zip(out[1], out[0]):
+        torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_the_add_noise_tables_match_diffusers_sources():
+    import inspect as inspect_
+
+    from diffusers import schedulers as ds
+
+    for name in sources.SOURCES:
+        cls = getattr(ds, name)
+        code = inspect_.getsource(getattr(cls, "add_noise", None) or cls.scale_noise)
+        reads_begin, reads_step = "begin_index" in code, "step_index" in code
+        assert (name in sources.ADD_NOISE_BY_TIMESTEPS) == (not reads_begin and not reads_step), name
+        assert (name in sources.ADD_NOISE_BY_STEP) == (reads_step and not reads_begin), name

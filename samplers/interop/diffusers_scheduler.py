@@ -643,6 +643,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start at model call ``begin_index`` (img2img: ``t_start · order``); it must start a step."""
+        self._set_begin(begin_index)
+        self._begin_given = True  # add_noise then uses it, as the source classes do
+
+    def _set_begin(self, begin_index: int) -> None:
         if self._plan is None:
             raise Unavailable("call set_timesteps before set_begin_index")
         begin_index = _check_int("begin_index", begin_index, 0, len(self._plan.calls) - 1,
@@ -705,6 +709,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._plan = None
         self._run_plan = None
         self._begin_index = None
+        self._begin_given = False
         self._step_index = None
         self._denoised = []
         self._injected = {}
@@ -1097,10 +1102,15 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         return x0
 
     def _noise_sigma(self, timesteps) -> list[float]:
-        """σ of each item of ``timesteps`` as the source classes' ``add_noise`` finds it: the current call in a run
-        that has started (or its begin index), else by value among this run's timesteps, else the native time map."""
+        """σ of each item of ``timesteps`` as the source class's ``add_noise`` finds it: by value among this run's
+        timesteps (else the native time map); or, once a pipeline called ``set_begin_index`` (or, for a class that
+        reads its step index, once a run started), the current call (or the begin index) for every item; DDIM,
+        DDPM, LCM, PNDM and SASolver always read the timesteps (``sources.ADD_NOISE_BY_TIMESTEPS``)."""
         t = torch.as_tensor(timesteps).reshape(-1)
-        if self._plan is not None and self._begin_index is not None:
+        name = self._source_name if self._source is not None else None
+        by_step = (self._begin_index is not None if name in sources.ADD_NOISE_BY_STEP
+                   else name not in sources.ADD_NOISE_BY_TIMESTEPS and self._begin_given)
+        if self._plan is not None and by_step:
             index = self._step_index if self._step_index is not None else self._begin_index
             calls = self._plan.calls
             return [calls[min(index, len(calls) - 1)]] * t.numel()
@@ -1153,7 +1163,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if not starts:
             raise InvalidInput(f"step() got timestep {t:g}, which does not start a step of this run "
                                f"(its timesteps are {[round(v, 3) for v in self._call_times]})")
-        self.set_begin_index(starts[0])
+        self._set_begin(starts[0])
 
     def _make_noise(self, x: torch.Tensor, model_output: torch.Tensor):
         if self.config.seed is not None or isinstance(self._run_options.get("noise_sampler"), str):

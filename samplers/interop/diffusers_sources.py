@@ -459,6 +459,14 @@ SOURCES: dict[str, Source] = {
     "FlowMatchHeunDiscreteScheduler": Source(fixed("heun_flow"), grid_two_calls, space=_flow),
 }
 
+# How each class's add_noise / scale_noise finds the noise level of its ``timesteps`` argument (its source code, checked
+# by tests/test_diffusers_scheduler_seams.py): always from the timesteps themselves (these index alphas_cumprod), or
+# from the current step (FlowMatchHeun: its step index, found from the first timestep before a run). The rest look
+# the timesteps up until a pipeline calls set_begin_index, then use the begin (or current) step for every item.
+ADD_NOISE_BY_TIMESTEPS = frozenset({"DDIMScheduler", "DDPMScheduler", "LCMScheduler", "PNDMScheduler",
+                                    "SASolverScheduler"})
+ADD_NOISE_BY_STEP = frozenset({"FlowMatchHeunDiscreteScheduler"})
+
 # Classes whose runs no registry sampler reproduces: refused by name when the shim would have to stand in for them.
 UNSUPPORTED: dict[str, str] = {
     "TCDScheduler": "its gamma-controlled consistency step is not mapped to a registry sampler",
