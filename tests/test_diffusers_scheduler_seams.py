@@ -326,3 +326,30 @@ def test_the_add_noise_tables_match_diffusers_sources():
         reads_begin, reads_step = "begin_index" in code, "step_index" in code
         assert (name in sources.ADD_NOISE_BY_TIMESTEPS) == (not reads_begin and not reads_step), name
         assert (name in sources.ADD_NOISE_BY_STEP) == (reads_step and not reads_begin), name
+
+
+@pytest.mark.parametrize("config", [SDXL, {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}],
+                         ids=["vp", "flow"])
+def test_a_step_eta_without_a_use_is_refused_with_a_fix_that_runs(config):
+    import re
+
+    ours = SamplerScheduler.from_config(config)
+    ours.set_timesteps(4)
+    x = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * ours.init_noise_sigma
+    with pytest.raises(InvalidOption, match="has no eta. Leave the pipeline's eta out") as refused:
+        ours.step(torch.zeros_like(x), ours.timesteps[0], x, eta=0.5)
+    fix = re.search(r"SamplerScheduler\.from_config\(config, (.*)\)$", str(refused.value)).group(1)
+    fixed = eval(f"SamplerScheduler.from_config(config, {fix})")  # the fix as the message writes it
+    fixed.set_timesteps(4)
+    x = x / ours.init_noise_sigma * fixed.init_noise_sigma
+    for t in fixed.timesteps:  # the pipeline's eta left out, as the message says
+        x = fixed.step(0.1 * fixed.scale_model_input(x, t), t, x).prev_sample
+    assert torch.isfinite(x).all() and fixed.spec.name.startswith("euler_ancestral")
+    # a sampler that takes eta: sampler_options, in one place
+    named = SamplerScheduler.from_config(config, sampler=fixed.spec.name)
+    named.set_timesteps(4)
+    with pytest.raises(InvalidOption, match=r"pass sampler_options=\{'eta': 0.5\} to the scheduler instead"):
+        named.step(torch.zeros_like(x), named.timesteps[0], x, eta=0.5)
+    with pytest.raises(InvalidOption, match="already sets eta=0.5: pass it in one place"):
+        fixed.set_timesteps(4)
+        fixed.step(torch.zeros_like(x), fixed.timesteps[0], x, eta=0.5)

@@ -1277,8 +1277,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         ddim_source = self._source is not None and self._source.eta_in_step and self.spec.name == "ddim"
         if not ddim_source or "eta" in self.sampler_options:
             if eta != 0:
-                raise InvalidOption(f"step() got eta={eta}, but eta is a step argument of DDIMScheduler only; "
-                                    f"for {self.spec.name!r} pass sampler_options={{'eta': {eta}}} to the scheduler")
+                raise InvalidOption(self._eta_refusal(eta))
             return
         if len(self._denoised) == 0:
             sched = self._run_plan.schedule
@@ -1291,6 +1290,21 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self._eta = float(eta)
         elif float(eta) != (self._eta or 0.0):
             raise InvalidOption(f"eta changed from {self._eta} to {eta} within one run")
+
+    def _eta_refusal(self, eta) -> str:
+        """Why a step's ``eta`` is refused (it reaches the scheduler with the first step, after the first model
+        call) and a fix that runs."""
+        head = f"step() got eta={eta}, but eta is a step argument of DDIMScheduler's own run only"
+        if "eta" in self.sampler_options:
+            return (f"{head}, and sampler_options already sets eta={self.sampler_options['eta']}: pass it in one "
+                    "place (leave the pipeline's eta out)")
+        if "eta" in self.spec.options:
+            return (f"{head}; for {self.spec.name!r} pass sampler_options={{'eta': {eta}}} to the scheduler instead "
+                    "(and leave the pipeline's eta out)")
+        ancestral = "euler_ancestral_rf" if self.space == "flow" else "euler_ancestral"
+        return (f"{head}; {self.spec.name!r} has no eta. Leave the pipeline's eta out; for an ancestral run with "
+                "it (another image), also swap in SamplerScheduler.from_config(config, "
+                f"sampler={ancestral!r}, sampler_options={{'eta': {eta}}})")
 
     def __repr__(self) -> str:
         source = f", source={self._source_name!r}" if self._source_name else ""
