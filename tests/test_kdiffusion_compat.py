@@ -228,3 +228,16 @@ def test_a_callback_keeps_the_models_checks_and_entry_points():
     out = kdiffusion.sample_euler(D, gm.noise(2, seed=1) * float(sig[0]), sig, disable=True,
                                   callback=lambda info: seen.append(info["i"]))
     assert prepared == [1] and seen == [0, 1, 2, 3] and bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize("name", ["sample_ipndm", "sample_ipndm_v", "sample_deis"])
+def test_comfyuis_own_function_names_are_comfyuis_rules_here_too(name):
+    """k-diffusion has no sample_ipndm / sample_ipndm_v / sample_deis: they are ComfyUI's functions, and the name
+    means ComfyUI's rule wherever it is given (samplers.sample, this module's attribute)."""
+    gm = GaussianMixture.default(shape=(2, 2, 2), components=3)
+    sig = samplers.get_sigmas("karras", 8, sigma_min=0.03, sigma_max=14.6)
+    x = gm.noise(2, seed=1) * float(sig[0])
+    mine = getattr(kdiffusion, name)(gm.denoiser, x, sig, disable=True)
+    torch.testing.assert_close(mine, samplers.sample(name, gm.denoiser, x, sig, disable=True), rtol=0, atol=0)
+    comfy = {"sample_ipndm": "comfyui:ipndm", "sample_ipndm_v": "comfyui:ipndm_v", "sample_deis": "comfyui:deis"}
+    torch.testing.assert_close(mine, samplers.sample(comfy[name], gm.denoiser, x, sig, disable=True), rtol=0, atol=0)

@@ -654,11 +654,13 @@ def sampler_names() -> list[str]:
 def __getattr__(attr: str):
     # Module-level __getattr__ (PEP 562): evaluated at lookup, so later registrations appear too.
     if attr.startswith("sample_"):
-        name = attr[len("sample_"):]
-        try:
-            return names.get(name)
-        except (KeyError, ValueError):
-            pass
+        # the function's own name first (ComfyUI's sample_ipndm / sample_ipndm_v / sample_deis, which k-diffusion
+        # lacks, are ComfyUI's rules), else the sampler it names
+        for name in (attr, attr[len("sample_"):]):
+            try:
+                return names.get(name)
+            except (KeyError, ValueError):
+                pass
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
