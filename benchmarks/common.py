@@ -606,6 +606,17 @@ def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | N
     if canonical is None or canonical not in valid:
         parser.error(f"{option}: {name!r} is not a{'n' if what[0] in 'aeiou' else ''} {what}; valid: "
                      f"{', '.join(valid)}")
+    from samplers.core import names
+
+    label = names.resolve(name)
+    if label.options or label.schedule is not None or label.sigmas is not None:
+        # a label ("DPM++ 2M SDE Heun", "comfyui:deis") stands for a sampler with options or a schedule, which the
+        # benchmarks' sampler lists do not carry: running the bare sampler would drop them
+        bound = ", ".join(f"{k}={v!r}" for k, v in label.options.items())
+        parser.error(f"{option}: {name!r} is {canonical}" + (f" with {bound}" if bound else "")
+                     + (f" on the {label.schedule!r} schedule" if label.schedule is not None else "")
+                     + f"; the benchmarks run registry samplers at their defaults (and --schedules for the schedule): "
+                     f"pass {canonical!r}")
     return canonical
 
 

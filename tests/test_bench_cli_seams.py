@@ -101,6 +101,10 @@ def test_threads_below_one_are_refused_everywhere(capsys, no_work, monkeypatch, 
     (stochastic.main, ["--samplers", "euler"], ["--samplers", "'euler'", "euler_ancestral"]),
     (adherence.main, ["--sampler", "bogus"], ["--sampler", "'bogus'", "euler"]),
     (adherence.main, ["--schedule", "bogus"], ["--schedule", "'bogus'", "samplers.schedules.available()"]),
+    # a label stands for a sampler with options or a schedule, which a sampler list would drop
+    (quality.main, ["--samplers", "comfyui:deis"], ["'comfyui:deis' is deis with mode='tab'", "pass 'deis'"]),
+    (deterministic.main, ["--samplers", "DPM++ 2M SDE Heun"], ["solver_type='heun'", "pass 'dpmpp_2m_sde'"]),
+    (stochastic.main, ["--samplers", "DPM++ 2M SDE Heun"], ["solver_type='heun'", "pass 'dpmpp_2m_sde'"]),
 ])
 def test_an_unknown_name_is_refused_with_the_valid_ones(capsys, no_work, main, argv, words):
     refused(capsys, main, argv, *words)
