@@ -57,6 +57,8 @@ class CFGDenoiser:
                 raise InvalidType(f"{name} must be a dict of conditioning tensors, got {type(c).__name__}")
         if set(cond) != set(uncond):
             raise InvalidInput(f"cond and uncond must have the same keys, got {sorted(cond)} and {sorted(uncond)}")
+        if isinstance(scale, torch.Tensor) and scale.ndim == 0 and scale.is_floating_point():
+            scale = float(scale)  # a 0-d tensor scale (read once, here)
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
             raise InvalidType(f"guidance scale must be a real number (e.g. 7.5; 1 = no guidance), got {scale!r} of type "
                               f"{type(scale).__name__}; pass a float")
@@ -106,6 +108,15 @@ class CFGDenoiser:
         return cfg_combine(cond, uncond, self.scale)
 
 
+def _as_mask(mask, known):
+    """``mask`` as a floating tensor of known's dtype: a bool or integer 0/1 mask is taken (its values are checked
+    against [0, 1] like a float one's)."""
+    if isinstance(mask, torch.Tensor) and not mask.is_complex() and not mask.is_floating_point() \
+            and isinstance(known, torch.Tensor) and known.is_floating_point():
+        return mask.to(known.dtype)
+    return mask
+
+
 def _check_inpaint(known, mask, noise) -> None:
     for name, t in (("known", known), ("mask", mask), ("noise", noise)):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
@@ -119,9 +130,13 @@ def _check_inpaint(known, mask, noise) -> None:
     if noise.shape != known.shape:
         raise InvalidInput(f"InpaintDenoiser: noise has shape {list(noise.shape)} but known has {list(known.shape)}; "
                            "they must be the same shape")
-    if mask.ndim != known.ndim or any(m not in (1, k) for m, k in zip(mask.shape, known.shape)):
-        raise InvalidInput(f"InpaintDenoiser: mask of shape {list(mask.shape)} does not fit known {list(known.shape)}; "
-                           f"each of its {known.ndim} dimensions must be 1 or known's (e.g. [B or 1, 1, H, W])")
+    try:
+        fits = mask.ndim <= known.ndim and torch.broadcast_shapes(mask.shape, known.shape) == known.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise InvalidInput(f"InpaintDenoiser: mask of shape {list(mask.shape)} does not broadcast to known "
+                           f"{list(known.shape)} (e.g. [B or 1, 1, H, W] or [H, W] for a [B, C, H, W] latent)")
     devices = {t.device for t in (known, mask, noise)}
     if len(devices) > 1:
         raise InvalidInput(f"InpaintDenoiser: known, mask and noise are on different devices {sorted(map(str, devices))}; "
@@ -144,12 +159,13 @@ class InpaintDenoiser:
     x = known + σ·n and ends on ``known`` exactly at σ = 0.
 
     ``known`` and ``noise``: finite floating tensors of the same shape [B, ...] (B = 1 serves any batch of x);
-    ``mask``: a finite floating tensor with values in [0, 1], of known's number of dimensions and broadcasting to
-    known's shape (e.g. [B or 1, 1, H, W] for a [B, C, H, W] latent). Anything else is refused here, before any
-    model call; x must then be [B, ...] with known's trailing shape.
+    ``mask``: a tensor (floating, bool or integer 0/1) with values in [0, 1], broadcasting to known's shape (e.g.
+    [B or 1, 1, H, W] or [H, W] for a [B, C, H, W] latent). Anything else is refused here, before any model call;
+    x must then be [B, ...] with known's trailing shape.
     """
 
     def __init__(self, inner: Callable, known: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor):
+        mask = _as_mask(mask, known)
         _check_inpaint(known, mask, noise)
         self.inner = inner
         self.known = known

@@ -173,12 +173,12 @@ Z = torch.zeros(2, 4, 8, 8)
     (Z, torch.full((2, 4, 8, 8), 2.0), Z, InvalidInput, r"mask holds 2\.0"),
     (Z, torch.full((2, 1, 8, 8), -0.5), Z, InvalidInput, r"mask holds -0\.5"),
     (Z, torch.full((2, 4, 8, 8), float("nan")), Z, InvalidInput, "mask holds nan"),
-    (Z, torch.ones(2, 4, 8, 8, dtype=torch.bool), Z, InvalidType, "mask must be a floating-point tensor"),
+    (Z, torch.full((2, 1, 8, 8), 255, dtype=torch.uint8), Z, InvalidInput, r"mask holds 255\.0"),
     (Z, 1.0, Z, InvalidType, "mask must be a floating-point tensor"),
-    (torch.zeros(4, 1, 1), torch.ones(1, 1, 8, 8), torch.zeros(4, 1, 1), InvalidInput, "does not fit known"),
+    (torch.zeros(4, 1, 1), torch.ones(1, 1, 8, 8), torch.zeros(4, 1, 1), InvalidInput, "does not broadcast to known"),
     (torch.zeros(4, 1, 1), torch.ones(4, 1, 1), Z, InvalidInput, "noise has shape"),
-    (Z, torch.ones(1, 8, 8), Z, InvalidInput, "does not fit known"),
-    (Z, torch.ones(3, 1, 8, 8), Z, InvalidInput, "does not fit known"),
+    (Z, torch.ones(3, 1, 8, 8), Z, InvalidInput, "does not broadcast to known"),
+    (Z, torch.ones(2, 8, 8, 8), Z, InvalidInput, "does not broadcast to known"),
     (Z, torch.ones(1, 1, 8, 8), torch.zeros(1, 4, 8, 8), InvalidInput, "noise has shape"),
     (torch.full((2, 4, 8, 8), float("inf")), torch.ones(1, 1, 8, 8), Z, InvalidInput, "known holds NaN or Inf"),
     (Z.long(), torch.ones(1, 1, 8, 8), Z, InvalidType, "known must be a floating-point tensor"),
@@ -202,3 +202,19 @@ def test_inpaint_refuses_an_x_that_does_not_fit_known():
     assert inner.calls == 0
     one = InpaintDenoiser(inner, torch.zeros(1, 4, 8, 8), torch.ones(1, 1, 8, 8), torch.zeros(1, 4, 8, 8))
     assert one(torch.zeros(3, 4, 8, 8), torch.tensor(1.0)).shape == (3, 4, 8, 8)  # batch 1 serves any batch
+
+
+def test_inpaint_takes_bool_integer_and_lower_rank_masks_as_before(known=Z):
+    """Masks that ran before the checks were added still run, and as their float 0/1 equivalent."""
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:5, 3:7] = 1
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def inner(x, sigma):
+        return x * 0.5
+
+    want = InpaintDenoiser(inner, known, mask, torch.ones_like(known))(x, torch.tensor(3.0))
+    for other in (mask.bool(), mask.to(torch.uint8), mask[0, 0], mask[0]):
+        got = InpaintDenoiser(inner, known, other, torch.ones_like(known))(x, torch.tensor(3.0))
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert CFGDenoiser(_Counting(), {}, {}, torch.tensor(7.5)).scale == 7.5  # a 0-d tensor scale, read once
