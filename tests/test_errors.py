@@ -167,3 +167,48 @@ def test_registry_remove_drops_the_name_and_its_aliases():
     for name in ("zz_removable", "ZZ Removable"):
         with pytest.raises(samplers.UnknownNameError):
             samplers.get(name)
+
+
+@pytest.mark.parametrize("name, options, error, message", [
+    ("lms", {"final_denoise": "False"}, samplers.InvalidType, "final_denoise must be True or False"),
+    ("dpmpp_2m", {"euler_at_final": "abc"}, samplers.InvalidType, "euler_at_final must be True or False"),
+    ("ipndm", {"variable_steps": 2.5}, samplers.InvalidType, "variable_steps must be True or False"),
+    ("dpm_adaptive", {"accept_safety": 1.5}, samplers.InvalidOption, "accept_safety must be <= 1"),
+    ("dpm_adaptive", {"icoeff": -0.5}, samplers.InvalidOption, "icoeff must be >= 0"),
+    ("dpm_adaptive", {"info": "x"}, samplers.InvalidType, "info must be a dict"),
+    ("sa_solver", {"tau_func": 3}, samplers.InvalidType, "tau_func must be a function"),
+    ("er_sde", {"noise_scaler": "x"}, samplers.InvalidType, "noise_scaler must be a function"),
+    ("sa_solver", {"sde_interval": (0.5, 5.0)}, samplers.InvalidOption, "sigma_hi .first. must be above"),
+    ("sa_solver", {"sde_interval": (math.nan, 0.5)}, samplers.InvalidOption, r"sde_interval\[0\] must be a finite"),
+    ("lms", {"prior_sigmas": "95"}, samplers.InvalidType, "prior_sigmas must be a list of numbers"),
+    ("unipc_bh1", {"disable_corrector": [True]}, samplers.InvalidType, r"disable_corrector\[0\] must be an integer"),
+    ("dpmpp_2s", {"step_r": 0.5}, samplers.InvalidType, "step_r must be a list"),
+    ("pndm", {"midpoints": "12"}, samplers.InvalidType, "midpoints must be a list of numbers"),
+    ("euler_ancestral_rf", {"eta": 3.0}, samplers.InvalidOption, "eta must be <= 1"),
+    ("restart", {"restart": ((10**9, 1, 0.1, 2.0),)}, samplers.LimitExceeded, "n_steps = 1000000000 is more than"),
+    ("restart", {"restart": ((4.9, 1, 0.1, 2.0),)}, samplers.InvalidType, "n_steps must be an integer, got 4.9"),
+    ("restart", {"restart": ((50, 200, 0.1, 2.0),)}, samplers.LimitExceeded, "adds 20000 model calls"),
+])
+def test_options_without_a_rule_before_are_checked_before_any_model_call(name, options, error, message):
+    """Each of these was coerced (a string taken as True), ignored, hung, or failed after model calls."""
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return GM.denoiser(x, sigma)
+
+    seed = {"seed": 0} if samplers.info(name).stochastic else {}
+    with pytest.raises(error, match=message):
+        samplers.sample(name, model, X, SIG, disable=True, **options, **seed)
+    assert not calls
+
+
+@pytest.mark.parametrize("sigmas, message", [
+    ([True, False], "sigmas must hold real numbers, got True"), (["2", "1", "0"], "got '2'"),
+    ("210", "got '210'"), ({2.0: 1, 0.0: 1}, "got {2.0"),
+])
+def test_sigmas_that_only_look_like_numbers_are_refused(sigmas, message):
+    with pytest.raises(samplers.InvalidType, match=message):
+        samplers.sample("euler", GM.denoiser, X, sigmas, disable=True)
+    for fine in ([10.0, 1.0, 0.0], (10, 1, 0), [torch.tensor(10.0), torch.tensor(0.0)]):
+        assert samplers.sample("euler", GM.denoiser, X, fine, disable=True).shape == X.shape

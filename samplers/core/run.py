@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import numbers
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm.auto import trange
 
@@ -40,6 +42,15 @@ def debug(enabled: bool = True):
         _DEBUG.reset(token)
 
 
+def _sigma_value(s) -> float:
+    """One σ of a sequence: a real number (a 0-d real tensor too), never a bool or a string parsed as one."""
+    if isinstance(s, torch.Tensor) and s.ndim == 0 and not s.is_complex() and s.dtype != torch.bool:
+        return float(s)
+    if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real):
+        raise InvalidType(f"sigmas must hold real numbers, got {s!r} ({type(s).__name__})")
+    return float(s)
+
+
 def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]:
     """Validate a schedule and return it as Python floats (the one read of it per call)."""
     if isinstance(sigmas, torch.Tensor):
@@ -49,9 +60,13 @@ def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]
             raise InvalidType(f"sigmas must hold real numbers, got dtype {sigmas.dtype}")
         values = sigmas.detach().to("cpu", torch.float64).tolist()
     else:
+        if isinstance(sigmas, (str, bytes, dict, set, frozenset)):
+            raise InvalidType(f"sigmas must be a 1-D tensor or a sequence of numbers, got {sigmas!r}")
         try:
-            values = [float(s) for s in sigmas]
-        except (TypeError, ValueError):
+            values = [_sigma_value(s) for s in sigmas]
+        except InvalidType:
+            raise
+        except TypeError:
             raise InvalidType(f"sigmas must be a 1-D tensor or a sequence of numbers, got {type(sigmas).__name__}") \
                 from None
     if len(values) < 2:

@@ -114,8 +114,57 @@ OPTION_RULES = {
     "corrector_order": order_in(0, 6), "order": order_in(1, 4),  # each sampler narrows its own order range
     "solver_type": one_of(*SOLVER_TYPES), "variant": one_of(*SDE3_VARIANTS),
 }
+def a_dict(name, v):
+    if not isinstance(v, dict):
+        raise InvalidType(f"{name} must be a dict (the run writes its statistics into it), got {v!r}")
+    return v
+
+
+def a_callable(name, v):
+    if not callable(v):
+        raise InvalidType(f"{name} must be a function, got {v!r} ({type(v).__name__})")
+    return v
+
+
+def numbers_list(name, v, lo=None, lo_open=False, whole=False):
+    """A list or tuple of numbers (integers with ``whole``), each >= ``lo`` (> with ``lo_open``); never a string."""
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
+        raise InvalidType(f"{name} must be a list of numbers, got {v!r}")
+    return [integer(f"{name}[{i}]", x, lo=lo) if whole else real(f"{name}[{i}]", x, lo=lo, lo_open=lo_open)
+            for i, x in enumerate(v)]
+
+
+def step_ratios(name, v):
+    """One r in (0, 1) per step, or None for a first-order step; never a string."""
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
+        raise InvalidType(f"{name} must be a list with one r in (0, 1) (or None) per step, got {v!r}")
+    return [None if r is None else unit_open(f"{name}[{i}]", r) for i, r in enumerate(v)]
+
+
+def sigma_interval(name, v):
+    """(σ_hi, σ_lo): two numbers, σ_hi > σ_lo >= 0 (σ_hi may be inf)."""
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise InvalidType(f"{name} must be a pair (sigma_hi, sigma_lo), got {v!r}")
+    hi, lo = real(f"{name}[0]", v[0], lo=0.0, allow_inf=True), real(f"{name}[1]", v[1], lo=0.0)
+    if not hi > lo:
+        raise InvalidOption(f"{name} = {v!r}: sigma_hi (first) must be above sigma_lo (second)")
+    return v
+
+
+OPTION_RULES.update({
+    "euler_at_final": boolean, "final_denoise": boolean, "variable_steps": boolean,
+    "accept_safety": lambda n, v: real(n, v, lo=0.0, lo_open=True, hi=1.0),
+    "pcoeff": nonneg, "icoeff": nonneg, "dcoeff": nonneg,  # PID step-size gains (k-diffusion: 0, 1, 0)
+    "info": a_dict, "tau_func": a_callable, "noise_scaler": a_callable, "sde_interval": sigma_interval,
+    "prior_sigmas": lambda n, v: numbers_list(n, v, lo=0.0, lo_open=True),
+    "disable_corrector": lambda n, v: numbers_list(n, v, lo=0, whole=True),
+    "step_r": lambda n, v: step_ratios(n, v),
+    "midpoints": lambda n, v: numbers_list(n, v, lo=0.0, lo_open=True),
+})
 # Where one sampler's option of a shared name takes other values: (sampler, option) -> rule.
-SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2")}
+SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2"),
+                        # its flow-time split t_down = t_next·(1 + (t_next/t − 1)·η) leaves [0, t_next] above η = 1
+                        ("euler_ancestral_rf", "eta"): lambda n, v: real(n, v, lo=0.0, hi=1.0)}
 
 
 def check_options(spec, options: dict) -> None:

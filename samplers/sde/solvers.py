@@ -19,7 +19,7 @@ import numpy as np
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import lagrange_basis, to_d
-from ..core.errors import InvalidInput
+from ..core.errors import InvalidInput, InvalidType, LimitExceeded
 
 # ----------------------------------------------------------------------------------------------------
 # helpers (Python floats only)
@@ -430,24 +430,40 @@ def _karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> lis
     return out
 
 
+RESTART_LIMIT = 10_000  # model calls the restart intervals may add to one run
+
+
 def restart_plan(sigmas: Sequence[float], restart) -> dict[int, list[tuple[int, int, list[float]]]]:
     """Where the restarts go: {main index j: [(n_steps, k_times, restart sigmas from σ_max down to σ_j)]}.
 
     Each (n_steps, k_times, sigma_min, sigma_max) is attached to the schedule point σ_j nearest to
     sigma_min (j ≥ 1, σ_j > 0), as the paper's code does; entries with sigma_max ≤ σ_j are dropped.
     """
+    from ..core.validate import integer, real
+
+    if isinstance(restart, (str, bytes)) or not isinstance(restart, (list, tuple)):
+        raise InvalidType(f"restart must be a list of (n_steps, k_times, sigma_min, sigma_max) entries, got {restart!r}")
     plan: dict[int, list] = {}
+    added = 0
     for entry in restart:
-        n_steps, k_times, t_min, t_max = entry
-        if int(n_steps) < 1 or int(k_times) < 0 or not 0 < t_min < t_max:
+        if isinstance(entry, (str, bytes)) or not isinstance(entry, (list, tuple)) or len(entry) != 4:
+            raise InvalidType(f"restart entry {entry!r}: need (n_steps, k_times, sigma_min, sigma_max)")
+        n_steps = integer("restart n_steps", entry[0], lo=1, hi=RESTART_LIMIT)
+        k_times = integer("restart k_times", entry[1], lo=0, hi=RESTART_LIMIT)
+        t_min, t_max = real("restart sigma_min", entry[2]), real("restart sigma_max", entry[3])
+        if not 0 < t_min < t_max:
             raise InvalidInput(f"restart entry {entry!r}: need n_steps >= 1, k_times >= 0, 0 < sigma_min < sigma_max")
+        added += 2 * n_steps * k_times
+        if added > RESTART_LIMIT:
+            raise LimitExceeded(f"restart {restart!r} adds {added} model calls, more than the limit of {RESTART_LIMIT}; "
+                                "the paper's settings add a few dozen")
         candidates = [j for j in range(1, len(sigmas)) if sigmas[j] > 0]
         if not candidates:
             continue
         j = min(candidates, key=lambda k: abs(sigmas[k] - t_min))
-        if t_max <= sigmas[j] or int(k_times) == 0:
+        if t_max <= sigmas[j] or k_times == 0:
             continue
-        plan.setdefault(j, []).append((int(n_steps), int(k_times), _karras(int(n_steps), sigmas[j], float(t_max))))
+        plan.setdefault(j, []).append((n_steps, k_times, _karras(n_steps, sigmas[j], t_max)))
     return plan
 
 
