@@ -167,13 +167,18 @@ SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2"),
                         ("euler_ancestral_rf", "eta"): lambda n, v: real(n, v, lo=0.0, hi=1.0)}
 
 
+def closest(key, valid) -> str:
+    """``key`` as an error names it, with the closest of ``valid`` where one is close: "'etaa' (did you mean 'eta'?)"."""
+    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1)
+    return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
+
+
 def check_options(spec, options: dict) -> None:
     """Unknown options (with the valid ones and the closest), then each known option's rule."""
     valid = spec.options
     unknown = [k for k in options if k not in valid]
     if unknown:
-        close = {k: difflib.get_close_matches(k, list(valid), n=1) for k in unknown}
-        hint = "; ".join(f"{k!r} (did you mean {c[0]!r}?)" if c else repr(k) for k, c in close.items())
+        hint = "; ".join(closest(k, valid) for k in unknown)
         listed = ", ".join(sorted(valid)) if valid else "none"
         raise InvalidOption(f"{spec.name} has no option {hint}; its options are: {listed}")
     for key, value in options.items():

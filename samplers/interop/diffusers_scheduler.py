@@ -40,7 +40,6 @@ KDPM2, EDM, ...; ``scale_model_input`` divides by √(σ² + 1), or applies EDM'
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import math
 import numbers
@@ -68,7 +67,7 @@ from ..core.conversion import to_x0
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, SamplersError, Unavailable
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
 from ..core.registry import SAMPLERS
-from ..core.validate import check_options, integer, nonneg
+from ..core.validate import check_options, closest, integer, nonneg
 from . import diffusers_sources as sources
 from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
                                prediction_from_config)
@@ -252,8 +251,9 @@ def _prototype(class_name: str, frozen_config: tuple, instance=None):
 
 
 @functools.lru_cache(maxsize=1)
-def _signatures() -> dict[str, frozenset]:
-    """The constructor parameters of every diffusers scheduler class (and of SamplerScheduler)."""
+def _parameters() -> dict[str, dict]:
+    """The constructor parameters of every diffusers scheduler class (and of SamplerScheduler), each with its default
+    (``inspect.Parameter.empty`` where it has none)."""
     import inspect
 
     from diffusers import schedulers as diffusers_schedulers
@@ -262,23 +262,23 @@ def _signatures() -> dict[str, frozenset]:
     for name in dir(diffusers_schedulers):
         obj = getattr(diffusers_schedulers, name, None)
         if isinstance(obj, type) and issubclass(obj, ConfigMixin) and name.endswith("Scheduler"):
-            out[name] = frozenset(p for p in inspect.signature(obj).parameters if p not in ("self", "kwargs"))
-    out["SamplerScheduler"] = frozenset(p for p in inspect.signature(SamplerScheduler).parameters)
+            out[name] = {p: v.default for p, v in inspect.signature(obj).parameters.items()
+                         if p not in ("self", "kwargs")}
+    out["SamplerScheduler"] = {p: v.default for p, v in inspect.signature(SamplerScheduler).parameters.items()}
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=1)
+def _signatures() -> dict[str, frozenset]:
+    """The constructor parameter names of every diffusers scheduler class (and of SamplerScheduler)."""
+    return {name: frozenset(params) for name, params in _parameters().items()}
+
+
 def _defaults(class_name: str) -> dict:
     """The constructor defaults of a diffusers scheduler class (what its config holds for a key a config omits)."""
     import inspect
 
-    from diffusers import schedulers as diffusers_schedulers
-
-    cls = getattr(diffusers_schedulers, class_name, None)
-    if cls is None:
-        return {}
-    return {name: p.default for name, p in inspect.signature(cls).parameters.items()
-            if p.default is not inspect.Parameter.empty and name not in ("self", "kwargs")}
+    return {k: v for k, v in _parameters().get(class_name, {}).items() if v is not inspect.Parameter.empty}
 
 
 def _class_of(config: dict) -> str | None:
@@ -302,11 +302,6 @@ def _given_class(source_config) -> str | None:
     return source_config.get("_class_name") if isinstance(source_config, Mapping) else None
 
 
-def _close(key: str, valid) -> str:
-    close = difflib.get_close_matches(key, sorted(valid), n=1)
-    return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
-
-
 def _check_kwargs(kwargs: Mapping, class_name: str | None) -> None:
     """Keyword arguments of ``from_config`` that nothing reads: refused (diffusers' from_config drops them)."""
     if class_name in sources.SOURCES:
@@ -317,7 +312,7 @@ def _check_kwargs(kwargs: Mapping, class_name: str | None) -> None:
         takers = "SamplerScheduler"
     unknown = [k for k in kwargs if k not in accepted and k != "pretrained_model_name_or_path"]
     if unknown:
-        raise InvalidOption(f"SamplerScheduler.from_config got {', '.join(_close(k, accepted) for k in unknown)}, "
+        raise InvalidOption(f"SamplerScheduler.from_config got {', '.join(closest(k, accepted) for k in unknown)}, "
                             f"which neither {takers} takes: it would be dropped silently. Fix the name, or leave it "
                             f"out; SamplerScheduler's own options are {', '.join(sorted(_SHIM_OPTIONS))}")
 
@@ -631,7 +626,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         valid = set(schedule_option_names(schedules.SCHEDULES.get(canonical))) | {"sigma_min", "sigma_max"}
         unknown = [k for k in options if k not in valid]
         if unknown:
-            raise InvalidOption(f"schedule {canonical!r} has no option {', '.join(_close(k, valid) for k in unknown)}"
+            raise InvalidOption(f"schedule {canonical!r} has no option {', '.join(closest(k, valid) for k in unknown)}"
                                 f"; its options are: {', '.join(sorted(valid))}")
 
     @staticmethod

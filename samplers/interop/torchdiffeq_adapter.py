@@ -20,7 +20,6 @@ to receive the number of model calls (``nfe``).
 from __future__ import annotations
 
 import bisect
-import difflib
 import math
 from collections.abc import Mapping
 from numbers import Integral, Real
@@ -30,6 +29,7 @@ import torch
 from ..core.errors import InvalidOption, InvalidType, NonFiniteError, StepLimitError
 from ..core.registry import register
 from ..core.run import progress, report
+from ..core.validate import closest
 
 _REF = "Chen et al. 2018, torchdiffeq (github.com/rtqichen/torchdiffeq)"
 
@@ -99,11 +99,11 @@ def check_options(method: str, options, grid: list[float]) -> dict:
                      "torchdiffeq.dopri5, with rtol=/atol=)")
             raise InvalidOption(f"torchdiffeq.{method}: {key!r} is not an option; {where}")
         if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            named = closest(key, valid)
             if key == "implicit" and method in ADAMS_OPTIONS:
-                hint = " (choose the method instead: torchdiffeq.explicit_adams or torchdiffeq.implicit_adams)"
-            raise InvalidOption(f"torchdiffeq.{method} has no option {key!r}{hint}; its options are: "
+                named = (f"{key!r} (choose the method instead: torchdiffeq.explicit_adams or "
+                         "torchdiffeq.implicit_adams)")
+            raise InvalidOption(f"torchdiffeq.{method} has no option {named}; its options are: "
                                 f"{', '.join(valid)}")
     out = dict(options)
     span, intervals = abs(grid[0] - grid[-1]), max(len(grid) - 1, 1)
