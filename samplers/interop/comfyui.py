@@ -61,11 +61,8 @@ def is_flow_model(model) -> bool:
     """Whether ComfyUI's ``model_k`` is a flow model: its ``model_sampling`` (reached as ComfyUI's own samplers reach
     it, ``model.inner_model.model_patcher.get_model_object("model_sampling")``) derives from ComfyUI's ``CONST``.
     A model without that chain is taken to be in k-diffusion's coordinates."""
-    try:
-        sampling = model.inner_model.model_patcher.get_model_object("model_sampling")
-    except AttributeError:
-        return False
-    return any(cls.__name__ == "CONST" for cls in type(sampling).__mro__)
+    sampling = _model_sampling(model)
+    return sampling is not None and any(cls.__name__ == "CONST" for cls in type(sampling).__mro__)
 
 
 def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callable:
@@ -144,6 +141,7 @@ def _in_flow_coordinates(fn, model, x, sigmas, extra_args, callback, disable, op
 
 
 def _model_sampling(model):
+    """ComfyUI's ``model_sampling`` of ``model_k``, reached as its own samplers reach it (None without that chain)."""
     try:
         return model.inner_model.model_patcher.get_model_object("model_sampling")
     except AttributeError:
