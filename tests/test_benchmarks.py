@@ -323,6 +323,12 @@ def test_graph_from_infinite_sigma_and_half_precision():
     out = run(x)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, samplers.sample("euler_ancestral", model, x, sig, disable=True, seed=[1, 2]))
+    # samplers that take their own first step from σ = inf (from_infinity) take it in a graphed run too
+    x = samplers.initial_latent(GM.noise(2, seed=1), sig)
+    for name in [n for n in FIXED if samplers.info(n).from_infinity]:
+        seeds = {"seed": [1, 2]} if "seed" in samplers.info(name).options else {}
+        run = graph.capture(name, model, x, sig, fallback="eager", **seeds)
+        assert torch.equal(run(x), samplers.sample(name, model, x, sig, disable=True, **seeds)), name
 
 
 def test_graph_errors_are_clear():
@@ -338,6 +344,22 @@ def test_graph_errors_are_clear():
             graph.capture(no_noise[0], GM.denoiser, _start(), sig, fallback="eager", seed=1)
         with pytest.raises(ValueError, match="takes no seed"):
             graph.capture(no_noise[0], GM.denoiser, _start(), sig, fallback="eager")(_start(), seed=[1, 2, 3])
+    # the boundary of samplers.sample: options, noise kinds and the start are checked as there
+    with pytest.raises(samplers.InvalidOption, match="did you mean 'eta'"):
+        graph.capture("euler_ancestral", GM.denoiser, _start(), sig, fallback="eager", etaa=1.0)
+    with pytest.raises(samplers.InvalidOption, match="eta must be >= 0"):
+        graph.capture("euler_ancestral", GM.denoiser, _start(), sig, fallback="eager", eta=-1.0)
+    for kind in ("brownian", "brownian_tree"):
+        with pytest.raises(samplers.InvalidOption, match="cannot be captured"):
+            graph.capture("euler_ancestral", GM.denoiser, _start(), sig, fallback="eager", noise_sampler=kind, seed=1)
+    with pytest.raises(samplers.InvalidOption, match="unknown noise_sampler"):
+        graph.capture("euler_ancestral", GM.denoiser, _start(), sig, fallback="eager", noise_sampler="browian")
+    run = graph.capture("euler_ancestral", GM.denoiser, _start(), sig, fallback="eager", noise_sampler="seeded",
+                        seed=[4, 5, 6])
+    assert torch.equal(run(_start()), samplers.sample("euler_ancestral", GM.denoiser, _start(), sig, disable=True,
+                                                      seed=[4, 5, 6]))
+    with pytest.raises(samplers.NonFiniteError, match="starting latent"):
+        run(torch.full_like(_start(), float("nan")))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -27,11 +27,14 @@ from typing import Callable
 import torch
 
 from .conversion import prepare_times
+from . import noise as noise_mod
 from .noise import SeededNoise
 from .seeds import resolve_seeds
-from .errors import InvalidInput, InvalidType, Unavailable
+from .errors import InvalidInput, InvalidOption, Unavailable
 from .registry import SamplerSpec, info
-from .run import Denoise, NonFiniteError, step_from_infinity, read_sigmas, spec_implementation
+from .run import (Denoise, NonFiniteError, check_call, check_infinite_sigma, step_from_infinity, read_sigmas,
+                  spec_implementation)
+from .validate import check_options
 
 
 class GraphUnavailable(Unavailable):
@@ -84,9 +87,14 @@ class GraphedSampler:
         self.noise: SeededNoise | None = None
         self.seeds: list[int] | None = None
         if "noise_sampler" in spec.options:
-            if noise_sampler is not None:
-                if seed is not None:
-                    raise InvalidInput("pass either noise_sampler or seed, not both")
+            kind = noise_mod.check(noise_sampler, seed, like)
+            if kind not in (None, "seeded"):
+                raise InvalidOption(
+                    f"noise_sampler={noise_sampler!r} cannot be captured: a Brownian path is built on the host "
+                    "(its tree caches values between draws), so a replay would not redraw it; use the default "
+                    "per-item seeded noise (seed=...), a noise_sampler drawing from a device generator, or "
+                    "samplers.sample for Brownian noise")
+            if kind is None:
                 self.options["noise_sampler"] = noise_sampler  # the caller's: it must be graph-safe itself
             else:
                 self.seeds = resolve_seeds(seed, like.shape[0])
@@ -105,7 +113,9 @@ class GraphedSampler:
         x = self.static_x
         denoise = Denoise(self.model, x, self.extra_args)
         values = self.sigmas
-        if math.isinf(values[0]):
+        if math.isinf(values[0]) and self.spec.from_infinity:
+            pass  # the sampler takes its own first step from σ = inf, as in samplers.sample
+        elif math.isinf(values[0]):
             x = step_from_infinity(self.spec, self.model, denoise, x, values, self.spec.options, self.options, None)
             values = values[1:]
         if len(values) > 1:
@@ -137,6 +147,9 @@ class GraphedSampler:
             else:
                 out = self._body()
         if check and not bool(torch.isfinite(out).all()):
+            if not bool(torch.isfinite(x).all()):  # a second read only when the run failed: whose NaN is it
+                raise NonFiniteError("the starting latent x holds NaN/Inf; check how it was built (noise · "
+                                     "sigmas[0], or the unit noise itself when sigmas[0] is inf)")
             raise NonFiniteError(f"{self.spec.name} produced NaN/Inf in a graphed run; run it eagerly inside "
                                  "`with samplers.debug():` to find the first model call that does")
         return out.to(self.out_dtype)
@@ -166,11 +179,11 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
     if spec.host_sync:
         raise GraphUnavailable(f"{spec.name} chooses its steps on the host (host_sync=True) and cannot be captured; "
                                "use a fixed-step sampler")
-    if not callable(model):
-        raise InvalidType("model must be a callable denoiser model(x, sigma, **extra_args)")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 1:
-        raise InvalidType("x must be a floating-point tensor with a batch dimension")
+    check_call(model, x, extra_args, None, None)
+    check_options(spec, options)
     values = read_sigmas(sigmas)
+    if math.isinf(values[0]):
+        check_infinite_sigma(model)
     run = GraphedSampler(spec, model, x, values, dict(extra_args or {}), options, seed, noise_sampler)
     if x.device.type != "cuda" or not torch.cuda.is_available():
         if fallback == "eager":
