@@ -159,3 +159,35 @@ def test_per_item_seed_rule(name):
     torch.testing.assert_close(by_int, by_list, rtol=0, atol=0)
     other = run(name, x, sig, seeds=[40, 99, 42])
     torch.testing.assert_close(other[0], by_list[0], rtol=1e-5, atol=1e-5)
+
+
+# Samplers with a stage inside their first step (a midpoint, a Brownian-bridge or restart interval): from σ_0 =
+# 1e5 that stage sits at an arbitrary σ, so their one step there is not the limit of the step from σ = inf.
+_STAGED = {"dpm_2_ancestral", "dpmpp_2s_ancestral", "restart", "torchsde.srk", "torchsde.heun", "torchsde.midpoint",
+           "torchsde.reversible_heun", "torchsde.log_ode_midpoint"}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if samplers.info(n).kind != "ode"
+                                  and "noise_sampler" in samplers.info(n).options and n not in _STAGED])
+def test_step_from_infinity_is_the_limit_of_the_samplers_own_step(name):
+    """The first step from σ = inf keeps the part of the noise the sampler's own step keeps as σ_0 → ∞ (with no
+    fresh draw, it differs by how much it keeps): ddpm's posterior and er_sde keep none of it."""
+    flow = samplers.RectifiedFlow(shift=1.0)
+    model = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)
+    noise = GM.noise(3, seed=5, dtype=torch.float64)
+    zero = lambda sigma, sigma_next: torch.zeros_like(noise)  # noqa: E731
+    at_inf = samplers.sample(name, model, noise, torch.tensor([math.inf, 2.0], dtype=torch.float64), disable=True,
+                             noise_sampler=zero)
+    near = samplers.sample(name, model, noise * 1e5, torch.tensor([1e5, 2.0], dtype=torch.float64), disable=True,
+                           noise_sampler=zero)
+    assert float((at_inf - near).abs().max()) < 2e-3
+
+
+def test_a_custom_noise_scale_cannot_start_at_infinity():
+    flow = samplers.RectifiedFlow(shift=1.0)
+    model = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)
+    calls = []
+    with pytest.raises(samplers.InvalidInput, match="noise_scaler cannot start at sigma = inf"):
+        samplers.sample("er_sde", lambda x, s: calls.append(1) or model(x, s), GM.noise(2, seed=1),
+                        samplers.get_sigmas("flow", 4, native=flow), seed=0, noise_scaler=lambda s: s)
+    assert not calls

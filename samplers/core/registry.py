@@ -154,6 +154,10 @@ class SamplerSpec:
     # The sampler's own rule is defined from sigma = inf (it works in a time where the noise end is finite, as
     # flow time t = 1): it gets the infinite first sigma itself instead of the shared exact first step.
     from_infinity: bool = False
+    # On the shared first step from sigma = inf: the part η of σ_1 drawn fresh, for a sampler without an ``eta``
+    # option (one with it uses its eta). 1 where the sampler's own step tends to D + σ_1·z as σ_0 → ∞ (ddpm's
+    # posterior, er_sde), 0 where its step from there is deterministic.
+    eta_from_infinity: float = 0.0
 
     @property
     def stochastic(self) -> bool:
@@ -171,7 +175,7 @@ SAMPLERS: Registry[SamplerSpec] = Registry("sampler", loader=load_builtins)
 
 def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: tuple[str, ...] = (),
              ref: str = "", host_sync: bool = False, final_step: str = "denoise", from_infinity: bool = False,
-             replace: bool = False):
+             eta_from_infinity: float = 0.0, replace: bool = False):
     """Register a sampler function under ``name``.
 
     The decorated function has the k-diffusion signature
@@ -195,7 +199,7 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
             return run_sampler(spec_box[0], model, x, sigmas, extra_args, callback, disable, options)
 
         spec = SamplerSpec(name, sampler, kind, order, nfe_per_step, tuple(aliases), ref, host_sync, final_step,
-                           from_infinity)
+                           from_infinity, eta_from_infinity)
         spec_box.append(spec)
         sampler.spec = spec  # type: ignore[attr-defined]
         sampler.implementation = fn  # type: ignore[attr-defined]

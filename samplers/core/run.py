@@ -210,12 +210,19 @@ def step_from_infinity(spec, model, denoise, x, values, params, options, callbac
     From sigma = inf the only well-defined step in sigma is the first-order one (the t = 1 flow-Euler /
     zero-SNR DDIM step): x_1 = D(x, inf) + sigma_1 * n. Every sampler takes it, then runs its own rule on
     the remaining, finite schedule. Stochastic samplers split sigma_1 into a kept part and fresh noise by
-    their eta, as ancestral sampling does in the limit: sigma_up = eta * sigma_1.
+    their eta, as ancestral sampling does in the limit: sigma_up = eta * sigma_1 (a sampler without an eta option
+    by ``spec.eta_from_infinity``, its own step's limit as sigma_0 → ∞: 1 for ddpm's posterior and er_sde).
     """
     check_infinite_sigma(model)
+    if options.get("noise_scaler") is not None:
+        raise InvalidInput(
+            f"{spec.name} with your noise_scaler cannot start at sigma = inf: how much fresh noise its first step "
+            "draws depends on how the noise scale grows at infinity, which a function cannot tell us; start the "
+            "schedule at a finite sigma (samplers.schedules.set_first(sigmas, sigma_max)) or use the default "
+            "noise_scaler")
     denoised = denoise(x, math.inf)
     sigma_next = values[1]
-    eta = float(options.get("eta", params["eta"])) if "eta" in params else 0.0
+    eta = float(options.get("eta", params["eta"])) if "eta" in params else spec.eta_from_infinity
     eta = min(eta, 1.0)  # the ancestral split caps σ_up at σ_next, which is η = 1 here
     x_next = denoised
     if sigma_next > 0:

@@ -120,7 +120,7 @@ def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable
     return x
 
 
-@register("ddpm", kind="ancestral", order=1, nfe_per_step=1, aliases=("sample_ddpm",),
+@register("ddpm", kind="ancestral", order=1, nfe_per_step=1, aliases=("sample_ddpm",), eta_from_infinity=1.0,
           ref="Ho et al. 2020 (arXiv:2006.11239), eq. 6-7: the posterior q(x_{t−1} | x_t, x̂0)",
           final_step="denoise (the posterior at σ_next = 0 is x̂0), no noise")
 def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_noise=1.0, noise_sampler=None,

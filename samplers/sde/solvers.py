@@ -102,7 +102,7 @@ def _default_log_scaler(sigma: float) -> float:
 # ER-SDE
 
 
-@register("er_sde", kind="sde", order=2, nfe_per_step=1,
+@register("er_sde", kind="sde", order=2, nfe_per_step=1, eta_from_infinity=1.0,
           aliases=("ER SDE", "ER-SDE-Solver", "sample_er_sde"),
           ref="Cui et al. 2023 (arXiv:2309.06169), ER-SDE-Solver-3; ComfyUI sample_er_sde",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
