@@ -106,8 +106,10 @@ def test_img2img_keeps_the_image(name, config):
 
 
 @pytest.mark.parametrize("name, config", [("DPMSolverMultistepScheduler", "SD-1.5"), ("EulerDiscreteScheduler", "SDXL"),
-                                          ("HeunDiscreteScheduler", "SD-1.5")])
+                                          ("HeunDiscreteScheduler", "SD-1.5"), ("KDPM2DiscreteScheduler", "SD-1.5"),
+                                          ("DPMSolverSDEScheduler", "SDXL")])
 def test_inpaint_keeps_the_image(name, config):
+    # KDPM2 / DPMSolverSDE: add_noise reads σ from the class's own table (σ_{i+1} after a half step)
     # the 4-channel inpainting blend changes the latent between steps: the sampler continues from the blended one
     out, ref, _ = both(name, config, lambda s: sd(StableDiffusionInpaintPipeline, s, image=IMAGE, mask_image=MASK,
                                                   strength=0.8, num_inference_steps=5, height=SIZE, width=SIZE))

@@ -723,6 +723,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._noisy = False
         self._grid = None
         self._call_times: list[float] = []
+        self._noise_table: list[float] | None = None  # the source class's σ table, where its own run is replayed
 
     @property
     def _sigma_data(self) -> float:
@@ -839,6 +840,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             times = torch.tensor([at.get(s, f) for s, f in zip(evals, fallback)], dtype=torch.float32)
         if self._same and not exact and not overrides and getattr(ref, "sigmas", None) is not None:
             per_call = ref.sigmas.detach().clone()
+            # add_noise reads σ from this table by step index (KDPM2's odd entries hold σ_{i+1}, not the
+            # interpolated σ it evaluates at): keep the class's values, as VE sigmas
+            table = per_call.to(torch.float64)
+            self._noise_table = (table / (1 - table) if self.space == "flow" else table).tolist()
         else:
             per_call = self._per_call_sigmas(schedule)
         init = self.config.initial_noise
@@ -1100,20 +1105,28 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         """σ of each item of ``timesteps`` as the source class's ``add_noise`` finds it: by value among this run's
         timesteps (else the native time map); or, once a pipeline called ``set_begin_index`` (or, for a class that
         reads its step index, once a run started), the current call (or the begin index) for every item; DDIM,
-        DDPM, LCM, PNDM and SASolver always read the timesteps (``sources.ADD_NOISE_BY_TIMESTEPS``)."""
+        DDPM, LCM, PNDM and SASolver always read the timesteps (``sources.ADD_NOISE_BY_TIMESTEPS``). Where the shim
+        replays the class's own run, the σ at that index is the class's ``sigmas`` table entry (for KDPM2 and
+        DPMSolverSDE, σ_{i+1} at the odd index of a step, not the σ the model is evaluated at there)."""
         t = torch.as_tensor(timesteps).reshape(-1)
         name = self._source_name if self._source is not None else None
         by_step = (self._begin_index is not None if name in sources.ADD_NOISE_BY_STEP
                    else name not in sources.ADD_NOISE_BY_TIMESTEPS and self._begin_given)
+        table = self._noise_table
         if self._plan is not None and by_step:
             index = self._step_index if self._step_index is not None else self._begin_index
-            calls = self._plan.calls
-            return [calls[min(index, len(calls) - 1)]] * t.numel()
+            values = table if table is not None else self._plan.calls
+            return [values[min(index, len(values) - 1)]] * t.numel()
         values = t.detach().to("cpu", torch.float64).tolist()
         out = []
         for v in values:
             if self._plan is not None and v in self._call_times:
-                out.append(self._plan.calls[self._call_times.index(v)])
+                if table is not None:
+                    # the class's index_for_timestep: the second match where a timestep repeats (Heun)
+                    found = [i for i, c in enumerate(self._call_times) if c == v]
+                    out.append(table[found[1] if len(found) > 1 else found[0]])
+                else:
+                    out.append(self._plan.calls[self._call_times.index(v)])
             else:
                 out.append(float(self.native.sigma_of_time(torch.tensor([v], dtype=torch.float64))[0]))
         return out
