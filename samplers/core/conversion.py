@@ -28,6 +28,7 @@ aten op forms α·x + β·y). The k-diffusion call ``D(x, sigma_tensor)`` stays 
 """
 from __future__ import annotations
 
+import contextvars
 import math
 from typing import Callable
 
@@ -37,6 +38,16 @@ from .native import NoiseSchedule
 from .errors import InvalidInput
 
 PREDICTIONS = ("eps", "x0", "v", "flow", "score", "edm")
+# The dtype a registry run calls the model in: the caller's latents' fp16 / bf16 (as k-diffusion calls a model, in
+# the latents' dtype) while the state and these conversions stay float32; None (the state's dtype) otherwise.
+MODEL_DTYPE: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar("samplers_model_dtype",
+                                                                                default=None)
+
+
+def model_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype the run calls its model in (itself when that is x's own)."""
+    dtype = MODEL_DTYPE.get()
+    return x if dtype is None or x.dtype == dtype else x.to(dtype)
 MAX_PREPARED_TIMES = 4096  # per (batch, dtype, device) of a denoiser: beyond it calls fill their own time input
 ALIASES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_prediction": "flow", "velocity": "flow",
            "const": "flow"}
@@ -149,7 +160,8 @@ def call_at(denoiser: Callable, x: torch.Tensor, sigma: float, **extra_args) -> 
     at = getattr(denoiser, "denoise_at", None)
     if at is not None:
         return at(x, sigma, **extra_args)
-    return denoiser(x, x.new_full((x.shape[0],), sigma), **extra_args)
+    out = denoiser(model_input(x), x.new_full((x.shape[0],), sigma), **extra_args)
+    return out.to(x.dtype) if isinstance(out, torch.Tensor) else out  # a wrong answer is the caller's check's
 
 
 def prepare_times(denoiser: Callable, sigmas: list[float], batch: int, dtype: torch.dtype,
@@ -215,13 +227,13 @@ class Denoiser:
         time = self.schedule.time(sigma)
         if self.prediction == "edm":
             c_skip, c_out, c_in = edm_scalings(s, self.sigma_data)
-            out = self.model(x * c_in, time, **extra_args)
+            out = self.model(model_input(x * c_in), time, **extra_args).to(x.dtype)
             skip = torch.where(inf, torch.zeros_like(x), c_skip * x)
             return skip + c_out * out
         a, b = self.schedule.coefficients(s)
         x_t = torch.where(inf, x, a * x)  # at σ = inf the state is the noise itself: x_t = n
-        out = self.model(x_t, time, **extra_args)
-        return to_x0(self.prediction, out, x_t, a, b)
+        out = self.model(model_input(x_t), time, **extra_args)
+        return to_x0(self.prediction, out.to(x.dtype), x_t, a, b)
 
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
         """D(x, σ) for one Python-float σ (the registry loop's call): time and scalings on the host.
@@ -233,8 +245,8 @@ class Denoiser:
         c_skip, c_out, c_in = scalings_at(self.prediction, a, b, sigma, self.sigma_data)
         time = self._time(x, sigma)
         x_in = x if c_in == 1 else x * c_in
-        out = self.model(x_in, time, **extra_args)
-        return affine(x, x_in, c_skip, c_in, out, c_out)
+        out = self.model(model_input(x_in), time, **extra_args)
+        return affine(x, x_in, c_skip, c_in, out.to(x.dtype), c_out)
 
 
 def to_denoiser(model: Callable, prediction: str, schedule: NoiseSchedule, sigma_data: float = 1.0) -> Denoiser:

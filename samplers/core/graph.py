@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from .conversion import prepare_times
+from .conversion import MODEL_DTYPE, prepare_times
 from . import noise as noise_mod
 from .noise import SeededNoise
 from .seeds import resolve_seeds
@@ -110,6 +110,13 @@ class GraphedSampler:
     # The prepared loop: what `samplers.sample` runs after validation, minus the final finiteness check
     # (a host read) — `__call__(check=True)` does that once, outside the graph.
     def _body(self) -> torch.Tensor:
+        token = MODEL_DTYPE.set(self.out_dtype if self.out_dtype != self.static_x.dtype else None)
+        try:
+            return self._loop()
+        finally:
+            MODEL_DTYPE.reset(token)
+
+    def _loop(self) -> torch.Tensor:
         x = self.static_x
         denoise = Denoise(self.model, x, self.extra_args)
         values = self.sigmas

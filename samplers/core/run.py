@@ -22,7 +22,7 @@ from tqdm.auto import trange
 
 from . import noise as noise_mod
 from .errors import InvalidInput, InvalidType, NonFiniteError
-from .conversion import prepare_times
+from .conversion import MODEL_DTYPE, model_input, prepare_times
 from .validate import check_options, largest_sigma
 
 _DEBUG = contextvars.ContextVar("samplers_debug", default=False)
@@ -112,6 +112,14 @@ def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):
     check_options(spec, options)
     out_dtype = x.dtype
     state_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    token = MODEL_DTYPE.set(out_dtype if out_dtype != state_dtype else None)  # fp16 / bf16 latents: the model's
+    try:
+        return _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_dtype, out_dtype)
+    finally:
+        MODEL_DTYPE.reset(token)
+
+
+def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_dtype, out_dtype):
     values = read_sigmas(sigmas, state_dtype)
     x = x.to(state_dtype)
     # one read of the input, before the loop: a NaN start is the caller's, not the model's
@@ -168,7 +176,7 @@ class Denoise:
         if self.at is not None:
             out = self.at(x, sigma, **self.extra_args)
         else:
-            out = self.model(x, x.new_full((x.shape[0],), sigma), **self.extra_args)
+            out = self.model(model_input(x), x.new_full((x.shape[0],), sigma), **self.extra_args)
         self.nfe += 1
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
