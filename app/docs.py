@@ -38,8 +38,12 @@ def samplers_md() -> str:
            "`fn(model, x, sigmas, extra_args=None, callback=None, disable=None, *, **options)` and runs on any model "
            "through `samplers.to_denoiser`. *Order* is the measured convergence order (tests/test_convergence.py, "
            "tests/test_multistep.py, ...); *NFE/step* counts model calls per step; *final step* is what the sampler "
-           "does on the step to σ = 0. Stochastic samplers also take `seed=` (one int, item k uses seed + k, or "
-           "one per item) and `noise_sampler=` (`\"seeded\"`, `\"brownian\"`, `\"brownian_tree\"` or your own).",
+           "does on the step to σ = 0. Samplers that may draw noise (stochastic ones; churn or η > 0 in others) also "
+           "take `seed=` (one int, item k uses seed + k, or one per item; the adaptive, host-side-step samplers choose "
+           "their steps by the batch's worst item, so their items depend on the batch) and `noise_sampler=` "
+           "(`\"seeded\"`, `\"brownian\"`, `\"brownian_tree\"` or your own). The callback gets, once per step i, "
+           "`{\"x\": the state after the step, \"i\", \"sigma\", \"sigma_hat\": Python floats, \"denoised\"}`; "
+           "`samplers.interop.kdiffusion` hands k-diffusion's own (x the step started from, σ as 0-d tensors).",
            "", "Names other tools use (A1111, ComfyUI, diffusers) are in [names.md](names.md)."]
     for kind, title in kinds.items():
         names = samplers.available(kind)
