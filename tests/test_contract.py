@@ -204,3 +204,11 @@ def test_a_custom_noise_scale_cannot_start_at_infinity():
         samplers.sample("er_sde", lambda x, s: calls.append(1) or model(x, s), GM.noise(2, seed=1),
                         samplers.get_sigmas("flow", 4, native=flow), seed=0, noise_scaler=lambda s: s)
     assert not calls
+
+
+def test_a_non_finite_run_from_infinity_names_the_infinite_first_sigma():
+    flow = samplers.RectifiedFlow(shift=1.0)
+    sig = samplers.get_sigmas("flow", 3, native=flow)
+    with pytest.raises(samplers.NonFiniteError, match="here sigma = inf"):  # a plain k-diffusion-style eps wrapper
+        samplers.sample("euler", lambda x, s: x - s.reshape(-1, 1, 1, 1) * torch.ones_like(x), GM.noise(2, seed=1),
+                        sig, disable=True)

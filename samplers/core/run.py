@@ -136,7 +136,8 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
                                                      values)
 
     offset = 0
-    if math.isinf(values[0]) and spec.from_infinity:
+    from_inf = math.isinf(values[0])
+    if from_inf and spec.from_infinity:
         check_infinite_sigma(model)
     elif math.isinf(values[0]):
         x = step_from_infinity(spec, model, denoise, x, values, params, options, callback)
@@ -149,7 +150,9 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
         raise NonFiniteError(
             f"{spec.name} produced NaN/Inf. Run inside `with samplers.debug():` to stop at the first model "
             "call that returns non-finite values; common causes are fp16 overflow in the model (try bfloat16 "
-            "or float32) or a model that cannot be evaluated at the first sigma.")
+            "or float32) or a model that cannot be evaluated at the first sigma"
+            + (" (here sigma = inf, where an eps or score model gives no x0: start at a finite sigma, or wrap it "
+               "with samplers.to_denoiser, which refuses it before any call)." if from_inf else "."))
     return x.to(out_dtype)
 
 
