@@ -36,8 +36,11 @@ SDXL = {"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedu
         "prediction_type": "epsilon", "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True,
         "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False}
 SD3 = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
-CONFIGS = {"SD-1.5": SD15, "SD-2.1-v": SD21, "SDXL": SDXL, "SD3": SD3}
-VP_CONFIGS = ("SD-1.5", "SD-2.1-v", "SDXL")
+# A zero-terminal-SNR v-model (Lin et al. 2023, arXiv:2305.08891), as SD-2.1-v fine-tunes ship it: σ_max = ∞ (the
+# Euler-family classes clamp ᾱ_T to 2⁻²⁴, σ_max = 4096), timesteps from T ("trailing")
+ZSNR = {**SD21, "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+CONFIGS = {"SD-1.5": SD15, "SD-2.1-v": SD21, "SDXL": SDXL, "SD3": SD3, "zero-SNR-v": ZSNR}
+VP_CONFIGS = ("SD-1.5", "SD-2.1-v", "SDXL", "zero-SNR-v")
 
 VP_CLASSES = ("DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler",
               "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "KDPM2DiscreteScheduler",
@@ -82,17 +85,24 @@ MODES = ("txt2img", "img2img", "inpaint")
 
 
 class TinyModel:
-    """A small random network standing in for a UNet: nonlinear in x, smooth in its time input, deterministic."""
+    """A small random network standing in for a UNet: nonlinear in x, smooth in its time input, deterministic.
+
+    It mixes each pixel with its 3×3 neighbours (as a UNet's convolutions do), so in the inpaint loop an error in
+    the unmasked region (``add_noise``'s σ) reaches the masked one and the final latents."""
 
     def __init__(self, channels: int = 4, hidden: int = 16, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
         self.w1 = torch.randn(hidden, channels, generator=g) / math.sqrt(channels)
         self.w2 = torch.randn(channels, hidden, generator=g) / math.sqrt(hidden)
         self.freq = torch.randn(hidden, generator=g)
+        self.w3 = torch.randn(hidden, channels, generator=g) / math.sqrt(channels)  # drawn last: w1, w2 as before
 
     def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(x.shape[0])
         h = torch.einsum("oc,bchw->bohw", self.w1, x)
+        # the mean of each pixel's 3×3 neighbourhood (zero-padded), mixed across channels
+        near = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1)
+        h = h + 0.5 * torch.einsum("oc,bchw->bohw", self.w3, near)
         h = h + torch.sin(t[:, None] * (3e-3 * self.freq))[..., None, None]
         # mostly the input (what a denoiser predicts at high noise), plus a nonlinear, time-dependent part
         return 0.8 * x + 0.4 * torch.einsum("co,bohw->bchw", self.w2, torch.tanh(h))
@@ -274,8 +284,13 @@ pipelines (tiny UNet, no downloads) on the most used cells.
 
 Configs: SD-1.5 = runwayml/stable-diffusion-v1-5's PNDMScheduler config, SD-2.1-v = stabilityai/stable-diffusion-2-1's
 DDIMScheduler (v-prediction), SDXL = stabilityai/stable-diffusion-xl-base-1.0's EulerDiscreteScheduler, SD3 =
-stabilityai/stable-diffusion-3-medium's FlowMatchEulerDiscreteScheduler (shift 3); written out in
+stabilityai/stable-diffusion-3-medium's FlowMatchEulerDiscreteScheduler (shift 3), zero-SNR-v = SD-2.1-v's config
+with `rescale_betas_zero_snr=True`, `timestep_spacing="trailing"` (a zero-terminal-SNR v-model); written out in
 `benchmarks/compatibility.py`. EDM classes run with their own defaults (σ 0.002–80, σ_data 0.5) on SD-1.5's betas.
+On zero-SNR-v, Euler and EulerAncestral start at σ_max = 4096 (they clamp ᾱ_T to 2⁻²⁴), where diffusers computes
+the first step's dt (and σ_up, σ_down) in float32, whose spacing there is 4.9e-4, and the samplers in float64: their
+txt2img cells are that rounding, at most 1.2e-4 (Euler) and 4.7e-4 (EulerAncestral) over 1–50 steps
+([diffusers.md](diffusers.md)); img2img and inpaint start below σ_max and match.
 
 """
 
