@@ -78,3 +78,33 @@ def test_bad_input(tmp_path):
         so.OptimisedSchedule.load(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         so.OptimisedSchedule([1.0, 0.0], "euler", 1, 0.0).save(tmp_path / "missing" / "x.json")
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"nfe": -7}, "nfe must be an integer >= 3"), ({"nfe": "eight"}, "nfe must be an integer"),
+    ({"sampler": 42}, "sampler must be"), ({"error": "low"}, "error must be a real number"),
+    ({"baselines": [1, 2]}, "baselines must map"), ({"baselines": {"karras": -1}}, "must be >= 0"),
+    ({"sigmas": [True, False]}, "list of numbers"), ({"sigmas": ["3", "1", "0"]}, "list of numbers"),
+    ({"meta": []}, "meta must be a dict"), ({"note": "x"}, "unknown \\['note'\\]"), ({"error": None}, "real number"),
+])
+def test_a_schedule_file_is_checked_field_by_field(tmp_path, change, match):
+    good = {"format": "samplers.optimised_schedule/1", "sigmas": [14.6, 3.0, 0.5, 0.0], "sampler": "dpmpp_2m",
+            "nfe": 3, "error": 0.1, "baselines": {"karras": 0.2}, "meta": {}}
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({**good, **change}))
+    with pytest.raises(samplers.InvalidInput, match=match):
+        so.OptimisedSchedule.load(path)
+
+
+def test_an_unreadable_schedule_file_names_itself(tmp_path):
+    for name, body in (("empty.json", b""), ("latin.json", b"\xff\xfe"), ("list.json", b"[1, 2]")):
+        (tmp_path / name).write_bytes(body)
+        with pytest.raises(samplers.InvalidInput, match=name):
+            so.OptimisedSchedule.load(tmp_path / name)
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(samplers.InvalidInput, match="not a readable schedule file"):
+        so.OptimisedSchedule.load(tmp_path / "folder.json")
+    one = so.OptimisedSchedule([3.0, 0.0], "euler", 1, 0.1)
+    assert one.schedule(1).tolist() == [3.0, 0.0]
+    with pytest.raises(samplers.InvalidInput, match="optimised for 1 step"):
+        one.schedule(4)

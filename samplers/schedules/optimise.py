@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from ..core.registry import info, sample
 from ..core.files import write_json
 from .base import check_steps
 from .presets import loglinear_interp
-from ..core.errors import InvalidInput
+from ..core.errors import InvalidInput, SamplersError
+from ..core.validate import integer, real
 
 FIXED_BASELINES = ("karras", "exponential", "polyexponential", "kl_optimal", "vp")
 
@@ -66,6 +68,9 @@ class OptimisedSchedule:
         levels = self.sigmas[:-1]
         if n == len(levels):
             return self.tensor()
+        if len(levels) == 1 and n > 1:
+            raise InvalidInput(f"this schedule was optimised for 1 step (one level, {levels[0]:g}); it holds no range "
+                               f"to resample to {n} steps: optimise one for {n} steps, or use it at n = 1")
         top = torch.tensor(levels[:1], dtype=torch.float64) if n == 1 else loglinear_interp(levels, n)
         return torch.cat([top, torch.zeros(1, dtype=torch.float64)])
 
@@ -79,17 +84,44 @@ class OptimisedSchedule:
 
     @classmethod
     def load(cls, path: str | Path) -> "OptimisedSchedule":
+        """Read a file written by :meth:`save`; its tag, fields and values are checked before use."""
         try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"{path} is not a valid schedule file ({e})") from None
-        if data.pop("format", None) != "samplers.optimised_schedule/1":
-            raise InvalidInput(f"{path} is not a schedule written by OptimisedSchedule.save")
-        out = cls(**data)
-        s = out.sigmas
-        if len(s) < 2 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])):
-            raise InvalidInput(f"{path}: sigmas must be strictly decreasing and end in 0, got {s}")
-        return out
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise InvalidInput(f"{path} is not a readable schedule file ({type(e).__name__}: {e}); pass the path of "
+                               "a JSON file written by OptimisedSchedule.save") from None
+        if not isinstance(data, dict) or data.get("format") != "samplers.optimised_schedule/1":
+            raise InvalidInput(f"{path} is not a schedule written by OptimisedSchedule.save (no format tag "
+                               "'samplers.optimised_schedule/1')")
+        data = dict(data)
+        data.pop("format")
+        fields = {"sigmas", "sampler", "nfe", "error", "baselines", "meta"}
+        missing, extra = fields - {"baselines", "meta"} - set(data), set(data) - fields
+        if missing or extra:
+            raise InvalidInput(f"{path}: a schedule file holds the fields {sorted(fields)}; "
+                               + (f"missing {sorted(missing)}" if missing else f"unknown {sorted(extra)}"))
+        try:
+            return cls(**data)._checked()
+        except SamplersError as e:
+            raise InvalidInput(f"{path}: {e}") from None
+
+    def _checked(self) -> "OptimisedSchedule":
+        s = self.sigmas
+        if not isinstance(s, list) or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in s):
+            raise InvalidInput(f"sigmas must be a list of numbers, got {s!r}")
+        if len(s) < 2 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s)):
+            raise InvalidInput(f"sigmas must be finite, strictly decreasing and end in 0, got {s}")
+        if not isinstance(self.sampler, str) or not self.sampler:
+            raise InvalidInput(f"sampler must be the sampler's name, got {self.sampler!r}")
+        integer("nfe", self.nfe, lo=len(s) - 1)  # the budget: at least one model call per step
+        real("error", self.error, lo=0)
+        if not isinstance(self.baselines, dict) or not all(isinstance(k, str) for k in self.baselines):
+            raise InvalidInput(f"baselines must map schedule names to errors, got {self.baselines!r}")
+        for name, value in self.baselines.items():
+            real(f"baselines[{name!r}]", value, lo=0)
+        if not isinstance(self.meta, dict):
+            raise InvalidInput(f"meta must be a dict, got {self.meta!r}")
+        return self
 
 
 def reference_solution(denoiser, x: torch.Tensor, sigma_max: float, sigma_min: float, rtol: float = 1e-7) -> torch.Tensor:
