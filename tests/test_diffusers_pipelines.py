@@ -19,6 +19,7 @@ from diffusers import (AutoencoderKL, SD3Transformer2DModel, StableDiffusion3Pip
 
 from benchmarks.compatibility import CONFIGS, source_scheduler  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
+from samplers.core.errors import InvalidInput  # noqa: E402
 
 diffusers.utils.logging.set_verbosity_error()
 
@@ -103,6 +104,16 @@ def test_img2img_keeps_the_image(name, config):
     out, ref, _ = both(name, config, lambda s: sd(StableDiffusionImg2ImgPipeline, s, image=IMAGE, strength=0.6,
                                                   num_inference_steps=5))
     assert_same(out, ref)
+
+
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "DDIMScheduler", "HeunDiscreteScheduler"])
+def test_img2img_with_no_step_left_names_strength_and_the_fix(name):
+    # int(num_inference_steps × strength) = 0: the pipeline starts after the last timestep (diffusers returns an
+    # empty batch); the shim refuses before any model call, naming the cause, not an index limit
+    ours = SamplerScheduler.from_config(source_scheduler(name, CONFIGS["SD-1.5"], {}).config)
+    with pytest.raises(InvalidInput, match=r"strength × num_inference_steps < 1 .*Raise strength to at least "
+                                           r"1/num_inference_steps \(≥ 0\.5 here\), or num_inference_steps"):
+        sd(StableDiffusionImg2ImgPipeline, ours, image=IMAGE, strength=0.3, num_inference_steps=2)
 
 
 @pytest.mark.parametrize("name, config", [("DPMSolverMultistepScheduler", "SD-1.5"), ("EulerDiscreteScheduler", "SDXL"),

@@ -644,6 +644,16 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def _set_begin(self, begin_index: int) -> None:
         if self._plan is None:
             raise Unavailable("call set_timesteps before set_begin_index")
+        calls = len(self._plan.calls)
+        if isinstance(begin_index, numbers.Integral) and not isinstance(begin_index, bool) and begin_index >= calls:
+            n = self.num_inference_steps
+            raise InvalidInput(
+                f"set_begin_index({int(begin_index)}) starts after the last of this run's {calls} timesteps: no "
+                f"denoising step is left. An img2img / inpaint pipeline passes that when int(num_inference_steps × "
+                f"strength) = 0, i.e. strength × num_inference_steps < 1 (here num_inference_steps = {n}; diffusers' "
+                f"StableDiffusionImg2ImgPipeline then returns an empty batch). Raise strength to at least "
+                f"1/num_inference_steps (≥ {math.ceil(1000 / n) / 1000:g} here), or num_inference_steps to at least "
+                "1/strength")
         begin_index = _check_int("begin_index", begin_index, 0, len(self._plan.calls) - 1,
                                  "pass the index of a timestep of this run")
         if begin_index == 0:
