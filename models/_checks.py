@@ -76,6 +76,58 @@ def check_channels(d: dict, what: str, groups_field: str = "groups") -> None:
                                              f"channels into that many groups; {bad} do not divide)")
 
 
+DEFAULT_FIELDS = ("sampler", "schedule", "steps", "cfg")
+
+
+def check_defaults(d: dict, what: str) -> None:
+    """``defaults``: the model's inference defaults, each a value the pipeline can use as it stands — a sampler name
+    or label and a schedule the name tables resolve, steps an integer ≥ 1, cfg a finite number ≥ 0."""
+    defaults = d.get("defaults")
+    if not isinstance(defaults, dict):
+        return  # check_dict's to refuse
+    unknown = sorted(set(defaults) - set(DEFAULT_FIELDS))
+    if unknown:
+        raise _bad(what, "defaults", defaults, f"an object with the fields {', '.join(DEFAULT_FIELDS)} only "
+                                               f"(unknown: {', '.join(map(repr, unknown))})")
+    from samplers.core import names
+    from samplers.core.errors import SamplersError
+
+    sampler, schedule = defaults.get("sampler"), defaults.get("schedule")
+    if sampler is not None:
+        if not isinstance(sampler, str) or sampler.strip().lower().startswith("fitted:"):
+            raise _bad(what, "defaults.sampler", sampler, "a sampler name or label (a fitted solver is chosen per call)")
+        try:
+            names.resolve_call(sampler, schedule if isinstance(schedule, str) else None)
+        except SamplersError as e:
+            raise _bad(what, "defaults.sampler", sampler, f"a name the sampler tables resolve ({e})") from None
+    if schedule is not None:
+        try:
+            names.resolve_schedule(schedule)
+        except SamplersError as e:
+            raise _bad(what, "defaults.schedule", schedule, f"a schedule name ({e})") from None
+    check_int(defaults, "steps", what + " defaults")
+    check_real(defaults, "cfg", what + " defaults", low=0.0, high=math.inf)
+
+
+def check_vae_record(d: dict, what: str) -> None:
+    """``vae``: the VAE a U-Net was trained with (empty: none recorded) — every field a pipeline compares."""
+    rec = d.get("vae")
+    if not isinstance(rec, dict) or not rec:
+        return
+    fields = {"name", "latent_channels", "scaling_factor", "shift_factor", "weights_sha256"}
+    if set(rec) != fields:
+        raise _bad(what, "vae", rec, f"an object with the fields {', '.join(sorted(fields))} (as the model's save "
+                                     "method writes it)")
+    sub = what + " vae"
+    check_str(rec, "name", sub)
+    check_int(rec, "latent_channels", sub)
+    check_real(rec, "scaling_factor", sub, positive=True)
+    check_real(rec, "shift_factor", sub)
+    sha = rec["weights_sha256"]
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise _bad(sub, "weights_sha256", sha, "the VAE weights' sha256 (64 lowercase hex digits) or null")
+
+
 # ------------------------------------------------------------------------------------------- CLI types
 
 

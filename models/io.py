@@ -80,6 +80,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except pickle.UnpicklingError as e:
         raise CorruptModelError(f"{path} holds something other than tensors and plain data, which is never loaded "
                                 f"(weights_only=True): {str(e).splitlines()[0]}; delete it and let it be rebuilt") from None
+    except (RuntimeError, EOFError) as e:  # torch's reader on a truncated or foreign file
+        raise CorruptModelError(f"{path} is truncated or not a checkpoint ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else 'no data'}); delete it and let it be "
+                                "rebuilt") from None
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -187,7 +191,9 @@ def load_into(module, state_dict: Mapping, where: str = "weights") -> None:
         for k in own
         if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
     ]
-    if missing or unexpected or shapes:
+    kinds = [f"{k}: file {state_dict[k].dtype} vs model {own[k].dtype}" for k in own
+             if k in state_dict and own[k].is_floating_point() and not state_dict[k].is_floating_point()]
+    if missing or unexpected or shapes or kinds:
         parts = []
         if missing:
             parts.append(f"missing keys {_short(missing)}")
@@ -195,6 +201,8 @@ def load_into(module, state_dict: Mapping, where: str = "weights") -> None:
             parts.append(f"unexpected keys {_short(unexpected)}")
         if shapes:
             parts.append(f"shape mismatches {_short(shapes)}")
+        if kinds:  # an integer or bool tensor where weights are real numbers: never cast
+            parts.append(f"non-floating tensors for floating weights {_short(kinds)}")
         raise ConfigMismatchError(f"{where} do not match the config: " + "; ".join(parts))
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True)
 
@@ -225,6 +233,11 @@ def load_module(cls, config_from_dict, folder: str | os.PathLike, type_name: str
     sd, cfg = load_model(folder, reproduce_hint=reproduce_hint)
     if cfg.get("type", default_type) != type_name:
         raise ConfigMismatchError(f"{folder / CONFIG_FILE} describes a {cfg.get('type')!r}, not a {type_name}")
+    dtype = cfg.get("weights_dtype", "float32")
+    if dtype not in ("float16", "bfloat16", "float32", "float64"):
+        raise ConfigMismatchError(f"{folder / CONFIG_FILE}: field 'weights_dtype' is {dtype!r}; it must be one of "
+                                  "'float16', 'bfloat16', 'float32', 'float64' (the dtype save_module wrote the "
+                                  "weights in); correct the field, or re-save the model with its save method")
     try:
         config = config_from_dict({k: v for k, v in cfg.items() if k != "weights_dtype"})
     except ModelLoadError as e:

@@ -90,8 +90,13 @@ def cache_path(work: Path, vae, seed: int, n: int) -> Path:
 def encode_dataset(vae, seed: int, n: int, tokenizer, path: Path, batch_size: int = 250) -> dict:
     """Scenes 0..n-1 of stream ``seed`` → scaled posterior mean / std [n, C, h, w] + caption tokens."""
     if path.is_file():
-        cached = mio.load_checkpoint(path)
-        if cached.get("vae_sha256") == vae.weights_sha256 and cached["mean"].shape[0] == n:
+        try:
+            cached = mio.load_checkpoint(path)
+        except mio.CorruptModelError as e:  # a cache, not an input: an unreadable one is made again
+            print(f"{e} (rebuilding the latent cache)", file=sys.stderr)
+            cached = None
+        if isinstance(cached, dict) and cached.get("vae_sha256") == vae.weights_sha256 \
+                and isinstance(cached.get("mean"), torch.Tensor) and cached["mean"].shape[0] == n:
             return cached
     means, stds, captions = [], [], []
     for i in tqdm(range(0, n, batch_size), desc="encode latents", mininterval=10.0, dynamic_ncols=True):

@@ -112,6 +112,8 @@ def check_fields(d: dict, what: str = "U-Net config") -> None:
     C.check_real(d, "caption_dropout", what, low=0.0, high=1.0)
     for f in ("text", "vae", "defaults", "extra"):
         C.check_dict(d, f, what)
+    C.check_defaults(d, what)
+    C.check_vae_record(d, what)
     if "text" in d:
         TextEncoderConfig.from_dict(d["text"])
 

@@ -136,6 +136,51 @@ def test_unet_config_fields_of_the_wrong_type_or_range_are_refused(field, value,
         DiffusionModel.load(d)
 
 
+_EPS = json.loads((ROOT / "models" / "weights" / "eps" / "config.json").read_text())
+
+
+@pytest.mark.parametrize("field,value", [
+    ("defaults", {"steps": "3"}), ("defaults", {"steps": 3.7}), ("defaults", {"cfg": "7"}), ("defaults", {"cfg": True}),
+    ("defaults", {"cfg": -1.0}), ("defaults", {"sampler": 5}), ("defaults", {"sampler": "no_such_sampler"}),
+    ("defaults", {"sampler": "fitted:x.json"}), ("defaults", {"schedule": "nope"}), ("defaults", {"stepz": 3}),
+    ("defaults", {"sampler": "DPM++ 2M Karras", "schedule": "exponential"}),
+    ("vae", {k: v for k, v in _EPS["vae"].items() if k != "scaling_factor"}),
+    ("vae", {**_EPS["vae"], "scaling_factor": "0.945"}), ("vae", {**_EPS["vae"], "latent_channels": 4.0}),
+    ("vae", {**_EPS["vae"], "weights_sha256": "abc"}), ("weights_dtype", "banana"),
+])
+def test_unet_defaults_vae_record_and_weights_dtype_are_checked_on_load(field, value, tmp_path):
+    d = _copy("eps", tmp_path, **{field: value})
+    with pytest.raises(mio.ConfigMismatchError, match=rf"{d / 'config.json'}: .*field"):
+        DiffusionModel.load(d)
+
+
+def test_unet_defaults_that_the_tables_resolve_load(tmp_path):
+    d = _copy("eps", tmp_path, defaults={"sampler": "DPM++ 2M Karras", "schedule": "karras", "steps": 12, "cfg": 5})
+    assert DiffusionModel.load(d).config.defaults["sampler"] == "DPM++ 2M Karras"
+
+
+def test_integer_or_bool_tensors_are_not_cast_into_weights(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    d = _copy("vae", tmp_path)
+    sd = load_file(str(d / "model.safetensors"))
+    key = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[key] = torch.ones_like(sd[key], dtype=torch.int32)
+    save_file(sd, str(d / "model.safetensors"))
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["weights_sha256"] = mio.sha256_file(d / "model.safetensors")
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(mio.ConfigMismatchError, match="non-floating tensors"):
+        VAE.load(d)
+
+
+def test_a_truncated_checkpoint_is_a_corrupt_model_error(tmp_path):
+    path = mio.atomic_torch_save(tmp_path / "c.pt", {"mean": torch.zeros(64, 4)})
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(mio.CorruptModelError, match="truncated"):
+        mio.load_checkpoint(path)
+
+
 # ---------------------------------------------------------------------------------------- guidance
 
 

@@ -103,7 +103,7 @@ def test_time_embedding_distinguishes_times():
 
 
 def test_config_json_roundtrip_and_save_load(tmp_path):
-    cfg = tiny_config(prediction="flow", flow_shift=3.0, vae={"name": "v", "weights_sha256": "ab", "latent_channels": 4,
+    cfg = tiny_config(prediction="flow", flow_shift=3.0, vae={"name": "v", "weights_sha256": "ab" * 32, "latent_channels": 4,
                                                                "scaling_factor": 1.5, "shift_factor": 0.1})
     d = json.loads(json.dumps(cfg.to_dict()))
     assert UNetConfig.from_dict(d) == cfg
