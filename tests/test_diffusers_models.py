@@ -78,6 +78,24 @@ def test_config_errors():
         denoiser_from_diffusers(UNET, sd, EMB, None, guidance_scale=5.0)
 
 
+@pytest.mark.parametrize("flags, named", [(dict(clip_sample=True), r"clip_sample=True: .*\(here 1.0\)"),
+                                          (dict(clip_sample=True, clip_sample_range=0.5), r"clip_sample=True: .*\(here 0.5\)"),
+                                          (dict(thresholding=True), "thresholding=True: .*dynamic thresholding")])
+def test_a_config_whose_scheduler_changes_x0_is_refused_naming_the_flag_and_the_fix(flags, named):
+    # the scheduler clips / thresholds x0 in its step; a sampler on the denoiser would not (it was dropped silently)
+    calls = []
+    counted = lambda *a, **k: calls.append(1) or UNET(*a, **k)  # noqa: E731
+    base = {**DDIMScheduler(**BETAS).config, "clip_sample": False}
+    config = {**base, **flags}
+    flag = next(iter(flags))
+    with pytest.raises(ValueError, match=named + rf".*with {flag}=False"):
+        denoiser_from_diffusers(counted, config, EMB, NEG, guidance_scale=3.0)
+    assert not calls
+    # without them (or with them False) it builds, and clip_sample_range alone clips nothing
+    denoiser_from_diffusers(UNET, {**config, flag: False}, EMB, NEG, guidance_scale=3.0)
+    denoiser_from_diffusers(UNET, {**base, "clip_sample_range": 0.5}, EMB, NEG, guidance_scale=3.0)
+
+
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
 def test_unet_denoiser_is_cfg_then_conversion(prediction):
     config = {**EulerDiscreteScheduler(**BETAS).config, "prediction_type": prediction}

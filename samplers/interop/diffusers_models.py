@@ -46,6 +46,26 @@ def check_scheduler_flags(config: Mapping) -> None:
             raise InvalidOption(f"scheduler config sets {flag}={config[flag]!r}: {why}")
 
 
+# Flags of a scheduler config that change x0 inside the scheduler's step. A denoiser built from the config returns the
+# model's x0 as it is, and a registry sampler steps on it: a config that sets one is refused there, not dropped.
+X0_FLAGS = {
+    "clip_sample": "the scheduler would clip x0 to [-clip_sample_range, clip_sample_range] (here {range}) at every "
+                   "step; the samplers step on the denoiser's x0 unclipped",
+    "thresholding": "the scheduler would apply dynamic thresholding (Imagen) to x0 at every step; the samplers step "
+                    "on the denoiser's x0 as it is",
+}
+
+
+def check_x0_flags(config: Mapping) -> None:
+    """Refuse a config whose scheduler changes x0 in its step (:data:`X0_FLAGS`): a denoiser returns x0 as the model
+    gives it, so a sampler run on it would be another image than the scheduler's."""
+    for flag, why in X0_FLAGS.items():
+        if config.get(flag):
+            why = why.format(range=config.get("clip_sample_range", 1.0))
+            raise InvalidOption(f"scheduler config sets {flag}={config[flag]!r}: {why}. Pass a config without it or "
+                                f"with {flag}=False (latent models such as SD and SDXL do not use it)")
+
+
 def config_dict(config: Any) -> dict:
     """A plain dict from a diffusers scheduler, its ``config`` (FrozenDict) or a mapping."""
     if hasattr(config, "config") and not isinstance(config, Mapping):
@@ -121,7 +141,8 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
     ``RectifiedFlow(shift, multiplier=num_train_timesteps)``. A config that cannot describe a working model
     is an error: an unknown prediction type, ``flow_prediction`` on a VP (beta) schedule, or a non-flow
     prediction on a flow schedule. (Scheduler-only flags such as ``clip_sample`` do not describe the model
-    and are ignored here; :func:`check_scheduler_flags` refuses them where a scheduler would apply them.)
+    and are ignored here; :func:`check_scheduler_flags` refuses them where a scheduler would apply them, and
+    :func:`denoiser_from_diffusers` refuses ``clip_sample`` / ``thresholding`` (:func:`check_x0_flags`).)
     """
     cfg = config_dict(config)
     prediction = prediction_from_config(cfg)
@@ -321,7 +342,9 @@ def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, ne
             encoder_hidden_states=..., return_dict=False)``), a transformer taking ``hidden_states`` (SD3), or
             any ``model(x_t, t, **kwargs)``.
         scheduler_config: the pipeline's scheduler config (``pipe.scheduler.config``), read by
-            :func:`native_from_config` for the noise schedule and prediction type.
+            :func:`native_from_config` for the noise schedule and prediction type. One that sets
+            ``clip_sample`` or ``thresholding`` (which the scheduler applies to x0 in its step, and a sampler on
+            this denoiser would not) is refused, naming the flag: pass it without them or with them False.
         prompt_embeds, negative_prompt_embeds: text embeddings (batch 1 or the latent batch), passed as
             ``encoder_hidden_states``.
         guidance_scale: classifier-free guidance scale; > 1 evaluates [uncond, cond] in one batch.
@@ -333,6 +356,7 @@ def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, ne
     Returns:
         A :class:`samplers.core.conversion.Denoiser`; ``D.schedule`` is the native schedule to build sigmas from.
     """
+    check_x0_flags(config_dict(scheduler_config))
     schedule, prediction = native_from_config(scheduler_config, mu=mu)
     native = DiffusersModel(model, prompt_embeds, negative_prompt_embeds, guidance_scale, model_kwargs,
                             negative_model_kwargs, timestep_scale)
