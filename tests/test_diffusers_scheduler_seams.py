@@ -376,6 +376,35 @@ def test_add_noise_without_set_begin_index_finds_each_timestep_as_the_class_does
         torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-5, msg=f"{name} at t = {float(t)}")
 
 
+@pytest.mark.parametrize("name", sorted(sources.SOURCES))
+@pytest.mark.parametrize("begin", [None, 1])
+def test_step_index_and_the_step_tuple_are_the_classes(name, begin):
+    # Euler, Heun, KDPM2, LMS, ... set their step index in scale_model_input (a pipeline reads step_index == 0 before
+    # the first step); with return_dict=False the multistep classes return (prev_sample,), the others (prev, x0)
+    theirs = getattr(diffusers, name).from_config(_noise_config(name))
+    seen = []
+    for s in (theirs, SamplerScheduler.from_config(theirs.config)):
+        s.set_timesteps(4)
+        start = 0
+        if begin is not None and hasattr(theirs, "set_begin_index"):
+            start = begin * s.order
+            s.set_begin_index(start)
+        g = torch.Generator().manual_seed(3)
+        extra = {"generator": g} if "generator" in inspect.signature(s.step).parameters else {}
+        x = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+        got = []
+        for t in s.timesteps[start:]:
+            inp = s.scale_model_input(x, t) if hasattr(s, "scale_model_input") else x
+            index = getattr(theirs, "step_index", "none") if s is theirs else s.step_index
+            if not hasattr(theirs, "step_index"):
+                index = "none"  # DDIM, DDPM, PNDM keep no step index
+            out = s.step(0.3 * inp, t, x, **extra, return_dict=False)
+            got.append((index, len(out)))
+            x = out[0]
+        seen.append(got)
+    assert seen[1] == seen[0]
+
+
 def test_the_add_noise_tables_match_diffusers_sources():
     import inspect as inspect_
 

@@ -687,12 +687,17 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         """The model's input: the latent itself (native coordinates), or x/√(σ² + 1) (EDM: c_in·x) where the
         source class keeps VE latents."""
+        if self._plan is None:
+            if self.latents == "native":
+                return sample
+            raise Unavailable("call set_timesteps before scale_model_input")
+        if self._begin_index is None and timestep is not None and (
+                self.latents != "native" or self._source_name in sources.STEP_INDEX_IN_SCALE_MODEL_INPUT):
+            self._start_from(timestep)
+        if self._step_index is None and self._source_name in sources.STEP_INDEX_IN_SCALE_MODEL_INPUT:
+            self._step_index = self._begin_index  # the class sets its step index here (step_index == begin)
         if self.latents == "native":
             return sample
-        if self._plan is None:
-            raise Unavailable("call set_timesteps before scale_model_input")
-        if self._begin_index is None and timestep is not None:
-            self._start_from(timestep)
         sigma = self._current_sigma()
         # in the source class's own float arithmetic (a float32 sigma), so the model sees the same input
         s = torch.tensor(sigma, dtype=torch.float64 if sample.dtype == torch.float64 else torch.float32)
@@ -1242,8 +1247,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self._done = k + 1 == len(plan.calls)
             prev = sample.clone()
             self._last_prev = prev
-            return (prev, denoised.to(sample.dtype)) if not return_dict else SamplerSchedulerOutput(
-                prev_sample=prev, pred_original_sample=denoised.to(sample.dtype))
+            return self._output(prev, denoised.to(sample.dtype), return_dict)
 
         replay = _Replay(self._denoised, self._injected, self._supports_inf)
         options = dict(self._run_options)
@@ -1273,10 +1277,16 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._step_index = (self._begin_index or 0) + k + 1
         prev = self._from_state(x, sigma_next).to(sample.dtype)
         self._last_prev = prev
-        pred = denoised.to(sample.dtype)
-        if not return_dict:
-            return prev, pred
-        return SamplerSchedulerOutput(prev_sample=prev, pred_original_sample=pred)
+        return self._output(prev, denoised.to(sample.dtype), return_dict)
+
+    def _output(self, prev: torch.Tensor, pred: torch.Tensor, return_dict: bool):
+        """step's result; with ``return_dict=False`` the tuple the source class returns: (prev_sample,) for the
+        multistep classes (DPM-Solver, UniPC, DEIS, SA-Solver, PNDM, FlowMatch), else (prev_sample, x0)."""
+        if return_dict:
+            return SamplerSchedulerOutput(prev_sample=prev, pred_original_sample=pred)
+        if self._source_name in sources.STEP_RETURNS_PREV_ONLY:
+            return (prev,)
+        return prev, pred
 
     def _top_up_draws(self, steps: int) -> None:
         """At the end of a run of the source's own algorithm, leave the generator where the source class leaves it."""

@@ -467,6 +467,18 @@ ADD_NOISE_BY_TIMESTEPS = frozenset({"DDIMScheduler", "DDPMScheduler", "LCMSchedu
                                     "SASolverScheduler"})
 ADD_NOISE_BY_STEP = frozenset({"FlowMatchHeunDiscreteScheduler"})
 
+# Classes whose scale_model_input sets their step index (to the begin index, else the index of its timestep), so a
+# pipeline reads step_index == begin before the first step; the others set it in step.
+STEP_INDEX_IN_SCALE_MODEL_INPUT = frozenset({
+    "LMSDiscreteScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
+    "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler", "EDMEulerScheduler",
+    "EDMDPMSolverMultistepScheduler"})
+# Classes whose step(..., return_dict=False) returns (prev_sample,) alone; the others return (prev_sample, x0).
+STEP_RETURNS_PREV_ONLY = frozenset({
+    "PNDMScheduler", "DPMSolverSinglestepScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
+    "DEISMultistepScheduler", "SASolverScheduler", "EDMDPMSolverMultistepScheduler",
+    "FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"})
+
 # Classes whose runs no registry sampler reproduces: refused by name when the shim would have to stand in for them.
 UNSUPPORTED: dict[str, str] = {
     "TCDScheduler": "its gamma-controlled consistency step is not mapped to a registry sampler",
