@@ -102,15 +102,34 @@ def names_md() -> str:
             schedule = "" if found.schedule is None else \
                 f"`{found.schedule}` ({'named' if found.schedule_is_explicit else 'default'})"
             if found.discard_penultimate_sigma:
-                schedule += ", next-to-last σ dropped"
+                schedule += ", one step more, next-to-last σ dropped"
             options = ", ".join(f"`{k}={v!r}`" for k, v in found.options.items())
             out.append(f"| `{key}` | `{found.sampler}` | {options} | {schedule} |")
         out.append("")
     out += ["## Refused ComfyUI names", "", "| name | why |", "|---|---|"]
     out += [f"| `{k}` | {_cell(v)} |" for k, v in labels.COMFYUI_REFUSED.items()]
-    out += ["", "## Scheduler names", "", "| name | tool | schedule |", "|---|---|---|"]
-    out += [f"| `{k}` | ComfyUI | `{v[0]}` |" for k, v in labels.COMFYUI_SCHEDULERS.items()]
-    out += [f"| `{k}` | A1111 | `{v[0]}` |" for k, v in labels.A1111_SCHEDULERS.items()]
+    out += ["", "## Scheduler names", "",
+            "Each reproduces the tool's own σ list on a discrete (eps / v) model (tests/test_tool_schedules.py, step "
+            "counts 1-50 on Stable Diffusion 1.x's table, against the tools' formulas).", "",
+            "| name | tool | schedule | options |", "|---|---|---|---|"]
+    rows = [(k, "ComfyUI", v) for k, v in labels.COMFYUI_SCHEDULERS.items()]
+    rows += [(k, "A1111", v) for k, v in labels.A1111_SCHEDULERS.items()]
+    out += [f"| `{k}` | {tool} | `{v[0]}` | {', '.join(f'`{o}={x!r}`' for o, x in v[1].items())} |"
+            for k, tool, v in rows]
+    out += ["", "## Where a name does not reproduce its tool", "",
+            "- A1111's **DDIM**, **PLMS** and **UniPC** samplers are its timestep samplers: they step the timesteps "
+            "1 + k·⌊1000/n⌋ and stop at timestep 1 with no final denoise. The labels run the registry's `ddim`, "
+            "`plms` and `unipc_bh1` on a schedule, which ends in σ = 0.",
+            "- ComfyUI's scheduler names on **flow models** (SD3, Flux): ComfyUI runs the table schedules (`simple`, "
+            "`normal`, `sgm_uniform`, `ddim_uniform`, `beta`) on its 1000-entry shifted flow table and `karras`, "
+            "`exponential` and `kl_optimal` on σ = t ∈ [0, 1]; here a flow model has no training table (those are "
+            "refused), σ_max is inf (`karras`, `exponential` refused) and `kl_optimal` is uniform in the angle of the "
+            "VE σ = t/(1 − t) (from σ = inf), not of t. `linear_quadratic` matches.",
+            "- ComfyUI's `denoise` < 1 (BasicScheduler / KSampler: a schedule of steps/denoise steps, its last steps "
+            "kept) and A1111's img2img step count (int(strength·steps) + 1 steps of the full schedule) are not the "
+            "pipeline's `strength` (`samplers.schedules.truncate`: round(strength·steps) steps).",
+            "- A1111's \"Align Your Steps\" takes the SDXL levels on an SDXL model; the name takes the SD 1.5 ones "
+            "(pass `schedule=\"ays_sdxl\"` with `append_zero=True` for SDXL)."]
     return "\n".join(out) + "\n"
 
 

@@ -29,7 +29,12 @@ DEIS_COMFY = {"mode": "tab", "lower_order_final": False}
 
 # A1111 / Forge (modules/sd_samplers_kdiffusion.py and sd_samplers_timesteps.py): the labels of the sampler menu
 # with their k_* aliases, and the "<label> Karras" / "<label> Exponential" labels of versions before 1.9.
-# A1111's "discard_next_to_last_sigma" (DPM2, DPM2 a, DPM++ 3M SDE) is the schedule operation of that name.
+# A1111's "discard_next_to_last_sigma" (DPM2, DPM2 a, DPM++ 3M SDE) is the schedule operation of that name, on a
+# schedule built one step longer (A1111 adds the step it drops). Its "Automatic" schedule type is the sampler's own
+# scheduler where it has one, else the model's get_sigmas(steps) — k-diffusion's evenly spaced training timesteps,
+# the "Uniform" type (``linspace``). DDIM, PLMS and UniPC are A1111's timestep samplers (sd_samplers_timesteps):
+# they step its own timesteps 1 + k·⌊1000/n⌋ and stop at timestep 1 without a final denoise, which these registry
+# samplers on a schedule do not reproduce step for step (names.md says so).
 A1111: dict[str, tuple] = {
     "DPM++ 2M": ("dpmpp_2m", {}, "karras", "default"),
     "k_dpmpp_2m": ("dpmpp_2m", {}, "karras", "default"),
@@ -52,37 +57,37 @@ A1111: dict[str, tuple] = {
     "k_dpmpp_3m_sde": ("dpmpp_3m_sde", BROWNIAN, "exponential", "default"),
     "DPM++ 3M SDE Karras": ("dpmpp_3m_sde", BROWNIAN, "karras", "explicit"),
     "DPM++ 3M SDE Exponential": ("dpmpp_3m_sde", BROWNIAN, "exponential", "explicit"),
-    "Euler a": ("euler_ancestral", {}, None, None),
-    "k_euler_a": ("euler_ancestral", {}, None, None),
-    "k_euler_ancestral": ("euler_ancestral", {}, None, None),
-    "Euler": ("euler", {}, None, None),
-    "k_euler": ("euler", {}, None, None),
-    "LMS": ("lms", {}, None, None),
-    "k_lms": ("lms", {}, None, None),
+    "Euler a": ("euler_ancestral", {}, "linspace", "default"),
+    "k_euler_a": ("euler_ancestral", {}, "linspace", "default"),
+    "k_euler_ancestral": ("euler_ancestral", {}, "linspace", "default"),
+    "Euler": ("euler", {}, "linspace", "default"),
+    "k_euler": ("euler", {}, "linspace", "default"),
+    "LMS": ("lms", {}, "linspace", "default"),
+    "k_lms": ("lms", {}, "linspace", "default"),
     "LMS Karras": ("lms", {}, "karras", "explicit"),
-    "Heun": ("heun", {}, None, None),
-    "k_heun": ("heun", {}, None, None),
+    "Heun": ("heun", {}, "linspace", "default"),
+    "k_heun": ("heun", {}, "linspace", "default"),
     "DPM2": ("dpm_2", {}, "karras", "default"),
     "k_dpm_2": ("dpm_2", {}, "karras", "default"),
     "DPM2 Karras": ("dpm_2", {}, "karras", "explicit"),
     "DPM2 a": ("dpm_2_ancestral", {}, "karras", "default"),
     "k_dpm_2_a": ("dpm_2_ancestral", {}, "karras", "default"),
     "DPM2 a Karras": ("dpm_2_ancestral", {}, "karras", "explicit"),
-    "DPM fast": ("dpm_fast", {}, None, None),
-    "k_dpm_fast": ("dpm_fast", {}, None, None),
-    "DPM adaptive": ("dpm_adaptive", {}, None, None),
-    "k_dpm_ad": ("dpm_adaptive", {}, None, None),
+    "DPM fast": ("dpm_fast", {}, "linspace", "default"),
+    "k_dpm_fast": ("dpm_fast", {}, "linspace", "default"),
+    "DPM adaptive": ("dpm_adaptive", {}, "linspace", "default"),
+    "k_dpm_ad": ("dpm_adaptive", {}, "linspace", "default"),
     "Restart": ("restart", {}, "karras", "default"),
     "DDIM": ("ddim", {}, None, None),
     "PLMS": ("plms", {}, None, None),
     "UniPC": ("unipc_bh1", {}, None, None),
     "DDPM": ("ddpm", {}, None, None),
-    "LCM": ("lcm", {}, None, None),
-    "iPNDM": ("ipndm", IPNDM_COMFY, None, None),
-    "iPNDM_v": ("ipndm", IPNDM_V_COMFY, None, None),
-    "DEIS": ("deis", DEIS_COMFY, None, None),
+    "LCM": ("lcm", {}, "linspace", "default"),
+    "iPNDM": ("ipndm", IPNDM_COMFY, "linspace", "default"),
+    "iPNDM_v": ("ipndm", IPNDM_V_COMFY, "linspace", "default"),
+    "DEIS": ("deis", DEIS_COMFY, "linspace", "default"),
 }
-# Labels whose A1111 runs drop the next-to-last sigma (``discard_next_to_last_sigma``).
+# Labels whose A1111 runs drop the next-to-last sigma (``discard_next_to_last_sigma``) of a schedule one step longer.
 A1111_DISCARD_PENULTIMATE = {"DPM2", "k_dpm_2", "DPM2 Karras", "DPM2 a", "k_dpm_2_a", "DPM2 a Karras", "DPM++ 3M SDE",
                              "k_dpmpp_3m_sde", "DPM++ 3M SDE Karras", "DPM++ 3M SDE Exponential"}
 
@@ -131,6 +136,9 @@ COMFYUI: dict[str, tuple] = {
     "uni_pc": ("unipc_bh1", {}, None, None),
     "uni_pc_bh2": ("unipc_bh2", {}, None, None),
 }
+# ComfyUI names whose KSampler node builds its schedule one step longer and drops the next-to-last sigma
+# (comfy/samplers.py DISCARD_PENULTIMATE_SIGMA_SAMPLERS); SamplerCustom takes the sigmas as given.
+COMFYUI_DISCARD_PENULTIMATE = {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
 # What ComfyUI's samplers do on flow models (model_sampling a CONST: SD3, Flux, ...; x = (1 − t)·x0 + t·n, σ = t),
 # read from comfy/k_diffusion/sampling.py and comfy/samplers.py (comfyanonymous/ComfyUI 02159d81). The ComfyUI
 # adapter (samplers.interop.comfyui) follows these tables for ComfyUI names; registry names run the registry's rule in
@@ -176,16 +184,22 @@ COMFYUI_REFUSED: dict[str, str] = {
 
 # Schedules by the names the tools give them: ComfyUI's `scheduler` values and A1111 1.9+'s "Schedule type" menu.
 # (ComfyUI's "beta" is the Beta distribution over the training timesteps: the registry's ``beta_timesteps``.)
+# Both tools' DDIM spacing keeps its stride ⌊N/n⌋ to the table's end (more than n steps when n does not divide N).
 COMFYUI_SCHEDULERS: dict[str, tuple[str, dict]] = {
     "simple": ("simple", {}), "sgm_uniform": ("sgm_uniform", {}), "karras": ("karras", {}),
-    "exponential": ("exponential", {}), "ddim_uniform": ("ddim_uniform", {}), "beta": ("beta_timesteps", {}),
-    "normal": ("normal", {}), "linear_quadratic": ("linear_quadratic", {}), "kl_optimal": ("kl_optimal", {}),
+    "exponential": ("exponential", {}), "ddim_uniform": ("ddim_uniform", {"keep_stepping": True}),
+    "beta": ("beta_timesteps", {}), "normal": ("normal", {}), "linear_quadratic": ("linear_quadratic", {}),
+    "kl_optimal": ("kl_optimal", {}),
 }
+# A1111 (modules/sd_schedulers.py): its "Beta" is the Beta quantiles in σ (α = β = 0.6, its defaults), its "KL
+# Optimal" n + 1 levels down to σ_min with no 0, its "Align Your Steps" the SD 1.5 levels interpolated to n and a 0
+# appended (A1111 takes the SDXL levels on an SDXL model: pass "ays_sdxl" with append_zero=True there).
 A1111_SCHEDULERS: dict[str, tuple[str, dict]] = {
     "Uniform": ("linspace", {}),  # k-diffusion's DiscreteSchedule.get_sigmas: evenly spaced training timesteps
     "Karras": ("karras", {}), "Exponential": ("exponential", {}), "Polyexponential": ("polyexponential", {}),
-    "SGM Uniform": ("sgm_uniform", {}), "KL Optimal": ("kl_optimal", {}), "Align Your Steps": ("ays_sd15", {}),
-    "Simple": ("simple", {}), "Normal": ("normal", {}), "DDIM": ("ddim_uniform", {}), "Beta": ("beta_timesteps", {}),
+    "SGM Uniform": ("sgm_uniform", {}), "KL Optimal": ("kl_optimal", {"end": "sigma_min"}),
+    "Align Your Steps": ("ays_sd15", {"append_zero": True}), "Simple": ("simple", {}), "Normal": ("normal", {}),
+    "DDIM": ("ddim_uniform", {"keep_stepping": True}), "Beta": ("beta_sigmas", {}),
 }
 
 # diffusers scheduler classes: the registry sampler that runs the same algorithm with that class's default config.

@@ -65,7 +65,8 @@ _INDEX = {source: _index(table) for source, table in TABLES.items()}
 def _from_table(source: str, key: str) -> Label:
     sampler, options, schedule, how = TABLES[source][key]
     return Label(key, sampler, dict(options), schedule, {}, how == "explicit",
-                 source == "a1111" and key in labels.A1111_DISCARD_PENULTIMATE, source)
+                 (source == "a1111" and key in labels.A1111_DISCARD_PENULTIMATE)
+                 or (source == "comfyui" and key in labels.COMFYUI_DISCARD_PENULTIMATE), source)
 
 
 def _lookup(source: str, name: str, exact: bool = False) -> Label | None:

@@ -54,11 +54,12 @@ def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, thresh
     """Linear-then-quadratic in flow time (Mochi; ComfyUI ``linear_quadratic``): the first ``linear_steps``
     (default n/2) steps lower the noise level t linearly to ``threshold_noise``, the rest quadratically to 0.
 
-    The levels are flow times t ∈ [0, 1] scaled by t(σ_max) (1 when σ_max = inf, a flow model from pure noise)
-    and mapped to σ = t/(1 − t).
+    As ComfyUI's, a level ℓ is the fraction 1 − ℓ of the model's own largest σ: on a flow model (σ_max = inf, its
+    own σ the flow time t ∈ [0, 1]) t = 1 − ℓ and σ = t/(1 − t); on a model with a finite σ_max (eps / v, VE
+    coordinates) σ = (1 − ℓ)·σ_max.
     """
     check_steps(n, None, None, need_range=False)
-    t_max = 1.0 if sigma_max is None or math.isinf(sigma_max) else float(flow_t(torch.tensor(sigma_max, dtype=torch.float64)))
+    finite = sigma_max is not None and not math.isinf(sigma_max)
     if n == 1:
         levels = [0.0, 1.0]
     else:
@@ -72,6 +73,9 @@ def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, thresh
         const = quadratic_coef * linear_steps**2
         levels = ([i * threshold_noise / linear_steps for i in range(linear_steps)]
                   + [quadratic_coef * i**2 + linear_coef * i + const for i in range(linear_steps, n)] + [1.0])
-    t = torch.tensor([(1.0 - v) * t_max for v in levels], dtype=torch.float64)
+    if finite:
+        return strictly_decreasing(torch.tensor([(1.0 - v) * sigma_max for v in levels], dtype=torch.float64),
+                                   "linear_quadratic")
+    t = torch.tensor([1.0 - v for v in levels], dtype=torch.float64)
     sigmas = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
     return strictly_decreasing(sigmas, "linear_quadratic")

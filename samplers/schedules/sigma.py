@@ -9,7 +9,7 @@ import torch
 
 from ..core.validate import positive, real
 from .base import append_zero, check_rho, check_steps, finite_max, register, strictly_decreasing
-from ..core.errors import InvalidInput
+from ..core.errors import InvalidInput, InvalidOption
 
 
 @register("karras")
@@ -63,14 +63,22 @@ def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, b
     return strictly_decreasing(append_zero(torch.expm1(beta_d * t**2 / 2 + beta_min * t).sqrt()), "vp")
 
 @register("kl_optimal", aliases=("kl-optimal",))
-def kl_optimal(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+def kl_optimal(n: int, sigma_min: float, sigma_max: float, end: str = "zero") -> torch.Tensor:
     """The KL-optimal schedule (Sabour et al. 2024, arXiv:2404.14507, §3.4; ComfyUI):
-    σ_i = tan((1 − i/(n−1))·atan σ_max + i/(n−1)·atan σ_min) — uniform in the VP angle. σ_max may be inf."""
+    σ_i = tan((1 − i/(n−1))·atan σ_max + i/(n−1)·atan σ_min) — uniform in the VP angle. σ_max may be inf.
+
+    ``end="sigma_min"`` is A1111's "KL Optimal": n + 1 levels uniform in the angle from σ_max to σ_min (i/n for
+    i = 0…n) and no 0 appended, so a run stops at σ_min with that much noise left, as A1111's does.
+    """
     check_steps(n, sigma_min, sigma_max)
-    w = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    if end not in ("zero", "sigma_min"):
+        raise InvalidOption(f"kl_optimal: end must be 'zero' (ComfyUI's: n levels, then 0) or 'sigma_min' (A1111's: "
+                            f"n + 1 levels down to sigma_min), got {end!r}")
+    count = n + 1 if end == "sigma_min" else n
+    w = torch.linspace(0, 1, count, dtype=torch.float64) if count > 1 else torch.zeros(1, dtype=torch.float64)
     angle = (1 - w) * math.atan(sigma_max) + w * math.atan(sigma_min)
     sigmas = torch.where(angle >= math.pi / 2, torch.full_like(angle, math.inf), angle.tan())
-    return strictly_decreasing(append_zero(sigmas), "kl_optimal")
+    return strictly_decreasing(sigmas if end == "sigma_min" else append_zero(sigmas), "kl_optimal")
 
 @register("laplace")
 def laplace(n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from .base import check_steps, from_timesteps, num_train, register, strictly_decreasing, table_range
 from ..core.errors import InvalidInput
-from ..core.validate import integer
+from ..core.validate import boolean, integer
 
 
 @register("linspace", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
@@ -68,16 +68,20 @@ def sgm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None)
     return strictly_decreasing(from_timesteps(t, training_sigmas), "sgm_uniform")
 
 @register("ddim_uniform", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
-def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
+def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None,
+                 keep_stepping: bool = False) -> torch.Tensor:
     """ComfyUI's ``ddim_uniform``: timesteps 1 + k·⌊N/n⌋, k = 0…n−1, descending.
 
-    (ComfyUI keeps stepping while below N, which gives more than n steps when n does not divide N; here the
-    step count is always n.)
+    ``keep_stepping=True`` is ComfyUI's and A1111's own rule (their ``ddim_uniform`` / "DDIM" names): the stride
+    ⌊N/n⌋ runs on while below N, which gives more than n steps when n does not divide N (7 steps of a 1000-step
+    model: 8). The default keeps the step count n.
     """
     check_steps(n, None, None, need_range=False)
+    boolean("keep_stepping", keep_stepping)
     total = num_train(n, training_sigmas)
     stride = max(total // n, 1)
-    t = torch.tensor([min(1 + k * stride, total - 1) for k in range(n - 1, -1, -1)], dtype=torch.float64)
+    count = len(range(1, total, stride)) if keep_stepping else n
+    t = torch.tensor([min(1 + k * stride, total - 1) for k in range(count - 1, -1, -1)], dtype=torch.float64)
     return strictly_decreasing(from_timesteps(t, training_sigmas), "ddim_uniform")
 
 @register("beta_timesteps", aliases=("beta", "comfy_beta", "beta_comfyui"), needs_table=True,
