@@ -189,3 +189,25 @@ def test_guidance_scale_is_a_finite_real_number(bad):
 
     with pytest.raises((InvalidType, InvalidOption), match="guidance_scale must be a (real|finite) number"):
         denoiser_from_diffusers(UNET, EulerDiscreteScheduler(**BETAS).config, EMB, NEG, guidance_scale=bad)
+
+
+@pytest.mark.parametrize("field, value", [("rescale_betas_zero_snr", "false"), ("use_flow_sigmas", "false"),
+                                          ("use_dynamic_shifting", "false"), ("use_flow_sigmas", 1),
+                                          ("clip_sample", "no"), ("thresholding", 0)])
+def test_a_config_flag_must_be_a_boolean_not_a_truthy_value(field, value):
+    """A hand-edited config's "false" would turn the flag on by its truthiness: zero-SNR rescaling, flow sigmas."""
+    sd = {**DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).config, "shift": None,
+          "clip_sample": False}
+    if field == "use_dynamic_shifting":
+        sd = {"use_flow_sigmas": True, "flow_shift": 3.0, "prediction_type": "flow_prediction"}
+    with pytest.raises(samplers.InvalidType, match=f"{field} must be true or false"):
+        if field in ("clip_sample", "thresholding"):
+            denoiser_from_diffusers(lambda x, t, **k: x, {**sd, field: value})
+        else:
+            native_from_config({**sd, field: value})
+
+
+def test_a_zero_flow_shift_is_refused_not_read_as_one():
+    with pytest.raises(samplers.InvalidOption, match="flow_shift"):
+        native_from_config({"use_flow_sigmas": True, "flow_shift": 0, "prediction_type": "flow_prediction"})
+    assert native_from_config({"use_flow_sigmas": True, "prediction_type": "flow_prediction"})[0].shift == 1.0

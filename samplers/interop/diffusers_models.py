@@ -56,14 +56,26 @@ X0_FLAGS = {
 }
 
 
+def flag(config: Mapping, name: str) -> bool:
+    """A boolean field of a scheduler config: absent or null is False, true / false are themselves; anything else
+    (a string such as "false", a number) is refused rather than read by its truthiness."""
+    value = config.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidType(f"scheduler config field {name} must be true or false, got {value!r} "
+                          f"({type(value).__name__}); write it as a JSON boolean")
+    return value
+
+
 def check_x0_flags(config: Mapping) -> None:
     """Refuse a config whose scheduler changes x0 in its step (:data:`X0_FLAGS`): a denoiser returns x0 as the model
     gives it, so a sampler run on it would be another image than the scheduler's."""
-    for flag, why in X0_FLAGS.items():
-        if config.get(flag):
+    for name, why in X0_FLAGS.items():
+        if flag(config, name):
             why = why.format(range=config.get("clip_sample_range", 1.0))
-            raise InvalidOption(f"scheduler config sets {flag}={config[flag]!r}: {why}. Pass a config without it or "
-                                f"with {flag}=False (latent models such as SD and SDXL do not use it)")
+            raise InvalidOption(f"scheduler config sets {name}={config[name]!r}: {why}. Pass a config without it or "
+                                f"with {name}=False (latent models such as SD and SDXL do not use it)")
 
 
 def config_dict(config: Any) -> dict:
@@ -82,7 +94,7 @@ def is_flow_config(config: Mapping) -> bool:
         if explicit not in ("vp", "flow"):
             raise InvalidOption(f"noise_schedule must be 'vp' or 'flow', got {explicit!r}")
         return explicit == "flow"
-    if config.get("use_flow_sigmas"):
+    if flag(config, "use_flow_sigmas"):
         return True
     if str(config.get("_class_name", "")).startswith("FlowMatch"):
         return True
@@ -92,7 +104,7 @@ def is_flow_config(config: Mapping) -> bool:
 
 def flow_shift(config: Mapping, mu: float | None = None) -> float:
     """The σ multiplier s of a flow config: static ``shift`` (or ``flow_shift``), or e^μ / μ when dynamic."""
-    if config.get("use_dynamic_shifting"):
+    if flag(config, "use_dynamic_shifting"):
         if mu is None:
             return 1.0  # unknown until the pipeline passes mu to set_timesteps; the denoiser does not need it
         kind = config.get("time_shift_type", "exponential")
@@ -102,8 +114,9 @@ def flow_shift(config: Mapping, mu: float | None = None) -> float:
         if kind == "linear":
             return mu
         raise InvalidOption(f"unknown time_shift_type {kind!r}; use 'exponential' or 'linear'")
-    if config.get("use_flow_sigmas"):
-        return positive("flow_shift", config.get("flow_shift", 1.0) or 1.0)
+    if flag(config, "use_flow_sigmas"):
+        shift = config.get("flow_shift")
+        return 1.0 if shift is None else positive("flow_shift", shift)
     shift = config.get("shift")
     return 1.0 if shift is None else positive("shift", shift)
 
@@ -159,13 +172,13 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
         if betas.numel() < 2 or not bool(((betas > 0) & (betas < 1)).all()):
             raise InvalidInput("trained_betas must hold at least 2 betas, each in (0, 1)")
         schedule = VPDiscrete(torch.cumprod(1 - betas, 0))
-        if cfg.get("rescale_betas_zero_snr"):
+        if flag(cfg, "rescale_betas_zero_snr"):
             schedule = VPDiscrete(rescale_zero_terminal_snr(schedule.alphas_cumprod))
         return schedule, prediction
     schedule = VPDiscrete.from_betas(cfg.get("beta_schedule", "linear"), n_train,
                                      real("beta_start", cfg.get("beta_start", 0.0001)),
                                      real("beta_end", cfg.get("beta_end", 0.02)),
-                                     rescale_betas_zero_snr=bool(cfg.get("rescale_betas_zero_snr", False)))
+                                     rescale_betas_zero_snr=flag(cfg, "rescale_betas_zero_snr"))
     return schedule, prediction
 
 
