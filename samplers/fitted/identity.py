@@ -6,17 +6,48 @@ bytes); wrappers are seen through (``to_denoiser``'s, classifier-free guidance, 
 pipeline); guidance adds its scale (unless 1: no guidance), since the guided denoiser is another function of x. An object can name
 itself with a ``samplers_fingerprint()`` method or attribute (the analytic problems do). A callable with none of
 these has no fingerprint: ``None``.
+
+A fingerprint is a SHA-256 hex digest, optionally followed by ``|``-separated qualifiers (the analytic problems'
+``as_model`` adds its prediction and schedule): :func:`is_fingerprint`, the rule a solver file's
+``model.fingerprint`` is held to. An object's own name of another form is hashed into one (the same name, the same
+fingerprint).
+
+:func:`prediction` and :func:`supports_infinite_sigma` read the model's prediction type and whether it can be
+evaluated at σ = ∞ through the same wrappers, where the model says (``to_denoiser``'s denoiser does); None where it
+does not.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 
 import torch
 
 # where wrappers keep what they wrap, looked through in this order
 _INNER = ("inner", "inner_model", "model", "denoiser", "_denoiser", "unet")
 _DEPTH = 8
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}(\|[^\x00-\x1f\x7f]*)?")
+MAX_FINGERPRINT = 4096  # characters: a digest and a few qualifiers (a schedule's repr) fit many times over
+
+
+def is_fingerprint(value) -> bool:
+    """Whether ``value`` has a fingerprint's form: 64 lower-case hex digits, then optionally ``|`` and printable
+    qualifiers, at most :data:`MAX_FINGERPRINT` characters."""
+    return isinstance(value, str) and len(value) <= MAX_FINGERPRINT and _FINGERPRINT.fullmatch(value) is not None
+
+
+def with_guidance(found: str | None, scale) -> str | None:
+    """The fingerprint of ``found``'s denoiser under classifier-free guidance at ``scale`` (1 or none: itself)."""
+    if found is not None and isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale != 1.0:
+        return hashlib.sha256(f"{found}|guidance {float(scale)!r}".encode()).hexdigest()
+    return found
+
+
+def _own(value) -> str:
+    """An object's own fingerprint as it is recorded: itself where it has a fingerprint's form, else its hash."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if is_fingerprint(text) else hashlib.sha256(f"samplers_fingerprint|{text}".encode()).hexdigest()
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:
@@ -34,7 +65,7 @@ def fingerprint(model, _depth: int = 0) -> str | None:
         return None
     own = getattr(model, "samplers_fingerprint", None)
     if own is not None:
-        return own() if callable(own) else str(own)
+        return _own(own() if callable(own) else own)
     if isinstance(model, torch.nn.Module):
         return module_fingerprint(model)
     if isinstance(model, functools.partial):
@@ -48,8 +79,43 @@ def fingerprint(model, _depth: int = 0) -> str | None:
             found = fingerprint(inner, _depth + 1)
             if found is not None:
                 # guidance: another denoiser at another scale
-                scale = getattr(model, "scale", getattr(model, "guidance_scale", None))
-                if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale != 1.0:
-                    found = hashlib.sha256(f"{found}|guidance {float(scale)!r}".encode()).hexdigest()
+                return with_guidance(found, getattr(model, "scale", getattr(model, "guidance_scale", None)))
+    return None
+
+
+def _read(model, attr: str, accept, _depth: int = 0):
+    """The first value of ``attr`` that ``accept`` takes, on ``model`` or what it wraps (as :func:`fingerprint`
+    looks through wrappers); None when none says."""
+    if model is None or _depth > _DEPTH:
+        return None
+    try:
+        value = getattr(model, attr, None)
+    except Exception:  # a property that cannot answer here says nothing
+        value = None
+    if accept(value):
+        return value
+    if isinstance(model, functools.partial):
+        return _read(model.func, attr, accept, _depth + 1)
+    bound = getattr(model, "__self__", None)
+    if bound is not None and not isinstance(bound, type):
+        return _read(bound, attr, accept, _depth + 1)
+    for name in _INNER:
+        inner = getattr(model, name, None)
+        if inner is not None and inner is not model:
+            found = _read(inner, attr, accept, _depth + 1)
+            if found is not None:
                 return found
     return None
+
+
+def prediction(model) -> str | None:
+    """The model's prediction type (``"eps"``, ``"flow"``, …: :data:`samplers.core.conversion.PREDICTIONS`) where
+    it or a denoiser it wraps says (``to_denoiser``'s does), else None."""
+    from ..core.conversion import PREDICTIONS
+
+    return _read(model, "prediction", lambda v: isinstance(v, str) and v in PREDICTIONS)
+
+
+def supports_infinite_sigma(model) -> bool | None:
+    """Whether the model can be evaluated at σ = ∞, where it or a denoiser it wraps says; None where none does."""
+    return _read(model, "supports_infinite_sigma", lambda v: isinstance(v, bool))

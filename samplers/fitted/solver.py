@@ -22,7 +22,8 @@ A solver file (JSON, :meth:`LearnedSolver.save`) records the model it was fitted
 :mod:`samplers.fitted.identity`), its prediction type, the NFE and the σ range. ``"fitted:PATH"`` names it
 wherever a sampler name goes (``samplers.sample``, ``Pipeline``, ``samplers generate`` / ``compare``, the
 diffusers shim); it runs on its own σ nodes, and on a model other than the one it was fitted to only with
-``allow_other_model=True``. ``register_solver(name, solver)`` makes ``"fitted:name"`` name it too.
+``allow_other_model=True`` — never from σ = ∞ on a model that cannot be evaluated there
+(:meth:`LearnedSolver.check_model`). ``register_solver(name, solver)`` makes ``"fitted:name"`` name it too.
 """
 from __future__ import annotations
 
@@ -30,10 +31,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from ..core.conversion import PREDICTIONS
 from ..core.errors import InvalidInput, InvalidType, UnknownNameError
 from ..core.files import write_json
 from ..core.names import Label, register_prefix
@@ -42,6 +45,8 @@ from ..core.run import progress, report
 
 FORMAT = "samplers.fitted_solver/2"
 FORMATS = (FORMAT, "samplers.learned_solver/1")  # version 1: no record of the model (solvers fitted before it)
+DERIVED = ("nfe", "sigma_max", "sigma_min")  # written by save for readers; on load they must agree with sigmas
+_UNKNOWN = object()  # check_model: a fact about the model that the caller does not know
 
 
 class OtherModelError(InvalidInput):
@@ -53,8 +58,12 @@ class LearnedSolver:
     """σ nodes (n + 1 values, ending in 0) and the lower-triangular weights b, c of the update above.
 
     ``model``: what it was fitted to — ``fingerprint`` (:func:`samplers.fitted.identity.fingerprint`, None when
-    unknown), ``name`` and ``prediction`` (the native prediction type); empty for a solver not fitted to a model.
+    unknown), ``name`` and ``prediction`` (the native prediction type, one of
+    :data:`samplers.core.conversion.PREDICTIONS`, None when unknown); empty for a solver not fitted to a model.
     ``model_sigmas``: the σ the model is told at each node (default: the node itself)."""
+
+    # where it was loaded from (``fitted:PATH``'s PATH), for messages; not part of the solver
+    source: ClassVar[str | None] = None
 
     sigmas: list[float]
     eps_weights: list[list[float]]  # b[i][j] for j < i: row i has i entries
@@ -112,6 +121,18 @@ class LearnedSolver:
                                f"the first σ is inf, got {m}")
         if not isinstance(self.model, dict) or not set(self.model) <= {"fingerprint", "name", "prediction"}:
             raise InvalidInput(f"model must be a dict with keys fingerprint, name, prediction, got {self.model!r}")
+        from .identity import is_fingerprint
+
+        fp, name, prediction = (self.model.get(k) for k in ("fingerprint", "name", "prediction"))
+        if fp is not None and not is_fingerprint(fp):
+            raise InvalidInput(f"model.fingerprint must be the hex digest samplers.fitted.identity.fingerprint "
+                               f"records (64 hex digits, optionally '|' and qualifiers) or null for a model "
+                               f"without one, got {fp!r}")
+        if name is not None and not isinstance(name, str):
+            raise InvalidInput(f"model.name must be a string or null, got {name!r}")
+        if prediction is not None and prediction not in PREDICTIONS:
+            raise InvalidInput(f"model.prediction must be one of {PREDICTIONS} (the model's native prediction "
+                               f"type) or null when unknown, got {prediction!r}")
         return self
 
     def save(self, path: str | Path) -> Path:
@@ -124,7 +145,15 @@ class LearnedSolver:
 
     @classmethod
     def load(cls, path: str | Path) -> "LearnedSolver":
-        """Read a file written by :meth:`save` (plain JSON: nothing in it runs). Errors name the file and the fix."""
+        """Read a file written by :meth:`save` (plain JSON: nothing in it runs). Errors name the file and the fix.
+
+        A file of the current format must record ``model`` (``{}`` for a solver not fitted to a model), and its
+        derived fields ``nfe``, ``sigma_max``, ``sigma_min`` must agree with ``sigmas`` (an edited file is refused,
+        not corrected); a file of format 1 has no record of the model."""
+        fix = "re-create it with `samplers fit` or LearnedSolver.save"
+        if str(path) == "":
+            raise InvalidInput("no fitted solver file given (an empty path); give the path of a solver file, e.g. "
+                               "out/fit/nfe8.json")
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
@@ -133,18 +162,43 @@ class LearnedSolver:
             raise InvalidInput(f"{path} is a folder; give a solver file in it (`samplers fit` writes "
                                "<out>/nfe<N>.json)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"{path} is not a valid learned-solver file ({e}); re-create it with "
-                               "`samplers fit` or LearnedSolver.save") from None
-        if not isinstance(data, dict) or data.pop("format", None) not in FORMATS:
-            raise InvalidInput(f"{path} is not a learned solver written by LearnedSolver.save")
-        for derived in ("nfe", "sigma_max", "sigma_min"):
-            data.pop(derived, None)
+            raise InvalidInput(f"{path} is not a valid learned-solver file ({e}); {fix}") from None
+        except RecursionError:
+            raise InvalidInput(f"{path} is not a learned-solver file: its JSON nests deeper than Python reads "
+                               f"(a solver file nests 3 levels); {fix}") from None
+        except ValueError as e:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+            raise InvalidInput(f"{path} is not a learned-solver file: it holds a value Python will not read "
+                               f"({e}); {fix}") from None
+        except OSError as e:
+            raise InvalidInput(f"cannot read the fitted solver {path} ({e.strerror or e}); check the path and "
+                               "its permissions") from None
+        if not isinstance(data, dict) or data.get("format") not in FORMATS:
+            raise InvalidInput(f"{path} is not a learned solver written by LearnedSolver.save (its \"format\" "
+                               f"must be one of {list(FORMATS)})")
+        fmt = data.pop("format")
+        if fmt == FORMAT:
+            missing = [k for k in ("model", *DERIVED) if k not in data]
+            if missing:
+                raise InvalidInput(f"{path}: a {FORMAT} file records {', '.join(missing)}, and this one does not "
+                                   "(without its model record a solver would run on any model unchecked); "
+                                   f"{fix}")
+        derived = {k: data.pop(k) for k in DERIVED if k in data}
         try:
             solver = cls(**data).validate()
         except InvalidInput as e:
-            raise InvalidInput(f"{path}: {e}; re-create it with `samplers fit` or LearnedSolver.save") from None
+            raise InvalidInput(f"{path}: {e}; {fix}") from None
         except TypeError as e:
             raise InvalidInput(f"{path}: unexpected fields ({e})") from None
+        s = solver.sigmas
+        want = {"nfe": solver.steps, "sigma_max": s[0], "sigma_min": s[-2]}
+        for key, value in derived.items():
+            number = isinstance(value, int) if key == "nfe" else isinstance(value, (int, float))
+            if isinstance(value, bool) or not number or value != want[key]:
+                raise InvalidInput(f"{path}: {key} is {value!r}, but its sigmas ({len(s)} values from {s[0]} to "
+                                   f"0) make it {want[key]!r}; nfe, sigma_max and sigma_min are derived from "
+                                   f"sigmas and must agree with them (an edited file is refused, not corrected); "
+                                   f"{fix}")
+        solver.source = str(path)
         return solver
 
     @classmethod
@@ -159,24 +213,67 @@ class LearnedSolver:
                                "calls at one σ, or not exact for a constant denoiser)")
         return solver
 
-    def check_model(self, model, allow_other_model: bool = False) -> None:
-        """Refuse to run on a model other than the one this solver was fitted to (unless allowed)."""
-        want = self.model.get("fingerprint")
-        if want is None or allow_other_model:
-            return
-        from .identity import fingerprint
+    def check_model(self, model=_UNKNOWN, allow_other_model: bool = False, *, fingerprint=_UNKNOWN,
+                    prediction: str | None = None, supports_infinite_sigma: bool | None = None,
+                    source: str | None = None) -> None:
+        """Refuse a model this solver does not suit, before any model call.
 
-        got = fingerprint(model)
+        What is known of the model comes from ``model`` (a denoiser: its fingerprint, and its prediction type and
+        whether it can be evaluated at σ = ∞ where it or a wrapper says, :mod:`samplers.fitted.identity`) or is
+        given: ``fingerprint`` (a string, or None for a model that has none; left out: not compared),
+        ``prediction`` and ``supports_infinite_sigma`` (None: unknown). ``source``: the name the solver was given
+        (``"fitted:PATH"``), for the messages.
+
+        - A solver whose first σ is ∞ on a model that cannot be evaluated there (an eps or score model) is refused
+          even with ``allow_other_model``: its nodes are fixed, so no schedule change can help, and its file is
+          the cause.
+        - Unless ``allow_other_model``: a recorded prediction type other than the model's, then a recorded
+          fingerprint other than the model's (or a model with none to compare), are refused
+          (:class:`OtherModelError`). With it, a solver runs on another model — of another prediction type too:
+          its nodes are σ of the canonical (VE) space, the same noise levels on every model."""
+        if not isinstance(allow_other_model, bool):
+            raise InvalidType(f"allow_other_model must be True or False, got {allow_other_model!r}")
+        if model is not _UNKNOWN:
+            from . import identity
+
+            prediction = prediction if prediction is not None else identity.prediction(model)
+            if supports_infinite_sigma is None:
+                supports_infinite_sigma = identity.supports_infinite_sigma(model)
+        what = source or (f"fitted:{self.source}" if self.source else "this fitted solver")
+        want_prediction = self.model.get("prediction")
         name = self.model.get("name") or "its model"
+        fitted_to = f"{name}" + (f" (prediction {want_prediction!r})" if want_prediction else "")
+        if math.isinf(self.sigmas[0]) and supports_infinite_sigma is False:
+            this = f"this model (prediction {prediction!r})" if prediction else "this model"
+            raise OtherModelError(
+                f"{what} starts at σ = inf (t = 1, pure noise; it was fitted to {fitted_to}), and {this} cannot be "
+                "evaluated at σ = inf (an eps or score model gives no x0 at zero SNR). The solver file is the cause: "
+                "its σ nodes are fixed, and allow_other_model does not change them. Fit a solver to this model "
+                "(`samplers fit`), or use a registry sampler")
+        if allow_other_model:
+            return
+        if want_prediction is not None and prediction is not None and prediction != want_prediction:
+            raise OtherModelError(
+                f"{what} was fitted to {fitted_to}, and this model's prediction is {prediction!r}: its weights are "
+                "tuned to the other model's errors. Fit one to this model (`samplers fit`), or pass "
+                "allow_other_model=True to run it anyway (its σ nodes are noise levels, the same on every model)")
+        want = self.model.get("fingerprint")
+        if want is not None and fingerprint is _UNKNOWN and model is not _UNKNOWN:
+            from .identity import fingerprint as fingerprint_of
+
+            fingerprint = fingerprint_of(model)  # only where there is one to compare: it hashes the weights
+        if want is None or fingerprint is _UNKNOWN:
+            return
+        got = fingerprint
         if got is None:
             raise OtherModelError(
-                f"this solver was fitted to {name} (fingerprint {want[:12]}…), and the model it is given has no "
+                f"{what} was fitted to {name} (fingerprint {want[:12]}…), and the model it is given has no "
                 "fingerprint to compare (samplers.fitted.identity); pass allow_other_model=True if it is that model")
         if got != want:
             raise OtherModelError(
-                f"this solver was fitted to {name} (fingerprint {want[:12]}…), not to this model ({got[:12]}…): its "
-                "weights are tuned to the other model's errors. Fit one to this model (`samplers fit`), or pass "
-                "allow_other_model=True to run it anyway")
+                f"{what} was fitted to {name} (fingerprint {want[:12]}…), not to this model ({got[:12]}…; the same "
+                "network at another guidance scale is another model): its weights are tuned to the other model's "
+                "errors. Fit one to this model (`samplers fit`), or pass allow_other_model=True to run it anyway")
 
 
 _NAMED: dict[str, LearnedSolver] = {}
@@ -184,8 +281,9 @@ _NAMED: dict[str, LearnedSolver] = {}
 
 def register_solver(name: str, solver: "LearnedSolver | str | Path") -> LearnedSolver:
     """Make ``"fitted:<name>"`` name ``solver`` (a :class:`LearnedSolver` or the path of its file)."""
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\:."):
-        raise InvalidInput(f"a fitted solver's name must be a plain word (no / \\ : .), got {name!r}")
+    if not isinstance(name, str) or not name or name != name.strip() or any(c in name for c in "/\\:."):
+        raise InvalidInput(f"a fitted solver's name must be a plain word (no / \\ : ., no white space around it), "
+                           f"got {name!r}")
     if isinstance(solver, (str, Path)):
         solver = LearnedSolver.load(solver)
     elif not isinstance(solver, LearnedSolver):
@@ -196,7 +294,13 @@ def register_solver(name: str, solver: "LearnedSolver | str | Path") -> LearnedS
 
 def _fitted_label(rest: str) -> Label:
     """``fitted:PATH`` (or a name given to :func:`register_solver`): the solver on its own σ nodes."""
-    key = rest.strip()
+    key = rest
+    if not key.strip():
+        raise UnknownNameError(f"{'fitted:' + rest!r} names no solver: give the path of a solver file after 'fitted:' "
+                               f"(fitted:out/fit/nfe8.json) or one of {sorted(_NAMED) or 'the registered names'}")
+    if key != key.strip():
+        raise UnknownNameError(f"{'fitted:' + rest!r} has white space around the solver's path or name ({key!r}); "
+                               f"remove it: fitted:{key.strip()}")
     if key in _NAMED:
         solver = _NAMED[key]
     elif key.endswith(".json") or "/" in key or Path(key).exists():
@@ -233,8 +337,6 @@ def learned_multistep(model, x, sigmas, extra_args=None, callback=None, disable=
     elif not isinstance(solver, LearnedSolver):
         raise InvalidType(f"solver must be a samplers.fitted.solver.LearnedSolver or a path to one, got "
                           f"{type(solver).__name__}")
-    if not isinstance(allow_other_model, bool):
-        raise InvalidType(f"allow_other_model must be True or False, got {allow_other_model!r}")
     if solver.steps != len(sigmas) - 1 or any(abs(a - b) > 1e-9 * max(abs(b), 1e-12)
                                               for a, b in zip(sigmas, solver.sigmas)):
         raise InvalidInput(f"this solver runs on its own {solver.steps} σ nodes {[round(v, 4) for v in solver.sigmas]}, "
