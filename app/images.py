@@ -18,7 +18,9 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
                  seed: int = 0, cfg: float | None = None, schedule: str | None = None, scale: int = 2, title: str = ""):
     """Samplers × step counts on the same prompts and seeds (item k: prompt k, seed seed + k).
 
-    A fitted solver (``"fitted:PATH"``) runs at its own NFE only: its other cells are "–".
+    A fitted solver (``"fitted:PATH"``) runs at its own NFE only: its other cells are "–". Every cell's sampler,
+    schedule and steps — and a fitted solver against the pipeline's model at ``cfg`` — are checked before the first
+    image is made (:meth:`Pipeline.plan`), so a bad last row fails before the others run.
 
     Returns (grid PIL image showing item 0 of every cell, rows of dicts sampler / steps / nfe / match /
     seconds), where ``match`` is the fraction of items the checker passes."""
@@ -36,6 +38,10 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     # a fitted solver runs only at its own NFE: its row fills that column (added when missing)
     fixed = {name: len(lab.sigmas) - 1 for name in sampler_names if (lab := names.resolve(name)).sigmas is not None}
     steps_list = sorted(set(steps_list) | set(fixed.values()))
+    cfg = pipe.guidance(cfg)
+    for name in sampler_names:  # cheap: names, schedules, a fitted solver's model (one hash), no model call
+        for steps in ([fixed[name]] if name in fixed else steps_list):
+            pipe.plan(name, None if name in fixed else schedule, steps, {}, cfg)
     rows, tiles = [], {}
     for name in sampler_names:
         spec = samplers.info(name)

@@ -152,6 +152,47 @@ def _check_output(output) -> None:
         raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
 
 
+def _resolve(sampler: str, schedule: str | None, steps, options: dict):
+    """What :meth:`Pipeline.plan` checks without the model: ``(label, schedule, steps asked or None, options,
+    fitted solver or None)``: the name resolved (a fitted file read and checked), a fitted solver's fixed steps and
+    schedule, the options by the sampler's rules — before the prompts are encoded or an image is, not in its loop."""
+    asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
+    found, schedule, options = names.resolve_call(sampler, schedule, options)
+    if found.sigmas is not None:  # a fitted solver runs on its own nodes
+        fixed = len(found.sigmas) - 1
+        if asked is not None and asked != fixed:
+            raise InvalidInput(f"{found.label!r} runs exactly {fixed} steps on the σ nodes it was fitted on, but "
+                               f"steps={asked} was asked; leave steps out or pass steps={fixed}")
+        if schedule is not None:
+            raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
+    check_options(samplers.core.registry.SAMPLERS.get(found.sampler), options)
+    solver = options.get("solver") if found.sampler == "learned_multistep" else None
+    if solver is not None:
+        from samplers.fitted.solver import LearnedSolver
+
+        if isinstance(solver, (str, Path)):  # a path given as the option: read once, here
+            solver = LearnedSolver.load(solver)
+            options = {**options, "solver": solver}
+        if not isinstance(solver, LearnedSolver):  # the sampler names the type it takes
+            solver = None
+    return found, schedule, asked, options, solver
+
+
+def check_sampler(sampler: str, schedule: str | None = None, steps: int | None = None, options: dict | None = None,
+                  prediction: str | None = None) -> None:
+    """The checks of :meth:`Pipeline.plan` that need no loaded model, for a caller that has not loaded it yet (the
+    CLI, before reading the weights): the name (a fitted solver's file read and checked), its options, a fitted
+    solver's steps and schedule and — where ``prediction`` (the model's type, e.g. ``"eps"``) is known — its
+    recorded prediction and whether its start suits such a model. Its fingerprint is checked by ``plan``."""
+    _, _, _, options, solver = _resolve(sampler, schedule, steps, dict(options or {}))
+    if solver is not None and prediction is not None:
+        from samplers.core.conversion import canonical_prediction
+
+        prediction = canonical_prediction(prediction)
+        solver.check_model(allow_other_model=options.get("allow_other_model", False), prediction=prediction,
+                           supports_infinite_sigma=False if prediction in ("eps", "score") else None)
+
+
 class Pipeline:
     """A text-conditioned latent diffusion model ready for sampling. Build with :meth:`load`."""
 
@@ -219,26 +260,39 @@ class Pipeline:
         return samplers.get_sigmas(name, self.defaults["steps"] if steps is None else steps, native=self.native,
                                    **{**options, **kw})
 
-    def plan(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict):
+    def identity(self, cfg=None) -> str | None:
+        """The fingerprint of this pipeline's denoiser at guidance ``cfg`` (default: the model's), as
+        :func:`samplers.fitted.identity.fingerprint` reads it off :meth:`denoiser`'s result: without encoding a
+        prompt."""
+        from samplers.fitted import identity
+
+        return identity.with_guidance(identity.fingerprint(self._denoiser), self.guidance(cfg))
+
+    def check_fitted(self, solver, cfg=None, allow_other_model: bool = False, source: str | None = None) -> None:
+        """Refuse a fitted solver (:class:`samplers.fitted.solver.LearnedSolver`) that does not suit this model at
+        guidance ``cfg``: another model's (unless ``allow_other_model``), or one that starts at σ = ∞ on a model
+        that cannot be evaluated there. Cheap (one hash of the weights); :meth:`plan` runs it before any prompt is
+        encoded."""
+        solver.check_model(allow_other_model=allow_other_model, fingerprint=self.identity(cfg),
+                           prediction=self._denoiser.prediction,
+                           supports_infinite_sigma=self._denoiser.supports_infinite_sigma, source=source)
+
+    def plan(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict, cfg=None):
         """``(sampler name, sigmas, options)`` of a run: the name resolved (A1111 / ComfyUI labels included), the
-        schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged."""
-        asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
-        steps = self.defaults["steps"] if asked is None else asked
-        found, schedule, options = names.resolve_call(sampler or self.defaults["sampler"], schedule, options)
+        schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged. A
+        fitted solver is checked against this model at guidance ``cfg`` (default: the model's) here, before any
+        prompt is encoded (:meth:`check_fitted`)."""
+        found, schedule, asked, options, solver = _resolve(sampler or self.defaults["sampler"], schedule, steps,
+                                                          options)
         if found.sigmas is not None:  # a fitted solver runs on its own nodes
-            fixed = len(found.sigmas) - 1
-            if asked is not None and asked != fixed:
-                raise InvalidInput(f"{found.label!r} runs exactly {fixed} steps on the σ nodes it was fitted on, but "
-                                   f"steps={asked} was asked; leave steps out or pass steps={fixed}")
-            if schedule is not None:
-                raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
             sigmas = torch.tensor(found.sigmas, dtype=torch.float64)
         else:
-            sigmas = self.sigmas(schedule, steps)
+            sigmas = self.sigmas(schedule, self.defaults["steps"] if asked is None else asked)
         if found.discard_penultimate_sigma:
             sigmas = samplers.schedules.drop_penultimate(sigmas)
-        # the options by the sampler's rules now, before the prompts are encoded or an image is: not in its loop
-        check_options(samplers.core.registry.SAMPLERS.get(found.sampler), options)
+        if solver is not None:
+            self.check_fitted(solver, cfg, options.get("allow_other_model", False),
+                              found.label if found.source == "fitted" else None)
         return found.sampler, sigmas, options
 
     @staticmethod
@@ -309,7 +363,7 @@ class Pipeline:
         prompts, seeds = self._batch(prompt, batch, seed)
         _check_output(output)
         cfg = self.guidance(cfg)
-        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
+        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         x = samplers.initial_latent(noise, sigmas)
@@ -328,7 +382,7 @@ class Pipeline:
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
         _check_output(output)
         cfg = self.guidance(cfg)
-        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
+        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
         self._check_strength(sampler, options, strength)
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
         latent = self.vae.to_latent(images)  # encoded once, after every check
@@ -359,7 +413,7 @@ class Pipeline:
         latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
         _check_output(output)
         cfg = self.guidance(cfg)
-        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options)
+        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
         self._check_strength(sampler, options, strength)
         self.check_cost(n, H, W, len(sigmas) - 1)
         known = self.vae.to_latent(images)  # encoded after every check

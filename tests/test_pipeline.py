@@ -221,3 +221,76 @@ def test_cli_generate_writes_png(tmp_path):
     assert main(["generate", "a large red circle in the centre", "--steps", "8", "--seed", "0", "1",
                  "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g-0.png").is_file() and (tmp_path / "g-1.png").is_file()
+
+
+# ------------------------------------------------------------------------------------- fitted solvers
+
+
+def _fitted(pipe, path: Path, sigmas, cfg: float) -> Path:
+    """euler on ``sigmas`` as a solver file recording ``pipe``'s model at guidance ``cfg``."""
+    from samplers.fitted.identity import fingerprint
+    from samplers.fitted.solver import LearnedSolver
+
+    solver = LearnedSolver.from_sampler("euler", [float(v) for v in sigmas])
+    solver.model = {"fingerprint": fingerprint(pipe.denoiser("x", cfg)), "name": f"tiny {pipe.model.config.prediction}",
+                    "prediction": pipe.model.config.prediction}
+    return solver.save(path)
+
+
+def test_the_pipelines_identity_is_its_guided_denoisers_fingerprint(parts):
+    from samplers.fitted.identity import fingerprint
+
+    for kind in ("eps", "flow"):
+        for cfg in (1.0, 2.5, None):
+            assert parts[kind].identity(cfg) == fingerprint(parts[kind].denoiser("a red circle", cfg)) is not None
+    assert parts["eps"].identity(2.5) != parts["eps"].identity(3.0)
+
+
+@pytest.mark.parametrize("task", ["txt2img", "img2img", "inpaint"])
+def test_a_fitted_solver_that_does_not_suit_the_model_is_refused_before_any_prompt_is_encoded(parts, monkeypatch,
+                                                                                               tmp_path, task):
+    from samplers.fitted.solver import OtherModelError
+
+    eps, flow = parts["eps"], parts["flow"]
+    at_cfg_2 = _fitted(eps, tmp_path / "eps.json", eps.sigmas("karras", 3), 2.0)
+    sig = flow.sigmas("flow", 3)
+    assert math.isinf(float(sig[0]))
+    from_inf = _fitted(flow, tmp_path / "flow.json", sig, 2.0)
+    calls = model_calls(eps, monkeypatch)
+
+    def run(**kw):
+        kw = {"seed": 0, "progress": False, **kw}
+        if task == "txt2img":
+            return eps.txt2img("a red circle", **kw)
+        if task == "img2img":
+            return eps.img2img(IMG, "a red circle", strength=1.0, **kw)
+        return eps.inpaint(IMG, MASK, "a red circle", **kw)
+
+    with pytest.raises(OtherModelError, match="fitted to tiny eps .*not to this model") as err:
+        run(sampler=f"fitted:{at_cfg_2}", cfg=3.0)
+    assert not calls  # no prompt encoded, no image encoded, no U-Net call
+    assert f"fitted:{at_cfg_2}" in str(err.value) and "another guidance scale" in str(err.value)
+    for allow in ({}, {"allow_other_model": True}):  # a flow model's start, σ = inf: no override helps
+        with pytest.raises(OtherModelError, match=f"fitted:{from_inf} starts at σ = inf .*this model "
+                                                  r"\(prediction 'eps'\) cannot be evaluated .*solver file is the cause"):
+            run(sampler=f"fitted:{from_inf}", cfg=2.0, **allow)
+    assert not calls
+    run(sampler=f"fitted:{at_cfg_2}", cfg=2.0)
+    run(sampler=f"fitted:{at_cfg_2}", cfg=3.0, allow_other_model=True)
+
+
+def test_compare_grid_checks_every_row_before_the_first_image(parts, monkeypatch, tmp_path):
+    from app.images import compare_grid
+    from samplers.fitted.solver import OtherModelError
+
+    eps = parts["eps"]
+    path = _fitted(eps, tmp_path / "s.json", eps.sigmas("karras", 3), 2.0)
+    calls = model_calls(eps, monkeypatch)
+    with pytest.raises(OtherModelError, match="was fitted to tiny eps"):
+        compare_grid(eps, ["a red circle"], ["euler", "heun", f"fitted:{path}"], [2, 3], cfg=3.0)
+    assert not calls  # the euler and heun rows did not run first
+    with pytest.raises(samplers.InvalidOption, match="own fitted σ nodes"):
+        eps.plan(f"fitted:{path}", "karras", None, {}, 2.0)
+    with pytest.raises(samplers.UnknownNameError, match="unknown schedule 'karass'"):
+        compare_grid(eps, ["a red circle"], ["euler", "heun"], [2], schedule="karass")
+    assert not calls
