@@ -23,6 +23,11 @@ def _check_out(path: str | Path) -> Path:
     return path
 
 
+def _kind(args) -> str | None:
+    """The prediction type of the model the command will load, where the arguments tell it without loading it."""
+    return args.model or ("eps" if args.weights is None else None)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="e.g. 'a large red circle at the top left' (the caption grammar: docs/models.md)")
     p.add_argument("--model", choices=("eps", "flow"), default=None,
@@ -34,13 +39,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _generate(args) -> int:
-    from models.pipeline import Pipeline, save_images
+    from models.pipeline import Pipeline, check_sampler, save_images
 
     distinct("--seed", args.seed, "one image per seed, and a seed always gives the same image")
     if args.allow_other_model and not (args.sampler or "").startswith("fitted:"):
         raise InvalidInput("--allow-other-model applies to a fitted solver (--sampler fitted:PATH), which refuses "
                            f"another model; {args.sampler or 'the default sampler'!r} runs on any model without it")
     out = _check_out(args.out)
+    if args.sampler is not None:  # the name, a fitted file, its steps: before the weights are read and hashed
+        check_sampler(args.sampler, args.schedule, args.steps,
+                      {"allow_other_model": True} if args.allow_other_model else {}, _kind(args))
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     seeds = args.seed if len(args.seed) > 1 else args.seed[0]
     t0 = time.perf_counter()
@@ -54,7 +62,7 @@ def _generate(args) -> int:
 
 def _compare(args) -> int:
     from models import io as mio
-    from models.pipeline import Pipeline
+    from models.pipeline import Pipeline, check_sampler
 
     from .images import compare_grid, format_table
 
@@ -63,6 +71,8 @@ def _compare(args) -> int:
     distinct("--samplers", args.samplers, "the grid has one row per sampler")
     distinct("--steps", args.steps, "the grid has one column per step count")
     out = _check_out(args.out)
+    for name in args.samplers:  # the names and fitted files before the weights are read; compare_grid checks the rest
+        check_sampler(name, prediction=_kind(args))
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     prompts = [args.prompt] * args.n
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,

@@ -328,3 +328,39 @@ def test_the_diffusers_shim_runs_a_solver_from_sigma_inf_as_its_registry_pair(tm
     theirs, their_steps = run(sampler="ipndm", schedule="flow")
     assert float(steps[0]) == 1000.0 and torch.equal(steps, their_steps)
     torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_generate_and_compare_check_the_sampler_before_loading_the_weights(tmp_path, monkeypatch, capsys):
+    from models import pipeline
+    from samplers.core.native import RectifiedFlow
+
+    loads = []
+
+    def load(cls, *args, **kwargs):
+        loads.append(args)
+        raise RuntimeError("the weights were loaded before the sampler was checked")
+
+    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(load))
+    flow = LearnedSolver.from_sampler("euler", samplers.get_sigmas("flow", 4, native=RectifiedFlow(shift=3.0)))
+    flow.model = {"fingerprint": "ab" * 32, "name": "a flow model", "prediction": "flow"}
+    flow_file = flow.save(tmp_path / "flow4.json")
+    eps = LearnedSolver.from_sampler("euler", [14.6, 5.0, 1.5, 0.4, 0.0])
+    eps.model = {"fingerprint": "cd" * 32, "name": "an eps model", "prediction": "eps"}
+    eps_file = eps.save(tmp_path / "eps4.json")
+    (tmp_path / "bad.json").write_text("{oops")
+    out = ["--out", str(tmp_path / "x.png")]
+    for argv, message in (
+            (["generate", PROMPT, "--sampler", f"fitted:{flow_file}"], "starts at σ = inf"),
+            (["generate", PROMPT, "--sampler", f"fitted:{flow_file}", "--allow-other-model"], "starts at σ = inf"),
+            (["generate", PROMPT, "--model", "flow", "--sampler", f"fitted:{eps_file}"], "prediction is 'flow'"),
+            (["generate", PROMPT, "--sampler", f"fitted:{eps_file}", "--steps", "8"], "runs exactly 4 steps"),
+            (["generate", PROMPT, "--sampler", f"fitted:{eps_file}", "--schedule", "karras"], "own fitted σ nodes"),
+            (["generate", PROMPT, "--sampler", f"fitted:{tmp_path / 'bad.json'}"], "not a valid learned-solver"),
+            (["generate", PROMPT, "--sampler", "fitted:"], "names no solver"),
+            (["generate", PROMPT, "--sampler", "eulr"], "unknown"),
+            (["compare", PROMPT, "--samplers", "euler", f"fitted:{flow_file}", "--n", "1"], "starts at σ = inf"),
+            (["compare", PROMPT, "--samplers", "euler", f"fitted:{tmp_path / 'bad.json'}", "--n", "1"],
+             "not a valid learned-solver")):
+        assert main(argv + out) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert not loads
