@@ -14,7 +14,6 @@ size or on the other items.
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -202,9 +201,7 @@ class Pipeline:
         self.vae = vae.eval()
         self.native = native_schedule(model.config)
         self.defaults = {**FALLBACK_DEFAULTS[model.config.prediction], **model.config.defaults}
-        if self.defaults["sampler"] not in samplers.available():  # e.g. a library built without it
-            warnings.warn(f"default sampler {self.defaults['sampler']!r} is not registered; using 'euler'")
-            self.defaults["sampler"] = "euler"
+        names.resolve_call(self.defaults["sampler"], self.defaults["schedule"])  # a label and the tables' names too
         self._denoiser = samplers.to_denoiser(self._model_fn, model.config.prediction, self.native)
 
     @classmethod
@@ -287,7 +284,10 @@ class Pipeline:
         if found.sigmas is not None:  # a fitted solver runs on its own nodes
             sigmas = torch.tensor(found.sigmas, dtype=torch.float64)
         else:
-            sigmas = self.sigmas(schedule, self.defaults["steps"] if asked is None else asked)
+            n = self.defaults["steps"] if asked is None else asked
+            # A1111 / ComfyUI's KSampler build a schedule one step longer for the samplers that drop its
+            # next-to-last σ, so the run still takes n steps
+            sigmas = self.sigmas(schedule, n + 1 if found.discard_penultimate_sigma else n)
         if found.discard_penultimate_sigma:
             sigmas = samplers.schedules.drop_penultimate(sigmas)
         if solver is not None:

@@ -127,7 +127,7 @@ def test_valid_deterministic_arguments_reach_the_run(monkeypatch):
     monkeypatch.setattr(running, "run", lambda args: seen.setdefault("args", args) and None or 1 / 0)
     with pytest.raises(ZeroDivisionError):
         deterministic.main(["--quick", "--learned", str(LEARNED), "--peer-names", "EDMEulerScheduler",
-                            "--schedules", "karras", "--samplers", "k_euler"])
+                            "--schedules", "karras", "--samplers", "sample_euler"])
     args = seen["args"]
     assert args.samplers == ["euler"] and args.peer_names == ["EDMEulerScheduler"] and args.batch == 8
 

@@ -294,3 +294,36 @@ def test_compare_grid_checks_every_row_before_the_first_image(parts, monkeypatch
     with pytest.raises(samplers.UnknownNameError, match="unknown schedule 'karass'"):
         compare_grid(eps, ["a red circle"], ["euler", "heun"], [2], schedule="karass")
     assert not calls
+
+
+@pytest.mark.parametrize("label, schedule", [("a1111:DPM2", "karras"), ("a1111:DPM++ 3M SDE", "exponential"),
+                                             ("comfyui:dpm_2", None)])
+def test_a_label_that_drops_the_next_to_last_sigma_still_runs_the_steps_asked(parts, label, schedule):
+    """A1111's get_sigmas and ComfyUI's KSampler build steps + 1 and drop the next-to-last σ: n steps, as asked."""
+    pipe = parts["eps"]
+    for n in (1, 2, 5):
+        _, sigmas, _ = pipe.plan(label, None, n, {})
+        full = pipe.sigmas(schedule, n + 1)
+        assert len(sigmas) == n + 1
+        torch.testing.assert_close(sigmas, torch.cat([full[:-2], full[-1:]]), rtol=0, atol=0)
+
+
+def test_an_a1111_label_without_its_own_scheduler_runs_on_uniform(parts):
+    pipe = parts["eps"]
+    _, sigmas, _ = pipe.plan("Euler a", None, 10, {})
+    torch.testing.assert_close(sigmas, pipe.sigmas("linspace", 10), rtol=0, atol=0)
+    _, sigmas, _ = pipe.plan("Euler a", "karras", 10, {})  # the caller's schedule replaces A1111's Automatic
+    torch.testing.assert_close(sigmas, pipe.sigmas("karras", 10), rtol=0, atol=0)
+
+
+def test_a_default_sampler_label_is_kept_and_an_unknown_one_refused(parts):
+    import dataclasses
+
+    from samplers.core.errors import UnknownNameError
+
+    model = parts["eps"].model
+    label = dataclasses.replace(model.config, defaults={"sampler": "DPM++ 2M Karras", "schedule": "karras"})
+    pipe = Pipeline(DiffusionModel(label), parts["vae"])
+    assert pipe.plan(None, None, 4, {})[0] == "dpmpp_2m"
+    with pytest.raises(UnknownNameError):
+        Pipeline(DiffusionModel(dataclasses.replace(model.config, defaults={"sampler": "no_such"})), parts["vae"])
