@@ -81,6 +81,17 @@ def test_the_diffusers_shim_takes_it_and_says_it_cannot_see_the_unet(solver_file
     assert torch.isfinite(x).all()
 
 
+def test_the_diffusers_shim_compares_the_recorded_prediction_with_its_configs(solver_file):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    config = FlowMatchEulerDiscreteScheduler(shift=3.0).config  # a flow model: the solver was fitted to an eps one
+    with pytest.raises(OtherModelError, match="prediction is 'flow'"):
+        SamplerScheduler.from_config(config, sampler=f"fitted:{solver_file}")
+    SamplerScheduler.from_config(config, sampler=f"fitted:{solver_file}", sampler_options={"allow_other_model": True})
+
+
 def test_fit_command_on_a_flow_problem_may_start_above_sigma_max_and_scores_from_there(tmp_path, capsys):
     import math
 

@@ -128,6 +128,10 @@ def test_a_solver_from_sigma_inf_is_refused_on_a_model_that_cannot_be_evaluated_
     solver.check_model(FLOW_DENOISER)
     x = torch.randn(2, 2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(samplers.sample(f"fitted:{path}", FLOW_DENOISER, x, sig, disable=True)).all()
+    # samplers.sample names the file too, not the schedule (set_first cannot move a fitted solver's nodes)
+    for allow in (False, True):
+        with pytest.raises(OtherModelError, match="The solver file is the cause"):
+            samplers.sample(f"fitted:{path}", EPS_DENOISER, x, sig, disable=True, allow_other_model=allow)
 
 
 def test_the_recorded_prediction_is_compared_where_the_model_says(tmp_path):

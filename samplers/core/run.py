@@ -137,6 +137,10 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
 
     offset = 0
     from_inf = math.isinf(values[0])
+    solver = options.get("solver")
+    if from_inf and callable(getattr(solver, "check_model", None)):
+        # a fitted solver's own check first: where its σ nodes start at inf, its file is the cause, not the schedule
+        solver.check_model(model, options.get("allow_other_model", False))
     if from_inf and spec.from_infinity:
         check_infinite_sigma(model)
     elif math.isinf(values[0]):

@@ -441,6 +441,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                 "fixed-step sampler, or call it directly with samplers.interop.diffusers_models.")
         self._check_options(self.spec, options)
         self.native, self.prediction, self.space = self._model()
+        solver = label.options.get("solver") if label is not None else None
+        if callable(getattr(solver, "check_model", None)):  # a fitted solver: what the config says of its model
+            solver.check_model(prediction=self.prediction, supports_infinite_sigma=self.prediction not in ("eps", "score"),
+                               allow_other_model=options.get("allow_other_model", False), source=label.label)
         self._check_schedule_options(schedule_options)
         self.latents = self._source.latents if self._source is not None else "native"
         self.order = self._order(self.spec)
