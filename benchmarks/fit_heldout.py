@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 import samplers
+from samplers.core.errors import InvalidInput
 from samplers.fitted.fitting import pair_label
 from samplers.fitted.solver import LearnedSolver
 
@@ -34,9 +36,20 @@ from .deterministic import HELDOUT_SEEDS, ITEMS, LEARNED, pool, score
 MODULE = "benchmarks.fit_heldout"
 
 
+SOLVER_FILE = re.compile(r"(?:^|_)nfe\d+\.json$")  # <problem>_nfe<N>.json (learned_solvers), nfe<N>.json (fit)
+
+
 def solvers_in(folder: Path) -> list[tuple[Path, LearnedSolver]]:
-    """The fitted solver files of a folder (``benchmarks.learned_solvers`` writes them), by problem and NFE."""
-    found = [(path, LearnedSolver.load(path)) for path in sorted(folder.glob("*.json"))]
+    """The fitted solver files of a folder (``benchmarks.learned_solvers`` writes them), by problem and NFE.
+
+    Solver files are the ``*nfe<N>.json`` (``<problem>_nfe<N>.json`` as ``benchmarks.learned_solvers`` names them,
+    ``nfe<N>.json`` as ``samplers fit`` does): each must load, or InvalidInput names it. Other JSON files there (a
+    ``report.json``, ``results.json``, notes) are not solvers and are passed over; so are solver files without a
+    recorded problem and starting pair (``samplers fit``'s: their model is not a benchmark problem)."""
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder} is not a folder of fitted solver files (benchmarks.learned_solvers --out)")
+    found = [(path, LearnedSolver.load(path)) for path in sorted(folder.glob("*.json"))
+             if SOLVER_FILE.search(path.name)]
     found = [(path, s) for path, s in found if s.meta.get("problem") and s.meta.get("start", {}).get("solver")]
     return sorted(found, key=lambda item: (item[1].meta["problem"], item[1].nfe))
 
@@ -156,7 +169,10 @@ def main(argv=None) -> int:
         p.error(f"--heldout-batch and --threads must be >= 1 and seeds >= 0, got {args.heldout_batch}, "
                 f"{args.threads}, {args.heldout_seeds}")
     torch.set_num_threads(args.threads)
-    found = solvers_in(args.learned)
+    try:
+        found = solvers_in(args.learned)
+    except (InvalidInput, OSError) as err:
+        p.error(f"--learned: {err}")
     if not found:
         p.error(f"no fitted solver files with a recorded problem and starting pair in {args.learned}")
     others = {}
@@ -165,7 +181,10 @@ def main(argv=None) -> int:
             other = args.against / path.name
             if not other.exists():
                 p.error(f"--against {args.against}: no {path.name} there to compare {path} with")
-            others[path] = LearnedSolver.load(other)
+            try:
+                others[path] = LearnedSolver.load(other)
+            except (InvalidInput, OSError) as err:
+                p.error(f"--against: {err}")
             if (others[path].meta.get("problem"), others[path].nfe) != (fit.meta["problem"], fit.nfe):
                 p.error(f"--against: {other} is {others[path].meta.get('problem')} at {others[path].nfe} NFE, "
                         f"{path} {fit.meta['problem']} at {fit.nfe}: not the same cell")
@@ -176,6 +195,15 @@ def main(argv=None) -> int:
     problems, unavailable = common.get_problems(sorted({s.meta["problem"] for _, s in found}))
     if unavailable:
         p.error(f"problems not available here: {unavailable}")
+    # every solver run here, --against's included, is checked against its problem's model before any run (a
+    # namesake that runs the same steps as the fit is not run at all, so its run would never check it)
+    for path, fit in found:
+        model = problems[fit.meta["problem"]].batch_denoiser(args.heldout_batch, args.heldout_seeds[0])
+        for solver, where in ((fit, path), *(((others[path], args.against / path.name),) if path in others else ())):
+            try:
+                solver.check_model(model)
+            except InvalidInput as err:
+                p.error(f"{err}" if str(where) in str(err) else f"{where}: {err}")
     refs = common.ReferenceCache(args.cache)
     t0 = time.perf_counter()
     rows = []

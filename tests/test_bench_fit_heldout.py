@@ -130,3 +130,44 @@ def test_learned_solvers_refuses_a_bad_option_before_any_solve(capsys, monkeypat
             learned_solvers.main(["--problem", "gm-ve", "--nfe", "5", "--out", "unused", *bad])
         assert "FitConfig." in capsys.readouterr().err
     assert solved == []
+
+
+def test_a_folder_is_read_for_its_solver_files_and_against_is_checked_before_any_run(fitted, tmp_path, capsys,
+                                                                                      monkeypatch):
+    import shutil
+
+    from samplers.fitted.solver import LearnedSolver
+
+    runs, real = [], fit_heldout.run_solver
+    monkeypatch.setattr(fit_heldout, "run_solver", lambda *a, **k: runs.append(a[1]) or real(*a, **k))
+    learned = tmp_path / "learned"
+    learned.mkdir()
+    shutil.copy(fitted / "gm-ve_nfe5.json", learned)
+    (learned / "report.json").write_text('{"rows": {}}')  # a folder's other JSON files are not solvers: passed over
+    (learned / "notes.json").write_text("[1, 2]")
+    argv = ["--learned", str(learned), "--heldout-seeds", "101", "--heldout-batch", "4", "--cache",
+            str(tmp_path / "cache"), "--no-progress"]
+    assert fit_heldout.main([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert len(runs) == 2  # the fit and its pair
+    # a solver file (*nfe<N>.json) that does not load is refused, named
+    (learned / "gm-flow_nfe5.json").write_text("garbage")
+    with pytest.raises(SystemExit) as err:
+        fit_heldout.main([*argv, "--out", str(tmp_path / "x")])
+    assert err.value.code == 2 and "gm-flow_nfe5.json is not a valid learned-solver file" in capsys.readouterr().err
+    (learned / "gm-flow_nfe5.json").unlink()
+    # --against: a namesake fitted to another model is refused before any run (it runs the fit's very steps, so it
+    # was never run, and its scores were the fit's)
+    other = tmp_path / "other"
+    other.mkdir()
+    foreign = LearnedSolver.load(learned / "gm-ve_nfe5.json")
+    foreign.model = {**foreign.model, "fingerprint": "0" * 64}
+    foreign.save(other / "gm-ve_nfe5.json")
+    runs.clear()
+    with pytest.raises(SystemExit) as err:
+        fit_heldout.main([*argv, "--against", str(other), "--out", str(tmp_path / "x")])
+    message = capsys.readouterr().err
+    assert err.value.code == 2 and "gm-ve_nfe5.json" in message and "fingerprint 000000000000" in message
+    assert runs == [] and not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit) as err:
+        fit_heldout.main([*argv[:1], str(learned / "gm-ve_nfe5.json"), *argv[2:], "--out", str(tmp_path / "x")])
+    assert err.value.code == 2 and "is not a folder" in capsys.readouterr().err
