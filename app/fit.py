@@ -182,6 +182,16 @@ def make_target(args) -> Target:
 # ------------------------------------------------------------------------------------------------------
 
 
+CACHE_FIX = "delete it (it is solved again on the next run)"
+
+
+def read_cache(path: Path) -> dict:
+    """A cached file under ``<out>/.work`` (exact endpoints): read as data only, a dict, or an error naming it."""
+    from samplers.fitted.fitting import read_saved
+
+    return read_saved(path, "the cached exact endpoints", CACHE_FIX)
+
+
 def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extra: dict,
                       sigma: float | None = None) -> torch.Tensor:
     from samplers.core.files import write_torch
@@ -189,10 +199,15 @@ def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extr
 
     path = out / WORK / f"reference-{tag}-tol{target.reference_tol:g}.pt"
     if path.exists():
-        saved = torch.load(path, weights_only=True)
-        if (saved.get("identity") == target.identity and saved["x"].shape == x.shape
-                and torch.equal(saved["x"], x)):
-            return saved["reference"]
+        saved = read_cache(path)
+        kept = saved.get("x")
+        if (saved.get("identity") == target.identity and isinstance(kept, torch.Tensor) and kept.shape == x.shape
+                and torch.equal(kept, x)):
+            ref = saved.get("reference")
+            if not (isinstance(ref, torch.Tensor) and ref.shape == x.shape and ref.is_floating_point()):
+                raise InvalidInput(f"the cached exact endpoints {path} hold no reference of the starts' shape "
+                                   f"{list(x.shape)}; {CACHE_FIX}")
+            return ref
     ref = reference_endpoints(functools.partial(target.denoiser, **extra), x,
                               target.sigma_max if sigma is None else sigma, target.reference_tol)
     write_torch(path, {"x": x, "reference": ref, "identity": target.identity})
@@ -206,7 +221,10 @@ class PoolReferences:
 
     def __init__(self, path: Path, target: Target):
         self.path, self.target = path, target
-        self.saved = torch.load(path, weights_only=True) if path.exists() else {}
+        self.saved = read_cache(path) if path.exists() else {}
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) and v.is_floating_point()
+                   for k, v in self.saved.items()):
+            raise InvalidInput(f"the cached exact endpoints {path} hold other than one tensor per start; {CACHE_FIX}")
 
     def key(self, x: torch.Tensor, extra: dict, i: int, sigma: float) -> str:
         h = hashlib.sha256(x[i].detach().cpu().contiguous().numpy().tobytes() + repr(float(sigma)).encode()
@@ -227,7 +245,11 @@ class PoolReferences:
                                       x[rows], sigma, self.target.reference_tol)
             self.saved.update({keys[i]: r.clone() for i, r in zip(missing, ref)})
             write_torch(self.path, self.saved)
-        return torch.stack([self.saved[k] for k in keys]).to(x.device)
+        found = [self.saved[k] for k in keys]
+        if any(r.shape != x.shape[1:] for r in found):
+            raise InvalidInput(f"the cached exact endpoints {self.path} hold an endpoint of another shape than the "
+                               f"starts' {list(x.shape[1:])}; {CACHE_FIX}")
+        return torch.stack(found).to(x.device)
 
 
 def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: int, ref: torch.Tensor) -> dict | None:
@@ -338,20 +360,41 @@ def heldout_scores(target: Target, solver, nfe: int, args, out: Path) -> dict:
     return row
 
 
-def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None) -> dict:
-    """``--rescore``: the held-out figures of ``<out>/nfe<N>.json`` measured again (on ``--heldout`` starts), the
-    fit's own record (its time, what it kept) as the report had it."""
-    from samplers.fitted.identity import fingerprint
+def kept_solver(path: Path, nfe: int, target: Target, mine: str, fix: str):
+    """The solver ``samplers fit`` kept in ``path`` for ``nfe``, read (:meth:`LearnedSolver.load`: plain JSON) and
+    checked to be this run's: ``nfe`` model calls, fitted to this model (fingerprint ``mine``), with the fit's record
+    that its report and ``--rescore`` read. Anything else is refused with ``fix``: it is never scored, nor reported
+    as fitted, nor overwritten."""
     from samplers.fitted.solver import LearnedSolver
 
-    path = out / f"nfe{nfe}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"--rescore: no fitted solver {path} to score; fit it first (without --rescore)")
-    solver = LearnedSolver.load(path)
-    mine = fingerprint(target.denoiser)
+    try:
+        solver = LearnedSolver.load(path)
+    except (InvalidInput, OSError) as err:
+        raise InvalidInput(f"NFE {nfe}: {err}; {fix}") from None
+    if solver.nfe != nfe:
+        raise InvalidInput(f"{path} holds a solver of {solver.nfe} model calls, not {nfe}; {fix}")
     if solver.model.get("fingerprint") != mine:
-        raise InvalidInput(f"--rescore: {path} was fitted to model {solver.model.get('fingerprint')!r}, not to "
-                           f"{target.name} ({mine!r}); point --out at that model's fits or fit this model")
+        raise InvalidInput(f"{path} was fitted to model {solver.model.get('name')!r} (fingerprint "
+                           f"{str(solver.model.get('fingerprint'))[:12]}…), not to {target.name} ({mine[:12]}…); "
+                           f"{fix}")
+    meta, start = solver.meta, solver.meta.get("start")
+    try:
+        ok = (isinstance(meta.get("kept"), str) and _number(meta.get("validation_rmse"))
+              and isinstance(start, dict) and isinstance(start.get("sampler"), str)
+              and isinstance(start.get("schedule"), str) and isinstance(start.get("options"), dict)
+              and isinstance(start.get("solver"), dict) and LearnedSolver(**start["solver"]).validate() is not None)
+    except (InvalidInput, TypeError):
+        ok = False
+    if not ok:
+        raise InvalidInput(f"{path} lacks the record samplers fit keeps of a fit (meta: kept, validation_rmse and the "
+                           f"starting pair in start); {fix}")
+    return solver
+
+
+def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None, solver) -> dict:
+    """``--rescore``: the held-out figures of ``solver`` (``<out>/nfe<N>.json``, checked by :func:`kept_solver`)
+    measured again (on ``--heldout`` starts), the fit's own record (its time, what it kept) as the report had it."""
+    path = out / f"nfe{nfe}.json"
     timing = {k: v for k, v in (row or {}).items() if k in ("seconds", "threads")}  # of the fit, as reported
     base = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],
             "validation_rmse": solver.meta["validation_rmse"], **timing}
@@ -375,6 +418,72 @@ def setting(target: Target, args) -> dict:
             "prediction": target.prediction, "sigma_max": target.sigma_max, "sigma_min": target.sigma_min,
             "prompts": getattr(args, "prompts", None), "prompt_embeds": embeds, "reference_tol": target.reference_tol,
             **{k: getattr(args, k) for k in FIT}}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+REPORT_FIX = ("delete it (the NFEs it lists are then fitted again there, from the cached endpoints) or choose another "
+              "--out")
+
+
+def read_report(out: Path) -> dict:
+    """``<out>/report.json`` as this command wrote it ({} where there is none), checked before the model is built:
+    a JSON object whose ``rows`` map each NFE to the figures the command prints and ``--rescore`` keeps, whose
+    ``setting`` (if any) is an object. Anything else is refused, naming the file, what is wrong and the fix."""
+    path = out / "report.json"
+    if not path.exists():
+        return {}
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a folder, where samplers fit keeps its report; remove it or choose another "
+                           "--out")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidInput(f"{path} is not readable JSON ({err}); {REPORT_FIX}") from None
+
+    def bad(what: str):
+        return InvalidInput(f"{path} is not a report samplers fit wrote: {what}; {REPORT_FIX}")
+
+    if not isinstance(report, dict):
+        raise bad(f"it holds a JSON {type(report).__name__}, not an object")
+    if not isinstance(report.get("setting", {}), dict):
+        raise bad(f"its setting is {report['setting']!r}, not an object")
+    if "calibration" in report and not (isinstance(report["calibration"], int)
+                                        and not isinstance(report["calibration"], bool)):
+        raise bad(f"its calibration is {report['calibration']!r}, not a count of starts")
+    rows = report.get("rows", {})
+    if not isinstance(rows, dict):
+        raise bad(f"its rows are a {type(rows).__name__}, not an object of NFE → row")
+
+    def pair(v) -> bool:  # {"label": ..., "rmse": ...}
+        return isinstance(v, dict) and isinstance(v.get("label"), str) and _number(v.get("rmse"))
+
+    for k, row in rows.items():
+        if not (k.isascii() and k.isdigit() and 1 <= int(k) <= 100 and str(int(k)) == k):
+            raise bad(f"row {k!r} is not an NFE (a whole number from 1 to 100)")
+        ratio = row.get("fit_over_best_fixed") if isinstance(row, dict) else None
+        checks = isinstance(row, dict) and [
+            ("fit", _number(row.get("fit"))), ("best_fixed", pair(row.get("best_fixed"))),
+            ("file", isinstance(row.get("file"), str)),
+            ("heldout", "heldout" not in row or (isinstance(row["heldout"], int) and row["heldout"] >= 1
+                                                 and not isinstance(row["heldout"], bool))),
+            ("sigma_start", "sigma_start" not in row or _number(row["sigma_start"])),
+            ("default", "default" not in row or pair(row["default"])),
+            ("seconds", "seconds" not in row or _number(row["seconds"])),
+            ("threads", "threads" not in row or _number(row["threads"])),
+            ("fit_over_best_fixed", ratio is None or (
+                isinstance(ratio, dict) and _number(ratio.get("ratio")) and (
+                    ratio.get("interval") is None or (isinstance(ratio["interval"], list)
+                                                      and len(ratio["interval"]) == 2
+                                                      and all(map(_number, ratio["interval"]))))))]
+        if not checks:
+            raise bad(f"row {k} is a {type(row).__name__}, not an object")
+        wrong = [name for name, ok in checks if not ok]
+        if wrong:
+            raise bad(f"row {k} has no valid {', '.join(wrong)}")
+    return report
 
 
 def _check_setting(out: Path, report: dict, now: dict, args) -> dict:
@@ -432,6 +541,12 @@ def run_fit(args) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"the folder above --out ({out.parent}) does not exist; create it or choose another")
+    for folder in (out, out / WORK):
+        if folder.exists() and not folder.is_dir():
+            raise InvalidInput(f"{folder} is a file, where samplers fit keeps "
+                               + ("its fits (--out is a folder)" if folder == out else "its cached endpoints")
+                               + "; choose another --out" + ("" if folder == out else f" or remove {folder}"))
+    report = read_report(out)  # before the model is built: a bad one is refused at once
     if args.threads is not None:
         if args.threads < 1:
             raise InvalidInput(f"--threads must be at least 1, got {args.threads}")
@@ -447,22 +562,34 @@ def run_fit(args) -> int:
     target.identity = hashlib.sha256(json.dumps({k: now[k] for k in IDENTITY}, sort_keys=True,
                                                 default=str).encode()).hexdigest()
     report_path = out / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else {}
     report = _check_setting(out, report, now, args)
+    rows = {int(k): v for k, v in report.get("rows", {}).items()}
+    # the solvers this run keeps or scores, each checked before any solve: read as samplers.fitted reads them, of
+    # this model and NFE, with their fit's record (a broken or foreign file is refused, never reported as fitted)
+    checked = {}
+    for nfe in args.nfe:
+        path = out / f"nfe{nfe}.json"
+        if args.rescore and not path.exists():
+            raise FileNotFoundError(f"--rescore: no fitted solver {path} to score; fit it first (without --rescore)")
+        if args.rescore or (nfe in rows and path.exists() and not args.restart):
+            checked[nfe] = kept_solver(path, nfe, target, now["fingerprint"], (
+                "--rescore scores only this model's fits: point --out at that model's fits, or fit this one "
+                "(without --rescore)") if args.rescore else (
+                f"the report lists NFE {nfe} as fitted here: delete {path} to fit NFE {nfe} again, or pass "
+                "--restart to fit every NFE asked again (both replace it)"))
+            if not args.rescore and rows[nfe].get("heldout", args.heldout) != args.heldout:
+                raise InvalidInput(f"NFE {nfe} in {out} was scored on {rows[nfe]['heldout']} held-out starts, this "
+                                   f"run asks {args.heldout}: add --rescore to score the fits again on "
+                                   f"{args.heldout}, or leave --heldout at {rows[nfe]['heldout']}")
     out.mkdir(exist_ok=True)
     (out / WORK).mkdir(exist_ok=True)
     log = (lambda line: print(line, flush=True)) if args.verbose else None
     print(f"fitting to {target.name}: {target.description}; σ {target.sigma_max:g} → {target.sigma_min:g}, "
           f"{args.calibration} calibration starts, {args.heldout} held-out")
-    rows = {int(k): v for k, v in report.get("rows", {}).items()}
     for index, nfe in enumerate(args.nfe):
         if args.rescore:
-            rows[nfe] = rescore_one(target, nfe, args, out, rows.get(nfe))
-        elif nfe in rows and (out / f"nfe{nfe}.json").exists() and not args.restart:
-            if rows[nfe].get("heldout", args.heldout) != args.heldout:
-                raise InvalidInput(f"NFE {nfe} in {out} was scored on {rows[nfe]['heldout']} held-out starts, this "
-                                   f"run asks {args.heldout}: add --rescore to score the fits again on "
-                                   f"{args.heldout}, or leave --heldout at {rows[nfe]['heldout']}")
+            rows[nfe] = rescore_one(target, nfe, args, out, rows.get(nfe), checked[nfe])
+        elif nfe in checked:
             print(f"NFE {nfe}: already fitted ({out / f'nfe{nfe}.json'}; --restart to fit again)")
         else:
             if args.restart:
@@ -475,7 +602,8 @@ def run_fit(args) -> int:
         above = f" (both from σ = {r['sigma_start']:g})" if "sigma_start" in r else ""
         ratio = r.get("fit_over_best_fixed") or {}
         gain = (f" (fitted ÷ best fixed {ratio['ratio']:.3f}, 95 % interval {ratio['interval'][0]:.3f}-"
-                f"{ratio['interval'][1]:.3f} on {r['heldout']} starts)" if ratio.get("interval") else "")
+                f"{ratio['interval'][1]:.3f} on {r.get('heldout', args.heldout)} starts)"
+                if ratio.get("interval") else "")
         print(f"NFE {nfe}: held-out RMSE fitted {r['fit']:.4g} | best fixed pair {r['best_fixed']['label']}: "
               f"{r['best_fixed']['rmse']:.4g}{above}{gain}{default} → {r['file']}")
         from samplers.core.files import write_json

@@ -375,3 +375,112 @@ def test_generate_and_compare_check_the_sampler_before_loading_the_weights(tmp_p
         assert main(argv + out) == 2, argv
         assert message in capsys.readouterr().err, argv
     assert not loads
+
+
+QUICK = ["--calibration", "8", "--heldout", "2", "--iters", "0", "--pool", "0", "--starts", "1", "--screen", "4",
+         "--threads", "1"]
+
+
+class _Unpickled:
+    """A pickle that would create ``marker`` if it were ever unpickled."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_fit_refuses_a_bad_out_folder_or_report_before_building_the_model(tmp_path, capsys, monkeypatch):
+    from app import fit as fit_cli
+
+    out = tmp_path / "gm"
+    argv = ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *QUICK]
+    assert main(argv) == 0
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    built, real = [], fit_cli.make_target
+    monkeypatch.setattr(fit_cli, "make_target", lambda args: built.append(args) or real(args))
+    row = report["rows"]["3"]
+    for text, message in (('{"rows": ', "is not readable JSON"), ("[1, 2]", "it holds a JSON list"),
+                          (json.dumps({**report, "rows": {"abc": row}}), "row 'abc' is not an NFE"),
+                          (json.dumps({**report, "setting": "x"}), "its setting is 'x', not an object"),
+                          (json.dumps({**report, "rows": ["3"]}), "its rows are a list"),
+                          (json.dumps({**report, "rows": {"3": {**row, "fit": "low"}}}), "row 3 has no valid fit"),
+                          (json.dumps({**report, "rows": {"3": {**row, "best_fixed": 1}}}), "no valid best_fixed")):
+        (out / "report.json").write_text(text)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{out / 'report.json'}" in err and message in err and "delete it" in err, err
+    (out / "report.json").unlink()
+    (out / "report.json").mkdir()
+    assert main(argv) == 2 and "report.json is a folder" in capsys.readouterr().err
+    (tmp_path / "file").write_text("not a folder")
+    assert main([*argv[:6], str(tmp_path / "file"), *argv[7:]]) == 2
+    assert "is a file, where samplers fit keeps its fits" in capsys.readouterr().err
+    (out / "report.json").rmdir()
+    (out / ".work").rename(tmp_path / "work")
+    (out / ".work").write_text("not a folder")
+    assert main(argv) == 2 and ".work is a file" in capsys.readouterr().err
+    assert built == []
+
+
+def test_fit_reads_its_cached_files_as_data_only_and_names_a_bad_one(tmp_path, capsys):
+    out = tmp_path / "gm"
+    argv = ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *QUICK]
+    assert main(argv) == 0
+    capsys.readouterr()
+    cached = out / ".work" / "reference-calibration-0-tol1e-07.pt"
+    good, saved = cached.read_bytes(), torch.load(cached, weights_only=True)
+    marker = tmp_path / "marker"
+    (out / "nfe3.json").unlink()  # NFE 3 is fitted again: its cached exact endpoints are read
+    for write, message in ((lambda: torch.save({"x": torch.zeros(1), "e": _Unpickled(str(marker))}, cached),
+                            "(UnpicklingError: it holds Python objects a weights-only load never builds"),
+                           (lambda: cached.write_bytes(good[:100]), "cannot be read ("),
+                           (lambda: torch.save([1, 2], cached), "holds a list, not the dict"),
+                           (lambda: torch.save({**saved, "reference": torch.zeros(2)}, cached),
+                            "hold no reference of")):
+        write()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"the cached exact endpoints {cached}" in err and message in err and "delete it" in err, err
+    assert not marker.exists()
+    cached.write_bytes(good)
+    # the optimisation's resumable state goes through the same reader
+    torch.save([1], out / ".work" / "state-nfe3.pt")
+    assert main(argv) == 2
+    assert "the fit's saved state" in (err := capsys.readouterr().err) and "holds a list" in err
+    (out / ".work" / "state-nfe3.pt").unlink()
+    assert main(argv) == 0
+    capsys.readouterr()
+
+
+def test_a_resumed_or_rescored_fit_reads_its_solver_file_and_refuses_a_broken_or_foreign_one(tmp_path, capsys):
+    out = tmp_path / "gm"
+    argv = ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *QUICK]
+    assert main(argv) == 0
+    capsys.readouterr()
+    path = out / "nfe3.json"
+    solver = LearnedSolver.load(path)
+    other = LearnedSolver.load(path)
+    other.model = {"fingerprint": "0" * 64, "name": "other", "prediction": "flow"}
+    shorter = LearnedSolver.from_sampler("euler", [80.0, 1.0, 0.0])
+    shorter.model, shorter.meta = solver.model, solver.meta
+    bare = LearnedSolver.load(path)
+    bare.meta = {}
+    for write, message in ((lambda: path.write_text("garbage"), "is not a valid learned-solver file"),
+                           (lambda: other.save(path), "was fitted to model 'other'"),
+                           (lambda: shorter.save(path), "holds a solver of 2 model calls, not 3"),
+                           (lambda: bare.save(path), "lacks the record samplers fit keeps")):
+        write()
+        before = path.read_bytes()
+        for extra, fix in (([], f"delete {path} to fit NFE 3 again"), (["--rescore"], "point --out at")):
+            assert main([*argv, *extra]) == 2  # never "already fitted", nor scored, with the report's old numbers
+            err = capsys.readouterr().err
+            assert message in err and fix in err, err
+            assert path.read_bytes() == before
+    assert main([*argv, "--restart"]) == 0  # --restart fits it again, replacing it
+    assert LearnedSolver.load(path).model == solver.model
+    capsys.readouterr()
+    assert main(argv) == 0 and "already fitted" in capsys.readouterr().out
+

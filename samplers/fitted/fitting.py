@@ -616,6 +616,34 @@ def objective(denoiser, params: Params, x: torch.Tensor, ref: torch.Tensor, extr
     return _mean((out - ref).pow(2).flatten(1).mean(1), weights)
 
 
+def read_saved(path: str | Path, what: str, fix: str) -> dict:
+    """A dict written with :func:`samplers.core.files.write_torch` (a fit's saved state, cached exact endpoints),
+    read with ``torch.load(weights_only=True)``: nothing in the file runs. A file that cannot be read (truncated, a
+    pickle of other objects, a folder) or that holds anything but a dict raises InvalidInput naming ``what``, the
+    file and ``fix``."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            saved = torch.load(path, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file: named, never guessed around
+        import pickle
+        import re
+
+        text = " ".join(str(err).split())
+        if isinstance(err, pickle.UnpicklingError):  # torch's message is a page of advice on trusting the file
+            found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global| Check the |$)", text)
+            text = ("it holds Python objects a weights-only load never builds"
+                    + (f": {found.group(1).strip()}" if found else ""))
+        else:
+            text = text.split(". ")[0][:200] or ("it ends early" if isinstance(err, EOFError) else "no detail")
+        raise InvalidInput(f"{what} {path} cannot be read ({type(err).__name__}: {text}); {fix}") from None
+    if not isinstance(saved, dict):
+        raise InvalidInput(f"{what} {path} holds a {type(saved).__name__}, not the dict written there; {fix}")
+    return saved
+
+
 def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfig, *, deadline: float | None = None,
              state_path: str | Path | None = None, log=None, progress=None) -> tuple[LearnedSolver, float, int]:
     """Stage 3: Adam from ``start``; returns (best iterate by validation RMSE, that RMSE, its iteration). The
@@ -635,11 +663,8 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
     first = 0
     key = _data_key(denoiser, data)
     if state_path is not None and Path(state_path).exists():
-        try:
-            state = torch.load(state_path, weights_only=True)
-        except Exception as err:  # noqa: BLE001 - a truncated or foreign file: named, never guessed around
-            raise InvalidInput(f"the fit's saved state {state_path} cannot be read ({type(err).__name__}: {err}); "
-                               "delete it (or fit again with --restart) to start this optimisation afresh") from None
+        state = read_saved(state_path, "the fit's saved state",
+                           "delete it (or fit again with --restart) to start this optimisation afresh")
         if (state.get("config") == _resumable(config) and state["start"] == start.sigmas
                 and state.get("data") == key):
             with torch.no_grad():
