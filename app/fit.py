@@ -18,7 +18,8 @@ starts).
 A diffusers folder (``UNet2DConditionModel.save_pretrained``) needs its scheduler config (``--scheduler-config``,
 default ``<folder>/scheduler_config.json`` or ``<folder>/../scheduler/scheduler_config.json``) and prompt
 embeddings: a safetensors file with ``prompt_embeds`` [N, T, C] (item k of a batch uses row k mod N, rows
-shifted by the seed) and, for guidance, ``negative_prompt_embeds`` [1, T, C].
+shifted by the seed) and, for guidance, ``negative_prompt_embeds`` [1, T, C]; both floating point and finite, C the
+width the UNet's config takes, checked with the scheduler config before the UNet is built.
 """
 from __future__ import annotations
 
@@ -113,9 +114,86 @@ def entry_point_target(spec: str) -> Target:
                   p.reference_tol, None, p.description)
 
 
-def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | None, cfg: float | None) -> Target:
+def _scheduler_config(folder: Path, scheduler_config: str | None) -> dict:
+    """The diffusers scheduler config of ``folder`` (or ``--scheduler-config``), a JSON object."""
+    candidates = [Path(scheduler_config)] if scheduler_config else [
+        folder / "scheduler_config.json", folder.parent / "scheduler" / "scheduler_config.json"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise InvalidInput(f"no scheduler config for {folder}: looked at {', '.join(map(str, candidates))}; pass "
+                           "--scheduler-config (the pipeline's scheduler/scheduler_config.json)")
+    fix = "pass --scheduler-config with the pipeline's scheduler/scheduler_config.json"
+    try:
+        config = json.loads(found.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidInput(f"the scheduler config {found} is not readable JSON ({err}); {fix}") from None
+    if not isinstance(config, dict):
+        raise InvalidInput(f"the scheduler config {found} holds a JSON {type(config).__name__}, not an object of "
+                           f"scheduler settings; {fix}")
+    return config
+
+
+def _prompt_embeddings(embeds: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``prompt_embeds`` [N, T, C] and ``negative_prompt_embeds`` [1, T, C] (or None) of a safetensors file, float32,
+    checked: floating point (an integer tensor is not embeddings), finite, of those shapes."""
     from safetensors.torch import load_file
 
+    path = Path(embeds)
+    how = ("write it with safetensors.torch.save_file({'prompt_embeds': [N, T, C], 'negative_prompt_embeds': "
+           "[1, T, C]}, FILE) from the pipeline's encode_prompt")
+    if path.is_dir():
+        raise InvalidInput(f"--prompt-embeds {path} is a folder; give the safetensors file of the embeddings ({how})")
+    if not path.is_file():
+        raise FileNotFoundError(f"--prompt-embeds {path}: no such file; {how}")
+    try:
+        tensors = load_file(path)  # safetensors: reading it runs no code
+    except Exception as err:  # noqa: BLE001 - SafetensorError and the like: named, with the fix
+        raise InvalidInput(f"--prompt-embeds {path} is not a safetensors file ({type(err).__name__}: {err}); "
+                           f"{how}") from None
+    rows = tensors.get("prompt_embeds")
+    if rows is None or rows.ndim != 3 or 0 in rows.shape:
+        found = ", ".join(f"{k} {list(v.shape)}" for k, v in sorted(tensors.items())) or "nothing"
+        raise InvalidInput(f"{path} must hold prompt_embeds [N, T, C] (N ≥ 1 prompts of T tokens of width C); it "
+                           f"holds {found}")
+    negative = tensors.get("negative_prompt_embeds")
+    checked = []
+    for name, t in (("prompt_embeds", rows), ("negative_prompt_embeds", negative)):
+        if t is None:
+            checked.append(None)
+            continue
+        if not t.is_floating_point():
+            raise InvalidInput(f"{name} in {path} is {t.dtype}: embeddings are floating point (float32, float16 or "
+                               "bfloat16), as the text encoder returns them; save them before any rounding to integers")
+        t = t.float()
+        if not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise InvalidInput(f"{name} in {path} holds {bad} NaN or infinite value(s) (as float32); re-encode the "
+                               "prompts (a NaN from the text encoder, or float64 values beyond float32's range)")
+        checked.append(t)
+    rows, negative = checked
+    if negative is not None and tuple(negative.shape) != (1, *rows.shape[1:]):
+        raise InvalidInput(f"negative_prompt_embeds in {path} is {list(negative.shape)}, must be [1, T, C] = "
+                           f"[1, {rows.shape[1]}, {rows.shape[2]}] (one row, the tokens and width of prompt_embeds "
+                           f"{list(rows.shape)}); save one row encoded as the prompts were")
+    return rows, negative
+
+
+def _embedding_width(config: dict) -> int | None:
+    """The width of ``encoder_hidden_states`` a UNet config takes (None: not known from the config)."""
+    kind, hid = config.get("encoder_hid_dim_type"), config.get("encoder_hid_dim")
+    if kind == "text_proj" or (kind is None and hid is not None):
+        return hid if isinstance(hid, int) else None
+    if kind is not None:
+        return None
+    width = config.get("cross_attention_dim")
+    if isinstance(width, (list, tuple)) and width and len(set(width)) == 1:
+        width = width[0]
+    return width if isinstance(width, int) and not isinstance(width, bool) else None
+
+
+def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | None, cfg: float | None) -> Target:
+    """A diffusers UNet folder as a Target. Its files are read and checked (scheduler config, prompt embeddings
+    against the UNet's config) before the UNet is built or called."""
     from samplers.interop.diffusers_models import DiffusersModel, native_from_config
     from samplers import to_denoiser
 
@@ -123,28 +201,31 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
         from diffusers import UNet2DConditionModel
     except ImportError as err:
         raise InvalidInput(f"a diffusers folder needs the diffusers package ({err}); pip install diffusers") from None
-    candidates = [Path(scheduler_config)] if scheduler_config else [
-        folder / "scheduler_config.json", folder.parent / "scheduler" / "scheduler_config.json"]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is None:
-        raise InvalidInput(f"no scheduler config for {folder}: looked at {', '.join(map(str, candidates))}; pass "
-                           "--scheduler-config (the pipeline's scheduler/scheduler_config.json)")
+    config = _scheduler_config(folder, scheduler_config)
+    native, prediction = native_from_config(config)
     if embeds is None:
         raise InvalidInput("a diffusers UNet needs --prompt-embeds FILE (safetensors with prompt_embeds [N, T, C] "
                            "and, for guidance, negative_prompt_embeds [1, T, C])")
-    tensors = load_file(embeds)  # safetensors: reading it runs no code
-    if "prompt_embeds" not in tensors or tensors["prompt_embeds"].ndim != 3:
-        raise InvalidInput(f"{embeds} must hold prompt_embeds [N, T, C]; it holds {sorted(tensors)}")
-    rows = tensors["prompt_embeds"].float()
-    config = json.loads(found.read_text())
-    native, prediction = native_from_config(config)
+    rows, negative = _prompt_embeddings(embeds)
+    scale = 1.0 if cfg is None else float(cfg)
+    if scale != 1.0 and negative is None:
+        raise InvalidInput(f"--cfg {scale:g} needs negative_prompt_embeds [1, T, C] in {embeds} (the empty or "
+                           "negative prompt, encoded as the prompts were); or leave --cfg out for no guidance")
+    try:
+        unet_config = UNet2DConditionModel.load_config(folder)
+    except Exception as err:  # noqa: BLE001 - a folder without a readable config.json
+        raise InvalidInput(f"--model {folder}: no readable diffusers UNet config.json there ({err}); give the "
+                           "folder UNet2DConditionModel.save_pretrained wrote (a pipeline's unet/)") from None
+    width = _embedding_width(unet_config)
+    if width is not None and rows.shape[2] != width:
+        raise InvalidInput(f"prompt_embeds in {embeds} are {rows.shape[2]} wide and the UNet in {folder} takes "
+                           f"encoder_hidden_states {width} wide (its config's "
+                           f"{'encoder_hid_dim' if unet_config.get('encoder_hid_dim') else 'cross_attention_dim'}): "
+                           "encode the prompts with this model's own text encoder")
     unet = UNet2DConditionModel.from_pretrained(folder, use_safetensors=True).eval()
     for p in unet.parameters():
         p.requires_grad_(False)
-    scale = 1.0 if cfg is None else float(cfg)
-    if scale != 1.0 and "negative_prompt_embeds" not in tensors:
-        raise InvalidInput(f"--cfg {scale:g} needs negative_prompt_embeds in {embeds}")
-    uncond = {"encoder_hidden_states": tensors.get("negative_prompt_embeds", rows[:1]).float()[:1]}
+    uncond = {"encoder_hidden_states": (negative if negative is not None else rows)[:1]}
     inner = to_denoiser(DiffusersModel(unet), prediction, native)
 
     def conditioning(n: int, seed: int) -> dict:

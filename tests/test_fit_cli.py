@@ -484,3 +484,55 @@ def test_a_resumed_or_rescored_fit_reads_its_solver_file_and_refuses_a_broken_or
     capsys.readouterr()
     assert main(argv) == 0 and "already fitted" in capsys.readouterr().out
 
+
+def test_a_diffusers_folders_files_are_checked_before_the_unet_is_built(tmp_path, capsys, monkeypatch):
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+
+    from benchmarks import tiny_unet
+
+    folder = tiny_unet.make(tmp_path / "unet")
+    good = load_file(folder / "embeds.safetensors")  # prompt_embeds [8, 7, 32], negative_prompt_embeds [1, 7, 32]
+
+    class Built(Exception):
+        pass
+
+    def build(*args, **kwargs):
+        raise Built("every file passed")
+
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", build)
+    embeds = tmp_path / "e.safetensors"
+
+    def run(tensors=None, *extra, path=embeds):
+        if tensors is not None:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+        code = main(["fit", "--model", str(folder), "--prompt-embeds", str(path), "--nfe", "3",
+                     "--out", str(tmp_path / "fit"), *QUICK, *extra])
+        return code, capsys.readouterr().err
+
+    assert run(good, "--cfg", "3") == (1, "samplers fit: error: every file passed (Built; --debug for the traceback)\n")
+    nan = good["prompt_embeds"].clone()
+    nan[0, 0, 0] = float("nan")
+    for tensors, extra, message in (
+            ({k: (v * 10).long() for k, v in good.items()}, [], "prompt_embeds in {} is torch.int64: embeddings are "
+                                                                "floating point"),
+            ({**good, "prompt_embeds": nan}, [], "holds 1 NaN or infinite value(s)"),
+            ({k: v[..., :16] for k, v in good.items()}, [], "16 wide and the UNet in {} takes encoder_hidden_states "
+                                                            "32 wide (its config's cross_attention_dim)"),
+            ({**good, "negative_prompt_embeds": good["negative_prompt_embeds"][:, :3]}, ["--cfg", "3"],
+             "negative_prompt_embeds in {} is [1, 3, 32], must be [1, T, C] = [1, 7, 32]"),
+            ({**good, "negative_prompt_embeds": good["negative_prompt_embeds"][0]}, ["--cfg", "3"], "is [7, 32]"),
+            ({"prompt_embeds": good["prompt_embeds"]}, ["--cfg", "3"], "--cfg 3 needs negative_prompt_embeds"),
+            ({"prompt_embeds": good["prompt_embeds"][0]}, [], "must hold prompt_embeds [N, T, C]")):
+        code, err = run(tensors, *extra)
+        assert code == 2 and message.format(embeds if "{} is" in message else folder) in err, err
+    for path, message in ((folder, "is a folder; give the safetensors file"),
+                          (tmp_path / "none.safetensors", "no such file"),
+                          (folder / "config.json", "is not a safetensors file (SafetensorError")):
+        code, err = run(None, path=path)
+        assert code == 2 and f"--prompt-embeds {path}" in err and message in err, err
+    config = folder / "scheduler_config.json"
+    for text, message in (('{"_class_name": ', "is not readable JSON"), ("[]", "holds a JSON list, not an object")):
+        config.write_text(text)
+        code, err = run(good)
+        assert code == 2 and f"the scheduler config {config}" in err and message in err and "--scheduler-config" in err
