@@ -211,3 +211,17 @@ def test_a_zero_flow_shift_is_refused_not_read_as_one():
     with pytest.raises(samplers.InvalidOption, match="flow_shift"):
         native_from_config({"use_flow_sigmas": True, "flow_shift": 0, "prediction_type": "flow_prediction"})
     assert native_from_config({"use_flow_sigmas": True, "prediction_type": "flow_prediction"})[0].shift == 1.0
+
+
+def test_zero_snr_times_are_diffusers_timesteps_up_to_its_first_sigma():
+    """diffusers' Euler-type schedulers stand ᾱ = 2⁻²⁴ (σ ≈ 4096) in for the zero-SNR end: its first σ is timestep 999,
+    not the last finite one's (998)."""
+    theirs = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                    rescale_betas_zero_snr=True, timestep_spacing="trailing",
+                                    prediction_type="v_prediction")
+    theirs.set_timesteps(10)
+    vp = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012, rescale_betas_zero_snr=True)
+    sigmas = theirs.sigmas[:-1].double()
+    torch.testing.assert_close(vp.time(sigmas), theirs.timesteps.double(), rtol=0, atol=2e-3)
+    assert [vp.time_at(float(s)) for s in sigmas] == vp.time(sigmas).tolist()
+    assert vp.time_at(float("inf")) == 999 and math.isinf(float(vp.sigma_of_time(torch.tensor([999.0]))[0]))

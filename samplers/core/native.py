@@ -107,6 +107,9 @@ def betas_for(kind: str, num_train_timesteps: int = 1000, beta_start: float = 0.
     raise InvalidOption(f"unknown beta schedule {kind!r}; use 'linear', 'scaled_linear' or 'squaredcos_cap_v2'")
 
 
+ZERO_SNR_ALPHA_BAR = 2.0**-24  # diffusers' stand-in for ᾱ = 0 in its σ tables (rescale_betas_zero_snr)
+
+
 def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """Lin et al. (2023, arXiv:2305.08891) Alg. 1: shift and scale sqrt(ᾱ) so the last step has SNR 0."""
     sqrt_ab = alphas_cumprod.to(torch.float64).sqrt()
@@ -145,7 +148,14 @@ class VPDiscrete(NoiseSchedule):
         self.sigma_min = float(finite[0])
         self.sigma_max = float(self.sigmas[-1])
         self.log_sigmas = self.sigmas.log()
-        self._host_log_sigmas = self.log_sigmas.tolist()  # for time_at: bisect over Python floats
+        # The time of a σ: log-σ interpolation in the table, where a zero-SNR end counts as diffusers' ᾱ = 2⁻²⁴
+        # (σ ≈ 4096: its Euler-type schedulers' last entry), so a σ between the last finite entry and that gets
+        # the timestep diffusers gives it (not the last finite one); σ = inf is the last timestep.
+        time_log = self.log_sigmas.clone()
+        if math.isinf(float(time_log[-1])):
+            time_log[-1] = 0.5 * math.log((1 - ZERO_SNR_ALPHA_BAR) / ZERO_SNR_ALPHA_BAR)
+        self._time_log_sigmas = time_log
+        self._host_log_sigmas = time_log.tolist()  # for time_at: bisect over Python floats
 
     @classmethod
     def from_betas(cls, kind: str = "scaled_linear", num_train_timesteps: int = 1000, beta_start: float = 0.00085,
@@ -160,17 +170,17 @@ class VPDiscrete(NoiseSchedule):
     def num_train_timesteps(self) -> int:
         return self.alphas_cumprod.numel()
 
-    def _table(self, device, dtype):
-        key = (str(device), dtype)
+    def _table(self, device, dtype, time: bool = False):
+        key = (str(device), dtype, time)
         if key not in self._cache:
-            self._cache[key] = self.log_sigmas.to(device=device, dtype=dtype)
+            self._cache[key] = (self._time_log_sigmas if time else self.log_sigmas).to(device=device, dtype=dtype)
         return self._cache[key]
 
     def coefficients(self, sigma):
         return _vp_coefficients(sigma)
 
     def time(self, sigma):
-        log_sigmas = self._table(sigma.device, torch.float64)
+        log_sigmas = self._table(sigma.device, torch.float64, time=True)
         n = log_sigmas.numel()
         log_sigma = sigma.to(torch.float64).log()
         idx = torch.searchsorted(log_sigmas, log_sigma).clamp(1, n - 1)
