@@ -194,7 +194,7 @@ def _embedding_width(config: dict) -> int | None:
 def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | None, cfg: float | None) -> Target:
     """A diffusers UNet folder as a Target. Its files are read and checked (scheduler config, prompt embeddings
     against the UNet's config) before the UNet is built or called."""
-    from samplers.interop.diffusers_models import DiffusersModel, native_from_config
+    from samplers.interop.diffusers_models import DiffusersModel, check_x0_flags, native_from_config
     from samplers import to_denoiser
 
     try:
@@ -202,6 +202,7 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     except ImportError as err:
         raise InvalidInput(f"a diffusers folder needs the diffusers package ({err}); pip install diffusers") from None
     config = _scheduler_config(folder, scheduler_config)
+    check_x0_flags(config)  # a scheduler that clips or thresholds x0 is not the model the fit sees, as for the denoiser
     native, prediction = native_from_config(config)
     if embeds is None:
         raise InvalidInput("a diffusers UNet needs --prompt-embeds FILE (safetensors with prompt_embeds [N, T, C] "

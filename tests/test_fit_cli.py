@@ -532,7 +532,12 @@ def test_a_diffusers_folders_files_are_checked_before_the_unet_is_built(tmp_path
         code, err = run(None, path=path)
         assert code == 2 and f"--prompt-embeds {path}" in err and message in err, err
     config = folder / "scheduler_config.json"
+    kept = config.read_text()
     for text, message in (('{"_class_name": ', "is not readable JSON"), ("[]", "holds a JSON list, not an object")):
         config.write_text(text)
         code, err = run(good)
         assert code == 2 and f"the scheduler config {config}" in err and message in err and "--scheduler-config" in err
+    # a scheduler that clips x0 is not the model the fit sees (as denoiser_from_diffusers refuses it)
+    config.write_text(json.dumps({**json.loads(kept), "clip_sample": True}))
+    code, err = run(good)
+    assert code == 2 and "clip_sample=True" in err, err
