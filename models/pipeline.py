@@ -279,6 +279,7 @@ class Pipeline:
         schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged. A
         fitted solver is checked against this model at guidance ``cfg`` (default: the model's) here, before any
         prompt is encoded (:meth:`check_fitted`)."""
+        implied = schedule is None  # a label's own schedule, where it has one: A1111's "Automatic"
         found, schedule, asked, options, solver = _resolve(sampler or self.defaults["sampler"], schedule, steps,
                                                           options)
         if found.sigmas is not None:  # a fitted solver runs on its own nodes
@@ -287,7 +288,21 @@ class Pipeline:
             n = self.defaults["steps"] if asked is None else asked
             # A1111 / ComfyUI's KSampler build a schedule one step longer for the samplers that drop its
             # next-to-last σ, so the run still takes n steps
-            sigmas = self.sigmas(schedule, n + 1 if found.discard_penultimate_sigma else n)
+            try:
+                sigmas = self.sigmas(schedule, n + 1 if found.discard_penultimate_sigma else n)
+            except InvalidInput as e:
+                if not (implied and schedule is not None and found.schedule == schedule):
+                    raise
+                own = self.defaults["schedule"]
+                if found.schedule_is_explicit:
+                    fix = f"a label that names its schedule takes no other: use {found.sampler!r} with one this model has"
+                    how = "names"
+                else:
+                    fix = "pass a schedule this model has"
+                    how = "runs by default (its tool's automatic choice) on"
+                raise InvalidInput(f"{found.label!r} {how} the {schedule!r} schedule, which this "
+                                   f"{self.model.config.prediction} model cannot build ({e}); {fix}, e.g. its own "
+                                   f"{own!r}") from None
         if found.discard_penultimate_sigma:
             sigmas = samplers.schedules.drop_penultimate(sigmas)
         if solver is not None:

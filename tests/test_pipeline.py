@@ -327,3 +327,13 @@ def test_a_default_sampler_label_is_kept_and_an_unknown_one_refused(parts):
     assert pipe.plan(None, None, 4, {})[0] == "dpmpp_2m"
     with pytest.raises(UnknownNameError):
         Pipeline(DiffusionModel(dataclasses.replace(model.config, defaults={"sampler": "no_such"})), parts["vae"])
+
+
+def test_a_labels_schedule_a_flow_model_cannot_build_says_what_to_pass(parts):
+    pipe = parts["flow"]
+    with pytest.raises(samplers.InvalidInput, match="'Euler a' runs by default .* on the 'linspace' schedule.*pass a schedule "
+                                           "this model has, e.g. its own 'flow'"):
+        pipe.plan("Euler a", None, 4, {})
+    with pytest.raises(samplers.InvalidInput, match="names the 'karras' schedule.*use 'dpmpp_2m' with one this model has"):
+        pipe.plan("DPM++ 2M Karras", None, 4, {})
+    assert pipe.plan("Euler a", "flow", 4, {})[0] == "euler_ancestral"
