@@ -98,6 +98,18 @@ def comfy_linear_quadratic(n, sigma_max, threshold_noise=0.025):
     return [(1.0 - v) * sigma_max for v in levels]
 
 
+def comfy_simple(table, n):  # ComfyUI's simple_scheduler (A1111's "Simple" is the same): N/n rounded first
+    ss = len(table) / n
+    return [float(table[-(1 + int(x * ss))]) for x in range(n)] + [0.0]
+
+
+def test_comfyui_simple_is_comfyuis_for_every_step_count():
+    """Every n to 50, n = 38 included: 19·(1000/38) is 499.99… in floating point, and the tools take timestep 500."""
+    for n in range(1, 51):
+        close(ours("comfyui:simple", n), comfy_simple(TABLE, n))
+        close(ours("a1111:Simple", n), comfy_simple(TABLE, n))
+
+
 @pytest.mark.parametrize("n", STEPS)
 def test_comfyui_schedulers_are_comfyuis(n):
     close(ours("comfyui:ddim_uniform", n), ddim_stride(n))

@@ -44,10 +44,16 @@ def trailing(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) ->
 
 @register("simple", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def simple(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
-    """ComfyUI's ``simple``: every (N/n)-th training sigma from the top: σ = table[N − 1 − ⌊k·N/n⌋]."""
+    """ComfyUI's ``simple``: every (N/n)-th training sigma from the top: σ = table[N − 1 − ⌊k·(N/n)⌋].
+
+    N/n is rounded to a float before the product, as ComfyUI and A1111 compute it (``ss = len(sigmas) / steps``,
+    ``int(x * ss)``): where k·N/n is a whole number the product can fall just below it (N = 1000, n = 38, k = 19:
+    499.99…, so the tools take timestep 500, not 499); so does this.
+    """
     check_steps(n, None, None, need_range=False)
     total = num_train(n, training_sigmas)
-    t = torch.tensor([total - 1 - int(k * total / n) for k in range(n)], dtype=torch.float64)
+    stride = total / n
+    t = torch.tensor([total - 1 - int(k * stride) for k in range(n)], dtype=torch.float64)
     return strictly_decreasing(from_timesteps(t, training_sigmas), "simple")
 
 @register("normal", needs_table=True)
