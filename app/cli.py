@@ -34,7 +34,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="which shipped model (default eps); with --weights, the kind that folder must hold")
     p.add_argument("--weights", default=None, help="a U-Net folder instead of the shipped weights")
     p.add_argument("--vae", default=None, help="the VAE folder that U-Net was trained with (default: the shipped VAE)")
-    p.add_argument("--schedule", default=None, help="sigma schedule (default: the model's; e.g. karras, flow)")
+    p.add_argument("--schedule", default=None, help="sigma schedule (default: the one the sampler's label implies, as A1111's 'DPM++ 2M' "
+                        "Karras, else the model's; e.g. karras, flow)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = none)")
 
 
