@@ -110,21 +110,33 @@ def names_md() -> str:
     out += [f"| `{k}` | {_cell(v)} |" for k, v in labels.COMFYUI_REFUSED.items()]
     out += ["", "## Scheduler names", "",
             "Each reproduces the tool's own σ list on a discrete (eps / v) model (tests/test_tool_schedules.py, step "
-            "counts 1-50 on Stable Diffusion 1.x's table, against the tools' formulas).", "",
-            "| name | tool | schedule | options |", "|---|---|---|---|"]
+            "counts 1-50 on Stable Diffusion 1.x's table, against the tools' formulas). ComfyUI's also reproduce "
+            "ComfyUI's on a flow model (SD3, Flux: a `RectifiedFlow`, whose 1000-entry shifted flow table is ComfyUI's "
+            "`ModelSamplingDiscreteFlow`'s; Flux's `ModelSamplingFlux` is `RectifiedFlow.dynamic(mu, "
+            "num_train_timesteps=10000)`), step counts 1-50 at shift 1 and 3 and Flux's μ = 1.15, where the model is "
+            "known (`Pipeline.sigmas`, `samplers.core.names.resolve_schedule(name, native=...)`): there ComfyUI "
+            "computes `karras`, `exponential` and `kl_optimal` in the model's σ, the flow time t, which the name "
+            "passes on (\"on a flow model\").", "",
+            "| name | tool | schedule | options | on a flow model |", "|---|---|---|---|---|"]
     rows = [(k, "ComfyUI", v) for k, v in labels.COMFYUI_SCHEDULERS.items()]
     rows += [(k, "A1111", v) for k, v in labels.A1111_SCHEDULERS.items()]
-    out += [f"| `{k}` | {tool} | `{v[0]}` | {', '.join(f'`{o}={x!r}`' for o, x in v[1].items())} |"
+    out += [f"| `{k}` | {tool} | `{v[0]}` | {', '.join(f'`{o}={x!r}`' for o, x in v[1].items())} | "
+            f"{', '.join(f'`{o}={x!r}`' for o, x in (v[2] if len(v) > 2 else {}).items())} |"
             for k, tool, v in rows]
     out += ["", "## Where a name does not reproduce its tool", "",
             "- A1111's **DDIM**, **PLMS** and **UniPC** samplers are its timestep samplers: they step the timesteps "
             "1 + k·⌊1000/n⌋ and stop at timestep 1 with no final denoise. The labels run the registry's `ddim`, "
             "`plms` and `unipc_bh1` on a schedule, which ends in σ = 0.",
-            "- ComfyUI's scheduler names on **flow models** (SD3, Flux): ComfyUI runs the table schedules (`simple`, "
-            "`normal`, `sgm_uniform`, `ddim_uniform`, `beta`) on its 1000-entry shifted flow table and `karras`, "
-            "`exponential` and `kl_optimal` on σ = t ∈ [0, 1]; here a flow model has no training table (those are "
-            "refused), σ_max is inf (`karras`, `exponential` refused) and `kl_optimal` is uniform in the angle of the "
-            "VE σ = t/(1 − t) (from σ = inf), not of t. `linear_quadratic` matches.",
+            "- ComfyUI's scheduler names on **flow models** (SD3, Flux) give ComfyUI's σ lists as `comfyui:` names "
+            "with the model known (`Pipeline.sigmas`, `resolve_schedule(name, native=...)`); the registry's bare "
+            "`karras` and `exponential` stay refused there (σ_max = inf) and its bare `kl_optimal` stays uniform in "
+            "the angle of the VE σ from σ = inf (pass `in_flow_time=True` for ComfyUI's). diffusers' spacings "
+            "(`linspace`, `leading`, `trailing`, so A1111's \"Uniform\") have no flow rule and are refused. Flux's "
+            "table is ComfyUI's as `RectifiedFlow.dynamic(mu, num_train_timesteps=10000)` (plain `dynamic(mu)` keeps "
+            "1000 entries and t_min = 1e-3). Not reproduced: `kl_optimal` at one step (ComfyUI divides by n − 1 = 0 "
+            "and gets NaN; here [σ_max, 0]); `beta` where timesteps repeat (ComfyUI drops them and runs fewer steps; "
+            "here an error, at hundreds of steps); `ddim_uniform` on a table whose second entry is within 1e-5 of 0 "
+            "(ComfyUI's other branch; a flow shift below about 0.005).",
             "- ComfyUI's `denoise` < 1 (BasicScheduler / KSampler: a schedule of steps/denoise steps, its last steps "
             "kept) and A1111's img2img step count (int(strength·steps) + 1 steps of the full schedule) are not the "
             "pipeline's `strength` (`samplers.schedules.truncate`: round(strength·steps) steps).",

@@ -253,7 +253,8 @@ class Pipeline:
     def sigmas(self, schedule: str | None = None, steps: int | None = None, **kw) -> torch.Tensor:
         """The sampling schedule (VE sigmas ending in 0) for this model's native schedule. ``schedule`` is a registry
         schedule or a ComfyUI / A1111 scheduler name (default: the model's); ``steps`` default: the model's."""
-        name, options = names.resolve_schedule(self.defaults["schedule"] if schedule is None else schedule)
+        name, options = names.resolve_schedule(self.defaults["schedule"] if schedule is None else schedule,
+                                               native=self.native)
         return samplers.get_sigmas(name, self.defaults["steps"] if steps is None else steps, native=self.native,
                                    **{**options, **kw})
 

@@ -103,6 +103,17 @@ def test_schedules_that_built_before_give_the_same_bytes():
     assert not changed, f"σ lists changed: {changed}"
 
 
+def test_tool_names_resolved_for_a_model_other_than_flow_are_unchanged():
+    """A model-aware resolution gives the names' plain options on every native that is not a flow model."""
+    for native in natives().values():
+        if isinstance(native, samplers.RectifiedFlow):
+            continue
+        for prefix, table in (("comfyui", labels.COMFYUI_SCHEDULERS), ("a1111", labels.A1111_SCHEDULERS)):
+            for label in table:
+                name = f"{prefix}:{label}"
+                assert names.resolve_schedule(name, native=native) == names.resolve_schedule(name)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_schedule_snapshot.py --write")

@@ -143,3 +143,215 @@ def test_which_names_discard_the_next_to_last_sigma(label, discard):
     """A1111's discard_next_to_last_sigma samplers and ComfyUI's KSampler DISCARD_PENULTIMATE_SIGMA_SAMPLERS (the
     registry's own names never discard)."""
     assert names.resolve_call(label)[0].discard_penultimate_sigma is discard
+
+
+# ------------------------------------------------------- ComfyUI's scheduler names on flow models (SD3, Flux)
+# Written from comfy/model_sampling.py (Comfy-Org/ComfyUI 2fd20839: time_snr_shift, flux_time_shift,
+# ModelSamplingDiscreteFlow, ModelSamplingFlux) and comfy/samplers.py (311c0140: calculate_sigmas and
+# SCHEDULER_HANDLERS, simple_scheduler, ddim_scheduler, normal_scheduler, beta_scheduler, kl_optimal_scheduler;
+# karras / exponential are k-diffusion's get_sigmas_karras / get_sigmas_exponential), in float64. On a flow model
+# ComfyUI's σ is the flow time t; the lists compare as VE σ = t/(1 − t), t = 1 being σ = inf.
+
+def time_snr_shift(alpha, t):
+    return t if alpha == 1.0 else alpha * t / (1 + (alpha - 1) * t)
+
+
+class ComfyDiscreteFlow:  # ModelSamplingDiscreteFlow(shift, multiplier), its 1000-entry table
+    def __init__(self, shift, multiplier=1000.0, timesteps=1000):
+        self.shift, self.multiplier = shift, multiplier
+        self.sigmas = [self.sigma(i / timesteps * multiplier) for i in range(1, timesteps + 1)]
+        self.sigma_min, self.sigma_max = self.sigmas[0], self.sigmas[-1]
+
+    def timestep(self, sigma):
+        return sigma * self.multiplier
+
+    def sigma(self, timestep):
+        return time_snr_shift(self.shift, timestep / self.multiplier)
+
+
+class ComfyFlux(ComfyDiscreteFlow):  # ModelSamplingFlux(shift=mu): 10000 entries, timestep(σ) = σ
+    def __init__(self, mu, timesteps=10000):
+        self.mu = mu
+        self.sigmas = [self.sigma(i / timesteps) for i in range(1, timesteps + 1)]
+        self.sigma_min, self.sigma_max = self.sigmas[0], self.sigmas[-1]
+
+    def timestep(self, sigma):
+        return sigma
+
+    def sigma(self, timestep):  # flux_time_shift(mu, 1.0, t)
+        return math.exp(self.mu) / (math.exp(self.mu) + (1 / timestep - 1) ** 1.0)
+
+
+def c_simple(s, steps):
+    ss = len(s.sigmas) / steps
+    return [s.sigmas[-(1 + int(x * ss))] for x in range(steps)] + [0.0]
+
+
+def c_ddim(s, steps):
+    x = 1
+    if math.isclose(s.sigmas[x], 0, abs_tol=0.00001):
+        steps += 1
+        sigs = []
+    else:
+        sigs = [0.0]
+    ss = max(len(s.sigmas) // steps, 1)
+    while x < len(s.sigmas):
+        sigs += [s.sigmas[x]]
+        x += ss
+    return sigs[::-1]
+
+
+def c_normal(s, steps, sgm=False):
+    start, end = s.timestep(s.sigma_max), s.timestep(s.sigma_min)
+    append_zero = True
+    if sgm:
+        timesteps = np.linspace(start, end, steps + 1)[:-1]
+    else:
+        if math.isclose(s.sigma(end), 0, abs_tol=0.00001):
+            steps += 1
+            append_zero = False
+        timesteps = np.linspace(start, end, steps)
+    return [s.sigma(ts) for ts in timesteps] + ([0.0] if append_zero else [])
+
+
+def c_beta(s, steps, alpha=0.6, beta=0.6):
+    total_timesteps = len(s.sigmas) - 1
+    ts = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), alpha, beta) * total_timesteps)
+    sigs, last_t = [], -1
+    for t in ts:
+        if t != last_t:
+            sigs += [s.sigmas[int(t)]]
+        last_t = t
+    return sigs + [0.0]
+
+
+def c_karras(n, sigma_min, sigma_max, rho=7.0):
+    ramp = np.linspace(0, 1, n)
+    return list((sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho) + [0.0]
+
+
+def c_exponential(n, sigma_min, sigma_max):
+    return list(np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))) + [0.0]
+
+
+def c_kl_optimal(n, sigma_min, sigma_max):
+    adj = np.arange(n) / (n - 1)
+    return list(np.tan(adj * math.atan(sigma_min) + (1 - adj) * math.atan(sigma_max))) + [0.0]
+
+
+COMFY_HANDLERS = {  # calculate_sigmas: (handler, use_ms)
+    "simple": (c_simple, True), "sgm_uniform": (lambda s, n: c_normal(s, n, sgm=True), True),
+    "karras": (c_karras, False), "exponential": (c_exponential, False), "ddim_uniform": (c_ddim, True),
+    "beta": (c_beta, True), "normal": (c_normal, True),
+    "linear_quadratic": (lambda s, n: [v * s.sigma_max for v in comfy_linear_quadratic(n, 1.0)], True),
+    "kl_optimal": (c_kl_optimal, False),
+}
+
+
+def comfy_calculate_sigmas(s, scheduler, steps):
+    handler, use_ms = COMFY_HANDLERS[scheduler]
+    return handler(s, steps) if use_ms else handler(n=steps, sigma_min=s.sigma_min, sigma_max=s.sigma_max)
+
+
+def comfy_flow_as_ve(t):
+    """ComfyUI's flow σ list as VE σ. Its top level is t = 1 (kl_optimal computes it as tan(atan(1)), 1 within an ulp):
+    σ = inf."""
+    return [math.inf if v >= 1 - 1e-12 else v / (1 - v) for v in t]
+
+
+FLOW_MODELS = {  # ours, ComfyUI's
+    "sd3_shift1": (samplers.RectifiedFlow(shift=1.0), ComfyDiscreteFlow(1.0)),
+    "sd3_shift3": (samplers.RectifiedFlow(shift=3.0), ComfyDiscreteFlow(3.0)),
+    "sd3_shift3_m1": (samplers.RectifiedFlow(shift=3.0, multiplier=1.0), ComfyDiscreteFlow(3.0, multiplier=1.0)),
+    "flux_mu1.15": (samplers.RectifiedFlow.dynamic(1.15, num_train_timesteps=10000), ComfyFlux(1.15)),
+}
+FLOW_STEPS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 16, 20, 25, 28, 30, 33, 38, 40, 47, 50]
+
+
+@pytest.mark.parametrize("model", FLOW_MODELS)
+@pytest.mark.parametrize("scheduler", list(COMFY_HANDLERS))
+def test_comfyui_schedulers_on_flow_models_are_comfyuis(model, scheduler):
+    """``comfyui:<scheduler>`` on SD3 (shift 1 and 3; multiplier 1000 and 1) and Flux (ModelSamplingFlux, μ = 1.15)
+    gives ComfyUI's σ list, through the name table and the pipeline's model-aware resolution."""
+    native, comfy = FLOW_MODELS[model]
+    for n in FLOW_STEPS:
+        if scheduler == "kl_optimal" and n == 1:
+            continue  # ComfyUI's kl_optimal divides by n − 1: NaN at one step (here: σ_max)
+        name, options = names.resolve_schedule(f"comfyui:{scheduler}", native=native)
+        close(samplers.get_sigmas(name, n, native=native, **options),
+              comfy_flow_as_ve(comfy_calculate_sigmas(comfy, scheduler, n)))
+
+
+@pytest.mark.parametrize("scheduler", ["simple", "normal", "sgm_uniform", "beta"])
+def test_bare_comfyui_table_names_on_a_flow_model_are_comfyuis(scheduler):
+    """The bare names resolve to the registry's schedules, which are ComfyUI's rules on the flow table too."""
+    native, comfy = FLOW_MODELS["sd3_shift3"]
+    for n in (1, 4, 10, 38):
+        name, options = names.resolve_schedule(scheduler, native=native)
+        close(samplers.get_sigmas(name, n, native=native, **options),
+              comfy_flow_as_ve(comfy_calculate_sigmas(comfy, scheduler, n)))
+
+
+def test_comfyui_normal_on_a_flow_model_shifts_its_last_timestep_again():
+    """ComfyUI's timestep(σ_min) is the shifted t_min·1000, and sigma() shifts it again: the last level is
+    shift(shift(1/1000)), above σ_min; at a shift that puts that within 1e-5 of 0, ComfyUI takes n + 1 levels and no 0."""
+    native = samplers.RectifiedFlow(shift=3.0)
+    last_t = float(samplers.get_sigmas("normal", 10, native=native)[-2] / (1 + samplers.get_sigmas("normal", 10, native=native)[-2]))
+    assert last_t == pytest.approx(time_snr_shift(3.0, time_snr_shift(3.0, 1e-3)), rel=1e-12)
+    assert last_t > float(native.sigma_min) / (1 + float(native.sigma_min))
+    tiny, comfy = samplers.RectifiedFlow(shift=0.05), ComfyDiscreteFlow(0.05)
+    for n in (1, 5, 20):
+        ours_ = samplers.get_sigmas("normal", n, native=tiny)
+        assert len(ours_) == n + 1 and float(ours_[-1]) > 0
+        close(ours_, comfy_flow_as_ve(c_normal(comfy, n)))
+
+
+def test_flow_table_is_comfyuis_and_the_time_map_is_not_log_sigma_interpolation():
+    native, comfy = FLOW_MODELS["sd3_shift3"]
+    close(native.sigmas, comfy_flow_as_ve(comfy.sigmas), rtol=1e-12)
+    flux, comfy_flux = FLOW_MODELS["flux_mu1.15"]
+    assert len(flux.sigmas) == 10000 and flux.sigma_min == pytest.approx(comfy_flow_as_ve([comfy_flux.sigma_min])[0])
+    # Between the entries ComfyUI's sigma(timestep) is the analytic shift; log-σ interpolation of the VE table is not it
+    # (the registry's own VP rule would be off by up to ~1e-4 relative here), so normal / sgm_uniform use the flow's map.
+    from samplers.schedules.base import from_timesteps
+
+    index = torch.tensor([0.5, 10.25, 500.5, 997.5], dtype=torch.float64)
+    exact = native.table_axis.sigma_of(index)
+    interpolated = from_timesteps(index, native.sigmas)[:-1]
+    assert float(((interpolated - exact) / exact).abs().max()) > 1e-5
+
+
+@pytest.mark.parametrize("name", ["karras", "exponential", "kl_optimal"])
+def test_registry_sigma_schedules_on_a_flow_model_are_unchanged(name):
+    """The ComfyUI names take in_flow_time on a flow model; the registry's names do not: karras / exponential stay
+    refused (σ_max = inf), kl_optimal stays uniform in the VE angle from σ = inf."""
+    native = samplers.RectifiedFlow(shift=3.0)
+    assert names.resolve_schedule(name, native=native) == (name, {})
+    if name == "kl_optimal":
+        s = samplers.get_sigmas(name, 5, native=native)
+        angles = s[:-1].atan()
+        torch.testing.assert_close(angles[1:] - angles[:-1], torch.full((4,), float(angles[2] - angles[1]),
+                                                                        dtype=torch.float64))
+    else:
+        with pytest.raises(samplers.InvalidInput, match="finite sigma_max"):
+            samplers.get_sigmas(name, 5, native=native)
+
+
+@pytest.mark.parametrize("name", ["linspace", "leading", "trailing", "a1111:Uniform"])
+def test_diffusers_spacings_stay_refused_on_a_flow_model(name):
+    native = samplers.RectifiedFlow(shift=3.0)
+    schedule, options = names.resolve_schedule(name, native=native)
+    with pytest.raises(samplers.InvalidInput, match="a flow model has no rule for; use 'flow'"):
+        samplers.get_sigmas(schedule, 5, native=native, **options)
+
+
+def test_in_flow_time_and_table_inputs_are_checked():
+    native = samplers.RectifiedFlow(shift=3.0)
+    with pytest.raises(samplers.InvalidType, match="in_flow_time must be True or False"):
+        samplers.get_sigmas("karras", 5, native=native, in_flow_time="yes")
+    with pytest.raises(samplers.InvalidType, match="table_axis must be"):
+        samplers.get_sigmas("normal", 5, native=native, table_axis=(len, len, len))
+    with pytest.raises(samplers.InvalidInput, match="num_train_timesteps"):
+        samplers.RectifiedFlow(num_train_timesteps=1)
+    with pytest.raises(samplers.InvalidType, match="native must be"):
+        names.resolve_schedule("comfyui:karras", native="flux")

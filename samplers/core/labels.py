@@ -185,11 +185,16 @@ COMFYUI_REFUSED: dict[str, str] = {
 # Schedules by the names the tools give them: ComfyUI's `scheduler` values and A1111 1.9+'s "Schedule type" menu.
 # (ComfyUI's "beta" is the Beta distribution over the training timesteps: the registry's ``beta_timesteps``.)
 # Both tools' DDIM spacing keeps its stride ⌊N/n⌋ to the table's end (more than n steps when n does not divide N).
-COMFYUI_SCHEDULERS: dict[str, tuple[str, dict]] = {
-    "simple": ("simple", {}), "sgm_uniform": ("sgm_uniform", {}), "karras": ("karras", {}),
-    "exponential": ("exponential", {}), "ddim_uniform": ("ddim_uniform", {"keep_stepping": True}),
-    "beta": ("beta_timesteps", {}), "normal": ("normal", {}), "linear_quadratic": ("linear_quadratic", {}),
-    "kl_optimal": ("kl_optimal", {}),
+# A ComfyUI entry is (schedule, options, the options added on a flow model). On a flow model (ModelSamplingDiscreteFlow
+# / ModelSamplingFlux: SD3, Flux) ComfyUI's σ is the flow time t (comfy/samplers.py calculate_sigmas, Comfy-Org/ComfyUI
+# 311c0140): its table schedules read the model's shifted flow table, which RectifiedFlow.sigmas is, and its karras,
+# exponential and kl_optimal take sigma_min / sigma_max = that table's ends in t, so they run in flow time there.
+IN_FLOW_TIME = {"in_flow_time": True}
+COMFYUI_SCHEDULERS: dict[str, tuple[str, dict, dict]] = {
+    "simple": ("simple", {}, {}), "sgm_uniform": ("sgm_uniform", {}, {}), "karras": ("karras", {}, IN_FLOW_TIME),
+    "exponential": ("exponential", {}, IN_FLOW_TIME), "ddim_uniform": ("ddim_uniform", {"keep_stepping": True}, {}),
+    "beta": ("beta_timesteps", {}, {}), "normal": ("normal", {}, {}), "linear_quadratic": ("linear_quadratic", {}, {}),
+    "kl_optimal": ("kl_optimal", {}, IN_FLOW_TIME),
 }
 # A1111 (modules/sd_schedulers.py): its "Beta" is the Beta quantiles in σ (α = β = 0.6, its defaults), its "KL
 # Optimal" n + 1 levels down to σ_min with no 0, its "Align Your Steps" the SD 1.5 levels interpolated to n and a 0

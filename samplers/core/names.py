@@ -156,29 +156,42 @@ def merge_options(found: Label, options: dict | None) -> dict:
     return merged
 
 
-def resolve_schedule(name: str) -> tuple[str, dict]:
+def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
     """A schedule by its registry name or alias, or by a ComfyUI ``scheduler`` value or an A1111 "Schedule type"
-    (prefixes ``comfyui:`` / ``a1111:`` pick the table; ComfyUI's ``beta`` is ``beta_timesteps``)."""
+    (prefixes ``comfyui:`` / ``a1111:`` pick the table; ComfyUI's ``beta`` is ``beta_timesteps``).
+
+    ``native``: the model the schedule is for. A ComfyUI name on a flow model
+    (:class:`~samplers.core.native.RectifiedFlow`) takes the options ComfyUI's rule needs there (``karras``,
+    ``exponential``, ``kl_optimal``: ``in_flow_time=True``, as ComfyUI computes them in the model's σ = t); registry
+    and A1111 names, and every name on other models, resolve the same with or without it."""
     from ..schedules.base import SCHEDULES
+    from .native import NoiseSchedule, RectifiedFlow
 
     if not isinstance(name, str):
         raise InvalidType(f"a schedule name must be a string, got {type(name).__name__}")
+    if native is not None and not isinstance(native, NoiseSchedule):
+        raise InvalidType(f"native must be a samplers.core.native schedule (VPDiscrete, RectifiedFlow, ...), got "
+                          f"{type(native).__name__}")
+    flow = isinstance(native, RectifiedFlow)
     tables = {"comfyui": labels.COMFYUI_SCHEDULERS, "a1111": labels.A1111_SCHEDULERS}
+
+    def entry(table: dict, key: str) -> tuple[str, dict]:
+        schedule, options, *on_flow = table[key]
+        return SCHEDULES.canonical(schedule), {**options, **(on_flow[0] if on_flow and flow else {})}
+
     if ":" in name and name.split(":", 1)[0].strip().lower() in tables:
         prefix, rest = name.split(":", 1)
         table = tables[prefix.strip().lower()]
         key = {_normalise(k): k for k in table}.get(_normalise(rest))
         if key is None:
             raise UnknownNameError(f"unknown {prefix.strip().lower()} schedule {rest!r}; use one of {sorted(table)}")
-        schedule, options = table[key]
-        return SCHEDULES.canonical(schedule), dict(options)
+        return entry(table, key)
     if name in SCHEDULES:
         return SCHEDULES.canonical(name), {}
     for table in tables.values():
         key = {_normalise(k): k for k in table}.get(_normalise(name))
         if key is not None:
-            schedule, options = table[key]
-            return SCHEDULES.canonical(schedule), dict(options)
+            return entry(table, key)
     SCHEDULES.canonical(name)  # raises with the closest registry names
     raise AssertionError("unreachable")
 

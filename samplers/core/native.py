@@ -17,8 +17,10 @@ tensor twin, in float64.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -359,6 +361,25 @@ def flow_t(sigma):
     return 1 / (1 + 1 / sigma)
 
 
+def flow_sigma(t: torch.Tensor) -> torch.Tensor:
+    """The VE sigma σ = t/(1 − t) of flow times t ∈ [0, 1] (a tensor), inf exactly at t = 1."""
+    return torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
+
+
+class TableAxis(NamedTuple):
+    """A model's own map between its training table's (fractional) index and the VE σ, for the table schedules
+    (``normal``, ``sgm_uniform``) where that is not log-σ interpolation between the table's entries; see
+    :attr:`RectifiedFlow.table_axis`.
+
+    ``index_of(σ)``: the model's time input at σ as a fractional table index; ``sigma_of(index)``: the σ the model's
+    schedule gives a fractional index (exact at the entries); ``own_sigma(σ)``: σ in the model's own coordinates
+    (what a tool that works in them compares against a threshold)."""
+
+    index_of: Callable[[float], float]
+    sigma_of: Callable[[torch.Tensor], torch.Tensor]
+    own_sigma: Callable[[float], float]
+
+
 @dataclass(eq=False)
 class RectifiedFlow(NoiseSchedule):
     """Rectified flow x_t = (1 − t)·x0 + t·n, so σ = t/(1 − t), t = σ/(1 + σ) (σ_max = inf at t = 1).
@@ -366,20 +387,69 @@ class RectifiedFlow(NoiseSchedule):
     A time shift s (SD3: 3.0; Flux: s = e^μ, see :func:`flux_mu`) maps t → s·t/(1 + (s − 1)·t), which is
     exactly σ → s·σ in VE coordinates; it sets which sigmas a schedule visits, and is stored here so
     schedules built from this model use it. The network's time input is ``t · multiplier``.
+
+    Its training table (:attr:`sigmas`, for ComfyUI's table schedules) has ``num_train_timesteps`` entries (default
+    1000), entry i the shifted t = (i + 1)/N: ComfyUI's ``ModelSamplingDiscreteFlow`` (SD3: 1000 entries, multiplier
+    1000) and ``ModelSamplingFlux`` (Flux: ``RectifiedFlow.dynamic(mu, num_train_timesteps=10000)``, multiplier 1).
+    ``t_min`` (the smallest time, so ``sigma_min``) defaults to the table's first entry, 1/N, when
+    ``num_train_timesteps`` is given, else to 1/multiplier (1e-3 for a multiplier of at most 1).
     """
 
     shift: float = 1.0
     multiplier: float = 1000.0
     t_min: float | None = None
+    num_train_timesteps: int | None = None
 
     def __post_init__(self):
         positive("shift", self.shift)
         positive("multiplier", self.multiplier)
         if self.t_min is not None:
             unit_open("t_min", self.t_min)
-        t_min = self.t_min if self.t_min is not None else 1.0 / self.multiplier if self.multiplier > 1 else 1e-3
+        if self.num_train_timesteps is not None:
+            self.num_train_timesteps = check_table_size(self.num_train_timesteps)
+            default_t_min = 1.0 / self.num_train_timesteps
+        else:
+            default_t_min = 1.0 / self.multiplier if self.multiplier > 1 else 1e-3
+        t_min = self.t_min if self.t_min is not None else default_t_min
         self.sigma_min = self.shift * t_min / (1 - t_min)
         self.sigma_max = math.inf
+
+    @property
+    def table_size(self) -> int:
+        """The number of entries of :attr:`sigmas`: ``num_train_timesteps``, or 1000 (ComfyUI's and diffusers')."""
+        return 1000 if self.num_train_timesteps is None else self.num_train_timesteps
+
+    @functools.cached_property
+    def sigmas(self) -> torch.Tensor:
+        """The training table as ComfyUI builds it for a flow model (comfy/model_sampling.py,
+        ``ModelSamplingDiscreteFlow.set_parameters`` / ``ModelSamplingFlux.set_parameters``, Comfy-Org/ComfyUI
+        2fd20839): entry i is time_snr_shift(shift, (i + 1)/N), N = :attr:`table_size`, here as the VE σ: shift·u/(1 − u)
+        with u = (i + 1)/N (the shift is σ → shift·σ in VE coordinates), ascending, the last entry (u = 1) inf."""
+        return self.table_axis.sigma_of(torch.arange(self.table_size, dtype=torch.float64))
+
+    @property
+    def table_axis(self) -> TableAxis:
+        """ComfyUI's time axis of a flow model (comfy/model_sampling.py, Comfy-Org/ComfyUI 2fd20839) on the table's
+        index, entry i at timestep (i + 1)·multiplier/N:
+
+        - ``index_of(σ)``: ``model_sampling.timestep(σ)`` = its σ (the flow time t) × multiplier, the model's time
+          input: the index N·t − 1 (t = σ/(1 + σ) of the VE σ);
+        - ``sigma_of(index)``: ``model_sampling.sigma(timestep)`` = time_snr_shift(shift, timestep/multiplier): the
+          shift applied to u = (index + 1)/N, as the VE σ shift·u/(1 − u).
+
+        The two are not inverses when shift ≠ 1 (the time input is the shifted t, which ``sigma`` shifts again), so
+        ComfyUI's ``normal`` ends at σ(timestep(σ_min)), above σ_min; between entries neither is log-σ interpolation of
+        the table. ``own_sigma`` is ComfyUI's σ of a flow model, the flow time t."""
+        n, shift = self.table_size, self.shift
+
+        def index_of(sigma: float) -> float:
+            return n * flow_t(sigma) - 1.0
+
+        def sigma_of(index: torch.Tensor) -> torch.Tensor:
+            u = (index.to(torch.float64) + 1) / n
+            return torch.where(u >= 1, torch.full_like(u, math.inf), shift * u / (1 - u))
+
+        return TableAxis(index_of, sigma_of, flow_t)
 
     @classmethod
     def dynamic(cls, mu: float, multiplier: float = 1.0, **kw):

@@ -9,7 +9,7 @@ What lives where:
 - ``base``: the registry, the shared helpers and :func:`get_sigmas`;
 - ``sigma``: formulas in σ (karras, exponential, polyexponential, vp, kl_optimal, laplace, beta_sigmas);
 - ``timesteps``: spacings over a discrete model's training table (linspace, leading, trailing, simple, normal,
-  sgm_uniform, ddim_uniform, beta_timesteps = ``beta``);
+  sgm_uniform, ddim_uniform, beta_timesteps = ``beta``); ComfyUI's five also over a flow model's table;
 - ``flow``: flow-time schedules (flow, flow_dynamic, linear_quadratic);
 - ``presets``: published step lists as data (Align Your Steps);
 - ``ops``: operations on a schedule; ``optimise``: a schedule fitted to a model (loads scipy when used).

@@ -2,7 +2,9 @@
 
 A schedule is a pure function ``(n, sigma_min, sigma_max, **kw) -> Tensor[n + 1]`` of canonical (VE) sigmas in
 float64 on the CPU, strictly decreasing, ending in 0. Schedules defined over a discrete model's training table
-are registered with ``needs_table=True`` and get its ``training_sigmas``.
+are registered with ``needs_table=True`` and get its ``training_sigmas``; those ComfyUI also runs on a flow model's
+table (``on_flow=True``) get a :class:`~samplers.core.native.RectifiedFlow`'s table too, and its ``table_axis`` where
+they take one.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..core.native import NoiseSchedule, RectifiedFlow
+from ..core.native import NoiseSchedule, RectifiedFlow, TableAxis
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.registry import Registry, load_builtins
 from ..core.validate import check_allocation, integer, positive
@@ -22,6 +24,12 @@ SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins, liste
 
 # Schedules defined over a discrete model's training table: get_sigmas passes ``training_sigmas`` to them.
 TABLE_SCHEDULES: set[str] = set()
+# The table schedules ComfyUI also runs on a flow model's training table (comfy/samplers.py SCHEDULER_HANDLERS on a
+# ModelSamplingDiscreteFlow / ModelSamplingFlux); the others (diffusers' timestep spacings) stay those of a discrete
+# VP model.
+FLOW_TABLE_SCHEDULES: set[str] = set()
+# What get_sigmas passes a schedule from the native schedule, not options of the schedule.
+FROM_NATIVE = ("training_sigmas", "table_axis")
 
 
 # The ends of the σ range a schedule does not take (the training timesteps fix them): an explicit value there other
@@ -29,13 +37,16 @@ TABLE_SCHEDULES: set[str] = set()
 FIXED_ENDS: dict[str, tuple[str, ...]] = {}
 
 
-def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False, fixed_ends: tuple[str, ...] = ()):
-    """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas``;
-    ``fixed_ends``: the range ends ("sigma_min", "sigma_max") it does not take."""
+def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False, fixed_ends: tuple[str, ...] = (),
+             on_flow: bool = False):
+    """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas`` (``on_flow``: a
+    flow model's too); ``fixed_ends``: the range ends ("sigma_min", "sigma_max") it does not take."""
     def decorate(fn):
         SCHEDULES.add(name, fn, aliases)
         if needs_table:
             TABLE_SCHEDULES.add(name)
+        if on_flow:
+            FLOW_TABLE_SCHEDULES.add(name)
         if fixed_ends:
             FIXED_ENDS[name] = fixed_ends
         return fn
@@ -120,9 +131,9 @@ def table_range(training_sigmas, sigma_min, sigma_max) -> tuple[float, float]:
     return hi, lo
 
 def schedule_options(fn) -> list[str]:
-    """The keyword options of a schedule function (beyond n, sigma_min, sigma_max and the training table)."""
+    """The keyword options of a schedule function (beyond n, sigma_min, sigma_max and what the native gives it)."""
     params = inspect.signature(fn).parameters
-    return [p for p in params if p not in ("n", "sigma_min", "sigma_max", "training_sigmas")]
+    return [p for p in params if p not in ("n", "sigma_min", "sigma_max", *FROM_NATIVE)]
 
 
 def _check_fixed_ends(canonical: str, native, training_sigmas, **given) -> None:
@@ -154,7 +165,7 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     canonical = SCHEDULES.canonical(name)
     fn = SCHEDULES.get(canonical)
     valid = schedule_options(fn)
-    unknown = [k for k in kw if k not in valid and k != "training_sigmas"]
+    unknown = [k for k in kw if k not in valid and k not in FROM_NATIVE]
     if unknown:
         raise InvalidOption(f"schedule {canonical!r} has no option {', '.join(map(repr, unknown))}; its options are: "
                             f"{', '.join(valid) or 'none'}")
@@ -171,10 +182,18 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
         sigma_min = native.sigma_min if sigma_min is None else sigma_min
         sigma_max = native.sigma_max if sigma_max is None else sigma_max
         if canonical in TABLE_SCHEDULES:
+            if isinstance(native, RectifiedFlow) and canonical not in FLOW_TABLE_SCHEDULES:
+                raise InvalidInput(f"schedule {canonical!r} spaces a discrete (eps / v) model's training timesteps "
+                                   "(diffusers' timestep_spacing), which a flow model has no rule for; use 'flow' "
+                                   "(diffusers' flow-matching grid), or ComfyUI's table schedules on its flow table ("
+                                   f"{', '.join(sorted(FLOW_TABLE_SCHEDULES))})")
             if not hasattr(native, "sigmas"):
                 raise InvalidInput(f"schedule {canonical!r} spaces a discrete model's training timesteps; "
                                  f"{type(native).__name__} has no training table")
             kw.setdefault("training_sigmas", native.sigmas)
+            if "table_axis" in inspect.signature(fn).parameters and isinstance(getattr(native, "table_axis", None),
+                                                                                TableAxis):
+                kw.setdefault("table_axis", native.table_axis)
         if canonical == "flow" and isinstance(native, RectifiedFlow) and "mu" not in kw:
             kw.setdefault("shift", native.shift)
     return fn(n, sigma_min, sigma_max, **kw)

@@ -7,25 +7,46 @@ import math
 import numpy as np
 import torch
 
-from ..core.validate import positive, real
+from ..core.native import flow_sigma, flow_t
+from ..core.validate import boolean, positive, real
 from .base import append_zero, check_rho, check_steps, finite_max, register, strictly_decreasing
 from ..core.errors import InvalidInput, InvalidOption
 
 
+def _flow_range(sigma_min: float, sigma_max: float) -> tuple[float, float]:
+    """The range in flow time t = σ/(1 + σ): σ = inf is t = 1."""
+    return flow_t(float(sigma_min)), flow_t(float(sigma_max))
+
 @register("karras")
-def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """Karras et al. (2022), eq. 5: σ_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ."""
+def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, in_flow_time: bool = False) -> torch.Tensor:
+    """Karras et al. (2022), eq. 5: σ_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ.
+
+    ``in_flow_time=True``: the formula in flow time t = σ/(1 + σ) from t(σ_max) (σ_max = inf: t = 1) to t(σ_min),
+    then σ = t/(1 − t) — ComfyUI's ``karras`` on a flow model (SD3, Flux), whose σ is t (``comfyui:karras`` there).
+    """
     n = check_steps(n, sigma_min, sigma_max)
     rho = check_rho(rho)
+    if boolean("in_flow_time", in_flow_time):
+        t_min, t_max = _flow_range(sigma_min, sigma_max)
+        ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+        lo, hi = t_min ** (1 / rho), t_max ** (1 / rho)
+        return strictly_decreasing(append_zero(flow_sigma((hi + ramp * (lo - hi)) ** rho)), "karras")
     sigma_max = finite_max("karras", sigma_max)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return append_zero((hi + ramp * (lo - hi)) ** rho)
 
 @register("exponential")
-def exponential(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
-    """Uniform in log σ from σ_max to σ_min."""
+def exponential(n: int, sigma_min: float, sigma_max: float, in_flow_time: bool = False) -> torch.Tensor:
+    """Uniform in log σ from σ_max to σ_min.
+
+    ``in_flow_time=True``: uniform in log t, t = σ/(1 + σ), from t(σ_max) (σ_max = inf: t = 1) to t(σ_min), then
+    σ = t/(1 − t) — ComfyUI's ``exponential`` on a flow model (``comfyui:exponential`` there)."""
     check_steps(n, sigma_min, sigma_max)
+    if boolean("in_flow_time", in_flow_time):
+        t_min, t_max = _flow_range(sigma_min, sigma_max)
+        t = torch.linspace(math.log(t_max), math.log(t_min), n, dtype=torch.float64).exp()
+        return strictly_decreasing(append_zero(flow_sigma(t)), "exponential")
     sigma_max = finite_max("exponential", sigma_max)
     return append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64).exp())
 
@@ -63,12 +84,16 @@ def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, b
     return strictly_decreasing(append_zero(torch.expm1(beta_d * t**2 / 2 + beta_min * t).sqrt()), "vp")
 
 @register("kl_optimal", aliases=("kl-optimal",))
-def kl_optimal(n: int, sigma_min: float, sigma_max: float, end: str = "zero") -> torch.Tensor:
+def kl_optimal(n: int, sigma_min: float, sigma_max: float, end: str = "zero", in_flow_time: bool = False) -> torch.Tensor:
     """The KL-optimal schedule (Sabour et al. 2024, arXiv:2404.14507, §3.4; ComfyUI):
     σ_i = tan((1 − i/(n−1))·atan σ_max + i/(n−1)·atan σ_min) — uniform in the VP angle. σ_max may be inf.
 
     ``end="sigma_min"`` is A1111's "KL Optimal": n + 1 levels uniform in the angle from σ_max to σ_min (i/n for
     i = 0…n) and no 0 appended, so a run stops at σ_min with that much noise left, as A1111's does.
+
+    ``in_flow_time=True``: uniform in the angle of the flow time t = σ/(1 + σ) (atan t) from t(σ_max) (σ_max = inf:
+    t = 1) to t(σ_min), the ends exact, then σ = t/(1 − t) — ComfyUI's ``kl_optimal`` on a flow model, whose σ is t
+    (``comfyui:kl_optimal`` there; at n = 1 ComfyUI divides by n − 1 = 0 and gets NaN, here the one level is σ_max).
     """
     check_steps(n, sigma_min, sigma_max)
     if end not in ("zero", "sigma_min"):
@@ -76,6 +101,12 @@ def kl_optimal(n: int, sigma_min: float, sigma_max: float, end: str = "zero") ->
                             f"n + 1 levels down to sigma_min), got {end!r}")
     count = n + 1 if end == "sigma_min" else n
     w = torch.linspace(0, 1, count, dtype=torch.float64) if count > 1 else torch.zeros(1, dtype=torch.float64)
+    if boolean("in_flow_time", in_flow_time):
+        t_min, t_max = _flow_range(sigma_min, sigma_max)
+        t = ((1 - w) * math.atan(t_max) + w * math.atan(t_min)).tan()
+        t = torch.where(w == 0, torch.full_like(t, t_max), torch.where(w == 1, torch.full_like(t, t_min), t))
+        sigmas = flow_sigma(t)
+        return strictly_decreasing(sigmas if end == "sigma_min" else append_zero(sigmas), "kl_optimal")
     angle = (1 - w) * math.atan(sigma_max) + w * math.atan(sigma_min)
     sigmas = torch.where(angle >= math.pi / 2, torch.full_like(angle, math.inf), angle.tan())
     return strictly_decreasing(sigmas if end == "sigma_min" else append_zero(sigmas), "kl_optimal")

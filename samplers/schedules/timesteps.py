@@ -1,14 +1,20 @@
 """Timestep spacings over a discrete model's training table (diffusers' ``linspace`` / ``leading`` /
 ``trailing``; ComfyUI's ``simple``, ``normal``, ``sgm_uniform``, ``ddim_uniform`` and ``beta``). Each
 picks (fractional) training timesteps and reads their sigmas from the table, log-σ interpolated between
-entries; ``samplers.get_sigmas(..., native=VPDiscrete)`` passes the table as ``training_sigmas``."""
+entries; ``samplers.get_sigmas(..., native=VPDiscrete)`` passes the table as ``training_sigmas``.
+
+ComfyUI runs its five on a flow model's table too (SD3, Flux: comfy/model_sampling.py ModelSamplingDiscreteFlow /
+ModelSamplingFlux, entry i the shifted flow time t = (i + 1)/N): ``get_sigmas(..., native=RectifiedFlow(...))`` passes
+that table, and to ``normal`` / ``sgm_uniform`` the flow's own timestep ↔ σ map (``table_axis``: ComfyUI's
+``model_sampling.timestep`` / ``sigma``, not log-σ interpolation of the table)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .base import check_steps, from_timesteps, num_train, register, strictly_decreasing, table_range
-from ..core.errors import InvalidInput
+from .base import append_zero, check_steps, from_timesteps, num_train, register, strictly_decreasing, table_range
+from ..core.errors import InvalidInput, InvalidType
+from ..core.native import TableAxis
 from ..core.validate import boolean, integer
 
 
@@ -42,7 +48,7 @@ def trailing(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) ->
     t = torch.round(torch.arange(total, 0, -total / n, dtype=torch.float64)) - 1
     return from_timesteps(t, training_sigmas)
 
-@register("simple", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
+@register("simple", needs_table=True, fixed_ends=("sigma_min", "sigma_max"), on_flow=True)
 def simple(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
     """ComfyUI's ``simple``: every (N/n)-th training sigma from the top: σ = table[N − 1 − ⌊k·(N/n)⌋].
 
@@ -56,24 +62,54 @@ def simple(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> t
     t = torch.tensor([total - 1 - int(k * stride) for k in range(n)], dtype=torch.float64)
     return strictly_decreasing(from_timesteps(t, training_sigmas), "simple")
 
-@register("normal", needs_table=True)
-def normal(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
-    """ComfyUI's ``normal``: n timesteps evenly from t(σ_max) to t(σ_min) inclusive (fractional, log-σ interpolated)."""
+def _on_axis(name: str, n: int, sigma_min, sigma_max, training_sigmas, table_axis, sgm: bool) -> torch.Tensor:
+    """ComfyUI's ``normal_scheduler`` (comfy/samplers.py, Comfy-Org/ComfyUI 311c0140) on a model's own time axis:
+    timesteps evenly from timestep(σ_max) to timestep(σ_min) (``sgm``: n + 1 of them, the last dropped), each read
+    as sigma(timestep), then 0. Without ``sgm``, where the model's own σ at the last timestep is within 1e-5 of 0,
+    ComfyUI takes n + 1 timesteps and appends no 0 (the run ends at that σ); so does this."""
+    if not isinstance(table_axis, TableAxis):
+        raise InvalidType(f"table_axis must be a samplers.core.native.TableAxis (a model's table_axis), got "
+                          f"{type(table_axis).__name__}")
+    table = torch.as_tensor(training_sigmas, dtype=torch.float64)
+    sigma_min = float(table[0]) if sigma_min is None else sigma_min
+    sigma_max = float(table[-1]) if sigma_max is None else sigma_max
+    check_steps(n, sigma_min, sigma_max)
+    hi, lo = table_axis.index_of(sigma_max), table_axis.index_of(sigma_min)
+    if sgm:
+        return strictly_decreasing(append_zero(table_axis.sigma_of(torch.linspace(hi, lo, n + 1, dtype=torch.float64)[:-1])), name)
+    end = float(table_axis.sigma_of(torch.tensor(lo, dtype=torch.float64)))
+    if abs(table_axis.own_sigma(end)) <= 1e-5:  # math.isclose(s.sigma(end), 0, abs_tol=0.00001)
+        return strictly_decreasing(table_axis.sigma_of(torch.linspace(hi, lo, n + 1, dtype=torch.float64)), name)
+    return strictly_decreasing(append_zero(table_axis.sigma_of(torch.linspace(hi, lo, n, dtype=torch.float64))), name)
+
+@register("normal", needs_table=True, on_flow=True)
+def normal(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, table_axis=None) -> torch.Tensor:
+    """ComfyUI's ``normal``: n timesteps evenly from t(σ_max) to t(σ_min) inclusive (fractional, log-σ interpolated).
+
+    ``table_axis`` (a flow model's, passed by get_sigmas): the timesteps and their σ on the model's own axis instead;
+    on a flow model that ends at σ(timestep(σ_min)), above σ_min when shift ≠ 1 (ComfyUI's rule; see
+    :attr:`samplers.core.native.RectifiedFlow.table_axis`)."""
     check_steps(n, None, None, need_range=False)
     num_train(n, training_sigmas)
+    if table_axis is not None:
+        return _on_axis("normal", n, sigma_min, sigma_max, training_sigmas, table_axis, sgm=False)
     hi, lo = table_range(training_sigmas, sigma_min, sigma_max)
     return strictly_decreasing(from_timesteps(torch.linspace(hi, lo, n, dtype=torch.float64), training_sigmas), "normal")
 
-@register("sgm_uniform", needs_table=True)
-def sgm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
-    """SGM / ComfyUI ``sgm_uniform``: n + 1 timesteps evenly from t(σ_max) to t(σ_min), the last replaced by 0."""
+@register("sgm_uniform", needs_table=True, on_flow=True)
+def sgm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, table_axis=None) -> torch.Tensor:
+    """SGM / ComfyUI ``sgm_uniform``: n + 1 timesteps evenly from t(σ_max) to t(σ_min), the last replaced by 0.
+
+    ``table_axis``: on the model's own axis, as ``normal``."""
     check_steps(n, None, None, need_range=False)
     num_train(n, training_sigmas)
+    if table_axis is not None:
+        return _on_axis("sgm_uniform", n, sigma_min, sigma_max, training_sigmas, table_axis, sgm=True)
     hi, lo = table_range(training_sigmas, sigma_min, sigma_max)
     t = torch.linspace(hi, lo, n + 1, dtype=torch.float64)[:-1]
     return strictly_decreasing(from_timesteps(t, training_sigmas), "sgm_uniform")
 
-@register("ddim_uniform", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
+@register("ddim_uniform", needs_table=True, fixed_ends=("sigma_min", "sigma_max"), on_flow=True)
 def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None,
                  keep_stepping: bool = False) -> torch.Tensor:
     """ComfyUI's ``ddim_uniform``: timesteps 1 + k·⌊N/n⌋, k = 0…n−1, descending.
@@ -91,7 +127,7 @@ def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None
     return strictly_decreasing(from_timesteps(t, training_sigmas), "ddim_uniform")
 
 @register("beta_timesteps", aliases=("beta", "comfy_beta", "beta_comfyui"), needs_table=True,
-          fixed_ends=("sigma_min", "sigma_max"))
+          fixed_ends=("sigma_min", "sigma_max"), on_flow=True)
 def beta_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, alpha: float = 0.6,
                    beta: float = 0.6) -> torch.Tensor:
     """Beta sampling over the training timesteps, as ComfyUI's ``beta`` scheduler and the paper (Lee et al. 2024,
