@@ -355,3 +355,23 @@ def test_in_flow_time_and_table_inputs_are_checked():
         samplers.RectifiedFlow(num_train_timesteps=1)
     with pytest.raises(samplers.InvalidType, match="native must be"):
         names.resolve_schedule("comfyui:karras", native="flux")
+
+
+def test_pipeline_on_a_flow_model_runs_comfyuis_schedulers(tmp_path):
+    """ComfyUI's default Flux / SD3 workflow, euler + simple, and karras through the pipeline: the model is known
+    there, so the ComfyUI names resolve for it."""
+    from models.pipeline import Pipeline
+    from models.unet import DiffusionModel, vae_record
+    from test_pipeline import tiny_vae
+    from test_text_unet import tiny_config
+
+    vae = tiny_vae(tmp_path)
+    pipe = Pipeline(DiffusionModel(tiny_config(prediction="flow", vae=vae_record(vae))), vae)
+    native = pipe.native
+    comfy = ComfyDiscreteFlow(native.shift, multiplier=native.multiplier)
+    sampler, sigmas, _ = pipe.plan("comfyui:euler", "comfyui:simple", 20, {})
+    assert sampler == "euler"
+    close(sigmas, comfy_flow_as_ve(c_simple(comfy, 20)))
+    close(pipe.sigmas("comfyui:karras", 12), comfy_flow_as_ve(comfy_calculate_sigmas(comfy, "karras", 12)))
+    with pytest.raises(samplers.InvalidInput, match="finite sigma_max"):
+        pipe.sigmas("karras", 12)  # the registry's karras: still refused at σ_max = inf
