@@ -376,3 +376,15 @@ def test_pipeline_on_a_flow_model_runs_comfyuis_schedulers(tmp_path):
     close(pipe.sigmas("comfyui:karras", 12), comfy_flow_as_ve(comfy_calculate_sigmas(comfy, "karras", 12)))
     with pytest.raises(samplers.InvalidInput, match="finite sigma_max"):
         pipe.sigmas("karras", 12)  # the registry's karras: still refused at σ_max = inf
+
+
+def test_the_registry_linear_quadratic_keeps_its_flow_time_levels_on_a_vp_model():
+    """ComfyUI's rule (a fraction of σ_max in σ) is the ComfyUI name's option; the registry schedule, which published
+    tables use, keeps its levels in flow time scaled by t(σ_max)."""
+    for n in (2, 5, 10):
+        registry = samplers.get_sigmas("linear_quadratic", n, native=SD15)
+        t_max = SMAX / (1 + SMAX)
+        levels = torch.tensor(comfy_linear_quadratic(n, 1.0), dtype=torch.float64)  # 1 − ℓ
+        t = levels * t_max
+        close(registry, t / (1 - t), rtol=1e-12)
+        assert not torch.allclose(registry[1:-1], ours("comfyui:linear_quadratic", n)[1:-1])

@@ -193,7 +193,7 @@ IN_FLOW_TIME = {"in_flow_time": True}
 COMFYUI_SCHEDULERS: dict[str, tuple[str, dict, dict]] = {
     "simple": ("simple", {}, {}), "sgm_uniform": ("sgm_uniform", {}, {}), "karras": ("karras", {}, IN_FLOW_TIME),
     "exponential": ("exponential", {}, IN_FLOW_TIME), "ddim_uniform": ("ddim_uniform", {"keep_stepping": True}, {}),
-    "beta": ("beta_timesteps", {}, {}), "normal": ("normal", {}, {}), "linear_quadratic": ("linear_quadratic", {}, {}),
+    "beta": ("beta_timesteps", {}, {}), "normal": ("normal", {}, {}), "linear_quadratic": ("linear_quadratic", {"sigma_fraction": True}, {}),
     "kl_optimal": ("kl_optimal", {}, IN_FLOW_TIME),
 }
 # A1111 (modules/sd_schedulers.py): its "Beta" is the Beta quantiles in σ (α = β = 0.6, its defaults), its "KL

@@ -9,7 +9,7 @@ import torch
 from ..core.native import flow_t, flux_mu
 from .base import check_steps, register, strictly_decreasing, append_zero
 from ..core.errors import InvalidInput
-from ..core.validate import real
+from ..core.validate import boolean, real
 
 
 @register("flow", aliases=("flow_linear", "linear"))
@@ -50,16 +50,19 @@ def flow_dynamic(n: int, sigma_min: float, sigma_max: float = math.inf, *, image
 
 @register("linear_quadratic", aliases=("linear-quadratic",), fixed_ends=("sigma_min",))
 def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, threshold_noise: float = 0.025,
-                     linear_steps: int | None = None) -> torch.Tensor:
+                     linear_steps: int | None = None, sigma_fraction: bool = False) -> torch.Tensor:
     """Linear-then-quadratic in flow time (Mochi; ComfyUI ``linear_quadratic``): the first ``linear_steps``
     (default n/2) steps lower the noise level t linearly to ``threshold_noise``, the rest quadratically to 0.
 
-    As ComfyUI's, a level ℓ is the fraction 1 − ℓ of the model's own largest σ: on a flow model (σ_max = inf, its
-    own σ the flow time t ∈ [0, 1]) t = 1 − ℓ and σ = t/(1 − t); on a model with a finite σ_max (eps / v, VE
-    coordinates) σ = (1 − ℓ)·σ_max.
+    The levels are flow times t ∈ [0, 1] scaled by t(σ_max) (1 when σ_max = inf, a flow model from pure noise)
+    and mapped to σ = t/(1 − t). ``sigma_fraction=True`` is ComfyUI's rule on a model with a finite σ_max (its
+    ``linear_quadratic`` scheduler; the ComfyUI name passes it): a level ℓ is σ = (1 − ℓ)·σ_max in the model's own
+    VE σ, linear in σ. On a flow model (σ_max = inf, ComfyUI's σ the flow time) the two are the same.
     """
     check_steps(n, None, None, need_range=False)
+    boolean("sigma_fraction", sigma_fraction)
     finite = sigma_max is not None and not math.isinf(sigma_max)
+    t_max = float(flow_t(torch.tensor(sigma_max, dtype=torch.float64))) if finite else 1.0
     if n == 1:
         levels = [0.0, 1.0]
     else:
@@ -73,9 +76,9 @@ def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, thresh
         const = quadratic_coef * linear_steps**2
         levels = ([i * threshold_noise / linear_steps for i in range(linear_steps)]
                   + [quadratic_coef * i**2 + linear_coef * i + const for i in range(linear_steps, n)] + [1.0])
-    if finite:
+    if finite and sigma_fraction:
         return strictly_decreasing(torch.tensor([(1.0 - v) * sigma_max for v in levels], dtype=torch.float64),
                                    "linear_quadratic")
-    t = torch.tensor([1.0 - v for v in levels], dtype=torch.float64)
+    t = torch.tensor([(1.0 - v) * t_max for v in levels], dtype=torch.float64)
     sigmas = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
     return strictly_decreasing(sigmas, "linear_quadratic")
