@@ -117,6 +117,10 @@ def names_md() -> str:
             "known (`Pipeline.sigmas`, `samplers.core.names.resolve_schedule(name, native=...)`): there ComfyUI "
             "computes `karras`, `exponential` and `kl_optimal` in the model's σ, the flow time t, which the name "
             "passes on (\"on a flow model\").", "",
+            "A name spelt exactly as a table below has it resolves to that table's rule (registry names first, then "
+            "ComfyUI's, then A1111's: A1111's `Beta` and `KL Optimal` are A1111's); a name that is also a registry "
+            "schedule (`ddim_uniform`, `kl_optimal`, `linear_quadratic`, ...) is the registry's, and the prefix "
+            "`comfyui:` / `a1111:` always picks the tool's rule with its options.", "",
             "| name | tool | schedule | options | on a flow model |", "|---|---|---|---|---|"]
     rows = [(k, "ComfyUI", v) for k, v in labels.COMFYUI_SCHEDULERS.items()]
     rows += [(k, "A1111", v) for k, v in labels.A1111_SCHEDULERS.items()]

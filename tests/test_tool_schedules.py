@@ -388,3 +388,12 @@ def test_the_registry_linear_quadratic_keeps_its_flow_time_levels_on_a_vp_model(
         t = levels * t_max
         close(registry, t / (1 - t), rtol=1e-12)
         assert not torch.allclose(registry[1:-1], ours("comfyui:linear_quadratic", n)[1:-1])
+
+
+@pytest.mark.parametrize("typed, want", [("Beta", ("beta_sigmas", {})), ("KL Optimal", ("kl_optimal", {"end": "sigma_min"})),
+                                         ("beta", ("beta_timesteps", {})), ("kl_optimal", ("kl_optimal", {})),
+                                         ("Align Your Steps", ("ays_sd15", {"append_zero": True})),
+                                         ("kl optimal", ("kl_optimal", {}))])
+def test_a_name_spelt_as_a1111_spells_it_is_a1111s(typed, want):
+    """A1111's menu spelling reaches A1111's rule before the registry's normalised namesake (beta, kl_optimal)."""
+    assert names.resolve_schedule(typed) == want

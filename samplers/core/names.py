@@ -158,7 +158,9 @@ def merge_options(found: Label, options: dict | None) -> dict:
 
 def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
     """A schedule by its registry name or alias, or by a ComfyUI ``scheduler`` value or an A1111 "Schedule type"
-    (prefixes ``comfyui:`` / ``a1111:`` pick the table; ComfyUI's ``beta`` is ``beta_timesteps``).
+    (prefixes ``comfyui:`` / ``a1111:`` pick the table; ComfyUI's ``beta`` is ``beta_timesteps``). A name spelt
+    exactly as one table has it is that table's (registry, then ComfyUI, then A1111: A1111's "Beta" is its Beta);
+    otherwise case, spaces, ``-`` and ``_`` are ignored, in the same order.
 
     ``native``: the model the schedule is for. A ComfyUI name on a flow model
     (:class:`~samplers.core.native.RectifiedFlow`) takes the options ComfyUI's rule needs there (``karras``,
@@ -186,6 +188,14 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
         if key is None:
             raise UnknownNameError(f"unknown {prefix.strip().lower()} schedule {rest!r}; use one of {sorted(table)}")
         return entry(table, key)
+    # spelt exactly as a table has it first (A1111's "Beta" and "KL Optimal" are not the registry's beta /
+    # kl_optimal, which the normalised spelling would find), then ignoring case, spaces, - and _
+    exact = SCHEDULES.exact(name)
+    if exact is not None:
+        return SCHEDULES.canonical(exact), {}
+    for table in tables.values():
+        if name in table:
+            return entry(table, name)
     if name in SCHEDULES:
         return SCHEDULES.canonical(name), {}
     for table in tables.values():
