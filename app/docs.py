@@ -64,9 +64,13 @@ def schedules_md() -> str:
 
     out = [GENERATED, "# Schedules", "",
            "A schedule is a pure function `(n, sigma_min, sigma_max, **options) -> Tensor[n + 1]` of canonical (VE) "
-           "sigmas, strictly decreasing, ending in 0. `samplers.get_sigmas(name, n, native=model_schedule)` fills "
-           "the range from a model's native schedule; *table* schedules space a discrete model's training "
-           "timesteps and need one (`native=VPDiscrete...`); they take no range of their own, so a `sigma_min` / "
+           "sigmas, strictly decreasing, ending in 0 (but for the options that reproduce ComfyUI / A1111: "
+           "`ddim_uniform(keep_stepping=True)` may take more steps, `kl_optimal(end=\"sigma_min\")` stops at σ_min). "
+           "`samplers.get_sigmas(name, n, native=model_schedule)` fills the range from a model's native schedule; "
+           "*table* schedules space a model's training timesteps and need one (`native=VPDiscrete...`; ComfyUI's "
+           "`simple`, `normal`, `sgm_uniform`, `ddim_uniform` and `beta` also take a `RectifiedFlow`'s shifted flow "
+           "table, as ComfyUI does on SD3 / Flux; diffusers' spacings `linspace`, `leading`, `trailing` only a "
+           "discrete VP table); they take no range of their own, so a `sigma_min` / "
            "`sigma_max` other than the model's is refused rather than ignored (as is `linear_quadratic`'s "
            "`sigma_min`), as are values that would give NaN, an ascending or collapsed schedule, or a timestep "
            "past the table (`leading`'s `steps_offset`). ComfyUI and A1111 scheduler names resolve too "
