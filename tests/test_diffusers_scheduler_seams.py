@@ -443,3 +443,35 @@ def test_a_step_eta_without_a_use_is_refused_with_a_fix_that_runs(config):
     with pytest.raises(InvalidOption, match="already sets eta=0.5: pass it in one place"):
         fixed.set_timesteps(4)
         fixed.step(torch.zeros_like(x), fixed.timesteps[0], x, eta=0.5)
+
+
+# ---- a tool's names in the shim: its schedule names and a label's dropped σ
+
+def _plain_sd15():
+    """An SD-1.5 config with no scheduler class: the shim builds a registry schedule."""
+    config = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).config
+    return {k: v for k, v in config.items() if k != "_class_name"}
+
+
+@pytest.mark.parametrize("schedule", ["Beta", "a1111:KL Optimal", "comfyui:ddim_uniform", "KL Optimal"])
+def test_a_tools_schedule_name_runs_that_tools_schedule(schedule):
+    import samplers
+    from samplers.core import names
+
+    shim = SamplerScheduler.from_config(_plain_sd15(), sampler="euler", schedule=schedule)
+    shim.set_timesteps(7)
+    name, options = names.resolve_schedule(schedule)
+    want = samplers.get_sigmas(name, 7, native=shim.native, **options)
+    torch.testing.assert_close(torch.as_tensor(shim.sigmas, dtype=torch.float64), want, rtol=1e-6, atol=0)
+
+
+def test_a_label_that_drops_the_next_to_last_sigma_does_so_in_the_shim_or_is_refused():
+    import samplers
+
+    shim = SamplerScheduler.from_config(_plain_sd15(), sampler="comfyui:uni_pc", schedule="karras")
+    shim.set_timesteps(5)
+    full = samplers.get_sigmas("karras", 6, native=shim.native)
+    torch.testing.assert_close(torch.as_tensor(shim.sigmas, dtype=torch.float64), torch.cat([full[:-2], full[-1:]]),
+                               rtol=1e-6, atol=0)
+    with pytest.raises(InvalidOption, match="drops the next-to-last σ .* EulerDiscreteScheduler's own timesteps"):
+        SamplerScheduler.from_config(EulerDiscreteScheduler().config, sampler="DPM2")

@@ -375,7 +375,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if not isinstance(exact, bool):
             raise InvalidType(f"exact must be True or False, got {exact!r}")
         if schedule is not None:
-            schedules.SCHEDULES.canonical(schedule)  # unknown names raise with the closest ones
+            names.resolve_schedule(schedule)  # a registry or tool name; unknown names raise with the closest ones
         if sampler_options is not None and not isinstance(sampler_options, Mapping):
             raise InvalidType(f"sampler_options must be a dict of the sampler's options, got {sampler_options!r}")
         options = dict(sampler_options or {})
@@ -441,6 +441,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                 "fixed-step sampler, or call it directly with samplers.interop.diffusers_models.")
         self._check_options(self.spec, options)
         self.native, self.prediction, self.space = self._model()
+        if label is not None and label.discard_penultimate_sigma and schedule is None:
+            grid = f"{self._source_name}'s own timesteps" if self._source is not None else "this flow config's grid"
+            raise InvalidOption(f"{label.label!r} drops the next-to-last σ of a schedule it builds one step longer (as "
+                                f"its tool does), but this scheduler would run {grid}, which it does not build; pass "
+                                f"schedule=<name> (e.g. 'karras'), or sampler={label.sampler!r} to run the sampler "
+                                "alone on that grid")
         solver = label.options.get("solver") if label is not None else None
         if callable(getattr(solver, "check_model", None)):  # a fitted solver: what the config says of its model
             solver.check_model(prediction=self.prediction, supports_infinite_sigma=self.prediction not in ("eps", "score"),
@@ -626,7 +632,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                     "(or another schedule) with them, or leave schedule_options out")
             name = ("karras" if cfg.use_karras_sigmas else "exponential" if cfg.use_exponential_sigmas
                     else cfg.timestep_spacing)
-        canonical = schedules.SCHEDULES.canonical(name)
+        canonical = names.resolve_schedule(name, native=self.native)[0]  # a tool's name too ("Beta", "comfyui:...")
         valid = set(schedule_option_names(schedules.SCHEDULES.get(canonical))) | {"sigma_min", "sigma_max"}
         unknown = [k for k in options if k not in valid]
         if unknown:
@@ -1051,7 +1057,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                     else cfg.timestep_spacing)
             if name == "leading":
                 options.setdefault("steps_offset", cfg.steps_offset)
-        values = schedules.get_sigmas(name, n, native=native, **options).tolist()
+        # a tool's schedule name ("Beta", "comfyui:simple") brings its tool's options; the caller's come on top
+        name, implied = names.resolve_schedule(name, native=native)
+        discard = label is not None and label.discard_penultimate_sigma  # A1111 / KSampler: one step more, dropped
+        values = schedules.get_sigmas(name, n + discard, native=native, **{**implied, **options})
+        if discard:
+            values = schedules.drop_penultimate(values)
+        values = values.tolist()
         if cfg.final_sigmas_type == "sigma_min" and values[-1] == 0.0 and not flow:
             values[-1] = float(native.sigma_min)
             if not values[-1] < values[-2]:
