@@ -152,3 +152,24 @@ def test_the_recorded_prediction_is_compared_where_the_model_says(tmp_path):
     solver.check_model(prediction="flow", supports_infinite_sigma=True, allow_other_model=True)
     with pytest.raises(samplers.InvalidType, match="allow_other_model must be True or False"):
         solver.check_model(prediction="eps", allow_other_model="yes")
+
+
+def test_every_committed_solver_file_loads_and_is_its_problems():
+    """The solver files the docs' tables were made with still load and still match the problem they were fitted to
+    (a model's identity string changing, as a new schedule field's repr would, refuses them all)."""
+    from pathlib import Path
+
+    from benchmarks import common
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+    files = sorted(root.glob("**/*nfe*.json"))
+    assert len(files) >= 40
+    problems = {}
+    for path in files:
+        solver = LearnedSolver.load(path)
+        name = solver.meta.get("problem") or (solver.model or {}).get("name")
+        if not (isinstance(name, str) and name.startswith("gm-")):
+            continue
+        if name not in problems:
+            problems[name] = common.get_problems([name])[0][name]
+        solver.check_model(problems[name].denoiser)

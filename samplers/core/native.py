@@ -414,6 +414,12 @@ class RectifiedFlow(NoiseSchedule):
         self.sigma_min = self.shift * t_min / (1 - t_min)
         self.sigma_max = math.inf
 
+    def __repr__(self) -> str:
+        # num_train_timesteps only where it is set: a model's identity string (fitted solver files record it)
+        # stays what it was before the field existed
+        table = "" if self.num_train_timesteps is None else f", num_train_timesteps={self.num_train_timesteps}"
+        return f"RectifiedFlow(shift={self.shift!r}, multiplier={self.multiplier!r}, t_min={self.t_min!r}{table})"
+
     @property
     def table_size(self) -> int:
         """The number of entries of :attr:`sigmas`: ``num_train_timesteps``, or 1000 (ComfyUI's and diffusers')."""

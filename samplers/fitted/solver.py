@@ -271,9 +271,18 @@ class LearnedSolver:
                 "fingerprint to compare (samplers.fitted.identity); pass allow_other_model=True if it is that model")
         if got != want:
             raise OtherModelError(
-                f"{what} was fitted to {name} (fingerprint {want[:12]}…), not to this model ({got[:12]}…; the same "
+                f"{what} was fitted to {name} (fingerprint {_differs(want, got)}), not to this model "
+                f"({_differs(got, want)}; the same "
                 "network at another guidance scale is another model): its weights are tuned to the other model's "
                 "errors. Fit one to this model (`samplers fit`), or pass allow_other_model=True to run it anyway")
+
+
+def _differs(this: str, other: str) -> str:
+    """``this`` fingerprint shown where it differs from ``other`` (its first 12 characters, and from the first
+    character the two do not share when that lies past them: '<hash>|eps|RectifiedFlow(...)' identities share their
+    hash part when only the schedule's description differs)."""
+    at = next((i for i, (a, b) in enumerate(zip(this, other)) if a != b), min(len(this), len(other)))
+    return f"{this[:12]}…" if at < 12 else f"{this[:12]}…{this[at:at + 60]}"
 
 
 _NAMED: dict[str, LearnedSolver] = {}
