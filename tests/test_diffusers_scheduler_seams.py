@@ -475,3 +475,21 @@ def test_a_label_that_drops_the_next_to_last_sigma_does_so_in_the_shim_or_is_ref
                                rtol=1e-6, atol=0)
     with pytest.raises(InvalidOption, match="drops the next-to-last σ .* EulerDiscreteScheduler's own timesteps"):
         SamplerScheduler.from_config(EulerDiscreteScheduler().config, sampler="DPM2")
+
+
+def test_a_labels_default_schedule_gives_way_to_a_flow_configs_grid_and_discards_on_a_grid_the_shim_builds():
+    flow = {"num_train_timesteps": 1000, "prediction_type": "flow_prediction", "use_flow_sigmas": True,
+            "flow_shift": 3.0}
+    plain = SamplerScheduler.from_config(flow, sampler="euler_ancestral")
+    plain.set_timesteps(10)
+    for label in ("Euler a", "LCM"):  # A1111's Automatic (Uniform) has no meaning on a flow model: the config's grid
+        shim = SamplerScheduler.from_config(flow, sampler=label)
+        shim.set_timesteps(10)
+        assert torch.equal(torch.as_tensor(shim.sigmas), torch.as_tensor(plain.sigmas)), label
+    with pytest.raises(InvalidOption, match="this flow config's grid"):
+        SamplerScheduler.from_config(flow, sampler="comfyui:dpm_2")
+    vp = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+              prediction_type="epsilon")
+    shim = SamplerScheduler.from_config(vp, sampler="uni_pc")  # the shim builds this grid: it drops σ_{n-1} there
+    shim.set_timesteps(10)
+    assert len(shim.timesteps) == 10

@@ -424,7 +424,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         # without a source class whose own timesteps would otherwise be used
         self.label = label
         if label is not None:
-            implied = self.label.schedule is not None and (self.label.schedule_is_explicit or found is None)
+            # a label's default schedule (A1111's Automatic) gives way to the grid a config has: a source class's, or
+            # a flow config's (FlowMatchEulerDiscreteScheduler's); a schedule the label names does not
+            own_grid = found is not None or is_flow_config(self.config)
+            implied = self.label.schedule is not None and (self.label.schedule_is_explicit or not own_grid)
             if implied and schedule is None:
                 schedule = self.label.schedule
         self._schedule_name = schedule
@@ -441,7 +444,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                 "fixed-step sampler, or call it directly with samplers.interop.diffusers_models.")
         self._check_options(self.spec, options)
         self.native, self.prediction, self.space = self._model()
-        if label is not None and label.discard_penultimate_sigma and schedule is None:
+        if label is not None and label.discard_penultimate_sigma and schedule is None \
+                and (self._source is not None or self.space == "flow"):
             grid = f"{self._source_name}'s own timesteps" if self._source is not None else "this flow config's grid"
             raise InvalidOption(f"{label.label!r} drops the next-to-last σ of a schedule it builds one step longer (as "
                                 f"its tool does), but this scheduler would run {grid}, which it does not build; pass "
