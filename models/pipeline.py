@@ -280,6 +280,8 @@ class Pipeline:
         schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged. A
         fitted solver is checked against this model at guidance ``cfg`` (default: the model's) here, before any
         prompt is encoded (:meth:`check_fitted`)."""
+        if sampler is None and schedule is None:  # the model's defaults are a pair: its sampler on its schedule
+            schedule = self.defaults["schedule"]
         implied = schedule is None  # a label's own schedule, where it has one: A1111's "Automatic"
         found, schedule, asked, options, solver = _resolve(sampler or self.defaults["sampler"], schedule, steps,
                                                           options)

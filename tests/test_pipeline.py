@@ -337,3 +337,18 @@ def test_a_labels_schedule_a_flow_model_cannot_build_says_what_to_pass(parts):
     with pytest.raises(samplers.InvalidInput, match="names the 'karras' schedule.*use 'dpmpp_2m' with one this model has"):
         pipe.plan("DPM++ 2M Karras", None, 4, {})
     assert pipe.plan("Euler a", "flow", 4, {})[0] == "euler_ancestral"
+
+
+def test_the_models_default_sampler_runs_on_the_models_default_schedule(parts):
+    import dataclasses
+
+    for kind, defaults in (("eps", {"sampler": "Euler a", "schedule": "karras"}),
+                           ("flow", {"sampler": "Euler a", "schedule": "flow"})):
+        model = parts[kind].model
+        pipe = Pipeline(DiffusionModel(dataclasses.replace(model.config, defaults=defaults)), parts["vae"])
+        name, sigmas, _ = pipe.plan(None, None, 6, {})
+        assert name == "euler_ancestral"
+        torch.testing.assert_close(sigmas, pipe.sigmas(defaults["schedule"], 6), rtol=0, atol=0)
+        # a sampler the caller names brings its own schedule (A1111's Automatic for "Euler a" on the eps model)
+        if kind == "eps":
+            torch.testing.assert_close(pipe.plan("Euler a", None, 6, {})[1], pipe.sigmas("linspace", 6), rtol=0, atol=0)
