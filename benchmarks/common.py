@@ -609,26 +609,36 @@ def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | N
     from samplers.core import names
 
     label = names.resolve(name)
-    if label.options or label.schedule is not None or label.sigmas is not None:
+    if label.options or label.schedule is not None or label.sigmas is not None or label.discard_penultimate_sigma:
         # a label ("DPM++ 2M SDE Heun", "comfyui:deis") stands for a sampler with options or a schedule, which the
         # benchmarks' sampler lists do not carry: running the bare sampler would drop them
         bound = ", ".join(f"{k}={v!r}" for k, v in label.options.items())
         parser.error(f"{option}: {name!r} is {canonical}" + (f" with {bound}" if bound else "")
                      + (f" on the {label.schedule!r} schedule" if label.schedule is not None else "")
+                     + (", dropping the next-to-last σ" if label.discard_penultimate_sigma else "")
                      + f"; the benchmarks run registry samplers at their defaults (and --schedules for the schedule): "
                      f"pass {canonical!r}")
     return canonical
 
 
 def schedule_or_refuse(parser, option: str, name: str) -> str:
-    """``name`` when it is a registered schedule (an alias too), else ``parser.error`` listing
-    ``samplers.schedules.available()``."""
+    """``name`` when it is a registered schedule (an alias too) or a tool's name for one without options of its own
+    (A1111's "Beta" is ``beta_sigmas``), as the name tables resolve it; else ``parser.error`` listing
+    ``samplers.schedules.available()``. A tool's name that brings options (A1111's "KL Optimal", ComfyUI's
+    ``ddim_uniform``) is refused: the benchmarks run registry schedules at their defaults."""
+    from samplers.core import names
+
     try:
-        samplers.schedules.get(name)
+        canonical, options = names.resolve_schedule(name)
     except Exception:  # noqa: BLE001
         parser.error(f"{option}: {name!r} is not a schedule; valid (samplers.schedules.available()): "
                      f"{', '.join(samplers.schedules.available())}")
-    return name
+    if options:
+        bound = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        parser.error(f"{option}: {name!r} is the {canonical!r} schedule with {bound}, which the benchmarks' schedule "
+                     f"lists do not carry; pass {canonical!r} for its registry default")
+    # a registry spelling (an alias too) is kept as written; a tool's name becomes the registry schedule it is
+    return name if samplers.schedules.SCHEDULES.exact(name) is not None else canonical
 
 
 def add_output_options(parser, default_out: Path, what: str = "results.json and table.md") -> None:

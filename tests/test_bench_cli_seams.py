@@ -105,6 +105,10 @@ def test_threads_below_one_are_refused_everywhere(capsys, no_work, monkeypatch, 
     (quality.main, ["--samplers", "comfyui:deis"], ["'comfyui:deis' is deis with mode='tab'", "pass 'deis'"]),
     (deterministic.main, ["--samplers", "DPM++ 2M SDE Heun"], ["solver_type='heun'", "pass 'dpmpp_2m_sde'"]),
     (stochastic.main, ["--samplers", "DPM++ 2M SDE Heun"], ["solver_type='heun'", "pass 'dpmpp_2m_sde'"]),
+    (deterministic.main, ["--samplers", "comfyui:dpm_2"], ["dropping the next-to-last σ", "pass 'dpm_2'"]),
+    # a tool's schedule name with options of its own: the schedule lists run registry defaults
+    (quality.main, ["--schedules", "KL Optimal"], ["'KL Optimal' is the 'kl_optimal' schedule with end='sigma_min'",
+                                                   "pass 'kl_optimal'"]),
 ])
 def test_an_unknown_name_is_refused_with_the_valid_ones(capsys, no_work, main, argv, words):
     refused(capsys, main, argv, *words)
@@ -256,3 +260,12 @@ def test_no_progress_is_taken_and_passed_on(monkeypatch, tmp_path):
     with pytest.raises(AssertionError):
         learned_solvers.main(["--problem", "gm-ve", "--nfe", "5", "--out", str(tmp_path), "--no-progress"])
     assert bars == [True]
+
+
+def test_a_tools_schedule_name_without_options_is_the_registry_schedule_it_names():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    assert common.schedule_or_refuse(parser, "--schedules", "Beta") == "beta_sigmas"  # A1111's Beta
+    assert common.schedule_or_refuse(parser, "--schedules", "beta") == "beta"  # the registry alias, as written
+    assert common.schedule_or_refuse(parser, "--schedules", "Karras") == "karras"
