@@ -225,3 +225,6 @@ def test_zero_snr_times_are_diffusers_timesteps_up_to_its_first_sigma():
     torch.testing.assert_close(vp.time(sigmas), theirs.timesteps.double(), rtol=0, atol=2e-3)
     assert [vp.time_at(float(s)) for s in sigmas] == vp.time(sigmas).tolist()
     assert vp.time_at(float("inf")) == 999 and math.isinf(float(vp.sigma_of_time(torch.tensor([999.0]))[0]))
+    # sigma_of_time inverts time up there too (it read the table with inf in it: σ of 998.7 was inf)
+    between = torch.tensor([2000.0, 3381.357, 4000.0], dtype=torch.float64)
+    torch.testing.assert_close(vp.sigma_of_time(vp.time(between)), between, rtol=1e-9, atol=0)

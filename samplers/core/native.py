@@ -215,13 +215,17 @@ class VPDiscrete(NoiseSchedule):
         return float(round(t)) if self.quantize else t
 
     def sigma_of_time(self, t):
-        log_sigmas = self._table(t.device, torch.float64)
+        """The inverse of :meth:`time`: log-σ interpolation in the same table (a zero-SNR end counted as diffusers'
+        σ ≈ 4096 between the last two timesteps), the last timestep itself σ = inf there."""
+        log_sigmas = self._table(t.device, torch.float64, time=True)
         n = log_sigmas.numel()
         t = t.to(torch.float64).clamp(0, n - 1)
         low = t.floor().long().clamp(0, n - 2)
         w = t - low
         lo, hi = log_sigmas[low], log_sigmas[low + 1]
         log_sigma = torch.where(w == 0, lo, torch.where(w == 1, hi, lo + w * (hi - lo)))
+        if math.isinf(float(self.log_sigmas[-1])):  # zero terminal SNR: the last timestep is σ = inf
+            log_sigma = torch.where(t >= n - 1, torch.full_like(log_sigma, math.inf), log_sigma)
         return log_sigma.exp()
 
 
