@@ -111,3 +111,10 @@ def test_names_command_prints_the_table(capsys):
     assert main(["names", "--source", "a1111"]) == 0
     out = capsys.readouterr().out
     assert "DPM++ 2M Karras" in out and "karras (named)" in out and "drop σ_{n-1}" in out
+
+
+def test_a_tools_name_for_the_schedule_a_label_names_is_no_conflict():
+    for schedule in ("karras", "Karras", "a1111:Karras", "comfyui:karras"):
+        assert names.resolve_call("DPM++ 2M Karras", schedule)[1] == schedule
+    with pytest.raises(samplers.InvalidOption, match="names the 'karras' schedule"):
+        names.resolve_call("DPM++ 2M Karras", "a1111:Exponential")

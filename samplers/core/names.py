@@ -135,9 +135,8 @@ def resolve_call(name: str, schedule: str | None = None, options: dict | None = 
     if schedule is None:
         return found, found.schedule, merged
     if found.schedule is not None and found.schedule_is_explicit:
-        from ..schedules.base import SCHEDULES
-
-        if SCHEDULES.canonical(schedule) != SCHEDULES.canonical(found.schedule):
+        # the caller's by the name tables too ("a1111:Karras" is karras); with options of its own it is another one
+        if resolve_schedule(schedule) != resolve_schedule(found.schedule):
             raise InvalidOption(f"{name!r} names the {found.schedule!r} schedule, but schedule={schedule!r} was "
                                 f"passed; use the label without the schedule ({found.sampler!r}) or drop the "
                                 "schedule argument")
