@@ -158,3 +158,27 @@ def test_sigma_inf_is_refused_where_the_models_schedule_does_not_reach_it():
     for native, prediction in ((VPDiscrete.from_betas(rescale_betas_zero_snr=True), "v"), (RectifiedFlow(), "flow")):
         out = samplers.sample("euler", samplers.to_denoiser(net, prediction, native), noise, sigmas, disable=True)
         assert bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize("latents, weights", [(torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16),
+                                              (torch.float16, torch.float16)])
+def test_a_network_module_is_called_in_its_own_dtype(latents, weights):
+    """to_denoiser knows a module's parameters: it is called in their dtype whatever the latents' (a float32 U-Net
+    with bf16 latents, a bf16 one with float32 latents); the state stays float32."""
+    vp = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+
+    class Eps(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4).to(weights)
+            self.seen = set()
+
+        def forward(self, x_t, t):
+            self.seen.add(x_t.dtype)
+            return self.lin(x_t.movedim(1, -1)).movedim(-1, 1)
+
+    net = Eps()
+    x = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0)).to(latents) * 14.0
+    out = samplers.sample("dpmpp_2m", samplers.to_denoiser(net, "eps", vp), x,
+                          samplers.get_sigmas("karras", 4, native=vp), disable=True)
+    assert net.seen == {weights} and out.dtype == latents and bool(torch.isfinite(out).all())

@@ -44,10 +44,20 @@ MODEL_DTYPE: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar
                                                                                 default=None)
 
 
-def model_input(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in the dtype the run calls its model in (itself when that is x's own)."""
-    dtype = MODEL_DTYPE.get()
+def model_input(x: torch.Tensor, own: torch.dtype | None = None) -> torch.Tensor:
+    """``x`` in the dtype the run calls its model in: ``own``, the model's parameters' where they are known (a
+    ``torch.nn.Module`` given to :func:`to_denoiser`), else the run's :data:`MODEL_DTYPE`; x itself otherwise."""
+    dtype = own if own is not None else MODEL_DTYPE.get()
     return x if dtype is None or x.dtype == dtype else x.to(dtype)
+
+
+def parameter_dtype(model) -> torch.dtype | None:
+    """The floating dtype of a module's first floating parameter (None for anything else, or none)."""
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return None
 MAX_PREPARED_TIMES = 4096  # per (batch, dtype, device) of a denoiser: beyond it calls fill their own time input
 ALIASES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_prediction": "flow", "velocity": "flow",
            "const": "flow"}
@@ -189,6 +199,9 @@ class Denoiser:
         # A model that runs each item more than once per call (DiffusersModel guiding [uncond; cond]) takes its time
         # input already repeated: built here with the rest of the grid rather than concatenated per call.
         self._time_copies = int(getattr(model, "time_copies", 1))
+        # a network module is called in its own parameters' dtype (a float32 U-Net with bf16 latents, a bf16 one with
+        # float32 latents); any other callable in the latents' dtype (MODEL_DTYPE), as k-diffusion calls a model
+        self._own_dtype = parameter_dtype(model)
 
     def prepare_times(self, sigmas: list[float], batch: int, dtype: torch.dtype, device: torch.device) -> None:
         """Build the time inputs of a run's σ grid before its loop, in one tensor (one op and one asynchronous
@@ -227,12 +240,12 @@ class Denoiser:
         time = self.schedule.time(sigma)
         if self.prediction == "edm":
             c_skip, c_out, c_in = edm_scalings(s, self.sigma_data)
-            out = self.model(model_input(x * c_in), time, **extra_args).to(x.dtype)
+            out = self.model(model_input(x * c_in, self._own_dtype), time, **extra_args).to(x.dtype)
             skip = torch.where(inf, torch.zeros_like(x), c_skip * x)
             return skip + c_out * out
         a, b = self.schedule.coefficients(s)
         x_t = torch.where(inf, x, a * x)  # at σ = inf the state is the noise itself: x_t = n
-        out = self.model(model_input(x_t), time, **extra_args)
+        out = self.model(model_input(x_t, self._own_dtype), time, **extra_args)
         return to_x0(self.prediction, out.to(x.dtype), x_t, a, b)
 
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
@@ -245,7 +258,7 @@ class Denoiser:
         c_skip, c_out, c_in = scalings_at(self.prediction, a, b, sigma, self.sigma_data)
         time = self._time(x, sigma)
         x_in = x if c_in == 1 else x * c_in
-        out = self.model(model_input(x_in), time, **extra_args)
+        out = self.model(model_input(x_in, self._own_dtype), time, **extra_args)
         return affine(x, x_in, c_skip, c_in, out.to(x.dtype), c_out)
 
 
