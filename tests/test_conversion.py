@@ -182,3 +182,13 @@ def test_a_network_module_is_called_in_its_own_dtype(latents, weights):
     out = samplers.sample("dpmpp_2m", samplers.to_denoiser(net, "eps", vp), x,
                           samplers.get_sigmas("karras", 4, native=vp), disable=True)
     assert net.seen == {weights} and out.dtype == latents and bool(torch.isfinite(out).all())
+
+
+def test_a_module_moved_to_another_dtype_after_wrapping_is_called_in_that_one():
+    vp = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    lin = torch.nn.Linear(3, 3)
+    den = samplers.to_denoiser(lambda x, t: x, "eps", vp)  # a plain callable: no module to read
+    assert den._own_dtype() is None
+    den = samplers.to_denoiser(lin, "eps", vp)
+    lin.to(torch.bfloat16)
+    assert den._own_dtype() == torch.bfloat16

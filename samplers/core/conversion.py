@@ -201,7 +201,10 @@ class Denoiser:
         self._time_copies = int(getattr(model, "time_copies", 1))
         # a network module is called in its own parameters' dtype (a float32 U-Net with bf16 latents, a bf16 one with
         # float32 latents); any other callable in the latents' dtype (MODEL_DTYPE), as k-diffusion calls a model
-        self._own_dtype = parameter_dtype(model)
+        self._module = model if isinstance(model, torch.nn.Module) else None  # read per call: it may be moved later
+
+    def _own_dtype(self) -> torch.dtype | None:
+        return None if self._module is None else parameter_dtype(self._module)
 
     def prepare_times(self, sigmas: list[float], batch: int, dtype: torch.dtype, device: torch.device) -> None:
         """Build the time inputs of a run's σ grid before its loop, in one tensor (one op and one asynchronous
@@ -240,12 +243,12 @@ class Denoiser:
         time = self.schedule.time(sigma)
         if self.prediction == "edm":
             c_skip, c_out, c_in = edm_scalings(s, self.sigma_data)
-            out = self.model(model_input(x * c_in, self._own_dtype), time, **extra_args).to(x.dtype)
+            out = self.model(model_input(x * c_in, self._own_dtype()), time, **extra_args).to(x.dtype)
             skip = torch.where(inf, torch.zeros_like(x), c_skip * x)
             return skip + c_out * out
         a, b = self.schedule.coefficients(s)
         x_t = torch.where(inf, x, a * x)  # at σ = inf the state is the noise itself: x_t = n
-        out = self.model(model_input(x_t, self._own_dtype), time, **extra_args)
+        out = self.model(model_input(x_t, self._own_dtype()), time, **extra_args)
         return to_x0(self.prediction, out.to(x.dtype), x_t, a, b)
 
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
@@ -258,7 +261,7 @@ class Denoiser:
         c_skip, c_out, c_in = scalings_at(self.prediction, a, b, sigma, self.sigma_data)
         time = self._time(x, sigma)
         x_in = x if c_in == 1 else x * c_in
-        out = self.model(model_input(x_in, self._own_dtype), time, **extra_args)
+        out = self.model(model_input(x_in, self._own_dtype()), time, **extra_args)
         return affine(x, x_in, c_skip, c_in, out.to(x.dtype), c_out)
 
 

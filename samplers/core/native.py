@@ -154,7 +154,8 @@ class VPDiscrete(NoiseSchedule):
         # (σ ≈ 4096: its Euler-type schedulers' last entry), so a σ between the last finite entry and that gets
         # the timestep diffusers gives it (not the last finite one); σ = inf is the last timestep.
         time_log = self.log_sigmas.clone()
-        if math.isinf(float(time_log[-1])):
+        self._zero_snr = math.isinf(float(time_log[-1]))  # read once here: sigma_of_time runs inside model calls
+        if self._zero_snr:
             time_log[-1] = 0.5 * math.log((1 - ZERO_SNR_ALPHA_BAR) / ZERO_SNR_ALPHA_BAR)
         self._time_log_sigmas = time_log
         self._host_log_sigmas = time_log.tolist()  # for time_at: bisect over Python floats
@@ -224,7 +225,7 @@ class VPDiscrete(NoiseSchedule):
         w = t - low
         lo, hi = log_sigmas[low], log_sigmas[low + 1]
         log_sigma = torch.where(w == 0, lo, torch.where(w == 1, hi, lo + w * (hi - lo)))
-        if math.isinf(float(self.log_sigmas[-1])):  # zero terminal SNR: the last timestep is σ = inf
+        if self._zero_snr:  # zero terminal SNR: the last timestep is σ = inf
             log_sigma = torch.where(t >= n - 1, torch.full_like(log_sigma, math.inf), log_sigma)
         return log_sigma.exp()
 
