@@ -150,6 +150,25 @@ def names_md() -> str:
             "pipeline's `strength` (`samplers.schedules.truncate`: round(strength·steps) steps).",
             "- A1111's \"Align Your Steps\" takes the SDXL levels on an SDXL model; the name takes the SD 1.5 ones "
             "(pass `schedule=\"ays_sdxl\"` with `append_zero=True` for SDXL)."]
+    out += ["", "## Names whose images changed (2026-12-05)", "",
+           "To reproduce their tools, the names in the first three items now give other σ lists (and images) than "
+           "before; a previous image comes back by naming the registry sampler and schedule. The last two are "
+           "registry rules corrected to what they always claimed:", "",
+           "- A1111 labels without a scheduler of their own (`Euler a`, `Euler`, `LMS`, `Heun`, `DPM fast`, `DPM "
+           "adaptive`, `LCM`, `iPNDM`, `iPNDM_v`, `DEIS` and their `k_` forms) run on A1111's Automatic choice, "
+           "Uniform (`linspace`), where the caller names no schedule (before: the model's default, karras on the "
+           "eps model). Old image: pass `schedule=\"karras\"` (or the registry name, e.g. `euler_ancestral`).",
+           "- Labels that drop the next-to-last σ (A1111's `DPM2`, `DPM2 a`, `DPM++ 3M SDE` forms; `comfyui:dpm_2`, "
+           "`comfyui:dpm_2_ancestral`, `comfyui:uni_pc`, `comfyui:uni_pc_bh2`, new) build their schedule one step "
+           "longer first, so n steps run where n − 1 did.",
+           "- Schedule names: A1111's `Beta` (`beta_sigmas`), `KL Optimal` (ends at σ_min), `Align Your Steps` (n "
+           "levels then 0), `DDIM` and ComfyUI's `comfyui:ddim_uniform` (the stride runs on), "
+           "`comfyui:linear_quadratic` on an eps / v model (a fraction of σ_max); ComfyUI's scheduler names on flow "
+           "models (new: they were refused).",
+           "- Registry `simple` at step counts where N/n·k rounds the other way (n = 38, 76, ... on a 1000-step "
+           "table): ComfyUI's and A1111's timestep, which it always claimed.",
+           "- Registry `ddpm` and `er_sde` from σ = inf (flow and zero-SNR models): the first step draws σ₁ as fresh "
+           "noise, the limit of their own steps (before: kept the starting noise, a DDIM step)."]
     return "\n".join(out) + "\n"
 
 
