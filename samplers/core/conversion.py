@@ -28,6 +28,7 @@ aten op forms α·x + β·y). The k-diffusion call ``D(x, sigma_tensor)`` stays 
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 from typing import Callable
@@ -42,6 +43,22 @@ PREDICTIONS = ("eps", "x0", "v", "flow", "score", "edm")
 # the latents' dtype) while the state and these conversions stay float32; None (the state's dtype) otherwise.
 MODEL_DTYPE: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar("samplers_model_dtype",
                                                                                 default=None)
+
+
+def state_dtype(latents: torch.dtype) -> torch.dtype:
+    """The dtype a run's state is kept in: float32 for fp16 / bf16 latents, the latents' own otherwise."""
+    return torch.float32 if latents in (torch.float16, torch.bfloat16) else latents
+
+
+@contextlib.contextmanager
+def model_dtype(latents: torch.dtype):
+    """A run's :data:`MODEL_DTYPE` for latents of ``latents``' dtype: that dtype where the state is kept in
+    another (fp16 / bf16), none otherwise; reset when the run ends, however it ends."""
+    token = MODEL_DTYPE.set(latents if state_dtype(latents) != latents else None)
+    try:
+        yield
+    finally:
+        MODEL_DTYPE.reset(token)
 
 
 def model_input(x: torch.Tensor, own: torch.dtype | None = None) -> torch.Tensor:

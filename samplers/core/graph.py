@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from .conversion import MODEL_DTYPE, prepare_times
+from .conversion import model_dtype, prepare_times, state_dtype as state_dtype_for
 from . import noise as noise_mod
 from .noise import SeededNoise
 from .seeds import resolve_seeds
@@ -81,7 +81,7 @@ class GraphedSampler:
         self.sigmas = sigmas
         self.extra_args = extra_args
         self.out_dtype = like.dtype
-        state_dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+        state_dtype = state_dtype_for(like.dtype)
         self.static_x = torch.zeros(like.shape, dtype=state_dtype, device=like.device)
         self.options = dict(options)
         self.noise: SeededNoise | None = None
@@ -110,11 +110,8 @@ class GraphedSampler:
     # The prepared loop: what `samplers.sample` runs after validation, minus the final finiteness check
     # (a host read) — `__call__(check=True)` does that once, outside the graph.
     def _body(self) -> torch.Tensor:
-        token = MODEL_DTYPE.set(self.out_dtype if self.out_dtype != self.static_x.dtype else None)
-        try:
+        with model_dtype(self.out_dtype):
             return self._loop()
-        finally:
-            MODEL_DTYPE.reset(token)
 
     def _loop(self) -> torch.Tensor:
         x = self.static_x

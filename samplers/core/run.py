@@ -22,7 +22,7 @@ from tqdm.auto import trange
 
 from . import noise as noise_mod
 from .errors import InvalidInput, InvalidType, NonFiniteError
-from .conversion import MODEL_DTYPE, model_input, prepare_times
+from .conversion import model_dtype, model_input, prepare_times, state_dtype as state_dtype_for
 from .validate import check_options, largest_sigma
 
 _DEBUG = contextvars.ContextVar("samplers_debug", default=False)
@@ -111,12 +111,9 @@ def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):
     check_call(model, x, extra_args, callback, disable)
     check_options(spec, options)
     out_dtype = x.dtype
-    state_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    token = MODEL_DTYPE.set(out_dtype if out_dtype != state_dtype else None)  # fp16 / bf16 latents: the model's
-    try:
-        return _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_dtype, out_dtype)
-    finally:
-        MODEL_DTYPE.reset(token)
+    with model_dtype(out_dtype):  # fp16 / bf16 latents: the dtype the model is called in
+        return _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_dtype_for(out_dtype),
+                    out_dtype)
 
 
 def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_dtype, out_dtype):
