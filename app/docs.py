@@ -164,7 +164,9 @@ def names_md() -> str:
            "- Schedule names: A1111's `Beta` (`beta_sigmas`), `KL Optimal` (ends at σ_min), `Align Your Steps` (n "
            "levels then 0), `DDIM` and ComfyUI's `comfyui:ddim_uniform` (the stride runs on), "
            "`comfyui:linear_quadratic` on an eps / v model (a fraction of σ_max); ComfyUI's scheduler names on flow "
-           "models (new: they were refused).",
+           "models (new: they were refused). `samplers.get_sigmas` now resolves names as the pipeline does "
+           "(before, `get_sigmas(\"Beta\")` and `(\"KL Optimal\")` gave the registry's `beta_timesteps` and "
+           "`kl_optimal`, and the other tool names were refused there).",
            "- Registry `simple` at step counts where N/n·k rounds the other way (n = 38, 76, ... on a 1000-step "
            "table): ComfyUI's and A1111's timestep, which it always claimed.",
            "- Registry `ddpm` and `er_sde` from σ = inf (flow and zero-SNR models): the first step draws σ₁ as fresh "

@@ -71,6 +71,25 @@ def test_a1111_schedule_types_are_a1111s(n):
     close(ours("a1111:DDIM", n), ddim_stride(n))
 
 
+@pytest.mark.parametrize("n", [1, 5, 10, 38])
+def test_get_sigmas_takes_the_tools_names_as_the_tools_mean_them(n):
+    """``samplers.get_sigmas`` resolves a name as the pipeline and the CLI do: A1111's "Beta" and "KL Optimal" are
+    A1111's (not the registry's beta_timesteps / kl_optimal that their normalised spelling finds), and "Align Your
+    Steps", "DDIM", "Uniform" and ``comfyui:`` names build their tool's list; a tool's fixed option cannot be
+    overridden."""
+    close(samplers.get_sigmas("Beta", n, native=SD15), a1111_beta(n))
+    close(samplers.get_sigmas("KL Optimal", n, native=SD15), a1111_kl_optimal(n))
+    close(samplers.get_sigmas("Align Your Steps", n, native=SD15), a1111_ays(n))
+    close(samplers.get_sigmas("DDIM", n, native=SD15), ddim_stride(n))
+    close(samplers.get_sigmas("Uniform", n, native=SD15), ours("a1111:Uniform", n))
+    close(samplers.get_sigmas("comfyui:beta", n, native=SD15), samplers.get_sigmas("beta_timesteps", n, native=SD15))
+    native, comfy = FLOW_MODELS["sd3_shift3"]
+    close(samplers.get_sigmas("comfyui:karras", n, native=native),
+          comfy_flow_as_ve(comfy_calculate_sigmas(comfy, "karras", n)))
+    with pytest.raises(samplers.InvalidOption, match="end='sigma_min'.*pass the registry name 'kl_optimal'"):
+        samplers.get_sigmas("KL Optimal", n, native=SD15, end="zero")
+
+
 @pytest.mark.parametrize("n", STEPS)
 def test_a1111_uniform_is_kdiffusions_get_sigmas(n):
     from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules

@@ -161,8 +161,21 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
 
     ``get_sigmas("karras", 20, native=VPDiscrete.from_betas())``; timestep spacings use the native
     training table, and ``flow`` uses a :class:`~samplers.core.native.RectifiedFlow`'s shift unless one is passed.
+
+    ``name`` resolves as everywhere else (:func:`samplers.core.names.resolve_schedule`): a registry name or alias, an
+    A1111 "Schedule type" (``"Beta"``, ``"KL Optimal"``, ``"Align Your Steps"``, ``"Uniform"``, ``"DDIM"``) or a
+    ComfyUI ``scheduler`` (``"comfyui:beta"``), each giving that tool's σ; options a tool's name fixes cannot be
+    passed with another value.
     """
-    canonical = SCHEDULES.canonical(name)
+    from ..core.names import resolve_schedule  # the name resolver lives in core; it builds schedules lazily
+
+    canonical, fixed = resolve_schedule(name, native=native if isinstance(native, NoiseSchedule) else None)
+    clash = {k: v for k, v in kw.items() if k in fixed and fixed[k] != v}
+    if clash:
+        key, value = next(iter(clash.items()))
+        raise InvalidOption(f"schedule {name!r} is {canonical!r} with {key}={fixed[key]!r}, but {key}={value!r} was "
+                            f"passed; pass the registry name {canonical!r} to choose {key} yourself")
+    kw = {**fixed, **kw}
     fn = SCHEDULES.get(canonical)
     valid = schedule_options(fn)
     unknown = [k for k in kw if k not in valid and k not in FROM_NATIVE]
