@@ -355,7 +355,9 @@ class Pipeline:
 
     def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options):
         spec = samplers.core.registry.SAMPLERS.get(sampler)
-        if "noise_sampler" in spec.options and "noise_sampler" not in options:
+        # the items' seeds seed whatever noise the sampler draws: its own, or a kind named by the caller or the
+        # label (the A1111 / ComfyUI SDE labels imply "brownian_tree"); only noise the caller draws goes without
+        if "seed" in spec.options and isinstance(options.get("noise_sampler"), (str, type(None))):
             options = {**options, "seed": seeds}
         return samplers.sample(sampler, denoiser, x, sigmas, disable=not progress, **options)
 

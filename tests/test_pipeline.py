@@ -74,6 +74,25 @@ def test_strength_and_mask_errors(parts):
         pipe.inpaint(img, torch.ones(32, 32), "a red circle", steps=4, progress=False)
 
 
+@pytest.mark.parametrize("sampler, options", [("DPM++ 2M SDE Karras", {}), ("comfyui:dpmpp_2m_sde_gpu", {}),
+                                              ("dpmpp_2m_sde", {"noise_sampler": "brownian"})])
+def test_a_seed_seeds_the_noise_kind_a_label_or_the_caller_names(parts, sampler, options):
+    """The SDE labels of A1111 / ComfyUI imply noise_sampler="brownian_tree"; the pipeline's seeds reach that
+    kind too (they were dropped: the global generator drew the tree's seed, and the same seed gave another image)."""
+    pipe = parts["eps"]
+    run = lambda seed, prompt="a red circle", **kw: pipe.txt2img(  # noqa: E731
+        prompt, sampler=sampler, steps=4, seed=seed, progress=False, output="tensor", **options, **kw)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a = run(0)
+    assert torch.equal(state, torch.random.get_rng_state())
+    torch.manual_seed(999)
+    assert torch.equal(a, run(0))
+    pair = run([0, 5], ["a red circle", "a blue square"])
+    torch.testing.assert_close(pair[:1], a, atol=1e-4, rtol=0)
+    assert not torch.allclose(pair[1:], a, atol=1e-3)
+
+
 def model_calls(pipe, monkeypatch) -> list:
     """Every call of the text encoder, the VAE and the U-Net of ``pipe`` from now on, by name."""
     calls = []

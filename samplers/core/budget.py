@@ -48,7 +48,7 @@ def count_nfe(sampler: str, sigmas, **options) -> int:
     """The model calls ``sampler`` (with ``options``) makes on the schedule ``sigmas``."""
     model = CountingDenoiser(_free_model)
     x = torch.zeros((1, 2), dtype=torch.float64)  # the free model's D is 0 here, at every σ (also σ = inf)
-    if "seed" in info(sampler).options and "noise_sampler" not in options:
+    if "seed" in info(sampler).options and isinstance(options.get("noise_sampler"), (str, type(None))):
         options = {**options, "seed": 0}
     sample(sampler, model, x, sigmas, disable=True, **options)
     return model.calls
