@@ -77,6 +77,11 @@ class CFGDenoiser:
     def conditioning(self, n: int) -> dict:
         """The keyword arguments of the inner call for a batch of ``n``: [cond; uncond] (cond alone at scale 1)."""
         if n not in self._stacked:
+            for name, c in (("cond", self.cond), ("uncond", self.uncond)):
+                for k, v in c.items():
+                    if v.shape[0] not in (1, n):
+                        raise InvalidInput(f"{name}[{k!r}] has batch {v.shape[0]} but the latents have {n}; pass "
+                                           f"batch 1 (one prompt for all) or {n} (one per item)")
             if self.scale == 1.0:
                 self._stacked[n] = {k: _batch(v, n) for k, v in self.cond.items()}
             else:

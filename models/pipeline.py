@@ -127,12 +127,13 @@ def _as_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
         raise InvalidType(f"mask must be a floating-point or bool tensor in [0, 1] (1 = generate), got dtype "
                           f"{mask.dtype}; for a 0..255 mask pass a PIL 'L' image, or m.float() / 255")
     mask = mask.to(torch.float32)
+    given = tuple(mask.shape)
     while mask.ndim < 4:
         mask = mask[None]
     if (mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (height, width)
             or mask.shape[0] not in (1, batch)):
         raise InvalidInput(
-            f"mask has shape {tuple(mask.shape)} but the image is {height}×{width} (batch {batch}); "
+            f"mask has shape {given} but the image is {height}×{width} (batch {batch}); "
             f"expected [{height}, {width}] or [B, 1, {height}, {width}] with 1 = generate, 0 = keep")
     _check_range(mask, "mask values", 0.0, 1.0, "1 = generate, 0 = keep (a PIL 'L' mask is read as 0..255 / 255)")
     return mask.expand(batch, 1, height, width)
@@ -343,6 +344,12 @@ class Pipeline:
             raise InvalidType(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
         if not prompts:
             raise InvalidInput("no prompt given")
+        tok = self.model.text_encoder.tokenizer
+        for k, p in enumerate(prompts):
+            words = len(tok.words(p))
+            if words > tok.max_length - 1:
+                raise InvalidInput(f"prompt {k} has {words} words but the text encoder reads at most "
+                                   f"{tok.max_length - 1} (it would drop the rest); shorten it: {p!r}")
         if batch is not None:
             n = integer("batch", batch, lo=1, hi=MAX_BATCH)
         else:
@@ -396,7 +403,7 @@ class Pipeline:
                 seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil", **sampler_options):
         """Re-noise the encoded images to where ``strength`` ∈ (0, 1] of the schedule remains, then sample.
         ``steps`` counts the whole schedule; about ``strength · steps`` of them run."""
-        strength = _strength(strength, "1 = start from pure noise")
+        strength = _strength(strength, "1 = the whole schedule: the image noised to its top σ, as diffusers' img2img")
         images = _as_image_batch(images)
         self._latent_size(images.shape[-2], images.shape[-1])
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
@@ -439,7 +446,9 @@ class Pipeline:
         known = self.vae.to_latent(images)  # encoded after every check
         sigmas = samplers.schedules.truncate(sigmas, strength)
         noise = seeded_randn(tuple(known.shape), seeds)
-        x = noise if math.isinf(float(sigmas[0])) else known + float(sigmas[0]) * noise
+        # strength 1 starts from pure noise, as diffusers' inpaint does (not the known latent noised to σ_max)
+        top = strength == 1 or math.isinf(float(sigmas[0]))
+        x = samplers.initial_latent(noise, sigmas) if top else known + float(sigmas[0]) * noise
         denoiser = InpaintDenoiser(self.denoiser(prompts, cfg), known, latent_mask, noise)
         latents = self._sample(denoiser, x, sigmas, sampler, seeds, progress, options)
         hard = (pixel_mask > 0.5).float()

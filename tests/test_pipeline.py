@@ -216,6 +216,45 @@ def test_inpaint_keeps_known_region(parts, kind):
     assert (out[0][:, ~keep] - img[0][:, ~keep]).abs().max() > 0  # the hole was regenerated
 
 
+@pytest.mark.parametrize("kind", ["eps", "flow"])
+def test_inpaint_at_strength_1_starts_from_pure_noise_as_txt2img(parts, kind):
+    """A mask over the whole image at strength 1 is txt2img from the same seed (diffusers' inpaint starts from
+    pure noise at full strength; the source image noised to σ_max left ~7 % of it in the hole on the eps model)."""
+    pipe = parts[kind]
+    img, _, _ = data.make_batch(4, 1)
+    kw = dict(sampler="euler", steps=4, seed=3, output="tensor", progress=False)
+    full = pipe.inpaint(img[:1], torch.ones(64, 64), "a red circle", **kw)
+    torch.testing.assert_close(full, pipe.txt2img("a red circle", **kw), atol=1e-5, rtol=0)
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_refused(parts, monkeypatch):
+    pipe = parts["eps"]
+    limit = pipe.model.text_encoder.tokenizer.max_length - 1
+    calls = model_calls(pipe, monkeypatch)
+    long = " ".join(["red"] * (limit + 1))
+    with pytest.raises(samplers.InvalidInput, match=rf"prompt 1 has {limit + 1} words but .* at most {limit}"):
+        pipe.txt2img(["a red circle", long], steps=2, seed=0, progress=False)
+    assert calls == []
+    pipe.txt2img(" ".join(["red"] * limit), steps=1, seed=0, progress=False, output="tensor")  # the limit itself runs
+
+
+def test_guidance_refuses_conditioning_of_another_batch_before_the_model_runs(parts):
+    pipe = parts["eps"]
+    calls = []
+    den = pipe.denoiser(["a red circle", "a blue square", "a green ring"], cfg=4.0)
+    inner = den.inner
+    den.inner = lambda *a, **k: calls.append(1) or inner(*a, **k)
+    with pytest.raises(samplers.InvalidInput, match="batch 3 but the latents have 2"):
+        den(torch.zeros(2, 4, 8, 8), torch.full((2,), 1.0))
+    assert calls == []
+
+
+def test_a_bad_mask_is_reported_in_the_shape_it_was_given(parts):
+    img = torch.zeros(1, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"mask has shape \(3, 64, 64\)"):
+        parts["eps"].inpaint(img, torch.ones(3, 64, 64), "a red circle", steps=4, progress=False)
+
+
 # ------------------------------------------------------------------------------------ shipped weights
 
 EASY = ["a large red circle in the centre", "a large blue square at the top left", "a large yellow circle at the bottom right",
