@@ -246,3 +246,35 @@ def test_comfyuis_own_function_names_are_comfyuis_rules_here_too(name):
     torch.testing.assert_close(mine, samplers.sample(name, gm.denoiser, x, sig, disable=True), rtol=0, atol=0)
     comfy = {"sample_ipndm": "comfyui:ipndm", "sample_ipndm_v": "comfyui:ipndm_v", "sample_deis": "comfyui:deis"}
     torch.testing.assert_close(mine, samplers.sample(comfy[name], gm.denoiser, x, sig, disable=True), rtol=0, atol=0)
+
+
+def _counting():
+    calls = []
+
+    def model(x, sigma, **extra_args):
+        calls.append(1)
+        return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+    return model, calls
+
+
+@pytest.mark.parametrize("n", [0, -1, -3])
+def test_dpm_fast_refuses_a_budget_below_one_call_before_any_model_call(n):
+    """k-diffusion raises IndexError; the drop-in computed a sample from 2-3 calls (fast_orders made n <= 0 orders)."""
+    model, calls = _counting()
+    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(samplers.InvalidOption, match=rf"n \(the model calls of DPM-Solver-fast\) must be an integer >= 1, got {n}"):
+        kdiffusion.sample_dpm_fast(model, x, 0.03, 14.6, n, disable=True)
+    with pytest.raises(samplers.InvalidOption, match="must be an integer >= 1"):
+        kdiffusion.DPMSolver(model).dpm_solver_fast(x, torch.tensor(-math.log(14.6)), torch.tensor(-math.log(0.03)), n)
+    assert calls == []
+
+
+@pytest.mark.parametrize("name", ["sample_euler", "sample_lms", "sample_dpmpp_2m", "sample_euler_ancestral",
+                                  "sample_dpm_2", "sample_heun"])
+def test_a_two_dimensional_schedule_is_refused_not_a_silent_no_op(name):
+    model, calls = _counting()
+    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    sigmas = kdiffusion.get_sigmas_karras(4, 0.03, 14.6)
+    with pytest.raises(samplers.InvalidInput, match=r"sigmas must be 1-D, got shape \(1, 5\)"):
+        getattr(kdiffusion, name)(model, x, sigmas[None], disable=True)
+    assert calls == []

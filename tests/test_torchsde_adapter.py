@@ -154,3 +154,20 @@ def test_a_callers_noise_sampler_is_checked_as_for_every_sampler(name, draw):
     sigmas = samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0)
     with pytest.raises(samplers.InvalidInput, match="the noise sampler returned"):
         samplers.sample(name, lambda x, s: x / (1 + s * s), x, sigmas, noise_sampler=draw, disable=True)
+
+
+def test_an_eta_whose_tau_overflows_the_state_dtype_is_refused_before_any_model_call():
+    """u = x·σ^−(1+η²) at σ_min = 0.0292 and η = 5 is 7.9e39 · x: past float32 (it raised NonFiniteError after every
+    model call, blaming fp16 overflow in the model); float64 holds it, and η = 4 runs in float32."""
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return x / (1 + sigma.reshape(-1, 1) ** 2)
+    x = torch.randn(2, 8, generator=torch.Generator().manual_seed(0)) * 14.6
+    sig = samplers.get_sigmas("karras", 6, sigma_min=0.0292, sigma_max=14.6)
+    with pytest.raises(samplers.InvalidInput, match=r"eta=5 .* use eta <= 4\.\d+ on this schedule, float64 latents"):
+        samplers.sample("torchsde.euler", model, x, sig, eta=5.0, seed=0, disable=True)
+    assert calls == []
+    assert torch.isfinite(samplers.sample("torchsde.euler", model, x.double(), sig, eta=5.0, seed=0, disable=True)).all()
+    assert torch.isfinite(samplers.sample("torchsde.euler", model, x, sig, eta=4.0, seed=0, disable=True)).all()

@@ -47,10 +47,11 @@ from tqdm.auto import tqdm
 
 from ..core import names, registry, steps
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
-from ..core.errors import InvalidOption
+from ..core.errors import InvalidInput, InvalidOption
 from ..core.noise import SeededNoise
 from ..core.run import read_sigmas
 from ..core.seeds import resolve_seeds
+from ..core.validate import integer
 
 registry.load_builtins()  # the sampler modules imported below register in the manifest's order, not in this one's
 
@@ -248,6 +249,16 @@ def _run(name: str, model, x, sigmas: torch.Tensor, extra_args, callback, disabl
     return fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
 
 
+def _sigmas_1d(sigmas) -> torch.Tensor:
+    """k-diffusion's ``sigmas`` as a tensor; 1-D before anything reads its length (a [1, N] schedule would be a
+    silent no-op: one row of N values, "fewer than two σ")."""
+    sigmas = torch.as_tensor(sigmas)
+    if sigmas.ndim != 1:
+        raise InvalidInput(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}; pass one schedule, e.g. sigmas[0] "
+                           "or sigmas.flatten()")
+    return sigmas
+
+
 def _one_of(noise_sampler, seed) -> None:
     if noise_sampler is not None and seed is not None:
         raise InvalidOption("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
@@ -274,7 +285,7 @@ def _finish(noise, total: int | None = None) -> None:
 
 def _churned(name, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise, seed):
     """A registry sampler with EDM churn, its churn noise drawn as k-diffusion's: ``randn_like(x)`` at every step."""
-    sigmas = torch.as_tensor(sigmas)
+    sigmas = _sigmas_1d(sigmas)
     if len(sigmas) < 2:
         return x
     noise = _noise(x, sigmas, None, seed, read_sigmas(sigmas)[:-1])
@@ -287,7 +298,7 @@ def _churned(name, model, x, sigmas, extra_args, callback, disable, s_churn, s_t
 def _ancestral(name, model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, seed, drawn_if):
     """A registry ancestral sampler; by default its noise is k-diffusion's ``randn_like(x)``, drawn at the steps
     σ → σ_next for which ``drawn_if(σ, σ_next)`` (where k-diffusion draws, whether or not η makes it count)."""
-    sigmas = torch.as_tensor(sigmas)
+    sigmas = _sigmas_1d(sigmas)
     if len(sigmas) < 2:
         return x
     values = read_sigmas(sigmas)
@@ -309,7 +320,7 @@ def _tree(x, sigmas: torch.Tensor, noise_sampler, seed):
 
 def _sde(name, model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, **options):
     """A registry SDE sampler on :func:`_tree` noise."""
-    sigmas = torch.as_tensor(sigmas)
+    sigmas = _sigmas_1d(sigmas)
     noise_sampler = _tree(x, sigmas, noise_sampler, seed)
     if len(sigmas) < 2:
         return x
@@ -368,7 +379,7 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
 @torch.no_grad()
 def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4):
     """Linear multistep (variable-step Adams–Bashforth in σ): the registry's ``lms``."""
-    sigmas = torch.as_tensor(sigmas)
+    sigmas = _sigmas_1d(sigmas)
     return x if len(sigmas) < 2 else _run("lms", model, x, sigmas, extra_args, callback, disable, order=order)
 
 
@@ -404,7 +415,7 @@ class _QueriedAsKDiffusion:
 def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
                      noise_sampler=None, r=1 / 2, *, seed=None):
     """Stochastic DPM-Solver++ (2S-type, r = 1/2): the registry's ``dpmpp_sde``."""
-    sigmas = torch.as_tensor(sigmas)
+    sigmas = _sigmas_1d(sigmas)
     noise_sampler = _tree(x, sigmas, noise_sampler, seed)
     if len(sigmas) < 2:
         return x
@@ -415,7 +426,7 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
 @torch.no_grad()
 def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """DPM-Solver++(2M): the registry's ``dpmpp_2m``."""
-    sigmas = torch.as_tensor(sigmas)
+    sigmas = _sigmas_1d(sigmas)
     return x if len(sigmas) < 2 else _run("dpmpp_2m", model, x, sigmas, extra_args, callback, disable)
 
 
@@ -510,6 +521,7 @@ class DPMSolver(torch.nn.Module):
 
     def dpm_solver_fast(self, x, t_start, t_end, nfe, eta=0., s_noise=1., noise_sampler=None):
         """DPM-Solver-fast from t_start to t_end with ``nfe`` model calls (:func:`samplers.ode.singlestep.solve_fast`)."""
+        nfe = integer("n (the model calls of DPM-Solver-fast)", nfe, lo=1)
         like = torch.as_tensor(t_start)
         noise = self._noise(x, noise_sampler, like, [None] * len(fast_orders(nfe)))
 
@@ -573,6 +585,7 @@ def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback
                     s_noise=1., noise_sampler=None, *, seed=None):
     """DPM-Solver-fast from σ_max to σ_min with ``n`` model calls (Lu et al. 2022, §3.4); no final denoise."""
     _check_range(sigma_min, sigma_max)
+    n = integer("n (the model calls of DPM-Solver-fast)", n, lo=1)
     noise_sampler = _seeded(x, noise_sampler, seed)
     with tqdm(total=n, disable=disable) as bar:
         solver = _dpm_solver(model, extra_args, callback, bar)

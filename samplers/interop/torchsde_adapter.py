@@ -202,9 +202,31 @@ def tau_paths(noise: BrownianNoise, sde: ReverseSDE, like: torch.Tensor):
                           device=noise.path_device, tol=tol)
 
 
+# u = x·τ must hold |x| up to this much beyond τ itself in the state's dtype
+_HEADROOM = 100.0
+
+
+def check_tau_range(method: str, x: torch.Tensor, sigmas: list[float], eta: float) -> None:
+    """Refuse, before any model call, an η whose τ = σ^−(1+η²) at the smallest σ > 0 the state's dtype cannot hold
+    (u = x·τ overflows to inf in the last steps: float32 at σ_min = 0.03 and η = 5)."""
+    positive = [s for s in sigmas if 0 < s < 1]
+    if not positive:
+        return
+    depth = -math.log(min(positive))  # ln τ = (1 + η²)·depth
+    room = math.log(torch.finfo(x.dtype).max / _HEADROOM)
+    if (1 + eta * eta) * depth <= room:
+        return
+    eta_max = math.sqrt(max(room / depth - 1, 0.0))
+    raise InvalidInput(f"{METHODS[method][0]} with eta={eta:g} solves for u = x·σ^−(1+η²), which reaches "
+                       f"{math.exp((1 + eta * eta) * depth):.3g} at σ={min(positive):g}: more than {x.dtype} holds; "
+                       f"use eta <= {eta_max:.3g} on this schedule, float64 latents, or a schedule whose smallest "
+                       "σ > 0 is larger")
+
+
 def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise_sampler, callback, disable,
                  eta: float, s_noise: float) -> torch.Tensor:
     """Run torchsde's ``method`` on the reverse SDE, one solver step per interval of ``sigmas``."""
+    check_tau_range(method, x, sigmas, eta)
     from torchsde._core import base_sde, methods
 
     noise_type = METHODS[method][3]
