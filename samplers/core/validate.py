@@ -152,7 +152,9 @@ def sigma_interval(name, v):
 
 
 OPTION_RULES.update({
-    "euler_at_final": boolean, "final_denoise": boolean, "variable_steps": boolean,
+    "euler_at_final": boolean, "final_denoise": boolean, "variable_steps": boolean, "through_schedule": boolean,
+    # er_sde's integrals: the registry's Gauss-Legendre, or ComfyUI's 200-point Riemann sum
+    "quadrature": one_of("gauss_legendre", "riemann"),
     "accept_safety": lambda n, v: real(n, v, lo=0.0, lo_open=True, hi=1.0),
     "pcoeff": nonneg, "icoeff": nonneg, "dcoeff": nonneg,  # PID step-size gains (k-diffusion: 0, 1, 0)
     "info": a_dict, "tau_func": a_callable, "noise_scaler": a_callable, "sde_interval": sigma_interval,
@@ -163,6 +165,8 @@ OPTION_RULES.update({
 })
 # Where one sampler's option of a shared name takes other values: (sampler, option) -> rule.
 SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2"),
+                        # r = 1 is the exponential Heun method (ComfyUI's exp_heun_2_x0): its stage lands on σ_next
+                        ("seeds_2", "r"): lambda n, v: real(n, v, lo=0.0, hi=1.0, lo_open=True),
                         # its flow-time split t_down = t_next·(1 + (t_next/t − 1)·η) leaves [0, t_next] above η = 1
                         ("euler_ancestral_rf", "eta"): lambda n, v: real(n, v, lo=0.0, hi=1.0)}
 

@@ -239,20 +239,29 @@ def res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None
 @register("gradient_estimation", kind="ode", order=1, nfe_per_step=1,
           aliases=("sample_gradient_estimation", "Gradient Estimation"),
           ref="Permenter & Yuan 2024 (arXiv:2306.04848), Alg. 2",
-          final_step="the same extrapolated step (x moves to σ = 0 along d̄)")
-def gradient_estimation(model, x, sigmas, extra_args=None, callback=None, disable=None, *, ge_gamma=2.0):
+          final_step="the same extrapolated step (x moves to σ = 0 along d̄); final_denoise=True: x = D(x, σ) "
+                     "(ComfyUI's sample_gradient_estimation)")
+def gradient_estimation(model, x, sigmas, extra_args=None, callback=None, disable=None, *, ge_gamma=2.0,
+                        final_denoise=False):
     """Gradient-estimation sampler (Permenter & Yuan 2024): Euler with the slope d̄ = γ·d + (1 − γ)·d_prev.
 
     γ = 2 extrapolates the slope half a step ahead on equal steps; on the usual uneven schedules it stays a
     first-order method with a smaller error constant (measured in tests/test_multistep.py). First step Euler.
+
+    ``final_denoise=True`` ends a step to σ = 0 at the denoised x = D(x, σ), as ComfyUI's
+    ``sample_gradient_estimation`` does (its ``gradient_estimation`` label sets it); the default takes the
+    extrapolated step there too.
     """
     old_d = None
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
         d = to_d(x, sigma, denoised)
-        d_bar = d if old_d is None else d * ge_gamma + old_d * (1 - ge_gamma)
-        x = x + d_bar * (sigma_next - sigma)
+        if final_denoise and sigma_next == 0:
+            x = denoised
+        else:
+            d_bar = d if old_d is None else d * ge_gamma + old_d * (1 - ge_gamma)
+            x = x + d_bar * (sigma_next - sigma)
         old_d = d
         report(callback, x, i, sigma, sigma, denoised)
     return x

@@ -277,18 +277,24 @@ def solve_fast(solver: EpsSolver, x, t_start: float, t_end: float, nfe: int, *, 
 
 @register("dpm_fast", kind="ode", order=3, nfe_per_step=1, aliases=("sample_dpm_fast",),
           ref=_DPM + ", DPM-Solver-fast (§3.4)",
-          final_step="denoise at the smallest non-zero σ when the schedule ends in 0 (1 of the budget)")
+          final_step="denoise at the smallest non-zero σ when the schedule ends in 0 (1 of the budget); "
+                     "final_denoise=False: none, x at that σ (ComfyUI's and A1111's DPM fast)")
 def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0.0, s_noise=1.0,
-             noise_sampler=None, seed=None):
+             final_denoise=True, noise_sampler=None, seed=None):
     """DPM-Solver-fast: the budget is the number of steps in ``sigmas`` (one model call each).
 
     It integrates from ``sigmas[0]`` to the smallest non-zero σ with steps uniform in λ and orders from
     :func:`fast_orders`, then spends the last call on the denoise to σ = 0 if the schedule ends in 0. Only
     the end points of ``sigmas`` are used; the callback fires once per model call. ``eta`` > 0 makes each step
     ancestral (k-diffusion's option): a step to σ_down, then fresh noise σ_up.
+
+    ``final_denoise=False`` spends all ``len(sigmas) − 1`` calls on the integration to the smallest non-zero σ
+    and returns x there, not denoised: what ComfyUI's and A1111's "DPM fast" compute (k-diffusion's
+    ``sample_dpm_fast(sigma_min=sigmas[-2], sigma_max=sigmas[0], n=len(sigmas) - 1)``; their labels set it).
     """
     sigma_max, sigma_min, ends_in_zero = _range(sigmas)
-    budget = len(sigmas) - 1 - (1 if ends_in_zero else 0)
+    denoise = ends_in_zero and final_denoise
+    budget = len(sigmas) - 1 - (1 if denoise else 0)
     with tqdm(total=len(sigmas) - 1, disable=disable, leave=False) as bar:
         def on_call(x_in, sigma, denoised):
             report(callback, x_in, solver.nfe, sigma, sigma, denoised)
@@ -298,7 +304,7 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
         if budget > 0:
             x = solve_fast(solver, x, lam(sigma_max), lam(sigma_min), budget, eta=eta, s_noise=s_noise,
                            noise_sampler=noise_sampler)
-        if ends_in_zero:
+        if denoise:
             x = solver.denoise(x, sigma_min)
     return x
 
@@ -401,10 +407,12 @@ def check_adaptive(order: int, norm: str) -> None:
 @register("dpm_adaptive", kind="ode", order=3, nfe_per_step=3, host_sync=True,
           aliases=("sample_dpm_adaptive",),
           ref=_DPM + ", DPM-Solver-12/23 adaptive step size (§3.4, Alg. 4-5)",
-          final_step="denoise at the smallest non-zero σ when the schedule ends in 0")
+          final_step="denoise at the smallest non-zero σ when the schedule ends in 0; final_denoise=False: none, "
+                     "x at that σ (ComfyUI's and A1111's DPM adaptive)")
 def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, rtol=0.05,
                  atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81, eta=0.0,
-                 s_noise=1.0, error_norm="item", max_steps=10_000, info=None, noise_sampler=None, seed=None):
+                 s_noise=1.0, error_norm="item", through_schedule=True, final_denoise=True, max_steps=10_000,
+                 info=None, noise_sampler=None, seed=None):
     """DPM-Solver-23 (or -12 with ``order=2``) with embedded error estimates and PID step control.
 
     Integrates through every σ of the schedule in turn (each is an output point: the callback fires there,
@@ -415,6 +423,12 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
     Pass ``info={}`` to receive ``nfe``, ``n_accept`` and ``n_reject``. The run stops with an error when the error
     estimate is not finite (a model returning NaN/Inf: the step would shrink forever) or after ``max_steps``
     attempted steps.
+
+    ``through_schedule=False`` runs one adaptive solve from ``sigmas[0]`` to the smallest non-zero σ, the σ in
+    between ignored (the callback fires after every attempted step), ending as k-diffusion's loop does (within
+    1e-5 of that σ's λ); ``final_denoise=False`` returns x at the smallest non-zero σ instead of the denoise to
+    σ = 0. Both, with ``error_norm="batch"``, are what ComfyUI's and A1111's "DPM adaptive" compute (k-diffusion's
+    ``sample_dpm_adaptive(sigma_min=sigmas[-2], sigma_max=sigmas[0])``; their labels set the three).
     """
     check_adaptive(order, error_norm)
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
@@ -427,16 +441,35 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
 
     pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
     x_prev = x
-    for i in progress(sigmas, disable):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        if sigma_next == 0:
-            x = solver.denoise(x, sigma)
-            report(callback, x, i, sigma, sigma, x)
-            continue
-        x, x_prev = solve_adaptive(solver, x, x_prev, lam(sigma), lam(sigma_next), pid, order=order, rtol=rtol,
-                                   atol=atol, eta=eta, s_noise=s_noise, noise_sampler=noise_sampler, norm=error_norm,
-                                   max_attempts=max_steps - stats["n_accept"] - stats["n_reject"], on_attempt=count)
-        report(callback, x, i, sigma, sigma, solver.denoised if solver.denoised is not None else x)
+    if not through_schedule:
+        sigma_max, sigma_min, ends_in_zero = _range(sigmas)
+        attempts = tqdm(disable=disable, leave=False)
+
+        def on_attempt(x_, s, denoised, error, accepted):
+            count(x_, s, denoised, error, accepted)
+            report(callback, x_, attempts.n, sigma_of(s), sigma_of(s), denoised)
+            attempts.update()
+
+        with attempts:
+            x, _ = solve_adaptive(solver, x, x_prev, lam(sigma_max), lam(sigma_min), pid, order=order, rtol=rtol,
+                                  atol=atol, eta=eta, s_noise=s_noise, noise_sampler=noise_sampler,
+                                  norm=error_norm, t_tol=1e-5, max_attempts=max_steps, on_attempt=on_attempt)
+        if ends_in_zero and final_denoise:
+            x = solver.denoise(x, sigma_min)
+            report(callback, x, attempts.n, sigma_min, sigma_min, x)
+    else:
+        for i in progress(sigmas, disable):
+            sigma, sigma_next = sigmas[i], sigmas[i + 1]
+            if sigma_next == 0:
+                if final_denoise:
+                    x = solver.denoise(x, sigma)
+                report(callback, x, i, sigma, sigma, x)
+                continue
+            x, x_prev = solve_adaptive(solver, x, x_prev, lam(sigma), lam(sigma_next), pid, order=order,
+                                       rtol=rtol, atol=atol, eta=eta, s_noise=s_noise, noise_sampler=noise_sampler,
+                                       norm=error_norm, max_attempts=max_steps - stats["n_accept"] - stats["n_reject"],
+                                       on_attempt=count)
+            report(callback, x, i, sigma, sigma, solver.denoised if solver.denoised is not None else x)
     if info is not None:
         info.update(stats, nfe=solver.nfe)
     return x
