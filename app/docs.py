@@ -151,9 +151,9 @@ def names_md() -> str:
             "- A1111's \"Align Your Steps\" takes the SDXL levels on an SDXL model; the name takes the SD 1.5 ones "
             "(pass `schedule=\"ays_sdxl\"` with `append_zero=True` for SDXL)."]
     out += ["", "## Names whose images changed (2026-12-05)", "",
-           "To reproduce their tools, the names in the first three items now give other σ lists (and images) than "
-           "before; a previous image comes back by naming the registry sampler and schedule. The last two are "
-           "registry rules corrected to what they always claimed:", "",
+           "To reproduce their tools, the names in the first four items now give other σ lists or update rules (and "
+           "images) than before; a previous image comes back by naming the registry sampler and schedule. The last "
+           "two are registry rules corrected to what they always claimed:", "",
            "- A1111 labels without a scheduler of their own (`Euler a`, `Euler`, `LMS`, `Heun`, `DPM fast`, `DPM "
            "adaptive`, `LCM`, `iPNDM`, `iPNDM_v`, `DEIS` and their `k_` forms) run on A1111's Automatic choice, "
            "Uniform (`linspace`), where the caller names no schedule (before: the model's default, karras on the "
@@ -167,6 +167,15 @@ def names_md() -> str:
            "models (new: they were refused). `samplers.get_sigmas` now resolves names as the pipeline does "
            "(before, `get_sigmas(\"Beta\")` and `(\"KL Optimal\")` gave the registry's `beta_timesteps` and "
            "`kl_optimal`, and the other tool names were refused there).",
+           "- Update rules (an option each label now sets; the registry names keep their rules): `comfyui:dpm_fast` "
+           "and A1111's `DPM fast` / `k_dpm_fast` spend every call integrating to the smallest non-zero σ and return "
+           "x there, as k-diffusion's `sample_dpm_fast` does where the tools call it (`final_denoise=False`; before: "
+           "n − 1 calls and a denoise to 0); `comfyui:dpm_adaptive`, `DPM adaptive` / `k_dpm_ad` run one adaptive "
+           "solve over that range (`through_schedule=False`, `final_denoise=False`, `error_norm=\"batch\"`); "
+           "`comfyui:gradient_estimation` returns the denoised x on its step to 0 (`final_denoise=True`); "
+           "`comfyui:er_sde` takes ComfyUI's 200-point Riemann sum (`quadrature=\"riemann\"`); "
+           "`comfyui:exp_heun_2_x0` and `comfyui:exp_heun_2_x0_sde` are new (`seeds_2` with `r=1`, "
+           "`solver_type=\"phi_2\"`). Old image: the registry name (`dpm_fast`, `dpm_adaptive`, ...).",
            "- Registry `simple` at step counts where N/n·k rounds the other way (n = 38, 76, ... on a 1000-step "
            "table): ComfyUI's and A1111's timestep, which it always claimed.",
            "- Registry `ddpm` and `er_sde` from σ = inf (flow and zero-SNR models): the first step draws σ₁ as fresh "

@@ -26,6 +26,20 @@ IPNDM_V_COMFY = {"final_denoise": True, "variable_steps": True}
 LMS_COMFY = {"final_denoise": True}
 # ComfyUI's sample_deis (Forge's DEIS): DEIS-tAB coefficients, no lowering of the order on the last steps.
 DEIS_COMFY = {"mode": "tab", "lower_order_final": False}
+# ComfyUI's and A1111's DPM fast / DPM adaptive call k-diffusion's sample_dpm_fast / sample_dpm_adaptive on the range
+# sigma_max = sigmas[0], sigma_min = sigmas[-2] (the smallest non-zero σ), fast with n = len(sigmas) − 1 calls
+# (comfy/samplers.py KSAMPLER.sample; A1111 modules/sd_samplers_kdiffusion.py): every call integrates, x is returned
+# at σ_min without a final denoise, and adaptive is one solve over the range (the σ in between ignored) with
+# k-diffusion's error norm over the whole batch.
+DPM_FAST_TOOLS = {"final_denoise": False}
+DPM_ADAPTIVE_TOOLS = {"final_denoise": False, "through_schedule": False, "error_norm": "batch"}
+# ComfyUI's sample_gradient_estimation: its step to σ = 0 returns the denoised x.
+GRADIENT_ESTIMATION_COMFY = {"final_denoise": True}
+# ComfyUI's sample_er_sde: its integrals are a 200-point Riemann sum (the registry's are Gauss-Legendre).
+ER_SDE_COMFY = {"quadrature": "riemann"}
+# ComfyUI's sample_exp_heun_2_x0 / _sde: sample_seeds_2 with r = 1 and the φ₂ weights (deterministic: η = s_noise = 0).
+EXP_HEUN_2_X0 = {"r": 1.0, "solver_type": "phi_2", "eta": 0.0, "s_noise": 0.0}
+EXP_HEUN_2_X0_SDE = {"r": 1.0, "solver_type": "phi_2"}
 
 # A1111 / Forge (modules/sd_samplers_kdiffusion.py and sd_samplers_timesteps.py): the labels of the sampler menu
 # with their k_* aliases, and the "<label> Karras" / "<label> Exponential" labels of versions before 1.9.
@@ -73,10 +87,10 @@ A1111: dict[str, tuple] = {
     "DPM2 a": ("dpm_2_ancestral", {}, "karras", "default"),
     "k_dpm_2_a": ("dpm_2_ancestral", {}, "karras", "default"),
     "DPM2 a Karras": ("dpm_2_ancestral", {}, "karras", "explicit"),
-    "DPM fast": ("dpm_fast", {}, "linspace", "default"),
-    "k_dpm_fast": ("dpm_fast", {}, "linspace", "default"),
-    "DPM adaptive": ("dpm_adaptive", {}, "linspace", "default"),
-    "k_dpm_ad": ("dpm_adaptive", {}, "linspace", "default"),
+    "DPM fast": ("dpm_fast", DPM_FAST_TOOLS, "linspace", "default"),
+    "k_dpm_fast": ("dpm_fast", DPM_FAST_TOOLS, "linspace", "default"),
+    "DPM adaptive": ("dpm_adaptive", DPM_ADAPTIVE_TOOLS, "linspace", "default"),
+    "k_dpm_ad": ("dpm_adaptive", DPM_ADAPTIVE_TOOLS, "linspace", "default"),
     "Restart": ("restart", {}, "karras", "default"),
     "DDIM": ("ddim", {}, None, None),
     "PLMS": ("plms", {}, None, None),
@@ -104,8 +118,8 @@ COMFYUI: dict[str, tuple] = {
     "dpm_2": ("dpm_2", {}, None, None),
     "dpm_2_ancestral": ("dpm_2_ancestral", {}, None, None),
     "lms": ("lms", LMS_COMFY, None, None),
-    "dpm_fast": ("dpm_fast", {}, None, None),
-    "dpm_adaptive": ("dpm_adaptive", {}, None, None),
+    "dpm_fast": ("dpm_fast", DPM_FAST_TOOLS, None, None),
+    "dpm_adaptive": ("dpm_adaptive", DPM_ADAPTIVE_TOOLS, None, None),
     "dpmpp_2s_ancestral": ("dpmpp_2s_ancestral", {}, None, None),
     "dpmpp_sde": ("dpmpp_sde", BROWNIAN, None, None),
     "dpmpp_sde_gpu": ("dpmpp_sde", BROWNIAN_DEVICE, None, None),
@@ -126,9 +140,11 @@ COMFYUI: dict[str, tuple] = {
     "sample_ipndm_v": ("ipndm", IPNDM_V_COMFY, None, None),
     "sample_deis": ("deis", DEIS_COMFY, None, None),
     "res_multistep": ("res_multistep", {}, None, None),
-    "gradient_estimation": ("gradient_estimation", {}, None, None),
-    "er_sde": ("er_sde", {}, None, None),
+    "gradient_estimation": ("gradient_estimation", GRADIENT_ESTIMATION_COMFY, None, None),
+    "er_sde": ("er_sde", ER_SDE_COMFY, None, None),
     "seeds_2": ("seeds_2", {}, None, None),
+    "exp_heun_2_x0": ("seeds_2", EXP_HEUN_2_X0, None, None),
+    "exp_heun_2_x0_sde": ("seeds_2", EXP_HEUN_2_X0_SDE, None, None),
     "seeds_3": ("seeds_3", {}, None, None),
     "sa_solver": ("sa_solver", {}, None, None),
     "sa_solver_pece": ("sa_solver_pece", {}, None, None),
@@ -158,6 +174,7 @@ COMFYUI_FLOW_RAW: frozenset[str] = frozenset({
 COMFYUI_FLOW_SNR: frozenset[str] = frozenset({
     "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu",
     "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece",
+    "exp_heun_2_x0", "exp_heun_2_x0_sde",
 })
 # ComfyUI samplers that run another update rule on flow models: the registry sampler the ComfyUI name runs there
 # instead.

@@ -1,0 +1,588 @@
+"""ComfyUI / A1111 labels reproduce the tool's update rule: references written from the tools' source.
+
+The references below are transcribed from comfyanonymous/ComfyUI 02159d81 (comfy/k_diffusion/sampling.py:
+``DPMSolver``, ``sample_gradient_estimation``, ``sample_er_sde``, ``sample_seeds_2``, ``sample_exp_heun_2_x0`` /
+``_sde``; comfy/samplers.py ``KSAMPLER.sample``: DPM fast / adaptive run ``sample_dpm_fast(model, noise, sigma_min,
+sigmas[0], len(sigmas) - 1)`` / ``sample_dpm_adaptive(model, noise, sigma_min, sigmas[0])`` with sigma_min =
+sigmas[-2] when the last σ is 0) and AUTOMATIC1111/stable-diffusion-webui modules/sd_samplers_kdiffusion.py
+(``sigma_min = sigma_sched[-2]``, ``sigma_max = sigma_sched[0]``, ``n = len(sigma_sched) - 1``; its txt2img path
+passes the model's σ range and ``n = steps``, the same numbers on the label's default schedule). ComfyUI's
+DPMSolver is k-diffusion 0.1.1's.
+
+Everything runs in float64 so that a difference beyond rounding is a difference of rule. Two float32 details of
+the tools' source are written in float64 here, and said where: k-diffusion's DPM-Solver-fast builds its λ grid with
+``torch.linspace`` in the default dtype and its adaptive tolerances with ``torch.tensor(atol)`` (float32 whatever
+the state's dtype), and ComfyUI's ER-SDE builds its 200 quadrature points from a float32 ``arange`` (so a float64
+run gets float32 points). In the tools' ordinary float32 runs those are their dtype anyway; the installed
+k-diffusion and the literal ER-SDE grid are checked at float32 rounding.
+
+The registry names keep their rules: their outputs on the same problem are compared with values computed before
+these options existed.
+"""
+from __future__ import annotations
+
+import math
+import types
+
+import pytest
+import torch
+
+import samplers
+from samplers.core.errors import InvalidOption, InvalidType
+from samplers.interop.comfyui import ksampler_function
+
+TOL = 1e-12
+
+
+# ----------------------------------------------------------------------------------------------------
+# The problem: a smooth analytic denoiser, a 10-step Karras schedule, a flow model
+
+
+def denoise_ve(x, sigma):
+    s = torch.as_tensor(sigma, dtype=x.dtype)
+    s = s.reshape(-1, *([1] * (x.ndim - 1))) if s.ndim else s
+    return (x + 0.3 * s**2 * torch.tanh(x + 0.5)) / (1 + s**2)
+
+
+def denoise_flow(x, t):  # x0 from ComfyUI's flow coordinates (x_t, t)
+    s = torch.as_tensor(t, dtype=x.dtype)
+    s = s.reshape(-1, *([1] * (x.ndim - 1))) if s.ndim else s
+    return 0.8 * (1 - s) * x + 0.3 * torch.tanh(x + 0.5) * (0.5 + s)
+
+
+def karras(n, smin=0.0292, smax=14.6146, rho=7.0):
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    s = (smax ** (1 / rho) + ramp * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+    return torch.cat([s, s.new_zeros(1)])
+
+
+def flow_sigmas(n, shift=3.0, start=1.0):
+    t = torch.linspace(start, 0, n + 1, dtype=torch.float64)
+    return shift * t / (1 + (shift - 1) * t)
+
+
+SIGMAS = karras(10)
+X0 = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+X_VE = X0 * SIGMAS[0]
+EXTRA = {"seed": 7, "model_options": {}, "denoise_mask": None}
+
+
+class EPS:  # comfy.model_sampling.EPS as the samplers read it
+    pass
+
+
+class CONST:  # comfy.model_sampling.CONST (SD3 / Flux): σ = t, shift 3
+    shift = 3.0
+
+    def percent_to_sigma(self, p):
+        if p <= 0:
+            return 1.0
+        if p >= 1:
+            return 0.0
+        t = 1 - p
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+
+class Model:
+    """ComfyUI's ``model_k`` as its samplers reach it; counts calls."""
+
+    def __init__(self, sampling, fn):
+        self.fn, self.calls = fn, 0
+        self.inner_model = types.SimpleNamespace(inner_model=types.SimpleNamespace(model_sampling=sampling),
+                                                 model_patcher=types.SimpleNamespace(get_model_object=lambda n: sampling))
+
+    def __call__(self, x, sigma, **kwargs):
+        self.calls += 1
+        return self.fn(x, sigma)
+
+
+class SeqNoise:
+    """The k-th draw is the same tensor whatever (σ, σ_next) is asked for."""
+
+    def __init__(self, like, n=64):
+        g = torch.Generator().manual_seed(123)
+        self.draws = [torch.randn(like.shape, generator=g, dtype=like.dtype) for _ in range(n)]
+        self.k = 0
+
+    def __call__(self, sigma, sigma_next):
+        self.k += 1
+        return self.draws[self.k - 1]
+
+
+def ms_of(model):
+    return model.inner_model.model_patcher.get_model_object("model_sampling")
+
+
+# ----------------------------------------------------------------------------------------------------
+# ComfyUI's source (02159d81), transcribed: helpers
+
+
+def sigma_to_half_log_snr(sigma, model_sampling):
+    return sigma.logit().neg() if isinstance(model_sampling, CONST) else sigma.log().neg()
+
+
+def half_log_snr_to_sigma(half_log_snr, model_sampling):
+    return half_log_snr.neg().sigmoid() if isinstance(model_sampling, CONST) else half_log_snr.neg().exp()
+
+
+def offset_first_sigma_for_snr(sigmas, model_sampling, percent_offset=1e-4):
+    if len(sigmas) <= 1:
+        return sigmas
+    if isinstance(model_sampling, CONST) and sigmas[0] >= 1:
+        sigmas = sigmas.clone()
+        sigmas[0] = model_sampling.percent_to_sigma(percent_offset)
+    return sigmas
+
+
+def to_d(x, sigma, denoised):
+    return (x - denoised) / sigma
+
+
+# ----------------------------------------------------------------------------------------------------
+# k-diffusion's / ComfyUI's DPMSolver (fast and adaptive), and the tools' calls of it
+
+
+class PIDStepSizeController:
+    def __init__(self, h, pcoeff, icoeff, dcoeff, order=1, accept_safety=0.81, eps=1e-8):
+        self.h = h
+        self.b1 = (pcoeff + icoeff + dcoeff) / order
+        self.b2 = -(pcoeff + 2 * dcoeff) / order
+        self.b3 = dcoeff / order
+        self.accept_safety, self.eps, self.errs = accept_safety, eps, []
+
+    def propose_step(self, error):
+        inv_error = 1 / (float(error) + self.eps)
+        if not self.errs:
+            self.errs = [inv_error, inv_error, inv_error]
+        self.errs[0] = inv_error
+        factor = self.errs[0] ** self.b1 * self.errs[1] ** self.b2 * self.errs[2] ** self.b3
+        factor = 1 + math.atan(factor - 1)
+        accept = factor >= self.accept_safety
+        if accept:
+            self.errs[2] = self.errs[1]
+            self.errs[1] = self.errs[0]
+        self.h *= factor
+        return accept
+
+
+class DPMSolver:
+    def __init__(self, model, extra_args):
+        self.model, self.extra_args = model, {} if extra_args is None else extra_args
+
+    def t(self, sigma):
+        return -sigma.log()
+
+    def sigma(self, t):
+        return t.neg().exp()
+
+    def eps(self, eps_cache, key, x, t):
+        if key in eps_cache:
+            return eps_cache[key], eps_cache
+        sigma = self.sigma(t) * x.new_ones([x.shape[0]])
+        eps = (x - self.model(x, sigma, **self.extra_args)) / self.sigma(t)
+        return eps, {key: eps, **eps_cache}
+
+    def dpm_solver_1_step(self, x, t, t_next, eps_cache=None):
+        h = t_next - t
+        eps, eps_cache = self.eps({} if eps_cache is None else eps_cache, "eps", x, t)
+        return x - self.sigma(t_next) * h.expm1() * eps, eps_cache
+
+    def dpm_solver_2_step(self, x, t, t_next, r1=1 / 2, eps_cache=None):
+        h = t_next - t
+        eps, eps_cache = self.eps({} if eps_cache is None else eps_cache, "eps", x, t)
+        s1 = t + r1 * h
+        u1 = x - self.sigma(s1) * (r1 * h).expm1() * eps
+        eps_r1, eps_cache = self.eps(eps_cache, "eps_r1", u1, s1)
+        x_2 = x - self.sigma(t_next) * h.expm1() * eps - self.sigma(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps)
+        return x_2, eps_cache
+
+    def dpm_solver_3_step(self, x, t, t_next, r1=1 / 3, r2=2 / 3, eps_cache=None):
+        h = t_next - t
+        eps, eps_cache = self.eps({} if eps_cache is None else eps_cache, "eps", x, t)
+        s1, s2 = t + r1 * h, t + r2 * h
+        u1 = x - self.sigma(s1) * (r1 * h).expm1() * eps
+        eps_r1, eps_cache = self.eps(eps_cache, "eps_r1", u1, s1)
+        u2 = (x - self.sigma(s2) * (r2 * h).expm1() * eps
+              - self.sigma(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps))
+        eps_r2, eps_cache = self.eps(eps_cache, "eps_r2", u2, s2)
+        x_3 = x - self.sigma(t_next) * h.expm1() * eps - self.sigma(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
+        return x_3, eps_cache
+
+    def dpm_solver_fast(self, x, t_start, t_end, nfe):  # eta = 0
+        m = math.floor(nfe / 3) + 1
+        ts = torch.linspace(t_start, t_end, m + 1, dtype=torch.float64)  # the tools: default dtype (float32)
+        orders = [3] * (m - 2) + [2, 1] if nfe % 3 == 0 else [3] * (m - 1) + [nfe % 3]
+        for i in range(len(orders)):
+            eps_cache = {}
+            t, t_next = ts[i], ts[i + 1]
+            eps, eps_cache = self.eps(eps_cache, "eps", x, t)
+            if orders[i] == 1:
+                x, eps_cache = self.dpm_solver_1_step(x, t, t_next, eps_cache=eps_cache)
+            elif orders[i] == 2:
+                x, eps_cache = self.dpm_solver_2_step(x, t, t_next, eps_cache=eps_cache)
+            else:
+                x, eps_cache = self.dpm_solver_3_step(x, t, t_next, eps_cache=eps_cache)
+        return x
+
+    def dpm_solver_adaptive(self, x, t_start, t_end, order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.,
+                            icoeff=1., dcoeff=0., accept_safety=0.81):  # eta = 0
+        forward = t_end > t_start
+        h_init = abs(h_init) * (1 if forward else -1)
+        atol = torch.tensor(atol, dtype=x.dtype)  # the tools: torch.tensor(atol), float32
+        rtol = torch.tensor(rtol, dtype=x.dtype)
+        s, x_prev = t_start, x
+        pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, order, accept_safety)
+        while s < t_end - 1e-5 if forward else s > t_end + 1e-5:
+            eps_cache = {}
+            t = torch.minimum(t_end, s + pid.h) if forward else torch.maximum(t_end, s + pid.h)
+            eps, eps_cache = self.eps(eps_cache, "eps", x, s)
+            if order == 2:
+                x_low, eps_cache = self.dpm_solver_1_step(x, s, t, eps_cache=eps_cache)
+                x_high, eps_cache = self.dpm_solver_2_step(x, s, t, eps_cache=eps_cache)
+            else:
+                x_low, eps_cache = self.dpm_solver_2_step(x, s, t, r1=1 / 3, eps_cache=eps_cache)
+                x_high, eps_cache = self.dpm_solver_3_step(x, s, t, eps_cache=eps_cache)
+            delta = torch.maximum(atol, rtol * torch.maximum(x_low.abs(), x_prev.abs()))
+            error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
+            if pid.propose_step(error):
+                x_prev, x, s = x_low, x_high, t
+        return x
+
+
+def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None):
+    solver = DPMSolver(model, extra_args)
+    return solver.dpm_solver_fast(x, solver.t(torch.as_tensor(sigma_max)), solver.t(torch.as_tensor(sigma_min)), n)
+
+
+def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None):
+    solver = DPMSolver(model, extra_args)
+    return solver.dpm_solver_adaptive(x, solver.t(torch.as_tensor(sigma_max)), solver.t(torch.as_tensor(sigma_min)))
+
+
+def comfy_ksampler_range(name, model, noise, sigmas, extra_args):
+    """comfy/samplers.py KSAMPLER.sample for dpm_fast / dpm_adaptive."""
+    total_steps = len(sigmas) - 1
+    sigma_min = sigmas[-1]
+    if sigma_min == 0:
+        sigma_min = sigmas[-2]
+    if name == "dpm_fast":
+        return sample_dpm_fast(model, noise, sigma_min, sigmas[0], total_steps, extra_args=extra_args)
+    return sample_dpm_adaptive(model, noise, sigma_min, sigmas[0], extra_args=extra_args)
+
+
+def a1111_range(funcname, model, x, sigma_sched):
+    """A1111 KDiffusionSampler: the range samplers' arguments from the schedule."""
+    kwargs = {"sigma_min": sigma_sched[-2], "sigma_max": sigma_sched[0]}
+    if funcname == "sample_dpm_fast":
+        return sample_dpm_fast(model, x, n=len(sigma_sched) - 1, **kwargs)
+    return sample_dpm_adaptive(model, x, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# ComfyUI's sample_gradient_estimation, sample_er_sde, sample_seeds_2 / exp_heun_2_x0(_sde)
+
+
+def sample_gradient_estimation(model, x, sigmas, extra_args=None, ge_gamma=2.):
+    s_in = x.new_ones([x.shape[0]])
+    old_d = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        d = to_d(x, sigmas[i], denoised)
+        dt = sigmas[i + 1] - sigmas[i]
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            x = x + d * dt
+            if i >= 1:
+                x = x + (ge_gamma - 1) * (d - old_d) * dt
+        old_d = d
+    return x
+
+
+def sample_er_sde(model, x, sigmas, extra_args=None, s_noise=1.0, noise_sampler=None, max_stage=3,
+                  point_dtype=torch.float64):
+    """``point_dtype``: ComfyUI's ``torch.arange(0, 200.0, dtype=torch.float32)`` (its points are float32)."""
+    s_in = x.new_ones([x.shape[0]])
+
+    def noise_scaler(v):
+        return v * ((v**0.3).exp() + 10.0)
+
+    num_integration_points = 200.0
+    point_indice = torch.arange(0, num_integration_points, dtype=point_dtype)
+    model_sampling = ms_of(model)
+    sigmas = offset_first_sigma_for_snr(sigmas, model_sampling)
+    er_lambdas = sigma_to_half_log_snr(sigmas, model_sampling).neg().exp()
+    old_denoised = old_denoised_d = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        stage_used = min(max_stage, i + 1)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            er_lambda_s, er_lambda_t = er_lambdas[i], er_lambdas[i + 1]
+            alpha_s = sigmas[i] / er_lambda_s
+            alpha_t = sigmas[i + 1] / er_lambda_t
+            r_alpha = alpha_t / alpha_s
+            r = noise_scaler(er_lambda_t) / noise_scaler(er_lambda_s)
+            x = r_alpha * r * x + alpha_t * (1 - r) * denoised
+            if stage_used >= 2:
+                dt = er_lambda_t - er_lambda_s
+                lambda_step_size = -dt / num_integration_points
+                lambda_pos = er_lambda_t + point_indice * lambda_step_size
+                scaled_pos = noise_scaler(lambda_pos)
+                s = torch.sum(1 / scaled_pos) * lambda_step_size
+                denoised_d = (denoised - old_denoised) / (er_lambda_s - er_lambdas[i - 1])
+                x = x + alpha_t * (dt + s * noise_scaler(er_lambda_t)) * denoised_d
+                if stage_used >= 3:
+                    s_u = torch.sum((lambda_pos - er_lambda_s) / scaled_pos) * lambda_step_size
+                    denoised_u = (denoised_d - old_denoised_d) / ((er_lambda_s - er_lambdas[i - 2]) / 2)
+                    x = x + alpha_t * ((dt**2) / 2 + s_u * noise_scaler(er_lambda_t)) * denoised_u
+                old_denoised_d = denoised_d
+            if s_noise > 0:
+                x = x + alpha_t * noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * (
+                    er_lambda_t**2 - er_lambda_s**2 * r**2).sqrt().nan_to_num(nan=0.0)
+        old_denoised = denoised
+    return x
+
+
+def sample_seeds_2(model, x, sigmas, extra_args=None, eta=1., s_noise=1., noise_sampler=None, r=0.5,
+                   solver_type="phi_1"):
+    s_in = x.new_ones([x.shape[0]])
+    model_sampling = ms_of(model)
+    inject_noise = eta > 0 and s_noise > 0
+    sigmas = offset_first_sigma_for_snr(sigmas, model_sampling)
+    fac = 1 / (2 * r)
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        lambda_s = sigma_to_half_log_snr(sigmas[i], model_sampling)
+        lambda_t = sigma_to_half_log_snr(sigmas[i + 1], model_sampling)
+        h = lambda_t - lambda_s
+        h_eta = h * (eta + 1)
+        lambda_s_1 = torch.lerp(lambda_s, lambda_t, r)
+        sigma_s_1 = half_log_snr_to_sigma(lambda_s_1, model_sampling)
+        alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
+        alpha_t = sigmas[i + 1] * lambda_t.exp()
+        x_2 = sigma_s_1 / sigmas[i] * (-r * h * eta).exp() * x - alpha_s_1 * torch.expm1(-r * h_eta) * denoised
+        if inject_noise:
+            sde_noise = (-2 * r * h * eta).expm1().neg().sqrt() * noise_sampler(sigmas[i], sigma_s_1)
+            x_2 = x_2 + sde_noise * sigma_s_1 * s_noise
+        denoised_2 = model(x_2, sigma_s_1 * s_in, **extra_args)
+        if solver_type == "phi_1":
+            denoised_d = torch.lerp(denoised, denoised_2, fac)
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * torch.expm1(-h_eta) * denoised_d
+        else:
+            b2 = ((torch.expm1(-h_eta) + h_eta) / -h_eta) / r
+            b1 = torch.expm1(-h_eta) - b2
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * (b1 * denoised + b2 * denoised_2)
+        if inject_noise:
+            segment_factor = (r - 1) * h * eta
+            sde_noise = sde_noise * segment_factor.exp()
+            sde_noise = sde_noise + segment_factor.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_s_1, sigmas[i + 1])
+            x = x + sde_noise * sigmas[i + 1] * s_noise
+    return x
+
+
+def sample_exp_heun_2_x0(model, x, sigmas, extra_args=None, solver_type="phi_2"):
+    return sample_seeds_2(model, x, sigmas, extra_args, eta=0.0, s_noise=0.0, noise_sampler=None, r=1.0,
+                          solver_type=solver_type)
+
+
+def sample_exp_heun_2_x0_sde(model, x, sigmas, extra_args=None, eta=1., s_noise=1., noise_sampler=None,
+                             solver_type="phi_2"):
+    return sample_seeds_2(model, x, sigmas, extra_args, eta=eta, s_noise=s_noise, noise_sampler=noise_sampler, r=1.0,
+                          solver_type=solver_type)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Runs
+
+
+def comfy_label(name, sampling, fn, x, sigmas, noise=False, **options):
+    """comfyui:<name> through the ComfyUI adapter; (result, model calls, noise draws)."""
+    model = Model(sampling, fn)
+    extra = {"noise_sampler": SeqNoise(x)} if noise else {}
+    out = ksampler_function("comfyui:" + name)(model, x.clone(), sigmas.clone(), extra_args=dict(EXTRA),
+                                               disable=True, **extra, **options)
+    return out, model.calls, extra["noise_sampler"].k if noise else 0
+
+
+def reference(ref, sampling, fn, x, sigmas, noise=False, **kwargs):
+    model = Model(sampling, fn)
+    if noise:
+        kwargs["noise_sampler"] = SeqNoise(x)
+    out = ref(model, x.clone(), sigmas.clone(), extra_args=dict(EXTRA), **kwargs)
+    return out, model.calls, kwargs["noise_sampler"].k if noise else 0
+
+
+def assert_same(ours, theirs, tol=TOL):
+    (a, calls_a, draws_a), (b, calls_b, draws_b) = ours, theirs
+    assert (calls_a, draws_a) == (calls_b, draws_b)
+    err = (a - b).abs().max().item()
+    assert err <= tol * max(1.0, b.abs().max().item()), f"max |ours − tool| = {err:.3e}"
+
+
+FLOW = [flow_sigmas(10), flow_sigmas(10, start=0.9)]  # from t = 1 (σ = inf) and from t < 1
+
+
+def start(sampling, sigmas):
+    return X0 * sigmas[0] if isinstance(sampling, EPS) else X0 * sigmas[0] + (1 - sigmas[0]) * 0.2
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1, 2: DPM fast / DPM adaptive on the tools' range, no final denoise
+
+
+@pytest.mark.parametrize("name", ["dpm_fast", "dpm_adaptive"])
+@pytest.mark.parametrize("steps", [10, 6])
+def test_comfyui_range_samplers_match_comfyui(name, steps):
+    sigmas = karras(steps)
+    x = X0 * sigmas[0]
+    ours = comfy_label(name, EPS(), denoise_ve, x, sigmas)
+    theirs = reference(lambda m, x_, s, extra_args: comfy_ksampler_range(name, m, x_, s, extra_args),
+                       EPS(), denoise_ve, x, sigmas)
+    assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("sigmas", FLOW[1:])
+def test_comfyui_dpm_fast_on_a_flow_model_matches_comfyui(sigmas):  # the plain rule on ComfyUI's (x_t, t)
+    x = X0 * sigmas[0]
+    ours = comfy_label("dpm_fast", CONST(), denoise_flow, x, sigmas)
+    theirs = reference(lambda m, x_, s, extra_args: comfy_ksampler_range("dpm_fast", m, x_, s, extra_args),
+                       CONST(), denoise_flow, x, sigmas)
+    assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("label, funcname", [("DPM fast", "sample_dpm_fast"), ("k_dpm_fast", "sample_dpm_fast"),
+                                             ("DPM adaptive", "sample_dpm_adaptive"),
+                                             ("k_dpm_ad", "sample_dpm_adaptive")])
+def test_a1111_range_samplers_match_a1111(label, funcname):
+    model = Model(EPS(), denoise_ve)
+    ours = samplers.sample("a1111:" + label, model, X_VE.clone(), SIGMAS, disable=True)
+    calls = model.calls
+    model = Model(EPS(), denoise_ve)
+    theirs = a1111_range(funcname, model, X_VE.clone(), SIGMAS)
+    assert_same((ours, calls, 0), (theirs, model.calls, 0))
+
+
+@pytest.mark.filterwarnings("ignore:To copy construct from a tensor")  # k-diffusion's torch.tensor(sigma)
+def test_the_range_samplers_match_the_installed_k_diffusion_at_its_float32_rounding():
+    """The same calls on the real k-diffusion 0.1.1 (float32 λ grid and tolerances: agreement to 1e-6)."""
+    from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
+    try:
+        kd = kdiffusion_modules()[0]
+    except KDiffusionUnavailable:
+        pytest.skip("k-diffusion is not installed")
+    for name, fn in (("dpm_fast", lambda m: kd.sample_dpm_fast(m, X_VE.clone(), SIGMAS[-2], SIGMAS[0], 10,
+                                                               extra_args=dict(EXTRA), disable=True)),
+                     ("dpm_adaptive", lambda m: kd.sample_dpm_adaptive(m, X_VE.clone(), SIGMAS[-2], SIGMAS[0],
+                                                                       extra_args=dict(EXTRA), disable=True))):
+        model = Model(EPS(), denoise_ve)
+        theirs = fn(model)
+        assert_same(comfy_label(name, EPS(), denoise_ve, X_VE, SIGMAS), (theirs, model.calls, 0), tol=1e-6)
+
+
+def test_the_range_options_keep_the_registry_rules_and_say_what_they_do():
+    # final_denoise=False on a schedule without the trailing 0 is the registry's run on it
+    nozero = SIGMAS[:-1]
+    a = samplers.sample("dpm_fast", denoise_ve, X_VE.clone(), nozero, disable=True, final_denoise=False)
+    b = samplers.sample("dpm_fast", denoise_ve, X_VE.clone(), nozero, disable=True)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the adaptive solve over the range: the callback fires per attempt, ending at the smallest non-zero σ
+    seen, info = [], {}
+    samplers.sample("dpm_adaptive", denoise_ve, X_VE.clone(), SIGMAS, disable=True, through_schedule=False,
+                    final_denoise=False, callback=seen.append, info=info)
+    assert len(seen) == info["n_accept"] + info["n_reject"] and info["nfe"] == 3 * len(seen)
+    assert math.isclose(seen[-1]["sigma"], float(SIGMAS[-2]), rel_tol=1e-12)
+    for name, option, bad in (("dpm_fast", "final_denoise", 0), ("dpm_adaptive", "through_schedule", "no"),
+                              ("dpm_adaptive", "final_denoise", None)):
+        model = Model(EPS(), denoise_ve)
+        with pytest.raises((InvalidOption, InvalidType), match=option):
+            samplers.sample(name, model, X_VE.clone(), SIGMAS, disable=True, **{option: bad})
+        assert model.calls == 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3: gradient estimation ends at the denoised x
+
+
+@pytest.mark.parametrize("sampling, fn, sigmas", [(EPS(), denoise_ve, SIGMAS), (CONST(), denoise_flow, FLOW[0]),
+                                                  (CONST(), denoise_flow, FLOW[1])])
+def test_comfyui_gradient_estimation_matches_comfyui(sampling, fn, sigmas):
+    x = start(sampling, sigmas)
+    assert_same(comfy_label("gradient_estimation", sampling, fn, x, sigmas),
+                reference(sample_gradient_estimation, sampling, fn, x, sigmas))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4: ER-SDE with ComfyUI's 200-point Riemann sum
+
+
+@pytest.mark.parametrize("sampling, fn, sigmas", [(EPS(), denoise_ve, SIGMAS), (CONST(), denoise_flow, FLOW[0]),
+                                                  (CONST(), denoise_flow, FLOW[1])])
+@pytest.mark.parametrize("noise", [False, True])
+def test_comfyui_er_sde_matches_comfyui(sampling, fn, sigmas, noise):
+    x = start(sampling, sigmas)
+    options = {} if noise else {"s_noise": 0.0}
+    ours = comfy_label("er_sde", sampling, fn, x, sigmas, noise=noise, **options)
+    assert_same(ours, reference(sample_er_sde, sampling, fn, x, sigmas, noise=noise, **options))
+    # ComfyUI's literal float32 points: the same to float32 rounding
+    literal = reference(sample_er_sde, sampling, fn, x, sigmas, noise=noise, point_dtype=torch.float32, **options)
+    assert_same(ours, literal, tol=1e-6)
+
+
+def test_er_sde_quadrature_is_validated_before_the_model_runs():
+    model = Model(EPS(), denoise_ve)
+    with pytest.raises(InvalidOption, match="quadrature must be one of"):
+        samplers.sample("er_sde", model, X_VE.clone(), SIGMAS, disable=True, quadrature="simpson")
+    assert model.calls == 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5: exp_heun_2_x0 / exp_heun_2_x0_sde: seeds_2 with r = 1 and φ₂ weights
+
+
+@pytest.mark.parametrize("sampling, fn, sigmas", [(EPS(), denoise_ve, SIGMAS), (CONST(), denoise_flow, FLOW[0]),
+                                                  (CONST(), denoise_flow, FLOW[1])])
+def test_comfyui_exp_heun_2_x0_matches_comfyui(sampling, fn, sigmas):
+    x = start(sampling, sigmas)
+    assert_same(comfy_label("exp_heun_2_x0", sampling, fn, x, sigmas),
+                reference(sample_exp_heun_2_x0, sampling, fn, x, sigmas))
+    for options in ({"eta": 0.0, "s_noise": 0.0}, {"eta": 0.6}, {}):
+        noise = options.get("eta", 1.0) > 0
+        assert_same(comfy_label("exp_heun_2_x0_sde", sampling, fn, x, sigmas, noise=noise, **options),
+                    reference(sample_exp_heun_2_x0_sde, sampling, fn, x, sigmas, noise=noise, **options))
+
+
+def test_seeds_2_takes_r_up_to_1():
+    model = Model(EPS(), denoise_ve)
+    for bad, rule in ((1.5, "r must be <= 1"), (0.0, "r must be > 0")):
+        with pytest.raises(InvalidOption, match=rule):
+            samplers.sample("seeds_2", model, X_VE.clone(), SIGMAS, disable=True, r=bad)
+    assert model.calls == 0
+    with pytest.raises(InvalidOption, match="eta"):  # the deterministic label fixes η = 0
+        ksampler_function("comfyui:exp_heun_2_x0", eta=0.5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The registry names keep their rules (values computed before the options above existed)
+
+BEFORE = {  # (sampler, options): (Σx, Σx², x[5], x[-7]) on X0·σ₀ with karras(10), batch 2
+    ("dpm_fast", ()): (-1.7755775794321806, 445.14044960209077, -1.599116202207388, -0.8626423662226583),
+    ("dpm_adaptive", ()): (-0.9883184984236397, 409.2399733034181, -1.535150392003673, -0.830377142481874),
+    ("gradient_estimation", ()): (-0.8998052095349829, 471.9202751941272, -1.6504640397540487, -0.8786323298582501),
+    ("er_sde", (("s_noise", 0.0),)): (8.530648968163115, 198.3172231469082, -1.0566896689891943, -0.5538880204664832),
+    ("seeds_2", (("eta", 0.0),)): (-0.6093732388541202, 392.20134215189375, -1.5024254024013959, -0.8134444985842898),
+    ("seeds_2", (("eta", 0.0), ("r", 0.7), ("solver_type", "phi_2"))):
+        (-0.6313062201701314, 394.1700243186478, -1.5062404189931768, -0.8152246272101304),
+}
+
+
+@pytest.mark.parametrize("key", list(BEFORE))
+def test_registry_names_are_unchanged(key):
+    name, options = key
+    x = samplers.sample(name, denoise_ve, X_VE.clone(), SIGMAS, disable=True, **dict(options)).flatten()
+    got = (float(x.sum()), float((x * x).sum()), float(x[5]), float(x[-7]))
+    assert all(math.isclose(g, w, rel_tol=1e-12, abs_tol=1e-12) for g, w in zip(got, BEFORE[key])), got
