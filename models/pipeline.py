@@ -248,8 +248,17 @@ class Pipeline:
         return CFGDenoiser(self._denoiser, self.encode_prompts(prompts), self.encode_prompts([""]), cfg)
 
     def guidance(self, cfg) -> float:
-        """The classifier-free guidance scale: a finite number (1 = none), or None for the model's default."""
-        return float(self.defaults["cfg"]) if cfg is None else real("cfg", cfg)
+        """The classifier-free guidance scale: a finite number with |cfg| <= 100 (ComfyUI's CFG widget maximum;
+        1 = none), or None for the model's default."""
+        if cfg is None:
+            return float(self.defaults["cfg"])
+        from samplers.core.argtypes import cfg_problem
+
+        value = real("cfg", cfg, allow_inf=True)  # NaN refused here, ±inf by the rule below
+        problem = cfg_problem(value)
+        if problem is not None:
+            raise InvalidOption(f"cfg = {problem}")
+        return value
 
     def sigmas(self, schedule: str | None = None, steps: int | None = None, **kw) -> torch.Tensor:
         """The sampling schedule (VE sigmas ending in 0) for this model's native schedule. ``schedule`` is a registry

@@ -42,6 +42,59 @@ def real(*, positive: bool = False, low: float | None = None, high: float | None
     return parse
 
 
+# The largest guidance scale a command takes: ComfyUI's CFG widget maximum (its KSampler takes 0 to 100). Far beyond
+# it the guided output overflows float16 (1e30) or float32 (1e308) mid-sampling, long after the arguments were read.
+CFG_LIMIT = 100.0
+
+
+def cfg_problem(value: float) -> str | None:
+    """Why ``value`` is not a guidance scale (None: it is one): a finite number with ``|cfg| <= CFG_LIMIT``."""
+    if not math.isfinite(value):
+        return f"{value} is not a finite number: pass a guidance scale with |cfg| <= {CFG_LIMIT:g} (1 = none)"
+    if abs(value) > CFG_LIMIT:
+        return (f"{value:g} is beyond |cfg| <= {CFG_LIMIT:g}, ComfyUI's CFG widget maximum (its guided output "
+                f"overflows long before such a scale means anything): pass a scale in [-{CFG_LIMIT:g}, "
+                f"{CFG_LIMIT:g}] (1 = none)")
+    return None
+
+
+def cfg_scale(text: str) -> float:
+    """A classifier-free guidance scale: a finite number with ``|cfg| <= CFG_LIMIT`` (ComfyUI's widget maximum)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: pass a guidance scale with |cfg| <= "
+                                         f"{CFG_LIMIT:g} (1 = none)") from None
+    problem = cfg_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+cfg_scale.__name__ = "guidance scale"
+
+# Seeds a command line takes: 0 <= seed < SEED_MAX. The seeds derived from one (benchmarks.common.item_seeds:
+# seed * 100 003 + item + stream; samplers fit: seed * 1 000 003 + item; data streams seed + 50 000) then stay far
+# below samplers.core.seeds.SEED_LIMIT (2**63), which every generator seed must (tests/test_bench_cli_seams.py
+# checks the margin): a negative or huge seed is refused here, never wrapped to another or failed in a cell.
+SEED_MAX = 2**32
+
+
+def seed(text: str) -> int:
+    """A seed: an integer in [0, 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer: pass a seed in [0, 2**32)") from None
+    if not 0 <= value < SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is outside [0, 2**32): pass a seed in that range (the seeds "
+                                         "derived from it per item must stay valid generator seeds)")
+    return value
+
+
+seed.__name__ = "seed"
+
+
 def _blocked_by_a_file(path: Path) -> Path | None:
     """The first existing ancestor of ``path`` (or ``path`` itself) when it is not a folder."""
     for part in (path, *path.parents):
