@@ -11,16 +11,51 @@ import argparse
 import time
 from pathlib import Path
 
+from samplers.core.argtypes import cfg_scale
 from samplers.core.errors import InvalidInput
 from samplers.core.validate import distinct
 
 
 
-def _check_out(path: str | Path) -> Path:
+def _check_out(path: str | Path, images: int = 1) -> Path:
+    """``--out``, a PNG file to write (``images`` > 1: ``<stem>-<k>.png`` beside it), checked before the model is
+    loaded: in an existing folder, not itself a folder, named ``.png`` (the bytes written are PNG)."""
     path = Path(path)
+    if path.is_dir():
+        raise InvalidInput(f"--out {str(path)!r} is a folder: name the PNG file to write, e.g. "
+                           f"{str(path / 'image.png')!r}")
+    if path.suffix.lower() != ".png":
+        raise InvalidInput(f"--out {str(path)!r} does not end in .png: the image is written as PNG, so name it "
+                           f"{str(path.with_suffix('.png') if path.suffix else path.with_name(path.name + '.png'))!r}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it or choose another --out")
+    if images > 1:
+        for k in range(images):
+            each = path.with_name(f"{path.stem}-{k}{path.suffix}")
+            if each.is_dir():
+                raise InvalidInput(f"--out {str(path)!r} with {images} seeds writes {str(each)!r}, which is a "
+                                   "folder: choose another --out")
     return path
+
+
+def _same_runs(given, schedule: str | None) -> None:
+    """Refuse two ``--samplers`` names that resolve to one run (sampler, schedule, options): ``dpmpp_2m`` and
+    ``sample_dpmpp_2m``, or two labels of one schedule. Names whose schedule is the model's default are compared
+    again on the model's own schedule, before any image is made (:func:`app.images.compare_grid`)."""
+    from samplers.core import names
+
+    seen: dict = {}
+    for name in given:
+        lab = names.resolve(name)
+        if lab.sigmas is not None:  # a fitted solver: its own nodes, compared by compare_grid
+            continue
+        on = (schedule, ()) if schedule is not None else (lab.schedule, tuple(sorted(lab.schedule_options.items())))
+        key = (lab.sampler, repr(sorted(lab.options.items())), on, lab.discard_penultimate_sigma)
+        twin = seen.setdefault(key, name)
+        if twin != name:
+            where = (f"the {on[0]!r} schedule" if on[0] is not None else "the model's default schedule")
+            raise InvalidInput(f"--samplers {twin!r} and {name!r} both run {lab.sampler} on {where} with the same "
+                               "options: the grid would show one run twice under two names; list one of them")
 
 
 def _kind(args) -> str | None:
@@ -36,7 +71,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae", default=None, help="the VAE folder that U-Net was trained with (default: the shipped VAE)")
     p.add_argument("--schedule", default=None, help="sigma schedule (default: the one the sampler's label implies, as A1111's 'DPM++ 2M' "
                         "Karras, else the model's; e.g. karras, flow)")
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--cfg", type=cfg_scale, default=None,
+                   help="classifier-free guidance scale (1 = none; |cfg| <= 100, ComfyUI's widget maximum)")
 
 
 def _generate(args) -> int:
@@ -46,7 +82,7 @@ def _generate(args) -> int:
     if args.allow_other_model and not (args.sampler or "").startswith("fitted:"):
         raise InvalidInput("--allow-other-model applies to a fitted solver (--sampler fitted:PATH), which refuses "
                            f"another model; {args.sampler or 'the default sampler'!r} runs on any model without it")
-    out = _check_out(args.out)
+    out = _check_out(args.out, len(args.seed))
     if args.sampler is not None:  # the name, a fitted file, its steps: before the weights are read and hashed
         check_sampler(args.sampler, args.schedule, args.steps,
                       {"allow_other_model": True} if args.allow_other_model else {}, _kind(args))
@@ -74,6 +110,7 @@ def _compare(args) -> int:
     out = _check_out(args.out)
     for name in args.samplers:  # the names and fitted files before the weights are read; compare_grid checks the rest
         check_sampler(name, prediction=_kind(args))
+    _same_runs(args.samplers, args.schedule)
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     prompts = [args.prompt] * args.n
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,

@@ -29,6 +29,7 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     import samplers
     from models import checker, data
     from samplers.core import names
+    from samplers.core.errors import InvalidInput
     from samplers.core.validate import distinct
 
     prompts = list(prompts)
@@ -39,13 +40,21 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     fixed = {name: len(lab.sigmas) - 1 for name in sampler_names if (lab := names.resolve(name)).sigmas is not None}
     steps_list = sorted(set(steps_list) | set(fixed.values()))
     cfg = pipe.guidance(cfg)
+    runs: dict = {}  # what each name runs (sampler, σ grid, options at every step count): two names, one run, refused
     for name in sampler_names:  # cheap: names, schedules, a fitted solver's model (one hash), no model call
+        plans = []
         for steps in ([fixed[name]] if name in fixed else steps_list):
-            pipe.plan(name, None if name in fixed else schedule, steps, {}, cfg)
+            sampler, sigmas, options = pipe.plan(name, None if name in fixed else schedule, steps, {}, cfg)
+            plans.append((sampler, tuple(float(s) for s in sigmas), repr(sorted(options.items(), key=str))))
+        twin = runs.setdefault(tuple(plans), name)
+        if twin != name:
+            raise InvalidInput(f"{twin!r} and {name!r} run the same sampler ({plans[0][0]}) on the same schedule with "
+                               "the same options here: the grid would show one run twice under two names; list "
+                               "one of them")
     rows, tiles = [], {}
-    for name in sampler_names:
+    for name in sampler_names:  # rows and tiles are shown and looked up by the name given
         spec = samplers.info(name)
-        shown = name if name in fixed else spec.name
+        shown = name
         for steps in steps_list:
             if name in fixed and steps != fixed[name]:
                 continue
@@ -70,7 +79,7 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
         draw.text((left + j * (tile + pad) + 4, top - 16), f"{steps} steps", fill=(0, 0, 0), font=font)
     for i, name in enumerate(sampler_names):
         y = top + i * (tile + pad + 14)
-        shown = name if name in fixed else samplers.info(name).name
+        shown = name
         draw.text((4, y + tile // 2 - 6), shown[-16:], fill=(0, 0, 0), font=font)
         for j, steps in enumerate(steps_list):
             x = left + j * (tile + pad)

@@ -23,3 +23,128 @@ def test_budget_is_counted_calls():
     assert math.isclose(table["plms"][10], rmse("plms", 9), rel_tol=1e-9)  # its first step costs 2
     assert math.isclose(table["heun"][10], rmse("heun", 5), rel_tol=1e-9)  # 2 per step, 1 on the last
     assert "learned_multistep" not in table and "dpm_adaptive" not in table
+
+
+# ---- samplers generate / compare at their boundary: refused before the weights are read
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """``Pipeline.load`` replaced by one that fails the test: every value below is refused before it."""
+    from models import pipeline
+
+    def load(*_a, **_k):
+        raise AssertionError("the weights were loaded before the value was refused")
+
+    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(load))
+
+
+def _refused(capsys, argv, *words):
+    from samplers.cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err, (status, err)
+    line = err.strip().splitlines()[-1]
+    assert "error:" in line and all(w in line for w in words), line
+    return line
+
+
+@pytest.mark.parametrize("command", ["generate", "compare"])
+@pytest.mark.parametrize("cfg", ["1e30", "1e308", "-101", "inf", "nan"])
+def test_a_cfg_beyond_comfyuis_widget_maximum_is_refused(capsys, no_load, tmp_path, command, cfg):
+    _refused(capsys, [command, "a red circle", "--cfg", cfg, "--out", str(tmp_path / "a.png")], "--cfg", "100")
+
+
+def test_the_pipeline_refuses_a_cfg_beyond_the_limit_and_takes_the_limit():
+    import samplers
+    from models.pipeline import Pipeline
+
+    pipe = Pipeline.__new__(Pipeline)  # guidance reads only the defaults
+    pipe.defaults = {"cfg": 4.0}
+    assert pipe.guidance(100) == 100.0 and pipe.guidance(-100.0) == -100.0 and pipe.guidance(None) == 4.0
+    for bad in (100.5, 1e30, 1e308, float("inf")):
+        with pytest.raises(samplers.InvalidInput, match="100"):
+            pipe.guidance(bad)
+
+
+@pytest.mark.parametrize("seeds", [["0"], ["1", "2"]])
+def test_generate_refuses_an_out_that_is_a_folder(capsys, no_load, tmp_path, seeds):
+    (tmp_path / "dir").mkdir()
+    _refused(capsys, ["generate", "a red circle", "--seed", *seeds, "--out", str(tmp_path / "dir")], "is a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]  # no dir-0.png beside it
+
+
+def test_compare_refuses_an_out_that_is_a_folder(capsys, no_load, tmp_path):
+    _refused(capsys, ["compare", "a red circle", "--out", str(tmp_path)], "is a folder")
+
+
+@pytest.mark.parametrize("command", ["generate", "compare"])
+@pytest.mark.parametrize("name, fix", [("x.txt", "x.png"), ("noext", "noext.png"), ("a.jpg", "a.png")])
+def test_an_out_that_is_not_a_png_is_refused_with_the_name_to_use(capsys, no_load, tmp_path, command, name, fix):
+    _refused(capsys, [command, "a red circle", "--out", str(tmp_path / name)], ".png", str(tmp_path / fix))
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("samplers_", [["dpmpp_2m", "sample_dpmpp_2m"], ["dpmpp_2m", "comfyui:dpmpp_2m"],
+                                       ["DPM++ 2M Karras", "DPM++ 2M"]])
+def test_compare_refuses_two_names_of_one_run_before_loading(capsys, no_load, tmp_path, samplers_):
+    _refused(capsys, ["compare", "a red circle", "--samplers", *samplers_, "--out", str(tmp_path / "c.png")],
+             repr(samplers_[0]), repr(samplers_[1]), "list one of them")
+
+
+class _PlanOnly:
+    """A pipeline that plans runs as the eps model does (its default schedule karras) and fails if it samples."""
+
+    def __init__(self):
+        from models.pipeline import Pipeline
+
+        self.real = Pipeline.__new__(Pipeline)
+        self.real.defaults = {"sampler": "dpmpp_2m", "schedule": "karras", "steps": 20, "cfg": 4.0}
+        from samplers.core.native import VPDiscrete
+
+        self.real.native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+
+    def guidance(self, cfg):
+        return self.real.guidance(cfg)
+
+    def plan(self, *a):
+        return self.real.plan(*a)
+
+    def txt2img(self, *a, **k):
+        raise AssertionError("sampled before the names were checked")
+
+
+def test_compare_grid_refuses_a_label_that_is_the_models_default_run_under_another_name():
+    import samplers
+    from app.images import compare_grid
+
+    # on the eps model dpmpp_2m runs on its default karras schedule: "DPM++ 2M Karras" is the same run
+    with pytest.raises(samplers.InvalidInput, match="'dpmpp_2m' and 'DPM\\+\\+ 2M Karras' run the same sampler"):
+        compare_grid(_PlanOnly(), ["a red circle"], ["dpmpp_2m", "DPM++ 2M Karras"], [2, 3])
+
+
+def test_compare_shows_and_looks_up_each_row_by_the_name_given(monkeypatch):
+    import torch
+
+    from app.images import compare_grid
+    from models import checker
+
+    pipe = _PlanOnly()
+    pipe.real.defaults["schedule"] = "exponential"  # dpmpp_2m runs there, "DPM++ 2M Karras" on karras: two runs
+    made = []
+
+    def txt2img(prompts, sampler, schedule, steps, **k):
+        made.append(sampler)
+        return torch.full((len(prompts), 3, 64, 64), float(len(made)) / 10)
+
+    pipe.txt2img = txt2img
+    monkeypatch.setattr(checker, "matches", lambda im, p: float(im.mean()) > 0.15)  # only the second row matches
+    grid, rows = compare_grid(pipe, ["a red circle"], ["dpmpp_2m", "DPM++ 2M Karras"], [2])
+    assert [r["sampler"] for r in rows] == ["dpmpp_2m", "DPM++ 2M Karras"] and [r["match"] for r in rows] == [0, 1]
