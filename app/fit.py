@@ -34,7 +34,9 @@ from typing import Callable
 
 import torch
 
+from samplers.core.argtypes import SEED_MAX, cfg_problem, cfg_scale, seed
 from samplers.core.errors import InvalidInput
+from samplers.core.validate import distinct
 
 CALIBRATION_SEED, HELDOUT_SEED = 0, 1  # noise streams; drawn prompts use streams 30_000 + seed
 WORK = ".work"  # under --out: cached references and the optimisation's resumable state
@@ -108,7 +110,10 @@ def shipped_target(kind: str, prompts: list[str] | None, cfg: float | None) -> T
 def entry_point_target(spec: str) -> Target:
     from benchmarks.common import get_problem
 
-    p = get_problem(spec)
+    try:
+        p = get_problem(spec)
+    except InvalidInput as err:  # a module that does not import, a missing function, an unknown mixture
+        raise InvalidInput(f"--model {err}") from None
     sigma_max = p.sigma_max if math.isfinite(p.sigma_max) else (p.finite_sigma_max or 80.0)
     return Target(p.name, p.denoiser, tuple(p.shape), p.sigma_min, sigma_max, p.native, None, p.dtype, None,
                   p.reference_tol, None, p.description)
@@ -247,6 +252,40 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
                   (int(cfg_unet.in_channels), side, side), native.sigma_min, finite_max, native, prediction,
                   torch.float32, conditioning, 1e-5, None, f"{rows.shape[0]} prompt embeddings from {embeds}",
                   scheduler)
+
+
+def model_kind(spec: str) -> str:
+    """What ``--model`` names: ``shipped`` (eps, flow), ``diffusers`` (a folder), ``entry`` (module:function or a
+    gm- mixture); anything else is refused."""
+    if spec in ("eps", "flow"):
+        return "shipped"
+    if Path(spec).is_dir():
+        return "diffusers"
+    if ":" in spec or spec.startswith("gm-"):
+        return "entry"
+    raise InvalidInput(f"--model {spec!r} is not a shipped model (eps, flow), a module:function entry point, a "
+                       "mixture (gm-ve, gm-vp-eps, gm-flow) or a diffusers UNet folder")
+
+
+# the options each kind of model reads; any other given is refused (it would be silently ignored), with the reason
+_READS = {"shipped": ("--cfg", "--prompts"), "diffusers": ("--cfg", "--prompt-embeds", "--scheduler-config"),
+          "entry": ()}
+_WHY = {"--cfg": "guidance needs a text-conditioned model (eps, flow or a diffusers folder)",
+        "--prompts": "prompts are encoded only by the shipped models' text encoder (a diffusers folder takes "
+                     "--prompt-embeds)",
+        "--prompt-embeds": "prompt embeddings feed only a diffusers UNet folder",
+        "--scheduler-config": "a scheduler config describes only a diffusers UNet folder"}
+
+
+def check_model_options(args) -> str:
+    """The kind of ``--model`` (:func:`model_kind`), after refusing the options it would not read."""
+    kind = model_kind(args.model)
+    given = {"--cfg": args.cfg, "--prompts": args.prompts, "--prompt-embeds": args.prompt_embeds,
+             "--scheduler-config": args.scheduler_config}
+    for option, value in given.items():
+        if value is not None and option not in _READS[kind]:
+            raise InvalidInput(f"{option} has no effect with --model {args.model!r}: {_WHY[option]}; leave it out")
+    return kind
 
 
 def make_target(args) -> Target:
@@ -609,8 +648,12 @@ def run_fit(args) -> int:
                            f"got {args.validation}")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise InvalidInput(f"--lr must be a positive number, got {args.lr}")
-    if args.cfg is not None and not math.isfinite(args.cfg):
-        raise InvalidInput(f"--cfg must be a finite number, got {args.cfg}")
+    if args.cfg is not None and cfg_problem(args.cfg) is not None:
+        raise InvalidInput(f"--cfg {cfg_problem(args.cfg)}")
+    if not 0 <= args.seed < SEED_MAX:
+        raise InvalidInput(f"--seed {args.seed} is outside [0, 2**32): pass a seed in that range")
+    distinct("--nfe", args.nfe, "one solver file per NFE")
+    check_model_options(args)
     if args.screen != "all" and not (args.screen.isdigit() and int(args.screen) >= 1):
         raise InvalidInput(f"--screen must be 'all' or a number of training starts >= 1, got {args.screen!r}")
     args.screen = None if args.screen == "all" else int(args.screen)  # as FitConfig.screen takes it
@@ -711,8 +754,10 @@ def add_parser(subparsers) -> None:
                                                    "a diffusers UNet folder | gm-ve, gm-vp-eps, gm-flow")
     p.add_argument("--nfe", type=int, nargs="+", required=True, help="model calls of each solver (e.g. 5 8 10)")
     p.add_argument("--out", required=True, help="folder for nfe<N>.json, report.json and resumable state")
-    p.add_argument("--prompts", nargs="+", default=None, help="prompts (default: drawn from the caption grammar)")
-    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--prompts", nargs="+", default=None,
+                   help="shipped models: prompts (default: drawn from the caption grammar)")
+    p.add_argument("--cfg", type=cfg_scale, default=None,
+                   help="guidance scale, |cfg| <= 100 (default: the model's; shipped models and diffusers folders)")
     p.add_argument("--prompt-embeds", default=None, help="diffusers folder: safetensors of prompt embeddings")
     p.add_argument("--scheduler-config", default=None, help="diffusers folder: the scheduler config JSON")
     p.add_argument("--calibration", type=int, default=48, help="calibration starts (default 48)")
@@ -734,7 +779,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--starts", type=int, default=3,
                    help="optimise from this many of the best pairs and keep the fit better on the validation "
                         "starts and the pool (default 3; each costs --iters steps)")
-    p.add_argument("--seed", type=int, default=0, help="noise and prompt streams (held out: seed + 1)")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="noise and prompt streams, in [0, 2**32) (held out: seed + 1)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole command")
     p.add_argument("--reference-tol", type=float, default=None,
                    help="rtol = atol of the adaptive PF-ODE solve that gives the exact endpoints (default: 1e-5 for "

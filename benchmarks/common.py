@@ -238,14 +238,20 @@ def gaussian_mixture(spec: str = "") -> GaussianMixture:
         return GaussianMixture.default(shape=GM_SHAPE, components=6, seed=0)
     m = re.fullmatch(r"d(\d+)-k(\d+)-s(\d+)", spec)
     if m is None or int(m[1]) < 1 or int(m[2]) < 1:
-        raise ValueError(f"a mixture is named d<dims>-k<modes>-s<seed> (e.g. gm-vp-eps/d48-k5-s101), got {spec!r}")
+        raise InvalidInput(f"a mixture is named d<dims>-k<modes>-s<seed> (e.g. gm-vp-eps/d48-k5-s101), got {spec!r}")
     dims, modes, seed = int(m[1]), int(m[2]), int(m[3])
     shape = (dims // 16, 4, 4) if dims % 16 == 0 else (dims,)
     return GaussianMixture.default(shape=shape, components=modes, seed=seed)
 
 
+GM_KINDS = ("ve", "vp-eps", "flow")
+
+
 def _gm_problem(kind: str, device: str = "cpu") -> Problem:
     kind, _, spec = kind.partition("/")
+    if kind not in GM_KINDS:  # before the mixture is built
+        raise InvalidInput(f"unknown mixture problem 'gm-{kind}': the mixtures are "
+                           f"{', '.join('gm-' + k for k in GM_KINDS)} (optionally /d<dims>-k<modes>-s<seed>)")
     cpu = gaussian_mixture(spec)
     shape = tuple(cpu.shape)
     suffix = f"/{spec}" if spec else ""
@@ -280,7 +286,7 @@ def _gm_problem(kind: str, device: str = "cpu") -> Problem:
                        description=f"{what} as an SD3-style rectified-flow model (shift 3, from t = 1; "
                                    "schedules that need a finite start use σ_max = 80)",
                        **common)
-    raise ValueError(kind)
+    raise InvalidInput(kind)  # unreachable: checked above
 
 
 def _models_problem(model: str, cfg: float | None = None, device: str = "cpu") -> Problem:
@@ -350,20 +356,42 @@ def _models_problem(model: str, cfg: float | None = None, device: str = "cpu") -
                    cache_key=str(sha or "weights")[:12])
 
 
+ENTRY_POINT_RULE = ("an entry point is 'module:function': an importable module and a function in it that takes no "
+                    "arguments and returns a benchmarks.common.Problem (or a Problem itself)")
+
+
 def _entry_point(spec: str) -> Problem:
-    """``module:function``: the function returns a Problem, or a denoiser (then shape/sigmas are asked for)."""
+    """``module:function``: the function (called without arguments) returns a Problem. Anything else — a module
+    that does not import, a missing name, a function that needs arguments, another return value — is an
+    :class:`InvalidInput` naming the rule."""
     module, _, attr = spec.partition(":")
-    if not attr:
-        raise ValueError(f"an entry point is 'module:function', got {spec!r}")
-    fn = getattr(importlib.import_module(module), attr)
-    made = fn() if not isinstance(fn, Problem) else fn
+    if not module or not attr:
+        raise InvalidInput(f"{spec!r} is not 'module:function'; {ENTRY_POINT_RULE}")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:
+        raise InvalidInput(f"{spec!r}: module {module!r} cannot be imported ({err}); {ENTRY_POINT_RULE}") from None
+    if not hasattr(mod, attr):
+        raise InvalidInput(f"{spec!r}: module {module!r} has no {attr!r}; {ENTRY_POINT_RULE}")
+    fn = getattr(mod, attr)
+    if isinstance(fn, Problem):
+        return fn
+    if not callable(fn):
+        raise InvalidInput(f"{spec!r} is a {type(fn).__name__}, not a function; {ENTRY_POINT_RULE}")
+    try:
+        inspect.signature(fn).bind()
+    except TypeError:
+        raise InvalidInput(f"{spec!r} takes arguments ({attr}{inspect.signature(fn)}); {ENTRY_POINT_RULE}") from None
+    except ValueError:  # no signature to read (a builtin): called as it is
+        pass
+    made = fn()
     if isinstance(made, Problem):
         return made
     if callable(made):
-        raise ValueError(
+        raise InvalidInput(
             f"{spec} returned a bare callable; return benchmarks.common.Problem(name, denoiser, native, shape, "
             "sigma_min, sigma_max) so the benchmark knows the latent shape and the sigma range")
-    raise TypeError(f"{spec} must return a benchmarks.common.Problem, got {type(made).__name__}")
+    raise InvalidInput(f"{spec} returned a {type(made).__name__}; {ENTRY_POINT_RULE}")
 
 
 PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow", "models-eps", "models-flow")
@@ -378,7 +406,8 @@ def get_problem(name: str, device: str = "cpu", dtype: torch.dtype | None = None
     elif ":" in name:
         problem = _entry_point(name)
     else:
-        raise ValueError(f"unknown problem {name!r}; use one of {PROBLEMS} or a 'module:function' entry point")
+        raise InvalidInput(f"unknown problem {name!r}; use one of {', '.join(PROBLEMS)} or a 'module:function' entry "
+                           "point")
     problem.device = device
     if dtype is not None:
         problem.dtype = dtype

@@ -541,3 +541,43 @@ def test_a_diffusers_folders_files_are_checked_before_the_unet_is_built(tmp_path
     config.write_text(json.dumps({**json.loads(kept), "clip_sample": True}))
     code, err = run(good)
     assert code == 2 and "clip_sample=True" in err, err
+
+
+def test_fit_refuses_bad_values_and_ignored_options_before_building_the_model(tmp_path, capsys, monkeypatch):
+    from app import fit as fit_cli
+
+    monkeypatch.setattr(fit_cli, "make_target", lambda args: pytest.fail("the model was built"))
+    out = ["--out", str(tmp_path / "fit")]
+    for argv, words in (
+            (["--model", "gm-ve", "--nfe", "3", "--seed", "-1"], ["--seed", "-1", "[0, 2**32)"]),
+            (["--model", "gm-ve", "--nfe", "3", "--seed", "99999999999999999999"], ["--seed", "2**32"]),
+            (["--model", "gm-ve", "--nfe", "3", "3"], ["--nfe", "3", "more than once"]),
+            (["--model", "gm-ve", "--nfe", "3", "--cfg", "1e300"], ["--cfg", "100"]),
+            (["--model", "gm-ve", "--nfe", "3", "--cfg", "5"], ["--cfg has no effect", "'gm-ve'", "text-conditioned"]),
+            (["--model", "benchmarks.common:GM_SHAPE", "--nfe", "3", "--prompts", "a red circle"],
+             ["--prompts has no effect"]),
+            (["--model", "gm-flow", "--nfe", "3", "--prompt-embeds", "e.safetensors"], ["--prompt-embeds has no effect"]),
+            (["--model", "eps", "--nfe", "3", "--scheduler-config", "s.json"],
+             ["--scheduler-config has no effect", "'eps'", "diffusers UNet folder"]),
+            (["--model", "eps", "--nfe", "3", "--prompt-embeds", "e.safetensors"], ["--prompt-embeds has no effect"]),
+            (["--model", str(tmp_path), "--nfe", "3", "--prompts", "a red circle"], ["--prompts has no effect"])):
+        try:
+            code = main(["fit", *argv, *out])
+        except SystemExit as exit_:  # argparse's own
+            code = exit_.code
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err and all(w in err for w in words), (argv, err)
+    assert not (tmp_path / "fit").exists()
+
+
+@pytest.mark.parametrize("model, words", [
+    ("nosuch_mod:fn", ["'nosuch_mod:fn'", "cannot be imported", "'module:function'"]),
+    ("benchmarks.common:nosuch", ["has no 'nosuch'", "'module:function'"]),
+    ("benchmarks.common:rmse", ["takes arguments", "rmse(a", "'module:function'"]),
+    ("benchmarks.common:GM_SHAPE", ["is a tuple, not a function"]),
+    ("gm-nope", ["'gm-nope'", "gm-ve, gm-vp-eps, gm-flow"]),
+])
+def test_fit_refuses_a_model_entry_point_that_gives_no_problem_as_a_usage_error(tmp_path, capsys, model, words):
+    assert main(["fit", "--model", model, "--nfe", "3", "--out", str(tmp_path / "fit"), *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and all(w in err for w in words) and "--debug for the traceback" not in err, err
