@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from samplers.core.argtypes import cfg_scale
+from samplers.core.argtypes import cfg_scale, out_folder
 from samplers.core.errors import InvalidInput
 from samplers.core.validate import distinct
 
@@ -134,7 +134,8 @@ def add_commands(subparsers) -> None:
     """Add ``demo``, ``generate``, ``compare`` and ``fit`` to the ``samplers`` command's subparsers."""
     demo = subparsers.add_parser("demo", help="the main demo: analytic steps-vs-error table, then images on the "
                                               "shipped models")
-    demo.add_argument("--out", default="out/demo", help="folder for the demo's images")
+    demo.add_argument("--out", type=out_folder, default="out/demo",
+                      help="folder for the demo's images (created; a file there is refused at once)")
     demo.add_argument("--threads", type=int, default=None,
                       help="torch threads (default: 1 for the analytic table; for the images the faster of 1 and "
                            "torch's default, measured once)")

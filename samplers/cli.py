@@ -64,7 +64,8 @@ def exit_status(err: BaseException) -> int:
     """2 for a usage error (a value, name, type or path the user gave), 1 for a failure while running."""
     from .core.errors import InvalidInput, InvalidType
 
-    return 2 if isinstance(err, (InvalidInput, InvalidType, FileNotFoundError, IsADirectoryError)) else 1
+    return 2 if isinstance(err, (InvalidInput, InvalidType, FileNotFoundError, IsADirectoryError, FileExistsError,
+                                 NotADirectoryError, PermissionError)) else 1
 
 
 def main(argv=None) -> int:

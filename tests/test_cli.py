@@ -148,3 +148,21 @@ def test_compare_shows_and_looks_up_each_row_by_the_name_given(monkeypatch):
     monkeypatch.setattr(checker, "matches", lambda im, p: float(im.mean()) > 0.15)  # only the second row matches
     grid, rows = compare_grid(pipe, ["a red circle"], ["dpmpp_2m", "DPM++ 2M Karras"], [2])
     assert [r["sampler"] for r in rows] == ["dpmpp_2m", "DPM++ 2M Karras"] and [r["match"] for r in rows] == [0, 1]
+
+
+def test_demo_refuses_an_out_that_is_a_file_before_the_work(capsys, monkeypatch, tmp_path):
+    from app import demo
+
+    monkeypatch.setattr(demo, "run_demo", lambda **k: pytest.fail("the demo ran"))
+    (tmp_path / "file").write_text("kept")
+    _refused(capsys, ["demo", "--out", str(tmp_path / "file")], "--out", "is a file")
+    _refused(capsys, ["demo", "--out", str(tmp_path / "file" / "below")], "--out", "a file")
+    assert (tmp_path / "file").read_text() == "kept"
+
+
+@pytest.mark.parametrize("err", [FileExistsError(17, "File exists"), NotADirectoryError(20, "Not a directory"),
+                                 PermissionError(13, "Permission denied"), FileNotFoundError(2, "No such file")])
+def test_a_path_the_user_gave_that_cannot_be_used_is_a_usage_error(err):
+    from samplers.cli import exit_status
+
+    assert exit_status(err) == 2 and exit_status(RuntimeError("x")) == 1
