@@ -13,7 +13,6 @@ with the model's default CFG scale and without guidance (cfg = 1). Item k uses s
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -46,7 +45,8 @@ def run(model: str | None = None, n: int = 200, steps: int = 20, sampler: str | 
     sampler = sampler or pipe.defaults["sampler"]
     schedule = schedule or pipe.defaults["schedule"]
     print(f"model {model} ({pipe.model.config.name}, sha256 {(pipe.model.weights_sha256 or '')[:12]}), sampler {sampler}, "
-          f"schedule {schedule}, {steps} steps, n = {n} per row, {torch.get_num_threads()} threads", file=out)
+          f"schedule {schedule}, {steps} steps, n = {n} per row, on {common.device_label(common.run_info('cpu'))}",
+          file=out)
     print(f"{'captions':<12} {'cfg':>5} {'match':>7} {'colour':>7} {'shape':>7} {'size':>7} {'position':>8} {'count':>7} {'time':>7}",
           file=out)
     results = {}
@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=common.positive_int, default=20)
     p.add_argument("--sampler", default=None, help="default: the model's default sampler")
     p.add_argument("--schedule", default=None)
-    p.add_argument("--cfg", type=float, default=None, help="guidance scale of the CFG rows (default: the model's)")
+    p.add_argument("--cfg", type=common.cfg_scale, default=None,
+                   help="guidance scale of the CFG rows, |cfg| <= 100 (default: the model's)")
     common.add_threads_option(p, default=None, help="torch CPU threads (default: torch's own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = p.parse_args(argv)
@@ -81,8 +82,6 @@ def main(argv=None) -> int:
         common.sampler_or_refuse(p, "--sampler", args.sampler)
     if args.schedule is not None:
         common.schedule_or_refuse(p, "--schedule", args.schedule)
-    if args.cfg is not None and not math.isfinite(args.cfg):
-        p.error(f"--cfg must be a finite number, got {args.cfg}")
     common.set_threads(args.threads)
     run(args.model, args.n, args.steps, args.sampler, args.schedule, args.cfg, args.weights,
         progress=not args.no_progress)

@@ -601,6 +601,8 @@ def report(results: str | Path, markdown: Callable[[dict], str], module: str, wr
 
 positive_int = int_at_least(1)
 positive_float = argtypes.real(positive=True)
+cfg_scale = argtypes.cfg_scale  # every --cfg: finite, |cfg| <= 100 (ComfyUI's widget maximum), as Pipeline.guidance
+seed_value = argtypes.seed  # every seed option: 0 <= seed < 2**32, so item_seeds' derived seeds stay valid
 
 
 def add_threads_option(parser, default: int | None = 1, help: str = "torch CPU threads (default 1)") -> None:
@@ -695,13 +697,70 @@ def add_mixture_run_options(parser, default_out: Path) -> None:
     add_threads_option(parser, help="torch threads (default 1: the mixtures are tiny)")
 
 
-def report_only(args, report: Callable) -> bool:
-    """With ``--report RESULTS_JSON``: write its table.md and say so (True: nothing else to do)."""
+def _changed_options(parser: argparse.ArgumentParser, args) -> list[str]:
+    """The options of ``args`` given other values than their defaults (as argparse converts a default)."""
+    changed, by_dest = [], {}
+    for action in parser._actions:  # the first action of a dest sets its default (--learned / --no-learned)
+        if action.dest not in ("help", "report", argparse.SUPPRESS) and action.option_strings:
+            by_dest.setdefault(action.dest, []).append(action)
+    for dest, actions in by_dest.items():
+        first = actions[0]
+        default = first.default
+        if isinstance(default, str) and first.type is not None:
+            default = first.type(default)
+        if getattr(args, dest, default) != default:
+            changed.append("/".join(next((o for o in a.option_strings if o.startswith("--")), a.option_strings[0])
+                                    for a in actions))
+    return changed
+
+
+def report_only(args, report: Callable, parser: argparse.ArgumentParser) -> bool:
+    """With ``--report RESULTS_JSON``: write its table.md and say so (True: nothing else to do). Refused
+    (``parser.error``) where another option is given too (it would have no effect: the table comes from the file
+    alone) or the file is not a results.json of this benchmark (missing, a folder, not JSON, other fields)."""
     if args.report is None:
         return False
-    report(args.report)
-    print(f"wrote {args.report.with_name('table.md')}")
+    changed = _changed_options(parser, args)
+    if changed:
+        parser.error(f"--report runs nothing and writes table.md beside {str(args.report)!r} from that file alone: "
+                     f"{', '.join(changed)} would have no effect; leave {'it' if len(changed) == 1 else 'them'} out "
+                     "(or drop --report to run the benchmark)")
+    path = Path(args.report)
+    try:
+        text = path.read_text()
+    except IsADirectoryError:
+        parser.error(f"--report {str(path)!r} is a folder: name the results.json a run of this benchmark wrote")
+    except (OSError, UnicodeDecodeError) as err:
+        parser.error(f"--report {str(path)!r} cannot be read ({err.strerror if isinstance(err, OSError) else err}): "
+                     "name the results.json a run of this benchmark wrote")
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as err:
+        parser.error(f"--report {str(path)!r} is not JSON ({err}): name the results.json a run of this benchmark "
+                     "wrote")
+    if not isinstance(results, dict):
+        parser.error(f"--report {str(path)!r} holds a JSON {type(results).__name__}, not the object a results.json "
+                     "of this benchmark is")
+    try:
+        report(path)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as err:
+        parser.error(f"--report {str(path)!r} is not a results.json of this benchmark ({describe(err)}): name the "
+                     "one a run of it wrote")
+    print(f"wrote {path.with_name('table.md')}")
     return True
+
+
+def refuse_repeats(parser: argparse.ArgumentParser, *lists) -> None:
+    """Refuse (``parser.error``) a value listed twice in an option: ``lists`` are (option, values, what a repeat
+    would do) triples; values None or empty are skipped."""
+    from samplers.core.validate import distinct
+
+    for option, values, why in lists:
+        if values:
+            try:
+                distinct(option, values, why)
+            except InvalidInput as err:
+                parser.error(str(err))
 
 
 def sampler_names(requested: list[str] | None, include_adaptive: bool = False) -> list[str]:

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     p = parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
-    if common.report_only(args, report):
+    if common.report_only(args, report, p):
         return 0
     if not args.results:
         p.error("--results is required (a results.json of benchmarks.deterministic run with --learned)")

@@ -48,12 +48,13 @@ def main(argv=None) -> int:
     p.add_argument("--nfe", nargs="+", type=common.positive_int, default=list(deterministic.NFES))
     p.add_argument("--calibration", type=common.positive_int, default=2048,
                    help="calibration starts (default 2048, a quarter validates: at least 3)")
-    p.add_argument("--calibration-seed", type=int, default=7)
+    p.add_argument("--calibration-seed", type=common.seed_value, default=7,
+                   help="noise seed of the calibration starts, in [0, 2**32) (default 7)")
     p.add_argument("--iters", type=int, default=FitConfig.iters)
     p.add_argument("--batch", type=int, default=FitConfig.batch,
                    help=f"FitConfig.batch: training minibatch (default {FitConfig.batch}; a number above the training "
                         f"starts trains on all of them each step)")
-    p.add_argument("--fit-seed", type=int, default=FitConfig.seed,
+    p.add_argument("--fit-seed", type=common.seed_value, default=FitConfig.seed,
                    help="FitConfig.seed: the pool's draw and the minibatch order (default 0); the calibration "
                         "starts are --calibration-seed's")
     p.add_argument("--starts", type=int, default=FitConfig.starts,
@@ -81,9 +82,15 @@ def main(argv=None) -> int:
     if not 0 < n_val < args.calibration:
         p.error(f"--calibration {args.calibration}: FitConfig.validation = {FitConfig.validation:g} of it leaves no "
                 "training or no validation start; pass at least 3")
+    common.refuse_repeats(p, ("--problem", args.problems, "each problem is fitted once"),
+                          ("--nfe", args.nfe, "each NFE writes one solver file"))
     torch.set_num_threads(args.threads)
+    try:  # before --out is created: an unknown problem is refused with nothing written
+        problems, unavailable = common.get_problems(args.problems)
+    except (ValueError, ImportError, AttributeError) as err:
+        p.error(f"--problem: {err}")
+    print(f"device: {common.device_label(common.run_info('cpu'))}; writing to {args.out}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    problems, unavailable = common.get_problems(args.problems)
     for name, why in unavailable.items():
         print(f"{name}: unavailable ({why})", file=sys.stderr)
     log = (lambda line: print(line, flush=True)) if args.verbose else None

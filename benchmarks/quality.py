@@ -517,7 +517,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"schedules ({', '.join(samplers.schedules.available())}, or 'all')")
     p.add_argument("--nfe", nargs="+", type=common.positive_int, default=None,
                    help=f"NFE budgets (default {DEFAULT_NFE})")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--seeds", nargs="+", type=common.seed_value, default=[0],
+                   help="noise seeds, each in [0, 2**32) (default 0)")
     p.add_argument("--batch", type=common.positive_int, default=None,
                    help="items per cell (default 256, 16 for models; with --quick 32 and 4)")
     p.add_argument("--fitted", nargs="+", default=None,
@@ -577,8 +578,22 @@ def _models_available() -> bool:
 
 
 def check_args(p: argparse.ArgumentParser, args) -> None:
-    """Refuse (``p.error``, exit status 2) before any cell runs: an unknown sampler, schedule or diffusers peer
-    name, or a device torch does not have here."""
+    """Refuse (``p.error``, exit status 2) before any cell runs: an unknown sampler, schedule, problem or diffusers
+    peer name, a --fitted file that is not a solver, a value listed twice, or a device torch does not have here."""
+    for name in args.problems or ():
+        if name in common.PROBLEMS and not name.startswith("gm-"):
+            continue  # models-eps / models-flow: built (or reported unavailable) by the run
+        try:
+            common.get_problem(name)
+        except common.ProblemUnavailable:
+            continue  # recorded as unavailable by the run
+        except (ValueError, ImportError, AttributeError) as err:
+            p.error(f"--problem {name!r}: {err}")
+    for path in args.fitted or ():
+        try:
+            LearnedSolver.load(path)
+        except (OSError, ValueError) as err:
+            p.error(f"--fitted {path}: {err}")
     if args.samplers and args.samplers != ["all"]:
         args.samplers = [common.sampler_or_refuse(p, "--samplers", n) for n in args.samplers]
     if args.schedules != ["all"]:
@@ -598,12 +613,19 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
             p.error(f"--device {args.device!r} is not a device: pass cpu, cuda or cuda:<index>")
         if device.type == "cuda" and not torch.cuda.is_available():
             p.error(f"--device {args.device!r}: no CUDA device is available here: pass cpu")
+    common.refuse_repeats(p, ("--problem", args.problems, "each problem runs once"),
+                          ("--samplers", args.samplers, "each sampler is one row"),
+                          ("--schedules", args.schedules, "each schedule runs once"),
+                          ("--nfe", args.nfe, "each budget is one column"),
+                          ("--seeds", args.seeds, "a seed's cells would be averaged in twice"),
+                          ("--fitted", args.fitted, "each solver is one row"),
+                          ("--peer-names", args.peer_names, "each peer runs once"))
 
 
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    if common.report_only(args, report):
+    if common.report_only(args, report, p):
         return 0
     check_args(p, args)
     args = resolve_args(args)

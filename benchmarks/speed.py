@@ -873,7 +873,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda if present)")
     p.add_argument("--dtypes", nargs="+", default=None,
-                   help="CUDA dtypes (default float32 float16 bfloat16; the CPU runs float32)")
+                   help="CUDA dtypes (default float32 float16 bfloat16; the CPU runs float32, so this needs a CUDA "
+                        "device)")
     p.add_argument("--samplers", nargs="+", default=None,
                    help="registry names, or 'all' (default: every algorithm diffusers or k-diffusion also has)")
     p.add_argument("--steps", nargs=2, type=common.positive_int, default=None, metavar=("N1", "N2"),
@@ -900,16 +901,59 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
-    if common.report_only(args, report):
-        return 0
+CUDA_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    """Refuse (``p.error``, exit status 2) before anything is timed: an unknown sampler, a device torch does not
+    have here, a dtype that is not one of :data:`CUDA_DTYPES` (or --dtypes with no CUDA device to run them), an
+    unknown problem, a value listed twice."""
     if args.steps is not None and args.steps[0] >= args.steps[1]:
         p.error(f"--steps {args.steps[0]} {args.steps[1]}: the µs slope needs two step counts N1 < N2, "
                 "e.g. --steps 10 50")
     if args.samplers and args.samplers != ["all"]:
         args.samplers = [common.sampler_or_refuse(p, "--samplers", n) for n in args.samplers]
+    for name in args.devices or ():
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            device = None
+        if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+            p.error(f"--devices {name!r} is not a device this benchmark times: pass cpu, cuda or cuda:<index>")
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                p.error(f"--devices {name!r}: no CUDA device is available here: pass cpu")
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                p.error(f"--devices {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    for name in args.dtypes or ():
+        if name not in CUDA_DTYPES:
+            p.error(f"--dtypes {name!r} is not a dtype this benchmark times: pass some of {', '.join(CUDA_DTYPES)}")
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    if args.dtypes and not any(d.startswith("cuda") for d in devices):
+        p.error("--dtypes applies to CUDA devices (the CPU runs float32) and none will run here: leave it out, or "
+                "pass --devices cuda on a machine with one")
+    for name in args.problems:
+        if name in ("models-eps", "models-flow"):
+            continue  # built (or reported unavailable) by the run
+        try:
+            common.get_problem(name)
+        except common.ProblemUnavailable:
+            continue  # recorded as skipped by the run
+        except (ValueError, ImportError, AttributeError) as err:
+            p.error(f"--problem {name!r}: {err}")
+    common.refuse_repeats(p, ("--devices", args.devices, "each device is timed once"),
+                          ("--dtypes", args.dtypes, "each dtype is timed once"),
+                          ("--samplers", args.samplers, "each sampler is one row"),
+                          ("--problem", args.problems, "each problem is timed once"))
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if common.report_only(args, report, p):
+        return 0
+    check_args(p, args)
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     # what the run measures is recorded in results.json's args: an explicit value is used as given

@@ -259,7 +259,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_output_options(p, DEFAULT_OUT)
     p.add_argument("--samples", type=common.positive_int, default=None,
                    help="samples per cell (default 2000, quick 128)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=common.seed_value, default=0, help="noise seed, in [0, 2**32) (default 0)")
     p.add_argument("--samplers", nargs="+", default=None,
                    help="only these samplers, ancestral or SDE ones (default: all stochastic)")
     p.add_argument("--no-peers", action="store_true", help="skip diffusers' schedulers")
@@ -273,10 +273,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict | None:
     p = parser()
     args = p.parse_args(argv)
-    if common.report_only(args, report):
+    if common.report_only(args, report, p):
         return None
     names = ([common.sampler_or_refuse(p, "--samplers", n, kinds=("ancestral", "sde")) for n in args.samplers]
              if args.samplers else None)
+    common.refuse_repeats(p, ("--samplers", names, "each sampler is one row"))
     torch.set_num_threads(args.threads)
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
     result = benchmark(quick=args.quick, samples=args.samples, seed=args.seed, peers=not args.no_peers,

@@ -46,7 +46,8 @@ def make(folder: str | Path, seed: int = 0, prompts: int = 8) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tiny_unet", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=common.out_folder, required=True, help="the folder to create")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=common.seed_value, default=0,
+                   help="seed of the weights and embeddings, in [0, 2**32) (default 0)")
     args = p.parse_args(argv)
     print(f"wrote {make(args.out, args.seed)}")
     return 0

@@ -55,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.vae_roundtrip", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=common.positive_int, default=1000, help="held-out images")
     p.add_argument("--k", type=common.positive_int, default=10, help="round trips")
-    p.add_argument("--seed", type=int, default=EVAL_SEED, help="data stream (training used 0)")
+    p.add_argument("--seed", type=common.seed_value, default=EVAL_SEED,
+                   help="data stream, in [0, 2**32) (training used 0)")
     p.add_argument("--vae", type=Path, default=None, help="VAE folder (default: shipped weights)")
     common.add_output_options(p, Path("out/vae_roundtrip"), "results.json, table.md and vae_roundtrip.png")
     p.add_argument("--batch-size", type=common.positive_int, default=100)
@@ -65,8 +66,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    if common.report_only(args, report):
+    p = parser()
+    args = p.parse_args(argv)
+    if common.report_only(args, report, p):
         return 0
     common.set_threads(args.threads)
     vae = VAE.load(args.vae)

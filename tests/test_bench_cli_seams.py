@@ -269,3 +269,131 @@ def test_a_tools_schedule_name_without_options_is_the_registry_schedule_it_names
     assert common.schedule_or_refuse(parser, "--schedules", "Beta") == "beta_sigmas"  # A1111's Beta
     assert common.schedule_or_refuse(parser, "--schedules", "beta") == "beta"  # the registry alias, as written
     assert common.schedule_or_refuse(parser, "--schedules", "Karras") == "karras"
+
+
+# ---- seeds: one type for every seed option, so the seeds derived per item stay valid generator seeds
+
+
+SEED_OPTIONS = [
+    (deterministic.main, ["--seed"]), (deterministic.main, ["--heldout-seeds"]), (quality.main, ["--seeds"]),
+    (stochastic.main, ["--seed"]), (learned_solvers.main, ["--out", "unused", "--calibration-seed"]),
+    (learned_solvers.main, ["--out", "unused", "--fit-seed"]), (tiny_unet.main, ["--out", "unused", "--seed"]),
+    (vae_roundtrip.main, ["--seed"]), (fit_heldout.main, ["--heldout-seeds"]),
+]
+
+
+@pytest.mark.parametrize("main, argv", SEED_OPTIONS)
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "99999999999999999999", "1.5"])
+def test_a_seed_outside_its_range_is_refused_everywhere(capsys, no_work, main, argv, seed):
+    refused(capsys, main, [*argv, seed], argv[-1], seed, "2**32")
+
+
+def test_the_seeds_derived_from_the_largest_seed_stay_generator_seeds():
+    from samplers.core.argtypes import SEED_MAX, seed
+    from samplers.core.seeds import SEED_LIMIT
+
+    largest = seed(str(SEED_MAX - 1))
+    assert max(common.item_seeds(1_000_000, largest, common.SAMPLER_NOISE)) < SEED_LIMIT
+    assert (largest + 1) * 1_000_003 + 1_000_000 < SEED_LIMIT  # samplers fit's noise streams (app.fit.Target.noise)
+
+
+# ---- a value listed twice would be run, and counted, twice
+
+
+@pytest.mark.parametrize("main, argv, option", [
+    (quality.main, ["--nfe", "6", "6"], "--nfe"),
+    (quality.main, ["--seeds", "0", "0"], "--seeds"),
+    (quality.main, ["--schedules", "karras", "karras"], "--schedules"),
+    (quality.main, ["--samplers", "euler", "sample_euler"], "--samplers"),
+    (deterministic.main, ["--heldout-seeds", "7", "7"], "--heldout-seeds"),
+    (deterministic.main, ["--nfe", "5", "5"], "--nfe"),
+    (fit_heldout.main, ["--heldout-seeds", "101", "101"], "--heldout-seeds"),
+    (stochastic.main, ["--samplers", "euler_ancestral", "euler_ancestral"], "--samplers"),
+    (learned_solvers.main, ["--out", "unused", "--nfe", "3", "3"], "--nfe"),
+    (speed.main, ["--devices", "cpu", "cpu"], "--devices"),
+    (speed.main, ["--samplers", "euler", "euler"], "--samplers"),
+])
+def test_a_value_listed_twice_is_refused(capsys, no_work, main, argv, option):
+    refused(capsys, main, argv, option, "more than once")
+
+
+# ---- problems and files named on the command line are checked before any cell runs
+
+
+@pytest.mark.parametrize("main, argv, words", [
+    (quality.main, ["--problem", "nosuch"], ["--problem", "'nosuch'", "module:function"]),
+    (quality.main, ["--problem", "nosuch_mod:fn"], ["--problem", "cannot be imported"]),
+    (quality.main, ["--problem", "gm-nope"], ["--problem", "gm-ve, gm-vp-eps, gm-flow"]),
+    (quality.main, ["--problem", "benchmarks.common:rmse"], ["--problem", "takes arguments"]),
+    (quality.main, ["--fitted", "/nonexistent.json"], ["--fitted", "/nonexistent.json", "samplers fit"]),
+    (deterministic.main, ["--problem", "benchmarks.common:nosuch"], ["--problem", "has no 'nosuch'"]),
+    (speed.main, ["--problem", "nosuch"], ["--problem", "'nosuch'"]),
+    (speed.main, ["--devices", "tpu"], ["--devices", "'tpu'", "cpu, cuda"]),
+    (speed.main, ["--dtypes", "float33"], ["--dtypes", "'float33'", "float16"]),
+    (speed.main, ["--devices", "cpu", "--dtypes", "float16"], ["--dtypes", "CUDA"]),
+    (adherence.main, ["--cfg", "1e300"], ["--cfg", "100"]),
+])
+def test_a_problem_file_or_device_that_cannot_run_is_refused_before_the_work(capsys, no_work, main, argv, words):
+    refused(capsys, main, argv, *words)
+
+
+def test_speed_refuses_cuda_without_a_cuda_device(capsys, no_work, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    refused(capsys, speed.main, ["--devices", "cuda"], "--devices", "no CUDA device")
+
+
+def test_quality_refuses_a_fitted_file_that_is_not_a_solver(capsys, no_work, tmp_path):
+    (tmp_path / "bad.json").write_text("{oops")
+    refused(capsys, quality.main, ["--fitted", str(tmp_path / "bad.json")], "--fitted", "not a valid learned-solver")
+
+
+def test_learned_solvers_refuses_an_unknown_problem_before_creating_out(capsys, no_work, tmp_path):
+    refused(capsys, learned_solvers.main, ["--problem", "nosuch", "--out", str(tmp_path / "out")], "--problem",
+            "'nosuch'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_learned_solvers_prints_the_device_it_runs_on(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(learned_solvers, "fit_one", _reached)
+    with pytest.raises(AssertionError):
+        learned_solvers.main(["--problem", "gm-ve", "--nfe", "3", "--out", str(tmp_path), "--no-progress"])
+    assert "device: CPU (" in capsys.readouterr().out
+
+
+# ---- --report RESULTS_JSON: the table from that file alone
+
+
+REPORTING = [deterministic.main, quality.main, stochastic.main, speed.main, fit_heldout.main, fit_bound.main,
+             vae_roundtrip.main]
+
+
+@pytest.mark.parametrize("main", REPORTING)
+def test_report_refuses_the_options_it_would_ignore(capsys, no_work, tmp_path, main):
+    results = tmp_path / "results.json"
+    results.write_text("{}")
+    refused(capsys, main, ["--report", str(results), "--out", str(tmp_path / "zzz")], "--report", "--out",
+            "no effect")
+    refused(capsys, main, ["--report", str(results), "--threads", "2"], "--threads", "no effect")
+    assert not (tmp_path / "zzz").exists() and not (tmp_path / "table.md").exists()
+
+
+@pytest.mark.parametrize("main", REPORTING)
+def test_report_refuses_a_file_it_cannot_read_as_this_benchmarks_results(capsys, no_work, tmp_path, main):
+    (tmp_path / "bad.json").write_text("{oops")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "other.json").write_text('{"something": "else"}')
+    for path, words in ((tmp_path / "none.json", ["cannot be read"]), (tmp_path, ["is a folder"]),
+                        (tmp_path / "bad.json", ["is not JSON"]), (tmp_path / "list.json", ["JSON list"]),
+                        (tmp_path / "other.json", ["not a results.json of this benchmark"])):
+        refused(capsys, main, ["--report", str(path)], "--report", str(path), *words)
+    assert not (tmp_path / "table.md").exists()
+
+
+def test_report_still_writes_the_table_of_its_own_results(capsys, tmp_path):
+    source = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "vae" / "results.json"
+    results = tmp_path / "results.json"
+    results.write_text(source.read_text())
+    assert vae_roundtrip.main(["--report", str(results)]) == 0
+    assert (tmp_path / "table.md").read_text() == (source.parent / "table.md").read_text()

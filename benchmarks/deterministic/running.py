@@ -330,8 +330,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-learned", dest="learned", action="store_const", const=None)
     p.add_argument("--batch", type=common.positive_int, default=None,
                    help="items per cell (default 2048; 8 with --quick)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed the winners are picked on (default 0)")
-    p.add_argument("--heldout-seeds", type=int, nargs="*", default=None,
+    p.add_argument("--seed", type=common.seed_value, default=0,
+                   help="noise seed the winners are picked on, in [0, 2**32) (default 0)")
+    p.add_argument("--heldout-seeds", type=common.seed_value, nargs="*", default=None,
                    help=f"seeds the winners are re-run on, pooled (default 101-132, "
                         f"{' '.join(map(str, QUICK_HELDOUT_SEEDS))} with --quick; none: no re-run)")
     p.add_argument("--heldout-batch", type=common.positive_int, default=None, help="starts per held-out seed (default 4096: with 32 "
@@ -395,12 +396,18 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
                     "benchmarks.learned_solvers wrote, or pass --no-learned")
     if args.heldout_seeds and args.seed in args.heldout_seeds:
         p.error(f"--heldout-seeds must not contain the selection seed --seed {args.seed}: pick other seeds")
+    common.refuse_repeats(p, ("--problem", args.problems, "each problem runs once"),
+                          ("--nfe", args.nfe, "each budget is one column"),
+                          ("--samplers", args.samplers, "each sampler is ranked once"),
+                          ("--schedules", args.schedules, "each schedule runs once"),
+                          ("--peer-names", args.peer_names, "each peer runs once"),
+                          ("--heldout-seeds", args.heldout_seeds, "a seed's starts would be pooled twice"))
 
 
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    if common.report_only(args, reporting.report):
+    if common.report_only(args, reporting.report, p):
         return 0
     check_args(p, args)
     args = resolve_args(args)
