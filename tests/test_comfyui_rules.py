@@ -28,6 +28,7 @@ import pytest
 import torch
 
 import samplers
+from samplers.core import names
 from samplers.core.errors import InvalidOption, InvalidType
 from samplers.interop.comfyui import ksampler_function
 
@@ -459,12 +460,32 @@ def test_comfyui_dpm_fast_on_a_flow_model_matches_comfyui(sigmas):  # the plain 
                                              ("DPM adaptive", "sample_dpm_adaptive"),
                                              ("k_dpm_ad", "sample_dpm_adaptive")])
 def test_a1111_range_samplers_match_a1111(label, funcname):
+    """A1111 passes its "Eta for ancestral samplers" (default 1) to both: the label fixes eta = 1; its rule at
+    eta = 0 is the reference's, and with eta = 1 it draws where the installed k-diffusion draws."""
+    found = names.resolve("a1111:" + label)
+    assert found.options["eta"] == 1.0
     model = Model(EPS(), denoise_ve)
-    ours = samplers.sample("a1111:" + label, model, X_VE.clone(), SIGMAS, disable=True)
+    ours = samplers.sample(found.sampler, model, X_VE.clone(), SIGMAS, disable=True, **{**found.options, "eta": 0.0})
     calls = model.calls
     model = Model(EPS(), denoise_ve)
     theirs = a1111_range(funcname, model, X_VE.clone(), SIGMAS)
     assert_same((ours, calls, 0), (theirs, model.calls, 0))
+    from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
+    try:
+        kd = kdiffusion_modules()[0]
+    except KDiffusionUnavailable:
+        pytest.skip("k-diffusion is not installed")
+    # in float32, as A1111 samples (k-diffusion's λ grid is float32 whatever the run's dtype)
+    x, sigmas = X_VE.float(), SIGMAS.float()
+    model, noise = Model(EPS(), denoise_ve), SeqNoise(x)
+    ours = samplers.sample("a1111:" + label, model, x.clone(), sigmas, disable=True, noise_sampler=noise)
+    ours = (ours, model.calls, 0)
+    model, noise = Model(EPS(), denoise_ve), SeqNoise(x)
+    kwargs = {"n": len(sigmas) - 1} if funcname == "sample_dpm_fast" else {}
+    theirs = getattr(kd, funcname)(model, x.clone(), sigmas[-2], sigmas[0], extra_args={}, disable=True, eta=1.0,
+                                   noise_sampler=noise, **kwargs)
+    # (k-diffusion also draws at the last step, where σ_up is 0 and the draw is multiplied by 0: kdiffusion.md)
+    assert_same(ours, (theirs, model.calls, 0), tol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore:To copy construct from a tensor")  # k-diffusion's torch.tensor(sigma)

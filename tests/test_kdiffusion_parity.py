@@ -128,15 +128,18 @@ def assert_same_run(got, want, f32: float = F32, callback_f32: float | None = No
 
 
 SCHEDULE_SAMPLERS = {
-    "sample_euler": [{}, {"s_churn": 1.0}, {"s_churn": 4.0, "s_tmin": 0.3, "s_tmax": 5.0, "s_noise": 1.003}],
+    # churn off, a window k-diffusion callers pass from settings: s_tmin > s_tmax is inert there (was refused)
+    "sample_euler": [{}, {"s_churn": 1.0}, {"s_churn": 4.0, "s_tmin": 0.3, "s_tmax": 5.0, "s_noise": 1.003},
+                     {"s_tmin": 10.0, "s_tmax": 1.0}],
     "sample_heun": [{}, {"s_churn": 1.0}, {"s_churn": 4.0, "s_tmin": 0.3, "s_tmax": 5.0}],
     "sample_dpm_2": [{}, {"s_churn": 1.0}, {"s_churn": 4.0, "s_tmin": 0.3, "s_tmax": 5.0}],
     "sample_euler_ancestral": [{}, {"eta": 0.5, "s_noise": 0.9}, {"eta": 0.0}, {"noise": "tree"}],
     "sample_dpm_2_ancestral": [{}, {"eta": 0.5}, {"eta": 0.0}, {"noise": "tree"}],
     "sample_dpmpp_2s_ancestral": [{}, {"eta": 0.5}, {"eta": 0.0}, {"noise": "tree"}],
-    "sample_lms": [{}, {"order": 2}],
+    "sample_lms": [{}, {"order": 2}, {"order": 6}],  # any order, as k-diffusion (was refused above 4)
     "sample_dpmpp_2m": [{}],
-    "sample_dpmpp_sde": [{}, {"eta": 0.5, "s_noise": 0.9}, {"r": 0.3}, {"eta": 0.0}, {"noise": "tree"}],
+    "sample_dpmpp_sde": [{}, {"eta": 0.5, "s_noise": 0.9}, {"r": 0.3}, {"eta": 0.0}, {"noise": "tree"},
+                         {"r": 1.0, "eta": 0.0}, {"r": 1.5, "noise": "tree"}],  # r >= 1: ComfyUI's node takes 0-100
     "sample_dpmpp_2m_sde": [{}, {"solver_type": "heun"}, {"eta": 0.5}, {"eta": 0.0}, {"noise": "tree"}],
     "sample_dpmpp_3m_sde": [{}, {"eta": 0.5}, {"eta": 0.0}, {"noise": "tree"}],
 }

@@ -115,8 +115,10 @@ def test_bad_options_are_named(two_clusters):
     sig = samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0)
     with pytest.raises(ValueError, match="solver_type"):
         samplers.sample("dpmpp_2m", two_clusters.gm.denoiser, two_clusters.x, sig, solver_type="rk")
+    with pytest.raises(ValueError, match="order must be an integer >= 1, got 0"):
+        samplers.sample("lms", two_clusters.gm.denoiser, two_clusters.x, sig, order=0)
     with pytest.raises(ValueError, match="order must be an integer from 1 to 4, got 5"):
-        samplers.sample("lms", two_clusters.gm.denoiser, two_clusters.x, sig, order=5)
+        samplers.sample("ipndm", two_clusters.gm.denoiser, two_clusters.x, sig, max_order=5)
     with pytest.raises(ValueError, match="r must be"):
         samplers.sample("dpmpp_2s", two_clusters.gm.denoiser, two_clusters.x, sig, r=1.5)
     with pytest.raises(ValueError, match="order must be 2 or 3"):

@@ -58,8 +58,9 @@ def test_dpm_adaptive_never_hangs(time_limit, kw):
     ("dpmpp_2m_sde", {"eta": float("inf")}, "eta must be a finite number"),
     ("euler", {"s_churn": -1.0}, "s_churn must be >= 0"),
     ("heun", {"s_noise": float("nan")}, "s_noise must be a finite number"),
-    ("euler", {"s_tmin": 5.0, "s_tmax": 1.0}, "s_tmin = 5 is above s_tmax"),
-    ("dpmpp_sde", {"r": 1.0}, "r must be < 1"),
+    ("euler", {"s_churn": 1.0, "s_tmin": 5.0, "s_tmax": 1.0}, "s_tmin = 5 is above s_tmax"),
+    ("dpmpp_sde", {"r": 0.0}, "r must be > 0"),
+    ("dpmpp_2s", {"r": 1.0}, "r must be < 1"),
     ("lms", {"order": True}, "order must be an integer"),
     ("euler_ancestral", {"etaa": 1.0}, "did you mean 'eta'"),
 ])

@@ -33,6 +33,10 @@ DEIS_COMFY = {"mode": "tab", "lower_order_final": False}
 # k-diffusion's error norm over the whole batch.
 DPM_FAST_TOOLS = {"final_denoise": False}
 DPM_ADAPTIVE_TOOLS = {"final_denoise": False, "through_schedule": False, "error_norm": "batch"}
+# A1111 passes its "Eta for ancestral samplers" setting (opts.eta_ancestral, default 1.0) to every k-diffusion
+# function that takes eta (KDiffusionSampler.initialize), so its DPM fast / adaptive are ancestral by default;
+# ComfyUI calls them with k-diffusion's default eta = 0.
+A1111_ETA = {"eta": 1.0}
 # ComfyUI's sample_gradient_estimation: its step to σ = 0 returns the denoised x.
 GRADIENT_ESTIMATION_COMFY = {"final_denoise": True}
 # ComfyUI's sample_er_sde: its integrals are a 200-point Riemann sum (the registry's are Gauss-Legendre).
@@ -87,10 +91,10 @@ A1111: dict[str, tuple] = {
     "DPM2 a": ("dpm_2_ancestral", {}, "karras", "default"),
     "k_dpm_2_a": ("dpm_2_ancestral", {}, "karras", "default"),
     "DPM2 a Karras": ("dpm_2_ancestral", {}, "karras", "explicit"),
-    "DPM fast": ("dpm_fast", DPM_FAST_TOOLS, "linspace", "default"),
-    "k_dpm_fast": ("dpm_fast", DPM_FAST_TOOLS, "linspace", "default"),
-    "DPM adaptive": ("dpm_adaptive", DPM_ADAPTIVE_TOOLS, "linspace", "default"),
-    "k_dpm_ad": ("dpm_adaptive", DPM_ADAPTIVE_TOOLS, "linspace", "default"),
+    "DPM fast": ("dpm_fast", {**DPM_FAST_TOOLS, **A1111_ETA}, "linspace", "default"),
+    "k_dpm_fast": ("dpm_fast", {**DPM_FAST_TOOLS, **A1111_ETA}, "linspace", "default"),
+    "DPM adaptive": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA}, "linspace", "default"),
+    "k_dpm_ad": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA}, "linspace", "default"),
     "Restart": ("restart", {}, "karras", "default"),
     "DDIM": ("ddim", {}, None, None),
     "PLMS": ("plms", {}, None, None),

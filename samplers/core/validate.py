@@ -165,6 +165,11 @@ OPTION_RULES.update({
 })
 # Where one sampler's option of a shared name takes other values: (sampler, option) -> rule.
 SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2"),
+                        # k-diffusion's sample_dpmpp_sde takes any r > 0 (ComfyUI's node: 0-100); r >= 1 puts the
+                        # stage at or past σ_next
+                        ("dpmpp_sde", "r"): positive,
+                        # k-diffusion's sample_lms takes any order (its quadrature is exact for each)
+                        ("lms", "order"): lambda n, v: integer(n, v, lo=1),
                         # r = 1 is the exponential Heun method (ComfyUI's exp_heun_2_x0): its stage lands on σ_next
                         ("seeds_2", "r"): lambda n, v: real(n, v, lo=0.0, hi=1.0, lo_open=True),
                         # its flow-time split t_down = t_next·(1 + (t_next/t − 1)·η) leaves [0, t_next] above η = 1
@@ -194,7 +199,9 @@ def check_options(spec, options: dict) -> None:
         rule = SAMPLER_OPTION_RULES.get((spec.name, key), OPTION_RULES.get(key))
         if rule is not None:
             rule(key, value)
-    if "s_tmin" in options or "s_tmax" in options:
+    # the churn window only matters where there is churn (k-diffusion callers pass s_tmin / s_tmax from settings
+    # whatever s_churn is)
+    if ("s_tmin" in options or "s_tmax" in options) and options.get("s_churn", valid.get("s_churn")) != 0:
         lo, hi = options.get("s_tmin", valid.get("s_tmin")), options.get("s_tmax", valid.get("s_tmax"))
         if lo is not None and hi is not None and lo > hi:
             raise InvalidOption(f"s_tmin = {lo:g} is above s_tmax = {hi:g}; churn applies for s_tmin <= σ <= s_tmax")

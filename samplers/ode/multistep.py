@@ -172,7 +172,8 @@ def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order
     """Linear multistep (Adams-Bashforth) on the PF-ODE in σ: x_next = x + Σ_j c_ij·d_{i−j}.
 
     The coefficients c_ij integrate the Lagrange polynomial through the last ``order`` derivatives over
-    [σ_i, σ_{i+1}] (``lms_coefficients``); warm-up uses the orders available. ``order`` is 1–4 (1 is Euler).
+    [σ_i, σ_{i+1}] (``lms_coefficients``); warm-up uses the orders available. ``order`` ≥ 1 (1 is Euler;
+    k-diffusion takes any order too).
     This is the variable-step Adams–Bashforth method, so it is also registered as ``ipndm_v`` (iPNDM with
     variable-step coefficients, Zhang & Chen 2022).
 
@@ -183,8 +184,8 @@ def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order
     ``final_denoise=True`` ends a step to σ = 0 at the denoised x = D(x, σ), as ComfyUI's ``sample_lms`` does (its
     ``lms`` label sets it); k-diffusion's and diffusers' take the Adams–Bashforth step there.
     """
-    if order not in (1, 2, 3, 4):
-        raise InvalidInput(f"lms order must be 1, 2, 3 or 4, got {order!r}")
+    if order < 1:
+        raise InvalidInput(f"lms order must be an integer >= 1, got {order!r}")
     prior = [float(s) for s in prior_sigmas]
     coefficients = lms_coefficients(prior[::-1] + list(sigmas), order, len(prior))
     ds: list = []  # most recent first

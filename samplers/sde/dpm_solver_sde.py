@@ -31,8 +31,8 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *,
     D̂ = (1 − 1/(2r))·D + 1/(2r)·D(x_r). Noise is drawn for (σ, σ_r) and (σ, σ_next): with
     ``noise_sampler="brownian"`` these are increments of one Brownian path, as in k-diffusion.
     """
-    if not 0 < r < 1:
-        raise InvalidInput(f"r must be in (0, 1), got {r}")
+    if not r > 0:
+        raise InvalidInput(f"r must be > 0, got {r}")
     fac = 1 / (2 * r)
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
