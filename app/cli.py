@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -58,6 +59,20 @@ def _same_runs(given, schedule: str | None) -> None:
                                "options: the grid would show one run twice under two names; list one of them")
 
 
+@contextlib.contextmanager
+def _cli_fixes(command: str):
+    """A fitted solver refused for another model names the library's ``allow_other_model=True`` as the fix: on the
+    command line it is ``--allow-other-model`` (generate), which compare does not take."""
+    from samplers.fitted.solver import OtherModelError
+
+    flag = ("--allow-other-model" if command == "generate" else
+            "`samplers generate --allow-other-model` (compare runs a fitted solver on its own model only)")
+    try:
+        yield
+    except OtherModelError as err:
+        raise OtherModelError(str(err).replace("allow_other_model=True", flag)) from None
+
+
 def _kind(args) -> str | None:
     """The prediction type of the model the command will load, where the arguments tell it without loading it."""
     return args.model or ("eps" if args.weights is None else None)
@@ -76,6 +91,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _generate(args) -> int:
+    with _cli_fixes("generate"):
+        return _run_generate(args)
+
+
+def _run_generate(args) -> int:
     from models.pipeline import Pipeline, check_sampler, save_images
 
     distinct("--seed", args.seed, "one image per seed, and a seed always gives the same image")
@@ -98,6 +118,11 @@ def _generate(args) -> int:
 
 
 def _compare(args) -> int:
+    with _cli_fixes("compare"):
+        return _run_compare(args)
+
+
+def _run_compare(args) -> int:
     from models import io as mio
     from models.pipeline import Pipeline, check_sampler
 

@@ -653,7 +653,7 @@ def run_fit(args) -> int:
     if not 0 <= args.seed < SEED_MAX:
         raise InvalidInput(f"--seed {args.seed} is outside [0, 2**32): pass a seed in that range")
     distinct("--nfe", args.nfe, "one solver file per NFE")
-    check_model_options(args)
+    kind = check_model_options(args)
     if args.screen != "all" and not (args.screen.isdigit() and int(args.screen) >= 1):
         raise InvalidInput(f"--screen must be 'all' or a number of training starts >= 1, got {args.screen!r}")
     args.screen = None if args.screen == "all" else int(args.screen)  # as FitConfig.screen takes it
@@ -742,7 +742,10 @@ def run_fit(args) -> int:
                                  "calibration": calibration, "heldout": args.heldout, "seed": args.seed,
                                  **({"setting": kept} if kept else {}),
                                  "rows": {str(k): v for k, v in sorted(rows.items())}})
-    print(f"done in {time.monotonic() - t0:.0f} s; run one with sampler=\"fitted:{out}/nfe{args.nfe[0]}.json\"")
+    first = f"{out}/nfe{args.nfe[0]}.json"
+    how = (f"`samplers generate --model {args.model} --sampler fitted:{first}` (in Python: sampler=\"fitted:{first}\")"
+           if kind == "shipped" else f"sampler=\"fitted:{first}\"")
+    print(f"done in {time.monotonic() - t0:.0f} s; run one with {how}")
     return 0
 
 

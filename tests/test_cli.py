@@ -166,3 +166,41 @@ def test_a_path_the_user_gave_that_cannot_be_used_is_a_usage_error(err):
     from samplers.cli import exit_status
 
     assert exit_status(err) == 2 and exit_status(RuntimeError("x")) == 1
+
+
+@pytest.mark.parametrize("command, fix", [("generate", "--allow-other-model"),
+                                          ("compare", "`samplers generate --allow-other-model`")])
+def test_a_fitted_solver_of_another_model_names_the_command_lines_fix(capsys, no_load, tmp_path, command, fix):
+    from samplers.fitted.solver import LearnedSolver
+
+    eps = LearnedSolver.from_sampler("euler", [14.6, 5.0, 1.5, 0.4, 0.0])
+    eps.model = {"fingerprint": "cd" * 32, "name": "an eps model", "prediction": "eps"}
+    path = eps.save(tmp_path / "eps4.json")
+    option = "--sampler" if command == "generate" else "--samplers"
+    line = _refused(capsys, [command, "a red circle", "--model", "flow", option, f"fitted:{path}",
+                             "--out", str(tmp_path / "x.png")], "prediction is 'flow'", fix)
+    assert "allow_other_model=True" not in line
+
+
+def test_adherence_prints_the_device_it_runs_on(monkeypatch):
+    import io
+    from types import SimpleNamespace
+
+    from benchmarks import adherence
+    from models import data, pipeline
+
+    config = SimpleNamespace(prediction="eps", name="stand-in")
+    fake = SimpleNamespace(model=SimpleNamespace(config=config, weights_sha256="ab" * 32),
+                           defaults={"cfg": 4.0, "sampler": "euler", "schedule": "karras"})
+    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(lambda cls, *a, **k: fake))
+    class Stop(Exception):
+        pass
+
+    def stop(*_a):
+        raise Stop  # after the header: nothing is sampled
+
+    monkeypatch.setattr(data, "eval_captions", stop)
+    out = io.StringIO()
+    with pytest.raises(Stop):
+        adherence.run(out=out)
+    assert "on CPU (" in out.getvalue()
