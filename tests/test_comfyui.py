@@ -664,6 +664,34 @@ def test_comfyui_sa_solver_on_a_flow_model_takes_comfyuis_sde_interval():
     assert seen["sde_interval"] == pytest.approx((0.8 / 0.2, 0.2 / 0.8))
 
 
+class EDM(EPS):
+    """ComfyUI's ModelSamplingContinuousEDM (Playground v2.5's range): percent_to_sigma log-linear in σ."""
+    sigma_max, sigma_min = 80.0, 0.002
+
+    def percent_to_sigma(self, percent):
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
+        return math.exp(lo + (1 - percent) * (hi - lo))
+
+
+@pytest.mark.parametrize("name", ["sa_solver", "sa_solver_pece"])
+def test_comfyui_sa_solver_takes_the_models_own_sde_interval_on_every_model(name):
+    """On an EDM model ComfyUI's window is percent_to_sigma(0.2) ≥ σ ≥ percent_to_sigma(0.8) = (10.9, 0.0147), not SD
+    1.x's (5.0924, 0.5712), which the registry name keeps."""
+    sampling = EDM()
+    sigmas = samplers.get_sigmas("karras", 8, sigma_min=0.002, sigma_max=80.0)
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(f"comfyui:{name}")), sampling, GM.denoiser, sigmas)
+    x = GM.noise(2, seed=3) * math.sqrt(1 + 80.0 ** 2)
+    window = (sampling.percent_to_sigma(0.2), sampling.percent_to_sigma(0.8))
+    ref = samplers.sample(name, GM.denoiser, x, sigmas, disable=True, seed=7, sde_interval=window)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    registry, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(name)), sampling, GM.denoiser, sigmas)
+    assert not torch.allclose(registry, ref, atol=1e-3)
+
+
 def test_comfyui_ancestral_names_without_their_rf_rule_are_refused_on_flow_models():
     for name in ("comfyui:dpm_2_ancestral", "comfyui:dpmpp_2s_ancestral"):
         with pytest.raises(samplers.Unavailable, match="_RF"):

@@ -98,6 +98,13 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
             merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0])
         flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
+        wants_interval = (comfy_key is not None and "sde_interval" in flow_spec.options
+                          and "sde_interval" not in merged and "tau_func" not in merged)
+        if not flow and wants_interval and hasattr(_model_sampling(model), "percent_to_sigma"):
+            # ComfyUI's sa_solver noises between the model's percent_to_sigma(0.2) and (0.8) on every model (the
+            # registry's default is SD 1.x's: an EDM model's window is elsewhere)
+            sampling = _model_sampling(model)
+            merged["sde_interval"] = tuple(_percent_to_sigma(sampling, p) for p in (0.2, 0.8))
         if not flow or comfy_key in labels.COMFYUI_FLOW_RAW:  # ComfyUI's plain rule on its own (x, σ)
             return spec.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **merged)
         if flow_refused is not None:
@@ -105,7 +112,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         if comfy_key in labels.COMFYUI_FLOW_SNR:
             sampling = _model_sampling(model)
             sigmas = _offset_first_sigma(sigmas, sampling)
-            if "sde_interval" in flow_spec.options and "sde_interval" not in merged and "tau_func" not in merged:
+            if wants_interval:
                 merged["sde_interval"] = tuple(_ve_sigma(_percent_to_sigma(sampling, p)) for p in (0.2, 0.8))
         return _in_flow_coordinates(flow_spec.fn, model, x, sigmas, extra_args, callback, disable, merged)
 
