@@ -692,6 +692,18 @@ def test_comfyui_sa_solver_takes_the_models_own_sde_interval_on_every_model(name
     assert not torch.allclose(registry, ref, atol=1e-3)
 
 
+def test_a_model_that_scales_its_sampler_noise_is_refused_for_samplers_that_draw_noise():
+    """ComfyUI multiplies s_noise by model_sampling.noise_scale (video models); not reproduced, so refused before any
+    model call. A deterministic sampler runs."""
+    sampling = ModelFlux()
+    sampling.noise_scale = 0.7
+    with pytest.raises(samplers.Unavailable, match="noise_scale is 0.7"):
+        comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:dpmpp_2m_sde")), sampling, flux_nonlinear, FLOW_SIGMAS)
+    out, guider, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:euler")), sampling, flux_nonlinear,
+                                FLOW_SIGMAS)
+    assert torch.isfinite(out).all() and guider.calls
+
+
 def test_comfyui_ancestral_names_without_their_rf_rule_are_refused_on_flow_models():
     for name in ("comfyui:dpm_2_ancestral", "comfyui:dpmpp_2s_ancestral"):
         with pytest.raises(samplers.Unavailable, match="_RF"):

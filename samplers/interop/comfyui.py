@@ -97,6 +97,11 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         merged = names.merge_options(label, {**options, **extra_options})  # the registry checks them at the run
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
             merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0])
+        noise_scale = getattr(_model_sampling(model), "noise_scale", 1.0)
+        if flow_spec.kind != "ode" and float(noise_scale) != 1.0:
+            raise Unavailable(f"the model's model_sampling.noise_scale is {float(noise_scale):g}: ComfyUI scales its "
+                              "samplers' fresh noise by it (its video models), which this adapter does not reproduce; "
+                              f"use a deterministic sampler, or ComfyUI's own {name!r}")
         flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
         wants_interval = (comfy_key is not None and "sde_interval" in flow_spec.options
                           and "sde_interval" not in merged and "tau_func" not in merged)
