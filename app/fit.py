@@ -113,7 +113,7 @@ def entry_point_target(spec: str) -> Target:
     try:
         p = get_problem(spec)
     except InvalidInput as err:  # a module that does not import, a missing function, an unknown mixture
-        raise InvalidInput(f"--model {err}") from None
+        raise InvalidInput(f"--model: {err}") from None
     sigma_max = p.sigma_max if math.isfinite(p.sigma_max) else (p.finite_sigma_max or 80.0)
     return Target(p.name, p.denoiser, tuple(p.shape), p.sigma_min, sigma_max, p.native, None, p.dtype, None,
                   p.reference_tol, None, p.description)
