@@ -155,7 +155,7 @@ def names_md() -> str:
            "images) than before; a previous image comes back by naming the registry sampler and schedule. The last "
            "two are registry rules corrected to what they always claimed:", "",
            "- A1111 labels without a scheduler of their own (`Euler a`, `Euler`, `LMS`, `Heun`, `DPM fast`, `DPM "
-           "adaptive`, `LCM`, `iPNDM`, `iPNDM_v`, `DEIS` and their `k_` forms) run on A1111's Automatic choice, "
+           "adaptive`, `iPNDM`, `iPNDM_v`, `DEIS` and their `k_` forms) run on A1111's Automatic choice, "
            "Uniform (`linspace`), where the caller names no schedule (before: the model's default, karras on the "
            "eps model). Old image: pass `schedule=\"karras\"` (or the registry name, e.g. `euler_ancestral`).",
            "- Labels that drop the next-to-last σ (A1111's `DPM2`, `DPM2 a`, `DPM++ 3M SDE` forms; `comfyui:dpm_2`, "
@@ -176,7 +176,12 @@ def names_md() -> str:
            "`comfyui:gradient_estimation` returns the denoised x on its step to 0 (`final_denoise=True`); "
            "`comfyui:er_sde` takes ComfyUI's 200-point Riemann sum (`quadrature=\"riemann\"`); "
            "`comfyui:exp_heun_2_x0` and `comfyui:exp_heun_2_x0_sde` are new (`seeds_2` with `r=1`, "
-           "`solver_type=\"phi_2\"`). Old image: the registry name (`dpm_fast`, `dpm_adaptive`, ...).",
+           "`solver_type=\"phi_2\"`); A1111's `Restart` runs A1111's automatic restart list (`restart=\"a1111\"`: "
+           "below 20 steps Heun, from 20 a Karras schedule of its own shortened by its restart steps; before: the "
+           "registry's one restart of 4 steps at every step count, 8 model calls more) and its `LCM` LCM's own "
+           "50-timestep schedule (`lcm_uniform`; before: `linspace`, whose last σ was timestep 0's); Forge's spellings "
+           "`IPNDM` / `IPNDM_V` are its labels (before: the registry's `ipndm`, without the final denoise). Old "
+           "image: the registry name (`dpm_fast`, `dpm_adaptive`, `restart`, ...).",
            "- Registry `simple` at step counts where N/n·k rounds the other way (n = 38, 76, ... on a 1000-step "
            "table): ComfyUI's and A1111's timestep, which it always claimed.",
            "- Registry `ddpm` and `er_sde` from σ = inf (flow and zero-SNR models): the first step draws σ₁ as fresh "

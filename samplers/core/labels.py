@@ -95,14 +95,16 @@ A1111: dict[str, tuple] = {
     "k_dpm_fast": ("dpm_fast", {**DPM_FAST_TOOLS, **A1111_ETA}, "linspace", "default"),
     "DPM adaptive": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA}, "linspace", "default"),
     "k_dpm_ad": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA}, "linspace", "default"),
-    "Restart": ("restart", {}, "karras", "default"),
+    "Restart": ("restart", {"restart": "a1111"}, "karras", "default"),
     "DDIM": ("ddim", {}, None, None),
     "PLMS": ("plms", {}, None, None),
     "UniPC": ("unipc_bh1", {}, None, None),
     "DDPM": ("ddpm", {}, None, None),
-    "LCM": ("lcm", {}, "linspace", "default"),
+    "LCM": ("lcm", {}, "lcm_uniform", "default"),
     "iPNDM": ("ipndm", IPNDM_COMFY, "linspace", "default"),
     "iPNDM_v": ("ipndm", IPNDM_V_COMFY, "linspace", "default"),
+    "IPNDM": ("ipndm", IPNDM_COMFY, "linspace", "default"),  # Forge's menu spells them so
+    "IPNDM_V": ("ipndm", IPNDM_V_COMFY, "linspace", "default"),
     "DEIS": ("deis", DEIS_COMFY, "linspace", "default"),
 }
 # Labels whose A1111 runs drop the next-to-last sigma (``discard_next_to_last_sigma``) of a schedule one step longer.

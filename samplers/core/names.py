@@ -92,8 +92,8 @@ def resolve(name: str) -> Label:
         key = prefix.strip().lower()
         if key in _PREFIXES:
             return _PREFIXES[key](rest)
-        if key in TABLES or key == "registry":
-            found = _lookup(key, rest.strip())
+        if key in TABLES or key == "registry":  # spelt as the table has it first, as without a prefix
+            found = _lookup(key, rest.strip(), exact=True) or _lookup(key, rest.strip())
             if found is None:
                 _unknown(rest.strip(), key)
             return found

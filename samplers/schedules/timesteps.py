@@ -25,6 +25,22 @@ def linspace(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) ->
     total = num_train(n, training_sigmas)
     return from_timesteps(torch.linspace(total - 1, 0, n, dtype=torch.float64), training_sigmas)
 
+@register("lcm_uniform", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
+def lcm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, original_steps: int = 50) -> torch.Tensor:
+    """A1111's LCM "Automatic" schedule (modules/sd_samplers_lcm.py ``LCMCompVisDenoiser.get_sigmas``): ``linspace``
+    on LCM's table of its ``original_steps`` timesteps N − 1, N − 1 − N//original_steps, … (999, 979, …, 19 on a
+    1000-step table), so its last σ > 0 is timestep 19's, not timestep 0's."""
+    check_steps(n, None, None, need_range=False)
+    if training_sigmas is None:
+        from_timesteps(torch.zeros(1), None)  # names the missing table
+    total = len(training_sigmas)
+    original_steps = integer("original_steps", original_steps, lo=2, hi=total)
+    skip = total // original_steps
+    table = torch.as_tensor(training_sigmas, dtype=torch.float64)
+    sub = table[[total - 1 - k * skip for k in range(original_steps - 1, -1, -1)]]
+    return from_timesteps(torch.linspace(original_steps - 1, 0, n, dtype=torch.float64), sub)
+
+
 @register("leading", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def leading(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, steps_offset: int = 0) -> torch.Tensor:
     """diffusers' ``"leading"`` spacing (DDIM, SD 1.x default): i·(N // n) + steps_offset, descending."""

@@ -489,10 +489,41 @@ def restart_plan(sigmas: Sequence[float], restart) -> dict[int, list[tuple[int, 
     return plan
 
 
+def a1111_restart(sigmas: Sequence[float]) -> tuple[list[float], tuple]:
+    """A1111's "Restart" (modules/sd_samplers_extra.py ``restart_sampler`` with its automatic ``restart_list``):
+    ``(main schedule, restart entries)``. Below 20 steps it is Heun on the schedule, no restart; from 20 steps the
+    schedule is rebuilt as Karras (ρ = 7) from σ_0 to σ_{n−1} with steps − m·k steps, and one interval restarts k
+    times with m Heun steps from the point nearest 2 down to the point nearest 0.1 ((m, k) = (9, 1) below 36
+    steps, (steps // 4, 2) from 36), so a run costs what Heun on the given schedule costs."""
+    steps = len(sigmas) - 1
+    if steps < 20:
+        return list(sigmas), ()
+    m, k = (steps // 4, 2) if steps >= 36 else (9, 1)
+    main = _karras(steps - m * k - 1, sigmas[-2], sigmas[0]) + [0.0]
+    top = min(main, key=lambda s: abs(s - 2.0))
+    return main, ((m, k, 0.1, top),)
+
+
+def _restart_config(sigmas: Sequence[float], restart) -> tuple[list[float], tuple]:
+    """The schedule a run steps and its restart entries: ``restart="a1111"`` is :func:`a1111_restart`'s."""
+    if isinstance(restart, str):
+        if restart != "a1111":
+            raise InvalidInput(f"restart must be a list of (n_steps, k_times, sigma_min, sigma_max) entries or "
+                               f"'a1111' (A1111's automatic restart_list), got {restart!r}")
+        return a1111_restart(sigmas)
+    return list(sigmas), restart
+
+
 def restart_extra_nfe(sigmas, restart=RESTART_DEFAULT) -> int:
-    """Model calls that the restart intervals add to a run on ``sigmas`` (2·n_steps·k_times each)."""
+    """Model calls a run on ``sigmas`` makes beyond Heun's on them: 2·n_steps·k_times per restart interval (0 for
+    ``"a1111"``, which rebuilds a shorter schedule to pay for its restarts)."""
     from ..core.run import read_sigmas
-    return sum(2 * n * k for entries in restart_plan(read_sigmas(sigmas), restart).values() for n, k, _ in entries)
+
+    given = read_sigmas(sigmas)
+    main, restart = _restart_config(given, restart)
+    heun = lambda s: sum(1 if b == 0 else 2 for b in s[1:])  # noqa: E731  (Heun: 1 call on a step to 0)
+    extra = sum(2 * n * k for entries in restart_plan(main, restart).values() for n, k, _ in entries)
+    return heun(main) + extra - heun(given)
 
 
 def _heun_step(model, x, sigma, sigma_next):
@@ -517,10 +548,12 @@ def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s
     the main step that reaches the schedule point nearest sigma_min, the state is forward-noised up to
     sigma_max (x += s_noise·√(σ_max² − σ_min²)·z) and solved back down with n_steps Heun steps on a Karras
     (ρ = 7) grid, k_times times. NFE: 2 per main step (1 for a final step to 0) plus 2·n_steps·k_times per
-    restart interval (``restart_extra_nfe``); ``restart=()`` is exactly ``heun``. Each restart draws
+    restart interval (``restart_extra_nfe``); ``restart=()`` is exactly ``heun``. ``restart="a1111"`` is A1111's
+    "Restart" (:func:`a1111_restart`: from 20 steps a Karras schedule of its own, shorter by the restarts' steps). Each restart draws
     ``noise_sampler(sigma_max, sigma_min)``: a Brownian noise sampler returns the same increment for the same
     interval, so with k_times > 1 use the default (fresh) noise. Final step: Euler, x = D(x, σ).
     """
+    sigmas, restart = _restart_config(sigmas, restart)
     plan = restart_plan(sigmas, restart)
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
