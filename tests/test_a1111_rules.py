@@ -152,3 +152,15 @@ def test_forges_spellings_are_forges_labels(label, variable):
     assert (found.source, found.sampler) == ("a1111", "ipndm")
     assert found.options.get("final_denoise") is True
     assert bool(found.options.get("variable_steps")) is variable
+
+
+@pytest.mark.parametrize("alias, label", [("k_lms_ka", "LMS Karras"), ("k_dpm_2_ka", "DPM2 Karras"),
+                                          ("k_dpm_2_a_ka", "DPM2 a Karras"), ("k_dpmpp_2s_a_ka", "DPM++ 2S a Karras"),
+                                          ("k_dpmpp_2m_ka", "DPM++ 2M Karras"), ("k_dpmpp_sde_ka", "DPM++ SDE Karras"),
+                                          ("k_dpmpp_2m_sde_exp", "DPM++ 2M SDE Exponential"), ("k_lcm", "LCM")])
+def test_a1111s_older_aliases_are_its_labels(alias, label):
+    """A1111's samplers_k_diffusion lists these aliases beside the labels (k_dpmpp_2m_sde_ka is left out: A1111
+    gave it to both "DPM++ 2M SDE" and "DPM++ 2M SDE Karras")."""
+    a, b = names.resolve(alias), names.resolve(f"a1111:{label}")
+    assert (a.sampler, a.options, a.schedule, a.schedule_is_explicit, a.discard_penultimate_sigma) == \
+        (b.sampler, b.options, b.schedule, b.schedule_is_explicit, b.discard_penultimate_sigma)

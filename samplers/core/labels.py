@@ -106,10 +106,20 @@ A1111: dict[str, tuple] = {
     "IPNDM": ("ipndm", IPNDM_COMFY, "linspace", "default"),  # Forge's menu spells them so
     "IPNDM_V": ("ipndm", IPNDM_V_COMFY, "linspace", "default"),
     "DEIS": ("deis", DEIS_COMFY, "linspace", "default"),
+    # the aliases of the "<label> Karras" / "Exponential" entries of versions before 1.9, and LCM's
+    "k_lms_ka": ("lms", {}, "karras", "explicit"),
+    "k_dpm_2_ka": ("dpm_2", {}, "karras", "explicit"),
+    "k_dpm_2_a_ka": ("dpm_2_ancestral", {}, "karras", "explicit"),
+    "k_dpmpp_2s_a_ka": ("dpmpp_2s_ancestral", {}, "karras", "explicit"),
+    "k_dpmpp_2m_ka": ("dpmpp_2m", {}, "karras", "explicit"),
+    "k_dpmpp_sde_ka": ("dpmpp_sde", BROWNIAN, "karras", "explicit"),
+    "k_dpmpp_2m_sde_exp": ("dpmpp_2m_sde", BROWNIAN, "exponential", "explicit"),
+    "k_lcm": ("lcm", {}, "lcm_uniform", "default"),
 }
 # Labels whose A1111 runs drop the next-to-last sigma (``discard_next_to_last_sigma``) of a schedule one step longer.
-A1111_DISCARD_PENULTIMATE = {"DPM2", "k_dpm_2", "DPM2 Karras", "DPM2 a", "k_dpm_2_a", "DPM2 a Karras", "DPM++ 3M SDE",
-                             "k_dpmpp_3m_sde", "DPM++ 3M SDE Karras", "DPM++ 3M SDE Exponential"}
+A1111_DISCARD_PENULTIMATE = {"DPM2", "k_dpm_2", "DPM2 Karras", "k_dpm_2_ka", "DPM2 a", "k_dpm_2_a", "DPM2 a Karras",
+                             "k_dpm_2_a_ka", "DPM++ 3M SDE", "k_dpmpp_3m_sde", "DPM++ 3M SDE Karras",
+                             "DPM++ 3M SDE Exponential"}
 
 # ComfyUI (comfy/samplers.py KSAMPLER_NAMES) where the name is not the registry's own: the *_gpu variants draw the
 # Brownian tree on the device, *_heun uses the Heun-type second-order term, and ComfyUI's SDE samplers default to
