@@ -149,7 +149,12 @@ def names_md() -> str:
             "kept) and A1111's img2img step count (int(strength·steps) + 1 steps of the full schedule) are not the "
             "pipeline's `strength` (`samplers.schedules.truncate`: round(strength·steps) steps).",
             "- A1111's \"Align Your Steps\" takes the SDXL levels on an SDXL model; the name takes the SD 1.5 ones "
-            "(pass `schedule=\"ays_sdxl\"` with `append_zero=True` for SDXL)."]
+            "(pass `schedule=\"ays_sdxl\"` with `append_zero=True` for SDXL).",
+            "- A1111's SDE labels (`DPM++ SDE`, `DPM++ 2M SDE`, ...) draw their Brownian tree on the latents' "
+            "device; the labels use the CPU tree (`noise_sampler=\"brownian_tree\"`, A1111 on a CPU), so on a GPU "
+            "pass the registry sampler with `noise_sampler=\"brownian_tree_device\"` for A1111's draws.",
+            "- A1111's `LCM` also wraps the model (`LCMCompVisDenoiser`: σ rounded to LCM's 50 timesteps, LCM's "
+            "boundary scalings): that is the model's side, which a sampler name does not change."]
     out += ["", "## Names whose images changed (2026-12-05)", "",
            "To reproduce their tools, the names in the first four items now give other σ lists or update rules (and "
            "images) than before; a previous image comes back by naming the registry sampler and schedule. The last "
