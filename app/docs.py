@@ -154,7 +154,9 @@ def names_md() -> str:
             "device; the labels use the CPU tree (`noise_sampler=\"brownian_tree\"`, A1111 on a CPU), so on a GPU "
             "pass the registry sampler with `noise_sampler=\"brownian_tree_device\"` for A1111's draws.",
             "- A1111's `LCM` also wraps the model (`LCMCompVisDenoiser`: σ rounded to LCM's 50 timesteps, LCM's "
-            "boundary scalings): that is the model's side, which a sampler name does not change."]
+            "boundary scalings): that is the model's side, which a sampler name does not change. With another "
+            "schedule type A1111 takes that wrapper's range too (σ_min = timestep 19's, 0.1345 on SD 1.5): "
+            "`LCM` with `karras` here spans the model's own range (to timestep 0's)."]
     out += ["", "## Names whose images changed (2026-12-05)", "",
            "To reproduce their tools, the names in the first four items now give other σ lists or update rules (and "
            "images) than before; a previous image comes back by naming the registry sampler and schedule. The last "

@@ -28,6 +28,7 @@ import functools
 import hashlib
 import json
 import math
+import shlex
 import time
 from pathlib import Path
 from typing import Callable
@@ -743,10 +744,17 @@ def run_fit(args) -> int:
                                  **({"setting": kept} if kept else {}),
                                  "rows": {str(k): v for k, v in sorted(rows.items())}})
     first = f"{out}/nfe{args.nfe[0]}.json"
-    how = (f"`samplers generate --model {args.model} --sampler fitted:{first}` (in Python: sampler=\"fitted:{first}\")"
+    how = (f"`{shlex.join(generate_command(args.model, first, args.cfg))}` (in Python: sampler=\"fitted:{first}\")"
            if kind == "shipped" else f"sampler=\"fitted:{first}\"")
     print(f"done in {time.monotonic() - t0:.0f} s; run one with {how}")
     return 0
+
+
+def generate_command(model: str, solver: str, cfg: float | None) -> list[str]:
+    """The ``samplers generate`` command line that runs a solver fitted to a shipped model (at the guidance it was
+    fitted with: the solver records it)."""
+    return (["samplers", "generate", "a large red circle at the top left", "--model", model, "--sampler",
+             f"fitted:{solver}"] + ([] if cfg is None else ["--cfg", repr(float(cfg))]))
 
 
 def add_parser(subparsers) -> None:

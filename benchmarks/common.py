@@ -750,6 +750,21 @@ def report_only(args, report: Callable, parser: argparse.ArgumentParser) -> bool
     return True
 
 
+def refuse_bad_problems(parser: argparse.ArgumentParser, names) -> None:
+    """Refuse (``parser.error``) a ``--problem`` that does not resolve: an unknown name, a ``gm-`` spec it cannot
+    read, a ``module:function`` that does not import or return a problem. The shipped models' problems
+    (``models-*``) and problems unavailable here are left to the run, which builds or reports them."""
+    for name in names or ():
+        if name in PROBLEMS and name.startswith("models-"):
+            continue
+        try:
+            get_problem(name)
+        except ProblemUnavailable:
+            continue
+        except (ValueError, ImportError, AttributeError) as err:
+            parser.error(f"--problem {name!r}: {err}")
+
+
 def refuse_repeats(parser: argparse.ArgumentParser, *lists) -> None:
     """Refuse (``parser.error``) a value listed twice in an option: ``lists`` are (option, values, what a repeat
     would do) triples; values None or empty are skipped."""

@@ -580,15 +580,7 @@ def _models_available() -> bool:
 def check_args(p: argparse.ArgumentParser, args) -> None:
     """Refuse (``p.error``, exit status 2) before any cell runs: an unknown sampler, schedule, problem or diffusers
     peer name, a --fitted file that is not a solver, a value listed twice, or a device torch does not have here."""
-    for name in args.problems or ():
-        if name in common.PROBLEMS and not name.startswith("gm-"):
-            continue  # models-eps / models-flow: built (or reported unavailable) by the run
-        try:
-            common.get_problem(name)
-        except common.ProblemUnavailable:
-            continue  # recorded as unavailable by the run
-        except (ValueError, ImportError, AttributeError) as err:
-            p.error(f"--problem {name!r}: {err}")
+    common.refuse_bad_problems(p, args.problems)
     for path in args.fitted or ():
         try:
             LearnedSolver.load(path)

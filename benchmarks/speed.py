@@ -933,15 +933,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     if args.dtypes and not any(d.startswith("cuda") for d in devices):
         p.error("--dtypes applies to CUDA devices (the CPU runs float32) and none will run here: leave it out, or "
                 "pass --devices cuda on a machine with one")
-    for name in args.problems:
-        if name in ("models-eps", "models-flow"):
-            continue  # built (or reported unavailable) by the run
-        try:
-            common.get_problem(name)
-        except common.ProblemUnavailable:
-            continue  # recorded as skipped by the run
-        except (ValueError, ImportError, AttributeError) as err:
-            p.error(f"--problem {name!r}: {err}")
+    common.refuse_bad_problems(p, args.problems)
     common.refuse_repeats(p, ("--devices", args.devices, "each device is timed once"),
                           ("--dtypes", args.dtypes, "each dtype is timed once"),
                           ("--samplers", args.samplers, "each sampler is one row"),

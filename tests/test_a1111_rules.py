@@ -112,6 +112,11 @@ def test_restart_refuses_another_restart_name_before_any_model_call():
     sigmas = karras(20, 0.03, 14.6)
     with pytest.raises(samplers.InvalidInput, match="restart must be .* or 'a1111'"):
         samplers.sample("restart", model, torch.zeros(1, 2) + 14.6, sigmas, restart="comfy", disable=True, seed=0)
+    # A1111's rule rebuilds a schedule that ends in 0: a partial one would silently come back fully denoised
+    for steps in (10, 42):
+        with pytest.raises(samplers.InvalidInput, match="stops at σ = 0.3"):
+            samplers.sample("a1111:Restart", model, torch.zeros(1, 2) + 14.6, karras(steps, 0.03, 14.6)[:-1].clamp(min=0.3)
+                            .unique_consecutive(), disable=True, seed=0)
     assert model.calls == 0
 
 

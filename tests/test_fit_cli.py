@@ -581,3 +581,16 @@ def test_fit_refuses_a_model_entry_point_that_gives_no_problem_as_a_usage_error(
     assert main(["fit", "--model", model, "--nfe", "3", "--out", str(tmp_path / "fit"), *QUICK]) == 2
     err = capsys.readouterr().err
     assert "--model" in err and all(w in err for w in words) and "--debug for the traceback" not in err, err
+
+
+@pytest.mark.parametrize("cfg", [None, 7.123456789])
+def test_the_command_fit_prints_for_a_shipped_model_parses_as_generate(cfg):
+    """The closing line's command must run: generate's prompt is positional, and the guidance is the one the solver
+    was fitted at (its fingerprint records it exactly)."""
+    from app.fit import generate_command
+    from samplers.cli import build_parser
+
+    cmd = generate_command("eps", "out/fit/nfe8.json", cfg)
+    args = build_parser().parse_args(cmd[1:])
+    assert (args.model, args.sampler) == ("eps", "fitted:out/fit/nfe8.json") and args.prompt
+    assert args.cfg == cfg

@@ -510,6 +510,10 @@ def _restart_config(sigmas: Sequence[float], restart) -> tuple[list[float], tupl
         if restart != "a1111":
             raise InvalidInput(f"restart must be a list of (n_steps, k_times, sigma_min, sigma_max) entries or "
                                f"'a1111' (A1111's automatic restart_list), got {restart!r}")
+        if sigmas[-1] != 0:
+            raise InvalidInput(f"restart='a1111' (A1111's Restart) rebuilds a schedule that ends in σ = 0 from 20 steps "
+                               f"on, but this one stops at σ = {sigmas[-1]:g}; pass a schedule that ends in 0 (A1111 "
+                               "always does), or the registry's restart list for a partial run")
         return a1111_restart(sigmas)
     return list(sigmas), restart
 
