@@ -220,3 +220,49 @@ def test_resolve_rules():
         resolve(PredrawnNoise(torch.zeros(1, 2, 3)), 1, x)
     with pytest.raises(TypeError, match="must be callable"):
         resolve(3.0, None, x)
+
+
+@pytest.mark.parametrize("name, sigmas, options", [
+    ("euler_ancestral", [math.inf, 10.0, 3.0, 0.5, 0.0], {}),  # the step from σ = inf draws outside the path
+    ("ddpm", [math.inf, 10.0, 3.0, 0.5, 0.0], {}),
+    ("euler", [14.6, 5.0, 1.0, 0.1, 0.0], {"s_churn": 1.0}),   # churn above σ_max draws outside the path
+])
+def test_a_shared_brownian_noise_object_gives_every_run_the_same_noise(name, sigmas, options):
+    """Its draws outside [σ_min, σ_max] came from generators that ran on between runs: a second identical run was
+    0.47-1.4 away. The run rewinds them."""
+    x = GM.noise(2, seed=4).float() * (1.0 if math.isinf(sigmas[0]) else sigmas[0])
+    sig = torch.tensor(sigmas, dtype=torch.float64)
+    noise = BrownianNoise(x, [3, 4], sigma_min=0.03, sigma_max=14.6)
+    runs = [samplers.sample(name, GM.denoiser, x, sig, noise_sampler=noise, disable=True, **options) for _ in range(2)]
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    fresh = samplers.sample(name, GM.denoiser, x, sig, noise_sampler=BrownianNoise(x, [3, 4], sigma_min=0.03,
+                                                                                   sigma_max=14.6),
+                            disable=True, **options)
+    torch.testing.assert_close(runs[0], fresh, rtol=0, atol=0)
+
+
+def test_a_piece_of_an_interval_shorter_than_the_paths_resolution_is_not_queried():
+    """Churn from σ = 14.599999999999993 on a path that ends at 14.6 asked torchsde for a 7e-15 piece: it recursed
+    until Python's limit."""
+    x = GM.noise(2, seed=4).float() * 14.6
+    sig = samplers.get_sigmas("karras", 5, sigma_min=0.03, sigma_max=14.6)
+    noise = BrownianNoise(x, [3, 4], sigma_min=0.03, sigma_max=14.6)
+    out = samplers.sample("euler", GM.denoiser, x, sig, noise_sampler=noise, s_churn=1.0, disable=True)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name, options", [("euler_ancestral", {"noise_sampler": "brownian_tree"}),
+                                           ("DPM++ 2M SDE", {}), ("comfyui:dpmpp_3m_sde", {})])
+def test_a_brownian_tree_from_infinity_is_refused_before_any_model_call(name, options):
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return GM.denoiser(x, sigma)
+    sig = torch.tensor([math.inf, 10.0, 3.0, 0.5, 0.0], dtype=torch.float64)
+    with pytest.raises(samplers.InvalidInput, match="Brownian tree lives on the schedule's finite range"):
+        samplers.sample(name, model, GM.noise(2, seed=4).float(), sig, seed=0, disable=True, **options)
+    assert calls == []
+    # a run that draws nothing (η = 0) still runs with the kind named
+    samplers.sample("euler_ancestral", model, GM.noise(2, seed=4).float(), sig, seed=0, eta=0.0,
+                    noise_sampler="brownian_tree", disable=True)

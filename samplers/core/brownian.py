@@ -92,6 +92,12 @@ class BrownianNoise:
         self.t0, self.t1 = round_out(-sigma_max, tol, -1), round_out(-sigma_min, tol, +1)
         self.paths = brownian_paths(self.seeds, self.shape, self.t0, self.t1, dtype=self.dtype,
                                     device=self.path_device, tol=tol)
+        self.tol = tol
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Start the draws outside [σ_min, σ_max] (from σ = inf, churn above σ_max) from their seeds again, as the
+        path itself always is: every run that shares this object gets the same noise (the run boundary calls it)."""
         self._outside = generators([s ^ _OUTSIDE_MIX for s in self.seeds], self.path_device)
 
     def increment(self, sigma: float, sigma_next: float) -> torch.Tensor:
@@ -108,7 +114,8 @@ class BrownianNoise:
 
     def _inside(self, lo: float, hi: float) -> torch.Tensor:
         a, b = -min(hi, self.sigma_max), -max(lo, self.sigma_min)
-        if a >= b:
+        # a piece shorter than the path's resolution adds nothing it can resolve (torchsde would recurse on it)
+        if b - a < self.tol:
             return torch.zeros((len(self.paths), *self.shape), dtype=self.dtype, device=self.path_device)
         return torch.stack([path(a, b) for path in self.paths])
 
@@ -257,10 +264,16 @@ class BrownianTreeNoiseSampler:
 def tree_for_schedule(x: torch.Tensor, seed, sigmas, *, cpu: bool) -> BrownianTreeNoiseSampler:
     """A :class:`BrownianTreeNoiseSampler` on the range k-diffusion's SDE samplers give it: the smallest positive
     and the largest sigma of the schedule (``seed`` as that class takes it)."""
+    values = check_tree_range(sigmas)
+    return BrownianTreeNoiseSampler(x, min(s for s in values if s > 0), max(values), seed=seed, cpu=cpu)
+
+
+def check_tree_range(sigmas) -> list[float]:
+    """The schedule's σ as floats, refused where k-diffusion's tree cannot be built on it (no finite range)."""
     values = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
     positive = [s for s in values if s > 0]
     if not positive or math.isinf(max(values)):
         raise InvalidInput(f"k-diffusion's Brownian tree lives on the schedule's finite range, but the schedule runs "
                          f"from {values[0]:g} to {values[-1]:g}; from sigma = inf use noise_sampler='brownian' "
                          "(exact there) or the seeded default")
-    return BrownianTreeNoiseSampler(x, min(positive), max(values), seed=seed, cpu=cpu)
+    return values

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .brownian import for_schedule, tree_for_schedule
+from .brownian import BrownianNoise, check_tree_range, for_schedule, tree_for_schedule
 from .errors import InvalidInput, InvalidOption, InvalidType
 from .seeds import generators, resolve_seeds
 
@@ -183,9 +183,19 @@ class _Lazy:
         return self.unwrap()(sigma, sigma_next)
 
 
-def for_run(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sigmas: list[float]) -> NoiseSampler:
-    """The noise sampler of one run, validated now and created at its first draw (see :func:`resolve`)."""
+def for_run(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sigmas: list[float],
+            draws: bool = False) -> NoiseSampler:
+    """The noise sampler of one run, validated now and created at its first draw (see :func:`resolve`).
+
+    ``draws``: the run will draw (a stochastic sampler with noise on), so a named kind that cannot be built on
+    ``sigmas`` is refused now, before any model call, not at its first draw. A :class:`BrownianNoise` object of the
+    caller's is rewound: runs that share it get the same noise."""
     seeds = None if seed is None else resolve_seeds(seed, x.shape[0])
-    if check(noise_sampler, seed, x) is None:
+    kind = check(noise_sampler, seed, x)
+    if kind is None:
+        if isinstance(noise_sampler, BrownianNoise):
+            noise_sampler.rewind()
         return _Checked(noise_sampler, x)
+    if draws and kind.startswith("brownian_tree"):
+        check_tree_range(sigmas)
     return _Lazy(lambda: resolve(noise_sampler, seeds, x, sigmas=sigmas))

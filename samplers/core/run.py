@@ -129,8 +129,11 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
     params = spec.options
     if "noise_sampler" in params:
         options = dict(options)
+        # a stochastic sampler with its noise on draws: a noise kind it cannot build is refused before the model runs
+        draws = spec.kind != "ode" and all(options.get(k, params.get(k)) != 0 for k in ("eta", "s_noise")
+                                           if k in params)
         options["noise_sampler"] = noise_mod.for_run(options.get("noise_sampler"), options.pop("seed", None), x,
-                                                     values)
+                                                     values, draws=draws)
 
     offset = 0
     from_inf = math.isinf(values[0])

@@ -126,13 +126,18 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     return sampler_function
 
 
+# ComfyUI's largest batch (EmptyLatentImage's batch_size): seeds keep room for it, whatever the batch
+COMFY_MAX_BATCH = 4096
+
+
 def comfy_seed(seed, batch: int):
     """ComfyUI's seed (0 to 2**64 − 1) as this library's: item k of a batch uses seed + k below 2**63, so a seed that
-    leaves no room for the batch is taken modulo 2**63 − batch (seeds below that are used as they are). None (no
-    seed) stays None: the run then draws one from torch's generator."""
+    leaves no room for ComfyUI's largest batch is taken modulo 2**63 − 4096 (seeds below that are used as they
+    are). The map does not depend on ``batch``, so image k is the same in any batch (it did: modulo 2**63 − batch).
+    None (no seed) stays None: the run then draws one from torch's generator."""
     if seed is None:
         return None
-    limit = SEED_LIMIT - batch
+    limit = SEED_LIMIT - COMFY_MAX_BATCH
     return int(seed) % limit if int(seed) >= limit else int(seed)
 
 
