@@ -395,8 +395,12 @@ def test_bad_input_is_refused_with_the_rule():
         SamplerScheduler.from_config(config, schedule="karas")
     with pytest.raises(InvalidOption, match="no option"):
         SamplerScheduler.from_config(config, sampler="euler", sampler_options={"eta": 1.0})
-    with pytest.raises(InvalidOption, match="adaptive"):
+    with pytest.raises(InvalidOption, match="chooses its steps from the model's outputs"):
         SamplerScheduler.from_config(config, sampler="dpm_adaptive")
+    with pytest.raises(InvalidOption, match="chooses its steps"):
+        SamplerScheduler.from_config(config, sampler="torchdiffeq.dopri5")
+    with pytest.raises(InvalidOption, match="torchdiffeq / torchsde drive its steps"):  # fixed steps: not adaptive
+        SamplerScheduler.from_config(config, sampler="torchsde.euler")
     with pytest.raises(InvalidOption, match="unknown prediction_type"):
         SamplerScheduler.from_config(config, prediction_type="noise")
 

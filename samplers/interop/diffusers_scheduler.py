@@ -317,6 +317,19 @@ def _check_kwargs(kwargs: Mapping, class_name: str | None) -> None:
                             f"out; SamplerScheduler's own options are {', '.join(sorted(_SHIM_OPTIONS))}")
 
 
+def _host_sync_refusal(name: str) -> str:
+    """Why a sampler that reads the device on the host inside its loop (``host_sync``) is not a scheduler here."""
+    from .torchdiffeq_adapter import ADAPTIVE
+
+    if name == "dpm_adaptive" or name.split(".", 1)[-1] in ADAPTIVE:
+        why = ("it chooses its steps from the model's outputs, but a diffusers pipeline fixes scheduler.timesteps "
+               "before its loop")
+    else:
+        why = "torchdiffeq / torchsde drive its steps and read them on the host, which this scheduler does not run"
+    return (f"sampler {name!r} is not available as a scheduler: {why}. Use a sampler without host_sync (`samplers "
+            "list`), or call it directly on the pipeline's model with samplers.interop.diffusers_models.")
+
+
 def _check_int(name: str, value, low: int, high: int, fix: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidInput(f"{name} must be an integer, got {value!r}; {fix}")
@@ -439,9 +452,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self._nominal_algorithm() if self._source is not None else "euler")
         self.spec = SAMPLERS.get(nominal or "euler")
         if self.spec.host_sync:
-            raise InvalidOption(f"sampler {self.spec.name!r} is adaptive: it chooses its steps from the model's "
-                                "outputs, but a diffusers pipeline fixes scheduler.timesteps before its loop. Use a "
-                                "fixed-step sampler, or call it directly with samplers.interop.diffusers_models.")
+            raise InvalidOption(_host_sync_refusal(self.spec.name))
         self._check_options(self.spec, options)
         self.native, self.prediction, self.space = self._model()
         if label is not None and label.discard_penultimate_sigma and schedule is None \
@@ -701,6 +712,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         """The model's input: the latent itself (native coordinates), or x/√(σ² + 1) (EDM: c_in·x) where the
         source class keeps VE latents."""
+        if self.config.seed is not None:  # before the model runs: seed + k must stay a seed for this batch
+            seeds_mod.resolve_seeds(self.config.seed, sample.shape[0])
         if self._plan is None:
             if self.latents == "native":
                 return sample
@@ -849,7 +862,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         options.update(overrides)
         spec = SAMPLERS.get(run)
         if spec.host_sync:
-            raise InvalidOption(f"sampler {spec.name!r} is adaptive; a pipeline fixes its timesteps first")
+            raise InvalidOption(_host_sync_refusal(spec.name))
         if self.latents == "ve" and math.isinf(schedule[0]):
             raise InvalidOption(f"{name} keeps VE latents (x = x0 + σ·n), which cannot start at σ = inf")
         self._plan_run(spec, schedule, options, 0 if exact else grid.idle)
