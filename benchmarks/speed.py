@@ -346,7 +346,7 @@ def conversion_ops(sigma: float = 2.0) -> dict:
     for label, make in SCHEDULE_KINDS.items():
         native = make()
         for prediction in samplers.core.conversion.PREDICTIONS:
-            if prediction == "edm" and not isinstance(native, VE):
+            if prediction in ("edm", "edm_v") and not isinstance(native, VE):
                 continue
             model = counter.exclude(lambda x_t, t, **kw: x_t * 0.1)
             table[f"{prediction} / {label}"] = both(samplers.to_denoiser(model, prediction, native))

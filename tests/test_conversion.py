@@ -192,3 +192,30 @@ def test_a_module_moved_to_another_dtype_after_wrapping_is_called_in_that_one():
     den = samplers.to_denoiser(lin, "eps", vp)
     lin.to(torch.bfloat16)
     assert den._own_dtype() == torch.bfloat16
+
+
+@pytest.mark.parametrize("prediction, native", [
+    ("v", VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012, rescale_betas_zero_snr=True)),
+    ("eps", VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)),
+    ("edm_v", VE(0.002, 700.0, "edm"))])
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_a_k_diffusion_style_call_with_half_latents_converts_in_float32(prediction, native, half):
+    """D(x, σ-tensor) with fp16 latents computed σ² in fp16: NaN from σ ≈ 256 (zero-SNR v) and 7e-3 off for SD's
+    eps at σ = 14.6. Now the conversion is float32 (k-diffusion's wrappers promote too), the model still gets the
+    latents' dtype, and D is float32."""
+    seen = []
+
+    def model(x_t, t):
+        seen.append(x_t.dtype)
+        return torch.tanh(x_t.float() * 0.5 + t.float().reshape(-1, 1, 1, 1) * 1e-3).to(x_t.dtype)
+    D = samplers.to_denoiser(model, prediction, native)
+    x = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    for s in (1.0, 14.6, 300.0, 2254.0):
+        if s > native.sigma_max:
+            continue
+        xs, sigma = (x * s).to(half), torch.full((2,), s)
+        got = D(xs, sigma)
+        want = samplers.to_denoiser(lambda x_t, t: model(x_t.to(half), t).float(), prediction, native)(xs.float(), sigma)
+        assert got.dtype == torch.float32 and bool(torch.isfinite(got).all()), (s, got.dtype)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6 * max(1.0, s))
+    assert set(seen) == {half}

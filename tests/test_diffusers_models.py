@@ -228,3 +228,42 @@ def test_zero_snr_times_are_diffusers_timesteps_up_to_its_first_sigma():
     # sigma_of_time inverts time up there too (it read the table with inf in it: σ of 998.7 was inf)
     between = torch.tensor([2000.0, 3381.357, 4000.0], dtype=torch.float64)
     torch.testing.assert_close(vp.sigma_of_time(vp.time(between)), between, rtol=1e-9, atol=0)
+
+
+def _net(x_t, timestep, **kwargs):  # an analytic stand-in whose output depends on its time input
+    t = torch.as_tensor(timestep, dtype=x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
+    return torch.sin(0.7 * x_t + 0.31 * t) + 0.1 * x_t * torch.cos(0.11 * t)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("sigma_data", [0.5, 1.0])
+def test_an_edm_config_is_read_as_edm_preconditioning(prediction, sigma_data):
+    """EDMEulerScheduler's config (Playground v2.5, CosXL) was read as a VP model on default betas: the model got
+    a timestep index and VP scalings. Now D is diffusers' precondition_inputs / _noise / _outputs, v included."""
+    from diffusers import EDMEulerScheduler
+
+    ref = EDMEulerScheduler(sigma_data=sigma_data, prediction_type=prediction, sigma_max=80.0, sigma_min=0.002)
+    D = denoiser_from_diffusers(_net, ref.config)
+    x = NOISE.double() * 5.0
+    for s in (0.01, 1.0, 5.0, 79.0):
+        sigma = torch.tensor(s, dtype=torch.float64)
+        out = _net(ref.precondition_inputs(x, sigma), ref.precondition_noise(sigma))
+        want = ref.precondition_outputs(x, out, sigma)
+        torch.testing.assert_close(D(x, torch.full((2,), s, dtype=torch.float64)), want, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(D.denoise_at(x, s), want, rtol=1e-12, atol=1e-12)
+
+
+def test_an_euler_config_with_continuous_timesteps_and_v_prediction_is_stable_video_diffusions_model():
+    """timestep_type="continuous" with v_prediction (SVD): diffusers gives the model ¼·ln σ, which the config's
+    discrete reading replaced by a timestep index (D 2.5-10.8 relatively off)."""
+    cfg = dict(**BETAS, prediction_type="v_prediction", timestep_type="continuous", use_karras_sigmas=True,
+               sigma_min=0.002, sigma_max=700.0)
+    ref = EulerDiscreteScheduler(**cfg)
+    ref.set_timesteps(6)
+    D = denoiser_from_diffusers(_net, ref.config)
+    x = NOISE.double() * 3.0
+    for sigma, t in zip(ref.sigmas[:-1].tolist(), ref.timesteps.tolist()):
+        assert math.isclose(D.schedule.time_at(sigma), t, rel_tol=1e-6, abs_tol=1e-6)
+        x_in = x / math.sqrt(sigma ** 2 + 1)  # scale_model_input
+        want = _net(x_in, t) * (-sigma / math.sqrt(sigma ** 2 + 1)) + x / (sigma ** 2 + 1)  # Euler's v → x0
+        torch.testing.assert_close(D.denoise_at(x, sigma), want, rtol=1e-5, atol=1e-5)

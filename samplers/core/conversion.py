@@ -38,7 +38,7 @@ import torch
 from .native import NoiseSchedule
 from .errors import InvalidInput
 
-PREDICTIONS = ("eps", "x0", "v", "flow", "score", "edm")
+PREDICTIONS = ("eps", "x0", "v", "flow", "score", "edm", "edm_v")
 # The dtype a registry run calls the model in: the caller's latents' fp16 / bf16 (as k-diffusion calls a model, in
 # the latents' dtype) while the state and these conversions stay float32; None (the state's dtype) otherwise.
 MODEL_DTYPE: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar("samplers_model_dtype",
@@ -147,8 +147,9 @@ def scalings_at(prediction: str, a: float, b: float, sigma: float, sigma_data: f
     ``a``, ``b``: the native coefficients at σ (``schedule.coefficients_at``). The model input is x_t = a·x,
     or the state itself at σ = inf (c_in = 1); the rest is :func:`to_x0` with x_t written as c_in·x.
     """
-    if prediction == "edm":
-        return edm_scalings_at(sigma, sigma_data)
+    if prediction in ("edm", "edm_v"):  # edm_v: diffusers' EDM v_prediction, c_out negated
+        c_skip, c_out, c_in = edm_scalings_at(sigma, sigma_data)
+        return c_skip, c_out if prediction == "edm" else -c_out, c_in
     if math.isinf(sigma) and prediction in ("eps", "score"):
         raise InvalidInput(f"an {prediction!r} model carries no information about x0 at sigma = inf (zero SNR); "
                            "start the schedule at a finite sigma or use a v / x0 / flow model")
@@ -252,20 +253,26 @@ class Denoiser:
         return time
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
+        """D(x, σ) for a per-item σ tensor (k-diffusion's call). fp16 / bf16 latents are converted in float32, as
+        k-diffusion's wrappers do (σ² overflows float16 above 256), the model called in the latents' dtype, and
+        D returned in float32."""
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
         view = (-1,) + (1,) * (x.ndim - 1)
+        half = state_dtype(x.dtype) != x.dtype
+        own = self._own_dtype() or (x.dtype if half else None)
+        x = x.to(state_dtype(x.dtype))
         s = sigma.reshape(view).to(x.dtype)
         inf = torch.isinf(s)
         time = self.schedule.time(sigma)
-        if self.prediction == "edm":
+        if self.prediction in ("edm", "edm_v"):
             c_skip, c_out, c_in = edm_scalings(s, self.sigma_data)
-            out = self.model(model_input(x * c_in, self._own_dtype()), time, **extra_args).to(x.dtype)
+            out = self.model(model_input(x * c_in, own), time, **extra_args).to(x.dtype)
             skip = torch.where(inf, torch.zeros_like(x), c_skip * x)
-            return skip + c_out * out
+            return skip + (c_out if self.prediction == "edm" else -c_out) * out
         a, b = self.schedule.coefficients(s)
         x_t = torch.where(inf, x, a * x)  # at σ = inf the state is the noise itself: x_t = n
-        out = self.model(model_input(x_t, self._own_dtype()), time, **extra_args)
+        out = self.model(model_input(x_t, own), time, **extra_args)
         return to_x0(self.prediction, out.to(x.dtype), x_t, a, b)
 
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
@@ -289,10 +296,12 @@ def to_denoiser(model: Callable, prediction: str, schedule: NoiseSchedule, sigma
         model: ``model(x_t, time, **extra_args) -> output`` in the model's native coordinates, where
             ``time`` is what the network was trained on (``schedule.time(σ)``: a fractional timestep index for
             :class:`~samplers.core.native.VPDiscrete`, t·multiplier for :class:`~samplers.core.native.RectifiedFlow`, ...).
-        prediction: ``"eps"``, ``"x0"``, ``"v"``, ``"flow"``, ``"score"`` or ``"edm"`` (diffusers' names
-            ``epsilon``, ``sample``, ``v_prediction``, ``flow_prediction`` are accepted).
+        prediction: ``"eps"``, ``"x0"``, ``"v"``, ``"flow"``, ``"score"``, ``"edm"`` (Karras et al.'s F,
+            D = c_skip·x + c_out·F: diffusers' EDM ``epsilon``) or ``"edm_v"`` (diffusers' EDM ``v_prediction``:
+            c_out negated) (diffusers' names ``epsilon``, ``sample``, ``v_prediction``, ``flow_prediction`` are
+            accepted for the others).
         schedule: the model's native noise schedule.
-        sigma_data: EDM's σ_data (``edm`` only).
+        sigma_data: EDM's σ_data (``edm`` / ``edm_v`` only).
 
     Returns:
         ``D(x, sigma, **extra_args)`` with x in VE coordinates (x = x0 + σ·n) and sigma of shape [B].

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..core.native import NoiseSchedule, RectifiedFlow, VPDiscrete, rescale_zero_terminal_snr
+from ..core.native import VE, NoiseSchedule, RectifiedFlow, VPDiscrete, rescale_zero_terminal_snr
 from ..core.conversion import Denoiser, canonical_prediction, to_denoiser
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.validate import integer, positive, real
@@ -146,6 +146,47 @@ def prediction_from_config(config: Any) -> str:
     return prediction
 
 
+EDM_CLASSES = frozenset({"EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"})
+
+
+def _edm_kind(cfg: Mapping) -> str | None:
+    """"edm" for diffusers' EDM scheduler configs, "continuous_v" for an Euler config whose model takes ¼·ln σ
+    (``timestep_type="continuous"`` with v_prediction: Stable Video Diffusion), None otherwise."""
+    if cfg.get("_class_name") in EDM_CLASSES or "sigma_data" in cfg:
+        return "edm"
+    if cfg.get("timestep_type", "discrete") == "continuous" and cfg.get("prediction_type") == "v_prediction":
+        return "continuous_v"
+    return None
+
+
+def sigma_data_from_config(config: Any) -> float:
+    """EDM's σ_data of the model a config describes: the config's (diffusers' EDM schedulers, default 0.5), 1 for an
+    Euler config with continuous timesteps and v_prediction (its c_in = 1/√(σ² + 1)), 1 (unused) otherwise."""
+    cfg = config_dict(config)
+    if _edm_kind(cfg) == "edm":
+        return positive("sigma_data", cfg.get("sigma_data", 0.5))
+    return 1.0
+
+
+def _edm_native(cfg: Mapping, kind: str) -> tuple[NoiseSchedule, str]:
+    raw = cfg.get("prediction_type", "epsilon")
+    if kind == "edm":
+        prediction = {"epsilon": "edm", "v_prediction": "edm_v"}.get(raw)
+        if prediction is None:
+            raise InvalidOption(f"prediction_type {raw!r} with an EDM config: diffusers' EDM preconditioning is "
+                                "defined for 'epsilon' and 'v_prediction'")
+        lo, hi = cfg.get("sigma_min", 0.002), cfg.get("sigma_max", 80.0)
+    else:
+        prediction = "edm_v"
+        lo, hi = cfg.get("sigma_min"), cfg.get("sigma_max")
+        if lo is None or hi is None:  # the range of the beta table the scheduler then spaces
+            table = VPDiscrete.from_betas(cfg.get("beta_schedule", "linear"), cfg.get("num_train_timesteps", 1000),
+                                          real("beta_start", cfg.get("beta_start", 0.0001)),
+                                          real("beta_end", cfg.get("beta_end", 0.02)))
+            lo, hi = (table.sigma_min if lo is None else lo), (table.sigma_max if hi is None else hi)
+    return VE(real("sigma_min", lo), real("sigma_max", hi), "edm"), prediction
+
+
 def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSchedule, str]:
     """The native noise schedule and prediction type a diffusers scheduler config describes.
 
@@ -158,6 +199,9 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
     :func:`denoiser_from_diffusers` refuses ``clip_sample`` / ``thresholding`` (:func:`check_x0_flags`).)
     """
     cfg = config_dict(config)
+    kind = _edm_kind(cfg)
+    if kind is not None:
+        return _edm_native(cfg, kind)
     prediction = prediction_from_config(cfg)
     n_train = integer("num_train_timesteps", cfg.get("num_train_timesteps", 1000), lo=2)
     if prediction == "flow":
@@ -373,4 +417,4 @@ def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, ne
     schedule, prediction = native_from_config(scheduler_config, mu=mu)
     native = DiffusersModel(model, prompt_embeds, negative_prompt_embeds, guidance_scale, model_kwargs,
                             negative_model_kwargs, timestep_scale)
-    return to_denoiser(native, prediction, schedule)
+    return to_denoiser(native, prediction, schedule, sigma_data_from_config(scheduler_config))
