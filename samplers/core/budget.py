@@ -12,8 +12,9 @@ from typing import Callable
 import torch
 
 from .conversion import call_at, prepare_times
-from .errors import InvalidInput
+from .errors import InvalidInput, InvalidType
 from .registry import info, sample
+from .validate import integer
 
 
 class CountingDenoiser:
@@ -58,8 +59,10 @@ def steps_for_nfe(sampler: str, budget: int, make_sigmas: Callable[[int], torch.
                   **options) -> tuple[int, int] | None:
     """The most steps whose run of ``sampler`` on ``make_sigmas(steps)`` costs at most ``budget`` model calls:
     ``(steps, calls)``, or None when not even one step fits. Starts from the metadata's estimate and walks."""
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-        raise InvalidInput(f"an NFE budget must be an integer >= 1, got {budget!r}")
+    try:  # any integral type (a numpy integer too), never a bool or a float
+        budget = integer("an NFE budget", budget, lo=1)
+    except (InvalidInput, InvalidType):
+        raise InvalidInput(f"an NFE budget must be an integer >= 1, got {budget!r}") from None
     spec = info(sampler)
     steps = max(1, int(budget // spec.nfe_per_step))
     best = None

@@ -35,14 +35,27 @@ FROM_NATIVE = ("training_sigmas", "table_axis")
 # The ends of the σ range a schedule does not take (the training timesteps fix them): an explicit value there other
 # than the model's own is refused by get_sigmas, never ignored.
 FIXED_ENDS: dict[str, tuple[str, ...]] = {}
+# Schedules whose σ are published data (Align Your Steps), by name: what fixes them, for the error. They take no range:
+# an explicit end without native= is refused (there is no model whose range it could be); with native= the range is
+# the model's, which they do not use, as native= alone documents.
+PRESETS: dict[str, str] = {}
 
 
 def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False, fixed_ends: tuple[str, ...] = (),
-             on_flow: bool = False):
+             on_flow: bool = False, preset: str = "", replace: bool = False):
     """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas`` (``on_flow``: a
-    flow model's too); ``fixed_ends``: the range ends ("sigma_min", "sigma_max") it does not take."""
+    flow model's too); ``fixed_ends``: the range ends ("sigma_min", "sigma_max") it does not take; ``preset``: its σ
+    are fixed data (says which), it takes no range at all. A name that is taken is an error unless ``replace=True``."""
     def decorate(fn):
-        SCHEDULES.add(name, fn, aliases)
+        old = SCHEDULES.canonical(name) if replace and name in SCHEDULES else None
+        SCHEDULES.add(name, fn, aliases, replace=replace)
+        for gone in {old, name} - {None}:  # a replaced entry's kind goes with it
+            TABLE_SCHEDULES.discard(gone)
+            FLOW_TABLE_SCHEDULES.discard(gone)
+            FIXED_ENDS.pop(gone, None)
+            PRESETS.pop(gone, None)
+        if preset:
+            PRESETS[name] = preset
         if needs_table:
             TABLE_SCHEDULES.add(name)
         if on_flow:
@@ -137,7 +150,14 @@ def schedule_options(fn) -> list[str]:
 
 
 def _check_fixed_ends(canonical: str, native, training_sigmas, **given) -> None:
-    """An explicit range end the schedule does not take must be the model's own (its training table's)."""
+    """An explicit range end the schedule does not take must be the model's own (its training table's); a preset
+    takes no end without a model."""
+    if canonical in PRESETS and native is None:
+        for end, value in given.items():
+            if value is not None:
+                raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ are {PRESETS[canonical]}, so "
+                                    f"{end}={value!r} would be ignored; leave sigma_min and sigma_max out, or use a σ "
+                                    "schedule that takes a range (karras, exponential, normal, sgm_uniform)")
     for end in FIXED_ENDS.get(canonical, ()):
         value = given[end]
         if value is None:

@@ -37,8 +37,12 @@ def _ays(preset: str):
     schedule.__doc__ = (f"Align Your Steps preset for {preset.upper()} (Sabour et al. 2024): the published 10-step "
                         "levels, log-linearly interpolated to n + 1 values, the last set to 0 (ComfyUI's node, the "
                         "paper's how-to); ``append_zero=True``: to n levels, then 0 (A1111's \"Align Your Steps\"). "
-                        "The model's own σ range is not used.")
+                        "The model's own σ range is not used; an explicit sigma_min / sigma_max without native= is "
+                        "refused (it would be ignored).")
     return schedule
 
 for _name, _aliases in (("sd15", ("AYS SD1.5", "ays_sd1.5", "AYS")), ("sdxl", ("AYS SDXL",)), ("svd", ("AYS SVD",))):
-    register(f"ays_{_name}", aliases=_aliases)(_ays(_name))
+    _levels = AYS_PRESETS[_name]
+    register(f"ays_{_name}", aliases=_aliases,
+             preset=f"the published Align Your Steps levels ({_levels[0]:g} … {_levels[-1]:g}), not a range"
+             )(_ays(_name))
