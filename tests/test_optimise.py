@@ -108,3 +108,186 @@ def test_an_unreadable_schedule_file_names_itself(tmp_path):
     assert one.schedule(1).tolist() == [3.0, 0.0]
     with pytest.raises(samplers.InvalidInput, match="optimised for 1 step"):
         one.schedule(4)
+
+
+# --- audit findings: each test failed before its fix --------------------------------------------------------------
+
+GOOD = {"format": "samplers.optimised_schedule/1", "sigmas": [14.6, 3.0, 0.5, 0.0], "sampler": "dpmpp_2m", "nfe": 3,
+        "error": 0.1, "baselines": {"karras": 0.2}, "meta": {}}
+
+
+def load_with(tmp_path, change=None, raw=None):
+    path = tmp_path / "s.json"
+    path.write_text(raw if raw is not None else json.dumps({**GOOD, **(change or {})}))
+    return so.OptimisedSchedule.load(path)
+
+
+class Counting:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x, sigma, **kw):
+        self.calls += 1
+        return GM.denoiser(x, sigma, **kw)
+
+
+def test_a_schedule_refuses_a_range_it_was_not_optimised_on():
+    from samplers.core.native import VPDiscrete
+
+    opt = so.OptimisedSchedule([80.0, 3.0, 0.5, 0.002, 0.0], "euler", 4, 0.1,
+                               meta={"sigma_min": 0.002, "sigma_max": 80.0})
+    opt.register("test_opt_range")
+    try:
+        assert samplers.get_sigmas("test_opt_range", 4).tolist() == opt.sigmas
+        assert samplers.get_sigmas("test_opt_range", 4, sigma_min=0.002, sigma_max=80.0 * (1 + 1e-9)).tolist() \
+            == opt.sigmas  # its own range, within rel 1e-6
+        for kw in ({"sigma_min": 0.03, "sigma_max": 14.6}, {"sigma_max": 14.6}, {"native": VPDiscrete.from_betas()}):
+            with pytest.raises(samplers.InvalidInput, match=r"optimised for euler on σ 80 → 0\.002.*optimise a"):
+                samplers.get_sigmas("test_opt_range", 4, **kw)
+    finally:
+        samplers.schedules.SCHEDULES.remove("test_opt_range")
+    one = so.OptimisedSchedule([80.0, 0.0], "euler", 1, 0.1, meta={"sigma_min": 0.002, "sigma_max": 80.0})
+    with pytest.raises(samplers.InvalidInput, match="optimised for euler"):
+        one.schedule(1, sigma_min=0.03)
+
+
+def test_ays_presets_refuse_a_range_without_a_model():
+    from samplers.core.native import VPDiscrete
+
+    for kw in ({"sigma_min": 0.5, "sigma_max": 3.0}, {"sigma_max": 3.0}, {"sigma_min": 0.5}):
+        with pytest.raises(samplers.InvalidOption, match="takes no sigma_m.*published Align Your Steps"):
+            samplers.get_sigmas("ays_sd15", 10, **kw)
+    with pytest.raises(samplers.InvalidOption, match="takes no sigma_max"):
+        samplers.get_sigmas("Align Your Steps", 10, sigma_max=3.0)
+    own = samplers.get_sigmas("ays_sd15", 10)
+    torch.testing.assert_close(samplers.get_sigmas("ays_sd15", 10, native=VPDiscrete.from_betas()), own)  # documented
+
+
+def test_a_schedule_built_directly_is_checked_as_load_checks_it(tmp_path):
+    with pytest.raises(samplers.InvalidInput, match="strictly decreasing"):
+        so.OptimisedSchedule([1.0, 2.0, 0.0], "euler", 2, 0.0)
+    with pytest.raises(samplers.InvalidInput, match="finite"):
+        so.OptimisedSchedule([1.0, 0.5, 0.0], "euler", 2, float("nan"))
+    opt = so.OptimisedSchedule([1.0, 0.5, 0.0], "euler", 2, 0.1)
+    opt.error = float("nan")  # changed after construction: save and register check again
+    with pytest.raises(samplers.InvalidInput, match="finite"):
+        opt.save(tmp_path / "nan.json")
+    assert not (tmp_path / "nan.json").exists()
+    with pytest.raises(samplers.InvalidInput, match="finite"):
+        opt.register("test_opt_nan")
+    opt.error = 0.1
+    text = opt.save(tmp_path / "ok.json").read_text()
+    assert "NaN" not in text and text.endswith("}\n") and so.OptimisedSchedule.load(tmp_path / "ok.json") == opt
+
+
+@pytest.mark.parametrize("change", [{"error": 10**400}, {"sigmas": [10**400, 3, 0]}, {"meta": {"sigma_max": 10**400}}])
+def test_a_huge_number_in_a_file_names_the_file(tmp_path, change):
+    with pytest.raises(samplers.InvalidInput, match="s.json.*finite"):
+        load_with(tmp_path, change)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"sampler": "no_such_sampler"}, "unknown sampler"), ({"sampler": "euler_ancestral"}, "stochastic"),
+    ({"sampler": "dpm_adaptive", "nfe": 3}, "adaptive"), ({"sampler": "DPM++ 2M Karras"}, "registry sampler name"),
+    ({"nfe": 1000}, "would fit 4 steps"), ({"sampler": "heun", "nfe": 3}, "makes 5 model calls"),
+    ({"meta": {"steps": 7}}, "meta\\['steps'\\] is 7"), ({"meta": {"sigma_max": 80.0}}, "sigmas start at 14.6"),
+    ({"meta": {"sigma_min": 0.002}}, "lowest level"), ({"meta": {"note": 1}}, "not one of"),
+    ({"baselines": {"karras": float("nan")}}, "finite"),
+])
+def test_a_schedule_file_with_contradictory_fields_is_refused(tmp_path, change, match):
+    with pytest.raises(samplers.InvalidInput, match=match):
+        load_with(tmp_path, change)
+
+
+def test_a_schedule_file_budget_is_the_one_the_optimiser_sets(tmp_path):
+    # heun at NFE 6: 3 steps cost 2 + 2 + 1 = 5 calls and 4 would cost 7, so nfe is the budget, not the count
+    assert load_with(tmp_path, {"sampler": "heun", "nfe": 6}).nfe == 6
+    assert load_with(tmp_path, {"sampler": "heun", "nfe": 5}).nfe == 5
+    with pytest.raises(samplers.InvalidInput, match="appears more than once"):
+        load_with(tmp_path, raw=json.dumps(GOOD)[:-1] + ', "nfe": 3}')
+
+
+def test_register_takes_replace():
+    opt = so.OptimisedSchedule([14.6, 3.0, 0.5, 0.0], "dpmpp_2m", 3, 0.1)
+    other = so.OptimisedSchedule([14.6, 2.0, 0.5, 0.0], "dpmpp_2m", 3, 0.1)
+    opt.register("test_opt_replace")
+    try:
+        with pytest.raises(samplers.InvalidInput, match="replace=True"):
+            other.register("test_opt_replace")
+        other.register("test_opt_replace", replace=True)
+        assert samplers.get_sigmas("test_opt_replace", 3).tolist() == other.sigmas
+    finally:
+        samplers.schedules.SCHEDULES.remove("test_opt_replace")
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    ({"baselines": ("karras", "karas")}, samplers.InvalidInput, "unknown schedule 'karas'"),
+    ({"baselines": ("karras", "linspace")}, samplers.InvalidInput, "training timesteps"),
+    ({"baselines": ("ays_sd15",)}, samplers.InvalidInput, "takes no sigma_m"),
+    ({"baselines": "karras"}, TypeError, "list or tuple"),
+    ({"baselines": ("karras", "karras")}, samplers.InvalidInput, "more than once"),
+    ({"maxiter": 0}, samplers.InvalidInput, "maxiter must be an integer >= 1"),
+    ({"maxiter": 2.5}, TypeError, "maxiter must be an integer"),
+    ({"sigma_min": "0.1"}, TypeError, "sigma_min must be a real number"),
+    ({"calibration": torch.full((4, 2, 2, 2), float("nan"))}, samplers.InvalidInput, "NaN"),
+    ({"calibration": torch.zeros(0, 2, 2, 2)}, samplers.InvalidInput, "non-empty"),
+    ({"calibration": torch.ones(4, 8, dtype=torch.int64)}, TypeError, "floating-point"),
+    ({"sampler": "dpm_adaptive"}, samplers.InvalidInput, "adaptive"),
+    ({"sampler": "DPM++ 2M Karras"}, samplers.InvalidInput, "optimiser chooses the schedule.*'dpmpp_2m'"),
+])
+def test_bad_arguments_are_refused_before_any_model_call(kw, error, match):
+    model = Counting()
+    args = {"sampler": "euler", "nfe": 3, "calibration": GM.noise(4, seed=0), "sigma_min": SIGMA_MIN,
+            "sigma_max": SIGMA_MAX, "maxiter": 5, **kw}
+    with pytest.raises(error, match=match):
+        so.optimise_schedule(model, args.pop("sampler"), args.pop("nfe"), args.pop("calibration"), **args)
+    assert model.calls == 0
+
+
+def test_a_numpy_integer_budget_and_one_step():
+    import numpy as np
+
+    from samplers.core.budget import steps_for_nfe
+
+    assert steps_for_nfe("euler", np.int64(3), lambda n: samplers.get_sigmas("karras", n, sigma_min=0.1,
+                                                                             sigma_max=10.0)) == (3, 3)
+    r = so.optimise_schedule(GM.denoiser, "euler", np.int64(1), GM.noise(4, seed=0), SIGMA_MIN, SIGMA_MAX)
+    assert r.sigmas == [SIGMA_MAX, 0.0] and r.nfe == 1 and type(r.nfe) is int
+    assert r.meta == {"steps": 1, "evaluations": 1, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX,
+                      "calibration_batch": 4}
+
+
+def test_the_command_line_with_one_step(tmp_path, capsys):
+    assert so.main(["--sampler", "euler", "--nfe", "1", "--calibration", "4", "--held-out", "4",
+                    "--out", str(tmp_path / "new")]) == 0
+    assert "1 evaluations" in capsys.readouterr().out
+    assert so.OptimisedSchedule.load(tmp_path / "new" / "euler_1.json").sigmas == [SIGMA_MAX, 0.0]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--sigma-max", "inf"], "--sigma-max"), (["--sigma-min", "nan"], "--sigma-min"),
+    (["--sigma-min", "90"], "below --sigma-max"), (["--sampler", "no_such"], "unknown sampler"),
+    (["--sampler", "euler_ancestral"], "stochastic"), (["--sampler", "dpm_adaptive"], "adaptive"),
+    (["--sampler", "euler", "euler"], "more than once"), (["--calibration", "0"], "--calibration"),
+    (["--held-out", "0"], "--held-out"), (["--nfe", "0"], "--nfe"),
+])
+def test_the_command_line_checks_every_argument_before_work(argv, match, capsys, monkeypatch):
+    def no_work(*a, **k):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(so, "reference_solution", no_work)
+    with pytest.raises(SystemExit) as exit_:
+        so.main(argv)
+    assert exit_.value.code == 2
+    assert match in capsys.readouterr().err
+
+
+def test_the_command_line_out_is_checked_and_created_first(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(so, "reference_solution", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work")))
+    with pytest.raises(SystemExit):
+        so.main(["--out", str(tmp_path / "file")])
+    assert "is a file, not a folder" in capsys.readouterr().err
+    with pytest.raises(AssertionError, match="work"):
+        so.main(["--out", str(tmp_path / "a" / "b")])
+    assert (tmp_path / "a" / "b").is_dir()  # created before the work, so the work cannot fail on it

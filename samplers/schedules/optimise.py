@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,15 +23,67 @@ import numpy as np
 import torch
 
 from .. import schedules
-from ..core.budget import steps_for_nfe
-from ..core.registry import info, sample
-from ..core.files import write_json
-from .base import check_steps
+from ..core.budget import count_nfe, steps_for_nfe
+from ..core.registry import SAMPLERS, info, sample
+from ..core.files import atomic_write_bytes
+from .base import TABLE_SCHEDULES, check_steps
 from .presets import loglinear_interp
-from ..core.errors import InvalidInput, SamplersError
-from ..core.validate import integer, real
+from ..core.errors import InvalidInput, InvalidType, SamplersError
+from ..core.validate import distinct, integer, real
 
 FIXED_BASELINES = ("karras", "exponential", "polyexponential", "kl_optimal", "vp")
+FORMAT = "samplers.optimised_schedule/1"
+# What ``meta`` may hold (all written by optimise_schedule): the step count, the objective's evaluations, the range
+# optimised on and the calibration batch size.
+META_KEYS = ("steps", "evaluations", "sigma_min", "sigma_max", "calibration_batch")
+RANGE_RTOL = 1e-6  # an asked range end within this of the schedule's own is the same range
+
+
+def _adaptive(name: str) -> bool:
+    """A sampler that chooses its own steps from the model's outputs: a schedule's interior points mean nothing to
+    it."""
+    from ..interop.torchdiffeq_adapter import ADAPTIVE
+
+    return name == "dpm_adaptive" or (name.startswith("torchdiffeq.") and name.split(".", 1)[1] in ADAPTIVE)
+
+
+def check_sampler(sampler: str, *, exact: bool = False):
+    """The spec of a sampler whose schedule can be optimised: deterministic, stepping the schedule it is given, and
+    named by the registry (an A1111 / ComfyUI label that implies a schedule or options would have them dropped).
+    ``exact``: the registry's own name (what a schedule file stores), not an alias."""
+    from ..core import names
+
+    if not isinstance(sampler, str):
+        raise InvalidType(f"sampler must be a registry sampler name, got {sampler!r} ({type(sampler).__name__})")
+    found = names.resolve(sampler)
+    if found.schedule is not None or found.sigmas is not None:
+        raise InvalidInput(f"{sampler!r} is {found.sampler} with the {found.schedule or 'fixed'!r} schedule, but the "
+                           "optimiser chooses the schedule, so that one would be dropped; pass the registry sampler "
+                           f"name {found.sampler!r}")
+    if found.options:
+        raise InvalidInput(f"{sampler!r} is {found.sampler} with {found.options}, which a schedule file does not "
+                           f"record; pass the registry sampler name {found.sampler!r} (options in sampler_options=)")
+    spec = info(found.sampler)
+    if exact and SAMPLERS.exact(sampler) != sampler:
+        raise InvalidInput(f"sampler must be the registry name of a sampler, got {sampler!r}; its registry name is "
+                           f"{spec.name!r}")
+    if spec.stochastic:
+        raise InvalidInput(f"{sampler!r} is stochastic; optimise schedules for deterministic (ode) samplers (its "
+                           "error to the ODE's solution is its noise's, not its schedule's)")
+    if _adaptive(spec.name):
+        raise InvalidInput(f"{sampler!r} is adaptive: it chooses its own steps from the model's outputs, so a "
+                           "schedule's interior points mean nothing to it; optimise a schedule for a fixed-step "
+                           "sampler (euler, heun, dpmpp_2m, ...)")
+    return spec
+
+
+def _real(name: str, value, **rule) -> float:
+    """:func:`samplers.core.validate.real`, with an integer too large for a float refused the same way."""
+    try:
+        return real(name, value, **rule)
+    except OverflowError:
+        raise InvalidInput(f"{name} must be a finite number, got an integer of {len(hex(value)) - 2} hex digits "
+                           "(beyond any float)") from None
 
 
 @dataclass
@@ -61,10 +113,36 @@ class OptimisedSchedule:
     def __getitem__(self, i):
         return self.tensor()[i]
 
+    def __post_init__(self):
+        self._checked()
+
+    @property
+    def sigma_range(self) -> tuple[float | None, float]:
+        """(σ_min, σ_max) it was optimised on: its lowest and top levels (one step: σ_min from ``meta``, if there)."""
+        levels = self.sigmas[:-1]
+        low = levels[-1] if len(levels) >= 2 else self.meta.get("sigma_min")
+        return (None if low is None else float(low)), float(levels[0])
+
     def schedule(self, n: int, sigma_min=None, sigma_max=None) -> torch.Tensor:
         """The schedule at ``n`` steps: the optimised levels, log-linearly resampled when n differs (as AYS); one
-        step runs from the top level to 0."""
+        step runs from the top level to 0. A range (``sigma_min`` / ``sigma_max``, or the ``native=`` of
+        ``get_sigmas``) must be the one it was optimised on: its levels belong to that range."""
         n = check_steps(n, None, None, need_range=False)
+        own_min, own_max = self.sigma_range
+        asked = {"sigma_min": sigma_min, "sigma_max": sigma_max}
+        for end, own in (("sigma_min", own_min), ("sigma_max", own_max)):
+            value = asked[end]
+            if value is None or own is None:
+                continue
+            v = _real(end, value, allow_inf=True)
+            if not math.isclose(v, own, rel_tol=RANGE_RTOL):
+                mine = f"σ {own_max:g} → {own_min:g}" if own_min is not None else f"σ_max {own_max:g}"
+                theirs = (f"σ {asked['sigma_max'] if asked['sigma_max'] is not None else own_max:g} → "
+                          f"{asked['sigma_min'] if asked['sigma_min'] is not None else own_min or 0:g}")
+                raise InvalidInput(f"this schedule was optimised for {self.sampler} on {mine}, but {theirs} was asked "
+                                   f"({end}={value!r}); its levels hold only for its own range: use it on the model it "
+                                   "was optimised for (leave sigma_min / sigma_max out, or a native= with that "
+                                   "range), or optimise a schedule for this range")
         levels = self.sigmas[:-1]
         if n == len(levels):
             return self.tensor()
@@ -74,25 +152,42 @@ class OptimisedSchedule:
         top = torch.tensor(levels[:1], dtype=torch.float64) if n == 1 else loglinear_interp(levels, n)
         return torch.cat([top, torch.zeros(1, dtype=torch.float64)])
 
-    def register(self, name: str) -> None:
-        """Make it a named schedule: ``samplers.get_sigmas(name, n)``."""
-        schedules.register(name)(self.schedule)
+    def register(self, name: str, replace: bool = False) -> None:
+        """Make it a named schedule: ``samplers.get_sigmas(name, n)``; a taken name is an error unless
+        ``replace=True``."""
+        self._checked()
+        schedules.register(name, replace=replace)(self.schedule)
 
     def save(self, path: str | Path) -> Path:
-        """Write JSON atomically (a temporary file in the same folder, then a rename)."""
-        return write_json(path, {"format": "samplers.optimised_schedule/1", **asdict(self)}, indent=2)
+        """Write JSON atomically (a temporary file in the same folder, then a rename); checked as :meth:`load`
+        checks it, so what is saved loads."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidType(f"path must be a str or a Path, got {type(path).__name__}")
+        self._checked()
+        text = json.dumps({"format": FORMAT, **asdict(self)}, indent=2, allow_nan=False)
+        return atomic_write_bytes(path, (text + "\n").encode())
 
     @classmethod
     def load(cls, path: str | Path) -> "OptimisedSchedule":
-        """Read a file written by :meth:`save`; its tag, fields and values are checked before use."""
+        """Read a file written by :meth:`save`; its tag, fields and values are checked before use (as a schedule
+        built directly is), naming the file on any error."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidType(f"path must be a str or a Path, got {type(path).__name__}")
+        def unique(pairs):
+            keys = [k for k, _ in pairs]
+            twice = sorted({k for k in keys if keys.count(k) > 1})
+            if twice:
+                raise ValueError(f"the key {twice[0]!r} appears more than once in one object")
+            return dict(pairs)
+
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=unique)
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
             raise InvalidInput(f"{path} is not a readable schedule file ({type(e).__name__}: {e}); pass the path of "
                                "a JSON file written by OptimisedSchedule.save") from None
-        if not isinstance(data, dict) or data.get("format") != "samplers.optimised_schedule/1":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InvalidInput(f"{path} is not a schedule written by OptimisedSchedule.save (no format tag "
-                               "'samplers.optimised_schedule/1')")
+                               f"{FORMAT!r})")
         data = dict(data)
         data.pop("format")
         fields = {"sigmas", "sampler", "nfe", "error", "baselines", "meta"}
@@ -101,27 +196,81 @@ class OptimisedSchedule:
             raise InvalidInput(f"{path}: a schedule file holds the fields {sorted(fields)}; "
                                + (f"missing {sorted(missing)}" if missing else f"unknown {sorted(extra)}"))
         try:
-            return cls(**data)._checked()
-        except SamplersError as e:
+            return cls(**data)
+        except (SamplersError, OverflowError) as e:
             raise InvalidInput(f"{path}: {e}") from None
 
     def _checked(self) -> "OptimisedSchedule":
+        """The rules a schedule file meets (:meth:`load`), for one built directly too."""
         s = self.sigmas
-        if not isinstance(s, list) or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in s):
+        if not isinstance(s, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in s):
             raise InvalidInput(f"sigmas must be a list of numbers, got {s!r}")
-        if len(s) < 2 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s)):
+        try:
+            values = [float(v) for v in s]
+        except OverflowError:
+            raise InvalidInput("sigmas must be finite, strictly decreasing and end in 0, got an integer beyond any "
+                               "float") from None
+        if (len(s) < 2 or s[-1] != 0 or any(not b < a for a, b in zip(values, values[1:]))
+                or not all(map(math.isfinite, values))):
             raise InvalidInput(f"sigmas must be finite, strictly decreasing and end in 0, got {s}")
-        if not isinstance(self.sampler, str) or not self.sampler:
-            raise InvalidInput(f"sampler must be the sampler's name, got {self.sampler!r}")
-        integer("nfe", self.nfe, lo=len(s) - 1)  # the budget: at least one model call per step
-        real("error", self.error, lo=0)
+        steps = len(s) - 1
+        try:
+            check_sampler(self.sampler, exact=True)
+        except SamplersError as e:
+            raise InvalidInput(f"sampler: {e}") from None
+        integer("nfe", self.nfe, lo=steps)  # the budget: at least one model call per step
+        _real("error", self.error, lo=0)
         if not isinstance(self.baselines, dict) or not all(isinstance(k, str) for k in self.baselines):
             raise InvalidInput(f"baselines must map schedule names to errors, got {self.baselines!r}")
         for name, value in self.baselines.items():
-            real(f"baselines[{name!r}]", value, lo=0)
-        if not isinstance(self.meta, dict):
-            raise InvalidInput(f"meta must be a dict, got {self.meta!r}")
+            if value is not None:  # None: that schedule's run was not finite
+                _real(f"baselines[{name!r}]", value, lo=0)
+        self._check_meta(values)
+        self._check_budget(values)
         return self
+
+    def _check_meta(self, values: list[float]) -> None:
+        meta = self.meta
+        if not isinstance(meta, dict):
+            raise InvalidInput(f"meta must be a dict, got {meta!r}")
+        unknown = [k for k in meta if k not in META_KEYS]
+        if unknown:
+            raise InvalidInput(f"meta holds {', '.join(map(repr, unknown))}, which is not one of {list(META_KEYS)}")
+        steps = len(values) - 1
+        if "steps" in meta and integer("meta['steps']", meta["steps"], lo=1) != steps:
+            raise InvalidInput(f"meta['steps'] is {meta['steps']}, but sigmas hold {steps} steps ({values})")
+        for key in ("evaluations", "calibration_batch"):
+            if key in meta:
+                integer(f"meta[{key!r}]", meta[key], lo=1)
+        top = values[0]
+        low = values[-2] if steps >= 2 else None
+        if "sigma_max" in meta and not math.isclose(_real("meta['sigma_max']", meta["sigma_max"], lo=0, lo_open=True),
+                                                    top, rel_tol=RANGE_RTOL):
+            raise InvalidInput(f"meta['sigma_max'] is {meta['sigma_max']}, but sigmas start at {top}")
+        if "sigma_min" in meta:
+            given = _real("meta['sigma_min']", meta["sigma_min"], lo=0, lo_open=True, hi=top, hi_open=True)
+            if low is not None and not math.isclose(given, low, rel_tol=RANGE_RTOL):
+                raise InvalidInput(f"meta['sigma_min'] is {meta['sigma_min']}, but the lowest level of sigmas is {low}")
+
+    def _check_budget(self, values: list[float]) -> None:
+        """nfe is the budget the step count was the most for (as optimise_schedule chose it: counted on Karras
+        schedules, :func:`samplers.core.budget.steps_for_nfe`): the sampler's calls on these steps fit it, and
+        one step more would not."""
+        steps = len(values) - 1
+        low, top = self.sigma_range
+        try:
+            longer = schedules.get_sigmas("karras", steps + 1, sigma_min=low or top / 2, sigma_max=top)
+        except InvalidInput:  # a range too narrow for a float grid: a fixed-step sampler's count is the same on any
+            longer = schedules.get_sigmas("karras", steps + 1, sigma_min=0.002, sigma_max=80.0)
+        calls = count_nfe(self.sampler, self.tensor())
+        more = count_nfe(self.sampler, longer)
+        if calls > self.nfe:
+            raise InvalidInput(f"nfe is {self.nfe}, but {self.sampler} makes {calls} model calls on these {steps} "
+                               "steps: the budget must cover them")
+        if more <= self.nfe:
+            raise InvalidInput(f"nfe is {self.nfe}, but {self.sampler} would fit {steps + 1} steps in it ({more} "
+                               f"calls), and the optimiser takes the most steps a budget fits; nfe is at most "
+                               f"{more - 1} for {steps} steps")
 
 
 def reference_solution(denoiser, x: torch.Tensor, sigma_max: float, sigma_min: float, rtol: float = 1e-7) -> torch.Tensor:
@@ -147,53 +296,109 @@ def schedule_error(denoiser, sampler: str, sigmas: torch.Tensor, x: torch.Tensor
     return float((out.double() - reference.double()).pow(2).mean().sqrt())
 
 
+def _check_calibration(calibration) -> torch.Tensor:
+    if not isinstance(calibration, torch.Tensor):
+        raise InvalidType(f"calibration must be a tensor of unit noise [B, ...], got {type(calibration).__name__}")
+    if not calibration.is_floating_point():
+        raise InvalidType(f"calibration must be floating-point unit noise, got dtype {calibration.dtype}; pass "
+                          "torch.randn(...) (or .float() of what you have)")
+    if calibration.ndim < 2 or calibration.numel() == 0:
+        raise InvalidInput(f"calibration must be a non-empty batch of unit noise [B, ...], got shape "
+                           f"{tuple(calibration.shape)}")
+    if not bool(torch.isfinite(calibration).all()):
+        raise InvalidInput("calibration holds NaN or Inf; pass finite unit noise")
+    return calibration
+
+
+def _check_baselines(baselines, steps: int, sigma_min: float, sigma_max: float) -> dict[str, torch.Tensor]:
+    """Each fixed schedule to compare with, built at ``steps`` on the range (a name that does not resolve, or takes
+    no range, fails here, before any model call)."""
+    from ..core.names import resolve_schedule
+
+    if isinstance(baselines, (str, bytes)) or not isinstance(baselines, (list, tuple)):
+        raise InvalidType(f"baselines must be a list or tuple of schedule names, got {baselines!r}"
+                          + (f"; for one schedule pass baselines=({baselines!r},)" if isinstance(baselines, str) else ""))
+    names = distinct("baselines", baselines, "it would be run and reported once")
+    out = {}
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidType(f"baselines must be schedule names, got {name!r} ({type(name).__name__})")
+        canonical, _ = resolve_schedule(name)
+        if canonical in TABLE_SCHEDULES:
+            raise InvalidInput(f"baseline {name!r} spaces a model's training timesteps, which a denoiser alone does "
+                               "not have; compare with σ schedules (e.g. karras, exponential, kl_optimal), or leave it "
+                               "out")
+        out[name] = schedules.get_sigmas(name, steps, sigma_min=sigma_min, sigma_max=sigma_max)
+    return out
+
+
+def _sigma_range(sigma_min, sigma_max) -> tuple[float, float]:
+    sigma_min = _real("sigma_min", sigma_min, lo=0, lo_open=True)
+    sigma_max = _real("sigma_max", sigma_max, allow_inf=True)
+    if not (0 < sigma_min < sigma_max < math.inf):
+        raise InvalidInput(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}"
+                           " (a flow model's σ_max = inf: optimise from a finite σ)")
+    return sigma_min, sigma_max
+
+
 def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tensor, sigma_min: float,
                       sigma_max: float, *, maxiter: int | None = None, sampler_options: dict | None = None,
                       baselines: tuple[str, ...] = FIXED_BASELINES) -> OptimisedSchedule:
     """Find the σ schedule (σ_max … σ_min, 0) minimising ``sampler``'s error at ``nfe`` model calls.
 
+    Every argument is checked before the first model call.
+
     Args:
         denoiser: the canonical denoiser D(x, σ) (e.g. from ``samplers.to_denoiser``).
-        sampler: registry name; stochastic samplers are rejected (their error to the ODE is not a schedule's).
+        sampler: registry name; stochastic and adaptive samplers are rejected (their error to the ODE is not a
+            schedule's), and so are labels that imply a schedule ("DPM++ 2M Karras": pass "dpmpp_2m").
         nfe: model-call budget; the step count is the most whose run fits it (counted on a Karras schedule,
-            :func:`samplers.core.budget.steps_for_nfe`).
-        calibration: unit noise [B, ...] (the starting latents are ``calibration · σ_max``).
+            :func:`samplers.core.budget.steps_for_nfe`), so the calls may fall short of it (heun, 6: 3 steps, 5).
+        calibration: unit noise [B, ...], floating point and finite (the starting latents are
+            ``calibration · σ_max``).
         sigma_min, sigma_max: the range; σ_max must be finite.
-        maxiter: Nelder-Mead iterations (default 150 × the number of free points).
+        maxiter: Nelder-Mead iterations, an integer >= 1 (default None: 150 × the number of free points).
         sampler_options: passed to every sampler call.
+        baselines: the σ schedules to compare with (names; not a training-timestep spacing, which needs a model's
+            table).
+
+    One step has nothing to place: its schedule is [σ_max, 0] (σ_min sets only the reference it is scored against).
     """
-    spec = info(sampler)
-    if spec.stochastic:
-        raise InvalidInput(f"{sampler!r} is stochastic; optimise schedules for deterministic (ode) samplers")
-    if not (0 < sigma_min < sigma_max < math.inf):
-        raise InvalidInput(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    if not isinstance(calibration, torch.Tensor) or calibration.ndim < 2:
-        raise InvalidInput("calibration must be a batch of unit noise [B, ...]")
-    fit = steps_for_nfe(sampler, nfe, lambda n: schedules.get_sigmas("karras", n, sigma_min=sigma_min,
-                                                                      sigma_max=sigma_max), **dict(sampler_options or {}))
+    spec = check_sampler(sampler)
+    nfe = integer("nfe", nfe, lo=1)
+    sigma_min, sigma_max = _sigma_range(sigma_min, sigma_max)
+    calibration = _check_calibration(calibration)
+    if maxiter is not None:
+        maxiter = integer("maxiter", maxiter, lo=1)
+    if sampler_options is not None and not isinstance(sampler_options, dict):
+        raise InvalidType(f"sampler_options must be a dict of the sampler's options, got {sampler_options!r}")
+    options = dict(sampler_options or {})
+    fit = steps_for_nfe(spec.name, nfe, lambda n: schedules.get_sigmas("karras", n, sigma_min=sigma_min,
+                                                                        sigma_max=sigma_max), **options)
     if fit is None:
         raise InvalidInput(f"an NFE budget of {nfe} is less than one step of {sampler!r}")
     steps = fit[0]
-    options = dict(sampler_options or {})
+    fixed = _check_baselines(baselines, steps, sigma_min, sigma_max)
     x = calibration * sigma_max
     reference = reference_solution(denoiser, x, sigma_max, sigma_min)
     base = {}
-    for name in baselines:
-        try:
-            base[name] = schedule_error(denoiser, sampler, schedules.get_sigmas(name, steps, sigma_min=sigma_min,
-                                                                                  sigma_max=sigma_max), x, reference, **options)
-        except ValueError:
-            continue
-    if steps < 2:  # nothing to place between σ_max and σ_min … 0
+    for name, sig in fixed.items():
+        err = schedule_error(denoiser, spec.name, sig, x, reference, **options)
+        base[name] = err if math.isfinite(err) else None  # None: that schedule's run was not finite
+    def meta(evaluations: int) -> dict:
+        return {"steps": steps, "evaluations": evaluations, "sigma_min": sigma_min, "sigma_max": sigma_max,
+                "calibration_batch": int(calibration.shape[0])}
+
+    if steps < 2:  # nothing to place between σ_max and 0: one step runs from σ_max to 0
         sig = schedules.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max)
-        err = schedule_error(denoiser, sampler, sig, x, reference, **options)
-        return OptimisedSchedule(sig.tolist(), spec.name, nfe, err, base, {"steps": steps})
+        err = schedule_error(denoiser, spec.name, sig, x, reference, **options)
+        return OptimisedSchedule(sig.tolist(), spec.name, nfe, err, base, meta(1))
     log_max, log_min = math.log(sigma_max), math.log(sigma_min)
     karras = schedules.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max)[:-1].log().numpy()
     theta0 = np.log(-np.diff(karras))
 
     def objective(theta):
-        err = schedule_error(denoiser, sampler, _sigmas_from(theta, log_max, log_min), x, reference, **options)
+        err = schedule_error(denoiser, spec.name, _sigmas_from(theta, log_max, log_min), x, reference, **options)
         return err if math.isfinite(err) else 1e6
 
     from scipy import optimize
@@ -201,28 +406,45 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
     res = optimize.minimize(objective, theta0, method="Nelder-Mead",
                             options={"maxiter": maxiter or 150 * len(theta0), "xatol": 1e-4, "fatol": 1e-10})
     best = _sigmas_from(res.x, log_max, log_min)
-    return OptimisedSchedule(best.tolist(), spec.name, nfe, float(res.fun), base,
-                             {"steps": steps, "evaluations": int(res.nfev), "sigma_min": sigma_min,
-                              "sigma_max": sigma_max, "calibration_batch": int(calibration.shape[0])})
+    return OptimisedSchedule(best.tolist(), spec.name, nfe, float(res.fun), base, meta(int(res.nfev)))
 
 
 def main(argv=None) -> int:
     """``python -m samplers.schedules.optimise --sampler dpmpp_2m --nfe 6``: optimise on the analytic Gaussian mixture and
-    print held-out errors of the result beside every fixed schedule."""
+    print held-out errors of the result beside every fixed schedule. Every argument is checked before any work."""
     import argparse
     import time
 
+    from ..core.argtypes import int_at_least, out_folder, real as real_arg
     from ..problems import GaussianMixture
 
     p = argparse.ArgumentParser(prog="python -m samplers.schedules.optimise", description=main.__doc__)
-    p.add_argument("--sampler", nargs="+", default=["euler", "dpmpp_2m", "heun"])
-    p.add_argument("--nfe", type=int, default=6)
-    p.add_argument("--calibration", type=int, default=64, help="calibration batch")
-    p.add_argument("--held-out", type=int, default=256, help="held-out batch")
-    p.add_argument("--sigma-min", type=float, default=0.002)
-    p.add_argument("--sigma-max", type=float, default=80.0)
-    p.add_argument("--out", default=None, help="folder for <sampler>_<nfe>.json")
+    p.add_argument("--sampler", nargs="+", default=["euler", "dpmpp_2m", "heun"],
+                   help="deterministic, fixed-step registry samplers, each once")
+    p.add_argument("--nfe", type=int_at_least(1), default=6)
+    p.add_argument("--calibration", type=int_at_least(1), default=64, help="calibration batch")
+    p.add_argument("--held-out", type=int_at_least(1), default=256, help="held-out batch")
+    p.add_argument("--sigma-min", type=real_arg(positive=True), default=0.002)
+    p.add_argument("--sigma-max", type=real_arg(positive=True), default=80.0)
+    p.add_argument("--out", type=out_folder, default=None, help="folder for <sampler>_<nfe>.json (created if missing)")
     args = p.parse_args(argv)
+    if not args.sigma_min < args.sigma_max:
+        p.error(f"--sigma-min {args.sigma_min:g} must be below --sigma-max {args.sigma_max:g}")
+    try:
+        distinct("--sampler", args.sampler, "it would be optimised twice")
+    except SamplersError as e:
+        p.error(str(e))
+    for sampler in args.sampler:
+        try:
+            spec = check_sampler(sampler)
+            fits = steps_for_nfe(spec.name, args.nfe, lambda n: schedules.get_sigmas(
+                "karras", n, sigma_min=args.sigma_min, sigma_max=args.sigma_max))
+        except SamplersError as e:
+            p.error(f"--sampler {sampler}: {e}")
+        if fits is None:
+            p.error(f"--nfe {args.nfe} is less than one step of {sampler!r}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
     gm = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=3)
     held = gm.noise(args.held_out, seed=1) * args.sigma_max
     ref = reference_solution(gm.denoiser, held, args.sigma_max, args.sigma_min)
@@ -240,7 +462,7 @@ def main(argv=None) -> int:
         print(f"{sampler:<12} optimised {mine:.4f}   best fixed {best} {fixed[best]:.4f}   ratio {mine / fixed[best]:.2f}   "
               f"({r.meta['evaluations']} evaluations, {time.perf_counter() - t0:.0f} s)")
         if args.out:
-            r.save(Path(args.out) / f"{sampler}_{args.nfe}.json")
+            r.save(args.out / f"{sampler}_{args.nfe}.json")
     return 0
 
 
