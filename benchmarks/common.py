@@ -100,7 +100,12 @@ class Problem:
         return samplers.core.seeds.seeded_randn((n, *self.shape), seeds).to(self.device, self.dtype)
 
     def sigmas(self, schedule: str, steps: int) -> torch.Tensor:
-        """The schedule on this problem's range; a finite sigma_max is used where the schedule needs one."""
+        """The schedule on this problem's range; a finite sigma_max is used where the schedule needs one. A preset
+        (Align Your Steps: published levels) takes no range: it is built without one."""
+        from samplers.schedules.base import PRESETS, SCHEDULES
+
+        if SCHEDULES.canonical(schedule) in PRESETS:
+            return samplers.get_sigmas(schedule, steps, native=self.native)
         try:
             return samplers.get_sigmas(schedule, steps, native=self.native, sigma_min=self.sigma_min,
                                        sigma_max=self.sigma_max)

@@ -782,3 +782,12 @@ def test_the_pools_hard_starts_join_training_and_validation_as_a_stratified_samp
             off["weighted"].append(abs(weighted / truth - 1))
             off["own"].append(abs(own / truth - 1))
     assert sum(off["weighted"]) < 0.75 * sum(off["own"]), off
+
+
+def test_align_your_steps_stays_a_candidate_without_a_native_schedule():
+    """The presets take no range (an explicit one without native= is refused): the candidate grid builds them
+    without one, so a fit on a plain σ range keeps them as before."""
+    from samplers.fitted import fitting
+
+    found = [c for c in fitting.candidates(8, 0.03, 14.615, native=None) if "ays" in str(c)]
+    assert found

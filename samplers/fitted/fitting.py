@@ -510,9 +510,12 @@ def _grid(sched: str, steps: int, native, sigma_min: float, sigma_max: float, as
     """The schedule's σ asked from ``asked``, if it ends at 0 and starts at ``sigma_max`` (within ``START_TOL``, then
     exactly there) or, with ``higher``, above it; else None."""
     import samplers
+    from ..schedules.base import PRESETS, SCHEDULES
 
+    # a preset (Align Your Steps) is published levels and takes no range: built without one, with or without native
+    ranged = {} if SCHEDULES.canonical(sched) in PRESETS else {"sigma_min": sigma_min, "sigma_max": asked}
     try:
-        sig = samplers.get_sigmas(sched, steps, native=native, sigma_min=sigma_min, sigma_max=asked)
+        sig = samplers.get_sigmas(sched, steps, native=native, **ranged)
     except (ValueError, TypeError):
         return None
     top = float(sig[0])
