@@ -200,7 +200,8 @@ def _embedding_width(config: dict) -> int | None:
 def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | None, cfg: float | None) -> Target:
     """A diffusers UNet folder as a Target. Its files are read and checked (scheduler config, prompt embeddings
     against the UNet's config) before the UNet is built or called."""
-    from samplers.interop.diffusers_models import DiffusersModel, check_x0_flags, native_from_config
+    from samplers.interop.diffusers_models import (DiffusersModel, check_x0_flags, native_from_config,
+                                                   sigma_data_from_config)
     from samplers import to_denoiser
 
     try:
@@ -233,7 +234,7 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     for p in unet.parameters():
         p.requires_grad_(False)
     uncond = {"encoder_hidden_states": (negative if negative is not None else rows)[:1]}
-    inner = to_denoiser(DiffusersModel(unet), prediction, native)
+    inner = to_denoiser(DiffusersModel(unet), prediction, native, sigma_data_from_config(config))
 
     def conditioning(n: int, seed: int) -> dict:
         idx = torch.tensor([(seed * 7_919 + k) % rows.shape[0] for k in range(n)])

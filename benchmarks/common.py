@@ -102,9 +102,10 @@ class Problem:
     def sigmas(self, schedule: str, steps: int) -> torch.Tensor:
         """The schedule on this problem's range; a finite sigma_max is used where the schedule needs one. A preset
         (Align Your Steps: published levels) takes no range: it is built without one."""
-        from samplers.schedules.base import PRESETS, SCHEDULES
+        from samplers.core.names import resolve_schedule
+        from samplers.schedules.base import PRESETS
 
-        if SCHEDULES.canonical(schedule) in PRESETS:
+        if resolve_schedule(schedule, native=self.native)[0] in PRESETS:  # tool names too ("Align Your Steps")
             return samplers.get_sigmas(schedule, steps, native=self.native)
         try:
             return samplers.get_sigmas(schedule, steps, native=self.native, sigma_min=self.sigma_min,

@@ -176,8 +176,9 @@ class GaussianMixture:
             view = (-1,) + (1,) * (x_t.ndim - 1)
             sigma = schedule.sigma_of_time(time).to(torch.float64).reshape(view)
             x64 = x_t.to(torch.float64)
-            if prediction == "edm":  # input is c_in·x; output F with D = c_skip·x + c_out·F
-                raise InvalidInput("as_model('edm') is not provided; build EDM models with conversion.edm_scalings")
+            if prediction in ("edm", "edm_v"):  # input is c_in·x; output F with D = c_skip·x ± c_out·F
+                raise InvalidInput(f"as_model({prediction!r}) is not provided; build EDM models with "
+                                   "conversion.edm_scalings")
             a, b = schedule.coefficients(sigma)
             x_ve = torch.where(torch.isinf(sigma), x64, x64 / a)
             x0 = self.denoise(x_ve, sigma.flatten())

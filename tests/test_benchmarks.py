@@ -493,3 +493,13 @@ def test_shipped_classifier_recognises_scenes_and_its_distance_ranks_degradation
     real = data.make_batch(7, 64)[0]
     clean = classifier.frechet_to_data(real)
     assert clean < classifier.frechet_to_data(real * 0.3) and clean < classifier.frechet_to_data(torch.zeros_like(real))
+
+
+@pytest.mark.parametrize("schedule", ["comfyui:karras", "ays_sd15", "AYS SD1.5", "karras"])
+def test_a_problem_builds_the_tool_names_the_benchmark_command_lines_accept(schedule):
+    """Problem.sigmas asked the registry only whether a name is a preset: a ComfyUI / A1111 name the command lines
+    accept raised UnknownNameError (the cell failed)."""
+    from benchmarks import common
+
+    sig = common.get_problem("gm-vp-eps").sigmas(schedule, 5)
+    assert len(sig) == 6 and float(sig[-1]) == 0

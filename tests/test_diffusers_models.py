@@ -267,3 +267,16 @@ def test_an_euler_config_with_continuous_timesteps_and_v_prediction_is_stable_vi
         x_in = x / math.sqrt(sigma ** 2 + 1)  # scale_model_input
         want = _net(x_in, t) * (-sigma / math.sqrt(sigma ** 2 + 1)) + x / (sigma ** 2 + 1)  # Euler's v → x0
         torch.testing.assert_close(D.denoise_at(x, sigma), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", ["CMStochasticIterativeScheduler", "CosineDPMSolverMultistepScheduler", "SCMScheduler"])
+def test_schedulers_with_sigma_data_that_are_not_edm_are_refused_by_name(cls):
+    """Their configs carry sigma_data too: they were read as VP models on default betas, and a sigma_data test would
+    have read them as EDM (Stable Audio's cosine model 0.11 off). Refused, naming the class."""
+    scheduler = getattr(diffusers, cls, None)
+    if scheduler is None:
+        pytest.skip(f"diffusers {diffusers.__version__} has no {cls}")
+    with pytest.raises(samplers.InvalidOption, match=cls):
+        native_from_config(scheduler().config)
+    edm = {k: v for k, v in diffusers.EDMEulerScheduler().config.items() if not k.startswith("_")}
+    assert native_from_config(edm)[1] == "edm"  # a config without its class: EDM by its sigma_data

@@ -90,18 +90,6 @@ def test_a_seed_that_is_not_an_integer_in_range_is_refused_in_the_constructor(se
         SamplerScheduler(sampler="euler_ancestral", seed=seed)
 
 
-def test_a_seed_without_room_for_the_batch_is_refused_before_the_model_runs():
-    """The constructor checks the seed for one item; scale_model_input, which the pipeline calls before the model,
-    checks it for the batch (it failed in step(), after the first model call)."""
-    config = EulerAncestralDiscreteScheduler.from_config(SDXL).config
-    s = SamplerScheduler.from_config(config, seed=2**63 - 1)
-    s.set_timesteps(4)
-    x = torch.zeros(2, 4, 8, 8)
-    with pytest.raises(InvalidInput, match="leaves no room for 2 items"):
-        s.scale_model_input(x, s.timesteps[0])
-    s.scale_model_input(x[:1], s.timesteps[0])  # one item fits
-
-
 def test_an_integer_seed_runs():
     config = EulerAncestralDiscreteScheduler.from_config(SDXL).config
     a, b = (loop(SamplerScheduler.from_config(config, seed=seed)) for seed in (7, 7))

@@ -594,3 +594,17 @@ def test_the_command_fit_prints_for_a_shipped_model_parses_as_generate(cfg):
     args = build_parser().parse_args(cmd[1:])
     assert (args.model, args.sampler) == ("eps", "fitted:out/fit/nfe8.json") and args.prompt
     assert args.cfg == cfg
+
+
+def test_a_diffusers_folder_with_an_edm_scheduler_config_is_fitted_with_its_sigma_data(tmp_path):
+    """An EDMEulerScheduler config (Playground v2.5: σ_data 0.5) is read as EDM preconditioning, and the fit's
+    denoiser takes the config's σ_data (it took the default 1)."""
+    from diffusers import EDMEulerScheduler
+
+    from app.fit import diffusers_target
+    from benchmarks import tiny_unet
+
+    folder = tiny_unet.make(tmp_path / "unet")
+    EDMEulerScheduler(sigma_data=0.5, prediction_type="v_prediction").save_config(folder)
+    target = diffusers_target(folder, None, str(folder / "embeds.safetensors"), None)
+    assert target.prediction == "edm_v" and target.denoiser.inner.sigma_data == 0.5

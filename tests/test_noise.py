@@ -241,6 +241,16 @@ def test_a_shared_brownian_noise_object_gives_every_run_the_same_noise(name, sig
     torch.testing.assert_close(runs[0], fresh, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("lo, hi", [(1.0, 1.0000009), (1.0, 1.0 + 1e-9), (14.6 - 1e-7, 14.6), (0.5, 0.7)])
+def test_a_step_shorter_than_the_paths_resolution_still_draws_unit_noise(lo, hi):
+    """A piece the tree cannot split (below its resolution, 1e-6) is drawn independently, with its own variance: the
+    unit noise of a tiny step stays N(0, 1) (it was zero, or torchsde recursed)."""
+    x = torch.zeros(1024, 1)
+    noise = BrownianNoise(x, list(range(1024)), sigma_min=0.03, sigma_max=14.6)
+    unit = noise(hi, lo)
+    assert 0.9 < float(unit.std()) < 1.1
+
+
 def test_a_piece_of_an_interval_shorter_than_the_paths_resolution_is_not_queried():
     """Churn from σ = 14.599999999999993 on a path that ends at 14.6 asked torchsde for a 7e-15 piece: it recursed
     until Python's limit."""
@@ -251,8 +261,13 @@ def test_a_piece_of_an_interval_shorter_than_the_paths_resolution_is_not_queried
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name, options", [("euler_ancestral", {"noise_sampler": "brownian_tree"}),
-                                           ("DPM++ 2M SDE", {}), ("comfyui:dpmpp_3m_sde", {})])
+@pytest.mark.parametrize("name, options", [
+    ("euler_ancestral", {"noise_sampler": "brownian_tree"}), ("DPM++ 2M SDE", {}), ("comfyui:dpmpp_3m_sde", {}),
+    # noise switched on in a deterministic kind (churn, η), or kept drawing at s_noise = 0
+    ("euler", {"noise_sampler": "brownian_tree", "s_churn": 1.0}), ("heun", {"noise_sampler": "brownian_tree", "s_churn": 1.0}),
+    ("ddim", {"noise_sampler": "brownian_tree", "eta": 1.0}), ("dpm_fast", {"noise_sampler": "brownian_tree", "eta": 1.0}),
+    ("euler_ancestral", {"noise_sampler": "brownian_tree", "s_noise": 0.0}),
+    ("restart", {"noise_sampler": "brownian_tree", "s_noise": 0.0})])
 def test_a_brownian_tree_from_infinity_is_refused_before_any_model_call(name, options):
     calls = []
 

@@ -103,21 +103,26 @@ class BrownianNoise:
     def increment(self, sigma: float, sigma_next: float) -> torch.Tensor:
         """W(−σ_next) − W(−σ) of every item (variance |σ − σ_next|), in the path's dtype and device."""
         lo, hi = min(sigma, sigma_next), max(sigma, sigma_next)
-        inside = self._inside(lo, hi)
-        # parts of [lo, hi] outside [σ_min, σ_max]: independent increments (infinite length: see unit())
+        inside, unresolved = self._inside(lo, hi)
+        # parts of [lo, hi] outside [σ_min, σ_max], and a part inside shorter than the path's resolution (the tree
+        # cannot split it: torchsde recursed): independent increments (infinite length: see unit())
         above = max(hi, self.sigma_max) - max(lo, self.sigma_max)
         below = min(hi, self.sigma_min) - min(lo, self.sigma_min)
-        outside = above + below
+        outside = above + below + unresolved
         if outside > 0:
             inside = inside + self._normal() * math.sqrt(outside)
         return inside if sigma_next <= sigma else -inside
 
-    def _inside(self, lo: float, hi: float) -> torch.Tensor:
+    def _inside(self, lo: float, hi: float) -> tuple[torch.Tensor, float]:
+        """The path's increment over the part of [lo, hi] inside its range, and the length of that part when it is
+        shorter than the path's resolution (then drawn independently by the caller; 0 otherwise)."""
         a, b = -min(hi, self.sigma_max), -max(lo, self.sigma_min)
-        # a piece shorter than the path's resolution adds nothing it can resolve (torchsde would recurse on it)
+        zeros = torch.zeros((len(self.paths), *self.shape), dtype=self.dtype, device=self.path_device)
+        if b <= a:
+            return zeros, 0.0
         if b - a < self.tol:
-            return torch.zeros((len(self.paths), *self.shape), dtype=self.dtype, device=self.path_device)
-        return torch.stack([path(a, b) for path in self.paths])
+            return zeros, b - a
+        return torch.stack([path(a, b) for path in self.paths]), 0.0
 
     def _normal(self) -> torch.Tensor:
         return torch.stack([torch.randn(self.shape, generator=g, device=self.path_device, dtype=self.dtype)

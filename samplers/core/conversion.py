@@ -12,6 +12,7 @@ pair of pure functions, ``to_x0`` and ``from_x0`` (2n conversions, not n² pairw
 | ``flow``  | u = n − x0 in rectified-flow coordinates with the same SNR | x_t/(a+b) − t·u, t = b/(a+b) |
 | ``score`` | ∇ log p(x_t)                         | (x_t + b²·score) / a |
 | ``edm``   | F of EDM's preconditioning (σ_data) | c_skip·x + c_out·F, input c_in·x, VE only |
+| ``edm_v`` | diffusers' EDM ``v_prediction``     | c_skip·x − c_out·F, as ``edm`` otherwise |
 
 At σ = inf the sampler state is the unit noise itself (x_t = n); ``eps`` and ``score`` carry no
 information about x0 there and say so (``supports_infinite_sigma = False``).

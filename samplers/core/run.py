@@ -129,9 +129,11 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
     params = spec.options
     if "noise_sampler" in params:
         options = dict(options)
-        # a stochastic sampler with its noise on draws: a noise kind it cannot build is refused before the model runs
-        draws = spec.kind != "ode" and all(options.get(k, params.get(k)) != 0 for k in ("eta", "s_noise")
-                                           if k in params)
+        # a run that draws noise (η > 0 where the sampler has η, else a stochastic kind; churn) is refused a noise kind
+        # it cannot build before the model runs (s_noise = 0 still draws: the draw is multiplied by 0)
+        eta = options.get("eta", params.get("eta")) if "eta" in params else None
+        churn = options.get("s_churn", params.get("s_churn")) if "s_churn" in params else 0
+        draws = (spec.kind != "ode" if eta is None else eta != 0) or bool(churn)
         options["noise_sampler"] = noise_mod.for_run(options.get("noise_sampler"), options.pop("seed", None), x,
                                                      values, draws=draws)
 

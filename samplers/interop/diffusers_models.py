@@ -147,12 +147,28 @@ def prediction_from_config(config: Any) -> str:
 
 
 EDM_CLASSES = frozenset({"EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"})
+# schedulers whose models are preconditioned in ways no native schedule here reads (their configs carry sigma_data
+# too, but are not EDM's): refused by name rather than read as something else
+NOT_READ = {"CMStochasticIterativeScheduler": "a consistency model's boundary scalings and time input",
+            "CosineDPMSolverMultistepScheduler": "Stable Audio's cosine-schedule preconditioning",
+            "SCMScheduler": "an sCM (TrigFlow) model's preconditioning"}
 
 
 def _edm_kind(cfg: Mapping) -> str | None:
-    """"edm" for diffusers' EDM scheduler configs, "continuous_v" for an Euler config whose model takes ¼·ln σ
-    (``timestep_type="continuous"`` with v_prediction: Stable Video Diffusion), None otherwise."""
-    if cfg.get("_class_name") in EDM_CLASSES or "sigma_data" in cfg:
+    """"edm" for diffusers' EDM scheduler configs (by class; a config without ``_class_name`` by its ``sigma_data``),
+    "continuous_v" for an Euler config whose model takes ¼·ln σ (``timestep_type="continuous"`` with v_prediction:
+    Stable Video Diffusion), None otherwise; the classes of :data:`NOT_READ` are refused."""
+    cls = cfg.get("_class_name")
+    if cls is None and "sigma_data" in cfg:  # a scheduler's own .config: the class by its parameters
+        edm = "sigma_schedule" in cfg and ("solver_order" not in cfg or "algorithm_type" in cfg)
+        cls = "EDMEulerScheduler" if edm else next(
+            (c for c, keys in (("CMStochasticIterativeScheduler", {"clip_denoised"}),
+                               ("CosineDPMSolverMultistepScheduler", {"sigma_schedule", "solver_order"}))
+             if keys <= set(cfg)), "SCMScheduler")
+    if cls in NOT_READ:
+        raise InvalidOption(f"a {cls} config describes {NOT_READ[cls]}, which this library does not read into a "
+                            "native schedule; run that model with its own scheduler")
+    if cls in EDM_CLASSES:
         return "edm"
     if cfg.get("timestep_type", "discrete") == "continuous" and cfg.get("prediction_type") == "v_prediction":
         return "continuous_v"

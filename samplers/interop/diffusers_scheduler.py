@@ -464,7 +464,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                 "alone on that grid")
         solver = label.options.get("solver") if label is not None else None
         if callable(getattr(solver, "check_model", None)):  # a fitted solver: what the config says of its model
-            solver.check_model(prediction=self.prediction, supports_infinite_sigma=self.prediction not in ("eps", "score"),
+            solver.check_model(prediction=self.prediction,
+                               supports_infinite_sigma=self.prediction not in ("eps", "score", "edm"),
                                allow_other_model=options.get("allow_other_model", False), source=label.label)
         self._check_schedule_options(schedule_options)
         self.latents = self._source.latents if self._source is not None else "native"
@@ -610,7 +611,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         space = self._source.model_space(config)
         if space == "edm":
             c = self._ref.config
-            prediction = {"epsilon": "eps", "v_prediction": "v"}.get(c.prediction_type)
+            prediction = {"epsilon": "edm", "v_prediction": "edm_v"}.get(c.prediction_type)  # as native_from_config
             if prediction is None:
                 raise InvalidOption(f"{self._source_name} with prediction_type={c.prediction_type!r}: EDM "
                                     "preconditioning is defined for 'epsilon' and 'v_prediction'")
@@ -712,8 +713,6 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         """The model's input: the latent itself (native coordinates), or x/√(σ² + 1) (EDM: c_in·x) where the
         source class keeps VE latents."""
-        if self.config.seed is not None:  # before the model runs: seed + k must stay a seed for this batch
-            seeds_mod.resolve_seeds(self.config.seed, sample.shape[0])
         if self._plan is None:
             if self.latents == "native":
                 return sample
@@ -814,7 +813,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._check_options(spec, options)
         self.spec = spec
         self.order = self._order(spec)
-        self._supports_inf = self.prediction not in ("eps", "score")
+        self._supports_inf = self.prediction not in ("eps", "score", "edm")  # as before for EDM epsilon
         self._noisy = "noise_sampler" in spec.options
         self._options = options
         self._plan = _plan(spec.fn, schedule, options, self._supports_inf, self._noisy, idle)
@@ -1121,7 +1120,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             # EDM's preconditioning (Karras et al. 2022, Table 1): D = c_skip·x + c_out·F, c_out < 0 for v
             sd2 = self._sigma_data**2
             c_out = s * self._sigma_data / (s**2 + sd2) ** 0.5
-            x0 = sd2 / (s**2 + sd2) * sample + (c_out if prediction == "eps" else -c_out) * out
+            x0 = sd2 / (s**2 + sd2) * sample + (c_out if prediction == "edm" else -c_out) * out
         elif self.latents == "ve":
             # x = x0 + σ·n: the k-diffusion forms of the conversions (Euler, Heun, LMS, KDPM2, ...)
             if prediction == "eps":
