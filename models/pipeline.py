@@ -244,6 +244,7 @@ class Pipeline:
         """The registry denoiser ``D(x, sigma)`` for ``prompt`` (one, broadcast to x's batch, or one per item)
         with classifier-free guidance ``cfg`` (1 = none; default: the model's measured default)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        self._check_prompt_lengths(prompts)
         cfg = self.guidance(cfg)
         return CFGDenoiser(self._denoiser, self.encode_prompts(prompts), self.encode_prompts([""]), cfg)
 
@@ -344,6 +345,14 @@ class Pipeline:
                          fix=f"the shipped models were trained at {self.vae.config.image_size}×"
                              f"{self.vae.config.image_size}; use a smaller size or batch")
 
+    def _check_prompt_lengths(self, prompts: Sequence[str]) -> None:
+        tok = self.model.text_encoder.tokenizer
+        for k, p in enumerate(prompts):
+            words = len(tok.words(p))
+            if words > tok.max_length - 1:
+                raise InvalidInput(f"prompt {k} has {words} words but the text encoder reads at most "
+                                   f"{tok.max_length - 1} (it would drop the rest); shorten it: {p!r}")
+
     def _batch(self, prompt, batch: int | None, seed) -> tuple[list[str], list[int]]:
         if isinstance(prompt, str):
             prompts = [prompt]
@@ -353,12 +362,7 @@ class Pipeline:
             raise InvalidType(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
         if not prompts:
             raise InvalidInput("no prompt given")
-        tok = self.model.text_encoder.tokenizer
-        for k, p in enumerate(prompts):
-            words = len(tok.words(p))
-            if words > tok.max_length - 1:
-                raise InvalidInput(f"prompt {k} has {words} words but the text encoder reads at most "
-                                   f"{tok.max_length - 1} (it would drop the rest); shorten it: {p!r}")
+        self._check_prompt_lengths(prompts)
         if batch is not None:
             n = integer("batch", batch, lo=1, hi=MAX_BATCH)
         else:

@@ -709,9 +709,10 @@ def test_a_model_that_scales_its_sampler_noise_is_refused_for_samplers_that_draw
     sampling.noise_scale = 0.7
     with pytest.raises(samplers.Unavailable, match="noise_scale is 0.7"):
         comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:dpmpp_2m_sde")), sampling, flux_nonlinear, FLOW_SIGMAS)
-    out, guider, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:euler")), sampling, flux_nonlinear,
-                                FLOW_SIGMAS)
-    assert torch.isfinite(out).all() and guider.calls
+    for name, options in (("comfyui:euler", {}), ("comfyui:exp_heun_2_x0", {}), ("comfyui:dpmpp_2m_sde", {"eta": 0.0})):
+        out, guider, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(name, **options)), sampling, flux_nonlinear,
+                                    FLOW_SIGMAS)  # no fresh noise to scale: runs
+        assert torch.isfinite(out).all() and guider.calls
 
 
 def test_comfyui_ancestral_names_without_their_rf_rule_are_refused_on_flow_models():

@@ -236,6 +236,8 @@ def test_a_prompt_longer_than_the_text_encoder_reads_is_refused(parts, monkeypat
         pipe.txt2img(["a red circle", long], steps=2, seed=0, progress=False)
     assert calls == []
     pipe.txt2img(" ".join(["red"] * limit), steps=1, seed=0, progress=False, output="tensor")  # the limit itself runs
+    with pytest.raises(samplers.InvalidInput, match="words but"):
+        pipe.denoiser(long, 2.0)  # the denoiser of the pipeline too (it cut the prompt)
 
 
 def test_guidance_refuses_conditioning_of_another_batch_before_the_model_runs(parts):

@@ -98,7 +98,10 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
             merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0])
         noise_scale = getattr(_model_sampling(model), "noise_scale", 1.0)
-        if flow_spec.kind != "ode" and float(noise_scale) != 1.0:
+        # ComfyUI scales the fresh noise of its ancestral / SDE samplers (not EDM churn): refused where that runs
+        scaled = flow_spec.kind != "ode" and all(merged.get(k, flow_spec.options.get(k)) != 0
+                                                  for k in ("eta", "s_noise") if k in flow_spec.options)
+        if scaled and float(noise_scale) != 1.0:
             raise Unavailable(f"the model's model_sampling.noise_scale is {float(noise_scale):g}: ComfyUI scales its "
                               "samplers' fresh noise by it (its video models), which this adapter does not reproduce; "
                               f"use a deterministic sampler, or ComfyUI's own {name!r}")
