@@ -319,9 +319,9 @@ def _check_kwargs(kwargs: Mapping, class_name: str | None) -> None:
 
 def _host_sync_refusal(name: str) -> str:
     """Why a sampler that reads the device on the host inside its loop (``host_sync``) is not a scheduler here."""
-    from .torchdiffeq_adapter import ADAPTIVE
+    from .torchdiffeq_adapter import chooses_own_steps
 
-    if name == "dpm_adaptive" or name.split(".", 1)[-1] in ADAPTIVE:
+    if chooses_own_steps(name):
         why = ("it chooses its steps from the model's outputs, but a diffusers pipeline fixes scheduler.timesteps "
                "before its loop")
     else:

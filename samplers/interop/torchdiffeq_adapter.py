@@ -46,6 +46,13 @@ MAX_STEPS = 10_000  # adaptive methods: the default cap on steps per output inte
 ADAPTIVE = {"dopri5": (5, 6), "dopri8": (8, 13), "bosh3": (3, 3), "fehlberg2": (2, 3), "adaptive_heun": (2, 2)}
 
 
+def chooses_own_steps(name: str) -> bool:
+    """Whether the registry sampler ``name`` chooses its steps from the model's outputs (``dpm_adaptive``,
+    torchdiffeq's adaptive methods): a schedule's interior points, or a pipeline's fixed timesteps, mean nothing
+    to it."""
+    return name == "dpm_adaptive" or (name.startswith("torchdiffeq.") and name.split(".", 1)[1] in ADAPTIVE)
+
+
 # The ``options`` each method family reads, from torchdiffeq's solver signatures (tested against torchdiffeq 0.2.x):
 # RKAdaptiveStepsizeODESolver (+ ``norm`` of AdaptiveStepsizeODESolver), FixedGridODESolver, AdamsBashforthMoulton.
 # torchdiffeq warns and drops any other key; here it is refused before the first model call.

@@ -39,14 +39,6 @@ META_KEYS = ("steps", "evaluations", "sigma_min", "sigma_max", "calibration_batc
 RANGE_RTOL = 1e-6  # an asked range end within this of the schedule's own is the same range
 
 
-def _adaptive(name: str) -> bool:
-    """A sampler that chooses its own steps from the model's outputs: a schedule's interior points mean nothing to
-    it."""
-    from ..interop.torchdiffeq_adapter import ADAPTIVE
-
-    return name == "dpm_adaptive" or (name.startswith("torchdiffeq.") and name.split(".", 1)[1] in ADAPTIVE)
-
-
 def check_sampler(sampler: str, *, exact: bool = False):
     """The spec of a sampler whose schedule can be optimised: deterministic, stepping the schedule it is given, and
     named by the registry (an A1111 / ComfyUI label that implies a schedule or options would have them dropped).
@@ -70,7 +62,9 @@ def check_sampler(sampler: str, *, exact: bool = False):
     if spec.stochastic:
         raise InvalidInput(f"{sampler!r} is stochastic; optimise schedules for deterministic (ode) samplers (its "
                            "error to the ODE's solution is its noise's, not its schedule's)")
-    if _adaptive(spec.name):
+    from ..interop.torchdiffeq_adapter import chooses_own_steps
+
+    if chooses_own_steps(spec.name):
         raise InvalidInput(f"{sampler!r} is adaptive: it chooses its own steps from the model's outputs, so a "
                            "schedule's interior points mean nothing to it; optimise a schedule for a fixed-step "
                            "sampler (euler, heun, dpmpp_2m, ...)")
