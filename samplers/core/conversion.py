@@ -32,14 +32,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import numbers
 from typing import Callable
 
 import torch
 
 from .native import NoiseSchedule
-from .errors import InvalidInput
+from .errors import InvalidInput, InvalidOption, InvalidType
 
 PREDICTIONS = ("eps", "x0", "v", "flow", "score", "edm", "edm_v")
+EDM_PREDICTIONS = ("edm", "edm_v")  # the predictions that take EDM's σ_data
 # The dtype a registry run calls the model in: the caller's latents' fp16 / bf16 (as k-diffusion calls a model, in
 # the latents' dtype) while the state and these conversions stay float32; None (the state's dtype) otherwise.
 MODEL_DTYPE: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar("samplers_model_dtype",
@@ -87,6 +89,28 @@ def canonical_prediction(prediction: str) -> str:
         raise InvalidInput(f"unknown prediction type {prediction!r}; use one of {PREDICTIONS} "
                          f"(or diffusers' names {tuple(ALIASES)})")
     return p
+
+
+def check_sigma_data(prediction: str, sigma_data) -> float:
+    """``sigma_data`` for a model of the (canonical) ``prediction``: a finite number > 0 for ``edm`` / ``edm_v``
+    (0 would make D ≡ 0, a negative one flip its sign); the other predictions do not use it, so there anything but
+    the default 1 is refused rather than ignored (an EDM-v model given as ``v`` would run as a plain v model)."""
+    if isinstance(sigma_data, bool) or not isinstance(sigma_data, numbers.Real):
+        raise InvalidType(f"sigma_data must be a real number (EDM's σ_data, e.g. 0.5), got {sigma_data!r} "
+                          f"({type(sigma_data).__name__})")
+    value = float(sigma_data)
+    if prediction in EDM_PREDICTIONS:
+        if not (math.isfinite(value) and value > 0):
+            raise InvalidOption(f"sigma_data = {value} for an {prediction!r} model: EDM's σ_data (the data's standard "
+                                "deviation in its preconditioning) must be a finite number > 0; pass the model's own "
+                                "(EDM and diffusers' EDM schedulers use 0.5)")
+        return value
+    if value != 1.0:
+        raise InvalidOption(f"sigma_data = {value:g} with prediction {prediction!r}: only the EDM-preconditioned "
+                            f"predictions {EDM_PREDICTIONS} take sigma_data, and a {prediction!r} model would ignore "
+                            "it; for an EDM model use prediction='edm' (diffusers' EDM 'epsilon') or 'edm_v' "
+                            "(diffusers' EDM 'v_prediction'), otherwise leave sigma_data out")
+    return value
 
 
 def to_x0(prediction: str, out, x_t, a, b):
@@ -209,7 +233,7 @@ class Denoiser:
         self.model = model
         self.prediction = canonical_prediction(prediction)
         self.schedule = schedule
-        self.sigma_data = sigma_data
+        self.sigma_data = check_sigma_data(self.prediction, sigma_data)
         # σ = inf (zero SNR) is a point of the model only where its schedule reaches it (zero-terminal-SNR VP, flow),
         # and only a prediction that carries the signal there (not eps / score) gives x0 from it
         self.supports_infinite_sigma = (self.prediction not in ("eps", "score")
@@ -302,7 +326,8 @@ def to_denoiser(model: Callable, prediction: str, schedule: NoiseSchedule, sigma
             c_out negated) (diffusers' names ``epsilon``, ``sample``, ``v_prediction``, ``flow_prediction`` are
             accepted for the others).
         schedule: the model's native noise schedule.
-        sigma_data: EDM's σ_data (``edm`` / ``edm_v`` only).
+        sigma_data: EDM's σ_data (``edm`` / ``edm_v`` only: a finite number > 0). The other predictions do not
+            use it and refuse any value but the default 1.
 
     Returns:
         ``D(x, sigma, **extra_args)`` with x in VE coordinates (x = x0 + σ·n) and sigma of shape [B].

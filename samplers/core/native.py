@@ -68,6 +68,14 @@ def _vp_coefficients_at(sigma: float) -> tuple[float, float]:
     return a, sigma * a
 
 
+def _time_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a time input of a σ of ``dtype`` is computed and returned in: float32 for a float16 / bfloat16 σ,
+    σ's own dtype otherwise. k-diffusion's samplers pass σ in the latents' dtype and its wrappers compute the time
+    from their float32 tables, so their time input is float32; in bfloat16 a timestep near 1000 would round to a
+    multiple of 4 (SD's σ_max to 1000, past the table's last index 999)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _log(sigma: float) -> float:
     """ln σ as torch computes it: −inf at σ = 0, inf at σ = inf."""
     return math.log(sigma) if sigma > 0 else -math.inf
@@ -193,7 +201,7 @@ class VPDiscrete(NoiseSchedule):
         t = torch.where(torch.isinf(sigma), torch.full_like(t, n - 1), t)
         if self.quantize:
             t = t.round()
-        return t.to(sigma.dtype)
+        return t.to(_time_dtype(sigma.dtype))
 
     def coefficients_at(self, sigma):
         return _vp_coefficients_at(sigma)
@@ -284,7 +292,7 @@ class VPContinuous(NoiseSchedule):
             s = self.cosine_s
             f0 = math.cos(s / (1 + s) * math.pi / 2) ** 2
             t = torch.acos((torch.exp(-log1p_s2) * f0).sqrt()) * (2 / math.pi) * (1 + s) - s
-        return (t * self.time_scale).to(sigma.dtype)
+        return (t * self.time_scale).to(_time_dtype(sigma.dtype))
 
     def coefficients_at(self, sigma):
         return _vp_coefficients_at(sigma)
@@ -330,6 +338,7 @@ class VE(NoiseSchedule):
         return torch.ones_like(sigma), sigma
 
     def time(self, sigma):
+        sigma = sigma.to(_time_dtype(sigma.dtype))
         if self.time_input == "sigma":
             return sigma
         return sigma.log() * (0.25 if self.time_input == "edm" else 1.0)
@@ -364,6 +373,12 @@ def flow_t(sigma):
     if not isinstance(sigma, torch.Tensor) and sigma == 0:
         return 0.0  # 1/σ is inf for a tensor, an exception for a float
     return 1 / (1 + 1 / sigma)
+
+
+def flow_a(sigma):
+    """The signal coefficient 1 − t = 1/(1+σ) of a VE sigma, computed directly: 1 − :func:`flow_t` cancels (in
+    float32 its relative error grows as σ·2⁻²⁴ and it is 0 from σ ≈ 2e7); 1 at σ = 0, 0 exactly at σ = inf."""
+    return 1 / (1 + sigma)
 
 
 def flow_sigma(t: torch.Tensor) -> torch.Tensor:
@@ -468,15 +483,13 @@ class RectifiedFlow(NoiseSchedule):
         return cls(shift=math.exp(mu), multiplier=multiplier, **kw)
 
     def coefficients(self, sigma):
-        t = flow_t(sigma)
-        return 1 - t, t
+        return flow_a(sigma), flow_t(sigma)
 
     def time(self, sigma):
-        return flow_t(sigma) * self.multiplier
+        return flow_t(sigma.to(_time_dtype(sigma.dtype))) * self.multiplier
 
     def coefficients_at(self, sigma):
-        t = flow_t(sigma)
-        return 1 - t, t
+        return flow_a(sigma), flow_t(sigma)
 
     def time_at(self, sigma):
         return flow_t(sigma) * self.multiplier

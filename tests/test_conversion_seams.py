@@ -1,0 +1,147 @@
+"""Seams of the conversion to D(x, σ): float32 accuracy of the flow coefficients, σ_data's rule, half-precision σ.
+
+- ``RectifiedFlow.coefficients``: a = 1 − t cancelled in float32 (relative error σ·2⁻²⁴, a = 0 from σ ≈ 2e7, so a
+  flow model got an all-zero input on the tensor-σ path); a = 1/(1 + σ) is computed directly.
+- ``sigma_data``: EDM's σ_data must be finite and > 0; a prediction that does not use it refuses one rather than
+  ignoring it (an EDM-v model given as ``v`` ran as a plain v model).
+- A float16 / bfloat16 σ (k-diffusion's samplers pass σ in the latents' dtype): the time input is computed and
+  returned in float32, as k-diffusion's wrappers give it from their float32 tables (bfloat16 rounded SD's σ_max
+  to timestep 1000, past the table).
+"""
+import math
+
+import pytest
+import torch
+
+import samplers
+from samplers.core.errors import InvalidOption, InvalidType
+from samplers.core.native import VE, RectifiedFlow, VPContinuous, VPDiscrete
+
+F32 = 2.0**-24
+WIDE_SIGMAS = [1e-3, 0.03, 1.0, 80.0, 1e3, 1e4, 1e6, 2e7, 1e8]
+
+
+# ------------------------------------------------------------------------------------------------------
+# rectified flow in float32
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_flow_coefficients_in_float32_are_correctly_rounded_over_a_wide_sigma_range(shift):
+    rf = RectifiedFlow(shift=shift)
+    s32 = torch.tensor(WIDE_SIGMAS, dtype=torch.float32)
+    s64 = s32.double()  # the same σ values: only the arithmetic differs
+    a32, b32 = rf.coefficients(s32)
+    want_a, want_b = 1 / (1 + s64), s64 / (1 + s64)
+    assert float(((a32.double() - want_a) / want_a).abs().max()) < 4 * F32
+    assert float(((b32.double() - want_b) / want_b).abs().max()) < 4 * F32
+    for s in WIDE_SIGMAS:  # the host twin, in float64
+        a, b = rf.coefficients_at(s)
+        assert a == pytest.approx(1 / (1 + s), rel=1e-15) and b == pytest.approx(s / (1 + s), rel=1e-15)
+    inf = torch.tensor([math.inf])
+    assert rf.coefficients(inf) == (torch.tensor([0.0]), torch.tensor([1.0]))
+    assert rf.coefficients_at(math.inf) == (0.0, 1.0) and rf.coefficients_at(0.0) == (1.0, 0.0)
+    assert rf.coefficients(torch.tensor([0.0])) == (torch.tensor([1.0]), torch.tensor([0.0]))
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "flow", "score"])
+def test_tensor_path_on_a_flow_schedule_agrees_with_the_host_path_and_float64(prediction):
+    seen = []
+
+    def net(x_t, t):
+        seen.append(x_t.clone())
+        return torch.tanh(x_t)
+
+    D = samplers.to_denoiser(net, prediction, RectifiedFlow(shift=3.0))
+    x_unit = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
+    for s in WIDE_SIGMAS:
+        x = x_unit * s
+        seen.clear()
+        ref = D(x.double(), torch.full((4,), s, dtype=torch.float64))
+        tensor = D(x, torch.full((4,), s))
+        host = D.denoise_at(x, s)
+        # the model input x_t = a·x: float32-accurate on both paths (it was all zeros from σ ≈ 2e7)
+        for got in seen[1:]:
+            err = float((got.double() - seen[0]).abs().max() / seen[0].abs().max())
+            assert err < 8 * F32, (prediction, s, err)
+        scale = float(ref.abs().max()) + float(x.abs().max()) * F32  # D's size, and the rounding of x itself
+        for name, got in (("tensor", tensor), ("host", host)):
+            err = float((got.double() - ref).abs().max())
+            assert err <= 16 * F32 * scale, (prediction, s, name, err, scale)
+
+
+def test_flow_model_input_at_a_huge_sigma_is_the_noise_not_zero():
+    seen = []
+    D = samplers.to_denoiser(lambda x_t, t: seen.append(x_t) or torch.zeros_like(x_t), "flow", RectifiedFlow())
+    n = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    D(n * 2e7, torch.full((2,), 2e7))
+    torch.testing.assert_close(seen[0], n, rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------------
+# sigma_data
+
+
+@pytest.mark.parametrize("prediction", ["edm", "edm_v"])
+@pytest.mark.parametrize("bad", [0.0, -0.5, math.nan, math.inf, -math.inf])
+def test_edm_sigma_data_must_be_finite_and_positive(prediction, bad):
+    calls = []
+    with pytest.raises(InvalidOption, match=r"sigma_data = .* finite number > 0.*0\.5"):
+        samplers.to_denoiser(lambda x, t: calls.append(1) or x, prediction, VE(), sigma_data=bad)
+    assert not calls
+
+
+@pytest.mark.parametrize("bad", [True, "0.5", None, torch.tensor(0.5)])
+def test_sigma_data_must_be_a_real_number(bad):
+    with pytest.raises(InvalidType, match="sigma_data must be a real number"):
+        samplers.to_denoiser(lambda x, t: x, "edm", VE(), sigma_data=bad)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "flow", "score", "epsilon", "v_prediction"])
+def test_a_prediction_without_sigma_data_refuses_one_rather_than_ignoring_it(prediction):
+    with pytest.raises(InvalidOption, match=r"sigma_data = 0\.5 with prediction .*'edm', 'edm_v'.*edm_v"):
+        samplers.to_denoiser(lambda x, t: x, prediction, VE(), sigma_data=0.5)
+    with pytest.raises(InvalidOption, match="sigma_data = nan"):
+        samplers.to_denoiser(lambda x, t: x, prediction, VE(), sigma_data=math.nan)
+    # the default, also as passed explicitly (diffusers configs without σ_data give 1: unused)
+    assert samplers.to_denoiser(lambda x, t: x, prediction, VE()).sigma_data == 1.0
+    assert samplers.to_denoiser(lambda x, t: x, prediction, VE(), sigma_data=1).sigma_data == 1.0
+
+
+def test_valid_edm_sigma_data_is_kept():
+    D = samplers.to_denoiser(lambda x, t: x, "edm_v", VE(), sigma_data=0.5)
+    assert D.sigma_data == 0.5 and D.prediction == "edm_v"
+
+
+# ------------------------------------------------------------------------------------------------------
+# half-precision σ
+
+
+SD = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+NATIVES = {"vp_discrete": SD, "vp_discrete_quantized": VPDiscrete.from_betas(quantize=True),
+           "vp_continuous": VPContinuous("linear", time_scale=1000.0), "ve_sigma": VE(time_input="sigma"),
+           "ve_edm": VE(time_input="edm"), "ve_log_sigma": VE(time_input="log_sigma"),
+           "flow": RectifiedFlow(shift=3.0)}
+
+
+@pytest.mark.parametrize("name", list(NATIVES))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_time_of_a_half_precision_sigma_is_float32(name, dtype):
+    native = NATIVES[name]
+    sigma = torch.tensor([0.0292, 0.7, 3.1, 9.7, 14.6, 60.0]).to(dtype)
+    t = native.time(sigma)
+    assert t.dtype == torch.float32
+    want = native.time(sigma.double())  # the same (rounded) σ values, computed in float64
+    torch.testing.assert_close(t, want.float(), rtol=2 * F32, atol=0)
+    for same in (torch.float32, torch.float64):  # other dtypes keep theirs
+        assert native.time(sigma.to(same)).dtype == same
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_k_diffusion_call_with_half_sigma_gives_a_timestep_inside_the_table(dtype):
+    seen = []
+    D = samplers.to_denoiser(lambda x_t, t: seen.append(t) or torch.zeros_like(x_t), "eps", SD)
+    x = torch.randn(2, 4, 8, 8).to(dtype)
+    sigma = SD.sigma_max * x.new_ones([2])  # k-diffusion: sigma * s_in, s_in = x.new_ones([B])
+    D(x * SD.sigma_max, sigma)
+    assert seen[0].dtype == torch.float32 and float(seen[0].max()) <= 999
+    assert float(seen[0][0]) == pytest.approx(SD.time_at(float(sigma[0])), abs=1e-4)
