@@ -62,7 +62,9 @@ def _same_runs(given, schedule: str | None) -> None:
 @contextlib.contextmanager
 def _cli_fixes(command: str):
     """A fitted solver refused for another model names the library's ``allow_other_model=True`` as the fix: on the
-    command line it is ``--allow-other-model`` (generate), which compare does not take."""
+    command line it is ``--allow-other-model`` (generate), which compare does not take. A VAE that is not the
+    U-Net's names ``Pipeline.load(vae=...)``: on the command line it is ``--vae`` (a usage error, exit 2)."""
+    from models.pipeline import VAEMismatchError
     from samplers.fitted.solver import OtherModelError
 
     flag = ("--allow-other-model" if command == "generate" else
@@ -71,6 +73,9 @@ def _cli_fixes(command: str):
         yield
     except OtherModelError as err:
         raise OtherModelError(str(err).replace("allow_other_model=True", flag)) from None
+    except VAEMismatchError as err:
+        raise VAEMismatchError(str(err).replace("Pipeline.load(vae=...)", "--vae FOLDER, or leave --vae out for the "
+                                                "shipped VAE")) from None
 
 
 def _kind(args) -> str | None:
@@ -96,22 +101,27 @@ def _generate(args) -> int:
 
 
 def _run_generate(args) -> int:
-    from models.pipeline import Pipeline, check_sampler, save_images
+    from models.pipeline import Pipeline, PipelineSpec, check_sampler, save_images
 
     distinct("--seed", args.seed, "one image per seed, and a seed always gives the same image")
     if args.allow_other_model and not (args.sampler or "").startswith("fitted:"):
         raise InvalidInput("--allow-other-model applies to a fitted solver (--sampler fitted:PATH), which refuses "
                            f"another model; {args.sampler or 'the default sampler'!r} runs on any model without it")
     out = _check_out(args.out, len(args.seed))
+    options = {"allow_other_model": True} if args.allow_other_model else {}
     if args.sampler is not None:  # the name, a fitted file, its steps: before the weights are read and hashed
-        check_sampler(args.sampler, args.schedule, args.steps,
-                      {"allow_other_model": True} if args.allow_other_model else {}, _kind(args))
-    pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
+        check_sampler(args.sampler, args.schedule, args.steps, options, _kind(args))
     seeds = args.seed if len(args.seed) > 1 else args.seed[0]
+    # everything txt2img checks that needs no weights, by the pipeline's own rules, from the folders' config.json:
+    # the VAE, size, seeds, schedule, steps, memory
+    PipelineSpec.read(args.weights, model=args.model, vae=args.vae).check_request(
+        args.sampler, args.schedule, args.steps, options, seed=seeds, batch=len(args.seed), height=args.height,
+        width=args.width)
+    pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     t0 = time.perf_counter()
     images = pipe.txt2img(args.prompt, sampler=args.sampler, schedule=args.schedule, steps=args.steps, cfg=args.cfg,
                           seed=seeds, batch=len(args.seed), width=args.width, height=args.height, progress=True,
-                          **({"allow_other_model": True} if args.allow_other_model else {}))
+                          **options)
     paths = save_images(images, out)
     print(f"wrote {', '.join(map(str, paths))} ({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -124,7 +134,8 @@ def _compare(args) -> int:
 
 def _run_compare(args) -> int:
     from models import io as mio
-    from models.pipeline import Pipeline, check_sampler
+    from models.pipeline import Pipeline, PipelineSpec, check_sampler
+    from samplers.core import names
 
     from .images import compare_grid, format_table
 
@@ -136,6 +147,11 @@ def _run_compare(args) -> int:
     for name in args.samplers:  # the names and fitted files before the weights are read; compare_grid checks the rest
         check_sampler(name, prediction=_kind(args))
     _same_runs(args.samplers, args.schedule)
+    spec = PipelineSpec.read(args.weights, model=args.model, vae=args.vae)  # config.json only: before the weights
+    for name in args.samplers:  # every cell as compare_grid runs it: item k of n uses seed + k
+        fitted = names.resolve(name).sigmas is not None  # a fitted solver: its own steps and nodes only
+        for steps in [None] if fitted else args.steps:
+            spec.check_request(name, None if fitted else args.schedule, steps, seed=args.seed, batch=args.n)
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     prompts = [args.prompt] * args.n
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,

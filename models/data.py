@@ -352,10 +352,30 @@ def to_pil(image) -> "PIL.Image.Image":  # noqa: F821
     return Image.fromarray(a, "RGB")
 
 
+# PIL modes of 8-bit channels, read as 0..255: converting them to "RGB" / "L" keeps their scale. Any other mode
+# ("I;16", "I", "F", "CMYK", …) holds another range, which convert() would clip or truncate to another picture.
+PIL_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
+
+
+def check_pil_mode(img, what: str = "image", to: str = "RGB", values: str = "[-1, 1]") -> None:
+    """Refuse a PIL image whose mode is not one of :data:`PIL_MODES` (naming the mode and the fix)."""
+    from samplers.core.errors import InvalidType
+
+    mode = getattr(img, "mode", None)
+    if mode not in PIL_MODES:
+        raise InvalidType(
+            f"{what} is a PIL image of mode {mode!r}, whose values are not 0..255 pixels (the modes read as such are "
+            f"{', '.join(PIL_MODES)}; converting another would clip or truncate it to another picture): convert it to "
+            f"{to!r} yourself with the scaling you mean, or pass its values as a float tensor in {values} "
+            f"(torch.from_numpy(np.asarray(im, dtype=np.float32)), scaled so)")
+
+
 def from_pil(img) -> "torch.Tensor":  # noqa: F821
-    """RGB PIL image -> float32 tensor [3, H, W] in [-1, 1]."""
+    """PIL image of an 8-bit mode (:data:`PIL_MODES`; as RGB) -> float32 tensor [3, H, W] in [-1, 1]. Other modes
+    (16-bit, 32-bit int or float) are refused: their values are not 0..255 pixels."""
     import torch
 
+    check_pil_mode(img)
     a = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
 
@@ -363,6 +383,7 @@ def from_pil(img) -> "torch.Tensor":  # noqa: F821
 def image_to_unit_hwc(image) -> np.ndarray:
     """Tensor / array ([3,H,W], [1,3,H,W], in [-1, 1]) or PIL image -> float32 [H, W, 3] in [0, 1]."""
     if hasattr(image, "convert"):  # PIL
+        check_pil_mode(image)
         return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     a = image.detach().cpu().float().numpy() if hasattr(image, "detach") else np.asarray(image, np.float32)
     if a.ndim == 4 and a.shape[0] == 1:

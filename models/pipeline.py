@@ -22,15 +22,16 @@ import torch.nn.functional as F
 
 import samplers
 from samplers.core import names
-from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
+from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from samplers.core.validate import check_allocation, check_options, integer, real
 from samplers.core.seeds import resolve_seeds, seeded_randn
 
 from . import data
 from . import io as mio
 from .guidance import CFGDenoiser, InpaintDenoiser
-from .unet import DiffusionModel, estimate_bytes, native_schedule, vae_record
-from .vae import VAE
+from .unet import DiffusionModel, UNetConfig, estimate_bytes, native_schedule, vae_record
+from .vae import VAE, VAEConfig, check_size
+from . import vae as vae_mod
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 MAX_STEPS = 10_000  # more is never a useful image, and would run for hours: refused, not started
@@ -48,8 +49,9 @@ FALLBACK_DEFAULTS = {
 }
 
 
-class VAEMismatchError(ValueError):
-    """The VAE given to a pipeline is not the one its U-Net was trained with."""
+class VAEMismatchError(InvalidInput):
+    """The VAE given to a pipeline is not the one its U-Net was trained with (a ValueError, as before: an
+    :class:`~samplers.core.errors.InvalidInput`, so the CLI reports a wrong ``--vae`` as a usage error)."""
 
 
 def _describe_vae(rec: dict) -> str:
@@ -60,36 +62,61 @@ def _describe_vae(rec: dict) -> str:
 
 def check_vae(model: DiffusionModel, vae: VAE) -> None:
     """Raise unless ``vae`` is the VAE (weights, latent channels, scaling, shift) the U-Net was trained with."""
-    want, got = model.config.vae, vae_record(vae)
+    _check_vae_record(model.config, vae_record(vae))
+
+
+def _check_vae_record(config: UNetConfig, got: dict) -> None:
+    """:func:`check_vae` on the U-Net's config and the VAE's record (:func:`models.unet.vae_record`): both can be
+    read from the folders' config.json before the weights are (the weights' sha256 is checked against it on load)."""
+    want = config.vae
     if not want:
-        raise VAEMismatchError(f"U-Net {model.config.name!r} records no VAE; it cannot be checked against {_describe_vae(got)}")
-    if want.get("latent_channels") != got["latent_channels"] or model.config.latent_channels != got["latent_channels"]:
+        raise VAEMismatchError(f"U-Net {config.name!r} records no VAE; it cannot be checked against {_describe_vae(got)}")
+    if want.get("latent_channels") != got["latent_channels"] or config.latent_channels != got["latent_channels"]:
         raise VAEMismatchError(
-            f"latent channels mismatch: U-Net {model.config.name!r} takes {model.config.latent_channels}-channel latents "
+            f"latent channels mismatch: U-Net {config.name!r} takes {config.latent_channels}-channel latents "
             f"but VAE {got['name']!r} makes {got['latent_channels']}; expected VAE {_describe_vae(want)}")
     bad = [k for k in ("name", "weights_sha256") if want.get(k) != got[k]]
     bad += [k for k in ("scaling_factor", "shift_factor") if not math.isclose(want[k], got[k], rel_tol=1e-6, abs_tol=1e-9)]
     if bad:
         raise VAEMismatchError(
-            f"VAE mismatch ({', '.join(bad)} differ): U-Net {model.config.name!r} was trained with VAE {_describe_vae(want)}, "
+            f"VAE mismatch ({', '.join(bad)} differ): U-Net {config.name!r} was trained with VAE {_describe_vae(want)}, "
             f"got {_describe_vae(got)}. Load the matching VAE (Pipeline.load(vae=...)) or retrain the U-Net.")
+
+
+IMAGE_FORMS = ("a PIL image (mode " + "/".join(data.PIL_MODES) + "), a list of them, or a floating-point tensor "
+               "[3, H, W] / [B, 3, H, W] in [-1, 1]; to read a file, pass PIL.Image.open(path)")
+MASK_FORMS = ("a PIL image (mode " + "/".join(data.PIL_MODES) + ", white = generate), a list of them (one per item), "
+              "or a floating-point or bool tensor [H, W] / [1, H, W] / [B, 1, H, W] in [0, 1] (1 = generate); to "
+              "read a file, pass PIL.Image.open(path)")
+
+
+def _tensor(value, what: str, forms: str) -> torch.Tensor:
+    """``torch.as_tensor(value)``, with a value it cannot read (None, a path, an object) refused naming ``forms``."""
+    if value is None or isinstance(value, (str, bytes, Path)) or hasattr(value, "convert"):
+        raise InvalidType(f"{what} must be {forms}; got {value!r}")
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InvalidType(f"{what} must be {forms}; got {type(value).__name__} ({e})") from None
 
 
 def _as_image_batch(images) -> torch.Tensor:
     """PIL image, list of PIL images, [3,H,W] or [B,3,H,W] tensor in [-1, 1] → [B, 3, H, W]. Integer pixels
-    (0..255), values outside [-1, 1], NaN, an empty batch and a list of different sizes are refused."""
+    (0..255), values outside [-1, 1], NaN, an empty batch, a list of different sizes and a PIL image of a mode that
+    is not 8-bit (``data.PIL_MODES``: 16-bit or float images are not 0..255 pixels) are refused."""
     if hasattr(images, "convert"):
         images = [images]
     if isinstance(images, (list, tuple)):
         if not images:
             raise InvalidInput("no images given: pass a PIL image, a list of them, or a [B, 3, H, W] tensor")
-        items = [data.from_pil(im) if hasattr(im, "convert") else _float_pixels(torch.as_tensor(im), "image")
+        items = [data.from_pil(im) if hasattr(im, "convert") else _float_pixels(_tensor(im, "image", IMAGE_FORMS),
+                                                                                "image")
                  for im in images]
         sizes = sorted({tuple(im.shape) for im in items})
         if len(sizes) > 1:
             raise InvalidInput(f"the images of a batch must share one size, got {sizes}; resize them first")
         images = torch.stack(items)
-    images = _float_pixels(torch.as_tensor(images), "images")
+    images = _float_pixels(_tensor(images, "images", IMAGE_FORMS), "images")
     if images.ndim == 3:
         images = images[None]
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
@@ -116,17 +143,37 @@ def _check_range(t: torch.Tensor, what: str, lo: float, hi: float, fix: str) -> 
                            f"{float(t.max()):g}; {fix}")
 
 
-def _as_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
-    """PIL 'L' / [H,W] / [1,H,W] / [B,1,H,W] in [0, 1] (1 = generate) → [B, 1, H, W] float."""
-    if hasattr(mask, "convert"):
-        import numpy as np
+def _pil_mask(mask) -> torch.Tensor:
+    """An 8-bit PIL mask (``data.PIL_MODES``, read as luminance 0..255 / 255) → [H, W] float in [0, 1]."""
+    import numpy as np
 
-        mask = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
-    mask = torch.as_tensor(mask)
+    data.check_pil_mode(mask, "mask", to="L", values="[0, 1] (1 = generate)")
+    return torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
+
+
+def _mask_dtype(mask: torch.Tensor) -> torch.Tensor:
     if mask.is_complex() or not (mask.is_floating_point() or mask.dtype == torch.bool):
         raise InvalidType(f"mask must be a floating-point or bool tensor in [0, 1] (1 = generate), got dtype "
                           f"{mask.dtype}; for a 0..255 mask pass a PIL 'L' image, or m.float() / 255")
-    mask = mask.to(torch.float32)
+    return mask
+
+
+def _as_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
+    """PIL mask / list of them (one per item) / [H,W] / [1,H,W] / [B,1,H,W] in [0, 1] (1 = generate) →
+    [B, 1, H, W] float."""
+    if hasattr(mask, "convert"):
+        mask = _pil_mask(mask)
+    elif isinstance(mask, (list, tuple)) and mask and any(hasattr(m, "convert") or isinstance(m, torch.Tensor)
+                                                          for m in mask):
+        items = [_pil_mask(m) if hasattr(m, "convert") else _tensor(m, f"mask[{k}]", MASK_FORMS)
+                 for k, m in enumerate(mask)]
+        items = [m[None] if m.ndim == 2 else m for m in items]  # each item [1, H, W]
+        shapes = sorted({tuple(m.shape) for m in items})
+        if len(shapes) > 1 or items[0].ndim != 3 or items[0].shape[0] != 1:
+            raise InvalidInput(f"a list of masks holds one [H, W] (or [1, H, W]) mask per item, all of one size; got "
+                               f"shapes {shapes}")
+        mask = torch.stack([_mask_dtype(m).to(torch.float32) for m in items])
+    mask = _mask_dtype(_tensor(mask, "mask", MASK_FORMS)).to(torch.float32)
     given = tuple(mask.shape)
     while mask.ndim < 4:
         mask = mask[None]
@@ -156,6 +203,10 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     """What :meth:`Pipeline.plan` checks without the model: ``(label, schedule, steps asked or None, options,
     fitted solver or None)``: the name resolved (a fitted file read and checked), a fitted solver's fixed steps and
     schedule, the options by the sampler's rules — before the prompts are encoded or an image is, not in its loop."""
+    if "negative_prompt" in options:
+        raise InvalidOption("the pipeline takes no negative_prompt: its classifier-free guidance steers away from the "
+                            "empty prompt (the null caption the U-Net learned by caption dropout), not from a prompt "
+                            "you give; leave negative_prompt out, and set how strongly the prompt is followed with cfg=")
     asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
     found, schedule, options = names.resolve_call(sampler, schedule, options)
     if found.sigmas is not None:  # a fitted solver runs on its own nodes
@@ -165,7 +216,9 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
                                f"steps={asked} was asked; leave steps out or pass steps={fixed}")
         if schedule is not None:
             raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
-    check_options(samplers.core.registry.SAMPLERS.get(found.sampler), options)
+    spec = samplers.core.registry.SAMPLERS.get(found.sampler)
+    check_options(spec, options)
+    options = _bound_own_steps(spec, options)
     solver = options.get("solver") if found.sampler == "learned_multistep" else None
     if solver is not None:
         from samplers.fitted.solver import LearnedSolver
@@ -178,6 +231,36 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     return found, schedule, asked, options, solver
 
 
+def _bound_own_steps(spec, options: dict) -> dict:
+    """A sampler that chooses its own steps (``dpm_adaptive``) counts them against :data:`MAX_STEPS` as a schedule's
+    steps do: an explicit ``max_steps`` above it is refused (not lowered); where the caller leaves ``max_steps`` out
+    and the sampler's own default is above it, the pipeline passes ``max_steps=MAX_STEPS`` (a default, its choice)."""
+    if "max_steps" not in spec.options:
+        return options
+    if "max_steps" in options:
+        n = integer("max_steps", options["max_steps"], lo=1)
+        if n > MAX_STEPS:
+            raise LimitExceeded(f"{spec.name}: max_steps = {n} is more than the pipeline's limit of {MAX_STEPS} steps "
+                                "(a sampler's own steps count against it as a schedule's do; more would run for "
+                                f"hours); pass max_steps <= {MAX_STEPS}, or leave it out, and loosen rtol / atol if "
+                                "the run stops at the cap")
+        return options
+    default = spec.options["max_steps"]
+    if default is None or default > MAX_STEPS:
+        return {**options, "max_steps": MAX_STEPS}
+    return options
+
+
+def _check_solver(solver, options: dict, prediction: str) -> None:
+    """What a fitted solver's record says of a model of type ``prediction``, without the model (its fingerprint is
+    checked by :meth:`Pipeline.check_fitted`)."""
+    from samplers.core.conversion import canonical_prediction
+
+    prediction = canonical_prediction(prediction)
+    solver.check_model(allow_other_model=options.get("allow_other_model", False), prediction=prediction,
+                       supports_infinite_sigma=False if prediction in ("eps", "score") else None)
+
+
 def check_sampler(sampler: str, schedule: str | None = None, steps: int | None = None, options: dict | None = None,
                   prediction: str | None = None) -> None:
     """The checks of :meth:`Pipeline.plan` that need no loaded model, for a caller that has not loaded it yet (the
@@ -186,23 +269,146 @@ def check_sampler(sampler: str, schedule: str | None = None, steps: int | None =
     recorded prediction and whether its start suits such a model. Its fingerprint is checked by ``plan``."""
     _, _, _, options, solver = _resolve(sampler, schedule, steps, dict(options or {}))
     if solver is not None and prediction is not None:
-        from samplers.core.conversion import canonical_prediction
-
-        prediction = canonical_prediction(prediction)
-        solver.check_model(allow_other_model=options.get("allow_other_model", False), prediction=prediction,
-                           supports_infinite_sigma=False if prediction in ("eps", "score") else None)
+        _check_solver(solver, options, prediction)
 
 
-class Pipeline:
+def _unet_folder(folder, model: str | None) -> tuple[Path, str | None, str]:
+    """``(folder, model, reproduce hint)`` of :meth:`Pipeline.load`'s arguments."""
+    if model is not None and model not in MODELS:
+        raise InvalidInput(f"model must be one of {MODELS}, got {model!r}")
+    if folder is None:
+        model = model or "eps"
+        return WEIGHTS / model, model, f"reproduce the shipped weights with `{TRAIN_COMMANDS[model]}`"
+    return Path(folder), model, "train one with `python -m models.train eps|flow --out FOLDER`"
+
+
+def _check_kind(model: str | None, folder: Path, prediction: str) -> None:
+    if model is not None and prediction != model:
+        raise InvalidInput(f"model={model!r} asks for a U-Net with prediction {model!r}, but {folder} holds one "
+                           f"with prediction {prediction!r}; give that folder without model (or with "
+                           f"model={prediction!r}), or a folder of a {model!r} U-Net")
+
+
+class PipelineSpec:
+    """What a pipeline checks without its weights — the U-Net's and the VAE's configs: the sampler, schedule and
+    steps of a run (:meth:`plan_run`), image sizes, seeds, batch and memory (:meth:`check_request`). A
+    :class:`Pipeline` is one; :meth:`read` builds one from the folders' config.json alone, so that a caller (the CLI)
+    can check a request by the pipeline's own rules before the weights are read and hashed."""
+
+    def __init__(self, config: UNetConfig, vae_config: VAEConfig):
+        self.config = config
+        self.vae_config = vae_config
+        self.native = native_schedule(config)
+        self.defaults = {**FALLBACK_DEFAULTS[config.prediction], **config.defaults}
+        names.resolve_call(self.defaults["sampler"], self.defaults["schedule"])  # a label and the tables' names too
+
+    @classmethod
+    def read(cls, folder: str | Path | None = None, model: str | None = None,
+             vae: str | Path | VAE | None = None) -> "PipelineSpec":
+        """:meth:`Pipeline.load`'s arguments, checked from the config.json files only: the folders exist, the U-Net
+        is of the kind ``model`` names, the VAE is the one it was trained with (by the sha256 its config records,
+        which loading checks the weights against)."""
+        folder, model, hint = _unet_folder(folder, model)
+        raw = mio.load_config(folder, hint)
+        if raw.get("type") != "TextUNet":
+            raise mio.ConfigMismatchError(f"{folder / mio.CONFIG_FILE} describes a {raw.get('type')!r}, not a TextUNet")
+        try:
+            config = UNetConfig.from_dict({k: v for k, v in raw.items() if k != "weights_dtype"})
+        except mio.ModelLoadError as e:
+            raise type(e)(f"{folder / mio.CONFIG_FILE}: {e}") from None
+        _check_kind(model, folder, config.prediction)
+        if isinstance(vae, VAE):
+            vae_config, record = vae.config, vae_record(vae)
+        else:
+            vae_config, sha = vae_mod.read_config(vae)
+            record = {"name": vae_config.name, "weights_sha256": sha, "latent_channels": vae_config.latent_channels,
+                      "scaling_factor": vae_config.scaling_factor, "shift_factor": vae_config.shift_factor}
+        _check_vae_record(config, record)
+        return cls(config, vae_config)
+
+    def sigmas(self, schedule: str | None = None, steps: int | None = None, **kw) -> torch.Tensor:
+        """The sampling schedule (VE sigmas ending in 0) for this model's native schedule. ``schedule`` is a registry
+        schedule or a ComfyUI / A1111 scheduler name (default: the model's); ``steps`` default: the model's."""
+        name, options = names.resolve_schedule(self.defaults["schedule"] if schedule is None else schedule,
+                                               native=self.native)
+        return samplers.get_sigmas(name, self.defaults["steps"] if steps is None else steps, native=self.native,
+                                   **{**options, **kw})
+
+    def plan_run(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict):
+        """``(label found, sigmas, options, fitted solver or None)``: :meth:`Pipeline.plan` without the fitted
+        solver's fingerprint check (the one part that needs the weights). ``sampler=None`` is the model's default;
+        any other value (``""`` too) is a name to resolve."""
+        if sampler is None and schedule is None:  # the model's defaults are a pair: its sampler on its schedule
+            schedule = self.defaults["schedule"]
+        implied = schedule is None  # a label's own schedule, where it has one: A1111's "Automatic"
+        found, schedule, asked, options, solver = _resolve(self.defaults["sampler"] if sampler is None else sampler,
+                                                          schedule, steps, options)
+        if found.sigmas is not None:  # a fitted solver runs on its own nodes
+            sigmas = torch.tensor(found.sigmas, dtype=torch.float64)
+        else:
+            n = self.defaults["steps"] if asked is None else asked
+            # A1111 / ComfyUI's KSampler build a schedule one step longer for the samplers that drop its
+            # next-to-last σ, so the run still takes n steps
+            try:
+                sigmas = self.sigmas(schedule, n + 1 if found.discard_penultimate_sigma else n)
+            except InvalidInput as e:
+                if not (implied and schedule is not None and found.schedule == schedule):
+                    raise
+                own = self.defaults["schedule"]
+                if found.schedule_is_explicit:
+                    fix = f"a label that names its schedule takes no other: use {found.sampler!r} with one this model has"
+                    how = "names"
+                else:
+                    fix = "pass a schedule this model has"
+                    how = "runs by default (its tool's automatic choice) on"
+                raise InvalidInput(f"{found.label!r} {how} the {schedule!r} schedule, which this "
+                                   f"{self.config.prediction} model cannot build ({e}); {fix}, e.g. its own "
+                                   f"{own!r}") from None
+        if found.discard_penultimate_sigma:
+            sigmas = samplers.schedules.drop_penultimate(sigmas)
+        return found, sigmas, options, solver
+
+    def check_size(self, height, width) -> tuple[int, int]:
+        """``(height, width)`` as ints, positive multiples of the VAE's down-sampling (any integer type is taken)."""
+        return check_size(height, width, self.vae_config.downsample)
+
+    def _latent_size(self, height: int, width: int) -> tuple[int, int]:
+        height, width = self.check_size(height, width)  # names the nearest valid sizes
+        return height // self.vae_config.downsample, width // self.vae_config.downsample
+
+    def check_cost(self, batch: int, height: int, width: int, steps: int) -> None:
+        """Refuse a request the machine cannot run: memory of one U-Net call (×2 with CFG's batched call) and of the
+        VAE decode, against free memory; steps above :data:`MAX_STEPS`. Checked before any model call."""
+        integer("steps", steps, lo=1, hi=MAX_STEPS)
+        h, w = self._latent_size(height, width)
+        need = max(estimate_bytes(self.config, 2 * batch, h, w),
+                   vae_mod.estimate_bytes(self.vae_config, batch, height, width))
+        check_allocation(need, f"{batch} image(s) of {width}×{height}", "cpu",
+                         fix=f"the shipped models were trained at {self.vae_config.image_size}×"
+                             f"{self.vae_config.image_size}; use a smaller size or batch")
+
+    def check_request(self, sampler: str | None = None, schedule: str | None = None, steps: int | None = None,
+                      options: dict | None = None, seed=0, batch: int = 1, height=64, width=64) -> None:
+        """The checks of a :meth:`Pipeline.txt2img` call that need no weights, in its order: the size, the batch
+        and its seeds, the sampler, schedule and steps (a fitted solver's record against this kind of model), the
+        memory."""
+        self._latent_size(height, width)
+        batch = integer("batch", batch, lo=1, hi=MAX_BATCH)
+        resolve_seeds(seed, batch)
+        _, sigmas, options, solver = self.plan_run(sampler, schedule, steps, dict(options or {}))
+        if solver is not None:
+            _check_solver(solver, options, self.config.prediction)
+        self.check_cost(batch, height, width, len(sigmas) - 1)
+
+
+class Pipeline(PipelineSpec):
     """A text-conditioned latent diffusion model ready for sampling. Build with :meth:`load`."""
 
     def __init__(self, model: DiffusionModel, vae: VAE):
         check_vae(model, vae)
         self.model = model.eval()
         self.vae = vae.eval()
-        self.native = native_schedule(model.config)
-        self.defaults = {**FALLBACK_DEFAULTS[model.config.prediction], **model.config.defaults}
-        names.resolve_call(self.defaults["sampler"], self.defaults["schedule"])  # a label and the tables' names too
+        super().__init__(model.config, vae.config)
         self._denoiser = samplers.to_denoiser(self._model_fn, model.config.prediction, self.native)
 
     @classmethod
@@ -211,19 +417,9 @@ class Pipeline:
         """The U-Net in ``folder`` (default: the shipped ``models/weights/<model>``, ``model`` eps by default) with
         its VAE (``vae``: a folder or a VAE; default the shipped one). With a folder, ``model`` (if given) is what
         the folder must hold: a U-Net of that prediction type."""
-        if model is not None and model not in MODELS:
-            raise InvalidInput(f"model must be one of {MODELS}, got {model!r}")
-        if folder is None:
-            model = model or "eps"
-            folder = WEIGHTS / model
-            hint = f"reproduce the shipped weights with `{TRAIN_COMMANDS[model]}`"
-        else:
-            hint = "train one with `python -m models.train eps|flow --out FOLDER`"
+        folder, model, hint = _unet_folder(folder, model)
         unet = DiffusionModel.load(folder, reproduce_hint=hint)
-        if model is not None and unet.config.prediction != model:
-            raise InvalidInput(f"model={model!r} asks for a U-Net with prediction {model!r}, but {folder} holds one "
-                               f"with prediction {unet.config.prediction!r}; give that folder without model (or with "
-                               f"model={unet.config.prediction!r}), or a folder of a {model!r} U-Net")
+        _check_kind(model, folder, unet.config.prediction)
         if not isinstance(vae, VAE):
             vae = VAE.load(vae)
         unet.requires_grad_(False)  # for sampling: a call outside no_grad (a fit through the network) builds no
@@ -261,14 +457,6 @@ class Pipeline:
             raise InvalidOption(f"cfg = {problem}")
         return value
 
-    def sigmas(self, schedule: str | None = None, steps: int | None = None, **kw) -> torch.Tensor:
-        """The sampling schedule (VE sigmas ending in 0) for this model's native schedule. ``schedule`` is a registry
-        schedule or a ComfyUI / A1111 scheduler name (default: the model's); ``steps`` default: the model's."""
-        name, options = names.resolve_schedule(self.defaults["schedule"] if schedule is None else schedule,
-                                               native=self.native)
-        return samplers.get_sigmas(name, self.defaults["steps"] if steps is None else steps, native=self.native,
-                                   **{**options, **kw})
-
     def identity(self, cfg=None) -> str | None:
         """The fingerprint of this pipeline's denoiser at guidance ``cfg`` (default: the model's), as
         :func:`samplers.fitted.identity.fingerprint` reads it off :meth:`denoiser`'s result: without encoding a
@@ -291,34 +479,7 @@ class Pipeline:
         schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged. A
         fitted solver is checked against this model at guidance ``cfg`` (default: the model's) here, before any
         prompt is encoded (:meth:`check_fitted`)."""
-        if sampler is None and schedule is None:  # the model's defaults are a pair: its sampler on its schedule
-            schedule = self.defaults["schedule"]
-        implied = schedule is None  # a label's own schedule, where it has one: A1111's "Automatic"
-        found, schedule, asked, options, solver = _resolve(sampler or self.defaults["sampler"], schedule, steps,
-                                                          options)
-        if found.sigmas is not None:  # a fitted solver runs on its own nodes
-            sigmas = torch.tensor(found.sigmas, dtype=torch.float64)
-        else:
-            n = self.defaults["steps"] if asked is None else asked
-            # A1111 / ComfyUI's KSampler build a schedule one step longer for the samplers that drop its
-            # next-to-last σ, so the run still takes n steps
-            try:
-                sigmas = self.sigmas(schedule, n + 1 if found.discard_penultimate_sigma else n)
-            except InvalidInput as e:
-                if not (implied and schedule is not None and found.schedule == schedule):
-                    raise
-                own = self.defaults["schedule"]
-                if found.schedule_is_explicit:
-                    fix = f"a label that names its schedule takes no other: use {found.sampler!r} with one this model has"
-                    how = "names"
-                else:
-                    fix = "pass a schedule this model has"
-                    how = "runs by default (its tool's automatic choice) on"
-                raise InvalidInput(f"{found.label!r} {how} the {schedule!r} schedule, which this "
-                                   f"{self.model.config.prediction} model cannot build ({e}); {fix}, e.g. its own "
-                                   f"{own!r}") from None
-        if found.discard_penultimate_sigma:
-            sigmas = samplers.schedules.drop_penultimate(sigmas)
+        found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, options)
         if solver is not None:
             self.check_fitted(solver, cfg, options.get("allow_other_model", False),
                               found.label if found.source == "fitted" else None)
@@ -330,20 +491,6 @@ class Pipeline:
         if strength < 1 and sampler == "learned_multistep" and options.get("solver") is not None:
             raise InvalidInput(f"a fitted solver runs on all of its own σ nodes, from the top, and strength={strength:g} "
                                "would start it lower down; use strength=1, or a registry sampler for strength < 1")
-
-    def _latent_size(self, height: int, width: int) -> tuple[int, int]:
-        self.vae.check_size(height, width)  # names the nearest valid sizes
-        return height // self.vae.downsample, width // self.vae.downsample
-
-    def check_cost(self, batch: int, height: int, width: int, steps: int) -> None:
-        """Refuse a request the machine cannot run: memory of one U-Net call (×2 with CFG's batched call) and of the
-        VAE decode, against free memory; steps above :data:`MAX_STEPS`. Checked before any model call."""
-        integer("steps", steps, lo=1, hi=MAX_STEPS)
-        h, w = self._latent_size(height, width)
-        need = max(estimate_bytes(self.model.config, 2 * batch, h, w), self.vae.estimate_bytes(batch, height, width))
-        check_allocation(need, f"{batch} image(s) of {width}×{height}", "cpu",
-                         fix=f"the shipped models were trained at {self.vae.config.image_size}×"
-                             f"{self.vae.config.image_size}; use a smaller size or batch")
 
     def _check_prompt_lengths(self, prompts: Sequence[str]) -> None:
         tok = self.model.text_encoder.tokenizer
@@ -366,12 +513,26 @@ class Pipeline:
         if batch is not None:
             n = integer("batch", batch, lo=1, hi=MAX_BATCH)
         else:
-            n = len(seed) if isinstance(seed, (list, tuple)) and len(prompts) == 1 else len(prompts)
+            listed = isinstance(seed, (list, tuple)) or (isinstance(seed, torch.Tensor) and seed.ndim == 1)
+            n = len(seed) if listed and len(prompts) == 1 else len(prompts)
         if len(prompts) == 1:
             prompts = prompts * n
         elif len(prompts) != n:
             raise InvalidInput(f"got {len(prompts)} prompts for a batch of {n}; pass one prompt, or one per item")
         return prompts, resolve_seeds(seed, n)
+
+    @staticmethod
+    def _refuse_twins(prompts: list[str], seeds: list[int], *inputs: torch.Tensor) -> None:
+        """Two items of one prompt and one seed (and the same input image and mask, where given) are one image made
+        twice: refused, as a seed listed twice is by the CLI. One seed for different prompts (or images) is fine."""
+        seen: dict = {}
+        for k, key in enumerate(zip(prompts, seeds)):
+            for j in seen.setdefault(key, []):
+                if all(t.shape[0] == 1 or torch.equal(t[j], t[k]) for t in inputs):
+                    raise InvalidInput(f"items {j} and {k} have the same prompt and seed ({key[1]})"
+                                       + (" and the same input" if inputs else "") + ": they would be the same "
+                                       "image; give each item its own seed (an int seed s gives s, s + 1, …)")
+            seen[key].append(k)
 
     def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options):
         spec = samplers.core.registry.SAMPLERS.get(sampler)
@@ -399,8 +560,10 @@ class Pipeline:
                 output: str = "pil", **sampler_options):
         """Images for ``prompt`` (one string for the whole batch, or one per item); one seed per item
         (an int ``s`` means seeds s, s+1, …)."""
+        height, width = self.check_size(height, width)
         h, w = self._latent_size(height, width)
         prompts, seeds = self._batch(prompt, batch, seed)
+        self._refuse_twins(prompts, seeds)
         _check_output(output)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
@@ -420,6 +583,7 @@ class Pipeline:
         images = _as_image_batch(images)
         self._latent_size(images.shape[-2], images.shape[-1])
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
+        self._refuse_twins(prompts, seeds, images)
         _check_output(output)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
@@ -450,6 +614,7 @@ class Pipeline:
         n = len(seeds)
         images = images.expand(n, *images.shape[1:]) if images.shape[0] == 1 else images
         pixel_mask = _as_mask(mask, n, H, W)
+        self._refuse_twins(prompts, seeds, images, pixel_mask)
         latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
         _check_output(output)
         cfg = self.guidance(cfg)

@@ -183,6 +183,28 @@ def _nearest_multiples(n: int, m: int) -> str:
     return f"{lo} or {hi}" if lo > 0 else f"{m}"  # only positive sizes exist
 
 
+def check_size(height, width, downsample: int) -> tuple[int, int]:
+    """``(height, width)`` as ints: positive multiples of ``downsample`` (the message names the nearest valid sizes).
+    Any integer type is taken (int, numpy integer, 0-d integer tensor), never a bool or a float. Needs no weights: the
+    CLI checks ``--width`` / ``--height`` with the VAE config's factor before the weights are read."""
+    from samplers.core.validate import integer
+
+    sizes = []
+    for name, n in (("height", height), ("width", width)):
+        try:
+            sizes.append(integer(name, n))
+        except InvalidType:
+            raise InvalidType(f"{name} must be an integer number of pixels, got {n!r} ({type(n).__name__})") from None
+    height, width = sizes
+    f = downsample
+    bad = [(name, n) for name, n in (("height", height), ("width", width)) if n % f != 0 or n <= 0]
+    if bad:
+        msg = "; ".join(f"{name} {n} is not a positive multiple of {f} (nearest valid: {_nearest_multiples(n, f)})"
+                        for name, n in bad)
+        raise InvalidInput(f"image size {height}×{width} does not fit the VAE's {f}× down-sampling: {msg}")
+    return height, width
+
+
 class VAE(nn.Module):
     """KL autoencoder with 8× down-sampling. ``VAE.load()`` gives the shipped default weights."""
 
@@ -221,23 +243,15 @@ class VAE(nn.Module):
         return (self.latent_channels, height // f, width // f)
 
     # -- checks
-    def check_size(self, height: int, width: int) -> None:
+    def check_size(self, height: int, width: int) -> tuple[int, int]:
         """Image sizes must be positive integers, multiples of the down-sampling factor (the message names the
-        nearest valid sizes)."""
-        f = self.downsample
-        for name, n in (("height", height), ("width", width)):
-            if isinstance(n, bool) or not isinstance(n, int):
-                raise InvalidType(f"{name} must be an integer number of pixels, got {n!r}")
-        bad = [(name, n) for name, n in (("height", height), ("width", width)) if n % f != 0 or n <= 0]
-        if bad:
-            msg = "; ".join(f"{name} {n} is not a positive multiple of {f} (nearest valid: {_nearest_multiples(n, f)})"
-                            for name, n in bad)
-            raise InvalidInput(f"image size {height}×{width} does not fit the VAE's {f}× down-sampling: {msg}")
+        nearest valid sizes); returns them as ints (see :func:`check_size`)."""
+        return check_size(height, width, self.downsample)
 
     def estimate_bytes(self, batch: int, height: int, width: int) -> int:
         """Peak activation memory of decoding ``batch`` images of height × width (float32, no gradients): a few
         full-resolution feature maps of the widest level that runs at full resolution, with headroom."""
-        return int(batch * height * width * self.config.channels[0] * 4 * 6)
+        return estimate_bytes(self.config, batch, height, width)
 
     def _check_images(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != self.config.in_channels:
@@ -294,6 +308,27 @@ class VAE(nn.Module):
         hint = None if folder is not None else f"reproduce the shipped weights with `{TRAIN_COMMAND}`"
         return mio.load_module(cls, VAEConfig.from_dict, DEFAULT_FOLDER if folder is None else folder, "VAE",
                                default_type="VAE", reproduce_hint=hint, map_location=map_location)
+
+
+def read_config(folder: str | Path | None = None) -> tuple[VAEConfig, str | None]:
+    """``(config, weights_sha256)`` from the config.json of a VAE folder (default: the shipped one) without reading
+    the weights: what a caller checks before :meth:`VAE.load` reads and hashes them (which checks them against this
+    sha256)."""
+    hint = None if folder is not None else f"reproduce the shipped weights with `{TRAIN_COMMAND}`"
+    folder = Path(DEFAULT_FOLDER if folder is None else folder)
+    cfg = mio.load_config(folder, hint)
+    if cfg.get("type", "VAE") != "VAE":
+        raise mio.ConfigMismatchError(f"{folder / mio.CONFIG_FILE} describes a {cfg.get('type')!r}, not a VAE")
+    try:
+        config = VAEConfig.from_dict({k: v for k, v in cfg.items() if k != "weights_dtype"})
+    except mio.ModelLoadError as e:
+        raise type(e)(f"{folder / mio.CONFIG_FILE}: {e}") from None
+    return config, cfg.get("weights_sha256")
+
+
+def estimate_bytes(config: VAEConfig, batch: int, height: int, width: int) -> int:
+    """:meth:`VAE.estimate_bytes` from the config alone."""
+    return int(batch * height * width * config.channels[0] * 4 * 6)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
