@@ -228,6 +228,11 @@ COMFYUI_SCHEDULERS: dict[str, tuple[str, dict, dict]] = {
     "exponential": ("exponential", {}, IN_FLOW_TIME), "ddim_uniform": ("ddim_uniform", {"keep_stepping": True}, {}),
     "beta": ("beta_timesteps", {}, {}), "normal": ("normal", {}, {}), "linear_quadratic": ("linear_quadratic", {"sigma_fraction": True}, {}),
     "kl_optimal": ("kl_optimal", {}, IN_FLOW_TIME),
+    # ComfyUI's AlignYourStepsScheduler node (its model_type SD1 / SDXL / SVD; comfy_extras/nodes_align_your_steps.py):
+    # its own 10-decimal levels, not the 3-decimal ones A1111 and diffusers ship (the registry's default)
+    "AlignYourStepsScheduler SD1": ("ays_sd15", {"levels": "comfyui"}, {}),
+    "AlignYourStepsScheduler SDXL": ("ays_sdxl", {"levels": "comfyui"}, {}),
+    "AlignYourStepsScheduler SVD": ("ays_svd", {"levels": "comfyui"}, {}),
 }
 # A1111 (modules/sd_schedulers.py): its "Beta" is the Beta quantiles in σ (α = β = 0.6, its defaults), its "KL
 # Optimal" n + 1 levels down to σ_min with no 0, its "Align Your Steps" the SD 1.5 levels interpolated to n and a 0
@@ -262,6 +267,8 @@ DIFFUSERS: dict[str, tuple] = {
     "TCDScheduler": ("lcm", {}, None, None),
     "EDMEulerScheduler": ("euler", {}, None, None),
     "EDMDPMSolverMultistepScheduler": ("dpmpp_2m", {}, None, None),
+    # a label implies no schedule options, so not diffusers' flow grid: pass schedule="flow" with end="diffusers"
+    # for the class's own σ (the diffusers shim builds that grid from the config itself)
     "FlowMatchEulerDiscreteScheduler": ("euler", {}, None, None),
     "FlowMatchHeunDiscreteScheduler": ("heun_flow", {}, None, None),
     "SASolverScheduler": ("sa_solver", {}, None, None),

@@ -36,8 +36,8 @@ FROM_NATIVE = ("training_sigmas", "table_axis")
 # than the model's own is refused by get_sigmas, never ignored.
 FIXED_ENDS: dict[str, tuple[str, ...]] = {}
 # Schedules whose σ are published data (Align Your Steps), by name: what fixes them, for the error. They take no range:
-# an explicit end without native= is refused (there is no model whose range it could be); with native= the range is
-# the model's, which they do not use, as native= alone documents.
+# an explicit end other than the levels' own (the function's ``ends``) is refused, with or without native= (the model's
+# range is not what they use); native= alone gives the preset as it is.
 PRESETS: dict[str, str] = {}
 
 
@@ -136,9 +136,25 @@ def timestep_of(sigma: float, training_sigmas) -> float:
     log_table = torch.as_tensor(training_sigmas, dtype=torch.float64).log().numpy()
     return float(np.interp(math.log(sigma), log_table, np.arange(len(log_table), dtype=np.float64)))
 
-def table_range(training_sigmas, sigma_min, sigma_max) -> tuple[float, float]:
-    """Timesteps of the range ends (the whole table when no range is given)."""
+def table_range(training_sigmas, sigma_min, sigma_max, name: str = "this schedule") -> tuple[float, float]:
+    """Timesteps of the range ends (the whole table when no range is given). An end outside the table is refused:
+    the table has no timestep there, and reading the nearest end instead would drop the caller's value silently."""
     total = len(training_sigmas)
+    table = torch.as_tensor(training_sigmas, dtype=torch.float64)
+    low, high = float(table[0]), float(table[-1])
+    for end, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise InvalidType(f"{end} must be a number, got {value!r}")
+        # the ends themselves (to rounding) are the table's: a model's own sigma_min / sigma_max pass
+        below = value < low and not math.isclose(value, low, rel_tol=1e-6)
+        above = value > high and not math.isclose(value, high, rel_tol=1e-6)
+        if below or above:
+            raise InvalidInput(f"schedule {name!r} spaces the model's training timesteps, which cover σ from "
+                               f"{low:g} to {high:g}; {end}={value!r} lies outside them (it would be read as the "
+                               f"table's end); pass {end} within [{low:g}, {high:g}] or leave it out for the model's "
+                               "own, or use a σ schedule that takes any range (karras, exponential)")
     hi = total - 1.0 if sigma_max is None or math.isinf(sigma_max) else timestep_of(sigma_max, training_sigmas)
     lo = 0.0 if sigma_min is None else timestep_of(sigma_min, training_sigmas)
     return hi, lo
@@ -149,15 +165,24 @@ def schedule_options(fn) -> list[str]:
     return [p for p in params if p not in ("n", "sigma_min", "sigma_max", *FROM_NATIVE)]
 
 
-def _check_fixed_ends(canonical: str, native, training_sigmas, **given) -> None:
+def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | None = None, **given) -> None:
     """An explicit range end the schedule does not take must be the model's own (its training table's); a preset
-    takes no end without a model."""
-    if canonical in PRESETS and native is None:
+    takes no end other than its levels' own, with or without a model (the model's range is not what it uses)."""
+    if canonical in PRESETS:
+        ends = getattr(SCHEDULES.get(canonical), "ends", None)
+        level_options = {k: v for k, v in (options or {}).items() if k == "levels"}
+        own = dict(zip(("sigma_min", "sigma_max"), ends(**level_options))) if ends is not None else {}
         for end, value in given.items():
-            if value is not None:
-                raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ are {PRESETS[canonical]}, so "
-                                    f"{end}={value!r} would be ignored; leave sigma_min and sigma_max out, or use a σ "
-                                    "schedule that takes a range (karras, exponential, normal, sgm_uniform)")
+            if value is None:
+                continue
+            if (end in own and isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isclose(float(value), own[end], rel_tol=1e-6)):
+                continue  # the preset's own end: what it uses anyway
+            where = "" if native is None else " (native= does not change them)"
+            mine = f" (its own {end} is {own[end]:g})" if end in own else ""
+            raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ are {PRESETS[canonical]}{where}, so "
+                                f"{end}={value!r} would be ignored{mine}; leave sigma_min and sigma_max out, or use a "
+                                "σ schedule that takes a range (karras, exponential, normal, sgm_uniform)")
     for end in FIXED_ENDS.get(canonical, ()):
         value = given[end]
         if value is None:
@@ -210,7 +235,7 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     if native is not None and not isinstance(native, NoiseSchedule):
         raise InvalidType(f"native must be a samplers.core.native schedule (VPDiscrete, RectifiedFlow, ...), got "
                           f"{type(native).__name__}")
-    _check_fixed_ends(canonical, native, kw.get("training_sigmas"), sigma_min=sigma_min, sigma_max=sigma_max)
+    _check_fixed_ends(canonical, native, kw.get("training_sigmas"), kw, sigma_min=sigma_min, sigma_max=sigma_max)
     if native is not None:
         sigma_min = native.sigma_min if sigma_min is None else sigma_min
         sigma_max = native.sigma_max if sigma_max is None else sigma_max
@@ -218,7 +243,9 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
             if isinstance(native, RectifiedFlow) and canonical not in FLOW_TABLE_SCHEDULES:
                 raise InvalidInput(f"schedule {canonical!r} spaces a discrete (eps / v) model's training timesteps "
                                    "(diffusers' timestep_spacing), which a flow model has no rule for; use 'flow' "
-                                   "(diffusers' flow-matching grid), or ComfyUI's table schedules on its flow table ("
+                                   "(linear in flow time with the model's shift; end='diffusers' for diffusers' "
+                                   "FlowMatchEulerDiscreteScheduler grid), or ComfyUI's table schedules on its flow "
+                                   "table ("
                                    f"{', '.join(sorted(FLOW_TABLE_SCHEDULES))})")
             if not hasattr(native, "sigmas"):
                 raise InvalidInput(f"schedule {canonical!r} spaces a discrete model's training timesteps; "

@@ -8,26 +8,57 @@ import torch
 
 from ..core.native import flow_t, flux_mu
 from .base import check_steps, register, strictly_decreasing, append_zero
-from ..core.errors import InvalidInput
+from ..core.errors import InvalidInput, InvalidOption
 from ..core.validate import boolean, real
 
 
-@register("flow", aliases=("flow_linear", "linear"))
-def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float = 1.0, mu: float | None = None) -> torch.Tensor:
-    """Linear in flow time t, then shifted (SD3 / Flux): σ = s·σ_lin with s = ``shift`` or e^``mu``.
+FLOW_ENDS = ("model", "diffusers")
 
-    ``sigma_min``/``sigma_max`` are the (shifted) end points, which are kept exactly; σ_max = inf starts at t = 1.
+
+@register("flow", aliases=("flow_linear", "linear"))
+def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float | None = None, mu: float | None = None,
+         end: str = "model") -> torch.Tensor:
+    """Linear in flow time t, then shifted (SD3 / Flux): σ = s·σ_lin with s = ``shift`` (default 1) or e^``mu``
+    (pass one of the two, not both), ending at the model's σ_min; ``end="diffusers"``: diffusers'
+    FlowMatchEulerDiscreteScheduler grid, which with a fixed shift ≠ 1 ends at shift·σ_min instead.
+
+    ``end="model"`` (the default): ``sigma_min``/``sigma_max`` are the (shifted) end points, which are kept exactly:
+    the run ends at the model's own smallest trained level, as ComfyUI's table schedules do; σ_max = inf starts at
+    t = 1.
+
+    ``end="diffusers"``: diffusers' ``FlowMatchEulerDiscreteScheduler.set_timesteps`` with a fixed ``shift``: its
+    unshifted linear grid runs from t = 1 to the model's *shifted* t_min (``sigma_min``), and the shift is then
+    applied to the whole grid, so the last σ > 0 is shift·``sigma_min`` (shifted twice: SD3, shift 3, N = 1000: flow
+    time 0.00897 where the model's own smallest level is 0.002994); ``sigma_max`` is kept as with ``"model"``
+    (diffusers always starts at t = 1, σ = inf). With shift 1 the two ends agree. diffusers'
+    dynamic shifting (Flux, ``mu``) builds its grid to the *unshifted* t_min, which ``end="model"`` gives on the
+    model's native (``RectifiedFlow.dynamic(mu)``), so ``end="diffusers"`` takes no ``mu``.
     """
     check_steps(n, sigma_min, sigma_max)
+    if end not in FLOW_ENDS:
+        raise InvalidOption(f"schedule 'flow' has no end={end!r}; use end='model' (end at the model's sigma_min) or "
+                            "end='diffusers' (diffusers' FlowMatchEulerDiscreteScheduler grid, shifted twice at the end)")
+    if mu is not None and shift is not None:
+        raise InvalidOption(f"schedule 'flow' takes shift= or mu= (shift = e^mu), not both: got shift={shift!r} and "
+                            f"mu={mu!r}, and one would be ignored; pass only one (with native=RectifiedFlow(...), mu= "
+                            "replaces the model's shift)")
+    if mu is not None and end == "diffusers":
+        raise InvalidOption(f"schedule 'flow' with end='diffusers' takes no mu (got mu={mu!r}): diffusers' dynamic "
+                            "shifting ends its grid at the unshifted t_min, which end='model' gives on the model's "
+                            "native (RectifiedFlow.dynamic(mu)); drop end='diffusers', or pass shift= for diffusers' "
+                            "fixed-shift grid")
     if mu is not None:
         mu = real("mu", mu, what=" (the log of the shift, e^mu)")
         s = math.exp(min(mu, 700.0))  # beyond, e^mu overflows: refused below as the shift it would be
         if not math.isfinite(s) or mu > 700:
             raise InvalidInput(f"mu = {mu:g} gives a shift e^mu too large to represent; Flux's mu lies near 0.5-1.2")
     else:
-        s = real("shift", shift, lo=0.0, lo_open=True, what=" (σ = shift · the linear schedule's σ)")
+        s = 1.0 if shift is None else real("shift", shift, lo=0.0, lo_open=True,
+                                           what=" (σ = shift · the linear schedule's σ)")
     t_hi = 1.0 if math.isinf(sigma_max) else float(flow_t(torch.tensor(sigma_max / s, dtype=torch.float64)))
-    t_lo = float(flow_t(torch.tensor(sigma_min / s, dtype=torch.float64)))
+    # diffusers reads the model's shifted sigma_min as a point of the unshifted grid, and shifts it once more
+    low = sigma_min / s if end == "model" else sigma_min
+    t_lo = float(flow_t(torch.tensor(low, dtype=torch.float64)))
     t = torch.linspace(t_hi, t_lo, n, dtype=torch.float64)
     sigmas = append_zero(s * t / (1 - t))  # t = 1 gives inf exactly
     if not bool((sigmas[1:] < sigmas[:-1]).all()):

@@ -6,13 +6,27 @@ import numpy as np
 import torch
 
 from .base import check_steps, register, strictly_decreasing
+from ..core.errors import InvalidOption
 from ..core.validate import boolean
 
+# The levels A1111 ("Align Your Steps", modules/sd_schedulers.py) and diffusers (schedulers.scheduling_utils.
+# AysSchedules) ship: the paper's how-to rounded to 3 decimals. The registry's default (published tables use them).
 AYS_PRESETS: dict[str, list[float]] = {
     "sd15": [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029],
     "sdxl": [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029],
     "svd": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002],
 }
+# ComfyUI's AlignYourStepsScheduler node (comfy_extras/nodes_align_your_steps.py NOISE_LEVELS, comfyanonymous/ComfyUI
+# 341667c4): the same levels to 10 decimals for SD1 / SDXL (its ends are SD 1.5's own table ends), SVD's as above.
+AYS_COMFYUI: dict[str, list[float]] = {
+    "sd15": [14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+             0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582],
+    "sdxl": [14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+             0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582],
+    "svd": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002],
+}
+AYS_LEVELS = {"rounded": AYS_PRESETS, "comfyui": AYS_COMFYUI}
+
 
 def loglinear_interp(levels: list[float], count: int) -> torch.Tensor:
     """Resample a decreasing list of noise levels to ``count`` values, linearly in log σ (the AYS paper's rule)."""
@@ -21,28 +35,47 @@ def loglinear_interp(levels: list[float], count: int) -> torch.Tensor:
     out = np.exp(np.interp(np.linspace(0, 1, count), xs, ys))[::-1].copy()
     return torch.as_tensor(out, dtype=torch.float64)
 
+def _levels(preset: str, levels: str) -> list[float]:
+    if not isinstance(levels, str) or levels not in AYS_LEVELS:
+        raise InvalidOption(f"schedule 'ays_{preset}' has no levels={levels!r}; use levels='rounded' (A1111's and "
+                            "diffusers' 3-decimal levels, the default) or levels='comfyui' (ComfyUI's "
+                            "AlignYourStepsScheduler node, 10 decimals)")
+    return AYS_LEVELS[levels][preset]
+
 def _ays(preset: str):
-    def schedule(n: int, sigma_min=None, sigma_max=None, append_zero: bool = False) -> torch.Tensor:
+    def schedule(n: int, sigma_min=None, sigma_max=None, append_zero: bool = False,
+                 levels: str = "rounded") -> torch.Tensor:
         check_steps(n, None, None, need_range=False)
         boolean("append_zero", append_zero)
-        levels = AYS_PRESETS[preset]
+        data = _levels(preset, levels)
         if append_zero:  # A1111's: n levels (the published 11 at n = 11), then 0
-            top = torch.tensor(levels, dtype=torch.float64) if n == len(levels) else loglinear_interp(levels, n)
+            top = torch.tensor(data, dtype=torch.float64) if n == len(data) else loglinear_interp(data, n)
             return strictly_decreasing(torch.cat([top, torch.zeros(1, dtype=torch.float64)]), f"ays_{preset}")
-        sigmas = torch.tensor(levels, dtype=torch.float64) if n + 1 == len(levels) else loglinear_interp(levels, n + 1)
+        sigmas = torch.tensor(data, dtype=torch.float64) if n + 1 == len(data) else loglinear_interp(data, n + 1)
         sigmas[-1] = 0.0
         return strictly_decreasing(sigmas, f"ays_{preset}")
 
+    def ends(levels: str = "rounded") -> tuple[float, float]:
+        """(sigma_min, sigma_max) of the levels: the only range get_sigmas accepts for the preset."""
+        data = _levels(preset, levels)
+        return data[-1], data[0]
+
     schedule.__name__ = f"ays_{preset}"
     schedule.__doc__ = (f"Align Your Steps preset for {preset.upper()} (Sabour et al. 2024): the published 10-step "
-                        "levels, log-linearly interpolated to n + 1 values, the last set to 0 (ComfyUI's node, the "
-                        "paper's how-to); ``append_zero=True``: to n levels, then 0 (A1111's \"Align Your Steps\"). "
-                        "The model's own σ range is not used; an explicit sigma_min / sigma_max without native= is "
-                        "refused (it would be ignored).")
+                        "levels, log-linearly interpolated to n + 1 values, the last set to 0 (the paper's how-to "
+                        "and ComfyUI's AlignYourStepsScheduler node at denoise = 1); ``append_zero=True``: to n "
+                        "levels, then 0 (A1111's \"Align Your Steps\"). ``levels=\"rounded\"`` (default): the levels "
+                        "to 3 decimals, as A1111 and diffusers (``AysSchedules``) ship them; ``levels=\"comfyui\"``: "
+                        "ComfyUI's node's 10-decimal levels (the ComfyUI names \"AlignYourStepsScheduler SD1\" / "
+                        "\"SDXL\" / \"SVD\" pass it; SVD's levels are the same in both). ComfyUI's denoise < 1 (the "
+                        "schedule's last steps) is not part of it. The model's own σ range is not used: an explicit "
+                        "sigma_min / sigma_max other than the levels' own ends is refused, with or without native= "
+                        "(it would be ignored).")
+    schedule.ends = ends
     return schedule
 
 for _name, _aliases in (("sd15", ("AYS SD1.5", "ays_sd1.5", "AYS")), ("sdxl", ("AYS SDXL",)), ("svd", ("AYS SVD",))):
-    _levels = AYS_PRESETS[_name]
+    _data = AYS_PRESETS[_name]
     register(f"ays_{_name}", aliases=_aliases,
-             preset=f"the published Align Your Steps levels ({_levels[0]:g} … {_levels[-1]:g}), not a range"
+             preset=f"the published Align Your Steps levels ({_data[0]:g} … {_data[-1]:g}), not a range"
              )(_ays(_name))

@@ -58,11 +58,15 @@ def leading(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, ste
 
 @register("trailing", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def trailing(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
-    """diffusers' ``"trailing"`` spacing (Lin et al. 2023): starts at the last training timestep."""
+    """diffusers' ``"trailing"`` spacing (Lin et al. 2023): starts at the last training timestep.
+
+    The timesteps are diffusers' own arithmetic, ``np.round(np.arange(N, 0, -N / n)) - 1`` in numpy's float64:
+    numpy's ``arange`` accumulates differently from torch's, and where a value lands on a half (N = 1000, n = 48:
+    1000 − 3·1000/48 = 937.4999… in numpy, exactly 937.5 in torch) the rounding picks a different timestep."""
     check_steps(n, None, None, need_range=False)
     total = num_train(n, training_sigmas)
-    t = torch.round(torch.arange(total, 0, -total / n, dtype=torch.float64)) - 1
-    return from_timesteps(t, training_sigmas)
+    t = np.round(np.arange(total, 0, -total / n)).astype(np.int64) - 1
+    return from_timesteps(torch.as_tensor(t, dtype=torch.float64), training_sigmas)
 
 @register("simple", needs_table=True, fixed_ends=("sigma_min", "sigma_max"), on_flow=True)
 def simple(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
@@ -100,7 +104,9 @@ def _on_axis(name: str, n: int, sigma_min, sigma_max, training_sigmas, table_axi
 
 @register("normal", needs_table=True, on_flow=True)
 def normal(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, table_axis=None) -> torch.Tensor:
-    """ComfyUI's ``normal``: n timesteps evenly from t(σ_max) to t(σ_min) inclusive (fractional, log-σ interpolated).
+    """ComfyUI's ``normal``: n timesteps evenly from t(σ_max) to t(σ_min) inclusive (fractional, log-σ interpolated);
+    a σ_min / σ_max outside the training table is refused (the table has no timestep there; on a flow model's axis
+    ComfyUI's own timestep ↔ σ maps extend past it).
 
     ``table_axis`` (a flow model's, passed by get_sigmas): the timesteps and their σ on the model's own axis instead;
     on a flow model that ends at σ(timestep(σ_min)), above σ_min when shift ≠ 1 (ComfyUI's rule; see
@@ -109,19 +115,20 @@ def normal(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, tabl
     num_train(n, training_sigmas)
     if table_axis is not None:
         return _on_axis("normal", n, sigma_min, sigma_max, training_sigmas, table_axis, sgm=False)
-    hi, lo = table_range(training_sigmas, sigma_min, sigma_max)
+    hi, lo = table_range(training_sigmas, sigma_min, sigma_max, name="normal")
     return strictly_decreasing(from_timesteps(torch.linspace(hi, lo, n, dtype=torch.float64), training_sigmas), "normal")
 
 @register("sgm_uniform", needs_table=True, on_flow=True)
 def sgm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, table_axis=None) -> torch.Tensor:
-    """SGM / ComfyUI ``sgm_uniform``: n + 1 timesteps evenly from t(σ_max) to t(σ_min), the last replaced by 0.
+    """SGM / ComfyUI ``sgm_uniform``: n + 1 timesteps evenly from t(σ_max) to t(σ_min), the last replaced by 0; a
+    σ_min / σ_max outside the training table is refused, as ``normal``.
 
     ``table_axis``: on the model's own axis, as ``normal``."""
     check_steps(n, None, None, need_range=False)
     num_train(n, training_sigmas)
     if table_axis is not None:
         return _on_axis("sgm_uniform", n, sigma_min, sigma_max, training_sigmas, table_axis, sgm=True)
-    hi, lo = table_range(training_sigmas, sigma_min, sigma_max)
+    hi, lo = table_range(training_sigmas, sigma_min, sigma_max, name="sgm_uniform")
     t = torch.linspace(hi, lo, n + 1, dtype=torch.float64)[:-1]
     return strictly_decreasing(from_timesteps(t, training_sigmas), "sgm_uniform")
 

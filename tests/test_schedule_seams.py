@@ -1,0 +1,170 @@
+"""Schedules at their seams with the tools they reproduce: diffusers' spacings and flow grid, ComfyUI's Align Your
+Steps node, and the ranges a schedule does not take (refused, never clamped or ignored)."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import samplers
+from samplers import schedules
+from samplers.core import names
+from samplers.schedules.base import from_timesteps
+from samplers.schedules.presets import AYS_PRESETS, loglinear_interp
+
+VP = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+SD15 = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+
+
+def _diffusers():
+    diffusers = pytest.importorskip("diffusers")
+    warnings.filterwarnings("ignore")
+    return diffusers
+
+
+# ---- diffusers' timestep spacings, every step count of a 1000-step table
+
+@pytest.mark.parametrize("cls", ["DDIMScheduler", "EulerDiscreteScheduler"])
+def test_trailing_picks_diffusers_timesteps_at_every_step_count(cls):
+    """n = 48, 96, ...: numpy's arange lands just below a half where torch's lands on it (937.4999… vs 937.5)."""
+    sched = getattr(_diffusers(), cls)(**SD15, timestep_spacing="trailing")
+    wrong = []
+    for n in range(1, 1001):
+        sched.set_timesteps(n)
+        want = from_timesteps(torch.as_tensor(np.asarray(sched.timesteps), dtype=torch.float64), VP.sigmas)
+        if not torch.equal(samplers.get_sigmas("trailing", n, native=VP), want):
+            wrong.append(n)
+    assert not wrong, f"trailing differs from diffusers at n = {wrong[:10]} ({len(wrong)} step counts)"
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_leading_picks_diffusers_timesteps_at_every_step_count(offset):
+    sched = _diffusers().DDIMScheduler(**SD15, timestep_spacing="leading", steps_offset=offset)
+    wrong = []
+    for n in range(1, 1001):
+        if (n - 1) * (1000 // n) + offset > 999:  # past the table: refused here (tested elsewhere)
+            continue
+        sched.set_timesteps(n)
+        want = from_timesteps(torch.as_tensor(np.asarray(sched.timesteps), dtype=torch.float64), VP.sigmas)
+        if not torch.equal(samplers.get_sigmas("leading", n, native=VP, steps_offset=offset), want):
+            wrong.append(n)
+    assert not wrong, f"leading differs from diffusers at n = {wrong[:10]}"
+
+
+# ---- flow: the model's end (default) and diffusers' grid (end="diffusers")
+
+def _flow_sigmas(t: torch.Tensor) -> torch.Tensor:
+    t = t.double()
+    return torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+@pytest.mark.parametrize("n", [1, 2, 3, 28, 50])
+def test_flow_end_diffusers_is_flow_match_eulers_grid(shift, n):
+    sched = _diffusers().FlowMatchEulerDiscreteScheduler(shift=shift)
+    sched.set_timesteps(n)
+    want = _flow_sigmas(sched.sigmas)  # VE σ = t/(1 − t)
+    native = samplers.RectifiedFlow(shift=shift)
+    got = samplers.get_sigmas("flow", n, native=native, end="diffusers")
+    assert got.shape == want.shape and math.isinf(got[0]) and got[-1] == 0
+    # compared in flow time t (diffusers' float32), where σ = t/(1 − t) does not magnify its rounding near t = 1
+    torch.testing.assert_close(got[1:] / (1 + got[1:]), sched.sigmas.double()[1:], rtol=1e-6, atol=1e-7)
+    model = samplers.get_sigmas("flow", n, native=native)
+    if n > 1:  # the default ends at the model's own smallest level; diffusers' grid shifts it once more
+        assert model[-2] == pytest.approx(native.sigma_min, rel=1e-12)
+        assert got[-2] == pytest.approx(shift * native.sigma_min, rel=1e-12)
+        assert torch.equal(model, got) == (shift == 1.0)
+
+
+def test_flow_default_is_diffusers_dynamic_shifting_grid():
+    """diffusers' dynamic shifting (Flux, mu) runs its grid to the unshifted t_min: the default end on the native."""
+    sched = _diffusers().FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+    for n in (2, 28):
+        sched.set_timesteps(n, mu=0.8)
+        got = samplers.get_sigmas("flow", n, native=samplers.RectifiedFlow.dynamic(0.8))
+        torch.testing.assert_close(got[1:] / (1 + got[1:]), sched.sigmas.double()[1:], rtol=1e-6, atol=1e-7)
+    with pytest.raises(samplers.InvalidOption, match="end='diffusers' takes no mu"):
+        samplers.get_sigmas("flow", 4, native=samplers.RectifiedFlow(), mu=0.8, end="diffusers")
+    with pytest.raises(samplers.InvalidOption, match="no end='comfyui'.*end='model'"):
+        samplers.get_sigmas("flow", 4, native=samplers.RectifiedFlow(), end="comfyui")
+
+
+def test_flow_refuses_shift_and_mu_together():
+    with pytest.raises(samplers.InvalidOption, match="shift= or mu=.*shift=2.0 and mu=1.0"):
+        schedules.flow(4, 0.003, math.inf, shift=2.0, mu=1.0)
+    with pytest.raises(samplers.InvalidOption, match="not both"):
+        samplers.get_sigmas("flow", 4, native=samplers.RectifiedFlow(shift=3.0), shift=2.0, mu=1.0)
+    # the native's shift with the caller's mu is Flux's usage: mu replaces the model's shift
+    native = samplers.RectifiedFlow(shift=3.0)
+    torch.testing.assert_close(samplers.get_sigmas("flow", 4, native=native, mu=1.0),
+                               schedules.flow(4, native.sigma_min, math.inf, mu=1.0), rtol=0, atol=0)
+    assert torch.equal(schedules.flow(4, 0.003, math.inf), schedules.flow(4, 0.003, math.inf, shift=1.0))
+
+
+# ---- table schedules that take a range: refused outside the table, never clamped to it
+
+@pytest.mark.parametrize("name", ["normal", "sgm_uniform"])
+def test_a_range_outside_the_training_table_is_refused(name):
+    low, high = float(VP.sigmas[0]), float(VP.sigmas[-1])
+    for kw in ({"sigma_min": 0.001}, {"sigma_max": 100.0}, {"sigma_min": 0.001, "sigma_max": 100.0},
+               {"sigma_max": math.inf}):
+        with pytest.raises(samplers.InvalidInput, match=f"cover σ from {low:g} to {high:g}.*outside"):
+            samplers.get_sigmas(name, 10, native=VP, **kw)
+    # the model's own ends, given explicitly, and a range inside the table still build
+    assert torch.equal(samplers.get_sigmas(name, 10, native=VP, sigma_min=VP.sigma_min, sigma_max=VP.sigma_max),
+                       samplers.get_sigmas(name, 10, native=VP))
+    inside = samplers.get_sigmas(name, 10, native=VP, sigma_min=0.1, sigma_max=10.0)
+    assert inside[0] == pytest.approx(10.0) and inside[-1] == 0
+
+
+# ---- Align Your Steps: a preset takes no range, with or without native=; ComfyUI's node's own levels
+
+def test_ays_refuses_a_range_with_native_too():
+    for kw in ({"sigma_min": 5.0, "sigma_max": 100.0}, {"sigma_min": VP.sigma_min}, {"sigma_max": VP.sigma_max}):
+        with pytest.raises(samplers.InvalidOption, match="takes no sigma_m.*native= does not change"):
+            samplers.get_sigmas("ays_sd15", 10, native=VP, **kw)
+    own = samplers.get_sigmas("ays_sd15", 10)
+    assert torch.equal(samplers.get_sigmas("ays_sd15", 10, native=VP), own)
+    # the levels' own ends are what the preset uses: accepted
+    assert torch.equal(samplers.get_sigmas("ays_sd15", 10, native=VP, sigma_min=0.029, sigma_max=14.615), own)
+
+
+def _comfyui_node(levels: list[float], steps: int) -> torch.Tensor:
+    """ComfyUI's AlignYourStepsScheduler.get_sigmas at denoise = 1."""
+    sigmas = levels[:]
+    if steps + 1 != len(sigmas):
+        sigmas = loglinear_interp(sigmas, steps + 1).tolist()
+    sigmas = list(sigmas[-(steps + 1):])
+    sigmas[-1] = 0.0
+    return torch.tensor(sigmas, dtype=torch.float64)
+
+
+COMFYUI_LEVELS = {
+    "SD1": [14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+            0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582],
+    "SDXL": [14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+             0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582],
+    "SVD": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002],
+}
+
+
+@pytest.mark.parametrize("model_type", ["SD1", "SDXL", "SVD"])
+@pytest.mark.parametrize("steps", [1, 3, 10, 20])
+def test_comfyui_align_your_steps_name_gives_the_nodes_levels(model_type, steps):
+    name = f"comfyui:AlignYourStepsScheduler {model_type}"
+    want = _comfyui_node(COMFYUI_LEVELS[model_type], steps)
+    assert torch.equal(samplers.get_sigmas(name, steps), want)
+    assert torch.equal(samplers.get_sigmas(name, steps, native=VP), want)
+
+
+def test_registry_and_a1111_align_your_steps_keep_the_rounded_levels():
+    assert torch.equal(samplers.get_sigmas("ays_sd15", 10), torch.tensor(AYS_PRESETS["sd15"][:-1] + [0.0],
+                                                                         dtype=torch.float64))
+    assert names.resolve_schedule("Align Your Steps") == ("ays_sd15", {"append_zero": True})
+    assert not torch.equal(samplers.get_sigmas("ays_sd15", 10),
+                           samplers.get_sigmas("ays_sd15", 10, levels="comfyui"))
+    with pytest.raises(samplers.InvalidOption, match="levels='rounded'.*levels='comfyui'"):
+        samplers.get_sigmas("ays_sdxl", 10, levels="a1111")
