@@ -36,14 +36,26 @@ def samplers_md() -> str:
     out = [GENERATED, "# Samplers", "",
            f"{len(samplers.available())} samplers are registered. Each has the k-diffusion signature "
            "`fn(model, x, sigmas, extra_args=None, callback=None, disable=None, *, **options)` and runs on any model "
-           "through `samplers.to_denoiser`. *Order* is the measured convergence order (tests/test_convergence.py, "
-           "tests/test_multistep.py, ...); *NFE/step* counts model calls per step; *final step* is what the sampler "
+           "through `samplers.to_denoiser`. *Order* is the convergence order the tests measure (tests/test_convergence.py, "
+           "tests/test_multistep.py, tests/test_unipc_deis.py, ...): the slope log₂(error(n) / error(2n)) of the "
+           "largest error against a 1e-13 reference of the probability-flow ODE of a 4-dim two-Gaussian mixture from "
+           "σ = 10 to 0.1, steps uniform in log σ; stochastic samplers in their deterministic limit (η = 0), but for "
+           "the `torchsde.*` ones, whose order is the strong (pathwise) order on one Brownian path, measured in "
+           "tests/test_torchsde_adapter.py. For multistep "
+           "samplers the tests shrink the lower-order warm-up steps to length h² (`refined_sigmas` in "
+           "tests/conftest.py): on a plain schedule of uniform steps those first steps' larger local error caps the "
+           "observed slope, so with default options `unipc_bh1` / `unipc_bh2`, `dpmpp_3m_exact` and `deis` measure "
+           "about 2 there and `lms` about 2.8; *NFE/step* counts model calls per step; *final step* is what the sampler "
            "does on the step to σ = 0. Samplers that may draw noise (stochastic ones; churn or η > 0 in others) also "
            "take `seed=` (one int, item k uses seed + k, or one per item; the adaptive, host-side-step samplers choose "
            "their steps by the batch's worst item, so their items depend on the batch) and `noise_sampler=` "
            "(`\"seeded\"`, `\"brownian\"`, `\"brownian_tree\"` or your own). The callback gets, once per step i, "
            "`{\"x\": the state after the step, \"i\", \"sigma\", \"sigma_hat\": Python floats, \"denoised\"}`; "
-           "`samplers.interop.kdiffusion` hands k-diffusion's own (x the step started from, σ as 0-d tensors).",
+           "`samplers.interop.kdiffusion` hands k-diffusion's own (x the step started from, σ as 0-d tensors). "
+           "One exception: `dpm_fast` calls back once per model call with x the state that call was made at, before "
+           "the step (as k-diffusion's `DPMSolver.dpm_solver_fast` calls its info_callback), so its last callback "
+           "is not the returned result; `dpm_adaptive` calls back after each step (after each attempt with "
+           "`through_schedule=False`), as k-diffusion's `dpm_solver_adaptive` does.",
            "", "Names other tools use (A1111, ComfyUI, diffusers) are in [names.md](names.md)."]
     for kind, title in kinds.items():
         names = samplers.available(kind)

@@ -4,7 +4,8 @@
     ├── InvalidInput (ValueError)      a value breaks a documented rule: the message names the value, the rule, the fix
     │   ├── InvalidOption              an option a sampler / schedule / scheduler does not accept (lists the valid ones)
     │   ├── UnknownNameError (KeyError) a sampler / schedule / label that is not registered (lists the closest names)
-    │   └── LimitExceeded              a request larger than the machine or a documented cap (names the size)
+    │   ├── LimitExceeded              a request larger than the machine or a documented cap (names the size)
+    │   └── MissingFile (FileNotFoundError)  a file the call names does not exist (names the path and the fix)
     ├── InvalidType (TypeError)        an argument of the wrong type
     ├── NonFiniteError (FloatingPointError)  NaN / Inf in the input, the model's output or the result
     ├── StepLimitError (RuntimeError)  an adaptive or data-dependent loop that would not finish within its cap
@@ -41,6 +42,11 @@ class LimitExceeded(InvalidInput):
     """A request larger than the memory the device has, or than a documented cap."""
 
 
+class MissingFile(InvalidInput, FileNotFoundError):
+    """A file the call names (a fitted solver, say) does not exist; the message names the path and how to make it.
+    Also a FileNotFoundError, which callers caught before it existed."""
+
+
 class InvalidType(SamplersError, TypeError):
     """An argument of the wrong type."""
 
@@ -61,5 +67,5 @@ class MissingDependency(Unavailable, ImportError):
     """An optional dependency is not installed."""
 
 
-__all__ = ["SamplersError", "InvalidInput", "InvalidOption", "UnknownNameError", "LimitExceeded", "InvalidType",
+__all__ = ["SamplersError", "InvalidInput", "InvalidOption", "UnknownNameError", "LimitExceeded", "MissingFile", "InvalidType",
            "NonFiniteError", "StepLimitError", "Unavailable", "MissingDependency"]

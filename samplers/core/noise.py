@@ -91,8 +91,11 @@ class PredrawnNoise:
         return draw if self.like is None else draw.to(*self.like)
 
 
-class NoiseExhaustedError(IndexError):
-    """A :class:`PredrawnNoise` was asked for more draws than it holds."""
+class NoiseExhaustedError(InvalidInput, IndexError):
+    """A :class:`PredrawnNoise` was asked for more draws than it holds: the library's :class:`InvalidInput` (too
+    few draws for the run), and an IndexError as before. It is raised at the draw that is missing, after the model
+    calls before it: how many draws a run takes depends on the sampler and its options (η, s_noise, churn, an
+    adaptive sampler's accepted steps), so it is not counted ahead of the run."""
 
 
 NOISE_NAMES = ("seeded", "brownian", "brownian_device", "brownian_tree", "brownian_tree_device")

@@ -126,6 +126,36 @@ def a_callable(name, v):
     return v
 
 
+def callable_value(name: str, fn, args: tuple, signature: str, *, lo: float | None = None, lo_open: bool = False,
+                   rule: str = "") -> float:
+    """``fn(*args)`` as a float, for a user function option (``noise_scaler``, ``tau_func``) evaluated before the first
+    model call on the values the run will pass it: a call that raises TypeError (the wrong number of arguments), a
+    result that is not a real number, NaN / Inf, or one below ``lo`` (at ``lo`` with ``lo_open``) is refused with
+    InvalidOption naming the option, the arguments and the value. ``signature``: how the option is called, e.g.
+    ``"tau_func(sigma, sigma_next)"``; ``rule``: the rule's words for the message."""
+    at = f"{name}({', '.join(f'{float(a):g}' for a in args)})"
+    try:
+        value = fn(*args)
+    except TypeError as e:
+        raise InvalidOption(f"{at} raised TypeError: {e}; {name} must be a function called as {signature} that "
+                            "returns a real number") from e
+    if isinstance(value, (str, bytes, bool)) or isinstance(value, complex):
+        v = None
+    else:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = None
+    if v is None:
+        raise InvalidOption(f"{at} returned {value!r} ({type(value).__name__}); {name} must return a real number "
+                            f"(a float){rule and '; ' + rule}")
+    if not math.isfinite(v) or (lo is not None and (v < lo or (lo_open and v == lo))):
+        raise InvalidOption(f"{at} = {v!r}; {name} must return a finite number"
+                            + (f" {'>' if lo_open else '>='} {lo:g}" if lo is not None else "")
+                            + f" at every σ of the run{rule and '; ' + rule}")
+    return v
+
+
 def numbers_list(name, v, lo=None, lo_open=False, whole=False):
     """A list or tuple of numbers (integers with ``whole``), each >= ``lo`` (> with ``lo_open``); never a string."""
     if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..core.conversion import PREDICTIONS
-from ..core.errors import InvalidInput, InvalidType, UnknownNameError
+from ..core.errors import InvalidInput, InvalidType, MissingFile, UnknownNameError
 from ..core.files import write_json
 from ..core.names import Label, register_prefix
 from ..core.registry import register
@@ -157,7 +157,8 @@ class LearnedSolver:
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise FileNotFoundError(f"no fitted solver at {path}; make one with `samplers fit --out DIR`") from None
+            raise MissingFile(f"no fitted solver at {path} (no such file); check the path, or make one with "
+                              "`samplers fit --out DIR` (it writes DIR/nfe<N>.json)") from None
         except IsADirectoryError:
             raise InvalidInput(f"{path} is a folder; give a solver file in it (`samplers fit` writes "
                                "<out>/nfe<N>.json)") from None

@@ -207,20 +207,31 @@ _HEADROOM = 100.0
 
 
 def check_tau_range(method: str, x: torch.Tensor, sigmas: list[float], eta: float) -> None:
-    """Refuse, before any model call, an η whose τ = σ^−(1+η²) at the smallest σ > 0 the state's dtype cannot hold
-    (u = x·τ overflows to inf in the last steps: float32 at σ_min = 0.03 and η = 5)."""
-    positive = [s for s in sigmas if 0 < s < 1]
-    if not positive:
-        return
-    depth = -math.log(min(positive))  # ln τ = (1 + η²)·depth
-    room = math.log(torch.finfo(x.dtype).max / _HEADROOM)
-    if (1 + eta * eta) * depth <= room:
-        return
-    eta_max = math.sqrt(max(room / depth - 1, 0.0))
-    raise InvalidInput(f"{METHODS[method][0]} with eta={eta:g} solves for u = x·σ^−(1+η²), which reaches "
-                       f"{math.exp((1 + eta * eta) * depth):.3g} at σ={min(positive):g}: more than {x.dtype} holds; "
-                       f"use eta <= {eta_max:.3g} on this schedule, float64 latents, or a schedule whose smallest "
-                       "σ > 0 is larger")
+    """Refuse, before any model call, an η whose τ = σ^−(1+η²) the state's dtype cannot hold: at the smallest
+    σ < 1, u = x·τ overflows to inf in the last steps (float32 at σ_min = 0.03 and η = 5); at the largest σ > 1,
+    u ≈ σ·n·τ = n·σ^−η² underflows to 0 in the first (float32 at σ_max = 80 and η = 5). The sizes are written as
+    powers of ten: τ itself overflows a Python float above ln τ ≈ 709 (η ≈ 8.6 at σ = 0.05)."""
+    name, info, p = METHODS[method][0], torch.finfo(x.dtype), 1 + eta * eta
+    small = [s for s in sigmas if 0 < s < 1]
+    if small:
+        depth = -math.log(min(small))  # ln τ = (1 + η²)·depth
+        room = math.log(info.max / _HEADROOM)
+        if p * depth > room:
+            raise InvalidInput(
+                f"{name} with eta={eta:g} solves for u = x·σ^−(1+η²), which reaches 10^{p * depth / math.log(10):.4g} "
+                f"at σ={min(small):g}: more than {x.dtype} holds (up to 10^{math.log10(info.max):.4g}); use eta <= "
+                f"{math.sqrt(max(room / depth - 1, 0.0)):.3g} on this schedule, float64 latents, or a schedule whose "
+                "smallest σ > 0 is larger")
+    large = [s for s in sigmas if s > 1 and math.isfinite(s)]
+    if large:
+        height = math.log(max(large))  # ln(σ·τ) = −η²·height
+        room = -math.log(info.tiny * _HEADROOM)
+        if eta * eta * height > room:
+            raise InvalidInput(
+                f"{name} with eta={eta:g} solves for u = x·σ^−(1+η²), of size σ^−η² = 10^{-eta * eta * height / math.log(10):.4g} "
+                f"at σ={max(large):g}: less than {x.dtype} holds (down to 10^{math.log10(info.tiny):.4g}); use eta <= "
+                f"{math.sqrt(room / height):.3g} on this schedule, float64 latents, or a schedule whose largest σ is "
+                "smaller")
 
 
 def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise_sampler, callback, disable,

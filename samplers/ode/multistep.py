@@ -18,7 +18,7 @@ from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import (check_solver_type, lagrange_basis, lam, multistep_order, phi1, phi2, poly_eval,
                           poly_integral, second_order_weight, to_d)
-from ..core.errors import InvalidInput
+from ..core.errors import InvalidInput, InvalidOption
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 
@@ -162,6 +162,26 @@ def lms_coefficients(sigmas: list[float], order: int, prior: int = 0) -> list[li
     return out
 
 
+def check_prior_sigmas(prior_sigmas, sigma_first: float, order: int) -> list[float]:
+    """``prior_sigmas`` as floats, refused (before any model call) unless they are the sigmas of steps before
+    ``sigma_first``, most recent first: strictly above ``sigma_first`` and strictly increasing along the list, at most
+    ``order − 1`` of them (the weights' nodes are the last ``order`` sigmas: one more would never be read)."""
+    prior = [float(s) for s in prior_sigmas]
+    if len(prior) > order - 1:
+        raise InvalidOption(f"lms prior_sigmas = {list(prior_sigmas)!r} lists {len(prior)} sigmas but order = {order} "
+                            f"reads at most order − 1 = {order - 1} earlier nodes; pass at most {order - 1} (the most "
+                            "recent, listed first), or raise order")
+    previous, what = sigma_first, f"sigmas[0] = {sigma_first:g}"
+    for k, s in enumerate(prior):
+        if not s > previous:  # also catches NaN
+            raise InvalidOption(
+                f"lms prior_sigmas[{k}] = {s:g} is not above {what}; prior_sigmas are the sigmas of the steps "
+                "before sigmas[0], most recent first, so each must be strictly larger than the one before it in the "
+                f"list and the first strictly larger than sigmas[0] (got {list(prior_sigmas)!r})")
+        previous, what = s, f"prior_sigmas[{k}] = {s:g}"
+    return prior
+
+
 @register("lms", kind="ode", order=4, nfe_per_step=1,
           aliases=("sample_lms",),
           ref="Adams-Bashforth in σ, as in k-diffusion's sample_lms (Karras et al. 2022 setting)",
@@ -186,7 +206,7 @@ def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order
     """
     if order < 1:
         raise InvalidInput(f"lms order must be an integer >= 1, got {order!r}")
-    prior = [float(s) for s in prior_sigmas]
+    prior = check_prior_sigmas(prior_sigmas, float(sigmas[0]), order)
     coefficients = lms_coefficients(prior[::-1] + list(sigmas), order, len(prior))
     ds: list = []  # most recent first
     for i in progress(sigmas, disable):

@@ -8,6 +8,7 @@ on the host (error control) and says so in its metadata.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from tqdm.auto import tqdm
@@ -285,7 +286,9 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
 
     It integrates from ``sigmas[0]`` to the smallest non-zero σ with steps uniform in λ and orders from
     :func:`fast_orders`, then spends the last call on the denoise to σ = 0 if the schedule ends in 0. Only
-    the end points of ``sigmas`` are used; the callback fires once per model call. ``eta`` > 0 makes each step
+    the end points of ``sigmas`` are used; the callback fires once per model call, with ``x`` the state that call
+    was made at, before the step (k-diffusion's ``DPMSolver.dpm_solver_fast`` calls its info_callback there), not
+    after it as other samplers do: the last callback's ``x`` is not the returned result. ``eta`` > 0 makes each step
     ancestral (k-diffusion's option): a step to σ_down, then fresh noise σ_up.
 
     ``final_denoise=False`` spends all ``len(sigmas) − 1`` calls on the integration to the smallest non-zero σ
@@ -307,6 +310,9 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
         if denoise:
             x = solver.denoise(x, sigma_min)
     return x
+
+
+_LOG_FLOAT_MAX = math.log(sys.float_info.max)
 
 
 class PIDStepSizeController:
@@ -331,7 +337,12 @@ class PIDStepSizeController:
         if not self.errs:
             self.errs = [inv_error, inv_error, inv_error]
         self.errs[0] = inv_error
-        factor = self.limiter(self.errs[0] ** self.b1 * self.errs[1] ** self.b2 * self.errs[2] ** self.b3)
+        try:
+            f = self.errs[0] ** self.b1 * self.errs[1] ** self.b2 * self.errs[2] ** self.b3
+        except OverflowError:  # a large gain (pcoeff = 200, say): one power is past a float, the product may not be
+            log_f = self.b1 * math.log(self.errs[0]) + self.b2 * math.log(self.errs[1]) + self.b3 * math.log(self.errs[2])
+            f = math.exp(log_f) if log_f < _LOG_FLOAT_MAX else math.inf  # the limiter saturates: 1 + π/2
+        factor = self.limiter(f)
         accept = factor >= self.accept_safety
         if accept:
             self.errs[2], self.errs[1] = self.errs[1], self.errs[0]
@@ -370,6 +381,13 @@ def solve_adaptive(solver: EpsSolver, x, x_prev, t_start: float, t_end: float, p
     s, attempts = t_start, 0
     while (s < t_end - t_tol) if forward else (s > t_end + t_tol):
         t = round_time(min(t_end, s + pid.h) if forward else max(t_end, s + pid.h))
+        if t == s:  # h below the resolution of λ = s (every step's formulas divide by h)
+            raise StepLimitError(
+                f"DPM-Solver adaptive: the step size h = {pid.h:.3g} fell below what λ = {s:.6g} (σ = "
+                f"{sigma_of(s):.4g}) resolves after {attempts} attempts; the PID gains (b1, b2, b3 = "
+                f"{pid.b1:g}, {pid.b2:g}, {pid.b3:g}: pcoeff, icoeff, dcoeff over the order) shrink it on every "
+                "rejection: use gains near k-diffusion's pcoeff=0, icoeff=1, dcoeff=0, or loosen rtol/atol "
+                f"(now {rtol:g}/{atol:g})")
         t_down, sigma_up = ancestral_target(s, t, t_end, eta)
         eps, denoised = solver.eps(x, s)
         if order == 2:

@@ -102,7 +102,9 @@ _DOC = """UniPC-{v} (Zhao et al. 2023): predictor UniP of ``order`` (1–3) with
     few steps) spends the last steps at lower order: on a schedule that stops at σ > 0 this caps the
     measured order at about 2; on the usual schedules ending in 0 the last step is the denoise anyway.
     ``disable_corrector``: the steps i whose result is not corrected at step i + 1 (diffusers' option of that
-    name)."""
+    name). An index outside 0 … n − 2 (n the steps of the run) names no corrected step and has no effect, as in
+    diffusers: the diffusers shim forwards its config's list shifted by the start step (img2img), so indices
+    before the start or past the run reach the sampler and are not refused."""
 
 
 @register("unipc_bh1", kind="ode", order=4, nfe_per_step=1, aliases=("UniPC bh1", "sample_uni_pc"),

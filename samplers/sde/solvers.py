@@ -12,6 +12,7 @@ takes an Euler step, which is the same x = D(x, σ).
 from __future__ import annotations
 
 import math
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -19,7 +20,8 @@ import numpy as np
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import lagrange_basis, to_d
-from ..core.errors import InvalidInput, InvalidType, LimitExceeded
+from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
+from ..core.validate import callable_value
 
 # ----------------------------------------------------------------------------------------------------
 # helpers (Python floats only)
@@ -106,6 +108,26 @@ def _default_log_scaler(sigma: float) -> float:
 # ER-SDE
 
 
+def _er_sde_points(sigmas, max_stage: int, quadrature: str):
+    """Every σ at which er_sde's loop evaluates φ, computed by the loop's own expressions (so that the values checked
+    before the run are the very floats the loop reads)."""
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        if sigma_next == 0:
+            continue
+        yield sigma_next
+        yield sigma
+        if min(max_stage, i + 1) >= 2:
+            if quadrature == "riemann":
+                step = (sigma - sigma_next) / RIEMANN_POINTS
+                for k in range(RIEMANN_POINTS):
+                    yield sigma_next + k * step
+            else:
+                u0, u1 = math.log(sigma_next), math.log(sigma)
+                for xg in _GL_X:
+                    yield math.exp(u0 + xg * (u1 - u0))
+
+
 @register("er_sde", kind="sde", order=2, nfe_per_step=1, eta_from_infinity=1.0,
           aliases=("ER SDE", "ER-SDE-Solver", "sample_er_sde"),
           ref="Cui et al. 2023 (arXiv:2309.06169), ER-SDE-Solver-3; ComfyUI sample_er_sde",
@@ -137,11 +159,16 @@ def er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_
     if noise_scaler is None:
         log_phi = _default_log_scaler
     else:
-        def log_phi(s):
-            value = float(noise_scaler(s))
-            if not value > 0:
-                raise InvalidInput(f"noise_scaler({s:g}) = {value!r}; it must be positive (and increasing in σ)")
-            return math.log(value)
+        phi_logs: dict = {}
+
+        def log_phi(s):  # φ is a pure function of σ: each σ the run reads is evaluated (and checked) once
+            if s not in phi_logs:
+                phi_logs[s] = math.log(callable_value("noise_scaler", noise_scaler, (s,), "noise_scaler(sigma)",
+                                                      lo=0.0, lo_open=True, rule="it is the ER-SDE noise scale φ(σ), positive and increasing "
+                                                      "in σ (ComfyUI's default: σ·(e^{σ^0.3} + 10))"))
+            return phi_logs[s]
+        for s in _er_sde_points(sigmas, max_stage, quadrature):  # before the first model call
+            log_phi(s)
     old_denoised = old_denoised_d = None
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -205,7 +232,24 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
 
         def tau_func(sigma, sigma_next):
             return eta if hi >= sigma_next > lo else 0.0
+        given = False
+    else:
+        given = True
     n = len(sigmas) - 1
+    # τ is a pure function of (σ, σ_next): evaluated and checked on every step that reads it, before the first model
+    # call (τ enters squared: any finite real whose square is finite)
+    taus: list = [None] * n
+    for i in range(n):
+        if sigmas[i + 1] != 0:
+            if given:
+                tau = callable_value("tau_func", tau_func, (sigmas[i], sigmas[i + 1]), "tau_func(sigma, sigma_next)")
+            else:
+                tau = float(tau_func(sigmas[i], sigmas[i + 1]))
+            if not math.isfinite(tau * tau):
+                what = (f"tau_func({sigmas[i]:g}, {sigmas[i + 1]:g}) = {tau:g}" if given else f"eta = {tau:g}")
+                raise InvalidOption(f"{what}: τ² overflows a float; τ must be below {math.sqrt(sys.float_info.max):.3g} "
+                                    "(τ = 1 is the reverse SDE; large τ only replaces the state by fresh noise)")
+            taus[i] = tau
     lambdas = [-math.log(s) if s > 0 else math.inf for s in sigmas]
     history: list = []  # data predictions D at sigmas[i - k], newest last
     keep = max(predictor_order, corrector_order)
@@ -240,7 +284,7 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
         if sigma_next == 0:
             x_new = denoised
         else:
-            tau = float(tau_func(sigma, sigma_next))
+            tau = taus[i]
             lam_s, lam_t = lambdas[i], lambdas[i + 1]
             h = lam_t - lam_s
             if simple_order_2 and p == 2:
