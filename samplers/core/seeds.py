@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .errors import InvalidInput, InvalidType
@@ -32,7 +33,8 @@ def _one_seed(value, what: str) -> int:
 
 
 def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
-    """One seed per batch item: ``seed + k`` for an int, the list itself for a list (or tuple, or 1-D integer tensor).
+    """One seed per batch item: ``seed + k`` for an int, the list itself for a list (or tuple, or 1-D integer tensor
+    or numpy array).
 
     ``None`` draws one base seed from torch's global generator, so ``torch.manual_seed`` still makes a
     run reproducible. Seeds are integers in [0, 2**63); nothing is rounded or wrapped.
@@ -41,12 +43,13 @@ def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
         seed = int(torch.randint(0, 2**62, (), device="cpu"))
     if isinstance(seed, (str, bytes, dict, set)) or (isinstance(seed, float) and not isinstance(seed, bool)):
         raise InvalidType(f"seed must be an integer or one integer per batch item, got {seed!r}")
-    if not isinstance(seed, (list, tuple)) and not (isinstance(seed, torch.Tensor) and seed.ndim == 1):
+    vector = isinstance(seed, (torch.Tensor, np.ndarray)) and seed.ndim == 1
+    if not isinstance(seed, (list, tuple)) and not vector:
         base = _one_seed(seed, "seed")
         if base + batch > SEED_LIMIT:
             raise InvalidInput(f"seed = {base} leaves no room for {batch} items (item k uses seed + k < 2**63)")
         return [base + k for k in range(batch)]
-    items = seed.tolist() if isinstance(seed, torch.Tensor) else list(seed)
+    items = seed.tolist() if vector else list(seed)
     seeds = [_one_seed(s, f"seed[{k}]") for k, s in enumerate(items)]
     if len(seeds) != batch:
         raise InvalidInput(f"got {len(seeds)} seeds for a batch of {batch}; pass one seed per item or one int")

@@ -257,7 +257,7 @@ def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise
         noise_sampler = _Checked(noise_sampler, x)  # called directly, not through samplers.sample
     if isinstance(noise_sampler, BrownianNoise):
         if not (noise_sampler.sigma_min <= min(s for s in sigmas if s > 0) and max(sigmas) <= noise_sampler.sigma_max):
-            raise ValueError(f"the Brownian noise covers σ in [{noise_sampler.sigma_min:g}, "
+            raise InvalidInput(f"the Brownian noise covers σ in [{noise_sampler.sigma_min:g}, "
                              f"{noise_sampler.sigma_max:g}], which does not hold the schedule; build it on the "
                              "whole schedule (samplers.core.brownian.for_schedule, or noise_sampler='brownian')")
         paths = tau_paths(noise_sampler, sde, u)

@@ -1,0 +1,32 @@
+"""Seams found by audit: numpy seed vectors, a Brownian path too short for a torchsde run."""
+import numpy as np
+import pytest
+import torch
+
+import samplers
+from samplers.core.brownian import BrownianNoise
+from samplers.core.errors import InvalidInput, InvalidType
+from samplers.core.seeds import resolve_seeds
+
+
+def test_a_numpy_seed_vector_is_one_seed_per_item_like_a_tensor_or_list():
+    assert resolve_seeds(np.array([7, 3]), 2) == resolve_seeds(torch.tensor([7, 3]), 2) == [7, 3]
+    with pytest.raises(InvalidType, match=r"seed\[0\]"):
+        resolve_seeds(np.array([1.5, 2.0]), 2)
+    with pytest.raises(InvalidInput, match="seeds for a batch of 3"):
+        resolve_seeds(np.array([1, 2]), 3)
+
+
+def test_a_brownian_path_that_does_not_hold_the_schedule_is_refused_before_any_model_call():
+    calls = []
+
+    def model(x, sigma, **kw):
+        calls.append(1)
+        return x * 0.5
+
+    sigmas = samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0)
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(0)) * 10
+    short = BrownianNoise(x, 0, 0.5, 5.0)
+    with pytest.raises(InvalidInput, match="does not hold the schedule"):
+        samplers.sample("torchsde.euler", model, x, sigmas, noise_sampler=short, disable=True)
+    assert not calls
