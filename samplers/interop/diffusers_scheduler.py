@@ -139,6 +139,9 @@ class _Plan:
 
 
 def _plan(fn, schedule: list[float], options: dict, supports_inf: bool, noisy: bool, idle: int = 0) -> _Plan:
+    if len(schedule) == 1 and idle:
+        # a source grid that is all repeat (one karras step [σ_max, σ_max]): no sampler step, only idle calls
+        return _Plan(schedule, [], [], idle)
     recorder = _Recorder(supports_inf)
     counts: list[int] = []
     kwargs = dict(options)
@@ -281,15 +284,29 @@ def _defaults(class_name: str) -> dict:
     return {k: v for k, v in _parameters().get(class_name, {}).items() if v is not inspect.Parameter.empty}
 
 
-def _class_of(config: dict) -> str | None:
+def _class_of(config: dict, sampler=None) -> str | None:
     """The scheduler class a config without ``_class_name`` belongs to: the one class whose parameters are exactly
-    its keys (a scheduler built directly, ``EulerDiscreteScheduler(...).config``; among classes with the same
-    parameters, the one the shim stands in for), else None."""
+    its keys (a scheduler built directly, ``EulerDiscreteScheduler(...).config``), else None. Classes that take the
+    same parameters are told apart only where they run the same steps (``sources.SAME_RUN``: DDIM / DDPM and their
+    parallel variants) or where ``sampler`` names one of them; otherwise the config is refused as ambiguous
+    (TCDScheduler and LCMScheduler take the same parameters and run different steps)."""
     keys = frozenset(k for k in config if not k.startswith("_"))
-    found = [name for name, params in _signatures().items() if params == keys]
-    if len(found) > 1:  # e.g. DDIMScheduler and its parallel variant take the same arguments
-        found = [name for name in found if name in sources.SOURCES]
-    return found[0] if len(found) == 1 else None
+    found = sorted(name for name, params in _signatures().items() if params == keys)
+    distinct = sorted({sources.SAME_RUN.get(name, name) for name in found})
+    if len(distinct) <= 1:
+        return distinct[0] if distinct else None
+    if isinstance(sampler, str):
+        try:
+            label = names.resolve(sampler)
+        except SamplersError:
+            label = None
+        if label is not None and label.source == "diffusers" and label.label in distinct:
+            return label.label
+    raise InvalidOption(f"SamplerScheduler.from_config got a config without _class_name whose keys are exactly the "
+                        f"parameters of {', '.join(distinct)}: it cannot tell which of them it is for, and they run "
+                        "different steps (the shim would silently run another method). Add \"_class_name\": "
+                        f"\"<one of {', '.join(distinct)}>\" to the config, pass the scheduler itself "
+                        "(SamplerScheduler.from_config(pipe.scheduler)), or name its class: sampler=\"<class name>\"")
 
 
 # SamplerScheduler's own options; the rest of its parameters are diffusers' config vocabulary, which only matters
@@ -315,6 +332,25 @@ def _check_kwargs(kwargs: Mapping, class_name: str | None) -> None:
         raise InvalidOption(f"SamplerScheduler.from_config got {', '.join(closest(k, accepted) for k in unknown)}, "
                             f"which neither {takers} takes: it would be dropped silently. Fix the name, or leave it "
                             f"out; SamplerScheduler's own options are {', '.join(sorted(_SHIM_OPTIONS))}")
+
+
+@functools.lru_cache(maxsize=1)
+def _known_config_keys() -> frozenset:
+    """Every key some installed diffusers scheduler class (or SamplerScheduler) takes: a shipped config carries other
+    classes' keys (SDXL's EulerDiscrete config has DDIM's clip_sample), which the class it names ignores."""
+    return frozenset().union(*_signatures().values())
+
+
+def _check_config_keys(config: Mapping, where: str) -> None:
+    """A config key that no diffusers scheduler class takes is a misspelling (``use_karas_sigmas``): diffusers'
+    from_config drops it with a logged warning and runs the default; refused here, with the closest known key.
+    Keys starting with "_" are diffusers' metadata (``_class_name``, ``_diffusers_version``, ...)."""
+    known = _known_config_keys()
+    unknown = [k for k in config if not (isinstance(k, str) and k.startswith("_")) and k not in known]
+    if unknown:
+        raise InvalidOption(f"{where} has {', '.join(closest(k, known) for k in unknown)}, which no diffusers "
+                            "scheduler class takes: diffusers would drop it (and run that option's default) "
+                            "silently. Fix the key's spelling, or remove it from the config")
 
 
 def _host_sync_refusal(name: str) -> str:
@@ -407,6 +443,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._source_name, self._source, self._ref = None, None, None
         found = sources.source_for(source_config) if source_config else None
         label = names.resolve(sampler) if sampler is not None else None
+        if label is not None and label.source == "diffusers" and label.label == _given_class(source_config):
+            # the config's own class by name: what that class runs on this config (its algorithm_type, solver_order,
+            # ... decide), not the one fixed sampler the name stands for elsewhere
+            label = None
         if found is not None:
             self._source_name, self._source = found
             # a config may leave keys out (an older scheduler_config.json, a dict): the class's defaults fill them
@@ -427,7 +467,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self.register_to_config(**{k: resolved[k] for k in shared if k in resolved})
         else:
             class_name = (source_config or {}).get("_class_name")
-            if class_name is not None and sampler is None:
+            if class_name is not None and label is None:
                 why = sources.UNSUPPORTED.get(class_name, "it is not a scheduler class the shim stands in for")
                 raise InvalidOption(f"SamplerScheduler cannot reproduce {class_name}: {why}. Pass sampler=<name> to "
                                     "run a registry sampler on this config's model instead (a different image)")
@@ -520,14 +560,21 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         may also be the scheduler itself (``SamplerScheduler.from_config(pipe.scheduler)``)."""
         instance = config if hasattr(config, "config") and not isinstance(config, Mapping) else None
         given = dict(kwargs)  # the caller's keyword arguments, before the source_config / noise_schedule we add
+        if isinstance(kwargs.get("source_config"), Mapping):
+            _check_config_keys(kwargs["source_config"], "source_config")
         checked = _given_class(kwargs.get("source_config"))
         if config is not None and "source_config" not in kwargs:
             try:
                 source = config_dict(config)
             except TypeError:
                 source = {}
+            if instance is None:
+                _check_config_keys(source, "the config passed to SamplerScheduler.from_config")
+                if isinstance(source.get("source_config"), Mapping):
+                    _check_config_keys(source["source_config"], "the source_config of the config passed to "
+                                                                "SamplerScheduler.from_config")
             class_name = type(instance).__name__ if instance is not None else (
-                source.get("_class_name") or _class_of(source))
+                source.get("_class_name") or _class_of(source, kwargs.get("sampler")))
             if class_name is None and kwargs.get("sampler") is None:
                 raise InvalidOption("SamplerScheduler.from_config cannot tell which scheduler class this config is "
                                     "for (it has no _class_name and its keys match no diffusers scheduler), so it "
@@ -689,6 +736,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             return
         if self._same and self._source.restart:
             raise InvalidOption(self._source.restart)
+        if begin_index >= len(self._plan.evals):
+            # a start at the source's idle calls (its zero-length last steps): the latent stays as it is
+            self._begin_index = begin_index
+            self._run_plan = _Plan(self._plan.schedule[-1:], [], [], len(self._plan.calls) - begin_index)
+            self._run_options = self._options
+            return
         regrouped = self._same and self._source.schedule is not None
         if not regrouped and begin_index not in self._plan.step_starts:
             raise InvalidInput(f"begin_index {begin_index} is not the first model call of a step of "
@@ -1214,7 +1267,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         """A first ``step`` without ``set_begin_index``: start at the call whose timestep this is (as diffusers'
         schedulers find their step index)."""
         t = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
-        starts = [i for i in self._plan.step_starts if self._call_times[i] == t]
+        starts = [i for i in (self._plan.step_starts or [0]) if self._call_times[i] == t]
         if not starts:
             raise InvalidInput(f"step() got timestep {t:g}, which does not start a step of this run "
                                f"(its timesteps are {[round(v, 3) for v in self._call_times]})")
@@ -1277,6 +1330,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             # an idle call (the source's zero-length last step): the latent stays as it is
             self._step_index = (self._begin_index or 0) + k + 1
             self._done = k + 1 == len(plan.calls)
+            if self._done and not plan.evals:
+                self._top_up_draws(plan.idle)  # no sampler step ran (a grid that is all repeat): the class's draws
             prev = sample.clone()
             self._last_prev = prev
             return self._output(prev, denoised.to(sample.dtype), return_dict)

@@ -71,13 +71,14 @@ def _alpha_sigma(alphas_cumprod: torch.Tensor, alpha: torch.Tensor | float) -> f
 def grid_per_step(ref, space: str) -> Grid:
     """One model call per step: ``sigmas`` holds the n + 1 boundaries, ``timesteps`` the n calls (Euler's
     ``interpolation_type="log_linear"`` lists one sigma more, which it never reaches). A last step from σ_min to
-    σ_min (Euler with ``final_sigmas_type="sigma_min"`` on a grid that ends at timestep 0) leaves the latent as
-    it is: it is an idle call, not a step."""
+    σ_min (Euler with ``final_sigmas_type="sigma_min"`` on a grid that ends at timestep 0, the karras / exponential /
+    beta sigmas of the multistep classes, EDMDPMSolverMultistep's σ_min computed two ways a few float32 ulps apart,
+    a one-step karras grid [σ_max, σ_max]) leaves the latent as it is: it is an idle call, not a step."""
     times = ref.timesteps
     sig = _ve(ref.sigmas[: len(times) + 1], space)
-    idle = 0
-    while len(sig) > 2 and sig[-1] == sig[-2]:
-        sig, idle = sig[:-1], idle + 1
+    idle = repeats(ref)
+    if idle:
+        sig = sig[:-idle]
     return Grid(sig, times, times.detach().to("cpu", torch.float64).tolist(), idle=idle)
 
 
@@ -167,23 +168,56 @@ class SourceRunRefused(InvalidOption):
         self.algorithm = algorithm
 
 
+# Two entries of a scheduler's float32 σ table this close (relative) are one σ: EDMDPMSolverMultistep's σ_min
+# computed two ways differs in the last float32 ulps (0.0019999996, 0.0020000001); a float32 ulp is 6e-8-1.2e-7.
+REPEAT_RTOL = 1e-6
+
+
+def same_sigma(a: float, b: float) -> bool:
+    """Whether two entries of a scheduler's σ table are the same σ (within a few float32 ulps, ``REPEAT_RTOL``)."""
+    return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= REPEAT_RTOL * max(abs(a), abs(b)))
+
+
 def repeats(ref) -> int:
-    """How often the last sigma a scheduler steps to is repeated (σ_min twice: a zero-length last step)."""
-    sig = ref.sigmas[: len(ref.timesteps) + 1].tolist()
+    """How often the last sigma a scheduler steps to is repeated (σ_min twice: a zero-length last step; with one step,
+    a karras grid [σ_max, σ_max] is all repeat). Read on the class's own table (flow times t or σ: a repeat either
+    way), within a few float32 ulps (:func:`same_sigma`)."""
+    sig = ref.sigmas[: len(ref.timesteps) + 1].detach().to("cpu", torch.float64).tolist()
     count = 0
-    while len(sig) > 2 and sig[-1] == sig[-2]:
+    while len(sig) > 1 and same_sigma(sig[-1], sig[-2]):
         sig, count = sig[:-1], count + 1
     return count
 
 
-def _refuse_idle_third_order(ref, name: str, capped: bool, algorithm: str) -> None:
+def ve_sigmas(ref) -> list[float]:
+    """A class's ``sigmas`` as VE σ, the values the sampler steps on: flow times t -> t/(1 − t) where the class runs
+    ``use_flow_sigmas`` (the DPM-Solver / UniPC / DEIS / SA-Solver classes keep t in ``sigmas`` there)."""
+    return _ve(ref.sigmas, "flow" if ref.config.get("use_flow_sigmas") else "vp")
+
+
+def _refuse_idle_third_order(ref, name: str, capped: bool, algorithm: str,
+                             fix: str = "use solver_order=2, or lower_order_final=False") -> None:
     """With a zero-length last step the sampler's last step is the class's second to last, whose order the class
     caps at 2; the registry samplers cap the order of their own last steps only."""
     if repeats(ref) and capped:
         raise SourceRunRefused(f"{name} with solver_order=3 repeats its final sigma (use_karras/exponential/"
-                               "beta_sigmas with a sigma_min end): its last model call takes a zero-length step and "
-                               "the step before it is capped at second order, which no registry sampler's rule "
-                               "reproduces; use solver_order=2, or lower_order_final=False", algorithm)
+                               "beta_sigmas or final_sigmas_type='sigma_min' with a sigma_min end): its last model "
+                               "call takes a zero-length step and the step before it is capped at second order, "
+                               f"which no registry sampler's rule reproduces; {fix}", algorithm)
+
+
+def _refuse_third_order_zero_step(ref, name: str, algorithm: str) -> None:
+    """DPM-Solver++(3M) over a zero-length (or a few float32 ulps long) last step: diffusers' own run divides by the
+    step's length and returns NaN, which no sampler reproduces."""
+    raise SourceRunRefused(f"{name} with solver_order=3 and final_sigmas_type={ref.config.final_sigmas_type!r} "
+                           f"repeats its final sigma ({float(ref.sigmas[-2]):.9g}, {float(ref.sigmas[-1]):.9g}) and "
+                           "takes a third-order last step over it ({} steps, lower_order_final={}): diffusers' own "
+                           "run divides by that step's zero length and returns NaN. Use solver_order=2, or "
+                           "final_sigmas_type='zero'".format(len(ref.timesteps), ref.config.lower_order_final),
+                           algorithm)
+
+
+_DPM_IDLE_FIX = "use solver_order=2, or final_sigmas_type='zero'"  # (lower_order_final=False: diffusers' NaN)
 
 
 def algorithm_dpm_multistep(ref, begin: int = 0) -> tuple[str, dict]:
@@ -197,14 +231,18 @@ def algorithm_dpm_multistep(ref, begin: int = 0) -> tuple[str, dict]:
             return "ddpm", {}  # the first-order SDE-DPM-Solver++ step is the DDPM posterior draw
         if c.solver_order == 2:
             return "dpmpp_2m_sde", {"eta": 1.0, "solver_type": c.solver_type, "euler_at_final": final}
-        _refuse_idle_third_order(ref, type(ref).__name__, capped, "dpmpp_3m_sde")
+        _refuse_idle_third_order(ref, type(ref).__name__, capped, "dpmpp_3m_sde", _DPM_IDLE_FIX)
+        if repeats(ref):
+            _refuse_third_order_zero_step(ref, type(ref).__name__, "dpmpp_3m_sde")
         return "dpmpp_3m_sde", {"eta": 1.0, "variant": "diffusers", "solver_type": c.solver_type,
                                 "lower_order_final": capped, "euler_at_final": final}
     if c.solver_order == 1:
         return "ddim", {}  # DPM-Solver++(1) is DDIM
     if c.solver_order == 2:
         return "dpmpp_2m", {"solver_type": c.solver_type, "euler_at_final": final}
-    _refuse_idle_third_order(ref, type(ref).__name__, capped, "dpmpp_3m")
+    _refuse_idle_third_order(ref, type(ref).__name__, capped, "dpmpp_3m", _DPM_IDLE_FIX)
+    if repeats(ref):
+        _refuse_third_order_zero_step(ref, type(ref).__name__, "dpmpp_3m")
     return "dpmpp_3m", {"solver_type": c.solver_type, "lower_order_final": capped, "euler_at_final": final}
 
 
@@ -242,10 +280,18 @@ def algorithm_sa_solver(ref, begin: int = 0) -> tuple[str, dict]:
     ``tau_func`` of the step's timestep (default 1 for timesteps 200-800, else 0)."""
     c = ref.config
     if repeats(ref):
+        if c.get("use_flow_sigmas") and not any(c.get(k) for k in ("use_karras_sigmas", "use_exponential_sigmas",
+                                                                     "use_beta_sigmas")):
+            raise SourceRunRefused(
+                "SASolverScheduler with use_flow_sigmas=True repeats its last flow time (its σ table ends t_min, t_min: "
+                "a zero-length last step, whatever the spacing): its last model call only applies the corrector to "
+                "the step before, which sa_solver does not do, and no SASolverScheduler config avoids it. Use a flow "
+                "config of DPMSolverMultistepScheduler or UniPCMultistepScheduler, or pass sampler=<another registry "
+                "sampler> to run it on this grid (a different image)", "sa_solver")
         raise SourceRunRefused("SASolverScheduler with use_karras/exponential/beta_sigmas repeats its final σ_min: "
                                "its last model call only applies the corrector to the step before, which sa_solver "
                                "does not do; use the default spacing", "sa_solver")
-    tau_of = {sigma: float(ref.tau_func(int(t))) for sigma, t in zip(ref.sigmas.tolist(), ref.timesteps.tolist())}
+    tau_of = {sigma: float(ref.tau_func(int(t))) for sigma, t in zip(ve_sigmas(ref), ref.timesteps.tolist())}
 
     def tau_func(sigma, sigma_next):
         return tau_of[float(sigma)]
@@ -277,7 +323,8 @@ def algorithm_dpm_singlestep(ref, begin: int = 0) -> tuple[str, dict]:
                                "beta sigmas and final_sigmas_type='sigma_min') groups a zero-length step; use "
                                "final_sigmas_type='zero'", "dpmpp_2s")
     bounds = _singlestep_groups(ref, begin)
-    lam = [-math.log(v) if v > 0 else math.inf for v in ref.sigmas.tolist()]
+    # λ = −log σ of the VE σ (on a flow config the class's sigmas are flow times t: σ = t/(1 − t))
+    lam = [-math.log(v) if v > 0 else math.inf for v in ve_sigmas(ref)]
     rs = []
     for a, b in zip(bounds, bounds[1:]):
         if b - a == 1:
@@ -478,6 +525,10 @@ STEP_RETURNS_PREV_ONLY = frozenset({
     "PNDMScheduler", "DPMSolverSinglestepScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
     "DEISMultistepScheduler", "SASolverScheduler", "EDMDPMSolverMultistepScheduler",
     "FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"})
+
+# Classes that take exactly the parameters of a class above and run its steps (checked against diffusers by
+# tests/test_diffusers_shim_seams.py): a config without _class_name with those parameters is that class's.
+SAME_RUN: dict[str, str] = {"DDIMParallelScheduler": "DDIMScheduler", "DDPMParallelScheduler": "DDPMScheduler"}
 
 # Classes whose runs no registry sampler reproduces: refused by name when the shim would have to stand in for them.
 UNSUPPORTED: dict[str, str] = {

@@ -1,0 +1,227 @@
+"""SamplerScheduler's default against the real diffusers scheduler where a config's details decide the run: flow
+sigmas read as flow times, a class name given as the sampler, configs without _class_name, a final σ repeated within
+a few float32 ulps, and misspelt config keys (refused, never dropped)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from benchmarks.compatibility import SD15, SDXL, TinyModel, run  # noqa: E402
+from samplers.core.errors import InvalidOption  # noqa: E402
+from samplers.interop import diffusers_sources as sources  # noqa: E402
+from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
+
+diffusers.utils.logging.set_verbosity_error()
+
+MODEL = TinyModel()
+NOISE = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+IMAGE = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+MASK = torch.zeros(1, 1, 8, 8)
+MASK[..., 2:6, 1:5] = 1.0
+
+# Sana's scheduler config (flow sigmas on the DPM-Solver classes: their ``sigmas`` hold flow times t)
+SANA = {"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver++", "flow_shift": 3.0,
+        "final_sigmas_type": "zero", "lower_order_final": True, "num_train_timesteps": 1000,
+        "prediction_type": "flow_prediction", "solver_order": 2, "solver_type": "midpoint",
+        "timestep_spacing": "linspace", "use_flow_sigmas": True}
+EDM = {"_class_name": "EDMDPMSolverMultistepScheduler", "final_sigmas_type": "sigma_min", "prediction_type": "epsilon",
+       "sigma_data": 0.5, "sigma_max": 80.0, "sigma_min": 0.002, "solver_order": 2}
+
+
+def diff(theirs, ours, steps, mode="txt2img"):
+    a = run(theirs, MODEL, mode, NOISE, IMAGE, MASK, steps=steps)
+    b = run(ours, MODEL, mode, NOISE, IMAGE, MASK, steps=steps)
+    assert torch.isfinite(a).all()
+    return float((a.double() - b.double()).abs().max())
+
+
+def pair(name, config, **shim):
+    theirs = getattr(diffusers, name).from_config(config)
+    return theirs, SamplerScheduler.from_config(getattr(diffusers, name).from_config(config), **shim)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. DPMSolverSinglestep on flow sigmas: its inner-step fractions from λ of the VE σ = t/(1 − t), not of t
+
+
+@pytest.mark.parametrize("steps", [3, 6])
+def test_singlestep_flow_sigmas_match_diffusers(steps):
+    theirs, ours = pair("DPMSolverSinglestepScheduler", {**SANA, "_class_name": "DPMSolverSinglestepScheduler"})
+    assert diff(theirs, ours, steps) < 1e-5
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. sampler=<the config's own class name> runs what sampler=None runs (the config decides algorithm and order)
+
+
+@pytest.mark.parametrize("name,variant", [
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    ("DPMSolverMultistepScheduler", {"solver_order": 3}),
+    ("DPMSolverMultistepScheduler", {"solver_order": 1}),
+    ("UniPCMultistepScheduler", {"solver_order": 3}),
+    ("DEISMultistepScheduler", {"solver_order": 3}),
+])
+def test_own_class_name_as_sampler_keeps_the_image(name, variant):
+    config = {**SDXL, "_class_name": name, **variant}
+    theirs, ours = pair(name, config, sampler=name)
+    default = SamplerScheduler.from_config(getattr(diffusers, name).from_config(config))
+    assert ours.spec.name == default.spec.name
+    assert diff(theirs, ours, 6) < 1e-5
+
+
+def test_own_unsupported_class_name_as_sampler_is_refused():
+    config = {**{k: v for k, v in SD15.items() if k != "_class_name"}, "_class_name": "TCDScheduler"}
+    with pytest.raises(InvalidOption, match="cannot reproduce TCDScheduler"):
+        SamplerScheduler.from_config(diffusers.TCDScheduler.from_config(config).config | {"_class_name": "TCDScheduler"},
+                                     sampler="TCDScheduler")
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. configs without _class_name: matched by their parameters only where that is unambiguous
+
+
+def test_tcd_config_without_class_name_is_refused_not_run_as_lcm():
+    tcd = diffusers.TCDScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                 set_alpha_to_one=False, steps_offset=1)
+    assert "_class_name" not in tcd.config
+    with pytest.raises(InvalidOption, match="LCMScheduler, TCDScheduler.*_class_name"):
+        SamplerScheduler.from_config(tcd.config)
+
+
+def test_flow_map_config_without_class_name_is_refused():
+    if not hasattr(diffusers, "FlowMapEulerDiscreteScheduler"):
+        pytest.skip("no FlowMapEulerDiscreteScheduler in this diffusers")
+    with pytest.raises(InvalidOption, match="FlowMapEulerDiscreteScheduler"):
+        SamplerScheduler.from_config(diffusers.FlowMapEulerDiscreteScheduler().config)
+
+
+def test_class_name_as_sampler_picks_among_ambiguous_classes():
+    lcm = diffusers.LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                 set_alpha_to_one=False, steps_offset=1)
+    ours = SamplerScheduler.from_config(lcm.config, sampler="LCMScheduler")
+    assert ours._source_name == "LCMScheduler"
+
+
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "DDIMScheduler", "DDPMScheduler"])
+def test_unambiguous_config_without_class_name_still_runs(name):
+    extra = {} if name == "EulerDiscreteScheduler" else {"clip_sample": False}
+    built = getattr(diffusers, name)(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", **extra)
+    assert "_class_name" not in built.config
+    ours = SamplerScheduler.from_config(built.config)
+    assert ours._source_name == name
+    assert diff(getattr(diffusers, name).from_config(built.config), ours, 5) < 1e-5
+
+
+@pytest.mark.parametrize("twin,name", [("DDIMParallelScheduler", "DDIMScheduler"),
+                                       ("DDPMParallelScheduler", "DDPMScheduler")])
+def test_same_run_twins_run_the_same_steps(twin, name):
+    assert sources.SAME_RUN[twin] == name
+    config = {k: v for k, v in SD15.items() if k != "_class_name"}
+    for mode in ("txt2img", "img2img"):
+        a = run(getattr(diffusers, twin).from_config(config), MODEL, mode, NOISE, IMAGE, MASK, steps=6)
+        b = run(getattr(diffusers, name).from_config(config), MODEL, mode, NOISE, IMAGE, MASK, steps=6)
+        assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. a final σ repeated within a few float32 ulps (EDM's σ_min computed two ways) or a one-step karras grid
+
+
+def test_repeat_within_float32_ulps():
+    assert sources.same_sigma(0.0019999996293336153, 0.0020000000949949026)
+    assert not sources.same_sigma(0.002, 0.00201)
+
+
+@pytest.mark.parametrize("variant", [{}, {"algorithm_type": "sde-dpmsolver++"}, {"solver_order": 1}])
+@pytest.mark.parametrize("steps,mode", [(6, "txt2img"), (6, "inpaint"), (2, "img2img")])
+def test_edm_dpm_sigma_min_matches_diffusers(variant, steps, mode):
+    theirs, ours = pair("EDMDPMSolverMultistepScheduler", {**EDM, **variant})
+    assert diff(theirs, ours, steps, mode) < 1e-5
+
+
+def test_edm_dpm_third_order_over_the_repeat_is_refused_by_name():
+    theirs = diffusers.EDMDPMSolverMultistepScheduler.from_config({**EDM, "solver_order": 3})
+    a = run(theirs, MODEL, "txt2img", NOISE, IMAGE, MASK, steps=20)
+    assert not torch.isfinite(a).all()  # diffusers' own run: NaN
+    ours = SamplerScheduler.from_config(diffusers.EDMDPMSolverMultistepScheduler.from_config({**EDM, "solver_order": 3}))
+    with pytest.raises(InvalidOption, match="returns NaN.*solver_order=2.*final_sigmas_type='zero'"):
+        ours.set_timesteps(20)
+
+
+@pytest.mark.parametrize("name,variant", [
+    ("DEISMultistepScheduler", {"use_karras_sigmas": True}),
+    ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True, "final_sigmas_type": "sigma_min",
+                                     "algorithm_type": "sde-dpmsolver++"}),
+])
+def test_one_step_karras_grid_that_is_all_repeat(name, variant):
+    theirs, ours = pair(name, {**SDXL, "_class_name": name, **variant})
+    assert diff(theirs, ours, 1) < 1e-5  # latents of size σ_max·|n| ≈ 50: float32 rounding
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. SASolver on flow sigmas: refused for the real reason, with a fix that is not the config itself
+
+
+def test_sasolver_flow_refusal_names_flow_sigmas():
+    config = {**SANA, "_class_name": "SASolverScheduler", "algorithm_type": "data_prediction"}
+    ours = SamplerScheduler.from_config(diffusers.SASolverScheduler.from_config(config))
+    with pytest.raises(InvalidOption) as err:
+        ours.set_timesteps(6)
+    text = str(err.value)
+    assert "use_flow_sigmas=True" in text and "use the default spacing" not in text and "no SASolverScheduler" in text
+    assert "use_karras" not in text
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. misspelt config keys: refused with the closest key; real shipped configs still load
+
+SD3_FULL = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": "0.29.0.dev0",
+            "num_train_timesteps": 1000, "shift": 3.0}
+FLUX = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": "0.30.0.dev0",
+        "base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15,
+        "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True}
+FLUX_LATER = {**FLUX, "shift_terminal": None, "invert_sigmas": False, "stochastic_sampling": False,
+              "time_shift_type": "exponential", "use_beta_sigmas": False, "use_exponential_sigmas": False,
+              "use_karras_sigmas": False}
+
+
+@pytest.mark.parametrize("config,key,near", [
+    ({**SDXL, "use_karas_sigmas": True}, "use_karas_sigmas", "use_karras_sigmas"),
+    ({**SDXL, "_class_name": "DPMSolverMultistepScheduler", "algorithm_typ": "sde-dpmsolver++"}, "algorithm_typ",
+     "algorithm_type"),
+])
+def test_misspelt_config_key_is_refused(config, key, near):
+    with pytest.raises(InvalidOption, match=f"'{key}' \\(did you mean '{near}'\\?\\)"):
+        SamplerScheduler.from_config(config)
+
+
+def test_misspelt_source_config_key_is_refused():
+    with pytest.raises(InvalidOption, match="use_karas_sigmas"):
+        SamplerScheduler.from_config(None, source_config={**SDXL, "use_karas_sigmas": True})
+
+
+@pytest.mark.parametrize("config", [SD15, {**SD15, "_diffusers_version": "0.6.0"}, SDXL, SD3_FULL, FLUX, FLUX_LATER])
+def test_shipped_configs_still_load(config):
+    SamplerScheduler.from_config(config)
+
+
+def test_repo_configs_still_load():
+    import benchmarks.compatibility as compat
+
+    configs = [v for v in vars(compat).values() if isinstance(v, dict) and "_class_name" in v]
+    assert len(configs) >= 4
+    for config in configs:
+        if config["_class_name"] in sources.SOURCES:
+            SamplerScheduler.from_config(config)
+
+
+def test_every_class_default_config_passes_the_key_check():
+    from samplers.interop.diffusers_scheduler import _check_config_keys
+
+    for name in sources.SOURCES:
+        _check_config_keys({**dict(getattr(diffusers, name)().config), "_class_name": name}, name)
+    assert math.isfinite(sources.REPEAT_RTOL)
