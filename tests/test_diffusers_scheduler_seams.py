@@ -297,7 +297,7 @@ def test_a_rewritten_config_is_checked_again_before_any_model_call():
 def test_add_noise_reads_the_timesteps_as_the_class_does(name, begin):
     cls = getattr(diffusers, name)
     theirs = cls(**BETAS, steps_offset=1, **({"clip_sample": False} if name == "DDIMScheduler" else {}))
-    ours = SamplerScheduler.from_config(theirs.config)
+    ours = SamplerScheduler.from_config(theirs)  # LCM's .config alone is also TCD's
     x0 = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
     noise = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(1))
     out = []

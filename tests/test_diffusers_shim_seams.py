@@ -225,3 +225,12 @@ def test_every_class_default_config_passes_the_key_check():
     for name in sources.SOURCES:
         _check_config_keys({**dict(getattr(diffusers, name)().config), "_class_name": name}, name)
     assert math.isfinite(sources.REPEAT_RTOL)
+
+
+def test_an_old_config_s_tensor_format_key_loads_as_diffusers_loads_it():
+    """diffusers ≤ 0.3 wrote "tensor_format" into scheduler configs; it changes no number and diffusers drops it."""
+    ours = SamplerScheduler.from_config({**SDXL, "tensor_format": "pt"})
+    plain = SamplerScheduler.from_config(SDXL)
+    ours.set_timesteps(4)
+    plain.set_timesteps(4)
+    assert torch.equal(ours.sigmas, plain.sigmas)

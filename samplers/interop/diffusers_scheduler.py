@@ -338,7 +338,8 @@ def _check_kwargs(kwargs: Mapping, class_name: str | None) -> None:
 def _known_config_keys() -> frozenset:
     """Every key some installed diffusers scheduler class (or SamplerScheduler) takes: a shipped config carries other
     classes' keys (SDXL's EulerDiscrete config has DDIM's clip_sample), which the class it names ignores."""
-    return frozenset().union(*_signatures().values())
+    # diffusers ≤ 0.3's "tensor_format" ("pt" / "np") chose the array type only and changes no number
+    return frozenset().union(*_signatures().values(), ("tensor_format",))
 
 
 def _check_config_keys(config: Mapping, where: str) -> None:
