@@ -234,3 +234,36 @@ def test_an_old_config_s_tensor_format_key_loads_as_diffusers_loads_it():
     ours.set_timesteps(4)
     plain.set_timesteps(4)
     assert torch.equal(ours.sigmas, plain.sigmas)
+
+
+# ----------------------------------------------------------------------------------------------------
+# UniPC's disable_corrector: diffusers ignores indices that name no corrected step of the run; the shim passes the
+# sampler only those that do (shifted by the start step), and the sampler refuses the rest when called directly
+
+
+@pytest.mark.parametrize("mode", ["txt2img", "img2img"])
+@pytest.mark.parametrize("off", [[1, 40], [0, 3, 5], [4, 5, 6, 999]])
+def test_unipc_disable_corrector_outside_the_run_matches_diffusers(mode, off):
+    theirs, ours = pair("UniPCMultistepScheduler", {**SD15, "_class_name": "UniPCMultistepScheduler",
+                                                    "disable_corrector": off})
+    assert diff(theirs, ours, 6, mode) < 1e-5
+
+
+@pytest.mark.parametrize("off, match", [([5], "a run of 5 steps corrects the results of steps 0 … 3"),
+                                        ([4], "steps 0 … 3"), ([-1], r"disable_corrector\[0\]")])
+def test_unipc_disable_corrector_naming_no_corrected_step_is_refused_before_any_model_call(off, match):
+    import samplers
+
+    calls = []
+
+    def model(x, sigma, **kw):
+        calls.append(1)
+        return x * 0.5
+
+    sigmas = samplers.get_sigmas("karras", 5, sigma_min=0.1, sigma_max=10.0)
+    with pytest.raises(InvalidOption, match=match):
+        samplers.sample("unipc_bh2", model, torch.ones(1, 3) * 10, sigmas, disable_corrector=off, disable=True)
+    with pytest.raises(InvalidOption, match="corrector=False"):
+        samplers.sample("unipc_bh2", model, torch.ones(1, 3) * 10, sigmas, disable_corrector=[0], corrector=False,
+                        disable=True)
+    assert not calls

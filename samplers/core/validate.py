@@ -189,7 +189,7 @@ OPTION_RULES.update({
     "pcoeff": nonneg, "icoeff": nonneg, "dcoeff": nonneg,  # PID step-size gains (k-diffusion: 0, 1, 0)
     "info": a_dict, "tau_func": a_callable, "noise_scaler": a_callable, "sde_interval": sigma_interval,
     "prior_sigmas": lambda n, v: numbers_list(n, v, lo=0.0, lo_open=True),
-    "disable_corrector": lambda n, v: numbers_list(n, v, whole=True),  # step indices (the shim shifts them)
+    "disable_corrector": lambda n, v: numbers_list(n, v, lo=0, whole=True),  # step indices; their range: unipc
     "step_r": lambda n, v: step_ratios(n, v),
     "midpoints": lambda n, v: numbers_list(n, v, lo=0.0, lo_open=True),
 })

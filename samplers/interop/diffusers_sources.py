@@ -253,8 +253,12 @@ def algorithm_unipc(ref, begin: int = 0) -> tuple[str, dict]:
                                "final_sigmas_type='sigma_min' repeats σ_min: its last model call only applies the "
                                "corrector to the step before (a zero-length predictor step), which the unipc "
                                "samplers do not do; use final_sigmas_type='zero'", f"unipc_{c.solver_type}")
+    # diffusers reads disable_corrector by its own step index and ignores the rest: pass the run's (shifted by the
+    # start step, img2img) that name a corrected step, 0 … n − 2, which is all the sampler takes
+    n = len(ref.timesteps) - begin
+    off = tuple(j for j in (int(i) - begin for i in c.disable_corrector) if 0 <= j <= n - 2)
     return f"unipc_{c.solver_type}", {"order": c.solver_order, "lower_order_final": bool(c.lower_order_final),
-                                      "disable_corrector": tuple(int(i) - begin for i in c.disable_corrector)}
+                                      "disable_corrector": off}
 
 
 def algorithm_deis(ref, begin: int = 0) -> tuple[str, dict]:

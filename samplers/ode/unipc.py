@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.errors import InvalidInput
+from ..core.errors import InvalidInput, InvalidOption
 
 _REF = "Zhao et al. 2023, UniPC (arXiv:2302.04867)"
 
@@ -55,6 +55,16 @@ def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower
     if order not in (1, 2, 3):
         raise InvalidInput(f"UniPC order must be 1, 2 or 3, got {order!r}")
     n = len(sigmas) - 1
+    if disable_corrector:
+        if not corrector:
+            raise InvalidOption(f"disable_corrector = {list(disable_corrector)} with corrector=False: no step is "
+                                "corrected, so it would do nothing; leave one of them out")
+        outside = [i for i in disable_corrector if not 0 <= i <= n - 2]
+        if outside:
+            corrected = (f"corrects the results of steps 0 … {n - 2}, each at the step after" if n >= 2
+                         else "corrects nothing")
+            raise InvalidOption(f"disable_corrector names step {outside[0]}, which is not a corrected step: a run "
+                                f"of {n} step{'s' if n != 1 else ''} {corrected}; list only those steps")
     lams = [-math.log(s) if s > 0 else math.inf for s in sigmas]
     hist: list = []  # denoised estimates, most recent first
     x_last, order_last, warm = None, 0, 0
@@ -102,9 +112,9 @@ _DOC = """UniPC-{v} (Zhao et al. 2023): predictor UniP of ``order`` (1–3) with
     few steps) spends the last steps at lower order: on a schedule that stops at σ > 0 this caps the
     measured order at about 2; on the usual schedules ending in 0 the last step is the denoise anyway.
     ``disable_corrector``: the steps i whose result is not corrected at step i + 1 (diffusers' option of that
-    name). An index outside 0 … n − 2 (n the steps of the run) names no corrected step and has no effect, as in
-    diffusers: the diffusers shim forwards its config's list shifted by the start step (img2img), so indices
-    before the start or past the run reach the sampler and are not refused."""
+    name), each in 0 … n − 2 (n the steps of the run): an index outside names no corrected step and is refused, as
+    is the option with ``corrector=False``. (diffusers ignores such indices; its shim passes the sampler only those
+    of its config that name a corrected step of the run, shifted by the start step in img2img.)"""
 
 
 @register("unipc_bh1", kind="ode", order=4, nfe_per_step=1, aliases=("UniPC bh1", "sample_uni_pc"),
