@@ -771,6 +771,37 @@ def refuse_bad_problems(parser: argparse.ArgumentParser, names) -> None:
             parser.error(f"--problem {name!r}: {err}")
 
 
+class _Unset(str):
+    """A string option's default, told apart from the same string given on the command line (:func:`given`):
+    argparse keeps a string default of an option without ``type`` as it is, and makes a new ``str`` of a value
+    given. It is the default string itself everywhere else (results.json records it as such)."""
+
+
+def unset(default: str) -> str:
+    """``default`` marked as not given, for :func:`given` (a string option without ``type``)."""
+    return _Unset(default)
+
+
+def given(value) -> bool:
+    """Whether an option whose default is :func:`unset` was given on the command line."""
+    return not isinstance(value, _Unset)
+
+
+def refuse_unused(parser: argparse.ArgumentParser, *rules) -> None:
+    """Refuse (``parser.error``) an option that would have no effect: ``rules`` are (whether it was given, its
+    flag, why it does nothing in this run, the fix) quadruples."""
+    for was_given, flag, why, fix in rules:
+        if was_given:
+            parser.error(f"{flag} {why}, so it would have no effect: {fix}")
+
+
+def solver_refusal(err: Exception) -> str:
+    """Why a fitted solver file was refused (``LearnedSolver.load`` / ``check_model``), its first line without the
+    library's fixes (``allow_other_model=True``, ``samplers fit``): the command that refuses it names its own."""
+    return re.split(r"\. The solver file is the cause|\. Fit one|[;,] pass allow_other_model|; re-create it with",
+                    str(err).splitlines()[0])[0]
+
+
 def refuse_repeats(parser: argparse.ArgumentParser, *lists) -> None:
     """Refuse (``parser.error``) a value listed twice in an option: ``lists`` are (option, values, what a repeat
     would do) triples; values None or empty are skipped."""

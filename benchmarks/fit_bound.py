@@ -110,6 +110,9 @@ def main(argv=None) -> int:
         return 0
     if not args.results:
         p.error("--results is required (a results.json of benchmarks.deterministic run with --learned)")
+    common.refuse_repeats(p, ("--results", [str(r) for r in args.results], "its cells would be read twice"),
+                          ("--cells", [f"{pr}:{n}" for pr, n in args.cells or ()],
+                           "the cell would be fitted and written twice"))
     if args.threads < 1 or args.iters < 0:
         p.error(f"--threads must be >= 1 and --iters >= 0, got {args.threads}, {args.iters}")
     fitted, target, pool_of = {}, None, {}  # pool_of: results.json → its held-out (seeds, starts per seed)

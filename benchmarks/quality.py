@@ -247,10 +247,11 @@ def cells_for(ctx: Context) -> list[Cell]:
     return cells
 
 
-def sweep(args, world: distributed.World | None = None) -> dict | None:
-    """Run every cell (this rank's share of them); rank 0 returns the gathered results, others None."""
+def sweep(args, world: distributed.World | None = None, ctx: Context | None = None) -> dict | None:
+    """Run every cell (this rank's share of them); rank 0 returns the gathered results, others None. ``ctx``: the
+    run's problems and cache, when already built (by ``main``, which checks the --fitted solvers against them)."""
     world = world or distributed.World()
-    ctx = Context(args)
+    ctx = ctx or Context(args)
     cells = cells_for(ctx)
     mine = distributed.shard(cells, world)
     done = []
@@ -523,7 +524,8 @@ def parser() -> argparse.ArgumentParser:
                    help="items per cell (default 256, 16 for models; with --quick 32 and 4)")
     p.add_argument("--fitted", nargs="+", default=None,
                    help="solver files from `samplers fit`, each run at its own NFE on the problem it was fitted to")
-    p.add_argument("--no-peers", dest="peers", action="store_false", help="skip diffusers' schedulers")
+    p.add_argument("--no-peers", dest="peers", action="store_false",
+                   help="skip diffusers' schedulers (without --peer-names)")
     p.add_argument("--peer-names", nargs="+", default=None,
                    help="only these diffusers peers (e.g. DDIMScheduler 'EulerDiscreteScheduler+karras'; an unknown "
                         "one is refused)")
@@ -531,8 +533,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=DTYPES,
                    help="state dtype (default: the problem's, float64 for the analytic ones, float32 for the models)")
     common.add_output_options(p, Path("out/quality"), "results.json, table.md and the plots")
-    p.add_argument("--cache", default="out/cache", help="reference solutions on disk (default %(default)s)")
-    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--cache", default=common.unset("out/cache"),
+                   help="reference solutions on disk (default %(default)s)")
+    p.add_argument("--no-cache", action="store_true", help="solve every reference afresh (without --cache)")
     p.add_argument("--reference-tol", type=common.positive_float, default=None,
                    help="rtol = atol of the adaptive reference solve for problems without an exact endpoint "
                         f"(default: the problem's, 1e-5 for the models; {QUICK_REFERENCE_TOL:g} with --quick)")
@@ -579,7 +582,14 @@ def _models_available() -> bool:
 
 def check_args(p: argparse.ArgumentParser, args) -> None:
     """Refuse (``p.error``, exit status 2) before any cell runs: an unknown sampler, schedule, problem or diffusers
-    peer name, a --fitted file that is not a solver, a value listed twice, or a device torch does not have here."""
+    peer name, a --fitted file that is not a solver, a value listed twice, a device torch does not have here, an
+    option another one makes do nothing (--peer-names with --no-peers, --cache with --no-cache). A --fitted solver
+    that suits none of the problems' models is refused by :func:`check_fitted`, once they are built."""
+    common.refuse_unused(
+        p, (not args.peers and args.peer_names is not None, "--peer-names",
+            "picks diffusers peers to run and --no-peers runs none", "leave out one of them"),
+        (args.no_cache and common.given(args.cache), "--cache",
+         "names the folder of cached references and --no-cache reads and writes none", "leave out one of them"))
     common.refuse_bad_problems(p, args.problems)
     for path in args.fitted or ():
         try:
@@ -614,6 +624,37 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
                           ("--peer-names", args.peer_names, "each peer runs once"))
 
 
+def check_fitted(p: argparse.ArgumentParser, ctx: Context) -> None:
+    """Refuse (``p.error``) before any cell runs a --fitted solver that suits none of the run's problems (another
+    model, or one that cannot be evaluated where it starts: :meth:`LearnedSolver.check_model` on each problem's
+    model, as its cells would call it). Each solver runs on every problem; where it suits some of them, its cells on
+    the others are reported as not run."""
+    seed = ctx.args.seeds[0]
+    for path in ctx.args.fitted or ():
+        solver = LearnedSolver.load(path)
+        why = {}
+        for pname, problem in ctx.problems.items():
+            try:
+                solver.check_model(problem.batch_denoiser(ctx.batch(problem), seed), source="it")
+            except samplers.InvalidInput as err:  # its reason, without the library's fixes (not this command's)
+                why[pname] = common.solver_refusal(err)
+                continue
+            break
+        else:
+            if not why:  # none of the problems could be built here: the run reports them as unavailable
+                continue
+            own, model = solver.meta.get("problem"), solver.model.get("name")
+            fitted_to = (f"--problem {own} (the problem it was fitted to)" if own else
+                         f"the --problem of the model it was fitted to ({model})" if model else
+                         "the --problem it was fitted to")
+            unavailable = (f" ({', '.join(ctx.unavailable)} cannot be built here)" if ctx.unavailable else "")
+            p.error(f"--fitted {path} suits none of the --problem models {', '.join(why)}{unavailable}, so none of "
+                    f"its cells would run: " + "; ".join(f"on {pname}, {err}" for pname, err in why.items())
+                    + f". Fix: pass {fitted_to}, or fit a solver to "
+                    + (next(iter(why)) if len(why) == 1 else "one of them")
+                    + " (python -m benchmarks.learned_solvers, samplers fit)")
+
+
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -625,7 +666,9 @@ def main(argv=None) -> int:
     world = distributed.init()
     if world.size > 1 and args.device.startswith("cuda"):
         args.device = world.device
-    result = sweep(args, world)
+    ctx = Context(args)
+    check_fitted(p, ctx)
+    result = sweep(args, world, ctx)
     if result is not None:
         written = write(result, args.out)
         print(written[1].read_text())

@@ -891,8 +891,10 @@ def parser() -> argparse.ArgumentParser:
                         "--full-stack runs it with --quick too, --no-full-stack skips it")
     p.add_argument("--problem", dest="problems", nargs="+", default=[],
                    help="also time every sampler on these problems (gm-vp-eps, models-eps, module:function, ...)")
-    p.add_argument("--problem-steps", type=common.positive_int, default=20)
-    p.add_argument("--problem-batch", type=common.positive_int, default=4)
+    p.add_argument("--problem-steps", type=common.positive_int, default=None,
+                   help=f"steps of each --problem run (default {PROBLEM_STEPS}; needs --problem)")
+    p.add_argument("--problem-batch", type=common.positive_int, default=None,
+                   help=f"items of each --problem run (default {PROBLEM_BATCH}; needs --problem)")
     common.add_threads_option(p)
     p.add_argument("--quick", action="store_true", help=f"smoke run: {', '.join(QUICK_SAMPLERS)}, --steps {' '.join(map(str, QUICK_STEPS))} and "
                         f"--repeats {QUICK_REPEATS} unless given, no full-stack section unless --full-stack")
@@ -902,12 +904,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 CUDA_DTYPES = ("float32", "float16", "bfloat16")
+PROBLEM_STEPS, PROBLEM_BATCH = 20, 4  # --problem-steps, --problem-batch
 
 
 def check_args(p: argparse.ArgumentParser, args) -> None:
     """Refuse (``p.error``, exit status 2) before anything is timed: an unknown sampler, a device torch does not
-    have here, a dtype that is not one of :data:`CUDA_DTYPES` (or --dtypes with no CUDA device to run them), an
-    unknown problem, a value listed twice."""
+    have here, a dtype that is not one of :data:`CUDA_DTYPES` (or --dtypes, --graph or --sd15 with no CUDA device
+    to run them), an unknown problem, --problem-steps / --problem-batch without --problem, a value listed twice."""
     if args.steps is not None and args.steps[0] >= args.steps[1]:
         p.error(f"--steps {args.steps[0]} {args.steps[1]}: the µs slope needs two step counts N1 < N2, "
                 "e.g. --steps 10 50")
@@ -933,6 +936,15 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     if args.dtypes and not any(d.startswith("cuda") for d in devices):
         p.error("--dtypes applies to CUDA devices (the CPU runs float32) and none will run here: leave it out, or "
                 "pass --devices cuda on a machine with one")
+    for flag, what in (("--graph", "CUDA-graph replay"), ("--sd15", "the SD-1.5-shaped U-Net")):
+        if getattr(args, flag[2:]) and not any(d.startswith("cuda") for d in devices):
+            p.error(f"{flag} times {what} on a CUDA device and none will run here (devices: {', '.join(devices)}"
+                    + ("" if torch.cuda.is_available() else "; torch sees no CUDA device on this machine")
+                    + "): leave it out, or pass --devices cuda on a machine with one")
+    common.refuse_unused(
+        p, *((value is not None and not args.problems, flag, "sets the runs of --problem and no --problem is given",
+              "leave it out, or name the problems to time with --problem")
+             for flag, value in (("--problem-steps", args.problem_steps), ("--problem-batch", args.problem_batch))))
     common.refuse_bad_problems(p, args.problems)
     common.refuse_repeats(p, ("--devices", args.devices, "each device is timed once"),
                           ("--dtypes", args.dtypes, "each dtype is timed once"),
@@ -955,6 +967,10 @@ def main(argv=None) -> int:
         args.repeats = QUICK_REPEATS if args.quick else REPEATS
     if args.full_stack is None:
         args.full_stack = not args.quick
+    if args.problem_steps is None:
+        args.problem_steps = PROBLEM_STEPS
+    if args.problem_batch is None:
+        args.problem_batch = PROBLEM_BATCH
     if args.quick:
         args.samplers = args.samplers or [n for n in QUICK_SAMPLERS if n in samplers.available()]
     if args.samplers:

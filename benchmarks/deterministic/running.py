@@ -322,7 +322,8 @@ def parser() -> argparse.ArgumentParser:
                    help="schedule names (default: every registered one, samplers.schedules.available())")
     p.add_argument("--peer-names", nargs="+", default=None,
                    help="only these diffusers peers (labels as in the table; an unknown one is refused)")
-    p.add_argument("--no-peers", dest="peers", action="store_false")
+    p.add_argument("--no-peers", dest="peers", action="store_false",
+                   help="run none of diffusers' schedulers (without --peer-names)")
     p.add_argument("--learned", type=Path, default=SHIPPED_LEARNED,
                    help="folder of fitted solvers <problem>_nfe<N>.json (benchmarks.learned_solvers); they are "
                         "ranked with ours unless fitted on the seed being scored (default %(default)s; a folder "
@@ -337,8 +338,9 @@ def parser() -> argparse.ArgumentParser:
                         f"{' '.join(map(str, QUICK_HELDOUT_SEEDS))} with --quick; none: no re-run)")
     p.add_argument("--heldout-batch", type=common.positive_int, default=None, help="starts per held-out seed (default 4096: with 32 "
                    "seeds, 131072 starts, where a 20-NFE solver sends a few dozen to the wrong mode; 8 with --quick)")
-    p.add_argument("--cache", default="out/cache", help="reference solutions on disk (default %(default)s)")
-    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--cache", default=common.unset("out/cache"),
+                   help="reference solutions on disk (default %(default)s)")
+    p.add_argument("--no-cache", action="store_true", help="solve every reference afresh (without --cache)")
     common.add_threads_option(p, help="torch CPU threads (default 1: the mixture cells are tiny, extra threads "
                                       "only contend)")
     p.add_argument("--max-sampler-seconds", type=common.positive_float, default=120.0,
@@ -370,7 +372,14 @@ def resolve_args(args) -> argparse.Namespace:
 def check_args(p: argparse.ArgumentParser, args) -> None:
     """Refuse (``p.error``, exit status 2) what the run could not do as asked, before any cell runs: an unknown
     sampler, schedule or problem, a peer name none of the problems has, a --learned folder without fitted
-    solvers, a selection seed among the held-out ones."""
+    solvers or with a solver file the run would use that does not load or suits another model than its
+    problem's, a selection seed among the held-out ones, an option another one makes do nothing (--peer-names with
+    --no-peers, --cache with --no-cache)."""
+    common.refuse_unused(
+        p, (not args.peers and args.peer_names is not None, "--peer-names",
+            "picks diffusers peers to run and --no-peers runs none", "leave out one of them"),
+        (args.no_cache and common.given(args.cache), "--cache",
+         "names the folder of cached references and --no-cache reads and writes none", "leave out one of them"))
     args.samplers = (None if args.samplers is None else
                      [common.sampler_or_refuse(p, "--samplers", n) for n in args.samplers])
     for name in args.schedules or ():
@@ -394,6 +403,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         if not any(folder.glob("*_nfe*.json")):
             p.error(f"--learned {str(folder)!r} holds no fitted solver file <problem>_nfe<N>.json: name a folder "
                     "benchmarks.learned_solvers wrote, or pass --no-learned")
+        check_learned(p, folder, problems, args.nfe)
     if args.heldout_seeds and args.seed in args.heldout_seeds:
         p.error(f"--heldout-seeds must not contain the selection seed --seed {args.seed}: pick other seeds")
     common.refuse_repeats(p, ("--problem", args.problems, "each problem runs once"),
@@ -402,6 +412,24 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
                           ("--schedules", args.schedules, "each schedule runs once"),
                           ("--peer-names", args.peer_names, "each peer runs once"),
                           ("--heldout-seeds", args.heldout_seeds, "a seed's starts would be pooled twice"))
+
+
+def check_learned(p: argparse.ArgumentParser, folder: Path, problems: dict[str, Problem], nfes) -> None:
+    """Refuse (``p.error``) a solver file in ``folder`` that this run would rank (:func:`learned_files` of each
+    problem and NFE) where it does not load, or where it suits another model than the problem it is named for
+    (:meth:`LearnedSolver.check_model`): its cells could not run."""
+    from samplers.fitted.solver import LearnedSolver
+
+    fix = ("re-fit it (python -m benchmarks.learned_solvers --problem {pname} --nfe {nfe}), remove it from the "
+           "folder, or pass --no-learned")
+    for pname, problem in problems.items():
+        for nfe in nfes:
+            for path in learned_files(folder, pname, nfe):
+                try:
+                    LearnedSolver.load(path).check_model(problem.denoiser, source=str(path))
+                except samplers.InvalidInput as err:
+                    p.error(f"--learned {str(folder)!r}: {common.solver_refusal(err)} — the run ranks it on {pname} "
+                            f"at {nfe} NFE: " + fix.format(pname=pname, nfe=nfe))
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,169 @@
+"""The benchmark CLIs refuse, before any work, a flag that would be silently ignored or run twice: a fitted solver
+that suits none of the run's models or does not load, a value listed twice, a flag another flag makes do nothing,
+a CUDA-only section with no CUDA device to run it. Every test runs in-process on tiny sizes, the expensive parts
+replaced by stand-ins that fail the test if they are reached."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import fit_bound, quality, speed
+from benchmarks.deterministic import running
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+LEARNED = DOCS / "deterministic" / "learned"
+
+
+def _reached(*_a, **_k):
+    raise AssertionError("the expensive part ran: the value should have been refused before it")
+
+
+def refused(capsys, main, argv, *words):
+    """``main(argv)`` exits with status 2 and a one-line error holding ``words``, no traceback."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2, exc.value.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert "error:" in line and all(w in line for w in words), line
+    return line
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    monkeypatch.setattr(quality, "sweep", _reached)
+    monkeypatch.setattr(running, "run", _reached)
+    monkeypatch.setattr(fit_bound, "fit_on", _reached)
+    for name in ("ops_table", "conversion_ops", "overhead_table", "full_stack", "problem_table"):
+        monkeypatch.setattr(speed, name, _reached)
+
+
+# ---- quality --fitted: a solver that suits none of the run's models
+
+
+def test_quality_refuses_a_fitted_solver_of_another_model_before_any_cell(capsys, no_work, tmp_path):
+    line = refused(capsys, quality.main, ["--problem", "gm-vp-eps", "--fitted", str(LEARNED / "gm-ve_nfe5.json"),
+                                          "--no-peers", "--out", str(tmp_path / "q")],
+                   "--fitted", "gm-ve_nfe5.json", "gm-vp-eps", "fitted to gm-ve", "--problem gm-ve")
+    assert "allow_other_model" not in line  # the library's fix is no option of this command
+    assert not (tmp_path / "q").exists()
+
+
+def test_quality_runs_a_fitted_solver_that_suits_one_of_the_problems(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(quality, "sweep", lambda args, world=None, ctx=None: seen.append(ctx) and None)
+    assert quality.main(["--problem", "gm-vp-eps", "gm-ve", "--fitted", str(LEARNED / "gm-ve_nfe5.json"),
+                         "--no-peers", "--no-progress", "--out", str(tmp_path / "q")]) == 0
+    assert list(seen[0].problems) == ["gm-vp-eps", "gm-ve"]  # the problems checked are those the sweep runs
+
+
+# ---- deterministic --learned: every solver file the run ranks loads and suits its problem
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{oops", ["not a valid learned-solver file"]),
+    (None, ["fitted to gm-flow"]),  # gm-flow's solver under gm-ve's name
+])
+def test_deterministic_refuses_a_solver_file_it_would_rank_that_cannot_run(capsys, no_work, tmp_path, content,
+                                                                           words):
+    folder = tmp_path / "learned"
+    folder.mkdir()
+    target = folder / "gm-ve_nfe5.json"
+    if content is None:
+        shutil.copy(LEARNED / "gm-flow_nfe5.json", target)
+    else:
+        target.write_text(content)
+    refused(capsys, running.main, ["--problem", "gm-ve", "--nfe", "5", "--learned", str(folder), "--out",
+                                   str(tmp_path / "d")],
+            "--learned", "gm-ve_nfe5.json", "gm-ve at 5 NFE", "--no-learned", *words)
+
+
+def test_deterministic_accepts_the_shipped_solvers_and_the_documented_folders():
+    for argv in ([], ["--quick"], ["--problem", "gm-ve/d48-k5-s101", "gm-vp-eps/d128-k9-s202", "gm-flow/d24-k3-s303",
+                                   "--nfe", "5", "10", "--learned", str(DOCS / "fitted" / "mixtures" / "learned")]):
+        p = running.parser()
+        running.check_args(p, p.parse_args(argv))
+
+
+# ---- fit_bound: a cell or a results file listed twice
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--cells", "gm-ve/d56-k9-s1313:5", "gm-ve/d56-k9-s1313:5"], "--cells"),
+    (["--cells", "gm-ve/d56-k9-s1313:5", "gm-ve/d56-k9-s1313:05"], "--cells"),
+])
+def test_fit_bound_refuses_a_cell_listed_twice(capsys, no_work, tmp_path, argv, option):
+    results = str(DOCS / "fitted" / "mixtures-5" / "results.json")
+    refused(capsys, fit_bound.main, ["--results", results, *argv, "--out", str(tmp_path / "f")], option,
+            "more than once")
+    refused(capsys, fit_bound.main, ["--results", results, results, "--out", str(tmp_path / "f")], "--results",
+            "more than once")
+    assert not (tmp_path / "f").exists()
+
+
+# ---- flags another flag makes do nothing
+
+
+@pytest.mark.parametrize("main", [quality.main, running.main])
+@pytest.mark.parametrize("argv, flag", [
+    (["--no-peers", "--peer-names", "DDIMScheduler"], "--peer-names"),
+    (["--no-cache", "--cache", "/tmp/elsewhere"], "--cache"),
+    (["--no-cache", "--cache", "out/cache"], "--cache"),  # the default's value, given
+])
+def test_contradictory_flags_are_refused(capsys, no_work, tmp_path, main, argv, flag):
+    refused(capsys, main, [*argv, "--out", str(tmp_path / "o")], flag, "no effect", "leave out one of them")
+
+
+def test_the_cache_default_is_the_string_it_was():
+    for p in (quality.parser(), running.parser()):
+        args = p.parse_args([])
+        assert args.cache == "out/cache" and json.loads(json.dumps(args.cache)) == "out/cache"
+        assert p.parse_args(["--no-cache"]).no_cache
+
+
+@pytest.mark.parametrize("argv", [["--no-cache"], ["--cache", "/tmp/x"], ["--no-peers"]])
+def test_quality_accepts_each_of_the_flags_alone(monkeypatch, tmp_path, argv):
+    seen = []
+    monkeypatch.setattr(quality, "sweep", lambda args, world=None, ctx=None: seen.append(args) and None)
+    assert quality.main(["--problem", "gm-ve", *argv, "--out", str(tmp_path / "q")]) == 0 and seen
+
+
+# ---- speed: flags that need another flag, CUDA-only sections without CUDA
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--problem-steps", "7"], "--problem-steps"),
+    (["--problem-batch", "3"], "--problem-batch"),
+])
+def test_speed_refuses_problem_options_without_a_problem(capsys, no_work, argv, flag):
+    refused(capsys, speed.main, argv, flag, "no --problem", "no effect")
+
+
+@pytest.mark.parametrize("flag", ["--graph", "--sd15"])
+def test_speed_refuses_a_cuda_section_without_cuda_as_dtypes_is(capsys, no_work, monkeypatch, flag):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    refused(capsys, speed.main, [flag], flag, "CUDA", "devices: cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    refused(capsys, speed.main, [flag, "--devices", "cpu"], flag, "CUDA", "devices: cpu", "--devices cuda")
+
+
+def test_speed_problem_options_with_a_problem_and_their_defaults(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(speed, "ops_table", lambda *a, **k: [])
+    monkeypatch.setattr(speed, "conversion_ops", lambda *a, **k: {})
+    monkeypatch.setattr(speed, "overhead_table", lambda *a: [])
+    monkeypatch.setattr(speed, "problem_table", lambda pname, names, device, steps, batch, *a:
+                        calls.append((steps, batch)) or [])
+    monkeypatch.setattr(speed, "report", lambda results: "")
+    for argv, want in ((["--problem-steps", "7", "--problem-batch", "3"], (7, 3)), ([], (20, 4))):
+        out = tmp_path / str(len(calls))
+        assert speed.main(["--quick", "--devices", "cpu", "--problem", "gm-ve", *argv, "--out", str(out)]) == 0
+        assert calls[-1] == want
+        saved = json.loads((out / "results.json").read_text())["args"]
+        assert (saved["problem_steps"], saved["problem_batch"]) == want
