@@ -31,7 +31,9 @@ Noise, as k-diffusion draws it (that is what the same result means for a drop-in
 The registry samplers draw per-item seeded noise; only this module draws the noise itself from the global
 generator, where k-diffusion does. Model calls are k-diffusion's too: ``model(x, sigma, **extra_args)`` with
 ``sigma`` a tensor of shape [B]; ``callback`` gets ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` with ``x`` the
-state the step's model call saw and ``sigma`` / ``sigma_hat`` 0-d tensors, once per step.
+state the step's model call saw and ``sigma`` / ``sigma_hat`` 0-d tensors, once per step, after the step is taken
+(k-diffusion calls it before its update): its tensors are read-only, and the result never shares storage with one
+(docs/kdiffusion.md).
 
 Every other registered sampler is here as ``sample_<name>`` (the registry function itself, with this library's
 conventions: seeded per-item noise, ``seed=``), and :func:`get_sampler` resolves A1111 / ComfyUI labels. The
@@ -47,7 +49,7 @@ from tqdm.auto import tqdm
 
 from ..core import names, registry, steps
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
-from ..core.errors import InvalidInput, InvalidOption
+from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.noise import SeededNoise
 from ..core.run import read_sigmas
 from ..core.seeds import resolve_seeds
@@ -83,23 +85,66 @@ def _schedule(name: str, n: int, device, *args, **kwargs) -> torch.Tensor:
     return SCHEDULES.get(name)(n, *args, **kwargs).to(device=device, dtype=torch.get_default_dtype())
 
 
+# k-diffusion's schedule functions compute on inputs whose schedules its own samplers cannot use; the drop-in refuses
+# them before building anything, naming what k-diffusion would return (docs/kdiffusion.md lists them).
+
+
+def _check_n(fn: str, n) -> None:
+    try:
+        few = n < 1
+    except TypeError:  # not a number: the registry's own check names it
+        return
+    if few:
+        raise InvalidInput(f"{fn}: n (the number of steps, the σ before the trailing 0) must be >= 1, got {n}: "
+                           f"k-diffusion's {fn}(0, ...) returns [0.], a schedule with no step; pass n >= 1")
+
+
+def _check_sigma_range(fn: str, n, sigma_min, sigma_max) -> tuple[float, float]:
+    _check_n(fn, n)
+    sigma_min, sigma_max = float(sigma_min), float(sigma_max)
+    if sigma_min <= 0:
+        what = (" (k-diffusion's get_sigmas_karras then ends in [..., 0, 0]: a step from σ = 0 to 0, on which its "
+                "samplers divide by zero)" if fn == "get_sigmas_karras" else "")
+        raise InvalidInput(f"{fn}: sigma_min must be > 0, got {sigma_min:g}{what}; the trailing 0 is appended for you: "
+                           "pass the model's smallest non-zero σ as sigma_min (model_wrap.sigma_min, 0.0292 for SD 1.x)")
+    if sigma_min >= sigma_max:
+        got = "equal" if sigma_min == sigma_max else "swapped"
+        raise InvalidInput(f"{fn}: need sigma_min < sigma_max (the schedule runs from sigma_max down to sigma_min), got "
+                           f"sigma_min={sigma_min:g}, sigma_max={sigma_max:g} ({got}; k-diffusion returns a "
+                           f"{'constant' if got == 'equal' else 'rising'} schedule); pass "
+                           + ("a smaller sigma_min" if got == "equal" else "them the other way round"))
+    return sigma_min, sigma_max
+
+
 def get_sigmas_karras(n, sigma_min, sigma_max, rho=7., device='cpu'):
     """The Karras et al. (2022) schedule, eq. 5 (the registry's ``karras``), with a trailing 0."""
-    return _schedule("karras", n, device, float(sigma_min), float(sigma_max), rho=rho)
+    sigma_min, sigma_max = _check_sigma_range("get_sigmas_karras", n, sigma_min, sigma_max)
+    return _schedule("karras", n, device, sigma_min, sigma_max, rho=rho)
 
 
 def get_sigmas_exponential(n, sigma_min, sigma_max, device='cpu'):
     """Uniform in log σ (the registry's ``exponential``), with a trailing 0."""
-    return _schedule("exponential", n, device, float(sigma_min), float(sigma_max))
+    sigma_min, sigma_max = _check_sigma_range("get_sigmas_exponential", n, sigma_min, sigma_max)
+    return _schedule("exponential", n, device, sigma_min, sigma_max)
 
 
 def get_sigmas_polyexponential(n, sigma_min, sigma_max, rho=1., device='cpu'):
     """Polynomial in log σ (the registry's ``polyexponential``), with a trailing 0."""
-    return _schedule("polyexponential", n, device, float(sigma_min), float(sigma_max), rho=rho)
+    sigma_min, sigma_max = _check_sigma_range("get_sigmas_polyexponential", n, sigma_min, sigma_max)
+    return _schedule("polyexponential", n, device, sigma_min, sigma_max, rho=rho)
 
 
 def get_sigmas_vp(n, beta_d=19.9, beta_min=0.1, eps_s=1e-3, device='cpu'):
     """The continuous VP schedule, uniform in t ∈ [eps_s, 1] (the registry's ``vp``), with a trailing 0."""
+    _check_n("get_sigmas_vp", n)
+    try:
+        late = eps_s >= 1
+    except TypeError:
+        late = False
+    if late:
+        raise InvalidInput(f"get_sigmas_vp: eps_s (the last VP time; t runs from 1 down to eps_s) must be below 1, got "
+                           f"{eps_s}: k-diffusion returns the constant schedule [σ(1), ..., σ(1), 0] (steps of length "
+                           "0, then one jump to 0); pass a small eps_s, e.g. the default 1e-3")
     return _schedule("vp", n, device, beta_d=beta_d, beta_min=beta_min, eps_s=eps_s)
 
 
@@ -211,8 +256,19 @@ class _KCallback:
     def __call__(self, info: dict) -> None:
         i, sigma = info["i"], self.sigmas[info["i"]]
         sigma_hat = sigma if info["sigma_hat"] == info["sigma"] else self.sigmas.new_tensor(info["sigma_hat"])
-        self.callback({"x": self.seen, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": info["denoised"]})
+        denoised = info["denoised"]
+        if _shares_storage(denoised, info["x"]):
+            # a step to σ = 0 whose new state is D itself (heun, dpmpp_2m, the SDE samplers): the callback gets a copy,
+            # so that the tensor it keeps (A1111's last_latent) is not the run's result; one pointer check a step, a
+            # copy only on that last step
+            denoised = denoised.clone()
+        self.callback({"x": self.seen, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
         self.seen = None
+
+
+def _shares_storage(a, b) -> bool:
+    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
 
 
 class _Recording:
@@ -259,6 +315,26 @@ def _sigmas_1d(sigmas) -> torch.Tensor:
     return sigmas
 
 
+def _real(name: str, value):
+    """A k-diffusion option that k-diffusion computes with (``eta``, ``s_noise``, ``s_churn``, ``r``, ...): a 0-d real
+    tensor is read once here, before the run (for a CUDA tensor that read is one host sync), as the number it holds;
+    a bool, or a tensor of another shape, is refused naming the fix. Anything else goes on to the sampler's own
+    checks."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise InvalidType(f"{name} must be a real number, got {value!r} (a bool, which k-diffusion would compute "
+                          f"with as {int(value)}): pass the number, e.g. {name}={float(value)}")
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 0 or value.is_complex():
+            raise InvalidType(f"{name} must be one real number, got a {value.dtype} tensor of shape "
+                              f"{tuple(value.shape)}: pass one value, e.g. {name}=float({name}.flatten()[0])")
+        return value.item()
+    return value
+
+
+def _reals(**options) -> dict:
+    return {name: _real(name, value) for name, value in options.items()}
+
+
 def _one_of(noise_sampler, seed) -> None:
     if noise_sampler is not None and seed is not None:
         raise InvalidOption("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
@@ -285,25 +361,26 @@ def _finish(noise, total: int | None = None) -> None:
 
 def _churned(name, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise, seed):
     """A registry sampler with EDM churn, its churn noise drawn as k-diffusion's: ``randn_like(x)`` at every step."""
+    churn = _reals(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
     sigmas = _sigmas_1d(sigmas)
     if len(sigmas) < 2:
         return x
     noise = _noise(x, sigmas, None, seed, read_sigmas(sigmas)[:-1])
-    x = _run(name, model, x, sigmas, extra_args, callback, disable, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
-             s_noise=s_noise, noise_sampler=noise)
+    x = _run(name, model, x, sigmas, extra_args, callback, disable, noise_sampler=noise, **churn)
     _finish(noise)
     return x
 
 
 def _ancestral(name, model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, seed, drawn_if):
     """A registry ancestral sampler; by default its noise is k-diffusion's ``randn_like(x)``, drawn at the steps
-    σ → σ_next for which ``drawn_if(σ, σ_next)`` (where k-diffusion draws, whether or not η makes it count)."""
+    σ → σ_next for which ``drawn_if(σ, σ_next, η)`` (where k-diffusion draws, whether or not η makes it count)."""
+    eta, s_noise = _real("eta", eta), _real("s_noise", s_noise)
     sigmas = _sigmas_1d(sigmas)
     if len(sigmas) < 2:
         return x
     values = read_sigmas(sigmas)
     noise = _noise(x, sigmas, noise_sampler, seed,
-                   [s for s, s_next in zip(values, values[1:]) if drawn_if(s, s_next)])
+                   [s for s, s_next in zip(values, values[1:]) if drawn_if(s, s_next, eta)])
     x = _run(name, model, x, sigmas, extra_args, callback, disable, eta=eta, s_noise=s_noise, noise_sampler=noise)
     _finish(noise)
     return x
@@ -320,6 +397,7 @@ def _tree(x, sigmas: torch.Tensor, noise_sampler, seed):
 
 def _sde(name, model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, **options):
     """A registry SDE sampler on :func:`_tree` noise."""
+    options = {**options, **_reals(eta=options["eta"], s_noise=options["s_noise"])}
     sigmas = _sigmas_1d(sigmas)
     noise_sampler = _tree(x, sigmas, noise_sampler, seed)
     if len(sigmas) < 2:
@@ -328,7 +406,7 @@ def _sde(name, model, x, sigmas, extra_args, callback, disable, noise_sampler, s
                 **options)
 
 
-def _steps_to_nonzero(sigma: float, sigma_next: float) -> bool:
+def _steps_to_nonzero(sigma: float, sigma_next: float, eta) -> bool:
     return sigma_next > 0
 
 
@@ -370,10 +448,13 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
 def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
                            noise_sampler=None, *, seed=None):
     """Ancestral DPM-Solver-2: the registry's ``dpm_2_ancestral``."""
-    def draws_at(sigma, sigma_next):  # k-diffusion draws in its second-order branch, taken when σ_down > 0
-        return steps.get_ancestral_step(sigma, sigma_next, eta)[0] > 0
     return _ancestral("dpm_2_ancestral", model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
-                      seed, draws_at)
+                      seed, _draws_at_dpm_2)
+
+
+def _draws_at_dpm_2(sigma: float, sigma_next: float, eta) -> bool:
+    """k-diffusion's ``sample_dpm_2_ancestral`` draws in its second-order branch, taken when σ_down > 0."""
+    return steps.get_ancestral_step(sigma, sigma_next, eta)[0] > 0
 
 
 @torch.no_grad()
@@ -415,6 +496,7 @@ class _QueriedAsKDiffusion:
 def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
                      noise_sampler=None, r=1 / 2, *, seed=None):
     """Stochastic DPM-Solver++ (2S-type, r = 1/2): the registry's ``dpmpp_sde``."""
+    eta, s_noise, r = _real("eta", eta), _real("s_noise", s_noise), _real("r", r)
     sigmas = _sigmas_1d(sigmas)
     noise_sampler = _tree(x, sigmas, noise_sampler, seed)
     if len(sigmas) < 2:
@@ -523,6 +605,10 @@ class DPMSolver(torch.nn.Module):
         """DPM-Solver-fast from t_start to t_end with ``nfe`` model calls (:func:`samplers.ode.singlestep.solve_fast`)."""
         nfe = integer("n (the model calls of DPM-Solver-fast)", nfe, lo=1)
         like = torch.as_tensor(t_start)
+        if float(t_start) == float(t_end):  # k-diffusion: NaN for nfe >= 4 (a step of length 0 divides by it)
+            raise InvalidInput(f"t_start and t_end must differ (DPM-Solver-fast splits [t_start, t_end] into steps), got "
+                               f"both {float(t_start):g}: pass t_start = self.t(sigma_max) and t_end = "
+                               "self.t(sigma_min) with sigma_min < sigma_max")
         noise = self._noise(x, noise_sampler, like, [None] * len(fast_orders(nfe)))
 
         def on_step(i, x_i, t, denoised):
@@ -578,6 +664,13 @@ def _check_range(sigma_min, sigma_max) -> None:
     if sigma_min <= 0 or sigma_max <= 0:
         raise ValueError(f"sigma_min and sigma_max must be > 0, got {float(sigma_min):g} and {float(sigma_max):g} "
                          "(pass the smallest non-zero sigma of the schedule, not its trailing 0)")
+    if float(sigma_min) == float(sigma_max):
+        # k-diffusion: sample_dpm_fast returns NaN for n >= 4 (after the model calls), the input for n < 4;
+        # sample_dpm_adaptive returns the input with no step. sigma_min > sigma_max integrates towards noise (η = 0),
+        # as k-diffusion does.
+        raise InvalidInput(f"sigma_min and sigma_max must differ (DPM-Solver integrates from sigma_max down to "
+                           f"sigma_min), got both {float(sigma_min):g}: pass the schedule's smallest non-zero sigma as "
+                           "sigma_min and its largest as sigma_max, e.g. sigma_min=sigmas[-2], sigma_max=sigmas[0]")
 
 
 @torch.no_grad()
@@ -586,6 +679,7 @@ def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback
     """DPM-Solver-fast from σ_max to σ_min with ``n`` model calls (Lu et al. 2022, §3.4); no final denoise."""
     _check_range(sigma_min, sigma_max)
     n = integer("n (the model calls of DPM-Solver-fast)", n, lo=1)
+    eta, s_noise = _real("eta", eta), _real("s_noise", s_noise)
     noise_sampler = _seeded(x, noise_sampler, seed)
     with tqdm(total=n, disable=disable) as bar:
         solver = _dpm_solver(model, extra_args, callback, bar)
@@ -599,6 +693,9 @@ def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callbac
                         eta=0., s_noise=1., noise_sampler=None, return_info=False, *, seed=None):
     """DPM-Solver-12 / 23 with adaptive steps from σ_max to σ_min (Lu et al. 2022, §3.4); no final denoise."""
     _check_range(sigma_min, sigma_max)
+    rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety, eta, s_noise = _reals(
+        rtol=rtol, atol=atol, h_init=h_init, pcoeff=pcoeff, icoeff=icoeff, dcoeff=dcoeff, accept_safety=accept_safety,
+        eta=eta, s_noise=s_noise).values()
     noise_sampler = _seeded(x, noise_sampler, seed)
     with tqdm(disable=disable) as bar:
         solver = _dpm_solver(model, extra_args, callback, bar)

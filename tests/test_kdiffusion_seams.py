@@ -1,0 +1,365 @@
+"""The k-diffusion drop-in at its seams: what a callback's tensors are, refusals before any model call (empty DPM-Solver
+ranges, option types, schedule inputs k-diffusion computes on), and the float32 gaps docs/kdiffusion.md reports.
+
+``python -m tests.test_kdiffusion_seams`` prints the float32 measurements quoted in docs/kdiffusion.md.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from samplers.core.errors import InvalidInput, InvalidType
+from samplers.interop import kdiffusion as ours
+
+try:
+    from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
+except ImportError:  # pragma: no cover
+    kdiffusion_modules = None
+
+    class KDiffusionUnavailable(Exception):
+        pass
+
+
+def _reference():
+    try:
+        return kdiffusion_modules()[0] if kdiffusion_modules else None
+    except KDiffusionUnavailable:
+        return None
+
+
+kd = _reference()
+needs_kd = pytest.mark.skipif(kd is None, reason="k-diffusion is not installed: pip install --no-deps "
+                                                 "k-diffusion==0.1.1.post1 (make test does)")
+
+
+def model(x, sigma, scale=1.0):
+    """A smooth k-diffusion model wrapper: D(x, σ) = (x/(1 + σ²) + 0.1·sin x)·scale."""
+    return (x / (1 + sigma**2).view(-1, *[1] * (x.ndim - 1)) + 0.1 * torch.sin(x)) * scale
+
+
+class Counting:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x, sigma, **extra_args):
+        self.calls += 1
+        return model(x, sigma, **extra_args)
+
+
+def start(dtype=torch.float32, sigma=14.6, batch=1):
+    return (torch.randn(batch, 4, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+            * sigma).to(dtype)
+
+
+def karras(n, dtype=torch.float32):
+    return ours.get_sigmas_karras(n, 0.03, 14.6).to(dtype)
+
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Callbacks: the result is never a tensor handed to a callback; the dict's tensors are read-only
+
+SCHEDULE_SAMPLERS = ["sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral",
+                     "sample_lms", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde", "sample_dpmpp_2m",
+                     "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"]
+
+
+@pytest.mark.parametrize("fn", SCHEDULE_SAMPLERS)
+def test_the_result_shares_no_storage_with_a_callback_tensor(fn):
+    # A1111 keeps d["denoised"] as its last_latent: an in-place edit of the result must not change it (heun and
+    # dpmpp_2m returned the last step's D itself, the tensor the last callback got)
+    kept = []
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = getattr(ours, fn)(model, start(), karras(4), disable=True, callback=kept.append)
+    shared = [(d["i"], key) for d in kept for key in ("x", "denoised") if _storage(d[key]) == _storage(out)]
+    assert shared == []
+    last = kept[-1]["denoised"].clone()
+    out.mul_(2)
+    assert torch.equal(kept[-1]["denoised"], last)
+
+
+@pytest.mark.parametrize("fn", ["sample_heun", "sample_dpmpp_2m", "sample_dpmpp_2m_sde"])
+def test_the_last_denoised_handed_over_is_a_copy_with_the_results_values(fn):
+    kept = []
+    torch.manual_seed(0)
+    out = getattr(ours, fn)(model, start(), karras(4), disable=True, callback=kept.append)
+    assert torch.equal(kept[-1]["denoised"], out)  # the same values (the step to σ = 0 returns D) ...
+    assert _storage(kept[-1]["denoised"]) != _storage(out)  # ... in a tensor of its own
+
+
+@pytest.mark.parametrize("fn", ["sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_dpmpp_2m_sde"])
+def test_in_place_edits_of_the_callbacks_x_change_nothing(fn):
+    # documented: the callback runs after the step; d["x"] is the state the step's model call saw, and editing it
+    # in place does not steer the run (in k-diffusion, whose callback runs before the update, it does)
+    def edit(d):
+        d["x"].mul_(0.9)
+
+    torch.manual_seed(0)
+    plain = getattr(ours, fn)(model, start(), karras(4), disable=True)
+    torch.manual_seed(0)
+    edited = getattr(ours, fn)(model, start(), karras(4), disable=True, callback=edit)
+    assert torch.equal(plain, edited)
+
+
+@pytest.mark.parametrize("fn", ["sample_heun", "sample_dpmpp_2m", "sample_euler"])
+def test_an_in_place_edit_of_the_last_denoised_does_not_reach_the_result(fn):
+    def edit_last(d):
+        if d["i"] == 3:
+            d["denoised"].mul_(0.5)
+
+    torch.manual_seed(0)
+    plain = getattr(ours, fn)(model, start(), karras(4), disable=True)
+    torch.manual_seed(0)
+    edited = getattr(ours, fn)(model, start(), karras(4), disable=True, callback=edit_last)
+    assert torch.equal(plain, edited)
+
+
+@pytest.mark.parametrize("fn", ["sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpm_2",
+                                "sample_dpm_2_ancestral", "sample_lms", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde"])
+def test_in_place_edits_of_denoised_change_nothing_where_d_is_no_history(fn):
+    # documented: only the samplers keeping D as their history (dpmpp_2m, _2m_sde, _3m_sde) see such an edit
+    def edit(d):
+        d["denoised"].mul_(0.5)
+
+    results = []
+    for callback in (None, edit):
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results.append(getattr(ours, fn)(model, start(), karras(4), disable=True, callback=callback))
+    assert torch.equal(*results)
+
+
+# ----------------------------------------------------------------------------------------------------
+# DPM-Solver ranges: an empty range is refused before the model runs; reverse (η = 0) runs as k-diffusion's
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 7])
+def test_dpm_fast_refuses_an_empty_range_before_any_model_call(n):
+    counting = Counting()
+    with pytest.raises(InvalidInput, match=r"sigma_min and sigma_max must differ.*got both 1\.9.*sigma_min=sigmas\[-2\]"):
+        ours.sample_dpm_fast(counting, start(sigma=1.9), 1.9, 1.9, n, disable=True)
+    with pytest.raises(InvalidInput, match="must differ"):
+        ours.sample_dpm_fast(counting, start(sigma=1.9), torch.tensor(1.9), torch.tensor(1.9), n, disable=True,
+                             eta=0.5)
+    assert counting.calls == 0
+
+
+def test_dpm_adaptive_refuses_an_empty_range_before_any_model_call():
+    counting = Counting()
+    with pytest.raises(InvalidInput, match="sigma_min and sigma_max must differ"):
+        ours.sample_dpm_adaptive(counting, start(sigma=1.9), 1.9, 1.9, disable=True)
+    assert counting.calls == 0
+
+
+def test_dpm_solver_fast_method_refuses_an_empty_time_range():
+    counting = Counting()
+    t = torch.tensor(1.0)
+    with pytest.raises(InvalidInput, match="t_start and t_end must differ"):
+        ours.DPMSolver(counting).dpm_solver_fast(start(sigma=1.0), t, t, 5)
+    assert counting.calls == 0
+
+
+@needs_kd
+@pytest.mark.parametrize("fn, args", [("sample_dpm_fast", (0.5, 0.2, 5)), ("sample_dpm_adaptive", (0.5, 0.2))])
+def test_reverse_dpm_solver_ranges_still_run_as_k_diffusions(fn, args):
+    x = start(torch.float64, sigma=0.2)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got, want = (getattr(m, fn)(model, x, *args, disable=True) for m in (ours, kd))
+    finally:
+        torch.set_default_dtype(default)
+    assert float((got - want).abs().max()) < 1e-12
+
+
+# ----------------------------------------------------------------------------------------------------
+# Option types: 0-d real tensors are read once as numbers; bools and other tensors are refused with the fix
+
+TENSOR_OPTIONS = [
+    ("sample_euler", {"s_churn": 1.0, "s_tmin": 0.1, "s_tmax": 10.0, "s_noise": 0.9}),
+    ("sample_heun", {"s_churn": 1.0}),
+    ("sample_dpm_2", {"s_churn": 1.0}),
+    ("sample_euler_ancestral", {"eta": 0.5, "s_noise": 0.9}),
+    ("sample_dpm_2_ancestral", {"eta": 0.5}),
+    ("sample_dpmpp_2s_ancestral", {"eta": 0.5}),
+    ("sample_dpmpp_sde", {"eta": 0.5, "s_noise": 0.9, "r": 0.3}),
+    ("sample_dpmpp_2m_sde", {"eta": 0.5, "s_noise": 0.9}),
+    ("sample_dpmpp_3m_sde", {"eta": 0.5}),
+]
+
+
+@pytest.mark.parametrize("fn, options", TENSOR_OPTIONS)
+def test_zero_dim_tensor_options_run_as_the_numbers_they_hold(fn, options):
+    def once(opts):
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return getattr(ours, fn)(model, start(), karras(3), disable=True, **opts)
+
+    as_tensors = {k: torch.tensor(v) for k, v in options.items()}
+    assert torch.equal(once(as_tensors), once({k: v.item() for k, v in as_tensors.items()}))
+
+
+def test_range_sampler_tensor_options_run_as_the_numbers_they_hold():
+    for fn, args, options in [
+            ("sample_dpm_fast", (0.03, 14.6, 5), {"eta": 0.5, "s_noise": 0.9}),
+            ("sample_dpm_adaptive", (0.03, 14.6), {"rtol": 0.05, "atol": 0.01, "h_init": 0.1, "pcoeff": 0.1,
+                                                   "icoeff": 0.8, "dcoeff": 0.05, "accept_safety": 0.8, "eta": 0.5,
+                                                   "s_noise": 0.9})]:
+        results = []
+        as_tensors = {k: torch.tensor(v) for k, v in options.items()}
+        for opts in ({k: v.item() for k, v in as_tensors.items()}, as_tensors):
+            torch.manual_seed(0)
+            results.append(getattr(ours, fn)(model, start(), *args, disable=True, **opts))
+        assert torch.equal(*results), fn
+
+
+@pytest.mark.parametrize("fn, name, args", [
+    ("sample_euler_ancestral", "eta", None), ("sample_euler", "s_churn", None), ("sample_dpmpp_sde", "r", None),
+    ("sample_dpmpp_2m_sde", "s_noise", None), ("sample_dpm_fast", "eta", (0.03, 14.6, 4)),
+    ("sample_dpm_adaptive", "rtol", (0.03, 14.6))])
+def test_bool_options_are_refused_with_the_fix_before_any_model_call(fn, name, args):
+    counting = Counting()
+    args = (karras(3),) if args is None else args
+    for value in (True, torch.tensor(True)):
+        with pytest.raises(InvalidType, match=rf"{name} must be a real number, got .*bool.*pass the number, "
+                                              rf"e\.g\. {name}=1\.0"):
+            getattr(ours, fn)(counting, start(), *args, disable=True, **{name: value})
+    with pytest.raises(InvalidType, match=rf"{name} must be one real number, got .* shape \(2,\).*float\({name}"):
+        getattr(ours, fn)(counting, start(), *args, disable=True, **{name: torch.tensor([0.5, 0.5])})
+    assert counting.calls == 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Schedules: inputs k-diffusion computes on, refused naming the rule, what k-diffusion returns and the fix
+
+
+@pytest.mark.parametrize("call, pattern", [
+    (lambda: ours.get_sigmas_karras(5, 0.0, 14.6),
+     r"sigma_min must be > 0, got 0.*\[\.\.\., 0, 0\].*pass the model's smallest non-zero σ"),
+    (lambda: ours.get_sigmas_exponential(5, 0.0, 14.6), r"sigma_min must be > 0.*pass the model's smallest"),
+    (lambda: ours.get_sigmas_karras(0, 0.03, 14.6), r"n .* must be >= 1, got 0.*returns \[0\.\].*pass n >= 1"),
+    (lambda: ours.get_sigmas_polyexponential(0, 0.03, 14.6), r"must be >= 1, got 0.*pass n >= 1"),
+    (lambda: ours.get_sigmas_vp(0), r"get_sigmas_vp: n .* must be >= 1.*pass n >= 1"),
+    (lambda: ours.get_sigmas_vp(5, eps_s=1), r"eps_s .* must be below 1, got 1.*constant schedule.*pass a small "
+                                             r"eps_s, e\.g\. the default 1e-3"),
+    (lambda: ours.get_sigmas_karras(5, 0.03, 0.03), r"need sigma_min < sigma_max.*equal.*pass a smaller sigma_min"),
+    (lambda: ours.get_sigmas_exponential(5, 14.6, 0.03), r"need sigma_min < sigma_max.*swapped.*other way round"),
+])
+def test_schedule_inputs_k_diffusion_computes_on_are_refused_with_the_fix(call, pattern):
+    with pytest.raises(InvalidInput, match=pattern):
+        call()
+
+
+# ----------------------------------------------------------------------------------------------------
+# float32: the gaps docs/kdiffusion.md quotes, and which side is nearer the float64 run
+
+
+def _fixed_noise(x):
+    bank = torch.randn((40,) + tuple(x.shape), generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    drawn = iter(bank)
+    return lambda sigma, sigma_next: next(drawn).to(x.dtype)
+
+
+def _rel(a, b, scale) -> float:
+    return float((a.double() - b.double()).abs().max()) / max(1.0, scale)
+
+
+def ancestral_float32_gaps() -> dict:
+    """{(sampler, steps): (ours − k-diffusion's float32, ours − float64, k-diffusion's float32 − float64)}, relative
+    to the scale, on Karras schedules from 14.6 to 0.03 with the same fixed noise on every side."""
+    gaps = {}
+    x64 = start(torch.float64, batch=2)
+    default = torch.get_default_dtype()
+    try:
+        for fn in ("sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral"):
+            for n in (2, 3, 7):
+                torch.set_default_dtype(torch.float64)
+                truth = getattr(kd, fn)(model, x64, kd.get_sigmas_karras(n, 0.03, 14.6), disable=True,
+                                        noise_sampler=_fixed_noise(x64))
+                torch.set_default_dtype(torch.float32)
+                x32, s32 = x64.float(), kd.get_sigmas_karras(n, 0.03, 14.6)
+                mine, theirs = (getattr(m, fn)(model, x32, s32, disable=True, noise_sampler=_fixed_noise(x32))
+                                for m in (ours, kd))
+                scale = float(truth.abs().max())
+                gaps[fn, n] = (_rel(mine, theirs, scale), _rel(mine, truth, scale), _rel(theirs, truth, scale))
+    finally:
+        torch.set_default_dtype(default)
+    return gaps
+
+
+def range_float32_gaps() -> dict:
+    """The largest float32 differences from k-diffusion of ``sample_dpm_fast`` (η = 1, n = 1 to 12, its default
+    global-generator noise) and ``sample_dpm_adaptive`` (η = 1 on a BrownianTreeNoiseSampler), relative to the
+    scale."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    x = start(torch.float32, batch=2)
+    gaps = {}
+    try:
+        worst = 0.0
+        for n in range(1, 13):
+            outs = []
+            for m in (ours, kd):
+                torch.manual_seed(5)
+                outs.append(m.sample_dpm_fast(model, x, 0.0292, 14.6146, n, disable=True, eta=1.0,
+                                              extra_args={"scale": 0.9}))
+            worst = max(worst, _rel(*outs, float(outs[1].abs().max())))
+        gaps["sample_dpm_fast", "eta=1"] = worst
+        for options in ({}, {"order": 2}, {"rtol": 0.01, "atol": 0.001}):
+            outs = []
+            for m in (ours, kd):
+                tree = m.BrownianTreeNoiseSampler(x, torch.tensor(0.03), torch.tensor(14.6), seed=[7, 8])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    outs.append(m.sample_dpm_adaptive(model, x, 0.03, 14.6, disable=True, eta=1.0,
+                                                      noise_sampler=tree, **options))
+            gaps["sample_dpm_adaptive", "eta=1, tree " + repr(options)] = _rel(*outs, float(outs[1].abs().max()))
+    finally:
+        torch.set_default_dtype(default)
+    return gaps
+
+
+@needs_kd
+def test_k_diffusions_float32_ancestral_step_cancels():
+    # σ_down = σ_next²/σ·… for 14.6 → 0.03 is a difference of nearly equal float32 squares in k-diffusion
+    sigmas = kd.get_sigmas_karras(2, 0.03, 14.6)
+    theirs = float(kd.get_ancestral_step(sigmas[0], sigmas[1])[0])
+    exact = float(kd.get_ancestral_step(sigmas[0].double(), sigmas[1].double())[0])
+    mine = float(ours.get_ancestral_step(sigmas[0], sigmas[1])[0])
+    assert abs(theirs - exact) / exact > 5e-3  # 6.1035e-5 against 6.1644e-5
+    assert abs(mine - exact) / exact < 1e-6
+
+
+@needs_kd
+def test_float32_ancestral_gaps_are_k_diffusions_rounding():
+    for (fn, n), (apart, mine, theirs) in ancestral_float32_gaps().items():
+        assert mine < 5e-6, (fn, n)  # ours stays at float32 rounding of the float64 run
+        assert apart <= theirs + mine  # the gap is k-diffusion's distance from the float64 run
+        assert apart < (2e-3 if n == 2 else 1e-4 if n == 3 else 1e-5), (fn, n, apart)
+
+
+@needs_kd
+def test_float32_range_sampler_gaps_stay_within_the_documented_figures():
+    gaps = range_float32_gaps()
+    assert gaps["sample_dpm_fast", "eta=1"] < 3e-5
+    assert max(v for k, v in gaps.items() if k[0] == "sample_dpm_adaptive") < 2e-2
+
+
+if __name__ == "__main__":
+    if kd is None:
+        raise SystemExit("k-diffusion is not installed: pip install --no-deps k-diffusion==0.1.1.post1")
+    print("| sampler | steps | ours − k-diffusion float32 | ours − float64 | k-diffusion float32 − float64 |")
+    print("|---|---|---|---|---|")
+    for (fn, n), gap in ancestral_float32_gaps().items():
+        print(f"| `{fn}` | {n} | " + " | ".join(f"{g:.1e}" for g in gap) + " |")
+    for (fn, what), gap in range_float32_gaps().items():
+        print(f"{fn} ({what}): {gap:.1e}")
