@@ -23,6 +23,7 @@ width the UNet's config takes, checked with the scheduler config before the UNet
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import hashlib
@@ -315,6 +316,32 @@ def read_cache(path: Path) -> dict:
     return read_saved(path, "the cached exact endpoints", CACHE_FIX)
 
 
+def _unchanged(path: Path, saved: dict) -> None:
+    """``saved`` (a cache file's content) is what this code wrote there: its ``digest`` (recorded when it was
+    written: :func:`samplers.fitted.fitting.content_digest`) is that of the rest. A file without one (another
+    program's, or an earlier version's) or edited since is refused, naming it and the fix."""
+    from samplers.fitted.fitting import content_digest
+
+    digest = saved.get("digest")
+    if digest != content_digest({k: v for k, v in saved.items() if k != "digest"}):
+        raise InvalidInput(f"the cached exact endpoints {path} " + (
+            "record no digest (an earlier samplers fit, or another program, wrote them)" if digest is None else
+            "do not match the digest recorded in them (they were changed after samplers fit wrote them)")
+            + f"; {CACHE_FIX}")
+
+
+def _finite_endpoints(ref: torch.Tensor, what: str) -> torch.Tensor:
+    """Exact endpoints just solved, checked before they are cached or used: a model that returns NaN or infinite
+    values has no endpoint to fit to."""
+    from samplers.core.errors import NonFiniteError
+
+    if not bool(torch.isfinite(ref).all()):
+        raise NonFiniteError(f"the exact endpoints of {what} hold {int((~torch.isfinite(ref)).sum())} NaN or infinite "
+                             "value(s): the model returns NaN or infinite values on these starts (check it on them, "
+                             "or loosen --reference-tol if the adaptive solve diverged)")
+    return ref
+
+
 def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extra: dict,
                       sigma: float | None = None) -> torch.Tensor:
     from samplers.core.files import write_torch
@@ -327,27 +354,48 @@ def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extr
         if (saved.get("identity") == target.identity and isinstance(kept, torch.Tensor) and kept.shape == x.shape
                 and torch.equal(kept, x)):
             ref = saved.get("reference")
-            if not (isinstance(ref, torch.Tensor) and ref.shape == x.shape and ref.is_floating_point()):
+            if not (isinstance(ref, torch.Tensor) and ref.shape == x.shape and ref.dtype == x.dtype):
                 raise InvalidInput(f"the cached exact endpoints {path} hold no reference of the starts' shape "
-                                   f"{list(x.shape)}; {CACHE_FIX}")
+                                   f"{list(x.shape)} and dtype {x.dtype}; {CACHE_FIX}")
+            if not bool(torch.isfinite(ref).all()):
+                raise InvalidInput(f"the cached exact endpoints {path} hold {int((~torch.isfinite(ref)).sum())} NaN "
+                                   f"or infinite value(s); {CACHE_FIX}")
+            other = sorted(map(str, set(saved) - {"x", "reference", "identity", "digest"}))
+            if other:
+                raise InvalidInput(f"the cached exact endpoints {path} hold fields other than those samplers fit "
+                                   f"writes (x, reference, identity, digest): {', '.join(other)}; {CACHE_FIX}")
+            _unchanged(path, saved)
             return ref
     ref = reference_endpoints(functools.partial(target.denoiser, **extra), x,
                               target.sigma_max if sigma is None else sigma, target.reference_tol)
-    write_torch(path, {"x": x, "reference": ref, "identity": target.identity})
+    _finite_endpoints(ref, f"the {tag} starts")
+    from samplers.fitted.fitting import content_digest
+
+    saved = {"x": x, "reference": ref, "identity": target.identity}
+    write_torch(path, {**saved, "digest": content_digest(saved)})
     return ref
 
 
 class PoolReferences:
     """The exact endpoints of the fit's other starts (``reference_fn`` of :func:`samplers.fitted.fitting.fit`: the
     pool's, and the calibration's from a σ above σ_max), each start solved once across NFEs and runs: kept by the
-    bytes of its start, its σ and its conditioning in ``path``."""
+    bytes of its start, its σ and its conditioning in ``path`` (``{"endpoints": {key: endpoint}, "digest": …}``;
+    every endpoint finite, the digest that of the endpoints: checked when the file is read)."""
 
     def __init__(self, path: Path, target: Target):
         self.path, self.target = path, target
-        self.saved = read_cache(path) if path.exists() else {}
-        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) and v.is_floating_point()
-                   for k, v in self.saved.items()):
+        saved = read_cache(path) if path.exists() else {"endpoints": {}}
+        self.saved = saved.get("endpoints")
+        if not (isinstance(self.saved, dict) and set(saved) <= {"endpoints", "digest"} and all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) and v.is_floating_point()
+                for k, v in self.saved.items())):
             raise InvalidInput(f"the cached exact endpoints {path} hold other than one tensor per start; {CACHE_FIX}")
+        bad = [k for k, v in self.saved.items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            raise InvalidInput(f"the cached exact endpoints {path} hold NaN or infinite values ({len(bad)} of "
+                               f"{len(self.saved)} endpoints); {CACHE_FIX}")
+        if path.exists():
+            _unchanged(path, saved)
 
     def key(self, x: torch.Tensor, extra: dict, i: int, sigma: float) -> str:
         h = hashlib.sha256(x[i].detach().cpu().contiguous().numpy().tobytes() + repr(float(sigma)).encode()
@@ -366,12 +414,15 @@ class PoolReferences:
             rows = torch.tensor(missing)
             ref = reference_endpoints(functools.partial(self.target.denoiser, **{k: v[rows] for k, v in extra.items()}),
                                       x[rows], sigma, self.target.reference_tol)
+            _finite_endpoints(ref, f"{len(missing)} of the fit's other starts from σ = {sigma:g}")
+            from samplers.fitted.fitting import content_digest
+
             self.saved.update({keys[i]: r.clone() for i, r in zip(missing, ref)})
-            write_torch(self.path, self.saved)
+            write_torch(self.path, {"endpoints": self.saved, "digest": content_digest({"endpoints": self.saved})})
         found = [self.saved[k] for k in keys]
-        if any(r.shape != x.shape[1:] for r in found):
-            raise InvalidInput(f"the cached exact endpoints {self.path} hold an endpoint of another shape than the "
-                               f"starts' {list(x.shape[1:])}; {CACHE_FIX}")
+        if any(r.shape != x.shape[1:] or r.dtype != x.dtype for r in found):
+            raise InvalidInput(f"the cached exact endpoints {self.path} hold an endpoint of another shape or dtype "
+                               f"than the starts' {list(x.shape[1:])} {x.dtype}; {CACHE_FIX}")
         return torch.stack(found).to(x.device)
 
 
@@ -435,8 +486,11 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
                      state_path=out / WORK / f"state-nfe{nfe}.pt", log=log, progress=bar.update)
     path = solver.save(out / f"nfe{nfe}.json")
     seconds = time.monotonic() - t0  # the fit, its reference included (cached after the first NFE)
+    from benchmarks.common import run_info
+
     row = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],
-           "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds, "threads": torch.get_num_threads()}
+           "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds, "threads": torch.get_num_threads(),
+           "device": run_info(str(x_cal.device))}  # what the seconds were measured on: CPU, versions, commit
     return {**row, **heldout_scores(target, solver, nfe, args, out)}
 
 
@@ -518,7 +572,7 @@ def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None, sol
     """``--rescore``: the held-out figures of ``solver`` (``<out>/nfe<N>.json``, checked by :func:`kept_solver`)
     measured again (on ``--heldout`` starts), the fit's own record (its time, what it kept) as the report had it."""
     path = out / f"nfe{nfe}.json"
-    timing = {k: v for k, v in (row or {}).items() if k in ("seconds", "threads")}  # of the fit, as reported
+    timing = {k: v for k, v in (row or {}).items() if k in ("seconds", "threads", "device")}  # the fit's, as reported
     base = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],
             "validation_rmse": solver.meta["validation_rmse"], **timing}
     return {**base, **heldout_scores(target, solver, nfe, args, out)}
@@ -544,7 +598,8 @@ def setting(target: Target, args) -> dict:
 
 
 def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite number (JSON's NaN and Infinity are not a figure samplers fit reports)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 REPORT_FIX = ("delete it (the NFEs it lists are then fitted again there, from the cached endpoints) or choose another "
@@ -561,9 +616,13 @@ def read_report(out: Path) -> dict:
     if path.is_dir():
         raise InvalidInput(f"{path} is a folder, where samplers fit keeps its report; remove it or choose another "
                            "--out")
+    from samplers.fitted.solver import DuplicateKey, unique_keys
+
     try:
-        report = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        report = json.loads(path.read_text(), object_pairs_hook=unique_keys)
+    except DuplicateKey as err:  # JSON would keep the last: which was meant is unknown
+        raise InvalidInput(f"{path} is not a report samplers fit wrote: {err} (a hand edit?); {REPORT_FIX}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise InvalidInput(f"{path} is not readable JSON ({err}); {REPORT_FIX}") from None
 
     def bad(what: str):
@@ -596,6 +655,7 @@ def read_report(out: Path) -> dict:
             ("default", "default" not in row or pair(row["default"])),
             ("seconds", "seconds" not in row or _number(row["seconds"])),
             ("threads", "threads" not in row or _number(row["threads"])),
+            ("device", "device" not in row or isinstance(row["device"], dict)),  # reports before it have none
             ("fit_over_best_fixed", ratio is None or (
                 isinstance(ratio, dict) and _number(ratio.get("ratio")) and (
                     ratio.get("interval") is None or (isinstance(ratio["interval"], list)
@@ -607,6 +667,53 @@ def read_report(out: Path) -> dict:
         if wrong:
             raise bad(f"row {k} has no valid {', '.join(wrong)}")
     return report
+
+
+# --rescore fits nothing: what each option does then. RESCORED: read to score the fits (the model and what builds it,
+# which NFEs, where, on how many held-out starts, with how many threads; --reference-tol and the model's options must
+# be the fits' own: checked against report.json's setting). FIT and TIME_BUDGET, VERBOSE: the fitting options, the
+# fits' own — with --rescore each is taken from report.json, and one given otherwise than the fits were made is
+# refused (--seed too: the held-out starts are stream seed + 1 of the fit's seed, never its calibration starts);
+# --time-budget and --verbose (the fit's progress lines) act only while fitting and are refused with it, as --restart.
+RESCORED = ("--model", "--nfe", "--out", "--prompts", "--cfg", "--prompt-embeds", "--scheduler-config", "--heldout",
+            "--threads", "--reference-tol")
+ONLY_FITTING = ("--time-budget", "--verbose", "--restart")
+
+
+def check_rescore_options(args, report: dict, out: Path) -> None:
+    """``--rescore``: refuse the fitting options given otherwise than the fits in ``out`` were made with (they would
+    be silently ignored), and take the fits' own (report.json) for those not given: what the run prints and writes
+    back is then the fits' record. Checked before the model is built."""
+    given = getattr(args, "given", set())
+    recorded = dict(report.get("setting") or {})
+    for key in ("calibration", "seed"):  # a report of before the setting was recorded kept these two
+        if key not in recorded and key in report:
+            recorded[key] = report[key]
+    wrong = []
+    for name in FIT:
+        flag = "--" + name.replace("_", "-")
+        if name not in given:
+            if name in recorded:
+                setattr(args, name, recorded[name])
+        elif name not in recorded:
+            wrong.append(f"{flag} {getattr(args, name)!r} ({out / 'report.json'} records no {name} to check it "
+                         "against)")
+        elif getattr(args, name) != recorded[name]:
+            shown = "all" if name == "screen" and recorded[name] is None else recorded[name]
+            wrong.append(f"{flag} {getattr(args, name)!r} (the fits were made with {shown!r}"
+                         + ("; their held-out starts are that seed's" if name == "seed" else "") + ")")
+    if args.time_budget is not None:
+        wrong.append(f"--time-budget {args.time_budget:g} (it bounds a fit)")
+    if args.verbose:
+        wrong.append("--verbose (it prints the fit's progress lines)")
+    if wrong:
+        raise InvalidInput("--rescore fits nothing: it scores the solvers in --out with the options they were fitted "
+                           "with, so " + "; ".join(wrong) + " would not be what it does. Leave the fitting options "
+                           "out (--"
+                           + ", --".join(n.replace("_", "-") for n in FIT) + ", " + ", ".join(ONLY_FITTING)
+                           + "), or give them as the fits were made; --rescore reads only "
+                           + ", ".join(RESCORED) + ". To fit with other options, choose another --out or pass "
+                           "--restart instead of --rescore")
 
 
 def _check_setting(out: Path, report: dict, now: dict, args) -> dict:
@@ -648,6 +755,9 @@ def run_fit(args) -> int:
     if not 0 < args.validation < 1:
         raise InvalidInput(f"--validation (the share of calibration starts never trained on) must be in (0, 1), "
                            f"got {args.validation}")
+    from samplers.fitted.fitting import validation_starts
+
+    validation_starts(args.calibration, args.validation, ("--validation", "--calibration"))  # as the fit splits them
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise InvalidInput(f"--lr must be a positive number, got {args.lr}")
     if args.cfg is not None and cfg_problem(args.cfg) is not None:
@@ -674,6 +784,8 @@ def run_fit(args) -> int:
                                + ("its fits (--out is a folder)" if folder == out else "its cached endpoints")
                                + "; choose another --out" + ("" if folder == out else f" or remove {folder}"))
     report = read_report(out)  # before the model is built: a bad one is refused at once
+    if args.rescore:
+        check_rescore_options(args, report, out)
     if args.threads is not None:
         if args.threads < 1:
             raise InvalidInput(f"--threads must be at least 1, got {args.threads}")
@@ -711,8 +823,11 @@ def run_fit(args) -> int:
     out.mkdir(exist_ok=True)
     (out / WORK).mkdir(exist_ok=True)
     log = (lambda line: print(line, flush=True)) if args.verbose else None
-    print(f"fitting to {target.name}: {target.description}; σ {target.sigma_max:g} → {target.sigma_min:g}, "
-          f"{args.calibration} calibration starts, {args.heldout} held-out")
+    print(("scoring the fits in " + str(out) + " of " if args.rescore else "fitting to ")
+          + f"{target.name}: {target.description}; σ {target.sigma_max:g} → {target.sigma_min:g}, "
+          + (f"{args.calibration} calibration starts" if not args.rescore else
+             f"fitted on {report['calibration']} calibration starts" if "calibration" in report else
+             "calibration starts as fitted") + f", {args.heldout} held-out")
     for index, nfe in enumerate(args.nfe):
         if args.rescore:
             rows[nfe] = rescore_one(target, nfe, args, out, rows.get(nfe), checked[nfe])
@@ -725,6 +840,7 @@ def run_fit(args) -> int:
             share = None if deadline is None else t0 + (deadline - t0) * (index + 1) / len(args.nfe)
             rows[nfe] = fit_one(target, nfe, args, out, share, log)
         r = rows[nfe]
+        _refuse_non_finite(r, nfe)
         default = f" | default {r['default']['label']}: {r['default']['rmse']:.4g}" if "default" in r else ""
         above = f" (both from σ = {r['sigma_start']:g})" if "sigma_start" in r else ""
         ratio = r.get("fit_over_best_fixed") or {}
@@ -751,11 +867,33 @@ def run_fit(args) -> int:
     return 0
 
 
+def _refuse_non_finite(row: dict, nfe: int) -> None:
+    """The held-out figures of ``row``, finite before they are written to report.json (which refuses others)."""
+    from samplers.core.errors import NonFiniteError
+
+    figures = [("the fitted solver", row["fit"]), (row["best_fixed"]["label"], row["best_fixed"]["rmse"])]
+    figures += [(row["default"]["label"], row["default"]["rmse"])] if "default" in row else []
+    bad = [f"{label} {value}" for label, value in figures if not math.isfinite(value)]
+    if bad:
+        raise NonFiniteError(f"NFE {nfe}: the held-out RMSE of {', '.join(bad)} is not finite (a solver diverges on a "
+                             "held-out start): nothing was written to report.json; try another --seed or more "
+                             "--calibration starts")
+
+
 def generate_command(model: str, solver: str, cfg: float | None) -> list[str]:
     """The ``samplers generate`` command line that runs a solver fitted to a shipped model (at the guidance it was
     fitted with: the solver records it)."""
     return (["samplers", "generate", "a large red circle at the top left", "--model", model, "--sampler",
              f"fitted:{solver}"] + ([] if cfg is None else ["--cfg", repr(float(cfg))]))
+
+
+class _Given(argparse.Action):
+    """Stores an option's value, as argparse's default action does, and records that it was given (``args.given``:
+    :func:`check_rescore_options` tells a fitting option given from its default)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
 
 
 def add_parser(subparsers) -> None:
@@ -772,26 +910,26 @@ def add_parser(subparsers) -> None:
                    help="guidance scale, |cfg| <= 100 (default: the model's; shipped models and diffusers folders)")
     p.add_argument("--prompt-embeds", default=None, help="diffusers folder: safetensors of prompt embeddings")
     p.add_argument("--scheduler-config", default=None, help="diffusers folder: the scheduler config JSON")
-    p.add_argument("--calibration", type=int, default=48, help="calibration starts (default 48)")
-    p.add_argument("--validation", type=float, default=1 / 3,
+    p.add_argument("--calibration", action=_Given, type=int, default=48, help="calibration starts (default 48)")
+    p.add_argument("--validation", action=_Given, type=float, default=1 / 3,
                    help="share of them never trained on, which decides between the fit and the best fixed pair "
                         "(default 1/3)")
     p.add_argument("--heldout", type=int, default=32, help="held-out starts for the report (default 32)")
-    p.add_argument("--iters", type=int, default=100, help="optimisation steps per NFE (default 100)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.02 / NFE)")
-    p.add_argument("--batch", type=int, default=12, help="training minibatch (default 12)")
-    p.add_argument("--screen", default="all", metavar="all|N",
+    p.add_argument("--iters", action=_Given, type=int, default=100, help="optimisation steps per NFE (default 100)")
+    p.add_argument("--lr", action=_Given, type=float, default=None, help="Adam learning rate (default 0.02 / NFE)")
+    p.add_argument("--batch", action=_Given, type=int, default=12, help="training minibatch (default 12)")
+    p.add_argument("--screen", action=_Given, default="all", metavar="all|N",
                    help="rank the candidate starting (sampler, schedule) pairs on every training start (default "
                         "'all': the fit starts from the best of them), or first on N starts and only the best 10 on "
                         "all (faster on an expensive model, but the best pair can be screened out)")
-    p.add_argument("--pool", type=int, default=4,
+    p.add_argument("--pool", action=_Given, type=int, default=4,
                    help="the choice of the starting pair and the final choice between fit and pair are also made on "
                         "this many times the calibration starts more, exact endpoints solved for the sixteenth where "
                         "the solvers compared disagree most (default 4; 0: none)")
-    p.add_argument("--starts", type=int, default=3,
+    p.add_argument("--starts", action=_Given, type=int, default=3,
                    help="optimise from this many of the best pairs and keep the fit better on the validation "
                         "starts and the pool (default 3; each costs --iters steps)")
-    p.add_argument("--seed", type=seed, default=0,
+    p.add_argument("--seed", action=_Given, type=seed, default=0,
                    help="noise and prompt streams, in [0, 2**32) (held out: seed + 1)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole command")
     p.add_argument("--reference-tol", type=float, default=None,

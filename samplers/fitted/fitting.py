@@ -619,6 +619,61 @@ def objective(denoiser, params: Params, x: torch.Tensor, ref: torch.Tensor, extr
     return _mean((out - ref).pow(2).flatten(1).mean(1), weights)
 
 
+def validation_starts(n: int, validation: float, flags: tuple[str, str] | None = None) -> int:
+    """How many of ``n`` calibration starts are validation starts at the share ``validation`` (the last
+    round(n · validation)): the rule :func:`fit` splits by, for callers to check before any endpoint is solved.
+    A split that leaves no validation or no training start raises InvalidInput naming the share, the count and the
+    smallest count or share that splits; ``flags``: the options that set them (("--validation", "--calibration")),
+    named instead of FitConfig's fields."""
+    n_val = int(round(n * validation))
+    if 0 < n_val < n:
+        return n_val
+    share, count = flags or ("validation", "a calibration batch of")
+    low = min(validation, 1 - validation)
+    enough = max(n, 2, math.ceil(0.5 / low) - 2) if low > 0 else None
+    while enough is not None and not 0 < int(round(enough * validation)) < enough:
+        enough += 1
+    fix = (f"{count} {enough} or more" if enough is not None else "another calibration count")
+    fix += (f", or {share} at least {1 / n:.4g}" if n_val == 0 and n > 1 else
+             f", or {share} at most {(n - 1) / n:.4g}" if n_val == n and n > 1 else "")
+    raise InvalidInput(f"{share} {validation:g} of {count} {n} starts makes {n_val} validation and {n - n_val} "
+                       f"training starts (round({n} × {validation:g})): the fit needs at least one of each; use "
+                       f"{fix}")
+
+
+def content_digest(obj) -> str:
+    """A SHA-256 of ``obj`` — nested dicts, lists and tuples of tensors (dtype, shape and bytes), numbers, strings,
+    None — recorded in the files under ``<out>/.work`` when they are written and checked when they are read back: a
+    value not written there by the fit (a hand edit, a file of something else, bit rot) does not match."""
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def feed(v) -> None:
+        if isinstance(v, torch.Tensor):
+            t = v.detach().to("cpu").contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(v.shape)}:".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(v, dict):
+            h.update(b"{")
+            for k in sorted(v, key=repr):
+                feed(k)
+                feed(v[k])
+            h.update(b"}")
+        elif isinstance(v, (list, tuple)):
+            h.update(b"[")
+            for item in v:
+                feed(item)
+            h.update(b"]")
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            h.update(f"{type(v).__name__}:{v!r};".encode())
+        else:
+            raise TypeError(f"content_digest: a {type(v).__name__} is not data")
+
+    feed(obj)
+    return h.hexdigest()
+
+
 def read_saved(path: str | Path, what: str, fix: str) -> dict:
     """A dict written with :func:`samplers.core.files.write_torch` (a fit's saved state, cached exact endpoints),
     read with ``torch.load(weights_only=True)``: nothing in the file runs. A file that cannot be read (truncated, a
@@ -666,15 +721,13 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
     first = 0
     key = _data_key(denoiser, data)
     if state_path is not None and Path(state_path).exists():
-        state = read_saved(state_path, "the fit's saved state",
-                           "delete it (or fit again with --restart) to start this optimisation afresh")
-        if (state.get("config") == _resumable(config) and state["start"] == start.sigmas
+        state = read_saved(state_path, "the fit's saved state", STATE_FIX)
+        if (state.get("config") == _resumable(config) and state.get("start") == start.sigmas
                 and state.get("data") == key):
+            _check_state(state, state_path, params, trained, opt, decay, config, start)
             with torch.no_grad():
                 for t, v in zip(params.tensors(), state["params"]):
                     t.copy_(v)
-            opt.load_state_dict(state["opt"])
-            decay.load_state_dict(state["decay"])
             first = state["iteration"]
             if state["best"]["rmse"] < best[0]:
                 best = (state["best"]["rmse"], LearnedSolver(**state["best"]["solver"]).validate(),
@@ -708,17 +761,75 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
                 log(f"iteration {it + 1}: training MSE {float(loss.detach()):.4g}, validation RMSE {val:.4g} "
                     f"(best {best[0]:.4g} at {best[2]})")
             if state_path is not None:
-                write_torch(state_path, {"config": _resumable(config), "start": start.sigmas, "data": key,
-                                         "iteration": it + 1,
-                                         "params": [t.detach().clone() for t in params.tensors()],
-                                         "opt": opt.state_dict(), "decay": decay.state_dict(),
-                                         "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}})
+                state = {"config": _resumable(config), "start": start.sigmas, "data": key, "iteration": it + 1,
+                         "params": [t.detach().clone() for t in params.tensors()],
+                         "opt": opt.state_dict(), "decay": decay.state_dict(),
+                         "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}}
+                write_torch(state_path, {**state, "digest": content_digest(state)})
     return best[1], best[0], best[2]
 
 
 # what the optimisation trains and checks on; a state saved before the pool's rare starts joined (format 1, no key)
-# holds a best iterate measured on other validation starts and is not resumed
-STATE_FORMAT = 2
+# holds a best iterate measured on other validation starts and is not resumed; format 3 records a content digest
+STATE_FORMAT = 3
+
+STATE_FIX = "delete it (or fit again with --restart) to start this optimisation afresh"
+
+
+def _check_state(state: dict, path, params: Params, trained: list, opt, decay, config: FitConfig,
+                 start: LearnedSolver) -> None:
+    """A saved state of this optimisation (its options, start and data match), checked before anything in it is used
+    and loaded into ``opt`` and ``decay``: every field this code writes, of the types, shapes and dtypes it writes
+    (finite tensors, the iteration within [0, iters], the best iterate a solver of the start's steps), and its
+    digest (:func:`content_digest`) that of its content. Anything else raises InvalidInput naming the file and the
+    fix; nothing read is guessed around."""
+    def bad(what: str) -> InvalidInput:
+        return InvalidInput(f"the fit's saved state {path} {what}: it is not what the fit wrote; {STATE_FIX}")
+
+    fields = {"config", "start", "data", "iteration", "params", "opt", "decay", "best", "digest"}
+    if set(state) != fields:
+        missing, extra = sorted(fields - set(state)), sorted(set(state) - fields, key=repr)
+        raise bad("lacks " + ", ".join(missing) if missing else "holds unknown fields " + ", ".join(map(repr, extra)))
+    it = state["iteration"]
+    if isinstance(it, bool) or not isinstance(it, int) or not 0 <= it <= config.iters:
+        raise bad(f"records iteration {it!r}, outside [0, {config.iters}] (the run's --iters)")
+    saved = state["params"]
+    if not isinstance(saved, list) or len(saved) != len(params.tensors()):
+        raise bad(f"holds params of {type(saved).__name__}, not the {len(params.tensors())} tensors of the solver's "
+                  "nodes, weights and model σ shifts")
+    for name, t, v in zip(("theta", "b", "c", "shift"), params.tensors(), saved):
+        if not isinstance(v, torch.Tensor) or v.shape != t.shape or v.dtype != t.dtype:
+            found = (f"{v.dtype} {list(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__)
+            raise bad(f"holds {name} as {found}, where this fit's is {t.dtype} {list(t.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise bad(f"holds NaN or infinite values in {name}")
+    best = state["best"]
+    ok = isinstance(best, dict) and set(best) == {"rmse", "iteration", "solver"}
+    rmse, kept = (best.get("rmse"), best.get("iteration")) if ok else (None, None)
+    ok = (ok and isinstance(rmse, float) and isinstance(kept, int) and not isinstance(kept, bool)
+          and 0 <= kept <= it and (math.isfinite(rmse) and rmse >= 0 or kept == 0))  # the start's may be inf
+    try:
+        ok = ok and isinstance(best["solver"], dict) and LearnedSolver(**best["solver"]).validate().steps == start.steps
+    except (InvalidInput, TypeError):
+        ok = False
+    if not ok:
+        raise bad("holds no best iterate (its validation RMSE, a finite number; its iteration, within [0, "
+                  f"{it}]; a solver of {start.steps} steps)")
+    moments = state["opt"].get("state") if isinstance(state["opt"], dict) else None
+    if not (isinstance(moments, dict) and set(moments) <= set(range(len(trained))) and all(
+            isinstance(m, dict) and all(isinstance(v, torch.Tensor) and bool(torch.isfinite(v).all())
+                                        and (k == "step" or v.shape == trained[i].shape) for k, v in m.items())
+            for i, m in moments.items())):
+        raise bad("holds an optimiser state other than Adam's finite moments of this fit's parameters")
+    if not (isinstance(state["decay"], dict) and state["decay"].get("last_epoch") == it):
+        raise bad(f"holds a learning-rate schedule that is not at iteration {it}")
+    if state["digest"] != content_digest({k: v for k, v in state.items() if k != "digest"}):
+        raise bad("does not match the digest the fit recorded in it (it was changed after it was written)")
+    try:
+        opt.load_state_dict(state["opt"])
+        decay.load_state_dict(state["decay"])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+        raise bad(f"holds an optimiser state this optimisation cannot load ({type(err).__name__}: {err})") from None
 
 
 def _data_key(denoiser, data: Calibration) -> str:
@@ -870,10 +981,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     if not bool(torch.isfinite(calibration).all()):
         raise InvalidInput("calibration holds NaN or infinite values; it must be unit noise (e.g. "
                            "samplers.core.seeds.seeded_randn)")
-    n_val = int(round(calibration.shape[0] * config.validation))
-    if not 0 < n_val < calibration.shape[0]:
-        raise InvalidInput(f"validation={config.validation} of {calibration.shape[0]} starts leaves no training or "
-                           "no validation part; use a larger calibration batch")
+    n_val = validation_starts(calibration.shape[0], config.validation)
     extra = dict(extra_args or {})
     if any(not isinstance(v, torch.Tensor) or v.shape[:1] != calibration.shape[:1] for v in extra.values()):
         raise InvalidInput("extra_args must map names to tensors with one row per calibration start")

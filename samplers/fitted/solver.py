@@ -53,6 +53,26 @@ class OtherModelError(InvalidInput):
     """A fitted solver run on a model other than the one it was fitted to (see ``allow_other_model``)."""
 
 
+class DuplicateKey(ValueError):
+    """A JSON object that names one key twice (:func:`unique_keys`); ``key`` is that key."""
+
+    def __init__(self, key: str):
+        super().__init__(f"the key {key!r} appears more than once in one object")
+        self.key = key
+
+
+def unique_keys(pairs: list) -> dict:
+    """``object_pairs_hook`` of ``json.loads`` for files users may edit by hand (solver files, ``samplers fit``'s
+    report): an object that names a key twice raises :class:`DuplicateKey` — plain JSON keeps the last value and
+    drops the other, so which was meant is unknown."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 @dataclass
 class LearnedSolver:
     """σ nodes (n + 1 values, ending in 0) and the lower-triangular weights b, c of the update above.
@@ -155,7 +175,11 @@ class LearnedSolver:
             raise InvalidInput("no fitted solver file given (an empty path); give the path of a solver file, e.g. "
                                "out/fit/nfe8.json")
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(), object_pairs_hook=unique_keys)
+        except DuplicateKey as e:
+            raise InvalidInput(f"{path} is not a valid learned-solver file: {e} (a hand edit? JSON would keep the last "
+                               f"{e.key!r} and drop the other, and which was meant is unknown); keep one, or {fix}"
+                               ) from None
         except FileNotFoundError:
             raise MissingFile(f"no fitted solver at {path} (no such file); check the path, or make one with "
                               "`samplers fit --out DIR` (it writes DIR/nfe<N>.json)") from None

@@ -1,0 +1,243 @@
+"""`samplers fit` at its seams: what it checks before the first expensive solve (the calibration split, the options
+--rescore would not use), what it reads back from --out (cached endpoints, the optimisation's saved state,
+report.json, solver files: checked, never trusted) and what its report records (the device)."""
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from samplers.cli import main
+from samplers.fitted.solver import LearnedSolver
+
+QUICK = ["--calibration", "8", "--heldout", "2", "--iters", "2", "--pool", "0", "--starts", "1", "--screen", "4",
+         "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A finished two-iteration fit of gm-ve at 3 NFE (its report, solver, cached endpoints and saved state)."""
+    out = tmp_path_factory.mktemp("seams") / "fit"
+    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *QUICK]) == 0
+    return out
+
+
+@pytest.fixture
+def out(fitted, tmp_path):
+    copy = tmp_path / "fit"
+    shutil.copytree(fitted, copy)
+    return copy
+
+
+def argv(out: Path, *extra: str) -> list[str]:
+    return ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *QUICK, *extra]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    from app import fit as fit_cli
+
+    monkeypatch.setattr(fit_cli, "make_target", lambda args: pytest.fail("the model was built"))
+
+
+def test_a_calibration_split_without_a_training_or_validation_start_is_refused_before_the_model_is_built(
+        tmp_path, capsys, no_model):
+    for extra, words in ((["--validation", "0.01"], ["--validation 0.01 of --calibration 8 starts makes 0 validation",
+                                                     "--calibration 51 or more", "--validation at least 0.125"]),
+                         (["--validation", "0.97"], ["makes 8 validation and 0 training", "at most 0.875"])):
+        code = main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(tmp_path / "fit"), *QUICK, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and all(w in err for w in words), err
+    assert not (tmp_path / "fit").exists()
+
+
+def test_the_library_fit_splits_by_the_same_rule():
+    from samplers.fitted.fitting import FitConfig, fit, validation_starts
+
+    assert validation_starts(48, 1 / 3) == 16 and validation_starts(51, 0.01) == 1
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return x * 0
+
+    with pytest.raises(ValueError, match=r"validation 0.01 of a calibration batch of 8 starts makes 0 validation"):
+        fit(model, FitConfig(3, validation=0.01), torch.randn(8, 4), 0.01, 10.0)
+    assert not calls
+
+
+def test_rescore_refuses_fitting_options_it_would_not_use_before_the_model_is_built(out, capsys, monkeypatch):
+    from app import fit as fit_cli
+
+    before = (out / "report.json").read_bytes()
+    monkeypatch.setattr(fit_cli, "make_target", lambda args: pytest.fail("the model was built"))
+    base = ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--rescore", "--heldout", "2"]
+    for extra, words in (
+            (["--iters", "500", "--calibration", "999", "--starts", "7", "--lr", "5", "--batch", "3", "--validation",
+              "0.9", "--time-budget", "0.001"],
+             ["--iters 500 (the fits were made with 2)", "--calibration 999 (the fits were made with 8)",
+              "--starts 7", "--lr 5.0 (the fits were made with None)", "--batch 3", "--validation 0.9",
+              "--time-budget 0.001 (it bounds a fit)", "--rescore reads only --model"]),
+            (["--seed", "4"], ["--seed 4 (the fits were made with 0; their held-out starts are that seed's"]),
+            (["--screen", "all"], ["--screen None (the fits were made with 4)"]),
+            (["--pool", "1"], ["--pool 1 (the fits were made with 0)"]),
+            (["--verbose"], ["--verbose (it prints the fit's progress lines)"])):
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert all(w in err for w in words), err
+    # a report of before the setting was recorded: a fitting option given cannot be checked, and is refused
+    report = json.loads(before)
+    del report["setting"]
+    (out / "report.json").write_text(json.dumps(report))
+    assert main([*base, "--iters", "2"]) == 2
+    assert "records no iters to check it against" in capsys.readouterr().err
+    (out / "report.json").write_bytes(before)
+
+
+def test_rescore_takes_the_fits_own_options_and_prints_their_calibration(out, capsys):
+    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--rescore", "--heldout", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "fitted on 8 calibration starts, 3 held-out" in printed and "48 calibration" not in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["setting"]["iters"] == 2 and report["seed"] == 0 and report["calibration"] == 8
+    assert main([*argv(out), "--heldout", "2", "--rescore"]) == 0  # the fits' own options may be repeated
+
+
+def _resolve(out: Path) -> None:
+    """Make NFE 3 be fitted again from the cache: its solver and report go, the cached files stay."""
+    (out / "report.json").unlink()
+    (out / "nfe3.json").unlink()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: {**s, "reference": torch.full_like(s["reference"], math.nan)}, "hold 128 NaN or infinite value(s)"),
+    (lambda s: {**s, "reference": torch.full_like(s["reference"], 1e30)},
+     "do not match the digest recorded in them (they were changed after samplers fit wrote them)"),
+    (lambda s: {k: v for k, v in s.items() if k != "digest"}, "record no digest"),
+    (lambda s: {**s, "reference": s["reference"].float()}, "of the starts' shape [2, 4, 4, 4] and dtype torch.float64"),
+    (lambda s: {**s, "note": 1}, "hold fields other than those samplers fit writes"),
+])
+def test_cached_endpoints_read_back_are_checked(out, capsys, edit, message):
+    cached = out / ".work" / "reference-heldout-0-tol1e-07.pt"
+    torch.save(edit(torch.load(cached, weights_only=True)), cached)
+    _resolve(out)
+    assert main(argv(out)) == 2
+    err = capsys.readouterr().err
+    assert f"the cached exact endpoints {cached}" in err and message in err and "delete it" in err, err
+    assert not (out / "report.json").exists()
+    cached.unlink()  # the fix: solved again
+    assert main(argv(out)) == 0
+    assert math.isfinite(json.loads((out / "report.json").read_text())["rows"]["3"]["fit"])
+
+
+def test_the_pools_cached_endpoints_are_checked(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from app import fit as fit_cli
+    from samplers import InvalidInput
+    from samplers.fitted import fitting
+
+    monkeypatch.setattr(fitting, "reference_endpoints", lambda denoiser, x, sigma, tol: x * 0.5)
+    target = SimpleNamespace(denoiser=lambda x, s: x, sigma_max=10.0, reference_tol=1e-3, identity="model a")
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "pool.pt"
+    fit_cli.PoolReferences(path, target)(x, {}, 10.0)
+    assert torch.equal(fit_cli.PoolReferences(path, target)(x, {}, 10.0), x * 0.5)  # read back as written
+    good = torch.load(path, weights_only=True)
+    key = next(iter(good["endpoints"]))
+    for saved, message in (
+            ({**good, "endpoints": {**good["endpoints"], key: torch.full((3,), math.nan)}}, "NaN or infinite"),
+            ({**good, "endpoints": {**good["endpoints"], key: good["endpoints"][key] + 1e30}}, "digest recorded"),
+            (good["endpoints"], "other than one tensor per start"),  # the flat file of before the digest
+            ({"endpoints": good["endpoints"]}, "record no digest")):
+        torch.save(saved, path)
+        with pytest.raises(InvalidInput, match="delete it") as err:
+            fit_cli.PoolReferences(path, target)
+        assert str(path) in str(err.value) and message in str(err.value), err.value
+    torch.save({**good, "endpoints": {k: v.double() for k, v in good["endpoints"].items()}}, path)
+    saved = torch.load(path, weights_only=True)
+    torch.save({**saved, "digest": fitting.content_digest({"endpoints": saved["endpoints"]})}, path)
+    with pytest.raises(InvalidInput, match="another shape or dtype"):
+        fit_cli.PoolReferences(path, target)(x, {}, 10.0)
+
+
+def _digested(state: dict) -> dict:
+    from samplers.fitted.fitting import content_digest
+
+    state = {k: v for k, v in state.items() if k != "digest"}
+    return {**state, "digest": content_digest(state)}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: {k: v for k, v in s.items() if k != "best"}, "lacks best"),
+    (lambda s: _digested({**s, "iteration": -5}), "records iteration -5, outside [0, 2]"),
+    (lambda s: _digested({**s, "params": [torch.zeros(1), *s["params"][1:]]}),
+     "holds theta as torch.float32 [1], where this fit's is torch.float64 [3]"),
+    (lambda s: _digested({**s, "params": [s["params"][0] * math.nan, *s["params"][1:]]}), "NaN or infinite"),
+    (lambda s: _digested({**s, "best": {**s["best"], "rmse": math.nan, "iteration": 2}}), "holds no best iterate"),
+    (lambda s: {**s, "params": [s["params"][0] + 1, *s["params"][1:]]}, "does not match the digest"),
+    (lambda s: {k: v for k, v in s.items() if k != "digest"}, "lacks digest"),
+])
+def test_the_optimisations_saved_state_is_checked_before_it_is_resumed(out, capsys, edit, message):
+    state = out / ".work" / "state-nfe3.pt"
+    torch.save(edit(torch.load(state, weights_only=True)), state)
+    _resolve(out)
+    assert main(argv(out)) == 2
+    err = capsys.readouterr().err
+    assert f"the fit's saved state {state}" in err and message in err and "delete it" in err, err
+
+
+def test_a_saved_state_resumes_to_the_same_solver(out, fitted, capsys):
+    _resolve(out)
+    assert main([*argv(out), "--verbose"]) == 0
+    assert "resumed at iteration 2" in capsys.readouterr().out
+    assert (out / "nfe3.json").read_bytes() == (fitted / "nfe3.json").read_bytes()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r.replace('"fit": ', '"fit": NaN, "x": ', 1), "row 3 has no valid fit"),
+    (lambda r: json.dumps({**json.loads(r), "rows": {"3": {**json.loads(r)["rows"]["3"], "best_fixed": {
+        "label": "euler", "rmse": math.inf}}}}), "no valid best_fixed"),
+    (lambda r: r.replace('"heldout": 2,', '"heldout": 2, "heldout": 3,', 1),
+     "the key 'heldout' appears more than once in one object"),
+    (lambda r: r.replace('"iters": 2,', '"iters": 2, "iters": 9,', 1),
+     "the key 'iters' appears more than once"),
+])
+def test_the_report_read_back_is_refused_where_a_figure_is_not_finite_or_a_key_repeats(out, capsys, edit, message,
+                                                                                         no_model):
+    path = out / "report.json"
+    path.write_text(edit(path.read_text()))
+    assert main(argv(out)) == 2
+    err = capsys.readouterr().err
+    assert f"{path}" in err and message in err and "delete it" in err, err
+
+
+def test_a_new_report_records_the_device_and_old_reports_without_it_still_read(fitted, out, capsys):
+    from app.fit import read_report
+
+    row = json.loads((fitted / "report.json").read_text())["rows"]["3"]
+    device = row["device"]
+    assert device["device"] == "cpu" and device["versions"]["torch"] == torch.__version__
+    assert device["cpu_count"] >= 1 and "python" in device
+    assert main([*argv(out), "--heldout", "3", "--rescore"]) == 0  # rescoring keeps the fit's timing and device
+    again = json.loads((out / "report.json").read_text())["rows"]["3"]
+    assert again["device"] == device and again["seconds"] == row["seconds"]
+    committed = sorted(Path("docs/benchmarks/fitted").glob("*/report.json"))
+    assert committed
+    for path in committed:
+        assert read_report(path.parent)["rows"]
+
+
+def test_a_solver_file_with_a_repeated_key_is_refused_naming_it(fitted, tmp_path):
+    from samplers import InvalidInput
+
+    text = (fitted / "nfe3.json").read_text()
+    for edited, key in ((text.rstrip().rstrip("}") + ', "sigmas": [80.0, 1.0, 0.003, 0.0]}', "sigmas"),
+                        (text.replace('"kept": ', '"kept": "start", "kept": ', 1), "kept")):  # nested in meta
+        path = tmp_path / "edited.json"
+        path.write_text(edited)
+        with pytest.raises(InvalidInput, match=f"the key '{key}' appears more than once") as err:
+            LearnedSolver.load(path)
+        assert str(path) in str(err.value)
