@@ -616,7 +616,7 @@ def read_report(out: Path) -> dict:
     if path.is_dir():
         raise InvalidInput(f"{path} is a folder, where samplers fit keeps its report; remove it or choose another "
                            "--out")
-    from samplers.fitted.solver import DuplicateKey, unique_keys
+    from samplers.core.files import DuplicateKey, unique_keys
 
     try:
         report = json.loads(path.read_text(), object_pairs_hook=unique_keys)

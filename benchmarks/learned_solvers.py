@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from samplers.core.errors import InvalidOption
-from samplers.fitted.fitting import FitConfig, fit, pair_label
+from samplers.core.errors import InvalidInput, InvalidOption
+from samplers.fitted.fitting import FitConfig, fit, pair_label, validation_starts
 from samplers.fitted.identity import fingerprint
 
 from . import common, deterministic
@@ -78,10 +78,10 @@ def main(argv=None) -> int:
             FitConfig(nfe, **config).validate()
         except InvalidOption as e:
             p.error(str(e))
-    n_val = int(round(args.calibration * FitConfig.validation))  # as fit() splits it
-    if not 0 < n_val < args.calibration:
-        p.error(f"--calibration {args.calibration}: FitConfig.validation = {FitConfig.validation:g} of it leaves no "
-                "training or no validation start; pass at least 3")
+    try:  # as fit() splits it
+        validation_starts(args.calibration, FitConfig.validation, ("FitConfig.validation", "--calibration"))
+    except InvalidInput as e:
+        p.error(str(e))
     common.refuse_repeats(p, ("--problem", args.problems, "each problem is fitted once"),
                           ("--nfe", args.nfe, "each NFE writes one solver file"))
     torch.set_num_threads(args.threads)

@@ -30,3 +30,12 @@ def test_a_brownian_path_that_does_not_hold_the_schedule_is_refused_before_any_m
     with pytest.raises(InvalidInput, match="does not hold the schedule"):
         samplers.sample("torchsde.euler", model, x, sigmas, noise_sampler=short, disable=True)
     assert not calls
+
+
+def test_learned_solvers_refuses_a_calibration_too_small_to_split_naming_the_flag_it_takes(capsys):
+    from benchmarks import learned_solvers
+
+    with pytest.raises(SystemExit):
+        learned_solvers.main(["--calibration", "2", "--out", "/tmp/never-written-ls"])
+    err = capsys.readouterr().err
+    assert "--calibration 3 or more" in err and "FitConfig.validation at least" not in err

@@ -54,3 +54,23 @@ def write_torch(path: str | os.PathLike, obj) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+class DuplicateKey(ValueError):
+    """A JSON object that names one key twice (:func:`unique_keys`); ``key`` is that key."""
+
+    def __init__(self, key: str):
+        super().__init__(f"the key {key!r} appears more than once in one object")
+        self.key = key
+
+
+def unique_keys(pairs: list) -> dict:
+    """``object_pairs_hook`` of ``json.loads`` for files users may edit by hand (solver files, ``samplers fit``'s
+    report, optimised schedules): an object that names a key twice raises :class:`DuplicateKey` — plain JSON keeps the last value and
+    drops the other, so which was meant is unknown."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)

@@ -634,8 +634,9 @@ def validation_starts(n: int, validation: float, flags: tuple[str, str] | None =
     while enough is not None and not 0 < int(round(enough * validation)) < enough:
         enough += 1
     fix = (f"{count} {enough} or more" if enough is not None else "another calibration count")
-    fix += (f", or {share} at least {1 / n:.4g}" if n_val == 0 and n > 1 else
-             f", or {share} at most {(n - 1) / n:.4g}" if n_val == n and n > 1 else "")
+    if not (flags and flags[0].startswith("FitConfig")):  # a share the caller cannot set is no fix to offer
+        fix += (f", or {share} at least {1 / n:.4g}" if n_val == 0 and n > 1 else
+                f", or {share} at most {(n - 1) / n:.4g}" if n_val == n and n > 1 else "")
     raise InvalidInput(f"{share} {validation:g} of {count} {n} starts makes {n_val} validation and {n - n_val} "
                        f"training starts (round({n} × {validation:g})): the fit needs at least one of each; use "
                        f"{fix}")

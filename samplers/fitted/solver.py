@@ -38,7 +38,7 @@ import torch
 
 from ..core.conversion import PREDICTIONS
 from ..core.errors import InvalidInput, InvalidType, MissingFile, UnknownNameError
-from ..core.files import write_json
+from ..core.files import DuplicateKey, unique_keys, write_json
 from ..core.names import Label, register_prefix
 from ..core.registry import register
 from ..core.run import progress, report
@@ -53,24 +53,6 @@ class OtherModelError(InvalidInput):
     """A fitted solver run on a model other than the one it was fitted to (see ``allow_other_model``)."""
 
 
-class DuplicateKey(ValueError):
-    """A JSON object that names one key twice (:func:`unique_keys`); ``key`` is that key."""
-
-    def __init__(self, key: str):
-        super().__init__(f"the key {key!r} appears more than once in one object")
-        self.key = key
-
-
-def unique_keys(pairs: list) -> dict:
-    """``object_pairs_hook`` of ``json.loads`` for files users may edit by hand (solver files, ``samplers fit``'s
-    report): an object that names a key twice raises :class:`DuplicateKey` — plain JSON keeps the last value and
-    drops the other, so which was meant is unknown."""
-    seen = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise DuplicateKey(key)
-        seen.add(key)
-    return dict(pairs)
 
 
 @dataclass

@@ -167,15 +167,10 @@ class OptimisedSchedule:
         built directly is), naming the file on any error."""
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidType(f"path must be a str or a Path, got {type(path).__name__}")
-        def unique(pairs):
-            keys = [k for k, _ in pairs]
-            twice = sorted({k for k in keys if keys.count(k) > 1})
-            if twice:
-                raise ValueError(f"the key {twice[0]!r} appears more than once in one object")
-            return dict(pairs)
+        from ..core.files import unique_keys
 
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=unique)
+            data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
             raise InvalidInput(f"{path} is not a readable schedule file ({type(e).__name__}: {e}); pass the path of "
                                "a JSON file written by OptimisedSchedule.save") from None
