@@ -824,7 +824,9 @@ def run_fit(args) -> int:
     (out / WORK).mkdir(exist_ok=True)
     log = (lambda line: print(line, flush=True)) if args.verbose else None
     print(("scoring the fits in " + str(out) + " of " if args.rescore else "fitting to ")
-          + f"{target.name}: {target.description}; σ {target.sigma_max:g} → {target.sigma_min:g}, "
+          + f"{target.name}: {target.description}; "
+          # a benchmark problem's description already gives its σ range (the analytic mixtures': "σ 80 → 0.002")
+          + ("" if (rng := f"σ {target.sigma_max:g} → {target.sigma_min:g}") in target.description else rng + ", ")
           + (f"{args.calibration} calibration starts" if not args.rescore else
              f"fitted on {report['calibration']} calibration starts" if "calibration" in report else
              "calibration starts as fitted") + f", {args.heldout} held-out")
