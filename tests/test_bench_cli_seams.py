@@ -68,7 +68,7 @@ def no_work(monkeypatch):
     (stochastic.main, ["--samples", "-5"], ["--samples", "-5"]),
     (stochastic.main, ["--samples", "0"], ["--samples", "0"]),
     (learned_solvers.main, ["--out", "unused", "--calibration", "0"], ["--calibration", "0"]),
-    (learned_solvers.main, ["--out", "unused", "--calibration", "2"], ["--calibration", "2", "at least 3"]),
+    (learned_solvers.main, ["--out", "unused", "--calibration", "2"], ["--calibration 2", "--calibration 3 or more"]),
     (adherence.main, ["--n", "0"], ["--n", "0"]),
     (adherence.main, ["--steps", "0"], ["--steps", "0"]),
 ])

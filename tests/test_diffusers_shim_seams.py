@@ -267,3 +267,16 @@ def test_unipc_disable_corrector_naming_no_corrected_step_is_refused_before_any_
         samplers.sample("unipc_bh2", model, torch.ones(1, 3) * 10, sigmas, disable_corrector=[0], corrector=False,
                         disable=True)
     assert not calls
+
+
+
+@pytest.mark.parametrize("cls, nearest", [("TCDScheduler", "lcm"), ("IPNDMScheduler", "ipndm")])
+def test_own_unsupported_class_as_sampler_names_a_fix_that_runs(cls, nearest):
+    """sampler=<the config's class> where the shim cannot reproduce that class is refused, and the fix it names
+    (the registry sampler the class's name stands for elsewhere) runs on that config."""
+    theirs = getattr(diffusers, cls)()
+    with pytest.raises(InvalidOption, match=f"pass sampler='{nearest}'"):
+        SamplerScheduler.from_config(theirs, sampler=cls)
+    ours = SamplerScheduler.from_config(theirs, sampler=nearest)
+    ours.set_timesteps(4)
+    assert len(ours.timesteps) == 4

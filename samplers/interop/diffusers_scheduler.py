@@ -444,7 +444,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._source_name, self._source, self._ref = None, None, None
         found = sources.source_for(source_config) if source_config else None
         label = names.resolve(sampler) if sampler is not None else None
+        own = None  # the label that names the config's own class, where it was given as the sampler
         if label is not None and label.source == "diffusers" and label.label == _given_class(source_config):
+            own = label
             # the config's own class by name: what that class runs on this config (its algorithm_type, solver_order,
             # ... decide), not the one fixed sampler the name stands for elsewhere
             label = None
@@ -470,8 +472,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             class_name = (source_config or {}).get("_class_name")
             if class_name is not None and label is None:
                 why = sources.UNSUPPORTED.get(class_name, "it is not a scheduler class the shim stands in for")
-                raise InvalidOption(f"SamplerScheduler cannot reproduce {class_name}: {why}. Pass sampler=<name> to "
-                                    "run a registry sampler on this config's model instead (a different image)")
+                fix = (f"sampler={own.label!r} names that class itself; pass sampler={own.sampler!r} (what its name "
+                       "stands for elsewhere)" if own is not None else "Pass sampler=<name>")
+                raise InvalidOption(f"SamplerScheduler cannot reproduce {class_name}: {why}. {fix} to run a "
+                                    "registry sampler on this config's model instead (a different image)")
             check_scheduler_flags(self.config)  # flags the samplers do not reproduce, without a source class
 
         # the sampler the user asked for; a label's schedule applies where it names it ("DPM++ 2M Karras"), or
