@@ -84,7 +84,7 @@ def schedules_md() -> str:
            "table, as ComfyUI does on SD3 / Flux; diffusers' spacings `linspace`, `leading`, `trailing` only a "
            "discrete VP table); most take no range of their own, so a `sigma_min` / "
            "`sigma_max` other than the model's is refused rather than ignored (as is `linear_quadratic`'s "
-           "`sigma_min`, and any range but an Align Your Steps preset's own ends); `normal` and `sgm_uniform` "
+           "`sigma_min`, and any range but an Align Your Steps preset's own ends or the model's); `normal` and `sgm_uniform` "
            "space a range inside the table, and refuse one that reaches past it. Refused too are values that would "
            "give NaN, an ascending or collapsed schedule, or a timestep "
            "past the table (`leading`'s `steps_offset`). ComfyUI and A1111 scheduler names resolve too "

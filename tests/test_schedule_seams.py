@@ -123,7 +123,7 @@ def test_a_range_outside_the_training_table_is_refused(name):
 # ---- Align Your Steps: a preset takes no range, with or without native=; ComfyUI's node's own levels
 
 def test_ays_refuses_a_range_with_native_too():
-    for kw in ({"sigma_min": 5.0, "sigma_max": 100.0}, {"sigma_min": VP.sigma_min}, {"sigma_max": VP.sigma_max}):
+    for kw in ({"sigma_min": 5.0, "sigma_max": 100.0}, {"sigma_min": 0.1}, {"sigma_max": 20.0}):
         with pytest.raises(samplers.InvalidOption, match="takes no sigma_m.*native= does not change"):
             samplers.get_sigmas("ays_sd15", 10, native=VP, **kw)
     own = samplers.get_sigmas("ays_sd15", 10)
@@ -168,3 +168,16 @@ def test_registry_and_a1111_align_your_steps_keep_the_rounded_levels():
                            samplers.get_sigmas("ays_sd15", 10, levels="comfyui"))
     with pytest.raises(samplers.InvalidOption, match="levels='rounded'.*levels='comfyui'"):
         samplers.get_sigmas("ays_sdxl", 10, levels="a1111")
+
+
+def test_a_preset_takes_the_model_s_own_range_as_when_it_is_left_out():
+    """Generic code passes the model's own range with native= (what get_sigmas fills in anyway): a preset accepts
+    it and gives the same σ; any other end is still refused."""
+    vp = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    for name in ("ays_sd15", "Align Your Steps"):
+        torch.testing.assert_close(
+            samplers.get_sigmas(name, 10, native=vp, sigma_min=vp.sigma_min, sigma_max=vp.sigma_max),
+            samplers.get_sigmas(name, 10, native=vp), rtol=0, atol=0)
+    with pytest.raises(samplers.InvalidOption, match="takes no sigma_min"):
+        samplers.get_sigmas("ays_sd15", 10, native=vp, sigma_min=0.1)
+

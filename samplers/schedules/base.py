@@ -72,6 +72,13 @@ def get(name: str) -> Callable:
 def available() -> list[str]:
     return SCHEDULES.names()
 
+def range_end(name: str, value) -> float:
+    """A range end given to a schedule: a number (not a bool, not NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InvalidType(f"{name} must be a number, got {value!r}")
+    return value
+
+
 def check_steps(n: int, sigma_min, sigma_max, need_range: bool = True) -> int:
     """The step count (an integer >= 1 whose schedule fits in memory) and, with ``need_range``, the σ range."""
     try:
@@ -83,8 +90,7 @@ def check_steps(n: int, sigma_min, sigma_max, need_range: bool = True) -> int:
         if sigma_min is None or sigma_max is None:
             raise InvalidInput("sigma_min and sigma_max are required (or pass native= to samplers.get_sigmas)")
         for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-                raise InvalidType(f"{name} must be a number, got {value!r}")
+            range_end(name, value)
         if not (0 < sigma_min < sigma_max):
             raise InvalidInput(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     return n
@@ -145,9 +151,9 @@ def table_range(training_sigmas, sigma_min, sigma_max, name: str = "this schedul
     for end, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise InvalidType(f"{end} must be a number, got {value!r}")
-        # the ends themselves (to rounding) are the table's: a model's own sigma_min / sigma_max pass
+        range_end(end, value)
+        # the ends themselves (to rounding) are the table's: a model's own sigma_min / sigma_max pass (σ = inf only
+        # where the table holds it, a zero-terminal-SNR model; on a finite table it would be read as its top)
         below = value < low and not math.isclose(value, low, rel_tol=1e-6)
         above = value > high and not math.isclose(value, high, rel_tol=1e-6)
         if below or above:
@@ -175,9 +181,12 @@ def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | N
         for end, value in given.items():
             if value is None:
                 continue
-            if (end in own and isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and math.isclose(float(value), own[end], rel_tol=1e-6)):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if number and end in own and math.isclose(float(value), own[end], rel_tol=1e-6):
                 continue  # the preset's own end: what it uses anyway
+            if number and native is not None and math.isclose(float(value), float(getattr(native, end)),
+                                                              rel_tol=1e-6):
+                continue  # the model's own end, which get_sigmas fills in when it is left out: not a choice dropped
             where = "" if native is None else " (native= does not change them)"
             mine = f" (its own {end} is {own[end]:g})" if end in own else ""
             raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ are {PRESETS[canonical]}{where}, so "

@@ -69,7 +69,7 @@ def _ays(preset: str):
                         "ComfyUI's node's 10-decimal levels (the ComfyUI names \"AlignYourStepsScheduler SD1\" / "
                         "\"SDXL\" / \"SVD\" pass it; SVD's levels are the same in both). ComfyUI's denoise < 1 (the "
                         "schedule's last steps) is not part of it. The model's own σ range is not used: an explicit "
-                        "sigma_min / sigma_max other than the levels' own ends is refused, with or without native= "
+                        "sigma_min / sigma_max other than the levels' own ends (or, with native=, the model's own) is refused, with or without native= "
                         "(it would be ignored).")
     schedule.ends = ends
     return schedule
