@@ -352,27 +352,38 @@ def to_pil(image) -> "PIL.Image.Image":  # noqa: F821
     return Image.fromarray(a, "RGB")
 
 
-# PIL modes of 8-bit channels, read as 0..255: converting them to "RGB" / "L" keeps their scale. Any other mode
-# ("I;16", "I", "F", "CMYK", …) holds another range, which convert() would clip or truncate to another picture.
-PIL_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
+# PIL modes are read as 0..255 pixels where their channels are 8-bit (1, L, LA, P, RGB, RGBA, CMYK, YCbCr, …, as
+# diffusers' load_image reads them: convert("RGB")); a mode of wider channels ("I;16", "I", "F") holds another range,
+# which convert() would clip or truncate to another picture. PIL_MODES: the usual ones, named in messages.
+PIL_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK")
 
 
 def check_pil_mode(img, what: str = "image", to: str = "RGB", values: str = "[-1, 1]") -> None:
-    """Refuse a PIL image whose mode is not one of :data:`PIL_MODES` (naming the mode and the fix)."""
+    """Refuse a PIL image whose channels are not 8-bit, or whose mode PIL cannot convert to ``to`` (naming the mode
+    and the fix)."""
+    from PIL import Image, ImageMode
+
     from samplers.core.errors import InvalidType
 
     mode = getattr(img, "mode", None)
-    if mode not in PIL_MODES:
-        raise InvalidType(
-            f"{what} is a PIL image of mode {mode!r}, whose values are not 0..255 pixels (the modes read as such are "
-            f"{', '.join(PIL_MODES)}; converting another would clip or truncate it to another picture): convert it to "
-            f"{to!r} yourself with the scaling you mean, or pass its values as a float tensor in {values} "
-            f"(torch.from_numpy(np.asarray(im, dtype=np.float32)), scaled so)")
+    try:
+        eight_bit = ImageMode.getmode(mode).typestr in ("|u1", "|b1")
+    except (KeyError, TypeError, ValueError):
+        eight_bit = False
+    fix = (f"convert it to {to!r} yourself with the scaling you mean, or pass its values as a float tensor in {values} "
+           "(torch.from_numpy(np.asarray(im, dtype=np.float32)), scaled so)")
+    if not eight_bit:
+        raise InvalidType(f"{what} is a PIL image of mode {mode!r}, whose values are not 8-bit 0..255 pixels "
+                          f"(converting it would clip or truncate it to another picture): {fix}")
+    try:
+        Image.new(mode, (1, 1)).convert(to)
+    except ValueError:
+        raise InvalidType(f"{what} is a PIL image of mode {mode!r}, which PIL cannot convert to {to!r}: {fix}") from None
 
 
 def from_pil(img) -> "torch.Tensor":  # noqa: F821
-    """PIL image of an 8-bit mode (:data:`PIL_MODES`; as RGB) -> float32 tensor [3, H, W] in [-1, 1]. Other modes
-    (16-bit, 32-bit int or float) are refused: their values are not 0..255 pixels."""
+    """PIL image of an 8-bit mode (as RGB, like diffusers' load_image) -> float32 tensor [3, H, W] in [-1, 1]. Other
+    modes (16-bit, 32-bit int or float) are refused: their values are not 0..255 pixels."""
     import torch
 
     check_pil_mode(img)

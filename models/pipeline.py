@@ -24,7 +24,7 @@ import samplers
 from samplers.core import names
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from samplers.core.validate import check_allocation, check_options, integer, real
-from samplers.core.seeds import resolve_seeds, seeded_randn
+from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
 
 from . import data
 from . import io as mio
@@ -83,9 +83,9 @@ def _check_vae_record(config: UNetConfig, got: dict) -> None:
             f"got {_describe_vae(got)}. Load the matching VAE (Pipeline.load(vae=...)) or retrain the U-Net.")
 
 
-IMAGE_FORMS = ("a PIL image (mode " + "/".join(data.PIL_MODES) + "), a list of them, or a floating-point tensor "
+IMAGE_FORMS = ("a PIL image of 8-bit channels (mode " + "/".join(data.PIL_MODES) + ", …), a list of them, or a floating-point tensor "
                "[3, H, W] / [B, 3, H, W] in [-1, 1]; to read a file, pass PIL.Image.open(path)")
-MASK_FORMS = ("a PIL image (mode " + "/".join(data.PIL_MODES) + ", white = generate), a list of them (one per item), "
+MASK_FORMS = ("a PIL image of 8-bit channels (mode " + "/".join(data.PIL_MODES) + ", …; white = generate), a list of them (one per item), "
               "or a floating-point or bool tensor [H, W] / [1, H, W] / [B, 1, H, W] in [0, 1] (1 = generate); to "
               "read a file, pass PIL.Image.open(path)")
 
@@ -103,7 +103,7 @@ def _tensor(value, what: str, forms: str) -> torch.Tensor:
 def _as_image_batch(images) -> torch.Tensor:
     """PIL image, list of PIL images, [3,H,W] or [B,3,H,W] tensor in [-1, 1] → [B, 3, H, W]. Integer pixels
     (0..255), values outside [-1, 1], NaN, an empty batch, a list of different sizes and a PIL image of a mode that
-    is not 8-bit (``data.PIL_MODES``: 16-bit or float images are not 0..255 pixels) are refused."""
+    is not 8-bit (16-bit or float images are not 0..255 pixels: ``data.check_pil_mode``) are refused."""
     if hasattr(images, "convert"):
         images = [images]
     if isinstance(images, (list, tuple)):
@@ -513,8 +513,7 @@ class Pipeline(PipelineSpec):
         if batch is not None:
             n = integer("batch", batch, lo=1, hi=MAX_BATCH)
         else:
-            listed = isinstance(seed, (list, tuple)) or (isinstance(seed, torch.Tensor) and seed.ndim == 1)
-            n = len(seed) if listed and len(prompts) == 1 else len(prompts)
+            n = len(seed) if is_seed_list(seed) and len(prompts) == 1 else len(prompts)
         if len(prompts) == 1:
             prompts = prompts * n
         elif len(prompts) != n:

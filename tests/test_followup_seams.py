@@ -39,3 +39,26 @@ def test_learned_solvers_refuses_a_calibration_too_small_to_split_naming_the_fla
         learned_solvers.main(["--calibration", "2", "--out", "/tmp/never-written-ls"])
     err = capsys.readouterr().err
     assert "--calibration 3 or more" in err and "FitConfig.validation at least" not in err
+
+
+def test_pil_images_of_8_bit_modes_read_as_diffusers_reads_them_wider_ones_refused():
+    from PIL import Image
+
+    from models import data
+
+    rgb = Image.new("RGB", (8, 8), (200, 30, 90))
+    torch.testing.assert_close(data.from_pil(rgb.convert("CMYK")), data.from_pil(rgb), atol=2 / 255, rtol=0)
+    data.from_pil(rgb.convert("YCbCr"))
+    for mode in ("I;16", "I", "F"):
+        with pytest.raises(InvalidType, match=f"mode '{mode}'.*not 8-bit"):
+            data.from_pil(Image.new(mode, (8, 8)))
+    with pytest.raises(InvalidType, match="cannot convert to 'RGB'"):
+        data.from_pil(Image.new("La", (8, 8)))
+
+
+def test_a_numpy_seed_array_sizes_the_pipeline_batch_like_a_list():
+    from models.pipeline import Pipeline
+
+    pipe = Pipeline.load(model="eps")
+    prompts, seeds = pipe._batch("a large red circle at the top left", None, np.array([4, 9]))
+    assert seeds == [4, 9] and len(prompts) == 2

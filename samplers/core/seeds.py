@@ -32,6 +32,12 @@ def _one_seed(value, what: str) -> int:
     return seed
 
 
+def is_seed_list(seed) -> bool:
+    """Whether ``seed`` lists one seed per item (a list, tuple, or 1-D integer tensor or numpy array) rather than
+    being one base seed."""
+    return isinstance(seed, (list, tuple)) or (isinstance(seed, (torch.Tensor, np.ndarray)) and seed.ndim == 1)
+
+
 def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
     """One seed per batch item: ``seed + k`` for an int, the list itself for a list (or tuple, or 1-D integer tensor
     or numpy array).
@@ -43,13 +49,12 @@ def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
         seed = int(torch.randint(0, 2**62, (), device="cpu"))
     if isinstance(seed, (str, bytes, dict, set)) or (isinstance(seed, float) and not isinstance(seed, bool)):
         raise InvalidType(f"seed must be an integer or one integer per batch item, got {seed!r}")
-    vector = isinstance(seed, (torch.Tensor, np.ndarray)) and seed.ndim == 1
-    if not isinstance(seed, (list, tuple)) and not vector:
+    if not is_seed_list(seed):
         base = _one_seed(seed, "seed")
         if base + batch > SEED_LIMIT:
             raise InvalidInput(f"seed = {base} leaves no room for {batch} items (item k uses seed + k < 2**63)")
         return [base + k for k in range(batch)]
-    items = seed.tolist() if vector else list(seed)
+    items = seed.tolist() if isinstance(seed, (torch.Tensor, np.ndarray)) else list(seed)
     seeds = [_one_seed(s, f"seed[{k}]") for k, s in enumerate(items)]
     if len(seeds) != batch:
         raise InvalidInput(f"got {len(seeds)} seeds for a batch of {batch}; pass one seed per item or one int")
