@@ -699,8 +699,12 @@ def check_rescore_options(args, report: dict, out: Path) -> None:
             wrong.append(f"{flag} {getattr(args, name)!r} ({out / 'report.json'} records no {name} to check it "
                          "against)")
         elif getattr(args, name) != recorded[name]:
-            shown = "all" if name == "screen" and recorded[name] is None else recorded[name]
-            wrong.append(f"{flag} {getattr(args, name)!r} (the fits were made with {shown!r}"
+            shown = (repr(recorded[name]) if recorded[name] is not None else "all" if name == "screen" else
+                     "its default, 0.02 / NFE" if name == "lr" else "its default")
+            if recorded[name] is None:
+                shown += f": leave {flag} out"
+            value = "all" if name == "screen" and getattr(args, name) is None else repr(getattr(args, name))
+            wrong.append(f"{flag} {value} (the fits were made with {shown}"
                          + ("; their held-out starts are that seed's" if name == "seed" else "") + ")")
     if args.time_budget is not None:
         wrong.append(f"--time-budget {args.time_budget:g} (it bounds a fit)")
@@ -826,7 +830,8 @@ def run_fit(args) -> int:
     print(("scoring the fits in " + str(out) + " of " if args.rescore else "fitting to ")
           + f"{target.name}: {target.description}; "
           # a benchmark problem's description already gives its σ range (the analytic mixtures': "σ 80 → 0.002")
-          + ("" if (rng := f"σ {target.sigma_max:g} → {target.sigma_min:g}") in target.description else rng + ", ")
+          + ("" if "σ" in target.description and "→" in target.description
+             else f"σ {target.sigma_max:g} → {target.sigma_min:g}, ")
           + (f"{args.calibration} calibration starts" if not args.rescore else
              f"fitted on {report['calibration']} calibration starts" if "calibration" in report else
              "calibration starts as fitted") + f", {args.heldout} held-out")

@@ -78,10 +78,10 @@ def test_rescore_refuses_fitting_options_it_would_not_use_before_the_model_is_bu
             (["--iters", "500", "--calibration", "999", "--starts", "7", "--lr", "5", "--batch", "3", "--validation",
               "0.9", "--time-budget", "0.001"],
              ["--iters 500 (the fits were made with 2)", "--calibration 999 (the fits were made with 8)",
-              "--starts 7", "--lr 5.0 (the fits were made with None)", "--batch 3", "--validation 0.9",
+              "--starts 7", "--lr 5.0 (the fits were made with its default, 0.02 / NFE: leave --lr out)", "--batch 3", "--validation 0.9",
               "--time-budget 0.001 (it bounds a fit)", "--rescore reads only --model"]),
             (["--seed", "4"], ["--seed 4 (the fits were made with 0; their held-out starts are that seed's"]),
-            (["--screen", "all"], ["--screen None (the fits were made with 4)"]),
+            (["--screen", "all"], ["--screen all (the fits were made with 4)"]),
             (["--pool", "1"], ["--pool 1 (the fits were made with 0)"]),
             (["--verbose"], ["--verbose (it prints the fit's progress lines)"])):
         assert main([*base, *extra]) == 2, extra
