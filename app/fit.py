@@ -23,7 +23,6 @@ width the UNet's config takes, checked with the scheduler config before the UNet
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
@@ -36,7 +35,7 @@ from typing import Callable
 
 import torch
 
-from samplers.core.argtypes import SEED_MAX, cfg_problem, cfg_scale, seed
+from samplers.core.argtypes import SEED_MAX, Given, cfg_problem, cfg_scale, seed, was_given
 from samplers.core.errors import InvalidInput
 from samplers.core.validate import distinct
 
@@ -684,7 +683,6 @@ def check_rescore_options(args, report: dict, out: Path) -> None:
     """``--rescore``: refuse the fitting options given otherwise than the fits in ``out`` were made with (they would
     be silently ignored), and take the fits' own (report.json) for those not given: what the run prints and writes
     back is then the fits' record. Checked before the model is built."""
-    given = getattr(args, "given", set())
     recorded = dict(report.get("setting") or {})
     for key in ("calibration", "seed"):  # a report of before the setting was recorded kept these two
         if key not in recorded and key in report:
@@ -692,7 +690,7 @@ def check_rescore_options(args, report: dict, out: Path) -> None:
     wrong = []
     for name in FIT:
         flag = "--" + name.replace("_", "-")
-        if name not in given:
+        if not was_given(args, name):
             if name in recorded:
                 setattr(args, name, recorded[name])
         elif name not in recorded:
@@ -894,15 +892,6 @@ def generate_command(model: str, solver: str, cfg: float | None) -> list[str]:
              f"fitted:{solver}"] + ([] if cfg is None else ["--cfg", repr(float(cfg))]))
 
 
-class _Given(argparse.Action):
-    """Stores an option's value, as argparse's default action does, and records that it was given (``args.given``:
-    :func:`check_rescore_options` tells a fitting option given from its default)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        namespace.given = {*getattr(namespace, "given", ()), self.dest}
-
-
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("fit", help="fit a few-step solver to a model (shipped, module:function, or a "
                                           "diffusers UNet folder) and compare it on held-out starts",
@@ -917,26 +906,26 @@ def add_parser(subparsers) -> None:
                    help="guidance scale, |cfg| <= 100 (default: the model's; shipped models and diffusers folders)")
     p.add_argument("--prompt-embeds", default=None, help="diffusers folder: safetensors of prompt embeddings")
     p.add_argument("--scheduler-config", default=None, help="diffusers folder: the scheduler config JSON")
-    p.add_argument("--calibration", action=_Given, type=int, default=48, help="calibration starts (default 48)")
-    p.add_argument("--validation", action=_Given, type=float, default=1 / 3,
+    p.add_argument("--calibration", action=Given, type=int, default=48, help="calibration starts (default 48)")
+    p.add_argument("--validation", action=Given, type=float, default=1 / 3,
                    help="share of them never trained on, which decides between the fit and the best fixed pair "
                         "(default 1/3)")
     p.add_argument("--heldout", type=int, default=32, help="held-out starts for the report (default 32)")
-    p.add_argument("--iters", action=_Given, type=int, default=100, help="optimisation steps per NFE (default 100)")
-    p.add_argument("--lr", action=_Given, type=float, default=None, help="Adam learning rate (default 0.02 / NFE)")
-    p.add_argument("--batch", action=_Given, type=int, default=12, help="training minibatch (default 12)")
-    p.add_argument("--screen", action=_Given, default="all", metavar="all|N",
+    p.add_argument("--iters", action=Given, type=int, default=100, help="optimisation steps per NFE (default 100)")
+    p.add_argument("--lr", action=Given, type=float, default=None, help="Adam learning rate (default 0.02 / NFE)")
+    p.add_argument("--batch", action=Given, type=int, default=12, help="training minibatch (default 12)")
+    p.add_argument("--screen", action=Given, default="all", metavar="all|N",
                    help="rank the candidate starting (sampler, schedule) pairs on every training start (default "
                         "'all': the fit starts from the best of them), or first on N starts and only the best 10 on "
                         "all (faster on an expensive model, but the best pair can be screened out)")
-    p.add_argument("--pool", action=_Given, type=int, default=4,
+    p.add_argument("--pool", action=Given, type=int, default=4,
                    help="the choice of the starting pair and the final choice between fit and pair are also made on "
                         "this many times the calibration starts more, exact endpoints solved for the sixteenth where "
                         "the solvers compared disagree most (default 4; 0: none)")
-    p.add_argument("--starts", action=_Given, type=int, default=3,
+    p.add_argument("--starts", action=Given, type=int, default=3,
                    help="optimise from this many of the best pairs and keep the fit better on the validation "
                         "starts and the pool (default 3; each costs --iters steps)")
-    p.add_argument("--seed", action=_Given, type=seed, default=0,
+    p.add_argument("--seed", action=Given, type=seed, default=0,
                    help="noise and prompt streams, in [0, 2**32) (held out: seed + 1)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole command")
     p.add_argument("--reference-tol", type=float, default=None,

@@ -771,22 +771,6 @@ def refuse_bad_problems(parser: argparse.ArgumentParser, names) -> None:
             parser.error(f"--problem {name!r}: {err}")
 
 
-class _Unset(str):
-    """A string option's default, told apart from the same string given on the command line (:func:`given`):
-    argparse keeps a string default of an option without ``type`` as it is, and makes a new ``str`` of a value
-    given. It is the default string itself everywhere else (results.json records it as such)."""
-
-
-def unset(default: str) -> str:
-    """``default`` marked as not given, for :func:`given` (a string option without ``type``)."""
-    return _Unset(default)
-
-
-def given(value) -> bool:
-    """Whether an option whose default is :func:`unset` was given on the command line."""
-    return not isinstance(value, _Unset)
-
-
 def refuse_unused(parser: argparse.ArgumentParser, *rules) -> None:
     """Refuse (``parser.error``) an option that would have no effect: ``rules`` are (whether it was given, its
     flag, why it does nothing in this run, the fix) quadruples."""

@@ -33,6 +33,7 @@ import torch
 import samplers
 
 from samplers.core import names
+from samplers.core.argtypes import Given, was_given
 from samplers.core.budget import CountingDenoiser, steps_for_nfe
 from samplers.fitted.solver import LearnedSolver
 
@@ -533,7 +534,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=DTYPES,
                    help="state dtype (default: the problem's, float64 for the analytic ones, float32 for the models)")
     common.add_output_options(p, Path("out/quality"), "results.json, table.md and the plots")
-    p.add_argument("--cache", default=common.unset("out/cache"),
+    p.add_argument("--cache", action=Given, default="out/cache",
                    help="reference solutions on disk (default %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="solve every reference afresh (without --cache)")
     p.add_argument("--reference-tol", type=common.positive_float, default=None,
@@ -588,7 +589,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     common.refuse_unused(
         p, (not args.peers and args.peer_names is not None, "--peer-names",
             "picks diffusers peers to run and --no-peers runs none", "leave out one of them"),
-        (args.no_cache and common.given(args.cache), "--cache",
+        (args.no_cache and was_given(args, "cache"), "--cache",
          "names the folder of cached references and --no-cache reads and writes none", "leave out one of them"))
     common.refuse_bad_problems(p, args.problems)
     for path in args.fitted or ():

@@ -13,25 +13,10 @@ import torch
 
 from benchmarks import fit_bound, quality, speed
 from benchmarks.deterministic import running
+from test_bench_cli_seams import _reached, refused  # the same stand-in and refusal check as the CLI seams
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 LEARNED = DOCS / "deterministic" / "learned"
-
-
-def _reached(*_a, **_k):
-    raise AssertionError("the expensive part ran: the value should have been refused before it")
-
-
-def refused(capsys, main, argv, *words):
-    """``main(argv)`` exits with status 2 and a one-line error holding ``words``, no traceback."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2, exc.value.code
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert "error:" in line and all(w in line for w in words), line
-    return line
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import samplers
+from samplers.core.argtypes import Given, was_given
 from samplers.core.budget import CountingDenoiser, steps_for_nfe
 
 from .. import common, peers as diffusers_loop
@@ -338,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
                         f"{' '.join(map(str, QUICK_HELDOUT_SEEDS))} with --quick; none: no re-run)")
     p.add_argument("--heldout-batch", type=common.positive_int, default=None, help="starts per held-out seed (default 4096: with 32 "
                    "seeds, 131072 starts, where a 20-NFE solver sends a few dozen to the wrong mode; 8 with --quick)")
-    p.add_argument("--cache", default=common.unset("out/cache"),
+    p.add_argument("--cache", action=Given, default="out/cache",
                    help="reference solutions on disk (default %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="solve every reference afresh (without --cache)")
     common.add_threads_option(p, help="torch CPU threads (default 1: the mixture cells are tiny, extra threads "
@@ -378,7 +379,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     common.refuse_unused(
         p, (not args.peers and args.peer_names is not None, "--peer-names",
             "picks diffusers peers to run and --no-peers runs none", "leave out one of them"),
-        (args.no_cache and common.given(args.cache), "--cache",
+        (args.no_cache and was_given(args, "cache"), "--cache",
          "names the folder of cached references and --no-cache reads and writes none", "leave out one of them"))
     args.samplers = (None if args.samplers is None else
                      [common.sampler_or_refuse(p, "--samplers", n) for n in args.samplers])

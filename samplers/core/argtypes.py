@@ -123,3 +123,17 @@ def out_file(text: str | Path) -> Path:
     if blocker is not None:
         raise argparse.ArgumentTypeError(f"{str(path)!r} is under {str(blocker)!r}, a file: name a file in a folder")
     return path
+
+
+class Given(argparse.Action):
+    """``action=Given``: stores an option's value as argparse's default action does, and records that it was given
+    on the command line (:func:`was_given`), which its default alone cannot tell (the same value may be typed)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def was_given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether the option stored in ``dest`` (declared with ``action=Given``) was given on the command line."""
+    return dest in getattr(args, "given", ())
