@@ -32,8 +32,8 @@ The registry samplers draw per-item seeded noise; only this module draws the noi
 generator, where k-diffusion does. Model calls are k-diffusion's too: ``model(x, sigma, **extra_args)`` with
 ``sigma`` a tensor of shape [B]; ``callback`` gets ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` with ``x`` the
 state the step's model call saw and ``sigma`` / ``sigma_hat`` 0-d tensors, once per step, after the step is taken
-(k-diffusion calls it before its update): its tensors are read-only, and the result never shares storage with one
-(docs/kdiffusion.md).
+(k-diffusion calls it before its update): its tensors are read-only, and a ``sigmas=`` sampler's result never shares storage with
+one (``sample_dpm_adaptive``'s last ``x`` is its result, as in k-diffusion; docs/kdiffusion.md).
 
 Every other registered sampler is here as ``sample_<name>`` (the registry function itself, with this library's
 conventions: seeded per-item noise, ``seed=``), and :func:`get_sampler` resolves A1111 / ComfyUI labels. The
