@@ -111,6 +111,15 @@ def _resolve(out: Path) -> None:
     (out / "nfe3.json").unlink()
 
 
+def refused_after_edit(out, capsys, path, edit, names, message):
+    """The run refuses ``path`` once ``edit`` has changed what it holds: exit 2, naming it, the fault and the fix."""
+    torch.save(edit(torch.load(path, weights_only=True)), path)
+    _resolve(out)
+    assert main(argv(out)) == 2
+    err = capsys.readouterr().err
+    assert names in err and message in err and "delete it" in err, err
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda s: {**s, "reference": torch.full_like(s["reference"], math.nan)}, "hold 128 NaN or infinite value(s)"),
     (lambda s: {**s, "reference": torch.full_like(s["reference"], 1e30)},
@@ -121,11 +130,7 @@ def _resolve(out: Path) -> None:
 ])
 def test_cached_endpoints_read_back_are_checked(out, capsys, edit, message):
     cached = out / ".work" / "reference-heldout-0-tol1e-07.pt"
-    torch.save(edit(torch.load(cached, weights_only=True)), cached)
-    _resolve(out)
-    assert main(argv(out)) == 2
-    err = capsys.readouterr().err
-    assert f"the cached exact endpoints {cached}" in err and message in err and "delete it" in err, err
+    refused_after_edit(out, capsys, cached, edit, f"the cached exact endpoints {cached}", message)
     assert not (out / "report.json").exists()
     cached.unlink()  # the fix: solved again
     assert main(argv(out)) == 0
@@ -182,11 +187,7 @@ def _digested(state: dict) -> dict:
 ])
 def test_the_optimisations_saved_state_is_checked_before_it_is_resumed(out, capsys, edit, message):
     state = out / ".work" / "state-nfe3.pt"
-    torch.save(edit(torch.load(state, weights_only=True)), state)
-    _resolve(out)
-    assert main(argv(out)) == 2
-    err = capsys.readouterr().err
-    assert f"the fit's saved state {state}" in err and message in err and "delete it" in err, err
+    refused_after_edit(out, capsys, state, edit, f"the fit's saved state {state}", message)
 
 
 def test_a_saved_state_resumes_to_the_same_solver(out, fitted, capsys):
