@@ -364,9 +364,41 @@ class PipelineSpec:
                 raise InvalidInput(f"{found.label!r} {how} the {schedule!r} schedule, which this "
                                    f"{self.config.prediction} model cannot build ({e}); {fix}, e.g. its own "
                                    f"{own!r}") from None
+            if found.model_range and not implied:
+                self._check_model_range(found, schedule, sigmas, n)
         if found.discard_penultimate_sigma:
             sigmas = samplers.schedules.drop_penultimate(sigmas)
         return found, sigmas, options, solver
+
+    def _check_model_range(self, found, schedule: str, sigmas: torch.Tensor, n: int) -> None:
+        """A1111's txt2img runs DPM fast / DPM adaptive on the model's whole σ range (``model_wrap.sigmas[0]`` to
+        ``[-1]``, fast with n = steps calls) whatever Schedule type is chosen, and these samplers use only the ends of
+        their schedule (and fast its length): a caller's schedule with those ends (and, for fast, n steps) runs what
+        A1111 computes; one with other ends would run what A1111 does not, and is refused rather than ignored."""
+        try:
+            own = self.sigmas(found.schedule, n)
+        except InvalidInput as e:
+            raise InvalidInput(f"{found.label!r} runs, as A1111's txt2img does, on the model's whole σ range, which "
+                               f"this {self.config.prediction} model's {found.schedule!r} schedule cannot give ({e}); "
+                               f"pass the registry sampler {found.sampler!r} to run on schedule={schedule!r}") from None
+
+        def ends(s: torch.Tensor) -> tuple[float, float]:
+            positive = s[s > 0]
+            return float(s[0]), float(positive[-1])
+
+        (hi, lo), (own_hi, own_lo) = ends(sigmas), ends(own)
+        same = math.isclose(hi, own_hi, rel_tol=1e-6) and math.isclose(lo, own_lo, rel_tol=1e-6)
+        calls = len(sigmas) - 1
+        if same and (found.sampler != "dpm_fast" or calls == n):
+            return
+        options = ", ".join(f"{k}={v!r}" for k, v in found.options.items())
+        got = f"σ {lo:.4g} … {hi:.4g}" + ("" if found.sampler != "dpm_fast" else f" in {calls} calls")
+        want = f"σ {own_lo:.4g} … {own_hi:.4g}" + ("" if found.sampler != "dpm_fast" else f" in {n} calls")
+        raise InvalidOption(f"{found.label!r} with schedule={schedule!r}: A1111's txt2img ignores the Schedule type for "
+                            f"this sampler and runs on the model's whole range, {want}; {schedule!r} spans {got}, "
+                            "which A1111 would not run. Leave schedule out for A1111's result, or pass the registry "
+                            f"sampler {found.sampler!r} (with {options} for the label's settings) to run on this "
+                            "schedule's range")
 
     def check_size(self, height, width) -> tuple[int, int]:
         """``(height, width)`` as ints, positive multiples of the VAE's down-sampling (any integer type is taken)."""

@@ -39,6 +39,11 @@ DPM_ADAPTIVE_TOOLS = {"final_denoise": False, "through_schedule": False, "error_
 A1111_ETA = {"eta": 1.0}
 # ComfyUI's sample_gradient_estimation: its step to σ = 0 returns the denoised x.
 GRADIENT_ESTIMATION_COMFY = {"final_denoise": True}
+# ComfyUI's sample_unipc (comfy/extra_samplers/uni_pc.py): a schedule ending in 0 ends at σ = 0.001 instead
+# (timesteps[-1] = 0.001), reached by the predictor like any other step, and x there is returned (x /=
+# marginal_alpha(0.001): the VE state), not denoised; its order min(3, steps − 1) is what the registry's order 3 with
+# the warm-up and lower_order_final runs.
+UNIPC_COMFY = {"final_sigma": 0.001}
 # ComfyUI's sample_er_sde: its integrals are a 200-point Riemann sum (the registry's are Gauss-Legendre).
 ER_SDE_COMFY = {"quadrature": "riemann"}
 # ComfyUI's sample_exp_heun_2_x0 / _sde: sample_seeds_2 with r = 1 and the φ₂ weights (deterministic: η = s_noise = 0).
@@ -106,6 +111,7 @@ A1111: dict[str, tuple] = {
     "IPNDM": ("ipndm", IPNDM_COMFY, "linspace", "default"),  # Forge's menu spells them so
     "IPNDM_V": ("ipndm", IPNDM_V_COMFY, "linspace", "default"),
     "DEIS": ("deis", DEIS_COMFY, "linspace", "default"),
+    "HeunPP2": ("heunpp2", {}, "linspace", "default"),  # Forge's ('HeunPP2', 'sample_heunpp2', ['heunpp2'], {})
     # the aliases of the "<label> Karras" / "Exponential" entries of versions before 1.9, and LCM's
     "k_lms_ka": ("lms", {}, "karras", "explicit"),
     "k_dpm_2_ka": ("dpm_2", {}, "karras", "explicit"),
@@ -116,6 +122,10 @@ A1111: dict[str, tuple] = {
     "k_dpmpp_2m_sde_exp": ("dpmpp_2m_sde", BROWNIAN, "exponential", "explicit"),
     "k_lcm": ("lcm", {}, "lcm_uniform", "default"),
 }
+# Labels A1111's txt2img runs on the model's whole σ range (KDiffusionSampler.sample: sigma_min = model_wrap.sigmas[0],
+# sigma_max = model_wrap.sigmas[-1], n = steps) whatever Schedule type is chosen: their "Automatic" (Uniform) has those
+# ends; the pipeline refuses a schedule with other ends, which A1111 would ignore (its img2img would not).
+A1111_MODEL_RANGE = {"DPM fast", "k_dpm_fast", "DPM adaptive", "k_dpm_ad"}
 # Labels whose A1111 runs drop the next-to-last sigma (``discard_next_to_last_sigma``) of a schedule one step longer.
 A1111_DISCARD_PENULTIMATE = {"DPM2", "k_dpm_2", "DPM2 Karras", "k_dpm_2_ka", "DPM2 a", "k_dpm_2_a", "DPM2 a Karras",
                              "k_dpm_2_a_ka", "DPM++ 3M SDE", "k_dpmpp_3m_sde", "DPM++ 3M SDE Karras",
@@ -165,8 +175,8 @@ COMFYUI: dict[str, tuple] = {
     "sa_solver": ("sa_solver", {}, None, None),
     "sa_solver_pece": ("sa_solver_pece", {}, None, None),
     "ddim": ("ddim", {}, None, None),
-    "uni_pc": ("unipc_bh1", {}, None, None),
-    "uni_pc_bh2": ("unipc_bh2", {}, None, None),
+    "uni_pc": ("unipc_bh1", UNIPC_COMFY, None, None),
+    "uni_pc_bh2": ("unipc_bh2", UNIPC_COMFY, None, None),
 }
 # ComfyUI names whose KSampler node builds its schedule one step longer and drops the next-to-last sigma
 # (comfy/samplers.py DISCARD_PENULTIMATE_SIGMA_SAMPLERS); SamplerCustom takes the sigmas as given.

@@ -1,12 +1,17 @@
 """The one name resolver: every entry point (``samplers.sample`` / ``get`` / ``info``, the pipeline, the CLI, the
 diffusers shim, ``samplers.interop.kdiffusion``) turns what the user typed into a registry sampler here.
 
-A name is looked up, in this order, first as typed and then ignoring case, spaces, ``-`` and ``_``:
+A name spelt exactly as one of these has it is looked up in this order:
 
-1. a registry name or alias (``"dpmpp_2m"``, ``"sample_dpmpp_2m"``);
+1. a registry name or alias (``"dpmpp_2m"``, ``"sample_dpmpp_2m"``; A1111's lower-case ``"restart"`` is the registry's
+   ``restart`` too: A1111's label is ``"Restart"``);
 2. an A1111 / Forge label (``"DPM++ 2M Karras"``, ``"Euler a"``, ``"k_dpmpp_2m"``);
 3. a ComfyUI ``sampler_name`` (``"dpmpp_2m_sde_gpu"``, ``"uni_pc_bh2"``);
 4. a diffusers scheduler class (``"DPMSolverMultistepScheduler"``).
+
+Any other spelling is matched ignoring case, spaces, ``-`` and ``_`` against all four: where the names it matches run
+the same thing it is that; where they run different things (``"dpm fast"``: the registry's ``dpm_fast`` and A1111's
+``"DPM fast"``, with A1111's settings) it is refused as ambiguous, naming each exact spelling and what it runs.
 
 A prefix picks the table and skips the others: ``"a1111:DPM++ 2M"``, ``"comfyui:dpmpp_2m_sde"`` (ComfyUI's own
 defaults even where the name is also a registry name), ``"diffusers:UniPCMultistepScheduler"``, ``"registry:euler"``;
@@ -24,7 +29,7 @@ import difflib
 from typing import Callable
 
 from . import labels
-from .errors import InvalidOption, InvalidType, Unavailable, UnknownNameError
+from .errors import InvalidInput, InvalidOption, InvalidType, Unavailable, UnknownNameError
 from .registry import SAMPLERS, _normalise, load_builtins
 
 
@@ -41,6 +46,9 @@ class Label:
     discard_penultimate_sigma: bool = False  # A1111's discard_next_to_last_sigma
     source: str = "registry"  # registry | a1111 | comfyui | diffusers | <prefix>
     sigmas: tuple | None = None  # a label that fixes the schedule itself (a fitted solver's nodes)
+    # the tool runs it on the model's whole σ range whatever schedule type is chosen (A1111's txt2img DPM fast /
+    # adaptive): the pipeline refuses a caller's schedule with other ends (models.pipeline.PipelineSpec.plan_run)
+    model_range: bool = False
 
 
 TABLES = {"a1111": labels.A1111, "comfyui": labels.COMFYUI, "diffusers": labels.DIFFUSERS}
@@ -66,7 +74,8 @@ def _from_table(source: str, key: str) -> Label:
     sampler, options, schedule, how = TABLES[source][key]
     return Label(key, sampler, dict(options), schedule, {}, how == "explicit",
                  (source == "a1111" and key in labels.A1111_DISCARD_PENULTIMATE)
-                 or (source == "comfyui" and key in labels.COMFYUI_DISCARD_PENULTIMATE), source)
+                 or (source == "comfyui" and key in labels.COMFYUI_DISCARD_PENULTIMATE), source,
+                 model_range=source == "a1111" and key in labels.A1111_MODEL_RANGE)
 
 
 def _lookup(source: str, name: str, exact: bool = False) -> Label | None:
@@ -100,13 +109,68 @@ def resolve(name: str) -> Label:
         if key not in ("torchdiffeq", "torchsde"):  # registry names such as "torchdiffeq.dopri5" use a dot
             raise UnknownNameError(f"unknown name prefix {prefix!r} in {name!r}; use one of "
                                    f"{sorted(['registry', *TABLES, *_PREFIXES])}, or no prefix")
-    # The name as typed first ("DPM2" is A1111's label, "dpm_2" the registry's), then ignoring case, spaces, - and _.
-    for exact in (True, False):
-        for source in ("registry", "a1111", "comfyui", "diffusers"):
-            found = _lookup(source, name, exact)
-            if found is not None:
-                return found
-    _unknown(name, None)
+    # The name as typed first ("DPM2" is A1111's label, "dpm_2" the registry's), then ignoring case, spaces, - and _
+    # in every table at once: one answer, or the same run under several names, or an error naming the candidates.
+    for source in _SOURCES:
+        found = _lookup(source, name, exact=True)
+        if found is not None:
+            return found
+    matches = []
+    for source in _SOURCES:
+        try:
+            found = _lookup(source, name)
+        except Unavailable:  # a refused ComfyUI name, unless an earlier table has the name (as before)
+            if matches:
+                continue
+            raise
+        if found is not None:
+            matches.append(found)
+    if not matches:
+        _unknown(name, None)
+    runs = {}
+    for found in matches:
+        runs.setdefault(_runs(found), found)
+    if len(runs) > 1:
+        listed = "; ".join(f"{_spelling(f)!r} ({_SOURCE_NAMES[f.source]}) runs {_describe(f)}" for f in runs.values())
+        raise InvalidInput(f"sampler name {name!r} is not spelt as any table has it, and ignoring case, spaces, - and _ "
+                           f"it matches names that run different things: {listed}; type the one you mean exactly as "
+                           "shown (or with its prefix, e.g. 'registry:' / 'a1111:')")
+    return matches[0]
+
+
+_SOURCES = ("registry", "a1111", "comfyui", "diffusers")
+_SOURCE_NAMES = {"registry": "the registry's", "a1111": "A1111's label", "comfyui": "ComfyUI's name",
+                 "diffusers": "diffusers' class"}
+
+
+def _runs(found: Label) -> tuple:
+    """What a resolved name runs: two names that agree here give the same run."""
+    return (found.sampler, repr(sorted(found.options.items())), found.schedule, repr(sorted(found.schedule_options.items())),
+            found.schedule_is_explicit, found.discard_penultimate_sigma, found.model_range, found.sigmas)
+
+
+def _spelling(found: Label) -> str:
+    """The exact spelling of the table entry a normalised lookup found (with its table's prefix where that spelling
+    typed alone reaches an earlier table: ComfyUI's ``dpm_2`` is ``"comfyui:dpm_2"``)."""
+    if found.source != "registry":
+        earlier = _SOURCES[:_SOURCES.index(found.source)]
+        shadowed = any(_lookup(source, found.label, exact=True) is not None for source in earlier)
+        return f"{found.source}:{found.label}" if shadowed else found.label
+    spec = SAMPLERS.get(found.sampler)
+    return next(k for k in (spec.name, *spec.aliases) if _normalise(k) == _normalise(found.label))
+
+
+def _describe(found: Label) -> str:
+    what = f"{found.sampler}"
+    if found.options:
+        what += " with " + ", ".join(f"{k}={v!r}" for k, v in found.options.items())
+    if found.schedule is None:
+        what += " on the schedule the caller (or the model) gives"
+    else:
+        what += f" on {found.schedule} ({'named' if found.schedule_is_explicit else 'by default'})"
+    if found.discard_penultimate_sigma:
+        what += ", next-to-last σ dropped"
+    return what
 
 
 def _unknown(name: str, source: str | None):

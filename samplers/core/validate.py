@@ -191,6 +191,8 @@ OPTION_RULES.update({
     "prior_sigmas": lambda n, v: numbers_list(n, v, lo=0.0, lo_open=True),
     "disable_corrector": lambda n, v: numbers_list(n, v, lo=0, whole=True),  # step indices; their range: unipc
     "step_r": lambda n, v: step_ratios(n, v),
+    # unipc: the σ a schedule ending in 0 ends at instead (ComfyUI's 0.001); below its last positive σ: unipc
+    "final_sigma": positive,
     "midpoints": lambda n, v: numbers_list(n, v, lo=0.0, lo_open=True),
 })
 # Where one sampler's option of a shared name takes other values: (sampler, option) -> rule.

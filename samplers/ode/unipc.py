@@ -51,10 +51,20 @@ def _weights(h: float, rks: list[float], order: int, variant: str, corrector: bo
     return b_h, [float(r) for r in rhos]
 
 
-def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower_order_final, disable_corrector=()):
+def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower_order_final, disable_corrector=(),
+           final_sigma=None):
     if order not in (1, 2, 3):
         raise InvalidInput(f"UniPC order must be 1, 2 or 3, got {order!r}")
     n = len(sigmas) - 1
+    if final_sigma is not None and n >= 1 and float(sigmas[-1]) == 0:
+        last = float(sigmas[-2])
+        if not final_sigma < last:
+            raise InvalidOption(f"final_sigma = {final_sigma:g} is not below the schedule's last positive σ = {last:g}: "
+                                "the last step would not go down; pass a final_sigma below it, or leave it out for the "
+                                "denoise to σ = 0")
+        # ComfyUI's sample_unipc: a schedule ending in 0 ends at final_sigma instead (timesteps[-1] = 0.001), the
+        # last step is the predictor like any other, and the result is the state there, not denoised
+        sigmas = list(sigmas[:-1]) + [float(final_sigma)]
     if disable_corrector:
         if not corrector:
             raise InvalidOption(f"disable_corrector = {list(disable_corrector)} with corrector=False: no step is "
@@ -101,7 +111,8 @@ def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower
     return x
 
 
-_FINAL = "denoise (x = D(x, σ) when σ_next = 0; no corrector after it)"
+_FINAL = ("denoise (x = D(x, σ) when σ_next = 0; no corrector after it); final_sigma=s: a predictor step to σ = s "
+          "instead, x there (ComfyUI's uni_pc: s = 0.001)")
 _DOC = """UniPC-{v} (Zhao et al. 2023): predictor UniP of ``order`` (1–3) with the UniC corrector (``corrector``)
     at no extra model call. Warm-up uses the orders available; ``lower_order_final`` lowers the order of the
     last steps to the number left (diffusers' rule). Equals diffusers' UniPCMultistepScheduler (predict_x0,
@@ -114,23 +125,28 @@ _DOC = """UniPC-{v} (Zhao et al. 2023): predictor UniP of ``order`` (1–3) with
     ``disable_corrector``: the steps i whose result is not corrected at step i + 1 (diffusers' option of that
     name), each in 0 … n − 2 (n the steps of the run): an index outside names no corrected step and is refused, as
     is the option with ``corrector=False``. (diffusers ignores such indices; its shim passes the sampler only those
-    of its config that name a corrected step of the run, shifted by the start step in img2img.)"""
+    of its config that name a corrected step of the run, shifted by the start step in img2img.)
+    ``final_sigma`` (default None: the denoise above): on a schedule ending in 0, the last step goes to σ =
+    ``final_sigma`` instead, with the predictor rule of any other step (no corrector, no model call after it), and
+    the state there is returned, not denoised: ComfyUI's ``sample_unipc`` (``timesteps[-1] = 0.001``), which its
+    ``uni_pc`` / ``uni_pc_bh2`` labels set. It must be finite, > 0 and below the last positive σ; a schedule
+    ending above 0 ends where it ends (as in ComfyUI)."""
 
 
 @register("unipc_bh1", kind="ode", order=4, nfe_per_step=1, aliases=("UniPC bh1", "sample_uni_pc"),
           ref=_REF + ", B(h) = h", final_step=_FINAL)
 def unipc_bh1(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, corrector=True,
-              lower_order_final=True, disable_corrector=()):
+              lower_order_final=True, disable_corrector=(), final_sigma=None):
     return _unipc(model, x, sigmas, callback, disable, "bh1", order, corrector, lower_order_final,
-                  tuple(disable_corrector))
+                  tuple(disable_corrector), final_sigma)
 
 
 @register("unipc_bh2", kind="ode", order=4, nfe_per_step=1, aliases=("UniPC bh2", "sample_uni_pc_bh2"),
           ref=_REF + ", B(h) = e^h − 1", final_step=_FINAL)
 def unipc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, corrector=True,
-              lower_order_final=True, disable_corrector=()):
+              lower_order_final=True, disable_corrector=(), final_sigma=None):
     return _unipc(model, x, sigmas, callback, disable, "bh2", order, corrector, lower_order_final,
-                  tuple(disable_corrector))
+                  tuple(disable_corrector), final_sigma)
 
 
 unipc_bh1.__doc__ = _DOC.format(v="bh1")
