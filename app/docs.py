@@ -106,8 +106,12 @@ def names_md() -> str:
 
     out = [GENERATED, "# Names", "",
            "Every entry point (`samplers.sample` / `get` / `info`, `Pipeline`, `samplers generate`, the diffusers shim, "
-           "`samplers.interop.kdiffusion`) resolves a name here (`samplers.core.names`): first as typed, then ignoring "
-           "case, spaces, `-` and `_`; registry names first, then A1111 labels, ComfyUI names, diffusers classes. "
+           "`samplers.interop.kdiffusion`) resolves a name here (`samplers.core.names`). A name spelt exactly as a "
+           "table has it is that table's, looked up in this order: registry names, A1111 labels, ComfyUI names, "
+           "diffusers classes (`restart`, `euler`, `lms`, `heun` are the registry's; A1111's labels are `Restart`, "
+           "`Euler`, `LMS`, `Heun`). Any other spelling is matched in all four ignoring case, spaces, `-` and `_`; "
+           "where the names it matches run different things (`dpm fast`: the registry's `dpm_fast` and A1111's "
+           "`DPM fast`) it is refused, and the error names each exact spelling and what it runs. "
            "A prefix picks one table: `a1111:`, `comfyui:` (ComfyUI's own defaults even for names the registry has), "
            "`diffusers:`, `registry:`; `fitted:PATH` runs a fitted solver. A label's *default* schedule gives way to "
            "a schedule the caller passes; a *named* one (\"... Karras\") conflicts with a different one, which is an "
@@ -120,7 +124,7 @@ def names_md() -> str:
             schedule = "" if found.schedule is None else \
                 f"`{found.schedule}` ({'named' if found.schedule_is_explicit else 'default'})"
             if found.discard_penultimate_sigma:
-                schedule += ", one step more, next-to-last σ dropped"
+                schedule += (", o" if schedule else "any schedule, o") + "ne step more, next-to-last σ dropped"
             options = ", ".join(f"`{k}={v!r}`" for k, v in found.options.items())
             out.append(f"| `{key}` | `{found.sampler}` | {options} | {schedule} |")
         out.append("")
@@ -146,6 +150,11 @@ def names_md() -> str:
             f"{', '.join(f'`{o}={x!r}`' for o, x in (v[2] if len(v) > 2 else {}).items())} |"
             for k, tool, v in rows]
     out += ["", "## Where a name does not reproduce its tool", "",
+            "- A1111's **DPM fast** / **DPM adaptive** (`k_dpm_fast`, `k_dpm_ad`) run, as A1111's txt2img does, on "
+            "the model's whole σ range whatever Schedule type is chosen: a schedule with those ends (and, for DPM "
+            "fast, that many steps: Uniform, Karras, Exponential, KL Optimal) runs what A1111 runs; one with other "
+            "ends (Simple, SGM Uniform, DDIM, Align Your Steps, ...), which A1111's txt2img would ignore, is refused "
+            "— in img2img too, where A1111 uses it.",
             "- A1111's **DDIM**, **PLMS** and **UniPC** samplers are its timestep samplers: they step the timesteps "
             "1 + k·⌊1000/n⌋ and stop at timestep 1 with no final denoise. The labels run the registry's `ddim`, "
             "`plms` and `unipc_bh1` on a schedule, which ends in σ = 0.",

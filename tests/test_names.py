@@ -46,7 +46,8 @@ def test_labels_imply_schedules_and_options():
     assert names.resolve("UniPCMultistepScheduler").options == {"order": 2}
     assert names.resolve("DPM2 a").discard_penultimate_sigma and not names.resolve("Euler a").discard_penultimate_sigma
     assert names.resolve("DPM2").schedule == "karras" and names.resolve("dpm_2").schedule is None
-    assert names.resolve("dpm2").source == "registry"  # not as A1111 types it: the registry's, by its normal form
+    with pytest.raises(names.InvalidInput, match="run different things"):  # registry dpm_2 or A1111's DPM2?
+        names.resolve("dpm2")
     # the registry wins without a prefix; the prefix gives the tool's own defaults
     assert names.resolve("dpmpp_2m_sde").options == {}
     assert names.resolve("comfyui:dpmpp_2m_sde").options == {"noise_sampler": "brownian_tree"}
