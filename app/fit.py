@@ -679,6 +679,11 @@ RESCORED = ("--model", "--nfe", "--out", "--prompts", "--cfg", "--prompt-embeds"
 ONLY_FITTING = ("--time-budget", "--verbose", "--restart")
 
 
+def _shown(name: str, value) -> str:
+    """A fitting option's value as the command line spells it (``--screen all`` is None inside)."""
+    return "all" if name == "screen" and value is None else repr(value)
+
+
 def check_rescore_options(args, report: dict, out: Path) -> None:
     """``--rescore``: refuse the fitting options given otherwise than the fits in ``out`` were made with (they would
     be silently ignored), and take the fits' own (report.json) for those not given: what the run prints and writes
@@ -694,15 +699,14 @@ def check_rescore_options(args, report: dict, out: Path) -> None:
             if name in recorded:
                 setattr(args, name, recorded[name])
         elif name not in recorded:
-            wrong.append(f"{flag} {getattr(args, name)!r} ({out / 'report.json'} records no {name} to check it "
-                         "against)")
+            wrong.append(f"{flag} {_shown(name, getattr(args, name))} ({out / 'report.json'} records no {name} to "
+                         "check it against)")
         elif getattr(args, name) != recorded[name]:
             shown = (repr(recorded[name]) if recorded[name] is not None else "all" if name == "screen" else
                      "its default, 0.02 / NFE" if name == "lr" else "its default")
             if recorded[name] is None:
                 shown += f": leave {flag} out"
-            value = "all" if name == "screen" and getattr(args, name) is None else repr(getattr(args, name))
-            wrong.append(f"{flag} {value} (the fits were made with {shown}"
+            wrong.append(f"{flag} {_shown(name, getattr(args, name))} (the fits were made with {shown}"
                          + ("; their held-out starts are that seed's" if name == "seed" else "") + ")")
     if args.time_budget is not None:
         wrong.append(f"--time-budget {args.time_budget:g} (it bounds a fit)")

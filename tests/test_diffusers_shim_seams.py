@@ -277,6 +277,9 @@ def test_own_unsupported_class_as_sampler_names_a_fix_that_runs(cls, nearest):
     theirs = getattr(diffusers, cls)()
     with pytest.raises(InvalidOption, match=f"pass sampler='{nearest}'"):
         SamplerScheduler.from_config(theirs, sampler=cls)
-    ours = SamplerScheduler.from_config(theirs, sampler=nearest)
-    ours.set_timesteps(4)
-    assert len(ours.timesteps) == 4
+    for config in (theirs, {**theirs.config, "_class_name": cls}):  # as the fix says: a config naming its class
+        ours = SamplerScheduler.from_config(config, sampler=nearest)
+        ours.set_timesteps(4)
+        assert len(ours.timesteps) == 4
+    with pytest.raises(InvalidOption, match="_class_name"):  # without it, LCM / TCD configs are one and the same
+        SamplerScheduler.from_config(dict(theirs.config), sampler=cls)

@@ -473,7 +473,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             if class_name is not None and label is None:
                 why = sources.UNSUPPORTED.get(class_name, "it is not a scheduler class the shim stands in for")
                 fix = (f"sampler={own.label!r} names that class itself; pass sampler={own.sampler!r} (what its name "
-                       "stands for elsewhere)" if own is not None else "Pass sampler=<name>")
+                       f"stands for elsewhere) with a config that names its class (\"_class_name\": {class_name!r}, "
+                       "or the scheduler object itself)" if own is not None else "Pass sampler=<name>")
                 raise InvalidOption(f"SamplerScheduler cannot reproduce {class_name}: {why}. {fix} to run a "
                                     "registry sampler on this config's model instead (a different image)")
             check_scheduler_flags(self.config)  # flags the samplers do not reproduce, without a source class

@@ -29,7 +29,7 @@ def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float | N
     ``end="diffusers"``: diffusers' ``FlowMatchEulerDiscreteScheduler.set_timesteps`` with a fixed ``shift``: its
     unshifted linear grid runs from t = 1 to the model's *shifted* t_min (``sigma_min``), and the shift is then
     applied to the whole grid, so the last σ > 0 is shift·``sigma_min`` (shifted twice: SD3, shift 3, N = 1000: flow
-    time 0.00897 where the model's own smallest level is 0.002994); ``sigma_max`` is kept as with ``"model"``
+    time 0.00893 where the model's own smallest level is 0.002994); ``sigma_max`` is kept as with ``"model"``
     (diffusers always starts at t = 1, σ = inf). With shift 1 the two ends agree. diffusers'
     dynamic shifting (Flux, ``mu``) builds its grid to the *unshifted* t_min, which ``end="model"`` gives on the
     model's native (``RectifiedFlow.dynamic(mu)``), so ``end="diffusers"`` takes no ``mu``.
