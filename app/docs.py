@@ -111,7 +111,10 @@ def names_md() -> str:
            "diffusers classes (`restart`, `euler`, `lms`, `heun` are the registry's; A1111's labels are `Restart`, "
            "`Euler`, `LMS`, `Heun`). Any other spelling is matched in all four ignoring case, spaces, `-` and `_`; "
            "where the names it matches run different things (`dpm fast`: the registry's `dpm_fast` and A1111's "
-           "`DPM fast`) it is refused, and the error names each exact spelling and what it runs. "
+           "`DPM fast`, eta = 1 and no final denoise) it is refused, and the error names each exact spelling and "
+           "what it runs. A label's default schedule does not count (it gives way to the caller's; `Euler A` is "
+           "the registry's `euler_a`, as it always was), nor does a tool's name an earlier table spells the same "
+           "(ComfyUI's `lms`, reached only as `comfyui:lms`). "
            "A prefix picks one table: `a1111:`, `comfyui:` (ComfyUI's own defaults even for names the registry has), "
            "`diffusers:`, `registry:`; `fitted:PATH` runs a fitted solver. A label's *default* schedule gives way to "
            "a schedule the caller passes; a *named* one (\"... Karras\") conflicts with a different one, which is an "
@@ -153,8 +156,9 @@ def names_md() -> str:
             "- A1111's **DPM fast** / **DPM adaptive** (`k_dpm_fast`, `k_dpm_ad`) run, as A1111's txt2img does, on "
             "the model's whole σ range whatever Schedule type is chosen: a schedule with those ends (and, for DPM "
             "fast, that many steps: Uniform, Karras, Exponential, KL Optimal) runs what A1111 runs; one with other "
-            "ends (Simple, SGM Uniform, DDIM, Align Your Steps, ...), which A1111's txt2img would ignore, is refused "
-            "— in img2img too, where A1111 uses it.",
+            "ends (Simple, SGM Uniform, DDIM, Align Your Steps, ...), which A1111's txt2img would ignore, is refused. "
+            "In img2img and inpaint they run on the chosen schedule's ends, as A1111's img2img does; on a model "
+            "with no A1111 schedule (a flow model) on the caller's.",
             "- A1111's **DDIM**, **PLMS** and **UniPC** samplers are its timestep samplers: they step the timesteps "
             "1 + k·⌊1000/n⌋ and stop at timestep 1 with no final denoise. The labels run the registry's `ddim`, "
             "`plms` and `unipc_bh1` on a schedule, which ends in σ = 0.",

@@ -334,7 +334,8 @@ class PipelineSpec:
         return samplers.get_sigmas(name, self.defaults["steps"] if steps is None else steps, native=self.native,
                                    **{**options, **kw})
 
-    def plan_run(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict):
+    def plan_run(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict,
+                 txt2img: bool = True):
         """``(label found, sigmas, options, fitted solver or None)``: :meth:`Pipeline.plan` without the fitted
         solver's fingerprint check (the one part that needs the weights). ``sampler=None`` is the model's default;
         any other value (``""`` too) is a name to resolve."""
@@ -364,7 +365,7 @@ class PipelineSpec:
                 raise InvalidInput(f"{found.label!r} {how} the {schedule!r} schedule, which this "
                                    f"{self.config.prediction} model cannot build ({e}); {fix}, e.g. its own "
                                    f"{own!r}") from None
-            if found.model_range and not implied:
+            if found.model_range and not implied and txt2img:  # A1111's img2img runs on the chosen schedule's ends
                 self._check_model_range(found, schedule, sigmas, n)
         if found.discard_penultimate_sigma:
             sigmas = samplers.schedules.drop_penultimate(sigmas)
@@ -377,10 +378,8 @@ class PipelineSpec:
         A1111 computes; one with other ends would run what A1111 does not, and is refused rather than ignored."""
         try:
             own = self.sigmas(found.schedule, n)
-        except InvalidInput as e:
-            raise InvalidInput(f"{found.label!r} runs, as A1111's txt2img does, on the model's whole σ range, which "
-                               f"this {self.config.prediction} model's {found.schedule!r} schedule cannot give ({e}); "
-                               f"pass the registry sampler {found.sampler!r} to run on schedule={schedule!r}") from None
+        except InvalidInput:  # a model A1111's rule has no schedule for (a flow model): the caller's schedule runs
+            return
 
         def ends(s: torch.Tensor) -> tuple[float, float]:
             positive = s[s > 0]
@@ -397,8 +396,8 @@ class PipelineSpec:
         raise InvalidOption(f"{found.label!r} with schedule={schedule!r}: A1111's txt2img ignores the Schedule type for "
                             f"this sampler and runs on the model's whole range, {want}; {schedule!r} spans {got}, "
                             "which A1111 would not run. Leave schedule out for A1111's result, or pass the registry "
-                            f"sampler {found.sampler!r} (with {options} for the label's settings) to run on this "
-                            "schedule's range")
+                            f"sampler {found.sampler!r} to run on this schedule's range (its own defaults; in Python, "
+                            f"sampler_options {options} give the label's settings)")
 
     def check_size(self, height, width) -> tuple[int, int]:
         """``(height, width)`` as ints, positive multiples of the VAE's down-sampling (any integer type is taken)."""
@@ -506,12 +505,13 @@ class Pipeline(PipelineSpec):
                            prediction=self._denoiser.prediction,
                            supports_infinite_sigma=self._denoiser.supports_infinite_sigma, source=source)
 
-    def plan(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict, cfg=None):
+    def plan(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict, cfg=None,
+             txt2img: bool = True):
         """``(sampler name, sigmas, options)`` of a run: the name resolved (A1111 / ComfyUI labels included), the
         schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged. A
         fitted solver is checked against this model at guidance ``cfg`` (default: the model's) here, before any
         prompt is encoded (:meth:`check_fitted`)."""
-        found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, options)
+        found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, options, txt2img)
         if solver is not None:
             self.check_fitted(solver, cfg, options.get("allow_other_model", False),
                               found.label if found.source == "fitted" else None)
@@ -617,7 +617,7 @@ class Pipeline(PipelineSpec):
         self._refuse_twins(prompts, seeds, images)
         _check_output(output)
         cfg = self.guidance(cfg)
-        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
+        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
         self._check_strength(sampler, options, strength)
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
         latent = self.vae.to_latent(images)  # encoded once, after every check
@@ -649,7 +649,7 @@ class Pipeline(PipelineSpec):
         latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
         _check_output(output)
         cfg = self.guidance(cfg)
-        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
+        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
         self._check_strength(sampler, options, strength)
         self.check_cost(n, H, W, len(sigmas) - 1)
         known = self.vae.to_latent(images)  # encoded after every check

@@ -182,11 +182,17 @@ def test_final_sigma_must_be_finite_and_positive(value):
         samplers.sample("unipc_bh1", GM.denoiser, x, sig, disable=True, final_sigma=value)
 
 
-def test_final_sigma_must_be_below_the_last_positive_sigma():
+def test_final_sigma_at_the_last_positive_sigma_is_refused_above_it_steps_up_as_comfyui_does():
     sig = samplers.get_sigmas("karras", 4, native=NATIVE).double()
     x = GM.noise(1, seed=0).double() * sig[0]
-    with pytest.raises(InvalidOption, match="final_sigma.*last positive σ"):
+    with pytest.raises(InvalidOption, match="final_sigma.*last positive σ.*zero length"):
         samplers.sample("unipc_bh1", GM.denoiser, x, sig, disable=True, final_sigma=float(sig[-2]))
+    # a schedule that already went below 0.001 (a Karras node with sigma_min 0.0005): ComfyUI's loop steps up to it
+    low = torch.tensor([10.0, 1.0, 0.1, 5e-4, 0.0], dtype=torch.float64)
+    x = GM.noise(2, seed=0).double() * low[0]
+    theirs = comfy_sample_unipc(GM.denoise, x.clone(), low.clone(), "bh1")
+    ours = samplers.sample("uni_pc", GM.denoiser, x.clone(), low.clone(), disable=True)
+    assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-10), float((ours - theirs).abs().max())
 
 
 # ------------------------------------------------------------------ 2. A1111's DPM fast / adaptive: the model's range
@@ -243,18 +249,26 @@ def test_comfyui_dpm_fast_keeps_comfyuis_rule(spec):
 @pytest.mark.parametrize("typed, spellings", [
     ("dpm fast", ("'dpm_fast' (the registry's)", "'DPM fast' (A1111's label)")),
     ("Dpm Adaptive", ("'dpm_adaptive' (the registry's)", "'DPM adaptive' (A1111's label)")),
-    ("Euler A", ("'euler_a' (the registry's)", "'Euler a' (A1111's label)")),
-    ("EULER A", ("'euler_a' (the registry's)", "'Euler a' (A1111's label)")),
-    ("Dpm2", ("'dpm_2' (the registry's)", "'DPM2' (A1111's label)")),
-    ("EULER", ("'euler' (the registry's)", "'Euler' (A1111's label)")),
-    ("Heunpp2", ("'heunpp2' (the registry's)", "'HeunPP2' (A1111's label)")),
+    ("Dpm2", ("'dpm_2' (the registry's)", "'DPM2' (A1111's label)")),  # A1111 drops the next-to-last σ
+    ("RESTART", ("'restart' (the registry's)", "'Restart' (A1111's label)")),
+    ("unipc", ("'UniPC' (A1111's label)", "'uni_pc' (ComfyUI's name)")),  # ComfyUI's ends at σ = 0.001
 ])
 def test_a_variant_matching_names_that_run_differently_is_refused(typed, spellings):
     with pytest.raises(names.InvalidInput, match="run different things") as e:
         names.resolve(typed)
     for spelt in spellings:
         assert spelt in str(e.value)
-    assert "(by default)" in str(e.value)  # what the label runs: its schedule
+
+
+@pytest.mark.parametrize("typed, sampler", [
+    ("Euler A", "euler_ancestral"), ("EULER A", "euler_ancestral"), ("EULER", "euler"), ("Heunpp2", "heunpp2"),
+    ("Lms", "lms"), ("er sde", "er_sde"), ("dpmpp sde", "dpmpp_sde"),
+])
+def test_a_variant_whose_matches_differ_only_by_a_default_schedule_or_a_prefix_resolves_as_before(typed, sampler):
+    """A label's default schedule gives way to the caller's and the sampling functions never read it, and ComfyUI's
+    "lms" / "er_sde" are the registry's when typed: variants of these are the registry's names, as they always were."""
+    found = names.resolve(typed)
+    assert (found.source, found.sampler, found.options) == ("registry", sampler, {})
 
 
 @pytest.mark.parametrize("typed, label, source", [
@@ -283,3 +297,15 @@ def test_forge_heunpp2_is_its_label_on_uniform(spec):
         ("a1111", "heunpp2", "linspace", False, labels.A1111["HeunPP2"][1])
     _, sigmas, _, _ = spec.plan_run("HeunPP2", None, 10, {})
     assert torch.equal(sigmas, spec.sigmas("a1111:Uniform", 10))
+
+
+def test_a1111_dpm_fast_in_img2img_and_on_a_flow_model_runs_the_chosen_schedule(spec):
+    """A1111's img2img runs DPM fast / adaptive on the chosen (truncated) schedule's ends (sample_img2img:
+    sigma_sched[-2], sigma_sched[0]); a flow model has no A1111 "Automatic" schedule, so the caller's runs."""
+    from models.pipeline import PipelineSpec
+
+    _, sigmas, _, _ = spec.plan_run("DPM fast", "a1111:Simple", 10, {}, txt2img=False)
+    assert float(sigmas[sigmas > 0][-1]) > 0.3  # Simple's own end, as A1111's img2img uses it
+    flow = PipelineSpec.read(model="flow")
+    _, sigmas, _, _ = flow.plan_run("DPM fast", "flow", 10, {})
+    assert len(sigmas) == 11

@@ -127,6 +127,11 @@ def resolve(name: str) -> Label:
             matches.append(found)
     if not matches:
         _unknown(name, None)
+    # a tool's entry whose exact spelling an earlier table has (ComfyUI's "lms", "er_sde": the registry's when typed)
+    # is reached only with its prefix, so a variant spelling stands for the earlier table's name, as that spelling does
+    reachable = [f for f in matches if f.source == "registry" or not any(
+        _lookup(source, f.label, exact=True) is not None for source in _SOURCES[:_SOURCES.index(f.source)])]
+    matches = reachable or matches
     runs = {}
     for found in matches:
         runs.setdefault(_runs(found), found)
@@ -144,9 +149,14 @@ _SOURCE_NAMES = {"registry": "the registry's", "a1111": "A1111's label", "comfyu
 
 
 def _runs(found: Label) -> tuple:
-    """What a resolved name runs: two names that agree here give the same run."""
-    return (found.sampler, repr(sorted(found.options.items())), found.schedule, repr(sorted(found.schedule_options.items())),
-            found.schedule_is_explicit, found.discard_penultimate_sigma, found.model_range, found.sigmas)
+    """What a resolved name runs wherever it is used: two names that agree here give the same run. A label's
+    *default* schedule is left out: it gives way to the caller's, and the sampling functions (``samplers.sample``,
+    ``info``, the drop-ins) never read it, so names that differ only there (``EULER``: the registry's ``euler`` and
+    A1111's ``Euler`` on Uniform by default) resolve by the table order as before; a *named* schedule, other options
+    or the dropped next-to-last σ do count (``dpm fast``: A1111's eta = 1, no final denoise)."""
+    named = (found.schedule, repr(sorted(found.schedule_options.items()))) if found.schedule_is_explicit else None
+    return (found.sampler, repr(sorted(found.options.items())), named, found.discard_penultimate_sigma,
+            found.model_range, found.sigmas)
 
 
 def _spelling(found: Label) -> str:

@@ -58,12 +58,13 @@ def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower
     n = len(sigmas) - 1
     if final_sigma is not None and n >= 1 and float(sigmas[-1]) == 0:
         last = float(sigmas[-2])
-        if not final_sigma < last:
-            raise InvalidOption(f"final_sigma = {final_sigma:g} is not below the schedule's last positive σ = {last:g}: "
-                                "the last step would not go down; pass a final_sigma below it, or leave it out for the "
-                                "denoise to σ = 0")
+        if final_sigma == last:
+            raise InvalidOption(f"final_sigma = {final_sigma:g} is the schedule's last positive σ: the last step would "
+                                "have zero length (ComfyUI's sample_unipc divides by it); end the schedule at another "
+                                "σ, or run unipc_bh1 / unipc_bh2 without final_sigma (the denoise to σ = 0)")
         # ComfyUI's sample_unipc: a schedule ending in 0 ends at final_sigma instead (timesteps[-1] = 0.001), the
-        # last step is the predictor like any other, and the result is the state there, not denoised
+        # last step is the predictor like any other (up to it, as there, where the schedule already went below), and
+        # the result is the state there, not denoised
         sigmas = list(sigmas[:-1]) + [float(final_sigma)]
     if disable_corrector:
         if not corrector:
@@ -129,8 +130,9 @@ _DOC = """UniPC-{v} (Zhao et al. 2023): predictor UniP of ``order`` (1–3) with
     ``final_sigma`` (default None: the denoise above): on a schedule ending in 0, the last step goes to σ =
     ``final_sigma`` instead, with the predictor rule of any other step (no corrector, no model call after it), and
     the state there is returned, not denoised: ComfyUI's ``sample_unipc`` (``timesteps[-1] = 0.001``), which its
-    ``uni_pc`` / ``uni_pc_bh2`` labels set. It must be finite, > 0 and below the last positive σ; a schedule
-    ending above 0 ends where it ends (as in ComfyUI)."""
+    ``uni_pc`` / ``uni_pc_bh2`` labels set. It must be finite, > 0 and not the last positive σ itself (a zero-length
+    step); a schedule whose last positive σ is already below it steps up to it, as ComfyUI's does, and one ending
+    above 0 ends where it ends (as in ComfyUI)."""
 
 
 @register("unipc_bh1", kind="ode", order=4, nfe_per_step=1, aliases=("UniPC bh1", "sample_uni_pc"),
