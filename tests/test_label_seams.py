@@ -182,11 +182,16 @@ def test_final_sigma_must_be_finite_and_positive(value):
         samplers.sample("unipc_bh1", GM.denoiser, x, sig, disable=True, final_sigma=value)
 
 
-def test_final_sigma_at_the_last_positive_sigma_is_refused_above_it_steps_up_as_comfyui_does():
-    sig = samplers.get_sigmas("karras", 4, native=NATIVE).double()
-    x = GM.noise(1, seed=0).double() * sig[0]
-    with pytest.raises(InvalidOption, match="final_sigma.*last positive σ.*zero length"):
-        samplers.sample("unipc_bh1", GM.denoiser, x, sig, disable=True, final_sigma=float(sig[-2]))
+def test_final_sigma_at_or_above_the_last_positive_sigma_runs_as_comfyui_does():
+    # at the last positive σ itself: a zero-length first-order step, the state stays (ComfyUI's x_t = x there)
+    at = torch.tensor([10.0, 1.0, 0.1, 1e-3, 0.0], dtype=torch.float64)
+    x = GM.noise(2, seed=0).double() * at[0]
+    theirs = comfy_sample_unipc(GM.denoise, x.clone(), at.clone(), "bh1")
+    ours = samplers.sample("uni_pc", GM.denoiser, x.clone(), at.clone(), disable=True)
+    assert torch.allclose(ours, theirs, rtol=1e-9, atol=1e-9), float((ours - theirs).abs().max())
+    # only a higher-order last step (lower_order_final=False) would divide by its zero length: refused, with fixes
+    with pytest.raises(InvalidOption, match="final_sigma.*last positive σ.*zero length.*lower_order_final=True"):
+        samplers.sample("unipc_bh1", GM.denoiser, x, at, disable=True, final_sigma=1e-3, lower_order_final=False)
     # a schedule that already went below 0.001 (a Karras node with sigma_min 0.0005): ComfyUI's loop steps up to it
     low = torch.tensor([10.0, 1.0, 0.1, 5e-4, 0.0], dtype=torch.float64)
     x = GM.noise(2, seed=0).double() * low[0]

@@ -58,10 +58,11 @@ def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower
     n = len(sigmas) - 1
     if final_sigma is not None and n >= 1 and float(sigmas[-1]) == 0:
         last = float(sigmas[-2])
-        if final_sigma == last:
+        if final_sigma == last and not lower_order_final and order > 1 and n > 1:
             raise InvalidOption(f"final_sigma = {final_sigma:g} is the schedule's last positive σ: the last step would "
-                                "have zero length (ComfyUI's sample_unipc divides by it); end the schedule at another "
-                                "σ, or run unipc_bh1 / unipc_bh2 without final_sigma (the denoise to σ = 0)")
+                                "have zero length, which a higher-order step divides by (lower_order_final=False); "
+                                "pass lower_order_final=True (the last step first order: the state stays where it "
+                                "is, as in ComfyUI), end the schedule at another σ, or leave final_sigma out")
         # ComfyUI's sample_unipc: a schedule ending in 0 ends at final_sigma instead (timesteps[-1] = 0.001), the
         # last step is the predictor like any other (up to it, as there, where the schedule already went below), and
         # the result is the state there, not denoised
@@ -99,6 +100,8 @@ def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower
         x_last, order_last = x, this_order
         if sigma_next == 0:
             x = denoised
+        elif lams[i + 1] == lams[i]:
+            pass  # a zero-length first-order last step (final_sigma at the last σ): the state stays, as in ComfyUI
         else:
             # UniP: the predictor of order this_order
             h = lams[i + 1] - lams[i]
@@ -130,8 +133,10 @@ _DOC = """UniPC-{v} (Zhao et al. 2023): predictor UniP of ``order`` (1–3) with
     ``final_sigma`` (default None: the denoise above): on a schedule ending in 0, the last step goes to σ =
     ``final_sigma`` instead, with the predictor rule of any other step (no corrector, no model call after it), and
     the state there is returned, not denoised: ComfyUI's ``sample_unipc`` (``timesteps[-1] = 0.001``), which its
-    ``uni_pc`` / ``uni_pc_bh2`` labels set. It must be finite, > 0 and not the last positive σ itself (a zero-length
-    step); a schedule whose last positive σ is already below it steps up to it, as ComfyUI's does, and one ending
+    ``uni_pc`` / ``uni_pc_bh2`` labels set. It must be finite and > 0; where the last positive σ is final_sigma
+    itself the last step has zero length (first order, the state stays: ComfyUI's result; refused with
+    ``lower_order_final=False``, whose higher-order step would divide by it); a schedule whose last positive σ is
+    already below it steps up to it, as ComfyUI's does, and one ending
     above 0 ends where it ends (as in ComfyUI)."""
 
 
