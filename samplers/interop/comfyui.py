@@ -48,7 +48,8 @@ import torch
 
 from ..core import labels, names
 from ..core.conversion import to_denoiser
-from ..core.errors import InvalidOption, Unavailable
+from ..core.errors import InvalidInput, InvalidOption, Unavailable
+from ..core.files import DuplicateKey, unique_keys
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
 from ..core.seeds import SEED_LIMIT
@@ -96,7 +97,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         extra_args = {} if extra_args is None else extra_args
         merged = names.merge_options(label, {**options, **extra_options})  # the registry checks them at the run
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
-            merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0])
+            merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0], where="extra_args['seed']")
         noise_scale = getattr(_model_sampling(model), "noise_scale", 1.0)
         # ComfyUI scales the fresh noise of its ancestral / SDE samplers (not EDM churn): refused where that runs
         scaled = flow_spec.kind != "ode" and all(merged.get(k, flow_spec.options.get(k)) != 0
@@ -133,13 +134,18 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
 COMFY_MAX_BATCH = 4096
 
 
-def comfy_seed(seed, batch: int):
+def comfy_seed(seed, batch: int, where: str = "seed"):
     """ComfyUI's seed (0 to 2**64 − 1) as this library's: item k of a batch uses seed + k below 2**63, so a seed that
     leaves no room for ComfyUI's largest batch is taken modulo 2**63 − 4096 (seeds below that are used as they
     are). The map does not depend on ``batch``, so image k is the same in any batch (it did: modulo 2**63 − batch).
-    None (no seed) stays None: the run then draws one from torch's generator."""
+    None (no seed) stays None: the run then draws one from torch's generator. A negative seed is refused (ComfyUI's
+    are ≥ 0); ``where`` names where it came from in the message (ComfyUI's ``extra_args['seed']``)."""
     if seed is None:
         return None
+    if int(seed) < 0:
+        raise InvalidInput(f"ComfyUI's seed ({where} = {int(seed)}) is negative; ComfyUI's seeds are 0 to 2**64 - 1 "
+                           "(its noise seed widget): pass a seed >= 0 in extra_args['seed'] (the sampler node's "
+                           "noise_seed)")
     limit = SEED_LIMIT - COMFY_MAX_BATCH
     return int(seed) % limit if int(seed) >= limit else int(seed)
 
@@ -192,6 +198,16 @@ def _flow_t(sigma: float) -> float:
     return 1.0 if math.isinf(sigma) else sigma / (1 + sigma)
 
 
+def _refuse_internal_keys(name: str, options: dict) -> None:
+    """Refuse the node's option keys that are ksampler_function's own parameters (``name``, ``coordinates``) and not
+    options of the sampler: passed on they would be taken as those parameters (or collide with them)."""
+    spec = SAMPLERS.get(names.resolve(name).sampler)
+    for key in options:
+        if key in ("name", "coordinates") and key not in spec.options:
+            raise InvalidOption(f"{spec.name} has no option {key!r} (it is a parameter of the adapter, not an option "
+                                f"of the sampler); its options are: {', '.join(spec.options) or 'none'}")
+
+
 def node_class_mappings() -> tuple[dict, dict]:
     """``(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)`` for a ComfyUI custom node: one SAMPLER node that offers
     every registry sampler by name, with an optional JSON object of options (``{"eta": 0.5}``)."""
@@ -211,12 +227,16 @@ def node_class_mappings() -> tuple[dict, dict]:
 
         def get_sampler(self, sampler_name, options="{}"):
             try:
-                extra = json.loads(options or "{}")
+                extra = json.loads(options or "{}", object_pairs_hook=unique_keys)
+            except DuplicateKey as e:
+                raise InvalidOption(f"options {options!r} name {e.key!r} more than once (JSON would keep the last "
+                                    "silently); give each option once") from None
             except json.JSONDecodeError as e:
                 raise InvalidOption(f"options must be a JSON object such as {{\"eta\": 0.5}}, got {options!r} "
                                     f"({e})") from None
             if not isinstance(extra, dict):
                 raise InvalidOption(f"options must be a JSON object such as {{\"eta\": 0.5}}, got {options!r}")
+            _refuse_internal_keys(sampler_name, extra)
             fn = ksampler_function(sampler_name, **extra)  # checks the options now, before any sampling
             return (comfy.samplers.KSAMPLER(fn),)
 

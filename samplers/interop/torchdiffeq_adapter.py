@@ -62,6 +62,9 @@ FIXED_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb")
 ADAMS_OPTIONS = {"explicit_adams": ("max_order",), "implicit_adams": ("max_order", "max_iters"),
                  "fixed_adams": ("max_order", "max_iters")}
 MAX_ITERS = 100  # implicit Adams: the most corrector iterations (model calls) a step may be given
+# the methods whose corrector reads rtol / atol (torchdiffeq's AdamsBashforthMoulton, implicit=True: its
+# _compute_error_ratio stops the iterations); odeint hands them its own rtol / atol (1e-7 / 1e-9 by default)
+CORRECTOR = ("implicit_adams", "fixed_adams")
 
 
 def _real(method, key, value, ok, rule):
@@ -99,11 +102,14 @@ def check_options(method: str, options, grid: list[float]) -> dict:
                           f"{type(options).__name__} {options!r}")
     adaptive = method in ADAPTIVE
     valid = ADAPTIVE_OPTIONS if adaptive else FIXED_OPTIONS + ADAMS_OPTIONS.get(method, ())
+    if method in CORRECTOR:
+        valid = valid + ("rtol", "atol")
     for key in options:
-        if key in ("rtol", "atol"):
+        if key in ("rtol", "atol") and method not in CORRECTOR:
             where = (f"pass it as the sampler's own argument: samplers.sample('torchdiffeq.{method}', ..., {key}=...)"
-                     if adaptive else "fixed-grid methods take no tolerance (use an adaptive method, e.g. "
-                     "torchdiffeq.dopri5, with rtol=/atol=)")
+                     if adaptive else f"torchdiffeq's {method} steps on a fixed grid: such steps take no tolerance "
+                     "(only the implicit Adams corrector does: torchdiffeq.implicit_adams / torchdiffeq.fixed_adams with "
+                     f"options={{'{key}': ...}}; or an adaptive method, e.g. torchdiffeq.dopri5, with rtol=/atol=)")
             raise InvalidOption(f"torchdiffeq.{method}: {key!r} is not an option; {where}")
         if key not in valid:
             named = closest(key, valid)
@@ -158,6 +164,9 @@ def check_options(method: str, options, grid: list[float]) -> dict:
                                 "use torchdiffeq.rk4)")
         elif key == "max_iters":
             out[key] = _integer(method, key, v, 1, MAX_ITERS, " (corrector model calls per step)")
+        elif key in ("rtol", "atol"):  # the implicit Adams corrector's tolerance (handed to odeint, not options)
+            out[key] = _real(method, key, v, lambda a: 0 <= a < math.inf, "≥ 0 and finite (the corrector stops "
+                             "iterating once its change is within atol + rtol·|x|)")
     if "step_size" in out and "grid_constructor" in out:
         raise InvalidOption(f"torchdiffeq.{method}: options 'step_size' and 'grid_constructor' exclude each other; "
                             "give one")
@@ -212,9 +221,16 @@ def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
 
     if len(grid) > 1:
         t = torch.tensor(grid, dtype=torch.float64)
-        if "rtol" in odeint_kw:  # adaptive: accepted steps end on every schedule point, never beyond the last
+        if method in ADAPTIVE:  # adaptive: accepted steps end on every schedule point, never beyond the last
             user_t = odeint_kw["options"].get("step_t")
-            odeint_kw["options"]["step_t"] = t if user_t is None else torch.unique(torch.cat([t, user_t]))
+            step_t = t if user_t is None else torch.unique(torch.cat([t, user_t]))
+            jump_t = odeint_kw["options"].get("jump_t")
+            if jump_t is not None:
+                # a jump point is a step end too (torchdiffeq steps exactly to it, then evaluates afresh past it),
+                # and torchdiffeq refuses a time in both lists: a schedule point that is also a jump point stays a
+                # jump point only
+                step_t = step_t[~torch.isin(step_t, jump_t.to(step_t.dtype))]
+            odeint_kw["options"]["step_t"] = step_t
             odeint_kw["options"].setdefault("max_num_steps", MAX_STEPS)  # a run that cannot finish stops
         try:
             path = torchdiffeq.odeint(f, x, t, method=method, **odeint_kw)
@@ -226,6 +242,10 @@ def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
             if "max_num_steps" in str(err):
                 raise StepLimitError(f"torchdiffeq.{method} took {odeint_kw['options']['max_num_steps']} steps "
                                      "(options={'max_num_steps': ...}) without finishing; loosen rtol/atol") from None
+            if "non-finite values in state" in str(err):  # min_step keeps dt from collapsing: the state itself is
+                raise NonFiniteError(f"torchdiffeq.{method}: the state became NaN/Inf (the model returned NaN/Inf, "
+                                     "or the ODE is too stiff for the step size options allow); check the model's "
+                                     "outputs (samplers.debug()), or loosen min_step / rtol / atol") from None
             raise
     else:
         path = x[None]
@@ -253,7 +273,8 @@ def _register_fixed(method: str, order: int, nfe: int):
               final_step="denoise (x = D(x, σ) from the last non-zero σ)")
     def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, *, options=None, info=None):
         merged = {**DEFAULT_OPTIONS.get(method, {}), **check_options(method, options, _nonzero(sigmas))}
-        return _integrate(method, model, x, sigmas, callback, disable, {"options": merged}, info)
+        tolerances = {k: merged.pop(k) for k in ("rtol", "atol") if k in merged}  # odeint's own arguments
+        return _integrate(method, model, x, sigmas, callback, disable, {"options": merged, **tolerances}, info)
 
     sampler.__doc__ = (f"torchdiffeq's fixed-grid '{method}' (order {order}) stepping exactly on the given sigmas; "
                        "``options`` go to torchdiffeq.odeint, ``info={}`` receives the NFE.")

@@ -26,8 +26,13 @@ Noise: with ``noise_sampler="brownian"`` (or a :class:`samplers.core.brownian.Br
 one Brownian path per item in τ, space-time Lévy area included (what SRK needs for order 1.5), seeded by
 that item's seed on the noise object's σ range; the solution then converges pathwise as the step count
 grows. With the default per-item seeded noise (or any ``noise_sampler``) each step's increment is one draw
-``noise_sampler(σ, σ_next)·√Δτ`` (and, for SRK, a second draw for the space-time Lévy area). Either way
-item k's noise comes from its own seed only.
+``noise_sampler(σ, σ_next)·√Δτ`` (and, for SRK, a second draw for the space-time Lévy area H, which must be
+independent of the increment: a Brownian tree answers the same interval with the same draw, so SRK refuses tree
+kinds, and a sampler that repeats its first step's draw, before any model call). Either way item k's noise comes
+from its own seed only. Only SRK reads a Lévy area (log-ODE midpoint's is 0 for additive noise, answered without a draw).
+
+Reversible Heun evaluates D once a step, at σ_next on its auxiliary state; its callback at step i reports the
+evaluation at σ_i the step starts from (D(x_0, σ_0) at i = 0), not D(x_i, σ_i), which it never computes.
 
 torchsde reads its time tensors on the host (``float(t)``) in its Brownian motion and the drift needs σ
 as a float, so these samplers declare ``host_sync=True``. This module uses torchsde's solver classes
@@ -40,7 +45,7 @@ import math
 
 import torch
 
-from ..core.brownian import BrownianNoise, brownian_paths, round_out
+from ..core.brownian import BatchedBrownianTree, BrownianNoise, BrownianTreeNoiseSampler, brownian_paths, round_out
 from ..core.errors import InvalidInput
 from ..core.noise import _Checked, _Lazy
 from ..core.registry import register
@@ -140,6 +145,8 @@ class _Brownian:
         self.dtype, self.device = like.dtype, like.device
         self.levy_area_approximation = levy_area_approximation
         self._last = None
+        self.method = ""  # the registry name, for the refusal of a sampler that repeats its draw
+        self._checked_h = False
 
     def size(self):
         return self.shape
@@ -187,14 +194,49 @@ class _Brownian:
         U = None
         if with_u:
             # U = ∫(W_s − W_a) ds = h·(W/2 + H), H ~ N(0, h/12) independent of W (torchsde's convention)
-            H = self._draw(sigma, sigma_next) * math.sqrt(h / 12)
+            second = self._draw(sigma, sigma_next)
+            if not self._checked_h:
+                # a sampler that answers the same interval with the same draw (a Brownian tree) gives H = W/√12·…:
+                # not independent of W. Checked at the first step's draws, which come before its model calls.
+                self._checked_h = True
+                if torch.equal(second * math.sqrt(h), W) and bool(W.any()):
+                    raise InvalidInput(_levy_refusal(self.method, "a noise sampler that returns the same draw when "
+                                                     "asked for the same interval twice"))
+            H = second * math.sqrt(h / 12)
             U = h * (0.5 * W + H)
         return W, U
 
 
-def tau_paths(noise: BrownianNoise, sde: ReverseSDE, like: torch.Tensor):
-    """Per-item Brownian trees in τ on the σ range of ``noise``, seeded by its seeds."""
+def _levy_refusal(name: str, kind: str) -> str:
+    return (f"{name} draws, besides each step's Brownian increment W, a space-time Lévy area H that must be "
+            f"independent of W on the same interval; {kind} cannot give one (a Brownian tree answers the same interval "
+            "with the same draw, so H would be a copy of W and the sample's spread too large); use "
+            "noise_sampler='brownian' (torchsde's own Lévy area, per-item seeded) or the default seeded noise, or "
+            "another torchsde method (e.g. torchsde.euler or torchsde.heun), which draws no Lévy area")
+
+
+def _tree_kind(noise_sampler) -> str | None:
+    """A description of ``noise_sampler`` when it is a Brownian tree (k-diffusion's kind: one draw per interval)."""
+    fn = noise_sampler.fn if isinstance(noise_sampler, _Checked) else noise_sampler
+    if isinstance(fn, (BrownianTreeNoiseSampler, BatchedBrownianTree)):
+        return f"a {type(fn).__name__} (noise_sampler='brownian_tree' / 'brownian_tree_device' or the object)"
+    if "BrownianTree" in type(fn).__name__:  # k-diffusion's or a tool's own class of that name
+        return f"a {type(fn).__name__}"
+    return None
+
+
+# the schedule may reach past a BrownianNoise's range by this much (relative): a schedule built on the range
+# [σ_min, σ_max] rounds its ends (karras 6 steps on 0.05 gives 0.049999999999999996)
+RANGE_RTOL = 1e-6
+
+
+def tau_paths(noise: BrownianNoise, sde: ReverseSDE, like: torch.Tensor, sigmas=None):
+    """Per-item Brownian trees in τ on the σ range of ``noise``, seeded by its seeds (widened to ``sigmas``' ends
+    where those lie just outside it, within RANGE_RTOL)."""
     lo, hi = sde.tau(noise.sigma_max), sde.tau(noise.sigma_min)
+    if sigmas is not None:
+        lo = min(lo, sde.tau(max(sigmas)))
+        hi = max(hi, sde.tau(min(s for s in sigmas if s > 0)))
     # resolved to 1e-6 of the smallest τ, but never finer than double precision holds at the largest
     tol = 10.0 ** math.floor(math.log10(max(lo * 1e-6, hi * 1e-12)))
     return brownian_paths(noise.seeds, (like[0].numel(),), round_out(lo, tol, -1), round_out(hi, tol, +1),
@@ -255,13 +297,21 @@ def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise
         noise_sampler = noise_sampler.fn
     elif not isinstance(noise_sampler, (_Checked, BrownianNoise)) and noise_sampler is not None:
         noise_sampler = _Checked(noise_sampler, x)  # called directly, not through samplers.sample
+    if method == "srk" and sde.noise_scale != 0:  # SRK reads a Lévy area H: refuse a source that repeats W
+        tree = _tree_kind(noise_sampler)
+        if tree is not None:
+            raise InvalidInput(_levy_refusal(METHODS[method][0], tree))
     if isinstance(noise_sampler, BrownianNoise):
-        if not (noise_sampler.sigma_min <= min(s for s in sigmas if s > 0) and max(sigmas) <= noise_sampler.sigma_max):
-            raise InvalidInput(f"the Brownian noise covers σ in [{noise_sampler.sigma_min:g}, "
-                             f"{noise_sampler.sigma_max:g}], which does not hold the schedule; build it on the "
-                             "whole schedule (samplers.core.brownian.for_schedule, or noise_sampler='brownian')")
-        paths = tau_paths(noise_sampler, sde, u)
+        s_lo, s_hi = min(s for s in sigmas if s > 0), max(sigmas)
+        lo, hi = noise_sampler.sigma_min, noise_sampler.sigma_max
+        if not (lo * (1 - RANGE_RTOL) <= s_lo and s_hi <= hi * (1 + RANGE_RTOL)):
+            raise InvalidInput(f"the Brownian noise covers σ in [{lo!r}, {hi!r}], which does not hold the schedule's "
+                               f"range [{s_lo!r}, {s_hi!r}] (to a relative {RANGE_RTOL:g}); build it on the whole "
+                               "schedule (samplers.core.brownian.for_schedule, or noise_sampler='brownian')")
+        paths = tau_paths(noise_sampler, sde, u, sigmas)
     bm = _Brownian(noise_sampler, paths, sde.sigma, u, levy)
+    bm.method = METHODS[method][0]
+    bm._checked_h = sde.noise_scale == 0  # no noise reaches the state: nothing to check
     solver = solver_cls(sde=base_sde.ForwardSDE(sde), bm=bm, dt=1.0, adaptive=False, rtol=0.0, atol=0.0,
                         dt_min=0.0, options={})
     extra = None
@@ -276,8 +326,13 @@ def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise
             t1 = torch.tensor(sde.tau(sigma_next), dtype=torch.float64)
             if extra is None:
                 extra = solver.init_extra_solver_state(t0, u)
+            if method == "reversible_heun":
+                # its step evaluates D once, at σ_next on the auxiliary state; the D it starts from, at σ (extra's
+                # f0: the previous step's call, or the first call at x_0), is the one that belongs to σ
+                denoised = extra[0].reshape(x.shape)
             u, extra = solver.step(t0, t1, u, extra)
-            denoised = sde.first_denoised.reshape(x.shape)  # D at the first point the step evaluated
+            if method != "reversible_heun":
+                denoised = sde.first_denoised.reshape(x.shape)  # D at the first point the step evaluated
             x = (u / sde.tau(sigma_next)).reshape(x.shape)
         report(callback, x, i, sigma, sigma, denoised)
     return x
