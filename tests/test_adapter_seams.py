@@ -3,15 +3,13 @@ the schedule's own (rounded) range, jump_t on a schedule point, reversible Heun'
 implicit Adams tolerance, and the node's option JSON."""
 from __future__ import annotations
 
-import sys
-import types
-
 import pytest
 import torch
 
 import samplers
 from samplers.core.brownian import BrownianNoise, BrownianTreeNoiseSampler
 from samplers.problems import GaussianMixture
+from test_comfyui import fake_comfy  # noqa: F401  (the stand-in comfy.samplers module, a fixture)
 
 GM = GaussianMixture.default(shape=(8,), components=2, seed=1)
 
@@ -146,19 +144,10 @@ def test_implicit_adams_takes_its_correctors_tolerance():
 
 # --- 7. the ComfyUI node's JSON ----------------------------------------------------------------------------------------
 
-class _KSAMPLER:
-    def __init__(self, fn, extra_options={}, inpaint_options={}):
-        self.fn = fn
-
-
 @pytest.fixture
-def node(monkeypatch):
+def node(request):
+    request.getfixturevalue("fake_comfy")  # test_comfyui's stand-in comfy.samplers module
     from samplers.interop import comfyui
-    comfy = types.ModuleType("comfy")
-    comfy.samplers = types.ModuleType("comfy.samplers")
-    comfy.samplers.KSAMPLER = _KSAMPLER
-    monkeypatch.setitem(sys.modules, "comfy", comfy)
-    monkeypatch.setitem(sys.modules, "comfy.samplers", comfy.samplers)
     (_, cls), = comfyui.node_class_mappings()[0].items()
     return cls()
 
