@@ -62,3 +62,15 @@ def test_a_numpy_seed_array_sizes_the_pipeline_batch_like_a_list():
     pipe = Pipeline.load(model="eps")
     prompts, seeds = pipe._batch("a large red circle at the top left", None, np.array([4, 9]))
     assert seeds == [4, 9] and len(prompts) == 2
+
+
+def test_a_comfyui_seed_is_an_integer_never_parsed_or_truncated():
+    import numpy as np
+
+    from samplers.interop import comfyui
+
+    assert comfyui.comfy_seed(np.int64(5), 2) == 5 and comfyui.comfy_seed(torch.tensor(7), 1) == 7
+    assert comfyui.comfy_seed(2**70, 1) == 2**70 % (2**63 - 4096)
+    for bad in ("5", 7.5, 7.0, True):
+        with pytest.raises(InvalidType, match="ComfyUI's seed .*must be an integer.*noise_seed"):
+            comfyui.comfy_seed(bad, 1, where="extra_args['seed']")

@@ -48,12 +48,12 @@ import torch
 
 from ..core import labels, names
 from ..core.conversion import to_denoiser
-from ..core.errors import InvalidInput, InvalidOption, Unavailable
+from ..core.errors import InvalidInput, InvalidOption, InvalidType, Unavailable
 from ..core.files import DuplicateKey, unique_keys
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
 from ..core.seeds import SEED_LIMIT
-from ..core.validate import check_options
+from ..core.validate import check_options, integer
 
 COORDINATES = ("auto", "ve", "flow")
 
@@ -142,12 +142,17 @@ def comfy_seed(seed, batch: int, where: str = "seed"):
     are ≥ 0); ``where`` names where it came from in the message (ComfyUI's ``extra_args['seed']``)."""
     if seed is None:
         return None
-    if int(seed) < 0:
-        raise InvalidInput(f"ComfyUI's seed ({where} = {int(seed)}) is negative; ComfyUI's seeds are 0 to 2**64 - 1 "
+    try:  # an integer of any integral type; a string, a float or a bool is refused, not rounded or parsed
+        seed = integer(f"ComfyUI's seed ({where})", seed)
+    except InvalidType as e:
+        raise InvalidType(f"{e}: ComfyUI's seeds are integers 0 to 2**64 - 1 (its noise seed widget); pass an int "
+                          "in extra_args['seed'] (the sampler node's noise_seed)") from None
+    if seed < 0:
+        raise InvalidInput(f"ComfyUI's seed ({where} = {seed}) is negative; ComfyUI's seeds are 0 to 2**64 - 1 "
                            "(its noise seed widget): pass a seed >= 0 in extra_args['seed'] (the sampler node's "
                            "noise_seed)")
     limit = SEED_LIMIT - COMFY_MAX_BATCH
-    return int(seed) % limit if int(seed) >= limit else int(seed)
+    return seed % limit if seed >= limit else seed
 
 
 def _in_flow_coordinates(fn, model, x, sigmas, extra_args, callback, disable, options):
