@@ -319,12 +319,11 @@ def _unchanged(path: Path, saved: dict) -> None:
     """``saved`` (a cache file's content) is what this code wrote there: its ``digest`` (recorded when it was
     written: :func:`samplers.fitted.fitting.content_digest`) is that of the rest. A file without one (another
     program's, or an earlier version's) or edited since is refused, naming it and the fix."""
-    from samplers.fitted.fitting import content_digest
+    from samplers.fitted.fitting import digest_matches
 
-    digest = saved.get("digest")
-    if digest != content_digest({k: v for k, v in saved.items() if k != "digest"}):
+    if not digest_matches(saved):
         raise InvalidInput(f"the cached exact endpoints {path} " + (
-            "record no digest (an earlier samplers fit, or another program, wrote them)" if digest is None else
+            "record no digest (an earlier samplers fit, or another program, wrote them)" if "digest" not in saved else
             "do not match the digest recorded in them (they were changed after samplers fit wrote them)")
             + f"; {CACHE_FIX}")
 
@@ -368,10 +367,9 @@ def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extr
     ref = reference_endpoints(functools.partial(target.denoiser, **extra), x,
                               target.sigma_max if sigma is None else sigma, target.reference_tol)
     _finite_endpoints(ref, f"the {tag} starts")
-    from samplers.fitted.fitting import content_digest
+    from samplers.fitted.fitting import with_digest
 
-    saved = {"x": x, "reference": ref, "identity": target.identity}
-    write_torch(path, {**saved, "digest": content_digest(saved)})
+    write_torch(path, with_digest({"x": x, "reference": ref, "identity": target.identity}))
     return ref
 
 
@@ -414,10 +412,10 @@ class PoolReferences:
             ref = reference_endpoints(functools.partial(self.target.denoiser, **{k: v[rows] for k, v in extra.items()}),
                                       x[rows], sigma, self.target.reference_tol)
             _finite_endpoints(ref, f"{len(missing)} of the fit's other starts from σ = {sigma:g}")
-            from samplers.fitted.fitting import content_digest
+            from samplers.fitted.fitting import with_digest
 
             self.saved.update({keys[i]: r.clone() for i, r in zip(missing, ref)})
-            write_torch(self.path, {"endpoints": self.saved, "digest": content_digest({"endpoints": self.saved})})
+            write_torch(self.path, with_digest({"endpoints": self.saved}))
         found = [self.saved[k] for k in keys]
         if any(r.shape != x.shape[1:] or r.dtype != x.dtype for r in found):
             raise InvalidInput(f"the cached exact endpoints {self.path} hold an endpoint of another shape or dtype "

@@ -675,6 +675,16 @@ def content_digest(obj) -> str:
     return h.hexdigest()
 
 
+def with_digest(content: dict) -> dict:
+    """``content`` with its :func:`content_digest` under ``"digest"``: how a file under ``<out>/.work`` is written."""
+    return {**content, "digest": content_digest(content)}
+
+
+def digest_matches(saved: dict) -> bool:
+    """Whether ``saved`` (a file under ``<out>/.work`` read back) holds the digest of the rest of its content."""
+    return saved.get("digest") == content_digest({k: v for k, v in saved.items() if k != "digest"})
+
+
 def read_saved(path: str | Path, what: str, fix: str) -> dict:
     """A dict written with :func:`samplers.core.files.write_torch` (a fit's saved state, cached exact endpoints),
     read with ``torch.load(weights_only=True)``: nothing in the file runs. A file that cannot be read (truncated, a
@@ -766,7 +776,7 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
                          "params": [t.detach().clone() for t in params.tensors()],
                          "opt": opt.state_dict(), "decay": decay.state_dict(),
                          "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}}
-                write_torch(state_path, {**state, "digest": content_digest(state)})
+                write_torch(state_path, with_digest(state))
     return best[1], best[0], best[2]
 
 
@@ -824,7 +834,7 @@ def _check_state(state: dict, path, params: Params, trained: list, opt, decay, c
         raise bad("holds an optimiser state other than Adam's finite moments of this fit's parameters")
     if not (isinstance(state["decay"], dict) and state["decay"].get("last_epoch") == it):
         raise bad(f"holds a learning-rate schedule that is not at iteration {it}")
-    if state["digest"] != content_digest({k: v for k, v in state.items() if k != "digest"}):
+    if not digest_matches(state):
         raise bad("does not match the digest the fit recorded in it (it was changed after it was written)")
     try:
         opt.load_state_dict(state["opt"])
