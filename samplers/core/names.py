@@ -129,8 +129,7 @@ def resolve(name: str) -> Label:
         _unknown(name, None)
     # a tool's entry whose exact spelling an earlier table has (ComfyUI's "lms", "er_sde": the registry's when typed)
     # is reached only with its prefix, so a variant spelling stands for the earlier table's name, as that spelling does
-    reachable = [f for f in matches if f.source == "registry" or not any(
-        _lookup(source, f.label, exact=True) is not None for source in _SOURCES[:_SOURCES.index(f.source)])]
+    reachable = [f for f in matches if not _shadowed(f)]
     matches = reachable or matches
     runs = {}
     for found in matches:
@@ -159,13 +158,17 @@ def _runs(found: Label) -> tuple:
             found.model_range, found.sigmas)
 
 
+def _shadowed(found: Label) -> bool:
+    """Whether a tool's entry is spelt exactly as an earlier table's name, so that typed alone it is that name."""
+    return found.source != "registry" and any(_lookup(source, found.label, exact=True) is not None
+                                              for source in _SOURCES[:_SOURCES.index(found.source)])
+
+
 def _spelling(found: Label) -> str:
     """The exact spelling of the table entry a normalised lookup found (with its table's prefix where that spelling
     typed alone reaches an earlier table: ComfyUI's ``dpm_2`` is ``"comfyui:dpm_2"``)."""
     if found.source != "registry":
-        earlier = _SOURCES[:_SOURCES.index(found.source)]
-        shadowed = any(_lookup(source, found.label, exact=True) is not None for source in earlier)
-        return f"{found.source}:{found.label}" if shadowed else found.label
+        return f"{found.source}:{found.label}" if _shadowed(found) else found.label
     spec = SAMPLERS.get(found.sampler)
     return next(k for k in (spec.name, *spec.aliases) if _normalise(k) == _normalise(found.label))
 
