@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -16,6 +17,42 @@ from samplers.core.argtypes import cfg_scale, out_folder
 from samplers.core.errors import InvalidInput
 from samplers.core.validate import distinct
 
+# txt2img's own arguments, which a sampler option must not shadow, and the options a command line cannot use
+_NOT_OPTIONS = {"sampler": "set it with --sampler", "schedule": "set it with --schedule", "steps": "set it with --steps",
+                "cfg": "set it with --cfg", "width": "set it with --width", "height": "set it with --height",
+                "seed": "set it with --seed: each image's seed seeds the noise its sampler draws too",
+                "batch": "give one --seed per image", "prompt": "the prompt is the command's first argument",
+                "allow_other_model": "set it with --allow-other-model", "output": "set the PNG path with --out",
+                "progress": "the command always shows its progress",
+                "info": "it is a dict the sampler fills for a Python caller, which the command would not show"}
+
+
+def sampler_option(text: str) -> tuple[str, object]:
+    """``--option KEY=VALUE``: VALUE read as JSON (``0.5``, ``true``, ``[[2, 1, 0.1, 2]]``, ``"karras"``), else
+    kept as the string given (``noise_sampler=brownian``); the sampler's own rules check it, as they check the
+    library's keyword arguments."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"an option is KEY=VALUE with KEY a sampler option's name, e.g. eta=0.5 or "
+                                         f"noise_sampler=brownian (docs/samplers.md lists each sampler's options); got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def _sampler_options(pairs: list[tuple[str, object]]) -> dict:
+    """The ``--option`` pairs as keyword arguments: each key once, none of them txt2img's own arguments."""
+    options: dict = {}
+    for key, value in pairs:
+        if key in _NOT_OPTIONS:
+            raise InvalidInput(f"--option {key}=... is not a sampler option on the command line: "
+                               f"{_NOT_OPTIONS[key]}")
+        if key in options:
+            raise InvalidInput(f"--option {key} is given twice ({options[key]!r} and {value!r}); give it once")
+        options[key] = value
+    return options
 
 
 def _check_out(path: str | Path, images: int = 1) -> Path:
@@ -108,7 +145,9 @@ def _run_generate(args) -> int:
         raise InvalidInput("--allow-other-model applies to a fitted solver (--sampler fitted:PATH), which refuses "
                            f"another model; {args.sampler or 'the default sampler'!r} runs on any model without it")
     out = _check_out(args.out, len(args.seed))
-    options = {"allow_other_model": True} if args.allow_other_model else {}
+    options = _sampler_options(args.option)
+    if args.allow_other_model:
+        options["allow_other_model"] = True
     if args.sampler is not None:  # the name, a fitted file, its steps: before the weights are read and hashed
         check_sampler(args.sampler, args.schedule, args.steps, options, _kind(args))
     seeds = args.seed if len(args.seed) > 1 else args.seed[0]
@@ -192,6 +231,9 @@ def add_commands(subparsers) -> None:
     g.add_argument("--out", default="generated.png", help="PNG path; several seeds write <stem>-<k>.png")
     g.add_argument("--allow-other-model", action="store_true",
                    help="run a fitted solver (--sampler fitted:PATH) on a model other than the one it was fitted to")
+    g.add_argument("--option", type=sampler_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="a sampler option, e.g. --option eta=0.5 --option noise_sampler=brownian (VALUE read as "
+                        "JSON, else as text; docs/samplers.md lists each sampler's options and defaults)")
     g.set_defaults(fn=_generate)
 
     c = subparsers.add_parser("compare", help="labelled PNG grid of samplers × step counts (same prompt and seed) + table")

@@ -204,3 +204,39 @@ def test_adherence_prints_the_device_it_runs_on(monkeypatch):
     with pytest.raises(Stop):
         adherence.run(out=out)
     assert "on CPU (" in out.getvalue()
+
+
+# ---- generate --option KEY=VALUE: a sampler's options from the command line, checked by the sampler's rules
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--sampler", "euler_ancestral", "--option", "eta=abc"], ["eta must be a real number", "'abc'"]),
+    (["--sampler", "euler_ancestral", "--option", "etta=0.5"], ["no option 'etta'", "eta"]),
+    (["--option", "bogus=1"], ["dpmpp_2m has no option 'bogus'"]),  # the model's default sampler
+    (["--sampler", "euler_ancestral", "--option", "eta=0.5", "--option", "eta=0.6"], ["eta is given twice"]),
+    (["--sampler", "euler_ancestral", "--option", "seed=3"], ["seed", "--seed"]),
+    (["--option", "steps=8"], ["steps", "--steps"]),
+    (["--sampler", "dpm_adaptive", "--option", "info={}"], ["info", "would not show"]),
+    (["--sampler", "euler_ancestral", "--option", "eta"], ["KEY=VALUE", "'eta'"]),
+    (["--sampler", "euler_ancestral", "--option", "=0.5"], ["KEY=VALUE"]),
+])
+def test_generate_refuses_a_bad_sampler_option_before_loading(capsys, no_load, tmp_path, args, words):
+    _refused(capsys, ["generate", "a red circle", "--steps", "4", *args, "--out", str(tmp_path / "x.png")], *words)
+
+
+def test_generate_passes_its_options_to_the_sampler(tmp_path):
+    """euler_ancestral with eta=0 takes no noise: euler's steps, so the same image byte for byte; with its default
+    eta=1 another image. A value is JSON where it parses (0, 0.0), else text (noise_sampler=brownian)."""
+    from samplers.cli import main
+
+    def image(name, *args):
+        path = tmp_path / f"{name}.png"
+        assert main(["generate", "a large red circle at the top left", "--steps", "4", "--seed", "3",
+                     "--out", str(path), *args]) == 0
+        return path.read_bytes()
+
+    euler = image("euler", "--sampler", "euler")
+    assert image("eta0", "--sampler", "euler_ancestral", "--option", "eta=0") == euler
+    assert image("eta1", "--sampler", "euler_ancestral") != euler
+    tree = image("tree", "--sampler", "euler_ancestral", "--option", "noise_sampler=brownian_tree")
+    assert tree != image("eta1b", "--sampler", "euler_ancestral")
