@@ -186,15 +186,16 @@ def test_the_seed_comes_from_extra_args():
 
 
 def test_comfyuis_whole_seed_range_is_taken():
-    """ComfyUI's seeds run to 2**64 − 1; this library's below 2**63 (item k: seed + k)."""
+    """ComfyUI's seeds run to 2**64 − 1, this library's too; the top 4096 leave no room for ComfyUI's largest batch
+    (item k: seed + k) and are taken modulo 2**64 − 4096."""
     sampler = KSAMPLER(comfyui.ksampler_function("euler_ancestral"))
     top, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=2**64 - 1)
-    wrapped, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=(2**64 - 1) % (2**63 - 4096))
+    wrapped, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=(2**64 - 1) % (2**64 - 4096))
     torch.testing.assert_close(top, wrapped, rtol=0, atol=0)
     assert comfyui.comfy_seed(5, 2) == 5 and comfyui.comfy_seed(None, 2) is None
 
 
-@pytest.mark.parametrize("seed", [2**63 - 2, 2**63 + 5, 2**64 - 1, 0xDEADBEEFCAFEBABE])
+@pytest.mark.parametrize("seed", [2**63 - 2, 2**63 + 5, 2**64 - 4097, 2**64 - 1, 0xDEADBEEFCAFEBABE])
 def test_a_large_comfyui_seed_gives_image_0_whatever_the_batch(seed):
     """The map of ComfyUI's seed does not depend on the batch (it was modulo 2**63 − batch: image 0 of a batch of 2
     was 2.7-3.2 from the same image alone for seeds ComfyUI draws half the time)."""
@@ -212,6 +213,20 @@ def test_comfyui_labels_bring_their_noise():
     x = GM.noise(2, seed=3) * math.sqrt(1 + float(EPS_SIGMAS[0]) ** 2)
     tree = samplers.core.brownian.BrownianTreeNoiseSampler(x, float(EPS_SIGMAS[-2]), float(EPS_SIGMAS[0]),
                                                           seed=[7, 8], cpu=True)
+    torch.testing.assert_close(out, samplers.sample("dpmpp_2m_sde", GM.denoiser, x, EPS_SIGMAS, noise_sampler=tree,
+                                                    disable=True))
+
+
+@pytest.mark.parametrize("seed", [2**63 - 4089, 2**63 + 5, 0xDEADBEEFCAFEBABE, 2**64 - 4097])
+def test_comfyuis_tree_is_drawn_from_its_whole_seed_for_one_image(seed):
+    """ComfyUI's dpmpp_2m_sde seeds its CPU Brownian tree with the whole seed, up to 2**64 − 1 (torchsde takes any):
+    one image gets the same numbers here (seeds from 2**63 − 4096 up were taken modulo 2**63 − 4096, so 2**63 − 4089
+    ran seed 7's tree)."""
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:dpmpp_2m_sde")), EPS(), GM.denoiser, EPS_SIGMAS,
+                        seed=seed, batch=1)
+    x = GM.noise(1, seed=3) * math.sqrt(1 + float(EPS_SIGMAS[0]) ** 2)
+    tree = samplers.core.brownian.BrownianTreeNoiseSampler(x, float(EPS_SIGMAS[-2]), float(EPS_SIGMAS[0]), seed=seed,
+                                                          cpu=True)  # ComfyUI's: one tree, its seed, on the CPU
     torch.testing.assert_close(out, samplers.sample("dpmpp_2m_sde", GM.denoiser, x, EPS_SIGMAS, noise_sampler=tree,
                                                     disable=True))
 

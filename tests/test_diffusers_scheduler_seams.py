@@ -81,7 +81,7 @@ def test_a_partial_ddim_config_is_refused_for_its_default_clip_sample():
 
 @pytest.mark.parametrize("seed, error", [(1.5, InvalidType), (1.0, InvalidType), ("1", InvalidType),
                                          (True, InvalidType), ([1, 2], InvalidType), (-1, InvalidInput),
-                                         (2**63, InvalidInput)])
+                                         (2**64, InvalidInput)])
 def test_a_seed_that_is_not_an_integer_in_range_is_refused_in_the_constructor(seed, error):
     config = EulerAncestralDiscreteScheduler.from_config(SDXL).config
     with pytest.raises(error, match="seed"):

@@ -70,7 +70,10 @@ def test_a_comfyui_seed_is_an_integer_never_parsed_or_truncated():
     from samplers.interop import comfyui
 
     assert comfyui.comfy_seed(np.int64(5), 2) == 5 and comfyui.comfy_seed(torch.tensor(7), 1) == 7
-    assert comfyui.comfy_seed(2**70, 1) == 2**70 % (2**63 - 4096)
+    assert comfyui.comfy_seed(2**64 - 1, 1) == (2**64 - 1) % (2**64 - 4096)
+    for above in (2**64, 2**70):  # ComfyUI's widget stops at 2**64 - 1: not wrapped to another seed
+        with pytest.raises(InvalidInput, match="outside 0 to 2\\*\\*64 - 1"):
+            comfyui.comfy_seed(above, 1)
     for bad in ("5", 7.5, 7.0, True):
         with pytest.raises(InvalidType, match="ComfyUI's seed .*must be an integer.*noise_seed"):
             comfyui.comfy_seed(bad, 1, where="extra_args['seed']")

@@ -98,7 +98,8 @@ def test_deterministic_samplers_leave_the_global_generator_alone(name):
 @pytest.mark.parametrize("seed, error", [
     ("12", samplers.InvalidType), ([1.9, 2.9], samplers.InvalidType), (2**70, samplers.InvalidInput),
     (-1, samplers.InvalidInput), (True, samplers.InvalidType), ([1, 2, 3], samplers.InvalidInput),
-    (2**63 - 1, samplers.InvalidInput),  # item 1 would need 2**63
+    (2**64 - 1, samplers.InvalidInput),  # item 1 would need 2**64
+    (2**64, samplers.InvalidInput),  # beyond what torch's generators take
 ])
 def test_seeds_are_never_coerced(seed, error):
     with pytest.raises(error):

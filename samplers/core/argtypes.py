@@ -75,7 +75,7 @@ cfg_scale.__name__ = "guidance scale"
 
 # Seeds a command line takes: 0 <= seed < SEED_MAX. The seeds derived from one (benchmarks.common.item_seeds:
 # seed * 100 003 + item + stream; samplers fit: seed * 1 000 003 + item; data streams seed + 50 000) then stay far
-# below samplers.core.seeds.SEED_LIMIT (2**63), which every generator seed must (tests/test_bench_cli_seams.py
+# below samplers.core.seeds.SEED_LIMIT (2**64), which every generator seed must (tests/test_bench_cli_seams.py
 # checks the margin): a negative or huge seed is refused here, never wrapped to another or failed in a cell.
 SEED_MAX = 2**32
 

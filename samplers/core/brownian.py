@@ -36,7 +36,7 @@ from typing import Sequence
 
 import torch
 
-from .seeds import generators, resolve_seeds
+from .seeds import generators, resolve_seeds, tree_seeds
 from .errors import InvalidInput
 
 # The path is seeded by a mix of the user's seed so that it is not the stream of the initial latent noise
@@ -52,7 +52,7 @@ def brownian_paths(seeds: Sequence[int], size: tuple, t0: float, t1: float, *, d
     from torchsde import BrownianInterval
 
     return [BrownianInterval(t0=t0, t1=t1, size=size, dtype=dtype, device=device,
-                             entropy=(int(s) ^ _PATH_MIX) % 2**63, tol=tol, halfway_tree=True,
+                             entropy=int(s) ^ _PATH_MIX, tol=tol, halfway_tree=True,
                              levy_area_approximation="space-time")
             for s in seeds]
 
@@ -175,7 +175,8 @@ class BatchedBrownianTree:
     ``seed`` decides the batching, as in k-diffusion: an int is one tree over the whole tensor ``x`` (a batch
     then shares one path of shape ``x.shape``: ComfyUI passes its one ``seed`` so); a list or tuple is one tree
     per batch item, item k seeded ``seed[k]`` (A1111 passes the images' seeds so: batch invariant); ``None``
-    draws one int from torch's global generator (``torch.randint(0, 2**63 - 1, [])``, as k-diffusion does).
+    draws one int from torch's global generator (``torch.randint(0, 2**63 - 1, [])``, as k-diffusion does). A seed
+    is an integer >= 0 of any size, as k-diffusion's tree takes it (:func:`samplers.core.seeds.tree_seeds`).
 
     ``cpu=False`` draws the trees on ``x.device`` (k-diffusion itself, ComfyUI's ``*_gpu`` samplers: the numbers
     depend on that device's generator); ``cpu=True`` draws them on the CPU, with the query times rounded to
@@ -192,13 +193,11 @@ class BatchedBrownianTree:
         w0 = torch.zeros_like(x) if w0 is None else w0
         if seed is None:
             seed = int(torch.randint(0, 2**63 - 1, []).item())
-        self.batched = isinstance(seed, (list, tuple))
+        seed = tree_seeds(seed, x.shape[0])
+        self.batched = isinstance(seed, list)
         if self.batched:
-            if len(seed) != x.shape[0]:
-                raise InvalidInput(f"got {len(seed)} seeds for a batch of {x.shape[0]}: pass one seed per batch item "
-                                 "(one tree each) or one int (one tree for the whole batch)")
             w0 = w0[0]
-        seeds = list(seed) if self.batched else [seed]
+        seeds = seed if self.batched else [seed]
         self.cpu = cpu
         self.device, self.dtype = x.device, x.dtype
         if cpu:

@@ -20,8 +20,10 @@ from .seeds import generators, resolve_seeds
 NoiseSampler = Callable[[float, float], torch.Tensor]
 
 # In-loop noise uses a stream derived from the user's seed, so that it is not the same stream as the
-# initial latent noise drawn with `seeded_randn(..., seeds)` (the two would otherwise be correlated).
-_STREAM_MIX = 0x9E3779B97F4A7C15
+# initial latent noise drawn with `seeded_randn(..., seeds)` (the two would otherwise be correlated). The stream of
+# seed s is s ^ _STREAM_MIX, a bijection of [0, 2**64); for seeds below 2**63 it is the stream they always had,
+# (s ^ 0x9E3779B97F4A7C15) mod 2**63, when seeds stopped there.
+_STREAM_MIX = 0x1E3779B97F4A7C15
 
 
 class SeededNoise:
@@ -37,7 +39,7 @@ class SeededNoise:
         """Restart every item's stream as a new ``SeededNoise(like, seeds)`` would (in place: the generators
         stay the same objects, so a captured CUDA graph that draws from them sees the new seeds)."""
         for g, s in zip(self.generators, seeds, strict=True):
-            g.manual_seed((s ^ _STREAM_MIX) % 2**63)
+            g.manual_seed(s ^ _STREAM_MIX)
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         return torch.stack([torch.randn(self.shape, generator=g, device=self.device, dtype=self.dtype)

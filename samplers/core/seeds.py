@@ -11,10 +11,13 @@ import torch
 from .errors import InvalidInput, InvalidType
 
 
-SEED_LIMIT = 2**63  # torch generators take seeds below this; a larger one would silently wrap to another seed
+# torch's generators take seeds 0 to 2**64 - 1 (manual_seed refuses a larger one). CUDA's reads all 64 bits; the
+# CPU's (mt19937) reads only the low 32, so on the CPU seeds that differ by a multiple of 2**32 draw the same numbers
+# (as they do in every tool that seeds torch's CPU generator: diffusers, ComfyUI, A1111)
+SEED_LIMIT = 2**64
 
 
-def _one_seed(value, what: str) -> int:
+def _one_seed(value, what: str, limit: int | None = SEED_LIMIT) -> int:
     if isinstance(value, bool) or isinstance(value, (str, bytes)):
         raise InvalidType(f"{what} must be an integer, got {value!r}")
     if isinstance(value, torch.Tensor):
@@ -27,8 +30,11 @@ def _one_seed(value, what: str) -> int:
     except TypeError:
         raise InvalidType(f"{what} must be an integer, got {value!r} ({type(value).__name__}); round it yourself if "
                           "that is what you mean") from None
-    if not 0 <= seed < SEED_LIMIT:
-        raise InvalidInput(f"{what} = {seed} is outside 0 <= seed < 2**63 (a generator would wrap it to another seed)")
+    if seed < 0 or (limit is not None and seed >= limit):
+        if limit is None:
+            raise InvalidInput(f"{what} = {seed} is negative; a seed is an integer >= 0")
+        raise InvalidInput(f"{what} = {seed} is outside 0 <= seed < 2**64, the seeds torch's generators take; pass a seed "
+                           "in that range")
     return seed
 
 
@@ -43,7 +49,8 @@ def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
     or numpy array).
 
     ``None`` draws one base seed from torch's global generator, so ``torch.manual_seed`` still makes a
-    run reproducible. Seeds are integers in [0, 2**63); nothing is rounded or wrapped.
+    run reproducible. Seeds are integers in [0, 2**64), what torch's generators take; nothing is rounded or wrapped
+    (torch's CPU generator itself reads only a seed's low 32 bits: :data:`SEED_LIMIT`).
     """
     if seed is None:
         seed = int(torch.randint(0, 2**62, (), device="cpu"))
@@ -52,7 +59,8 @@ def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
     if not is_seed_list(seed):
         base = _one_seed(seed, "seed")
         if base + batch > SEED_LIMIT:
-            raise InvalidInput(f"seed = {base} leaves no room for {batch} items (item k uses seed + k < 2**63)")
+            raise InvalidInput(f"seed = {base} leaves no room for {batch} items (item k uses seed + k < 2**64); pass a "
+                               f"seed <= {SEED_LIMIT - batch}, or one seed per item")
         return [base + k for k in range(batch)]
     items = seed.tolist() if isinstance(seed, (torch.Tensor, np.ndarray)) else list(seed)
     seeds = [_one_seed(s, f"seed[{k}]") for k, s in enumerate(items)]
@@ -61,11 +69,28 @@ def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
     return seeds
 
 
+def tree_seeds(seed, batch: int) -> list[int] | int:
+    """The seed of k-diffusion's Brownian tree (:class:`samplers.core.brownian.BatchedBrownianTree`) as k-diffusion
+    takes it: one integer >= 0 of any size (numpy's SeedSequence behind torchsde's tree takes any), one tree for the
+    whole batch; or a list or tuple of them, one tree per item. A float, string or bool is refused, not rounded or
+    parsed; so is an array or tensor, which k-diffusion would take as one tree's entropy, not one seed per item."""
+    if isinstance(seed, (torch.Tensor, np.ndarray)) and seed.ndim > 0:
+        raise InvalidType(f"seed is a {type(seed).__name__} of shape {tuple(seed.shape)}: k-diffusion's Brownian tree "
+                          "takes one int (one tree for the batch) or a list of ints (one tree per item); pass "
+                          "seed.tolist() for one tree per item")
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != batch:
+            raise InvalidInput(f"got {len(seed)} seeds for a batch of {batch}: pass one seed per batch item (one tree "
+                               "each) or one int (one tree for the whole batch)")
+        return [_one_seed(s, f"seed[{k}]", limit=None) for k, s in enumerate(seed)]
+    return _one_seed(seed, "seed", limit=None)
+
+
 def generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
     gens = []
     for s in seeds:
         g = torch.Generator(device=device)
-        g.manual_seed(int(s) % SEED_LIMIT)  # derived streams (seed ^ mix) may exceed it: wrap those, not users' seeds
+        g.manual_seed(int(s))  # a seed, or a stream derived from one by a bijection of [0, 2**64)
         gens.append(g)
     return gens
 

@@ -135,11 +135,13 @@ COMFY_MAX_BATCH = 4096
 
 
 def comfy_seed(seed, batch: int, where: str = "seed"):
-    """ComfyUI's seed (0 to 2**64 − 1) as this library's: item k of a batch uses seed + k below 2**63, so a seed that
-    leaves no room for ComfyUI's largest batch is taken modulo 2**63 − 4096 (seeds below that are used as they
-    are). The map does not depend on ``batch``, so image k is the same in any batch (it did: modulo 2**63 − batch).
-    None (no seed) stays None: the run then draws one from torch's generator. A negative seed is refused (ComfyUI's
-    are ≥ 0); ``where`` names where it came from in the message (ComfyUI's ``extra_args['seed']``)."""
+    """ComfyUI's seed (0 to 2**64 − 1, its noise seed widget) as this library's: item k of a batch uses seed + k
+    below 2**64, so a seed that leaves no room for ComfyUI's largest batch (the top 4096) is taken modulo
+    2**64 − 4096; every other seed is used as it is, so image 0 gets ComfyUI's own numbers where the library
+    reproduces them (its Brownian tree). The map does not depend on ``batch``, so image k is the same in any batch.
+    None (no seed) stays None: the run then draws one from torch's generator. A negative seed, or one above
+    2**64 − 1, is refused (ComfyUI has none); ``where`` names where it came from in the message (ComfyUI's
+    ``extra_args['seed']``)."""
     if seed is None:
         return None
     try:  # an integer of any integral type; a string, a float or a bool is refused, not rounded or parsed
@@ -147,9 +149,9 @@ def comfy_seed(seed, batch: int, where: str = "seed"):
     except InvalidType as e:
         raise InvalidType(f"{e}: ComfyUI's seeds are integers 0 to 2**64 - 1 (its noise seed widget); pass an int "
                           "in extra_args['seed'] (the sampler node's noise_seed)") from None
-    if seed < 0:
-        raise InvalidInput(f"ComfyUI's seed ({where} = {seed}) is negative; ComfyUI's seeds are 0 to 2**64 - 1 "
-                           "(its noise seed widget): pass a seed >= 0 in extra_args['seed'] (the sampler node's "
+    if not 0 <= seed < SEED_LIMIT:
+        raise InvalidInput(f"ComfyUI's seed ({where} = {seed}) is outside 0 to 2**64 - 1, the seeds of ComfyUI's "
+                           "noise seed widget: pass a seed in that range in extra_args['seed'] (the sampler node's "
                            "noise_seed)")
     limit = SEED_LIMIT - COMFY_MAX_BATCH
     return seed % limit if seed >= limit else seed
