@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from ..core import names, registry, steps
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
+from ..core.conversion import state_dtype
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.noise import SeededNoise
 from ..core.run import read_sigmas
@@ -196,23 +197,33 @@ def linear_multistep_coeff(order, t, i, j):
 
 
 class _GlobalDraws:
-    """k-diffusion's global-generator noise, drawn where k-diffusion draws it.
+    """k-diffusion's global-generator noise, drawn where k-diffusion draws it and in the dtype it draws in.
 
     k-diffusion draws ``torch.randn_like(x)`` at fixed points of a run, also where the draw is then multiplied by 0.
     ``slots`` lists those points in order, each by the σ at which the draw happens (``None``: whichever comes next;
     ``slots=None``: as many as requested). A request from the registry sampler draws, and discards, the slots before
     its own; :meth:`finish` draws the rest (up to ``total`` draws when ``slots`` is None). The run then uses
     k-diffusion's numbers and leaves torch's generator where k-diffusion leaves it.
+
+    Each draw is made in the dtype k-diffusion draws in (a float64 draw is other numbers than a float32 one and
+    advances the generator differently): the input ``x``'s for the ancestral and DPM-Solver samplers
+    (``default_noise_sampler(x)``); for the EDM churn of ``sample_euler`` / ``_heun`` / ``_dpm_2`` (slot k drawn in
+    step k) that of k-diffusion's running x, from the second step on :func:`_running_dtype` of the schedule
+    ``running``. A draw in another dtype than ``x``'s reaches the sampler in the run's state dtype.
     """
 
-    def __init__(self, x: torch.Tensor, slots: list | None):
+    def __init__(self, x: torch.Tensor, slots: list | None, running: torch.Tensor | None = None):
         self.x = x
         self.slots = slots
         self.drawn = 0
+        self.later = x.dtype if running is None else _running_dtype(x, running)
+        self.state = state_dtype(x.dtype)
 
     def _draw(self) -> torch.Tensor:
+        dtype = self.x.dtype if self.drawn == 0 else self.later
         self.drawn += 1
-        return torch.randn_like(self.x)
+        draw = torch.randn_like(self.x, dtype=dtype)
+        return draw if dtype == self.x.dtype else draw.to(self.state)
 
     def __call__(self, sigma, sigma_next) -> torch.Tensor:
         if self.slots is None:
@@ -230,6 +241,13 @@ class _GlobalDraws:
         total = len(self.slots) if total is None else total
         while self.drawn < total:
             self._draw()
+
+
+def _running_dtype(x: torch.Tensor, sigmas: torch.Tensor) -> torch.dtype:
+    """The dtype of k-diffusion's running x from its second step on: its ``to_d`` divides by σ with x's dimensions
+    appended (a tensor, not a 0-d one), which promotes x with the schedule (float32 latents on float64 σ: float64;
+    float16 on float32: float32). For a model that returns its input's dtype, as k-diffusion's wrappers do."""
+    return torch.promote_types(x.dtype, sigmas.dtype)
 
 
 def _as_noise(noise_sampler: Callable, sigmas: torch.Tensor) -> Callable:
@@ -346,11 +364,12 @@ def _seeded(x, noise_sampler, seed):
     return noise_sampler if seed is None else SeededNoise(x, resolve_seeds(seed, x.shape[0]))
 
 
-def _noise(x, sigmas: torch.Tensor, noise_sampler, seed, slots: list | None):
-    """The noise of a drop-in run: k-diffusion's global-generator draws at ``slots``, the caller's noise sampler
-    (called as k-diffusion calls it), or for ``seed=`` this library's seeded noise."""
+def _noise(x, sigmas: torch.Tensor, noise_sampler, seed, slots: list | None, running: bool = False):
+    """The noise of a drop-in run: k-diffusion's global-generator draws at ``slots`` (on its running x where
+    ``running``, else on the input), the caller's noise sampler (called as k-diffusion calls it), or for ``seed=``
+    this library's seeded noise."""
     if noise_sampler is None and seed is None:
-        return _GlobalDraws(x, slots)
+        return _GlobalDraws(x, slots, sigmas if running else None)
     return _seeded(x, noise_sampler, seed) if seed is not None else _as_noise(noise_sampler, sigmas)
 
 
@@ -360,12 +379,13 @@ def _finish(noise, total: int | None = None) -> None:
 
 
 def _churned(name, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise, seed):
-    """A registry sampler with EDM churn, its churn noise drawn as k-diffusion's: ``randn_like(x)`` at every step."""
+    """A registry sampler with EDM churn, its churn noise drawn as k-diffusion's: ``randn_like(x)`` on its running x
+    at every step."""
     churn = _reals(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
     sigmas = _sigmas_1d(sigmas)
     if len(sigmas) < 2:
         return x
-    noise = _noise(x, sigmas, None, seed, read_sigmas(sigmas)[:-1])
+    noise = _noise(x, sigmas, None, seed, read_sigmas(sigmas)[:-1], running=True)
     x = _run(name, model, x, sigmas, extra_args, callback, disable, noise_sampler=noise, **churn)
     _finish(noise)
     return x

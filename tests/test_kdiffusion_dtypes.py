@@ -1,0 +1,135 @@
+"""The k-diffusion drop-in's global-generator draws when latents and schedule differ in dtype.
+
+k-diffusion's churn samplers (``sample_euler`` / ``_heun`` / ``_dpm_2``) draw ``torch.randn_like(x)`` on their
+running x, which ``to_d`` (a division by σ with x's dimensions appended) promotes with the schedule from the second
+step on: float32 latents on a float64 schedule draw float64 from step 2, other numbers that also advance the
+generator differently (for 16 or more elements). The ancestral and DPM-Solver samplers draw on the input x
+(``default_noise_sampler(x)``), the SDE samplers one ``randint`` for their tree's seed. After ``torch.manual_seed``
+the drop-in must make the same draws, in the same dtypes, give k-diffusion's result and leave the generator where
+k-diffusion leaves it (docs/kdiffusion.md).
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import pytest
+import torch
+
+from samplers.interop import kdiffusion as ours
+from samplers.problems import GaussianMixture
+from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
+
+try:
+    kd = kdiffusion_modules()[0]
+except KDiffusionUnavailable:
+    kd = None
+pytestmark = pytest.mark.skipif(kd is None, reason="k-diffusion is not installed: pip install --no-deps "
+                                                    "k-diffusion==0.1.1.post1 (make test does)")
+
+GM = GaussianMixture.default(shape=(2, 4, 4), components=3, seed=6)  # 32 elements: torch's vectorised randn path
+
+
+def model(x, sigma):
+    """A k-diffusion model wrapper returning its input's dtype (as k-diffusion's wrappers do)."""
+    return GM.denoiser(x.double(), sigma.double()).to(x.dtype)
+
+
+F16, BF16, F32, F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
+DTYPES = [F16, BF16, F32, F64]
+
+CHURN = [("sample_euler", {}), ("sample_euler", {"s_churn": 1.0}),
+         ("sample_euler", {"s_churn": 2.0, "s_tmin": 0.5, "s_tmax": 5.0}),  # draws discarded between used ones
+         ("sample_heun", {}), ("sample_heun", {"s_churn": 1.0}),
+         ("sample_dpm_2", {}), ("sample_dpm_2", {"s_churn": 1.0})]
+ANCESTRAL = [("sample_euler_ancestral", {}), ("sample_euler_ancestral", {"eta": 0.0}),
+             ("sample_dpm_2_ancestral", {}), ("sample_dpmpp_2s_ancestral", {"eta": 0.7})]
+SDE = [("sample_dpmpp_sde", {}), ("sample_dpmpp_2m_sde", {}), ("sample_dpmpp_3m_sde", {})]
+SCHEDULE_CASES = CHURN + ANCESTRAL
+
+
+class _Draws:
+    """Records the dtype of every ``torch.randn_like`` draw (k-diffusion's and the drop-in's alike)."""
+
+    def __init__(self, monkeypatch):
+        self.dtypes = []
+        real = torch.randn_like
+
+        def randn_like(*args, **kwargs):
+            out = real(*args, **kwargs)
+            self.dtypes.append(out.dtype)
+            return out
+        monkeypatch.setattr(torch, "randn_like", randn_like)
+
+    def take(self) -> list:
+        taken, self.dtypes = self.dtypes, []
+        return taken
+
+
+def run(module, name, *args, **options):
+    """(result, the generator's next draw) of one run after ``torch.manual_seed(0)``."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchsde's range warnings, the same on both sides
+        out = getattr(module, name)(model, *args, disable=True, **options)
+    return out, torch.randn(3)
+
+
+def both(monkeypatch, name, *args, **options):
+    draws = _Draws(monkeypatch)
+    out, after = run(ours, name, *args, **options)
+    mine = draws.take()
+    k_out, k_after = run(kd, name, *args, **options)
+    return (out, after, mine), (k_out, k_after, draws.take())
+
+
+def schedule_run(monkeypatch, name, options, x_dtype, sigma_dtype):
+    sigmas = kd.get_sigmas_karras(6, 0.03, 14.6).double().to(sigma_dtype)
+    x = (GM.noise(2, seed=3).double() * float(sigmas[0])).to(x_dtype)
+    return both(monkeypatch, name, x, sigmas, **options)
+
+
+def assert_same_draws(got, want):
+    (_, after, mine), (_, k_after, theirs) = got, want
+    assert mine == theirs, "the drop-in drew in other dtypes than k-diffusion"
+    assert torch.equal(after, k_after), "the global generator is left elsewhere than k-diffusion leaves it"
+
+
+@pytest.mark.parametrize("name,options", SCHEDULE_CASES, ids=[f"{n}-{o}" for n, o in SCHEDULE_CASES])
+@pytest.mark.parametrize("x_dtype,sigma_dtype", [(F32, F64), (F64, F32), (F32, F32), (F64, F64)],
+                         ids=["x32-s64", "x64-s32", "x32-s32", "x64-s64"])
+def test_result_and_generator_match_k_diffusion(monkeypatch, name, options, x_dtype, sigma_dtype):
+    got, want = schedule_run(monkeypatch, name, options, x_dtype, sigma_dtype)
+    assert_same_draws(got, want)
+    out, k_out = got[0], want[0]
+    assert out.dtype == x_dtype  # the drop-in keeps the latents' dtype (k-diffusion: the promoted one)
+    tol = 1e-12 if F32 not in (x_dtype, sigma_dtype) else 2e-6  # float32 rounding of the state or k-diffusion's σ
+    scale = float(k_out.abs().max())
+    torch.testing.assert_close(out.double(), k_out.double(), rtol=0, atol=tol * scale)
+
+
+@pytest.mark.parametrize("name,options", SCHEDULE_CASES + SDE, ids=[f"{n}-{o}" for n, o in SCHEDULE_CASES + SDE])
+def test_draws_in_k_diffusions_dtypes_for_every_pair_of_dtypes(monkeypatch, name, options):
+    # half-precision latents or schedules too: k-diffusion's σ arithmetic then rounds (its result is not compared
+    # here); what it draws, and where it leaves the generator, are the drop-in's to match exactly
+    for x_dtype, sigma_dtype in itertools.product(DTYPES, DTYPES):
+        got, want = schedule_run(monkeypatch, name, options, x_dtype, sigma_dtype)
+        assert_same_draws(got, want)
+
+
+def test_float32_latents_on_a_float64_schedule_draw_float64_after_the_first_step(monkeypatch):
+    got, want = schedule_run(monkeypatch, "sample_euler", {"s_churn": 1.0}, F32, F64)
+    assert want[2] == [F32] + [F64] * 5  # k-diffusion's own draws, which the drop-in must make
+    assert got[2] == want[2]
+
+
+@pytest.mark.parametrize("x_dtype", DTYPES)
+@pytest.mark.parametrize("name,options", [("sample_dpm_fast", {"n": 7, "eta": 1.0}),
+                                          ("sample_dpm_adaptive", {"eta": 1.0})])
+def test_dpm_solver_draws_match_k_diffusion(monkeypatch, name, options, x_dtype):
+    options = dict(options)
+    args = (0.03, 14.6) + ((options.pop("n"),) if "n" in options else ())
+    x = (GM.noise(2, seed=3).double() * 14.6).to(x_dtype)
+    got, want = both(monkeypatch, name, x, *args, **options)
+    assert_same_draws(got, want)
+    assert got[2]  # it drew
