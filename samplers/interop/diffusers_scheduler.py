@@ -219,6 +219,35 @@ _COMPATIBLES = [e.name for e in KarrasDiffusionSchedulers] + [
     "EDMDPMSolverMultistepScheduler"]
 
 
+@dataclass(frozen=True)
+class _StepDtypes:
+    """The dtypes a diffusers scheduler class's ``step`` returns, from those of its ``sample`` and ``model_output``
+    (diffusers 0.42.1; tests/test_shim_dtypes.py runs every class on every pair of float32 / float16 / bfloat16).
+
+    upcast: the class casts the sample to float32 before it computes x0 (so x0 is float32 from half inputs).
+    prev: the dtype of ``prev_sample``: "output" (the class casts its result to the model output's dtype), "x0"
+    (to its x0's: DPMSolverMultistep), "sample" (to the sample's: UniPC, SA-Solver's updates), or "promote"
+    (torch's promotion of the sample's and the model output's: plain arithmetic, float16 with bfloat16 is float32).
+    x0 (``pred_original_sample``, LCM's ``denoised``) is the model output itself where the model predicts x0 and no
+    boundary condition mixes in the sample (LCM's does), else the promotion of the (upcast) sample and the output.
+    """
+
+    upcast: bool
+    prev: str  # "output" | "x0" | "sample" | "promote"
+
+
+_STEP_DTYPES: dict[str, _StepDtypes] = {
+    **dict.fromkeys(["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "EDMEulerScheduler",
+                     "FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"], _StepDtypes(True, "output")),
+    "DPMSolverMultistepScheduler": _StepDtypes(False, "x0"),
+    **dict.fromkeys(["UniPCMultistepScheduler", "SASolverScheduler"], _StepDtypes(False, "sample")),
+    **dict.fromkeys(["DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDiscreteScheduler", "HeunDiscreteScheduler",
+                     "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler",
+                     "DPMSolverSinglestepScheduler", "DEISMultistepScheduler", "LCMScheduler",
+                     "EDMDPMSolverMultistepScheduler"], _StepDtypes(False, "promote")),
+}
+
+
 def _freeze(value):
     """A hashable copy of a config (its items sorted; list values become tuples)."""
     if isinstance(value, dict):
@@ -1338,9 +1367,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self._done = k + 1 == len(plan.calls)
             if self._done and not plan.evals:
                 self._top_up_draws(plan.idle)  # no sampler step ran (a grid that is all repeat): the class's draws
-            prev = sample.clone()
+            prev_dtype, x0_dtype = self._step_dtypes(sample, model_output)
+            prev = sample.to(prev_dtype, copy=True)
             self._last_prev = prev
-            return self._output(prev, denoised.to(sample.dtype), return_dict)
+            return self._output(prev, denoised.to(x0_dtype), return_dict)
 
         replay = _Replay(self._denoised, self._injected, self._supports_inf)
         options = dict(self._run_options)
@@ -1368,9 +1398,27 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                   "it planned; its evaluation points are not fixed by the schedule") from None
             sigma_next = plan.evals[k + 1]
         self._step_index = (self._begin_index or 0) + k + 1
-        prev = self._from_state(x, sigma_next).to(sample.dtype)
+        prev_dtype, x0_dtype = self._step_dtypes(sample, model_output)
+        prev = self._from_state(x, sigma_next).to(prev_dtype)
         self._last_prev = prev
-        return self._output(prev, denoised.to(sample.dtype), return_dict)
+        return self._output(prev, denoised.to(x0_dtype), return_dict)
+
+    def _step_dtypes(self, sample: torch.Tensor, model_output: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
+        """The dtypes of (prev_sample, pred_original_sample) that the source class's ``step`` returns for these
+        inputs (``_STEP_DTYPES``; the sampler's state stays float32 / float64 whatever they are). Where the class
+        returns no x0 (``sources.STEP_RETURNS_PREV_ONLY``) the shim's has prev_sample's dtype; without a source
+        class both have the sample's."""
+        rule = _STEP_DTYPES.get(self._source_name)
+        if rule is None:
+            return sample.dtype, sample.dtype
+        out = model_output.dtype
+        if self.prediction == "x0" and "lcm" not in self._source.x0:
+            x0 = out  # the model's own prediction, passed through
+        else:
+            x0 = torch.promote_types(torch.float32 if rule.upcast else sample.dtype, out)
+        prev = {"output": out, "x0": x0, "sample": sample.dtype,
+                "promote": torch.promote_types(sample.dtype, out)}[rule.prev]
+        return prev, (prev if self._source_name in sources.STEP_RETURNS_PREV_ONLY else x0)
 
     def _output(self, prev: torch.Tensor, pred: torch.Tensor, return_dict: bool):
         """step's result; with ``return_dict=False`` the tuple the source class returns: (prev_sample,) for the

@@ -1,0 +1,114 @@
+"""SamplerScheduler.step returns the dtypes the diffusers class it stands in for returns (prev_sample and its x0),
+for every pair of sample / model output dtypes among float32, float16 and bfloat16, with the class's values.
+
+The reference is diffusers itself, run here on the same loop: the rule the shim follows (``_STEP_DTYPES``) is read
+off the classes' sources (Euler and the flow / EDM Euler classes upcast the sample to float32 and cast the result to
+the model output's dtype; DPMSolverMultistep casts to its x0's; UniPC and SA-Solver to the sample's; the rest promote).
+The shim keeps its sampler state in float32, so in half precision the values differ by the class's own rounding.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from benchmarks.compatibility import SD3, SD15, TinyModel, source_scheduler  # noqa: E402
+from samplers.interop import diffusers_sources as sources  # noqa: E402
+from samplers.interop.diffusers_scheduler import _STEP_DTYPES, SamplerScheduler  # noqa: E402
+
+diffusers.utils.logging.set_verbosity_error()
+# torchsde's complaint about DPMSolverSDEScheduler's own float32 sigmas (diffusers warns the same without the shim)
+pytestmark = pytest.mark.filterwarnings("ignore:Should have ta>=t0:UserWarning")
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+PAIRS = list(itertools.product(DTYPES, DTYPES))  # (sample, model output)
+STEPS = 3
+MODEL = TinyModel()
+NOISE = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+# the largest difference, relative to the latents' scale: a few roundings of the least precise dtype involved per
+# model call so far (diffusers computes in it, the shim in float32 and rounds once; measured: at most 4 per call),
+# and never below the 1e-5 the float32 parity tests allow
+ULPS = 8
+FLOOR = 1e-5
+
+
+def config_for(name: str) -> dict:
+    if name.startswith("FlowMatch"):
+        return SD3
+    if name.startswith("EDM"):
+        return {}
+    return SD15
+
+
+def loop(scheduler, sample_dtype, output_dtype, steps: int = STEPS):
+    """A pipeline's loop that keeps its latents in ``sample_dtype`` and its model's output in ``output_dtype``:
+    (prev_sample, x0 or None) of every call."""
+    torch.manual_seed(0)  # DPMSolverSDE's Brownian tree seed
+    generator = torch.Generator().manual_seed(7)
+    scheduler.set_timesteps(steps)
+    kw = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    latents = (NOISE * getattr(scheduler, "init_noise_sigma", 1.0)).to(sample_dtype)
+    results = []
+    for t in scheduler.timesteps:
+        inp = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
+        out = scheduler.step(MODEL(inp.float(), t).to(output_dtype), t, latents, **kw)
+        x0 = getattr(out, "pred_original_sample", None)
+        if x0 is None:
+            x0 = getattr(out, "denoised", None)  # LCM's x0
+        results.append((out.prev_sample, x0))
+        latents = out.prev_sample.to(sample_dtype)  # the next call gets the pair's dtypes again
+    return results
+
+
+def tolerance(calls: int, *dtypes: torch.dtype) -> float:
+    return max(FLOOR, calls * ULPS * max(torch.finfo(d).eps for d in dtypes))
+
+
+def compare(name: str, config: dict, pairs=PAIRS) -> list[str]:
+    """Every disagreement between the class and the shim in its place, over the pairs: dtypes, then values."""
+    bad = []
+    built = source_scheduler(name, config, {})  # once: KDPM2's constructor plans 1000 steps
+    for sample_dtype, output_dtype in pairs:
+        theirs = copy.deepcopy(built)
+        ours = SamplerScheduler.from_config(theirs)
+        expected, got = loop(theirs, sample_dtype, output_dtype), loop(ours, sample_dtype, output_dtype)
+        pair = f"sample={sample_dtype} model_output={output_dtype}"
+        for call, ((prev, x0), (our_prev, our_x0)) in enumerate(zip(expected, got)):
+            if our_prev.dtype != prev.dtype:
+                bad.append(f"{pair} call {call}: prev_sample {our_prev.dtype}, diffusers {prev.dtype}")
+            if x0 is not None and our_x0.dtype != x0.dtype:
+                bad.append(f"{pair} call {call}: pred_original_sample {our_x0.dtype}, diffusers {x0.dtype}")
+            for what, a, b in (("prev_sample", prev, our_prev), ("x0", x0, our_x0)):
+                if a is None:
+                    continue
+                scale = max(1.0, a.double().abs().max().item())
+                err = (a.double() - b.double()).abs().max().item() / scale
+                tol = tolerance(call + 1, sample_dtype, output_dtype, a.dtype)
+                if not err <= tol:
+                    bad.append(f"{pair} call {call}: {what} differs by {err:.2e} of its scale (> {tol:.1e})")
+    return bad
+
+
+def test_every_source_class_has_a_rule():
+    assert set(_STEP_DTYPES) == set(sources.SOURCES)
+
+
+@pytest.mark.parametrize("name", sorted(sources.SOURCES))
+def test_step_returns_the_dtypes_and_values_of_the_class(name):
+    bad = compare(name, config_for(name))
+    assert not bad, f"{name}:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("name", ["DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler",
+                                  "LCMScheduler"])
+def test_an_x0_model_output_is_the_x0_the_class_returns(name):
+    # prediction_type="sample": the class's x0 is the model output itself (its dtype), except LCM's, which mixes in
+    # the sample; DPMSolverMultistep's prev_sample follows its x0
+    pairs = [(torch.float32, torch.float16), (torch.float16, torch.float32), (torch.bfloat16, torch.float16)]
+    bad = compare(name, {**SD15, "prediction_type": "sample"}, pairs)
+    assert not bad, f"{name}:\n" + "\n".join(bad)
