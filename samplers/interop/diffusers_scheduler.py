@@ -463,7 +463,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                 "sampler and draws its noise itself; pass seed=<int> to the scheduler instead")
         self.sampler_options = options
         if seed is not None:
-            try:  # one integer in [0, 2**63) (item k of a batch uses seed + k): never rounded, wrapped or parsed
+            try:  # one integer in [0, 2**64) (item k of a batch uses seed + k): never rounded, wrapped or parsed
                 seeds_mod.resolve_seeds(integer("seed", seed), 1)
             except (InvalidType, InvalidInput) as exc:
                 raise type(exc)(f"{exc}; pass seed=<int> for the registry's seeded noise, or leave it out (None) "
