@@ -1,12 +1,19 @@
 """Files written atomically: a temporary file in the same folder, flushed and fsynced, then renamed over the final
 name, so a reader never sees a half-written file. On any exception — KeyboardInterrupt, and SIGTERM in the
-``samplers`` command, which turns it into SystemExit — the temporary file is removed."""
+``samplers`` command, which turns it into SystemExit — the temporary file is removed.
+
+Files read: :func:`open_regular` opens only a regular file (a FIFO would wait for a writer forever, a device such as
+/dev/zero never ends), and :func:`read_json` reads one JSON file of bounded size, turning every way it can fail
+into the caller's error naming the path, the rule and the fix."""
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+from .errors import InvalidInput
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -74,3 +81,80 @@ def unique_keys(pairs: list) -> dict:
             raise DuplicateKey(key)
         seen.add(key)
     return dict(pairs)
+
+
+MAX_JSON_BYTES = 256 << 20
+"""The default bound on a JSON file :func:`read_json` reads: far above any the project writes (its largest, a
+benchmark's results.json, is a few MB), low enough that a wrong path is refused rather than read into memory."""
+
+
+def open_regular(path: str | os.PathLike, what: str, fix: str, *, error: type[Exception] = InvalidInput,
+                 missing: Exception | None = None, folder: str | None = None):
+    """``path`` opened for reading in binary mode, where it is a regular file; otherwise ``error`` naming the path
+    and ``fix``: a folder (``folder``: the fix for that case), a FIFO, socket or device (reading one could wait
+    forever or never end), a path that does not exist (``missing``: the exception to raise instead) or cannot be
+    opened. ``what`` names the file for the messages ("a learned-solver file"). The file is opened without
+    blocking and checked on the open descriptor, so a FIFO swapped in after a check is refused too."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError as e:
+        if missing is not None:
+            raise missing from None
+        raise error(f"{path} cannot be read ({e.strerror}): it must be {what}; {fix}") from None
+    except IsADirectoryError:  # Windows, and some systems: a folder cannot be opened at all
+        raise error(_folder(path, what, fix, folder)) from None
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror or e}): it must be {what}; {fix}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise error(_folder(path, what, fix, folder))
+        if not stat.S_ISREG(mode):
+            raise error(f"{path} is not a regular file (a FIFO, socket or device, whose reading could wait forever "
+                        f"or never end): it must be {what}; {fix}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _folder(path: Path, what: str, fix: str, folder: str | None) -> str:
+    return f"{path} is a folder; {folder}" if folder else f"{path} is a folder, not {what}; {fix}"
+
+
+def read_json(path: str | os.PathLike, what: str, fix: str, *, error: type[Exception] = InvalidInput,
+              missing: Exception | None = None, folder: str | None = None, limit: int = MAX_JSON_BYTES,
+              why: str = "far above any file the project writes", pairs_hook=unique_keys):
+    """The JSON value in ``path`` (any type: the caller checks it), or ``error`` with a message that names the path,
+    what it must be (``what``: "a learned-solver file"), why it is not and ``fix``. Refused: what
+    :func:`open_regular` refuses (``missing``, ``folder`` as there); a file over ``limit`` bytes (``why``: the
+    reason for the bound, for the message); text that is not UTF-8; JSON that does not parse, nests deeper than
+    Python's recursion limit or holds an integer longer than Python converts (``sys.get_int_max_str_digits``);
+    with ``pairs_hook`` :func:`unique_keys` (the default), an object that names a key twice."""
+    path = Path(path)
+    with open_regular(path, what, fix, error=error, missing=missing, folder=folder) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise error(f"{path} cannot be read ({e.strerror or e}): it must be {what}; {fix}") from None
+    if len(data) > limit:
+        raise error(f"{path} is larger than {limit:,} bytes, the most {what} may hold ({why}); check the path, "
+                    f"or {fix}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path} is not {what}: it is not UTF-8 text ({e}); {fix}") from None
+    try:
+        return json.loads(text, object_pairs_hook=pairs_hook)
+    except DuplicateKey as e:
+        raise error(f"{path} is not {what}: {e} (a hand edit? JSON would keep the last {e.key!r} and drop the other, "
+                    f"and which was meant is unknown); keep one, or {fix}") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not {what}: it is not valid JSON ({e}); {fix}") from None
+    except RecursionError:
+        raise error(f"{path} is not {what}: its JSON nests deeper than Python reads; {fix}") from None
+    except ValueError as e:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise error(f"{path} is not {what}: it holds a value Python will not read ({e}); {fix}") from None

@@ -27,9 +27,8 @@ diffusers shim); it runs on its own σ nodes, and on a model other than the one 
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -38,7 +37,7 @@ import torch
 
 from ..core.conversion import PREDICTIONS
 from ..core.errors import InvalidInput, InvalidType, MissingFile, UnknownNameError
-from ..core.files import DuplicateKey, unique_keys, write_json
+from ..core.files import read_json, write_json
 from ..core.names import Label, register_prefix
 from ..core.registry import register
 from ..core.run import progress, report
@@ -47,6 +46,9 @@ FORMAT = "samplers.fitted_solver/2"
 FORMATS = (FORMAT, "samplers.learned_solver/1")  # version 1: no record of the model (solvers fitted before it)
 DERIVED = ("nfe", "sigma_max", "sigma_min")  # written by save for readers; on load they must agree with sigmas
 _UNKNOWN = object()  # check_model: a fact about the model that the caller does not know
+MAX_FILE_BYTES = 64 << 20  # LearnedSolver.load reads no more: see MAX_FILE_WHY
+MAX_FILE_WHY = ("a solver of n steps holds n² weights, some 23·n² bytes as LearnedSolver.save writes them: 64 MiB "
+                "is about 1,700 steps, far beyond the tens a fit uses")
 
 
 class OtherModelError(InvalidInput):
@@ -156,29 +158,10 @@ class LearnedSolver:
         if str(path) == "":
             raise InvalidInput("no fitted solver file given (an empty path); give the path of a solver file, e.g. "
                                "out/fit/nfe8.json")
-        try:
-            data = json.loads(Path(path).read_text(), object_pairs_hook=unique_keys)
-        except DuplicateKey as e:
-            raise InvalidInput(f"{path} is not a valid learned-solver file: {e} (a hand edit? JSON would keep the last "
-                               f"{e.key!r} and drop the other, and which was meant is unknown); keep one, or {fix}"
-                               ) from None
-        except FileNotFoundError:
-            raise MissingFile(f"no fitted solver at {path} (no such file); check the path, or make one with "
-                              "`samplers fit --out DIR` (it writes DIR/nfe<N>.json)") from None
-        except IsADirectoryError:
-            raise InvalidInput(f"{path} is a folder; give a solver file in it (`samplers fit` writes "
-                               "<out>/nfe<N>.json)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"{path} is not a valid learned-solver file ({e}); {fix}") from None
-        except RecursionError:
-            raise InvalidInput(f"{path} is not a learned-solver file: its JSON nests deeper than Python reads "
-                               f"(a solver file nests 3 levels); {fix}") from None
-        except ValueError as e:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
-            raise InvalidInput(f"{path} is not a learned-solver file: it holds a value Python will not read "
-                               f"({e}); {fix}") from None
-        except OSError as e:
-            raise InvalidInput(f"cannot read the fitted solver {path} ({e.strerror or e}); check the path and "
-                               "its permissions") from None
+        data = read_json(path, "a learned-solver file", fix, limit=MAX_FILE_BYTES, why=MAX_FILE_WHY,
+                         missing=MissingFile(f"no fitted solver at {path} (no such file); check the path, or make one "
+                                             "with `samplers fit --out DIR` (it writes DIR/nfe<N>.json)"),
+                         folder="give a solver file in it (`samplers fit` writes <out>/nfe<N>.json)")
         if not isinstance(data, dict) or data.get("format") not in FORMATS:
             raise InvalidInput(f"{path} is not a learned solver written by LearnedSolver.save (its \"format\" "
                                f"must be one of {list(FORMATS)})")
@@ -190,12 +173,17 @@ class LearnedSolver:
                                    "(without its model record a solver would run on any model unchecked); "
                                    f"{fix}")
         derived = {k: data.pop(k) for k in DERIVED if k in data}
+        unknown = sorted(set(data) - FIELDS)
+        if unknown:
+            raise InvalidInput(f"{path}: unexpected fields {unknown}: a learned-solver file holds only format, "
+                               f"{', '.join(DERIVED)} and {', '.join(sorted(FIELDS))} (another program's file, or a "
+                               f"hand edit?); remove them, or {fix}")
         try:
             solver = cls(**data).validate()
         except InvalidInput as e:
             raise InvalidInput(f"{path}: {e}; {fix}") from None
-        except TypeError as e:
-            raise InvalidInput(f"{path}: unexpected fields ({e})") from None
+        except TypeError as e:  # a field the constructor does not take (unknown ones are named above)
+            raise InvalidInput(f"{path}: unexpected fields ({e}); {fix}") from None
         s = solver.sigmas
         want = {"nfe": solver.steps, "sigma_max": s[0], "sigma_min": s[-2]}
         for key, value in derived.items():
@@ -282,6 +270,9 @@ class LearnedSolver:
                 f"({_differs(got, want)}; the same "
                 "network at another guidance scale is another model): its weights are tuned to the other model's "
                 "errors. Fit one to this model (`samplers fit`), or pass allow_other_model=True to run it anyway")
+
+
+FIELDS = frozenset(f.name for f in fields(LearnedSolver))  # what a solver file holds, but for format and DERIVED
 
 
 def _differs(this: str, other: str) -> str:

@@ -1,0 +1,119 @@
+"""Files the project reads: a bad one (not a regular file, too large, JSON Python will not read, the wrong content)
+is refused with the project's error naming the path and the fix, before any model is built or called."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+import samplers
+from samplers.core.files import read_json
+
+DEEP = '{"a":' + "[" * 100_000 + "]" * 100_000 + "}"
+BIGINT = '{"a": ' + "9" * 5000 + "}"
+
+
+def _fifo(path: Path) -> Path:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(path)
+    return path
+
+
+def _refused_at_once(fifo: Path, call, error=samplers.InvalidInput) -> str:
+    """The message ``call()`` raises, which must come at once: were ``fifo`` opened for reading, it would wait for a
+    writer forever (a writer is opened here after 10 s, so a failing test ends)."""
+    result = {}
+
+    def run():
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        thread.join(10)
+        pytest.fail(f"reading {fifo} waited for a writer")
+    assert isinstance(result.get("error"), error), result
+    return str(result["error"])
+
+
+# ----------------------------------------------------------------------------------------- read_json
+
+
+def test_read_json_refuses_every_bad_file_naming_it(tmp_path):
+    cases = {"deep.json": (DEEP, "nests deeper than Python reads"),
+             "bigint.json": (BIGINT, "holds a value Python will not read"),
+             "latin.json": (b'{"a": "\xff"}', "not UTF-8 text"),
+             "trunc.json": ('{"a": [1', "not valid JSON"),
+             "twice.json": ('{"a": 1, "a": 2}', "'a' appears more than once")}
+    for name, (body, words) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(body if isinstance(body, bytes) else body.encode())
+        with pytest.raises(samplers.InvalidInput, match=f"{name} is not a thing: .*{words}.*make another"):
+            read_json(path, "a thing", "make another")
+    with pytest.raises(samplers.InvalidInput, match="is a folder, not a thing; make another"):
+        read_json(tmp_path, "a thing", "make another")
+    with pytest.raises(samplers.InvalidInput, match="none.json cannot be read .*make another"):
+        read_json(tmp_path / "none.json", "a thing", "make another")
+    (tmp_path / "big.json").write_text("[" + "0," * 100 + "0]")
+    with pytest.raises(samplers.InvalidInput, match="big.json is larger than 100 bytes, .* \\(a reason\\)"):
+        read_json(tmp_path / "big.json", "a thing", "make another", limit=100, why="a reason")
+    assert read_json(tmp_path / "big.json", "a thing", "make another") == [0] * 101
+
+
+def test_read_json_refuses_a_fifo_and_a_device_without_waiting(tmp_path):
+    fifo = _fifo(tmp_path / "fifo.json")  # no writer: opening it to read would wait forever
+    assert re.search("fifo.json is not a regular file .*make another",
+                     _refused_at_once(fifo, lambda: read_json(fifo, "a thing", "make another")))
+    if Path("/dev/zero").exists():  # a read that never ends
+        with pytest.raises(samplers.InvalidInput, match="/dev/zero is not a regular file .*make another"):
+            read_json("/dev/zero", "a thing", "make another")
+
+
+# ------------------------------------------------------------------------------------- fitted solvers
+
+
+def _solver_file(tmp_path: Path, **extra) -> Path:
+    from samplers.fitted.solver import LearnedSolver
+
+    path = LearnedSolver([3.0, 1.0, 0.0], [[], [0.0]], [[], [0.0]]).save(tmp_path / "s.json")
+    if extra:
+        path.write_text(json.dumps({**json.loads(path.read_text()), **extra}))
+    return path
+
+
+def test_a_solver_path_that_is_no_regular_file_is_refused_not_read(tmp_path):
+    from samplers.fitted.solver import LearnedSolver
+
+    fifo = _fifo(tmp_path / "fifo.json")
+    assert re.search("fifo.json is not a regular file .*samplers fit", _refused_at_once(fifo, lambda: LearnedSolver.load(fifo)))
+    assert "fifo.json is not a regular file" in _refused_at_once(fifo, lambda: samplers.get(f"fitted:{fifo}"))
+    with pytest.raises(samplers.InvalidInput, match="/dev/zero is not a regular file"):
+        LearnedSolver.load("/dev/zero")
+
+
+def test_a_solver_file_is_read_up_to_its_bound(tmp_path, monkeypatch):
+    from samplers.fitted import solver as so
+
+    path = _solver_file(tmp_path)
+    assert so.LearnedSolver.load(path).steps == 2
+    monkeypatch.setattr(so, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    with pytest.raises(samplers.InvalidInput, match=r"s.json is larger than .* bytes, .*23·n² bytes"):
+        so.LearnedSolver.load(path)
+
+
+def test_a_solver_file_with_an_extra_field_names_it_and_the_fix(tmp_path):
+    from samplers.fitted.solver import LearnedSolver
+
+    with pytest.raises(samplers.InvalidInput, match=r"unexpected fields \['colour'\].*remove them, or re-create it"):
+        LearnedSolver.load(_solver_file(tmp_path, colour="red"))
