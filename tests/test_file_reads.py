@@ -117,3 +117,17 @@ def test_a_solver_file_with_an_extra_field_names_it_and_the_fix(tmp_path):
 
     with pytest.raises(samplers.InvalidInput, match=r"unexpected fields \['colour'\].*remove them, or re-create it"):
         LearnedSolver.load(_solver_file(tmp_path, colour="red"))
+
+
+# ------------------------------------------------------------------------------------ optimised schedules
+
+
+def test_an_optimised_schedule_path_that_is_no_regular_file_is_refused_not_read(tmp_path):
+    from samplers.schedules.optimise import OptimisedSchedule
+
+    fifo = _fifo(tmp_path / "fifo.json")
+    assert re.search("fifo.json is not a regular file .*OptimisedSchedule.save",
+                     _refused_at_once(fifo, lambda: OptimisedSchedule.load(fifo)))
+    (tmp_path / "deep.json").write_text(DEEP)
+    with pytest.raises(samplers.InvalidInput, match="deep.json is not a readable schedule file: its JSON nests deeper"):
+        OptimisedSchedule.load(tmp_path / "deep.json")

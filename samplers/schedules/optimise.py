@@ -167,13 +167,10 @@ class OptimisedSchedule:
         built directly is), naming the file on any error."""
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidType(f"path must be a str or a Path, got {type(path).__name__}")
-        from ..core.files import unique_keys
+        from ..core.files import read_json
 
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise InvalidInput(f"{path} is not a readable schedule file ({type(e).__name__}: {e}); pass the path of "
-                               "a JSON file written by OptimisedSchedule.save") from None
+        data = read_json(path, "a readable schedule file", "pass the path of a JSON file written by "
+                         "OptimisedSchedule.save")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InvalidInput(f"{path} is not a schedule written by OptimisedSchedule.save (no format tag "
                                f"{FORMAT!r})")
