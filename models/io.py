@@ -19,9 +19,11 @@ from typing import Mapping
 
 from samplers.core.errors import InvalidInput
 from samplers.core.files import atomic_write_bytes  # noqa: F401  (models.io.atomic_write_bytes)
+from samplers.core.files import open_regular, read_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+MAX_CONFIG_BYTES = 16 << 20  # load_config reads no more (a config is a few KB; the text encoder's vocabulary in it)
 
 
 class ModelLoadError(InvalidInput):
@@ -128,14 +130,12 @@ def load_config(folder: str | os.PathLike, reproduce_hint: str | None = None) ->
     if not folder.is_dir():
         raise MissingModelError(f"model folder {str(folder)!r} does not exist; {_how_to_make(folder, reproduce_hint)}")
     cpath = folder / CONFIG_FILE
-    if not cpath.is_file():
-        raise MissingModelError(f"missing {cpath}; {_how_to_make(folder, reproduce_hint)}")
-    try:
-        config = json.loads(cpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptModelError(f"{cpath} is not valid JSON ({e}); {_how_to_make(folder, reproduce_hint)}") from None
+    fix = _how_to_make(folder, reproduce_hint)
+    config = read_json(cpath, "a model config (the JSON object save_model writes)", fix, error=CorruptModelError,
+                       missing=MissingModelError(f"missing {cpath}; {fix}"), limit=MAX_CONFIG_BYTES,
+                       why="a config records a model's sizes, schedule and defaults: a few KB")
     if not isinstance(config, dict):
-        raise CorruptModelError(f"{cpath} must hold a JSON object, got {type(config).__name__}")
+        raise CorruptModelError(f"{cpath} must hold a JSON object, got {type(config).__name__}; {fix}")
     return config
 
 
@@ -152,9 +152,10 @@ def load_model(
     folder = Path(folder)
     config = load_config(folder, reproduce_hint)
     wpath = folder / WEIGHTS_FILE
-    if not wpath.is_file():
-        raise MissingModelError(f"missing {wpath}; {_how_to_make(folder, reproduce_hint)}")
-    blob = wpath.read_bytes()
+    fix = _how_to_make(folder, reproduce_hint)
+    with open_regular(wpath, "a safetensors file of the model's weights", fix, error=CorruptModelError,
+                      missing=MissingModelError(f"missing {wpath}; {fix}")) as f:
+        blob = f.read()
     expected = config.get("weights_sha256")
     if verify_hash and not (isinstance(expected, str) and len(expected) == 64
                             and all(c in "0123456789abcdef" for c in expected)):

@@ -131,3 +131,57 @@ def test_an_optimised_schedule_path_that_is_no_regular_file_is_refused_not_read(
     (tmp_path / "deep.json").write_text(DEEP)
     with pytest.raises(samplers.InvalidInput, match="deep.json is not a readable schedule file: its JSON nests deeper"):
         OptimisedSchedule.load(tmp_path / "deep.json")
+
+
+# --------------------------------------------------------------------------------- model folders (models.io)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _weights(tmp_path: Path, kind: str = "vae", **fields) -> Path:
+    """A copy of a shipped model's folder, with ``fields`` set in its config (the weights' hash still matches)."""
+    folder = tmp_path / kind
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((ROOT / "models" / "weights" / kind / name).read_bytes())
+    if fields:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **fields}))
+    return folder
+
+
+@pytest.mark.parametrize("text, words", [(DEEP, "nests deeper than Python reads"),
+                                         ('{"type": "VAE", "groups": ' + "9" * 5000 + "}",
+                                          "holds a value Python will not read")])
+def test_a_config_python_will_not_read_is_a_corrupt_model_error_naming_it(tmp_path, text, words):
+    from models import io as mio
+
+    folder = _weights(tmp_path)
+    (folder / "config.json").write_text(text)
+    with pytest.raises(mio.CorruptModelError, match=f"config.json is not a model config .*{words}.*python -m models"):
+        mio.load_config(folder)
+
+
+def test_a_config_or_weights_path_that_is_no_regular_file_is_named_as_such(tmp_path):
+    from models import io as mio
+
+    folder = _weights(tmp_path)
+    (folder / "config.json").unlink()
+    (folder / "config.json").mkdir()
+    with pytest.raises(mio.CorruptModelError, match="config.json is a folder, not a model config"):
+        mio.load_config(folder)
+    (folder / "config.json").rmdir()
+    fifo = _fifo(folder / "config.json")
+    assert "config.json is not a regular file" in _refused_at_once(fifo, lambda: mio.load_config(folder),
+                                                                     mio.CorruptModelError)
+
+
+def test_the_cli_refuses_a_config_python_will_not_read_with_exit_2(tmp_path, capsys):
+    from samplers.cli import main
+
+    folder = _weights(tmp_path, "eps")
+    (folder / "config.json").write_text('{"type": "TextUNet", "groups": ' + "9" * 5000 + "}")
+    assert main(["generate", "a red circle", "--weights", str(folder), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "config.json is not a model config" in err and "--debug" not in err, err
+
