@@ -185,6 +185,16 @@ def load_into(module, state_dict: Mapping, where: str = "weights") -> None:
     """``module.load_state_dict(strict=True)`` with the dtype of the module, raising
     ``ConfigMismatchError`` that names missing / unexpected keys and shape mismatches."""
     own = module.state_dict()
+    parts = _mismatches(own, state_dict)
+    if parts:
+        raise ConfigMismatchError(f"{where} do not match the config: " + "; ".join(parts))
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True)
+
+
+def _mismatches(own: Mapping, state_dict: Mapping) -> list[str]:
+    """What keeps ``state_dict`` from loading into a module whose state dict is ``own`` (its tensors may be on the
+    meta device: only keys, shapes and dtypes are compared): missing / unexpected keys, shape mismatches, integer
+    tensors for floating weights."""
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     shapes = [
@@ -194,18 +204,48 @@ def load_into(module, state_dict: Mapping, where: str = "weights") -> None:
     ]
     kinds = [f"{k}: file {state_dict[k].dtype} vs model {own[k].dtype}" for k in own
              if k in state_dict and own[k].is_floating_point() and not state_dict[k].is_floating_point()]
-    if missing or unexpected or shapes or kinds:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_short(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches {_short(shapes)}")
-        if kinds:  # an integer or bool tensor where weights are real numbers: never cast
-            parts.append(f"non-floating tensors for floating weights {_short(kinds)}")
-        raise ConfigMismatchError(f"{where} do not match the config: " + "; ".join(parts))
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True)
+    parts = []
+    if missing:
+        parts.append(f"missing keys {_short(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys {_short(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatches {_short(shapes)}")
+    if kinds:  # an integer or bool tensor where weights are real numbers: never cast
+        parts.append(f"non-floating tensors for floating weights {_short(kinds)}")
+    return parts
+
+
+def _size_fields(config: Mapping, own: Mapping, state_dict: Mapping) -> list[str]:
+    """The config's integer fields (top level, or in a list such as ``channels``) whose value is a dimension of the
+    module's tensors that the file's tensors do not have where they differ: the fields to correct."""
+    model_dims, file_dims = set(), set()
+    for k, t in own.items():
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(t.shape):
+            model_dims.update(t.shape)
+            file_dims.update(state_dict[k].shape)
+    suspects = model_dims - file_dims
+    return _fields_where(config, lambda v: v in suspects)
+
+
+def _fields_where(config: Mapping, test) -> list[str]:
+    """``field 'name' (value)`` for each field of ``config`` holding an integer (or a list with one) that passes
+    ``test``."""
+    named = []
+    for field, value in config.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, int) and not isinstance(v, bool) and test(v) for v in values):
+            named.append(f"field {field!r} ({_brief(value)})")
+    return named
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}… ({len(value)} values)" if isinstance(value, list) else text[:60] + "…"
+
+
+class _TooManyParameters(Exception):
+    """Raised by :func:`_check_sizes`'s hook to stop building a module far larger than its weights file."""
 
 
 def _short(items: list[str], n: int = 6) -> str:
@@ -226,6 +266,80 @@ def save_module(module, folder: str | os.PathLike, dtype=None) -> dict:
     return written
 
 
+def _check_sizes(cls, config_from_dict, config, cfg: Mapping, sd: Mapping, folder: Path) -> None:
+    """Refuse a config whose module would not hold the weights in ``sd``, before the module is built: it is built on
+    the meta device first (shapes, no memory), and that build stops once it registers many more parameters than the
+    file holds tensors. So a config with a huge size (``time_dim: 2**40``) or count (``res_blocks: 10**6``) is an
+    error naming the field and the file, not an allocation of terabytes or an endless build."""
+    cpath, wpath = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    cap = 2 * len(sd) + 64  # a strict load needs a tensor in the file per parameter: slack for reassigned ones
+    try:
+        shape_only = _meta_build(cls, config, cap)
+    except _TooManyParameters:
+        fields = [f"field {k!r} ({_brief(v)})" for k, v in cfg.items() if _builds_without(cls, config_from_dict, cfg, k, cap)]
+        raise ConfigMismatchError(
+            f"{cpath} describes a module of more than {cap:,} parameter tensors, and {wpath} holds {len(sd):,}"
+            + (f": check its {', '.join(fields)}" if fields else "") + f"; {SIZE_FIX}") from None
+    except (ValueError, TypeError, RuntimeError, OverflowError) as e:  # a size no tensor can have
+        largest = max((t.numel() for t in sd.values()), default=0)
+        fields = _fields_where(cfg, lambda v: v > largest)
+        raise ConfigMismatchError(
+            f"{cpath} describes no module that can be built ({' '.join(str(e).split())})"
+            + (f": its {', '.join(fields)} {'exceeds' if len(fields) == 1 else 'exceed'} every tensor in {wpath} "
+               f"(the largest holds {largest:,} values)" if fields else "") + f"; {SIZE_FIX}") from None
+    own = shape_only.state_dict()
+    parts = _mismatches(own, sd)
+    if parts:
+        fields = _size_fields(cfg, own, sd)
+        raise ConfigMismatchError(
+            f"weights in {wpath} do not match the config {cpath}: " + "; ".join(parts)
+            + (f" (the sizes come from its {', '.join(fields)})" if fields else "") + f"; {SIZE_FIX}")
+
+
+def _meta_build(cls, config, cap: int):
+    """``cls(config)`` on the meta device; :class:`_TooManyParameters` once it registers more than ``cap`` parameters."""
+    import torch
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+
+    count = [0]
+
+    def counted(module, name, param):
+        count[0] += 1
+        if count[0] > cap:
+            raise _TooManyParameters
+
+    hook = register_module_parameter_registration_hook(counted)
+    try:
+        with torch.device("meta"):
+            return cls(config)
+    finally:
+        hook.remove()
+
+
+def _builds_without(cls, config_from_dict, cfg: Mapping, field: str, cap: int) -> bool:
+    """Whether the module builds within ``cap`` parameters once ``field`` (a count, or a list) is made small: then
+    that field is what makes it too large."""
+    value = cfg[field]
+    if isinstance(value, list):
+        smaller = [value[:1], value[:2]] if len(value) > 2 else []
+    elif isinstance(value, int) and not isinstance(value, bool) and value > 2:
+        smaller = [1, 2]
+    else:
+        return False
+    for small in smaller:
+        try:
+            config = config_from_dict({**{k: v for k, v in cfg.items() if k != "weights_dtype"}, field: small})
+            _meta_build(cls, config, cap)
+            return True
+        except Exception:  # noqa: BLE001 - not a config that builds: try the next, or not this field
+            continue
+    return False
+
+
+SIZE_FIX = ("correct the config's sizes to those the weights were saved with, or re-save the model with its save "
+            "method, which writes both files together")
+
+
 def load_module(cls, config_from_dict, folder: str | os.PathLike, type_name: str, *, default_type: str | None = None,
                 reproduce_hint: str | None = None, map_location="cpu"):
     """The module ``cls(config_from_dict(config))`` with the checked weights of ``folder`` (see :func:`load_model`);
@@ -243,6 +357,7 @@ def load_module(cls, config_from_dict, folder: str | os.PathLike, type_name: str
         config = config_from_dict({k: v for k, v in cfg.items() if k != "weights_dtype"})
     except ModelLoadError as e:
         raise type(e)(f"{folder / CONFIG_FILE}: {e}") from None
+    _check_sizes(cls, config_from_dict, config, cfg, sd, folder)
     module = cls(config)
     load_into(module, sd, where=f"weights in {folder / WEIGHTS_FILE}")
     module._weights_sha256 = cfg.get("weights_sha256")

@@ -185,3 +185,18 @@ def test_the_cli_refuses_a_config_python_will_not_read_with_exit_2(tmp_path, cap
     err = capsys.readouterr().err
     assert "config.json is not a model config" in err and "--debug" not in err, err
 
+
+@pytest.mark.parametrize("kind, field, value, words", [
+    ("eps", "time_dim", 2**40, r"field 'time_dim' \(1099511627776\) exceeds every tensor in .*model.safetensors"),
+    ("eps", "time_dim", 2**12, r"shape mismatches unet.time_embed.*the sizes come from its field 'time_dim' \(4096\)"),
+    ("eps", "res_blocks", 10**6, r"more than .* parameter tensors, .*: check its field 'res_blocks' \(1000000\)"),
+    ("vae", "channels", [32] * 20_000, r"more than .* parameter tensors, .*: check its field 'channels'"),
+])
+def test_config_sizes_are_checked_against_the_weights_before_the_module_is_built(tmp_path, kind, field, value, words):
+    from models import io as mio
+    from models.unet import DiffusionModel
+    from models.vae import VAE
+
+    folder = _weights(tmp_path, kind, **{field: value})
+    with pytest.raises(mio.ConfigMismatchError, match=f"{re.escape(str(folder))}.*{words}.*re-save the model"):
+        (DiffusionModel if kind == "eps" else VAE).load(folder)
