@@ -40,7 +40,7 @@ import samplers
 from samplers.core import argtypes
 from samplers.core.argtypes import int_at_least, out_file, out_folder  # noqa: F401 - the CLIs' types
 from samplers.core.errors import InvalidInput
-from samplers.core.files import atomic_write_bytes
+from samplers.core.files import atomic_write_bytes, read_json
 from samplers.core.native import NoiseSchedule, RectifiedFlow, VE, VPDiscrete
 from samplers.problems import GaussianMixture, pf_ode_solution
 
@@ -594,7 +594,8 @@ def report(results: str | Path, markdown: Callable[[dict], str], module: str, wr
     """The markdown of a run, generated from its ``results.json`` alone (and, with ``write``, written beside it
     as ``table.md``). The committed tables under docs/benchmarks are these files; a test regenerates them."""
     results = Path(results)
-    text = GENERATED.format(module=module) + markdown(json.loads(results.read_text()))
+    text = GENERATED.format(module=module) + markdown(read_json(results, "a results.json", "name the results.json a "
+                                                                 "run of the benchmark wrote"))
     if write:
         atomic_write_bytes(results.with_name("table.md"), text.encode())
     return text
@@ -733,17 +734,9 @@ def report_only(args, report: Callable, parser: argparse.ArgumentParser) -> bool
                      "(or drop --report to run the benchmark)")
     path = Path(args.report)
     try:
-        text = path.read_text()
-    except IsADirectoryError:
-        parser.error(f"--report {str(path)!r} is a folder: name the results.json a run of this benchmark wrote")
-    except (OSError, UnicodeDecodeError) as err:
-        parser.error(f"--report {str(path)!r} cannot be read ({err.strerror if isinstance(err, OSError) else err}): "
-                     "name the results.json a run of this benchmark wrote")
-    try:
-        results = json.loads(text)
-    except json.JSONDecodeError as err:
-        parser.error(f"--report {str(path)!r} is not JSON ({err}): name the results.json a run of this benchmark "
-                     "wrote")
+        results = read_json(path, "a results.json", "name the results.json a run of this benchmark wrote")
+    except InvalidInput as err:
+        parser.error(f"--report {err}")
     if not isinstance(results, dict):
         parser.error(f"--report {str(path)!r} holds a JSON {type(results).__name__}, not the object a results.json "
                      "of this benchmark is")

@@ -346,7 +346,7 @@ def test_speed_refuses_cuda_without_a_cuda_device(capsys, no_work, monkeypatch):
 
 def test_quality_refuses_a_fitted_file_that_is_not_a_solver(capsys, no_work, tmp_path):
     (tmp_path / "bad.json").write_text("{oops")
-    refused(capsys, quality.main, ["--fitted", str(tmp_path / "bad.json")], "--fitted", "not a valid learned-solver")
+    refused(capsys, quality.main, ["--fitted", str(tmp_path / "bad.json")], "--fitted", "not a learned-solver file: it is not valid JSON")
 
 
 def test_learned_solvers_refuses_an_unknown_problem_before_creating_out(capsys, no_work, tmp_path):
@@ -385,7 +385,7 @@ def test_report_refuses_a_file_it_cannot_read_as_this_benchmarks_results(capsys,
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "other.json").write_text('{"something": "else"}')
     for path, words in ((tmp_path / "none.json", ["cannot be read"]), (tmp_path, ["is a folder"]),
-                        (tmp_path / "bad.json", ["is not JSON"]), (tmp_path / "list.json", ["JSON list"]),
+                        (tmp_path / "bad.json", ["not valid JSON"]), (tmp_path / "list.json", ["JSON list"]),
                         (tmp_path / "other.json", ["not a results.json of this benchmark"])):
         refused(capsys, main, ["--report", str(path)], "--report", str(path), *words)
     assert not (tmp_path / "table.md").exists()

@@ -200,3 +200,19 @@ def test_config_sizes_are_checked_against_the_weights_before_the_module_is_built
     folder = _weights(tmp_path, kind, **{field: value})
     with pytest.raises(mio.ConfigMismatchError, match=f"{re.escape(str(folder))}.*{words}.*re-save the model"):
         (DiffusionModel if kind == "eps" else VAE).load(folder)
+
+
+# --------------------------------------------------------------------------------------- benchmark reports
+
+
+@pytest.mark.parametrize("name, text, words", [("deep.json", DEEP, "nests deeper than Python reads"),
+                                               ("bigint.json", BIGINT, "holds a value Python will not read")])
+def test_a_report_python_will_not_read_is_a_usage_error_naming_it(tmp_path, capsys, name, text, words):
+    from benchmarks import vae_roundtrip
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(SystemExit) as exit:
+        vae_roundtrip.main(["--report", str(tmp_path / name)])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and f"--report {tmp_path / name} is not a results.json: it" in err and words in err
+    assert not (tmp_path / "table.md").exists()
