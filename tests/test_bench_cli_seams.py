@@ -346,7 +346,7 @@ def test_speed_refuses_cuda_without_a_cuda_device(capsys, no_work, monkeypatch):
 
 def test_quality_refuses_a_fitted_file_that_is_not_a_solver(capsys, no_work, tmp_path):
     (tmp_path / "bad.json").write_text("{oops")
-    refused(capsys, quality.main, ["--fitted", str(tmp_path / "bad.json")], "--fitted", "not a learned-solver file: it is not valid JSON")
+    refused(capsys, quality.main, ["--fitted", str(tmp_path / "bad.json")], "--fitted", "not a valid learned-solver")
 
 
 def test_learned_solvers_refuses_an_unknown_problem_before_creating_out(capsys, no_work, tmp_path):

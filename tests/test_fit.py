@@ -407,7 +407,7 @@ def test_the_file_round_trips_and_records_the_model(tmp_path):
     assert data["format"] == "samplers.fitted_solver/2" and data["nfe"] == 7 and data["sigma_max"] == float(SIG[0])
     assert data["model"]["fingerprint"] == fingerprint(GM.denoiser) is not None
     assert LearnedSolver.load(path) == solver
-    for text, match in (('{"format": "samplers.fitted_solver/2", "sigmas": [1.0', "not a learned-solver file: it is not valid JSON"),
+    for text, match in (('{"format": "samplers.fitted_solver/2", "sigmas": [1.0', "not a valid"),
                         ('{"sigmas": [1.0, 0.0]}', "not a learned solver"), ("[]", "not a learned solver")):
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(samplers.InvalidInput, match=match):

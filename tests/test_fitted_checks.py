@@ -78,7 +78,7 @@ def test_a_current_file_must_record_its_model_and_derived_fields(tmp_path):
     ('{"nfe": 1' + "0" * 5000 + "}", "holds a value Python will not read"),
 ])
 def test_json_python_will_not_read_is_refused_naming_the_file(tmp_path, text, match):
-    with pytest.raises(samplers.InvalidInput, match=f"bad.json is not a learned-solver file: .*{match}"):
+    with pytest.raises(samplers.InvalidInput, match=f"bad.json is not a valid learned-solver file: .*{match}"):
         LearnedSolver.load(_write(tmp_path, text))
 
 

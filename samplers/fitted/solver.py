@@ -158,7 +158,7 @@ class LearnedSolver:
         if str(path) == "":
             raise InvalidInput("no fitted solver file given (an empty path); give the path of a solver file, e.g. "
                                "out/fit/nfe8.json")
-        data = read_json(path, "a learned-solver file", fix, limit=MAX_FILE_BYTES, why=MAX_FILE_WHY,
+        data = read_json(path, "a valid learned-solver file", fix, limit=MAX_FILE_BYTES, why=MAX_FILE_WHY,
                          missing=MissingFile(f"no fitted solver at {path} (no such file); check the path, or make one "
                                              "with `samplers fit --out DIR` (it writes DIR/nfe<N>.json)"),
                          folder="give a solver file in it (`samplers fit` writes <out>/nfe<N>.json)")
