@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from samplers.core.argtypes import cfg_scale, out_folder
+from samplers.core.argtypes import cfg_scale, out_folder, path_to
 from samplers.core.errors import InvalidInput
 from samplers.core.validate import distinct
 
@@ -124,8 +124,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="e.g. 'a large red circle at the top left' (the caption grammar: docs/models.md)")
     p.add_argument("--model", choices=("eps", "flow"), default=None,
                    help="which shipped model (default eps); with --weights, the kind that folder must hold")
-    p.add_argument("--weights", default=None, help="a U-Net folder instead of the shipped weights")
-    p.add_argument("--vae", default=None, help="the VAE folder that U-Net was trained with (default: the shipped VAE)")
+    p.add_argument("--weights", type=path_to("U-Net folder"), default=None,
+                   help="a U-Net folder instead of the shipped weights")
+    p.add_argument("--vae", type=path_to("VAE folder"), default=None, help="the VAE folder that U-Net was trained with (default: the shipped VAE)")
     p.add_argument("--schedule", default=None, help="sigma schedule (default: the one the sampler's label implies, as A1111's 'DPM++ 2M' "
                         "Karras, else the model's; e.g. karras, flow)")
     p.add_argument("--cfg", type=cfg_scale, default=None,
@@ -228,7 +229,7 @@ def add_commands(subparsers) -> None:
     g.add_argument("--seed", type=int, nargs="+", default=[0], help="one image per seed (default 0)")
     g.add_argument("--width", type=int, default=64)
     g.add_argument("--height", type=int, default=64)
-    g.add_argument("--out", default="generated.png", help="PNG path; several seeds write <stem>-<k>.png")
+    g.add_argument("--out", type=path_to("PNG file"), default="generated.png", help="PNG path; several seeds write <stem>-<k>.png")
     g.add_argument("--allow-other-model", action="store_true",
                    help="run a fitted solver (--sampler fitted:PATH) on a model other than the one it was fitted to")
     g.add_argument("--option", type=sampler_option, action="append", default=[], metavar="KEY=VALUE",
@@ -242,7 +243,7 @@ def add_commands(subparsers) -> None:
     c.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20])
     c.add_argument("--seed", type=int, default=0, help="seed of the pictured image (item k uses seed + k)")
     c.add_argument("--n", type=int, default=4, help="images per cell for the match rate")
-    c.add_argument("--out", default="compare.png")
+    c.add_argument("--out", type=path_to("PNG file"), default="compare.png", help="PNG path of the grid")
     c.set_defaults(fn=_compare)
 
     from .fit import add_parser as add_fit

@@ -35,7 +35,7 @@ from typing import Callable
 
 import torch
 
-from samplers.core.argtypes import SEED_MAX, Given, cfg_problem, cfg_scale, seed, was_given
+from samplers.core.argtypes import SEED_MAX, Given, cfg_problem, cfg_scale, path_to, seed, was_given
 from samplers.core.errors import InvalidInput
 from samplers.core.validate import distinct
 
@@ -261,6 +261,9 @@ def model_kind(spec: str) -> str:
     gm- mixture); anything else is refused."""
     if spec in ("eps", "flow"):
         return "shipped"
+    if spec == "":  # Path('') is the current folder
+        raise InvalidInput("--model '' is an empty path: name a model (eps, flow), a module:function entry point, a "
+                           "mixture (gm-ve, gm-vp-eps, gm-flow) or a diffusers UNet folder (. for the current one)")
     if Path(spec).is_dir():
         return "diffusers"
     if ":" in spec or spec.startswith("gm-"):
@@ -901,13 +904,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", required=True, help="eps | flow | module:function (a benchmarks.common.Problem) | "
                                                    "a diffusers UNet folder | gm-ve, gm-vp-eps, gm-flow")
     p.add_argument("--nfe", type=int, nargs="+", required=True, help="model calls of each solver (e.g. 5 8 10)")
-    p.add_argument("--out", required=True, help="folder for nfe<N>.json, report.json and resumable state")
+    p.add_argument("--out", type=path_to("folder"), required=True,
+                   help="folder for nfe<N>.json, report.json and resumable state")
     p.add_argument("--prompts", nargs="+", default=None,
                    help="shipped models: prompts (default: drawn from the caption grammar)")
     p.add_argument("--cfg", type=cfg_scale, default=None,
                    help="guidance scale, |cfg| <= 100 (default: the model's; shipped models and diffusers folders)")
-    p.add_argument("--prompt-embeds", default=None, help="diffusers folder: safetensors of prompt embeddings")
-    p.add_argument("--scheduler-config", default=None, help="diffusers folder: the scheduler config JSON")
+    p.add_argument("--prompt-embeds", type=path_to("file"), default=None,
+                   help="diffusers folder: safetensors of prompt embeddings")
+    p.add_argument("--scheduler-config", type=path_to("file"), default=None,
+                   help="diffusers folder: the scheduler config JSON")
     p.add_argument("--calibration", action=Given, type=int, default=48, help="calibration starts (default 48)")
     p.add_argument("--validation", action=Given, type=float, default=1 / 3,
                    help="share of them never trained on, which decides between the fit and the best fixed pair "

@@ -103,9 +103,30 @@ def _blocked_by_a_file(path: Path) -> Path | None:
     return None
 
 
+def _named(text: str | Path, what: str) -> Path:
+    """``text`` as a path, refused when empty: ``Path('')`` is ``Path('.')``, so an empty value (an unset shell
+    variable, ``--out ""``) would otherwise write into, or read, the current folder without anyone naming it."""
+    if isinstance(text, str) and text == "":
+        here = " (. for the current folder)" if what == "folder" else ""
+        raise argparse.ArgumentTypeError(f"'' is an empty path, which names no {what}: name the {what}{here}")
+    return Path(text)
+
+
+def path_to(what: str):
+    """A path naming ``what`` (a folder or file), kept as the text given: refused when empty (:func:`_named`); the
+    command checks the rest (that it exists, is of the right kind) and names it."""
+    def parse(text: str) -> str:
+        _named(text, what)
+        return text
+
+    parse.__name__ = what
+    return parse
+
+
 def out_folder(text: str | Path) -> Path:
-    """``--out`` naming a folder (created if missing): refused at once when it, or a folder above it, is a file."""
-    path = Path(text)
+    """``--out`` naming a folder (created if missing): refused at once when it is empty, or when it, or a folder
+    above it, is a file."""
+    path = _named(text, "folder")
     blocker = _blocked_by_a_file(path)
     if blocker is not None:
         what = "is a file" if blocker == path else f"is under {str(blocker)!r}, a file"
@@ -115,8 +136,8 @@ def out_folder(text: str | Path) -> Path:
 
 
 def out_file(text: str | Path) -> Path:
-    """``--out`` naming a file: refused at once when it is a folder or sits under a file."""
-    path = Path(text)
+    """``--out`` naming a file: refused at once when it is empty, a folder or sits under a file."""
+    path = _named(text, "file")
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{str(path)!r} is a folder: name the file to write")
     blocker = _blocked_by_a_file(path.parent)

@@ -1,0 +1,44 @@
+"""Paths at the seams of the command lines and `samplers fit`: an empty path is refused (never read as the current
+folder), a file given for a folder is named as a file, a diffusers folder's scheduler config and UNet files are
+checked before the UNet is built or called (safetensors only: a pickle is never loaded), a scheduler config diffusers
+rejects is refused before anything is fitted, and report.json's solver paths are the report's own folder's."""
+import pytest
+
+from samplers.cli import main
+
+QUICK = ["--calibration", "8", "--heldout", "2", "--iters", "0", "--pool", "0", "--starts", "1", "--screen", "4",
+         "--threads", "1"]
+
+
+# ------------------------------------------------------------------------------------------------ empty paths
+
+
+def test_an_empty_path_is_refused_naming_the_flag_and_nothing_is_written_in_the_current_folder(
+        tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from samplers.core.argtypes import out_file, out_folder
+
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for parse in (out_folder, out_file):
+        with pytest.raises(argparse.ArgumentTypeError, match="empty path"):
+            parse("")
+    for argv, flag in ((["demo", "--out", ""], "--out"),
+                       (["generate", "a red circle", "--weights", "", "--out", "x.png"], "--weights"),
+                       (["generate", "a red circle", "--vae", "", "--out", "x.png"], "--vae"),
+                       (["generate", "a red circle", "--out", ""], "--out"),
+                       (["compare", "a red circle", "--out", ""], "--out"),
+                       (["fit", "--model", "gm-ve", "--nfe", "2", "--out", "", *QUICK], "--out"),
+                       (["fit", "--model", "gm-ve", "--nfe", "2", "--out", "o", "--prompt-embeds", "", *QUICK],
+                        "--prompt-embeds"),
+                       (["fit", "--model", "gm-ve", "--nfe", "2", "--out", "o", "--scheduler-config", "", *QUICK],
+                        "--scheduler-config")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and f"argument {flag}: '' is an empty path" in err, (argv, err)
+    assert main(["fit", "--model", "", "--nfe", "2", "--out", "o", *QUICK]) == 2
+    assert "--model '' is an empty path" in capsys.readouterr().err
+    assert list(here.iterdir()) == []
