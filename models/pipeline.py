@@ -272,6 +272,19 @@ def check_sampler(sampler: str, schedule: str | None = None, steps: int | None =
         _check_solver(solver, options, prediction)
 
 
+def _named_folder(folder, what: str, holds: str) -> Path:
+    """``folder`` (a weights folder the caller names) as a Path, refused at once when it is an empty path (which
+    ``Path`` reads as the current folder) or a file, naming it: reading it would say the folder "does not exist"."""
+    if isinstance(folder, str) and folder == "":
+        raise InvalidInput(f"the {what} folder is an empty path (''), which names no folder: give the folder that "
+                           f"holds {holds}")
+    path = Path(folder)
+    if path.is_file():
+        raise InvalidInput(f"{str(path)!r} is a file, not a {what} folder: give the folder that holds {holds} "
+                           f"(the folder {str(path.parent)!r}, if this is one of its files)")
+    return path
+
+
 def _unet_folder(folder, model: str | None) -> tuple[Path, str | None, str]:
     """``(folder, model, reproduce hint)`` of :meth:`Pipeline.load`'s arguments."""
     if model is not None and model not in MODELS:
@@ -279,7 +292,15 @@ def _unet_folder(folder, model: str | None) -> tuple[Path, str | None, str]:
     if folder is None:
         model = model or "eps"
         return WEIGHTS / model, model, f"reproduce the shipped weights with `{TRAIN_COMMANDS[model]}`"
-    return Path(folder), model, "train one with `python -m models.train eps|flow --out FOLDER`"
+    return (_named_folder(folder, "U-Net", f"{mio.CONFIG_FILE} and {mio.WEIGHTS_FILE}"), model,
+            "train one with `python -m models.train eps|flow --out FOLDER`")
+
+
+def _vae_folder(vae):
+    """``vae`` of :meth:`Pipeline.load` (None: the shipped one; a VAE as it is), a folder checked as the U-Net's."""
+    if vae is None or isinstance(vae, VAE):
+        return vae
+    return _named_folder(vae, "VAE", f"{mio.CONFIG_FILE} and {mio.WEIGHTS_FILE}")
 
 
 def _check_kind(model: str | None, folder: Path, prediction: str) -> None:
@@ -309,6 +330,7 @@ class PipelineSpec:
         is of the kind ``model`` names, the VAE is the one it was trained with (by the sha256 its config records,
         which loading checks the weights against)."""
         folder, model, hint = _unet_folder(folder, model)
+        vae = _vae_folder(vae)
         raw = mio.load_config(folder, hint)
         if raw.get("type") != "TextUNet":
             raise mio.ConfigMismatchError(f"{folder / mio.CONFIG_FILE} describes a {raw.get('type')!r}, not a TextUNet")
@@ -449,6 +471,7 @@ class Pipeline(PipelineSpec):
         its VAE (``vae``: a folder or a VAE; default the shipped one). With a folder, ``model`` (if given) is what
         the folder must hold: a U-Net of that prediction type."""
         folder, model, hint = _unet_folder(folder, model)
+        vae = _vae_folder(vae)
         unet = DiffusionModel.load(folder, reproduce_hint=hint)
         _check_kind(model, folder, unet.config.prediction)
         if not isinstance(vae, VAE):

@@ -42,3 +42,23 @@ def test_an_empty_path_is_refused_naming_the_flag_and_nothing_is_written_in_the_
     assert main(["fit", "--model", "", "--nfe", "2", "--out", "o", *QUICK]) == 2
     assert "--model '' is an empty path" in capsys.readouterr().err
     assert list(here.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------- a file for a folder
+
+
+def test_a_file_given_for_a_weights_or_vae_folder_is_named_a_file(tmp_path, capsys):
+    from models.pipeline import Pipeline, PipelineSpec
+    from samplers.core.errors import InvalidInput
+
+    afile = tmp_path / "weights.txt"
+    afile.write_text("x")
+    for flag in ("--weights", "--vae"):
+        code = main(["generate", "a red circle", flag, str(afile), "--out", str(tmp_path / "o.png")])
+        err = capsys.readouterr().err
+        kind = "U-Net" if flag == "--weights" else "VAE"
+        assert code == 2 and f"{str(afile)!r} is a file, not a {kind} folder" in err and "does not exist" not in err
+    for call in (lambda: Pipeline.load(afile), lambda: PipelineSpec.read(vae=afile), lambda: Pipeline.load("")):
+        with pytest.raises(InvalidInput, match="is a file, not a|empty path"):
+            call()
+    assert not (tmp_path / "o.png").exists()
