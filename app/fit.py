@@ -648,7 +648,8 @@ def read_report(out: Path) -> dict:
         ratio = row.get("fit_over_best_fixed") if isinstance(row, dict) else None
         checks = isinstance(row, dict) and [
             ("fit", _number(row.get("fit"))), ("best_fixed", pair(row.get("best_fixed"))),
-            ("file", isinstance(row.get("file"), str)),
+            # the solver's path as written (the folder may have moved since: run_fit prints <out>/nfe<N>.json)
+            ("file", isinstance(row.get("file"), str) and Path(row["file"]).name == f"nfe{k}.json"),
             ("heldout", "heldout" not in row or (isinstance(row["heldout"], int) and row["heldout"] >= 1
                                                  and not isinstance(row["heldout"], bool))),
             ("sigma_start", "sigma_start" not in row or _number(row["sigma_start"])),
@@ -665,7 +666,9 @@ def read_report(out: Path) -> dict:
             raise bad(f"row {k} is a {type(row).__name__}, not an object")
         wrong = [name for name, ok in checks if not ok]
         if wrong:
-            raise bad(f"row {k} has no valid {', '.join(wrong)}")
+            raise bad(f"row {k} has no valid {', '.join(wrong)}" + (
+                f" (its file is {row.get('file')!r}; the solver samplers fit writes for NFE {k} is nfe{k}.json "
+                "beside the report)" if "file" in wrong else ""))
     return report
 
 
@@ -809,7 +812,9 @@ def run_fit(args) -> int:
                                                 default=str).encode()).hexdigest()
     report_path = out / "report.json"
     report = _check_setting(out, report, now, args)
-    rows = {int(k): v for k, v in report.get("rows", {}).items()}
+    # each row's solver is <out>/nfe<N>.json, wherever the report's folder was when it was written (a moved or
+    # copied --out holds its solvers beside its report, and a report's own path is never trusted)
+    rows = {int(k): {**v, "file": str(out / f"nfe{k}.json")} for k, v in report.get("rows", {}).items()}
     # the solvers this run keeps or scores, each checked before any solve: read as samplers.fitted reads them, of
     # this model and NFE, with their fit's record (a broken or foreign file is refused, never reported as fitted)
     checked = {}

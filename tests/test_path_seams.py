@@ -2,6 +2,9 @@
 folder), a file given for a folder is named as a file, a diffusers folder's scheduler config and UNet files are
 checked before the UNet is built or called (safetensors only: a pickle is never loaded), a scheduler config diffusers
 rejects is refused before anything is fitted, and report.json's solver paths are the report's own folder's."""
+import json
+import shutil
+
 import pytest
 
 from samplers.cli import main
@@ -62,3 +65,27 @@ def test_a_file_given_for_a_weights_or_vae_folder_is_named_a_file(tmp_path, caps
         with pytest.raises(InvalidInput, match="is a file, not a|empty path"):
             call()
     assert not (tmp_path / "o.png").exists()
+
+
+# ------------------------------------------------------------------------------------------------- report.json
+
+
+def test_the_reported_solver_path_is_the_reports_own_folders(tmp_path, capsys):
+    first = tmp_path / "first"
+    argv = ["fit", "--model", "gm-ve", "--nfe", "2", "--out", str(first), *QUICK]
+    assert main(argv) == 0
+    capsys.readouterr()
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    argv[6] = str(moved)
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"→ {moved / 'nfe2.json'}" in printed and str(first) not in printed, printed
+    report = json.loads((moved / "report.json").read_text())
+    assert report["rows"]["2"]["file"] == str(moved / "nfe2.json")
+    report["rows"]["2"]["file"] = "/etc/passwd"
+    (moved / "report.json").write_text(json.dumps(report))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "row 2 has no valid file (its file is '/etc/passwd'" in err and "nfe2.json" in err, err
