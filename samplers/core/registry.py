@@ -12,7 +12,7 @@ import importlib
 import inspect
 from typing import Callable, Generic, TypeVar
 
-from .errors import InvalidInput, InvalidType, UnknownNameError
+from .errors import InvalidInput, InvalidType, Unavailable, UnknownNameError
 
 T = TypeVar("T")
 
@@ -30,18 +30,23 @@ BUILTIN_MODULES = (
     "samplers.schedules.sigma", "samplers.schedules.timesteps", "samplers.schedules.flow",
     "samplers.schedules.presets",
 )
-_LOADED = False
+_LOADED = False  # set by samplers.core._builtins once every module has imported
+_FAILED: str | None = None  # what stopped that import, where it failed or was interrupted
 
 
 def load_builtins() -> None:
-    """Import every module of :data:`BUILTIN_MODULES` once (re-entrant: a module that looks a name up while
-    it is being imported sees what is registered so far)."""
-    global _LOADED
+    """Import every module of :data:`BUILTIN_MODULES` once, through one module (:mod:`samplers.core._builtins`):
+    Python's import lock then makes a second thread wait for the whole load (two threads' first lookups at once
+    found a half-filled registry: "unknown sampler 'euler'"), while a module that looks a name up as it is being
+    imported, in the loading thread, sees what is registered so far. A load that raised or was interrupted leaves
+    the registries partial, so every later lookup refuses, naming what stopped it, rather than finding some names
+    and not others."""
     if _LOADED:
         return
-    _LOADED = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    if _FAILED is not None:
+        raise Unavailable(f"the built-in samplers and schedules did not finish loading ({_FAILED}), so the registries "
+                          "hold only some of them; fix that error and start a new Python process")
+    importlib.import_module("samplers.core._builtins")
 
 
 def _normalise(name: str) -> str:
