@@ -120,23 +120,38 @@ def entry_point_target(spec: str) -> Target:
                   p.reference_tol, None, p.description)
 
 
-def _scheduler_config(folder: Path, scheduler_config: str | None) -> dict:
-    """The diffusers scheduler config of ``folder`` (or ``--scheduler-config``), a JSON object."""
+def _json_object(path: Path, what: str, fix: str) -> dict:
+    """The JSON object in ``path`` (``what``: "the scheduler config"), or InvalidInput naming the file and ``fix``:
+    unreadable, not UTF-8, not JSON, nested deeper than Python reads, an integer longer than Python converts, a key
+    named twice in one object (which was meant is unknown), or a JSON value other than an object."""
+    from samplers.core.files import DuplicateKey, unique_keys
+
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=unique_keys)
+    except DuplicateKey as err:
+        raise InvalidInput(f"{what} {path} is not readable JSON ({err}: which was meant is unknown); {fix}") from None
+    except RecursionError:
+        raise InvalidInput(f"{what} {path} is not readable JSON (it nests deeper than Python reads); {fix}") from None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError, JSONDecodeError, an integer of too many digits
+        raise InvalidInput(f"{what} {path} is not readable JSON ({err}); {fix}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} {path} holds a JSON {type(value).__name__}, not an object of settings; {fix}")
+    return value
+
+
+def _scheduler_config(folder: Path, scheduler_config: str | None) -> tuple[dict, Path]:
+    """The diffusers scheduler config of ``folder`` (or ``--scheduler-config``), a JSON object, and its file."""
     candidates = [Path(scheduler_config)] if scheduler_config else [
         folder / "scheduler_config.json", folder.parent / "scheduler" / "scheduler_config.json"]
+    if scheduler_config and Path(scheduler_config).is_dir():
+        raise InvalidInput(f"--scheduler-config {scheduler_config} is a folder: give its scheduler_config.json (the "
+                           "pipeline's scheduler/scheduler_config.json)")
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise InvalidInput(f"no scheduler config for {folder}: looked at {', '.join(map(str, candidates))}; pass "
                            "--scheduler-config (the pipeline's scheduler/scheduler_config.json)")
     fix = "pass --scheduler-config with the pipeline's scheduler/scheduler_config.json"
-    try:
-        config = json.loads(found.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InvalidInput(f"the scheduler config {found} is not readable JSON ({err}); {fix}") from None
-    if not isinstance(config, dict):
-        raise InvalidInput(f"the scheduler config {found} holds a JSON {type(config).__name__}, not an object of "
-                           f"scheduler settings; {fix}")
-    return config
+    return _json_object(found, "the scheduler config", fix), found
 
 
 def _prompt_embeddings(embeds: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -197,9 +212,129 @@ def _embedding_width(config: dict) -> int | None:
     return width if isinstance(width, int) and not isinstance(width, bool) else None
 
 
+UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what UNet2DConditionModel.save_pretrained writes
+UNET_FIX = ("give the folder UNet2DConditionModel.save_pretrained(FOLDER, safe_serialization=True) wrote (a "
+            "pipeline's unet/), its config.json and weights saved together")
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _sample_side(unet_config: dict, path: Path) -> tuple[int, int]:
+    """The latent (height, width) of a UNet config's ``sample_size`` (an integer, or [height, width]), each >= 1,
+    and its ``in_channels`` = ``out_channels`` >= 1 (the fit's denoiser returns a latent of the input's shape):
+    checked before the UNet is built, which would first fail in its first call."""
+    side = unet_config.get("sample_size")
+    sides = side if isinstance(side, list) and len(side) == 2 else [side, side]
+    if not all(map(_positive_int, sides)):
+        raise InvalidInput(f"the UNet config {path} has sample_size {side!r}: it must be a whole number >= 1 (or "
+                           "[height, width] of two), the latent side the fit draws its starts at (the image side ÷ "
+                           f"the VAE's downsampling: 64 for SD 1.5, 128 for SDXL); correct it, or {UNET_FIX}")
+    for field in ("in_channels", "out_channels"):
+        if not _positive_int(unet_config.get(field, 4)):
+            raise InvalidInput(f"the UNet config {path} has {field} {unet_config.get(field)!r}: it must be a whole "
+                               f"number >= 1 (the latent's channels, 4 for SD 1.5); correct it, or {UNET_FIX}")
+    if unet_config.get("in_channels", 4) != unet_config.get("out_channels", 4):
+        raise InvalidInput(f"the UNet config {path} has in_channels {unet_config.get('in_channels', 4)} and "
+                           f"out_channels {unet_config.get('out_channels', 4)}: samplers fit takes a UNet whose output "
+                           "has the latent's channels (an ε, v or x0 prediction; not a learned variance, nor an "
+                           "inpainting UNet's extra input channels)")
+    for field in ("addition_embed_type", "class_embed_type", "num_class_embeds"):
+        if unet_config.get(field) is not None:
+            raise InvalidInput(f"the UNet config {path} sets {field} {unet_config[field]!r}: that UNet takes "
+                               "conditioning besides the prompt embeddings (SDXL's added_cond_kwargs, class labels), "
+                               "which samplers fit does not pass; fit a UNet conditioned on encoder_hidden_states "
+                               "alone")
+    return int(sides[0]), int(sides[1])
+
+
+def _unet_weights(folder: Path) -> dict[str, tuple[list[int], str]]:
+    """Each tensor's (shape, dtype) in the UNet's safetensors weights in ``folder`` (one file, or the shards its
+    ``.index.json`` lists), read from their headers alone; nothing else is read: a pickle (``.bin``, ``.ckpt``)
+    is never loaded (unpickling runs code). A missing, truncated or unreadable file is refused, named."""
+    from safetensors import safe_open
+
+    single, index = folder / UNET_WEIGHTS, folder / f"{UNET_WEIGHTS}.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        fix = f"save the UNet again with save_pretrained(FOLDER, safe_serialization=True), or {UNET_FIX}"
+        weight_map = _json_object(index, "the UNet's weights index", fix).get("weight_map")
+        if not (isinstance(weight_map, dict) and weight_map and all(
+                isinstance(v, str) and v and Path(v).name == v for v in weight_map.values())):
+            raise InvalidInput(f"the UNet's weights index {index} has no weight_map of tensor → shard file in "
+                               f"{folder}; {fix}")
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise InvalidInput(f"the UNet's weights index {index} lists shard(s) {', '.join(absent)} that are not "
+                               f"files in {folder}; {fix}")
+    else:
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth", ".pkl"))
+        found = (f"only {', '.join(pickles)}, a pickle checkpoint, which is never loaded (unpickling runs code); "
+                 "convert it once in an environment you trust with UNet2DConditionModel.from_pretrained(FOLDER)"
+                 ".save_pretrained(FOLDER, safe_serialization=True)" if pickles else "no weights")
+        raise InvalidInput(f"--model {folder}: no {UNET_WEIGHTS} there ({found}); samplers fit reads UNet weights "
+                           f"from safetensors only; {UNET_FIX}")
+    tensors: dict[str, tuple[list[int], str]] = {}
+    for path in files:
+        try:
+            with safe_open(path, "pt") as f:
+                for key in f.keys():
+                    piece = f.get_slice(key)
+                    tensors[key] = (list(piece.get_shape()), piece.get_dtype())
+        except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: named, with the fix
+            raise InvalidInput(f"the UNet weights {path} are not a readable safetensors file ({type(err).__name__}: "
+                               f"{err}; truncated or damaged?); {UNET_FIX}") from None
+    return tensors
+
+
+def _check_unet_files(folder: Path, unet_config: dict, config_path: Path) -> None:
+    """The UNet in ``folder``, checked without reading its weights: its config builds a UNet (on the meta device:
+    no memory, no weights) and its safetensors weights hold exactly that UNet's tensors, of its shapes, floating
+    point. Anything else is refused naming the files, before the UNet is built or called (loading would fail in
+    load_state_dict, or run a UNet other than the weights')."""
+    from diffusers import UNet2DConditionModel
+
+    name = unet_config.get("_class_name", "UNet2DConditionModel")
+    if name != "UNet2DConditionModel":
+        raise InvalidInput(f"the config {config_path} describes a {name!r}, not a UNet2DConditionModel: "
+                           f"{UNET_FIX}")
+    try:
+        with torch.device("meta"):
+            skeleton = UNet2DConditionModel.from_config(unet_config)
+    except Exception as err:  # noqa: BLE001 - diffusers' own checks of the config: named, with the fix
+        raise InvalidInput(f"the UNet config {config_path} does not describe a UNet diffusers builds "
+                           f"({type(err).__name__}: {err}); correct it, or {UNET_FIX}") from None
+    want = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
+    have = _unet_weights(folder)
+    shapes = {k: shape for k, (shape, _) in have.items()}
+    if hasattr(skeleton, "_fix_state_dict_keys_on_load"):  # the old attention names diffusers renames on load
+        skeleton._fix_state_dict_keys_on_load(shapes)
+    missing = sorted(set(want) - set(shapes))
+    extra = sorted(set(shapes) - set(want))
+    differ = sorted(k for k in set(want) & set(shapes) if want[k] != shapes[k])
+    if missing or extra or differ:
+        def some(keys, show):
+            return ", ".join(map(show, keys[:3])) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        what = "; ".join(part for part in (
+            differ and f"{len(differ)} of another shape (" + some(
+                differ, lambda k: f"{k} {shapes[k]} in the weights, {want[k]} by the config") + ")",
+            missing and f"{len(missing)} the config's UNet has and the weights lack (" + some(missing, str) + ")",
+            extra and f"{len(extra)} in the weights the config's UNet lacks (" + some(extra, str) + ")") if part)
+        raise InvalidInput(f"the weights in {folder} are not the UNet its config {config_path} describes: tensors "
+                           f"{what}; {UNET_FIX}")
+    ints = sorted(k for k, (_, dtype) in have.items() if dtype not in ("F16", "BF16", "F32", "F64"))
+    if ints:
+        raise InvalidInput(f"the weights in {folder} hold tensors that are not floating point ("
+                           + ", ".join(f"{k} {have[k][1]}" for k in ints[:3]) + f"); {UNET_FIX}")
+
+
 def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | None, cfg: float | None) -> Target:
     """A diffusers UNet folder as a Target. Its files are read and checked (scheduler config, prompt embeddings
-    against the UNet's config) before the UNet is built or called."""
+    against the UNet's config, the UNet's config and the headers of its safetensors weights) before the UNet is
+    built or called."""
     from samplers.interop.diffusers_models import (DiffusersModel, check_x0_flags, native_from_config,
                                                    sigma_data_from_config)
     from samplers import to_denoiser
@@ -208,7 +343,7 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
         from diffusers import UNet2DConditionModel
     except ImportError as err:
         raise InvalidInput(f"a diffusers folder needs the diffusers package ({err}); pip install diffusers") from None
-    config = _scheduler_config(folder, scheduler_config)
+    config, config_file = _scheduler_config(folder, scheduler_config)
     check_x0_flags(config)  # a scheduler that clips or thresholds x0 is not the model the fit sees, as for the denoiser
     native, prediction = native_from_config(config)
     if embeds is None:
@@ -219,17 +354,19 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     if scale != 1.0 and negative is None:
         raise InvalidInput(f"--cfg {scale:g} needs negative_prompt_embeds [1, T, C] in {embeds} (the empty or "
                            "negative prompt, encoded as the prompts were); or leave --cfg out for no guidance")
-    try:
-        unet_config = UNet2DConditionModel.load_config(folder)
-    except Exception as err:  # noqa: BLE001 - a folder without a readable config.json
-        raise InvalidInput(f"--model {folder}: no readable diffusers UNet config.json there ({err}); give the "
-                           "folder UNet2DConditionModel.save_pretrained wrote (a pipeline's unet/)") from None
+    unet_path = folder / "config.json"
+    if not unet_path.is_file():
+        raise InvalidInput(f"--model {folder}: no readable diffusers UNet config.json there ({unet_path} is "
+                           f"{'a folder' if unet_path.is_dir() else 'missing'}); {UNET_FIX}")
+    unet_config = _json_object(unet_path, "the UNet config", UNET_FIX)
     width = _embedding_width(unet_config)
     if width is not None and rows.shape[2] != width:
         raise InvalidInput(f"prompt_embeds in {embeds} are {rows.shape[2]} wide and the UNet in {folder} takes "
                            f"encoder_hidden_states {width} wide (its config's "
                            f"{'encoder_hid_dim' if unet_config.get('encoder_hid_dim') else 'cross_attention_dim'}): "
                            "encode the prompts with this model's own text encoder")
+    height, breadth = _sample_side(unet_config, unet_path)
+    _check_unet_files(folder, unet_config, unet_path)
     unet = UNet2DConditionModel.from_pretrained(folder, use_safetensors=True).eval()
     for p in unet.parameters():
         p.requires_grad_(False)
@@ -244,14 +381,12 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
         return DiffusersModel(unet, conditioning(n, seed)["encoder_hidden_states"],
                               uncond["encoder_hidden_states"].expand(n, -1, -1) if scale != 1.0 else None, scale)
 
-    cfg_unet = unet.config
-    side = int(cfg_unet.sample_size)
     finite_max = native.sigma_max if math.isfinite(native.sigma_max) else 80.0
     source = str(config.get("_class_name", ""))
     scheduler = ((source, {k: v for k, v in config.items() if not k.startswith("_")}, native_for)
                  if source else None)
     return Target(f"diffusers UNet {folder.name}", ItemCFG(inner, uncond, scale),
-                  (int(cfg_unet.in_channels), side, side), native.sigma_min, finite_max, native, prediction,
+                  (int(unet.config.in_channels), height, breadth), native.sigma_min, finite_max, native, prediction,
                   torch.float32, conditioning, 1e-5, None, f"{rows.shape[0]} prompt embeddings from {embeds}",
                   scheduler)
 

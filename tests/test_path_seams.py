@@ -3,7 +3,10 @@ folder), a file given for a folder is named as a file, a diffusers folder's sche
 checked before the UNet is built or called (safetensors only: a pickle is never loaded), a scheduler config diffusers
 rejects is refused before anything is fitted, and report.json's solver paths are the report's own folder's."""
 import json
+import os
+import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +68,103 @@ def test_a_file_given_for_a_weights_or_vae_folder_is_named_a_file(tmp_path, caps
         with pytest.raises(InvalidInput, match="is a file, not a|empty path"):
             call()
     assert not (tmp_path / "o.png").exists()
+
+
+# ----------------------------------------------------------------------------------------- a diffusers folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from benchmarks import tiny_unet
+
+    return tiny_unet.make(tmp_path_factory.mktemp("unet") / "tiny")
+
+
+@pytest.fixture
+def unbuilt(monkeypatch):
+    """UNet2DConditionModel.from_pretrained raises Built: a run that reaches it passed every check of the files."""
+    from diffusers import UNet2DConditionModel
+
+    class Built(Exception):
+        pass
+
+    def build(*args, **kwargs):
+        raise Built("every file passed")
+
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", build)
+
+
+def fit_argv(folder: Path, out: Path, *extra: str) -> list[str]:
+    return ["fit", "--model", str(folder), "--prompt-embeds", str(folder / "embeds.safetensors"), "--nfe", "2",
+            "--out", str(out), *QUICK, *extra]
+
+
+def copy_of(tiny: Path, tmp_path: Path, name: str = "unet") -> Path:
+    folder = tmp_path / name
+    shutil.copytree(tiny, folder)
+    return folder
+
+
+def test_a_scheduler_config_too_deep_or_with_a_huge_integer_is_refused_naming_it(tiny, tmp_path, capsys, unbuilt):
+    for name, text in (("deep.json", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+                       ("bigint.json", '{"num_train_timesteps": ' + "9" * 5000 + "}")):
+        path = tmp_path / name
+        path.write_text(text)
+        code = main(fit_argv(tiny, tmp_path / "fit", "--scheduler-config", str(path)))
+        err = capsys.readouterr().err
+        assert code == 2 and f"the scheduler config {path} is not readable JSON" in err and "--debug" not in err, err
+    assert not (tmp_path / "fit").exists()
+
+
+def test_a_diffusers_folders_unet_files_are_checked_before_the_unet_is_built(tiny, tmp_path, capsys, unbuilt):
+    weights = "diffusion_pytorch_model.safetensors"
+
+    def run(folder: Path) -> tuple[int, str]:
+        code = main(fit_argv(folder, tmp_path / "fit", "--scheduler-config", str(tiny / "scheduler_config.json"),
+                             "--prompt-embeds", str(tiny / "embeds.safetensors")))
+        return code, capsys.readouterr().err
+
+    assert run(tiny)[1].endswith("every file passed (Built; --debug for the traceback)\n")  # the good folder
+    marker = tmp_path / "unpickled"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    def edit_config(**fields):
+        def edit(folder: Path):
+            config = json.loads((folder / "config.json").read_text())
+            (folder / "config.json").write_text(json.dumps({**config, **fields}))
+        return edit
+
+    def truncate(folder: Path):
+        blob = (folder / weights).read_bytes()
+        (folder / weights).write_bytes(blob[:-100])
+
+    def pickle_only(folder: Path):
+        (folder / weights).unlink()
+        (folder / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(Evil()))
+
+    cases = [(truncate, [weights, "not a readable safetensors file", "truncated"]),
+             (lambda f: (f / weights).unlink(), [f"no {weights} there (no weights)", "safetensors only"]),
+             (pickle_only, ["only diffusion_pytorch_model.bin, a pickle checkpoint, which is never loaded"]),
+             (lambda f: (f / "config.json").write_text("[]"), ["config.json holds a JSON list"]),
+             (edit_config(block_out_channels=[64, 128]),
+              ["are not the UNet its config", "conv_in.weight [32, 4, 3, 3] in the weights, [64, 4, 3, 3] by the "
+                                              "config"]),
+             (edit_config(layers_per_block=2), ["the config's UNet has and the weights lack"]),
+             (edit_config(sample_size=0), ["config.json has sample_size 0: it must be a whole number >= 1"]),
+             (edit_config(sample_size=-8), ["has sample_size -8"]),
+             (edit_config(in_channels=0), ["has in_channels 0"]),
+             (edit_config(out_channels=8), ["has in_channels 4 and out_channels 8"]),
+             (edit_config(_class_name="AutoencoderKL"), ["describes a 'AutoencoderKL', not a UNet2DConditionModel"])]
+    for k, (make_bad, words) in enumerate(cases):
+        folder = copy_of(tiny, tmp_path, f"unet{k}")
+        make_bad(folder)
+        code, err = run(folder)
+        assert code == 2 and str(folder) in err and all(w in err for w in words), (k, err)
+        assert "--debug" not in err and "fitting to" not in err
+    assert not marker.exists() and not (tmp_path / "fit").exists()
 
 
 # ------------------------------------------------------------------------------------------------- report.json
