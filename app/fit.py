@@ -154,6 +154,34 @@ def _scheduler_config(folder: Path, scheduler_config: str | None) -> tuple[dict,
     return _json_object(found, "the scheduler config", fix), found
 
 
+def _check_scheduler(config: dict, path: Path, nfe) -> str | None:
+    """The diffusers scheduler class ``config`` names (``_class_name``; None where it names none), checked before
+    anything is fitted: a scheduler class of the installed diffusers, built from the config, whose ``set_timesteps``
+    takes a step count within each NFE of ``nfe`` (the report's default row runs it, after every fit). Anything else
+    is refused naming ``path`` and diffusers' own reason."""
+    name = config.get("_class_name")
+    if name is None:
+        return None
+    fix = "correct it, or pass --scheduler-config with the pipeline's own scheduler/scheduler_config.json"
+    import diffusers
+    from diffusers import SchedulerMixin
+
+    cls = getattr(diffusers, name, None) if isinstance(name, str) and name.isidentifier() else None
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        raise InvalidInput(f"the scheduler config {path} names _class_name {name!r}, which is not a scheduler class of "
+                           f"the installed diffusers {diffusers.__version__} (e.g. DPMSolverMultistepScheduler, "
+                           f"EulerDiscreteScheduler); {fix}")
+    from benchmarks.peers import PeerRefused, peer_steps
+
+    settings = {k: v for k, v in config.items() if not k.startswith("_")}
+    try:
+        for budget in sorted(set(nfe)):
+            peer_steps(name, settings, budget, strict=True)
+    except PeerRefused as err:
+        raise InvalidInput(f"the scheduler config {path}: {err}; {fix}") from None
+    return name
+
+
 def _prompt_embeddings(embeds: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``prompt_embeds`` [N, T, C] and ``negative_prompt_embeds`` [1, T, C] (or None) of a safetensors file, float32,
     checked: floating point (an integer tensor is not embeddings), finite, of those shapes."""
@@ -331,10 +359,11 @@ def _check_unet_files(folder: Path, unet_config: dict, config_path: Path) -> Non
                            + ", ".join(f"{k} {have[k][1]}" for k in ints[:3]) + f"); {UNET_FIX}")
 
 
-def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | None, cfg: float | None) -> Target:
-    """A diffusers UNet folder as a Target. Its files are read and checked (scheduler config, prompt embeddings
-    against the UNet's config, the UNet's config and the headers of its safetensors weights) before the UNet is
-    built or called."""
+def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | None, cfg: float | None,
+                     nfe=()) -> Target:
+    """A diffusers UNet folder as a Target. Its files are read and checked (scheduler config, and its scheduler at
+    each NFE of ``nfe``; prompt embeddings against the UNet's config; the UNet's config and the headers of its
+    safetensors weights) before the UNet is built or called."""
     from samplers.interop.diffusers_models import (DiffusersModel, check_x0_flags, native_from_config,
                                                    sigma_data_from_config)
     from samplers import to_denoiser
@@ -346,6 +375,7 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     config, config_file = _scheduler_config(folder, scheduler_config)
     check_x0_flags(config)  # a scheduler that clips or thresholds x0 is not the model the fit sees, as for the denoiser
     native, prediction = native_from_config(config)
+    source = _check_scheduler(config, config_file, nfe)  # the default row's scheduler: before anything is fitted
     if embeds is None:
         raise InvalidInput("a diffusers UNet needs --prompt-embeds FILE (safetensors with prompt_embeds [N, T, C] "
                            "and, for guidance, negative_prompt_embeds [1, T, C])")
@@ -382,7 +412,6 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
                               uncond["encoder_hidden_states"].expand(n, -1, -1) if scale != 1.0 else None, scale)
 
     finite_max = native.sigma_max if math.isfinite(native.sigma_max) else 80.0
-    source = str(config.get("_class_name", ""))
     scheduler = ((source, {k: v for k, v in config.items() if not k.startswith("_")}, native_for)
                  if source else None)
     return Target(f"diffusers UNet {folder.name}", ItemCFG(inner, uncond, scale),
@@ -433,7 +462,7 @@ def make_target(args) -> Target:
     if spec in ("eps", "flow"):
         return shipped_target(spec, args.prompts, args.cfg)
     if Path(spec).is_dir():
-        return diffusers_target(Path(spec), args.scheduler_config, args.prompt_embeds, args.cfg)
+        return diffusers_target(Path(spec), args.scheduler_config, args.prompt_embeds, args.cfg, args.nfe)
     if ":" in spec or spec.startswith("gm-"):
         return entry_point_target(spec)
     raise InvalidInput(f"--model {spec!r} is not a shipped model (eps, flow), a module:function entry point or a "

@@ -19,30 +19,60 @@ import types
 
 import torch
 
+from samplers.core.errors import InvalidInput
+
 from .common import Problem
+
+
+class PeerRefused(InvalidInput):
+    """diffusers refuses a scheduler configuration (:func:`peer_steps` with ``strict``): the message gives its
+    reason."""
 
 
 def make_scheduler(label: str, config: dict):
     """The diffusers scheduler of ``label``'s class (the part before the first ``+``) built from ``config``."""
     import diffusers
 
-    return getattr(diffusers, label.split("+")[0])(**config)
+    name = label.split("+")[0]
+    cls = getattr(diffusers, name, None) if name.isidentifier() else None
+    if not isinstance(cls, type):
+        raise InvalidInput(f"{name!r} is not a class of the installed diffusers {diffusers.__version__}: name a "
+                           "scheduler class such as DPMSolverMultistepScheduler")
+    return cls(**config)
 
 
-def peer_steps(label: str, config: dict, budget: int) -> tuple[int, int] | None:
-    """The most ``set_timesteps`` steps whose loop calls the model at most ``budget`` times: (steps, calls)."""
-    best = None
+def peer_steps(label: str, config: dict, budget: int, *, strict: bool = False) -> tuple[int, int] | None:
+    """The most ``set_timesteps`` steps whose loop calls the model at most ``budget`` times: (steps, calls); None
+    where no step count within the budget runs. A step count whose ``set_timesteps`` raises ValueError or
+    ZeroDivisionError is skipped: a configuration the benchmarks compare may legitimately not take some counts
+    (a budget below what its spacing or order allows), and a cell without a peer is reported as such.
+
+    ``strict`` (``samplers fit``'s own configured scheduler, checked before it fits): :class:`PeerRefused`, with
+    diffusers' reason, where the scheduler cannot be built from ``config`` or refuses every step count within
+    the budget, so a configuration diffusers rejects is never silently a missing comparison."""
+    name = label.split("+")[0]
+    if strict:
+        try:
+            make_scheduler(label, config)
+        except (TypeError, ValueError, NotImplementedError) as err:  # unknown or invalid settings
+            raise PeerRefused(f"diffusers' {name} refuses these settings ({type(err).__name__}: {err})") from None
+    best, refused = None, []
     for steps in range(1, budget + 1):
         sch = make_scheduler(label, config)
         try:
             sch.set_timesteps(steps)
-        except (ValueError, ZeroDivisionError):
+        except (ValueError, ZeroDivisionError) as err:
+            refused.append((steps, err))
             continue
         calls = len(sch.timesteps)
         if calls <= budget:
             best = (steps, calls)
         elif best is not None:
             break
+    if strict and best is None and len(refused) == budget:  # every count raised: diffusers rejects the config
+        steps, err = refused[0]
+        raise PeerRefused(f"diffusers' {name}.set_timesteps refuses every step count from 1 to {budget} "
+                          f"({type(err).__name__} at {steps} steps: {err})")
     return best
 
 

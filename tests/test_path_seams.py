@@ -167,6 +167,40 @@ def test_a_diffusers_folders_unet_files_are_checked_before_the_unet_is_built(tin
     assert not marker.exists() and not (tmp_path / "fit").exists()
 
 
+def test_an_unknown_scheduler_class_is_refused_before_anything_is_fitted(tiny, tmp_path, capsys, unbuilt):
+    config = tmp_path / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads((tiny / "scheduler_config.json").read_text()), "_class_name": "Nope"}))
+    code = main(fit_argv(tiny, tmp_path / "fit", "--scheduler-config", str(config)))
+    err = capsys.readouterr().err
+    assert code == 2 and f"the scheduler config {config} names _class_name 'Nope'" in err, err
+    assert not (tmp_path / "fit").exists()
+
+
+def test_a_scheduler_config_diffusers_rejects_is_refused_with_its_reason_and_the_benchmarks_keep_skipping(
+        tiny, tmp_path, capsys, unbuilt):
+    from benchmarks.peers import PeerRefused, peer_steps
+
+    settings = json.loads((tiny / "scheduler_config.json").read_text())
+    for name, edit, words in (("spacing", {"timestep_spacing": 7}, ["7 is not supported", "set_timesteps refuses "
+                                                                     "every step count from 1 to 2"]),
+                              ("unknown", {"no_such_setting": 1}, ["DPMSolverMultistepScheduler refuses these "
+                                                                   "settings (TypeError"])):
+        config = tmp_path / f"{name}.json"
+        config.write_text(json.dumps({**settings, **edit}))
+        code = main(fit_argv(tiny, tmp_path / "fit", "--scheduler-config", str(config)))
+        err = capsys.readouterr().err
+        assert code == 2 and f"the scheduler config {config}" in err and all(w in err for w in words), err
+    assert not (tmp_path / "fit").exists()
+    # the benchmarks' peers: a configuration that cannot run some step counts is still skipped, not an error
+    bad = {k: v for k, v in {**settings, "timestep_spacing": 7}.items() if not k.startswith("_")}
+    assert peer_steps("DPMSolverMultistepScheduler", bad, 2) is None
+    with pytest.raises(PeerRefused):
+        peer_steps("DPMSolverMultistepScheduler", bad, 2, strict=True)
+    good = {k: v for k, v in settings.items() if not k.startswith("_")}
+    assert peer_steps("DPMSolverMultistepScheduler", good, 3, strict=True) == peer_steps(
+        "DPMSolverMultistepScheduler", good, 3)
+
+
 # ------------------------------------------------------------------------------------------------- report.json
 
 
