@@ -70,22 +70,61 @@ def atomic_torch_save(path: str | os.PathLike, obj) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+CHECKPOINT_FIX = "delete it and let it be rebuilt"
+
+
+def load_checkpoint(path: str | os.PathLike, fix: str = CHECKPOINT_FIX) -> dict:
     """A training checkpoint or data cache written with :func:`atomic_torch_save`, read with ``weights_only=True``:
-    tensors, numbers, strings and containers only — a planted pickle that would run code is refused."""
+    tensors, numbers, strings and containers only — a planted pickle that would run code is refused. Anything but a
+    regular file holding a dict is a ``CorruptModelError`` naming the path and ``fix``."""
     import pickle
+    import warnings
 
     import torch
 
+    what = "a checkpoint written by models.io.atomic_torch_save"
+    with open_regular(path, what, fix, error=CorruptModelError,
+                      missing=MissingModelError(f"no checkpoint at {path} (no such file); check the path")) as f:
+        try:
+            with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error below says it all
+                warnings.simplefilter("ignore", UserWarning)
+                saved = torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CorruptModelError(f"{path} holds something other than tensors and plain data, which is never loaded "
+                                    f"(weights_only=True): {str(e).splitlines()[0]}; {fix}") from None
+        except (RuntimeError, EOFError, ValueError, OSError) as e:  # torch's reader on a truncated or foreign file
+            raise CorruptModelError(f"{path} is truncated or not a checkpoint ({type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else 'no data'}); {fix}") from None
+    if not isinstance(saved, dict):
+        raise CorruptModelError(f"{path} holds a {type(saved).__name__}, not the dict {what} is; {fix}")
+    return saved
+
+
+def load_resume(path: str | os.PathLike, fields: Mapping[str, type | tuple],
+                optional: Mapping[str, type | tuple] = {}) -> dict:  # noqa: B006 - read only
+    """The checkpoint ``--resume`` continues from: :func:`load_checkpoint`, with every one of ``fields`` (name →
+    type) present and of its type, and those of ``optional`` that are present of theirs, else a
+    ``CorruptModelError`` naming the path, what is wrong and the fix (start afresh, or delete the file)."""
+    fix = f"start afresh without --resume, or delete {path}"
+    saved = load_checkpoint(path, fix)
+    missing = [k for k in fields if k not in saved]
+    wrong = [f"{k!r} is a {type(saved[k]).__name__}" for k, t in {**fields, **optional}.items()
+             if k in saved and (not isinstance(saved[k], t) or isinstance(saved[k], bool))]  # True is no step count
+    if missing or wrong:
+        raise CorruptModelError(f"{path} is not a checkpoint this training script wrote: "
+                                + "; ".join(([f"it has no {', '.join(map(repr, missing))}"] if missing else [])
+                                            + ([", ".join(wrong)] if wrong else [])) + f"; {fix}")
+    return saved
+
+
+def resume_into(path: str | os.PathLike, load, what: str) -> None:
+    """``load()`` (a module's or optimiser's ``load_state_dict`` of a checkpoint's part): its error, where the part
+    does not fit, a ``CorruptModelError`` naming the path and the fix."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CorruptModelError(f"{path} holds something other than tensors and plain data, which is never loaded "
-                                f"(weights_only=True): {str(e).splitlines()[0]}; delete it and let it be rebuilt") from None
-    except (RuntimeError, EOFError) as e:  # torch's reader on a truncated or foreign file
-        raise CorruptModelError(f"{path} is truncated or not a checkpoint ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else 'no data'}); delete it and let it be "
-                                "rebuilt") from None
+        load()
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        raise CorruptModelError(f"{path}: its {what} does not fit this run ({' '.join(str(e).split())[:300]}); start "
+                                f"afresh without --resume, or delete {path}") from None
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -200,15 +200,15 @@ def main(argv=None) -> int:
     step = 0
     prior_elapsed = 0.0
     if args.resume:
-        if not ckpt_path.is_file():
+        if not ckpt_path.exists():
             print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
         else:
-            ckpt = mio.load_checkpoint(ckpt_path)
+            ckpt = mio.load_resume(ckpt_path, {"config": dict, "seed": int, "model": dict, "ema": dict,
+                                               "optimizer": dict, "step": int}, optional={"elapsed": (int, float)})
             if ckpt["config"] != cfg.to_dict() or ckpt["seed"] != args.seed:
                 raise SystemExit(f"{ckpt_path} was written with another config, VAE or seed; remove it or match the arguments")
-            model.load_state_dict(ckpt["model"])
-            ema.load_state_dict(ckpt["ema"])
-            opt.load_state_dict(ckpt["optimizer"])
+            for part, target in (("model", model), ("ema", ema), ("optimizer", opt)):
+                mio.resume_into(ckpt_path, lambda: target.load_state_dict(ckpt[part]), f"{part!r} state")
             step = ckpt["step"]
             prior_elapsed = ckpt.get("elapsed", 0.0)
             print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)

@@ -138,14 +138,15 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
     if args.resume:
-        if not ckpt_path.is_file():
+        if not ckpt_path.exists():
             print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
         else:
-            ckpt = mio.load_checkpoint(ckpt_path)
-            if ckpt["config"] != cfg.to_dict() or ckpt["args"]["seed"] != args.seed:
+            ckpt = mio.load_resume(ckpt_path, {"config": dict, "args": dict, "model": dict, "optimizer": dict,
+                                               "step": int})
+            if ckpt["config"] != cfg.to_dict() or ckpt["args"].get("seed") != args.seed:
                 raise SystemExit(f"{ckpt_path} was written with another config or seed; remove it or match the arguments")
-            vae.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
+            for part, target in (("model", vae), ("optimizer", opt)):
+                mio.resume_into(ckpt_path, lambda: target.load_state_dict(ckpt[part]), f"{part!r} state")
             step = ckpt["step"]
             print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
 

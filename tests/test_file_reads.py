@@ -216,3 +216,75 @@ def test_a_report_python_will_not_read_is_a_usage_error_naming_it(tmp_path, caps
     err = capsys.readouterr().err
     assert exit.value.code == 2 and f"--report {tmp_path / name} is not a results.json: it" in err and words in err
     assert not (tmp_path / "table.md").exists()
+
+
+# ------------------------------------------------------------------------------------ checkpoints, --resume
+
+
+def test_load_checkpoint_refuses_a_folder_and_what_is_not_a_dict(tmp_path):
+    import torch
+
+    from models import io as mio
+
+    (tmp_path / "dir.pt").mkdir()
+    with pytest.raises(mio.CorruptModelError, match="dir.pt is a folder, not a checkpoint .*delete it"):
+        mio.load_checkpoint(tmp_path / "dir.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(mio.CorruptModelError, match="list.pt holds a list, not the dict .*delete it"):
+        mio.load_checkpoint(tmp_path / "list.pt")
+
+
+def _bad_checkpoints(path: Path):
+    """(plant a bad checkpoint at ``path``, what the refusal says) pairs."""
+    import torch
+
+    def folder():
+        path.mkdir(parents=True)
+
+    return [(lambda: torch.save({"step": 3}, path), "has no 'config'"),
+            (lambda: torch.save([1, 2], path), "holds a list"),
+            (lambda: torch.save({"config": {}, "seed": 0, "args": {}, "model": [], "ema": {}, "optimizer": {},
+                                 "step": "3"}, path), "'model' is a list"),
+            (folder, "is a folder")]
+
+
+def _planted(path: Path, plant):
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plant()
+
+
+def test_train_resume_refuses_a_checkpoint_it_did_not_write(tmp_path):
+    from models import io as mio
+    from models import train
+
+    work = tmp_path / "work"
+    path = work / "train_eps" / "checkpoint.pt"
+    argv = ["eps", "--out", str(tmp_path / "out"), "--work", str(work), "--n-scenes", "2", "--channels", "16",
+            "--steps", "1", "--batch-size", "2", "--threads", "1", "--resume"]
+    for plant, words in _bad_checkpoints(path):
+        _planted(path, plant)
+        with pytest.raises(mio.CorruptModelError, match=f"checkpoint.pt .*{words}.*start afresh without --resume, "
+                                                        "or delete"):
+            train.main(argv)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_vae_resume_refuses_a_checkpoint_it_did_not_write(tmp_path):
+    from models import io as mio
+    from models import train_vae
+
+    out = tmp_path / "vae"
+    argv = ["--out", str(out), "--steps", "1", "--batch-size", "2", "--channels", "8,8,8", "--threads", "1",
+            "--scale-samples", "8", "--eval-samples", "4", "--resume"]
+    for plant, words in _bad_checkpoints(out / "checkpoint.pt"):
+        _planted(out / "checkpoint.pt", plant)
+        with pytest.raises(mio.CorruptModelError, match=f"checkpoint.pt .*{words}.*start afresh without --resume, "
+                                                        "or delete"):
+            train_vae.main(argv)
+    assert not (out / "model.safetensors").exists()
