@@ -199,13 +199,29 @@ class ReferenceCache:
             return self._memory[key]
         path = self.path(key)
         if path is not None and path.exists():
-            ref = load_tensor(path).to(x.device)
+            ref = _checked_reference(load_tensor(path), x_solve, path).to(x.device)
         else:
             ref = problem.reference(x_solve, sigma_solve, seed)
             if path is not None:
                 save_tensor(path, ref)
         self._memory[key] = ref
         return ref
+
+
+def _checked_reference(ref: torch.Tensor, x: torch.Tensor, path: Path) -> torch.Tensor:
+    """A cached reference read back: the starts' shape (what :meth:`Problem.reference` returns for them), floating
+    point, every value finite — as ``samplers fit``'s caches are checked. Anything else is refused, naming the file:
+    a (1, ...) tensor would broadcast against the batch, an integer one score as a reference."""
+    problem = None
+    if tuple(ref.shape) != tuple(x.shape) or not ref.is_floating_point():
+        problem = (f"holds a tensor of shape {list(ref.shape)} and dtype {ref.dtype}, not a floating-point one of "
+                   f"the starts' shape {list(x.shape)}")
+    elif not bool(torch.isfinite(ref).all()):
+        problem = f"holds {int((~torch.isfinite(ref)).sum())} NaN or infinite value(s)"
+    if problem:
+        raise InvalidInput(f"reference cache file {str(path)!r} {problem}; it was not used. Delete it to recompute "
+                           "the reference, or pass --no-cache")
+    return ref
 
 
 def save_tensor(path: Path, tensor: torch.Tensor) -> None:

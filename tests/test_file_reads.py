@@ -288,3 +288,23 @@ def test_train_vae_resume_refuses_a_checkpoint_it_did_not_write(tmp_path):
                                                         "or delete"):
             train_vae.main(argv)
     assert not (out / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------- benchmark reference cache
+
+
+def test_a_cached_reference_that_does_not_fit_the_starts_is_refused(tmp_path):
+    import torch
+
+    from benchmarks.common import ReferenceCache, get_problem, save_tensor
+
+    problem = get_problem("gm-ve")
+    x = problem.noise(4, 0) * 80.0
+    cache = ReferenceCache(tmp_path)
+    path = cache.path(cache.key(problem, 0, x, 80.0))
+    for planted, words in ((torch.zeros(1, *x.shape[1:], dtype=x.dtype), r"shape \[1, 4, 4, 4\]"),
+                           (torch.zeros(x.shape, dtype=torch.int64), "dtype torch.int64"),
+                           (torch.full(x.shape, float("nan"), dtype=x.dtype), "256 NaN or infinite")):
+        save_tensor(path, planted)
+        with pytest.raises(samplers.InvalidInput, match=f"{re.escape(path.name)}.* {words}.*Delete it to recompute"):
+            ReferenceCache(tmp_path).get(problem, 0, x, 80.0)
