@@ -39,6 +39,7 @@ KDPM2, EDM, ...; ``scale_model_input`` divides by √(σ² + 1), or applies EDM'
 """
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import math
@@ -259,26 +260,32 @@ def _freeze(value):
     return value
 
 
-_PROTOTYPES: dict[tuple, Any] = {}  # (class name, frozen config) -> an instance to copy
+_PROTOTYPES: dict[tuple, Any] = {}  # (class name, frozen config) -> an instance built from that config, to copy
+# the scheduler object SamplerScheduler.from_config was given, for the shim it is building in this thread alone: it
+# may hold state its config does not (FlowMatchEulerDiscreteScheduler.set_shift), which must neither reach another
+# shim of the same config nor be replaced by an object cached for it
+_GIVEN: contextvars.ContextVar = contextvars.ContextVar("diffusers_scheduler_given", default=None)
 
 
-def _prototype(class_name: str, frozen_config: tuple, instance=None):
-    """One instance of a diffusers scheduler class per config (some constructors plan 1000 steps): the scheduler
-    ``from_config`` was given, else one built from the config; the shim copies it instead of building its own."""
+def _prototype(class_name: str, frozen_config: tuple):
+    """The instance of a diffusers scheduler class the shim copies (some constructors plan 1000 steps): the scheduler
+    ``from_config`` was given, for the shim built from it; else one built from the config, kept per config."""
     key = (class_name, frozen_config)
+    given = _GIVEN.get()
+    if given is not None and given[0] == key:
+        return given[1]
     if key not in _PROTOTYPES:
-        if instance is None:
-            from diffusers import schedulers as diffusers_schedulers
+        from diffusers import schedulers as diffusers_schedulers
 
-            config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in frozen_config}
-            try:
-                instance = getattr(diffusers_schedulers, class_name).from_config(config)
-            except Exception as exc:  # noqa: BLE001 - diffusers' own refusal of a config, in our vocabulary
-                raise InvalidInput(f"diffusers' {class_name} refuses this config ({type(exc).__name__}: "
-                                   f"{' '.join(str(exc).split())}); fix the config") from None
+        config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in frozen_config}
+        try:
+            instance = getattr(diffusers_schedulers, class_name).from_config(config)
+        except Exception as exc:  # noqa: BLE001 - diffusers' own refusal of a config, in our vocabulary
+            raise InvalidInput(f"diffusers' {class_name} refuses this config ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())}); fix the config") from None
         if len(_PROTOTYPES) >= 32:
-            _PROTOTYPES.pop(next(iter(_PROTOTYPES)))
-        _PROTOTYPES[key] = copy.deepcopy(instance)
+            _PROTOTYPES.pop(next(iter(_PROTOTYPES)), None)
+        _PROTOTYPES[key] = instance
     return _PROTOTYPES[key]
 
 
@@ -595,6 +602,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         may also be the scheduler itself (``SamplerScheduler.from_config(pipe.scheduler)``)."""
         instance = config if hasattr(config, "config") and not isinstance(config, Mapping) else None
         given = dict(kwargs)  # the caller's keyword arguments, before the source_config / noise_schedule we add
+        copied = None  # (prototype key, the scheduler given), where the shim copies that object: _prototype
         if isinstance(kwargs.get("source_config"), Mapping):
             _check_config_keys(kwargs["source_config"], "source_config")
         checked = _given_class(kwargs.get("source_config"))
@@ -632,14 +640,18 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                            **overrides}
                 if instance is not None and not overrides and class_name in sources.SOURCES:
                     # copy the scheduler itself rather than build another from its config
-                    _prototype(class_name, _freeze(kwargs["source_config"]), instance)
+                    copied = ((class_name, _freeze(kwargs["source_config"])), instance)
             if source.get("noise_schedule") is None and "noise_schedule" not in kwargs and is_flow_config(source):
                 kwargs["noise_schedule"] = "flow"
         if not return_unused_kwargs:  # (with it, diffusers hands the unused ones back: nothing is dropped)
             _check_kwargs(given, checked)
         if instance is not None:
             config = config_dict(instance)
-        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+        token = _GIVEN.set(copied)
+        try:
+            return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+        finally:
+            _GIVEN.reset(token)
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
