@@ -404,7 +404,7 @@ def main(argv=None) -> int:
     else:
         text = markdown(table(), env)
     if args.out is not None:
-        args.out.write_text(text)
+        common.atomic_write_bytes(args.out, text.encode())
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         print(text, end="" if args.exact else "\n")

@@ -26,20 +26,27 @@ SD15_SCHEDULER = {"_class_name": "DPMSolverMultistepScheduler", "beta_schedule":
 
 def make(folder: str | Path, seed: int = 0, prompts: int = 8) -> Path:
     """Create the folder (see the module docstring); returns it."""
+    import tempfile
+
     from diffusers import UNet2DConditionModel
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # diffusers initialises its weights from torch's global generator
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
                                 attention_head_dim=8, norm_num_groups=32)
-    unet.save_pretrained(folder, safe_serialization=True)
-    (folder / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER, indent=1))
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".unet.") as staged:  # diffusers writes in place: stage it
+        unet.save_pretrained(staged, safe_serialization=True)
+        for file in sorted(Path(staged).iterdir()):
+            common.atomic_write_bytes(folder / file.name, file.read_bytes())
+    common.atomic_write_bytes(folder / "scheduler_config.json", json.dumps(SD15_SCHEDULER, indent=1).encode())
     g = torch.Generator().manual_seed(seed + 1)
-    save_file({"prompt_embeds": torch.randn(prompts, 7, 32, generator=g),
-               "negative_prompt_embeds": torch.randn(1, 7, 32, generator=g)}, folder / "embeds.safetensors")
+    common.atomic_write_bytes(folder / "embeds.safetensors", save({
+        "prompt_embeds": torch.randn(prompts, 7, 32, generator=g),
+        "negative_prompt_embeds": torch.randn(1, 7, 32, generator=g)}))
     return folder
 
 

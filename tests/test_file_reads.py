@@ -308,3 +308,53 @@ def test_a_cached_reference_that_does_not_fit_the_starts_is_refused(tmp_path):
         save_tensor(path, planted)
         with pytest.raises(samplers.InvalidInput, match=f"{re.escape(path.name)}.* {words}.*Delete it to recompute"):
             ReferenceCache(tmp_path).get(problem, 0, x, 80.0)
+
+
+# ------------------------------------------------------------------------- files the benchmarks write: atomic
+
+
+@pytest.fixture
+def atomic_writes(monkeypatch):
+    """The names of the files written through samplers.core.files.atomic_write_bytes (via benchmarks.common)."""
+    from benchmarks import common
+
+    written, real = [], common.atomic_write_bytes
+
+    def spy(path, data):
+        written.append(Path(path).name)
+        return real(path, data)
+
+    monkeypatch.setattr(common, "atomic_write_bytes", spy)
+    return written
+
+
+def test_tiny_unet_writes_its_files_atomically(tmp_path, atomic_writes):
+    pytest.importorskip("diffusers")
+    from benchmarks import tiny_unet
+
+    folder = tiny_unet.make(tmp_path / "unet")
+    assert sorted(atomic_writes) == sorted(p.name for p in folder.iterdir()) == [
+        "config.json", "diffusion_pytorch_model.safetensors", "embeds.safetensors", "scheduler_config.json"]
+
+
+def test_compatibility_writes_its_table_atomically(tmp_path, monkeypatch, atomic_writes):
+    from benchmarks import compatibility
+
+    monkeypatch.setattr(compatibility, "table", lambda: [])
+    monkeypatch.setattr(compatibility, "markdown", lambda rows, env: "| table |\n")
+    assert compatibility.main(["--out", str(tmp_path / "compat.md")]) == 0
+    assert atomic_writes == ["compat.md"] and (tmp_path / "compat.md").read_text() == "| table |\n"
+
+
+def test_quality_writes_its_image_grid_atomically(tmp_path, atomic_writes):
+    from PIL import Image
+
+    from benchmarks import quality
+
+    grid_dir = tmp_path / "cells"
+    grid_dir.mkdir()
+    for nfe in (4, 8):
+        Image.new("RGB", (8, 8)).save(grid_dir / f"models-eps_euler_karras_{nfe}_0.png")
+    result = {"problems": ["models-eps"], "args": {"seeds": [0]}}
+    assert [p.name for p in quality.image_grid(result, grid_dir, tmp_path)] == ["grid_models-eps.png"]
+    assert atomic_writes == ["grid_models-eps.png", "grid_models-eps.txt"]
