@@ -31,7 +31,6 @@ from a per-item generator of the same seed: for the step from σ = inf this is t
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Sequence
 
 import torch
@@ -213,14 +212,20 @@ class BatchedBrownianTree:
         t0, t1, sign = self.sort(t0, t1)
         if self.cpu:
             t0, t1 = _on_cpu(t0, torch.float32), _on_cpu(t1, torch.float32)
-        with warnings.catch_warnings():
-            # torchsde warns, then clamps, when a query lies outside the tree by rounding (the schedule's own end
-            # points as float32 against the tree's ends rounded to tol); k-diffusion's tree clamps the same way
-            warnings.filterwarnings("ignore", message="Should have t[ab]", category=UserWarning)
-            w = torch.stack([tree(t0, t1) for tree in self.trees])
+        w = torch.stack([_query(tree, t0, t1) for tree in self.trees])
         w = w.to(device=self.device, dtype=self.dtype)
         w = w * (self.sign * sign)
         return w if self.batched else w[0]
+
+
+def _query(tree, t0, t1) -> torch.Tensor:
+    """``tree(t0, t1)`` with the times first clamped to the tree's ends as torchsde clamps them: it warns, then
+    clamps, when a query lies outside the tree by rounding (the schedule's own end points as float32 against the
+    tree's ends rounded to tol), as k-diffusion's tree does. Clamped here it does not warn, so no
+    ``warnings.catch_warnings`` is needed, which swaps the process's filters under every thread's feet."""
+    ends = tree._interval  # torchsde's BrownianInterval: its _start / _end are the rounded ends it clamps to
+    lo, hi = ends._start, ends._end
+    return tree(min(max(float(t0), lo), hi), min(max(float(t1), lo), hi))
 
 
 def _on_cpu(t, dtype=None) -> torch.Tensor:
