@@ -34,3 +34,42 @@ def test_brownian_tree_draws_touch_no_warning_filter_and_raise_no_warning():
     assert list(warnings.filters) == before and len(outs) == 5
     alone = samplers.sample("dpmpp_2m_sde", GM.denoiser, x, sigmas, disable=True, seed=3, noise_sampler="brownian_tree")
     torch.testing.assert_close(outs[3], alone, rtol=0, atol=0)
+
+
+def test_host_read_counts_are_per_thread_and_torch_gets_its_methods_back_however_blocks_overlap():
+    """Two threads' blocks overlapping (A enters, B enters, A leaves, B leaves): B's own read was lost and A's
+    wrapper stayed on torch.Tensor for good; a read in another thread was counted in the block."""
+    from samplers.core.graph import count_host_reads
+
+    own = {n: getattr(torch.Tensor, n) for n in ("item", "__bool__", "__float__", "__int__", "tolist")}
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    got = {}
+
+    def a():
+        with count_host_reads() as c:
+            a_in.set()
+            b_in.wait()
+        got["A"] = c["n"]
+        a_out.set()
+
+    def b():
+        a_in.wait()
+        with count_host_reads() as c:
+            b_in.set()
+            a_out.wait()
+            torch.ones(()).item()
+        got["B"] = c["n"]
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert got == {"A": 0, "B": 1}
+    assert all(getattr(torch.Tensor, n) is m for n, m in own.items())
+    with count_host_reads() as outer:
+        other = threading.Thread(target=lambda: [torch.ones(()).item() for _ in range(5)])
+        other.start()
+        other.join()
+        with count_host_reads() as inner:
+            float(torch.ones(()))
+    assert (outer["n"], inner["n"]) == (1, 1)
+    assert all(getattr(torch.Tensor, n) is m for n, m in own.items())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from typing import Callable
 
 import torch
@@ -41,30 +42,50 @@ class GraphUnavailable(Unavailable):
     """The run cannot be captured in a CUDA graph here; the message says why and what to do instead."""
 
 
+_READ_METHODS = ("item", "__bool__", "__float__", "__int__", "tolist")
+_READS_LOCK = threading.Lock()
+_READS_ORIGINALS: dict = {}  # torch.Tensor's own methods, while any block is open (in any thread)
+_READS_OPEN = [0]  # blocks open, all threads together
+_READS_HERE = threading.local()  # .blocks: the count dicts of this thread's open blocks
+
+
+def _counted(orig):
+    def read(self, *a, **k):
+        for counts in getattr(_READS_HERE, "blocks", ()):
+            counts["n"] += 1
+        return orig(self, *a, **k)
+    return read
+
+
 @contextlib.contextmanager
 def count_host_reads():
     """Count host reads of tensor values (``item``, ``bool``, ``float``, ``int``, ``tolist``) in the block.
 
     On a GPU each of them is a synchronisation that makes a run uncapturable; on the CPU this is the way to
-    check that a model and a sampler would capture, before trying on a GPU. Yields a dict with key ``"n"``.
+    check that a model and a sampler would capture, before trying on a GPU. Yields a dict with key ``"n"``: the
+    reads this thread makes in the block (a nested block's count in the outer one's too; other threads' reads in
+    neither). ``torch.Tensor``'s methods are wrapped while any block is open in any thread and are its own again
+    when the last one closes, however the blocks of several threads overlap.
     """
     counts = {"n": 0}
-    names = ("item", "__bool__", "__float__", "__int__", "tolist")
-    originals = {n: getattr(torch.Tensor, n) for n in names}
-
-    def counted(orig):
-        def read(self, *a, **k):
-            counts["n"] += 1
-            return orig(self, *a, **k)
-        return read
-
-    for n, orig in originals.items():
-        setattr(torch.Tensor, n, counted(orig))
+    with _READS_LOCK:
+        if _READS_OPEN[0] == 0:
+            for n in _READ_METHODS:
+                _READS_ORIGINALS[n] = getattr(torch.Tensor, n)
+                setattr(torch.Tensor, n, _counted(_READS_ORIGINALS[n]))
+        _READS_OPEN[0] += 1
+    blocks = _READS_HERE.__dict__.setdefault("blocks", [])
+    blocks.append(counts)
     try:
         yield counts
     finally:
-        for n, orig in originals.items():
-            setattr(torch.Tensor, n, orig)
+        del blocks[next(i for i in range(len(blocks) - 1, -1, -1) if blocks[i] is counts)]
+        with _READS_LOCK:
+            _READS_OPEN[0] -= 1
+            if _READS_OPEN[0] == 0:
+                for n, orig in _READS_ORIGINALS.items():
+                    setattr(torch.Tensor, n, orig)
+                _READS_ORIGINALS.clear()
 
 
 class GraphedSampler:
