@@ -208,6 +208,21 @@ SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2"),
                         ("euler_ancestral_rf", "eta"): lambda n, v: real(n, v, lo=0.0, hi=1.0)}
 
 
+def _not_read_with_step_r(get):
+    if get("step_r") is not None:
+        return ("with step_r given", "step_r gives every step its own r (None: a first-order step), so r is never "
+                "read; put the r you want into step_r, or leave step_r out to use r on every step")
+    return None
+
+
+# Options a sampler never reads where another option is given: (sampler, option) -> rule(get), where ``get(key)`` is
+# the run's value of an option (the caller's, else the default) and the rule returns (the other option, why the option
+# would do nothing and the fix), or None where it is read. An option the caller passes that the run would not read
+# is refused, not dropped (as unipc refuses disable_corrector with corrector=False). Only what the options decide is
+# here: what depends on the schedule (restart entries, pndm midpoints) each sampler checks before its loop.
+IGNORED_OPTIONS = {("dpmpp_2s", "r"): _not_read_with_step_r}
+
+
 def closest(key, valid) -> str:
     """``key`` as an error names it, with the closest of ``valid`` where one is close: "'etaa' (did you mean 'eta'?)"."""
     close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1)
@@ -215,7 +230,8 @@ def closest(key, valid) -> str:
 
 
 def check_options(spec, options: dict) -> None:
-    """Unknown options (with the valid ones and the closest), then each known option's rule."""
+    """Unknown options (with the valid ones and the closest), then each known option's rule, then the combinations:
+    the churn window, rtol / atol, and an option the others make unread (:data:`IGNORED_OPTIONS`)."""
     valid = spec.options
     unknown = [k for k in options if k not in valid]
     if unknown:
@@ -242,6 +258,13 @@ def check_options(spec, options: dict) -> None:
         if rtol == 0 and atol == 0:
             raise InvalidOption(f"{spec.name}: rtol and atol are both 0, so no step is ever accepted; set at least one "
                                 "of them > 0")
+    # an option given where the run's other options mean it is never read
+    for key, value in options.items():
+        rule = IGNORED_OPTIONS.get((spec.name, key))
+        found = rule(lambda k: options.get(k, valid.get(k))) if rule is not None else None
+        if found is not None:
+            context, why = found
+            raise InvalidOption(f"{spec.name}: {key}={value!r} {context}: {why}")
 
 
 def largest_sigma(dtype: torch.dtype) -> float:

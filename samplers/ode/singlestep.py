@@ -63,9 +63,10 @@ def dpmpp_2s(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     - midpoint: x_next = (σ_next/σ)·x + (1 − e^(−h))·(D0 + (D_r − D0)/(2r))   (the paper; r = 1/2 uses D_r only)
     - heun:     x_next = (σ_next/σ)·x + (1 − e^(−h))·D0 + φ2(h)·(D_r − D0)/r
 
-    ``step_r``: one r per step instead of ``r``, None for a first-order step (one model call). diffusers'
-    DPMSolverSinglestepScheduler (order 2) is this method on every other timestep of its grid, with the timestep
-    between as the inner node (its own r per step), and first-order steps where its order list says 1.
+    ``step_r``: one r per step instead of ``r``, None for a first-order step (one model call); ``r`` given with it
+    is refused, as it would not be read. diffusers' DPMSolverSinglestepScheduler (order 2) is this method on every
+    other timestep of its grid, with the timestep between as the inner node (its own r per step), and first-order
+    steps where its order list says 1.
     """
     n = len(sigmas) - 1
     if not 0 < r < 1:

@@ -1,0 +1,53 @@
+"""An option the run would not read is refused, before any model call, naming the value, the rule and the fix ("no
+option is dropped; refuse, don't guess"): options that others make unread (dpmpp_2s's r with step_r, sa_solver's eta
+/ sde_interval with tau_func, er_sde's quadrature at max_stage=1), a restart entry or a pndm midpoint the schedule
+leaves no place for, torchdiffeq's interp on the schedule's own grid, and in the ComfyUI adapter an option given at
+build and call time with different values, or a seed that would replace ComfyUI's."""
+
+import pytest
+import torch
+
+import samplers
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(3, 4, 4), components=3, seed=6)
+SIG = samplers.schedules.karras(8, 0.05, 10.0)  # 10 … 0.05, 0
+
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, x, sigma, **kw):
+        self.n += 1
+        return GM.denoiser(x, sigma)
+
+
+def x0(sigmas=SIG):
+    return GM.noise(2, seed=0).double() * float(sigmas[0])
+
+
+def refused(name, match, sigmas=SIG, error=samplers.InvalidOption, **kw):
+    model = Counter()
+    with pytest.raises(error, match=match):
+        samplers.sample(name, model, x0(sigmas), sigmas, disable=True, **kw)
+    assert model.n == 0, f"{name} called the model {model.n} times before refusing"
+
+
+def runs(name, sigmas=SIG, **kw):
+    return samplers.sample(name, GM.denoiser, x0(sigmas), sigmas, disable=True, **kw)
+
+
+# --- 1. dpmpp_2s: r is not read where step_r gives each step its own --------------------------------------------
+
+@pytest.mark.parametrize("step_r", [[0.4] * 8, [None] * 8, [0.4, None] * 4])
+def test_dpmpp_2s_refuses_r_with_step_r(step_r):
+    refused("dpmpp_2s", r"dpmpp_2s: r=0\.3 with step_r given: .*r is never read; put the r you want into step_r",
+            step_r=step_r, r=0.3)
+    refused("dpmpp_2s", r"r=0\.5 with step_r given", step_r=step_r, r=0.5)  # the default value, passed: not read
+
+
+def test_dpmpp_2s_r_or_step_r_alone_runs():
+    a, b = runs("dpmpp_2s", r=0.3), runs("dpmpp_2s", step_r=[0.3] * 8)
+    assert torch.equal(a, b)
+    assert torch.equal(runs("dpmpp_2s", r=0.3, step_r=None), a)  # None: step_r's default, r read on every step
