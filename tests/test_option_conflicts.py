@@ -51,3 +51,18 @@ def test_dpmpp_2s_r_or_step_r_alone_runs():
     a, b = runs("dpmpp_2s", r=0.3), runs("dpmpp_2s", step_r=[0.3] * 8)
     assert torch.equal(a, b)
     assert torch.equal(runs("dpmpp_2s", r=0.3, step_r=None), a)  # None: step_r's default, r read on every step
+
+
+# --- 2. sa_solver: eta and sde_interval are not read where tau_func gives τ ---------------------------------------
+
+@pytest.mark.parametrize("name", ["sa_solver", "sa_solver_pece"])
+@pytest.mark.parametrize("option,value", [("eta", 0.2), ("eta", 1.0), ("sde_interval", (2.0, 1.0))])
+def test_sa_solver_refuses_eta_or_interval_with_tau_func(name, option, value):
+    refused(name, rf"{name}: {option}=.* with tau_func given: τ is tau_func\(sigma, sigma_next\).*never read; make "
+            "tau_func return the τ you want", seed=0, tau_func=lambda s, t: 0.7, **{option: value})
+
+
+def test_sa_solver_tau_func_alone_and_eta_alone_run():
+    with_tau = runs("sa_solver", seed=0, tau_func=lambda s, t: 0.7 if 5.0924 >= t > 0.5712 else 0.0)
+    with_eta = runs("sa_solver", seed=0, eta=0.7)
+    assert torch.equal(with_tau, with_eta)

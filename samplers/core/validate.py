@@ -215,12 +215,27 @@ def _not_read_with_step_r(get):
     return None
 
 
+def _not_read_with_tau_func(option):
+    def why(get):
+        if get("tau_func") is not None:
+            what = "eta (τ inside sde_interval)" if option == "eta" else "sde_interval (where τ = eta)"
+            return ("with tau_func given", f"τ is tau_func(sigma, sigma_next) wherever tau_func is given, so {what} "
+                    "is never read; make tau_func return the τ you want, or leave tau_func out to use eta and "
+                    "sde_interval")
+        return None
+    return why
+
+
 # Options a sampler never reads where another option is given: (sampler, option) -> rule(get), where ``get(key)`` is
 # the run's value of an option (the caller's, else the default) and the rule returns (the other option, why the option
 # would do nothing and the fix), or None where it is read. An option the caller passes that the run would not read
 # is refused, not dropped (as unipc refuses disable_corrector with corrector=False). Only what the options decide is
 # here: what depends on the schedule (restart entries, pndm midpoints) each sampler checks before its loop.
-IGNORED_OPTIONS = {("dpmpp_2s", "r"): _not_read_with_step_r}
+IGNORED_OPTIONS = {("dpmpp_2s", "r"): _not_read_with_step_r,
+                   ("sa_solver", "eta"): _not_read_with_tau_func("eta"),
+                   ("sa_solver", "sde_interval"): _not_read_with_tau_func("sde_interval"),
+                   ("sa_solver_pece", "eta"): _not_read_with_tau_func("eta"),
+                   ("sa_solver_pece", "sde_interval"): _not_read_with_tau_func("sde_interval")}
 
 
 def closest(key, valid) -> str:

@@ -313,7 +313,8 @@ _SA_DOC = """
     only). τ, the SDE's stochasticity (τ = 0 is the PF-ODE, τ = 1 the reverse SDE), is
     ``tau_func(sigma, sigma_next)`` if given, else ``eta`` inside ``sde_interval = (σ_hi, σ_lo)`` (τ = eta
     when σ_hi ≥ σ_next > σ_lo, ComfyUI's rule; the default interval is ComfyUI's 20 %-80 % on SD 1.x) and 0
-    outside. ``simple_order_2`` uses the paper's simplified 2-node weights (Appendix D; diffusers'
+    outside; ``eta`` or ``sde_interval`` given with ``tau_func`` is refused, as neither would be read.
+    ``simple_order_2`` uses the paper's simplified 2-node weights (Appendix D; diffusers'
     ``SASolverScheduler`` always does). ``lower_order_final=True`` caps the predictor order by the steps
     left (diffusers' rule; its uncorrected order-1 last step makes the run second order), off by default.
     One step σ_s → σ_t, h = λ_t − λ_s:
