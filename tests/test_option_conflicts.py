@@ -66,3 +66,18 @@ def test_sa_solver_tau_func_alone_and_eta_alone_run():
     with_tau = runs("sa_solver", seed=0, tau_func=lambda s, t: 0.7 if 5.0924 >= t > 0.5712 else 0.0)
     with_eta = runs("sa_solver", seed=0, eta=0.7)
     assert torch.equal(with_tau, with_eta)
+
+
+# --- 3. er_sde: stage 1 takes no integral ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("quadrature", ["riemann", "gauss_legendre"])
+def test_er_sde_refuses_quadrature_at_max_stage_1(quadrature):
+    refused("er_sde", rf"er_sde: quadrature='{quadrature}' with max_stage=1: only stages 2 and 3 .* never read; leave "
+            "quadrature out, or pass max_stage=2 or 3", seed=0, max_stage=1, quadrature=quadrature)
+
+
+def test_er_sde_label_with_max_stage_1_names_the_plain_sampler():
+    refused("comfyui:er_sde", r"such as comfyui:er_sde, with max_stage=1 runs what er_sde with max_stage=1 runs",
+            seed=0, max_stage=1)
+    a, b = runs("er_sde", seed=0, max_stage=2, quadrature="riemann"), runs("er_sde", seed=0, max_stage=2)
+    assert not torch.equal(a, b)  # read from stage 2 on

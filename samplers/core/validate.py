@@ -226,6 +226,14 @@ def _not_read_with_tau_func(option):
     return why
 
 
+def _not_read_at_stage_1(get):
+    if get("max_stage") == 1:
+        return ("with max_stage=1", "only stages 2 and 3 take the integrals quadrature computes, so it is never read; "
+                "leave quadrature out, or pass max_stage=2 or 3 (a name that sets quadrature, such as comfyui:er_sde, "
+                "with max_stage=1 runs what er_sde with max_stage=1 runs: use that)")
+    return None
+
+
 # Options a sampler never reads where another option is given: (sampler, option) -> rule(get), where ``get(key)`` is
 # the run's value of an option (the caller's, else the default) and the rule returns (the other option, why the option
 # would do nothing and the fix), or None where it is read. An option the caller passes that the run would not read
@@ -235,7 +243,8 @@ IGNORED_OPTIONS = {("dpmpp_2s", "r"): _not_read_with_step_r,
                    ("sa_solver", "eta"): _not_read_with_tau_func("eta"),
                    ("sa_solver", "sde_interval"): _not_read_with_tau_func("sde_interval"),
                    ("sa_solver_pece", "eta"): _not_read_with_tau_func("eta"),
-                   ("sa_solver_pece", "sde_interval"): _not_read_with_tau_func("sde_interval")}
+                   ("sa_solver_pece", "sde_interval"): _not_read_with_tau_func("sde_interval"),
+                   ("er_sde", "quadrature"): _not_read_at_stage_1}
 
 
 def closest(key, valid) -> str:

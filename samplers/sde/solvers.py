@@ -147,7 +147,8 @@ def er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_
     history fills). φ(σ) = σ gives r = σ_t/σ_s, zero noise: the deterministic limit (stage 1 is Euler).
     The integrals are done by 12-point Gauss-Legendre in log σ (``quadrature="gauss_legendre"``, exact to rounding
     for smooth φ); ``quadrature="riemann"`` is ComfyUI's rule, a left Riemann sum of 200 points uniform in σ from
-    σ_t (its ``er_sde`` label sets it; its error is O(step/200): 1.5e-3 on a 10-step Karras run).
+    σ_t (its ``er_sde`` label sets it; its error is O(step/200): 1.5e-3 on a 10-step Karras run). Stage 1 takes no
+    integral: ``quadrature`` given with ``max_stage=1`` is refused, as it would not be read.
     Order in the deterministic limit: 1 for stage 1, 2 for stages 2 and 3 (measured slopes 2.04 and 2.12):
     D′ is a backward difference, first-order accurate at σ_s, and stage 3 does not correct it, so the
     third stage lowers the error constant but not the order. Final step: x = D(x, σ) when σ_next = 0.
