@@ -9,6 +9,7 @@ import torch
 
 import samplers
 from samplers.problems import GaussianMixture
+from samplers.sde.solvers import restart_extra_nfe
 
 GM = GaussianMixture.default(shape=(3, 4, 4), components=3, seed=6)
 SIG = samplers.schedules.karras(8, 0.05, 10.0)  # 10 … 0.05, 0
@@ -81,3 +82,26 @@ def test_er_sde_label_with_max_stage_1_names_the_plain_sampler():
             seed=0, max_stage=1)
     a, b = runs("er_sde", seed=0, max_stage=2, quadrature="riemann"), runs("er_sde", seed=0, max_stage=2)
     assert not torch.equal(a, b)  # read from stage 2 on
+
+
+# --- 4. restart: a caller's entry that would never run ---------------------------------------------------------
+
+def test_restart_refuses_an_entry_whose_sigma_max_is_not_above_its_point():
+    refused("restart", r"restart entry \(4, 1, 0\.1, 0\.12\): sigma_min = 0\.1 restarts at the schedule point nearest "
+            r"to it, σ_6 = 0\.142738, which is not below sigma_max = 0\.12.*give a sigma_max above 0\.142738",
+            seed=0, restart=((4, 1, 0.1, 0.12),))
+    refused("restart", r"\(4, 3, 0\.1, 0\.13\)", seed=0, restart=((2, 1, 0.5, 2.0), (4, 3, 0.1, 0.13)))
+    with pytest.raises(samplers.InvalidOption, match=r"σ_6 = 0\.142738"):
+        restart_extra_nfe(SIG, ((4, 1, 0.1, 0.12),))
+    # on a schedule without a σ > 0 after its first there is nowhere to restart
+    refused("restart", r"has no σ > 0 after its first \(10, 0\)", sigmas=torch.tensor([10.0, 0.0]), seed=0,
+            restart=((4, 1, 0.1, 2.0),))
+    runs("restart", seed=0, restart=((4, 1, 0.1, 0.2),))  # σ_6 = 0.14 < 0.2: runs
+
+
+def test_restart_default_and_a1111_lists_keep_their_rule():
+    # the default entry (not the caller's) is left out where the schedule cannot take it (its σ_max 2 is not above
+    # the point nearest its σ_min 0.1, here σ = 3): the run is Heun, as restart=() is
+    coarse = torch.tensor([20.0, 10.0, 5.0, 3.0, 0.0], dtype=torch.float64)
+    assert torch.equal(runs("restart", sigmas=coarse, seed=0), runs("restart", sigmas=coarse, seed=0, restart=()))
+    assert restart_extra_nfe(coarse) == 0

@@ -252,8 +252,13 @@ class Counting:
 
 def test_restart_plan_and_its_extra_nfe():
     sigmas = samplers.get_sigmas("karras", 12, sigma_min=0.02, sigma_max=20.0)
-    config = ((3, 2, 0.3, 3.0), (2, 1, 2.0, 10.0), (4, 1, 5.0, 5.2))  # the last lands on σ = 5.38 > 5.2: dropped
+    config = ((3, 2, 0.3, 3.0), (2, 1, 2.0, 10.0))
     values = sigmas.tolist()
+    # an entry that lands on σ = 5.38 > its sigma_max 5.2 would never run: refused (left out only with drop=True,
+    # A1111's rule for its automatic list)
+    with pytest.raises(samplers.InvalidOption, match=r"\(4, 1, 5\.0, 5\.2\).*σ_3 = 5\.37862"):
+        restart_plan(values, config + ((4, 1, 5.0, 5.2),))
+    assert restart_plan(values, config + ((4, 1, 5.0, 5.2),), drop=True) == restart_plan(values, config)
     plan = restart_plan(values, config)
     j1 = min(range(1, 13), key=lambda k: abs(values[k] - 0.3))
     j2 = min(range(1, 13), key=lambda k: abs(values[k] - 2.0))

@@ -501,11 +501,14 @@ def _karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> lis
 RESTART_LIMIT = 10_000  # model calls the restart intervals may add to one run
 
 
-def restart_plan(sigmas: Sequence[float], restart) -> dict[int, list[tuple[int, int, list[float]]]]:
+def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False) -> dict[int, list[tuple[int, int, list[float]]]]:
     """Where the restarts go: {main index j: [(n_steps, k_times, restart sigmas from σ_max down to σ_j)]}.
 
     Each (n_steps, k_times, sigma_min, sigma_max) is attached to the schedule point σ_j nearest to
-    sigma_min (j ≥ 1, σ_j > 0), as the paper's code does; entries with sigma_max ≤ σ_j are dropped.
+    sigma_min (j ≥ 1, σ_j > 0), as the paper's code does. An entry with sigma_max ≤ σ_j there (or on a schedule
+    without such a point) would never restart: it is refused, naming the entry and σ_j, unless ``drop``, which
+    leaves it out (A1111's rule for its automatic list: ``restart="a1111"``, and the default's). An entry with
+    k_times = 0 restarts nothing.
     """
     from ..core.validate import integer, real
 
@@ -527,10 +530,21 @@ def restart_plan(sigmas: Sequence[float], restart) -> dict[int, list[tuple[int, 
                                 "the paper's settings add a few dozen")
         candidates = [j for j in range(1, len(sigmas)) if sigmas[j] > 0]
         if not candidates:
-            continue
+            if drop or k_times == 0:
+                continue
+            raise InvalidOption(f"restart entry {tuple(entry)!r}: the schedule has no σ > 0 after its first "
+                                f"({', '.join(f'{s:g}' for s in sigmas)}), so there is no point to restart from and "
+                                "the entry would never run; leave it out (restart=()) on this schedule")
         j = min(candidates, key=lambda k: abs(sigmas[k] - t_min))
-        if t_max <= sigmas[j] or k_times == 0:
+        if k_times == 0:
             continue
+        if t_max <= sigmas[j]:
+            if drop:
+                continue
+            raise InvalidOption(f"restart entry {tuple(entry)!r}: sigma_min = {t_min:g} restarts at the schedule point "
+                                f"nearest to it, σ_{j} = {sigmas[j]:g}, which is not below sigma_max = {t_max:g}, so the "
+                                f"entry would never run; give a sigma_max above {sigmas[j]:g}, or a sigma_min nearer a "
+                                "lower schedule point, or leave the entry out")
         plan.setdefault(j, []).append((n_steps, k_times, _karras(n_steps, sigmas[j], t_max)))
     return plan
 
@@ -564,15 +578,23 @@ def _restart_config(sigmas: Sequence[float], restart) -> tuple[list[float], tupl
     return list(sigmas), restart
 
 
+def _drops(restart) -> bool:
+    """Whether the entries of ``restart`` that cannot restart on the schedule are left out rather than refused: A1111's
+    automatic list (``"a1111"``: A1111 skips it where its sigma_max is not above its restart point) and the default
+    (not the caller's); the caller's own entries are refused."""
+    return isinstance(restart, str) or restart is RESTART_DEFAULT
+
+
 def restart_extra_nfe(sigmas, restart=RESTART_DEFAULT) -> int:
     """Model calls a run on ``sigmas`` makes beyond Heun's on them: 2·n_steps·k_times per restart interval (0 for
     ``"a1111"``, which rebuilds a shorter schedule to pay for its restarts)."""
     from ..core.run import read_sigmas
 
     given = read_sigmas(sigmas)
+    drop = _drops(restart)
     main, restart = _restart_config(given, restart)
     heun = lambda s: sum(1 if b == 0 else 2 for b in s[1:])  # noqa: E731  (Heun: 1 call on a step to 0)
-    extra = sum(2 * n * k for entries in restart_plan(main, restart).values() for n, k, _ in entries)
+    extra = sum(2 * n * k for entries in restart_plan(main, restart, drop=drop).values() for n, k, _ in entries)
     return heun(main) + extra - heun(given)
 
 
@@ -598,13 +620,16 @@ def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s
     the main step that reaches the schedule point nearest sigma_min, the state is forward-noised up to
     sigma_max (x += s_noise·√(σ_max² − σ_min²)·z) and solved back down with n_steps Heun steps on a Karras
     (ρ = 7) grid, k_times times. NFE: 2 per main step (1 for a final step to 0) plus 2·n_steps·k_times per
-    restart interval (``restart_extra_nfe``); ``restart=()`` is exactly ``heun``. ``restart="a1111"`` is A1111's
+    restart interval (``restart_extra_nfe``); ``restart=()`` is exactly ``heun``. An entry whose sigma_max is not
+    above the schedule point it lands on would never run: a caller's entry is refused (naming it and the point), the
+    default's is left out (on a schedule whose points near 0.1 are all ≥ 2). ``restart="a1111"`` is A1111's
     "Restart" (:func:`a1111_restart`: from 20 steps a Karras schedule of its own, shorter by the restarts' steps). Each restart draws
     ``noise_sampler(sigma_max, sigma_min)``: a Brownian noise sampler returns the same increment for the same
     interval, so with k_times > 1 use the default (fresh) noise. Final step: Euler, x = D(x, σ).
     """
+    drop = _drops(restart)
     sigmas, restart = _restart_config(sigmas, restart)
-    plan = restart_plan(sigmas, restart)
+    plan = restart_plan(sigmas, restart, drop=drop)  # a caller's entry that would never run: refused, before any call
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x, denoised = _heun_step(model, x, sigma, sigma_next)
