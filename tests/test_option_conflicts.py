@@ -105,3 +105,10 @@ def test_restart_default_and_a1111_lists_keep_their_rule():
     coarse = torch.tensor([20.0, 10.0, 5.0, 3.0, 0.0], dtype=torch.float64)
     assert torch.equal(runs("restart", sigmas=coarse, seed=0), runs("restart", sigmas=coarse, seed=0, restart=()))
     assert restart_extra_nfe(coarse) == 0
+    # A1111's automatic list (m, k) = (9, 1) at 24 steps, on a schedule rebuilt with 24 − 9 steps: where every σ > 0
+    # is above 4 its restart point and its σ_max are the same point, and A1111 skips it (max_idx == min_idx); so
+    # does restart="a1111", without a refusal: Heun on the rebuilt schedule, 2·15 − 1 calls
+    high = torch.cat([samplers.schedules.karras(24, 5.0, 50.0)[:-1], torch.zeros(1, dtype=torch.float64)])
+    model = Counter()
+    samplers.sample("a1111:Restart", model, x0(high), high, disable=True, seed=0)
+    assert model.n == 2 * 15 - 1

@@ -561,6 +561,10 @@ def a1111_restart(sigmas: Sequence[float]) -> tuple[list[float], tuple]:
     m, k = (steps // 4, 2) if steps >= 36 else (9, 1)
     main = _karras(steps - m * k - 1, sigmas[-2], sigmas[0]) + [0.0]
     top = min(main, key=lambda s: abs(s - 2.0))
+    if top == 0:
+        # every σ > 0 is above 4: the points nearest 2 and nearest 0.1 are both the final 0, and A1111 restarts nothing
+        # (max_idx == min_idx); an entry up to σ_max = 0 would be no entry at all
+        return main, ()
     return main, ((m, k, 0.1, top),)
 
 
