@@ -112,3 +112,19 @@ def test_restart_default_and_a1111_lists_keep_their_rule():
     model = Counter()
     samplers.sample("a1111:Restart", model, x0(high), high, disable=True, seed=0)
     assert model.n == 2 * 15 - 1
+
+
+# --- 5. pndm: one midpoint for each pseudo Runge-Kutta step that ends above 0 ----------------------------------
+
+def test_pndm_refuses_midpoints_beyond_the_warm_up():
+    refused("pndm", r"midpoints = \[7\.0, 4\.0, 2\.0, 1\.0, 0\.5\]: 5 given, but this run of 8 steps has 3 pseudo "
+            r"Runge–Kutta steps .*PLMS steps, which take none; give exactly 3", midpoints=[7.0, 4.0, 2.0, 1.0, 0.5])
+    refused("pndm", r"2 given", midpoints=[7.0, 4.0])
+
+
+def test_pndm_refuses_a_midpoint_for_the_denoise_step():
+    short = torch.tensor([10.0, 3.0, 0.0], dtype=torch.float64)
+    refused("pndm", r"midpoints = \[5\.0, 123\.0\]: 2 given, but this run of 2 steps has 1 pseudo Runge–Kutta step "
+            r"that takes one \(10 → 3\); the warm-up step 3 → 0 is the denoise", sigmas=short, midpoints=[5.0, 123.0])
+    refused("pndm", r"midpoints\[0\] = 11 is not inside 10 → 3", sigmas=short, midpoints=[11.0])
+    assert torch.equal(runs("pndm", sigmas=short, midpoints=[30 ** 0.5]), runs("pndm", sigmas=short))

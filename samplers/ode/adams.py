@@ -24,7 +24,7 @@ import math
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import lagrange_basis, poly_derivative, poly_eval, to_d
-from ..core.errors import InvalidInput
+from ..core.errors import InvalidInput, InvalidOption
 
 ADAMS_BASHFORTH = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 
@@ -238,16 +238,33 @@ def pndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, midp
     e1 = ε̂(x, σ); e2 = ε̂(φ(x, e1, σ→σ_m), σ_m); e3 = ε̂(φ(x, e2, σ→σ_m), σ_m); e4 = ε̂(φ(x, e3, σ→σ'), σ');
     x' = φ(x, (e1 + 2e2 + 2e3 + e4)/6, σ→σ'), with φ the DDIM transfer. Only e1 enters the PLMS history, so
     the fourth step already uses the 4th-order Adams–Bashforth combination. ``midpoints``: σ_m of the warm-up
-    steps (default the log-σ midpoint √(σσ'); diffusers uses the table's timestep t − Δt/2). Runs of n steps
-    cost 4·min(n, 3) + max(n − 3, 0) model calls (less one for each warm-up step that ends at σ = 0).
+    steps (default the log-σ midpoint √(σσ'); diffusers uses the table's timestep t − Δt/2), exactly one strictly
+    inside each warm-up step that ends above 0 (a warm-up step to σ = 0 is the denoise and takes none; a midpoint
+    for no such step, or outside its step, is refused: it would not be read). Runs of n steps cost
+    4·min(n, 3) + max(n − 3, 0) model calls (less one for each warm-up step that ends at σ = 0).
     """
     n = len(sigmas) - 1
     warm = min(3, n)
+    # the warm-up steps that take a midpoint (the first `inner`): a pseudo RK step to σ = 0 is the denoise, which takes
+    # none; a midpoint given for no such step, or outside its step, would not be read: refused
+    inner = sum(1 for i in range(warm) if sigmas[i + 1] > 0)
     if midpoints is None:
-        midpoints = [math.sqrt(sigmas[i] * sigmas[i + 1]) for i in range(warm)]
+        midpoints = [math.sqrt(sigmas[i] * sigmas[i + 1]) for i in range(inner)]
     midpoints = [float(m) for m in midpoints]
-    if len(midpoints) < warm or any(not sigmas[i + 1] < midpoints[i] < sigmas[i] for i in range(warm) if sigmas[i + 1] > 0):
-        raise InvalidInput(f"midpoints must give one σ strictly inside each of the first {warm} steps, got {midpoints}")
+    steps = ", ".join(f"{sigmas[i]:g} → {sigmas[i + 1]:g}" for i in range(inner)) or "none"
+    if len(midpoints) != inner:
+        after = (f"; the warm-up step {sigmas[inner]:g} → 0 is the denoise x = D(x, σ), which takes none" if inner < warm
+                 else "; the steps after them are PLMS steps, which take none")
+        raise InvalidOption(f"midpoints = {midpoints}: {len(midpoints)} given, but this run of {n} step"
+                            f"{'s' if n != 1 else ''} has {inner} pseudo Runge–Kutta step{'s' if inner != 1 else ''} "
+                            f"that take{'s' if inner == 1 else ''} one ({steps}){after}; give exactly {inner}, one "
+                            "strictly inside each of those steps, in order (or leave midpoints out for √(σσ'))")
+    outside = [i for i in range(inner) if not sigmas[i + 1] < midpoints[i] < sigmas[i]]
+    if outside:
+        i = outside[0]
+        raise InvalidOption(f"midpoints must give one σ strictly inside each of the first {inner} steps ({steps}), got "
+                            f"{midpoints}: midpoints[{i}] = {midpoints[i]:g} is not inside {sigmas[i]:g} → "
+                            f"{sigmas[i + 1]:g}")
     eps_hist: list = []
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
