@@ -128,3 +128,24 @@ def test_pndm_refuses_a_midpoint_for_the_denoise_step():
             r"that takes one \(10 → 3\); the warm-up step 3 → 0 is the denoise", sigmas=short, midpoints=[5.0, 123.0])
     refused("pndm", r"midpoints\[0\] = 11 is not inside 10 → 3", sigmas=short, midpoints=[11.0])
     assert torch.equal(runs("pndm", sigmas=short, midpoints=[30 ** 0.5]), runs("pndm", sigmas=short))
+
+
+# --- 6. torchdiffeq: interp only where a grid other than the schedule's is interpolated ---------------------------
+
+@pytest.mark.parametrize("method", ["euler", "rk4", "explicit_adams"])
+@pytest.mark.parametrize("interp", ["cubic", "linear"])
+def test_torchdiffeq_refuses_interp_on_the_schedules_grid(method, interp):
+    refused(f"torchdiffeq.{method}", rf"options\['interp'\]='{interp}' without 'step_size' or 'grid_constructor' does "
+            r"nothing: the schedule's points are then the solver's grid.*give step_size", options={"interp": interp})
+
+
+def test_torchdiffeq_interp_with_step_size_sets_the_callbacks_x():
+    xs = {}
+    out = {}
+    for interp in ("linear", "cubic"):
+        seen = []
+        out[interp] = runs("torchdiffeq.euler", options={"step_size": 0.5, "interp": interp},
+                           callback=lambda d: seen.append(d["x"].clone()))
+        xs[interp] = seen
+    assert torch.equal(out["linear"], out["cubic"])  # the result is a grid point, not interpolated
+    assert not torch.equal(xs["linear"][3], xs["cubic"][3])

@@ -170,6 +170,16 @@ def check_options(method: str, options, grid: list[float]) -> dict:
     if "step_size" in out and "grid_constructor" in out:
         raise InvalidOption(f"torchdiffeq.{method}: options 'step_size' and 'grid_constructor' exclude each other; "
                             "give one")
+    if "interp" in out and "step_size" not in out and "grid_constructor" not in out:
+        # without them the schedule's points are the grid: every output is a solution point, read exactly, and
+        # torchdiffeq's cubic interpolation only adds a model call per step (euler, 8 steps: 15 calls for 8)
+        raise InvalidOption(f"torchdiffeq.{method}: options['interp']={out['interp']!r} without 'step_size' or "
+                            "'grid_constructor' does nothing: the schedule's points are then the solver's grid, so no "
+                            "output is interpolated" + (" ('cubic' only adds a model call per step)"
+                                                        if out["interp"] == "cubic" else "")
+                            + "; give step_size (or grid_constructor) for interp to matter (it then sets the x the "
+                            "callback gets at schedule points between grid points; the result is not interpolated), "
+                            "or leave interp out")
     if "min_step" in out and "max_step" in out and out["min_step"] > out["max_step"]:
         raise InvalidOption(f"torchdiffeq.{method}: options min_step={out['min_step']:g} > max_step="
                             f"{out['max_step']:g}; min_step must be at most max_step")
