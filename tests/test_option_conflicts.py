@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import samplers
+from samplers.interop import comfyui
 from samplers.problems import GaussianMixture
 from samplers.sde.solvers import restart_extra_nfe
 
@@ -149,3 +150,38 @@ def test_torchdiffeq_interp_with_step_size_sets_the_callbacks_x():
         xs[interp] = seen
     assert torch.equal(out["linear"], out["cubic"])  # the result is a grid point, not interpolated
     assert not torch.equal(xs["linear"][3], xs["cubic"][3])
+
+
+# --- 7, 8. ComfyUI: build-time vs call-time options, and ComfyUI's seed ------------------------------------------
+
+def model_k(counter):
+    def model(x, sigma, denoise_mask=None, model_options={}, seed=None):  # ComfyUI's model_k signature
+        counter.n += 1
+        return GM.denoiser(x, sigma)
+    return model
+
+
+def comfy_call(fn, extra_args, **extra_options):
+    counter = Counter()
+    out = fn(model_k(counter), x0(), SIG, extra_args=extra_args, callback=None, disable=True, **extra_options)
+    return out, counter
+
+
+EA = {"seed": 42, "model_options": {}, "denoise_mask": None}
+
+
+def test_comfyui_refuses_a_call_time_option_that_contradicts_the_built_one():
+    for name, built, called in (("euler_ancestral", {"eta": 0.5}, {"eta": 0.2}),
+                                ("dpmpp_2m_sde", {"solver_type": "heun"}, {"solver_type": "midpoint"})):
+        key = next(iter(built))
+        counter = Counter()
+        with pytest.raises(samplers.InvalidOption, match=rf"{key}={called[key]!r} is given at call time \(KSAMPLER's "
+                           rf"extra_options\), but the sampler was built with {key}={built[key]!r}.*give {key} in one "
+                           "place, or the same value in both"):
+            comfyui.ksampler_function(name, **built)(model_k(counter), x0(), SIG, extra_args=dict(EA), disable=True,
+                                                     **called)
+        assert counter.n == 0
+    same, _ = comfy_call(comfyui.ksampler_function("euler_ancestral", eta=0.5), dict(EA), eta=0.5)
+    built, _ = comfy_call(comfyui.ksampler_function("euler_ancestral", eta=0.5), dict(EA))
+    called, _ = comfy_call(comfyui.ksampler_function("euler_ancestral"), dict(EA), eta=0.5)
+    assert torch.equal(same, built) and torch.equal(same, called)

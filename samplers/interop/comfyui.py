@@ -33,7 +33,8 @@ name :mod:`samplers.core.names` resolves (``"dpmpp_2m"``, ``"comfyui:dpmpp_2m_sd
   ``euler_ancestral_rf``), or a refusal where this library lacks ComfyUI's rule (``COMFYUI_FLOW_REFUSED``);
   registry names run the registry's rule on every model;
 - options come from ``KSAMPLER(..., extra_options=...)`` (the node's JSON field) or from this function's keyword
-  arguments, and are checked against the sampler before any model call.
+  arguments, and are checked against the sampler before any model call; an option given in both with different
+  values is refused (neither silently wins).
 
 The calling convention is tested with a stand-in for ComfyUI's KSAMPLER written from its source
 (tests/test_comfyui.py); ComfyUI itself is not installed in the tests.
@@ -74,7 +75,8 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             that names its schedule is refused: in ComfyUI the SIGMAS input is the schedule).
         coordinates: ``"auto"`` (flow models by :func:`is_flow_model`), ``"ve"`` or ``"flow"``.
         **options: sampler options (``eta``, ``s_noise``, ``noise_sampler="brownian_tree"``, ...); options given
-            to ``KSAMPLER(..., extra_options=...)`` are added at call time.
+            to ``KSAMPLER(..., extra_options=...)`` are added at call time, and one given there with another value
+            than here is refused.
     """
     if coordinates not in COORDINATES:
         raise InvalidOption(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
@@ -95,6 +97,12 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
 
     def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **extra_options):
         extra_args = {} if extra_args is None else extra_args
+        for key, value in extra_options.items():  # KSAMPLER's extra_options would silently replace the built ones
+            if key in options and not _same(options[key], value):
+                raise InvalidOption(f"{key}={value!r} is given at call time (KSAMPLER's extra_options), but the "
+                                    f"sampler was built with {key}={options[key]!r} (ksampler_function's options, "
+                                    f"the node's JSON): one would silently replace the other; give {key} in one "
+                                    "place, or the same value in both")
         merged = names.merge_options(label, {**options, **extra_options})  # the registry checks them at the run
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
             merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0], where="extra_args['seed']")
@@ -203,6 +211,16 @@ def _ve_sigma(t: float) -> float:
 
 def _flow_t(sigma: float) -> float:
     return 1.0 if math.isinf(sigma) else sigma / (1 + sigma)
+
+
+def _same(a, b) -> bool:
+    """Whether two option values are the same value (``==``; a comparison that gives no single bool is not)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # a tensor of several elements, say
+        return False
 
 
 def _refuse_internal_keys(name: str, options: dict) -> None:
