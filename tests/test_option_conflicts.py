@@ -3,6 +3,8 @@ option is dropped; refuse, don't guess"): options that others make unread (dpmpp
 / sde_interval with tau_func, er_sde's quadrature at max_stage=1), a restart entry or a pndm midpoint the schedule
 leaves no place for, torchdiffeq's interp on the schedule's own grid, and in the ComfyUI adapter an option given at
 build and call time with different values, or a seed that would replace ComfyUI's."""
+import sys
+import types
 
 import pytest
 import torch
@@ -185,3 +187,42 @@ def test_comfyui_refuses_a_call_time_option_that_contradicts_the_built_one():
     built, _ = comfy_call(comfyui.ksampler_function("euler_ancestral", eta=0.5), dict(EA))
     called, _ = comfy_call(comfyui.ksampler_function("euler_ancestral"), dict(EA), eta=0.5)
     assert torch.equal(same, built) and torch.equal(same, called)
+
+
+def test_comfyui_refuses_a_seed_option_that_would_replace_comfyuis_seed():
+    fn = comfyui.ksampler_function("euler_ancestral", seed=5)
+    counter = Counter()
+    with pytest.raises(samplers.InvalidOption, match=r"seed=5 is given as a sampler option, but ComfyUI passes "
+                       r"extra_args\['seed'\] = 42 \(the sampling node's noise_seed\).*set the sampling node's "
+                       "noise_seed"):
+        fn(model_k(counter), x0(), SIG, extra_args=dict(EA), disable=True)
+    assert counter.n == 0
+    with pytest.raises(samplers.InvalidOption, match=r"seed=5 is given as a sampler option"):
+        comfy_call(comfyui.ksampler_function("euler_ancestral"), dict(EA), seed=5)
+    # the same seed is ComfyUI's; without one in extra_args (a call from Python) the option seeds the run
+    same, _ = comfy_call(comfyui.ksampler_function("euler_ancestral", seed=42), dict(EA))
+    comfys, _ = comfy_call(comfyui.ksampler_function("euler_ancestral"), dict(EA))
+    assert torch.equal(same, comfys)
+    own, _ = comfy_call(fn, {"model_options": {}})
+    assert torch.equal(own, runs("euler_ancestral", seed=5))
+
+
+class KSAMPLER:
+    def __init__(self, sampler_function, extra_options={}, inpaint_options={}):
+        self.sampler_function = sampler_function
+
+
+def test_the_node_refuses_seed_in_its_options(monkeypatch):
+    comfy = types.ModuleType("comfy")
+    comfy.samplers = types.ModuleType("comfy.samplers")
+    comfy.samplers.KSAMPLER = KSAMPLER
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.samplers", comfy.samplers)
+    classes, _ = comfyui.node_class_mappings()
+    node = classes["DiffusionSamplersRegistrySampler"]()
+    with pytest.raises(samplers.InvalidOption, match=r"options \{\"seed\": 5\}: in ComfyUI the sampler's noise is "
+                       r"seeded by the sampling node's noise_seed.*set noise_seed there"):
+        node.get_sampler("euler_ancestral", '{"seed": 5, "eta": 0.5}')
+    (sampler,) = node.get_sampler("euler_ancestral", '{"eta": 0.5}')
+    out, _ = comfy_call(sampler.sampler_function, dict(EA))
+    assert torch.equal(out, runs("euler_ancestral", seed=42, eta=0.5))

@@ -34,7 +34,8 @@ name :mod:`samplers.core.names` resolves (``"dpmpp_2m"``, ``"comfyui:dpmpp_2m_sd
   registry names run the registry's rule on every model;
 - options come from ``KSAMPLER(..., extra_options=...)`` (the node's JSON field) or from this function's keyword
   arguments, and are checked against the sampler before any model call; an option given in both with different
-  values is refused (neither silently wins).
+  values is refused (neither silently wins), and so is a ``seed`` option other than ComfyUI's ``extra_args["seed"]``
+  (the node refuses ``seed`` in its JSON: the sampling node's noise seed is the seed).
 
 The calling convention is tested with a stand-in for ComfyUI's KSAMPLER written from its source
 (tests/test_comfyui.py); ComfyUI itself is not installed in the tests.
@@ -76,7 +77,9 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         coordinates: ``"auto"`` (flow models by :func:`is_flow_model`), ``"ve"`` or ``"flow"``.
         **options: sampler options (``eta``, ``s_noise``, ``noise_sampler="brownian_tree"``, ...); options given
             to ``KSAMPLER(..., extra_options=...)`` are added at call time, and one given there with another value
-            than here is refused.
+            than here is refused. ``seed`` seeds the noise only where the call's ``extra_args`` carry no seed (a
+            call outside ComfyUI); ComfyUI always passes its sampling node's noise seed as ``extra_args["seed"]``,
+            and a different ``seed`` option is refused rather than silently replacing it.
     """
     if coordinates not in COORDINATES:
         raise InvalidOption(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
@@ -104,6 +107,14 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
                                     f"the node's JSON): one would silently replace the other; give {key} in one "
                                     "place, or the same value in both")
         merged = names.merge_options(label, {**options, **extra_options})  # the registry checks them at the run
+        if "seed" in merged and extra_args.get("seed") is not None:
+            if not _same(merged["seed"], extra_args["seed"]):
+                raise InvalidOption(f"seed={merged['seed']!r} is given as a sampler option, but ComfyUI passes "
+                                    f"extra_args['seed'] = {extra_args['seed']!r} (the sampling node's noise_seed), "
+                                    "which the option would silently replace (changing noise_seed would change "
+                                    "nothing): set the sampling node's noise_seed instead, and leave seed out of the "
+                                    "options")
+            del merged["seed"]  # the same seed: ComfyUI's, read as ComfyUI's below
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
             merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0], where="extra_args['seed']")
         noise_scale = getattr(_model_sampling(model), "noise_scale", 1.0)
@@ -223,6 +234,16 @@ def _same(a, b) -> bool:
         return False
 
 
+def _refuse_node_seed(options: dict) -> None:
+    """Refuse ``seed`` in the node's options: ComfyUI always passes its sampling node's noise seed
+    (``extra_args['seed']``), which a seed here would replace, so the node's seed widget would change nothing."""
+    if "seed" in options:
+        raise InvalidOption(f"options {{\"seed\": {options['seed']!r}}}: in ComfyUI the sampler's noise is seeded by the "
+                            "sampling node's noise_seed (SamplerCustom's noise_seed, RandomNoise's for "
+                            "SamplerCustomAdvanced), which a seed here would silently replace; set noise_seed there "
+                            "and leave seed out of the options")
+
+
 def _refuse_internal_keys(name: str, options: dict) -> None:
     """Refuse the node's option keys that are ksampler_function's own parameters (``name``, ``coordinates``) and not
     options of the sampler: passed on they would be taken as those parameters (or collide with them)."""
@@ -262,6 +283,7 @@ def node_class_mappings() -> tuple[dict, dict]:
             if not isinstance(extra, dict):
                 raise InvalidOption(f"options must be a JSON object such as {{\"eta\": 0.5}}, got {options!r}")
             _refuse_internal_keys(sampler_name, extra)
+            _refuse_node_seed(extra)
             fn = ksampler_function(sampler_name, **extra)  # checks the options now, before any sampling
             return (comfy.samplers.KSAMPLER(fn),)
 
