@@ -358,3 +358,22 @@ def test_quality_writes_its_image_grid_atomically(tmp_path, atomic_writes):
     result = {"problems": ["models-eps"], "args": {"seeds": [0]}}
     assert [p.name for p in quality.image_grid(result, grid_dir, tmp_path)] == ["grid_models-eps.png"]
     assert atomic_writes == ["grid_models-eps.png", "grid_models-eps.txt"]
+
+
+def test_a_written_file_takes_the_umask_of_the_moment_it_is_written(tmp_path):
+    """The umask was read once at import: a process that set os.umask(0o077) later still got 0644 files."""
+    import os
+    import stat as stat_mod
+
+    from samplers.core.files import atomic_write_bytes
+
+    old = os.umask(0o077)
+    try:
+        tight = atomic_write_bytes(tmp_path / "tight.json", b"{}")
+        os.umask(0o022)
+        usual = atomic_write_bytes(tmp_path / "usual.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat_mod.S_IMODE(tight.stat().st_mode) == 0o600
+    assert stat_mod.S_IMODE(usual.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tight.json", "usual.json"]  # no temporary file left
