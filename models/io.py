@@ -186,6 +186,7 @@ def load_model(
     Raises ``MissingModelError`` (folder or file missing), ``CorruptModelError`` (unreadable or
     truncated safetensors, "corrupted: hash mismatch" against ``config["weights_sha256"]``, a config without
     ``weights_sha256`` unless ``verify_hash=False``), all subclasses of ``ModelLoadError(ValueError)``."""
+    import torch
     from safetensors.torch import load as st_load
 
     folder = Path(folder)
@@ -217,6 +218,11 @@ def load_model(
             f"{wpath} is truncated or not a safetensors file ({type(e).__name__}: {e}); "
             f"{_how_to_make(folder, reproduce_hint)}"
         ) from None
+    bad = sorted(k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:  # the hash only says the file is the one saved: a model saved with NaN weights gives NaN at every call
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CorruptModelError(f"{wpath} holds NaN or infinite weights ({shown}), so every model call would give "
+                                f"NaN; {_how_to_make(folder, reproduce_hint)}")
     return state_dict, config
 
 

@@ -377,3 +377,20 @@ def test_a_written_file_takes_the_umask_of_the_moment_it_is_written(tmp_path):
     assert stat_mod.S_IMODE(tight.stat().st_mode) == 0o600
     assert stat_mod.S_IMODE(usual.stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tight.json", "usual.json"]  # no temporary file left
+
+
+def test_weights_holding_nan_are_refused_at_load_naming_the_tensor(tmp_path):
+    """The hash only says the file is the one saved: NaN weights saved with it went through the load and made
+    every sample NaN ("dpmpp_2m produced NaN/Inf", exit 1)."""
+    import torch
+
+    from models import io as mio
+
+    good = {"a.weight": torch.ones(2, 2), "b.bias": torch.zeros(3), "steps": torch.arange(3)}
+    mio.save_model(tmp_path / "ok", good, {"type": "toy"})
+    assert set(mio.load_model(tmp_path / "ok")[0]) == set(good)
+    for bad in (float("nan"), float("inf")):
+        weights = {**good, "b.bias": torch.tensor([0.0, bad, 0.0])}
+        mio.save_model(tmp_path / "bad", weights, {"type": "toy"})
+        with pytest.raises(mio.CorruptModelError, match=r"NaN or infinite weights \(b\.bias\)"):
+            mio.load_model(tmp_path / "bad")
