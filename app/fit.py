@@ -122,18 +122,12 @@ def entry_point_target(spec: str) -> Target:
 
 def _json_object(path: Path, what: str, fix: str) -> dict:
     """The JSON object in ``path`` (``what``: "the scheduler config"), or InvalidInput naming the file and ``fix``:
+    whatever :func:`samplers.core.files.read_json` refuses (not a regular file — a FIFO would wait forever —,
     unreadable, not UTF-8, not JSON, nested deeper than Python reads, an integer longer than Python converts, a key
-    named twice in one object (which was meant is unknown), or a JSON value other than an object."""
-    from samplers.core.files import DuplicateKey, unique_keys
+    named twice in one object), or a JSON value other than an object."""
+    from samplers.core.files import read_json
 
-    try:
-        value = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=unique_keys)
-    except DuplicateKey as err:
-        raise InvalidInput(f"{what} {path} is not readable JSON ({err}: which was meant is unknown); {fix}") from None
-    except RecursionError:
-        raise InvalidInput(f"{what} {path} is not readable JSON (it nests deeper than Python reads); {fix}") from None
-    except (OSError, ValueError) as err:  # UnicodeDecodeError, JSONDecodeError, an integer of too many digits
-        raise InvalidInput(f"{what} {path} is not readable JSON ({err}); {fix}") from None
+    value = read_json(path, f"readable JSON ({what})", fix)
     if not isinstance(value, dict):
         raise InvalidInput(f"{what} {path} holds a JSON {type(value).__name__}, not an object of settings; {fix}")
     return value
@@ -780,14 +774,9 @@ def read_report(out: Path) -> dict:
     if path.is_dir():
         raise InvalidInput(f"{path} is a folder, where samplers fit keeps its report; remove it or choose another "
                            "--out")
-    from samplers.core.files import DuplicateKey, unique_keys
+    from samplers.core.files import read_json
 
-    try:
-        report = json.loads(path.read_text(), object_pairs_hook=unique_keys)
-    except DuplicateKey as err:  # JSON would keep the last: which was meant is unknown
-        raise InvalidInput(f"{path} is not a report samplers fit wrote: {err} (a hand edit?); {REPORT_FIX}") from None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise InvalidInput(f"{path} is not readable JSON ({err}); {REPORT_FIX}") from None
+    report = read_json(path, "readable JSON (a report samplers fit wrote)", REPORT_FIX)
 
     def bad(what: str):
         return InvalidInput(f"{path} is not a report samplers fit wrote: {what}; {REPORT_FIX}")

@@ -112,7 +112,7 @@ def test_a_scheduler_config_too_deep_or_with_a_huge_integer_is_refused_naming_it
         path.write_text(text)
         code = main(fit_argv(tiny, tmp_path / "fit", "--scheduler-config", str(path)))
         err = capsys.readouterr().err
-        assert code == 2 and f"the scheduler config {path} is not readable JSON" in err and "--debug" not in err, err
+        assert code == 2 and f"{path} is not readable JSON (the scheduler config)" in err and "--debug" not in err, err
     assert not (tmp_path / "fit").exists()
 
 
@@ -223,3 +223,36 @@ def test_the_reported_solver_path_is_the_reports_own_folders(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "row 2 has no valid file (its file is '/etc/passwd'" in err and "nfe2.json" in err, err
+
+
+def test_a_fifo_as_the_scheduler_config_or_the_report_is_refused_not_waited_on(tmp_path):
+    """Both were read with read_bytes / read_text: a FIFO there waited for a writer forever."""
+    import os
+    import threading
+
+    import pytest
+
+    from app import fit as app_fit
+    from samplers.core.errors import InvalidInput
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(tmp_path / "scheduler_config.json")
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "out" / "report.json")
+    results = []
+
+    def attempt(call):
+        try:
+            call()
+            results.append("read")
+        except InvalidInput as err:
+            results.append(str(err))
+
+    for call in (lambda: app_fit._json_object(tmp_path / "scheduler_config.json", "the scheduler config", "fix it"),
+                 lambda: app_fit.read_report(tmp_path / "out")):
+        worker = threading.Thread(target=attempt, args=(call,), daemon=True)
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "the read waited on the FIFO"
+    assert len(results) == 2 and all("not a regular file" in r or "FIFO" in r for r in results), results
