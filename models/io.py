@@ -14,6 +14,7 @@ import hashlib
 import io as _io
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Mapping
 
@@ -347,8 +348,11 @@ def _meta_build(cls, config, cap: int):
     from torch.nn.modules.module import register_module_parameter_registration_hook
 
     count = [0]
+    here = threading.get_ident()
 
-    def counted(module, name, param):
+    def counted(module, name, param):  # torch's hook is global: another thread's modules are not this build's
+        if threading.get_ident() != here:
+            return
         count[0] += 1
         if count[0] > cap:
             raise _TooManyParameters

@@ -73,3 +73,34 @@ def test_host_read_counts_are_per_thread_and_torch_gets_its_methods_back_however
             float(torch.ones(()))
     assert (outer["n"], inner["n"]) == (1, 1)
     assert all(getattr(torch.Tensor, n) is m for n, m in own.items())
+
+
+def test_the_weights_size_check_counts_only_the_parameters_its_own_build_registers():
+    """models.io builds a config's module on the meta device under torch's global parameter-registration hook, to
+    stop an endless build: another thread building its own module meanwhile was counted, and failed."""
+    from models import io as mio
+
+    started, done = threading.Event(), threading.Event()
+
+    class Slow(torch.nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.a = torch.nn.Linear(2, 2)
+            started.set()
+            done.wait(20)
+
+    errors = []
+
+    def other():
+        started.wait(20)
+        try:
+            torch.nn.Sequential(*[torch.nn.Linear(1, 1) for _ in range(50)])
+        except BaseException as err:  # noqa: BLE001 - whatever the hook raised in this thread
+            errors.append(err)
+        done.set()
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    built = mio._meta_build(Slow, None, cap=4)
+    worker.join()
+    assert errors == [] and set(built.state_dict()) == {"a.weight", "a.bias"}
