@@ -49,10 +49,13 @@ def heun(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_ch
         else:
             # Euler predictor x_2 = x + d·dt, d = (x − D)/σ̂: the same point as D + (σ_next/σ̂)·(x − D)
             x_2 = torch.lerp(denoised, x, sigma_next / sigma_hat)
-            denoised_2 = model(x_2, sigma_next)
             # Heun's trapezoid x + (d + d_2)·dt/2, written as (x + x_2)/2 + (x_2 − D_2)·dt/(2σ_next)
-            # (d·dt = x_2 − x, d_2 = (x_2 − D_2)/σ_next)
-            x = torch.add(torch.lerp(x, x_2, 0.5), x_2 - denoised_2, alpha=dt / (2 * sigma_next))
+            # (d·dt = x_2 − x, d_2 = (x_2 − D_2)/σ_next). Its first half x + d·dt/2 = (x + x_2)/2 is taken before
+            # x_2 is evaluated: a caller that moves the evaluated point (a diffusers pipeline's edit, see
+            # interop.diffusers_scheduler) changes d_2 only, as diffusers' HeunDiscreteScheduler steps
+            half = torch.lerp(x, x_2, 0.5)
+            denoised_2 = model(x_2, sigma_next)
+            x = torch.add(half, x_2 - denoised_2, alpha=dt / (2 * sigma_next))
         report(callback, x, i, sigmas[i], sigma_hat, denoised)
     return x
 
@@ -73,15 +76,18 @@ def heun_flow(model, x, sigmas, extra_args=None, callback=None, disable=None):
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         (t, scale), (t_next, scale_next) = flow(sigma), flow(sigma_next)
-        y = x if math.isinf(sigma) else x * scale
         denoised = model(x, sigma)
+        y = x if math.isinf(sigma) else x * scale  # from the point the model was evaluated at
         v = (y - denoised) / t
         if sigma_next == 0:
             x = denoised  # y + v·(0 − t) = D: the Euler step to t = 0
         else:
             y_2 = torch.add(y, v, alpha=t_next - t)
-            denoised_2 = model(y_2 / scale_next, sigma_next)
-            v_2 = (y_2 - denoised_2) / t_next
+            x_2 = y_2 / scale_next
+            denoised_2 = model(x_2, sigma_next)
+            # the slope at the evaluated point, y_2 = x_2·scale': a caller that moves it (a diffusers pipeline's
+            # edit, see interop.diffusers_scheduler) changes v_2 only, as diffusers' FlowMatchHeun steps
+            v_2 = (x_2 * scale_next - denoised_2) / t_next
             x = torch.add(y, v + v_2, alpha=(t_next - t) / 2) / scale_next
         report(callback, x, i, sigma, sigma, denoised)
     return x

@@ -1,0 +1,125 @@
+"""A latent the pipeline changes between steps reaches the sampler as it reaches diffusers' scheduler; the shim's
+config holds the keys the replaced class's config holds.
+
+- A ``callback_on_step_end`` that edits ``latents`` in place (``mul_``, ``latents[:, 0] = 0``) is an edit, as one
+  that returns a new tensor is: the shim tells them apart from the latent it returned by the tensor's version
+  counter (no host sync, no comparison of values).
+- Heun-type classes: an edit before a second-stage call enters only the slope there, as diffusers'
+  HeunDiscreteScheduler / FlowMatchHeunDiscreteScheduler step from their stored first-stage sample.
+- ``scheduler.config.get(key, default)`` falls back for a key the source class does not take, as with the real class
+  (StableDiffusion3Pipeline reads ``max_shift`` with a default of 1.16).
+
+Tiny random UNet / transformer, prompt embeddings passed directly, float32: the latents must match diffusers' to
+1e-5 of their scale (an edit the shim missed moves them by 7e-3 to 5e-1).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("transformers")  # diffusers' SD/SD3 pipeline classes need it importable (no encoder runs)
+
+from diffusers import (AutoencoderKL, SD3Transformer2DModel, StableDiffusion3Pipeline,  # noqa: E402
+                       StableDiffusionPipeline, UNet2DConditionModel)
+
+from benchmarks.compatibility import CONFIGS  # noqa: E402
+from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
+
+diffusers.utils.logging.set_verbosity_error()
+
+SIZE = 64  # pixels; latents are 8×8
+
+
+def assert_same(out, ref):
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5 * max(1.0, float(ref.abs().max())))
+
+
+def _models():
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                norm_num_groups=32, attention_head_dim=8).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
+                        latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                        caption_projection_dim=16, pooled_projection_dim=16).eval()
+    return unet, vae, transformer
+
+
+UNET, VAE, TRANSFORMER = _models()
+_g = torch.Generator().manual_seed(1)
+EMB, NEG = torch.randn(1, 7, 32, generator=_g), torch.randn(1, 7, 32, generator=_g)
+POOL, NEG_POOL = torch.randn(2, 16, generator=_g), torch.randn(2, 16, generator=_g)
+NOISE = torch.randn(2, 4, 8, 8, generator=_g)
+COMMON = dict(prompt_embeds=EMB.expand(2, -1, -1), negative_prompt_embeds=NEG.expand(2, -1, -1), guidance_scale=3.0,
+              output_type="latent", height=SIZE, width=SIZE)
+
+
+def sd(scheduler, steps=4, callback=None, mode=torch.no_grad):
+    pipe = StableDiffusionPipeline(vae=VAE, text_encoder=None, tokenizer=None, unet=UNET, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"]) if callback else {}
+    with mode():
+        return pipe(**COMMON, **kw, num_inference_steps=steps, latents=NOISE.clone(),
+                    generator=torch.Generator().manual_seed(7)).images
+
+
+def sd3(scheduler, steps=4, callback=None):
+    pipe = StableDiffusion3Pipeline(transformer=TRANSFORMER, scheduler=scheduler, vae=None, text_encoder=None,
+                                    tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
+                                    tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"]) if callback else {}
+    with torch.no_grad():
+        return pipe(**COMMON, **kw, pooled_prompt_embeds=POOL, negative_pooled_prompt_embeds=NEG_POOL,
+                    num_inference_steps=steps, latents=NOISE.clone()).images
+
+
+def real(name, config="SD-1.5", **variant):
+    """A fresh diffusers scheduler of a shipped config."""
+    return getattr(diffusers, name).from_config({**CONFIGS[config], **variant})
+
+
+def edit_at(step, how):
+    """A step-end callback that edits the latents after pipeline step ``step``."""
+    def callback(pipe, i, t, kw):
+        if i == step:
+            latents = kw["latents"]
+            if how == "new tensor":
+                kw["latents"] = latents * 0.9 + 0.05
+            elif how == "in place":
+                latents.mul_(0.9).add_(0.05)
+            elif how == "slice assign":
+                latents[:, 0] = 0.0
+            else:
+                raise ValueError(how)
+        return kw
+    return callback
+
+
+# ---- Heun-type classes: an edit before a second-stage call (F2)
+
+@pytest.mark.parametrize("step", [1, 2], ids=["before-first-stage", "before-second-stage"])
+def test_heun_discrete_takes_an_edit_as_diffusers_does(step):
+    # HeunDiscreteScheduler, 4 steps = 7 model calls: the edit after call 1 lands at a first stage, after call 2 at a
+    # second stage, where diffusers steps from its stored first-stage sample and the edit enters d_2 only
+    ref = sd(real("HeunDiscreteScheduler"), callback=edit_at(step, "new tensor"))
+    out = sd(SamplerScheduler.from_config(real("HeunDiscreteScheduler")), callback=edit_at(step, "new tensor"))
+    assert_same(out, ref)
+
+
+@pytest.mark.parametrize("step", [1, 2], ids=["before-first-stage", "before-second-stage"])
+def test_flow_match_heun_takes_an_edit_as_diffusers_does(step):
+    # FlowMatchHeunDiscreteScheduler: the slope v_2 at the edited point, v at the edited first-stage point
+    config = CONFIGS["SD3"]
+    ref = sd3(diffusers.FlowMatchHeunDiscreteScheduler.from_config(config), callback=edit_at(step, "new tensor"))
+    out = sd3(SamplerScheduler.from_config(diffusers.FlowMatchHeunDiscreteScheduler.from_config(config)),
+              callback=edit_at(step, "new tensor"))
+    assert_same(out, ref)
