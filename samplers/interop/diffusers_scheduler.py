@@ -25,7 +25,8 @@ too and calls ``model(x, sigma)`` as often as its method needs. The scheduler re
    re-runs the sampler from the first latent with a model that answers from the list. The sampler stops (an
    exception unwinds it) at its next model call; the latent it was about to evaluate, in the pipeline's
    coordinates, is ``prev_sample``. After the last output the sampler runs to the end. A latent the pipeline
-   changed between steps (the inpainting blend, a step-end callback) replaces the sampler's own at that call.
+   changed between steps (the inpainting blend, a step-end callback; a new tensor, or ``prev_sample`` changed in
+   place, told by its version counter) replaces the sampler's own at that call.
 
 So every sampler runs its own code, unchanged: multistep history, Heun's corrector, ancestral noise (drawn
 once per run and replayed), the exact step from σ = inf. No thread, no state outside the instance;
@@ -84,6 +85,12 @@ class SamplerSchedulerOutput(BaseOutput):
 
     prev_sample: torch.Tensor
     pred_original_sample: torch.Tensor | None = None
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """A tensor's version counter (torch bumps it at every in-place change); None for an inference tensor (made
+    under torch.inference_mode), which keeps none."""
+    return None if t.is_inference() else t._version
 
 
 class _Pause(BaseException):
@@ -1339,7 +1346,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         """Feed one model output to the sampler; return the latent to evaluate next (or the final one).
 
         ``sample`` is the latent the model was evaluated at; if the pipeline changed it since the last step
-        (inpainting), the sampler continues from it. ``eta`` is DDIM's noise share (a DDIM source passes the
+        (inpainting, a step-end callback: another tensor, or the returned one changed in place), the sampler
+        continues from it. ``eta`` is DDIM's noise share (a DDIM source passes the
         pipeline's ``eta``); ``generator`` drives the noise of stochastic samplers.
         """
         if self._plan is None:
@@ -1367,8 +1375,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 self._noise = self._make_noise(self._x_start, model_output)
                 if self._noise is None:
                     self._seeds = self._resolve_seeds(generator, sample.shape[0])
-        elif sample is not self._last_prev:
-            self._injected[k] = self._to_state(x_in, sigma)  # the pipeline changed the latent (inpainting)
+        elif not self._unchanged(sample):
+            # the pipeline changed the latent: the inpainting blend, a step-end callback (a new tensor or in place)
+            self._injected[k] = self._to_state(x_in, sigma)
         if isinstance(self._noise, _GeneratorNoise):
             self._noise.generator = generator
         denoised = self._x0(model_output.to(state_dtype), x_in, sigma, (self._begin_index or 0) + k)
@@ -1381,7 +1390,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 self._top_up_draws(plan.idle)  # no sampler step ran (a grid that is all repeat): the class's draws
             prev_dtype, x0_dtype = self._step_dtypes(sample, model_output)
             prev = sample.to(prev_dtype, copy=True)
-            self._last_prev = prev
+            self._returned(prev)
             return self._output(prev, denoised.to(x0_dtype), return_dict)
 
         replay = _Replay(self._denoised, self._injected, self._supports_inf)
@@ -1412,8 +1421,20 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._step_index = (self._begin_index or 0) + k + 1
         prev_dtype, x0_dtype = self._step_dtypes(sample, model_output)
         prev = self._from_state(x, sigma_next).to(prev_dtype)
-        self._last_prev = prev
+        self._returned(prev)
         return self._output(prev, denoised.to(x0_dtype), return_dict)
+
+    def _returned(self, prev: torch.Tensor) -> None:
+        """Remember the latent ``step`` returns, and its version counter then."""
+        self._last_prev = (prev, _version(prev))
+
+    def _unchanged(self, sample: torch.Tensor) -> bool:
+        """Whether ``sample`` is the latent the last ``step`` returned, unchanged since: the same tensor, not changed
+        in place (``latents.mul_(0.9)``, ``latents[:, 0] = 0``: torch bumps its version counter), read without a
+        host sync or a comparison of values. A tensor without a version counter (made under torch.inference_mode)
+        counts as changed: the sampler continues from it as the pipeline passes it."""
+        last, version = self._last_prev or (None, None)
+        return sample is last and version is not None and _version(sample) == version
 
     def _step_dtypes(self, sample: torch.Tensor, model_output: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
         """The dtypes of (prev_sample, pred_original_sample) that the source class's ``step`` returns for these
