@@ -14,6 +14,8 @@ Tiny random UNet / transformer, prompt embeddings passed directly, float32: the 
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -165,3 +167,55 @@ def test_a_run_without_edits_takes_every_latent_as_its_own():
     ours = SamplerScheduler.from_config(real("DPMSolverMultistepScheduler"))
     assert_same(sd(ours), sd(real("DPMSolverMultistepScheduler")))
     assert ours._injected == {}
+
+
+# ---- the config holds the keys the replaced class's config holds (F3)
+
+FLOW_DPM = dict(use_flow_sigmas=True, prediction_type="flow_prediction", use_dynamic_shifting=True)
+
+
+def test_sd3_reads_its_own_max_shift_default_for_a_class_without_one():
+    # DPMSolverMultistepScheduler takes no max_shift: StableDiffusion3Pipeline's config.get("max_shift", 1.16) must
+    # fall back to 1.16 with the shim as with the class (the shim's own 1.15 moved mu, and the image)
+    theirs = diffusers.DPMSolverMultistepScheduler(**FLOW_DPM)
+    ours = SamplerScheduler.from_config(theirs)
+    for key in ("max_shift", "base_shift", "base_image_seq_len", "max_image_seq_len"):
+        assert key not in ours.config and ours.config.get(key, "fallback") == "fallback"
+    assert ours.config.use_dynamic_shifting is True and ours.config.flow_shift == theirs.config.flow_shift
+    assert_same(sd3(ours, steps=5), sd3(diffusers.DPMSolverMultistepScheduler(**FLOW_DPM), steps=5))
+
+
+@pytest.mark.parametrize("name", ["EDMEulerScheduler", "DPMSolverSinglestepScheduler",
+                                  "FlowMatchEulerDiscreteScheduler"])
+def test_no_key_the_class_lacks_and_no_steps_offset_warning(name):
+    theirs = getattr(diffusers, name)()
+    ours = SamplerScheduler.from_config(theirs)
+    shim_options = {"sampler", "schedule", "sampler_options", "schedule_options", "initial_noise", "seed", "exact",
+                    "noise_schedule", "source_config"}
+    assert sorted(k for k in ours.config if k not in theirs.config and k not in shim_options) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # StableDiffusionPipeline's FutureWarning on steps_offset != 1
+        StableDiffusionPipeline(vae=VAE, text_encoder=None, tokenizer=None, unet=UNET, scheduler=ours,
+                                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    assert "steps_offset" not in ours.config
+
+
+@pytest.mark.parametrize("how", ["save_config", "config", "direct"])
+def test_the_config_without_those_keys_round_trips(how, tmp_path):
+    theirs = diffusers.DPMSolverMultistepScheduler(**FLOW_DPM)
+    if how == "direct":
+        ours = SamplerScheduler(source_config={**theirs.config, "_class_name": "DPMSolverMultistepScheduler"},
+                                noise_schedule="flow")
+    else:
+        ours = SamplerScheduler.from_config(theirs)
+    if how == "save_config":
+        ours.save_config(tmp_path)
+        again = SamplerScheduler.from_pretrained(tmp_path)
+    else:
+        again = SamplerScheduler.from_config(ours.config)
+    assert {k for k in again.config if not k.startswith("_")} == {k for k in ours.config if not k.startswith("_")}
+    assert "max_shift" not in again.config and again.config.source_config["use_dynamic_shifting"] is True
+    for s in (ours, again):
+        s.set_timesteps(6, mu=0.8)
+    torch.testing.assert_close(again.sigmas, ours.sigmas, rtol=0, atol=0)
+    torch.testing.assert_close(again.timesteps, ours.timesteps, rtol=0, atol=0)

@@ -334,6 +334,8 @@ def _class_of(config: dict, sampler=None) -> str | None:
     parallel variants) or where ``sampler`` names one of them; otherwise the config is refused as ambiguous
     (TCDScheduler and LCMScheduler take the same parameters and run different steps)."""
     keys = frozenset(k for k in config if not k.startswith("_"))
+    if "source_config" in keys and keys <= _signatures()["SamplerScheduler"]:
+        return "SamplerScheduler"  # its own config, without the keys its source class lacks (see __init__)
     found = sorted(name for name, params in _signatures().items() if params == keys)
     distinct = sorted({sources.SAME_RUN.get(name, name) for name in found})
     if len(distinct) <= 1:
@@ -441,7 +443,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             class rounds timesteps or stops at σ_min (see the module docstring). Changes the image.
         noise_schedule: ``"vp"`` or ``"flow"``; None infers it from the config.
         source_config: the config of the scheduler this one replaces (set by ``from_config``).
-        Everything else is diffusers' own config vocabulary, used without a source class.
+        Everything else is diffusers' own config vocabulary, used without a source class (with one, the config
+        shows the class's values, and leaves out the keys the class's config lacks).
     """
 
     _compatibles = _COMPATIBLES
@@ -507,10 +510,15 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             if refused:
                 raise InvalidOption("; ".join(refused))
             # the config shows the source class's values for the keys both take (a pipeline reads and rewrites
-            # them: StableDiffusionPipeline's clip_sample / steps_offset fixes, followed by _follow_config)
+            # them: StableDiffusionPipeline's clip_sample / steps_offset fixes, followed by _follow_config), and
+            # none of diffusers' keys that the class's config lacks: a pipeline's config.get(key, default) falls back
+            # as with the class (StableDiffusion3Pipeline's max_shift, 1.16), and StableDiffusionPipeline finds no
+            # steps_offset to "fix" on a class without one
             shared = (_signatures()[self._source_name] & _signatures()["SamplerScheduler"]) - _SHIM_OPTIONS
             resolved = self._source_config
             self.register_to_config(**{k: resolved[k] for k in shared if k in resolved})
+            lacking = _signatures()["SamplerScheduler"] - _SHIM_OPTIONS - set(resolved)
+            self._internal_dict = FrozenDict({k: v for k, v in self._internal_dict.items() if k not in lacking})
         else:
             class_name = (source_config or {}).get("_class_name")
             if class_name is not None and label is None:
@@ -661,7 +669,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             _GIVEN.reset(token)
 
     def __len__(self) -> int:
-        return self.config.num_train_timesteps
+        return self._setting("num_train_timesteps")
+
+    def _setting(self, key: str):
+        """A key of diffusers' vocabulary as this scheduler reads it: the config's value, else SamplerScheduler's
+        default (the config leaves out a key its source class lacks)."""
+        return self.config.get(key, _defaults("SamplerScheduler")[key])
 
     @property
     def init_noise_sigma(self) -> float:
@@ -1187,12 +1200,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if discard:
             values = schedules.drop_penultimate(values)
         values = values.tolist()
-        if cfg.final_sigmas_type == "sigma_min" and values[-1] == 0.0 and not flow:
+        final = self._setting("final_sigmas_type")
+        if final == "sigma_min" and values[-1] == 0.0 and not flow:
             values[-1] = float(native.sigma_min)
             if not values[-1] < values[-2]:
                 values = values[:-1]
-        elif cfg.final_sigmas_type not in ("zero", "sigma_min"):
-            raise InvalidOption(f"final_sigmas_type must be 'zero' or 'sigma_min', got {cfg.final_sigmas_type!r}")
+        elif final not in ("zero", "sigma_min"):
+            raise InvalidOption(f"final_sigmas_type must be 'zero' or 'sigma_min', got {final!r}")
         return values
 
     @staticmethod
