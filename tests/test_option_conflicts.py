@@ -1,5 +1,5 @@
 """An option the run would not read is refused, before any model call, naming the value, the rule and the fix ("no
-option is dropped; refuse, don't guess"): options that others make unread (dpmpp_2s's r with step_r, sa_solver's eta
+option is dropped; refuse, don't guess"): options that others make unread (dpmpp_2s's r with step_r and solver_type with only first-order steps, sa_solver's eta
 / sde_interval with tau_func, er_sde's quadrature at max_stage=1), a restart entry or a pndm midpoint the schedule
 leaves no place for, torchdiffeq's interp on the schedule's own grid, and in the ComfyUI adapter an option given at
 build and call time with different values, or a seed that would replace ComfyUI's."""
@@ -55,6 +55,45 @@ def test_dpmpp_2s_r_or_step_r_alone_runs():
     a, b = runs("dpmpp_2s", r=0.3), runs("dpmpp_2s", step_r=[0.3] * 8)
     assert torch.equal(a, b)
     assert torch.equal(runs("dpmpp_2s", r=0.3, step_r=None), a)  # None: step_r's default, r read on every step
+
+
+def test_dpmpp_2s_refuses_solver_type_where_every_step_is_first_order():
+    refused("dpmpp_2s", r"dpmpp_2s: solver_type='heun' with every step_r None: .*never read; leave solver_type out",
+            step_r=[None] * 8, solver_type="heun")
+    assert not torch.equal(runs("dpmpp_2s", step_r=[0.4, None] * 4, solver_type="heun"),
+                           runs("dpmpp_2s", step_r=[0.4, None] * 4))  # one second-order step reads it
+
+
+@pytest.mark.parametrize("name", ["sa_solver", "sa_solver_pece"])
+def test_sa_solver_refuses_simple_order_2_where_no_step_has_order_2(name):
+    refused(name, rf"{name}: simple_order_2=True with predictor_order=1 and corrector_order<=1: .*never read",
+            seed=0, predictor_order=1, corrector_order=1, simple_order_2=True)
+    assert not torch.equal(runs(name, seed=0, predictor_order=2, corrector_order=1, simple_order_2=True),
+                           runs(name, seed=0, predictor_order=2, corrector_order=1))
+
+
+@pytest.mark.parametrize("config, steps, strength", [
+    ({"_class_name": "DPMSolverSinglestepScheduler", "solver_order": 2}, 10, 0.1),  # a late start: first-order only
+    ({"_class_name": "DPMSolverSinglestepScheduler", "solver_order": 2}, 1, 1.0),
+    ({"_class_name": "SASolverScheduler", "predictor_order": 1, "corrector_order": 1}, 6, 1.0),
+])
+def test_the_diffusers_shim_passes_only_options_its_run_reads(config, steps, strength):
+    """The shim's own calls: DPMSolverSinglestep's first-order-only runs without solver_type, SASolver of orders 1
+    without simple_order_2 (both were passed, unread, so their refusal had to wait for this)."""
+    from diffusers import schedulers as ds
+
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    real = getattr(ds, config["_class_name"]).from_config(config)
+    shim = SamplerScheduler.from_config(real)
+    for scheduler in (real, shim):
+        scheduler.set_timesteps(steps)
+    begin = len(shim.timesteps) - max(1, int(len(shim.timesteps) * strength))
+    shim.set_begin_index(begin)
+    latents = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    for t in shim.timesteps[begin:]:
+        latents = shim.step(0.1 * latents, t, latents, generator=torch.Generator().manual_seed(1)).prev_sample
+    assert torch.isfinite(latents).all()
 
 
 # --- 2. sa_solver: eta and sde_interval are not read where tau_func gives τ ---------------------------------------

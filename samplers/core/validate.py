@@ -215,6 +215,22 @@ def _not_read_with_step_r(get):
     return None
 
 
+def _not_read_without_an_r(get):
+    step_r = get("step_r")
+    if step_r is not None and all(r is None for r in step_r):
+        return ("with every step_r None", "every step is then a first-order step, which has no second node for "
+                "solver_type to weigh, so it is never read; leave solver_type out, or give a step an r")
+    return None
+
+
+def _not_read_below_order_2(get):
+    if get("predictor_order") == 1 and get("corrector_order") <= 1:
+        return ("with predictor_order=1 and corrector_order<=1", "the simplified weights are those of an order-2 "
+                "predictor or corrector step, which these orders never take, so it is never read; leave "
+                "simple_order_2 out, or raise an order to 2 or more")
+    return None
+
+
 def _not_read_with_tau_func(option):
     def why(get):
         if get("tau_func") is not None:
@@ -240,6 +256,9 @@ def _not_read_at_stage_1(get):
 # is refused, not dropped (as unipc refuses disable_corrector with corrector=False). Only what the options decide is
 # here: what depends on the schedule (restart entries, pndm midpoints) each sampler checks before its loop.
 IGNORED_OPTIONS = {("dpmpp_2s", "r"): _not_read_with_step_r,
+                   ("dpmpp_2s", "solver_type"): _not_read_without_an_r,
+                   ("sa_solver", "simple_order_2"): _not_read_below_order_2,
+                   ("sa_solver_pece", "simple_order_2"): _not_read_below_order_2,
                    ("sa_solver", "eta"): _not_read_with_tau_func("eta"),
                    ("sa_solver", "sde_interval"): _not_read_with_tau_func("sde_interval"),
                    ("sa_solver_pece", "eta"): _not_read_with_tau_func("eta"),

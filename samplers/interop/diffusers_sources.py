@@ -300,9 +300,11 @@ def algorithm_sa_solver(ref, begin: int = 0) -> tuple[str, dict]:
     def tau_func(sigma, sigma_next):
         return tau_of[float(sigma)]
 
-    return "sa_solver", {"predictor_order": c.predictor_order, "corrector_order": c.corrector_order,
-                         "simple_order_2": True, "lower_order_final": bool(c.lower_order_final),
-                         "tau_func": tau_func}
+    options = {"predictor_order": c.predictor_order, "corrector_order": c.corrector_order,
+               "lower_order_final": bool(c.lower_order_final), "tau_func": tau_func}
+    if c.predictor_order >= 2 or c.corrector_order >= 2:  # its order-2 steps use the simplified weights
+        options["simple_order_2"] = True
+    return "sa_solver", options
 
 
 def _singlestep_groups(ref, begin: int) -> list[int]:
@@ -339,6 +341,8 @@ def algorithm_dpm_singlestep(ref, begin: int = 0) -> tuple[str, dict]:
             raise SourceRunRefused("DPMSolverSinglestepScheduler with solver_order=3 is not reproduced (its mixed "
                                    "first/second/third-order groups are not a registry sampler); use solver_order=2",
                                    "dpmpp_2s")
+    if all(r is None for r in rs):  # first-order steps only (a short run, a late img2img start): no solver_type
+        return "dpmpp_2s", {"step_r": tuple(rs)}
     return "dpmpp_2s", {"step_r": tuple(rs), "solver_type": c.solver_type}
 
 
