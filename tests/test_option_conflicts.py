@@ -119,9 +119,13 @@ def test_er_sde_refuses_quadrature_at_max_stage_1(quadrature):
             "quadrature out, or pass max_stage=2 or 3", seed=0, max_stage=1, quadrature=quadrature)
 
 
-def test_er_sde_label_with_max_stage_1_names_the_plain_sampler():
-    refused("comfyui:er_sde", r"such as comfyui:er_sde, with max_stage=1 runs what er_sde with max_stage=1 runs",
-            seed=0, max_stage=1)
+def test_a_labels_own_option_that_max_stage_1_leaves_unread_is_left_out_not_refused():
+    """ComfyUI's er_sde sets quadrature; its node allows max_stage=1, which does not read it: nobody passed it, so
+    the run is er_sde at max_stage=1 (it was refused as if the caller had passed quadrature)."""
+    model = Counter()
+    label = samplers.sample("comfyui:er_sde", model, x0(), SIG, disable=True, seed=0, max_stage=1)
+    assert model.n > 0 and torch.equal(label, runs("er_sde", seed=0, max_stage=1))
+    refused("comfyui:er_sde", r"quadrature='riemann' with max_stage=1", seed=0, max_stage=1, quadrature="riemann")
     a, b = runs("er_sde", seed=0, max_stage=2, quadrature="riemann"), runs("er_sde", seed=0, max_stage=2)
     assert not torch.equal(a, b)  # read from stage 2 on
 

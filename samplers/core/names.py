@@ -221,7 +221,12 @@ def resolve_call(name: str, schedule: str | None = None, options: dict | None = 
 
 
 def merge_options(found: Label, options: dict | None) -> dict:
-    """The label's options updated with the caller's; a caller's value that contradicts the label's is an error."""
+    """The label's options updated with the caller's; a caller's value that contradicts the label's is an error. A
+    label's option that the run would then not read (:data:`samplers.core.validate.IGNORED_OPTIONS`: ComfyUI's
+    er_sde sets quadrature, which its max_stage=1 does not read) is left out: nobody passed it, so it is not
+    refused as a caller's unread option is."""
+    from .validate import IGNORED_OPTIONS
+
     merged = dict(found.options)
     for key, value in (options or {}).items():
         if key in found.options and found.options[key] != value:
@@ -229,6 +234,12 @@ def merge_options(found: Label, options: dict | None) -> dict:
                                 f"{key}={value!r} was passed; pass the plain sampler name {found.sampler!r} to choose "
                                 f"{key} yourself")
         merged[key] = value
+    spec = SAMPLERS.get(found.sampler) if found.sampler in SAMPLERS else None
+    defaults = spec.options if spec is not None else {}
+    for key in found.options:
+        rule = IGNORED_OPTIONS.get((found.sampler, key))
+        if key not in (options or {}) and rule is not None and rule(lambda k: merged.get(k, defaults.get(k))):
+            del merged[key]
     return merged
 
 

@@ -245,8 +245,7 @@ def _not_read_with_tau_func(option):
 def _not_read_at_stage_1(get):
     if get("max_stage") == 1:
         return ("with max_stage=1", "only stages 2 and 3 take the integrals quadrature computes, so it is never read; "
-                "leave quadrature out, or pass max_stage=2 or 3 (a name that sets quadrature, such as comfyui:er_sde, "
-                "with max_stage=1 runs what er_sde with max_stage=1 runs: use that)")
+                "leave quadrature out, or pass max_stage=2 or 3")
     return None
 
 
