@@ -166,7 +166,11 @@ def _check_scheduler(config: dict, path: Path, nfe) -> str | None:
                            f"the installed diffusers {diffusers.__version__} (e.g. DPMSolverMultistepScheduler, "
                            f"EulerDiscreteScheduler); {fix}")
     from benchmarks.peers import PeerRefused, peer_steps
+    from samplers.interop.diffusers_scheduler import check_config_keys
 
+    # a key no scheduler class takes is a misspelling (diffusers would drop it and run its default); one another
+    # class takes is left aside, as diffusers' from_config leaves it (SD-1.5's PNDM config holds clip_sample)
+    check_config_keys(config, f"the scheduler config {path}")
     settings = {k: v for k, v in config.items() if not k.startswith("_")}
     try:
         for budget in sorted(set(nfe)):

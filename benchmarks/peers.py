@@ -30,7 +30,9 @@ class PeerRefused(InvalidInput):
 
 
 def make_scheduler(label: str, config: dict):
-    """The diffusers scheduler of ``label``'s class (the part before the first ``+``) built from ``config``."""
+    """The diffusers scheduler of ``label``'s class (the part before the first ``+``) built from ``config`` as a
+    pipeline builds it, ``from_config`` (a shipped config carries keys some classes do not take: SD-1.5's PNDM
+    config holds clip_sample, which diffusers leaves aside and PNDMScheduler(**config) refused)."""
     import diffusers
 
     name = label.split("+")[0]
@@ -38,7 +40,7 @@ def make_scheduler(label: str, config: dict):
     if not isinstance(cls, type):
         raise InvalidInput(f"{name!r} is not a class of the installed diffusers {diffusers.__version__}: name a "
                            "scheduler class such as DPMSolverMultistepScheduler")
-    return cls(**config)
+    return cls.from_config(config)
 
 
 def peer_steps(label: str, config: dict, budget: int, *, strict: bool = False) -> tuple[int, int] | None:

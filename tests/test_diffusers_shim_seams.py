@@ -220,10 +220,10 @@ def test_repo_configs_still_load():
 
 
 def test_every_class_default_config_passes_the_key_check():
-    from samplers.interop.diffusers_scheduler import _check_config_keys
+    from samplers.interop.diffusers_scheduler import check_config_keys
 
     for name in sources.SOURCES:
-        _check_config_keys({**dict(getattr(diffusers, name)().config), "_class_name": name}, name)
+        check_config_keys({**dict(getattr(diffusers, name)().config), "_class_name": name}, name)
     assert math.isfinite(sources.REPEAT_RTOL)
 
 

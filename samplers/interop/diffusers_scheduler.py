@@ -387,7 +387,7 @@ def _known_config_keys() -> frozenset:
     return frozenset().union(*_signatures().values(), ("tensor_format",))
 
 
-def _check_config_keys(config: Mapping, where: str) -> None:
+def check_config_keys(config: Mapping, where: str) -> None:
     """A config key that no diffusers scheduler class takes is a misspelling (``use_karas_sigmas``): diffusers'
     from_config drops it with a logged warning and runs the default; refused here, with the closest known key.
     Keys starting with "_" are diffusers' metadata (``_class_name``, ``_diffusers_version``, ...)."""
@@ -619,7 +619,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         given = dict(kwargs)  # the caller's keyword arguments, before the source_config / noise_schedule we add
         copied = None  # (prototype key, the scheduler given), where the shim copies that object: _prototype
         if isinstance(kwargs.get("source_config"), Mapping):
-            _check_config_keys(kwargs["source_config"], "source_config")
+            check_config_keys(kwargs["source_config"], "source_config")
         checked = _given_class(kwargs.get("source_config"))
         if config is not None and "source_config" not in kwargs:
             try:
@@ -627,9 +627,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             except TypeError:
                 source = {}
             if instance is None:
-                _check_config_keys(source, "the config passed to SamplerScheduler.from_config")
+                check_config_keys(source, "the config passed to SamplerScheduler.from_config")
                 if isinstance(source.get("source_config"), Mapping):
-                    _check_config_keys(source["source_config"], "the source_config of the config passed to "
+                    check_config_keys(source["source_config"], "the source_config of the config passed to "
                                                                 "SamplerScheduler.from_config")
             class_name = type(instance).__name__ if instance is not None else (
                 source.get("_class_name") or _class_of(source, kwargs.get("sampler")))
