@@ -72,17 +72,19 @@ def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
 def tree_seeds(seed, batch: int) -> list[int] | int:
     """The seed of k-diffusion's Brownian tree (:class:`samplers.core.brownian.BatchedBrownianTree`) as k-diffusion
     takes it: one integer >= 0 of any size (numpy's SeedSequence behind torchsde's tree takes any), one tree for the
-    whole batch; or a list or tuple of them, one tree per item. A float, string or bool is refused, not rounded or
-    parsed; so is an array or tensor, which k-diffusion would take as one tree's entropy, not one seed per item."""
-    if isinstance(seed, (torch.Tensor, np.ndarray)) and seed.ndim > 0:
+    whole batch; or one per item — a list, tuple, or 1-D integer array or tensor (k-diffusion takes anything whose
+    length is the batch so) —, one tree each. A float, string or bool is refused, not rounded or parsed, as is an
+    array of more dimensions (k-diffusion would seed each item's tree with a row)."""
+    if isinstance(seed, (torch.Tensor, np.ndarray)) and seed.ndim > 1:
         raise InvalidType(f"seed is a {type(seed).__name__} of shape {tuple(seed.shape)}: k-diffusion's Brownian tree "
-                          "takes one int (one tree for the batch) or a list of ints (one tree per item); pass "
-                          "seed.tolist() for one tree per item")
-    if isinstance(seed, (list, tuple)):
-        if len(seed) != batch:
-            raise InvalidInput(f"got {len(seed)} seeds for a batch of {batch}: pass one seed per batch item (one tree "
+                          "takes one int (one tree for the batch) or one int per item (one tree each); pass a list "
+                          "of ints")
+    if is_seed_list(seed):
+        items = seed.tolist() if isinstance(seed, (torch.Tensor, np.ndarray)) else list(seed)
+        if len(items) != batch:
+            raise InvalidInput(f"got {len(items)} seeds for a batch of {batch}: pass one seed per batch item (one tree "
                                "each) or one int (one tree for the whole batch)")
-        return [_one_seed(s, f"seed[{k}]", limit=None) for k, s in enumerate(seed)]
+        return [_one_seed(s, f"seed[{k}]", limit=None) for k, s in enumerate(items)]
     return _one_seed(seed, "seed", limit=None)
 
 
