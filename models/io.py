@@ -20,7 +20,7 @@ from typing import Mapping
 
 from samplers.core.errors import InvalidInput
 from samplers.core.files import atomic_write_bytes  # noqa: F401  (models.io.atomic_write_bytes)
-from samplers.core.files import open_regular, read_json
+from samplers.core.files import open_regular, read_json, read_torch_dict
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -77,28 +77,10 @@ CHECKPOINT_FIX = "delete it and let it be rebuilt"
 def load_checkpoint(path: str | os.PathLike, fix: str = CHECKPOINT_FIX) -> dict:
     """A training checkpoint or data cache written with :func:`atomic_torch_save`, read with ``weights_only=True``:
     tensors, numbers, strings and containers only — a planted pickle that would run code is refused. Anything but a
-    regular file holding a dict is a ``CorruptModelError`` naming the path and ``fix``."""
-    import pickle
-    import warnings
-
-    import torch
-
-    what = "a checkpoint written by models.io.atomic_torch_save"
-    with open_regular(path, what, fix, error=CorruptModelError,
-                      missing=MissingModelError(f"no checkpoint at {path} (no such file); check the path")) as f:
-        try:
-            with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error below says it all
-                warnings.simplefilter("ignore", UserWarning)
-                saved = torch.load(f, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise CorruptModelError(f"{path} holds something other than tensors and plain data, which is never loaded "
-                                    f"(weights_only=True): {str(e).splitlines()[0]}; {fix}") from None
-        except (RuntimeError, EOFError, ValueError, OSError) as e:  # torch's reader on a truncated or foreign file
-            raise CorruptModelError(f"{path} is truncated or not a checkpoint ({type(e).__name__}: "
-                                    f"{str(e).splitlines()[0] if str(e) else 'no data'}); {fix}") from None
-    if not isinstance(saved, dict):
-        raise CorruptModelError(f"{path} holds a {type(saved).__name__}, not the dict {what} is; {fix}")
-    return saved
+    regular file holding a dict is a ``CorruptModelError`` naming the path and ``fix``
+    (:func:`samplers.core.files.read_torch_dict`)."""
+    return read_torch_dict(path, "the checkpoint", fix, error=CorruptModelError,
+                           missing=MissingModelError(f"no checkpoint at {path} (no such file); check the path"))
 
 
 def load_resume(path: str | os.PathLike, fields: Mapping[str, type | tuple],

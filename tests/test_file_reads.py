@@ -227,7 +227,7 @@ def test_load_checkpoint_refuses_a_folder_and_what_is_not_a_dict(tmp_path):
     from models import io as mio
 
     (tmp_path / "dir.pt").mkdir()
-    with pytest.raises(mio.CorruptModelError, match="dir.pt is a folder, not a checkpoint .*delete it"):
+    with pytest.raises(mio.CorruptModelError, match="dir.pt is a folder, not the checkpoint.*delete it"):
         mio.load_checkpoint(tmp_path / "dir.pt")
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(mio.CorruptModelError, match="list.pt holds a list, not the dict .*delete it"):
@@ -394,3 +394,26 @@ def test_weights_holding_nan_are_refused_at_load_naming_the_tensor(tmp_path):
         mio.save_model(tmp_path / "bad", weights, {"type": "toy"})
         with pytest.raises(mio.CorruptModelError, match=r"NaN or infinite weights \(b\.bias\)"):
             mio.load_model(tmp_path / "bad")
+
+
+def test_a_fits_saved_state_on_a_fifo_is_refused_not_waited_on(tmp_path):
+    """read_saved (the fit's state and cached endpoints) and models.io.load_checkpoint were one rule written twice, and
+    only the checkpoint's opened the path as a regular file: the fit's waited on a FIFO forever."""
+    from samplers.fitted.fitting import read_saved
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(tmp_path / "state.pt")
+    got = []
+
+    def attempt():
+        try:
+            read_saved(tmp_path / "state.pt", "the fit's saved state", "delete it")
+            got.append("read")
+        except samplers.InvalidInput as err:
+            got.append(str(err))
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive() and len(got) == 1 and "not a regular file" in got[0], got

@@ -71,6 +71,34 @@ def write_torch(path: str | os.PathLike, obj) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def read_torch_dict(path: str | os.PathLike, what: str, fix: str, *, error: type[Exception] = InvalidInput,
+                    missing: Exception | None = None) -> dict:
+    """A dict written with :func:`write_torch` (a fit's saved state, cached endpoints, a training checkpoint), read
+    with ``torch.load(weights_only=True)``: nothing in the file runs. What :func:`open_regular` refuses (a FIFO, a
+    folder; ``missing`` for a path that does not exist), a file that cannot be read (truncated, a pickle of other
+    objects) or one that holds anything but a dict raises ``error`` naming ``what``, the file and ``fix``."""
+    import pickle
+    import re
+
+    import torch
+
+    with open_regular(path, what, fix, error=error, missing=missing) as f:
+        try:
+            saved = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a truncated or foreign file: named, never guessed around
+            text = " ".join(str(err).split())
+            if isinstance(err, pickle.UnpicklingError):  # torch's message is a page of advice on trusting the file
+                found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global| Check the |$)", text)
+                text = ("it holds Python objects a weights-only load never builds (weights_only=True: nothing in "
+                        "the file runs)" + (f": {found.group(1).strip()}" if found else ""))
+            else:
+                text = text.split(". ")[0][:200] or ("it ends early" if isinstance(err, EOFError) else "no detail")
+            raise error(f"{what} {path} cannot be read ({type(err).__name__}: {text}); {fix}") from None
+    if not isinstance(saved, dict):
+        raise error(f"{what} {path} holds a {type(saved).__name__}, not the dict written there; {fix}")
+    return saved
+
+
 class DuplicateKey(ValueError):
     """A JSON object that names one key twice (:func:`unique_keys`); ``key`` is that key."""
 

@@ -39,7 +39,7 @@ import torch
 
 from .. import initial_latent
 from ..core.errors import InvalidInput, InvalidOption
-from ..core.files import write_torch
+from ..core.files import read_torch_dict, write_torch
 from ..core.registry import SAMPLERS
 from .solver import LearnedSolver, update
 
@@ -686,31 +686,9 @@ def digest_matches(saved: dict) -> bool:
 
 
 def read_saved(path: str | Path, what: str, fix: str) -> dict:
-    """A dict written with :func:`samplers.core.files.write_torch` (a fit's saved state, cached exact endpoints),
-    read with ``torch.load(weights_only=True)``: nothing in the file runs. A file that cannot be read (truncated, a
-    pickle of other objects, a folder) or that holds anything but a dict raises InvalidInput naming ``what``, the
-    file and ``fix``."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error below says it all
-            warnings.simplefilter("ignore", UserWarning)
-            saved = torch.load(path, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - a truncated or foreign file: named, never guessed around
-        import pickle
-        import re
-
-        text = " ".join(str(err).split())
-        if isinstance(err, pickle.UnpicklingError):  # torch's message is a page of advice on trusting the file
-            found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global| Check the |$)", text)
-            text = ("it holds Python objects a weights-only load never builds"
-                    + (f": {found.group(1).strip()}" if found else ""))
-        else:
-            text = text.split(". ")[0][:200] or ("it ends early" if isinstance(err, EOFError) else "no detail")
-        raise InvalidInput(f"{what} {path} cannot be read ({type(err).__name__}: {text}); {fix}") from None
-    if not isinstance(saved, dict):
-        raise InvalidInput(f"{what} {path} holds a {type(saved).__name__}, not the dict written there; {fix}")
-    return saved
+    """A dict written with :func:`samplers.core.files.write_torch` (a fit's saved state, cached exact endpoints):
+    :func:`samplers.core.files.read_torch_dict`, InvalidInput naming ``what``, the file and ``fix``."""
+    return read_torch_dict(path, what, fix)
 
 
 def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfig, *, deadline: float | None = None,
