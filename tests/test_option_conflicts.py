@@ -1,10 +1,9 @@
 """An option the run would not read is refused, before any model call, naming the value, the rule and the fix ("no
-option is dropped; refuse, don't guess"): options that others make unread (dpmpp_2s's r with step_r and solver_type with only first-order steps, sa_solver's eta
-/ sde_interval with tau_func, er_sde's quadrature at max_stage=1), a restart entry or a pndm midpoint the schedule
-leaves no place for, torchdiffeq's interp on the schedule's own grid, and in the ComfyUI adapter an option given at
-build and call time with different values, or a seed that would replace ComfyUI's."""
-import sys
-import types
+option is dropped; refuse, don't guess"): options that others make unread (dpmpp_2s's r with step_r and its
+solver_type with only first-order steps, sa_solver's eta / sde_interval with tau_func and simple_order_2 at orders 1,
+er_sde's quadrature at max_stage=1), a restart entry or a pndm midpoint the schedule leaves no place for,
+torchdiffeq's interp on the schedule's own grid, and in the ComfyUI adapter an option given at build and call time
+with different values, or a seed that would replace ComfyUI's."""
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ import samplers
 from samplers.interop import comfyui
 from samplers.problems import GaussianMixture
 from samplers.sde.solvers import restart_extra_nfe
+from test_comfyui import fake_comfy  # noqa: F401  (the stand-in comfy.samplers module, a fixture)
 
 GM = GaussianMixture.default(shape=(3, 4, 4), components=3, seed=6)
 SIG = samplers.schedules.karras(8, 0.05, 10.0)  # 10 … 0.05, 0
@@ -250,17 +250,8 @@ def test_comfyui_refuses_a_seed_option_that_would_replace_comfyuis_seed():
     assert torch.equal(own, runs("euler_ancestral", seed=5))
 
 
-class KSAMPLER:
-    def __init__(self, sampler_function, extra_options={}, inpaint_options={}):
-        self.sampler_function = sampler_function
-
-
-def test_the_node_refuses_seed_in_its_options(monkeypatch):
-    comfy = types.ModuleType("comfy")
-    comfy.samplers = types.ModuleType("comfy.samplers")
-    comfy.samplers.KSAMPLER = KSAMPLER
-    monkeypatch.setitem(sys.modules, "comfy", comfy)
-    monkeypatch.setitem(sys.modules, "comfy.samplers", comfy.samplers)
+@pytest.mark.usefixtures("fake_comfy")
+def test_the_node_refuses_seed_in_its_options():
     classes, _ = comfyui.node_class_mappings()
     node = classes["DiffusionSamplersRegistrySampler"]()
     with pytest.raises(samplers.InvalidOption, match=r"options \{\"seed\": 5\}: in ComfyUI the sampler's noise is "
