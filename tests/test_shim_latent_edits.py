@@ -22,41 +22,24 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")  # diffusers' SD/SD3 pipeline classes need it importable (no encoder runs)
 
-from diffusers import (AutoencoderKL, SD3Transformer2DModel, StableDiffusion3Pipeline,  # noqa: E402
-                       StableDiffusionPipeline, UNet2DConditionModel)
+from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline  # noqa: E402
 
 from benchmarks.compatibility import CONFIGS  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
+from test_diffusers_pipelines import EMB, NEG, SIZE, UNET, VAE, assert_same  # noqa: E402  (the same tiny SD models)
 
 diffusers.utils.logging.set_verbosity_error()
 
-SIZE = 64  # pixels; latents are 8×8
 
-
-def assert_same(out, ref):
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5 * max(1.0, float(ref.abs().max())))
-
-
-def _models():
+def _transformer():
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                norm_num_groups=32, attention_head_dim=8).eval()
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
-                        latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()
-    torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1,
-                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
-                                        caption_projection_dim=16, pooled_projection_dim=16).eval()
-    return unet, vae, transformer
+    return SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                 attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                 caption_projection_dim=16, pooled_projection_dim=16).eval()
 
 
-UNET, VAE, TRANSFORMER = _models()
-_g = torch.Generator().manual_seed(1)
-EMB, NEG = torch.randn(1, 7, 32, generator=_g), torch.randn(1, 7, 32, generator=_g)
+TRANSFORMER = _transformer()
+_g = torch.Generator().manual_seed(2)
 POOL, NEG_POOL = torch.randn(2, 16, generator=_g), torch.randn(2, 16, generator=_g)
 NOISE = torch.randn(2, 4, 8, 8, generator=_g)
 COMMON = dict(prompt_embeds=EMB.expand(2, -1, -1), negative_prompt_embeds=NEG.expand(2, -1, -1), guidance_scale=3.0,
