@@ -518,6 +518,15 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             resolved = self._source_config
             self.register_to_config(**{k: resolved[k] for k in shared if k in resolved})
             lacking = _signatures()["SamplerScheduler"] - _SHIM_OPTIONS - set(resolved)
+            own_defaults = _parameters()["SamplerScheduler"]
+            given_lacking = sorted(k for k in lacking if k in self._internal_dict
+                                   and _freeze(self._internal_dict[k]) != _freeze(own_defaults.get(k)))
+            if given_lacking:  # a value passed to the constructor that the class has no setting for: not dropped
+                raise InvalidOption(
+                    f"{', '.join(f'{k}={self._internal_dict[k]!r}' for k in given_lacking)}: {self._source_name}, "
+                    "which this scheduler stands in for, has no such setting, so it would be dropped (diffusers' "
+                    f"{self._source_name} ignores it, and a pipeline reading it falls back to its own default); "
+                    "leave it out, or choose a source class that takes it")
             self._internal_dict = FrozenDict({k: v for k, v in self._internal_dict.items() if k not in lacking})
         else:
             class_name = (source_config or {}).get("_class_name")
@@ -972,7 +981,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._same = label is None or label.sampler == base
         run = base if label is None else label.sampler
         options = dict(base_options) if self._same else {}
-        overrides = {**(label.options if label is not None else {}), **self.sampler_options}
+        # the label's options with the caller's (a contradiction refused; a label's option the run would not read
+        # left out: names.merge_options)
+        overrides = (names.merge_options(label, self.sampler_options) if label is not None
+                     else dict(self.sampler_options))
         if self._same:
             overrides = {k: v for k, v in overrides.items() if options.get(k, object()) != v}
         else:
@@ -1043,7 +1055,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         label = self.label
         run = label.sampler if label is not None else (
             self._source.algorithm(self._nominal_ref())[0] if self._source is not None else "euler")
-        options = {**(label.options if label is not None else {}), **self.sampler_options}
+        options = (names.merge_options(label, self.sampler_options) if label is not None
+                   else dict(self.sampler_options))
         self._same = False
         spec = SAMPLERS.get(run)
         if self.latents == "ve" and math.isinf(schedule[0]):
@@ -1391,7 +1404,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                     self._seeds = self._resolve_seeds(generator, sample.shape[0])
         elif not self._unchanged(sample):
             # the pipeline changed the latent: the inpainting blend, a step-end callback (a new tensor or in place)
-            self._injected[k] = self._to_state(x_in, sigma)
+            state = self._to_state(x_in, sigma)
+            # a copy where that is the pipeline's own tensor (VE latents): a pipeline that overwrites one buffer in
+            # place each step (x.copy_(prev_sample)) would otherwise rewrite the replay's history
+            self._injected[k] = state.clone() if state is sample else state
         if isinstance(self._noise, _GeneratorNoise):
             self._noise.generator = generator
         denoised = self._x0(model_output.to(state_dtype), x_in, sigma, (self._begin_index or 0) + k)
