@@ -80,7 +80,8 @@ def test_the_drop_ins_tree_seed_is_an_integer_never_rounded_or_parsed(name, seed
 
 def test_an_integer_array_seeds_one_tree_per_item_as_k_diffusion_takes_it():
     """k-diffusion takes any seed whose length is the batch as one seed per item (it calls len(seed)); the drop-in
-    refused an array, saying k-diffusion would take it as one tree's entropy, which it does not."""
+    refused an array, saying k-diffusion would take it as one tree's entropy, which it does not. An integer tensor
+    (which k-diffusion's tree cannot take) gives the trees of the integers it holds."""
     from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
     from samplers.core.brownian import BrownianTreeNoiseSampler
 

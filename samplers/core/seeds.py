@@ -72,9 +72,10 @@ def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
 def tree_seeds(seed, batch: int) -> list[int] | int:
     """The seed of k-diffusion's Brownian tree (:class:`samplers.core.brownian.BatchedBrownianTree`) as k-diffusion
     takes it: one integer >= 0 of any size (numpy's SeedSequence behind torchsde's tree takes any), one tree for the
-    whole batch; or one per item — a list, tuple, or 1-D integer array or tensor (k-diffusion takes anything whose
-    length is the batch so) —, one tree each. A float, string or bool is refused, not rounded or parsed, as is an
-    array of more dimensions (k-diffusion would seed each item's tree with a row)."""
+    whole batch; or one per item — a list, tuple or 1-D integer numpy array (k-diffusion takes anything whose length
+    is the batch so) —, one tree each. Integer tensors (0-d, 1-D) are taken as the integers they hold, where
+    k-diffusion's tree raises (numpy's SeedSequence takes no tensor). A float, string or bool is refused, not rounded
+    or parsed, as is an array of more dimensions (k-diffusion would seed each item's tree with a row)."""
     if isinstance(seed, (torch.Tensor, np.ndarray)) and seed.ndim > 1:
         raise InvalidType(f"seed is a {type(seed).__name__} of shape {tuple(seed.shape)}: k-diffusion's Brownian tree "
                           "takes one int (one tree for the batch) or one int per item (one tree each); pass a list "
