@@ -85,6 +85,8 @@ def read_torch_dict(path: str | os.PathLike, what: str, fix: str, *, error: type
     with open_regular(path, what, fix, error=error, missing=missing) as f:
         try:
             saved = torch.load(f, map_location="cpu", weights_only=True)
+        except MemoryError:  # the machine's state, not the file's: not "delete it"
+            raise
         except Exception as err:  # noqa: BLE001 - a truncated or foreign file: named, never guessed around
             text = " ".join(str(err).split())
             if isinstance(err, pickle.UnpicklingError):  # torch's message is a page of advice on trusting the file
