@@ -260,3 +260,32 @@ def test_the_node_refuses_seed_in_its_options():
     (sampler,) = node.get_sampler("euler_ancestral", '{"eta": 0.5}')
     out, _ = comfy_call(sampler.sampler_function, dict(EA))
     assert torch.equal(out, runs("euler_ancestral", seed=42, eta=0.5))
+
+
+# --- from σ = inf: the first step is the run's, the rest's checks come before it -----------------------------------
+
+@pytest.mark.parametrize("name, options, words", [
+    ("pndm", {"midpoints": [5.0, 2.0, 0.5, 0.2, 0.1, 0.05]}, "6 given"),
+    ("unipc_bh2", {"disable_corrector": [99]}, "names step 99"),
+    ("dpmpp_2s", {"step_r": [0.5]}, "one value in"),
+    ("restart", {"restart": ((4, 1, 0.14, 0.145),)}, "0.15"),  # its point is 0.15, above its sigma_max
+])
+def test_a_run_from_infinity_refuses_before_its_first_model_call(name, options, words):
+    """From σ = inf the run takes the first step itself (a model call), then hands the sampler the finite rest,
+    whose own checks came after that call; they run first now, on a probe that stops at its first call."""
+    import math
+
+    from samplers.core.native import RectifiedFlow
+
+    flow = RectifiedFlow(multiplier=1.0)
+    calls = []
+
+    def model(x, sigma, **kw):
+        calls.append(1)
+        return GM.as_model("x0", flow)(x, sigma, **kw)
+
+    denoiser = samplers.to_denoiser(model, "x0", flow)
+    sigmas = torch.tensor([math.inf, 9.0, 3.0, 1.0, 0.15, 0.1, 0.0], dtype=torch.float64)
+    with pytest.raises(samplers.InvalidInput, match=words):
+        samplers.sample(name, denoiser, GM.noise(2, seed=0).double(), sigmas, disable=True, **options)
+    assert calls == []

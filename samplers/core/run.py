@@ -146,6 +146,8 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
     if from_inf and spec.from_infinity:
         check_infinite_sigma(model)
     elif math.isinf(values[0]):
+        if len(values) > 2:
+            _check_the_rest(spec, x, values[1:], options)
         x = step_from_infinity(spec, model, denoise, x, values, params, options, callback)
         values, offset = values[1:], 1
     if len(values) > 1:
@@ -219,6 +221,27 @@ def check_infinite_sigma(model) -> None:
             "this model cannot be evaluated at sigma = inf (an eps- or score-prediction model carries no "
             "signal information at zero SNR); start the schedule at a finite sigma, e.g. "
             "samplers.schedules.set_first(sigmas, sigma_max), or use a v/x0/flow model")
+
+
+class _Probed(BaseException):
+    """The probe's model or noise was called: the sampler's checks before its loop have passed. A BaseException, so
+    that no ``except Exception`` in a sampler or adapter takes it for the model's error."""
+
+
+def _probe(*_args, **_kwargs):
+    raise _Probed
+
+
+def _check_the_rest(spec, x, rest: list[float], options: dict) -> None:
+    """A run from σ = inf takes its first step (:func:`step_from_infinity`, a model call) before the sampler sees the
+    rest of the schedule, so the sampler's own checks of that schedule (a restart entry, pndm midpoints, unipc's
+    disable_corrector, step_r's length) would come after a model call. They come before its first model call or
+    noise draw, so they are run here first, on a model and a noise sampler that stop the run at their first call."""
+    probed = {**options, "noise_sampler": _probe} if "noise_sampler" in options else options
+    try:
+        spec_implementation(spec)(_probe, x, rest, None, None, True, **probed)
+    except _Probed:
+        pass
 
 
 def step_from_infinity(spec, model, denoise, x, values, params, options, callback):
