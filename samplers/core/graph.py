@@ -12,8 +12,12 @@ model call, every noise draw — can be recorded once as a CUDA graph and replay
 What is fixed at capture: the sampler and its options, the schedule, the batch shape and dtype, the model
 (its weights are read at replay, so updating them in place is seen) and tensors in ``extra_args`` (replace
 their contents in place, e.g. ``run.extra_args["context"].copy_(new)``, to change prompts). What changes
-per call: the starting latent, and the seeds of stochastic samplers (``run(x, seed=[...])`` reseeds the
-per-item generators, so a replay reproduces ``samplers.sample(..., seed=...)``).
+per call: the starting latent (of the captured shape, dtype and device; a NaN/Inf one is refused before the
+run), and the seeds of stochastic samplers (``run(x, seed=[...])`` reseeds the per-item generators, so a replay
+reproduces ``samplers.sample(..., seed=...)``; a run that draws no noise makes no seeds, as ``samplers.sample``).
+Names resolve as in ``samplers.sample`` (a label's options are the run's), and everything is validated before any
+model call. A caller's :class:`~samplers.core.noise.PredrawnNoise` is ``reset()`` at every call, so every call gets
+its draws from the first; Brownian noise (named or an object) is refused: its path is built on the host.
 
 On a device without CUDA graphs ``capture`` raises :class:`GraphUnavailable`; pass ``fallback="eager"``
 to get the same object running the same prepared loop eagerly (what the CPU tests exercise).
@@ -29,12 +33,13 @@ import torch
 
 from .conversion import model_dtype, prepare_times, state_dtype as state_dtype_for
 from . import noise as noise_mod
-from .noise import SeededNoise
+from .brownian import BrownianNoise, BrownianTreeNoiseSampler
+from .noise import PredrawnNoise, SeededNoise
 from .seeds import resolve_seeds
-from .errors import InvalidInput, InvalidOption, Unavailable
-from .registry import SamplerSpec, info
-from .run import (Denoise, NonFiniteError, check_call, check_infinite_sigma, step_from_infinity, read_sigmas,
-                  spec_implementation)
+from .errors import InvalidInput, InvalidOption, InvalidType, Unavailable
+from .registry import SAMPLERS, SamplerSpec
+from .run import (Denoise, NonFiniteError, check_call, check_infinite_sigma, check_start, check_step_from_infinity,
+                  check_the_rest, draws_noise, step_from_infinity, read_sigmas, spec_implementation)
 from .validate import check_options
 
 
@@ -107,17 +112,31 @@ class GraphedSampler:
         self.options = dict(options)
         self.noise: SeededNoise | None = None
         self.seeds: list[int] | None = None
+        self.takes_seed = False  # per-item seeds (made only where the run draws noise): a call's seed= is read
+        self.predrawn: PredrawnNoise | None = None
         if "noise_sampler" in spec.options:
             kind = noise_mod.check(noise_sampler, seed, like)
-            if kind not in (None, "seeded"):
+            # a Brownian object of the caller's, as the named kinds: rewound per run in samplers.sample, but not in a
+            # replay
+            if kind not in (None, "seeded") or isinstance(noise_sampler, (BrownianNoise, BrownianTreeNoiseSampler)):
                 raise InvalidOption(
                     f"noise_sampler={noise_sampler!r} cannot be captured: a Brownian path is built on the host "
                     "(its tree caches values between draws), so a replay would not redraw it; use the default "
                     "per-item seeded noise (seed=...), a noise_sampler drawing from a device generator, or "
                     "samplers.sample for Brownian noise")
             if kind is None:
-                self.options["noise_sampler"] = noise_sampler  # the caller's: it must be graph-safe itself
+                # the caller's: it must be graph-safe itself; its draws are checked as samplers.sample checks them.
+                # A PredrawnNoise serves one run: it is reset() at every call, so every call gets draws 0, 1, …
+                if isinstance(noise_sampler, PredrawnNoise):
+                    self.predrawn = noise_sampler
+                self.options["noise_sampler"] = noise_mod.for_run(noise_sampler, None, self.static_x, sigmas)
+            elif seed is None and not draws_noise(spec, self.options):
+                # a run that draws no noise draws no seed either (torch's global generator untouched), as in
+                # samplers.sample: its noise sampler would only be made at a first draw, which never comes
+                self.takes_seed = True
+                self.options["noise_sampler"] = noise_mod.for_run(None, None, self.static_x, sigmas)
             else:
+                self.takes_seed = True
                 self.seeds = resolve_seeds(seed, like.shape[0])
                 self.noise = SeededNoise(self.static_x, self.seeds)
                 self.options["noise_sampler"] = self.noise
@@ -148,7 +167,13 @@ class GraphedSampler:
         return x
 
     def _reseed(self, seed) -> None:
+        if self.predrawn is not None:
+            self.predrawn.reset()
         if self.noise is None:
+            if self.takes_seed:  # no draw in this run: the seeds are only checked
+                if seed is not None:
+                    resolve_seeds(seed, self.static_x.shape[0])
+                return
             if seed is not None:
                 raise InvalidInput("this run takes no seed (deterministic sampler, or the caller's noise_sampler)")
             return
@@ -158,11 +183,18 @@ class GraphedSampler:
     def __call__(self, x: torch.Tensor, seed=None, check: bool = True) -> torch.Tensor:
         """Run (replay) from the starting latent ``x``; ``seed``: per-item seeds for stochastic samplers.
 
-        ``check`` reads the result once to raise on NaN/Inf (one sync after the run, as ``samplers.sample``).
+        ``check`` reads ``x`` once before the run and the result once after it, to raise on NaN/Inf as
+        ``samplers.sample`` does (a NaN/Inf ``x`` is refused before any model call); ``check=False`` reads neither.
         """
-        if x.shape != self.static_x.shape or x.device != self.static_x.device:
-            raise InvalidInput(f"this run was captured for shape {tuple(self.static_x.shape)} on "
-                             f"{self.static_x.device}; got {tuple(x.shape)} on {x.device} (capture another)")
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InvalidType(f"x must be a floating-point tensor (the starting latent at sigmas[0]), got {got}")
+        if x.shape != self.static_x.shape or x.device != self.static_x.device or x.dtype != self.out_dtype:
+            raise InvalidInput(f"this run was captured for shape {tuple(self.static_x.shape)}, {self.out_dtype} on "
+                               f"{self.static_x.device}; got {tuple(x.shape)}, {x.dtype} on {x.device} (pass x in "
+                               "the captured shape, dtype and device, or capture another)")
+        if check:
+            check_start(x)
         self._reseed(seed)
         self.static_x.copy_(x)
         with torch.no_grad():
@@ -172,9 +204,6 @@ class GraphedSampler:
             else:
                 out = self._body()
         if check and not bool(torch.isfinite(out).all()):
-            if not bool(torch.isfinite(x).all()):  # a second read only when the run failed: whose NaN is it
-                raise NonFiniteError("the starting latent x holds NaN/Inf; check how it was built (noise · "
-                                     "sigmas[0], or the unit noise itself when sigmas[0] is inf)")
             raise NonFiniteError(f"{self.spec.name} produced NaN/Inf in a graphed run; run it eagerly inside "
                                  "`with samplers.debug():` to find the first model call that does")
         return out.to(self.out_dtype)
@@ -190,7 +219,8 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
     """Prepare ``sampler`` on ``model`` for starting latents shaped like ``x``, and capture it as a CUDA graph.
 
     Args:
-        sampler: a registry name or a registered sampler function.
+        sampler: any name ``samplers.sample`` takes (a label's options are merged with ``options`` as there), or a
+            function from ``samplers.get`` (with the options it binds).
         model, x, sigmas, extra_args, options: as for ``samplers.sample`` (``x`` gives shape, dtype, device;
             its values are only used for warm-up).
         seed / noise_sampler: the default per-item seeds of a stochastic sampler (override per call), or
@@ -200,16 +230,36 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
             available (CPU tensors); ``None`` (default) raises :class:`GraphUnavailable` instead.
         pool: a graph memory pool to share between captures (``torch.cuda.graph_pool_handle()``).
     """
-    spec = info(sampler if isinstance(sampler, str) else getattr(sampler, "spec").name)
+    if not (fallback is None or (isinstance(fallback, str) and fallback == "eager")):
+        raise InvalidInput(f"fallback must be None or 'eager', got {fallback!r}")
+    given = [k for k in ("callback", "disable") if k in options]
+    if given:
+        raise InvalidOption(f"a graphed run takes no callback or progress bar (got {', '.join(given)}): nothing runs "
+                            "on the host between its steps; use samplers.sample for a run with a callback or progress "
+                            "bar")
+    spec, options = _resolve(sampler, options, seed, noise_sampler)
+    seed, noise_sampler = options.pop("seed", None), options.pop("noise_sampler", None)
     if spec.host_sync:
         raise GraphUnavailable(f"{spec.name} chooses its steps on the host (host_sync=True) and cannot be captured; "
                                "use a fixed-step sampler")
     check_call(model, x, extra_args, None, None)
     check_options(spec, options)
-    values = read_sigmas(sigmas)
-    if math.isinf(values[0]):
-        check_infinite_sigma(model)
+    values = read_sigmas(sigmas, state_dtype_for(x.dtype))
+    check_start(x)
     run = GraphedSampler(spec, model, x, values, dict(extra_args or {}), options, seed, noise_sampler)
+    # the checks samplers.sample makes before its first model call, made here before capture's (the sampler's own
+    # checks of the schedule and options run on a probe whose model and noise stop at their first call)
+    from_inf = math.isinf(values[0])
+    solver = run.options.get("solver")
+    if from_inf and callable(getattr(solver, "check_model", None)):
+        solver.check_model(model, run.options.get("allow_other_model", False))
+    if from_inf:
+        check_infinite_sigma(model)
+    rest = values[1:] if from_inf and not spec.from_infinity else values
+    if from_inf and not spec.from_infinity:
+        check_step_from_infinity(spec, run.options)
+    if len(rest) > 1:
+        check_the_rest(spec, run.static_x, rest, run.options)
     if x.device.type != "cuda" or not torch.cuda.is_available():
         if fallback == "eager":
             return run
@@ -217,10 +267,31 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
             f"CUDA graphs need a CUDA device, but x is on {x.device}"
             + ("" if torch.cuda.is_available() else " and this torch has no CUDA")
             + "; pass fallback='eager' to run the same prepared loop eagerly, or use samplers.sample")
-    if fallback not in (None, "eager"):
-        raise InvalidInput(f"fallback must be None or 'eager', got {fallback!r}")
     _capture_cuda(run, x, warmup, pool)
     return run
+
+
+def _resolve(sampler, options: dict, seed, noise_sampler) -> tuple[SamplerSpec, dict]:
+    """The sampler and the run's options as ``samplers.sample`` resolves them: a label's options (ComfyUI's uni_pc
+    final_sigma, "DPM++ 2M SDE Heun"'s solver and noise) merged with the caller's, a contradiction refused; a
+    callable from ``samplers.get(label)`` with the options it was bound to."""
+    from .names import merge_options, resolve
+
+    given = dict(options)
+    if seed is not None:
+        given["seed"] = seed
+    if noise_sampler is not None:
+        given["noise_sampler"] = noise_sampler
+    if isinstance(sampler, str):
+        found = resolve(sampler)
+    elif callable(sampler) and getattr(sampler, "label", None) is not None:
+        found = sampler.label  # samplers.get(label): the sampler with the label's options bound
+    elif callable(sampler) and isinstance(getattr(sampler, "spec", None), SamplerSpec):
+        return sampler.spec, given
+    else:
+        raise InvalidType(f"sampler must be a sampler name or a function from samplers.get, got "
+                          f"{type(sampler).__name__}")
+    return SAMPLERS.get(found.sampler), merge_options(found, given)
 
 
 def _capture_cuda(run: GraphedSampler, x: torch.Tensor, warmup: int, pool) -> None:

@@ -119,10 +119,7 @@ def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):
 def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_dtype, out_dtype):
     values = read_sigmas(sigmas, state_dtype)
     x = x.to(state_dtype)
-    # one read of the input, before the loop: a NaN start is the caller's, not the model's
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteError("the starting latent x holds NaN/Inf; check how it was built (noise · sigmas[0], or "
-                             "the unit noise itself when sigmas[0] is inf)")
+    check_start(x)
     denoise = Denoise(model, x, extra_args or {})
     prepare_times(model, values, x.shape[0], x.dtype, x.device)  # the run's time inputs, before the loop
 
@@ -131,11 +128,8 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
         options = dict(options)
         # a run that draws noise (η > 0 where the sampler has η, else a stochastic kind; churn) is refused a noise kind
         # it cannot build before the model runs (s_noise = 0 still draws: the draw is multiplied by 0)
-        eta = options.get("eta", params.get("eta")) if "eta" in params else None
-        churn = options.get("s_churn", params.get("s_churn")) if "s_churn" in params else 0
-        draws = (spec.kind != "ode" if eta is None else eta != 0) or bool(churn)
         options["noise_sampler"] = noise_mod.for_run(options.get("noise_sampler"), options.pop("seed", None), x,
-                                                     values, draws=draws)
+                                                     values, draws=draws_noise(spec, options))
 
     offset = 0
     from_inf = math.isinf(values[0])
@@ -147,7 +141,7 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
         check_infinite_sigma(model)
     elif math.isinf(values[0]):
         if len(values) > 2:
-            _check_the_rest(spec, x, values[1:], options)
+            check_the_rest(spec, x, values[1:], options)
         x = step_from_infinity(spec, model, denoise, x, values, params, options, callback)
         values, offset = values[1:], 1
     if len(values) > 1:
@@ -232,7 +226,23 @@ def _probe(*_args, **_kwargs):
     raise _Probed
 
 
-def _check_the_rest(spec, x, rest: list[float], options: dict) -> None:
+def check_start(x: torch.Tensor) -> None:
+    """One read of the starting latent, before any model call: a NaN/Inf start is the caller's, not the model's."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError("the starting latent x holds NaN/Inf; check how it was built (noise · sigmas[0], or "
+                             "the unit noise itself when sigmas[0] is inf)")
+
+
+def draws_noise(spec, options: dict) -> bool:
+    """Whether a run of ``spec`` with ``options`` draws noise: η > 0 where the sampler has η, else a stochastic kind;
+    churn (s_noise = 0 still draws: the draw is multiplied by 0)."""
+    params = spec.options
+    eta = options.get("eta", params.get("eta")) if "eta" in params else None
+    churn = options.get("s_churn", params.get("s_churn")) if "s_churn" in params else 0
+    return (spec.kind != "ode" if eta is None else eta != 0) or bool(churn)
+
+
+def check_the_rest(spec, x, rest: list[float], options: dict) -> None:
     """A run from σ = inf takes its first step (:func:`step_from_infinity`, a model call) before the sampler sees the
     rest of the schedule, so the sampler's own checks of that schedule (a restart entry, pndm midpoints, unipc's
     disable_corrector, step_r's length) would come after a model call. They come before its first model call or
@@ -242,6 +252,16 @@ def _check_the_rest(spec, x, rest: list[float], options: dict) -> None:
         spec_implementation(spec)(_probe, x, rest, None, None, True, **probed)
     except _Probed:
         pass
+
+
+def check_step_from_infinity(spec, options: dict) -> None:
+    """What :func:`step_from_infinity` refuses in ``options`` (checked before its model call)."""
+    if options.get("noise_scaler") is not None:
+        raise InvalidInput(
+            f"{spec.name} with your noise_scaler cannot start at sigma = inf: how much fresh noise its first step "
+            "draws depends on how the noise scale grows at infinity, which a function cannot tell us; start the "
+            "schedule at a finite sigma (samplers.schedules.set_first(sigmas, sigma_max)) or use the default "
+            "noise_scaler")
 
 
 def step_from_infinity(spec, model, denoise, x, values, params, options, callback):
@@ -254,12 +274,7 @@ def step_from_infinity(spec, model, denoise, x, values, params, options, callbac
     by ``spec.eta_from_infinity``, its own step's limit as sigma_0 → ∞: 1 for ddpm's posterior and er_sde).
     """
     check_infinite_sigma(model)
-    if options.get("noise_scaler") is not None:
-        raise InvalidInput(
-            f"{spec.name} with your noise_scaler cannot start at sigma = inf: how much fresh noise its first step "
-            "draws depends on how the noise scale grows at infinity, which a function cannot tell us; start the "
-            "schedule at a finite sigma (samplers.schedules.set_first(sigmas, sigma_max)) or use the default "
-            "noise_scaler")
+    check_step_from_infinity(spec, options)
     denoised = denoise(x, math.inf)
     sigma_next = values[1]
     eta = float(options.get("eta", params["eta"])) if "eta" in params else spec.eta_from_infinity
