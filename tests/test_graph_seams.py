@@ -1,0 +1,162 @@
+"""capture / GraphedSampler at the seams with samplers.sample: labels, validation before any model call, seeds, noise."""
+import re
+
+import pytest
+import torch
+
+import samplers
+from samplers.core import graph
+from samplers.core.native import RectifiedFlow
+from samplers.core.noise import PredrawnNoise
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(3, 4, 4), components=3, seed=6)
+SIG = samplers.get_sigmas("karras", 6, sigma_min=0.02, sigma_max=20.0)
+FLOW = RectifiedFlow(multiplier=1.0)
+
+
+class Counting:
+    def __init__(self, model=GM.denoiser):
+        self.model, self.n = model, 0
+        self.supports_infinite_sigma = True
+
+    def __call__(self, x, sigma, **kw):
+        self.n += 1
+        return self.model(x, sigma, **kw)
+
+
+def _x(batch=2):
+    return (GM.noise(batch, seed=5) * 20.0).float()
+
+
+def _seed(name):
+    return {"seed": 3} if "seed" in samplers.info(name).options else {}
+
+
+@pytest.mark.parametrize("name", ["comfyui:uni_pc", "DPM fast", "Restart", "DEISMultistepScheduler",
+                                  "comfyui:exp_heun_2_x0"])
+def test_label_options_are_kept(name):
+    x = _x()
+    want = samplers.sample(name, GM.denoiser, x, SIG, disable=True, **_seed(name))
+    assert torch.equal(graph.capture(name, GM.denoiser, x, SIG, fallback="eager", **_seed(name))(x), want)
+
+
+def test_label_callable_and_contradiction():
+    x = _x()
+    fn = samplers.get("comfyui:uni_pc")
+    assert torch.equal(graph.capture(fn, GM.denoiser, x, SIG, fallback="eager")(x), fn(GM.denoiser, x, SIG, disable=True))
+    m = Counting()
+    with pytest.raises(samplers.InvalidOption, match="means seeds_2 with r=1.0"):
+        graph.capture("comfyui:exp_heun_2_x0", m, x, SIG, fallback="eager", r=0.5)
+    with pytest.raises(samplers.InvalidOption, match="cannot be captured"):  # its Brownian-tree noise
+        graph.capture("DPM++ 2M SDE Heun", m, x, SIG, fallback="eager", seed=1)
+    assert m.n == 0
+
+
+def test_nonfinite_start_refused_before_any_model_call():
+    m = Counting()
+    bad = torch.full_like(_x(), float("nan"))
+    with pytest.raises(samplers.NonFiniteError, match="starting latent x holds NaN/Inf"):
+        graph.capture("euler", m, bad, SIG, fallback="eager")
+    run = graph.capture("euler", m, _x(), SIG, fallback="eager")
+    with pytest.raises(samplers.NonFiniteError, match="starting latent x holds NaN/Inf"):
+        run(bad)
+    assert m.n == 0
+
+
+def test_call_dtype_and_type_are_checked():
+    m = Counting()
+    run = graph.capture("dpmpp_2m", m, _x(), SIG, fallback="eager")
+    for bad in (_x().double(), _x().half()):
+        with pytest.raises(samplers.InvalidInput, match="captured for shape .*torch.float32"):
+            run(bad)
+    for bad in (_x().long(), _x().tolist()):
+        with pytest.raises(samplers.InvalidType, match="x must be a floating-point tensor"):
+            run(bad)
+    assert m.n == 0
+
+
+@pytest.mark.parametrize("name", ["euler", "ddim"])
+def test_no_seed_drawn_where_no_noise_is(name):
+    x = _x()
+    torch.manual_seed(123)
+    run = graph.capture(name, GM.denoiser, x, SIG, fallback="eager")
+    out = run(x)
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(1))
+    assert torch.equal(out, samplers.sample(name, GM.denoiser, x, SIG, disable=True))
+    run(x, seed=7)  # a seed is taken (and checked) as samplers.sample takes it
+    with pytest.raises(samplers.InvalidInput, match="seeds for a batch"):
+        run(x, seed=[1, 2, 3])
+
+
+@pytest.mark.parametrize("name, opts", [("restart", dict(seed=1, restart=[[5, 2, 99.0, 1.0]])),
+                                        ("unipc_bh2", dict(disable_corrector=[99])),
+                                        ("dpmpp_2s", dict(step_r=[0.5])),
+                                        ("pndm", dict(midpoints=[1e9]))])
+@pytest.mark.parametrize("start", ["finite", "inf"])
+def test_sampler_checks_at_capture(name, opts, start):
+    if start == "inf":
+        m = Counting(samplers.to_denoiser(GM.as_model("x0", FLOW), "x0", FLOW))
+        sig, x = samplers.get_sigmas("flow", 6, native=FLOW), GM.noise(2, seed=5).float()
+    else:
+        m, sig, x = Counting(), SIG, _x()
+    with pytest.raises(ValueError) as want:
+        samplers.sample(name, m, x, sig, disable=True, **opts)
+    with pytest.raises(type(want.value), match="^" + re.escape(str(want.value)[:40])):
+        graph.capture(name, m, x, sig, fallback="eager", **opts)
+    assert m.n == 0
+
+
+def test_noise_scaler_from_inf_refused_at_capture():
+    m = Counting(samplers.to_denoiser(GM.as_model("x0", FLOW), "x0", FLOW))
+    sig, x = samplers.get_sigmas("flow", 6, native=FLOW), GM.noise(2, seed=5).float()
+    with pytest.raises(samplers.InvalidInput, match="noise_scaler cannot start at sigma = inf"):
+        graph.capture("er_sde", m, x, sig, fallback="eager", seed=1, noise_scaler=lambda s: s)
+    assert m.n == 0
+
+
+def test_caller_noise_draws_are_shape_checked():
+    x = _x()
+    bad = lambda s, sn: torch.zeros(1, *x.shape[1:])  # noqa: E731 - broadcastable, but not the latent's shape
+    run = graph.capture("euler_ancestral", GM.denoiser, x, SIG, fallback="eager", noise_sampler=bad)
+    with pytest.raises(samplers.InvalidInput, match="the noise sampler returned shape"):
+        run(x)
+
+
+def test_sigma_limit_is_the_state_dtype_s():
+    m = Counting()
+    x = (GM.noise(2, seed=5) * 1e20).float()
+    with pytest.raises(samplers.InvalidInput, match="too large for a torch.float32 state"):
+        graph.capture("euler", m, x, [1e20, 10.0, 1.0, 0.0], fallback="eager")
+    assert m.n == 0
+
+
+def test_callback_and_fallback_messages():
+    m = Counting()
+    for kw in (dict(callback=print), dict(disable=True)):
+        with pytest.raises(samplers.InvalidOption, match="no callback or progress bar.*samplers.sample"):
+            graph.capture("euler", m, _x(), SIG, fallback="eager", **kw)
+    for bad in ("Eager", True):
+        with pytest.raises(samplers.InvalidInput, match="fallback must be None or 'eager'"):
+            graph.capture("euler", m, _x(), SIG, fallback=bad)
+    assert m.n == 0
+
+
+def test_predrawn_noise_restarts_each_call():
+    x = _x()
+    draws = torch.randn(len(SIG) - 1, *x.shape, generator=torch.Generator().manual_seed(0))
+    run = graph.capture("euler_ancestral", GM.denoiser, x, SIG, fallback="eager", noise_sampler=PredrawnNoise(draws))
+    first, second = run(x), run(x)
+    want = samplers.sample("euler_ancestral", GM.denoiser, x, SIG, disable=True, noise_sampler=PredrawnNoise(draws))
+    assert torch.equal(first, want) and torch.equal(second, want)
+
+
+def test_brownian_object_refused():
+    from samplers.core.brownian import BrownianNoise
+
+    x, m = _x(), Counting()
+    with pytest.raises(samplers.InvalidOption, match="cannot be captured"):
+        graph.capture("euler_ancestral", m, x, SIG, fallback="eager", noise_sampler=BrownianNoise(x, 1, 0.02, 20.0))
+    assert m.n == 0
