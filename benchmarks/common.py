@@ -224,16 +224,6 @@ def _checked_reference(ref: torch.Tensor, x: torch.Tensor, path: Path) -> torch.
     return ref
 
 
-def save_to(path: str | Path, save: Callable, **kwargs) -> Path:
-    """What ``save(file, **kwargs)`` writes (PIL's ``Image.save``, matplotlib's ``Figure.savefig``: pass the
-    format), written to ``path`` atomically: a reader never sees half an image."""
-    import io
-
-    buf = io.BytesIO()
-    save(buf, **kwargs)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def save_tensor(path: Path, tensor: torch.Tensor) -> None:
     """One tensor to ``path`` as safetensors, atomically (ranks of a sharded sweep may write the same key)."""
     from safetensors.torch import save

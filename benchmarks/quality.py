@@ -33,6 +33,7 @@ import torch
 import samplers
 
 from samplers.core import names
+from samplers.core.files import atomic_save
 from samplers.core.argtypes import Given, was_given
 from samplers.core.budget import CountingDenoiser, steps_for_nfe
 from samplers.fitted.solver import LearnedSolver
@@ -215,8 +216,8 @@ def _image_metrics(ctx: Context, problem: Problem, cell: Cell, x0, ref) -> dict:
         from models import data
         folder = Path(ctx.args.grid_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        common.save_to(folder / f"{_safe(cell.problem)}_{_safe(cell.sampler)}_{cell.schedule}_{cell.nfe}_"
-                                f"{cell.seed}.png", data.to_pil(images[0]).save, format="PNG")
+        atomic_save(folder / f"{_safe(cell.problem)}_{_safe(cell.sampler)}_{cell.schedule}_{cell.nfe}_"
+                    f"{cell.seed}.png", data.to_pil(images[0]).save, format="PNG")
     return metrics
 
 
@@ -449,7 +450,7 @@ def plots(result: dict, out: Path) -> list[Path]:
             ax.legend(fontsize=6.5, ncol=2, loc="best")
             fig.tight_layout()
             path = out / f"{metric}_{_safe(pname)}_{schedule}.png"
-            common.save_to(path, fig.savefig, format="png")
+            atomic_save(path, fig.savefig, format="png")
             plt.close(fig)
             written.append(path)
     return written
@@ -483,7 +484,7 @@ def image_grid(result: dict, grid_dir: Path, out: Path) -> list[Path]:
                 if n in r:
                     grid.paste(Image.open(r[n]).convert("RGB").resize((size, size)), (j * size, i * size))
         path = out / f"grid_{pname}.png"
-        common.save_to(path, grid.save, format="PNG")
+        atomic_save(path, grid.save, format="PNG")
         common.atomic_write_bytes(out / f"grid_{pname}.txt", ("rows: " + ", ".join(sorted(rows)) + "\ncolumns (NFE): "
                                                               + ", ".join(map(str, nfes)) + "\n").encode())
         written.append(path)

@@ -11,7 +11,6 @@ raises a ``ModelLoadError`` (a ``ValueError``) that names the file and says what
 from __future__ import annotations
 
 import hashlib
-import io as _io
 import json
 import os
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Mapping
 
 from samplers.core.errors import InvalidInput
-from samplers.core.files import atomic_write_bytes  # noqa: F401  (models.io.atomic_write_bytes)
+from samplers.core.files import atomic_save, atomic_write_bytes, write_torch  # noqa: F401  (models.io.atomic_write_bytes)
 from samplers.core.files import open_regular, read_json, read_torch_dict
 
 WEIGHTS_FILE = "model.safetensors"
@@ -57,18 +56,13 @@ def atomic_save_image(path: str | os.PathLike, image, format: str | None = None)
     path = Path(path)
     _check_parent(path)
     fmt = format or {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
-    buf = _io.BytesIO()
-    image.save(buf, format=fmt)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_save(path, image.save, format=fmt)
 
 
 def atomic_torch_save(path: str | os.PathLike, obj) -> Path:
-    """``torch.save`` through ``atomic_write_bytes`` (checkpoints)."""
-    import torch
-
-    buf = _io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    """``torch.save`` written atomically (checkpoints): :func:`samplers.core.files.write_torch`, which
+    :func:`load_checkpoint` reads back."""
+    return write_torch(path, obj)
 
 
 CHECKPOINT_FIX = "delete it and let it be rebuilt"

@@ -315,16 +315,19 @@ def test_a_cached_reference_that_does_not_fit_the_starts_is_refused(tmp_path):
 
 @pytest.fixture
 def atomic_writes(monkeypatch):
-    """The names of the files written through samplers.core.files.atomic_write_bytes (via benchmarks.common)."""
+    """The names of the files written through samplers.core.files.atomic_write_bytes (directly, through
+    files.atomic_save, or via benchmarks.common's import of it)."""
     from benchmarks import common
+    from samplers.core import files
 
-    written, real = [], common.atomic_write_bytes
+    written, real = [], files.atomic_write_bytes
 
     def spy(path, data):
         written.append(Path(path).name)
         return real(path, data)
 
     monkeypatch.setattr(common, "atomic_write_bytes", spy)
+    monkeypatch.setattr(files, "atomic_write_bytes", spy)
     return written
 
 

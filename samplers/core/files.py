@@ -12,6 +12,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Callable
 
 from .errors import InvalidInput
 
@@ -59,16 +60,22 @@ def write_json(path: str | os.PathLike, data: dict, indent: int = 1) -> Path:
     return atomic_write_bytes(path, (json.dumps(data, indent=indent) + "\n").encode())
 
 
-def write_torch(path: str | os.PathLike, obj) -> Path:
-    """Write ``obj`` with ``torch.save`` to ``path`` atomically (resumable state, cached references); read it back
-    with ``torch.load(path, weights_only=True)``."""
+def atomic_save(path: str | os.PathLike, save: Callable, **kwargs) -> Path:
+    """What ``save(file, **kwargs)`` writes to a file object (PIL's ``Image.save``, matplotlib's ``Figure.savefig``:
+    pass the format), written to ``path`` atomically: a reader never sees half a file."""
     import io
 
+    buf = io.BytesIO()
+    save(buf, **kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_torch(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` with ``torch.save`` to ``path`` atomically (resumable state, cached references, training
+    checkpoints); read it back with :func:`read_torch_dict`."""
     import torch
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_save(path, lambda f: torch.save(obj, f))
 
 
 def read_torch_dict(path: str | os.PathLike, what: str, fix: str, *, error: type[Exception] = InvalidInput,
