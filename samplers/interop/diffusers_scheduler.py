@@ -697,6 +697,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def begin_index(self) -> int | None:
         return self._begin_index
 
+    def _asked_options(self) -> dict:
+        """The options asked for: the label's with ``sampler_options`` (a contradiction refused; a label's option
+        the run would not read left out: :func:`names.merge_options`, as everywhere)."""
+        if self.label is None:
+            return dict(self.sampler_options)
+        return names.merge_options(self.label, self.sampler_options)
+
     def _reference(self):
         """A private instance of the source class, built from its config (it computes the timesteps)."""
         return copy.deepcopy(_prototype(self._source_name, _freeze(self.config.source_config)))
@@ -981,10 +988,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._same = label is None or label.sampler == base
         run = base if label is None else label.sampler
         options = dict(base_options) if self._same else {}
-        # the label's options with the caller's (a contradiction refused; a label's option the run would not read
-        # left out: names.merge_options)
-        overrides = (names.merge_options(label, self.sampler_options) if label is not None
-                     else dict(self.sampler_options))
+        overrides = self._asked_options()
         if self._same:
             overrides = {k: v for k, v in overrides.items() if options.get(k, object()) != v}
         else:
@@ -1055,8 +1059,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         label = self.label
         run = label.sampler if label is not None else (
             self._source.algorithm(self._nominal_ref())[0] if self._source is not None else "euler")
-        options = (names.merge_options(label, self.sampler_options) if label is not None
-                   else dict(self.sampler_options))
+        options = self._asked_options()
         self._same = False
         spec = SAMPLERS.get(run)
         if self.latents == "ve" and math.isinf(schedule[0]):
