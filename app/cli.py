@@ -120,6 +120,12 @@ def _kind(args) -> str | None:
     return args.model or ("eps" if args.weights is None else None)
 
 
+def _add_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--option", type=sampler_option, action="append", default=[], metavar="KEY=VALUE",
+                   help=f"{what}, e.g. --option eta=0.5 --option noise_sampler=brownian (VALUE read as JSON, else "
+                        "as text; docs/samplers.md lists each sampler's options and defaults)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="e.g. 'a large red circle at the top left' (the caption grammar: docs/models.md)")
     p.add_argument("--model", choices=("eps", "flow"), default=None,
@@ -184,18 +190,20 @@ def _run_compare(args) -> int:
     distinct("--samplers", args.samplers, "the grid has one row per sampler")
     distinct("--steps", args.steps, "the grid has one column per step count")
     out = _check_out(args.out)
-    for name in args.samplers:  # the names and fitted files before the weights are read; compare_grid checks the rest
-        check_sampler(name, prediction=_kind(args))
+    options = _sampler_options(args.option)
+    for name in args.samplers:  # the names, options and fitted files before the weights are read; compare_grid checks the rest
+        check_sampler(name, options=options, prediction=_kind(args))
     _same_runs(args.samplers, args.schedule)
     spec = PipelineSpec.read(args.weights, model=args.model, vae=args.vae)  # config.json only: before the weights
     for name in args.samplers:  # every cell as compare_grid runs it: item k of n uses seed + k
         fitted = names.resolve(name).sigmas is not None  # a fitted solver: its own steps and nodes only
         for steps in [None] if fitted else args.steps:
-            spec.check_request(name, None if fitted else args.schedule, steps, seed=args.seed, batch=args.n)
+            spec.check_request(name, None if fitted else args.schedule, steps, options, seed=args.seed, batch=args.n)
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     prompts = [args.prompt] * args.n
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,
-                              schedule=args.schedule, title=f"{pipe.model.config.prediction}: {args.prompt!r}, seed {args.seed}")
+                              schedule=args.schedule, title=f"{pipe.model.config.prediction}: {args.prompt!r}, seed {args.seed}",
+                              options=options)
     mio.atomic_save_image(out, grid)
     print(format_table(rows, args.n))
     print(f"wrote {out}")
@@ -232,9 +240,7 @@ def add_commands(subparsers) -> None:
     g.add_argument("--out", type=path_to("PNG file"), default="generated.png", help="PNG path; several seeds write <stem>-<k>.png")
     g.add_argument("--allow-other-model", action="store_true",
                    help="run a fitted solver (--sampler fitted:PATH) on a model other than the one it was fitted to")
-    g.add_argument("--option", type=sampler_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="a sampler option, e.g. --option eta=0.5 --option noise_sampler=brownian (VALUE read as "
-                        "JSON, else as text; docs/samplers.md lists each sampler's options and defaults)")
+    _add_option(g, "a sampler option")
     g.set_defaults(fn=_generate)
 
     c = subparsers.add_parser("compare", help="labelled PNG grid of samplers × step counts (same prompt and seed) + table")
@@ -244,6 +250,7 @@ def add_commands(subparsers) -> None:
     c.add_argument("--seed", type=int, default=0, help="seed of the pictured image (item k uses seed + k)")
     c.add_argument("--n", type=int, default=4, help="images per cell for the match rate")
     c.add_argument("--out", type=path_to("PNG file"), default="compare.png", help="PNG path of the grid")
+    _add_option(c, "a sampler option for every row (each sampler must take it)")
     c.set_defaults(fn=_compare)
 
     from .fit import add_parser as add_fit

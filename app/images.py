@@ -15,8 +15,10 @@ def _font():
 
 
 def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], steps_list: Sequence[int],
-                 seed: int = 0, cfg: float | None = None, schedule: str | None = None, scale: int = 2, title: str = ""):
-    """Samplers × step counts on the same prompts and seeds (item k: prompt k, seed seed + k).
+                 seed: int = 0, cfg: float | None = None, schedule: str | None = None, scale: int = 2, title: str = "",
+                 options: dict | None = None):
+    """Samplers × step counts on the same prompts and seeds (item k: prompt k, seed seed + k); ``options`` (a
+    sampler's keyword arguments, e.g. ``{"eta": 0.5}``) go to every row, each checked by its sampler's rules.
 
     A fitted solver (``"fitted:PATH"``) runs at its own NFE only: its other cells are "–". Every cell's sampler,
     schedule and steps — and a fitted solver against the pipeline's model at ``cfg`` — are checked before the first
@@ -44,8 +46,8 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     for name in sampler_names:  # cheap: names, schedules, a fitted solver's model (one hash), no model call
         plans = []
         for steps in ([fixed[name]] if name in fixed else steps_list):
-            sampler, sigmas, options = pipe.plan(name, None if name in fixed else schedule, steps, {}, cfg)
-            plans.append((sampler, tuple(float(s) for s in sigmas), repr(sorted(options.items(), key=str))))
+            sampler, sigmas, merged = pipe.plan(name, None if name in fixed else schedule, steps, dict(options or {}), cfg)
+            plans.append((sampler, tuple(float(s) for s in sigmas), repr(sorted(merged.items(), key=str))))
         twin = runs.setdefault(tuple(plans), name)
         if twin != name:
             raise InvalidInput(f"{twin!r} and {name!r} run the same sampler ({plans[0][0]}) on the same schedule with "
@@ -60,7 +62,8 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
                 continue
             t0 = time.perf_counter()
             images = pipe.txt2img(prompts, sampler=name, schedule=None if name in fixed else schedule,
-                                  steps=steps, cfg=cfg, seed=seeds, output="tensor", progress=False)
+                                  steps=steps, cfg=cfg, seed=seeds, output="tensor", progress=False,
+                                  **(options or {}))
             dt = time.perf_counter() - t0
             match = sum(checker.matches(im, p) for im, p in zip(images, prompts)) / len(prompts)
             rows.append({"sampler": shown, "steps": steps, "nfe": round(spec.nfe_per_step * steps), "match": match,

@@ -240,3 +240,41 @@ def test_generate_passes_its_options_to_the_sampler(tmp_path):
     assert image("eta1", "--sampler", "euler_ancestral") != euler
     tree = image("tree", "--sampler", "euler_ancestral", "--option", "noise_sampler=brownian_tree")
     assert tree != image("eta1b", "--sampler", "euler_ancestral")
+
+
+# ---- compare --option KEY=VALUE: options for every row, each checked by its sampler's rules before loading
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--samplers", "euler", "euler_ancestral", "--option", "eta=0.5"], ["euler has no option 'eta'"]),
+    (["--samplers", "euler_ancestral", "--option", "eta=abc"], ["eta must be a real number", "'abc'"]),
+    (["--samplers", "euler_ancestral", "--option", "seed=3"], ["seed", "--seed"]),
+    (["--samplers", "euler_ancestral", "--option", "eta=0.5", "--option", "eta=0.6"], ["eta is given twice"]),
+])
+def test_compare_refuses_a_bad_sampler_option_before_loading(capsys, no_load, tmp_path, args, words):
+    _refused(capsys, ["compare", "a red circle", "--steps", "4", *args, "--out", str(tmp_path / "c.png")], *words)
+
+
+def test_compare_passes_its_options_to_every_row(monkeypatch, tmp_path):
+    """euler_ancestral with eta=0 takes no noise: euler's images, as `generate --option eta=0` gives them; without
+    the option another image (had the option been dropped, the two euler_ancestral rows would be one image). Through the command, on the shipped eps model."""
+    import torch
+
+    from models.pipeline import Pipeline
+    from samplers.cli import main
+
+    made = {}
+    real = Pipeline.txt2img
+
+    def txt2img(self, prompts, sampler, **k):
+        images = real(self, prompts, sampler=sampler, **k)
+        made[sampler, k.get("eta")] = images
+        return images
+
+    monkeypatch.setattr(Pipeline, "txt2img", txt2img)
+    for args in (["euler"], ["euler_ancestral", "--option", "eta=0"], ["euler_ancestral"]):
+        assert main(["compare", "a large red circle at the top left", "--steps", "3", "--n", "1", "--seed", "3",
+                     "--samplers", *args, "--out", str(tmp_path / "c.png")]) == 0
+    # eta=0's σ_down is σ_next up to rounding: euler's image to 1e-5 (PNG bytes equal), eta=1's 0.1 or more away
+    assert (made["euler_ancestral", 0] - made["euler", None]).abs().max() < 1e-5
+    assert (made["euler_ancestral", None] - made["euler", None]).abs().max() > 0.1
