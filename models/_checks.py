@@ -9,13 +9,28 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 from samplers.core.argtypes import int_at_least, out_folder, real  # noqa: F401 - the CLIs' types
 
+from samplers.core.errors import InvalidInput
+
 from .io import ConfigMismatchError
 
 FIX = "correct the field in config.json, or re-save the model with its save method, which writes a complete config"
+
+
+def norm_groups(c: int, groups: int) -> int:
+    """The groups of a GroupNorm over ``c`` channels: ``groups``, or ``c`` when fewer. Refused (``InvalidInput``,
+    before the module is built further) when they do not divide ``c``, which torch reports without naming the
+    config's fields."""
+    g = min(groups, c)
+    if c % g:
+        raise InvalidInput(f"the channels and groups ({groups}) make a layer of {c} channels (a level's width, or a "
+                           f"level's input joined with its skip), which {g} GroupNorm groups do not divide; give "
+                           f"channel counts that are multiples of groups ({groups})")
+    return g
 
 
 def _is_int(v) -> bool:
@@ -129,6 +144,20 @@ def check_vae_record(d: dict, what: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- CLI types
+
+
+def cli(prog: str, run, argv) -> int:
+    """``run(argv)`` for a training CLI: an error the project raises on purpose, or a file error, ends it with one
+    line naming the problem and its fix (``prog: error: ...``, exit 2 for a value or path given, 1 otherwise, as
+    ``samplers``' commands end); anything else is a bug and keeps its traceback."""
+    from samplers.cli import exit_status
+    from samplers.core.errors import SamplersError
+
+    try:
+        return run(argv)
+    except (SamplersError, OSError) as err:
+        print(f"{prog}: error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        return exit_status(err)
 
 
 def channel_list(s: str) -> tuple[int, ...]:

@@ -34,7 +34,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import data
+from . import _checks, data
+from samplers.core.errors import InvalidInput
+
 from . import io as mio
 from ._checks import channel_list, existing_folder, int_at_least, out_folder, real
 from .unet import DiffusionModel, UNetConfig, native_schedule, vae_record
@@ -76,6 +78,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad:
         p.error(f"argument --channels: {bad} are not multiples of the U-Net's GroupNorm groups ({groups}) and attention "
                 f"heads ({heads}); use multiples of {groups} (e.g. 64,128)")
+    try:  # the levels joined with their skips: built on the meta device (shapes only), as training will build it
+        with torch.device("meta"):
+            DiffusionModel(UNetConfig(prediction=args.kind, channels=args.channels, res_blocks=args.res_blocks))
+    except InvalidInput as err:
+        p.error(f"argument --channels: {err}")
     return args
 
 
@@ -155,6 +162,10 @@ def diffusion_loss(model: DiffusionModel, x0, ids, mask, gen: torch.Generator, a
 
 
 def main(argv=None) -> int:
+    return _checks.cli("python -m models.train", _main, argv)
+
+
+def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "vae":  # one entry point for all three models
         from . import train_vae
@@ -176,6 +187,16 @@ def main(argv=None) -> int:
     )
     torch.manual_seed(args.seed)
     model = DiffusionModel(cfg)
+    ckpt = None  # --resume's checkpoint, read and checked before the data set is encoded
+    if args.resume:
+        if not ckpt_path.exists():
+            print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
+        else:
+            ckpt = mio.load_resume(ckpt_path, {"config": dict, "seed": int, "model": dict, "ema": dict,
+                                               "optimizer": dict, "step": int}, optional={"elapsed": (int, float)})
+            if ckpt["config"] != cfg.to_dict() or ckpt["seed"] != args.seed:
+                raise InvalidInput(f"{ckpt_path} was written with another config, VAE or seed; remove it, or give the "
+                                   "arguments it was written with")
 
     torch.set_num_threads(args.encode_threads or threads)
     t0 = time.monotonic()
@@ -199,19 +220,12 @@ def main(argv=None) -> int:
     )
     step = 0
     prior_elapsed = 0.0
-    if args.resume:
-        if not ckpt_path.exists():
-            print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
-        else:
-            ckpt = mio.load_resume(ckpt_path, {"config": dict, "seed": int, "model": dict, "ema": dict,
-                                               "optimizer": dict, "step": int}, optional={"elapsed": (int, float)})
-            if ckpt["config"] != cfg.to_dict() or ckpt["seed"] != args.seed:
-                raise SystemExit(f"{ckpt_path} was written with another config, VAE or seed; remove it or match the arguments")
-            for part, target in (("model", model), ("ema", ema), ("optimizer", opt)):
-                mio.resume_into(ckpt_path, lambda: target.load_state_dict(ckpt[part]), f"{part!r} state")
-            step = ckpt["step"]
-            prior_elapsed = ckpt.get("elapsed", 0.0)
-            print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+    if ckpt is not None:
+        for part, target in (("model", model), ("ema", ema), ("optimizer", opt)):
+            mio.resume_into(ckpt_path, lambda: target.load_state_dict(ckpt[part]), f"{part!r} state")
+        step = ckpt["step"]
+        prior_elapsed = ckpt.get("elapsed", 0.0)
+        print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
 
     def checkpoint():
         work_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import data
+from . import _checks, data
+from samplers.core.errors import InvalidInput
+
 from . import io as mio
 from ._checks import channel_list, int_at_least, non_empty, out_folder, real
 from .vae import VAE, VAEConfig, psnr
@@ -118,6 +120,10 @@ def evaluate_psnr(vae: VAE, seed: int, n: int, batch_size: int = 128) -> float:
 
 
 def main(argv=None) -> int:
+    return _checks.cli("python -m models.train_vae", _main, argv)
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
     threads = args.threads or min(8, os.cpu_count() or 1)
     torch.set_num_threads(threads)
@@ -144,7 +150,8 @@ def main(argv=None) -> int:
             ckpt = mio.load_resume(ckpt_path, {"config": dict, "args": dict, "model": dict, "optimizer": dict,
                                                "step": int})
             if ckpt["config"] != cfg.to_dict() or ckpt["args"].get("seed") != args.seed:
-                raise SystemExit(f"{ckpt_path} was written with another config or seed; remove it or match the arguments")
+                raise InvalidInput(f"{ckpt_path} was written with another config or seed; remove it, or give the "
+                                   "arguments it was written with")
             for part, target in (("model", vae), ("optimizer", opt)):
                 mio.resume_into(ckpt_path, lambda: target.load_state_dict(ckpt[part]), f"{part!r} state")
             step = ckpt["step"]

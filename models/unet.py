@@ -141,7 +141,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 def _norm(c: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(groups, c), c, eps=1e-6)
+    return nn.GroupNorm(_checks.norm_groups(c, groups), c, eps=1e-6)
 
 
 def _zero(m: nn.Module) -> nn.Module:

@@ -107,7 +107,7 @@ class DiagonalGaussian:
 
 
 def _norm(c: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(groups, c), c, eps=1e-6)
+    return nn.GroupNorm(_checks.norm_groups(c, groups), c, eps=1e-6)
 
 
 class ResBlock(nn.Module):

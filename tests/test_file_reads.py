@@ -259,7 +259,7 @@ def _planted(path: Path, plant):
     plant()
 
 
-def test_train_resume_refuses_a_checkpoint_it_did_not_write(tmp_path):
+def test_train_resume_refuses_a_checkpoint_it_did_not_write(tmp_path, capsys):
     from models import io as mio
     from models import train
 
@@ -271,11 +271,16 @@ def test_train_resume_refuses_a_checkpoint_it_did_not_write(tmp_path):
         _planted(path, plant)
         with pytest.raises(mio.CorruptModelError, match=f"checkpoint.pt .*{words}.*start afresh without --resume, "
                                                         "or delete"):
-            train.main(argv)
+            train._main(argv)
+        assert train.main(argv) == 2  # the command: one line, no traceback
+        err = capsys.readouterr().err
+        assert re.search(f"^python -m models.train: error: .*checkpoint.pt .*{words}", err, re.M), err
+        assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
+    assert not (work / "latents").exists()  # refused before the data set is encoded
 
 
-def test_train_vae_resume_refuses_a_checkpoint_it_did_not_write(tmp_path):
+def test_train_vae_resume_refuses_a_checkpoint_it_did_not_write(tmp_path, capsys):
     from models import io as mio
     from models import train_vae
 
@@ -286,7 +291,11 @@ def test_train_vae_resume_refuses_a_checkpoint_it_did_not_write(tmp_path):
         _planted(out / "checkpoint.pt", plant)
         with pytest.raises(mio.CorruptModelError, match=f"checkpoint.pt .*{words}.*start afresh without --resume, "
                                                         "or delete"):
-            train_vae.main(argv)
+            train_vae._main(argv)
+        assert train_vae.main(argv) == 2  # the command: one line, no traceback
+        err = capsys.readouterr().err
+        assert re.search(f"^python -m models.train_vae: error: .*checkpoint.pt .*{words}", err, re.M), err
+        assert "Traceback" not in err
     assert not (out / "model.safetensors").exists()
 
 

@@ -11,7 +11,7 @@ import torch
 from models import io as mio
 from models import train, train_vae
 from models.guidance import CFGDenoiser, InpaintDenoiser
-from models.unet import DiffusionModel
+from models.unet import DiffusionModel, UNetConfig
 from models.vae import VAE
 from samplers.core.errors import InvalidInput, InvalidType
 
@@ -27,7 +27,7 @@ VAE_BAD = [["--steps", "-5"], ["--steps", "0"], ["--batch-size", "0"], ["--lr", 
            ["--seed", "-1"], ["--steps", "1.5"]]
 UNET_BAD = [["--ema", "5"], ["--ema", "-0.1"], ["--caption-dropout", "2"], ["--caption-dropout", "nan"],
             ["--n-scenes", "0"], ["--steps", "-5"], ["--batch-size", "0"], ["--lr", "0"], ["--warmup", "-1"],
-            ["--weight-decay", "-1"], ["--shift", "0"], ["--channels", "64,0"], ["--channels", "24,48"],
+            ["--weight-decay", "-1"], ["--shift", "0"], ["--channels", "64,0"], ["--channels", "24,48"], ["--channels", "8,16"],
             ["--res-blocks", "0"], ["--seed", "-1"], ["--threads", "0"], ["--encode-threads", "0"],
             ["--checkpoint-minutes", "-1"], ["--stop-after", "0"], ["--max-minutes", "0"], ["--max-minutes", "inf"]]
 
@@ -263,3 +263,15 @@ def test_inpaint_takes_bool_integer_and_lower_rank_masks_as_before(known=Z):
         got = InpaintDenoiser(inner, known, other, torch.ones_like(known))(x, torch.tensor(3.0))
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert CFGDenoiser(_Counting(), {}, {}, torch.tensor(7.5)).scale == 7.5  # a 0-d tensor scale, read once
+
+
+def test_a_unet_config_whose_levels_and_skips_groupnorm_cannot_split_is_refused_by_name(tmp_path):
+    """channels [8, 16] pass the per-level rule (8 in 8 groups, 16 in 16), but a level's input joined with its skip
+    is 24 wide, which 16 groups do not divide: torch's bare ValueError before; now the project's error with the
+    file, the width and the rule, before the module is built (and the same rule at `models.train --channels`)."""
+    d = _copy("eps", tmp_path, channels=[8, 16])
+    with pytest.raises(mio.ConfigMismatchError, match=rf"{d / 'config.json'}.*a layer of 24 channels.*multiples of "
+                                                       r"groups \(16\)"):
+        DiffusionModel.load(d)
+    with pytest.raises(InvalidInput, match="a layer of 24 channels"):
+        DiffusionModel(UNetConfig(prediction="eps", channels=(8, 16)))
