@@ -280,3 +280,31 @@ def test_schedulers_with_sigma_data_that_are_not_edm_are_refused_by_name(cls):
         native_from_config(scheduler().config)
     edm = {k: v for k, v in diffusers.EDMEulerScheduler().config.items() if not k.startswith("_")}
     assert native_from_config(edm)[1] == "edm"  # a config without its class: EDM by its sigma_data
+
+
+def test_a_mochi_config_is_refused_not_read_as_an_ordinary_flow_model():
+    """invert_sigmas (Mochi): the model takes 1 − t and predicts x0 − noise; read as an ordinary flow model the
+    denoiser fed 667 where diffusers feeds 333 and took the velocity's sign the other way (x0 off by 3× its scale)."""
+    calls = []
+    config = {**FlowMatchEulerDiscreteScheduler(invert_sigmas=True).config}
+    with pytest.raises(samplers.InvalidOption, match="invert_sigmas=True .*Mochi"):
+        denoiser_from_diffusers(lambda x, t, **k: calls.append(t) or x, config)
+    assert not calls
+    denoiser_from_diffusers(lambda x, t, **k: x, {**config, "invert_sigmas": False})
+
+
+def test_dynamic_shifting_needs_mu_and_a_fixed_shift_reads_none():
+    """Flux-style use_dynamic_shifting: without mu, D.schedule carried shift 1 and get_sigmas("flow", n,
+    native=D.schedule) another grid than the pipeline's (flow times 1, .667, .334 where diffusers with mu=1.15 gives
+    1, .864, .613); diffusers' set_timesteps refuses it too. A mu on a config that reads none was dropped."""
+    flux = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15).config
+    with pytest.raises(samplers.InvalidInput, match="use_dynamic_shifting=True.*pass mu="):
+        denoiser_from_diffusers(lambda x, t, **k: x, flux)
+    D = denoiser_from_diffusers(lambda x, t, **k: x, flux, mu=1.15)
+    theirs = FlowMatchEulerDiscreteScheduler.from_config(flux)
+    theirs.set_timesteps(4, mu=1.15)
+    ours = samplers.get_sigmas("flow", 4, native=D.schedule)
+    torch.testing.assert_close((ours / (1 + ours))[1:-1].float(), theirs.sigmas[1:-1], rtol=1e-5, atol=1e-6)
+    for config in (FlowMatchEulerDiscreteScheduler(shift=3.0).config, EulerDiscreteScheduler(**BETAS).config):
+        with pytest.raises(samplers.InvalidOption, match="mu=0.8 is read only .*use_dynamic_shifting=True"):
+            denoiser_from_diffusers(lambda x, t, **k: x, config, mu=0.8)

@@ -78,6 +78,26 @@ def check_x0_flags(config: Mapping) -> None:
                                 f"with {name}=False (latent models such as SD and SDXL do not use it)")
 
 
+def check_model_flags(config: Mapping, mu) -> None:
+    """Refuse what :func:`denoiser_from_diffusers` would otherwise read wrongly from a config: ``invert_sigmas``
+    (Mochi: the model takes 1 − t and predicts the velocity's negative, which the denoiser would feed and read as
+    an ordinary flow model's), a dynamic-shifting flow config without ``mu`` (its ``D.schedule`` would carry shift 1,
+    and schedules built from it another grid than the pipeline's), and ``mu`` where the config reads none."""
+    if flag(config, "invert_sigmas"):
+        raise InvalidOption("scheduler config sets invert_sigmas=True (Mochi): that model takes the time 1 − t and "
+                            "predicts x0 − noise, which a denoiser built here would feed and read as an ordinary "
+                            "flow model's; this is not supported: pass a model and config without it")
+    dynamic = flag(config, "use_dynamic_shifting") and is_flow_config(config)
+    if dynamic and mu is None:
+        raise InvalidInput("scheduler config sets use_dynamic_shifting=True: its shift is e^mu (or mu, by "
+                           "time_shift_type) for the image's size, which the config does not hold; pass mu= as the "
+                           "pipeline computes it (Flux: calculate_shift of the image's sequence length), as "
+                           "diffusers' set_timesteps requires it")
+    if mu is not None and not dynamic:
+        raise InvalidOption(f"mu={mu!r} is read only with a flow config that sets use_dynamic_shifting=True; this "
+                            "config's shift is fixed (its shift / flow_shift field): leave mu out")
+
+
 def config_dict(config: Any) -> dict:
     """A plain dict from a diffusers scheduler, its ``config`` (FrozenDict) or a mapping."""
     if hasattr(config, "config") and not isinstance(config, Mapping):
@@ -429,8 +449,10 @@ def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, ne
     Returns:
         A :class:`samplers.core.conversion.Denoiser`; ``D.schedule`` is the native schedule to build sigmas from.
     """
-    check_x0_flags(config_dict(scheduler_config))
-    schedule, prediction = native_from_config(scheduler_config, mu=mu)
+    cfg = config_dict(scheduler_config)
+    check_x0_flags(cfg)
+    check_model_flags(cfg, mu)
+    schedule, prediction = native_from_config(cfg, mu=mu)
     native = DiffusersModel(model, prompt_embeds, negative_prompt_embeds, guidance_scale, model_kwargs,
                             negative_model_kwargs, timestep_scale)
     return to_denoiser(native, prediction, schedule, sigma_data_from_config(scheduler_config))
