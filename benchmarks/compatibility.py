@@ -289,8 +289,11 @@ with `rescale_betas_zero_snr=True`, `timestep_spacing="trailing"` (a zero-termin
 `benchmarks/compatibility.py`. EDM classes run with their own defaults (σ 0.002–80, σ_data 0.5) on SD-1.5's betas.
 On zero-SNR-v, Euler and EulerAncestral start at σ_max = 4096 (they clamp ᾱ_T to 2⁻²⁴), where diffusers computes
 the first step's dt (and σ_up, σ_down) in float32, whose spacing there is 4.9e-4, and the samplers in float64: their
-txt2img cells are that rounding, at most 1.2e-4 (Euler) and 4.7e-4 (EulerAncestral) over 1–50 steps
-([diffusers.md](diffusers.md)); img2img and inpaint start below σ_max and match.
+txt2img cells are that rounding carried to the final latents, which depends on the model (with this table's model at
+most 1.2e-4 for Euler and 4.7e-4 for EulerAncestral over 1–25 steps; up to 1.1e-3 with models of larger output or
+gain: [diffusers.md](diffusers.md#zero-terminal-snr-configs)); img2img and inpaint start below σ_max and match.
+DEISMultistepScheduler with `use_flow_sigmas=True`, which no row here covers, differs by diffusers' own float32
+rounding, up to 2.5e-4 of the latents' scale ([diffusers.md](diffusers.md#deis-with-use_flow_sigmas)).
 
 """
 

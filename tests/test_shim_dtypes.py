@@ -155,3 +155,34 @@ def test_half_precision_stays_within_what_the_docs_say(dtype):
     assert max(gaps.values()) <= 1.2 * HALF[dtype], gaps
     if dtype == torch.float16:
         assert max(own.values()) <= 1.2 * 2.5e-3, own
+
+
+# docs/diffusers.md, half precision with thresholding=True (dynamic thresholding of x0; sample_max_value 1.5, ratio
+# 0.9), measured apart: the same toy model and loop, seven classes that threshold, eps and v models. Diffusers'
+# own half-precision run is as far from its float32 run (fp16: 4.8e-3), and the shim stays within 1.5× of that.
+THRESHOLD = {torch.float16: 5.3e-3, torch.bfloat16: 3.9e-2}
+THRESHOLD_CONFIG = dict(thresholding=True, sample_max_value=1.5, dynamic_thresholding_ratio=0.9)
+THRESHOLD_CLASSES = ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
+                     "DPMSolverSinglestepScheduler", "SASolverScheduler", "DDPMScheduler", "LCMScheduler"]
+
+
+@pytest.mark.parametrize("dtype", list(THRESHOLD))
+def test_half_precision_with_thresholding_stays_within_what_the_docs_say(dtype):
+    import diffusers
+
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    gaps, own = {}, {}
+    for name in THRESHOLD_CLASSES:
+        for prediction in ("epsilon", "v_prediction"):
+            config = {**SD_BETAS, **THRESHOLD_CONFIG, "prediction_type": prediction}
+
+            def make():
+                return getattr(diffusers, name)(**config)
+            theirs = _half_run(make(), x.to(dtype))
+            ours = _half_run(SamplerScheduler.from_config({**make().config, "_class_name": name}), x.to(dtype))
+            full = _half_run(make(), x)
+            scale = max(1.0, float(full.abs().max()))
+            gaps[name, prediction] = float((ours - theirs).abs().max()) / scale
+            own[name, prediction] = float((theirs - full).abs().max()) / scale
+    assert max(gaps.values()) <= THRESHOLD[dtype], gaps
+    assert max(gaps.values()) <= 1.5 * max(own.values()), (gaps, own)

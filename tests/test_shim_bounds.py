@@ -1,0 +1,125 @@
+"""The shim's float32 bounds that are not ≤ 1e-5 (docs/diffusers.md): where the difference to diffusers is diffusers'
+own float32 rounding, measured on more than one model, in the form the docs state it.
+
+- Zero-terminal-SNR Euler / EulerAncestral txt2img: diffusers' first step from σ_max = 4096 in float32. The step's
+  difference is at most 2⁻²³·σ_max·max|noise| (float32's precision at the latent there), whatever the model; given
+  diffusers' latent after it, the shim continues to ≤ 1e-5 of the latents' scale; what reaches the final latents is
+  that rounding carried by the rest of the run, so its size depends on the model (a figure per model below).
+- DEISMultistepScheduler with use_flow_sigmas: diffusers' (α_t/α_s)·x − σ_t(e^h − 1)·ε at α_s ≈ 3e-4 in float32.
+  The difference is of the size of diffusers' own float32 error (its float32 run against the same run in float64);
+  in float64 the two agree to 1e-12.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from benchmarks import compatibility as compat  # noqa: E402
+from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
+
+diffusers.utils.logging.set_verbosity_error()
+
+TINY = compat.TinyModel()
+
+
+def toy(x, t, scale=3.0):
+    """A model with larger outputs and a larger gain than the table's (the audit's: |output| up to 6)."""
+    t = torch.as_tensor(t, dtype=x.dtype)
+    return scale * (0.5 * x * torch.cos(t / 300.0) + 0.4 * torch.sin(2 * x + t / 200.0))
+
+
+MODELS = {"table": TINY, "table x3": lambda x, t: 3.0 * TINY(x, t), "toy": toy}
+NOISE = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+EPS32 = torch.finfo(torch.float32).eps
+
+# docs/diffusers.md, "Zero-terminal-SNR configs": the final latents' largest difference over 1–25 steps, per model
+ZSNR_FINAL = {
+    ("EulerDiscreteScheduler", "v_prediction"): {"table": 1.2e-4, "table x3": 3.9e-4, "toy": 4.8e-4},
+    ("EulerDiscreteScheduler", "sample"): {"table": 1.9e-4, "table x3": 1.1e-3, "toy": 1.1e-3},
+    ("EulerAncestralDiscreteScheduler", "v_prediction"): {"table": 4.7e-4, "table x3": 1.1e-3, "toy": 1.1e-3},
+}
+ZSNR_STEPS = (1, 2, 3, 5, 10, 25)
+
+
+def _zsnr_run(scheduler, model, steps, feed=None):
+    """The txt2img loop (compatibility.run's), keeping every step's latent; ``feed`` replaces the latent after the
+    first step (diffusers' own, handed to the shim as a pipeline's edit would be)."""
+    generator = torch.Generator().manual_seed(3)
+    scheduler.set_timesteps(steps)
+    extra = compat._step_kwargs(scheduler, generator)
+    latents, out = NOISE * scheduler.init_noise_sigma, []
+    for i, t in enumerate(scheduler.timesteps):
+        if feed is not None and i == 1:
+            latents = feed.clone()
+        latents = scheduler.step(model(scheduler.scale_model_input(latents, t), t), t, latents, **extra,
+                                 return_dict=False)[0]
+        out.append(latents)
+    return out
+
+
+@pytest.mark.parametrize("name,prediction", list(ZSNR_FINAL))
+def test_zero_snr_difference_is_diffusers_float32_first_step(name, prediction):
+    config = {**compat.ZSNR, "prediction_type": prediction}
+    bad, worst = [], {}
+    for label, model in MODELS.items():
+        for steps in ZSNR_STEPS:
+            theirs = _zsnr_run(compat.source_scheduler(name, config, {}), model, steps)
+            ours = _zsnr_run(SamplerScheduler.from_config(compat.source_scheduler(name, config, {})), model, steps)
+            sigma_max = float(compat.source_scheduler(name, config, {}).sigmas.max())
+            spacing = EPS32 * sigma_max * float(NOISE.abs().max())  # float32's precision at the latent at σ_max
+            first = float((ours[0].double() - theirs[0].double()).abs().max())
+            if not first <= spacing:
+                bad.append(f"{label} {steps} steps: first step differs by {first:.2e} > {spacing:.2e}")
+            final = float((ours[-1].double() - theirs[-1].double()).abs().max())
+            worst[label] = max(worst.get(label, 0.0), final)
+            if steps > 1:
+                fed = _zsnr_run(SamplerScheduler.from_config(compat.source_scheduler(name, config, {})), model, steps,
+                                feed=theirs[0])
+                rest = float((fed[-1].double() - theirs[-1].double()).abs().max())
+                scale = max(1.0, float(theirs[-1].abs().max()))
+                if not rest <= 1e-5 * scale:
+                    bad.append(f"{label} {steps} steps: from diffusers' first step, {rest:.2e} > 1e-5 × {scale:.3g}")
+    for label, bound in ZSNR_FINAL[(name, prediction)].items():
+        if not worst[label] <= bound:
+            bad.append(f"{label}: final latents differ by {worst[label]:.2e} > the documented {bound:.1e}")
+    assert not bad, "\n".join(bad)
+
+
+# docs/diffusers.md: DEISMultistepScheduler with use_flow_sigmas, relative to the latents' scale max(1, max|x|)
+DEIS_FLOW = 2.5e-4
+
+
+def _flow_run(scheduler, model, steps, dtype):
+    scheduler.set_timesteps(steps)
+    if dtype == torch.float64 and not isinstance(scheduler, SamplerScheduler):
+        scheduler.sigmas = scheduler.sigmas.double()  # diffusers' arithmetic in float64 (its step follows sigmas)
+    x = NOISE.to(dtype)
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(x, t).to(dtype), t, x).prev_sample
+    return x.double()
+
+
+def test_deis_flow_sigmas_difference_is_diffusers_float32_rounding():
+    models = {"table": lambda x, t: TINY(x.float(), t).to(x.dtype),
+              "table x3": lambda x, t: 3.0 * TINY(x.float(), t).to(x.dtype), "toy": toy}
+    gaps, own, exact = [], [], []
+    for shift in (1.0, 3.0):
+        for order in (1, 2):
+            config = {"_class_name": "DEISMultistepScheduler", "use_flow_sigmas": True, "flow_shift": shift,
+                      "prediction_type": "flow_prediction", "solver_order": order}
+            for label, model in models.items():
+                for steps in (2, 6):
+                    r = {(kind, dtype): _flow_run((diffusers.DEISMultistepScheduler if kind == "d" else
+                                                   SamplerScheduler).from_config(config), model, steps, dtype)
+                         for kind in ("d", "s") for dtype in (torch.float32, torch.float64)}
+                    scale = max(1.0, float(r["d", torch.float32].abs().max()))
+                    where = (shift, order, label, steps)
+                    gaps.append((float((r["s", torch.float32] - r["d", torch.float32]).abs().max()) / scale, where))
+                    own.append((float((r["d", torch.float32] - r["d", torch.float64]).abs().max()) / scale, where))
+                    exact.append((float((r["s", torch.float64] - r["d", torch.float64]).abs().max()) / scale, where))
+    assert max(gaps)[0] <= DEIS_FLOW, max(gaps)
+    assert max(gaps)[0] > 1e-5  # a real difference: the docs' ≤ 1e-5 does not cover this config
+    assert max(gaps)[0] <= 1.5 * max(own)[0], (max(gaps), max(own))  # diffusers' own float32 error, in size
+    assert max(exact)[0] <= 1e-12, max(exact)
