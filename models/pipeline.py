@@ -387,7 +387,9 @@ class PipelineSpec:
                 raise InvalidInput(f"{found.label!r} {how} the {schedule!r} schedule, which this "
                                    f"{self.config.prediction} model cannot build ({e}); {fix}, e.g. its own "
                                    f"{own!r}") from None
-            if found.model_range and not implied and txt2img:  # A1111's img2img runs on the chosen schedule's ends
+            # A1111's img2img runs on the chosen schedule's ends; its txt2img on the model's, whether the schedule
+            # type is chosen apart or in the name ("DPM fast Simple")
+            if found.model_range and (not implied or found.schedule_is_explicit) and txt2img:
                 self._check_model_range(found, schedule, sigmas, n)
         if found.discard_penultimate_sigma:
             sigmas = samplers.schedules.drop_penultimate(sigmas)
@@ -398,8 +400,8 @@ class PipelineSpec:
         ``[-1]``, fast with n = steps calls) whatever Schedule type is chosen, and these samplers use only the ends of
         their schedule (and fast its length): a caller's schedule with those ends (and, for fast, n steps) runs what
         A1111 computes; one with other ends would run what A1111 does not, and is refused rather than ignored."""
-        try:
-            own = self.sigmas(found.schedule, n)
+        try:  # the model's whole range: the ends of its training σ table, A1111's Uniform type (the labels' default)
+            own = self.sigmas("linspace", n)
         except InvalidInput:  # a model A1111's rule has no schedule for (a flow model): the caller's schedule runs
             return
 
@@ -417,7 +419,8 @@ class PipelineSpec:
         want = f"σ {own_lo:.4g} … {own_hi:.4g}" + ("" if found.sampler != "dpm_fast" else f" in {n} calls")
         raise InvalidOption(f"{found.label!r} with schedule={schedule!r}: A1111's txt2img ignores the Schedule type for "
                             f"this sampler and runs on the model's whole range, {want}; {schedule!r} spans {got}, "
-                            "which A1111 would not run. Leave schedule out for A1111's result, or pass the registry "
+                            "which A1111 would not run. Leave the schedule out (of the call and of the name) for A1111's "
+                            "result, or pass the registry "
                             f"sampler {found.sampler!r} to run on this schedule's range (its own defaults; in Python, "
                             f"sampler_options {options} give the label's settings)")
 

@@ -2,6 +2,8 @@
 schedule and options meet the caller's."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -119,3 +121,81 @@ def test_a_tools_name_for_the_schedule_a_label_names_is_no_conflict():
         assert names.resolve_call("DPM++ 2M Karras", schedule)[1] == schedule
     with pytest.raises(samplers.InvalidOption, match="names the 'karras' schedule"):
         names.resolve_call("DPM++ 2M Karras", "a1111:Exponential")
+
+
+# ---- A1111 1.9+'s "<sampler> <Schedule type>" names (sd_samplers.get_sampler_and_scheduler)
+
+
+def _a1111_types():
+    from samplers.core import labels
+
+    return [(kind, spelling) for kind, more in labels.A1111_SCHEDULE_TYPES.items() for spelling in (kind, *more)]
+
+
+@pytest.mark.parametrize("kind, spelling", _a1111_types())
+def test_every_a1111_sampler_name_with_every_schedule_type_is_that_sampler_on_that_type(kind, spelling):
+    """"Euler a Karras", "DPM++ 2M sgm_uniform", "Heun SGMUniform": A1111 splits off the type's label, name or alias
+    (the API's sampler_name, infotext) — these were unknown names. The sampler's options, A1111's dropped
+    next-to-last σ and whole-range rule come with its label; the schedule is named (a caller's other one conflicts);
+    "Automatic" is the label itself."""
+    from samplers.core import names
+
+    for base in names._A1111_BASES:
+        label = names.resolve(f"a1111:{base}")
+        if label.schedule is None and kind != "Automatic":
+            with pytest.raises(samplers.InvalidOption, match="steps its own timesteps whatever the type"):
+                names.resolve(f"{base} {spelling}")
+            continue
+        found = names.resolve(f"{base} {spelling}")
+        assert (found.source, found.sampler, found.options, found.discard_penultimate_sigma, found.model_range) == \
+            ("a1111", label.sampler, label.options, label.discard_penultimate_sigma, label.model_range), base
+        if kind == "Automatic":
+            assert (found.schedule, found.schedule_is_explicit) == (label.schedule, label.schedule_is_explicit)
+        else:
+            assert found.schedule_is_explicit
+            assert names.resolve_schedule(found.schedule) == names.resolve_schedule(f"a1111:{kind}"), (base, kind)
+        typed = names.resolve(f"{base} {spelling}".lower().replace(" ", "_"))  # case, spaces and _ aside: the same
+        assert dataclasses.replace(typed, label="") == dataclasses.replace(found, label="")
+
+
+def test_the_labels_of_versions_before_1_9_are_what_the_split_gives():
+    """The table's "DPM++ 2M Karras", "LMS Karras", "DPM++ 2M SDE Heun Exponential", ... (A1111 1.9+ reads them by
+    the same split) agree with the rule for every other combination."""
+    from samplers.core import labels, names
+
+    split = [k for k in labels.A1111 if names._a1111_split(k) is not None]
+    assert len(split) >= 10
+    for key in split:
+        table = names._from_table("a1111", key)
+        rule = names._a1111_combined(key, exact=True)
+        assert dataclasses.replace(rule, schedule=None) == dataclasses.replace(table, schedule=None), key
+        assert names.resolve_schedule(rule.schedule) == names.resolve_schedule(table.schedule), key
+
+
+def test_a1111_combined_names_meet_a_callers_schedule_as_named_labels_do():
+    from samplers.core import names
+
+    with pytest.raises(samplers.InvalidOption, match="'Euler a SGM Uniform' names the 'sgm_uniform' schedule"):
+        names.resolve_call("Euler a SGM Uniform", "karras")
+    assert names.resolve_call("Euler a SGM Uniform", "sgm_uniform")[1] == "sgm_uniform"
+    assert names.resolve_call("Euler a Automatic", "karras")[1] == "karras"  # the label's default gives way
+
+
+def test_a1111s_automatic_type_and_ddim_cfgpp_are_refused_with_the_reason_and_the_fix():
+    from samplers.core import names
+
+    for name in ("Automatic", "automatic", "a1111:Automatic"):
+        with pytest.raises(samplers.UnknownNameError, match="leave the schedule out"):
+            names.resolve_schedule(name)
+    for name in ("DDIM CFG++", "ddim_cfgpp", "a1111:DDIM CFG++"):
+        with pytest.raises(samplers.Unavailable, match="CFG\\+\\+ .*use 'DDIM'"):
+            samplers.info(name)
+
+
+def test_combined_names_of_one_spelling_ignoring_case_spaces_and_underscores_run_one_thing():
+    from samplers.core import names
+
+    seen = {}  # Forge's "iPNDM" and "IPNDM" are one label spelt two ways: one run
+    for key, (base, kind) in names._A1111_COMBINED.items():
+        run = (labels.A1111[base], kind)
+        assert seen.setdefault(_normalise(key), run) == run, key

@@ -180,3 +180,17 @@ def test_cli_wrong_vae_is_a_usage_error(no_load, capsys, tmp_path):
     assert "VAE mismatch" in err and "--vae" in err and "Pipeline.load" not in err
     with pytest.raises(VAEMismatchError):
         pipeline.PipelineSpec.read(model="eps", vae=tmp_path / "vae2")
+
+
+def test_a1111_dpm_fast_with_a_schedule_type_in_its_name_keeps_a1111s_whole_range_rule():
+    """"DPM fast Simple" (A1111 1.9+'s sampler name with a Schedule type): A1111's txt2img ignores the type for DPM
+    fast / adaptive and runs the model's whole σ range, so a type with other ends is refused as schedule="simple"
+    is, and one with those ends (Karras) runs."""
+    from models.pipeline import PipelineSpec
+
+    spec = PipelineSpec.read(None, model="eps")
+    for name in ("DPM fast Simple", "DPM adaptive SGM Uniform"):
+        with pytest.raises(InvalidOption, match="ignores the Schedule type .*Leave the schedule out"):
+            spec.plan_run(name, None, 10, {})
+    found, sigmas, options, _ = spec.plan_run("DPM fast Karras", None, 10, {})
+    assert found.schedule == "karras" and len(sigmas) == 11 and options["eta"] == 1.0

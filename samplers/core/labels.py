@@ -122,6 +122,22 @@ A1111: dict[str, tuple] = {
     "k_dpmpp_2m_sde_exp": ("dpmpp_2m_sde", BROWNIAN, "exponential", "explicit"),
     "k_lcm": ("lcm", {}, "lcm_uniform", "default"),
 }
+# A1111 / Forge samplers this library does not provide, and why (refused by name, never replaced by something else).
+A1111_REFUSED: dict[str, str] = {
+    **{name: "A1111's DDIM CFG++ (Chung et al. 2024, arXiv:2406.08070) steps with the unconditional prediction, which a "
+             "guided denoiser does not expose to the sampler; use 'DDIM' (with a lower CFG scale) instead"
+       for name in ("DDIM CFG++", "ddim_cfgpp")},
+}
+# A1111 1.9+'s Schedule types (modules/sd_schedulers.py): each type's label with its name and aliases. Its
+# sd_samplers.get_sampler_and_scheduler reads a sampler name that ends in " <label, name or alias>" as that sampler on
+# that type (the API's sampler_name, infotext: "Euler a Karras", "DPM++ 2M SGM Uniform", "Heun karras"); "Automatic"
+# is the sampler's own choice (its label's default schedule here).
+A1111_SCHEDULE_TYPES: dict[str, tuple[str, ...]] = {
+    "Automatic": ("automatic",), "Uniform": ("uniform",), "Karras": ("karras",), "Exponential": ("exponential",),
+    "Polyexponential": ("polyexponential",), "SGM Uniform": ("sgm_uniform", "SGMUniform"),
+    "KL Optimal": ("kl_optimal",), "Align Your Steps": ("align_your_steps",), "Simple": ("simple",),
+    "Normal": ("normal",), "DDIM": ("ddim",), "Beta": ("beta",),
+}
 # Labels A1111's txt2img runs on the model's whole σ range (KDiffusionSampler.sample: sigma_min = model_wrap.sigmas[0],
 # sigma_max = model_wrap.sigmas[-1], n = steps) whatever Schedule type is chosen: their "Automatic" (Uniform) has those
 # ends; the pipeline refuses a schedule with other ends, which A1111 would ignore (its img2img would not).

@@ -78,17 +78,64 @@ def _from_table(source: str, key: str) -> Label:
                  model_range=source == "a1111" and key in labels.A1111_MODEL_RANGE)
 
 
+_REFUSED = {"comfyui": ("ComfyUI", labels.COMFYUI_REFUSED), "a1111": ("A1111", labels.A1111_REFUSED)}
+
+
 def _lookup(source: str, name: str, exact: bool = False) -> Label | None:
     if source == "registry":
         canonical = SAMPLERS.exact(name) if exact else SAMPLERS.canonical(name) if name in SAMPLERS else None
         return None if canonical is None else Label(name, canonical)
     if exact:
-        return _from_table(source, name) if name in TABLES[source] else None
-    if source == "comfyui" and _normalise(name) in {_normalise(k) for k in labels.COMFYUI_REFUSED}:
-        key = next(k for k in labels.COMFYUI_REFUSED if _normalise(k) == _normalise(name))
-        raise Unavailable(f"ComfyUI sampler {name!r} is not available: {labels.COMFYUI_REFUSED[key]}")
+        if name in TABLES[source]:
+            return _from_table(source, name)
+        return _a1111_combined(name, exact=True) if source == "a1111" else None
+    if source in _REFUSED:
+        tool, refused = _REFUSED[source]
+        key = next((k for k in refused if _normalise(k) == _normalise(name)), None)
+        if key is not None:
+            raise Unavailable(f"{tool} sampler {name!r} is not available: {refused[key]}")
     key = _INDEX[source].get(_normalise(name))
-    return None if key is None else _from_table(source, key)
+    if key is None:
+        return _a1111_combined(name) if source == "a1111" else None
+    return _from_table(source, key)
+
+
+def _a1111_split(name: str) -> tuple[str, str] | None:
+    """``(sampler part, Schedule type)`` where ``name`` ends in " <a Schedule type's label, name or alias>"."""
+    for kind, spellings in labels.A1111_SCHEDULE_TYPES.items():
+        for suffix in (kind, *spellings):
+            if name.endswith(" " + suffix):
+                return name[:-len(suffix) - 1], kind
+    return None
+
+
+# A1111's sampler names (its all_samplers_map: no k_ aliases, no "<sampler> <type>" entry of versions before 1.9),
+# each with every Schedule type: the names A1111 1.9+'s get_sampler_and_scheduler splits, as typed and normalised
+_A1111_BASES = [k for k in labels.A1111 if not k.startswith("k_") and _a1111_split(k) is None]
+_A1111_COMBINED = {f"{base} {suffix}": (base, kind) for base in _A1111_BASES
+                   for kind, spellings in labels.A1111_SCHEDULE_TYPES.items() for suffix in (kind, *spellings)}
+_A1111_COMBINED_INDEX = {_normalise(k): v for k, v in _A1111_COMBINED.items()}
+
+
+def _a1111_combined(name: str, exact: bool = False) -> Label | None:
+    """A1111 1.9+'s "<sampler> <Schedule type>" ("Euler a Karras", "DPM++ 2M SGM Uniform"): that sampler's label on
+    that type, named (a caller's other schedule conflicts); "Automatic" is the label itself. A1111's timestep
+    samplers (DDIM, PLMS, UniPC) step its own timesteps whatever the type, so a type other than Automatic is refused
+    with them rather than run as a schedule A1111 would not use."""
+    hit = _A1111_COMBINED.get(name) if exact else _A1111_COMBINED_INDEX.get(_normalise(name))
+    if hit is None:
+        return None
+    base, kind = hit
+    found = _from_table("a1111", base)
+    if kind == "Automatic":
+        return dataclasses.replace(found, label=name)
+    if found.schedule is None:
+        raise InvalidOption(f"{name!r} is A1111's {base!r} with the {kind!r} schedule type, which A1111 does not use "
+                            f"there: its {base!r} steps its own timesteps whatever the type (names.md); use {base!r}, "
+                            f"or the registry's {found.sampler!r} with schedule= the one you want")
+    schedule, options = resolve_schedule(f"a1111:{kind}")
+    return dataclasses.replace(found, label=name, schedule=f"a1111:{kind}" if options else schedule,
+                               schedule_is_explicit=True)
 
 
 def resolve(name: str) -> Label:
@@ -263,6 +310,10 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
                           f"{type(native).__name__}")
     flow = isinstance(native, RectifiedFlow)
     tables = {"comfyui": labels.COMFYUI_SCHEDULERS, "a1111": labels.A1111_SCHEDULERS}
+    if _normalise(name.split(":", 1)[-1] if name.split(":", 1)[0].strip().lower() == "a1111" else name) == "automatic":
+        raise UnknownNameError(f"schedule {name!r} is A1111's 'Automatic' Schedule type, the sampler's own choice, "
+                               "which is no schedule by itself: leave the schedule out (schedule=None, no --schedule) "
+                               "and a label's own applies ('DPM++ 2M': Karras, 'Euler': Uniform), else the model's")
 
     def entry(table: dict, key: str) -> tuple[str, dict]:
         schedule, options, *on_flow = table[key]
