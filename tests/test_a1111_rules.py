@@ -107,6 +107,27 @@ def test_a1111_restart_is_a1111s_restart_sampler(steps):
     assert restart_extra_nfe(sigmas, "a1111") == 0
 
 
+@pytest.mark.parametrize("schedule,steps", [(name, n) for name in ("simple", "sgm_uniform") for n in range(20, 25)]
+                         + [("karras", 20), ("karras", 24)])
+def test_a1111_restart_restarts_from_the_final_zero_where_a1111_picks_it(schedule, steps):
+    """A1111 picks its restart point as argmin |σ − 0.1| over the whole rebuilt list, the final 0 included. On Simple
+    and SGM Uniform at 20-24 steps (SD 1.5) every σ > 0 is above 0.2, so that point is the final 0: after the step to
+    0 it re-noises up to the point nearest 2 and steps back down to 0, its last step Euler's (2·steps − 2 calls, one
+    fewer than Heun). The label restarted at the last σ > 0 instead: one call more, 2.9-4.5 apart here (other
+    intervals, so other draws; 0.24-0.26 with the same draws)."""
+    sigmas = samplers.get_sigmas(schedule, steps, native=SD15)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * sigmas[0]
+    ours_model, theirs_model = Model(), Model()
+    ours = samplers.sample("a1111:Restart", ours_model, x.clone(), sigmas, disable=True,
+                           noise_sampler=interval_noise(x.shape))
+    theirs = a1111_restart_sampler(theirs_model, x.clone(), sigmas.clone(), interval_noise(x.shape))
+    at_zero = float(sigmas[-2]) > 0.2
+    assert at_zero == (schedule != "karras")
+    assert ours_model.calls == theirs_model.calls == 2 * steps - 1 - at_zero
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    assert restart_extra_nfe(sigmas, "a1111") == -at_zero
+
+
 def test_restart_refuses_another_restart_name_before_any_model_call():
     model = Model()
     sigmas = karras(20, 0.03, 14.6)

@@ -501,7 +501,8 @@ def _karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> lis
 RESTART_LIMIT = 10_000  # model calls the restart intervals may add to one run
 
 
-def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False) -> dict[int, list[tuple[int, int, list[float]]]]:
+def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False,
+                 whole_list: bool = False) -> dict[int, list[tuple[int, int, list[float]]]]:
     """Where the restarts go: {main index j: [(n_steps, k_times, restart sigmas from σ_max down to σ_j)]}.
 
     Each (n_steps, k_times, sigma_min, sigma_max) is attached to the schedule point σ_j nearest to
@@ -509,6 +510,10 @@ def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False) -> dic
     without such a point) would never restart: it is refused, naming the entry and σ_j, unless ``drop``, which
     leaves it out (A1111's rule for its automatic list: ``restart="a1111"``, and the default's). An entry with
     k_times = 0 restarts nothing.
+
+    ``whole_list`` is A1111's choice of the point instead (``torch.argmin(abs(sigmas - sigma_min))``): the nearest
+    of all points, σ_0 and the final 0 included. At σ_0 nothing restarts (no step ends there); at the final 0 the
+    restart follows the last step: from σ = 0 up to sigma_max and back down to 0 (its last step an Euler step).
     """
     from ..core.validate import integer, real
 
@@ -528,7 +533,10 @@ def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False) -> dic
         if added > RESTART_LIMIT:
             raise LimitExceeded(f"restart {restart!r} adds {added} model calls, more than the limit of {RESTART_LIMIT}; "
                                 "the paper's settings add a few dozen")
-        candidates = [j for j in range(1, len(sigmas)) if sigmas[j] > 0]
+        if whole_list:
+            candidates = list(range(len(sigmas)))
+        else:
+            candidates = [j for j in range(1, len(sigmas)) if sigmas[j] > 0]
         if not candidates:
             if drop or k_times == 0:
                 continue
@@ -554,7 +562,10 @@ def a1111_restart(sigmas: Sequence[float]) -> tuple[list[float], tuple]:
     ``(main schedule, restart entries)``. Below 20 steps it is Heun on the schedule, no restart; from 20 steps the
     schedule is rebuilt as Karras (ρ = 7) from σ_0 to σ_{n−1} with steps − m·k steps, and one interval restarts k
     times with m Heun steps from the point nearest 2 down to the point nearest 0.1 ((m, k) = (9, 1) below 36
-    steps, (steps // 4, 2) from 36), so a run costs what Heun on the given schedule costs."""
+    steps, (steps // 4, 2) from 36), so a run costs what Heun on the given schedule costs. The point nearest 0.1 is
+    A1111's, over the whole rebuilt list (``restart_plan(..., whole_list=True)``): where every σ > 0 is above 0.2
+    (Simple or SGM Uniform at 20-24 steps on SD 1.5) it is the final 0, and the restart follows the last step, from
+    0 up to the point nearest 2 and back down to 0: k calls fewer than Heun, its last step to 0 being Euler's."""
     steps = len(sigmas) - 1
     if steps < 20:
         return list(sigmas), ()
@@ -582,6 +593,14 @@ def _restart_config(sigmas: Sequence[float], restart) -> tuple[list[float], tupl
     return list(sigmas), restart
 
 
+def _restart_run(sigmas: Sequence[float], restart) -> tuple[list[float], dict]:
+    """The schedule a run steps and its restarts (:func:`restart_plan`'s): ``restart="a1111"`` is A1111's schedule,
+    list and choice of point; a caller's entry that would never run is refused here, before any model call."""
+    drop, a1111 = _drops(restart), isinstance(restart, str)
+    main, restart = _restart_config(sigmas, restart)
+    return main, restart_plan(main, restart, drop=drop, whole_list=a1111)
+
+
 def _drops(restart) -> bool:
     """Whether the entries of ``restart`` that cannot restart on the schedule are left out rather than refused: A1111's
     automatic list (``"a1111"``: A1111 skips it where its sigma_max is not above its restart point) and the default
@@ -591,14 +610,14 @@ def _drops(restart) -> bool:
 
 def restart_extra_nfe(sigmas, restart=RESTART_DEFAULT) -> int:
     """Model calls a run on ``sigmas`` makes beyond Heun's on them: 2·n_steps·k_times per restart interval (0 for
-    ``"a1111"``, which rebuilds a shorter schedule to pay for its restarts)."""
+    ``"a1111"``, which rebuilds a shorter schedule to pay for its restarts; −k_times where its restart point is the
+    final 0, whose restarts end with an Euler step to 0)."""
     from ..core.run import read_sigmas
 
     given = read_sigmas(sigmas)
-    drop = _drops(restart)
-    main, restart = _restart_config(given, restart)
+    main, plan = _restart_run(given, restart)
     heun = lambda s: sum(1 if b == 0 else 2 for b in s[1:])  # noqa: E731  (Heun: 1 call on a step to 0)
-    extra = sum(2 * n * k for entries in restart_plan(main, restart, drop=drop).values() for n, k, _ in entries)
+    extra = sum(k * heun(grid) for entries in plan.values() for _, k, grid in entries)
     return heun(main) + extra - heun(given)
 
 
@@ -631,9 +650,7 @@ def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s
     ``noise_sampler(sigma_max, sigma_min)``: a Brownian noise sampler returns the same increment for the same
     interval, so with k_times > 1 use the default (fresh) noise. Final step: Euler, x = D(x, σ).
     """
-    drop = _drops(restart)
-    sigmas, restart = _restart_config(sigmas, restart)
-    plan = restart_plan(sigmas, restart, drop=drop)  # a caller's entry that would never run: refused, before any call
+    sigmas, plan = _restart_run(sigmas, restart)  # a caller's entry that would never run: refused, before any call
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x, denoised = _heun_step(model, x, sigma, sigma_next)
