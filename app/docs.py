@@ -229,7 +229,16 @@ def names_md() -> str:
            "- Registry `simple` at step counts where N/n·k rounds the other way (n = 38, 76, ... on a 1000-step "
            "table): ComfyUI's and A1111's timestep, which it always claimed.",
            "- Registry `ddpm` and `er_sde` from σ = inf (flow and zero-SNR models): the first step draws σ₁ as fresh "
-           "noise, the limit of their own steps (before: kept the starting noise, a DDIM step)."]
+           "noise, the limit of their own steps (before: kept the starting noise, a DDIM step).",
+           "", "## Names whose images changed (2026-12-06)", "",
+           "- A1111's `Restart` where every σ > 0 of its rebuilt schedule is above 0.2 (Schedule type Simple or SGM "
+           "Uniform at 20–24 steps on SD 1.5): A1111 takes the point nearest 0.1 over the whole list, its final 0 "
+           "included, so it restarts after the step to 0: it re-noises from 0 up to the point nearest 2 and steps back "
+           "down to 0 (its last restart step Euler's, 2·steps − 2 model calls). The label restarted at the last σ > 0 "
+           "instead (one model call more, final latents 0.24–0.26 apart on a Gaussian-mixture denoiser); Karras, "
+           "Uniform, Exponential and other step counts are unchanged. Old image: "
+           "`samplers.sde.solvers.a1111_restart(sigmas)` gives `(schedule, entries)`, and the registry's `restart` on "
+           "that schedule with `restart=entries` runs it."]
     return "\n".join(out) + "\n"
 
 
