@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import samplers
-from samplers.core.errors import InvalidOption, InvalidType
+from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
 from samplers.core.native import VE, RectifiedFlow, VPContinuous, VPDiscrete
 
 F32 = 2.0**-24
@@ -145,3 +145,43 @@ def test_a_k_diffusion_call_with_half_sigma_gives_a_timestep_inside_the_table(dt
     D(x * SD.sigma_max, sigma)
     assert seen[0].dtype == torch.float32 and float(seen[0].max()) <= 999
     assert float(seen[0][0]) == pytest.approx(SD.time_at(float(sigma[0])), abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------------
+# to_denoiser's arguments and the model's output
+
+
+@pytest.mark.parametrize("args, error, words", [
+    ((42, "eps", VPDiscrete.from_betas()), InvalidType, "model must be callable"),
+    ((None, "eps", VPDiscrete.from_betas()), InvalidType, "model must be callable"),
+    ((lambda x, t: x, "eps", "vp"), InvalidType, "native noise schedule.*VPDiscrete.from_betas.*got 'vp'"),
+    ((lambda x, t: x, "eps", None), InvalidType, "native noise schedule"),
+    ((lambda x, t: x, ["eps"], VPDiscrete.from_betas()), InvalidType, "prediction must be a string"),
+    ((lambda x, t: x, "edm", VPDiscrete.from_betas()), InvalidOption, "EDM's preconditioning.*pass a VE schedule"),
+    ((lambda x, t: x, "edm_v", RectifiedFlow()), InvalidOption, "EDM's preconditioning.*pass a VE schedule"),
+])
+def test_to_denoiser_refuses_what_it_cannot_use_when_it_is_built(args, error, words):
+    """Before: accepted at construction (a string schedule, a model of 42) and failing at the first model call with a
+    raw error, a list prediction as 'unhashable', and EDM on a VP schedule fed the VP timestep (353.9 at σ = 1, where
+    EDM's c_noise is ¼·ln σ = 0) and sampled."""
+    with pytest.raises(error, match=words):
+        samplers.to_denoiser(*args)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda x: x[:1], r"shape \(1, 4, 8, 8\) for latents of shape \(3, 4, 8, 8\)"),  # batch 1: would broadcast
+    (lambda x: x[:, :1], r"shape \(3, 1, 8, 8\)"),  # one channel: would broadcast
+    (lambda x: torch.cat([x, x], 1), r"shape \(3, 8, 8, 8\) .*variance"),  # learned variance: a raw torch error
+    (lambda x: (x,), "returned tuple, not a tensor"),
+    (lambda x: x.round().long(), "torch.int64 tensor; its prediction must be floating point"),
+])
+def test_a_model_output_that_is_not_one_prediction_per_latent_element_is_refused(make, words):
+    """A batch-1 or 1-channel output broadcast to a finite, wrong x0 (no error at all); an integer one was cast."""
+    D = samplers.to_denoiser(lambda x, t: make(x), "eps", VPDiscrete.from_betas())
+    x = torch.randn(3, 4, 8, 8)
+    for call in (lambda: D(x, torch.full((3,), 2.0)), lambda: D.denoise_at(x, 2.0)):
+        with pytest.raises((InvalidInput, InvalidType), match=words):
+            call()
+    with pytest.raises((InvalidInput, InvalidType), match=words):
+        samplers.sample("euler", D, x * 14.6, samplers.get_sigmas("karras", 2, sigma_min=0.03, sigma_max=14.6),
+                        disable=True)

@@ -37,7 +37,7 @@ from typing import Callable
 
 import torch
 
-from .native import NoiseSchedule
+from .native import VE, NoiseSchedule
 from .errors import InvalidInput, InvalidOption, InvalidType
 
 PREDICTIONS = ("eps", "x0", "v", "flow", "score", "edm", "edm_v")
@@ -84,6 +84,9 @@ ALIASES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v", "flow_predicti
 
 
 def canonical_prediction(prediction: str) -> str:
+    if not isinstance(prediction, str):
+        raise InvalidType(f"prediction must be a string, one of {PREDICTIONS} (or diffusers' names {tuple(ALIASES)}), "
+                          f"got {prediction!r} ({type(prediction).__name__})")
     p = ALIASES.get(prediction, prediction)
     if p not in PREDICTIONS:
         raise InvalidInput(f"unknown prediction type {prediction!r}; use one of {PREDICTIONS} "
@@ -226,12 +229,38 @@ def prepare_times(denoiser: Callable, sigmas: list[float], batch: int, dtype: to
         prepare(sigmas, batch, dtype, device)
 
 
+def _checked_output(out, x: torch.Tensor) -> torch.Tensor:
+    """The model's output, refused unless it is a floating tensor of the latent's shape (metadata only: no host read).
+    A batch-1 or 1-channel output would broadcast to a finite, wrong x0; an integer one would be cast."""
+    if not isinstance(out, torch.Tensor):
+        raise InvalidType(f"the model returned {type(out).__name__}, not a tensor; return the prediction itself (a "
+                          "diffusers model: call it with return_dict=False and take [0])")
+    if out.shape != x.shape:
+        raise InvalidInput(f"the model returned shape {tuple(out.shape)} for latents of shape {tuple(x.shape)}; it must "
+                           "predict every latent element (a model that also predicts its variance returns 2× the "
+                           "channels: pass a model that returns the first half, e.g. lambda x, t: unet(x, t)[:, :C])")
+    if not out.is_floating_point():
+        raise InvalidType(f"the model returned a {out.dtype} tensor; its prediction must be floating point")
+    return out
+
+
 class Denoiser:
     """A native model seen as the canonical denoiser ``D(x, σ, **extra_args) -> x0``. Build with :func:`to_denoiser`."""
 
     def __init__(self, model: Callable, prediction: str, schedule: NoiseSchedule, sigma_data: float = 1.0):
+        if not callable(model):
+            raise InvalidType(f"model must be callable as model(x_t, time, **extra_args), got {type(model).__name__}")
+        if not isinstance(schedule, NoiseSchedule):
+            raise InvalidType(f"schedule must be the model's native noise schedule, a samplers.core.native schedule "
+                              f"(VPDiscrete.from_betas(...), RectifiedFlow(shift=...), VE(...)), got {schedule!r} "
+                              f"({type(schedule).__name__})")
         self.model = model
         self.prediction = canonical_prediction(prediction)
+        if self.prediction in EDM_PREDICTIONS and not isinstance(schedule, VE):
+            raise InvalidOption(f"prediction {prediction!r} is EDM's preconditioning, whose model takes the input c_in·x "
+                                f"in variance-exploding coordinates and its σ as time (VE(sigma_min, sigma_max, 'edm')"
+                                f": c_noise = ¼·ln σ); on {type(schedule).__name__} it would be fed that schedule's "
+                                "time instead: pass a VE schedule, or the prediction the model was trained with")
         self.schedule = schedule
         self.sigma_data = check_sigma_data(self.prediction, sigma_data)
         # σ = inf (zero SNR) is a point of the model only where its schedule reaches it (zero-terminal-SNR VP, flow),
@@ -292,12 +321,12 @@ class Denoiser:
         time = self.schedule.time(sigma)
         if self.prediction in ("edm", "edm_v"):
             c_skip, c_out, c_in = edm_scalings(s, self.sigma_data)
-            out = self.model(model_input(x * c_in, own), time, **extra_args).to(x.dtype)
+            out = _checked_output(self.model(model_input(x * c_in, own), time, **extra_args), x).to(x.dtype)
             skip = torch.where(inf, torch.zeros_like(x), c_skip * x)
             return skip + (c_out if self.prediction == "edm" else -c_out) * out
         a, b = self.schedule.coefficients(s)
         x_t = torch.where(inf, x, a * x)  # at σ = inf the state is the noise itself: x_t = n
-        out = self.model(model_input(x_t, own), time, **extra_args)
+        out = _checked_output(self.model(model_input(x_t, own), time, **extra_args), x)
         return to_x0(self.prediction, out.to(x.dtype), x_t, a, b)
 
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
@@ -310,7 +339,7 @@ class Denoiser:
         c_skip, c_out, c_in = scalings_at(self.prediction, a, b, sigma, self.sigma_data)
         time = self._time(x, sigma)
         x_in = x if c_in == 1 else x * c_in
-        out = self.model(model_input(x_in, self._own_dtype()), time, **extra_args)
+        out = _checked_output(self.model(model_input(x_in, self._own_dtype()), time, **extra_args), x)
         return affine(x, x_in, c_skip, c_in, out.to(x.dtype), c_out)
 
 
