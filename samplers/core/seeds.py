@@ -63,6 +63,9 @@ def resolve_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
                                f"seed <= {SEED_LIMIT - batch}, or one seed per item")
         return [base + k for k in range(batch)]
     items = seed.tolist() if isinstance(seed, (torch.Tensor, np.ndarray)) else list(seed)
+    if not items:  # where the batch is counted from the seeds (a pipeline's), no seed would be a batch of none
+        raise InvalidInput(f"seed is an empty {type(seed).__name__}: pass at least one seed (one per item), or one int "
+                           "s (item k uses s + k)")
     seeds = [_one_seed(s, f"seed[{k}]") for k, s in enumerate(items)]
     if len(seeds) != batch:
         raise InvalidInput(f"got {len(seeds)} seeds for a batch of {batch}; pass one seed per item or one int")
