@@ -25,6 +25,7 @@ from samplers.core import names
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from samplers.core.validate import check_allocation, check_options, integer, real
 from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
+from samplers.schedules.ops import rounded_steps
 
 from . import data
 from . import io as mio
@@ -550,6 +551,36 @@ class Pipeline(PipelineSpec):
             raise InvalidInput(f"a fitted solver runs on all of its own σ nodes, from the top, and strength={strength:g} "
                                "would start it lower down; use strength=1, or a registry sampler for strength < 1")
 
+    @staticmethod
+    def _cut(sigmas: torch.Tensor, strength: float, start: str) -> torch.Tensor:
+        """The part of the run's schedule img2img / inpaint run at ``strength`` (``schedules.truncate``, unchanged),
+        refused where it is not what ``strength`` asks: a strength under half a step (truncate would run a whole step
+        anyway), or one below 1 whose cut still starts at σ = inf (``start`` from pure noise: the image would not
+        shape the result)."""
+        steps = len(sigmas) - 1
+        if rounded_steps(strength, steps) < 1:
+            more = next((n for n in range(steps + 1, MAX_STEPS + 1) if rounded_steps(strength, n) >= 1), None)
+            raise InvalidInput(
+                f"strength={strength:g} at steps={steps} is {strength * steps:.3g} of a step, which rounds to no step "
+                f"(img2img and inpaint run round(strength · steps) of the schedule's steps), and a whole step would "
+                f"be more than was asked; pass a strength above {0.5 / steps:g} (strength={1 / steps:g} runs one step)"
+                + ("" if more is None else f", or steps >= {more}"))
+        cut = samplers.schedules.truncate(sigmas, strength)
+        if strength < 1 and math.isinf(float(cut[0])):
+            fixes = []
+            more = next((n for n in range(steps + 1, MAX_STEPS + 1) if rounded_steps(strength, n) < n), None)
+            if more is not None:
+                fixes.append(f"more steps (steps >= {more})")
+            if steps > 1:
+                fixes.append(f"a lower strength (at most {(steps - 1) / steps:g}, which runs {steps - 1} of the "
+                             f"{steps} steps)")
+            fixes.append("strength=1 for a run from pure noise")
+            raise InvalidInput(
+                f"strength={strength:g} at steps={steps} rounds to all {steps} steps (round(strength · steps)), and "
+                f"this schedule starts at σ = inf: {start} would be pure noise, so the image would not shape the "
+                f"result; pass {', or '.join(fixes)}")
+        return cut
+
     def _check_prompt_lengths(self, prompts: Sequence[str]) -> None:
         tok = self.model.text_encoder.tokenizer
         for k, p in enumerate(prompts):
@@ -645,11 +676,12 @@ class Pipeline(PipelineSpec):
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
         self._check_strength(sampler, options, strength)
+        cut = self._cut(sigmas, strength, "the start")
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
         latent = self.vae.to_latent(images)  # encoded once, after every check
         if latent.shape[0] == 1 and len(seeds) > 1:
             latent = latent.expand(len(seeds), *latent.shape[1:])
-        sigmas = samplers.schedules.truncate(sigmas, strength)
+        sigmas = cut
         noise = seeded_randn(tuple(latent.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
         latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options)
@@ -677,9 +709,10 @@ class Pipeline(PipelineSpec):
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
         self._check_strength(sampler, options, strength)
+        cut = self._cut(sigmas, strength, "the masked region's start")
         self.check_cost(n, H, W, len(sigmas) - 1)
         known = self.vae.to_latent(images)  # encoded after every check
-        sigmas = samplers.schedules.truncate(sigmas, strength)
+        sigmas = cut
         noise = seeded_randn(tuple(known.shape), seeds)
         # strength 1 starts from pure noise, as diffusers' inpaint does (not the known latent noised to σ_max)
         top = strength == 1 or math.isinf(float(sigmas[0]))

@@ -53,3 +53,70 @@ def test_resolve_seeds_refuses_an_empty_list_for_every_caller():
     assert resolve_seeds([4], 1) == [4] and resolve_seeds(2, 2) == [2, 3]
 
 
+# ------------------------------------------------------------------ 3 / 4. a strength the schedule cannot honour
+
+
+@pytest.mark.parametrize("task", ["img2img", "inpaint"])
+@pytest.mark.parametrize("steps, strength, fixes", [(2, 0.75, ["steps >= 3", "at most 0.5"]),
+                                                    (4, 0.9, ["steps >= 5", "at most 0.75"]),
+                                                    (1, 0.6, ["steps >= 2"])])
+def test_a_strength_that_keeps_the_start_at_sigma_inf_is_refused(parts, monkeypatch, task, steps, strength, fixes):
+    """round(strength · steps) keeps the whole flow schedule: its start, σ = inf, is pure noise and the image would
+    not shape the result. The rounding is kept (it makes the images of every valid call); the case is refused."""
+    calls = model_calls(parts["flow"], monkeypatch)
+    with pytest.raises(InvalidInput) as err:
+        _run(parts["flow"], task, steps=steps, strength=strength)
+    assert not calls
+    text = str(err.value)
+    for word in [f"strength={strength:g}", f"steps={steps}", "σ = inf", "would not shape the result",
+                 "strength=1", *fixes]:
+        assert word in text, (word, text)
+    if steps == 1:
+        assert "lower strength" not in text  # one step: no lower strength runs part of it
+
+
+def test_the_fixes_named_for_a_start_at_sigma_inf_run(parts):
+    flow = parts["flow"]
+    for steps, strength in ((2, 0.75), (4, 0.9), (1, 0.6), (10, 0.97)):
+        sig = flow.sigmas(None, steps)
+        with pytest.raises(InvalidInput) as err:
+            Pipeline._cut(sig, strength, "the start")
+        more = int(str(err.value).split("steps >= ")[1].split(")")[0])
+        assert math.isfinite(float(Pipeline._cut(flow.sigmas(None, more), strength, "x")[0]))
+        assert math.isinf(float(samplers.schedules.truncate(flow.sigmas(None, more - 1), strength)[0]))
+        if steps > 1:
+            assert math.isfinite(float(Pipeline._cut(sig, (steps - 1) / steps, "x")[0]))
+    # strength 1 is a run from pure noise, as asked; below 1 with enough steps the image shapes the start
+    assert math.isinf(float(Pipeline._cut(flow.sigmas(None, 2), 1.0, "x")[0]))
+    assert math.isfinite(float(Pipeline._cut(flow.sigmas(None, 2), 0.5, "x")[0]))
+
+
+def test_flow_img2img_below_strength_one_runs_where_the_start_is_finite(parts):
+    a = _run(parts["flow"], "img2img", steps=2, strength=0.5)
+    b = parts["flow"].img2img(-IMG - 0.5, PROMPT, strength=0.5, sampler="euler", steps=2, seed=0, progress=False,
+                              output="tensor")
+    assert not torch.equal(a, b)  # the image shapes the result
+
+
+@pytest.mark.parametrize("task", ["img2img", "inpaint"])
+def test_a_strength_below_half_a_step_is_refused_not_raised_to_a_step(parts, monkeypatch, task):
+    calls = model_calls(parts["eps"], monkeypatch)
+    for strength, steps, words in ((1e-6, 4, ["strength=1e-06", "steps=4", "above 0.125", "strength=0.25 runs one"]),
+                                   (0.1, 4, ["strength=0.1", "above 0.125", "steps >= 6"]),
+                                   (0.125, 4, ["above 0.125"])):
+        with pytest.raises(InvalidInput, match="rounds to no step") as err:
+            _run(parts["eps"], task, steps=steps, strength=strength)
+        assert all(w in str(err.value) for w in words), str(err.value)
+        assert "steps >=" not in str(err.value) or strength >= 1e-4  # no step count past the limit is named
+    assert not calls
+    _run(parts["eps"], task, steps=4, strength=0.126)  # one step: runs, as before
+    _run(parts["eps"], task, steps=6, strength=0.1)
+
+
+def test_truncate_itself_is_unchanged():
+    sig = torch.tensor([3.0, 2.0, 1.0, 0.5, 0.0])
+    assert torch.equal(samplers.schedules.truncate(sig, 1e-6), sig[-2:])  # its floor of one step stays
+    assert torch.equal(samplers.schedules.truncate(sig, 0.5), sig[-3:])
+    assert torch.equal(samplers.schedules.truncate(sig, 1.0), sig)
+
+

@@ -15,6 +15,14 @@ def flip(sigmas: torch.Tensor) -> torch.Tensor:
     """Reverse the order (e.g. to invert a sampler: noise an image back up the schedule)."""
     return sigmas.flip(0)
 
+def rounded_steps(strength: float, steps: int) -> int:
+    """The steps of a ``steps``-step schedule that ``strength`` asks :func:`truncate` to keep, before its floor of one
+    step: ``round(strength · steps)`` (Python's rounding, halves to even), at most ``steps``. 0 where the strength is
+    less than half a step (truncate then keeps one step anyway); a caller that must not run more than was asked
+    (the pipeline's img2img / inpaint) refuses that case with it."""
+    return min(steps, round(strength * steps))
+
+
 def truncate(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
     """img2img: keep the last ``round(strength · steps)`` steps (at least one) of a schedule.
 
@@ -23,7 +31,7 @@ def truncate(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
     if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
         raise InvalidInput(f"strength must be in (0, 1], got {strength!r}")
     steps = len(sigmas) - 1
-    keep = max(1, min(steps, round(strength * steps)))
+    keep = max(1, rounded_steps(strength, steps))
     return sigmas[steps - keep:]
 
 def set_first(sigmas: torch.Tensor, sigma: float) -> torch.Tensor:
