@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 import samplers
 from samplers.core import names
+from samplers.core import noise as noise_mod
+from samplers.core.run import draws_noise
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from samplers.core.validate import check_allocation, check_options, integer, real
 from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
@@ -219,6 +221,7 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
             raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)
     check_options(spec, options)
+    _check_noise_kind(spec, options)
     options = _bound_own_steps(spec, options)
     solver = options.get("solver") if found.sampler == "learned_multistep" else None
     if solver is not None:
@@ -230,6 +233,30 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
         if not isinstance(solver, LearnedSolver):  # the sampler names the type it takes
             solver = None
     return found, schedule, asked, options, solver
+
+
+def _check_noise_kind(spec, options: dict) -> None:
+    """A ``noise_sampler`` that is a name or not callable, checked by the sampler's own rule (``noise.check``, which
+    every run applies when it builds its noise) when the run is planned: no shape or schedule needed."""
+    value = options.get("noise_sampler")
+    if "noise_sampler" in spec.options and value is not None and not callable(value):
+        noise_mod.check(value, None, None)  # the latent is read only for a PredrawnNoise, which is callable
+
+
+def _check_noise(spec, options: dict, sigmas, shape: tuple | None = None, seeds=None) -> None:
+    """The noise the sampler will build for a run on ``sigmas`` (latent ``shape``, ``seeds`` as the pipeline passes
+    them), checked by the sampler's own function (``noise.for_run``: the kind, the seed it is given, a pre-drawn
+    noise's shape, a Brownian tree's range where the run draws) before any prompt or image is encoded; nothing is
+    drawn. Without a ``shape`` only a named kind is checked (an object is checked against the latent later)."""
+    if "noise_sampler" not in spec.options:
+        return
+    value = options.get("noise_sampler")
+    named = isinstance(value, (str, type(None)))
+    if shape is None and not named:
+        return
+    seed = seeds if named and "seed" in spec.options else None  # as _sample passes them
+    like = torch.empty(shape or (1,), device="meta")  # its shape only: no memory, no values
+    noise_mod.for_run(value, seed, like, sigmas, draws=draws_noise(spec, options))
 
 
 def _bound_own_steps(spec, options: dict) -> dict:
@@ -394,6 +421,8 @@ class PipelineSpec:
                 self._check_model_range(found, schedule, sigmas, n)
         if found.discard_penultimate_sigma:
             sigmas = samplers.schedules.drop_penultimate(sigmas)
+        if txt2img:  # a named noise on this schedule (img2img / inpaint run on a part of it: checked once cut)
+            _check_noise(samplers.core.registry.SAMPLERS.get(found.sampler), options, sigmas)
         return found, sigmas, options, solver
 
     def _check_model_range(self, found, schedule: str, sigmas: torch.Tensor, n: int) -> None:
@@ -448,13 +477,15 @@ class PipelineSpec:
                       options: dict | None = None, seed=0, batch: int = 1, height=64, width=64) -> None:
         """The checks of a :meth:`Pipeline.txt2img` call that need no weights, in its order: the size, the batch
         and its seeds, the sampler, schedule and steps (a fitted solver's record against this kind of model), the
-        memory."""
-        self._latent_size(height, width)
+        noise the sampler will build (its kind on this schedule: ``noise.for_run``), the memory."""
+        h, w = self._latent_size(height, width)
         batch = integer("batch", batch, lo=1, hi=MAX_BATCH)
-        resolve_seeds(seed, batch)
-        _, sigmas, options, solver = self.plan_run(sampler, schedule, steps, dict(options or {}))
+        seeds = resolve_seeds(seed, batch)
+        found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, dict(options or {}))
         if solver is not None:
             _check_solver(solver, options, self.config.prediction)
+        _check_noise(samplers.core.registry.SAMPLERS.get(found.sampler), options, sigmas,
+                     (batch, self.vae_config.latent_channels, h, w), seeds)
         self.check_cost(batch, height, width, len(sigmas) - 1)
 
 
@@ -655,6 +686,8 @@ class Pipeline(PipelineSpec):
         _check_output(output)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
+        _check_noise(samplers.core.registry.SAMPLERS.get(sampler), options, sigmas,
+                     (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         x = samplers.initial_latent(noise, sigmas)
@@ -676,7 +709,10 @@ class Pipeline(PipelineSpec):
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
         self._check_strength(sampler, options, strength)
+        h, w = self._latent_size(images.shape[-2], images.shape[-1])
         cut = self._cut(sigmas, strength, "the start")
+        _check_noise(samplers.core.registry.SAMPLERS.get(sampler), options, cut,
+                     (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
         latent = self.vae.to_latent(images)  # encoded once, after every check
         if latent.shape[0] == 1 and len(seeds) > 1:
@@ -710,6 +746,8 @@ class Pipeline(PipelineSpec):
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
         self._check_strength(sampler, options, strength)
         cut = self._cut(sigmas, strength, "the masked region's start")
+        _check_noise(samplers.core.registry.SAMPLERS.get(sampler), options, cut,
+                     (n, self.vae.latent_channels, *self._latent_size(H, W)), seeds)
         self.check_cost(n, H, W, len(sigmas) - 1)
         known = self.vae.to_latent(images)  # encoded after every check
         sigmas = cut

@@ -33,6 +33,64 @@ def _run(pipe, task: str, **kw):
 TASKS = ["txt2img", "img2img", "inpaint"]
 
 
+# ------------------------------------------------------------------- 1. the noise, checked as the sampler checks it
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("value, error, rule", [("foo", InvalidOption, "unknown noise_sampler 'foo'"),
+                                                (42, InvalidType, "noise_sampler must be callable")])
+def test_a_bad_noise_sampler_is_refused_before_any_model_call(parts, monkeypatch, task, value, error, rule):
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(error, match=rule):
+        _run(parts["eps"], task, sampler="euler_ancestral", noise_sampler=value)
+    assert not calls
+
+
+@pytest.mark.parametrize("task, kw", [("txt2img", {}), ("img2img", {"strength": 1.0}), ("inpaint", {}),
+                                      ("txt2img", {"sampler": "DPM++ 2M SDE", "schedule": "flow"})])
+def test_a_brownian_tree_from_sigma_inf_is_refused_before_any_model_call(parts, monkeypatch, task, kw):
+    """The flow schedule starts at σ = inf, where k-diffusion's tree cannot be built (the label implies the tree)."""
+    calls = model_calls(parts["flow"], monkeypatch)
+    kw = {"sampler": "dpmpp_2m_sde", **({"noise_sampler": "brownian_tree"} if "sampler" not in kw else {}), **kw}
+    with pytest.raises(InvalidInput, match="Brownian tree lives on the schedule's finite range"):
+        _run(parts["flow"], task, **kw)
+    assert not calls
+
+
+def test_a_brownian_tree_is_checked_on_the_part_of_the_schedule_img2img_runs(parts):
+    """img2img below strength 1 runs a finite part of the flow schedule: the tree is built there, and runs."""
+    out = _run(parts["flow"], "img2img", sampler="dpmpp_2m_sde", noise_sampler="brownian_tree", steps=4, strength=0.5)
+    assert out.shape == (1, 3, 64, 64) and bool(torch.isfinite(out).all())
+
+
+def test_predrawn_noise_of_another_shape_is_refused_before_any_model_call(parts, monkeypatch):
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(InvalidInput, match="pre-drawn noise has shape"):
+        _run(parts["eps"], "txt2img", sampler="euler_ancestral", noise_sampler=PredrawnNoise(torch.zeros(2, 1, 4, 4, 4)))
+    assert not calls
+
+
+def test_the_planning_checks_the_noise_without_the_weights():
+    with pytest.raises(InvalidOption, match="unknown noise_sampler 'foo'"):
+        check_sampler("euler_ancestral", options={"noise_sampler": "foo"})
+    flow = PipelineSpec.read(model="flow")
+    with pytest.raises(InvalidInput, match="Brownian tree"):
+        flow.check_request("DPM++ 2M SDE", "flow", 2)
+    with pytest.raises(InvalidInput, match="Brownian tree"):
+        flow.plan_run("dpmpp_2m_sde", None, 2, {"noise_sampler": "brownian_tree"})
+    flow.check_request("dpmpp_2m_sde", "flow", 2, {"noise_sampler": "brownian"})  # exact from σ = inf
+    PipelineSpec.read(model="eps").check_request("DPM++ 2M SDE", None, 2)  # a finite schedule: the tree is built
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "flow", "--sampler", "DPM++ 2M SDE", "--schedule", "flow"], ["Brownian tree"]),
+    (["--model", "flow", "--sampler", "dpmpp_2m_sde", "--option", "noise_sampler=brownian_tree"], ["Brownian tree"]),
+    (["--sampler", "euler_ancestral", "--option", "noise_sampler=foo"], ["unknown noise_sampler", "'foo'"]),
+])
+def test_the_cli_refuses_the_noise_before_the_weights_are_read(capsys, no_load, tmp_path, argv, words):  # noqa: F811
+    _refused(capsys, ["generate", PROMPT, *argv, "--steps", "2", "--out", str(tmp_path / "a.png")], *words)
+
+
 # ------------------------------------------------------------------------------------------- 2. an empty seed list
 
 
