@@ -180,6 +180,14 @@ def _as_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
     given = tuple(mask.shape)
     while mask.ndim < 4:
         mask = mask[None]
+    if (mask.ndim == 4 and mask.shape[1] == 1 and tuple(mask.shape[-2:]) == (height, width)
+            and mask.shape[0] not in (1, batch)):
+        m = mask.shape[0]
+        fix = (f"to inpaint the image with {m} masks, make {m} items: pass one seed per mask (seed=[s0, s1, ...]) or "
+               f"one prompt per mask; or pass one mask" if batch == 1 else
+               f"pass one mask for every item, or {batch} masks (one per item)")
+        raise InvalidInput(f"got {m} masks for a batch of {batch} item(s) (the batch is one item per image, per prompt "
+                           f"or per seed of a seed list: one image, one prompt and one seed make one item); {fix}")
     if (mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (height, width)
             or mask.shape[0] not in (1, batch)):
         raise InvalidInput(
@@ -195,6 +203,11 @@ def _strength(value, meaning: str) -> float:
     if not 0 < v <= 1:
         raise InvalidInput(f"strength must be in (0, 1] ({meaning}), got {v:g}")
     return v
+
+
+def _check_progress(progress) -> None:
+    if not isinstance(progress, bool):
+        raise InvalidType(f"progress must be True (show a progress bar) or False, got {progress!r}")
 
 
 def _check_output(output) -> None:
@@ -527,9 +540,9 @@ class Pipeline(PipelineSpec):
 
     def denoiser(self, prompt: str | Sequence[str], cfg: float | None = None):
         """The registry denoiser ``D(x, sigma)`` for ``prompt`` (one, broadcast to x's batch, or one per item)
-        with classifier-free guidance ``cfg`` (1 = none; default: the model's measured default)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        self._check_prompt_lengths(prompts)
+        with classifier-free guidance ``cfg`` (1 = none; default: the model's measured default). The prompts are
+        checked as :meth:`txt2img` checks them (a string or a non-empty list of strings) before any is encoded."""
+        prompts = self._prompts(prompt)
         cfg = self.guidance(cfg)
         return CFGDenoiser(self._denoiser, self.encode_prompts(prompts), self.encode_prompts([""]), cfg)
 
@@ -620,7 +633,8 @@ class Pipeline(PipelineSpec):
                 raise InvalidInput(f"prompt {k} has {words} words but the text encoder reads at most "
                                    f"{tok.max_length - 1} (it would drop the rest); shorten it: {p!r}")
 
-    def _batch(self, prompt, batch: int | None, seed) -> tuple[list[str], list[int]]:
+    def _prompts(self, prompt) -> list[str]:
+        """``prompt`` (a string, or a non-empty list or tuple of strings) as a list, each within the encoder's length."""
         if isinstance(prompt, str):
             prompts = [prompt]
         elif isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt):
@@ -628,8 +642,12 @@ class Pipeline(PipelineSpec):
         else:
             raise InvalidType(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
         if not prompts:
-            raise InvalidInput("no prompt given")
+            raise InvalidInput("no prompt given: pass a string, or a list of at least one string")
         self._check_prompt_lengths(prompts)
+        return prompts
+
+    def _batch(self, prompt, batch: int | None, seed) -> tuple[list[str], list[int]]:
+        prompts = self._prompts(prompt)
         if batch is not None:
             n = integer("batch", batch, lo=1, hi=MAX_BATCH)
         else:
@@ -684,6 +702,7 @@ class Pipeline(PipelineSpec):
         prompts, seeds = self._batch(prompt, batch, seed)
         self._refuse_twins(prompts, seeds)
         _check_output(output)
+        _check_progress(progress)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
         _check_noise(samplers.core.registry.SAMPLERS.get(sampler), options, sigmas,
@@ -706,6 +725,7 @@ class Pipeline(PipelineSpec):
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
         self._refuse_twins(prompts, seeds, images)
         _check_output(output)
+        _check_progress(progress)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
         self._check_strength(sampler, options, strength)
@@ -742,6 +762,7 @@ class Pipeline(PipelineSpec):
         self._refuse_twins(prompts, seeds, images, pixel_mask)
         latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
         _check_output(output)
+        _check_progress(progress)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
         self._check_strength(sampler, options, strength)

@@ -178,3 +178,45 @@ def test_truncate_itself_is_unchanged():
     assert torch.equal(samplers.schedules.truncate(sig, 1.0), sig)
 
 
+# ------------------------------------------------------------------------------- 6. the prompts of denoiser()
+
+
+@pytest.mark.parametrize("prompt, error, rule", [(None, InvalidType, "prompt must be a string or a list of strings"),
+                                                 (5, InvalidType, "prompt must be a string or a list of strings"),
+                                                 ([], InvalidInput, "no prompt given"),
+                                                 (["a", 3], InvalidType, "prompt must be")])
+def test_denoiser_checks_its_prompts_as_txt2img_does(parts, monkeypatch, prompt, error, rule):
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(error, match=rule):
+        parts["eps"].denoiser(prompt, 3.0)
+    with pytest.raises(error, match=rule):
+        parts["eps"].txt2img(prompt, steps=2, seed=0, progress=False)
+    assert not calls
+    parts["eps"].denoiser(("a red circle", "a blue square"), 3.0)
+
+
+# -------------------------------------------------------------------------------------------------- 7. progress
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("progress", ["no", None, 0, 1])
+def test_progress_must_be_a_bool(parts, monkeypatch, task, progress):
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(InvalidType, match=f"progress must be True .* or False, got {progress!r}"):
+        _run(parts["eps"], task, progress=progress)
+    assert not calls
+
+
+# ----------------------------------------------------------------------------------------------------- 8. masks
+
+
+def test_more_masks_than_items_says_how_to_make_the_items(parts, monkeypatch):
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(InvalidInput, match="got 3 masks for a batch of 1 .*one seed per mask .*one prompt per mask"):
+        _run(parts["eps"], "inpaint", mask=HALF.expand(3, 1, 64, 64))
+    with pytest.raises(InvalidInput, match="got 2 masks for a batch of 3 .*one mask for every item, or 3 masks"):
+        parts["eps"].inpaint(IMG.expand(3, 3, 64, 64), HALF.expand(2, 1, 64, 64), PROMPT, steps=2, seed=0,
+                             progress=False)
+    assert not calls
+    out = _run(parts["eps"], "inpaint", mask=HALF.expand(3, 1, 64, 64), seed=[0, 1, 2])  # one seed per mask
+    assert out.shape == (3, 3, 64, 64)
