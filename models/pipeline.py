@@ -205,6 +205,18 @@ def _strength(value, meaning: str) -> float:
     return v
 
 
+def _check_regenerates(mask: torch.Tensor) -> None:
+    """Refuse a mask [B, 1, H, W] of an item that keeps every pixel (no value above 0.5, the threshold inpaint reads
+    the mask at): the sampler would run every step and return the input."""
+    keeps = [k for k in range(mask.shape[0]) if not bool((mask[k] > 0.5).any())]
+    if not keeps:
+        return
+    which = "the mask keeps" if len(keeps) == mask.shape[0] else f"the masks of items {keeps} keep"
+    raise InvalidInput(f"{which} every pixel: nothing to inpaint (values > 0.5 are regenerated, values <= 0.5 are "
+                       "kept, and no value is above 0.5); mark the region to regenerate with values above 0.5 (1, "
+                       "white in a PIL mask), or use img2img to change the whole image")
+
+
 def _check_progress(progress) -> None:
     if not isinstance(progress, bool):
         raise InvalidType(f"progress must be True (show a progress bar) or False, got {progress!r}")
@@ -770,6 +782,7 @@ class Pipeline(PipelineSpec):
         _check_noise(samplers.core.registry.SAMPLERS.get(sampler), options, cut,
                      (n, self.vae.latent_channels, *self._latent_size(H, W)), seeds)
         self.check_cost(n, H, W, len(sigmas) - 1)
+        _check_regenerates(pixel_mask)
         known = self.vae.to_latent(images)  # encoded after every check
         sigmas = cut
         noise = seeded_randn(tuple(known.shape), seeds)

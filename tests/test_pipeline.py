@@ -105,6 +105,7 @@ def model_calls(pipe, monkeypatch) -> list:
 
 IMG = torch.zeros(1, 3, 64, 64)
 MASK = torch.zeros(64, 64)
+MASK[:, :32] = 1  # the left half regenerated (a mask that keeps every pixel is refused: nothing to inpaint)
 
 
 @pytest.mark.parametrize("task, kw, error, rule", [

@@ -220,3 +220,15 @@ def test_more_masks_than_items_says_how_to_make_the_items(parts, monkeypatch):
     assert not calls
     out = _run(parts["eps"], "inpaint", mask=HALF.expand(3, 1, 64, 64), seed=[0, 1, 2])  # one seed per mask
     assert out.shape == (3, 3, 64, 64)
+
+
+@pytest.mark.parametrize("mask", [torch.zeros(64, 64), torch.full((64, 64), 0.5), torch.full((64, 64), 0.3)])
+def test_a_mask_that_keeps_every_pixel_is_refused_before_any_model_call(parts, monkeypatch, mask):
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(InvalidInput, match="the mask keeps every pixel: nothing to inpaint"):
+        _run(parts["eps"], "inpaint", mask=mask)
+    two = torch.stack([HALF[None], mask[None]])
+    with pytest.raises(InvalidInput, match=r"the masks of items \[1\] keep every pixel"):
+        _run(parts["eps"], "inpaint", mask=two, seed=[0, 1])
+    assert not calls
+    _run(parts["eps"], "inpaint", mask=torch.full((64, 64), 0.51))  # above 0.5: regenerated
