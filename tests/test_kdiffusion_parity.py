@@ -139,7 +139,9 @@ SCHEDULE_SAMPLERS = {
     "sample_lms": [{}, {"order": 2}, {"order": 6}],  # any order, as k-diffusion (was refused above 4)
     "sample_dpmpp_2m": [{}],
     "sample_dpmpp_sde": [{}, {"eta": 0.5, "s_noise": 0.9}, {"r": 0.3}, {"eta": 0.0}, {"noise": "tree"},
-                         {"r": 1.0, "eta": 0.0}, {"r": 1.5, "noise": "tree"}],  # r >= 1: ComfyUI's node takes 0-100
+                         {"r": 1.0, "eta": 0.0}, {"r": 1.5, "noise": "tree"},  # r >= 1: ComfyUI's node takes 0-100
+                         # r = 1: the stage point is the step's end, where k-diffusion's float32 asks an ulp apart
+                         {"r": 1.0}, {"r": 1.0, "noise": "tree"}],
     "sample_dpmpp_2m_sde": [{}, {"solver_type": "heun"}, {"eta": 0.5}, {"eta": 0.0}, {"noise": "tree"}],
     "sample_dpmpp_3m_sde": [{}, {"eta": 0.5}, {"eta": 0.0}, {"noise": "tree"}],
 }

@@ -5,8 +5,11 @@ ranges, option types, schedule inputs k-diffusion computes on), and the float32 
 """
 from __future__ import annotations
 
+import types
 import warnings
+from collections.abc import Mapping
 
+import numpy as np
 import pytest
 import torch
 
@@ -364,3 +367,65 @@ if __name__ == "__main__":
         print(f"| `{fn}` | {n} | " + " | ".join(f"{g:.1e}" for g in gap) + " |")
     for (fn, what), gap in range_float32_gaps().items():
         print(f"{fn} ({what}): {gap:.1e}")
+
+
+# ---- values k-diffusion takes as it hands them on: disable to tqdm, extra_args to **
+
+
+class _Args(Mapping):
+    """A caller's own read-only mapping of keyword arguments."""
+
+    def __init__(self, **kw):
+        self._kw = kw
+
+    def __getitem__(self, key):
+        return self._kw[key]
+
+    def __iter__(self):
+        return iter(self._kw)
+
+    def __len__(self):
+        return len(self._kw)
+
+
+@needs_kd
+@pytest.mark.parametrize("name", ["sample_euler", "sample_euler_ancestral", "sample_dpmpp_2m", "sample_ipndm"])
+@pytest.mark.parametrize("disable", [0, 1, np.True_, np.False_])
+def test_disable_is_read_as_tqdm_reads_it(name, disable):
+    """k-diffusion hands disable to tqdm, so disable=1 (or 0, or a numpy bool) runs there; the drop-in refused it
+    (InvalidType: True, False or None)."""
+    sigmas = torch.tensor([14.6, 3.0, 0.5, 0.0])
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0)) * 14.6
+    torch.manual_seed(3)
+    got = getattr(ours, name)(model, x, sigmas, disable=disable)
+    torch.manual_seed(3)
+    want = getattr(ours, name)(model, x, sigmas, disable=bool(disable))
+    assert torch.equal(got, want)
+    with pytest.raises(InvalidType, match="disable must be True, False or None"):
+        getattr(ours, name)(model, x, sigmas, disable="yes")
+
+
+@pytest.mark.parametrize("extra_args", [types.MappingProxyType({"scale": 2.0}), _Args(scale=2.0)])
+def test_extra_args_may_be_any_mapping_of_keyword_arguments(extra_args):
+    """k-diffusion calls model(x, σ, **extra_args): any mapping with string keys runs there (a MappingProxyType, a
+    Mapping of the caller's) and was refused here."""
+    import samplers
+
+    sigmas = torch.tensor([14.6, 3.0, 0.5, 0.0])
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0)) * 14.6
+    want = ours.sample_euler(model, x, sigmas, extra_args={"scale": 2.0}, disable=True)
+    assert torch.equal(ours.sample_euler(model, x, sigmas, extra_args=extra_args, disable=True), want)
+    assert torch.equal(samplers.sample("euler", model, x, sigmas, extra_args=extra_args, disable=True), want)
+    with pytest.raises(InvalidType, match="extra_args must be a mapping"):
+        samplers.sample("euler", model, x, sigmas, extra_args={1: 2.0}, disable=True)
+    with pytest.raises(InvalidType, match="extra_args must be a mapping"):
+        samplers.sample("euler", model, x, sigmas, extra_args=[("scale", 2.0)], disable=True)
+
+
+@needs_kd
+@pytest.mark.parametrize("shape", [(), (1,)])
+def test_get_ancestral_step_keeps_its_inputs_shape(shape):
+    """k-diffusion's arithmetic on shape-[1] σ tensors gives shape-[1] results; the drop-in gave 0-d ones."""
+    a, b = torch.full(shape, 5.0), torch.full(shape, 2.0)
+    for got, want in zip(ours.get_ancestral_step(a, b, 0.7), kd.get_ancestral_step(a, b, 0.7)):
+        assert got.shape == want.shape and torch.allclose(got, want)

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
@@ -99,12 +100,15 @@ def check_call(model, x, extra_args, callback, disable) -> None:
         raise InvalidType(f"x must be a floating-point tensor (the starting latent at sigmas[0]), got {got}")
     if x.ndim < 1 or x.shape[0] == 0:
         raise InvalidInput(f"x must have a batch dimension first with at least one item, got shape {tuple(x.shape)}")
-    if extra_args is not None and not isinstance(extra_args, dict):
-        raise InvalidType("extra_args must be a dict of keyword arguments for the model, or None")
+    if extra_args is not None and not (isinstance(extra_args, Mapping) and all(isinstance(k, str) for k in extra_args)):
+        raise InvalidType(f"extra_args must be a mapping (a dict) of the model's keyword arguments by name, or None; "
+                          f"got {type(extra_args).__name__}")
     if callback is not None and not callable(callback):
         raise InvalidType(f"callback must be callable (it gets a dict per step) or None, got {type(callback).__name__}")
-    if disable is not None and not isinstance(disable, bool):
-        raise InvalidType(f"disable must be True, False or None, got {disable!r}")
+    # k-diffusion's signature: its samplers hand disable to tqdm, which reads its truth (disable=1, a numpy bool)
+    if disable is not None and not isinstance(disable, (bool, numbers.Integral, np.bool_)):
+        raise InvalidType(f"disable must be True, False or None (or an integer or numpy bool, read as tqdm reads it), "
+                          f"got {disable!r}")
 
 
 def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):

@@ -169,10 +169,11 @@ def get_ancestral_step(sigma_from, sigma_to, eta=1.):
     if not eta:
         return sigma_to, 0.
     sigma_down, sigma_up = steps.get_ancestral_step(float(sigma_from), float(sigma_to), eta)
-    like = next((s for s in (sigma_to, sigma_from) if isinstance(s, torch.Tensor)), None)
-    if like is None:
+    tensors = [s for s in (sigma_to, sigma_from) if isinstance(s, torch.Tensor)]
+    if not tensors:
         return sigma_down, sigma_up
-    return like.new_tensor(sigma_down), like.new_tensor(sigma_up)
+    shape = torch.broadcast_shapes(*(s.shape for s in tensors))  # k-diffusion's arithmetic keeps its inputs' shape
+    return tensors[0].new_full(shape, sigma_down), tensors[0].new_full(shape, sigma_up)
 
 
 def default_noise_sampler(x):
@@ -506,10 +507,19 @@ class _QueriedAsKDiffusion:
             h = lambdas[i + 1] - lambdas[i]
             self.steps[float(sigmas[i])] = (float(sigmas[i + 1]), *(lam.neg().exp() for lam in
                                                                     (lambdas[i], lambdas[i + 1], lambdas[i] + h * r)))
+        # r = 1: the stage point is the step's end, so the registry asks (σ_i, σ_{i+1}) twice a step; k-diffusion's
+        # first ask is e^(−(λ_i + r·h)) (an ulp from σ_{i+1} in float32), its second e^(−λ_{i+1})
+        self.stage_is_end = r == 1
+        self.asked: set = set()
 
     def __call__(self, sigma, sigma_next):
-        step_end, sigma, at_end, at_r = self.steps[float(sigma)]
-        return self.noise_sampler(sigma, at_end if float(sigma_next) == step_end else at_r)
+        key = float(sigma)
+        step_end, sigma, at_end, at_r = self.steps[key]
+        if float(sigma_next) != step_end:
+            return self.noise_sampler(sigma, at_r)
+        first = self.stage_is_end and key not in self.asked
+        self.asked.add(key)
+        return self.noise_sampler(sigma, at_r if first else at_end)
 
 
 @torch.no_grad()
