@@ -446,6 +446,8 @@ class PipelineSpec:
                 self._check_model_range(found, schedule, sigmas, n)
         if found.discard_penultimate_sigma:
             sigmas = samplers.schedules.drop_penultimate(sigmas)
+        if solver is not None:  # learned_multistep with solver=: its own nodes only, checked before any prompt is
+            solver.check_nodes(sigmas.tolist())  # encoded (fitted:PATH plans on them)
         if txt2img:  # a named noise on this schedule (img2img / inpaint run on a part of it: checked once cut)
             _check_noise(samplers.core.registry.SAMPLERS.get(found.sampler), options, sigmas)
         return found, sigmas, options, solver

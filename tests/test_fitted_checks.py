@@ -173,3 +173,45 @@ def test_every_committed_solver_file_loads_and_is_its_problems():
         if name not in problems:
             problems[name] = common.get_problems([name])[0][name]
         solver.check_model(problems[name].denoiser)
+
+
+@pytest.mark.parametrize("where, match", [
+    ("eps_weights", "eps_weights rows holds an integer of 401 digits, beyond any float"),
+    ("sigmas", "sigmas holds an integer of 401 digits"),
+    ("model_sigmas", "model_sigmas holds an integer of 401 digits"),
+])
+def test_an_integer_beyond_any_float_is_refused_naming_the_file(tmp_path, where, match):
+    """A 401-digit integer (JSON reads it exactly) raised a bare OverflowError on load, or — in model_sigmas — while
+    sampling; now the file's error."""
+    data = json.loads(_save(tmp_path).read_text())
+    huge = 10 ** 400
+    if where == "eps_weights":
+        data["eps_weights"][2][0] = huge
+    elif where == "sigmas":
+        data["sigmas"][0] = data["sigma_max"] = huge
+    else:
+        data["model_sigmas"] = [huge, *SIG[1:-1]]
+    with pytest.raises(samplers.InvalidInput, match=f"bad.json: a learned solver's {match}"):
+        LearnedSolver.load(_write(tmp_path, data))
+
+
+@pytest.mark.parametrize("field", ["sigmas", "eps_weights", "denoised_weights"])
+def test_a_file_without_its_nodes_or_weights_is_refused_as_missing_them(tmp_path, field):
+    """It was refused as "unexpected fields (... missing 1 required positional argument ...)"."""
+    data = json.loads(_save(tmp_path).read_text())
+    del data[field]
+    with pytest.raises(samplers.InvalidInput, match=f"bad.json: no {field}: a learned-solver file holds"):
+        LearnedSolver.load(_write(tmp_path, data))
+
+
+def test_learned_multistep_with_a_solver_option_is_checked_against_the_planned_schedule_before_encoding(tmp_path):
+    """sampler="learned_multistep", solver=PATH on another schedule than the solver's nodes was refused inside the
+    loop, after the prompts were encoded; now when the run is planned (what fitted:PATH does is plan on them)."""
+    from models.pipeline import PipelineSpec
+
+    spec = PipelineSpec.read(None, model="eps")
+    path = _save(tmp_path, sigmas=[14.614642, 4.0, 1.0, 0.3, 0.0])
+    with pytest.raises(samplers.InvalidInput, match="this solver runs on its own 4 σ nodes"):
+        spec.plan_run("learned_multistep", "karras", 4, {"solver": str(path)})
+    with pytest.raises(samplers.InvalidInput, match="this solver runs on its own 4 σ nodes"):
+        spec.check_request("learned_multistep", None, None, {"solver": str(path)})

@@ -28,6 +28,7 @@ diffusers shim); it runs on its own σ nodes, and on a model other than the one 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
@@ -88,6 +89,14 @@ class LearnedSolver:
         return (self.sigmas, self.eps_weights, self.denoised_weights, self.model_sigmas or self.sigmas[:-1]) == (
             other.sigmas, other.eps_weights, other.denoised_weights, other.model_sigmas or other.sigmas[:-1])
 
+    def check_nodes(self, sigmas) -> None:
+        """Refuse ``sigmas`` other than this solver's own nodes (to a relative 1e-9), the only ones it runs on."""
+        if self.steps != len(sigmas) - 1 or any(abs(a - b) > 1e-9 * max(abs(b), 1e-12)
+                                                for a, b in zip(sigmas, self.sigmas)):
+            raise InvalidInput(f"this solver runs on its own {self.steps} σ nodes {[round(v, 4) for v in self.sigmas]}, "
+                               f"got sigmas {[round(float(v), 4) for v in sigmas]}; pass solver.sigmas (a name "
+                               "'fitted:PATH' does this in the pipeline, the CLI and the diffusers shim)")
+
     def tensor(self) -> torch.Tensor:
         return torch.tensor(self.sigmas, dtype=torch.float64)
 
@@ -99,6 +108,10 @@ class LearnedSolver:
             if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                        for v in values):
                 raise InvalidInput(f"a learned solver's {name} must be a list of numbers, got {values!r}")
+            big = next((v for v in values if isinstance(v, int) and abs(v) > sys.float_info.max), None)
+            if big is not None:  # a float() of it would raise OverflowError wherever it is first read
+                raise InvalidInput(f"a learned solver's {name} holds an integer of {len(str(abs(big)))} digits, "
+                                   "beyond any float")
         numbers("sigmas", self.sigmas)
         if self.model_sigmas is not None:
             numbers("model_sigmas", self.model_sigmas)
@@ -178,6 +191,10 @@ class LearnedSolver:
             raise InvalidInput(f"{path}: unexpected fields {unknown}: a learned-solver file holds only format, "
                                f"{', '.join(DERIVED)} and {', '.join(sorted(FIELDS))} (another program's file, or a "
                                f"hand edit?); remove them, or {fix}")
+        missing = [k for k in ("sigmas", "eps_weights", "denoised_weights") if k not in data]
+        if missing:
+            raise InvalidInput(f"{path}: no {', '.join(missing)}: a learned-solver file holds its σ nodes (sigmas) and "
+                               f"the weights of each step (eps_weights, denoised_weights); {fix}")
         try:
             solver = cls(**data).validate()
         except InvalidInput as e:
@@ -344,11 +361,7 @@ def learned_multistep(model, x, sigmas, extra_args=None, callback=None, disable=
     elif not isinstance(solver, LearnedSolver):
         raise InvalidType(f"solver must be a samplers.fitted.solver.LearnedSolver or a path to one, got "
                           f"{type(solver).__name__}")
-    if solver.steps != len(sigmas) - 1 or any(abs(a - b) > 1e-9 * max(abs(b), 1e-12)
-                                              for a, b in zip(sigmas, solver.sigmas)):
-        raise InvalidInput(f"this solver runs on its own {solver.steps} σ nodes {[round(v, 4) for v in solver.sigmas]}, "
-                           f"got sigmas {[round(float(v), 4) for v in sigmas]}; pass solver.sigmas (a name "
-                           "'fitted:PATH' does this in the pipeline, the CLI and the diffusers shim)")
+    solver.check_nodes(sigmas)
     solver.check_model(model, allow_other_model)
     b, c = solver.eps_weights, solver.denoised_weights
     model_sigmas = solver.model_sigmas or sigmas[:-1]
