@@ -1006,8 +1006,11 @@ def run_fit(args) -> int:
         elif nfe in checked:
             print(f"NFE {nfe}: already fitted ({out / f'nfe{nfe}.json'}; --restart to fit again)")
         else:
-            if args.restart:
-                (out / WORK / f"state-nfe{nfe}.pt").unlink(missing_ok=True)
+            if args.restart:  # every start's saved optimisation of this NFE (state-nfe<N>.pt, .start2.pt, …)
+                from samplers.fitted.fitting import state_paths
+
+                for path in state_paths(out / WORK / f"state-nfe{nfe}.pt"):
+                    path.unlink(missing_ok=True)
             # the budget in equal shares: this NFE's ends where its share of the whole ends
             share = None if deadline is None else t0 + (deadline - t0) * (index + 1) / len(args.nfe)
             rows[nfe] = fit_one(target, nfe, args, out, share, log)

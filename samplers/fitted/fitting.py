@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -765,6 +766,24 @@ STATE_FORMAT = 3
 STATE_FIX = "delete it (or fit again with --restart) to start this optimisation afresh"
 
 
+def start_state_path(state_path: str | Path, start: int) -> Path:
+    """Where :func:`fit` saves the optimisation from its ``start``-th best pair (``start`` >= 2; the first's is
+    ``state_path`` itself): ``state-nfe8.start2.pt`` beside ``state-nfe8.pt``."""
+    path = Path(state_path)
+    return path.with_name(f"{path.stem}.start{start}{path.suffix}")
+
+
+def state_paths(state_path: str | Path) -> list[Path]:
+    """Every saved state of the fit whose first optimisation saves to ``state_path`` (that of each start) that
+    exists: what fitting it afresh must delete."""
+    path = Path(state_path)
+    pattern = re.compile(re.escape(path.stem) + r"\.start[0-9]+" + re.escape(path.suffix))
+    found = [path] if path.exists() else []
+    if path.parent.is_dir():
+        found += sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+    return found
+
+
 def _check_state(state: dict, path, params: Params, trained: list, opt, decay, config: FitConfig,
                  start: LearnedSolver) -> None:
     """A saved state of this optimisation (its options, start and data match), checked before anything in it is used
@@ -1017,8 +1036,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
                 log(f"training on {trained.x_train.shape[0]} starts, checking on {trained.x_val.shape[0]}: the "
                     f"calibration's and the pool's {trained.x_train.shape[0] - data.x_train.shape[0]} + "
                     f"{trained.x_val.shape[0] - data.x_val.shape[0]} where the best pairs disagree most (weighted)")
-        path = state_path if i == 0 or state_path is None else Path(state_path).with_name(
-            f"{Path(state_path).stem}.start{i + 1}{Path(state_path).suffix}")
+        path = state_path if i == 0 or state_path is None else start_state_path(state_path, i + 1)
         best, _, kept = optimise(denoiser, cand.solver, trained, config, deadline=deadline, state_path=path,
                                  log=log, progress=progress)
         runs.append((cand, data, trained, best, kept))
