@@ -693,6 +693,10 @@ def heldout_scores(target: Target, solver, nfe: int, args, out: Path) -> dict:
                                   "interval": ratio_interval(fitted, pair) if args.heldout > 1 else None}
     if solver.sigmas[0] != target.sigma_max:
         row["sigma_start"] = solver.sigmas[0]
+    # the pair's own start where either starts above σ_max (σ = inf: its label says so, pair_label)
+    if (solver.sigmas[0] != target.sigma_max or start_solver.sigmas[0] != target.sigma_max) and math.isfinite(
+            start_solver.sigmas[0]):
+        row["best_fixed"]["sigma_start"] = start_solver.sigmas[0]
     default = default_run(target, nfe, out, noise_test, HELDOUT_SEED + args.seed, reference_from(target.sigma_max))
     if default is not None:
         row["default"] = default
@@ -796,8 +800,9 @@ def read_report(out: Path) -> dict:
     if not isinstance(rows, dict):
         raise bad(f"its rows are a {type(rows).__name__}, not an object of NFE → row")
 
-    def pair(v) -> bool:  # {"label": ..., "rmse": ...}
-        return isinstance(v, dict) and isinstance(v.get("label"), str) and _number(v.get("rmse"))
+    def pair(v) -> bool:  # {"label": ..., "rmse": ...}, the best fixed pair's with its start where not σ_max
+        return (isinstance(v, dict) and isinstance(v.get("label"), str) and _number(v.get("rmse"))
+                and ("sigma_start" not in v or _number(v["sigma_start"])))
 
     for k, row in rows.items():
         if not (k.isascii() and k.isdigit() and 1 <= int(k) <= 100 and str(int(k)) == k):
@@ -1017,7 +1022,7 @@ def run_fit(args) -> int:
         r = rows[nfe]
         _refuse_non_finite(r, nfe)
         default = f" | default {r['default']['label']}: {r['default']['rmse']:.4g}" if "default" in r else ""
-        above = f" (both from σ = {r['sigma_start']:g})" if "sigma_start" in r else ""
+        above = _starts_shown(r, target.sigma_max)
         ratio = r.get("fit_over_best_fixed") or {}
         gain = (f" (fitted ÷ best fixed {ratio['ratio']:.3f}, 95 % interval {ratio['interval'][0]:.3f}-"
                 f"{ratio['interval'][1]:.3f} on {r.get('heldout', args.heldout)} starts)"
@@ -1040,6 +1045,25 @@ def run_fit(args) -> int:
            if kind == "shipped" else f"sampler=\"fitted:{first}\"")
     print(f"done in {time.monotonic() - t0:.0f} s; run one with {how}")
     return 0
+
+
+def _starts_shown(row: dict, sigma_max: float) -> str:
+    """Where the fit and the best fixed pair of a report row start, where either starts above the model's σ_max:
+    " (both from σ = 700)", or each its own (" (fitted from σ = 700, best fixed pair from σ = inf)"). A row of before
+    the pair's start was recorded (no ``best_fixed.sigma_start``) names the fit's alone."""
+    fit = row.get("sigma_start", sigma_max)
+    pair_row = row["best_fixed"]
+    if "sigma_start" in pair_row:
+        pair = pair_row["sigma_start"]
+    elif pair_row["label"].endswith(" from σ = inf"):  # pair_label's mark of a start at σ = inf
+        pair = math.inf
+    elif "sigma_start" in row:
+        return f" (fitted from σ = {fit:g})"  # an older row: the pair's start is not recorded
+    else:
+        pair = sigma_max
+    if fit == pair:
+        return "" if fit == sigma_max else f" (both from σ = {fit:g})"
+    return f" (fitted from σ = {fit:g}, best fixed pair from σ = {pair:g})"
 
 
 def _refuse_non_finite(row: dict, nfe: int) -> None:

@@ -108,6 +108,23 @@ def test_fit_command_on_a_flow_problem_may_start_above_sigma_max_and_scores_from
     assert row["fit"] <= row["best_fixed"]["rmse"] * 1.5
 
 
+def test_the_fit_and_its_best_fixed_pair_are_each_printed_from_their_own_start(tmp_path, capsys):
+    import math
+
+    out = tmp_path / "flow"
+    # on gm-flow at 5 NFE, seed 1, the best pair starts at σ = inf and the fit kept starts from the second pair's 700
+    assert main(["fit", "--model", "gm-flow", "--nfe", "5", "--out", str(out), "--calibration", "24", "--heldout",
+                 "4", "--iters", "60", "--starts", "2", "--pool", "2", "--seed", "1", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    solver = LearnedSolver.load(out / "nfe5.json")
+    row = json.loads((out / "report.json").read_text())["rows"]["5"]
+    pair = LearnedSolver(**solver.meta["start"]["solver"])
+    assert math.isinf(pair.sigmas[0]) and 80 < solver.sigmas[0] < math.inf
+    assert row["sigma_start"] == solver.sigmas[0] and "sigma_start" not in row["best_fixed"]  # inf: in its label
+    assert f"(fitted from σ = {solver.sigmas[0]:g}, best fixed pair from σ = inf)" in printed
+    assert "both from" not in printed
+
+
 def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "gm"
     argv = ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--calibration", "32", "--heldout", "16",
