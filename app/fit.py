@@ -920,6 +920,56 @@ def _check_setting(out: Path, report: dict, now: dict, args) -> dict:
     return {}
 
 
+# how a module:function model gets an identity samplers.fitted.identity.fingerprint reads
+NO_FINGERPRINT_FIX = ("give the model an identity: make the Problem's denoiser a torch.nn.Module (its weights are "
+                      "fingerprinted), or set a samplers_fingerprint attribute on the denoiser function naming the "
+                      "model and its version (denoiser.samplers_fingerprint = \"mymodel v2\"; change it whenever "
+                      "the model changes)")
+
+
+def _solver_files(out: Path) -> list[Path]:
+    """The solver files samplers fit writes in ``out`` (``nfe<N>.json``)."""
+    import re
+
+    return sorted(p for p in out.iterdir() if re.fullmatch(r"nfe[0-9]+\.json", p.name)) if out.is_dir() else []
+
+
+def _held(out: Path, report: dict) -> list[str]:
+    """What ``out`` holds of an earlier run: report rows, solver files, cached endpoints or saved states."""
+    held = [f"report rows for NFE {', '.join(sorted(report['rows'], key=int))}"] if report.get("rows") else []
+    held += [p.name for p in _solver_files(out)]
+    work = out / WORK
+    if work.is_dir() and any(work.iterdir()):
+        held.append(f"{len(list(work.iterdir()))} cached file(s) under {WORK}")
+    return held
+
+
+def _check_unidentified(out: Path, report: dict, target: Target, args) -> dict:
+    """A model without a fingerprint (a plain function) cannot be told apart from the one that wrote ``out``: an
+    ``out`` holding anything of an earlier run (fits, cached endpoints, saved states) is refused — its fits would be
+    kept and its endpoints reused for whatever model now has that name — unless ``--restart``, which deletes them.
+    Returns the report to continue from."""
+    held = _held(out, report)
+    if not held:
+        return report
+    why = (f"{target.name} has no fingerprint (its denoiser is a plain function: no torch module, no "
+           "samplers_fingerprint), so samplers fit cannot tell whether what " + str(out) + " holds ("
+           + "; ".join(held) + ") was made with this model or with another under the same name")
+    if args.rescore:
+        raise InvalidInput(f"--rescore: {why}, nor check that its solvers were fitted to this model; {NO_FINGERPRINT_FIX}"
+                           ", then fit it again into a new --out")
+    if not args.restart:
+        raise InvalidInput(f"{why}: it neither keeps those fits nor reuses the cached endpoints; choose a new --out, "
+                           f"or pass --restart to fit again there (deleting them); to resume fits, {NO_FINGERPRINT_FIX}")
+    import shutil
+
+    print(f"--restart: {target.name} has no fingerprint; deleting what {out} holds ({'; '.join(held)})")
+    for path in _solver_files(out):
+        path.unlink()
+    shutil.rmtree(out / WORK, ignore_errors=True)
+    return {}
+
+
 def run_fit(args) -> int:
     for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0), ("pool", 0), ("starts", 1), ("batch", 1)):
         if getattr(args, name) < lo:
@@ -973,6 +1023,8 @@ def run_fit(args) -> int:
     target.identity = hashlib.sha256(json.dumps({k: now[k] for k in IDENTITY}, sort_keys=True,
                                                 default=str).encode()).hexdigest()
     report_path = out / "report.json"
+    if now["fingerprint"] is None:
+        report = _check_unidentified(out, report, target, args)
     report = _check_setting(out, report, now, args)
     # each row's solver is <out>/nfe<N>.json, wherever the report's folder was when it was written (a moved or
     # copied --out holds its solvers beside its report, and a report's own path is never trusted)
@@ -1005,6 +1057,11 @@ def run_fit(args) -> int:
           + (f"{args.calibration} calibration starts" if not args.rescore else
              f"fitted on {report['calibration']} calibration starts" if "calibration" in report else
              "calibration starts as fitted") + f", {args.heldout} held-out")
+    if now["fingerprint"] is None:
+        print(f"note: {target.name} has no fingerprint (a plain-function denoiser): the solver files written here "
+              "record fingerprint null and cannot check the model they run on — they run on any model, unchecked "
+              f"and without a warning — and {out} cannot be resumed (a rerun there is refused; --restart fits "
+              f"again); {NO_FINGERPRINT_FIX}")
     for index, nfe in enumerate(args.nfe):
         if args.rescore:
             rows[nfe] = rescore_one(target, nfe, args, out, rows.get(nfe), checked[nfe])

@@ -29,3 +29,65 @@ def test_restart_clears_the_saved_state_of_every_start(tmp_path, capsys):
     assert f"the fit's saved state {second}" in capsys.readouterr().err
     assert main([*argv(out), *two, "--restart"]) == 0
     assert LearnedSolver.load(out / "nfe3.json").meta["fitted_from_pairs"] == 2
+
+
+PROBLEM = '''
+from benchmarks.common import get_problem, Problem
+
+_base = get_problem("gm-ve")
+
+
+def _like_gm_ve(denoiser):
+    return Problem(name="plain-model", denoiser=denoiser, native=_base.native, shape=_base.shape,
+                   sigma_min=_base.sigma_min, sigma_max=_base.sigma_max, dtype=_base.dtype, description="a test model")
+
+
+def plain():
+    def denoiser(x, sigma, **kw):
+        return _base.denoiser(x, sigma, **kw)
+    return _like_gm_ve(denoiser)
+
+
+def named():
+    def denoiser(x, sigma, **kw):
+        return _base.denoiser(x, sigma, **kw)
+    denoiser.samplers_fingerprint = "plain-model v1"
+    return _like_gm_ve(denoiser)
+'''
+
+
+@pytest.fixture
+def problem_module(tmp_path, monkeypatch):
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "fit_resume_problem.py").write_text(PROBLEM)
+    monkeypatch.syspath_prepend(str(folder))
+    return "fit_resume_problem"
+
+
+def test_a_model_without_a_fingerprint_never_resumes_into_an_existing_out(tmp_path, capsys, problem_module):
+    out = tmp_path / "fit"
+    plain = argv(out, model=f"{problem_module}:plain")
+    assert main(plain) == 0
+    printed = capsys.readouterr().out
+    assert "plain-model has no fingerprint" in printed and "cannot check the model they run on" in printed
+    assert LearnedSolver.load(out / "nfe3.json").model["fingerprint"] is None
+    # the same name may be another model now: its fits are not kept, its cached endpoints not reused
+    for extra, words in (((), "choose a new --out, or pass --restart"), (("--nfe", "3", "4"), "nfe3.json"),
+                         (("--rescore",), "--rescore: plain-model has no fingerprint")):
+        assert main([*plain, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "has no fingerprint" in err and words in err and "samplers_fingerprint" in err
+    interrupted = tmp_path / "interrupted"  # cached endpoints alone (a first run cut short) are not reused either
+    (interrupted / ".work").mkdir(parents=True)
+    shutil.copy(next((out / ".work").glob("reference-calibration-*.pt")), interrupted / ".work")
+    assert main(argv(interrupted, model=f"{problem_module}:plain")) == 2
+    assert "1 cached file(s) under .work" in capsys.readouterr().err
+    cached = {p.name: p.stat().st_mtime_ns for p in (out / ".work").iterdir()}
+    assert main([*plain, "--restart"]) == 0
+    assert "--restart: plain-model has no fingerprint; deleting" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns != cached.get(p.name) for p in (out / ".work").iterdir())  # solved again
+    # a denoiser that names itself (samplers_fingerprint) has an identity: it resumes
+    named = argv(tmp_path / "named", model=f"{problem_module}:named")
+    assert main(named) == 0 and "no fingerprint" not in capsys.readouterr().out
+    assert main(named) == 0 and "already fitted" in capsys.readouterr().out
