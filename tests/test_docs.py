@@ -119,3 +119,21 @@ def test_the_registry_does_not_depend_on_import_order():
              "print(' '.join(samplers.available()))")
     order = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert order.split() == samplers.available()
+
+
+def test_fitted_run_it_by_name_example_runs(tmp_path, monkeypatch):
+    """docs/fitted.md's "Run it by name" block, on the committed eps solver at 8 NFE copied where the block reads
+    `samplers fit`'s output (out/fit/nfe8.json): it used names it never defined."""
+    import shutil
+
+    page = (ROOT / "docs" / "fitted.md").read_text()
+    block = page.split("## Run it by name", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "out" / "fit").mkdir(parents=True)
+    shutil.copy(ROOT / "docs" / "benchmarks" / "fitted" / "eps" / "nfe8.json", tmp_path / "out" / "fit" / "nfe8.json")
+    monkeypatch.chdir(tmp_path)
+    from samplers.fitted import solver
+
+    monkeypatch.setattr(solver, "_NAMED", dict(solver._NAMED))  # the block registers "eps8": not for later tests
+    namespace = {"__name__": "fitted_example"}
+    exec(compile(block, "docs/fitted.md", "exec"), namespace)
+    assert namespace["x0"].shape == (1, 4, 8, 8) and len(namespace["images"]) == 1

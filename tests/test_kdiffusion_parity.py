@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -531,3 +532,17 @@ def test_the_registry_samplers_behind_the_range_samplers_are_k_diffusions(dtype)
                           info=info)
     close(got, want[0], "dpm_adaptive")
     assert info["n_accept"] == want[1]["n_accept"] and info["n_reject"] == want[1]["n_reject"]
+
+
+def test_the_table_in_the_docs_is_this_modules_output():
+    """docs/kdiffusion.md's parity tables are `python -m tests.test_kdiffusion_parity`'s output (they had gone stale:
+    rows that read 0.0 differed by 2.5e-16, seven rows missing)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "kdiffusion.md").read_text()
+    shown = page.split("<!-- kdiffusion-parity: python -m tests.test_kdiffusion_parity -->\n", 1)[1]
+    shown = shown.split("\n<!-- /kdiffusion-parity -->", 1)[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert table() == shown, "regenerate the table: python -m tests.test_kdiffusion_parity"
+    finally:
+        torch.set_num_threads(threads)
