@@ -653,6 +653,10 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     row = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],
            "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds, "threads": torch.get_num_threads(),
            "device": run_info(str(x_cal.device))}  # what the seconds were measured on: CPU, versions, commit
+    if budget is not None:
+        row["time_budget"] = budget  # this NFE's fit's share, from its start (after the calibration's endpoints)
+    if "stopped_at_budget" in solver.meta:
+        row["stopped_at_budget"] = solver.meta["stopped_at_budget"]
     return {**row, **heldout_scores(target, solver, nfe, args, out)}
 
 
@@ -731,16 +735,51 @@ def kept_solver(path: Path, nfe: int, target: Target, mine: str, fix: str):
     if not ok:
         raise InvalidInput(f"{path} lacks the record samplers fit keeps of a fit (meta: kept, validation_rmse and the "
                            f"starting pair in start); {fix}")
+    if "stopped_at_budget" in meta and not _budget_stops(meta["stopped_at_budget"]):
+        raise InvalidInput(f"{path} records stopped_at_budget {meta['stopped_at_budget']!r}, not the list samplers fit "
+                           "writes of the optimisations its time budget stopped (start, starts, iteration, iters: "
+                           f"whole numbers); {fix}")
     return solver
+
+
+def _budget_stops(value) -> bool:
+    """Whether ``value`` is a fit's record of the optimisations its time budget stopped, as
+    :func:`samplers.fitted.fitting.fit` writes it: a non-empty list of {start, starts, iteration, iters}."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(d, dict) and set(d) == {"start", "starts", "iteration", "iters"} and all(map(whole, d.values()))
+        and 1 <= d["start"] <= d["starts"] and d["iteration"] <= d["iters"] for d in value)
+
+
+def budget_stop_line(nfe: int, row: dict, resumable: bool = True) -> str | None:
+    """What the output says of a fit the time budget cut short (None for one that ran to its end); ``resumable``:
+    whether a rerun into --out may continue it (not for a model without a fingerprint)."""
+    stops = row.get("stopped_at_budget")
+    if not stops:
+        return None
+    first = stops[0]
+    runs = "; ".join(f"start {d['start']} of {d['starts']} at step {d['iteration']} of {d['iters']}" for d in stops)
+    share = f" ({row['time_budget']:.3g} s for this NFE)" if _number(row.get("time_budget")) else ""
+    return (f"NFE {nfe}: stopped at the time budget{share}: the optimisation of {runs}"
+            + (", before any step (the held-out figures are the starting pair's)" if len(stops) == first["starts"]
+               and all(d["iteration"] == 0 for d in stops) else "")
+            + ("; the model has no fingerprint, so no rerun continues it: fit again with a larger --time-budget "
+               "(or none) into a new --out, or with --restart" if not resumable else
+               "; run again into this --out (without --restart) to continue it from its saved state"
+               if any(d["iteration"] > 0 for d in stops) else
+               "; run again into this --out (without --restart) to run it (nothing was saved before its first step)"))
 
 
 def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None, solver) -> dict:
     """``--rescore``: the held-out figures of ``solver`` (``<out>/nfe<N>.json``, checked by :func:`kept_solver`)
     measured again (on ``--heldout`` starts), the fit's own record (its time, what it kept) as the report had it."""
     path = out / f"nfe{nfe}.json"
-    timing = {k: v for k, v in (row or {}).items() if k in ("seconds", "threads", "device")}  # the fit's, as reported
-    base = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],
-            "validation_rmse": solver.meta["validation_rmse"], **timing}
+    timing = {k: v for k, v in (row or {}).items() if k in ("seconds", "threads", "device", "time_budget")}
+    base = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],  # the fit's record, as reported
+            "validation_rmse": solver.meta["validation_rmse"], **timing,
+            **({"stopped_at_budget": solver.meta["stopped_at_budget"]} if "stopped_at_budget" in solver.meta else {})}
     return {**base, **heldout_scores(target, solver, nfe, args, out)}
 
 
@@ -760,7 +799,10 @@ def setting(target: Target, args) -> dict:
     return {"model": target.name, "fingerprint": fingerprint(target.denoiser), "description": target.description,
             "prediction": target.prediction, "sigma_max": target.sigma_max, "sigma_min": target.sigma_min,
             "prompts": getattr(args, "prompts", None), "prompt_embeds": embeds, "reference_tol": target.reference_tol,
-            **{k: getattr(args, k) for k in FIT}}
+            **{k: getattr(args, k) for k in FIT},
+            # the last run's --time-budget (no refusal: a later run may give another, or none, and continues the
+            # fits it cut short; each row records its own share and where it stopped)
+            "time_budget": getattr(args, "time_budget", None)}
 
 
 def _number(v) -> bool:
@@ -817,6 +859,8 @@ def read_report(out: Path) -> dict:
             ("sigma_start", "sigma_start" not in row or _number(row["sigma_start"])),
             ("default", "default" not in row or pair(row["default"])),
             ("seconds", "seconds" not in row or _number(row["seconds"])),
+            ("time_budget", "time_budget" not in row or _number(row["time_budget"])),
+            ("stopped_at_budget", "stopped_at_budget" not in row or _budget_stops(row["stopped_at_budget"])),
             ("threads", "threads" not in row or _number(row["threads"])),
             ("device", "device" not in row or isinstance(row["device"], dict)),  # reports before it have none
             ("fit_over_best_fixed", ratio is None or (
@@ -1031,17 +1075,21 @@ def run_fit(args) -> int:
     rows = {int(k): {**v, "file": str(out / f"nfe{k}.json")} for k, v in report.get("rows", {}).items()}
     # the solvers this run keeps or scores, each checked before any solve: read as samplers.fitted reads them, of
     # this model and NFE, with their fit's record (a broken or foreign file is refused, never reported as fitted)
-    checked = {}
+    checked, cut = {}, {}
     for nfe in args.nfe:
         path = out / f"nfe{nfe}.json"
         if args.rescore and not path.exists():
             raise FileNotFoundError(f"--rescore: no fitted solver {path} to score; fit it first (without --rescore)")
         if args.rescore or (nfe in rows and path.exists() and not args.restart):
-            checked[nfe] = kept_solver(path, nfe, target, now["fingerprint"], (
+            solver = kept_solver(path, nfe, target, now["fingerprint"], (
                 "--rescore scores only this model's fits: point --out at that model's fits, or fit this one "
                 "(without --rescore)") if args.rescore else (
                 f"the report lists NFE {nfe} as fitted here: delete {path} to fit NFE {nfe} again, or pass "
                 "--restart to fit every NFE asked again (both replace it)"))
+            if not args.rescore and "stopped_at_budget" in solver.meta:
+                cut[nfe] = solver.meta["stopped_at_budget"]  # fitted again: its optimisation continues
+                continue
+            checked[nfe] = solver
             if not args.rescore and rows[nfe].get("heldout", args.heldout) != args.heldout:
                 raise InvalidInput(f"NFE {nfe} in {out} was scored on {rows[nfe]['heldout']} held-out starts, this "
                                    f"run asks {args.heldout}: add --rescore to score the fits again on "
@@ -1068,6 +1116,11 @@ def run_fit(args) -> int:
         elif nfe in checked:
             print(f"NFE {nfe}: already fitted ({out / f'nfe{nfe}.json'}; --restart to fit again)")
         else:
+            if nfe in cut:
+                print(f"NFE {nfe}: continuing the fit the time budget stopped ("
+                      + "; ".join(f"start {d['start']} of {d['starts']} at step {d['iteration']} of {d['iters']}"
+                                  for d in cut[nfe]) + ")" + (" from its saved state" if any(
+                                      d["iteration"] > 0 for d in cut[nfe]) else ""))
             if args.restart:  # every start's saved optimisation of this NFE (state-nfe<N>.pt, .start2.pt, …)
                 from samplers.fitted.fitting import state_paths
 
@@ -1078,6 +1131,8 @@ def run_fit(args) -> int:
             rows[nfe] = fit_one(target, nfe, args, out, share, log)
         r = rows[nfe]
         _refuse_non_finite(r, nfe)
+        if budget_stop_line(nfe, r, now["fingerprint"] is not None):
+            print(budget_stop_line(nfe, r, now["fingerprint"] is not None))
         default = f" | default {r['default']['label']}: {r['default']['rmse']:.4g}" if "default" in r else ""
         above = _starts_shown(r, target.sigma_max)
         ratio = r.get("fit_over_best_fixed") or {}
@@ -1181,7 +1236,13 @@ def add_parser(subparsers) -> None:
                         "starts and the pool (default 3; each costs --iters steps)")
     p.add_argument("--seed", action=Given, type=seed, default=0,
                    help="noise and prompt streams, in [0, 2**32) (held out: seed + 1)")
-    p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole command")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds, split equally between the NFEs asked: each NFE's optimisation (its --iters steps, "
+                        "from every start) begins no step after its share ends, saves its state and says where it "
+                        "stopped; a rerun into --out continues it. Only the optimisation is cut: loading the model, "
+                        "the exact-endpoint solves, ranking the starting pairs, the final choice and the held-out "
+                        "scoring run to their end, so the command takes longer than the budget by their cost "
+                        "(docs/fitted.md)")
     p.add_argument("--reference-tol", type=float, default=None,
                    help="rtol = atol of the adaptive PF-ODE solve that gives the exact endpoints (default: 1e-5 for "
                         "a float32 network, 1e-7 otherwise)")

@@ -91,3 +91,57 @@ def test_a_model_without_a_fingerprint_never_resumes_into_an_existing_out(tmp_pa
     named = argv(tmp_path / "named", model=f"{problem_module}:named")
     assert main(named) == 0 and "no fingerprint" not in capsys.readouterr().out
     assert main(named) == 0 and "already fitted" in capsys.readouterr().out
+
+
+class StepClock:
+    """A clock for app.fit and the fitting code that reads one second per optimisation step taken: the time budget
+    stops a fit at a step known in advance, however fast the machine."""
+
+    def __init__(self, monkeypatch):
+        import time as real
+
+        from app import fit as fit_cli
+        from samplers.fitted import fitting
+
+        self.steps, self.real = 0, real
+        objective = fitting.objective
+
+        def counted(*a, **k):
+            self.steps += 1
+            return objective(*a, **k)
+
+        monkeypatch.setattr(fitting, "objective", counted)
+        monkeypatch.setattr(fitting, "time", self)
+        monkeypatch.setattr(fit_cli, "time", self)
+
+    def monotonic(self) -> float:
+        return float(self.steps)
+
+
+def test_a_fit_the_budget_stopped_says_so_and_a_rerun_continues_it(tmp_path, capsys, monkeypatch):
+    out, whole = tmp_path / "cut", tmp_path / "whole"
+    longer = ["--iters", "30", "--starts", "2"]
+    with monkeypatch.context() as m:
+        StepClock(m)
+        assert main([*argv(out), *longer, "--time-budget", "7"]) == 0
+    printed = capsys.readouterr().out
+    stops = [{"start": 1, "starts": 2, "iteration": 8, "iters": 30}, {"start": 2, "starts": 2, "iteration": 0,
+                                                                      "iters": 30}]
+    assert LearnedSolver.load(out / "nfe3.json").meta["stopped_at_budget"] == stops
+    report = json.loads((out / "report.json").read_text())
+    assert report["setting"]["time_budget"] == 7 and report["rows"]["3"]["stopped_at_budget"] == stops
+    assert ("NFE 3: stopped at the time budget (7 s for this NFE): the optimisation of start 1 of 2 at step 8 of 30; "
+            "start 2 of 2 at step 0 of 30; run again into this --out (without --restart) to continue it") in printed
+    # run again (no budget): not "already fitted" — it continues from step 8 and ends where an uncut fit does
+    assert main([*argv(out), *longer, "--verbose"]) == 0
+    printed = capsys.readouterr().out
+    assert "NFE 3: continuing the fit the time budget stopped" in printed and "resumed at iteration 8" in printed
+    assert "already fitted" not in printed and "stopped at the time budget" not in printed
+    assert main([*argv(whole), *longer]) == 0
+    mine, uncut = LearnedSolver.load(out / "nfe3.json"), LearnedSolver.load(whole / "nfe3.json")
+    assert "stopped_at_budget" not in mine.meta and "stopped_at_budget" not in json.loads(
+        (out / "report.json").read_text())["rows"]["3"]
+    assert (mine.sigmas, mine.eps_weights, mine.denoised_weights, mine.model_sigmas) == (
+        uncut.sigmas, uncut.eps_weights, uncut.denoised_weights, uncut.model_sigmas)
+    capsys.readouterr()
+    assert main([*argv(out), *longer]) == 0 and "already fitted" in capsys.readouterr().out

@@ -77,7 +77,11 @@ class FitConfig:
         pool, pool_solved: stages 1 and 4 also decide on ``pool`` × the calibration batch more starts (0: none),
             of which the ``pool_solved`` share where the compared solvers disagree most get exact endpoints
             (:func:`compare`): where rare starts decide the error, a few hundred starts do not show them.
-        time_budget: seconds for the whole fit (None: no limit); the optimisation stops when it is spent.
+        time_budget: seconds from the start of :func:`fit` (None: no limit) after which the optimisation (stage 3)
+            begins no further step — of this start's run, nor of the other starts' (they stop at their step 0).
+            Only stage 3 is cut: stage 1's ranking, the exact endpoints it solves and stage 4 run to their end,
+            before and after it. A fit so cut records where in ``meta["stopped_at_budget"]`` (each run stopped:
+            its start, of how many, the step, of how many) and saves its state (``state_path``) to continue from.
         seed: minibatch order.
         starts: stage 3 runs from each of this many of the best pairs of stage 1 (in its order), and stage 4 holds
             the fits, best first on the validation starts and the pool's validation share, against the best pair:
@@ -693,9 +697,13 @@ def read_saved(path: str | Path, what: str, fix: str) -> dict:
 
 
 def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfig, *, deadline: float | None = None,
-             state_path: str | Path | None = None, log=None, progress=None) -> tuple[LearnedSolver, float, int]:
+             state_path: str | Path | None = None, log=None, progress=None,
+             stopped: dict | None = None) -> tuple[LearnedSolver, float, int]:
     """Stage 3: Adam from ``start``; returns (best iterate by validation RMSE, that RMSE, its iteration). The
-    start itself is iterate 0. With ``state_path`` the run saves its state at every check and resumes from it."""
+    start itself is iterate 0. With ``state_path`` the run saves its state at every check and resumes from it.
+    ``deadline`` (``time.monotonic()``) is checked before each step: past it the run stops, saves its state at that
+    step (with ``state_path``; a later run resumes there and ends where an uncut run would) and, where ``stopped``
+    is given, records in it the step it stopped at and of how many (``{"iteration": it, "iters": iters}``)."""
     params = Params.of(start, data.sigma_min, config.history)
     for t in params.tensors():
         t.requires_grad_(True)
@@ -724,12 +732,23 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
                         state["best"]["iteration"])
             if log:
                 log(f"resumed at iteration {first} (best validation {best[0]:.4g})")
+    def save_state(iteration: int) -> None:  # the run after ``iteration`` steps: resumed from there
+        state = {"config": _resumable(config), "start": start.sigmas, "data": key, "iteration": iteration,
+                 "params": [t.detach().clone() for t in params.tensors()],
+                 "opt": opt.state_dict(), "decay": decay.state_dict(),
+                 "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}}
+        write_torch(state_path, with_digest(state))
+
     g = torch.Generator().manual_seed(config.seed)
     m = data.x_train.shape[0]
     for it in range(first, config.iters):
         if deadline is not None and time.monotonic() > deadline:
             if log:
                 log(f"time budget spent at iteration {it}")
+            if stopped is not None:
+                stopped.update({"iteration": it, "iters": config.iters})
+            if state_path is not None and it > first and it % config.check_every != 0:  # else saved at its check
+                save_state(it)
             break
         g.manual_seed(config.seed * 1_000_003 + it)
         idx = torch.randperm(m, generator=g)[:config.batch] if config.batch and config.batch < m else slice(None)
@@ -751,11 +770,7 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
                 log(f"iteration {it + 1}: training MSE {float(loss.detach()):.4g}, validation RMSE {val:.4g} "
                     f"(best {best[0]:.4g} at {best[2]})")
             if state_path is not None:
-                state = {"config": _resumable(config), "start": start.sigmas, "data": key, "iteration": it + 1,
-                         "params": [t.detach().clone() for t in params.tensors()],
-                         "opt": opt.state_dict(), "decay": decay.state_dict(),
-                         "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}}
-                write_torch(state_path, with_digest(state))
+                save_state(it + 1)
     return best[1], best[0], best[2]
 
 
@@ -1023,6 +1038,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
         checked = torch.arange(len(pool) - n_pool_val, len(pool))
     runs = []  # (candidate, calibration from its σ, joined with the pool's hard starts, best iterate, its iteration)
     spread = {"train": pool.strata.known} if checked is not None else None  # the same starts from every σ
+    cut = []  # the optimisations the time budget stopped: {"start", "starts", "iteration", "iters"}
     for i, cand in enumerate(tried):
         data = starts.at(cand.solver.sigmas[0])
         if log:
@@ -1037,8 +1053,11 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
                     f"calibration's and the pool's {trained.x_train.shape[0] - data.x_train.shape[0]} + "
                     f"{trained.x_val.shape[0] - data.x_val.shape[0]} where the best pairs disagree most (weighted)")
         path = state_path if i == 0 or state_path is None else start_state_path(state_path, i + 1)
+        stop: dict = {}
         best, _, kept = optimise(denoiser, cand.solver, trained, config, deadline=deadline, state_path=path,
-                                 log=log, progress=progress)
+                                 log=log, progress=progress, stopped=stop)
+        if stop:
+            cut.append({"start": i + 1, "starts": len(tried), **stop})
         runs.append((cand, data, trained, best, kept))
     pair_data = runs[0][1:3]  # the best pair's validation starts: its own, and joined with the pool's
     runs = runs[:1] + [r for r in runs[1:] if r[4] > 0]  # another pair unchanged is not a fit (stage 1 ranked it)
@@ -1076,4 +1095,6 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
                         "fitted_from_pairs": len(tried),
                         "runner_up": [{"sampler": c.sampler, "options": c.options, "schedule": c.schedule,
                                        "training_rmse": c.error} for c in ranked[1:4]]})
+    if cut:  # a fit the budget cut short (a fit run to its end records none): fit again to continue it
+        solver.meta["stopped_at_budget"] = cut
     return solver.validate()
