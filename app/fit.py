@@ -810,6 +810,11 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _start(v) -> bool:
+    """A start σ: a number > 0, or inf (a flow model's fits and pairs may start at σ = inf, written as Infinity)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and not math.isnan(v)
+
+
 REPORT_FIX = ("delete it (the NFEs it lists are then fitted again there, from the cached endpoints) or choose another "
               "--out")
 
@@ -844,7 +849,7 @@ def read_report(out: Path) -> dict:
 
     def pair(v) -> bool:  # {"label": ..., "rmse": ...}, the best fixed pair's with its start where not σ_max
         return (isinstance(v, dict) and isinstance(v.get("label"), str) and _number(v.get("rmse"))
-                and ("sigma_start" not in v or _number(v["sigma_start"])))
+                and ("sigma_start" not in v or _start(v["sigma_start"])))
 
     for k, row in rows.items():
         if not (k.isascii() and k.isdigit() and 1 <= int(k) <= 100 and str(int(k)) == k):
@@ -856,7 +861,7 @@ def read_report(out: Path) -> dict:
             ("file", isinstance(row.get("file"), str) and Path(row["file"]).name == f"nfe{k}.json"),
             ("heldout", "heldout" not in row or (isinstance(row["heldout"], int) and row["heldout"] >= 1
                                                  and not isinstance(row["heldout"], bool))),
-            ("sigma_start", "sigma_start" not in row or _number(row["sigma_start"])),
+            ("sigma_start", "sigma_start" not in row or _start(row["sigma_start"])),
             ("default", "default" not in row or pair(row["default"])),
             ("seconds", "seconds" not in row or _number(row["seconds"])),
             ("time_budget", "time_budget" not in row or _number(row["time_budget"])),

@@ -242,3 +242,22 @@ def test_a_solver_file_with_a_repeated_key_is_refused_naming_it(fitted, tmp_path
         with pytest.raises(InvalidInput, match=f"the key '{key}' appears more than once") as err:
             LearnedSolver.load(path)
         assert str(path) in str(err.value)
+
+
+def test_a_report_whose_fit_or_pair_starts_at_sigma_inf_reads_back(fitted, tmp_path):
+    """A flow model's fit (or its best pair) may start at σ = inf (the learned family's candidates do), which the
+    report records as Infinity; it was read back as 'no valid sigma_start' and the command refused its own report."""
+    from app.fit import read_report
+    from samplers import InvalidInput
+
+    report = json.loads((fitted / "report.json").read_text())
+    row = report["rows"]["3"]
+    row["sigma_start"] = math.inf
+    row["best_fixed"]["sigma_start"] = math.inf
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert read_report(tmp_path)["rows"]["3"]["sigma_start"] == math.inf
+    for bad in (math.nan, -1.0, 0.0):
+        row["sigma_start"] = bad
+        (tmp_path / "report.json").write_text(json.dumps(report))
+        with pytest.raises(InvalidInput, match="sigma_start"):
+            read_report(tmp_path)
