@@ -235,7 +235,7 @@ def names_md() -> str:
            "Uniform at 20–24 steps on SD 1.5): A1111 takes the point nearest 0.1 over the whole list, its final 0 "
            "included, so it restarts after the step to 0: it re-noises from 0 up to the point nearest 2 and steps back "
            "down to 0 (its last restart step Euler's, 2·steps − 2 model calls). The label restarted at the last σ > 0 "
-           "instead (one model call more, final latents 0.24–0.26 apart on a Gaussian-mixture denoiser); Karras, "
+           "instead (one model call more, and another image); Karras, "
            "Uniform, Exponential and other step counts are unchanged. Old image: "
            "`samplers.sde.solvers.a1111_restart(sigmas)` gives `(schedule, entries)`, and the registry's `restart` on "
            "that schedule with `restart=entries` runs it."]

@@ -113,8 +113,7 @@ def test_a1111_restart_restarts_from_the_final_zero_where_a1111_picks_it(schedul
     """A1111 picks its restart point as argmin |σ − 0.1| over the whole rebuilt list, the final 0 included. On Simple
     and SGM Uniform at 20-24 steps (SD 1.5) every σ > 0 is above 0.2, so that point is the final 0: after the step to
     0 it re-noises up to the point nearest 2 and steps back down to 0, its last step Euler's (2·steps − 2 calls, one
-    fewer than Heun). The label restarted at the last σ > 0 instead: one call more, 2.9-4.5 apart here (other
-    intervals, so other draws; 0.24-0.26 with the same draws)."""
+    fewer than Heun). The label restarted at the last σ > 0 instead: one call more, and another image."""
     sigmas = samplers.get_sigmas(schedule, steps, native=SD15)
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * sigmas[0]
     ours_model, theirs_model = Model(), Model()

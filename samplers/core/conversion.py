@@ -240,7 +240,8 @@ def _checked_output(out, x: torch.Tensor) -> torch.Tensor:
                            "predict every latent element (a model that also predicts its variance returns 2× the "
                            "channels: pass a model that returns the first half, e.g. lambda x, t: unet(x, t)[:, :C])")
     if not out.is_floating_point():
-        raise InvalidType(f"the model returned a {out.dtype} tensor; its prediction must be floating point")
+        raise InvalidType(f"the model returned a {out.dtype} tensor; its prediction must be floating point: return it "
+                          "as a float tensor (e.g. out.float())")
     return out
 
 
