@@ -49,7 +49,8 @@ def samplers_md() -> str:
            "does on the step to σ = 0. Samplers that may draw noise (stochastic ones; churn or η > 0 in others) also "
            "take `seed=` (one int, item k uses seed + k, or one per item; the adaptive, host-side-step samplers choose "
            "their steps by the batch's worst item, so their items depend on the batch) and `noise_sampler=` "
-           "(`\"seeded\"`, `\"brownian\"`, `\"brownian_tree\"` or your own). The callback gets, once per step i, "
+           "(`\"seeded\"`, `\"comfyui\"`, `\"brownian\"`, `\"brownian_tree\"` or your own). The callback gets, once "
+           "per step i, "
            "`{\"x\": the state after the step, \"i\", \"sigma\", \"sigma_hat\": Python floats, \"denoised\"}`; "
            "`samplers.interop.kdiffusion` hands k-diffusion's own (x the step started from, σ as 0-d tensors). "
            "One exception: `dpm_fast` calls back once per model call with x the state that call was made at, before "
@@ -118,7 +119,9 @@ def names_md() -> str:
            "A prefix picks one table: `a1111:`, `comfyui:` (ComfyUI's own defaults even for names the registry has), "
            "`diffusers:`, `registry:`; `fitted:PATH` runs a fitted solver. A label's *default* schedule gives way to "
            "a schedule the caller passes; a *named* one (\"... Karras\") conflicts with a different one, which is an "
-           "error. `samplers names` prints this table.", "",
+           "error, as is a caller's option that contradicts the label's, but for `noise_sampler`: a label's is its "
+           "tool's default noise, which a caller's replaces, as it does in the tool. `samplers names` prints this "
+           "table.", "",
            "A1111 1.9+ names (its API's `sampler_name`, infotext) may end in a Schedule type: `Euler a Karras`, "
            "`DPM++ 2M SGM Uniform`, `Heun sgm_uniform` — any sampler name of the A1111 table below (not its `k_` "
            "aliases) followed by a space and a type's label, name or alias ("
@@ -238,7 +241,12 @@ def names_md() -> str:
            "instead (one model call more, and another image); Karras, "
            "Uniform, Exponential and other step counts are unchanged. Old image: "
            "`samplers.sde.solvers.a1111_restart(sigmas)` gives `(schedule, entries)`, and the registry's `restart` on "
-           "that schedule with `restart=entries` runs it."]
+           "that schedule with `restart=entries` runs it.",
+           "- ComfyUI's `comfyui:euler_ancestral`, `dpm_2_ancestral`, `dpmpp_2s_ancestral`, `ddpm`, `lcm`, `er_sde`, "
+           "`seeds_2`, `seeds_3`, `exp_heun_2_x0_sde`, `sa_solver`, `sa_solver_pece` draw ComfyUI's own noise "
+           "(`noise_sampler=\"comfyui\"`: its `default_noise_sampler(x, seed)`, a generator seeded `seed` + 1 on the "
+           "CPU; image k from seed + k), ComfyUI's numbers for one image; they drew this library's per-item seeded "
+           "noise, another image for every seed. Old image: the same name with `noise_sampler=\"seeded\"`."]
     return "\n".join(out) + "\n"
 
 

@@ -445,7 +445,35 @@ def test_comfyui_euler_ancestral_on_a_ve_model_stays_k_diffusions():
     out, *_ = comfy_run(sampler, EPS(), GM.denoiser, EPS_SIGMAS, seed=7)
     x = GM.noise(2, seed=3) * math.sqrt(1 + float(EPS_SIGMAS[0]) ** 2)
     torch.testing.assert_close(out, samplers.sample("euler_ancestral", GM.denoiser, x, EPS_SIGMAS, seed=7,
-                                                    disable=True))
+                                                    noise_sampler="comfyui", disable=True))
+
+
+def _comfy_default_noise(x, seed):
+    """ComfyUI's default_noise_sampler(x, seed) (comfy/k_diffusion/sampling.py, Comfy-Org/ComfyUI 311c0140): a
+    generator on x's device seeded seed (+ 1 on the CPU), one randn of x's size per call."""
+    generator = torch.Generator(device=x.device)
+    generator.manual_seed(seed + 1 if x.device == torch.device("cpu") else seed)
+    return lambda sigma, sigma_next: torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=x.device,
+                                                 generator=generator)
+
+
+@pytest.mark.parametrize("name", ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm", "er_sde",
+                                  "seeds_2", "seeds_3", "exp_heun_2_x0_sde", "sa_solver", "sa_solver_pece"])
+def test_comfyuis_stochastic_samplers_draw_comfyuis_default_noise_for_one_image(name):
+    """ComfyUI's ancestral and other stochastic samplers (all but the Brownian-tree SDE ones) draw
+    default_noise_sampler(x, seed): a comfyui: name ran this library's per-item seeded noise instead, another image
+    for every seed (4.2-5.6 apart on this mixture). Now ComfyUI's stream for one image: the registry sampler on
+    exactly ComfyUI's draws; with several images each draws from its own seed + k (not ComfyUI's one batch stream)."""
+    one = EPS_SIGMAS
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(f"comfyui:{name}")), EPS(), GM.denoiser, one, seed=7,
+                        batch=1)
+    x = GM.noise(1, seed=3) * math.sqrt(1 + float(one[0]) ** 2)
+    label = samplers.core.names.resolve(f"comfyui:{name}")
+    options = {k: v for k, v in label.options.items() if k != "noise_sampler"}
+    want = samplers.sample(label.sampler, GM.denoiser, x, one, noise_sampler=_comfy_default_noise(x, 7),
+                           disable=True, **options)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+    assert label.options["noise_sampler"] == "comfyui"
 
 
 def test_a_comfyui_name_without_its_flow_rule_is_refused_on_flow_models():
@@ -711,7 +739,8 @@ def test_comfyui_sa_solver_takes_the_models_own_sde_interval_on_every_model(name
     out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(f"comfyui:{name}")), sampling, GM.denoiser, sigmas)
     x = GM.noise(2, seed=3) * math.sqrt(1 + 80.0 ** 2)
     window = (sampling.percent_to_sigma(0.2), sampling.percent_to_sigma(0.8))
-    ref = samplers.sample(name, GM.denoiser, x, sigmas, disable=True, seed=7, sde_interval=window)
+    ref = samplers.sample(name, GM.denoiser, x, sigmas, disable=True, seed=7, sde_interval=window,
+                          noise_sampler="comfyui")
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
     registry, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(name)), sampling, GM.denoiser, sigmas)
     assert not torch.allclose(registry, ref, atol=1e-3)

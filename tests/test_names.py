@@ -199,3 +199,14 @@ def test_combined_names_of_one_spelling_ignoring_case_spaces_and_underscores_run
     for key, (base, kind) in names._A1111_COMBINED.items():
         run = (labels.A1111[base], kind)
         assert seen.setdefault(_normalise(key), run) == run, key
+
+
+def test_a_labels_noise_is_its_tools_default_which_a_callers_noise_replaces():
+    """A label's noise_sampler ("DPM++ 2M SDE": the Brownian tree A1111 gives it; comfyui:euler_ancestral: ComfyUI's
+    generator) is its tool's default, which the tools replace by a caller's; another option still conflicts."""
+    for name, default in (("DPM++ 2M SDE", "brownian_tree"), ("comfyui:euler_ancestral", "comfyui")):
+        found = names.resolve(name)
+        assert names.merge_options(found, {})["noise_sampler"] == default
+        assert names.merge_options(found, {"noise_sampler": "seeded"})["noise_sampler"] == "seeded"
+    with pytest.raises(samplers.InvalidOption, match="solver_type='heun', but solver_type='midpoint' was passed"):
+        names.merge_options(names.resolve("DPM++ 2M SDE Heun"), {"solver_type": "midpoint"})

@@ -124,7 +124,7 @@ def test_a_labels_own_option_that_max_stage_1_leaves_unread_is_left_out_not_refu
     the run is er_sde at max_stage=1 (it was refused as if the caller had passed quadrature)."""
     model = Counter()
     label = samplers.sample("comfyui:er_sde", model, x0(), SIG, disable=True, seed=0, max_stage=1)
-    assert model.n > 0 and torch.equal(label, runs("er_sde", seed=0, max_stage=1))
+    assert model.n > 0 and torch.equal(label, runs("er_sde", seed=0, max_stage=1, noise_sampler="comfyui"))
     refused("comfyui:er_sde", r"quadrature='riemann' with max_stage=1", seed=0, max_stage=1, quadrature="riemann")
     a, b = runs("er_sde", seed=0, max_stage=2, quadrature="riemann"), runs("er_sde", seed=0, max_stage=2)
     assert not torch.equal(a, b)  # read from stage 2 on

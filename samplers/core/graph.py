@@ -118,7 +118,8 @@ class GraphedSampler:
             kind = noise_mod.check(noise_sampler, seed, like)
             # a Brownian object of the caller's, as the named kinds: rewound per run in samplers.sample, but not in a
             # replay
-            if kind not in (None, "seeded") or isinstance(noise_sampler, (BrownianNoise, BrownianTreeNoiseSampler)):
+            if (kind is not None and kind not in noise_mod.GENERATOR_KINDS) or isinstance(
+                    noise_sampler, (BrownianNoise, BrownianTreeNoiseSampler)):
                 raise InvalidOption(
                     f"noise_sampler={noise_sampler!r} cannot be captured: a Brownian path is built on the host "
                     "(its tree caches values between draws), so a replay would not redraw it; use the default "
@@ -138,7 +139,7 @@ class GraphedSampler:
             else:
                 self.takes_seed = True
                 self.seeds = resolve_seeds(seed, like.shape[0])
-                self.noise = SeededNoise(self.static_x, self.seeds)
+                self.noise = noise_mod.GENERATOR_KINDS[kind](self.static_x, self.seeds)
                 self.options["noise_sampler"] = self.noise
         elif seed is not None or noise_sampler is not None:
             raise InvalidInput(f"{spec.name} is deterministic: it takes no seed or noise_sampler")

@@ -18,6 +18,9 @@ from __future__ import annotations
 BROWNIAN = {"noise_sampler": "brownian_tree"}
 BROWNIAN_DEVICE = {"noise_sampler": "brownian_tree_device"}
 HEUN = {"solver_type": "heun"}
+# ComfyUI's other stochastic samplers draw default_noise_sampler(x, seed): a generator on the latent's device seeded
+# with the sampler's seed (+ 1 on the CPU), "comfyui" here (one per image, seed + k: ComfyUI's numbers for one image)
+COMFY_NOISE = {"noise_sampler": "comfyui"}
 # ComfyUI's sample_ipndm / sample_ipndm_v (which Forge's iPNDM / iPNDM_v run too): the step to σ = 0 returns the
 # denoised x, and ipndm_v weights the history by the step ratios (not lms's exact variable-step weights).
 IPNDM_COMFY = {"final_denoise": True}
@@ -154,15 +157,15 @@ A1111_DISCARD_PENULTIMATE = {"DPM2", "k_dpm_2", "DPM2 Karras", "k_dpm_2_ka", "DP
 # "comfyui:dpmpp_2m_sde".
 COMFYUI: dict[str, tuple] = {
     "euler": ("euler", {}, None, None),
-    "euler_ancestral": ("euler_ancestral", {}, None, None),
+    "euler_ancestral": ("euler_ancestral", COMFY_NOISE, None, None),
     "heun": ("heun", {}, None, None),
     "heunpp2": ("heunpp2", {}, None, None),
     "dpm_2": ("dpm_2", {}, None, None),
-    "dpm_2_ancestral": ("dpm_2_ancestral", {}, None, None),
+    "dpm_2_ancestral": ("dpm_2_ancestral", COMFY_NOISE, None, None),
     "lms": ("lms", LMS_COMFY, None, None),
     "dpm_fast": ("dpm_fast", DPM_FAST_TOOLS, None, None),
     "dpm_adaptive": ("dpm_adaptive", DPM_ADAPTIVE_TOOLS, None, None),
-    "dpmpp_2s_ancestral": ("dpmpp_2s_ancestral", {}, None, None),
+    "dpmpp_2s_ancestral": ("dpmpp_2s_ancestral", COMFY_NOISE, None, None),
     "dpmpp_sde": ("dpmpp_sde", BROWNIAN, None, None),
     "dpmpp_sde_gpu": ("dpmpp_sde", BROWNIAN_DEVICE, None, None),
     "dpmpp_2m": ("dpmpp_2m", {}, None, None),
@@ -172,8 +175,8 @@ COMFYUI: dict[str, tuple] = {
     "dpmpp_2m_sde_heun_gpu": ("dpmpp_2m_sde", {**BROWNIAN_DEVICE, **HEUN}, None, None),
     "dpmpp_3m_sde": ("dpmpp_3m_sde", BROWNIAN, None, None),
     "dpmpp_3m_sde_gpu": ("dpmpp_3m_sde", BROWNIAN_DEVICE, None, None),
-    "ddpm": ("ddpm", {}, None, None),
-    "lcm": ("lcm", {}, None, None),
+    "ddpm": ("ddpm", COMFY_NOISE, None, None),
+    "lcm": ("lcm", COMFY_NOISE, None, None),
     "ipndm": ("ipndm", IPNDM_COMFY, None, None),
     "ipndm_v": ("ipndm", IPNDM_V_COMFY, None, None),
     "deis": ("deis", DEIS_COMFY, None, None),
@@ -183,13 +186,13 @@ COMFYUI: dict[str, tuple] = {
     "sample_deis": ("deis", DEIS_COMFY, None, None),
     "res_multistep": ("res_multistep", {}, None, None),
     "gradient_estimation": ("gradient_estimation", GRADIENT_ESTIMATION_COMFY, None, None),
-    "er_sde": ("er_sde", ER_SDE_COMFY, None, None),
-    "seeds_2": ("seeds_2", {}, None, None),
+    "er_sde": ("er_sde", {**ER_SDE_COMFY, **COMFY_NOISE}, None, None),
+    "seeds_2": ("seeds_2", COMFY_NOISE, None, None),
     "exp_heun_2_x0": ("seeds_2", EXP_HEUN_2_X0, None, None),
-    "exp_heun_2_x0_sde": ("seeds_2", EXP_HEUN_2_X0_SDE, None, None),
-    "seeds_3": ("seeds_3", {}, None, None),
-    "sa_solver": ("sa_solver", {}, None, None),
-    "sa_solver_pece": ("sa_solver_pece", {}, None, None),
+    "exp_heun_2_x0_sde": ("seeds_2", {**EXP_HEUN_2_X0_SDE, **COMFY_NOISE}, None, None),
+    "seeds_3": ("seeds_3", COMFY_NOISE, None, None),
+    "sa_solver": ("sa_solver", COMFY_NOISE, None, None),
+    "sa_solver_pece": ("sa_solver_pece", COMFY_NOISE, None, None),
     "ddim": ("ddim", {}, None, None),
     "uni_pc": ("unipc_bh1", UNIPC_COMFY, None, None),
     "uni_pc_bh2": ("unipc_bh2", UNIPC_COMFY, None, None),

@@ -268,7 +268,8 @@ def resolve_call(name: str, schedule: str | None = None, options: dict | None = 
 
 
 def merge_options(found: Label, options: dict | None) -> dict:
-    """The label's options updated with the caller's; a caller's value that contradicts the label's is an error. A
+    """The label's options updated with the caller's; a caller's value that contradicts the label's is an error, but
+    for ``noise_sampler`` (the tool's default noise, which a caller's replaces there too). A
     label's option that the run would then not read (:data:`samplers.core.validate.IGNORED_OPTIONS`: ComfyUI's
     er_sde sets quadrature, which its max_stage=1 does not read) is left out: nobody passed it, so it is not
     refused as a caller's unread option is."""
@@ -276,7 +277,9 @@ def merge_options(found: Label, options: dict | None) -> dict:
 
     merged = dict(found.options)
     for key, value in (options or {}).items():
-        if key in found.options and found.options[key] != value:
+        # a label's noise_sampler is its tool's default noise, which the tool's own functions replace by a caller's
+        # (noise_sampler=None means "draw mine" in k-diffusion, A1111 and ComfyUI): so does the caller's here
+        if key in found.options and found.options[key] != value and key != "noise_sampler":
             raise InvalidOption(f"{found.label!r} means {found.sampler} with {key}={found.options[key]!r}, but "
                                 f"{key}={value!r} was passed; pass the plain sampler name {found.sampler!r} to choose "
                                 f"{key} yourself")

@@ -3,7 +3,7 @@
 A noise sampler is any callable ``noise_sampler(sigma, sigma_next) -> Tensor`` shaped like the latent
 (k-diffusion convention). The default draws from one ``torch.Generator`` per batch item, so item k's
 noise depends only on its own seed: its result does not change with the batch size or with the other
-items in the batch. Other kinds: ``"brownian"`` (:mod:`samplers.core.brownian`, stable when the step count
+items in the batch. Other kinds: ``"comfyui"`` (ComfyUI's default noise, per item), ``"brownian"`` (:mod:`samplers.core.brownian`, stable when the step count
 changes), ``"brownian_tree"`` / ``"brownian_tree_device"`` (k-diffusion's ``BrownianTreeNoiseSampler``, the noise
 A1111 and ComfyUI give their SDE samplers) and :class:`PredrawnNoise` (the caller's own draws, one per call).
 """
@@ -33,17 +33,32 @@ class SeededNoise:
         self.shape = tuple(like.shape[1:])
         self.dtype = like.dtype
         self.device = like.device
-        self.generators = generators([(s ^ _STREAM_MIX) for s in seeds], like.device)
+        self.generators = generators([self.stream(s) for s in seeds], like.device)
+
+    def stream(self, seed: int) -> int:
+        """The generator seed of an item's stream."""
+        return seed ^ _STREAM_MIX
 
     def reseed(self, seeds: Sequence[int]) -> None:
         """Restart every item's stream as a new ``SeededNoise(like, seeds)`` would (in place: the generators
         stay the same objects, so a captured CUDA graph that draws from them sees the new seeds)."""
         for g, s in zip(self.generators, seeds, strict=True):
-            g.manual_seed(s ^ _STREAM_MIX)
+            g.manual_seed(self.stream(s))
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         return torch.stack([torch.randn(self.shape, generator=g, device=self.device, dtype=self.dtype)
                             for g in self.generators])
+
+
+class ComfyNoise(SeededNoise):
+    """ComfyUI's in-loop noise (``comfy/k_diffusion/sampling.py`` ``default_noise_sampler(x, seed)``, Comfy-Org/ComfyUI
+    311c0140, what its ancestral and SDE-without-tree samplers draw): a generator on the latent's device seeded with
+    the sampler's seed, plus 1 on the CPU, one normal draw of the latent's shape per call. Here one such generator
+    per item, seeded with that item's seed: ComfyUI's numbers for a batch of one, and an item's noise that does not
+    depend on the batch (ComfyUI draws the whole batch from the first seed's generator)."""
+
+    def stream(self, seed: int) -> int:
+        return (seed + (self.device.type == "cpu")) % 2**64  # the top seed wraps where ComfyUI's torch call refuses
 
 
 class PredrawnNoise:
@@ -100,7 +115,9 @@ class NoiseExhaustedError(InvalidInput, IndexError):
     adaptive sampler's accepted steps), so it is not counted ahead of the run."""
 
 
-NOISE_NAMES = ("seeded", "brownian", "brownian_device", "brownian_tree", "brownian_tree_device")
+NOISE_NAMES = ("seeded", "comfyui", "brownian", "brownian_device", "brownian_tree", "brownian_tree_device")
+# the kinds drawn from per-item device generators (no host work per draw): the ones a CUDA graph can replay
+GENERATOR_KINDS = {"seeded": SeededNoise, "comfyui": ComfyNoise}
 
 
 def check(noise_sampler, seed, x: torch.Tensor) -> str | None:
@@ -127,7 +144,8 @@ def check(noise_sampler, seed, x: torch.Tensor) -> str | None:
 def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sigmas=None) -> NoiseSampler:
     """The noise sampler a run uses: the caller's own, a named kind, or the seeded per-item default.
 
-    ``noise_sampler`` may be a callable, ``None``/``"seeded"`` (:class:`SeededNoise`), ``"brownian"``
+    ``noise_sampler`` may be a callable, ``None``/``"seeded"`` (:class:`SeededNoise`), ``"comfyui"``
+    (:class:`ComfyNoise`: ComfyUI's ``default_noise_sampler``, item by item), ``"brownian"``
     (:class:`samplers.core.brownian.BrownianNoise` on the range of ``sigmas``, the run's schedule) or
     ``"brownian_tree"`` (:class:`samplers.core.brownian.BrownianTreeNoiseSampler`, k-diffusion's, with the path on
     the CPU as ComfyUI's SDE samplers draw it; ``"brownian_tree_device"`` on x's device, as k-diffusion itself and
@@ -138,8 +156,8 @@ def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
     kind = check(noise_sampler, seed, x)
     if kind is None:
         return noise_sampler
-    if kind == "seeded":
-        return SeededNoise(x, resolve_seeds(seed, x.shape[0]))
+    if kind in GENERATOR_KINDS:
+        return GENERATOR_KINDS[kind](x, resolve_seeds(seed, x.shape[0]))
     if sigmas is None:
         raise InvalidInput(f"noise_sampler={noise_sampler!r} needs the schedule's range: pass sigmas to resolve()")
     if kind.startswith("brownian_tree"):
