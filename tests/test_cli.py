@@ -258,8 +258,6 @@ def test_compare_refuses_a_bad_sampler_option_before_loading(capsys, no_load, tm
 def test_compare_passes_its_options_to_every_row(monkeypatch, tmp_path):
     """euler_ancestral with eta=0 takes no noise: euler's images, as `generate --option eta=0` gives them; without
     the option another image (had the option been dropped, the two euler_ancestral rows would be one image). Through the command, on the shipped eps model."""
-    import torch
-
     from models.pipeline import Pipeline
     from samplers.cli import main
 

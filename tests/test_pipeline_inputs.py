@@ -39,7 +39,7 @@ TASKS = ["txt2img", "img2img", "inpaint"]
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("value, error, rule", [("foo", InvalidOption, "unknown noise_sampler 'foo'"),
                                                 (42, InvalidType, "noise_sampler must be callable")])
-def test_a_bad_noise_sampler_is_refused_before_any_model_call(parts, monkeypatch, task, value, error, rule):
+def test_a_bad_noise_sampler_is_refused_before_any_model_call(parts, monkeypatch, task, value, error, rule):  # noqa: F811
     calls = model_calls(parts["eps"], monkeypatch)
     with pytest.raises(error, match=rule):
         _run(parts["eps"], task, sampler="euler_ancestral", noise_sampler=value)
@@ -48,7 +48,7 @@ def test_a_bad_noise_sampler_is_refused_before_any_model_call(parts, monkeypatch
 
 @pytest.mark.parametrize("task, kw", [("txt2img", {}), ("img2img", {"strength": 1.0}), ("inpaint", {}),
                                       ("txt2img", {"sampler": "DPM++ 2M SDE", "schedule": "flow"})])
-def test_a_brownian_tree_from_sigma_inf_is_refused_before_any_model_call(parts, monkeypatch, task, kw):
+def test_a_brownian_tree_from_sigma_inf_is_refused_before_any_model_call(parts, monkeypatch, task, kw):  # noqa: F811
     """The flow schedule starts at σ = inf, where k-diffusion's tree cannot be built (the label implies the tree)."""
     calls = model_calls(parts["flow"], monkeypatch)
     kw = {"sampler": "dpmpp_2m_sde", **({"noise_sampler": "brownian_tree"} if "sampler" not in kw else {}), **kw}
@@ -57,13 +57,13 @@ def test_a_brownian_tree_from_sigma_inf_is_refused_before_any_model_call(parts, 
     assert not calls
 
 
-def test_a_brownian_tree_is_checked_on_the_part_of_the_schedule_img2img_runs(parts):
+def test_a_brownian_tree_is_checked_on_the_part_of_the_schedule_img2img_runs(parts):  # noqa: F811
     """img2img below strength 1 runs a finite part of the flow schedule: the tree is built there, and runs."""
     out = _run(parts["flow"], "img2img", sampler="dpmpp_2m_sde", noise_sampler="brownian_tree", steps=4, strength=0.5)
     assert out.shape == (1, 3, 64, 64) and bool(torch.isfinite(out).all())
 
 
-def test_predrawn_noise_of_another_shape_is_refused_before_any_model_call(parts, monkeypatch):
+def test_predrawn_noise_of_another_shape_is_refused_before_any_model_call(parts, monkeypatch):  # noqa: F811
     calls = model_calls(parts["eps"], monkeypatch)
     with pytest.raises(InvalidInput, match="pre-drawn noise has shape"):
         _run(parts["eps"], "txt2img", sampler="euler_ancestral", noise_sampler=PredrawnNoise(torch.zeros(2, 1, 4, 4, 4)))
@@ -97,7 +97,7 @@ def test_the_cli_refuses_the_noise_before_the_weights_are_read(capsys, no_load, 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("seed", [[], (), np.array([], dtype=np.int64), torch.tensor([], dtype=torch.long)],
                          ids=["list", "tuple", "numpy", "torch"])
-def test_an_empty_seed_list_is_refused_before_any_model_call(parts, monkeypatch, task, seed):
+def test_an_empty_seed_list_is_refused_before_any_model_call(parts, monkeypatch, task, seed):  # noqa: F811
     calls = model_calls(parts["eps"], monkeypatch)
     with pytest.raises(InvalidInput, match="at least one seed"):
         _run(parts["eps"], task, seed=seed)
@@ -118,7 +118,7 @@ def test_resolve_seeds_refuses_an_empty_list_for_every_caller():
 @pytest.mark.parametrize("steps, strength, fixes", [(2, 0.75, ["steps >= 3", "at most 0.5"]),
                                                     (4, 0.9, ["steps >= 5", "at most 0.75"]),
                                                     (1, 0.6, ["steps >= 2"])])
-def test_a_strength_that_keeps_the_start_at_sigma_inf_is_refused(parts, monkeypatch, task, steps, strength, fixes):
+def test_a_strength_that_keeps_the_start_at_sigma_inf_is_refused(parts, monkeypatch, task, steps, strength, fixes):  # noqa: F811
     """round(strength · steps) keeps the whole flow schedule: its start, σ = inf, is pure noise and the image would
     not shape the result. The rounding is kept (it makes the images of every valid call); the case is refused."""
     calls = model_calls(parts["flow"], monkeypatch)
@@ -133,7 +133,7 @@ def test_a_strength_that_keeps_the_start_at_sigma_inf_is_refused(parts, monkeypa
         assert "lower strength" not in text  # one step: no lower strength runs part of it
 
 
-def test_the_fixes_named_for_a_start_at_sigma_inf_run(parts):
+def test_the_fixes_named_for_a_start_at_sigma_inf_run(parts):  # noqa: F811
     flow = parts["flow"]
     for steps, strength in ((2, 0.75), (4, 0.9), (1, 0.6), (10, 0.97)):
         sig = flow.sigmas(None, steps)
@@ -149,7 +149,7 @@ def test_the_fixes_named_for_a_start_at_sigma_inf_run(parts):
     assert math.isfinite(float(Pipeline._cut(flow.sigmas(None, 2), 0.5, "x")[0]))
 
 
-def test_flow_img2img_below_strength_one_runs_where_the_start_is_finite(parts):
+def test_flow_img2img_below_strength_one_runs_where_the_start_is_finite(parts):  # noqa: F811
     a = _run(parts["flow"], "img2img", steps=2, strength=0.5)
     b = parts["flow"].img2img(-IMG - 0.5, PROMPT, strength=0.5, sampler="euler", steps=2, seed=0, progress=False,
                               output="tensor")
@@ -157,7 +157,7 @@ def test_flow_img2img_below_strength_one_runs_where_the_start_is_finite(parts):
 
 
 @pytest.mark.parametrize("task", ["img2img", "inpaint"])
-def test_a_strength_below_half_a_step_is_refused_not_raised_to_a_step(parts, monkeypatch, task):
+def test_a_strength_below_half_a_step_is_refused_not_raised_to_a_step(parts, monkeypatch, task):  # noqa: F811
     calls = model_calls(parts["eps"], monkeypatch)
     for strength, steps, words in ((1e-6, 4, ["strength=1e-06", "steps=4", "above 0.125", "strength=0.25 runs one"]),
                                    (0.1, 4, ["strength=0.1", "above 0.125", "steps >= 6"]),
@@ -185,7 +185,7 @@ def test_truncate_itself_is_unchanged():
                                                  (5, InvalidType, "prompt must be a string or a list of strings"),
                                                  ([], InvalidInput, "no prompt given"),
                                                  (["a", 3], InvalidType, "prompt must be")])
-def test_denoiser_checks_its_prompts_as_txt2img_does(parts, monkeypatch, prompt, error, rule):
+def test_denoiser_checks_its_prompts_as_txt2img_does(parts, monkeypatch, prompt, error, rule):  # noqa: F811
     calls = model_calls(parts["eps"], monkeypatch)
     with pytest.raises(error, match=rule):
         parts["eps"].denoiser(prompt, 3.0)
@@ -200,7 +200,7 @@ def test_denoiser_checks_its_prompts_as_txt2img_does(parts, monkeypatch, prompt,
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("progress", ["no", None, 0, 1])
-def test_progress_must_be_a_bool(parts, monkeypatch, task, progress):
+def test_progress_must_be_a_bool(parts, monkeypatch, task, progress):  # noqa: F811
     calls = model_calls(parts["eps"], monkeypatch)
     with pytest.raises(InvalidType, match=f"progress must be True .* or False, got {progress!r}"):
         _run(parts["eps"], task, progress=progress)
@@ -210,7 +210,7 @@ def test_progress_must_be_a_bool(parts, monkeypatch, task, progress):
 # ----------------------------------------------------------------------------------------------------- 8. masks
 
 
-def test_more_masks_than_items_says_how_to_make_the_items(parts, monkeypatch):
+def test_more_masks_than_items_says_how_to_make_the_items(parts, monkeypatch):  # noqa: F811
     calls = model_calls(parts["eps"], monkeypatch)
     with pytest.raises(InvalidInput, match="got 3 masks for a batch of 1 .*one seed per mask .*one prompt per mask"):
         _run(parts["eps"], "inpaint", mask=HALF.expand(3, 1, 64, 64))
@@ -223,7 +223,7 @@ def test_more_masks_than_items_says_how_to_make_the_items(parts, monkeypatch):
 
 
 @pytest.mark.parametrize("mask", [torch.zeros(64, 64), torch.full((64, 64), 0.5), torch.full((64, 64), 0.3)])
-def test_a_mask_that_keeps_every_pixel_is_refused_before_any_model_call(parts, monkeypatch, mask):
+def test_a_mask_that_keeps_every_pixel_is_refused_before_any_model_call(parts, monkeypatch, mask):  # noqa: F811
     calls = model_calls(parts["eps"], monkeypatch)
     with pytest.raises(InvalidInput, match="the mask keeps every pixel: nothing to inpaint"):
         _run(parts["eps"], "inpaint", mask=mask)
