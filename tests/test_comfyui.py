@@ -273,9 +273,32 @@ def test_flow_callback_reports_comfyuis_coordinates():
     x = GM.noise(2, seed=3)
     fn(KSamplerX0Inpaint(Guider(ModelFlux(), FLOW_X0), FLOW_SIGMAS), x, FLOW_SIGMAS,
        extra_args={"model_options": {}, "seed": 0, "denoise_mask": None}, callback=seen.append, disable=True)
-    assert [d["sigma"] for d in seen] == pytest.approx(FLOW_SIGMAS[:-1].tolist())
-    # the state after the last step is the result, in flow coordinates (t = 0)
-    torch.testing.assert_close(seen[-1]["x"], seen[-1]["denoised"], rtol=1e-12, atol=1e-12)
+    assert all(isinstance(d["sigma"], torch.Tensor) for d in seen)
+    assert [float(d["sigma"]) for d in seen] == pytest.approx(FLOW_SIGMAS[:-1].tolist())
+    # k-diffusion's contract, which ComfyUI's k_callback reads: x is the state step i's model call saw, at t_i (the
+    # input itself at t = 1), so ComfyUI's Euler step in t links one report to the next (it reported the state
+    # after the step, at t_{i+1})
+    torch.testing.assert_close(seen[0]["x"], x, rtol=0, atol=0)
+    t = FLOW_SIGMAS.tolist()
+    for i in range(len(seen) - 1):
+        step = seen[i]["x"] + (t[i + 1] - t[i]) * (seen[i]["x"] - seen[i]["denoised"]) / t[i]
+        torch.testing.assert_close(seen[i + 1]["x"], step, rtol=1e-12, atol=1e-12)
+
+
+def test_the_callback_reports_the_state_each_step_started_from_as_comfyui_does():
+    """ComfyUI's samplers (k-diffusion's) call back with the x the step's model call saw and σ as a tensor; the
+    adapter reported the state after the step (18.7 apart on this mixture) and σ as a float."""
+    seen = []
+    fn = comfyui.ksampler_function("euler")
+    x = GM.noise(2, seed=1) * 14.6
+    fn(KSamplerX0Inpaint(Guider(EPS(), GM.denoiser), EPS_SIGMAS), x, EPS_SIGMAS,
+       extra_args={"model_options": {}, "seed": 1, "denoise_mask": None}, callback=seen.append, disable=True)
+    torch.testing.assert_close(seen[0]["x"], x, rtol=0, atol=0)
+    s = EPS_SIGMAS.tolist()
+    for i in range(len(seen) - 1):
+        assert isinstance(seen[i]["sigma"], torch.Tensor) and float(seen[i]["sigma"]) == s[i]
+        step = seen[i]["x"] + (s[i + 1] - s[i]) * (seen[i]["x"] - seen[i]["denoised"]) / s[i]
+        torch.testing.assert_close(seen[i + 1]["x"], step, rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -242,6 +242,9 @@ COMFYUI_REFUSED: dict[str, str] = {
                     "res_multistep_ancestral", "gradient_estimation")},
     "res_multistep_ancestral": "the ancestral variant of RES multistep is not implemented; use res_multistep or "
                                "euler_ancestral",
+    "cfgpp_ud10_ab": "a CFG++ sampler (Chung et al. 2024, arXiv:2406.08070): it steps with the unconditional "
+                     "prediction, which a guided denoiser does not expose to the sampler; use a sampler without CFG++ "
+                     "(with a lower CFG scale) instead",
 }
 
 # Schedules by the names the tools give them: ComfyUI's `scheduler` values and A1111 1.9+'s "Schedule type" menu.

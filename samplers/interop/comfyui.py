@@ -56,6 +56,7 @@ from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
 from ..core.seeds import SEED_LIMIT
 from ..core.validate import check_options, integer
+from .kdiffusion import _KCallback
 
 COORDINATES = ("auto", "ve", "flow")
 
@@ -134,6 +135,9 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             sampling = _model_sampling(model)
             merged["sde_interval"] = tuple(_percent_to_sigma(sampling, p) for p in (0.2, 0.8))
         if not flow or comfy_key in labels.COMFYUI_FLOW_RAW:  # ComfyUI's plain rule on its own (x, σ)
+            if callback is not None:  # k-diffusion's contract, which ComfyUI's samplers keep
+                callback = _KCallback(model, callback, torch.as_tensor(sigmas))
+                model = callback.model
             return spec.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **merged)
         if flow_refused is not None:
             raise Unavailable(f"ComfyUI sampler {name!r} is not available on flow models: {flow_refused}")
@@ -178,16 +182,22 @@ def comfy_seed(seed, batch: int, where: str = "seed"):
 
 def _in_flow_coordinates(fn, model, x, sigmas, extra_args, callback, disable, options):
     """Run ``fn`` in σ = t/(1 − t), x/(1 − t) on a flow model that returns x0 from (x_t, t); return ComfyUI's x_t."""
-    t = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
+    given = torch.as_tensor(sigmas)
+    t = given.detach().to("cpu", torch.float64)
     sigmas_ve = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
     keep = [1.0 - float(s) for s in t]  # x_t = (1 − t)·x in the sampler's coordinates (x itself at t = 1)
     x_ve = x if keep[0] <= 0 else x / keep[0]
+    denoiser = to_denoiser(model, "x0", RectifiedFlow(multiplier=1.0))  # calls model(x_t, t, **extra_args)
     report = None
     if callback is not None:
-        def report(info):  # the state after step i sits at t_{i+1}
-            callback({**info, "x": info["x"] * keep[info["i"] + 1], "sigma": _flow_t(info["sigma"]),
-                      "sigma_hat": _flow_t(info["sigma_hat"])})
-    denoiser = to_denoiser(model, "x0", RectifiedFlow(multiplier=1.0))  # calls model(x_t, t, **extra_args)
+        def in_flow(info):  # k-diffusion's contract (the state step i's model call saw), in ComfyUI's x_t and t
+            i = info["i"]
+            sigma_hat = info["sigma_hat"]
+            callback({**info, "x": info["x"] if keep[i] <= 0 else info["x"] * keep[i], "sigma": given[i],
+                      "sigma_hat": given[i] if sigma_hat is info["sigma"] else given.new_tensor(
+                          _flow_t(float(sigma_hat)))})
+        report = _KCallback(denoiser, in_flow, sigmas_ve)
+        denoiser = report.model
     out = fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
     return out * keep[-1]
 
