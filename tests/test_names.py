@@ -3,6 +3,7 @@ schedule and options meet the caller's."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -210,3 +211,11 @@ def test_a_labels_noise_is_its_tools_default_which_a_callers_noise_replaces():
         assert names.merge_options(found, {"noise_sampler": "seeded"})["noise_sampler"] == "seeded"
     with pytest.raises(samplers.InvalidOption, match="solver_type='heun', but solver_type='midpoint' was passed"):
         names.merge_options(names.resolve("DPM++ 2M SDE Heun"), {"solver_type": "midpoint"})
+
+
+@pytest.mark.parametrize("name", sorted(labels.COMFYUI_REFUSED))
+def test_every_refused_comfyui_name_is_refused_with_its_reason(name):
+    """ComfyUI's cfgpp_ud10_ab (in its KSAMPLER_NAMES) was an unknown name; each refused name says why."""
+    with pytest.raises(samplers.Unavailable, match=f"ComfyUI sampler '{name}' is not available: "
+                                                   f"{re.escape(labels.COMFYUI_REFUSED[name][:40])}"):
+        samplers.info(name)
