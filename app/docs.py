@@ -246,7 +246,11 @@ def names_md() -> str:
            "`seeds_2`, `seeds_3`, `exp_heun_2_x0_sde`, `sa_solver`, `sa_solver_pece` draw ComfyUI's own noise "
            "(`noise_sampler=\"comfyui\"`: its `default_noise_sampler(x, seed)`, a generator seeded `seed` + 1 on the "
            "CPU; image k from seed + k), ComfyUI's numbers for one image; they drew this library's per-item seeded "
-           "noise, another image for every seed. Old image: the same name with `noise_sampler=\"seeded\"`."]
+           "noise, another image for every seed. Old image: the same name with `noise_sampler=\"seeded\"`.",
+           "- ComfyUI's SDE names (`comfyui:dpmpp_sde`, `dpmpp_2m_sde`, `dpmpp_2m_sde_heun`, `dpmpp_3m_sde` and their "
+           "`_gpu` forms) on flow models (SD3, Flux) draw ComfyUI's Brownian tree, over the flow time t, asked at "
+           "each step's t; they drew a tree over σ = t/(1 − t), another image for every seed. "
+           "Eps / v models are unchanged."]
     return "\n".join(out) + "\n"
 
 

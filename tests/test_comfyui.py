@@ -712,8 +712,8 @@ class Flux(ModelFlux):
 @pytest.mark.parametrize("name, heun", [("dpmpp_2m_sde", False), ("dpmpp_2m_sde_heun", True)])
 def test_comfyui_half_log_snr_samplers_on_a_flow_model_match_comfyui(name, heun, sampling):
     """ComfyUI's SDE samplers step in λ = log((1 − t)/t), which σ = t/(1 − t) reproduces, after its
-    offset_first_sigma_for_snr: from t = 1 they start at percent_to_sigma(1e-4). (The deterministic part, eta = 0:
-    the Brownian tree is drawn over σ = t/(1 − t) here, over t in ComfyUI.)"""
+    offset_first_sigma_for_snr: from t = 1 they start at percent_to_sigma(1e-4). (The deterministic part, eta = 0;
+    with noise: test_comfyui_sde_samplers_on_a_flow_model_draw_comfyuis_tree_over_t.)"""
     t = torch.tensor([1.0, 0.93, 0.85, 0.75, 0.6, 0.45, 0.3, 0.18, 0.08, 0.0], dtype=torch.float64)
     fn = comfyui.ksampler_function(f"comfyui:{name}", eta=0.0)
     out, guider, *_ = comfy_run(KSAMPLER(fn), sampling, flux_nonlinear, t)
@@ -722,6 +722,27 @@ def test_comfyui_half_log_snr_samplers_on_a_flow_model_match_comfyui(name, heun,
     ref = comfy_dpmpp_2m_sde_const(flux_nonlinear, x, t.tolist(), pts, eta=0.0, heun=heun)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     assert float(guider.calls[0][1][0]) == pytest.approx(pts(1e-4), abs=1e-12)
+
+
+@pytest.mark.parametrize("sampling", [ModelFlux(), Flux()], ids=["const", "flux"])
+@pytest.mark.parametrize("name, heun", [("dpmpp_2m_sde", False), ("dpmpp_2m_sde_heun", True)])
+def test_comfyui_sde_samplers_on_a_flow_model_draw_comfyuis_tree_over_t(name, heun, sampling):
+    """With noise (eta = 1), one image: ComfyUI draws k-diffusion's Brownian tree over its σ, the flow time t (the
+    given sigmas' range, before the first is offset), asked at the t it steps to; the adapter drew a tree over
+    σ = t/(1 − t), another image (3.3 apart on this mixture). Now ComfyUI's draws exactly."""
+    from samplers.core.brownian import BrownianTreeNoiseSampler
+
+    t = torch.tensor([1.0, 0.93, 0.85, 0.75, 0.6, 0.45, 0.3, 0.18, 0.08, 0.0], dtype=torch.float64)
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(f"comfyui:{name}")), sampling, flux_nonlinear, t, seed=7,
+                        batch=1)
+    x = GM.noise(1, seed=3).double()
+    pts = getattr(sampling, "percent_to_sigma", lambda p: 1.0 - p)
+    stepped = t.clone()
+    stepped[0] = pts(1e-4)  # asked at its sigmas' elements (tensors of their dtype), the first offset
+    tree = BrownianTreeNoiseSampler(x, t[t > 0].min(), t.max(), seed=7, cpu=True)
+    noises = [tree(stepped[i], stepped[i + 1]) for i in range(len(t) - 1)]
+    ref = comfy_dpmpp_2m_sde_const(flux_nonlinear, x, t.tolist(), pts, eta=1.0, noises=noises, heun=heun)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
 
 
 def test_comfyui_sa_solver_on_a_flow_model_takes_comfyuis_sde_interval():

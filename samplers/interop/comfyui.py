@@ -54,7 +54,8 @@ from ..core.errors import InvalidInput, InvalidOption, InvalidType, Unavailable
 from ..core.files import DuplicateKey, unique_keys
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
-from ..core.seeds import SEED_LIMIT
+from ..core.brownian import BrownianTreeNoiseSampler, check_tree_range
+from ..core.seeds import SEED_LIMIT, resolve_seeds
 from ..core.validate import check_options, integer
 from .kdiffusion import _KCallback
 
@@ -143,9 +144,12 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             raise Unavailable(f"ComfyUI sampler {name!r} is not available on flow models: {flow_refused}")
         if comfy_key in labels.COMFYUI_FLOW_SNR:
             sampling = _model_sampling(model)
-            sigmas = _offset_first_sigma(sigmas, sampling)
+            given, sigmas = sigmas, _offset_first_sigma(sigmas, sampling)
             if wants_interval:
                 merged["sde_interval"] = tuple(_ve_sigma(_percent_to_sigma(sampling, p)) for p in (0.2, 0.8))
+            kind = merged.get("noise_sampler")
+            if isinstance(kind, str) and kind.strip().lower().startswith("brownian_tree"):
+                merged = _tree_in_flow_time(merged, x, given, sigmas, kind.strip().lower())
         return _in_flow_coordinates(flow_spec.fn, model, x, sigmas, extra_args, callback, disable, merged)
 
     sampler_function.__name__ = f"sample_{spec.name}"
@@ -200,6 +204,28 @@ def _in_flow_coordinates(fn, model, x, sigmas, extra_args, callback, disable, op
         denoiser = report.model
     out = fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
     return out * keep[-1]
+
+
+def _tree_in_flow_time(options: dict, x, given, stepped, kind: str) -> dict:
+    """ComfyUI's SDE samplers on a flow model draw k-diffusion's Brownian tree over their σ, the flow time t — on the
+    range of the sigmas given (before the first is offset), asked at the t they step to — where this library's
+    samplers step in σ = t/(1 − t): a tree over t (seeded as the named kind seeds it: item k from seed + k), asked
+    at the t of the σ the sampler asks at (the schedule's own t at its points, exactly)."""
+    options = dict(options)
+    seed = options.pop("seed", None)
+    check_tree_range(given)
+    g = torch.as_tensor(given).detach().cpu()  # its range and its asks as ComfyUI's: its sigmas' dtype, as tensors
+    tree = BrownianTreeNoiseSampler(x, g[g > 0].min(), g.max(), cpu=kind == "brownian_tree",
+                                    seed=None if seed is None else resolve_seeds(seed, x.shape[0]))
+    ts = torch.as_tensor(stepped).detach().cpu()
+    at = {_ve_sigma(float(t)): t for t in ts}
+
+    def noise(sigma, sigma_next):
+        return tree(*(at[float(s)] if float(s) in at else ts.new_tensor(_flow_t(float(s)))
+                      for s in (sigma, sigma_next)))
+
+    options["noise_sampler"] = noise
+    return options
 
 
 def _model_sampling(model):
