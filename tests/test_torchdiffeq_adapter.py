@@ -153,3 +153,39 @@ def test_valid_options_reach_torchdiffeq():
                             options={"grid_constructor": lambda f, y, t: t, "perturb": False})
         b = samplers.sample("torchdiffeq.euler", MIX.denoiser, X, grid(4), disable=True)
         torch.testing.assert_close(a, b)
+
+
+# ---- docs/guide.md's accuracy table: `python -m tests.test_torchdiffeq_adapter` prints it, a test holds it
+
+TABLE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+TABLE_TOLS = (1e-3, 1e-5, 1e-7)
+
+
+def accuracy_table() -> str:
+    """Max abs error against the exact endpoint (and model calls) of each adaptive method on this module's problem
+    and 3-interval grid, at rtol = atol 1e-3, 1e-5, 1e-7."""
+    rows = ["| method | rtol = atol 1e-3 | 1e-5 | 1e-7 |", "|---|---|---|---|"]
+    for method in TABLE_METHODS:
+        cells = []
+        for tol in TABLE_TOLS:
+            info = {}
+            err = error(f"torchdiffeq.{method}", 3, rtol=tol, atol=tol, info=info)
+            shown = f"{err:.1e}".replace("e-0", "e-").replace("e+0", "e+")
+            calls = " calls" if (method, tol) == (TABLE_METHODS[0], TABLE_TOLS[0]) else ""
+            cells.append(f"{shown} ({info['nfe']}{calls})")
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def test_the_accuracy_table_in_the_guide_is_this_modules_output():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "guide.md").read_text()
+    shown = page.split("<!-- torchdiffeq-accuracy: python -m tests.test_torchdiffeq_adapter -->\n", 1)[1]
+    shown = shown.split("\n<!-- /torchdiffeq-accuracy -->", 1)[0]
+    assert accuracy_table() == shown, "regenerate it: python -m tests.test_torchdiffeq_adapter"
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    print(accuracy_table())
