@@ -816,3 +816,40 @@ def test_every_comfyui_name_has_a_flow_model_rule():
               set(samplers.core.labels.COMFYUI_FLOW), set(samplers.core.labels.COMFYUI_FLOW_REFUSED))
     for name in samplers.core.labels.COMFYUI:
         assert sum(name in table for table in tables) == (0 if name == "lcm" else 1), name
+
+
+@pytest.mark.parametrize("sampling, denoise, sigmas", [(EPS(), GM.denoiser, EPS_SIGMAS), (ModelFlux(), FLOW_X0, FLOW_SIGMAS)],
+                         ids=["eps", "flow"])
+@pytest.mark.parametrize("name, options", [("comfyui:dpm_adaptive", {}), ("dpm_adaptive", {}), ("comfyui:dpm_fast", {}),
+                                           ("torchdiffeq.rk4", {}), ("torchdiffeq.dopri5", {}),
+                                           ("euler", {"s_churn": 1.0}), ("heun", {"s_churn": 1.0})])
+def test_every_callback_reaches_comfyui_with_the_state_its_report_stands_for(name, options, sampling, denoise, sigmas):
+    """The per-step report (k-diffusion's: the state the step's model call saw, at σ̂ after churn) for the samplers
+    that report per step; their own report for dpm_fast / dpm_adaptive (per call, per attempt) and the torchdiffeq /
+    torchsde adapters. With ComfyUI's progress bar on, dpm_adaptive's attempt count ran past the schedule (an
+    IndexError), torchdiffeq on a flow model got x = None (a TypeError), and churn on a flow model reported x
+    scaled at σ_i instead of σ̂."""
+    seen = []
+    guider = Guider(sampling, denoise)
+    x = GM.noise(1, seed=3).double() * (1.0 if isinstance(sampling, ModelFlux) else math.sqrt(1 + 14.6 ** 2))
+    fn = comfyui.ksampler_function(name, **options)
+    fn(KSamplerX0Inpaint(guider, sigmas), x, sigmas, extra_args={"model_options": {}, "seed": 7, "denoise_mask": None},
+       callback=seen.append, disable=False)
+    assert seen and all(isinstance(d["x"], torch.Tensor) and d["x"].shape == x.shape for d in seen)
+    if name in ("euler", "heun"):  # the state each step's first model call saw (at σ̂), in ComfyUI's coordinates
+        for d in seen:
+            call = next(c for c in guider.calls if float(c[1][0]) == pytest.approx(float(d["sigma_hat"]), rel=1e-12))
+            torch.testing.assert_close(d["x"], call[0], rtol=1e-12, atol=1e-12)
+
+
+def test_a_labels_noise_stays_when_the_caller_passes_noise_sampler_none():
+    """None means "the default noise" in k-diffusion, A1111 and ComfyUI: for a label, its tool's (the Brownian tree,
+    ComfyUI's generator), not this library's seeded noise, which None gave since a caller's noise_sampler replaces
+    the label's."""
+    x = GM.noise(2, seed=3).double() * 14.6
+    for name in ("DPM++ 2M SDE", "comfyui:euler_ancestral"):
+        own = samplers.sample(name, GM.denoiser, x, EPS_SIGMAS, seed=5, disable=True)
+        given = samplers.sample(name, GM.denoiser, x, EPS_SIGMAS, seed=5, disable=True, noise_sampler=None)
+        assert torch.equal(own, given)
+        seeded = samplers.sample(name, GM.denoiser, x, EPS_SIGMAS, seed=5, disable=True, noise_sampler="seeded")
+        assert not torch.equal(own, seeded)

@@ -279,6 +279,8 @@ def merge_options(found: Label, options: dict | None) -> dict:
     for key, value in (options or {}).items():
         # a label's noise_sampler is its tool's default noise, which the tool's own functions replace by a caller's
         # (noise_sampler=None means "draw mine" in k-diffusion, A1111 and ComfyUI): so does the caller's here
+        if key == "noise_sampler" and value is None and key in found.options:
+            continue  # None is "the default noise" in the tools too: the label's (its tool's default) stays
         if key in found.options and found.options[key] != value and key != "noise_sampler":
             raise InvalidOption(f"{found.label!r} means {found.sampler} with {key}={found.options[key]!r}, but "
                                 f"{key}={value!r} was passed; pass the plain sampler name {found.sampler!r} to choose "

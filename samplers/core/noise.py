@@ -55,7 +55,9 @@ class ComfyNoise(SeededNoise):
     311c0140, what its ancestral and SDE-without-tree samplers draw): a generator on the latent's device seeded with
     the sampler's seed, plus 1 on the CPU, one normal draw of the latent's shape per call. Here one such generator
     per item, seeded with that item's seed: ComfyUI's numbers for a batch of one, and an item's noise that does not
-    depend on the batch (ComfyUI draws the whole batch from the first seed's generator)."""
+    depend on the batch (ComfyUI draws the whole batch from the first seed's generator). On the CPU item k's stream
+    (seed + k + 1) is then the one a starting latent drawn from seed + k + 1 uses (item k + 1's in the pipeline), as
+    ComfyUI's seed s's is seed s + 1's start; :class:`SeededNoise` mixes its streams to keep them apart."""
 
     def stream(self, seed: int) -> int:
         return (seed + (self.device.type == "cpu")) % 2**64  # the top seed wraps where ComfyUI's torch call refuses

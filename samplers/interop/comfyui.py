@@ -136,7 +136,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             sampling = _model_sampling(model)
             merged["sde_interval"] = tuple(_percent_to_sigma(sampling, p) for p in (0.2, 0.8))
         if not flow or comfy_key in labels.COMFYUI_FLOW_RAW:  # ComfyUI's plain rule on its own (x, σ)
-            if callback is not None:  # k-diffusion's contract, which ComfyUI's samplers keep
+            if callback is not None and _reports_each_step(spec):  # k-diffusion's contract, which ComfyUI's keep
                 callback = _KCallback(model, callback, torch.as_tensor(sigmas))
                 model = callback.model
             return spec.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **merged)
@@ -150,7 +150,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             kind = merged.get("noise_sampler")
             if isinstance(kind, str) and kind.strip().lower().startswith("brownian_tree"):
                 merged = _tree_in_flow_time(merged, x, given, sigmas, kind.strip().lower())
-        return _in_flow_coordinates(flow_spec.fn, model, x, sigmas, extra_args, callback, disable, merged)
+        return _in_flow_coordinates(flow_spec, model, x, sigmas, extra_args, callback, disable, merged)
 
     sampler_function.__name__ = f"sample_{spec.name}"
     sampler_function.__doc__ = f"{spec.name} ({spec.ref}) for ComfyUI's KSAMPLER."
@@ -184,8 +184,18 @@ def comfy_seed(seed, batch: int, where: str = "seed"):
     return seed % limit if seed >= limit else seed
 
 
-def _in_flow_coordinates(fn, model, x, sigmas, extra_args, callback, disable, options):
-    """Run ``fn`` in σ = t/(1 − t), x/(1 − t) on a flow model that returns x0 from (x_t, t); return ComfyUI's x_t."""
+def _reports_each_step(spec) -> bool:
+    """Whether ``spec``'s sampler calls back once per step of its schedule after a model call at that step's σ, the
+    report :class:`~samplers.interop.kdiffusion._KCallback` turns into k-diffusion's (and ComfyUI's): not
+    ``dpm_fast``, which calls back per model call with the state that call saw (k-diffusion's own report already),
+    ``dpm_adaptive`` (per step or attempt of its own), nor the torchdiffeq / torchsde adapters (per interval, from
+    their solver's own calls); those keep their own report."""
+    return spec.name not in ("dpm_fast", "dpm_adaptive") and not spec.name.startswith(("torchdiffeq.", "torchsde."))
+
+
+def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, options):
+    """Run ``spec``'s sampler in σ = t/(1 − t), x/(1 − t) on a flow model that returns x0 from (x_t, t); return
+    ComfyUI's x_t."""
     given = torch.as_tensor(sigmas)
     t = given.detach().to("cpu", torch.float64)
     sigmas_ve = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
@@ -193,16 +203,20 @@ def _in_flow_coordinates(fn, model, x, sigmas, extra_args, callback, disable, op
     x_ve = x if keep[0] <= 0 else x / keep[0]
     denoiser = to_denoiser(model, "x0", RectifiedFlow(multiplier=1.0))  # calls model(x_t, t, **extra_args)
     report = None
-    if callback is not None:
-        def in_flow(info):  # k-diffusion's contract (the state step i's model call saw), in ComfyUI's x_t and t
-            i = info["i"]
-            sigma_hat = info["sigma_hat"]
-            callback({**info, "x": info["x"] if keep[i] <= 0 else info["x"] * keep[i], "sigma": given[i],
-                      "sigma_hat": given[i] if sigma_hat is info["sigma"] else given.new_tensor(
-                          _flow_t(float(sigma_hat)))})
+    if callback is not None and _reports_each_step(spec):
+        def in_flow(info):  # k-diffusion's contract (the state step i's model call saw, at σ_hat), in x_t and t
+            i, sigma_hat = info["i"], info["sigma_hat"]
+            hat = float(sigma_hat)  # x_t = x/(1 + σ̂): the state sits at σ̂ (σ_i, or above it after churn)
+            callback({**info, "x": info["x"] if math.isinf(hat) else info["x"] / (1 + hat), "sigma": given[i],
+                      "sigma_hat": given[i] if sigma_hat is info["sigma"] else given.new_tensor(_flow_t(hat))})
         report = _KCallback(denoiser, in_flow, sigmas_ve)
         denoiser = report.model
-    out = fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
+    elif callback is not None:
+        def report(info):  # the sampler's own report, its x taken as the state after step i (at t_{i+1})
+            at = keep[min(info["i"] + 1, len(keep) - 1)]
+            callback({**info, "x": info["x"] * at, "sigma": _flow_t(info["sigma"]),
+                      "sigma_hat": _flow_t(info["sigma_hat"])})
+    out = spec.fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
     return out * keep[-1]
 
 
