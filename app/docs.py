@@ -53,9 +53,11 @@ def samplers_md() -> str:
            "per step i, "
            "`{\"x\": the state after the step, \"i\", \"sigma\", \"sigma_hat\": Python floats, \"denoised\"}`; "
            "`samplers.interop.kdiffusion` hands k-diffusion's own (x the step started from, σ as 0-d tensors). "
-           "One exception: `dpm_fast` calls back once per model call with x the state that call was made at, before "
-           "the step (as k-diffusion's `DPMSolver.dpm_solver_fast` calls its info_callback), so its last callback "
-           "is not the returned result; `dpm_adaptive` calls back after each step (after each attempt with "
+           "One exception: `dpm_fast` calls back once per model call (one per step of the schedule) with x the "
+           "state that call was made at, before the step, so its last callback is not the returned result "
+           "(k-diffusion's `DPMSolver.dpm_solver_fast` calls its info_callback once per step of its own, as the "
+           "drop-in's `sample_dpm_fast` does; `comfyui:dpm_fast` and A1111's `DPM fast` report per call); "
+           "`dpm_adaptive` calls back after each step (after each attempt with "
            "`through_schedule=False`), as k-diffusion's `dpm_solver_adaptive` does.",
            "", "Names other tools use (A1111, ComfyUI, diffusers) are in [names.md](names.md)."]
     for kind, title in kinds.items():
