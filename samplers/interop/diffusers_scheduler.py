@@ -964,7 +964,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         except (ValueError, AssertionError, IndexError, RuntimeError) as exc:
             raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
         total = ref.config.num_train_timesteps
-        indexed = hasattr(ref, "alphas_cumprod")  # a discrete VP class: its timesteps index the training table
+        # a discrete VP class: its timesteps index the training table (not when they are ¼·ln σ: an EDM class, or
+        # Euler's timestep_type="continuous", Stable Video Diffusion's)
+        indexed = (hasattr(ref, "alphas_cumprod") and self.space != "edm"
+                   and ref.config.get("timestep_type", "discrete") != "continuous")
         if indexed and ((ref.timesteps < 0).any() or (ref.timesteps > total - 1).any()):
             raise InvalidInput(f"{name}'s timesteps for {n} steps run outside the {total} training timesteps "
                                f"({float(ref.timesteps.min()):g} … {float(ref.timesteps.max()):g}: steps_offset = "

@@ -1,0 +1,52 @@
+"""The diffusers shim on scheduler configs real pipelines ship beyond the common ones: Stable Video Diffusion's
+continuous-time Euler, and the configs diffusers itself refuses (the shim refuses them too rather than guess)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import samplers
+
+diffusers = pytest.importorskip("diffusers")
+from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
+
+diffusers.utils.logging.set_verbosity_error()
+SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+SHAPE = (2, 4, 6, 6)
+
+
+def model(x, t):
+    """A smooth toy model of (x, t): its outputs change with the state and the timestep."""
+    s = float(torch.as_tensor(t).reshape(-1)[0]) / 1000.0
+    return 0.6 * torch.tanh(x) + 0.2 * math.sin(3 * s + 0.3) * x + 0.1 * math.cos(5 * s)
+
+
+def loop(scheduler, n):
+    """A diffusers pipeline's denoising loop: scale_model_input, the model, step."""
+    scheduler.set_timesteps(n)
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7)) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(scheduler.scale_model_input(x, t), t), t, x).prev_sample
+    return x
+
+
+# Stable Video Diffusion's scheduler config (stabilityai/stable-video-diffusion-img2vid-xt, scheduler_config.json)
+SVD = dict(SD, interpolation_type="linear", prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
+           steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 14, 25])
+def test_stable_video_diffusions_continuous_euler_runs_as_diffusers_does(n):
+    """Its timesteps are ¼·ln σ (−1.55 … 1.64), not indices of the training table: the shim refused every step
+    count above 1 ("run outside the 1000 training timesteps ... steps_offset = 1?"). Now diffusers' result: to 1e-5
+    of the scale from 5 steps, and within diffusers' float32 rounding of a step from σ = 700 at 1 and 2 steps
+    (2⁻²³·σ_max·max|noise| of the first step, the bound docs/diffusers.md states for zero-SNR Euler)."""
+    ref = diffusers.EulerDiscreteScheduler(**SVD)
+    want = loop(ref, n)
+    got = loop(SamplerScheduler.from_config(diffusers.EulerDiscreteScheduler(**SVD)), n)
+    scale = max(1.0, float(want.abs().max()))
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7))
+    bound = 1e-5 if n >= 5 else 2.0 ** -23 * 700.0 * float(noise.abs().max()) / scale
+    assert float((got - want).abs().max()) / scale <= bound
