@@ -50,3 +50,36 @@ def test_stable_video_diffusions_continuous_euler_runs_as_diffusers_does(n):
     noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7))
     bound = 1e-5 if n >= 5 else 2.0 ** -23 * 700.0 * float(noise.abs().max()) / scale
     assert float((got - want).abs().max()) / scale <= bound
+
+
+@pytest.mark.parametrize("cls, extra", [("KDPM2DiscreteScheduler", {}), ("KDPM2AncestralDiscreteScheduler", {}),
+                                        ("EulerAncestralDiscreteScheduler", {}),
+                                        ("PNDMScheduler", {"skip_prk_steps": True, "steps_offset": 1})])
+def test_a_sample_predicting_config_the_class_cannot_step_is_refused_as_diffusers_refuses_it(cls, extra):
+    """diffusers raises at the first step (NotImplementedError; PNDM a ValueError); the shim ran latents."""
+    config = dict(SD, prediction_type="sample", **extra)
+    with pytest.raises((NotImplementedError, ValueError)):
+        loop(getattr(diffusers, cls)(**config), 4)
+    with pytest.raises(samplers.InvalidOption, match=f"{cls} does not step a model that predicts the sample"):
+        loop(SamplerScheduler.from_config(getattr(diffusers, cls)(**config)), 4)
+
+
+@pytest.mark.parametrize("cls", ["EulerDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
+def test_set_timesteps_takes_a_0d_integer_tensor_as_diffusers_does(cls):
+    shim = SamplerScheduler.from_config(getattr(diffusers, cls)(**SD))
+    shim.set_timesteps(torch.tensor(8))
+    ref = getattr(diffusers, cls)(**SD)
+    ref.set_timesteps(8)
+    assert torch.equal(shim.timesteps, ref.timesteps)
+    for bad in (torch.tensor(8.0), torch.tensor([8]), torch.tensor(True)):
+        with pytest.raises(samplers.InvalidInput, match="num_inference_steps must be an integer"):
+            shim.set_timesteps(bad)
+
+
+def test_heuns_exp_beta_schedule_is_diffusers_own():
+    """HeunDiscreteScheduler(beta_schedule="exp") (diffusers' betas_for_alpha_bar with ᾱ(t) = e^(−12t)) was refused
+    as an unknown beta schedule."""
+    config = dict(SD, beta_schedule="exp")
+    want = loop(diffusers.HeunDiscreteScheduler(**config), 10)
+    got = loop(SamplerScheduler.from_config(diffusers.HeunDiscreteScheduler(**config)), 10)
+    assert float((got - want).abs().max()) / max(1.0, float(want.abs().max())) <= 1e-5

@@ -95,7 +95,7 @@ def check_table_size(n, what: str = "num_train_timesteps") -> int:
 
 def betas_for(kind: str, num_train_timesteps: int = 1000, beta_start: float = 0.00085,
               beta_end: float = 0.012) -> torch.Tensor:
-    """Training betas as diffusers names them: ``linear``, ``scaled_linear`` or ``squaredcos_cap_v2``.
+    """Training betas as diffusers names them: ``linear``, ``scaled_linear``, ``squaredcos_cap_v2`` or ``exp``.
 
     Every β must lie in (0, 1): ``beta_start`` and ``beta_end`` are checked (a β ≥ 1 would make ᾱ negative or 0)."""
     n = check_table_size(num_train_timesteps)
@@ -114,7 +114,12 @@ def betas_for(kind: str, num_train_timesteps: int = 1000, beta_start: float = 0.
             return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
         return torch.tensor([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)],
                             dtype=torch.float64)
-    raise InvalidOption(f"unknown beta schedule {kind!r}; use 'linear', 'scaled_linear' or 'squaredcos_cap_v2'")
+    if kind == "exp":
+        # diffusers' betas_for_alpha_bar(alpha_transform_type="exp") (HeunDiscreteScheduler's "exp"): ᾱ(t) = e^(−12t)
+        return torch.tensor([min(1 - math.exp(-12.0 * (i + 1) / n) / math.exp(-12.0 * i / n), 0.999)
+                             for i in range(n)], dtype=torch.float64)
+    raise InvalidOption(f"unknown beta schedule {kind!r}; use 'linear', 'scaled_linear', 'squaredcos_cap_v2' or "
+                        "'exp'")
 
 
 ZERO_SNR_ALPHA_BAR = 2.0**-24  # diffusers' stand-in for ᾱ = 0 in its σ tables (rescale_betas_zero_snr)

@@ -413,6 +413,9 @@ def _host_sync_refusal(name: str) -> str:
 
 
 def _check_int(name: str, value, low: int, high: int, fix: str) -> int:
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() and not value.is_complex() \
+            and value.dtype != torch.bool:
+        value = int(value)  # a 0-d integer tensor, which diffusers' set_timesteps takes (a pipeline's own count)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidInput(f"{name} must be an integer, got {value!r}; {fix}")
     value = int(value)

@@ -460,6 +460,14 @@ def _edm(config: Mapping) -> str:
 
 _VP_K = dict(grid=grid_per_step, latents="ve")
 
+
+def _no_sample_prediction(cls: str) -> Refusal:
+    """diffusers' ``cls`` refuses a model that predicts the sample itself at its first step (NotImplementedError, or
+    PNDM's ValueError): refused here before any model call, not run as a sampler it does not have."""
+    return Refusal("prediction_type", lambda c: c.get("prediction_type") == "sample",
+                   f"{cls} does not step a model that predicts the sample (diffusers raises at its first step); use "
+                   "EulerDiscreteScheduler's, DDIMScheduler's or DPMSolverMultistepScheduler's config for it")
+
 SOURCES: dict[str, Source] = {
     "DDIMScheduler": Source(fixed("ddim"), grid_ddim, eta_in_step=True,
                             refusals=(_set("clip_sample", _THRESHOLD_DDIM, algorithm=False),
@@ -472,13 +480,17 @@ SOURCES: dict[str, Source] = {
         Refusal("prediction_type", lambda c: c.get("prediction_type") == "v_prediction",
                 "PNDMScheduler combines the raw v-predictions of earlier steps and converts the combination to a "
                 "noise prediction with the current step's coefficients and latent, which is not PLMS on the model; "
-                "use DDIMScheduler or DPMSolverMultistepScheduler's config for v-prediction models"),)),
+                "use DDIMScheduler or DPMSolverMultistepScheduler's config for v-prediction models"),
+        _no_sample_prediction("PNDMScheduler"))),
     "LMSDiscreteScheduler": Source(algorithm_lms, **_VP_K),
     "EulerDiscreteScheduler": Source(fixed("euler"), **_VP_K),
-    "EulerAncestralDiscreteScheduler": Source(fixed("euler_ancestral", eta=1.0), **_VP_K),
+    "EulerAncestralDiscreteScheduler": Source(fixed("euler_ancestral", eta=1.0), **_VP_K,
+                                              refusals=(_no_sample_prediction("EulerAncestralDiscreteScheduler"),)),
     "HeunDiscreteScheduler": Source(fixed("heun"), grid_two_calls, latents="ve", x0=("clip",)),
-    "KDPM2DiscreteScheduler": Source(fixed("dpm_2"), grid_two_calls, latents="ve"),
-    "KDPM2AncestralDiscreteScheduler": Source(fixed("dpm_2_ancestral", eta=1.0), grid_two_calls, latents="ve"),
+    "KDPM2DiscreteScheduler": Source(fixed("dpm_2"), grid_two_calls, latents="ve",
+                                     refusals=(_no_sample_prediction("KDPM2DiscreteScheduler"),)),
+    "KDPM2AncestralDiscreteScheduler": Source(fixed("dpm_2_ancestral", eta=1.0), grid_two_calls, latents="ve",
+                                              refusals=(_no_sample_prediction("KDPM2AncestralDiscreteScheduler"),)),
     "DPMSolverSDEScheduler": Source(fixed("dpmpp_sde", eta=1.0, r=0.5), grid_two_calls, latents="ve",
                                     noise="brownian"),
     "DPMSolverSinglestepScheduler": Source(algorithm_dpm_singlestep, grid_per_step, x0=("threshold",),
