@@ -83,3 +83,18 @@ def test_heuns_exp_beta_schedule_is_diffusers_own():
     want = loop(diffusers.HeunDiscreteScheduler(**config), 10)
     got = loop(SamplerScheduler.from_config(diffusers.HeunDiscreteScheduler(**config)), 10)
     assert float((got - want).abs().max()) / max(1.0, float(want.abs().max())) <= 1e-5
+
+
+@pytest.mark.parametrize("n", [6, 8, 10, 12, 30])
+def test_pndms_runge_kutta_warm_up_runs_where_it_is_a_sampler_and_is_refused_where_not(n):
+    """skip_prk_steps=False: where 1000 // n is odd its half steps land on t − ratio//2 but the model is then
+    called at t − ⌈ratio/2⌉ (on a latent not at its timestep); the shim ran its midpoints at t − ratio//2, another
+    image (1.8e-4 of the scale at 8 steps), silently. Now refused there, naming step counts that work."""
+    config = dict(SD, skip_prk_steps=False, steps_offset=1)
+    want = loop(diffusers.PNDMScheduler(**config), n)
+    if (1000 // n) % 2:
+        with pytest.raises(samplers.InvalidOption, match=f"num_train_timesteps // {n} = {1000 // n} is odd"):
+            loop(SamplerScheduler.from_config(diffusers.PNDMScheduler(**config)), n)
+        return
+    got = loop(SamplerScheduler.from_config(diffusers.PNDMScheduler(**config)), n)
+    assert float((got - want).abs().max()) / max(1.0, float(want.abs().max())) <= 1e-5

@@ -359,6 +359,17 @@ def algorithm_pndm(ref, begin: int = 0) -> tuple[str, dict]:
         # one step: PLMS's first step is the plain transfer (its averaged warm-up needs a second timestep)
         return ("plms", {}) if ref.num_inference_steps > 1 else ("ddim", {})
     ratio = c.num_train_timesteps // ref.num_inference_steps
+    if ratio % 2:
+        # its half step lands on t − ratio//2, but its midpoint timesteps are the next timestep + ratio//2, one lower:
+        # the model is called there on a latent at t − ratio//2, which no sampler's step reproduces
+        n, even = ref.num_inference_steps, [k for k in range(1, 101) if (c.num_train_timesteps // k) % 2 == 0]
+        near = sorted(even, key=lambda k: (abs(k - n), k))[:2]
+        raise SourceRunRefused(
+            f"PNDMScheduler's pseudo-Runge-Kutta warm-up (skip_prk_steps=False) at {n} steps: "
+            f"num_train_timesteps // {n} = {ratio} is odd, so its half steps land on t − {ratio // 2} while the model "
+            f"is then called at timestep t − {ratio - ratio // 2}, on a latent not at its timestep, which no sampler "
+            f"reproduces; use skip_prk_steps=True (Stable Diffusion's config), a step count whose ratio is even "
+            f"(e.g. {near[0]} or {near[1]}), or another sampler (sampler=...)", "pndm")
     ac = ref.alphas_cumprod
     steps = [int(t) for t in ref.timesteps.tolist()[0:12:4]]
     return "pndm", {"midpoints": [_alpha_sigma(ac, ac[t - ratio // 2]) for t in steps]}
