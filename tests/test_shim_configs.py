@@ -98,3 +98,20 @@ def test_pndms_runge_kutta_warm_up_runs_where_it_is_a_sampler_and_is_refused_whe
         return
     got = loop(SamplerScheduler.from_config(diffusers.PNDMScheduler(**config)), n)
     assert float((got - want).abs().max()) / max(1.0, float(want.abs().max())) <= 1e-5
+
+
+def test_a_grid_whose_first_timestep_repeats_is_refused_where_diffusers_fails():
+    """A cosine-beta DPM-Solver config with lambda_min_clipped and Karras sigmas gives timesteps 998, 998, 998, 998,
+    … on different σ: diffusers starts at the second 998 and steps past its table (IndexError); the shim ran an image
+    of its own. Now refused; a config whose timesteps repeat only at the end (timestep 0) still runs."""
+    config = dict(beta_schedule="squaredcos_cap_v2", lambda_min_clipped=-5.1, use_karras_sigmas=True)
+    with pytest.raises(IndexError):
+        loop(diffusers.DPMSolverMultistepScheduler(**config), 10)
+    with pytest.raises(samplers.InvalidOption, match="first timestep 998 repeats"):
+        loop(SamplerScheduler.from_config(diffusers.DPMSolverMultistepScheduler(**config)), 10)
+    config = dict(SD, algorithm_type="sde-dpmsolver++", use_exponential_sigmas=True, final_sigmas_type="zero",
+                  solver_order=3)
+    ref = diffusers.DPMSolverMultistepScheduler(**config)
+    ref.set_timesteps(25)
+    assert ref.timesteps.tolist().count(0) > 1  # repeats at its end only
+    SamplerScheduler.from_config(diffusers.DPMSolverMultistepScheduler(**config)).set_timesteps(25)
