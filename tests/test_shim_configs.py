@@ -120,8 +120,8 @@ def test_a_grid_whose_first_timestep_repeats_is_refused_where_diffusers_fails():
 @pytest.mark.parametrize("n, extra", [(2, {}), (2, {"use_karras_sigmas": True}), (3, {"use_beta_sigmas": True}),
                                       (4, {"use_beta_sigmas": True}), (8, {})])
 def test_kdpm2_ancestral_at_few_steps_is_within_diffusers_float32_step_down(n, extra):
-    """diffusers computes σ_down = √(σ_next² − σ_up²) in float32, which cancels where σ_up ≈ σ_next (a 0.7 % error at
-    2 steps); the shim in float64: the figures docs/diffusers.md states (1.6e-4 of the scale at 2 to 4 steps, 1e-5
+    """diffusers computes σ_down = √(σ_next² − σ_up²) in float32, which cancels where σ_up ≈ σ_next; the shim in
+    float64: the figures docs/diffusers.md states (1.6e-4 of the scale at 2 to 4 steps, 1e-5
     from there on)."""
     config = dict(SD, **extra)
 
