@@ -821,7 +821,7 @@ def test_every_comfyui_name_has_a_flow_model_rule():
 @pytest.mark.parametrize("sampling, denoise, sigmas", [(EPS(), GM.denoiser, EPS_SIGMAS), (ModelFlux(), FLOW_X0, FLOW_SIGMAS)],
                          ids=["eps", "flow"])
 @pytest.mark.parametrize("name, options", [("comfyui:dpm_adaptive", {}), ("dpm_adaptive", {}), ("comfyui:dpm_fast", {}),
-                                           ("torchdiffeq.rk4", {}), ("torchdiffeq.dopri5", {}),
+                                           ("dpm_fast", {}), ("torchdiffeq.rk4", {}), ("torchdiffeq.dopri5", {}),
                                            ("euler", {"s_churn": 1.0}), ("heun", {"s_churn": 1.0})])
 def test_every_callback_reaches_comfyui_with_the_state_its_report_stands_for(name, options, sampling, denoise, sigmas):
     """The per-step report (k-diffusion's: the state the step's model call saw, at σ̂ after churn) for the samplers
@@ -836,7 +836,7 @@ def test_every_callback_reaches_comfyui_with_the_state_its_report_stands_for(nam
     fn(KSamplerX0Inpaint(guider, sigmas), x, sigmas, extra_args={"model_options": {}, "seed": 7, "denoise_mask": None},
        callback=seen.append, disable=False)
     assert seen and all(isinstance(d["x"], torch.Tensor) and d["x"].shape == x.shape for d in seen)
-    if name in ("euler", "heun"):  # the state each step's first model call saw (at σ̂), in ComfyUI's coordinates
+    if name in ("euler", "heun", "dpm_fast"):  # the state the (first) model call saw, in ComfyUI's coordinates
         for d in seen:
             call = next(c for c in guider.calls if float(c[1][0]) == pytest.approx(float(d["sigma_hat"]), rel=1e-12))
             torch.testing.assert_close(d["x"], call[0], rtol=1e-12, atol=1e-12)

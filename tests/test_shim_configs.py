@@ -100,23 +100,6 @@ def test_pndms_runge_kutta_warm_up_runs_where_it_is_a_sampler_and_is_refused_whe
     assert float((got - want).abs().max()) / max(1.0, float(want.abs().max())) <= 1e-5
 
 
-def test_a_grid_whose_first_timestep_repeats_is_refused_where_diffusers_fails():
-    """A cosine-beta DPM-Solver config with lambda_min_clipped and Karras sigmas gives timesteps 998, 998, 998, 998,
-    … on different σ: diffusers starts at the second 998 and steps past its table (IndexError); the shim ran an image
-    of its own. Now refused; a config whose timesteps repeat only at the end (timestep 0) still runs."""
-    config = dict(beta_schedule="squaredcos_cap_v2", lambda_min_clipped=-5.1, use_karras_sigmas=True)
-    with pytest.raises(IndexError):
-        loop(diffusers.DPMSolverMultistepScheduler(**config), 10)
-    with pytest.raises(samplers.InvalidOption, match="first timestep 998 repeats"):
-        loop(SamplerScheduler.from_config(diffusers.DPMSolverMultistepScheduler(**config)), 10)
-    config = dict(SD, algorithm_type="sde-dpmsolver++", use_exponential_sigmas=True, final_sigmas_type="zero",
-                  solver_order=3)
-    ref = diffusers.DPMSolverMultistepScheduler(**config)
-    ref.set_timesteps(25)
-    assert ref.timesteps.tolist().count(0) > 1  # repeats at its end only
-    SamplerScheduler.from_config(diffusers.DPMSolverMultistepScheduler(**config)).set_timesteps(25)
-
-
 @pytest.mark.parametrize("n, extra", [(2, {}), (2, {"use_karras_sigmas": True}), (3, {"use_beta_sigmas": True}),
                                       (4, {"use_beta_sigmas": True}), (8, {})])
 def test_kdpm2_ancestral_at_few_steps_is_within_diffusers_float32_step_down(n, extra):
@@ -137,3 +120,35 @@ def test_kdpm2_ancestral_at_few_steps_is_within_diffusers_float32_step_down(n, e
     got = run(SamplerScheduler.from_config(diffusers.KDPM2AncestralDiscreteScheduler(**config)))
     bound = 1.6e-4 if n <= 4 else 1e-5
     assert float((got - want).abs().max()) / max(1.0, float(want.abs().max())) <= bound
+
+
+def test_a_continuous_epsilon_euler_config_still_has_index_timesteps_and_their_range_is_checked():
+    """diffusers' Euler feeds ¼·ln σ only for timestep_type="continuous" with v_prediction; with epsilon its
+    timesteps stay indices of the training table, so steps_offset=150 at 10 steps (150 … 1050) is refused as with
+    timestep_type="discrete"."""
+    for kind in ("continuous", "discrete"):
+        config = dict(SD, timestep_type=kind, prediction_type="epsilon", timestep_spacing="leading", steps_offset=150)
+        with pytest.raises(samplers.InvalidInput, match="run outside the 1000 training timesteps"):
+            SamplerScheduler.from_config(diffusers.EulerDiscreteScheduler(**config)).set_timesteps(10)
+
+
+@pytest.mark.parametrize("cls", ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
+def test_beta_sigmas_whose_first_timesteps_repeat_match_diffusers_in_a_pipelines_loop(cls):
+    """use_beta_sigmas on SD's table at 50 steps starts 998, 998, …: diffusers runs it where the pipeline sets its
+    begin index (SDXL, Flux and most pipelines call set_begin_index(0)), and so does the shim, to its result."""
+    config = dict(SD, use_beta_sigmas=True)
+
+    def run(scheduler):
+        scheduler.set_timesteps(50)
+        scheduler.set_begin_index(0)
+        x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7)) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(scheduler.scale_model_input(x, t), t), t, x).prev_sample
+        return x
+
+    ref = getattr(diffusers, cls)(**config)
+    ref.set_timesteps(50)
+    assert ref.timesteps.tolist().count(ref.timesteps[0].item()) > 1
+    want = run(getattr(diffusers, cls)(**config))
+    got = run(SamplerScheduler.from_config(getattr(diffusers, cls)(**config)))
+    assert float((got - want).abs().max()) / max(1.0, float(want.abs().max())) <= 1e-5

@@ -212,10 +212,15 @@ def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, 
         report = _KCallback(denoiser, in_flow, sigmas_ve)
         denoiser = report.model
     elif callback is not None:
-        def report(info):  # the sampler's own report, its x taken as the state after step i (at t_{i+1})
-            at = keep[min(info["i"] + 1, len(keep) - 1)]
-            callback({**info, "x": info["x"] * at, "sigma": _flow_t(info["sigma"]),
-                      "sigma_hat": _flow_t(info["sigma_hat"])})
+        def report(info):  # the sampler's own report: dpm_fast's x is the state its call saw, at the reported σ;
+            # the others' the state after step i, at t_{i+1}
+            if spec.name == "dpm_fast":  # from σ = inf (t = 1) the call saw the input itself
+                sigma = float(info["sigma"])
+                x_t = x if math.isinf(sigma) else info["x"] / (1 + sigma)
+            else:
+                x_t = info["x"] * keep[min(info["i"] + 1, len(keep) - 1)]
+            callback({**info, "x": x_t, "sigma": given.new_tensor(_flow_t(float(info["sigma"]))),
+                      "sigma_hat": given.new_tensor(_flow_t(float(info["sigma_hat"])))})
     out = spec.fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
     return out * keep[-1]
 

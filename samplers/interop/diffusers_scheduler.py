@@ -968,9 +968,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
         total = ref.config.num_train_timesteps
         # a discrete VP class: its timesteps index the training table (not when they are ¼·ln σ: an EDM class, or
-        # Euler's timestep_type="continuous", Stable Video Diffusion's)
-        indexed = (hasattr(ref, "alphas_cumprod") and self.space != "edm"
-                   and ref.config.get("timestep_type", "discrete") != "continuous")
+        # Euler's timestep_type="continuous" with v_prediction, Stable Video Diffusion's, as diffusers switches)
+        continuous = (ref.config.get("timestep_type", "discrete") == "continuous"
+                      and ref.config.get("prediction_type") == "v_prediction")
+        indexed = hasattr(ref, "alphas_cumprod") and self.space != "edm" and not continuous
         if indexed and ((ref.timesteps < 0).any() or (ref.timesteps > total - 1).any()):
             raise InvalidInput(f"{name}'s timesteps for {n} steps run outside the {total} training timesteps "
                                f"({float(ref.timesteps.min()):g} … {float(ref.timesteps.max()):g}: steps_offset = "

@@ -79,15 +79,7 @@ def grid_per_step(ref, space: str) -> Grid:
     idle = repeats(ref)
     if idle:
         sig = sig[:-idle]
-    values = times.detach().to("cpu", torch.float64).tolist()
-    if len(values) > 1 and values.count(values[0]) > 1:
-        # diffusers finds its first step by the timestep, taking the second of equal ones, and then steps past its
-        # table's end (IndexError): no run of the class to reproduce
-        raise InvalidOption(f"{type(ref).__name__}'s first timestep {values[0]:g} repeats "
-                            f"({values.count(values[0])} times, on different σ): diffusers' own step starts at its "
-                            "second occurrence and fails at the end (IndexError); use sigmas that map to distinct "
-                            "timesteps (e.g. without use_karras_sigmas, or with a larger lambda_min_clipped)")
-    return Grid(sig, times, values, idle=idle)
+    return Grid(sig, times, times.detach().to("cpu", torch.float64).tolist(), idle=idle)
 
 
 def grid_two_calls(ref, space: str) -> Grid:

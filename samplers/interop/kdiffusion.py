@@ -281,9 +281,7 @@ class _KCallback:
             # so that the tensor it keeps (A1111's last_latent) is not the run's result; one pointer check a step, a
             # copy only on that last step
             denoised = denoised.clone()
-        # a step whose model call this wrapper did not see (a solver calling the model its own way) reports its own x
-        self.callback({"x": info["x"] if self.seen is None else self.seen, "i": i, "sigma": sigma,
-                       "sigma_hat": sigma_hat, "denoised": denoised})
+        self.callback({"x": self.seen, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
         self.seen = None
 
 
