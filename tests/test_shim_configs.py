@@ -152,3 +152,18 @@ def test_beta_sigmas_whose_first_timesteps_repeat_match_diffusers_in_a_pipelines
     want = run(getattr(diffusers, cls)(**config))
     got = run(SamplerScheduler.from_config(getattr(diffusers, cls)(**config)))
     assert float((got - want).abs().max()) / max(1.0, float(want.abs().max())) <= 1e-5
+
+
+@pytest.mark.parametrize("cls", ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
+                                 "KDPM2DiscreteScheduler", "LMSDiscreteScheduler", "DDIMScheduler",
+                                 "DPMSolverMultistepScheduler"])
+def test_init_noise_sigma_is_the_source_class_own_value_and_type(cls):
+    """The Euler family's init_noise_sigma is a 0-d tensor in diffusers (code calls .item() or .to() on it); the
+    shim gave a float."""
+    config = dict(SD, clip_sample=False) if cls == "DDIMScheduler" else SD
+    ref = getattr(diffusers, cls)(**config)
+    ref.set_timesteps(10)
+    shim = SamplerScheduler.from_config(getattr(diffusers, cls)(**config))
+    shim.set_timesteps(10)
+    assert type(shim.init_noise_sigma) is type(ref.init_noise_sigma)
+    assert float(shim.init_noise_sigma) == float(ref.init_noise_sigma)

@@ -689,7 +689,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         return self.config.get(key, _defaults("SamplerScheduler")[key])
 
     @property
-    def init_noise_sigma(self) -> float:
+    def init_noise_sigma(self):
         return self._init_noise_sigma
 
     @property
@@ -1031,8 +1031,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         else:
             per_call = self._per_call_sigmas(schedule)
         init = self.config.initial_noise
+        # the source class's own value, of its own type (a 0-d tensor for the Euler family, a float for others)
+        own = getattr(ref, "init_noise_sigma", 1.0)
         self._init_noise_sigma = (self._start_scale(schedule[0], init) if init is not None
-                                  else float(getattr(ref, "init_noise_sigma", 1.0)))
+                                  else own.detach().clone() if isinstance(own, torch.Tensor) else float(own))
         return schedule, times, per_call
 
     def _grid_schedule(self, exact: bool) -> list[float]:
