@@ -167,3 +167,7 @@ def test_init_noise_sigma_is_the_source_class_own_value_and_type(cls):
     shim.set_timesteps(10)
     assert type(shim.init_noise_sigma) is type(ref.init_noise_sigma)
     assert float(shim.init_noise_sigma) == float(ref.init_noise_sigma)
+    read = shim.init_noise_sigma
+    if isinstance(read, torch.Tensor):  # a fresh value per read: editing it leaves the scheduler's alone
+        read *= 2
+        assert float(shim.init_noise_sigma) == float(ref.init_noise_sigma)

@@ -690,7 +690,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
     @property
     def init_noise_sigma(self):
-        return self._init_noise_sigma
+        value = self._init_noise_sigma  # a fresh tensor per read, as diffusers' property builds one
+        return value.clone() if isinstance(value, torch.Tensor) else value
 
     @property
     def step_index(self) -> int | None:
