@@ -429,3 +429,28 @@ def test_get_ancestral_step_keeps_its_inputs_shape(shape):
     a, b = torch.full(shape, 5.0), torch.full(shape, 2.0)
     for got, want in zip(ours.get_ancestral_step(a, b, 0.7), kd.get_ancestral_step(a, b, 0.7)):
         assert got.shape == want.shape and torch.allclose(got, want)
+
+
+@needs_kd
+def test_dpm_fast_on_float64_range_tensors_reports_and_asks_in_k_diffusions_grid_dtype():
+    """k-diffusion builds DPM-Solver-fast's times with torch.linspace (torch's default dtype, float32, whatever the
+    range's dtype): its callback's times and the σ it asks a noise sampler for are float32 (14.60000229); the drop-in
+    took the range's float64 (14.60000236), which a Brownian tree resolves into other draws."""
+    sigma_min, sigma_max = torch.tensor(0.03, dtype=torch.float64), torch.tensor(14.6, dtype=torch.float64)
+    x = start(torch.float32, 14.6)
+    runs = []
+    for module in (ours, kd):
+        asked, seen = [], []
+
+        def noise(sigma, sigma_next, asked=asked):
+            asked.append((sigma.dtype, float(sigma), float(sigma_next)))
+            return torch.zeros_like(x)
+
+        module.sample_dpm_fast(model, x, sigma_min, sigma_max, 6, eta=0.5, noise_sampler=noise,
+                               callback=lambda d, seen=seen: seen.append((d["sigma"].dtype, float(d["sigma"]))),
+                               disable=True)
+        runs.append((asked, seen))
+    (ours_asked, ours_seen), (kd_asked, kd_seen) = runs
+    assert ours_seen == kd_seen
+    # k-diffusion also asks at its last step, whose σ_up is 0 (the drop-in does not: docs/kdiffusion.md)
+    assert ours_asked and ours_asked == kd_asked[:len(ours_asked)]

@@ -634,7 +634,10 @@ class DPMSolver(torch.nn.Module):
     def dpm_solver_fast(self, x, t_start, t_end, nfe, eta=0., s_noise=1., noise_sampler=None):
         """DPM-Solver-fast from t_start to t_end with ``nfe`` model calls (:func:`samplers.ode.singlestep.solve_fast`)."""
         nfe = integer("n (the model calls of DPM-Solver-fast)", nfe, lo=1)
-        like = torch.as_tensor(t_start)
+        # k-diffusion's grid, whose dtype (torch's default, whatever t_start's) its callback's times and the σ it
+        # asks a noise sampler for take
+        grid = torch.linspace(t_start, t_end, len(fast_orders(nfe)) + 1, device=x.device)
+        like = grid[0]
         if float(t_start) == float(t_end):  # k-diffusion: NaN for nfe >= 4 (a step of length 0 divides by it)
             raise InvalidInput(f"t_start and t_end must differ (DPM-Solver-fast splits [t_start, t_end] into steps), got "
                                f"both {float(t_start):g}: pass t_start = self.t(sigma_max) and t_end = "
@@ -646,7 +649,7 @@ class DPMSolver(torch.nn.Module):
                 self.info_callback({'x': x_i, 'i': i, 't': like.new_tensor(t), 't_up': like.new_tensor(t),
                                     'denoised': denoised})
 
-        times = torch.linspace(t_start, t_end, len(fast_orders(nfe)) + 1, device=x.device).tolist()  # k-diffusion's grid
+        times = grid.tolist()
         x = solve_fast(self._solver(), x, float(t_start), float(t_end), nfe, eta=eta, s_noise=s_noise,
                        noise_sampler=noise, times=times, on_step=on_step)
         if isinstance(noise, _GlobalDraws):
