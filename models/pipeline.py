@@ -268,11 +268,12 @@ def _check_noise_kind(spec, options: dict) -> None:
         noise_mod.check(value, None, None)  # the latent is read only for a PredrawnNoise, which is callable
 
 
-def _check_noise(spec, options: dict, sigmas, shape: tuple | None = None, seeds=None) -> None:
-    """The noise the sampler will build for a run on ``sigmas`` (latent ``shape``, ``seeds`` as the pipeline passes
-    them), checked by the sampler's own function (``noise.for_run``: the kind, the seed it is given, a pre-drawn
+def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None, seeds=None) -> None:
+    """The noise the registry sampler ``sampler`` will build for a run on ``sigmas`` (latent ``shape``, ``seeds`` as
+    the pipeline passes them), checked by the sampler's own function (``noise.for_run``: the kind, the seed it is given, a pre-drawn
     noise's shape, a Brownian tree's range where the run draws) before any prompt or image is encoded; nothing is
     drawn. Without a ``shape`` only a named kind is checked (an object is checked against the latent later)."""
+    spec = samplers.core.registry.SAMPLERS.get(sampler)
     if "noise_sampler" not in spec.options:
         return
     value = options.get("noise_sampler")
@@ -449,7 +450,7 @@ class PipelineSpec:
         if solver is not None:  # learned_multistep with solver=: its own nodes only, checked before any prompt is
             solver.check_nodes(sigmas.tolist())  # encoded (fitted:PATH plans on them)
         if txt2img:  # a named noise on this schedule (img2img / inpaint run on a part of it: checked once cut)
-            _check_noise(samplers.core.registry.SAMPLERS.get(found.sampler), options, sigmas)
+            _check_noise(found.sampler, options, sigmas)
         return found, sigmas, options, solver
 
     def _check_model_range(self, found, schedule: str, sigmas: torch.Tensor, n: int) -> None:
@@ -511,7 +512,7 @@ class PipelineSpec:
         found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, dict(options or {}))
         if solver is not None:
             _check_solver(solver, options, self.config.prediction)
-        _check_noise(samplers.core.registry.SAMPLERS.get(found.sampler), options, sigmas,
+        _check_noise(found.sampler, options, sigmas,
                      (batch, self.vae_config.latent_channels, h, w), seeds)
         self.check_cost(batch, height, width, len(sigmas) - 1)
 
@@ -719,7 +720,7 @@ class Pipeline(PipelineSpec):
         _check_progress(progress)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
-        _check_noise(samplers.core.registry.SAMPLERS.get(sampler), options, sigmas,
+        _check_noise(sampler, options, sigmas,
                      (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
@@ -745,7 +746,7 @@ class Pipeline(PipelineSpec):
         self._check_strength(sampler, options, strength)
         h, w = self._latent_size(images.shape[-2], images.shape[-1])
         cut = self._cut(sigmas, strength, "the start")
-        _check_noise(samplers.core.registry.SAMPLERS.get(sampler), options, cut,
+        _check_noise(sampler, options, cut,
                      (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
         latent = self.vae.to_latent(images)  # encoded once, after every check
@@ -781,7 +782,7 @@ class Pipeline(PipelineSpec):
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
         self._check_strength(sampler, options, strength)
         cut = self._cut(sigmas, strength, "the masked region's start")
-        _check_noise(samplers.core.registry.SAMPLERS.get(sampler), options, cut,
+        _check_noise(sampler, options, cut,
                      (n, self.vae.latent_channels, *self._latent_size(H, W)), seeds)
         self.check_cost(n, H, W, len(sigmas) - 1)
         _check_regenerates(pixel_mask)

@@ -259,43 +259,41 @@ def _planted(path: Path, plant):
     plant()
 
 
-def test_train_resume_refuses_a_checkpoint_it_did_not_write(tmp_path, capsys):
+def _refuses_each_bad_checkpoint(module, prog: str, argv: list, path, capsys) -> None:
+    """Each of _bad_checkpoints planted at ``path``: ``module._main`` raises the file's error, and the command
+    (``module.main``) ends with one line naming it, exit 2, no traceback."""
     from models import io as mio
+
+    for plant, words in _bad_checkpoints(path):
+        _planted(path, plant)
+        with pytest.raises(mio.CorruptModelError, match=f"checkpoint.pt .*{words}.*start afresh without --resume, "
+                                                        "or delete"):
+            module._main(argv)
+        assert module.main(argv) == 2
+        err = capsys.readouterr().err
+        assert re.search(f"^python -m {prog}: error: .*checkpoint.pt .*{words}", err, re.M), err
+        assert "Traceback" not in err
+
+
+def test_train_resume_refuses_a_checkpoint_it_did_not_write(tmp_path, capsys):
     from models import train
 
     work = tmp_path / "work"
     path = work / "train_eps" / "checkpoint.pt"
     argv = ["eps", "--out", str(tmp_path / "out"), "--work", str(work), "--n-scenes", "2", "--channels", "16",
             "--steps", "1", "--batch-size", "2", "--threads", "1", "--resume"]
-    for plant, words in _bad_checkpoints(path):
-        _planted(path, plant)
-        with pytest.raises(mio.CorruptModelError, match=f"checkpoint.pt .*{words}.*start afresh without --resume, "
-                                                        "or delete"):
-            train._main(argv)
-        assert train.main(argv) == 2  # the command: one line, no traceback
-        err = capsys.readouterr().err
-        assert re.search(f"^python -m models.train: error: .*checkpoint.pt .*{words}", err, re.M), err
-        assert "Traceback" not in err
+    _refuses_each_bad_checkpoint(train, "models.train", argv, path, capsys)
     assert not (tmp_path / "out").exists()
     assert not (work / "latents").exists()  # refused before the data set is encoded
 
 
 def test_train_vae_resume_refuses_a_checkpoint_it_did_not_write(tmp_path, capsys):
-    from models import io as mio
     from models import train_vae
 
     out = tmp_path / "vae"
     argv = ["--out", str(out), "--steps", "1", "--batch-size", "2", "--channels", "8,8,8", "--threads", "1",
             "--scale-samples", "8", "--eval-samples", "4", "--resume"]
-    for plant, words in _bad_checkpoints(out / "checkpoint.pt"):
-        _planted(out / "checkpoint.pt", plant)
-        with pytest.raises(mio.CorruptModelError, match=f"checkpoint.pt .*{words}.*start afresh without --resume, "
-                                                        "or delete"):
-            train_vae._main(argv)
-        assert train_vae.main(argv) == 2  # the command: one line, no traceback
-        err = capsys.readouterr().err
-        assert re.search(f"^python -m models.train_vae: error: .*checkpoint.pt .*{words}", err, re.M), err
-        assert "Traceback" not in err
+    _refuses_each_bad_checkpoint(train_vae, "models.train_vae", argv, out / "checkpoint.pt", capsys)
     assert not (out / "model.safetensors").exists()
 
 
