@@ -753,6 +753,11 @@ def _budget_stops(value) -> bool:
         and 1 <= d["start"] <= d["starts"] and d["iteration"] <= d["iters"] for d in value)
 
 
+def _stops_text(stops: list) -> str:
+    """Where the time budget stopped each optimisation: "start 1 of 3 at step 8 of 30; ..."."""
+    return "; ".join(f"start {d['start']} of {d['starts']} at step {d['iteration']} of {d['iters']}" for d in stops)
+
+
 def budget_stop_line(nfe: int, row: dict, resumable: bool = True) -> str | None:
     """What the output says of a fit the time budget cut short (None for one that ran to its end); ``resumable``:
     whether a rerun into --out may continue it (not for a model without a fingerprint)."""
@@ -760,7 +765,7 @@ def budget_stop_line(nfe: int, row: dict, resumable: bool = True) -> str | None:
     if not stops:
         return None
     first = stops[0]
-    runs = "; ".join(f"start {d['start']} of {d['starts']} at step {d['iteration']} of {d['iters']}" for d in stops)
+    runs = _stops_text(stops)
     share = f" ({row['time_budget']:.3g} s for this NFE)" if _number(row.get("time_budget")) else ""
     return (f"NFE {nfe}: stopped at the time budget{share}: the optimisation of {runs}"
             + (", before any step (the held-out figures are the starting pair's)" if len(stops) == first["starts"]
@@ -1122,10 +1127,8 @@ def run_fit(args) -> int:
             print(f"NFE {nfe}: already fitted ({out / f'nfe{nfe}.json'}; --restart to fit again)")
         else:
             if nfe in cut:
-                print(f"NFE {nfe}: continuing the fit the time budget stopped ("
-                      + "; ".join(f"start {d['start']} of {d['starts']} at step {d['iteration']} of {d['iters']}"
-                                  for d in cut[nfe]) + ")" + (" from its saved state" if any(
-                                      d["iteration"] > 0 for d in cut[nfe]) else ""))
+                print(f"NFE {nfe}: continuing the fit the time budget stopped (" + _stops_text(cut[nfe]) + ")"
+                      + (" from its saved state" if any(d["iteration"] > 0 for d in cut[nfe]) else ""))
             if args.restart:  # every start's saved optimisation of this NFE (state-nfe<N>.pt, .start2.pt, …)
                 from samplers.fitted.fitting import state_paths
 
@@ -1136,8 +1139,9 @@ def run_fit(args) -> int:
             rows[nfe] = fit_one(target, nfe, args, out, share, log)
         r = rows[nfe]
         _refuse_non_finite(r, nfe)
-        if budget_stop_line(nfe, r, now["fingerprint"] is not None):
-            print(budget_stop_line(nfe, r, now["fingerprint"] is not None))
+        stopped = budget_stop_line(nfe, r, now["fingerprint"] is not None)
+        if stopped:
+            print(stopped)
         default = f" | default {r['default']['label']}: {r['default']['rmse']:.4g}" if "default" in r else ""
         above = _starts_shown(r, target.sigma_max)
         ratio = r.get("fit_over_best_fixed") or {}
