@@ -11,7 +11,9 @@ Every public name of k-diffusion's ``sampling`` module is here with k-diffusion'
 ``PIDStepSizeController``, ``DPMSolver``) and, on the same inputs and noise, returns k-diffusion's result:
 ``tests/test_kdiffusion_parity.py`` runs each against the real package (docs/kdiffusion.md lists what is exact and
 what is not). The ``sample_*`` functions are the registry samplers (``samplers.get("dpmpp_2m")``, ...) called with
-k-diffusion's defaults and its noise convention; nothing of k-diffusion's code is repeated here.
+k-diffusion's defaults and its noise convention; nothing of k-diffusion's sampler code is repeated here. The Karras,
+exponential and polyexponential schedules are the registry's formulas evaluated operation for operation as
+k-diffusion evaluates them, in torch's default dtype on ``device``, so that they are k-diffusion's bits in every dtype.
 
 Noise, as k-diffusion draws it (that is what the same result means for a drop-in):
 
@@ -61,7 +63,7 @@ registry.load_builtins()  # the sampler modules imported below register in the m
 from ..ode.multistep import lms_coefficients  # noqa: E402
 from ..ode.singlestep import (EpsSolver, PIDStepSizeController, check_adaptive, fast_orders,  # noqa: E402,F401
                               solve_adaptive, solve_fast)
-from ..schedules.base import SCHEDULES  # noqa: E402
+from ..schedules.base import SCHEDULES, check_rho, check_steps, finite_max  # noqa: E402
 
 # The public names of k-diffusion's ``sampling`` module (0.1.1), each defined below with k-diffusion's signature.
 K_DIFFUSION_NAMES = (
@@ -74,7 +76,7 @@ K_DIFFUSION_NAMES = (
 )
 
 # ----------------------------------------------------------------------------------------------------
-# Schedules (the registry's, in torch's default dtype as k-diffusion returns them)
+# Schedules: the registry's formulas, evaluated as k-diffusion evaluates them (torch's default dtype, on ``device``)
 
 
 def append_zero(x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +86,22 @@ def append_zero(x: torch.Tensor) -> torch.Tensor:
 
 def _schedule(name: str, n: int, device, *args, **kwargs) -> torch.Tensor:
     return SCHEDULES.get(name)(n, *args, **kwargs).to(device=device, dtype=torch.get_default_dtype())
+
+
+# Karras, exponential and polyexponential are the registry's formulas (samplers/schedules/sigma.py), but the registry
+# evaluates them in float64 and a float64 schedule cast to float32 is up to 10 ulp (1.6e-6 relative at n = 1000,
+# 8e-6 with ρ = 3) from k-diffusion's, which computes in torch's default dtype: so the drop-in evaluates each one
+# operation for operation as k-diffusion does (the same linspace, the same Python-number exponents and logs of the
+# arguments as passed, the same device placement), which gives k-diffusion's bits in every default dtype and on every
+# device. The registry's checks run first, on the range as numbers.
+
+
+def _check_registry(name: str, n, sigma_min: float, sigma_max: float, rho=None) -> int:
+    n = check_steps(n, sigma_min, sigma_max)
+    if rho is not None:
+        check_rho(rho)
+    finite_max(name, sigma_max)
+    return n
 
 
 # k-diffusion's schedule functions compute on inputs whose schedules its own samplers cannot use; the drop-in refuses
@@ -118,25 +136,35 @@ def _check_sigma_range(fn: str, n, sigma_min, sigma_max) -> tuple[float, float]:
 
 
 def get_sigmas_karras(n, sigma_min, sigma_max, rho=7., device='cpu'):
-    """The Karras et al. (2022) schedule, eq. 5 (the registry's ``karras``), with a trailing 0."""
-    sigma_min, sigma_max = _check_sigma_range("get_sigmas_karras", n, sigma_min, sigma_max)
-    return _schedule("karras", n, device, sigma_min, sigma_max, rho=rho)
+    """The Karras et al. (2022) schedule, eq. 5 (the registry's ``karras``), with a trailing 0: k-diffusion's bits,
+    computed as it computes them (a ramp in torch's default dtype on the CPU, then moved to ``device``)."""
+    n = _check_registry("karras", n, *_check_sigma_range("get_sigmas_karras", n, sigma_min, sigma_max), rho=rho)
+    ramp = torch.linspace(0, 1, n)
+    min_inv_rho = sigma_min ** (1 / rho)
+    max_inv_rho = sigma_max ** (1 / rho)
+    return append_zero((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho).to(device)
 
 
 def get_sigmas_exponential(n, sigma_min, sigma_max, device='cpu'):
-    """Uniform in log σ (the registry's ``exponential``), with a trailing 0."""
-    sigma_min, sigma_max = _check_sigma_range("get_sigmas_exponential", n, sigma_min, sigma_max)
-    return _schedule("exponential", n, device, sigma_min, sigma_max)
+    """Uniform in log σ (the registry's ``exponential``), with a trailing 0: k-diffusion's bits, computed as it
+    computes them (in torch's default dtype on ``device``)."""
+    n = _check_registry("exponential", n, *_check_sigma_range("get_sigmas_exponential", n, sigma_min, sigma_max))
+    return append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, device=device).exp())
 
 
 def get_sigmas_polyexponential(n, sigma_min, sigma_max, rho=1., device='cpu'):
-    """Polynomial in log σ (the registry's ``polyexponential``), with a trailing 0."""
-    sigma_min, sigma_max = _check_sigma_range("get_sigmas_polyexponential", n, sigma_min, sigma_max)
-    return _schedule("polyexponential", n, device, sigma_min, sigma_max, rho=rho)
+    """Polynomial in log σ (the registry's ``polyexponential``), with a trailing 0: k-diffusion's bits, computed as
+    it computes them (in torch's default dtype on ``device``)."""
+    n = _check_registry("polyexponential", n,
+                        *_check_sigma_range("get_sigmas_polyexponential", n, sigma_min, sigma_max), rho=rho)
+    ramp = torch.linspace(1, 0, n, device=device) ** rho
+    return append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
 
 
 def get_sigmas_vp(n, beta_d=19.9, beta_min=0.1, eps_s=1e-3, device='cpu'):
-    """The continuous VP schedule, uniform in t ∈ [eps_s, 1] (the registry's ``vp``), with a trailing 0."""
+    """The continuous VP schedule, uniform in t ∈ [eps_s, 1] (the registry's ``vp``), with a trailing 0: computed in
+    float64 with expm1 and cast to torch's default dtype, where k-diffusion computes exp(·) − 1 in that dtype (up to
+    2e-4 relative apart at the smallest σ in float32; docs/kdiffusion.md)."""
     _check_n("get_sigmas_vp", n)
     try:
         late = eps_s >= 1
