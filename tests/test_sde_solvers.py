@@ -312,3 +312,32 @@ def test_bad_options_raise():
     with pytest.raises(ValueError, match="restart entry"):
         samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, restart=((2, 1, 3.0, 1.0),))
 
+
+
+class _Counting:
+    def __init__(self, denoiser):
+        self.denoiser, self.calls = denoiser, 0
+
+    def __call__(self, x, sigma, **kw):
+        self.calls += 1
+        return self.denoiser(x, sigma, **kw)
+
+
+@pytest.mark.parametrize("noise", ["brownian", "brownian_tree", "object"])
+@pytest.mark.parametrize("restart, steps", [(((3, 2, 0.1, 2.0),), 10), ("a1111", 40)])
+def test_restart_refuses_a_brownian_path_for_an_interval_it_repeats(noise, restart, steps):
+    # each of k_times restarts of one interval draws noise_sampler(σ_max, σ_min): a Brownian path answers the same
+    # interval with the same draw, so the second restart added a copy of the first's noise (0.0 apart), silently
+    sigmas = samplers.get_sigmas("karras", steps, sigma_min=0.03, sigma_max=14.6)
+    x = GM.noise(2, seed=0) * 14.6
+    obj = noise == "object"
+    given = dict(noise_sampler=samplers.core.brownian.for_schedule(x, [5, 6], sigmas.tolist())) if obj else \
+        dict(noise_sampler=noise, seed=5)
+    model = _Counting(GM.denoiser)
+    with pytest.raises(ValueError, match="same draw for the same interval"):
+        samplers.sample("restart", model, x, sigmas, disable=True, restart=restart, **given)
+    assert model.calls == 0
+    # one restart per interval, no noise, or fresh noise: it runs
+    samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, restart=((3, 1, 0.1, 2.0),), **given)
+    samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, restart=restart, s_noise=0.0, **given)
+    samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, seed=5, restart=restart)

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .brownian import BrownianNoise, check_tree_range, for_schedule, tree_for_schedule
+from .brownian import BrownianNoise, BrownianTreeNoiseSampler, check_tree_range, for_schedule, tree_for_schedule
 from .errors import InvalidInput, InvalidOption, InvalidType
 from .seeds import generators, resolve_seeds
 
@@ -190,12 +190,26 @@ class _Checked:
         return draw
 
 
+def path_kind(noise_sampler) -> str | None:
+    """A description of ``noise_sampler`` when it is a Brownian path (``"brownian"``, ``"brownian_tree"``, their
+    device forms, or such an object: a tool's own ``*BrownianTree*`` class too), which answers the same interval
+    with the same draw; None for anything else. Reads no draw: a named kind is not created."""
+    if isinstance(noise_sampler, _Lazy):
+        kind = noise_sampler.kind
+        return f"noise_sampler={kind!r}" if kind is not None and kind.startswith("brownian") else None
+    fn = noise_sampler.fn if isinstance(noise_sampler, _Checked) else noise_sampler
+    if isinstance(fn, (BrownianNoise, BrownianTreeNoiseSampler)) or "BrownianTree" in type(fn).__name__:
+        return f"a {type(fn).__name__}"
+    return None
+
+
 class _Lazy:
     """Creates the run's noise sampler at its first draw: a run that never draws (a deterministic sampler, churn
     off, η = 0) touches no generator at all, torch's global one included."""
 
-    def __init__(self, make):
+    def __init__(self, make, kind: str | None = None):
         self.make = make
+        self.kind = kind  # the named kind it makes ("brownian", "seeded", ...)
         self.sampler = None
 
     def unwrap(self):
@@ -223,4 +237,4 @@ def for_run(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
         return _Checked(noise_sampler, x)
     if draws and kind.startswith("brownian_tree"):
         check_tree_range(sigmas)
-    return _Lazy(lambda: resolve(noise_sampler, seeds, x, sigmas=sigmas))
+    return _Lazy(lambda: resolve(noise_sampler, seeds, x, sigmas=sigmas), kind)

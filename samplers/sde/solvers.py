@@ -21,6 +21,7 @@ from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import lagrange_basis, to_d
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
+from ..core.noise import path_kind
 from ..core.validate import callable_value
 
 # ----------------------------------------------------------------------------------------------------
@@ -632,6 +633,20 @@ def _heun_step(model, x, sigma, sigma_next):
     return x + (d + d_2) / 2 * dt, denoised
 
 
+def _check_restart_noise(plan: dict, noise_sampler, s_noise: float) -> None:
+    """Refuse, before any model call, a Brownian path as the noise of an interval restarted more than once: each
+    restart draws noise_sampler(σ_max, σ_min) on the same interval, which a path answers with the same draw, so
+    the second restart would add a copy of the first's noise (fresh noise each time is what Restart is)."""
+    repeated = [(n, k) for entries in plan.values() for n, k, _ in entries if k > 1]
+    kind = path_kind(noise_sampler) if repeated and s_noise != 0 else None
+    if kind is not None:
+        raise InvalidOption(
+            f"restart repeats an interval {repeated[0][1]} times (k_times = {repeated[0][1]}; restart='a1111' does so "
+            f"from 36 steps), and each repeat draws the noise of that same interval: {kind} is a Brownian path, "
+            "which gives the same draw for the same interval, so every repeat would add the first one's noise again. "
+            "Use the default seeded noise (noise_sampler=None or 'seeded'), or restart entries with k_times = 1")
+
+
 @register("restart", kind="sde", order=2, nfe_per_step=2, aliases=("sample_restart",),
           ref="Xu et al. 2023, Restart Sampling (arXiv:2306.14878), Alg. 1",
           final_step="euler (x = D(x, σ) when σ_next = 0)")
@@ -648,9 +663,10 @@ def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s
     default's is left out (on a schedule whose points near 0.1 are all ≥ 2). ``restart="a1111"`` is A1111's
     "Restart" (:func:`a1111_restart`: from 20 steps a Karras schedule of its own, shorter by the restarts' steps). Each restart draws
     ``noise_sampler(sigma_max, sigma_min)``: a Brownian noise sampler returns the same increment for the same
-    interval, so with k_times > 1 use the default (fresh) noise. Final step: Euler, x = D(x, σ).
+    interval, so with k_times > 1 one is refused (use the default, fresh noise). Final step: Euler, x = D(x, σ).
     """
     sigmas, plan = _restart_run(sigmas, restart)  # a caller's entry that would never run: refused, before any call
+    _check_restart_noise(plan, noise_sampler, s_noise)
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x, denoised = _heun_step(model, x, sigma, sigma_next)
