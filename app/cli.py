@@ -183,7 +183,7 @@ def _run_compare(args) -> int:
     from models.pipeline import Pipeline, PipelineSpec, check_sampler
     from samplers.core import names
 
-    from .images import compare_grid, format_table
+    from .images import compare_grid, format_table, refuse_fitted_schedule
 
     if args.n < 1:
         raise InvalidInput(f"--n (images per cell, for the match rate) must be at least 1, got {args.n}")
@@ -193,12 +193,13 @@ def _run_compare(args) -> int:
     options = _sampler_options(args.option)
     for name in args.samplers:  # the names, options and fitted files before the weights are read; compare_grid checks the rest
         check_sampler(name, options=options, prediction=_kind(args))
+    refuse_fitted_schedule(args.samplers, args.schedule, "--schedule")  # as generate refuses the pair
     _same_runs(args.samplers, args.schedule)
     spec = PipelineSpec.read(args.weights, model=args.model, vae=args.vae)  # config.json only: before the weights
     for name in args.samplers:  # every cell as compare_grid runs it: item k of n uses seed + k
         fitted = names.resolve(name).sigmas is not None  # a fitted solver: its own steps and nodes only
         for steps in [None] if fitted else args.steps:
-            spec.check_request(name, None if fitted else args.schedule, steps, options, seed=args.seed, batch=args.n)
+            spec.check_request(name, args.schedule, steps, options, seed=args.seed, batch=args.n)
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     prompts = [args.prompt] * args.n
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,

@@ -14,13 +14,29 @@ def _font():
         return ImageFont.load_default()
 
 
+def refuse_fitted_schedule(sampler_names: Sequence[str], schedule: str | None, flag: str) -> None:
+    """A schedule is every row's: a fitted solver (``"fitted:PATH"``) runs on its own fitted σ nodes and takes none,
+    as ``txt2img`` refuses it, so the pair is refused rather than the schedule dropped for that row."""
+    if schedule is None:
+        return
+    from samplers.core import names
+    from samplers.core.errors import InvalidOption
+
+    for name in sampler_names:
+        if names.resolve(name).sigmas is not None:
+            raise InvalidOption(f"{name!r} runs on its own fitted σ nodes, and {flag} {schedule!r} applies to every "
+                                f"row; leave {flag} out (the other rows then run on the model's schedule), or "
+                                f"compare the fitted solver in a run of its own without {flag}")
+
+
 def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], steps_list: Sequence[int],
                  seed: int = 0, cfg: float | None = None, schedule: str | None = None, scale: int = 2, title: str = "",
                  options: dict | None = None):
     """Samplers × step counts on the same prompts and seeds (item k: prompt k, seed seed + k); ``options`` (a
     sampler's keyword arguments, e.g. ``{"eta": 0.5}``) go to every row, each checked by its sampler's rules.
 
-    A fitted solver (``"fitted:PATH"``) runs at its own NFE only: its other cells are "–". Every cell's sampler,
+    A fitted solver (``"fitted:PATH"``) runs at its own NFE only (its other cells are "–") and on its own σ nodes: a
+    ``schedule`` with one in the rows is refused, as ``txt2img`` refuses the pair. Every cell's sampler,
     schedule and steps — and a fitted solver against the pipeline's model at ``cfg`` — are checked before the first
     image is made (:meth:`Pipeline.plan`), so a bad last row fails before the others run.
 
@@ -37,6 +53,7 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     prompts = list(prompts)
     sampler_names = distinct("sampler_names", sampler_names, "the grid has one row per sampler")
     steps_list = distinct("steps_list", steps_list, "the grid has one column per step count")
+    refuse_fitted_schedule(sampler_names, schedule, "schedule")
     seeds = [seed + k for k in range(len(prompts))]
     # a fitted solver runs only at its own NFE: its row fills that column (added when missing)
     fixed = {name: len(lab.sigmas) - 1 for name in sampler_names if (lab := names.resolve(name)).sigmas is not None}
@@ -46,7 +63,7 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     for name in sampler_names:  # cheap: names, schedules, a fitted solver's model (one hash), no model call
         plans = []
         for steps in ([fixed[name]] if name in fixed else steps_list):
-            sampler, sigmas, merged = pipe.plan(name, None if name in fixed else schedule, steps, dict(options or {}), cfg)
+            sampler, sigmas, merged = pipe.plan(name, schedule, steps, dict(options or {}), cfg)
             plans.append((sampler, tuple(float(s) for s in sigmas), repr(sorted(merged.items(), key=str))))
         twin = runs.setdefault(tuple(plans), name)
         if twin != name:
@@ -61,8 +78,7 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
             if name in fixed and steps != fixed[name]:
                 continue
             t0 = time.perf_counter()
-            images = pipe.txt2img(prompts, sampler=name, schedule=None if name in fixed else schedule,
-                                  steps=steps, cfg=cfg, seed=seeds, output="tensor", progress=False,
+            images = pipe.txt2img(prompts, sampler=name, schedule=schedule, steps=steps, cfg=cfg, seed=seeds, output="tensor", progress=False,
                                   **(options or {}))
             dt = time.perf_counter() - t0
             match = sum(checker.matches(im, p) for im, p in zip(images, prompts)) / len(prompts)

@@ -276,3 +276,27 @@ def test_compare_passes_its_options_to_every_row(monkeypatch, tmp_path):
     # eta=0's σ_down is σ_next up to rounding: euler's image to 1e-5 (PNG bytes equal), eta=1's 0.1 or more away
     assert (made["euler_ancestral", 0] - made["euler", None]).abs().max() < 1e-5
     assert (made["euler_ancestral", None] - made["euler", None]).abs().max() > 0.1
+
+
+FITTED = __import__("pathlib").Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "fitted" / "eps" / "nfe8.json"
+
+
+def test_compare_refuses_a_schedule_with_a_fitted_row_as_generate_does(capsys, no_load, tmp_path):
+    """A fitted solver runs on its own σ nodes: a --schedule for every row is refused with it (it was dropped for
+    that row), before the weights are read, naming the fix; generate refuses the same pair."""
+    fitted = f"fitted:{FITTED}"
+    line = _refused(capsys, ["compare", "a red circle", "--samplers", "euler", fitted, "--schedule", "exponential",
+                             "--steps", "5", "--n", "1", "--out", str(tmp_path / "c.png")],
+                    repr(fitted), "own fitted σ nodes", "leave --schedule out")
+    assert "'exponential'" in line
+    _refused(capsys, ["generate", "a red circle", "--sampler", fitted, "--schedule", "exponential",
+                      "--out", str(tmp_path / "g.png")], "own fitted σ nodes", "leave schedule out")
+
+
+def test_compare_grid_refuses_a_schedule_with_a_fitted_row():
+    import samplers
+    from app.images import compare_grid
+
+    with pytest.raises(samplers.InvalidOption, match="own fitted σ nodes.*leave schedule out"):
+        compare_grid(_PlanOnly(), ["a red circle"], ["euler", f"fitted:{FITTED}"], [5],
+                     schedule="exponential")
