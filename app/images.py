@@ -41,10 +41,11 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     image is made (:meth:`Pipeline.plan`), so a bad last row fails before the others run.
 
     Returns (grid PIL image showing item 0 of every cell, rows of dicts sampler / steps / nfe / match /
-    seconds), where ``match`` is the fraction of items the checker passes."""
+    seconds), where ``match`` is the fraction of items the checker passes and ``nfe`` the model calls the cell's run
+    made, counted (``pipe.nfe``), not estimated from the sampler's calls per step: a 2-call sampler's last step
+    to σ = 0 takes one, as does a first step from σ = inf."""
     from PIL import Image, ImageDraw
 
-    import samplers
     from models import checker, data
     from samplers.core import names
     from samplers.core.errors import InvalidInput
@@ -72,17 +73,16 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
                                "one of them")
     rows, tiles = [], {}
     for name in sampler_names:  # rows and tiles are shown and looked up by the name given
-        spec = samplers.info(name)
         shown = name
         for steps in steps_list:
             if name in fixed and steps != fixed[name]:
                 continue
-            t0 = time.perf_counter()
+            t0, calls = time.perf_counter(), pipe.nfe
             images = pipe.txt2img(prompts, sampler=name, schedule=schedule, steps=steps, cfg=cfg, seed=seeds, output="tensor", progress=False,
                                   **(options or {}))
             dt = time.perf_counter() - t0
             match = sum(checker.matches(im, p) for im, p in zip(images, prompts)) / len(prompts)
-            rows.append({"sampler": shown, "steps": steps, "nfe": round(spec.nfe_per_step * steps), "match": match,
+            rows.append({"sampler": shown, "steps": steps, "nfe": pipe.nfe - calls, "match": match,
                          "seconds": dt})
             tiles[(name, steps)] = data.to_pil(images[0]).resize((64 * scale, 64 * scale), Image.NEAREST)
     tile = 64 * scale
@@ -115,5 +115,6 @@ def format_table(rows: Sequence[dict], n: int) -> str:
     lines = [f"{'sampler':<18} {'steps':>5} {'NFE':>5} {'match':>7} {'time':>7}"]
     for r in rows:
         lines.append(f"{r['sampler']:<18} {r['steps']:>5} {r['nfe']:>5} {r['match']:>7.2f} {r['seconds']:>6.2f}s")
-    lines.append(f"(match: fraction of {n} images the checker passes; NFE without the 2× of CFG's batched call)")
+    lines.append(f"(match: fraction of {n} images the checker passes; NFE: model calls the run made, counted, with "
+                 "CFG's batched call counted once)")
     return "\n".join(lines)

@@ -526,6 +526,7 @@ class Pipeline(PipelineSpec):
         self.vae = vae.eval()
         super().__init__(model.config, vae.config)
         self._denoiser = samplers.to_denoiser(self._model_fn, model.config.prediction, self.native)
+        self.nfe = 0  # network evaluations made so far (one per denoiser call; CFG's batched call counts once)
 
     @classmethod
     def load(cls, folder: str | Path | None = None, model: str | None = None,
@@ -546,6 +547,7 @@ class Pipeline(PipelineSpec):
     # ------------------------------------------------------------------------------------ building blocks
 
     def _model_fn(self, x_t: torch.Tensor, time: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1  # counted, not estimated: what a run cost is pipe.nfe after it minus before
         return self.model.unet(x_t, time, context, mask)
 
     @torch.no_grad()

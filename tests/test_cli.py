@@ -110,6 +110,7 @@ class _PlanOnly:
         from samplers.core.native import VPDiscrete
 
         self.real.native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+        self.nfe = 0  # the model calls a pipeline counts (none here: it never samples)
 
     def guidance(self, cfg):
         return self.real.guidance(cfg)
@@ -300,3 +301,20 @@ def test_compare_grid_refuses_a_schedule_with_a_fitted_row():
     with pytest.raises(samplers.InvalidOption, match="own fitted σ nodes.*leave schedule out"):
         compare_grid(_PlanOnly(), ["a red circle"], ["euler", f"fitted:{FITTED}"], [5],
                      schedule="exponential")
+
+
+from test_pipeline import model_calls, parts  # noqa: E402, F401  (a fixture)
+
+
+@pytest.mark.parametrize("kind, want", [("eps", {"euler": 5, "heun": 9, "dpmpp_2s_ancestral": 9}),
+                                        ("flow", {"euler": 5, "heun": 8, "dpmpp_2s_ancestral": 8})])
+def test_compare_grids_nfe_is_the_model_calls_the_run_made(parts, monkeypatch, kind, want):  # noqa: F811
+    """The NFE column is counted: a 2-call sampler's last step to σ = 0 takes one call, and on the flow model the
+    first step from σ = inf one more (the estimate nfe_per_step · steps said 10 for each 2-call row)."""
+    from app.images import compare_grid
+
+    pipe = parts[kind]
+    calls = model_calls(pipe, monkeypatch)
+    _, rows = compare_grid(pipe, ["a red circle"], list(want), [5], cfg=3.0)
+    assert {r["sampler"]: r["nfe"] for r in rows} == want
+    assert calls.count("unet") == sum(want.values())  # one U-Net call per denoiser call, CFG's batched in it
