@@ -283,3 +283,25 @@ def test_own_unsupported_class_as_sampler_names_a_fix_that_runs(cls, nearest):
         assert len(ours.timesteps) == 4
     with pytest.raises(InvalidOption, match="_class_name"):  # without it, LCM / TCD configs are one and the same
         SamplerScheduler.from_config(dict(theirs.config), sampler=cls)
+
+
+@pytest.mark.parametrize("cls, config", [
+    ("DPMSolverMultistepScheduler", dict(timestep_spacing="linspace")),  # n + 1 rounded points, the last dropped
+    ("DPMSolverMultistepScheduler", dict(timestep_spacing="leading", steps_offset=1)),
+    ("UniPCMultistepScheduler", dict(timestep_spacing="linspace")),
+    ("EulerDiscreteScheduler", dict(timestep_spacing="leading", steps_offset=1, use_karras_sigmas=True)),
+])
+def test_a_class_named_as_sampler_without_its_config_is_refused_where_its_grid_would_change(cls, config):
+    # without a source class the grid is the registry's (EulerDiscreteScheduler's spacing, karras over the whole
+    # table): these ran another grid than the class's own (SD 1.5, 20 steps: DPMSolverMultistep linspace's last
+    # σ > 0 is 0.2256 in diffusers, 0.0292 here), silently
+    sd = {k: SD15[k] for k in ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps")}
+    theirs = getattr(diffusers, cls)(**sd, **config)
+    theirs.set_timesteps(20)
+    with pytest.raises(InvalidOption, match="from_config"):
+        SamplerScheduler(sampler=cls, prediction_type="epsilon", **sd, **config)
+    ours = SamplerScheduler.from_config(theirs.config, sampler=cls)  # the fix the error names: the class's own grid
+    ours.set_timesteps(20)
+    torch.testing.assert_close(ours.sigmas.double(), theirs.sigmas.double(), rtol=1e-5, atol=0)
+    name = {"DPMSolverMultistepScheduler": "dpmpp_2m", "UniPCMultistepScheduler": "unipc_bh2"}.get(cls, "euler")
+    SamplerScheduler(sampler=name, prediction_type="epsilon", **sd, **config)  # the registry's grid, by name

@@ -447,7 +447,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         noise_schedule: ``"vp"`` or ``"flow"``; None infers it from the config.
         source_config: the config of the scheduler this one replaces (set by ``from_config``).
         Everything else is diffusers' own config vocabulary, used without a source class (with one, the config
-        shows the class's values, and leaves out the keys the class's config lacks).
+        shows the class's values, and leaves out the keys the class's config lacks). Without a source class the
+        timesteps are spaced as EulerDiscreteScheduler spaces them and karras / exponential sigmas span the whole
+        table, so ``sampler`` may not name a diffusers class there (its own grid may differ): use ``from_config``.
     """
 
     _compatibles = _COMPATIBLES
@@ -493,6 +495,17 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._source_name, self._source, self._ref = None, None, None
         found = sources.source_for(source_config) if source_config else None
         label = names.resolve(sampler) if sampler is not None else None
+        if label is not None and label.source == "diffusers" and not source_config:
+            # without a source class the grid comes from the registry (the spacings are EulerDiscreteScheduler's rules,
+            # use_karras_sigmas spans the whole table): another class's own grid would be changed silently
+            raise InvalidOption(
+                f"sampler={sampler!r} names a diffusers class, but no config of that class was given: without one "
+                "the scheduler steps on the registry's grid for this config (timestep_spacing as "
+                f"EulerDiscreteScheduler spaces it, karras / exponential sigmas over the whole table), not on "
+                f"{label.label}'s own timesteps. To run {label.label} as diffusers does, build the shim from its "
+                f"config: SamplerScheduler.from_config({label.label}(...).config), or from_config(pipe.scheduler) "
+                f"when the pipeline has it; to run its algorithm on the registry's grid, name it "
+                f"sampler={label.sampler!r}")
         own = None  # the label that names the config's own class, where it was given as the sampler
         if label is not None and label.source == "diffusers" and label.label == _given_class(source_config):
             own = label
