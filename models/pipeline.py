@@ -52,6 +52,33 @@ FALLBACK_DEFAULTS = {
 }
 
 
+# The pipeline draws its noise (the start, and a sampler's in-loop noise: on the latent's device) on the CPU, with
+# torch's CPU generator, which reads only a seed's low 32 bits (samplers.core.seeds); a CUDA generator (Philox) would
+# read all 64. So here seeds that differ by a multiple of 2**32 draw the same noise.
+CPU_SEEDS = 2**32
+_WHY_CPU_SEEDS = ("the pipeline draws its noise with torch's CPU generator, which reads only a seed's low 32 bits")
+
+
+def same_noise(seeds: Sequence[int]) -> tuple[int, int] | None:
+    """The first two of ``seeds`` (integers) that are different numbers but draw the same noise in the pipeline
+    (equal modulo 2**32: :data:`CPU_SEEDS`), or None."""
+    first: dict = {}
+    for s in seeds:
+        t = first.setdefault(s % CPU_SEEDS, s)
+        if t != s:
+            return t, s
+    return None
+
+
+def refuse_same_noise(seeds: Sequence[int], what: str = "--seed") -> None:
+    """Refuse two seeds of ``seeds`` (one image each, of one prompt) that differ by a multiple of 2**32: they would
+    make the same image twice (:func:`same_noise`)."""
+    pair = same_noise(seeds)
+    if pair is not None:
+        raise InvalidInput(f"{what} {pair[0]} and {pair[1]} differ by a multiple of 2**32: {_WHY_CPU_SEEDS}, so they "
+                           f"would make the same image twice; list one of them, or seeds that differ below 2**32")
+
+
 class VAEMismatchError(InvalidInput):
     """The VAE given to a pipeline is not the one its U-Net was trained with (a ValueError, as before: an
     :class:`~samplers.core.errors.InvalidInput`, so the CLI reports a wrong ``--vae`` as a usage error)."""
@@ -678,14 +705,23 @@ class Pipeline(PipelineSpec):
     @staticmethod
     def _refuse_twins(prompts: list[str], seeds: list[int], *inputs: torch.Tensor) -> None:
         """Two items of one prompt and one seed (and the same input image and mask, where given) are one image made
-        twice: refused, as a seed listed twice is by the CLI. One seed for different prompts (or images) is fine."""
+        twice: refused, as a seed listed twice is by the CLI. One seed for different prompts (or images) is fine.
+        Seeds that differ by a multiple of 2**32 are one seed here: the pipeline draws its noise on the CPU, whose
+        generator reads only a seed's low 32 bits (:func:`same_noise`)."""
         seen: dict = {}
-        for k, key in enumerate(zip(prompts, seeds)):
+        for k, (prompt, seed) in enumerate(zip(prompts, seeds)):
+            key = (prompt, seed % CPU_SEEDS)
             for j in seen.setdefault(key, []):
                 if all(t.shape[0] == 1 or torch.equal(t[j], t[k]) for t in inputs):
-                    raise InvalidInput(f"items {j} and {k} have the same prompt and seed ({key[1]})"
-                                       + (" and the same input" if inputs else "") + ": they would be the same "
-                                       "image; give each item its own seed (an int seed s gives s, s + 1, …)")
+                    same = " and the same input" if inputs else ""
+                    if seeds[j] == seed:
+                        raise InvalidInput(f"items {j} and {k} have the same prompt and seed ({seed}){same}: they "
+                                           "would be the same image; give each item its own seed (an int seed s "
+                                           "gives s, s + 1, …)")
+                    raise InvalidInput(f"items {j} and {k} have the same prompt{same} and seeds {seeds[j]} and {seed}, "
+                                       f"which differ by a multiple of 2**32: {_WHY_CPU_SEEDS}, so they would be "
+                                       "the same image; give each item a seed that differs from the others' below "
+                                       "2**32")
             seen[key].append(k)
 
     def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options):

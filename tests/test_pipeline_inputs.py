@@ -248,3 +248,26 @@ def test_the_docs_say_where_the_mask_threshold_differs_from_diffusers():
     assert 127 / 255 < 0.5 < 128 / 255
     text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text().split())
     assert "`VaeImageProcessor.binarize` regenerates a value of exactly 0.5, which this pipeline keeps" in text
+
+
+# ------------------------------------------------------------------- seeds the CPU generator reads as one
+
+
+def test_seeds_that_differ_by_a_multiple_of_2_32_are_refused_as_one_image_twice(parts, monkeypatch):  # noqa: F811
+    """torch's CPU generator reads a seed's low 32 bits: 0 and 2**32 drew the same noise, the same image twice."""
+    from samplers.core.seeds import seeded_randn
+
+    assert torch.equal(*seeded_randn((2, 4), [0, 2**32]))  # the reason: the noise is one
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(InvalidInput, match=r"items 0 and 1 have the same prompt and seeds 0 and 4294967296, which "
+                                           r"differ by a multiple of 2\*\*32: .*CPU generator.*low 32 bits"):
+        _run(parts["eps"], "txt2img", seed=[0, 2**32])
+    with pytest.raises(InvalidInput, match="seeds 5 and 8589934597"):
+        _run(parts["eps"], "img2img", seed=[5, 2**33 + 5])
+    assert not calls
+    _run(parts["eps"], "txt2img", seed=[0, 2**32 + 1])  # another seed below 2**32: another image
+
+
+def test_the_cli_refuses_seeds_2_32_apart_before_the_weights_are_read(capsys, no_load, tmp_path):  # noqa: F811
+    _refused(capsys, ["generate", "a red circle", "--seed", "0", "4294967296", "--out", str(tmp_path / "d.png")],
+             "--seed 0 and 4294967296", "multiple of 2**32", "low 32 bits", "list one of them")
