@@ -133,3 +133,43 @@ def test_dpm_solver_draws_match_k_diffusion(monkeypatch, name, options, x_dtype)
     got, want = both(monkeypatch, name, x, *args, **options)
     assert_same_draws(got, want)
     assert got[2]  # it drew
+
+
+# float16 / bfloat16 latents on a wider schedule: k-diffusion's running x promotes at its first ``to_d`` (or, for
+# dpmpp_2s_ancestral / dpmpp_sde, in the last Euler step to σ = 0), so from then on it calls the model with the
+# promoted x, and it returns the promoted dtype; σ reaches the model in the latents' dtype (``sigma * s_in``).
+PROMOTING = CHURN + ANCESTRAL + [("sample_lms", {}), ("sample_dpmpp_sde", {})]
+HALF_ON_WIDER = [(F16, F32), (BF16, F32), (F16, F64), (F16, BF16), (BF16, F16)]
+
+
+def calls_run(module, name, x, sigmas, options):
+    """(result, [(x dtype, σ dtype) of every model call]) of one run after ``torch.manual_seed(0)``."""
+    seen = []
+
+    def recording(x, sigma):
+        seen.append((x.dtype, sigma.dtype))
+        return model(x, sigma)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = getattr(module, name)(recording, x, sigmas, disable=True, **options)
+    return out, seen
+
+
+@pytest.mark.parametrize("name,options", PROMOTING, ids=[f"{n}-{o}" for n, o in PROMOTING])
+@pytest.mark.parametrize("x_dtype,sigma_dtype", HALF_ON_WIDER, ids=[f"{x}-on-{s}" for x, s in HALF_ON_WIDER])
+def test_half_latents_on_a_wider_schedule_call_the_model_as_k_diffusion_does(name, options, x_dtype, sigma_dtype):
+    if name == "sample_lms" and sigma_dtype == BF16:
+        pytest.skip("k-diffusion's sample_lms reads the schedule with numpy, which has no bfloat16")
+    sigmas = kd.get_sigmas_karras(6, 0.03, 14.6).double().to(sigma_dtype)
+    x = (GM.noise(2, seed=3).double() * float(sigmas[0])).to(x_dtype)
+    (out, calls), (k_out, k_calls) = (calls_run(m, name, x, sigmas, options) for m in (ours, kd))
+    assert calls == k_calls, "the model was called in other dtypes than k-diffusion calls it"
+    assert out.dtype == k_out.dtype == torch.promote_types(x_dtype, sigma_dtype)
+    if sigma_dtype not in (F32, F64):
+        return  # a half-precision schedule: k-diffusion's σ arithmetic rounds in it (its result is not compared)
+    # what is left is k-diffusion's arithmetic in the latents' dtype before its first to_d (x − D, churn), which the
+    # drop-in does in its float32 state: a rounding of the latents' dtype in the first step, no more
+    scale = float(k_out.abs().max())
+    tol = {F16: 2e-3, BF16: 1.5e-2}[x_dtype]
+    torch.testing.assert_close(out.double(), k_out.double(), rtol=0, atol=tol * scale)

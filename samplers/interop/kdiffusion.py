@@ -349,7 +349,53 @@ def _run(name: str, model, x, sigmas: torch.Tensor, extra_args, callback, disabl
     if callback is not None:
         callback = _KCallback(model, callback, sigmas)
         model = callback.model
+    model, x = _promoted(name, model, x, sigmas)
     return fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
+
+
+# The samplers whose running x k-diffusion promotes with a wider schedule: ``to_d`` divides by σ with x's dimensions
+# appended, so float16 / bfloat16 latents on a float32 schedule become float32 at the first ``to_d`` (every later model
+# call sees float32 x, and the result is float32) — or, marked "last", only in the final Euler step to σ = 0, after
+# the last model call (the result is float32, every model call sees the latents' dtype).
+_PROMOTING = {"euler": "first", "heun": "first", "dpm_2": "first", "lms": "first", "euler_ancestral": "first",
+              "dpm_2_ancestral": "first", "dpmpp_2s_ancestral": "last", "dpmpp_sde": "last"}
+
+
+def _promoted(name: str, model, x: torch.Tensor, sigmas: torch.Tensor):
+    """(model, x) for a registry run that calls the model as k-diffusion does on float16 / bfloat16 latents with a
+    wider schedule: the registry runs in k-diffusion's promoted dtype (and so returns it), and :class:`_AsKDiffusion`
+    gives the model x in the latents' dtype where k-diffusion's x still has it, and σ in the latents' dtype (k-diffusion
+    passes ``sigma * s_in``, ``s_in`` made like the input x). Anything else — float32 / float64 latents, a schedule no
+    wider than the latents, a denoiser with its own ``denoise_at`` (``samplers.to_denoiser``'s, which chooses its
+    dtype itself), the samplers k-diffusion never promotes — runs as the registry runs it."""
+    when = _PROMOTING.get(name)
+    if when is None or x.dtype not in (torch.float16, torch.bfloat16) or getattr(model, "denoise_at", None):
+        return model, x
+    running = _running_dtype(x, sigmas)
+    if running == x.dtype or (when == "last" and float(sigmas[-1]) != 0):
+        return model, x
+    return _AsKDiffusion(model, x.dtype, first_only=when == "first"), x.to(running)
+
+
+class _AsKDiffusion:
+    """``model`` called in k-diffusion's dtypes on half-precision latents (:func:`_promoted`): x in the latents' dtype
+    at the first call (``first_only``) or at every call, the run's promoted state after; σ always in the latents'
+    dtype. Everything else it offers is the model's own, as for :class:`_Recording`."""
+
+    def __init__(self, model, latents: torch.dtype, first_only: bool):
+        self._model, self._latents, self._first_only = model, latents, first_only
+        self._calls = 0
+
+    def __call__(self, x, sigma, **extra_args):
+        if self._calls == 0 or not self._first_only:
+            x = x.to(self._latents)
+        self._calls += 1
+        return self._model(x, sigma.to(self._latents), **extra_args)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._model, name)
 
 
 def _sigmas_1d(sigmas) -> torch.Tensor:
