@@ -181,3 +181,114 @@ def test_a_preset_takes_the_model_s_own_range_as_when_it_is_left_out():
     with pytest.raises(samplers.InvalidOption, match="takes no sigma_min"):
         samplers.get_sigmas("ays_sd15", 10, native=vp, sigma_min=0.1)
 
+
+
+# ---- input validation: a named error naming the value, the rule and the fix; never a raw Python / torch error,
+# never a bool taken as a number, never a collapsed schedule
+
+@pytest.mark.parametrize("build, match", [
+    # σ_max^(1/ρ) so far above σ_min^(1/ρ) that the ramp rounds σ_min away: it ended [..., 0.0, 0.0]
+    (lambda: schedules.karras(5, 0.03, 1e300), "'karras' repeats a sigma.*sigma_min\\^\\(1/rho\\) rounds away"),
+    (lambda: schedules.exponential(10, 1.0, 1.0 + 1e-15), "'exponential' repeats a sigma"),
+    (lambda: schedules.polyexponential(4, 1.0, 2.0, rho=1e-17), "'polyexponential' repeats a sigma.*rho nearer 1"),
+])
+def test_formula_schedules_refuse_a_collapsed_result(build, match):
+    with pytest.raises(samplers.InvalidInput, match=match):
+        build()
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda: schedules.karras(5, 0.03, 14.6, rho=1e-9), samplers.InvalidOption, "rho=1e-09 .*past float64's range"),
+    (lambda: schedules.beta_sigmas(5, 0.03, 14.6, alpha="0.6"), samplers.InvalidType, "alpha must be a real number"),
+    (lambda: samplers.get_sigmas("beta_timesteps", 5, native=VP, beta="0.6"), samplers.InvalidType,
+     "beta must be a real number"),
+    (lambda: schedules.laplace(5, 0.03, 14.6, mu=True), samplers.InvalidType, "mu must be a real number"),
+    (lambda: schedules.linear_quadratic(5, None, 14.6, linear_steps=2.0), samplers.InvalidType,
+     "linear_steps must be an integer, got 2.0"),
+    (lambda: schedules.split(schedules.karras(5, 0.03, 14.6), 2.0), samplers.InvalidType,
+     "step must be an integer, got 2.0"),
+])
+def test_a_bad_value_is_a_named_error_not_a_raw_one(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: schedules.beta_sigmas(5, 0.03, 14.6, alpha=True), "alpha must be a real number.*True"),
+    (lambda: samplers.get_sigmas("beta_timesteps", 5, native=VP, alpha=True), "alpha must be a real number.*True"),
+    (lambda: schedules.linear_quadratic(5, None, 14.6, linear_steps=True), "linear_steps must be an integer, got True"),
+    (lambda: schedules.split(schedules.karras(5, 0.03, 14.6), True), "step must be an integer, got True"),
+    (lambda: schedules.truncate(schedules.karras(5, 0.03, 14.6), True), "strength must be a real number.*True"),
+    (lambda: schedules.set_first(schedules.karras(5, 0.03, 14.6), True), "sigma must be a number, got True"),
+])
+def test_a_bool_is_not_taken_as_a_number(build, match):
+    with pytest.raises(samplers.InvalidType, match=match):
+        build()
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: schedules.laplace(5, 0.03, 14.6, beta=-0.5), "beta must be > 0"),
+    (lambda: schedules.laplace(5, 0.03, 14.6, beta=0.0), "beta must be > 0"),
+    (lambda: schedules.laplace(5, 0.03, 14.6, mu=math.nan), "mu must be a finite number"),
+    (lambda: schedules.laplace(5, 0.03, 14.6, mu=math.inf), "mu must be a finite number"),
+    (lambda: schedules.beta_sigmas(5, 0.03, 14.6, alpha=math.inf), "alpha must be a finite number"),
+    (lambda: schedules.linear_quadratic(5, None, 14.6, threshold_noise=math.nan), "threshold_noise must be a finite"),
+    (lambda: schedules.linear_quadratic(5, None, 14.6, threshold_noise=0.0), "threshold_noise must be > 0"),
+    (lambda: schedules.linear_quadratic(5, None, 14.6, threshold_noise=1.5), "threshold_noise must be < 1"),
+    # inside (0, 1) but past where the quadratic part turns back: the message says so, not "fewer steps"
+    (lambda: schedules.linear_quadratic(10, None, 14.6, threshold_noise=0.9), "threshold_noise=0.9 .*turns back"),
+    (lambda: schedules.set_first(torch.tensor([0.0]), -1.0), "sigma must be >= 0"),
+])
+def test_a_bad_option_is_named_not_reported_as_a_repeated_sigma(build, match):
+    with pytest.raises(samplers.InvalidInput, match=match):
+        build()
+
+
+def test_numpy_and_0d_tensor_scalars_are_numbers_as_the_step_count_is():
+    want = schedules.karras(5, float(np.float32(0.03)), 14.6)
+    for lo in (np.float32(0.03), torch.tensor(0.03)):
+        assert torch.equal(schedules.karras(5, lo, 14.6), want)
+    assert torch.equal(schedules.karras(np.int64(5), 0.03, np.float64(14.6)), schedules.karras(5, 0.03, 14.6))
+    assert torch.equal(schedules.exponential(5, 0.03, torch.tensor(14.6, dtype=torch.float64)),
+                       schedules.exponential(5, 0.03, 14.6))
+    sig = schedules.karras(5, 0.03, 14.6)
+    assert torch.equal(schedules.set_first(sig, sig[0]), sig)  # a schedule's own 0-d element
+    for bad in (torch.tensor(True), torch.tensor([0.03]), np.bool_(True)):
+        with pytest.raises(samplers.InvalidType, match="sigma_min must be a number"):
+            schedules.karras(5, bad, 14.6)
+
+
+# ---- diffusers' spacings: which classes' timesteps linspace / leading are (the docstrings say so)
+
+def _timesteps(cls, spacing, n, offset=0):
+    sched = getattr(_diffusers(), cls)(**SD15, timestep_spacing=spacing, steps_offset=offset)
+    sched.set_timesteps(n)
+    return np.asarray(sched.timesteps, dtype=np.float64)
+
+
+def _ours(spacing, n, offset=0):
+    if spacing == "linspace":
+        return torch.linspace(999, 0, n, dtype=torch.float64).numpy()
+    return np.arange(n - 1, -1, -1) * (1000 // n) + offset
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading"])
+def test_linspace_and_leading_are_euler_discretes_spacing(spacing):
+    same = ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "LMSDiscreteScheduler"]
+    same += ["DDIMScheduler", "DDPMScheduler"] if spacing == "leading" else []
+    for cls in same:
+        for n in range(2, 60):
+            want = _ours(spacing, n, 1 if spacing == "leading" else 0)
+            got = _timesteps(cls, spacing, n, 1 if spacing == "leading" else 0)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 if spacing == "linspace" else 0, err_msg=cls)
+    # the multistep solvers take n + 1 rounded points and drop the last
+    for cls in ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler"):
+        for n in (5, 10, 20):
+            got = _timesteps(cls, spacing, n)
+            want = (np.linspace(0, 999, n + 1).round() if spacing == "linspace"
+                    else np.arange(n + 1) * (1000 // (n + 1)))[::-1][:-1]
+            np.testing.assert_array_equal(got, want, err_msg=cls)
+            assert not np.allclose(got, _ours(spacing, n)), cls
+    if spacing == "linspace":  # DDIM rounds Euler's points to integers
+        assert np.array_equal(_timesteps("DDIMScheduler", spacing, 7), _ours(spacing, 7).round())
+        assert not np.array_equal(_ours(spacing, 7), _ours(spacing, 7).round())

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..core.native import NoiseSchedule, RectifiedFlow, TableAxis
+from ..core.native import NoiseSchedule, RectifiedFlow, TableAxis, VPDiscrete
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.registry import Registry, load_builtins
 from ..core.validate import check_allocation, integer, positive
@@ -73,10 +74,14 @@ def available() -> list[str]:
     return SCHEDULES.names()
 
 def range_end(name: str, value) -> float:
-    """A range end given to a schedule: a number (not a bool, not NaN)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    """A range end given to a schedule: a real number (not a bool, not NaN), as a float. A numpy real scalar
+    (``np.float32(0.03)``) or a 0-d real tensor counts as the number it holds, as the step count's do."""
+    number = value
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool:
+        number = value.item()
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or math.isnan(number):
         raise InvalidType(f"{name} must be a number, got {value!r}")
-    return value
+    return float(number)
 
 
 def check_steps(n: int, sigma_min, sigma_max, need_range: bool = True) -> int:
@@ -96,6 +101,13 @@ def check_steps(n: int, sigma_min, sigma_max, need_range: bool = True) -> int:
     return n
 
 
+def steps_and_range(n: int, sigma_min, sigma_max) -> tuple[int, float, float]:
+    """:func:`check_steps` with its range, and the range ends as floats (a numpy or 0-d tensor end computes as the
+    Python float it holds)."""
+    n = check_steps(n, sigma_min, sigma_max)
+    return n, float(sigma_min), float(sigma_max)
+
+
 def check_rho(rho) -> float:
     """ρ of the Karras / polyexponential schedules: a finite number > 0 (ρ = 0 would divide by zero)."""
     return positive("rho", rho)
@@ -109,11 +121,12 @@ def finite_max(name: str, sigma_max: float) -> float:
 def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas.to(torch.float64), sigmas.new_zeros(1, dtype=torch.float64)])
 
-def strictly_decreasing(sigmas: torch.Tensor, name: str) -> torch.Tensor:
-    """Check the result is strictly decreasing (with its trailing 0); say which settings collapse steps."""
+def strictly_decreasing(sigmas: torch.Tensor, name: str, fix: str = "use fewer steps or a wider sigma range"
+                        ) -> torch.Tensor:
+    """Check the result is strictly decreasing (with its trailing 0); say which settings collapse steps (``fix``: what
+    to change, where that is not the step count or the range)."""
     if not bool((sigmas[1:] < sigmas[:-1]).all()):
-        raise InvalidInput(f"schedule {name!r} repeats a sigma with these settings ({sigmas.tolist()}); use fewer "
-                         "steps or a wider sigma range")
+        raise InvalidInput(f"schedule {name!r} repeats a sigma with these settings ({sigmas.tolist()}); {fix}")
     return sigmas
 
 def from_timesteps(timesteps: torch.Tensor, training_sigmas) -> torch.Tensor:
@@ -230,6 +243,14 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
         raise InvalidOption(f"schedule {name!r} is {canonical!r} with {key}={fixed[key]!r}, but {key}={value!r} was "
                             f"passed; pass the registry name {canonical!r} to choose {key} yourself")
     kw = {**fixed, **kw}
+    # a tool's name on a zero-terminal-SNR model (names.resolve_schedule): the schedule on the model as the tool reads
+    # it, its last ᾱ the tool's finite stand-in for 0 (VPDiscrete.with_terminal_alpha_bar), table and range alike
+    terminal = kw.pop("terminal_alpha_bar", None)
+    if terminal is not None:
+        if not isinstance(native, VPDiscrete):
+            raise InvalidInput("terminal_alpha_bar sets the last alphas_cumprod of a zero-terminal-SNR model: pass "
+                               "native=<VPDiscrete with rescale_betas_zero_snr>")
+        native = native.with_terminal_alpha_bar(terminal)
     fn = SCHEDULES.get(canonical)
     valid = schedule_options(fn)
     unknown = [k for k in kw if k not in valid and k not in FROM_NATIVE]

@@ -9,7 +9,7 @@ import torch
 from ..core.native import flow_t, flux_mu
 from .base import check_steps, register, strictly_decreasing, append_zero
 from ..core.errors import InvalidInput, InvalidOption
-from ..core.validate import boolean, real
+from ..core.validate import boolean, integer, real
 
 
 FLOW_ENDS = ("model", "diffusers")
@@ -90,10 +90,16 @@ def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, thresh
     ``linear_quadratic`` scheduler; the ComfyUI name passes it): a level ℓ is σ = (1 − ℓ)·σ_max in the model's own
     VE σ, linear in σ. On a flow model (σ_max = inf, ComfyUI's σ the flow time) the two are the same.
     """
-    check_steps(n, None, None, need_range=False)
+    n = check_steps(n, None, None, need_range=False)
     boolean("sigma_fraction", sigma_fraction)
+    threshold_noise = real("threshold_noise", threshold_noise, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
+                           what=" (the noise level, a fraction of the whole, where the linear steps end; ComfyUI's "
+                                "default 0.025)")
+    if linear_steps is not None:
+        linear_steps = integer("linear_steps", linear_steps)
     finite = sigma_max is not None and not math.isinf(sigma_max)
     t_max = float(flow_t(torch.tensor(sigma_max, dtype=torch.float64))) if finite else 1.0
+    fix = "use fewer steps or a wider sigma range"
     if n == 1:
         levels = [0.0, 1.0]
     else:
@@ -101,6 +107,10 @@ def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, thresh
         if not 0 < linear_steps < n:
             raise InvalidInput(f"linear_steps must be in (0, {n}), got {linear_steps}")
         quadratic_steps = n - linear_steps
+        # the quadratic part's slope at level n is ≥ 0 only for threshold_noise ≤ 2·linear_steps/(n + linear_steps)
+        fix = (f"threshold_noise={threshold_noise:g} with linear_steps={linear_steps} of n={n}: past about "
+               f"{2 * linear_steps / (n + linear_steps):.3g} (2·linear_steps/(n + linear_steps)) the quadratic part "
+               "turns back; use a smaller threshold_noise or more linear_steps")
         step_diff = linear_steps - threshold_noise * n
         quadratic_coef = step_diff / (linear_steps * quadratic_steps**2)
         linear_coef = threshold_noise / linear_steps - 2 * step_diff / quadratic_steps**2
@@ -109,7 +119,7 @@ def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, thresh
                   + [quadratic_coef * i**2 + linear_coef * i + const for i in range(linear_steps, n)] + [1.0])
     if finite and sigma_fraction:
         return strictly_decreasing(torch.tensor([(1.0 - v) * sigma_max for v in levels], dtype=torch.float64),
-                                   "linear_quadratic")
+                                   "linear_quadratic", fix=fix)
     t = torch.tensor([(1.0 - v) * t_max for v in levels], dtype=torch.float64)
     sigmas = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
-    return strictly_decreasing(sigmas, "linear_quadratic")
+    return strictly_decreasing(sigmas, "linear_quadratic", fix=fix)

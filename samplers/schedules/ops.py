@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import torch
 from ..core.errors import InvalidInput
+from ..core.validate import integer, real
+from .base import range_end
 
 
 def split(sigmas: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split at a step: the two parts share the boundary sigma (high part ends where the low part starts)."""
+    step = integer("step", step)
     if not 0 <= step < len(sigmas):
         raise InvalidInput(f"step must be in [0, {len(sigmas) - 1}], got {step}")
     return sigmas[: step + 1], sigmas[step:]
@@ -28,14 +31,17 @@ def truncate(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
 
     ``strength`` in (0, 1] is how much of the schedule is run: 1 starts from pure noise.
     """
-    if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
+    strength = real("strength", strength, what=" in (0, 1] (the share of the schedule run; 1 starts from pure noise)")
+    if not 0 < strength <= 1:
         raise InvalidInput(f"strength must be in (0, 1], got {strength!r}")
     steps = len(sigmas) - 1
     keep = max(1, rounded_steps(strength, steps))
     return sigmas[steps - keep:]
 
 def set_first(sigmas: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Replace the first sigma (e.g. start a flow schedule at a finite sigma); must stay decreasing."""
+    """Replace the first sigma (e.g. start a flow schedule at a finite sigma); must stay decreasing. ``sigma``: a
+    number >= 0 (inf too; a numpy or 0-d tensor scalar counts as the number it holds)."""
+    sigma = real("sigma", range_end("sigma", sigma), lo=0.0, allow_inf=True, what=" (set_first's new first sigma)")
     out = sigmas.clone().to(torch.float64)
     out[0] = sigma
     if len(out) > 1 and not float(out[0]) > float(out[1]):

@@ -9,13 +9,20 @@ import torch
 
 from ..core.native import flow_sigma, flow_t
 from ..core.validate import boolean, positive, real
-from .base import append_zero, check_rho, check_steps, finite_max, register, strictly_decreasing
+from .base import (append_zero, check_rho, check_steps, finite_max, register, steps_and_range,
+                   strictly_decreasing)
 from ..core.errors import InvalidInput, InvalidOption
 
 
 def _flow_range(sigma_min: float, sigma_max: float) -> tuple[float, float]:
     """The range in flow time t = σ/(1 + σ): σ = inf is t = 1."""
     return flow_t(float(sigma_min)), flow_t(float(sigma_max))
+
+# what collapses Karras steps beside the step count: σ_max^(1/ρ) so far above σ_min^(1/ρ) that the ramp rounds σ_min
+# away (σ_max/σ_min beyond about 1e110 at ρ = 7), or a range too narrow for float64 to split
+_KARRAS_FIX = ("use fewer steps, or a sigma range float64 can split into them: sigma_max / sigma_min neither so near 1 "
+               "that levels round together nor so large that sigma_min^(1/rho) rounds away beside sigma_max^(1/rho) "
+               "(a smaller rho, or a narrower range)")
 
 @register("karras")
 def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, in_flow_time: bool = False) -> torch.Tensor:
@@ -24,7 +31,7 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, in_flow
     ``in_flow_time=True``: the formula in flow time t = σ/(1 + σ) from t(σ_max) (σ_max = inf: t = 1) to t(σ_min),
     then σ = t/(1 − t) — ComfyUI's ``karras`` on a flow model (SD3, Flux), whose σ is t (``comfyui:karras`` there).
     """
-    n = check_steps(n, sigma_min, sigma_max)
+    n, sigma_min, sigma_max = steps_and_range(n, sigma_min, sigma_max)
     rho = check_rho(rho)
     if boolean("in_flow_time", in_flow_time):
         t_min, t_max = _flow_range(sigma_min, sigma_max)
@@ -33,8 +40,12 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, in_flow
         return strictly_decreasing(append_zero(flow_sigma((hi + ramp * (lo - hi)) ** rho)), "karras")
     sigma_max = finite_max("karras", sigma_max)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return append_zero((hi + ramp * (lo - hi)) ** rho)
+    try:
+        lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    except OverflowError:
+        raise InvalidOption(f"schedule 'karras' with rho={rho:g} raises sigma_max={sigma_max:g} to the power 1/rho = "
+                            f"{1 / rho:g}, past float64's range; use a larger rho (Karras et al. use 7)") from None
+    return strictly_decreasing(append_zero((hi + ramp * (lo - hi)) ** rho), "karras", fix=_KARRAS_FIX)
 
 @register("exponential")
 def exponential(n: int, sigma_min: float, sigma_max: float, in_flow_time: bool = False) -> torch.Tensor:
@@ -42,22 +53,25 @@ def exponential(n: int, sigma_min: float, sigma_max: float, in_flow_time: bool =
 
     ``in_flow_time=True``: uniform in log t, t = σ/(1 + σ), from t(σ_max) (σ_max = inf: t = 1) to t(σ_min), then
     σ = t/(1 − t) — ComfyUI's ``exponential`` on a flow model (``comfyui:exponential`` there)."""
-    check_steps(n, sigma_min, sigma_max)
+    n, sigma_min, sigma_max = steps_and_range(n, sigma_min, sigma_max)
     if boolean("in_flow_time", in_flow_time):
         t_min, t_max = _flow_range(sigma_min, sigma_max)
         t = torch.linspace(math.log(t_max), math.log(t_min), n, dtype=torch.float64).exp()
         return strictly_decreasing(append_zero(flow_sigma(t)), "exponential")
     sigma_max = finite_max("exponential", sigma_max)
-    return append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64).exp())
+    return strictly_decreasing(append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n,
+                                                          dtype=torch.float64).exp()), "exponential")
 
 @register("polyexponential")
 def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
     """Polynomial in log σ (k-diffusion): ρ = 1 is ``exponential``."""
-    n = check_steps(n, sigma_min, sigma_max)
+    n, sigma_min, sigma_max = steps_and_range(n, sigma_min, sigma_max)
     rho = check_rho(rho)
     sigma_max = finite_max("polyexponential", sigma_max)
     ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho
-    return append_zero((ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)).exp())
+    return strictly_decreasing(append_zero((ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)).exp()),
+                               "polyexponential", fix="use fewer steps, a wider sigma range, or a rho nearer 1 (a rho "
+                               "far below 1 packs the levels at sigma_max, far above 1 at sigma_min)")
 
 @register("vp")
 def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, beta_d: float = 19.9,
@@ -95,7 +109,7 @@ def kl_optimal(n: int, sigma_min: float, sigma_max: float, end: str = "zero", in
     t = 1) to t(σ_min), the ends exact, then σ = t/(1 − t) — ComfyUI's ``kl_optimal`` on a flow model, whose σ is t
     (``comfyui:kl_optimal`` there; at n = 1 ComfyUI divides by n − 1 = 0 and gets NaN, here the one level is σ_max).
     """
-    check_steps(n, sigma_min, sigma_max)
+    n, sigma_min, sigma_max = steps_and_range(n, sigma_min, sigma_max)
     if end not in ("zero", "sigma_min"):
         raise InvalidOption(f"kl_optimal: end must be 'zero' (ComfyUI's: n levels, then 0) or 'sigma_min' (A1111's: "
                             f"n + 1 levels down to sigma_min), got {end!r}")
@@ -115,18 +129,25 @@ def kl_optimal(n: int, sigma_min: float, sigma_max: float, end: str = "zero", in
 def laplace(n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:
     """Laplace schedule (Hang et al. 2024, "Improved noise schedule for diffusion training"; ComfyUI):
     log σ = μ − β·sgn(½ − x)·log(1 − 2|½ − x| + 1e-5) for x evenly in [0, 1], clamped to [σ_min, σ_max]."""
-    check_steps(n, sigma_min, sigma_max)
+    n, sigma_min, sigma_max = steps_and_range(n, sigma_min, sigma_max)
     sigma_max = finite_max("laplace", sigma_max)
+    mu = real("mu", mu, what=" (the log σ the Laplace density is centred on)")
+    beta = real("beta", beta, lo=0.0, lo_open=True, what=" (the Laplace density's scale in log σ)")
     x = torch.linspace(0, 1, n, dtype=torch.float64)
     lmb = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * (0.5 - x).abs() + 1e-5)
-    return strictly_decreasing(append_zero(lmb.exp().clamp(sigma_min, sigma_max)), "laplace")
+    return strictly_decreasing(append_zero(lmb.exp().clamp(sigma_min, sigma_max)), "laplace",
+                               fix=f"use fewer steps, a wider sigma range, a mu whose e^mu lies inside it (here "
+                               f"{sigma_min:g}..{sigma_max:g}; levels outside it are clamped to its ends), or a smaller "
+                               "beta")
 
 @register("beta_sigmas", aliases=("use_beta_sigmas",))
 def beta_sigmas(n: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
     """Beta sampling (Lee et al. 2024, arXiv:2407.12173), as diffusers' ``use_beta_sigmas``:
     σ_i = σ_min + (σ_max − σ_min)·F⁻¹_Beta(α,β)(1 − i/(n−1)): dense at both ends for α, β < 1."""
-    check_steps(n, sigma_min, sigma_max)
+    n, sigma_min, sigma_max = steps_and_range(n, sigma_min, sigma_max)
     sigma_max = finite_max("beta_sigmas", sigma_max)
+    alpha = real("alpha", alpha, what=" (the Beta distribution's first shape)")
+    beta = real("beta", beta, what=" (the Beta distribution's second shape)")
     if not (alpha > 0 and beta > 0):
         raise InvalidInput(f"beta_sigmas needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
     from scipy import stats  # scipy loads only when a beta schedule is built

@@ -15,12 +15,18 @@ import torch
 from .base import append_zero, check_steps, from_timesteps, num_train, register, strictly_decreasing, table_range
 from ..core.errors import InvalidInput, InvalidType
 from ..core.native import TableAxis
-from ..core.validate import boolean, integer
+from ..core.validate import boolean, integer, real
 
 
 @register("linspace", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def linspace(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
-    """diffusers' ``timestep_spacing="linspace"``: n timesteps evenly from the last to the first (fractional)."""
+    """diffusers' ``timestep_spacing="linspace"`` as EulerDiscreteScheduler spaces it: n timesteps evenly from the
+    last to the first, fractional (``np.linspace(0, N − 1, n)`` descending); EulerAncestralDiscrete and LMSDiscrete
+    take the same timesteps, Heun and KDPM2 interleave their second stages into them. Those read σ linearly in σ
+    between table entries, this in log σ (k-diffusion), so σ at a fractional timestep differ slightly; at n = 1 they
+    take timestep 0, this N − 1. Other classes space differently: DDIM, DDPM and PNDM round the n timesteps to
+    integers; DPMSolverMultistep, UniPC, DEIS and SASolver take n + 1 rounded points
+    ``np.linspace(0, N − 1, n + 1).round()``, descending, the last (0) dropped."""
     check_steps(n, None, None, need_range=False)
     total = num_train(n, training_sigmas)
     return from_timesteps(torch.linspace(total - 1, 0, n, dtype=torch.float64), training_sigmas)
@@ -43,7 +49,10 @@ def lcm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None,
 
 @register("leading", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def leading(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, steps_offset: int = 0) -> torch.Tensor:
-    """diffusers' ``"leading"`` spacing (DDIM, SD 1.x default): i·(N // n) + steps_offset, descending."""
+    """diffusers' ``"leading"`` spacing (SD 1.x default): i·(N // n) + steps_offset for i = n − 1 … 0, the timesteps of
+    EulerDiscrete, EulerAncestralDiscrete, LMSDiscrete, DDIM and DDPM (Heun, KDPM2 and PNDM interleave or repeat
+    steps on the same grid). DPMSolverMultistep, UniPC, DEIS and SASolver space differently: i·(N // (n + 1)) +
+    steps_offset for i = n … 1 (n + 1 points, the 0 dropped)."""
     check_steps(n, None, None, need_range=False)
     total = num_train(n, training_sigmas)
     ratio = total // n
@@ -162,6 +171,8 @@ def beta_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=No
     """
     check_steps(n, None, None, need_range=False)
     total = num_train(n, training_sigmas)
+    alpha = real("alpha", alpha, what=" (the Beta distribution's first shape)")
+    beta = real("beta", beta, what=" (the Beta distribution's second shape)")
     if not (alpha > 0 and beta > 0):
         raise InvalidInput(f"beta schedule needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
     from scipy import stats
