@@ -160,10 +160,10 @@ def _run_generate(args) -> int:
         check_sampler(args.sampler, args.schedule, args.steps, options, _kind(args))
     seeds = args.seed if len(args.seed) > 1 else args.seed[0]
     # everything txt2img checks that needs no weights, by the pipeline's own rules, from the folders' config.json:
-    # the VAE, size, seeds, schedule, steps, memory
+    # the VAE, size, prompt length (the text encoder's tokenizer), seeds, schedule, steps, memory
     PipelineSpec.read(args.weights, model=args.model, vae=args.vae).check_request(
         args.sampler, args.schedule, args.steps, options, seed=seeds, batch=len(args.seed), height=args.height,
-        width=args.width)
+        width=args.width, prompt=args.prompt)
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     t0 = time.perf_counter()
     images = pipe.txt2img(args.prompt, sampler=args.sampler, schedule=args.schedule, steps=args.steps, cfg=args.cfg,
@@ -200,7 +200,7 @@ def _run_compare(args) -> int:
     for name in args.samplers:  # every cell as compare_grid runs it: item k of n uses seed + k
         fitted = names.resolve(name).sigmas is not None  # a fitted solver: its own steps and nodes only
         for steps in [None] if fitted else args.steps:
-            spec.check_request(name, args.schedule, steps, options, seed=args.seed, batch=args.n)
+            spec.check_request(name, args.schedule, steps, options, seed=args.seed, batch=args.n, prompt=args.prompt)
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     prompts = [args.prompt] * args.n
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,

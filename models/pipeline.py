@@ -32,6 +32,7 @@ from samplers.schedules.ops import rounded_steps
 from . import data
 from . import io as mio
 from .guidance import CFGDenoiser, InpaintDenoiser
+from .text import Tokenizer
 from .unet import DiffusionModel, UNetConfig, estimate_bytes, native_schedule, vae_record
 from .vae import VAE, VAEConfig, check_size
 from . import vae as vae_mod
@@ -528,12 +529,80 @@ class PipelineSpec:
                          fix=f"the shipped models were trained at {self.vae_config.image_size}×"
                              f"{self.vae_config.image_size}; use a smaller size or batch")
 
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The text encoder's tokenizer, built from the U-Net's config (its vocabulary and ``max_length``): the rule
+        the loaded encoder reads prompts by, with no weights."""
+        text = self.config.text_config()
+        return Tokenizer(text.vocab, text.max_length)
+
+    def _check_prompt_lengths(self, prompts: Sequence[str]) -> None:
+        tok = self.tokenizer
+        for k, p in enumerate(prompts):
+            words = len(tok.words(p))
+            if words > tok.max_length - 1:
+                raise InvalidInput(f"prompt {k} has {words} words but the text encoder reads at most "
+                                   f"{tok.max_length - 1} (it would drop the rest); shorten it: {p!r}")
+
+    def _prompts(self, prompt) -> list[str]:
+        """``prompt`` (a string, or a non-empty list or tuple of strings) as a list, each within the encoder's length."""
+        if isinstance(prompt, str):
+            prompts = [prompt]
+        elif isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt):
+            prompts = list(prompt)
+        else:
+            raise InvalidType(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
+        if not prompts:
+            raise InvalidInput("no prompt given: pass a string, or a list of at least one string")
+        self._check_prompt_lengths(prompts)
+        return prompts
+
+    @staticmethod
+    def _refuse_twins(prompts: list[str], seeds: list[int], *inputs: torch.Tensor) -> None:
+        """Two items of one prompt and one seed (and the same input image and mask, where given) are one image made
+        twice: refused, as a seed listed twice is by the CLI. One seed for different prompts (or images) is fine.
+        Seeds that differ by a multiple of 2**32 are one seed here: the pipeline draws its noise on the CPU, whose
+        generator reads only a seed's low 32 bits (:func:`same_noise`)."""
+        seen: dict = {}
+        for k, (prompt, seed) in enumerate(zip(prompts, seeds)):
+            key = (prompt, seed % CPU_SEEDS)
+            for j in seen.setdefault(key, []):
+                if all(t.shape[0] == 1 or torch.equal(t[j], t[k]) for t in inputs):
+                    same = " and the same input" if inputs else ""
+                    if seeds[j] == seed:
+                        raise InvalidInput(f"items {j} and {k} have the same prompt and seed ({seed}){same}: they "
+                                           "would be the same image; give each item its own seed (an int seed s "
+                                           "gives s, s + 1, …)")
+                    raise InvalidInput(f"items {j} and {k} have the same prompt{same} and seeds {seeds[j]} and {seed}, "
+                                       f"which differ by a multiple of 2**32: {_WHY_CPU_SEEDS}, so they would be "
+                                       "the same image; give each item a seed that differs from the others' below "
+                                       "2**32")
+            seen[key].append(k)
+
+    def _batch(self, prompt, batch: int | None, seed) -> tuple[list[str], list[int]]:
+        prompts = self._prompts(prompt)
+        if batch is not None:
+            n = integer("batch", batch, lo=1, hi=MAX_BATCH)
+        else:
+            n = len(seed) if is_seed_list(seed) and len(prompts) == 1 else len(prompts)
+        if len(prompts) == 1:
+            prompts = prompts * n
+        elif len(prompts) != n:
+            raise InvalidInput(f"got {len(prompts)} prompts for a batch of {n}; pass one prompt, or one per item")
+        return prompts, resolve_seeds(seed, n)
+
     def check_request(self, sampler: str | None = None, schedule: str | None = None, steps: int | None = None,
-                      options: dict | None = None, seed=0, batch: int = 1, height=64, width=64) -> None:
-        """The checks of a :meth:`Pipeline.txt2img` call that need no weights, in its order: the size, the batch
-        and its seeds, the sampler, schedule and steps (a fitted solver's record against this kind of model), the
-        noise the sampler will build (its kind on this schedule: ``noise.for_run``), the memory."""
+                      options: dict | None = None, seed=0, batch: int = 1, height=64, width=64, prompt=None) -> None:
+        """The checks of a :meth:`Pipeline.txt2img` call that need no weights, in its order: the size, the prompt
+        (where given: a string or one per item, each within the text encoder's length, by its tokenizer's rule), the
+        batch and its seeds (two items of one prompt and one seed refused), the sampler, schedule and steps (a fitted
+        solver's record against this kind of model), the noise the sampler will build (its kind on this schedule:
+        ``noise.for_run``), the memory."""
         h, w = self._latent_size(height, width)
+        if prompt is not None:
+            prompts, seeds = self._batch(prompt, batch, seed)
+            self._refuse_twins(prompts, seeds)
+            batch = len(seeds)
         batch = integer("batch", batch, lo=1, hi=MAX_BATCH)
         seeds = resolve_seeds(seed, batch)
         found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, dict(options or {}))
@@ -572,6 +641,11 @@ class Pipeline(PipelineSpec):
         return cls(unet, vae)
 
     # ------------------------------------------------------------------------------------ building blocks
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The loaded text encoder's own tokenizer (the one :meth:`PipelineSpec.tokenizer` builds from the config)."""
+        return self.model.text_encoder.tokenizer
 
     def _model_fn(self, x_t: torch.Tensor, time: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self.nfe += 1  # counted, not estimated: what a run cost is pipe.nfe after it minus before
@@ -668,61 +742,6 @@ class Pipeline(PipelineSpec):
                 f"this schedule starts at σ = inf: {start} would be pure noise, so the image would not shape the "
                 f"result; pass {', or '.join(fixes)}")
         return cut
-
-    def _check_prompt_lengths(self, prompts: Sequence[str]) -> None:
-        tok = self.model.text_encoder.tokenizer
-        for k, p in enumerate(prompts):
-            words = len(tok.words(p))
-            if words > tok.max_length - 1:
-                raise InvalidInput(f"prompt {k} has {words} words but the text encoder reads at most "
-                                   f"{tok.max_length - 1} (it would drop the rest); shorten it: {p!r}")
-
-    def _prompts(self, prompt) -> list[str]:
-        """``prompt`` (a string, or a non-empty list or tuple of strings) as a list, each within the encoder's length."""
-        if isinstance(prompt, str):
-            prompts = [prompt]
-        elif isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt):
-            prompts = list(prompt)
-        else:
-            raise InvalidType(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
-        if not prompts:
-            raise InvalidInput("no prompt given: pass a string, or a list of at least one string")
-        self._check_prompt_lengths(prompts)
-        return prompts
-
-    def _batch(self, prompt, batch: int | None, seed) -> tuple[list[str], list[int]]:
-        prompts = self._prompts(prompt)
-        if batch is not None:
-            n = integer("batch", batch, lo=1, hi=MAX_BATCH)
-        else:
-            n = len(seed) if is_seed_list(seed) and len(prompts) == 1 else len(prompts)
-        if len(prompts) == 1:
-            prompts = prompts * n
-        elif len(prompts) != n:
-            raise InvalidInput(f"got {len(prompts)} prompts for a batch of {n}; pass one prompt, or one per item")
-        return prompts, resolve_seeds(seed, n)
-
-    @staticmethod
-    def _refuse_twins(prompts: list[str], seeds: list[int], *inputs: torch.Tensor) -> None:
-        """Two items of one prompt and one seed (and the same input image and mask, where given) are one image made
-        twice: refused, as a seed listed twice is by the CLI. One seed for different prompts (or images) is fine.
-        Seeds that differ by a multiple of 2**32 are one seed here: the pipeline draws its noise on the CPU, whose
-        generator reads only a seed's low 32 bits (:func:`same_noise`)."""
-        seen: dict = {}
-        for k, (prompt, seed) in enumerate(zip(prompts, seeds)):
-            key = (prompt, seed % CPU_SEEDS)
-            for j in seen.setdefault(key, []):
-                if all(t.shape[0] == 1 or torch.equal(t[j], t[k]) for t in inputs):
-                    same = " and the same input" if inputs else ""
-                    if seeds[j] == seed:
-                        raise InvalidInput(f"items {j} and {k} have the same prompt and seed ({seed}){same}: they "
-                                           "would be the same image; give each item its own seed (an int seed s "
-                                           "gives s, s + 1, …)")
-                    raise InvalidInput(f"items {j} and {k} have the same prompt{same} and seeds {seeds[j]} and {seed}, "
-                                       f"which differ by a multiple of 2**32: {_WHY_CPU_SEEDS}, so they would be "
-                                       "the same image; give each item a seed that differs from the others' below "
-                                       "2**32")
-            seen[key].append(k)
 
     def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options):
         spec = samplers.core.registry.SAMPLERS.get(sampler)

@@ -271,3 +271,29 @@ def test_seeds_that_differ_by_a_multiple_of_2_32_are_refused_as_one_image_twice(
 def test_the_cli_refuses_seeds_2_32_apart_before_the_weights_are_read(capsys, no_load, tmp_path):  # noqa: F811
     _refused(capsys, ["generate", "a red circle", "--seed", "0", "4294967296", "--out", str(tmp_path / "d.png")],
              "--seed 0 and 4294967296", "multiple of 2**32", "low 32 bits", "list one of them")
+
+
+# ------------------------------------------------------------------- a prompt longer than the encoder reads
+
+
+LONG = ("a large red circle at the top left and a small blue square at the bottom right and a red ring in the "
+        "centre and more words here")  # 28 words; the shipped encoder reads 23 (max_length 24 with <bos>)
+
+
+@pytest.mark.parametrize("command", [["generate"], ["compare", "--samplers", "euler", "--steps", "2", "--n", "1"]])
+def test_the_cli_refuses_a_prompt_too_long_before_the_weights_are_read(capsys, no_load, tmp_path, command):  # noqa: F811
+    _refused(capsys, [command[0], LONG, *command[1:], "--out", str(tmp_path / "p.png")],
+             "prompt 0 has 28 words", "reads at most 23", "shorten it")
+
+
+def test_check_request_reads_the_prompt_by_the_encoders_rule_without_weights(parts):  # noqa: F811
+    spec = PipelineSpec.read(model="eps")
+    assert spec.tokenizer.max_length == 24 and spec.tokenizer.vocab == parts["eps"].tokenizer.vocab
+    with pytest.raises(InvalidInput, match="prompt 0 has 28 words"):
+        spec.check_request(prompt=LONG)
+    with pytest.raises(InvalidType, match="prompt must be a string"):
+        spec.check_request(prompt=3)
+    with pytest.raises(InvalidInput, match="items 0 and 1 have the same prompt and seed"):
+        spec.check_request(prompt=PROMPT, seed=[4, 4], batch=2)
+    spec.check_request(prompt=PROMPT, seed=[4, 5], batch=2)
+
