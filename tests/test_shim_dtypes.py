@@ -116,7 +116,7 @@ def test_an_x0_model_output_is_the_x0_the_class_returns(name):
 
 # What docs/diffusers.md states of half precision: the final latents against diffusers' own half-precision run, a
 # toy eps / flow model, 10 steps, eight classes (the shim keeps a float32 state where diffusers rounds every step).
-HALF = {torch.float16: 4.2e-3, torch.bfloat16: 3.8e-2}  # the largest (FlowMatchHeun); diffusers' own fp16: 2.5e-3
+HALF = {torch.float16: 2.2e-3, torch.bfloat16: 1.7e-2}  # the largest (Heun, UniPC); diffusers' own fp16: 2.5e-3
 SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                 prediction_type="epsilon")
 HALF_CLASSES = [("EulerDiscreteScheduler", SD_BETAS), ("HeunDiscreteScheduler", SD_BETAS),
@@ -152,6 +152,10 @@ def test_half_precision_stays_within_what_the_docs_say(dtype):
         scale = max(1.0, float(full.abs().max()))  # the float32 run's scale
         gaps[name] = float((ours - theirs).abs().max()) / scale
         own[name] = float((theirs - full).abs().max()) / scale
+        # the float32 state keeps the shim's run nearer the float32 one than diffusers' own half run: the latent a
+        # step returned is rounded for the pipeline, not for the next x0 (FlowMatchHeun in fp16 was 3.9e-3 from it,
+        # 4× diffusers' own 9.5e-4, when x0 was taken from the rounded latent)
+        assert float((ours - full).abs().max()) / scale <= own[name], (name, float((ours - full).abs().max()), own)
     assert max(gaps.values()) <= 1.2 * HALF[dtype], gaps
     if dtype == torch.float16:
         assert max(own.values()) <= 1.2 * 2.5e-3, own
@@ -160,7 +164,7 @@ def test_half_precision_stays_within_what_the_docs_say(dtype):
 # docs/diffusers.md, half precision with thresholding=True (dynamic thresholding of x0; sample_max_value 1.5, ratio
 # 0.9), measured apart: the same toy model and loop, seven classes that threshold, eps and v models. Diffusers'
 # own half-precision run is as far from its float32 run (fp16: 4.8e-3), and the shim stays within 1.5× of that.
-THRESHOLD = {torch.float16: 5.3e-3, torch.bfloat16: 3.9e-2}
+THRESHOLD = {torch.float16: 4.9e-3, torch.bfloat16: 3.2e-2}
 THRESHOLD_CONFIG = dict(thresholding=True, sample_max_value=1.5, dynamic_thresholding_ratio=0.9)
 THRESHOLD_CLASSES = ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
                      "DPMSolverSinglestepScheduler", "SASolverScheduler", "DDPMScheduler", "LCMScheduler"]

@@ -903,7 +903,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._denoised = []
         self._injected = {}
         self._x_start = None
-        self._last_prev = None
+        self._last_prev = self._last_exact = None
         self._noise = None
         self._seeds = None
         self._eta = None
@@ -1436,7 +1436,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self._injected[k] = state.clone() if state is sample else state
         if isinstance(self._noise, _GeneratorNoise):
             self._noise.generator = generator
-        denoised = self._x0(model_output.to(state_dtype), x_in, sigma, (self._begin_index or 0) + k)
+        seen = x_in
+        if k > 0 and sample.dtype != state_dtype and self._last_exact is not None and self._unchanged(sample):
+            # an fp16 / bf16 latent the last step returned: x0 from the state it was rounded from, as to_denoiser
+            # converts (the rounding would enter the slope (x − x0)/σ, which a corrector multiplies near σ = 0)
+            seen = self._last_exact
+        denoised = self._x0(model_output.to(state_dtype), seen, sigma, (self._begin_index or 0) + k)
         self._denoised.append(denoised)
         if k >= len(plan.evals):
             # an idle call (the source's zero-length last step): the latent stays as it is
@@ -1476,13 +1481,16 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             sigma_next = plan.evals[k + 1]
         self._step_index = (self._begin_index or 0) + k + 1
         prev_dtype, x0_dtype = self._step_dtypes(sample, model_output)
-        prev = self._from_state(x, sigma_next).to(prev_dtype)
-        self._returned(prev)
+        exact = self._from_state(x, sigma_next)
+        prev = exact.to(prev_dtype)
+        self._returned(prev, exact)
         return self._output(prev, denoised.to(x0_dtype), return_dict)
 
-    def _returned(self, prev: torch.Tensor) -> None:
-        """Remember the latent ``step`` returns, and its version counter then."""
+    def _returned(self, prev: torch.Tensor, exact: torch.Tensor | None = None) -> None:
+        """Remember the latent ``step`` returns, its version counter then, and (``exact``) the state's latent it
+        was rounded from."""
         self._last_prev = (prev, _version(prev))
+        self._last_exact = exact
 
     def _unchanged(self, sample: torch.Tensor) -> bool:
         """Whether ``sample`` is the latent the last ``step`` returned, unchanged since: the same tensor, not changed
