@@ -266,6 +266,17 @@ COMFYUI_SCHEDULERS: dict[str, tuple[str, dict, dict]] = {
     "AlignYourStepsScheduler SDXL": ("ays_sdxl", {"levels": "comfyui"}, {}),
     "AlignYourStepsScheduler SVD": ("ays_svd", {"levels": "comfyui"}, {}),
 }
+# Zero-terminal-SNR models (ᾱ_T = 0, σ_max = inf here, as in diffusers' rescale_betas_zero_snr): ComfyUI
+# (comfy/model_sampling.py rescale_zero_terminal_snr_sigmas, which ModelSamplingDiscrete(zsnr=True) and the
+# ModelSamplingDiscrete node's zsnr option apply; Comfy-Org/ComfyUI 2fd20839) and A1111 (modules/sd_models.py
+# rescale_zero_terminal_snr_abar, its "Zero Terminal SNR" noise schedule and ztsnr models) both rescale ᾱ as Lin et
+# al. do, then set alphas_cumprod[-1] to this value, so their σ table ends at a finite σ_max = sqrt((1 − ᾱ)/ᾱ) ≈
+# 4518.76 (ComfyUI's table is float32 from float64; A1111's ᾱ and σ are float32). Every ComfyUI / A1111 schedule reads
+# that table: its σ_max (karras, exponential, kl_optimal, linear_quadratic, A1111's Beta and Polyexponential) and its
+# entries (simple, normal, sgm_uniform, ddim_uniform, beta, A1111's Uniform). On a zero-SNR model the tools' schedule
+# names resolve with terminal_alpha_bar=TOOLS_ZERO_SNR_ALPHA_BAR (samplers.core.names.resolve_schedule): the schedule
+# on VPDiscrete.with_terminal_alpha_bar, the model as the tools read it.
+TOOLS_ZERO_SNR_ALPHA_BAR = 4.8973451890853435e-08
 # A1111 (modules/sd_schedulers.py): its "Beta" is the Beta quantiles in σ (α = β = 0.6, its defaults), its "KL
 # Optimal" n + 1 levels down to σ_min with no 0, its "Align Your Steps" the SD 1.5 levels interpolated to n and a 0
 # appended (A1111 takes the SDXL levels on an SDXL model: pass "ays_sdxl" with append_zero=True there).

@@ -304,9 +304,13 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
     ``native``: the model the schedule is for. A ComfyUI name on a flow model
     (:class:`~samplers.core.native.RectifiedFlow`) takes the options ComfyUI's rule needs there (``karras``,
     ``exponential``, ``kl_optimal``: ``in_flow_time=True``, as ComfyUI computes them in the model's σ = t); registry
-    and A1111 names, and every name on other models, resolve the same with or without it."""
+    and A1111 names, and every name on other models, resolve the same with or without it. A ComfyUI or A1111 name on
+    a zero-terminal-SNR :class:`~samplers.core.native.VPDiscrete` (ᾱ_T = 0, σ_max = inf) takes
+    ``terminal_alpha_bar`` = :data:`~samplers.core.labels.TOOLS_ZERO_SNR_ALPHA_BAR`: both tools set the last ᾱ to it,
+    so their schedules read a finite table (σ_max ≈ 4518.76), which ``get_sigmas`` builds them on; registry names keep
+    the model's own table there (σ_max = inf, diffusers' convention)."""
     from ..schedules.base import SCHEDULES
-    from .native import NoiseSchedule, RectifiedFlow
+    from .native import NoiseSchedule, RectifiedFlow, VPDiscrete
 
     if not isinstance(name, str):
         raise InvalidType(f"a schedule name must be a string, got {type(name).__name__}")
@@ -314,6 +318,9 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
         raise InvalidType(f"native must be a samplers.core.native schedule (VPDiscrete, RectifiedFlow, ...), got "
                           f"{type(native).__name__}")
     flow = isinstance(native, RectifiedFlow)
+    # the tools' finite stand-in for ᾱ_T = 0 (labels.TOOLS_ZERO_SNR_ALPHA_BAR), for their names only
+    tool_table = ({"terminal_alpha_bar": labels.TOOLS_ZERO_SNR_ALPHA_BAR}
+                  if isinstance(native, VPDiscrete) and native.zero_terminal_snr else {})
     tables = {"comfyui": labels.COMFYUI_SCHEDULERS, "a1111": labels.A1111_SCHEDULERS}
     if _normalise(name.split(":", 1)[-1] if name.split(":", 1)[0].strip().lower() == "a1111" else name) == "automatic":
         raise UnknownNameError(f"schedule {name!r} is A1111's 'Automatic' Schedule type, the sampler's own choice, "
@@ -322,7 +329,7 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
 
     def entry(table: dict, key: str) -> tuple[str, dict]:
         schedule, options, *on_flow = table[key]
-        return SCHEDULES.canonical(schedule), {**options, **(on_flow[0] if on_flow and flow else {})}
+        return SCHEDULES.canonical(schedule), {**options, **(on_flow[0] if on_flow and flow else {}), **tool_table}
 
     if ":" in name and name.split(":", 1)[0].strip().lower() in tables:
         prefix, rest = name.split(":", 1)

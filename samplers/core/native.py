@@ -186,6 +186,30 @@ class VPDiscrete(NoiseSchedule):
     def num_train_timesteps(self) -> int:
         return self.alphas_cumprod.numel()
 
+    @property
+    def zero_terminal_snr(self) -> bool:
+        """Whether the table's last ᾱ is 0 (σ_max = inf): a zero-terminal-SNR model (``rescale_betas_zero_snr``)."""
+        return self._zero_snr
+
+    def with_terminal_alpha_bar(self, alpha_bar: float) -> "VPDiscrete":
+        """This zero-terminal-SNR model as a tool that keeps a finite table reads it: the same table with its last
+        ᾱ (0 here) set to ``alpha_bar``, so σ_max = sqrt((1 − ᾱ)/ᾱ) is finite (ComfyUI and A1111 set 4.897e-08:
+        :data:`samplers.core.labels.TOOLS_ZERO_SNR_ALPHA_BAR`). Every other entry is this model's. Refused on a model
+        whose last ᾱ is not 0 (it has a finite table of its own) and for an ``alpha_bar`` outside (0, ᾱ_{T−1})."""
+        if not self.zero_terminal_snr:
+            raise InvalidInput(f"with_terminal_alpha_bar reads a zero-terminal-SNR model (last alphas_cumprod 0), but "
+                               f"this one ends at {float(self.alphas_cumprod[-1]):g}: its own table is finite")
+        before = float(self.alphas_cumprod[-2])
+        if isinstance(alpha_bar, bool) or not isinstance(alpha_bar, (int, float)) or not 0 < alpha_bar < before:
+            raise InvalidInput(f"terminal_alpha_bar must be a number in (0, {before:g}) (below the model's "
+                               f"next-to-last alphas_cumprod), got {alpha_bar!r}")
+        key = ("terminal_alpha_bar", float(alpha_bar))
+        if key not in self._cache:
+            table = self.alphas_cumprod.clone()
+            table[-1] = float(alpha_bar)
+            self._cache[key] = VPDiscrete(table, quantize=self.quantize)
+        return self._cache[key]
+
     def _table(self, device, dtype, time: bool = False):
         key = (str(device), dtype, time)
         if key not in self._cache:
