@@ -297,3 +297,26 @@ def test_check_request_reads_the_prompt_by_the_encoders_rule_without_weights(par
         spec.check_request(prompt=PROMPT, seed=[4, 4], batch=2)
     spec.check_request(prompt=PROMPT, seed=[4, 5], batch=2)
 
+
+# ------------------------------------------------------------------- the progress bar counts every step
+
+
+@pytest.mark.parametrize("kind", ["eps", "flow"])
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m"])
+def test_the_progress_bar_counts_every_step(parts, monkeypatch, kind, sampler):  # noqa: F811
+    """The flow schedule starts at σ = inf, whose step runs before the sampler's loop: the bar counted 4 of 5."""
+    from tqdm.auto import tqdm
+
+    from samplers.core import run
+
+    bars = []
+
+    class Recorded(tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            bars.append((self, k.get("disable")))  # tqdm's close sets its own disable
+
+    monkeypatch.setattr(run, "tqdm", Recorded, raising=False)
+    monkeypatch.setattr(run, "trange", lambda *a, **k: Recorded(range(*a), **k))
+    _run(parts[kind], "txt2img", sampler=sampler, steps=5, progress=True)
+    assert [(b.n, b.total) for b, off in bars if not off] == [(5, 5)]  # (a probe of the schedule: disabled)

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import trange
+from tqdm.auto import tqdm, trange
 
 from . import noise as noise_mod
 from .errors import InvalidInput, InvalidType, NonFiniteError
@@ -27,6 +27,9 @@ from .conversion import model_dtype, model_input, prepare_times, state_dtype as 
 from .validate import check_options, largest_sigma
 
 _DEBUG = contextvars.ContextVar("samplers_debug", default=False)
+# the progress bar of a run from σ = inf, opened before its first step (taken outside the sampler's loop) and
+# handed to the sampler's :func:`progress`, so that the bar counts every step of the schedule
+_BAR = contextvars.ContextVar("samplers_progress_bar", default=None)
 
 
 @contextlib.contextmanager
@@ -135,7 +138,7 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
         options["noise_sampler"] = noise_mod.for_run(options.get("noise_sampler"), options.pop("seed", None), x,
                                                      values, draws=draws_noise(spec, options))
 
-    offset = 0
+    offset, bar = 0, None
     from_inf = math.isinf(values[0])
     solver = options.get("solver")
     if from_inf and callable(getattr(solver, "check_model", None)):
@@ -146,11 +149,23 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
     elif math.isinf(values[0]):
         if len(values) > 2:
             check_the_rest(spec, x, values[1:], options)
-        x = step_from_infinity(spec, model, denoise, x, values, params, options, callback)
+        bar = tqdm(total=len(values) - 1, disable=disable, leave=False)  # every step, the first one too
+        try:
+            x = step_from_infinity(spec, model, denoise, x, values, params, options, callback)
+        except BaseException:
+            bar.close()
+            raise
+        bar.update(1)
         values, offset = values[1:], 1
-    if len(values) > 1:
-        cb = _shift_callback(callback, offset)
-        x = spec_implementation(spec)(denoise, x, values, None, cb, disable, **options)
+    token = _BAR.set(bar)
+    try:
+        if len(values) > 1:
+            cb = _shift_callback(callback, offset)
+            x = spec_implementation(spec)(denoise, x, values, None, cb, disable, **options)
+    finally:
+        _BAR.reset(token)
+        if bar is not None:
+            bar.close()
 
     if not bool(torch.isfinite(x).all()):
         raise NonFiniteError(
@@ -295,9 +310,20 @@ def step_from_infinity(spec, model, denoise, x, values, params, options, callbac
     return x_next
 
 
-def progress(sigmas: list[float], disable) -> range:
-    """The step indices of a run, with a progress bar unless ``disable``."""
-    return trange(len(sigmas) - 1, disable=disable, leave=False)
+def progress(sigmas: list[float], disable):
+    """The step indices of a run, with a progress bar unless ``disable``. In a run from σ = inf the bar opened
+    before its first step (taken before the sampler's loop) goes on counting here, so it shows every step."""
+    bar = _BAR.get()
+    if bar is None:
+        return trange(len(sigmas) - 1, disable=disable, leave=False)
+    _BAR.set(None)  # this loop's only: a run nested in its steps opens its own
+    return _counted(bar, len(sigmas) - 1)
+
+
+def _counted(bar, steps: int):
+    for i in range(steps):
+        yield i
+        bar.update(1)
 
 
 def report(callback: Callable | None, x, i, sigma, sigma_hat, denoised) -> None:
