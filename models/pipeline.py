@@ -7,8 +7,10 @@
 The U-Net's native model (eps on a VP discrete schedule, or flow velocity) becomes the canonical
 denoiser with ``samplers.to_denoiser``; classifier-free guidance and inpainting are denoiser wrappers
 (``models.guidance``); the sampler is looked up by name in the registry. Item k of a batch uses seed
-``seeds[k]`` for its initial noise and its in-loop noise, so its image does not depend on the batch
-size or on the other items.
+``seeds[k]`` for its initial noise and its in-loop noise, so its noise does not depend on the batch
+size or on the other items, exactly; its image equals the one made alone up to the network's batched arithmetic
+(the U-Net's CPU kernels sum in another order for another batch: about 1e-4, which can move a PNG's channel value
+by one level).
 """
 
 from __future__ import annotations

@@ -413,3 +413,25 @@ def test_the_models_default_sampler_runs_on_the_models_default_schedule(parts):
         # a sampler the caller names brings its own schedule (A1111's Automatic for "Euler a" on the eps model)
         if kind == "eps":
             torch.testing.assert_close(pipe.plan("Euler a", None, 6, {})[1], pipe.sigmas("linspace", 6), rtol=0, atol=0)
+
+
+def test_an_items_noise_is_batch_independent_exactly_and_the_docs_claim_no_more(parts, capsys, monkeypatch, tmp_path):
+    """The noise of item k is its seed's alone, bit for bit; the image only up to the U-Net's batched CPU arithmetic
+    (test_item_independent_of_batch allows 1e-4), which the docs, the module docstring and the CLI's --seed message
+    said was none ("item k's image does not depend on the batch", "a seed always gives the same image")."""
+    import models.pipeline as mp
+    from samplers.core.seeds import seeded_randn
+
+    assert torch.equal(seeded_randn((3, 4, 8, 8), [11, 12, 13])[1:2], seeded_randn((1, 4, 8, 8), [12]))
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text().split())
+    assert "image does not depend on the batch" not in text
+    assert ("item k's noise does not depend on the batch, exactly; its image equals the one made alone up to the "
+            "U-Net's batched arithmetic, about 1e-4") in text
+    doc = " ".join(mp.__doc__.split())
+    assert "its image does not depend" not in doc and "its noise does not depend on the batch size" in doc
+    monkeypatch.setattr(mp.Pipeline, "load", classmethod(lambda *a, **k: pytest.fail("loaded")))
+    from samplers.cli import main
+
+    assert main(["generate", "a red circle", "--seed", "3", "3", "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert "a seed always gives the same image" not in err and "would make one image twice" in err
