@@ -157,6 +157,18 @@ def names_md() -> str:
             "known (`Pipeline.sigmas`, `samplers.core.names.resolve_schedule(name, native=...)`): there ComfyUI "
             "computes `karras`, `exponential` and `kl_optimal` in the model's σ, the flow time t, which the name "
             "passes on (\"on a flow model\").", "",
+            "On a **zero-terminal-SNR** discrete model (`VPDiscrete` with `rescale_betas_zero_snr=True`: ᾱ_T = 0, "
+            "σ_max = inf, diffusers' convention) neither tool keeps σ_max = inf: ComfyUI's "
+            "`ModelSamplingDiscrete(zsnr=True)` (comfy/model_sampling.py `rescale_zero_terminal_snr_sigmas`) and "
+            "A1111's \"Zero Terminal SNR\" (modules/sd_models.py `rescale_zero_terminal_snr_abar`) set the last ᾱ to "
+            f"{labels.TOOLS_ZERO_SNR_ALPHA_BAR!r} (`labels.TOOLS_ZERO_SNR_ALPHA_BAR`), so their table ends at "
+            "σ_max ≈ 4518.76. There every `comfyui:` / `a1111:` name (and a name spelt as a tool spells it) resolves "
+            "with `terminal_alpha_bar` set to it and builds on that table (`VPDiscrete.with_terminal_alpha_bar`): "
+            "`comfyui:karras`, `comfyui:exponential` and `a1111:Karras` run from 4518.76, `comfyui:simple` / "
+            "`normal` / `kl_optimal` start there instead of at inf (tests/test_zero_snr_tool_schedules.py: every "
+            "name, 1, 2, 5 and 20 steps). The registry's names (`karras`, `simple`, ...) keep the model's own table "
+            "(σ_max = inf: `karras` refused, the table schedules from inf); `terminal_alpha_bar=` asks for the tools' "
+            "table with them too. A run from 4518.76 evaluates the model at timestep 999, as ComfyUI's.", "",
             "A name spelt exactly as a table below has it resolves to that table's rule (registry names first, then "
             "ComfyUI's, then A1111's: A1111's `Beta` and `KL Optimal` are A1111's); a name that is also a registry "
             "schedule (`ddim_uniform`, `kl_optimal`, `linear_quadratic`, ...) is the registry's, and the prefix "
@@ -187,6 +199,14 @@ def names_md() -> str:
             "and gets NaN; here [σ_max, 0]); `beta` where timesteps repeat (ComfyUI drops them and runs fewer steps; "
             "here an error, at hundreds of steps); `ddim_uniform` on a table whose second entry is within 1e-5 of 0 "
             "(ComfyUI's other branch; a flow shift below about 0.005).",
+            "- On a **zero-terminal-SNR** model: both tools compute `kl_optimal` / \"KL Optimal\" with a float32 "
+            "angle, and tan magnifies its rounding near π/2, so their first level is 4518.18 where the names give "
+            "σ_max = 4518.76 (the other levels agree); the model's time input between timestep 998 (σ ≈ 2254) and "
+            "σ_max is log-σ interpolation toward diffusers' stand-in σ ≈ 4096 (the model's own rule, whatever the "
+            "schedule name), where the tools' tables end at 4518.76 (ComfyUI rounds to the nearest entry, A1111 "
+            "interpolates or, with its quantization option, rounds); and an A1111 "
+            "sampler label's own schedule (\"Automatic\": `DPM++ 2M` on Karras, `Euler` on Uniform) is the "
+            "registry's, so pass `schedule=\"a1111:Karras\"` (or the type it names) for A1111's list there.",
             "- ComfyUI's `denoise` < 1 (BasicScheduler / KSampler: a schedule of steps/denoise steps, its last steps "
             "kept) and A1111's img2img step count (int(strength·steps) + 1 steps of the full schedule) are not the "
             "pipeline's `strength` (`samplers.schedules.truncate`: round(strength·steps) steps).",
