@@ -320,3 +320,28 @@ def test_the_progress_bar_counts_every_step(parts, monkeypatch, kind, sampler): 
     monkeypatch.setattr(run, "trange", lambda *a, **k: Recorded(range(*a), **k))
     _run(parts[kind], "txt2img", sampler=sampler, steps=5, progress=True)
     assert [(b.n, b.total) for b, off in bars if not off] == [(5, 5)]  # (a probe of the schedule: disabled)
+
+
+def test_the_docs_give_img2img_step_counts_of_diffusers_and_a1111_as_they_are():
+    """round(strength · steps) here; diffusers 0.42's get_timesteps int(steps · strength); A1111's
+    setup_img2img_steps t_enc = int(min(strength, 0.999) · steps), then sigmas[steps - t_enc - 1:]: t_enc + 1."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    pytest.importorskip("diffusers")
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    def a1111(strength, steps):
+        t_enc = int(min(strength, 0.999) * steps)
+        return len(list(range(steps + 1))[steps - t_enc - 1:]) - 1  # σ values of sigma_sched, less one
+
+    spec = PipelineSpec.read(model="eps")
+    for strength, steps, ours, theirs, a11 in ((0.68, 10, 7, 6, 7), (0.25, 10, 2, 2, 3)):
+        fake = SimpleNamespace(scheduler=SimpleNamespace(timesteps=torch.arange(steps - 1, -1, -1), order=1))
+        _, run = StableDiffusionImg2ImgPipeline.get_timesteps(fake, steps, strength, "cpu")
+        assert (len(Pipeline._cut(spec.sigmas("karras", steps), strength, "")) - 1, run, a1111(strength, steps)) \
+            == (ours, theirs, a11)
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text().split())
+    assert ("matches neither diffusers' `int(steps · strength)` (`StableDiffusionImg2ImgPipeline.get_timesteps`) nor "
+            "A1111's default `int(min(strength, 0.999) · steps) + 1`") in text
+    assert "strength 0.68 at 10 steps runs 7 here, 6 in diffusers, 7 in A1111; 0.25 at 10 runs 2, 2 and 3" in text
