@@ -212,8 +212,10 @@ def test_registry_names_on_a_zero_snr_model_keep_the_models_table(name):
     first level of the table schedules), no tool constant in their options."""
     assert names.resolve_schedule(name, native=ZSNR) == (name, {})
     if name in ("karras", "exponential"):
-        with pytest.raises(samplers.InvalidInput, match="finite sigma_max"):
+        with pytest.raises(samplers.InvalidInput, match="finite sigma_max") as refused:
             samplers.get_sigmas(name, 5, native=ZSNR)
+        assert "'a1111:Karras'" in str(refused.value)  # the fix it names runs there
+        assert float(samplers.get_sigmas("a1111:Karras", 5, native=ZSNR)[0]) == pytest.approx(4518.76, rel=1e-5)
         return
     for n in STEPS:
         sig = samplers.get_sigmas(name, n, native=ZSNR)

@@ -115,7 +115,9 @@ def check_rho(rho) -> float:
 def finite_max(name: str, sigma_max: float) -> float:
     if math.isinf(sigma_max):
         raise InvalidInput(f"schedule {name!r} needs a finite sigma_max, but it is inf (a flow or zero-terminal-SNR "
-                         "model); pass sigma_max=<finite value>, or use the 'flow' schedule / a timestep spacing")
+                         "model); pass sigma_max=<finite value>, or use the 'flow' schedule / a timestep spacing "
+                         "(on a zero-terminal-SNR model also a ComfyUI / A1111 name, 'comfyui:karras', "
+                         "'a1111:Karras': the tools' own table, which ends at σ ≈ 4518.76)")
     return sigma_max
 
 def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
