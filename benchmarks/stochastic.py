@@ -10,7 +10,9 @@ samplers run on its canonical denoiser (``samplers.to_denoiser``) with a Karras 
 range, diffusers' schedulers run their own loop on the same native eps model.
 
 Every sampler registered as ``ancestral`` or ``sde`` (discovered at run time) runs at NFE 10 / 20 / 50 with
-``steps = NFE // nfe_per_step``; the model calls it really made are counted and reported. The metric is the
+the most steps whose run makes at most NFE model calls, counted by running it
+(:func:`samplers.core.budget.steps_for_nfe`: warm-ups such as restart's, and a last step that skips a stage,
+count); the model calls it really made are counted and reported. The metric is the
 sliced Wasserstein distance of its samples to as many exact data samples, next to the floor (the distance
 between two independent exact sample sets of the same size: what a perfect sampler scores) and the ratio.
 diffusers peers get the most ``set_timesteps`` steps whose loop makes at most NFE model calls.
@@ -37,7 +39,7 @@ import samplers
 from samplers.core.brownian import BrownianNoise
 from samplers.core.noise import SeededNoise
 
-from samplers.core.budget import CountingDenoiser
+from samplers.core.budget import CountingDenoiser, steps_for_nfe
 
 from . import common
 from .peers import peer_steps, run_peer as run_diffusers
@@ -69,8 +71,10 @@ def stochastic_samplers() -> list[str]:
 
 
 def run_ours(problem, name: str, nfe: int, n: int, seed: int) -> dict:
-    spec = samplers.info(name)
-    steps = max(1, int(nfe // spec.nfe_per_step))
+    found = steps_for_nfe(name, nfe, lambda steps: problem.sigmas(SCHEDULE, steps))
+    if found is None:
+        raise ValueError(f"no step count of {name} fits {nfe} model calls")
+    steps = found[0]
     sigmas = problem.sigmas(SCHEDULE, steps)
     model = CountingDenoiser(problem.batch_denoiser(n, seed))
     x = samplers.initial_latent(problem.noise(n, seed), sigmas)
@@ -200,7 +204,7 @@ def markdown(result: dict) -> str:
              f"{common.device_label(info)}, {info['date_utc']}, torch {info['versions']['torch']}, "
              f"torchsde {info['versions']['torchsde']}, diffusers {info['versions']['diffusers']}, commit "
              f"{info['commit']}. Problem `{args['problem']}`: {result['problem']}. {args['samples']} samples, "
-             f"seed {args['seed']}, {args['schedule']} schedule for ours (steps = NFE // model calls per step), "
+             f"seed {args['seed']}, {args['schedule']} schedule for ours (the most steps within the budget, counted), "
              "diffusers' own spacing for the peers (the most steps within the budget).", "",
              f"Sliced Wasserstein distance to {args['samples']} exact samples (lower is better); the floor, two "
              f"independent exact sample sets of that size, is **{floor:.4f} ± {result['sw_floor_std']:.4f}** "

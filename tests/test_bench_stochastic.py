@@ -8,6 +8,7 @@ import pytest
 
 import samplers
 from benchmarks import common, stochastic
+from samplers.core.budget import count_nfe, steps_for_nfe
 
 
 def test_every_stochastic_sampler_is_discovered_at_run_time():
@@ -32,7 +33,7 @@ def test_quick_run_writes_results_and_table(tmp_path):
     assert 0 < saved["sw_floor_std"] < floor
     for name in ("euler_ancestral", "torchsde.euler", "torchsde.srk"):
         row = rows[name]
-        assert row["steps"] == 10 // samplers.info(name).nfe_per_step
+        assert (row["steps"], row["nfe_used"]) == steps_for_nfe(name, 10, lambda k: problem.sigmas("karras", k))
         assert row["ratio"] == pytest.approx(row["sw"] / floor)
         assert f"| {name} |" in table
         assert row["brownian_range_warnings"] == 0
@@ -47,3 +48,17 @@ def test_quick_run_writes_results_and_table(tmp_path):
         assert 0 < row["nfe_used"] <= 10 and row["sw"] > 0
     cost = saved["noise_cost_us"]["1x64"]
     assert cost["seeded"] > 0 and cost["brownian"] > 0 and "BrownianNoise" in table
+
+
+@pytest.mark.parametrize("name", ["restart", "seeds_3", "torchsde.reversible_heun"])
+def test_every_sampler_runs_within_the_budget_of_its_column(name):
+    # steps = NFE // nfe_per_step gave restart 17 calls in the NFE 10 column (its restarts cost 2·2 + 4 more),
+    # torchsde.reversible_heun 11 (one more call to start) and seeds_3 only 7 (its last step skips two stages)
+    problem = common.get_problem(stochastic.PROBLEM)
+    for nfe in stochastic.NFE:
+        got = stochastic.run_ours(problem, name, nfe, 4, 0)
+        assert got["nfe_used"] <= nfe
+        steps, calls = steps_for_nfe(name, nfe, lambda k: problem.sigmas(stochastic.SCHEDULE, k))
+        assert (got["steps"], got["nfe_used"]) == (steps, calls)
+        # the most steps that fit: one more step would not
+        assert count_nfe(name, problem.sigmas(stochastic.SCHEDULE, steps + 1)) > nfe
