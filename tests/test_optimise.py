@@ -291,3 +291,39 @@ def test_the_command_line_out_is_checked_and_created_first(tmp_path, capsys, mon
     with pytest.raises(AssertionError, match="work"):
         so.main(["--out", str(tmp_path / "a" / "b")])
     assert (tmp_path / "a" / "b").is_dir()  # created before the work, so the work cannot fail on it
+
+
+# --- adapter audit: sampler options, budgets counted with them, half-precision noise -------------------------------
+
+@pytest.mark.parametrize("options, match", [
+    ({"s_churn": 1.0}, "s_churn.*draw noise.*leave s_churn out"),
+    ({"s_churn": 1.0, "seed": 0}, "seed.*would do nothing"),
+    ({"seed": 0}, "sampler_options\\['seed'\\].*leave seed out"),
+    ({"noise_sampler": "brownian"}, "noise_sampler.*leave noise_sampler out"),
+])
+def test_options_that_draw_or_set_noise_are_refused_before_any_model_call(options, match):
+    # euler with churn drew fresh noise at every objective evaluation: two identical calls gave different schedules,
+    # and the file said "euler" without s_churn
+    model = Counting()
+    with pytest.raises(samplers.InvalidInput, match=match):
+        so.optimise_schedule(model, "euler", 3, GM.noise(4, seed=0), 0.05, 10.0, maxiter=3, sampler_options=options)
+    assert model.calls == 0
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"options": {"norm": torch.linalg.vector_norm}}, "not JSON data"),
+    ({"options": {"step_t": (1.0, 2.0)}}, "not JSON data"),
+    ({"info": {}}, "filled by each run"),
+])
+def test_options_a_file_cannot_record_are_refused_before_any_model_call(options, match):
+    model = Counting()
+    sampler = "torchdiffeq.rk4" if "info" in options else "torchdiffeq.euler"
+    with pytest.raises(samplers.InvalidInput, match=match):
+        so.optimise_schedule(model, sampler, 4, GM.noise(4, seed=0), 0.05, 10.0, maxiter=3, sampler_options=options)
+    assert model.calls == 0
+
+
+def test_a_schedule_file_with_noise_options_is_refused(tmp_path):
+    with pytest.raises(samplers.InvalidInput, match="s.json.*draw noise"):
+        load_with(tmp_path, {"sampler": "euler", "sampler_options": {"s_churn": 1.0}})
+    assert load_with(tmp_path).sampler_options == {}  # a file written before options were recorded

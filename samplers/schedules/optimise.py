@@ -80,6 +80,49 @@ def _real(name: str, value, **rule) -> float:
                            "(beyond any float)") from None
 
 
+# options that say how a run draws noise: the optimiser's runs draw none (see check_sampler_options)
+NOISE_OPTIONS = ("seed", "noise_sampler")
+
+
+def check_sampler_options(spec, options) -> dict:
+    """The ``sampler_options`` of an optimised schedule, checked before any model call: the sampler's own options
+    (:func:`samplers.core.validate.check_options`), none that makes the run draw noise (churn, η > 0: the objective
+    must give the same error for the same schedule, and a stochastic run's error to the ODE is its noise's) or
+    that sets noise (``seed``, ``noise_sampler``: nothing is drawn), no ``info`` (each run writes into it), and each
+    value JSON data that reads back equal, since a schedule file records them (every option changes the result)."""
+    from ..core.run import draws_noise
+    from ..core.validate import check_options
+
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise InvalidType(f"sampler_options must be a dict of the sampler's options by name, got {options!r}")
+    check_options(spec, options)
+    for key in options:
+        if key in NOISE_OPTIONS:
+            raise InvalidInput(f"sampler_options[{key!r}] sets the noise of a run, but the optimiser runs "
+                               f"{spec.name} deterministically (no noise drawn), so {key} would do nothing; leave "
+                               f"{key} out")
+        if key == "info":
+            raise InvalidInput(f"sampler_options['info'] is filled by each run (its model calls), not an option that "
+                               f"sets the run; leave it out (the schedule records nfe and meta['evaluations'])")
+    if draws_noise(spec, options):
+        noisy = {k: options[k] for k in ("s_churn", "eta") if k in options}
+        raise InvalidInput(f"sampler_options={noisy or options} make {spec.name} draw noise at every run, so the "
+                           "same schedule would score differently each time and its error to the ODE's solution is "
+                           "the noise's; optimise the deterministic run: leave "
+                           f"{' / '.join(noisy) or 'them'} out (or 0)")
+    for key, value in options.items():
+        try:
+            same = json.loads(json.dumps(value, allow_nan=False)) == value
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise InvalidInput(f"sampler_options[{key!r}] = {value!r} is not JSON data (numbers, strings, booleans, "
+                               "lists and dicts of them) that a schedule file can record, and a schedule is only "
+                               "what it was optimised with; pass it as such (a list, not a tuple or tensor), or "
+                               "leave it out")
+    return dict(options)
+
+
 @dataclass
 class OptimisedSchedule:
     """A schedule found by :func:`optimise_schedule`: ``sigmas`` (n + 1 values, ending in 0) plus how it was made."""
@@ -90,6 +133,8 @@ class OptimisedSchedule:
     error: float  # calibration RMSE of the optimised schedule
     baselines: dict[str, float] = field(default_factory=dict)  # calibration RMSE of each fixed schedule
     meta: dict = field(default_factory=dict)
+    # the sampler's options every run was made with (JSON data; {} in a file written before they were recorded)
+    sampler_options: dict = field(default_factory=dict)
 
     def tensor(self) -> torch.Tensor:
         return torch.tensor(self.sigmas, dtype=torch.float64)
@@ -176,8 +221,8 @@ class OptimisedSchedule:
                                f"{FORMAT!r})")
         data = dict(data)
         data.pop("format")
-        fields = {"sigmas", "sampler", "nfe", "error", "baselines", "meta"}
-        missing, extra = fields - {"baselines", "meta"} - set(data), set(data) - fields
+        fields = {"sigmas", "sampler", "nfe", "error", "baselines", "meta", "sampler_options"}
+        missing, extra = fields - {"baselines", "meta", "sampler_options"} - set(data), set(data) - fields
         if missing or extra:
             raise InvalidInput(f"{path}: a schedule file holds the fields {sorted(fields)}; "
                                + (f"missing {sorted(missing)}" if missing else f"unknown {sorted(extra)}"))
@@ -201,9 +246,10 @@ class OptimisedSchedule:
             raise InvalidInput(f"sigmas must be finite, strictly decreasing and end in 0, got {s}")
         steps = len(s) - 1
         try:
-            check_sampler(self.sampler, exact=True)
+            spec = check_sampler(self.sampler, exact=True)
         except SamplersError as e:
             raise InvalidInput(f"sampler: {e}") from None
+        check_sampler_options(spec, self.sampler_options)
         integer("nfe", self.nfe, lo=steps)  # the budget: at least one model call per step
         _real("error", self.error, lo=0)
         if not isinstance(self.baselines, dict) or not all(isinstance(k, str) for k in self.baselines):
@@ -250,11 +296,12 @@ class OptimisedSchedule:
             longer = schedules.get_sigmas("karras", steps + 1, sigma_min=0.002, sigma_max=80.0)
         calls = count_nfe(self.sampler, self.tensor())
         more = count_nfe(self.sampler, longer)
+        run = self.sampler
         if calls > self.nfe:
-            raise InvalidInput(f"nfe is {self.nfe}, but {self.sampler} makes {calls} model calls on these {steps} "
+            raise InvalidInput(f"nfe is {self.nfe}, but {run} makes {calls} model calls on these {steps} "
                                "steps: the budget must cover them")
         if more <= self.nfe:
-            raise InvalidInput(f"nfe is {self.nfe}, but {self.sampler} would fit {steps + 1} steps in it ({more} "
+            raise InvalidInput(f"nfe is {self.nfe}, but {run} would fit {steps + 1} steps in it ({more} "
                                f"calls), and the optimiser takes the most steps a budget fits; nfe is at most "
                                f"{more - 1} for {steps} steps")
 
@@ -344,7 +391,9 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
             ``calibration · σ_max``).
         sigma_min, sigma_max: the range; σ_max must be finite.
         maxiter: Nelder-Mead iterations, an integer >= 1 (default None: 150 × the number of free points).
-        sampler_options: passed to every sampler call.
+        sampler_options: passed to every sampler call and recorded in the result (``sampler_options``; its file
+            holds them and its budget is counted with them): the sampler's own options as JSON data, none that
+            makes the run draw noise (``s_churn`` > 0, ``eta`` > 0) and no ``seed`` / ``noise_sampler`` / ``info``.
         baselines: the σ schedules to compare with (names; not a training-timestep spacing, which needs a model's
             table).
 
@@ -358,7 +407,7 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
         maxiter = integer("maxiter", maxiter, lo=1)
     if sampler_options is not None and not isinstance(sampler_options, dict):
         raise InvalidType(f"sampler_options must be a dict of the sampler's options, got {sampler_options!r}")
-    options = dict(sampler_options or {})
+    options = check_sampler_options(spec, dict(sampler_options or {}))
     fit = steps_for_nfe(spec.name, nfe, lambda n: schedules.get_sigmas("karras", n, sigma_min=sigma_min,
                                                                         sigma_max=sigma_max), **options)
     if fit is None:
@@ -378,7 +427,7 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
     if steps < 2:  # nothing to place between σ_max and 0: one step runs from σ_max to 0
         sig = schedules.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max)
         err = schedule_error(denoiser, spec.name, sig, x, reference, **options)
-        return OptimisedSchedule(sig.tolist(), spec.name, nfe, err, base, meta(1))
+        return OptimisedSchedule(sig.tolist(), spec.name, nfe, err, base, meta(1), options)
     log_max, log_min = math.log(sigma_max), math.log(sigma_min)
     karras = schedules.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max)[:-1].log().numpy()
     theta0 = np.log(-np.diff(karras))
@@ -392,7 +441,7 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
     res = optimize.minimize(objective, theta0, method="Nelder-Mead",
                             options={"maxiter": maxiter or 150 * len(theta0), "xatol": 1e-4, "fatol": 1e-10})
     best = _sigmas_from(res.x, log_max, log_min)
-    return OptimisedSchedule(best.tolist(), spec.name, nfe, float(res.fun), base, meta(int(res.nfev)))
+    return OptimisedSchedule(best.tolist(), spec.name, nfe, float(res.fun), base, meta(int(res.nfev)), options)
 
 
 def main(argv=None) -> int:
