@@ -310,6 +310,23 @@ def test_options_that_draw_or_set_noise_are_refused_before_any_model_call(option
     assert model.calls == 0
 
 
+def test_sampler_options_are_recorded_and_the_budget_counted_with_them(tmp_path):
+    # torchdiffeq.rk4 with a step_size: the optimiser counted 1 step in NFE 8 with the options, the file's check
+    # counted 2 without them and refused the result after every model call
+    options = {"options": {"step_size": 0.01}}
+    r = so.optimise_schedule(GM.denoiser, "torchdiffeq.rk4", 8, GM.noise(4, seed=0), 0.05, 10.0, maxiter=3,
+                             sampler_options=options)
+    assert r.sampler_options == options and r.meta["steps"] == 1
+    back = so.OptimisedSchedule.load(r.save(tmp_path / "rk4.json"))
+    assert back == r and json.loads((tmp_path / "rk4.json").read_text())["sampler_options"] == options
+    with pytest.raises(samplers.InvalidInput, match="would fit 2 steps"):  # counted without them: not this budget
+        so.OptimisedSchedule(r.sigmas, r.sampler, r.nfe, r.error, r.baselines, r.meta)
+    # a deterministic option is recorded too: the file says what the schedule was optimised with
+    lms = so.optimise_schedule(GM.denoiser, "lms", 3, GM.noise(4, seed=0), 0.05, 10.0, maxiter=3,
+                               sampler_options={"order": 2})
+    assert json.loads(lms.save(tmp_path / "lms.json").read_text())["sampler_options"] == {"order": 2}
+
+
 @pytest.mark.parametrize("options, match", [
     ({"options": {"norm": torch.linalg.vector_norm}}, "not JSON data"),
     ({"options": {"step_t": (1.0, 2.0)}}, "not JSON data"),

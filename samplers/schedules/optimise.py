@@ -286,17 +286,17 @@ class OptimisedSchedule:
 
     def _check_budget(self, values: list[float]) -> None:
         """nfe is the budget the step count was the most for (as optimise_schedule chose it: counted on Karras
-        schedules, :func:`samplers.core.budget.steps_for_nfe`): the sampler's calls on these steps fit it, and
-        one step more would not."""
+        schedules, :func:`samplers.core.budget.steps_for_nfe`, with ``sampler_options``): the sampler's calls on
+        these steps fit it, and one step more would not."""
         steps = len(values) - 1
         low, top = self.sigma_range
         try:
             longer = schedules.get_sigmas("karras", steps + 1, sigma_min=low or top / 2, sigma_max=top)
         except InvalidInput:  # a range too narrow for a float grid: a fixed-step sampler's count is the same on any
             longer = schedules.get_sigmas("karras", steps + 1, sigma_min=0.002, sigma_max=80.0)
-        calls = count_nfe(self.sampler, self.tensor())
-        more = count_nfe(self.sampler, longer)
-        run = self.sampler
+        calls = count_nfe(self.sampler, self.tensor(), **self.sampler_options)
+        more = count_nfe(self.sampler, longer, **self.sampler_options)
+        run = f"{self.sampler} with {self.sampler_options}" if self.sampler_options else self.sampler
         if calls > self.nfe:
             raise InvalidInput(f"nfe is {self.nfe}, but {run} makes {calls} model calls on these {steps} "
                                "steps: the budget must cover them")
@@ -414,6 +414,11 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
         raise InvalidInput(f"an NFE budget of {nfe} is less than one step of {sampler!r}")
     steps = fit[0]
     fixed = _check_baselines(baselines, steps, sigma_min, sigma_max)
+    # the result as a file holds it, checked now on the Karras start (the budget counted with the options, the
+    # options recordable): what it would refuse at the end is refused before the first model call
+    OptimisedSchedule(schedules.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max).tolist(),
+                      spec.name, nfe, 0.0, {}, {"steps": steps, "sigma_min": sigma_min, "sigma_max": sigma_max},
+                      options)
     x = calibration * sigma_max
     reference = reference_solution(denoiser, x, sigma_max, sigma_min)
     base = {}
