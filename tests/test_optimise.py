@@ -344,3 +344,12 @@ def test_a_schedule_file_with_noise_options_is_refused(tmp_path):
     with pytest.raises(samplers.InvalidInput, match="s.json.*draw noise"):
         load_with(tmp_path, {"sampler": "euler", "sampler_options": {"s_churn": 1.0}})
     assert load_with(tmp_path).sampler_options == {}  # a file written before options were recorded
+
+
+def test_half_precision_calibration_runs_in_float32():
+    # float16 noise: the reference solve ran in float16 and stopped with torchdiffeq's "underflow in dt" after two
+    # model calls; it now runs in the float32 state the samplers keep for half-precision latents
+    noise = GM.noise(4, seed=0)
+    half = so.optimise_schedule(GM.denoiser, "euler", 3, noise.half(), 0.05, 10.0, maxiter=3)
+    wide = so.optimise_schedule(GM.denoiser, "euler", 3, noise.half().float(), 0.05, 10.0, maxiter=3)
+    assert half.sigmas == wide.sigmas and half.error == wide.error

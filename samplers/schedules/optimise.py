@@ -24,6 +24,7 @@ import torch
 
 from .. import schedules
 from ..core.budget import count_nfe, steps_for_nfe
+from ..core.conversion import state_dtype
 from ..core.registry import SAMPLERS, info, sample
 from ..core.files import atomic_write_bytes
 from .base import TABLE_SCHEDULES, check_steps
@@ -388,7 +389,8 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
         nfe: model-call budget; the step count is the most whose run fits it (counted on a Karras schedule,
             :func:`samplers.core.budget.steps_for_nfe`), so the calls may fall short of it (heun, 6: 3 steps, 5).
         calibration: unit noise [B, ...], floating point and finite (the starting latents are
-            ``calibration · σ_max``).
+            ``calibration · σ_max``; float16 / bfloat16 noise is run, and its reference solved, in float32, the
+            state every sampler keeps for half-precision latents).
         sigma_min, sigma_max: the range; σ_max must be finite.
         maxiter: Nelder-Mead iterations, an integer >= 1 (default None: 150 × the number of free points).
         sampler_options: passed to every sampler call and recorded in the result (``sampler_options``; its file
@@ -419,7 +421,9 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
     OptimisedSchedule(schedules.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max).tolist(),
                       spec.name, nfe, 0.0, {}, {"steps": steps, "sigma_min": sigma_min, "sigma_max": sigma_max},
                       options)
-    x = calibration * sigma_max
+    # half-precision noise runs in the float32 state every sampler keeps for fp16 / bf16 latents (samplers.core
+    # .conversion.state_dtype): the reference solve (dopri5 at 1e-7) cannot resolve its steps in float16
+    x = calibration.to(state_dtype(calibration.dtype)) * sigma_max
     reference = reference_solution(denoiser, x, sigma_max, sigma_min)
     base = {}
     for name, sig in fixed.items():
