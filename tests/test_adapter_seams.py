@@ -172,3 +172,30 @@ def test_negative_comfy_seed_names_where_it_came_from():
         fn(model, x, samplers.get_sigmas("karras", 3, sigma_min=0.1, sigma_max=10.0), extra_args={"seed": -1},
            disable=True)
     assert calls == []
+
+
+# --- torchdiffeq: tolerances the state cannot resolve, a norm that is no norm -----------------------------------------
+
+SIG = samplers.get_sigmas("karras", 6, sigma_min=0.05, sigma_max=20.0)
+
+
+@pytest.mark.parametrize("norm, match", [
+    (lambda t: "x", "returned 'x' \\(str\\)"),
+    (lambda t: 0.5, "returned 0.5 \\(float\\).*torch.as_tensor"),
+    (lambda t: t.abs(), "tensor of shape \\(2, 8\\)"),
+    (lambda t: torch.tensor(float("nan")), "returned nan"),
+    (lambda t: -t.pow(2).mean().sqrt(), "returned -1.0"),
+    (lambda t: torch.linalg.vector_norm(t).to(torch.complex64), "complex64"),
+    (lambda: torch.tensor(1.0), "raised TypeError"),
+])
+def test_an_adaptive_norm_is_checked_on_a_probe_before_any_model_call(norm, match):
+    # norm=lambda t: "x" failed with torchdiffeq's AttributeError after one model call
+    model, calls = _counting(_shrink)
+    with pytest.raises(samplers.InvalidOption, match="options\\['norm'\\] .*" + match):
+        samplers.sample("torchdiffeq.dopri5", model, GM.noise(2, seed=0) * 20.0, SIG, disable=True,
+                        options={"norm": norm})
+    assert calls == []
+    info = {}
+    samplers.sample("torchdiffeq.dopri5", _shrink, GM.noise(2, seed=0) * 20.0, SIG, disable=True, info=info,
+                    options={"norm": lambda t: t.abs().max()})
+    assert info["nfe"] > 0

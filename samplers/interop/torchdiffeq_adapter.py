@@ -188,6 +188,33 @@ def check_options(method: str, options, grid: list[float]) -> dict:
     return out
 
 
+def check_norm(method: str, norm, like: torch.Tensor) -> None:
+    """options['norm'], called once before any model call on a probe shaped like the state (torchdiffeq calls it on
+    error ratios of that shape and takes ``.abs()`` of the result): it must return a one-element real tensor, finite
+    and >= 0."""
+    probe = torch.ones_like(like)
+    rule = ("options['norm'] must be a function norm(t) of a tensor shaped like the state that returns a one-element "
+            "real floating-point tensor, finite and >= 0 (torchdiffeq's default is the RMS norm)")
+    try:
+        value = norm(probe)
+    except Exception as e:
+        raise InvalidOption(f"torchdiffeq.{method}: options['norm'] raised {type(e).__name__} on a tensor of ones "
+                            f"shaped {tuple(like.shape)} ({e}); {rule}") from e
+    ok = (isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point()
+          and not value.is_complex())
+    if not ok:
+        got = (f"a {value.dtype} tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+               else f"{value!r} ({type(value).__name__})")
+        fix = "; wrap a number in torch.as_tensor" if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else ""
+        raise InvalidOption(f"torchdiffeq.{method}: options['norm'] returned {got} for a tensor of ones shaped "
+                            f"{tuple(like.shape)}; {rule}{fix}")
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0):
+        raise InvalidOption(f"torchdiffeq.{method}: options['norm'] returned {v!r} for a tensor of ones shaped "
+                            f"{tuple(like.shape)}; {rule}")
+
+
 def _checked_grid(method, make, most):
     """A caller's grid_constructor whose grid is checked when torchdiffeq builds it (before its first step)."""
     def grid_constructor(func, y0, t):
@@ -297,9 +324,11 @@ def _register_adaptive(method: str, order: int, nfe: int):
               final_step="denoise (x = D(x, σ) from the last non-zero σ)")
     def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, *, rtol=1e-5, atol=1e-5,
                 options=None, info=None):
+        checked = check_options(method, options, _nonzero(sigmas))
+        if "norm" in checked:
+            check_norm(method, checked["norm"], x)
         return _integrate(method, model, x, sigmas, callback, disable,
-                          {"rtol": rtol, "atol": atol, "options": check_options(method, options, _nonzero(sigmas))},
-                          info)
+                          {"rtol": rtol, "atol": atol, "options": checked}, info)
 
     sampler.__doc__ = (f"torchdiffeq's adaptive '{method}' (order {order}) from the first to the last non-zero σ "
                        "with ``rtol``/``atol``; the schedule's points are output points. ``info={}`` gets the NFE.")
