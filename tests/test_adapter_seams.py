@@ -179,6 +179,30 @@ def test_negative_comfy_seed_names_where_it_came_from():
 SIG = samplers.get_sigmas("karras", 6, sigma_min=0.05, sigma_max=20.0)
 
 
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "adaptive_heun"])
+@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float32, 1e-12, 1e-12), (torch.float16, 1e-8, 0.0),
+                                               (torch.float64, 1e-17, 1e-17), (torch.float32, 5e-8, 5e-8)])
+def test_adaptive_tolerances_below_the_state_resolution_are_refused_before_any_model_call(method, dtype, rtol, atol):
+    # dopri5 on float32 latents at rtol=atol=1e-12 made 108,849 model calls (41 s on a toy model) without reaching
+    # the step cap; float16 latents run in a float32 state, whose resolution is the one that counts
+    x = (GM.noise(2, seed=0) * 20.0).to(dtype)
+    model, calls = _counting(_shrink)
+    state = torch.float64 if dtype == torch.float64 else torch.float32
+    with pytest.raises(samplers.InvalidOption, match=f"rtol={rtol!r} and atol={atol!r} are both below the resolution of "
+                       f"the {state} state .*eps/2 = {torch.finfo(state).eps / 2:.3g}.*float64 latents"):
+        samplers.sample(f"torchdiffeq.{method}", model, x, SIG, disable=True, rtol=rtol, atol=atol)
+    assert calls == []
+
+
+@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float32, 1e-7, 1e-7), (torch.float32, 0.0, 1e-5),
+                                               (torch.float32, 1e-12, 1e-3), (torch.float64, 1e-9, 1e-9)])
+def test_adaptive_tolerances_the_state_resolves_run(dtype, rtol, atol):
+    info = {}
+    out = samplers.sample("torchdiffeq.dopri5", _shrink, (GM.noise(2, seed=0) * 20.0).to(dtype), SIG, disable=True,
+                          rtol=rtol, atol=atol, info=info)
+    assert bool(torch.isfinite(out).all()) and info["nfe"] < 2000
+
+
 @pytest.mark.parametrize("norm, match", [
     (lambda t: "x", "returned 'x' \\(str\\)"),
     (lambda t: 0.5, "returned 0.5 \\(float\\).*torch.as_tensor"),
