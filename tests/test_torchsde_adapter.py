@@ -171,3 +171,29 @@ def test_an_eta_whose_tau_overflows_the_state_dtype_is_refused_before_any_model_
     assert calls == []
     assert torch.isfinite(samplers.sample("torchsde.euler", model, x.double(), sig, eta=5.0, seed=0, disable=True)).all()
     assert torch.isfinite(samplers.sample("torchsde.euler", model, x, sig, eta=4.0, seed=0, disable=True)).all()
+
+
+@pytest.mark.parametrize("name", ["torchsde.euler", "torchsde.srk", "euler_ancestral", "dpmpp_2m_sde"])
+def test_a_torchsde_brownian_interval_is_refused_as_a_noise_sampler_before_any_model_call(name):
+    # it is queried as bm(ta, tb) with ta <= tb: torchsde's raw "Query times ta=20.000 and tb=8.503 must respect
+    # ta <= tb" came from the torchsde samplers, and the others after their first model call
+    import torchsde
+    from samplers.problems import GaussianMixture
+
+    gm = GaussianMixture.default(shape=(6,), components=3, seed=1)
+    sig = samplers.get_sigmas("karras", 6, sigma_min=0.05, sigma_max=20.0).double()
+    x = gm.noise(2, seed=0) * 20.0
+    bm = torchsde.BrownianInterval(t0=0.0, t1=30.0, size=(2, 6), dtype=torch.float64, entropy=1)
+    calls = []
+
+    def model(x, s):
+        calls.append(s)
+        return gm.denoiser(x, s)
+    with pytest.raises(samplers.InvalidType, match="torchsde BrownianInterval.*noise_sampler\\(sigma, sigma_next\\) "
+                                                   "with sigma decreasing.*noise_sampler='brownian'.*wrap"):
+        samplers.sample(name, model, x, sig, disable=True, noise_sampler=bm)
+    assert calls == []
+    if name != "torchsde.srk":  # SRK refuses a sampler that repeats its draw (its Lévy area), the wrapped path too
+        wrapped = samplers.sample(name, model, x, sig, disable=True,
+                                  noise_sampler=lambda s, s_next: bm(s_next, s) / abs(s - s_next) ** 0.5)
+        assert bool(torch.isfinite(wrapped).all())

@@ -9,6 +9,7 @@ A1111 and ComfyUI give their SDE samplers) and :class:`PredrawnNoise` (the calle
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Sequence
 
 import torch
@@ -137,6 +138,14 @@ def check(noise_sampler, seed, x: torch.Tensor) -> str | None:
         if not callable(noise_sampler):
             raise InvalidType(f"noise_sampler must be callable noise_sampler(sigma, sigma_next) -> Tensor or one of "
                               f"{NOISE_NAMES}, got {type(noise_sampler).__name__}")
+        torchsde = sys.modules.get("torchsde")  # a torchsde object exists only where torchsde was imported
+        if torchsde is not None and isinstance(noise_sampler, torchsde.BaseBrownian):
+            raise InvalidType(f"noise_sampler is a torchsde {type(noise_sampler).__name__}, which is queried as "
+                              "bm(ta, tb) with ta <= tb and returns the increment W(tb) - W(ta); a noise sampler is "
+                              "called as noise_sampler(sigma, sigma_next) with sigma decreasing and returns unit-normal "
+                              "draws shaped like the latent: pass noise_sampler='brownian' (one Brownian path per item, "
+                              "which the torchsde.* samplers read as torchsde's own), or wrap your interval: "
+                              "lambda s, s_next: bm(s_next, s) / abs(s - s_next) ** 0.5")
         if isinstance(noise_sampler, PredrawnNoise):
             noise_sampler.check(x)
         return None
