@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -371,11 +372,30 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {name} | {schedule} | " + " | ".join(cells) + " |")
             lines.append("")
     for name, why in result["unavailable"].items():
-        lines += [f"## {name}: not run", "", why, ""]
+        lines += [f"## {name}: not run", "", _not_run_text(name, why), ""]
     skipped = sorted({(c["sampler"], c["schedule"], c["skipped"]) for c in result["cells"] if "skipped" in c})
     if skipped:
         lines += ["Cells not run:", ""] + [f"- {s} / {sch}: {why}" for s, sch, why in skipped[:40]] + [""]
     return "\n".join(lines)
+
+
+# where the committed runs of the shipped models are, for a table whose run could not build them
+SHIPPED_MODEL_RUNS = {"models-eps": "docs/benchmarks/fitted/eps-quality/table.md",
+                      "models-flow": "docs/benchmarks/fitted/flow-quality/table.md"}
+
+
+def _not_run_text(name: str, why: str) -> str:
+    """Why a problem did not run, as its table says it: the error up to its first ';' (a remedy the run printed
+    then, such as a training command, need not hold now: the shipped weights' commands are in docs/models.md), an
+    absolute path inside the checkout shown from its top folder (where the checkout was is no part of the result),
+    and, for the shipped models, where their committed runs are. The whole message stays in results.json."""
+    first = why.split(";", 1)[0].strip()
+    first = re.sub(r"(['\"`])/[^'\"`]*?/((?:models|docs|out|benchmarks|samplers)/[^'\"`]*)\1", r"\1\2\1", first)
+    text = f"The problem could not be built where this ran, so none of its cells ran: {first}."
+    if name in SHIPPED_MODEL_RUNS:
+        text += (f" The shipped {name.split('-', 1)[1]} model's committed run (`--problem {name}`, with its fitted "
+                 f"solvers): {SHIPPED_MODEL_RUNS[name]}.")
+    return text
 
 
 def _batches(result) -> str:
