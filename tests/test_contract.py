@@ -116,6 +116,23 @@ def test_no_host_sync_inside_the_loop(name):
     assert reads[0] == reads[1], f"host reads grow with the step count: {reads} for 3 and 9 steps"
 
 
+# Options and tool labels that take another code path than the registry default (the labels resolve to it)
+OPTION_PATHS = [("deis", {"mode": "tab"}), ("DEIS", {}), ("sample_deis", {}), ("comfyui:deis", {})]
+
+
+@pytest.mark.parametrize("name, options", OPTION_PATHS, ids=[f"{n}{o or ''}" for n, o in OPTION_PATHS])
+def test_no_host_sync_inside_the_loop_of_option_paths(name, options):
+    # DEIS-tAB's step weights were a sum over 10000 points in CPU torch tensors read back with float(): two
+    # tensor reads per step (5 for 3 steps, 22 for 9)
+    x = start()
+    reads = []
+    for steps in (3, 9):
+        with count_host_reads() as counts:
+            run(name, x, sigmas_for(steps), **options)
+        reads.append(counts["n"])
+    assert reads[0] == reads[1], f"host reads grow with the step count: {reads} for 3 and 9 steps"
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_models_give_no_nan(name, dtype):
