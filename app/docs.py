@@ -29,10 +29,22 @@ def _options(fn, skip=()) -> str:
     return ", ".join(shown)
 
 
+def _calls(name: str) -> str:
+    """The model calls of an n-step run, counted (:func:`samplers.core.budget.nfe_rule`): the rule on a schedule
+    that stops above 0 and, where it differs, the one whose last step goes to σ = 0."""
+    from samplers.core.budget import nfe_rule
+
+    above, to_zero = nfe_rule(name), nfe_rule(name, ends_in_zero=True)
+    if above is None or to_zero is None:
+        return "adaptive: set by the model and the tolerances, not by n"
+    return str(above) if str(above) == str(to_zero) else f"{above}; to σ = 0: {to_zero}"
+
+
 def samplers_md() -> str:
     import samplers
 
     kinds = {"ode": "Deterministic (probability-flow ODE)", "ancestral": "Ancestral", "sde": "Reverse SDE"}
+    own_inf = ", ".join(f"`{n}`" for n in samplers.available() if samplers.info(n).from_infinity)
     out = [GENERATED, "# Samplers", "",
            f"{len(samplers.available())} samplers are registered. Each has the k-diffusion signature "
            "`fn(model, x, sigmas, extra_args=None, callback=None, disable=None, *, **options)` and runs on any model "
@@ -44,8 +56,22 @@ def samplers_md() -> str:
            "tests/test_torchsde_adapter.py. For multistep "
            "samplers the tests shrink the lower-order warm-up steps to length h² (`refined_sigmas` in "
            "tests/conftest.py): on a plain schedule of uniform steps those first steps' larger local error caps the "
-           "observed slope, so with default options `unipc_bh1` / `unipc_bh2`, `dpmpp_3m_exact` and `deis` measure "
-           "about 2 there and `lms` about 2.8; *NFE/step* counts model calls per step; *final step* is what the sampler "
+           "observed slope, so with default options `dpmpp_3m_exact` and `deis` measure about 2 there and `lms` "
+           "about 2.8. `unipc_bh1` / `unipc_bh2` show 4, their order with `lower_order_final=False` (measured 4.0 to "
+           "4.1 from 32 to 256 refined steps); with the default `lower_order_final=True` they lower the order of "
+           "their last steps at every step count (this_order = min(order, n − i), as diffusers' UniPC does), not "
+           "only in the warm-up, and measure about 2.1 on refined schedules too. `dpm_fast` shows 3, the order of "
+           "its plan when NFE ≡ 2 (mod 3) (3rd-order steps and one 2nd-order step); any other budget ends with a "
+           "1st-order step, whose h² local error caps the observed order at 2 (tests/test_multistep.py). "
+           "*Model calls* is what a run of n steps costs with default options, counted by running each sampler "
+           "(`samplers.core.budget.nfe_rule`, on σ from 10 to 0.1 uniform in log σ, and with its last step to σ = 0 "
+           "where the count differs): per step plus the warm-up calls (PNDM's pseudo Runge–Kutta steps, PLMS's "
+           "first step, restart's restart intervals, torchdiffeq's Adams start), less the stages a sampler skips "
+           "on a last step (to σ = 0, or `heunpp2`'s and `sa_solver_pece`'s own last steps); from σ = inf (a flow "
+           "schedule from t = 1) the shared exact first step costs one call, so a sampler of k calls per step that "
+           f"has no rule of its own from there (all but {own_inf}) makes k − 1 fewer than to σ = 0 (from 6 "
+           "steps on). The registry's `nfe_per_step` is the per-step part alone; adaptive samplers' count is set by "
+           "the model and their tolerances, not by n. *final step* is what the sampler "
            "does on the step to σ = 0. Samplers that may draw noise (stochastic ones; churn or η > 0 in others) also "
            "take `seed=` (one int, item k uses seed + k, or one per item; the adaptive, host-side-step samplers choose "
            "their steps by the batch's worst item, so their items depend on the batch) and `noise_sampler=` "
@@ -63,12 +89,13 @@ def samplers_md() -> str:
     for kind, title in kinds.items():
         names = samplers.available(kind)
         out += ["", f"## {title} ({len(names)})", "",
-                "| name | order | NFE/step | aliases | options | final step | source |", "|---|---|---|---|---|---|---|"]
+                "| name | order | model calls (n steps) | aliases | options | final step | source |",
+                "|---|---|---|---|---|---|---|"]
         for name in names:
             spec = samplers.info(name)
             options = _options(spec.fn.implementation, skip=("noise_sampler", "seed"))
             host = " (host-side steps)" if spec.host_sync else ""
-            out.append(f"| `{name}` | {spec.order} | {spec.nfe_per_step:g}{host} | {_cell(', '.join(spec.aliases))} | "
+            out.append(f"| `{name}` | {spec.order} | {_calls(name)}{host} | {_cell(', '.join(spec.aliases))} | "
                        f"{_cell(options)} | {_cell(spec.final_step)} | {_cell(spec.ref)} |")
     return "\n".join(out) + "\n"
 

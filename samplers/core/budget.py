@@ -1,12 +1,15 @@
 """Model calls counted, not estimated: how many a sampler spends on a schedule, and how many steps fit a budget.
 
-A sampler's metadata (``nfe_per_step``) is a rule of thumb; warm-ups (PNDM's pseudo Runge–Kutta steps, PLMS's
-first step), a final Euler step to σ = 0 and singlestep methods that skip a stage there all move the real
-count. Everything that compares samplers at equal cost (the demo, the benchmarks, schedule optimisation)
-counts here, by running the sampler once on a free stand-in model.
+A sampler's metadata (``nfe_per_step``) is the per-step part only; warm-ups (PNDM's pseudo Runge–Kutta steps,
+PLMS's first step, restart's restart intervals), a final Euler step to σ = 0 and singlestep methods that skip a
+stage there all move the real count. Everything that compares samplers at equal cost (the demo, the
+benchmarks, schedule optimisation) counts here, by running the sampler once on a free stand-in model;
+:func:`nfe_rule` counts a sampler's whole rule (``per·n + extra``), which docs/samplers.md shows.
 """
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from typing import Callable
 
 import torch
@@ -47,8 +50,13 @@ def _free_model(x, sigma, **extra_args):
 
 def count_nfe(sampler: str, sigmas, **options) -> int:
     """The model calls ``sampler`` (with ``options``) makes on the schedule ``sigmas``."""
+    return _count(sampler, sigmas, 0.0, options)
+
+
+def _count(sampler: str, sigmas, start: float, options: dict) -> int:
     model = CountingDenoiser(_free_model)
-    x = torch.zeros((1, 2), dtype=torch.float64)  # the free model's D is 0 here, at every σ (also σ = inf)
+    # start = 0: the free model's D is 0 here, at every σ (also σ = inf), and the state stays 0
+    x = torch.full((1, 2), start, dtype=torch.float64)
     if "seed" in info(sampler).options and isinstance(options.get("noise_sampler"), (str, type(None))):
         options = {**options, "seed": 0}
     sample(sampler, model, x, sigmas, disable=True, **options)
@@ -83,3 +91,54 @@ def steps_for_nfe(sampler: str, budget: int, make_sigmas: Callable[[int], torch.
             break
         best = (best[0] + 1, calls)
     return best
+
+
+# The step counts nfe_rule counts at: the rule is fitted on the last two and must hold from at most 6 steps on
+RULE_STEPS = (1, 2, 3, 4, 5, 6, 8, 12, 20)
+
+
+@dataclasses.dataclass(frozen=True)
+class NfeRule:
+    """An n-step run makes ``per_step·n + extra`` model calls, for every n ≥ ``from_steps``."""
+
+    per_step: int
+    extra: int
+    from_steps: int = 1
+
+    def calls(self, steps: int) -> int:
+        return self.per_step * steps + self.extra
+
+    def __str__(self) -> str:
+        text = "n" if self.per_step == 1 else f"{self.per_step}n"
+        if self.extra:
+            text += f" {'+' if self.extra > 0 else '−'} {abs(self.extra)}"
+        return text + (f" (n ≥ {self.from_steps})" if self.from_steps > 1 else "")
+
+
+def rule_sigmas(steps: int, ends_in_zero: bool) -> torch.Tensor:
+    """The schedules :func:`nfe_rule` counts on: σ uniform in log from 10 to 0.1 in ``steps`` steps, or in
+    ``steps − 1`` steps and then a last step to σ = 0."""
+    if not ends_in_zero:
+        return torch.logspace(1, -1, steps + 1, dtype=torch.float64)
+    return torch.cat([torch.logspace(1, -1, steps, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+
+
+def nfe_rule(sampler: str, ends_in_zero: bool = False, **options) -> NfeRule | None:
+    """The model calls of an n-step run of ``sampler`` as ``per·n + extra``, counted (not declared): on
+    :func:`rule_sigmas` at :data:`RULE_STEPS`. None where the count is no such rule: where it depends on the model
+    (adaptive step control, an implicit corrector iterated to a tolerance; counted from two starting states)
+    or holds only from more than 6 steps on."""
+    counts = {n: _count(sampler, rule_sigmas(n, ends_in_zero), 0.0, options) for n in RULE_STEPS}
+    with warnings.catch_warnings():  # an implicit corrector may say it stopped at its iteration limit
+        warnings.simplefilter("ignore")
+        moved = [_count(sampler, rule_sigmas(n, ends_in_zero), 1.0, options) for n in (6, 12)]
+    if moved != [counts[6], counts[12]]:
+        return None  # another state, another count: the model sets it
+    a, b = RULE_STEPS[-2:]
+    per, rest = divmod(counts[b] - counts[a], b - a)
+    if rest or per < 1:
+        return None
+    rule = NfeRule(per, counts[b] - per * b)
+    holds = [n for n in RULE_STEPS if counts[n] != rule.calls(n)]
+    from_steps = RULE_STEPS[RULE_STEPS.index(holds[-1]) + 1] if holds else 1
+    return dataclasses.replace(rule, from_steps=from_steps) if from_steps <= 6 else None
