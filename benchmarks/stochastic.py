@@ -1,7 +1,7 @@
 """Stochastic samplers on the analytic Gaussian mixture: distance to the data at a budget of model calls.
 
     python -m benchmarks.stochastic --quick         # NFE 10 only, 128 samples → out/stochastic
-    python -m benchmarks.stochastic --out docs/benchmarks/stochastic     # the committed table (≈ 3 min)
+    python -m benchmarks.stochastic --threads 2 --out docs/benchmarks/stochastic   # the committed table (≈ 6 min)
     python -m benchmarks.stochastic --report docs/benchmarks/stochastic/results.json   # table.md only
 
 Problem: ``gm-vp-eps`` of :mod:`benchmarks.common`, the 6-cluster, 64-dim Gaussian mixture behind an
