@@ -705,11 +705,77 @@ def add_output_options(parser, default_out: Path, what: str = "results.json and 
                         help="run nothing: rewrite table.md beside RESULTS_JSON, generated from it")
 
 
-def measured_line(results: dict) -> str:
-    """The last line of a table: where, with which torch, when, how long and by which command it was measured."""
+def run_args(args) -> dict:
+    """The parsed arguments of a run as JSON data (paths as strings, tuples as lists): a results.json's ``args``."""
+    def plain(v):
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+    return {k: plain(v) for k, v in vars(args).items()}
+
+
+def run_command(module: str, argv=None) -> str:
+    """This run's command line, ``python -m <module> <arguments>`` (``argv``, else ``sys.argv[1:]``): a
+    results.json's ``command``."""
+    import shlex
+
+    return " ".join(["python -m " + module, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+
+
+def measured_line(results: dict, command: str | None = None) -> str:
+    """The last line of a table: where, with which torch, when, how long and by which command it was measured.
+    The command is the one the run recorded (``command``), else ``command`` (rebuilt from its ``args`` by
+    :func:`command_from_args`); the wall time is the run's ``seconds`` (or its info's), left out when not recorded."""
     info = results["info"]
-    return (f"Measured on {device_label(info)}, torch {info['versions']['torch']}, {info['date_utc']}, "
-            f"in {results['seconds']:.0f} s (`{results['command']}`).")
+    seconds = results.get("seconds", info.get("seconds"))
+    command = results.get("command") or command
+    return (f"Measured on {device_label(info)}, torch {info['versions']['torch']}, {info['date_utc']}"
+            + (f", in {seconds:.0f} s" if seconds is not None else "")
+            + (f" (`{command}`)" if command else "") + ".")
+
+
+def _plain(value):
+    """``value`` as JSON data reads it back (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def command_from_args(module: str, parser: argparse.ArgumentParser, args: dict, resolved: dict | None = None) -> str:
+    """The command line that gives a run's recorded ``args`` (a results.json's, from ``vars(args)``): ``python -m
+    <module>`` and each option whose recorded value is neither the parser's default nor ``resolved``'s (what the run
+    made of an option left unset: ``{dest: value}``), in the parser's order, ``--out`` last. Keys the parser does not
+    know (values the run derived) and options the record lacks (added since) are left out."""
+    import shlex
+
+    resolved = resolved or {}
+    words, out = [], []
+    by_dest: dict[str, list] = {}
+    for action in parser._actions:
+        if action.option_strings and action.dest not in ("help", "report", argparse.SUPPRESS):
+            by_dest.setdefault(action.dest, []).append(action)
+    for dest, actions in by_dest.items():
+        if dest not in args:
+            continue
+        value = _plain(args[dest])
+        first = actions[0]
+        default = first.default
+        if isinstance(default, str) and first.type is not None:
+            default = first.type(default)
+        if value == _plain(default) or (dest in resolved and value == _plain(resolved[dest])):
+            continue
+        flag = next((a for a in actions if a.nargs == 0 and _plain(a.const) == value), None)
+        if flag is not None:  # store_true / store_false / store_const
+            option = [flag.option_strings[-1] if flag.option_strings[-1].startswith("--") else flag.option_strings[0]]
+        else:
+            valued = next((a for a in actions if a.nargs != 0), None)
+            if valued is None:
+                continue
+            name = next((o for o in valued.option_strings if o.startswith("--")), valued.option_strings[0])
+            values = value if isinstance(value, list) else [value]
+            option = [name, *(shlex.quote(str(v)) for v in values)]
+        (out if dest == "out" else words).extend(option)
+    return " ".join(["python -m " + module, *words, *out])
 
 
 def add_mixture_run_options(parser, default_out: Path) -> None:

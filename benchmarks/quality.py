@@ -376,7 +376,24 @@ def markdown(result: dict) -> str:
     skipped = sorted({(c["sampler"], c["schedule"], c["skipped"]) for c in result["cells"] if "skipped" in c})
     if skipped:
         lines += ["Cells not run:", ""] + [f"- {s} / {sch}: {why}" for s, sch, why in skipped[:40]] + [""]
+    lines += [common.measured_line(result, common.command_from_args(MODULE, parser(), result["args"],
+                                                                    resolved_defaults(result))), ""]
     return "\n".join(lines)
+
+
+def resolved_defaults(result: dict) -> dict:
+    """What :func:`resolve_args` made of the options left unset in the run ``result`` records (from its args and the
+    device it ran on, not from this machine): the values a rebuilt command leaves out. Without --problem a full run
+    takes the models too where they are installed, as in this repository."""
+    args = result["args"]
+    quick = bool(args.get("quick"))
+    values = {"nfe": list(QUICK_NFE if quick else DEFAULT_NFE),
+              "problems": list(DEFAULT_PROBLEMS) + ([] if quick else ["models-eps", "models-flow"]),
+              "device": "cuda" if "gpu" in result["info"] else "cpu"}
+    if quick:
+        values.update(samplers=[n for n in QUICK_SAMPLERS if n in samplers.available()], peer_names=list(QUICK_PEERS),
+                      reference_tol=QUICK_REFERENCE_TOL)
+    return values
 
 
 # where the committed runs of the shipped models are, for a table whose run could not build them
@@ -678,6 +695,7 @@ def check_fitted(p: argparse.ArgumentParser, ctx: Context) -> None:
 
 
 def main(argv=None) -> int:
+    t0 = time.perf_counter()
     p = parser()
     args = p.parse_args(argv)
     if common.report_only(args, report, p):
@@ -692,6 +710,7 @@ def main(argv=None) -> int:
     check_fitted(p, ctx)
     result = sweep(args, world, ctx)
     if result is not None:
+        result.update(command=common.run_command(MODULE, argv), seconds=time.perf_counter() - t0)
         written = write(result, args.out)
         print(written[1].read_text())
         for name, why in result["unavailable"].items():

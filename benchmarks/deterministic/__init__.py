@@ -33,13 +33,14 @@ and the native models they run on), :mod:`.scoring` (a run's score, the winners,
 from .peers import VE_TABLE_PREFIX, counterpart, edm_model, peer_configs, peer_problem, ve_table_betas, ve_table_problem
 from .reporting import markdown, report
 from .running import (BENCHMARK_SEEDS, HELDOUT_SEEDS, NFES, PROBLEMS, QUICK_HELDOUT_SEEDS, Run, heldout_runs,
-                  learned_files, main, parser, resolve_args, run)
+                  learned_files, main, parser, resolve_args, resolved_defaults, run)
 from .scoring import (FULL_RANGE_TOL, ITEMS, LEARNED, LEARNED_SCHEDULE, TARGET, WRONG_MODE, best_of, full_start,
                     in_range, judge, like_for_like, pool, score, summarise)
 
 __all__ = ["BENCHMARK_SEEDS", "FULL_RANGE_TOL", "HELDOUT_SEEDS", "ITEMS", "LEARNED", "LEARNED_SCHEDULE", "NFES", "PROBLEMS",
            "QUICK_HELDOUT_SEEDS", "Run", "TARGET", "VE_TABLE_PREFIX", "WRONG_MODE", "best_of", "counterpart",
            "edm_model", "full_start", "heldout_runs", "in_range", "judge", "learned_files", "like_for_like", "main",
-           "markdown", "parser", "peer_configs", "peer_problem", "pool", "report", "resolve_args", "run", "score",
+           "markdown", "parser", "peer_configs", "peer_problem", "pool", "report", "resolve_args", "resolved_defaults",
+           "run", "score",
            "summarise",
            "ve_table_betas", "ve_table_problem"]

@@ -138,7 +138,16 @@ def markdown(result: dict) -> str:
         lines.append("")
     for name, why in result["unavailable"].items():
         lines += [f"## {name}: not run", "", why, ""]
+    lines += [measured(result), ""]
     return "\n".join(lines)
+
+
+def measured(result: dict) -> str:
+    """The table's last line: device, torch, date, run time and the command (recorded, else rebuilt from args)."""
+    from .running import parser, resolved_defaults
+
+    return common.measured_line(result, common.command_from_args(MODULE, parser(), result["args"],
+                                                                 resolved_defaults(result)))
 
 
 def report(results: str | Path, write: bool = True) -> str:

@@ -350,6 +350,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolved_defaults(result: dict) -> dict:
+    """What :func:`resolve_args` made of the options left unset in the run ``result`` records (from its args): the
+    values a rebuilt command leaves out."""
+    quick = bool(result["args"].get("quick"))
+    values = {"batch": 8 if quick else 2048, "heldout_seeds": list(QUICK_HELDOUT_SEEDS if quick else HELDOUT_SEEDS),
+              "heldout_batch": 8 if quick else 4096}
+    if quick:
+        values.update(samplers=[n for n in QUICK_SAMPLERS if n in samplers.available()],
+                      schedules=[s for s in QUICK_SCHEDULES if s in samplers.schedules.available()],
+                      peer_names=list(QUICK_PEERS))
+    return values
+
+
 def resolve_args(args) -> argparse.Namespace:
     if args.quick:
         args.batch = 8 if args.batch is None else args.batch
@@ -442,6 +455,7 @@ def main(argv=None) -> int:
     args = resolve_args(args)
     torch.set_num_threads(args.threads)
     result = run(args)
+    result["command"] = common.run_command(reporting.MODULE, argv)
     written = reporting.write(result, args.out)
     print(reporting.headline(written[0]))
     print("wrote " + ", ".join(str(p) for p in written))
