@@ -32,9 +32,10 @@ def markdown(result: dict) -> str:
     """The round-trip table of one run (``results.json``)."""
     lines = ["# VAE round trip", "",
              f"VAE `{result['vae']}` (weights sha256 {result['weights_sha256'][:12]}), {result['n']} held-out scenes "
-             f"(data stream {result['data_seed']}), {result['threads']} torch thread(s)"
-             + (f", {common.device_label(result['info'])}, {result['info']['date_utc']}, commit "
-                f"{result['info']['commit']}" if "info" in result else "") + ".", "",
+             f"(data stream {result['data_seed']}), "
+             # a run that recorded its info names the device in the last line, with the command
+             + (f"commit {result['info']['commit']}" if "info" in result else f"{result['threads']} torch thread(s)")
+             + ".", "",
              f"PSNR after one encode/decode round trip: **{result['psnr_db']:.2f} dB** (5th percentile "
              f"{result['psnr_db_p05']:.2f}, min {result['psnr_db_min']:.2f}). Analytic checker's caption match: "
              f"originals {result['checker_match_original']:.3f}, reconstructions "
@@ -43,6 +44,8 @@ def markdown(result: dict) -> str:
              "| round trips k | PSNR(x_k, x_0) dB |", "|---:|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in result["psnr_db_after_k_round_trips"].items()]
     lines += ["", "![PSNR after k round trips](vae_roundtrip.png)"]
+    if "info" in result:  # the device, date, wall time and the command (recorded, else rebuilt from the args)
+        lines += ["", common.measured_line(result, common.command_from_args(MODULE, parser(), result.get("args", {})))]
     return "\n".join(lines) + "\n"
 
 
@@ -71,6 +74,7 @@ def main(argv=None) -> int:
     if common.report_only(args, report, p):
         return 0
     common.set_threads(args.threads)
+    t0 = time.perf_counter()
     vae = VAE.load(args.vae)
 
     psnr_k = torch.zeros(args.k, args.n, dtype=torch.float64)
@@ -108,6 +112,9 @@ def main(argv=None) -> int:
         "decode_ms_per_image": round(1000 * t_dec / args.n, 3),
         "threads": torch.get_num_threads(),
         "info": common.run_info("cpu"),
+        "args": common.run_args(args),
+        "command": common.run_command(MODULE, argv),
+        "seconds": time.perf_counter() - t0,
     }
     print(f"VAE {vae.config.name} ({vae.weights_sha256[:12]}), {args.n} held-out images (stream {args.seed})")
     print(f"PSNR after 1 round trip: {result['psnr_db']:.2f} dB (5th percentile {result['psnr_db_p05']:.2f}, min {result['psnr_db_min']:.2f})")

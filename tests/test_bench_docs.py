@@ -73,7 +73,7 @@ def test_default_output_is_untracked(module):
 
 # the tables whose benchmark does not end them with the command yet (benchmarks/stochastic.py: its markdown needs
 # the common.measured_line footer); strict, so the mark goes once it does
-NO_FOOTER_YET = {"stochastic", "vae"}
+NO_FOOTER_YET = {"stochastic"}
 
 
 def _footer_command(folder: str) -> str:
