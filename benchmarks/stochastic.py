@@ -1,7 +1,7 @@
 """Stochastic samplers on the analytic Gaussian mixture: distance to the data at a budget of model calls.
 
     python -m benchmarks.stochastic --quick         # NFE 10 only, 128 samples → out/stochastic
-    python -m benchmarks.stochastic --threads 2 --out docs/benchmarks/stochastic   # the committed table (≈ 6 min)
+    python -m benchmarks.stochastic --threads 2 --out docs/benchmarks/stochastic   # the committed table (1-6 min, with the machine's load)
     python -m benchmarks.stochastic --report docs/benchmarks/stochastic/results.json   # table.md only
 
 Problem: ``gm-vp-eps`` of :mod:`benchmarks.common`, the 6-cluster, 64-dim Gaussian mixture behind an
@@ -249,6 +249,8 @@ def markdown(result: dict) -> str:
                       "~1 apart per coordinate):", "", "| sampler | seeded noise | Brownian noise |", "|---|---:|---:|"]
         for name, s in result["stability"].items():
             lines.append(f"| {name} | {s['seeded']:.3f} | {s['brownian']:.3f} |")
+    defaults = {"samples": 128 if result["args"]["quick"] else 2000}
+    lines += ["", common.measured_line(result, common.command_from_args(MODULE, parser(), result["args"], defaults))]
     return "\n".join(lines) + "\n"
 
 
@@ -275,6 +277,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict | None:
+    t0 = time.perf_counter()
     p = parser()
     args = p.parse_args(argv)
     if common.report_only(args, report, p):
@@ -286,6 +289,7 @@ def main(argv=None) -> dict | None:
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
     result = benchmark(quick=args.quick, samples=args.samples, seed=args.seed, peers=not args.no_peers,
                        names=names, log=log, progress=not args.no_progress)
+    result.update(command=common.run_command(MODULE, argv), seconds=time.perf_counter() - t0)
     results = common.write_results(result, args.out)
     text = report(results)
     if not args.quiet:

@@ -71,9 +71,8 @@ def test_default_output_is_untracked(module):
     assert (ROOT / ".gitignore").read_text().count("/out/") == 1
 
 
-# the tables whose benchmark does not end them with the command yet (benchmarks/stochastic.py: its markdown needs
-# the common.measured_line footer); strict, so the mark goes once it does
-NO_FOOTER_YET = {"stochastic"}
+# the tables whose benchmark does not end them with the command yet (strict: the mark goes once one does)
+NO_FOOTER_YET: set = set()
 
 
 def _footer_command(folder: str) -> str:
