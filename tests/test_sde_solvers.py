@@ -341,3 +341,15 @@ def test_restart_refuses_a_brownian_path_for_an_interval_it_repeats(noise, resta
     samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, restart=((3, 1, 0.1, 2.0),), **given)
     samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, restart=restart, s_noise=0.0, **given)
     samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, seed=5, restart=restart)
+
+
+def test_restart_refuses_a_repeated_brownian_interval_before_the_first_step_from_infinity():
+    # from σ = inf the first step (a model call) runs before the sampler, whose checks ran on a stand-in noise
+    # sampler that hid the run's Brownian path: the refusal came after that call
+    flow = samplers.RectifiedFlow(shift=3.0)
+    sigmas = samplers.get_sigmas("flow", 40, native=flow)
+    model = _Counting(lambda x, sigma, **kw: torch.zeros_like(x))
+    with pytest.raises(ValueError, match="same draw for the same interval"):
+        samplers.sample("restart", model, GM.noise(1, seed=0), sigmas, disable=True, restart="a1111",
+                        noise_sampler="brownian", seed=0)
+    assert model.calls == 0

@@ -202,7 +202,10 @@ class _Checked:
 def path_kind(noise_sampler) -> str | None:
     """A description of ``noise_sampler`` when it is a Brownian path (``"brownian"``, ``"brownian_tree"``, their
     device forms, or such an object: a tool's own ``*BrownianTree*`` class too), which answers the same interval
-    with the same draw; None for anything else. Reads no draw: a named kind is not created."""
+    with the same draw; None for anything else. Reads no draw: a named kind is not created. A stand-in that says which
+    sampler it ``stands_for`` (the probe run before a first step from σ = inf) is read as that one."""
+    while hasattr(noise_sampler, "stands_for"):
+        noise_sampler = noise_sampler.stands_for
     if isinstance(noise_sampler, _Lazy):
         kind = noise_sampler.kind
         return f"noise_sampler={kind!r}" if kind is not None and kind.startswith("brownian") else None

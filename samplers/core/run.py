@@ -261,12 +261,23 @@ def draws_noise(spec, options: dict) -> bool:
     return (spec.kind != "ode" if eta is None else eta != 0) or bool(churn)
 
 
+class _NoiseProbe:
+    """The probe run's noise sampler: stops the run at its first draw. ``stands_for`` is the run's own, whose kind a
+    sampler's check may read (:func:`samplers.core.noise.path_kind`: restart refuses a Brownian path), never drawn."""
+
+    def __init__(self, stands_for):
+        self.stands_for = stands_for
+
+    def __call__(self, *_args, **_kwargs):
+        raise _Probed
+
+
 def check_the_rest(spec, x, rest: list[float], options: dict) -> None:
     """A run from σ = inf takes its first step (:func:`step_from_infinity`, a model call) before the sampler sees the
     rest of the schedule, so the sampler's own checks of that schedule (a restart entry, pndm midpoints, unipc's
     disable_corrector, step_r's length) would come after a model call. They come before its first model call or
     noise draw, so they are run here first, on a model and a noise sampler that stop the run at their first call."""
-    probed = {**options, "noise_sampler": _probe} if "noise_sampler" in options else options
+    probed = {**options, "noise_sampler": _NoiseProbe(options["noise_sampler"])} if "noise_sampler" in options else options
     try:
         spec_implementation(spec)(_probe, x, rest, None, None, True, **probed)
     except _Probed:

@@ -216,8 +216,14 @@ def _levy_refusal(name: str, kind: str) -> str:
 
 
 def _tree_kind(noise_sampler) -> str | None:
-    """A description of ``noise_sampler`` when it is a Brownian tree (k-diffusion's kind: one draw per interval)."""
+    """A description of ``noise_sampler`` when it is a Brownian tree (k-diffusion's kind: one draw per interval); a
+    stand-in that says which sampler it ``stands_for`` (the probe run before a first step from σ = inf) as that one."""
     fn = noise_sampler.fn if isinstance(noise_sampler, _Checked) else noise_sampler
+    while hasattr(fn, "stands_for"):
+        fn = fn.stands_for
+    if isinstance(fn, _Lazy):  # a named kind the probe run stands for: read by its name, not built (no draw)
+        tree = fn.kind is not None and fn.kind.startswith("brownian_tree")
+        return f"noise_sampler={fn.kind!r} (a BrownianTreeNoiseSampler)" if tree else None
     if isinstance(fn, (BrownianTreeNoiseSampler, BatchedBrownianTree)):
         return f"a {type(fn).__name__} (noise_sampler='brownian_tree' / 'brownian_tree_device' or the object)"
     if "BrownianTree" in type(fn).__name__:  # k-diffusion's or a tool's own class of that name
