@@ -145,10 +145,9 @@ def _generate(args) -> int:
 
 
 def _run_generate(args) -> int:
-    from models.pipeline import Pipeline, PipelineSpec, check_sampler, refuse_same_noise, save_images
+    from models.pipeline import Pipeline, PipelineSpec, check_sampler, save_images
 
     distinct("--seed", args.seed, "one image per seed: a seed listed twice would make one image twice")
-    refuse_same_noise(args.seed, "--seed")  # 0 and 2**32: one image twice, as a seed listed twice is
     if args.allow_other_model and not (args.sampler or "").startswith("fitted:"):
         raise InvalidInput("--allow-other-model applies to a fitted solver (--sampler fitted:PATH), which refuses "
                            f"another model; {args.sampler or 'the default sampler'!r} runs on any model without it")

@@ -55,31 +55,23 @@ FALLBACK_DEFAULTS = {
 }
 
 
-# The pipeline draws its noise (the start, and a sampler's in-loop noise: on the latent's device) on the CPU, with
-# torch's CPU generator, which reads only a seed's low 32 bits (samplers.core.seeds); a CUDA generator (Philox) would
-# read all 64. So here seeds that differ by a multiple of 2**32 draw the same noise.
+# The pipeline draws its starting noise on the CPU, with torch's CPU generator, which reads only a seed's low 32 bits
+# (samplers.core.seeds; a CUDA generator, Philox, would read all 64), and so does a sampler's in-loop noise of a
+# generator kind (the default, "seeded", "comfyui"); a Brownian path is seeded with the whole seed. So where every draw
+# is a generator's, seeds that differ by a multiple of 2**32 draw the same noise.
 CPU_SEEDS = 2**32
-_WHY_CPU_SEEDS = ("the pipeline draws its noise with torch's CPU generator, which reads only a seed's low 32 bits")
+_WHY_CPU_SEEDS = ("the run draws all its noise with torch's CPU generator, which reads only a seed's low 32 bits")
 
 
-def same_noise(seeds: Sequence[int]) -> tuple[int, int] | None:
-    """The first two of ``seeds`` (integers) that are different numbers but draw the same noise in the pipeline
-    (equal modulo 2**32: :data:`CPU_SEEDS`), or None."""
-    first: dict = {}
-    for s in seeds:
-        t = first.setdefault(s % CPU_SEEDS, s)
-        if t != s:
-            return t, s
-    return None
-
-
-def refuse_same_noise(seeds: Sequence[int], what: str = "--seed") -> None:
-    """Refuse two seeds of ``seeds`` (one image each, of one prompt) that differ by a multiple of 2**32: they would
-    make the same image twice (:func:`same_noise`)."""
-    pair = same_noise(seeds)
-    if pair is not None:
-        raise InvalidInput(f"{what} {pair[0]} and {pair[1]} differ by a multiple of 2**32: {_WHY_CPU_SEEDS}, so they "
-                           f"would make the same image twice; list one of them, or seeds that differ below 2**32")
+def draws_low_bits_only(sampler: str, options: dict) -> bool:
+    """Whether every draw of the pipeline's run of the registry sampler ``sampler`` with ``options`` reads only a
+    seed's low 32 bits: the start always does; the in-loop noise where the run draws any by a generator kind (None,
+    ``"seeded"``, ``"comfyui"``), not a Brownian path (seeded with the whole seed) nor a caller's noise object."""
+    spec = samplers.core.registry.SAMPLERS.get(sampler)
+    if "noise_sampler" not in spec.options or not draws_noise(spec, options):
+        return True
+    kind = options.get("noise_sampler")
+    return kind is None or (isinstance(kind, str) and kind in noise_mod.GENERATOR_KINDS)
 
 
 class VAEMismatchError(InvalidInput):
@@ -560,14 +552,14 @@ class PipelineSpec:
         return prompts
 
     @staticmethod
-    def _refuse_twins(prompts: list[str], seeds: list[int], *inputs: torch.Tensor) -> None:
+    def _refuse_twins(prompts: list[str], seeds: list[int], *inputs: torch.Tensor, low_bits: bool = False) -> None:
         """Two items of one prompt and one seed (and the same input image and mask, where given) are one image made
         twice: refused, as a seed listed twice is by the CLI. One seed for different prompts (or images) is fine.
-        Seeds that differ by a multiple of 2**32 are one seed here: the pipeline draws its noise on the CPU, whose
-        generator reads only a seed's low 32 bits (:func:`same_noise`)."""
+        With ``low_bits`` (a run whose every draw reads only a seed's low 32 bits: :func:`draws_low_bits_only`) seeds
+        that differ by a multiple of 2**32 are one seed too."""
         seen: dict = {}
         for k, (prompt, seed) in enumerate(zip(prompts, seeds)):
-            key = (prompt, seed % CPU_SEEDS)
+            key = (prompt, seed % CPU_SEEDS if low_bits else seed)
             for j in seen.setdefault(key, []):
                 if all(t.shape[0] == 1 or torch.equal(t[j], t[k]) for t in inputs):
                     same = " and the same input" if inputs else ""
@@ -594,20 +586,24 @@ class PipelineSpec:
         return prompts, resolve_seeds(seed, n)
 
     def check_request(self, sampler: str | None = None, schedule: str | None = None, steps: int | None = None,
-                      options: dict | None = None, seed=0, batch: int = 1, height=64, width=64, prompt=None) -> None:
+                      options: dict | None = None, seed=0, batch: int | None = None, height=64, width=64,
+                      prompt=None) -> None:
         """The checks of a :meth:`Pipeline.txt2img` call that need no weights, in its order: the size, the prompt
         (where given: a string or one per item, each within the text encoder's length, by its tokenizer's rule), the
-        batch and its seeds (two items of one prompt and one seed refused), the sampler, schedule and steps (a fitted
-        solver's record against this kind of model), the noise the sampler will build (its kind on this schedule:
-        ``noise.for_run``), the memory."""
+        batch and its seeds (two items of one prompt and one seed refused; ``batch=None`` is txt2img's: one item per
+        prompt or seed, and 1 without a prompt), the sampler, schedule and steps (a fitted solver's record against
+        this kind of model), the noise the sampler will build (its kind on this schedule: ``noise.for_run``), the
+        memory."""
         h, w = self._latent_size(height, width)
         if prompt is not None:
             prompts, seeds = self._batch(prompt, batch, seed)
             self._refuse_twins(prompts, seeds)
             batch = len(seeds)
-        batch = integer("batch", batch, lo=1, hi=MAX_BATCH)
+        batch = integer("batch", 1 if batch is None else batch, lo=1, hi=MAX_BATCH)
         seeds = resolve_seeds(seed, batch)
         found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, dict(options or {}))
+        if prompt is not None and draws_low_bits_only(found.sampler, options):
+            self._refuse_twins(prompts, seeds, low_bits=True)
         if solver is not None:
             _check_solver(solver, options, self.config.prediction)
         _check_noise(found.sampler, options, sigmas,
@@ -779,6 +775,8 @@ class Pipeline(PipelineSpec):
         _check_progress(progress)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
+        if draws_low_bits_only(sampler, options):  # seeds equal modulo 2**32 draw the same noise
+            self._refuse_twins(prompts, seeds, low_bits=True)
         _check_noise(sampler, options, sigmas,
                      (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
@@ -802,6 +800,8 @@ class Pipeline(PipelineSpec):
         _check_progress(progress)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
+        if draws_low_bits_only(sampler, options):  # seeds equal modulo 2**32 draw the same noise
+            self._refuse_twins(prompts, seeds, images, low_bits=True)
         self._check_strength(sampler, options, strength)
         h, w = self._latent_size(images.shape[-2], images.shape[-1])
         cut = self._cut(sigmas, strength, "the start")
@@ -839,6 +839,8 @@ class Pipeline(PipelineSpec):
         _check_progress(progress)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
+        if draws_low_bits_only(sampler, options):  # seeds equal modulo 2**32 draw the same noise
+            self._refuse_twins(prompts, seeds, images, pixel_mask, low_bits=True)
         self._check_strength(sampler, options, strength)
         cut = self._cut(sigmas, strength, "the masked region's start")
         _check_noise(sampler, options, cut,

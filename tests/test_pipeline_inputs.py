@@ -270,7 +270,18 @@ def test_seeds_that_differ_by_a_multiple_of_2_32_are_refused_as_one_image_twice(
 
 def test_the_cli_refuses_seeds_2_32_apart_before_the_weights_are_read(capsys, no_load, tmp_path):  # noqa: F811
     _refused(capsys, ["generate", "a red circle", "--seed", "0", "4294967296", "--out", str(tmp_path / "d.png")],
-             "--seed 0 and 4294967296", "multiple of 2**32", "low 32 bits", "list one of them")
+             "seeds 0 and 4294967296", "multiple of 2**32", "low 32 bits")
+
+
+@pytest.mark.parametrize("noise", ["brownian", "brownian_tree"])
+def test_seeds_2_32_apart_run_where_a_brownian_path_reads_the_whole_seed(parts, noise):  # noqa: F811
+    # the start is the same noise, but a Brownian path is seeded with the whole seed: two images, not one twice
+    out = _run(parts["eps"], "txt2img", sampler="euler_ancestral", seed=[0, 2**32], noise_sampler=noise, steps=3)
+    assert not torch.equal(out[0], out[1])
+    parts["eps"].check_request("euler_ancestral", None, 3, {"noise_sampler": noise}, seed=[0, 2**32], batch=2,
+                               prompt=PROMPT)
+    with pytest.raises(InvalidInput, match="multiple of 2"):  # the same sampler with generator noise: one image
+        parts["eps"].check_request("euler_ancestral", None, 3, {}, seed=[0, 2**32], batch=2, prompt=PROMPT)
 
 
 # ------------------------------------------------------------------- a prompt longer than the encoder reads
@@ -345,3 +356,12 @@ def test_the_docs_give_img2img_step_counts_of_diffusers_and_a1111_as_they_are():
     assert ("matches neither diffusers' `int(steps · strength)` (`StableDiffusionImg2ImgPipeline.get_timesteps`) nor "
             "A1111's default `int(min(strength, 0.999) · steps) + 1`") in text
     assert "strength 0.68 at 10 steps runs 7 here, 6 in diffusers, 7 in A1111; 0.25 at 10 runs 2, 2 and 3" in text
+
+
+def test_check_request_counts_the_batch_as_txt2img_does(parts):  # noqa: F811
+    # batch=None is txt2img's: one item per prompt (or per seed); check_request defaulted to 1 and refused two prompts
+    spec = parts["eps"]
+    spec.check_request("euler", None, 2, prompt=["a red circle", "a blue square"])
+    spec.check_request("euler", None, 2, seed=[3, 4], prompt="a red circle")
+    with pytest.raises(InvalidInput, match="2 prompts for a batch of 3"):
+        spec.check_request("euler", None, 2, prompt=["a red circle", "a blue square"], batch=3)
