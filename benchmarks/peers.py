@@ -106,8 +106,8 @@ def run_peer(problem: Problem, label: str, config: dict, steps: int, noise: torc
     # a class that draws from torch's global generator (DPMSolverSDEScheduler seeds its Brownian tree there when its
     # config has no noise_sampler_seed) draws from one seeded by the run's seed, not from wherever the benchmark's
     # earlier runs left it; the caller's global generator is left as it was
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the CPU generator's state, restored after
+        torch.default_generator.manual_seed(seed)  # that one only: torch.manual_seed would reseed CUDA's too
         for t in sch.timesteps:
             inp = sch.scale_model_input(latents, t) if hasattr(sch, "scale_model_input") else latents
             kw = {"generator": generator} if takes_generator else {}
