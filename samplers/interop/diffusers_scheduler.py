@@ -501,8 +501,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidOption(
                 f"sampler={sampler!r} names a diffusers class, but no config of that class was given: without one "
                 "the scheduler steps on the registry's grid for this config (timestep_spacing as "
-                f"EulerDiscreteScheduler spaces it, karras / exponential sigmas over the whole table), not on "
-                f"{label.label}'s own timesteps. To run {label.label} as diffusers does, build the shim from its "
+                "EulerDiscreteScheduler spaces it, σ interpolated in log σ, karras / exponential sigmas over the "
+                f"whole table), which is {label.label}'s own only in some configs (DPMSolverMultistep / UniPC / DEIS "
+                "space linspace and leading otherwise; Euler takes karras' range from its spaced timesteps). To run "
+                f"{label.label} as diffusers does, build the shim from its "
                 f"config: SamplerScheduler.from_config({label.label}(...).config), or from_config(pipe.scheduler) "
                 f"when the pipeline has it; to run its algorithm on the registry's grid, name it "
                 f"sampler={label.sampler!r}")
