@@ -1,5 +1,6 @@
 """The schedule optimiser beats every fixed schedule on held-out noise; its result is data (JSON, a name)."""
 import json
+import math
 
 import pytest
 import torch
@@ -325,6 +326,10 @@ def test_sampler_options_are_recorded_and_the_budget_counted_with_them(tmp_path)
     lms = so.optimise_schedule(GM.denoiser, "lms", 3, GM.noise(4, seed=0), 0.05, 10.0, maxiter=3,
                                sampler_options={"order": 2})
     assert json.loads(lms.save(tmp_path / "lms.json").read_text())["sampler_options"] == {"order": 2}
+    # s_tmax = inf is k-diffusion's own default (A1111 passes it): recorded, and read back equal
+    tmax = so.optimise_schedule(GM.denoiser, "heun", 4, GM.noise(4, seed=0), 0.05, 10.0, maxiter=2,
+                                sampler_options={"s_tmax": math.inf})
+    assert so.OptimisedSchedule.load(tmax.save(tmp_path / "heun.json")).sampler_options == {"s_tmax": math.inf}
 
 
 @pytest.mark.parametrize("options, match", [

@@ -113,7 +113,7 @@ def check_sampler_options(spec, options) -> dict:
                            f"{' / '.join(noisy) or 'them'} out (or 0)")
     for key, value in options.items():
         try:
-            same = json.loads(json.dumps(value, allow_nan=False)) == value
+            same = json.loads(json.dumps(value)) == value  # ±inf reads back (s_tmax=inf, k-diffusion's default); NaN not
         except (TypeError, ValueError):
             same = False
         if not same:
@@ -204,7 +204,8 @@ class OptimisedSchedule:
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidType(f"path must be a str or a Path, got {type(path).__name__}")
         self._checked()
-        text = json.dumps({"format": FORMAT, **asdict(self)}, indent=2, allow_nan=False)
+        # Infinity only where a sampler option is infinite (every other number is checked finite above)
+        text = json.dumps({"format": FORMAT, **asdict(self)}, indent=2)
         return atomic_write_bytes(path, (text + "\n").encode())
 
     @classmethod
