@@ -234,6 +234,12 @@ def names_md() -> str:
             "interpolates or, with its quantization option, rounds); and an A1111 "
             "sampler label's own schedule (\"Automatic\": `DPM++ 2M` on Karras, `Euler` on Uniform) is the "
             "registry's, so pass `schedule=\"a1111:Karras\"` (or the type it names) for A1111's list there.",
+            "- The σ formulas behind `karras`, `exponential`, `polyexponential` and `kl_optimal` (so ComfyUI's and "
+            "A1111's Karras / Exponential / Polyexponential / KL Optimal names) are evaluated in float64 here, where "
+            "both tools evaluate them in float32 (k-diffusion's functions in torch's default dtype): the levels "
+            "agree to a few float32 roundings (relative differences of order 1e-6). The k-diffusion drop-in's own "
+            "`get_sigmas_karras` / `_exponential` / `_polyexponential` compute in the default dtype and give "
+            "k-diffusion's bits ([kdiffusion.md](kdiffusion.md)).",
             "- ComfyUI's `denoise` < 1 (BasicScheduler / KSampler: a schedule of steps/denoise steps, its last steps "
             "kept) and A1111's img2img step count (int(strength·steps) + 1 steps of the full schedule) are not the "
             "pipeline's `strength` (`samplers.schedules.truncate`: round(strength·steps) steps).",
