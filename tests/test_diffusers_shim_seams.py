@@ -305,3 +305,21 @@ def test_a_class_named_as_sampler_without_its_config_is_refused(cls, config):
     torch.testing.assert_close(ours.sigmas.double(), theirs.sigmas.double(), rtol=1e-5, atol=0)
     name = {"DPMSolverMultistepScheduler": "dpmpp_2m", "UniPCMultistepScheduler": "unipc_bh2"}.get(cls, "euler")
     SamplerScheduler(sampler=name, prediction_type="epsilon", **sd, **config)  # the registry's grid, by name
+
+
+@pytest.mark.parametrize("override", [dict(timestep_spacing="trailing"), dict(use_karras_sigmas=True),
+                                      dict(timestep_spacing="leading", steps_offset=1)])
+@pytest.mark.parametrize("given", ["config", "scheduler"])
+def test_from_config_overrides_are_kept_on_a_config_built_in_code(override, given):
+    # a scheduler built in code lists the keys it left at their defaults in _use_default_values; the shim kept the
+    # caller's override in its source config but left it listed there, so the class ran its default instead (the
+    # linspace grid for timestep_spacing='trailing', no Karras sigmas), silently
+    sd = {k: SD15[k] for k in ("beta_schedule", "beta_start", "beta_end")}
+    built = diffusers.EulerDiscreteScheduler(**sd)
+    assert "_use_default_values" in built.config
+    theirs = diffusers.EulerDiscreteScheduler.from_config(built.config, **override)
+    theirs.set_timesteps(6)
+    ours = SamplerScheduler.from_config(built.config if given == "config" else built, **override)
+    ours.set_timesteps(6)
+    torch.testing.assert_close(ours.timesteps.double(), theirs.timesteps.double(), rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours.sigmas.double(), theirs.sigmas.double(), rtol=1e-5, atol=0)

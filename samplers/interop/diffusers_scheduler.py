@@ -256,6 +256,16 @@ _STEP_DTYPES: dict[str, _StepDtypes] = {
 }
 
 
+def _overridden(config: Mapping, overrides: Mapping) -> dict:
+    """``config`` with ``overrides`` set, and taken out of its ``_use_default_values`` (the keys diffusers filled in
+    with the class's defaults, which its ``from_config`` replaces by the defaults again): a value the caller passed
+    is the caller's, not a default to drop."""
+    out = {**config, **overrides}
+    if "_use_default_values" in out:
+        out["_use_default_values"] = [k for k in out["_use_default_values"] if k not in overrides]
+    return out
+
+
 def _freeze(value):
     """A hashable copy of a config (its items sorted; list values become tuples)."""
     if isinstance(value, dict):
@@ -621,10 +631,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             accepted = _signatures()[self._source_name]
             moved = {k: v for k, v in changed.items() if k in accepted and k not in _SHIM_OPTIONS}
             if moved:
-                source = {**kwargs["source_config"], **moved}
-                if "_use_default_values" in source:  # diffusers' from_config would drop them for the defaults
-                    source["_use_default_values"] = [k for k in source["_use_default_values"] if k not in moved]
-                kwargs["source_config"] = source
+                kwargs["source_config"] = _overridden(kwargs["source_config"], moved)
         try:
             fresh = type(self)(**kwargs)
         except (InvalidOption, InvalidInput, InvalidType) as exc:
@@ -673,13 +680,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                     overrides = {k: v for k, v in kwargs.items()
                                  if k in _signatures()[checked] and k not in _SHIM_OPTIONS}
                     if overrides:
-                        kwargs["source_config"] = {**inner, **overrides}
+                        kwargs["source_config"] = _overridden(inner, overrides)
             if class_name not in (None, cls.__name__):
                 source = {**source, "_class_name": class_name}
                 accepted = _signatures().get(class_name, frozenset())
                 overrides = {k: v for k, v in kwargs.items() if k in accepted}
-                kwargs["source_config"] = {**{k: v for k, v in source.items() if not k.startswith("_diffusers")},
-                                           **overrides}
+                kwargs["source_config"] = _overridden({k: v for k, v in source.items() if not k.startswith("_diffusers")},
+                                                      overrides)
                 if instance is not None and not overrides and class_name in sources.SOURCES:
                     # copy the scheduler itself rather than build another from its config
                     copied = ((class_name, _freeze(kwargs["source_config"])), instance)
