@@ -212,3 +212,17 @@ def test_sigmas_that_only_look_like_numbers_are_refused(sigmas, message):
         samplers.sample("euler", GM.denoiser, X, sigmas, disable=True)
     for fine in ([10.0, 1.0, 0.0], (10, 1, 0), [torch.tensor(10.0), torch.tensor(0.0)]):
         assert samplers.sample("euler", GM.denoiser, X, fine, disable=True).shape == X.shape
+
+
+def test_range_and_calibration_errors_name_the_value_and_the_fix():
+    from samplers.fitted.fitting import fit
+
+    with pytest.raises(samplers.InvalidInput, match="other way round"):
+        samplers.get_sigmas("karras", 5, sigma_min=14.6, sigma_max=0.03)
+    with pytest.raises(samplers.InvalidInput, match="appends the final 0"):
+        samplers.get_sigmas("karras", 5, sigma_min=0.0, sigma_max=14.6)
+    gm = GaussianMixture.default(shape=(4,), components=2, seed=0)
+    with pytest.raises(samplers.InvalidInput, match=r"got a torch.int64 tensor of shape \(8, 4\).*torch.randn"):
+        fit(gm.denoiser, 4, torch.zeros(8, 4, dtype=torch.int64), 0.05, 10.0)
+    with pytest.raises(samplers.InvalidInput, match=r"one row per calibration start \(8\), got 'cond': shape \(3,\)"):
+        fit(gm.denoiser, 4, torch.randn(8, 4), 0.05, 10.0, extra_args={"cond": torch.zeros(3)})

@@ -176,7 +176,8 @@ class GraphedSampler:
                     resolve_seeds(seed, self.static_x.shape[0])
                 return
             if seed is not None:
-                raise InvalidInput("this run takes no seed (deterministic sampler, or the caller's noise_sampler)")
+                raise InvalidInput(f"seed={seed!r} was given, but this run takes no seed (a deterministic sampler, or "
+                                   "the caller's noise_sampler, which owns its seeding); leave seed out")
             return
         # the same stream as SeededNoise(seeds): replay reproduces samplers.sample(..., seed=seeds)
         self.noise.reseed(self.seeds if seed is None else resolve_seeds(seed, self.static_x.shape[0]))

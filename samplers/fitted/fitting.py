@@ -1000,14 +1000,20 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     if not (0 < sigma_min < sigma_max < math.inf):
         raise InvalidInput(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     if not isinstance(calibration, torch.Tensor) or calibration.ndim < 2 or not calibration.is_floating_point():
-        raise InvalidInput("calibration must be a floating-point batch of unit noise [B, ...]")
+        got = (f"a {calibration.dtype} tensor of shape {tuple(calibration.shape)}" if isinstance(calibration, torch.Tensor)
+               else type(calibration).__name__)
+        raise InvalidInput(f"calibration must be a floating-point batch of unit noise [B, ...], got {got}; pass "
+                           "torch.randn(B, *latent_shape) (or samplers.core.seeds.seeded_randn)")
     if not bool(torch.isfinite(calibration).all()):
         raise InvalidInput("calibration holds NaN or infinite values; it must be unit noise (e.g. "
                            "samplers.core.seeds.seeded_randn)")
     n_val = validation_starts(calibration.shape[0], config.validation)
     extra = dict(extra_args or {})
     if any(not isinstance(v, torch.Tensor) or v.shape[:1] != calibration.shape[:1] for v in extra.values()):
-        raise InvalidInput("extra_args must map names to tensors with one row per calibration start")
+        bad = next(k for k, v in extra.items() if not isinstance(v, torch.Tensor) or v.shape[:1] != calibration.shape[:1])
+        got = (f"shape {tuple(extra[bad].shape)}" if isinstance(extra[bad], torch.Tensor) else type(extra[bad]).__name__)
+        raise InvalidInput(f"extra_args must map names to tensors with one row per calibration start "
+                           f"({calibration.shape[0]}), got {bad!r}: {got}; repeat or index it to one row per start")
     deadline = None if config.time_budget is None else time.monotonic() + config.time_budget
     if reference_fn is None:
         def reference_fn(xs, ex, sigma):

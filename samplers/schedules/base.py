@@ -97,7 +97,10 @@ def check_steps(n: int, sigma_min, sigma_max, need_range: bool = True) -> int:
         for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
             range_end(name, value)
         if not (0 < sigma_min < sigma_max):
-            raise InvalidInput(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+            raise InvalidInput(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}; "
+                               + ("pass them the other way round" if 0 < sigma_max < sigma_min else
+                                  "sigma_min is the smallest non-zero σ (the schedule appends the final 0 itself)"
+                                  if sigma_min <= 0 else "give a range of two different values"))
     return n
 
 
