@@ -144,6 +144,10 @@ def _how_to_make(folder: Path, hint: str | None) -> str:
 def load_config(folder: str | os.PathLike, reproduce_hint: str | None = None) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
+        if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".json"):  # a file's name
+            raise MissingModelError(f"model folder {str(folder)!r} does not exist, and its name is a file's: a model is "
+                                    f"a folder holding {CONFIG_FILE} and {WEIGHTS_FILE} (as save_model writes them); "
+                                    "pass that folder")
         raise MissingModelError(f"model folder {str(folder)!r} does not exist; {_how_to_make(folder, reproduce_hint)}")
     cpath = folder / CONFIG_FILE
     fix = _how_to_make(folder, reproduce_hint)

@@ -97,3 +97,12 @@ def test_missing_parent_folder(tmp_path):
         mio.atomic_save_image(target, Image.new("RGB", (4, 4)))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         mio.atomic_write_bytes(target, b"x")
+
+
+def test_a_missing_model_path_named_like_a_file_says_a_model_is_a_folder(tmp_path):
+    from models import io as mio
+
+    with pytest.raises(mio.MissingModelError, match="its name is a file's: a model is a folder holding config.json"):
+        mio.load_config(tmp_path / "model.safetensors")
+    with pytest.raises(mio.MissingModelError, match="does not exist; train it"):
+        mio.load_config(tmp_path / "eps")
