@@ -219,3 +219,10 @@ def test_every_refused_comfyui_name_is_refused_with_its_reason(name):
     with pytest.raises(samplers.Unavailable, match=f"ComfyUI sampler '{name}' is not available: "
                                                    f"{re.escape(labels.COMFYUI_REFUSED[name][:40])}"):
         samplers.info(name)
+
+
+def test_a_comma_separated_list_given_as_one_name_says_to_pass_names_apart():
+    from samplers.core import names
+
+    with pytest.raises(samplers.UnknownNameError, match="separated by spaces"):
+        names.resolve("euler,heun")

@@ -243,6 +243,8 @@ def _unknown(name: str, source: str | None):
     close = list(dict.fromkeys(close))[:5]
     where = "sampler name" if source is None else f"{source} name"
     hint = f" Closest: {', '.join(close)}." if close else ""
+    if "," in name:  # "euler,heun": a list written as one name
+        hint += " One name per value: a list is several names (on the command line, separated by spaces)."
     raise UnknownNameError(f"unknown {where} {name!r}.{hint} `samplers names` lists every name with what it "
                            "stands for; samplers.available() lists the registry")
 
