@@ -41,6 +41,20 @@ STEPS = [1, 2, 5, 20]
 TOOLS_ALPHA_BAR_T = 4.8973451890853435e-08  # both tools' source, written out (labels has it once for the library)
 
 
+def rescaled_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """σ of the zero-terminal-SNR rescale both tools run (ComfyUI's rescale_zero_terminal_snr_sigmas, A1111's
+    rescale_zero_terminal_snr_abar: the same steps, in the dtype of the ᾱ they are given), the last ᾱ set to their
+    finite 4.8973451890853435e-08."""
+    alphas_bar_sqrt = alphas_cumprod.sqrt()
+    alphas_bar_sqrt_0 = alphas_bar_sqrt[0].clone()
+    alphas_bar_sqrt_T = alphas_bar_sqrt[-1].clone()
+    alphas_bar_sqrt -= alphas_bar_sqrt_T
+    alphas_bar_sqrt *= alphas_bar_sqrt_0 / (alphas_bar_sqrt_0 - alphas_bar_sqrt_T)
+    alphas_bar = alphas_bar_sqrt ** 2
+    alphas_bar[-1] = 4.8973451890853435e-08
+    return ((1 - alphas_bar) / alphas_bar) ** 0.5
+
+
 class ComfyZsnr:
     """ComfyUI's ModelSamplingDiscrete(zsnr=True) on SD's sampling settings (linear_start 0.00085, linear_end 0.012,
     1000 timesteps): its float32 σ / log σ tables, timestep() and sigma(), as Python floats for the handlers."""
@@ -49,16 +63,7 @@ class ComfyZsnr:
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2  # make_beta_schedule
         alphas_cumprod = torch.cumprod(1. - betas, dim=0)
         sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
-        # rescale_zero_terminal_snr_sigmas
-        alphas_cumprod = 1 / ((sigmas * sigmas) + 1)
-        alphas_bar_sqrt = alphas_cumprod.sqrt()
-        alphas_bar_sqrt_0 = alphas_bar_sqrt[0].clone()
-        alphas_bar_sqrt_T = alphas_bar_sqrt[-1].clone()
-        alphas_bar_sqrt -= alphas_bar_sqrt_T
-        alphas_bar_sqrt *= alphas_bar_sqrt_0 / (alphas_bar_sqrt_0 - alphas_bar_sqrt_T)
-        alphas_bar = alphas_bar_sqrt ** 2
-        alphas_bar[-1] = 4.8973451890853435e-08
-        sigmas = ((1 - alphas_bar) / alphas_bar) ** 0.5
+        sigmas = rescaled_sigmas(1 / ((sigmas * sigmas) + 1))  # rescale_zero_terminal_snr_sigmas
         self.table, self.log_sigmas = sigmas.float(), sigmas.log().float()  # set_sigmas
         self.sigmas = self.table.tolist()
         self.sigma_min, self.sigma_max = self.sigmas[0], self.sigmas[-1]  # float(model_sampling.sigma_min / _max)
@@ -80,15 +85,7 @@ def a1111_zsnr_sigmas() -> torch.Tensor:
     """A1111's model_wrap.sigmas under "Zero Terminal SNR" on SD's config (float32 throughout)."""
     betas = (torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2).numpy()  # ldm "linear"
     alphas_cumprod = torch.tensor(np.cumprod(1. - betas, axis=0), dtype=torch.float32)  # DDPM.register_schedule
-    # rescale_zero_terminal_snr_abar
-    alphas_bar_sqrt = alphas_cumprod.sqrt()
-    alphas_bar_sqrt_0 = alphas_bar_sqrt[0].clone()
-    alphas_bar_sqrt_T = alphas_bar_sqrt[-1].clone()
-    alphas_bar_sqrt -= alphas_bar_sqrt_T
-    alphas_bar_sqrt *= alphas_bar_sqrt_0 / (alphas_bar_sqrt_0 - alphas_bar_sqrt_T)
-    alphas_bar = alphas_bar_sqrt ** 2
-    alphas_bar[-1] = 4.8973451890853435e-08
-    return ((1 - alphas_bar) / alphas_bar) ** 0.5  # k-diffusion's DiscreteEpsDDPMDenoiser
+    return rescaled_sigmas(alphas_cumprod)  # rescale_zero_terminal_snr_abar; k-diffusion's DiscreteEpsDDPMDenoiser
 
 
 def kdiffusion():
