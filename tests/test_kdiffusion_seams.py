@@ -5,6 +5,7 @@ ranges, option types, schedule inputs k-diffusion computes on), and the float32 
 """
 from __future__ import annotations
 
+import re
 import types
 import warnings
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from samplers.core.errors import InvalidInput, InvalidType
+from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
 from samplers.interop import kdiffusion as ours
 
 try:
@@ -454,3 +455,101 @@ def test_dpm_fast_on_float64_range_tensors_reports_and_asks_in_k_diffusions_grid
     assert ours_seen == kd_seen
     # k-diffusion also asks at its last step, whose σ_up is 0 (the drop-in does not: docs/kdiffusion.md)
     assert ours_asked and ours_asked == kd_asked[:len(ours_asked)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Refused before any model call with the library's errors, as samplers.sample refuses them
+
+ALL_SAMPLERS = SCHEDULE_SAMPLERS + ["sample_dpm_fast", "sample_dpm_adaptive"]
+NOISE_SAMPLERS = ["sample_euler_ancestral", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde",
+                  "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde", "sample_dpm_fast", "sample_dpm_adaptive"]
+
+
+def _call(fn, counting, x, **kwargs):
+    """``fn`` on k-diffusion's call: a schedule, or for the DPM-Solver samplers its range (and n)."""
+    if fn == "sample_dpm_fast":
+        return ours.sample_dpm_fast(counting, x, 0.03, 14.6, 4, disable=True, **kwargs)
+    if fn == "sample_dpm_adaptive":
+        return ours.sample_dpm_adaptive(counting, x, 0.03, 14.6, disable=True, **kwargs)
+    return getattr(ours, fn)(counting, x, karras(4), disable=True, **kwargs)
+
+
+@pytest.mark.parametrize("fn", ["sample_dpm_fast", "sample_dpm_adaptive"])
+@pytest.mark.parametrize("sigma_min", [0.0, torch.tensor(0.0), np.float32(0.0)])
+def test_a_dpm_solver_range_ending_at_zero_is_the_librarys_error(fn, sigma_min):
+    # k-diffusion callers pass sigmas[-1], the trailing 0; a plain ValueError before
+    counting = Counting()
+    args = (sigma_min, 14.6, 4) if fn == "sample_dpm_fast" else (sigma_min, 14.6)
+    with pytest.raises(InvalidInput, match=r"must be > 0, got 0 and 14\.6 .*sigma_min=sigmas\[-2\]"):
+        getattr(ours, fn)(counting, start(), *args, disable=True)
+    assert counting.calls == 0
+
+
+@pytest.mark.parametrize("fn", ["sample_dpm_fast", "sample_dpm_adaptive"])
+@pytest.mark.parametrize("end", ["sigma_min", "sigma_max"])
+@pytest.mark.parametrize("bad", ["0.1", None, [0.1], True])
+def test_a_dpm_solver_range_end_that_is_not_a_number_is_refused_by_type(fn, end, bad):
+    # "'<=' not supported between instances of 'str' and 'int'" before
+    counting = Counting()
+    ends = {"sigma_min": 0.03, "sigma_max": 14.6, end: bad}
+    args = (ends["sigma_min"], ends["sigma_max"]) + ((4,) if fn == "sample_dpm_fast" else ())
+    with pytest.raises(InvalidType, match=rf"{end} must be a number .*got {re.escape(repr(bad))} .*"
+                                          r"sigma_min=sigmas\[-2\]"):
+        getattr(ours, fn)(counting, start(), *args, disable=True)
+    assert counting.calls == 0
+
+
+def test_a_dpm_solver_range_of_0d_tensors_runs():
+    sigmas = karras(4)
+    out = ours.sample_dpm_fast(model, start(), sigmas[-2], sigmas[0], 4, disable=True)
+    assert out.shape == start().shape and bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize("fn", NOISE_SAMPLERS)
+@pytest.mark.parametrize("name", ["gaussian", "brownian"])
+def test_a_noise_sampler_given_by_name_is_refused_before_any_model_call(fn, name):
+    # "'str' object is not callable" after one model call before
+    counting = Counting()
+    with pytest.raises(InvalidType, match=rf"noise_sampler='{name}': k-diffusion's noise_sampler is a callable.*"
+                                          r"samplers\.sample\(.*noise_sampler='brownian'\)"):
+        _call(fn, counting, start(), noise_sampler=name)
+    assert counting.calls == 0
+
+
+@pytest.mark.parametrize("fn", NOISE_SAMPLERS)
+def test_a_noise_sampler_that_is_not_callable_or_comes_with_a_seed_is_refused_before_any_model_call(fn):
+    counting = Counting()
+    with pytest.raises(InvalidType, match="noise_sampler must be callable"):
+        _call(fn, counting, start(), noise_sampler=3)
+    with pytest.raises(InvalidOption, match="either noise_sampler or seed, not both"):
+        _call(fn, counting, start(), noise_sampler=ours.default_noise_sampler(start()), seed=1)
+    assert counting.calls == 0
+
+
+@pytest.mark.parametrize("fn", ALL_SAMPLERS)
+def test_a_callback_that_is_not_callable_is_refused_before_any_model_call(fn):
+    # "'int' object is not callable" after the first step before
+    counting = Counting()
+    with pytest.raises(InvalidType, match="callback must be callable .*got int"):
+        _call(fn, counting, start(), callback=3)
+    assert counting.calls == 0
+
+
+@pytest.mark.parametrize("fn", ALL_SAMPLERS)
+@pytest.mark.parametrize("latent", [lambda: start().numpy(), lambda: start().tolist(), lambda: start().long()],
+                         ids=["numpy", "list", "int64"])
+def test_a_latent_that_is_not_a_float_tensor_is_refused_before_any_model_call(fn, latent):
+    # numpy: promote_types' TypeError (sample_euler), "'numpy.ndarray' object has no attribute 'new_full'"
+    # (sample_dpm_fast) before
+    counting = Counting()
+    with pytest.raises(InvalidType, match="x must be a floating-point tensor"):
+        _call(fn, counting, latent())
+    assert counting.calls == 0
+
+
+def test_the_step_helpers_refusals_are_the_librarys_errors():
+    x = start()
+    with pytest.raises(InvalidInput, match=r"sigma has 5 dims but x has 4: pass one sigma per batch item"):
+        ours.to_d(x, torch.ones(1, 1, 1, 1, 1), x)
+    with pytest.raises(InvalidInput, match=r"order 4 is too high for step 0"):
+        ours.linear_multistep_coeff(4, karras(4), 0, 0)

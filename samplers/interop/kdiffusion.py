@@ -50,11 +50,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core import names, registry, steps
+from ..core import noise as noise_mod
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
 from ..core.conversion import state_dtype
-from ..core.errors import InvalidInput, InvalidOption, InvalidType
+from ..core.errors import InvalidInput, InvalidType
 from ..core.noise import SeededNoise
-from ..core.run import read_sigmas
+from ..core.run import check_call, read_sigmas
 from ..core.seeds import resolve_seeds
 from ..core.validate import integer
 
@@ -63,7 +64,7 @@ registry.load_builtins()  # the sampler modules imported below register in the m
 from ..ode.multistep import lms_coefficients  # noqa: E402
 from ..ode.singlestep import (EpsSolver, PIDStepSizeController, check_adaptive, fast_orders,  # noqa: E402,F401
                               solve_adaptive, solve_fast)
-from ..schedules.base import SCHEDULES, check_rho, check_steps, finite_max  # noqa: E402
+from ..schedules.base import SCHEDULES, check_rho, check_steps, finite_max, range_end  # noqa: E402
 
 # The public names of k-diffusion's ``sampling`` module (0.1.1), each defined below with k-diffusion's signature.
 K_DIFFUSION_NAMES = (
@@ -183,7 +184,7 @@ def get_sigmas_vp(n, beta_d=19.9, beta_min=0.1, eps_s=1e-3, device='cpu'):
 
 def _append_dims(sigma: torch.Tensor, ndim: int) -> torch.Tensor:
     if sigma.ndim > ndim:
-        raise ValueError(f"sigma has {sigma.ndim} dims but x has {ndim}: pass one sigma per batch item (shape [B])")
+        raise InvalidInput(f"sigma has {sigma.ndim} dims but x has {ndim}: pass one sigma per batch item (shape [B])")
     return sigma.reshape(sigma.shape + (1,) * (ndim - sigma.ndim))
 
 
@@ -216,7 +217,7 @@ def linear_multistep_coeff(order, t, i, j):
     ``t``: ∫_{t_i}^{t_{i+1}} ℓ_j(τ) dτ for the Lagrange basis through t_i, …, t_{i−order+1} (the registry's exact
     ``lms`` weights; k-diffusion integrates the same polynomial by quadrature)."""
     if order - 1 > i:
-        raise ValueError(f"order {order} is too high for step {i}: it needs {order} nodes up to t[{i}]")
+        raise InvalidInput(f"order {order} is too high for step {i}: it needs {order} nodes up to t[{i}]")
     nodes = [float(t[k]) for k in range(i - order + 1, i + 2)]
     return lms_coefficients(nodes, order)[-1][j]
 
@@ -428,14 +429,24 @@ def _reals(**options) -> dict:
     return {name: _real(name, value) for name, value in options.items()}
 
 
-def _one_of(noise_sampler, seed) -> None:
-    if noise_sampler is not None and seed is not None:
-        raise InvalidOption("pass either noise_sampler or seed, not both (the noise sampler owns its seeding)")
+def _check_call(model, x, extra_args, callback, disable, noise_sampler=None, seed=None) -> None:
+    """k-diffusion's shared arguments, checked by the registry's own checks before anything is drawn or called:
+    :func:`samplers.core.run.check_call` (the model, a floating-point tensor ``x``, ``extra_args``, ``callback``,
+    ``disable``) and :func:`samplers.core.noise.check` (a callable ``noise_sampler``, not with ``seed``). A noise
+    kind's name (``"brownian"``) is the registry's API, not k-diffusion's: refused, naming both fixes."""
+    check_call(model, x, extra_args, callback, disable)
+    if isinstance(noise_sampler, str):
+        raise InvalidType(f"noise_sampler={noise_sampler!r}: k-diffusion's noise_sampler is a callable "
+                          "noise_sampler(sigma, sigma_next) -> Tensor shaped like x (e.g. "
+                          "sampling.BrownianTreeNoiseSampler(x, sigma_min, sigma_max)), or None for its default; a "
+                          "noise kind by name is the registry's: samplers.sample(name, model, x, sigmas, "
+                          "noise_sampler='brownian'), or pass seed= here for this library's seeded noise")
+    noise_mod.check(noise_sampler, seed, x)
 
 
 def _seeded(x, noise_sampler, seed):
-    """For ``seed=`` (this module's one extension of k-diffusion's signatures): this library's per-item seeded noise."""
-    _one_of(noise_sampler, seed)
+    """For ``seed=`` (this module's one extension of k-diffusion's signatures): this library's per-item seeded noise
+    (``noise_sampler`` and ``seed`` were checked by :func:`_check_call`)."""
     return noise_sampler if seed is None else SeededNoise(x, resolve_seeds(seed, x.shape[0]))
 
 
@@ -456,6 +467,7 @@ def _finish(noise, total: int | None = None) -> None:
 def _churned(name, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise, seed):
     """A registry sampler with EDM churn, its churn noise drawn as k-diffusion's: ``randn_like(x)`` on its running x
     at every step."""
+    _check_call(model, x, extra_args, callback, disable, seed=seed)
     churn = _reals(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
     sigmas = _sigmas_1d(sigmas)
     if len(sigmas) < 2:
@@ -469,6 +481,7 @@ def _churned(name, model, x, sigmas, extra_args, callback, disable, s_churn, s_t
 def _ancestral(name, model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, seed, drawn_if):
     """A registry ancestral sampler; by default its noise is k-diffusion's ``randn_like(x)``, drawn at the steps
     σ → σ_next for which ``drawn_if(σ, σ_next, η)`` (where k-diffusion draws, whether or not η makes it count)."""
+    _check_call(model, x, extra_args, callback, disable, noise_sampler, seed)
     eta, s_noise = _real("eta", eta), _real("s_noise", s_noise)
     sigmas = _sigmas_1d(sigmas)
     if len(sigmas) < 2:
@@ -484,7 +497,6 @@ def _ancestral(name, model, x, sigmas, extra_args, callback, disable, eta, s_noi
 def _tree(x, sigmas: torch.Tensor, noise_sampler, seed):
     """An SDE sampler's noise: the caller's, or k-diffusion's Brownian tree over the schedule's range, seeded by
     ``seed`` (as A1111 and ComfyUI seed it) or, as k-diffusion does by default, from torch's global generator."""
-    _one_of(noise_sampler, seed)
     if noise_sampler is not None:
         return noise_sampler
     return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)
@@ -492,6 +504,7 @@ def _tree(x, sigmas: torch.Tensor, noise_sampler, seed):
 
 def _sde(name, model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, **options):
     """A registry SDE sampler on :func:`_tree` noise."""
+    _check_call(model, x, extra_args, callback, disable, noise_sampler, seed)
     options = {**options, **_reals(eta=options["eta"], s_noise=options["s_noise"])}
     sigmas = _sigmas_1d(sigmas)
     noise_sampler = _tree(x, sigmas, noise_sampler, seed)
@@ -555,6 +568,7 @@ def _draws_at_dpm_2(sigma: float, sigma_next: float, eta) -> bool:
 @torch.no_grad()
 def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4):
     """Linear multistep (variable-step Adams–Bashforth in σ): the registry's ``lms``."""
+    _check_call(model, x, extra_args, callback, disable)
     sigmas = _sigmas_1d(sigmas)
     return x if len(sigmas) < 2 else _run("lms", model, x, sigmas, extra_args, callback, disable, order=order)
 
@@ -600,6 +614,7 @@ class _QueriedAsKDiffusion:
 def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
                      noise_sampler=None, r=1 / 2, *, seed=None):
     """Stochastic DPM-Solver++ (2S-type, r = 1/2): the registry's ``dpmpp_sde``."""
+    _check_call(model, x, extra_args, callback, disable, noise_sampler, seed)
     eta, s_noise, r = _real("eta", eta), _real("s_noise", s_noise), _real("r", r)
     sigmas = _sigmas_1d(sigmas)
     noise_sampler = _tree(x, sigmas, noise_sampler, seed)
@@ -612,6 +627,7 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
 @torch.no_grad()
 def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """DPM-Solver++(2M): the registry's ``dpmpp_2m``."""
+    _check_call(model, x, extra_args, callback, disable)
     sigmas = _sigmas_1d(sigmas)
     return x if len(sigmas) < 2 else _run("dpmpp_2m", model, x, sigmas, extra_args, callback, disable)
 
@@ -767,11 +783,24 @@ def _dpm_solver(model, extra_args, callback, bar) -> DPMSolver:
     return solver
 
 
+def _range_end(name: str, value) -> float:
+    """A DPM-Solver range end: a real number (a numpy scalar or a 0-d tensor such as ``sigmas[-2]`` counts as the
+    number it holds), read by the schedules' own check (:func:`samplers.schedules.base.range_end`)."""
+    try:
+        return range_end(name, value)
+    except InvalidType:
+        raise InvalidType(f"{name} must be a number (a float, or a 0-d tensor such as sigmas[-2]), got {value!r} "
+                          f"({type(value).__name__}): pass the smallest non-zero sigma of the schedule as sigma_min, "
+                          "e.g. sigma_min=sigmas[-2], and its largest as sigma_max, e.g. sigma_max=sigmas[0]") from None
+
+
 def _check_range(sigma_min, sigma_max) -> None:
+    sigma_min, sigma_max = _range_end("sigma_min", sigma_min), _range_end("sigma_max", sigma_max)
     if sigma_min <= 0 or sigma_max <= 0:
-        raise ValueError(f"sigma_min and sigma_max must be > 0, got {float(sigma_min):g} and {float(sigma_max):g} "
-                         "(pass the smallest non-zero sigma of the schedule, not its trailing 0)")
-    if float(sigma_min) == float(sigma_max):
+        raise InvalidInput(f"sigma_min and sigma_max must be > 0, got {sigma_min:g} and {sigma_max:g} "
+                           "(pass the smallest non-zero sigma of the schedule, not its trailing 0: e.g. "
+                           "sigma_min=sigmas[-2])")
+    if sigma_min == sigma_max:
         # k-diffusion: sample_dpm_fast returns NaN for n >= 4 (after the model calls), the input for n < 4;
         # sample_dpm_adaptive returns the input with no step. sigma_min > sigma_max integrates towards noise (η = 0),
         # as k-diffusion does.
@@ -784,6 +813,7 @@ def _check_range(sigma_min, sigma_max) -> None:
 def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback=None, disable=None, eta=0.,
                     s_noise=1., noise_sampler=None, *, seed=None):
     """DPM-Solver-fast from σ_max to σ_min with ``n`` model calls (Lu et al. 2022, §3.4); no final denoise."""
+    _check_call(model, x, extra_args, callback, disable, noise_sampler, seed)
     _check_range(sigma_min, sigma_max)
     n = integer("n (the model calls of DPM-Solver-fast)", n, lo=1)
     eta, s_noise = _real("eta", eta), _real("s_noise", s_noise)
@@ -799,6 +829,7 @@ def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callbac
                         rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0., icoeff=1., dcoeff=0., accept_safety=0.81,
                         eta=0., s_noise=1., noise_sampler=None, return_info=False, *, seed=None):
     """DPM-Solver-12 / 23 with adaptive steps from σ_max to σ_min (Lu et al. 2022, §3.4); no final denoise."""
+    _check_call(model, x, extra_args, callback, disable, noise_sampler, seed)
     _check_range(sigma_min, sigma_max)
     rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety, eta, s_noise = _reals(
         rtol=rtol, atol=atol, h_init=h_init, pcoeff=pcoeff, icoeff=icoeff, dcoeff=dcoeff, accept_safety=accept_safety,
