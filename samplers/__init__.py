@@ -32,8 +32,16 @@ from .schedules import get_sigmas  # noqa: F401
 
 
 def initial_latent(noise: _torch.Tensor, sigmas) -> _torch.Tensor:
-    """The starting latent at ``sigmas[0]``: ``noise · σ_0``, or the unit noise itself when σ_0 is inf."""
-    first = float(sigmas[0])
+    """The starting latent at ``sigmas[0]``: ``noise · σ_0``, or the unit noise itself when σ_0 is inf. ``sigmas`` is
+    checked as a run checks it (:func:`samplers.core.run.read_sigmas`); a one-value sequence ``[σ_0]`` is the start
+    alone."""
+    from .core.run import read_sigmas
+
+    try:
+        alone = len(sigmas) == 1
+    except TypeError:  # not a sequence: read_sigmas names it
+        alone = False
+    first = read_sigmas([sigmas[0], 0.0] if alone else sigmas)[0]
     return noise if _math.isinf(first) else noise * first
 
 

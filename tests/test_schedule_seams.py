@@ -292,3 +292,27 @@ def test_linspace_and_leading_are_euler_discretes_spacing(spacing):
     if spacing == "linspace":  # DDIM rounds Euler's points to integers
         assert np.array_equal(_timesteps("DDIMScheduler", spacing, 7), _ours(spacing, 7).round())
         assert not np.array_equal(_ours(spacing, 7), _ours(spacing, 7).round())
+
+
+# ---- the quick-start's initial_latent reads its schedule as a run does
+
+@pytest.mark.parametrize("sigmas, error, message", [
+    (None, samplers.InvalidType, "sigmas must be a 1-D tensor or a sequence of numbers, got NoneType"),
+    ([], samplers.InvalidInput, "at least 2 values"),
+    (torch.tensor([]), samplers.InvalidInput, "at least 2 values"),
+    ("karras", samplers.InvalidType, "sequence of numbers"),
+    (torch.ones(2, 3), samplers.InvalidInput, "must be 1-D"),
+    ([float("nan"), 0.0], samplers.InvalidInput, r"sigmas\[0\] = nan is invalid"),
+    (["10", 0.0], samplers.InvalidType, "must hold real numbers"),
+])
+def test_initial_latent_refuses_a_schedule_a_run_would_refuse(sigmas, error, message):
+    # a bare TypeError ('NoneType' object is not subscriptable) / IndexError before
+    with pytest.raises(error, match=message):
+        samplers.initial_latent(torch.randn(2, 3), sigmas)
+
+
+def test_initial_latent_takes_a_schedule_or_its_first_sigma_alone():
+    noise = torch.randn(2, 3)
+    for sigmas in ([5.0, 1.0, 0.0], np.array([5.0, 0.0]), torch.tensor([5.0, 0.0]), [5.0], torch.tensor([5.0])):
+        assert torch.equal(samplers.initial_latent(noise, sigmas), noise * 5.0)
+    assert samplers.initial_latent(noise, [math.inf, 1.0, 0.0]) is noise
