@@ -316,3 +316,29 @@ def test_initial_latent_takes_a_schedule_or_its_first_sigma_alone():
     for sigmas in ([5.0, 1.0, 0.0], np.array([5.0, 0.0]), torch.tensor([5.0, 0.0]), [5.0], torch.tensor([5.0])):
         assert torch.equal(samplers.initial_latent(noise, sigmas), noise * 5.0)
     assert samplers.initial_latent(noise, [math.inf, 1.0, 0.0]) is noise
+
+
+# ---- flip, the fix a run's "strictly decreasing" refusal names, takes what a run takes
+
+@pytest.mark.parametrize("ascending", [[0.0, 1.0, 10.0], (0, 1, 10), np.array([0.0, 1.0, 10.0]),
+                                       np.array([0.0, 1.0, 10.0], dtype=np.float32), torch.tensor([0.0, 1.0, 10.0]),
+                                       [torch.tensor(0.0), np.float64(1.0), 10]],
+                         ids=["list", "tuple", "numpy", "numpy32", "tensor", "mixed"])
+def test_flip_takes_a_list_or_numpy_array_as_a_run_does(ascending):
+    # AttributeError: 'list' / 'numpy.ndarray' object has no attribute 'flip' before
+    flipped = schedules.flip(ascending)
+    assert isinstance(flipped, torch.Tensor) and flipped.tolist() == [10.0, 1.0, 0.0]
+    out = samplers.sample("euler", lambda x, s: x / (1 + s.view(-1, 1) ** 2), torch.ones(1, 2) * 10, flipped,
+                          disable=True)
+    assert out.shape == (1, 2)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (None, samplers.InvalidType, "got NoneType"), ("karras", samplers.InvalidType, "got str"),
+    ([0.0, "1"], samplers.InvalidType, "must hold real numbers, got '1'"),
+    ([True, 0.0], samplers.InvalidType, "must hold real numbers, got True"),
+    (np.array(["a", "b"]), samplers.InvalidType, "must hold real numbers"),
+])
+def test_flip_refuses_what_is_not_a_schedule_by_name(bad, error, message):
+    with pytest.raises(error, match=message):
+        schedules.flip(bad)

@@ -1,8 +1,10 @@
 """Operations on schedules: split at a step, flip, truncate for img2img strength, replace the first sigma."""
 from __future__ import annotations
 
+import numpy as np
 import torch
-from ..core.errors import InvalidInput
+
+from ..core.errors import InvalidInput, InvalidType
 from ..core.validate import integer, real
 from .base import range_end
 
@@ -14,9 +16,25 @@ def split(sigmas: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise InvalidInput(f"step must be in [0, {len(sigmas) - 1}], got {step}")
     return sigmas[: step + 1], sigmas[step:]
 
-def flip(sigmas: torch.Tensor) -> torch.Tensor:
-    """Reverse the order (e.g. to invert a sampler: noise an image back up the schedule)."""
-    return sigmas.flip(0)
+def _as_tensor(sigmas) -> torch.Tensor:
+    """A schedule as a tensor: a tensor as it is, a numpy array of numbers as the tensor it holds, a list or tuple
+    (or numpy array of objects) of real numbers (0-d tensors too) as float64, each value read as a run reads it
+    (:func:`samplers.core.run._sigma_value`); not its order, which is what flip is for."""
+    from ..core.run import _sigma_value
+
+    if isinstance(sigmas, np.ndarray) and sigmas.dtype.kind in "iuf":
+        return torch.from_numpy(sigmas)
+    if isinstance(sigmas, torch.Tensor):
+        return sigmas
+    if isinstance(sigmas, (str, bytes, dict, set, frozenset)) or not isinstance(sigmas, (list, tuple, np.ndarray)):
+        raise InvalidType(f"sigmas must be a 1-D tensor, numpy array or list of numbers, got {type(sigmas).__name__}")
+    return torch.tensor([_sigma_value(s) for s in sigmas], dtype=torch.float64)
+
+
+def flip(sigmas) -> torch.Tensor:
+    """Reverse the order (e.g. to invert a sampler: noise an image back up the schedule, or to run an ascending
+    schedule). ``sigmas``: a 1-D tensor, numpy array or list of numbers; returns a tensor."""
+    return _as_tensor(sigmas).flip(0)
 
 def rounded_steps(strength: float, steps: int) -> int:
     """The steps of a ``steps``-step schedule that ``strength`` asks :func:`truncate` to keep, before its floor of one
