@@ -253,17 +253,26 @@ class VAE(nn.Module):
         full-resolution feature maps of the widest level that runs at full resolution, with headroom."""
         return estimate_bytes(self.config, batch, height, width)
 
+    @staticmethod
+    def _check_tensor(value, what: str) -> None:
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            got = f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise InvalidType(f"{what} must be a floating-point torch tensor, got {got}; convert a numpy array with "
+                              "torch.from_numpy(array).float()")
+
     def _check_images(self, images: torch.Tensor) -> None:
+        self._check_tensor(images, "images")
         if images.ndim != 4 or images.shape[1] != self.config.in_channels:
-            raise ValueError(
+            raise InvalidInput(
                 f"expected images [B, {self.config.in_channels}, H, W] in [-1, 1], got shape {tuple(images.shape)}"
             )
         self.check_size(images.shape[-2], images.shape[-1])
 
     def _check_latent(self, z: torch.Tensor, what: str) -> None:
+        self._check_tensor(z, what)
         if z.ndim != 4 or z.shape[1] != self.latent_channels:
             got = z.shape[1] if z.ndim == 4 else f"shape {tuple(z.shape)}"
-            raise ValueError(
+            raise InvalidInput(
                 f"{what} has {got} channels but this VAE ({self.config.name}) has {self.latent_channels} latent "
                 f"channels; expected [B, {self.latent_channels}, H/{self.downsample}, W/{self.downsample}] "
                 "(was it made with another VAE?)"

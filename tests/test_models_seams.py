@@ -3,8 +3,10 @@ the training CLIs' arguments, config.json fields, the guidance wrappers' argumen
 
 import json
 import shutil
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -275,3 +277,38 @@ def test_a_unet_config_whose_levels_and_skips_groupnorm_cannot_split_is_refused_
         DiffusionModel.load(d)
     with pytest.raises(InvalidInput, match="a layer of 24 channels"):
         DiffusionModel(UNetConfig(prediction="eps", channels=(8, 16)))
+
+
+# ------------------------------------------------------------------------------------------- the VAE's inputs
+
+def _tiny_vae() -> VAE:
+    from models.vae import VAEConfig
+
+    return VAE(VAEConfig(channels=(8, 8, 16), groups=4, latent_channels=4)).eval()
+
+
+def test_a_latent_or_images_of_the_wrong_channel_count_are_the_librarys_error():
+    # a plain ValueError before (the text was already right)
+    vae = _tiny_vae()
+    with pytest.raises(InvalidInput, match=r"scaled latent has 3 channels but this VAE .* has 4 latent channels"):
+        vae.from_latent(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(InvalidInput, match=r"latent has 3 channels"):
+        vae.decode(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(InvalidInput, match=r"expected images \[B, 3, H, W\]"):
+        vae.encode(torch.zeros(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize("value", [np.zeros((1, 4, 8, 8), np.float32), torch.zeros(1, 4, 8, 8, dtype=torch.int64),
+                                   [[0.0]]], ids=["numpy", "int64", "list"])
+def test_a_latent_that_is_not_a_float_tensor_is_refused_by_type_naming_the_fix(value):
+    # numpy: torch's conv2d "received an invalid combination of arguments" before
+    from models.pipeline import Pipeline
+
+    vae = _tiny_vae()
+    with pytest.raises(InvalidType, match=r"scaled latent must be a floating-point torch tensor.*torch\.from_numpy"):
+        Pipeline.decode(types.SimpleNamespace(vae=vae), value, output="tensor")
+    with pytest.raises(InvalidType, match=r"latent must be a floating-point torch tensor"):
+        vae.decode(value)
+    images = np.zeros((1, 3, 8, 8), np.float32) if isinstance(value, np.ndarray) else value
+    with pytest.raises(InvalidType, match=r"images must be a floating-point torch tensor.*torch\.from_numpy"):
+        vae.encode(images)
