@@ -3,6 +3,7 @@ or dropped (seed, from_config keyword arguments, schedule_options, set_timesteps
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 import torch
@@ -493,3 +494,165 @@ def test_a_labels_default_schedule_gives_way_to_a_flow_configs_grid_and_discards
     shim = SamplerScheduler.from_config(vp, sampler="uni_pc")  # the shim builds this grid: it drops σ_{n-1} there
     shim.set_timesteps(10)
     assert len(shim.timesteps) == 10
+
+
+# ----------------------------------------------------------------------------------------------------
+# inputs refused by name where diffusers' classes fail with a plain error, or silently do something else
+
+
+def _euler_pair(cls=EulerDiscreteScheduler):
+    theirs = cls(**{k: v for k, v in BETAS.items()})
+    ours = SamplerScheduler.from_config(theirs.config)
+    for s in (theirs, ours):
+        s.set_timesteps(5)
+    return theirs, ours
+
+
+X0 = torch.ones(1, 4, 4, 4)
+NOISE1 = torch.ones(1, 4, 4, 4)
+
+
+@pytest.mark.parametrize("t", [[5000], [1000], [10**9], [-5], [123]])
+def test_add_noise_refuses_a_timestep_euler_cannot_find_rather_than_clamping_it(t):
+    theirs, ours = _euler_pair()
+    with pytest.raises(IndexError):  # Euler looks the timestep up among its run's: not there
+        theirs.add_noise(X0, NOISE1, torch.tensor(t))
+    with pytest.raises(InvalidInput, match=r"add_noise\(\) got timestep " + re.escape(f"{t[0]:g}") + r".*not one of this run's timesteps"):
+        ours.add_noise(X0, NOISE1, torch.tensor(t))
+    ours.add_noise(X0, NOISE1, ours.timesteps[:1])  # the run's own timestep still runs
+
+
+@pytest.mark.parametrize("t, match", [([5000], r"outside the model's training timesteps \[0, 999\]"),
+                                      ([1000], r"outside the model's training timesteps"),
+                                      ([-5], r"outside the model's training timesteps"),
+                                      ([0.5], r"not an integer")])
+def test_add_noise_refuses_a_timestep_ddim_cannot_index_rather_than_clamping_it(t, match):
+    config = {**BETAS, "clip_sample": False}
+    theirs, ours = DDIMScheduler(**config), SamplerScheduler.from_config(DDIMScheduler(**config))
+    tt = torch.tensor(t)
+    if t == [-5]:  # DDIM indexes alphas_cumprod[-5]: timestep 995's, silently
+        torch.testing.assert_close(theirs.add_noise(X0, NOISE1, tt), theirs.add_noise(X0, NOISE1, torch.tensor([995])))
+    else:
+        with pytest.raises(IndexError):
+            theirs.add_noise(X0, NOISE1, tt)
+    with pytest.raises(InvalidInput, match=match):
+        ours.add_noise(X0, NOISE1, tt)
+    # integers within the training range (training code, before set_timesteps) still match DDIM's
+    t = torch.tensor([999, 0])
+    torch.testing.assert_close(ours.add_noise(X0.expand(2, -1, -1, -1), NOISE1, t),
+                               theirs.add_noise(X0.expand(2, -1, -1, -1), NOISE1, t), rtol=1e-5, atol=1e-5)
+
+
+def test_add_noise_refuses_mismatched_shapes_and_numpy_by_name():
+    import numpy as np
+
+    theirs, ours = _euler_pair()
+    t = ours.timesteps[:1]
+    with pytest.raises(RuntimeError):
+        theirs.add_noise(X0, torch.ones(1, 4, 2, 2), t)
+    with pytest.raises(InvalidInput, match=r"shape \(1, 4, 4, 4\), noise of shape \(1, 4, 2, 2\)"):
+        ours.add_noise(X0, torch.ones(1, 4, 2, 2), t)
+    three = ours.timesteps[:3]
+    with pytest.raises(RuntimeError):
+        theirs.add_noise(torch.ones(2, 4, 4, 4), torch.ones(2, 4, 4, 4), theirs.timesteps[:3])
+    with pytest.raises(InvalidInput, match="3 timestep"):
+        ours.add_noise(torch.ones(2, 4, 4, 4), torch.ones(2, 4, 4, 4), three)
+    with pytest.raises((TypeError, AttributeError)):
+        theirs.add_noise(X0.numpy(), NOISE1.numpy(), t)
+    with pytest.raises(InvalidType, match=r"ndarray and ndarray.*torch\.from_numpy"):
+        ours.add_noise(X0.numpy(), NOISE1.numpy(), t)
+    with pytest.raises(InvalidType, match="timesteps"):
+        ours.add_noise(X0, NOISE1, "999")
+    # what diffusers broadcasts still runs: one timestep per item, one latent noised at two levels
+    torch.testing.assert_close(ours.add_noise(X0, NOISE1, ours.timesteps[:2]),
+                               theirs.add_noise(X0, NOISE1, theirs.timesteps[:2]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("timestep", [None, "999", True, torch.tensor([999.0, 888.0])])
+def test_a_step_timestep_that_is_not_a_number_is_refused_before_the_output_is_used(timestep):
+    theirs, ours = _euler_pair()
+    lat = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(Exception) as raised:  # Euler fails on each: it finds no such timestep among its run's
+        theirs.step(torch.zeros_like(lat), timestep, lat)
+    assert not isinstance(raised.value, InvalidType)
+    with pytest.raises(InvalidType, match=r"step\(\) takes the timestep as a number or a one-element tensor"):
+        ours.step(torch.zeros_like(lat), timestep, lat)
+    assert ours._denoised == [] and ours.step_index is None  # no model output consumed
+    with pytest.raises(InvalidType, match=r"scale_model_input\(\) takes the timestep"):
+        ours.scale_model_input(lat, "x") if timestep is None else ours.scale_model_input(lat, timestep)
+    t = ours.timesteps[0]
+    ours.step(torch.zeros_like(lat), t, ours.scale_model_input(lat, t))  # a pipeline's timestep still runs
+    assert len(ours._denoised) == 1
+
+
+def test_a_string_timestep_after_set_begin_index_is_refused_where_ddim_fails_on_it():
+    config = {**BETAS, "clip_sample": False}
+    theirs = DDIMScheduler(**config)
+    ours = SamplerScheduler.from_config(theirs)
+    lat = torch.zeros(1, 4, 4, 4)
+    for s in (theirs, ours):
+        s.set_timesteps(5)
+    with pytest.raises(TypeError):  # DDIM subtracts from the timestep
+        theirs.step(lat, "801", lat)
+    ours.set_begin_index(0)
+    with pytest.raises(InvalidType, match="'801'"):
+        ours.step(lat, "801", lat)
+    assert ours._denoised == []
+
+
+@pytest.mark.parametrize("generator", [42, "g", [torch.Generator(), 3]])
+def test_a_generator_that_is_not_a_torch_generator_is_refused_with_the_seed_fix(generator):
+    theirs, ours = _euler_pair(EulerAncestralDiscreteScheduler)
+    batch = len(generator) if isinstance(generator, list) else 1  # one generator per item
+    lat = torch.randn(batch, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    t = theirs.timesteps[0]
+    with pytest.raises((AttributeError, TypeError)):  # randn_tensor: "'int' object has no attribute 'device'"
+        theirs.step(torch.zeros_like(lat), t, theirs.scale_model_input(lat, t), generator=generator)
+    with pytest.raises(InvalidType, match=r"pass seed=\d+ to SamplerScheduler, or "
+                                          r"generator=torch\.Generator\(\)\.manual_seed\(\d+\)"):
+        ours.step(torch.zeros_like(lat), t, ours.scale_model_input(lat, t), generator=generator)
+    assert ours._denoised == []
+    ours.step(torch.zeros_like(lat), t, lat, generator=[torch.Generator().manual_seed(1)] * batch)
+
+
+def test_a_generator_the_run_never_reads_is_not_refused():
+    # DDIM with eta = 0 draws nothing: diffusers ignores any generator there, and so does the shim
+    config = {**BETAS, "clip_sample": False}
+    theirs = DDIMScheduler(**config)
+    ours = SamplerScheduler.from_config(theirs)
+    lat = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = []
+    for s in (theirs, ours):
+        s.set_timesteps(5)
+        out.append(s.step(0.3 * lat, s.timesteps[0], lat, generator=42, eta=0.0).prev_sample)
+    torch.testing.assert_close(out[1], out[0], rtol=1e-5, atol=1e-5)
+
+
+def test_step_names_what_it_got_instead_of_tensors():
+    _, ours = _euler_pair()
+    lat = torch.zeros(1, 4, 4, 4)
+    with pytest.raises(InvalidType, match=r"got ndarray and Tensor; convert numpy arrays with torch\.from_numpy"):
+        ours.step(lat.numpy(), ours.timesteps[0], lat)
+
+
+def test_from_config_none_and_a_missing_folder_are_refused_by_name(tmp_path):
+    from samplers.core.errors import MissingFile
+
+    with pytest.raises(ValueError):
+        EulerDiscreteScheduler.from_config(None)
+    with pytest.raises(InvalidInput, match=r"from_config got no config \(None\)"):
+        SamplerScheduler.from_config(None)
+    missing = str(tmp_path / "missing")
+    with pytest.raises(OSError, match="huggingface.co"):  # diffusers turns to the Hub
+        EulerDiscreteScheduler.from_pretrained(missing)
+    with pytest.raises(MissingFile, match=r"missing'.*does not exist"):
+        SamplerScheduler.from_pretrained(missing)
+    with pytest.raises(MissingFile, match="holds no scheduler_config.json"):
+        SamplerScheduler.from_pretrained(str(tmp_path))
+    # a saved folder still loads, from the folder, its config file, and a pipeline-style subfolder
+    shim = SamplerScheduler.from_config(EulerDiscreteScheduler(**BETAS).config, sampler="heun")
+    shim.save_config(tmp_path / "scheduler")
+    for args in ((tmp_path / "scheduler",), (str(tmp_path),), (str(tmp_path / "scheduler" / "scheduler_config.json"),)):
+        kwargs = {"subfolder": "scheduler"} if args == (str(tmp_path),) else {}
+        loaded = SamplerScheduler.from_pretrained(*args, **kwargs)
+        assert loaded.spec.name == "heun"

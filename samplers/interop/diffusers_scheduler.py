@@ -45,6 +45,8 @@ import copy
 import functools
 import math
 import numbers
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -66,7 +68,8 @@ from ..schedules.base import schedule_options as schedule_option_names
 from ..core import names
 from ..core import seeds as seeds_mod
 from ..core.conversion import to_x0
-from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, SamplersError, Unavailable
+from ..core.errors import (InvalidInput, InvalidOption, InvalidType, LimitExceeded, MissingFile, SamplersError,
+                          Unavailable)
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
 from ..core.registry import SAMPLERS
 from ..core.validate import check_options, closest, integer, nonneg
@@ -422,6 +425,14 @@ def _host_sync_refusal(name: str) -> str:
             "list`), or call it directly on the pipeline's model with samplers.interop.diffusers_models.")
 
 
+def _hub_id(path) -> bool:
+    """Whether ``path`` could be a Hugging Face Hub repository id ("org/name" or "name") rather than a local folder: a
+    str, not an existing path, relative, of at most two parts of letters, digits, '-', '_', '.'."""
+    return (isinstance(path, str) and not os.path.exists(path)
+            and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)?", path) is not None
+            and ".." not in path)
+
+
 def _check_int(name: str, value, low: int, high: int, fix: str) -> int:
     if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() and not value.is_complex() \
             and value.dtype != torch.bool:
@@ -655,6 +666,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if isinstance(kwargs.get("source_config"), Mapping):
             check_config_keys(kwargs["source_config"], "source_config")
         checked = _given_class(kwargs.get("source_config"))
+        if config is None:
+            raise InvalidInput("SamplerScheduler.from_config got no config (None), which diffusers refuses; pass the scheduler it replaces, "
+                               "SamplerScheduler.from_config(pipe.scheduler), or its config (pipe.scheduler.config); "
+                               "to load a saved one use SamplerScheduler.from_pretrained(folder)")
         if config is not None and "source_config" not in kwargs:
             try:
                 source = config_dict(config)
@@ -701,6 +716,24 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
         finally:
             _GIVEN.reset(token)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path=None, subfolder=None, return_unused_kwargs=False,
+                        **kwargs):
+        """diffusers' ``from_pretrained``; a local folder (a path, not a Hub id "org/name") that does not exist or
+        holds no scheduler_config.json is refused by name before diffusers turns to the Hub (nothing is downloaded
+        at run time here)."""
+        path = pretrained_model_name_or_path
+        if isinstance(path, (str, os.PathLike)) and not _hub_id(path) and not (os.path.isfile(path) and not subfolder):
+            folder = os.path.join(os.fspath(path), subfolder) if subfolder else os.fspath(path)
+            config_file = os.path.join(folder, cls.config_name)
+            if not os.path.isfile(config_file):
+                what = "does not exist" if not os.path.exists(folder) else f"holds no {cls.config_name}"
+                raise MissingFile(f"SamplerScheduler.from_pretrained({os.fspath(path)!r}"
+                                  f"{f', subfolder={subfolder!r}' if subfolder else ''}): the folder {folder!r} "
+                                  f"{what}. Pass the folder that scheduler.save_pretrained(folder) / save_config(folder) "
+                                  "wrote, or a pipeline's folder with subfolder=\"scheduler\"")
+        return super().from_pretrained(path, subfolder=subfolder, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     def __len__(self) -> int:
         return self._setting("num_train_timesteps")
@@ -879,6 +912,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             if self.latents == "native":
                 return sample
             raise Unavailable("call set_timesteps before scale_model_input")
+        if timestep is not None:
+            self._check_timestep("scale_model_input()", timestep)
         if self._begin_index is None and timestep is not None and (
                 self.latents != "native" or self._source_name in sources.STEP_INDEX_IN_SCALE_MODEL_INPUT):
             self._start_from(timestep)
@@ -1324,10 +1359,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         DDPM, LCM, PNDM and SASolver always read the timesteps (``sources.ADD_NOISE_BY_TIMESTEPS``). Where the shim
         replays the class's own run, the σ at that index is the class's ``sigmas`` table entry (for KDPM2 and
         DPMSolverSDE, σ_{i+1} at the odd index of a step, not the σ the model is evaluated at there)."""
-        t = torch.as_tensor(timesteps).reshape(-1)
+        t = self._noise_timesteps(timesteps)
         name = self._source_name if self._source is not None else None
         by_step = (self._begin_index is not None if name in sources.ADD_NOISE_BY_STEP
                    else name not in sources.ADD_NOISE_BY_TIMESTEPS and self._begin_given)
+        self._check_noise_timesteps(t, name, by_step and self._plan is not None)
         table = self._noise_table
         if self._plan is not None and by_step:
             index = self._step_index if self._step_index is not None else self._begin_index
@@ -1347,8 +1383,88 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 out.append(float(self.native.sigma_of_time(torch.tensor([v], dtype=torch.float64))[0]))
         return out
 
+    @staticmethod
+    def _noise_timesteps(timesteps) -> torch.Tensor:
+        """add_noise's ``timesteps`` as a flat float64 vector: a tensor (as pipelines pass ``timesteps[:1]``), a
+        number or a list of numbers; anything else (a string, None, booleans, complex numbers) refused by name."""
+        if isinstance(timesteps, torch.Tensor):
+            t = timesteps
+        elif isinstance(timesteps, numbers.Real) and not isinstance(timesteps, bool):
+            t = torch.tensor([float(timesteps)], dtype=torch.float64)
+        elif isinstance(timesteps, (list, tuple)) and all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool)
+                or isinstance(v, torch.Tensor) and v.numel() == 1 for v in timesteps):
+            t = torch.tensor([float(v) for v in timesteps], dtype=torch.float64)
+        else:
+            raise InvalidType(f"add_noise() takes timesteps as a tensor of the run's timesteps (a pipeline passes "
+                              f"scheduler.timesteps[:1]), got {timesteps!r} ({type(timesteps).__name__}); pass a "
+                              "tensor, a number or a list of numbers")
+        if t.dtype == torch.bool or t.is_complex():
+            raise InvalidType(f"add_noise() got timesteps of dtype {t.dtype}; pass real timesteps, e.g. "
+                              "scheduler.timesteps[:1]")
+        if t.numel() == 0:
+            raise InvalidInput("add_noise() got no timesteps; pass one per item of the batch (or one for all)")
+        return t.detach().reshape(-1).to("cpu", torch.float64)
+
+    def _check_noise_timesteps(self, t: torch.Tensor, name: str | None, by_step: bool) -> None:
+        """Timesteps add_noise cannot read as the source class reads them, refused by name rather than clamped or
+        extrapolated (the σ table ends at the training range: 5000 or 10⁹ would be σ_max, −5 an extrapolation):
+        every value finite; outside this run's own timesteps, within the training range (DDIM, DDPM, LCM, PNDM,
+        SASolver index ``alphas_cumprod`` with it: an IndexError beyond it, a silent wrap below 0, and they take
+        integers only); and after ``set_timesteps``, for a class that looks its timesteps up among the run's (Euler,
+        Heun, LMS, KDPM2, DPM-Solver, UniPC, DEIS, EDM, FlowMatch), one of them (Euler's kind fails on another,
+        DPM-Solver's silently takes the last step's σ). A class that reads its step index (after set_begin_index)
+        ignores the values: only the first rule applies there. Without a source class the native time map is the
+        shim's own (any timestep within the training range)."""
+        run = set(self._call_times) if self._plan is not None else set()
+        values = t.tolist()
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise InvalidInput(f"add_noise() got timesteps[{i}] = {v}; pass one of this run's timesteps "
+                                   "(scheduler.timesteps)")
+        if by_step:
+            return
+        native = self.native
+        index = name in sources.ADD_NOISE_BY_TIMESTEPS
+        lookup = name is not None and not index and self._plan is not None
+        for i, v in enumerate(values):
+            if v in run:
+                continue
+            fix = ("pass one of this run's timesteps (scheduler.timesteps; an img2img pipeline passes "
+                   "timesteps[t_start * order])")
+            if lookup:
+                shown = [round(c, 3) for c in self._call_times]
+                raise InvalidInput(f"add_noise() got timestep {v:g}, which is not one of this run's timesteps "
+                                   f"({shown}): {name} looks each timestep up among them (an unknown one fails "
+                                   f"there, or silently takes another step's σ); {fix}")
+            if isinstance(native, VPDiscrete):
+                last = len(native.alphas_cumprod) - 1
+                if not 0 <= v <= last:
+                    raise InvalidInput(f"add_noise() got timestep {v:g}, outside the model's training timesteps "
+                                       f"[0, {last}] (not clamped to σ_max nor extrapolated); {fix}")
+                if index and v != int(v):
+                    raise InvalidInput(f"add_noise() got timestep {v:g}, which is not an integer: {name} indexes "
+                                       f"its alphas_cumprod with the timesteps (diffusers refuses a fractional one); "
+                                       f"{fix}")
+            elif isinstance(native, RectifiedFlow) and not 0 < v <= float(native.multiplier):
+                raise InvalidInput(f"add_noise() got timestep {v:g}, outside (0, {float(native.multiplier):g}], the "
+                                   f"flow model's times t·num_train_timesteps (not clamped); {fix}")
+
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
         """The forward process in the pipeline's coordinates: x0 + σ·noise (VE latents) or a·x0 + b·noise."""
+        if not isinstance(original_samples, torch.Tensor) or not isinstance(noise, torch.Tensor):
+            raise InvalidType(f"add_noise() takes tensors original_samples and noise, got "
+                              f"{type(original_samples).__name__} and {type(noise).__name__}; convert numpy arrays "
+                              "with torch.from_numpy(array)")
+        count = self._noise_timesteps(timesteps).numel()
+        try:
+            torch.broadcast_shapes(tuple(original_samples.shape), tuple(noise.shape),
+                                   (count,) + (1,) * max(original_samples.ndim - 1, 0))
+        except RuntimeError:
+            raise InvalidInput(f"add_noise() got original_samples of shape {tuple(original_samples.shape)}, noise of "
+                               f"shape {tuple(noise.shape)} and {count} timestep(s), which do not broadcast together; "
+                               "pass noise shaped like the latents, and one timestep per item of the batch (or one "
+                               "for all)") from None
         sig = torch.tensor(self._noise_sigma(timesteps), dtype=torch.float64)
         view = (-1,) + (1,) * (original_samples.ndim - 1)
         like = dict(device=original_samples.device, dtype=original_samples.dtype)
@@ -1363,6 +1479,30 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
     # ------------------------------------------------------------------------------------------------
     # the step
+
+    @staticmethod
+    def _check_generator(generator) -> None:
+        """The pipeline's ``generator`` where the run draws from it: None, a torch.Generator, or a list of them (one
+        per item), as diffusers' ``randn_tensor`` takes it; anything else refused by name (diffusers fails on it
+        with "'int' object has no attribute 'device'")."""
+        gens = generator if isinstance(generator, (list, tuple)) else [generator]
+        if generator is None or (gens and all(isinstance(g, torch.Generator) for g in gens)):
+            return
+        bad = next((g for g in gens if not isinstance(g, torch.Generator)), generator)
+        raise InvalidType(f"step() got generator={generator!r}: a stochastic run draws its noise from a "
+                          f"torch.Generator (or a list of them, one per item), not {type(bad).__name__}; for a fixed "
+                          f"seed pass seed={bad if isinstance(bad, int) and not isinstance(bad, bool) else 42} to "
+                          "SamplerScheduler, or generator=torch.Generator().manual_seed("
+                          f"{bad if isinstance(bad, int) and not isinstance(bad, bool) else 42})")
+
+    def _draws_nothing(self, eta) -> bool:
+        """Whether this run is the source class's own and that class draws nothing from the generator in it (DDIM
+        with eta = 0, DPM-Solver's ODE variants): the class never reads its ``generator`` there, nor does the shim."""
+        source, plan = self._source, self._run_plan
+        if not (self._same and source is not None and source.draws is not None and not self._overrides):
+            return False
+        e = float(eta) if isinstance(eta, numbers.Real) and not isinstance(eta, bool) else (self._eta or 0.0)
+        return source.draws(self._ref, len(plan.step_starts) + plan.idle, e) == 0
 
     def _resolve_seeds(self, generator, batch: int) -> list[int]:
         """One seed per item: the scheduler's ``seed`` (+ k), else drawn once per run from the pipeline's generator
@@ -1379,10 +1519,26 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidInput(f"got {len(gens)} generators for a batch of {batch}; pass one per item or one")
         return [int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in gens]
 
+    @staticmethod
+    def _check_timestep(where: str, timestep) -> float:
+        """A timestep as ``step`` / ``scale_model_input`` take it: a real number, or a tensor holding one (0-d or one
+        element: a pipeline passes an entry of ``scheduler.timesteps``); anything else (None, a string, a boolean,
+        several values) refused by name, where diffusers' classes fail on it or (past their step index) ignore it."""
+        ok = (isinstance(timestep, numbers.Real) and not isinstance(timestep, bool)) or (
+            isinstance(timestep, torch.Tensor) and timestep.numel() == 1 and timestep.dtype != torch.bool
+            and not timestep.is_complex())
+        if not ok:
+            shown = (f"a {timestep.dtype} tensor of shape {tuple(timestep.shape)}" if isinstance(timestep, torch.Tensor)
+                     else f"{timestep!r} ({type(timestep).__name__})")
+            raise InvalidType(f"{where} takes the timestep as a number or a one-element tensor, got {shown}; pass "
+                              "the entry of scheduler.timesteps the model is evaluated at (for t in "
+                              "scheduler.timesteps: a pipeline passes t)")
+        return float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+
     def _start_from(self, timestep) -> None:
         """A first ``step`` without ``set_begin_index``: start at the call whose timestep this is (as diffusers'
         schedulers find their step index)."""
-        t = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+        t = self._check_timestep("step()", timestep)
         starts = [i for i in (self._plan.step_starts or [0]) if self._call_times[i] == t]
         if not starts:
             raise InvalidInput(f"step() got timestep {t:g}, which does not start a step of this run "
@@ -1415,7 +1571,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if self._plan is None:
             raise Unavailable("call set_timesteps before step")
         if not isinstance(model_output, torch.Tensor) or not isinstance(sample, torch.Tensor):
-            raise InvalidType("step() takes tensors model_output and sample")
+            raise InvalidType(f"step() takes tensors model_output and sample, got {type(model_output).__name__} and "
+                              f"{type(sample).__name__}; convert numpy arrays with torch.from_numpy(array) (and keep "
+                              "the latents a tensor between steps)")
+        self._check_timestep("step()", timestep)
+        if self._noisy and self.config.seed is None and not self._draws_nothing(eta):
+            self._check_generator(generator)
         if model_output.shape != sample.shape:
             raise InvalidInput(f"model_output has shape {tuple(model_output.shape)} but sample has "
                                f"{tuple(sample.shape)}; pass the model's prediction for this latent (a model "
