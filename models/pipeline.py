@@ -70,8 +70,10 @@ def draws_low_bits_only(sampler: str, options: dict) -> bool:
     spec = samplers.core.registry.SAMPLERS.get(sampler)
     if "noise_sampler" not in spec.options or not draws_noise(spec, options):
         return True
-    kind = options.get("noise_sampler")
-    return kind is None or (isinstance(kind, str) and kind in noise_mod.GENERATOR_KINDS)
+    value = options.get("noise_sampler")
+    if not (value is None or isinstance(value, str)):
+        return False  # the caller's own noise: not seeded by the seeds
+    return noise_mod.check(value, None, None) in noise_mod.GENERATOR_KINDS  # the name as the run reads it ("Default")
 
 
 class VAEMismatchError(InvalidInput):
