@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -323,3 +324,41 @@ def test_from_config_overrides_are_kept_on_a_config_built_in_code(override, give
     ours.set_timesteps(6)
     torch.testing.assert_close(ours.timesteps.double(), theirs.timesteps.double(), rtol=0, atol=1e-4)
     torch.testing.assert_close(ours.sigmas.double(), theirs.sigmas.double(), rtol=1e-5, atol=0)
+
+
+def test_the_timestep_check_reads_no_value_each_step():
+    # step() and scale_model_input() check the timestep's type on every call by metadata: reading its value
+    # (float(t)) added two host reads per step, a device sync each on a GPU (Euler: 1 read per step before, 3 with it)
+    from samplers.core.graph import count_host_reads
+
+    def reads(steps):
+        sch = SamplerScheduler.from_config(diffusers.EulerDiscreteScheduler.from_config(SDXL).config)
+        sch.set_timesteps(steps)
+        x, n = NOISE * sch.init_noise_sigma, 0
+        for t in sch.timesteps:
+            with count_host_reads() as c:
+                x = sch.step(0.3 * sch.scale_model_input(x, t), t, x).prev_sample
+            n += c["n"]
+        return n
+
+    assert reads(9) - reads(3) <= 6
+    sch = SamplerScheduler.from_config(diffusers.DDIMScheduler.from_config(SD15).config)
+    sch.set_timesteps(3)
+    t = np.asarray(sch.timesteps[0].item())  # a 0-d numpy timestep, as diffusers' DDIM takes it
+    assert sch.step(0.3 * NOISE, t, NOISE).prev_sample.shape == NOISE.shape
+
+
+def test_the_loading_spellings_diffusers_accepts_load(tmp_path):
+    # from_config's deprecated pretrained_model_name_or_path= keyword, a config file with subfolder=, and a folder
+    # whose subfolder lacks the config (diffusers' load_config falls back to the folder's own) were refused as missing
+    cfg = diffusers.EulerDiscreteScheduler().config
+    assert type(diffusers.EulerDiscreteScheduler.from_config(pretrained_model_name_or_path=cfg)).__name__ == \
+        "EulerDiscreteScheduler"
+    assert isinstance(SamplerScheduler.from_config(pretrained_model_name_or_path=cfg), SamplerScheduler)
+    SamplerScheduler.from_config(diffusers.EulerDiscreteScheduler()).save_pretrained(tmp_path)
+    diffusers.EulerDiscreteScheduler.from_pretrained(tmp_path, subfolder="scheduler")  # diffusers: the fallback
+    assert isinstance(SamplerScheduler.from_pretrained(tmp_path, subfolder="scheduler"), SamplerScheduler)
+    config_file = tmp_path / "scheduler_config.json"
+    assert isinstance(SamplerScheduler.from_pretrained(config_file, subfolder="scheduler"), SamplerScheduler)
+    with pytest.raises(FileNotFoundError):  # neither the subfolder's config nor the folder's own: refused by name
+        SamplerScheduler.from_pretrained(tmp_path / "missing", subfolder="scheduler")

@@ -50,6 +50,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 try:
@@ -660,6 +661,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
         """diffusers' ``from_config``, keeping the replaced scheduler's whole config as ``source_config``; ``config``
         may also be the scheduler itself (``SamplerScheduler.from_config(pipe.scheduler)``)."""
+        if config is None and "pretrained_model_name_or_path" in kwargs:  # diffusers' deprecated spelling of config
+            config = kwargs.pop("pretrained_model_name_or_path")
         instance = config if hasattr(config, "config") and not isinstance(config, Mapping) else None
         given = dict(kwargs)  # the caller's keyword arguments, before the source_config / noise_schedule we add
         copied = None  # (prototype key, the scheduler given), where the shim copies that object: _prototype
@@ -724,10 +727,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         holds no scheduler_config.json is refused by name before diffusers turns to the Hub (nothing is downloaded
         at run time here)."""
         path = pretrained_model_name_or_path
-        if isinstance(path, (str, os.PathLike)) and not _hub_id(path) and not (os.path.isfile(path) and not subfolder):
+        if isinstance(path, (str, os.PathLike)) and not _hub_id(path) and not os.path.isfile(path):
             folder = os.path.join(os.fspath(path), subfolder) if subfolder else os.fspath(path)
             config_file = os.path.join(folder, cls.config_name)
-            if not os.path.isfile(config_file):
+            # diffusers' load_config reads a file path as the config (subfolder or not), and without the subfolder's
+            # config falls back to the folder's own: refused only where neither is there
+            if not os.path.isfile(config_file) and not os.path.isfile(os.path.join(os.fspath(path), cls.config_name)):
                 what = "does not exist" if not os.path.exists(folder) else f"holds no {cls.config_name}"
                 raise MissingFile(f"SamplerScheduler.from_pretrained({os.fspath(path)!r}"
                                   f"{f', subfolder={subfolder!r}' if subfolder else ''}): the folder {folder!r} "
@@ -1520,11 +1525,14 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         return [int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in gens]
 
     @staticmethod
-    def _check_timestep(where: str, timestep) -> float:
-        """A timestep as ``step`` / ``scale_model_input`` take it: a real number, or a tensor holding one (0-d or one
-        element: a pipeline passes an entry of ``scheduler.timesteps``); anything else (None, a string, a boolean,
-        several values) refused by name, where diffusers' classes fail on it or (past their step index) ignore it."""
-        ok = (isinstance(timestep, numbers.Real) and not isinstance(timestep, bool)) or (
+    def _check_timestep(where: str, timestep) -> float | None:
+        """A timestep as ``step`` / ``scale_model_input`` take it: a real number, or a tensor or numpy array holding
+        one (0-d or one element: a pipeline passes an entry of ``scheduler.timesteps``); anything else (None, a
+        string, a boolean, several values) refused by name, where diffusers' classes fail on it or (past their step
+        index) ignore it. Checked by metadata only: a device tensor's value is not read (each step would sync);
+        returns the value of a number, None for a tensor or array."""
+        array = isinstance(timestep, np.ndarray) and timestep.size == 1 and timestep.dtype.kind in "iuf"
+        ok = (isinstance(timestep, numbers.Real) and not isinstance(timestep, bool)) or array or (
             isinstance(timestep, torch.Tensor) and timestep.numel() == 1 and timestep.dtype != torch.bool
             and not timestep.is_complex())
         if not ok:
@@ -1533,12 +1541,14 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidType(f"{where} takes the timestep as a number or a one-element tensor, got {shown}; pass "
                               "the entry of scheduler.timesteps the model is evaluated at (for t in "
                               "scheduler.timesteps: a pipeline passes t)")
-        return float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+        return None if array or isinstance(timestep, torch.Tensor) else float(timestep)
 
     def _start_from(self, timestep) -> None:
         """A first ``step`` without ``set_begin_index``: start at the call whose timestep this is (as diffusers'
-        schedulers find their step index)."""
-        t = self._check_timestep("step()", timestep)
+        schedulers find their step index: one read of its value, once a run)."""
+        self._check_timestep("step()", timestep)
+        t = float(np.asarray(timestep).reshape(-1)[0]) if isinstance(timestep, np.ndarray) else (
+            float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep))
         starts = [i for i in (self._plan.step_starts or [0]) if self._call_times[i] == t]
         if not starts:
             raise InvalidInput(f"step() got timestep {t:g}, which does not start a step of this run "
