@@ -342,3 +342,17 @@ def test_flip_takes_a_list_or_numpy_array_as_a_run_does(ascending):
 def test_flip_refuses_what_is_not_a_schedule_by_name(bad, error, message):
     with pytest.raises(error, match=message):
         schedules.flip(bad)
+
+
+def test_numpy_forms_a_caller_passes_are_read_as_their_numbers():
+    import numpy as np
+
+    from samplers.schedules import ops
+
+    ref = samplers.get_sigmas("karras", 4, sigma_min=0.03, sigma_max=14.6)
+    # a 0-d numpy array as a range end (k-diffusion's sample_dpm_fast runs with np.array(0.03)), as 0-d tensors are
+    assert torch.equal(samplers.get_sigmas("karras", 4, sigma_min=np.array(0.03), sigma_max=np.array(14.6)), ref)
+    # a reversed view and a big-endian array flip as the array they hold (torch.from_numpy takes neither)
+    a = np.array([0.0, 0.5, 1.0, 2.0])
+    assert ops.flip(a[::-1]).tolist() == [0.0, 0.5, 1.0, 2.0]
+    assert ops.flip(a.astype(">f8")).tolist() == [2.0, 1.0, 0.5, 0.0]

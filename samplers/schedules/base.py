@@ -75,9 +75,12 @@ def available() -> list[str]:
 
 def range_end(name: str, value) -> float:
     """A range end given to a schedule: a real number (not a bool, not NaN), as a float. A numpy real scalar
-    (``np.float32(0.03)``) or a 0-d real tensor counts as the number it holds, as the step count's do."""
+    (``np.float32(0.03)``), a 0-d real numpy array or a 0-d real tensor counts as the number it holds, as the step
+    count's do."""
     number = value
     if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool:
+        number = value.item()
+    elif isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":  # np.array(0.03)
         number = value.item()
     if isinstance(number, bool) or not isinstance(number, numbers.Real) or math.isnan(number):
         raise InvalidType(f"{name} must be a number, got {value!r}")

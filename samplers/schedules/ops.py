@@ -23,7 +23,8 @@ def _as_tensor(sigmas) -> torch.Tensor:
     from ..core.run import _sigma_value
 
     if isinstance(sigmas, np.ndarray) and sigmas.dtype.kind in "iuf":
-        return torch.from_numpy(sigmas)
+        # a copy in native byte order and contiguous (a reversed view, a big-endian array: from_numpy takes neither)
+        return torch.from_numpy(np.ascontiguousarray(sigmas, dtype=sigmas.dtype.newbyteorder("=")))
     if isinstance(sigmas, torch.Tensor):
         return sigmas
     if isinstance(sigmas, (str, bytes, dict, set, frozenset)) or not isinstance(sigmas, (list, tuple, np.ndarray)):
