@@ -544,7 +544,6 @@ def test_add_noise_refuses_a_timestep_ddim_cannot_index_rather_than_clamping_it(
 
 
 def test_add_noise_refuses_mismatched_shapes_and_numpy_by_name():
-    import numpy as np
 
     theirs, ours = _euler_pair()
     t = ours.timesteps[:1]

@@ -103,8 +103,8 @@ def check_sampler_options(spec, options) -> dict:
                                f"{spec.name} deterministically (no noise drawn), so {key} would do nothing; leave "
                                f"{key} out")
         if key == "info":
-            raise InvalidInput(f"sampler_options['info'] is filled by each run (its model calls), not an option that "
-                               f"sets the run; leave it out (the schedule records nfe and meta['evaluations'])")
+            raise InvalidInput("sampler_options['info'] is filled by each run (its model calls), not an option that "
+                               "sets the run; leave it out (the schedule records nfe and meta['evaluations'])")
     if draws_noise(spec, options):
         noisy = {k: options[k] for k in ("s_churn", "eta") if k in options}
         raise InvalidInput(f"sampler_options={noisy or options} make {spec.name} draw noise at every run, so the "
