@@ -362,3 +362,21 @@ def test_the_loading_spellings_diffusers_accepts_load(tmp_path):
     assert isinstance(SamplerScheduler.from_pretrained(config_file, subfolder="scheduler"), SamplerScheduler)
     with pytest.raises(FileNotFoundError):  # neither the subfolder's config nor the folder's own: refused by name
         SamplerScheduler.from_pretrained(tmp_path / "missing", subfolder="scheduler")
+
+
+def test_add_noise_reads_its_timesteps_at_most_once_and_not_after_set_begin_index():
+    # an inpaint pipeline calls add_noise at every step: its checks read the values once, where the class reads
+    # them too (two reads per call, one of them a second copy to the host, with the first version of the checks),
+    # and not at all once set_begin_index makes the class ignore them
+    from samplers.core.graph import count_host_reads
+
+    sch = SamplerScheduler.from_config(diffusers.EulerDiscreteScheduler.from_config(SDXL))
+    sch.set_timesteps(10)
+    with count_host_reads() as c:
+        for t in sch.timesteps[1:4]:
+            sch.add_noise(IMAGE, NOISE, t.reshape(1))
+    assert c["n"] <= 3
+    sch.set_begin_index(2)
+    with count_host_reads() as c:
+        sch.add_noise(IMAGE, NOISE, sch.timesteps[2:3])
+    assert c["n"] == 0

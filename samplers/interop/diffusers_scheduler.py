@@ -1368,13 +1368,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         name = self._source_name if self._source is not None else None
         by_step = (self._begin_index is not None if name in sources.ADD_NOISE_BY_STEP
                    else name not in sources.ADD_NOISE_BY_TIMESTEPS and self._begin_given)
-        self._check_noise_timesteps(t, name, by_step and self._plan is not None)
         table = self._noise_table
-        if self._plan is not None and by_step:
+        if self._plan is not None and by_step:  # the class ignores the values: not read (no device sync)
             index = self._step_index if self._step_index is not None else self._begin_index
             values = table if table is not None else self._plan.calls
             return [values[min(index, len(values) - 1)]] * t.numel()
-        values = t.detach().to("cpu", torch.float64).tolist()
+        values = t.to("cpu", torch.float64).tolist()  # one read of the values, which the class reads too
+        self._check_noise_timesteps(values, name)
         out = []
         for v in values:
             if self._plan is not None and v in self._call_times:
@@ -1409,9 +1409,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                               "scheduler.timesteps[:1]")
         if t.numel() == 0:
             raise InvalidInput("add_noise() got no timesteps; pass one per item of the batch (or one for all)")
-        return t.detach().reshape(-1).to("cpu", torch.float64)
+        return t.detach().reshape(-1)  # on its device: checked by metadata here, its values read where needed
 
-    def _check_noise_timesteps(self, t: torch.Tensor, name: str | None, by_step: bool) -> None:
+    def _check_noise_timesteps(self, values: list[float], name: str | None) -> None:
         """Timesteps add_noise cannot read as the source class reads them, refused by name rather than clamped or
         extrapolated (the σ table ends at the training range: 5000 or 10⁹ would be σ_max, −5 an extrapolation):
         every value finite; outside this run's own timesteps, within the training range (DDIM, DDPM, LCM, PNDM,
@@ -1419,16 +1419,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         integers only); and after ``set_timesteps``, for a class that looks its timesteps up among the run's (Euler,
         Heun, LMS, KDPM2, DPM-Solver, UniPC, DEIS, EDM, FlowMatch), one of them (Euler's kind fails on another,
         DPM-Solver's silently takes the last step's σ). A class that reads its step index (after set_begin_index)
-        ignores the values: only the first rule applies there. Without a source class the native time map is the
+        ignores the values, which are then not read nor checked. Without a source class the native time map is the
         shim's own (any timestep within the training range)."""
         run = set(self._call_times) if self._plan is not None else set()
-        values = t.tolist()
         for i, v in enumerate(values):
             if not math.isfinite(v):
                 raise InvalidInput(f"add_noise() got timesteps[{i}] = {v}; pass one of this run's timesteps "
                                    "(scheduler.timesteps)")
-        if by_step:
-            return
         native = self.native
         index = name in sources.ADD_NOISE_BY_TIMESTEPS
         lookup = name is not None and not index and self._plan is not None
