@@ -1357,14 +1357,14 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             x0 = x0 * c_out + sample * c_skip
         return x0
 
-    def _noise_sigma(self, timesteps) -> list[float]:
+    def _noise_sigma(self, t: torch.Tensor) -> list[float]:
         """σ of each item of ``timesteps`` as the source class's ``add_noise`` finds it: by value among this run's
         timesteps (else the native time map); or, once a pipeline called ``set_begin_index`` (or, for a class that
         reads its step index, once a run started), the current call (or the begin index) for every item; DDIM,
         DDPM, LCM, PNDM and SASolver always read the timesteps (``sources.ADD_NOISE_BY_TIMESTEPS``). Where the shim
         replays the class's own run, the σ at that index is the class's ``sigmas`` table entry (for KDPM2 and
-        DPMSolverSDE, σ_{i+1} at the odd index of a step, not the σ the model is evaluated at there)."""
-        t = self._noise_timesteps(timesteps)
+        DPMSolverSDE, σ_{i+1} at the odd index of a step, not the σ the model is evaluated at there). ``t``: the
+        timesteps as :meth:`_noise_timesteps` checked them."""
         name = self._source_name if self._source is not None else None
         by_step = (self._begin_index is not None if name in sources.ADD_NOISE_BY_STEP
                    else name not in sources.ADD_NOISE_BY_TIMESTEPS and self._begin_given)
@@ -1458,7 +1458,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidType(f"add_noise() takes tensors original_samples and noise, got "
                               f"{type(original_samples).__name__} and {type(noise).__name__}; convert numpy arrays "
                               "with torch.from_numpy(array)")
-        count = self._noise_timesteps(timesteps).numel()
+        t = self._noise_timesteps(timesteps)
+        count = t.numel()
         try:
             torch.broadcast_shapes(tuple(original_samples.shape), tuple(noise.shape),
                                    (count,) + (1,) * max(original_samples.ndim - 1, 0))
@@ -1467,7 +1468,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                f"shape {tuple(noise.shape)} and {count} timestep(s), which do not broadcast together; "
                                "pass noise shaped like the latents, and one timestep per item of the batch (or one "
                                "for all)") from None
-        sig = torch.tensor(self._noise_sigma(timesteps), dtype=torch.float64)
+        sig = torch.tensor(self._noise_sigma(t), dtype=torch.float64)
         view = (-1,) + (1,) * (original_samples.ndim - 1)
         like = dict(device=original_samples.device, dtype=original_samples.dtype)
         if self.latents == "ve":
@@ -1491,11 +1492,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if generator is None or (gens and all(isinstance(g, torch.Generator) for g in gens)):
             return
         bad = next((g for g in gens if not isinstance(g, torch.Generator)), generator)
+        seed = bad if isinstance(bad, int) and not isinstance(bad, bool) else 42
         raise InvalidType(f"step() got generator={generator!r}: a stochastic run draws its noise from a "
                           f"torch.Generator (or a list of them, one per item), not {type(bad).__name__}; for a fixed "
-                          f"seed pass seed={bad if isinstance(bad, int) and not isinstance(bad, bool) else 42} to "
-                          "SamplerScheduler, or generator=torch.Generator().manual_seed("
-                          f"{bad if isinstance(bad, int) and not isinstance(bad, bool) else 42})")
+                          f"seed pass seed={seed} to SamplerScheduler, or generator=torch.Generator().manual_seed({seed})")
 
     def _draws_nothing(self, eta) -> bool:
         """Whether this run is the source class's own and that class draws nothing from the generator in it (DDIM
@@ -1522,12 +1522,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         return [int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in gens]
 
     @staticmethod
-    def _check_timestep(where: str, timestep) -> float | None:
+    def _check_timestep(where: str, timestep) -> None:
         """A timestep as ``step`` / ``scale_model_input`` take it: a real number, or a tensor or numpy array holding
         one (0-d or one element: a pipeline passes an entry of ``scheduler.timesteps``); anything else (None, a
         string, a boolean, several values) refused by name, where diffusers' classes fail on it or (past their step
-        index) ignore it. Checked by metadata only: a device tensor's value is not read (each step would sync);
-        returns the value of a number, None for a tensor or array."""
+        index) ignore it. Checked by metadata only: a device tensor's value is not read (each step would sync)."""
         array = isinstance(timestep, np.ndarray) and timestep.size == 1 and timestep.dtype.kind in "iuf"
         ok = (isinstance(timestep, numbers.Real) and not isinstance(timestep, bool)) or array or (
             isinstance(timestep, torch.Tensor) and timestep.numel() == 1 and timestep.dtype != torch.bool
@@ -1538,14 +1537,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidType(f"{where} takes the timestep as a number or a one-element tensor, got {shown}; pass "
                               "the entry of scheduler.timesteps the model is evaluated at (for t in "
                               "scheduler.timesteps: a pipeline passes t)")
-        return None if array or isinstance(timestep, torch.Tensor) else float(timestep)
 
     def _start_from(self, timestep) -> None:
         """A first ``step`` without ``set_begin_index``: start at the call whose timestep this is (as diffusers'
-        schedulers find their step index: one read of its value, once a run)."""
-        self._check_timestep("step()", timestep)
-        t = float(np.asarray(timestep).reshape(-1)[0]) if isinstance(timestep, np.ndarray) else (
-            float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep))
+        schedulers find their step index: one read of its value, once a run; its type checked by the caller)."""
+        t = float(torch.as_tensor(timestep).reshape(-1)[0])
         starts = [i for i in (self._plan.step_starts or [0]) if self._call_times[i] == t]
         if not starts:
             raise InvalidInput(f"step() got timestep {t:g}, which does not start a step of this run "
