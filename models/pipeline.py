@@ -599,13 +599,12 @@ class PipelineSpec:
         h, w = self._latent_size(height, width)
         if prompt is not None:
             prompts, seeds = self._batch(prompt, batch, seed)
-            self._refuse_twins(prompts, seeds)
             batch = len(seeds)
         batch = integer("batch", 1 if batch is None else batch, lo=1, hi=MAX_BATCH)
         seeds = resolve_seeds(seed, batch)
         found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, dict(options or {}))
-        if prompt is not None and draws_low_bits_only(found.sampler, options):
-            self._refuse_twins(prompts, seeds, low_bits=True)
+        if prompt is not None:  # two items of one prompt and seed (or seeds the run reads as one): one image twice
+            self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(found.sampler, options))
         if solver is not None:
             _check_solver(solver, options, self.config.prediction)
         _check_noise(found.sampler, options, sigmas,
@@ -772,13 +771,11 @@ class Pipeline(PipelineSpec):
         height, width = self.check_size(height, width)
         h, w = self._latent_size(height, width)
         prompts, seeds = self._batch(prompt, batch, seed)
-        self._refuse_twins(prompts, seeds)
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
-        if draws_low_bits_only(sampler, options):  # seeds equal modulo 2**32 draw the same noise
-            self._refuse_twins(prompts, seeds, low_bits=True)
+        self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(sampler, options))
         _check_noise(sampler, options, sigmas,
                      (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
@@ -797,13 +794,11 @@ class Pipeline(PipelineSpec):
         images = _as_image_batch(images)
         self._latent_size(images.shape[-2], images.shape[-1])
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
-        self._refuse_twins(prompts, seeds, images)
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
-        if draws_low_bits_only(sampler, options):  # seeds equal modulo 2**32 draw the same noise
-            self._refuse_twins(prompts, seeds, images, low_bits=True)
+        self._refuse_twins(prompts, seeds, images, low_bits=draws_low_bits_only(sampler, options))
         self._check_strength(sampler, options, strength)
         h, w = self._latent_size(images.shape[-2], images.shape[-1])
         cut = self._cut(sigmas, strength, "the start")
@@ -835,14 +830,12 @@ class Pipeline(PipelineSpec):
         n = len(seeds)
         images = images.expand(n, *images.shape[1:]) if images.shape[0] == 1 else images
         pixel_mask = _as_mask(mask, n, H, W)
-        self._refuse_twins(prompts, seeds, images, pixel_mask)
         latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
         sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
-        if draws_low_bits_only(sampler, options):  # seeds equal modulo 2**32 draw the same noise
-            self._refuse_twins(prompts, seeds, images, pixel_mask, low_bits=True)
+        self._refuse_twins(prompts, seeds, images, pixel_mask, low_bits=draws_low_bits_only(sampler, options))
         self._check_strength(sampler, options, strength)
         cut = self._cut(sigmas, strength, "the masked region's start")
         _check_noise(sampler, options, cut,
