@@ -199,17 +199,28 @@ class _Checked:
         return draw
 
 
+def underlying(noise_sampler):
+    """The noise sampler a run's wrapper stands for, for reading its kind (never drawn): through a caller's checked
+    sampler (``_Checked``) and a stand-in's ``stands_for`` (the probe run before a first step from σ = inf); a named
+    kind stays its ``_Lazy`` (not built), anything else is returned as it is."""
+    while True:
+        if isinstance(noise_sampler, _Checked):
+            noise_sampler = noise_sampler.fn
+        elif hasattr(noise_sampler, "stands_for"):
+            noise_sampler = noise_sampler.stands_for
+        else:
+            return noise_sampler
+
+
 def path_kind(noise_sampler) -> str | None:
     """A description of ``noise_sampler`` when it is a Brownian path (``"brownian"``, ``"brownian_tree"``, their
     device forms, or such an object: a tool's own ``*BrownianTree*`` class too), which answers the same interval
     with the same draw; None for anything else. Reads no draw: a named kind is not created. A stand-in that says which
     sampler it ``stands_for`` (the probe run before a first step from σ = inf) is read as that one."""
-    while hasattr(noise_sampler, "stands_for"):
-        noise_sampler = noise_sampler.stands_for
-    if isinstance(noise_sampler, _Lazy):
-        kind = noise_sampler.kind
+    fn = underlying(noise_sampler)
+    if isinstance(fn, _Lazy):
+        kind = fn.kind
         return f"noise_sampler={kind!r}" if kind is not None and kind.startswith("brownian") else None
-    fn = noise_sampler.fn if isinstance(noise_sampler, _Checked) else noise_sampler
     if isinstance(fn, (BrownianNoise, BrownianTreeNoiseSampler)) or "BrownianTree" in type(fn).__name__:
         return f"a {type(fn).__name__}"
     return None

@@ -47,7 +47,7 @@ import torch
 
 from ..core.brownian import BatchedBrownianTree, BrownianNoise, BrownianTreeNoiseSampler, brownian_paths, round_out
 from ..core.errors import InvalidInput
-from ..core.noise import _Checked, _Lazy
+from ..core.noise import _Checked, _Lazy, underlying
 from ..core.registry import register
 from ..core.run import progress, report
 
@@ -218,9 +218,7 @@ def _levy_refusal(name: str, kind: str) -> str:
 def _tree_kind(noise_sampler) -> str | None:
     """A description of ``noise_sampler`` when it is a Brownian tree (k-diffusion's kind: one draw per interval); a
     stand-in that says which sampler it ``stands_for`` (the probe run before a first step from σ = inf) as that one."""
-    fn = noise_sampler.fn if isinstance(noise_sampler, _Checked) else noise_sampler
-    while hasattr(fn, "stands_for"):
-        fn = fn.stands_for
+    fn = underlying(noise_sampler)
     if isinstance(fn, _Lazy):  # a named kind the probe run stands for: read by its name, not built (no draw)
         tree = fn.kind is not None and fn.kind.startswith("brownian_tree")
         return f"noise_sampler={fn.kind!r} (a BrownianTreeNoiseSampler)" if tree else None
