@@ -784,7 +784,7 @@ def test_comfyui_sa_solver_takes_the_models_own_sde_interval_on_every_model(name
     x = GM.noise(2, seed=3) * math.sqrt(1 + 80.0 ** 2)
     window = (sampling.percent_to_sigma(0.2), sampling.percent_to_sigma(0.8))
     ref = samplers.sample(name, GM.denoiser, x, sigmas, disable=True, seed=7, sde_interval=window,
-                          noise_sampler="comfyui")
+                          noise_sampler="comfyui", lower_order_final="comfyui")
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
     registry, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(name)), sampling, GM.denoiser, sigmas)
     assert not torch.allclose(registry, ref, atol=1e-3)

@@ -588,6 +588,127 @@ def test_seeds_2_takes_r_up_to_1():
 
 
 # ----------------------------------------------------------------------------------------------------
+# 6: SA-Solver lowers its orders near the end of a run to 0 (ComfyUI's sample_sa_solver, not diffusers' rule).
+# Transcribed from ComfyUI's comfy/k_diffusion/sampling.py sample_sa_solver and comfy/k_diffusion/sa_solver.py (the
+# version that moved SA-Solver there, 2025); its b coefficients are the Lagrange basis integrated against
+# (1 + τ²)·e^{(1+τ²)(λ − λ_t)}, here by a 40-point Gauss–Legendre rule (exact for these polynomials times the
+# exponential to float64 rounding), not by ComfyUI's recursion.
+
+
+class EPSRange(EPS):
+    """An eps model with ComfyUI's percent_to_sigma (log-linear over this test's σ range)."""
+
+    def percent_to_sigma(self, percent):
+        lo, hi = math.log(0.0292), math.log(14.6146)
+        return math.exp(lo + (1 - percent) * (hi - lo))
+
+
+def sa_b_coeffs(sigma_next, lambdas, lambda_s, lambda_t, tau):
+    k = 1 + tau**2
+    nodes, weights = (torch.as_tensor(a, dtype=torch.float64) for a in __import__("numpy").polynomial.legendre.leggauss(40))
+    lam = lambda_s + (lambda_t - lambda_s) * (nodes + 1) / 2
+    kernel = k * torch.exp(k * (lam - lambda_t)) * weights * (lambda_t - lambda_s) / 2
+    out = []
+    for j, lj in enumerate(lambdas):
+        basis = torch.ones_like(lam)
+        for m, lm in enumerate(lambdas):
+            if m != j:
+                basis = basis * (lam - lm) / (lj - lm)
+        out.append((kernel * basis).sum())
+    alpha_t = sigma_next * torch.exp(lambda_t)
+    return [alpha_t * b for b in out]
+
+
+def sample_sa_solver(model, x, sigmas, extra_args=None, noise_sampler=None, s_noise=1.0, use_pece=False,
+                     predictor_order=3, corrector_order=4):
+    ms = ms_of(model)
+    sigmas = offset_first_sigma_for_snr(sigmas, ms)
+    lambdas = sigma_to_half_log_snr(sigmas, ms)
+    start_sigma, end_sigma = ms.percent_to_sigma(0.2), ms.percent_to_sigma(0.8)
+
+    def tau_func(sigma):
+        return 1.0 if start_sigma >= float(sigma) >= end_sigma else 0.0
+
+    x_pred, h, tau_t, noise, preds = x, 0.0, 0.0, 0.0, []
+    lower_order_to_end = float(sigmas[-1]) == 0
+    for i in range(len(sigmas) - 1):
+        denoised = model(x_pred, sigmas[i])
+        preds = (preds + [denoised])[-max(predictor_order, corrector_order):]
+        p_used = min(predictor_order, len(preds))
+        c_used = 0 if i == 0 or (sigmas[i + 1] == 0 and not use_pece) else min(corrector_order, len(preds))
+        if lower_order_to_end:
+            p_used = min(p_used, len(sigmas) - 2 - i)
+            c_used = min(c_used, len(sigmas) - 1 - i)
+        if c_used == 0:
+            x = x_pred
+        else:
+            b = sa_b_coeffs(sigmas[i], lambdas[i - c_used + 1:i + 1], lambdas[i - 1], lambdas[i], tau_t)
+            x = sigmas[i] / sigmas[i - 1] * math.exp(-(tau_t**2) * float(h)) * x
+            x = x + sum(bj * d for bj, d in zip(b, preds[-c_used:]))
+            if tau_t > 0 and s_noise > 0:
+                x = x + noise
+            if use_pece:
+                preds[-1] = denoised = model(x, sigmas[i])
+        if sigmas[i + 1] == 0:
+            x_pred = denoised
+        else:
+            tau_t = tau_func(sigmas[i + 1])
+            b = sa_b_coeffs(sigmas[i + 1], lambdas[i - p_used + 1:i + 1], lambdas[i], lambdas[i + 1], tau_t)
+            h = lambdas[i + 1] - lambdas[i]
+            x_pred = sigmas[i + 1] / sigmas[i] * math.exp(-(tau_t**2) * float(h)) * x
+            x_pred = x_pred + sum(bj * d for bj, d in zip(b, preds[-p_used:]))
+            if tau_t > 0 and s_noise > 0:
+                noise = (noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1]
+                         * math.sqrt(-math.expm1(-2 * tau_t**2 * float(h))) * s_noise)
+                x_pred = x_pred + noise
+    return x_pred
+
+
+@pytest.mark.parametrize("name", ["sa_solver", "sa_solver_pece"])
+@pytest.mark.parametrize("steps", [3, 5, 10])
+@pytest.mark.parametrize("sampling, fn, flow", [(EPSRange(), denoise_ve, False), (CONST(), denoise_flow, True)])
+@pytest.mark.parametrize("noise", [False, True])
+def test_comfyui_sa_solver_matches_comfyui(name, steps, sampling, fn, flow, noise):
+    sigmas = flow_sigmas(steps) if flow else karras(steps)
+    x = start(sampling, sigmas)
+    options = {} if noise else {"s_noise": 0.0}
+    pece = name == "sa_solver_pece"
+    ours = comfy_label(name, sampling, fn, x, sigmas, noise=noise, **options)
+    theirs = reference(lambda *a, **k: sample_sa_solver(*a, use_pece=pece, **k), sampling, fn, x, sigmas, noise=noise,
+                       **options)
+    assert_same(ours, theirs, tol=1e-10)
+
+
+def test_the_full_orders_were_another_image():
+    """The figures docs/names.md quotes: without ComfyUI's lowering (the label before it), on this problem without
+    noise (|x| up to 1.13 at 5 steps, 0.91 at 20), max |Δ| was 0.87 at 5 steps and 9e-4 at 20."""
+    window = tuple(EPSRange().percent_to_sigma(p) for p in (0.2, 0.8))
+    for steps, lo, hi in ((5, 0.85, 0.89), (20, 8.5e-4, 9.0e-4)):
+        sigmas = karras(steps)
+        x = X0 * sigmas[0]
+        label = comfy_label("sa_solver", EPSRange(), denoise_ve, x, sigmas, s_noise=0.0)[0]
+        full = samplers.sample("sa_solver", denoise_ve, x.clone(), sigmas, disable=True, s_noise=0.0,
+                               sde_interval=window)
+        assert lo < float((label - full).abs().max()) < hi
+
+
+def test_sa_solver_lower_order_final_takes_three_values():
+    model = Model(EPS(), denoise_ve)
+    for bad in (1, "ComfyUI", "diffusers", None):
+        with pytest.raises((InvalidOption, InvalidType), match="lower_order_final"):
+            samplers.sample("sa_solver", model, X_VE.clone(), SIGMAS, disable=True, seed=0, lower_order_final=bad)
+    assert model.calls == 0
+    runs = {v: samplers.sample("sa_solver", denoise_ve, X_VE.clone(), SIGMAS, disable=True, eta=0.0,
+                               lower_order_final=v) for v in (False, True, "comfyui")}
+    assert not torch.allclose(runs[False], runs["comfyui"]) and not torch.allclose(runs[True], runs["comfyui"])
+    # ComfyUI lowers them only on a run that ends at 0
+    to_02 = SIGMAS[:-1]
+    assert torch.equal(samplers.sample("sa_solver", denoise_ve, X_VE.clone(), to_02, disable=True, eta=0.0,
+                                       lower_order_final="comfyui"),
+                       samplers.sample("sa_solver", denoise_ve, X_VE.clone(), to_02, disable=True, eta=0.0))
+
+
+# ----------------------------------------------------------------------------------------------------
 # The registry names keep their rules (values computed before the options above existed)
 
 BEFORE = {  # (sampler, options): (Σx, Σx², x[5], x[-7]) on X0·σ₀ with karras(10), batch 2

@@ -40,6 +40,9 @@ DPM_ADAPTIVE_TOOLS = {"final_denoise": False, "through_schedule": False, "error_
 # function that takes eta (KDiffusionSampler.initialize), so its DPM fast / adaptive are ancestral by default;
 # ComfyUI calls them with k-diffusion's default eta = 0.
 A1111_ETA = {"eta": 1.0}
+# ComfyUI's sample_sa_solver / sample_sa_solver_pece: on a schedule that ends at 0 it lowers the orders near the end
+# (the predictor's at step i of n to at most n − 1 − i, the corrector's to at most n − i), not diffusers' rule.
+SA_SOLVER_COMFY = {"lower_order_final": "comfyui"}
 # ComfyUI's sample_gradient_estimation: its step to σ = 0 returns the denoised x.
 GRADIENT_ESTIMATION_COMFY = {"final_denoise": True}
 # ComfyUI's sample_unipc (comfy/extra_samplers/uni_pc.py): a schedule ending in 0 ends at σ = 0.001 instead
@@ -191,8 +194,8 @@ COMFYUI: dict[str, tuple] = {
     "exp_heun_2_x0": ("seeds_2", EXP_HEUN_2_X0, None, None),
     "exp_heun_2_x0_sde": ("seeds_2", {**EXP_HEUN_2_X0_SDE, **COMFY_NOISE}, None, None),
     "seeds_3": ("seeds_3", COMFY_NOISE, None, None),
-    "sa_solver": ("sa_solver", COMFY_NOISE, None, None),
-    "sa_solver_pece": ("sa_solver_pece", COMFY_NOISE, None, None),
+    "sa_solver": ("sa_solver", {**COMFY_NOISE, **SA_SOLVER_COMFY}, None, None),
+    "sa_solver_pece": ("sa_solver_pece", {**COMFY_NOISE, **SA_SOLVER_COMFY}, None, None),
     "ddim": ("ddim", {}, None, None),
     "uni_pc": ("unipc_bh1", UNIPC_COMFY, None, None),
     "uni_pc_bh2": ("unipc_bh2", UNIPC_COMFY, None, None),

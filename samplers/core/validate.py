@@ -195,8 +195,18 @@ OPTION_RULES.update({
     "final_sigma": positive,
     "midpoints": lambda n, v: numbers_list(n, v, lo=0.0, lo_open=True),
 })
+def sa_lower_order_final(name, v):
+    """SA-Solver's ``lower_order_final``: False, True (diffusers' rule) or "comfyui" (ComfyUI's)."""
+    if not (v is True or v is False or v == "comfyui"):
+        raise InvalidOption(f"{name} must be True, False or 'comfyui' (True: diffusers' SASolverScheduler's lower orders "
+                            f"at the end; 'comfyui': ComfyUI's sample_sa_solver's), got {v!r}")
+    return v
+
+
 # Where one sampler's option of a shared name takes other values: (sampler, option) -> rule.
 SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2"),
+                        ("sa_solver", "lower_order_final"): sa_lower_order_final,
+                        ("sa_solver_pece", "lower_order_final"): sa_lower_order_final,
                         # k-diffusion's sample_dpmpp_sde takes any r > 0 (ComfyUI's node: 0-100); r >= 1 puts the
                         # stage at or past σ_next
                         ("dpmpp_sde", "r"): positive,

@@ -219,9 +219,10 @@ def er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_
 # ----------------------------------------------------------------------------------------------------
 # SA-Solver
 
-# ComfyUI's default SDE interval is 20 %-80 % of the model's time range; for SD 1.x's discrete schedule
-# that is σ ∈ (0.5712, 5.0924] (timesteps 199.8 and 799.2 of the scaled-linear table).
-SA_SDE_INTERVAL = (5.0924, 0.5712)
+# ComfyUI's default SDE interval is 20 %-80 % of the model's time range: percent_to_sigma(0.2) and (0.8), for SD 1.x's
+# discrete schedule σ ∈ [0.57118887, 5.09240818] (timesteps 799.2 and 199.8 of the scaled-linear table, ComfyUI's
+# float32 log-σ interpolation; the ComfyUI adapter takes the model's own).
+SA_SDE_INTERVAL = (5.092408180236816, 0.5711888670921326)
 
 
 def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, sde_interval, predictor_order,
@@ -233,11 +234,12 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
         hi, lo = sde_interval
 
         def tau_func(sigma, sigma_next):
-            return eta if hi >= sigma_next > lo else 0.0
+            return eta if hi >= sigma_next >= lo else 0.0
         given = False
     else:
         given = True
     n = len(sigmas) - 1
+    comfy_orders = lower_order_final == "comfyui" and sigmas[-1] == 0  # ComfyUI lowers them only on a run to 0
     # τ is a pure function of (σ, σ_next): evaluated and checked on every step that reads it, before the first model
     # call (τ enters squared: any finite real whose square is finite)
     taus: list = [None] * n
@@ -263,7 +265,9 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
         history = (history + [denoised])[-keep:]
         p = min(predictor_order, i + 1)
         c = min(corrector_order, i + 1)
-        if lower_order_final:
+        if comfy_orders:
+            p, c = min(p, n - 1 - i), min(c, n - i)
+        elif lower_order_final is True:
             p, c = min(p, n - i), min(c, n - i + 2)
         # Corrector (Adams-Moulton through the new point), with the previous predictor's τ and noise.
         if i > 0 and c > 0 and (sigma_next > 0 or pece):
@@ -314,11 +318,13 @@ _SA_DOC = """
     ``corrector_order`` (0-6) nodes of the Adams-Moulton corrector, the new point included (0: predictor
     only). τ, the SDE's stochasticity (τ = 0 is the PF-ODE, τ = 1 the reverse SDE), is
     ``tau_func(sigma, sigma_next)`` if given, else ``eta`` inside ``sde_interval = (σ_hi, σ_lo)`` (τ = eta
-    when σ_hi ≥ σ_next > σ_lo, ComfyUI's rule; the default interval is ComfyUI's 20 %-80 % on SD 1.x) and 0
+    when σ_hi ≥ σ_next ≥ σ_lo, ComfyUI's rule; the default interval is ComfyUI's 20 %-80 % on SD 1.x) and 0
     outside; ``eta`` or ``sde_interval`` given with ``tau_func`` is refused, as neither would be read.
     ``simple_order_2`` uses the paper's simplified 2-node weights (Appendix D; diffusers'
     ``SASolverScheduler`` always does). ``lower_order_final=True`` caps the predictor order by the steps
-    left (diffusers' rule; its uncorrected order-1 last step makes the run second order), off by default.
+    left (diffusers' rule; its uncorrected order-1 last step makes the run second order), off by default;
+    ``lower_order_final="comfyui"`` is ComfyUI's rule (``comfyui:sa_solver`` sets it): on a schedule that
+    ends at 0, at step i of n the predictor order is at most n − 1 − i and the corrector's at most n − i.
     One step σ_s → σ_t, h = λ_t − λ_s:
 
         x_t = e^{−(1+τ²)h}·x_s + Σ_j w_j·D_j + s_noise·σ_t·√(1 − e^{−2τ²h})·z
