@@ -248,6 +248,12 @@ def names_md() -> str:
             "- A1111's SDE labels (`DPM++ SDE`, `DPM++ 2M SDE`, ...) draw their Brownian tree on the latents' "
             "device; the labels use the CPU tree (`noise_sampler=\"brownian_tree\"`, A1111 on a CPU), so on a GPU "
             "pass the registry sampler with `noise_sampler=\"brownian_tree_device\"` for A1111's draws.",
+            "- A1111's labels that draw noise without a Brownian tree (`Euler a`, `DPM2 a`, `DPM++ 2S a`, `DPM fast` "
+            "and `DPM adaptive` at η = 1, `Restart`, `DDPM`, `LCM` and their other spellings) take A1111's own draws "
+            "(its `torch.randn_like` hijack: a generator per image seeded with the image's seed plus \"Eta noise seed "
+            "delta\", on the GPU unless its RNG source is set to CPU or NV); the labels draw this library's per-item "
+            "seeded noise (`seed`, or `noise_sampler=`), so A1111's update rule and schedule run, and the image differs "
+            "from A1111's for every seed.",
             "- A1111's `LCM` also wraps the model (`LCMCompVisDenoiser`: σ rounded to LCM's 50 timesteps, LCM's "
             "boundary scalings): that is the model's side, which a sampler name does not change. With another "
             "schedule type A1111 takes that wrapper's range too (σ_min = timestep 19's, 0.1345 on SD 1.5): "
