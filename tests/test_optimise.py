@@ -1,6 +1,7 @@
 """The schedule optimiser beats every fixed schedule on held-out noise; its result is data (JSON, a name)."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -358,3 +359,17 @@ def test_half_precision_calibration_runs_in_float32():
     half = so.optimise_schedule(GM.denoiser, "euler", 3, noise.half(), 0.05, 10.0, maxiter=3)
     wide = so.optimise_schedule(GM.denoiser, "euler", 3, noise.half().float(), 0.05, 10.0, maxiter=3)
     assert half.sigmas == wide.sigmas and half.error == wide.error
+
+
+def test_the_committed_schedules_are_what_the_documented_command_writes(tmp_path, capsys):
+    """docs/benchmarks/optimise is `python -m samplers.schedules.optimise --nfe 6 --out docs/benchmarks/optimise`
+    (docs/benchmarks/README.md, the guide): the same command writes the same bytes, and prints the quoted ratios."""
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "optimise"
+    assert so.main(["--nfe", "6", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in committed.iterdir())
+    for path in committed.iterdir():
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+    assert re.findall(r"\bratio (\d\.\d\d)", printed) == ["0.83", "0.66", "0.76"]
