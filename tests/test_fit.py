@@ -793,3 +793,14 @@ def test_align_your_steps_stays_a_candidate_without_a_native_schedule():
 
     found = [c for c in fitting.candidates(8, 0.03, 14.615, native=None) if "ays" in str(c)]
     assert found
+
+
+def test_fitted_md_counts_the_candidates_the_fit_ranks():
+    """docs/fitted.md says how many (sampler, schedule) pairs stage 1 ranks at 8 NFE on an SD-1.x-style model."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "fitted.md").read_text()
+    quoted = int(re.search(r"\((\d+) at 8 NFE on an SD-1\.x-style model", page).group(1))
+    native = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    assert quoted == len(fitting.candidates(8, native.sigma_min, native.sigma_max, native=native))
