@@ -709,6 +709,57 @@ def test_sa_solver_lower_order_final_takes_three_values():
 
 
 # ----------------------------------------------------------------------------------------------------
+# 7: RES multistep ancestral (ComfyUI's res_multistep with η > 0, sample_res_multistep_ancestral; on flow models the
+# same rule on ComfyUI's raw (x_t, t))
+
+
+def get_ancestral_step(sigma_from, sigma_to, eta=1.0):
+    if not eta:
+        return sigma_to, 0.0
+    sigma_up = min(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
+    return (sigma_to**2 - sigma_up**2) ** 0.5, sigma_up
+
+
+def sample_res_multistep_ancestral(model, x, sigmas, extra_args=None, noise_sampler=None, eta=1.0, s_noise=1.0):
+    t_fn = lambda sigma: sigma.log().neg()  # noqa: E731
+    phi1_fn = lambda t: torch.expm1(t) / t  # noqa: E731
+    phi2_fn = lambda t: (phi1_fn(t) - 1.0) / t  # noqa: E731
+    old_sigma_down = old_denoised = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        if sigma_down == 0 or old_denoised is None:
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        else:
+            t, t_old, t_next, t_prev = t_fn(sigmas[i]), t_fn(old_sigma_down), t_fn(sigma_down), t_fn(sigmas[i - 1])
+            h = t_next - t
+            c2 = (t_prev - t_old) / h
+            b1 = torch.nan_to_num(phi1_fn(-h) - phi2_fn(-h) / c2, nan=0.0)
+            b2 = torch.nan_to_num(phi2_fn(-h) / c2, nan=0.0)
+            x = torch.exp(-h) * x + h * (b1 * denoised + b2 * old_denoised)
+        if sigma_up > 0:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+        old_denoised, old_sigma_down = denoised, sigma_down
+    return x
+
+
+@pytest.mark.parametrize("sampling, fn, sigmas", [(EPS(), denoise_ve, SIGMAS), (CONST(), denoise_flow, FLOW[0]),
+                                                  (CONST(), denoise_flow, FLOW[1])])
+@pytest.mark.parametrize("options", [{}, {"eta": 0.5, "s_noise": 0.7}, {"eta": 0.0}])
+def test_comfyui_res_multistep_ancestral_matches_comfyui(sampling, fn, sigmas, options):
+    x = start(sampling, sigmas)
+    noise = options.get("eta", 1.0) > 0
+    assert_same(comfy_label("res_multistep_ancestral", sampling, fn, x, sigmas, noise=noise, **options),
+                reference(sample_res_multistep_ancestral, sampling, fn, x, sigmas, noise=noise, **options))
+
+
+def test_res_multistep_ancestral_at_eta_0_is_res_multistep():
+    ours = samplers.sample("res_multistep_ancestral", denoise_ve, X_VE.clone(), SIGMAS, disable=True, eta=0.0)
+    torch.testing.assert_close(ours, samplers.sample("res_multistep", denoise_ve, X_VE.clone(), SIGMAS, disable=True),
+                               rtol=0, atol=1e-13)
+
+
+# ----------------------------------------------------------------------------------------------------
 # The registry names keep their rules (values computed before the options above existed)
 
 BEFORE = {  # (sampler, options): (Σx, Σx², x[5], x[-7]) on X0·σ₀ with karras(10), batch 2

@@ -188,6 +188,7 @@ COMFYUI: dict[str, tuple] = {
     "sample_ipndm_v": ("ipndm", IPNDM_V_COMFY, None, None),
     "sample_deis": ("deis", DEIS_COMFY, None, None),
     "res_multistep": ("res_multistep", {}, None, None),
+    "res_multistep_ancestral": ("res_multistep_ancestral", COMFY_NOISE, None, None),
     "gradient_estimation": ("gradient_estimation", GRADIENT_ESTIMATION_COMFY, None, None),
     "er_sde": ("er_sde", {**ER_SDE_COMFY, **COMFY_NOISE}, None, None),
     "seeds_2": ("seeds_2", COMFY_NOISE, None, None),
@@ -212,7 +213,8 @@ COMFYUI_DISCARD_PENULTIMATE = {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2
 # the adapter runs the registry sampler on ComfyUI's model and sigmas unchanged there, as on other models.
 COMFYUI_FLOW_RAW: frozenset[str] = frozenset({
     "euler", "heun", "heunpp2", "dpm_2", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2m", "ddpm", "ipndm", "ipndm_v",
-    "deis", "sample_ipndm", "sample_ipndm_v", "sample_deis", "res_multistep", "gradient_estimation", "ddim",
+    "deis", "sample_ipndm", "sample_ipndm_v", "sample_deis", "res_multistep", "res_multistep_ancestral",
+    "gradient_estimation", "ddim",
     "uni_pc", "uni_pc_bh2",
 })
 # ComfyUI samplers that step in the model's half-log-SNR λ = log((1 − t)/t) (sigma_to_half_log_snr): the adapter runs
@@ -243,8 +245,6 @@ COMFYUI_REFUSED: dict[str, str] = {
                          "lower CFG scale) instead"
        for base in ("euler", "euler_ancestral", "dpmpp_2s_ancestral", "dpmpp_2m", "res_multistep",
                     "res_multistep_ancestral", "gradient_estimation")},
-    "res_multistep_ancestral": "the ancestral variant of RES multistep is not implemented; use res_multistep or "
-                               "euler_ancestral",
     "cfgpp_ud10_ab": "a CFG++ sampler (Chung et al. 2024, arXiv:2406.08070): it steps with the unconditional "
                      "prediction, which a guided denoiser does not expose to the sampler; use a sampler without CFG++ "
                      "(with a lower CFG scale) instead",

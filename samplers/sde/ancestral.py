@@ -1,7 +1,8 @@
 """Ancestral samplers: each step is a deterministic step to σ_down followed by fresh noise of size σ_up
 (``get_ancestral_step``), or a draw from the DDPM posterior, or a consistency-model jump and re-noise.
 
-Euler ancestral (k-diffusion; ComfyUI's flow-model variant ``euler_ancestral_rf``), DPM-Solver-2 and DPM-Solver++(2S) ancestral, DDPM, LCM. Every coefficient is a
+Euler ancestral (k-diffusion; ComfyUI's flow-model variant ``euler_ancestral_rf``), DPM-Solver-2 and DPM-Solver++(2S) ancestral,
+RES multistep ancestral (ComfyUI), DDPM, LCM. Every coefficient is a
 Python float; noise comes only from ``noise_sampler(sigma, sigma_next)`` (per-item seeded by default,
 ``"brownian"`` for a Brownian path, or your own). η = 0 turns each into its deterministic counterpart.
 """
@@ -116,6 +117,41 @@ def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable
             denoised_2 = model(x_2, sigma_s)
             x = x * (sigma_down / sigma) - denoised_2 * math.expm1(-h)
         x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@register("res_multistep_ancestral", kind="ancestral", order=2, nfe_per_step=1,
+          aliases=("sample_res_multistep_ancestral",),
+          ref="Zhang et al. 2023, refined exponential solver (arXiv:2308.02157), 2-step form with ancestral noise as "
+              "in ComfyUI's sample_res_multistep_ancestral",
+          final_step="euler (x = D(x, σ) when σ_next = 0), no noise")
+def res_multistep_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
+                            noise_sampler=None, seed=None):
+    """RES multistep (``res_multistep``) to σ_down, then fresh noise σ_up, as ComfyUI's ``res_multistep`` with η > 0.
+
+    In λ = −log σ with h = λ(σ_down) − λ(σ): x_down = e^(−h)·x + h·(b1·D0 + b2·D1), b1 = φ1(−h) − φ2(−h)/c,
+    b2 = φ2(−h)/c, where ComfyUI takes the previous node as c = (λ(σ_prev) − λ(σ_down,prev))/h: the previous
+    step's start and its σ_down (so with η > 0 the weights are not the two-step interpolation through the points
+    the model was called at; with η = 0 they are, and this is ``res_multistep``). First step and the step to
+    σ = 0 are Euler.
+    """
+    old_denoised, old_sigma_down = None, None
+    for i in progress(sigmas, disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
+        if sigma_down == 0 or old_denoised is None:
+            x = torch.lerp(denoised, x, sigma_down / sigma)  # the Euler step to σ_down
+        else:
+            h = lam(sigma_down) - lam(sigma)
+            c = (lam(sigmas[i - 1]) - lam(old_sigma_down)) / h
+            phi1 = math.expm1(-h) / -h
+            phi2 = (phi1 - 1) / -h
+            b2 = phi2 / c
+            x = x * math.exp(-h) + (denoised * (phi1 - b2) + old_denoised * b2) * h
+        x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
+        old_denoised, old_sigma_down = denoised, sigma_down
         report(callback, x, i, sigma, sigma, denoised)
     return x
 
