@@ -23,11 +23,15 @@ from samplers.core import names
 SD15 = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
 SMIN, SMAX = float(SD15.sigma_min), float(SD15.sigma_max)
 TABLE = SD15.sigmas.double()
+# A1111's table: k-diffusion's CompVisDenoiser σ of the model's float32 alphas_cumprod buffer (ldm's register_schedule),
+# and KDiffusionSampler.get_sigmas' ends, model_wrap.sigmas[0] / [-1] (tests/test_a1111_float32_table.py)
+A1111_TABLE = ((1 - SD15.alphas_cumprod.float()) / SD15.alphas_cumprod.float()) ** 0.5
+A1111_SMIN, A1111_SMAX = A1111_TABLE[0].item(), A1111_TABLE[-1].item()
 STEPS = [1, 2, 3, 4, 5, 7, 10, 13, 20, 25, 30, 50]
 
 
 def ours(label: str, n: int) -> torch.Tensor:
-    name, options = names.resolve_schedule(label)
+    name, options = names.resolve_schedule(label, native=SD15)  # as the pipeline resolves it: A1111's float32 table
     return samplers.get_sigmas(name, n, native=SD15, **options)
 
 
@@ -41,7 +45,7 @@ def close(a, b, rtol=2e-5):  # the tools compute in float32
 
 def a1111_kl_optimal(n):
     i = np.arange(n + 1) / n
-    return np.tan(i * math.atan(SMIN) + (1 - i) * math.atan(SMAX))
+    return np.tan(i * math.atan(A1111_SMIN) + (1 - i) * math.atan(A1111_SMAX))
 
 
 def a1111_ays(n, levels=(14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)):
@@ -52,7 +56,8 @@ def a1111_ays(n, levels=(14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652
 
 
 def a1111_beta(n, alpha=0.6, beta=0.6):
-    return [SMIN + stats.beta.ppf(x, alpha, beta) * (SMAX - SMIN) for x in 1 - np.linspace(0, 1, n)] + [0.0]
+    return [A1111_SMIN + stats.beta.ppf(x, alpha, beta) * (A1111_SMAX - A1111_SMIN)
+            for x in 1 - np.linspace(0, 1, n)] + [0.0]
 
 
 def ddim_stride(n):  # A1111's ddim_scheduler and ComfyUI's ddim_scheduler (SD's table: no zero entry at index 1)
@@ -98,8 +103,8 @@ def test_a1111_uniform_is_kdiffusions_get_sigmas(n):
         external = kdiffusion_modules()[1]
     except KDiffusionUnavailable as e:  # pragma: no cover - installed by make install
         pytest.skip(str(e))
-    wrap = external.DiscreteSchedule(SD15.sigmas.float(), quantize=False)
-    close(ours("a1111:Uniform", n), wrap.get_sigmas(n))
+    wrap = external.DiscreteSchedule(A1111_TABLE, quantize=False)  # A1111's model_wrap: its float32 table
+    close(ours("a1111:Uniform", n), wrap.get_sigmas(n), rtol=5e-7)
 
 
 # ------------------------------------------------------------------------------ ComfyUI's formulas

@@ -310,7 +310,13 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
     a zero-terminal-SNR :class:`~samplers.core.native.VPDiscrete` (ᾱ_T = 0, σ_max = inf) takes
     ``terminal_alpha_bar`` = :data:`~samplers.core.labels.TOOLS_ZERO_SNR_ALPHA_BAR`: both tools set the last ᾱ to it,
     so their schedules read a finite table (σ_max ≈ 4518.76), which ``get_sigmas`` builds them on; registry names keep
-    the model's own table there (σ_max = inf, diffusers' convention)."""
+    the model's own table there (σ_max = inf, diffusers' convention). An A1111 name on any
+    :class:`~samplers.core.native.VPDiscrete` also takes ``float32_alphas_cumprod=True``: A1111 (ldm / sgm's float32
+    ``alphas_cumprod`` buffer, k-diffusion's ``CompVisDenoiser``) reads the model's ᾱ in float32, σ_min of SD 1.x
+    0.0291675 for the exact table's 0.0291672, so ``get_sigmas`` builds them on
+    :meth:`~samplers.core.native.VPDiscrete.with_float32_alphas_cumprod` (on a zero-SNR model A1111's float32 rescale
+    first, then its terminal ᾱ); ComfyUI's names read the exact table (ComfyUI's is float64, rounded to float32 σ),
+    and every name on other models (flow, continuous, EDM) resolves as without it."""
     from ..schedules.base import SCHEDULES
     from .native import NoiseSchedule, RectifiedFlow, VPDiscrete
 
@@ -323,6 +329,8 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
     # the tools' finite stand-in for ᾱ_T = 0 (labels.TOOLS_ZERO_SNR_ALPHA_BAR), for their names only
     tool_table = ({"terminal_alpha_bar": labels.TOOLS_ZERO_SNR_ALPHA_BAR}
                   if isinstance(native, VPDiscrete) and native.zero_terminal_snr else {})
+    # A1111 reads a discrete model's ᾱ as ldm / sgm store it, in float32 (VPDiscrete.with_float32_alphas_cumprod)
+    a1111_table = {"float32_alphas_cumprod": True} if isinstance(native, VPDiscrete) else {}
     tables = {"comfyui": labels.COMFYUI_SCHEDULERS, "a1111": labels.A1111_SCHEDULERS}
     if _normalise(name.split(":", 1)[-1] if name.split(":", 1)[0].strip().lower() == "a1111" else name) == "automatic":
         raise UnknownNameError(f"schedule {name!r} is A1111's 'Automatic' Schedule type, the sampler's own choice, "
@@ -331,7 +339,9 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
 
     def entry(table: dict, key: str) -> tuple[str, dict]:
         schedule, options, *on_flow = table[key]
-        return SCHEDULES.canonical(schedule), {**options, **(on_flow[0] if on_flow and flow else {}), **tool_table}
+        mine = a1111_table if table is tables["a1111"] else {}
+        return SCHEDULES.canonical(schedule), {**options, **(on_flow[0] if on_flow and flow else {}), **tool_table,
+                                               **mine}
 
     if ":" in name and name.split(":", 1)[0].strip().lower() in tables:
         prefix, rest = name.split(":", 1)

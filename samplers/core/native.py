@@ -133,6 +133,18 @@ def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return sqrt_ab**2
 
 
+def _a1111_rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """A1111's ``rescale_zero_terminal_snr_abar`` (modules/sd_models.py) on its float32 ᾱ, in float32 and in its order
+    of operations (shift, then scale by s₀/(s₀ − s_T)), the last ᾱ left at the 0 the rescale gives (A1111 then sets it
+    to its finite stand-in: :meth:`VPDiscrete.with_terminal_alpha_bar`). Float32 rounding of √ᾱ near 1 moves the first
+    entries' 1 − ᾱ by up to ~3e-5 relative against the float64 rescale, so A1111's table is only reproduced this way."""
+    sqrt_ab = alphas_cumprod.to(torch.float32).sqrt()
+    first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
+    sqrt_ab -= last
+    sqrt_ab *= first / (first - last)
+    return sqrt_ab**2
+
+
 @dataclass(eq=False)
 class VPDiscrete(NoiseSchedule):
     """A discrete VP schedule given by its ``alphas_cumprod`` table (index = training timestep).
@@ -140,6 +152,10 @@ class VPDiscrete(NoiseSchedule):
     VE sigma of timestep i: σ_i = sqrt((1 − ᾱ_i) / ᾱ_i); ᾱ = 0 (zero terminal SNR) gives σ = inf.
     The time input for a sigma between table entries is the fractional timestep found by linear
     interpolation in log σ (k-diffusion's ``DiscreteSchedule``); ``quantize=True`` rounds it.
+
+    :meth:`with_terminal_alpha_bar` and :meth:`with_float32_alphas_cumprod` give the model as ComfyUI / A1111 read it
+    (their finite zero-SNR end; A1111's float32 table), which their schedule names build on
+    (:func:`samplers.core.names.resolve_schedule`).
     """
 
     alphas_cumprod: torch.Tensor
@@ -172,15 +188,22 @@ class VPDiscrete(NoiseSchedule):
             time_log[-1] = 0.5 * math.log((1 - ZERO_SNR_ALPHA_BAR) / ZERO_SNR_ALPHA_BAR)
         self._time_log_sigmas = time_log
         self._host_log_sigmas = time_log.tolist()  # for time_at: bisect over Python floats
+        # set by from_betas(rescale_betas_zero_snr=True): the table before the rescale, from which
+        # with_float32_alphas_cumprod redoes A1111's rescale on its float32 ᾱ; True on a with_float32_alphas_cumprod
+        # model (whose terminal ᾱ, like A1111's, is stored in float32)
+        self._before_zero_snr: torch.Tensor | None = None
+        self._float32 = False
 
     @classmethod
     def from_betas(cls, kind: str = "scaled_linear", num_train_timesteps: int = 1000, beta_start: float = 0.00085,
                    beta_end: float = 0.012, rescale_betas_zero_snr: bool = False, quantize: bool = False):
         """E.g. Stable Diffusion 1.x: ``VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)``."""
         ac = torch.cumprod(1 - betas_for(kind, num_train_timesteps, beta_start, beta_end), 0)
-        if rescale_betas_zero_snr:
-            ac = rescale_zero_terminal_snr(ac)
-        return cls(ac, quantize=quantize)
+        if not rescale_betas_zero_snr:
+            return cls(ac, quantize=quantize)
+        model = cls(rescale_zero_terminal_snr(ac), quantize=quantize)
+        model._before_zero_snr = ac  # A1111 rescales its own (float32) table: with_float32_alphas_cumprod
+        return model
 
     @property
     def num_train_timesteps(self) -> int:
@@ -206,8 +229,39 @@ class VPDiscrete(NoiseSchedule):
         key = ("terminal_alpha_bar", float(alpha_bar))
         if key not in self._cache:
             table = self.alphas_cumprod.clone()
-            table[-1] = float(alpha_bar)
-            self._cache[key] = VPDiscrete(table, quantize=self.quantize)
+            # a float32 table (with_float32_alphas_cumprod) stores it as A1111 does, in its float32 tensor
+            value = float(alpha_bar)
+            table[-1] = float(torch.tensor(value, dtype=torch.float32)) if self._float32 else value
+            model = VPDiscrete(table, quantize=self.quantize)
+            model._float32 = self._float32
+            self._cache[key] = model
+        return self._cache[key]
+
+    def with_float32_alphas_cumprod(self) -> "VPDiscrete":
+        """This model as A1111 reads it: its ``alphas_cumprod`` rounded to float32, as ldm's ``DDPM.register_schedule``
+        (``to_torch = partial(torch.tensor, dtype=torch.float32)``) and A1111's SDXL loader
+        (``torch.asarray(..., dtype=torch.float32)``) store it, and as k-diffusion's ``CompVisDenoiser`` then reads it:
+        σ = ((1 − ᾱ)/ᾱ)^½ of those float32 values (computed here in float64). Near ᾱ ≈ 1 the rounding moves 1 − ᾱ, so
+        σ_min (SD 1.x: 0.0291675, against 0.0291672 from the exact table) and the first entries move by up to ~1.3e-5
+        relative; A1111's schedule names build on this table (``float32_alphas_cumprod=True``).
+
+        On a zero-terminal-SNR model built by :meth:`from_betas` (``rescale_betas_zero_snr=True``) the rescale is
+        A1111's: on the float32 ᾱ before it, in float32 (its ``rescale_zero_terminal_snr_abar``), the last ᾱ 0 until
+        :meth:`with_terminal_alpha_bar` sets A1111's finite stand-in (stored in float32, as A1111 stores it). A
+        zero-SNR model given its rescaled table directly has no table from before the rescale: its rescaled table is
+        rounded (A1111's σ_min; its second to fourth entries may differ from A1111's by ~2e-5 relative). Built once
+        per model; a float32 model is its own."""
+        if self._float32:
+            return self
+        key = ("float32_alphas_cumprod",)
+        if key not in self._cache:
+            if self._before_zero_snr is not None:
+                table = _a1111_rescale_zero_terminal_snr(self._before_zero_snr.to(torch.float32))
+            else:
+                table = self.alphas_cumprod.to(torch.float32)
+            model = VPDiscrete(table.to(torch.float64), quantize=self.quantize)
+            model._float32 = True
+            self._cache[key] = model
         return self._cache[key]
 
     def _table(self, device, dtype, time: bool = False):

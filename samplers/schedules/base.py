@@ -254,6 +254,16 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     # a tool's name on a zero-terminal-SNR model (names.resolve_schedule): the schedule on the model as the tool reads
     # it, its last ᾱ the tool's finite stand-in for 0 (VPDiscrete.with_terminal_alpha_bar), table and range alike
     terminal = kw.pop("terminal_alpha_bar", None)
+    # an A1111 name on a discrete model (names.resolve_schedule): the model's ᾱ as A1111 stores them, in float32
+    # (VPDiscrete.with_float32_alphas_cumprod; on a zero-SNR model A1111's float32 rescale), before its terminal ᾱ
+    float32_table = kw.pop("float32_alphas_cumprod", False)
+    if not isinstance(float32_table, bool):
+        raise InvalidType(f"float32_alphas_cumprod must be True or False, got {float32_table!r}")
+    if float32_table:
+        if not isinstance(native, VPDiscrete):
+            raise InvalidInput("float32_alphas_cumprod reads a discrete model's alphas_cumprod as A1111 stores them "
+                               "(float32): pass native=<VPDiscrete>")
+        native = native.with_float32_alphas_cumprod()
     if terminal is not None:
         if not isinstance(native, VPDiscrete):
             raise InvalidInput("terminal_alpha_bar sets the last alphas_cumprod of a zero-terminal-SNR model: pass "
