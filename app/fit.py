@@ -28,6 +28,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import shlex
 import time
 from pathlib import Path
@@ -115,9 +116,37 @@ def entry_point_target(spec: str) -> Target:
         p = get_problem(spec)
     except InvalidInput as err:  # a module that does not import, a missing function, an unknown mixture
         raise InvalidInput(f"--model: {err}") from None
+    if not spec.startswith("gm-"):
+        _check_entry_problem(spec, p)
+    from samplers.fitted.identity import prediction
+
     sigma_max = p.sigma_max if math.isfinite(p.sigma_max) else (p.finite_sigma_max or 80.0)
-    return Target(p.name, p.denoiser, tuple(p.shape), p.sigma_min, sigma_max, p.native, None, p.dtype, None,
-                  p.reference_tol, None, p.description)
+    return Target(p.name, p.denoiser, tuple(p.shape), p.sigma_min, sigma_max, p.native, prediction(p.denoiser),
+                  p.dtype, None, p.reference_tol, None, p.description)
+
+
+# the Problem fields samplers fit cannot honour: benchmarks.quality reads them, so a fit that ignored them would fit
+# (or be scored against) another model than the benchmark runs
+_ENTRY_UNUSED = {
+    "denoiser_for": "a denoiser per batch (e.g. conditioned on that batch's prompts), where samplers fit runs one "
+                    "denoiser on every start",
+    "native_model_for": "a native model per batch, where samplers fit's default row runs none for a module:function "
+                        "Problem",
+    "reference_fn": "its own exact endpoints, where samplers fit solves the PF-ODE of the denoiser adaptively "
+                    "(--reference-tol)",
+}
+
+
+def _check_entry_problem(spec: str, p) -> None:
+    """A module:function Problem whose fields samplers fit would ignore is refused, naming them, before any work."""
+    unused = [name for name in _ENTRY_UNUSED if getattr(p, name, None) is not None]
+    if unused:
+        raise InvalidInput(f"--model {spec}: the Problem {p.name!r} sets " + "; ".join(
+            f"{name} ({_ENTRY_UNUSED[name]})" for name in unused) + " — samplers fit would ignore "
+            + ("it" if len(unused) == 1 else "them") + " and fit another model than benchmarks run. Return a Problem "
+            "without " + (" or ".join(unused)) + " for samplers fit (one denoiser, the same on every start: "
+            "dataclasses.replace(problem, " + ", ".join(f"{n}=None" for n in unused) + ") where that is the model), "
+            "or fit a shipped model (--model eps, flow) or a diffusers UNet folder, whose prompts samplers fit draws")
 
 
 def _json_object(path: Path, what: str, fix: str) -> dict:
@@ -505,10 +534,24 @@ def _finite_endpoints(ref: torch.Tensor, what: str) -> torch.Tensor:
     return ref
 
 
+def _solved(denoiser, x: torch.Tensor, sigma: float, tol: float, what: str) -> torch.Tensor:
+    """The exact endpoints of ``x`` at ``sigma`` (:func:`samplers.fitted.fitting.reference_endpoints`), finite, or the
+    non-finite error of :func:`_finite_endpoints` where the model's NaN stopped the solve itself."""
+    from samplers.core.errors import NonFiniteError
+    from samplers.fitted.fitting import reference_endpoints
+
+    try:
+        ref = reference_endpoints(denoiser, x, sigma, tol)
+    except NonFiniteError:
+        raise NonFiniteError(f"the exact endpoints of {what} cannot be solved (the adaptive solve's step size "
+                             "underflowed): the model returns NaN or infinite values on these starts (check it on "
+                             "them, or loosen --reference-tol if the adaptive solve diverged)") from None
+    return _finite_endpoints(ref, what)
+
+
 def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extra: dict,
                       sigma: float | None = None) -> torch.Tensor:
     from samplers.core.files import write_torch
-    from samplers.fitted.fitting import reference_endpoints
 
     path = out / WORK / f"reference-{tag}-tol{target.reference_tol:g}.pt"
     if path.exists():
@@ -529,9 +572,8 @@ def _cached_reference(out: Path, target: Target, tag: str, x: torch.Tensor, extr
                                    f"writes (x, reference, identity, digest): {', '.join(other)}; {CACHE_FIX}")
             _unchanged(path, saved)
             return ref
-    ref = reference_endpoints(functools.partial(target.denoiser, **extra), x,
-                              target.sigma_max if sigma is None else sigma, target.reference_tol)
-    _finite_endpoints(ref, f"the {tag} starts")
+    ref = _solved(functools.partial(target.denoiser, **extra), x, target.sigma_max if sigma is None else sigma,
+                  target.reference_tol, f"the {tag} starts")
     from samplers.fitted.fitting import with_digest
 
     write_torch(path, with_digest({"x": x, "reference": ref, "identity": target.identity}))
@@ -568,15 +610,14 @@ class PoolReferences:
 
     def __call__(self, x: torch.Tensor, extra: dict, sigma: float) -> torch.Tensor:
         from samplers.core.files import write_torch
-        from samplers.fitted.fitting import reference_endpoints
 
         keys = [self.key(x, extra, i, sigma) for i in range(x.shape[0])]
         missing = [i for i, k in enumerate(keys) if k not in self.saved]
         if missing:
             rows = torch.tensor(missing)
-            ref = reference_endpoints(functools.partial(self.target.denoiser, **{k: v[rows] for k, v in extra.items()}),
-                                      x[rows], sigma, self.target.reference_tol)
-            _finite_endpoints(ref, f"{len(missing)} of the fit's other starts from σ = {sigma:g}")
+            ref = _solved(functools.partial(self.target.denoiser, **{k: v[rows] for k, v in extra.items()}),
+                          x[rows], sigma, self.target.reference_tol,
+                          f"{len(missing)} of the fit's other starts from σ = {sigma:g}")
             from samplers.fitted.fitting import with_digest
 
             self.saved.update({keys[i]: r.clone() for i, r in zip(missing, ref)})
@@ -650,7 +691,7 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     seconds = time.monotonic() - t0  # the fit, its reference included (cached after the first NFE)
     from benchmarks.common import run_info
 
-    row = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],
+    row = {"nfe": nfe, "file": str(path), "solver_sha256": _file_digest(path), "kept": solver.meta["kept"],
            "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds, "threads": torch.get_num_threads(),
            "device": run_info(str(x_cal.device))}  # what the seconds were measured on: CPU, versions, commit
     if budget is not None:
@@ -742,6 +783,12 @@ def kept_solver(path: Path, nfe: int, target: Target, mine: str, fix: str):
     return solver
 
 
+def _file_digest(path: Path) -> str:
+    """The SHA-256 of a solver file's bytes, recorded in its report row (``solver_sha256``) when it is written or
+    scored: a rerun that keeps the file checks it is still the one the row's figures are of."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _budget_stops(value) -> bool:
     """Whether ``value`` is a fit's record of the optimisations its time budget stopped, as
     :func:`samplers.fitted.fitting.fit` writes it: a non-empty list of {start, starts, iteration, iters}."""
@@ -782,7 +829,8 @@ def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None, sol
     measured again (on ``--heldout`` starts), the fit's own record (its time, what it kept) as the report had it."""
     path = out / f"nfe{nfe}.json"
     timing = {k: v for k, v in (row or {}).items() if k in ("seconds", "threads", "device", "time_budget")}
-    base = {"nfe": nfe, "file": str(path), "kept": solver.meta["kept"],  # the fit's record, as reported
+    base = {"nfe": nfe, "file": str(path), "solver_sha256": _file_digest(path),
+            "kept": solver.meta["kept"],  # the fit's record, as reported
             "validation_rmse": solver.meta["validation_rmse"], **timing,
             **({"stopped_at_budget": solver.meta["stopped_at_budget"]} if "stopped_at_budget" in solver.meta else {})}
     return {**base, **heldout_scores(target, solver, nfe, args, out)}
@@ -864,6 +912,8 @@ def read_report(out: Path) -> dict:
             ("fit", _number(row.get("fit"))), ("best_fixed", pair(row.get("best_fixed"))),
             # the solver's path as written (the folder may have moved since: run_fit prints <out>/nfe<N>.json)
             ("file", isinstance(row.get("file"), str) and Path(row["file"]).name == f"nfe{k}.json"),
+            ("solver_sha256", "solver_sha256" not in row or (isinstance(row["solver_sha256"], str) and re.fullmatch(
+                "[0-9a-f]{64}", row["solver_sha256"]) is not None)),  # reports before it have none
             ("heldout", "heldout" not in row or (isinstance(row["heldout"], int) and row["heldout"] >= 1
                                                  and not isinstance(row["heldout"], bool))),
             ("sigma_start", "sigma_start" not in row or _start(row["sigma_start"])),
@@ -975,8 +1025,8 @@ def _check_setting(out: Path, report: dict, now: dict, args) -> dict:
 
 
 # how a module:function model gets an identity samplers.fitted.identity.fingerprint reads
-NO_FINGERPRINT_FIX = ("give the model an identity: make the Problem's denoiser a torch.nn.Module (its weights are "
-                      "fingerprinted), or set a samplers_fingerprint attribute on the denoiser function naming the "
+NO_FINGERPRINT_FIX = ("give the model an identity: make the Problem's denoiser a torch.nn.Module holding its weights "
+                      "as parameters or buffers (they are fingerprinted; a module with none has no fingerprint), or set a samplers_fingerprint attribute on the denoiser function naming the "
                       "model and its version (denoiser.samplers_fingerprint = \"mymodel v2\"; change it whenever "
                       "the model changes)")
 
@@ -1006,8 +1056,8 @@ def _check_unidentified(out: Path, report: dict, target: Target, args) -> dict:
     held = _held(out, report)
     if not held:
         return report
-    why = (f"{target.name} has no fingerprint (its denoiser is a plain function: no torch module, no "
-           "samplers_fingerprint), so samplers fit cannot tell whether what " + str(out) + " holds ("
+    why = (f"{target.name} has no fingerprint (its denoiser is a plain function or a torch module without "
+           "parameters or buffers, and has no samplers_fingerprint), so samplers fit cannot tell whether what " + str(out) + " holds ("
            + "; ".join(held) + ") was made with this model or with another under the same name")
     if args.rescore:
         raise InvalidInput(f"--rescore: {why}, nor check that its solvers were fitted to this model; {NO_FINGERPRINT_FIX}"
@@ -1045,8 +1095,10 @@ def run_fit(args) -> int:
     if args.screen != "all" and not (args.screen.isdigit() and int(args.screen) >= 1):
         raise InvalidInput(f"--screen must be 'all' or a number of training starts >= 1, got {args.screen!r}")
     args.screen = None if args.screen == "all" else int(args.screen)  # as FitConfig.screen takes it
-    if any(n < 1 or n > 100 for n in args.nfe):
-        raise InvalidInput(f"--nfe values must be between 1 and 100, got {args.nfe}")
+    if any(n < 2 or n > 100 for n in args.nfe):
+        raise InvalidInput(f"--nfe values must be between 2 and 100, got {args.nfe}: a fitted solver weighs the "
+                           "model calls before each step, so it needs at least 2 (one call is one Euler step: run "
+                           "sampler='euler' with steps=1)")
     if args.rescore and args.restart:
         raise InvalidInput("--rescore scores the solvers in --out and --restart fits them again: pick one")
     if args.time_budget is not None and not args.time_budget > 0:
@@ -1100,6 +1152,12 @@ def run_fit(args) -> int:
                 cut[nfe] = solver.meta["stopped_at_budget"]  # fitted again: its optimisation continues
                 continue
             checked[nfe] = solver
+            recorded = rows.get(nfe, {}).get("solver_sha256")
+            if not args.rescore and recorded is not None and recorded != _file_digest(path):
+                raise InvalidInput(f"{path} is not the solver file whose figures {out / 'report.json'} reports for "
+                                   f"NFE {nfe} (its SHA-256 differs from the one recorded when it was written: it was "
+                                   "edited or replaced since); pass --rescore to score this file and report it, or "
+                                   "--restart to fit it again (replacing it)")
             if not args.rescore and rows[nfe].get("heldout", args.heldout) != args.heldout:
                 raise InvalidInput(f"NFE {nfe} in {out} was scored on {rows[nfe]['heldout']} held-out starts, this "
                                    f"run asks {args.heldout}: add --rescore to score the fits again on "
@@ -1116,7 +1174,8 @@ def run_fit(args) -> int:
              f"fitted on {report['calibration']} calibration starts" if "calibration" in report else
              "calibration starts as fitted") + f", {args.heldout} held-out")
     if now["fingerprint"] is None:
-        print(f"note: {target.name} has no fingerprint (a plain-function denoiser): the solver files written here "
+        print(f"note: {target.name} has no fingerprint (a plain-function denoiser, or a torch module "
+              "without parameters or buffers): the solver files written here "
               "record fingerprint null and cannot check the model they run on — they run on any model, unchecked "
               f"and without a warning — and {out} cannot be resumed (a rerun there is refused; --restart fits "
               f"again); {NO_FINGERPRINT_FIX}")

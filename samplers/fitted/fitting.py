@@ -111,6 +111,10 @@ class FitConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise InvalidOption(f"FitConfig.{name} must be an integer >= {lo}, got {v!r}")
+        if not (isinstance(self.nfe, bool) or not isinstance(self.nfe, int) or self.nfe >= 2):
+            raise InvalidOption(f"FitConfig.nfe must be at least 2 model calls, got {self.nfe!r}: a fitted solver "
+                                "weighs the model calls before each step (one call is one Euler step: run "
+                                "sampler='euler' with steps=1)")
         for name, lo in (("nfe", 1), ("iters", 0), ("check_every", 1), ("history", 0), ("keep", 1), ("pool", 0),
                          ("seed", 0), ("starts", 1)):
             whole(name, lo)
@@ -964,10 +968,21 @@ def _takes_sigma(fn) -> bool:
 
 
 def reference_endpoints(denoiser, x: torch.Tensor, sigma_max: float, rtol: float = 1e-7) -> torch.Tensor:
-    """The exact PF-ODE endpoints (σ = 0) from ``x`` at ``sigma_max``: :func:`samplers.problems.pf_ode_solution`."""
+    """The exact PF-ODE endpoints (σ = 0) from ``x`` at ``sigma_max``: :func:`samplers.problems.pf_ode_solution`.
+    A solve whose step size underflows (torchdiffeq's AssertionError "underflow in dt", which a model returning NaN
+    or infinite values causes) raises :class:`~samplers.core.errors.NonFiniteError`."""
+    from ..core.errors import NonFiniteError
     from ..problems import pf_ode_solution
 
-    return pf_ode_solution(denoiser, x, sigma_max, 0.0, rtol=rtol, atol=rtol)
+    try:
+        return pf_ode_solution(denoiser, x, sigma_max, 0.0, rtol=rtol, atol=rtol)
+    except AssertionError as err:
+        if "underflow in dt" not in str(err):
+            raise
+        raise NonFiniteError(f"the exact endpoints of {x.shape[0]} start(s) from σ = {sigma_max:g} cannot be solved: "
+                             "the adaptive solve's step size underflowed (torchdiffeq: underflow in dt), as it does "
+                             "where the model returns NaN or infinite values: check the model on these starts, or "
+                             f"loosen the solve's tolerance (rtol = atol = {rtol:g}) if it diverged") from None
 
 
 def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min: float, sigma_max: float, *,

@@ -2,7 +2,9 @@
 an error (:func:`fingerprint`).
 
 The fingerprint of a torch module is the SHA-256 of its class name and its state dict (names, dtypes, shapes,
-bytes); wrappers are seen through (``to_denoiser``'s, classifier-free guidance, a bound method's object, the
+bytes); a module with an empty state dict (no parameters, no buffers) has none of its own — its class name does not
+tell one such model from another (a plain attribute may set what it computes) —, so it is read as any other object
+is (what it wraps, else None); wrappers are seen through (``to_denoiser``'s, classifier-free guidance, a bound method's object, the
 pipeline); guidance adds its scale (unless 1: no guidance), since the guided denoiser is another function of x. An object can name
 itself with a ``samplers_fingerprint()`` method or attribute (the analytic problems do). A callable with none of
 these has no fingerprint: ``None``.
@@ -50,12 +52,17 @@ def _own(value) -> str:
     return text if is_fingerprint(text) else hashlib.sha256(f"samplers_fingerprint|{text}".encode()).hexdigest()
 
 
-def module_fingerprint(module: torch.nn.Module) -> str:
+def module_fingerprint(module: torch.nn.Module) -> str | None:
+    """The SHA-256 of the module's class name and state dict; None where the state dict is empty (no parameters,
+    no buffers: nothing but the class name, which many models share, would be hashed)."""
+    state = module.state_dict()
+    if not state:
+        return None
     h = hashlib.sha256(type(module).__qualname__.encode())
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
     return h.hexdigest()
 
 
@@ -67,7 +74,10 @@ def fingerprint(model, _depth: int = 0) -> str | None:
     if own is not None:
         return _own(own() if callable(own) else own)
     if isinstance(model, torch.nn.Module):
-        return module_fingerprint(model)
+        found = module_fingerprint(model)
+        if found is not None:
+            return found
+        # no parameters or buffers: no identity of its own; what it wraps (as a wrapper's) where it wraps a model
     if isinstance(model, functools.partial):
         return fingerprint(model.func, _depth + 1)
     bound = getattr(model, "__self__", None)

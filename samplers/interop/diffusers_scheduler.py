@@ -582,6 +582,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         # the sampler the user asked for; a label's schedule applies where it names it ("DPM++ 2M Karras"), or
         # without a source class whose own timesteps would otherwise be used
         self.label = label
+        if label is not None and label.sigmas is not None and schedule is not None:
+            # a fitted solver runs on its own nodes (as the pipeline refuses it: models/pipeline.py)
+            raise InvalidOption(f"{label.label!r} runs on its own fitted σ nodes; leave schedule out")
         if label is not None:
             # a label's default schedule (A1111's Automatic) gives way to the grid a config has: a source class's, or
             # a flow config's (FlowMatchEulerDiscreteScheduler's); a schedule the label names does not

@@ -1,0 +1,226 @@
+"""`samplers fit` and fitted solvers at the seams an audit found open: a model's identity, the Problem fields a fit
+cannot honour, the solver files a rerun keeps, the NFE range, a model returning NaN, and what the printed report
+says."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from samplers.cli import main
+from samplers.fitted.solver import LearnedSolver
+
+QUICK = ["--calibration", "8", "--heldout", "2", "--iters", "2", "--pool", "0", "--starts", "1", "--screen", "4",
+         "--threads", "1"]
+
+PROBLEM = '''
+import os
+import torch
+from benchmarks.common import get_problem, Problem
+
+_base = get_problem("gm-ve")
+
+
+def _like_gm_ve(denoiser, **kw):
+    return Problem(name="mine", denoiser=denoiser, native=_base.native, shape=_base.shape,
+                   sigma_min=_base.sigma_min, sigma_max=_base.sigma_max, dtype=_base.dtype, description="a test model",
+                   **kw)
+
+
+def _named():
+    def denoiser(x, sigma, **kw):
+        return _base.denoiser(x, sigma, **kw)
+    denoiser.samplers_fingerprint = "mine v1"
+    return denoiser
+
+
+def conditional():
+    def shifted(n, seed):
+        def d(x, sigma, **kw):
+            return _base.denoiser(x, sigma, **kw) + 5.0
+        d.samplers_fingerprint = "mine v1"
+        return d
+    return _like_gm_ve(_named(), denoiser_for=shifted)
+
+
+def own_reference():
+    return _like_gm_ve(_named(), reference_fn=lambda x, s: x * 0)
+
+
+def nan():
+    def denoiser(x, sigma, **kw):
+        return torch.full_like(x, float("nan"))
+    denoiser.samplers_fingerprint = "nan model v1"
+    return _like_gm_ve(denoiser)
+'''
+
+
+@pytest.fixture
+def problem_module(tmp_path, monkeypatch):
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "fit_audit_problem.py").write_text(PROBLEM)
+    monkeypatch.syspath_prepend(str(folder))
+    return "fit_audit_problem"
+
+
+def argv(out: Path, *extra: str, model: str = "gm-ve", nfe: str = "3") -> list[str]:
+    return ["fit", "--model", model, "--nfe", nfe, "--out", str(out), *QUICK, *extra]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A finished two-iteration fit of gm-ve at 3 NFE."""
+    out = tmp_path_factory.mktemp("audit") / "fit"
+    assert main(argv(out)) == 0
+    return out
+
+
+@pytest.fixture
+def out(fitted, tmp_path):
+    copy = tmp_path / "fit"
+    shutil.copytree(fitted, copy)
+    return copy
+
+
+# ---------------------------------------------------------------------------------------- 1: a module's identity
+
+
+class Scaled(torch.nn.Module):
+    """A model set by a plain attribute: no parameters, no buffers."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x, sigma):
+        return x * self.scale
+
+
+class Weighted(torch.nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(float(scale)))
+
+    def forward(self, x, sigma):
+        return x * self.scale
+
+
+def test_a_module_without_parameters_or_buffers_has_no_fingerprint():
+    from samplers.fitted.identity import fingerprint
+
+    # two models a class name cannot tell apart: no identity (as a plain function), never the same one
+    assert fingerprint(Scaled(1.0)) is None and fingerprint(Scaled(0.5)) is None
+    assert fingerprint(Weighted(1.0)) != fingerprint(Weighted(0.5)) and fingerprint(Weighted(1.0)) is not None
+
+    class Wrapper(torch.nn.Module):  # a parameter-free wrapper is seen through to what it wraps
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+    def named(x, sigma):
+        return x
+
+    named.samplers_fingerprint = "named v1"
+    assert fingerprint(Wrapper(named)) == fingerprint(named) is not None
+    assert fingerprint(Wrapper(Scaled(1.0))) is None
+
+
+# ------------------------------------------------------------------ 2, 13: what a module:function Problem gives
+
+
+@pytest.mark.parametrize("function, words", [
+    ("conditional", ["sets denoiser_for", "a denoiser per batch", "dataclasses.replace(problem, denoiser_for=None)"]),
+    ("own_reference", ["sets reference_fn", "its own exact endpoints"]),
+])
+def test_a_problem_whose_fields_the_fit_would_ignore_is_refused_before_any_work(tmp_path, capsys, problem_module,
+                                                                               function, words):
+    out = tmp_path / "fit"
+    assert main(argv(out, model=f"{problem_module}:{function}")) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words) and "'mine'" in err, err
+    assert not out.exists()
+
+
+def test_a_mixture_fit_records_the_prediction_its_denoiser_knows():
+    from app.fit import entry_point_target
+
+    assert entry_point_target("gm-vp-eps").prediction == "eps"
+    assert entry_point_target("gm-flow").prediction == "flow"
+    assert entry_point_target("gm-ve").prediction is None  # the exact VE denoiser says none
+
+
+# ------------------------------------------------------------------------------------------------- 4: NFE >= 2
+
+
+def test_fewer_than_two_model_calls_are_refused_up_front(tmp_path, capsys):
+    from samplers import InvalidOption
+    from samplers.fitted.fitting import FitConfig
+
+    out = tmp_path / "fit"
+    assert main(argv(out, nfe="1")) == 2
+    err = capsys.readouterr().err
+    assert "--nfe values must be between 2 and 100, got [1]" in err and "at least 2" in err, err
+    assert not out.exists()
+    with pytest.raises(InvalidOption, match="FitConfig.nfe must be at least 2 model calls, got 1"):
+        FitConfig(1).validate()
+
+
+# ------------------------------------------------------------------------------- 3: the solver file a rerun keeps
+
+
+def test_a_solver_file_edited_after_its_fit_is_refused_on_a_rerun(out, capsys):
+    report = json.loads((out / "report.json").read_text())
+    path = out / "nfe3.json"
+    assert report["rows"]["3"]["solver_sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    solver = LearnedSolver.load(path)
+    solver.eps_weights[1][0] += 0.25  # still a valid solver of this model and NFE: another one
+    solver.save(path)
+    assert main(argv(out)) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "edited or replaced" in err and "--rescore" in err and "--restart" in err, err
+    assert main(argv(out, "--rescore")) == 0  # scored and reported: its row is of this file now
+    capsys.readouterr()
+    assert main(argv(out)) == 0 and "already fitted" in capsys.readouterr().out
+
+
+def test_a_report_of_before_the_digest_still_resumes(out, capsys):
+    report = json.loads((out / "report.json").read_text())
+    del report["rows"]["3"]["solver_sha256"]
+    (out / "report.json").write_text(json.dumps(report))
+    assert main(argv(out)) == 0 and "already fitted" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- 7: a model returning NaN
+
+
+def test_a_model_returning_nan_is_named_not_a_solver_assertion(tmp_path, capsys, problem_module):
+    from samplers.core.errors import NonFiniteError
+    from samplers.fitted.fitting import reference_endpoints
+
+    with pytest.raises(NonFiniteError, match="underflow in dt"):
+        reference_endpoints(lambda x, s: torch.full_like(x, float("nan")), torch.randn(2, 4, dtype=torch.float64),
+                            80.0)
+    assert main(argv(tmp_path / "fit", model=f"{problem_module}:nan")) != 0
+    err = capsys.readouterr().err
+    assert "NonFiniteError" in err and "the model returns NaN or infinite values" in err, err
+    assert "AssertionError" not in err
+
+
+# ------------------------------------------------------------------- 5: the diffusers shim and a fitted solver
+
+
+def test_the_shim_refuses_a_schedule_with_a_fitted_solver(tmp_path):
+    from samplers import InvalidOption
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    solver = LearnedSolver.from_sampler("euler", [14.6, 5.0, 1.5, 0.4, 0.0])
+    solver.model = {"fingerprint": "ab" * 32, "name": "x", "prediction": "eps"}
+    path = solver.save(tmp_path / "s.json")
+    config = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
+              "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon"}
+    with pytest.raises(InvalidOption, match="runs on its own fitted σ nodes; leave schedule out"):
+        SamplerScheduler.from_config(config, sampler=f"fitted:{path}", schedule="karras",
+                                     sampler_options={"allow_other_model": True})
+    SamplerScheduler.from_config(config, sampler=f"fitted:{path}", sampler_options={"allow_other_model": True})
