@@ -231,12 +231,12 @@ def names_md() -> str:
             "σ_max = 4518.76 (the other levels agree); the model's time input between timestep 998 (σ ≈ 2254) and "
             "σ_max is log-σ interpolation toward diffusers' stand-in σ ≈ 4096 (the model's own rule, whatever the "
             "schedule name), where the tools' tables end at 4518.76 (ComfyUI rounds to the nearest entry, A1111 "
-            "interpolates or, with its quantization option, rounds); and an A1111 "
-            "sampler label's own schedule (\"Automatic\": `DPM++ 2M` on Karras, `Euler` on Uniform) is the "
-            "registry's, so pass `schedule=\"a1111:Karras\"` (or the type it names) for A1111's list there.",
+            "interpolates or, with its quantization option, rounds). A zero-SNR model given only its rescaled table "
+            "(diffusers' `trained_betas`, not built from betas) gives A1111's σ_max but not its float32 rescale at "
+            "timesteps 1–3 (about 2e-5 relative).",
             "- The σ formulas behind `karras`, `exponential`, `polyexponential` and `kl_optimal` (so ComfyUI's and "
-            "A1111's Karras / Exponential / Polyexponential / KL Optimal names) are evaluated in float64 here, where "
-            "both tools evaluate them in float32 (k-diffusion's functions in torch's default dtype): the levels "
+            "A1111's Karras / Exponential / Polyexponential / KL Optimal names, A1111's on its float32 table) are "
+            "evaluated in float64 here, where both tools evaluate them in float32 (k-diffusion's functions in torch's default dtype): the levels "
             "agree to a few float32 roundings (relative differences of order 1e-6). The k-diffusion drop-in's own "
             "`get_sigmas_karras` / `_exponential` / `_polyexponential` compute in the default dtype and give "
             "k-diffusion's bits ([kdiffusion.md](kdiffusion.md)).",
@@ -319,7 +319,18 @@ def names_md() -> str:
            "values about 1: at most 0.87 apart at 5 steps, 9e-4 at 20). The registry's `sa_solver` keeps its rule, and its SDE window now holds "
            "ComfyUI's interval on SD 1.x to float32 (σ from 5.09240818 down to 0.57118887, both ends included, "
            "where it was 5.0924 down to 0.5712 with the lower end excluded): a run whose σ falls in neither gap is "
-           "unchanged. Old image: the registry's `sa_solver` with `noise_sampler=\"comfyui\"`."]
+           "unchanged. Old image: the registry's `sa_solver` with `noise_sampler=\"comfyui\"`.",
+           "- A1111's Schedule type names (`a1111:Karras`, `Uniform`, `Exponential`, `Polyexponential`, `KL Optimal`, "
+           "`Normal`, `SGM Uniform`, `Simple`, `DDIM`, `Beta`, with or without the prefix) on a discrete model build on "
+           "the model's ᾱ as A1111 stores it, in float32 (`VPDiscrete.with_float32_alphas_cumprod`; on a "
+           "zero-terminal-SNR model A1111's float32 rescale, then its terminal ᾱ), and A1111's sampler labels run on "
+           "those types: their own schedules are now `a1111:Karras`, `a1111:Exponential` and `a1111:Uniform` (were "
+           "the registry's `karras`, `exponential`, `linspace`), as are the \"<sampler> <type>\" names. The levels "
+           "that depend on σ_min or the table's first entries move by up to 1.3e-5 relative on SD 1.x and SDXL "
+           "(σ_min 0.0291675 instead of 0.0291672; up to 8e-5 on a linear-β table) and match A1111's to about 1e-7 "
+           "(tests/test_a1111_float32_table.py); on a zero-terminal-SNR model a label's own schedule now starts at "
+           "A1111's σ_max ≈ 4518.76 instead of σ = inf. Registry and ComfyUI names are unchanged. Old image: the "
+           "registry schedule name (`schedule=\"karras\"`, ...) with the registry sampler."]
     return "\n".join(out) + "\n"
 
 

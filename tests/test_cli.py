@@ -102,11 +102,11 @@ def test_compare_refuses_two_names_of_one_run_before_loading(capsys, no_load, tm
 class _PlanOnly:
     """A pipeline that plans runs as the eps model does (its default schedule karras) and fails if it samples."""
 
-    def __init__(self):
+    def __init__(self, schedule="karras"):
         from models.pipeline import Pipeline
 
         self.real = Pipeline.__new__(Pipeline)
-        self.real.defaults = {"sampler": "dpmpp_2m", "schedule": "karras", "steps": 20, "cfg": 4.0}
+        self.real.defaults = {"sampler": "dpmpp_2m", "schedule": schedule, "steps": 20, "cfg": 4.0}
         from samplers.core.native import VPDiscrete
 
         self.real.native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
@@ -126,9 +126,9 @@ def test_compare_grid_refuses_a_label_that_is_the_models_default_run_under_anoth
     import samplers
     from app.images import compare_grid
 
-    # on the eps model dpmpp_2m runs on its default karras schedule: "DPM++ 2M Karras" is the same run
+    # on a model whose default schedule is A1111's Karras, dpmpp_2m runs on it: "DPM++ 2M Karras" is the same run
     with pytest.raises(samplers.InvalidInput, match="'dpmpp_2m' and 'DPM\\+\\+ 2M Karras' run the same sampler"):
-        compare_grid(_PlanOnly(), ["a red circle"], ["dpmpp_2m", "DPM++ 2M Karras"], [2, 3])
+        compare_grid(_PlanOnly("a1111:Karras"), ["a red circle"], ["dpmpp_2m", "DPM++ 2M Karras"], [2, 3])
 
 
 def test_compare_shows_and_looks_up_each_row_by_the_name_given(monkeypatch):

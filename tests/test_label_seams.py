@@ -211,8 +211,9 @@ def spec():
 
 @pytest.mark.parametrize("label", ["DPM fast", "k_dpm_fast", "DPM adaptive", "k_dpm_ad"])
 def test_a1111_dpm_fast_and_adaptive_run_on_the_models_whole_range(spec, label):
-    """KDiffusionSampler.sample: sigma_min = model_wrap.sigmas[0], sigma_max = model_wrap.sigmas[-1], n = steps."""
-    table = spec.native.sigmas
+    """KDiffusionSampler.sample: sigma_min = model_wrap.sigmas[0], sigma_max = model_wrap.sigmas[-1], n = steps, of
+    A1111's table (the model's alphas_cumprod in float32)."""
+    table = spec.native.with_float32_alphas_cumprod().sigmas
     for steps in (5, 10, 20):
         _, sigmas, _, _ = spec.plan_run(label, None, steps, {})
         positive = sigmas[sigmas > 0]
@@ -299,7 +300,7 @@ def test_an_unknown_name_is_still_unknown():
 def test_forge_heunpp2_is_its_label_on_uniform(spec):
     found, schedule, options = names.resolve_call("HeunPP2")
     assert (found.source, found.sampler, schedule, found.schedule_is_explicit, options) == \
-        ("a1111", "heunpp2", "linspace", False, labels.A1111["HeunPP2"][1])
+        ("a1111", "heunpp2", "a1111:Uniform", False, labels.A1111["HeunPP2"][1])
     _, sigmas, _, _ = spec.plan_run("HeunPP2", None, 10, {})
     assert torch.equal(sigmas, spec.sigmas("a1111:Uniform", 10))
 

@@ -42,13 +42,13 @@ def test_no_label_is_shadowed_by_the_registry():
 
 def test_labels_imply_schedules_and_options():
     found = names.resolve("DPM++ 2M Karras")
-    assert (found.sampler, found.schedule, found.schedule_is_explicit, found.source) == ("dpmpp_2m", "karras", True, "a1111")
+    assert (found.sampler, found.schedule, found.schedule_is_explicit, found.source) == ("dpmpp_2m", "a1111:Karras", True, "a1111")
     assert names.resolve("DPM++ 2M SDE Heun").options == {"noise_sampler": "brownian_tree", "solver_type": "heun"}
     assert names.resolve("dpmpp_2m_sde_gpu").options == {"noise_sampler": "brownian_tree_device"}
     assert names.resolve("DPMSolverMultistepScheduler").sampler == "dpmpp_2m"
     assert names.resolve("UniPCMultistepScheduler").options == {"order": 2}
     assert names.resolve("DPM2 a").discard_penultimate_sigma and not names.resolve("Euler a").discard_penultimate_sigma
-    assert names.resolve("DPM2").schedule == "karras" and names.resolve("dpm_2").schedule is None
+    assert names.resolve("DPM2").schedule == "a1111:Karras" and names.resolve("dpm_2").schedule is None
     with pytest.raises(names.InvalidInput, match="run different things"):  # registry dpm_2 or A1111's DPM2?
         names.resolve("dpm2")
     # the registry wins without a prefix; the prefix gives the tool's own defaults
@@ -59,12 +59,12 @@ def test_labels_imply_schedules_and_options():
 
 def test_a_callers_schedule_replaces_a_default_and_conflicts_with_a_named_one():
     _, schedule, _ = names.resolve_call("DPM++ 2M")
-    assert schedule == "karras"
+    assert schedule == "a1111:Karras"  # A1111's Karras type: on a discrete model its float32 table
     _, schedule, _ = names.resolve_call("DPM++ 2M", "exponential")
     assert schedule == "exponential"
     _, schedule, _ = names.resolve_call("DPM++ 2M Karras", "Karras")  # the same schedule, spelt differently
     assert schedule == "Karras"
-    with pytest.raises(samplers.InvalidOption, match="names the 'karras' schedule"):
+    with pytest.raises(samplers.InvalidOption, match="names the 'a1111:Karras' schedule"):
         names.resolve_call("DPM++ 2M Karras", "exponential")
     with pytest.raises(samplers.InvalidOption, match="solver_type='heun'"):
         names.resolve_call("DPM++ 2M SDE Heun", None, {"solver_type": "midpoint"})
@@ -114,13 +114,13 @@ def test_names_command_prints_the_table(capsys):
 
     assert main(["names", "--source", "a1111"]) == 0
     out = capsys.readouterr().out
-    assert "DPM++ 2M Karras" in out and "karras (named)" in out and "drop σ_{n-1}" in out
+    assert "DPM++ 2M Karras" in out and "a1111:Karras (named)" in out and "drop σ_{n-1}" in out
 
 
 def test_a_tools_name_for_the_schedule_a_label_names_is_no_conflict():
     for schedule in ("karras", "Karras", "a1111:Karras", "comfyui:karras"):
         assert names.resolve_call("DPM++ 2M Karras", schedule)[1] == schedule
-    with pytest.raises(samplers.InvalidOption, match="names the 'karras' schedule"):
+    with pytest.raises(samplers.InvalidOption, match="names the 'a1111:Karras' schedule"):
         names.resolve_call("DPM++ 2M Karras", "a1111:Exponential")
 
 
@@ -176,7 +176,7 @@ def test_the_labels_of_versions_before_1_9_are_what_the_split_gives():
 def test_a1111_combined_names_meet_a_callers_schedule_as_named_labels_do():
     from samplers.core import names
 
-    with pytest.raises(samplers.InvalidOption, match="'Euler a SGM Uniform' names the 'sgm_uniform' schedule"):
+    with pytest.raises(samplers.InvalidOption, match="'Euler a SGM Uniform' names the 'a1111:SGM Uniform' schedule"):
         names.resolve_call("Euler a SGM Uniform", "karras")
     assert names.resolve_call("Euler a SGM Uniform", "sgm_uniform")[1] == "sgm_uniform"
     assert names.resolve_call("Euler a Automatic", "karras")[1] == "karras"  # the label's default gives way

@@ -357,7 +357,7 @@ def test_compare_grid_checks_every_row_before_the_first_image(parts, monkeypatch
     assert not calls
 
 
-@pytest.mark.parametrize("label, schedule", [("a1111:DPM2", "karras"), ("a1111:DPM++ 3M SDE", "exponential"),
+@pytest.mark.parametrize("label, schedule", [("a1111:DPM2", "a1111:Karras"), ("a1111:DPM++ 3M SDE", "a1111:Exponential"),
                                              ("comfyui:dpm_2", None)])
 def test_a_label_that_drops_the_next_to_last_sigma_still_runs_the_steps_asked(parts, label, schedule):
     """A1111's get_sigmas and ComfyUI's KSampler build steps + 1 and drop the next-to-last σ: n steps, as asked."""
@@ -372,7 +372,7 @@ def test_a_label_that_drops_the_next_to_last_sigma_still_runs_the_steps_asked(pa
 def test_an_a1111_label_without_its_own_scheduler_runs_on_uniform(parts):
     pipe = parts["eps"]
     _, sigmas, _ = pipe.plan("Euler a", None, 10, {})
-    torch.testing.assert_close(sigmas, pipe.sigmas("linspace", 10), rtol=0, atol=0)
+    torch.testing.assert_close(sigmas, pipe.sigmas("a1111:Uniform", 10), rtol=0, atol=0)
     _, sigmas, _ = pipe.plan("Euler a", "karras", 10, {})  # the caller's schedule replaces A1111's Automatic
     torch.testing.assert_close(sigmas, pipe.sigmas("karras", 10), rtol=0, atol=0)
 
@@ -392,10 +392,10 @@ def test_a_default_sampler_label_is_kept_and_an_unknown_one_refused(parts):
 
 def test_a_labels_schedule_a_flow_model_cannot_build_says_what_to_pass(parts):
     pipe = parts["flow"]
-    with pytest.raises(samplers.InvalidInput, match="'Euler a' runs by default .* on the 'linspace' schedule.*pass a schedule "
+    with pytest.raises(samplers.InvalidInput, match="'Euler a' runs by default .* on the 'a1111:Uniform' schedule.*pass a schedule "
                                            "this model has, e.g. its own 'flow'"):
         pipe.plan("Euler a", None, 4, {})
-    with pytest.raises(samplers.InvalidInput, match="names the 'karras' schedule.*use 'dpmpp_2m' with one this model has"):
+    with pytest.raises(samplers.InvalidInput, match="names the 'a1111:Karras' schedule.*use 'dpmpp_2m' with one this model has"):
         pipe.plan("DPM++ 2M Karras", None, 4, {})
     assert pipe.plan("Euler a", "flow", 4, {})[0] == "euler_ancestral"
 
@@ -412,7 +412,8 @@ def test_the_models_default_sampler_runs_on_the_models_default_schedule(parts):
         torch.testing.assert_close(sigmas, pipe.sigmas(defaults["schedule"], 6), rtol=0, atol=0)
         # a sampler the caller names brings its own schedule (A1111's Automatic for "Euler a" on the eps model)
         if kind == "eps":
-            torch.testing.assert_close(pipe.plan("Euler a", None, 6, {})[1], pipe.sigmas("linspace", 6), rtol=0, atol=0)
+            torch.testing.assert_close(pipe.plan("Euler a", None, 6, {})[1], pipe.sigmas("a1111:Uniform", 6), rtol=0,
+                                       atol=0)
 
 
 def test_an_items_noise_is_batch_independent_exactly_and_the_docs_claim_no_more(parts, capsys, monkeypatch, tmp_path):

@@ -160,7 +160,7 @@ def no_load(monkeypatch):
     (["compare", P, "--seed", "-1", "--samplers", "euler", "--n", "1"], "seed = -1"),
     (["compare", P, "--seed", str(2**64 - 1), "--samplers", "euler", "--n", "2"], "no room for 2 items"),
     (["compare", P, "--n", "100000", "--samplers", "euler"], "batch = 100000"),
-    (["compare", P, "--samplers", "DPM++ 2M Karras", "--schedule", "exponential", "--n", "1"], "karras"),
+    (["compare", P, "--samplers", "DPM++ 2M Karras", "--schedule", "exponential", "--n", "1"], "a1111:Karras"),
 ])
 def test_cli_refuses_before_loading(no_load, capsys, tmp_path, argv, words):
     from samplers.cli import main
@@ -193,4 +193,4 @@ def test_a1111_dpm_fast_with_a_schedule_type_in_its_name_keeps_a1111s_whole_rang
         with pytest.raises(InvalidOption, match="ignores the Schedule type .*Leave the schedule out"):
             spec.plan_run(name, None, 10, {})
     found, sigmas, options, _ = spec.plan_run("DPM fast Karras", None, 10, {})
-    assert found.schedule == "karras" and len(sigmas) == 11 and options["eta"] == 1.0
+    assert found.schedule == "a1111:Karras" and len(sigmas) == 11 and options["eta"] == 1.0

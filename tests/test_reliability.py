@@ -219,7 +219,7 @@ def pipe():
     ({"batch": 0}, samplers.InvalidOption, "batch must be an integer >= 1"),
     ({"width": 8192, "height": 8192}, samplers.LimitExceeded, "GiB"),
     ({"width": -64}, samplers.InvalidInput, r"nearest valid: 8\)"),
-    ({"sampler": "DPM++ 2M Karras", "schedule": "exponential"}, samplers.InvalidOption, "names the 'karras'"),
+    ({"sampler": "DPM++ 2M Karras", "schedule": "exponential"}, samplers.InvalidOption, "names the 'a1111:Karras'"),
     ({"output": "png"}, samplers.InvalidInput, "output must be"),
 ])
 def test_pipeline_refuses_before_any_model_call(pipe, kw, error, rule, time_limit, monkeypatch):

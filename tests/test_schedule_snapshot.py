@@ -105,17 +105,21 @@ def test_schedules_that_built_before_give_the_same_bytes():
 
 def test_tool_names_resolved_for_a_model_other_than_flow_are_unchanged():
     """A model-aware resolution gives the names' plain options on every native that is not a flow model; on a
-    zero-terminal-SNR one it adds only the tools' finite stand-in for ᾱ_T = 0 (tests/test_zero_snr_tool_schedules.py)."""
+    zero-terminal-SNR one it adds the tools' finite stand-in for ᾱ_T = 0 (tests/test_zero_snr_tool_schedules.py), and
+    on a discrete model A1111's names add its float32 table (tests/test_a1111_float32_table.py)."""
     for native in natives().values():
         if isinstance(native, samplers.RectifiedFlow):
             continue
         zero_snr = isinstance(native, samplers.VPDiscrete) and native.zero_terminal_snr
         extra = {"terminal_alpha_bar": labels.TOOLS_ZERO_SNR_ALPHA_BAR} if zero_snr else {}
+        # A1111 reads a discrete model's ᾱ in float32 (tests/test_a1111_float32_table.py)
+        a1111 = {"float32_alphas_cumprod": True} if isinstance(native, samplers.VPDiscrete) else {}
         for prefix, table in (("comfyui", labels.COMFYUI_SCHEDULERS), ("a1111", labels.A1111_SCHEDULERS)):
             for label in table:
                 name = f"{prefix}:{label}"
                 plain, options = names.resolve_schedule(name)
-                assert names.resolve_schedule(name, native=native) == (plain, {**options, **extra})
+                mine = a1111 if prefix == "a1111" else {}
+                assert names.resolve_schedule(name, native=native) == (plain, {**options, **extra, **mine})
 
 
 if __name__ == "__main__":

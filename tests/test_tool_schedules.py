@@ -156,7 +156,7 @@ def test_a1111_labels_without_a_scheduler_run_on_uniform(label):
     """A1111's "Automatic" for a sampler without its own scheduler is the model's get_sigmas: "Uniform". (LCM's
     model is LCM's own denoiser, whose get_sigmas is lcm_uniform: tests/test_a1111_rules.py.)"""
     found, schedule, _ = names.resolve_call(f"a1111:{label}")
-    assert (schedule, found.schedule_is_explicit, found.discard_penultimate_sigma) == ("linspace", False, False)
+    assert (schedule, found.schedule_is_explicit, found.discard_penultimate_sigma) == ("a1111:Uniform", False, False)
     assert names.resolve_call(f"a1111:{label}", "karras")[1] == "karras"  # a caller's schedule still replaces it
 
 

@@ -133,9 +133,7 @@ def _a1111_combined(name: str, exact: bool = False) -> Label | None:
         raise InvalidOption(f"{name!r} is A1111's {base!r} with the {kind!r} schedule type, which A1111 does not use "
                             f"there: its {base!r} steps its own timesteps whatever the type (names.md); use {base!r}, "
                             f"or the registry's {found.sampler!r} with schedule= the one you want")
-    schedule, options = resolve_schedule(f"a1111:{kind}")
-    return dataclasses.replace(found, label=name, schedule=f"a1111:{kind}" if options else schedule,
-                               schedule_is_explicit=True)
+    return dataclasses.replace(found, label=name, schedule=f"a1111:{kind}", schedule_is_explicit=True)
 
 
 def resolve(name: str) -> Label:

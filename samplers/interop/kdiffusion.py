@@ -890,7 +890,9 @@ def get_sampler(name: str) -> Callable:
 
 
 def default_schedule(name: str) -> str | None:
-    """The schedule a label implies (``"karras"`` for A1111's "DPM++ 2M"), or None for the caller's / model's own."""
+    """The schedule a label implies (``"a1111:Karras"`` for A1111's "DPM++ 2M": A1111's Karras type, which
+    ``samplers.get_sigmas`` builds on the model's float32 table as A1111 does), or None for the caller's / model's
+    own."""
     return names.resolve(name).schedule
 
 
