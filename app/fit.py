@@ -688,6 +688,9 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
                      reference_fn=reference_fn, native=target.native, model=model, extra_args=extra_cal,
                      state_path=out / WORK / f"state-nfe{nfe}.pt", log=log, progress=bar.update)
     path = solver.save(out / f"nfe{nfe}.json")
+    capped = capped_line(nfe, solver.meta, args)
+    if capped:
+        print(capped)
     seconds = time.monotonic() - t0  # the fit, its reference included (cached after the first NFE)
     from benchmarks.common import run_info
 
@@ -699,6 +702,23 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     if "stopped_at_budget" in solver.meta:
         row["stopped_at_budget"] = solver.meta["stopped_at_budget"]
     return {**row, **heldout_scores(target, solver, nfe, args, out)}
+
+
+def capped_line(nfe: int, meta: dict, args) -> str | None:
+    """What a fit ran where --starts, --screen or a given --batch asked more than there was (the fit takes what
+    there is: fewer pairs to optimise from, every training start): one line, or None where each ran as asked."""
+    train = meta["calibration"] - meta["validation_starts"]  # the calibration's training starts (stage 1 ranks on)
+    trained = train + ((meta.get("pool") or {}).get("trained_on") or 0)  # and the pool's hard ones (stage 3)
+    parts = []
+    if meta["fitted_from_pairs"] < args.starts:
+        parts.append(f"--starts {args.starts}: optimised from {meta['fitted_from_pairs']} pair(s), all the starting "
+                     f"pairs there were at {nfe} NFE with a finite training error")
+    if args.screen is not None and args.screen >= train:
+        parts.append(f"--screen {args.screen}: every pair was ranked on all {train} training starts (as --screen "
+                     "all), there being no more")
+    if args.batch > trained and was_given(args, "batch"):  # the default (12) on fewer starts: all of them
+        parts.append(f"--batch {args.batch}: each step trained on all {trained} training starts, there being no more")
+    return f"NFE {nfe}: ran with less than asked — " + "; ".join(parts) if parts else None
 
 
 def heldout_scores(target: Target, solver, nfe: int, args, out: Path) -> dict:
@@ -1074,10 +1094,36 @@ def _check_unidentified(out: Path, report: dict, target: Target, args) -> dict:
     return {}
 
 
+# the most starts a fit holds (the calibration's with its pool's, or the held-out ones): far beyond any fit's need,
+# and a typo's millions are refused at once rather than after minutes of allocation (memory: check_starts_memory)
+MAX_STARTS = 1_000_000
+
+
+def check_starts_memory(target: Target, args) -> None:
+    """Refuse --calibration, --pool and --heldout whose starts would clearly not fit in memory (checked once the
+    latent shape is known, before any model call): each start is held a few times over (its noise, its start
+    latent, its exact endpoint), about 4 copies of the latent."""
+    from samplers.core.validate import check_allocation
+
+    per_start = math.prod(target.shape) * torch.empty((), dtype=target.dtype).element_size() * 4
+    starts = max(args.calibration * (1 + args.pool), args.heldout)
+    check_allocation(per_start * starts, f"--calibration {args.calibration} with --pool {args.pool} and --heldout "
+                     f"{args.heldout} ({starts} starts of {list(target.shape)} {target.dtype}, each held about 4 "
+                     "times)", fix="ask for fewer starts (--calibration, --pool, --heldout)")
+
+
 def run_fit(args) -> int:
     for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0), ("pool", 0), ("starts", 1), ("batch", 1)):
         if getattr(args, name) < lo:
             raise InvalidInput(f"--{name} must be at least {lo}, got {getattr(args, name)}")
+    from samplers.core.errors import LimitExceeded
+
+    for what, count in (("--calibration", args.calibration), ("--heldout", args.heldout),
+                        ("--calibration × (1 + --pool)", args.calibration * (1 + args.pool))):
+        if count > MAX_STARTS:
+            raise LimitExceeded(f"{what} asks {count} starts, more than the limit of {MAX_STARTS:,} samplers fit "
+                                "holds (far beyond what a fit needs: the defaults are 48 calibration starts, a pool "
+                                "of 4 × them, 32 held out); ask for fewer")
     if not 0 < args.validation < 1:
         raise InvalidInput(f"--validation (the share of calibration starts never trained on) must be in (0, 1), "
                            f"got {args.validation}")
@@ -1092,7 +1138,7 @@ def run_fit(args) -> int:
         raise InvalidInput(f"--seed {args.seed} is outside [0, 2**32): pass a seed in that range")
     distinct("--nfe", args.nfe, "one solver file per NFE")
     kind = check_model_options(args)
-    if args.screen != "all" and not (args.screen.isdigit() and int(args.screen) >= 1):
+    if args.screen != "all" and not (args.screen.isascii() and args.screen.isdigit() and int(args.screen) >= 1):
         raise InvalidInput(f"--screen must be 'all' or a number of training starts >= 1, got {args.screen!r}")
     args.screen = None if args.screen == "all" else int(args.screen)  # as FitConfig.screen takes it
     if any(n < 2 or n > 100 for n in args.nfe):
@@ -1123,6 +1169,7 @@ def run_fit(args) -> int:
     t0 = time.monotonic()
     deadline = None if args.time_budget is None else t0 + args.time_budget
     target = make_target(args)
+    check_starts_memory(target, args)  # the latent shape is known now; nothing is solved yet
     if args.reference_tol is not None:
         target.reference_tol = args.reference_tol
     now = setting(target, args)
@@ -1207,7 +1254,10 @@ def run_fit(args) -> int:
         gain = (f" (fitted ÷ best fixed {ratio['ratio']:.3f}, 95 % interval {ratio['interval'][0]:.3f}-"
                 f"{ratio['interval'][1]:.3f} on {r.get('heldout', args.heldout)} starts)"
                 if ratio.get("interval") else "")
-        print(f"NFE {nfe}: held-out RMSE fitted {r['fit']:.4g} | best fixed pair {r['best_fixed']['label']}: "
+        # a fit that did not beat its starting pair on the validation starts hands the pair back (kept: "start")
+        handed = (" (the fit was rejected on the validation starts: the solver is the starting pair itself)"
+                  if r.get("kept") == "start" else "")
+        print(f"NFE {nfe}: held-out RMSE fitted {r['fit']:.4g}{handed} | best fixed pair {r['best_fixed']['label']}: "
               f"{r['best_fixed']['rmse']:.4g}{above}{gain}{default} → {r['file']}")
         from samplers.core.files import write_json
 

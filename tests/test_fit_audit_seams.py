@@ -224,3 +224,82 @@ def test_the_shim_refuses_a_schedule_with_a_fitted_solver(tmp_path):
         SamplerScheduler.from_config(config, sampler=f"fitted:{path}", schedule="karras",
                                      sampler_options={"allow_other_model": True})
     SamplerScheduler.from_config(config, sampler=f"fitted:{path}", sampler_options={"allow_other_model": True})
+
+
+# ------------------------------------------------------------------------------ 11, 10: what the printed lines say
+
+
+def test_a_rejected_fit_says_it_handed_back_its_pair(tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(argv(out, "--iters", "0")) == 0
+    printed = capsys.readouterr().out
+    assert json.loads((out / "report.json").read_text())["rows"]["3"]["kept"] == "start"
+    assert "held-out RMSE fitted" in printed and "(the fit was rejected on the validation starts: the solver is the " \
+                                                "starting pair itself)" in printed, printed
+
+
+def test_options_larger_than_what_there_is_say_what_ran(tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(argv(out, "--iters", "0", "--starts", "100000", "--screen", "50", "--batch", "1000")) == 0
+    printed = capsys.readouterr().out
+    pairs = LearnedSolver.load(out / "nfe3.json").meta["fitted_from_pairs"]
+    assert (f"NFE 3: ran with less than asked — --starts 100000: optimised from {pairs} pair(s)" in printed
+            and "--screen 50: every pair was ranked on all 5 training starts" in printed
+            and "--batch 1000: each step trained on all 5 training starts" in printed), printed
+    capsys.readouterr()
+    assert main(argv(tmp_path / "asked")) == 0 and "ran with less than asked" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- 8: sizes refused up front
+
+
+def test_start_counts_beyond_the_limit_or_the_memory_are_refused_before_any_solve(tmp_path, capsys, monkeypatch):
+    from samplers.core import validate
+
+    out = tmp_path / "fit"
+    for extra, words in ((["--calibration", "2000000"], "--calibration asks 2000000 starts, more than the limit of "
+                                                         "1,000,000"),
+                         (["--pool", "100000", "--calibration", "16"], "--calibration × (1 + --pool) asks 1600016"),
+                         (["--heldout", "1000001"], "--heldout asks 1000001")):
+        assert main(argv(out, *extra)) == 2
+        err = capsys.readouterr().err
+        assert words in err and "ask for fewer" in err, err
+    monkeypatch.setattr(validate, "available_memory", lambda device: 1 << 10)
+    assert main(argv(out)) == 2
+    err = capsys.readouterr().err
+    assert "--calibration 8 with --pool 0 and --heldout 2" in err and "GiB free" in err, err
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------- 15: parsing and wording
+
+
+def test_a_screen_of_non_ascii_digits_is_refused_by_the_rule(tmp_path, capsys):
+    assert main(argv(tmp_path / "fit", "--screen", "²")) == 2
+    assert "--screen must be 'all' or a number of training starts >= 1, got '²'" in capsys.readouterr().err
+
+
+def test_another_fingerprint_is_not_said_to_be_a_guidance_scale():
+    from samplers.fitted.solver import OtherModelError
+
+    solver = LearnedSolver.from_sampler("euler", [14.6, 5.0, 1.5, 0.4, 0.0])
+    solver.model = {"fingerprint": "ab" * 32, "name": "x", "prediction": "eps"}
+    with pytest.raises(OtherModelError, match="a fingerprint covers the weights and the guidance scale"):
+        solver.check_model(fingerprint="cd" * 32)
+
+
+# ------------------------------------------------------------------------------ 9: a solver's nodes in float32
+
+
+def test_a_float32_tensor_of_the_nodes_is_the_nodes():
+    from samplers import InvalidInput
+
+    solver = LearnedSolver.from_sampler("euler", [80.0, 5.3989520437828595, 1.01195743995481, 0.002002057690047021,
+                                                  0.0])
+    solver.check_nodes(torch.tensor(solver.sigmas, dtype=torch.float32))
+    solver.check_nodes(torch.tensor(solver.sigmas, dtype=torch.float32).double())  # converted back on its way
+    solver.check_nodes(solver.tensor())
+    off = torch.tensor(solver.sigmas, dtype=torch.float64) * (1 + 1e-7)
+    with pytest.raises(InvalidInput, match=r"got sigmas \[80\.00000800000001, 5\.398952583") as err:
+        solver.check_nodes(off)
+    assert "rounded to float32" in str(err.value)

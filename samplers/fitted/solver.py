@@ -90,17 +90,27 @@ class LearnedSolver:
             other.sigmas, other.eps_weights, other.denoised_weights, other.model_sigmas or other.sigmas[:-1])
 
     def check_nodes(self, sigmas) -> None:
-        """Refuse ``sigmas`` other than this solver's own nodes (to a relative 1e-9), the only ones it runs on."""
-        if self.steps != len(sigmas) - 1 or any(abs(a - b) > 1e-9 * max(abs(b), 1e-12)
-                                                for a, b in zip(sigmas, self.sigmas)):
-            raise InvalidInput(f"this solver runs on its own {self.steps} σ nodes {[round(v, 4) for v in self.sigmas]}, "
-                               f"got sigmas {[round(float(v), 4) for v in sigmas]}; pass solver.sigmas (a name "
-                               "'fitted:PATH' does this in the pipeline, the CLI and the diffusers shim)")
+        """Refuse ``sigmas`` other than this solver's own nodes, the only ones it runs on: each equal to its node to
+        a relative 1e-9, or to that node rounded to float32 (a float32 tensor of the nodes, even one converted back
+        to float64 on its way here, is those nodes at that precision)."""
+        given = [float(v) for v in sigmas]
+
+        def same(a: float, b: float) -> bool:
+            return abs(a - b) <= 1e-9 * max(abs(b), 1e-12) or a == float(torch.tensor(b, dtype=torch.float32))
+
+        if self.steps != len(given) - 1 or not all(same(a, b) for a, b in zip(given, self.sigmas)):
+            ours, theirs = [round(v, 4) for v in self.sigmas], [round(v, 4) for v in given]
+            if ours == theirs:  # alike at 4 digits: show them whole, where they differ
+                ours, theirs = list(self.sigmas), given
+            raise InvalidInput(f"this solver runs on its own {self.steps} σ nodes {ours}, got sigmas {theirs} "
+                               "(each must equal its node to a relative 1e-9, or be that node rounded to float32); "
+                               "pass solver.sigmas (a name 'fitted:PATH' does this in the pipeline, the CLI and the "
+                               "diffusers shim)")
 
     def tensor(self) -> torch.Tensor:
         return torch.tensor(self.sigmas, dtype=torch.float64)
 
-    def __array__(self, dtype=None, copy=None):  # usable as a schedule: torch.as_tensor(solver)
+    def __array__(self, dtype=None, copy=None):  # numpy reads it as its nodes: np.asarray(solver); torch: .tensor()
         return np.asarray(self.sigmas, dtype=dtype or np.float64)
 
     def validate(self) -> "LearnedSolver":
@@ -284,8 +294,8 @@ class LearnedSolver:
         if got != want:
             raise OtherModelError(
                 f"{what} was fitted to {name} (fingerprint {_differs(want, got)}), not to this model "
-                f"({_differs(got, want)}; the same "
-                "network at another guidance scale is another model): its weights are tuned to the other model's "
+                f"({_differs(got, want)}; a fingerprint covers the weights and the guidance scale, so the same "
+                "network at another guidance scale is another model too): its weights are tuned to the other model's "
                 "errors. Fit one to this model (`samplers fit`), or pass allow_other_model=True to run it anyway")
 
 
