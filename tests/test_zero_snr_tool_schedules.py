@@ -300,3 +300,15 @@ def test_a_run_from_the_tools_sigma_max_is_comfyuis():
             ref = ref + (ref - denoised) / s * (s_next - s)
         assert times == comfy_times, label
         torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("label, kind", [("DPM++ 2M", "Karras"), ("Euler a", "Uniform"), ("DPM++ 2M SDE", "Exponential"),
+                                         ("Euler a Karras", "Karras")])
+def test_a1111_sampler_labels_run_on_a1111s_schedule_on_a_zero_snr_model(label, kind):
+    """A label's own schedule ("Automatic", or the type in its name) is A1111's type: from σ_max ≈ 4518.76 on a
+    zero-terminal-SNR model, where the registry's karras / linspace start at σ = inf."""
+    found = names.resolve(f"a1111:{label}")
+    for n in (5, 20):
+        run = samplers.get_sigmas(found.schedule, n, native=ZSNR)
+        torch.testing.assert_close(run, ours(kind, n), rtol=0, atol=0)
+        assert math.isclose(float(run[0]), float(a1111_zsnr_sigmas()[-1]), rel_tol=1e-6)
