@@ -629,9 +629,10 @@ class PoolReferences:
         return torch.stack(found).to(x.device)
 
 
-def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: int, ref: torch.Tensor) -> dict | None:
+def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: int, ref: torch.Tensor) -> dict | str:
     """The held-out RMSE of the model's default at ``nfe`` calls: its default (sampler, schedule) for a shipped
-    model, its own diffusers scheduler (diffusers' loop, from that scheduler's start) for a diffusers folder."""
+    model, its own diffusers scheduler (diffusers' loop, from that scheduler's start) for a diffusers folder; where
+    there is none, why (a string: the report's ``default_none``, printed as "default: none (why)")."""
     import samplers
     from benchmarks.common import rmse
 
@@ -647,19 +648,19 @@ def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: 
                                  disable=True)
         return {"label": f"{sampler} + {schedule} ({steps} steps)", "rmse": rmse(x0, ref)}
     if target.scheduler is None:
-        return None
+        return "a mixture or module:function Problem names no default sampler nor diffusers scheduler"
     from benchmarks.common import Problem
     from benchmarks.peers import peer_steps, run_peer
 
     label, config, native_for = target.scheduler
     found = peer_steps(label, config, nfe)
     if found is None:
-        return None
+        return f"diffusers {label} takes no step count that makes {nfe} model calls"
     problem = Problem(target.name, target.denoiser, target.native, target.shape, target.sigma_min,
                       target.sigma_max, native_model_for=native_for)
     x0, x_start, sigma_start, calls = run_peer(problem, label, config, found[0], noise, seed)
     if math.isinf(sigma_start):
-        return None
+        return (f"diffusers {label} starts at σ = inf, where no exact endpoint is solved to score it against")
     own = _cached_reference(out, target, f"heldout-{label}-{found[0]}-{seed}", x_start, extra, sigma_start)
     return {"label": f"diffusers {label} ({found[0]} steps, {calls} calls)", "rmse": rmse(x0, own)}
 
@@ -763,8 +764,10 @@ def heldout_scores(target: Target, solver, nfe: int, args, out: Path) -> dict:
             start_solver.sigmas[0]):
         row["best_fixed"]["sigma_start"] = start_solver.sigmas[0]
     default = default_run(target, nfe, out, noise_test, HELDOUT_SEED + args.seed, reference_from(target.sigma_max))
-    if default is not None:
+    if isinstance(default, dict):
         row["default"] = default
+    else:
+        row["default_none"] = default
     return row
 
 
@@ -938,6 +941,8 @@ def read_report(out: Path) -> dict:
                                                  and not isinstance(row["heldout"], bool))),
             ("sigma_start", "sigma_start" not in row or _start(row["sigma_start"])),
             ("default", "default" not in row or pair(row["default"])),
+            ("default_none", "default_none" not in row or (isinstance(row["default_none"], str)
+                                                           and "default" not in row)),
             ("seconds", "seconds" not in row or _number(row["seconds"])),
             ("time_budget", "time_budget" not in row or _number(row["time_budget"])),
             ("stopped_at_budget", "stopped_at_budget" not in row or _budget_stops(row["stopped_at_budget"])),
@@ -1036,7 +1041,9 @@ def _check_setting(out: Path, report: dict, now: dict, args) -> dict:
                               "its finished NFEs were fitted with other options") + f"; {fix}")
     import shutil
 
-    print(f"--restart: replacing the fits in {out} ({what})")
+    listed = sorted(report["rows"], key=int)
+    print(f"--restart: replacing the fits in {out} ({what}): deleting the solver of every NFE its report lists, asked "
+          f"or not (" + ", ".join(f"nfe{k}.json" for k in listed) + "; their rows were made with the old setting)")
     for k in report["rows"]:
         (out / f"nfe{k}.json").unlink(missing_ok=True)
     if any(before.get(k) != now[k] for k in IDENTITY):  # the cached exact endpoints are another model's
@@ -1248,7 +1255,8 @@ def run_fit(args) -> int:
         stopped = budget_stop_line(nfe, r, now["fingerprint"] is not None)
         if stopped:
             print(stopped)
-        default = f" | default {r['default']['label']}: {r['default']['rmse']:.4g}" if "default" in r else ""
+        default = (f" | default {r['default']['label']}: {r['default']['rmse']:.4g}" if "default" in r else
+                   f" | default: none ({r['default_none']})" if "default_none" in r else "")
         above = _starts_shown(r, target.sigma_max)
         ratio = r.get("fit_over_best_fixed") or {}
         gain = (f" (fitted ÷ best fixed {ratio['ratio']:.3f}, 95 % interval {ratio['interval'][0]:.3f}-"

@@ -56,7 +56,8 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     steps_list = distinct("steps_list", steps_list, "the grid has one column per step count")
     refuse_fitted_schedule(sampler_names, schedule, "schedule")
     seeds = [seed + k for k in range(len(prompts))]
-    # a fitted solver runs only at its own NFE: its row fills that column (added when missing)
+    # a fitted solver runs only at its own NFE: its row fills that column alone; the column is added to steps_list
+    # when missing, and every other sampler runs there too (the grid compares them at the fitted NFE)
     fixed = {name: len(lab.sigmas) - 1 for name in sampler_names if (lab := names.resolve(name)).sigmas is not None}
     steps_list = sorted(set(steps_list) | set(fixed.values()))
     cfg = pipe.guidance(cfg)

@@ -303,3 +303,47 @@ def test_a_float32_tensor_of_the_nodes_is_the_nodes():
     with pytest.raises(InvalidInput, match=r"got sigmas \[80\.00000800000001, 5\.398952583") as err:
         solver.check_nodes(off)
     assert "rounded to float32" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------- 6: the default column
+
+
+def test_a_model_without_a_default_says_so_in_the_printed_line(tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(argv(out)) == 0
+    printed = capsys.readouterr().out
+    why = "a mixture or module:function Problem names no default sampler nor diffusers scheduler"
+    assert f" | default: none ({why}) → " in printed, printed
+    row = json.loads((out / "report.json").read_text())["rows"]["3"]
+    assert row["default_none"] == why and "default" not in row
+    assert main(argv(out)) == 0 and f"default: none ({why})" in capsys.readouterr().out  # read back, kept
+
+
+# ---------------------------------------------------------------- 14: the shim and nodes outside its σ table
+
+
+def test_the_shim_refuses_fitted_nodes_outside_the_configs_sigma_range_even_for_another_model(tmp_path):
+    from samplers import InvalidOption
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    solver = LearnedSolver.from_sampler("euler", [80.0, 5.0, 1.5, 0.002, 0.0])
+    solver.model = {"fingerprint": "ab" * 32, "name": "x", "prediction": "eps"}
+    path = solver.save(tmp_path / "s.json")
+    config = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
+              "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon"}
+    with pytest.raises(InvalidOption, match=r"runs on σ nodes 80, 0.002 outside this config's σ range "
+                                            r"\[0.0291675, 14.6146\]"):
+        SamplerScheduler.from_config(config, sampler=f"fitted:{path}", sampler_options={"allow_other_model": True})
+
+
+# ----------------------------------------------------------- 12: what --restart with other options deletes
+
+
+def test_restart_with_other_options_says_it_deletes_every_listed_solver(tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(["fit", "--model", "gm-ve", "--nfe", "2", "3", "--out", str(out), *QUICK]) == 0
+    capsys.readouterr()
+    assert main(argv(out, "--iters", "1", "--restart")) == 0
+    printed = capsys.readouterr().out
+    assert "deleting the solver of every NFE its report lists, asked or not (nfe2.json, nfe3.json" in printed, printed
+    assert not (out / "nfe2.json").exists() and set(json.loads((out / "report.json").read_text())["rows"]) == {"3"}

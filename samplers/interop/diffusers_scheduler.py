@@ -616,6 +616,17 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             solver.check_model(prediction=self.prediction,
                                supports_infinite_sigma=self.prediction not in ("eps", "score", "edm"),
                                allow_other_model=options.get("allow_other_model", False), source=label.label)
+        if label is not None and label.sigmas is not None and self.space != "flow":
+            # a discrete model's timesteps come from its σ table: a node outside it would be clamped to its ends
+            # (another σ than the solver's) — allow_other_model allows another model, not a σ this one lacks. Within
+            # 0.1 % of an end is that end (the same model's table in float32 or float64 differs by some 1e-5)
+            lo, hi = float(self.native.sigma_min), float(self.native.sigma_max)
+            outside = [float(v) for v in label.sigmas[:-1] if not lo * (1 - 1e-3) <= float(v) <= hi * (1 + 1e-3)]
+            if outside:
+                raise InvalidOption(f"{label.label!r} runs on σ nodes {', '.join(f'{v:g}' for v in outside)} outside "
+                                    f"this config's σ range [{lo:g}, {hi:g}] (its timestep table, to 0.1 %), where they "
+                                    "would be clamped to the table's ends, another schedule than the solver's; fit a "
+                                    "solver to this model (`samplers fit`), or use one whose nodes lie in that range")
         self._check_schedule_options(schedule_options)
         self.latents = self._source.latents if self._source is not None else "native"
         self.order = self._order(self.spec)
