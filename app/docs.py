@@ -231,9 +231,9 @@ def names_md() -> str:
             "σ_max = 4518.76 (the other levels agree); the model's time input between timestep 998 (σ ≈ 2254) and "
             "σ_max is log-σ interpolation toward diffusers' stand-in σ ≈ 4096 (the model's own rule, whatever the "
             "schedule name), where the tools' tables end at 4518.76 (ComfyUI rounds to the nearest entry, A1111 "
-            "interpolates or, with its quantization option, rounds). A zero-SNR model given only its rescaled table "
-            "(diffusers' `trained_betas`, not built from betas) gives A1111's σ_max but not its float32 rescale at "
-            "timesteps 1–3 (about 2e-5 relative).",
+            "interpolates or, with its quantization option, rounds). A zero-SNR model built from its rescaled table alone "
+            "(`VPDiscrete(alphas_cumprod)`, not `from_betas`, `from_alphas_cumprod` or a diffusers config) gives A1111's "
+            "σ_max but not its float32 rescale at timesteps 1–3 (up to 1.7e-5 relative).",
             "- The σ formulas behind `karras`, `exponential`, `polyexponential` and `kl_optimal` (so ComfyUI's and "
             "A1111's Karras / Exponential / Polyexponential / KL Optimal names, A1111's on its float32 table) are "
             "evaluated in float64 here, where both tools evaluate them in float32 (k-diffusion's functions in torch's default dtype): the levels "
@@ -325,7 +325,9 @@ def names_md() -> str:
            "the model's ᾱ as A1111 stores it, in float32 (`VPDiscrete.with_float32_alphas_cumprod`; on a "
            "zero-terminal-SNR model A1111's float32 rescale, then its terminal ᾱ), and A1111's sampler labels run on "
            "those types: their own schedules are now `a1111:Karras`, `a1111:Exponential` and `a1111:Uniform` (were "
-           "the registry's `karras`, `exponential`, `linspace`), as are the \"<sampler> <type>\" names. The levels "
+           "the registry's `karras`, `exponential`, `linspace`), as are the \"<sampler> <type>\" names, and a label that names its type "
+           "runs it where the caller passes the same rule by another name (`\"DPM++ 2M Karras\"` with "
+           "`schedule=\"karras\"`). The levels "
            "that depend on σ_min or the table's first entries move by up to 1.3e-5 relative on SD 1.x and SDXL "
            "(σ_min 0.0291675 instead of 0.0291672; up to 8e-5 on a linear-β table) and match A1111's to about 1e-7 "
            "(tests/test_a1111_float32_table.py); on a zero-terminal-SNR model a label's own schedule now starts at "

@@ -296,3 +296,28 @@ def test_the_pipeline_builds_a1111_names_on_a1111s_table(tmp_path):
     _, sigmas, _ = pipe.plan("a1111:DPM++ 2M", "a1111:Exponential", 10, {})
     assert torch.equal(torch.as_tensor(sigmas), samplers.get_sigmas("a1111:Exponential", 10, native=native))
     assert torch.equal(pipe.sigmas("comfyui:karras", 12), samplers.get_sigmas("karras", 12, native=native))
+
+
+def test_the_models_own_range_passed_with_an_a1111_name_is_its_range_as_a1111_reads_it():
+    """Generic code passes the model's range (what get_sigmas fills in when it is left out): with an A1111 name that
+    is the float32 table's range, for every type, on SD 1.x and on a zero-terminal-SNR model."""
+    for native in (samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012),
+                   samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012, rescale_betas_zero_snr=True)):
+        for kind in labels.A1111_SCHEDULERS:
+            name = f"a1111:{kind}"
+            torch.testing.assert_close(
+                samplers.get_sigmas(name, 10, native=native, sigma_min=native.sigma_min, sigma_max=native.sigma_max),
+                samplers.get_sigmas(name, 10, native=native), rtol=0, atol=0, msg=name)
+
+
+def test_a_zero_snr_diffusers_config_with_trained_betas_reads_as_built_from_betas():
+    """A config's trained_betas with rescale_betas_zero_snr: A1111's float32 rescale of the table before it."""
+    from samplers.interop.diffusers_models import native_from_config
+
+    built = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012, rescale_betas_zero_snr=True)
+    betas = (torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2).tolist()
+    config = native_from_config({"trained_betas": betas, "rescale_betas_zero_snr": True,
+                                 "prediction_type": "v_prediction"})[0]
+    for kind in ("DDIM", "Simple", "Uniform", "Karras"):
+        torch.testing.assert_close(samplers.get_sigmas(f"a1111:{kind}", 20, native=config),
+                                   samplers.get_sigmas(f"a1111:{kind}", 20, native=built), rtol=0, atol=0)

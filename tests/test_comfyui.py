@@ -239,8 +239,10 @@ def test_extra_options_are_sampler_options_and_are_checked():
                                                     disable=True))
     with pytest.raises(samplers.InvalidOption, match="no option"):
         comfyui.ksampler_function("dpmpp_2m", eta=0.5)
-    with pytest.raises(samplers.InvalidOption, match="SIGMAS input"):
-        comfyui.ksampler_function("DPM++ 2M Karras")
+    with pytest.raises(samplers.InvalidOption, match="SIGMAS input: use 'dpmpp_2m' with the 'karras' scheduler$"):
+        comfyui.ksampler_function("DPM++ 2M Karras")  # ComfyUI's name for the rule, not the label's a1111:Karras
+    with pytest.raises(samplers.InvalidOption, match=r"get_sigmas\('a1111:Beta'.*ComfyUI has no scheduler of that"):
+        comfyui.ksampler_function("Euler a Beta")  # A1111's Beta (beta_sigmas) is not ComfyUI's beta
 
 
 @pytest.mark.parametrize("name", ["euler", "dpmpp_2m", "dpmpp_sde", "euler_ancestral"])

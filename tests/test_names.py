@@ -62,8 +62,8 @@ def test_a_callers_schedule_replaces_a_default_and_conflicts_with_a_named_one():
     assert schedule == "a1111:Karras"  # A1111's Karras type: on a discrete model its float32 table
     _, schedule, _ = names.resolve_call("DPM++ 2M", "exponential")
     assert schedule == "exponential"
-    _, schedule, _ = names.resolve_call("DPM++ 2M Karras", "Karras")  # the same schedule, spelt differently
-    assert schedule == "Karras"
+    _, schedule, _ = names.resolve_call("DPM++ 2M Karras", "karras")  # the same rule, spelt differently: the label's
+    assert schedule == "a1111:Karras"
     with pytest.raises(samplers.InvalidOption, match="names the 'a1111:Karras' schedule"):
         names.resolve_call("DPM++ 2M Karras", "exponential")
     with pytest.raises(samplers.InvalidOption, match="solver_type='heun'"):
@@ -118,8 +118,8 @@ def test_names_command_prints_the_table(capsys):
 
 
 def test_a_tools_name_for_the_schedule_a_label_names_is_no_conflict():
-    for schedule in ("karras", "Karras", "a1111:Karras", "comfyui:karras"):
-        assert names.resolve_call("DPM++ 2M Karras", schedule)[1] == schedule
+    for schedule in ("karras", "Karras", "a1111:Karras", "comfyui:karras"):  # the label's own runs (A1111's table)
+        assert names.resolve_call("DPM++ 2M Karras", schedule)[1] == "a1111:Karras"
     with pytest.raises(samplers.InvalidOption, match="names the 'a1111:Karras' schedule"):
         names.resolve_call("DPM++ 2M Karras", "a1111:Exponential")
 
@@ -178,7 +178,7 @@ def test_a1111_combined_names_meet_a_callers_schedule_as_named_labels_do():
 
     with pytest.raises(samplers.InvalidOption, match="'Euler a SGM Uniform' names the 'a1111:SGM Uniform' schedule"):
         names.resolve_call("Euler a SGM Uniform", "karras")
-    assert names.resolve_call("Euler a SGM Uniform", "sgm_uniform")[1] == "sgm_uniform"
+    assert names.resolve_call("Euler a SGM Uniform", "sgm_uniform")[1] == "a1111:SGM Uniform"  # the same rule: the label's
     assert names.resolve_call("Euler a Automatic", "karras")[1] == "karras"  # the label's default gives way
 
 

@@ -251,8 +251,10 @@ def resolve_call(name: str, schedule: str | None = None, options: dict | None = 
     """``(label, schedule, options)`` for a call: the label's implied schedule and options merged with the caller's.
 
     A caller's schedule replaces a label's default one; it conflicts with a label that names its schedule
-    ("DPM++ 2M Karras" with ``schedule="exponential"``). A caller's option with a different value than the label's
-    is a conflict too. Conflicts raise :class:`~samplers.core.errors.InvalidOption`.
+    ("DPM++ 2M Karras" with ``schedule="exponential"``), and where it names the same rule ("karras", "Karras") the
+    label's own runs (A1111's Karras type: on a discrete model its float32 table, where the registry's karras reads the
+    model's exact one). A caller's option with a different value than the label's is a conflict too. Conflicts raise
+    :class:`~samplers.core.errors.InvalidOption`.
     """
     found = resolve(name)
     merged = merge_options(found, options)
@@ -264,6 +266,7 @@ def resolve_call(name: str, schedule: str | None = None, options: dict | None = 
             raise InvalidOption(f"{name!r} names the {found.schedule!r} schedule, but schedule={schedule!r} was "
                                 f"passed; use the label without the schedule ({found.sampler!r}) or drop the "
                                 "schedule argument")
+        return found, found.schedule, merged  # the same rule: the label's, as its tool runs it
     return found, schedule, merged
 
 

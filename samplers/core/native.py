@@ -199,6 +199,15 @@ class VPDiscrete(NoiseSchedule):
                    beta_end: float = 0.012, rescale_betas_zero_snr: bool = False, quantize: bool = False):
         """E.g. Stable Diffusion 1.x: ``VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)``."""
         ac = torch.cumprod(1 - betas_for(kind, num_train_timesteps, beta_start, beta_end), 0)
+        return cls.from_alphas_cumprod(ac, rescale_betas_zero_snr=rescale_betas_zero_snr, quantize=quantize)
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor, rescale_betas_zero_snr: bool = False,
+                            quantize: bool = False):
+        """The model of this ᾱ table (e.g. from a config's ``trained_betas``), rescaled to zero terminal SNR as
+        diffusers' ``rescale_betas_zero_snr`` does where asked; the table before the rescale is kept, from which
+        :meth:`with_float32_alphas_cumprod` redoes A1111's rescale on its float32 ᾱ."""
+        ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
         if not rescale_betas_zero_snr:
             return cls(ac, quantize=quantize)
         model = cls(rescale_zero_terminal_snr(ac), quantize=quantize)

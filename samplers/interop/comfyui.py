@@ -88,7 +88,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     label = names.resolve(name)
     if label.schedule is not None and label.schedule_is_explicit:
         raise InvalidOption(f"{name!r} names the {label.schedule!r} schedule, but in ComfyUI the schedule is the "
-                            f"SIGMAS input: use {label.sampler!r} with a {label.schedule!r} scheduler node")
+                            f"SIGMAS input: use {label.sampler!r} with {_scheduler_node(label.schedule)}")
     spec = SAMPLERS.get(label.sampler)
     check_options(spec, names.merge_options(label, options))
     # A ComfyUI name that ComfyUI runs with another rule on flow models: that rule there, or a refusal.
@@ -253,6 +253,16 @@ def _model_sampling(model):
         return model.inner_model.model_patcher.get_model_object("model_sampling")
     except AttributeError:
         return None
+
+
+def _scheduler_node(schedule: str) -> str:
+    """Where a ComfyUI user gets ``schedule``'s σ: the ComfyUI scheduler of that rule, else the σ passed in."""
+    wanted = names.resolve_schedule(schedule)
+    same = [k for k in labels.COMFYUI_SCHEDULERS if names.resolve_schedule(f"comfyui:{k}") == wanted]
+    if same:
+        return f"the {same[0]!r} scheduler"
+    return (f"the σ of samplers.get_sigmas({schedule!r}, steps, native=...) as its SIGMAS (ComfyUI has no scheduler "
+            "of that rule)")
 
 
 def _percent_to_sigma(sampling, percent: float) -> float:

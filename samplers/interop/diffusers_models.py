@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..core.native import VE, NoiseSchedule, RectifiedFlow, VPDiscrete, rescale_zero_terminal_snr
+from ..core.native import VE, NoiseSchedule, RectifiedFlow, VPDiscrete
 from ..core.conversion import Denoiser, canonical_prediction, to_denoiser
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.validate import integer, positive, real
@@ -251,9 +251,8 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
                               f"{trained!r}") from None
         if betas.numel() < 2 or not bool(((betas > 0) & (betas < 1)).all()):
             raise InvalidInput("trained_betas must hold at least 2 betas, each in (0, 1)")
-        schedule = VPDiscrete(torch.cumprod(1 - betas, 0))
-        if flag(cfg, "rescale_betas_zero_snr"):
-            schedule = VPDiscrete(rescale_zero_terminal_snr(schedule.alphas_cumprod))
+        schedule = VPDiscrete.from_alphas_cumprod(torch.cumprod(1 - betas, 0),
+                                                  rescale_betas_zero_snr=flag(cfg, "rescale_betas_zero_snr"))
         return schedule, prediction
     schedule = VPDiscrete.from_betas(cfg.get("beta_schedule", "linear"), n_train,
                                      real("beta_start", cfg.get("beta_start", 0.0001)),

@@ -192,13 +192,9 @@ def schedule_options(fn) -> list[str]:
     return [p for p in params if p not in ("n", "sigma_min", "sigma_max", *FROM_NATIVE)]
 
 
-def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | None = None, caller_native=None,
-                      **given) -> None:
+def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | None = None, **given) -> None:
     """An explicit range end the schedule does not take must be the model's own (its training table's); a preset
-    takes no end other than its levels' own, with or without a model (the model's range is not what it uses).
-    ``caller_native``: the model as the caller passed it, where a tool's name reads it otherwise (``native``: A1111's
-    float32 table, the tools' zero-SNR stand-in); its ends are the model's own too."""
-    models = [m for m in (native, caller_native) if m is not None]
+    takes no end other than its levels' own, with or without a model (the model's range is not what it uses)."""
     if canonical in PRESETS:
         ends = getattr(SCHEDULES.get(canonical), "ends", None)
         level_options = {k: v for k, v in (options or {}).items() if k == "levels"}
@@ -209,7 +205,8 @@ def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | N
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if number and end in own and math.isclose(float(value), own[end], rel_tol=1e-6):
                 continue  # the preset's own end: what it uses anyway
-            if number and any(math.isclose(float(value), float(getattr(m, end)), rel_tol=1e-6) for m in models):
+            if number and native is not None and math.isclose(float(value), float(getattr(native, end)),
+                                                              rel_tol=1e-6):
                 continue  # the model's own end, which get_sigmas fills in when it is left out: not a choice dropped
             where = "" if native is None else " (native= does not change them)"
             mine = f" (its own {end} is {own[end]:g})" if end in own else ""
@@ -226,12 +223,18 @@ def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | N
             own = float(table[0] if end == "sigma_min" else table[-1])
         if own is None:  # no table: the schedule itself says it needs one
             continue
-        owns = [own] + [getattr(m, end) for m in models[1:] if getattr(m, end, None) is not None]
-        if not any(math.isclose(float(value), float(o), rel_tol=1e-6) for o in owns):
+        if not math.isclose(float(value), float(own), rel_tol=1e-6):
             raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ come from the model's training "
                                 f"timesteps (its {end} is {float(own):g}), so {end}="
                                 f"{value!r} would be ignored; leave {end} out, or use a σ schedule that takes a range "
                                 "(karras, exponential, normal, sgm_uniform)")
+
+
+def _same_end(value, own) -> bool:
+    """``value`` is the model's end ``own`` (within 1e-12 relative, both infinite alike); a bool or a non-number is not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isclose(float(value), float(own), rel_tol=1e-12)
 
 
 def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min: float | None = None,
@@ -261,7 +264,7 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     # an A1111 name on a discrete model (names.resolve_schedule): the model's ᾱ as A1111 stores them, in float32
     # (VPDiscrete.with_float32_alphas_cumprod; on a zero-SNR model A1111's float32 rescale), before its terminal ᾱ
     float32_table = kw.pop("float32_alphas_cumprod", False)
-    caller_native = native
+    given = native
     if not isinstance(float32_table, bool):
         raise InvalidType(f"float32_alphas_cumprod must be True or False, got {float32_table!r}")
     if float32_table:
@@ -274,6 +277,12 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
             raise InvalidInput("terminal_alpha_bar sets the last alphas_cumprod of a zero-terminal-SNR model: pass "
                                "native=<VPDiscrete with rescale_betas_zero_snr>")
         native = native.with_terminal_alpha_bar(terminal)
+    if native is not given:  # the model's own ends, passed as generic code does (what is filled in when left out), are
+        # its ends as the tool reads it
+        if sigma_min is not None and _same_end(sigma_min, given.sigma_min):
+            sigma_min = native.sigma_min
+        if sigma_max is not None and _same_end(sigma_max, given.sigma_max):
+            sigma_max = native.sigma_max
     fn = SCHEDULES.get(canonical)
     valid = schedule_options(fn)
     unknown = [k for k in kw if k not in valid and k not in FROM_NATIVE]
@@ -288,9 +297,7 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     if native is not None and not isinstance(native, NoiseSchedule):
         raise InvalidType(f"native must be a samplers.core.native schedule (VPDiscrete, RectifiedFlow, ...), got "
                           f"{type(native).__name__}")
-    _check_fixed_ends(canonical, native, kw.get("training_sigmas"), kw,
-                      caller_native=caller_native if caller_native is not native else None, sigma_min=sigma_min,
-                      sigma_max=sigma_max)
+    _check_fixed_ends(canonical, native, kw.get("training_sigmas"), kw, sigma_min=sigma_min, sigma_max=sigma_max)
     if native is not None:
         sigma_min = native.sigma_min if sigma_min is None else sigma_min
         sigma_max = native.sigma_max if sigma_max is None else sigma_max
