@@ -132,9 +132,9 @@ _ENTRY_UNUSED = {
                     "denoiser on every start",
     "native_model_for": "a native model per batch, where samplers fit's default row runs none for a module:function "
                         "Problem",
-    "reference_fn": "its own exact endpoints, where samplers fit solves the PF-ODE of the denoiser adaptively "
-                    "(--reference-tol)",
 }
+# (a Problem's reference_fn — exact endpoints of the same denoiser — is not read either: samplers fit solves that
+# denoiser's PF-ODE adaptively, --reference-tol, which is the same model's endpoint, so it is no other model)
 
 
 def _check_entry_problem(spec: str, p) -> None:
@@ -1263,8 +1263,9 @@ def run_fit(args) -> int:
                 f"{ratio['interval'][1]:.3f} on {r.get('heldout', args.heldout)} starts)"
                 if ratio.get("interval") else "")
         # a fit that did not beat its starting pair on the validation starts hands the pair back (kept: "start")
-        handed = (" (the fit was rejected on the validation starts: the solver is the starting pair itself)"
-                  if r.get("kept") == "start" else "")
+        handed = ("" if r.get("kept") != "start" else
+                  " (--iters 0: the solver is the starting pair itself)" if args.iters == 0 else
+                  " (the fit was rejected on the validation starts: the solver is the starting pair itself)")
         print(f"NFE {nfe}: held-out RMSE fitted {r['fit']:.4g}{handed} | best fixed pair {r['best_fixed']['label']}: "
               f"{r['best_fixed']['rmse']:.4g}{above}{gain}{default} → {r['file']}")
         from samplers.core.files import write_json

@@ -63,14 +63,9 @@ def a1111_zero_snr_alphas_cumprod(alphas_cumprod32: torch.Tensor) -> torch.Tenso
     """A1111's "Zero Terminal SNR" (modules/sd_models.py apply_alpha_schedule_override → rescale_zero_terminal_snr_abar)
     on the float32 buffer, computed in float32 as A1111 does, its last ᾱ set to 4.8973451890853435e-08 (stored in
     float32)."""
-    alphas_bar_sqrt = alphas_cumprod32.sqrt()
-    alphas_bar_sqrt_0 = alphas_bar_sqrt[0].clone()
-    alphas_bar_sqrt_T = alphas_bar_sqrt[-1].clone()
-    alphas_bar_sqrt -= alphas_bar_sqrt_T
-    alphas_bar_sqrt *= alphas_bar_sqrt_0 / (alphas_bar_sqrt_0 - alphas_bar_sqrt_T)
-    alphas_bar = alphas_bar_sqrt ** 2
-    alphas_bar[-1] = 4.8973451890853435e-08
-    return alphas_bar
+    from test_zero_snr_tool_schedules import rescaled_alphas_cumprod
+
+    return rescaled_alphas_cumprod(alphas_cumprod32)
 
 
 ZSNR = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012, rescale_betas_zero_snr=True)
@@ -321,3 +316,12 @@ def test_a_zero_snr_diffusers_config_with_trained_betas_reads_as_built_from_beta
     for kind in ("DDIM", "Simple", "Uniform", "Karras"):
         torch.testing.assert_close(samplers.get_sigmas(f"a1111:{kind}", 20, native=config),
                                    samplers.get_sigmas(f"a1111:{kind}", 20, native=built), rtol=0, atol=0)
+
+
+def test_the_models_ends_read_from_a_float32_table_are_its_ends_too():
+    """Generic code may read the ends off a float32 σ table: within 1e-6 they are the model's, as for registry names."""
+    native = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    lo, hi = (float(torch.tensor(v, dtype=torch.float32)) for v in (native.sigma_min, native.sigma_max))
+    for kind in ("Uniform", "Align Your Steps", "Simple", "DDIM", "Normal", "Karras"):
+        torch.testing.assert_close(samplers.get_sigmas(f"a1111:{kind}", 10, native=native, sigma_min=lo, sigma_max=hi),
+                                   samplers.get_sigmas(f"a1111:{kind}", 10, native=native), rtol=0, atol=0)

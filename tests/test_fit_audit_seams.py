@@ -132,7 +132,6 @@ def test_a_module_without_parameters_or_buffers_has_no_fingerprint():
 
 @pytest.mark.parametrize("function, words", [
     ("conditional", ["sets denoiser_for", "a denoiser per batch", "dataclasses.replace(problem, denoiser_for=None)"]),
-    ("own_reference", ["sets reference_fn", "its own exact endpoints"]),
 ])
 def test_a_problem_whose_fields_the_fit_would_ignore_is_refused_before_any_work(tmp_path, capsys, problem_module,
                                                                                function, words):
@@ -141,6 +140,12 @@ def test_a_problem_whose_fields_the_fit_would_ignore_is_refused_before_any_work(
     err = capsys.readouterr().err
     assert all(w in err for w in words) and "'mine'" in err, err
     assert not out.exists()
+
+
+def test_a_problem_with_its_own_reference_fn_is_fitted(tmp_path, problem_module):
+    """reference_fn gives the same denoiser's exact endpoints, which the fit solves itself: no other model (as
+    docs/fitted.md's slow gm-ve, dataclasses.replace(get_problem("gm-ve"), denoiser=slow), which carries one)."""
+    assert main(argv(tmp_path / "fit", model=f"{problem_module}:own_reference")) == 0
 
 
 def test_a_mixture_fit_records_the_prediction_its_denoiser_knows():
@@ -220,10 +225,17 @@ def test_the_shim_refuses_a_schedule_with_a_fitted_solver(tmp_path):
     path = solver.save(tmp_path / "s.json")
     config = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
               "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon"}
-    with pytest.raises(InvalidOption, match="runs on its own fitted σ nodes; leave schedule out"):
+    with pytest.raises(InvalidOption, match="runs on its own fitted σ nodes, but schedule='karras' is set.*pass "
+                                            "schedule=None"):
         SamplerScheduler.from_config(config, sampler=f"fitted:{path}", schedule="karras",
                                      sampler_options={"allow_other_model": True})
     SamplerScheduler.from_config(config, sampler=f"fitted:{path}", sampler_options={"allow_other_model": True})
+    # a shim built with karras carries it in its config: the message names the fix, schedule=None, which runs
+    karras = SamplerScheduler.from_config(config, sampler="euler", schedule="karras")
+    with pytest.raises(InvalidOption, match="carried in the config of a SamplerScheduler.*pass schedule=None"):
+        SamplerScheduler.from_config(karras, sampler=f"fitted:{path}", sampler_options={"allow_other_model": True})
+    SamplerScheduler.from_config(karras, sampler=f"fitted:{path}", schedule=None,
+                                 sampler_options={"allow_other_model": True})
 
 
 # ------------------------------------------------------------------------------ 11, 10: what the printed lines say
@@ -231,7 +243,7 @@ def test_the_shim_refuses_a_schedule_with_a_fitted_solver(tmp_path):
 
 def test_a_rejected_fit_says_it_handed_back_its_pair(tmp_path, capsys):
     out = tmp_path / "fit"
-    assert main(argv(out, "--iters", "0")) == 0
+    assert main(argv(out, "--iters", "2", "--lr", "1e9")) == 0  # steps that throw the fit far off its pair
     printed = capsys.readouterr().out
     assert json.loads((out / "report.json").read_text())["rows"]["3"]["kept"] == "start"
     assert "held-out RMSE fitted" in printed and "(the fit was rejected on the validation starts: the solver is the " \
@@ -347,3 +359,14 @@ def test_restart_with_other_options_says_it_deletes_every_listed_solver(tmp_path
     printed = capsys.readouterr().out
     assert "deleting the solver of every NFE its report lists, asked or not (nfe2.json, nfe3.json" in printed, printed
     assert not (out / "nfe2.json").exists() and set(json.loads((out / "report.json").read_text())["rows"]) == {"3"}
+
+
+def test_iters_0_says_the_solver_is_the_starting_pair_not_a_rejected_fit(tmp_path, capsys):
+    """With --iters 0 nothing is optimised: the printed line says so, not that a fit was rejected."""
+    from samplers.cli import main
+
+    out = tmp_path / "fit"
+    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--calibration", "16", "--heldout", "4",
+                 "--iters", "0", "--pool", "0", "--starts", "1", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "--iters 0: the solver is the starting pair itself" in printed and "rejected" not in printed

@@ -118,8 +118,9 @@ def test_names_command_prints_the_table(capsys):
 
 
 def test_a_tools_name_for_the_schedule_a_label_names_is_no_conflict():
-    for schedule in ("karras", "Karras", "a1111:Karras", "comfyui:karras"):  # the label's own runs (A1111's table)
+    for schedule in ("karras", "Karras", "a1111:Karras"):  # the label's own runs (A1111's table)
         assert names.resolve_call("DPM++ 2M Karras", schedule)[1] == "a1111:Karras"
+    assert names.resolve_call("DPM++ 2M Karras", "comfyui:karras")[1] == "comfyui:karras"  # another tool's: as asked
     with pytest.raises(samplers.InvalidOption, match="names the 'a1111:Karras' schedule"):
         names.resolve_call("DPM++ 2M Karras", "a1111:Exponential")
 

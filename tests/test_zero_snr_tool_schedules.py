@@ -45,10 +45,10 @@ TOOLS_ALPHA_BAR_T = 4.8973451890853435e-08  # both tools' source, written out (l
 A1111_TABLE = ZSNR.with_float32_alphas_cumprod().with_terminal_alpha_bar(TOOLS_ALPHA_BAR_T)
 
 
-def rescaled_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """σ of the zero-terminal-SNR rescale both tools run (ComfyUI's rescale_zero_terminal_snr_sigmas, A1111's
-    rescale_zero_terminal_snr_abar: the same steps, in the dtype of the ᾱ they are given), the last ᾱ set to their
-    finite 4.8973451890853435e-08."""
+def rescaled_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The zero-terminal-SNR rescale both tools run (ComfyUI's rescale_zero_terminal_snr_sigmas, A1111's
+    rescale_zero_terminal_snr_abar: the same steps, in the dtype of the ᾱ they are given: A1111's float32 buffer),
+    the last ᾱ set to their finite 4.8973451890853435e-08."""
     alphas_bar_sqrt = alphas_cumprod.sqrt()
     alphas_bar_sqrt_0 = alphas_bar_sqrt[0].clone()
     alphas_bar_sqrt_T = alphas_bar_sqrt[-1].clone()
@@ -56,6 +56,12 @@ def rescaled_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     alphas_bar_sqrt *= alphas_bar_sqrt_0 / (alphas_bar_sqrt_0 - alphas_bar_sqrt_T)
     alphas_bar = alphas_bar_sqrt ** 2
     alphas_bar[-1] = 4.8973451890853435e-08
+    return alphas_bar
+
+
+def rescaled_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """σ of :func:`rescaled_alphas_cumprod`."""
+    alphas_bar = rescaled_alphas_cumprod(alphas_cumprod)
     return ((1 - alphas_bar) / alphas_bar) ** 0.5
 
 

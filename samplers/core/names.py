@@ -251,9 +251,10 @@ def resolve_call(name: str, schedule: str | None = None, options: dict | None = 
     """``(label, schedule, options)`` for a call: the label's implied schedule and options merged with the caller's.
 
     A caller's schedule replaces a label's default one; it conflicts with a label that names its schedule
-    ("DPM++ 2M Karras" with ``schedule="exponential"``), and where it names the same rule ("karras", "Karras") the
-    label's own runs (A1111's Karras type: on a discrete model its float32 table, where the registry's karras reads the
-    model's exact one). A caller's option with a different value than the label's is a conflict too. Conflicts raise
+    ("DPM++ 2M Karras" with ``schedule="exponential"``), and where it names the same rule without another tool's
+    prefix ("karras", "Karras") the label's own runs (A1111's Karras type: on a discrete model its float32 table, where
+    the registry's karras reads the model's exact one); another tool's name for it ("comfyui:karras") is the caller's
+    choice and runs. A caller's option with a different value than the label's is a conflict too. Conflicts raise
     :class:`~samplers.core.errors.InvalidOption`.
     """
     found = resolve(name)
@@ -266,7 +267,10 @@ def resolve_call(name: str, schedule: str | None = None, options: dict | None = 
             raise InvalidOption(f"{name!r} names the {found.schedule!r} schedule, but schedule={schedule!r} was "
                                 f"passed; use the label without the schedule ({found.sampler!r}) or drop the "
                                 "schedule argument")
-        return found, found.schedule, merged  # the same rule: the label's, as its tool runs it
+        # the same rule: the label's, as its tool runs it; a name of another tool's ("comfyui:karras") is the caller's
+        prefix = schedule.split(":", 1)[0].strip().lower() if ":" in schedule else None
+        if prefix is None or prefix == found.schedule.split(":", 1)[0].lower():
+            return found, found.schedule, merged
     return found, schedule, merged
 
 

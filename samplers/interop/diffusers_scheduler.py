@@ -584,7 +584,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self.label = label
         if label is not None and label.sigmas is not None and schedule is not None:
             # a fitted solver runs on its own nodes (as the pipeline refuses it: models/pipeline.py)
-            raise InvalidOption(f"{label.label!r} runs on its own fitted σ nodes; leave schedule out")
+            raise InvalidOption(f"{label.label!r} runs on its own fitted σ nodes, but schedule={schedule!r} is set (by "
+                                "the caller, or carried in the config of a SamplerScheduler built with it); pass "
+                                "schedule=None")
         if label is not None:
             # a label's default schedule (A1111's Automatic) gives way to the grid a config has: a source class's, or
             # a flow config's (FlowMatchEulerDiscreteScheduler's); a schedule the label names does not

@@ -231,10 +231,11 @@ def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | N
 
 
 def _same_end(value, own) -> bool:
-    """``value`` is the model's end ``own`` (within 1e-12 relative, both infinite alike); a bool or a non-number is not."""
+    """``value`` is the model's end ``own`` (within 1e-6 relative, as an end a schedule does not take is checked: a
+    float32 copy of it too; both infinite alike); a bool or a non-number is not."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    return math.isclose(float(value), float(own), rel_tol=1e-12)
+    return math.isclose(float(value), float(own), rel_tol=1e-6)
 
 
 def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min: float | None = None,
