@@ -209,7 +209,8 @@ def names_md() -> str:
     out += ["", "## Where a name does not reproduce its tool", "",
             "- A1111's **DPM fast** / **DPM adaptive** (`k_dpm_fast`, `k_dpm_ad`) run, as A1111's txt2img does, on "
             "the model's whole σ range whatever Schedule type is chosen: a schedule with those ends (and, for DPM "
-            "fast, that many steps: Uniform, Karras, Exponential, KL Optimal) runs what A1111 runs; one with other "
+            "fast, that many steps: Uniform, Karras, Exponential, KL Optimal; within 1e-4, so a registry schedule on the "
+            "model's exact table too) runs what A1111 runs, on A1111's ends; one with other "
             "ends (Simple, SGM Uniform, DDIM, Align Your Steps, ...), which A1111's txt2img would ignore, is refused. "
             "In img2img and inpaint they run on the chosen schedule's ends, as A1111's img2img does; on a model "
             "with no A1111 schedule (a flow model) on the caller's.",
@@ -239,7 +240,9 @@ def names_md() -> str:
             "evaluated in float64 here, where both tools evaluate them in float32 (k-diffusion's functions in torch's default dtype): the levels "
             "agree to a few float32 roundings (relative differences of order 1e-6). The k-diffusion drop-in's own "
             "`get_sigmas_karras` / `_exponential` / `_polyexponential` compute in the default dtype and give "
-            "k-diffusion's bits ([kdiffusion.md](kdiffusion.md)).",
+            "k-diffusion's bits ([kdiffusion.md](kdiffusion.md)). A1111's σ list is its float32 table's, but the "
+            "model's time input reads the model's exact table (the model's side, as for every name): A1111's σ_min "
+            "there is timestep 3.7e-5 on SD 1.x where A1111's wrapper reads 0.",
             "- ComfyUI's `denoise` < 1 (BasicScheduler / KSampler: a schedule of steps/denoise steps, its last steps "
             "kept) and A1111's img2img step count (int(strength·steps) + 1 steps of the full schedule) are not the "
             "pipeline's `strength` (`samplers.schedules.truncate`: round(strength·steps) steps).",

@@ -325,3 +325,12 @@ def test_the_models_ends_read_from_a_float32_table_are_its_ends_too():
     for kind in ("Uniform", "Align Your Steps", "Simple", "DDIM", "Normal", "Karras"):
         torch.testing.assert_close(samplers.get_sigmas(f"a1111:{kind}", 10, native=native, sigma_min=lo, sigma_max=hi),
                                    samplers.get_sigmas(f"a1111:{kind}", 10, native=native), rtol=0, atol=0)
+
+
+def test_the_models_time_input_reads_its_exact_table():
+    """names.md: A1111's σ_min (its float32 table's) is timestep 3.7e-5 on SD 1.x for the model, which reads its exact
+    table (A1111's wrapper reads 0); its σ_max clamps to the last timestep."""
+    vp = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    a1111 = vp.with_float32_alphas_cumprod()
+    assert 3.6e-5 < float(vp.time(torch.tensor(a1111.sigma_min, dtype=torch.float64))) < 3.8e-5
+    assert float(vp.time(torch.tensor(a1111.sigma_max, dtype=torch.float64))) == 999.0
