@@ -12,7 +12,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from benchmarks.compatibility import SD15, SDXL, TinyModel, run  # noqa: E402
-from samplers.core.errors import InvalidOption  # noqa: E402
+from samplers.core.errors import InvalidInput, InvalidOption  # noqa: E402
 from samplers.interop import diffusers_sources as sources  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
 
@@ -380,3 +380,27 @@ def test_add_noise_reads_its_timesteps_at_most_once_and_not_after_set_begin_inde
     with count_host_reads() as c:
         sch.add_noise(IMAGE, NOISE, sch.timesteps[2:3])
     assert c["n"] == 0
+
+
+# --- a label's schedule or noise that a flow config cannot have: refused by set_timesteps, with the shim's own fix
+
+FLOW_CONFIG = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
+
+
+def test_a_labels_brownian_tree_from_sigma_inf_is_refused_before_the_first_model_call():
+    """'DPM++ 2M SDE' draws k-diffusion's tree, which needs a finite range: a flow config's grid starts at σ = inf.
+    It was refused inside the first step(), after the pipeline's first model call, naming noise_sampler= (which the
+    scheduler does not take)."""
+    shim = SamplerScheduler.from_config(FLOW_CONFIG, sampler="DPM++ 2M SDE", seed=0)
+    with pytest.raises(InvalidInput, match="Brownian tree.*in this scheduler pass sampler='dpmpp_2m_sde'"):
+        shim.set_timesteps(4)
+    ok = SamplerScheduler.from_config(FLOW_CONFIG, sampler="dpmpp_2m_sde", seed=0)
+    ok.set_timesteps(4)
+
+
+def test_a_labels_schedule_a_flow_config_cannot_build_names_the_schedulers_fix():
+    shim = SamplerScheduler.from_config(FLOW_CONFIG, sampler="DPM++ 2M Karras")
+    with pytest.raises(InvalidInput, match="'DPM\\+\\+ 2M Karras' runs on the 'a1111:Karras' schedule.*"
+                                                    "pass sampler='dpmpp_2m'") as err:
+        shim.set_timesteps(4)
+    assert "sigma_max=" not in str(err.value)  # get_sigmas' fix, not an argument of this scheduler

@@ -72,7 +72,9 @@ from ..core.conversion import to_x0
 from ..core.errors import (InvalidInput, InvalidOption, InvalidType, LimitExceeded, MissingFile, SamplersError,
                           Unavailable)
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
+from ..core import noise as noise_mod
 from ..core.registry import SAMPLERS
+from ..core.run import draws_noise
 from ..core.validate import check_options, closest, integer, nonneg
 from . import diffusers_sources as sources
 from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
@@ -1034,6 +1036,18 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._supports_inf = self.prediction not in ("eps", "score", "edm")  # as before for EDM epsilon
         self._noisy = "noise_sampler" in spec.options
         self._options = options
+        kind = options.get("noise_sampler")
+        if self._noisy and isinstance(kind, str):  # a named noise (a label's Brownian tree) on this schedule: now, not
+            # at the first step after a model call
+            try:
+                noise_mod.for_run(kind, None, torch.empty((1,), device="meta"), schedule,
+                                  draws=draws_noise(spec, options))
+            except InvalidInput as exc:
+                who = repr(self.label.label) if self.label is not None else spec.name
+                reason = str(exc).split(";")[0]  # its fixes are noise_sampler=, which this scheduler does not take
+                raise InvalidInput(f"{who} draws noise_sampler={kind!r} on this schedule, which it cannot: {reason}; in "
+                                   f"this scheduler pass sampler={spec.name!r} (its seeded noise), or a schedule that "
+                                   "starts at a finite σ") from None
         self._plan = _plan(spec.fn, schedule, options, self._supports_inf, self._noisy, idle)
 
     def _from_source(self, n, sigmas, timesteps, mu, kwargs):
@@ -1298,9 +1312,20 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             if name == "leading":
                 options.setdefault("steps_offset", cfg.steps_offset)
         # a tool's schedule name ("Beta", "comfyui:simple") brings its tool's options; the caller's come on top
+        asked = name
         name, implied = names.resolve_schedule(name, native=native)
         discard = label is not None and label.discard_penultimate_sigma  # A1111 / KSampler: one step more, dropped
-        values = schedules.get_sigmas(name, n + discard, native=native, **{**implied, **options})
+        try:
+            values = schedules.get_sigmas(name, n + discard, native=native, **{**implied, **options})
+        except InvalidInput as exc:
+            if label is None or self._schedule_name is not label.schedule or self.config.schedule is not None:
+                raise
+            # the label's own schedule (it names it, or its tool's automatic one) on a model it cannot be built for:
+            # the fix is in the scheduler's arguments, not in get_sigmas' (sigma_max=...)
+            reason = str(exc).split(";")[0]  # its fixes are get_sigmas' arguments, which this scheduler does not take
+            raise InvalidInput(f"{label.label!r} runs on the {asked!r} schedule, which this config's model cannot "
+                               f"build ({reason}); pass sampler={label.sampler!r} to run that sampler on this config's "
+                               "own grid, or schedule=<a schedule this model has>") from None
         if discard:
             values = schedules.drop_penultimate(values)
         values = values.tolist()
