@@ -334,3 +334,20 @@ def test_the_models_time_input_reads_its_exact_table():
     a1111 = vp.with_float32_alphas_cumprod()
     assert 3.6e-5 < float(vp.time(torch.tensor(a1111.sigma_min, dtype=torch.float64))) < 3.8e-5
     assert float(vp.time(torch.tensor(a1111.sigma_max, dtype=torch.float64))) == 999.0
+
+
+def test_the_models_ends_as_numpy_or_tensor_scalars_are_its_ends_too():
+    """A numpy scalar or a one-element tensor of the model's end maps as a Python float does (it ran the exact
+    table's end, or was refused for Uniform / Normal / SGM Uniform)."""
+    import numpy
+
+    native = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    for kind in ("Karras", "Exponential", "Uniform", "Normal", "SGM Uniform"):
+        want = samplers.get_sigmas(f"a1111:{kind}", 10, native=native)
+        for lo, hi in ((numpy.float32(native.sigma_min), numpy.float32(native.sigma_max)),
+                       (torch.tensor(native.sigma_min), torch.tensor([native.sigma_max]))):
+            torch.testing.assert_close(samplers.get_sigmas(f"a1111:{kind}", 10, native=native, sigma_min=lo,
+                                                           sigma_max=hi), want, rtol=0, atol=0, msg=kind)
+    # an end that is not the model's is the caller's: honoured
+    assert math.isclose(float(samplers.get_sigmas("a1111:Karras", 10, native=native, sigma_min=0.03)[-2]), 0.03,
+                        rel_tol=1e-12)

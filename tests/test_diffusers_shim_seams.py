@@ -387,15 +387,28 @@ def test_add_noise_reads_its_timesteps_at_most_once_and_not_after_set_begin_inde
 FLOW_CONFIG = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
 
 
-def test_a_labels_brownian_tree_from_sigma_inf_is_refused_before_the_first_model_call():
+def test_a_labels_brownian_tree_from_sigma_inf_is_refused_where_the_run_starts_there():
     """'DPM++ 2M SDE' draws k-diffusion's tree, which needs a finite range: a flow config's grid starts at σ = inf.
-    It was refused inside the first step(), after the pipeline's first model call, naming noise_sampler= (which the
-    scheduler does not take)."""
+    A run from there is refused where the pipeline says so, before its model call (set_begin_index(0), or
+    scale_model_input at the first timestep); it was refused inside the first step(), after that call, naming
+    noise_sampler= (which the scheduler does not take). img2img / inpaint start below σ = inf and run."""
+    match = "Brownian tree.*in this scheduler pass sampler='dpmpp_2m_sde'"
     shim = SamplerScheduler.from_config(FLOW_CONFIG, sampler="DPM++ 2M SDE", seed=0)
-    with pytest.raises(InvalidInput, match="Brownian tree.*in this scheduler pass sampler='dpmpp_2m_sde'"):
-        shim.set_timesteps(4)
+    shim.set_timesteps(4)
+    with pytest.raises(InvalidInput, match=match):
+        shim.set_begin_index(0)
+    shim.set_timesteps(4)
+    with pytest.raises(InvalidInput, match=match):
+        shim.scale_model_input(torch.zeros(1, 4, 2, 2), shim.timesteps[0])
+    shim.set_timesteps(4)
+    shim.set_begin_index(1)  # img2img: the tail from a finite σ
+    x = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    for t in shim.timesteps[1:]:
+        x = shim.step(torch.zeros_like(x), t, x).prev_sample
+    assert torch.isfinite(x).all()
     ok = SamplerScheduler.from_config(FLOW_CONFIG, sampler="dpmpp_2m_sde", seed=0)
     ok.set_timesteps(4)
+    ok.scale_model_input(torch.zeros(1, 4, 2, 2), ok.timesteps[0])
 
 
 def test_a_labels_schedule_a_flow_config_cannot_build_names_the_schedulers_fix():

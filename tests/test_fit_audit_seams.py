@@ -44,6 +44,10 @@ def conditional():
     return _like_gm_ve(_named(), denoiser_for=shifted)
 
 
+def own_native():
+    return _like_gm_ve(_named(), native_model_for=lambda n, seed: None)
+
+
 def own_reference():
     return _like_gm_ve(_named(), reference_fn=lambda x, s: x * 0)
 
@@ -132,6 +136,7 @@ def test_a_module_without_parameters_or_buffers_has_no_fingerprint():
 
 @pytest.mark.parametrize("function, words", [
     ("conditional", ["sets denoiser_for", "a denoiser per batch", "dataclasses.replace(problem, denoiser_for=None)"]),
+    ("own_native", ["sets native_model_for", "a native model per batch", "native_model_for=None"]),
 ])
 def test_a_problem_whose_fields_the_fit_would_ignore_is_refused_before_any_work(tmp_path, capsys, problem_module,
                                                                                function, words):

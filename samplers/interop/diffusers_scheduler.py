@@ -895,6 +895,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         begin_index = _check_int("begin_index", begin_index, 0, len(self._plan.calls) - 1,
                                  "pass the index of a timestep of this run")
         if begin_index == 0:
+            if self._noise_refusal is not None:
+                raise self._noise_refusal
             self._begin_index = 0
             self._run_plan = self._plan
             self._run_options = self._options
@@ -919,6 +921,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         else:
             step = self._plan.step_starts.index(begin_index)
             options, schedule = self._options, self._plan.schedule[step:]
+        refusal = self._named_noise_refusal(self.spec, options, list(schedule))
+        if refusal is not None:
+            raise refusal
         tail = _plan(self.spec.fn, schedule, options, self._supports_inf, self._noisy, self._plan.idle)
         full = self._plan.calls[begin_index:]
         if len(tail.calls) != len(full) or any(not math.isclose(a, b, rel_tol=1e-9) for a, b in zip(tail.calls, full)):
@@ -938,7 +943,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if timestep is not None:
             self._check_timestep("scale_model_input()", timestep)
         if self._begin_index is None and timestep is not None and (
-                self.latents != "native" or self._source_name in sources.STEP_INDEX_IN_SCALE_MODEL_INPUT):
+                self.latents != "native" or self._source_name in sources.STEP_INDEX_IN_SCALE_MODEL_INPUT
+                or self._noise_refusal is not None):  # where the run starts, before its model call
             self._start_from(timestep)
         if self._step_index is None and self._source_name in sources.STEP_INDEX_IN_SCALE_MODEL_INPUT:
             self._step_index = self._begin_index  # the class sets its step index here (step_index == begin)
@@ -963,6 +969,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
     def _reset(self):
         self._plan = None
+        self._noise_refusal = None
         self._run_plan = None
         self._begin_index = None
         self._begin_given = False
@@ -1036,19 +1043,28 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._supports_inf = self.prediction not in ("eps", "score", "edm")  # as before for EDM epsilon
         self._noisy = "noise_sampler" in spec.options
         self._options = options
-        kind = options.get("noise_sampler")
-        if self._noisy and isinstance(kind, str):  # a named noise (a label's Brownian tree) on this schedule: now, not
-            # at the first step after a model call
-            try:
-                noise_mod.for_run(kind, None, torch.empty((1,), device="meta"), schedule,
-                                  draws=draws_noise(spec, options))
-            except InvalidInput as exc:
-                who = repr(self.label.label) if self.label is not None else spec.name
-                reason = str(exc).split(";")[0]  # its fixes are noise_sampler=, which this scheduler does not take
-                raise InvalidInput(f"{who} draws noise_sampler={kind!r} on this schedule, which it cannot: {reason}; in "
-                                   f"this scheduler pass sampler={spec.name!r} (its seeded noise), or a schedule that "
-                                   "starts at a finite σ") from None
+        # a named noise (a label's Brownian tree) that cannot be drawn on the whole schedule: refused where a run starts
+        # at its first step (set_begin_index(0), or the first timestep given to scale_model_input / step), before the
+        # model call there where the pipeline says where it starts; an img2img / inpaint run starts later, on a tail
+        # the noise is checked on then (_set_begin)
+        self._noise_refusal = self._named_noise_refusal(spec, options, schedule)
         self._plan = _plan(spec.fn, schedule, options, self._supports_inf, self._noisy, idle)
+
+    def _named_noise_refusal(self, spec, options: dict, schedule: list[float]) -> InvalidInput | None:
+        """The refusal of a run of ``spec`` on ``schedule`` whose named ``noise_sampler`` cannot be drawn there (a
+        Brownian tree from σ = inf), naming this scheduler's fix; None where it can (or no name is given)."""
+        kind = options.get("noise_sampler")
+        if not (self._noisy and isinstance(kind, str)):
+            return None
+        try:
+            noise_mod.for_run(kind, None, torch.empty((1,), device="meta"), schedule, draws=draws_noise(spec, options))
+        except InvalidInput as exc:
+            who = repr(self.label.label) if self.label is not None else spec.name
+            reason = str(exc).split(";")[0]  # its fixes are noise_sampler=, which this scheduler does not take
+            return InvalidInput(f"{who} draws noise_sampler={kind!r} on this schedule, which it cannot: {reason}; in "
+                                f"this scheduler pass sampler={spec.name!r} (its seeded noise), or a schedule that "
+                                "starts at a finite σ (img2img / inpaint, which start below σ = inf, run)")
+        return None
 
     def _from_source(self, n, sigmas, timesteps, mu, kwargs):
         ref, name = self._ref, self._source_name
@@ -1321,11 +1337,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             if label is None or self._schedule_name is not label.schedule or self.config.schedule is not None:
                 raise
             # the label's own schedule (it names it, or its tool's automatic one) on a model it cannot be built for:
-            # the fix is in the scheduler's arguments, not in get_sigmas' (sigma_max=...)
-            reason = str(exc).split(";")[0]  # its fixes are get_sigmas' arguments, which this scheduler does not take
+            # the fixes in this scheduler's arguments (get_sigmas' sigma_max= is its schedule_options)
+            reason = str(exc).split(";")[0]
             raise InvalidInput(f"{label.label!r} runs on the {asked!r} schedule, which this config's model cannot "
                                f"build ({reason}); pass sampler={label.sampler!r} to run that sampler on this config's "
-                               "own grid, or schedule=<a schedule this model has>") from None
+                               "own grid, schedule=<a schedule this model has>, or schedule_options={'sigma_max': "
+                               "<a finite σ>} to start this one there") from None
         if discard:
             values = schedules.drop_penultimate(values)
         values = values.tolist()

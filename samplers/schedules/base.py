@@ -232,8 +232,13 @@ def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | N
 
 def _same_end(value, own) -> bool:
     """``value`` is the model's end ``own`` (within 1e-6 relative, as an end a schedule does not take is checked: a
-    float32 copy of it too; both infinite alike); a bool or a non-number is not."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    float32 copy of it too; both infinite alike): any real number, numpy scalar or one-element tensor; a bool or
+    anything else is not."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.dtype == torch.bool or value.is_complex():
+            return False
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
     return math.isclose(float(value), float(own), rel_tol=1e-6)
 
