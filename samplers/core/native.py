@@ -188,7 +188,7 @@ class VPDiscrete(NoiseSchedule):
             time_log[-1] = 0.5 * math.log((1 - ZERO_SNR_ALPHA_BAR) / ZERO_SNR_ALPHA_BAR)
         self._time_log_sigmas = time_log
         self._host_log_sigmas = time_log.tolist()  # for time_at: bisect over Python floats
-        # set by from_betas(rescale_betas_zero_snr=True): the table before the rescale, from which
+        # set by from_betas / from_alphas_cumprod(rescale_betas_zero_snr=True): the table before the rescale, from which
         # with_float32_alphas_cumprod redoes A1111's rescale on its float32 ᾱ; True on a with_float32_alphas_cumprod
         # model (whose terminal ᾱ, like A1111's, is stored in float32)
         self._before_zero_snr: torch.Tensor | None = None
@@ -254,7 +254,8 @@ class VPDiscrete(NoiseSchedule):
         σ_min (SD 1.x: 0.0291675, against 0.0291672 from the exact table) and the first entries move by up to ~1.3e-5
         relative; A1111's schedule names build on this table (``float32_alphas_cumprod=True``).
 
-        On a zero-terminal-SNR model built by :meth:`from_betas` (``rescale_betas_zero_snr=True``) the rescale is
+        On a zero-terminal-SNR model built by :meth:`from_betas` or :meth:`from_alphas_cumprod`
+        (``rescale_betas_zero_snr=True``; a diffusers config too) the rescale is
         A1111's: on the float32 ᾱ before it, in float32 (its ``rescale_zero_terminal_snr_abar``), the last ᾱ 0 until
         :meth:`with_terminal_alpha_bar` sets A1111's finite stand-in (stored in float32, as A1111 stores it). A
         zero-SNR model given its rescaled table directly has no table from before the rescale: its rescaled table is
