@@ -82,6 +82,16 @@ def phi2(h: float) -> float:
     return math.expm1(-h) / h + 1.0
 
 
+def res_weights(h: float, c: float) -> tuple[float, float]:
+    """RES multistep's weights (b1, b2) of the newest and the previous D for a step of length h in λ whose previous
+    node is c·h away (Zhang et al. 2023, 2-step form): b1 = φ1(−h) − φ2(−h)/c, b2 = φ2(−h)/c with φ1(z) = (e^z − 1)/z,
+    φ2(z) = (φ1(z) − 1)/z; the step is x·e^(−h) + h·(b1·D0 + b2·D1)."""
+    phi1_ = math.expm1(-h) / -h
+    phi2_ = (phi1_ - 1) / -h
+    b2 = phi2_ / c
+    return phi1_ - b2, b2
+
+
 def check_solver_type(solver_type: str) -> str:
     """DPM-Solver++'s second-order variants: ``"midpoint"`` (the paper) or ``"heun"`` (diffusers' alternative)."""
     if solver_type not in SOLVER_TYPES:

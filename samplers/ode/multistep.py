@@ -16,7 +16,7 @@ import math
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import (check_solver_type, lagrange_basis, lam, multistep_order, phi1, phi2, poly_eval,
+from ..core.steps import (check_solver_type, lagrange_basis, lam, multistep_order, phi1, phi2, poly_eval, res_weights,
                           poly_integral, second_order_weight, to_d)
 from ..core.errors import InvalidInput, InvalidOption
 
@@ -246,11 +246,7 @@ def res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None
             x = x + to_d(x, sigma, denoised) * (sigma_next - sigma)
         else:
             h = lam(sigma_next) - lam(sigma)
-            c = (lam(sigmas[i - 1]) - lam(sigma)) / h
-            phi1 = math.expm1(-h) / -h
-            phi2 = (phi1 - 1) / -h
-            b2 = phi2 / c
-            b1 = phi1 - b2
+            b1, b2 = res_weights(h, (lam(sigmas[i - 1]) - lam(sigma)) / h)
             x = x * math.exp(-h) + (denoised * b1 + old_denoised * b2) * h
         old_denoised = denoised
         report(callback, x, i, sigma, sigma, denoised)

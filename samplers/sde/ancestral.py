@@ -14,7 +14,7 @@ import torch
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import add_noise, get_ancestral_step, lam, sigma_of, to_d
+from ..core.steps import add_noise, get_ancestral_step, lam, res_weights, sigma_of, to_d
 from ..core.errors import InvalidInput
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
@@ -145,11 +145,8 @@ def res_multistep_ancestral(model, x, sigmas, extra_args=None, callback=None, di
             x = torch.lerp(denoised, x, sigma_down / sigma)  # the Euler step to σ_down
         else:
             h = lam(sigma_down) - lam(sigma)
-            c = (lam(sigmas[i - 1]) - lam(old_sigma_down)) / h
-            phi1 = math.expm1(-h) / -h
-            phi2 = (phi1 - 1) / -h
-            b2 = phi2 / c
-            x = x * math.exp(-h) + (denoised * (phi1 - b2) + old_denoised * b2) * h
+            b1, b2 = res_weights(h, (lam(sigmas[i - 1]) - lam(old_sigma_down)) / h)
+            x = x * math.exp(-h) + (denoised * b1 + old_denoised * b2) * h
         x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
         old_denoised, old_sigma_down = denoised, sigma_down
         report(callback, x, i, sigma, sigma, denoised)
