@@ -127,15 +127,10 @@ def a1111_schedule(label: str, n: int, inner: A1111Table) -> list[float]:
             return list(SD15_AYS) + [0.0]
         xs, ys = np.linspace(0, 1, len(SD15_AYS)), np.log(np.asarray(SD15_AYS)[::-1])
         return list(np.exp(np.interp(np.linspace(0, 1, n), xs, ys))[::-1]) + [0.0]
-    if label == "Simple":  # simple_scheduler
-        ss = len(inner.sigmas) / n
-        return [float(inner.sigmas[-(1 + int(x * ss))]) for x in range(n)] + [0.0]
-    if label == "DDIM":  # ddim_scheduler
-        sigs, ss, x = [], max(len(inner.sigmas) // n, 1), 1
-        while x < len(inner.sigmas):
-            sigs.append(float(inner.sigmas[x]))
-            x += ss
-        return sigs[::-1] + [0.0]
+    if label in ("Simple", "DDIM"):
+        from test_zero_snr_tool_schedules import a1111_table_schedule
+
+        return a1111_table_schedule(label, n, inner.sigmas)
     if label == "Beta":  # beta_scheduler
         timesteps = [stats.beta.ppf(x, 0.6, 0.6) for x in 1 - np.linspace(0, 1, n)]
         return [smin + x * (smax - smin) for x in timesteps] + [0.0]

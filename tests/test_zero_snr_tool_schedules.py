@@ -107,6 +107,21 @@ def kdiffusion():
         pytest.skip(str(e))
 
 
+def a1111_table_schedule(label: str, n: int, sigmas) -> list[float]:
+    """A1111's table schedules (modules/sd_schedulers.py simple_scheduler / ddim_scheduler) on its σ table ``sigmas``
+    (ascending, one per training timestep)."""
+    if label == "Simple":  # simple_scheduler
+        ss = len(sigmas) / n
+        return [float(sigmas[-(1 + int(x * ss))]) for x in range(n)] + [0.0]
+    if label == "DDIM":  # ddim_scheduler
+        sigs, ss, x = [], max(len(sigmas) // n, 1), 1
+        while x < len(sigmas):
+            sigs += [float(sigmas[x])]
+            x += ss
+        return sigs[::-1] + [0.0]
+    raise AssertionError(f"{label!r} is not a table schedule of A1111's")
+
+
 def a1111_schedule(label: str, n: int) -> list[float]:
     """KDiffusionSampler.get_sigmas with the Schedule type ``label`` (sd_schedulers.py; opts at their defaults:
     rho 0 so each function's own ρ, Beta α = β = 0.6)."""
@@ -131,15 +146,8 @@ def a1111_schedule(label: str, n: int) -> list[float]:
         return torch.tan(step_indices / n * alpha_min + (1.0 - step_indices / n) * alpha_max).tolist()
     if label == "Align Your Steps":
         return a1111_ays(n)  # get_align_your_steps_sigmas: the SD 1.5 levels, whatever the model's table
-    if label == "Simple":  # simple_scheduler
-        ss = len(inner.sigmas) / n
-        return [float(inner.sigmas[-(1 + int(x * ss))]) for x in range(n)] + [0.0]
-    if label == "DDIM":  # ddim_scheduler
-        sigs, ss, x = [], max(len(inner.sigmas) // n, 1), 1
-        while x < len(inner.sigmas):
-            sigs += [float(inner.sigmas[x])]
-            x += ss
-        return sigs[::-1] + [0.0]
+    if label in ("Simple", "DDIM"):
+        return a1111_table_schedule(label, n, inner.sigmas)
     if label == "Beta":  # beta_scheduler
         timesteps = [stats.beta.ppf(x, 0.6, 0.6) for x in 1 - np.linspace(0, 1, n)]
         return [sigma_min + (x * (sigma_max - sigma_min)) for x in timesteps] + [0.0]
