@@ -417,3 +417,22 @@ def test_a_labels_schedule_a_flow_config_cannot_build_names_the_schedulers_fix()
                                                     "pass sampler='dpmpp_2m'") as err:
         shim.set_timesteps(4)
     assert "sigma_max=" not in str(err.value)  # get_sigmas' fix, not an argument of this scheduler
+
+
+@pytest.mark.parametrize("schedule, runs", [("exponential", None), ("a1111:Exponential", None),
+                                            ("karras", "a1111:Karras"), ("Karras", "a1111:Karras"),
+                                            ("comfyui:karras", "comfyui:karras")])
+def test_a_label_that_names_its_schedule_with_another_is_refused_as_the_pipeline_refuses_it(schedule, runs):
+    # "DPM++ 2M Karras" with schedule="exponential" ran exponential in the shim, where resolve_call (Pipeline, CLI)
+    # refuses the pair; the same rule by a name of no other tool is the label's own (A1111's float32 table)
+    from samplers.core import names
+
+    config = diffusers.EulerDiscreteScheduler.from_config(SD15).config
+    if runs is None:
+        with pytest.raises(InvalidOption, match=f"names the 'a1111:Karras' schedule, but schedule='{schedule}'"):
+            SamplerScheduler.from_config(config, sampler="DPM++ 2M Karras", schedule=schedule)
+        with pytest.raises(InvalidOption, match="names the 'a1111:Karras' schedule"):
+            names.resolve_call("DPM++ 2M Karras", schedule)
+        return
+    shim = SamplerScheduler.from_config(config, sampler="DPM++ 2M Karras", schedule=schedule)
+    assert shim._schedule_name == runs == names.resolve_call("DPM++ 2M Karras", schedule)[1]

@@ -589,6 +589,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidOption(f"{label.label!r} runs on its own fitted σ nodes, but schedule={schedule!r} is set (by "
                                 "the caller, or carried in the config of a SamplerScheduler built with it); pass "
                                 "schedule=None")
+        if label is not None and schedule is not None and label.schedule_is_explicit:
+            # a label that names its schedule ("DPM++ 2M Karras") with another one is a conflict, and with the same
+            # rule by a name of no other tool the label's own runs: as resolve_call decides for the pipeline and CLI
+            schedule = names.resolve_call(sampler, schedule)[1]
         if label is not None:
             # a label's default schedule (A1111's Automatic) gives way to the grid a config has: a source class's, or
             # a flow config's (FlowMatchEulerDiscreteScheduler's); a schedule the label names does not
