@@ -436,3 +436,142 @@ def test_a_label_that_names_its_schedule_with_another_is_refused_as_the_pipeline
         return
     shim = SamplerScheduler.from_config(config, sampler="DPM++ 2M Karras", schedule=schedule)
     assert shim._schedule_name == runs == names.resolve_call("DPM++ 2M Karras", schedule)[1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# step() keywords of the replaced classes that pipelines pass: taken where they leave the run as it is, else refused
+
+def _first_step(shim, **kw):
+    shim.set_timesteps(4)
+    t = shim.timesteps[0]
+    x = NOISE * getattr(shim, "init_noise_sigma", 1.0)
+    if hasattr(shim, "scale_model_input"):
+        x = shim.scale_model_input(x, t)
+    return shim.step(MODEL(x, t), t, x, **kw).prev_sample
+
+
+@pytest.mark.parametrize("name, config, kw", [
+    ("EulerDiscreteScheduler", SD15, dict(s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0)),
+    ("EulerDiscreteScheduler", SD15, dict(s_churn=0, s_noise=0.5)),  # s_noise scales churn noise only
+    ("DDIMScheduler", SD15, dict(use_clipped_model_output=None)),  # DDIMPipeline's default
+    ("DDIMScheduler", SD15, dict(use_clipped_model_output=True)),  # nothing clipped: the same ε
+    ("DDIMScheduler", SD15, dict(eta=0.0, variance_noise=IMAGE)),  # eta 0 draws nothing: diffusers ignores it
+    ("DPMSolverMultistepScheduler", SD15, dict(variance_noise=IMAGE)),  # the ODE variant draws nothing
+    ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, dict(per_token_timesteps=None, s_churn=0.0)),
+    ("LMSDiscreteScheduler", SD15, dict(order=4)),
+])
+def test_step_keywords_that_leave_the_run_as_it_is_are_taken(name, config, kw):
+    theirs, ours = pair(name, config)
+    assert torch.allclose(_first_step(theirs, **kw), _first_step(ours, **kw), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, config, kw, match", [
+    ("EulerDiscreteScheduler", SD15, dict(s_churn=0.5), "s_churn=0.5.*churn.*pass s_churn=0"),
+    ("EulerDiscreteScheduler", SD15, dict(s_churn=torch.tensor(0.0)), "s_churn=tensor.*Python number"),
+    ("DDIMScheduler", SD15, dict(eta=1.0, variance_noise=IMAGE), "variance_noise=a Tensor.*LEdits"),
+    ("DPMSolverMultistepScheduler", {**SD15, "algorithm_type": "sde-dpmsolver++"}, dict(variance_noise=IMAGE),
+     "variance_noise=a Tensor"),
+    ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, dict(per_token_timesteps=torch.full((1, 64), 900.0)),
+     "own σ"),
+    ("LMSDiscreteScheduler", SD15, dict(order=2), "sampler_options=\\{'order'"),
+    ("DPMSolverSDEScheduler", SD15, dict(s_noise=0.5), "sampler_options=\\{'s_noise'"),
+])
+def test_step_keywords_that_change_the_run_are_refused_by_name(name, config, kw, match):
+    # the shim took none of these (a bare TypeError), and dropping them would change the pipeline's image silently
+    shim = SamplerScheduler.from_config(getattr(diffusers, name).from_config(config))
+    with pytest.raises((InvalidOption, TypeError), match=match):
+        _first_step(shim, **kw)
+
+
+def test_a_step_keyword_the_replaced_class_does_not_take_is_a_type_error_naming_it():
+    shim = SamplerScheduler.from_config(diffusers.DDIMScheduler.from_config(SD15))
+    with pytest.raises(TypeError, match="'s_churn'.*DDIMScheduler.step\\(\\)"):
+        _first_step(shim, s_churn=0.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        _first_step(shim, colour=1)
+
+
+@pytest.mark.parametrize("name, kw, options", [
+    ("LMSDiscreteScheduler", dict(order=2), dict(sampler="lms", sampler_options={"order": 2})),
+    ("DPMSolverSDEScheduler", dict(s_noise=0.5), dict(sampler_options={"s_noise": 0.5})),
+    ("DPMSolverSDEScheduler", {}, dict(sampler_options={"s_noise": 1.0})),  # the default: the class's own tree
+])
+def test_the_fix_a_refusal_names_gives_diffusers_image(name, kw, options):
+    config = getattr(diffusers, name).from_config({**SD15, "noise_sampler_seed": 5} if "SDE" in name else SD15).config
+
+    def loop(scheduler, **step_kw):
+        scheduler.set_timesteps(6)
+        x = NOISE * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:  # (these classes scale the model input)
+            x = scheduler.step(MODEL(scheduler.scale_model_input(x, t), t), t, x, **step_kw).prev_sample
+        return x
+
+    theirs = loop(getattr(diffusers, name).from_config(config), **kw)
+    ours = loop(SamplerScheduler.from_config(config, **options))
+    assert float((theirs - ours).abs().max() / theirs.abs().max()) < 1e-5
+
+
+def _flow_run(scheduler, **kw):
+    scheduler.set_timesteps(**kw)
+    x = NOISE.clone()
+    for t in scheduler.timesteps:
+        x = scheduler.step(MODEL(x, t), t, x, return_dict=False)[0]
+    return x
+
+
+def test_a_key_registered_after_the_shim_was_built_is_read_as_the_class_reads_it():
+    # FlowMatchEuler's karras sigmas read sigma_min / sigma_max where its config has them; registered on the shim
+    # after construction (as Cosmos2's pipelines do) they were ignored: another grid, 0.17 relative, silently
+    config = diffusers.FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True, shift=3.0).config
+    theirs, ours = (diffusers.FlowMatchEulerDiscreteScheduler.from_config(config), SamplerScheduler.from_config(config))
+    for scheduler in (theirs, ours):
+        scheduler.register_to_config(sigma_min=0.05, sigma_max=0.9)
+    a, b = _flow_run(theirs, num_inference_steps=6), _flow_run(ours, num_inference_steps=6)
+    assert torch.allclose(theirs.sigmas.double(), ours.sigmas.double(), atol=1e-6)
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+
+
+def test_a_key_registered_on_a_shim_without_a_source_class_is_refused():
+    shim = SamplerScheduler(sampler="euler", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    shim.register_to_config(sigma_max=0.9)
+    with pytest.raises(InvalidOption, match="sigma_max.*nothing this scheduler runs reads"):
+        shim.set_timesteps(4)
+
+
+@pytest.mark.parametrize("kw", [dict(num_inference_steps=6), dict(sigmas=np.linspace(1, 0, 6)[:-1])])
+def test_flow_sigmas_above_one_are_refused_by_what_they_are(kw):
+    # Cosmos2's pipelines register sigma_max=80 on FlowMatchEuler (a VE Euler run): the shim's flow times cannot
+    # hold it; it raised "sigmas[1] = inf is invalid" from inside the sampler
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True)
+    scheduler.register_to_config(sigma_max=80.0, sigma_min=0.002, sigma_data=1.0, final_sigmas_type="sigma_min")
+    shim = SamplerScheduler.from_config(scheduler)
+    with pytest.raises(InvalidInput, match="sigmas run above 1 \\(up to 80.*Cosmos2.*Keep diffusers' own scheduler"):
+        shim.set_timesteps(**kw)
+
+
+@pytest.mark.parametrize("name", ["DDIMScheduler", "PNDMScheduler"])
+@pytest.mark.parametrize("spacing, offset, one", [(s, o, a) for s in ("linspace", "leading", "trailing")
+                                                  for o in (0, 1) for a in (False, True)])
+def test_every_fix_a_ddim_grid_refusal_names_runs(name, spacing, offset, one):
+    # the refusals named steps_offset=1 where it was already 1 (linspace ignores it) and divisors of 1000 for
+    # linspace, where no step count a pipeline uses runs; each fix now named is tried
+    config = {**SD15, "timestep_spacing": spacing, "steps_offset": offset, "set_alpha_to_one": one}
+
+    def runs(cfg, steps=7, **shim):
+        try:
+            SamplerScheduler.from_config(getattr(diffusers, name).from_config(cfg), **shim).set_timesteps(steps)
+        except (InvalidOption, sources.Unavailable) as exc:
+            return str(exc)
+        return None
+
+    message = runs(config)
+    if message is None:
+        return
+    assert runs({**config, "timestep_spacing": "leading", "steps_offset": 1}) is None
+    assert "timestep_spacing='leading' with steps_offset=1" in message
+    assert runs({**config, "timestep_spacing": "trailing"}, steps=20) is None
+    assert "'trailing' with a step count that divides num_train_timesteps (e.g. [20, 25, 40, 50])" in message
+    if "exact=True" in message:
+        assert runs(config, exact=True) is None
+    if "set_alpha_to_one=True" in message.split("Use ")[-1]:
+        assert runs({**config, "set_alpha_to_one": True}) is None

@@ -331,6 +331,16 @@ def _parameters() -> dict[str, dict]:
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)
+def _step_parameters(class_name: str) -> frozenset:
+    """The keywords of a diffusers class's ``step`` that :data:`_STEP_KEYWORDS` describes."""
+    import inspect
+
+    import diffusers
+
+    return frozenset(inspect.signature(getattr(diffusers, class_name).step).parameters) & frozenset(_STEP_KEYWORDS)
+
+
 def _signatures() -> dict[str, frozenset]:
     """The constructor parameter names of every diffusers scheduler class (and of SamplerScheduler)."""
     return {name: frozenset(params) for name, params in _parameters().items()}
@@ -368,6 +378,46 @@ def _class_of(config: dict, sampler=None) -> str | None:
                         "different steps (the shim would silently run another method). Add \"_class_name\": "
                         f"\"<one of {', '.join(distinct)}>\" to the config, pass the scheduler itself "
                         "(SamplerScheduler.from_config(pipe.scheduler)), or name its class: sampler=\"<class name>\"")
+
+
+# keyword arguments of the replaced classes' ``step`` beyond (generator, return_dict, eta) that pipelines pass, with
+# the values that leave diffusers' run as it is: the shim takes exactly those and refuses the rest by name (it would
+# otherwise drop them). Each: (the values that change nothing, given the other keywords and the source config; what
+# the keyword does in diffusers; the fix).
+_CHURN = ("s_churn", "s_tmin", "s_tmax", "s_noise")
+_STEP_KEYWORDS: dict[str, tuple] = {
+    **{k: (lambda v, kw, cfg: _real(kw.get("s_churn", 0.0)) == 0,
+           "EulerDiscrete / EDMEuler / FlowMatch's churn: noise added before each step (s_churn > 0), its σ̂ read "
+           "where the model was evaluated at σ",
+           "pass s_churn=0 (or leave it out), or keep diffusers' own scheduler for churn") for k in _CHURN},
+    "variance_noise": (lambda v, kw, cfg: v is None or kw.get("_draws_nothing", False),
+                       "the noise a pipeline supplies for a step in place of the generator's (LEdits++, "
+                       "CycleDiffusion)",
+                       "leave it out, or keep diffusers' own scheduler for a pipeline that supplies its noise"),
+    "use_clipped_model_output": (lambda v, kw, cfg: not v or not (cfg.get("clip_sample") or cfg.get("thresholding")),
+                                 "DDIM's ε recomputed from the clipped / thresholded x0",
+                                 "pass use_clipped_model_output=False (or None), or keep diffusers' DDIMScheduler"),
+    "per_token_timesteps": (lambda v, kw, cfg: v is None,
+                            "FlowMatchEuler stepping each token from its own σ (LTX conditioning, SanaWM)",
+                            "keep diffusers' FlowMatchEulerDiscreteScheduler for such a pipeline"),
+    "pred_original_sample": (lambda v, kw, cfg: v is None,
+                             "EDMEuler's x0 given by the caller in place of the model output's",
+                             "leave it out, or keep diffusers' EDMEulerScheduler"),
+    "order": (lambda v, kw, cfg: _real(v) == 4,
+              "LMSDiscrete's multistep order",
+              "leave it out (4), or pass sampler='lms', sampler_options={'order': <n>} to the scheduler"),
+}
+# s_noise is DPMSolverSDE's noise scale itself (no churn there)
+_SDE_S_NOISE = (lambda v, kw, cfg: _real(v) == 1,
+                "DPMSolverSDE's noise scale",
+                "leave it out (1.0), or pass sampler_options={'s_noise': <value>} to the scheduler")
+
+
+def _real(value) -> float:
+    """A keyword's number, read without the device (a tensor would be a host read each step)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidType(f"expected a Python number, got {value!r}")
+    return float(value)
 
 
 # SamplerScheduler's own options; the rest of its parameters are diffusers' config vocabulary, which only matters
@@ -647,8 +697,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._built = self._config_snapshot()
 
     def _config_snapshot(self) -> dict:
-        live = self._internal_dict
-        return {k: _freeze(live[k]) for k in _signatures()["SamplerScheduler"] if k in live}
+        """Every key of the config (diffusers' own ``_…`` keys aside): a key registered later is a change too."""
+        return {k: _freeze(v) for k, v in self._internal_dict.items() if not k.startswith("_")}
 
     def _follow_config(self) -> None:
         """Rebuild this scheduler from its live config where that changed after construction, as the replaced class
@@ -657,15 +707,26 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         ``scheduler._internal_dict``). A changed key the source class takes goes into ``source_config``; the
         rebuilt scheduler is checked (and refused) as a new one would be."""
         live = dict(self._internal_dict)
-        changed = {k: live[k] for k, v in self._built.items() if k in live and _freeze(live[k]) != v}
+        missing = object()
+        changed = {k: live[k] for k in live if not k.startswith("_") and _freeze(live[k]) != self._built.get(k, missing)}
         if not changed:
             return
-        kwargs = {k: live[k] for k in self._built if k in live}
+        params = _signatures()["SamplerScheduler"]
+        kwargs = {k: live[k] for k in params if k in live}
+        # a key this scheduler has no parameter for (Cosmos2's pipelines register sigma_min / sigma_max, which the
+        # classes' karras / exponential / beta sigmas read where the config has them): the source class's to read
+        foreign = {k: v for k, v in changed.items() if k not in params}
         if self._source_name is not None and "source_config" not in changed:
             accepted = _signatures()[self._source_name]
-            moved = {k: v for k, v in changed.items() if k in accepted and k not in _SHIM_OPTIONS}
+            moved = {k: v for k, v in changed.items() if (k in accepted and k not in _SHIM_OPTIONS) or k in foreign}
             if moved:
                 kwargs["source_config"] = _overridden(kwargs["source_config"], moved)
+        elif foreign:
+            # no source class to read it (or source_config itself replaced): nothing here would read the key
+            raise InvalidOption(f"the scheduler's config changed after it was built ({foreign}), and nothing this "
+                                "scheduler runs reads such a setting, so it would be dropped; build the scheduler "
+                                "from a diffusers scheduler's config that has it (SamplerScheduler.from_config(...)), "
+                                "or leave it out")
         try:
             fresh = type(self)(**kwargs)
         except (InvalidOption, InvalidInput, InvalidType) as exc:
@@ -1094,10 +1155,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self.native = native_from_config(self._source_config, mu=mu)[0]
         exact = self.config.exact
         if grid.jumps is not None and not exact:
-            divisors = [d for d in (1, 2, 4, 5, 8, 10, 20, 25, 40, 50) if ref.config.num_train_timesteps % d == 0]
-            raise InvalidOption(f"{grid.jumps}: no sampler run reproduces that. Use a step count that divides "
-                                f"num_train_timesteps (e.g. {divisors[-4:]}), timestep_spacing='leading', or "
-                                "exact=True for a run whose steps end where its next model call is")
+            raise InvalidOption(f"{grid.jumps}: no sampler run reproduces that. Use "
+                                f"{sources.consistent_spacing(ref.config.num_train_timesteps)}, or exact=True for a "
+                                "run whose steps end where its next model call is (a new image)")
         label = self.label
         try:
             base, base_options, schedule = self._source_run(0)
@@ -1563,7 +1623,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         """Whether this run is the source class's own and that class draws nothing from the generator in it (DDIM
         with eta = 0, DPM-Solver's ODE variants): the class never reads its ``generator`` there, nor does the shim."""
         source, plan = self._source, self._run_plan
-        if not (self._same and source is not None and source.draws is not None and not self._overrides):
+        if not (self._same and source is not None and source.draws is not None and not self._draws_changed()):
             return False
         e = float(eta) if isinstance(eta, numbers.Real) and not isinstance(eta, bool) else (self._eta or 0.0)
         return source.draws(self._ref, len(plan.step_starts) + plan.idle, e) == 0
@@ -1610,31 +1670,40 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                f"(its timesteps are {[round(v, 3) for v in self._call_times]})")
         self._set_begin(starts[0])
 
+    def _draws_changed(self) -> bool:
+        """Whether the caller's options change which noise the source class's run draws (``eta``, another noise):
+        ``s_noise`` only scales the same draws, so the class's own noise (its generator's, its Brownian tree) stays."""
+        return bool(set(self._overrides) - {"s_noise"})
+
     def _make_noise(self, x: torch.Tensor, model_output: torch.Tensor):
         if self.config.seed is not None or isinstance(self._run_options.get("noise_sampler"), str):
             return None  # the sampler's own seeded noise (batch-invariant), or the kind a label names
-        if self._same and self._source is not None and self._source.noise == "brownian" and not self._overrides:
+        if self._same and self._source is not None and self._source.noise == "brownian" and not self._draws_changed():
             seed = self._ref.config.noise_sampler_seed
             return _DiffusersBrownian(x, self._ref.sigmas, self._plan.schedule, seed)
         dtype = model_output.dtype
         if self._source is not None and self._source.noise_dtype == "float32":
             dtype = torch.float32
         steps = None
-        if self._same and self._source is not None and self._source.draws is not None and not self._overrides:
+        if self._same and self._source is not None and self._source.draws is not None and not self._draws_changed():
             steps = {sigma: i for i, sigma in enumerate(self._run_plan.schedule[:-1])}
         return _GeneratorNoise(x.shape, model_output.device, dtype, steps)
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, generator=None,
-             return_dict: bool = True, eta: float | None = None):
+             return_dict: bool = True, eta: float | None = None, **kwargs):
         """Feed one model output to the sampler; return the latent to evaluate next (or the final one).
 
         ``sample`` is the latent the model was evaluated at; if the pipeline changed it since the last step
         (inpainting, a step-end callback: another tensor, or the returned one changed in place), the sampler
         continues from it. ``eta`` is DDIM's noise share (a DDIM source passes the
-        pipeline's ``eta``); ``generator`` drives the noise of stochastic samplers.
+        pipeline's ``eta``); ``generator`` drives the noise of stochastic samplers. The replaced class's other
+        keywords (``s_churn``, ``variance_noise``, ``use_clipped_model_output``, …) are taken at the values that leave
+        its run as it is, and refused otherwise (:data:`_STEP_KEYWORDS`).
         """
         if self._plan is None:
             raise Unavailable("call set_timesteps before step")
+        if kwargs:
+            self._check_step_keywords(kwargs, eta)
         if not isinstance(model_output, torch.Tensor) or not isinstance(sample, torch.Tensor):
             raise InvalidType(f"step() takes tensors model_output and sample, got {type(model_output).__name__} and "
                               f"{type(sample).__name__}; convert numpy arrays with torch.from_numpy(array) (and keep "
@@ -1767,6 +1836,34 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if (isinstance(self._noise, _GeneratorNoise) and self._same and source is not None
                 and source.draws is not None):
             self._noise.top_up(source.draws(self._ref, steps, self._eta or 0.0))
+
+    def _check_step_keywords(self, kwargs: dict, eta) -> None:
+        """Refuse a keyword of the replaced class's ``step`` at a value that would change its run (the shim does not
+        reproduce it), and one the class does not take (as Python refuses it there)."""
+        source = self._source_name
+        if source is not None:
+            taken = _step_parameters(source)
+            where = f"{source}.step(), which this scheduler stands in for,"
+        else:
+            taken = frozenset(_STEP_KEYWORDS)
+            where = "no diffusers scheduler's step() the shim stands in for"
+        for key in kwargs:
+            if key not in taken:
+                raise InvalidType(f"step() got an unexpected keyword argument {key!r}: {where} takes no such "
+                                  "argument")
+        context = {**kwargs, "_draws_nothing": "variance_noise" in kwargs and self._draws_nothing(eta)}
+        config = self._source_config if source is not None else dict(self.config)
+        for key, value in kwargs.items():
+            rule = _SDE_S_NOISE if key == "s_noise" and source == "DPMSolverSDEScheduler" else _STEP_KEYWORDS[key]
+            neutral, what, fix = rule
+            try:
+                ok = neutral(value, context, config)
+            except InvalidType as exc:
+                raise InvalidType(f"step({key}={value!r}): {exc}") from None
+            if not ok:
+                shown = f"a {type(value).__name__}" if isinstance(value, torch.Tensor) else repr(value)
+                raise InvalidOption(f"step({key}={shown}) changes the run ({what}), which SamplerScheduler "
+                                    f"does not reproduce; {fix}")
 
     def _take_eta(self, eta) -> None:
         """DDIM's ``eta`` comes with every step (diffusers' pipelines pass their ``eta`` argument, 0 by default)."""

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..core.errors import InvalidOption, Unavailable
+from ..core.errors import InvalidInput, InvalidOption, Unavailable
 
 # ----------------------------------------------------------------------------------------------------
 # What a diffusers scheduler's set_timesteps produced
@@ -58,6 +58,15 @@ def _ve(values: torch.Tensor, space: str) -> list[float]:
     """A scheduler's sigmas as VE sigmas: flow time t -> t / (1 − t) (t = 1 is σ = inf)."""
     v = values.detach().to("cpu", torch.float64)
     if space == "flow":
+        above = v[v > 1 + 1e-6]
+        if above.numel():
+            # Cosmos2's pipelines register sigma_max=80 on FlowMatchEuler and hand it VE ε (x − x0)/σ: a VE Euler step
+            # on σ up to 80, not a flow model's time t ∈ [0, 1], which the shim reads and cannot map above 1
+            raise InvalidInput(
+                f"this flow config's sigmas run above 1 (up to {float(above.max()):g}: from a sigma_max in its config, "
+                "e.g. Cosmos2's pipelines register sigma_max=80), but a flow scheduler's sigmas are the flow times "
+                "t ∈ [0, 1] the shim reads its model at; such a run is a VE one the config does not describe. Keep "
+                "diffusers' own scheduler for it, or set sigma_max ≤ 1")
         v = torch.where(v >= 1, torch.full_like(v, math.inf), v / (1 - v))
     return v.tolist()
 
@@ -113,14 +122,25 @@ def _grid_from_timesteps(ref, steps: list[int], final: float, prev: list[int] | 
     else:
         sig_run = exact
     if len(sig_run) > 1 and sig_run[-2] == sig_run[-1]:
+        spacing = ref.config.get("timestep_spacing", "leading")
+        also = ", or set_alpha_to_one=True" if spacing == "leading" else ""  # 'linspace' then jumps, see above
         raise Unavailable(
             f"{name} ends with a step of zero length, from timestep {steps[-1]} to a final ᾱ equal to ᾱ[{steps[-1]}] "
             f"(set_alpha_to_one={ref.config.get('set_alpha_to_one')!r}, steps_offset="
-            f"{ref.config.get('steps_offset', 0)!r}): diffusers calls the model once more there and leaves the latent "
-            "as it is, which a sampler's σ schedule cannot express. Use steps_offset=1 (as Stable Diffusion's "
-            "configs do) or set_alpha_to_one=True")
+            f"{ref.config.get('steps_offset', 0)!r}, timestep_spacing={spacing!r}): diffusers calls the model once "
+            f"more there and leaves the latent as it is, which a sampler's σ schedule cannot express. Use "
+            f"{consistent_spacing(ref.config.num_train_timesteps)}{also}")
     times = ref.timesteps
     return Grid(sig_run, times, [float(t) for t in steps], jumps, exact)
+
+
+def consistent_spacing(train_steps: int) -> str:
+    """The DDIM / PNDM timestep spacings whose steps end at the next model call and not on ᾱ[0] (checked for every
+    spacing, steps_offset and set_alpha_to_one: tests/test_diffusers_shim_seams.py): 'leading' spaces by
+    num_train_timesteps // n, as the classes step, at any n; 'trailing' where n divides num_train_timesteps."""
+    divisors = [d for d in (1, 2, 4, 5, 8, 10, 20, 25, 40, 50) if train_steps % d == 0]
+    return ("timestep_spacing='leading' with steps_offset=1 (as Stable Diffusion's configs do; any step count) or "
+            f"timestep_spacing='trailing' with a step count that divides num_train_timesteps (e.g. {divisors[-4:]})")
 
 
 def grid_ddim(ref, space: str) -> Grid:
