@@ -23,7 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "classifier"
+MODULE = "benchmarks.classifier"
 TRAIN_COMMAND = "python -m benchmarks.classifier train --out models/weights/classifier"
+BATCH = 128  # scenes per training step
 HEADS = ("shape", "colour", "size", "position")
 FEATURES = 32
 TRAIN_SEED, EVAL_SEED, REFERENCE_SEED = 101, 202, 303
@@ -80,7 +82,13 @@ def accuracy(model: Classifier, x: torch.Tensor, targets: dict) -> dict[str, flo
     return {k: float((out[k].argmax(1) == targets[k]).float().mean()) for k in HEADS}
 
 
-def train(out: Path, n_train: int = 12_800, epochs: int = 8, batch: int = 128, seed: int = 0, threads: int = 1):
+def train(out: Path, n_train: int = 12_800, epochs: int = 8, batch: int = BATCH, seed: int = 0, threads: int = 1,
+          command: str = TRAIN_COMMAND):
+    """Train the classifier on ``n_train`` scenes (whole batches of ``batch``) and save it with ``command``, the
+    command line that made it."""
+    if n_train < batch or n_train % batch:
+        raise ValueError(f"n_train = {n_train} is not a whole number of batches of {batch} scenes (the rest would "
+                         f"not be trained on); pass a multiple of {batch}, e.g. {max(batch, n_train // batch * batch)}")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -115,7 +123,7 @@ def train(out: Path, n_train: int = 12_800, epochs: int = 8, batch: int = 128, s
 
     config = {"kind": "benchmarks.classifier", "features": FEATURES, "width": 16, "heads": list(HEADS),
               "trained_on": f"models.data stream {TRAIN_SEED}, {n_train} one-object scenes, {epochs} epochs",
-              "held_out_accuracy": acc, "command": TRAIN_COMMAND}
+              "held_out_accuracy": acc, "command": command}
     mio.save_model(out, {k: v.to(torch.float16) for k, v in model.state_dict().items()}, config)
     print(f"wrote {out} (held-out accuracy {acc})")
     return acc
@@ -171,8 +179,14 @@ def main(argv=None) -> int:
     sub.add_parser("eval")
     args = p.parse_args(argv)
     if args.command == "train":
-        train(args.out, args.n, args.epochs, threads=args.threads)
+        if args.n % BATCH:
+            p.error(f"--n {args.n} is not a whole number of batches of {BATCH} scenes (the last {args.n % BATCH} "
+                    f"would not be trained on): pass a multiple of {BATCH}, e.g. "
+                    f"{max(BATCH, args.n // BATCH * BATCH)}")
+        print(common.device_line(), flush=True)
+        train(args.out, args.n, args.epochs, threads=args.threads, command=common.run_command(MODULE, argv))
     else:
+        print(common.device_line(), flush=True)
         model = load()
         x, y = _data(EVAL_SEED, 1024)
         print(json.dumps(accuracy(model, x, y)))

@@ -578,6 +578,11 @@ def device_label(info: dict) -> str:
     return f"CPU ({info['cpu_count']} cores, {info['torch_threads']} torch threads)"
 
 
+def device_line(device: str = "cpu") -> str:
+    """What a benchmark prints before its figures: the device it runs on and the torch it runs with."""
+    return f"device: {device_label(run_info(device))}, torch {torch.__version__}"
+
+
 def progress(iterable=None, *, total: int | None = None, desc: str = "", disable: bool = False):
     """A progress bar on stderr (shown in logs too, not only on a terminal); ``disable`` for --no-progress."""
     from tqdm.auto import tqdm

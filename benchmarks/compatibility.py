@@ -390,7 +390,7 @@ def exact_gain(steps_list=(10, 20, 50), batch: int = 256, cases=EXACT_CASES) -> 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compatibility", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=common.out_file,
                         help="write the markdown table (with --exact, the exact=True table) to this file; nothing "
                              "is written without it (the table is printed)")

@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     if unavailable:
         p.error(f"problems not available here: {unavailable}")
     torch.set_num_threads(args.threads)
+    print(common.device_line(), flush=True)
     refs = common.ReferenceCache(args.cache)
     log = (lambda line: print(line, flush=True)) if args.verbose else None
     t0 = time.perf_counter()

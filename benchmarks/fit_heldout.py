@@ -169,6 +169,9 @@ def main(argv=None) -> int:
         p.error(f"--heldout-batch and --threads must be >= 1 and seeds >= 0, got {args.heldout_batch}, "
                 f"{args.threads}, {args.heldout_seeds}")
     common.refuse_repeats(p, ("--heldout-seeds", args.heldout_seeds, "a seed's starts would be pooled twice"))
+    if len(args.heldout_seeds) * args.heldout_batch < 2:
+        p.error(f"--heldout-seeds × --heldout-batch is {len(args.heldout_seeds) * args.heldout_batch} held-out "
+                "start: a ratio's interval resamples at least 2; pass more seeds or a larger --heldout-batch")
     torch.set_num_threads(args.threads)
     try:
         found = solvers_in(args.learned)
@@ -206,6 +209,7 @@ def main(argv=None) -> int:
             except InvalidInput as err:
                 p.error(f"{err}" if str(where) in str(err) else f"{where}: {err}")
     refs = common.ReferenceCache(args.cache)
+    print(common.device_line(), flush=True)
     t0 = time.perf_counter()
     rows = []
     for path, fit in common.progress(found, desc="solvers", disable=args.no_progress):

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         problems, unavailable = common.get_problems(args.problems)
     except (ValueError, ImportError, AttributeError) as err:
         p.error(f"--problem: {err}")
-    print(f"device: {common.device_label(common.run_info('cpu'))}; writing to {args.out}", flush=True)
+    print(f"{common.device_line()}; writing to {args.out}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, why in unavailable.items():
         print(f"{name}: unavailable ({why})", file=sys.stderr)

@@ -694,6 +694,18 @@ def check_fitted(p: argparse.ArgumentParser, ctx: Context) -> None:
                     + " (python -m benchmarks.learned_solvers, samplers fit)")
 
 
+def check_peers(p: argparse.ArgumentParser, ctx: Context) -> None:
+    """Refuse (``p.error``) a --peer-names label that none of the run's problems has (a VP peer on gm-ve and gm-flow
+    alone, say): its cells would be left out of the sweep without a word. A peer some problem has runs there."""
+    have = {pname: diffusers_peers(problem) for pname, problem in ctx.problems.items()}
+    missing = [label for label in ctx.args.peer_names if not any(label in peers for peers in have.values())]
+    if missing and not ctx.unavailable:  # a problem that cannot be built here is reported as such, peers and all
+        listed = "; ".join(f"{pname}: {', '.join(peers) if peers else 'none'}" for pname, peers in have.items())
+        p.error(f"--peer-names {', '.join(map(repr, missing))}: none of the --problem models has such a diffusers "
+                f"peer, so it would not run (the problems' peers: {listed}). Pass a --problem that has it, or leave "
+                "it out")
+
+
 def main(argv=None) -> int:
     t0 = time.perf_counter()
     p = parser()
@@ -701,6 +713,7 @@ def main(argv=None) -> int:
     if common.report_only(args, report, p):
         return 0
     check_args(p, args)
+    peers_asked = args.peer_names is not None  # by the caller (--quick's defaults name peers of every model kind)
     args = resolve_args(args)
     torch.set_num_threads(args.threads)
     world = distributed.init()
@@ -708,6 +721,8 @@ def main(argv=None) -> int:
         args.device = world.device
     ctx = Context(args)
     check_fitted(p, ctx)
+    if peers_asked and args.peers:
+        check_peers(p, ctx)
     result = sweep(args, world, ctx)
     if result is not None:
         result.update(command=common.run_command(MODULE, argv), seconds=time.perf_counter() - t0)

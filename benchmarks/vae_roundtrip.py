@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     if common.report_only(args, report, p):
         return 0
     common.set_threads(args.threads)
+    print(common.device_line(), flush=True)
     t0 = time.perf_counter()
     vae = VAE.load(args.vae)
 

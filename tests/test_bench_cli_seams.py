@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import (adherence, classifier, common, compatibility, deterministic, distributed, fit_bound,
                         fit_heldout, learned_solvers, peers, quality, speed, stochastic, tiny_unet, vae_roundtrip)
@@ -118,6 +119,13 @@ def test_peer_names_are_checked_against_the_problems_asked_for(capsys, no_work):
     # a flow peer is not a peer of gm-ve: it would have been dropped without a word
     refused(capsys, deterministic.main, ["--problem", "gm-ve", "--peer-names", "FlowMatchEulerDiscreteScheduler"],
             "FlowMatchEulerDiscreteScheduler", "EDMEulerScheduler")
+
+
+def test_quality_peer_names_are_checked_against_the_problems_asked_for(capsys, no_work, tmp_path):
+    # a VP peer asked for on gm-ve alone: the sweep left its cells out, exit 0, no row, no word
+    refused(capsys, quality.main, ["--quick", "--problem", "gm-ve", "--peer-names", "EulerDiscreteScheduler+karras",
+                                   "--out", str(tmp_path)],
+            "'EulerDiscreteScheduler+karras'", "gm-ve: none", "Pass a --problem that has it")
 
 
 def test_a_learned_folder_without_solvers_is_refused(capsys, no_work, tmp_path):
@@ -397,3 +405,49 @@ def test_report_still_writes_the_table_of_its_own_results(capsys, tmp_path):
     results.write_text(source.read_text())
     assert vae_roundtrip.main(["--report", str(results)]) == 0
     assert (tmp_path / "table.md").read_text() == (source.parent / "table.md").read_text()
+
+
+# ---- session 21's benchmark audit
+
+
+@pytest.mark.parametrize("main, argv", [
+    (fit_heldout.main, ["--heldout-seeds", "101", "--heldout-batch", "1"]),
+    (deterministic.main, ["--heldout-seeds", "101", "--heldout-batch", "1"]),
+])
+def test_a_held_out_pool_of_one_start_is_refused_up_front(capsys, no_work, monkeypatch, main, argv):
+    # fit_heldout ran every solver, then raised ValueError from ratio_interval (which resamples at least 2 starts)
+    monkeypatch.setattr(fit_heldout, "run_solvers", _reached)
+    refused(capsys, main, argv, "--heldout-batch", "is 1 held-out start", "at least 2")
+
+
+@pytest.mark.parametrize("n, words", [("64", ["--n 64", "multiple of 128", "e.g. 128"]),
+                                      ("200", ["--n 200", "last 72", "e.g. 128"])])
+def test_classifier_training_on_a_partial_batch_is_refused(capsys, no_work, n, words):
+    # --n 64 crashed in OneCycleLR (0 steps); --n 200 trained on 128 scenes and recorded 200
+    refused(capsys, classifier.main, ["train", "--n", n], *words)
+
+
+def test_classifier_records_the_command_that_trained_it(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(classifier, "train", lambda out, n, epochs, threads, command: seen.update(command=command))
+    classifier.main(["train", "--n", "256", "--epochs", "1", "--out", str(tmp_path / "w")])
+    assert seen["command"] == f"python -m benchmarks.classifier train --n 256 --epochs 1 --out {tmp_path / 'w'}"
+
+
+@pytest.mark.parametrize("main, argv", [
+    (vae_roundtrip.main, ["--n", "1"]), (classifier.main, ["train", "--n", "128"]), (classifier.main, ["eval"]),
+])
+def test_benchmarks_print_the_device_and_torch_they_run_on(capsys, monkeypatch, main, argv):
+    monkeypatch.setattr(vae_roundtrip.VAE, "load", _reached)
+    monkeypatch.setattr(classifier, "train", _reached)
+    monkeypatch.setattr(classifier, "load", _reached)
+    with pytest.raises(AssertionError):
+        main(argv)
+    out = capsys.readouterr().out
+    assert "device: CPU (" in out and f"torch {torch.__version__}" in out
+
+
+def test_compatibility_names_its_command_in_errors(capsys):
+    with pytest.raises(SystemExit):
+        compatibility.main(["--bogus"])
+    assert "python -m benchmarks.compatibility: error" in capsys.readouterr().err

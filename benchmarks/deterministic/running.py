@@ -420,6 +420,9 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         check_learned(p, folder, problems, args.nfe)
     if args.heldout_seeds and args.seed in args.heldout_seeds:
         p.error(f"--heldout-seeds must not contain the selection seed --seed {args.seed}: pick other seeds")
+    if args.heldout_seeds and args.heldout_batch is not None and len(args.heldout_seeds) * args.heldout_batch < 2:
+        p.error(f"--heldout-seeds × --heldout-batch is {len(args.heldout_seeds) * args.heldout_batch} held-out "
+                "start: a ratio's interval resamples at least 2; pass more seeds or a larger --heldout-batch")
     common.refuse_repeats(p, ("--problem", args.problems, "each problem runs once"),
                           ("--nfe", args.nfe, "each budget is one column"),
                           ("--samplers", args.samplers, "each sampler is ranked once"),
