@@ -52,6 +52,10 @@ def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float | N
         s = math.exp(min(mu, 700.0))  # beyond, e^mu overflows: refused below as the shift it would be
         if not math.isfinite(s) or mu > 700:
             raise InvalidInput(f"mu = {mu:g} gives a shift e^mu too large to represent; Flux's mu lies near 0.5-1.2")
+        if s == 0:  # e^mu underflows (mu below about -745): the schedule divides by the shift
+            raise InvalidInput(f"mu = {mu:g} gives a shift e^mu that underflows to 0 (the schedule divides by it; "
+                               "e^mu > 0 needs mu >= -745); Flux's mu lies near 0.5-1.2: pass a mu near that, or "
+                               "shift= (> 0) directly")
     else:
         s = 1.0 if shift is None else real("shift", shift, lo=0.0, lo_open=True,
                                            what=" (σ = shift · the linear schedule's σ)")
@@ -76,7 +80,24 @@ def flow_dynamic(n: int, sigma_min: float, sigma_max: float = math.inf, *, image
     ``use_dynamic_shifting``)."""
     if not (isinstance(image_seq_len, int) and image_seq_len > 0):
         raise InvalidInput(f"image_seq_len must be a positive integer (latent tokens), got {image_seq_len!r}")
+    # μ is the line through (base_seq_len, base_shift) and (max_seq_len, max_shift): two distinct token counts, in
+    # order, and finite shifts (diffusers' Flux config: 256 → 0.5, 4096 → 1.15)
+    line = " (μ is the line through (base_seq_len, base_shift) and (max_seq_len, max_shift))"
+    base_seq_len = real("base_seq_len", base_seq_len, lo=0.0, what=line)
+    max_seq_len = real("max_seq_len", max_seq_len, lo=0.0, what=line)
+    if not max_seq_len > base_seq_len:
+        raise InvalidOption(f"max_seq_len = {max_seq_len:g} must be above base_seq_len = {base_seq_len:g}{line}: the "
+                            "slope divides by their difference; pass a max_seq_len above base_seq_len (Flux's: 256 and "
+                            "4096)")
+    base_shift = real("base_shift", base_shift, what=line)
+    max_shift = real("max_shift", max_shift, what=line)
     mu = flux_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
+    # the shift e^μ must be a finite number > 0 (flow divides by it)
+    if not math.isfinite(mu) or not -745 <= mu <= 700:
+        raise InvalidOption(f"image_seq_len = {image_seq_len}, base_seq_len = {base_seq_len:g}, max_seq_len = "
+                            f"{max_seq_len:g}, base_shift = {base_shift:g}, max_shift = {max_shift:g} give μ = {mu:g}, "
+                            f"whose shift e^μ {'underflows to 0' if mu < 0 else 'overflows'} (it must be finite and "
+                            "> 0: -745 <= μ <= 700); Flux's shifts are base_shift=0.5, max_shift=1.15 (μ near 0.5-1.2)")
     return flow(n, sigma_min, sigma_max, mu=mu)
 
 @register("linear_quadratic", aliases=("linear-quadratic",), fixed_ends=("sigma_min",))
