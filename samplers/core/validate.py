@@ -96,11 +96,79 @@ def one_of(*choices):
     return check
 
 
+# The narrowest state a run keeps: float32, for float32 latents and for fp16 / bf16 ones (whose state is float32). A
+# rule of an option, checked before the run knows its latents' dtype, bounds what must stay finite there.
+NARROWEST_STATE = torch.float32
+
+
+def below_sigma_limit(name: str, value: float, dtype: torch.dtype, fix: str) -> float:
+    """A σ-valued option (a restart interval's σ, unipc's final_sigma) that the run steps to, refused where it is above
+    the limit :func:`samplers.core.run.read_sigmas` sets the schedule's σ (:func:`largest_sigma` of the state's dtype);
+    ``fix``: what to pass instead."""
+    top = largest_sigma(dtype)
+    if value > top:
+        raise InvalidOption(f"{name} = {value:g} is too large for a {dtype} state (σ² must stay finite: σ <= "
+                            f"{top:.3g}, the limit of the schedule's σ); {fix}")
+    return value
+
+
+def noise_scale(name, v):
+    """``s_noise``: the multiplier of the fresh noise a step draws (σ_up·s_noise·z), >= 0 and at most the limit a σ
+    has in the narrowest state (:data:`NARROWEST_STATE`): s_noise·z and s_noise² then stay finite there, as σ·z and
+    σ² do (above float32's largest value the product with the noise is not even a float32 number)."""
+    v = real(name, v, lo=0.0)
+    top = largest_sigma(NARROWEST_STATE)
+    if v > top:
+        raise InvalidOption(f"{name} = {v:g} is too large: it multiplies the fresh noise each step draws "
+                            f"(σ_up·{name}·z), which must stay finite in the run's state, so it has the limit a σ has "
+                            f"in a float32 state (the state of float32, fp16 and bf16 latents): {name} <= {top:.3g}; "
+                            f"pass an {name} near 1 (1: the sampler's own amount of noise, 0: none)")
+    return v
+
+
+def tolerance_resolution(dtype: torch.dtype) -> float:
+    """The finest relative spacing of values in a state of ``dtype``: its unit roundoff, eps/2 (5.96e-8 for
+    float32)."""
+    return torch.finfo(dtype).eps / 2
+
+
+def check_tolerances(who: str, rtol: float, atol: float, dtype: torch.dtype, default: str) -> None:
+    """An adaptive sampler's ``rtol`` / ``atol``, refused before any model call where both are below the resolution of
+    the state's ``dtype`` (:func:`tolerance_resolution`): no value is held that closely, so the step-size control
+    measures rounding, not error (and the error ratio over such a tolerance overflows the state). Either one at or
+    above it is accepted. ``who``: the sampler, as the message names it; ``default``: its default tolerances. The
+    rule of the torchdiffeq adapters' ``check_tolerances``."""
+    resolution = tolerance_resolution(dtype)
+    if float(rtol) < resolution and float(atol) < resolution:
+        raise InvalidOption(f"{who}: rtol={rtol!r} and atol={atol!r} are both below the resolution of the {dtype} "
+                            f"state (its unit roundoff, eps/2 = {resolution:.3g}: no value is held closer than that): "
+                            "its step-size control cannot measure an error that small and shrinks its steps (or "
+                            f"overflows its error estimate) instead; give rtol or atol >= {resolution:.3g} (the "
+                            f"default is {default}), or float64 latents for a tighter tolerance")
+
+
+# dpmpp_sde's smallest r: its combined estimate D + (D(x_r) − D)/(2r) magnifies the rounding of the difference
+# D(x_r) − D (about the state's unit roundoff times |D|) by 1/(2r), which outgrows D itself below r = the unit roundoff
+# of the narrowest state (5.96e-8 for float32; there the stage at λ + r·h is not resolved by the state either), and
+# 1/(2r) overflows float32 from r < 1.5e-39. k-diffusion's usage is r in (0, 1] (its default 1/2).
+DPMPP_SDE_MIN_R = torch.finfo(NARROWEST_STATE).eps / 2
+
+
+def dpmpp_sde_r(name, v):
+    v = real(name, v, lo=0.0, lo_open=True, what=" (the stage at λ + r·h)")
+    if v < DPMPP_SDE_MIN_R:
+        raise InvalidOption(f"{name} = {v:g} is too small: the step weighs the stage's change of the estimate by "
+                            f"1/(2·{name}), which magnifies its rounding past the estimate itself below the unit "
+                            f"roundoff of a float32 state ({name} >= {DPMPP_SDE_MIN_R:.3g}; 1/(2·{name}) overflows "
+                            f"float32 below 1.5e-39); pass an {name} in (0, 1] (the default 0.5, k-diffusion's)")
+    return v
+
+
 # Option rules by name. An option of a sampler that is not listed here is checked by the sampler itself
 # (structured options such as ``restart``, ``solver``, ``midpoints``, ``tau_func``, ``options``).
 OPTION_RULES = {
     "eta": nonneg,  # the share of fresh noise: 0 is deterministic, 1 the DDPM / ancestral default
-    "s_noise": nonneg,
+    "s_noise": noise_scale,  # the noise's multiplier: at most the limit σ has (largest_sigma of float32)
     "s_churn": nonneg,
     "s_tmin": nonneg,
     "s_tmax": nonneg_or_inf,
@@ -208,8 +276,8 @@ SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2"),
                         ("sa_solver", "lower_order_final"): sa_lower_order_final,
                         ("sa_solver_pece", "lower_order_final"): sa_lower_order_final,
                         # k-diffusion's sample_dpmpp_sde takes any r > 0 (ComfyUI's node: 0-100); r >= 1 puts the
-                        # stage at or past σ_next
-                        ("dpmpp_sde", "r"): positive,
+                        # stage at or past σ_next; below DPMPP_SDE_MIN_R its 1/(2r) weight magnifies rounding
+                        ("dpmpp_sde", "r"): dpmpp_sde_r,
                         # k-diffusion's sample_lms takes any order (its quadrature is exact for each)
                         ("lms", "order"): lambda n, v: integer(n, v, lo=1),
                         # r = 1 is the exponential Heun method (ComfyUI's exp_heun_2_x0): its stage lands on σ_next

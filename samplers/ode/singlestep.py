@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..core.errors import InvalidInput, InvalidOption, NonFiniteError, StepLimitError
 from ..core.registry import register
 from ..core.run import progress, report
+from ..core.validate import check_tolerances
 from ..core.steps import (add_noise, check_solver_type, churn, get_ancestral_step, lam, phi2, second_order_weight,
                           sigma_of, to_d)
 
@@ -452,6 +453,8 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
     ``sample_dpm_adaptive(sigma_min=sigmas[-2], sigma_max=sigmas[0])``; their labels set the three).
     """
     check_adaptive(order, error_norm)
+    # x is the run's state (float32 for half-precision latents): tolerances it cannot resolve, before any model call
+    check_tolerances("dpm_adaptive", rtol, atol, x.dtype, "rtol=0.05, atol=0.0078")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise InvalidInput(f"max_steps must be an integer >= 1 (the cap on attempted steps), got {max_steps!r}")
     solver = EpsSolver(model)

@@ -19,6 +19,7 @@ import numpy as np
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.errors import InvalidInput, InvalidOption
+from ..core.validate import below_sigma_limit
 
 _REF = "Zhao et al. 2023, UniPC (arXiv:2302.04867)"
 
@@ -56,6 +57,10 @@ def _unipc(model, x, sigmas, callback, disable, variant, order, corrector, lower
     if order not in (1, 2, 3):
         raise InvalidInput(f"UniPC order must be 1, 2 or 3, got {order!r}")
     n = len(sigmas) - 1
+    if final_sigma is not None:
+        # the run steps to it (up from a last positive σ below it): the limit of the schedule's σ, before any call
+        below_sigma_limit("final_sigma", float(final_sigma), x.dtype, "pass a final_sigma below it (ComfyUI's is "
+                          "0.001), or leave final_sigma out to end with the denoise at the last positive σ")
     if final_sigma is not None and n >= 1 and float(sigmas[-1]) == 0:
         last = float(sigmas[-2])
         if final_sigma == last and not lower_order_final and order > 1 and n > 1:

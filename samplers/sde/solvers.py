@@ -16,6 +16,7 @@ import sys
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from ..core.registry import register
 from ..core.run import progress, report
@@ -508,8 +509,8 @@ def _karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> lis
 RESTART_LIMIT = 10_000  # model calls the restart intervals may add to one run
 
 
-def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False,
-                 whole_list: bool = False) -> dict[int, list[tuple[int, int, list[float]]]]:
+def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False, whole_list: bool = False,
+                 state_dtype: torch.dtype = torch.float64) -> dict[int, list[tuple[int, int, list[float]]]]:
     """Where the restarts go: {main index j: [(n_steps, k_times, restart sigmas from σ_max down to σ_j)]}.
 
     Each (n_steps, k_times, sigma_min, sigma_max) is attached to the schedule point σ_j nearest to
@@ -521,8 +522,11 @@ def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False,
     ``whole_list`` is A1111's choice of the point instead (``torch.argmin(abs(sigmas - sigma_min))``): the nearest
     of all points, σ_0 and the final 0 included. At σ_0 nothing restarts (no step ends there); at the final 0 the
     restart follows the last step: from σ = 0 up to sigma_max and back down to 0 (its last step an Euler step).
+
+    An entry's sigma_max (the σ the state is noised up to) is held to the limit the schedule's σ has in a state of
+    ``state_dtype`` (:func:`samplers.core.validate.largest_sigma`).
     """
-    from ..core.validate import integer, real
+    from ..core.validate import below_sigma_limit, integer, real
 
     if isinstance(restart, (str, bytes)) or not isinstance(restart, (list, tuple)):
         raise InvalidType(f"restart must be a list of (n_steps, k_times, sigma_min, sigma_max) entries, got {restart!r}")
@@ -536,6 +540,9 @@ def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False,
         t_min, t_max = real("restart sigma_min", entry[2]), real("restart sigma_max", entry[3])
         if not 0 < t_min < t_max:
             raise InvalidInput(f"restart entry {entry!r}: need n_steps >= 1, k_times >= 0, 0 < sigma_min < sigma_max")
+        # the state is noised up to sigma_max (and sigma_min is below it): the schedule's σ limit, before any call
+        below_sigma_limit(f"restart entry {tuple(entry)!r}: sigma_max", t_max, state_dtype,
+                          "give a sigma_max below it (the paper's is 2), or leave the entry out")
         added += 2 * n_steps * k_times
         if added > RESTART_LIMIT:
             raise LimitExceeded(f"restart {restart!r} adds {added} model calls, more than the limit of {RESTART_LIMIT}; "
@@ -600,12 +607,14 @@ def _restart_config(sigmas: Sequence[float], restart) -> tuple[list[float], tupl
     return list(sigmas), restart
 
 
-def _restart_run(sigmas: Sequence[float], restart) -> tuple[list[float], dict]:
+def _restart_run(sigmas: Sequence[float], restart,
+                 state_dtype: torch.dtype = torch.float64) -> tuple[list[float], dict]:
     """The schedule a run steps and its restarts (:func:`restart_plan`'s): ``restart="a1111"`` is A1111's schedule,
-    list and choice of point; a caller's entry that would never run is refused here, before any model call."""
+    list and choice of point; a caller's entry that would never run, or that goes above the σ limit of a
+    ``state_dtype`` state, is refused here, before any model call."""
     drop, a1111 = _drops(restart), isinstance(restart, str)
     main, restart = _restart_config(sigmas, restart)
-    return main, restart_plan(main, restart, drop=drop, whole_list=a1111)
+    return main, restart_plan(main, restart, drop=drop, whole_list=a1111, state_dtype=state_dtype)
 
 
 def _drops(restart) -> bool:
@@ -671,7 +680,8 @@ def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s
     ``noise_sampler(sigma_max, sigma_min)``: a Brownian noise sampler returns the same increment for the same
     interval, so with k_times > 1 one is refused (use the default, fresh noise). Final step: Euler, x = D(x, σ).
     """
-    sigmas, plan = _restart_run(sigmas, restart)  # a caller's entry that would never run: refused, before any call
+    # a caller's entry that would never run, or above the σ limit of the state x: refused, before any call
+    sigmas, plan = _restart_run(sigmas, restart, x.dtype)
     _check_restart_noise(plan, noise_sampler, s_noise)
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
