@@ -133,6 +133,11 @@ def _as_image_batch(images) -> torch.Tensor:
     is not 8-bit (16-bit or float images are not 0..255 pixels: ``data.check_pil_mode``) are refused."""
     if hasattr(images, "convert"):
         images = [images]
+    # a 'meta' tensor has a shape and no pixels: refused here, not a NotImplementedError from the range check
+    if (isinstance(images, torch.Tensor) and images.is_meta) or (isinstance(images, (list, tuple)) and any(
+            isinstance(im, torch.Tensor) and im.is_meta for im in images)):
+        raise InvalidInput("images are on the 'meta' device, which holds no pixels; pass a tensor with data (e.g. on "
+                           "'cpu' or 'cuda'), in [-1, 1] as [B, 3, H, W], or PIL images")
     if isinstance(images, (list, tuple)):
         if not images:
             raise InvalidInput("no images given: pass a PIL image, a list of them, or a [B, 3, H, W] tensor")

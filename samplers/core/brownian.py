@@ -35,8 +35,11 @@ from typing import Sequence
 
 import torch
 
+import numpy as np
+
 from .seeds import generators, resolve_seeds, tree_seeds
-from .errors import InvalidInput
+from .errors import InvalidInput, InvalidOption, InvalidType
+from .validate import real
 
 # The path is seeded by a mix of the user's seed so that it is not the stream of the initial latent noise
 # (``seeded_randn(..., seeds)``) nor that of SeededNoise.
@@ -175,7 +178,8 @@ class BatchedBrownianTree:
     then shares one path of shape ``x.shape``: ComfyUI passes its one ``seed`` so); a list or tuple is one tree
     per batch item, item k seeded ``seed[k]`` (A1111 passes the images' seeds so: batch invariant); ``None``
     draws one int from torch's global generator (``torch.randint(0, 2**63 - 1, [])``, as k-diffusion does). A seed
-    is an integer >= 0 of any size, as k-diffusion's tree takes it (:func:`samplers.core.seeds.tree_seeds`).
+    is an integer from 0 to 2**64 − 1 (:func:`samplers.core.seeds.tree_seeds`, then the range of
+    :func:`samplers.core.seeds.resolve_seeds`; k-diffusion's tree takes any size). ``t0`` and ``t1`` must be finite.
 
     ``cpu=False`` draws the trees on ``x.device`` (k-diffusion itself, ComfyUI's ``*_gpu`` samplers: the numbers
     depend on that device's generator); ``cpu=True`` draws them on the CPU, with the query times rounded to
@@ -187,12 +191,22 @@ class BatchedBrownianTree:
     def __init__(self, x: torch.Tensor, t0, t1, seed=None, *, cpu: bool = False, **kwargs):
         import torchsde
 
+        # checked before torchsde sees them: a NaN end makes its tree bisect forever, an infinite one recurse until
+        # RecursionError (at the first query, inside a run); equal ends are a path of length 0 (every increment 0),
+        # which BrownianTreeNoiseSampler builds for a schedule with one positive σ, as k-diffusion's does
+        for name, t in (("t0", t0), ("t1", t1)):
+            _number(name, t, lo=None, fix="pass the finite times of the path's ends (BrownianTreeNoiseSampler: "
+                                          "transform(sigma_min), transform(sigma_max))")
         t0, t1, self.sign = self.sort(t0, t1)
         w0 = kwargs.pop("w0", None)
         w0 = torch.zeros_like(x) if w0 is None else w0
         if seed is None:
             seed = int(torch.randint(0, 2**63 - 1, []).item())
         seed = tree_seeds(seed, x.shape[0])
+        # torchsde's tree takes an integer >= 0 of any size (numpy's SeedSequence); every other seed of this library
+        # is one torch's generators take, 0 <= seed < 2**64: refused past it by resolve_seeds's rule and words (an int
+        # is one tree's seed, not a base seed + k, so it is checked as a batch of one)
+        resolve_seeds(seed, x.shape[0] if isinstance(seed, list) else 1)
         self.batched = isinstance(seed, list)
         if self.batched:
             w0 = w0[0]
@@ -216,6 +230,26 @@ class BatchedBrownianTree:
         w = w.to(device=self.device, dtype=self.dtype)
         w = w * (self.sign * sign)
         return w if self.batched else w[0]
+
+
+def _number(name: str, value, *, lo: float | None, fix: str) -> float:
+    """A range end as the float it holds (a Python or numpy real, or a one-element real tensor: one read), refused
+    by :func:`samplers.core.validate.real`'s rule (real, finite, >= ``lo``) with ``fix`` appended."""
+    number = value
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+            raise InvalidType(f"{name} must be one real number, got a {value.dtype} tensor of shape "
+                              f"{tuple(value.shape)}; {fix}")
+        if value.is_meta:
+            raise InvalidInput(f"{name} is a tensor on the 'meta' device, which holds no value; {fix} (a number, or "
+                               "a tensor with data, e.g. on 'cpu' or 'cuda')")
+        number = value.item()
+    elif isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+        number = value.item()
+    try:
+        return real(name, number, lo=lo)
+    except (InvalidOption, InvalidType) as e:
+        raise type(e)(f"{e}; {fix}") from None
 
 
 def _query(tree, t0, t1) -> torch.Tensor:
@@ -261,6 +295,18 @@ class BrownianTreeNoiseSampler:
     """
 
     def __init__(self, x: torch.Tensor, sigma_min, sigma_max, seed=None, transform=_identity, *, cpu: bool = False):
+        # The range as k-diffusion's samplers give it: real, finite, 0 <= sigma_min <= sigma_max (checked before
+        # torchsde sees it: a NaN end made its tree loop forever, inf recurse until RecursionError in a run).
+        # sigma_min is the schedule's smallest positive σ, but 0 builds a valid path and is kept; equal ends are what
+        # a schedule with one positive σ ([σ, 0]) gives (k-diffusion's sigmas[sigmas > 0].min() == sigmas.max()):
+        # a path of length 0, every draw 0, as k-diffusion's; swapped ends (which k-diffusion sorts) are refused.
+        fix = ("pass the smallest positive and the largest sigma of the schedule, e.g. "
+               "sigma_min=sigmas[sigmas > 0].min(), sigma_max=sigmas.max()")
+        lo = _number("sigma_min", sigma_min, lo=0.0, fix=fix)
+        hi = _number("sigma_max", sigma_max, lo=0.0, fix=fix + " (from sigma = inf use noise_sampler='brownian')")
+        if lo > hi:
+            raise InvalidInput(f"need sigma_min <= sigma_max, got sigma_min = {lo:g}, sigma_max = {hi:g} (swapped); "
+                               "pass them the other way round")
         self.transform = transform
         t0, t1 = self.transform(torch.as_tensor(sigma_min)), self.transform(torch.as_tensor(sigma_max))
         self.tree = BatchedBrownianTree(x, t0, t1, seed, cpu=cpu)

@@ -57,6 +57,11 @@ def _sigma_value(s) -> float:
 
 def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]:
     """Validate a schedule and return it as Python floats (the one read of it per call)."""
+    # a 'meta' tensor has a shape and no values: refused here, not a NotImplementedError from the read below
+    if (isinstance(sigmas, torch.Tensor) and sigmas.is_meta) or (isinstance(sigmas, (list, tuple)) and any(
+            isinstance(s, torch.Tensor) and s.is_meta for s in sigmas)):
+        raise InvalidInput("sigmas is on the 'meta' device, which holds no values to sample with; pass a tensor with "
+                           "data (e.g. on 'cpu' or 'cuda': samplers.get_sigmas(...) builds one) or a list of floats")
     if isinstance(sigmas, torch.Tensor):
         if sigmas.ndim != 1:
             raise InvalidInput(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")

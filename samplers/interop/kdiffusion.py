@@ -53,11 +53,11 @@ from ..core import names, registry, steps
 from ..core import noise as noise_mod
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
 from ..core.conversion import state_dtype
-from ..core.errors import InvalidInput, InvalidType
+from ..core.errors import InvalidInput, InvalidType, LimitExceeded
 from ..core.noise import SeededNoise
 from ..core.run import check_call, read_sigmas
 from ..core.seeds import resolve_seeds
-from ..core.validate import integer
+from ..core.validate import check_allocation, integer
 
 registry.load_builtins()  # the sampler modules imported below register in the manifest's order, not in this one's
 
@@ -723,7 +723,7 @@ class DPMSolver(torch.nn.Module):
 
     def dpm_solver_fast(self, x, t_start, t_end, nfe, eta=0., s_noise=1., noise_sampler=None):
         """DPM-Solver-fast from t_start to t_end with ``nfe`` model calls (:func:`samplers.ode.singlestep.solve_fast`)."""
-        nfe = integer("n (the model calls of DPM-Solver-fast)", nfe, lo=1)
+        nfe = _check_nfe(nfe)
         # k-diffusion's grid, whose dtype (torch's default, whatever t_start's) its callback's times and the σ it
         # asks a noise sampler for take
         grid = torch.linspace(t_start, t_end, len(fast_orders(nfe)) + 1, device=x.device)
@@ -740,6 +740,7 @@ class DPMSolver(torch.nn.Module):
                                     'denoised': denoised})
 
         times = grid.tolist()
+        _check_grid(times, nfe)
         x = solve_fast(self._solver(), x, float(t_start), float(t_end), nfe, eta=eta, s_noise=s_noise,
                        noise_sampler=noise, times=times, on_step=on_step)
         if isinstance(noise, _GlobalDraws):
@@ -773,6 +774,38 @@ class DPMSolver(torch.nn.Module):
         if isinstance(noise, _GlobalDraws):
             noise.finish(info['n_accept'])  # k-diffusion draws at every accepted step
         return x, info
+
+
+# The most model calls a DPM-Solver-fast run may be given: the cap the pipeline puts on a run's steps
+# (models.pipeline.MAX_STEPS, which samplers cannot import: models builds on samplers; docs/design.md, "steps are
+# capped at 10 000"). k-diffusion takes any n: n = 10**9 built a grid of 3·10**8 times (22 GB) before its first step.
+MAX_FAST_NFE = 10_000
+
+
+def _check_nfe(nfe) -> int:
+    """DPM-Solver-fast's ``n``: an integer from 1 to :data:`MAX_FAST_NFE` whose grid fits in memory, checked before
+    the grid is built or the model called."""
+    what = "n (the model calls of DPM-Solver-fast)"
+    try:
+        nfe = integer(what, nfe, lo=1, hi=MAX_FAST_NFE)
+    except LimitExceeded as e:
+        raise LimitExceeded(f"{e} model calls (the cap on a run's steps, as the pipeline's); pass n <= {MAX_FAST_NFE}: "
+                            "DPM-Solver-fast is accurate with 10 to 50") from None
+    steps = len(fast_orders(nfe))
+    check_allocation(64 * (steps + 1), f"DPM-Solver-fast's grid of {steps} steps", "cpu",
+                     f"pass a smaller n (at most {MAX_FAST_NFE})")
+    return nfe
+
+
+def _check_grid(times: list, nfe: int) -> None:
+    """Every step of the grid has a length: a range too narrow for ``nfe`` calls in the grid's dtype rounds
+    neighbouring times to the same value, on which the steps divide by zero (after the model calls before it)."""
+    for i in range(len(times) - 1):
+        if times[i] == times[i + 1]:
+            raise InvalidInput(f"n = {nfe} model calls split [t_start, t_end] = [{times[0]:.9g}, {times[-1]:.9g}] into "
+                               f"steps shorter than its dtype resolves (times {i} and {i + 1} are both "
+                               f"{times[i]:.9g}); pass a smaller n, or a wider range (sigma_min further from "
+                               "sigma_max)")
 
 
 def _dpm_solver(model, extra_args, callback, bar) -> DPMSolver:
@@ -815,7 +848,7 @@ def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback
     """DPM-Solver-fast from σ_max to σ_min with ``n`` model calls (Lu et al. 2022, §3.4); no final denoise."""
     _check_call(model, x, extra_args, callback, disable, noise_sampler, seed)
     _check_range(sigma_min, sigma_max)
-    n = integer("n (the model calls of DPM-Solver-fast)", n, lo=1)
+    n = _check_nfe(n)
     eta, s_noise = _real("eta", eta), _real("s_noise", s_noise)
     noise_sampler = _seeded(x, noise_sampler, seed)
     with tqdm(total=n, disable=disable) as bar:

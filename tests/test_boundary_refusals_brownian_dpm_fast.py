@@ -1,0 +1,161 @@
+"""Refusals at the boundary, before any model call: the k-diffusion drop-in's ``sample_dpm_fast`` step count (n was
+uncapped: n = 10**9 ran 59 s, peaked at 21.9 GB, then raised a bare ZeroDivisionError), the range and seed of
+k-diffusion's Brownian tree (a NaN end made torchsde loop forever, inf recurse, a seed >= 2**64 was taken), and a
+'meta' tensor as sigmas or as the pipeline's images (a raw NotImplementedError / RuntimeError)."""
+import pytest
+import torch
+
+import samplers
+from samplers.core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler
+from samplers.core.errors import InvalidInput, LimitExceeded
+from samplers.interop import kdiffusion
+from models import pipeline
+
+from test_pipeline import IMG, model_calls, parts  # noqa: F401  (a fixture)
+
+X = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 10.0
+K = samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0)
+NAN, INF = float("nan"), float("inf")
+CAP = pipeline.MAX_STEPS  # the project's cap on a run's steps (10 000), which the drop-in's n shares
+
+
+class ModelCalled(Exception):
+    """Raised by the counting model: a run that reaches the model fails fast (no long run before a refusal)."""
+
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, x, sigma, **extra_args):
+        self.n += 1
+        raise ModelCalled(f"the model was called (call {self.n})")
+
+
+# ----------------------------------------------------------------------------- 1. sample_dpm_fast's n
+
+
+@pytest.mark.parametrize("n", [CAP + 1, 10**9])
+def test_sample_dpm_fast_refuses_n_above_the_step_cap_before_any_model_call(n, time_limit):
+    model = Counter()
+    with time_limit(10), pytest.raises(LimitExceeded) as e:
+        kdiffusion.sample_dpm_fast(model, X, 0.1, 10.0, n, disable=True)
+    assert model.n == 0
+    assert str(n) in str(e.value) and f"pass n <= {CAP}" in str(e.value)
+
+
+def test_dpm_solvers_own_fast_loop_refuses_n_above_the_cap_before_any_model_call(time_limit):
+    model = Counter()
+    solver = kdiffusion.DPMSolver(model)
+    t_start, t_end = solver.t(torch.tensor(10.0)), solver.t(torch.tensor(0.1))
+    with time_limit(10), pytest.raises(LimitExceeded, match=f"{CAP + 1}.*pass n <="):
+        solver.dpm_solver_fast(X, t_start, t_end, CAP + 1)
+    assert model.n == 0
+
+
+def test_sample_dpm_fast_refuses_a_range_too_narrow_for_its_steps_before_any_model_call(time_limit):
+    """10 000 calls over σ from 10.0001 to 10 split λ into steps below float32's resolution: equal neighbouring times,
+    on which the steps divide by zero (a ZeroDivisionError after model calls)."""
+    model = Counter()
+    with time_limit(10), pytest.raises(InvalidInput) as e:
+        kdiffusion.sample_dpm_fast(model, X, 10.0, 10.0001, CAP, disable=True)
+    assert model.n == 0
+    assert "n = 10000" in str(e.value) and "pass a smaller n, or a wider range" in str(e.value)
+
+
+def test_sample_dpm_fast_still_runs_within_the_cap():
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+
+    out = kdiffusion.sample_dpm_fast(model, X, 0.1, 10.0, 7, disable=True)
+    assert len(calls) == 7 and torch.isfinite(out).all()
+    assert getattr(kdiffusion, "MAX_FAST_NFE", None) == CAP
+
+
+# ----------------------------------------------------------------------------- 2. k-diffusion's Brownian tree
+
+
+@pytest.mark.parametrize("sigma_min, sigma_max, value, rule", [
+    (NAN, 10.0, "sigma_min", "must be a finite number, got nan"),
+    (0.1, INF, "sigma_max", "must be a finite number, got inf"),
+    (0.1, NAN, "sigma_max", "must be a finite number, got nan"),
+    (-1.0, 10.0, "sigma_min", "must be >= 0, got -1"),
+    (10.0, 0.1, "sigma_min = 10, sigma_max = 0.1", "sigma_min <= sigma_max"),
+])
+def test_the_tree_refuses_a_range_it_cannot_live_on_before_any_model_call(sigma_min, sigma_max, value, rule,
+                                                                         time_limit):
+    model = Counter()
+    with time_limit(20), pytest.raises(InvalidInput) as e:
+        samplers.sample("euler_ancestral", model, X, K, disable=True,
+                        noise_sampler=BrownianTreeNoiseSampler(X, sigma_min, sigma_max, seed=1))
+    assert model.n == 0
+    message = str(e.value)
+    assert value in message and rule in message
+    assert "sigmas[sigmas > 0].min()" in message or "other way round" in message
+
+
+def test_the_drop_ins_sde_sampler_with_a_nan_tree_is_refused_not_looping(time_limit):
+    """p11b / p11c: torchsde bisected a NaN range forever."""
+    model = Counter()
+    with time_limit(20), pytest.raises(InvalidInput, match="sigma_min must be a finite number, got nan; pass"):
+        kdiffusion.sample_dpmpp_sde(model, X, K, disable=True,
+                                    noise_sampler=kdiffusion.BrownianTreeNoiseSampler(X, NAN, 10.0, seed=1))
+    assert model.n == 0
+
+
+@pytest.mark.parametrize("t0, t1, name", [(NAN, 1.0, "t0"), (0.0, -INF, "t1")])
+def test_a_batched_tree_built_directly_refuses_a_non_finite_end(t0, t1, name, time_limit):
+    with time_limit(10), pytest.raises(InvalidInput, match=f"{name} must be a finite number.*pass the finite times"):
+        BatchedBrownianTree(X, t0, t1, seed=1)
+
+
+@pytest.mark.parametrize("seed, shown", [(2**64, "seed = 18446744073709551616"),
+                                         ([1, 2**64], "seed[1] = 18446744073709551616")])
+def test_the_tree_refuses_a_seed_torch_generators_do_not_take_before_any_model_call(seed, shown, time_limit):
+    model = Counter()
+    with time_limit(20), pytest.raises(InvalidInput) as e:
+        samplers.sample("euler_ancestral", model, X, K, disable=True,
+                        noise_sampler=BrownianTreeNoiseSampler(X, 0.1, 10.0, seed=seed))
+    assert model.n == 0
+    assert shown in str(e.value) and "0 <= seed < 2**64" in str(e.value) and "pass a seed in that range" in str(e.value)
+
+
+def test_the_tree_still_takes_the_ranges_and_seeds_its_callers_pass():
+    """Equal ends (a schedule with one positive σ, [σ, 0]: every draw 0, as k-diffusion's), sigma_min = 0, tensor
+    ends and the largest seed torch takes still build; the draws of a valid tree are the torchsde tree's own."""
+    assert torch.equal(BrownianTreeNoiseSampler(X, 5.0, 5.0, seed=1)(torch.tensor(5.0), torch.tensor(0.0)),
+                       torch.zeros_like(X))
+    for lo, hi, seed in ((0.0, 5.0, 3), (torch.tensor(0.1), torch.tensor(10.0), 2**64 - 1), (0.1, 10.0, [4, 5])):
+        draw = BrownianTreeNoiseSampler(X, lo, hi, seed=seed)(torch.tensor(3.0), torch.tensor(1.0))
+        assert draw.shape == X.shape and torch.isfinite(draw).all()
+    import torchsde
+    tree = torchsde.BrownianTree(torch.as_tensor(0.1), torch.zeros_like(X), torch.as_tensor(10.0), entropy=7)
+    ours = BrownianTreeNoiseSampler(X, 0.1, 10.0, seed=7)(torch.tensor(3.0), torch.tensor(1.0))
+    theirs = tree(torch.tensor(1.0), torch.tensor(3.0)) * -1 / torch.tensor(2.0).sqrt()
+    assert torch.equal(ours, theirs)
+
+
+# ----------------------------------------------------------------------------- 3. 'meta' tensors
+
+
+@pytest.mark.parametrize("sigmas", [torch.tensor([10.0, 0.0], device="meta"),
+                                    [torch.tensor(10.0, device="meta"), torch.tensor(0.0, device="meta")]])
+def test_meta_sigmas_are_refused_before_any_model_call(sigmas):
+    model = Counter()
+    with pytest.raises(InvalidInput, match="sigmas is on the 'meta' device.*pass a tensor with data \\(e.g. on 'cpu'"):
+        samplers.sample("euler", model, X, sigmas, disable=True)
+    assert model.n == 0
+
+
+@pytest.mark.parametrize("images", [torch.zeros(1, 3, 64, 64, device="meta"), [torch.zeros(3, 64, 64, device="meta")]])
+def test_meta_images_are_refused_before_any_model_call(parts, monkeypatch, images):  # noqa: F811
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(InvalidInput, match="images are on the 'meta' device.*pass a tensor with data \\(e.g. on 'cpu'"):
+        parts["eps"].img2img(images, "a red circle", sampler="euler", steps=2, seed=0, progress=False,
+                             output="tensor")
+    assert not calls
+    with pytest.raises(InvalidInput, match="'meta' device"):
+        pipeline._as_image_batch(images)
