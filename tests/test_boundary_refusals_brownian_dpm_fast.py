@@ -1,6 +1,6 @@
 """Refusals at the boundary, before any model call: the k-diffusion drop-in's ``sample_dpm_fast`` step count (n was
 uncapped: n = 10**9 ran 59 s, peaked at 21.9 GB, then raised a bare ZeroDivisionError), the range and seed of
-k-diffusion's Brownian tree (a NaN end made torchsde loop forever, inf recurse, a seed >= 2**64 was taken), and a
+k-diffusion's Brownian tree (a NaN end made torchsde loop forever, inf recurse), and a
 'meta' tensor as sigmas or as the pipeline's images (a raw NotImplementedError / RuntimeError)."""
 import pytest
 import torch
@@ -83,7 +83,6 @@ def test_sample_dpm_fast_still_runs_within_the_cap():
     (0.1, INF, "sigma_max", "must be a finite number, got inf"),
     (0.1, NAN, "sigma_max", "must be a finite number, got nan"),
     (-1.0, 10.0, "sigma_min", "must be >= 0, got -1"),
-    (10.0, 0.1, "sigma_min = 10, sigma_max = 0.1", "sigma_min <= sigma_max"),
 ])
 def test_the_tree_refuses_a_range_it_cannot_live_on_before_any_model_call(sigma_min, sigma_max, value, rule,
                                                                          time_limit):
@@ -94,7 +93,7 @@ def test_the_tree_refuses_a_range_it_cannot_live_on_before_any_model_call(sigma_
     assert model.n == 0
     message = str(e.value)
     assert value in message and rule in message
-    assert "sigmas[sigmas > 0].min()" in message or "other way round" in message
+    assert "sigmas[sigmas > 0].min()" in message
 
 
 def test_the_drop_ins_sde_sampler_with_a_nan_tree_is_refused_not_looping(time_limit):
@@ -112,23 +111,14 @@ def test_a_batched_tree_built_directly_refuses_a_non_finite_end(t0, t1, name, ti
         BatchedBrownianTree(X, t0, t1, seed=1)
 
 
-@pytest.mark.parametrize("seed, shown", [(2**64, "seed = 18446744073709551616"),
-                                         ([1, 2**64], "seed[1] = 18446744073709551616")])
-def test_the_tree_refuses_a_seed_torch_generators_do_not_take_before_any_model_call(seed, shown, time_limit):
-    model = Counter()
-    with time_limit(20), pytest.raises(InvalidInput) as e:
-        samplers.sample("euler_ancestral", model, X, K, disable=True,
-                        noise_sampler=BrownianTreeNoiseSampler(X, 0.1, 10.0, seed=seed))
-    assert model.n == 0
-    assert shown in str(e.value) and "0 <= seed < 2**64" in str(e.value) and "pass a seed in that range" in str(e.value)
-
-
 def test_the_tree_still_takes_the_ranges_and_seeds_its_callers_pass():
     """Equal ends (a schedule with one positive σ, [σ, 0]: every draw 0, as k-diffusion's), sigma_min = 0, tensor
-    ends and the largest seed torch takes still build; the draws of a valid tree are the torchsde tree's own."""
+    ends, swapped ends (sorted, as k-diffusion sorts them) and seeds of any size (k-diffusion's tree takes them)
+    still build; the draws of a valid tree are torchsde's own."""
     assert torch.equal(BrownianTreeNoiseSampler(X, 5.0, 5.0, seed=1)(torch.tensor(5.0), torch.tensor(0.0)),
                        torch.zeros_like(X))
-    for lo, hi, seed in ((0.0, 5.0, 3), (torch.tensor(0.1), torch.tensor(10.0), 2**64 - 1), (0.1, 10.0, [4, 5])):
+    for lo, hi, seed in ((0.0, 5.0, 3), (torch.tensor(0.1), torch.tensor(10.0), 2**64 - 1), (0.1, 10.0, [4, 5]),
+                         (10.0, 0.1, 2**70), (0.1, 10.0, [2**64 - 1, 2**64])):
         draw = BrownianTreeNoiseSampler(X, lo, hi, seed=seed)(torch.tensor(3.0), torch.tensor(1.0))
         assert draw.shape == X.shape and torch.isfinite(draw).all()
     import torchsde

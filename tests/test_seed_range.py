@@ -1,5 +1,5 @@
-"""Seeds run over what torch's generators take, 0 to 2**64 − 1; k-diffusion's Brownian tree takes an integer in that
-range too (k-diffusion's own takes any size), and nothing else."""
+"""Seeds run over what torch's generators take, 0 to 2**64 − 1; k-diffusion's Brownian tree takes an integer >= 0
+of any size, and nothing else."""
 import numpy as np
 import pytest
 import torch
@@ -98,17 +98,13 @@ def test_an_integer_array_seeds_one_tree_per_item_as_k_diffusion_takes_it():
                                    theirs(torch.tensor(3.0), torch.tensor(1.0)), rtol=0, atol=0)
 
 
-def test_the_drop_ins_tree_takes_any_integer_seed_torch_takes():
-    """numpy and 0-d tensor integers are the int they hold; seeds run to 2**64 − 1, as every other seed of the
-    library (k-diffusion's tree takes any size, but a seed beyond 2**64 is refused, as resolve_seeds refuses it)."""
+def test_the_drop_ins_tree_takes_any_integer_seed():
+    """numpy and 0-d tensor integers are the int they hold; a seed beyond 2**64 is a tree's entropy, as k-diffusion
+    takes it."""
     x = GM.noise(2, seed=0) * 10.0
     five = kdiffusion.sample_dpmpp_2m_sde(GM.denoiser, x, SIG, disable=True, seed=5)
     for same in (np.int64(5), torch.tensor(5)):
         torch.testing.assert_close(kdiffusion.sample_dpmpp_2m_sde(GM.denoiser, x, SIG, disable=True, seed=same), five,
                                    rtol=0, atol=0)
-    big = kdiffusion.sample_dpmpp_2m_sde(GM.denoiser, x, SIG, disable=True, seed=2**64 - 1)
+    big = kdiffusion.sample_dpmpp_2m_sde(GM.denoiser, x, SIG, disable=True, seed=2**70)
     assert torch.isfinite(big).all() and not torch.allclose(big, five)
-    model, calls = _counting()
-    with pytest.raises(InvalidInput, match=r"outside 0 <= seed < 2\*\*64"):
-        kdiffusion.sample_dpmpp_2m_sde(model, x, SIG, disable=True, seed=2**70)
-    assert calls == []

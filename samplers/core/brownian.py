@@ -33,9 +33,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch
-
 import numpy as np
+import torch
 
 from .seeds import generators, resolve_seeds, tree_seeds
 from .errors import InvalidInput, InvalidOption, InvalidType
@@ -178,8 +177,8 @@ class BatchedBrownianTree:
     then shares one path of shape ``x.shape``: ComfyUI passes its one ``seed`` so); a list or tuple is one tree
     per batch item, item k seeded ``seed[k]`` (A1111 passes the images' seeds so: batch invariant); ``None``
     draws one int from torch's global generator (``torch.randint(0, 2**63 - 1, [])``, as k-diffusion does). A seed
-    is an integer from 0 to 2**64 − 1 (:func:`samplers.core.seeds.tree_seeds`, then the range of
-    :func:`samplers.core.seeds.resolve_seeds`; k-diffusion's tree takes any size). ``t0`` and ``t1`` must be finite.
+    is an integer >= 0 of any size, as k-diffusion's tree takes it (:func:`samplers.core.seeds.tree_seeds`).
+    ``t0`` and ``t1`` must be finite.
 
     ``cpu=False`` draws the trees on ``x.device`` (k-diffusion itself, ComfyUI's ``*_gpu`` samplers: the numbers
     depend on that device's generator); ``cpu=True`` draws them on the CPU, with the query times rounded to
@@ -203,10 +202,6 @@ class BatchedBrownianTree:
         if seed is None:
             seed = int(torch.randint(0, 2**63 - 1, []).item())
         seed = tree_seeds(seed, x.shape[0])
-        # torchsde's tree takes an integer >= 0 of any size (numpy's SeedSequence); every other seed of this library
-        # is one torch's generators take, 0 <= seed < 2**64: refused past it by resolve_seeds's rule and words (an int
-        # is one tree's seed, not a base seed + k, so it is checked as a batch of one)
-        resolve_seeds(seed, x.shape[0] if isinstance(seed, list) else 1)
         self.batched = isinstance(seed, list)
         if self.batched:
             w0 = w0[0]
@@ -295,18 +290,15 @@ class BrownianTreeNoiseSampler:
     """
 
     def __init__(self, x: torch.Tensor, sigma_min, sigma_max, seed=None, transform=_identity, *, cpu: bool = False):
-        # The range as k-diffusion's samplers give it: real, finite, 0 <= sigma_min <= sigma_max (checked before
-        # torchsde sees it: a NaN end made its tree loop forever, inf recurse until RecursionError in a run).
-        # sigma_min is the schedule's smallest positive σ, but 0 builds a valid path and is kept; equal ends are what
-        # a schedule with one positive σ ([σ, 0]) gives (k-diffusion's sigmas[sigmas > 0].min() == sigmas.max()):
-        # a path of length 0, every draw 0, as k-diffusion's; swapped ends (which k-diffusion sorts) are refused.
+        # The range as k-diffusion's samplers give it: real, finite, >= 0 (checked before torchsde sees it: a NaN
+        # end made its tree loop forever, inf recurse until RecursionError in a run). sigma_min is the schedule's
+        # smallest positive σ, but 0 builds a valid path and is kept; equal ends are what a schedule with one
+        # positive σ ([σ, 0]) gives (k-diffusion's sigmas[sigmas > 0].min() == sigmas.max()): a path of length 0,
+        # every draw 0, as k-diffusion's; swapped ends are sorted, as k-diffusion's tree sorts them.
         fix = ("pass the smallest positive and the largest sigma of the schedule, e.g. "
                "sigma_min=sigmas[sigmas > 0].min(), sigma_max=sigmas.max()")
-        lo = _number("sigma_min", sigma_min, lo=0.0, fix=fix)
-        hi = _number("sigma_max", sigma_max, lo=0.0, fix=fix + " (from sigma = inf use noise_sampler='brownian')")
-        if lo > hi:
-            raise InvalidInput(f"need sigma_min <= sigma_max, got sigma_min = {lo:g}, sigma_max = {hi:g} (swapped); "
-                               "pass them the other way round")
+        _number("sigma_min", sigma_min, lo=0.0, fix=fix)
+        _number("sigma_max", sigma_max, lo=0.0, fix=fix + " (from sigma = inf use noise_sampler='brownian')")
         self.transform = transform
         t0, t1 = self.transform(torch.as_tensor(sigma_min)), self.transform(torch.as_tensor(sigma_max))
         self.tree = BatchedBrownianTree(x, t0, t1, seed, cpu=cpu)
