@@ -93,7 +93,7 @@ def test_default_max_steps_bounded_by_the_pipeline(pipe, monkeypatch):
 
     monkeypatch.setattr(pipe, "_denoiser", counting)
     with pytest.raises(StepLimitError):
-        pipe.txt2img(P, sampler="dpm_adaptive", rtol=1e-9, atol=1e-9, seed=0, **KW)
+        pipe.txt2img(P, sampler="dpm_adaptive", rtol=1e-7, atol=1e-7, seed=0, **KW)
     assert len(calls) <= 5 * 3  # a few calls per attempted step, 3 attempts (unbounded: ~30 000)
 
 

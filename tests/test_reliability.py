@@ -47,7 +47,7 @@ def test_dpm_adaptive_never_hangs(time_limit, kw):
     with time_limit(20), pytest.raises((samplers.NonFiniteError, samplers.InvalidOption)):
         samplers.sample("dpm_adaptive", model, X, SIG, disable=True, **kw)
     with time_limit(20), pytest.raises(samplers.StepLimitError, match="max_steps"):
-        samplers.sample("dpm_adaptive", GM.denoiser, X, SIG, disable=True, rtol=1e-14, atol=1e-14, max_steps=30)
+        samplers.sample("dpm_adaptive", GM.denoiser, X, SIG, disable=True, rtol=1e-7, atol=1e-7, max_steps=30)
     with time_limit(20), pytest.raises(samplers.NonFiniteError, match="step size fell to 0"):
         samplers.sample("torchdiffeq.dopri5", lambda x, s: torch.full_like(x, float("nan")), X, SIG, disable=True)
 
