@@ -29,6 +29,7 @@ import torch
 from ..core.errors import InvalidOption, InvalidType, NonFiniteError, StepLimitError
 from ..core.registry import register
 from ..core.run import progress, report
+from ..core import validate
 from ..core.validate import closest
 
 _REF = "Chen et al. 2018, torchdiffeq (github.com/rtqichen/torchdiffeq)"
@@ -190,17 +191,10 @@ def check_options(method: str, options, grid: list[float]) -> dict:
 
 def check_tolerances(method: str, rtol: float, atol: float, dtype: torch.dtype) -> None:
     """An adaptive method's ``rtol`` / ``atol``, refused before any model call where the state's dtype cannot resolve
-    them: with both below its finest relative spacing (eps / 2, the unit roundoff: 5.96e-8 for float32) no value of
-    the state is held that closely, the step-size control measures rounding, not error, and shrinks its steps towards
-    the step cap (dopri5 on float32 at 1e-12: 108,849 model calls). Either one at or above it is accepted (rtol=0 with
-    atol=1e-5, a pure absolute tolerance; 1e-7 on float32)."""
-    resolution = torch.finfo(dtype).eps / 2
-    if float(rtol) < resolution and float(atol) < resolution:
-        raise InvalidOption(f"torchdiffeq.{method}: rtol={rtol!r} and atol={atol!r} are both below the resolution of "
-                            f"the {dtype} state (its unit roundoff, eps/2 = {resolution:.3g}: no value is held closer "
-                            "than that): its step-size control cannot measure an error that small and shrinks its "
-                            "steps towards the step cap instead (a hang on a real model); give rtol or atol >= "
-                            f"{resolution:.3g} (the default is 1e-5), or float64 latents for a tighter tolerance")
+    them (:func:`samplers.core.validate.check_tolerances`, the rule ``dpm_adaptive`` keeps too): with both below the
+    state's unit roundoff the step-size control measures rounding and shrinks its steps towards the step cap (dopri5
+    on float32 at 1e-12: 108,849 model calls). Either one at or above it is accepted (rtol=0 with atol=1e-5)."""
+    validate.check_tolerances(f"torchdiffeq.{method}", rtol, atol, dtype, "1e-5")
 
 
 def check_norm(method: str, norm, like: torch.Tensor) -> None:
