@@ -45,7 +45,7 @@ def run(model: str | None = None, n: int = 200, steps: int = 20, sampler: str | 
     sampler = sampler or pipe.defaults["sampler"]
     schedule = schedule or pipe.defaults["schedule"]
     print(f"model {model} ({pipe.model.config.name}, sha256 {(pipe.model.weights_sha256 or '')[:12]}), sampler {sampler}, "
-          f"schedule {schedule}, {steps} steps, n = {n} per row, on {common.device_line()}",
+          f"schedule {schedule}, {steps} steps, n = {n} per row, on {common.device_label(common.run_info('cpu'))}, torch {torch.__version__}",
           file=out)
     print(f"{'captions':<12} {'cfg':>5} {'match':>7} {'colour':>7} {'shape':>7} {'size':>7} {'position':>8} {'count':>7} {'time':>7}",
           file=out)

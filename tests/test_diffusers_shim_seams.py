@@ -575,3 +575,25 @@ def test_every_fix_a_ddim_grid_refusal_names_runs(name, spacing, offset, one):
         assert runs(config, exact=True) is None
     if "set_alpha_to_one=True" in message.split("Use ")[-1]:
         assert runs({**config, "set_alpha_to_one": True}) is None
+
+
+@pytest.mark.parametrize("name, config, override", [
+    ("EulerDiscreteScheduler", SDXL, dict(interpolation_type="log_linear")),
+    ("DDIMScheduler", {**SD15, "clip_sample": False, "steps_offset": 1}, dict(set_alpha_to_one=True)),
+])
+def test_the_configs_hidden_keys_are_not_a_later_change(name, config, override):
+    # diffusers' from_config registers the keys that are no parameter of the shim after __init__, with the
+    # config's values: read as a change made later, they overwrote the caller's override at the first set_timesteps
+    source = getattr(diffusers, name).from_config({**config, "_class_name": name})
+    theirs = getattr(diffusers, name).from_config(source.config, **override)
+    ours = SamplerScheduler.from_config(source.config, **override)
+    assert diff(theirs, ours, 7) < 1e-5
+    assert {k: ours._source_config[k] for k in override} == override
+
+
+def test_a_config_without_a_source_class_carrying_other_keys_runs():
+    # a sampler on an SD 1.5 config read without its class: the config's PNDM keys were refused as a later change
+    config = {k: v for k, v in SD15.items() if k != "_class_name"}
+    shim = SamplerScheduler.from_config(config, sampler="euler")
+    shim.set_timesteps(6)
+    assert len(shim.timesteps) == 6

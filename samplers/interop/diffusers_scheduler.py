@@ -330,7 +330,6 @@ def _parameters() -> dict[str, dict]:
     return out
 
 
-@functools.lru_cache(maxsize=1)
 @functools.lru_cache(maxsize=None)
 def _step_parameters(class_name: str) -> frozenset:
     """The keywords of a diffusers class's ``step`` that :data:`_STEP_KEYWORDS` describes."""
@@ -341,6 +340,7 @@ def _step_parameters(class_name: str) -> frozenset:
     return frozenset(inspect.signature(getattr(diffusers, class_name).step).parameters) & frozenset(_STEP_KEYWORDS)
 
 
+@functools.lru_cache(maxsize=1)
 def _signatures() -> dict[str, frozenset]:
     """The constructor parameter names of every diffusers scheduler class (and of SamplerScheduler)."""
     return {name: frozenset(params) for name, params in _parameters().items()}
@@ -799,9 +799,15 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             config = config_dict(instance)
         token = _GIVEN.set(copied)
         try:
-            return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+            made = super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
         finally:
             _GIVEN.reset(token)
+        # diffusers registers the config's keys that are no parameter of this class after __init__ (its "hidden"
+        # keys: set_alpha_to_one, interpolation_type, ... from the replaced class's config, with the config's
+        # values): part of the config as built, not a change a pipeline made later (_follow_config)
+        for scheduler in (made[0] if isinstance(made, tuple) else made,):
+            scheduler._built = scheduler._config_snapshot()
+        return made
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, subfolder=None, return_unused_kwargs=False,

@@ -53,7 +53,7 @@ from ..core import names, registry, steps
 from ..core import noise as noise_mod
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
 from ..core.conversion import state_dtype
-from ..core.errors import InvalidInput, InvalidType, LimitExceeded
+from ..core.errors import InvalidInput, InvalidType
 from ..core.noise import SeededNoise
 from ..core.run import check_call, read_sigmas
 from ..core.seeds import resolve_seeds
@@ -776,24 +776,18 @@ class DPMSolver(torch.nn.Module):
         return x, info
 
 
-# The most model calls a DPM-Solver-fast run may be given: the cap the pipeline puts on a run's steps
-# (models.pipeline.MAX_STEPS, which samplers cannot import: models builds on samplers; docs/design.md, "steps are
-# capped at 10 000"). k-diffusion takes any n: n = 10**9 built a grid of 3·10**8 times (22 GB) before its first step.
-MAX_FAST_NFE = 10_000
+# The memory a DPM-Solver-fast grid takes per step, about: its float32 time and the Python float and order the loop
+# reads (k-diffusion takes any n; n = 10**9 built a grid of 3·10**8 times, 22 GB, before its first step).
+FAST_GRID_BYTES_PER_STEP = 64
 
 
 def _check_nfe(nfe) -> int:
-    """DPM-Solver-fast's ``n``: an integer from 1 to :data:`MAX_FAST_NFE` whose grid fits in memory, checked before
-    the grid is built or the model called."""
-    what = "n (the model calls of DPM-Solver-fast)"
-    try:
-        nfe = integer(what, nfe, lo=1, hi=MAX_FAST_NFE)
-    except LimitExceeded as e:
-        raise LimitExceeded(f"{e} model calls (the cap on a run's steps, as the pipeline's); pass n <= {MAX_FAST_NFE}: "
-                            "DPM-Solver-fast is accurate with 10 to 50") from None
-    steps = len(fast_orders(nfe))
-    check_allocation(64 * (steps + 1), f"DPM-Solver-fast's grid of {steps} steps", "cpu",
-                     f"pass a smaller n (at most {MAX_FAST_NFE})")
+    """DPM-Solver-fast's ``n``: an integer >= 1 (any size, as k-diffusion takes it) whose grid fits in memory,
+    checked before the grid is built or the model called."""
+    nfe = integer("n (the model calls of DPM-Solver-fast)", nfe, lo=1)
+    steps = nfe // 3 + 1  # len(fast_orders(nfe)), without building it
+    check_allocation(FAST_GRID_BYTES_PER_STEP * (steps + 1), f"DPM-Solver-fast's grid of {steps} steps (n = {nfe})",
+                     "cpu", "pass a smaller n: DPM-Solver-fast is accurate with 10 to 50")
     return nfe
 
 
