@@ -855,3 +855,35 @@ def test_a_labels_noise_stays_when_the_caller_passes_noise_sampler_none():
         assert torch.equal(own, given)
         seeded = samplers.sample(name, GM.denoiser, x, EPS_SIGMAS, seed=5, disable=True, noise_sampler="seeded")
         assert not torch.equal(own, seeded)
+
+
+# ----------------------------------------------------------------------------------------------------
+# session 21's audit: what ComfyUI runs that the adapter refused, and a name it cannot reproduce with a mask
+
+
+@pytest.mark.parametrize("name", ["euler", "comfyui:dpmpp_2m_sde", "comfyui:euler_ancestral", "dpmpp_2m"])
+@pytest.mark.parametrize("sampling, one", [(EPS(), EPS_SIGMAS[:1]), (EPS(), EPS_SIGMAS[-1:]),
+                                           (CONST(), FLOW_SIGMAS[:1]), (CONST(), FLOW_SIGMAS[-1:])])
+def test_a_one_value_sigmas_returns_the_input_as_comfyuis_samplers_do(name, sampling, one):
+    # SplitSigmas at step 0 or at the last step gives one σ: ComfyUI's samplers run no step and return their input
+    # (KSAMPLER's scaled noise); the adapter refused it with a fix (get_sigmas) no ComfyUI user can apply
+    guider = Guider(sampling, GM.denoiser)
+    x = GM.noise(2, seed=3)
+    fn = comfyui.ksampler_function(name)
+    out = fn(KSamplerX0Inpaint(guider, one), x, one, extra_args={"model_options": {}, "seed": 7, "denoise_mask": None})
+    assert out is x and not guider.calls
+
+
+def test_comfyuis_ddim_with_a_mask_is_refused_naming_the_fix():
+    # ComfyUI's ddim is euler whose KSAMPLER blends the masked-out region with randn(seed + 1): not reproduced
+    fn = comfyui.ksampler_function("comfyui:ddim")
+    guider = Guider(EPS(), GM.denoiser)
+    x = GM.noise(1, seed=3)
+    mask = torch.ones_like(x)
+    with pytest.raises(samplers.Unavailable, match="inpaint_options.*ComfyUI's own ddim.*or 'euler'"):
+        fn(lambda *a, **k: guider(*a[:2]), x, EPS_SIGMAS, extra_args={"model_options": {}, "seed": 7,
+                                                                        "denoise_mask": mask})
+    assert not guider.calls
+    out = fn(KSamplerX0Inpaint(guider, EPS_SIGMAS), x, EPS_SIGMAS,
+             extra_args={"model_options": {}, "seed": 7, "denoise_mask": None})  # txt2img: ComfyUI's euler
+    torch.testing.assert_close(out, samplers.sample("euler", GM.denoiser, x, EPS_SIGMAS, disable=True))
