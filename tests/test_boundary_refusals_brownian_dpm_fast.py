@@ -147,3 +147,16 @@ def test_meta_images_are_refused_before_any_model_call(parts, monkeypatch, image
     assert not calls
     with pytest.raises(InvalidInput, match="'meta' device"):
         pipeline._as_image_batch(images)
+
+
+def test_a_range_too_narrow_for_its_steps_is_refused_before_the_grid_is_built(monkeypatch):
+    # more steps than float32 holds values between the ends: refused from the ends alone (the grid was built first,
+    # 22 GB for n = 10**9 where the memory check let it through)
+    def built(*a, **k):
+        raise AssertionError("the grid was built")
+
+    monkeypatch.setattr(torch, "linspace", built)
+    model = Counter()
+    with pytest.raises(InvalidInput, match="more than torch.float32 holds values between them"):
+        kdiffusion.sample_dpm_fast(model, X, 10.0, 10.0001, 3 * 10**7, disable=True)
+    assert model.n == 0

@@ -874,16 +874,13 @@ def test_a_one_value_sigmas_returns_the_input_as_comfyuis_samplers_do(name, samp
     assert out is x and not guider.calls
 
 
-def test_comfyuis_ddim_with_a_mask_is_refused_naming_the_fix():
-    # ComfyUI's ddim is euler whose KSAMPLER blends the masked-out region with randn(seed + 1): not reproduced
-    fn = comfyui.ksampler_function("comfyui:ddim")
-    guider = Guider(EPS(), GM.denoiser)
+def test_a_one_value_sigmas_still_checks_the_call_time_options():
+    # ComfyUI's sample_euler(..., bogus=1) is a TypeError with one σ too: KSAMPLER's extra_options are not skipped
+    fn = comfyui.ksampler_function("euler")
     x = GM.noise(1, seed=3)
-    mask = torch.ones_like(x)
-    with pytest.raises(samplers.Unavailable, match="inpaint_options.*ComfyUI's own ddim.*or 'euler'"):
-        fn(lambda *a, **k: guider(*a[:2]), x, EPS_SIGMAS, extra_args={"model_options": {}, "seed": 7,
-                                                                        "denoise_mask": mask})
-    assert not guider.calls
-    out = fn(KSamplerX0Inpaint(guider, EPS_SIGMAS), x, EPS_SIGMAS,
-             extra_args={"model_options": {}, "seed": 7, "denoise_mask": None})  # txt2img: ComfyUI's euler
-    torch.testing.assert_close(out, samplers.sample("euler", GM.denoiser, x, EPS_SIGMAS, disable=True))
+    guider = Guider(EPS(), GM.denoiser)
+    with pytest.raises(samplers.InvalidOption, match="bogus"):
+        fn(KSamplerX0Inpaint(guider, EPS_SIGMAS[:1]), x, EPS_SIGMAS[:1], extra_args={"seed": 7}, bogus=1)
+    with pytest.raises(samplers.InvalidOption, match="s_noise"):
+        fn(KSamplerX0Inpaint(guider, EPS_SIGMAS[:1]), x, EPS_SIGMAS[:1], extra_args={"seed": 7},
+           s_noise=float("nan"))

@@ -119,14 +119,11 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             del merged["seed"]  # the same seed: ComfyUI's, read as ComfyUI's below
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
             merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0], where="extra_args['seed']")
-        if comfy_key == "ddim" and extra_args.get("denoise_mask") is not None:
-            raise Unavailable("ComfyUI's 'ddim' is its euler with KSampler's inpaint_options {'random': True}: with a "
-                              "mask it blends the kept region with fresh noise from seed + 1, not the sampling noise, "
-                              "which ComfyUI's KSAMPLER does outside a sampler function and this one cannot ask for; "
-                              "for inpainting use ComfyUI's own ddim (KSamplerSelect), or 'euler' (the same steps, "
-                              "blended with the sampling noise)")
         if len(sigmas) <= 1:
-            # one σ (SplitSigmas at step 0 or at the last step) is no step: ComfyUI's samplers return their input
+            # one σ (SplitSigmas at step 0 or at the last step) is no step: ComfyUI's samplers return their input,
+            # after their options are taken (sample_euler(..., bogus=1) is a TypeError there too)
+            flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
+            check_options(flow_spec if flow else spec, merged)
             return x
         noise_scale = getattr(_model_sampling(model), "noise_scale", 1.0)
         # ComfyUI scales the fresh noise of its ancestral / SDE samplers (not EDM churn): refused where that runs

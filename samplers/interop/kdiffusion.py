@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -724,14 +725,15 @@ class DPMSolver(torch.nn.Module):
     def dpm_solver_fast(self, x, t_start, t_end, nfe, eta=0., s_noise=1., noise_sampler=None):
         """DPM-Solver-fast from t_start to t_end with ``nfe`` model calls (:func:`samplers.ode.singlestep.solve_fast`)."""
         nfe = _check_nfe(nfe)
-        # k-diffusion's grid, whose dtype (torch's default, whatever t_start's) its callback's times and the σ it
-        # asks a noise sampler for take
-        grid = torch.linspace(t_start, t_end, len(fast_orders(nfe)) + 1, device=x.device)
-        like = grid[0]
         if float(t_start) == float(t_end):  # k-diffusion: NaN for nfe >= 4 (a step of length 0 divides by it)
             raise InvalidInput(f"t_start and t_end must differ (DPM-Solver-fast splits [t_start, t_end] into steps), got "
                                f"both {float(t_start):g}: pass t_start = self.t(sigma_max) and t_end = "
                                "self.t(sigma_min) with sigma_min < sigma_max")
+        _check_resolvable(t_start, t_end, nfe, torch.get_default_dtype())
+        # k-diffusion's grid, whose dtype (torch's default, whatever t_start's) its callback's times and the σ it
+        # asks a noise sampler for take
+        grid = torch.linspace(t_start, t_end, len(fast_orders(nfe)) + 1, device=x.device)
+        like = grid[0]
         noise = self._noise(x, noise_sampler, like, [None] * len(fast_orders(nfe)))
 
         def on_step(i, x_i, t, denoised):
@@ -776,9 +778,10 @@ class DPMSolver(torch.nn.Module):
         return x, info
 
 
-# The memory a DPM-Solver-fast grid takes per step, about: its float32 time and the Python float and order the loop
-# reads (k-diffusion takes any n; n = 10**9 built a grid of 3·10**8 times, 22 GB, before its first step).
-FAST_GRID_BYTES_PER_STEP = 64
+# The memory a DPM-Solver-fast grid takes per step, with room: its float32 time and the Python float and order the
+# loop reads, measured at 68.5 bytes at its peak (k-diffusion takes any n; n = 10**9 built a grid of 3·10**8 times,
+# 22 GB, before its first step).
+FAST_GRID_BYTES_PER_STEP = 96
 
 
 def _check_nfe(nfe) -> int:
@@ -789,6 +792,26 @@ def _check_nfe(nfe) -> int:
     check_allocation(FAST_GRID_BYTES_PER_STEP * (steps + 1), f"DPM-Solver-fast's grid of {steps} steps (n = {nfe})",
                      "cpu", "pass a smaller n: DPM-Solver-fast is accurate with 10 to 50")
     return nfe
+
+
+def _check_resolvable(t_start, t_end, nfe: int, dtype: torch.dtype) -> None:
+    """Before the grid is built: more steps than ``dtype`` holds values between the ends, so that two neighbouring
+    times are certainly equal (:func:`_check_grid` then checks the grid itself)."""
+    kinds = {torch.float32: (np.float32, np.int32, 2**31), torch.float64: (np.float64, np.int64, 2**63)}
+    if dtype not in kinds:
+        return
+    real, ints, top = kinds[dtype]
+
+    def ordinal(v) -> int:  # the float's rank among the dtype's values (its bits as a sign-magnitude integer)
+        i = int(np.array(float(v), real).view(ints))
+        return i if i >= 0 else -(i + top)
+
+    steps = nfe // 3 + 1
+    if steps > abs(ordinal(t_end) - ordinal(t_start)):
+        raise InvalidInput(f"n = {nfe} model calls split [t_start, t_end] = [{float(t_start):.9g}, {float(t_end):.9g}] "
+                           f"into {steps} steps, more than {dtype} holds values between them, so neighbouring times "
+                           "are equal (a step of length 0); pass a smaller n, or a wider range (sigma_min further "
+                           "from sigma_max)")
 
 
 def _check_grid(times: list, nfe: int) -> None:
