@@ -1849,14 +1849,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         source = self._source_name
         if source is not None:
             taken = _step_parameters(source)
-            where = f"{source}.step(), which this scheduler stands in for,"
+            where = f"{source}.step(), which this scheduler stands in for, takes no such argument"
         else:
             taken = frozenset(_STEP_KEYWORDS)
-            where = "no diffusers scheduler's step() the shim stands in for"
+            where = "no diffusers scheduler's step() that this scheduler could stand in for takes it"
         for key in kwargs:
             if key not in taken:
-                raise InvalidType(f"step() got an unexpected keyword argument {key!r}: {where} takes no such "
-                                  "argument")
+                raise InvalidType(f"step() got an unexpected keyword argument {key!r}: {where}")
         context = {**kwargs, "_draws_nothing": "variance_noise" in kwargs and self._draws_nothing(eta)}
         config = self._source_config if source is not None else dict(self.config)
         for key, value in kwargs.items():
