@@ -407,10 +407,14 @@ _STEP_KEYWORDS: dict[str, tuple] = {
               "LMSDiscrete's multistep order",
               "leave it out (4), or pass sampler='lms', sampler_options={'order': <n>} to the scheduler"),
 }
-# s_noise is DPMSolverSDE's noise scale itself (no churn there)
-_SDE_S_NOISE = (lambda v, kw, cfg: _real(v) == 1,
-                "DPMSolverSDE's noise scale",
-                "leave it out (1.0), or pass sampler_options={'s_noise': <value>} to the scheduler")
+# a class whose keyword means something else there: (class, keyword) -> its rule, before _STEP_KEYWORDS
+_CLASS_STEP_KEYWORDS: dict[tuple[str, str], tuple] = {
+    # s_noise is DPMSolverSDE's noise scale itself (no churn there)
+    ("DPMSolverSDEScheduler", "s_noise"): (lambda v, kw, cfg: _real(v) == 1,
+                                           "DPMSolverSDE's noise scale",
+                                           "leave it out (1.0), or pass sampler_options={'s_noise': <value>} to the "
+                                           "scheduler"),
+}
 
 
 def _real(value) -> float:
@@ -805,8 +809,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         # diffusers registers the config's keys that are no parameter of this class after __init__ (its "hidden"
         # keys: set_alpha_to_one, interpolation_type, ... from the replaced class's config, with the config's
         # values): part of the config as built, not a change a pipeline made later (_follow_config)
-        for scheduler in (made[0] if isinstance(made, tuple) else made,):
-            scheduler._built = scheduler._config_snapshot()
+        scheduler = made[0] if isinstance(made, tuple) else made  # (with return_unused_kwargs: (it, unused))
+        scheduler._built = scheduler._config_snapshot()
         return made
 
     @classmethod
@@ -1859,8 +1863,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         context = {**kwargs, "_draws_nothing": "variance_noise" in kwargs and self._draws_nothing(eta)}
         config = self._source_config if source is not None else dict(self.config)
         for key, value in kwargs.items():
-            rule = _SDE_S_NOISE if key == "s_noise" and source == "DPMSolverSDEScheduler" else _STEP_KEYWORDS[key]
-            neutral, what, fix = rule
+            neutral, what, fix = _CLASS_STEP_KEYWORDS.get((source, key), _STEP_KEYWORDS[key])
             try:
                 ok = neutral(value, context, config)
             except InvalidType as exc:
