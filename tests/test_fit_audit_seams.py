@@ -11,8 +11,7 @@ import torch
 from samplers.cli import main
 from samplers.fitted.solver import LearnedSolver
 
-QUICK = ["--calibration", "8", "--heldout", "2", "--iters", "2", "--pool", "0", "--starts", "1", "--screen", "4",
-         "--threads", "1"]
+from test_fit_cli_seams import QUICK, argv  # the CLI seams' quick fit and its command line
 
 PROBLEM = '''
 import os
@@ -67,10 +66,6 @@ def problem_module(tmp_path, monkeypatch):
     (folder / "fit_audit_problem.py").write_text(PROBLEM)
     monkeypatch.syspath_prepend(str(folder))
     return "fit_audit_problem"
-
-
-def argv(out: Path, *extra: str, model: str = "gm-ve", nfe: str = "3") -> list[str]:
-    return ["fit", "--model", model, "--nfe", nfe, "--out", str(out), *QUICK, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -220,16 +215,22 @@ def test_a_model_returning_nan_is_named_not_a_solver_assertion(tmp_path, capsys,
 
 # ------------------------------------------------------------------- 5: the diffusers shim and a fitted solver
 
+SD_EULER = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon"}
+
+
+def foreign_solver(folder: Path, sigmas: list[float]) -> Path:
+    """An euler solver on ``sigmas`` recorded as fitted to another eps model, saved in ``folder``."""
+    solver = LearnedSolver.from_sampler("euler", sigmas)
+    solver.model = {"fingerprint": "ab" * 32, "name": "x", "prediction": "eps"}
+    return solver.save(folder / "s.json")
+
 
 def test_the_shim_refuses_a_schedule_with_a_fitted_solver(tmp_path):
     from samplers import InvalidOption
     from samplers.interop.diffusers_scheduler import SamplerScheduler
 
-    solver = LearnedSolver.from_sampler("euler", [14.6, 5.0, 1.5, 0.4, 0.0])
-    solver.model = {"fingerprint": "ab" * 32, "name": "x", "prediction": "eps"}
-    path = solver.save(tmp_path / "s.json")
-    config = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
-              "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon"}
+    path, config = foreign_solver(tmp_path, [14.6, 5.0, 1.5, 0.4, 0.0]), SD_EULER
     with pytest.raises(InvalidOption, match="runs on its own fitted σ nodes, but schedule='karras' is set.*pass "
                                             "schedule=None"):
         SamplerScheduler.from_config(config, sampler=f"fitted:{path}", schedule="karras",
@@ -343,11 +344,7 @@ def test_the_shim_refuses_fitted_nodes_outside_the_configs_sigma_range_even_for_
     from samplers import InvalidOption
     from samplers.interop.diffusers_scheduler import SamplerScheduler
 
-    solver = LearnedSolver.from_sampler("euler", [80.0, 5.0, 1.5, 0.002, 0.0])
-    solver.model = {"fingerprint": "ab" * 32, "name": "x", "prediction": "eps"}
-    path = solver.save(tmp_path / "s.json")
-    config = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
-              "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon"}
+    path, config = foreign_solver(tmp_path, [80.0, 5.0, 1.5, 0.002, 0.0]), SD_EULER
     with pytest.raises(InvalidOption, match=r"runs on σ nodes 80, 0.002 outside this config's σ range "
                                             r"\[0.0291675, 14.6146\]"):
         SamplerScheduler.from_config(config, sampler=f"fitted:{path}", sampler_options={"allow_other_model": True})

@@ -20,7 +20,7 @@ QUICK = ["--calibration", "8", "--heldout", "2", "--iters", "2", "--pool", "0", 
 def fitted(tmp_path_factory):
     """A finished two-iteration fit of gm-ve at 3 NFE (its report, solver, cached endpoints and saved state)."""
     out = tmp_path_factory.mktemp("seams") / "fit"
-    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *QUICK]) == 0
+    assert main(argv(out)) == 0
     return out
 
 
@@ -31,8 +31,8 @@ def out(fitted, tmp_path):
     return copy
 
 
-def argv(out: Path, *extra: str) -> list[str]:
-    return ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), *QUICK, *extra]
+def argv(out: Path, *extra: str, model: str = "gm-ve", nfe: str = "3") -> list[str]:
+    return ["fit", "--model", model, "--nfe", nfe, "--out", str(out), *QUICK, *extra]
 
 
 @pytest.fixture
