@@ -253,7 +253,9 @@ class _GlobalDraws:
     def _draw(self) -> torch.Tensor:
         dtype = self.x.dtype if self.drawn == 0 else self.later
         self.drawn += 1
-        draw = torch.randn_like(self.x, dtype=dtype)
+        # randn_like(x) with x alone, as k-diffusion calls it: A1111 and Forge replace this module's ``torch`` (as
+        # they replace k-diffusion's) with a TorchHijack whose randn_like takes nothing else
+        draw = torch.randn_like(self.x if dtype == self.x.dtype else self.x.to(dtype))
         return draw if dtype == self.x.dtype else draw.to(self.state)
 
     def __call__(self, sigma, sigma_next) -> torch.Tensor:

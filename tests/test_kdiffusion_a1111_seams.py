@@ -1,0 +1,113 @@
+"""The k-diffusion drop-in where A1111 / Forge and k-diffusion's float32 arithmetic meet it: a TorchHijack in place of
+the module's ``torch``, the churn window and the ancestral Euler-to-0 branch decided in the schedule's dtype, churn
+options k-diffusion runs, and its helpers' edge cases. Each against the real package."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from samplers.interop import kdiffusion as ours
+
+try:
+    from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
+except ImportError:  # pragma: no cover
+    kdiffusion_modules = None
+
+    class KDiffusionUnavailable(Exception):
+        pass
+
+
+def _reference():
+    try:
+        return kdiffusion_modules()[0] if kdiffusion_modules else None
+    except KDiffusionUnavailable:
+        return None
+
+
+kd = _reference()
+pytestmark = pytest.mark.skipif(kd is None, reason="k-diffusion is not installed: pip install --no-deps "
+                                                   "k-diffusion==0.1.1.post1 (make test does)")
+
+
+class Counting:
+    """A smooth k-diffusion model wrapper, D(x, σ) = x/(1 + σ²) + 0.1·sin x, counting its calls."""
+
+    def __init__(self, wavy=True):
+        self.calls, self.wavy = 0, wavy
+
+    def __call__(self, x, sigma, **extra_args):
+        self.calls += 1
+        d = x / (1 + sigma**2).view(-1, *[1] * (x.ndim - 1))
+        return d + 0.1 * torch.sin(x) if self.wavy else d
+
+
+def start(sigma, seed=0):
+    return torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed)) * float(sigma)
+
+
+def run(module, name, *args, seed=5, wavy=True, **kwargs):
+    """(result, model calls, the global generator's next draw) of ``module.name`` after torch.manual_seed(seed)."""
+    model = Counting(wavy)
+    torch.manual_seed(seed)
+    out = getattr(module, name)(model, *args, disable=True, **kwargs)
+    return out, model.calls, torch.randn(3)
+
+
+def assert_close(a, b, rel=1e-6):
+    scale = max(1.0, b.abs().max().item())
+    assert (a.double() - b.double()).abs().max().item() <= rel * scale
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. A1111 / Forge's TorchHijack: ``sampling.torch`` replaced by an object whose randn_like takes x only
+
+
+class TorchHijack:
+    """Shaped like A1111's (modules/sd_samplers_common.py): ``randn_like(x)`` and nothing else of it, every other
+    attribute torch's. Its draws come from its own generator, one seed per call, so a draw made elsewhere (or
+    not made) shows."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __getattr__(self, item):
+        if item == "randn_like":
+            return self.randn_like
+        if hasattr(torch, item):
+            return getattr(torch, item)
+        raise AttributeError(item)
+
+    def randn_like(self, x):
+        self.n += 1
+        return torch.randn(x.shape, generator=torch.Generator().manual_seed(1000 + self.n), dtype=x.dtype)
+
+
+def hijacked(module, call):
+    old = module.torch
+    module.torch = hijack = TorchHijack()
+    try:
+        return call(module), hijack.n
+    finally:
+        module.torch = old
+
+
+_SIGMAS = torch.tensor([14.6146, 9.0, 5.0, 2.5, 1.0, 0.3, 0.0292, 0.0])
+_HIJACKED = [
+    ("sample_euler", (_SIGMAS,), {"s_churn": 1.0}),
+    ("sample_heun", (_SIGMAS,), {"s_churn": 2.0, "s_tmin": 0.5}),
+    ("sample_euler_ancestral", (_SIGMAS,), {}),
+    ("sample_dpm_2_ancestral", (_SIGMAS,), {}),
+    ("sample_dpmpp_2s_ancestral", (_SIGMAS,), {"eta": 0.7}),
+    ("sample_dpm_fast", (0.0292, 14.6146, 10), {"eta": 0.5}),
+    ("sample_dpm_adaptive", (0.0292, 14.6146), {"eta": 0.5}),
+]
+
+
+@pytest.mark.parametrize("name, args, options", _HIJACKED, ids=[c[0] for c in _HIJACKED])
+def test_a_torch_hijack_makes_k_diffusions_draws(name, args, options):
+    x = start(14.6146)
+    (out, calls, _), draws = hijacked(ours, lambda m: run(m, name, x, *args, **options))
+    (ref, ref_calls, _), ref_draws = hijacked(kd, lambda m: run(m, name, x, *args, **options))
+    assert draws == ref_draws > 0
+    assert calls == ref_calls
+    assert_close(out, ref, rel=2e-6 if name == "sample_dpm_fast" else 1e-6)  # docs/kdiffusion.md's float32 figures
