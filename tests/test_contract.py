@@ -117,7 +117,8 @@ def test_no_host_sync_inside_the_loop(name):
 
 
 # Options and tool labels that take another code path than the registry default (the labels resolve to it)
-OPTION_PATHS = [("deis", {"mode": "tab"}), ("DEIS", {}), ("sample_deis", {}), ("comfyui:deis", {})]
+OPTION_PATHS = [("deis", {"mode": "tab"}), ("DEIS", {}), ("sample_deis", {}), ("comfyui:deis", {}),
+                ("deis", {"weights": "diffusers"})]  # diffusers' float32 weights, as CPU scalar tensors
 
 
 @pytest.mark.parametrize("name, options", OPTION_PATHS, ids=[f"{n}{o or ''}" for n, o in OPTION_PATHS])

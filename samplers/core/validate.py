@@ -283,7 +283,10 @@ SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2"),
                         # r = 1 is the exponential Heun method (ComfyUI's exp_heun_2_x0): its stage lands on σ_next
                         ("seeds_2", "r"): lambda n, v: real(n, v, lo=0.0, hi=1.0, lo_open=True),
                         # its flow-time split t_down = t_next·(1 + (t_next/t − 1)·η) leaves [0, t_next] above η = 1
-                        ("euler_ancestral_rf", "eta"): lambda n, v: real(n, v, lo=0.0, hi=1.0)}
+                        ("euler_ancestral_rf", "eta"): lambda n, v: real(n, v, lo=0.0, hi=1.0),
+                        ("deis", "mode"): one_of("rhoab", "tab"),
+                        # "diffusers": the weights as DEISMultistepScheduler rounds them (the shim's default)
+                        ("deis", "weights"): one_of("exact", "diffusers")}
 
 
 def _not_read_with_step_r(get):
@@ -332,6 +335,13 @@ def _not_read_at_stage_1(get):
 # would do nothing and the fix), or None where it is read. An option the caller passes that the run would not read
 # is refused, not dropped (as unipc refuses disable_corrector with corrector=False). Only what the options decide is
 # here: what depends on the schedule (restart entries, pndm midpoints) each sampler checks before its loop.
+def _not_read_in_tab_mode(get):
+    if get("mode") == "tab" and get("weights") != "exact":
+        return ("with mode='tab'", "DEIS-tAB has its own weights (ComfyUI's sums); weights picks those of the ρAB "
+                "mode, so it is never read; leave weights out, or use mode='rhoab'")
+    return None
+
+
 IGNORED_OPTIONS = {("dpmpp_2s", "r"): _not_read_with_step_r,
                    ("dpmpp_2s", "solver_type"): _not_read_without_an_r,
                    ("sa_solver", "simple_order_2"): _not_read_below_order_2,
@@ -340,7 +350,8 @@ IGNORED_OPTIONS = {("dpmpp_2s", "r"): _not_read_with_step_r,
                    ("sa_solver", "sde_interval"): _not_read_with_tau_func("sde_interval"),
                    ("sa_solver_pece", "eta"): _not_read_with_tau_func("eta"),
                    ("sa_solver_pece", "sde_interval"): _not_read_with_tau_func("sde_interval"),
-                   ("er_sde", "quadrature"): _not_read_at_stage_1}
+                   ("er_sde", "quadrature"): _not_read_at_stage_1,
+                   ("deis", "weights"): _not_read_in_tab_mode}
 
 
 def closest(key, valid) -> str:

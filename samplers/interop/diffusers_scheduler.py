@@ -1236,6 +1236,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         name, options = self._source.algorithm(self._ref, begin)
         schedule = (self._source.schedule(self._ref, sig, begin) if self._source.schedule is not None
                     else sig[begin:])
+        if exact and options.get("weights") == "diffusers":
+            options = {k: v for k, v in options.items() if k != "weights"}  # the method's weights, not its rounding
         if exact and schedule[-1] > 0:
             schedule = schedule + [0.0]
             if isinstance(options.get("step_r"), tuple):

@@ -48,6 +48,52 @@ def deis_coefficients(sigmas: list[float], i: int, order: int) -> list[float]:
     return out
 
 
+def _np_log(t):
+    """numpy's float32 log of a float32 scalar tensor, as diffusers' ``np.log(tensor)`` takes it."""
+    import numpy as np
+    import torch
+
+    return torch.as_tensor(np.log(t.numpy()))
+
+
+def deis_diffusers_coefficients(sigmas: list[float], i: int, order: int) -> list:
+    """Weights of ε̂_i, ε̂_{i−1}, … for the step σ_i → σ_{i+1} as diffusers' DEISMultistepScheduler computes them:
+    float32 scalar tensors on the CPU, α = 1/√(σ² + 1) and ρ = σα/α from its float32 σ table, numpy's log, and
+    the differences of its log-ρ antiderivatives (``ind_fn``), which cancel in float32 at small steps (order 3 at
+    50 steps: up to 2.2e-3 of the latents' scale from :func:`deis_coefficients`; tests/test_shim_configs.py).
+    Order 1 is its first-order update, −σ_t(e^h − 1)/α_t. Each weight stays a float32 CPU scalar tensor: the step combines it with the state
+    as a torch scalar (the same value in the state's dtype), so nothing is read on the host."""
+    import torch
+
+    def alpha_sigma(sigma):  # diffusers' _sigma_to_alpha_sigma_t on its float32 table entry
+        s = torch.tensor(sigma, dtype=torch.float32)
+        alpha = 1 / ((s**2 + 1) ** 0.5)
+        return alpha, s * alpha
+
+    alpha_t, sigma_t = alpha_sigma(sigmas[i + 1])
+    alpha_s, sigma_s = alpha_sigma(sigmas[i])
+    if order == 1:
+        h = (torch.log(alpha_t) - torch.log(sigma_t)) - (torch.log(alpha_s) - torch.log(sigma_s))
+        return [-(sigma_t * (torch.exp(h) - 1.0)) / alpha_t]
+    rho_t, rho_s0 = sigma_t / alpha_t, sigma_s / alpha_s
+    rhos = [rho_s0] + [s / a for a, s in (alpha_sigma(sigmas[i - k]) for k in range(1, order))]
+    log = _np_log
+    if order == 2:
+        def ind_fn(t, b, c):  # ∫ (log t − log c)/(log b − log c) dt
+            return t * (-log(c) + log(t) - 1) / (log(b) - log(c))
+
+        (r0, r1) = rhos
+        return [ind_fn(rho_t, r0, r1) - ind_fn(r0, r0, r1), ind_fn(rho_t, r1, r0) - ind_fn(r0, r1, r0)]
+
+    def ind_fn(t, b, c, d):  # ∫ (log t − log c)(log t − log d)/((log b − log c)(log b − log d)) dt
+        numerator = t * (log(c) * (log(d) - log(t) + 1) - log(d) * log(t) + log(d) + log(t) ** 2 - 2 * log(t) + 2)
+        return numerator / ((log(b) - log(c)) * (log(b) - log(d)))
+
+    (r0, r1, r2) = rhos
+    return [ind_fn(rho_t, r0, r1, r2) - ind_fn(r0, r0, r1, r2), ind_fn(rho_t, r1, r2, r0) - ind_fn(r0, r1, r2, r0),
+            ind_fn(rho_t, r2, r0, r1) - ind_fn(r0, r2, r0, r1)]
+
+
 # DEIS-tAB as ComfyUI's sample_deis (deis_mode="tab") computes it: the VP time of EDM's default VP fit
 # (σ_min = 0.002, σ_max = 80, ε_s = 1e-3), and the step integrals by a Riemann sum over 10000 points.
 _TAB_SIGMA_MIN, _TAB_SIGMA_MAX, _TAB_EPS, _TAB_POINTS = 0.002, 80.0, 1e-3, 10000
@@ -104,18 +150,23 @@ def deis_tab_coefficients(sigmas: list[float], i: int, order: int) -> list[float
               "tAB as ComfyUI's sample_deis",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
 def deis(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order=3, lower_order_final=True,
-         mode="rhoab"):
+         mode="rhoab", weights="exact"):
     """DEIS-ρAB of ``order`` 1–3: x_next = x + Σ_k c_k·ε̂_{i−k}, c_k = ∫ ℓ_k(log σ) dσ (exact).
 
     Warm-up uses the orders available; ``lower_order_final`` (diffusers' rule, for stability at few steps)
     makes the last two steps at most second and first order when there are fewer than 15 steps. Order 1 is DDIM.
     ``mode="tab"`` is DEIS-tAB as ComfyUI's ``sample_deis`` computes it (:func:`deis_tab_coefficients`; its first
     step is Euler); the ComfyUI / Forge names ``comfyui:deis`` / ``DEIS`` run it with ``lower_order_final=False``.
+    ``weights="diffusers"`` (ρAB only) takes the weights as diffusers' DEISMultistepScheduler rounds them
+    (:func:`deis_diffusers_coefficients`): the diffusers shim's default, to make that class's image.
     """
     if order not in (1, 2, 3):
         raise InvalidInput(f"DEIS order must be 1, 2 or 3, got {order!r}")
     if mode not in ("rhoab", "tab"):
         raise InvalidInput(f"DEIS mode must be 'rhoab' or 'tab', got {mode!r}")
+    if weights not in ("exact", "diffusers"):
+        raise InvalidInput(f"DEIS weights must be 'exact' or 'diffusers' (diffusers' float32 rounding of them), "
+                           f"got {weights!r}")
     n = len(sigmas) - 1
     eps_hist: list = []
     for i in progress(sigmas, disable):
@@ -132,6 +183,8 @@ def deis(model, x, sigmas, extra_args=None, callback=None, disable=None, *, orde
                 coefficients = [sigma_next - sigma]  # ComfyUI's first-order tAB step is Euler in σ
             elif mode == "tab":
                 coefficients = deis_tab_coefficients(sigmas, i, k)
+            elif weights == "diffusers":
+                coefficients = deis_diffusers_coefficients(sigmas, i, k)
             else:
                 coefficients = deis_coefficients(sigmas, i, k)
             for c, eps in zip(coefficients, eps_hist):
