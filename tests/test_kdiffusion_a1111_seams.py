@@ -111,3 +111,27 @@ def test_a_torch_hijack_makes_k_diffusions_draws(name, args, options):
     assert draws == ref_draws > 0
     assert calls == ref_calls
     assert_close(out, ref, rel=2e-6 if name == "sample_dpm_fast" else 1e-6)  # docs/kdiffusion.md's float32 figures
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. The churn window, decided as k-diffusion decides it: the schedule's 0-d σ compared with the bound
+
+
+_A1111 = torch.tensor([14.6146, 7.0, 3.0, 1.0, 0.3, 0.0292, 0.0])  # float32 14.6146 is 14.61460018 > 14.6146
+
+
+@pytest.mark.parametrize("name", ["sample_euler", "sample_heun", "sample_dpm_2"])
+@pytest.mark.parametrize("window", [
+    {"s_tmax": 14.6146},  # k-diffusion churns the first step (float32(14.6146) <= float32(14.6146))
+    {"s_tmin": 14.6146},
+    {"s_tmin": 14.6146, "s_tmax": 14.6146},
+    {"s_tmin": float(torch.tensor(0.3)) + 1e-12},  # rounds to float32 0.3: that step churns
+    {"s_tmax": torch.tensor(14.6146, dtype=torch.float64)},  # a float64 0-d bound: compared in float64, no churn
+    {"s_tmin": 0.3, "s_tmax": 3.0},
+], ids=["tmax=sigma_max", "tmin=sigma_max", "both=sigma_max", "tmin~0.3", "tmax=f64 tensor", "0.3..3"])
+def test_the_churn_window_is_compared_in_k_diffusions_dtype(name, window):
+    x = start(14.6146)
+    out, calls, after = run(ours, name, x, _A1111, s_churn=1.0, **window)
+    ref, ref_calls, ref_after = run(kd, name, x, _A1111, s_churn=1.0, **window)
+    assert calls == ref_calls and torch.equal(after, ref_after)
+    assert_close(out, ref)

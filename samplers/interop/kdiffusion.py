@@ -475,10 +475,46 @@ def _churned(name, model, x, sigmas, extra_args, callback, disable, s_churn, s_t
     sigmas = _sigmas_1d(sigmas)
     if len(sigmas) < 2:
         return x
-    noise = _noise(x, sigmas, None, seed, read_sigmas(sigmas)[:-1], running=True)
+    values = read_sigmas(sigmas)
+    churn = _k_window(sigmas, values, churn, s_tmin, s_tmax)
+    noise = _noise(x, sigmas, None, seed, values[:-1], running=True)
     x = _run(name, model, x, sigmas, extra_args, callback, disable, noise_sampler=noise, **churn)
     _finish(noise)
     return x
+
+
+def _k_window(sigmas: torch.Tensor, values: list, churn: dict, s_tmin, s_tmax) -> dict:
+    """``churn`` with the window [s_tmin, s_tmax] that churns at k-diffusion's steps.
+
+    k-diffusion churns at step i when ``s_tmin <= sigmas[i] <= s_tmax``, a comparison of the schedule's 0-d tensor
+    with the number, so in the schedule's dtype: s_tmax = 14.6146 is float32 14.61460018 there, and the step from
+    sigmas[0] = float32(14.6146) churns, where in Python floats 14.61460018 > 14.6146 (36 % of the scale apart). The
+    steps it churns at are found so, all at once (a 0-d tensor bound compared in its dtype promoted with the
+    schedule's, as k-diffusion's 0-d by 0-d comparison is), and the registry sampler gets the window from the first
+    of them to the last (the schedule is strictly decreasing), which in Python floats churns at exactly those steps;
+    none: no churn. Bounds that are not real numbers >= 0 with s_tmin <= s_tmax go to the registry's checks."""
+    lo, hi = churn["s_tmin"], churn["s_tmax"]
+    if not all(isinstance(b, (int, float)) and b >= 0 for b in (lo, hi)) or lo > hi:
+        return churn
+    inside = [s for s, churns in zip(values, _in_window(sigmas, s_tmin, s_tmax)) if churns]
+    if inside:
+        return {**churn, "s_tmin": min(inside), "s_tmax": max(inside)}
+    s_churn = churn["s_churn"]
+    if not (isinstance(s_churn, (int, float)) and s_churn >= 0):  # the registry's check names it
+        return churn
+    return {**churn, "s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf}
+
+
+def _in_window(sigmas: torch.Tensor, s_tmin, s_tmax) -> list[bool]:
+    """k-diffusion's ``s_tmin <= sigmas[i] <= s_tmax`` for every step i, in the dtype it compares in."""
+    def above(bound, below: bool) -> torch.Tensor:
+        grid = sigmas[:-1]
+        if isinstance(bound, torch.Tensor):
+            grid = grid.to(torch.promote_types(bound.dtype, sigmas.dtype))
+        else:
+            bound = float(bound)
+        return grid <= bound if below else grid >= bound
+    return (above(s_tmin, False) & above(s_tmax, True)).tolist()
 
 
 def _ancestral(name, model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, seed, drawn_if):
