@@ -330,11 +330,6 @@ def _not_read_at_stage_1(get):
     return None
 
 
-# Options a sampler never reads where another option is given: (sampler, option) -> rule(get), where ``get(key)`` is
-# the run's value of an option (the caller's, else the default) and the rule returns (the other option, why the option
-# would do nothing and the fix), or None where it is read. An option the caller passes that the run would not read
-# is refused, not dropped (as unipc refuses disable_corrector with corrector=False). Only what the options decide is
-# here: what depends on the schedule (restart entries, pndm midpoints) each sampler checks before its loop.
 def _not_read_in_tab_mode(get):
     if get("mode") == "tab" and get("weights") != "exact":
         return ("with mode='tab'", "DEIS-tAB has its own weights (ComfyUI's sums); weights picks those of the ρAB "
@@ -342,6 +337,11 @@ def _not_read_in_tab_mode(get):
     return None
 
 
+# Options a sampler never reads where another option is given: (sampler, option) -> rule(get), where ``get(key)`` is
+# the run's value of an option (the caller's, else the default) and the rule returns (the other option, why the option
+# would do nothing and the fix), or None where it is read. An option the caller passes that the run would not read
+# is refused, not dropped (as unipc refuses disable_corrector with corrector=False). Only what the options decide is
+# here: what depends on the schedule (restart entries, pndm midpoints) each sampler checks before its loop.
 IGNORED_OPTIONS = {("dpmpp_2s", "r"): _not_read_with_step_r,
                    ("dpmpp_2s", "solver_type"): _not_read_without_an_r,
                    ("sa_solver", "simple_order_2"): _not_read_below_order_2,

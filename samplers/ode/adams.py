@@ -61,8 +61,9 @@ def deis_diffusers_coefficients(sigmas: list[float], i: int, order: int) -> list
     float32 scalar tensors on the CPU, α = 1/√(σ² + 1) and ρ = σα/α from its float32 σ table, numpy's log, and
     the differences of its log-ρ antiderivatives (``ind_fn``), which cancel in float32 at small steps (order 3 at
     50 steps: up to 2.2e-3 of the latents' scale from :func:`deis_coefficients`; tests/test_shim_configs.py).
-    Order 1 is its first-order update, −σ_t(e^h − 1)/α_t. Each weight stays a float32 CPU scalar tensor: the step combines it with the state
-    as a torch scalar (the same value in the state's dtype), so nothing is read on the host."""
+    Order 1 is its first-order update, −σ_t(e^h − 1)/α_t. Each weight stays a float32 CPU scalar tensor: the step
+    combines it with the state as a torch scalar (the same value in the state's dtype), so nothing is read on the
+    host."""
     import torch
 
     def alpha_sigma(sigma):  # diffusers' _sigma_to_alpha_sigma_t on its float32 table entry
