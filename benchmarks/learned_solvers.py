@@ -66,13 +66,15 @@ def main(argv=None) -> int:
     p.add_argument("--history", type=int, default=FitConfig.history,
                    help=f"FitConfig.history: earlier steps a step may weigh beyond those of its starting sampler "
                         f"(default {FitConfig.history})")
+    p.add_argument("--lr", type=float, default=FitConfig.lr,
+                   help="FitConfig.lr: Adam's learning rate, cosine-decayed to 5 %% (default 0.02 / NFE)")
     p.add_argument("--out", type=common.out_folder, required=True, help="folder for the solver files")
     common.add_threads_option(p, help="torch threads (default 1: the mixtures are tiny)")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one step per fit) on stderr")
     args = p.parse_args(argv)
     config = dict(iters=args.iters, batch=args.batch, seed=args.fit_seed, starts=args.starts, pool=args.pool,
-                  history=args.history)
+                  history=args.history, lr=args.lr)
     for nfe in args.nfe:  # every option refused here, before a reference is solved
         try:
             FitConfig(nfe, **config).validate()

@@ -70,6 +70,8 @@ def no_work(monkeypatch):
     (stochastic.main, ["--samples", "0"], ["--samples", "0"]),
     (learned_solvers.main, ["--out", "unused", "--calibration", "0"], ["--calibration", "0"]),
     (learned_solvers.main, ["--out", "unused", "--calibration", "2"], ["--calibration 2", "--calibration 3 or more"]),
+    (learned_solvers.main, ["--out", "unused", "--lr", "0"], ["FitConfig.lr", "positive", "0.0"]),
+    (learned_solvers.main, ["--out", "unused", "--lr", "nan"], ["FitConfig.lr", "nan"]),
     (adherence.main, ["--n", "0"], ["--n", "0"]),
     (adherence.main, ["--steps", "0"], ["--steps", "0"]),
 ])
@@ -451,3 +453,17 @@ def test_compatibility_names_its_command_in_errors(capsys):
     with pytest.raises(SystemExit):
         compatibility.main(["--bogus"])
     assert "python -m benchmarks.compatibility: error" in capsys.readouterr().err
+
+
+def test_learned_solvers_passes_lr_to_the_fit(monkeypatch, tmp_path):
+    seen = []
+
+    def stop(problem, nfe, *, calibration, seed, config, log=None):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(learned_solvers, "fit_one", stop)
+    for argv, lr in ((["--lr", "0.003"], 0.003), ([], None)):
+        with pytest.raises(KeyboardInterrupt):
+            learned_solvers.main(["--problem", "gm-ve", "--nfe", "3", "--out", str(tmp_path), "--no-progress", *argv])
+        assert seen[-1]["lr"] == lr
