@@ -119,19 +119,24 @@ def check_call(model, x, extra_args, callback, disable) -> None:
                           f"got {disable!r}")
 
 
-def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options):
+def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options, *, start_checked: bool = False):
+    """The public call of ``spec``'s sampler. ``start_checked``: the caller has already run :func:`check_start` on
+    this very ``x`` (a replay of one run, as the diffusers shim's ``step`` replays it: its start is read once a run,
+    not once a step); every other check still runs."""
     check_call(model, x, extra_args, callback, disable)
     check_options(spec, options)
     out_dtype = x.dtype
     with model_dtype(out_dtype):  # fp16 / bf16 latents: the dtype the model is called in
         return _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_dtype_for(out_dtype),
-                    out_dtype)
+                    out_dtype, start_checked)
 
 
-def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_dtype, out_dtype):
+def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_dtype, out_dtype,
+         start_checked: bool = False):
     values = read_sigmas(sigmas, state_dtype)
     x = x.to(state_dtype)
-    check_start(x)
+    if not start_checked:
+        check_start(x)
     denoise = Denoise(model, x, extra_args or {})
     prepare_times(model, values, x.shape[0], x.dtype, x.device)  # the run's time inputs, before the loop
 

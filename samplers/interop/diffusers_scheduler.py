@@ -74,7 +74,7 @@ from ..core.errors import (InvalidInput, InvalidOption, InvalidType, LimitExceed
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
 from ..core import noise as noise_mod
 from ..core.registry import SAMPLERS
-from ..core.run import draws_noise
+from ..core.run import check_start, draws_noise, run_sampler
 from ..core.validate import check_options, closest, integer, nonneg
 from . import diffusers_sources as sources
 from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
@@ -1067,6 +1067,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._grid = None
         self._call_times: list[float] = []
         self._noise_table: list[float] | None = None  # the source class's σ table, where its own run is replayed
+        self._draw_counts: dict[tuple[int, float], int] = {}  # _source_draws, for this run's source timesteps
 
     @property
     def _sigma_data(self) -> float:
@@ -1440,8 +1441,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     # coordinates
 
     def _coefficients(self, sigma: float) -> tuple[float, float]:
-        a, b = self.native.coefficients(torch.tensor(sigma, dtype=torch.float64))
-        return float(a), float(b)
+        # host floats (no read of a tensor per step); the native schedules' twins give the same bits
+        return self.native.coefficients_at(sigma)
 
     def _to_state(self, sample: torch.Tensor, sigma: float) -> torch.Tensor:
         """The sampler's VE latent from the pipeline's latent at σ."""
@@ -1638,7 +1639,15 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if not (self._same and source is not None and source.draws is not None and not self._draws_changed()):
             return False
         e = float(eta) if isinstance(eta, numbers.Real) and not isinstance(eta, bool) else (self._eta or 0.0)
-        return source.draws(self._ref, len(plan.step_starts) + plan.idle, e) == 0
+        return self._source_draws(len(plan.step_starts) + plan.idle, e) == 0
+
+    def _source_draws(self, steps: int, eta: float) -> int:
+        """How many draws the source class makes in ``steps`` steps at ``eta``: worked out once a run (DDPM's reads
+        its last timestep, a CPU tensor), not at every step."""
+        key = (steps, eta)
+        if key not in self._draw_counts:
+            self._draw_counts[key] = self._source.draws(self._ref, steps, eta)
+        return self._draw_counts[key]
 
     def _resolve_seeds(self, generator, batch: int) -> list[int]:
         """One seed per item: the scheduler's ``seed`` (+ k), else drawn once per run from the pipeline's generator
@@ -1740,6 +1749,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._take_eta(eta)
         if k == 0:
             self._x_start = self._to_state(x_in, sigma).clone()
+            # the run's start, read once here: every step replays the sampler from it (start_checked below)
+            check_start(self._x_start)
             if self._noisy:
                 self._noise = self._make_noise(self._x_start, model_output)
                 if self._noise is None:
@@ -1782,7 +1793,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             else:
                 options["seed"] = self._seeds
         try:
-            x = self.spec.fn(replay, self._x_start, plan.schedule, disable=True, **options)
+            x = run_sampler(self.spec, replay, self._x_start, plan.schedule, None, None, True, options,
+                            start_checked=True)
             sigma_next = plan.schedule[-1]
             self._done = plan.idle == 0
             self._top_up_draws(len(plan.step_starts) + plan.idle)
@@ -1847,7 +1859,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         source = self._source
         if (isinstance(self._noise, _GeneratorNoise) and self._same and source is not None
                 and source.draws is not None):
-            self._noise.top_up(source.draws(self._ref, steps, self._eta or 0.0))
+            self._noise.top_up(self._source_draws(steps, self._eta or 0.0))
 
     def _check_step_keywords(self, kwargs: dict, eta) -> None:
         """Refuse a keyword of the replaced class's ``step`` at a value that would change its run (the shim does not
