@@ -135,3 +135,26 @@ def test_the_churn_window_is_compared_in_k_diffusions_dtype(name, window):
     ref, ref_calls, ref_after = run(kd, name, x, _A1111, s_churn=1.0, **window)
     assert calls == ref_calls and torch.equal(after, ref_after)
     assert_close(out, ref)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. The ancestral samplers' Euler-to-0 branch, taken where k-diffusion's σ_down in the schedule's dtype is 0
+
+
+@pytest.mark.parametrize("name", ["sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral"])
+@pytest.mark.parametrize("sigmas, eta", [
+    (lambda: kd.get_sigmas_karras(2, 0.002, 80.), 1.0),  # (σ_next/σ)² = 6e-10: float32 σ_down = 0 (exact: 5e-8)
+    (lambda: torch.tensor([1.0, 1e-4, 0.0]), 1.0),
+    (lambda: kd.get_sigmas_karras(7, 0.0292, 14.6146), 1.5),  # η > 1: σ_up reaches σ_next
+    (lambda: kd.get_sigmas_karras(7, 0.0292, 14.6146, device="cpu").double(), 1.5),
+], ids=["edm-2-steps", "flow-like", "eta=1.5", "eta=1.5-float64"])
+def test_the_ancestral_euler_branch_is_k_diffusions(name, sigmas, eta):
+    sigmas = sigmas()
+    x = start(sigmas[0]).to(sigmas.dtype)
+    out, calls, after = run(ours, name, x, sigmas, eta=eta, wavy=False)
+    ref, ref_calls, ref_after = run(kd, name, x, sigmas, eta=eta, wavy=False)
+    assert calls == ref_calls  # one model call in the Euler branch
+    assert torch.equal(after, ref_after)  # dpm_2_ancestral draws no noise there
+    assert_close(out, ref)
+    from samplers.sde import ancestral
+    assert ancestral.SPLIT.get() is None  # the registry samplers run as before afterwards

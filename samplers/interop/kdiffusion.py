@@ -65,6 +65,7 @@ registry.load_builtins()  # the sampler modules imported below register in the m
 from ..ode.multistep import lms_coefficients  # noqa: E402
 from ..ode.singlestep import (EpsSolver, PIDStepSizeController, check_adaptive, fast_orders,  # noqa: E402,F401
                               solve_adaptive, solve_fast)
+from ..sde import ancestral  # noqa: E402
 from ..schedules.base import SCHEDULES, check_rho, check_steps, finite_max, range_end  # noqa: E402
 
 # The public names of k-diffusion's ``sampling`` module (0.1.1), each defined below with k-diffusion's signature.
@@ -263,7 +264,7 @@ class _GlobalDraws:
             return self._draw()
         ahead = self.slots[self.drawn:]
         slot = next((k for k, key in enumerate(ahead) if key is None or key == float(sigma)), None)
-        if slot is None:  # a draw k-diffusion does not make (see docs/kdiffusion.md): the slots stay as they are
+        if slot is None:  # a draw k-diffusion does not make: the slots stay as they are
             return torch.randn_like(self.x)
         for _ in range(slot):
             self._draw()
@@ -519,18 +520,54 @@ def _in_window(sigmas: torch.Tensor, s_tmin, s_tmax) -> list[bool]:
 
 def _ancestral(name, model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, seed, drawn_if):
     """A registry ancestral sampler; by default its noise is k-diffusion's ``randn_like(x)``, drawn at the steps
-    σ → σ_next for which ``drawn_if(σ, σ_next, η)`` (where k-diffusion draws, whether or not η makes it count)."""
+    σ → σ_next for which ``drawn_if(σ, σ_next, η, split)`` (where k-diffusion draws, whether or not η makes it count;
+    ``split``: :func:`_k_split`'s)."""
     _check_call(model, x, extra_args, callback, disable, noise_sampler, seed)
     eta, s_noise = _real("eta", eta), _real("s_noise", s_noise)
     sigmas = _sigmas_1d(sigmas)
     if len(sigmas) < 2:
         return x
     values = read_sigmas(sigmas)
+    split = _k_split(name, sigmas, values, eta)
     noise = _noise(x, sigmas, noise_sampler, seed,
-                   [s for s, s_next in zip(values, values[1:]) if drawn_if(s, s_next, eta)])
-    x = _run(name, model, x, sigmas, extra_args, callback, disable, eta=eta, s_noise=s_noise, noise_sampler=noise)
+                   [s for s, s_next in zip(values, values[1:]) if drawn_if(s, s_next, eta, split)])
+    token = ancestral.SPLIT.set(split) if split is not None else None
+    try:
+        x = _run(name, model, x, sigmas, extra_args, callback, disable, eta=eta, s_noise=s_noise, noise_sampler=noise)
+    finally:
+        if token is not None:
+            ancestral.SPLIT.reset(token)
     _finish(noise)
     return x
+
+
+def _k_split(name: str, sigmas: torch.Tensor, values: list, eta):
+    """For ``dpm_2_ancestral`` / ``dpmpp_2s_ancestral``: the split (σ, σ_next, η) -> (σ_down, σ_up) of their steps
+    (:data:`samplers.sde.ancestral.SPLIT`) that takes k-diffusion's branch; None for the other samplers.
+
+    Both take an Euler step to 0 where σ_down == 0, and k-diffusion decides that on its ``get_ancestral_step`` in the
+    schedule's dtype: in float32 σ_down = √(σ_next² − σ_up²) is 0 when (σ_next/σ)² is below float32's resolution
+    (``get_sigmas_karras(2, 0.002, 80.)``: 5e-8 exactly), and then ``sample_dpm_2_ancestral`` calls the model once and
+    adds no noise, ``sample_dpmpp_2s_ancestral`` calls it once and adds its σ_up noise. So the branch is k-diffusion's
+    (its σ_down computed for every step at once, in its arithmetic), the values this library's Python floats; where
+    only k-diffusion's σ_down is non-zero, that σ_down."""
+    if name not in ("dpm_2_ancestral", "dpmpp_2s_ancestral") or not eta:
+        return None  # η = 0: σ_down = σ_next, in every dtype
+    sigma, sigma_next = sigmas[:-1], sigmas[1:]
+    k_up = eta * (sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2) ** 0.5
+    k_up = torch.where(k_up < sigma_next, k_up, sigma_next)  # k-diffusion's min(sigma_to, ...)
+    k_downs = ((sigma_next ** 2 - k_up ** 2) ** 0.5).tolist()
+    table = {}
+    for s, s_next, k_down in zip(values, values[1:], k_downs):
+        down, up = steps.get_ancestral_step(s, s_next, eta)
+        if k_down == 0:
+            table[s] = (0.0, 0.0 if name == "dpm_2_ancestral" else up)  # dpm_2_ancestral's Euler branch draws none
+        else:
+            table[s] = (down if down != 0 else k_down, up)
+
+    def split(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
+        return table.get(sigma) or steps.get_ancestral_step(sigma, sigma_next, eta)
+    return split
 
 
 def _tree(x, sigmas: torch.Tensor, noise_sampler, seed):
@@ -553,7 +590,7 @@ def _sde(name, model, x, sigmas, extra_args, callback, disable, noise_sampler, s
                 **options)
 
 
-def _steps_to_nonzero(sigma: float, sigma_next: float, eta) -> bool:
+def _steps_to_nonzero(sigma: float, sigma_next: float, eta, split) -> bool:
     return sigma_next > 0
 
 
@@ -599,9 +636,9 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
                       seed, _draws_at_dpm_2)
 
 
-def _draws_at_dpm_2(sigma: float, sigma_next: float, eta) -> bool:
-    """k-diffusion's ``sample_dpm_2_ancestral`` draws in its second-order branch, taken when σ_down > 0."""
-    return steps.get_ancestral_step(sigma, sigma_next, eta)[0] > 0
+def _draws_at_dpm_2(sigma: float, sigma_next: float, eta, split) -> bool:
+    """k-diffusion's ``sample_dpm_2_ancestral`` draws in its second-order branch, taken when its σ_down > 0."""
+    return (split or steps.get_ancestral_step)(sigma, sigma_next, eta)[0] > 0
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ Python float; noise comes only from ``noise_sampler(sigma, sigma_next)`` (per-it
 """
 from __future__ import annotations
 
+import contextvars
 import math
 
 import torch
@@ -18,6 +19,11 @@ from ..core.steps import add_noise, get_ancestral_step, lam, res_weights, sigma_
 from ..core.errors import InvalidInput
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
+
+# The (σ_down, σ_up) split of a step of dpm_2_ancestral and dpmpp_2s_ancestral, for a caller that needs another one
+# than get_ancestral_step's: the k-diffusion drop-in takes the Euler-to-0 branch where k-diffusion's arithmetic in
+# the schedule's dtype gives σ_down = 0 (samplers/interop/kdiffusion.py). None, the default: get_ancestral_step.
+SPLIT: contextvars.ContextVar = contextvars.ContextVar("samplers_ancestral_split", default=None)
 
 
 @register("euler_ancestral", kind="ancestral", order=1, nfe_per_step=1,
@@ -79,10 +85,11 @@ def euler_ancestral_rf(model, x, sigmas, extra_args=None, callback=None, disable
 def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
                     noise_sampler=None, seed=None):
     """DPM-Solver-2 (log-σ midpoint) to σ_down, then fresh noise of size σ_up (k-diffusion's sample_dpm_2_ancestral)."""
+    split = SPLIT.get() or get_ancestral_step
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
-        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
+        sigma_down, sigma_up = split(sigma, sigma_next, eta)
         d = to_d(x, sigma, denoised)
         if sigma_down == 0:
             x = x + d * (sigma_down - sigma)
@@ -103,10 +110,11 @@ def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
 def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
                        noise_sampler=None, seed=None):
     """DPM-Solver++(2S) with r = 1/2 to σ_down, then fresh noise σ_up. η = 0 is ``dpmpp_2s``."""
+    split = SPLIT.get() or get_ancestral_step
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
-        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
+        sigma_down, sigma_up = split(sigma, sigma_next, eta)
         if sigma_down == 0:
             x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
         else:
