@@ -385,14 +385,20 @@ def solve_adaptive(solver: EpsSolver, x, x_prev, t_start: float, t_end: float, p
     s, attempts = t_start, 0
     while (s < t_end - t_tol) if forward else (s > t_end + t_tol):
         t = round_time(min(t_end, s + pid.h) if forward else max(t_end, s + pid.h))
-        if t == s:  # h below the resolution of λ = s (every step's formulas divide by h)
+        t_down, sigma_up = ancestral_target(s, t, t_end, eta)
+        # h below the resolution of λ = s, or (η > 0) of σ there: σ(t) rounds to σ(s), so the ancestral target
+        # σ_down is σ itself (every step's formulas divide by h = t_down − s)
+        if t == s or t_down == s:
+            ancestral = "" if t == s else (
+                f" (its ancestral target with eta = {eta:g} is σ_down = {sigma_of(t_down):.4g}, σ itself: a large eta "
+                "sends every step's σ_down far below σ_next, which the error control answers by shrinking h; lower "
+                "eta, e.g. to 1 at most)")
             raise StepLimitError(
                 f"DPM-Solver adaptive: the step size h = {pid.h:.3g} fell below what λ = {s:.6g} (σ = "
-                f"{sigma_of(s):.4g}) resolves after {attempts} attempts; the PID gains (b1, b2, b3 = "
+                f"{sigma_of(s):.4g}) resolves after {attempts} attempts{ancestral}; the PID gains (b1, b2, b3 = "
                 f"{pid.b1:g}, {pid.b2:g}, {pid.b3:g}: pcoeff, icoeff, dcoeff over the order) shrink it on every "
                 "rejection: use gains near k-diffusion's pcoeff=0, icoeff=1, dcoeff=0, or loosen rtol/atol "
                 f"(now {rtol:g}/{atol:g})")
-        t_down, sigma_up = ancestral_target(s, t, t_end, eta)
         eps, denoised = solver.eps(x, s)
         if order == 2:
             x_low = solver.step1(x, s, t_down, eps)
