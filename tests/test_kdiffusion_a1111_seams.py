@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from samplers.core.errors import InvalidInput
 from samplers.interop import kdiffusion as ours
 
 try:
@@ -158,3 +159,36 @@ def test_the_ancestral_euler_branch_is_k_diffusions(name, sigmas, eta):
     assert_close(out, ref)
     from samplers.sde import ancestral
     assert ancestral.SPLIT.get() is None  # the registry samplers run as before afterwards
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. Churn windows k-diffusion runs: empty (s_tmin > s_tmax) and negative bounds, as k-diffusion runs them
+
+
+@pytest.mark.parametrize("name", ["sample_euler", "sample_heun", "sample_dpm_2"])
+@pytest.mark.parametrize("window", [
+    {"s_tmin": 10.0, "s_tmax": 1.0},  # empty: k-diffusion's γ is 0 at every step
+    {"s_tmax": -1.0},  # empty too
+    {"s_tmin": -1.0},  # every step, as s_tmin = 0
+    {"s_tmin": -1.0, "s_tmax": 3.0},
+], ids=["tmin>tmax", "tmax<0", "tmin<0", "tmin<0..3"])
+def test_churn_windows_k_diffusion_runs_run_as_there(name, window):
+    x = start(14.6146)
+    sigmas = kd.get_sigmas_karras(6, 0.0292, 14.6146)
+    seen, ref_seen = [], []
+    out, calls, after = run(ours, name, x, sigmas, s_churn=1.0, callback=seen.append, **window)
+    ref, ref_calls, ref_after = run(kd, name, x, sigmas, s_churn=1.0, callback=ref_seen.append, **window)
+    assert calls == ref_calls and torch.equal(after, ref_after)
+    assert [float(d["sigma_hat"]) for d in seen] == pytest.approx([float(d["sigma_hat"]) for d in ref_seen], rel=1e-6)
+    assert_close(out, ref)
+
+
+@pytest.mark.parametrize("options", [{"s_tmin": float("nan")}, {"s_tmax": float("nan")}, {"s_noise": -1.0},
+                                     {"s_churn": -1.0}])
+def test_nan_bounds_and_negative_churn_or_noise_stay_refused_before_any_model_call(options):
+    x = start(14.6146)
+    model = Counting()
+    with pytest.raises(InvalidInput):
+        ours.sample_euler(model, x, kd.get_sigmas_karras(6, 0.0292, 14.6146), disable=True,
+                          **{"s_churn": 1.0, **options})
+    assert model.calls == 0

@@ -493,9 +493,11 @@ def _k_window(sigmas: torch.Tensor, values: list, churn: dict, s_tmin, s_tmax) -
     steps it churns at are found so, all at once (a 0-d tensor bound compared in its dtype promoted with the
     schedule's, as k-diffusion's 0-d by 0-d comparison is), and the registry sampler gets the window from the first
     of them to the last (the schedule is strictly decreasing), which in Python floats churns at exactly those steps;
-    none: no churn. Bounds that are not real numbers >= 0 with s_tmin <= s_tmax go to the registry's checks."""
+    none: no churn. So every window k-diffusion runs runs here as it runs there: an empty one (s_tmin > s_tmax,
+    which the registry refuses with churn on, or one between two σ) and negative bounds, which select the same steps
+    as 0 or an empty window. Bounds that are not real numbers, or NaN, go to the registry's checks."""
     lo, hi = churn["s_tmin"], churn["s_tmax"]
-    if not all(isinstance(b, (int, float)) and b >= 0 for b in (lo, hi)) or lo > hi:
+    if not all(isinstance(b, (int, float)) and not math.isnan(b) for b in (lo, hi)):
         return churn
     inside = [s for s, churns in zip(values, _in_window(sigmas, s_tmin, s_tmax)) if churns]
     if inside:
