@@ -192,3 +192,35 @@ def test_nan_bounds_and_negative_churn_or_noise_stay_refused_before_any_model_ca
         ours.sample_euler(model, x, kd.get_sigmas_karras(6, 0.0292, 14.6146), disable=True,
                           **{"s_churn": 1.0, **options})
     assert model.calls == 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. Helpers: a rising ancestral step, a tensor ρ
+
+
+@pytest.mark.parametrize("sigma_from, sigma_to", [(1.0, 2.0), (0.0, 2.0), (0.5, 0.5000001)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eta", [1.0, 0.5])
+def test_a_rising_ancestral_step_is_k_diffusions(sigma_from, sigma_to, dtype, eta):
+    args = (torch.tensor(sigma_from, dtype=dtype), torch.tensor(sigma_to, dtype=dtype))
+    ours_down, ours_up = ours.get_ancestral_step(*args, eta=eta)
+    ref_down, ref_up = kd.get_ancestral_step(*args, eta=eta)  # σ_up = min(σ_to, NaN) = σ_to, σ_down = 0
+    for a, b in ((ours_down, ref_down), (ours_up, ref_up)):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    assert ours.get_ancestral_step(sigma_from, sigma_to, eta) == (0.0, sigma_to)  # k-diffusion: a complex σ_up
+
+
+@pytest.mark.parametrize("fn", ["get_sigmas_karras", "get_sigmas_polyexponential"])
+@pytest.mark.parametrize("rho", [torch.tensor(7.), torch.tensor(3.0, dtype=torch.float64), torch.tensor(7),
+                                 torch.tensor(2.5, dtype=torch.float16)], ids=["f32", "f64", "int", "f16"])
+@pytest.mark.parametrize("n", [1, 2, 10, 50])
+def test_a_0d_tensor_rho_gives_k_diffusions_schedule(fn, rho, n):
+    out = getattr(ours, fn)(n, 0.0292, 14.6146, rho=rho)
+    ref = getattr(kd, fn)(n, 0.0292, 14.6146, rho=rho)
+    assert out.dtype == ref.dtype and torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("rho", [torch.tensor(0.), torch.tensor([7.]), torch.tensor(True), torch.tensor(float("nan"))])
+def test_a_tensor_rho_that_is_not_one_positive_number_is_refused(rho):
+    with pytest.raises((InvalidInput, TypeError)):
+        ours.get_sigmas_karras(5, 0.0292, 14.6146, rho=rho)

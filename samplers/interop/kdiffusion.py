@@ -102,7 +102,8 @@ def _schedule(name: str, n: int, device, *args, **kwargs) -> torch.Tensor:
 def _check_registry(name: str, n, sigma_min: float, sigma_max: float, rho=None) -> int:
     n = check_steps(n, sigma_min, sigma_max)
     if rho is not None:
-        check_rho(rho)
+        # a 0-d real tensor ρ is checked as the number it holds and computed with as the tensor, as k-diffusion does
+        check_rho(_real("rho", rho) if isinstance(rho, torch.Tensor) else rho)
     finite_max(name, sigma_max)
     return n
 
@@ -199,7 +200,11 @@ def get_ancestral_step(sigma_from, sigma_to, eta=1.):
     """(σ_down, σ_up) of an ancestral step (:func:`samplers.core.steps.get_ancestral_step`); tensors in, tensors out."""
     if not eta:
         return sigma_to, 0.
-    sigma_down, sigma_up = steps.get_ancestral_step(float(sigma_from), float(sigma_to), eta)
+    if float(sigma_to) > float(sigma_from):
+        # a rising step (or one from σ = 0): k-diffusion's σ_up is min(σ_to, NaN) = σ_to, so σ_down = 0
+        sigma_down, sigma_up = 0., float(sigma_to)
+    else:
+        sigma_down, sigma_up = steps.get_ancestral_step(float(sigma_from), float(sigma_to), eta)
     tensors = [s for s in (sigma_to, sigma_from) if isinstance(s, torch.Tensor)]
     if not tensors:
         return sigma_down, sigma_up
