@@ -215,3 +215,15 @@ def test_deis_weights_option_is_checked_before_any_model_call():
         samplers.sample("deis", never, x, sig, weights="float32")
     with pytest.raises(samplers.InvalidOption, match="weights='diffusers' with mode='tab'"):
         samplers.sample("deis", never, x, sig, mode="tab", weights="diffusers")
+
+
+@pytest.mark.parametrize("kw", [dict(sampler="comfyui:deis"), dict(sampler="DEIS"), dict(sampler_options={"mode": "tab"})])
+def test_deis_tab_runs_on_a_deis_config_without_the_class_float32_weights(kw):
+    """DEIS-tAB (ComfyUI's DEIS) has its own weights: the class's float32 ρAB weights are left out, not refused."""
+    config = dict(SD, _class_name="DEISMultistepScheduler", solver_order=3)
+    scheduler = SamplerScheduler.from_config(config, **kw)
+    out = loop(scheduler, 10)
+    assert scheduler._options["mode"] == "tab" and "weights" not in scheduler._options
+    assert bool(torch.isfinite(out).all())
+    with pytest.raises(samplers.InvalidOption, match="weights='diffusers' with mode='tab'"):
+        SamplerScheduler.from_config(config, sampler_options={"mode": "tab", "weights": "diffusers"}).set_timesteps(10)

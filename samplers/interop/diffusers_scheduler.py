@@ -1186,6 +1186,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             schedule = self._grid_schedule(exact)  # another sampler steps on the class's own grid
         self._overrides = overrides
         options.update(overrides)
+        if options.get("mode") == "tab" and "weights" not in overrides:
+            # DEIS-tAB asked on a DEIS config (comfyui:deis): its own weights; the class's float32 ρAB weights are unread
+            options.pop("weights", None)
         spec = SAMPLERS.get(run)
         if spec.host_sync:
             raise InvalidOption(_host_sync_refusal(spec.name))
