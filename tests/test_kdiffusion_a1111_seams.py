@@ -161,6 +161,27 @@ def test_the_ancestral_euler_branch_is_k_diffusions(name, sigmas, eta):
     assert ancestral.SPLIT.get() is None  # the registry samplers run as before afterwards
 
 
+def test_a_registry_run_inside_the_drop_ins_model_takes_its_own_ancestral_split():
+    """The drop-in's split is its run's alone: a model that runs the registry sampler itself (a nested sampler in a
+    wrapper) gets the registry's split, as it would outside the drop-in."""
+    import samplers
+
+    sigmas = kd.get_sigmas_karras(2, 0.002, 80.)
+    x = start(sigmas[0])
+    inner = []
+
+    def model(x, sigma, **extra):
+        if not inner:
+            inner.append(samplers.sample("dpm_2_ancestral", lambda y, s: y / (1 + s**2), x, sigmas, seed=1,
+                                         disable=True))
+        return x / (1 + sigma**2).view(-1, 1, 1, 1)
+
+    torch.manual_seed(0)
+    ours.sample_dpm_2_ancestral(model, x, sigmas, disable=True)
+    alone = samplers.sample("dpm_2_ancestral", lambda y, s: y / (1 + s**2), x, sigmas, seed=1, disable=True)
+    assert torch.equal(inner[0], alone)
+
+
 # ----------------------------------------------------------------------------------------------------
 # 4. Churn windows k-diffusion runs: empty (s_tmin > s_tmax) and negative bounds, as k-diffusion runs them
 
@@ -198,7 +219,7 @@ def test_nan_bounds_and_negative_churn_or_noise_stay_refused_before_any_model_ca
 # 5. Helpers: a rising ancestral step, a tensor ρ
 
 
-@pytest.mark.parametrize("sigma_from, sigma_to", [(1.0, 2.0), (0.0, 2.0), (0.5, 0.5000001)])
+@pytest.mark.parametrize("sigma_from, sigma_to", [(1.0, 2.0), (0.0, 2.0), (0.5, 0.5000001), (-0.5, 1.0)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("eta", [1.0, 0.5])
 def test_a_rising_ancestral_step_is_k_diffusions(sigma_from, sigma_to, dtype, eta):
@@ -208,6 +229,15 @@ def test_a_rising_ancestral_step_is_k_diffusions(sigma_from, sigma_to, dtype, et
     for a, b in ((ours_down, ref_down), (ours_up, ref_up)):
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
     assert ours.get_ancestral_step(sigma_from, sigma_to, eta) == (0.0, sigma_to)  # k-diffusion: a complex σ_up
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_falling_step_from_a_negative_sigma_is_k_diffusions(dtype):
+    """Only σ_to² > σ_from² (or σ_from = 0) makes k-diffusion's root NaN: from σ = −2 to 1 it is an ordinary step."""
+    args = (torch.tensor(-2.0, dtype=dtype), torch.tensor(1.0, dtype=dtype))
+    for a, b in zip(ours.get_ancestral_step(*args), kd.get_ancestral_step(*args)):
+        assert a.dtype == b.dtype and torch.allclose(a, b, rtol=1e-6, atol=0)
+    assert ours.get_ancestral_step(-2.0, 1.0) == pytest.approx(kd.get_ancestral_step(-2.0, 1.0), rel=1e-12)
 
 
 @pytest.mark.parametrize("fn", ["get_sigmas_karras", "get_sigmas_polyexponential"])

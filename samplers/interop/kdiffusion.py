@@ -200,11 +200,11 @@ def get_ancestral_step(sigma_from, sigma_to, eta=1.):
     """(σ_down, σ_up) of an ancestral step (:func:`samplers.core.steps.get_ancestral_step`); tensors in, tensors out."""
     if not eta:
         return sigma_to, 0.
-    if float(sigma_to) > float(sigma_from):
-        # a rising step (or one from σ = 0): k-diffusion's σ_up is min(σ_to, NaN) = σ_to, so σ_down = 0
-        sigma_down, sigma_up = 0., float(sigma_to)
-    else:
-        sigma_down, sigma_up = steps.get_ancestral_step(float(sigma_from), float(sigma_to), eta)
+    if float(sigma_to) ** 2 > float(sigma_from) ** 2 or float(sigma_from) == 0:
+        # a rising step (or one from σ = 0): on tensors k-diffusion's σ_up is min(σ_to, NaN) = σ_to itself, so
+        # σ_down = (σ_to² − σ_to²)^½ = 0, in σ_to's type (Python floats: k-diffusion's complex root raises there)
+        return (sigma_to ** 2 - sigma_to ** 2) ** 0.5, sigma_to
+    sigma_down, sigma_up = steps.get_ancestral_step(float(sigma_from), float(sigma_to), eta)
     tensors = [s for s in (sigma_to, sigma_from) if isinstance(s, torch.Tensor)]
     if not tensors:
         return sigma_down, sigma_up

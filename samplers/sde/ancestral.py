@@ -26,6 +26,16 @@ _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 SPLIT: contextvars.ContextVar = contextvars.ContextVar("samplers_ancestral_split", default=None)
 
 
+def _take_split():
+    """The split this run was given (consumed: a registry run inside the caller's model gets its own), else
+    get_ancestral_step's. The caller that set :data:`SPLIT` resets it after its run."""
+    split = SPLIT.get()
+    if split is None:
+        return get_ancestral_step
+    SPLIT.set(None)
+    return split
+
+
 @register("euler_ancestral", kind="ancestral", order=1, nfe_per_step=1,
           aliases=("euler_a", "sample_euler_ancestral"),
           ref="Ho et al. 2020 (DDPM) ancestral step; k-diffusion sample_euler_ancestral")
@@ -85,7 +95,7 @@ def euler_ancestral_rf(model, x, sigmas, extra_args=None, callback=None, disable
 def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
                     noise_sampler=None, seed=None):
     """DPM-Solver-2 (log-σ midpoint) to σ_down, then fresh noise of size σ_up (k-diffusion's sample_dpm_2_ancestral)."""
-    split = SPLIT.get() or get_ancestral_step
+    split = _take_split()
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
@@ -110,7 +120,7 @@ def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
 def dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
                        noise_sampler=None, seed=None):
     """DPM-Solver++(2S) with r = 1/2 to σ_down, then fresh noise σ_up. η = 0 is ``dpmpp_2s``."""
-    split = SPLIT.get() or get_ancestral_step
+    split = _take_split()
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
