@@ -29,3 +29,21 @@ def test_dpm_adaptive_with_an_eta_whose_step_sigma_cannot_resolve_stops_with_the
         samplers.sample("dpm_adaptive", _flow_model(calls), x, sigmas, disable=True, seed=1, eta=1e30)
     out = samplers.sample("dpm_adaptive", _flow_model([]), x, sigmas, disable=True, seed=1, eta=2.0)  # still runs
     assert torch.isfinite(out).all()
+
+
+def _wavy(x, sigma):
+    return x / (1 + sigma.view(-1, *[1] * (x.ndim - 1)) ** 2) + 0.1 * torch.sin(x)
+
+
+def test_gradient_estimation_takes_any_finite_ge_gamma_and_a_run_it_overflows_names_it():
+    # ComfyUI's sample_gradient_estimation takes any float (11 and 15 run to finite images); where the extrapolated
+    # slope γ·d + (1 − γ)·d_prev overflows the state, the error names the option set away from its default
+    from samplers.core.errors import NonFiniteError
+
+    sigmas = samplers.get_sigmas("karras", 20, sigma_min=0.03, sigma_max=14.6)
+    x = torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(0)) * 14.6
+    for gamma in (2.0, 11.0, 15.0, -10.0):
+        out = samplers.sample("gradient_estimation", _wavy, x, sigmas, disable=True, ge_gamma=gamma)
+        assert torch.isfinite(out).all()
+    with pytest.raises(NonFiniteError, match=r"ge_gamma = 1e\+30 \(default 2\)"):
+        samplers.sample("gradient_estimation", _wavy, x, sigmas, disable=True, ge_gamma=1e30)
