@@ -10,6 +10,8 @@ own float32 rounding, measured on more than one model, in the form the docs stat
   in float64 the two agree to 1e-12.
 - DEISMultistepScheduler with lower_order_final=False at few steps (and order 3 at 12-20 steps): the shim takes the
   class's float32 weights; its step's own float32 tensor arithmetic remains, of the size of diffusers' own error.
+- Zero-terminal-SNR DDIM with η = 1, txt2img: diffusers' first-step root √(1 − ᾱ_prev − σ_t²), exactly 0, in float32
+  (2.4e-4 or NaN); the shim's is 0. Carried to the final latents as the model carries it (a figure per model).
 """
 from __future__ import annotations
 
@@ -163,3 +165,45 @@ def test_deis_difference_is_its_steps_float32_arithmetic():
     assert max(g for g in gaps if g[1][3] == 16)[0] <= 2e-5  # from 15 steps lower_order_final does not apply
     assert max(gaps)[0] > 1e-5  # a real difference: the docs' ≤ 1e-5 does not cover these runs
     assert max(gaps)[0] <= 1.5 * max(own)[0], (max(gaps), max(own))  # diffusers' own float32 error, in size
+
+
+# docs/diffusers.md, "Zero-terminal-SNR configs": DDIM with η = 1, the final latents' largest difference over 5-20
+# steps relative to their scale max(1, max|x|), per model
+ZSNR_DDIM_ETA1 = {"table": 1e-5, "table x3": 1e-5, "toy": 1.2e-3}
+
+
+def _ddim_run(scheduler, model, steps, eta):
+    generator = torch.Generator().manual_seed(3)
+    scheduler.set_timesteps(steps)
+    x = NOISE * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(scheduler.scale_model_input(x, t), t), t, x, eta=eta, generator=generator).prev_sample
+    return x.double()
+
+
+def test_zero_snr_ddim_at_eta_1_is_diffusers_float32_first_step_or_its_nan():
+    """From ᾱ = 0 diffusers' DDIM takes √(1 − ᾱ_prev − σ_t²) with η = 1, exactly 0, in float32: ±1 ulp leaves 2.4e-4 or
+    NaN (at 25 and 50 steps its whole image is NaN). The shim takes it in float64: 0, the method's finite image."""
+    bad = []
+    for label, model in MODELS.items():
+        for steps in (5, 10, 20, 25, 50):
+            theirs, ours = (_ddim_run(s, model, steps, 1.0) for s in (
+                compat.source_scheduler("DDIMScheduler", compat.ZSNR, {}),
+                SamplerScheduler.from_config(compat.source_scheduler("DDIMScheduler", compat.ZSNR, {}))))
+            if not bool(torch.isfinite(ours).all()):
+                bad.append(f"{label} {steps}: the shim's image is not finite")
+            if steps in (25, 50):
+                if bool(torch.isfinite(theirs).any()):
+                    bad.append(f"{label} {steps}: diffusers' image is finite (the docs say NaN)")
+                continue
+            gap = float((ours - theirs).abs().max()) / max(1.0, float(theirs.abs().max()))
+            if not gap <= ZSNR_DDIM_ETA1[label]:
+                bad.append(f"{label} {steps}: {gap:.2e} > the documented {ZSNR_DDIM_ETA1[label]:.1e}")
+            if steps == 10:  # η < 1 leaves that root away from 0: a match
+                theirs, ours = (_ddim_run(s, model, steps, 0.9) for s in (
+                    compat.source_scheduler("DDIMScheduler", compat.ZSNR, {}),
+                    SamplerScheduler.from_config(compat.source_scheduler("DDIMScheduler", compat.ZSNR, {}))))
+                gap = float((ours - theirs).abs().max()) / max(1.0, float(theirs.abs().max()))
+                if not gap <= 1e-5:
+                    bad.append(f"{label} η = 0.9: {gap:.2e} > 1e-5")
+    assert not bad, "\n".join(bad)
