@@ -1922,8 +1922,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             return (f"{head}, and sampler_options already sets eta={self.sampler_options['eta']}: pass it in one "
                     "place (leave the pipeline's eta out)")
         if "eta" in self.spec.options:
-            return (f"{head}; for {self.spec.name!r} pass sampler_options={{'eta': {eta}}} to the scheduler instead "
-                    "(and leave the pipeline's eta out)")
+            keep = (f"for diffusers' image ({self._source_name} ignores a pipeline's eta and runs its own)"
+                    if self._source is not None and self._same else
+                    f"to run {self.spec.name!r} as this scheduler is configured")
+            return (f"{head}. Leave the pipeline's eta out {keep}. To run {self.spec.name!r} with eta={eta} "
+                    f"(another image), pass sampler_options={{'eta': {eta}}} to the scheduler instead (and leave the pipeline's eta out)")
         ancestral = "euler_ancestral_rf" if self.space == "flow" else "euler_ancestral"
         return (f"{head}; {self.spec.name!r} has no eta. Leave the pipeline's eta out; for an ancestral run with "
                 "it (another image), also swap in SamplerScheduler.from_config(config, "
