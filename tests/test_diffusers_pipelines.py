@@ -127,6 +127,16 @@ def test_inpaint_keeps_the_image(name, config):
     assert_same(out, ref)
 
 
+@pytest.mark.parametrize("name, config", [("DDIMScheduler", "SD-1.5"), ("DPMSolverMultistepScheduler", "SD-1.5")])
+def test_sag_keeps_the_image(name, config):
+    # StableDiffusionSAGPipeline reads scheduler.alphas_cumprod[t] (its x0 / ε estimates) and add_noise mid-run
+    from diffusers import StableDiffusionSAGPipeline
+
+    out, ref, _ = both(name, config, lambda s: sd(StableDiffusionSAGPipeline, s, sag_scale=0.75, num_inference_steps=5,
+                                                  height=SIZE, width=SIZE, latents=NOISE.clone()))
+    assert_same(out, ref)
+
+
 @pytest.mark.parametrize("name", ["FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"])
 def test_sd3_flow_match_keeps_the_image(name):
     torch.manual_seed(0)

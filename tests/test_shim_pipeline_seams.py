@@ -54,3 +54,39 @@ def test_a_pipeline_eta_on_a_class_that_ignores_it_names_which_choice_keeps_diff
     # sampler_options: another image, as the message says
     other = _loop(SamplerScheduler.from_config(config, sampler_options={"eta": 0.5}))
     assert _rel(other, theirs) > 1e-3
+
+
+# ---- the source class's tables, as pipelines read them (StableDiffusionSAGPipeline: alphas_cumprod[t])
+
+TABLES = ("alphas_cumprod", "alphas", "betas", "final_alpha_cumprod")
+
+
+@pytest.mark.parametrize("name, variant", [("DDIMScheduler", {}), ("PNDMScheduler", {}),
+                                           ("DPMSolverMultistepScheduler", {}), ("LCMScheduler", {}),
+                                           ("EulerDiscreteScheduler", {"rescale_betas_zero_snr": True}),
+                                           ("DDIMScheduler", {"rescale_betas_zero_snr": True})])
+def test_the_source_classes_tables_are_exposed_read_only(name, variant):
+    theirs = getattr(diffusers, name).from_config({**SD15, **variant})
+    ours = SamplerScheduler.from_config(theirs.config)
+    ours.set_timesteps(5)
+    for key in TABLES:
+        if not hasattr(theirs, key):
+            with pytest.raises(AttributeError):
+                getattr(ours, key)
+            continue
+        value = getattr(ours, key)
+        assert value.dtype == torch.float32 and torch.equal(value, getattr(theirs, key)), key
+        value.mul_(0)  # a copy: the shim's own reference is not changed
+        assert torch.equal(getattr(ours, key), getattr(theirs, key))
+        with pytest.raises(AttributeError):
+            setattr(ours, key, torch.zeros(3))
+
+
+@pytest.mark.parametrize("config", [{"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0},
+                                    {"_class_name": "EDMEulerScheduler"},
+                                    None], ids=["flow", "edm", "no-source"])
+def test_no_table_where_the_class_has_none(config):
+    ours = (SamplerScheduler.from_config(config) if config is not None else
+            SamplerScheduler(sampler="euler", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    for key in TABLES:
+        assert not hasattr(ours, key)

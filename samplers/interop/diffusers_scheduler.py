@@ -854,6 +854,23 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def begin_index(self) -> int | None:
         return self._begin_index
 
+    def _source_table(self, name: str) -> torch.Tensor:
+        """The source class's own float32 ``name`` (a copy, so the shim's reference instance is never changed):
+        pipelines read it (StableDiffusionSAGPipeline indexes ``alphas_cumprod`` with the timestep). Without a
+        source class, or where the class has none (EDM, flow classes), an AttributeError, as the class gives."""
+        value = getattr(self._ref, name, None) if self._source is not None else None
+        if not isinstance(value, torch.Tensor):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute {name!r}"
+                                 + (f" ({self._source_name} has none)" if self._source is not None else
+                                    " (no source scheduler class: build it with from_config(<its config>))"))
+        return value.clone()
+
+    # read-only: the source class's tables, as its instance has them
+    alphas_cumprod = property(lambda self: self._source_table("alphas_cumprod"))
+    alphas = property(lambda self: self._source_table("alphas"))
+    betas = property(lambda self: self._source_table("betas"))
+    final_alpha_cumprod = property(lambda self: self._source_table("final_alpha_cumprod"))
+
     def _asked_options(self) -> dict:
         """The options asked for: the label's with ``sampler_options`` (a contradiction refused; a label's option
         the run would not read left out: :func:`names.merge_options`, as everywhere)."""
