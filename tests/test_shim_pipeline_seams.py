@@ -1,5 +1,6 @@
 """SamplerScheduler where a diffusers pipeline drives it past the plain scheduler loop: a pipeline's ``eta`` on a
-class that ignores it (the refusal's advice, and what each choice gives)."""
+class that ignores it (the refusal's advice, and what each choice gives), the source class's tables a pipeline reads
+(StableDiffusionSAGPipeline), and an SDXL refiner split that leaves the refiner no timestep."""
 from __future__ import annotations
 
 import pytest
@@ -90,3 +91,85 @@ def test_no_table_where_the_class_has_none(config):
             SamplerScheduler(sampler="euler", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
     for key in TABLES:
         assert not hasattr(ours, key)
+
+
+# ---- SDXL's base + refiner split that leaves the refiner no timestep: set_begin_index(len(timesteps)), no step
+
+def _sdxl_pair():
+    from diffusers import (AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline,
+                           UNet2DConditionModel)
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                                use_linear_projection=True, addition_embed_type="text_time",
+                                addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+                                projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
+                                norm_num_groups=32).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
+                        latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()
+    g = torch.Generator().manual_seed(11)
+    embeds = dict(prompt_embeds=torch.randn(2, 7, 64, generator=g), negative_prompt_embeds=torch.randn(2, 7, 64, generator=g),
+                  pooled_prompt_embeds=torch.randn(2, 32, generator=g),
+                  negative_pooled_prompt_embeds=torch.randn(2, 32, generator=g))
+    noise = torch.randn(2, 4, 8, 8, generator=g)
+
+    def run(cls, scheduler, seed, **kw):
+        extra = {} if cls is StableDiffusionXLPipeline else dict(requires_aesthetics_score=False)
+        pipe = cls(vae=vae, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None, unet=unet,
+                   scheduler=scheduler, force_zeros_for_empty_prompt=False, **extra)
+        pipe.set_progress_bar_config(disable=True)
+        with torch.no_grad():
+            return pipe(**embeds, guidance_scale=3.0, output_type="latent",
+                        generator=torch.Generator().manual_seed(seed), **kw).images
+
+    def pair(scheduler, steps, split):
+        base = run(StableDiffusionXLPipeline, scheduler(), 7, num_inference_steps=steps, height=64, width=64,
+                   latents=noise.clone(), denoising_end=split)
+        refined = run(StableDiffusionXLImg2ImgPipeline, scheduler(), 9, num_inference_steps=steps,
+                      image=base.clone(), denoising_start=split)
+        return base, refined
+
+    return pair
+
+
+SDXL_EMPTY_REFINER = [("DPMSolverSinglestepScheduler", {}, 5, 0.8), ("UniPCMultistepScheduler", {}, 7, 0.95),
+                      ("DEISMultistepScheduler", {"solver_order": 3}, 8, 0.95)]
+
+
+@pytest.mark.parametrize("name, variant, steps, split", SDXL_EMPTY_REFINER,
+                         ids=[f"{n}-{s}-{d}" for n, _, s, d in SDXL_EMPTY_REFINER])
+def test_an_sdxl_refiner_left_no_timestep_returns_the_base_latents_as_diffusers(name, variant, steps, split):
+    from benchmarks.compatibility import SDXL
+
+    config = getattr(diffusers, name).from_config({**SDXL, **variant}).config
+    pair = _sdxl_pair()
+    base, theirs = pair(lambda: getattr(diffusers, name).from_config(config), steps, split)
+    assert torch.equal(theirs, base)  # diffusers' refiner makes no step
+    shim = []
+    ours_base, ours = pair(lambda: shim.append(SamplerScheduler.from_config(config)) or shim[-1], steps, split)
+    torch.testing.assert_close(ours_base, base, rtol=0, atol=1e-5 * float(base.abs().max()))
+    assert torch.equal(ours, ours_base)
+    assert shim[-1].begin_index == len(shim[-1].timesteps)
+
+
+def test_no_step_is_left_after_an_empty_begin():
+    from benchmarks.compatibility import SDXL
+    from samplers.core.errors import InvalidInput, Unavailable
+
+    ours = SamplerScheduler.from_config(diffusers.DPMSolverSinglestepScheduler.from_config(SDXL).config)
+    ours.set_timesteps(5)
+    ours.set_begin_index(5)
+    x = NOISE.clone()
+    with pytest.raises(Unavailable, match=r"set_begin_index\(5\).*there is no step left"):
+        ours.scale_model_input(x, ours.timesteps[-1])
+    with pytest.raises(Unavailable, match=r"set_begin_index\(5\).*there is no step left"):
+        ours.step(x, ours.timesteps[-1], x)
+    # img2img's strength × num_inference_steps < 1: add_noise then gets timesteps[5:][:1], no timestep
+    with pytest.raises(InvalidInput, match=r"add_noise\(\) got no timesteps.*strength × num_inference_steps < 1"):
+        ours.add_noise(x, x, ours.timesteps[5:][:1])
+    with pytest.raises(InvalidInput, match=r"starts after the last of this run's 5 timesteps.*Raise strength"):
+        ours.set_begin_index(6)

@@ -975,15 +975,18 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if self._plan is None:
             raise Unavailable("call set_timesteps before set_begin_index")
         calls = len(self._plan.calls)
-        if isinstance(begin_index, numbers.Integral) and not isinstance(begin_index, bool) and begin_index >= calls:
-            n = self.num_inference_steps
-            raise InvalidInput(
-                f"set_begin_index({int(begin_index)}) starts after the last of this run's {calls} timesteps: no "
-                f"denoising step is left. An img2img / inpaint pipeline passes that when int(num_inference_steps × "
-                f"strength) = 0, i.e. strength × num_inference_steps < 1 (here num_inference_steps = {n}; diffusers' "
-                f"StableDiffusionImg2ImgPipeline then returns an empty batch). Raise strength to at least "
-                f"1/num_inference_steps (≥ {math.ceil(1000 / n) / 1000:g} here), or num_inference_steps to at least "
-                "1/strength")
+        integral = isinstance(begin_index, numbers.Integral) and not isinstance(begin_index, bool)
+        if integral and begin_index == calls:
+            # an empty run, as diffusers' classes take it: SDXL's refiner (denoising_start) where no timestep lies
+            # below its cutoff returns the latents unchanged; SD's img2img (strength × steps < 1) next calls
+            # add_noise with no timestep, refused there (_no_step_left)
+            self._begin_index = calls
+            self._run_plan = _Plan(self._plan.schedule[-1:], [], [], 0)
+            self._run_options = self._options
+            return
+        if integral and begin_index > calls:
+            raise InvalidInput(self._no_step_left(f"set_begin_index({int(begin_index)}) starts after the last of this "
+                                                  f"run's {calls} timesteps"))
         begin_index = _check_int("begin_index", begin_index, 0, len(self._plan.calls) - 1,
                                  "pass the index of a timestep of this run")
         if begin_index == 0:
@@ -1025,6 +1028,26 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._run_plan = tail
         self._run_options = options
 
+    def _no_step_left(self, lead: str) -> str:
+        """Why a run with no denoising step left is refused where it would return an empty batch (img2img)."""
+        n = self.num_inference_steps
+        return (f"{lead}: no denoising step is left. An img2img / inpaint pipeline passes that when "
+                f"int(num_inference_steps × strength) = 0, i.e. strength × num_inference_steps < 1 (here "
+                f"num_inference_steps = {n}; diffusers' StableDiffusionImg2ImgPipeline then returns an empty batch). "
+                f"Raise strength to at least 1/num_inference_steps (≥ {math.ceil(1000 / n) / 1000:g} here), or "
+                "num_inference_steps to at least 1/strength")
+
+    def _empty_run(self) -> bool:
+        """set_begin_index(<the run's number of model calls>): a run with no step (its latents stay as they are)."""
+        return self._plan is not None and self._begin_index is not None and self._begin_index >= len(self._plan.calls)
+
+    def _refuse_in_empty_run(self, where: str) -> None:
+        if self._empty_run():
+            raise Unavailable(f"{where} after set_begin_index({self._begin_index}), which starts after the last of "
+                              f"this run's {len(self._plan.calls)} timesteps: there is no step left (a pipeline "
+                              "then makes no model call and returns the latents as they are); call set_timesteps, "
+                              "and set_begin_index with the index of a timestep of the run, for a run with steps")
+
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         """The model's input: the latent itself (native coordinates), or x/√(σ² + 1) (EDM: c_in·x) where the
         source class keeps VE latents."""
@@ -1034,6 +1057,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise Unavailable("call set_timesteps before scale_model_input")
         if timestep is not None:
             self._check_timestep("scale_model_input()", timestep)
+        self._refuse_in_empty_run("scale_model_input()")
         if self._begin_index is None and timestep is not None and (
                 self.latents != "native" or self._source_name in sources.STEP_INDEX_IN_SCALE_MODEL_INPUT
                 or self._noise_refusal is not None):  # where the run starts, before its model call
@@ -1526,6 +1550,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         table = self._noise_table
         if self._plan is not None and by_step:  # the class ignores the values: not read (no device sync)
             index = self._step_index if self._step_index is not None else self._begin_index
+            if self._empty_run():
+                raise InvalidInput(f"add_noise() after set_begin_index({self._begin_index}), which starts after the "
+                                   f"last of this run's {len(self._plan.calls)} timesteps: {name} then reads σ at that "
+                                   "step index, which this run does not have; call set_begin_index with the index of "
+                                   "a timestep of the run")
             values = table if table is not None else self._plan.calls
             return [values[min(index, len(values) - 1)]] * t.numel()
         values = t.to("cpu", torch.float64).tolist()  # one read of the values, which the class reads too
@@ -1613,6 +1642,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidType(f"add_noise() takes tensors original_samples and noise, got "
                               f"{type(original_samples).__name__} and {type(noise).__name__}; convert numpy arrays "
                               "with torch.from_numpy(array)")
+        if self._empty_run() and (timesteps.numel() == 0 if isinstance(timesteps, torch.Tensor)
+                                  else isinstance(timesteps, (list, tuple)) and len(timesteps) == 0):
+            # the img2img pipeline's timesteps[:1] of a run with no step (strength × num_inference_steps < 1)
+            raise InvalidInput(self._no_step_left(
+                f"add_noise() got no timesteps after set_begin_index({self._begin_index}), which starts after the "
+                f"last of this run's {len(self._plan.calls)} timesteps"))
         t = self._noise_timesteps(timesteps)
         count = t.numel()
         try:
@@ -1756,6 +1791,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidInput(f"model_output has shape {tuple(model_output.shape)} but sample has "
                                f"{tuple(sample.shape)}; pass the model's prediction for this latent (a model "
                                "that also predicts its variance is not supported)")
+        self._refuse_in_empty_run("step()")
         if self._done:
             raise Unavailable(f"the {self.spec.name!r} run has finished ({len(self._run_plan.calls)} model calls); "
                               "call set_timesteps to start a new one")
