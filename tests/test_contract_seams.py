@@ -37,7 +37,7 @@ def _wavy(x, sigma):
 
 def test_gradient_estimation_takes_any_finite_ge_gamma_and_a_run_it_overflows_names_it():
     # ComfyUI's sample_gradient_estimation takes any float (11 and 15 run to finite images); where the extrapolated
-    # slope γ·d + (1 − γ)·d_prev overflows the state, the error names the option set away from its default
+    # slope γ·d + (1 − γ)·d_prev overflows the state, the error says such a gain can
     from samplers.core.errors import NonFiniteError
 
     sigmas = samplers.get_sigmas("karras", 20, sigma_min=0.03, sigma_max=14.6)
@@ -45,5 +45,5 @@ def test_gradient_estimation_takes_any_finite_ge_gamma_and_a_run_it_overflows_na
     for gamma in (2.0, 11.0, 15.0, -10.0):
         out = samplers.sample("gradient_estimation", _wavy, x, sigmas, disable=True, ge_gamma=gamma)
         assert torch.isfinite(out).all()
-    with pytest.raises(NonFiniteError, match=r"ge_gamma = 1e\+30 \(default 2\)"):
+    with pytest.raises(NonFiniteError, match=r"gain such as ge_gamma"):
         samplers.sample("gradient_estimation", _wavy, x, sigmas, disable=True, ge_gamma=1e30)

@@ -173,3 +173,38 @@ def test_no_step_is_left_after_an_empty_begin():
         ours.add_noise(x, x, ours.timesteps[5:][:1])
     with pytest.raises(InvalidInput, match=r"starts after the last of this run's 5 timesteps.*Raise strength"):
         ours.set_begin_index(6)
+
+
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "HeunDiscreteScheduler", "KDPM2DiscreteScheduler",
+                                  "DPMSolverMultistepScheduler"])
+def test_add_noise_after_an_empty_begin_is_the_class_own(name):
+    """After set_begin_index(len(timesteps)) a class that reads its step index adds the noise of its table's entry
+    there (σ = 0: the latents unchanged), as diffusers does."""
+    theirs = getattr(diffusers, name).from_config(SD15)
+    ours = SamplerScheduler.from_config(theirs.config)
+    x, n = NOISE.clone(), torch.randn(NOISE.shape, generator=torch.Generator().manual_seed(2))
+    for s in (theirs, ours):
+        s.set_timesteps(4)
+        s.set_begin_index(len(s.timesteps))
+    ref = theirs.add_noise(x, n, theirs.timesteps[-1:])
+    assert _rel(ours.add_noise(x, n, ours.timesteps[-1:]), ref) < 1e-6
+
+
+def test_a_pipeline_eta_equal_to_the_runs_own_is_taken():
+    """EulerAncestral ignores a pipeline's eta and runs η = 1: eta=1.0 changes nothing, so it runs, as in diffusers."""
+    config = diffusers.EulerAncestralDiscreteScheduler.from_config(SD15).config
+    theirs = _loop(diffusers.EulerAncestralDiscreteScheduler.from_config(config), eta=1.0)
+    assert _rel(_loop(SamplerScheduler.from_config(config), eta=1.0), theirs) < 1e-5
+
+
+def test_tables_cannot_be_set_and_say_what_to_change():
+    ours = SamplerScheduler.from_config(diffusers.DDIMScheduler.from_config(SD15).config)
+    with pytest.raises(AttributeError, match="read-only.*change the config"):
+        ours.alphas_cumprod = torch.ones(1000)
+
+
+def test_an_explicit_weights_with_deis_tab_is_refused_as_everywhere():
+    config = diffusers.DEISMultistepScheduler.from_config(SD15).config
+    with pytest.raises(InvalidOption, match="weights='diffusers' with mode='tab'"):
+        SamplerScheduler.from_config(config, sampler="comfyui:deis",
+                                     sampler_options={"weights": "diffusers"}).set_timesteps(5)

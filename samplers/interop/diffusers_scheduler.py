@@ -865,11 +865,18 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                     " (no source scheduler class: build it with from_config(<its config>))"))
         return value.clone()
 
+    def _refuse_table(self, name: str, value) -> None:
+        raise AttributeError(f"{name} of a SamplerScheduler is the source class's table, read-only: the run is planned "
+                             f"from its config, so a table set here would not be run; change the config (beta_start, "
+                             f"beta_end, beta_schedule, trained_betas, ...) and build it with from_config")
+
     # read-only: the source class's tables, as its instance has them
-    alphas_cumprod = property(lambda self: self._source_table("alphas_cumprod"))
-    alphas = property(lambda self: self._source_table("alphas"))
-    betas = property(lambda self: self._source_table("betas"))
-    final_alpha_cumprod = property(lambda self: self._source_table("final_alpha_cumprod"))
+    alphas_cumprod = property(lambda self: self._source_table("alphas_cumprod"),
+                              lambda self, v: self._refuse_table("alphas_cumprod", v))
+    alphas = property(lambda self: self._source_table("alphas"), lambda self, v: self._refuse_table("alphas", v))
+    betas = property(lambda self: self._source_table("betas"), lambda self, v: self._refuse_table("betas", v))
+    final_alpha_cumprod = property(lambda self: self._source_table("final_alpha_cumprod"),
+                                   lambda self, v: self._refuse_table("final_alpha_cumprod", v))
 
     def _asked_options(self) -> dict:
         """The options asked for: the label's with ``sampler_options`` (a contradiction refused; a label's option
@@ -1227,7 +1234,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             schedule = self._grid_schedule(exact)  # another sampler steps on the class's own grid
         self._overrides = overrides
         options.update(overrides)
-        if options.get("mode") == "tab" and "weights" not in overrides:
+        if options.get("mode") == "tab" and "weights" not in self._asked_options():
             # DEIS-tAB asked on a DEIS config (comfyui:deis): its own weights; the class's float32 ρAB weights are unread
             options.pop("weights", None)
         spec = SAMPLERS.get(run)
@@ -1550,7 +1557,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         table = self._noise_table
         if self._plan is not None and by_step:  # the class ignores the values: not read (no device sync)
             index = self._step_index if self._step_index is not None else self._begin_index
-            if self._empty_run():
+            if self._empty_run() and (table is None or index >= len(table)):
                 raise InvalidInput(f"add_noise() after set_begin_index({self._begin_index}), which starts after the "
                                    f"last of this run's {len(self._plan.calls)} timesteps: {name} then reads σ at that "
                                    "step index, which this run does not have; call set_begin_index with the index of "
@@ -1952,7 +1959,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             return
         ddim_source = self._source is not None and self._source.eta_in_step and self.spec.name == "ddim"
         if not ddim_source or "eta" in self.sampler_options:
-            if eta != 0:
+            # the class ignores a pipeline's eta: one equal to the run's own η (EulerAncestral's 1) changes nothing
+            own = "eta" in self.spec.options and "eta" not in self.sampler_options and float(eta) == float(
+                self._options.get("eta", self.spec.options["eta"]))
+            if eta != 0 and not own:
                 raise InvalidOption(self._eta_refusal(eta))
             return
         if len(self._denoised) == 0:
