@@ -71,6 +71,21 @@ def test_beta_matches_diffusers_use_beta_sigmas():
     torch.testing.assert_close(ours.float(), sch.sigmas.float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("n", [2, 10, 20])
+def test_beta_sigmas_is_diffusers_on_its_grid_ends(spacing, n):
+    """diffusers' use_beta_sigmas lays the formula over its timestep grid's ends (SDXL ships leading spacing with
+    steps_offset=1: σ(951)…σ(1) at 20 steps, not the table's 14.6…0.029): given those ends, the same values."""
+    diffusers = pytest.importorskip("diffusers")
+    config = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, timestep_spacing=spacing,
+                  steps_offset=1)
+    plain, beta = (diffusers.EulerDiscreteScheduler(**config, use_beta_sigmas=b) for b in (False, True))
+    for s in (plain, beta):
+        s.set_timesteps(n)
+    ours = samplers.get_sigmas("beta_sigmas", n, sigma_min=float(plain.sigmas[-2]), sigma_max=float(plain.sigmas[0]))
+    torch.testing.assert_close(ours.float(), beta.sigmas.float(), rtol=1e-6, atol=0)
+
+
 def test_laplace_and_linear_quadratic_shapes():
     lap = samplers.get_sigmas("laplace", 10, sigma_min=0.03, sigma_max=14.6)
     assert float(lap[0]) == pytest.approx(14.6) and float(lap[-2]) == pytest.approx(0.03)

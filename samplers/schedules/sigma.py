@@ -128,7 +128,8 @@ def kl_optimal(n: int, sigma_min: float, sigma_max: float, end: str = "zero", in
 @register("laplace")
 def laplace(n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:
     """Laplace schedule (Hang et al. 2024, "Improved noise schedule for diffusion training"; ComfyUI):
-    log σ = μ − β·sgn(½ − x)·log(1 − 2|½ − x| + 1e-5) for x evenly in [0, 1], clamped to [σ_min, σ_max]."""
+    log σ = μ − β·sgn(½ − x)·log(1 − 2|½ − x| + 1e-5) for x evenly in [0, 1], clamped to [σ_min, σ_max], then a
+    final 0 as every schedule here (ComfyUI's ``get_sigmas_laplace`` returns the n levels without it)."""
     n, sigma_min, sigma_max = steps_and_range(n, sigma_min, sigma_max)
     sigma_max = finite_max("laplace", sigma_max)
     mu = real("mu", mu, what=" (the log σ the Laplace density is centred on)")
@@ -142,8 +143,10 @@ def laplace(n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: f
 
 @register("beta_sigmas", aliases=("use_beta_sigmas",))
 def beta_sigmas(n: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
-    """Beta sampling (Lee et al. 2024, arXiv:2407.12173), as diffusers' ``use_beta_sigmas``:
-    σ_i = σ_min + (σ_max − σ_min)·F⁻¹_Beta(α,β)(1 − i/(n−1)): dense at both ends for α, β < 1."""
+    """Beta sampling (Lee et al. 2024, arXiv:2407.12173), diffusers' ``use_beta_sigmas`` formula:
+    σ_i = σ_min + (σ_max − σ_min)·F⁻¹_Beta(α,β)(1 − i/(n−1)): dense at both ends for α, β < 1. diffusers takes σ_min,
+    σ_max at the ends of its timestep grid (its ``timestep_spacing``), a model's ``native=`` range is its whole
+    table: pass the grid's ends as sigma_min / sigma_max for diffusers' values, or run its class through the shim."""
     n, sigma_min, sigma_max = steps_and_range(n, sigma_min, sigma_max)
     sigma_max = finite_max("beta_sigmas", sigma_max)
     alpha = real("alpha", alpha, what=" (the Beta distribution's first shape)")
