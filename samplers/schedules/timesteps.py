@@ -77,6 +77,24 @@ def trailing(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) ->
     t = np.round(np.arange(total, 0, -total / n)).astype(np.int64) - 1
     return from_timesteps(torch.as_tensor(t, dtype=torch.float64), training_sigmas)
 
+@register("forge_turbo", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
+def forge_turbo(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
+    """Forge's and reForge's "Turbo" Schedule type (modules/sd_schedulers.py ``turbo_scheduler``): timesteps
+    round(k·1000/n − 1) for k = n … 1, clipped to [0, 999], each read from the model's σ table, then 0; not
+    ``trailing`` at n = 16, 32, 48, ..., where the tool's float32 timesteps land on halves and round to even.
+
+    The timesteps are the tool's float32 arithmetic: k·float32(1000/n) − 1 rounded half to even, so where they land
+    on a half (n = 16, 32, 48, ...: 61.5, 124.5, ...) they round to the even timestep, where ``trailing`` (diffusers'
+    float64 ``np.round(np.arange(N, 0, -N/n)) − 1``) takes the one below; elsewhere the two agree. The tool counts 1000
+    timesteps whatever the model (its σ lookup clamps to the table's last entry); so does this."""
+    check_steps(n, None, None, need_range=False)
+    total = num_train(n, training_sigmas)
+    k = np.arange(n, 0, -1).astype(np.float32)
+    t = np.clip(np.round(k * np.float32(1000.0 / n) - np.float32(1.0)), 0, 999).astype(np.int64)
+    t = np.minimum(t, total - 1)
+    return strictly_decreasing(from_timesteps(torch.as_tensor(t, dtype=torch.float64), training_sigmas),
+                               "forge_turbo")
+
 @register("simple", needs_table=True, fixed_ends=("sigma_min", "sigma_max"), on_flow=True)
 def simple(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
     """ComfyUI's ``simple``: every (N/n)-th training sigma from the top: σ = table[N − 1 − ⌊k·(N/n)⌋].
