@@ -246,8 +246,12 @@ def names_md() -> str:
             "- ComfyUI's `denoise` < 1 (BasicScheduler / KSampler: a schedule of steps/denoise steps, its last steps "
             "kept) and A1111's img2img step count (int(strength·steps) + 1 steps of the full schedule) are not the "
             "pipeline's `strength` (`samplers.schedules.truncate`: round(strength·steps) steps).",
-            "- A1111's \"Align Your Steps\" takes the SDXL levels on an SDXL model; the name takes the SD 1.5 ones "
-            "(pass `schedule=\"ays_sdxl\"` with `append_zero=True` for SDXL).",
+            "- A1111's \"Align Your Steps\" (and reForge's \"Align Your Steps GITS\" / \"11\" / \"32\") take the SDXL "
+            "levels on an SDXL model; the names take the SD 1.5 ones (pass `schedule=\"ays_sdxl\"`, `\"ays_gits_sdxl\"` "
+            "or `\"ays_32_sdxl\"` with `append_zero=True` for SDXL).",
+            "- Forge's and reForge's Schedule types (`Turbo`, and reForge's Align Your Steps ones) build, as the A1111 "
+            "types do, on A1111's float32 ᾱ table; Forge reads its own σ table (float64 ᾱ), within 7.2e-7 relative of "
+            "it for Turbo (tests/test_forge_schedules.py).",
             "- A1111's SDE labels (`DPM++ SDE`, `DPM++ 2M SDE`, ...) draw their Brownian tree on the latents' "
             "device; the labels use the CPU tree (`noise_sampler=\"brownian_tree\"`, A1111 on a CPU), so on a GPU "
             "pass the registry sampler with `noise_sampler=\"brownian_tree_device\"` for A1111's draws.",

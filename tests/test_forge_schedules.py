@@ -1,7 +1,7 @@
-"""The registry schedules of Forge's and reForge's Schedule types beyond A1111's: "Turbo" (Forge and reForge:
-``forge_turbo``) and reForge's "Align Your Steps GITS" / "11" / "32" (``ays_gits_*``, ``ays_*``, ``ays_32_*`` with
-``append_zero=True``), against the tools' own formulas, step counts 1-50, on Stable Diffusion 1.x's and an
-SDXL-style table.
+"""Forge's and reForge's Schedule types beyond A1111's: "Turbo" (Forge and reForge) and reForge's "Align Your Steps
+GITS" / "11" / "32", their registry schedules (``forge_turbo``, ``ays_gits_*``, ``ays_*``, ``ays_32_*`` with
+``append_zero=True``) and their names, against the tools' own formulas, step counts 1-50, on Stable Diffusion 1.x's
+and an SDXL-style table.
 
 The references are written from the tools' sources (read, not imported: neither tool is installed):
 lllyasviel/stable-diffusion-webui-forge modules/sd_schedulers.py ``turbo_scheduler`` (e26abf87) on its
@@ -172,3 +172,61 @@ def test_the_reforge_presets_take_no_range_but_their_own():
                        samplers.get_sigmas("ays_32_sdxl", 10))
     with pytest.raises(samplers.InvalidOption, match="no option 'levels'"):
         samplers.get_sigmas("ays_gits_sd15", 10, levels="comfyui")
+
+# ------------------------------------------------------------------------------------------- the names
+
+from samplers.core import names  # noqa: E402
+
+# each Schedule type as the tools' menus show it, their internal names, and the registry schedule the name gives
+NAMES = {"Turbo": ("turbo", "forge_turbo"),
+         "Align Your Steps GITS": ("align_your_steps_GITS", "ays_gits_sd15"),
+         "Align Your Steps 11": ("align_your_steps_11", "ays_sd15"),
+         "Align Your Steps 32": ("align_your_steps_32", "ays_32_sd15")}
+
+
+@pytest.mark.parametrize("kind", list(NAMES))
+def test_the_names_resolve_with_and_without_the_prefix(kind):
+    """They were unknown names (UnknownNameError), with and without a1111:."""
+    spelling, schedule = NAMES[kind]
+    want = (schedule, {"append_zero": True} if kind != "Turbo" else {})
+    for typed in (kind, spelling, f"a1111:{kind}", f"a1111:{spelling}", kind.lower(), kind.upper().replace(" ", "_")):
+        assert names.resolve_schedule(typed) == want, typed
+        assert names.resolve_schedule(typed, native=SD15) == (want[0], {**want[1], "float32_alphas_cumprod": True})
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_turbo_by_name_is_forges_turbo(model):
+    """On A1111's float32 ᾱ, as the other A1111 names build: Forge's own table (float64 ᾱ) is within 7.2e-7."""
+    native = MODELS[model]
+    for typed in ("Turbo", "a1111:Turbo", "turbo"):
+        worst = max(rel_error(samplers.get_sigmas(typed, n, native=native), forge_turbo(n, FORGE)) for n in STEPS)
+        assert worst < 1e-6, typed
+    assert not torch.equal(samplers.get_sigmas("a1111:Turbo", 16, native=native),
+                           samplers.get_sigmas("trailing", 16, native=native,
+                                               float32_alphas_cumprod=True))
+
+
+@pytest.mark.parametrize("kind", [k for k in NAMES if k != "Turbo"])
+def test_the_align_your_steps_names_are_reforges_sd15_lists(kind):
+    """The names give reForge's function on its SD 1.5 list (the tool's choice on a model that is not SDXL; on SDXL
+    the registry's *_sdxl presets with append_zero=True, above), with or without a model."""
+    levels = REFORGE_LEVELS[kind]["sd15"]
+    for n in STEPS:
+        ref = reforge_ays(levels, n)
+        assert rel_error(samplers.get_sigmas(f"a1111:{kind}", n), ref) < 1e-7
+        assert rel_error(samplers.get_sigmas(kind, n, native=SD15), ref) < 1e-7
+
+
+@pytest.mark.parametrize("kind", list(NAMES))
+def test_sampler_names_with_the_types(kind):
+    """"<sampler> <Schedule type>" as for A1111's own types: the sampler's label on the named type."""
+    spelling, _ = NAMES[kind]
+    for base in ("Euler a", "DPM++ 2M", "DPM++ 2M SDE", "DPM2"):
+        label = names.resolve(f"a1111:{base}")
+        for typed in (f"{base} {kind}", f"{base} {spelling}"):
+            found = names.resolve(typed)
+            assert (found.source, found.sampler, found.options) == ("a1111", label.sampler, label.options), typed
+            assert (found.schedule, found.schedule_is_explicit) == (f"a1111:{kind}", True), typed
+            assert found.discard_penultimate_sigma == label.discard_penultimate_sigma
+    with pytest.raises(samplers.InvalidOption, match="steps its own timesteps"):
+        names.resolve(f"DDIM {kind}")

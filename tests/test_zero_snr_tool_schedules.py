@@ -151,6 +151,14 @@ def a1111_schedule(label: str, n: int) -> list[float]:
     if label == "Beta":  # beta_scheduler
         timesteps = [stats.beta.ppf(x, 0.6, 0.6) for x in 1 - np.linspace(0, 1, n)]
         return [sigma_min + (x * (sigma_max - sigma_min)) for x in timesteps] + [0.0]
+    if label == "Turbo":  # Forge's / reForge's turbo_scheduler: its float32 timesteps, read from the table
+        from test_forge_schedules import forge_turbo_timesteps
+
+        return [float(inner.sigmas[t]) for t in forge_turbo_timesteps(n)] + [0.0]
+    if label in ("Align Your Steps GITS", "Align Your Steps 11", "Align Your Steps 32"):  # reForge's: SD 1.5 lists
+        from test_forge_schedules import REFORGE_LEVELS, reforge_ays
+
+        return reforge_ays(REFORGE_LEVELS[label]["sd15"], n).tolist()
     raise AssertionError(f"no A1111 transcription for {label!r}")
 
 

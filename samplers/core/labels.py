@@ -143,6 +143,9 @@ A1111_SCHEDULE_TYPES: dict[str, tuple[str, ...]] = {
     "Polyexponential": ("polyexponential",), "SGM Uniform": ("sgm_uniform", "SGMUniform"),
     "KL Optimal": ("kl_optimal",), "Align Your Steps": ("align_your_steps",), "Simple": ("simple",),
     "Normal": ("normal",), "DDIM": ("ddim",), "Beta": ("beta",),
+    # Forge's and reForge's "Turbo"; reForge's further Align Your Steps types (their names as the tools spell them)
+    "Turbo": ("turbo",), "Align Your Steps GITS": ("align_your_steps_GITS",),
+    "Align Your Steps 11": ("align_your_steps_11",), "Align Your Steps 32": ("align_your_steps_32",),
 }
 # Labels A1111's txt2img runs on the model's whole σ range (KDiffusionSampler.sample: sigma_min = model_wrap.sigmas[0],
 # sigma_max = model_wrap.sigmas[-1], n = steps) whatever Schedule type is chosen: their "Automatic" (Uniform) has those
@@ -289,6 +292,16 @@ A1111_SCHEDULERS: dict[str, tuple[str, dict]] = {
     "SGM Uniform": ("sgm_uniform", {}), "KL Optimal": ("kl_optimal", {"end": "sigma_min"}),
     "Align Your Steps": ("ays_sd15", {"append_zero": True}), "Simple": ("simple", {}), "Normal": ("normal", {}),
     "DDIM": ("ddim_uniform", {"keep_stepping": True}), "Beta": ("beta_sigmas", {}),
+    # Forge / reForge (modules/sd_schedulers.py turbo_scheduler): round(k·1000/n − 1), k = n … 1, in float32, read from
+    # the model's table. Forge reads it from its own σ table (float64 ᾱ rounded to float32 σ); the name builds on
+    # A1111's float32 ᾱ as the other types do, which agrees with Forge's to 7.2e-7 relative (SD 1.x / SDXL, n ≤ 50).
+    "Turbo": ("forge_turbo", {}),
+    # reForge's "Align Your Steps GITS" / "11" / "32": A1111's rule on their own levels; the names take the SD 1.5
+    # lists, as "Align Your Steps" does (reForge takes the SDXL ones on an SDXL model: ays_gits_sdxl, ays_sdxl,
+    # ays_32_sdxl with append_zero=True). "11" ships the same levels as "Align Your Steps".
+    "Align Your Steps GITS": ("ays_gits_sd15", {"append_zero": True}),
+    "Align Your Steps 11": ("ays_sd15", {"append_zero": True}),
+    "Align Your Steps 32": ("ays_32_sd15", {"append_zero": True}),
 }
 
 # diffusers scheduler classes: the registry sampler that runs the same algorithm with that class's default config.
