@@ -443,7 +443,9 @@ def test_a_step_eta_without_a_use_is_refused_with_a_fix_that_runs(config):
         named.step(torch.zeros_like(x), named.timesteps[0], x, eta=0.5)
     with pytest.raises(InvalidOption, match="already sets eta=0.5: pass it in one place"):
         fixed.set_timesteps(4)
-        fixed.step(torch.zeros_like(x), fixed.timesteps[0], x, eta=0.5)
+        fixed.step(torch.zeros_like(x), fixed.timesteps[0], x, eta=0.7)
+    fixed.set_timesteps(4)  # the same η in both places changes nothing: it runs
+    fixed.step(torch.zeros_like(x), fixed.timesteps[0], x, eta=0.5)
 
 
 # ---- a tool's names in the shim: its schedule names and a label's dropped σ

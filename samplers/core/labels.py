@@ -294,7 +294,7 @@ A1111_SCHEDULERS: dict[str, tuple[str, dict]] = {
     "DDIM": ("ddim_uniform", {"keep_stepping": True}), "Beta": ("beta_sigmas", {}),
     # Forge / reForge (modules/sd_schedulers.py turbo_scheduler): round(k·1000/n − 1), k = n … 1, in float32, read from
     # the model's table. Forge reads it from its own σ table (float64 ᾱ rounded to float32 σ); the name builds on
-    # A1111's float32 ᾱ as the other types do, which agrees with Forge's to 7.2e-7 relative (SD 1.x / SDXL, n ≤ 50).
+    # A1111's float32 ᾱ as the other types do, which agrees with Forge's to 7.2e-7 relative (SD 1.x / SDXL, n ≤ 50; 1.6e-6 to n = 150).
     "Turbo": ("forge_turbo", {}),
     # reForge's "Align Your Steps GITS" / "11" / "32": A1111's rule on their own levels; the names take the SD 1.5
     # lists, as "Align Your Steps" does (reForge takes the SDXL ones on an SDXL model: ays_gits_sdxl, ays_sdxl,

@@ -178,14 +178,18 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
             bar.close()
 
     if not bool(torch.isfinite(x).all()):
+        # a number set away from its default (by the caller or a label) may be a gain that drives the steps out of
+        # range where no single value is invalid (ge_gamma = 1e30)
+        tuned = any(isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(params.get(k), (int, float))
+                    and not isinstance(params.get(k), bool) and v != params[k] for k, v in options.items())
         raise NonFiniteError(
             f"{spec.name} produced NaN/Inf. Run inside `with samplers.debug():` to stop at the first model "
             "call that returns non-finite values; common causes are fp16 overflow in the model (try bfloat16 "
             "or float32) or a model that cannot be evaluated at the first sigma"
             + (" (here sigma = inf, where an eps or score model gives no x0: start at a finite sigma, or wrap it "
                "with samplers.to_denoiser, which refuses it before any call)" if from_inf else "")
-            + "; or a sampler option that drives the steps out of range where no single value is invalid (a large "
-              "gain such as ge_gamma: try values nearer its default).")
+            + ("; or an option set away from its default that drives the steps out of range where no single value "
+               "is invalid (a large gain such as ge_gamma: try values nearer the defaults)" if tuned else "") + ".")
     return x.to(out_dtype)
 
 

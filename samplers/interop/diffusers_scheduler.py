@@ -866,9 +866,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         return value.clone()
 
     def _refuse_table(self, name: str, value) -> None:
+        keys = "set_alpha_to_one" if name == "final_alpha_cumprod" else "beta_start, beta_end, beta_schedule, trained_betas, ..."
         raise AttributeError(f"{name} of a SamplerScheduler is the source class's table, read-only: the run is planned "
-                             f"from its config, so a table set here would not be run; change the config (beta_start, "
-                             f"beta_end, beta_schedule, trained_betas, ...) and build it with from_config")
+                             f"from its config, so a table set here would not be run; change the config ({keys}) and "
+                             "build it with from_config")
 
     # read-only: the source class's tables, as its instance has them
     alphas_cumprod = property(lambda self: self._source_table("alphas_cumprod"),
@@ -1960,8 +1961,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         ddim_source = self._source is not None and self._source.eta_in_step and self.spec.name == "ddim"
         if not ddim_source or "eta" in self.sampler_options:
             # the class ignores a pipeline's eta: one equal to the run's own η (EulerAncestral's 1) changes nothing
-            own = "eta" in self.spec.options and "eta" not in self.sampler_options and float(eta) == float(
-                self._options.get("eta", self.spec.options["eta"]))
+            own = "eta" in self.spec.options and float(eta) == float(self._options.get("eta", self.spec.options["eta"]))
             if eta != 0 and not own:
                 raise InvalidOption(self._eta_refusal(eta))
             return

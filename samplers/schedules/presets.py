@@ -117,8 +117,9 @@ def _reforge(name: str, data: list[float], what: str, model: str):
 
     schedule.__name__ = name
     schedule.__doc__ = (f"reForge's {what} levels for {model} ({len(data)} levels, {data[0]:g} … {data[-1]:g}), "
-                        f"log-linearly interpolated to n + 1 values, the last set to 0 (as ``ays_sd15``); "
-                        f"``append_zero=True``: to n levels, then 0 (reForge's \"{what}\" Schedule type, the name "
+                        f"log-linearly interpolated to n + 1 values, the last set to 0 (the ``ays_*`` presets' "
+                        f"default rule, which no tool runs on these lists); ``append_zero=True``: to n levels, then 0 "
+                        f"(reForge's rule: its \"{what}\" Schedule type, the name "
                         f"of which gives the SD 1.5 list; reForge takes the SDXL list on an SDXL model). The "
                         "model's own σ range is not used: an explicit sigma_min / sigma_max other than the levels' "
                         "own ends (or, with native=, the model's own) is refused.")

@@ -80,13 +80,13 @@ def trailing(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) ->
 @register("forge_turbo", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def forge_turbo(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
     """Forge's and reForge's "Turbo" Schedule type (modules/sd_schedulers.py ``turbo_scheduler``): timesteps
-    round(k·1000/n − 1) for k = n … 1, clipped to [0, 999], each read from the model's σ table, then 0; not
-    ``trailing`` at n = 16, 32, 48, ..., where the tool's float32 timesteps land on halves and round to even.
+    round(k·1000/n − 1) for k = n … 1, clipped to [0, 999], each read from the model's σ table, then 0.
 
-    The timesteps are the tool's float32 arithmetic: k·float32(1000/n) − 1 rounded half to even, so where they land
-    on a half (n = 16, 32, 48, ...: 61.5, 124.5, ...) they round to the even timestep, where ``trailing`` (diffusers'
-    float64 ``np.round(np.arange(N, 0, -N/n)) − 1``) takes the one below; elsewhere the two agree. The tool counts 1000
-    timesteps whatever the model (its σ lookup clamps to the table's last entry); so does this."""
+    The timesteps are the tool's float32 arithmetic: k·float32(1000/n) − 1 rounded half to even. So it is not
+    ``trailing`` (diffusers' float64 ``np.round(np.arange(N, 0, -N/n)) − 1``) at some n — 16, 32, 48 (timesteps on a
+    half: 61.5, 124.5, ... round to the even one), 61, 64, 80, 96, 103, ... (122 step counts up to 1000;
+    tests/test_forge_schedules.py). The tool counts 1000 timesteps whatever the model and clamps its σ lookup to the
+    table's last entry; on a table of fewer entries the clamped timesteps repeat a σ and the schedule is refused."""
     check_steps(n, None, None, need_range=False)
     total = num_train(n, training_sigmas)
     k = np.arange(n, 0, -1).astype(np.float32)
