@@ -9,25 +9,9 @@ import torch
 from samplers.core.errors import InvalidInput
 from samplers.interop import kdiffusion as ours
 
-try:
-    from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
-except ImportError:  # pragma: no cover
-    kdiffusion_modules = None
+from test_kdiffusion_seams import kd, needs_kd  # k-diffusion 0.1.1.post1 (None where not installed), its skip mark
 
-    class KDiffusionUnavailable(Exception):
-        pass
-
-
-def _reference():
-    try:
-        return kdiffusion_modules()[0] if kdiffusion_modules else None
-    except KDiffusionUnavailable:
-        return None
-
-
-kd = _reference()
-pytestmark = pytest.mark.skipif(kd is None, reason="k-diffusion is not installed: pip install --no-deps "
-                                                   "k-diffusion==0.1.1.post1 (make test does)")
+pytestmark = needs_kd
 
 
 class Counting:
