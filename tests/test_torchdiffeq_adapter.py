@@ -155,6 +155,103 @@ def test_valid_options_reach_torchdiffeq():
         torch.testing.assert_close(a, b)
 
 
+
+@pytest.mark.parametrize("options", [{"step_size": 100.0}, {"step_size": 4.5},
+                                     {"grid_constructor": lambda f, y, t: t[[0, -1]]}])
+def test_callback_denoised_is_a_model_call_where_the_grid_skips_schedule_points(options):
+    # the solver's own grid skips schedule points: the callback gets the call nearest in log σ, never the state
+    model, calls = counting_model()
+    outputs = []
+
+    def recording(x, sigma):
+        d = model(x, sigma)
+        outputs.append((float(sigma.reshape(-1)[0]) if torch.is_tensor(sigma) else float(sigma), d))
+        return d
+    sig = torch.tensor([10.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.0], dtype=torch.float64)
+    seen = []
+    samplers.sample("torchdiffeq.euler", recording, X, sig, disable=True, options=options, callback=seen.append)
+    outputs.pop()  # the final denoise at σ = 1, made after the integration (and the last callback's denoised)
+    assert len(outputs) < 6  # the grid skips schedule points
+    for d in seen[:-1]:
+        dist = [abs(math.log(s) - math.log(d["sigma"])) for s, _ in outputs]
+        near = min(range(len(outputs)), key=lambda n: (dist[n], -n))
+        assert d["denoised"] is outputs[near][1], (d["i"], d["sigma"])
+
+
+@pytest.mark.parametrize("options", [
+    {"jump_t": [3.0, 3.0]},
+    {"jump_t": [2.0, 3.0], "step_t": [3.0, 3.0, 2.0]},
+    {"dtype": torch.float32, "jump_t": [2.0 + 1e-9]},  # = the schedule point 2.0 in float32 only
+    {"dtype": torch.float32, "step_t": [3.0], "jump_t": [3.0 + 1e-9]},
+    {"dtype": torch.float32, "step_t": [2.0 + 1e-9]},
+    {"dtype": torch.float32, "jump_t": [3.0, 3.0 + 1e-9]},
+])
+def test_repeated_step_and_jump_times_are_merged_in_torchdiffeqs_time_dtype(options):
+    # torchdiffeq refuses a time repeated in its time dtype (promote(options['dtype'], state dtype)) with a raw
+    # ValueError after model calls; the adapter merges such points in that dtype, as it merges step_t with the schedule
+    x = X.float()
+    sig = [10.0, 5.0, 2.0, 1.0, 0.5, 0.0]
+    out = samplers.sample("torchdiffeq.dopri5", MIX.denoiser, x, sig, disable=True, options=options)
+    merged = {k: v if k == "dtype" else sorted({float(torch.tensor(t, dtype=torch.float32)) for t in v})
+              for k, v in options.items()}
+    if "jump_t" in merged and "step_t" in merged:
+        merged["step_t"] = [t for t in merged["step_t"] if t not in merged["jump_t"]] or [5.0]
+    same = samplers.sample("torchdiffeq.dopri5", MIX.denoiser, x, sig, disable=True, options=merged)
+    torch.testing.assert_close(out, same, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"step_t": [-1.0]}, "σ = -1.0, outside the integrated range \\[0.1, 10\\]"),
+    ({"step_t": [5.0, 100.0]}, "σ = 100.0, outside"),
+    ({"jump_t": [1e6]}, "σ = 1000000.0, outside"),
+    ({"jump_t": [-3.0]}, "σ = -3.0, outside"),
+    ({"step_t": [0.05]}, "σ = 0.05, outside"),  # below the last non-zero σ: the last step is the denoise
+])
+def test_step_and_jump_times_outside_the_integrated_range_are_refused(options, match):
+    model, calls = counting_model()
+    sig = torch.cat([grid(4), torch.zeros(1, dtype=torch.float64)])
+    with pytest.raises(samplers.InvalidOption, match=match):
+        samplers.sample("torchdiffeq.dopri5", model, X, sig, disable=True, options=options)
+    assert calls == []
+
+
+def test_a_max_step_that_needs_more_steps_than_the_cap_is_refused_before_any_model_call():
+    model, calls = counting_model()
+    sig = [10.0, 5.0, 0.0]
+    with pytest.raises(samplers.InvalidOption, match="max_step'\\]=1e-06 needs at least 5000000 steps"):
+        samplers.sample("torchdiffeq.dopri5", model, X, sig, disable=True, options={"max_step": 1e-6})
+    with pytest.raises(samplers.InvalidOption, match="more than the cap of 100 steps"):
+        samplers.sample("torchdiffeq.dopri5", model, X, sig, disable=True,
+                        options={"max_step": 0.01, "max_num_steps": 100})
+    assert calls == []
+    # a max_step that fits the cap runs; one that only just fits but needs more steps (tolerance) names max_step
+    samplers.sample("torchdiffeq.dopri5", model, X, sig, disable=True, options={"max_step": 1.0})
+    with pytest.raises(samplers.StepLimitError, match="options\\['max_step'\\]=0.5 bounds every step"):
+        samplers.sample("torchdiffeq.dopri5", model, X, sig, disable=True, rtol=1e-12, atol=1e-12,
+                        options={"max_step": 0.5, "max_num_steps": 10})
+
+
+def test_the_time_tensor_is_on_the_states_device(monkeypatch):
+    # torchdiffeq warns and copies a t that is not on y0's device; a meta state stands in for a GPU one here
+    import torchdiffeq
+    from samplers.interop import torchdiffeq_adapter
+
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def odeint(func, y0, t, **kw):
+        seen.update(t=t.device, step_t=kw["options"].get("step_t", t).device)
+        raise Seen
+    monkeypatch.setattr(torchdiffeq, "odeint", odeint)
+    x = torch.empty(2, 3, device="meta")
+    for method in ("euler", "dopri5"):
+        with pytest.raises(Seen):
+            torchdiffeq_adapter._integrate(method, None, x, [10.0, 5.0, 1.0], None, True, {"options": {}}, None)
+        assert seen == {"t": x.device, "step_t": x.device}
+
+
 # ---- docs/guide.md's accuracy table: `python -m tests.test_torchdiffeq_adapter` prints it, a test holds it
 
 TABLE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")

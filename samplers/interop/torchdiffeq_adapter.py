@@ -9,8 +9,14 @@ is the 3/8-rule ``rk38``, step for step):
   the schedule is also a step end (torchdiffeq's ``step_t``), so no step crosses the last non-zero σ towards
   the singularity and the callback fires on solution points, not on interpolated ones.
 
-The callback's ``denoised`` at a schedule point is the model call made there (for adaptive methods without a
-call exactly there, the call nearest in log σ).
+The callback's ``denoised`` at a schedule point is the model call made there (where no call is exactly there:
+adaptive methods, or a fixed grid of ``step_size`` / ``grid_constructor`` that skips schedule points, the
+integration's call nearest in log σ; never the state). The whole schedule is one ``odeint`` call: callbacks and
+the progress bar are replayed once it has finished, so they cannot preview or interrupt the integration.
+
+``step_t`` / ``jump_t`` options must lie in the integrated range, from the first to the last non-zero σ (refused
+otherwise); points that repeat, among themselves or with the schedule's, in torchdiffeq's time dtype
+(``options['dtype']`` promoted with the state's) are merged there, a point in both lists staying a jump point.
 
 The ODE is singular at σ = 0, so every method integrates to the last non-zero σ and a schedule ending in 0
 finishes with the denoise x = D(x, σ_last) (one more model call). torchdiffeq compares time tensors on the
@@ -82,7 +88,7 @@ def _integer(method, key, value, lo, hi, why=""):
     return int(value)
 
 
-def _times(method, key, value):
+def _times(method, key, value, grid):
     try:
         t = torch.as_tensor(value, dtype=torch.float64, device="cpu")
     except (TypeError, ValueError, RuntimeError):
@@ -90,6 +96,15 @@ def _times(method, key, value):
     if t is None or t.ndim != 1 or not bool(torch.isfinite(t).all()):
         raise InvalidOption(f"torchdiffeq.{method}: options[{key!r}] must be a 1-D sequence of finite σ values, got "
                             f"{value!r}")
+    # the adapter integrates from the first to the last non-zero σ: a point outside that range (a negative σ, one
+    # above σ_max or below the last non-zero σ) is never reached, and torchdiffeq would drop it without a word
+    lo, hi = min(grid[0], grid[-1]), max(grid[0], grid[-1])
+    outside = [float(v) for v in t if not lo <= float(v) <= hi]
+    if outside:
+        raise InvalidOption(f"torchdiffeq.{method}: options[{key!r}] holds σ = {outside[0]!r}, outside the integrated "
+                            f"range [{lo:g}, {hi:g}] (from the schedule's first to its last non-zero σ), where the "
+                            "solver never steps, so it would do nothing; give σ values within that range, or leave "
+                            "the point out")
     return t
 
 
@@ -138,7 +153,7 @@ def check_options(method: str, options, grid: list[float]) -> dict:
         elif key == "max_step":
             out[key] = _real(method, key, v, lambda a: a > 0, "> 0 (inf for no bound)")
         elif key in ("step_t", "jump_t"):
-            out[key] = _times(method, key, v)
+            out[key] = _times(method, key, v, grid)
         elif key == "norm" or key == "grid_constructor":
             if not callable(v):
                 raise InvalidType(f"torchdiffeq.{method}: options[{key!r}] must be callable, got {type(v).__name__}")
@@ -184,6 +199,18 @@ def check_options(method: str, options, grid: list[float]) -> dict:
     if "min_step" in out and "max_step" in out and out["min_step"] > out["max_step"]:
         raise InvalidOption(f"torchdiffeq.{method}: options min_step={out['min_step']:g} > max_step="
                             f"{out['max_step']:g}; min_step must be at most max_step")
+    if "max_step" in out:
+        # every step is at most max_step long and ends on each schedule point, so a schedule interval of length L
+        # takes at least ceil(L / max_step) steps, against max_num_steps per interval (as step_size is checked above)
+        cap = out.get("max_num_steps", MAX_STEPS)
+        widest = max((abs(a - b) for a, b in zip(grid, grid[1:]) if math.isfinite(a) and math.isfinite(b)),
+                     default=0.0)
+        need = math.ceil(widest / out["max_step"]) if widest > 0 else 0
+        if need > cap:
+            raise InvalidOption(f"torchdiffeq.{method}: options['max_step']={options['max_step']!r} needs at least "
+                                f"{need} steps over the schedule interval of length {widest:g}, more than the cap of "
+                                f"{cap} steps per schedule interval (options['max_num_steps'], at most {MAX_STEPS}); "
+                                f"use a max_step of at least {widest / cap * 1.01:.3g} (or leave it out: no bound)")
     if "grid_constructor" in out:
         out["grid_constructor"] = _checked_grid(method, out["grid_constructor"], MAX_STEPS * intervals)
     return out
@@ -246,11 +273,15 @@ def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
     ends_in_zero = sigmas[-1] == 0
     grid = sigmas[:-1] if ends_in_zero else sigmas
     log_grid = [math.log(s) for s in grid]
-    # for each schedule point, the denoised of the model call nearest to it in log σ (exact on a fixed grid,
-    # where every step starts with a call at its σ): the callback's ``denoised``; at most len(grid) are kept
-    # (ties go to the later call: a step's own call at its start comes after the previous step's stage there)
-    nearest: dict[int, tuple[float, torch.Tensor]] = {}
     neg_log_grid = [-v for v in log_grid]
+    # The callback's ``denoised`` at a schedule point is the model call nearest to it in log σ over all the calls
+    # (exact on the schedule's own grid, where every step starts with a call at its σ). Calls are binned by the
+    # schedule interval they fall in: bin j holds σ in [grid[j], grid[j-1]) (bin 0 σ ≥ grid[0], the last one σ below
+    # grid[-1]); each bin keeps its lowest and its highest call, which are the only ones that can be nearest to a
+    # schedule point (2 per bin at most are held). Ties go to the later call: a step's own call at its start comes
+    # after the previous step's stage there.
+    lowest: dict[int, tuple[float, int, torch.Tensor]] = {}
+    highest: dict[int, tuple[float, int, torch.Tensor]] = {}
     calls = [0]
 
     def f(t, y):
@@ -258,26 +289,45 @@ def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
         denoised = model(y, sigma)
         calls[0] += 1
         j = bisect.bisect_left(neg_log_grid, -math.log(sigma)) if sigma > 0 else len(grid)
-        for k in (j - 1, j):
-            if 0 <= k < len(grid):
-                dist = abs(math.log(sigma) - log_grid[k])
-                if k not in nearest or dist <= nearest[k][0]:
-                    nearest[k] = (dist, denoised)
+        if j not in lowest or sigma <= lowest[j][0]:
+            lowest[j] = (sigma, calls[0], denoised)
+        if j not in highest or sigma >= highest[j][0]:
+            highest[j] = (sigma, calls[0], denoised)
         return (y - denoised) / sigma
 
+    def nearest(k):
+        """The denoised of the call nearest to grid[k] in log σ: the lowest call at or above it, or the highest below."""
+        best = None
+        above = next((lowest[j] for j in range(k, -1, -1) if j in lowest), None)
+        below = next((highest[j] for j in range(k + 1, len(grid) + 1) if j in highest), None)
+        for sigma, n, denoised in (c for c in (above, below) if c is not None):
+            dist = (0.0 if sigma == grid[k] else
+                    abs(math.log(sigma) - log_grid[k]) if sigma > 0 and math.isfinite(sigma) else math.inf)
+            if best is None or dist < best[0] or (dist == best[0] and n > best[1]):
+                best = (dist, n, denoised)
+        return best[2]
+
     if len(grid) > 1:
-        t = torch.tensor(grid, dtype=torch.float64)
+        # on the state's device: torchdiffeq warns and copies a time tensor that is elsewhere (misc._check_inputs)
+        t = torch.tensor(grid, dtype=torch.float64, device=x.device)
         if method in ADAPTIVE:  # adaptive: accepted steps end on every schedule point, never beyond the last
-            user_t = odeint_kw["options"].get("step_t")
-            step_t = t if user_t is None else torch.unique(torch.cat([t, user_t]))
-            jump_t = odeint_kw["options"].get("jump_t")
+            options = odeint_kw["options"]
+            # torchdiffeq compares step_t / jump_t in its time dtype, promote(options['dtype'], state dtype), and
+            # refuses a time repeated there; points are merged in that dtype, so values that are equal there (2.0
+            # and 2.0 + 1e-9 in float32) are one point, as exact repeats are
+            work = torch.promote_types(options.get("dtype", torch.float64), x.dtype)
+            user_t = options.get("step_t")
+            step_t = t.to(work) if user_t is None else torch.unique(torch.cat([t.to(work), user_t.to(t.device, work)]))
+            jump_t = options.get("jump_t")
             if jump_t is not None:
                 # a jump point is a step end too (torchdiffeq steps exactly to it, then evaluates afresh past it),
                 # and torchdiffeq refuses a time in both lists: a schedule point that is also a jump point stays a
                 # jump point only
-                step_t = step_t[~torch.isin(step_t, jump_t.to(step_t.dtype))]
-            odeint_kw["options"]["step_t"] = step_t
-            odeint_kw["options"].setdefault("max_num_steps", MAX_STEPS)  # a run that cannot finish stops
+                jump_t = torch.unique(jump_t.to(t.device, work))
+                step_t = step_t[~torch.isin(step_t, jump_t)]
+                options["jump_t"] = jump_t
+            options["step_t"] = step_t
+            options.setdefault("max_num_steps", MAX_STEPS)  # a run that cannot finish stops
         try:
             path = torchdiffeq.odeint(f, x, t, method=method, **odeint_kw)
         except AssertionError as err:  # torchdiffeq's way of saying the step size collapsed or the cap was hit
@@ -286,8 +336,12 @@ def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
                                      "the ODE is too stiff at these tolerances); check the model's outputs "
                                      "(samplers.debug()) or loosen rtol/atol") from None
             if "max_num_steps" in str(err):
-                raise StepLimitError(f"torchdiffeq.{method} took {odeint_kw['options']['max_num_steps']} steps "
-                                     "(options={'max_num_steps': ...}) without finishing; loosen rtol/atol") from None
+                options = odeint_kw["options"]
+                fix = (f"options['max_step']={options['max_step']!r} bounds every step: raise it (or leave it out), "
+                       "or loosen rtol/atol" if math.isfinite(options.get("max_step", math.inf)) else
+                       "loosen rtol/atol")
+                raise StepLimitError(f"torchdiffeq.{method} took {options['max_num_steps']} steps in one schedule "
+                                     f"interval (options={{'max_num_steps': ...}}) without finishing; {fix}") from None
             if "non-finite values in state" in str(err):  # min_step keeps dt from collapsing: the state itself is
                 raise NonFiniteError(f"torchdiffeq.{method}: the state became NaN/Inf (the model returned NaN/Inf, "
                                      "or the ODE is too stiff for the step size options allow); check the model's "
@@ -298,7 +352,7 @@ def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
     for i in progress(sigmas, disable):
         if i < len(grid) - 1:
             x = path[i + 1]
-            report(callback, x, i, grid[i], grid[i], nearest[i][1] if i in nearest else path[i])
+            report(callback, x, i, grid[i], grid[i], nearest(i))
         else:  # the last step, to σ = 0
             x = model(path[-1], grid[-1])
             calls[0] += 1
