@@ -96,7 +96,8 @@ DEFAULT_FIELDS = ("sampler", "schedule", "steps", "cfg")
 
 def check_defaults(d: dict, what: str) -> None:
     """``defaults``: the model's inference defaults, each a value the pipeline can use as it stands — a sampler name
-    or label and a schedule the name tables resolve, steps an integer ≥ 1, cfg a finite number ≥ 0."""
+    or label and a schedule the name tables resolve, steps an integer ≥ 1, cfg a guidance scale by
+    the rule every cfg is checked by (``samplers.core.argtypes.cfg_problem``: finite, |cfg| <= 100)."""
     defaults = d.get("defaults")
     if not isinstance(defaults, dict):
         return  # check_dict's to refuse
@@ -121,7 +122,14 @@ def check_defaults(d: dict, what: str) -> None:
         except SamplersError as e:
             raise _bad(what, "defaults.schedule", schedule, f"a schedule name ({e})") from None
     check_int(defaults, "steps", what + " defaults")
-    check_real(defaults, "cfg", what + " defaults", low=0.0, high=math.inf)
+    if "cfg" in defaults:  # the rule every cfg is checked by (--cfg, Pipeline.guidance): one rule, not a copy
+        from samplers.core.argtypes import cfg_problem
+
+        cfg = defaults["cfg"]
+        problem = cfg_problem(float(cfg)) if _is_real(cfg) else f"{cfg!r} is not a number"
+        if problem is not None:
+            raise ConfigMismatchError(f"{what} field 'defaults.cfg' (the guidance scale used where no cfg is given) "
+                                      f"is {cfg!r}, which is not a guidance scale: {problem}; {FIX}")
 
 
 def check_vae_record(d: dict, what: str) -> None:

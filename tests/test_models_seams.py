@@ -143,7 +143,7 @@ _EPS = json.loads((ROOT / "models" / "weights" / "eps" / "config.json").read_tex
 
 @pytest.mark.parametrize("field,value", [
     ("defaults", {"steps": "3"}), ("defaults", {"steps": 3.7}), ("defaults", {"cfg": "7"}), ("defaults", {"cfg": True}),
-    ("defaults", {"cfg": -1.0}), ("defaults", {"sampler": 5}), ("defaults", {"sampler": "no_such_sampler"}),
+    ("defaults", {"cfg": 1000.0}), ("defaults", {"cfg": -101.0}), ("defaults", {"sampler": 5}), ("defaults", {"sampler": "no_such_sampler"}),
     ("defaults", {"sampler": "fitted:x.json"}), ("defaults", {"schedule": "nope"}), ("defaults", {"stepz": 3}),
     ("defaults", {"sampler": "DPM++ 2M Karras", "schedule": "exponential"}),
     ("vae", {k: v for k, v in _EPS["vae"].items() if k != "scaling_factor"}),

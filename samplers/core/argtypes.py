@@ -52,7 +52,10 @@ def cfg_problem(value: float) -> str | None:
     if not math.isfinite(value):
         return f"{value} is not a finite number: pass a guidance scale with |cfg| <= {CFG_LIMIT:g} (1 = none)"
     if abs(value) > CFG_LIMIT:
-        return (f"{value:g} is beyond |cfg| <= {CFG_LIMIT:g}, ComfyUI's CFG widget maximum (its guided output "
+        shown = f"{value:g}"
+        if abs(float(shown)) <= CFG_LIMIT:
+            shown = repr(float(value))  # :g rounds 100.0001 to 100, the limit itself: show the value as given
+        return (f"{shown} is beyond |cfg| <= {CFG_LIMIT:g}, ComfyUI's CFG widget maximum (its guided output "
                 f"overflows long before such a scale means anything): pass a scale in [-{CFG_LIMIT:g}, "
                 f"{CFG_LIMIT:g}] (1 = none)")
     return None
