@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from samplers.core.argtypes import cfg_scale, out_folder, path_to
-from samplers.core.errors import InvalidInput
+from samplers.core.errors import InvalidInput, LimitExceeded
+from samplers.core.seeds import SEED_LIMIT
 from samplers.core.validate import distinct
 
 # txt2img's own arguments, which a sampler option must not shadow, and the options a command line cannot use
@@ -145,12 +146,15 @@ def _generate(args) -> int:
 
 
 def _run_generate(args) -> int:
-    from models.pipeline import Pipeline, PipelineSpec, check_sampler, save_images
+    from models.pipeline import MAX_BATCH, Pipeline, PipelineSpec, check_sampler, save_images
 
     distinct("--seed", args.seed, "one image per seed: a seed listed twice would make one image twice")
     if args.allow_other_model and not (args.sampler or "").startswith("fitted:"):
         raise InvalidInput("--allow-other-model applies to a fitted solver (--sampler fitted:PATH), which refuses "
                            f"another model; {args.sampler or 'the default sampler'!r} runs on any model without it")
+    if len(args.seed) > MAX_BATCH:  # the pipeline's limit, named as the command's seeds
+        raise LimitExceeded(f"got {len(args.seed)} --seed values, more than the limit of {MAX_BATCH} images per run "
+                            f"(one per seed); give at most {MAX_BATCH} seeds and make the rest in another run")
     out = _check_out(args.out, len(args.seed))
     options = _sampler_options(args.option)
     if args.allow_other_model:
@@ -180,13 +184,19 @@ def _compare(args) -> int:
 
 def _run_compare(args) -> int:
     from models import io as mio
-    from models.pipeline import Pipeline, PipelineSpec, check_sampler
+    from models.pipeline import MAX_BATCH, Pipeline, PipelineSpec, check_sampler
     from samplers.core import names
 
     from .images import compare_grid, format_table, refuse_fitted_schedule
 
     if args.n < 1:
         raise InvalidInput(f"--n (images per cell, for the match rate) must be at least 1, got {args.n}")
+    if args.n > MAX_BATCH:  # the pipeline's batch limit, named as the command's --n
+        raise LimitExceeded(f"--n {args.n} is more than the limit of {MAX_BATCH} images per cell (the pipeline's "
+                            f"images per run); pass --n {MAX_BATCH} or fewer")
+    if not 0 <= args.seed <= SEED_LIMIT - args.n:  # item k uses --seed + k, a generator seed below 2**64
+        raise InvalidInput(f"--seed {args.seed} with --n {args.n}: image k of a cell uses seed --seed + k, which must "
+                           f"be in [0, 2**64); pass --seed from 0 to {SEED_LIMIT - args.n}")
     distinct("--samplers", args.samplers, "the grid has one row per sampler")
     distinct("--steps", args.steps, "the grid has one column per step count")
     out = _check_out(args.out)

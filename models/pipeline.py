@@ -265,6 +265,7 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
                             "empty prompt (the null caption the U-Net learned by caption dropout), not from a prompt "
                             "you give; leave negative_prompt out, and set how strongly the prompt is followed with cfg=")
     asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
+    given = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are not refused here)
     found, schedule, options = names.resolve_call(sampler, schedule, options)
     if found.sigmas is not None:  # a fitted solver runs on its own nodes
         fixed = len(found.sigmas) - 1
@@ -275,6 +276,7 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
             raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)
     check_options(spec, options)
+    _refuse_unread_noise_options(spec, options, given)
     _check_noise_kind(spec, options)
     options = _bound_own_steps(spec, options)
     solver = options.get("solver") if found.sampler == "learned_multistep" else None
@@ -287,6 +289,40 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
         if not isinstance(solver, LearnedSolver):  # the sampler names the type it takes
             solver = None
     return found, schedule, asked, options, solver
+
+
+# the options that only shape the noise a run draws, and what each does there
+_NOISE_ONLY = {"noise_sampler": "chooses how the noise is drawn", "s_noise": "scales the noise drawn",
+               "s_tmin": "bounds the σ window where churn adds noise", "s_tmax": "bounds the σ window where churn adds noise"}
+
+
+def _refuse_unread_noise_options(spec, options: dict, given: set) -> None:
+    """An option the caller passed that only shapes the noise (``noise_sampler``, ``s_noise``; the churn window
+    ``s_tmin`` / ``s_tmax``) is refused where the planned run draws no noise (``draws_noise``: ``eta = 0``, or an ODE
+    sampler without churn), naming what would make it draw, rather than run and dropped (the image would be the one
+    made without it). The registry itself takes them there (``samplers.core.validate``: A1111 / ComfyUI pass
+    ``s_noise`` / ``s_tmin`` / ``s_tmax`` from their settings whatever ``s_churn`` is); the pipeline's caller named
+    them for this run. An option a label implies (the SDE labels' ``noise_sampler``) is the label's, not refused."""
+    valid = spec.options
+    churn = options.get("s_churn", valid.get("s_churn")) if "s_churn" in valid else None
+    draws = draws_noise(spec, options)
+    for key in (k for k in _NOISE_ONLY if k in given and k in valid):
+        window = key in ("s_tmin", "s_tmax")
+        if draws and not (window and churn == 0):
+            continue
+        if churn is not None and churn == 0:
+            why, fix = "s_churn = 0: no churn", "s_churn > 0 for churn"
+        elif "eta" in valid:
+            eta = options.get("eta", valid["eta"])
+            default = "" if "eta" in given else " (its default)"
+            why, fix = f"eta = {eta:g}{default}: no noise is added", "eta > 0"
+        else:
+            why, fix = f"{spec.name} is an ODE sampler", "a sampler that draws noise"
+        raise InvalidOption(f"{spec.name}: {key}={options[key]!r} is not read: this run draws no noise ({why}), and "
+                            f"{key} only {_NOISE_ONLY[key]}, so the image would be the one made without it; leave "
+                            f"{key} out, or give {fix}"
+                            + ("" if "eta" in valid else ", or use an ancestral / SDE sampler (e.g. euler_ancestral, "
+                               "dpmpp_2m_sde)"))
 
 
 def _check_noise_kind(spec, options: dict) -> None:
@@ -391,6 +427,18 @@ def _check_kind(model: str | None, folder: Path, prediction: str) -> None:
         raise InvalidInput(f"model={model!r} asks for a U-Net with prediction {model!r}, but {folder} holds one "
                            f"with prediction {prediction!r}; give that folder without model (or with "
                            f"model={prediction!r}), or a folder of a {model!r} U-Net")
+
+
+def _batch_size(n, given: str = "batch") -> int:
+    """The number of items of one call, at most :data:`MAX_BATCH`: ``batch`` as given, or counted from the ``seeds``
+    or ``prompts`` listed (the error names what the caller gave, and the fix: fewer per call)."""
+    if given == "batch":
+        n = integer("batch", n, lo=1)
+    if n > MAX_BATCH:
+        what = f"batch = {n} is" if given == "batch" else f"{n} {given} (one item each) are"
+        raise LimitExceeded(f"{what} more than the limit of {MAX_BATCH} items per call; make the images in calls of "
+                            f"at most {MAX_BATCH} items")
+    return n
 
 
 class PipelineSpec:
@@ -585,9 +633,10 @@ class PipelineSpec:
     def _batch(self, prompt, batch: int | None, seed) -> tuple[list[str], list[int]]:
         prompts = self._prompts(prompt)
         if batch is not None:
-            n = integer("batch", batch, lo=1, hi=MAX_BATCH)
+            n = _batch_size(batch)
         else:
             n = len(seed) if is_seed_list(seed) and len(prompts) == 1 else len(prompts)
+            _batch_size(n, "seeds" if is_seed_list(seed) and len(prompts) == 1 else "prompts")
         if len(prompts) == 1:
             prompts = prompts * n
         elif len(prompts) != n:
@@ -607,7 +656,7 @@ class PipelineSpec:
         if prompt is not None:
             prompts, seeds = self._batch(prompt, batch, seed)
             batch = len(seeds)
-        batch = integer("batch", 1 if batch is None else batch, lo=1, hi=MAX_BATCH)
+        batch = _batch_size(1 if batch is None else batch)
         seeds = resolve_seeds(seed, batch)
         found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, dict(options or {}))
         if prompt is not None:  # two items of one prompt and seed (or seeds the run reads as one): one image twice

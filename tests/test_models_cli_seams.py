@@ -86,3 +86,103 @@ def test_a_negative_default_cfg_is_a_guidance_scale_as_a_negative_cfg_is(tmp_pat
 
     d = _copy_unet(tmp_path, defaults={"cfg": -3.0})
     assert PipelineSpec.read(d).defaults["cfg"] == -3.0
+
+
+# ---- F4: a noise option the caller passed for a run that draws no noise is refused, not dropped
+
+
+@pytest.mark.parametrize("sampler, options, words", [
+    ("euler", {"noise_sampler": "brownian"}, ["noise_sampler", "s_churn > 0"]),
+    ("euler", {"s_noise": 0.3}, ["s_noise", "s_churn > 0"]),
+    ("euler", {"s_tmin": 0.3}, ["s_tmin", "s_churn > 0"]),
+    ("heun", {"s_churn": 0, "s_tmax": 3.0}, ["s_tmax", "s_churn > 0"]),
+    ("euler_ancestral", {"eta": 0, "noise_sampler": "brownian"}, ["noise_sampler", "eta > 0"]),
+    ("euler_ancestral", {"eta": 0.0, "s_noise": 0.5}, ["s_noise", "eta > 0"]),
+    ("ddim", {"s_noise": 0.5}, ["s_noise", "eta > 0"]),
+])
+def test_the_pipeline_refuses_a_noise_option_of_a_run_that_draws_no_noise_before_any_model_call(sampler, options,
+                                                                                               words):
+    from models.pipeline import PipelineSpec, check_sampler
+
+    with pytest.raises(InvalidOption, match="is not read: this run draws no noise") as err:
+        check_sampler(sampler, options=options)
+    assert all(w in str(err.value) for w in words) and "leave" in str(err.value)
+    spec = PipelineSpec.read(model="eps")  # txt2img's planning, which runs before any prompt is encoded
+    with pytest.raises(InvalidOption, match="is not read"):
+        spec.plan_run(sampler, None, 3, dict(options))
+    with pytest.raises(InvalidOption, match="is not read"):
+        spec.check_request(sampler, None, 3, dict(options), prompt="a red circle")
+
+
+@pytest.mark.parametrize("sampler, options", [
+    ("euler", {"s_churn": 1.0, "s_noise": 0.5, "s_tmin": 0.3, "s_tmax": 10.0, "noise_sampler": "brownian"}),
+    ("euler_ancestral", {"s_noise": 0.5, "noise_sampler": "brownian"}),
+    ("euler_ancestral", {"eta": 0.5, "s_noise": 0.5}),
+    ("DPM++ 2M SDE", {"eta": 0}),  # the label's noise_sampler is the label's, not the caller's: not refused
+    ("euler", {"noise_sampler": None}),  # None is the default: nothing given
+])
+def test_noise_options_that_the_run_reads_are_taken(sampler, options):
+    from models.pipeline import check_sampler
+
+    check_sampler(sampler, options=options)
+
+
+def test_txt2img_refuses_a_noise_option_of_a_noiseless_run_before_any_model_call(monkeypatch):
+    from models.pipeline import Pipeline
+
+    pipe = Pipeline.load(model="eps")
+    monkeypatch.setattr(pipe.model, "encode_text", lambda *a, **k: pytest.fail("a prompt was encoded"))
+    monkeypatch.setattr(pipe, "_model_fn", lambda *a, **k: pytest.fail("the model was called"))
+    with pytest.raises(InvalidOption, match="s_noise=0.3 is not read"):
+        pipe.txt2img("a red circle", sampler="euler", steps=3, seed=1, s_noise=0.3, progress=False)
+
+
+@pytest.mark.parametrize("command", ["generate", "compare"])
+@pytest.mark.parametrize("args, words", [
+    (["--option", "noise_sampler=brownian"], ["noise_sampler='brownian'", "s_churn > 0"]),
+    (["--option", "s_noise=0.3"], ["s_noise=0.3", "s_churn > 0"]),
+    (["--option", "s_tmin=0.3"], ["s_tmin=0.3"]),
+])
+def test_the_cli_refuses_a_noise_option_of_a_noiseless_run_before_loading(capsys, no_load, tmp_path, command, args,
+                                                                          words):
+    sampler = ["--sampler", "euler"] if command == "generate" else ["--samplers", "euler"]
+    _refused(capsys, [command, "a red circle", "--steps", "3", *sampler, *args, "--out", str(tmp_path / "a.png")],
+             "is not read", *words)
+
+
+def test_the_cli_refuses_noise_options_with_eta_0_before_loading(capsys, no_load, tmp_path):
+    _refused(capsys, ["generate", "a red circle", "--sampler", "euler_ancestral", "--option", "eta=0", "--option",
+                      "noise_sampler=brownian", "--out", str(tmp_path / "a.png")], "noise_sampler", "eta > 0")
+
+
+# ---- F5: the batch / seed limits named as the command's flags, with a fix the command has
+
+
+def test_compare_names_n_beyond_the_batch_limit(capsys, no_load, tmp_path):
+    line = _refused(capsys, ["compare", "a red circle", "--n", "5000", "--out", str(tmp_path / "c.png")],
+                    "--n 5000", "4096", "pass --n 4096 or fewer")
+    assert "batch" not in line
+
+
+def test_generate_names_the_seed_count_beyond_the_batch_limit(capsys, no_load, tmp_path):
+    line = _refused(capsys, ["generate", "a red circle", "--seed", *map(str, range(4097)),
+                             "--out", str(tmp_path / "g.png")], "4097 --seed values", "4096")
+    assert "batch" not in line
+
+
+@pytest.mark.parametrize("seed", [str(2**64 - 2), "-1"])
+def test_compare_names_its_one_seed_and_no_seed_list(capsys, no_load, tmp_path, seed):
+    line = _refused(capsys, ["compare", "a red circle", "--n", "3", "--seed", seed, "--out", str(tmp_path / "c.png")],
+                    f"--seed {seed}", "--n 3", f"pass --seed from 0 to {2**64 - 3}")
+    assert "one seed per item" not in line
+
+
+def test_the_pipeline_names_a_seed_list_beyond_the_batch_limit():
+    import samplers
+    from models.pipeline import PipelineSpec
+
+    spec = PipelineSpec.read(model="eps")
+    with pytest.raises(samplers.LimitExceeded, match="4097 seeds .* more than the limit of 4096 items per call"):
+        spec.check_request("euler", None, 2, seed=list(range(4097)), prompt="a red circle")
+    with pytest.raises(samplers.LimitExceeded, match="batch = 4097 is more than the limit of 4096 items per call"):
+        spec.check_request("euler", None, 2, seed=0, batch=4097, prompt="a red circle")
