@@ -194,7 +194,7 @@ def _run_compare(args) -> int:
     if args.n > MAX_BATCH:  # the pipeline's batch limit, named as the command's --n
         raise LimitExceeded(f"--n {args.n} is more than the limit of {MAX_BATCH} images per cell (the pipeline's "
                             f"images per run); pass --n {MAX_BATCH} or fewer")
-    if not 0 <= args.seed <= SEED_LIMIT - args.n:  # item k uses --seed + k, a generator seed below 2**64
+    if args.seed > SEED_LIMIT - args.n:  # item k uses --seed + k, a generator seed below 2**64 (one --seed: no list)
         raise InvalidInput(f"--seed {args.seed} with --n {args.n}: image k of a cell uses seed --seed + k, which must "
                            f"be in [0, 2**64); pass --seed from 0 to {SEED_LIMIT - args.n}")
     distinct("--samplers", args.samplers, "the grid has one row per sampler")
