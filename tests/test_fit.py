@@ -804,3 +804,59 @@ def test_fitted_md_counts_the_candidates_the_fit_ranks():
     quoted = int(re.search(r"\((\d+) at 8 NFE on an SD-1\.x-style model", page).group(1))
     native = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
     assert quoted == len(fitting.candidates(8, native.sigma_min, native.sigma_max, native=native))
+
+
+def counting(denoiser):
+    calls = []
+
+    def counted(x, sigma, **extra):
+        calls.append(float(sigma[0]))
+        return denoiser(x, sigma, **extra)
+    return counted, calls
+
+
+@pytest.mark.parametrize("case", ["ve", "flow"])
+def test_candidates_run_together_are_each_run_bit_for_bit_with_fewer_model_calls(case):
+    if case == "ve":
+        denoiser = GM.denoiser
+        found = fitting.candidates(6, SIGMA_MIN, SIGMA_MAX)
+        noise = GM.noise(5, seed=8)
+    else:  # from 80, from Align Your Steps' 700 and from σ = inf (the exact first step): each its own starts
+        native, gm, denoiser = flow_case()
+        found = fitting.candidates(5, native.sigma_min, 80.0, native, FitConfig(5, **FLOW_PAIRS), higher=True)
+        noise = gm.noise(5, seed=8)
+    # and solvers that share a prefix and part from it: another σ told at step 2, another last weight
+    r = random_solver(5, seed=4)  # from σ_max exactly (karras' top rounds), as the candidates
+    base = LearnedSolver([SIGMA_MAX, *r.sigmas[1:]], r.eps_weights, r.denoised_weights, model_sigmas=r.model_sigmas)
+    told = LearnedSolver(base.sigmas, base.eps_weights, base.denoised_weights,
+                         model_sigmas=[*base.model_sigmas[:2], base.model_sigmas[2] * 1.1, *base.model_sigmas[3:]])
+    last = LearnedSolver(base.sigmas, base.eps_weights[:-1] + [[0.5] * 4], base.denoised_weights,
+                         model_sigmas=base.model_sigmas)
+    solvers = [c.solver for c in found] + ([base, told, last] if case == "ve" else [])
+    alone, together = [], []
+    for s in solvers:
+        counted, calls = counting(denoiser)
+        alone.append(fitting.endpoints(counted, s, samplers.initial_latent(noise, s.sigmas)))
+        together.append(len(calls))
+    each = fitting._endpoints_from(*counting(denoiser)[:1], solvers,
+                                   {t: samplers.initial_latent(noise, [t]) for t in {s.sigmas[0] for s in solvers}}, {})
+    for a, b in zip(alone, each):
+        assert torch.equal(a, b)
+    counted, calls = counting(denoiser)
+    fitting._endpoints_from(counted, solvers, {t: samplers.initial_latent(noise, [t])
+                                               for t in {s.sigmas[0] for s in solvers}}, {})
+    # one call per distinct (start, nodes, σ told, weights) prefix: fewer than the solvers alone make
+    prefixes = set()
+    for s in solvers:
+        p = fitting.Params.of(s, s.sigmas[-2], 0)
+        ms = s.model_sigmas or s.sigmas[:-1]
+        for i in range(s.steps):
+            prefixes.add((tuple(s.sigmas[:i + 1]), tuple(ms[:i + 1]), tuple(tuple(p.b[j, :j].tolist()) for j in range(i)),
+                          tuple(tuple(p.c[j, :j].tolist()) for j in range(i))))
+    assert len(calls) == len(prefixes) < sum(together)
+    if case == "ve":  # the three that share a prefix: base's calls, told's own from its step 2, none for last's
+        counted, calls = counting(denoiser)
+        fitting.endpoints_each(counted, [base, told, last], noise * SIGMA_MAX)
+        assert len(calls) == base.steps + (base.steps - 2)
+    with pytest.raises(samplers.InvalidInput, match="no known starts"):
+        fitting._endpoints_from(denoiser, solvers[:1], {1.0: noise}, {})

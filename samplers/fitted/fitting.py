@@ -326,6 +326,66 @@ def endpoints(denoiser, solver: LearnedSolver, x: torch.Tensor, extra: dict | No
         return rollout(denoiser, x, solver.tensor(), p.b, p.c, p.shift if bool(p.shift.any()) else None, extra)
 
 
+def endpoints_each(denoiser, solvers: list[LearnedSolver], x: torch.Tensor, extra: dict | None = None,
+                   finish: Callable[[int, torch.Tensor], object] | None = None) -> list:
+    """:func:`endpoints` of each solver from the same ``x``, bit for bit, calling the model once for solvers that
+    agree so far: while solvers share their nodes, the σ the model is told and their weights up to a step, they hold
+    the same state there and make the same call (every pair of stage 1 from σ_max makes the same first call, and
+    the samplers of one schedule whose first steps are Euler's the same second one). ``finish(k, x)``: called with
+    each solver's endpoints as they come, its result kept in place of them (None: the endpoints)."""
+    runs = []
+    for s in solvers:
+        p = Params.of(s, s.sigmas[-2], 0)
+        runs.append((s.tensor(), p.b, p.c, p.shift if bool(p.shift.any()) else None))
+    out: list = [None] * len(runs)
+    with torch.no_grad():
+        _walk(denoiser, runs, list(range(len(runs))), x, [], [], 0, extra or {}, finish, out)
+    return out
+
+
+def _groups(members: list[int], key: Callable[[int], tuple]) -> list[list[int]]:
+    found: dict = {}
+    for k in members:
+        found.setdefault(key(k), []).append(k)
+    return list(found.values())
+
+
+def _walk(denoiser, runs, members, x, eps_hist, den_hist, i, extra, finish, out) -> None:
+    """Step ``i`` of :func:`rollout` for ``members`` (indices of ``runs``: (σ, b, c, shift)), which share the state
+    ``x`` and the histories: one model call per σ told, one update per next σ and weight row, then on from each."""
+    live = []
+    for k in members:
+        if i == runs[k][0].shape[0] - 1:
+            out[k] = x if finish is None else finish(k, x)
+        else:
+            live.append(k)
+
+    def told(k):
+        sigmas, _, _, shift = runs[k]
+        if i == 0 and bool(torch.isinf(sigmas[0])):
+            return (math.inf, math.inf)
+        return (float(sigmas[i]), float(sigmas[i] if shift is None else sigmas[i] * shift[i].exp()))
+
+    for called in _groups(live, told):
+        sigmas, b, c, shift = runs[called[0]]
+        if i == 0 and bool(torch.isinf(sigmas[0])):  # rollout's exact step from σ = inf
+            denoised = denoiser(x, x.new_full((x.shape[0],), math.inf), **extra)
+            for same in _groups(called, lambda k: (float(runs[k][0][1]),)):
+                e, d = list(eps_hist), list(den_hist)
+                x_next = update(x, denoised, math.inf, runs[same[0]][0][1], e, d, (), None, None)
+                _walk(denoiser, runs, same, x_next, e, d, 1, extra, finish, out)
+            continue
+        sigma = sigmas[i]
+        sigma_model = sigma if shift is None else sigma * shift[i].exp()
+        denoised = denoiser(x, sigma_model.to(x.dtype).expand(x.shape[0]), **extra)
+        for same in _groups(called, lambda k: (float(runs[k][0][i + 1]), tuple(runs[k][1][i, :i].tolist()),
+                                               tuple(runs[k][2][i, :i].tolist()))):
+            sigmas, b, c, _ = runs[same[0]]
+            e, d = list(eps_hist), list(den_hist)
+            x_next = update(x, denoised, sigma, sigmas[i + 1], e, d, range(i), b[i], c[i])
+            _walk(denoiser, runs, same, x_next, e, d, i + 1, extra, finish, out)
+
+
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() - b.double()).pow(2).flatten(1).mean(1)
 
@@ -399,14 +459,24 @@ class Strata:
 
     def spread(self, denoiser, x_by_sigma: dict, extra: dict) -> torch.Tensor:
         """The disagreement of the solvers on other starts (``x_by_sigma``: {σ: the same starts from σ})."""
-        return _disagreement([endpoints(denoiser, s, x_by_sigma[_start_key(s, x_by_sigma)], extra)
-                              for s in self.solvers])
+        return _disagreement(_endpoints_from(denoiser, self.solvers, x_by_sigma, extra))
 
 
 def _disagreement(ends: list[torch.Tensor]) -> torch.Tensor:
     """Per start, the largest squared distance of an endpoint from the first solver's (a solver that diverges
     somewhere disagrees most there: NaN counts as infinitely far)."""
     return torch.stack([_mse(e, ends[0]) for e in ends]).amax(0).nan_to_num(math.inf)
+
+
+def _endpoints_from(denoiser, solvers: list[LearnedSolver], x_by_sigma: dict, extra: dict) -> list[torch.Tensor]:
+    """Each solver's endpoints from the starts ``x_by_sigma`` holds at the σ it starts at (:func:`endpoints_each`
+    on the solvers of each start together)."""
+    out: list = [None] * len(solvers)
+    tops = [_start_key(s, x_by_sigma) for s in solvers]
+    for same in _groups(list(range(len(solvers))), lambda k: (tops[k],)):
+        for k, e in zip(same, endpoints_each(denoiser, [solvers[k] for k in same], x_by_sigma[tops[same[0]]], extra)):
+            out[k] = e
+    return out
 
 
 def _start_key(solver: LearnedSolver, known: dict) -> float:
@@ -435,7 +505,11 @@ def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | No
     pool: the mean differences on the known starts.
     """
     tops = [_start_key(s, known) for s in solvers]
-    ends = [endpoints(denoiser, s, known[t][0], known[t][2]) for s, t in zip(solvers, tops)]
+    ends = [None] * len(solvers)
+    for same in _groups(list(range(len(solvers))), lambda k: (tops[k],)):
+        x, _, ex = known[tops[same[0]]]
+        for k, e in zip(same, endpoints_each(denoiser, [solvers[k] for k in same], x, ex)):
+            ends[k] = e
     errors = [_mse(e, known[t][1]) for e, t in zip(ends, tops)]
     diffs = [e - errors[0] for e in errors]  # per start, exact
     n = ends[0].shape[0]
@@ -444,7 +518,7 @@ def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | No
         return (out, None) if strata else out
     idx = torch.arange(len(pool)) if within is None else within
     extra = _take(pool.extra, idx)
-    pooled = [endpoints(denoiser, s, pool.x(t)[idx], extra) for s, t in zip(solvers, tops)]
+    pooled = _endpoints_from(denoiser, solvers, {t: pool.x(t)[idx] for t in set(tops)}, extra)
     spread, spread_known = _disagreement(pooled), _disagreement(ends)
     m = idx.shape[0]
     k = min(m, max(1, math.ceil(pool.solved_share * m)))
@@ -575,7 +649,8 @@ def starting_point(denoiser, data: Calibration | Starts, config: FitConfig, nati
     ``higher``, also offers the candidates that start above σ_max), or with ``config.screen`` first on that many
     and only the best ``config.keep`` on all of them (the rest keep their screening error and rank behind those).
     With a ``pool``, the best ``config.keep`` are then ranked on the training starts and the pool together
-    (:func:`compare`)."""
+    (:func:`compare`). The candidates from one σ run together (:func:`endpoints_each`), each bit for bit as alone,
+    a model call shared while their steps agree."""
     t0 = time.monotonic()
     starts = data if isinstance(data, Starts) else Starts.of(data)
     found = candidates(config.nfe, starts.sigma_min, starts.sigma_max, native, config, higher=starts.higher)
@@ -588,15 +663,28 @@ def starting_point(denoiser, data: Calibration | Starts, config: FitConfig, nati
         k = d.x_train.shape[0] if k is None else k
         return d.x_train[:k], d.ref_train[:k], _take(d.extra_train, slice(0, k))
 
+    calls = [0, 0]  # the model calls made, and those the pairs would make alone
+
+    def counted(x, sigma, **extra):
+        calls[0] += 1
+        return denoiser(x, sigma, **extra)
+
+    def score(cands: list[Candidate], k: int | None = None) -> None:  # each one's RMSE, as solver_rmse gives it
+        calls[1] += sum(c.solver.steps for c in cands)
+        for same in _groups(list(range(len(cands))), lambda i: (cands[i].solver.sigmas[0],)):
+            x, ref, extra = train(cands[same[0]], k)
+            errors = endpoints_each(counted, [cands[i].solver for i in same], x, extra,
+                                    finish=lambda i, end: float(_mse(end, ref).mean().sqrt()))
+            for i, error in zip(same, errors):
+                cands[i].error = error
+
     n = starts.at(starts.sigma_max).x_train.shape[0]
     k = n if config.screen is None else min(config.screen, n)
-    for cand in found:
-        cand.error = solver_rmse(denoiser, cand.solver, *train(cand, k))
+    score(found, k)
     found.sort(key=lambda cand: cand.error if math.isfinite(cand.error) else math.inf)
     if k < n:
         top = found[:config.keep]
-        for cand in top:
-            cand.error = solver_rmse(denoiser, cand.solver, *train(cand))
+        score(top)
         top.sort(key=lambda cand: cand.error)
         found = top + found[config.keep:]
     if log:
@@ -604,7 +692,8 @@ def starting_point(denoiser, data: Calibration | Starts, config: FitConfig, nati
         log(f"{len(found)} expressible (sampler, schedule) pairs"
             + (f" (some from σ = {', '.join(f'{v:g}' for v in above)})" if above else "")
             + (f", screened on {k} training starts" if k < n else "") + "; best on the training starts: "
-            + "; ".join(f"{c.label} {c.error:.4g}" for c in found[:3]) + f" ({time.monotonic() - t0:.0f} s)")
+            + "; ".join(f"{c.label} {c.error:.4g}" for c in found[:3])
+            + f" ({calls[0]} model calls for their {calls[1]} steps, {time.monotonic() - t0:.0f} s)")
     if pool is not None and len(pool) and len(found) > 1:
         t0 = time.monotonic()
         top = [c for c in found[:config.keep] if math.isfinite(c.error)]
