@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def _run_compare(args) -> int:
     from models.pipeline import MAX_BATCH, Pipeline, PipelineSpec, check_sampler
     from samplers.core import names
 
-    from .images import compare_grid, format_table, refuse_fitted_schedule
+    from .images import compare_grid, format_table, refuse_fitted_schedule, unscorable
 
     if args.n < 1:
         raise InvalidInput(f"--n (images per cell, for the match rate) must be at least 1, got {args.n}")
@@ -210,6 +211,11 @@ def _run_compare(args) -> int:
         fitted = names.resolve(name).sigmas is not None  # a fitted solver: its own steps and nodes only
         for steps in [None] if fitted else args.steps:
             spec.check_request(name, args.schedule, steps, options, seed=args.seed, batch=args.n, prompt=args.prompt)
+    why = unscorable(args.prompt)
+    if why is not None:  # sampled as generate samples it; only its match rate cannot be had
+        print(f"samplers compare: note: the checker cannot score {args.prompt!r}, which is outside the caption "
+              f"grammar ({why}; docs/models.md, 'The caption grammar'): the images are made, the match column "
+              "shows –", file=sys.stderr, flush=True)
     pipe = Pipeline.load(args.weights, model=args.model, vae=args.vae)
     prompts = [args.prompt] * args.n
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,

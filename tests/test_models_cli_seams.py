@@ -186,3 +186,91 @@ def test_the_pipeline_names_a_seed_list_beyond_the_batch_limit():
         spec.check_request("euler", None, 2, seed=list(range(4097)), prompt="a red circle")
     with pytest.raises(samplers.LimitExceeded, match="batch = 4097 is more than the limit of 4096 items per call"):
         spec.check_request("euler", None, 2, seed=0, batch=4097, prompt="a red circle")
+
+
+# ---- F1 / F6: compare runs a prompt the checker cannot score (match "–"); its grid names every row in full
+
+
+class _FakePipe:
+    """Plans runs as the eps model does and 'samples' a flat image per call (no weights, no model call)."""
+
+    def __init__(self):
+        from samplers.core.native import VPDiscrete
+        from models.pipeline import Pipeline
+
+        self.real = Pipeline.__new__(Pipeline)
+        self.real.defaults = {"sampler": "dpmpp_2m", "schedule": "karras", "steps": 20, "cfg": 4.0}
+        self.real.native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+        self.nfe, self.made = 0, []
+
+    def guidance(self, cfg):
+        return self.real.guidance(cfg)
+
+    def plan(self, *a):
+        return self.real.plan(*a)
+
+    def txt2img(self, prompts, sampler, **k):
+        self.made.append(sampler)
+        return torch.full((len(prompts), 3, 64, 64), 0.1 * len(self.made) - 0.5)
+
+
+@pytest.mark.parametrize("prompt", ["a red circle in the center", "red circle", ""])
+def test_compare_grid_runs_a_prompt_the_checker_cannot_score_and_shows_no_match(prompt):
+    from app.images import compare_grid, format_table, unscorable
+
+    assert unscorable(prompt) is not None and unscorable("a red circle") is None
+    pipe = _FakePipe()
+    grid, rows = compare_grid(pipe, [prompt] * 2, ["euler", "heun"], [2, 3])
+    assert pipe.made == ["euler", "euler", "heun", "heun"] and [r["match"] for r in rows] == [None] * 4
+    table = format_table(rows, 2)
+    assert table.splitlines()[1].split()[3] == "–" and "cannot score" in table
+
+
+def test_compare_says_at_the_start_that_the_checker_cannot_score_the_prompt(capsys, monkeypatch, tmp_path):
+    from models import pipeline
+    from samplers.cli import main
+
+    seen = {}
+
+    def load(*_a, **_k):  # the note comes before the weights are read
+        seen["err"] = capsys.readouterr().err
+        raise InvalidInput("stopped at Pipeline.load by the test")
+
+    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(load))
+    assert main(["compare", "a red circle in the center", "--samplers", "euler", "--steps", "2", "--n", "1",
+                 "--out", str(tmp_path / "c.png")]) == 2
+    note = seen["err"].strip().splitlines()
+    assert len(note) == 1 and "cannot score 'a red circle in the center'" in note[0] and "caption grammar" in note[0]
+    assert "match column shows –" in note[0]
+
+
+def test_compare_says_nothing_of_a_prompt_the_checker_scores(capsys, monkeypatch, tmp_path):
+    from models import pipeline
+    from samplers.cli import main
+
+    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(lambda *a, **k: (_ for _ in ()).throw(
+        InvalidInput("stopped"))))
+    assert main(["compare", "a red circle", "--samplers", "euler", "--steps", "2", "--n", "1",
+                 "--out", str(tmp_path / "c.png")]) == 2
+    assert "cannot score" not in capsys.readouterr().err
+
+
+def test_compare_grid_labels_each_row_by_its_whole_name_and_fits_the_title():
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from app.images import _font, _wrap, compare_grid
+
+    names = ["DPM++ 2M SDE Exponential", "DPM++ 3M SDE Exponential"]
+    title = "eps: 'a large red circle at the top left and a small blue square at the bottom right', seed 0"
+    grid, _ = compare_grid(_FakePipe(), ["a red circle"], names, [2], title=title)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    assert grid.width >= measure.textlength(title, font=_font()) + 4
+    g = np.asarray(grid.convert("L"))
+    rows = [g[52 + i * 146: 52 + i * 146 + 128, :100] for i in range(2)]
+    assert (rows[0] != rows[1]).any()  # the two labels differ (they were both " SDE Exponential")
+    long = "fitted:" + "/a-very-long-folder-name" * 6 + "/nfe8.json"
+    lines = _wrap(measure, long, _font(), 106)
+    assert "".join(lines) == long and all(measure.textlength(x, font=_font()) <= 106 for x in lines)
+    lines = _wrap(measure, names[0], _font(), 100)
+    assert " ".join(lines) == names[0] and len(lines) > 1
