@@ -154,7 +154,7 @@ def _as_image_batch(images) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
         raise InvalidInput(f"expected images [B, 3, H, W] (B >= 1) in [-1, 1] or PIL images, got shape "
                            f"{tuple(images.shape)}")
-    _check_range(images, "images", -1.0, 1.0, "pass PIL images, or tensors scaled as pixels / 127.5 - 1")
+    vae_mod.check_pixels(images, "images", "pass PIL images, or tensors scaled as pixels / 127.5 - 1")
     return images
 
 
@@ -166,13 +166,7 @@ def _float_pixels(t: torch.Tensor, what: str) -> torch.Tensor:
     return t.to(torch.float32)
 
 
-def _check_range(t: torch.Tensor, what: str, lo: float, hi: float, fix: str) -> None:
-    """One read of ``t``, before any model call: every value finite and in [lo, hi]."""
-    if not bool(torch.isfinite(t).all()):
-        raise InvalidInput(f"{what} hold NaN or infinite values; {fix}")
-    if t.numel() and (float(t.min()) < lo or float(t.max()) > hi):
-        raise InvalidInput(f"{what} must lie in [{lo:g}, {hi:g}], got values from {float(t.min()):g} to "
-                           f"{float(t.max()):g}; {fix}")
+_check_range = vae_mod.check_range  # one read of a tensor: finite, in [lo, hi] (the VAE's rule for its pixels)
 
 
 def _pil_mask(mask) -> torch.Tensor:
@@ -707,8 +701,11 @@ class Pipeline(PipelineSpec):
         return self.model.unet(x_t, time, context, mask)
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str]) -> dict:
-        context, mask = self.model.encode_text(list(prompts))
+    def encode_prompts(self, prompts: str | Sequence[str]) -> dict:
+        """The text encoder's ``{"context", "mask"}`` for ``prompts``, checked as :meth:`txt2img` checks them (a
+        string or a non-empty list of strings, each within the encoder's word limit: a longer one is refused, not
+        cut) before any is encoded."""
+        context, mask = self.model.encode_text(self._prompts(prompts))
         return {"context": context, "mask": mask}
 
     def denoiser(self, prompt: str | Sequence[str], cfg: float | None = None):

@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from samplers.core.errors import InvalidType
+
 from . import data
 
 PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
@@ -43,8 +45,13 @@ class Tokenizer:
 
     @staticmethod
     def words(text: str) -> list[str]:
-        """Lower case, split on anything that is not a letter or digit."""
-        return _SPLIT.findall(str(text).lower())
+        """Lower case, split on anything that is not a letter or digit. ``text`` must be a string: another value
+        (None, a number, bytes) is refused, not read as its ``str()`` ("None", "123", "b'x'")."""
+        if not isinstance(text, str):
+            raise InvalidType(f"a prompt must be a string, got {text!r} ({type(text).__name__}); pass the text itself"
+                              + (f" (decode bytes first: {text.decode(errors='replace')!r})"
+                                 if isinstance(text, bytes) else ""))
+        return _SPLIT.findall(text.lower())
 
     def encode(self, text: str) -> list[int]:
         """``<bos>`` + word ids (``<unk>`` for unknown words), truncated to ``max_length`` (no padding)."""
@@ -54,6 +61,12 @@ class Tokenizer:
     def __call__(self, texts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(texts, str):
             texts = [texts]
+        if not isinstance(texts, (list, tuple)):
+            raise InvalidType(f"texts must be a string or a list of strings, got {texts!r} ({type(texts).__name__})")
+        for k, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidType(f"texts[{k}] is {t!r} ({type(t).__name__}), not a string: every prompt must be a "
+                                  "string (an empty one, '', is the null prompt)")
         ids = torch.full((len(texts), self.max_length), self.pad_id, dtype=torch.long)
         for i, t in enumerate(texts):
             row = self.encode(t)
@@ -112,6 +125,9 @@ class TextEncoder(nn.Module):
                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Either ``texts`` or pre-tokenised ``ids`` (+ ``mask``). Returns (embeddings [B, T, D], mask [B, T])."""
         if ids is None:
+            if texts is None:
+                raise InvalidType("TextEncoder takes texts (a string or a list of strings) or ids (token ids "
+                                  "[B, T]); got neither")
             ids, mask = self.tokenizer(texts)
         elif mask is None:
             mask = ids != self.tokenizer.pad_id

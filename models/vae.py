@@ -34,6 +34,26 @@ DEFAULT_FOLDER = Path(__file__).resolve().parent / "weights" / "vae"
 TRAIN_COMMAND = "python -m models.train_vae --out models/weights/vae --steps 1600 --seed 0 --threads 1"
 
 
+# The pixels a VAE encodes (and the pipeline's images): [-1, 1], 0..255 read as p / 127.5 - 1 (models.data.from_pil)
+PIXEL_RANGE = (-1.0, 1.0)
+
+
+def check_range(t: torch.Tensor, what: str, lo: float, hi: float, fix: str) -> None:
+    """One read of ``t``, before any model call: every value finite and in [lo, hi]; else ``InvalidInput`` naming the
+    values found, the range and ``fix``."""
+    if not bool(torch.isfinite(t).all()):
+        raise InvalidInput(f"{what} hold NaN or infinite values; {fix}")
+    if t.numel() and (float(t.min()) < lo or float(t.max()) > hi):
+        raise InvalidInput(f"{what} must lie in [{lo:g}, {hi:g}], got values from {float(t.min()):g} to "
+                           f"{float(t.max()):g}; {fix}")
+
+
+def check_pixels(images: torch.Tensor, what: str, fix: str) -> None:
+    """Images a VAE encodes: finite, in :data:`PIXEL_RANGE` (the rule of ``VAE.encode`` / ``to_latent`` and of the
+    pipeline's img2img / inpaint images, checked there before any model call)."""
+    check_range(images, what, *PIXEL_RANGE, fix)
+
+
 @dataclass
 class VAEConfig:
     """Everything needed to rebuild the module; stored as ``config.json`` beside the weights."""
@@ -267,6 +287,8 @@ class VAE(nn.Module):
                 f"expected images [B, {self.config.in_channels}, H, W] in [-1, 1], got shape {tuple(images.shape)}"
             )
         self.check_size(images.shape[-2], images.shape[-1])
+        check_pixels(images, "images", "scale 0..255 pixels as t / 127.5 - 1 (models.data.from_pil reads a PIL image "
+                                       "so)")
 
     def _check_latent(self, z: torch.Tensor, what: str) -> None:
         self._check_tensor(z, what)

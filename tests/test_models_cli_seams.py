@@ -274,3 +274,54 @@ def test_compare_grid_labels_each_row_by_its_whole_name_and_fits_the_title():
     assert "".join(lines) == long and all(measure.textlength(x, font=_font()) <= 106 for x in lines)
     lines = _wrap(measure, names[0], _font(), 100)
     assert " ".join(lines) == names[0] and len(lines) > 1
+
+
+# ---- F8: the building blocks refuse what the pipeline refuses, by the same rules
+
+
+@pytest.fixture(scope="module")
+def eps():
+    from models.pipeline import Pipeline
+
+    return Pipeline.load(model="eps")
+
+
+@pytest.mark.parametrize("bad", [[None], [123], ["a red circle", b"x"], None, 5])
+def test_the_text_encoder_refuses_what_is_not_a_string(eps, bad):
+    with pytest.raises(InvalidType, match="string"):
+        eps.model.text_encoder(bad)
+    with pytest.raises(InvalidType, match="string"):
+        eps.tokenizer(bad if bad is not None else [None])
+
+
+def test_encode_prompts_refuses_a_prompt_txt2img_refuses(eps, monkeypatch):
+    long = " ".join(["a red circle and a blue square"] * 4)  # 28 words: over the encoder's 23
+    with pytest.raises(InvalidInput, match="has 28 words but the text encoder reads at most 23"):
+        eps.txt2img(long, steps=2, progress=False)
+    monkeypatch.setattr(eps.model, "encode_text", lambda *a, **k: pytest.fail("a prompt was encoded"))
+    with pytest.raises(InvalidInput, match="has 28 words but the text encoder reads at most 23"):
+        eps.encode_prompts([long])
+    with pytest.raises(InvalidType):
+        eps.encode_prompts([None])
+
+
+def test_encode_prompts_takes_a_string_as_one_prompt(eps):
+    one, listed = eps.encode_prompts("a red circle"), eps.encode_prompts(["a red circle"])
+    assert one["context"].shape[0] == 1 and torch.equal(one["context"], listed["context"])
+
+
+@pytest.mark.parametrize("fill, words", [(255.0, "must lie in [-1, 1], got values from 255 to 255"),
+                                         (float("nan"), "NaN or infinite"), (-1.5, "must lie in [-1, 1]")])
+def test_the_vae_refuses_images_outside_its_pixel_range(eps, fill, words):
+    images = torch.full((1, 3, 64, 64), fill)
+    for encode in (eps.vae.to_latent, eps.vae.encode):
+        with pytest.raises(InvalidInput, match=words.replace("[", r"\[").replace("]", r"\]")) as err:
+            encode(images)
+        assert "127.5" in str(err.value)
+    with pytest.raises(InvalidInput, match="must lie in|NaN"):  # the pipeline's img2img: the same rule, first
+        eps.img2img(images, "a red circle", steps=2, progress=False)
+
+
+def test_the_vae_takes_its_whole_pixel_range(eps):
+    images = torch.linspace(-1, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)
+    assert torch.isfinite(eps.vae.to_latent(images)).all()
