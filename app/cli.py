@@ -254,7 +254,8 @@ def add_commands(subparsers) -> None:
     g.add_argument("--seed", type=int, nargs="+", default=[0], help="one image per seed (default 0)")
     g.add_argument("--width", type=int, default=64)
     g.add_argument("--height", type=int, default=64)
-    g.add_argument("--out", type=path_to("PNG file"), default="generated.png", help="PNG path; several seeds write <stem>-<k>.png")
+    g.add_argument("--out", type=path_to("PNG file"), default="generated.png", help="PNG path, replaced if it exists; several seeds write "
+                                                                            "<stem>-<k>.png")
     g.add_argument("--allow-other-model", action="store_true",
                    help="run a fitted solver (--sampler fitted:PATH) on a model other than the one it was fitted to")
     _add_option(g, "a sampler option")
@@ -266,7 +267,7 @@ def add_commands(subparsers) -> None:
     c.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20])
     c.add_argument("--seed", type=int, default=0, help="seed of the pictured image (item k uses seed + k)")
     c.add_argument("--n", type=int, default=4, help="images per cell for the match rate")
-    c.add_argument("--out", type=path_to("PNG file"), default="compare.png", help="PNG path of the grid")
+    c.add_argument("--out", type=path_to("PNG file"), default="compare.png", help="PNG path of the grid, replaced if it exists")
     _add_option(c, "a sampler option for every row (each sampler must take it)")
     c.set_defaults(fn=_compare)
 
