@@ -39,6 +39,17 @@ def _limit(seconds: float):
 
 
 @pytest.fixture
+def no_load(monkeypatch):
+    """``Pipeline.load`` replaced by one that fails the test: a value the test gives is refused before it."""
+    from models import pipeline
+
+    def load(*_a, **_k):
+        raise AssertionError("the weights were loaded before the value was refused")
+
+    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(load))
+
+
+@pytest.fixture
 def time_limit():
     """``with time_limit(5): ...``"""
     return _limit

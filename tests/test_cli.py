@@ -31,17 +31,6 @@ def test_budget_is_counted_calls():
 import pytest  # noqa: E402
 
 
-@pytest.fixture
-def no_load(monkeypatch):
-    """``Pipeline.load`` replaced by one that fails the test: every value below is refused before it."""
-    from models import pipeline
-
-    def load(*_a, **_k):
-        raise AssertionError("the weights were loaded before the value was refused")
-
-    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(load))
-
-
 def _refused(capsys, argv, *words):
     from samplers.cli import main
 

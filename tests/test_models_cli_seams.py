@@ -13,30 +13,7 @@ from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture
-def no_load(monkeypatch):
-    """``Pipeline.load`` replaced by one that fails the test: every value below is refused before it."""
-    from models import pipeline
-
-    def load(*_a, **_k):
-        raise AssertionError("the weights were loaded before the value was refused")
-
-    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(load))
-
-
-def _refused(capsys, argv, *words):
-    from samplers.cli import main
-
-    try:
-        status = main(argv)
-    except SystemExit as exit_:  # argparse's own usage errors
-        status = exit_.code
-    err = capsys.readouterr().err
-    assert status == 2 and "Traceback" not in err, (status, err)
-    line = err.strip().splitlines()[-1]
-    assert "error:" in line and all(w in line for w in words), line
-    return line
+from test_cli import _refused  # noqa: E402 (the CLI boundary's check; no_load is conftest's)
 
 
 def _copy_unet(tmp_path: Path, **patch) -> Path:

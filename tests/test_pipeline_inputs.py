@@ -13,7 +13,7 @@ from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
 from samplers.core.noise import PredrawnNoise
 from samplers.core.seeds import resolve_seeds
 
-from test_cli import _refused, no_load  # noqa: F401  (a fixture)
+from test_cli import _refused  # the CLI boundary's check (no_load is conftest's)
 from test_pipeline import IMG, model_calls, parts  # noqa: F401  (a fixture)
 
 PROMPT = "a red circle"
@@ -87,7 +87,7 @@ def test_the_planning_checks_the_noise_without_the_weights():
     (["--model", "flow", "--sampler", "dpmpp_2m_sde", "--option", "noise_sampler=brownian_tree"], ["Brownian tree"]),
     (["--sampler", "euler_ancestral", "--option", "noise_sampler=foo"], ["unknown noise_sampler", "'foo'"]),
 ])
-def test_the_cli_refuses_the_noise_before_the_weights_are_read(capsys, no_load, tmp_path, argv, words):  # noqa: F811
+def test_the_cli_refuses_the_noise_before_the_weights_are_read(capsys, no_load, tmp_path, argv, words):
     _refused(capsys, ["generate", PROMPT, *argv, "--steps", "2", "--out", str(tmp_path / "a.png")], *words)
 
 
@@ -268,7 +268,7 @@ def test_seeds_that_differ_by_a_multiple_of_2_32_are_refused_as_one_image_twice(
     _run(parts["eps"], "txt2img", seed=[0, 2**32 + 1])  # another seed below 2**32: another image
 
 
-def test_the_cli_refuses_seeds_2_32_apart_before_the_weights_are_read(capsys, no_load, tmp_path):  # noqa: F811
+def test_the_cli_refuses_seeds_2_32_apart_before_the_weights_are_read(capsys, no_load, tmp_path):
     _refused(capsys, ["generate", "a red circle", "--seed", "0", "4294967296", "--out", str(tmp_path / "d.png")],
              "seeds 0 and 4294967296", "multiple of 2**32", "low 32 bits")
 
@@ -293,7 +293,7 @@ LONG = ("a large red circle at the top left and a small blue square at the botto
 
 
 @pytest.mark.parametrize("command", [["generate"], ["compare", "--samplers", "euler", "--steps", "2", "--n", "1"]])
-def test_the_cli_refuses_a_prompt_too_long_before_the_weights_are_read(capsys, no_load, tmp_path, command):  # noqa: F811
+def test_the_cli_refuses_a_prompt_too_long_before_the_weights_are_read(capsys, no_load, tmp_path, command):
     _refused(capsys, [command[0], LONG, *command[1:], "--out", str(tmp_path / "p.png")],
              "prompt 0 has 28 words", "reads at most 23", "shorten it")
 

@@ -139,14 +139,6 @@ def test_seed_twice_for_one_prompt_refused(pipe):
 # ---- 3, 4. the CLI: every value refused before the weights are read; a wrong --vae is a usage error
 
 
-@pytest.fixture
-def no_load(monkeypatch):
-    def load(*_a, **_k):
-        raise AssertionError("the weights were loaded before the value was refused")
-
-    monkeypatch.setattr(pipeline.Pipeline, "load", classmethod(load))
-
-
 @pytest.mark.parametrize("argv, words", [
     (["generate", P, "--steps", "0"], "steps must be an integer >= 1"),
     (["generate", P, "--steps", "100000"], "limit of 10000"),
