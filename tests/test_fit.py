@@ -860,3 +860,13 @@ def test_candidates_run_together_are_each_run_bit_for_bit_with_fewer_model_calls
         assert len(calls) == base.steps + (base.steps - 2)
     with pytest.raises(samplers.InvalidInput, match="no known starts"):
         fitting._endpoints_from(denoiser, solvers[:1], {1.0: noise}, {})
+
+
+def test_solvers_run_together_at_any_length_and_none():
+    # a step is a stack entry, not a nested call: 1200 steps run as endpoints runs them (no recursion limit)
+    n = 1200
+    sig = torch.logspace(1.3, -2, n, dtype=torch.float64).tolist() + [0.0]
+    long = LearnedSolver(sig, [[0.0] * i for i in range(n)], [[0.0] * i for i in range(n)]).validate()
+    x = GM.noise(2, seed=5) * sig[0]
+    assert torch.equal(fitting.endpoints_each(GM.denoiser, [long], x)[0], fitting.endpoints(GM.denoiser, long, x))
+    assert fitting.endpoints_each(GM.denoiser, [], x) == []

@@ -339,7 +339,7 @@ def endpoints_each(denoiser, solvers: list[LearnedSolver], x: torch.Tensor, extr
         runs.append((s.tensor(), p.b, p.c, p.shift if bool(p.shift.any()) else None))
     out: list = [None] * len(runs)
     with torch.no_grad():
-        _walk(denoiser, runs, list(range(len(runs))), x, [], [], 0, extra or {}, finish, out)
+        _walk(denoiser, runs, x, extra or {}, finish, out)
     return out
 
 
@@ -350,40 +350,51 @@ def _groups(members: list[int], key: Callable[[int], tuple]) -> list[list[int]]:
     return list(found.values())
 
 
-def _walk(denoiser, runs, members, x, eps_hist, den_hist, i, extra, finish, out) -> None:
-    """Step ``i`` of :func:`rollout` for ``members`` (indices of ``runs``: (σ, b, c, shift)), which share the state
-    ``x`` and the histories: one model call per σ told, one update per next σ and weight row, then on from each."""
-    live = []
-    for k in members:
-        if i == runs[k][0].shape[0] - 1:
-            out[k] = x if finish is None else finish(k, x)
-        else:
-            live.append(k)
+def _walk(denoiser, runs, x, extra, finish, out) -> None:
+    """:func:`rollout` of every run of ``runs`` ((σ, b, c, shift)) from ``x``, depth first on a stack (a solver of
+    any length, as :func:`endpoints` takes): the runs that share the state and histories at step i make one model
+    call per σ told and one update per next σ and weight row; each call and update is made when its branch is taken,
+    so the states held are those along one path and its pending branches' inputs."""
+    todo = [("state", list(range(len(runs))), 0, x, [], [], None)]
+    while todo:
+        kind, members, i, x, eps_hist, den_hist, called = todo.pop()
+        if kind == "state":  # members share x at step i: the finished ones end here, the rest call the model
+            live = []
+            for k in members:
+                if i == runs[k][0].shape[0] - 1:
+                    out[k] = x if finish is None else finish(k, x)
+                else:
+                    live.append(k)
 
-    def told(k):
-        sigmas, _, _, shift = runs[k]
-        if i == 0 and bool(torch.isinf(sigmas[0])):
-            return (math.inf, math.inf)
-        return (float(sigmas[i]), float(sigmas[i] if shift is None else sigmas[i] * shift[i].exp()))
+            def told(k):
+                sigmas, _, _, shift = runs[k]
+                if i == 0 and bool(torch.isinf(sigmas[0])):
+                    return (math.inf, math.inf)
+                return (float(sigmas[i]), float(sigmas[i] if shift is None else sigmas[i] * shift[i].exp()))
 
-    for called in _groups(live, told):
-        sigmas, b, c, shift = runs[called[0]]
-        if i == 0 and bool(torch.isinf(sigmas[0])):  # rollout's exact step from σ = inf
-            denoised = denoiser(x, x.new_full((x.shape[0],), math.inf), **extra)
-            for same in _groups(called, lambda k: (float(runs[k][0][1]),)):
-                e, d = list(eps_hist), list(den_hist)
-                x_next = update(x, denoised, math.inf, runs[same[0]][0][1], e, d, (), None, None)
-                _walk(denoiser, runs, same, x_next, e, d, 1, extra, finish, out)
-            continue
-        sigma = sigmas[i]
-        sigma_model = sigma if shift is None else sigma * shift[i].exp()
-        denoised = denoiser(x, sigma_model.to(x.dtype).expand(x.shape[0]), **extra)
-        for same in _groups(called, lambda k: (float(runs[k][0][i + 1]), tuple(runs[k][1][i, :i].tolist()),
-                                               tuple(runs[k][2][i, :i].tolist()))):
-            sigmas, b, c, _ = runs[same[0]]
+            todo.extend(("call", group, i, x, eps_hist, den_hist, None) for group in reversed(_groups(live, told)))
+        elif kind == "call":  # one model call for members, then one update per next σ and weight row
+            sigmas, _, _, shift = runs[members[0]]
+            if i == 0 and bool(torch.isinf(sigmas[0])):  # rollout's exact step from σ = inf
+                denoised, sigma = denoiser(x, x.new_full((x.shape[0],), math.inf), **extra), math.inf
+                key = lambda k: (float(runs[k][0][1]),)  # noqa: E731
+            else:
+                sigma = sigmas[i]
+                sigma_model = sigma if shift is None else sigma * shift[i].exp()
+                denoised = denoiser(x, sigma_model.to(x.dtype).expand(x.shape[0]), **extra)
+                key = lambda k: (float(runs[k][0][i + 1]), tuple(runs[k][1][i, :i].tolist()),  # noqa: E731
+                                 tuple(runs[k][2][i, :i].tolist()))
+            todo.extend(("step", same, i, x, eps_hist, den_hist, (denoised, sigma))
+                        for same in reversed(_groups(members, key)))
+        else:  # "step": the update members share, from their call's denoised
+            sigmas, b, c, _ = runs[members[0]]
+            denoised, sigma = called
             e, d = list(eps_hist), list(den_hist)
-            x_next = update(x, denoised, sigma, sigmas[i + 1], e, d, range(i), b[i], c[i])
-            _walk(denoiser, runs, same, x_next, e, d, i + 1, extra, finish, out)
+            if isinstance(sigma, float):
+                x_next = update(x, denoised, sigma, sigmas[1], e, d, (), None, None)
+            else:
+                x_next = update(x, denoised, sigma, sigmas[i + 1], e, d, range(i), b[i], c[i])
+            todo.append(("state", members, i + 1, x_next, e, d, None))
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
