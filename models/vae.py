@@ -48,9 +48,13 @@ def check_range(t: torch.Tensor, what: str, lo: float, hi: float, fix: str) -> N
                            f"{float(t.max()):g}; {fix}")
 
 
+# What VAE.encode / to_latent take: a resize's overshoot beyond [-1, 1] (bicubic: to about ±1.35) is pixels still, as
+# diffusers' AutoencoderKL encodes any value; beyond ±2 they are not (0..255 pixels, say), and are refused
+ENCODE_BOUND = 2.0
+
+
 def check_pixels(images: torch.Tensor, what: str, fix: str) -> None:
-    """Images a VAE encodes: finite, in :data:`PIXEL_RANGE` (the rule of ``VAE.encode`` / ``to_latent`` and of the
-    pipeline's img2img / inpaint images, checked there before any model call)."""
+    """The pipeline's img2img / inpaint images: finite, in :data:`PIXEL_RANGE`, checked before any model call."""
     check_range(images, what, *PIXEL_RANGE, fix)
 
 
@@ -287,8 +291,10 @@ class VAE(nn.Module):
                 f"expected images [B, {self.config.in_channels}, H, W] in [-1, 1], got shape {tuple(images.shape)}"
             )
         self.check_size(images.shape[-2], images.shape[-1])
-        check_pixels(images, "images", "scale 0..255 pixels as t / 127.5 - 1 (models.data.from_pil reads a PIL image "
-                                       "so)")
+        # finite, and pixels: [-1, 1] with a resize's overshoot (ENCODE_BOUND), not another scale
+        check_range(images, "images", -ENCODE_BOUND, ENCODE_BOUND,
+                    "pixels are [-1, 1] (a resize's overshoot to ±2 is taken): scale 0..255 pixels as t / 127.5 - 1 "
+                    "(models.data.from_pil reads a PIL image so)")
 
     def _check_latent(self, z: torch.Tensor, what: str) -> None:
         self._check_tensor(z, what)
