@@ -185,7 +185,7 @@ def _compare(args) -> int:
 
 def _run_compare(args) -> int:
     from models import io as mio
-    from models.pipeline import MAX_BATCH, Pipeline, PipelineSpec, check_sampler
+    from models.pipeline import MAX_BATCH, Pipeline, PipelineSpec, check_sampler, shared_options
     from samplers.core import names
 
     from .images import compare_grid, format_table, refuse_fitted_schedule, unscorable
@@ -202,15 +202,17 @@ def _run_compare(args) -> int:
     distinct("--steps", args.steps, "the grid has one column per step count")
     out = _check_out(args.out)
     options = _sampler_options(args.option)
+    rows = shared_options(args.samplers, options)  # each row's: a noise-only option it never reads left out there
     for name in args.samplers:  # the names, options and fitted files before the weights are read; compare_grid checks the rest
-        check_sampler(name, options=options, prediction=_kind(args))
+        check_sampler(name, options=rows[name], prediction=_kind(args))
     refuse_fitted_schedule(args.samplers, args.schedule, "--schedule")  # as generate refuses the pair
     _same_runs(args.samplers, args.schedule)
     spec = PipelineSpec.read(args.weights, model=args.model, vae=args.vae)  # config.json only: before the weights
     for name in args.samplers:  # every cell as compare_grid runs it: item k of n uses seed + k
         fitted = names.resolve(name).sigmas is not None  # a fitted solver: its own steps and nodes only
         for steps in [None] if fitted else args.steps:
-            spec.check_request(name, args.schedule, steps, options, seed=args.seed, batch=args.n, prompt=args.prompt)
+            spec.check_request(name, args.schedule, steps, rows[name], seed=args.seed, batch=args.n,
+                               prompt=args.prompt)
     why = unscorable(args.prompt)
     if why is not None:  # sampled as generate samples it; only its match rate cannot be had
         print(f"samplers compare: note: the checker cannot score {args.prompt!r}, which is outside the caption "

@@ -63,7 +63,9 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
                  seed: int = 0, cfg: float | None = None, schedule: str | None = None, scale: int = 2, title: str = "",
                  options: dict | None = None):
     """Samplers × step counts on the same prompts and seeds (item k: prompt k, seed seed + k); ``options`` (a
-    sampler's keyword arguments, e.g. ``{"eta": 0.5}``) go to every row, each checked by its sampler's rules.
+    sampler's keyword arguments, e.g. ``{"eta": 0.5}``) go to every row, each checked by its sampler's rules (a
+    noise-only option a row never reads is left out of that row where another row reads it, and refused where none
+    does: :func:`models.pipeline.shared_options`).
 
     A fitted solver (``"fitted:PATH"``) runs at its own NFE only (its other cells are "-") and on its own σ nodes: a
     ``schedule`` with one in the rows is refused, as ``txt2img`` refuses the pair. Every cell's sampler,
@@ -79,6 +81,7 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     from PIL import Image, ImageDraw
 
     from models import checker, data
+    from models.pipeline import shared_options
     from samplers.core import names
     from samplers.core.errors import InvalidInput
     from samplers.core.validate import distinct
@@ -87,6 +90,7 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     sampler_names = distinct("sampler_names", sampler_names, "the grid has one row per sampler")
     steps_list = distinct("steps_list", steps_list, "the grid has one column per step count")
     refuse_fitted_schedule(sampler_names, schedule, "schedule")
+    per_row = shared_options(sampler_names, options)
     seeds = [seed + k for k in range(len(prompts))]
     # a fitted solver runs only at its own NFE: its row fills that column alone; the column is added to steps_list
     # when missing, and every other sampler runs there too (the grid compares them at the fitted NFE)
@@ -97,7 +101,7 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     for name in sampler_names:  # cheap: names, schedules, a fitted solver's model (one hash), no model call
         plans = []
         for steps in ([fixed[name]] if name in fixed else steps_list):
-            sampler, sigmas, merged = pipe.plan(name, schedule, steps, dict(options or {}), cfg)
+            sampler, sigmas, merged = pipe.plan(name, schedule, steps, dict(per_row[name]), cfg)
             plans.append((sampler, tuple(float(s) for s in sigmas), repr(sorted(merged.items(), key=str))))
         twin = runs.setdefault(tuple(plans), name)
         if twin != name:
@@ -113,7 +117,7 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
                 continue
             t0, calls = time.perf_counter(), pipe.nfe
             images = pipe.txt2img(prompts, sampler=name, schedule=schedule, steps=steps, cfg=cfg, seed=seeds, output="tensor", progress=False,
-                                  **(options or {}))
+                                  **per_row[name])
             dt = time.perf_counter() - t0
             match = (sum(checker.matches(im, p) for im, p in zip(images, prompts)) / len(prompts) if scored
                      else None)

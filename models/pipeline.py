@@ -270,7 +270,8 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
             raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)
     check_options(spec, options)
-    _refuse_unread_noise_options(spec, options, given)
+    for message in _unread_noise(spec, options, given, found.label).values():  # the first: one error, the cause
+        raise InvalidOption(message)
     _check_noise_kind(spec, options)
     options = _bound_own_steps(spec, options)
     solver = options.get("solver") if found.sampler == "learned_multistep" else None
@@ -290,33 +291,70 @@ _NOISE_ONLY = {"noise_sampler": "chooses how the noise is drawn", "s_noise": "sc
                "s_tmin": "bounds the σ window where churn adds noise", "s_tmax": "bounds the σ window where churn adds noise"}
 
 
-def _refuse_unread_noise_options(spec, options: dict, given: set) -> None:
-    """An option the caller passed that only shapes the noise (``noise_sampler``, ``s_noise``; the churn window
-    ``s_tmin`` / ``s_tmax``) is refused where the planned run draws no noise (``draws_noise``: ``eta = 0``, or an ODE
-    sampler without churn), naming what would make it draw, rather than run and dropped (the image would be the one
-    made without it). The registry itself takes them there (``samplers.core.validate``: A1111 / ComfyUI pass
-    ``s_noise`` / ``s_tmin`` / ``s_tmax`` from their settings whatever ``s_churn`` is); the pipeline's caller named
-    them for this run. An option a label implies (the SDE labels' ``noise_sampler``) is the label's, not refused."""
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, RuntimeError, ValueError):  # a tensor of many values, an object that cannot say
+        return False
+
+
+def _unread_noise(spec, options: dict, given: set, label: str) -> dict:
+    """The noise-only options (``noise_sampler``, ``s_noise``; the churn window ``s_tmin`` / ``s_tmax``) the caller
+    passed (``given``), each at a value other than its default, that a run with ``options`` never reads — where it
+    draws no noise (``draws_noise``: ``eta = 0``, or an ODE sampler without churn), or has no churn for the window —
+    each with why and what would make it read: {key: message}. An option at its default changes nothing either way
+    (A1111 sends ``s_noise = 1``, ``s_tmin = 0``, ``s_tmax = inf`` with every sampler), and one a label implies (the
+    SDE labels' ``noise_sampler``) is the label's."""
     valid = spec.options
     churn = options.get("s_churn", valid.get("s_churn")) if "s_churn" in valid else None
     draws = draws_noise(spec, options)
-    for key in (k for k in _NOISE_ONLY if k in given and k in valid):
+    found = {}
+    for key in (k for k in _NOISE_ONLY if k in given and k in valid and not _same(options[k], valid[k])):
         window = key in ("s_tmin", "s_tmax")
         if draws and not (window and churn == 0):
             continue
+        tail = ""
         if churn is not None and churn == 0:
             why, fix = "s_churn = 0: no churn", "s_churn > 0 for churn"
         elif "eta" in valid:
             eta = options.get("eta", valid["eta"])
-            default = "" if "eta" in given else " (its default)"
-            why, fix = f"eta = {eta:g}{default}: no noise is added", "eta > 0"
+            if "eta" in given:
+                why, fix = f"eta = {eta:g}: no noise is added", "eta > 0"
+            elif _same(eta, valid["eta"]):
+                why, fix = f"eta = {eta:g} (its default): no noise is added", "eta > 0"
+            else:  # the label fixes it: a larger eta there is refused as a contradiction of the label
+                why, fix = (f"eta = {eta:g}, which {label!r} sets: no noise is added",
+                            f"sampler={spec.name!r} with eta > 0 in place of {label!r}")
         else:
             why, fix = f"{spec.name} is an ODE sampler", "a sampler that draws noise"
-        raise InvalidOption(f"{spec.name}: {key}={options[key]!r} is not read: this run draws no noise ({why}), and "
-                            f"{key} only {_NOISE_ONLY[key]}, so the image would be the one made without it; leave "
-                            f"{key} out, or give {fix}"
-                            + ("" if "eta" in valid else ", or use an ancestral / SDE sampler (e.g. euler_ancestral, "
-                               "dpmpp_2m_sde)"))
+            tail = ", or use an ancestral / SDE sampler (e.g. euler_ancestral, dpmpp_2m_sde)"
+        found[key] = (f"{spec.name}: {key}={options[key]!r} is not read: this run draws no noise ({why}), and {key} "
+                      f"only {_NOISE_ONLY[key]}, so the image would be the one made without it; leave {key} out, or "
+                      f"give {fix}{tail}")
+    return found
+
+
+def unread_noise_options(sampler: str, options: dict) -> dict:
+    """:func:`_unread_noise` of a run of ``sampler`` (a name or label) with the caller's ``options``: {key: why}."""
+    given = {k for k, v in options.items() if v is not None}
+    found, _, merged = names.resolve_call(sampler, None, dict(options))
+    spec = samplers.core.registry.SAMPLERS.get(found.sampler)
+    check_options(spec, merged)
+    return _unread_noise(spec, merged, given, found.label)
+
+
+def shared_options(sampler_names: Sequence[str], options: dict | None) -> dict:
+    """Each row's options where the same ``options`` go to every row (``samplers compare``): a noise-only option a row
+    never reads (:func:`_unread_noise`) is left out of that row's run where another row reads it (the row's image is
+    the one made without it either way; an ODE baseline beside an ancestral row); one that no row reads is refused,
+    as it is for one run. {name: options}."""
+    options = dict(options or {})
+    unread = {name: unread_noise_options(name, options) for name in sampler_names}
+    for key in dict.fromkeys(k for u in unread.values() for k in u):
+        if all(key in u for u in unread.values()):
+            first = next(iter(unread.values()))[key]
+            raise InvalidOption(first + ("" if len(unread) == 1 else " (no row of the grid reads it)"))
+    return {name: {k: v for k, v in options.items() if k not in unread[name]} for name in sampler_names}
 
 
 def _check_noise_kind(spec, options: dict) -> None:
