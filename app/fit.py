@@ -481,6 +481,13 @@ def check_model_options(args) -> str:
     for option, value in given.items():
         if value is not None and option not in _READS[kind]:
             raise InvalidInput(f"{option} has no effect with --model {args.model!r}: {_WHY[option]}; leave it out")
+    if kind == "shipped" and args.prompts is not None:  # by txt2img's rule, from config.json: before the weights
+        from models.pipeline import PipelineSpec
+
+        try:
+            PipelineSpec.read(model=args.model)._prompts(args.prompts)
+        except InvalidInput as err:
+            raise type(err)(f"--prompts: {err}") from None
     return kind
 
 
