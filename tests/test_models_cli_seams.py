@@ -3,6 +3,7 @@ boundary, before the weights are read or any model is called, with an error nami
 what the checker cannot score shown as such, not a failure after the model ran."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -130,6 +131,56 @@ def test_the_cli_refuses_a_noise_option_of_a_noiseless_run_before_loading(capsys
 def test_the_cli_refuses_noise_options_with_eta_0_before_loading(capsys, no_load, tmp_path):
     _refused(capsys, ["generate", "a red circle", "--sampler", "euler_ancestral", "--option", "eta=0", "--option",
                       "noise_sampler=brownian", "--out", str(tmp_path / "a.png")], "noise_sampler", "eta > 0")
+
+
+@pytest.mark.parametrize("sampler, options", [
+    # A1111 sends its sampler parameters at their defaults with every sampler: nothing changes, nothing to refuse
+    ("Euler", {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0}),
+    ("Euler a", {"eta": 0.0, "s_noise": 1.0}),
+    ("DPM++ 2M SDE Karras", {"eta": 0.0, "s_noise": 1.0}),
+])
+def test_noise_options_at_their_defaults_are_taken_where_no_noise_is_drawn(sampler, options):
+    from models.pipeline import PipelineSpec, check_sampler
+
+    check_sampler(sampler, options=dict(options))
+    PipelineSpec.read(model="eps").plan_run(sampler, None, 4, dict(options))
+
+
+def test_a_label_that_sets_eta_0_is_named_with_a_fix_that_runs():
+    from models.pipeline import check_sampler
+
+    with pytest.raises(InvalidOption) as err:
+        check_sampler("exp_heun_2_x0", options={"noise_sampler": "brownian_tree"})
+    message = str(err.value)
+    assert "which 'exp_heun_2_x0' sets" in message and "(its default)" not in message
+    assert "sampler='seeds_2' with eta > 0" in message
+    check_sampler("seeds_2", options={"noise_sampler": "brownian_tree", "eta": 0.5})  # the fix named runs
+
+
+def test_compare_leaves_a_noise_option_out_of_the_rows_that_never_read_it_where_another_row_reads_it():
+    from app.images import compare_grid
+    from models.pipeline import shared_options
+
+    rows = shared_options(["euler", "euler_ancestral"], {"s_noise": 0.5})
+    assert rows == {"euler": {}, "euler_ancestral": {"s_noise": 0.5}}  # an ODE baseline beside an ancestral row
+    pipe, given = _FakePipe(), {}
+    pipe.txt2img = lambda prompts, sampler, **k: given.setdefault(sampler, k) is not None and torch.zeros(
+        len(prompts), 3, 64, 64)
+    compare_grid(pipe, ["a red circle"], ["euler", "euler_ancestral"], [2], options={"s_noise": 0.5})
+    assert "s_noise" not in given["euler"] and given["euler_ancestral"]["s_noise"] == 0.5
+    with pytest.raises(InvalidOption, match="no row of the grid reads it"):
+        shared_options(["euler", "heun"], {"s_noise": 0.5})
+
+
+def test_the_cli_compares_an_ode_row_beside_an_ancestral_one_with_a_noise_option(capsys, no_load, tmp_path):
+    # every check before the weights passes: the command goes on to load them (here a stand-in that says so)
+    from samplers.cli import main
+
+    main(["compare", "a red circle", "--samplers", "euler", "euler_ancestral", "--option", "s_noise=0.5", "--steps",
+          "2", "--out", str(tmp_path / "c.png")])
+    assert "the weights were loaded" in capsys.readouterr().err
+    _refused(capsys, ["compare", "a red circle", "--samplers", "euler", "heun", "--option", "s_noise=0.5",
+                      "--steps", "2", "--out", str(tmp_path / "c.png")], "no row of the grid reads it")
 
 
 # ---- F5: the batch / seed limits named as the command's flags, with a fix the command has
@@ -287,18 +338,36 @@ def test_encode_prompts_takes_a_string_as_one_prompt(eps):
     assert one["context"].shape[0] == 1 and torch.equal(one["context"], listed["context"])
 
 
-@pytest.mark.parametrize("fill, words", [(255.0, "must lie in [-1, 1], got values from 255 to 255"),
-                                         (float("nan"), "NaN or infinite"), (-1.5, "must lie in [-1, 1]")])
-def test_the_vae_refuses_images_outside_its_pixel_range(eps, fill, words):
+@pytest.mark.parametrize("fill, words", [(255.0, "must lie in [-2, 2], got values from 255 to 255"),
+                                         (float("nan"), "NaN or infinite"), (-2.5, "must lie in [-2, 2]")])
+def test_the_vae_refuses_images_that_are_not_pixels(eps, fill, words):
     images = torch.full((1, 3, 64, 64), fill)
     for encode in (eps.vae.to_latent, eps.vae.encode):
         with pytest.raises(InvalidInput, match=words.replace("[", r"\[").replace("]", r"\]")) as err:
             encode(images)
         assert "127.5" in str(err.value)
-    with pytest.raises(InvalidInput, match="must lie in|NaN"):  # the pipeline's img2img: the same rule, first
+    with pytest.raises(InvalidInput, match="must lie in|NaN"):  # the pipeline's img2img: its own [-1, 1], first
         eps.img2img(images, "a red circle", steps=2, progress=False)
+
+
+def test_the_vae_encodes_a_resized_images_overshoot_as_diffusers_does(eps):
+    # bicubic resampling overshoots [-1, 1]: still pixels, encoded (the pipeline's img2img keeps its [-1, 1])
+    from models import data
+
+    x = data.make_batch(0, 2)[0]
+    up = torch.nn.functional.interpolate(x, size=(96, 96), mode="bicubic", align_corners=False)
+    assert float(up.abs().max()) > 1.1
+    assert torch.isfinite(eps.vae.to_latent(up)).all()
+    with pytest.raises(InvalidInput, match=r"must lie in \[-1, 1\]"):
+        eps.img2img(up, "a red circle", steps=2, progress=False)
 
 
 def test_the_vae_takes_its_whole_pixel_range(eps):
     images = torch.linspace(-1, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)
     assert torch.isfinite(eps.vae.to_latent(images)).all()
+
+
+def test_samplers_fit_checks_its_prompts_by_txt2img_rule_before_the_weights(capsys, no_load, tmp_path):
+    long = " ".join(["a large red circle"] * 7)  # 28 words: over the encoder's 23
+    _refused(capsys, ["fit", "--model", "eps", "--prompts", "a red circle", long, "--nfe", "4", "--out",
+                      str(tmp_path / "fit")], "--prompts:", "prompt 1")
