@@ -201,7 +201,7 @@ def test_repeated_step_and_jump_times_are_merged_in_torchdiffeqs_time_dtype(opti
 
 
 @pytest.mark.parametrize("options, match", [
-    ({"step_t": [-1.0]}, "σ = -1.0, outside the integrated range \\[0.1, 10\\]"),
+    ({"step_t": [-1.0]}, "σ = -1.0, outside the integrated range \\[0.1, 10.0\\]"),
     ({"step_t": [5.0, 100.0]}, "σ = 100.0, outside"),
     ({"jump_t": [1e6]}, "σ = 1000000.0, outside"),
     ({"jump_t": [-3.0]}, "σ = -3.0, outside"),

@@ -102,7 +102,7 @@ def _times(method, key, value, grid):
     outside = [float(v) for v in t if not lo <= float(v) <= hi]
     if outside:
         raise InvalidOption(f"torchdiffeq.{method}: options[{key!r}] holds σ = {outside[0]!r}, outside the integrated "
-                            f"range [{lo:g}, {hi:g}] (from the schedule's first to its last non-zero σ), where the "
+                            f"range [{lo!r}, {hi!r}] (from the schedule's first to its last non-zero σ), where the "
                             "solver never steps, so it would do nothing; give σ values within that range, or leave "
                             "the point out")
     return t
