@@ -215,6 +215,13 @@ def test_step_and_jump_times_outside_the_integrated_range_are_refused(options, m
     assert calls == []
 
 
+def test_step_times_on_a_schedule_that_integrates_nothing_are_refused_as_such():
+    model, calls = counting_model()  # [3, 0]: the one step is the denoise at σ = 3
+    with pytest.raises(samplers.InvalidOption, match="integrates nothing \\(its only non-zero σ is 3.0"):
+        samplers.sample("torchdiffeq.dopri5", model, X, [3.0, 0.0], disable=True, options={"step_t": [2.0]})
+    assert calls == []
+
+
 def test_a_max_step_that_needs_more_steps_than_the_cap_is_refused_before_any_model_call():
     model, calls = counting_model()
     sig = [10.0, 5.0, 0.0]

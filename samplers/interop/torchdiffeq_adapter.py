@@ -100,6 +100,10 @@ def _times(method, key, value, grid):
     # above σ_max or below the last non-zero σ) is never reached, and torchdiffeq would drop it without a word
     lo, hi = min(grid[0], grid[-1]), max(grid[0], grid[-1])
     outside = [float(v) for v in t if not lo <= float(v) <= hi]
+    if outside and lo == hi:  # one non-zero σ: the run is the denoise alone, nothing is integrated
+        raise InvalidOption(f"torchdiffeq.{method}: options[{key!r}] holds σ = {outside[0]!r}, but this schedule "
+                            f"integrates nothing (its only non-zero σ is {lo!r}, and its one step is the denoise), "
+                            f"so {key} would do nothing; leave {key} out, or give a schedule of more steps")
     if outside:
         raise InvalidOption(f"torchdiffeq.{method}: options[{key!r}] holds σ = {outside[0]!r}, outside the integrated "
                             f"range [{lo!r}, {hi!r}] (from the schedule's first to its last non-zero σ), where the "
