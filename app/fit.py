@@ -484,8 +484,9 @@ def check_model_options(args) -> str:
     if kind == "shipped" and args.prompts is not None:  # by txt2img's rule, from config.json: before the weights
         from models.pipeline import PipelineSpec
 
+        spec = PipelineSpec.read(model=args.model)  # its own errors are the model's, not --prompts'
         try:
-            PipelineSpec.read(model=args.model)._prompts(args.prompts)
+            spec._prompts(args.prompts)
         except InvalidInput as err:
             raise type(err)(f"--prompts: {err}") from None
     return kind

@@ -250,14 +250,18 @@ def _check_output(output) -> None:
         raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
 
 
-def _resolve(sampler: str, schedule: str | None, steps, options: dict):
-    """What :meth:`Pipeline.plan` checks without the model: ``(label, schedule, steps asked or None, options,
-    fitted solver or None)``: the name resolved (a fitted file read and checked), a fitted solver's fixed steps and
-    schedule, the options by the sampler's rules — before the prompts are encoded or an image is, not in its loop."""
+def _refuse_negative_prompt(options: dict) -> None:
     if "negative_prompt" in options:
         raise InvalidOption("the pipeline takes no negative_prompt: its classifier-free guidance steers away from the "
                             "empty prompt (the null caption the U-Net learned by caption dropout), not from a prompt "
                             "you give; leave negative_prompt out, and set how strongly the prompt is followed with cfg=")
+
+
+def _resolve(sampler: str, schedule: str | None, steps, options: dict):
+    """What :meth:`Pipeline.plan` checks without the model: ``(label, schedule, steps asked or None, options,
+    fitted solver or None)``: the name resolved (a fitted file read and checked), a fitted solver's fixed steps and
+    schedule, the options by the sampler's rules — before the prompts are encoded or an image is, not in its loop."""
+    _refuse_negative_prompt(options)
     asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
     given = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are not refused here)
     found, schedule, options = names.resolve_call(sampler, schedule, options)
@@ -316,6 +320,7 @@ def _unread_noise(spec, options: dict, given: set, label: str) -> dict:
         tail = ""
         if churn is not None and churn == 0:
             why, fix = "s_churn = 0: no churn", "s_churn > 0 for churn"
+            tail = ", or use an ancestral / SDE sampler (e.g. euler_ancestral, dpmpp_2m_sde)"
         elif "eta" in valid:
             eta = options.get("eta", valid["eta"])
             if "eta" in given:
@@ -336,6 +341,7 @@ def _unread_noise(spec, options: dict, given: set, label: str) -> dict:
 
 def unread_noise_options(sampler: str, options: dict) -> dict:
     """:func:`_unread_noise` of a run of ``sampler`` (a name or label) with the caller's ``options``: {key: why}."""
+    _refuse_negative_prompt(options)
     given = {k for k, v in options.items() if v is not None}
     found, _, merged = names.resolve_call(sampler, None, dict(options))
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)

@@ -371,3 +371,28 @@ def test_samplers_fit_checks_its_prompts_by_txt2img_rule_before_the_weights(caps
     long = " ".join(["a large red circle"] * 7)  # 28 words: over the encoder's 23
     _refused(capsys, ["fit", "--model", "eps", "--prompts", "a red circle", long, "--nfe", "4", "--out",
                       str(tmp_path / "fit")], "--prompts:", "prompt 1")
+
+
+def test_compare_refuses_negative_prompt_with_the_pipelines_reason(capsys, no_load, tmp_path):
+    _refused(capsys, ["compare", "a red circle", "--samplers", "euler", "euler_ancestral", "--option",
+                      "negative_prompt=blurry", "--steps", "2", "--out", str(tmp_path / "c.png")],
+             "the pipeline takes no negative_prompt")
+
+
+def test_the_churn_refusal_also_names_the_samplers_that_draw_noise():
+    from models.pipeline import check_sampler
+
+    with pytest.raises(InvalidOption, match=r"s_churn > 0 for churn, or use an ancestral / SDE sampler"):
+        check_sampler("euler", options={"s_noise": 0.5})
+
+
+def test_samplers_fit_names_prompts_only_for_the_prompts(capsys, no_load, tmp_path, monkeypatch):
+    from models import pipeline
+
+    def broken(*_a, **_k):
+        raise pipeline.InvalidInput("missing models/weights/eps/config.json")
+
+    monkeypatch.setattr(pipeline.PipelineSpec, "read", classmethod(broken))
+    line = _refused(capsys, ["fit", "--model", "eps", "--prompts", "a red circle", "--nfe", "4", "--out",
+                             str(tmp_path / "fit")], "missing models/weights/eps/config.json")
+    assert "--prompts" not in line
