@@ -838,13 +838,12 @@ def test_candidates_run_together_are_each_run_bit_for_bit_with_fewer_model_calls
         counted, calls = counting(denoiser)
         alone.append(fitting.endpoints(counted, s, samplers.initial_latent(noise, s.sigmas)))
         together.append(len(calls))
-    each = fitting._endpoints_from(*counting(denoiser)[:1], solvers,
-                                   {t: samplers.initial_latent(noise, [t]) for t in {s.sigmas[0] for s in solvers}}, {})
+    starts = {t: (samplers.initial_latent(noise, [t]), {}) for t in {s.sigmas[0] for s in solvers}}
+    each = fitting._endpoints_from(denoiser, solvers, starts)
     for a, b in zip(alone, each):
         assert torch.equal(a, b)
     counted, calls = counting(denoiser)
-    fitting._endpoints_from(counted, solvers, {t: samplers.initial_latent(noise, [t])
-                                               for t in {s.sigmas[0] for s in solvers}}, {})
+    fitting._endpoints_from(counted, solvers, starts)
     # one call per distinct (start, nodes, σ told, weights) prefix: fewer than the solvers alone make
     prefixes = set()
     for s in solvers:
@@ -859,7 +858,7 @@ def test_candidates_run_together_are_each_run_bit_for_bit_with_fewer_model_calls
         fitting.endpoints_each(counted, [base, told, last], noise * SIGMA_MAX)
         assert len(calls) == base.steps + (base.steps - 2)
     with pytest.raises(samplers.InvalidInput, match="no known starts"):
-        fitting._endpoints_from(denoiser, solvers[:1], {1.0: noise}, {})
+        fitting._endpoints_from(denoiser, solvers[:1], {1.0: (noise, {})})
 
 
 def test_solvers_run_together_at_any_length_and_none():

@@ -470,7 +470,7 @@ class Strata:
 
     def spread(self, denoiser, x_by_sigma: dict, extra: dict) -> torch.Tensor:
         """The disagreement of the solvers on other starts (``x_by_sigma``: {σ: the same starts from σ})."""
-        return _disagreement(_endpoints_from(denoiser, self.solvers, x_by_sigma, extra))
+        return _disagreement(_endpoints_from(denoiser, self.solvers, {t: (x, extra) for t, x in x_by_sigma.items()}))
 
 
 def _disagreement(ends: list[torch.Tensor]) -> torch.Tensor:
@@ -479,13 +479,13 @@ def _disagreement(ends: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([_mse(e, ends[0]) for e in ends]).amax(0).nan_to_num(math.inf)
 
 
-def _endpoints_from(denoiser, solvers: list[LearnedSolver], x_by_sigma: dict, extra: dict) -> list[torch.Tensor]:
-    """Each solver's endpoints from the starts ``x_by_sigma`` holds at the σ it starts at (:func:`endpoints_each`
+def _endpoints_from(denoiser, solvers: list[LearnedSolver], starts: dict) -> list[torch.Tensor]:
+    """Each solver's endpoints from the starts at the σ it starts at (``starts``: {σ: (x, extra)}; :func:`endpoints_each`
     on the solvers of each start together)."""
     out: list = [None] * len(solvers)
-    tops = [_start_key(s, x_by_sigma) for s in solvers]
+    tops = [_start_key(s, starts) for s in solvers]
     for same in _groups(list(range(len(solvers))), lambda k: (tops[k],)):
-        for k, e in zip(same, endpoints_each(denoiser, [solvers[k] for k in same], x_by_sigma[tops[same[0]]], extra)):
+        for k, e in zip(same, endpoints_each(denoiser, [solvers[k] for k in same], *starts[tops[same[0]]])):
             out[k] = e
     return out
 
@@ -516,11 +516,7 @@ def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | No
     pool: the mean differences on the known starts.
     """
     tops = [_start_key(s, known) for s in solvers]
-    ends = [None] * len(solvers)
-    for same in _groups(list(range(len(solvers))), lambda k: (tops[k],)):
-        x, _, ex = known[tops[same[0]]]
-        for k, e in zip(same, endpoints_each(denoiser, [solvers[k] for k in same], x, ex)):
-            ends[k] = e
+    ends = _endpoints_from(denoiser, solvers, {t: (x, ex) for t, (x, _, ex) in known.items()})
     errors = [_mse(e, known[t][1]) for e, t in zip(ends, tops)]
     diffs = [e - errors[0] for e in errors]  # per start, exact
     n = ends[0].shape[0]
@@ -529,7 +525,7 @@ def compare(denoiser, solvers: list[LearnedSolver], known: dict, pool: Pool | No
         return (out, None) if strata else out
     idx = torch.arange(len(pool)) if within is None else within
     extra = _take(pool.extra, idx)
-    pooled = _endpoints_from(denoiser, solvers, {t: pool.x(t)[idx] for t in set(tops)}, extra)
+    pooled = _endpoints_from(denoiser, solvers, {t: (pool.x(t)[idx], extra) for t in set(tops)})
     spread, spread_known = _disagreement(pooled), _disagreement(ends)
     m = idx.shape[0]
     k = min(m, max(1, math.ceil(pool.solved_share * m)))
