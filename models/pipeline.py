@@ -290,6 +290,8 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     return found, schedule, asked, options, solver
 
 
+# what a noise-option refusal offers besides the option that would make the sampler draw
+_DRAWING = ", or use an ancestral / SDE sampler (e.g. euler_ancestral, dpmpp_2m_sde)"
 # the options that only shape the noise a run draws, and what each does there
 _NOISE_ONLY = {"noise_sampler": "chooses how the noise is drawn", "s_noise": "scales the noise drawn",
                "s_tmin": "bounds the σ window where churn adds noise", "s_tmax": "bounds the σ window where churn adds noise"}
@@ -320,7 +322,7 @@ def _unread_noise(spec, options: dict, given: set, label: str) -> dict:
         tail = ""
         if churn is not None and churn == 0:
             why, fix = "s_churn = 0: no churn", "s_churn > 0 for churn"
-            tail = ", or use an ancestral / SDE sampler (e.g. euler_ancestral, dpmpp_2m_sde)"
+            tail = _DRAWING
         elif "eta" in valid:
             eta = options.get("eta", valid["eta"])
             if "eta" in given:
@@ -332,7 +334,7 @@ def _unread_noise(spec, options: dict, given: set, label: str) -> dict:
                             f"sampler={spec.name!r} with eta > 0 in place of {label!r}")
         else:
             why, fix = f"{spec.name} is an ODE sampler", "a sampler that draws noise"
-            tail = ", or use an ancestral / SDE sampler (e.g. euler_ancestral, dpmpp_2m_sde)"
+            tail = _DRAWING
         found[key] = (f"{spec.name}: {key}={options[key]!r} is not read: this run draws no noise ({why}), and {key} "
                       f"only {_NOISE_ONLY[key]}, so the image would be the one made without it; leave {key} out, or "
                       f"give {fix}{tail}")
