@@ -34,6 +34,22 @@ def test_fitted_figures_are_current():
     assert "not measured yet" not in page
 
 
+def test_headline_names_what_the_registry_gained_since_its_run():
+    # the README's table claims every (sampler, schedule) pair of the registry: a schedule or sampler added after
+    # the committed run is named, not silently claimed as compared
+    import samplers
+
+    scheds = samplers.schedules.available()
+    names = [n for n in samplers.available("ode") if samplers.info(n).kind == "ode"]
+    full = {"args": {"samplers": None, "schedules": None}, "samplers": names[1:], "skipped_samplers": {names[0]: "x"},
+            "schedules": {"p": scheds[2:]}, "skipped_schedules": {"p": {scheds[1]: "x"}, "q": {}}}
+    assert docs.added_since(full) == [scheds[0]]
+    assert docs.added_since({**full, "schedules": {"p": scheds[2:], "q": [scheds[0]]}}) == []
+    assert docs.added_since({**full, "samplers": names[2:]}) == [names[1], scheds[0]]
+    # a run of named samplers or schedules never claimed the whole registry
+    assert docs.added_since({**full, "args": {"samplers": None, "schedules": ["karras"]}}) == []
+
+
 @pytest.mark.parametrize("name", sorted({**docs.README_FIGURES, **docs.FITTED_FIGURES}))
 def test_generated_figures_have_no_unfilled_placeholders(name):
     # a string piece of a generated paragraph that lost its f prefix prints "{info['cpu_count']}" as is
