@@ -305,6 +305,9 @@ class VAE(nn.Module):
                 f"channels; expected [B, {self.latent_channels}, H/{self.downsample}, W/{self.downsample}] "
                 "(was it made with another VAE?)"
             )
+        if not bool(torch.isfinite(z).all()):  # one read: NaN would decode to NaN pixels, saved as black
+            raise InvalidInput(f"{what} holds NaN or infinite values, which decode to NaN pixels (saved as black); "
+                               "check what made it (a sampler that diverged, a float16 overflow)")
 
     # -- the autoencoder
     def encode(self, images: torch.Tensor) -> DiagonalGaussian:
@@ -332,7 +335,7 @@ class VAE(nn.Module):
     def from_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1] (clamped)."""
         self._check_latent(latent, "scaled latent")
-        return self.decode(latent / self.scaling_factor + self.shift_factor).clamp(-1.0, 1.0)
+        return self.decoder(latent / self.scaling_factor + self.shift_factor).clamp(-1.0, 1.0)
 
     # -- persistence
     def save(self, folder: str | Path, dtype: torch.dtype | None = torch.float16) -> dict:

@@ -51,6 +51,18 @@ def test_latent_channel_mismatch():
         vae.from_latent(torch.zeros(1, 16, 8, 8))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_latents_are_refused(bad):
+    # a NaN latent decodes to NaN pixels, which to_pil saves as black without a word
+    vae = VAE(_tiny(latent_channels=4)).eval()
+    z = torch.zeros(1, 4, 8, 8)
+    z[0, 1, 2, 3] = bad
+    with pytest.raises(ValueError, match="scaled latent holds NaN or infinite values, which decode to NaN pixels"):
+        vae.from_latent(z)
+    with pytest.raises(ValueError, match="latent holds NaN or infinite values"):
+        vae.decode(z)
+
+
 def test_scaling_lives_in_to_from_latent():
     torch.manual_seed(0)
     vae = VAE(_tiny(shift_factor=0.5, scaling_factor=2.0)).eval()
