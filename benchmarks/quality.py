@@ -200,6 +200,8 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
 
 
 def _image_metrics(ctx: Context, problem: Problem, cell: Cell, x0, ref) -> dict:
+    if not bool(torch.isfinite(x0).all()):  # a run that diverged (a diffusers peer): no images to score, and the
+        return {"rmse_decoded": math.nan}  # VAE refuses NaN latents
     images, ref_images = problem.decode(x0), problem.decode(ref)
     metrics = {"rmse_decoded": common.rmse(images, ref_images)}
     try:

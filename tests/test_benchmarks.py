@@ -503,3 +503,17 @@ def test_a_problem_builds_the_tool_names_the_benchmark_command_lines_accept(sche
 
     sig = common.get_problem("gm-vp-eps").sigmas(schedule, 5)
     assert len(sig) == 6 and float(sig[-1]) == 0
+
+
+def test_quality_image_metrics_of_a_diverged_run_are_nan_not_a_crash():
+    # a diffusers peer that diverges returns NaN latents (ours raise NonFiniteError): the VAE refuses to decode them,
+    # so the sweep records NaN for the decoded RMSE and no caption or FD score, as a result of that cell
+    class Problem:
+        @staticmethod
+        def decode(x):
+            raise AssertionError("decoded a NaN latent")
+
+    x0 = torch.zeros(2, 4, 8, 8)
+    x0[1, 0, 0, 0] = float("nan")
+    out = quality._image_metrics(None, Problem(), None, x0, torch.zeros_like(x0))
+    assert set(out) == {"rmse_decoded"} and math.isnan(out["rmse_decoded"])
