@@ -277,12 +277,16 @@ class VAE(nn.Module):
         full-resolution feature maps of the widest level that runs at full resolution, with headroom."""
         return estimate_bytes(self.config, batch, height, width)
 
-    @staticmethod
-    def _check_tensor(value, what: str) -> None:
+    def _check_tensor(self, value, what: str) -> None:
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             got = f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else type(value).__name__
             raise InvalidType(f"{what} must be a floating-point torch tensor, got {got}; convert a numpy array with "
                               "torch.from_numpy(array).float()")
+        weights = next(self.parameters()).dtype
+        # else torch's "Input type (c10::Half) and bias type (float) should be the same" (autocast casts both itself)
+        if value.dtype != weights and not torch.is_autocast_enabled(value.device.type):
+            raise InvalidType(f"{what}: {value.dtype}, but this VAE's weights are {weights}; pass "
+                              f"{what.split()[-1]}.to({weights}), or move the VAE to that dtype (vae.to({value.dtype}))")
 
     def _check_images(self, images: torch.Tensor) -> None:
         self._check_tensor(images, "images")

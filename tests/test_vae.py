@@ -63,6 +63,22 @@ def test_non_finite_latents_are_refused(bad):
         vae.decode(z)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_other_dtypes_than_the_weights_are_refused_by_name(dtype):
+    vae = VAE(_tiny(latent_channels=4)).eval()
+    with pytest.raises(TypeError, match=rf"images: {dtype}, but this VAE's weights are torch.float32; pass "
+                                        rf"images.to\(torch.float32\)"):
+        vae.encode(torch.zeros(1, 3, 64, 64, dtype=dtype))
+    with pytest.raises(TypeError, match=rf"scaled latent: {dtype}, but .* pass latent.to\(torch.float32\)"):
+        vae.from_latent(torch.zeros(1, 4, 8, 8, dtype=dtype))
+    with torch.no_grad():
+        if dtype == torch.bfloat16:  # under autocast torch casts the inputs and weights itself, as it always did
+            with torch.autocast("cpu", dtype=dtype):
+                assert vae.from_latent(torch.zeros(1, 4, 8, 8, dtype=dtype)).dtype == dtype
+        # the VAE in that dtype takes them
+        assert vae.to(dtype).from_latent(torch.zeros(1, 4, 8, 8, dtype=dtype)).dtype == dtype
+
+
 def test_scaling_lives_in_to_from_latent():
     torch.manual_seed(0)
     vae = VAE(_tiny(shift_factor=0.5, scaling_factor=2.0)).eval()
