@@ -56,7 +56,7 @@ def test_a_zero_snr_config_keeps_the_image_but_for_diffusers_float32_first_step(
             assert cells == ("≤ 1e-5",) * 3, (name, cells)
 
 
-def test_the_documented_zero_snr_bound_holds_over_step_counts():
+def test_the_documented_zero_snr_bound_holds_over_step_counts(measured_rounding):
     import diffusers
 
     from samplers.interop.diffusers_scheduler import SamplerScheduler

@@ -545,7 +545,7 @@ def test_the_registry_samplers_behind_the_range_samplers_are_k_diffusions(dtype)
     assert info["n_accept"] == want[1]["n_accept"] and info["n_reject"] == want[1]["n_reject"]
 
 
-def test_the_table_in_the_docs_is_this_modules_output():
+def test_the_table_in_the_docs_is_this_modules_output(measured_rounding):
     """docs/kdiffusion.md's parity tables are `python -m tests.test_kdiffusion_parity`'s output (they had gone stale:
     rows that read 0.0 differed by 2.5e-16, seven rows missing)."""
     page = (Path(__file__).resolve().parents[1] / "docs" / "kdiffusion.md").read_text()

@@ -361,7 +361,7 @@ def test_half_precision_calibration_runs_in_float32():
     assert half.sigmas == wide.sigmas and half.error == wide.error
 
 
-def test_the_committed_schedules_are_what_the_documented_command_writes(tmp_path, capsys):
+def test_the_committed_schedules_are_what_the_documented_command_writes(tmp_path, capsys, measured_rounding):
     """docs/benchmarks/optimise is `python -m samplers.schedules.optimise --nfe 6 --out docs/benchmarks/optimise`
     (docs/benchmarks/README.md, the guide): the same command writes the same bytes, and prints the quoted ratios."""
     from pathlib import Path

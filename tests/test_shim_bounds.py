@@ -64,7 +64,7 @@ def _zsnr_run(scheduler, model, steps, feed=None):
 
 
 @pytest.mark.parametrize("name,prediction", list(ZSNR_FINAL))
-def test_zero_snr_difference_is_diffusers_float32_first_step(name, prediction):
+def test_zero_snr_difference_is_diffusers_float32_first_step(name, prediction, measured_rounding):
     config = {**compat.ZSNR, "prediction_type": prediction}
     bad, worst = [], {}
     for label, model in MODELS.items():
@@ -181,7 +181,7 @@ def _ddim_run(scheduler, model, steps, eta):
     return x.double()
 
 
-def test_zero_snr_ddim_at_eta_1_is_diffusers_float32_first_step_or_its_nan():
+def test_zero_snr_ddim_at_eta_1_is_diffusers_float32_first_step_or_its_nan(measured_rounding):
     """From ᾱ = 0 diffusers' DDIM takes √(1 − ᾱ_prev − σ_t²) with η = 1, exactly 0, in float32: ±1 ulp leaves 2.4e-4 or
     NaN (at 25 and 50 steps its whole image is NaN). The shim takes it in float64: 0, the method's finite image."""
     bad = []
