@@ -102,10 +102,12 @@ def test_pndms_runge_kutta_warm_up_runs_where_it_is_a_sampler_and_is_refused_whe
 
 @pytest.mark.parametrize("n, extra", [(2, {}), (2, {"use_karras_sigmas": True}), (3, {"use_beta_sigmas": True}),
                                       (4, {"use_beta_sigmas": True}), (8, {})])
-def test_kdpm2_ancestral_at_few_steps_is_within_diffusers_float32_step_down(n, extra, measured_rounding):
+def test_kdpm2_ancestral_at_few_steps_is_within_diffusers_float32_step_down(n, extra, request):
     """diffusers computes σ_down = √(σ_next² − σ_up²) in float32, which cancels where σ_up ≈ σ_next; the shim in
     float64: the figures docs/diffusers.md states (1.6e-4 of the scale at 2 to 4 steps, 1e-5
     from there on)."""
+    if n == 2:  # 1.9e-4 on the AMX CPU of 2026-12-06 (docs/diffusers.md); 3 to 8 steps hold there too
+        request.getfixturevalue("measured_rounding")
     config = dict(SD, **extra)
 
     def run(scheduler):
