@@ -365,8 +365,8 @@ def added_since(results: dict) -> list[str]:
         return []
     seen = set(results["samplers"]) | set(results["skipped_samplers"])
     seen_schedules = set().union(*results["schedules"].values(), *results["skipped_schedules"].values())
-    new = [n for n in samplers.available("ode") if samplers.info(n).kind == "ode" and samplers.info(n).name not in seen]
-    return sorted(set(new)) + sorted(set(samplers.schedules.available()) - seen_schedules)
+    return (sorted(set(samplers.available("ode")) - seen)  # canonical names of that kind
+            + sorted(set(samplers.schedules.available()) - seen_schedules))
 
 
 def headline() -> str:
