@@ -42,7 +42,7 @@ from .. import initial_latent
 from ..core.errors import InvalidInput, InvalidOption
 from ..core.files import read_torch_dict, write_torch
 from ..core.registry import SAMPLERS
-from .solver import LearnedSolver, update
+from .solver import LearnedSolver, check_model_record, update
 
 # a schedule whose first σ is this close to σ_max (relative) starts there: published tables round the top of the
 # range (Align Your Steps: 14.615 for an SD-style model's 14.6146, 2.5e-5 off), and the candidate starts exactly at σ_max
@@ -1081,6 +1081,21 @@ def reference_endpoints(denoiser, x: torch.Tensor, sigma_max: float, rtol: float
                              f"loosen the solve's tolerance (rtol = atol = {rtol:g}) if it diverged") from None
 
 
+def _check_reference(reference, x: torch.Tensor, what: str = "reference") -> None:
+    """The exact endpoints of the calibration starts ``x``: a finite tensor of their shape."""
+    if not isinstance(reference, torch.Tensor) or not reference.is_floating_point():
+        got = f"a {reference.dtype} tensor" if isinstance(reference, torch.Tensor) else type(reference).__name__
+        raise InvalidInput(f"{what} must be a floating-point tensor of the calibration starts' exact endpoints, "
+                           f"got {got}")
+    if reference.shape != x.shape:
+        raise InvalidInput(f"{what} must be shaped like the calibration batch {tuple(x.shape)}, got "
+                           f"{tuple(reference.shape)}")
+    if not bool(torch.isfinite(reference).all()):
+        raise InvalidInput(f"{what} holds NaN or infinite values: every fit and the starting pair would score NaN "
+                           "against it; pass the exact PF-ODE endpoints of calibration · sigma_max (or leave "
+                           "reference out: fit solves them)")
+
+
 def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min: float, sigma_max: float, *,
         reference: torch.Tensor | None = None, reference_fn=None, native=None, model: dict | None = None,
         extra_args: dict | None = None, state_path: str | Path | None = None, log=None,
@@ -1100,9 +1115,10 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     itself) — start there, and so may the fit.
     ``extra_args``: per-item keyword arguments of the denoiser ({name: tensor [B, ...]}, e.g. each start's
     conditioning), sliced with the starts. ``model``: what the solver records about the model (``fingerprint``,
-    ``name``, ``prediction``; the fingerprint defaults to :func:`samplers.fitted.identity.fingerprint` of
-    ``denoiser``). The result's ``meta`` holds the validation RMSE of the fit and of the starting pair; it is never
-    above the starting pair's.
+    ``name``, ``prediction``, each optional; an unknown key or a bad value is refused before any model call); what
+    it leaves out, the denoiser supplies where it says: the fingerprint (:func:`samplers.fitted.identity.fingerprint`)
+    and the prediction type (:func:`samplers.fitted.identity.prediction`). The result's ``meta`` holds the validation
+    RMSE of the fit and of the starting pair; it is never above the starting pair's.
     """
     config = (FitConfig(config) if isinstance(config, int) and not isinstance(config, bool) else config)
     if not isinstance(config, FitConfig):
@@ -1118,6 +1134,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     if not bool(torch.isfinite(calibration).all()):
         raise InvalidInput("calibration holds NaN or infinite values; it must be unit noise (e.g. "
                            "samplers.core.seeds.seeded_randn)")
+    record = check_model_record({} if model is None else model)  # refused before any model call, not at the end
     n_val = validation_starts(calibration.shape[0], config.validation)
     extra = dict(extra_args or {})
     if any(not isinstance(v, torch.Tensor) or v.shape[:1] != calibration.shape[:1] for v in extra.values()):
@@ -1134,11 +1151,11 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
                             "with per-item arguments extra; a function of (x, extra) alone cannot solve from "
                             "another σ (add the third argument)")
     x = calibration * sigma_max
-    if reference is None:
+    if reference is not None:  # the caller's: checked before any model call
+        _check_reference(reference, x)
+    else:
         reference = reference_fn(x, extra, sigma_max)
-    if reference.shape != x.shape:
-        raise InvalidInput(f"reference must be shaped like the calibration batch {tuple(x.shape)}, got "
-                           f"{tuple(reference.shape)}")
+        _check_reference(reference, x, "reference_fn's endpoints")
     higher = (native is not None and math.isinf(getattr(native, "sigma_max", 0.0))
               and getattr(denoiser, "supports_infinite_sigma", True) is not False)
     starts = Starts(calibration, n_val, extra, sigma_min, sigma_max, reference_fn, higher)
@@ -1197,11 +1214,13 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
             break
     else:
         data, trained = pair_data
-    if model is None:
-        from .identity import fingerprint
+    from . import identity
 
-        model = {"fingerprint": fingerprint(denoiser)}
-    solver.model = {k: v for k, v in model.items() if k in ("fingerprint", "name", "prediction")}
+    solver.model = dict(record)
+    if "fingerprint" not in record:  # what the caller left out and the denoiser says (None: a model without one)
+        solver.model["fingerprint"] = identity.fingerprint(denoiser)
+    if "prediction" not in record and identity.prediction(denoiser) is not None:
+        solver.model["prediction"] = identity.prediction(denoiser)
     solver.meta.update({"nfe": config.nfe, "iteration_kept": kept if solver.meta["kept"] == "fit" else 0,
                         "calibration": int(calibration.shape[0]),
                         "validation_starts": n_val, "config": dataclasses.asdict(config),

@@ -14,9 +14,9 @@ A fingerprint is a SHA-256 hex digest, optionally followed by ``|``-separated qu
 ``model.fingerprint`` is held to. An object's own name of another form is hashed into one (the same name, the same
 fingerprint).
 
-:func:`prediction` and :func:`supports_infinite_sigma` read the model's prediction type and whether it can be
-evaluated at σ = ∞ through the same wrappers, where the model says (``to_denoiser``'s denoiser does); None where it
-does not.
+:func:`prediction`, :func:`supports_infinite_sigma` and :func:`table_range` read the model's prediction type,
+whether it can be evaluated at σ = ∞ and the σ range of its timestep table through the same wrappers, where the
+model says (``to_denoiser``'s denoiser does); None where it does not.
 """
 from __future__ import annotations
 
@@ -129,3 +129,13 @@ def prediction(model) -> str | None:
 def supports_infinite_sigma(model) -> bool | None:
     """Whether the model can be evaluated at σ = ∞, where it or a denoiser it wraps says; None where none does."""
     return _read(model, "supports_infinite_sigma", lambda v: isinstance(v, bool))
+
+
+def table_range(model) -> tuple[float, float] | None:
+    """``(σ_min, σ_max)`` of a model whose time input comes from a σ table (a discrete VP schedule,
+    :class:`samplers.core.native.VPDiscrete`, which clamps a σ outside it to its ends), where it or a denoiser it wraps
+    says (``to_denoiser``'s holds its ``schedule``); None otherwise."""
+    from ..core.native import VPDiscrete
+
+    found = _read(model, "schedule", lambda v: isinstance(v, VPDiscrete))
+    return None if found is None else (float(found.sigma_min), float(found.sigma_max))

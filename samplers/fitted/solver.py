@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..core.conversion import PREDICTIONS
-from ..core.errors import InvalidInput, InvalidType, MissingFile, UnknownNameError
+from ..core.errors import InvalidInput, InvalidOption, InvalidType, MissingFile, UnknownNameError
 from ..core.files import read_json, write_json
 from ..core.names import Label, register_prefix
 from ..core.registry import register
@@ -56,6 +56,32 @@ class OtherModelError(InvalidInput):
     """A fitted solver run on a model other than the one it was fitted to (see ``allow_other_model``)."""
 
 
+
+
+MODEL_KEYS = ("fingerprint", "name", "prediction")  # what a solver records of the model it was fitted to
+
+
+def check_model_record(model) -> dict:
+    """``model`` if it is a record a solver can hold of its model — a dict of ``fingerprint`` (the form
+    :func:`samplers.fitted.identity.is_fingerprint` takes, or None), ``name`` (a string or None) and ``prediction``
+    (one of :data:`samplers.core.conversion.PREDICTIONS`, or None), each optional — else an error naming the key."""
+    if not isinstance(model, dict) or not set(model) <= set(MODEL_KEYS):
+        extra = sorted(map(repr, set(model) - set(MODEL_KEYS))) if isinstance(model, dict) else None
+        raise InvalidInput(f"model must be a dict with keys {', '.join(MODEL_KEYS)} (each optional), got {model!r}"
+                           + (f": {', '.join(extra)} is not one of them" if extra else ""))
+    from .identity import is_fingerprint
+
+    fp, name, prediction = (model.get(k) for k in MODEL_KEYS)
+    if fp is not None and not is_fingerprint(fp):
+        raise InvalidInput(f"model.fingerprint must be the hex digest samplers.fitted.identity.fingerprint "
+                           f"records (64 hex digits, optionally '|' and qualifiers) or null for a model "
+                           f"without one, got {fp!r}")
+    if name is not None and not isinstance(name, str):
+        raise InvalidInput(f"model.name must be a string or null, got {name!r}")
+    if prediction is not None and prediction not in PREDICTIONS:
+        raise InvalidInput(f"model.prediction must be one of {PREDICTIONS} (the model's native prediction "
+                           f"type) or null when unknown, got {prediction!r}")
+    return model
 
 
 @dataclass
@@ -107,6 +133,19 @@ class LearnedSolver:
                                "pass solver.sigmas (a name 'fitted:PATH' does this in the pipeline, the CLI and the "
                                "diffusers shim)")
 
+    def check_table_range(self, lo: float, hi: float, what: str = "this model", source: str | None = None) -> None:
+        """Refuse nodes outside ``[lo, hi]``, the σ range of a model whose time input comes from a table (a discrete
+        VP model's timesteps): there the model would be told the table's end instead, another schedule than the
+        solver's — ``allow_other_model`` allows another model, not a σ this one lacks. Within 0.1 % of an end is that
+        end (the same model's table in float32 or float64 differs by some 1e-5)."""
+        outside = [float(v) for v in self.sigmas[:-1] if not lo * (1 - 1e-3) <= float(v) <= hi * (1 + 1e-3)]
+        if outside:
+            name = repr(source or f"fitted:{self.source}") if source or self.source else "this fitted solver"
+            raise InvalidOption(f"{name} runs on σ nodes {', '.join(f'{v:g}' for v in outside)} outside {what}'s "
+                                f"σ range [{lo:g}, {hi:g}] (its timestep table, to 0.1 %), where they would be clamped "
+                                "to the table's ends, another schedule than the solver's; fit a solver to this model "
+                                "(`samplers fit`), or use one whose nodes lie in that range")
+
     def tensor(self) -> torch.Tensor:
         return torch.tensor(self.sigmas, dtype=torch.float64)
 
@@ -146,20 +185,7 @@ class LearnedSolver:
                               or not (m[0] == math.inf if math.isinf(s[0]) else 0 < m[0] < math.inf)):
             raise InvalidInput(f"model_sigmas must hold {n} positive values (one per step), finite but for inf where "
                                f"the first σ is inf, got {m}")
-        if not isinstance(self.model, dict) or not set(self.model) <= {"fingerprint", "name", "prediction"}:
-            raise InvalidInput(f"model must be a dict with keys fingerprint, name, prediction, got {self.model!r}")
-        from .identity import is_fingerprint
-
-        fp, name, prediction = (self.model.get(k) for k in ("fingerprint", "name", "prediction"))
-        if fp is not None and not is_fingerprint(fp):
-            raise InvalidInput(f"model.fingerprint must be the hex digest samplers.fitted.identity.fingerprint "
-                               f"records (64 hex digits, optionally '|' and qualifiers) or null for a model "
-                               f"without one, got {fp!r}")
-        if name is not None and not isinstance(name, str):
-            raise InvalidInput(f"model.name must be a string or null, got {name!r}")
-        if prediction is not None and prediction not in PREDICTIONS:
-            raise InvalidInput(f"model.prediction must be one of {PREDICTIONS} (the model's native prediction "
-                               f"type) or null when unknown, got {prediction!r}")
+        check_model_record(self.model)
         return self
 
     def save(self, path: str | Path) -> Path:
@@ -364,6 +390,10 @@ def learned_multistep(model, x, sigmas, extra_args=None, callback=None, disable=
     fitted accuracy is measured, not stated.
     """
     if solver is None:
+        if allow_other_model is not False:  # nothing recorded to compare: the option would do nothing
+            raise InvalidOption(f"allow_other_model={allow_other_model!r} without solver= does nothing: it lets a "
+                                "fitted solver run on another model than its own; pass solver= (or the name "
+                                "'fitted:PATH'), or leave allow_other_model out")
         solver = LearnedSolver([float(v) for v in sigmas], [[0.0] * i for i in range(len(sigmas) - 1)],
                                [[0.0] * i for i in range(len(sigmas) - 1)])
     elif isinstance(solver, (str, Path)):
@@ -371,8 +401,15 @@ def learned_multistep(model, x, sigmas, extra_args=None, callback=None, disable=
     elif not isinstance(solver, LearnedSolver):
         raise InvalidType(f"solver must be a samplers.fitted.solver.LearnedSolver or a path to one, got "
                           f"{type(solver).__name__}")
+    else:  # made or edited in Python: the checks its file would get on load
+        solver.validate()
     solver.check_nodes(sigmas)
     solver.check_model(model, allow_other_model)
+    from .identity import table_range
+
+    span = table_range(model)
+    if span is not None:
+        solver.check_table_range(*span)
     b, c = solver.eps_weights, solver.denoised_weights
     model_sigmas = solver.model_sigmas or sigmas[:-1]
     eps_hist, den_hist = [], []

@@ -678,17 +678,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             solver.check_model(prediction=self.prediction,
                                supports_infinite_sigma=self.prediction not in ("eps", "score", "edm"),
                                allow_other_model=options.get("allow_other_model", False), source=label.label)
-        if label is not None and label.sigmas is not None and self.space != "flow":
+        if callable(getattr(solver, "check_table_range", None)) and self.space != "flow":
             # a discrete model's timesteps come from its σ table: a node outside it would be clamped to its ends
-            # (another σ than the solver's) — allow_other_model allows another model, not a σ this one lacks. Within
-            # 0.1 % of an end is that end (the same model's table in float32 or float64 differs by some 1e-5)
-            lo, hi = float(self.native.sigma_min), float(self.native.sigma_max)
-            outside = [float(v) for v in label.sigmas[:-1] if not lo * (1 - 1e-3) <= float(v) <= hi * (1 + 1e-3)]
-            if outside:
-                raise InvalidOption(f"{label.label!r} runs on σ nodes {', '.join(f'{v:g}' for v in outside)} outside "
-                                    f"this config's σ range [{lo:g}, {hi:g}] (its timestep table, to 0.1 %), where they "
-                                    "would be clamped to the table's ends, another schedule than the solver's; fit a "
-                                    "solver to this model (`samplers fit`), or use one whose nodes lie in that range")
+            solver.check_table_range(float(self.native.sigma_min), float(self.native.sigma_max), "this config",
+                                     label.label)
         self._check_schedule_options(schedule_options)
         self.latents = self._source.latents if self._source is not None else "native"
         self.order = self._order(self.spec)
@@ -1384,6 +1377,16 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                "(diffusers' Flux/SD3 pipelines do)")
         return native
 
+    def _flux_default(self, sigmas) -> int | None:
+        """n where ``sigmas`` on a flow config are FluxPipeline's own when it is given none, np.linspace(1, 1/n, n)
+        (to 1e-6): a step count, not a schedule; else None."""
+        if sigmas is None or self.space != "flow":
+            return None
+        given = self._given_values("sigmas", sigmas)
+        m = len(given)
+        default = torch.linspace(1.0, 1.0 / m, m, dtype=torch.float64)
+        return m if torch.allclose(given, default, rtol=0, atol=1e-6) else None
+
     def _registry_schedule(self, n, sigmas, timesteps) -> list[float]:
         """The schedule without a source class's grid: a fitted label's own sigmas, the caller's, or a registry
         schedule on the model's noise schedule."""
@@ -1391,6 +1394,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         label = self.label
         if label is not None and label.sigmas is not None:
             fixed = [float(s) for s in label.sigmas]
+            if timesteps is None and self._flux_default(sigmas) is not None:
+                # FluxPipeline passes np.linspace(1, 1/n, n) whatever the scheduler: only the step count
+                m = self._flux_default(sigmas)
+                self._check_given_count(n, "sigmas", m)
+                n, sigmas = m, None
             if sigmas is not None or timesteps is not None:
                 raise InvalidOption(f"{label.label!r} fixes its own sigmas; set_timesteps cannot take others")
             if n is not None and n != len(fixed) - 1:
@@ -1401,11 +1409,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if sigmas is not None and timesteps is not None:
             raise InvalidInput("pass sigmas or timesteps, not both")
         if (sigmas is not None or timesteps is not None) and self._schedule_chosen:
-            given = self._given_values("sigmas" if sigmas is not None else "timesteps",
-                                       sigmas if sigmas is not None else timesteps)
-            m = len(given)
-            default = torch.linspace(1.0, 1.0 / m, m, dtype=torch.float64)
-            if flow and sigmas is not None and torch.allclose(given, default, rtol=0, atol=1e-6):
+            m = self._flux_default(sigmas) if timesteps is None else None
+            if m is not None:
                 # FluxPipeline's own sigmas when it is given none, np.linspace(1, 1/n, n): only the step count, as
                 # diffusers' FlowMatchEulerDiscreteScheduler with use_karras_sigmas reshapes them
                 self._check_given_count(n, "sigmas", m)
