@@ -27,6 +27,7 @@ from samplers.core import names
 from samplers.core import noise as noise_mod
 from samplers.core.run import draws_noise
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
+from samplers.core.files import check_writable
 from samplers.core.validate import check_allocation, check_options, integer, real
 from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
 from samplers.schedules.ops import rounded_steps
@@ -651,23 +652,30 @@ class PipelineSpec:
         self._check_prompt_lengths(prompts)
         return prompts
 
-    @staticmethod
-    def _refuse_twins(prompts: list[str], seeds: list[int], *inputs: torch.Tensor, low_bits: bool = False) -> None:
+    def _refuse_twins(self, prompts: list[str], seeds: list[int], *inputs: torch.Tensor,
+                      low_bits: bool = False) -> None:
         """Two items of one prompt and one seed (and the same input image and mask, where given) are one image made
         twice: refused, as a seed listed twice is by the CLI. One seed for different prompts (or images) is fine.
-        With ``low_bits`` (a run whose every draw reads only a seed's low 32 bits: :func:`draws_low_bits_only`) seeds
-        that differ by a multiple of 2**32 are one seed too."""
+        Prompts are compared as the text encoder reads them (its tokenizer's ids: lower case, punctuation dropped,
+        an unknown word its ``<unk>``), so "a red circle" and "A Red Circle!" are one prompt. With ``low_bits`` (a
+        run whose every draw reads only a seed's low 32 bits: :func:`draws_low_bits_only`) seeds that differ by a
+        multiple of 2**32 are one seed too."""
+        tok = self.tokenizer
         seen: dict = {}
         for k, (prompt, seed) in enumerate(zip(prompts, seeds)):
-            key = (prompt, seed % CPU_SEEDS if low_bits else seed)
+            key = (tuple(tok.encode(prompt)), seed % CPU_SEEDS if low_bits else seed)
             for j in seen.setdefault(key, []):
                 if all(t.shape[0] == 1 or torch.equal(t[j], t[k]) for t in inputs):
                     same = " and the same input" if inputs else ""
+                    what = ("the same prompt" if prompts[j] == prompt else
+                            f"prompts the text encoder reads as one ({prompts[j]!r} and {prompt!r}: it reads the "
+                            "words in lower case, without punctuation, and an unknown word as <unk>)")
                     if seeds[j] == seed:
-                        raise InvalidInput(f"items {j} and {k} have the same prompt and seed ({seed}){same}: they "
+                        both = "the same prompt and seed" if prompts[j] == prompt else f"{what} and the same seed"
+                        raise InvalidInput(f"items {j} and {k} have {both} ({seed}){same}: they "
                                            "would be the same image; give each item its own seed (an int seed s "
                                            "gives s, s + 1, …)")
-                    raise InvalidInput(f"items {j} and {k} have the same prompt{same} and seeds {seeds[j]} and {seed}, "
+                    raise InvalidInput(f"items {j} and {k} have {what}{same} and seeds {seeds[j]} and {seed}, "
                                        f"which differ by a multiple of 2**32: {_WHY_CPU_SEEDS}, so they would be "
                                        "the same image; give each item a seed that differs from the others' below "
                                        "2**32")
@@ -963,10 +971,11 @@ class Pipeline(PipelineSpec):
 
 def save_images(images, path: str | Path) -> list[Path]:
     """Write PIL images atomically: one to ``path``, several to ``stem-<k>.png`` beside it.
-    The folder must exist (FileNotFoundError naming it)."""
+    The folder must exist and be writable (an error naming it, before the first image is written)."""
     path = Path(path)
-    if not path.parent.is_dir():
+    if not path.parent.exists():
         raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it or choose another --out")
+    check_writable(path, "the image")
     if len(images) == 1:
         return [mio.atomic_save_image(path, images[0])]
     return [mio.atomic_save_image(path.with_name(f"{path.stem}-{k}{path.suffix or '.png'}"), im) for k, im in enumerate(images)]

@@ -396,3 +396,64 @@ def test_samplers_fit_names_prompts_only_for_the_prompts(capsys, no_load, tmp_pa
     line = _refused(capsys, ["fit", "--model", "eps", "--prompts", "a red circle", "--nfe", "4", "--out",
                              str(tmp_path / "fit")], "missing models/weights/eps/config.json")
     assert "--prompts" not in line
+
+
+# ---- an --out the run could not write: refused before the weights, not after every image was made
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder this process cannot create a file in: a read-only one (not for root), else /sys (sysfs takes no new
+    files, from root either)."""
+    import os
+
+    def writable(folder: Path) -> bool:
+        try:
+            (folder / ".probe").touch()
+        except OSError:
+            return False
+        (folder / ".probe").unlink()
+        return True
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        for folder in (ro, Path("/sys")):
+            if folder.is_dir() and not writable(folder):
+                yield folder
+                return
+        pytest.skip("no folder here refuses a new file")
+    finally:
+        os.chmod(ro, 0o700)
+
+
+@pytest.mark.parametrize("command", [["generate", "a red circle", "--steps", "2", "--seed", "0"],
+                                     ["compare", "a red circle", "--samplers", "euler", "heun", "--steps", "1", "2"]])
+def test_an_out_folder_the_run_cannot_write_in_is_refused_before_the_weights(capsys, no_load, unwritable, command):
+    _refused(capsys, [*command, "--out", str(unwritable / "a.png")], "cannot write in folder", str(unwritable),
+             "choose a folder you can write to")
+    assert not [p for p in unwritable.iterdir() if p.name.startswith(".a.png")]
+
+
+def test_an_out_whose_folder_is_a_file_says_so(capsys, no_load, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    line = _refused(capsys, ["generate", "a red circle", "--out", str(tmp_path / "notes.txt" / "a.png")],
+                    "is a file, not a folder")
+    assert "does not exist" not in line
+
+
+# ---- two prompts the text encoder reads as one, at one seed, are one image twice
+
+
+def test_prompts_the_encoder_reads_alike_at_one_seed_are_refused_as_twins():
+    from models.pipeline import PipelineSpec
+
+    spec = PipelineSpec.read(model="eps")
+    with pytest.raises(InvalidInput, match=r"items 0 and 1 have prompts the text encoder reads as one \('a red "
+                                           r"circle' and 'A Red Circle!'.*and the same seed \(4\)"):
+        spec.check_request(prompt=["a red circle", "A Red Circle!"], seed=[4, 4])
+    with pytest.raises(InvalidInput, match="reads as one.*an unknown word as <unk>"):
+        spec.check_request(prompt=["a red zorble", "a red quux"], seed=[4, 4])
+    spec.check_request(prompt=["a red circle", "a red square"], seed=[4, 4])  # two images: fine
+    spec.check_request(prompt=["a red circle", "A Red Circle!"], seed=[4, 5])

@@ -29,6 +29,28 @@ def _new_file(folder: Path, name: str) -> tuple[int, str]:
     raise FileExistsError(f"could not create a temporary file beside {str(folder / name)!r}")
 
 
+def check_writable(path: str | os.PathLike, what: str = "the output") -> Path:
+    """``path``'s folder checked as :func:`atomic_write_bytes` will write there, before any long work that would be
+    lost at the end: a folder (not a file, not missing), in which a file can be created — tried by creating and
+    removing the temporary file the write would make (permissions, a read-only file system, /sys). An error names
+    the folder, what failed and the fix."""
+    path = Path(path)
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{str(folder)!r} is a file, not a folder, so {what} {str(path)!r} cannot be written "
+                                 "in it; choose a path in a folder")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder {str(folder)!r} does not exist; create it or choose another path for {what}")
+    try:
+        fd, tmp = _new_file(folder, path.name)
+    except OSError as e:
+        raise PermissionError(f"cannot write in folder {str(folder)!r} ({e.strerror or e}), so {what} "
+                              f"{str(path)!r} could not be saved; choose a folder you can write to") from None
+    os.close(fd)
+    Path(tmp).unlink(missing_ok=True)
+    return path
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically. The folder must exist (FileNotFoundError naming it otherwise)."""
     path = Path(path)
