@@ -183,3 +183,25 @@ def test_fluxpipelines_linspace_sigmas_are_a_step_count_for_a_fitted_solver(tmp_
         shim.set_timesteps(5, sigmas=np.linspace(1.0, 1 / 5, 5))
     with pytest.raises(samplers.InvalidOption, match="fixes its own sigmas"):  # and sigmas of another shape
         shim.set_timesteps(4, sigmas=[1.0, 0.6, 0.3, 0.1])
+
+
+# ------------------------------------------------------------------ from_sampler's σ, and how a solver is shown
+
+
+@pytest.mark.parametrize("bad", [[], [14.6], [14.6, math.nan, 0.0], [14.6, 1.0, 0.5], "abc", torch.zeros(2, 2)])
+def test_from_sampler_names_sigmas_it_cannot_read(bad):
+    with pytest.raises(samplers.InvalidInput, match="express needs σ values from a positive σ"):
+        LearnedSolver.from_sampler("euler", bad)
+
+
+def test_a_solver_is_shown_by_its_steps_range_and_file_not_its_weights(tmp_path):
+    solver = LearnedSolver.from_sampler("dpmpp_2m", samplers.get_sigmas("karras", 40, sigma_min=0.03, sigma_max=14.6))
+    solver.model = {"name": "mine"}
+    path = solver.save(tmp_path / "s.json")
+    shown = repr(LearnedSolver.load(path))
+    assert shown == f"LearnedSolver(40 steps on σ 14.6 … 0.03, fitted:{path}, from dpmpp_2m, fitted to 'mine')"
+    with pytest.raises(samplers.InvalidOption, match=r"but solver=LearnedSolver\(4 steps on σ 14.6 … 0.4, from "
+                                                     r"euler\) was passed") as err:
+        samplers.sample(f"fitted:{path}", GM.denoiser, GM.noise(1, seed=0) * 14.6, LearnedSolver.load(path).sigmas,
+                        solver=_euler())
+    assert "eps_weights" not in str(err.value) and len(str(err.value)) < 600  # nor its 1560 weights

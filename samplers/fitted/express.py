@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from ..core.errors import SamplersError
+from ..core.errors import InvalidInput, SamplersError
 from .solver import LearnedSolver
 
 
@@ -36,9 +36,13 @@ def express(name: str, sigmas, *, nfe: int | None = None, tol: float = 1e-7, **o
     from ..core.validate import check_options
 
     check_options(samplers.info(name), options)  # an unknown name or option: UnknownNameError / InvalidOption
-    s = [float(v) for v in sigmas]
-    if not (s[0] > 0 and all(map(math.isfinite, s[1:])) and s[-1] == 0):
-        raise ValueError(f"express needs a schedule from a finite σ or inf to 0, got {s[0]} … {s[-1]}")
+    try:
+        s = [float(v) for v in sigmas]
+    except (TypeError, ValueError, RuntimeError):
+        s = None
+    if s is None or len(s) < 2 or not s[0] > 0 or not all(map(math.isfinite, s[1:])) or s[-1] != 0:
+        raise InvalidInput(f"express needs σ values from a positive σ (or inf) to 0, at least two, finite but for the "
+                           f"first, got {sigmas!r}; build them with samplers.get_sigmas")
     limit = 4 * len(s) + 8
     width = 2 * limit + 16  # more probe coordinates than unknowns in any row
     g = torch.Generator().manual_seed(20_240_417)

@@ -103,6 +103,20 @@ class LearnedSolver:
     model_sigmas: list[float] | None = None
     model: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """Short, for messages (a solver of n steps holds n² weights): its steps, σ range, file and what it ran from."""
+        top = self.sigmas[0] if self.sigmas else None
+        low = next((v for v in reversed(self.sigmas) if v), None) if isinstance(self.sigmas, list) else None
+        parts = [f"{len(self.sigmas) - 1} steps on σ {top:g} … {low:g}" if isinstance(top, (int, float))
+                 and isinstance(low, (int, float)) else f"sigmas={self.sigmas!r}"]
+        if self.source:
+            parts.append(f"fitted:{self.source}")
+        if isinstance(self.meta, dict) and isinstance(self.meta.get("sampler"), str):
+            parts.append(f"from {self.meta['sampler']}")
+        if isinstance(self.model, dict) and self.model.get("name"):
+            parts.append(f"fitted to {self.model['name']!r}")
+        return f"LearnedSolver({', '.join(parts)})"
+
     @property
     def steps(self) -> int:
         return len(self.sigmas) - 1
