@@ -452,8 +452,10 @@ def _unet_folder(folder, model: str | None) -> tuple[Path, str | None, str]:
     if folder is None:
         model = model or "eps"
         return WEIGHTS / model, model, f"reproduce the shipped weights with `{TRAIN_COMMANDS[model]}`"
-    return (_named_folder(folder, "U-Net", f"{mio.CONFIG_FILE} and {mio.WEIGHTS_FILE}"), model,
-            "train one with `python -m models.train eps|flow --out FOLDER`")
+    hint = "train one with `python -m models.train eps|flow --out FOLDER`"
+    if isinstance(folder, str) and folder in MODELS and not Path(folder).exists():  # Pipeline.load("eps")
+        hint = f"for the shipped {folder} model pass model={folder!r} (Pipeline.load(model={folder!r})), or {hint}"
+    return _named_folder(folder, "U-Net", f"{mio.CONFIG_FILE} and {mio.WEIGHTS_FILE}"), model, hint
 
 
 def _vae_folder(vae):

@@ -457,3 +457,15 @@ def test_prompts_the_encoder_reads_alike_at_one_seed_are_refused_as_twins():
         spec.check_request(prompt=["a red zorble", "a red quux"], seed=[4, 4])
     spec.check_request(prompt=["a red circle", "a red square"], seed=[4, 4])  # two images: fine
     spec.check_request(prompt=["a red circle", "A Red Circle!"], seed=[4, 5])
+
+
+def test_a_shipped_models_name_given_as_the_folder_points_to_model(tmp_path, monkeypatch):
+    from models.io import MissingModelError
+    from models.pipeline import Pipeline
+
+    monkeypatch.chdir(tmp_path)  # where no folder named eps lies
+    with pytest.raises(MissingModelError, match=r"model folder 'eps' does not exist; for the shipped eps model pass "
+                                                r"model='eps' \(Pipeline.load\(model='eps'\)\)"):
+        Pipeline.load("eps")
+    with pytest.raises(MissingModelError, match=r"'other' does not exist; train one"):
+        Pipeline.load("other")
