@@ -569,6 +569,7 @@ class PipelineSpec:
             sigmas = samplers.schedules.drop_penultimate(sigmas)
         if solver is not None:  # learned_multistep with solver=: its own nodes only, checked before any prompt is
             solver.check_nodes(sigmas.tolist())  # encoded (fitted:PATH plans on them)
+            _check_solver(solver, options, self.config.prediction)  # its start (σ = inf on an eps model) first
             if isinstance(self.native, samplers.VPDiscrete):  # and within the σ table the U-Net's time comes from
                 solver.check_table_range(self.native.sigma_min, self.native.sigma_max, "this model",
                                          found.label if found.source == "fitted" else None)

@@ -35,8 +35,13 @@ def initial_latent(noise: _torch.Tensor, sigmas) -> _torch.Tensor:
     """The starting latent at ``sigmas[0]``: ``noise · σ_0``, or the unit noise itself when σ_0 is inf. ``sigmas`` is
     checked as a run checks it (:func:`samplers.core.run.read_sigmas`); a one-value sequence ``[σ_0]`` is the start
     alone."""
+    from .core.errors import InvalidType
     from .core.run import read_sigmas
 
+    if not isinstance(noise, _torch.Tensor) or not noise.is_floating_point():
+        got = f"a {noise.dtype} tensor" if isinstance(noise, _torch.Tensor) else type(noise).__name__
+        raise InvalidType(f"noise must be a floating-point tensor of unit noise (e.g. torch.randn), got {got}; an "
+                          "integer or bool tensor would be cast by the multiplication (or, from σ = inf, kept as is)")
     try:
         alone = len(sigmas) == 1
     except TypeError:  # not a sequence: read_sigmas names it

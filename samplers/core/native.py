@@ -19,13 +19,14 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 import torch
 
 from .errors import InvalidInput, InvalidOption
-from .validate import real, check_allocation, integer, nonneg, positive, unit_open
+from .validate import boolean, real, check_allocation, integer, nonneg, positive, unit_open
 
 
 class NoiseSchedule:
@@ -101,7 +102,7 @@ def betas_for(kind: str, num_train_timesteps: int = 1000, beta_start: float = 0.
     n = check_table_size(num_train_timesteps)
     if kind in ("linear", "scaled_linear"):
         for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
                 raise InvalidInput(f"{name} must be a number in (0, 1) (a noise variance per step), got {value!r}; "
                                    "Stable Diffusion uses beta_start=0.00085, beta_end=0.012")
     if kind == "linear":
@@ -163,9 +164,13 @@ class VPDiscrete(NoiseSchedule):
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
+        boolean("quantize", self.quantize)  # "no" would round every time input
         if not isinstance(self.alphas_cumprod, torch.Tensor):
             check_table_size(len(self.alphas_cumprod), "len(alphas_cumprod)")
-        ac = torch.as_tensor(self.alphas_cumprod, dtype=torch.float64).flatten()
+        ac = torch.as_tensor(self.alphas_cumprod, dtype=torch.float64)
+        if ac.ndim != 1:
+            raise InvalidInput(f"alphas_cumprod must be a 1-D table (one ᾱ per training timestep), got shape "
+                               f"{tuple(ac.shape)}; pass the table itself")
         check_table_size(ac.numel(), "len(alphas_cumprod)")
         # −0.0 (an underflowed product of negative factors) is a sign of bad betas, not a zero-SNR end
         bad = ~torch.isfinite(ac) | (ac < 0) | torch.signbit(ac) | (ac > 1)
@@ -207,6 +212,7 @@ class VPDiscrete(NoiseSchedule):
         """The model of this ᾱ table (e.g. from a config's ``trained_betas``), rescaled to zero terminal SNR as
         diffusers' ``rescale_betas_zero_snr`` does where asked; the table before the rescale is kept, from which
         :meth:`with_float32_alphas_cumprod` redoes A1111's rescale on its float32 ᾱ."""
+        boolean("rescale_betas_zero_snr", rescale_betas_zero_snr)  # "False" is a true string
         ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
         if not rescale_betas_zero_snr:
             return cls(ac, quantize=quantize)
@@ -354,6 +360,15 @@ class VPContinuous(NoiseSchedule):
     def __post_init__(self):
         if self.kind not in ("linear", "cosine"):
             raise InvalidOption(f"VPContinuous kind must be 'linear' or 'cosine', got {self.kind!r}")
+        # each kind reads its own parameters: another kind's, set to other than its default, would do nothing
+        unread = {"cosine": ("beta_min", "beta_max"), "linear": ("cosine_s",)}[self.kind]
+        changed = [k for k in unread if getattr(self, k) != VPContinuous.__dataclass_fields__[k].default]
+        if changed:
+            raise InvalidOption(f"VPContinuous({self.kind!r}) does not read {', '.join(changed)} (the "
+                                f"{'linear' if self.kind == 'cosine' else 'cosine'} kind's), so "
+                                f"{', '.join(f'{k}={getattr(self, k)!r}' for k in changed)} would be ignored; leave "
+                                f"{'them' if len(changed) > 1 else 'it'} out, or pass kind="
+                                f"{'linear' if self.kind == 'cosine' else 'cosine'!r}")
         positive("beta_min", self.beta_min)
         real("beta_max", self.beta_max, lo=float(self.beta_min), lo_open=True, what=" (above beta_min)")
         nonneg("cosine_s", self.cosine_s)

@@ -108,6 +108,9 @@ def check_call(model, x, extra_args, callback, disable) -> None:
         raise InvalidType(f"x must be a floating-point tensor (the starting latent at sigmas[0]), got {got}")
     if x.ndim < 1 or x.shape[0] == 0:
         raise InvalidInput(f"x must have a batch dimension first with at least one item, got shape {tuple(x.shape)}")
+    if x.is_meta:  # a shape without values: refused here, not by the first read of it
+        raise InvalidInput("x is on the 'meta' device, which holds no values to sample from; pass a tensor with "
+                           "values (on the CPU or an accelerator)")
     if extra_args is not None and not (isinstance(extra_args, Mapping) and all(isinstance(k, str) for k in extra_args)):
         raise InvalidType(f"extra_args must be a mapping (a dict) of the model's keyword arguments by name, or None; "
                           f"got {type(extra_args).__name__}")
@@ -124,7 +127,7 @@ def run_sampler(spec, model, x, sigmas, extra_args, callback, disable, options, 
     this very ``x`` (a replay of one run, as the diffusers shim's ``step`` replays it: its start is read once a run,
     not once a step); every other check still runs."""
     check_call(model, x, extra_args, callback, disable)
-    check_options(spec, options)
+    options = check_options(spec, options)  # as checked: np.int64(2) or a 0-d tensor runs as the 2 it was read as
     out_dtype = x.dtype
     with model_dtype(out_dtype):  # fp16 / bf16 latents: the dtype the model is called in
         return _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_dtype_for(out_dtype),

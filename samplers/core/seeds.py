@@ -21,7 +21,7 @@ def _one_seed(value, what: str, limit: int | None = SEED_LIMIT) -> int:
     if isinstance(value, bool) or isinstance(value, (str, bytes)):
         raise InvalidType(f"{what} must be an integer, got {value!r}")
     if isinstance(value, torch.Tensor):
-        if value.ndim != 0 or value.is_floating_point() or value.is_complex():
+        if value.ndim != 0 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
             raise InvalidType(f"{what} must be an integer or a 0-d integer tensor, got a tensor of shape "
                               f"{tuple(value.shape)} and dtype {value.dtype}")
         value = int(value)

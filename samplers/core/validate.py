@@ -33,9 +33,9 @@ def real(name: str, value, *, lo: float | None = None, hi: float | None = None, 
 
 def integer(name: str, value, *, lo: int | None = None, hi: int | None = None) -> int:
     """``value`` as an int (any integral type: int, numpy integer, 0-d integer tensor), never a bool or a float."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
         raise InvalidType(f"{name} must be an integer, got {value!r}")
-    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point():
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() and not value.is_complex():
         value = int(value)
     try:
         v = operator.index(value)
@@ -90,7 +90,8 @@ def order_in(lo: int, hi: int):
 
 def one_of(*choices):
     def check(name, v):
-        if v not in choices:
+        # by identity or equality with each choice, never by an array's or tensor's own ==, whose truth is ambiguous
+        if not isinstance(v, (str, int, float, type(None))) or v not in choices:
             raise InvalidOption(f"{name} must be one of {choices}, got {v!r}")
         return v
     return check
@@ -360,15 +361,18 @@ def closest(key, valid) -> str:
     return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
 
 
-def check_options(spec, options: dict) -> None:
+def check_options(spec, options: dict) -> dict:
     """Unknown options (with the valid ones and the closest), then each known option's rule, then the combinations:
-    the churn window, rtol / atol, and an option the others make unread (:data:`IGNORED_OPTIONS`)."""
+    the churn window, rtol / atol, and an option the others make unread (:data:`IGNORED_OPTIONS`). Returns the
+    options as their rules read them (a numpy or 0-d tensor number as the Python number it was checked as), which is
+    what the sampler runs with: a value passes the checks and the run as one thing."""
     valid = spec.options
     unknown = [k for k in options if k not in valid]
     if unknown:
         hint = "; ".join(closest(k, valid) for k in unknown)
         listed = ", ".join(sorted(valid)) if valid else "none"
         raise InvalidOption(f"{spec.name} has no option {hint}; its options are: {listed}")
+    checked = dict(options)
     for key, value in options.items():
         if value is None:  # None stands for "the default" only where the default is None
             if valid[key] is not None:
@@ -377,7 +381,9 @@ def check_options(spec, options: dict) -> None:
             continue
         rule = SAMPLER_OPTION_RULES.get((spec.name, key), OPTION_RULES.get(key))
         if rule is not None:
-            rule(key, value)
+            read = rule(key, value)
+            if isinstance(read, (int, float)) and not isinstance(read, bool) and read is not value:
+                checked[key] = read
     # the churn window only matters where there is churn (k-diffusion callers pass s_tmin / s_tmax from settings
     # whatever s_churn is)
     if ("s_tmin" in options or "s_tmax" in options) and options.get("s_churn", valid.get("s_churn")) != 0:
@@ -396,6 +402,7 @@ def check_options(spec, options: dict) -> None:
         if found is not None:
             context, why = found
             raise InvalidOption(f"{spec.name}: {key}={value!r} {context}: {why}")
+    return checked
 
 
 def largest_sigma(dtype: torch.dtype) -> float:

@@ -202,7 +202,8 @@ def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | N
         for end, value in given.items():
             if value is None:
                 continue
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            number = ((isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)))
+                      or (isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point()))
             if number and end in own and math.isclose(float(value), own[end], rel_tol=1e-6):
                 continue  # the preset's own end: what it uses anyway
             if number and native is not None and math.isclose(float(value), float(getattr(native, end)),
@@ -241,6 +242,15 @@ def _same_end(value, own) -> bool:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
     return math.isclose(float(value), float(own), rel_tol=1e-6)
+
+
+def _same_table(given, table: torch.Tensor) -> bool:
+    """Whether ``given`` (training_sigmas as a caller passes it) holds the values of ``table``, in float64."""
+    try:
+        values = torch.as_tensor(given, dtype=torch.float64).flatten().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return values.shape == table.shape and torch.equal(values, table.to("cpu", torch.float64))
 
 
 def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min: float | None = None,
@@ -318,6 +328,10 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
             if not hasattr(native, "sigmas"):
                 raise InvalidInput(f"schedule {canonical!r} spaces a discrete model's training timesteps; "
                                  f"{type(native).__name__} has no training table")
+            if kw.get("training_sigmas") is not None and not _same_table(kw["training_sigmas"], native.sigmas):
+                raise InvalidInput(f"schedule {canonical!r} got training_sigmas and native=, which has a training "
+                                   "table of its own, another one: one would be ignored; pass native= alone (its "
+                                   "table), or training_sigmas without native")
             kw.setdefault("training_sigmas", native.sigmas)
             if "table_axis" in inspect.signature(fn).parameters and isinstance(getattr(native, "table_axis", None),
                                                                                 TableAxis):

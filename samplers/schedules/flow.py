@@ -78,8 +78,7 @@ def flow_dynamic(n: int, sigma_min: float, sigma_max: float = math.inf, *, image
     """``flow`` with Flux's resolution-dependent shift: μ = :func:`samplers.core.native.flux_mu` of the latent's token
     count ``image_seq_len`` (a 1024² Flux image: (1024/16)² = 4096 tokens), shift = e^μ (diffusers'
     ``use_dynamic_shifting``)."""
-    if not (isinstance(image_seq_len, int) and image_seq_len > 0):
-        raise InvalidInput(f"image_seq_len must be a positive integer (latent tokens), got {image_seq_len!r}")
+    image_seq_len = integer("image_seq_len", image_seq_len, lo=1)  # latent tokens
     # μ is the line through (base_seq_len, base_shift) and (max_seq_len, max_shift): two distinct token counts, in
     # order, and finite shifts (diffusers' Flux config: 256 → 0.5, 4096 → 1.15)
     line = " (μ is the line through (base_seq_len, base_shift) and (max_seq_len, max_shift))"

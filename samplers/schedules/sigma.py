@@ -75,14 +75,21 @@ def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0
 
 @register("vp")
 def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, beta_d: float = 19.9,
-       beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+       beta_min: float = 0.1, eps_s: float | None = None) -> torch.Tensor:
     """Continuous VP (Song et al. 2021): uniform in t, σ(t) = sqrt(exp(β_d t²/2 + β_min t) − 1).
 
-    The t range is [t(σ_min), t(σ_max)]; with no range given it is [eps_s, 1] (k-diffusion's ``get_sigmas_vp``).
+    The t range is [t(σ_min), t(σ_max)]; with no σ_min it ends at t = eps_s (default 1e-3; k-diffusion's
+    ``get_sigmas_vp`` runs over [eps_s, 1]). Both ends given is a contradiction, refused: with ``native=`` σ_min is
+    the model's.
     """
     def t_of(sigma):
         return (-beta_min + math.sqrt(beta_min**2 + 2 * beta_d * math.log1p(sigma**2))) / beta_d
     check_steps(n, None, None, need_range=False)
+    if eps_s is not None and sigma_min is not None:
+        raise InvalidInput(f"schedule 'vp': eps_s={eps_s!r} (the lowest VP time) and sigma_min={sigma_min!r} (given, "
+                           "or the model's own with native=) both set the lower end, and eps_s would be ignored; "
+                           "leave eps_s out, or leave out sigma_min and native")
+    eps_s = 1e-3 if eps_s is None else eps_s
     beta_d, beta_min, eps_s = positive("beta_d", beta_d), positive("beta_min", beta_min), positive("eps_s", eps_s)
     if eps_s >= 1:
         raise InvalidInput(f"eps_s (the smallest VP time) must be below 1, got {eps_s:g}")

@@ -445,6 +445,9 @@ def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, *, e
     and fresh noise tops it up). η = 0 is the deterministic DPM-Solver-3 (data prediction, Lu et al. 2022).
     Final step: x = D(x, σ) when σ_next = 0.
     """
+    if not r_1 < r_2:  # the stages are in order along the step (the noise of stage 3 continues stage 2's path)
+        raise InvalidOption(f"seeds_3 needs 0 < r_1 < r_2 < 1 (the second stage at λ_s + r_1·h, the third at "
+                            f"λ_s + r_2·h), got r_1={r_1}, r_2={r_2}; swap them, or leave both out (1/3, 2/3)")
     inject = eta > 0 and s_noise > 0
 
     def hphi1(t):

@@ -1,0 +1,114 @@
+"""The core API's inputs, refused at the boundary or read as one thing (an audit of 2026-12-06): values a check
+took but the run read otherwise (a bool tensor as 1, a 0-d tensor order, a numpy number refused where the Python one
+passes), parameters a schedule or noise schedule silently ignored (vp's eps_s beside σ_min, a second training table,
+VPContinuous's other kind's parameters, a flag given as a string), and bare errors from deep inside a run."""
+import numpy as np
+import pytest
+import torch
+
+import samplers
+from samplers.core.native import RectifiedFlow, VPContinuous, VPDiscrete
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(2, 4, 4), components=3, seed=2)
+VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+EPS = samplers.to_denoiser(GM.as_model("eps", VP), "eps", VP)
+SIG = samplers.get_sigmas("karras", 4, native=VP)
+
+
+class Counting:
+    def __init__(self, denoiser):
+        self.inner, self.calls = denoiser, 0
+
+    def __call__(self, x, sigma, **kw):
+        self.calls += 1
+        return self.inner(x, sigma, **kw)
+
+
+def _x(n=2, sigmas=SIG, seed=0):
+    return samplers.initial_latent(torch.randn(n, *GM.shape, generator=torch.Generator().manual_seed(seed)), sigmas)
+
+
+def test_seeds_3_refuses_stages_out_of_order_before_any_model_call():
+    model = Counting(EPS)
+    with pytest.raises(samplers.InvalidOption, match=r"seeds_3 needs 0 < r_1 < r_2 < 1.*got r_1=0.9, r_2=0.1"):
+        samplers.sample("seeds_3", model, _x(), SIG, seed=0, r_1=0.9, r_2=0.1, disable=True)
+    assert model.calls == 0
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: samplers.sample("euler_ancestral", EPS, _x(), SIG, seed=torch.tensor(True), disable=True),
+     "seed must be an integer or a 0-d integer tensor"),
+    (lambda: samplers.get_sigmas("karras", torch.tensor(True), native=VP), "must be an integer, got tensor"),
+    (lambda: samplers.sample("lms", EPS, _x(), SIG, order=torch.tensor(True), disable=True),
+     "order must be an integer, got tensor"),
+])
+def test_a_bool_tensor_is_not_an_integer(call, match):
+    with pytest.raises(samplers.InvalidType, match=match):
+        call()
+
+
+def test_an_option_runs_as_the_number_it_was_checked_as():
+    sig = samplers.get_sigmas("karras", 8, native=VP)
+    x = _x(sigmas=sig, seed=1)
+    plain = samplers.sample("dpm_adaptive", EPS, x, sig, order=2, max_steps=500, disable=True)
+    for order, max_steps in ((torch.tensor(2), np.int64(500)), (np.int32(2), torch.tensor(500))):
+        # a 0-d tensor order made the step-size controller's coefficients float32 tensors (4.8e-7 off)
+        assert torch.equal(samplers.sample("dpm_adaptive", EPS, x, sig, order=order, max_steps=max_steps,
+                                           disable=True), plain)
+    assert torch.equal(samplers.sample("dpmpp_2m_sde", EPS, _x(), SIG, eta=np.float32(0.5), seed=3, disable=True),
+                       samplers.sample("dpmpp_2m_sde", EPS, _x(), SIG, eta=0.5, seed=3, disable=True))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: VPDiscrete.from_betas("scaled_linear", 1000, np.float32(0.00085), np.float64(0.012)),
+    lambda: samplers.get_sigmas("ays_sd15", 5, sigma_max=np.float32(14.615)),
+    lambda: samplers.get_sigmas("ays_sd15", 5, sigma_max=torch.tensor(14.615, dtype=torch.float64)),
+    lambda: samplers.get_sigmas("flow_dynamic", 3, native=RectifiedFlow(), image_seq_len=np.int64(4096)),
+])
+def test_numpy_and_0d_numbers_pass_where_the_python_number_does(call):
+    call()
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: samplers.get_sigmas("vp", 4, sigma_min=0.1, sigma_max=10.0, eps_s=0.5), samplers.InvalidInput,
+     "eps_s=0.5 .* and sigma_min=0.1 .* both set the lower end"),
+    (lambda: samplers.get_sigmas("vp", 4, native=VP, eps_s=0.5), samplers.InvalidInput, "both set the lower end"),
+    (lambda: samplers.get_sigmas("trailing", 3, native=VP, training_sigmas=torch.linspace(0.1, 5, 10)),
+     samplers.InvalidInput, "got training_sigmas and native=, which has a training table of its own"),
+    (lambda: VPDiscrete.from_betas(rescale_betas_zero_snr="False"), samplers.InvalidType,
+     "rescale_betas_zero_snr must be True or False, got 'False'"),
+    (lambda: VPDiscrete.from_betas(quantize="no"), samplers.InvalidType, "quantize must be True or False"),
+    (lambda: VPDiscrete(VP.alphas_cumprod.reshape(10, 100)), samplers.InvalidInput,
+     r"alphas_cumprod must be a 1-D table .* got shape \(10, 100\)"),
+    (lambda: VPContinuous("cosine", beta_min=5.0, beta_max=6.0), samplers.InvalidOption,
+     r"VPContinuous\('cosine'\) does not read beta_min, beta_max .* pass kind='linear'"),
+    (lambda: VPContinuous("linear", cosine_s=0.01), samplers.InvalidOption, "does not read cosine_s"),
+])
+def test_a_parameter_that_would_be_ignored_is_refused(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_what_those_parameters_mean_alone_still_runs():
+    assert samplers.get_sigmas("vp", 4, eps_s=0.5)[-2] == pytest.approx(
+        float(torch.expm1(torch.tensor(19.9 * 0.25 / 2 + 0.1 * 0.5, dtype=torch.float64)).sqrt()))
+    assert torch.equal(samplers.get_sigmas("trailing", 3, native=VP, training_sigmas=VP.sigmas),
+                       samplers.get_sigmas("trailing", 3, native=VP))  # the same table twice: no contradiction
+    assert VPContinuous("cosine", cosine_s=0.01).sigma_max > 0 and VPContinuous("linear", beta_max=10.0).sigma_max > 0
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: samplers.sample("dpmpp_2m", EPS, _x(), SIG, solver_type=np.array([1, 2]), disable=True),
+     samplers.InvalidOption, r"solver_type must be one of \('midpoint', 'heun'\)"),
+    (lambda: samplers.sample("euler", EPS, _x().to("meta"), SIG, disable=True), samplers.InvalidInput,
+     "x is on the 'meta' device"),
+    (lambda: samplers.initial_latent(torch.ones(2, 3, dtype=torch.long), [10.0, 0.0]), samplers.InvalidType,
+     "noise must be a floating-point tensor"),
+    (lambda: samplers.initial_latent(torch.ones(2, 3, dtype=torch.bool), [float("inf"), 0.0]), samplers.InvalidType,
+     "noise must be a floating-point tensor"),
+    (lambda: samplers.initial_latent([1.0, 2.0], [10.0, 0.0]), samplers.InvalidType, "got list"),
+])
+def test_bad_inputs_get_the_librarys_error_not_a_bare_one(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
