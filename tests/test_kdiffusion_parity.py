@@ -545,15 +545,37 @@ def test_the_registry_samplers_behind_the_range_samplers_are_k_diffusions(dtype)
     assert info["n_accept"] == want[1]["n_accept"] and info["n_reject"] == want[1]["n_reject"]
 
 
-def test_the_table_in_the_docs_is_this_modules_output(measured_rounding):
+def _same_figures(mine: str, shown: str) -> None:
+    """The same rows (samplers, options, steps), each difference within 10× of the one shown, or both at float64's
+    rounding floor (≤ 1e-13): what another CPU's float rounding can change in a table of rounding-level differences."""
+    def rows(text):
+        return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| `")]
+
+    a, b = rows(mine), rows(shown)
+    assert [r[:-2] if len(r) == 4 else r[:-1] for r in a] == [r[:-2] if len(r) == 4 else r[:-1] for r in b], \
+        "the rows changed: regenerate the table (python -m tests.test_kdiffusion_parity)"
+    for ra, rb in zip(a, b):
+        for u, v in zip(ra[-2:] if len(ra) == 4 else ra[-1:], rb[-2:] if len(rb) == 4 else rb[-1:]):
+            x, y = float(u), float(v)
+            assert max(x, y) <= 1e-13 or (min(x, y) > 0 and max(x, y) / min(x, y) <= 10), (ra, rb)
+
+
+def test_the_table_in_the_docs_is_this_modules_output():
     """docs/kdiffusion.md's parity tables are `python -m tests.test_kdiffusion_parity`'s output (they had gone stale:
-    rows that read 0.0 differed by 2.5e-16, seven rows missing)."""
+    rows that read 0.0 differed by 2.5e-16, seven rows missing): character for character on the kind of CPU that
+    made them; on one that rounds differently (tests/conftest.py) the same rows with each figure within 10×."""
+    from conftest import OTHER_ROUNDING
+
     page = (Path(__file__).resolve().parents[1] / "docs" / "kdiffusion.md").read_text()
     shown = page.split("<!-- kdiffusion-parity: python -m tests.test_kdiffusion_parity -->\n", 1)[1]
     shown = shown.split("\n<!-- /kdiffusion-parity -->", 1)[0]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert table() == shown, "regenerate the table: python -m tests.test_kdiffusion_parity"
+        mine = table()
     finally:
         torch.set_num_threads(threads)
+    if OTHER_ROUNDING:
+        _same_figures(mine, shown)
+    else:
+        assert mine == shown, "regenerate the table: python -m tests.test_kdiffusion_parity"
