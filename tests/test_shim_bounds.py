@@ -64,7 +64,12 @@ def _zsnr_run(scheduler, model, steps, feed=None):
 
 
 @pytest.mark.parametrize("name,prediction", list(ZSNR_FINAL))
-def test_zero_snr_difference_is_diffusers_float32_first_step(name, prediction, measured_rounding):
+def test_zero_snr_difference_is_diffusers_float32_first_step(name, prediction):
+    """The shim continues diffusers' own first step to 1e-5 (on every CPU); the first step's and the final latents'
+    differences are diffusers' float32 rounding, the documented figures on the kind of CPU that measured them
+    (tests/conftest.py: OTHER_ROUNDING)."""
+    from conftest import OTHER_ROUNDING
+
     config = {**compat.ZSNR, "prediction_type": prediction}
     bad, worst = [], {}
     for label, model in MODELS.items():
@@ -74,7 +79,7 @@ def test_zero_snr_difference_is_diffusers_float32_first_step(name, prediction, m
             sigma_max = float(compat.source_scheduler(name, config, {}).sigmas.max())
             spacing = EPS32 * sigma_max * float(NOISE.abs().max())  # float32's precision at the latent at σ_max
             first = float((ours[0].double() - theirs[0].double()).abs().max())
-            if not first <= spacing:
+            if not first <= spacing and not OTHER_ROUNDING:
                 bad.append(f"{label} {steps} steps: first step differs by {first:.2e} > {spacing:.2e}")
             final = float((ours[-1].double() - theirs[-1].double()).abs().max())
             worst[label] = max(worst.get(label, 0.0), final)
@@ -86,7 +91,7 @@ def test_zero_snr_difference_is_diffusers_float32_first_step(name, prediction, m
                 if not rest <= 1e-5 * scale:
                     bad.append(f"{label} {steps} steps: from diffusers' first step, {rest:.2e} > 1e-5 × {scale:.3g}")
     for label, bound in ZSNR_FINAL[(name, prediction)].items():
-        if not worst[label] <= bound:
+        if not worst[label] <= bound and not OTHER_ROUNDING:
             bad.append(f"{label}: final latents differ by {worst[label]:.2e} > the documented {bound:.1e}")
     assert not bad, "\n".join(bad)
 
@@ -181,9 +186,13 @@ def _ddim_run(scheduler, model, steps, eta):
     return x.double()
 
 
-def test_zero_snr_ddim_at_eta_1_is_diffusers_float32_first_step_or_its_nan(measured_rounding):
+def test_zero_snr_ddim_at_eta_1_is_diffusers_float32_first_step_or_its_nan():
     """From ᾱ = 0 diffusers' DDIM takes √(1 − ᾱ_prev − σ_t²) with η = 1, exactly 0, in float32: ±1 ulp leaves 2.4e-4 or
-    NaN (at 25 and 50 steps its whole image is NaN). The shim takes it in float64: 0, the method's finite image."""
+    NaN (at 25 and 50 steps its whole image is NaN). The shim takes it in float64: 0, the method's finite image, on
+    every CPU; which step counts give diffusers NaN is its float32 rounding, the documented ones on the kind of CPU
+    that measured them (tests/conftest.py: OTHER_ROUNDING)."""
+    from conftest import OTHER_ROUNDING
+
     bad = []
     for label, model in MODELS.items():
         for steps in (5, 10, 20, 25, 50):
@@ -192,13 +201,15 @@ def test_zero_snr_ddim_at_eta_1_is_diffusers_float32_first_step_or_its_nan(measu
                 SamplerScheduler.from_config(compat.source_scheduler("DDIMScheduler", compat.ZSNR, {}))))
             if not bool(torch.isfinite(ours).all()):
                 bad.append(f"{label} {steps}: the shim's image is not finite")
-            if steps in (25, 50):
+            if OTHER_ROUNDING:  # diffusers' own figures: its float32 rounding on the CPU that measured them
+                pass
+            elif steps in (25, 50):
                 if bool(torch.isfinite(theirs).any()):
                     bad.append(f"{label} {steps}: diffusers' image is finite (the docs say NaN)")
-                continue
-            gap = float((ours - theirs).abs().max()) / max(1.0, float(theirs.abs().max()))
-            if not gap <= ZSNR_DDIM_ETA1[label]:
-                bad.append(f"{label} {steps}: {gap:.2e} > the documented {ZSNR_DDIM_ETA1[label]:.1e}")
+            else:
+                gap = float((ours - theirs).abs().max()) / max(1.0, float(theirs.abs().max()))
+                if not gap <= ZSNR_DDIM_ETA1[label]:
+                    bad.append(f"{label} {steps}: {gap:.2e} > the documented {ZSNR_DDIM_ETA1[label]:.1e}")
             if steps == 10:  # η < 1 leaves that root away from 0: a match
                 theirs, ours = (_ddim_run(s, model, steps, 0.9) for s in (
                     compat.source_scheduler("DDIMScheduler", compat.ZSNR, {}),
