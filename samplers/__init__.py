@@ -35,7 +35,6 @@ def initial_latent(noise: _torch.Tensor, sigmas) -> _torch.Tensor:
     """The starting latent at ``sigmas[0]``: ``noise · σ_0``, or the unit noise itself when σ_0 is inf. ``sigmas`` is
     checked as a run checks it (:func:`samplers.core.run.read_sigmas`); a one-value sequence ``[σ_0]`` is the start
     alone."""
-    from .core.errors import InvalidType
     from .core.run import read_sigmas
 
     if not isinstance(noise, _torch.Tensor) or not noise.is_floating_point():

@@ -16,13 +16,7 @@ EPS = samplers.to_denoiser(GM.as_model("eps", VP), "eps", VP)
 SIG = samplers.get_sigmas("karras", 4, native=VP)
 
 
-class Counting:
-    def __init__(self, denoiser):
-        self.inner, self.calls = denoiser, 0
-
-    def __call__(self, x, sigma, **kw):
-        self.calls += 1
-        return self.inner(x, sigma, **kw)
+from test_sde_solvers import Counting  # noqa: E402 (a denoiser that counts its calls)
 
 
 def _x(n=2, sigmas=SIG, seed=0):

@@ -21,15 +21,7 @@ FLOW = RectifiedFlow(shift=3.0, multiplier=1000.0)
 SIG = [14.6, 5.0, 1.5, 0.4, 0.0]
 
 
-class Counting:
-    """``denoiser`` that counts its calls."""
-
-    def __init__(self, denoiser):
-        self.inner, self.calls = denoiser, 0
-
-    def __call__(self, x, sigma, **kw):
-        self.calls += 1
-        return self.inner(x, sigma, **kw)
+from test_sde_solvers import Counting  # noqa: E402 (a denoiser that counts its calls)
 
 
 def _euler(sigmas=SIG) -> LearnedSolver:
