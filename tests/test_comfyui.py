@@ -884,3 +884,57 @@ def test_a_one_value_sigmas_still_checks_the_call_time_options():
     with pytest.raises(samplers.InvalidOption, match="s_noise"):
         fn(KSamplerX0Inpaint(guider, EPS_SIGMAS[:1]), x, EPS_SIGMAS[:1], extra_args={"seed": 7},
            s_noise=float("nan"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# An audit of 2026-12-06: flow times outside [0, 1], A1111's schedule-rebuilding Restart, torchdiffeq's nested
+# options at build time, the step from t = 1 in info["nfe"]
+
+
+@pytest.mark.parametrize("given, bad", [([1.5, 0.5, 0.2, 0.0], "sigmas[0] = 1.5"),
+                                        ([14.6, 9.3, 0.5, 0.0], "sigmas[0] = 14.6"),
+                                        ([1.0, 0.5, -0.1], "sigmas[2] = -0.1")])
+def test_flow_sigmas_outside_0_1_are_refused_naming_the_t_given(given, bad):
+    sampler = KSAMPLER(comfyui.ksampler_function("euler"))
+    guider = Guider(CONST(), FLOW_X0)
+    with pytest.raises(samplers.InvalidInput, match=rf"{re.escape(bad)}.*flow times t in \[0, 1\]"):
+        sampler.sample(guider, torch.tensor(given, dtype=torch.float64), {"model_options": {}, "seed": 1}, None,
+                       GM.noise(2, seed=3), torch.zeros(2, *GM.shape), None, True)
+    assert not guider.calls
+
+
+def test_a1111_restart_which_rebuilds_its_schedule_is_refused_in_comfyui():
+    with pytest.raises(samplers.InvalidOption, match="'Restart' runs restart='a1111'.*use 'restart'"):
+        comfyui.ksampler_function("Restart")
+    comfyui.ksampler_function("restart")  # the registry's, on the SIGMAS as given
+
+
+def test_torchdiffeqs_nested_options_are_checked_when_the_sampler_is_built():
+    pytest.importorskip("torchdiffeq")
+    for method, options, match in (("dopri5", {"bogus": 1}, "has no option 'bogus'"),
+                                   ("dopri5", {"safety": 5}, r"safety.*\(0, 1\]"),
+                                   ("explicit_adams", {"max_order": 2}, r"max_order'\]=2 must be an integer in")):
+        with pytest.raises(samplers.InvalidOption, match=match):
+            comfyui.ksampler_function(f"torchdiffeq.{method}", options=options)
+    comfyui.ksampler_function("torchdiffeq.dopri5", options={"safety": 0.8, "step_t": [0.5]})  # its range: at run
+
+
+def test_info_nfe_counts_the_step_from_t_1():
+    pytest.importorskip("torchdiffeq")
+    flow = RectifiedFlow(shift=3.0)
+    model = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)
+    calls = []
+
+    def counted(x, sigma, **kw):
+        calls.append(sigma)
+        return model(x, sigma, **kw)
+
+    for method, sigmas in (("torchdiffeq.euler", samplers.get_sigmas("flow", 6, native=flow)),
+                           ("torchdiffeq.rk4", samplers.get_sigmas("flow", 3, native=flow)),
+                           ("dpm_adaptive", samplers.get_sigmas("flow", 4, native=flow)),
+                           ("torchdiffeq.euler", torch.tensor([math.inf, 0.0]))):
+        calls.clear()
+        info = {}
+        samplers.sample(method, counted, samplers.initial_latent(GM.noise(2, seed=0), sigmas), sigmas, info=info,
+                        disable=True)
+        assert info["nfe"] == len(calls), (method, len(sigmas), info, len(calls))

@@ -179,6 +179,8 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
         _BAR.reset(token)
         if bar is not None:
             bar.close()
+    if offset and isinstance(options.get("info"), dict):  # info["nfe"]: every model call, the step from σ = inf too
+        options["info"]["nfe"] = options["info"].get("nfe", 0) + 1
 
     if not bool(torch.isfinite(x).all()):
         # a number set away from its default (by the caller or a label) may be a gain that drives the steps out of

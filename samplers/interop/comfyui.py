@@ -91,6 +91,16 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
                             f"SIGMAS input: use {label.sampler!r} with {_scheduler_node(label.schedule)}")
     spec = SAMPLERS.get(label.sampler)
     check_options(spec, names.merge_options(label, options))
+    if spec.name.startswith("torchdiffeq."):  # its nested options too, as the node builds its SAMPLER
+        from . import torchdiffeq_adapter
+
+        torchdiffeq_adapter.check_options(spec.name.split(".", 1)[1], names.merge_options(label, options).get(
+            "options"), None)
+    if names.merge_options(label, options).get("restart") == "a1111":
+        raise InvalidOption(f"{name!r} runs restart='a1111', A1111's Restart, which rebuilds its own schedule from "
+                            "the one it is given (from 20 steps on, a shorter Karras one), but in ComfyUI the schedule "
+                            "is the SIGMAS input; use 'restart' (the registry's restart sampler on the SIGMAS, with "
+                            "its default restart list or your own)")
     # A ComfyUI name that ComfyUI runs with another rule on flow models: that rule there, or a refusal.
     comfy_key = label.label if label.source == "comfyui" else None
     flow_spec = SAMPLERS.get(labels.COMFYUI_FLOW[comfy_key]) if comfy_key in labels.COMFYUI_FLOW else spec
@@ -204,6 +214,12 @@ def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, 
     ComfyUI's x_t."""
     given = torch.as_tensor(sigmas)
     t = given.detach().to("cpu", torch.float64)
+    bad = next((i for i, v in enumerate(t.flatten().tolist()) if not 0 <= v <= 1), None)  # NaN too
+    if bad is not None:  # t = 1 is the pure noise; above it there is no flow state (ComfyUI would extrapolate)
+        raise InvalidInput(f"sigmas[{bad}] = {float(t.flatten()[bad])!r}, but on a flow model ComfyUI's SIGMAS are flow "
+                           "times t in [0, 1] (1 the pure noise), not VE σ; build them with the model's own scheduler "
+                           "(BasicScheduler, or a scheduler node whose sigma_max is the model's 1.0), not a "
+                           "KarrasScheduler-style node left at σ_max = 14.6")
     sigmas_ve = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
     keep = [1.0 - float(s) for s in t]  # x_t = (1 − t)·x in the sampler's coordinates (x itself at t = 1)
     x_ve = x if keep[0] <= 0 else x / keep[0]

@@ -96,6 +96,8 @@ def _times(method, key, value, grid):
     if t is None or t.ndim != 1 or not bool(torch.isfinite(t).all()):
         raise InvalidOption(f"torchdiffeq.{method}: options[{key!r}] must be a 1-D sequence of finite σ values, got "
                             f"{value!r}")
+    if grid is None:  # no schedule yet: its range is checked when the run has one
+        return t
     # the adapter integrates from the first to the last non-zero σ: a point outside that range (a negative σ, one
     # above σ_max or below the last non-zero σ) is never reached, and torchdiffeq would drop it without a word
     lo, hi = min(grid[0], grid[-1]), max(grid[0], grid[-1])
@@ -114,7 +116,9 @@ def _times(method, key, value, grid):
 
 def check_options(method: str, options, grid: list[float]) -> dict:
     """``options`` for torchdiffeq's ``method``, checked before any model call: a dict of the method's own keys, each
-    value in its range. ``grid`` is the schedule's non-zero σ (it bounds the number of steps a fixed grid may take)."""
+    value in its range. ``grid`` is the schedule's non-zero σ (it bounds the number of steps a fixed grid may take,
+    and where step_t / jump_t points may lie); None where no schedule is known yet (a ComfyUI node building its
+    SAMPLER): every check but those two."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
@@ -139,7 +143,7 @@ def check_options(method: str, options, grid: list[float]) -> dict:
             raise InvalidOption(f"torchdiffeq.{method} has no option {named}; its options are: "
                                 f"{', '.join(valid)}")
     out = dict(options)
-    span, intervals = abs(grid[0] - grid[-1]), max(len(grid) - 1, 1)
+    span, intervals = (abs(grid[0] - grid[-1]), max(len(grid) - 1, 1)) if grid is not None else (None, None)
     for key, v in options.items():
         if key == "max_num_steps":
             out[key] = _integer(method, key, v, 1, MAX_STEPS, " (steps per schedule interval; the adapter's cap is "
@@ -167,7 +171,7 @@ def check_options(method: str, options, grid: list[float]) -> dict:
                                     "torch.float64 (the dtype of torchdiffeq's time values)")
         elif key == "step_size":
             step = _real(method, key, v, lambda a: 0 < a < math.inf, "> 0 and finite (a step in σ)")
-            if math.ceil(span / step) > MAX_STEPS * intervals:
+            if span is not None and math.ceil(span / step) > MAX_STEPS * intervals:
                 raise InvalidOption(f"torchdiffeq.{method}: options['step_size']={v!r} makes {math.ceil(span / step)} "
                                     f"steps over σ in [{grid[-1]:g}, {grid[0]:g}], more than the cap of {MAX_STEPS} per "
                                     "schedule interval; use a larger step_size (or leave it out: one step per interval)")
