@@ -391,8 +391,8 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     """A diffusers UNet folder as a Target. Its files are read and checked (scheduler config, and its scheduler at
     each NFE of ``nfe``; prompt embeddings against the UNet's config; the UNet's config and the headers of its
     safetensors weights) before the UNet is built or called."""
-    from samplers.interop.diffusers_models import (DiffusersModel, check_x0_flags, native_from_config,
-                                                   sigma_data_from_config)
+    from samplers.interop.diffusers_models import (DiffusersModel, check_model_flags, check_x0_flags, model_config,
+                                                   native_from_config, sigma_data_from_config)
     from samplers import to_denoiser
 
     try:
@@ -400,14 +400,26 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     except ImportError as err:
         raise InvalidInput(f"a diffusers folder needs the diffusers package ({err}); pip install diffusers") from None
     config, config_file = _scheduler_config(folder, scheduler_config)
-    check_x0_flags(config)  # a scheduler that clips or thresholds x0 is not the model the fit sees, as for the denoiser
-    native, prediction = native_from_config(config)
+    # read as denoiser_from_diffusers reads it: its class's defaults filled in, misspelt keys refused; a scheduler
+    # that clips or thresholds x0, or that the denoiser would read wrongly (Mochi's invert_sigmas, dynamic shifting
+    # without the image's mu), is not the model the fit sees
+    model_cfg = model_config(config)
+    check_x0_flags(model_cfg)
+    if model_cfg.get("use_dynamic_shifting") is True and model_cfg.get("_class_name", "").startswith("FlowMatch"):
+        raise InvalidInput(f"the scheduler config {config_file} sets use_dynamic_shifting=True: its shift is e^mu for "
+                           "the image's size, which samplers fit is not given; write the config with "
+                           "use_dynamic_shifting=false and shift=e^mu for the image size you fit at")
+    check_model_flags(model_cfg, None)
+    native, prediction = native_from_config(model_cfg)
     source = _check_scheduler(config, config_file, nfe)  # the default row's scheduler: before anything is fitted
     if embeds is None:
         raise InvalidInput("a diffusers UNet needs --prompt-embeds FILE (safetensors with prompt_embeds [N, T, C] "
                            "and, for guidance, negative_prompt_embeds [1, T, C])")
     rows, negative = _prompt_embeddings(embeds)
     scale = 1.0 if cfg is None else float(cfg)
+    if scale < 1.0:  # diffusers' pipelines guide only above 1: below it they run the conditional model alone
+        raise InvalidInput(f"--cfg {scale:g} is below 1, where diffusers' pipelines do not guide (they run the "
+                           "conditional model alone, as at 1): pass --cfg 1 for that model, or a scale above 1")
     if scale != 1.0 and negative is None:
         raise InvalidInput(f"--cfg {scale:g} needs negative_prompt_embeds [1, T, C] in {embeds} (the empty or "
                            "negative prompt, encoded as the prompts were); or leave --cfg out for no guidance")
@@ -428,7 +440,7 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     for p in unet.parameters():
         p.requires_grad_(False)
     uncond = {"encoder_hidden_states": (negative if negative is not None else rows)[:1]}
-    inner = to_denoiser(DiffusersModel(unet), prediction, native, sigma_data_from_config(config))
+    inner = to_denoiser(DiffusersModel(unet), prediction, native, sigma_data_from_config(model_cfg))
 
     def conditioning(n: int, seed: int) -> dict:
         idx = torch.tensor([(seed * 7_919 + k) % rows.shape[0] for k in range(n)])
@@ -872,6 +884,7 @@ def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None, sol
 IDENTITY = ("model", "fingerprint", "description", "prediction", "sigma_max", "sigma_min", "prompts",
             "prompt_embeds", "reference_tol")
 FIT = ("calibration", "validation", "iters", "lr", "batch", "screen", "pool", "starts", "seed")
+DEFAULT_ROW = ("scheduler",)  # what the report's default row ran (a diffusers model's own scheduler config)
 
 
 def setting(target: Target, args) -> dict:
@@ -883,6 +896,9 @@ def setting(target: Target, args) -> dict:
     return {"model": target.name, "fingerprint": fingerprint(target.denoiser), "description": target.description,
             "prediction": target.prediction, "sigma_max": target.sigma_max, "sigma_min": target.sigma_min,
             "prompts": getattr(args, "prompts", None), "prompt_embeds": embeds, "reference_tol": target.reference_tol,
+            # a diffusers model's own scheduler, which its report's default row runs
+            "scheduler": (None if target.scheduler is None else hashlib.sha256(json.dumps(
+                [target.scheduler[0], target.scheduler[1]], sort_keys=True, default=repr).encode()).hexdigest()),
             **{k: getattr(args, k) for k in FIT},
             # the last run's --time-budget (no refusal: a later run may give another, or none, and continues the
             # fits it cut short; each row records its own share and where it stopped)
@@ -1032,14 +1048,18 @@ def _check_setting(out: Path, report: dict, now: dict, args) -> dict:
     before = report.get("setting")
     if not report.get("rows") or before is None:
         return report
-    keys = IDENTITY if args.rescore else IDENTITY + FIT
-    changed = [k for k in keys if before.get(k) != now[k]]
+    keys = IDENTITY + DEFAULT_ROW if args.rescore else IDENTITY + DEFAULT_ROW + FIT
+    # a report of before a key was recorded is taken as made with this run's value of it
+    changed = [k for k in keys if before.get(k, now[k] if k in DEFAULT_ROW else None) != now[k]]
     if not changed:
         return report
     def shown(v):
         return repr(v) if len(repr(v)) <= 40 else repr(v)[:12] + "…"
 
     what = ", ".join(f"{k} {shown(before.get(k))} → {shown(now[k])}" for k in changed)
+    if changed == ["scheduler"] and not args.restart:
+        raise InvalidInput(f"{out} holds fits whose report rows ran another scheduler config as the model's default "
+                           f"({what}); choose another --out, or pass --restart to fit again there")
     if not args.restart:
         fix = ("point --out at that model's fits or fit this one into another --out" if args.rescore else
                "choose another --out, or pass --restart to fit again there (replacing them)")

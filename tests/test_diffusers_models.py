@@ -308,3 +308,98 @@ def test_dynamic_shifting_needs_mu_and_a_fixed_shift_reads_none():
     for config in (FlowMatchEulerDiscreteScheduler(shift=3.0).config, EulerDiscreteScheduler(**BETAS).config):
         with pytest.raises(samplers.InvalidOption, match="mu=0.8 is read only .*use_dynamic_shifting=True"):
             denoiser_from_diffusers(lambda x, t, **k: x, config, mu=0.8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# An audit of 2026-12-06: the config read as diffusers reads it, the conditioning checked before the network runs
+
+
+class _Calls(torch.nn.Module):
+    """UNET, counting its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.calls = UNET, 0
+        self.config = UNET.config
+
+    @property
+    def dtype(self):
+        return UNET.dtype
+
+    def forward(self, sample, timestep, encoder_hidden_states=None, return_dict=True, **kw):
+        self.calls += 1
+        return self.inner(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=return_dict, **kw)
+
+
+def _run(unet, config, *args, **kw):
+    d = denoiser_from_diffusers(unet, config, *args, **kw)
+    return d(NOISE * 5.0, torch.full((2,), 5.0))
+
+
+@pytest.mark.parametrize("config, error, match", [
+    ({**BETAS, "prediction_typ": "v_prediction"}, samplers.InvalidOption, r"'prediction_typ' \(did you mean "
+                                                                          r"'prediction_type'\?\)"),
+    ({**BETAS, "rescale_betas_zero_snir": True}, samplers.InvalidOption, "rescale_betas_zero_snir"),
+    # a partial DDIM config is DDIM's defaults: it clips x0, which the denoiser would not
+    ({"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear"}, samplers.InvalidOption,
+     "clip_sample=True"),
+])
+def test_a_config_is_read_as_diffusers_reads_it(config, error, match):
+    unet = _Calls()
+    with pytest.raises(error, match=match):
+        _run(unet, config, EMB, NEG, 7.5)
+    assert unet.calls == 0
+
+
+def test_a_full_config_and_the_shims_own_still_run():
+    ddim = DDIMScheduler(**BETAS, clip_sample=False)
+    _run(UNET, ddim.config, EMB, NEG, 7.5)
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    _run(UNET, SamplerScheduler.from_config(ddim.config).config, EMB, NEG, 7.5)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(prompt_embeds=torch.randn(1, 7, 16), negative_prompt_embeds=torch.randn(1, 7, 16)), samplers.InvalidInput,
+     "prompt_embeds are 16 wide, but the network takes encoder_hidden_states 32 wide"),
+    (dict(prompt_embeds=EMB, negative_prompt_embeds=torch.randn(1, 5, 32)), samplers.InvalidInput,
+     r"negative_prompt_embeds has shape \(1, 5, 32\) and prompt_embeds \(1, 7, 32\)"),
+    (dict(prompt_embeds=EMB.double(), negative_prompt_embeds=NEG.double()), samplers.InvalidInput,
+     "prompt_embeds is torch.float64 but the network's weights are torch.float32"),
+    (dict(prompt_embeds=EMB.numpy(), negative_prompt_embeds=NEG.numpy()), samplers.InvalidType,
+     "prompt_embeds must be a torch tensor"),
+    (dict(prompt_embeds=EMB * float("nan"), negative_prompt_embeds=NEG), samplers.InvalidInput, "NaN"),
+    (dict(prompt_embeds=torch.randn(3, 7, 32), negative_prompt_embeds=NEG), samplers.InvalidInput,
+     "has batch 3 .* but the latents have batch 2"),
+    (dict(prompt_embeds=EMB, negative_prompt_embeds=NEG, model_kwargs={"encoder_hidden_states": NEG}),
+     samplers.InvalidInput, "model_kwargs holds encoder_hidden_states and prompt_embeds is given too"),
+    (dict(prompt_embeds=EMB, negative_prompt_embeds=NEG, timestep_scale="0.001"), samplers.InvalidType,
+     "timestep_scale must be a real number"),
+    (dict(prompt_embeds=EMB, negative_prompt_embeds=NEG, timestep_scale=0.0), samplers.InvalidOption,
+     "timestep_scale must be > 0"),
+])
+def test_the_conditioning_is_checked_before_the_network_runs(kwargs, error, match):
+    unet = _Calls()
+    with pytest.raises(error, match=match):
+        _run(unet, DDIMScheduler(**BETAS, clip_sample=False).config, guidance_scale=7.5, **kwargs)
+    assert unet.calls == 0
+
+
+def test_an_sdxl_style_network_without_added_cond_kwargs_is_refused_up_front():
+    torch.manual_seed(0)
+    sdxl = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                norm_num_groups=32, attention_head_dim=8, addition_embed_type="text_time",
+                                addition_time_embed_dim=8, projection_class_embeddings_input_dim=80).eval()
+    with pytest.raises(samplers.InvalidInput, match="addition_embed_type='text_time' .* needs added_cond_kwargs"):
+        denoiser_from_diffusers(sdxl, DDIMScheduler(**BETAS, clip_sample=False).config, EMB, NEG, 7.5)
+
+
+@pytest.mark.parametrize("mu, kind, match", [(1000.0, "exponential", "the shift e\\^mu would be inf"),
+                                             (-1000.0, "exponential", "would be 0"),
+                                             (-0.5, "linear", "the shift is mu itself, which must be > 0")])
+def test_a_mu_that_gives_no_shift_is_named(mu, kind, match):
+    config = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, time_shift_type=kind).config
+    with pytest.raises(samplers.InvalidOption, match=match):
+        native_from_config(config, mu=mu)

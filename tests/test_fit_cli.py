@@ -260,6 +260,16 @@ def test_fit_command_on_a_diffusers_unet_folder(tmp_path, capsys):
     with pytest.raises(OtherModelError):
         samplers.sample(name, d, x, solver.sigmas)
     assert main(["fit", "--model", str(folder), "--nfe", "3", "--out", str(out)]) == 2  # no embeddings
+    # the report's default row ran the folder's scheduler: another --scheduler-config is refused there, not shown
+    # beside the old row as "already fitted"
+    euler = tmp_path / "euler.json"
+    euler.write_text(json.dumps({**json.loads((folder / "scheduler_config.json").read_text()),
+                                 "_class_name": "EulerDiscreteScheduler"}))
+    capsys.readouterr()
+    assert main(["fit", "--model", str(folder), "--prompt-embeds", str(folder / "embeds.safetensors"), "--nfe", "3",
+                 "--out", str(out), "--calibration", "8", "--heldout", "4", "--iters", "2", "--reference-tol", "1e-3",
+                 "--scheduler-config", str(euler)]) == 2
+    assert "ran another scheduler config as the model's default" in capsys.readouterr().err
 
 
 def test_the_benchmarks_fit_and_rank_fitted_solvers(tmp_path):
@@ -560,6 +570,20 @@ def test_a_diffusers_folders_files_are_checked_before_the_unet_is_built(tmp_path
     config.write_text(json.dumps({**json.loads(kept), "clip_sample": True}))
     code, err = run(good)
     assert code == 2 and "clip_sample=True" in err, err
+    # read as denoiser_from_diffusers reads it (an audit of 2026-12-06): a partial DDIM config is DDIM's defaults,
+    # which clip x0; Mochi's invert_sigmas and dynamic shifting are refused before the UNet is built, not after the fit
+    for written, message in (({"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear"}, "clip_sample=True"),
+                             ({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0, "invert_sigmas": True},
+                              "invert_sigmas=True"),
+                             ({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0,
+                               "use_dynamic_shifting": True}, "use_dynamic_shifting=True: its shift is e^mu"),
+                             ({**json.loads(kept), "prediction_typ": "v_prediction"}, "'prediction_typ' (did you mean")):
+        config.write_text(json.dumps(written))
+        code, err = run(good)
+        assert code == 2 and message in err, (written, err)
+    config.write_text(kept)
+    code, err = run(good, "--cfg", "0.5")  # diffusers' pipelines guide only above 1
+    assert code == 2 and "--cfg 0.5 is below 1, where diffusers' pipelines do not guide" in err, err
 
 
 def test_fit_refuses_bad_values_and_ignored_options_before_building_the_model(tmp_path, capsys, monkeypatch):

@@ -17,6 +17,7 @@ diffusers is an optional dependency: this module imports nothing from it (it onl
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from typing import Any, Mapping
@@ -26,7 +27,7 @@ import torch
 from ..core.native import VE, NoiseSchedule, RectifiedFlow, VPDiscrete
 from ..core.conversion import Denoiser, canonical_prediction, to_denoiser
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
-from ..core.validate import integer, positive, real
+from ..core.validate import closest, integer, positive, real
 
 # Config flags that change what a diffusers scheduler computes in ways the registry samplers do not
 # reproduce. A config that sets one is refused rather than silently sampled differently.
@@ -98,6 +99,52 @@ def check_model_flags(config: Mapping, mu) -> None:
                             "config's shift is fixed (its shift / flow_shift field): leave mu out")
 
 
+@functools.lru_cache(maxsize=1)
+def scheduler_parameters() -> dict[str, dict]:
+    """The constructor parameters of every installed diffusers scheduler class, each with its default
+    (``inspect.Parameter.empty`` where it has none); {} without diffusers."""
+    try:
+        from diffusers import schedulers as diffusers_schedulers
+        from diffusers.configuration_utils import ConfigMixin
+    except ImportError:
+        return {}
+    out = {}
+    for name in dir(diffusers_schedulers):
+        obj = getattr(diffusers_schedulers, name, None)
+        if isinstance(obj, type) and issubclass(obj, ConfigMixin) and name.endswith("Scheduler"):
+            out[name] = {p: v.default for p, v in inspect.signature(obj).parameters.items()
+                         if p not in ("self", "kwargs")}
+    return out
+
+
+def unknown_config_keys(config: Mapping, known) -> None | str:
+    """The keys of ``config`` that are in none of ``known`` (diffusers' "_" metadata aside), named with the closest
+    known key each, or None."""
+    unknown = [k for k in config if not (isinstance(k, str) and k.startswith("_")) and k not in known]
+    return ", ".join(closest(k, known) for k in unknown) if unknown else None
+
+
+def model_config(cfg: dict) -> dict:
+    """A scheduler config as the model reads it, checked: a key no diffusers scheduler class takes (a misspelling,
+    which diffusers drops with a logged warning) is refused, and the keys a config omits are its class's defaults,
+    as diffusers' ``from_config`` fills them (a partial DDIM config clips x0, its class's default) — where diffusers
+    is installed and the config names its class. A SamplerScheduler's own config (this library's shim) is taken as it
+    is: the shim checked it."""
+    params = scheduler_parameters()
+    if not params or cfg.get("_class_name") == "SamplerScheduler" or "source_config" in cfg:
+        return cfg
+    # diffusers ≤ 0.3's "tensor_format" chose the array type only; "noise_schedule" is this library's own
+    bad = unknown_config_keys(cfg, frozenset().union(*params.values(), ("tensor_format", "noise_schedule")))
+    if bad:
+        raise InvalidOption(f"the scheduler config has {bad}, which no diffusers scheduler class takes: diffusers "
+                            "would drop it (and run that option's default) silently. Fix the key's spelling, or "
+                            "remove it from the config")
+    own = params.get(cfg.get("_class_name"))
+    if own is None:
+        return cfg
+    return {**{k: v for k, v in own.items() if v is not inspect.Parameter.empty and not isinstance(v, type)}, **cfg}
+
+
 def config_dict(config: Any) -> dict:
     """A plain dict from a diffusers scheduler, its ``config`` (FrozenDict) or a mapping."""
     if hasattr(config, "config") and not isinstance(config, Mapping):
@@ -130,8 +177,15 @@ def flow_shift(config: Mapping, mu: float | None = None) -> float:
         kind = config.get("time_shift_type", "exponential")
         mu = real("mu", mu)
         if kind == "exponential":
+            if not -700.0 < mu < 700.0:  # e^mu: 0 or beyond any float, not a shift
+                raise InvalidOption(f"mu={mu!r}: the shift e^mu would be {'inf' if mu > 0 else 0} (use_dynamic_shifting "
+                                    "with time_shift_type='exponential'); pass mu as the pipeline computes it (Flux: "
+                                    "0.5 to 1.15 by image size)")
             return math.exp(mu)
         if kind == "linear":
+            if not mu > 0:
+                raise InvalidOption(f"mu={mu!r}: with time_shift_type='linear' the shift is mu itself, which must be "
+                                    "> 0; pass mu as the pipeline computes it")
             return mu
         raise InvalidOption(f"unknown time_shift_type {kind!r}; use 'exponential' or 'linear'")
     if flag(config, "use_flow_sigmas"):
@@ -312,13 +366,55 @@ def _has_tensor(value) -> bool:
     return isinstance(value, torch.Tensor)
 
 
-def _expand_batch(value, batch: int):
-    """Batch-1 tensors (one prompt's embeddings) expanded to the latent batch, recursively."""
-    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == 1 and batch > 1:
-        return value.expand(batch, *value.shape[1:])
+def _expand_batch(value, batch: int, name: str = "model_kwargs"):
+    """Batch-1 tensors (one prompt's embeddings) expanded to the latent batch, recursively; a tensor of another
+    batch than 1 or the latent batch's is refused by name (before the network is called)."""
+    if isinstance(value, torch.Tensor) and value.ndim > 0:
+        if value.shape[0] == 1 and batch > 1:
+            return value.expand(batch, *value.shape[1:])
+        if value.shape[0] != batch:
+            raise InvalidInput(f"{name} has batch {value.shape[0]} (shape {tuple(value.shape)}), but the latents have "
+                               f"batch {batch}: conditioning must have one row per latent, or one row for all")
+        return value
     if isinstance(value, Mapping):
-        return {k: _expand_batch(v, batch) for k, v in value.items()}
+        return {k: _expand_batch(v, batch, f"{name}[{k!r}]") for k, v in value.items()}
     return value
+
+
+def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
+    """Prompt embeddings as the network takes them, checked before any call: torch tensors [B, T, C] of a floating
+    dtype — the network's own, where it has one (a pipeline encodes them in its text encoder's) —, finite, as wide as
+    the network's cross-attention (its config's ``cross_attention_dim``, or ``encoder_hid_dim`` where it projects
+    them), and a negative of the prompt's length and width."""
+    for name, e in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+        if e is None:
+            continue
+        if not isinstance(e, torch.Tensor):
+            raise InvalidType(f"{name} must be a torch tensor [batch, tokens, width], got {type(e).__name__}; pass "
+                              "torch.as_tensor(...) of it (on the network's device, in its dtype)")
+        if e.ndim != 3 or not e.is_floating_point():
+            raise InvalidInput(f"{name} must be a floating-point tensor [batch, tokens, width], got a {e.dtype} "
+                               f"tensor of shape {tuple(e.shape)}")
+        if dtype is not None and e.dtype != dtype:
+            raise InvalidInput(f"{name} is {e.dtype} but the network's weights are {dtype} (the network would refuse "
+                               f"the mix); pass {name}.to({dtype}), as a pipeline encodes them in its text encoder's "
+                               "dtype")
+        if not bool(torch.isfinite(e).all()):
+            raise InvalidInput(f"{name} holds NaN or infinite values; encode the prompt again")
+    config = getattr(model, "config", None)
+    get = config.get if isinstance(config, Mapping) else (lambda k: getattr(config, k, None))
+    width = get("encoder_hid_dim") or get("cross_attention_dim")
+    width = width if isinstance(width, int) and not isinstance(width, bool) else None
+    for name, e in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+        if e is not None and width is not None and e.shape[-1] != width:
+            raise InvalidInput(f"{name} are {e.shape[-1]} wide, but the network takes encoder_hidden_states {width} "
+                               "wide (its config's cross-attention width): encode the prompts with this model's own "
+                               "text encoder")
+    if prompt_embeds is not None and negative_prompt_embeds is not None \
+            and prompt_embeds.shape[1:] != negative_prompt_embeds.shape[1:]:
+        raise InvalidInput(f"negative_prompt_embeds has shape {tuple(negative_prompt_embeds.shape)} and prompt_embeds "
+                           f"{tuple(prompt_embeds.shape)}: the two halves of the guided batch need the same tokens and "
+                           "width (pad both to the text encoder's max length, as pipelines do)")
 
 
 class DiffusersModel:
@@ -342,6 +438,24 @@ class DiffusersModel:
         for name, value in (("model_kwargs", model_kwargs), ("negative_model_kwargs", negative_model_kwargs)):
             if value is not None and not isinstance(value, Mapping):
                 raise InvalidType(f"{name} must be a dict of the model's keyword arguments, got {value!r}")
+        for name, value, embeds in (("model_kwargs", model_kwargs, "prompt_embeds"),
+                                    ("negative_model_kwargs", negative_model_kwargs, "negative_prompt_embeds")):
+            if value and "encoder_hidden_states" in value and (prompt_embeds if embeds == "prompt_embeds"
+                                                               else negative_prompt_embeds) is not None:
+                raise InvalidInput(f"{name} holds encoder_hidden_states and {embeds} is given too, which would "
+                                   f"replace it: pass the embeddings once, as {embeds}")
+        dtype = getattr(model, "dtype", None)
+        _check_embeds(model, prompt_embeds, negative_prompt_embeds,
+                      dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None)
+        config = getattr(model, "config", None)
+        added = config.get("addition_embed_type") if isinstance(config, Mapping) else getattr(
+            config, "addition_embed_type", None)
+        if added in ("text_time", "text", "text_image", "image", "image_hint") and "added_cond_kwargs" not in (
+                model_kwargs or {}):
+            raise InvalidInput(f"this network's config sets addition_embed_type={added!r} (SDXL-style): every call "
+                               "needs added_cond_kwargs (SDXL: text_embeds and time_ids); pass model_kwargs="
+                               "{'added_cond_kwargs': {...}} and, guided, negative_model_kwargs with the "
+                               "unconditional ones")
         self.cond = dict(model_kwargs or {})
         self.uncond = dict(negative_model_kwargs or {})
         if prompt_embeds is not None:
@@ -350,7 +464,7 @@ class DiffusersModel:
             self.uncond["encoder_hidden_states"] = negative_prompt_embeds
         if self.cfg:
             self._check_pairs()
-        self.timestep_scale = float(timestep_scale)
+        self.timestep_scale = positive("timestep_scale", timestep_scale)  # Flux's transformer: 1/1000
         forward = model.forward if hasattr(model, "forward") else model
         params = inspect.signature(forward).parameters
         self.input_name = "sample" if "sample" in params else "hidden_states" if "hidden_states" in params else None
@@ -391,9 +505,9 @@ class DiffusersModel:
         keyword arguments of its own (the usual case), so a model call costs no concatenations."""
         if not extra_args and batch in self._conditioning:
             return self._conditioning[batch]
-        kwargs = _expand_batch({**self.cond, **extra_args}, batch)
+        kwargs = _expand_batch({**self.cond, **extra_args}, batch, "the conditioning")
         if self.cfg:
-            kwargs = _cat_kwargs(_expand_batch(self.uncond, batch), kwargs)
+            kwargs = _cat_kwargs(_expand_batch(self.uncond, batch, "the unconditional conditioning"), kwargs)
         if not extra_args:
             self._conditioning[batch] = kwargs
         return kwargs
@@ -448,10 +562,10 @@ def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, ne
     Returns:
         A :class:`samplers.core.conversion.Denoiser`; ``D.schedule`` is the native schedule to build sigmas from.
     """
-    cfg = config_dict(scheduler_config)
+    cfg = model_config(config_dict(scheduler_config))
     check_x0_flags(cfg)
     check_model_flags(cfg, mu)
     schedule, prediction = native_from_config(cfg, mu=mu)
     native = DiffusersModel(model, prompt_embeds, negative_prompt_embeds, guidance_scale, model_kwargs,
                             negative_model_kwargs, timestep_scale)
-    return to_denoiser(native, prediction, schedule, sigma_data_from_config(scheduler_config))
+    return to_denoiser(native, prediction, schedule, sigma_data_from_config(cfg))

@@ -78,6 +78,7 @@ from ..core.run import check_start, draws_noise, run_sampler
 from ..core.validate import check_options, closest, integer, nonneg
 from . import diffusers_sources as sources
 from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
+                               scheduler_parameters, unknown_config_keys,
                                prediction_from_config)
 
 MAX_TRAIN_TIMESTEPS = 100_000  # a table larger than this is a typo (1e9 would allocate gigabytes)
@@ -318,14 +319,7 @@ def _parameters() -> dict[str, dict]:
     (``inspect.Parameter.empty`` where it has none)."""
     import inspect
 
-    from diffusers import schedulers as diffusers_schedulers
-
-    out = {}
-    for name in dir(diffusers_schedulers):
-        obj = getattr(diffusers_schedulers, name, None)
-        if isinstance(obj, type) and issubclass(obj, ConfigMixin) and name.endswith("Scheduler"):
-            out[name] = {p: v.default for p, v in inspect.signature(obj).parameters.items()
-                         if p not in ("self", "kwargs")}
+    out = dict(scheduler_parameters())
     out["SamplerScheduler"] = {p: v.default for p, v in inspect.signature(SamplerScheduler).parameters.items()}
     return out
 
@@ -461,10 +455,9 @@ def check_config_keys(config: Mapping, where: str) -> None:
     """A config key that no diffusers scheduler class takes is a misspelling (``use_karas_sigmas``): diffusers'
     from_config drops it with a logged warning and runs the default; refused here, with the closest known key.
     Keys starting with "_" are diffusers' metadata (``_class_name``, ``_diffusers_version``, ...)."""
-    known = _known_config_keys()
-    unknown = [k for k in config if not (isinstance(k, str) and k.startswith("_")) and k not in known]
-    if unknown:
-        raise InvalidOption(f"{where} has {', '.join(closest(k, known) for k in unknown)}, which no diffusers "
+    bad = unknown_config_keys(config, _known_config_keys())
+    if bad:
+        raise InvalidOption(f"{where} has {bad}, which no diffusers "
                             "scheduler class takes: diffusers would drop it (and run that option's default) "
                             "silently. Fix the key's spelling, or remove it from the config")
 
