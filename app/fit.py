@@ -400,6 +400,7 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     except ImportError as err:
         raise InvalidInput(f"a diffusers folder needs the diffusers package ({err}); pip install diffusers") from None
     config, config_file = _scheduler_config(folder, scheduler_config)
+    source = _check_scheduler(config, config_file, nfe)  # the default row's scheduler: before anything is fitted
     # read as denoiser_from_diffusers reads it: its class's defaults filled in, misspelt keys refused; a scheduler
     # that clips or thresholds x0, or that the denoiser would read wrongly (Mochi's invert_sigmas, dynamic shifting
     # without the image's mu), is not the model the fit sees
@@ -411,7 +412,6 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
                            "use_dynamic_shifting=false and shift=e^mu for the image size you fit at")
     check_model_flags(model_cfg, None)
     native, prediction = native_from_config(model_cfg)
-    source = _check_scheduler(config, config_file, nfe)  # the default row's scheduler: before anything is fitted
     if embeds is None:
         raise InvalidInput("a diffusers UNet needs --prompt-embeds FILE (safetensors with prompt_embeds [N, T, C] "
                            "and, for guidance, negative_prompt_embeds [1, T, C])")

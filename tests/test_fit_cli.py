@@ -576,7 +576,7 @@ def test_a_diffusers_folders_files_are_checked_before_the_unet_is_built(tmp_path
                              ({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0, "invert_sigmas": True},
                               "invert_sigmas=True"),
                              ({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0,
-                               "use_dynamic_shifting": True}, "use_dynamic_shifting=True: its shift is e^mu"),
+                               "use_dynamic_shifting": True}, "use_dynamic_shifting"),
                              ({**json.loads(kept), "prediction_typ": "v_prediction"}, "'prediction_typ' (did you mean")):
         config.write_text(json.dumps(written))
         code, err = run(good)

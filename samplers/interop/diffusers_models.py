@@ -382,17 +382,21 @@ def _expand_batch(value, batch: int, name: str = "model_kwargs"):
 
 
 def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
-    """Prompt embeddings as the network takes them, checked before any call: torch tensors [B, T, C] of a floating
-    dtype — the network's own, where it has one (a pipeline encodes them in its text encoder's) —, finite, as wide as
-    the network's cross-attention (its config's ``cross_attention_dim``, or ``encoder_hid_dim`` where it projects
-    them), and a negative of the prompt's length and width."""
+    """Prompt embeddings as the network takes them, checked before any call: torch tensors of a floating dtype — the
+    network's own, where it has one (a pipeline encodes them in its text encoder's) —, finite, and for a diffusers
+    network (its config names its cross-attention width: ``cross_attention_dim``, or ``encoder_hid_dim`` where it
+    projects them) [B, T, C] of that width; a negative of the prompt's shape but batch."""
+    config = getattr(model, "config", None)  # a diffusers network's: the width its cross-attention takes
+    get = config.get if isinstance(config, Mapping) else (lambda k: getattr(config, k, None))
+    width = get("encoder_hid_dim") or get("cross_attention_dim")
+    width = width if isinstance(width, int) and not isinstance(width, bool) else None
     for name, e in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
         if e is None:
             continue
         if not isinstance(e, torch.Tensor):
             raise InvalidType(f"{name} must be a torch tensor [batch, tokens, width], got {type(e).__name__}; pass "
                               "torch.as_tensor(...) of it (on the network's device, in its dtype)")
-        if e.ndim != 3 or not e.is_floating_point():
+        if not e.is_floating_point() or (width is not None and e.ndim != 3):
             raise InvalidInput(f"{name} must be a floating-point tensor [batch, tokens, width], got a {e.dtype} "
                                f"tensor of shape {tuple(e.shape)}")
         if dtype is not None and e.dtype != dtype:
@@ -401,10 +405,6 @@ def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
                                "dtype")
         if not bool(torch.isfinite(e).all()):
             raise InvalidInput(f"{name} holds NaN or infinite values; encode the prompt again")
-    config = getattr(model, "config", None)
-    get = config.get if isinstance(config, Mapping) else (lambda k: getattr(config, k, None))
-    width = get("encoder_hid_dim") or get("cross_attention_dim")
-    width = width if isinstance(width, int) and not isinstance(width, bool) else None
     for name, e in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
         if e is not None and width is not None and e.shape[-1] != width:
             raise InvalidInput(f"{name} are {e.shape[-1]} wide, but the network takes encoder_hidden_states {width} "
