@@ -406,10 +406,6 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     # without the image's mu), is not the model the fit sees
     model_cfg = model_config(config)
     check_x0_flags(model_cfg)
-    if model_cfg.get("use_dynamic_shifting") is True and model_cfg.get("_class_name", "").startswith("FlowMatch"):
-        raise InvalidInput(f"the scheduler config {config_file} sets use_dynamic_shifting=True: its shift is e^mu for "
-                           "the image's size, which samplers fit is not given; write the config with "
-                           "use_dynamic_shifting=false and shift=e^mu for the image size you fit at")
     check_model_flags(model_cfg, None)
     native, prediction = native_from_config(model_cfg)
     if embeds is None:
