@@ -786,7 +786,7 @@ def command_from_args(module: str, parser: argparse.ArgumentParser, args: dict, 
 def add_mixture_run_options(parser, default_out: Path) -> None:
     """What a benchmark over the mixtures' cached references takes: ``--cache``, ``--out``/``--report`` and
     ``--threads``."""
-    parser.add_argument("--cache", type=Path, default=Path("out/cache"), help="reference solutions on disk")
+    parser.add_argument("--cache", type=out_folder, default=Path("out/cache"), help="reference solutions on disk")
     add_output_options(parser, default_out)
     add_threads_option(parser, help="torch threads (default 1: the mixtures are tiny)")
 
@@ -827,9 +827,12 @@ def report_only(args, report: Callable, parser: argparse.ArgumentParser) -> bool
     if not isinstance(results, dict):
         parser.error(f"--report {str(path)!r} holds a JSON {type(results).__name__}, not the object a results.json "
                      "of this benchmark is")
+    table = path.with_name("table.md")
+    if table.is_dir():
+        parser.error(f"--report writes {str(table)!r}, which is a folder: move it away")
     try:
         report(path)
-    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as err:
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError, ArithmeticError) as err:
         parser.error(f"--report {str(path)!r} is not a results.json of this benchmark ({describe(err)}): name the "
                      "one a run of it wrote")
     print(f"wrote {path.with_name('table.md')}")
@@ -864,6 +867,20 @@ def solver_refusal(err: Exception) -> str:
     library's fixes (``allow_other_model=True``, ``samplers fit``): the command that refuses it names its own."""
     return re.split(r"\. The solver file is the cause|\. Fit one|[;,] pass allow_other_model|; re-create it with",
                     str(err).splitlines()[0])[0]
+
+
+def cache_folder(text) -> str:
+    """``--cache``: the folder of cached references (made when the first one is saved), refused at once where it, or
+    a folder above it, is a file (every save would fail there); kept as the string given."""
+    return str(out_folder(text))
+
+
+def canonical_schedules(names) -> list[str] | None:
+    """``--schedules`` as registry schedules (an alias or another spelling as the schedule it names), for the check
+    that none is listed twice."""
+    from samplers.core import names as names_mod
+
+    return None if names is None else [names_mod.resolve_schedule(n)[0] for n in names]
 
 
 def refuse_repeats(parser: argparse.ArgumentParser, *lists) -> None:

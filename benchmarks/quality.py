@@ -377,7 +377,9 @@ def markdown(result: dict) -> str:
         lines += [f"## {name}: not run", "", _not_run_text(name, why), ""]
     skipped = sorted({(c["sampler"], c["schedule"], c["skipped"]) for c in result["cells"] if "skipped" in c})
     if skipped:
-        lines += ["Cells not run:", ""] + [f"- {s} / {sch}: {why}" for s, sch, why in skipped[:40]] + [""]
+        lines += ["Cells not run:", ""] + [f"- {s} / {sch}: {why}" for s, sch, why in skipped[:40]]
+        lines += ([f"- … and {len(skipped) - 40} more (results.json lists every one)"] if len(skipped) > 40 else [])
+        lines += [""]
     lines += [common.measured_line(result, common.command_from_args(MODULE, parser(), result["args"],
                                                                     resolved_defaults(result))), ""]
     return "\n".join(lines)
@@ -574,7 +576,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=DTYPES,
                    help="state dtype (default: the problem's, float64 for the analytic ones, float32 for the models)")
     common.add_output_options(p, Path("out/quality"), "results.json, table.md and the plots")
-    p.add_argument("--cache", action=Given, default="out/cache",
+    p.add_argument("--cache", action=Given, type=common.cache_folder, default="out/cache",
                    help="reference solutions on disk (default %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="solve every reference afresh (without --cache)")
     p.add_argument("--reference-tol", type=common.positive_float, default=None,
@@ -632,6 +634,12 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         (args.no_cache and was_given(args, "cache"), "--cache",
          "names the folder of cached references and --no-cache reads and writes none", "leave out one of them"))
     common.refuse_bad_problems(p, args.problems)
+    if args.reference_tol is not None and args.problems and all(
+            not name.startswith("models-") and common.get_problem(name).reference_fn is not None
+            for name in args.problems):
+        p.error(f"--reference-tol {args.reference_tol:g} sets the tolerance of the adaptive reference solve, but "
+                f"{', '.join(args.problems)} {'has' if len(args.problems) == 1 else 'have'} an exact endpoint (no "
+                "solve): leave it out")
     for path in args.fitted or ():
         try:
             LearnedSolver.load(path)
@@ -658,7 +666,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
             p.error(f"--device {args.device!r}: no CUDA device is available here: pass cpu")
     common.refuse_repeats(p, ("--problem", args.problems, "each problem runs once"),
                           ("--samplers", args.samplers, "each sampler is one row"),
-                          ("--schedules", args.schedules, "each schedule runs once"),
+                          ("--schedules", None if args.schedules == ["all"] else
+                           common.canonical_schedules(args.schedules), "each schedule runs once"),
                           ("--nfe", args.nfe, "each budget is one column"),
                           ("--seeds", args.seeds, "a seed's cells would be averaged in twice"),
                           ("--fitted", args.fitted, "each solver is one row"),

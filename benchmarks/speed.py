@@ -929,6 +929,9 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
             if device.index is not None and device.index >= torch.cuda.device_count():
                 p.error(f"--devices {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    # the CPU is one device whatever it is called ("cpu:0"): timed and compared as "cpu" (float32 only)
+    args.devices = None if args.devices is None else ["cpu" if torch.device(n).type == "cpu" else n
+                                                      for n in args.devices]
     for name in args.dtypes or ():
         if name not in CUDA_DTYPES:
             p.error(f"--dtypes {name!r} is not a dtype this benchmark times: pass some of {', '.join(CUDA_DTYPES)}")

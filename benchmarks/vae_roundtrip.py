@@ -22,6 +22,7 @@ from models import checker, data
 from models import io as mio
 from models.train_vae import EVAL_SEED
 from models.vae import VAE, psnr
+from samplers.core.errors import SamplersError
 
 from . import common
 
@@ -75,8 +76,14 @@ def main(argv=None) -> int:
         return 0
     common.set_threads(args.threads)
     print(common.device_line(), flush=True)
+    if args.vae is not None and Path(args.vae).is_file():
+        p.error(f"--vae {str(args.vae)!r} is a file, not a VAE folder: name the folder that holds its config.json "
+                "and weights")
+    try:  # a missing folder, another model's weights: the user's path, said as such
+        vae = VAE.load(args.vae)
+    except (SamplersError, OSError) as err:
+        p.error(f"--vae {str(args.vae)!r}: {err}")
     t0 = time.perf_counter()
-    vae = VAE.load(args.vae)
 
     psnr_k = torch.zeros(args.k, args.n, dtype=torch.float64)
     match_orig, match_rec = [], []

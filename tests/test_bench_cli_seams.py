@@ -106,7 +106,7 @@ def test_threads_below_one_are_refused_everywhere(capsys, no_work, monkeypatch, 
     (adherence.main, ["--schedule", "bogus"], ["--schedule", "'bogus'", "samplers.schedules.available()"]),
     # a label stands for a sampler with options or a schedule, which a sampler list would drop
     (quality.main, ["--samplers", "comfyui:deis"], ["'comfyui:deis' is deis with mode='tab'", "pass 'deis'"]),
-    (deterministic.main, ["--samplers", "DPM++ 2M SDE Heun"], ["solver_type='heun'", "pass 'dpmpp_2m_sde'"]),
+    (deterministic.main, ["--samplers", "DPM++ 2M SDE Heun"], ["'DPM++ 2M SDE Heun' is not an ode sampler"]),
     (stochastic.main, ["--samplers", "DPM++ 2M SDE Heun"], ["solver_type='heun'", "pass 'dpmpp_2m_sde'"]),
     (deterministic.main, ["--samplers", "comfyui:dpm_2"], ["dropping the next-to-last σ", "pass 'dpm_2'"]),
     # a tool's schedule name with options of its own: the schedule lists run registry defaults

@@ -152,3 +152,75 @@ def test_speed_problem_options_with_a_problem_and_their_defaults(monkeypatch, tm
         assert calls[-1] == want
         saved = json.loads((out / "results.json").read_text())["args"]
         assert (saved["problem_steps"], saved["problem_batch"]) == want
+
+
+# ---- an audit of 2026-12-06: values refused late, run twice under two spellings, or accepted and unused
+
+DET = ["--quick", "--samplers", "euler", "--schedules", "karras", "--no-peers", "--no-learned", "--nfe", "5"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--problem", "gm-ve", "gm-ve/"], ["--problem lists 'gm-ve' more than once"]),
+    (["--schedules", "karras", "Karras"], ["--schedules lists 'karras' more than once"]),
+    (["--samplers", "euler_ancestral"], ["'euler_ancestral' is not an ode sampler"]),
+    (["--seed", "101"], ["--seed 101 is one of the default held-out seeds (101, with --quick)"]),
+    (["--heldout-seeds", "--heldout-batch", "16"], ["--heldout-batch", "would have no effect"]),
+])
+def test_deterministic_refuses_before_any_cell(capsys, no_work, tmp_path, extra, words):
+    refused(capsys, running.main, [*DET, *extra, "--out", str(tmp_path / "d")],
+            *words)
+
+
+def test_a_cache_that_is_a_file_is_refused_while_the_arguments_are_read(capsys, no_work, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    refused(capsys, running.main, [*DET, "--cache", str(tmp_path / "afile"), "--out", str(tmp_path / "d")],
+            "--cache", "is a file, not a folder")
+    refused(capsys, quality.main, ["--quick", "--problem", "gm-ve", "--cache", str(tmp_path / "afile"),
+                                   "--out", str(tmp_path / "q")], "--cache", "is a file, not a folder")
+
+
+def test_quality_refuses_a_reference_tolerance_no_problem_reads(capsys, no_work, tmp_path):
+    refused(capsys, quality.main, ["--quick", "--problem", "gm-ve", "--reference-tol", "0.5", "--out",
+                                   str(tmp_path / "q")], "--reference-tol 0.5", "exact endpoint (no solve)")
+
+
+def test_speed_times_the_cpu_once_whatever_it_is_called(capsys, no_work, tmp_path):
+    refused(capsys, speed.main, ["--quick", "--devices", "cpu", "cpu:0", "--samplers", "euler", "--no-peers",
+                                 "--out", str(tmp_path / "s")], "--devices lists 'cpu' more than once")
+
+
+def test_an_out_file_in_a_missing_folder_is_refused_at_once(capsys, tmp_path):
+    from benchmarks import compatibility
+
+    refused(capsys, compatibility.main, ["--exact", "--out", str(tmp_path / "nodir" / "x.md")],
+            "does not exist: create it")
+
+
+def test_the_optimiser_checks_its_baselines_and_aliases_before_any_work(capsys, tmp_path):
+    from samplers.schedules import optimise
+
+    refused(capsys, optimise.main, ["--sampler", "euler", "sample_euler", "--nfe", "2", "--calibration", "2",
+                                    "--held-out", "2"], "--sampler lists 'euler' more than once")
+    refused(capsys, optimise.main, ["--sampler", "euler", "--nfe", "2", "--calibration", "1", "--held-out", "1",
+                                    "--sigma-min", "1e-12"], "--sampler euler: schedule 'vp'")
+
+
+def test_a_report_of_a_malformed_results_file_is_refused_not_a_traceback(capsys, tmp_path):
+    from benchmarks import fit_heldout
+
+    good = json.loads((DOCS / "fit_heldout" / "results.json").read_text())
+    bad = tmp_path / "results.json"
+    for row in good["rows"]:
+        row["pair"]["rmse"] = 0.0
+    bad.write_text(json.dumps(good))
+    refused(capsys, fit_heldout.main, ["--report", str(bad)], "is not a results.json of this benchmark")
+
+
+def test_vae_roundtrip_names_a_vae_folder_it_cannot_load(capsys, tmp_path):
+    from benchmarks import vae_roundtrip
+
+    (tmp_path / "afile").write_text("x")
+    refused(capsys, vae_roundtrip.main, ["--vae", str(tmp_path / "afile"), "--n", "1", "--k", "1", "--out",
+                                         str(tmp_path / "v")], "is a file, not a VAE folder")
+    refused(capsys, vae_roundtrip.main, ["--vae", str(tmp_path / "none"), "--n", "1", "--k", "1", "--out",
+                                         str(tmp_path / "v")], "--vae", "does not exist")

@@ -42,8 +42,10 @@ def markdown(result: dict) -> str:
              "RMSE to the exact PF-ODE endpoint from the same start (lower is better). NFE is the budget of model "
              "evaluations; every sampler gets the most steps that fit it. Ratio = ours / diffusers "
              f"(target ≤ {result['target_ratio']}).", "",
-             "The winners — our best (sampler, schedule) of every combination including the fitted "
-             f"`{LEARNED}` solvers, our best on fixed schedules only, and diffusers' best configuration — are "
+             "The winners — our best (sampler, schedule) of every combination "
+             + (f"including the fitted `{LEARNED}` solvers" if args.get("learned") else
+                "(no fitted solvers: this run had none)")
+             + ", our best on fixed schedules only, and diffusers' best configuration — are "
              "picked on the selection seed, then re-run on the held-out starts, none of which any of them was "
              "picked or fitted on; the held-out ratio (bold where it meets the target) is the one the target is "
              "judged on, and beside it, where measured, its 95 % interval (the held-out starts resampled in pairs: "

@@ -339,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
                         f"{' '.join(map(str, QUICK_HELDOUT_SEEDS))} with --quick; none: no re-run)")
     p.add_argument("--heldout-batch", type=common.positive_int, default=None, help="starts per held-out seed (default 4096: with 32 "
                    "seeds, 131072 starts, where a 20-NFE solver sends a few dozen to the wrong mode; 8 with --quick)")
-    p.add_argument("--cache", action=Given, default="out/cache",
+    p.add_argument("--cache", action=Given, type=common.cache_folder, default="out/cache",
                    help="reference solutions on disk (default %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="solve every reference afresh (without --cache)")
     common.add_threads_option(p, help="torch CPU threads (default 1: the mixture cells are tiny, extra threads "
@@ -393,9 +393,12 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p, (not args.peers and args.peer_names is not None, "--peer-names",
             "picks diffusers peers to run and --no-peers runs none", "leave out one of them"),
         (args.no_cache and was_given(args, "cache"), "--cache",
-         "names the folder of cached references and --no-cache reads and writes none", "leave out one of them"))
+         "names the folder of cached references and --no-cache reads and writes none", "leave out one of them"),
+        (args.heldout_seeds == [] and args.heldout_batch is not None, "--heldout-batch",
+         "sizes the held-out re-run and --heldout-seeds with no seed runs none", "leave out one of them"))
+    # the deterministic grid runs ODE samplers: a stochastic one would only be listed as not run
     args.samplers = (None if args.samplers is None else
-                     [common.sampler_or_refuse(p, "--samplers", n) for n in args.samplers])
+                     [common.sampler_or_refuse(p, "--samplers", n, kinds=("ode",)) for n in args.samplers])
     for name in args.schedules or ():
         common.schedule_or_refuse(p, "--schedules", name)
     problems = {}
@@ -420,13 +423,21 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         check_learned(p, folder, problems, args.nfe)
     if args.heldout_seeds and args.seed in args.heldout_seeds:
         p.error(f"--heldout-seeds must not contain the selection seed --seed {args.seed}: pick other seeds")
+    default_heldout = QUICK_HELDOUT_SEEDS if args.quick else HELDOUT_SEEDS
+    if args.heldout_seeds is None and args.seed in default_heldout:
+        seeds = (f"{min(default_heldout)}-{max(default_heldout)}" if len(default_heldout) > 1
+                 else str(default_heldout[0]))
+        p.error(f"--seed {args.seed} is one of the default held-out seeds ({seeds}"
+                f"{', with --quick' if args.quick else ''}), which the winners are re-run on: "
+                "pick another --seed, or pass --heldout-seeds without it")
     if args.heldout_seeds and args.heldout_batch is not None and len(args.heldout_seeds) * args.heldout_batch < 2:
         p.error(f"--heldout-seeds × --heldout-batch is {len(args.heldout_seeds) * args.heldout_batch} held-out "
                 "start: a ratio's interval resamples at least 2; pass more seeds or a larger --heldout-batch")
-    common.refuse_repeats(p, ("--problem", args.problems, "each problem runs once"),
+    common.refuse_repeats(p, ("--problem", [problems[n].name if n in problems else n for n in args.problems],
+                              "each problem runs once"),
                           ("--nfe", args.nfe, "each budget is one column"),
                           ("--samplers", args.samplers, "each sampler is ranked once"),
-                          ("--schedules", args.schedules, "each schedule runs once"),
+                          ("--schedules", common.canonical_schedules(args.schedules), "each schedule runs once"),
                           ("--peer-names", args.peer_names, "each peer runs once"),
                           ("--heldout-seeds", args.heldout_seeds, "a seed's starts would be pooled twice"))
 

@@ -146,6 +146,9 @@ def out_file(text: str | Path) -> Path:
     blocker = _blocked_by_a_file(path.parent)
     if blocker is not None:
         raise argparse.ArgumentTypeError(f"{str(path)!r} is under {str(blocker)!r}, a file: name a file in a folder")
+    if not path.parent.is_dir():  # found now, not when the file is written after the run
+        raise argparse.ArgumentTypeError(f"{str(path)!r} is in {str(path.parent)!r}, which does not exist: create "
+                                         "it, or name a file in an existing folder")
     return path
 
 
