@@ -224,3 +224,12 @@ def test_vae_roundtrip_names_a_vae_folder_it_cannot_load(capsys, tmp_path):
                                          str(tmp_path / "v")], "is a file, not a VAE folder")
     refused(capsys, vae_roundtrip.main, ["--vae", str(tmp_path / "none"), "--n", "1", "--k", "1", "--out",
                                          str(tmp_path / "v")], "--vae", "does not exist")
+
+
+def test_the_deterministic_table_says_what_each_endpoint_is():
+    from benchmarks.deterministic import reporting
+
+    assert reporting._reference_line({}) == "RMSE to the exact PF-ODE endpoint from the same start"
+    assert reporting._reference_line({"references": {"gm-ve": "exact"}}).startswith("RMSE to the exact")
+    line = reporting._reference_line({"references": {"gm-ve": "exact", "mine": "dopri5 at rtol = atol = 1e-07"}})
+    assert "exact, but for mine: a dopri5 at rtol = atol = 1e-07 solve" in line and "the exact" not in line

@@ -289,6 +289,7 @@ def run(args) -> dict:
         "target_ratio": TARGET,
         "wrong_mode_share": WRONG_MODE,
         "problems": {n: p.description for n, p in r.problems.items()},
+        "references": {n: p.reference_method for n, p in r.problems.items()},  # what "the endpoint" is
         "unavailable": r.unavailable,
         "samplers": names,
         "skipped_samplers": skipped_samplers,
