@@ -152,13 +152,15 @@ def names_md() -> str:
            "tool's default noise, which a caller's replaces, as it does in the tool. `samplers names` prints this "
            "table.", "",
            "A1111 1.9+ names (its API's `sampler_name`, infotext) may end in a Schedule type: `Euler a Karras`, "
-           "`DPM++ 2M SGM Uniform`, `Heun sgm_uniform` — any sampler name of the A1111 table below (not its `k_` "
+           "`DPM++ 2M sgm_uniform`, `Heun Exponential` — any sampler name of the A1111 table below (not its `k_` "
            "aliases) followed by a space and a type's label, name or alias ("
            + ", ".join(" / ".join(f"`{s}`" for s in (kind, *more)) for kind, more in labels.A1111_SCHEDULE_TYPES.items())
            + "), split as A1111's `get_sampler_and_scheduler` splits it: that label "
            "with the type's schedule named (`Automatic`: the label's own). A1111's DDIM, PLMS and UniPC step their own "
-           "timesteps whatever the type, so a type other than `Automatic` is refused with them. `Automatic` alone is "
-           "no schedule: leave the schedule out.", ""]
+           "timesteps whatever the type, so a type other than `Automatic` is refused with them. A name ending in "
+           "` SGM Uniform` (or ` sgm uniform`) is refused: A1111's parser strips ` Uniform` first, finds no sampler "
+           "`<name> SGM` and runs its default, DPM++ 2M, on Uniform; write `<sampler> sgm_uniform`, or name the "
+           "type apart. `Automatic` alone is no schedule: leave the schedule out.", ""]
     titles = {"a1111": "A1111 / Forge labels", "comfyui": "ComfyUI sampler names", "diffusers": "diffusers scheduler classes"}
     for source, title in titles.items():
         out += [f"## {title}", "", "| name | sampler | options | schedule |", "|---|---|---|---|"]
@@ -175,6 +177,8 @@ def names_md() -> str:
     out += [f"| `{k}` | {_cell(v)} |" for k, v in labels.COMFYUI_REFUSED.items()]
     out += ["", "## Refused A1111 names", "", "| name | why |", "|---|---|"]
     out += [f"| `{k}` | {_cell(v)} |" for k, v in labels.A1111_REFUSED.items()]
+    out += ["", "## Refused diffusers class names", "", "| name | why |", "|---|---|"]
+    out += [f"| `{k}` | {_cell(v)} |" for k, v in labels.DIFFUSERS_REFUSED.items()]
     out += ["", "## Scheduler names", "",
             "Each reproduces the tool's own σ list on a discrete (eps / v) model (tests/test_tool_schedules.py, step "
             "counts 1-50 on Stable Diffusion 1.x's table, against the tools' formulas). ComfyUI's also reproduce "

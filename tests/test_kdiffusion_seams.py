@@ -553,3 +553,44 @@ def test_the_step_helpers_refusals_are_the_librarys_errors():
         ours.to_d(x, torch.ones(1, 1, 1, 1, 1), x)
     with pytest.raises(InvalidInput, match=r"order 4 is too high for step 0"):
         ours.linear_multistep_coeff(4, karras(4), 0, 0)
+
+
+# ---- an audit of 2026-12-06: the DPM-Solver entry points and log_likelihood call their solvers directly; the
+# registry's rules for their options, and a finite start, come first
+
+
+class _Calls:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, x, s, **k):
+        self.n += 1
+        return x * 0.5 / (1 + s.view(-1, 1, 1, 1) ** 2)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m, x: ours.sample_dpm_adaptive(m, x, 0.0292, 14.6, accept_safety=1.5), "accept_safety"),  # never accepts
+    (lambda m, x: ours.sample_dpm_adaptive(m, x, 0.0292, 14.6, rtol=0.0, atol=0.0), "rtol and atol are both 0"),
+    (lambda m, x: ours.sample_dpm_adaptive(m, x, 0.0292, 14.6, rtol=-0.1), "rtol"),
+    (lambda m, x: ours.sample_dpm_fast(m, x, 0.0292, 14.6, 6, eta=1.0, s_noise=-1.0), "s_noise"),
+    (lambda m, x: ours.sample_dpm_fast(m, x, 0.0292, 14.6, 6, eta=float("nan")), "eta"),
+    (lambda m, x: ours.sample_dpm_fast(m, x * float("nan"), 0.0292, 14.6, 6), "NaN"),
+    (lambda m, x: ours.log_likelihood(m, x, 0.03, float("inf")), "must be finite"),
+    (lambda m, x: ours.log_likelihood(m, x, 0.03, 14.6, atol=0.0), "atol"),
+])
+def test_the_dpm_solver_entry_points_and_log_likelihood_refuse_before_any_model_call(call, match):
+    model = _Calls()
+    from samplers.core.errors import NonFiniteError
+
+    with pytest.raises((InvalidInput, InvalidOption, InvalidType, NonFiniteError), match=match):
+        call(model, torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 14.6)
+    assert model.n == 0
+
+
+def test_diffusers_classes_no_registry_sampler_runs_by_name_are_refused():
+    import samplers
+
+    for name, match in (("SASolverScheduler", "its default τ"),):
+        with pytest.raises(samplers.Unavailable, match=match):
+            samplers.info(name)
+    assert samplers.info("LCMScheduler").name == "lcm"

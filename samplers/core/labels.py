@@ -136,7 +136,7 @@ A1111_REFUSED: dict[str, str] = {
 }
 # A1111 1.9+'s Schedule types (modules/sd_schedulers.py): each type's label with its name and aliases. Its
 # sd_samplers.get_sampler_and_scheduler reads a sampler name that ends in " <label, name or alias>" as that sampler on
-# that type (the API's sampler_name, infotext: "Euler a Karras", "DPM++ 2M SGM Uniform", "Heun karras"); "Automatic"
+# that type (the API's sampler_name, infotext: "Euler a Karras", "DPM++ 2M sgm_uniform", "Heun karras"); "Automatic"
 # is the sampler's own choice (its label's default schedule here).
 A1111_SCHEDULE_TYPES: dict[str, tuple[str, ...]] = {
     "Automatic": ("automatic",), "Uniform": ("uniform",), "Karras": ("karras",), "Exponential": ("exponential",),
@@ -330,5 +330,12 @@ DIFFUSERS: dict[str, tuple] = {
     # for the class's own σ (the diffusers shim builds that grid from the config itself)
     "FlowMatchEulerDiscreteScheduler": ("euler", {}, None, None),
     "FlowMatchHeunDiscreteScheduler": ("heun_flow", {}, None, None),
-    "SASolverScheduler": ("sa_solver", {}, None, None),
+}
+
+# diffusers class names that no registry sampler runs as that class's default config does, as a name alone
+DIFFUSERS_REFUSED: dict[str, str] = {
+    "SASolverScheduler": "its default τ is 1 for the timesteps 200-800 and 0 elsewhere, a function of the model's "
+                         "timesteps that a name alone does not know, with predictor and corrector order 2 and a "
+                         "lower order at the end; use SamplerScheduler.from_config(<its config>) (which reads τ from "
+                         "the config's timesteps), or 'sa_solver' with the options you want",
 }

@@ -78,7 +78,8 @@ def _from_table(source: str, key: str) -> Label:
                  model_range=source == "a1111" and key in labels.A1111_MODEL_RANGE)
 
 
-_REFUSED = {"comfyui": ("ComfyUI", labels.COMFYUI_REFUSED), "a1111": ("A1111", labels.A1111_REFUSED)}
+_REFUSED = {"comfyui": ("ComfyUI", labels.COMFYUI_REFUSED), "a1111": ("A1111", labels.A1111_REFUSED),
+            "diffusers": ("diffusers", labels.DIFFUSERS_REFUSED)}
 
 
 def _lookup(source: str, name: str, exact: bool = False) -> Label | None:
@@ -118,7 +119,7 @@ _A1111_COMBINED_INDEX = {_normalise(k): v for k, v in _A1111_COMBINED.items()}
 
 
 def _a1111_combined(name: str, exact: bool = False) -> Label | None:
-    """A1111 1.9+'s "<sampler> <Schedule type>" ("Euler a Karras", "DPM++ 2M SGM Uniform"): that sampler's label on
+    """A1111 1.9+'s "<sampler> <Schedule type>" ("Euler a Karras", "DPM++ 2M sgm_uniform"): that sampler's label on
     that type, named (a caller's other schedule conflicts); "Automatic" is the label itself. A1111's timestep
     samplers (DDIM, PLMS, UniPC) step its own timesteps whatever the type, so a type other than Automatic is refused
     with them rather than run as a schedule A1111 would not use."""
@@ -126,6 +127,13 @@ def _a1111_combined(name: str, exact: bool = False) -> Label | None:
     if hit is None:
         return None
     base, kind = hit
+    if kind == "SGM Uniform" and name.endswith((" Uniform", " uniform")):
+        # A1111's get_sampler_and_scheduler tries its types in order and strips " Uniform" (type Uniform) before it
+        # reaches "SGM Uniform": it reads "<base> SGM" as no sampler and runs its default, DPM++ 2M, on Uniform
+        raise InvalidOption(f"A1111 reads {name!r} as {name.rsplit(' ', 1)[0]!r} with the Uniform type (its name "
+                            "parser strips ' Uniform' before it tries 'SGM Uniform') and, that being no sampler, runs "
+                            f"its default DPM++ 2M: name the type apart — sampler {base!r} with schedule "
+                            f"'a1111:SGM Uniform' — or write {base + ' sgm_uniform'!r}")
     found = _from_table("a1111", base)
     if kind == "Automatic":
         return dataclasses.replace(found, label=name)

@@ -942,6 +942,18 @@ def _check_range(sigma_min, sigma_max) -> None:
 
 
 @torch.no_grad()
+def _registry_rules(name: str, x, **options) -> None:
+    """The registry sampler ``name``'s rules for ``options`` and its finite start, before any model call: these
+    entry points call its solver directly (an accept_safety above 1 never accepts a step; s_noise = −1 would draw no
+    noise, where k-diffusion's scales it by −1)."""
+    from ..core.registry import SAMPLERS
+    from ..core.run import check_start
+    from ..core.validate import check_options
+
+    check_options(SAMPLERS.get(name), options)
+    check_start(x)
+
+
 def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback=None, disable=None, eta=0.,
                     s_noise=1., noise_sampler=None, *, seed=None):
     """DPM-Solver-fast from σ_max to σ_min with ``n`` model calls (Lu et al. 2022, §3.4); no final denoise."""
@@ -949,6 +961,7 @@ def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback
     _check_range(sigma_min, sigma_max)
     n = _check_nfe(n)
     eta, s_noise = _real("eta", eta), _real("s_noise", s_noise)
+    _registry_rules("dpm_fast", x, eta=eta, s_noise=s_noise)
     noise_sampler = _seeded(x, noise_sampler, seed)
     with tqdm(total=n, disable=disable) as bar:
         solver = _dpm_solver(model, extra_args, callback, bar)
@@ -966,6 +979,8 @@ def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callbac
     rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety, eta, s_noise = _reals(
         rtol=rtol, atol=atol, h_init=h_init, pcoeff=pcoeff, icoeff=icoeff, dcoeff=dcoeff, accept_safety=accept_safety,
         eta=eta, s_noise=s_noise).values()
+    _registry_rules("dpm_adaptive", x, order=order, rtol=rtol, atol=atol, h_init=h_init, pcoeff=pcoeff, icoeff=icoeff,
+                    dcoeff=dcoeff, accept_safety=accept_safety, eta=eta, s_noise=s_noise)
     noise_sampler = _seeded(x, noise_sampler, seed)
     with tqdm(disable=disable) as bar:
         solver = _dpm_solver(model, extra_args, callback, bar)
@@ -990,6 +1005,14 @@ def log_likelihood(model, x, sigma_min, sigma_max, extra_args=None, atol=1e-4, r
     """
     from torchdiffeq import odeint
 
+    from ..core.validate import real
+
+    _check_range(sigma_min, sigma_max)
+    if not math.isfinite(float(sigma_max)):
+        raise InvalidInput(f"log_likelihood integrates from sigma_min to sigma_max, which must be finite, got "
+                           f"{sigma_max!r}; pass the model's largest σ (e.g. 14.6 for SD 1.x)")
+    atol = real("atol", atol, lo=0.0, lo_open=True)
+    rtol = real("rtol", rtol, lo=0.0, lo_open=True)
     extra_args = {} if extra_args is None else extra_args
     probe = torch.randint_like(x, 2) * 2 - 1
     fevals = 0
