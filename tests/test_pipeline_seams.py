@@ -181,7 +181,7 @@ def test_a1111_dpm_fast_with_a_schedule_type_in_its_name_keeps_a1111s_whole_rang
     from models.pipeline import PipelineSpec
 
     spec = PipelineSpec.read(None, model="eps")
-    for name in ("DPM fast Simple", "DPM adaptive SGM Uniform"):
+    for name in ("DPM fast Simple", "DPM adaptive sgm_uniform"):
         with pytest.raises(InvalidOption, match="ignores the Schedule type .*Leave the schedule out"):
             spec.plan_run(name, None, 10, {})
     found, sigmas, options, _ = spec.plan_run("DPM fast Karras", None, 10, {})
