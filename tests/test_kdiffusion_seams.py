@@ -594,3 +594,15 @@ def test_diffusers_classes_no_registry_sampler_runs_by_name_are_refused():
         with pytest.raises(samplers.Unavailable, match=match):
             samplers.info(name)
     assert samplers.info("LCMScheduler").name == "lcm"
+
+
+def test_the_dpm_solver_entry_points_run_without_building_a_graph():
+    """As k-diffusion's are (@torch.no_grad()): a model with trainable weights gives a result that needs no grad."""
+    weight = torch.nn.Parameter(torch.tensor(0.5))
+
+    def model(x, s, **k):
+        return x * weight / (1 + s.view(-1, 1, 1, 1) ** 2)
+
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 14.6
+    assert not ours.sample_dpm_fast(model, x, 0.0292, 14.6, 4).requires_grad
+    assert not ours.sample_dpm_adaptive(model, x, 0.0292, 14.6).requires_grad

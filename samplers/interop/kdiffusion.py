@@ -941,7 +941,6 @@ def _check_range(sigma_min, sigma_max) -> None:
                            "sigma_min and its largest as sigma_max, e.g. sigma_min=sigmas[-2], sigma_max=sigmas[0]")
 
 
-@torch.no_grad()
 def _registry_rules(name: str, x, **options) -> None:
     """The registry sampler ``name``'s rules for ``options`` and its finite start, before any model call: these
     entry points call its solver directly (an accept_safety above 1 never accepts a step; s_noise = −1 would draw no
@@ -954,6 +953,7 @@ def _registry_rules(name: str, x, **options) -> None:
     check_start(x)
 
 
+@torch.no_grad()
 def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback=None, disable=None, eta=0.,
                     s_noise=1., noise_sampler=None, *, seed=None):
     """DPM-Solver-fast from σ_max to σ_min with ``n`` model calls (Lu et al. 2022, §3.4); no final denoise."""
