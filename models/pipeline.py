@@ -712,11 +712,10 @@ class PipelineSpec:
             batch = len(seeds)
         batch = _batch_size(1 if batch is None else batch)
         seeds = resolve_seeds(seed, batch)
-        found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, dict(options or {}))
+        # plan_run checks a fitted solver's record against this kind of model too
+        found, sigmas, options, _ = self.plan_run(sampler, schedule, steps, dict(options or {}))
         if prompt is not None:  # two items of one prompt and seed (or seeds the run reads as one): one image twice
             self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(found.sampler, options))
-        if solver is not None:
-            _check_solver(solver, options, self.config.prediction)
         _check_noise(found.sampler, options, sigmas,
                      (batch, self.vae_config.latent_channels, h, w), seeds)
         self.check_cost(batch, height, width, len(sigmas) - 1)

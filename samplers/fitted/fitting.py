@@ -1219,8 +1219,9 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     solver.model = dict(record)
     if "fingerprint" not in record:  # what the caller left out and the denoiser says (None: a model without one)
         solver.model["fingerprint"] = identity.fingerprint(denoiser)
-    if "prediction" not in record and identity.prediction(denoiser) is not None:
-        solver.model["prediction"] = identity.prediction(denoiser)
+    said = identity.prediction(denoiser)
+    if "prediction" not in record and said is not None:
+        solver.model["prediction"] = said
     solver.meta.update({"nfe": config.nfe, "iteration_kept": kept if solver.meta["kept"] == "fit" else 0,
                         "calibration": int(calibration.shape[0]),
                         "validation_starts": n_val, "config": dataclasses.asdict(config),

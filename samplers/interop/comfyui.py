@@ -90,13 +90,13 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         raise InvalidOption(f"{name!r} names the {label.schedule!r} schedule, but in ComfyUI the schedule is the "
                             f"SIGMAS input: use {label.sampler!r} with {_scheduler_node(label.schedule)}")
     spec = SAMPLERS.get(label.sampler)
-    check_options(spec, names.merge_options(label, options))
+    merged = names.merge_options(label, options)
+    check_options(spec, merged)
     if spec.name.startswith("torchdiffeq."):  # its nested options too, as the node builds its SAMPLER
         from . import torchdiffeq_adapter
 
-        torchdiffeq_adapter.check_options(spec.name.split(".", 1)[1], names.merge_options(label, options).get(
-            "options"), None)
-    if names.merge_options(label, options).get("restart") == "a1111":
+        torchdiffeq_adapter.check_options(spec.name.split(".", 1)[1], merged.get("options"), None)
+    if merged.get("restart") == "a1111":
         raise InvalidOption(f"{name!r} runs restart='a1111', A1111's Restart, which rebuilds its own schedule from "
                             "the one it is given (from 20 steps on, a shorter Karras one), but in ComfyUI the schedule "
                             "is the SIGMAS input; use 'restart' (the registry's restart sampler on the SIGMAS, with "

@@ -117,6 +117,11 @@ def scheduler_parameters() -> dict[str, dict]:
     return out
 
 
+# keys a config may hold that no scheduler class's constructor names: diffusers ≤ 0.3's "tensor_format" ("pt" / "np"),
+# which chose the array type only and changes no number
+FORMAT_KEYS = ("tensor_format",)
+
+
 def unknown_config_keys(config: Mapping, known) -> None | str:
     """The keys of ``config`` that are in none of ``known`` (diffusers' "_" metadata aside), named with the closest
     known key each, or None."""
@@ -133,8 +138,8 @@ def model_config(cfg: dict) -> dict:
     params = scheduler_parameters()
     if not params or cfg.get("_class_name") == "SamplerScheduler" or "source_config" in cfg:
         return cfg
-    # diffusers ≤ 0.3's "tensor_format" chose the array type only; "noise_schedule" is this library's own
-    bad = unknown_config_keys(cfg, frozenset().union(*params.values(), ("tensor_format", "noise_schedule")))
+    # "noise_schedule" is this library's own (is_flow_config)
+    bad = unknown_config_keys(cfg, frozenset().union(*params.values(), FORMAT_KEYS, ("noise_schedule",)))
     if bad:
         raise InvalidOption(f"the scheduler config has {bad}, which no diffusers scheduler class takes: diffusers "
                             "would drop it (and run that option's default) silently. Fix the key's spelling, or "
@@ -405,8 +410,7 @@ def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
                                "dtype")
         if not bool(torch.isfinite(e).all()):
             raise InvalidInput(f"{name} holds NaN or infinite values; encode the prompt again")
-    for name, e in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
-        if e is not None and width is not None and e.shape[-1] != width:
+        if width is not None and e.shape[-1] != width:
             raise InvalidInput(f"{name} are {e.shape[-1]} wide, but the network takes encoder_hidden_states {width} "
                                "wide (its config's cross-attention width): encode the prompts with this model's own "
                                "text encoder")

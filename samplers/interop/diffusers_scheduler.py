@@ -78,7 +78,7 @@ from ..core.run import check_start, draws_noise, run_sampler
 from ..core.validate import check_options, closest, integer, nonneg
 from . import diffusers_sources as sources
 from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
-                               scheduler_parameters, unknown_config_keys,
+                               FORMAT_KEYS, scheduler_parameters, unknown_config_keys,
                                prediction_from_config)
 
 MAX_TRAIN_TIMESTEPS = 100_000  # a table larger than this is a typo (1e9 would allocate gigabytes)
@@ -447,8 +447,7 @@ def _check_kwargs(kwargs: Mapping, class_name: str | None) -> None:
 def _known_config_keys() -> frozenset:
     """Every key some installed diffusers scheduler class (or SamplerScheduler) takes: a shipped config carries other
     classes' keys (SDXL's EulerDiscrete config has DDIM's clip_sample), which the class it names ignores."""
-    # diffusers ≤ 0.3's "tensor_format" ("pt" / "np") chose the array type only and changes no number
-    return frozenset().union(*_signatures().values(), ("tensor_format",))
+    return frozenset().union(*_signatures().values(), FORMAT_KEYS)
 
 
 def check_config_keys(config: Mapping, where: str) -> None:
@@ -1387,9 +1386,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         label = self.label
         if label is not None and label.sigmas is not None:
             fixed = [float(s) for s in label.sigmas]
-            if timesteps is None and self._flux_default(sigmas) is not None:
-                # FluxPipeline passes np.linspace(1, 1/n, n) whatever the scheduler: only the step count
-                m = self._flux_default(sigmas)
+            m = self._flux_default(sigmas) if timesteps is None else None
+            if m is not None:  # FluxPipeline passes np.linspace(1, 1/n, n) whatever the scheduler: the step count
                 self._check_given_count(n, "sigmas", m)
                 n, sigmas = m, None
             if sigmas is not None or timesteps is not None:

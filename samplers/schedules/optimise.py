@@ -475,9 +475,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.sigma_min < args.sigma_max:
         p.error(f"--sigma-min {args.sigma_min:g} must be below --sigma-max {args.sigma_max:g}")
+    canonical = []
     for sampler in args.sampler:
         try:
             spec = check_sampler(sampler)
+            canonical.append(spec.name)
             fits = steps_for_nfe(spec.name, args.nfe, lambda n: schedules.get_sigmas(
                 "karras", n, sigma_min=args.sigma_min, sigma_max=args.sigma_max))
             if fits is not None:  # the fixed schedules it is compared with, on this range (vp has its own bounds)
@@ -487,7 +489,7 @@ def main(argv=None) -> int:
         if fits is None:
             p.error(f"--nfe {args.nfe} is less than one step of {sampler!r}")
     try:  # an alias is the sampler it names: sample_euler is euler
-        distinct("--sampler", [check_sampler(s).name for s in args.sampler], "it would be optimised twice")
+        distinct("--sampler", canonical, "it would be optimised twice")
     except SamplersError as e:
         p.error(str(e))
     if args.out is not None:
