@@ -695,7 +695,7 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     budget = None if deadline is None else max(deadline - time.monotonic(), 1.0)
     config = FitConfig(nfe, validation=args.validation, iters=args.iters, lr=args.lr, batch=args.batch,
                        screen=args.screen, pool=args.pool, time_budget=budget, seed=args.seed,
-                       starts=args.starts)
+                       starts=args.starts, check=args.check)
     # the pool's exact endpoints, solved as the calibration's and kept for the other NFEs and later runs
     reference_fn = PoolReferences(out / WORK / f"pool-references-{args.seed}-tol{target.reference_tol:g}.pt", target)
 
@@ -712,7 +712,7 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     from benchmarks.common import run_info
 
     row = {"nfe": nfe, "file": str(path), "solver_sha256": _file_digest(path), "kept": solver.meta["kept"],
-           "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds, "threads": torch.get_num_threads(),
+           "check": solver.meta.get("check"), "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds, "threads": torch.get_num_threads(),
            "device": run_info(str(x_cal.device))}  # what the seconds were measured on: CPU, versions, commit
     if budget is not None:
         row["time_budget"] = budget  # this NFE's fit's share, from its start (after the calibration's endpoints)
@@ -869,7 +869,7 @@ def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None, sol
     path = out / f"nfe{nfe}.json"
     timing = {k: v for k, v in (row or {}).items() if k in ("seconds", "threads", "device", "time_budget")}
     base = {"nfe": nfe, "file": str(path), "solver_sha256": _file_digest(path),
-            "kept": solver.meta["kept"],  # the fit's record, as reported
+            "kept": solver.meta["kept"], "check": solver.meta.get("check"),  # the fit's record, as reported
             "validation_rmse": solver.meta["validation_rmse"], **timing,
             **({"stopped_at_budget": solver.meta["stopped_at_budget"]} if "stopped_at_budget" in solver.meta else {})}
     return {**base, **heldout_scores(target, solver, nfe, args, out)}
@@ -879,8 +879,10 @@ def rescore_one(target: Target, nfe: int, args, out: Path, row: dict | None, sol
 # fitting options (FIT); the held-out count only its report rows (--rescore changes it)
 IDENTITY = ("model", "fingerprint", "description", "prediction", "sigma_max", "sigma_min", "prompts",
             "prompt_embeds", "reference_tol")
-FIT = ("calibration", "validation", "iters", "lr", "batch", "screen", "pool", "starts", "seed")
+FIT = ("calibration", "validation", "iters", "lr", "batch", "screen", "pool", "starts", "check", "seed")
 DEFAULT_ROW = ("scheduler",)  # what the report's default row ran (a diffusers model's own scheduler config)
+# what a setting recorded before an option existed was made with: fits of before stage 5 were never checked
+BEFORE = {"check": 0}
 
 
 def setting(target: Target, args) -> dict:
@@ -1007,6 +1009,8 @@ def check_rescore_options(args, report: dict, out: Path) -> None:
     for key in ("calibration", "seed"):  # a report of before the setting was recorded kept these two
         if key not in recorded and key in report:
             recorded[key] = report[key]
+    if report.get("setting"):
+        recorded = {**BEFORE, **recorded}
     wrong = []
     for name in FIT:
         flag = "--" + name.replace("_", "-")
@@ -1046,13 +1050,13 @@ def _check_setting(out: Path, report: dict, now: dict, args) -> dict:
         return report
     keys = IDENTITY + DEFAULT_ROW if args.rescore else IDENTITY + DEFAULT_ROW + FIT
     # a report of before a key was recorded is taken as made with this run's value of it
-    changed = [k for k in keys if before.get(k, now[k] if k in DEFAULT_ROW else None) != now[k]]
+    changed = [k for k in keys if before.get(k, now[k] if k in DEFAULT_ROW else BEFORE.get(k)) != now[k]]
     if not changed:
         return report
     def shown(v):
         return repr(v) if len(repr(v)) <= 40 else repr(v)[:12] + "…"
 
-    what = ", ".join(f"{k} {shown(before.get(k))} → {shown(now[k])}" for k in changed)
+    what = ", ".join(f"{k} {shown(before.get(k, BEFORE.get(k)))} → {shown(now[k])}" for k in changed)
     if changed == ["scheduler"] and not args.restart:
         raise InvalidInput(f"{out} holds fits whose report rows ran another scheduler config as the model's default "
                            f"({what}); choose another --out, or pass --restart to fit again there")
@@ -1137,24 +1141,27 @@ def check_starts_memory(target: Target, args) -> None:
     from samplers.core.validate import check_allocation
 
     per_start = math.prod(target.shape) * torch.empty((), dtype=target.dtype).element_size() * 4
-    starts = max(args.calibration * (1 + args.pool), args.heldout)
-    check_allocation(per_start * starts, f"--calibration {args.calibration} with --pool {args.pool} and --heldout "
-                     f"{args.heldout} ({starts} starts of {list(target.shape)} {target.dtype}, each held about 4 "
-                     "times)", fix="ask for fewer starts (--calibration, --pool, --heldout)")
+    starts = max(args.calibration * (1 + max(args.pool, args.check)), args.heldout)
+    check_allocation(per_start * starts, f"--calibration {args.calibration} with --pool {args.pool}, --check "
+                     f"{args.check} and --heldout {args.heldout} ({starts} starts of {list(target.shape)} "
+                     f"{target.dtype}, each held about 4 times)",
+                     fix="ask for fewer starts (--calibration, --pool, --check, --heldout)")
 
 
 def run_fit(args) -> int:
-    for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0), ("pool", 0), ("starts", 1), ("batch", 1)):
+    for name, lo in (("calibration", 8), ("heldout", 1), ("iters", 0), ("pool", 0), ("check", 0), ("starts", 1),
+                     ("batch", 1)):
         if getattr(args, name) < lo:
             raise InvalidInput(f"--{name} must be at least {lo}, got {getattr(args, name)}")
     from samplers.core.errors import LimitExceeded
 
     for what, count in (("--calibration", args.calibration), ("--heldout", args.heldout),
-                        ("--calibration × (1 + --pool)", args.calibration * (1 + args.pool))):
+                        ("--calibration × (1 + --pool)", args.calibration * (1 + args.pool)),
+                        ("--calibration × --check", args.calibration * args.check)):
         if count > MAX_STARTS:
             raise LimitExceeded(f"{what} asks {count} starts, more than the limit of {MAX_STARTS:,} samplers fit "
                                 "holds (far beyond what a fit needs: the defaults are 48 calibration starts, a pool "
-                                "of 4 × them, 32 held out); ask for fewer")
+                                "of 4 × them, a check of 4 × them, 32 held out); ask for fewer")
     if not 0 < args.validation < 1:
         raise InvalidInput(f"--validation (the share of calibration starts never trained on) must be in (0, 1), "
                            f"got {args.validation}")
@@ -1289,7 +1296,9 @@ def run_fit(args) -> int:
         # a fit that did not beat its starting pair on the validation starts hands the pair back (kept: "start")
         handed = ("" if r.get("kept") != "start" else
                   " (--iters 0: the solver is the starting pair itself)" if args.iters == 0 else
-                  " (the fit was rejected on the validation starts: the solver is the starting pair itself)")
+                  f" (the fit, better on the validation starts, was worse on {r['check']['starts']} other starts "
+                  "(--check): the solver is the starting pair itself)" if (r.get("check") or {}).get("kept") is False
+                  else " (the fit was rejected on the validation starts: the solver is the starting pair itself)")
         print(f"NFE {nfe}: held-out RMSE fitted {r['fit']:.4g}{handed} | best fixed pair {r['best_fixed']['label']}: "
               f"{r['best_fixed']['rmse']:.4g}{above}{gain}{default} → {r['file']}")
         from samplers.core.files import write_json
@@ -1382,6 +1391,11 @@ def add_parser(subparsers) -> None:
                    help="the choice of the starting pair and the final choice between fit and pair are also made on "
                         "this many times the calibration starts more, exact endpoints solved for the sixteenth where "
                         "the solvers compared disagree most (default 4; 0: none)")
+    p.add_argument("--check", action=Given, type=int, default=4,
+                   help="the fit kept is held against the best pair once more on this many times the calibration "
+                        "starts more, which neither trained it nor picked it, and the pair handed back where the fit "
+                        "is the worse there; exact endpoints solved for a sixty-fourth of them in full and the "
+                        "sixty-fourth where the two disagree most (default 4; 0: none)")
     p.add_argument("--starts", action=Given, type=int, default=3,
                    help="optimise from this many of the best pairs and keep the fit better on the validation "
                         "starts and the pool (default 3; each costs --iters steps)")

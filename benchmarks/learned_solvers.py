@@ -3,22 +3,27 @@
 
     python -m benchmarks.learned_solvers --out docs/benchmarks/deterministic/learned   # gm-ve, gm-vp-eps, gm-flow × 5, 10, 20
     python -m benchmarks.learned_solvers --problem gm-vp-eps/d48-k5-s101 --nfe 5 10 --out out/learned
+    python -m benchmarks.learned_solvers --recheck docs/benchmarks/deterministic/learned --out out/rechecked
 
 Each (problem, NFE) is fitted on calibration noise of its own seed (``--calibration-seed``, 7; the benchmark
 picks winners on seed 0 and re-runs them on seeds 101-132, so a fit never sees the noise it is scored on),
 against the exact PF-ODE endpoints. Writes ``<problem>_nfe<N>.json`` (``/`` in a problem name becomes ``_``)
-and prints the fit's validation RMSE beside its starting pair's.
+and prints the fit's validation RMSE beside its starting pair's. ``--recheck FOLDER``: the solver files there, made
+before stage 5 of the fit existed, as :func:`~samplers.fitted.fitting.fit` makes them now
+(:func:`~samplers.fitted.fitting.recheck`: stage 5 on the same starts; a fit it hands back becomes its pair),
+written to ``--out``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from samplers.core.errors import InvalidInput, InvalidOption
-from samplers.fitted.fitting import FitConfig, fit, pair_label, validation_starts
+from samplers.fitted.fitting import FitConfig, fit, pair_label, recheck, validation_starts
 from samplers.fitted.identity import fingerprint
 
 from . import common, deterministic
@@ -39,6 +44,51 @@ def fit_one(problem: common.Problem, nfe: int, *, calibration: int, seed: int, c
     solver.meta["calibration_seed"] = seed
     solver.meta["problem"] = problem.name
     return solver
+
+
+def recheck_folder(p: argparse.ArgumentParser, args) -> int:
+    """``--recheck``: every solver file of the folder, stage 5 run on it (its problem, calibration seed and size,
+    and fitting options as it records them), written to ``--out`` under its name."""
+    from .fit_heldout import solvers_in
+
+    given = [name for name, default in (("problems", list(deterministic.PROBLEMS)), ("nfe", list(deterministic.NFES)),
+                                        ("iters", FitConfig.iters), ("batch", FitConfig.batch),
+                                        ("fit_seed", FitConfig.seed), ("starts", FitConfig.starts),
+                                        ("pool", FitConfig.pool), ("history", FitConfig.history),
+                                        ("lr", FitConfig.lr), ("calibration", 2048), ("calibration_seed", 7))
+             if getattr(args, name) != default]
+    if given:
+        p.error("--recheck fits nothing: each file's own problem, NFE, calibration and options are used; leave out "
+                + ", ".join("--" + n.replace("_", "-").replace("problems", "problem") for n in given))
+    if args.check < 1:
+        p.error(f"--recheck runs stage 5: --check must be at least 1, got {args.check}")
+    try:
+        found = solvers_in(args.recheck)
+    except InvalidInput as err:
+        p.error(f"--recheck: {err}")
+    if not found:
+        p.error(f"--recheck: no fitted solver files with a recorded problem in {args.recheck}")
+    torch.set_num_threads(args.threads)
+    problems, unavailable = common.get_problems(sorted({s.meta["problem"] for _, s in found}))
+    if unavailable:
+        p.error(f"--recheck: problems not available here: {unavailable}")
+    print(f"{common.device_line()}; writing to {args.out}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path, solver in common.progress(found, desc="solvers", disable=args.no_progress):
+        problem = problems[solver.meta["problem"]]
+        t0 = time.perf_counter()
+        noise = problem.noise(solver.meta["calibration"], solver.meta["calibration_seed"]).double()
+        with torch.no_grad():
+            again = recheck(problem.denoiser, solver, noise, lambda x, extra, sigma: problem.reference(x, sigma),
+                            check=args.check)
+        record = again.meta.get("check")
+        said = ("nothing to check (kept its pair)" if solver.meta["kept"] != "fit" else
+                "checked already" if again is solver else
+                f"{'kept the fit' if record['kept'] else 'handed back the pair'}: mean squared error on "
+                f"{record['starts']} other starts {-record['mean_mse']:+.3g} against the pair's")
+        print(f"{solver.meta['problem']} NFE {solver.nfe}: {said} in {time.perf_counter() - t0:.0f} s → "
+              f"{again.save(args.out / path.name)}", flush=True)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -68,13 +118,21 @@ def main(argv=None) -> int:
                         f"(default {FitConfig.history})")
     p.add_argument("--lr", type=float, default=FitConfig.lr,
                    help="FitConfig.lr: Adam's learning rate, cosine-decayed to 5 %% (default 0.02 / NFE)")
+    p.add_argument("--check", type=int, default=FitConfig.check,
+                   help=f"FitConfig.check: stage 5's other starts, as a multiple of the calibration starts (default "
+                        f"{FitConfig.check}; 0: none)")
+    p.add_argument("--recheck", type=Path, default=None, metavar="FOLDER",
+                   help="fit nothing: write the solver files of FOLDER (made before stage 5) to --out as fit() makes "
+                        "them now, stage 5 run on the same starts")
     p.add_argument("--out", type=common.out_folder, required=True, help="folder for the solver files")
     common.add_threads_option(p, help="torch threads (default 1: the mixtures are tiny)")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one step per fit) on stderr")
     args = p.parse_args(argv)
     config = dict(iters=args.iters, batch=args.batch, seed=args.fit_seed, starts=args.starts, pool=args.pool,
-                  history=args.history, lr=args.lr)
+                  history=args.history, lr=args.lr, check=args.check)
+    if args.recheck is not None:
+        return recheck_folder(p, args)
     for nfe in args.nfe:  # every option refused here, before a reference is solved
         try:
             FitConfig(nfe, **config).validate()

@@ -278,6 +278,7 @@ def test_start_counts_beyond_the_limit_or_the_memory_are_refused_before_any_solv
     for extra, words in ((["--calibration", "2000000"], "--calibration asks 2000000 starts, more than the limit of "
                                                          "1,000,000"),
                          (["--pool", "100000", "--calibration", "16"], "--calibration × (1 + --pool) asks 1600016"),
+                         (["--check", "100000", "--calibration", "16"], "--calibration × --check asks 1600000"),
                          (["--heldout", "1000001"], "--heldout asks 1000001")):
         assert main(argv(out, *extra)) == 2
         err = capsys.readouterr().err
@@ -285,7 +286,7 @@ def test_start_counts_beyond_the_limit_or_the_memory_are_refused_before_any_solv
     monkeypatch.setattr(validate, "available_memory", lambda device: 1 << 10)
     assert main(argv(out)) == 2
     err = capsys.readouterr().err
-    assert "--calibration 8 with --pool 0 and --heldout 2" in err and "GiB free" in err, err
+    assert "--calibration 8 with --pool 0, --check 4 and --heldout 2 (40 starts" in err and "GiB free" in err, err
     assert not out.exists()
 
 

@@ -112,9 +112,11 @@ def test_the_fit_and_its_best_fixed_pair_are_each_printed_from_their_own_start(t
     import math
 
     out = tmp_path / "flow"
-    # on gm-flow at 5 NFE, seed 1, the best pair starts at σ = inf and the fit kept starts from the second pair's 700
+    # on gm-flow at 5 NFE, seed 1, the best pair starts at σ = inf and the fit stage 4 keeps starts from the second
+    # pair's 700 (without stage 5: on its 96 other starts this 60-step fit is handed back for the pair)
     assert main(["fit", "--model", "gm-flow", "--nfe", "5", "--out", str(out), "--calibration", "24", "--heldout",
-                 "4", "--iters", "60", "--starts", "2", "--pool", "2", "--seed", "1", "--threads", "1"]) == 0
+                 "4", "--iters", "60", "--starts", "2", "--pool", "2", "--check", "0", "--seed", "1",
+                 "--threads", "1"]) == 0
     printed = capsys.readouterr().out
     solver = LearnedSolver.load(out / "nfe5.json")
     row = json.loads((out / "report.json").read_text())["rows"]["5"]
@@ -123,6 +125,16 @@ def test_the_fit_and_its_best_fixed_pair_are_each_printed_from_their_own_start(t
     assert row["sigma_start"] == solver.sigmas[0] and "sigma_start" not in row["best_fixed"]  # inf: in its label
     assert f"(fitted from σ = {solver.sigmas[0]:g}, best fixed pair from σ = inf)" in printed
     assert "both from" not in printed
+    # with stage 5 (--check 4 by default) that fit is handed back, and the line says why
+    again = tmp_path / "checked"
+    assert main(["fit", "--model", "gm-flow", "--nfe", "5", "--out", str(again), "--calibration", "24", "--heldout",
+                 "4", "--iters", "60", "--starts", "2", "--pool", "2", "--seed", "1", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    row = json.loads((again / "report.json").read_text())["rows"]["5"]
+    assert row["kept"] == "start" and row["check"]["kept"] is False and row["check"]["starts"] == 96
+    assert "(the fit, better on the validation starts, was worse on 96 other starts (--check): the solver is the " \
+           "starting pair itself)" in printed
+    assert LearnedSolver.load(again / "nfe5.json").same_steps(pair)
 
 
 def test_fit_command_on_a_problem_resumes_and_reports(tmp_path, capsys):

@@ -261,3 +261,19 @@ def test_a_report_whose_fit_or_pair_starts_at_sigma_inf_reads_back(fitted, tmp_p
         (tmp_path / "report.json").write_text(json.dumps(report))
         with pytest.raises(InvalidInput, match="sigma_start"):
             read_report(tmp_path)
+
+
+def test_check_is_a_fitting_option_and_fits_of_before_it_were_made_without_one(out, capsys):
+    """--check (stage 5) is recorded in the setting; a report of before it existed was made with none (0): a
+    default run into it is refused naming that, --rescore takes 0, and a negative --check is refused."""
+    base = ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out)]
+    report = json.loads((out / "report.json").read_text())
+    assert report["setting"]["check"] == 4  # QUICK leaves it at its default
+    del report["setting"]["check"]
+    (out / "report.json").write_text(json.dumps(report))
+    assert main(argv(out, nfe="4")) == 2
+    assert "(check 0 → 4): its finished NFEs were fitted with other options" in capsys.readouterr().err
+    assert main([*base, "--rescore", "--heldout", "2", "--check", "4"]) == 2
+    assert "--check 4 (the fits were made with 0)" in capsys.readouterr().err
+    assert main([*argv(out), "--check", "-1"]) == 2
+    assert "--check must be at least 0, got -1" in capsys.readouterr().err

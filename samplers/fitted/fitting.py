@@ -1,4 +1,4 @@
-"""Fitting a :class:`~samplers.fitted.solver.LearnedSolver` to a model, in four named stages driven by one
+"""Fitting a :class:`~samplers.fitted.solver.LearnedSolver` to a model, in five named stages driven by one
 :class:`FitConfig`:
 
 1. :func:`starting_point` — every (sampler, schedule) pair of the registry that the learned family can express
@@ -16,6 +16,10 @@
    and the pool's validation share: the first that beats the best pair there (in total, and start by start beyond
    two standard errors) and on the validation starts and the pool together, else the best pair itself: the result
    is never worse on the validation starts than the best fixed pair.
+5. :func:`validate` with a check pool — the fit stage 4 keeps, held against the best pair once more on
+   ``FitConfig.check`` × the calibration batch other starts that neither trained it nor picked its iterate (the
+   rarest starts that decide a mixture's error at 20 NFE are too few among stage 4's): the fit where it is the
+   better there, else the pair.
 
 The pool (``FitConfig.pool`` × the calibration batch) holds the rare starts that decide a mixture's error and that
 a few hundred validation starts miss; only the share of it where the compared solvers disagree most has its exact
@@ -24,7 +28,7 @@ to the training starts, the last (its validation share) to the validation starts
 the means are the stratified estimate over calibration and pool together; the pool's validation part alone is
 what stage 4 compares on.
 
-:func:`fit` runs the four. The denoiser must be differentiable in x (a torch network or an analytic denoiser).
+:func:`fit` runs the five. The denoiser must be differentiable in x (a torch network or an analytic denoiser).
 """
 from __future__ import annotations
 
@@ -86,6 +90,13 @@ class FitConfig:
         starts: stage 3 runs from each of this many of the best pairs of stage 1 (in its order), and stage 4 holds
             the fits, best first on the validation starts and the pool's validation share, against the best pair:
             the first it keeps is the result. Each costs one optimisation.
+        check, check_solved: stage 5 holds the fit stage 4 keeps against the best pair once more, on ``check`` ×
+            the calibration batch starts that neither trained nor picked anything (0: no stage 5): the
+            ``check_solved`` share of them (at least as many as the validation starts) solved in full, and the
+            ``check_solved`` share of the rest where the two disagree most; it keeps the fit only where its mean
+            squared error there is the smaller, else hands back the pair. Stage 4's starts also picked
+            the iterate (the best of many checks) and hold few of the rarest starts: on the benchmark's VE
+            mixture at 20 NFE a fit 0.68× its pair there was 1.38× it on 131072 other starts.
     """
 
     nfe: int
@@ -105,6 +116,8 @@ class FitConfig:
     time_budget: float | None = None
     seed: int = 0
     starts: int = 3
+    check: int = 64
+    check_solved: float = 1 / 64
 
     def validate(self) -> "FitConfig":
         def whole(name, lo):
@@ -116,18 +129,19 @@ class FitConfig:
                                 "weighs the model calls before each step (one call is one Euler step: run "
                                 "sampler='euler' with steps=1)")
         for name, lo in (("nfe", 1), ("iters", 0), ("check_every", 1), ("history", 0), ("keep", 1), ("pool", 0),
-                         ("seed", 0), ("starts", 1)):
+                         ("seed", 0), ("starts", 1), ("check", 0)):
             whole(name, lo)
         if self.screen is not None:
             whole("screen", 1)
-        for name in ("validation", "pool_solved", "lr", "time_budget"):
+        for name in ("validation", "pool_solved", "check_solved", "lr", "time_budget"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v)):
                 raise InvalidOption(f"FitConfig.{name} must be a number, got {v!r} ({type(v).__name__})")
         if not 0 < self.validation < 1:
             raise InvalidOption(f"FitConfig.validation must be in (0, 1), got {self.validation!r}")
-        if not (isinstance(self.pool_solved, (int, float)) and 0 < self.pool_solved <= 1):
-            raise InvalidOption(f"FitConfig.pool_solved must be a share in (0, 1], got {self.pool_solved!r}")
+        for name in ("pool_solved", "check_solved"):
+            if not 0 < getattr(self, name) <= 1:
+                raise InvalidOption(f"FitConfig.{name} must be a share in (0, 1], got {getattr(self, name)!r}")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise InvalidOption(f"FitConfig.lr must be a positive number or None, got {self.lr!r}")
         if self.batch is not None:
@@ -974,8 +988,10 @@ def _data_key(denoiser, data: Calibration) -> str:
 
 
 def _resumable(config: FitConfig) -> dict:
-    """What a saved state must share with a run to be resumed by it (everything but the time budget)."""
-    return {**{k: v for k, v in dataclasses.asdict(config).items() if k != "time_budget"},
+    """What a saved state must share with a run to be resumed by it (everything but the time budget and stage 5's
+    check, which come after the optimisation the state is of)."""
+    return {**{k: v for k, v in dataclasses.asdict(config).items()
+               if k not in ("time_budget", "check", "check_solved")},
             "state_format": STATE_FORMAT}
 
 
@@ -986,8 +1002,8 @@ def _plain(solver: LearnedSolver) -> dict:
 
 def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration, pool: Pool | None = None,
              within: torch.Tensor | None = None, own: Calibration | None = None, *,
-             fitted: tuple[Calibration, Calibration] | None = None, fitted_from: Candidate | None = None
-             ) -> LearnedSolver:
+             fitted: tuple[Calibration, Calibration] | None = None, fitted_from: Candidate | None = None,
+             check: Pool | None = None) -> LearnedSolver:
     """Stage 4: the fitted solver where it beats the starting pair on the validation starts — a smaller mean
     squared error over them, and per-start RMSEs smaller by more than two standard errors of their differences
     (a few lucky starts do not count; both weighted by ``data.w_val`` where the pool's rare starts joined them:
@@ -996,7 +1012,13 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
     which takes the starts where these two solvers disagree most); else the pair itself. Either way the result's
     (weighted) validation error is at most the pair's. ``data``: the validation starts from the pair's σ_max;
     ``fitted``: (``data``, ``own``) from the σ the fit starts at where that is another (a fit from another of the
-    best pairs, ``fitted_from``: the same starts, so the per-start differences pair up)."""
+    best pairs, ``fitted_from``: the same starts, so the per-start differences pair up).
+
+    Stage 5, with a ``check`` pool (:func:`make_pool` with ``check=True``): a fit stage 4 keeps is held against the
+    pair once more on those starts, which neither trained it nor picked its iterate (:func:`check_fresh`, at least
+    as many of them solved in full as ``own`` has validation starts): kept only
+    where its mean squared error there is the smaller, else the pair (``meta["check"]`` records the difference;
+    the validation figures stay stage 4's)."""
     best_data, best_own = fitted if fitted is not None else (data, own)
     mine = per_start_mse(denoiser, best, best_data.x_val, best_data.ref_val, best_data.extra_val)
     theirs = per_start_mse(denoiser, start.solver, data.x_val, data.ref_val, data.extra_val)
@@ -1010,20 +1032,32 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
     mine_mse, theirs_mse = float(_mean(mine, data.w_val)), float(_mean(theirs, data.w_val))
     improved = best is not start.solver and mine_mse < theirs_mse and mean_gain > margin
     pooled = None
+    known = {k.sigma_max: (k.x_val, k.ref_val, k.extra_val)
+             for k in (best_data if best_own is None else best_own, data if own is None else own)}
     if improved and pool is not None and len(pool):
-        known = {k.sigma_max: (k.x_val, k.ref_val, k.extra_val)
-                 for k in (best_data if best_own is None else best_own, data if own is None else own)}
         pooled = float(compare(denoiser, [start.solver, best], known, pool, within=within)[1])
         improved = pooled < 0
-    chosen = best if improved else start.solver
-    out = LearnedSolver(list(chosen.sigmas), chosen.eps_weights, chosen.denoised_weights,
-                        model_sigmas=chosen.model_sigmas)
-    out.sigmas[0], out.sigmas[-1] = (best_data if improved else data).sigma_max, 0.0
+
+    def result(chosen: LearnedSolver, sigma_max: float) -> LearnedSolver:
+        out = LearnedSolver(list(chosen.sigmas), chosen.eps_weights, chosen.denoised_weights,
+                            model_sigmas=chosen.model_sigmas)
+        out.sigmas[0], out.sigmas[-1] = sigma_max, 0.0
+        return out
+
+    out = result(best, best_data.sigma_max) if improved else result(start.solver, data.sigma_max)
+    checked = None
+    if improved and check is not None and len(check):
+        # in full at least as many starts as the calibration validates on
+        diff, solved = check_fresh(denoiser, [start.solver, out], check, (data if own is None else own).x_val.shape[0])
+        checked = {"starts": len(check), "solved": solved, "mean_mse": -diff, "kept": diff < 0}
+        if not checked["kept"]:
+            improved, out = False, result(start.solver, data.sigma_max)
     out.meta = {"validation_rmse": math.sqrt(mine_mse if improved else theirs_mse),
                 "start": {"sampler": start.sampler, "options": start.options, "schedule": start.schedule,
                           "training_rmse": start.error, "validation_rmse": math.sqrt(theirs_mse),
                           "solver": _plain(start.solver), "pooled_vs_training_leader": start.pooled},
                 "kept": "fit" if improved else "start",
+                "check": checked,
                 "fitted_from": None if not improved or fitted_from is None or fitted_from is start else {
                     "sampler": fitted_from.sampler, "options": fitted_from.options, "schedule": fitted_from.schedule,
                     "from_sigma": best_data.sigma_max},
@@ -1033,10 +1067,68 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
     return out.validate()
 
 
-def make_pool(calibration: torch.Tensor, extra: dict, config: FitConfig, reference_fn) -> Pool:
+def check_fresh(denoiser, solvers: list[LearnedSolver], check: Pool, at_least: int = 1) -> tuple[float, int]:
+    """Stage 5's comparison (:func:`compare`) of ``solvers[1]`` with ``solvers[0]`` on the ``check`` starts alone:
+    its first ⌈``check.solved_share`` · n⌉ starts (``at_least`` of them: a mean over a handful is noise), solved in
+    full, are the known starts (the mean difference where the two nearly agree is taken from them), the rest the
+    pool (solved where the two disagree most); no start that trained a fit or picked its iterate enters the
+    estimate. Returns (the mean squared error of ``solvers[1]`` minus ``solvers[0]``'s, the exact endpoints
+    solved)."""
+    n = len(check)
+    k = min(n - 1, max(1, at_least, math.ceil(check.solved_share * n)))
+    idx, rest = torch.arange(k), torch.arange(k, n)
+    tops: list[float] = []  # the σ the solvers start at, each once (a fit's may be its pair's up to rounding)
+    for s in solvers:
+        if not any(math.isclose(s.sigmas[0], t, rel_tol=1e-9) for t in tops):
+            tops.append(s.sigmas[0])
+    known = {t: (check.x(t)[idx], check.references(idx, t), _take(check.extra, idx)) for t in tops}
+    others = Pool(check.noise[k:], _take(check.extra, rest), check.reference_fn, check.solved_share)
+    diff = float(compare(denoiser, solvers, known, others)[1])
+    return diff, check.solved_count() + others.solved_count()
+
+
+def recheck(denoiser, solver: LearnedSolver, calibration: torch.Tensor, reference_fn, check: int = FitConfig.check,
+            check_solved: float = FitConfig.check_solved, extra_args: dict | None = None) -> LearnedSolver:
+    """Stage 5 on a fit made before it: ``solver`` as :func:`fit` makes it now from the same ``calibration`` (unit
+    noise), ``reference_fn`` and ``extra_args`` — its stages 1-4 are the saved solver's, stage 5 checks it on the
+    same starts :func:`fit` would draw. A solver that kept its pair, or was checked already, is returned as it is.
+    A fit from another of the best pairs that stage 5 hands back is refused: its record of the pool's starts was of
+    that pair's σ, not the best pair's (fit it again)."""
+    meta = solver.meta
+    if meta.get("kept") != "fit" or meta.get("check") is not None:
+        return solver
+    config = FitConfig(**{**meta["config"], "check": check, "check_solved": check_solved}).validate()
+    start = LearnedSolver(**meta["start"]["solver"]).validate()
+    fresh = make_pool(calibration, dict(extra_args or {}), config, reference_fn, check=True)
+    diff, solved = check_fresh(denoiser, [start, solver], fresh, meta["validation_starts"])
+    record = {"starts": len(fresh), "solved": solved, "mean_mse": -diff, "kept": diff < 0}
+    if record["kept"]:
+        out = LearnedSolver(list(solver.sigmas), solver.eps_weights, solver.denoised_weights,
+                            model_sigmas=solver.model_sigmas)
+        changes = {"check": record}
+    else:
+        if meta.get("fitted_from") is not None:
+            raise InvalidInput(f"stage 5 hands back the best pair for this fit from {meta['fitted_from']}: its record "
+                               "of the pool's starts is of that pair's σ; fit it again to record the best pair's")
+        out = LearnedSolver(list(start.sigmas), start.eps_weights, start.denoised_weights,
+                            model_sigmas=start.model_sigmas)
+        changes = {"check": record, "kept": "start", "validation_rmse": meta["start"]["validation_rmse"],
+                   "iteration_kept": 0}
+    out.model = dict(solver.model)
+    out.meta = {}
+    for key, value in meta.items():  # fit()'s order, "check" after "kept"
+        out.meta[key] = changes.get(key, value)
+        if key == "kept":
+            out.meta["check"] = record
+    out.meta["config"] = dataclasses.asdict(config)
+    return out.validate()
+
+
+def make_pool(calibration: torch.Tensor, extra: dict, config: FitConfig, reference_fn, check: bool = False) -> Pool:
     """``config.pool`` × the calibration batch of starts (unit noise) that are not calibration starts: each drawn
     from a seed derived from the calibration batch's bytes and ``config.seed``, so the pool depends on nothing
-    else; start k has the per-item arguments of calibration start k mod B."""
+    else; start k has the per-item arguments of calibration start k mod B. ``check``: stage 5's starts instead,
+    ``config.check`` × the batch from the seeds after the pool's (``config.check_solved`` of them to be solved)."""
     import hashlib
 
     from ..core.seeds import seeded_randn
@@ -1044,10 +1136,13 @@ def make_pool(calibration: torch.Tensor, extra: dict, config: FitConfig, referen
     b = calibration.shape[0]
     digest = hashlib.sha256(calibration.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()).digest()
     base = int.from_bytes(digest[:4], "little") * 1_000_003 + config.seed
-    n = config.pool * b
+    n = (config.check if check else config.pool) * b
+    if check:
+        base += config.pool * b
     noise = seeded_randn((n, *calibration.shape[1:]), [base + k for k in range(n)], dtype=calibration.dtype)
     rows = torch.arange(n) % b
-    return Pool(noise.to(calibration.device), _take(extra, rows), reference_fn, config.pool_solved)
+    return Pool(noise.to(calibration.device), _take(extra, rows), reference_fn,
+                config.check_solved if check else config.pool_solved)
 
 
 def _takes_sigma(fn) -> bool:
@@ -1207,12 +1302,13 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
             log("fits from the best pairs on the validation starts: " + "; ".join(
                 f"{r[0].label} {pooled[i]:+.3g}" for r, i in zip(runs, order))
                 + " (mean squared error minus the first pair's fit)")
+    fresh = make_pool(calibration, extra, config, reference_fn, check=True) if config.check else None
     for cand, data, trained, best, kept in runs:
         solver = validate(denoiser, start, best, pair_data[1], pool, checked, own=pair_data[0],
-                          fitted=(trained, data), fitted_from=cand)
-        if solver.meta["kept"] == "fit":
-            break
-    else:
+                          fitted=(trained, data), fitted_from=cand, check=fresh)
+        if solver.meta["kept"] == "fit" or solver.meta["check"] is not None:
+            break  # the first fit stage 4 keeps is the one stage 5 checks: its starts pick no fit among several
+    if solver.meta["kept"] != "fit":
         data, trained = pair_data
     from . import identity
 
