@@ -537,9 +537,12 @@ def speed() -> str:
 
 def fitted_heldout() -> str:
     """docs/fitted.md: each kept fit against the best pair it was held against, on the benchmarks' held-out pools."""
+    from benchmarks.fit_heldout import handed_back
+
     rows = ["| fits of | problem | NFE | fitted | best pair | fitted ÷ pair | wrong mode: fitted / pair |",
             "|---|---|---:|---:|---|---:|---:|"]
     kept = worse = surely = 0
+    handed = []
     for folder, label in (("fit_heldout", "the benchmark"), ("fit_heldout_mixtures", "(b)"),
                           ("fit_heldout_mixtures-2", "(b), second set"), ("fit_heldout_mixtures-3", "(b), third set"),
                           ("fit_heldout_mixtures-4", "(b), fourth set"), ("fit_heldout_mixtures-5", "(b), fifth set")):
@@ -549,6 +552,8 @@ def fitted_heldout() -> str:
         args = results["args"]
         pool = f"{len(args['heldout_seeds'])} × {args['heldout_batch']}"
         for r in results["rows"]:
+            if handed_back(r):
+                handed.append(f"{label}: {r['problem']} at {r['nfe']} NFE")
             if r["kept"] != "fit":
                 continue
             kept += 1
@@ -561,7 +566,9 @@ def fitted_heldout() -> str:
     if not kept:
         return "(not measured yet: run the commands above)"
     return "\n".join(rows + ["", f"Kept fits worse than their best pair on these starts: {worse} of {kept}; beyond "
-                                  f"the 95 % interval of fitted ÷ pair (its low end above 1, in brackets): {surely}."])
+                                  f"the 95 % interval of fitted ÷ pair (its low end above 1, in brackets): {surely}. "
+                                  f"Fits that stage 4 kept and stage 5 handed back for their pair: {len(handed)}"
+                                  + (" (" + "; ".join(handed) + ")." if handed else ".")])
 
 
 def fitted_bound() -> str:

@@ -90,11 +90,13 @@ def markdown(results: dict) -> str:
             "fitted ÷ pair |", "|---|---:|---|---:|---:|---|---:|---:|---:|"]
     for r in results["rows"]:
         fit, pair = r["fitted"], r["pair"]
-        kept = r["kept"] + (f" (from {r['fitted_from']})" if r.get("fitted_from") else "")
+        kept = r["kept"] + (f" (from {r['fitted_from']})" if r.get("fitted_from") else
+                            " (stage 5 handed back the fit)" if handed_back(r) else "")
         rows.append(f"| {r['problem']} | {r['nfe']} | {kept} | {fit['rmse']:.3e} | {fit['wrong_mode']} | "
                     f"{r['pair_label']} | {pair['rmse']:.3e} | {pair['wrong_mode']} | "
                     f"{fit['rmse'] / pair['rmse']:.3f}{common.interval_text(r.get('ratio_interval'))} |")
     fits = [r for r in results["rows"] if r["kept"] == "fit"]
+    handed = [r for r in results["rows"] if handed_back(r)]
     worse = [r for r in fits if r["fitted"]["rmse"] > r["pair"]["rmse"]]
     surely = [r for r in worse if r.get("ratio_interval") and r["ratio_interval"][0] > 1]
     args = results["args"]
@@ -106,16 +108,24 @@ def markdown(results: dict) -> str:
         f"{len(args['heldout_seeds'])} seeds × {args['heldout_batch']} starts (seeds "
         f"{args['heldout_seeds'][0]}-{args['heldout_seeds'][-1]}: neither the calibration of the fits nor the "
         f"choice of their pairs saw them), RMSE against the exact PF-ODE endpoints. *kept*: whether the fit's "
-        f"validation starts kept the optimised weights (\"fit\") or returned the pair (\"start\"). *wrong mode*: "
+        f"validation starts kept the optimised weights (\"fit\") or returned the pair (\"start\"; where stage 5, "
+        f"on other starts, handed back a fit that stage 4 kept, it says so). *wrong mode*: "
         f"starts whose RMSE exceeds 0.3 × the data's spread. In brackets: the 95 % interval of fitted ÷ pair "
         f"(the held-out starts resampled in pairs), how far the few dozen starts in another mode carry the ratio.",
         "", *rows, "",
         f"Kept fits worse than their pair on these starts: {len(worse)} of {len(fits)}"
         + (" (" + ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in worse) + ")" if worse else "")
         + (f"; worse beyond the 95 % interval (its low end above 1): {len(surely)}."
-           if all(r.get("ratio_interval") for r in fits) else "."),
+           if all(r.get("ratio_interval") for r in fits) else ".")
+        + (f" Fits stage 5 handed back for their pair: {len(handed)} ("
+           + ", ".join(f"{r['problem']} at {r['nfe']} NFE" for r in handed) + ")." if handed else ""),
         "", *against,
         common.measured_line(results), ""])
+
+
+def handed_back(row: dict) -> bool:
+    """Whether stage 5 of the fit handed back the fit stage 4 kept (the row's solver is then its pair)."""
+    return row["kept"] == "start" and (row.get("check") or {}).get("kept") is False
 
 
 def _against(results: dict) -> list[str]:
@@ -220,6 +230,7 @@ def main(argv=None) -> int:
         (fitted, fitted_items), (paired, pair_items), *against = run_solvers(problem, solvers, args.heldout_seeds,
                                                                              args.heldout_batch, refs)
         rows.append({"problem": fit.meta["problem"], "nfe": fit.nfe, "file": path.name, "kept": fit.meta["kept"],
+                     "check": fit.meta.get("check"),
                      "calibration_seed": fit.meta.get("calibration_seed"),
                      "pair_label": pair_label(start["sampler"], start.get("options", {}), start["schedule"],
                                              start["solver"]["sigmas"][0]),

@@ -60,6 +60,14 @@ def test_the_pair_column_is_the_registry_pair_and_the_table_is_generated(fitted,
     results["rows"] = [{**worse, "ratio_interval": [0.9, 1.5]}, {**worse, "ratio_interval": [1.1, 1.3]}]
     assert "worse than their pair on these starts: 2 of 2" in fit_heldout.markdown(results)
     assert "beyond the 95 % interval (its low end above 1): 1." in fit_heldout.markdown(results)
+    # the row records stage 5 as the solver file does; one it handed back is marked and counted
+    assert row["check"] == solver.meta.get("check")
+    handed = {**row, "kept": "start", "fitted_from": None,
+              "check": {"starts": 8192, "solved": 256, "mean_mse": -1e-5, "kept": False}}
+    results["rows"] = [handed, {**handed, "check": None}]
+    table = fit_heldout.markdown(results)
+    assert table.count("| start (stage 5 handed back the fit) |") == 1 and table.count("| start |") == 1
+    assert "Fits stage 5 handed back for their pair: 1 (gm-ve at 5 NFE)." in table
 
 
 def test_against_another_folder_pairs_each_fit_with_its_namesake(fitted, tmp_path, capsys, monkeypatch):

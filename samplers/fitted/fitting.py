@@ -1003,7 +1003,7 @@ def _plain(solver: LearnedSolver) -> dict:
 def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration, pool: Pool | None = None,
              within: torch.Tensor | None = None, own: Calibration | None = None, *,
              fitted: tuple[Calibration, Calibration] | None = None, fitted_from: Candidate | None = None,
-             check: Pool | None = None) -> LearnedSolver:
+             check: Pool | None = None, log=None) -> LearnedSolver:
     """Stage 4: the fitted solver where it beats the starting pair on the validation starts — a smaller mean
     squared error over them, and per-start RMSEs smaller by more than two standard errors of their differences
     (a few lucky starts do not count; both weighted by ``data.w_val`` where the pool's rare starts joined them:
@@ -1048,8 +1048,13 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
     checked = None
     if improved and check is not None and len(check):
         # in full at least as many starts as the calibration validates on
+        t0 = time.monotonic()
         diff, solved = check_fresh(denoiser, [start.solver, out], check, (data if own is None else own).x_val.shape[0])
         checked = {"starts": len(check), "solved": solved, "mean_mse": -diff, "kept": diff < 0}
+        if log:
+            log(f"stage 5: the fit's mean squared error minus the pair's on {len(check)} other starts ({solved} "
+                f"solved): {diff:+.3g}; {'kept the fit' if diff < 0 else 'handed back the pair'} "
+                f"({time.monotonic() - t0:.0f} s)")
         if not checked["kept"]:
             improved, out = False, result(start.solver, data.sigma_max)
     out.meta = {"validation_rmse": math.sqrt(mine_mse if improved else theirs_mse),
@@ -1305,7 +1310,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     fresh = make_pool(calibration, extra, config, reference_fn, check=True) if config.check else None
     for cand, data, trained, best, kept in runs:
         solver = validate(denoiser, start, best, pair_data[1], pool, checked, own=pair_data[0],
-                          fitted=(trained, data), fitted_from=cand, check=fresh)
+                          fitted=(trained, data), fitted_from=cand, check=fresh, log=log)
         if solver.meta["kept"] == "fit" or solver.meta["check"] is not None:
             break  # the first fit stage 4 keeps is the one stage 5 checks: its starts pick no fit among several
     if solver.meta["kept"] != "fit":
