@@ -137,3 +137,24 @@ def test_recheck_makes_of_a_fit_without_stage_5_the_file_a_fit_with_it_makes(tmp
     with pytest.raises(SystemExit):
         learned_solvers.main(["--recheck", str(tmp_path / "now"), "--iters", "5", "--out", str(tmp_path / "x")])
     assert "leave out --iters" in capsys.readouterr().err
+
+
+def test_recheck_hands_back_a_fit_from_another_pair_only_where_it_started_at_the_best_pairs_sigma():
+    import dataclasses
+
+    from samplers.core.errors import InvalidInput
+
+    start, worse = pair_and_worse()
+    noise = GM.noise(32, seed=5).to(torch.float64)
+    fitted = fitting.validate(GM.denoiser, start, worse, misleading_validation(worse, noise))
+    fitted.meta.update({"config": dataclasses.asdict(FitConfig(6, check=0)), "validation_starts": 32,
+                        "iteration_kept": 40, "fitted_from": {"sampler": "euler", "options": {}, "schedule": "karras",
+                                                              "from_sigma": 700.0}})
+    with pytest.raises(InvalidInput, match="fit it again to record the best pair's"):
+        fitting.recheck(GM.denoiser, fitted, noise, exact, check=4, check_solved=1 / 4)
+    fitted.meta["fitted_from"]["from_sigma"] = SIGMA_MAX  # the best pair's σ: its record stands
+    out = fitting.recheck(GM.denoiser, fitted, noise, exact, check=4, check_solved=1 / 4)
+    assert out.meta["kept"] == "start" and out.meta["fitted_from"] is None and out.meta["iteration_kept"] == 0
+    assert out.same_steps(start.solver) and out.meta["check"]["kept"] is False
+    assert out.meta["validation_rmse"] == fitted.meta["start"]["validation_rmse"]
+    assert out.meta["config"]["check"] == 4 and fitted.meta["config"]["check"] == 0  # the input is left as it was

@@ -1097,8 +1097,8 @@ def recheck(denoiser, solver: LearnedSolver, calibration: torch.Tensor, referenc
     """Stage 5 on a fit made before it: ``solver`` as :func:`fit` makes it now from the same ``calibration`` (unit
     noise), ``reference_fn`` and ``extra_args`` — its stages 1-4 are the saved solver's, stage 5 checks it on the
     same starts :func:`fit` would draw. A solver that kept its pair, or was checked already, is returned as it is.
-    A fit from another of the best pairs that stage 5 hands back is refused: its record of the pool's starts was of
-    that pair's σ, not the best pair's (fit it again)."""
+    A fit from another of the best pairs, at another σ than the best pair's, that stage 5 hands back is refused: its
+    record of the pool's starts was of that σ, not the best pair's (fit it again)."""
     meta = solver.meta
     if meta.get("kept") != "fit" or meta.get("check") is not None:
         return solver
@@ -1112,13 +1112,14 @@ def recheck(denoiser, solver: LearnedSolver, calibration: torch.Tensor, referenc
                             model_sigmas=solver.model_sigmas)
         changes = {"check": record}
     else:
-        if meta.get("fitted_from") is not None:
-            raise InvalidInput(f"stage 5 hands back the best pair for this fit from {meta['fitted_from']}: its record "
-                               "of the pool's starts is of that pair's σ; fit it again to record the best pair's")
+        other = meta.get("fitted_from")
+        if other is not None and not math.isclose(other["from_sigma"], start.sigmas[0], rel_tol=1e-9):
+            raise InvalidInput(f"stage 5 hands back the best pair for this fit from {other}: its record of the pool's "
+                               "starts is of that pair's σ; fit it again to record the best pair's")
         out = LearnedSolver(list(start.sigmas), start.eps_weights, start.denoised_weights,
                             model_sigmas=start.model_sigmas)
         changes = {"check": record, "kept": "start", "validation_rmse": meta["start"]["validation_rmse"],
-                   "iteration_kept": 0}
+                   "iteration_kept": 0, "fitted_from": None}
     out.model = dict(solver.model)
     out.meta = {}
     for key, value in meta.items():  # fit()'s order, "check" after "kept"
