@@ -711,9 +711,10 @@ def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, l
     seconds = time.monotonic() - t0  # the fit, its reference included (cached after the first NFE)
     from benchmarks.common import run_info
 
+    # device: what the seconds were measured on (CPU, versions, commit)
     row = {"nfe": nfe, "file": str(path), "solver_sha256": _file_digest(path), "kept": solver.meta["kept"],
-           "check": solver.meta.get("check"), "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds, "threads": torch.get_num_threads(),
-           "device": run_info(str(x_cal.device))}  # what the seconds were measured on: CPU, versions, commit
+           "check": solver.meta.get("check"), "validation_rmse": solver.meta["validation_rmse"], "seconds": seconds,
+           "threads": torch.get_num_threads(), "device": run_info(str(x_cal.device))}
     if budget is not None:
         row["time_budget"] = budget  # this NFE's fit's share, from its start (after the calibration's endpoints)
     if "stopped_at_budget" in solver.meta:

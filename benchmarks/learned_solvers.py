@@ -78,9 +78,12 @@ def recheck_folder(p: argparse.ArgumentParser, args) -> int:
         problem = problems[solver.meta["problem"]]
         t0 = time.perf_counter()
         noise = problem.noise(solver.meta["calibration"], solver.meta["calibration_seed"]).double()
-        with torch.no_grad():
-            again = recheck(problem.denoiser, solver, noise, lambda x, extra, sigma: problem.reference(x, sigma),
-                            check=args.check)
+        try:
+            with torch.no_grad():
+                again = recheck(problem.denoiser, solver, noise, lambda x, extra, sigma: problem.reference(x, sigma),
+                                check=args.check)
+        except InvalidInput as err:  # a fit from another σ that stage 5 hands back: its file cannot be made here
+            p.error(f"--recheck {path}: {err}")
         record = again.meta.get("check")
         said = ("nothing to check (kept its pair)" if solver.meta["kept"] != "fit" else
                 "checked already" if again is solver else

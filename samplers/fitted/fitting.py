@@ -1049,7 +1049,8 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
     if improved and check is not None and len(check):
         # in full at least as many starts as the calibration validates on
         t0 = time.monotonic()
-        diff, solved = check_fresh(denoiser, [start.solver, out], check, (data if own is None else own).x_val.shape[0])
+        n_val = (data if own is None else own).x_val.shape[0]
+        diff, solved = check_fresh(denoiser, [start.solver, out], check, n_val)
         checked = {"starts": len(check), "solved": solved, "mean_mse": -diff, "kept": diff < 0}
         if log:
             log(f"stage 5: the fit's mean squared error minus the pair's on {len(check)} other starts ({solved} "
