@@ -1000,6 +1000,14 @@ def _plain(solver: LearnedSolver) -> dict:
             "model_sigmas": solver.model_sigmas}
 
 
+def _steps_of(chosen: LearnedSolver, sigma_max: float) -> LearnedSolver:
+    """A new solver running ``chosen``'s steps from ``sigma_max`` to 0, without its record (meta, model)."""
+    out = LearnedSolver(list(chosen.sigmas), chosen.eps_weights, chosen.denoised_weights,
+                        model_sigmas=chosen.model_sigmas)
+    out.sigmas[0], out.sigmas[-1] = sigma_max, 0.0
+    return out
+
+
 def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration, pool: Pool | None = None,
              within: torch.Tensor | None = None, own: Calibration | None = None, *,
              fitted: tuple[Calibration, Calibration] | None = None, fitted_from: Candidate | None = None,
@@ -1037,14 +1045,7 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
     if improved and pool is not None and len(pool):
         pooled = float(compare(denoiser, [start.solver, best], known, pool, within=within)[1])
         improved = pooled < 0
-
-    def result(chosen: LearnedSolver, sigma_max: float) -> LearnedSolver:
-        out = LearnedSolver(list(chosen.sigmas), chosen.eps_weights, chosen.denoised_weights,
-                            model_sigmas=chosen.model_sigmas)
-        out.sigmas[0], out.sigmas[-1] = sigma_max, 0.0
-        return out
-
-    out = result(best, best_data.sigma_max) if improved else result(start.solver, data.sigma_max)
+    out = _steps_of(best, best_data.sigma_max) if improved else _steps_of(start.solver, data.sigma_max)
     checked = None
     if improved and check is not None and len(check):
         # in full at least as many starts as the calibration validates on
@@ -1057,7 +1058,7 @@ def validate(denoiser, start: Candidate, best: LearnedSolver, data: Calibration,
                 f"solved): {diff:+.3g}; {'kept the fit' if diff < 0 else 'handed back the pair'} "
                 f"({time.monotonic() - t0:.0f} s)")
         if not checked["kept"]:
-            improved, out = False, result(start.solver, data.sigma_max)
+            improved, out = False, _steps_of(start.solver, data.sigma_max)
     out.meta = {"validation_rmse": math.sqrt(mine_mse if improved else theirs_mse),
                 "start": {"sampler": start.sampler, "options": start.options, "schedule": start.schedule,
                           "training_rmse": start.error, "validation_rmse": math.sqrt(theirs_mse),
@@ -1109,16 +1110,14 @@ def recheck(denoiser, solver: LearnedSolver, calibration: torch.Tensor, referenc
     diff, solved = check_fresh(denoiser, [start, solver], fresh, meta["validation_starts"])
     record = {"starts": len(fresh), "solved": solved, "mean_mse": -diff, "kept": diff < 0}
     if record["kept"]:
-        out = LearnedSolver(list(solver.sigmas), solver.eps_weights, solver.denoised_weights,
-                            model_sigmas=solver.model_sigmas)
+        out = _steps_of(solver, solver.sigmas[0])
         changes = {"check": record}
     else:
         other = meta.get("fitted_from")
         if other is not None and not math.isclose(other["from_sigma"], start.sigmas[0], rel_tol=1e-9):
             raise InvalidInput(f"stage 5 hands back the best pair for this fit from {other}: its record of the pool's "
                                "starts is of that pair's σ; fit it again to record the best pair's")
-        out = LearnedSolver(list(start.sigmas), start.eps_weights, start.denoised_weights,
-                            model_sigmas=start.model_sigmas)
+        out = _steps_of(start, start.sigmas[0])
         changes = {"check": record, "kept": "start", "validation_rmse": meta["start"]["validation_rmse"],
                    "iteration_kept": 0, "fitted_from": None}
     out.model = dict(solver.model)
