@@ -63,7 +63,8 @@ def test_srk_refuses_a_tree_object_and_a_callable_that_repeats_its_draw():
 
 def test_srk_with_fresh_draws_keeps_running_and_its_spread():
     """The seeded default and "brownian" paths give an independent H: data N(0, 0.5²), output std ≈ 0.5·… as before."""
-    x = torch.randn(4000, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 10
+    # 4000 numbers in 4 items: "brownian" seeds a path per item, so 4000 one-number items took 28 s
+    x = torch.randn(4, 1000, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 10
     sig = samplers.get_sigmas("karras", 3, sigma_min=0.1, sigma_max=10.0)
     a = samplers.sample("torchsde.srk", _shrink, x, sig, seed=0, disable=True)
     b = samplers.sample("torchsde.srk", _shrink, x, sig, seed=0, noise_sampler="brownian", disable=True)

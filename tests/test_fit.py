@@ -1,7 +1,9 @@
 """Fitting a solver: the family holds the registry's samplers exactly, the fit never ends worse than the best
 fixed pair it could express, and the solver file records its model (runs on another only when allowed)."""
+import inspect
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -862,10 +864,18 @@ def test_candidates_run_together_are_each_run_bit_for_bit_with_fewer_model_calls
 
 
 def test_solvers_run_together_at_any_length_and_none():
-    # a step is a stack entry, not a nested call: 1200 steps run as endpoints runs them (no recursion limit)
-    n = 1200
+    # a step is a stack entry, not a nested call: a solver of more steps than the stack has frames left runs as
+    # endpoints runs it (no recursion limit). The limit is lowered to 150 frames above this one, so 300 steps (n²
+    # weights: 1200 steps under the default limit took 39 s) would overflow a walk that recursed once per step.
+    n = 300
     sig = torch.logspace(1.3, -2, n, dtype=torch.float64).tolist() + [0.0]
     long = LearnedSolver(sig, [[0.0] * i for i in range(n)], [[0.0] * i for i in range(n)]).validate()
     x = GM.noise(2, seed=5) * sig[0]
-    assert torch.equal(fitting.endpoints_each(GM.denoiser, [long], x)[0], fitting.endpoints(GM.denoiser, long, x))
+    here, limit = len(inspect.stack(0)), sys.getrecursionlimit()
+    sys.setrecursionlimit(here + 150)
+    try:
+        together = fitting.endpoints_each(GM.denoiser, [long], x)[0]
+    finally:
+        sys.setrecursionlimit(limit)
+    assert torch.equal(together, fitting.endpoints(GM.denoiser, long, x))
     assert fitting.endpoints_each(GM.denoiser, [], x) == []
