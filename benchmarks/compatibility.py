@@ -240,6 +240,8 @@ def describe(scheduler) -> str:
         shown["midpoints"] = "its t − Δt/2"
     if "tau_func" in shown:
         shown["tau_func"] = "its tau_func"
+    if "native" in shown:
+        shown["native"] = "its ᾱ table"
     shown.pop("prior_sigmas", None)
     return scheduler.spec.name + (f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
 

@@ -420,8 +420,8 @@ def test_options_it_cannot_honour_are_refused_never_dropped():
         SamplerScheduler.from_config(sde3_idle).set_timesteps(6)  # its capped zero-length last step
     with pytest.raises(InvalidOption, match="clip_sample"):  # x0 clipping would be dropped whichever sampler runs
         SamplerScheduler.from_config(DDIMScheduler().config, sampler="euler")
-    with pytest.raises(InvalidOption, match="cannot reproduce TCDScheduler"):
-        SamplerScheduler.from_config(source_scheduler("TCDScheduler", SD15, {}).config)
+    with pytest.raises(InvalidOption, match="cannot reproduce CMStochasticIterativeScheduler"):
+        SamplerScheduler.from_config(diffusers.CMStochasticIterativeScheduler().config)
     pndm = SamplerScheduler.from_config(source_scheduler("PNDMScheduler", SD15, {}).config)
     pndm.set_timesteps(5)
     with pytest.raises(InvalidOption, match="ipndm"):

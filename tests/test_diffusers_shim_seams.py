@@ -74,11 +74,13 @@ def test_own_class_name_as_sampler_keeps_the_image(name, variant):
     assert diff(theirs, ours, 6) < 1e-5
 
 
-def test_own_unsupported_class_name_as_sampler_is_refused():
+def test_own_class_name_as_sampler_runs_the_class_itself():
+    # sampler="TCDScheduler" on a TCDScheduler config is the class's own run (its γ-step, not LCM's)
     config = {**{k: v for k, v in SD15.items() if k != "_class_name"}, "_class_name": "TCDScheduler"}
-    with pytest.raises(InvalidOption, match="cannot reproduce TCDScheduler"):
-        SamplerScheduler.from_config(diffusers.TCDScheduler.from_config(config).config | {"_class_name": "TCDScheduler"},
-                                     sampler="TCDScheduler")
+    shim = SamplerScheduler.from_config(diffusers.TCDScheduler.from_config(config).config
+                                        | {"_class_name": "TCDScheduler"}, sampler="TCDScheduler")
+    shim.set_timesteps(4)
+    assert shim.spec.name == "tcd" and shim._same
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -271,7 +273,7 @@ def test_unipc_disable_corrector_naming_no_corrected_step_is_refused_before_any_
 
 
 
-@pytest.mark.parametrize("cls, nearest", [("TCDScheduler", "lcm"), ("IPNDMScheduler", "ipndm")])
+@pytest.mark.parametrize("cls, nearest", [("IPNDMScheduler", "ipndm")])
 def test_own_unsupported_class_as_sampler_names_a_fix_that_runs(cls, nearest):
     """sampler=<the config's class> where the shim cannot reproduce that class is refused, and the fix it names
     (the registry sampler the class's name stands for elsewhere) runs on that config."""

@@ -323,7 +323,7 @@ DIFFUSERS: dict[str, tuple] = {
     "UniPCMultistepScheduler": ("unipc_bh2", {"order": 2}, None, None),
     "DEISMultistepScheduler": ("deis", {"order": 2}, None, None),
     "LCMScheduler": ("lcm", {}, None, None),
-    "TCDScheduler": ("lcm", {}, None, None),
+    "TCDScheduler": ("tcd", {}, None, None),
     "EDMEulerScheduler": ("euler", {}, None, None),
     "EDMDPMSolverMultistepScheduler": ("dpmpp_2m", {}, None, None),
     # a label implies no schedule options, so not diffusers' flow grid: pass schedule="flow" with end="diffusers"

@@ -193,11 +193,18 @@ class VPDiscrete(NoiseSchedule):
             time_log[-1] = 0.5 * math.log((1 - ZERO_SNR_ALPHA_BAR) / ZERO_SNR_ALPHA_BAR)
         self._time_log_sigmas = time_log
         self._host_log_sigmas = time_log.tolist()  # for time_at: bisect over Python floats
+        self._host_sigmas = self.sigmas.tolist()  # for sigma_at_timestep: the table's σ as Python floats
         # set by from_betas / from_alphas_cumprod(rescale_betas_zero_snr=True): the table before the rescale, from which
         # with_float32_alphas_cumprod redoes A1111's rescale on its float32 ᾱ; True on a with_float32_alphas_cumprod
         # model (whose terminal ᾱ, like A1111's, is stored in float32)
         self._before_zero_snr: torch.Tensor | None = None
         self._float32 = False
+
+    def __repr__(self) -> str:
+        """Short, for messages and option listings (the table itself is 1000 numbers)."""
+        end = "zero terminal SNR" if self._zero_snr else f"σ_max {self.sigma_max:.6g}"
+        return (f"VPDiscrete({self.num_train_timesteps} timesteps, σ_min {self.sigma_min:.6g}, {end}"
+                + (", quantize=True" if self.quantize else "") + ")")
 
     @classmethod
     def from_betas(cls, kind: str = "scaled_linear", num_train_timesteps: int = 1000, beta_start: float = 0.00085,
@@ -321,6 +328,22 @@ class VPDiscrete(NoiseSchedule):
             w = 0.0 if math.isnan(w) else min(max(w, 0.0), 1.0)
             t = (idx - 1) + w
         return float(round(t)) if self.quantize else t
+
+    def sigma_at_timestep(self, i: int) -> float:
+        """σ of the table's timestep ``i`` (an index), a Python float: no tensor read (a sampler's loop may call it)."""
+        return self._host_sigmas[i]
+
+    def sigma_of_time_at(self, t: float) -> float:
+        """:meth:`sigma_of_time` for one Python float, by the same log-σ interpolation over the cached table."""
+        log_sigmas = self._host_log_sigmas
+        n = len(log_sigmas)
+        t = min(max(float(t), 0.0), n - 1.0)
+        low = min(max(math.floor(t), 0), n - 2)
+        w = t - low
+        lo, hi = log_sigmas[low], log_sigmas[low + 1]
+        if self._zero_snr and t >= n - 1:
+            return math.inf
+        return math.exp(lo if w == 0 else hi if w == 1 else lo + w * (hi - lo))
 
     def sigma_of_time(self, t):
         """The inverse of :meth:`time`: log-σ interpolation in the same table (a zero-SNR end counted as diffusers'

@@ -285,6 +285,8 @@ SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2"),
                         ("seeds_2", "r"): lambda n, v: real(n, v, lo=0.0, hi=1.0, lo_open=True),
                         # its flow-time split t_down = t_next·(1 + (t_next/t − 1)·η) leaves [0, t_next] above η = 1
                         ("euler_ancestral_rf", "eta"): lambda n, v: real(n, v, lo=0.0, hi=1.0),
+                        # TCD's γ: the intermediate point s = (1 − γ)·t lies between 0 and t
+                        ("tcd", "eta"): lambda n, v: real(n, v, lo=0.0, hi=1.0),
                         ("deis", "mode"): one_of("rhoab", "tab"),
                         # "diffusers": the weights as DEISMultistepScheduler rounds them (the shim's default)
                         ("deis", "weights"): one_of("exact", "diffusers")}

@@ -259,7 +259,7 @@ _STEP_DTYPES: dict[str, _StepDtypes] = {
     **dict.fromkeys(["DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDiscreteScheduler", "HeunDiscreteScheduler",
                      "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler",
                      "DPMSolverSinglestepScheduler", "DEISMultistepScheduler", "LCMScheduler",
-                     "EDMDPMSolverMultistepScheduler"], _StepDtypes(False, "promote")),
+                     "TCDScheduler", "EDMDPMSolverMultistepScheduler"], _StepDtypes(False, "promote")),
 }
 
 
@@ -619,7 +619,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         else:
             class_name = (source_config or {}).get("_class_name")
             if class_name is not None and label is None:
-                why = sources.UNSUPPORTED.get(class_name, "it is not a scheduler class the shim stands in for")
+                why = "it is not a scheduler class the shim stands in for"
                 fix = (f"sampler={own.label!r} names that class itself; pass sampler={own.sampler!r} (what its name "
                        f"stands for elsewhere) with a config that names its class (\"_class_name\": {class_name!r}, "
                        "or the scheduler object itself)" if own is not None else "Pass sampler=<name>")
@@ -1697,8 +1697,14 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         source, plan = self._source, self._run_plan
         if not (self._same and source is not None and source.draws is not None and not self._draws_changed()):
             return False
-        e = float(eta) if isinstance(eta, numbers.Real) and not isinstance(eta, bool) else (self._eta or 0.0)
+        e = float(eta) if isinstance(eta, numbers.Real) and not isinstance(eta, bool) else self._run_eta()
         return self._source_draws(len(plan.step_starts) + plan.idle, e) == 0
+
+    def _run_eta(self) -> float:
+        """The η of this run: the one a step passed (``_take_eta``), else the sampler's own (DDIM's 0, TCD's 0.3)."""
+        if self._eta is not None:
+            return self._eta
+        return float(self._options.get("eta", self.spec.options.get("eta", 0.0)) or 0.0)
 
     def _source_draws(self, steps: int, eta: float) -> int:
         """How many draws the source class makes in ``steps`` steps at ``eta``: worked out once a run (DDPM's reads
@@ -1919,7 +1925,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         source = self._source
         if (isinstance(self._noise, _GeneratorNoise) and self._same and source is not None
                 and source.draws is not None):
-            self._noise.top_up(self._source_draws(steps, self._eta or 0.0))
+            self._noise.top_up(self._source_draws(steps, self._run_eta()))
 
     def _check_step_keywords(self, kwargs: dict, eta) -> None:
         """Refuse a keyword of the replaced class's ``step`` at a value that would change its run (the shim does not
@@ -1948,21 +1954,26 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                     f"does not reproduce; {fix}")
 
     def _take_eta(self, eta) -> None:
-        """DDIM's ``eta`` comes with every step (diffusers' pipelines pass their ``eta`` argument, 0 by default)."""
+        """DDIM's ``eta`` (its noise share) and TCD's (its γ) come with every step: diffusers' pipelines pass their
+        ``eta`` argument, 0 by default; a step without one runs the class's default (DDIM 0, TCD 0.3)."""
         if eta is None:
             return
         nonneg("eta", eta)  # a number (never a string converted), finite, >= 0
-        if eta == 0 and self._eta is None:
+        # the source class's own run reads the step's eta (DDIM's noise share, TCD's γ); another sampler does not
+        own_run = self._source is not None and self._source.eta_in_step and self._same
+        if eta == 0 and self._eta is None and not (own_run and self._run_eta() != 0):
             return
-        ddim_source = self._source is not None and self._source.eta_in_step and self.spec.name == "ddim"
-        if not ddim_source or "eta" in self.sampler_options:
+        if not own_run or "eta" in self.sampler_options:
             # the class ignores a pipeline's eta: one equal to the run's own η (EulerAncestral's 1) changes nothing
             own = "eta" in self.spec.options and float(eta) == float(self._options.get("eta", self.spec.options["eta"]))
             if eta != 0 and not own:
                 raise InvalidOption(self._eta_refusal(eta))
             return
         if len(self._denoised) == 0:
-            sched = self._run_plan.schedule
+            if self.spec.name == "tcd" and eta > 1:
+                raise InvalidOption(f"step() got eta={eta}: TCDScheduler's γ (its step's eta) must be in [0, 1] "
+                                    "(diffusers asserts it); 0.3 is TCD's default, 0 its deterministic run")
+            sched = self._run_plan.schedule if self.spec.name == "ddim" else []
             for sigma, sigma_next in zip(sched, sched[1:]):
                 # DDIMScheduler's σ_t² exceeds 1 − ᾱ_prev there: it returns NaN, the ddim sampler caps σ_up at σ_next
                 if 0 < sigma_next < sigma < math.inf and float(eta) ** 2 * (1 - (sigma_next / sigma) ** 2) > 1:
@@ -1976,7 +1987,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def _eta_refusal(self, eta) -> str:
         """Why a step's ``eta`` is refused (it reaches the scheduler with the first step, after the first model
         call) and a fix that runs."""
-        head = f"step() got eta={eta}, but eta is a step argument of DDIMScheduler's own run only"
+        head = f"step() got eta={eta}, but eta is a step argument of DDIMScheduler's and TCDScheduler's own runs only"
         if "eta" in self.sampler_options:
             return (f"{head}, and sampler_options already sets eta={self.sampler_options['eta']}: pass it in one "
                     "place (leave the pipeline's eta out)")

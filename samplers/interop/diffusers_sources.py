@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..core.errors import InvalidInput, InvalidOption, Unavailable
+from ..core.native import VPDiscrete
 
 # ----------------------------------------------------------------------------------------------------
 # What a diffusers scheduler's set_timesteps produced
@@ -158,6 +159,14 @@ def grid_ddpm(ref, space: str) -> Grid:
 def grid_lcm(ref, space: str) -> Grid:
     # LCM's last step returns its denoised estimate: the final σ is 0.
     return _grid_from_timesteps(ref, [int(t) for t in ref.timesteps.tolist()], 0.0, None, "LCMScheduler")
+
+
+def grid_tcd(ref, space: str) -> Grid:
+    # TCD's last step goes to timestep 0 (ᾱ[0], whatever set_alpha_to_one says) and returns its x_s there, the
+    # predicted trajectory's point at σ(ᾱ[0]): the final σ is that, not 0
+    ac = ref.alphas_cumprod
+    return _grid_from_timesteps(ref, [int(t) for t in ref.timesteps.tolist()], _alpha_sigma(ac, ac[0]), None,
+                                "TCDScheduler")
 
 
 def grid_pndm(ref, space: str) -> Grid:
@@ -330,6 +339,12 @@ def algorithm_sa_solver(ref, begin: int = 0) -> tuple[str, dict]:
     if c.predictor_order >= 2 or c.corrector_order >= 2:  # its order-2 steps use the simplified weights
         options["simple_order_2"] = True
     return "sa_solver", options
+
+
+def algorithm_tcd(ref, begin: int = 0) -> tuple[str, dict]:
+    """TCDScheduler: the tcd sampler on the class's own float32 ᾱ table, where it places s = ⌊(1 − γ)·t⌋; γ is the
+    ``eta`` a pipeline passes to ``step`` (0 by default in diffusers' pipelines, 0.3 where step is called without it)."""
+    return "tcd", {"native": VPDiscrete.from_alphas_cumprod(ref.alphas_cumprod)}
 
 
 def _singlestep_groups(ref, begin: int) -> list[int]:
@@ -550,6 +565,8 @@ SOURCES: dict[str, Source] = {
              "SA-Solver on the noise prediction is not the sa_solver sampler; use algorithm_type='data_prediction'"),
         _LEARNED_VARIANCE)),
     "LCMScheduler": Source(fixed("lcm", eta=1.0), grid_lcm, x0=("clip", "threshold", "lcm")),
+    # TCD's step reads neither clip_sample nor thresholding (nor LCM's boundary condition): x0 as the model gives it
+    "TCDScheduler": Source(algorithm_tcd, grid_tcd, eta_in_step=True),
     "EDMEulerScheduler": Source(fixed("euler"), grid_per_step, latents="ve", space=_edm),
     "EDMDPMSolverMultistepScheduler": Source(algorithm_dpm_multistep, grid_per_step, latents="ve",
                                              x0=("threshold",), space=_edm, refusals=(
@@ -567,7 +584,7 @@ SOURCES: dict[str, Source] = {
 # from the current step (FlowMatchHeun: its step index, found from the first timestep before a run). The rest look
 # the timesteps up until a pipeline calls set_begin_index, then use the begin (or current) step for every item.
 ADD_NOISE_BY_TIMESTEPS = frozenset({"DDIMScheduler", "DDPMScheduler", "LCMScheduler", "PNDMScheduler",
-                                    "SASolverScheduler"})
+                                    "SASolverScheduler", "TCDScheduler"})
 ADD_NOISE_BY_STEP = frozenset({"FlowMatchHeunDiscreteScheduler"})
 
 # Classes whose scale_model_input sets their step index (to the begin index, else the index of its timestep), so a
@@ -585,11 +602,6 @@ STEP_RETURNS_PREV_ONLY = frozenset({
 # Classes that take exactly the parameters of a class above and run its steps (checked against diffusers by
 # tests/test_diffusers_shim_seams.py): a config without _class_name with those parameters is that class's.
 SAME_RUN: dict[str, str] = {"DDIMParallelScheduler": "DDIMScheduler", "DDPMParallelScheduler": "DDPMScheduler"}
-
-# Classes whose runs no registry sampler reproduces: refused by name when the shim would have to stand in for them.
-UNSUPPORTED: dict[str, str] = {
-    "TCDScheduler": "its gamma-controlled consistency step is not mapped to a registry sampler",
-}
 
 
 def _every_step(ref, steps: int, eta: float) -> int:
@@ -612,6 +624,10 @@ def _sde_draws(ref, steps: int, eta: float) -> int:
     return steps if ref.config.algorithm_type == "sde-dpmsolver++" else 0
 
 
+def _tcd_draws(ref, steps: int, eta: float) -> int:
+    return steps - 1 if eta > 0 else 0  # no noise at its last step, none at all at γ = 0
+
+
 def _flow_draws(ref, steps: int, eta: float) -> int:
     return steps if ref.config.stochastic_sampling else 0
 
@@ -620,7 +636,7 @@ for _name, _draws in {"DDIMScheduler": _ddim_draws, "DDPMScheduler": _ddpm_draws
                       "EulerAncestralDiscreteScheduler": _every_step, "KDPM2AncestralDiscreteScheduler": _all_but_last,
                       "DPMSolverMultistepScheduler": _sde_draws, "EDMDPMSolverMultistepScheduler": _sde_draws,
                       "LCMScheduler": _all_but_last, "FlowMatchEulerDiscreteScheduler": _flow_draws,
-                      "SASolverScheduler": _every_step}.items():
+                      "SASolverScheduler": _every_step, "TCDScheduler": _tcd_draws}.items():
     SOURCES[_name] = dataclasses.replace(SOURCES[_name], draws=_draws)
 
 

@@ -2,21 +2,24 @@
 (``get_ancestral_step``), or a draw from the DDPM posterior, or a consistency-model jump and re-noise.
 
 Euler ancestral (k-diffusion; ComfyUI's flow-model variant ``euler_ancestral_rf``), DPM-Solver-2 and DPM-Solver++(2S) ancestral,
-RES multistep ancestral (ComfyUI), DDPM, LCM. Every coefficient is a
+RES multistep ancestral (ComfyUI), DDPM, LCM, TCD. Every coefficient is a
 Python float; noise comes only from ``noise_sampler(sigma, sigma_next)`` (per-item seeded by default,
 ``"brownian"`` for a Brownian path, or your own). η = 0 turns each into its deterministic counterpart.
 """
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 
+import numpy as np
 import torch
 
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import add_noise, get_ancestral_step, lam, res_weights, sigma_of, to_d
-from ..core.errors import InvalidInput
+from ..core.errors import InvalidInput, InvalidType
+from ..core.native import VPDiscrete
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
 
@@ -197,7 +200,7 @@ def ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_no
 
 @register("lcm", kind="ancestral", order=1, nfe_per_step=1, aliases=("sample_lcm",),
           ref="Luo et al. 2023, Latent Consistency Models (arXiv:2310.04378), Alg. 3 multistep sampling; "
-              "η as TCD's γ (Zheng et al. 2024, arXiv:2402.19159)",
+              "η: the share of fresh noise in the re-noise (η = 0: DDIM)",
           final_step="denoise (x = D(x, σ)), no noise")
 def lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
         noise_sampler=None, seed=None):
@@ -219,5 +222,73 @@ def lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1
         else:
             x = denoised
         x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * eta * sigma_next)
+        report(callback, x, i, sigma, sigma, denoised)
+    return x
+
+
+@functools.lru_cache(maxsize=1)
+def _sd_table():
+    """TCDScheduler's default table as it computes it: Stable Diffusion 1.x's scaled_linear betas 0.00085-0.012 over
+    1000 timesteps, the ᾱ products in float32 (diffusers' table, whose σ are the ones its timesteps step on)."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float32) ** 2
+    return VPDiscrete.from_alphas_cumprod(torch.cumprod(1.0 - betas, dim=0))
+
+
+def tcd_point(native, eta: float, sigma_next: float) -> float:
+    """TCD's intermediate σ_s for a step to ``sigma_next`` on the timestep table ``native`` (a :class:`VPDiscrete`).
+
+    On a timestep t of the table (σ_next one of its entries, as in diffusers' TCDScheduler) s = ⌊(1 − γ)·t⌋,
+    computed as TCDScheduler computes it (float32 (1 − γ) times a float32 t, so the same s at every t); between
+    table entries s = (1 − γ)·t unrounded, σ_s read off the table by log-σ interpolation. σ_s = 0 where σ_next = 0,
+    and σ_s ≤ σ_next always (below the table's σ_min, t = 0 and σ_s = σ_next: no noise; within 1e-6 of σ_next, σ_next)."""
+    if sigma_next == 0:
+        return 0.0
+    if eta == 0:
+        return sigma_next
+    t = native.time_at(sigma_next)
+    whole = round(t)
+    if abs(t - whole) <= 1e-6 * max(1.0, whole):
+        s = int(np.floor(np.float32(1 - eta) * np.float32(whole)))
+        point = native.sigma_at_timestep(s)
+    else:
+        point = native.sigma_of_time_at((1 - eta) * t)
+    # within float32 rounding of σ_next (a table read in float64 beside one in float32): the same point, no noise
+    return sigma_next if point >= sigma_next * (1 - 1e-6) else point
+
+
+@register("tcd", kind="ancestral", order=1, nfe_per_step=1, aliases=("sample_tcd",), from_infinity=True,
+          ref="Zheng et al. 2024, Trajectory Consistency Distillation (arXiv:2402.19159), §4.4 strategic "
+              "stochastic sampling; diffusers' TCDScheduler",
+          final_step="denoise (σ_s = σ_next = 0: x = D(x, σ)), no noise")
+def tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0.3, s_noise=1.0, native=None,
+        noise_sampler=None, seed=None):
+    """Strategic stochastic sampling: move along the predicted trajectory to an earlier point s, re-noise to σ_next.
+
+        ε̂ = (x − x̂0)/σ,   x_s = x̂0 + σ_s·ε̂,   x_next = x_s + √(σ_next² − σ_s²)·z
+
+    with s = ⌊(1 − γ)·t_next⌋ on the model's timestep table (``native``, a :class:`samplers.VPDiscrete`; default
+    Stable Diffusion 1.x's, TCDScheduler's default config; :func:`tcd_point`). ``eta`` is the paper's γ (diffusers'
+    name, default 0.3 as its ``step``): γ = 0 is DDIM; γ = 1 moves to the table's first timestep (σ(t = 0), next to
+    x̂0) and re-noises from there, close to LCM. On the table's
+    own timesteps, ending at its first entry σ(t = 0), this is TCDScheduler's run (the diffusers shim runs it so).
+    A schedule may start at σ = inf (a zero-terminal-SNR table's last timestep), where x is the unit noise itself.
+    """
+    if not 0 <= eta <= 1:
+        raise InvalidInput(f"tcd's eta (the paper's γ) must be in [0, 1], got {eta}; 0.3 is TCD's default, 0 DDIM")
+    if native is None:
+        native = _sd_table()
+    elif not isinstance(native, VPDiscrete):
+        raise InvalidType(f"tcd's native must be a samplers.VPDiscrete (the model's timestep table, on which TCD "
+                          f"places s = (1 − γ)·t), got {type(native).__name__}; e.g. "
+                          "samplers.VPDiscrete.from_betas('scaled_linear', 1000, 0.00085, 0.012)")
+    points = [tcd_point(native, eta, sigmas[i + 1]) for i in range(len(sigmas) - 1)]  # host floats, before any call
+    for i in progress(sigmas, disable):
+        sigma, sigma_next, sigma_s = sigmas[i], sigmas[i + 1], points[i]
+        denoised = model(x, sigma)
+        if math.isinf(sigma):  # x is the unit noise n, the limit of ε̂ (a zero-terminal-SNR table's first step)
+            x = denoised + x * sigma_s
+        else:
+            x = denoised + (x - denoised) * (sigma_s / sigma) if sigma_s > 0 else denoised
+        x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * math.sqrt(max(sigma_next**2 - sigma_s**2, 0.0)))
         report(callback, x, i, sigma, sigma, denoised)
     return x

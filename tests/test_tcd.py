@@ -1,0 +1,145 @@
+"""TCD (Zheng et al. 2024): the tcd sampler is diffusers' TCDScheduler step for step, in the shim and by name.
+
+TCDScheduler's γ is its ``step``'s ``eta`` (0.3 where step is called without it; a pipeline passes its own ``eta``,
+0 by default), and its inner point s = ⌊(1 − γ)·t⌋ is computed in float32 on its own ᾱ table: both are what the
+shim must reproduce, at the γ users ship (0.3, the TCD LoRAs' recommended value) and at 0 (a pipeline's default).
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import samplers
+from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
+from samplers.sde.ancestral import tcd_point
+
+diffusers = pytest.importorskip("diffusers")
+
+from benchmarks.compatibility import CONFIGS, SD15, TinyModel, _noised  # noqa: E402
+from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
+
+diffusers.utils.logging.set_verbosity_error()
+
+MODEL = TinyModel()
+_g = torch.Generator().manual_seed(1)
+NOISE = torch.randn(2, 4, 8, 8, generator=_g)
+IMAGE = torch.randn(2, 4, 8, 8, generator=_g)
+MASK = torch.zeros(1, 1, 8, 8)
+MASK[..., 2:6, 1:5] = 1.0
+
+
+def loop(scheduler, mode="txt2img", steps=4, eta=0.3, seed=3, strength=0.6):
+    """A diffusers pipeline's loop with the step's ``eta`` (None: step called without it)."""
+    generator = torch.Generator().manual_seed(seed)
+    scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps
+    if mode == "txt2img":
+        latents = NOISE * scheduler.init_noise_sigma
+    else:
+        t_start = max(steps - min(int(steps * strength), steps), 0)
+        timesteps = timesteps[t_start:]
+        scheduler.set_begin_index(t_start)
+        latents = _noised(scheduler, IMAGE, NOISE, timesteps[:1].repeat(NOISE.shape[0]))
+    extra = {"generator": generator} if eta is None else {"generator": generator, "eta": eta}
+    for i, t in enumerate(timesteps):
+        latents = scheduler.step(MODEL(scheduler.scale_model_input(latents, t), t), t, latents, **extra,
+                                 return_dict=False)[0]
+        if mode == "inpaint":
+            proper = IMAGE if i == len(timesteps) - 1 else _noised(scheduler, IMAGE, NOISE,
+                                                                     torch.tensor([timesteps[i + 1]]))
+            latents = (1 - MASK) * proper + MASK * latents
+    return latents, torch.randn(3, generator=generator)  # and where the generator was left
+
+
+@pytest.mark.parametrize("config", ["SD-1.5", "SD-2.1-v", "SDXL", "zero-SNR-v"])
+@pytest.mark.parametrize("eta", [0.3, 0.0, 1.0, None])
+def test_the_shim_is_tcdscheduler_at_every_gamma_and_mode(config, eta):
+    theirs = diffusers.TCDScheduler.from_config({**CONFIGS[config], "_class_name": "TCDScheduler"})
+    for mode in ("txt2img", "img2img", "inpaint"):
+        for steps in ((1, 4, 8) if mode == "txt2img" else (2, 4, 8)):  # strength 0.6 of 1 step: no step
+            ref, ref_next = loop(theirs, mode, steps, eta)
+            shim = SamplerScheduler.from_config(theirs.config)
+            ours, ours_next = loop(shim, mode, steps, eta)
+            assert shim.spec.name == "tcd"
+            torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5, msg=f"{mode}, {steps} steps")
+            # the generator is left where TCDScheduler leaves it: a draw per step but the last, none at γ = 0
+            torch.testing.assert_close(ours_next, ref_next, rtol=0, atol=0)
+
+
+def test_a_gamma_changes_the_image_and_the_pipelines_default_is_deterministic():
+    theirs = diffusers.TCDScheduler.from_config({**SD15, "_class_name": "TCDScheduler"})
+    shim = SamplerScheduler.from_config(theirs.config)
+    at_0 = loop(shim, eta=0.0, seed=1)[0]
+    assert torch.equal(at_0, loop(SamplerScheduler.from_config(theirs.config), eta=0.0, seed=2)[0])  # no noise
+    assert (loop(SamplerScheduler.from_config(theirs.config), eta=0.3)[0] - at_0).abs().max() > 1e-2
+
+
+def test_the_direct_sampler_is_tcdschedulers_loop_on_its_default_table():
+    """samplers.sample("tcd") (and the "TCDScheduler" label) on the model as a denoiser, on TCDScheduler's own
+    timesteps ending at σ(t = 0), is its loop: s = ⌊(1 − γ)·t⌋ in float32 (γ = 0.3 at t = 90 gives 63, where
+    float64 arithmetic gives 62)."""
+    theirs = diffusers.TCDScheduler()  # its defaults: Stable Diffusion 1.x's table
+    ac = theirs.alphas_cumprod
+    table = samplers.VPDiscrete.from_alphas_cumprod(ac)
+    denoiser = samplers.to_denoiser(lambda x, t: MODEL(x, t), "eps", table)
+    for eta in (0.3, 0.7):
+        for steps in (2, 4, 8):
+            theirs.set_timesteps(steps)
+            g = torch.Generator().manual_seed(0)
+            latents = NOISE.clone()
+            for t in theirs.timesteps:
+                latents = theirs.step(MODEL(latents, t), t, latents, eta=eta, generator=g).prev_sample
+            ts = [int(t) for t in theirs.timesteps] + [0]
+            sigmas = [math.sqrt((1 - float(ac[t])) / float(ac[t])) for t in ts]
+            draws = torch.Generator().manual_seed(0)
+
+            def noise(sigma, sigma_next):
+                return torch.randn(NOISE.shape, generator=draws)
+
+            for name in ("tcd", "TCDScheduler"):
+                draws.manual_seed(0)
+                x = NOISE * math.sqrt(1 + sigmas[0] ** 2)
+                out = samplers.sample(name, denoiser, x, sigmas, eta=eta, noise_sampler=noise, disable=True)
+                torch.testing.assert_close(out / math.sqrt(1 + sigmas[-1] ** 2), latents, rtol=0, atol=2e-5)
+    # γ = 0 is DDIM on the same nodes
+    x = NOISE * math.sqrt(1 + sigmas[0] ** 2)
+    torch.testing.assert_close(samplers.sample("tcd", denoiser, x, sigmas, eta=0.0, disable=True),
+                               samplers.sample("ddim", denoiser, x, sigmas, disable=True), rtol=1e-6, atol=1e-6)
+
+
+def test_the_inner_point_is_tcds_on_the_table_and_continuous_between():
+    table = samplers.VPDiscrete.from_alphas_cumprod(diffusers.TCDScheduler().alphas_cumprod)
+    sig = table.sigmas.tolist()
+    assert tcd_point(table, 0.3, sig[90]) == sig[63]  # float32: 0.7 · 90 = 63, not 62.999…
+    assert tcd_point(table, 0.3, sig[999]) == sig[699]
+    assert tcd_point(table, 0.0, sig[500]) == sig[500] and tcd_point(table, 0.3, 0.0) == 0.0
+    assert tcd_point(table, 0.3, sig[0]) == sig[0]  # the last step of TCDScheduler's run: no noise
+    assert tcd_point(table, 0.5, 1e-3) == 1e-3  # below the table: σ_s = σ_next
+    between = math.sqrt(sig[400] * sig[401])  # t = 400.5
+    point = tcd_point(table, 0.5, between)
+    assert sig[200] < point < sig[201]  # (1 − γ)·t = 200.25, not floored to 200
+
+
+def test_bad_values_are_refused_before_any_model_call():
+    calls = []
+
+    def model(x, sigma):
+        calls.append(sigma)
+        return x * 0
+
+    x = torch.randn(1, 4)
+    sig = samplers.get_sigmas("karras", 4, sigma_min=0.03, sigma_max=14.6)
+    with pytest.raises(InvalidOption, match=r"eta.*1\.5"):
+        samplers.sample("tcd", model, x * 14.6, sig, eta=1.5, disable=True)
+    with pytest.raises(InvalidType, match="VPDiscrete"):
+        samplers.sample("tcd", model, x * 14.6, sig, native=samplers.VE(0.03, 14.6), disable=True)
+    theirs = diffusers.TCDScheduler.from_config({**SD15, "_class_name": "TCDScheduler"})
+    shim = SamplerScheduler.from_config(theirs.config)
+    shim.set_timesteps(4)
+    with pytest.raises(InvalidOption, match=r"eta=1\.5.*\[0, 1\]"):
+        shim.step(MODEL(NOISE, shim.timesteps[0]), shim.timesteps[0], NOISE, eta=1.5)
+    assert calls == []
+    with pytest.raises(InvalidInput):
+        samplers.sample("tcd", model, x * 14.6, sig, eta=float("nan"), disable=True)
