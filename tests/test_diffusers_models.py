@@ -16,7 +16,9 @@ diffusers = pytest.importorskip("diffusers")
 from diffusers import (DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler,  # noqa: E402
                        SD3Transformer2DModel, UNet2DConditionModel)
 
+from samplers.core.errors import InvalidInput  # noqa: E402
 from samplers.interop.diffusers_models import denoiser_from_diffusers, native_from_config  # noqa: E402
+from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
 
 diffusers.utils.logging.set_verbosity_error()
 
@@ -51,6 +53,20 @@ def test_vp_config_gives_diffusers_alphas_cumprod():
     assert prediction == "v" and math.isinf(native.sigma_max)
     trained = native_from_config({"trained_betas": theirs.betas.tolist()})[0]
     torch.testing.assert_close(trained.alphas_cumprod, native_from_config(theirs.config)[0].alphas_cumprod)
+
+
+def test_trained_betas_of_another_length_than_num_train_timesteps_are_refused():
+    # diffusers spaces its timesteps over num_train_timesteps and indexes the table with them: 500 betas under the
+    # default 1000 fail past the table's end there, and were read here as a 500-step model (other σ at every timestep)
+    betas = DDIMScheduler(**BETAS).betas[::2].tolist()
+    with pytest.raises(InvalidInput, match=r"500 betas but num_train_timesteps is 1000 \(the default.*"
+                                           r"num_train_timesteps=500"):
+        native_from_config({"trained_betas": betas})
+    with pytest.raises(InvalidInput, match="500 betas but num_train_timesteps is 2000: .*num_train_timesteps=500"):
+        native_from_config({"trained_betas": betas, "num_train_timesteps": 2000})
+    assert native_from_config({"trained_betas": betas, "num_train_timesteps": 500})[0].num_train_timesteps == 500
+    with pytest.raises(InvalidInput, match="500 betas"):
+        SamplerScheduler.from_config({**DDIMScheduler(**BETAS).config, "trained_betas": betas})
 
 
 def test_flow_config_gives_rectified_flow():

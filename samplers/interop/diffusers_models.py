@@ -310,6 +310,14 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
                               f"{trained!r}") from None
         if betas.numel() < 2 or not bool(((betas > 0) & (betas < 1)).all()):
             raise InvalidInput("trained_betas must hold at least 2 betas, each in (0, 1)")
+        if betas.numel() != n_train:
+            given = "num_train_timesteps" in cfg
+            raise InvalidInput(
+                f"trained_betas holds {betas.numel()} betas but num_train_timesteps is {n_train}"
+                + ("" if given else " (the default: the config leaves it out)")
+                + ": diffusers' schedulers space their timesteps over num_train_timesteps and index the table with "
+                "them (past its end where it is shorter, on part of it where it is longer), so the table would not "
+                f"be the model's; set num_train_timesteps={betas.numel()} (one beta per training timestep)")
         schedule = VPDiscrete.from_alphas_cumprod(torch.cumprod(1 - betas, 0),
                                                   rescale_betas_zero_snr=flag(cfg, "rescale_betas_zero_snr"))
         return schedule, prediction
