@@ -143,3 +143,24 @@ def test_bad_values_are_refused_before_any_model_call():
     assert calls == []
     with pytest.raises(InvalidInput):
         samplers.sample("tcd", model, x * 14.6, sig, eta=float("nan"), disable=True)
+
+
+@pytest.mark.parametrize("kw", [dict(num_inference_steps=4, original_inference_steps=30),
+                                dict(timesteps=[999, 759, 499, 259]), dict(timesteps=[800]),
+                                dict(timesteps=[999, 700, 400, 100, 0]),  # ends at 0: an idle last call
+                                dict(num_inference_steps=4, strength=0.5)])
+def test_the_set_timesteps_options_of_tcd_pipelines_keep_the_image(kw):
+    # Hyper-SD's one-step TCD runs timesteps=[800] with eta=1; a custom grid ending at timestep 0 steps from 0 to 0
+    theirs = diffusers.TCDScheduler.from_config({**SD15, "_class_name": "TCDScheduler"})
+    runs = []
+    for scheduler in (theirs, SamplerScheduler.from_config(theirs.config)):
+        g = torch.Generator().manual_seed(3)
+        scheduler.set_timesteps(**kw)
+        latents = NOISE * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            out = MODEL(scheduler.scale_model_input(latents, t), t)
+            latents = scheduler.step(out, t, latents, eta=1.0 if kw.get("timesteps") == [800] else 0.3,
+                                     generator=g).prev_sample
+        runs.append((latents, torch.randn(3, generator=g)))
+    torch.testing.assert_close(runs[1][0], runs[0][0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(runs[1][1], runs[0][1], rtol=0, atol=0)

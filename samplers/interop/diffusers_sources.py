@@ -162,11 +162,14 @@ def grid_lcm(ref, space: str) -> Grid:
 
 
 def grid_tcd(ref, space: str) -> Grid:
-    # TCD's last step goes to timestep 0 (ᾱ[0], whatever set_alpha_to_one says) and returns its x_s there, the
-    # predicted trajectory's point at σ(ᾱ[0]): the final σ is that, not 0
+    """TCD's last step goes to timestep 0 (ᾱ[0], whatever set_alpha_to_one says) and returns its x_s there, the
+    predicted trajectory's point at σ(ᾱ[0]): the final σ is that, not 0. Custom timesteps that end at 0 make the
+    last call one from timestep 0 to 0, which returns the latent as it is (x_s = x at s = t): an idle call."""
     ac = ref.alphas_cumprod
-    return _grid_from_timesteps(ref, [int(t) for t in ref.timesteps.tolist()], _alpha_sigma(ac, ac[0]), None,
-                                "TCDScheduler")
+    steps = [int(t) for t in ref.timesteps.tolist()]
+    idle = 1 if len(steps) > 1 and steps[-1] == 0 else 0
+    grid = _grid_from_timesteps(ref, steps[: len(steps) - idle], _alpha_sigma(ac, ac[0]), None, "TCDScheduler")
+    return dataclasses.replace(grid, step_times=[float(t) for t in steps], idle=idle) if idle else grid
 
 
 def grid_pndm(ref, space: str) -> Grid:
