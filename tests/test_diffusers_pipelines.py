@@ -89,6 +89,15 @@ def test_txt2img_keeps_the_image(name, config):
     assert_same(out, ref)
 
 
+@pytest.mark.parametrize("eta", [0.3, 0.0])
+def test_tcd_in_the_pipeline_keeps_the_image(eta):
+    # the TCD LoRAs' documented call: eta=0.3 reaches TCDScheduler.step as its γ (the pipeline's default eta is 0)
+    out, ref, ours = both("TCDScheduler", "SD-1.5", lambda s: sd(StableDiffusionPipeline, s, num_inference_steps=4,
+                                                              height=SIZE, width=SIZE, latents=NOISE.clone(), eta=eta))
+    assert ours.spec.name == "tcd" and ours._eta == eta
+    assert_same(out, ref)
+
+
 def test_dpm_karras_rounds_its_timesteps_as_diffusers():
     # the shim evaluates the UNet at diffusers' rounded timesteps while stepping with the unrounded sigmas
     out, ref, ours = both("DPMSolverMultistepScheduler", "SD-1.5",
