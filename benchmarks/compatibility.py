@@ -262,11 +262,11 @@ def _variant(variant: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in variant.items()) or "—"
 
 
-def environment() -> str:
+def environment(dtype: str = "float32") -> str:
     import diffusers
 
     return (f"python {platform.python_version()}, torch {torch.__version__}, diffusers {diffusers.__version__}, "
-            f"{platform.machine()} CPU, float32, {torch.get_num_threads()} thread(s)")
+            f"{platform.machine()} CPU, {dtype}, {torch.get_num_threads()} thread(s)")
 
 
 HEADER = """# diffusers compatibility
@@ -400,7 +400,7 @@ def main(argv=None) -> int:
     parser.add_argument("--exact", action="store_true", help="measure what exact=True buys instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    env = environment()
+    env = environment("float64" if args.exact else "float32")  # exact_gain runs its problem in float64
     print(f"# {env}", file=sys.stderr)
     if args.exact:
         lines = ["| scheduler | variant | steps | RMS error, default | RMS error, exact=True |", "|---|---|---|---|---|"]

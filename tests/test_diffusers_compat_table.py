@@ -79,3 +79,14 @@ def test_parse_reads_back_what_markdown_writes():
                  cells={"txt2img": cell("≤ 1e-5"), "img2img": cell("refused: because | no"), "inpaint": cell("3e-02")})]
     parsed = compatibility.parse(compatibility.markdown(rows, "env"))
     assert parsed == {("A", "SD-1.5", "x=1"): ("≤ 1e-5", "refused: because | no", "3e-02")}
+
+
+def test_the_environment_line_names_the_dtype_each_table_ran_in(monkeypatch, capsys):
+    # the compatibility table runs diffusers' loop in float32; --exact's analytic problem runs in float64
+    monkeypatch.setattr(compatibility, "exact_gain", lambda: [])
+    assert compatibility.main(["--exact"]) == 0
+    assert "CPU, float64," in capsys.readouterr().err
+    monkeypatch.setattr(compatibility, "table", lambda: [])
+    monkeypatch.setattr(compatibility, "markdown", lambda rows, env: env)
+    assert compatibility.main([]) == 0
+    assert "CPU, float32," in capsys.readouterr().err
