@@ -33,11 +33,13 @@ def make(folder: str | Path, seed: int = 0, prompts: int = 8) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)  # diffusers initialises its weights from torch's global generator
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=32)
+    with torch.random.fork_rng(devices=[]):  # the caller's global generator is left as it was
+        torch.manual_seed(seed)  # diffusers initialises its weights from torch's global generator
+        unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                    block_out_channels=(32, 64),
+                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                    attention_head_dim=8, norm_num_groups=32)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".unet.") as staged:  # diffusers writes in place: stage it
         unet.save_pretrained(staged, safe_serialization=True)
         for file in sorted(Path(staged).iterdir()):

@@ -467,3 +467,13 @@ def test_learned_solvers_passes_lr_to_the_fit(monkeypatch, tmp_path):
         with pytest.raises(KeyboardInterrupt):
             learned_solvers.main(["--problem", "gm-ve", "--nfe", "3", "--out", str(tmp_path), "--no-progress", *argv])
         assert seen[-1]["lr"] == lr
+
+
+def test_the_tiny_unet_is_its_seeds_and_leaves_the_global_generator_alone(tmp_path):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = tiny_unet.make(tmp_path / "a", seed=4)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's next draws are as they were
+    b = tiny_unet.make(tmp_path / "b", seed=4)
+    for name in ("diffusion_pytorch_model.safetensors", "embeds.safetensors", "scheduler_config.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
