@@ -178,7 +178,7 @@ def test_out_folder_accepts_new_and_existing_folders(tmp_path):
 
 
 def test_compatibility_exact_writes_to_out(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(compatibility, "environment", lambda: "env")
+    monkeypatch.setattr(compatibility, "environment", lambda dtype="float32": "env")
     monkeypatch.setattr(compatibility, "exact_gain", lambda: [
         dict(scheduler="DDIMScheduler", variant={}, steps=10, default=1e-3, exact=1e-6)])
     monkeypatch.setattr(compatibility, "_variant", lambda v: "default")
