@@ -99,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"optimisation steps per start (default {FitConfig.iters}, as the benchmark's fits)")
     common.add_mixture_run_options(p, Path("out/fit_bound"))
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one step per fit) on stderr")
     return p
 
 
@@ -149,7 +150,9 @@ def main(argv=None) -> int:
     log = (lambda line: print(line, flush=True)) if args.verbose else None
     t0 = time.perf_counter()
     rows = []
+    bar = common.progress(total=len(cells), desc="fits", disable=args.no_progress)
     for name, nfe in cells:
+        bar.set_postfix_str(f"{name} NFE {nfe}", refresh=False)
         problem, r = problems[name], fitted[(name, nfe)]
         t1 = time.perf_counter()
         seeds, batch = pool_of[r["results"]]
@@ -167,6 +170,8 @@ def main(argv=None) -> int:
               f"({row['bound']['rmse'] / r['diffusers']['rmse']:.2f} × diffusers' best; held out "
               f"{r['fitted']['rmse'] / r['diffusers']['rmse']:.2f} ×), kept {row['kept']}, "
               f"{row['seconds']:.0f} s", flush=True)
+        bar.update()
+    bar.close()
     command = " ".join(["python -m " + MODULE, *argv])
     result = {"info": common.run_info("cpu"), "command": command, "seconds": time.perf_counter() - t0,
               "target_ratio": target,

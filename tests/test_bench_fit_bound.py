@@ -21,7 +21,8 @@ def bench(tmp_path, name, rows, target=0.5, seeds=(101, 102), batch=16):
     return path
 
 
-def test_the_cells_that_miss_are_fitted_on_the_scored_starts_and_the_table_is_generated(tmp_path, monkeypatch):
+def test_the_cells_that_miss_are_fitted_on_the_scored_starts_and_the_table_is_generated(tmp_path, monkeypatch,
+                                                                                         capsys):
     # gm-ve at 3 NFE misses 0.5 x diffusers' (0.3 > 0.25), at 4 it meets it, at 5 it has no fit
     path = bench(tmp_path, "a", [("gm-ve", 3, 0.5, 0.3), ("gm-ve", 4, 0.5, 0.2), ("gm-ve", 5, 0.5, None)])
     calls = []
@@ -36,6 +37,7 @@ def test_the_cells_that_miss_are_fitted_on_the_scored_starts_and_the_table_is_ge
     out = tmp_path / "run"
     assert fit_bound.main(["--results", str(path), "--iters", "5", "--cache", str(tmp_path / "cache"),
                            "--out", str(out)]) == 0
+    assert "fits: 100%" in capsys.readouterr().err  # a bar over the cells (--no-progress: none)
     results = json.loads((out / "results.json").read_text())
     (row,) = results["rows"]
     assert (row["problem"], row["nfe"], row["seeds"], row["batch"]) == ("gm-ve", 3, [101, 102], 16)
@@ -52,9 +54,10 @@ def test_the_cells_that_miss_are_fitted_on_the_scored_starts_and_the_table_is_ge
     assert (f"Cells the fit misses even on the starts it is scored on: {0 if reached else 1} of 1") in table
     # --cells picks any cell with a fit, met or not
     calls.clear()
-    assert fit_bound.main(["--results", str(path), "--cells", "gm-ve:4", "--iters", "0",
+    assert fit_bound.main(["--results", str(path), "--cells", "gm-ve:4", "--iters", "0", "--no-progress",
                            "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run4")]) == 0
     assert [c[0].nfe for c in calls] == [4]
+    assert "fits:" not in capsys.readouterr().err
 
 
 def test_refuses_what_it_cannot_bound_before_any_fit(tmp_path, monkeypatch, capsys):
