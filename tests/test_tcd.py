@@ -148,7 +148,10 @@ def test_bad_values_are_refused_before_any_model_call():
 @pytest.mark.parametrize("kw", [dict(num_inference_steps=4, original_inference_steps=30),
                                 dict(timesteps=[999, 759, 499, 259]), dict(timesteps=[800]),
                                 dict(timesteps=[999, 700, 400, 100, 0]),  # ends at 0: an idle last call
-                                dict(num_inference_steps=4, strength=0.5)])
+                                dict(timesteps=[0]),  # all idle: the latent comes back as it was
+                                dict(num_inference_steps=4, strength=0.5),
+                                # cut by strength, the last step is not at num_inference_steps − 1: it draws too
+                                dict(timesteps=[999, 759, 499, 259], strength=0.5)])
 def test_the_set_timesteps_options_of_tcd_pipelines_keep_the_image(kw):
     # Hyper-SD's one-step TCD runs timesteps=[800] with eta=1; a custom grid ending at timestep 0 steps from 0 to 0
     theirs = diffusers.TCDScheduler.from_config({**SD15, "_class_name": "TCDScheduler"})
@@ -164,3 +167,37 @@ def test_the_set_timesteps_options_of_tcd_pipelines_keep_the_image(kw):
         runs.append((latents, torch.randn(3, generator=g)))
     torch.testing.assert_close(runs[1][0], runs[0][0], rtol=0, atol=1e-5)
     torch.testing.assert_close(runs[1][1], runs[0][1], rtol=0, atol=0)
+
+
+def test_a_pipelines_eta_sets_gamma_on_any_tcd_run_and_ddims_eta_still_runs_on_another_grid():
+    x = NOISE[:1]
+    gens = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    tcd_config = diffusers.TCDScheduler.from_config({**SD15, "_class_name": "TCDScheduler"}).config
+    runs = {}
+    for eta in (0.0, 0.3):
+        shim = SamplerScheduler.from_config(tcd_config, schedule="karras")  # TCD on another grid
+        shim.set_timesteps(4)
+        latents = x * shim.init_noise_sigma
+        for t in shim.timesteps:
+            latents = shim.step(MODEL(shim.scale_model_input(latents, t), t), t, latents, eta=eta,
+                                generator=gens()).prev_sample
+        assert shim.spec.name == "tcd" and shim._eta == eta
+        runs[eta] = latents
+    assert (runs[0.3] - runs[0.0]).abs().max() > 1e-3  # the pipeline's default eta=0 is γ = 0, not tcd's 0.3
+    ddim = SamplerScheduler.from_config(diffusers.DDIMScheduler.from_config(SD15).config, schedule="karras")
+    ddim.set_timesteps(4)
+    latents = x * ddim.init_noise_sigma
+    for t in ddim.timesteps:  # DDIM's own sampler on a karras grid: its eta runs, as before TCD
+        latents = ddim.step(MODEL(ddim.scale_model_input(latents, t), t), t, latents, eta=0.5,
+                            generator=gens()).prev_sample
+    assert ddim._eta == 0.5 and torch.isfinite(latents).all()
+
+
+def test_tcd_on_another_config_places_its_point_on_that_models_table():
+    # a zero-SNR v config's ᾱ, not tcd's default SD-1.x table, wherever tcd runs in the shim
+    config = diffusers.DDIMScheduler.from_config(CONFIGS["zero-SNR-v"]).config
+    for sampler in ("tcd", "TCDScheduler"):
+        shim = SamplerScheduler.from_config(config, sampler=sampler)
+        shim.set_timesteps(4)
+        assert shim._options["native"] is shim.native
+        assert shim.native.zero_terminal_snr

@@ -1147,6 +1147,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._run_options = self._options
 
     def _plan_run(self, spec, schedule: list[float], options: dict, idle: int = 0) -> None:
+        if spec.name == "tcd" and "native" not in options and isinstance(self.native, VPDiscrete):
+            # tcd places its inner point on a timestep table: this model's, not its default (SD-1.x's)
+            options = {**options, "native": self.native}
         self._check_options(spec, options)
         self.spec = spec
         self.order = self._order(spec)
@@ -1960,7 +1963,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             return
         nonneg("eta", eta)  # a number (never a string converted), finite, >= 0
         # the source class's own run reads the step's eta (DDIM's noise share, TCD's γ); another sampler does not
-        own_run = self._source is not None and self._source.eta_in_step and self._same
+        own_run = self._source is not None and self._source.eta_in_step == self.spec.name
         if eta == 0 and self._eta is None and not (own_run and self._run_eta() != 0):
             return
         if not own_run or "eta" in self.sampler_options:

@@ -167,7 +167,7 @@ def grid_tcd(ref, space: str) -> Grid:
     last call one from timestep 0 to 0, which returns the latent as it is (x_s = x at s = t): an idle call."""
     ac = ref.alphas_cumprod
     steps = [int(t) for t in ref.timesteps.tolist()]
-    idle = 1 if len(steps) > 1 and steps[-1] == 0 else 0
+    idle = 1 if steps and steps[-1] == 0 else 0
     grid = _grid_from_timesteps(ref, steps[: len(steps) - idle], _alpha_sigma(ac, ac[0]), None, "TCDScheduler")
     return dataclasses.replace(grid, step_times=[float(t) for t in steps], idle=idle) if idle else grid
 
@@ -486,7 +486,7 @@ class Source:
     # how many times a run of `steps` steps draws from the pipeline's generator (the sampler skips the draws whose
     # noise is multiplied by 0 at the last step; the shim draws those too, so the generator ends where it would)
     draws: Callable[[Any, int, float], int] = None
-    eta_in_step: bool = False  # DDIM: the pipeline's `eta` is the step's noise share
+    eta_in_step: str | None = None  # the sampler whose η a pipeline's step `eta` sets (DDIM's noise share, TCD's γ)
     space: Callable[[Mapping], str] = None  # the model's space ("vp" | "flow" | "edm"); None: vp, or flow with
     # use_flow_sigmas
 
@@ -523,7 +523,7 @@ def _no_sample_prediction(cls: str) -> Refusal:
                    "EulerDiscreteScheduler's, DDIMScheduler's or DPMSolverMultistepScheduler's config for it")
 
 SOURCES: dict[str, Source] = {
-    "DDIMScheduler": Source(fixed("ddim"), grid_ddim, eta_in_step=True,
+    "DDIMScheduler": Source(fixed("ddim"), grid_ddim, eta_in_step="ddim",
                             refusals=(_set("clip_sample", _THRESHOLD_DDIM, algorithm=False),
                                       _set("thresholding", _THRESHOLD_DDIM, algorithm=False))),
     "DDPMScheduler": Source(fixed("ddpm"), grid_ddpm, x0=("clip", "threshold"),
@@ -569,7 +569,7 @@ SOURCES: dict[str, Source] = {
         _LEARNED_VARIANCE)),
     "LCMScheduler": Source(fixed("lcm", eta=1.0), grid_lcm, x0=("clip", "threshold", "lcm")),
     # TCD's step reads neither clip_sample nor thresholding (nor LCM's boundary condition): x0 as the model gives it
-    "TCDScheduler": Source(algorithm_tcd, grid_tcd, eta_in_step=True),
+    "TCDScheduler": Source(algorithm_tcd, grid_tcd, eta_in_step="tcd"),
     "EDMEulerScheduler": Source(fixed("euler"), grid_per_step, latents="ve", space=_edm),
     "EDMDPMSolverMultistepScheduler": Source(algorithm_dpm_multistep, grid_per_step, latents="ve",
                                              x0=("threshold",), space=_edm, refusals=(
@@ -628,7 +628,11 @@ def _sde_draws(ref, steps: int, eta: float) -> int:
 
 
 def _tcd_draws(ref, steps: int, eta: float) -> int:
-    return steps - 1 if eta > 0 else 0  # no noise at its last step, none at all at γ = 0
+    # none at γ = 0; else one a step but at its step index num_inference_steps − 1, which custom timesteps cut by
+    # strength never reach (set_timesteps keeps num_inference_steps at the uncut count): every step draws there
+    if eta == 0:
+        return 0
+    return steps - (1 if len(ref.timesteps) == ref.num_inference_steps else 0)
 
 
 def _flow_draws(ref, steps: int, eta: float) -> int:
