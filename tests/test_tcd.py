@@ -201,3 +201,21 @@ def test_tcd_on_another_config_places_its_point_on_that_models_table():
         shim.set_timesteps(4)
         assert shim._options["native"] is shim.native
         assert shim.native.zero_terminal_snr
+
+
+def test_tcd_runs_on_the_models_own_table_and_a_model_without_one_is_refused():
+    from models.pipeline import Pipeline
+
+    eps = Pipeline.load(model="eps")
+    _, _, options = eps.plan("tcd", None, 4, {})
+    assert options["native"] is eps.native  # the shipped eps U-Net's table, not tcd's default
+    flow = Pipeline.load(model="flow")
+    with pytest.raises(InvalidOption, match="discrete timestep table.*flow model"):
+        flow.plan("tcd", None, 4, {})
+    assert flow.plan("tcd", None, 4, {"native": eps.native})[2]["native"] is eps.native  # asked for: runs
+    config = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0).config
+    with pytest.raises(InvalidOption, match="discrete timestep table.*flow model"):
+        SamplerScheduler.from_config(config, sampler="tcd").set_timesteps(4)
+    shim = SamplerScheduler.from_config(config, sampler="tcd", sampler_options={"native": eps.native})
+    shim.set_timesteps(4)
+    assert shim._options["native"] is eps.native
