@@ -544,9 +544,9 @@ class PipelineSpec:
             # tcd places its inner point on a timestep table: this model's, not its default (SD-1.x's)
             if not isinstance(self.native, samplers.VPDiscrete):
                 raise InvalidOption(f"tcd places its inner point s = ⌊(1 − γ)·t⌋ on a discrete timestep table, and "
-                                    f"this {self.config.prediction} model has none; pass native=samplers.VPDiscrete"
-                                    "(...) in the sampler options to run it on one anyway, or use lcm (or "
-                                    "euler_ancestral) for a consistency-style stochastic run")
+                                    f"this {self.config.prediction} model has none: use lcm (or euler_ancestral) for a "
+                                    "consistency-style stochastic run, or, in Python, pass native=samplers.VPDiscrete"
+                                    "(...) in the sampler options to run it on one anyway")
             options = {**options, "native": self.native}
         if found.sigmas is not None:  # a fitted solver runs on its own nodes
             sigmas = torch.tensor(found.sigmas, dtype=torch.float64)

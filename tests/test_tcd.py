@@ -219,3 +219,13 @@ def test_tcd_runs_on_the_models_own_table_and_a_model_without_one_is_refused():
     shim = SamplerScheduler.from_config(config, sampler="tcd", sampler_options={"native": eps.native})
     shim.set_timesteps(4)
     assert shim._options["native"] is eps.native
+    with pytest.raises(InvalidOption, match="discrete timestep table"):  # None given is no table either
+        SamplerScheduler.from_config(config, sampler="tcd", sampler_options={"native": None}).set_timesteps(4)
+    edm = diffusers.EDMEulerScheduler().config
+    with pytest.raises(InvalidOption, match="discrete timestep table.*edm model"):
+        SamplerScheduler.from_config(edm, sampler="tcd").set_timesteps(4)
+    zero_snr = diffusers.DDIMScheduler.from_config(CONFIGS["zero-SNR-v"]).config
+    shim = SamplerScheduler.from_config(zero_snr, sampler="tcd", sampler_options={"native": None})
+    shim.set_timesteps(4)
+    assert shim._options["native"] is shim.native  # the model's table, not tcd's default
+    assert eps.plan("tcd", None, 4, {"native": None})[2]["native"] is eps.native

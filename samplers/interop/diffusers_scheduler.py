@@ -1147,13 +1147,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._run_options = self._options
 
     def _plan_run(self, spec, schedule: list[float], options: dict, idle: int = 0) -> None:
-        if spec.name == "tcd" and "native" not in options:
+        if spec.name == "tcd" and options.get("native") is None:
             # tcd places its inner point on a timestep table: this model's, not its default (SD-1.x's)
             if not isinstance(self.native, VPDiscrete):
                 raise InvalidOption(f"tcd places its inner point s = ⌊(1 − γ)·t⌋ on a discrete timestep table, and "
-                                    f"this {self.space} model has none; pass sampler_options={{'native': "
-                                    "samplers.VPDiscrete(...)}} to run it on one anyway, or use lcm (or "
-                                    "euler_ancestral) for a consistency-style stochastic run")
+                                    f"this {self.space} model has none (a flow or EDM config); pass "
+                                    "sampler_options={'native': samplers.VPDiscrete(...)} to run it on one anyway, "
+                                    "or use lcm (or euler_ancestral) for a consistency-style stochastic run")
             options = {**options, "native": self.native}
         self._check_options(spec, options)
         self.spec = spec

@@ -271,7 +271,7 @@ def tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0
     name, default 0.3 as its ``step``): γ = 0 is DDIM; γ = 1 moves to the table's first timestep (σ(t = 0), next to
     x̂0) and re-noises from there, close to LCM. On the table's own timesteps, ending at its first entry σ(t = 0),
     this is TCDScheduler's run (the diffusers shim runs it so). The shim and ``Pipeline`` pass the model's own table
-    (and refuse tcd on a model without one, a flow model, unless ``native`` is given); ``samplers.sample`` does not
+    (and refuse tcd on a model without one, a flow or EDM model, unless ``native`` is given); ``samplers.sample`` does not
     know the model's table: pass ``native`` for a model other than SD-1.x's.
     A schedule may start at σ = inf (a zero-terminal-SNR table's last timestep), where x is the unit noise itself.
     """
