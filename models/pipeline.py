@@ -31,6 +31,7 @@ from samplers.core.files import check_writable
 from samplers.core.validate import check_allocation, check_options, integer, real
 from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
 from samplers.schedules.ops import rounded_steps
+from samplers.sde.ancestral import with_model_table
 
 from . import data
 from . import io as mio
@@ -540,14 +541,11 @@ class PipelineSpec:
         implied = schedule is None  # a label's own schedule, where it has one: A1111's "Automatic"
         found, schedule, asked, options, solver = _resolve(self.defaults["sampler"] if sampler is None else sampler,
                                                           schedule, steps, options)
-        if found.sampler == "tcd" and options.get("native") is None:
-            # tcd places its inner point on a timestep table: this model's, not its default (SD-1.x's)
-            if not isinstance(self.native, samplers.VPDiscrete):
-                raise InvalidOption(f"tcd places its inner point s = ⌊(1 − γ)·t⌋ on a discrete timestep table, and "
-                                    f"this {self.config.prediction} model has none: use lcm (or euler_ancestral) for a "
-                                    "consistency-style stochastic run, or, in Python, pass native=samplers.VPDiscrete"
-                                    "(...) in the sampler options to run it on one anyway")
-            options = {**options, "native": self.native}
+        if found.sampler == "tcd":  # on this model's timestep table, not tcd's default (SD-1.x's)
+            options = with_model_table(options, self.native, self.config.prediction,
+                                       ": use lcm (or euler_ancestral) for a consistency-style stochastic run, or, in "
+                                       "Python, pass native=samplers.VPDiscrete(...) in the sampler options to run it "
+                                       "on one anyway")
         if found.sigmas is not None:  # a fitted solver runs on its own nodes
             sigmas = torch.tensor(found.sigmas, dtype=torch.float64)
         else:

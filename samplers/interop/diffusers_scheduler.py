@@ -76,6 +76,7 @@ from ..core import noise as noise_mod
 from ..core.registry import SAMPLERS
 from ..core.run import check_start, draws_noise, run_sampler
 from ..core.validate import check_options, closest, integer, nonneg
+from ..sde import ancestral
 from . import diffusers_sources as sources
 from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
                                FORMAT_KEYS, scheduler_parameters, unknown_config_keys,
@@ -1147,14 +1148,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._run_options = self._options
 
     def _plan_run(self, spec, schedule: list[float], options: dict, idle: int = 0) -> None:
-        if spec.name == "tcd" and options.get("native") is None:
-            # tcd places its inner point on a timestep table: this model's, not its default (SD-1.x's)
-            if not isinstance(self.native, VPDiscrete):
-                raise InvalidOption(f"tcd places its inner point s = ⌊(1 − γ)·t⌋ on a discrete timestep table, and "
-                                    f"this {self.space} model has none (a flow or EDM config); pass "
-                                    "sampler_options={'native': samplers.VPDiscrete(...)} to run it on one anyway, "
-                                    "or use lcm (or euler_ancestral) for a consistency-style stochastic run")
-            options = {**options, "native": self.native}
+        if spec.name == "tcd":  # on this model's timestep table (the class's own run has it: algorithm_tcd)
+            options = ancestral.with_model_table(
+                options, self.native, self.space, " (a flow or EDM config); pass sampler_options={'native': "
+                "samplers.VPDiscrete(...)} to run it on one anyway, or use lcm (or euler_ancestral) for a "
+                "consistency-style stochastic run")
         self._check_options(spec, options)
         self.spec = spec
         self.order = self._order(spec)

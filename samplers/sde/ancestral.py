@@ -18,7 +18,7 @@ import torch
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import add_noise, get_ancestral_step, lam, res_weights, sigma_of, to_d
-from ..core.errors import InvalidInput, InvalidType
+from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.native import VPDiscrete
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
@@ -256,6 +256,18 @@ def tcd_point(native, eta: float, sigma_next: float) -> float:
     return sigma_next if point >= sigma_next * (1 - 1e-6) else point
 
 
+def with_model_table(options: dict, native, model: str, fix: str) -> dict:
+    """A tcd run's ``options`` on a model whose schedule is ``native``: that model's timestep table as ``native``
+    where none is given (tcd's own default is SD-1.x's), refused on a model without one (flow, EDM), naming ``fix``.
+    ``model`` says which model it is in the message."""
+    if options.get("native") is not None:
+        return options
+    if not isinstance(native, VPDiscrete):
+        raise InvalidOption(f"tcd places its inner point s = ⌊(1 − γ)·t⌋ on a discrete timestep table, and this "
+                            f"{model} model has none{fix}")
+    return {**options, "native": native}
+
+
 @register("tcd", kind="ancestral", order=1, nfe_per_step=1, aliases=("sample_tcd",), from_infinity=True,
           ref="Zheng et al. 2024, Trajectory Consistency Distillation (arXiv:2402.19159), §4.4 strategic "
               "stochastic sampling; diffusers' TCDScheduler",
@@ -275,9 +287,7 @@ def tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0
     know the model's table: pass ``native`` for a model other than SD-1.x's.
     A schedule may start at σ = inf (a zero-terminal-SNR table's last timestep), where x is the unit noise itself.
     """
-    if not 0 <= eta <= 1:
-        raise InvalidInput(f"tcd's eta (the paper's γ) must be in [0, 1], got {eta}; 0.3 is TCD's default, 0 DDIM")
-    if native is None:
+    if native is None:  # eta in [0, 1]: its option rule (samplers.core.validate), checked before the run
         native = _sd_table()
     elif not isinstance(native, VPDiscrete):
         raise InvalidType(f"tcd's native must be a samplers.VPDiscrete (the model's timestep table, on which TCD "
