@@ -2,6 +2,7 @@
 or dropped (seed, from_config keyword arguments, schedule_options, set_timesteps' sigmas / timesteps, DDIM's eta)."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 
@@ -404,6 +405,25 @@ def test_step_index_and_the_step_tuple_are_the_classes(name, begin):
             x = out[0]
         seen.append(got)
     assert seen[1] == seen[0]
+
+
+@pytest.mark.parametrize("name", sorted(sources.SOURCES))
+def test_the_step_output_has_the_classes_fields(name):
+    # user code reads the fields by name: LCM's x0 is `denoised`, TCD's second field its `pred_noised_sample`; the
+    # class's fields come first, in its order (a pipeline may index the output); the prev-only classes' outputs
+    # carry the x0 as well (pred_original_sample)
+    theirs = getattr(diffusers, name).from_config(_noise_config(name))
+    fields = []
+    for s in (theirs, SamplerScheduler.from_config(theirs.config)):
+        s.set_timesteps(4)  # PNDM's own set_timesteps fails at 3 with skip_prk_steps=False
+        x = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+        t = s.timesteps[0]
+        extra = {"generator": torch.Generator().manual_seed(3)} if "generator" in inspect.signature(s.step).parameters else {}
+        inp = s.scale_model_input(x, t) if hasattr(s, "scale_model_input") else x
+        fields.append([f.name for f in dataclasses.fields(s.step(0.3 * inp, t, x, **extra))])
+    assert fields[1][:len(fields[0])] == fields[0]
+    assert fields[1] == fields[0] or (name in sources.STEP_RETURNS_PREV_ONLY
+                                      and fields[1] == ["prev_sample", "pred_original_sample"])
 
 
 def test_the_add_noise_tables_match_diffusers_sources():

@@ -47,7 +47,7 @@ def config_for(name: str) -> dict:
 
 def loop(scheduler, sample_dtype, output_dtype, steps: int = STEPS):
     """A pipeline's loop that keeps its latents in ``sample_dtype`` and its model's output in ``output_dtype``:
-    (prev_sample, x0 or None) of every call."""
+    (prev_sample, the output's second field or None) of every call."""
     torch.manual_seed(0)  # DPMSolverSDE's Brownian tree seed
     generator = torch.Generator().manual_seed(7)
     scheduler.set_timesteps(steps)
@@ -57,10 +57,8 @@ def loop(scheduler, sample_dtype, output_dtype, steps: int = STEPS):
     for t in scheduler.timesteps:
         inp = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
         out = scheduler.step(MODEL(inp.float(), t).to(output_dtype), t, latents, **kw)
-        x0 = getattr(out, "pred_original_sample", None)
-        if x0 is None:
-            x0 = getattr(out, "denoised", None)  # LCM's x0
-        results.append((out.prev_sample, x0))
+        # the output's second field: x0 (pred_original_sample; LCM's denoised) or TCD's pred_noised_sample
+        results.append((out.prev_sample, out[1] if len(out) > 1 else None))
         latents = out.prev_sample.to(sample_dtype)  # the next call gets the pair's dtypes again
     return results
 
@@ -82,8 +80,8 @@ def compare(name: str, config: dict, pairs=PAIRS) -> list[str]:
             if our_prev.dtype != prev.dtype:
                 bad.append(f"{pair} call {call}: prev_sample {our_prev.dtype}, diffusers {prev.dtype}")
             if x0 is not None and our_x0.dtype != x0.dtype:
-                bad.append(f"{pair} call {call}: pred_original_sample {our_x0.dtype}, diffusers {x0.dtype}")
-            for what, a, b in (("prev_sample", prev, our_prev), ("x0", x0, our_x0)):
+                bad.append(f"{pair} call {call}: second field {our_x0.dtype}, diffusers {x0.dtype}")
+            for what, a, b in (("prev_sample", prev, our_prev), ("second field", x0, our_x0)):
                 if a is None:
                     continue
                 scale = max(1.0, a.double().abs().max().item())

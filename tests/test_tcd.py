@@ -30,8 +30,9 @@ MASK = torch.zeros(1, 1, 8, 8)
 MASK[..., 2:6, 1:5] = 1.0
 
 
-def loop(scheduler, mode="txt2img", steps=4, eta=0.3, seed=3, strength=0.6):
-    """A diffusers pipeline's loop with the step's ``eta`` (None: step called without it)."""
+def loop(scheduler, mode="txt2img", steps=4, eta=0.3, seed=3, strength=0.6, noised=None):
+    """A diffusers pipeline's loop with the step's ``eta`` (None: step called without it); each step's
+    ``pred_noised_sample`` appended to ``noised`` where it is a list."""
     generator = torch.Generator().manual_seed(seed)
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps
@@ -44,8 +45,10 @@ def loop(scheduler, mode="txt2img", steps=4, eta=0.3, seed=3, strength=0.6):
         latents = _noised(scheduler, IMAGE, NOISE, timesteps[:1].repeat(NOISE.shape[0]))
     extra = {"generator": generator} if eta is None else {"generator": generator, "eta": eta}
     for i, t in enumerate(timesteps):
-        latents = scheduler.step(MODEL(scheduler.scale_model_input(latents, t), t), t, latents, **extra,
-                                 return_dict=False)[0]
+        latents, pred_noised = scheduler.step(MODEL(scheduler.scale_model_input(latents, t), t), t, latents,
+                                              **extra, return_dict=False)
+        if noised is not None:
+            noised.append(pred_noised)
         if mode == "inpaint":
             proper = IMAGE if i == len(timesteps) - 1 else _noised(scheduler, IMAGE, NOISE,
                                                                      torch.tensor([timesteps[i + 1]]))
@@ -59,11 +62,15 @@ def test_the_shim_is_tcdscheduler_at_every_gamma_and_mode(config, eta):
     theirs = diffusers.TCDScheduler.from_config({**CONFIGS[config], "_class_name": "TCDScheduler"})
     for mode in ("txt2img", "img2img", "inpaint"):
         for steps in ((1, 4, 8) if mode == "txt2img" else (2, 4, 8)):  # strength 0.6 of 1 step: no step
-            ref, ref_next = loop(theirs, mode, steps, eta)
+            ref_noised, ours_noised = [], []
+            ref, ref_next = loop(theirs, mode, steps, eta, noised=ref_noised)
             shim = SamplerScheduler.from_config(theirs.config)
-            ours, ours_next = loop(shim, mode, steps, eta)
+            ours, ours_next = loop(shim, mode, steps, eta, noised=ours_noised)
             assert shim.spec.name == "tcd"
             torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5, msg=f"{mode}, {steps} steps")
+            # the tuple's second entry is TCD's pred_noised_sample (x_s before the step's noise), not x0
+            for i, (a, b) in enumerate(zip(ours_noised, ref_noised, strict=True)):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=f"{mode}, {steps} steps, step {i}")
             # the generator is left where TCDScheduler leaves it: a draw per step but the last, none at γ = 0
             torch.testing.assert_close(ours_next, ref_next, rtol=0, atol=0)
 
@@ -191,6 +198,26 @@ def test_a_pipelines_eta_sets_gamma_on_any_tcd_run_and_ddims_eta_still_runs_on_a
         latents = ddim.step(MODEL(ddim.scale_model_input(latents, t), t), t, latents, eta=0.5,
                             generator=gens()).prev_sample
     assert ddim._eta == 0.5 and torch.isfinite(latents).all()
+
+
+def test_pred_noised_sample_is_the_point_before_the_noise_on_any_run_in_tcds_place():
+    # tcd on a karras grid at γ = 0.3: x_s differs from prev_sample by the step's noise where it adds any; another
+    # sampler in TCDScheduler's place (euler: no noise) gives its next point, prev_sample itself
+    tcd_config = diffusers.TCDScheduler.from_config({**SD15, "_class_name": "TCDScheduler"}).config
+    for kw, eta in ((dict(schedule="karras"), 0.3), (dict(sampler="euler"), 0.0)):
+        shim = SamplerScheduler.from_config(tcd_config, **kw)
+        shim.set_timesteps(4)
+        latents = NOISE[:1] * shim.init_noise_sigma
+        for i, t in enumerate(shim.timesteps):
+            out = shim.step(MODEL(shim.scale_model_input(latents, t), t), t, latents, eta=eta,
+                            generator=torch.Generator().manual_seed(i))
+            gap = float((out.pred_noised_sample - out.prev_sample).abs().max())
+            sigma_next = shim._plan.schedule[i + 1]  # karras ends σ(t = 0), 0: its last two steps add no noise
+            noisy = eta > 0 and tcd_point(shim.native, eta, sigma_next) < sigma_next
+            assert noisy == (eta > 0 and i < 2)
+            assert gap > 1e-2 if noisy else gap <= 1e-6, (kw, i, gap)
+            assert not hasattr(out, "pred_original_sample")
+            latents = out.prev_sample
 
 
 def test_tcd_on_another_config_places_its_point_on_that_models_table():

@@ -95,6 +95,26 @@ class SamplerSchedulerOutput(BaseOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
+@dataclass
+class SamplerSchedulerLCMOutput(BaseOutput):
+    """``step``'s output in an LCMScheduler's place, with its fields: ``prev_sample``, and ``denoised``, the x0 of
+    this model call after LCM's boundary condition (LCMSchedulerOutput's)."""
+
+    prev_sample: torch.Tensor
+    denoised: torch.Tensor | None = None
+
+
+@dataclass
+class SamplerSchedulerTCDOutput(BaseOutput):
+    """``step``'s output in a TCDScheduler's place, with its fields: ``prev_sample``, and ``pred_noised_sample``, the
+    latent at TCD's inner point s = ⌊(1 − γ)·t_next⌋ on the predicted trajectory before the step's noise (equal to
+    ``prev_sample`` at γ = 0 and at the last step; TCDSchedulerOutput's). Where another sampler runs in the class's
+    place, s is the next model call's point (no noise: γ = 0)."""
+
+    prev_sample: torch.Tensor
+    pred_noised_sample: torch.Tensor | None = None
+
+
 def _version(t: torch.Tensor) -> int | None:
     """A tensor's version counter (torch bumps it at every in-place change); None for an inference tensor (made
     under torch.inference_mode), which keeps none."""
@@ -1851,7 +1871,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             prev_dtype, x0_dtype = self._step_dtypes(sample, model_output)
             prev = sample.to(prev_dtype, copy=True)
             self._returned(prev)
-            return self._output(prev, denoised.to(x0_dtype), return_dict)
+            return self._output(prev, denoised.to(x0_dtype), return_dict, noised=prev)
 
         replay = _Replay(self._denoised, self._injected, self._supports_inf)
         options = dict(self._run_options)
@@ -1884,7 +1904,27 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         exact = self._from_state(x, sigma_next)
         prev = exact.to(prev_dtype)
         self._returned(prev, exact)
-        return self._output(prev, denoised.to(x0_dtype), return_dict)
+        noised = None
+        if self._source_name == "TCDScheduler":
+            noised = self._tcd_noised(seen, denoised, sigma, sigma_next, options, prev, x0_dtype)
+        return self._output(prev, denoised.to(x0_dtype), return_dict, noised)
+
+    def _tcd_noised(self, seen: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float,
+                    options: dict, prev: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """TCDScheduler's ``pred_noised_sample`` for this step: the latent at TCD's inner point σ_s on the line
+        through the model's x0 (x_s = x0 + σ_s·ε̂, before the step's noise) — ``prev`` itself where no noise is added
+        (γ = 0, the last step; another sampler in the class's place: σ_s = the next call's σ)."""
+        sigma_s = sigma_next
+        if self.spec.name == "tcd":
+            sigma_s = ancestral.tcd_point(options["native"], options.get("eta", self.spec.options["eta"]), sigma_next)
+        if sigma_s == sigma_next and self.spec.name == "tcd":
+            return prev  # the class's own: prev_sample is pred_noised_sample
+        x = self._to_state(seen, sigma)
+        if math.isinf(sigma):  # x is the unit noise (a zero-terminal-SNR table's first step)
+            x_s = denoised + x * sigma_s
+        else:
+            x_s = denoised + (x - denoised) * (sigma_s / sigma) if sigma_s > 0 else denoised
+        return self._from_state(x_s, sigma_s).to(dtype)
 
     def _returned(self, prev: torch.Tensor, exact: torch.Tensor | None = None) -> None:
         """Remember the latent ``step`` returns, its version counter then, and (``exact``) the state's latent it
@@ -1917,10 +1957,17 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 "promote": torch.promote_types(sample.dtype, out)}[rule.prev]
         return prev, (prev if self._source_name in sources.STEP_RETURNS_PREV_ONLY else x0)
 
-    def _output(self, prev: torch.Tensor, pred: torch.Tensor, return_dict: bool):
-        """step's result; with ``return_dict=False`` the tuple the source class returns: (prev_sample,) for the
-        multistep classes (DPM-Solver, UniPC, DEIS, SA-Solver, PNDM, FlowMatch), else (prev_sample, x0)."""
+    def _output(self, prev: torch.Tensor, pred: torch.Tensor, return_dict: bool, noised: torch.Tensor | None = None):
+        """step's result, with the source class's fields: (prev_sample, x0) — LCM's x0 named ``denoised``, TCD's
+        second field its ``pred_noised_sample`` (``noised``); with ``return_dict=False`` the tuple the source class
+        returns: (prev_sample,) for the multistep classes (DPM-Solver, UniPC, DEIS, SA-Solver, PNDM, FlowMatch)."""
+        if self._source_name == "TCDScheduler":
+            pred = noised
         if return_dict:
+            if self._source_name == "TCDScheduler":
+                return SamplerSchedulerTCDOutput(prev_sample=prev, pred_noised_sample=pred)
+            if self._source_name == "LCMScheduler":
+                return SamplerSchedulerLCMOutput(prev_sample=prev, denoised=pred)
             return SamplerSchedulerOutput(prev_sample=prev, pred_original_sample=pred)
         if self._source_name in sources.STEP_RETURNS_PREV_ONLY:
             return (prev,)
@@ -2014,4 +2061,4 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 f"prediction={self.prediction!r}, native={type(self.native).__name__}{source})")
 
 
-__all__ = ["SamplerScheduler", "SamplerSchedulerOutput"]
+__all__ = ["SamplerScheduler", "SamplerSchedulerLCMOutput", "SamplerSchedulerOutput", "SamplerSchedulerTCDOutput"]
