@@ -117,8 +117,13 @@ def schedules_md() -> str:
            "`sigma_min`, and any range but an Align Your Steps preset's own ends or the model's); `normal` and `sgm_uniform` "
            "space a range inside the table, and refuse one that reaches past it. Refused too are values that would "
            "give NaN, an ascending or collapsed schedule, or a timestep "
-           "past the table (`leading`'s `steps_offset`). ComfyUI and A1111 scheduler names resolve too "
-           "([names.md](names.md)).", "",
+           "past the table (`leading`'s `steps_offset`). A run on a discrete model (a `to_denoiser` of a "
+           "`VPDiscrete`, the pipeline's eps model) refuses, before any model call, a schedule that would evaluate "
+           "the model outside its timestep table, where its time input would be clamped to the table's end: "
+           "`ays_svd` (from σ = 700) or EDM's `karras` from 0.002 to 80 on Stable Diffusion's table (0.0292 to "
+           "14.6); above the table beyond 0.1 %, below it under half its first σ (the levels the tools publish "
+           "for a table end just below it: Align Your Steps' 0.029, reForge's AYS-32 0.015). ComfyUI and A1111 "
+           "scheduler names resolve too ([names.md](names.md)).", "",
            "| name | aliases | table | options | what it is |", "|---|---|---|---|---|"]
     for name in schedules.available():
         fn = schedules.get(name)

@@ -581,6 +581,11 @@ class PipelineSpec:
                                          found.label if found.source == "fitted" else None)
         if txt2img:  # a named noise on this schedule (img2img / inpaint run on a part of it: checked once cut)
             _check_noise(found.sampler, options, sigmas)
+            if isinstance(self.native, samplers.VPDiscrete):  # a preset for another model (ays_svd from σ = 700)
+                # img2img's part is checked by its run, before the U-Net
+                self.native.check_in_table(sigmas.tolist(), fix=f"Use a schedule built on this model's range: its own "
+                                           f"{self.defaults['schedule']!r}, or any but a preset made for another "
+                                           "model's table")
         return found, sigmas, options, solver
 
     def _check_model_range(self, found, schedule: str, sigmas: torch.Tensor, n: int) -> torch.Tensor:

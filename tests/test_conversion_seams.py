@@ -185,3 +185,70 @@ def test_a_model_output_that_is_not_one_prediction_per_latent_element_is_refused
     with pytest.raises((InvalidInput, InvalidType), match=words):
         samplers.sample("euler", D, x * 14.6, samplers.get_sigmas("karras", 2, sigma_min=0.03, sigma_max=14.6),
                         disable=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# a grid outside a discrete model's timestep table: refused before any model call, not clamped to its ends
+
+
+def _counting_vp_model(native):
+    gm = samplers.problems.GaussianMixture.default(shape=(4,), components=3, seed=0)
+    inner, calls = gm.as_model("eps", native), []
+
+    def unet(x_t, t, **kw):
+        calls.append(float(t.flatten()[0]))
+        return inner(x_t, t, **kw)
+
+    return samplers.to_denoiser(unet, "eps", native), calls
+
+
+@pytest.mark.parametrize("sigma_min, sigma_max, bad, end", [(0.002, 80.0, "80", r"last \(timestep 999\)"),
+                                                            (0.002, 14.6, "0.002", r"first \(timestep 0\)"),
+                                                            (0.1, 20.0, "20", r"last \(timestep 999\)")])
+def test_a_grid_outside_the_timestep_table_is_refused_before_any_model_call(sigma_min, sigma_max, bad, end):
+    # EDM's karras(0.002, 80) on an SD-1.x model: σ = 80 and 24 reached the U-Net as timestep 999, 0.002 as 0
+    native = VPDiscrete.from_betas()
+    D, calls = _counting_vp_model(native)
+    sig = samplers.get_sigmas("karras", 6, sigma_min=sigma_min, sigma_max=sigma_max)
+    for name in ("euler", "dpmpp_2m", "heun", "euler_ancestral"):
+        with pytest.raises(InvalidInput, match=rf"sigmas\[\d\] = {bad} lies outside this model's timestep table, "
+                                               rf"which covers σ from 0.0291672 to 14.6146: .*table's {end}.*"
+                                               r"without sigma_min / sigma_max\)"):
+            seed = {"seed": 0} if name == "euler_ancestral" else {}
+            samplers.sample(name, D, torch.randn(2, 4) * sig[0], sig, disable=True, **seed)
+    assert calls == []
+
+
+def test_a_grid_on_the_table_runs_to_its_ends_and_past_them_only_by_float_rounding():
+    native = VPDiscrete.from_betas()
+    D, calls = _counting_vp_model(native)
+    for lo, hi in ((native.sigma_min, native.sigma_max), (native.sigma_min * (1 - 5e-4), native.sigma_max * (1 + 5e-4))):
+        sig = samplers.get_sigmas("karras", 4, sigma_min=lo, sigma_max=hi)
+        samplers.sample("euler", D, torch.randn(2, 4) * hi, sig, disable=True)
+    assert len(calls) == 8
+    # below the table, to half its first σ: the levels tools publish for it (reForge's AYS-32 for SD 1.5 to 0.015,
+    # A1111's Align Your Steps to 0.029), which they run at timestep 0; further below is refused
+    for name in ("ays_32_sd15", "Align Your Steps", "ays_gits_sd15"):
+        sig = samplers.get_sigmas(name, 10, native=native, **({} if " " in name else {"append_zero": True}))
+        assert float(sig[-2]) < native.sigma_min
+        samplers.sample("euler", D, torch.randn(2, 4) * sig[0], sig, disable=True)
+    with pytest.raises(InvalidInput, match=r"sigmas\[1\] = 0.0145 lies outside"):
+        samplers.sample("euler", D, torch.randn(2, 4), torch.tensor([1.0, 0.0145, 0.0], dtype=torch.float64),
+                        disable=True)
+    # the run's target (the last σ) is no model call: a grid may end below the table (EDM-style, no final 0)
+    samplers.sample("euler", D, torch.randn(2, 4), torch.tensor([1.0, 0.5, 0.002], dtype=torch.float64), disable=True)
+    # a zero-terminal-SNR table reaches σ = inf: the tools' finite stand-in 4518.76 lies inside it
+    zsnr = VPDiscrete.from_betas(rescale_betas_zero_snr=True)
+    gm = samplers.problems.GaussianMixture.default(shape=(4,), components=3, seed=0)
+    Dz = samplers.to_denoiser(gm.as_model("v", zsnr), "v", zsnr)
+    sig = samplers.get_sigmas("karras", 4, sigma_min=zsnr.sigma_min, sigma_max=4518.76)
+    assert torch.isfinite(samplers.sample("euler", Dz, torch.randn(2, 4) * sig[0], sig, disable=True)).all()
+
+
+def test_the_pipeline_refuses_a_preset_made_for_another_table_before_encoding():
+    from models.pipeline import PipelineSpec
+
+    spec = PipelineSpec.read(None, model="eps")
+    with pytest.raises(InvalidInput, match=r"sigmas\[0\] = 700 lies outside this model's timestep table.*its own "):
+        spec.plan_run("euler", "ays_svd", 10, {})
+    spec.plan_run("euler", "ays_sd15", 10, {})  # made for SD-1.x's table, which this model has

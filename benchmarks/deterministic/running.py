@@ -87,7 +87,9 @@ class Run:
         for name in self.args.schedules or samplers.schedules.available():
             try:
                 for n in (1, 2, 5, max(self.args.nfe)):
-                    samplers.core.run.read_sigmas(problem.sigmas(name, n))
+                    grid = samplers.core.run.read_sigmas(problem.sigmas(name, n))
+                    if isinstance(problem.native, samplers.VPDiscrete):  # ays_svd on an SD-1.x table: the run
+                        problem.native.check_in_table(grid)  # would refuse it (clamped timesteps)
             except Exception as err:  # noqa: BLE001 - a schedule that cannot be built here is a result
                 skipped[name] = common.describe(err)
                 continue

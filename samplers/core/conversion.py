@@ -37,7 +37,7 @@ from typing import Callable
 
 import torch
 
-from .native import VE, NoiseSchedule
+from .native import VE, NoiseSchedule, VPDiscrete
 from .errors import InvalidInput, InvalidOption, InvalidType
 
 PREDICTIONS = ("eps", "x0", "v", "flow", "score", "edm", "edm_v")
@@ -284,7 +284,12 @@ class Denoiser:
         host-to-device copy per run instead of a fill per model call); a call at one of these σ then costs no fill.
         Calls at other σ (a midpoint stage) fill their own, so results never depend on this. An entry, once made,
         is kept for the denoiser's life and never replaced (a captured CUDA graph may point at it); at most
-        ``MAX_PREPARED_TIMES`` per batch shape. The model must not write into its time input."""
+        ``MAX_PREPARED_TIMES`` per batch shape. The model must not write into its time input.
+
+        On a timestep table (:class:`VPDiscrete`) a grid that evaluates the model outside the table is refused here,
+        before the loop (:meth:`VPDiscrete.check_in_table`): its time input would be clamped to the table's end."""
+        if isinstance(self.schedule, VPDiscrete):
+            self.schedule.check_in_table(sigmas)
         table = self._times.setdefault((batch, dtype, device), {})
         new = [s for s in dict.fromkeys(sigmas)
                if s > 0 and s not in table and (math.isfinite(s) or self.supports_infinite_sigma)]

@@ -141,7 +141,6 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
     if not start_checked:
         check_start(x)
     denoise = Denoise(model, x, extra_args or {})
-    prepare_times(model, values, x.shape[0], x.dtype, x.device)  # the run's time inputs, before the loop
 
     params = spec.options
     if "noise_sampler" in params:
@@ -159,7 +158,9 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
         solver.check_model(model, options.get("allow_other_model", False))
     if from_inf and spec.from_infinity:
         check_infinite_sigma(model)
-    elif math.isinf(values[0]):
+    # the run's time inputs, before the loop (a denoiser on a timestep table refuses a grid outside it here)
+    prepare_times(model, values, x.shape[0], x.dtype, x.device)
+    if from_inf and not spec.from_infinity:
         if len(values) > 2:
             check_the_rest(spec, x, values[1:], options)
         bar = tqdm(total=len(values) - 1, disable=disable, leave=False)  # every step, the first one too
