@@ -677,3 +677,44 @@ def test_from_config_none_and_a_missing_folder_are_refused_by_name(tmp_path):
         kwargs = {"subfolder": "scheduler"} if args == (str(tmp_path),) else {}
         loaded = SamplerScheduler.from_pretrained(*args, **kwargs)
         assert loaded.spec.name == "heun"
+
+
+@pytest.mark.parametrize("name", sorted(sources.SOURCES))
+def test_init_noise_sigma_before_set_timesteps_is_the_classes(name):
+    # a loop may scale its noise before set_timesteps (diffusers' LDMPipeline does): Euler's is from its whole
+    # table then (14.65 on SDXL's config), not 1 and not the value after some other set_timesteps
+    from benchmarks.compatibility import CONFIGS, source_scheduler
+
+    for key in ("SD-1.5", "SDXL"):
+        config = {} if name.startswith("EDM") else CONFIGS["SD3" if name.startswith("FlowMatch") else key]
+        theirs = source_scheduler(name, config, {})
+        if not hasattr(theirs, "init_noise_sigma"):
+            continue  # the FlowMatch classes have none
+        ours = SamplerScheduler.from_config(theirs.config)
+        assert type(ours.init_noise_sigma) is type(theirs.init_noise_sigma), name
+        assert float(ours.init_noise_sigma) == float(theirs.init_noise_sigma), (name, key)
+
+
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "LMSDiscreteScheduler", "HeunDiscreteScheduler"])
+def test_a_loop_that_scales_its_noise_before_set_timesteps_keeps_the_image(name):
+    from benchmarks.compatibility import CONFIGS, TinyModel, source_scheduler
+
+    model, outs = TinyModel(), []
+    theirs = source_scheduler(name, CONFIGS["SDXL"], {})
+    for s in (theirs, SamplerScheduler.from_config(theirs.config)):
+        x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * s.init_noise_sigma
+        s.set_timesteps(6)
+        for t in s.timesteps:
+            x = s.step(model(s.scale_model_input(x, t), t), t, x).prev_sample
+        outs.append(x)
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-5 * float(outs[0].abs().max()))
+
+
+def test_init_noise_sigma_that_depends_on_the_schedule_is_refused_before_set_timesteps():
+    from diffusers import EulerDiscreteScheduler
+
+    ours = SamplerScheduler.from_config(EulerDiscreteScheduler().config, initial_noise="sigma")
+    with pytest.raises(Unavailable, match="initial_noise='sigma'.*call set_timesteps before reading it"):
+        ours.init_noise_sigma
+    ours.set_timesteps(4)
+    assert float(ours.init_noise_sigma) == pytest.approx(float(ours.sigmas[0]), rel=1e-6)
