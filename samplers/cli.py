@@ -44,9 +44,12 @@ def _plugins(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samplers", description=__doc__,
-                                     epilog="Errors are one line; exit status 2 for a usage error (a bad value, name or "
-                                            "path), 1 for a failure while running. --debug shows the traceback.")
+    from .core.argtypes import ArgumentParser  # an option given twice is refused, not overwritten
+
+    parser = ArgumentParser(prog="samplers", description=__doc__,
+                            epilog="Errors are one line; exit status 2 for a usage error (a bad value, name or path, "
+                                   "an option given twice), 1 for a failure while running. --debug shows the "
+                                   "traceback.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every registered sampler with its kind, order and NFE per step").set_defaults(fn=_list)

@@ -180,3 +180,27 @@ class TwoClusters:
 @pytest.fixture(scope="session")
 def two_clusters():
     return TwoClusters()
+
+
+def last_wins(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--option`` once, keeping its last values, in its first place: how argparse read a
+    repeated option before the CLI refused it. Lets a test override a base command line's options
+    (``[*QUICK, "--heldout", "3"]``); tokens before the first option (the command, positionals) are kept as given."""
+    head, opts, key = [], {}, None
+    for token in argv:
+        if token.startswith("--"):
+            key = token
+            opts[key] = []  # a repeat: its values start again, in the option's first place
+        elif key is None:
+            head.append(token)
+        else:
+            opts[key].append(token)
+    return [*head, *(t for k, v in opts.items() for t in (k, *v))]
+
+
+def cli_last_wins(argv: list[str]) -> int:
+    """``samplers.cli.main`` on :func:`last_wins` of ``argv``: for tests that override a base command line's options
+    by repeating them (the CLI itself refuses a repeat)."""
+    from samplers.cli import main
+
+    return main(last_wins(argv))

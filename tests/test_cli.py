@@ -307,3 +307,22 @@ def test_compare_grids_nfe_is_the_model_calls_the_run_made(parts, monkeypatch, k
     _, rows = compare_grid(pipe, ["a red circle"], list(want), [5], cfg=3.0)
     assert {r["sampler"]: r["nfe"] for r in rows} == want
     assert calls.count("unet") == sum(want.values())  # one U-Net call per denoiser call, CFG's batched in it
+
+
+@pytest.mark.parametrize("argv, flag, fix", [
+    (["generate", "a red circle", "--seed", "0", "--seed", "1"], "--seed", "--seed 0 1"),
+    (["compare", "a red circle", "--samplers", "euler", "--samplers", "heun"], "--samplers", "--samplers euler heun"),
+    (["compare", "a red circle", "--steps", "2", "--steps", "3"], "--steps", "--steps 2 3"),
+    (["generate", "a red circle", "--steps", "2", "--steps", "3"], "--steps", "give it once"),
+    (["generate", "a red circle", "--cfg", "2", "--cfg", "3"], "--cfg", "give it once"),
+])
+def test_an_option_given_twice_is_refused_not_overwritten(capsys, no_load, tmp_path, argv, flag, fix):
+    # argparse keeps the last value: `--seed 0 --seed 1` made one image, of seed 1, with exit status 0
+    _refused(capsys, argv + ["--out", str(tmp_path / "a.png")], f"{flag} was given twice", fix)
+
+
+def test_the_parsed_arguments_carry_no_record_of_the_check():
+    from samplers.cli import build_parser
+
+    args = build_parser().parse_args(["generate", "a red circle", "--seed", "0", "1", "--out", "a.png"])
+    assert args.seed == [0, 1] and not any(k.startswith("_") for k in vars(args))

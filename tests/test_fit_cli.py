@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import samplers
-from samplers.cli import main
+from conftest import cli_last_wins as main  # a base command line's options overridden by repeating them
 from samplers.fitted.identity import fingerprint
 from samplers.fitted.solver import LearnedSolver, OtherModelError
 

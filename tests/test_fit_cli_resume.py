@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from samplers.cli import main
+from conftest import cli_last_wins as main  # a base command line's options overridden by repeating them
 from samplers.fitted.solver import LearnedSolver
+
 
 QUICK = ["--calibration", "8", "--heldout", "2", "--iters", "2", "--pool", "0", "--starts", "1", "--screen", "4",
          "--threads", "1"]
@@ -19,7 +20,7 @@ def argv(out: Path, *extra: str, model: str = "gm-ve") -> list[str]:
 
 def test_restart_clears_the_saved_state_of_every_start(tmp_path, capsys):
     out = tmp_path / "fit"
-    two = ["--starts", "2"]  # after QUICK's --starts 1: the last one given counts
+    two = ["--starts", "2"]  # after QUICK's --starts 1: the last one given counts (last_wins)
     assert main([*argv(out), *two]) == 0
     second = out / ".work" / "state-nfe3.start2.pt"
     assert second.exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from samplers.cli import main
+from conftest import cli_last_wins as main  # a base command line's options overridden by repeating them
 from samplers.fitted.solver import LearnedSolver
 
 QUICK = ["--calibration", "8", "--heldout", "2", "--iters", "2", "--pool", "0", "--starts", "1", "--screen", "4",

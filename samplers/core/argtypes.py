@@ -152,12 +152,53 @@ def out_file(text: str | Path) -> Path:
     return path
 
 
-class Given(argparse.Action):
-    """``action=Given``: stores an option's value as argparse's default action does, and records that it was given
-    on the command line (:func:`was_given`), which its default alone cannot tell (the same value may be typed)."""
+_SEEN = "_options_seen"  # StoreOnce's record of one parse, dropped by ArgumentParser when the parse ends
+
+
+def _shown(values) -> str:
+    return " ".join(map(str, values)) if isinstance(values, list) else str(values)
+
+
+class StoreOnce(argparse._StoreAction):
+    """argparse's ``store``, refusing an option given twice: argparse would keep the last value and drop the first
+    without a word (``--seed 0 --seed 1`` made one image, of seed 1). Options that collect (``append``) are not
+    stores and may repeat."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
+        if option_string is not None:
+            seen = namespace.__dict__.setdefault(_SEEN, {})
+            if self.dest in seen:
+                first, before = seen[self.dest]
+                parser.error(f"{option_string} was given twice ({first} {_shown(before)}, then {option_string} "
+                             f"{_shown(values)}): it takes its value(s) once, and the first would be dropped; give "
+                             f"it once" + (f", with every value: {option_string} {_shown(before)} {_shown(values)}"
+                                           if isinstance(values, list) else ""))
+            seen[self.dest] = (option_string, values)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose plain options (the ``store`` action, argparse's default) refuse to be
+    given twice (:class:`StoreOnce`); its sub-command parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, StoreOnce)
+        self.register("action", "store", StoreOnce)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        namespace.__dict__.pop(_SEEN, None)
+        return namespace, extras
+
+
+class Given(StoreOnce):
+    """``action=Given``: stores an option's value as argparse's default action does (once: :class:`StoreOnce`), and
+    records that it was given on the command line (:func:`was_given`), which its default alone cannot tell (the same
+    value may be typed)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
         namespace.given = {*getattr(namespace, "given", ()), self.dest}
 
 
