@@ -375,8 +375,12 @@ def _class_of(config: dict, sampler=None) -> str | None:
     parallel variants) or where ``sampler`` names one of them; otherwise the config is refused as ambiguous
     (TCDScheduler and LCMScheduler take the same parameters and run different steps)."""
     keys = frozenset(k for k in config if not k.startswith("_"))
-    if "source_config" in keys and keys <= _signatures()["SamplerScheduler"]:
-        return "SamplerScheduler"  # its own config, without the keys its source class lacks (see __init__)
+    inner = config.get("source_config")
+    if "source_config" in keys and keys - _signatures()["SamplerScheduler"] <= (
+            set(inner) | _signatures().get(_given_class(inner), frozenset()) if isinstance(inner, Mapping) else set()):
+        # its own config: its parameters (less the keys its source class lacks) and its source class's config keys
+        # (see __init__)
+        return "SamplerScheduler"
     found = sorted(name for name, params in _signatures().items() if params == keys)
     distinct = sorted({sources.SAME_RUN.get(name, name) for name in found})
     if len(distinct) <= 1:
@@ -538,9 +542,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         noise_schedule: ``"vp"`` or ``"flow"``; None infers it from the config.
         source_config: the config of the scheduler this one replaces (set by ``from_config``).
         Everything else is diffusers' own config vocabulary, used without a source class (with one, the config
-        shows the class's values, and leaves out the keys the class's config lacks). Without a source class the
-        timesteps are spaced as EulerDiscreteScheduler spaces them and karras / exponential sigmas span the whole
-        table, so ``sampler`` may not name a diffusers class there (its own grid may differ): use ``from_config``.
+        shows every key of the class's config with the class's value, and leaves out the keys the class's config
+        lacks). Without a source class the timesteps are spaced as EulerDiscreteScheduler spaces them and karras /
+        exponential sigmas span the whole table, so ``sampler`` may not name a diffusers class there (its own grid
+        may differ): use ``from_config``.
     """
 
     _compatibles = _COMPATIBLES
@@ -613,20 +618,23 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                        MAX_TRAIN_TIMESTEPS, "diffusers models use 1000")
             native_from_config(merged)  # the model it describes (betas, prediction), checked by our rules
             self._ref = self._reference()
+            # the class's config as built, before any set_timesteps of the reference (DPMSolverSinglestep's sets
+            # lower_order_final=True in its config there): what the config shows (_show_source_config)
+            self._class_config = copy.deepcopy({k: v for k, v in self._ref.config.items() if not k.startswith("_")})
             own = label is None or label.sampler == self._nominal_algorithm()
             refused = sources.refusals(self._source_name, self._source_config, algorithm=own,
                                        given=source_config)
             if refused:
                 raise InvalidOption("; ".join(refused))
-            # the config shows the source class's values for the keys both take (a pipeline reads and rewrites
-            # them: StableDiffusionPipeline's clip_sample / steps_offset fixes, followed by _follow_config), and
+            # the config shows the source class's resolved value for every key of the class's config (a pipeline
+            # reads them: LatentConsistencyModelImg2ImgPipeline's original_inference_steps, Cosmos' sigma_max /
+            # sigma_data, LEdits++' algorithm_type; and rewrites them: StableDiffusionPipeline's clip_sample /
+            # steps_offset fixes, followed by _follow_config; Class.from_config(shim.config) is the class again), and
             # none of diffusers' keys that the class's config lacks: a pipeline's config.get(key, default) falls back
             # as with the class (StableDiffusion3Pipeline's max_shift, 1.16), and StableDiffusionPipeline finds no
             # steps_offset to "fix" on a class without one
-            shared = (_signatures()[self._source_name] & _signatures()["SamplerScheduler"]) - _SHIM_OPTIONS
-            resolved = self._source_config
-            self.register_to_config(**{k: resolved[k] for k in shared if k in resolved})
-            lacking = _signatures()["SamplerScheduler"] - _SHIM_OPTIONS - set(resolved)
+            self._show_source_config()
+            lacking = _signatures()["SamplerScheduler"] - _SHIM_OPTIONS - set(self._class_config)
             own_defaults = _parameters()["SamplerScheduler"]
             given_lacking = sorted(k for k in lacking if k in self._internal_dict
                                    and _freeze(self._internal_dict[k]) != _freeze(own_defaults.get(k)))
@@ -706,6 +714,17 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         # the config this instance was built from (register_to_config ran before __init__): _follow_config
         # rebuilds it when a pipeline rewrites the config afterwards
         self._built = self._config_snapshot()
+
+    def _show_source_config(self) -> None:
+        """Register the source class's resolved value for every key of its config (its defaults filled in as
+        diffusers fills them, a from_config keyword override included), and take those keys out of
+        ``_use_default_values``: they are the class's values, which ``Class.from_config(shim.config)`` must keep,
+        not this class's defaults (diffusers' from_config drops a listed key and uses the class's default)."""
+        shown = {k: v for k, v in self._class_config.items() if k not in _SHIM_OPTIONS}
+        self.register_to_config(**copy.deepcopy(shown))
+        defaults = self._internal_dict.get("_use_default_values")
+        if defaults is not None:
+            self.register_to_config(_use_default_values=[k for k in defaults if k not in shown])
 
     def _config_snapshot(self) -> dict:
         """Every key of the config (diffusers' own ``_…`` keys aside): a key registered later is a change too."""
@@ -817,6 +836,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         # keys: set_alpha_to_one, interpolation_type, ... from the replaced class's config, with the config's
         # values): part of the config as built, not a change a pipeline made later (_follow_config)
         scheduler = made[0] if isinstance(made, tuple) else made  # (with return_unused_kwargs: (it, unused))
+        if scheduler._source is not None:
+            # those hidden keys carry the given config's values, not the class's resolved ones where a keyword
+            # overrode one (from_config(config, algorithm_type=...)): the class's values again
+            scheduler._show_source_config()
         scheduler._built = scheduler._config_snapshot()
         return made
 
