@@ -204,6 +204,15 @@ class _GeneratorNoise:
         self.draws: list[torch.Tensor] = []
         self.calls = 0
 
+    def for_step(self, generator) -> "_GeneratorNoise":
+        """This noise for one ``step``'s replay: a copy (its draws so far, counted from the first), reading
+        ``generator``. The scheduler rebinds its noise to it rather than changing this one, so a copy of the
+        scheduler's ``__dict__`` taken before the step (StableDiffusionPanoramaPipeline's per-view state) keeps the
+        noise as it was."""
+        fresh = copy.copy(self)
+        fresh.generator, fresh.draws, fresh.calls = generator, list(self.draws), 0
+        return fresh
+
     def __call__(self, sigma, sigma_next):
         index = self.calls if self.steps is None else self.steps[float(sigma)]
         while len(self.draws) <= index:
@@ -954,6 +963,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def _nominal_ref(self):
         ref = self._ref
         if getattr(ref, "num_inference_steps", None) is None:
+            ref = self._ref = copy.deepcopy(ref)  # rebound, never changed in place (see _from_source)
             try:
                 ref.set_timesteps(20)
             except Exception:  # noqa: BLE001 - only to name the sampler before the first set_timesteps
@@ -1138,6 +1148,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     # schedule
 
     def _reset(self):
+        # the run's state is rebound, never changed in place (lists, dicts, the noise object, the source class's
+        # instance: copy-on-write), as diffusers' classes rebind theirs: code that saves and restores the scheduler's
+        # __dict__ (StableDiffusionPanoramaPipeline keeps one per view) gets the run it saved
         self._plan = None
         self._noise_refusal = None
         self._run_plan = None
@@ -1243,7 +1256,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         return None
 
     def _from_source(self, n, sigmas, timesteps, mu, kwargs):
-        ref, name = self._ref, self._source_name
+        # a copy of the source class's instance plans this run (its set_timesteps changes its tables, some in place):
+        # the instance a copy of this scheduler's __dict__ holds keeps the run it planned
+        ref, name = copy.deepcopy(self._ref), self._source_name
+        self._ref = ref
         passed = {k: v for k, v in dict(sigmas=sigmas, timesteps=timesteps, mu=mu, **kwargs).items() if v is not None}
         try:
             ref.set_timesteps(n, device="cpu", **passed)
@@ -1777,7 +1793,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         its last timestep, a CPU tensor), not at every step."""
         key = (steps, eta)
         if key not in self._draw_counts:
-            self._draw_counts[key] = self._source.draws(self._ref, steps, eta)
+            self._draw_counts = {**self._draw_counts, key: self._source.draws(self._ref, steps, eta)}
         return self._draw_counts[key]
 
     def _resolve_seeds(self, generator, batch: int) -> list[int]:
@@ -1892,16 +1908,16 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             state = self._to_state(x_in, sigma)
             # a copy where that is the pipeline's own tensor (VE latents): a pipeline that overwrites one buffer in
             # place each step (x.copy_(prev_sample)) would otherwise rewrite the replay's history
-            self._injected[k] = state.clone() if state is sample else state
+            self._injected = {**self._injected, k: state.clone() if state is sample else state}
         if isinstance(self._noise, _GeneratorNoise):
-            self._noise.generator = generator
+            self._noise = self._noise.for_step(generator)
         seen = x_in
         if k > 0 and sample.dtype != state_dtype and self._last_exact is not None and self._unchanged(sample):
             # an fp16 / bf16 latent the last step returned: x0 from the state it was rounded from, as to_denoiser
             # converts (the rounding would enter the slope (x − x0)/σ, which a corrector multiplies near σ = 0)
             seen = self._last_exact
         denoised = self._x0(model_output.to(state_dtype), seen, sigma, (self._begin_index or 0) + k)
-        self._denoised.append(denoised)
+        self._denoised = [*self._denoised, denoised]
         if k >= len(plan.evals):
             # an idle call (the source's zero-length last step): the latent stays as it is
             self._step_index = (self._begin_index or 0) + k + 1
@@ -1919,8 +1935,6 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             options["eta"] = self._eta
         if self._noisy:
             if self._noise is not None:
-                if isinstance(self._noise, _GeneratorNoise):
-                    self._noise.calls = 0
                 options["noise_sampler"] = self._noise
             else:
                 options["seed"] = self._seeds
