@@ -25,6 +25,7 @@ import torch
 
 import samplers
 from benchmarks import common, distributed, quality, speed
+from conftest import last_wins
 from samplers.core import budget, graph
 from samplers.core.errors import InvalidInput
 from samplers.problems import GaussianMixture
@@ -403,8 +404,9 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
     quality.main([*args, "--out", str(tmp_path / "one")])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "benchmarks.quality", *args, "--out", str(tmp_path / "two"),
-           "--cache", str(tmp_path / "cache-two")]  # both ranks solve and write references themselves
+           "--master_port", str(_free_port()), "-m", "benchmarks.quality",
+           # another cache: both ranks solve and write references themselves (an option is given once)
+           *last_wins([*args, "--out", str(tmp_path / "two"), "--cache", str(tmp_path / "cache-two")])]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "results.json").read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from samplers.cli import main
+from conftest import cli_last_wins as main  # a base command line's options overridden by repeating them
 from samplers.fitted.solver import LearnedSolver
 
 from test_fit_cli_seams import QUICK, argv  # the CLI seams' quick fit and its command line

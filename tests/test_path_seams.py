@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from samplers.cli import main
+from conftest import cli_last_wins as main  # a base command line's options overridden by repeating them
 
 QUICK = ["--calibration", "8", "--heldout", "2", "--iters", "0", "--pool", "0", "--starts", "1", "--screen", "4",
          "--threads", "1"]

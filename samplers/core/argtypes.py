@@ -159,21 +159,24 @@ def _shown(values) -> str:
     return " ".join(map(str, values)) if isinstance(values, list) else str(values)
 
 
+def _given_twice(parser, option_string: str, before, values) -> None:
+    parser.error(f"{option_string} was given twice ({option_string} {_shown(before)}, then {option_string} "
+                 f"{_shown(values)}): it takes its value(s) once, and the first would be dropped; give it once"
+                 + (f", with every value: {option_string} {_shown(before)} {_shown(values)}"
+                    if isinstance(values, list) else ""))
+
+
 class StoreOnce(argparse._StoreAction):
     """argparse's ``store``, refusing an option given twice: argparse would keep the last value and drop the first
     without a word (``--seed 0 --seed 1`` made one image, of seed 1). Options that collect (``append``) are not
-    stores and may repeat."""
+    stores and may repeat. Used by :class:`ArgumentParser`, which drops its record when the parse ends."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         if option_string is not None:
-            seen = namespace.__dict__.setdefault(_SEEN, {})
+            seen = namespace.__dict__.setdefault(_SEEN, set())
             if self.dest in seen:
-                first, before = seen[self.dest]
-                parser.error(f"{option_string} was given twice ({first} {_shown(before)}, then {option_string} "
-                             f"{_shown(values)}): it takes its value(s) once, and the first would be dropped; give "
-                             f"it once" + (f", with every value: {option_string} {_shown(before)} {_shown(values)}"
-                                           if isinstance(values, list) else ""))
-            seen[self.dest] = (option_string, values)
+                _given_twice(parser, option_string, getattr(namespace, self.dest), values)
+            seen.add(self.dest)
         super().__call__(parser, namespace, values, option_string)
 
 
@@ -192,13 +195,15 @@ class ArgumentParser(argparse.ArgumentParser):
         return namespace, extras
 
 
-class Given(StoreOnce):
-    """``action=Given``: stores an option's value as argparse's default action does (once: :class:`StoreOnce`), and
-    records that it was given on the command line (:func:`was_given`), which its default alone cannot tell (the same
-    value may be typed)."""
+class Given(argparse.Action):
+    """``action=Given``: stores an option's value as argparse's default action does, and records that it was given
+    on the command line (:func:`was_given`), which its default alone cannot tell (the same value may be typed); given
+    twice, it is refused as :class:`StoreOnce` refuses (with any parser: the record is ``given`` itself)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        super().__call__(parser, namespace, values, option_string)
+        if self.dest in getattr(namespace, "given", ()):
+            _given_twice(parser, option_string, getattr(namespace, self.dest), values)
+        setattr(namespace, self.dest, values)
         namespace.given = {*getattr(namespace, "given", ()), self.dest}
 
 
