@@ -718,3 +718,26 @@ def test_init_noise_sigma_that_depends_on_the_schedule_is_refused_before_set_tim
         ours.init_noise_sigma
     ours.set_timesteps(4)
     assert float(ours.init_noise_sigma) == pytest.approx(float(ours.sigmas[0]), rel=1e-6)
+
+
+def test_the_sigmas_device_table_matches_diffusers_sources():
+    import inspect as inspect_
+
+    from diffusers import schedulers as ds
+
+    for name in sources.SOURCES:
+        code = inspect_.getsource(getattr(ds, name).set_timesteps)
+        sets = "self.sigmas =" in code or "self.sigmas=" in code
+        assert (name in sources.SIGMAS_ON_DEVICE) == (sets and '.to("cpu")' not in code), name
+
+
+@pytest.mark.parametrize("name", sorted(sources.SIGMAS_ON_DEVICE))
+def test_sigmas_are_on_the_device_set_timesteps_names_where_the_class_leaves_them_there(name):
+    # FlowMatchEuler / Heun keep sigmas on the pipeline's device (LTX-2's pipelines index them beside the latents)
+    from benchmarks.compatibility import SD3
+
+    theirs = getattr(diffusers, name).from_config(SD3)
+    ours = SamplerScheduler.from_config(theirs.config)
+    for s in (theirs, ours):
+        s.set_timesteps(4, device="meta")
+        assert s.sigmas.device.type == "meta" and s.timesteps.device.type == "meta", name

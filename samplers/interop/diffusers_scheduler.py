@@ -1214,7 +1214,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if len(self._call_times) != len(self._plan.calls):
             raise Unavailable(f"{len(self._call_times)} timesteps for {len(self._plan.calls)} model calls; this is a "
                               "bug in samplers.interop.diffusers_scheduler, please report it")
-        self.sigmas = per_call
+        self.sigmas = per_call.to(device) if self._source_name in sources.SIGMAS_ON_DEVICE else per_call
         self.schedule_sigmas = torch.tensor(schedule, dtype=torch.float64)  # what the sampler steps on (VE σ)
         self._begin_index = None
         self._run_plan = self._plan

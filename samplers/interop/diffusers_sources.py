@@ -601,6 +601,10 @@ STEP_RETURNS_PREV_ONLY = frozenset({
     "PNDMScheduler", "DPMSolverSinglestepScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
     "DEISMultistepScheduler", "SASolverScheduler", "EDMDPMSolverMultistepScheduler",
     "FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"})
+# Classes whose set_timesteps(n, device) leaves ``sigmas`` on that device (the others move theirs to the CPU, "to avoid
+# too much CPU/GPU communication"; DDIM, DDPM, LCM, PNDM and TCD have none): a pipeline may index them with the
+# latents' device.
+SIGMAS_ON_DEVICE = frozenset({"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"})
 
 # Classes that take exactly the parameters of a class above and run its steps (checked against diffusers by
 # tests/test_diffusers_shim_seams.py): a config without _class_name with those parameters is that class's.
