@@ -618,3 +618,33 @@ def test_a_config_without_a_source_class_carrying_other_keys_runs():
     shim = SamplerScheduler.from_config(config, sampler="euler")
     shim.set_timesteps(6)
     assert len(shim.timesteps) == 6
+
+
+def test_a_batch_that_changes_within_a_run_is_refused_by_name_and_a_new_run_from_it_is_ddims():
+    # TextToVideoZero denoises frame 0 alone, then steps on with every frame: the replay's start has one item (an
+    # internal broadcast error before); the message's fix (set_timesteps, set_begin_index) gives diffusers' DDIM
+    cfg = dict(_class_name="DDIMScheduler", beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+    def model(x, t):
+        return torch.tanh(x) * 0.5
+
+    def run(s, restart=False):
+        s.set_timesteps(4)
+        x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+        for t in s.timesteps[:2]:
+            x = s.step(model(x, t), t, x).prev_sample
+        x = torch.cat([x, x + 0.1])
+        if restart:
+            s.set_timesteps(4)
+            s.set_begin_index(2)
+        for t in s.timesteps[2:]:
+            x = s.step(model(x, t), t, x).prev_sample
+        return x
+
+    ref = run(diffusers.DDIMScheduler.from_config(cfg))
+    with pytest.raises(InvalidInput, match=r"latents of shape \(2, 4, 8, 8\) in a run that started from \(1, 4, 8, 8\)"
+                                           r".*set_begin_index\(2\)"):
+        run(SamplerScheduler.from_config(cfg))
+    torch.testing.assert_close(run(SamplerScheduler.from_config(cfg), restart=True), ref, rtol=0,
+                               atol=1e-5 * float(ref.abs().max()))
