@@ -184,8 +184,11 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
         kw = {}
         if "seed" in spec.options:
             kw["seed"] = common.item_seeds(batch, cell.seed, common.SAMPLER_NOISE)
-        with torch.no_grad():
-            x0 = samplers.sample(cell.sampler, model, x_start, sigmas, disable=True, **kw)
+        try:
+            with torch.no_grad():
+                x0 = samplers.sample(cell.sampler, model, x_start, sigmas, disable=True, **kw)
+        except samplers.InvalidInput as err:  # refused before any model call (ays_svd on an SD-1.x table)
+            return {**out, "skipped": str(err).split("\n")[0]}
         nfe, kind = model.calls, spec.kind
     ref = ctx.refs.get(problem, cell.seed, x_start, sigma_start)
     result = {**out, "steps": steps, "nfe_used": nfe, "kind": kind, "sigma_start": sigma_start,
