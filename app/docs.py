@@ -348,7 +348,14 @@ def names_md() -> str:
            "(σ_min 0.0291675 instead of 0.0291672; up to 8e-5 on a linear-β table) and match A1111's to about 1e-7 "
            "(tests/test_a1111_float32_table.py); on a zero-terminal-SNR model a label's own schedule now starts at "
            "A1111's σ_max ≈ 4518.76 instead of σ = inf. Registry and ComfyUI names are unchanged. Old image: the "
-           "registry schedule name (`schedule=\"karras\"`, ...) with the registry sampler."]
+           "registry schedule name (`schedule=\"karras\"`, ...) with the registry sampler.",
+           "", "## Names whose images changed (2026-12-07)", "",
+           "- Forge's `DDPM` (its `AlterSampler` of `sample_ddpm`, a k-diffusion sampler like its `HeunPP2`, "
+           "`IPNDM`, `DEIS`) runs on Forge's Automatic choice, Uniform (`a1111:Uniform`), where the caller names no "
+           "schedule (before: the model's default, karras on the eps model), and its \"DDPM <type>\" names "
+           "(`DDPM Karras`, `DDPM SGM Uniform`, ...) run that type, as Forge does (they were refused as if DDPM "
+           "stepped its own timesteps, as A1111's DDIM and PLMS do). Old image: `schedule=\"karras\"`, or the "
+           "registry's `ddpm`."]
     return "\n".join(out) + "\n"
 
 

@@ -4,7 +4,7 @@
    a denoise: the labels pass unipc's ``final_sigma=0.001``.
 2. A1111's "DPM fast" / "DPM adaptive" in txt2img run on the model's whole σ range whatever Schedule type is chosen.
 3. A case / spacing variant that matches both a registry name and a tool label that run different things is refused.
-4. Forge's "HeunPP2".
+4. Forge's "HeunPP2" and "DDPM".
 """
 import math
 
@@ -303,6 +303,18 @@ def test_forge_heunpp2_is_its_label_on_uniform(spec):
         ("a1111", "heunpp2", "a1111:Uniform", False, labels.A1111["HeunPP2"][1])
     _, sigmas, _, _ = spec.plan_run("HeunPP2", None, 10, {})
     assert torch.equal(sigmas, spec.sigmas("a1111:Uniform", 10))
+
+
+def test_forge_ddpm_is_a_k_diffusion_sampler_on_uniform_and_takes_the_schedule_types(spec):
+    # Forge's ('DDPM', AlterSampler of sample_ddpm), like its HeunPP2: Automatic is Uniform, and "DDPM Karras" runs
+    # Karras (the label ran the model's default, karras, and refused the types as if DDPM stepped its own timesteps)
+    found, schedule, _ = names.resolve_call("DDPM")
+    assert (found.source, found.sampler, schedule, found.schedule_is_explicit) == \
+        ("a1111", "ddpm", "a1111:Uniform", False)
+    _, sigmas, _, _ = spec.plan_run("DDPM", None, 10, {"seed": 0})
+    assert torch.equal(sigmas, spec.sigmas("a1111:Uniform", 10))
+    _, sigmas, _, _ = spec.plan_run("DDPM Karras", None, 10, {"seed": 0})
+    assert torch.equal(sigmas, spec.sigmas("a1111:Karras", 10))
 
 
 def test_a1111_dpm_fast_in_img2img_and_on_a_flow_model_runs_the_chosen_schedule(spec):

@@ -110,7 +110,8 @@ A1111: dict[str, tuple] = {
     "DDIM": ("ddim", {}, None, None),
     "PLMS": ("plms", {}, None, None),
     "UniPC": ("unipc_bh1", {}, None, None),
-    "DDPM": ("ddpm", {}, None, None),
+    # Forge's ('DDPM', AlterSampler of sample_ddpm): a k-diffusion sampler on A1111's schedule types, Automatic Uniform
+    "DDPM": ("ddpm", {}, "a1111:Uniform", "default"),
     "LCM": ("lcm", {}, "lcm_uniform", "default"),
     "iPNDM": ("ipndm", IPNDM_COMFY, "a1111:Uniform", "default"),
     "iPNDM_v": ("ipndm", IPNDM_V_COMFY, "a1111:Uniform", "default"),
