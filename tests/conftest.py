@@ -204,3 +204,18 @@ def cli_last_wins(argv: list[str]) -> int:
     from samplers.cli import main
 
     return main(last_wins(argv))
+
+
+def tiny_sdxl_unet():
+    """A tiny random SDXL-shaped UNet (text_time embedding, 64-wide cross-attention), seeded 0: the diffusers SDXL
+    pipeline tests' model (no downloads)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                                use_linear_projection=True, addition_embed_type="text_time",
+                                addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+                                projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
+                                norm_num_groups=32).eval()

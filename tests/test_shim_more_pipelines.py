@@ -19,6 +19,7 @@ pytest.importorskip("transformers")  # diffusers' pipeline classes need it impor
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 
 from benchmarks.compatibility import CONFIGS, source_scheduler  # noqa: E402
+from conftest import tiny_sdxl_unet  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
 
 diffusers.utils.logging.set_verbosity_error()
@@ -150,14 +151,7 @@ def test_controlnet_inpaint_keeps_the_image(name, sd_models, controlnet):
 # ---- SDXL inpaint (4-channel UNet)
 
 def _sdxl_unet():
-    torch.manual_seed(0)
-    return UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-                                use_linear_projection=True, addition_embed_type="text_time",
-                                addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
-                                projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
-                                norm_num_groups=32).eval()
+    return tiny_sdxl_unet()
 
 
 @pytest.fixture(scope="module")
