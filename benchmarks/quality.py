@@ -184,11 +184,13 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
         kw = {}
         if "seed" in spec.options:
             kw["seed"] = common.item_seeds(batch, cell.seed, common.SAMPLER_NOISE)
-        try:
-            with torch.no_grad():
-                x0 = samplers.sample(cell.sampler, model, x_start, sigmas, disable=True, **kw)
-        except samplers.InvalidInput as err:  # refused before any model call (ays_svd on an SD-1.x table)
-            return {**out, "skipped": str(err).split("\n")[0]}
+        if isinstance(problem.native, samplers.VPDiscrete):
+            try:  # the run would refuse it before any model call (ays_svd on an SD-1.x table)
+                problem.native.check_in_table(sigmas.tolist())
+            except samplers.InvalidInput as err:
+                return {**out, "skipped": str(err).split("\n")[0]}
+        with torch.no_grad():
+            x0 = samplers.sample(cell.sampler, model, x_start, sigmas, disable=True, **kw)
         nfe, kind = model.calls, spec.kind
     ref = ctx.refs.get(problem, cell.seed, x_start, sigma_start)
     result = {**out, "steps": steps, "nfe_used": nfe, "kind": kind, "sigma_start": sigma_start,

@@ -213,7 +213,7 @@ def test_a_grid_outside_the_timestep_table_is_refused_before_any_model_call(sigm
     for name in ("euler", "dpmpp_2m", "heun", "euler_ancestral"):
         with pytest.raises(InvalidInput, match=rf"sigmas\[\d\] = {bad} lies outside this model's timestep table, "
                                                rf"which covers σ from 0.0291672 to 14.6146: .*table's {end}.*"
-                                               r"without sigma_min / sigma_max\)"):
+                                               r"without sigma_min / sigma_max"):
             seed = {"seed": 0} if name == "euler_ancestral" else {}
             samplers.sample(name, D, torch.randn(2, 4) * sig[0], sig, disable=True, **seed)
     assert calls == []
@@ -235,8 +235,14 @@ def test_a_grid_on_the_table_runs_to_its_ends_and_past_them_only_by_float_roundi
     with pytest.raises(InvalidInput, match=r"sigmas\[1\] = 0.0145 lies outside"):
         samplers.sample("euler", D, torch.randn(2, 4), torch.tensor([1.0, 0.0145, 0.0], dtype=torch.float64),
                         disable=True)
-    # the run's target (the last σ) is no model call: a grid may end below the table (EDM-style, no final 0)
-    samplers.sample("euler", D, torch.randn(2, 4), torch.tensor([1.0, 0.5, 0.002], dtype=torch.float64), disable=True)
+    # a grid that ends below the table (EDM-style, no final 0): Heun evaluates the model at its last σ (euler would
+    # not, but its latent ends where the model has no timestep): refused for both, before any call
+    before = len(calls)
+    for name in ("heun", "euler"):
+        with pytest.raises(InvalidInput, match=r"sigmas\[2\] = 0.002 lies outside"):
+            samplers.sample(name, D, torch.randn(2, 4), torch.tensor([1.0, 0.5, 0.002], dtype=torch.float64),
+                            disable=True)
+    assert len(calls) == before
     # a zero-terminal-SNR table reaches σ = inf: the tools' finite stand-in 4518.76 lies inside it
     zsnr = VPDiscrete.from_betas(rescale_betas_zero_snr=True)
     gm = samplers.problems.GaussianMixture.default(shape=(4,), components=3, seed=0)

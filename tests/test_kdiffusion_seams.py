@@ -606,3 +606,27 @@ def test_the_dpm_solver_entry_points_run_without_building_a_graph():
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 14.6
     assert not ours.sample_dpm_fast(model, x, 0.0292, 14.6, 4).requires_grad
     assert not ours.sample_dpm_adaptive(model, x, 0.0292, 14.6).requires_grad
+
+
+def test_dpm_fast_and_adaptive_refuse_a_range_off_the_models_timestep_table_before_any_call():
+    # these two call their solver directly (not through the registry's run): the same rule as samplers.sample's
+    import samplers
+    from samplers.core.native import VPDiscrete
+    from samplers.interop import kdiffusion as K
+
+    native = VPDiscrete.from_betas()
+    inner, calls = samplers.problems.GaussianMixture.default(shape=(4,), components=3, seed=0).as_model("eps", native), []
+
+    def unet(x, t, **kw):
+        calls.append(float(t.flatten()[0]))
+        return inner(x, t, **kw)
+
+    D = samplers.to_denoiser(unet, "eps", native)
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    for run in (lambda: K.sample_dpm_fast(D, x * 80, 0.002, 80.0, 4, disable=True),
+                lambda: K.sample_dpm_adaptive(D, x * 80, 0.002, 80.0, disable=True)):
+        with pytest.raises(samplers.InvalidInput, match="80 lies outside this model's timestep table"):
+            run()
+    assert calls == []
+    assert torch.isfinite(K.sample_dpm_fast(D, x * native.sigma_max, native.sigma_min, native.sigma_max, 4,
+                                            disable=True)).all() and len(calls) == 4

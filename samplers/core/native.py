@@ -330,25 +330,27 @@ class VPDiscrete(NoiseSchedule):
         return float(round(t)) if self.quantize else t
 
     def check_in_table(self, sigmas, what: str = "this model", fix: str | None = None) -> None:
-        """Refuse a run's grid ``sigmas`` (host floats) where a σ the model is evaluated at — every entry but the last,
-        the run's target — lies outside this table's σ range: its time input would be clamped to the table's end
-        (:meth:`time_at`), telling the model another noise level than the latent's. Above the table: beyond 0.1 %
-        (the same table in float32 or float64). Below it, where the model is told timestep 0 and the latent is all
-        but clean: below half the table's first σ, as far as the levels the tools publish for a table go (Align Your
-        Steps' 0.029 and reForge's AYS-32 0.015 on Stable Diffusion's, which starts at 0.0292; the tools run them
-        so). σ = inf is left to the infinite-σ rule (a zero-terminal-SNR table reaches it). ``fix``: what the caller
-        can do instead (default: build the schedule on this table's range)."""
+        """Refuse a run's grid ``sigmas`` (host floats) that leaves this table's σ range at some σ > 0: where the model
+        is evaluated there (every step's start; the end too for a sampler with a stage at its step's end, Heun's),
+        its time input would be clamped to the table's end (:meth:`time_at`), telling the model another noise level
+        than the latent's. Above the table: beyond 0.1 % (the same table in float32 or float64). Below it, where the
+        model is told timestep 0 and the latent is all but clean: below half the table's first σ, as far as the
+        levels the tools publish for a table go (Align Your Steps' 0.029 and reForge's AYS-32 0.015 on Stable
+        Diffusion's, which starts at 0.0292; the tools run them so). σ = inf is left to the infinite-σ rule (a
+        zero-terminal-SNR table reaches it). ``fix``: what the caller can do instead (default: build the schedule on
+        this table's range)."""
         lo, hi = self.sigma_min, self.sigma_max
-        for i, sigma in enumerate(sigmas[:-1]):
-            if math.isinf(sigma) or lo / 2 <= sigma <= hi * (1 + 1e-3):
+        for i, sigma in enumerate(sigmas):
+            if sigma == 0 or math.isinf(sigma) or lo / 2 <= sigma <= hi * (1 + 1e-3):
                 continue
             end = "last (timestep" if sigma > hi else "first (timestep"
             raise InvalidInput(
                 f"sigmas[{i}] = {sigma:g} lies outside {what}'s timestep table, which covers σ from {lo:.6g} to "
-                f"{hi:.6g}: the model would be told the table's {end} {round(self.time_at(sigma))}), another noise "
-                f"level than the latent's. " + (fix or "Build the schedule on the model's range (samplers.get_sigmas("
-                                                  f"name, n, native=...) without sigma_min / sigma_max), or keep "
-                                                  f"sigma_min / sigma_max within [{lo:.6g}, {hi:.6g}]"))
+                f"{hi:.6g}: evaluated there, the model would be told the table's {end} "
+                f"{round(self.time_at(sigma))}), another noise level than the latent's. "
+                + (fix or "Build the schedule on the model's range: samplers.get_sigmas(name, n, native=...) without "
+                          f"sigma_min / sigma_max (or with both within [{lo:.6g}, {hi:.6g}]), and for a preset one made "
+                          "for this model's table"))
 
     def sigma_at_timestep(self, i: int) -> float:
         """σ of the table's timestep ``i`` (an index), a Python float: no tensor read (a sampler's loop may call it)."""

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from ..core import names, registry, steps
 from ..core import noise as noise_mod
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
-from ..core.conversion import state_dtype
+from ..core.conversion import prepare_times, state_dtype
 from ..core.errors import InvalidInput, InvalidType
 from ..core.noise import SeededNoise
 from ..core.run import check_call, read_sigmas
@@ -941,6 +941,13 @@ def _check_range(sigma_min, sigma_max) -> None:
                            "sigma_min and its largest as sigma_max, e.g. sigma_min=sigmas[-2], sigma_max=sigmas[0]")
 
 
+def _check_table(model, x, sigma_min, sigma_max) -> None:
+    """A denoiser on a timestep table (``samplers.to_denoiser`` of a ``VPDiscrete``, through its wrappers) refuses a
+    range that leaves it, before any model call, as the registry's runs do (``prepare_times``); another model (a
+    k-diffusion wrapper, whose own table clamps as k-diffusion does) is left alone."""
+    prepare_times(model, [float(sigma_max), float(sigma_min)], x.shape[0], state_dtype(x.dtype), x.device)
+
+
 def _registry_rules(name: str, x, **options) -> None:
     """The registry sampler ``name``'s rules for ``options`` and its finite start, before any model call: these
     entry points call its solver directly (an accept_safety above 1 never accepts a step; s_noise = −1 would draw no
@@ -962,6 +969,7 @@ def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback
     n = _check_nfe(n)
     eta, s_noise = _real("eta", eta), _real("s_noise", s_noise)
     _registry_rules("dpm_fast", x, eta=eta, s_noise=s_noise)
+    _check_table(model, x, sigma_min, sigma_max)
     noise_sampler = _seeded(x, noise_sampler, seed)
     with tqdm(total=n, disable=disable) as bar:
         solver = _dpm_solver(model, extra_args, callback, bar)
@@ -981,6 +989,7 @@ def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callbac
         eta=eta, s_noise=s_noise).values()
     _registry_rules("dpm_adaptive", x, order=order, rtol=rtol, atol=atol, h_init=h_init, pcoeff=pcoeff, icoeff=icoeff,
                     dcoeff=dcoeff, accept_safety=accept_safety, eta=eta, s_noise=s_noise)
+    _check_table(model, x, sigma_min, sigma_max)
     noise_sampler = _seeded(x, noise_sampler, seed)
     with tqdm(disable=disable) as bar:
         solver = _dpm_solver(model, extra_args, callback, bar)
