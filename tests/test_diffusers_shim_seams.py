@@ -648,3 +648,12 @@ def test_a_batch_that_changes_within_a_run_is_refused_by_name_and_a_new_run_from
         run(SamplerScheduler.from_config(cfg))
     torch.testing.assert_close(run(SamplerScheduler.from_config(cfg), restart=True), ref, rtol=0,
                                atol=1e-5 * float(ref.abs().max()))
+    # within a step of two model calls (heun's second) the fix names where steps start
+    heun = SamplerScheduler.from_config(cfg, sampler="heun")
+    heun.set_timesteps(3)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = heun.timesteps[0]
+    x = heun.step(model(x, t), t, x).prev_sample
+    with pytest.raises(InvalidInput, match=r"change it where a step starts \(the model calls \[0, 2, 4\] of this run\)"):
+        x2 = torch.cat([x, x])
+        heun.step(model(x2, heun.timesteps[1]), heun.timesteps[1], x2)

@@ -159,11 +159,12 @@ def _shown(values) -> str:
     return " ".join(map(str, values)) if isinstance(values, list) else str(values)
 
 
-def _given_twice(parser, option_string: str, before, values) -> None:
-    parser.error(f"{option_string} was given twice ({option_string} {_shown(before)}, then {option_string} "
-                 f"{_shown(values)}): it takes its value(s) once, and the first would be dropped; give it once"
+def _given_twice(parser, action: argparse.Action, option_string: str, before, values) -> None:
+    name = " / ".join(action.option_strings)  # its spellings: the first time may have used another one
+    parser.error(f"{name} was given twice (first {_shown(before)}, then {option_string} {_shown(values)}): it takes "
+                 "its value(s) once, and the first would be dropped; give it once"
                  + (f", with every value: {option_string} {_shown(before)} {_shown(values)}"
-                    if isinstance(values, list) else ""))
+                    if action.nargs in ("+", "*") else ""))
 
 
 class StoreOnce(argparse._StoreAction):
@@ -175,7 +176,7 @@ class StoreOnce(argparse._StoreAction):
         if option_string is not None:
             seen = namespace.__dict__.setdefault(_SEEN, set())
             if self.dest in seen:
-                _given_twice(parser, option_string, getattr(namespace, self.dest), values)
+                _given_twice(parser, self, option_string, getattr(namespace, self.dest), values)
             seen.add(self.dest)
         super().__call__(parser, namespace, values, option_string)
 
@@ -202,7 +203,7 @@ class Given(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         if self.dest in getattr(namespace, "given", ()):
-            _given_twice(parser, option_string, getattr(namespace, self.dest), values)
+            _given_twice(parser, self, option_string, getattr(namespace, self.dest), values)
         setattr(namespace, self.dest, values)
         namespace.given = {*getattr(namespace, "given", ()), self.dest}
 

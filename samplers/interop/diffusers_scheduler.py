@@ -1893,12 +1893,14 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         k = len(self._denoised)
         if k > 0 and sample.shape != self._x_start.shape:
             i = (self._begin_index or 0) + k
+            fix = (f"set_timesteps(...) again, then set_begin_index({i})" if i in self._plan.step_starts else
+                   f"change it where a step starts (the model calls {self._plan.step_starts} of this run), then "
+                   "set_timesteps(...) again and set_begin_index(<that call>)")
             raise InvalidInput(
                 f"step() got latents of shape {tuple(sample.shape)} in a run that started from "
                 f"{tuple(self._x_start.shape)}: the sampler replays its run item by item from that start, so the "
                 "batch cannot change within a run (diffusers' TextToVideoZero pipelines add frames after the first "
-                f"steps). Start a new run from these latents at this step — set_timesteps(...) again, then "
-                f"set_begin_index({i}) — or keep the batch as it started")
+                f"steps). Start a new run from these latents: {fix}; or keep the batch as it started")
         sigma = plan.calls[k]
         state_dtype = torch.float64 if sample.dtype == torch.float64 else torch.float32
         x_in = sample.to(state_dtype)
