@@ -219,3 +219,13 @@ def tiny_sdxl_unet():
                                 addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
                                 projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
                                 norm_num_groups=32).eval()
+
+
+def shim_latents():
+    """(noise, image latents, inpaint mask) of the diffusers-shim loop tests: 2 × 4 × 8 × 8 from generator seed 1,
+    the mask's rectangle [2:6, 1:5] set."""
+    g = torch.Generator().manual_seed(1)
+    noise, image = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 1:5] = 1.0
+    return noise, image, mask

@@ -25,16 +25,13 @@ from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler)
 
 from benchmarks.compatibility import CONFIGS, SD15, SDXL, TinyModel, run, source_scheduler  # noqa: E402
+from conftest import shim_latents  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
 
 diffusers.utils.logging.set_verbosity_error()
 
 MODEL = TinyModel()
-_g = torch.Generator().manual_seed(1)
-NOISE = torch.randn(2, 4, 8, 8, generator=_g)
-IMAGE = torch.randn(2, 4, 8, 8, generator=_g)
-MASK = torch.zeros(1, 1, 8, 8)
-MASK[..., 2:6, 1:5] = 1.0
+NOISE, IMAGE, MASK = shim_latents()
 TOL = dict(rtol=0, atol=1e-5)
 
 

@@ -18,16 +18,13 @@ from samplers.sde.ancestral import tcd_point
 diffusers = pytest.importorskip("diffusers")
 
 from benchmarks.compatibility import CONFIGS, SD15, TinyModel, _noised  # noqa: E402
+from conftest import shim_latents  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
 
 diffusers.utils.logging.set_verbosity_error()
 
 MODEL = TinyModel()
-_g = torch.Generator().manual_seed(1)
-NOISE = torch.randn(2, 4, 8, 8, generator=_g)
-IMAGE = torch.randn(2, 4, 8, 8, generator=_g)
-MASK = torch.zeros(1, 1, 8, 8)
-MASK[..., 2:6, 1:5] = 1.0
+NOISE, IMAGE, MASK = shim_latents()
 
 
 def loop(scheduler, mode="txt2img", steps=4, eta=0.3, seed=3, strength=0.6, noised=None):
