@@ -1983,11 +1983,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             sigma_s = ancestral.tcd_point(options["native"], options.get("eta", self.spec.options["eta"]), sigma_next)
         if sigma_s == sigma_next and self.spec.name == "tcd":
             return prev  # the class's own: prev_sample is pred_noised_sample
-        x = self._to_state(seen, sigma)
-        if math.isinf(sigma):  # x is the unit noise (a zero-terminal-SNR table's first step)
-            x_s = denoised + x * sigma_s
-        else:
-            x_s = denoised + (x - denoised) * (sigma_s / sigma) if sigma_s > 0 else denoised
+        x_s = ancestral.trajectory_point(self._to_state(seen, sigma), denoised, sigma, sigma_s)
         return self._from_state(x_s, sigma_s).to(dtype)
 
     def _returned(self, prev: torch.Tensor, exact: torch.Tensor | None = None) -> None:

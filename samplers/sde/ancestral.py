@@ -256,6 +256,15 @@ def tcd_point(native, eta: float, sigma_next: float) -> float:
     return sigma_next if point >= sigma_next * (1 - 1e-6) else point
 
 
+def trajectory_point(x, denoised, sigma: float, sigma_s: float):
+    """x_s = x̂0 + σ_s·ε̂ with ε̂ = (x − x̂0)/σ: the point at σ_s on the line through the model's x0 that TCD moves to
+    before re-noising (TCDScheduler's ``pred_noised_sample``, in VE coordinates). From σ = inf x is the unit noise
+    n, the limit of ε̂ (a zero-terminal-SNR table's first step); at σ_s = 0 it is x̂0."""
+    if math.isinf(sigma):
+        return denoised + x * sigma_s
+    return denoised + (x - denoised) * (sigma_s / sigma) if sigma_s > 0 else denoised
+
+
 def with_model_table(options: dict, native, model: str, fix: str) -> dict:
     """A tcd run's ``options`` on a model whose schedule is ``native``: that model's timestep table as ``native``
     where none is given (tcd's own default is SD-1.x's), refused on a model without one (flow, EDM), naming ``fix``.
@@ -297,10 +306,7 @@ def tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0
     for i in progress(sigmas, disable):
         sigma, sigma_next, sigma_s = sigmas[i], sigmas[i + 1], points[i]
         denoised = model(x, sigma)
-        if math.isinf(sigma):  # x is the unit noise n, the limit of ε̂ (a zero-terminal-SNR table's first step)
-            x = denoised + x * sigma_s
-        else:
-            x = denoised + (x - denoised) * (sigma_s / sigma) if sigma_s > 0 else denoised
+        x = trajectory_point(x, denoised, sigma, sigma_s)
         x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * math.sqrt(max(sigma_next**2 - sigma_s**2, 0.0)))
         report(callback, x, i, sigma, sigma, denoised)
     return x
