@@ -17,7 +17,9 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m samplers demo
 
+# Two worker processes, each with one torch thread (tests/conftest.py): on the 2-core CI machine the suite takes about
+# half the time of one process; a test file stays on one worker, so its module fixtures are built once.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 .PHONY: install demo test
