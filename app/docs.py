@@ -356,7 +356,12 @@ def names_md() -> str:
            "schedule (before: the model's default, karras on the eps model), and its \"DDPM <type>\" names "
            "(`DDPM Karras`, `DDPM SGM Uniform`, ...) run that type, as Forge does (they were refused as if DDPM "
            "stepped its own timesteps, as A1111's DDIM and PLMS do). Old image: `schedule=\"karras\"`, or the "
-           "registry's `ddpm`."]
+           "registry's `ddpm`.",
+           "- ComfyUI's `comfyui:ddim` runs the registry's `euler`, the function ComfyUI's `ddim` calls "
+           "(`KSAMPLER(sample_euler, inpaint_options={\"random\": True})`), instead of the registry's `ddim`: the "
+           "same rule without options (their images about 1e-6 apart, float rounding), but `eta`, which ComfyUI's "
+           "`ddim` does not take, is now refused, and `s_churn` / `s_tmin` / `s_tmax` / `s_noise`, which it does, "
+           "are taken (they were refused). Old image: the registry's `ddim`."]
     return "\n".join(out) + "\n"
 
 

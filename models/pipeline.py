@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import samplers
 from samplers.core import names
 from samplers.core import noise as noise_mod
-from samplers.core.run import draws_noise
+from samplers.core.run import draws_noise, unread_noise
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from samplers.core.files import check_writable
 from samplers.core.validate import check_allocation, check_options, integer, real
@@ -276,9 +276,9 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
             raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)
     check_options(spec, options)
-    for message in _unread_noise(spec, options, given, found.label).values():  # the first: one error, the cause
+    for message in unread_noise(spec, options, given, found.label).values():  # the first: one error, the cause
         raise InvalidOption(message)
-    _check_noise_kind(spec, options)
+    noise_mod.check_option(spec, options)
     options = _bound_own_steps(spec, options)
     solver = options.get("solver") if found.sampler == "learned_multistep" else None
     if solver is not None:
@@ -292,72 +292,22 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     return found, schedule, asked, options, solver
 
 
-# what a noise-option refusal offers besides the option that would make the sampler draw
-_DRAWING = ", or use an ancestral / SDE sampler (e.g. euler_ancestral, dpmpp_2m_sde)"
-# the options that only shape the noise a run draws, and what each does there
-_NOISE_ONLY = {"noise_sampler": "chooses how the noise is drawn", "s_noise": "scales the noise drawn",
-               "s_tmin": "bounds the σ window where churn adds noise", "s_tmax": "bounds the σ window where churn adds noise"}
-
-
-def _same(a, b) -> bool:
-    try:
-        return bool(a == b)
-    except (TypeError, RuntimeError, ValueError):  # a tensor of many values, an object that cannot say
-        return False
-
-
-def _unread_noise(spec, options: dict, given: set, label: str) -> dict:
-    """The noise-only options (``noise_sampler``, ``s_noise``; the churn window ``s_tmin`` / ``s_tmax``) the caller
-    passed (``given``), each at a value other than its default, that a run with ``options`` never reads — where it
-    draws no noise (``draws_noise``: ``eta = 0``, or an ODE sampler without churn), or has no churn for the window —
-    each with why and what would make it read: {key: message}. An option at its default changes nothing either way
-    (A1111 sends ``s_noise = 1``, ``s_tmin = 0``, ``s_tmax = inf`` with every sampler), and one a label implies (the
-    SDE labels' ``noise_sampler``) is the label's."""
-    valid = spec.options
-    churn = options.get("s_churn", valid.get("s_churn")) if "s_churn" in valid else None
-    draws = draws_noise(spec, options)
-    found = {}
-    for key in (k for k in _NOISE_ONLY if k in given and k in valid and not _same(options[k], valid[k])):
-        window = key in ("s_tmin", "s_tmax")
-        if draws and not (window and churn == 0):
-            continue
-        tail = ""
-        if churn is not None and churn == 0:
-            why, fix = "s_churn = 0: no churn", "s_churn > 0 for churn"
-            tail = _DRAWING
-        elif "eta" in valid:
-            eta = options.get("eta", valid["eta"])
-            if "eta" in given:
-                why, fix = f"eta = {eta:g}: no noise is added", "eta > 0"
-            elif _same(eta, valid["eta"]):
-                why, fix = f"eta = {eta:g} (its default): no noise is added", "eta > 0"
-            else:  # the label fixes it: a larger eta there is refused as a contradiction of the label
-                why, fix = (f"eta = {eta:g}, which {label!r} sets: no noise is added",
-                            f"sampler={spec.name!r} with eta > 0 in place of {label!r}")
-        else:
-            why, fix = f"{spec.name} is an ODE sampler", "a sampler that draws noise"
-            tail = _DRAWING
-        found[key] = (f"{spec.name}: {key}={options[key]!r} is not read: this run draws no noise ({why}), and {key} "
-                      f"only {_NOISE_ONLY[key]}, so the image would be the one made without it; leave {key} out, or "
-                      f"give {fix}{tail}")
-    return found
-
-
 def unread_noise_options(sampler: str, options: dict) -> dict:
-    """:func:`_unread_noise` of a run of ``sampler`` (a name or label) with the caller's ``options``: {key: why}."""
+    """:func:`samplers.core.run.unread_noise` of a run of ``sampler`` (a name or label) with the caller's
+    ``options``: {key: why}."""
     _refuse_negative_prompt(options)
     given = {k for k, v in options.items() if v is not None}
     found, _, merged = names.resolve_call(sampler, None, dict(options))
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)
     check_options(spec, merged)
-    return _unread_noise(spec, merged, given, found.label)
+    return unread_noise(spec, merged, given, found.label)
 
 
 def shared_options(sampler_names: Sequence[str], options: dict | None) -> dict:
     """Each row's options where the same ``options`` go to every row (``samplers compare``): a noise-only option a row
-    never reads (:func:`_unread_noise`) is left out of that row's run where another row reads it (the row's image is
-    the one made without it either way; an ODE baseline beside an ancestral row); one that no row reads is refused,
-    as it is for one run. {name: options}."""
+    never reads (:func:`samplers.core.run.unread_noise`) is left out of that row's run where another row reads it (the
+    row's image is the one made without it either way; an ODE baseline beside an ancestral row); one that no row
+    reads is refused, as it is for one run. {name: options}."""
     options = dict(options or {})
     unread = {name: unread_noise_options(name, options) for name in sampler_names}
     for key in dict.fromkeys(k for u in unread.values() for k in u):
@@ -365,14 +315,6 @@ def shared_options(sampler_names: Sequence[str], options: dict | None) -> dict:
             first = next(iter(unread.values()))[key]
             raise InvalidOption(first + ("" if len(unread) == 1 else " (no row of the grid reads it)"))
     return {name: {k: v for k, v in options.items() if k not in unread[name]} for name in sampler_names}
-
-
-def _check_noise_kind(spec, options: dict) -> None:
-    """A ``noise_sampler`` that is a name or not callable, checked by the sampler's own rule (``noise.check``, which
-    every run applies when it builds its noise) when the run is planned: no shape or schedule needed."""
-    value = options.get("noise_sampler")
-    if "noise_sampler" in spec.options and value is not None and not callable(value):
-        noise_mod.check(value, None, None)  # the latent is read only for a PredrawnNoise, which is callable
 
 
 def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None, seeds=None) -> None:

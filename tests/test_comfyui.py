@@ -450,7 +450,11 @@ def test_comfyui_euler_ancestral_on_a_flow_model_is_comfyuis_rf_rule(eta, start)
         drawn.append((sigma, sigma_next))
         return noises[len(drawn) - 1]
 
-    fn = comfyui.ksampler_function("comfyui:euler_ancestral", eta=eta, noise_sampler=noise_sampler)
+    if eta == 0:  # a noise_sampler the run never reads is refused, as the pipeline refuses it
+        with pytest.raises(samplers.InvalidOption, match="noise_sampler=.* is not read: this run draws no noise"):
+            comfyui.ksampler_function("comfyui:euler_ancestral", eta=eta, noise_sampler=noise_sampler)
+    fn = comfyui.ksampler_function("comfyui:euler_ancestral", eta=eta,
+                                   **({"noise_sampler": noise_sampler} if eta > 0 else {}))
     out, *_ = comfy_run(KSAMPLER(fn), ModelFlux(), FLOW_X0, t)
     noise = GM.noise(2, seed=3).double()
     x = t[0] * noise  # CONST noise scaling of an empty latent
@@ -938,3 +942,62 @@ def test_info_nfe_counts_the_step_from_t_1():
         samplers.sample(method, counted, samplers.initial_latent(GM.noise(2, seed=0), sigmas), sigmas, info=info,
                         disable=True)
         assert info["nfe"] == len(calls), (method, len(sigmas), info, len(calls))
+
+
+# ----------------------------------------------------------------------------------------------------
+# An audit of 2026-12-07: a 2-D SIGMAS, a noise_sampler that is no noise sampler, options the run never reads,
+# ComfyUI's ddim
+
+
+def test_a_two_dimensional_sigmas_is_refused_not_taken_for_one_sigma():
+    # a [1, N] SIGMAS has len() 1: it was returned unchanged as if it were one σ (no step, no model call)
+    guider = Guider(EPS(), GM.denoiser)
+    x = GM.noise(2, seed=3)
+    fn = comfyui.ksampler_function("euler")
+    for bad in (EPS_SIGMAS[None], EPS_SIGMAS[:, None], EPS_SIGMAS[0]):
+        with pytest.raises(samplers.InvalidInput, match=r"sigmas must be 1-D .*got shape"):
+            fn(KSamplerX0Inpaint(guider, EPS_SIGMAS), x, bad, extra_args={"seed": 7})
+    assert not guider.calls
+
+
+def test_a_noise_sampler_that_is_not_one_is_named_at_build_and_at_call_time():
+    # it was refused only at the run, as a clash with the seed ComfyUI passes ("pass either noise_sampler or seed")
+    with pytest.raises(samplers.InvalidType, match="noise_sampler must be callable"):
+        comfyui.ksampler_function("euler_ancestral", noise_sampler=42)
+    with pytest.raises(samplers.InvalidOption, match="unknown noise_sampler 'brownain'"):
+        comfyui.ksampler_function("euler_ancestral", noise_sampler="brownain")
+    guider = Guider(EPS(), GM.denoiser)
+    fn = comfyui.ksampler_function("euler_ancestral")
+    with pytest.raises(samplers.InvalidType, match="noise_sampler must be callable"):
+        fn(KSamplerX0Inpaint(guider, EPS_SIGMAS), GM.noise(2, seed=3), EPS_SIGMAS, extra_args={"seed": 7},
+           noise_sampler=42)
+    assert not guider.calls
+
+
+@pytest.mark.parametrize("name, options", [("euler", {"s_noise": 1.7}), ("euler", {"noise_sampler": "brownian"}),
+                                           ("euler_ancestral", {"eta": 0.0, "s_noise": 1.7}),
+                                           ("dpmpp_2m_sde", {"eta": 0.0, "noise_sampler": "brownian_tree"})])
+def test_noise_options_the_run_never_reads_are_refused_as_the_pipeline_refuses_them(name, options):
+    # the node's JSON ({"s_noise": 1.7} on euler) gave the image made without it, where the CLI refuses the option
+    with pytest.raises(samplers.InvalidOption, match="is not read: this run draws no noise"):
+        comfyui.ksampler_function(name, **options)
+    fn = comfyui.ksampler_function(name, **{k: v for k, v in options.items() if k == "eta"})
+    guider = Guider(EPS(), GM.denoiser)
+    with pytest.raises(samplers.InvalidOption, match="is not read: this run draws no noise"):
+        fn(KSamplerX0Inpaint(guider, EPS_SIGMAS), GM.noise(2, seed=3), EPS_SIGMAS, extra_args={"seed": 7},
+           **{k: v for k, v in options.items() if k != "eta"})
+    assert not guider.calls
+    # at its default, or where the run draws, it is taken (A1111 and ComfyUI's nodes send s_noise = 1 everywhere)
+    comfyui.ksampler_function(name, s_noise=1.0)
+    comfyui.ksampler_function("euler", s_churn=1.0, s_noise=1.003)
+
+
+def test_comfyuis_ddim_is_its_euler_with_euler_options():
+    # ComfyUI builds ddim as KSAMPLER(sample_euler, ...): no eta (a TypeError there), churn taken
+    with pytest.raises(samplers.InvalidOption, match="no option 'eta'"):
+        comfyui.ksampler_function("comfyui:ddim", eta=0.7)
+    for options in ({}, {"s_churn": 1.0, "s_tmin": 0.1, "s_tmax": 10.0}):
+        out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:ddim", **options)), EPS(), GM.denoiser,
+                            EPS_SIGMAS)
+        ref, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("euler", **options)), EPS(), GM.denoiser, EPS_SIGMAS)
+        assert torch.equal(out, ref)

@@ -30,14 +30,20 @@ def test_every_label_names_a_registered_sampler_and_its_options(source):
 def test_no_label_is_shadowed_by_the_registry():
     # A1111 labels and diffusers classes typed as the tool spells them reach their own table ("DPM2" is A1111's,
     # with its Karras default; "dpm_2" the registry's); a ComfyUI name that is also a registry name means the same
-    # sampler (it differs only in its defaults, which the comfyui: prefix gives).
+    # sampler (it differs only in its defaults, which the comfyui: prefix gives) — but ComfyUI's ddim, which calls its
+    # sample_euler: the registry's ddim at its default η = 0 is that rule (to float rounding), and takes η besides.
     for source in ("a1111", "diffusers"):
         for key in names.TABLES[source]:
             assert names.resolve(key) == names.resolve(f"{source}:{key}"), key
     registry_names = {_normalise(n) for n in SAMPLERS._lookup}
     for key, (target, *_) in labels.COMFYUI.items():
         if _normalise(key) in registry_names:
-            assert samplers.info(key).name == target
+            assert samplers.info(key).name == (target if key != "ddim" else "ddim")
+    assert names.resolve("comfyui:ddim").sampler == "euler"
+    sigmas = samplers.get_sigmas("karras", 8, sigma_min=0.03, sigma_max=14.6)
+    x = GM.noise(4, seed=0) * sigmas[0]
+    torch.testing.assert_close(samplers.sample("ddim", GM.denoiser, x, sigmas, disable=True),
+                               samplers.sample("comfyui:ddim", GM.denoiser, x, sigmas, disable=True), rtol=0, atol=1e-5)
 
 
 def test_labels_imply_schedules_and_options():

@@ -201,7 +201,7 @@ COMFYUI: dict[str, tuple] = {
     "seeds_3": ("seeds_3", COMFY_NOISE, None, None),
     "sa_solver": ("sa_solver", {**COMFY_NOISE, **SA_SOLVER_COMFY}, None, None),
     "sa_solver_pece": ("sa_solver_pece", {**COMFY_NOISE, **SA_SOLVER_COMFY}, None, None),
-    "ddim": ("ddim", {}, None, None),
+    "ddim": ("euler", {}, None, None),  # ComfyUI: KSAMPLER(sample_euler, inpaint_options={"random": True})
     "uni_pc": ("unipc_bh1", UNIPC_COMFY, None, None),
     "uni_pc_bh2": ("unipc_bh2", UNIPC_COMFY, None, None),
 }

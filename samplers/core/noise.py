@@ -152,6 +152,15 @@ def check(noise_sampler, seed, x: torch.Tensor) -> str | None:
     return "seeded"
 
 
+def check_option(spec, options: dict) -> None:
+    """The ``noise_sampler`` option of a run of the registry sampler ``spec``, where it is a name or not callable,
+    by :func:`check` (which every run applies when it builds its noise), when a run is planned: no latent or schedule
+    needed, and before a seed is added beside it (whose clash would otherwise be the message)."""
+    value = options.get("noise_sampler")
+    if "noise_sampler" in spec.options and value is not None and not callable(value):
+        check(value, None, None)  # the latent is read only for a PredrawnNoise, which is callable
+
+
 def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sigmas=None) -> NoiseSampler:
     """The noise sampler a run uses: the caller's own, a named kind, or the seeded per-item default.
 

@@ -283,6 +283,57 @@ def draws_noise(spec, options: dict) -> bool:
     return (spec.kind != "ode" if eta is None else eta != 0) or bool(churn)
 
 
+# what a noise-option refusal offers besides the option that would make the sampler draw
+_DRAWING = ", or use an ancestral / SDE sampler (e.g. euler_ancestral, dpmpp_2m_sde)"
+# the options that only shape the noise a run draws, and what each does there
+_NOISE_ONLY = {"noise_sampler": "chooses how the noise is drawn", "s_noise": "scales the noise drawn",
+               "s_tmin": "bounds the σ window where churn adds noise", "s_tmax": "bounds the σ window where churn adds noise"}
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, RuntimeError, ValueError):  # a tensor of many values, an object that cannot say
+        return False
+
+
+def unread_noise(spec, options: dict, given: set, label: str) -> dict:
+    """The noise-only options (``noise_sampler``, ``s_noise``; the churn window ``s_tmin`` / ``s_tmax``) the caller
+    passed (``given``), each at a value other than its default, that a run with ``options`` never reads — where it
+    draws no noise (``draws_noise``: ``eta = 0``, or an ODE sampler without churn), or has no churn for the window —
+    each with why and what would make it read: {key: message}. An option at its default changes nothing either way
+    (A1111 sends ``s_noise = 1``, ``s_tmin = 0``, ``s_tmax = inf`` with every sampler), and one a label implies (the
+    SDE labels' ``noise_sampler``) is the label's."""
+    valid = spec.options
+    churn = options.get("s_churn", valid.get("s_churn")) if "s_churn" in valid else None
+    draws = draws_noise(spec, options)
+    found = {}
+    for key in (k for k in _NOISE_ONLY if k in given and k in valid and not _same(options[k], valid[k])):
+        window = key in ("s_tmin", "s_tmax")
+        if draws and not (window and churn == 0):
+            continue
+        tail = ""
+        if churn is not None and churn == 0:
+            why, fix = "s_churn = 0: no churn", "s_churn > 0 for churn"
+            tail = _DRAWING
+        elif "eta" in valid:
+            eta = options.get("eta", valid["eta"])
+            if "eta" in given:
+                why, fix = f"eta = {eta:g}: no noise is added", "eta > 0"
+            elif _same(eta, valid["eta"]):
+                why, fix = f"eta = {eta:g} (its default): no noise is added", "eta > 0"
+            else:  # the label fixes it: a larger eta there is refused as a contradiction of the label
+                why, fix = (f"eta = {eta:g}, which {label!r} sets: no noise is added",
+                            f"sampler={spec.name!r} with eta > 0 in place of {label!r}")
+        else:
+            why, fix = f"{spec.name} is an ODE sampler", "a sampler that draws noise"
+            tail = _DRAWING
+        found[key] = (f"{spec.name}: {key}={options[key]!r} is not read: this run draws no noise ({why}), and {key} "
+                      f"only {_NOISE_ONLY[key]}, so the image would be the one made without it; leave {key} out, or "
+                      f"give {fix}{tail}")
+    return found
+
+
 class _NoiseProbe:
     """The probe run's noise sampler: stops the run at its first draw. ``stands_for`` is the run's own, whose kind a
     sampler's check may read (:func:`samplers.core.noise.path_kind`: restart refuses a Brownian path), never drawn."""

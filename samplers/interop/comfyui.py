@@ -49,11 +49,13 @@ from typing import Callable
 import torch
 
 from ..core import labels, names
+from ..core import noise as noise_mod
 from ..core.conversion import to_denoiser
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, Unavailable
 from ..core.files import DuplicateKey, unique_keys
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
+from ..core.run import unread_noise
 from ..core.brownian import BrownianTreeNoiseSampler, check_tree_range
 from ..core.seeds import SEED_LIMIT, resolve_seeds
 from ..core.validate import check_options, integer
@@ -109,6 +111,11 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         raise Unavailable(f"ComfyUI sampler {name!r} is not available on flow models: {flow_refused}")
     if flow_spec is not spec:
         check_options(flow_spec, names.merge_options(label, options))
+    noise_mod.check_option(spec, merged)
+    own = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are the label's)
+    for message in unread_noise(spec, merged, own, label.label).values():  # the first: one error, the cause
+        raise InvalidOption(message)
+
 
     def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **extra_options):
         extra_args = {} if extra_args is None else extra_args
@@ -119,6 +126,14 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
                                     f"the node's JSON): one would silently replace the other; give {key} in one "
                                     "place, or the same value in both")
         merged = names.merge_options(label, {**options, **extra_options})  # the registry checks them at the run
+        noise_mod.check_option(spec, merged)  # before a seed is added beside it: the message names the noise_sampler
+        if extra_options:  # KSAMPLER's extra_options are the caller's too: one the run never reads is refused
+            given_now = own | {k for k, v in extra_options.items() if v is not None}
+            for message in unread_noise(spec, merged, given_now, label.label).values():
+                raise InvalidOption(message)
+        if isinstance(sigmas, torch.Tensor) and sigmas.ndim != 1:  # a [1, N] SIGMAS is not one σ (no step)
+            raise InvalidInput(f"sigmas must be 1-D (ComfyUI's SIGMAS: one σ per step boundary), got shape "
+                               f"{tuple(sigmas.shape)}; pass sigmas.flatten() where it holds one schedule")
         if "seed" in merged and extra_args.get("seed") is not None:
             if not _same(merged["seed"], extra_args["seed"]):
                 raise InvalidOption(f"seed={merged['seed']!r} is given as a sampler option, but ComfyUI passes "
