@@ -151,7 +151,8 @@ def names_md() -> str:
            "what it runs. A label's default schedule does not count (it gives way to the caller's; `Euler A` is "
            "the registry's `euler_a`, as it always was), nor does a tool's name an earlier table spells the same "
            "(ComfyUI's `lms`, reached only as `comfyui:lms`). "
-           "A prefix picks one table: `a1111:`, `comfyui:` (ComfyUI's own defaults even for names the registry has), "
+           "A prefix picks one table: `a1111:`, `comfyui:` (ComfyUI's own defaults even for names the registry has, and "
+           "on a flow model ComfyUI's own rule there: docs/comfyui.md), "
            "`diffusers:`, `registry:`; `fitted:PATH` runs a fitted solver. A label's *default* schedule gives way to "
            "a schedule the caller passes; a *named* one (\"... Karras\") conflicts with a different one, which is an "
            "error, as is a caller's option that contradicts the label's, but for `noise_sampler`: a label's is its "
@@ -361,7 +362,17 @@ def names_md() -> str:
            "(`KSAMPLER(sample_euler, inpaint_options={\"random\": True})`), instead of the registry's `ddim`: the "
            "same rule without options (their images about 1e-6 apart, float rounding), but `eta`, which ComfyUI's "
            "`ddim` does not take, is now refused, and `s_churn` / `s_tmin` / `s_tmax` / `s_noise`, which it does, "
-           "are taken (they were refused). Old image: the registry's `ddim`."]
+           "are taken (they were refused). Old image: the registry's `ddim`.",
+           "- ComfyUI names on the pipeline's flow model (`Pipeline`, `samplers generate` / `compare --model flow`) "
+           "run ComfyUI's own rule for flow models, as the ComfyUI adapter does (`samplers.interop.comfyui."
+           "run_on_flow_model`): k-diffusion's plain rule on the raw (x_t, σ = t) for `comfyui:dpmpp_2m`, `heun`, "
+           "`lms`, `ipndm`, ... (`COMFYUI_FLOW_RAW`), the half-log-SNR ones after ComfyUI's first-σ offset with their "
+           "Brownian tree over t (`COMFYUI_FLOW_SNR`), `comfyui:euler_ancestral` its RF rule; they ran the registry's "
+           "rule in σ = t/(1 − t) (`comfyui:dpmpp_2m` at 6 steps 1.87 apart in pixels of [-1, 1]), and "
+           "`comfyui:dpm_2_ancestral` / `dpmpp_2s_ancestral`, which ComfyUI runs with a rule this library lacks, are "
+           "refused there (they ran); `comfyui:dpmpp_2m_sde` and the other Brownian-tree names, refused from σ = inf, "
+           "now run. `comfyui:euler` is Euler's rule either way (float rounding). The eps model is unchanged. Old "
+           "image: the registry name (`dpmpp_2m`)."]
     return "\n".join(out) + "\n"
 
 

@@ -100,9 +100,10 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
     runs: dict = {}  # what each name runs (sampler, σ grid, options at every step count): two names, one run, refused
     for name in sampler_names:  # cheap: names, schedules, a fitted solver's model (one hash), no model call
         plans = []
+        comfy = pipe.runs_comfyui_flow_rule(names.resolve(name))  # ComfyUI's rule: another run than the registry's
         for steps in ([fixed[name]] if name in fixed else steps_list):
             sampler, sigmas, merged = pipe.plan(name, schedule, steps, dict(per_row[name]), cfg)
-            plans.append((sampler, tuple(float(s) for s in sigmas), repr(sorted(merged.items(), key=str))))
+            plans.append((sampler, comfy, tuple(float(s) for s in sigmas), repr(sorted(merged.items(), key=str))))
         twin = runs.setdefault(tuple(plans), name)
         if twin != name:
             raise InvalidInput(f"{twin!r} and {name!r} run the same sampler ({plans[0][0]}) on the same schedule with "

@@ -28,7 +28,7 @@ from samplers.core import noise as noise_mod
 from samplers.core.run import draws_noise, unread_noise
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from samplers.core.files import check_writable
-from samplers.core.validate import check_allocation, check_options, integer, real
+from samplers.core.validate import check_allocation, check_options, integer, real, same_value
 from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
 from samplers.schedules.ops import rounded_steps
 from samplers.sde.ancestral import with_model_table
@@ -292,6 +292,11 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     return found, schedule, asked, options, solver
 
 
+def _callers(found, options: dict) -> dict:
+    """``options`` without those the label ``found`` sets itself at the same value (the adapter merges them again)."""
+    return {k: v for k, v in options.items() if not (k in found.options and same_value(found.options[k], v))}
+
+
 def unread_noise_options(sampler: str, options: dict) -> dict:
     """:func:`samplers.core.run.unread_noise` of a run of ``sampler`` (a name or label) with the caller's
     ``options``: {key: why}."""
@@ -473,6 +478,21 @@ class PipelineSpec:
         return samplers.get_sigmas(name, self.defaults["steps"] if steps is None else steps, native=self.native,
                                    **{**options, **kw})
 
+    def _noise_grid(self, found, sigmas):
+        """The grid a run's noise is drawn over: ComfyUI's flow times t = σ/(1 + σ) (1 at σ = inf) where the run is
+        ComfyUI's flow rule (its Brownian tree lives on t, a finite range from t = 1), else ``sigmas`` themselves."""
+        if not self.runs_comfyui_flow_rule(found):
+            return sigmas
+        s = torch.as_tensor(sigmas, dtype=torch.float64)
+        return torch.where(torch.isinf(s), torch.ones_like(s), s / (1 + s))
+
+    def runs_comfyui_flow_rule(self, found) -> bool:
+        """Whether a run of the label ``found`` (``names.resolve``'s) runs ComfyUI's own rule for it on this flow
+        model (:func:`samplers.interop.comfyui.run_on_flow_model`), as ComfyUI runs its names on flow models (SD3,
+        Flux): k-diffusion's plain rule on the raw (x_t, σ = t) for most, half-log-SNR ones after ComfyUI's
+        first-σ offset, ``euler_ancestral``'s RF rule; registry names run the registry's rule in σ = t/(1 − t)."""
+        return found.source == "comfyui" and isinstance(self.native, samplers.RectifiedFlow)
+
     def plan_run(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict,
                  txt2img: bool = True):
         """``(label found, sigmas, options, fitted solver or None)``: :meth:`Pipeline.plan` without the fitted
@@ -483,6 +503,10 @@ class PipelineSpec:
         implied = schedule is None  # a label's own schedule, where it has one: A1111's "Automatic"
         found, schedule, asked, options, solver = _resolve(self.defaults["sampler"] if sampler is None else sampler,
                                                           schedule, steps, options)
+        if self.runs_comfyui_flow_rule(found):  # ComfyUI's rule for the name on flow models: refused where the
+            from samplers.interop.comfyui import ksampler_function  # library lacks it, its options checked there
+
+            ksampler_function(f"comfyui:{found.label}", coordinates="flow", **_callers(found, options))
         if found.sampler == "tcd":  # on this model's timestep table, not tcd's default (SD-1.x's)
             options = with_model_table(options, self.native, self.config.prediction,
                                        ": use lcm (or euler_ancestral) for a consistency-style stochastic run, or, in "
@@ -522,7 +546,7 @@ class PipelineSpec:
                 solver.check_table_range(self.native.sigma_min, self.native.sigma_max, "this model",
                                          found.label if found.source == "fitted" else None)
         if txt2img:  # a named noise on this schedule (img2img / inpaint run on a part of it: checked once cut)
-            _check_noise(found.sampler, options, sigmas)
+            _check_noise(found.sampler, options, self._noise_grid(found, sigmas))
             if isinstance(self.native, samplers.VPDiscrete):  # a preset for another model (ays_svd from σ = 700)
                 # img2img's part is checked by its run, before the U-Net
                 self.native.check_in_table(sigmas.tolist(), fix=f"Use a schedule built on this model's range: its own "
@@ -669,7 +693,7 @@ class PipelineSpec:
         found, sigmas, options, _ = self.plan_run(sampler, schedule, steps, dict(options or {}))
         if prompt is not None:  # two items of one prompt and seed (or seeds the run reads as one): one image twice
             self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(found.sampler, options))
-        _check_noise(found.sampler, options, sigmas,
+        _check_noise(found.sampler, options, self._noise_grid(found, sigmas),
                      (batch, self.vae_config.latent_channels, h, w), seeds)
         self.check_cost(batch, height, width, len(sigmas) - 1)
 
@@ -764,11 +788,17 @@ class Pipeline(PipelineSpec):
         schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged. A
         fitted solver is checked against this model at guidance ``cfg`` (default: the model's) here, before any
         prompt is encoded (:meth:`check_fitted`)."""
+        found, sigmas, options = self._planned(sampler, schedule, steps, options, cfg, txt2img)
+        return found.sampler, sigmas, options
+
+    def _planned(self, sampler, schedule, steps, options: dict, cfg=None, txt2img: bool = True):
+        """:meth:`plan` with the label found in place of its sampler's name (a task runs a ComfyUI name's own rule on
+        a flow model: :meth:`runs_comfyui_flow_rule`)."""
         found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, options, txt2img)
         if solver is not None:
             self.check_fitted(solver, cfg, options.get("allow_other_model", False),
                               found.label if found.source == "fitted" else None)
-        return found.sampler, sigmas, options
+        return found, sigmas, options
 
     @staticmethod
     def _check_strength(sampler: str, options: dict, strength: float) -> None:
@@ -807,12 +837,17 @@ class Pipeline(PipelineSpec):
                 f"result; pass {', or '.join(fixes)}")
         return cut
 
-    def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options):
+    def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options, found=None):
         spec = samplers.core.registry.SAMPLERS.get(sampler)
         # the items' seeds seed whatever noise the sampler draws: its own, or a kind named by the caller or the
         # label (the A1111 / ComfyUI SDE labels imply "brownian_tree"); only noise the caller draws goes without
         if "seed" in spec.options and isinstance(options.get("noise_sampler"), (str, type(None))):
             options = {**options, "seed": seeds}
+        if found is not None and self.runs_comfyui_flow_rule(found):
+            from samplers.interop.comfyui import run_on_flow_model
+
+            return run_on_flow_model(f"comfyui:{found.label}", denoiser, x, sigmas, self.native.shift,
+                                     disable=not progress, **_callers(found, options))
         return samplers.sample(sampler, denoiser, x, sigmas, disable=not progress, **options)
 
     @torch.no_grad()
@@ -839,14 +874,15 @@ class Pipeline(PipelineSpec):
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
-        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg)
+        found, sigmas, options = self._planned(sampler, schedule, steps, sampler_options, cfg)
+        sampler = found.sampler
         self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(sampler, options))
-        _check_noise(sampler, options, sigmas,
+        _check_noise(sampler, options, self._noise_grid(found, sigmas),
                      (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         x = samplers.initial_latent(noise, sigmas)
-        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options)
+        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options, found)
         return self.decode(latents, output)
 
     @torch.no_grad()
@@ -862,12 +898,13 @@ class Pipeline(PipelineSpec):
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
-        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
+        found, sigmas, options = self._planned(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
+        sampler = found.sampler
         self._refuse_twins(prompts, seeds, images, low_bits=draws_low_bits_only(sampler, options))
         self._check_strength(sampler, options, strength)
         h, w = self._latent_size(images.shape[-2], images.shape[-1])
         cut = self._cut(sigmas, strength, "the start")
-        _check_noise(sampler, options, cut,
+        _check_noise(sampler, options, self._noise_grid(found, cut),
                      (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
         latent = self.vae.to_latent(images)  # encoded once, after every check
@@ -876,7 +913,7 @@ class Pipeline(PipelineSpec):
         sigmas = cut
         noise = seeded_randn(tuple(latent.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
-        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options)
+        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options, found)
         return self.decode(latents, output)
 
     @torch.no_grad()
@@ -899,11 +936,12 @@ class Pipeline(PipelineSpec):
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
-        sampler, sigmas, options = self.plan(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
+        found, sigmas, options = self._planned(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
+        sampler = found.sampler
         self._refuse_twins(prompts, seeds, images, pixel_mask, low_bits=draws_low_bits_only(sampler, options))
         self._check_strength(sampler, options, strength)
         cut = self._cut(sigmas, strength, "the masked region's start")
-        _check_noise(sampler, options, cut,
+        _check_noise(sampler, options, self._noise_grid(found, cut),
                      (n, self.vae.latent_channels, *self._latent_size(H, W)), seeds)
         self.check_cost(n, H, W, len(sigmas) - 1)
         _check_regenerates(pixel_mask)
@@ -914,7 +952,7 @@ class Pipeline(PipelineSpec):
         top = strength == 1 or math.isinf(float(sigmas[0]))
         x = samplers.initial_latent(noise, sigmas) if top else known + float(sigmas[0]) * noise
         denoiser = InpaintDenoiser(self.denoiser(prompts, cfg), known, latent_mask, noise)
-        latents = self._sample(denoiser, x, sigmas, sampler, seeds, progress, options)
+        latents = self._sample(denoiser, x, sigmas, sampler, seeds, progress, options, found)
         hard = (pixel_mask > 0.5).float()
         out = hard * self.vae.from_latent(latents) + (1 - hard) * images
         if output == "tensor":

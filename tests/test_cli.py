@@ -107,6 +107,9 @@ class _PlanOnly:
     def plan(self, *a):
         return self.real.plan(*a)
 
+    def runs_comfyui_flow_rule(self, found):
+        return self.real.runs_comfyui_flow_rule(found)
+
     def txt2img(self, *a, **k):
         raise AssertionError("sampled before the names were checked")
 

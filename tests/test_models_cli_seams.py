@@ -237,6 +237,9 @@ class _FakePipe:
     def plan(self, *a):
         return self.real.plan(*a)
 
+    def runs_comfyui_flow_rule(self, found):
+        return self.real.runs_comfyui_flow_rule(found)
+
     def txt2img(self, prompts, sampler, **k):
         self.made.append(sampler)
         return torch.full((len(prompts), 3, 64, 64), 0.1 * len(self.made) - 0.5)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm, trange
 from . import noise as noise_mod
 from .errors import InvalidInput, InvalidType, NonFiniteError
 from .conversion import model_dtype, model_input, prepare_times, state_dtype as state_dtype_for
-from .validate import check_options, largest_sigma
+from .validate import check_options, largest_sigma, same_value
 
 _DEBUG = contextvars.ContextVar("samplers_debug", default=False)
 # the progress bar of a run from σ = inf, opened before its first step (taken outside the sampler's loop) and
@@ -290,13 +290,6 @@ _NOISE_ONLY = {"noise_sampler": "chooses how the noise is drawn", "s_noise": "sc
                "s_tmin": "bounds the σ window where churn adds noise", "s_tmax": "bounds the σ window where churn adds noise"}
 
 
-def _same(a, b) -> bool:
-    try:
-        return bool(a == b)
-    except (TypeError, RuntimeError, ValueError):  # a tensor of many values, an object that cannot say
-        return False
-
-
 def unread_noise(spec, options: dict, given: set, label: str) -> dict:
     """The noise-only options (``noise_sampler``, ``s_noise``; the churn window ``s_tmin`` / ``s_tmax``) the caller
     passed (``given``), each at a value other than its default, that a run with ``options`` never reads — where it
@@ -308,7 +301,7 @@ def unread_noise(spec, options: dict, given: set, label: str) -> dict:
     churn = options.get("s_churn", valid.get("s_churn")) if "s_churn" in valid else None
     draws = draws_noise(spec, options)
     found = {}
-    for key in (k for k in _NOISE_ONLY if k in given and k in valid and not _same(options[k], valid[k])):
+    for key in (k for k in _NOISE_ONLY if k in given and k in valid and not same_value(options[k], valid[k])):
         window = key in ("s_tmin", "s_tmax")
         if draws and not (window and churn == 0):
             continue
@@ -320,7 +313,7 @@ def unread_noise(spec, options: dict, given: set, label: str) -> dict:
             eta = options.get("eta", valid["eta"])
             if "eta" in given:
                 why, fix = f"eta = {eta:g}: no noise is added", "eta > 0"
-            elif _same(eta, valid["eta"]):
+            elif same_value(eta, valid["eta"]):
                 why, fix = f"eta = {eta:g} (its default): no noise is added", "eta > 0"
             else:  # the label fixes it: a larger eta there is refused as a contradiction of the label
                 why, fix = (f"eta = {eta:g}, which {label!r} sets: no noise is added",

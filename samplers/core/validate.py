@@ -435,3 +435,14 @@ def check_allocation(nbytes: int, what: str, device: torch.device | str = "cpu",
     if free is not None and nbytes > free:
         raise LimitExceeded(f"{what} needs about {nbytes / 2**30:.1f} GiB but {torch.device(device)} has "
                             f"{free / 2**30:.1f} GiB free" + (f"; {fix}" if fix else ""))
+
+
+def same_value(a, b) -> bool:
+    """Whether two option values are the same value (``a is b``, or ``a == b`` as one bool; a comparison that gives no
+    single bool — a tensor of several elements, an array — is not known to be the same)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - any value without a truth value for ==
+        return False

@@ -58,7 +58,7 @@ from ..core.registry import SAMPLERS, available
 from ..core.run import unread_noise
 from ..core.brownian import BrownianTreeNoiseSampler, check_tree_range
 from ..core.seeds import SEED_LIMIT, resolve_seeds
-from ..core.validate import check_options, integer
+from ..core.validate import check_options, integer, same_value
 from .kdiffusion import _KCallback
 
 COORDINATES = ("auto", "ve", "flow")
@@ -120,7 +120,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **extra_options):
         extra_args = {} if extra_args is None else extra_args
         for key, value in extra_options.items():  # KSAMPLER's extra_options would silently replace the built ones
-            if key in options and not _same(options[key], value):
+            if key in options and not same_value(options[key], value):
                 raise InvalidOption(f"{key}={value!r} is given at call time (KSAMPLER's extra_options), but the "
                                     f"sampler was built with {key}={options[key]!r} (ksampler_function's options, "
                                     f"the node's JSON): one would silently replace the other; give {key} in one "
@@ -135,7 +135,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             raise InvalidInput(f"sigmas must be 1-D (ComfyUI's SIGMAS: one σ per step boundary), got shape "
                                f"{tuple(sigmas.shape)}; pass sigmas.flatten() where it holds one schedule")
         if "seed" in merged and extra_args.get("seed") is not None:
-            if not _same(merged["seed"], extra_args["seed"]):
+            if not same_value(merged["seed"], extra_args["seed"]):
                 raise InvalidOption(f"seed={merged['seed']!r} is given as a sampler option, but ComfyUI passes "
                                     f"extra_args['seed'] = {extra_args['seed']!r} (the sampling node's noise_seed), "
                                     "which the option would silently replace (changing noise_seed would change "
@@ -186,6 +186,59 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     sampler_function.__name__ = f"sample_{spec.name}"
     sampler_function.__doc__ = f"{spec.name} ({spec.ref}) for ComfyUI's KSAMPLER."
     return sampler_function
+
+
+class FlowModel:
+    """A denoiser ``D(x, σ)`` in this library's coordinates seen as ComfyUI's ``model_k`` on a flow model (a ``CONST``
+    model sampling: x0 from (x_t, t), x_t = (1 − t)·x0 + t·n, t = σ/(1 + σ), t = 1 the unit noise itself), so that
+    :func:`ksampler_function` runs ComfyUI's own flow-model rules on a model outside ComfyUI (the pipeline's flow
+    model under a ``comfyui:`` name: :func:`run_on_flow_model`). ``shift``: the model's time shift (ComfyUI's
+    ``ModelSamplingDiscreteFlow`` shift, this library's ``RectifiedFlow.shift``), which places ComfyUI's
+    ``percent_to_sigma`` — where its half-log-SNR samplers start from t = 1 and sa_solver's SDE window lies."""
+
+    def __init__(self, denoiser: Callable, shift: float = 1.0):
+        self.denoiser = denoiser
+        self.shift = float(shift)
+        self.noise_scale = 1.0
+        self.inner_model = self  # ComfyUI's chain: model_k.inner_model.model_patcher.get_model_object(...)
+        self.model_patcher = self
+
+    def get_model_object(self, name: str):
+        if name != "model_sampling":
+            raise AttributeError(name)
+        return self
+
+    def percent_to_sigma(self, percent: float) -> float:
+        """ComfyUI's ``ModelSamplingDiscreteFlow.percent_to_sigma``: the shifted time at 1 − percent."""
+        if percent <= 0:
+            return 1.0
+        if percent >= 1:
+            return 0.0
+        t = 1.0 - percent
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, **extra_args) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device).expand(x_t.shape[0])
+        top = t >= 1
+        keep = torch.where(top, torch.ones_like(t), 1 - t)  # x_t = (1 − t)·x; the noise itself at t = 1
+        sigma = torch.where(top, torch.full_like(t, math.inf), t / keep)
+        view = (-1,) + (1,) * (x_t.ndim - 1)
+        return self.denoiser(x_t / keep.reshape(view).to(x_t.dtype), sigma, **extra_args)
+
+
+def run_on_flow_model(name: str, denoiser: Callable, x: torch.Tensor, sigmas, shift: float = 1.0,
+                      disable=None, **options) -> torch.Tensor:
+    """ComfyUI's own rule for the ComfyUI name ``name`` on a flow model (:func:`ksampler_function` with
+    ``coordinates="flow"``), run on ``denoiser`` — this library's ``D(x, σ)`` of a :class:`RectifiedFlow` model —
+    from ``x`` at ``sigmas[0]`` over ``sigmas``, both in this library's coordinates (σ, x = x0 + σ·n; the unit noise
+    at σ = inf), as every registry run is: the σ become ComfyUI's flow times t = σ/(1 + σ) (1 at σ = inf) and x its
+    x_t, and the result comes back in this library's coordinates. ``options`` are the caller's (the seed: a list
+    of per-item seeds, or one as ComfyUI's item k from seed + k)."""
+    t = [1.0 if math.isinf(s) else s / (1 + s) for s in torch.as_tensor(sigmas).tolist()]
+    fn = ksampler_function(name, coordinates="flow", **options)
+    x_t = x if t[0] >= 1 else x * (1 - t[0])
+    out = fn(FlowModel(denoiser, shift), x_t, torch.tensor(t, dtype=torch.float64), extra_args={}, disable=disable)
+    return out if t[-1] == 0 else out / (1 - t[-1])
 
 
 # ComfyUI's largest batch (EmptyLatentImage's batch_size): seeds keep room for it, whatever the batch
@@ -324,16 +377,6 @@ def _ve_sigma(t: float) -> float:
 
 def _flow_t(sigma: float) -> float:
     return 1.0 if math.isinf(sigma) else sigma / (1 + sigma)
-
-
-def _same(a, b) -> bool:
-    """Whether two option values are the same value (``==``; a comparison that gives no single bool is not)."""
-    if a is b:
-        return True
-    try:
-        return bool(a == b)
-    except Exception:  # a tensor of several elements, say
-        return False
 
 
 def _refuse_node_seed(options: dict) -> None:

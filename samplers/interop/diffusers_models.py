@@ -27,7 +27,7 @@ import torch
 from ..core.native import VE, NoiseSchedule, RectifiedFlow, VPDiscrete
 from ..core.conversion import Denoiser, canonical_prediction, to_denoiser
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
-from ..core.validate import closest, integer, positive, real
+from ..core.validate import closest, integer, positive, real, same_value
 
 # Config flags that change what a diffusers scheduler computes in ways the registry samplers do not
 # reproduce. A config that sets one is refused rather than silently sampled differently.
@@ -358,19 +358,10 @@ def _unpaired(positive: Mapping, negative: Mapping, prefix: str = "") -> tuple[l
         elif isinstance(pos, torch.Tensor):
             if key not in negative:
                 missing.append(path)
-        elif key in negative and not _same(negative[key], pos):
+        elif key in negative and not same_value(negative[key], pos):
             differ.append(path)
     extra += [f"{prefix}{key}" for key in negative if key not in positive]
     return missing, extra, differ
-
-
-def _same(a, b) -> bool:
-    if a is b:
-        return True
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - a value without a truth value for == (an array): not known to be the same
-        return False
 
 
 def _has_tensor(value) -> bool:
