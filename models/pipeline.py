@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import samplers
 from samplers.core import names
 from samplers.core import noise as noise_mod
-from samplers.core.run import draws_noise, unread_noise
+from samplers.core.run import draws_noise, empty_churn_window, unread_noise
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from samplers.core.files import check_writable
 from samplers.core.validate import check_allocation, check_options, integer, real, same_value
@@ -323,11 +323,15 @@ def shared_options(sampler_names: Sequence[str], options: dict | None) -> dict:
 
 
 def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None, seeds=None) -> None:
-    """The noise the registry sampler ``sampler`` will build for a run on ``sigmas`` (latent ``shape``, ``seeds`` as
+    """A churn window that holds no step of the run (:func:`samplers.core.run.empty_churn_window`), and the noise the
+    registry sampler ``sampler`` will build for a run on ``sigmas`` (latent ``shape``, ``seeds`` as
     the pipeline passes them), checked by the sampler's own function (``noise.for_run``: the kind, the seed it is given, a pre-drawn
     noise's shape, a Brownian tree's range where the run draws) before any prompt or image is encoded; nothing is
     drawn. Without a ``shape`` only a named kind is checked (an object is checked against the latent later)."""
     spec = samplers.core.registry.SAMPLERS.get(sampler)
+    empty = empty_churn_window(spec, options, sigmas)
+    if empty is not None:
+        raise InvalidOption(empty)
     if "noise_sampler" not in spec.options:
         return
     value = options.get("noise_sampler")

@@ -472,3 +472,47 @@ def test_a_shipped_models_name_given_as_the_folder_points_to_model(tmp_path, mon
         Pipeline.load("eps")
     with pytest.raises(MissingModelError, match=r"'other' does not exist; train one"):
         Pipeline.load("other")
+
+
+# ----------------------------------------------------------------------------------------------------
+# An audit of 2026-12-07: s_churn with a window that holds no step of the run (given in timesteps, say) was taken,
+# and the image was the one made without it
+
+
+@pytest.mark.parametrize("window", [(100.0, 200.0), (200.0, 800.0), (0.0, 0.0), (5.0, 10.0)])
+def test_a_churn_window_that_holds_no_step_of_the_run_is_refused_before_any_model_call(window):
+    from models.pipeline import PipelineSpec
+
+    spec = PipelineSpec.read(model="eps")
+    lo, hi = window
+    starts = spec.sigmas(spec.defaults["schedule"], 4)[:-1].tolist()  # karras: 14.6, 3.2, 0.45, 0.029
+    assert not any(lo <= s <= hi for s in starts)
+    with pytest.raises(InvalidOption, match=rf"s_churn=1 adds no noise on this run: no step of its schedule starts "
+                                            rf"within the churn window \[s_tmin, s_tmax\] = \[{lo:g}, {hi:g}\]"):
+        spec.plan_run("euler", None, 4, {"s_churn": 1.0, "s_tmin": lo, "s_tmax": hi})
+    spec.plan_run("euler", None, 4, {"s_churn": 1.0, "s_tmin": 0.1, "s_tmax": 5.0})  # holds 3.2 and 0.45
+    spec.plan_run("euler", None, 4, {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf})  # A1111's defaults
+
+
+def test_a_churn_window_above_an_img2img_cut_is_refused_and_one_within_it_churns():
+    from models.pipeline import Pipeline
+
+    pipe = Pipeline.load(model="eps")
+    image = torch.zeros(1, 3, 64, 64)
+    before = pipe.nfe
+    with pytest.raises(InvalidOption, match="adds no noise on this run"):  # the cut's steps start at 0.45 and below
+        pipe.img2img(image, "a red circle", strength=0.5, sampler="heun", steps=4, seed=0, progress=False,
+                     s_churn=1.0, s_tmin=1.0, s_tmax=20.0)
+    assert pipe.nfe == before
+    kw = dict(strength=0.5, sampler="euler", steps=4, seed=0, progress=False, output="tensor")
+    plain = pipe.img2img(image, "a red circle", **kw)
+    churned = pipe.img2img(image, "a red circle", s_churn=1.0, s_tmin=0.1, s_tmax=1.0, **kw)
+    assert float((plain - churned).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("command", ["generate", "compare"])
+def test_the_cli_refuses_an_empty_churn_window_before_the_weights_are_read(capsys, no_load, tmp_path, command):
+    target = ["--samplers", "euler", "heun"] if command == "compare" else ["--sampler", "euler"]
+    _refused(capsys, [command, "a red circle", *target, "--steps", "4", "--option", "s_churn=1", "--option",
+                      "s_tmin=200", "--option", "s_tmax=800", "--out", str(tmp_path / "x.png")],
+             "adds no noise on this run")

@@ -327,6 +327,26 @@ def unread_noise(spec, options: dict, given: set, label: str) -> dict:
     return found
 
 
+def empty_churn_window(spec, options: dict, sigmas) -> str | None:
+    """Why a run of ``spec`` with ``options`` on ``sigmas`` adds no churn although ``s_churn > 0`` (None: it adds some
+    or asks none): no step of the schedule starts at a σ within [s_tmin, s_tmax], where EDM's churn applies
+    (:func:`samplers.core.steps.churn`; the σ = inf start, stepped exactly, never churns). The image would be the one
+    made without ``s_churn`` — a window given in other units (timesteps, t) than σ, or below a cut img2img schedule."""
+    params = spec.options
+    churn = options.get("s_churn", params.get("s_churn")) if "s_churn" in params else 0
+    if not churn:
+        return None
+    lo, hi = (options.get(k, params.get(k)) for k in ("s_tmin", "s_tmax"))
+    starts = [s for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas))[:-1]
+              if math.isfinite(s)]
+    if not starts or any(lo <= s <= hi for s in starts):
+        return None
+    return (f"{spec.name}: s_churn={churn:g} adds no noise on this run: no step of its schedule starts within the "
+            f"churn window [s_tmin, s_tmax] = [{lo:g}, {hi:g}] (its steps start at σ from {max(starts):.4g} down to "
+            f"{min(starts):.4g}), so the image would be the one made without it; widen the window to hold some of "
+            "those σ (it is in σ, not timesteps), or leave s_churn out")
+
+
 class _NoiseProbe:
     """The probe run's noise sampler: stops the run at its first draw. ``stands_for`` is the run's own, whose kind a
     sampler's check may read (:func:`samplers.core.noise.path_kind`: restart refuses a Brownian path), never drawn."""
