@@ -172,6 +172,23 @@ def test_unet_defaults_steps_at_the_pipelines_limit_loads(tmp_path):
     assert DiffusionModel.load(d).config.defaults["steps"] == pipeline.MAX_STEPS
 
 
+@pytest.mark.parametrize("patch, field, rule", [
+    ({"beta_end": 2.0}, "beta_end", r"a number in \(0, 1\)"),
+    ({"beta_end": 1.0}, "beta_end", r"a number in \(0, 1\)"),
+    ({"beta_start": 1.5, "beta_end": 0.012}, "beta_start", r"a number in \(0, 1\)"),
+    ({"beta_start": 0.5, "beta_end": 0.0001}, "beta_start", r"less than beta_end \(0.0001\)"),
+    ({"beta_start": 0.012, "beta_end": 0.012}, "beta_start", r"less than beta_end \(0.012\)"),
+])
+def test_unet_beta_fields_the_native_schedule_cannot_use_are_refused_naming_file_and_field(patch, field, rule,
+                                                                                          tmp_path):
+    """beta_end=2.0 was refused by the native schedule without the file's name, and swapped betas loaded, to fail
+    only at sampling with a σ message."""
+    d = _copy("eps", tmp_path, **patch)
+    with pytest.raises(mio.ConfigMismatchError, match=rf"{d / 'config.json'}: U-Net config field '{field}' is .*; "
+                                                      rf"it must be {rule}"):
+        DiffusionModel.load(d)
+
+
 def test_unet_defaults_that_the_tables_resolve_load(tmp_path):
     d = _copy("eps", tmp_path, defaults={"sampler": "DPM++ 2M Karras", "schedule": "karras", "steps": 12, "cfg": 5})
     assert DiffusionModel.load(d).config.defaults["sampler"] == "DPM++ 2M Karras"
