@@ -40,7 +40,7 @@ import samplers
 from samplers.core import argtypes
 from samplers.core.argtypes import int_at_least, out_file, out_folder  # noqa: F401 - the CLIs' types
 from samplers.core.errors import InvalidInput
-from samplers.core.files import atomic_write_bytes, read_json
+from samplers.core.files import atomic_write_bytes, open_regular, read_json
 from samplers.core.native import NoiseSchedule, RectifiedFlow, VE, VPDiscrete
 from samplers.problems import GaussianMixture, pf_ode_solution
 
@@ -199,7 +199,9 @@ class ReferenceCache:
             return self._memory[key]
         path = self.path(key)
         if path is not None and path.exists():
-            ref = _checked_reference(load_tensor(path), x_solve, path).to(x.device)
+            # a reference has the starts' shape: 8 bytes a value at most (float64), and a small header
+            limit = x_solve.numel() * 8 + HEADER_BYTES
+            ref = _checked_reference(load_tensor(path, limit), x_solve, path).to(x.device)
         else:
             ref = problem.reference(x_solve, sigma_solve, seed)
             if path is not None:
@@ -232,17 +234,32 @@ def save_tensor(path: Path, tensor: torch.Tensor) -> None:
     atomic_write_bytes(path, save({"endpoint": tensor.detach().cpu().contiguous()}))
 
 
-def load_tensor(path: Path) -> torch.Tensor:
-    """The tensor :func:`save_tensor` wrote. Anything else (a pickle, a truncated file) is refused, not run."""
+HEADER_BYTES = 64 << 10  # a safetensors header of one tensor is some 100 bytes: room, far below a wrong file
+
+
+def load_tensor(path: Path, limit: int | None = None) -> torch.Tensor:
+    """The tensor :func:`save_tensor` wrote. Anything else (a pickle, a truncated file) is refused, not run. Read
+    through :func:`samplers.core.files.open_regular`: a FIFO (which would wait for a writer forever) or a device
+    (/dev/zero behind a link, which never ends) is refused by name, and so is a file of more than ``limit`` bytes
+    (the caller's bound: what the reference it expects can take)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    fix = "delete it to recompute the reference, or pass --no-cache"
+    with open_regular(path, "a reference cache file (safetensors)", fix) as f:
+        try:
+            blob = f.read() if limit is None else f.read(limit + 1)
+        except OSError as err:
+            raise InvalidInput(f"reference cache file {str(path)!r} cannot be read ({err.strerror or err}); "
+                               f"{fix}") from None
+    if limit is not None and len(blob) > limit:
+        raise InvalidInput(f"reference cache file {str(path)!r} is larger than {limit:,} bytes, more than the "
+                           f"reference it should hold takes; it was not loaded: {fix}")
     try:
-        return load(path.read_bytes())["endpoint"]
+        return load(blob)["endpoint"]
     except (SafetensorError, KeyError, OSError) as err:
         raise InvalidInput(f"reference cache file {str(path)!r} is not a safetensors file holding 'endpoint' "
-                           f"({type(err).__name__}: {err}); it was not loaded. Delete it to recompute the "
-                           "reference, or pass --no-cache") from None
+                           f"({type(err).__name__}: {err}); it was not loaded: {fix}") from None
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -15,13 +15,15 @@ results.json and a table.md generated from it.
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from samplers.core.errors import InvalidInput
+from samplers.core.files import read_json
 from samplers.fitted.fitting import FitConfig, fit, pair_label
 
 from . import common
@@ -89,6 +91,68 @@ def report(results: str | Path, write: bool = True) -> str:
     return common.report(results, markdown, MODULE, write=write)
 
 
+_FIX = "name the results.json that benchmarks.deterministic --learned wrote (it writes every field)"
+
+
+def read_bench(path: Path, p: argparse.ArgumentParser) -> tuple[dict, list[dict]]:
+    """A ``--results`` file and its rows with a fitted solver, every field this command reads checked: read with the
+    library's JSON reader (a regular file of bounded size, valid JSON, no key named twice), else ``p.error`` (exit
+    2) naming the file and the field. A row without a fit has ``fitted`` absent or null."""
+    try:
+        bench = read_json(path, "a results.json of benchmarks.deterministic", _FIX, missing=InvalidInput(
+            f"{path} does not exist: not a results.json of benchmarks.deterministic; {_FIX}"))
+    except InvalidInput as e:
+        p.error(f"--results {e}")
+
+    def bad(field: str, value, rule: str):
+        p.error(f"--results {path}: field {field} is {value!r}; it must be {rule}; {_FIX}")
+
+    def number(field: str, value, positive: bool = True):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < 0 or (positive and value == 0):
+            bad(field, value, "a finite number " + ("> 0" if positive else ">= 0"))
+
+    def integer(field: str, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            bad(field, value, "an integer >= 1")
+
+    if not isinstance(bench, dict):
+        p.error(f"--results {path} holds a JSON {type(bench).__name__}, not the object a results.json is; {_FIX}")
+    for key in ("target_ratio", "args", "heldout"):
+        if key not in bench:
+            p.error(f"--results {path} has no field {key}: not a results.json of benchmarks.deterministic; {_FIX}")
+    number("target_ratio", bench["target_ratio"])
+    run = bench["args"]
+    if not isinstance(run, dict) or "heldout_seeds" not in run or "heldout_batch" not in run:
+        bad("args", run, "an object with heldout_seeds and heldout_batch")
+    seeds = run["heldout_seeds"]
+    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                                                       for s in seeds):
+        bad("args.heldout_seeds", seeds, "a non-empty list of integers >= 0")
+    integer("args.heldout_batch", run["heldout_batch"])
+    if not isinstance(bench["heldout"], list):
+        bad("heldout", bench["heldout"], "a list of rows")
+    rows = []
+    for i, r in enumerate(bench["heldout"]):
+        where = f"heldout[{i}]"
+        if not isinstance(r, dict):
+            bad(where, r, "an object (a row)")
+        if r.get("fitted") is None:
+            continue
+        for key in ("problem", "nfe", "diffusers"):
+            if key not in r:
+                p.error(f"--results {path}: {where} has a fitted solver but no field {key}; {_FIX}")
+        if not isinstance(r["problem"], str) or not r["problem"]:
+            bad(f"{where}.problem", r["problem"], "a problem's name")
+        integer(f"{where}.nfe", r["nfe"])
+        for key, positive in (("fitted", False), ("diffusers", True)):  # diffusers' rmse divides; a fit's may be 0
+            if not isinstance(r[key], dict) or "rmse" not in r[key]:
+                bad(f"{where}.{key}", r[key], "an object with the score's rmse")
+            number(f"{where}.{key}.rmse", r[key]["rmse"], positive)
+        rows.append(r)
+    return bench, rows
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, nargs="+",
@@ -118,15 +182,11 @@ def main(argv=None) -> int:
         p.error(f"--threads must be >= 1 and --iters >= 0, got {args.threads}, {args.iters}")
     fitted, target, pool_of = {}, None, {}  # pool_of: results.json → its held-out (seeds, starts per seed)
     for path in args.results:
-        try:
-            bench = json.loads(path.read_text())
-            rows_in = [r for r in bench["heldout"] if r.get("fitted")]
-            target = bench["target_ratio"] if target is None else target
-            pool_of[str(path)] = (bench["args"]["heldout_seeds"], bench["args"]["heldout_batch"])
-            if bench["target_ratio"] != target:
-                p.error(f"--results disagree on the target: {target} and {bench['target_ratio']} in {path}")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            p.error(f"--results {path}: not a results.json of benchmarks.deterministic ({e})")
+        bench, rows_in = read_bench(path, p)
+        target = bench["target_ratio"] if target is None else target
+        pool_of[str(path)] = (bench["args"]["heldout_seeds"], bench["args"]["heldout_batch"])
+        if bench["target_ratio"] != target:
+            p.error(f"--results disagree on the target: {target} and {bench['target_ratio']} in {path}")
         if not rows_in:
             p.error(f"--results {path} holds no fitted solver: run benchmarks.deterministic with --learned")
         for r in rows_in:

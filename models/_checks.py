@@ -93,10 +93,14 @@ def check_channels(d: dict, what: str, groups_field: str = "groups") -> None:
 
 DEFAULT_FIELDS = ("sampler", "schedule", "steps", "cfg")
 
+MAX_STEPS = 10_000  # more is never a useful image, and would run for hours: refused, not started
+"""The pipeline's limit on a run's steps (``models.pipeline.MAX_STEPS`` re-exports it), here so that a config's
+``defaults.steps`` is checked against it at load without importing the pipeline (which imports this module)."""
+
 
 def check_defaults(d: dict, what: str) -> None:
     """``defaults``: the model's inference defaults, each a value the pipeline can use as it stands — a sampler name
-    or label and a schedule the name tables resolve, steps an integer ≥ 1, cfg a guidance scale by
+    or label and a schedule the name tables resolve, steps an integer in [1, :data:`MAX_STEPS`], cfg a guidance scale by
     the rule every cfg is checked by (``samplers.core.argtypes.cfg_problem``: finite, |cfg| <= 100)."""
     defaults = d.get("defaults")
     if not isinstance(defaults, dict):
@@ -121,7 +125,10 @@ def check_defaults(d: dict, what: str) -> None:
             names.resolve_schedule(schedule)
         except SamplersError as e:
             raise _bad(what, "defaults.schedule", schedule, f"a schedule name ({e})") from None
-    check_int(defaults, "steps", what + " defaults")
+    steps = defaults.get("steps")
+    if "steps" in defaults and not (_is_int(steps) and 1 <= steps <= MAX_STEPS):
+        # above the limit every call without steps= would fail, naming neither the file nor the field
+        raise _bad(what, "defaults.steps", steps, f"an integer in [1, {MAX_STEPS}] (the pipeline's step limit)")
     if "cfg" in defaults:  # the rule every cfg is checked by (--cfg, Pipeline.guidance): one rule, not a copy
         from samplers.core.argtypes import cfg_problem
 

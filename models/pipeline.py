@@ -42,7 +42,7 @@ from .vae import VAE, VAEConfig, check_size
 from . import vae as vae_mod
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-MAX_STEPS = 10_000  # more is never a useful image, and would run for hours: refused, not started
+from ._checks import MAX_STEPS  # the step limit, defined where config.json's defaults.steps is checked too
 MAX_BATCH = 4096
 MODELS = ("eps", "flow")
 TRAIN_COMMANDS = {

@@ -90,3 +90,45 @@ def test_nothing_to_bound_where_every_fit_meets_the_target(tmp_path, monkeypatch
     path = bench(tmp_path, "a", [("gm-ve", 3, 0.5, 0.25)])
     assert fit_bound.main(["--results", str(path), "--out", str(tmp_path / "x")]) == 0
     assert "nothing to bound" in capsys.readouterr().out and not (tmp_path / "x").exists()
+
+
+ROW = {"problem": "gm-ve", "nfe": 3, "diffusers": {"rmse": 0.5}, "fitted": {"rmse": 0.3}}
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda b: b["heldout"][0].pop("problem"), "heldout[0] has a fitted solver but no field problem"),
+    (lambda b: b["heldout"][0].update(fitted=True), "field heldout[0].fitted is True"),
+    (lambda b: b["heldout"][0].update(nfe="3"), "field heldout[0].nfe is '3'"),
+    (lambda b: b["heldout"][0].update(diffusers={"rmse": 0}), "field heldout[0].diffusers.rmse is 0"),
+    (lambda b: b["heldout"][0]["fitted"].update(rmse=float("nan")), "field heldout[0].fitted.rmse is nan"),
+    (lambda b: b["heldout"].append(5), "field heldout[1] is 5"),
+    (lambda b: b.update(target_ratio="0.5"), "field target_ratio is '0.5'"),
+    (lambda b: b["args"].update(heldout_seeds=[]), "field args.heldout_seeds is []"),
+    (lambda b: b["args"].update(heldout_batch=True), "field args.heldout_batch is True"),
+    (lambda b: b.pop("heldout"), "has no field heldout"),
+])
+def test_a_results_json_whose_fields_are_wrong_is_refused_naming_file_and_field(edit, says, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """A row without problem, or with "fitted": true, crashed with a raw traceback (KeyError, TypeError)."""
+    monkeypatch.setattr(fit_bound, "fit", lambda *a, **k: pytest.fail("fitted despite a bad results.json"))
+    data = {"target_ratio": 0.5, "args": {"heldout_seeds": [101], "heldout_batch": 16},
+            "heldout": [json.loads(json.dumps(ROW))]}
+    edit(data)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as err:
+        fit_bound.main(["--results", str(path), "--out", str(tmp_path / "x")])
+    text = capsys.readouterr().err
+    assert err.value.code == 2 and f"--results {path}" in text and says in text, text
+
+
+def test_a_results_json_that_names_a_key_twice_is_refused(tmp_path, monkeypatch, capsys):
+    """JSON keeps the last of two keys: the target 2.0 was used, the 0.5 written first dropped silently."""
+    monkeypatch.setattr(fit_bound, "fit", lambda *a, **k: pytest.fail("fitted despite a bad results.json"))
+    path = tmp_path / "results.json"
+    path.write_text('{"target_ratio": 0.5, "target_ratio": 2.0, "args": {"heldout_seeds": [101], "heldout_batch": 16}, '
+                    f'"heldout": [{json.dumps(ROW)}]}}')
+    with pytest.raises(SystemExit) as err:
+        fit_bound.main(["--results", str(path), "--out", str(tmp_path / "x")])
+    text = capsys.readouterr().err
+    assert err.value.code == 2 and str(path) in text and "'target_ratio' appears more than once" in text, text

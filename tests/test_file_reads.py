@@ -317,6 +317,44 @@ def test_a_cached_reference_that_does_not_fit_the_starts_is_refused(tmp_path):
             ReferenceCache(tmp_path).get(problem, 0, x, 80.0)
 
 
+def _cache_path(tmp_path):
+    from benchmarks.common import ReferenceCache, get_problem
+
+    problem = get_problem("gm-ve")
+    x = problem.noise(4, 0) * 80.0
+    cache = ReferenceCache(tmp_path)
+    return problem, x, cache.path(cache.key(problem, 0, x, 80.0))
+
+
+def test_a_cached_reference_that_is_a_fifo_or_a_device_is_refused_not_waited_on(tmp_path):
+    """load_tensor read the file with Path.read_bytes(): a FIFO blocked forever, a link to /dev/zero never ended."""
+    from benchmarks.common import ReferenceCache
+
+    problem, x, path = _cache_path(tmp_path)
+    _fifo(path)
+    said = _refused_at_once(path, lambda: ReferenceCache(tmp_path).get(problem, 0, x, 80.0))
+    assert re.search(f"{re.escape(path.name)} is not a regular file.*delete it to recompute", said), said
+    path.unlink()
+    if os.path.exists("/dev/zero"):
+        path.symlink_to("/dev/zero")
+        with pytest.raises(samplers.InvalidInput, match="is not a regular file"):
+            ReferenceCache(tmp_path).get(problem, 0, x, 80.0)
+
+
+def test_a_cached_reference_far_larger_than_its_reference_is_refused_unread(tmp_path):
+    import torch
+
+    from benchmarks.common import HEADER_BYTES, ReferenceCache, save_tensor
+
+    problem, x, path = _cache_path(tmp_path)
+    save_tensor(path, torch.zeros(x.numel() + HEADER_BYTES // 8 + 1, dtype=torch.float64))
+    with pytest.raises(samplers.InvalidInput, match=f"{re.escape(path.name)}.* is larger than .* bytes"):
+        ReferenceCache(tmp_path).get(problem, 0, x, 80.0)
+    # the reference itself, in float64, is within the bound
+    save_tensor(path, torch.ones(x.shape, dtype=torch.float64))
+    assert torch.equal(ReferenceCache(tmp_path).get(problem, 0, x, 80.0), torch.ones(x.shape, dtype=torch.float64))
+
+
 # ------------------------------------------------------------------------- files the benchmarks write: atomic
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models import io as mio
-from models import train, train_vae
+from models import pipeline, train, train_vae
 from models.guidance import CFGDenoiser, InpaintDenoiser
 from models.unet import DiffusionModel, UNetConfig
 from models.vae import VAE
@@ -153,6 +153,39 @@ _EPS = json.loads((ROOT / "models" / "weights" / "eps" / "config.json").read_tex
 def test_unet_defaults_vae_record_and_weights_dtype_are_checked_on_load(field, value, tmp_path):
     d = _copy("eps", tmp_path, **{field: value})
     with pytest.raises(mio.ConfigMismatchError, match=rf"{d / 'config.json'}: .*field"):
+        DiffusionModel.load(d)
+
+
+@pytest.mark.parametrize("steps", [pipeline.MAX_STEPS + 1, 20000, 10**9, 0])
+def test_unet_defaults_steps_above_the_pipelines_limit_is_refused_at_load_naming_file_and_field(steps, tmp_path):
+    """It loaded, and every call without steps= failed with "steps = 20000 is more than the limit of 10000", naming
+    neither config.json nor defaults.steps."""
+    d = _copy("eps", tmp_path, defaults={"steps": steps})
+    with pytest.raises(mio.ConfigMismatchError,
+                       match=rf"{d / 'config.json'}: U-Net config field 'defaults.steps' is {steps}; it must be an "
+                             rf"integer in \[1, {pipeline.MAX_STEPS}\]"):
+        DiffusionModel.load(d)
+
+
+def test_unet_defaults_steps_at_the_pipelines_limit_loads(tmp_path):
+    d = _copy("eps", tmp_path, defaults={"steps": pipeline.MAX_STEPS})
+    assert DiffusionModel.load(d).config.defaults["steps"] == pipeline.MAX_STEPS
+
+
+@pytest.mark.parametrize("patch, field, rule", [
+    ({"beta_end": 2.0}, "beta_end", r"a number in \(0, 1\)"),
+    ({"beta_end": 1.0}, "beta_end", r"a number in \(0, 1\)"),
+    ({"beta_start": 1.5, "beta_end": 0.012}, "beta_start", r"a number in \(0, 1\)"),
+    ({"beta_start": 0.5, "beta_end": 0.0001}, "beta_start", r"less than beta_end \(0.0001\)"),
+    ({"beta_start": 0.012, "beta_end": 0.012}, "beta_start", r"less than beta_end \(0.012\)"),
+])
+def test_unet_beta_fields_the_native_schedule_cannot_use_are_refused_naming_file_and_field(patch, field, rule,
+                                                                                          tmp_path):
+    """beta_end=2.0 was refused by the native schedule without the file's name, and swapped betas loaded, to fail
+    only at sampling with a σ message."""
+    d = _copy("eps", tmp_path, **patch)
+    with pytest.raises(mio.ConfigMismatchError, match=rf"{d / 'config.json'}: U-Net config field '{field}' is .*; "
+                                                      rf"it must be {rule}"):
         DiffusionModel.load(d)
 
 

@@ -57,16 +57,34 @@ X0_FLAGS = {
 }
 
 
-def flag(config: Mapping, name: str) -> bool:
+def flag(config: Mapping, name: str, where: str = "scheduler config") -> bool:
     """A boolean field of a scheduler config: absent or null is False, true / false are themselves; anything else
-    (a string such as "false", a number) is refused rather than read by its truthiness."""
+    (a string such as "false", a number) is refused rather than read by its truthiness. ``where`` names the config
+    in the message (a file: "scheduler config 'folder/scheduler_config.json'")."""
     value = config.get(name)
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise InvalidType(f"scheduler config field {name} must be true or false, got {value!r} "
+        raise InvalidType(f"{where} field {name} must be true or false, got {value!r} "
                           f"({type(value).__name__}); write it as a JSON boolean")
     return value
+
+
+@functools.lru_cache(maxsize=1)
+def boolean_keys() -> frozenset:
+    """The config keys whose default is a bool in the installed diffusers scheduler classes (thresholding,
+    lower_order_final, euler_at_final, use_karras_sigmas, ...; no key is a bool in one class and another type in
+    another); empty without diffusers."""
+    return frozenset(k for params in scheduler_parameters().values() for k, v in params.items()
+                     if isinstance(v, bool))
+
+
+def check_flags(config: Mapping, where: str = "scheduler config") -> None:
+    """Refuse (:func:`flag`) every key of ``config`` that is a boolean in diffusers (:func:`boolean_keys`) and holds
+    anything but true, false or null: the classes read such a key by its truthiness, so "false" (or "0", "no")
+    would turn ``thresholding`` or ``lower_order_final`` on silently."""
+    for name in sorted(k for k in config if k in boolean_keys()):
+        flag(config, name, where)
 
 
 def check_x0_flags(config: Mapping) -> None:

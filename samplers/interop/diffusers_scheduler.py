@@ -75,10 +75,11 @@ from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
 from ..core import noise as noise_mod
 from ..core.registry import SAMPLERS
 from ..core.run import check_start, draws_noise, run_sampler
+from ..core.files import read_json
 from ..core.validate import check_options, closest, integer, nonneg
 from ..sde import ancestral
 from . import diffusers_sources as sources
-from .diffusers_models import (check_scheduler_flags, config_dict, is_flow_config, native_from_config,
+from .diffusers_models import (check_flags, check_scheduler_flags, config_dict, is_flow_config, native_from_config,
                                FORMAT_KEYS, scheduler_parameters, unknown_config_keys,
                                prediction_from_config)
 
@@ -530,6 +531,34 @@ def _check_int(name: str, value, low: int, high: int, fix: str) -> int:
     return value
 
 
+def _local_config_file(path: str, subfolder: str | None, config_name: str) -> str:
+    """The file diffusers' ``load_config`` reads for a local ``path``: the path itself where it is no folder, else
+    the subfolder's config, else the folder's own (a subfolder's that is no regular file is taken, to be refused,
+    where diffusers would pass over it to the folder's own)."""
+    if not os.path.isdir(path):
+        return path
+    if subfolder is not None and os.path.lexists(os.path.join(path, subfolder, config_name)):
+        return os.path.join(path, subfolder, config_name)
+    return os.path.join(path, config_name)
+
+
+def _check_config_file(config_file: str) -> None:
+    """A scheduler_config.json read by the library's JSON reader before diffusers' loader reads it: a FIFO or
+    device (which would block or never end), an empty or truncated file, text that is not JSON, a key written
+    twice (diffusers' json.loads keeps the last silently) or anything but an object is refused naming the file,
+    and so is a boolean key (thresholding, lower_order_final, ...) that holds anything but true or false."""
+    fix = ("write it as SamplerScheduler.save_pretrained(folder) / a diffusers scheduler's save_config(folder) does "
+           "(one JSON object, each key once)")
+    config = read_json(config_file, "a scheduler config (one JSON object)", fix)
+    if not isinstance(config, dict):
+        raise InvalidInput(f"{config_file} holds a JSON {type(config).__name__}, not the object a scheduler config "
+                           f"is; {fix}")
+    where = f"scheduler config {config_file}"
+    check_flags(config, where)
+    if isinstance(config.get("source_config"), Mapping):  # a saved SamplerScheduler: the class it stands in for
+        check_flags(config["source_config"], f"{where} (its source_config)")
+
+
 class SamplerScheduler(SchedulerMixin, ConfigMixin):
     """A diffusers scheduler that runs a registry sampler; by default the algorithm of the scheduler it replaces.
 
@@ -580,6 +609,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidOption(f"initial_noise must be None, 'unit' or 'sigma', got {initial_noise!r}")
         if not isinstance(exact, bool):
             raise InvalidType(f"exact must be True or False, got {exact!r}")
+        # every key that is a boolean in diffusers (thresholding, lower_order_final, euler_at_final, ...), in the
+        # source class's config and in this scheduler's own: a string "false" would be read by its truthiness (the
+        # class runs with thresholding on), so anything but true / false / null is refused
+        check_flags(self.config, "scheduler config")
+        if isinstance(source_config, Mapping):
+            check_flags(source_config, "scheduler config")
         if schedule is not None:
             names.resolve_schedule(schedule)  # a registry or tool name; unknown names raise with the closest ones
         if sampler_options is not None and not isinstance(sampler_options, Mapping):
@@ -857,19 +892,25 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                         **kwargs):
         """diffusers' ``from_pretrained``; a local folder (a path, not a Hub id "org/name") that does not exist or
         holds no scheduler_config.json is refused by name before diffusers turns to the Hub (nothing is downloaded
-        at run time here)."""
+        at run time here). The local config file is read first by the library's JSON reader
+        (:func:`_check_config_file`): a FIFO, an empty or truncated file, a key written twice or a boolean key that
+        is not true / false is refused naming the file."""
         path = pretrained_model_name_or_path
-        if isinstance(path, (str, os.PathLike)) and not _hub_id(path) and not os.path.isfile(path):
+        local = isinstance(path, (str, os.PathLike)) and os.path.lexists(path)
+        if isinstance(path, (str, os.PathLike)) and not _hub_id(path) and (not local or os.path.isdir(path)):
             folder = os.path.join(os.fspath(path), subfolder) if subfolder else os.fspath(path)
             config_file = os.path.join(folder, cls.config_name)
             # diffusers' load_config reads a file path as the config (subfolder or not), and without the subfolder's
             # config falls back to the folder's own: refused only where neither is there
-            if not os.path.isfile(config_file) and not os.path.isfile(os.path.join(os.fspath(path), cls.config_name)):
+            # (lexists: a FIFO or a broken link there is the file diffusers would read, refused by name below)
+            if not os.path.lexists(config_file) and not os.path.lexists(os.path.join(os.fspath(path), cls.config_name)):
                 what = "does not exist" if not os.path.exists(folder) else f"holds no {cls.config_name}"
                 raise MissingFile(f"SamplerScheduler.from_pretrained({os.fspath(path)!r}"
                                   f"{f', subfolder={subfolder!r}' if subfolder else ''}): the folder {folder!r} "
                                   f"{what}. Pass the folder that scheduler.save_pretrained(folder) / save_config(folder) "
                                   "wrote, or a pipeline's folder with subfolder=\"scheduler\"")
+        if local:
+            _check_config_file(_local_config_file(os.fspath(path), subfolder, cls.config_name))
         return super().from_pretrained(path, subfolder=subfolder, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     def __len__(self) -> int:
