@@ -34,6 +34,7 @@ from samplers.schedules.ops import rounded_steps
 from samplers.sde.ancestral import with_model_table
 
 from . import data
+from ._checks import MAX_STEPS  # the step limit (config.json's defaults.steps is checked against it there)
 from . import io as mio
 from .guidance import CFGDenoiser, InpaintDenoiser
 from .text import Tokenizer
@@ -42,7 +43,6 @@ from .vae import VAE, VAEConfig, check_size
 from . import vae as vae_mod
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-from ._checks import MAX_STEPS  # the step limit, defined where config.json's defaults.steps is checked too
 MAX_BATCH = 4096
 MODELS = ("eps", "flow")
 TRAIN_COMMANDS = {

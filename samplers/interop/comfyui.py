@@ -116,7 +116,6 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     for message in unread_noise(spec, merged, own, label.label).values():  # the first: one error, the cause
         raise InvalidOption(message)
 
-
     def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **extra_options):
         extra_args = {} if extra_args is None else extra_args
         for key, value in extra_options.items():  # KSAMPLER's extra_options would silently replace the built ones
@@ -234,7 +233,7 @@ def run_on_flow_model(name: str, denoiser: Callable, x: torch.Tensor, sigmas, sh
     at σ = inf), as every registry run is: the σ become ComfyUI's flow times t = σ/(1 + σ) (1 at σ = inf) and x its
     x_t, and the result comes back in this library's coordinates. ``options`` are the caller's (the seed: a list
     of per-item seeds, or one as ComfyUI's item k from seed + k)."""
-    t = [1.0 if math.isinf(s) else s / (1 + s) for s in torch.as_tensor(sigmas).tolist()]
+    t = [_flow_t(s) for s in torch.as_tensor(sigmas).tolist()]
     fn = ksampler_function(name, coordinates="flow", **options)
     x_t = x if t[0] >= 1 else x * (1 - t[0])
     out = fn(FlowModel(denoiser, shift), x_t, torch.tensor(t, dtype=torch.float64), extra_args={}, disable=disable)
