@@ -131,7 +131,7 @@ def test_unipc_final_sigma_at_the_limit_still_runs():
 @pytest.mark.parametrize("r", [1e-300, 1e-8])
 def test_dpmpp_sde_r_below_float32_unit_roundoff_is_refused_before_any_call(r):
     # before: NonFiniteError blaming the model after 7 calls (1e-300), or a run whose 1/(2r) weighs rounding (1e-8)
-    refused("dpmpp_sde", f"r = {r:g}", "r >= 5.96e-08", "pass an r in (0, 1]", r=r, seed=0)
+    refused("dpmpp_sde", f"r = {r:g}", "r >= 5.96e-08", "pass r >= 5.96e-08", r=r, seed=0)
 
 
 def test_dpmpp_sde_r_at_the_bound_still_runs():

@@ -161,7 +161,7 @@ def dpmpp_sde_r(name, v):
         raise InvalidOption(f"{name} = {v:g} is too small: the step weighs the stage's change of the estimate by "
                             f"1/(2·{name}), which magnifies its rounding past the estimate itself below the unit "
                             f"roundoff of a float32 state ({name} >= {DPMPP_SDE_MIN_R:.3g}; 1/(2·{name}) overflows "
-                            f"float32 below 1.5e-39); pass an {name} in (0, 1] (the default 0.5, k-diffusion's)")
+                            f"float32 below 1.5e-39); pass {name} >= {DPMPP_SDE_MIN_R:.3g} (the default 0.5, k-diffusion's)")
     return v
 
 
