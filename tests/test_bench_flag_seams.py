@@ -171,6 +171,31 @@ def test_deterministic_refuses_before_any_cell(capsys, no_work, tmp_path, extra,
             *words)
 
 
+# ---- an adaptive sampler named in a benchmark of NFE budgets: no step count moves it, so its cells were a one-step
+# denoise [σ_max, 0] under its name (quality), or it was listed as not run with exit status 0 (deterministic)
+
+
+@pytest.mark.parametrize("name", ["dpm_adaptive", "torchdiffeq.bosh3", "torchdiffeq.dopri5"])
+def test_an_adaptive_sampler_named_is_refused_before_any_cell(capsys, no_work, tmp_path, name):
+    refused(capsys, quality.main, ["--quick", "--no-peers", "--problem", "gm-ve", "--samplers", "euler", name,
+                                   "--out", str(tmp_path / "q")],
+            f"--samplers: {name!r} is adaptive", "cannot be held to an NFE budget", "leave it out")
+    refused(capsys, running.main, [*DET, "--samplers", name, "euler", "--out", str(tmp_path / "d")],
+            f"--samplers: {name!r} is adaptive", "cannot be held to an NFE budget", "leave it out")
+    assert not (tmp_path / "q").exists() and not (tmp_path / "d").exists()
+
+
+def test_the_default_sampler_lists_leave_the_adaptive_ones_out_saying_why():
+    from types import SimpleNamespace
+
+    from benchmarks import common
+
+    names, skipped = running.Run.samplers(SimpleNamespace(args=SimpleNamespace(samplers=None)))
+    assert "torchdiffeq.dopri5" not in names and "euler" in names and "torchdiffeq.rk4" in names
+    assert "cannot be held to an NFE budget" in skipped["torchdiffeq.dopri5"] and "dpm_adaptive" in skipped
+    assert not any(common.budget_refusal(n) for n in common.sampler_names(None))  # quality's default
+
+
 def test_a_cache_that_is_a_file_is_refused_while_the_arguments_are_read(capsys, no_work, tmp_path):
     (tmp_path / "afile").write_text("x")
     refused(capsys, running.main, [*DET, "--cache", str(tmp_path / "afile"), "--out", str(tmp_path / "d")],

@@ -75,9 +75,8 @@ class Run:
             spec = samplers.info(name)
             if spec.kind != "ode":
                 skipped[spec.name] = f"kind {spec.kind!r}: not deterministic"
-            elif spec.host_sync and "rtol" in spec.options:
-                skipped[spec.name] = ("adaptive (host_sync, error-controlled): it chooses its own steps, so it "
-                                      "cannot be held to an NFE budget")
+            elif common.budget_refusal(spec.name) is not None:  # the default list only: a named one is refused
+                skipped[spec.name] = common.budget_refusal(spec.name)
             else:
                 names.append(spec.name)
         return names, skipped
@@ -321,7 +320,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"problems (default {' '.join(PROBLEMS)}; any benchmarks.common problem runs without peers)")
     p.add_argument("--nfe", nargs="+", type=common.positive_int, default=list(NFES),
                    help="NFE budgets (default 5 10 20)")
-    p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every 'ode' sampler)")
+    p.add_argument("--samplers", nargs="+", default=None,
+                   help="registry 'ode' samplers (default: every one that can be held to an NFE budget, the adaptive "
+                        "ones listed as not run); an adaptive one named here is refused")
     p.add_argument("--schedules", nargs="+", default=None,
                    help="schedule names (default: every registered one, samplers.schedules.available())")
     p.add_argument("--peer-names", nargs="+", default=None,
@@ -388,7 +389,7 @@ def resolve_args(args) -> argparse.Namespace:
 
 def check_args(p: argparse.ArgumentParser, args) -> None:
     """Refuse (``p.error``, exit status 2) what the run could not do as asked, before any cell runs: an unknown
-    sampler, schedule or problem, a peer name none of the problems has, a --learned folder without fitted
+    sampler, schedule or problem, a sampler named that cannot be held to an NFE budget (adaptive), a peer name none of the problems has, a --learned folder without fitted
     solvers or with a solver file the run would use that does not load or suits another model than its
     problem's, a selection seed among the held-out ones, an option another one makes do nothing (--peer-names with
     --no-peers, --cache with --no-cache)."""
@@ -402,6 +403,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     # the deterministic grid runs ODE samplers: a stochastic one would only be listed as not run
     args.samplers = (None if args.samplers is None else
                      [common.sampler_or_refuse(p, "--samplers", n, kinds=("ode",)) for n in args.samplers])
+    # nor can an adaptive one be held to a budget: named, it is refused here (the default list skips it, saying why)
+    common.refuse_unbudgeted(p, "--samplers", args.samplers)
     for name in args.schedules or ():
         common.schedule_or_refuse(p, "--schedules", name)
     problems = {}
