@@ -41,6 +41,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(stochastic, "benchmark", _reached)
     monkeypatch.setattr(learned_solvers, "fit_one", _reached)
     monkeypatch.setattr(adherence, "run", _reached)
+    monkeypatch.setattr(adherence, "load_pipeline", _reached)
     monkeypatch.setattr(tiny_unet, "make", _reached)
     monkeypatch.setattr(classifier, "train", _reached)
     for name in ("ops_table", "conversion_ops", "overhead_table", "full_stack"):
@@ -261,6 +262,7 @@ def test_no_progress_is_taken_and_passed_on(monkeypatch, tmp_path):
 
     monkeypatch.setattr(stochastic, "benchmark", stop)
     monkeypatch.setattr(adherence, "run", stop)
+    monkeypatch.setattr(adherence, "load_pipeline", lambda *a: None)  # the shipped weights need not be installed
     for main in (stochastic.main, adherence.main):
         with pytest.raises(_Reached) as exc:
             main(["--no-progress"])

@@ -251,6 +251,17 @@ def test_vae_roundtrip_names_a_vae_folder_it_cannot_load(capsys, tmp_path):
                                          str(tmp_path / "v")], "--vae", "does not exist")
 
 
+def test_adherence_names_a_weights_folder_it_cannot_load_as_vae_roundtrip_does(capsys, monkeypatch, tmp_path):
+    from benchmarks import adherence
+
+    monkeypatch.setattr(adherence, "run", _reached)  # refused while the pipeline loads, before any sample
+    (tmp_path / "afile").write_text("x")
+    refused(capsys, adherence.main, ["--weights", str(tmp_path / "afile"), "--n", "1"],
+            "--weights", "afile", "is a file, not a U-Net folder")
+    refused(capsys, adherence.main, ["--weights", str(tmp_path / "none"), "--n", "1"],
+            "--weights", "none", "does not exist")
+
+
 def test_the_deterministic_table_says_what_each_endpoint_is():
     from benchmarks.deterministic import reporting
 
