@@ -104,6 +104,27 @@ def test_contradictory_flags_are_refused(capsys, no_work, tmp_path, main, argv, 
     refused(capsys, main, [*argv, "--out", str(tmp_path / "o")], flag, "no effect", "leave out one of them")
 
 
+@pytest.mark.parametrize("main, argv, flags", [
+    (running.main, ["--learned", str(LEARNED), "--no-learned"], ["--learned", "--no-learned"]),
+    (running.main, ["--no-learned", "--learned", str(LEARNED)], ["--learned", "--no-learned"]),
+    (speed.main, ["--full-stack", "--no-full-stack"], ["--full-stack", "--no-full-stack"]),
+    (speed.main, ["--no-full-stack", "--full-stack"], ["--full-stack", "--no-full-stack"]),
+])
+def test_a_flag_and_its_negation_together_are_refused_not_the_later_kept(capsys, no_work, tmp_path, main, argv,
+                                                                          flags):
+    refused(capsys, main, ["--quick", *argv, "--out", str(tmp_path / "o")], *flags, "leave out one of them")
+    assert not (tmp_path / "o").exists()
+
+
+def test_each_of_learned_and_no_learned_alone_is_taken(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(running, "run", lambda args: seen.append(args.learned) or _reached())
+    for argv in (["--no-learned"], ["--learned", str(LEARNED)]):
+        with pytest.raises(AssertionError):
+            running.main(["--quick", "--no-peers", *argv, "--out", str(tmp_path / "d")])
+    assert seen == [None, LEARNED]
+
+
 def test_the_cache_default_is_the_string_it_was():
     for p in (quality.parser(), running.parser()):
         args = p.parse_args([])
