@@ -451,6 +451,28 @@ def test_benchmarks_print_the_device_and_torch_they_run_on(capsys, monkeypatch, 
     assert "device: CPU (" in out and f"torch {torch.__version__}" in out
 
 
+def test_compatibility_replaces_only_a_table_it_wrote(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(compatibility, "environment", _reached)  # refused before any work
+    readme = tmp_path / "README.md"
+    readme.write_text("# my project\n\nnot a table\n")
+    refused(capsys, compatibility.main, ["--out", str(readme)], "--out", "README.md", "exists and is not a "
+            "compatibility table", "'# diffusers compatibility'", "name a new file")
+    refused(capsys, compatibility.main, ["--exact", "--out", str(readme)], "--out", "README.md", "exists")
+    assert readme.read_text() == "# my project\n\nnot a table\n"
+    monkeypatch.setattr(compatibility, "environment", lambda dtype="float32": "env")
+    monkeypatch.setattr(compatibility, "exact_gain", lambda: [
+        dict(scheduler="DDIMScheduler", variant={}, steps=10, default=1e-3, exact=1e-6)])
+    monkeypatch.setattr(compatibility, "table", lambda: [])
+    monkeypatch.setattr(compatibility, "markdown", lambda rows, env: compatibility.HEADER.splitlines()[0] + "\nnew\n")
+    old = tmp_path / "compat.md"
+    old.write_text("# diffusers compatibility\n\nold\n")  # a previous table is replaced
+    assert compatibility.main(["--out", str(old)]) == 0 and old.read_text().endswith("new\n")
+    exact = tmp_path / "exact.md"
+    for _ in range(2):  # the --exact table, written and then replaced
+        assert compatibility.main(["--exact", "--out", str(exact)]) == 0
+    assert exact.read_text().startswith(compatibility.EXACT_HEADER)
+
+
 def test_compatibility_names_its_command_in_errors(capsys):
     with pytest.raises(SystemExit):
         compatibility.main(["--bogus"])
