@@ -75,6 +75,10 @@ def no_work(monkeypatch):
     (learned_solvers.main, ["--out", "unused", "--lr", "nan"], ["FitConfig.lr", "nan"]),
     (adherence.main, ["--n", "0"], ["--n", "0"]),
     (adherence.main, ["--steps", "0"], ["--steps", "0"]),
+    # each names the option and its value (a shared message listed several values, not which one was wrong)
+    (fit_heldout.main, ["--heldout-batch", "0"], ["--heldout-batch: 0 is below 1"]),
+    (fit_heldout.main, ["--heldout-batch", "-2", "--threads", "1"], ["--heldout-batch: -2 is below 1"]),
+    (fit_bound.main, ["--iters", "-1"], ["--iters: -1 is below 0"]),
 ])
 def test_a_number_below_its_minimum_is_refused(capsys, no_work, main, argv, words):
     refused(capsys, main, argv, *words)
