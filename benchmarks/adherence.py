@@ -20,6 +20,8 @@ import torch
 
 from models import checker, data
 
+from samplers.core.errors import SamplersError
+
 from . import common
 
 
@@ -35,11 +37,17 @@ def adherence(pipe, captions: list[str], seeds: list[int] | None = None, batch_s
     return checker.accuracy(torch.cat(images), captions)
 
 
-def run(model: str | None = None, n: int = 200, steps: int = 20, sampler: str | None = None, schedule: str | None = None,
-        cfg: float | None = None, folder=None, out=sys.stdout, progress: bool = True) -> dict:
+def load_pipeline(folder=None, model: str | None = None):
+    """The pipeline of the U-Net in ``folder`` (default: the shipped one of ``model``)."""
     from models.pipeline import Pipeline
 
-    pipe = Pipeline.load(folder, model=model)
+    return Pipeline.load(folder, model=model)
+
+
+def run(model: str | None = None, n: int = 200, steps: int = 20, sampler: str | None = None, schedule: str | None = None,
+        cfg: float | None = None, folder=None, out=sys.stdout, progress: bool = True, pipe=None) -> dict:
+    """The table of checker accuracies; ``pipe``: the pipeline already loaded (else loaded from ``folder``)."""
+    pipe = load_pipeline(folder, model) if pipe is None else pipe
     model = model or pipe.model.config.prediction
     cfg = pipe.defaults["cfg"] if cfg is None else cfg
     sampler = sampler or pipe.defaults["sampler"]
@@ -83,8 +91,12 @@ def main(argv=None) -> int:
     if args.schedule is not None:
         common.schedule_or_refuse(p, "--schedule", args.schedule)
     common.set_threads(args.threads)
+    try:  # a missing folder, a file, another kind of model's weights: the user's path, said in one line
+        pipe = load_pipeline(args.weights, args.model)
+    except (SamplersError, OSError) as err:
+        p.error(f"--weights {str(args.weights)!r}: {err}" if args.weights is not None else str(err))
     run(args.model, args.n, args.steps, args.sampler, args.schedule, args.cfg, args.weights,
-        progress=not args.no_progress)
+        progress=not args.no_progress, pipe=pipe)
     return 0
 
 

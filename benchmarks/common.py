@@ -697,6 +697,30 @@ def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | N
     return canonical
 
 
+# Why an error-controlled adaptive sampler (``host_sync`` with an ``rtol`` option: dpm_adaptive, torchdiffeq.dopri5)
+# has no place in a benchmark that gives each sampler the most steps fitting an NFE budget: no step count moves it
+# (it picks its own steps), and steps_for_nfe would settle on the one-step schedule [σ_max, 0] it never integrates.
+UNBUDGETED = ("adaptive (host_sync, error-controlled): it chooses its own steps, so it cannot be held to an NFE "
+              "budget")
+
+
+def budget_refusal(name: str) -> str | None:
+    """Why the registry sampler ``name`` cannot run at an NFE budget (:data:`UNBUDGETED`), None where it can."""
+    spec = samplers.info(name)
+    return UNBUDGETED if spec.host_sync and "rtol" in spec.options else None
+
+
+def refuse_unbudgeted(parser, option: str, names) -> None:
+    """Refuse (``parser.error``) a sampler named in ``option`` that cannot be held to an NFE budget
+    (:func:`budget_refusal`): its cells would report a one-step denoise under its name. A default list leaves such
+    samplers out by itself."""
+    for name in names or ():
+        why = budget_refusal(name)
+        if why is not None:
+            parser.error(f"{option}: {name!r} is {why}; leave it out (this benchmark runs each sampler at the most "
+                         "steps whose run fits each --nfe budget)")
+
+
 def schedule_or_refuse(parser, option: str, name: str) -> str:
     """``name`` when it is a registered schedule (an alias too) or a tool's name for one without options of its own
     (A1111's "Beta" is ``beta_sigmas``), as the name tables resolve it; else ``parser.error`` listing

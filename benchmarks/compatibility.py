@@ -392,18 +392,45 @@ def exact_gain(steps_list=(10, 20, 50), batch: int = 256, cases=EXACT_CASES) -> 
     return out
 
 
+EXACT_HEADER = "| scheduler | variant | steps | RMS error, default | RMS error, exact=True |"
+# the first line of each table this command writes: an existing --out file that starts otherwise is not replaced
+FIRST_LINES = (HEADER.splitlines()[0], EXACT_HEADER)
+
+
+def refuse_foreign_out(parser: argparse.ArgumentParser, path) -> None:
+    """Refuse (``parser.error``) an existing ``--out`` file that is not a table this command wrote (its first line one
+    of :data:`FIRST_LINES`): a README.md or a source file named by mistake would be overwritten."""
+    from samplers.core.errors import InvalidInput
+    from samplers.core.files import open_regular
+
+    if path is None or not path.exists():
+        return
+    fix = "name a new file, or a table this command wrote (e.g. --out docs/compatibility.md)"
+    try:
+        with open_regular(path, "a table this command wrote", fix) as f:
+            first = f.read(4096).split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+    except InvalidInput as err:
+        parser.error(f"--out {err}")
+    if first not in FIRST_LINES:
+        parser.error(f"--out {str(path)!r} exists and is not a compatibility table (its first line is not "
+                     f"{FIRST_LINES[0]!r}, nor the --exact table's header), so it would be overwritten: {fix}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compatibility", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=common.out_file,
                         help="write the markdown table (with --exact, the exact=True table) to this file; nothing "
-                             "is written without it (the table is printed)")
+                             "is written without it (the table is printed). An existing file is replaced only when "
+                             "it is such a table (first line '# diffusers compatibility', or the --exact table's "
+                             "header): any other is refused")
     parser.add_argument("--exact", action="store_true", help="measure what exact=True buys instead")
     args = parser.parse_args(argv)
+    refuse_foreign_out(parser, args.out)
     torch.set_num_threads(1)
     env = environment("float64" if args.exact else "float32")  # exact_gain runs its problem in float64
     print(f"# {env}", file=sys.stderr)
     if args.exact:
-        lines = ["| scheduler | variant | steps | RMS error, default | RMS error, exact=True |", "|---|---|---|---|---|"]
+        lines = [EXACT_HEADER, "|---|---|---|---|---|"]
         lines += [f"| {r['scheduler']} | {_variant(r['variant'])} | {r['steps']} | {r['default']:.2e} | "
                   f"{r['exact']:.2e} |" for r in exact_gain()]
         text = "\n".join(lines) + "\n"

@@ -159,7 +159,7 @@ def parser() -> argparse.ArgumentParser:
                    help="results.json files of benchmarks.deterministic run with --learned")
     p.add_argument("--cells", type=cell, nargs="+", metavar="PROBLEM:NFE",
                    help="the cells to fit (default: those of --results whose fit misses the target)")
-    p.add_argument("--iters", type=int, default=FitConfig.iters,
+    p.add_argument("--iters", type=common.int_at_least(0), default=FitConfig.iters,
                    help=f"optimisation steps per start (default {FitConfig.iters}, as the benchmark's fits)")
     common.add_mixture_run_options(p, Path("out/fit_bound"))
     p.add_argument("--verbose", action="store_true")
@@ -178,8 +178,6 @@ def main(argv=None) -> int:
     common.refuse_repeats(p, ("--results", [str(r) for r in args.results], "its cells would be read twice"),
                           ("--cells", [f"{pr}:{n}" for pr, n in args.cells or ()],
                            "the cell would be fitted and written twice"))
-    if args.threads < 1 or args.iters < 0:
-        p.error(f"--threads must be >= 1 and --iters >= 0, got {args.threads}, {args.iters}")
     fitted, target, pool_of = {}, None, {}  # pool_of: results.json → its held-out (seeds, starts per seed)
     for path in args.results:
         bench, rows_in = read_bench(path, p)

@@ -163,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
                         "beside that one, paired on the same starts (e.g. a fit with other options)")
     p.add_argument("--heldout-seeds", type=common.seed_value, nargs="+", default=list(HELDOUT_SEEDS),
                    help="seeds of the held-out starts (default 101-132, as the deterministic benchmark)")
-    p.add_argument("--heldout-batch", type=int, default=4096, help="starts per seed (default 4096)")
+    p.add_argument("--heldout-batch", type=common.positive_int, default=4096, help="starts per seed (default 4096)")
     common.add_mixture_run_options(p, Path("out/fit_heldout"))
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -175,9 +175,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if common.report_only(args, report, p):
         return 0
-    if args.heldout_batch < 1 or args.threads < 1 or any(s < 0 for s in args.heldout_seeds):
-        p.error(f"--heldout-batch and --threads must be >= 1 and seeds >= 0, got {args.heldout_batch}, "
-                f"{args.threads}, {args.heldout_seeds}")
     common.refuse_repeats(p, ("--heldout-seeds", args.heldout_seeds, "a seed's starts would be pooled twice"))
     if len(args.heldout_seeds) * args.heldout_batch < 2:
         p.error(f"--heldout-seeds × --heldout-batch is {len(args.heldout_seeds) * args.heldout_batch} held-out "

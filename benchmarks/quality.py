@@ -561,7 +561,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--problem", dest="problems", nargs="+", default=None,
                    help=f"problems: {', '.join(common.PROBLEMS)} or module:function (default: the gm-* ones, "
                         "plus models-eps/models-flow when they are installed)")
-    p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every non-adaptive one)")
+    p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every non-adaptive one; an "
+                   "adaptive one, dpm_adaptive or torchdiffeq.dopri5, is refused: it cannot be held to an NFE budget)")
     p.add_argument("--schedules", nargs="+", default=["karras"],
                    help=f"schedules ({', '.join(samplers.schedules.available())}, or 'all')")
     p.add_argument("--nfe", nargs="+", type=common.positive_int, default=None,
@@ -630,7 +631,7 @@ def _models_available() -> bool:
 
 def check_args(p: argparse.ArgumentParser, args) -> None:
     """Refuse (``p.error``, exit status 2) before any cell runs: an unknown sampler, schedule, problem or diffusers
-    peer name, a --fitted file that is not a solver, a value listed twice, a device torch does not have here, an
+    peer name, an adaptive sampler (it cannot be held to an NFE budget), a --fitted file that is not a solver, a value listed twice, a device torch does not have here, an
     option another one makes do nothing (--peer-names with --no-peers, --cache with --no-cache). A --fitted solver
     that suits none of the problems' models is refused by :func:`check_fitted`, once they are built."""
     common.refuse_unused(
@@ -652,6 +653,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
             p.error(f"--fitted {path}: {err}")
     if args.samplers and args.samplers != ["all"]:
         args.samplers = [common.sampler_or_refuse(p, "--samplers", n) for n in args.samplers]
+        common.refuse_unbudgeted(p, "--samplers", args.samplers)  # adaptive: its cells would be a one-step denoise
     if args.schedules != ["all"]:
         for name in args.schedules:
             common.schedule_or_refuse(p, "--schedules", name)

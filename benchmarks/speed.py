@@ -45,6 +45,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import samplers
+from samplers.core.argtypes import GivenBoolean, was_given
 from samplers.core.budget import CountingDenoiser
 from samplers.core.native import VE, RectifiedFlow, VPContinuous, VPDiscrete
 
@@ -886,9 +887,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", action="store_true", help="CUDA-graph replay versus eager (CUDA only)")
     p.add_argument("--sd15", action="store_true",
                    help="20 steps of an SD-1.5-shaped diffusers U-Net (random weights, fp16, batch 2; CUDA only)")
-    p.add_argument("--full-stack", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--full-stack", action=GivenBoolean, default=None,
                    help="time txt2img on the default models (when installed): on by default, off with --quick; "
-                        "--full-stack runs it with --quick too, --no-full-stack skips it")
+                        "--full-stack runs it with --quick too, --no-full-stack skips it (not both)")
     p.add_argument("--problem", dest="problems", nargs="+", default=[],
                    help="also time every sampler on these problems (gm-vp-eps, models-eps, module:function, ...)")
     p.add_argument("--problem-steps", type=common.positive_int, default=None,
@@ -910,7 +911,8 @@ PROBLEM_STEPS, PROBLEM_BATCH = 20, 4  # --problem-steps, --problem-batch
 def check_args(p: argparse.ArgumentParser, args) -> None:
     """Refuse (``p.error``, exit status 2) before anything is timed: an unknown sampler, a device torch does not
     have here, a dtype that is not one of :data:`CUDA_DTYPES` (or --dtypes, --graph or --sd15 with no CUDA device
-    to run them), an unknown problem, --problem-steps / --problem-batch without --problem, a value listed twice."""
+    to run them), an unknown problem, --problem-steps / --problem-batch without --problem, --full-stack with
+    --no-full-stack, a value listed twice."""
     if args.steps is not None and args.steps[0] >= args.steps[1]:
         p.error(f"--steps {args.steps[0]} {args.steps[1]}: the µs slope needs two step counts N1 < N2, "
                 "e.g. --steps 10 50")
@@ -947,7 +949,9 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
     common.refuse_unused(
         p, *((value is not None and not args.problems, flag, "sets the runs of --problem and no --problem is given",
               "leave it out, or name the problems to time with --problem")
-             for flag, value in (("--problem-steps", args.problem_steps), ("--problem-batch", args.problem_batch))))
+             for flag, value in (("--problem-steps", args.problem_steps), ("--problem-batch", args.problem_batch))),
+        (was_given(args, "full_stack") and was_given(args, "no_full_stack"), "--full-stack",
+         "runs the full-stack section and --no-full-stack skips it", "leave out one of them"))
     common.refuse_bad_problems(p, args.problems)
     common.refuse_repeats(p, ("--devices", args.devices, "each device is timed once"),
                           ("--dtypes", args.dtypes, "each dtype is timed once"),

@@ -41,6 +41,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(stochastic, "benchmark", _reached)
     monkeypatch.setattr(learned_solvers, "fit_one", _reached)
     monkeypatch.setattr(adherence, "run", _reached)
+    monkeypatch.setattr(adherence, "load_pipeline", _reached)
     monkeypatch.setattr(tiny_unet, "make", _reached)
     monkeypatch.setattr(classifier, "train", _reached)
     for name in ("ops_table", "conversion_ops", "overhead_table", "full_stack"):
@@ -74,6 +75,10 @@ def no_work(monkeypatch):
     (learned_solvers.main, ["--out", "unused", "--lr", "nan"], ["FitConfig.lr", "nan"]),
     (adherence.main, ["--n", "0"], ["--n", "0"]),
     (adherence.main, ["--steps", "0"], ["--steps", "0"]),
+    # each names the option and its value (a shared message listed several values, not which one was wrong)
+    (fit_heldout.main, ["--heldout-batch", "0"], ["--heldout-batch: 0 is below 1"]),
+    (fit_heldout.main, ["--heldout-batch", "-2", "--threads", "1"], ["--heldout-batch: -2 is below 1"]),
+    (fit_bound.main, ["--iters", "-1"], ["--iters: -1 is below 0"]),
 ])
 def test_a_number_below_its_minimum_is_refused(capsys, no_work, main, argv, words):
     refused(capsys, main, argv, *words)
@@ -261,6 +266,7 @@ def test_no_progress_is_taken_and_passed_on(monkeypatch, tmp_path):
 
     monkeypatch.setattr(stochastic, "benchmark", stop)
     monkeypatch.setattr(adherence, "run", stop)
+    monkeypatch.setattr(adherence, "load_pipeline", lambda *a: None)  # the shipped weights need not be installed
     for main in (stochastic.main, adherence.main):
         with pytest.raises(_Reached) as exc:
             main(["--no-progress"])
@@ -447,6 +453,28 @@ def test_benchmarks_print_the_device_and_torch_they_run_on(capsys, monkeypatch, 
         main(argv)
     out = capsys.readouterr().out
     assert "device: CPU (" in out and f"torch {torch.__version__}" in out
+
+
+def test_compatibility_replaces_only_a_table_it_wrote(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(compatibility, "environment", _reached)  # refused before any work
+    readme = tmp_path / "README.md"
+    readme.write_text("# my project\n\nnot a table\n")
+    refused(capsys, compatibility.main, ["--out", str(readme)], "--out", "README.md", "exists and is not a "
+            "compatibility table", "'# diffusers compatibility'", "name a new file")
+    refused(capsys, compatibility.main, ["--exact", "--out", str(readme)], "--out", "README.md", "exists")
+    assert readme.read_text() == "# my project\n\nnot a table\n"
+    monkeypatch.setattr(compatibility, "environment", lambda dtype="float32": "env")
+    monkeypatch.setattr(compatibility, "exact_gain", lambda: [
+        dict(scheduler="DDIMScheduler", variant={}, steps=10, default=1e-3, exact=1e-6)])
+    monkeypatch.setattr(compatibility, "table", lambda: [])
+    monkeypatch.setattr(compatibility, "markdown", lambda rows, env: compatibility.HEADER.splitlines()[0] + "\nnew\n")
+    old = tmp_path / "compat.md"
+    old.write_text("# diffusers compatibility\n\nold\n")  # a previous table is replaced
+    assert compatibility.main(["--out", str(old)]) == 0 and old.read_text().endswith("new\n")
+    exact = tmp_path / "exact.md"
+    for _ in range(2):  # the --exact table, written and then replaced
+        assert compatibility.main(["--exact", "--out", str(exact)]) == 0
+    assert exact.read_text().startswith(compatibility.EXACT_HEADER)
 
 
 def test_compatibility_names_its_command_in_errors(capsys):

@@ -78,7 +78,7 @@ def test_refuses_what_it_cannot_bound_before_any_fit(tmp_path, monkeypatch, caps
                        (["--results", str(none), *out], "holds no fitted solver"),
                        (["--results", str(broken), *out], "not a results.json"),
                        (["--results", str(tmp_path / "missing.json"), *out], "not a results.json"),
-                       (["--results", str(a), "--iters", "-1", *out], "--iters >= 0")):
+                       (["--results", str(a), "--iters", "-1", *out], "--iters: -1 is below 0")):
         with pytest.raises(SystemExit) as err:
             fit_bound.main(argv)
         assert err.value.code == 2 and says in capsys.readouterr().err, argv

@@ -104,6 +104,27 @@ def test_contradictory_flags_are_refused(capsys, no_work, tmp_path, main, argv, 
     refused(capsys, main, [*argv, "--out", str(tmp_path / "o")], flag, "no effect", "leave out one of them")
 
 
+@pytest.mark.parametrize("main, argv, flags", [
+    (running.main, ["--learned", str(LEARNED), "--no-learned"], ["--learned", "--no-learned"]),
+    (running.main, ["--no-learned", "--learned", str(LEARNED)], ["--learned", "--no-learned"]),
+    (speed.main, ["--full-stack", "--no-full-stack"], ["--full-stack", "--no-full-stack"]),
+    (speed.main, ["--no-full-stack", "--full-stack"], ["--full-stack", "--no-full-stack"]),
+])
+def test_a_flag_and_its_negation_together_are_refused_not_the_later_kept(capsys, no_work, tmp_path, main, argv,
+                                                                          flags):
+    refused(capsys, main, ["--quick", *argv, "--out", str(tmp_path / "o")], *flags, "leave out one of them")
+    assert not (tmp_path / "o").exists()
+
+
+def test_each_of_learned_and_no_learned_alone_is_taken(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(running, "run", lambda args: seen.append(args.learned) or _reached())
+    for argv in (["--no-learned"], ["--learned", str(LEARNED)]):
+        with pytest.raises(AssertionError):
+            running.main(["--quick", "--no-peers", *argv, "--out", str(tmp_path / "d")])
+    assert seen == [None, LEARNED]
+
+
 def test_the_cache_default_is_the_string_it_was():
     for p in (quality.parser(), running.parser()):
         args = p.parse_args([])
@@ -171,6 +192,31 @@ def test_deterministic_refuses_before_any_cell(capsys, no_work, tmp_path, extra,
             *words)
 
 
+# ---- an adaptive sampler named in a benchmark of NFE budgets: no step count moves it, so its cells were a one-step
+# denoise [σ_max, 0] under its name (quality), or it was listed as not run with exit status 0 (deterministic)
+
+
+@pytest.mark.parametrize("name", ["dpm_adaptive", "torchdiffeq.bosh3", "torchdiffeq.dopri5"])
+def test_an_adaptive_sampler_named_is_refused_before_any_cell(capsys, no_work, tmp_path, name):
+    refused(capsys, quality.main, ["--quick", "--no-peers", "--problem", "gm-ve", "--samplers", "euler", name,
+                                   "--out", str(tmp_path / "q")],
+            f"--samplers: {name!r} is adaptive", "cannot be held to an NFE budget", "leave it out")
+    refused(capsys, running.main, [*DET, "--samplers", name, "euler", "--out", str(tmp_path / "d")],
+            f"--samplers: {name!r} is adaptive", "cannot be held to an NFE budget", "leave it out")
+    assert not (tmp_path / "q").exists() and not (tmp_path / "d").exists()
+
+
+def test_the_default_sampler_lists_leave_the_adaptive_ones_out_saying_why():
+    from types import SimpleNamespace
+
+    from benchmarks import common
+
+    names, skipped = running.Run.samplers(SimpleNamespace(args=SimpleNamespace(samplers=None)))
+    assert "torchdiffeq.dopri5" not in names and "euler" in names and "torchdiffeq.rk4" in names
+    assert "cannot be held to an NFE budget" in skipped["torchdiffeq.dopri5"] and "dpm_adaptive" in skipped
+    assert not any(common.budget_refusal(n) for n in common.sampler_names(None))  # quality's default
+
+
 def test_a_cache_that_is_a_file_is_refused_while_the_arguments_are_read(capsys, no_work, tmp_path):
     (tmp_path / "afile").write_text("x")
     refused(capsys, running.main, [*DET, "--cache", str(tmp_path / "afile"), "--out", str(tmp_path / "d")],
@@ -224,6 +270,17 @@ def test_vae_roundtrip_names_a_vae_folder_it_cannot_load(capsys, tmp_path):
                                          str(tmp_path / "v")], "is a file, not a VAE folder")
     refused(capsys, vae_roundtrip.main, ["--vae", str(tmp_path / "none"), "--n", "1", "--k", "1", "--out",
                                          str(tmp_path / "v")], "--vae", "does not exist")
+
+
+def test_adherence_names_a_weights_folder_it_cannot_load_as_vae_roundtrip_does(capsys, monkeypatch, tmp_path):
+    from benchmarks import adherence
+
+    monkeypatch.setattr(adherence, "run", _reached)  # refused while the pipeline loads, before any sample
+    (tmp_path / "afile").write_text("x")
+    refused(capsys, adherence.main, ["--weights", str(tmp_path / "afile"), "--n", "1"],
+            "--weights", "afile", "is a file, not a U-Net folder")
+    refused(capsys, adherence.main, ["--weights", str(tmp_path / "none"), "--n", "1"],
+            "--weights", "none", "does not exist")
 
 
 def test_the_deterministic_table_says_what_each_endpoint_is():

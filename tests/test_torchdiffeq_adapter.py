@@ -225,7 +225,7 @@ def test_step_times_on_a_schedule_that_integrates_nothing_are_refused_as_such():
 def test_a_max_step_that_needs_more_steps_than_the_cap_is_refused_before_any_model_call():
     model, calls = counting_model()
     sig = [10.0, 5.0, 0.0]
-    with pytest.raises(samplers.InvalidOption, match="max_step'\\]=1e-06 needs at least 5000000 steps"):
+    with pytest.raises(samplers.InvalidOption, match="max_step'\\]=1e-06 needs at least 5e\\+06 steps"):
         samplers.sample("torchdiffeq.dopri5", model, X, sig, disable=True, options={"max_step": 1e-6})
     with pytest.raises(samplers.InvalidOption, match="more than the cap of 100 steps"):
         samplers.sample("torchdiffeq.dopri5", model, X, sig, disable=True,
@@ -236,6 +236,46 @@ def test_a_max_step_that_needs_more_steps_than_the_cap_is_refused_before_any_mod
     with pytest.raises(samplers.StepLimitError, match="options\\['max_step'\\]=0.5 bounds every step"):
         samplers.sample("torchdiffeq.dopri5", model, X, sig, disable=True, rtol=1e-12, atol=1e-12,
                         options={"max_step": 0.5, "max_num_steps": 10})
+
+
+def test_a_step_count_is_shown_with_g_and_one_beyond_a_float_is_refused_not_overflowed():
+    model, calls = counting_model()
+    sig = [10.0, 5.0, 0.0]
+    with pytest.raises(samplers.InvalidOption) as exc:
+        samplers.sample("torchdiffeq.dopri5", model, X, sig, disable=True, options={"max_step": 1e-300})
+    assert "needs at least 5e+300 steps" in str(exc.value) and len(str(exc.value)) < 400
+    for name, key in (("torchdiffeq.dopri5", "max_step"), ("torchdiffeq.euler", "step_size")):
+        with pytest.raises(samplers.InvalidOption, match=f"{key}'\\]=5e-324 (needs at least|makes) inf steps"):
+            samplers.sample(name, model, X, sig, disable=True, options={key: 5e-324})  # was an OverflowError
+    assert calls == []
+
+
+@pytest.mark.parametrize("dtype, sig, options, key, smallest", [
+    (torch.float64, [10.0, 5.0, 1.0, 0.0], {"first_step": 1e-16}, "first_step", "1.78e-15"),
+    (torch.float64, [10.0, 5.0, 1.0, 0.0], {"first_step": 1e-18, "min_step": 1e-16}, "first_step", "1.78e-15"),
+    (torch.float32, [10.0, 5.0, 1.0, 0.0], {"dtype": torch.float32, "first_step": 1e-7}, "first_step", "9.54e-07"),
+    (torch.float32, [10.0, 9.9995, 0.0], {"dtype": torch.float32, "max_step": 1e-7}, "max_step", "9.54e-07"),
+])
+def test_a_first_step_below_the_resolution_of_time_is_refused_before_any_model_call(dtype, sig, options, key,
+                                                                                   smallest):
+    """torchdiffeq's time is −σ in promote(options['dtype'], state dtype); a first step that leaves t0 where it was
+    stopped the run after one model call with 'the step size fell to 0', blaming the model or the tolerances."""
+    model, calls = counting_model()
+    x, sig = X[:2].to(dtype), torch.tensor(sig, dtype=dtype)
+    with pytest.raises(samplers.InvalidOption, match=f"options\\['{key}'\\]=.* below the resolution") as exc:
+        samplers.sample("torchdiffeq.dopri5", model, x, sig, disable=True, options=options)
+    assert f"pass {key} >= {smallest}" in str(exc.value) and calls == []
+    if key == "first_step":  # the smallest value named runs
+        out = samplers.sample("torchdiffeq.dopri5", model, x, sig, disable=True, options={**options, key: float(smallest)})
+        assert bool(torch.isfinite(out).all())
+
+
+def test_a_first_step_that_resolves_in_the_time_dtype_runs():
+    # a float32 state integrates in float64 time (options['dtype'] defaults to float64): 1e-7 moves it from -10
+    model, calls = counting_model()
+    out = samplers.sample("torchdiffeq.dopri5", model, X[:2].float(), torch.tensor([10.0, 5.0, 1.0, 0.0]),
+                          disable=True, options={"first_step": 1e-7})
+    assert bool(torch.isfinite(out).all()) and len(calls) > 2
 
 
 def test_the_time_tensor_is_on_the_states_device(monkeypatch):

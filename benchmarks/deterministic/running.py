@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import samplers
-from samplers.core.argtypes import Given, was_given
+from samplers.core.argtypes import Given, GivenConst, was_given
 from samplers.core.budget import CountingDenoiser, steps_for_nfe
 
 from .. import common, peers as diffusers_loop
@@ -75,9 +75,8 @@ class Run:
             spec = samplers.info(name)
             if spec.kind != "ode":
                 skipped[spec.name] = f"kind {spec.kind!r}: not deterministic"
-            elif spec.host_sync and "rtol" in spec.options:
-                skipped[spec.name] = ("adaptive (host_sync, error-controlled): it chooses its own steps, so it "
-                                      "cannot be held to an NFE budget")
+            elif common.budget_refusal(spec.name) is not None:  # the default list only: a named one is refused
+                skipped[spec.name] = common.budget_refusal(spec.name)
             else:
                 names.append(spec.name)
         return names, skipped
@@ -321,18 +320,21 @@ def parser() -> argparse.ArgumentParser:
                    help=f"problems (default {' '.join(PROBLEMS)}; any benchmarks.common problem runs without peers)")
     p.add_argument("--nfe", nargs="+", type=common.positive_int, default=list(NFES),
                    help="NFE budgets (default 5 10 20)")
-    p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every 'ode' sampler)")
+    p.add_argument("--samplers", nargs="+", default=None,
+                   help="registry 'ode' samplers (default: every one that can be held to an NFE budget, the adaptive "
+                        "ones listed as not run); an adaptive one named here is refused")
     p.add_argument("--schedules", nargs="+", default=None,
                    help="schedule names (default: every registered one, samplers.schedules.available())")
     p.add_argument("--peer-names", nargs="+", default=None,
                    help="only these diffusers peers (labels as in the table; an unknown one is refused)")
     p.add_argument("--no-peers", dest="peers", action="store_false",
                    help="run none of diffusers' schedulers (without --peer-names)")
-    p.add_argument("--learned", type=Path, default=SHIPPED_LEARNED,
+    p.add_argument("--learned", action=Given, type=Path, default=SHIPPED_LEARNED,
                    help="folder of fitted solvers <problem>_nfe<N>.json (benchmarks.learned_solvers); they are "
                         "ranked with ours unless fitted on the seed being scored (default %(default)s; a folder "
                         "that is missing or holds no such file is refused: pass --no-learned to run without)")
-    p.add_argument("--no-learned", dest="learned", action="store_const", const=None)
+    p.add_argument("--no-learned", dest="learned", action=GivenConst, const=None,
+                   help="rank no fitted solvers (without --learned)")
     p.add_argument("--batch", type=common.positive_int, default=None,
                    help="items per cell (default 2048; 8 with --quick)")
     p.add_argument("--seed", type=common.seed_value, default=0,
@@ -388,20 +390,24 @@ def resolve_args(args) -> argparse.Namespace:
 
 def check_args(p: argparse.ArgumentParser, args) -> None:
     """Refuse (``p.error``, exit status 2) what the run could not do as asked, before any cell runs: an unknown
-    sampler, schedule or problem, a peer name none of the problems has, a --learned folder without fitted
+    sampler, schedule or problem, a sampler named that cannot be held to an NFE budget (adaptive), a peer name none of the problems has, a --learned folder without fitted
     solvers or with a solver file the run would use that does not load or suits another model than its
     problem's, a selection seed among the held-out ones, an option another one makes do nothing (--peer-names with
-    --no-peers, --cache with --no-cache)."""
+    --no-peers, --cache with --no-cache, --learned with --no-learned)."""
     common.refuse_unused(
         p, (not args.peers and args.peer_names is not None, "--peer-names",
             "picks diffusers peers to run and --no-peers runs none", "leave out one of them"),
         (args.no_cache and was_given(args, "cache"), "--cache",
          "names the folder of cached references and --no-cache reads and writes none", "leave out one of them"),
+        (was_given(args, "learned") and was_given(args, "no_learned"), "--learned",
+         "names the folder of fitted solvers to rank and --no-learned ranks none", "leave out one of them"),
         (args.heldout_seeds == [] and args.heldout_batch is not None, "--heldout-batch",
          "sizes the held-out re-run and --heldout-seeds with no seed runs none", "leave out one of them"))
     # the deterministic grid runs ODE samplers: a stochastic one would only be listed as not run
     args.samplers = (None if args.samplers is None else
                      [common.sampler_or_refuse(p, "--samplers", n, kinds=("ode",)) for n in args.samplers])
+    # nor can an adaptive one be held to a budget: named, it is refused here (the default list skips it, saying why)
+    common.refuse_unbudgeted(p, "--samplers", args.samplers)
     for name in args.schedules or ():
         common.schedule_or_refuse(p, "--schedules", name)
     problems = {}

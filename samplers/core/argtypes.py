@@ -208,6 +208,39 @@ class Given(argparse.Action):
         namespace.given = {*getattr(namespace, "given", ()), self.dest}
 
 
+def _record(namespace: argparse.Namespace, name: str) -> None:
+    namespace.given = {*getattr(namespace, "given", ()), name}
+
+
+def _flag_name(option_string: str) -> str:
+    """``--no-learned`` → ``no_learned``: the name :func:`was_given` knows a flag by."""
+    return option_string.lstrip("-").replace("-", "_")
+
+
+class GivenConst(argparse.Action):
+    """``action=GivenConst``: argparse's ``store_const`` (a flag storing ``const`` into ``dest``) that records it was
+    given under its own name (``--no-learned``: ``no_learned``, for :func:`was_given`). A flag that shares its dest
+    with an option (``--learned DIR`` / ``--no-learned``) stores over it, the later one silently winning; recorded,
+    the two given together can be refused by name."""
+
+    def __init__(self, option_strings, dest, const=None, default=None, required=False, help=None):
+        super().__init__(option_strings, dest, nargs=0, const=const, default=default, required=required, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const)
+        _record(namespace, _flag_name(option_string))
+
+
+class GivenBoolean(argparse.BooleanOptionalAction):
+    """``action=GivenBoolean``: argparse's ``BooleanOptionalAction`` (``--x`` / ``--no-x``) that records which spelling
+    was given (``x`` or ``no_x``, for :func:`was_given`): argparse keeps the later of the two without a word."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _record(namespace, _flag_name(option_string))
+
+
 def was_given(args: argparse.Namespace, dest: str) -> bool:
-    """Whether the option stored in ``dest`` (declared with ``action=Given``) was given on the command line."""
+    """Whether the option stored in ``dest`` (declared with ``action=Given``; a flag of :class:`GivenConst` or
+    :class:`GivenBoolean`: its own name, ``no_learned``) was given on the command line."""
     return dest in getattr(args, "given", ())

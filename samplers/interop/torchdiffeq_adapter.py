@@ -114,6 +114,13 @@ def _times(method, key, value, grid):
     return t
 
 
+def _steps(length: float, step: float) -> float:
+    """ceil(length / step): the steps of at most ``step`` that cover ``length``; inf where the quotient overflows
+    (a step of 5e-324), which math.ceil cannot take. Shown with :g (1e+300, not its 300 digits)."""
+    n = length / step
+    return float(math.ceil(n)) if math.isfinite(n) else n
+
+
 def check_options(method: str, options, grid: list[float]) -> dict:
     """``options`` for torchdiffeq's ``method``, checked before any model call: a dict of the method's own keys, each
     value in its range. ``grid`` is the schedule's non-zero σ (it bounds the number of steps a fixed grid may take,
@@ -171,8 +178,8 @@ def check_options(method: str, options, grid: list[float]) -> dict:
                                     "torch.float64 (the dtype of torchdiffeq's time values)")
         elif key == "step_size":
             step = _real(method, key, v, lambda a: 0 < a < math.inf, "> 0 and finite (a step in σ)")
-            if span is not None and math.ceil(span / step) > MAX_STEPS * intervals:
-                raise InvalidOption(f"torchdiffeq.{method}: options['step_size']={v!r} makes {math.ceil(span / step)} "
+            if span is not None and _steps(span, step) > MAX_STEPS * intervals:
+                raise InvalidOption(f"torchdiffeq.{method}: options['step_size']={v!r} makes {_steps(span, step):g} "
                                     f"steps over σ in [{grid[-1]:g}, {grid[0]:g}], more than the cap of {MAX_STEPS} per "
                                     "schedule interval; use a larger step_size (or leave it out: one step per interval)")
             out[key] = step
@@ -213,15 +220,49 @@ def check_options(method: str, options, grid: list[float]) -> dict:
         cap = out.get("max_num_steps", MAX_STEPS)
         widest = max((abs(a - b) for a, b in zip(grid, grid[1:]) if math.isfinite(a) and math.isfinite(b)),
                      default=0.0)
-        need = math.ceil(widest / out["max_step"]) if widest > 0 else 0
+        need = _steps(widest, out["max_step"]) if widest > 0 else 0
         if need > cap:
             raise InvalidOption(f"torchdiffeq.{method}: options['max_step']={options['max_step']!r} needs at least "
-                                f"{need} steps over the schedule interval of length {widest:g}, more than the cap of "
+                                f"{need:g} steps over the schedule interval of length {widest:g}, more than the cap of "
                                 f"{cap} steps per schedule interval (options['max_num_steps'], at most {MAX_STEPS}); "
                                 f"use a max_step of at least {widest / cap * 1.01:.3g} (or leave it out: no bound)")
     if "grid_constructor" in out:
         out["grid_constructor"] = _checked_grid(method, out["grid_constructor"], MAX_STEPS * intervals)
     return out
+
+
+def check_step_resolution(method: str, options: dict, grid: list[float], dtype: torch.dtype) -> None:
+    """An adaptive method's first step, refused before any model call where torchdiffeq could not take it. The
+    adapter integrates in σ: torchdiffeq reverses the decreasing schedule, so time runs from t0 = −σ_0 (the first
+    non-zero σ) in its time dtype, ``promote(options['dtype'] (default float64), state dtype)``, and asserts
+    ``t0 + dt > t0`` before each step. A first step ``clamp(first_step, min_step, max_step)`` at or below the
+    spacing of that dtype at σ_0 leaves t0 where it was (σ = 10 in float64: 1e-16; in float32: 1e-7), and torchdiffeq
+    stops after its first model call with 'underflow in dt'; so does any max_step there, which bounds every step.
+    Later steps start nearer σ = 0, where the spacing is finer. ``options``: :func:`check_options`' result."""
+    first, low, high = options.get("first_step"), options.get("min_step", 0.0), options.get("max_step", math.inf)
+    if (first is None and not math.isfinite(high)) or not grid or not math.isfinite(grid[0]) or grid[0] <= 0:
+        return  # torchdiffeq picks the first step itself (unbounded); σ_0 = inf is the exact first step's
+    work = torch.promote_types(options.get("dtype", torch.float64), dtype)
+    t0 = torch.tensor(-grid[0], dtype=work)
+    key = "max_step" if first is None or high < max(first, low) else "first_step"
+    dt = high if key == "max_step" else max(first, low)
+    if bool(t0 + torch.tensor(dt, dtype=work) > t0):
+        return
+    spacing = float(torch.nextafter(t0, torch.tensor(math.inf, dtype=work)) - t0)
+    name = str(work).replace("torch.", "")
+    if key == "first_step":
+        what = f"options['first_step']={options['first_step']!r}" + (f" (raised to min_step={low:g})" if low > first
+                                                                     else "")
+        leave = "leave it out (torchdiffeq then picks the first step)"
+    else:
+        what = f"options['max_step']={options['max_step']!r} (a bound on every step)"
+        leave = "leave it out (no bound)"
+    raise InvalidOption(f"torchdiffeq.{method}: {what} is below the resolution of torchdiffeq's time at the start: "
+                        f"time is −σ in {name} (options['dtype'] promoted with the state's dtype), and there "
+                        f"t0 + {dt:g} == t0 at the schedule's first σ = {grid[0]:g}, so the first step would not move "
+                        f"and torchdiffeq would stop with 'underflow in dt' after one model call; pass {key} >= "
+                        f"{spacing:.3g} (the spacing of {name} at {grid[0]:g}), or {leave}"
+                        + (", or drop options['dtype'] (time in float64)" if work != torch.float64 else ""))
 
 
 def check_tolerances(method: str, rtol: float, atol: float, dtype: torch.dtype) -> None:
@@ -397,6 +438,7 @@ def _register_adaptive(method: str, order: int, nfe: int):
                 options=None, info=None):
         checked = check_options(method, options, _nonzero(sigmas))
         check_tolerances(method, rtol, atol, x.dtype)  # x: the run's state (float32 for half-precision latents)
+        check_step_resolution(method, checked, _nonzero(sigmas), x.dtype)
         if "norm" in checked:
             check_norm(method, checked["norm"], x)
         return _integrate(method, model, x, sigmas, callback, disable,
