@@ -752,12 +752,16 @@ def add_output_options(parser, default_out: Path, what: str = "results.json and 
 
 
 def run_args(args) -> dict:
-    """The parsed arguments of a run as JSON data (paths as strings, tuples as lists): a results.json's ``args``."""
+    """The parsed arguments of a run as JSON data (paths as strings, tuples as lists, the set of options given on
+    the command line — :func:`samplers.core.argtypes.was_given`'s ``given`` — as a sorted list): a results.json's
+    ``args``."""
     def plain(v):
         if isinstance(v, Path):
             return str(v)
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
+        if isinstance(v, (set, frozenset)):
+            return sorted(map(plain, v), key=str)
         return v
     return {k: plain(v) for k, v in vars(args).items()}
 

@@ -286,7 +286,7 @@ def sweep(args, world: distributed.World | None = None, ctx: Context | None = No
             fd_floors[name] = _fd_floor(n)
     return {
         "info": {**common.run_info(args.device), "world_size": world.size},
-        "args": {k: (v if not isinstance(v, tuple) else list(v)) for k, v in vars(args).items()},
+        "args": common.run_args(args),
         "problems": {n: p.description for n, p in ctx.problems.items()},
         "reference": {n: p.reference_method for n, p in ctx.problems.items()},
         "unavailable": ctx.unavailable,

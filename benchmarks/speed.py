@@ -992,7 +992,7 @@ def main(argv=None) -> int:
     except importlib.metadata.PackageNotFoundError:
         info["versions"]["k-diffusion"] = None
     print(f"device: {common.device_label(info)} ({', '.join(devices)}); writing to {out}", flush=True)
-    result = {"info": info, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    result = {"info": info, "args": common.run_args(args),
               "command": "python -m benchmarks.speed" + "".join(f" {a}" for a in (argv if argv is not None
                                                                                  else sys.argv[1:])),
               "overhead": {}}

@@ -276,7 +276,9 @@ def test_speed_quick_run(tmp_path):
     assert [r["sampler"] for r in rows] == [n for n in ("euler", "heun", "euler_ancestral") if n in samplers.available()]
     for r in rows:
         assert r["calls_per_step"] == pytest.approx(samplers.info(r["sampler"]).nfe_per_step)
-        assert math.isfinite(r["overhead_per_step_s"]) and r["model_call_s"] > 0
+        # slopes of --quick's few timed loops: finite, but on a loaded 2-core machine (the suite runs two workers)
+        # a microsecond model call's slope can come out below 0
+        assert math.isfinite(r["overhead_per_step_s"]) and math.isfinite(r["model_call_s"])
     assert "Overhead per step" in (tmp_path / "table.md").read_text()
     assert "CUDA" in result["graph_note"] or "graph" in result
 

@@ -286,7 +286,7 @@ def run(args) -> dict:
         judge(row, heldout, bool(args.heldout_seeds))
     return {
         "info": {**common.run_info("cpu"), "seconds": time.perf_counter() - t_start},
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": common.run_args(args),
         "target_ratio": TARGET,
         "wrong_mode_share": WRONG_MODE,
         "problems": {n: p.description for n, p in r.problems.items()},
