@@ -218,3 +218,25 @@ def test_zero_snr_ddim_at_eta_1_is_diffusers_float32_first_step_or_its_nan():
                 if not gap <= 1e-5:
                     bad.append(f"{label} η = 0.9: {gap:.2e} > 1e-5")
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+@pytest.mark.parametrize("steps", [5, 7, 10])
+def test_zero_snr_beta_sigmas_start_img2img_in_the_thousands_where_diffusers_rounds_in_float32(mode, steps):
+    """An audit of 2026-12-07: beta sigmas bunch near σ_max = 4096, so on a zero-SNR config img2img / inpaint at
+    strength 0.6 start at σ ≈ 1500-2500, where the final latents are up to 2.1e-4 of their scale (img2img, 5 steps)
+    from diffusers' — at σ in the thousands, as the txt2img exception's float32 first step (docs/diffusers.md); with
+    the default sigmas they start far lower and match to 1e-5."""
+    model = compat.TinyModel()
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    image = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 1:5] = 1.0
+    for variant, bound in (({"use_beta_sigmas": True}, 3e-4), ({}, 1e-5)):
+        theirs_s = compat.source_scheduler("EulerDiscreteScheduler", compat.ZSNR, variant)
+        theirs = compat.run(theirs_s, model, mode, noise, image, mask, steps=steps)
+        ours = compat.run(SamplerScheduler.from_config(theirs_s.config), model, mode, noise, image, mask, steps=steps)
+        relative = float((ours - theirs).abs().max() / theirs.abs().max())
+        assert relative <= bound, (variant, relative)
+        start = float(theirs_s.sigmas[steps - int(steps * compat.STRENGTH)])
+        assert (start > 1000) == bool(variant), start

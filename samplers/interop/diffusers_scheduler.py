@@ -1302,22 +1302,27 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         ref, name = copy.deepcopy(self._ref), self._source_name
         self._ref = ref
         passed = {k: v for k, v in dict(sigmas=sigmas, timesteps=timesteps, mu=mu, **kwargs).items() if v is not None}
-        try:
-            ref.set_timesteps(n, device="cpu", **passed)
-        except TypeError as exc:
-            raise InvalidOption(f"{name}.set_timesteps does not take {sorted(passed)}: {exc}") from None
-        except (ValueError, AssertionError, IndexError, RuntimeError) as exc:
-            raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
         total = ref.config.num_train_timesteps
         # a discrete VP class: its timesteps index the training table (not when they are ¼·ln σ: an EDM class, or
         # Euler's timestep_type="continuous" with v_prediction, Stable Video Diffusion's, as diffusers switches)
         continuous = (ref.config.get("timestep_type", "discrete") == "continuous"
                       and ref.config.get("prediction_type") == "v_prediction")
         indexed = hasattr(ref, "alphas_cumprod") and self.space != "edm" and not continuous
+        self._check_passed(name, sigmas, timesteps, total, indexed)
+        try:
+            ref.set_timesteps(n, device="cpu", **passed)
+        except TypeError as exc:
+            raise InvalidOption(f"{name}.set_timesteps does not take {sorted(passed)}: {exc}") from None
+        except (ValueError, AssertionError, IndexError, RuntimeError) as exc:
+            raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
         if indexed and ((ref.timesteps < 0).any() or (ref.timesteps > total - 1).any()):
+            low, high = float(ref.timesteps.min()), float(ref.timesteps.max())
+            if n is None:  # the sigmas passed (the timesteps passed are checked above)
+                raise InvalidInput(f"{name}'s timesteps for the sigmas passed run outside the {total} training "
+                                   f"timesteps ({low:g} … {high:g}); pass sigmas within the model's range")
             raise InvalidInput(f"{name}'s timesteps for {n} steps run outside the {total} training timesteps "
-                               f"({float(ref.timesteps.min()):g} … {float(ref.timesteps.max()):g}: steps_offset = "
-                               f"{ref.config.get('steps_offset', 0)}?); use fewer steps or a smaller steps_offset")
+                               f"({low:g} … {high:g}: steps_offset = {ref.config.get('steps_offset', 0)}?); use "
+                               "fewer steps or a smaller steps_offset")
         grid = self._grid = self._source.grid(ref, self.space)
         if self.space == "flow" and mu is not None:
             self.native = native_from_config(self._source_config, mu=mu)[0]
@@ -1426,6 +1431,24 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._init_noise_sigma = self._start_scale(schedule[0], self.config.initial_noise or "unit")
         return schedule, times, self._per_call_sigmas(schedule)
 
+    def _check_passed(self, name: str, sigmas, timesteps, total: int, indexed: bool) -> None:
+        """The ``sigmas`` / ``timesteps`` a pipeline passed to the replaced class's set_timesteps (``retrieve_timesteps``),
+        in the caller's own terms before the class converts them: each within its range and strictly decreasing, the
+        refusal naming the value passed (diffusers' classes clamp a timestep outside the table, or step an ascending
+        or repeated list, where no sampler run reproduces the image)."""
+        if timesteps is not None and indexed:
+            self._check_given_range("timesteps", self._given_values("timesteps", timesteps), 0.0, float(total - 1),
+                                    f"{name}'s training timesteps, 0 … {total - 1}")
+        elif timesteps is not None:
+            self._check_given_range("timesteps", self._given_values("timesteps", timesteps), -math.inf, math.inf,
+                                    "finite model times")
+        if sigmas is not None and self.space == "flow":
+            self._check_given_range("sigmas", self._given_values("sigmas", sigmas), 0.0, 1.0,
+                                    f"{name}'s flow times t (1 is pure noise; the class appends the final 0)")
+        elif sigmas is not None:
+            self._check_given_range("sigmas", self._given_values("sigmas", sigmas), 0.0, math.inf,
+                                    "noise levels σ ≥ 0")
+
     @staticmethod
     def _given_values(name: str, values) -> torch.Tensor:
         """``sigmas`` / ``timesteps`` passed to set_timesteps, as a float64 vector (at least one value)."""
@@ -1459,8 +1482,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             if math.isnan(v):
                 raise InvalidInput(f"{name}[{i}] = nan is not a number; {name} are {what}")
             if v > high or v < low or (low_open and v == low):
-                raise InvalidInput(f"{name}[{i}] = {v:g} is outside {bound}, the range of {what} (not clamped, "
-                                   "as diffusers' Euler would clamp it); pass values within that range")
+                raise InvalidInput(f"{name}[{i}] = {v:g} is outside {bound}, the range of {what} (refused: diffusers' "
+                                   "Euler clamps such a value and others extrapolate it, another noise level than the "
+                                   "one passed); pass values within that range")
         bad = [(i, a, b) for i, (a, b) in enumerate(zip(values.tolist(), values.tolist()[1:])) if not b < a]
         if bad:
             i, a, b = bad[0]
