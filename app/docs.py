@@ -371,8 +371,9 @@ def names_md() -> str:
            "rule in σ = t/(1 − t) (`comfyui:dpmpp_2m` at 6 steps 1.87 apart in pixels of [-1, 1]), and "
            "`comfyui:dpm_2_ancestral` / `dpmpp_2s_ancestral`, which ComfyUI runs with a rule this library lacks, are "
            "refused there (they ran); `comfyui:dpmpp_2m_sde` and the other Brownian-tree names, refused from σ = inf, "
-           "now run. `comfyui:euler` is Euler's rule either way (float rounding). The eps model is unchanged. Old "
-           "image: the registry name (`dpmpp_2m`)."]
+           "now run. `comfyui:euler` is Euler's rule either way (float rounding) without churn; with `s_churn` its "
+           "window is in the flow time t, as ComfyUI's, and a churn above t = 1 is refused. The eps model is "
+           "unchanged. Old image: the registry name (`dpmpp_2m`)."]
     return "\n".join(out) + "\n"
 
 

@@ -91,7 +91,7 @@ def report(results: str | Path, write: bool = True) -> str:
     return common.report(results, markdown, MODULE, write=write)
 
 
-_FIX = "name the results.json that benchmarks.deterministic --learned wrote (it writes every field)"
+_FIX = "name the results.json that benchmarks.deterministic --learned wrote"
 
 
 def read_bench(path: Path, p: argparse.ArgumentParser) -> tuple[dict, list[dict]]:
@@ -139,13 +139,16 @@ def read_bench(path: Path, p: argparse.ArgumentParser) -> tuple[dict, list[dict]
             bad(where, r, "an object (a row)")
         if r.get("fitted") is None:
             continue
-        for key in ("problem", "nfe", "diffusers"):
+        for key in ("problem", "nfe"):
             if key not in r:
                 p.error(f"--results {path}: {where} has a fitted solver but no field {key}; {_FIX}")
         if not isinstance(r["problem"], str) or not r["problem"]:
             bad(f"{where}.problem", r["problem"], "a problem's name")
         integer(f"{where}.nfe", r["nfe"])
-        for key, positive in (("fitted", False), ("diffusers", True)):  # diffusers' rmse divides; a fit's may be 0
+        # diffusers' rmse divides (a fit's may be 0); a row without it (run without peers) has no target to bound
+        for key, positive in (("fitted", False), ("diffusers", True)):
+            if key == "diffusers" and r.get(key) is None:
+                continue
             if not isinstance(r[key], dict) or "rmse" not in r[key]:
                 bad(f"{where}.{key}", r[key], "an object with the score's rmse")
             number(f"{where}.{key}.rmse", r[key]["rmse"], positive)
@@ -191,11 +194,17 @@ def main(argv=None) -> int:
             if (r["problem"], r["nfe"]) in fitted:
                 p.error(f"{r['problem']} NFE {r['nfe']} is in two --results: pass one of them")
             fitted[(r["problem"], r["nfe"])] = dict(r, results=str(path))
-    cells = args.cells or [k for k, r in fitted.items() if r["fitted"]["rmse"] > target * r["diffusers"]["rmse"]]
+    cells = args.cells or [k for k, r in fitted.items() if r.get("diffusers") is not None
+                            and r["fitted"]["rmse"] > target * r["diffusers"]["rmse"]]
     missing = [f"{pr}:{n}" for pr, n in cells if (pr, n) not in fitted]
     if missing:
         p.error(f"--results hold no fitted solver for {', '.join(missing)}; they have "
                 f"{', '.join(f'{pr}:{n}' for pr, n in fitted)}")
+    bare = [f"{pr}:{n}" for pr, n in cells if fitted[(pr, n)].get("diffusers") is None]
+    if bare:
+        p.error(f"--results hold no diffusers baseline for {', '.join(bare)} (run without peers), so there is no "
+                "target to bound the fit against: run benchmarks.deterministic with its peers, or leave those cells "
+                "out of --cells")
     if not cells:
         print(f"every fit in --results meets the target ({target} × diffusers' best): nothing to bound")
         return 0

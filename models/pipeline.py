@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import samplers
 from samplers.core import names
 from samplers.core import noise as noise_mod
-from samplers.core.run import draws_noise, empty_churn_window, unread_noise
+from samplers.core.run import churn_beyond, draws_noise, empty_churn_window, unread_noise
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from samplers.core.files import check_writable
 from samplers.core.validate import check_allocation, check_options, integer, real, same_value
@@ -322,16 +322,21 @@ def shared_options(sampler_names: Sequence[str], options: dict | None) -> dict:
     return {name: {k: v for k, v in options.items() if k not in unread[name]} for name in sampler_names}
 
 
-def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None, seeds=None) -> None:
+def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None, seeds=None,
+                 flow_time: bool = False) -> None:
     """A churn window that holds no step of the run (:func:`samplers.core.run.empty_churn_window`), and the noise the
     registry sampler ``sampler`` will build for a run on ``sigmas`` (latent ``shape``, ``seeds`` as
     the pipeline passes them), checked by the sampler's own function (``noise.for_run``: the kind, the seed it is given, a pre-drawn
     noise's shape, a Brownian tree's range where the run draws) before any prompt or image is encoded; nothing is
     drawn. Without a ``shape`` only a named kind is checked (an object is checked against the latent later)."""
     spec = samplers.core.registry.SAMPLERS.get(sampler)
-    empty = empty_churn_window(spec, options, sigmas)
+    unit = "flow time t" if flow_time else "σ"  # ComfyUI's rules on a flow model: sigmas are its flow times
+    empty = empty_churn_window(spec, options, sigmas, unit)
     if empty is not None:
         raise InvalidOption(empty)
+    beyond = churn_beyond(spec, options, sigmas, 1.0, unit) if flow_time else None
+    if beyond is not None:
+        raise InvalidOption(beyond)
     if "noise_sampler" not in spec.options:
         return
     value = options.get("noise_sampler")
@@ -550,7 +555,8 @@ class PipelineSpec:
                 solver.check_table_range(self.native.sigma_min, self.native.sigma_max, "this model",
                                          found.label if found.source == "fitted" else None)
         if txt2img:  # a named noise on this schedule (img2img / inpaint run on a part of it: checked once cut)
-            _check_noise(found.sampler, options, self._noise_grid(found, sigmas))
+            _check_noise(found.sampler, options, self._noise_grid(found, sigmas),
+                         flow_time=self.runs_comfyui_flow_rule(found))
             if isinstance(self.native, samplers.VPDiscrete):  # a preset for another model (ays_svd from σ = 700)
                 # img2img's part is checked by its run, before the U-Net
                 self.native.check_in_table(sigmas.tolist(), fix=f"Use a schedule built on this model's range: its own "
@@ -698,7 +704,7 @@ class PipelineSpec:
         if prompt is not None:  # two items of one prompt and seed (or seeds the run reads as one): one image twice
             self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(found.sampler, options))
         _check_noise(found.sampler, options, self._noise_grid(found, sigmas),
-                     (batch, self.vae_config.latent_channels, h, w), seeds)
+                     (batch, self.vae_config.latent_channels, h, w), seeds, self.runs_comfyui_flow_rule(found))
         self.check_cost(batch, height, width, len(sigmas) - 1)
 
 
@@ -882,7 +888,7 @@ class Pipeline(PipelineSpec):
         sampler = found.sampler
         self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(sampler, options))
         _check_noise(sampler, options, self._noise_grid(found, sigmas),
-                     (len(seeds), self.vae.latent_channels, h, w), seeds)
+                     (len(seeds), self.vae.latent_channels, h, w), seeds, self.runs_comfyui_flow_rule(found))
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         x = samplers.initial_latent(noise, sigmas)
@@ -909,7 +915,7 @@ class Pipeline(PipelineSpec):
         h, w = self._latent_size(images.shape[-2], images.shape[-1])
         cut = self._cut(sigmas, strength, "the start")
         _check_noise(sampler, options, self._noise_grid(found, cut),
-                     (len(seeds), self.vae.latent_channels, h, w), seeds)
+                     (len(seeds), self.vae.latent_channels, h, w), seeds, self.runs_comfyui_flow_rule(found))
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
         latent = self.vae.to_latent(images)  # encoded once, after every check
         if latent.shape[0] == 1 and len(seeds) > 1:
@@ -946,7 +952,7 @@ class Pipeline(PipelineSpec):
         self._check_strength(sampler, options, strength)
         cut = self._cut(sigmas, strength, "the masked region's start")
         _check_noise(sampler, options, self._noise_grid(found, cut),
-                     (n, self.vae.latent_channels, *self._latent_size(H, W)), seeds)
+                     (n, self.vae.latent_channels, *self._latent_size(H, W)), seeds, self.runs_comfyui_flow_rule(found))
         self.check_cost(n, H, W, len(sigmas) - 1)
         _check_regenerates(pixel_mask)
         known = self.vae.to_latent(images)  # encoded after every check

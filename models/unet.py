@@ -107,12 +107,14 @@ def check_fields(d: dict, what: str = "U-Net config") -> None:
     if "time_dim" in d and d["time_dim"] % 2:
         raise C._bad(what, "time_dim", d["time_dim"], "an even integer (sin/cos pairs)")
     C.check_str(d, "beta_schedule", what, ("linear", "scaled_linear", "squaredcos_cap_v2"))
-    for f in ("beta_start", "beta_end"):  # as the native schedule reads them (samplers.core.native.betas_for)
+    # as the native schedule reads them (samplers.core.native.betas_for): a flow model or a squaredcos table never does
+    reads_betas = d.get("prediction") != "flow" and d.get("beta_schedule", "scaled_linear") != "squaredcos_cap_v2"
+    for f in ("beta_start", "beta_end") if reads_betas else ():
         v = d.get(f)
         if f in d and not (C._is_real(v) and 0 < v < 1):
             raise C._bad(what, f, v, "a number in (0, 1) (a noise variance per step; SD's are beta_start=0.00085, "
                                      "beta_end=0.012)")
-    if "beta_start" in d and "beta_end" in d and not d["beta_start"] < d["beta_end"]:
+    if reads_betas and "beta_start" in d and "beta_end" in d and not d["beta_start"] < d["beta_end"]:
         # swapped, the σ table runs backwards and the model loads, to fail only at sampling with a σ message
         raise C._bad(what, "beta_start", d["beta_start"], f"less than beta_end ({d['beta_end']!r}): the betas rise "
                                                           "from beta_start to beta_end over the training steps")

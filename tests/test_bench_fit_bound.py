@@ -132,3 +132,18 @@ def test_a_results_json_that_names_a_key_twice_is_refused(tmp_path, monkeypatch,
         fit_bound.main(["--results", str(path), "--out", str(tmp_path / "x")])
     text = capsys.readouterr().err
     assert err.value.code == 2 and str(path) in text and "'target_ratio' appears more than once" in text, text
+
+
+def test_a_fit_without_a_diffusers_baseline_is_skipped_by_default_and_refused_by_name(tmp_path, monkeypatch, capsys):
+    """A row of a run without peers has no diffusers field: the whole file was refused for it (the review of
+    2026-12-07), though only the cells it names need a baseline."""
+    monkeypatch.setattr(fit_bound, "fit", lambda *a, **k: pytest.fail("fitted a cell without a target"))
+    data = {"target_ratio": 0.5, "args": {"heldout_seeds": [101], "heldout_batch": 16},
+            "heldout": [{"problem": "gm-ve", "nfe": 3, "fitted": {"rmse": 0.3}}]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data))
+    assert fit_bound.main(["--results", str(path), "--out", str(tmp_path / "x")]) == 0
+    assert "nothing to bound" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as err:
+        fit_bound.main(["--results", str(path), "--cells", "gm-ve:3", "--out", str(tmp_path / "y")])
+    assert err.value.code == 2 and "no diffusers baseline for gm-ve:3" in capsys.readouterr().err

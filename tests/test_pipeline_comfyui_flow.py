@@ -126,3 +126,25 @@ def test_compare_grid_shows_comfyuis_rule_beside_the_registrys_on_a_flow_model(f
     monkeypatch.setattr(flow, "txt2img", txt2img)
     compare_grid(flow, ["a red circle"], ["dpmpp_2m", "comfyui:dpmpp_2m"], [2])
     assert made == ["dpmpp_2m", "comfyui:dpmpp_2m"]
+
+
+def test_churn_that_would_raise_the_flow_time_above_1_is_refused_before_any_model_call(flow):
+    # ComfyUI's plain rule churns the raw flow time: from t = 1 the default window [0, inf] raises it past the pure
+    # noise, where the model is not defined (the review of 2026-12-07: the run took t̂ > 1 for σ = inf, silently)
+    before = flow.nfe
+    with pytest.raises(Exception, match=r"raises step 0's flow time t = 1 to .* above 1"):
+        flow.txt2img(PROMPT, sampler="comfyui:euler", steps=STEPS, seed=SEED, progress=False, s_churn=1.0)
+    with pytest.raises(Exception, match=r"its steps start at flow time t from 1 down to"):  # the window is in t
+        flow.txt2img(PROMPT, sampler="comfyui:euler", steps=STEPS, seed=SEED, progress=False, s_churn=1.0,
+                     s_tmin=2.0, s_tmax=10.0)
+    assert flow.nfe == before
+    fn = comfyui.ksampler_function("comfyui:heun", coordinates="flow", s_churn=1.0)
+    with pytest.raises(Exception, match="above 1"):
+        fn(comfyui.FlowModel(flow.denoiser(PROMPT, CFG)), torch.zeros(1, 4, 8, 8),
+           torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64), disable=True)
+    assert flow.nfe == before
+    # a window below 1 / (1 + γ) churns, in t, as ComfyUI does
+    out = flow.txt2img(PROMPT, sampler="comfyui:euler", steps=STEPS, seed=SEED, progress=False, output="tensor",
+                       s_churn=1.0, s_tmin=0.05, s_tmax=0.5)
+    plain = flow.txt2img(PROMPT, sampler="comfyui:euler", steps=STEPS, seed=SEED, progress=False, output="tensor")
+    assert float((out - plain).abs().max()) > 1e-3

@@ -327,11 +327,12 @@ def unread_noise(spec, options: dict, given: set, label: str) -> dict:
     return found
 
 
-def empty_churn_window(spec, options: dict, sigmas) -> str | None:
+def empty_churn_window(spec, options: dict, sigmas, unit: str = "σ") -> str | None:
     """Why a run of ``spec`` with ``options`` on ``sigmas`` adds no churn although ``s_churn > 0`` (None: it adds some
     or asks none): no step of the schedule starts at a σ within [s_tmin, s_tmax], where EDM's churn applies
     (:func:`samplers.core.steps.churn`; the σ = inf start, stepped exactly, never churns). The image would be the one
-    made without ``s_churn`` — a window given in other units (timesteps, t) than σ, or below a cut img2img schedule."""
+    made without ``s_churn`` — a window given in other units (timesteps, t) than σ, or below a cut img2img schedule.
+    ``unit``: what ``sigmas`` are (ComfyUI's rules on a flow model step its flow time t)."""
     params = spec.options
     churn = options.get("s_churn", params.get("s_churn")) if "s_churn" in params else 0
     if not churn:
@@ -342,9 +343,30 @@ def empty_churn_window(spec, options: dict, sigmas) -> str | None:
     if not starts or any(lo <= s <= hi for s in starts):
         return None
     return (f"{spec.name}: s_churn={churn:g} adds no noise on this run: no step of its schedule starts within the "
-            f"churn window [s_tmin, s_tmax] = [{lo:g}, {hi:g}] (its steps start at σ from {max(starts):.4g} down to "
-            f"{min(starts):.4g}), so the image would be the one made without it; widen the window to hold some of "
-            "those σ (it is in σ, not timesteps), or leave s_churn out")
+            f"churn window [s_tmin, s_tmax] = [{lo:g}, {hi:g}] (its steps start at {unit} from {max(starts):.4g} down "
+            f"to {min(starts):.4g}), so the image would be the one made without it; widen the window to hold some of "
+            f"those {unit} (it is in {unit}, not timesteps), or leave s_churn out")
+
+
+def churn_beyond(spec, options: dict, sigmas, top: float, unit: str) -> str | None:
+    """Why a run of ``spec`` with ``options`` on ``sigmas`` cannot churn as asked (None: it can): a step whose churn
+    (:func:`samplers.core.steps.churn`: σ̂ = σ·(1 + γ), γ = min(s_churn / steps, √2 − 1) within [s_tmin, s_tmax])
+    raises ``unit`` above ``top``, where the model is not defined — ComfyUI's rules on a flow model churn the flow
+    time t, and t̂ > 1 lies beyond the pure noise (ComfyUI evaluates its network there anyway)."""
+    params = spec.options
+    churn = options.get("s_churn", params.get("s_churn")) if "s_churn" in params else 0
+    values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
+    if not churn or len(values) < 2:
+        return None
+    lo, hi = (options.get(k, params.get(k)) for k in ("s_tmin", "s_tmax"))
+    gamma = min(churn / (len(values) - 1), math.sqrt(2) - 1)
+    for i, s in enumerate(values[:-1]):
+        if lo <= s <= hi and s * (1 + gamma) > top:
+            return (f"{spec.name}: s_churn={churn:g} raises step {i}'s {unit} = {s:.4g} to {s * (1 + gamma):.4g}, "
+                    f"above {top:g}, where the model is not defined (ComfyUI extrapolates its network there, which "
+                    f"this library does not reproduce); keep the churn window [s_tmin, s_tmax] (in {unit}) below "
+                    f"{top / (1 + gamma):.4g}, or use the registry name, which churns in σ")
+    return None
 
 
 class _NoiseProbe:

@@ -55,7 +55,7 @@ from ..core.errors import InvalidInput, InvalidOption, InvalidType, Unavailable
 from ..core.files import DuplicateKey, unique_keys
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
-from ..core.run import unread_noise
+from ..core.run import churn_beyond, unread_noise
 from ..core.brownian import BrownianTreeNoiseSampler, check_tree_range
 from ..core.seeds import SEED_LIMIT, resolve_seeds
 from ..core.validate import check_options, integer, same_value
@@ -166,6 +166,9 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             sampling = _model_sampling(model)
             merged["sde_interval"] = tuple(_percent_to_sigma(sampling, p) for p in (0.2, 0.8))
         if not flow or comfy_key in labels.COMFYUI_FLOW_RAW:  # ComfyUI's plain rule on its own (x, σ)
+            beyond = churn_beyond(spec, merged, sigmas, 1.0, "flow time t") if flow else None
+            if beyond is not None:  # before any model call: a churned t above 1 has no flow state
+                raise InvalidOption(beyond)
             if callback is not None and _reports_each_step(spec):  # k-diffusion's contract, which ComfyUI's keep
                 callback = _KCallback(model, callback, torch.as_tensor(sigmas))
                 model = callback.model
@@ -187,6 +190,24 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     return sampler_function
 
 
+class CONST:
+    """ComfyUI's model sampling of flow models, by name (:func:`is_flow_model` reads the class names of a model's
+    ``model_sampling``): :class:`FlowModel`'s, with ComfyUI's ``ModelSamplingDiscreteFlow.percent_to_sigma``."""
+
+    def __init__(self, shift: float = 1.0):
+        self.shift = float(shift)
+        self.noise_scale = 1.0
+
+    def percent_to_sigma(self, percent: float) -> float:
+        """The shifted time at 1 − percent (1 at percent ≤ 0, 0 at percent ≥ 1), as ComfyUI's."""
+        if percent <= 0:
+            return 1.0
+        if percent >= 1:
+            return 0.0
+        t = 1.0 - percent
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+
 class FlowModel:
     """A denoiser ``D(x, σ)`` in this library's coordinates seen as ComfyUI's ``model_k`` on a flow model (a ``CONST``
     model sampling: x0 from (x_t, t), x_t = (1 − t)·x0 + t·n, t = σ/(1 + σ), t = 1 the unit noise itself), so that
@@ -197,26 +218,17 @@ class FlowModel:
 
     def __init__(self, denoiser: Callable, shift: float = 1.0):
         self.denoiser = denoiser
-        self.shift = float(shift)
-        self.noise_scale = 1.0
+        self.sampling = CONST(shift)
         self.inner_model = self  # ComfyUI's chain: model_k.inner_model.model_patcher.get_model_object(...)
         self.model_patcher = self
 
     def get_model_object(self, name: str):
         if name != "model_sampling":
             raise AttributeError(name)
-        return self
-
-    def percent_to_sigma(self, percent: float) -> float:
-        """ComfyUI's ``ModelSamplingDiscreteFlow.percent_to_sigma``: the shifted time at 1 − percent."""
-        if percent <= 0:
-            return 1.0
-        if percent >= 1:
-            return 0.0
-        t = 1.0 - percent
-        return self.shift * t / (1 + (self.shift - 1) * t)
+        return self.sampling
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, **extra_args) -> torch.Tensor:
+        # t in [0, 1] (no host read here: a churn above t = 1 is refused before the run, samplers.core.run.churn_beyond)
         t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device).expand(x_t.shape[0])
         top = t >= 1
         keep = torch.where(top, torch.ones_like(t), 1 - t)  # x_t = (1 − t)·x; the noise itself at t = 1

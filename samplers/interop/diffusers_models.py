@@ -64,6 +64,8 @@ def flag(config: Mapping, name: str, where: str = "scheduler config") -> bool:
     value = config.get(name)
     if value is None:
         return False
+    if type(value).__module__ == "numpy" and type(value).__name__ == "bool":  # numpy.bool_: a boolean (np.True_)
+        return bool(value)
     if not isinstance(value, bool):
         raise InvalidType(f"{where} field {name} must be true or false, got {value!r} "
                           f"({type(value).__name__}); write it as a JSON boolean")

@@ -240,8 +240,9 @@ def check_step_resolution(method: str, options: dict, grid: list[float], dtype: 
     stops after its first model call with 'underflow in dt'; so does any max_step there, which bounds every step.
     Later steps start nearer σ = 0, where the spacing is finer. ``options``: :func:`check_options`' result."""
     first, low, high = options.get("first_step"), options.get("min_step", 0.0), options.get("max_step", math.inf)
-    if (first is None and not math.isfinite(high)) or not grid or not math.isfinite(grid[0]) or grid[0] <= 0:
-        return  # torchdiffeq picks the first step itself (unbounded); σ_0 = inf is the exact first step's
+    if (first is None and not math.isfinite(high)) or len(grid) < 2 or not math.isfinite(grid[0]) or grid[0] <= 0:
+        return  # torchdiffeq picks the first step itself (unbounded); one non-zero σ calls no odeint (the run is the
+        # final denoise); σ_0 = inf is the exact first step's
     work = torch.promote_types(options.get("dtype", torch.float64), dtype)
     t0 = torch.tensor(-grid[0], dtype=work)
     key = "max_step" if first is None or high < max(first, low) else "first_step"
