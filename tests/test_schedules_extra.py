@@ -151,13 +151,28 @@ def test_exponential_matches_diffusers_use_exponential_sigmas():
     (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), mu=1000.0), "too large to represent"),
     (lambda: samplers.get_sigmas("linspace", 4, native=VP, sigma_min=1.0), "takes no sigma_min"),
     (lambda: samplers.get_sigmas("trailing", 4, native=VP, sigma_max=5.0), "takes no sigma_max"),
-    (lambda: samplers.get_sigmas("linear_quadratic", 4, sigma_min=1.0, training_sigmas=VP.sigmas),
-     "takes no sigma_min"),
+    (lambda: samplers.get_sigmas("linear_quadratic", 4, sigma_min=1.0), "takes no sigma_min"),
+    (lambda: samplers.get_sigmas("linear_quadratic", 4, training_sigmas=VP.sigmas), "takes no training_sigmas"),
+    (lambda: samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0, training_sigmas=VP.sigmas),
+     "takes no training_sigmas"),
+    # a table passed by hand (the library's own message offers training_sigmas=): a diffusers scheduler's .sigmas
+    # (descending) gave an ascending schedule, a NaN / 0 / inside-inf entry passed through, a 2-D one an IndexError
+    (lambda: samplers.get_sigmas("linspace", 4, training_sigmas=VP.sigmas.flip(0)), "must increase with the timestep"),
+    (lambda: samplers.get_sigmas("trailing", 4, training_sigmas=[1.0, 2.0, float("nan"), 4.0]),
+     r"training_sigmas\[2\] = nan"),
+    (lambda: samplers.get_sigmas("leading", 3, training_sigmas=[1.0, 0.0, 3.0]), r"training_sigmas\[1\] = 0.0"),
+    (lambda: samplers.get_sigmas("leading", 3, training_sigmas=[1.0, float("inf"), 3.0]), r"training_sigmas\[1\] = inf"),
+    (lambda: samplers.get_sigmas("linspace", 3, training_sigmas=VP.sigmas[None]), "must be 1-D"),
 ])
 def test_a_schedule_refuses_values_it_would_ignore_or_turn_into_nan(build, message):
     """Each of these returned a schedule (ascending, NaN, inf, a repeated or clamped timestep) or ignored the value."""
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_a_training_table_that_is_no_sequence_of_numbers_is_refused_by_type():
+    with pytest.raises(samplers.InvalidType, match="a 1-D sequence of numbers"):
+        samplers.get_sigmas("linspace", 3, training_sigmas="abc")
 
 
 def test_range_ends_equal_to_the_models_own_are_taken_by_every_table_schedule():

@@ -222,8 +222,12 @@ def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | N
         if own is None and training_sigmas is not None:
             table = torch.as_tensor(training_sigmas, dtype=torch.float64)
             own = float(table[0] if end == "sigma_min" else table[-1])
-        if own is None:  # no table: the schedule itself says it needs one
+        if own is None and canonical in TABLE_SCHEDULES:  # no table: the schedule itself says it needs one
             continue
+        if own is None:  # a formula that sets this end itself (linear_quadratic's last level)
+            raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ do not depend on it, so {end}="
+                                f"{value!r} would be ignored; leave {end} out (with native= the model's own {end} is "
+                                "taken as what it is)")
         if not math.isclose(float(value), float(own), rel_tol=1e-6):
             raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ come from the model's training "
                                 f"timesteps (its {end} is {float(own):g}), so {end}="
@@ -251,6 +255,35 @@ def _same_table(given, table: torch.Tensor) -> bool:
     except (TypeError, ValueError, RuntimeError):
         return False
     return values.shape == table.shape and torch.equal(values, table.to("cpu", torch.float64))
+
+
+def _training_table(canonical: str, table) -> torch.Tensor:
+    """A ``training_sigmas=`` passed to a table schedule, checked once: a 1-D sequence of at least 2 σ, finite and
+    positive (but a last inf: a zero-terminal-SNR table), strictly increasing with the timestep, as a model's table is
+    (``VPDiscrete.sigmas``); a diffusers scheduler's ``.sigmas`` run the other way and end in 0."""
+    if canonical not in TABLE_SCHEDULES:
+        raise InvalidOption(f"schedule {canonical!r} takes no training_sigmas: it is a formula on σ_min and σ_max "
+                            f"(pass sigma_min= / sigma_max=, or native=); the table schedules take it "
+                            f"({', '.join(sorted(TABLE_SCHEDULES))})")
+    try:
+        values = torch.as_tensor(table, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidType(f"training_sigmas must be a 1-D sequence of numbers (a model's σ per training timestep), "
+                          f"got {type(table).__name__}") from None
+    fix = ("pass the model's table, σ per training timestep in increasing order (native=VPDiscrete(...) gives it; a "
+           "diffusers scheduler's .sigmas run the other way: use native= built from its config)")
+    if values.ndim != 1 or values.numel() < 2:
+        raise InvalidInput(f"training_sigmas must be 1-D with at least 2 entries, got shape {tuple(values.shape)}; {fix}")
+    listed = values.tolist()
+    for i, v in enumerate(listed):
+        if not (v > 0 and (math.isfinite(v) or (math.isinf(v) and i == len(listed) - 1))):
+            raise InvalidInput(f"training_sigmas[{i}] = {v!r}: every σ of the table must be finite and > 0 (only the "
+                               f"last may be inf, a zero-terminal-SNR table's); {fix}")
+    bad = next((i for i in range(len(listed) - 1) if not listed[i] < listed[i + 1]), None)
+    if bad is not None:
+        raise InvalidInput(f"training_sigmas must increase with the timestep, but training_sigmas[{bad}] = "
+                           f"{listed[bad]:g} and training_sigmas[{bad + 1}] = {listed[bad + 1]:g}; {fix}")
+    return values
 
 
 def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min: float | None = None,
@@ -313,6 +346,8 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
     if native is not None and not isinstance(native, NoiseSchedule):
         raise InvalidType(f"native must be a samplers.core.native schedule (VPDiscrete, RectifiedFlow, ...), got "
                           f"{type(native).__name__}")
+    if kw.get("training_sigmas") is not None:
+        kw["training_sigmas"] = _training_table(canonical, kw["training_sigmas"])
     _check_fixed_ends(canonical, native, kw.get("training_sigmas"), kw, sigma_min=sigma_min, sigma_max=sigma_max)
     if native is not None:
         sigma_min = native.sigma_min if sigma_min is None else sigma_min

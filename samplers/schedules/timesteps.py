@@ -174,7 +174,9 @@ def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None
     stride = max(total // n, 1)
     count = len(range(1, total, stride)) if keep_stepping else n
     t = torch.tensor([min(1 + k * stride, total - 1) for k in range(count - 1, -1, -1)], dtype=torch.float64)
-    return strictly_decreasing(from_timesteps(t, training_sigmas), "ddim_uniform")
+    return strictly_decreasing(from_timesteps(t, training_sigmas), "ddim_uniform",
+                               f"at most {total - 1} steps on this {total}-timestep table (its stride is at least 1), "
+                               "or keep_stepping=True (ComfyUI's and A1111's rule, whose stride runs on)")
 
 @register("beta_timesteps", aliases=("beta", "comfy_beta", "beta_comfyui"), needs_table=True,
           fixed_ends=("sigma_min", "sigma_max"), on_flow=True)
@@ -196,4 +198,7 @@ def beta_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=No
     from scipy import stats
 
     t = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, n, endpoint=False), alpha, beta) * (total - 1))
-    return strictly_decreasing(from_timesteps(torch.as_tensor(t, dtype=torch.float64), training_sigmas), "beta_timesteps")
+    return strictly_decreasing(from_timesteps(torch.as_tensor(t, dtype=torch.float64), training_sigmas), "beta_timesteps",
+                               "use fewer steps: the Beta quantiles round to repeated timesteps here (ComfyUI drops "
+                               "the repeats and runs fewer steps, which this schedule does not), or beta_sigmas, the "
+                               "same quantiles over σ itself")
