@@ -39,30 +39,47 @@ from samplers.core.errors import InvalidInput
 
 from . import io as mio
 from ._checks import channel_list, existing_folder, int_at_least, out_folder, real
+from .train_vae import MAX_BATCH, check_warmup, int_in, refuse_non_finite, refuse_other_run
 from .unet import DiffusionModel, UNetConfig, native_schedule, vae_record
+from samplers.core.argtypes import ArgumentParser, seed
 
 KINDS = ("eps", "flow")
+MAX_SCENES = 1_000_000  # --n-scenes cap: the encode is hours of CPU at 10**6 and its cache ~0.6 GB (docs/models.md)
+# Options that make a run (its data, batches, schedule, model): a --resume must give the same (stored with the
+# checkpoint as "args"); --out, --work, --threads, --encode-threads, --checkpoint-minutes and --stop-after do not
+# change what is trained.
+RUN_OPTIONS = ("kind", "vae", "n_scenes", "steps", "batch_size", "lr", "warmup", "weight_decay", "ema",
+               "caption_dropout", "shift", "channels", "res_blocks", "seed", "max_minutes")
+
+
+def run_args(args) -> dict:
+    """The options of ``RUN_OPTIONS`` as plain values (stored with a checkpoint, read with weights_only)."""
+    plain = {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+             for k, v in vars(args).items()}
+    return {k: plain[k] for k in RUN_OPTIONS}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
     p.add_argument("kind", choices=KINDS, help="eps: VP eps-prediction; flow: rectified-flow velocity")
     p.add_argument("--out", type=out_folder, required=True, help="output folder (required: training never writes over the "
                    "shipped weights unless you name their folder, models/weights/<kind>)")
     p.add_argument("--vae", type=existing_folder, default=None, help="VAE folder (default: the shipped VAE)")
     p.add_argument("--work", type=out_folder, default=Path("out"), help="cache + checkpoint folder (not committed)")
-    p.add_argument("--n-scenes", type=int_at_least(1), default=40000, help="size of the fixed latent data set")
+    p.add_argument("--n-scenes", type=int_in(1, MAX_SCENES, "time and memory"), default=40000,
+                   help="size of the fixed latent data set")
     p.add_argument("--steps", type=int_at_least(1), default=3200)
-    p.add_argument("--batch-size", type=int_at_least(1), default=64)
+    p.add_argument("--batch-size", type=int_in(1, MAX_BATCH, "memory"), default=64)
     p.add_argument("--lr", type=real(positive=True), default=1e-3)
-    p.add_argument("--warmup", type=int_at_least(0), default=200)
+    p.add_argument("--warmup", type=int_at_least(0), default=None,
+                   help="linear warm-up steps, at most --steps (default: 200, or --steps when fewer)")
     p.add_argument("--weight-decay", type=real(low=0.0), default=0.01)
     p.add_argument("--ema", type=real(low=0.0, high=1.0), default=0.999)
     p.add_argument("--caption-dropout", type=real(low=0.0, high=1.0), default=0.1)
     p.add_argument("--shift", type=real(positive=True), default=1.0, help="flow: time shift recorded in the config")
     p.add_argument("--channels", type=channel_list, default=(64, 128), help="comma-separated, e.g. 64,128")
     p.add_argument("--res-blocks", type=int_at_least(1), default=1)
-    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--seed", type=seed, default=0, help="0 <= seed < 2**32")
     p.add_argument("--threads", type=int_at_least(1), default=None, help="torch threads (default: all cores, at most 8)")
     p.add_argument("--encode-threads", type=int_at_least(1), default=None, help="threads while encoding the data set")
     p.add_argument("--encode-only", action="store_true", help="build the latent cache and stop")
@@ -83,6 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             DiffusionModel(UNetConfig(prediction=args.kind, channels=args.channels, res_blocks=args.res_blocks))
     except InvalidInput as err:
         p.error(f"argument --channels: {err}")
+    check_warmup(p, args, 200)
     return args
 
 
@@ -188,15 +206,19 @@ def _main(argv=None) -> int:
     torch.manual_seed(args.seed)
     model = DiffusionModel(cfg)
     ckpt = None  # --resume's checkpoint, read and checked before the data set is encoded
+    if ckpt_path.exists() and not args.resume:  # another run's: a fresh run never overwrites nor deletes it
+        raise InvalidInput(f"{ckpt_path} holds the checkpoint of an unfinished run; continue it with --resume, or give "
+                           "another --work, or delete it")
     if args.resume:
         if not ckpt_path.exists():
-            print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
-        else:
-            ckpt = mio.load_resume(ckpt_path, {"config": dict, "seed": int, "model": dict, "ema": dict,
-                                               "optimizer": dict, "step": int}, optional={"elapsed": (int, float)})
-            if ckpt["config"] != cfg.to_dict() or ckpt["seed"] != args.seed:
-                raise InvalidInput(f"{ckpt_path} was written with another config, VAE or seed; remove it, or give the "
-                                   "arguments it was written with")
+            raise InvalidInput(f"--resume: there is no checkpoint at {ckpt_path} to continue; start afresh without "
+                               "--resume, or give the --work of the run to continue")
+        ckpt = mio.load_resume(ckpt_path, {"config": dict, "seed": int, "args": dict, "model": dict, "ema": dict,
+                                           "optimizer": dict, "step": int}, optional={"elapsed": (int, float)})
+        if ckpt["config"] != cfg.to_dict() or ckpt["seed"] != args.seed:
+            raise InvalidInput(f"{ckpt_path} was written with another config, VAE or seed; remove it, or give the "
+                               "arguments it was written with")
+        refuse_other_run(ckpt_path, ckpt["args"], run_args(args))
 
     torch.set_num_threads(args.encode_threads or threads)
     t0 = time.monotonic()
@@ -230,7 +252,7 @@ def _main(argv=None) -> int:
     def checkpoint():
         work_dir.mkdir(parents=True, exist_ok=True)
         mio.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                                          "step": step, "config": cfg.to_dict(), "seed": args.seed,
+                                          "step": step, "config": cfg.to_dict(), "seed": args.seed, "args": run_args(args),
                                           "elapsed": time.monotonic() - t_start})
 
     alphas_cumprod = native_schedule(cfg).alphas_cumprod.float() if args.kind == "eps" else None
@@ -244,6 +266,7 @@ def _main(argv=None) -> int:
     stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.kind}", mininterval=10.0, dynamic_ncols=True)
     ema_loss = None
+    loss, lr = torch.zeros(()), args.lr  # (a resume at its last step runs no step)
     timed_out = False
     while step < stop_at:
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
@@ -258,6 +281,7 @@ def _main(argv=None) -> int:
         for group in opt.param_groups:
             group["lr"] = lr
         loss = diffusion_loss(model, x0, ids, mask, gen, alphas_cumprod)
+        refuse_non_finite(loss, model, step + 1, lr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -275,6 +299,7 @@ def _main(argv=None) -> int:
             print(f"step {step}/{args.steps} loss {ema_loss:.4f} lr {lr:.2e} elapsed {elapsed:.0f}s",
                   file=sys.stderr, flush=True)
         if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60 and step < args.steps:
+            refuse_non_finite(loss, model, step, lr)
             checkpoint()
             last_ckpt = time.monotonic()
         if args.max_minutes is not None and elapsed > args.max_minutes * 60 and step < stop_at:
@@ -282,6 +307,8 @@ def _main(argv=None) -> int:
             print(f"--max-minutes {args.max_minutes} reached at step {step}; saving", file=sys.stderr)
             break
     bar.close()
+    refuse_non_finite(loss, model, step, lr)  # the last step's update, before any save
+    refuse_non_finite(loss, ema, step, lr)
     if step < args.steps and not timed_out:  # --stop-after: leave a checkpoint to --resume from
         checkpoint()
         print(f"stopped at step {step}/{args.steps}; continue with --resume (checkpoint {ckpt_path})", file=sys.stderr)

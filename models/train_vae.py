@@ -31,21 +31,86 @@ from . import _checks, data
 from samplers.core.errors import InvalidInput
 
 from . import io as mio
+from samplers.core.argtypes import ArgumentParser, seed
+
 from ._checks import channel_list, int_at_least, non_empty, out_folder, real
 from .vae import VAE, VAEConfig, psnr
 
 EVAL_SEED = 1_000_003  # held-out data stream for PSNR; training uses --seed (0 by default)
 
+# Caps on the sizes a run takes: above them a run would not fit a machine's memory or would run for days, and hung
+# (make_batch of 10**9 scenes) instead of failing; refused at parse time (docs/models.md).
+MAX_BATCH = 4096  # images of one step (64 px, float32: ~200 MB of images and far more of activations at 4096)
+MAX_SAMPLES = 1_000_000  # --scale-samples / --eval-samples (encoded in batches; 10**6 is hours of CPU)
+# Options that make a run (its batches, its schedule, its model): a --resume must give the same (stored with the
+# checkpoint as "args"). The others (--out, --threads, --checkpoint-minutes, --stop-after, --keep-checkpoint, the
+# evaluation after training) do not change the weights trained.
+RUN_OPTIONS = ("steps", "seed", "batch_size", "lr", "warmup", "kl_weight", "edge_weight", "latent_channels",
+               "channels", "enc_res_blocks", "dec_res_blocks", "name")
+
+
+def int_in(low: int, high: int, why: str):
+    """argparse type: an integer in [low, high] (``why``: what the upper cap is for)."""
+    at_least = int_at_least(low)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value} is above the cap {high} ({why}); give at most {high}")
+        return value
+
+    parse.__name__ = f"integer in [{low}, {high}]"
+    return parse
+
+
+def check_warmup(p: argparse.ArgumentParser, args, default: int) -> None:
+    """lr_at ramps the rate over --warmup steps: more warm-up steps than --steps never reach --lr (the whole run at a
+    fraction of it). Not given, --warmup is ``default`` or --steps when fewer (the documented default)."""
+    if args.warmup is None:
+        args.warmup = min(default, args.steps)
+    if args.warmup > args.steps:
+        p.error(f"argument --warmup: {args.warmup} is more than --steps {args.steps}: the learning rate would still be "
+                f"ramping up when the run ends; give --warmup at most --steps (e.g. --warmup {args.steps // 10})")
+
+
+def run_args(args) -> dict:
+    """The options of ``RUN_OPTIONS`` (plain values, stored with a checkpoint)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k in RUN_OPTIONS}
+
+
+def refuse_other_run(ckpt_path: Path, stored: dict, now: dict) -> None:
+    """``--resume`` continues one run: the checkpoint's stored run options must equal this command's."""
+    differ = [f"--{k.replace('_', '-')} {_shown(stored.get(k, '(not recorded)'))} there, {_shown(now[k])} here"
+              for k in now if stored.get(k, "(not recorded)") != now[k]]
+    if differ:
+        raise InvalidInput(f"--resume: {ckpt_path} was written by a run with other options ({'; '.join(differ)}); give "
+                           "the options it was written with, or start afresh in another folder, or delete it")
+
+
+def _shown(v) -> str:
+    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+def refuse_non_finite(loss: torch.Tensor, module: torch.nn.Module, step: int, lr: float) -> None:
+    """Stop at the first non-finite loss or weight, before anything is saved: a diverged run is not a model."""
+    bad = "loss" if not torch.isfinite(loss).all() else None
+    if bad is None and not all(torch.isfinite(p).all() for p in module.parameters()):
+        bad = "weights"
+    if bad:
+        raise InvalidInput(f"training diverged at step {step} (the {bad} became non-finite, learning rate "
+                           f"{lr:.3g}); nothing was saved; give a lower --lr (e.g. {lr / 10:.3g}) or a longer --warmup")
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m models.train_vae", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m models.train_vae", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=out_folder, required=True, help="output folder (required: training never writes over the "
                    "shipped VAE unless you name its folder, models/weights/vae)")
     p.add_argument("--steps", type=int_at_least(1), default=2000)
-    p.add_argument("--seed", type=int_at_least(0), default=0)
-    p.add_argument("--batch-size", type=int_at_least(1), default=16)
+    p.add_argument("--seed", type=seed, default=0, help="0 <= seed < 2**32")
+    p.add_argument("--batch-size", type=int_in(1, MAX_BATCH, "memory"), default=16)
     p.add_argument("--lr", type=real(positive=True), default=1e-3)
-    p.add_argument("--warmup", type=int_at_least(0), default=100)
+    p.add_argument("--warmup", type=int_at_least(0), default=None,
+                   help="linear warm-up steps, at most --steps (default: 100, or --steps when fewer)")
     p.add_argument("--kl-weight", type=real(low=0.0), default=1e-6)
     p.add_argument("--edge-weight", type=real(low=0.0), default=0.5)
     p.add_argument("--latent-channels", type=int_at_least(1), default=4)
@@ -61,15 +126,22 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="stop after this many steps of this run, leaving a checkpoint (split a run over sessions; then --resume)",
     )
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.pt after the final save")
-    p.add_argument("--scale-samples", type=int_at_least(1), default=2048, help="images encoded to estimate scale/shift")
-    p.add_argument("--eval-samples", type=int_at_least(1), default=256)
-    p.add_argument("--eval-seed", type=int_at_least(0), default=EVAL_SEED)
+    p.add_argument("--scale-samples", type=int_in(1, MAX_SAMPLES, "time"), default=2048,
+                   help="images encoded to estimate scale/shift")
+    p.add_argument("--eval-samples", type=int_in(1, MAX_SAMPLES, "time"), default=256)
+    p.add_argument("--eval-seed", type=seed, default=EVAL_SEED, help="0 <= seed < 2**32")
     args = p.parse_args(argv)
     groups = VAEConfig.groups
     bad = [c for c in args.channels if c % min(groups, c)]
     if bad:
         p.error(f"argument --channels: {bad} are not multiples of the VAE's GroupNorm groups ({groups}); "
                 "use multiples of 8 (e.g. 32,64,128)")
+    down = 2 ** len(args.channels)  # VAEConfig.downsample: one 2x down-sampling per level
+    if data.IMAGE_SIZE % down:
+        p.error(f"argument --channels: {len(args.channels)} levels down-sample {down}x, which the {data.IMAGE_SIZE} px "
+                f"training images do not fit ({data.IMAGE_SIZE} must be a multiple of it); give at most "
+                f"{int(math.log2(data.IMAGE_SIZE))} levels (e.g. 32,64,128)")
+    check_warmup(p, args, 100)
     return args
 
 
@@ -128,8 +200,13 @@ def _main(argv=None) -> int:
     threads = args.threads or min(8, os.cpu_count() or 1)
     torch.set_num_threads(threads)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not args.resume:  # another run's: never overwritten nor deleted by a fresh run
+        raise InvalidInput(f"{ckpt_path} holds the checkpoint of an unfinished run; continue it with --resume, or give "
+                           "another --out, or delete it")
+    if args.resume and not ckpt_path.exists():
+        raise InvalidInput(f"--resume: there is no checkpoint at {ckpt_path} to continue; start afresh without "
+                           "--resume, or give the --out of the run to continue")
 
     channels = args.channels
     cfg = VAEConfig(
@@ -144,18 +221,21 @@ def _main(argv=None) -> int:
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
     if args.resume:
-        if not ckpt_path.exists():
-            print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
-        else:
-            ckpt = mio.load_resume(ckpt_path, {"config": dict, "args": dict, "model": dict, "optimizer": dict,
-                                               "step": int})
-            if ckpt["config"] != cfg.to_dict() or ckpt["args"].get("seed") != args.seed:
-                raise InvalidInput(f"{ckpt_path} was written with another config or seed; remove it, or give the "
-                                   "arguments it was written with")
-            for part, target in (("model", vae), ("optimizer", opt)):
-                mio.resume_into(ckpt_path, lambda: target.load_state_dict(ckpt[part]), f"{part!r} state")
-            step = ckpt["step"]
-            print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+        ckpt = mio.load_resume(ckpt_path, {"config": dict, "args": dict, "model": dict, "optimizer": dict,
+                                           "step": int})
+        if ckpt["config"] != cfg.to_dict():
+            raise InvalidInput(f"{ckpt_path} was written with another config; remove it, or give the "
+                               "arguments it was written with")
+        refuse_other_run(ckpt_path, ckpt["args"], run_args(args))
+        for part, target in (("model", vae), ("optimizer", opt)):
+            mio.resume_into(ckpt_path, lambda: target.load_state_dict(ckpt[part]), f"{part!r} state")
+        step = ckpt["step"]
+        print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+
+    def checkpoint():
+        out.mkdir(parents=True, exist_ok=True)
+        mio.atomic_torch_save(ckpt_path, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                          "config": cfg.to_dict(), "args": run_args(args) | {"out": str(out)}})
 
     n_params = sum(p.numel() for p in vae.parameters())
     print(f"VAE {cfg.name}: {n_params / 1e6:.2f} M parameters, {threads} threads, batch {args.batch_size}", file=sys.stderr)
@@ -164,13 +244,16 @@ def _main(argv=None) -> int:
     t_start = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="train_vae", mininterval=10.0, dynamic_ncols=True)
     ema_loss = None
+    loss, lr = torch.zeros(()), args.lr  # (a resume at its last step runs no step)
     stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
     while step < stop_at:
         x, _, _ = data.make_batch(args.seed, args.batch_size, start=step * args.batch_size)
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        lr = lr_at(step, args)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args)
+            group["lr"] = lr
         loss, parts = vae_loss(vae, x, gen, args.kl_weight, args.edge_weight)
+        refuse_non_finite(loss, vae, step + 1, lr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -189,17 +272,13 @@ def _main(argv=None) -> int:
                 flush=True,
             )
         if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60 and step < args.steps:
-            mio.atomic_torch_save(
-                ckpt_path,
-                {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step, "config": cfg.to_dict(), "args": vars(args) | {"out": str(out)}},
-            )
+            refuse_non_finite(loss, vae, step, lr)
+            checkpoint()
             last_ckpt = time.monotonic()
     bar.close()
+    refuse_non_finite(loss, vae, step, lr)  # the last step's update, before any save
     if step < args.steps:
-        mio.atomic_torch_save(
-            ckpt_path,
-            {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step, "config": cfg.to_dict(), "args": vars(args) | {"out": str(out)}},
-        )
+        checkpoint()
         print(f"stopped at step {step}/{args.steps}; continue with --resume (checkpoint {ckpt_path})", file=sys.stderr)
         return 0
 
@@ -218,6 +297,7 @@ def _main(argv=None) -> int:
             "data": "models.data stream --seed, scenes 0 .. steps*batch_size-1",
         }
     }
+    out.mkdir(parents=True, exist_ok=True)
     vae.save(out)
     # Measure what was shipped (fp16 weights, loaded back), on a held-out stream.
     shipped = VAE.load(out)

@@ -1,0 +1,143 @@
+"""The training commands (models.train, models.train_vae) refuse, at the boundary and before any work, what they
+would otherwise take silently, crash on after work, or run with forever: an option given twice, a seed whose derived
+seeds overflow, a warm-up longer than the run, levels the images do not fit, sizes that hang; a diverged run is
+stopped before anything is saved; --resume continues only the run it names and a fresh run never touches another
+run's checkpoint."""
+
+import pytest
+import torch
+
+from models import train, train_vae
+
+VAE_TINY = ["--steps", "2", "--batch-size", "2", "--channels", "8,8,8", "--threads", "1", "--scale-samples", "8",
+            "--eval-samples", "4", "--checkpoint-minutes", "1000"]
+
+
+def _unet_tiny(tmp_path, *more, out="u", batch="2"):
+    return ["eps", "--out", str(tmp_path / out), "--work", str(tmp_path / "w"), "--n-scenes", "2", "--channels", "16",
+            "--steps", "2", "--batch-size", batch, "--threads", "1", "--checkpoint-minutes", "1000", *more]
+
+
+def _refused(module, argv, capsys, *words):
+    with pytest.raises(SystemExit) as e:
+        module.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    for w in words:
+        assert w in err, err
+    return err
+
+
+def _fails(module, argv, capsys, *words):
+    """A refusal after parsing (models._checks.cli): exit 2, one line, no traceback."""
+    assert module.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+# 1. an option given twice
+
+
+@pytest.mark.parametrize("twice", [["--steps", "5", "--steps", "6"], ["--lr", "1e-3", "--lr", "2e-3"],
+                                   ["--threads", "1", "--threads", "2"]], ids=lambda t: t[0])
+def test_an_option_given_twice_is_refused(twice, tmp_path, capsys):
+    _refused(train_vae, ["--out", str(tmp_path / "v"), *twice], capsys, twice[0], "given twice")
+    _refused(train, ["eps", "--out", str(tmp_path / "u"), *twice], capsys, twice[0], "given twice")
+    _refused(train_vae, ["--out", str(tmp_path / "a"), "--out", str(tmp_path / "b")], capsys, "--out", "given twice")
+    _refused(train, ["eps", "--out", str(tmp_path / "a"), "--out", str(tmp_path / "b")], capsys, "--out", "given twice")
+    assert not any(tmp_path.iterdir())
+
+
+# 2. seeds
+
+
+def test_a_seed_whose_derived_seeds_overflow_is_refused(tmp_path, capsys):
+    for module, head in ((train_vae, []), (train, ["eps"])):
+        _refused(module, [*head, "--out", str(tmp_path / "o"), "--seed", str(2**45)], capsys, "--seed", "2**32")
+        assert module.parse_args([*head, "--out", str(tmp_path / "o"), "--seed", str(2**32 - 1)]).seed == 2**32 - 1
+    _refused(train_vae, ["--out", str(tmp_path / "o"), "--eval-seed", str(2**45)], capsys, "--eval-seed")
+    # the largest seed's per-step generator seed is still valid
+    torch.Generator().manual_seed((2**32 - 1) * 1_000_003 + 10**7)
+    assert not (tmp_path / "o").exists()
+
+
+# 3. warm-up
+
+
+def test_a_warmup_longer_than_the_run_is_refused(tmp_path, capsys):
+    for module, head in ((train_vae, []), (train, ["eps"])):
+        _refused(module, [*head, "--out", str(tmp_path / "o"), "--warmup", "100000", "--steps", "5"], capsys,
+                 "--warmup", "100000", "--steps 5")
+        assert module.parse_args([*head, "--out", str(tmp_path / "o"), "--warmup", "5", "--steps", "5"]).warmup == 5
+        assert module.parse_args([*head, "--out", str(tmp_path / "o"), "--steps", "3"]).warmup == 3  # default
+    assert train.parse_args(["eps", "--out", str(tmp_path / "o")]).warmup == 200
+    assert train_vae.parse_args(["--out", str(tmp_path / "o")]).warmup == 100
+
+
+# 4. divergence
+
+
+def test_train_vae_stops_at_a_non_finite_loss_and_saves_nothing(tmp_path, capsys):
+    out = tmp_path / "v"
+    _fails(train_vae, ["--out", str(out), *VAE_TINY, "--lr", "1e3", "--warmup", "0"], capsys, "diverged", "lower --lr")
+    assert not (out / "model.safetensors").exists() and not (out / "checkpoint.pt").exists()
+
+
+def test_train_stops_at_a_non_finite_loss_and_saves_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "diffusion_loss", lambda model, *a: sum(p.sum() for p in model.parameters()) * float("nan"))
+    _fails(train, _unet_tiny(tmp_path), capsys, "diverged", "lower --lr")
+    assert not (tmp_path / "u").exists() and not (tmp_path / "w" / "train_eps" / "checkpoint.pt").exists()
+
+
+# 5. levels the images do not fit
+
+
+def test_train_vae_refuses_levels_the_images_do_not_fit(tmp_path, capsys):
+    _refused(train_vae, ["--out", str(tmp_path / "v"), "--channels", "8,8,8,8,8,8,8"], capsys, "--channels", "64 px")
+    assert not (tmp_path / "v").exists()
+    assert train_vae.parse_args(["--out", str(tmp_path / "v"), "--channels", "8,8,8,8,8,8"]).channels == (8,) * 6
+
+
+# 6, 7. --resume continues only its own run; a fresh run leaves another run's checkpoint alone
+
+
+def test_train_vae_resume_refuses_other_options_and_a_missing_checkpoint(tmp_path, capsys):
+    out = tmp_path / "v"
+    _fails(train_vae, ["--out", str(out), *VAE_TINY, "--resume"], capsys, "no checkpoint", "without --resume")
+    assert not out.exists()
+    assert train_vae.main(["--out", str(out), *VAE_TINY, "--stop-after", "1"]) == 0
+    ckpt = out / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    _fails(train_vae, ["--out", str(out), *VAE_TINY, "--lr", "2e-3", "--kl-weight", "0", "--resume"], capsys,
+           "--lr 0.001 there, 0.002 here", "--kl-weight")
+    _fails(train_vae, ["--out", str(out), *VAE_TINY], capsys, "unfinished run", "--resume")  # fresh run: refused
+    assert ckpt.read_bytes() == before and not (out / "model.safetensors").exists()
+
+
+def test_train_resume_refuses_other_options_and_a_fresh_run_keeps_the_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "w" / "train_eps" / "checkpoint.pt"
+    _fails(train, _unet_tiny(tmp_path, "--resume"), capsys, "no checkpoint", "without --resume")
+    assert not (tmp_path / "u").exists()
+    assert train.main(_unet_tiny(tmp_path, "--stop-after", "1")) == 0
+    before = ckpt.read_bytes()
+    _fails(train, _unet_tiny(tmp_path, "--resume", batch="3"), capsys, "--batch-size 2 there, 3 here")
+    # another run, another --out, the same --work
+    _fails(train, _unet_tiny(tmp_path, out="u2"), capsys, "unfinished run", str(ckpt))
+    assert ckpt.read_bytes() == before and not (tmp_path / "u2").exists()
+    assert train.main(_unet_tiny(tmp_path, "--resume")) == 0  # the run it belongs to continues and finishes
+    assert not ckpt.exists() and (tmp_path / "u" / "model.safetensors").is_file()
+
+
+# 8. sizes that would hang
+
+
+@pytest.mark.parametrize("module,head,option,value", [
+    (train_vae, [], "--batch-size", "1000000000"), (train_vae, [], "--scale-samples", "10000000000"),
+    (train_vae, [], "--eval-samples", "10000000000"), (train, ["eps"], "--batch-size", "1000000000"),
+    (train, ["eps"], "--n-scenes", "1000000000000")], ids=lambda v: v if isinstance(v, str) else "")
+def test_huge_sizes_are_refused(module, head, option, value, tmp_path, capsys):
+    _refused(module, [*head, "--out", str(tmp_path / "o"), option, value], capsys, option, value, "cap")
+    assert not (tmp_path / "o").exists()
