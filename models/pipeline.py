@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import samplers
 from samplers.core import names
 from samplers.core import noise as noise_mod
-from samplers.core.run import churn_beyond, draws_noise, empty_churn_window, unread_noise
+from samplers.core.run import churn_beyond, draws_noise, empty_churn_window, refuse_unread_noise, unread_noise
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from samplers.core.files import check_writable
 from samplers.core.validate import check_allocation, check_options, integer, real, same_value
@@ -276,8 +276,7 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
             raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)
     check_options(spec, options)
-    for message in unread_noise(spec, options, given, found.label).values():  # the first: one error, the cause
-        raise InvalidOption(message)
+    refuse_unread_noise(spec, options, given, found.label)
     noise_mod.check_option(spec, options)
     options = _bound_own_steps(spec, options)
     solver = options.get("solver") if found.sampler == "learned_multistep" else None
@@ -487,13 +486,16 @@ class PipelineSpec:
         return samplers.get_sigmas(name, self.defaults["steps"] if steps is None else steps, native=self.native,
                                    **{**options, **kw})
 
-    def _noise_grid(self, found, sigmas):
-        """The grid a run's noise is drawn over: ComfyUI's flow times t = σ/(1 + σ) (1 at σ = inf) where the run is
-        ComfyUI's flow rule (its Brownian tree lives on t, a finite range from t = 1), else ``sigmas`` themselves."""
-        if not self.runs_comfyui_flow_rule(found):
-            return sigmas
-        s = torch.as_tensor(sigmas, dtype=torch.float64)
-        return torch.where(torch.isinf(s), torch.ones_like(s), s / (1 + s))
+    def _check_run_noise(self, found, options: dict, sigmas, shape: tuple | None = None, seeds=None) -> None:
+        """:func:`_check_noise` of a run of the label ``found`` on ``sigmas``: where it is ComfyUI's flow rule on this
+        model, on the flow times that rule steps (its churn window and Brownian tree live on t, a finite range from
+        t = 1: :func:`samplers.interop.comfyui.flow_times`)."""
+        flow = self.runs_comfyui_flow_rule(found)
+        if flow:
+            from samplers.interop.comfyui import flow_times
+
+            sigmas = torch.tensor(flow_times(sigmas), dtype=torch.float64)
+        _check_noise(found.sampler, options, sigmas, shape, seeds, flow)
 
     def runs_comfyui_flow_rule(self, found) -> bool:
         """Whether a run of the label ``found`` (``names.resolve``'s) runs ComfyUI's own rule for it on this flow
@@ -555,8 +557,7 @@ class PipelineSpec:
                 solver.check_table_range(self.native.sigma_min, self.native.sigma_max, "this model",
                                          found.label if found.source == "fitted" else None)
         if txt2img:  # a named noise on this schedule (img2img / inpaint run on a part of it: checked once cut)
-            _check_noise(found.sampler, options, self._noise_grid(found, sigmas),
-                         flow_time=self.runs_comfyui_flow_rule(found))
+            self._check_run_noise(found, options, sigmas)
             if isinstance(self.native, samplers.VPDiscrete):  # a preset for another model (ays_svd from σ = 700)
                 # img2img's part is checked by its run, before the U-Net
                 self.native.check_in_table(sigmas.tolist(), fix=f"Use a schedule built on this model's range: its own "
@@ -703,8 +704,7 @@ class PipelineSpec:
         found, sigmas, options, _ = self.plan_run(sampler, schedule, steps, dict(options or {}))
         if prompt is not None:  # two items of one prompt and seed (or seeds the run reads as one): one image twice
             self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(found.sampler, options))
-        _check_noise(found.sampler, options, self._noise_grid(found, sigmas),
-                     (batch, self.vae_config.latent_channels, h, w), seeds, self.runs_comfyui_flow_rule(found))
+        self._check_run_noise(found, options, sigmas, (batch, self.vae_config.latent_channels, h, w), seeds)
         self.check_cost(batch, height, width, len(sigmas) - 1)
 
 
@@ -887,8 +887,7 @@ class Pipeline(PipelineSpec):
         found, sigmas, options = self._planned(sampler, schedule, steps, sampler_options, cfg)
         sampler = found.sampler
         self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(sampler, options))
-        _check_noise(sampler, options, self._noise_grid(found, sigmas),
-                     (len(seeds), self.vae.latent_channels, h, w), seeds, self.runs_comfyui_flow_rule(found))
+        self._check_run_noise(found, options, sigmas, (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         x = samplers.initial_latent(noise, sigmas)
@@ -914,8 +913,7 @@ class Pipeline(PipelineSpec):
         self._check_strength(sampler, options, strength)
         h, w = self._latent_size(images.shape[-2], images.shape[-1])
         cut = self._cut(sigmas, strength, "the start")
-        _check_noise(sampler, options, self._noise_grid(found, cut),
-                     (len(seeds), self.vae.latent_channels, h, w), seeds, self.runs_comfyui_flow_rule(found))
+        self._check_run_noise(found, options, cut, (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
         latent = self.vae.to_latent(images)  # encoded once, after every check
         if latent.shape[0] == 1 and len(seeds) > 1:
@@ -951,8 +949,7 @@ class Pipeline(PipelineSpec):
         self._refuse_twins(prompts, seeds, images, pixel_mask, low_bits=draws_low_bits_only(sampler, options))
         self._check_strength(sampler, options, strength)
         cut = self._cut(sigmas, strength, "the masked region's start")
-        _check_noise(sampler, options, self._noise_grid(found, cut),
-                     (n, self.vae.latent_channels, *self._latent_size(H, W)), seeds, self.runs_comfyui_flow_rule(found))
+        self._check_run_noise(found, options, cut, (n, self.vae.latent_channels, *self._latent_size(H, W)), seeds)
         self.check_cost(n, H, W, len(sigmas) - 1)
         _check_regenerates(pixel_mask)
         known = self.vae.to_latent(images)  # encoded after every check

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm, trange
 
 from . import noise as noise_mod
-from .errors import InvalidInput, InvalidType, NonFiniteError
+from .errors import InvalidInput, InvalidOption, InvalidType, NonFiniteError
 from .conversion import model_dtype, model_input, prepare_times, state_dtype as state_dtype_for
 from .validate import check_options, largest_sigma, same_value
 
@@ -327,17 +327,29 @@ def unread_noise(spec, options: dict, given: set, label: str) -> dict:
     return found
 
 
+def refuse_unread_noise(spec, options: dict, given: set, label: str) -> None:
+    """Raise the first of :func:`unread_noise`'s refusals (one error, the cause), where there is one."""
+    for message in unread_noise(spec, options, given, label).values():
+        raise InvalidOption(message)
+
+
+def _churn(spec, options: dict) -> tuple[float, float, float]:
+    """A run's ``(s_churn, s_tmin, s_tmax)`` (0 for s_churn where the sampler has no churn)."""
+    params = spec.options
+    churn = options.get("s_churn", params.get("s_churn")) if "s_churn" in params else 0
+    lo, hi = (options.get(k, params.get(k)) for k in ("s_tmin", "s_tmax"))
+    return churn, lo, hi
+
+
 def empty_churn_window(spec, options: dict, sigmas, unit: str = "σ") -> str | None:
     """Why a run of ``spec`` with ``options`` on ``sigmas`` adds no churn although ``s_churn > 0`` (None: it adds some
     or asks none): no step of the schedule starts at a σ within [s_tmin, s_tmax], where EDM's churn applies
     (:func:`samplers.core.steps.churn`; the σ = inf start, stepped exactly, never churns). The image would be the one
     made without ``s_churn`` — a window given in other units (timesteps, t) than σ, or below a cut img2img schedule.
     ``unit``: what ``sigmas`` are (ComfyUI's rules on a flow model step its flow time t)."""
-    params = spec.options
-    churn = options.get("s_churn", params.get("s_churn")) if "s_churn" in params else 0
+    churn, lo, hi = _churn(spec, options)
     if not churn:
         return None
-    lo, hi = (options.get(k, params.get(k)) for k in ("s_tmin", "s_tmax"))
     starts = [s for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas))[:-1]
               if math.isfinite(s)]
     if not starts or any(lo <= s <= hi for s in starts):
@@ -353,12 +365,10 @@ def churn_beyond(spec, options: dict, sigmas, top: float, unit: str) -> str | No
     (:func:`samplers.core.steps.churn`: σ̂ = σ·(1 + γ), γ = min(s_churn / steps, √2 − 1) within [s_tmin, s_tmax])
     raises ``unit`` above ``top``, where the model is not defined — ComfyUI's rules on a flow model churn the flow
     time t, and t̂ > 1 lies beyond the pure noise (ComfyUI evaluates its network there anyway)."""
-    params = spec.options
-    churn = options.get("s_churn", params.get("s_churn")) if "s_churn" in params else 0
+    churn, lo, hi = _churn(spec, options)
     values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
     if not churn or len(values) < 2:
         return None
-    lo, hi = (options.get(k, params.get(k)) for k in ("s_tmin", "s_tmax"))
     gamma = min(churn / (len(values) - 1), math.sqrt(2) - 1)
     for i, s in enumerate(values[:-1]):
         if lo <= s <= hi and s * (1 + gamma) > top:

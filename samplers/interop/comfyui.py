@@ -55,7 +55,7 @@ from ..core.errors import InvalidInput, InvalidOption, InvalidType, Unavailable
 from ..core.files import DuplicateKey, unique_keys
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
-from ..core.run import churn_beyond, unread_noise
+from ..core.run import churn_beyond, refuse_unread_noise
 from ..core.brownian import BrownianTreeNoiseSampler, check_tree_range
 from ..core.seeds import SEED_LIMIT, resolve_seeds
 from ..core.validate import check_options, integer, same_value
@@ -113,8 +113,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         check_options(flow_spec, names.merge_options(label, options))
     noise_mod.check_option(spec, merged)
     own = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are the label's)
-    for message in unread_noise(spec, merged, own, label.label).values():  # the first: one error, the cause
-        raise InvalidOption(message)
+    refuse_unread_noise(spec, merged, own, label.label)
 
     def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **extra_options):
         extra_args = {} if extra_args is None else extra_args
@@ -127,9 +126,8 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         merged = names.merge_options(label, {**options, **extra_options})  # the registry checks them at the run
         noise_mod.check_option(spec, merged)  # before a seed is added beside it: the message names the noise_sampler
         if extra_options:  # KSAMPLER's extra_options are the caller's too: one the run never reads is refused
-            given_now = own | {k for k, v in extra_options.items() if v is not None}
-            for message in unread_noise(spec, merged, given_now, label.label).values():
-                raise InvalidOption(message)
+            refuse_unread_noise(spec, merged, own | {k for k, v in extra_options.items() if v is not None},
+                                label.label)
         if isinstance(sigmas, torch.Tensor) and sigmas.ndim != 1:  # a [1, N] SIGMAS is not one σ (no step)
             raise InvalidInput(f"sigmas must be 1-D (ComfyUI's SIGMAS: one σ per step boundary), got shape "
                                f"{tuple(sigmas.shape)}; pass sigmas.flatten() where it holds one schedule")
@@ -237,6 +235,12 @@ class FlowModel:
         return self.denoiser(x_t / keep.reshape(view).to(x_t.dtype), sigma, **extra_args)
 
 
+def flow_times(sigmas) -> list[float]:
+    """ComfyUI's flow times t = σ/(1 + σ) (1 at σ = inf) of a run's σ, as :func:`run_on_flow_model` hands them to
+    ComfyUI's rule (a caller checking that run's grid reads the same values)."""
+    return [_flow_t(s) for s in torch.as_tensor(sigmas).tolist()]
+
+
 def run_on_flow_model(name: str, denoiser: Callable, x: torch.Tensor, sigmas, shift: float = 1.0,
                       disable=None, **options) -> torch.Tensor:
     """ComfyUI's own rule for the ComfyUI name ``name`` on a flow model (:func:`ksampler_function` with
@@ -245,7 +249,7 @@ def run_on_flow_model(name: str, denoiser: Callable, x: torch.Tensor, sigmas, sh
     at σ = inf), as every registry run is: the σ become ComfyUI's flow times t = σ/(1 + σ) (1 at σ = inf) and x its
     x_t, and the result comes back in this library's coordinates. ``options`` are the caller's (the seed: a list
     of per-item seeds, or one as ComfyUI's item k from seed + k)."""
-    t = [_flow_t(s) for s in torch.as_tensor(sigmas).tolist()]
+    t = flow_times(sigmas)
     fn = ksampler_function(name, coordinates="flow", **options)
     x_t = x if t[0] >= 1 else x * (1 - t[0])
     out = fn(FlowModel(denoiser, shift), x_t, torch.tensor(t, dtype=torch.float64), extra_args={}, disable=disable)
