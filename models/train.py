@@ -281,7 +281,7 @@ def _main(argv=None) -> int:
         for group in opt.param_groups:
             group["lr"] = lr
         loss = diffusion_loss(model, x0, ids, mask, gen, alphas_cumprod)
-        refuse_non_finite(loss, model, step + 1, lr)
+        refuse_non_finite(loss, step + 1, lr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -299,7 +299,7 @@ def _main(argv=None) -> int:
             print(f"step {step}/{args.steps} loss {ema_loss:.4f} lr {lr:.2e} elapsed {elapsed:.0f}s",
                   file=sys.stderr, flush=True)
         if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60 and step < args.steps:
-            refuse_non_finite(loss, model, step, lr)
+            refuse_non_finite(loss, step, lr, model)
             checkpoint()
             last_ckpt = time.monotonic()
         if args.max_minutes is not None and elapsed > args.max_minutes * 60 and step < stop_at:
@@ -307,8 +307,8 @@ def _main(argv=None) -> int:
             print(f"--max-minutes {args.max_minutes} reached at step {step}; saving", file=sys.stderr)
             break
     bar.close()
-    refuse_non_finite(loss, model, step, lr)  # the last step's update, before any save
-    refuse_non_finite(loss, ema, step, lr)
+    refuse_non_finite(loss, step, lr, model)  # the last step's update, before any save
+    refuse_non_finite(loss, step, lr, ema)
     if step < args.steps and not timed_out:  # --stop-after: leave a checkpoint to --resume from
         checkpoint()
         print(f"stopped at step {step}/{args.steps}; continue with --resume (checkpoint {ckpt_path})", file=sys.stderr)

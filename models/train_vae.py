@@ -91,10 +91,12 @@ def _shown(v) -> str:
     return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
 
 
-def refuse_non_finite(loss: torch.Tensor, module: torch.nn.Module, step: int, lr: float) -> None:
-    """Stop at the first non-finite loss or weight, before anything is saved: a diverged run is not a model."""
+def refuse_non_finite(loss: torch.Tensor, step: int, lr: float, module: torch.nn.Module | None = None) -> None:
+    """Stop at the first non-finite loss, and (``module``: before anything is saved) non-finite weights: a diverged
+    run is not a model. Each step checks its loss only (one read, which the loss shown reads anyway); weights that
+    turn non-finite give a non-finite loss at the next step, and are scanned before every save."""
     bad = "loss" if not torch.isfinite(loss).all() else None
-    if bad is None and not all(torch.isfinite(p).all() for p in module.parameters()):
+    if bad is None and module is not None and not all(torch.isfinite(p).all() for p in module.parameters()):
         bad = "weights"
     if bad:
         raise InvalidInput(f"training diverged at step {step} (the {bad} became non-finite, learning rate "
@@ -253,7 +255,7 @@ def _main(argv=None) -> int:
         for group in opt.param_groups:
             group["lr"] = lr
         loss, parts = vae_loss(vae, x, gen, args.kl_weight, args.edge_weight)
-        refuse_non_finite(loss, vae, step + 1, lr)
+        refuse_non_finite(loss, step + 1, lr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -272,11 +274,11 @@ def _main(argv=None) -> int:
                 flush=True,
             )
         if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60 and step < args.steps:
-            refuse_non_finite(loss, vae, step, lr)
+            refuse_non_finite(loss, step, lr, vae)
             checkpoint()
             last_ckpt = time.monotonic()
     bar.close()
-    refuse_non_finite(loss, vae, step, lr)  # the last step's update, before any save
+    refuse_non_finite(loss, step, lr, vae)  # the last step's update, before any save
     if step < args.steps:
         checkpoint()
         print(f"stopped at step {step}/{args.steps}; continue with --resume (checkpoint {ckpt_path})", file=sys.stderr)
