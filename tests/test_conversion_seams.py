@@ -219,6 +219,41 @@ def test_a_grid_outside_the_timestep_table_is_refused_before_any_model_call(sigm
     assert calls == []
 
 
+class _KDiffusionCFG:
+    """A guidance wrapper written as k-diffusion's examples and A1111 write it: the model in ``inner_model``, no
+    ``prepare_times`` or ``supports_infinite_sigma`` of its own."""
+
+    def __init__(self, model, scale=3.0):
+        self.inner_model, self.scale = model, scale
+
+    def __call__(self, x, sigma, **kw):
+        u, c = self.inner_model(torch.cat([x, x]), torch.cat([sigma, sigma]), **kw).chunk(2)
+        return u + (c - u) * self.scale
+
+
+def test_a_wrapper_does_not_switch_the_table_and_infinite_sigma_checks_off():
+    # a k-diffusion-style CFG wrapper around to_denoiser's denoiser ran karras(0.002, 80) on SD's table: the U-Net was
+    # told timestep 999 at σ = 80 while the conversion used σ = 80 (the check ran only on a model with prepare_times)
+    native = VPDiscrete.from_betas()
+    D, calls = _counting_vp_model(native)
+    sig = samplers.get_sigmas("karras", 4, sigma_min=0.03, sigma_max=80.0)
+    for model in (_KDiffusionCFG(D), _KDiffusionCFG(_KDiffusionCFG(D)).__call__):  # a bound method is seen through
+        with pytest.raises(InvalidInput, match=r"sigmas\[0\] = 80 lies outside this model's timestep table"):
+            samplers.sample("euler", model, torch.randn(2, 4) * 80, sig, disable=True)
+    assert calls == []
+    ok = samplers.get_sigmas("karras", 4, native=native)
+    samplers.sample("euler", _KDiffusionCFG(D), torch.randn(2, 4) * ok[0], ok, disable=True)
+    assert len(calls) == 4
+    # an eps model cannot be evaluated at σ = inf (a zero-SNR table's start): refused through the wrapper too
+    zsnr = VPDiscrete.from_betas(rescale_betas_zero_snr=True)
+    Dz, calls = _counting_vp_model(zsnr)
+    trailing = samplers.get_sigmas("trailing", 4, native=zsnr)
+    assert math.isinf(trailing[0])
+    with pytest.raises(InvalidInput, match="cannot be evaluated at sigma = inf"):
+        samplers.sample("dpmpp_2m", _KDiffusionCFG(Dz), torch.randn(2, 4), trailing, disable=True)
+    assert calls == []
+
+
 def test_a_grid_on_the_table_runs_to_its_ends_and_past_them_only_by_float_rounding():
     native = VPDiscrete.from_betas()
     D, calls = _counting_vp_model(native)

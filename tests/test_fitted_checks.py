@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import samplers
+from samplers.core import wrapped
 from samplers.core.native import RectifiedFlow, VPDiscrete
 from samplers.fitted import identity
 from samplers.fitted.identity import fingerprint
@@ -107,8 +108,8 @@ def test_every_fingerprint_has_the_form_a_file_records(tmp_path):
     # and what fit records loads
     path = _save(tmp_path, model={"fingerprint": fingerprint(EPS_DENOISER), "name": "gm", "prediction": "eps"})
     assert LearnedSolver.load(path).model["fingerprint"] == fingerprint(EPS_DENOISER)
-    assert identity.prediction(EPS_DENOISER) == "eps" and identity.supports_infinite_sigma(EPS_DENOISER) is False
-    assert identity.prediction(GM.denoiser) is None and identity.supports_infinite_sigma(FLOW_DENOISER) is True
+    assert identity.prediction(EPS_DENOISER) == "eps" and wrapped.supports_infinite_sigma(EPS_DENOISER) is False
+    assert identity.prediction(GM.denoiser) is None and wrapped.supports_infinite_sigma(FLOW_DENOISER) is True
 
 
 def test_a_solver_from_sigma_inf_is_refused_on_a_model_that_cannot_be_evaluated_there_even_when_allowed(tmp_path):

@@ -37,6 +37,7 @@ from typing import Callable
 
 import torch
 
+from . import wrapped
 from .native import VE, NoiseSchedule, VPDiscrete
 from .errors import InvalidInput, InvalidOption, InvalidType
 
@@ -223,8 +224,10 @@ def call_at(denoiser: Callable, x: torch.Tensor, sigma: float, **extra_args) -> 
 def prepare_times(denoiser: Callable, sigmas: list[float], batch: int, dtype: torch.dtype,
                   device: torch.device) -> None:
     """Let ``denoiser`` (and the denoisers it wraps, through their own ``prepare_times``) build the time inputs
-    of a run's σ grid before the loop; a denoiser without the method is left alone."""
-    prepare = getattr(denoiser, "prepare_times", None)
+    of a run's σ grid before the loop, and a denoiser on a timestep table refuse a grid that leaves it. A wrapper
+    without the method is looked through (:func:`samplers.core.wrapped.read`: a k-diffusion-style guidance wrapper's
+    ``inner_model``, …), so that it does not switch the table's check off; a model with none is left alone."""
+    prepare = wrapped.read(denoiser, "prepare_times", callable)
     if prepare is not None:
         prepare(sigmas, batch, dtype, device)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm, trange
 
-from . import noise as noise_mod
+from . import noise as noise_mod, wrapped
 from .errors import InvalidInput, InvalidOption, InvalidType, NonFiniteError
 from .conversion import model_dtype, model_input, prepare_times, state_dtype as state_dtype_for
 from .validate import check_options, largest_sigma, same_value
@@ -251,7 +251,7 @@ def _shift_callback(callback, offset: int):
 
 
 def check_infinite_sigma(model) -> None:
-    if getattr(model, "supports_infinite_sigma", True) is False:
+    if wrapped.supports_infinite_sigma(model) is False:  # the model's, or a denoiser's it wraps
         raise InvalidInput(
             "this model cannot be evaluated at sigma = inf (an eps- or score-prediction model carries no "
             "signal information at zero SNR); start the schedule at a finite sigma, e.g. "

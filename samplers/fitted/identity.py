@@ -14,9 +14,9 @@ A fingerprint is a SHA-256 hex digest, optionally followed by ``|``-separated qu
 ``model.fingerprint`` is held to. An object's own name of another form is hashed into one (the same name, the same
 fingerprint).
 
-:func:`prediction`, :func:`supports_infinite_sigma` and :func:`table_range` read the model's prediction type,
-whether it can be evaluated at σ = ∞ and the σ range of its timestep table through the same wrappers, where the
-model says (``to_denoiser``'s denoiser does); None where it does not.
+:func:`prediction` and :func:`table_range` read the model's prediction type and the σ range of its timestep table
+through the same wrappers (:mod:`samplers.core.wrapped`), where the model says (``to_denoiser``'s denoiser does);
+None where it does not.
 """
 from __future__ import annotations
 
@@ -26,9 +26,8 @@ import re
 
 import torch
 
-# where wrappers keep what they wrap, looked through in this order
-_INNER = ("inner", "inner_model", "model", "denoiser", "_denoiser", "unet")
-_DEPTH = 8
+from ..core.wrapped import DEPTH as _DEPTH, INNER as _INNER, read as _read
+
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}(\|[^\x00-\x1f\x7f]*)?")
 MAX_FINGERPRINT = 4096  # characters: a digest and a few qualifiers (a schedule's repr) fit many times over
 
@@ -93,42 +92,12 @@ def fingerprint(model, _depth: int = 0) -> str | None:
     return None
 
 
-def _read(model, attr: str, accept, _depth: int = 0):
-    """The first value of ``attr`` that ``accept`` takes, on ``model`` or what it wraps (as :func:`fingerprint`
-    looks through wrappers); None when none says."""
-    if model is None or _depth > _DEPTH:
-        return None
-    try:
-        value = getattr(model, attr, None)
-    except Exception:  # a property that cannot answer here says nothing
-        value = None
-    if accept(value):
-        return value
-    if isinstance(model, functools.partial):
-        return _read(model.func, attr, accept, _depth + 1)
-    bound = getattr(model, "__self__", None)
-    if bound is not None and not isinstance(bound, type):
-        return _read(bound, attr, accept, _depth + 1)
-    for name in _INNER:
-        inner = getattr(model, name, None)
-        if inner is not None and inner is not model:
-            found = _read(inner, attr, accept, _depth + 1)
-            if found is not None:
-                return found
-    return None
-
-
 def prediction(model) -> str | None:
     """The model's prediction type (``"eps"``, ``"flow"``, …: :data:`samplers.core.conversion.PREDICTIONS`) where
     it or a denoiser it wraps says (``to_denoiser``'s does), else None."""
     from ..core.conversion import PREDICTIONS
 
     return _read(model, "prediction", lambda v: isinstance(v, str) and v in PREDICTIONS)
-
-
-def supports_infinite_sigma(model) -> bool | None:
-    """Whether the model can be evaluated at σ = ∞, where it or a denoiser it wraps says; None where none does."""
-    return _read(model, "supports_infinite_sigma", lambda v: isinstance(v, bool))
 
 
 def table_range(model) -> tuple[float, float] | None:

@@ -36,6 +36,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from ..core import wrapped
 from ..core.conversion import PREDICTIONS
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, MissingFile, UnknownNameError
 from ..core.files import read_json, write_json
@@ -300,7 +301,7 @@ class LearnedSolver:
 
             prediction = prediction if prediction is not None else identity.prediction(model)
             if supports_infinite_sigma is None:
-                supports_infinite_sigma = identity.supports_infinite_sigma(model)
+                supports_infinite_sigma = wrapped.supports_infinite_sigma(model)
         what = source or (f"fitted:{self.source}" if self.source else "this fitted solver")
         want_prediction = self.model.get("prediction")
         name = self.model.get("name") or "its model"
