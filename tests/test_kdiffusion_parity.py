@@ -353,6 +353,15 @@ def test_every_public_name_is_tested_here():
     assert set(public_names()) == TESTED == set(ours.K_DIFFUSION_NAMES)
 
 
+def test_the_names_k_diffusion_imports_into_its_module_are_there_too():
+    # sampler code written against k-diffusion reaches them through its module: k_diffusion.sampling.trange(...)
+    imported = {n for n, v in vars(kd).items() if not n.startswith("_") and getattr(v, "__module__", None) != kd.__name__}
+    other_packages = {"utils", "integrate", "torchsde", "odeint"}  # k-diffusion's utils, scipy, torchsde, torchdiffeq
+    assert imported == set(ours.K_DIFFUSION_IMPORTS) | other_packages
+    for name in ours.K_DIFFUSION_IMPORTS:
+        assert getattr(ours, name) is getattr(kd, name), name
+
+
 def _compatible(mine: inspect.Signature, theirs: inspect.Signature, where: str) -> None:
     """k-diffusion's parameters, in order, with the same kinds and defaults; ours may add keyword-only ones."""
     def split(sig):

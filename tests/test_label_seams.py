@@ -327,3 +327,23 @@ def test_a1111_dpm_fast_in_img2img_and_on_a_flow_model_runs_the_chosen_schedule(
     flow = PipelineSpec.read(model="flow")
     _, sigmas, _, _ = flow.plan_run("DPM fast", "flow", 10, {})
     assert len(sigmas) == 11
+
+
+# ------------------------------------------------------------------ 5. A1111 1.6-1.8's k_* aliases
+# modules/sd_samplers_kdiffusion.py of those versions: ('DPM++ 2M SDE Heun Karras', ..., ['k_dpmpp_2m_sde_heun_ka'],
+# {'scheduler': 'karras', 'brownian_noise': True, 'solver_type': 'heun'}), ... and 'k_dpmpp_2m_sde_ka' on both
+# 'DPM++ 2M SDE' and 'DPM++ 2M SDE Karras' (sd_samplers.set_samplers: the later in the list wins).
+
+@pytest.mark.parametrize("alias, label", [("k_dpmpp_2m_sde_heun_ka", "DPM++ 2M SDE Heun Karras"),
+                                          ("k_dpmpp_2m_sde_heun_exp", "DPM++ 2M SDE Heun Exponential"),
+                                          ("k_dpmpp_3m_sde_ka", "DPM++ 3M SDE Karras"),
+                                          ("k_dpmpp_3m_sde_exp", "DPM++ 3M SDE Exponential")])
+def test_a1111_aliases_of_the_karras_and_exponential_labels_run_their_labels(alias, label):
+    got, want = names.resolve(alias), names.resolve(label)
+    assert (got.sampler, got.options, got.schedule, got.schedule_is_explicit, got.discard_penultimate_sigma) == \
+        (want.sampler, want.options, want.schedule, want.schedule_is_explicit, want.discard_penultimate_sigma)
+
+
+def test_an_a1111_alias_of_two_labels_is_refused_naming_both():
+    with pytest.raises(samplers.Unavailable, match=r"'DPM\+\+ 2M SDE Karras'.*'DPM\+\+ 2M SDE'"):
+        names.resolve("k_dpmpp_2m_sde_ka")

@@ -127,6 +127,10 @@ A1111: dict[str, tuple] = {
     "k_dpmpp_2m_ka": ("dpmpp_2m", {}, "a1111:Karras", "explicit"),
     "k_dpmpp_sde_ka": ("dpmpp_sde", BROWNIAN, "a1111:Karras", "explicit"),
     "k_dpmpp_2m_sde_exp": ("dpmpp_2m_sde", BROWNIAN, "a1111:Exponential", "explicit"),
+    "k_dpmpp_2m_sde_heun_ka": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "a1111:Karras", "explicit"),
+    "k_dpmpp_2m_sde_heun_exp": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "a1111:Exponential", "explicit"),
+    "k_dpmpp_3m_sde_ka": ("dpmpp_3m_sde", BROWNIAN, "a1111:Karras", "explicit"),
+    "k_dpmpp_3m_sde_exp": ("dpmpp_3m_sde", BROWNIAN, "a1111:Exponential", "explicit"),
     "k_lcm": ("lcm", {}, "lcm_uniform", "default"),
 }
 # A1111 / Forge samplers this library does not provide, and why (refused by name, never replaced by something else).
@@ -134,6 +138,11 @@ A1111_REFUSED: dict[str, str] = {
     **{name: "A1111's DDIM CFG++ (Chung et al. 2024, arXiv:2406.08070) steps with the unconditional prediction, which a "
              "guided denoiser does not expose to the sampler; use 'DDIM' (with a lower CFG scale) instead"
        for name in ("DDIM CFG++", "ddim_cfgpp")},
+    # versions 1.6-1.8 list it for both "DPM++ 2M SDE" and "DPM++ 2M SDE Karras"; the later in the list wins, and
+    # the order changed between versions (1.6: the Karras label's; 1.7-1.8: the plain one's)
+    "k_dpmpp_2m_sde_ka": "A1111 1.6-1.8 give this alias to both 'DPM++ 2M SDE' and 'DPM++ 2M SDE Karras', and which "
+                         "one it runs depends on the version; name the label: 'DPM++ 2M SDE Karras' (its Karras "
+                         "schedule) or 'DPM++ 2M SDE'",
 }
 # A1111 1.9+'s Schedule types (modules/sd_schedulers.py): each type's label with its name and aliases. Its
 # sd_samplers.get_sampler_and_scheduler reads a sampler name that ends in " <label, name or alias>" as that sampler on
@@ -155,7 +164,7 @@ A1111_MODEL_RANGE = {"DPM fast", "k_dpm_fast", "DPM adaptive", "k_dpm_ad"}
 # Labels whose A1111 runs drop the next-to-last sigma (``discard_next_to_last_sigma``) of a schedule one step longer.
 A1111_DISCARD_PENULTIMATE = {"DPM2", "k_dpm_2", "DPM2 Karras", "k_dpm_2_ka", "DPM2 a", "k_dpm_2_a", "DPM2 a Karras",
                              "k_dpm_2_a_ka", "DPM++ 3M SDE", "k_dpmpp_3m_sde", "DPM++ 3M SDE Karras",
-                             "DPM++ 3M SDE Exponential"}
+                             "k_dpmpp_3m_sde_ka", "DPM++ 3M SDE Exponential", "k_dpmpp_3m_sde_exp"}
 
 # ComfyUI (comfy/samplers.py KSAMPLER_NAMES) where the name is not the registry's own: the *_gpu variants draw the
 # Brownian tree on the device, *_heun uses the Heun-type second-order term, and ComfyUI's SDE samplers default to

@@ -48,7 +48,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from torch import nn  # noqa: F401  (imported into k-diffusion's module too; custom samplers reach it there)
+from tqdm.auto import tqdm, trange  # noqa: F401  (as above)
 
 from ..core import names, registry, steps
 from ..core import noise as noise_mod
@@ -77,6 +78,10 @@ K_DIFFUSION_NAMES = (
     "sample_dpm_adaptive", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
     "sample_dpmpp_3m_sde",
 )
+# What k-diffusion's module imports into itself (``from tqdm.auto import trange, tqdm``, ``from torch import nn``, …),
+# which sampler code written against it reaches there (``k_diffusion.sampling.trange(len(sigmas) - 1, ...)``). Its
+# ``utils``, ``integrate`` (scipy), ``torchsde`` and ``odeint`` (torchdiffeq) are other packages': import them from those.
+K_DIFFUSION_IMPORTS = ("math", "torch", "nn", "trange", "tqdm")
 
 # ----------------------------------------------------------------------------------------------------
 # Schedules: the registry's formulas, evaluated as k-diffusion evaluates them (torch's default dtype, on ``device``)
