@@ -258,7 +258,9 @@ def names_md() -> str:
             "there is timestep 3.7e-5 on SD 1.x where A1111's wrapper reads 0.",
             "- ComfyUI's `denoise` < 1 (BasicScheduler / KSampler: a schedule of steps/denoise steps, its last steps "
             "kept) and A1111's img2img step count (int(strength·steps) + 1 steps of the full schedule) are not the "
-            "pipeline's `strength` (`samplers.schedules.truncate`: round(strength·steps) steps).",
+            "pipeline's `strength` (`samplers.schedules.truncate`: round(strength·steps) steps), and A1111's and Forge's "
+            "img2img span an SDE label's Brownian tree over the full schedule (`create_noise_sampler(x, sigmas, p)`, "
+            "before the cut), where a run here spans it over the σ it runs.",
             "- A1111's \"Align Your Steps\" (and reForge's \"Align Your Steps GITS\" / \"11\" / \"32\") take the SDXL "
             "levels on an SDXL model; the names take the SD 1.5 ones (pass `schedule=\"ays_sdxl\"`, `\"ays_gits_sdxl\"` "
             "or `\"ays_32_sdxl\"` with `append_zero=True` for SDXL).",
