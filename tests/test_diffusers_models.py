@@ -419,3 +419,51 @@ def test_a_mu_that_gives_no_shift_is_named(mu, kind, match):
     config = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, time_shift_type=kind).config
     with pytest.raises(samplers.InvalidOption, match=match):
         native_from_config(config, mu=mu)
+
+
+# ----------------------------------------------------------------------------------------------------
+# An audit of the adapter's seams with diffusers' networks and scheduler classes
+
+
+def _flux():
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    return FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                                  num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                                  guidance_embeds=False, axes_dims_rope=(4, 6, 6)).eval()
+
+
+_SEQ, _TOKENS = 16, 5
+FLUX_IDS = dict(txt_ids=torch.zeros(_TOKENS, 3),
+                img_ids=torch.stack([torch.zeros(_SEQ), torch.arange(_SEQ) // 4, torch.arange(_SEQ) % 4], 1).float())
+FLUX_FLOW = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15).config
+
+
+def _flux_reference(flux, x_t, t, enc, pooled, ids):
+    """FluxPipeline's x0 with FlowMatchEuler (no guidance): the transformer called on t / 1000 of timestep t·1000."""
+    b = x_t.shape[0]
+    v = flux(hidden_states=x_t, timestep=torch.full((b,), t), pooled_projections=pooled.expand(b, -1),
+             encoder_hidden_states=enc.expand(b, -1, -1), return_dict=False, **ids)[0]
+    return x_t - t * v
+
+
+def test_a_flux_transformer_takes_its_time_in_thousandths_by_default():
+    """Flux's forward multiplies the timestep by 1000: wrapped without timestep_scale=1e-3 it got t·10⁶ (x0 0.047 off
+    FluxPipeline's, silently). The default now follows the class; a value passed is the caller's."""
+    flux, g = _flux(), torch.Generator().manual_seed(3)
+    enc, pooled, x_t = torch.randn(1, _TOKENS, 32, generator=g), torch.randn(1, 32, generator=g), torch.randn(
+        2, _SEQ, 4, generator=g)
+    ids = {k: v[None] for k, v in FLUX_IDS.items()}  # the (deprecated) 3-D ids, batch 1
+    t = 0.75
+    with torch.no_grad():
+        want = _flux_reference(flux, x_t, t, enc, pooled, ids)
+        kw = dict(model_kwargs={"pooled_projections": pooled, **ids}, mu=0.8)
+        got = denoiser_from_diffusers(flux, FLUX_FLOW, enc, **kw).denoise_at(x_t / (1 - t), t / (1 - t))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        own = denoiser_from_diffusers(flux, FLUX_FLOW, enc, timestep_scale=1.0, **kw)
+        assert own.model.timestep_scale == 1.0  # the caller's value is used as it is
+    from samplers.interop.diffusers_models import default_timestep_scale
+
+    assert default_timestep_scale(flux) == 1e-3
+    assert default_timestep_scale(TRANSFORMER) == default_timestep_scale(UNET) == 1.0  # SD3 takes t·1000

@@ -405,6 +405,22 @@ def _expand_batch(value, batch: int, name: str = "model_kwargs"):
     return value
 
 
+# diffusers transformers whose forward multiplies the timestep by 1000 (their pipelines pass t / 1000, flow time in
+# [0, 1]): they take timestep_scale=1/1000 by default. SD3's, HiDream's, Sana's and the UNets take t as it is.
+THOUSANDTHS_TIME = frozenset({"FluxTransformer2DModel", "Flux2Transformer2DModel", "Flux3Transformer2DModel",
+                              "ChromaTransformer2DModel", "QwenImageTransformer2DModel",
+                              "QwenImage21Transformer2DModel", "LongCatImageTransformer2DModel",
+                              "OvisImageTransformer2DModel", "AuraFlowTransformer2DModel"})
+
+
+def default_timestep_scale(model) -> float:
+    """The time input's scale a network takes: 1/1000 for a class (or subclass) of :data:`THOUSANDTHS_TIME` — its
+    forward multiplies the timestep by 1000, so it takes the flow time t where other flow models take t·1000 — else 1.
+    A ``torch.compile``-d network is read by the class it wraps."""
+    classes = type(getattr(model, "_orig_mod", model)).__mro__
+    return 1e-3 if any(c.__name__ in THOUSANDTHS_TIME for c in classes) else 1.0
+
+
 def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
     """Prompt embeddings as the network takes them, checked before any call: torch tensors of a floating dtype — the
     network's own, where it has one (a pipeline encodes them in its text encoder's) —, finite, and for a diffusers
@@ -449,7 +465,7 @@ class DiffusersModel:
 
     def __init__(self, model, prompt_embeds=None, negative_prompt_embeds=None, guidance_scale: float = 1.0,
                  model_kwargs: Mapping | None = None, negative_model_kwargs: Mapping | None = None,
-                 timestep_scale: float = 1.0):
+                 timestep_scale: float | None = None):
         self.model = model
         self.guidance_scale = real("guidance_scale", guidance_scale,
                                    what=" (classifier-free guidance: > 1 guides, 1 runs the conditional model "
@@ -487,7 +503,8 @@ class DiffusersModel:
             self.uncond["encoder_hidden_states"] = negative_prompt_embeds
         if self.cfg:
             self._check_pairs()
-        self.timestep_scale = positive("timestep_scale", timestep_scale)  # Flux's transformer: 1/1000
+        self.timestep_scale = (default_timestep_scale(model) if timestep_scale is None
+                               else positive("timestep_scale", timestep_scale))
         forward = model.forward if hasattr(model, "forward") else model
         params = inspect.signature(forward).parameters
         self.input_name = "sample" if "sample" in params else "hidden_states" if "hidden_states" in params else None
@@ -563,7 +580,7 @@ class DiffusersModel:
 def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, negative_prompt_embeds=None,
                             guidance_scale: float = 1.0, *, model_kwargs: Mapping | None = None,
                             negative_model_kwargs: Mapping | None = None, mu: float | None = None,
-                            timestep_scale: float = 1.0) -> Denoiser:
+                            timestep_scale: float | None = None) -> Denoiser:
     """A diffusers UNet / transformer as the registry denoiser ``D(x, σ, **extra_args) -> x0``.
 
     Args:
@@ -580,7 +597,10 @@ def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, ne
         model_kwargs, negative_model_kwargs: more conditioning for the cond / uncond halves (e.g. SD3's
             ``pooled_projections``, SDXL's ``added_cond_kwargs``).
         mu: Flux-style dynamic shift (only changes ``D.schedule.shift``, which schedules built from it use).
-        timestep_scale: multiplies the time input (Flux's transformer takes t, not t·1000: use 1/1000).
+        timestep_scale: multiplies the time input. Left out, it is the network's own (:func:`default_timestep_scale`):
+            1/1000 for the transformers whose forward multiplies the timestep by 1000 (Flux, Flux 2, Chroma,
+            QwenImage, LongCat-Image, Ovis-Image, AuraFlow: :data:`THOUSANDTHS_TIME`), 1 for every other network.
+            A value passed is used as it is.
 
     Returns:
         A :class:`samplers.core.conversion.Denoiser`; ``D.schedule`` is the native schedule to build sigmas from.
