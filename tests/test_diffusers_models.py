@@ -467,3 +467,24 @@ def test_a_flux_transformer_takes_its_time_in_thousandths_by_default():
 
     assert default_timestep_scale(flux) == 1e-3
     assert default_timestep_scale(TRANSFORMER) == default_timestep_scale(UNET) == 1.0  # SD3 takes t·1000
+
+
+def test_flux_position_ids_are_unbatched_and_shared_by_both_halves_of_a_guided_batch():
+    """diffusers' current 2-D txt_ids / img_ids ([tokens, 3]) were refused as a batch mismatch (or, with as many
+    tokens as latents, concatenated for CFG as if they were rows). They are positions: passed as they are, shared."""
+    flux, g = _flux(), torch.Generator().manual_seed(4)
+    enc, neg = torch.randn(1, _TOKENS, 32, generator=g), torch.randn(1, _TOKENS, 32, generator=g)
+    pooled, neg_pooled = torch.randn(1, 32, generator=g), torch.randn(1, 32, generator=g)
+    t, x_t = 0.6, torch.randn(2, _SEQ, 4, generator=g)
+    with torch.no_grad():
+        cond = _flux_reference(flux, x_t, t, enc, pooled, FLUX_IDS)
+        uncond = _flux_reference(flux, x_t, t, neg, neg_pooled, FLUX_IDS)
+        want = uncond + 4.0 * (cond - uncond)  # FluxPipeline's true CFG, on x0 (linear in the velocity)
+        D = denoiser_from_diffusers(flux, FLUX_FLOW, enc, neg, 4.0, mu=0.8,
+                                    model_kwargs={"pooled_projections": pooled, **FLUX_IDS},
+                                    negative_model_kwargs={"pooled_projections": neg_pooled})
+        torch.testing.assert_close(D.denoise_at(x_t / (1 - t), t / (1 - t)), want, rtol=1e-5, atol=1e-5)
+    other = {"pooled_projections": neg_pooled, "txt_ids": FLUX_IDS["txt_ids"] + 1}
+    with pytest.raises(InvalidInput, match="txt_ids a value other than model_kwargs'.*position ids"):
+        denoiser_from_diffusers(flux, FLUX_FLOW, enc, neg, 4.0, mu=0.8, negative_model_kwargs=other,
+                                model_kwargs={"pooled_projections": pooled, **FLUX_IDS})

@@ -348,12 +348,28 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
     return schedule, prediction
 
 
+# keyword arguments that are token positions, not one row per item (Flux's, Flux 2's, Chroma's txt_ids / img_ids:
+# [tokens, axes]; the deprecated [1, tokens, axes] is read as its first row): passed as they are, and shared by both
+# halves of a guided batch, as FluxPipeline passes them
+POSITION_IDS = frozenset({"txt_ids", "img_ids"})
+
+
+def _same(a, b) -> bool:
+    """Whether two keyword values are the same value: tensors by their elements, others as :func:`same_value`."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a is b or (a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b.to(a.device))))
+    return same_value(a, b)
+
+
 def _cat_kwargs(negative: Mapping, positive: Mapping) -> dict:
-    """[uncond; cond] along the batch for every tensor (recursively); other values are shared."""
+    """[uncond; cond] along the batch for every tensor (recursively); other values and :data:`POSITION_IDS` are
+    shared."""
     out = {}
     for key, pos in positive.items():
         neg = negative.get(key, pos)
-        if isinstance(pos, torch.Tensor):
+        if key in POSITION_IDS:
+            out[key] = pos
+        elif isinstance(pos, torch.Tensor):
             out[key] = torch.cat([neg, pos])
         elif isinstance(pos, Mapping):
             out[key] = _cat_kwargs(neg, pos)
@@ -363,12 +379,15 @@ def _cat_kwargs(negative: Mapping, positive: Mapping) -> dict:
 
 
 def _unpaired(positive: Mapping, negative: Mapping, prefix: str = "") -> tuple[list, list, list]:
-    """(conditioning tensors without a negative counterpart, negatives without a positive, non-tensor values that
-    differ between the halves) as key paths, recursively."""
+    """(conditioning tensors without a negative counterpart, negatives without a positive, shared values — not
+    tensors, or :data:`POSITION_IDS` — that differ between the halves) as key paths, recursively."""
     missing, extra, differ = [], [], []
     for key, pos in positive.items():
         path = f"{prefix}{key}"
-        if isinstance(pos, Mapping):
+        if key in POSITION_IDS:
+            if key in negative and not _same(negative[key], pos):
+                differ.append(path)
+        elif isinstance(pos, Mapping):
             neg = negative.get(key, {})
             if not isinstance(neg, Mapping):
                 differ.append(path)
@@ -385,14 +404,16 @@ def _unpaired(positive: Mapping, negative: Mapping, prefix: str = "") -> tuple[l
 
 
 def _has_tensor(value) -> bool:
+    """Whether ``value`` holds a conditioning tensor (position ids are none)."""
     if isinstance(value, Mapping):
-        return any(_has_tensor(v) for v in value.values())
+        return any(_has_tensor(v) for k, v in value.items() if k not in POSITION_IDS)
     return isinstance(value, torch.Tensor)
 
 
 def _expand_batch(value, batch: int, name: str = "model_kwargs"):
     """Batch-1 tensors (one prompt's embeddings) expanded to the latent batch, recursively; a tensor of another
-    batch than 1 or the latent batch's is refused by name (before the network is called)."""
+    batch than 1 or the latent batch's is refused by name (before the network is called). :data:`POSITION_IDS` have
+    no batch: they are passed as they are."""
     if isinstance(value, torch.Tensor) and value.ndim > 0:
         if value.shape[0] == 1 and batch > 1:
             return value.expand(batch, *value.shape[1:])
@@ -401,7 +422,7 @@ def _expand_batch(value, batch: int, name: str = "model_kwargs"):
                                f"batch {batch}: conditioning must have one row per latent, or one row for all")
         return value
     if isinstance(value, Mapping):
-        return {k: _expand_batch(v, batch, f"{name}[{k!r}]") for k, v in value.items()}
+        return {k: v if k in POSITION_IDS else _expand_batch(v, batch, f"{name}[{k!r}]") for k, v in value.items()}
     return value
 
 
@@ -537,8 +558,9 @@ class DiffusersModel:
                                "value in model_kwargs (prompt_embeds for encoder_hidden_states), or leave it out")
         if differ:
             raise InvalidInput(f"negative_model_kwargs gives {', '.join(differ)} a value other than model_kwargs' "
-                               "one, but a value that is not a tensor is shared by both halves of the one guided "
-                               "call: pass the same value in both, or leave it out of negative_model_kwargs")
+                               "one, but a value that is not a tensor, or position ids (txt_ids, img_ids), is shared "
+                               "by both halves of the one guided call: pass the same value in both, or leave it out "
+                               "of negative_model_kwargs")
 
     def _kwargs(self, batch: int, extra_args: dict) -> dict:
         """The conditioning for a batch: [uncond; cond] when guided. Built once per batch size when the call adds no
