@@ -488,3 +488,29 @@ def test_flux_position_ids_are_unbatched_and_shared_by_both_halves_of_a_guided_b
     with pytest.raises(InvalidInput, match="txt_ids a value other than model_kwargs'.*position ids"):
         denoiser_from_diffusers(flux, FLUX_FLOW, enc, neg, 4.0, mu=0.8, negative_model_kwargs=other,
                                 model_kwargs={"pooled_projections": pooled, **FLUX_IDS})
+
+
+@pytest.mark.parametrize("zero_snr", [False, True])
+@pytest.mark.parametrize("cls", ["CogVideoXDDIMScheduler", "CogVideoXDPMScheduler"])
+def test_cogvideox_snr_shift_scale_is_read_as_its_schedulers_apply_it(cls, zero_snr):
+    """CogVideoX's schedulers divide every SNR by snr_shift_scale (default 3) before the zero-SNR rescale; the key was
+    ignored (the model got timestep 638 for the scheduler's 500, x0 0.13 off)."""
+    theirs = getattr(diffusers, cls)(**BETAS, prediction_type="v_prediction", rescale_betas_zero_snr=zero_snr,
+                                     clip_sample=False, timestep_spacing="trailing")
+    native, _ = native_from_config(theirs.config)
+    torch.testing.assert_close(native.alphas_cumprod, theirs.alphas_cumprod.double(), rtol=1e-5, atol=1e-7)
+    # a named partial config gets the class's default shift (3), as from_config fills it
+    partial = native_from_config({"_class_name": cls, **BETAS, "prediction_type": "v_prediction"})[0]
+    torch.testing.assert_close(partial.alphas_cumprod, native_from_config({**BETAS, "snr_shift_scale": 3.0})[0]
+                               .alphas_cumprod)
+    # the denoiser's x0 is the scheduler's pred_original_sample at its own timesteps (DDIM's step, eta 0)
+    ddim = diffusers.CogVideoXDDIMScheduler.from_config(theirs.config)
+    ddim.set_timesteps(4)
+    D = denoiser_from_diffusers(_net, theirs.config)
+    x_t = NOISE.double()
+    for t in ddim.timesteps.tolist()[1:]:
+        ab = float(ddim.alphas_cumprod[t])
+        want = ddim.step(_net(x_t, t).float(), t, x_t.float()).pred_original_sample.double()
+        torch.testing.assert_close(D.denoise_at(x_t / ab ** 0.5, ((1 - ab) / ab) ** 0.5), want, rtol=1e-4,
+                                   atol=1e-4)
+        assert math.isclose(D.schedule.time_at(((1 - ab) / ab) ** 0.5), t, abs_tol=1e-3)

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..core.native import VE, NoiseSchedule, RectifiedFlow, VPDiscrete
+from ..core.native import VE, NoiseSchedule, RectifiedFlow, VPDiscrete, betas_for
 from ..core.conversion import Denoiser, canonical_prediction, to_denoiser
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.validate import closest, integer, positive, real, same_value
@@ -338,14 +338,25 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
                 + ": diffusers' schedulers space their timesteps over num_train_timesteps and index the table with "
                 "them (past its end where it is shorter, on part of it where it is longer), so the table would not "
                 f"be the model's; set num_train_timesteps={betas.numel()} (one beta per training timestep)")
-        schedule = VPDiscrete.from_alphas_cumprod(torch.cumprod(1 - betas, 0),
-                                                  rescale_betas_zero_snr=flag(cfg, "rescale_betas_zero_snr"))
-        return schedule, prediction
-    schedule = VPDiscrete.from_betas(cfg.get("beta_schedule", "linear"), n_train,
-                                     real("beta_start", cfg.get("beta_start", 0.0001)),
-                                     real("beta_end", cfg.get("beta_end", 0.02)),
-                                     rescale_betas_zero_snr=flag(cfg, "rescale_betas_zero_snr"))
+    else:
+        betas = betas_for(cfg.get("beta_schedule", "linear"), n_train, real("beta_start", cfg.get("beta_start", 0.0001)),
+                          real("beta_end", cfg.get("beta_end", 0.02)))
+    alphas_cumprod = _snr_shifted(torch.cumprod(1 - betas, 0), cfg)
+    schedule = VPDiscrete.from_alphas_cumprod(alphas_cumprod, rescale_betas_zero_snr=flag(cfg, "rescale_betas_zero_snr"))
     return schedule, prediction
+
+
+def _snr_shifted(alphas_cumprod: torch.Tensor, cfg: Mapping) -> torch.Tensor:
+    """The ᾱ table with CogVideoX's ``snr_shift_scale`` s applied as its schedulers apply it, before any zero-SNR
+    rescale: ᾱ / (s + (1 − s)·ᾱ) (every SNR divided by s). A config of a CogVideoX class that leaves the key out gets
+    the class's default (3)."""
+    shift = cfg.get("snr_shift_scale")
+    if shift is None:
+        shift = scheduler_parameters().get(cfg.get("_class_name"), {}).get("snr_shift_scale")
+    if shift is None:
+        return alphas_cumprod
+    shift = positive("snr_shift_scale", shift)
+    return alphas_cumprod / (shift + (1 - shift) * alphas_cumprod)
 
 
 # keyword arguments that are token positions, not one row per item (Flux's, Flux 2's, Chroma's txt_ids / img_ids:
