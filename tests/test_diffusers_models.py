@@ -514,3 +514,41 @@ def test_cogvideox_snr_shift_scale_is_read_as_its_schedulers_apply_it(cls, zero_
         torch.testing.assert_close(D.denoise_at(x_t / ab ** 0.5, ((1 - ab) / ab) ** 0.5), want, rtol=1e-4,
                                    atol=1e-4)
         assert math.isclose(D.schedule.time_at(((1 - ab) / ab) ** 0.5), t, abs_tol=1e-3)
+
+
+@pytest.mark.parametrize("cls, kwargs", [("ScoreSdeVeScheduler", {}), ("KarrasVeScheduler", {}),
+                                         ("DDPMWuerstchenScheduler", {}), ("IPNDMScheduler", {}),
+                                         ("HeliosScheduler", {}), ("UnCLIPScheduler", dict(clip_sample=False)),
+                                         ("RePaintScheduler", dict(clip_sample=False))])
+def test_a_scheduler_class_whose_model_is_not_read_here_is_refused_by_name(cls, kwargs):
+    """These configs were read as a VP eps model on default betas (ScoreSdeVe's, KarrasVe's, Würstchen's, IPNDM's)
+    or as a flow model (Helios'): another time and noise level than their schedulers', silently."""
+    scheduler = getattr(diffusers, cls, None)
+    if scheduler is None:
+        pytest.skip(f"diffusers {diffusers.__version__} has no {cls}")
+    theirs = scheduler(**kwargs)
+    calls = []
+    # a scheduler's own .config names no class: told by its keys, where no class read here takes them all (IPNDM's
+    # and UnCLIP's are a partial DDPM config too: told by its name, or the scheduler object)
+    by_keys = [] if cls in ("IPNDMScheduler", "UnCLIPScheduler") else [theirs.config]
+    configs = [theirs, {**theirs.config, "_class_name": cls}, *by_keys]
+    for given in configs:
+        with pytest.raises(samplers.InvalidOption, match=f"{cls}'s config is not read here.*DDPMScheduler's"):
+            denoiser_from_diffusers(lambda x, t, **k: calls.append(t) or x, given)
+        with pytest.raises(samplers.InvalidOption, match=cls):
+            native_from_config(given)
+    assert not calls
+
+
+def test_every_class_the_shim_stands_in_for_is_read_and_the_inverse_classes_as_their_models():
+    from samplers.interop import diffusers_sources
+    from samplers.interop.diffusers_models import READ_CLASSES
+
+    assert set(diffusers_sources.SOURCES) | set(diffusers_sources.SAME_RUN) <= READ_CLASSES
+    for cls in ("DDIMInverseScheduler", "DPMSolverMultistepInverseScheduler"):
+        theirs = getattr(diffusers, cls)(**BETAS, **({"rescale_betas_zero_snr": True} if "DDIM" in cls else {}))
+        native, prediction = native_from_config(theirs.config)
+        assert prediction == "eps"
+        torch.testing.assert_close(native.alphas_cumprod, theirs.alphas_cumprod.double(), rtol=1e-5, atol=1e-7)
+    # a parameter set two classes share (FlowMatchHeun's, FlowMapEuler's) is read as the one read here
+    assert native_from_config(diffusers.FlowMatchHeunDiscreteScheduler(shift=2.0).config)[0].shift == 2.0

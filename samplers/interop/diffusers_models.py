@@ -251,23 +251,79 @@ EDM_CLASSES = frozenset({"EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"})
 NOT_READ = {"CMStochasticIterativeScheduler": "a consistency model's boundary scalings and time input",
             "CosineDPMSolverMultistepScheduler": "Stable Audio's cosine-schedule preconditioning",
             "SCMScheduler": "an sCM (TrigFlow) model's preconditioning"}
+# the diffusers scheduler classes whose config is read here as the model it describes: the classes the shim stands in
+# for (samplers.interop.diffusers_sources.SOURCES) and their parallel variants, the inverse (inversion) classes of
+# DDIM and DPM-Solver (the same VP model), and CogVideoX's (snr_shift_scale). Any other class's config describes
+# another kind of model (Score-SDE's VE, Karras-VE's, Würstchen's continuous cosine time, IPNDM's own table, Helios'
+# stages, ...) or one not known to be read right: refused by name, not read as a VP eps model on default betas
+READ_CLASSES = frozenset({
+    "DDIMScheduler", "DDIMParallelScheduler", "DDIMInverseScheduler", "DDPMScheduler", "DDPMParallelScheduler",
+    "PNDMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler",
+    "DPMSolverSinglestepScheduler", "DPMSolverMultistepScheduler", "DPMSolverMultistepInverseScheduler",
+    "UniPCMultistepScheduler", "DEISMultistepScheduler", "SASolverScheduler", "LCMScheduler", "TCDScheduler",
+    "CogVideoXDDIMScheduler", "CogVideoXDPMScheduler", *EDM_CLASSES, "FlowMatchEulerDiscreteScheduler",
+    "FlowMatchHeunDiscreteScheduler"})
 
 
-def _edm_kind(cfg: Mapping) -> str | None:
-    """"edm" for diffusers' EDM scheduler configs (by class; a config without ``_class_name`` by its ``sigma_data``),
-    "continuous_v" for an Euler config whose model takes ¼·ln σ (``timestep_type="continuous"`` with v_prediction:
-    Stable Video Diffusion), None otherwise; the classes of :data:`NOT_READ` are refused."""
+def config_class(cfg: Mapping) -> str | None:
+    """The diffusers scheduler class a config is for: its ``_class_name``, else the class whose parameters are exactly
+    its keys (a scheduler's own ``.config`` holds no class name) — one of :data:`READ_CLASSES` where classes share
+    their parameters (FlowMatchHeun's and FlowMapEuler's) —, else None: a hand-written config, or one whose keys all
+    a class of :data:`READ_CLASSES` takes (IPNDM's ``num_train_timesteps`` and ``trained_betas`` are a partial DDPM
+    config too; such a class is told by its name only: ``_class_name``, or the scheduler object passed)."""
     cls = cfg.get("_class_name")
-    if cls is None and "sigma_data" in cfg:  # a scheduler's own .config: the class by its parameters
+    if cls is not None:
+        return cls
+    keys = {k for k in cfg if not (isinstance(k, str) and k.startswith("_"))}
+    params = scheduler_parameters()
+    found = sorted(name for name, taken in params.items() if set(taken) == keys)
+    read = [name for name in found if name in READ_CLASSES]
+    if read or not found:
+        return read[0] if read else None
+    partial = any(keys <= set(params[name]) for name in READ_CLASSES if name in params)
+    return None if partial else found[0]
+
+
+def named_config(config: Any) -> dict:
+    """:func:`config_dict`, with the ``_class_name`` of a diffusers scheduler object passed (its ``.config`` holds
+    none), so :func:`config_class` knows it."""
+    cfg = config_dict(config)
+    if not isinstance(config, Mapping) and type(config).__module__.startswith("diffusers."):
+        cfg.setdefault("_class_name", type(config).__name__)
+    return cfg
+
+
+def _model_class(cfg: Mapping) -> str | None:
+    """:func:`config_class`, or for a config of none with ``sigma_data`` the class by its parameters; a class of
+    :data:`NOT_READ`, or a diffusers scheduler class outside :data:`READ_CLASSES`, is refused by name."""
+    cls = config_class(cfg)
+    if cls is None and "sigma_data" in cfg:
         edm = "sigma_schedule" in cfg and ("solver_order" not in cfg or "algorithm_type" in cfg)
         cls = "EDMEulerScheduler" if edm else next(
             (c for c, keys in (("CMStochasticIterativeScheduler", {"clip_denoised"}),
                                ("CosineDPMSolverMultistepScheduler", {"sigma_schedule", "solver_order"}))
              if keys <= set(cfg)), "SCMScheduler")
     if cls in NOT_READ:
-        raise InvalidOption(f"a {cls} config describes {NOT_READ[cls]}, which this library does not read into a "
+        raise InvalidOption(f"{cls}'s config describes {NOT_READ[cls]}, which this library does not read into a "
                             "native schedule; run that model with its own scheduler")
-    if cls in EDM_CLASSES:
+    if cls is not None and cls not in READ_CLASSES and cls != "SamplerScheduler":
+        raise InvalidOption(
+            f"{cls}'s config is not read here: its model is not known to be the VP (beta table), flow-matching or EDM "
+            "model this library reads from a config, and reading it as one would feed the network another time "
+            "and noise level than its scheduler does. Run it with its own scheduler; or, where the model is such a "
+            "model, pass the config of a class that describes it (e.g. DDPMScheduler's with its betas and "
+            "prediction_type, FlowMatchEulerDiscreteScheduler's with its shift), or build the denoiser with its "
+            "native schedule: to_denoiser(DiffusersModel(model, ...), prediction, native). Classes read: "
+            + ", ".join(sorted(READ_CLASSES)))
+    return cls
+
+
+def _edm_kind(cfg: Mapping) -> str | None:
+    """"edm" for diffusers' EDM scheduler configs (by class; a config without ``_class_name`` by its ``sigma_data``),
+    "continuous_v" for an Euler config whose model takes ¼·ln σ (``timestep_type="continuous"`` with v_prediction:
+    Stable Video Diffusion), None otherwise; the classes :func:`_model_class` refuses are refused."""
+    if _model_class(cfg) in EDM_CLASSES:
         return "edm"
     if cfg.get("timestep_type", "discrete") == "continuous" and cfg.get("prediction_type") == "v_prediction":
         return "continuous_v"
@@ -277,7 +333,7 @@ def _edm_kind(cfg: Mapping) -> str | None:
 def sigma_data_from_config(config: Any) -> float:
     """EDM's σ_data of the model a config describes: the config's (diffusers' EDM schedulers, default 0.5), 1 for an
     Euler config with continuous timesteps and v_prediction (its c_in = 1/√(σ² + 1)), 1 (unused) otherwise."""
-    cfg = config_dict(config)
+    cfg = named_config(config)
     if _edm_kind(cfg) == "edm":
         return positive("sigma_data", cfg.get("sigma_data", 0.5))
     return 1.0
@@ -313,7 +369,7 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
     and are ignored here; :func:`check_scheduler_flags` refuses them where a scheduler would apply them, and
     :func:`denoiser_from_diffusers` refuses ``clip_sample`` / ``thresholding`` (:func:`check_x0_flags`).)
     """
-    cfg = config_dict(config)
+    cfg = named_config(config)
     kind = _edm_kind(cfg)
     if kind is not None:
         return _edm_native(cfg, kind)
@@ -352,7 +408,7 @@ def _snr_shifted(alphas_cumprod: torch.Tensor, cfg: Mapping) -> torch.Tensor:
     the class's default (3)."""
     shift = cfg.get("snr_shift_scale")
     if shift is None:
-        shift = scheduler_parameters().get(cfg.get("_class_name"), {}).get("snr_shift_scale")
+        shift = scheduler_parameters().get(config_class(cfg), {}).get("snr_shift_scale")
     if shift is None:
         return alphas_cumprod
     shift = positive("snr_shift_scale", shift)
@@ -638,10 +694,10 @@ def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, ne
     Returns:
         A :class:`samplers.core.conversion.Denoiser`; ``D.schedule`` is the native schedule to build sigmas from.
     """
-    cfg = model_config(config_dict(scheduler_config))
-    check_x0_flags(cfg)
+    cfg = model_config(named_config(scheduler_config))
     check_model_flags(cfg, mu)
-    schedule, prediction = native_from_config(cfg, mu=mu)
+    schedule, prediction = native_from_config(cfg, mu=mu)  # first: a class it does not read is refused by name
+    check_x0_flags(cfg)
     native = DiffusersModel(model, prompt_embeds, negative_prompt_embeds, guidance_scale, model_kwargs,
                             negative_model_kwargs, timestep_scale)
     return to_denoiser(native, prediction, schedule, sigma_data_from_config(cfg))
