@@ -552,3 +552,24 @@ def test_every_class_the_shim_stands_in_for_is_read_and_the_inverse_classes_as_t
         torch.testing.assert_close(native.alphas_cumprod, theirs.alphas_cumprod.double(), rtol=1e-5, atol=1e-7)
     # a parameter set two classes share (FlowMatchHeun's, FlowMapEuler's) is read as the one read here
     assert native_from_config(diffusers.FlowMatchHeunDiscreteScheduler(shift=2.0).config)[0].shift == 2.0
+
+
+def _unet(**kw):
+    torch.manual_seed(0)
+    return UNet2DConditionModel(**{**dict(UNET.config), **kw}).eval()
+
+
+def test_an_lcm_unet_without_timestep_cond_is_refused_up_front():
+    """time_cond_proj_dim set (a guidance-distilled LCM UNet): run without timestep_cond, the network skipped that
+    conditioning silently (x0 0.1 off)."""
+    lcm = _unet(time_cond_proj_dim=8)
+    calls = []
+    counted = lambda *a, **k: calls.append(1) or lcm(*a, **k)  # noqa: E731
+    counted.config = lcm.config
+    config = DDIMScheduler(**BETAS, clip_sample=False).config
+    with pytest.raises(InvalidInput, match="time_cond_proj_dim=8 .*pass model_kwargs=\\{'timestep_cond'"):
+        denoiser_from_diffusers(counted, config, EMB)
+    assert not calls
+    with torch.no_grad():
+        D = denoiser_from_diffusers(lcm, config, EMB, model_kwargs={"timestep_cond": torch.randn(1, 8)})
+        assert torch.isfinite(D(NOISE * 2.0, torch.full((2,), 2.0))).all()

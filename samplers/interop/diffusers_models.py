@@ -509,14 +509,20 @@ def default_timestep_scale(model) -> float:
     return 1e-3 if any(c.__name__ in THOUSANDTHS_TIME for c in classes) else 1.0
 
 
+def _network_config(model, key: str):
+    """A field of a diffusers network's config (``model.config``: a FrozenDict, or an object with attributes); None
+    where the network has no config or its config no such field."""
+    config = getattr(model, "config", None)
+    return config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
+
+
 def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
     """Prompt embeddings as the network takes them, checked before any call: torch tensors of a floating dtype — the
     network's own, where it has one (a pipeline encodes them in its text encoder's) —, finite, and for a diffusers
     network (its config names its cross-attention width: ``cross_attention_dim``, or ``encoder_hid_dim`` where it
     projects them) [B, T, C] of that width; a negative of the prompt's shape but batch."""
-    config = getattr(model, "config", None)  # a diffusers network's: the width its cross-attention takes
-    get = config.get if isinstance(config, Mapping) else (lambda k: getattr(config, k, None))
-    width = get("encoder_hid_dim") or get("cross_attention_dim")
+    # a diffusers network's: the width its cross-attention takes
+    width = _network_config(model, "encoder_hid_dim") or _network_config(model, "cross_attention_dim")
     width = width if isinstance(width, int) and not isinstance(width, bool) else None
     for name, e in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
         if e is None:
@@ -574,15 +580,20 @@ class DiffusersModel:
         dtype = getattr(model, "dtype", None)
         _check_embeds(model, prompt_embeds, negative_prompt_embeds,
                       dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None)
-        config = getattr(model, "config", None)
-        added = config.get("addition_embed_type") if isinstance(config, Mapping) else getattr(
-            config, "addition_embed_type", None)
+        added = _network_config(model, "addition_embed_type")
         if added in ("text_time", "text", "text_image", "image", "image_hint") and "added_cond_kwargs" not in (
                 model_kwargs or {}):
             raise InvalidInput(f"this network's config sets addition_embed_type={added!r} (SDXL-style): every call "
                                "needs added_cond_kwargs (SDXL: text_embeds and time_ids); pass model_kwargs="
                                "{'added_cond_kwargs': {...}} and, guided, negative_model_kwargs with the "
                                "unconditional ones")
+        cond_dim = _network_config(model, "time_cond_proj_dim")
+        if cond_dim is not None and "timestep_cond" not in (model_kwargs or {}):
+            raise InvalidInput(f"this network's config sets time_cond_proj_dim={cond_dim!r} (a guidance-distilled LCM "
+                               "UNet): without timestep_cond it skips that conditioning and predicts another x0; pass "
+                               "model_kwargs={'timestep_cond': <[batch, time_cond_proj_dim] embedding>} as the pipeline "
+                               "computes it (LatentConsistencyModelPipeline.get_guidance_scale_embedding of "
+                               "guidance_scale - 1) and, guided, the same in negative_model_kwargs")
         self.cond = dict(model_kwargs or {})
         self.uncond = dict(negative_model_kwargs or {})
         if prompt_embeds is not None:
