@@ -573,3 +573,26 @@ def test_an_lcm_unet_without_timestep_cond_is_refused_up_front():
     with torch.no_grad():
         D = denoiser_from_diffusers(lcm, config, EMB, model_kwargs={"timestep_cond": torch.randn(1, 8)})
         assert torch.isfinite(D(NOISE * 2.0, torch.full((2,), 2.0))).all()
+
+
+@pytest.mark.parametrize("scheduler_variance", ["learned_range", "learned", None])
+def test_a_network_that_predicts_its_variance_gives_the_first_half_as_diffusers_splits_it(scheduler_variance):
+    """out_channels = 2 × in_channels with a learned variance_type (DeepFloyd IF, DDPM) or by the network's config alone
+    (DiT's pipeline): accepted, then refused after a network call for its 2× channels. Now the prediction is the first
+    half, as DDPMScheduler's step and IF's / DiT's pipelines split it (guided on that half)."""
+    net = _unet(out_channels=8)
+    config = {**DDIMScheduler(**BETAS, clip_sample=False).config}
+    ddpm = diffusers.DDPMScheduler(**BETAS, clip_sample=False, variance_type=scheduler_variance or "fixed_small")
+    if scheduler_variance is not None:
+        config = {**ddpm.config, "_class_name": "DDPMScheduler"}
+    t, x_t = 500, NOISE
+    ab = float(ddpm.alphas_cumprod[t])
+    with torch.no_grad():
+        out = net(torch.cat([x_t, x_t]), t, encoder_hidden_states=torch.cat([NEG, EMB]).repeat_interleave(2, 0)).sample
+        (e_u, *_), (e_c, *var) = (half.split(4, dim=1) for half in out.chunk(2))
+        # the scheduler's step splits the variance off where its variance_type is learned; DiT's pipeline before it
+        given = torch.cat([e_u + 3.0 * (e_c - e_u), *var], 1) if scheduler_variance else e_u + 3.0 * (e_c - e_u)
+        want = ddpm.step(given, t, x_t).pred_original_sample
+        D = denoiser_from_diffusers(net, config, EMB, NEG, 3.0)
+        torch.testing.assert_close(D.denoise_at(x_t / ab ** 0.5, ((1 - ab) / ab) ** 0.5).float(), want, rtol=1e-4,
+                                   atol=1e-4)

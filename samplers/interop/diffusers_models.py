@@ -550,17 +550,35 @@ def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
                            "width (pad both to the text encoder's max length, as pipelines do)")
 
 
+# a scheduler config's variance_type for a network that predicts its variance too (2× the sample's channels)
+LEARNED_VARIANCE = ("learned", "learned_range")
+
+
+def predicts_variance(model, variance_type=None) -> bool:
+    """Whether a network's output may hold a learned variance after its prediction (2× the sample's channels), as
+    diffusers reads it: the scheduler config's ``variance_type`` is learned (DDPMScheduler / UnCLIPScheduler split it
+    off in their step, DeepFloyd IF's pipeline before guidance), or the network's config has ``out_channels`` twice
+    its ``in_channels`` (DiT's pipeline splits it off then)."""
+    out, inp = _network_config(model, "out_channels"), _network_config(model, "in_channels")
+    doubled = isinstance(out, int) and isinstance(inp, int) and out == 2 * inp
+    return variance_type in LEARNED_VARIANCE or doubled
+
+
 class DiffusersModel:
     """``model(x_t, time) -> output`` in native coordinates: a diffusers network with its conditioning and CFG.
 
     Classifier-free guidance as diffusers' pipelines do it (one batched call on [uncond, cond], then
-    ``uncond + s·(cond − uncond)``) whenever ``guidance_scale > 1``.
+    ``uncond + s·(cond − uncond)``) whenever ``guidance_scale > 1``. A network that predicts its variance too
+    (:func:`predicts_variance` of it and the scheduler config's ``variance_type``) gives the first half of its
+    channels, its prediction, as diffusers' ``torch.split(model_output, sample.shape[1], dim=1)`` does (k-diffusion's
+    ``OpenAIDenoiser(has_learned_sigmas=True)`` too); the variance half is dropped, as no sampler here reads it.
     """
 
     def __init__(self, model, prompt_embeds=None, negative_prompt_embeds=None, guidance_scale: float = 1.0,
                  model_kwargs: Mapping | None = None, negative_model_kwargs: Mapping | None = None,
-                 timestep_scale: float | None = None):
+                 timestep_scale: float | None = None, variance_type: str | None = None):
         self.model = model
+        self.learned_variance = predicts_variance(model, variance_type)
         self.guidance_scale = real("guidance_scale", guidance_scale,
                                    what=" (classifier-free guidance: > 1 guides, 1 runs the conditional model "
                                         "alone); pass a float such as 7.5")
@@ -670,6 +688,8 @@ class DiffusersModel:
         else:
             out = self.model(**{self.input_name: x_in}, timestep=time, **kwargs, return_dict=False)
         out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "sample", out)
+        if self.learned_variance and out.ndim > 1 and out.shape[1] == 2 * x_t.shape[1]:
+            out = out[:, : x_t.shape[1]]  # the prediction; the learned variance after it is not read
         out = out.to(x_t.dtype)
         if self.cfg:
             uncond, cond = out.chunk(2)
@@ -710,5 +730,5 @@ def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, ne
     schedule, prediction = native_from_config(cfg, mu=mu)  # first: a class it does not read is refused by name
     check_x0_flags(cfg)
     native = DiffusersModel(model, prompt_embeds, negative_prompt_embeds, guidance_scale, model_kwargs,
-                            negative_model_kwargs, timestep_scale)
+                            negative_model_kwargs, timestep_scale, cfg.get("variance_type"))
     return to_denoiser(native, prediction, schedule, sigma_data_from_config(cfg))
