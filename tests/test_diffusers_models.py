@@ -596,3 +596,15 @@ def test_a_network_that_predicts_its_variance_gives_the_first_half_as_diffusers_
         D = denoiser_from_diffusers(net, config, EMB, NEG, 3.0)
         torch.testing.assert_close(D.denoise_at(x_t / ab ** 0.5, ((1 - ab) / ab) ** 0.5).float(), want, rtol=1e-4,
                                    atol=1e-4)
+
+
+def test_native_from_config_refuses_a_dynamic_shifting_config_without_mu_as_the_denoiser_does():
+    """Called directly it returned shift 1 for Flux's config (another grid than the pipeline's), where
+    denoiser_from_diffusers refused it; one check now serves both (a scheduler, which gets mu at set_timesteps, reads
+    it with mu_later=True)."""
+    with pytest.raises(InvalidInput, match="use_dynamic_shifting=True.*pass mu="):
+        native_from_config(FLUX_FLOW)
+    with pytest.raises(samplers.InvalidOption, match="mu=0.8 is read only"):
+        native_from_config(FlowMatchEulerDiscreteScheduler(shift=3.0).config, mu=0.8)
+    assert math.isclose(native_from_config(FLUX_FLOW, mu=0.8)[0].shift, math.exp(0.8))
+    assert native_from_config(FLUX_FLOW, mu_later=True)[0].shift == 1.0

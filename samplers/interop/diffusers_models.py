@@ -102,12 +102,17 @@ def check_x0_flags(config: Mapping) -> None:
 def check_model_flags(config: Mapping, mu) -> None:
     """Refuse what :func:`denoiser_from_diffusers` would otherwise read wrongly from a config: ``invert_sigmas``
     (Mochi: the model takes 1 − t and predicts the velocity's negative, which the denoiser would feed and read as
-    an ordinary flow model's), a dynamic-shifting flow config without ``mu`` (its ``D.schedule`` would carry shift 1,
-    and schedules built from it another grid than the pipeline's), and ``mu`` where the config reads none."""
+    an ordinary flow model's) and what :func:`check_mu` refuses."""
     if flag(config, "invert_sigmas"):
         raise InvalidOption("scheduler config sets invert_sigmas=True (Mochi): that model takes the time 1 − t and "
                             "predicts x0 − noise, which a denoiser built here would feed and read as an ordinary "
                             "flow model's; this is not supported: pass a model and config without it")
+    check_mu(config, mu)
+
+
+def check_mu(config: Mapping, mu) -> None:
+    """Refuse a dynamic-shifting flow config without ``mu`` (its schedule would carry shift 1, and schedules built
+    from it another grid than the pipeline's) and a ``mu`` where the config reads none."""
     dynamic = flag(config, "use_dynamic_shifting") and is_flow_config(config)
     if dynamic and mu is None:
         raise InvalidInput("scheduler config sets use_dynamic_shifting=True: its shift is e^mu (or mu, by "
@@ -198,7 +203,7 @@ def flow_shift(config: Mapping, mu: float | None = None) -> float:
     """The σ multiplier s of a flow config: static ``shift`` (or ``flow_shift``), or e^μ / μ when dynamic."""
     if flag(config, "use_dynamic_shifting"):
         if mu is None:
-            return 1.0  # unknown until the pipeline passes mu to set_timesteps; the denoiser does not need it
+            return 1.0  # unknown until the pipeline passes mu to set_timesteps (native_from_config(mu_later=True))
         kind = config.get("time_shift_type", "exponential")
         mu = real("mu", mu)
         if kind == "exponential":
@@ -358,7 +363,7 @@ def _edm_native(cfg: Mapping, kind: str) -> tuple[NoiseSchedule, str]:
     return VE(real("sigma_min", lo), real("sigma_max", hi), "edm"), prediction
 
 
-def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSchedule, str]:
+def native_from_config(config: Any, *, mu: float | None = None, mu_later: bool = False) -> tuple[NoiseSchedule, str]:
     """The native noise schedule and prediction type a diffusers scheduler config describes.
 
     VP configs give ``VPDiscrete.from_betas(beta_schedule, num_train_timesteps, beta_start, beta_end,
@@ -368,8 +373,15 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
     prediction on a flow schedule. (Scheduler-only flags such as ``clip_sample`` do not describe the model
     and are ignored here; :func:`check_scheduler_flags` refuses them where a scheduler would apply them, and
     :func:`denoiser_from_diffusers` refuses ``clip_sample`` / ``thresholding`` (:func:`check_x0_flags`).)
+
+    A dynamic-shifting flow config (``use_dynamic_shifting``) needs ``mu``, and a ``mu`` is refused where the config
+    reads none (:func:`check_mu`). ``mu_later=True`` is a scheduler's reading, to which a pipeline passes ``mu`` at
+    ``set_timesteps`` (FluxPipeline on any config): without it the shift is 1 until then, and a ``mu`` the config
+    does not read is ignored, as diffusers' schedulers ignore it.
     """
     cfg = named_config(config)
+    if not mu_later:
+        check_mu(cfg, mu)
     kind = _edm_kind(cfg)
     if kind is not None:
         return _edm_native(cfg, kind)
@@ -395,17 +407,17 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
                 "them (past its end where it is shorter, on part of it where it is longer), so the table would not "
                 f"be the model's; set num_train_timesteps={betas.numel()} (one beta per training timestep)")
     else:
-        betas = betas_for(cfg.get("beta_schedule", "linear"), n_train, real("beta_start", cfg.get("beta_start", 0.0001)),
-                          real("beta_end", cfg.get("beta_end", 0.02)))
+        betas = betas_for(cfg.get("beta_schedule", "linear"), n_train,
+                          real("beta_start", cfg.get("beta_start", 0.0001)), real("beta_end", cfg.get("beta_end", 0.02)))
     alphas_cumprod = _snr_shifted(torch.cumprod(1 - betas, 0), cfg)
-    schedule = VPDiscrete.from_alphas_cumprod(alphas_cumprod, rescale_betas_zero_snr=flag(cfg, "rescale_betas_zero_snr"))
-    return schedule, prediction
+    zero_snr = flag(cfg, "rescale_betas_zero_snr")
+    return VPDiscrete.from_alphas_cumprod(alphas_cumprod, rescale_betas_zero_snr=zero_snr), prediction
 
 
 def _snr_shifted(alphas_cumprod: torch.Tensor, cfg: Mapping) -> torch.Tensor:
     """The ᾱ table with CogVideoX's ``snr_shift_scale`` s applied as its schedulers apply it, before any zero-SNR
-    rescale: ᾱ / (s + (1 − s)·ᾱ) (every SNR divided by s). A config of a CogVideoX class that leaves the key out gets
-    the class's default (3)."""
+    rescale: ᾱ / (s + (1 − s)·ᾱ) (every SNR divided by s). A config of a CogVideoX class that leaves the key out
+    gets the class's default (3)."""
     shift = cfg.get("snr_shift_scale")
     if shift is None:
         shift = scheduler_parameters().get(config_class(cfg), {}).get("snr_shift_scale")
@@ -503,7 +515,8 @@ THOUSANDTHS_TIME = frozenset({"FluxTransformer2DModel", "Flux2Transformer2DModel
 
 def default_timestep_scale(model) -> float:
     """The time input's scale a network takes: 1/1000 for a class (or subclass) of :data:`THOUSANDTHS_TIME` — its
-    forward multiplies the timestep by 1000, so it takes the flow time t where other flow models take t·1000 — else 1.
+    forward multiplies the timestep by 1000, so it takes the flow time t where other flow models take t·1000 —,
+    else 1.
     A ``torch.compile``-d network is read by the class it wraps."""
     classes = type(getattr(model, "_orig_mod", model)).__mro__
     return 1e-3 if any(c.__name__ in THOUSANDTHS_TIME for c in classes) else 1.0
@@ -609,8 +622,8 @@ class DiffusersModel:
         if cond_dim is not None and "timestep_cond" not in (model_kwargs or {}):
             raise InvalidInput(f"this network's config sets time_cond_proj_dim={cond_dim!r} (a guidance-distilled LCM "
                                "UNet): without timestep_cond it skips that conditioning and predicts another x0; pass "
-                               "model_kwargs={'timestep_cond': <[batch, time_cond_proj_dim] embedding>} as the pipeline "
-                               "computes it (LatentConsistencyModelPipeline.get_guidance_scale_embedding of "
+                               "model_kwargs={'timestep_cond': <[batch, time_cond_proj_dim] embedding>} as the "
+                               "pipeline computes it (LatentConsistencyModelPipeline.get_guidance_scale_embedding of "
                                "guidance_scale - 1) and, guided, the same in negative_model_kwargs")
         self.cond = dict(model_kwargs or {})
         self.uncond = dict(negative_model_kwargs or {})
