@@ -419,3 +419,192 @@ def test_a_mu_that_gives_no_shift_is_named(mu, kind, match):
     config = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, time_shift_type=kind).config
     with pytest.raises(samplers.InvalidOption, match=match):
         native_from_config(config, mu=mu)
+
+
+# ----------------------------------------------------------------------------------------------------
+# An audit of the adapter's seams with diffusers' networks and scheduler classes
+
+
+def _flux():
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    return FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                                  num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                                  guidance_embeds=False, axes_dims_rope=(4, 6, 6)).eval()
+
+
+_SEQ, _TOKENS = 16, 5
+FLUX_IDS = dict(txt_ids=torch.zeros(_TOKENS, 3),
+                img_ids=torch.stack([torch.zeros(_SEQ), torch.arange(_SEQ) // 4, torch.arange(_SEQ) % 4], 1).float())
+FLUX_FLOW = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15).config
+
+
+def _flux_reference(flux, x_t, t, enc, pooled, ids):
+    """FluxPipeline's x0 with FlowMatchEuler (no guidance): the transformer called on t / 1000 of timestep t·1000."""
+    b = x_t.shape[0]
+    v = flux(hidden_states=x_t, timestep=torch.full((b,), t), pooled_projections=pooled.expand(b, -1),
+             encoder_hidden_states=enc.expand(b, -1, -1), return_dict=False, **ids)[0]
+    return x_t - t * v
+
+
+def test_a_flux_transformer_takes_its_time_in_thousandths_by_default():
+    """Flux's forward multiplies the timestep by 1000: wrapped without timestep_scale=1e-3 it got t·10⁶ (x0 0.047 off
+    FluxPipeline's, silently). The default now follows the class; a value passed is the caller's."""
+    flux, g = _flux(), torch.Generator().manual_seed(3)
+    enc, pooled, x_t = torch.randn(1, _TOKENS, 32, generator=g), torch.randn(1, 32, generator=g), torch.randn(
+        2, _SEQ, 4, generator=g)
+    ids = {k: v[None] for k, v in FLUX_IDS.items()}  # the (deprecated) 3-D ids, batch 1
+    t = 0.75
+    with torch.no_grad():
+        want = _flux_reference(flux, x_t, t, enc, pooled, ids)
+        kw = dict(model_kwargs={"pooled_projections": pooled, **ids}, mu=0.8)
+        got = denoiser_from_diffusers(flux, FLUX_FLOW, enc, **kw).denoise_at(x_t / (1 - t), t / (1 - t))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        own = denoiser_from_diffusers(flux, FLUX_FLOW, enc, timestep_scale=1.0, **kw)
+        assert own.model.timestep_scale == 1.0  # the caller's value is used as it is
+    from samplers.interop.diffusers_models import default_timestep_scale
+
+    assert default_timestep_scale(flux) == 1e-3
+    assert default_timestep_scale(TRANSFORMER) == default_timestep_scale(UNET) == 1.0  # SD3 takes t·1000
+
+
+def test_flux_position_ids_are_unbatched_and_shared_by_both_halves_of_a_guided_batch():
+    """diffusers' current 2-D txt_ids / img_ids ([tokens, 3]) were refused as a batch mismatch (or, with as many
+    tokens as latents, concatenated for CFG as if they were rows). They are positions: passed as they are, shared."""
+    flux, g = _flux(), torch.Generator().manual_seed(4)
+    enc, neg = torch.randn(1, _TOKENS, 32, generator=g), torch.randn(1, _TOKENS, 32, generator=g)
+    pooled, neg_pooled = torch.randn(1, 32, generator=g), torch.randn(1, 32, generator=g)
+    t, x_t = 0.6, torch.randn(2, _SEQ, 4, generator=g)
+    with torch.no_grad():
+        cond = _flux_reference(flux, x_t, t, enc, pooled, FLUX_IDS)
+        uncond = _flux_reference(flux, x_t, t, neg, neg_pooled, FLUX_IDS)
+        want = uncond + 4.0 * (cond - uncond)  # FluxPipeline's true CFG, on x0 (linear in the velocity)
+        D = denoiser_from_diffusers(flux, FLUX_FLOW, enc, neg, 4.0, mu=0.8,
+                                    model_kwargs={"pooled_projections": pooled, **FLUX_IDS},
+                                    negative_model_kwargs={"pooled_projections": neg_pooled})
+        torch.testing.assert_close(D.denoise_at(x_t / (1 - t), t / (1 - t)), want, rtol=1e-5, atol=1e-5)
+    other = {"pooled_projections": neg_pooled, "txt_ids": FLUX_IDS["txt_ids"] + 1}
+    with pytest.raises(InvalidInput, match="txt_ids a value other than model_kwargs'.*position ids"):
+        denoiser_from_diffusers(flux, FLUX_FLOW, enc, neg, 4.0, mu=0.8, negative_model_kwargs=other,
+                                model_kwargs={"pooled_projections": pooled, **FLUX_IDS})
+
+
+@pytest.mark.parametrize("zero_snr", [False, True])
+@pytest.mark.parametrize("cls", ["CogVideoXDDIMScheduler", "CogVideoXDPMScheduler"])
+def test_cogvideox_snr_shift_scale_is_read_as_its_schedulers_apply_it(cls, zero_snr):
+    """CogVideoX's schedulers divide every SNR by snr_shift_scale (default 3) before the zero-SNR rescale; the key was
+    ignored (the model got timestep 638 for the scheduler's 500, x0 0.13 off)."""
+    theirs = getattr(diffusers, cls)(**BETAS, prediction_type="v_prediction", rescale_betas_zero_snr=zero_snr,
+                                     clip_sample=False, timestep_spacing="trailing")
+    native, _ = native_from_config(theirs.config)
+    torch.testing.assert_close(native.alphas_cumprod, theirs.alphas_cumprod.double(), rtol=1e-5, atol=1e-7)
+    # a named partial config gets the class's default shift (3), as from_config fills it
+    partial = native_from_config({"_class_name": cls, **BETAS, "prediction_type": "v_prediction"})[0]
+    torch.testing.assert_close(partial.alphas_cumprod, native_from_config({**BETAS, "snr_shift_scale": 3.0})[0]
+                               .alphas_cumprod)
+    # the denoiser's x0 is the scheduler's pred_original_sample at its own timesteps (DDIM's step, eta 0)
+    ddim = diffusers.CogVideoXDDIMScheduler.from_config(theirs.config)
+    ddim.set_timesteps(4)
+    D = denoiser_from_diffusers(_net, theirs.config)
+    x_t = NOISE.double()
+    for t in ddim.timesteps.tolist()[1:]:
+        ab = float(ddim.alphas_cumprod[t])
+        want = ddim.step(_net(x_t, t).float(), t, x_t.float()).pred_original_sample.double()
+        torch.testing.assert_close(D.denoise_at(x_t / ab ** 0.5, ((1 - ab) / ab) ** 0.5), want, rtol=1e-4,
+                                   atol=1e-4)
+        assert math.isclose(D.schedule.time_at(((1 - ab) / ab) ** 0.5), t, abs_tol=1e-3)
+
+
+@pytest.mark.parametrize("cls, kwargs", [("ScoreSdeVeScheduler", {}), ("KarrasVeScheduler", {}),
+                                         ("DDPMWuerstchenScheduler", {}), ("IPNDMScheduler", {}),
+                                         ("HeliosScheduler", {}), ("UnCLIPScheduler", dict(clip_sample=False)),
+                                         ("RePaintScheduler", dict(clip_sample=False))])
+def test_a_scheduler_class_whose_model_is_not_read_here_is_refused_by_name(cls, kwargs):
+    """These configs were read as a VP eps model on default betas (ScoreSdeVe's, KarrasVe's, Würstchen's, IPNDM's)
+    or as a flow model (Helios'): another time and noise level than their schedulers', silently."""
+    scheduler = getattr(diffusers, cls, None)
+    if scheduler is None:
+        pytest.skip(f"diffusers {diffusers.__version__} has no {cls}")
+    theirs = scheduler(**kwargs)
+    calls = []
+    # a scheduler's own .config names no class: told by its keys, where no class read here takes them all (IPNDM's
+    # and UnCLIP's are a partial DDPM config too: told by its name, or the scheduler object)
+    by_keys = [] if cls in ("IPNDMScheduler", "UnCLIPScheduler") else [theirs.config]
+    configs = [theirs, {**theirs.config, "_class_name": cls}, *by_keys]
+    for given in configs:
+        with pytest.raises(samplers.InvalidOption, match=f"{cls}'s config is not read here.*DDPMScheduler's"):
+            denoiser_from_diffusers(lambda x, t, **k: calls.append(t) or x, given)
+        with pytest.raises(samplers.InvalidOption, match=cls):
+            native_from_config(given)
+    assert not calls
+
+
+def test_every_class_the_shim_stands_in_for_is_read_and_the_inverse_classes_as_their_models():
+    from samplers.interop import diffusers_sources
+    from samplers.interop.diffusers_models import READ_CLASSES
+
+    assert set(diffusers_sources.SOURCES) | set(diffusers_sources.SAME_RUN) <= READ_CLASSES
+    for cls in ("DDIMInverseScheduler", "DPMSolverMultistepInverseScheduler"):
+        theirs = getattr(diffusers, cls)(**BETAS, **({"rescale_betas_zero_snr": True} if "DDIM" in cls else {}))
+        native, prediction = native_from_config(theirs.config)
+        assert prediction == "eps"
+        torch.testing.assert_close(native.alphas_cumprod, theirs.alphas_cumprod.double(), rtol=1e-5, atol=1e-7)
+    # a parameter set two classes share (FlowMatchHeun's, FlowMapEuler's) is read as the one read here
+    assert native_from_config(diffusers.FlowMatchHeunDiscreteScheduler(shift=2.0).config)[0].shift == 2.0
+
+
+def _unet(**kw):
+    torch.manual_seed(0)
+    return UNet2DConditionModel(**{**dict(UNET.config), **kw}).eval()
+
+
+def test_an_lcm_unet_without_timestep_cond_is_refused_up_front():
+    """time_cond_proj_dim set (a guidance-distilled LCM UNet): run without timestep_cond, the network skipped that
+    conditioning silently (x0 0.1 off)."""
+    lcm = _unet(time_cond_proj_dim=8)
+    calls = []
+    counted = lambda *a, **k: calls.append(1) or lcm(*a, **k)  # noqa: E731
+    counted.config = lcm.config
+    config = DDIMScheduler(**BETAS, clip_sample=False).config
+    with pytest.raises(InvalidInput, match="time_cond_proj_dim=8 .*pass model_kwargs=\\{'timestep_cond'"):
+        denoiser_from_diffusers(counted, config, EMB)
+    assert not calls
+    with torch.no_grad():
+        D = denoiser_from_diffusers(lcm, config, EMB, model_kwargs={"timestep_cond": torch.randn(1, 8)})
+        assert torch.isfinite(D(NOISE * 2.0, torch.full((2,), 2.0))).all()
+
+
+@pytest.mark.parametrize("scheduler_variance", ["learned_range", "learned", None])
+def test_a_network_that_predicts_its_variance_gives_the_first_half_as_diffusers_splits_it(scheduler_variance):
+    """out_channels = 2 × in_channels with a learned variance_type (DeepFloyd IF, DDPM) or by the network's config alone
+    (DiT's pipeline): accepted, then refused after a network call for its 2× channels. Now the prediction is the first
+    half, as DDPMScheduler's step and IF's / DiT's pipelines split it (guided on that half)."""
+    net = _unet(out_channels=8)
+    config = {**DDIMScheduler(**BETAS, clip_sample=False).config}
+    ddpm = diffusers.DDPMScheduler(**BETAS, clip_sample=False, variance_type=scheduler_variance or "fixed_small")
+    if scheduler_variance is not None:
+        config = {**ddpm.config, "_class_name": "DDPMScheduler"}
+    t, x_t = 500, NOISE
+    ab = float(ddpm.alphas_cumprod[t])
+    with torch.no_grad():
+        out = net(torch.cat([x_t, x_t]), t, encoder_hidden_states=torch.cat([NEG, EMB]).repeat_interleave(2, 0)).sample
+        (e_u, *_), (e_c, *var) = (half.split(4, dim=1) for half in out.chunk(2))
+        # the scheduler's step splits the variance off where its variance_type is learned; DiT's pipeline before it
+        given = torch.cat([e_u + 3.0 * (e_c - e_u), *var], 1) if scheduler_variance else e_u + 3.0 * (e_c - e_u)
+        want = ddpm.step(given, t, x_t).pred_original_sample
+        D = denoiser_from_diffusers(net, config, EMB, NEG, 3.0)
+        torch.testing.assert_close(D.denoise_at(x_t / ab ** 0.5, ((1 - ab) / ab) ** 0.5).float(), want, rtol=1e-4,
+                                   atol=1e-4)
+
+
+def test_native_from_config_refuses_a_dynamic_shifting_config_without_mu_as_the_denoiser_does():
+    """Called directly it returned shift 1 for Flux's config (another grid than the pipeline's), where
+    denoiser_from_diffusers refused it; one check now serves both (a scheduler, which gets mu at set_timesteps, reads
+    it with mu_later=True)."""
+    with pytest.raises(InvalidInput, match="use_dynamic_shifting=True.*pass mu="):
+        native_from_config(FLUX_FLOW)
+    with pytest.raises(samplers.InvalidOption, match="mu=0.8 is read only"):
+        native_from_config(FlowMatchEulerDiscreteScheduler(shift=3.0).config, mu=0.8)
+    assert math.isclose(native_from_config(FLUX_FLOW, mu=0.8)[0].shift, math.exp(0.8))
+    assert native_from_config(FLUX_FLOW, mu_later=True)[0].shift == 1.0

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..core.native import VE, NoiseSchedule, RectifiedFlow, VPDiscrete
+from ..core.native import VE, NoiseSchedule, RectifiedFlow, VPDiscrete, betas_for
 from ..core.conversion import Denoiser, canonical_prediction, to_denoiser
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.validate import closest, integer, positive, real, same_value
@@ -102,12 +102,17 @@ def check_x0_flags(config: Mapping) -> None:
 def check_model_flags(config: Mapping, mu) -> None:
     """Refuse what :func:`denoiser_from_diffusers` would otherwise read wrongly from a config: ``invert_sigmas``
     (Mochi: the model takes 1 − t and predicts the velocity's negative, which the denoiser would feed and read as
-    an ordinary flow model's), a dynamic-shifting flow config without ``mu`` (its ``D.schedule`` would carry shift 1,
-    and schedules built from it another grid than the pipeline's), and ``mu`` where the config reads none."""
+    an ordinary flow model's) and what :func:`check_mu` refuses."""
     if flag(config, "invert_sigmas"):
         raise InvalidOption("scheduler config sets invert_sigmas=True (Mochi): that model takes the time 1 − t and "
                             "predicts x0 − noise, which a denoiser built here would feed and read as an ordinary "
                             "flow model's; this is not supported: pass a model and config without it")
+    check_mu(config, mu)
+
+
+def check_mu(config: Mapping, mu) -> None:
+    """Refuse a dynamic-shifting flow config without ``mu`` (its schedule would carry shift 1, and schedules built
+    from it another grid than the pipeline's) and a ``mu`` where the config reads none."""
     dynamic = flag(config, "use_dynamic_shifting") and is_flow_config(config)
     if dynamic and mu is None:
         raise InvalidInput("scheduler config sets use_dynamic_shifting=True: its shift is e^mu (or mu, by "
@@ -198,7 +203,7 @@ def flow_shift(config: Mapping, mu: float | None = None) -> float:
     """The σ multiplier s of a flow config: static ``shift`` (or ``flow_shift``), or e^μ / μ when dynamic."""
     if flag(config, "use_dynamic_shifting"):
         if mu is None:
-            return 1.0  # unknown until the pipeline passes mu to set_timesteps; the denoiser does not need it
+            return 1.0  # unknown until the pipeline passes mu to set_timesteps (native_from_config(mu_later=True))
         kind = config.get("time_shift_type", "exponential")
         mu = real("mu", mu)
         if kind == "exponential":
@@ -251,23 +256,79 @@ EDM_CLASSES = frozenset({"EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"})
 NOT_READ = {"CMStochasticIterativeScheduler": "a consistency model's boundary scalings and time input",
             "CosineDPMSolverMultistepScheduler": "Stable Audio's cosine-schedule preconditioning",
             "SCMScheduler": "an sCM (TrigFlow) model's preconditioning"}
+# the diffusers scheduler classes whose config is read here as the model it describes: the classes the shim stands in
+# for (samplers.interop.diffusers_sources.SOURCES) and their parallel variants, the inverse (inversion) classes of
+# DDIM and DPM-Solver (the same VP model), and CogVideoX's (snr_shift_scale). Any other class's config describes
+# another kind of model (Score-SDE's VE, Karras-VE's, Würstchen's continuous cosine time, IPNDM's own table, Helios'
+# stages, ...) or one not known to be read right: refused by name, not read as a VP eps model on default betas
+READ_CLASSES = frozenset({
+    "DDIMScheduler", "DDIMParallelScheduler", "DDIMInverseScheduler", "DDPMScheduler", "DDPMParallelScheduler",
+    "PNDMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler",
+    "DPMSolverSinglestepScheduler", "DPMSolverMultistepScheduler", "DPMSolverMultistepInverseScheduler",
+    "UniPCMultistepScheduler", "DEISMultistepScheduler", "SASolverScheduler", "LCMScheduler", "TCDScheduler",
+    "CogVideoXDDIMScheduler", "CogVideoXDPMScheduler", *EDM_CLASSES, "FlowMatchEulerDiscreteScheduler",
+    "FlowMatchHeunDiscreteScheduler"})
 
 
-def _edm_kind(cfg: Mapping) -> str | None:
-    """"edm" for diffusers' EDM scheduler configs (by class; a config without ``_class_name`` by its ``sigma_data``),
-    "continuous_v" for an Euler config whose model takes ¼·ln σ (``timestep_type="continuous"`` with v_prediction:
-    Stable Video Diffusion), None otherwise; the classes of :data:`NOT_READ` are refused."""
+def config_class(cfg: Mapping) -> str | None:
+    """The diffusers scheduler class a config is for: its ``_class_name``, else the class whose parameters are exactly
+    its keys (a scheduler's own ``.config`` holds no class name) — one of :data:`READ_CLASSES` where classes share
+    their parameters (FlowMatchHeun's and FlowMapEuler's) —, else None: a hand-written config, or one whose keys all
+    a class of :data:`READ_CLASSES` takes (IPNDM's ``num_train_timesteps`` and ``trained_betas`` are a partial DDPM
+    config too; such a class is told by its name only: ``_class_name``, or the scheduler object passed)."""
     cls = cfg.get("_class_name")
-    if cls is None and "sigma_data" in cfg:  # a scheduler's own .config: the class by its parameters
+    if cls is not None:
+        return cls
+    keys = {k for k in cfg if not (isinstance(k, str) and k.startswith("_"))}
+    params = scheduler_parameters()
+    found = sorted(name for name, taken in params.items() if set(taken) == keys)
+    read = [name for name in found if name in READ_CLASSES]
+    if read or not found:
+        return read[0] if read else None
+    partial = any(keys <= set(params[name]) for name in READ_CLASSES if name in params)
+    return None if partial else found[0]
+
+
+def named_config(config: Any) -> dict:
+    """:func:`config_dict`, with the ``_class_name`` of a diffusers scheduler object passed (its ``.config`` holds
+    none), so :func:`config_class` knows it."""
+    cfg = config_dict(config)
+    if not isinstance(config, Mapping) and type(config).__module__.startswith("diffusers."):
+        cfg.setdefault("_class_name", type(config).__name__)
+    return cfg
+
+
+def _model_class(cfg: Mapping) -> str | None:
+    """:func:`config_class`, or for a config of none with ``sigma_data`` the class by its parameters; a class of
+    :data:`NOT_READ`, or a diffusers scheduler class outside :data:`READ_CLASSES`, is refused by name."""
+    cls = config_class(cfg)
+    if cls is None and "sigma_data" in cfg:
         edm = "sigma_schedule" in cfg and ("solver_order" not in cfg or "algorithm_type" in cfg)
         cls = "EDMEulerScheduler" if edm else next(
             (c for c, keys in (("CMStochasticIterativeScheduler", {"clip_denoised"}),
                                ("CosineDPMSolverMultistepScheduler", {"sigma_schedule", "solver_order"}))
              if keys <= set(cfg)), "SCMScheduler")
     if cls in NOT_READ:
-        raise InvalidOption(f"a {cls} config describes {NOT_READ[cls]}, which this library does not read into a "
+        raise InvalidOption(f"{cls}'s config describes {NOT_READ[cls]}, which this library does not read into a "
                             "native schedule; run that model with its own scheduler")
-    if cls in EDM_CLASSES:
+    if cls is not None and cls not in READ_CLASSES and cls != "SamplerScheduler":
+        raise InvalidOption(
+            f"{cls}'s config is not read here: its model is not known to be the VP (beta table), flow-matching or EDM "
+            "model this library reads from a config, and reading it as one would feed the network another time "
+            "and noise level than its scheduler does. Run it with its own scheduler; or, where the model is such a "
+            "model, pass the config of a class that describes it (e.g. DDPMScheduler's with its betas and "
+            "prediction_type, FlowMatchEulerDiscreteScheduler's with its shift), or build the denoiser with its "
+            "native schedule: to_denoiser(DiffusersModel(model, ...), prediction, native). Classes read: "
+            + ", ".join(sorted(READ_CLASSES)))
+    return cls
+
+
+def _edm_kind(cfg: Mapping) -> str | None:
+    """"edm" for diffusers' EDM scheduler configs (by class; a config without ``_class_name`` by its ``sigma_data``),
+    "continuous_v" for an Euler config whose model takes ¼·ln σ (``timestep_type="continuous"`` with v_prediction:
+    Stable Video Diffusion), None otherwise; the classes :func:`_model_class` refuses are refused."""
+    if _model_class(cfg) in EDM_CLASSES:
         return "edm"
     if cfg.get("timestep_type", "discrete") == "continuous" and cfg.get("prediction_type") == "v_prediction":
         return "continuous_v"
@@ -277,7 +338,7 @@ def _edm_kind(cfg: Mapping) -> str | None:
 def sigma_data_from_config(config: Any) -> float:
     """EDM's σ_data of the model a config describes: the config's (diffusers' EDM schedulers, default 0.5), 1 for an
     Euler config with continuous timesteps and v_prediction (its c_in = 1/√(σ² + 1)), 1 (unused) otherwise."""
-    cfg = config_dict(config)
+    cfg = named_config(config)
     if _edm_kind(cfg) == "edm":
         return positive("sigma_data", cfg.get("sigma_data", 0.5))
     return 1.0
@@ -302,7 +363,7 @@ def _edm_native(cfg: Mapping, kind: str) -> tuple[NoiseSchedule, str]:
     return VE(real("sigma_min", lo), real("sigma_max", hi), "edm"), prediction
 
 
-def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSchedule, str]:
+def native_from_config(config: Any, *, mu: float | None = None, mu_later: bool = False) -> tuple[NoiseSchedule, str]:
     """The native noise schedule and prediction type a diffusers scheduler config describes.
 
     VP configs give ``VPDiscrete.from_betas(beta_schedule, num_train_timesteps, beta_start, beta_end,
@@ -312,8 +373,15 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
     prediction on a flow schedule. (Scheduler-only flags such as ``clip_sample`` do not describe the model
     and are ignored here; :func:`check_scheduler_flags` refuses them where a scheduler would apply them, and
     :func:`denoiser_from_diffusers` refuses ``clip_sample`` / ``thresholding`` (:func:`check_x0_flags`).)
+
+    A dynamic-shifting flow config (``use_dynamic_shifting``) needs ``mu``, and a ``mu`` is refused where the config
+    reads none (:func:`check_mu`). ``mu_later=True`` is a scheduler's reading, to which a pipeline passes ``mu`` at
+    ``set_timesteps`` (FluxPipeline on any config): without it the shift is 1 until then, and a ``mu`` the config
+    does not read is ignored, as diffusers' schedulers ignore it.
     """
-    cfg = config_dict(config)
+    cfg = named_config(config)
+    if not mu_later:
+        check_mu(cfg, mu)
     kind = _edm_kind(cfg)
     if kind is not None:
         return _edm_native(cfg, kind)
@@ -338,22 +406,49 @@ def native_from_config(config: Any, *, mu: float | None = None) -> tuple[NoiseSc
                 + ": diffusers' schedulers space their timesteps over num_train_timesteps and index the table with "
                 "them (past its end where it is shorter, on part of it where it is longer), so the table would not "
                 f"be the model's; set num_train_timesteps={betas.numel()} (one beta per training timestep)")
-        schedule = VPDiscrete.from_alphas_cumprod(torch.cumprod(1 - betas, 0),
-                                                  rescale_betas_zero_snr=flag(cfg, "rescale_betas_zero_snr"))
-        return schedule, prediction
-    schedule = VPDiscrete.from_betas(cfg.get("beta_schedule", "linear"), n_train,
-                                     real("beta_start", cfg.get("beta_start", 0.0001)),
-                                     real("beta_end", cfg.get("beta_end", 0.02)),
-                                     rescale_betas_zero_snr=flag(cfg, "rescale_betas_zero_snr"))
-    return schedule, prediction
+    else:
+        betas = betas_for(cfg.get("beta_schedule", "linear"), n_train,
+                          real("beta_start", cfg.get("beta_start", 0.0001)), real("beta_end", cfg.get("beta_end", 0.02)))
+    alphas_cumprod = _snr_shifted(torch.cumprod(1 - betas, 0), cfg)
+    zero_snr = flag(cfg, "rescale_betas_zero_snr")
+    return VPDiscrete.from_alphas_cumprod(alphas_cumprod, rescale_betas_zero_snr=zero_snr), prediction
+
+
+def _snr_shifted(alphas_cumprod: torch.Tensor, cfg: Mapping) -> torch.Tensor:
+    """The ᾱ table with CogVideoX's ``snr_shift_scale`` s applied as its schedulers apply it, before any zero-SNR
+    rescale: ᾱ / (s + (1 − s)·ᾱ) (every SNR divided by s). A config of a CogVideoX class that leaves the key out
+    gets the class's default (3)."""
+    shift = cfg.get("snr_shift_scale")
+    if shift is None:
+        shift = scheduler_parameters().get(config_class(cfg), {}).get("snr_shift_scale")
+    if shift is None:
+        return alphas_cumprod
+    shift = positive("snr_shift_scale", shift)
+    return alphas_cumprod / (shift + (1 - shift) * alphas_cumprod)
+
+
+# keyword arguments that are token positions, not one row per item (Flux's, Flux 2's, Chroma's txt_ids / img_ids:
+# [tokens, axes]; the deprecated [1, tokens, axes] is read as its first row): passed as they are, and shared by both
+# halves of a guided batch, as FluxPipeline passes them
+POSITION_IDS = frozenset({"txt_ids", "img_ids"})
+
+
+def _same(a, b) -> bool:
+    """Whether two keyword values are the same value: tensors by their elements, others as :func:`same_value`."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a is b or (a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b.to(a.device))))
+    return same_value(a, b)
 
 
 def _cat_kwargs(negative: Mapping, positive: Mapping) -> dict:
-    """[uncond; cond] along the batch for every tensor (recursively); other values are shared."""
+    """[uncond; cond] along the batch for every tensor (recursively); other values and :data:`POSITION_IDS` are
+    shared."""
     out = {}
     for key, pos in positive.items():
         neg = negative.get(key, pos)
-        if isinstance(pos, torch.Tensor):
+        if key in POSITION_IDS:
+            out[key] = pos
+        elif isinstance(pos, torch.Tensor):
             out[key] = torch.cat([neg, pos])
         elif isinstance(pos, Mapping):
             out[key] = _cat_kwargs(neg, pos)
@@ -363,12 +458,15 @@ def _cat_kwargs(negative: Mapping, positive: Mapping) -> dict:
 
 
 def _unpaired(positive: Mapping, negative: Mapping, prefix: str = "") -> tuple[list, list, list]:
-    """(conditioning tensors without a negative counterpart, negatives without a positive, non-tensor values that
-    differ between the halves) as key paths, recursively."""
+    """(conditioning tensors without a negative counterpart, negatives without a positive, shared values — not
+    tensors, or :data:`POSITION_IDS` — that differ between the halves) as key paths, recursively."""
     missing, extra, differ = [], [], []
     for key, pos in positive.items():
         path = f"{prefix}{key}"
-        if isinstance(pos, Mapping):
+        if key in POSITION_IDS:
+            if key in negative and not _same(negative[key], pos):
+                differ.append(path)
+        elif isinstance(pos, Mapping):
             neg = negative.get(key, {})
             if not isinstance(neg, Mapping):
                 differ.append(path)
@@ -385,14 +483,16 @@ def _unpaired(positive: Mapping, negative: Mapping, prefix: str = "") -> tuple[l
 
 
 def _has_tensor(value) -> bool:
+    """Whether ``value`` holds a conditioning tensor (position ids are none)."""
     if isinstance(value, Mapping):
-        return any(_has_tensor(v) for v in value.values())
+        return any(_has_tensor(v) for k, v in value.items() if k not in POSITION_IDS)
     return isinstance(value, torch.Tensor)
 
 
 def _expand_batch(value, batch: int, name: str = "model_kwargs"):
     """Batch-1 tensors (one prompt's embeddings) expanded to the latent batch, recursively; a tensor of another
-    batch than 1 or the latent batch's is refused by name (before the network is called)."""
+    batch than 1 or the latent batch's is refused by name (before the network is called). :data:`POSITION_IDS` have
+    no batch: they are passed as they are."""
     if isinstance(value, torch.Tensor) and value.ndim > 0:
         if value.shape[0] == 1 and batch > 1:
             return value.expand(batch, *value.shape[1:])
@@ -401,8 +501,32 @@ def _expand_batch(value, batch: int, name: str = "model_kwargs"):
                                f"batch {batch}: conditioning must have one row per latent, or one row for all")
         return value
     if isinstance(value, Mapping):
-        return {k: _expand_batch(v, batch, f"{name}[{k!r}]") for k, v in value.items()}
+        return {k: v if k in POSITION_IDS else _expand_batch(v, batch, f"{name}[{k!r}]") for k, v in value.items()}
     return value
+
+
+# diffusers transformers whose forward multiplies the timestep by 1000 (their pipelines pass t / 1000, flow time in
+# [0, 1]): they take timestep_scale=1/1000 by default. SD3's, HiDream's, Sana's and the UNets take t as it is.
+THOUSANDTHS_TIME = frozenset({"FluxTransformer2DModel", "Flux2Transformer2DModel", "Flux3Transformer2DModel",
+                              "ChromaTransformer2DModel", "QwenImageTransformer2DModel",
+                              "QwenImage21Transformer2DModel", "LongCatImageTransformer2DModel",
+                              "OvisImageTransformer2DModel", "AuraFlowTransformer2DModel"})
+
+
+def default_timestep_scale(model) -> float:
+    """The time input's scale a network takes: 1/1000 for a class (or subclass) of :data:`THOUSANDTHS_TIME` — its
+    forward multiplies the timestep by 1000, so it takes the flow time t where other flow models take t·1000 —,
+    else 1.
+    A ``torch.compile``-d network is read by the class it wraps."""
+    classes = type(getattr(model, "_orig_mod", model)).__mro__
+    return 1e-3 if any(c.__name__ in THOUSANDTHS_TIME for c in classes) else 1.0
+
+
+def _network_config(model, key: str):
+    """A field of a diffusers network's config (``model.config``: a FrozenDict, or an object with attributes); None
+    where the network has no config or its config no such field."""
+    config = getattr(model, "config", None)
+    return config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
 
 
 def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
@@ -410,9 +534,8 @@ def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
     network's own, where it has one (a pipeline encodes them in its text encoder's) —, finite, and for a diffusers
     network (its config names its cross-attention width: ``cross_attention_dim``, or ``encoder_hid_dim`` where it
     projects them) [B, T, C] of that width; a negative of the prompt's shape but batch."""
-    config = getattr(model, "config", None)  # a diffusers network's: the width its cross-attention takes
-    get = config.get if isinstance(config, Mapping) else (lambda k: getattr(config, k, None))
-    width = get("encoder_hid_dim") or get("cross_attention_dim")
+    # a diffusers network's: the width its cross-attention takes
+    width = _network_config(model, "encoder_hid_dim") or _network_config(model, "cross_attention_dim")
     width = width if isinstance(width, int) and not isinstance(width, bool) else None
     for name, e in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
         if e is None:
@@ -440,17 +563,35 @@ def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
                            "width (pad both to the text encoder's max length, as pipelines do)")
 
 
+# a scheduler config's variance_type for a network that predicts its variance too (2× the sample's channels)
+LEARNED_VARIANCE = ("learned", "learned_range")
+
+
+def predicts_variance(model, variance_type=None) -> bool:
+    """Whether a network's output may hold a learned variance after its prediction (2× the sample's channels), as
+    diffusers reads it: the scheduler config's ``variance_type`` is learned (DDPMScheduler / UnCLIPScheduler split it
+    off in their step, DeepFloyd IF's pipeline before guidance), or the network's config has ``out_channels`` twice
+    its ``in_channels`` (DiT's pipeline splits it off then)."""
+    out, inp = _network_config(model, "out_channels"), _network_config(model, "in_channels")
+    doubled = isinstance(out, int) and isinstance(inp, int) and out == 2 * inp
+    return variance_type in LEARNED_VARIANCE or doubled
+
+
 class DiffusersModel:
     """``model(x_t, time) -> output`` in native coordinates: a diffusers network with its conditioning and CFG.
 
     Classifier-free guidance as diffusers' pipelines do it (one batched call on [uncond, cond], then
-    ``uncond + s·(cond − uncond)``) whenever ``guidance_scale > 1``.
+    ``uncond + s·(cond − uncond)``) whenever ``guidance_scale > 1``. A network that predicts its variance too
+    (:func:`predicts_variance` of it and the scheduler config's ``variance_type``) gives the first half of its
+    channels, its prediction, as diffusers' ``torch.split(model_output, sample.shape[1], dim=1)`` does (k-diffusion's
+    ``OpenAIDenoiser(has_learned_sigmas=True)`` too); the variance half is dropped, as no sampler here reads it.
     """
 
     def __init__(self, model, prompt_embeds=None, negative_prompt_embeds=None, guidance_scale: float = 1.0,
                  model_kwargs: Mapping | None = None, negative_model_kwargs: Mapping | None = None,
-                 timestep_scale: float = 1.0):
+                 timestep_scale: float | None = None, variance_type: str | None = None):
         self.model = model
+        self.learned_variance = predicts_variance(model, variance_type)
         self.guidance_scale = real("guidance_scale", guidance_scale,
                                    what=" (classifier-free guidance: > 1 guides, 1 runs the conditional model "
                                         "alone); pass a float such as 7.5")
@@ -470,15 +611,20 @@ class DiffusersModel:
         dtype = getattr(model, "dtype", None)
         _check_embeds(model, prompt_embeds, negative_prompt_embeds,
                       dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None)
-        config = getattr(model, "config", None)
-        added = config.get("addition_embed_type") if isinstance(config, Mapping) else getattr(
-            config, "addition_embed_type", None)
+        added = _network_config(model, "addition_embed_type")
         if added in ("text_time", "text", "text_image", "image", "image_hint") and "added_cond_kwargs" not in (
                 model_kwargs or {}):
             raise InvalidInput(f"this network's config sets addition_embed_type={added!r} (SDXL-style): every call "
                                "needs added_cond_kwargs (SDXL: text_embeds and time_ids); pass model_kwargs="
                                "{'added_cond_kwargs': {...}} and, guided, negative_model_kwargs with the "
                                "unconditional ones")
+        cond_dim = _network_config(model, "time_cond_proj_dim")
+        if cond_dim is not None and "timestep_cond" not in (model_kwargs or {}):
+            raise InvalidInput(f"this network's config sets time_cond_proj_dim={cond_dim!r} (a guidance-distilled LCM "
+                               "UNet): without timestep_cond it skips that conditioning and predicts another x0; pass "
+                               "model_kwargs={'timestep_cond': <[batch, time_cond_proj_dim] embedding>} as the "
+                               "pipeline computes it (LatentConsistencyModelPipeline.get_guidance_scale_embedding of "
+                               "guidance_scale - 1) and, guided, the same in negative_model_kwargs")
         self.cond = dict(model_kwargs or {})
         self.uncond = dict(negative_model_kwargs or {})
         if prompt_embeds is not None:
@@ -487,7 +633,8 @@ class DiffusersModel:
             self.uncond["encoder_hidden_states"] = negative_prompt_embeds
         if self.cfg:
             self._check_pairs()
-        self.timestep_scale = positive("timestep_scale", timestep_scale)  # Flux's transformer: 1/1000
+        self.timestep_scale = (default_timestep_scale(model) if timestep_scale is None
+                               else positive("timestep_scale", timestep_scale))
         forward = model.forward if hasattr(model, "forward") else model
         params = inspect.signature(forward).parameters
         self.input_name = "sample" if "sample" in params else "hidden_states" if "hidden_states" in params else None
@@ -520,8 +667,9 @@ class DiffusersModel:
                                "value in model_kwargs (prompt_embeds for encoder_hidden_states), or leave it out")
         if differ:
             raise InvalidInput(f"negative_model_kwargs gives {', '.join(differ)} a value other than model_kwargs' "
-                               "one, but a value that is not a tensor is shared by both halves of the one guided "
-                               "call: pass the same value in both, or leave it out of negative_model_kwargs")
+                               "one, but a value that is not a tensor, or position ids (txt_ids, img_ids), is shared "
+                               "by both halves of the one guided call: pass the same value in both, or leave it out "
+                               "of negative_model_kwargs")
 
     def _kwargs(self, batch: int, extra_args: dict) -> dict:
         """The conditioning for a batch: [uncond; cond] when guided. Built once per batch size when the call adds no
@@ -553,6 +701,8 @@ class DiffusersModel:
         else:
             out = self.model(**{self.input_name: x_in}, timestep=time, **kwargs, return_dict=False)
         out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "sample", out)
+        if self.learned_variance and out.ndim > 1 and out.shape[1] == 2 * x_t.shape[1]:
+            out = out[:, : x_t.shape[1]]  # the prediction; the learned variance after it is not read
         out = out.to(x_t.dtype)
         if self.cfg:
             uncond, cond = out.chunk(2)
@@ -563,7 +713,7 @@ class DiffusersModel:
 def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, negative_prompt_embeds=None,
                             guidance_scale: float = 1.0, *, model_kwargs: Mapping | None = None,
                             negative_model_kwargs: Mapping | None = None, mu: float | None = None,
-                            timestep_scale: float = 1.0) -> Denoiser:
+                            timestep_scale: float | None = None) -> Denoiser:
     """A diffusers UNet / transformer as the registry denoiser ``D(x, σ, **extra_args) -> x0``.
 
     Args:
@@ -580,15 +730,18 @@ def denoiser_from_diffusers(model, scheduler_config: Any, prompt_embeds=None, ne
         model_kwargs, negative_model_kwargs: more conditioning for the cond / uncond halves (e.g. SD3's
             ``pooled_projections``, SDXL's ``added_cond_kwargs``).
         mu: Flux-style dynamic shift (only changes ``D.schedule.shift``, which schedules built from it use).
-        timestep_scale: multiplies the time input (Flux's transformer takes t, not t·1000: use 1/1000).
+        timestep_scale: multiplies the time input. Left out, it is the network's own (:func:`default_timestep_scale`):
+            1/1000 for the transformers whose forward multiplies the timestep by 1000 (Flux, Flux 2, Chroma,
+            QwenImage, LongCat-Image, Ovis-Image, AuraFlow: :data:`THOUSANDTHS_TIME`), 1 for every other network.
+            A value passed is used as it is.
 
     Returns:
         A :class:`samplers.core.conversion.Denoiser`; ``D.schedule`` is the native schedule to build sigmas from.
     """
-    cfg = model_config(config_dict(scheduler_config))
-    check_x0_flags(cfg)
+    cfg = model_config(named_config(scheduler_config))
     check_model_flags(cfg, mu)
-    schedule, prediction = native_from_config(cfg, mu=mu)
+    schedule, prediction = native_from_config(cfg, mu=mu)  # first: a class it does not read is refused by name
+    check_x0_flags(cfg)
     native = DiffusersModel(model, prompt_embeds, negative_prompt_embeds, guidance_scale, model_kwargs,
-                            negative_model_kwargs, timestep_scale)
+                            negative_model_kwargs, timestep_scale, cfg.get("variance_type"))
     return to_denoiser(native, prediction, schedule, sigma_data_from_config(cfg))

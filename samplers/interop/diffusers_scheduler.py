@@ -660,7 +660,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             merged = {**_defaults(self._source_name), **source_config}
             _check_int("num_train_timesteps", merged.get("num_train_timesteps", 1000), 2,
                        MAX_TRAIN_TIMESTEPS, "diffusers models use 1000")
-            native_from_config(merged)  # the model it describes (betas, prediction), checked by our rules
+            # the model it describes (betas, prediction), checked by our rules; mu comes at set_timesteps
+            native_from_config(merged, mu_later=True)
             self._ref = self._reference()
             # the class's config as built, before any set_timesteps of the reference (DPMSolverSinglestep's sets
             # lower_order_final=True in its config there): what the config shows (_show_source_config)
@@ -1014,7 +1015,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def _model(self):
         """(native schedule, prediction, space) of the model the config describes."""
         if self._source is None:
-            native, prediction = native_from_config(self.config)
+            native, prediction = native_from_config(self.config, mu_later=True)
             return native, prediction, "flow" if isinstance(native, RectifiedFlow) else "vp"
         config = self._source_config
         space = self._source.model_space(config)
@@ -1028,7 +1029,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if space == "vp":
             # the class's own float32 table (any beta schedule it knows, its zero-SNR rescaling)
             return VPDiscrete(self._ref.alphas_cumprod.to(torch.float64)), prediction_from_config(config), space
-        native, prediction = native_from_config(config)
+        native, prediction = native_from_config(config, mu_later=True)
         return native, prediction, space
 
     def _check_schedule_options(self, options) -> None:
@@ -1325,7 +1326,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                "fewer steps or a smaller steps_offset")
         grid = self._grid = self._source.grid(ref, self.space)
         if self.space == "flow" and mu is not None:
-            self.native = native_from_config(self._source_config, mu=mu)[0]
+            self.native = native_from_config(self._source_config, mu=mu, mu_later=True)[0]
         exact = self.config.exact
         if grid.jumps is not None and not exact:
             raise InvalidOption(f"{grid.jumps}: no sampler run reproduces that. Use "
@@ -1414,7 +1415,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if self._source is None:
             self.native = self._native_for(mu)
         elif self.space == "flow" and mu is not None:
-            self.native = native_from_config(self._source_config, mu=mu)[0]
+            self.native = native_from_config(self._source_config, mu=mu, mu_later=True)[0]
         schedule = self._registry_schedule(n, sigmas, timesteps)
         label = self.label
         run = label.sampler if label is not None else (
@@ -1510,7 +1511,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
     def _native_for(self, mu):
         cfg = self.config
-        native, _ = native_from_config(cfg, mu=mu)
+        native, _ = native_from_config(cfg, mu=mu, mu_later=True)
         if isinstance(native, RectifiedFlow) and cfg.use_dynamic_shifting and mu is None:
             raise InvalidInput("this flow config uses dynamic shifting: pass mu= to set_timesteps "
                                "(diffusers' Flux/SD3 pipelines do)")
