@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .conversion import MODEL_DTYPE
 from .brownian import BrownianNoise, BrownianTreeNoiseSampler, check_tree_range, for_schedule, tree_for_schedule
 from .errors import InvalidInput, InvalidOption, InvalidType
 from .seeds import generators, resolve_seeds
@@ -189,11 +190,16 @@ def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
 
 
 class _Checked:
-    """A caller's noise sampler, its draws checked against the latent (shape and dtype: metadata, no device read)."""
+    """A caller's noise sampler, its draws checked against the latent: shape, dtype and device (metadata, no device
+    read). A draw is in the run's state dtype or the caller's latent dtype (``torch.randn_like(x)`` of an fp16 latent,
+    whose state is float32) and on the latent's device: anything else is refused, not cast or moved (a float64 draw
+    would promote a float32 state, and every later model call would get float64)."""
 
     def __init__(self, fn: NoiseSampler, like: torch.Tensor):
         self.fn = fn
         self.shape = tuple(like.shape)
+        self.dtype = like.dtype
+        self.device = like.device
 
     def unwrap(self):
         """The caller's noise sampler itself."""
@@ -205,6 +211,13 @@ class _Checked:
             got = f"shape {tuple(draw.shape)}, {draw.dtype}" if isinstance(draw, torch.Tensor) else type(draw).__name__
             raise InvalidInput(f"the noise sampler returned {got}; it must return a floating-point tensor shaped like "
                                f"the latent, {self.shape} (a draw is never broadcast)")
+        latent = MODEL_DTYPE.get() or self.dtype  # the caller's latent dtype where the state is kept in float32
+        if draw.dtype not in (self.dtype, latent) or draw.device != self.device:
+            dtypes = self.dtype if latent == self.dtype else f"{latent} (or the run's {self.dtype} state)"
+            raise InvalidInput(f"the noise sampler returned a {draw.dtype} tensor on {draw.device} for a {latent} "
+                               f"latent on {self.device}; a draw must be in the latent's dtype, {dtypes}, and on its "
+                               "device (it is never cast or moved: a wider draw would change the dtype of every later "
+                               "step): return noise like x, torch.randn_like(x), or draw.to(x)")
         return draw
 
 
