@@ -174,6 +174,7 @@ def test_to_denoiser_refuses_what_it_cannot_use_when_it_is_built(args, error, wo
     (lambda x: torch.cat([x, x], 1), r"shape \(3, 8, 8, 8\) .*variance"),  # learned variance: a raw torch error
     (lambda x: (x,), "returned tuple, not a tensor"),
     (lambda x: x.round().long(), "torch.int64 tensor; its prediction must be floating point"),
+    (lambda x: torch.zeros(x.shape, device="meta"), r"output on meta for latents on cpu.*out\.to\(x\.device\)"),
 ])
 def test_a_model_output_that_is_not_one_prediction_per_latent_element_is_refused(make, words):
     """A batch-1 or 1-channel output broadcast to a finite, wrong x0 (no error at all); an integer one was cast."""
@@ -295,3 +296,18 @@ def test_a_native_schedule_cannot_be_changed_after_it_is_built(schedule, field, 
     import dataclasses
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(schedule, field, value)
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmpp_2m", "heun"])
+def test_a_denoiser_output_on_another_device_is_refused_at_its_call(name):
+    """A plain denoiser (no to_denoiser) whose output is on another device than x: a raw torch device error in the
+    sampler's arithmetic before; refused at the model call, naming both devices."""
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return torch.zeros(x.shape, device="meta")
+    x = torch.randn(2, 3, 4, 4) * 10
+    with pytest.raises(InvalidInput, match=r"output on meta for latents on cpu"):
+        samplers.sample(name, model, x, samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0), disable=True)
+    assert len(calls) == 1

@@ -242,7 +242,17 @@ def _checked_output(out, x: torch.Tensor) -> torch.Tensor:
     if not out.is_floating_point():
         raise InvalidType(f"the model returned a {out.dtype} tensor; its prediction must be floating point: return it "
                           "as a float tensor (e.g. out.float())")
+    check_output_device(out, x)
     return out
+
+
+def check_output_device(out: torch.Tensor, x: torch.Tensor) -> None:
+    """The model's output on the latent's device (metadata only), refused otherwise: the sampler's next op on it
+    would fail with torch's own device error, or copy it silently back each call."""
+    if out.device != x.device:
+        raise InvalidInput(f"the model returned its output on {out.device} for latents on {x.device}; it is never "
+                           f"moved: return it on the latents' device (the device its input x is on, e.g. "
+                           f"out.to(x.device)), or keep the model and the latents on one device")
 
 
 class Denoiser:

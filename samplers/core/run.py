@@ -23,7 +23,7 @@ from tqdm.auto import tqdm, trange
 
 from . import noise as noise_mod
 from .errors import InvalidInput, InvalidOption, InvalidType, NonFiniteError
-from .conversion import model_dtype, model_input, prepare_times, state_dtype as state_dtype_for
+from .conversion import check_output_device, model_dtype, model_input, prepare_times, state_dtype as state_dtype_for
 from .validate import check_options, largest_sigma, same_value
 
 _DEBUG = contextvars.ContextVar("samplers_debug", default=False)
@@ -233,6 +233,7 @@ class Denoise:
         if not out.is_floating_point():
             raise InvalidType(f"the model returned a {out.dtype} tensor; a denoiser returns floating-point x0 "
                               "estimates")
+        check_output_device(out, x)
         if out.dtype != x.dtype:  # an fp16 / bf16 model: its estimate joins the float32 state
             out = out.to(x.dtype)
         if _DEBUG.get() and not bool(torch.isfinite(out).all()):
