@@ -215,9 +215,8 @@ def test_predrawn_noise_reproduces_the_run_and_raises_when_exhausted():
 @pytest.mark.parametrize("latent, draw", [
     (torch.float32, {"dtype": torch.float64}),  # would promote the state: every later model call in float64
     (torch.float16, {"dtype": torch.float64}),
-    (torch.float64, {"dtype": torch.float16}),
     (torch.float32, {"device": "meta"}),        # a raw torch error mid-run before
-], ids=["f64-for-f32", "f64-for-f16", "f16-for-f64", "device"])
+], ids=["f64-for-f32", "f64-for-f16", "device"])
 def test_a_callers_draw_in_another_dtype_or_device_is_refused_at_the_first_draw(name, latent, draw):
     x = GM.noise(2, seed=3).to(latent) * 20
     seen = []
@@ -232,9 +231,11 @@ def test_a_callers_draw_in_another_dtype_or_device_is_refused_at_the_first_draw(
 
 
 @pytest.mark.parametrize("latent, drawn", [(torch.float16, torch.float16), (torch.float16, torch.float32),
-                                           (torch.bfloat16, torch.bfloat16), (torch.float64, torch.float64)])
-def test_draws_in_the_latents_or_the_states_dtype_are_taken(latent, drawn):
-    """``torch.randn_like(x)`` of an fp16 latent is fp16, its state float32: both run, as before."""
+                                           (torch.bfloat16, torch.bfloat16), (torch.float64, torch.float64),
+                                           (torch.float32, torch.float16), (torch.float64, torch.float32)])
+def test_draws_no_wider_than_the_state_are_taken(latent, drawn):
+    """``torch.randn_like(x)`` of an fp16 latent is fp16, its state float32; k-diffusion's and diffusers' own draws
+    (which the drop-in and the shim reproduce) may be narrower than the state: all run, as before."""
     x = GM.noise(2, seed=3).to(latent) * 20
     g = torch.Generator().manual_seed(0)
     out = samplers.sample("euler_ancestral", GM.denoiser, x, karras(4), disable=True,

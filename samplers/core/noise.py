@@ -14,7 +14,6 @@ from typing import Callable, Sequence
 
 import torch
 
-from .conversion import MODEL_DTYPE
 from .brownian import BrownianNoise, BrownianTreeNoiseSampler, check_tree_range, for_schedule, tree_for_schedule
 from .errors import InvalidInput, InvalidOption, InvalidType
 from .seeds import generators, resolve_seeds
@@ -190,10 +189,11 @@ def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
 
 
 class _Checked:
-    """A caller's noise sampler, its draws checked against the latent: shape, dtype and device (metadata, no device
-    read). A draw is in the run's state dtype or the caller's latent dtype (``torch.randn_like(x)`` of an fp16 latent,
-    whose state is float32) and on the latent's device: anything else is refused, not cast or moved (a float64 draw
-    would promote a float32 state, and every later model call would get float64)."""
+    """A caller's noise sampler, its draws checked against the run's state (metadata, no device read): its shape, its
+    device, and a dtype that does not widen it. A float64 draw for a float32 state would promote the state, and every
+    later model call would get float64 x: refused, not cast (a draw is never cast or moved). A narrower draw joins the
+    state as it is (``torch.randn_like(x)`` of float16 latents, whose state is float32; k-diffusion's and diffusers'
+    own draws in the latents' or the model output's dtype, which the drop-in and the shim reproduce)."""
 
     def __init__(self, fn: NoiseSampler, like: torch.Tensor):
         self.fn = fn
@@ -211,13 +211,11 @@ class _Checked:
             got = f"shape {tuple(draw.shape)}, {draw.dtype}" if isinstance(draw, torch.Tensor) else type(draw).__name__
             raise InvalidInput(f"the noise sampler returned {got}; it must return a floating-point tensor shaped like "
                                f"the latent, {self.shape} (a draw is never broadcast)")
-        latent = MODEL_DTYPE.get() or self.dtype  # the caller's latent dtype where the state is kept in float32
-        if draw.dtype not in (self.dtype, latent) or draw.device != self.device:
-            dtypes = self.dtype if latent == self.dtype else f"{latent} (or the run's {self.dtype} state)"
-            raise InvalidInput(f"the noise sampler returned a {draw.dtype} tensor on {draw.device} for a {latent} "
-                               f"latent on {self.device}; a draw must be in the latent's dtype, {dtypes}, and on its "
-                               "device (it is never cast or moved: a wider draw would change the dtype of every later "
-                               "step): return noise like x, torch.randn_like(x), or draw.to(x)")
+        if torch.promote_types(draw.dtype, self.dtype) != self.dtype or draw.device != self.device:
+            raise InvalidInput(f"the noise sampler returned a {draw.dtype} tensor on {draw.device} for a run whose state "
+                               f"is {self.dtype} on {self.device}; a draw must be on the latent's device and in a dtype "
+                               f"no wider than the state's (it is never cast or moved: a wider draw would change the "
+                               f"dtype of every later step): return noise like x, torch.randn_like(x), or draw.to(x)")
         return draw
 
 
