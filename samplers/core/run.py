@@ -196,7 +196,22 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
                "with samplers.to_denoiser, which refuses it before any call)" if from_inf else "")
             + ("; or an option set away from its default that drives the steps out of range where no single value "
                "is invalid (a large gain such as ge_gamma: try values nearer the defaults)" if tuned else "") + ".")
-    return x.to(out_dtype)
+    return to_result_dtype(x, out_dtype, spec.name, values[-1])
+
+
+def to_result_dtype(x: torch.Tensor, out_dtype: torch.dtype, name: str, sigma_end: float) -> torch.Tensor:
+    """The finite state ``x`` in the caller's dtype. Where that is narrower (a float16 / bfloat16 latent, the state
+    float32) the cast itself may overflow to inf: checked once after it, there only (one read, after the loop)."""
+    out = x.to(out_dtype)
+    if out_dtype != x.dtype and torch.finfo(out_dtype).max < torch.finfo(x.dtype).max \
+            and not bool(torch.isfinite(out).all()):
+        top = float(x.abs().max())
+        raise NonFiniteError(
+            f"{name}'s result is finite in its {x.dtype} state (|x| up to {top:.4g}) but overflows {out_dtype} (largest "
+            f"{torch.finfo(out_dtype).max:.4g}) when cast to the latents' dtype: the run ends at sigma = {sigma_end:g}, "
+            "where the latent is still mostly noise of that scale; end the schedule at a lower sigma (a schedule to 0 "
+            "gives a data-scale result), or pass the latents in float32 (x.float()) for a float32 result")
+    return out
 
 
 def spec_implementation(spec):
