@@ -248,3 +248,22 @@ def test_a_graphed_result_that_overflows_the_latents_half_dtype_is_refused():
     run = graph.capture("euler", lambda x, s: torch.zeros_like(x), x, [math.inf, 30000.0], fallback="eager")
     with pytest.raises(samplers.NonFiniteError, match=r"overflows torch\.float16"):
         run(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("entry", ["sample", "kdiffusion"])
+def test_float8_latents_are_refused_at_the_boundary(dtype, entry):
+    """float8 latents passed check_call (floating point) and failed deep inside the run (no float8 arithmetic)."""
+    from samplers.interop import kdiffusion as K
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return x
+    x = torch.randn(2, 3, 4, 4).to(dtype)
+    with pytest.raises(samplers.InvalidType, match=rf"{dtype}.*float16, bfloat16, float32 or float64.*x\.float\(\)"):
+        if entry == "sample":
+            samplers.sample("euler", model, x, SIG, disable=True)
+        else:
+            K.sample_euler(model, x, torch.as_tensor(SIG, dtype=torch.float32), disable=True)
+    assert calls == []

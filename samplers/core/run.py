@@ -99,6 +99,9 @@ def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]
     return values
 
 
+LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def check_call(model, x, extra_args, callback, disable) -> None:
     """The arguments every sampler shares (the k-diffusion signature), checked before anything runs."""
     if not callable(model):
@@ -106,6 +109,10 @@ def check_call(model, x, extra_args, callback, disable) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
         raise InvalidType(f"x must be a floating-point tensor (the starting latent at sigmas[0]), got {got}")
+    if x.dtype not in LATENT_DTYPES:  # float8 (no arithmetic of its own) and anything newer: refused, not cast
+        raise InvalidType(f"x is a {x.dtype} tensor; latents must be float16, bfloat16, float32 or float64 (the "
+                          f"state is kept in float32 or float64, and the result returned in the latents' dtype): pass "
+                          f"x.to(torch.float16) or x.float(), and cast the result back yourself if you store {x.dtype}")
     if x.ndim < 1 or x.shape[0] == 0:
         raise InvalidInput(f"x must have a batch dimension first with at least one item, got shape {tuple(x.shape)}")
     if x.is_meta:  # a shape without values: refused here, not by the first read of it
