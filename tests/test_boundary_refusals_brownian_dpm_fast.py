@@ -160,3 +160,17 @@ def test_a_range_too_narrow_for_its_steps_is_refused_before_the_grid_is_built(mo
     with pytest.raises(InvalidInput, match="more than torch.float32 holds values between them"):
         kdiffusion.sample_dpm_fast(model, X, 10.0, 10.0001, 3 * 10**7, disable=True)
     assert model.n == 0
+
+
+def test_dpm_fast_reports_a_copy_of_the_callers_input_at_its_first_call():
+    """dpm_fast's first model call is made at the input itself, and its callback handed the caller's own tensor as
+    info["x"]: a callback that normalised it in place (a preview) changed the caller's x. It gets a copy."""
+    x_in = X.clone()
+    seen = []
+
+    def callback(info):
+        seen.append(info["x"] is x_in)
+        info["x"].mul_(0)
+    samplers.sample("dpm_fast", lambda x, s: x * 0.5, x_in, K, callback=callback, disable=True)
+    assert seen and not any(seen)
+    assert torch.equal(x_in, X)
