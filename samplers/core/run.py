@@ -55,13 +55,26 @@ def _sigma_value(s) -> float:
     return float(s)
 
 
-def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]:
-    """Validate a schedule and return it as Python floats (the one read of it per call)."""
-    # a 'meta' tensor has a shape and no values: refused here, not a NotImplementedError from the read below
+def refuse_meta_sigmas(sigmas) -> None:
+    """A 'meta' schedule has a shape and no values: refused by name (metadata only), not a NotImplementedError from the
+    first read of it (:func:`read_sigmas`, or a Brownian tree's range computed before it)."""
     if (isinstance(sigmas, torch.Tensor) and sigmas.is_meta) or (isinstance(sigmas, (list, tuple)) and any(
             isinstance(s, torch.Tensor) and s.is_meta for s in sigmas)):
         raise InvalidInput("sigmas is on the 'meta' device, which holds no values to sample with; pass a tensor with "
                            "data (e.g. on 'cpu' or 'cuda': samplers.get_sigmas(...) builds one) or a list of floats")
+
+
+def _half_precision(sigmas) -> str | None:
+    """The half-precision dtype a schedule was given in (a float16 / bfloat16 tensor, a float16 numpy array, or such
+    a first element of a sequence), where an inf may be an overflow; None otherwise (metadata only)."""
+    first = sigmas if isinstance(sigmas, (torch.Tensor, np.ndarray)) else next(iter(sigmas), None)
+    dtype = getattr(first, "dtype", None)
+    return str(dtype) if dtype in (torch.float16, torch.bfloat16, np.float16) else None
+
+
+def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]:
+    """Validate a schedule and return it as Python floats (the one read of it per call)."""
+    refuse_meta_sigmas(sigmas)
     if isinstance(sigmas, torch.Tensor):
         if sigmas.ndim != 1:
             raise InvalidInput(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
@@ -82,6 +95,11 @@ def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]
         raise InvalidInput(
             f"sigmas must hold at least 2 values (1 step), got {len(values)}; "
             "build one with samplers.get_sigmas(name, steps, ...) and steps >= 1")
+    if math.isinf(values[0]) and (half := _half_precision(sigmas)) is not None:
+        raise InvalidInput(f"sigmas[0] = inf in a {half} schedule: that is what a value past the dtype's range becomes "
+                           f"(a float16 σ above 65504: an overflow), not a start from σ = inf that can be told from one; "
+                           "pass the schedule in float32 or float64 (samplers.get_sigmas builds float64; "
+                           "sigmas.float()), where an intended σ = inf start stays inf")
     top = largest_sigma(state_dtype)
     for i, s in enumerate(values):
         if math.isnan(s) or s < 0 or (math.isinf(s) and i > 0):
