@@ -2,6 +2,7 @@
 uncapped: n = 10**9 ran 59 s, peaked at 21.9 GB, then raised a bare ZeroDivisionError), the range and seed of
 k-diffusion's Brownian tree (a NaN end made torchsde loop forever, inf recurse), and a
 'meta' tensor as sigmas or as the pipeline's images (a raw NotImplementedError / RuntimeError)."""
+import numpy as np
 import pytest
 import torch
 
@@ -138,6 +139,32 @@ def test_meta_sigmas_are_refused_before_any_model_call(sigmas):
     assert model.n == 0
 
 
+@pytest.mark.parametrize("name", ["sample_dpmpp_2m_sde", "sample_dpmpp_sde", "sample_dpmpp_3m_sde", "sample_euler"])
+def test_meta_sigmas_are_refused_by_the_drop_ins_brownian_tree_samplers_too(name):
+    """The drop-in's SDE samplers build k-diffusion's Brownian tree on the schedule's range before the run reads the
+    schedule: meta sigmas gave a raw NotImplementedError there."""
+    model = Counter()
+    with pytest.raises(InvalidInput, match="sigmas is on the 'meta' device"):
+        getattr(kdiffusion, name)(model, X, K.float().to("meta"), disable=True)
+    assert model.n == 0
+
+
+@pytest.mark.parametrize("sigmas", [torch.tensor([70000.0, 5.0, 0.0]).half(),
+                                    np.array([70000.0, 5.0, 0.0], dtype=np.float16),
+                                    [torch.tensor(70000.0).half(), 5.0, 0.0]], ids=["tensor", "numpy", "list"])
+def test_an_inf_first_sigma_in_a_float16_schedule_is_refused_as_an_overflow(sigmas):
+    """70000 in float16 is inf, which was taken as an intended start from σ = inf; in float16 / bfloat16 an inf start
+    cannot be told from an overflow, so it is refused (a float32 schedule keeps an intended inf)."""
+    model = Counter()
+    with pytest.raises(InvalidInput, match=r"sigmas\[0\] = inf in a (torch\.)?float16 schedule.*overflow.*float32"):
+        samplers.sample("euler", model, X, sigmas, disable=True)
+    with pytest.raises(InvalidInput, match="overflow"):
+        kdiffusion.sample_euler(model, X, torch.tensor([70000.0, 5.0, 0.0]).half(), disable=True)
+    assert model.n == 0
+    flow = samplers.get_sigmas("flow", 3, native=samplers.RectifiedFlow()).float()  # an intended inf, in float32
+    samplers.sample("euler", lambda x, s: x * 0, X, flow, disable=True)
+
+
 @pytest.mark.parametrize("images", [torch.zeros(1, 3, 64, 64, device="meta"), [torch.zeros(3, 64, 64, device="meta")]])
 def test_meta_images_are_refused_before_any_model_call(parts, monkeypatch, images):  # noqa: F811
     calls = model_calls(parts["eps"], monkeypatch)
@@ -160,3 +187,17 @@ def test_a_range_too_narrow_for_its_steps_is_refused_before_the_grid_is_built(mo
     with pytest.raises(InvalidInput, match="more than torch.float32 holds values between them"):
         kdiffusion.sample_dpm_fast(model, X, 10.0, 10.0001, 3 * 10**7, disable=True)
     assert model.n == 0
+
+
+def test_dpm_fast_reports_a_copy_of_the_callers_input_at_its_first_call():
+    """dpm_fast's first model call is made at the input itself, and its callback handed the caller's own tensor as
+    info["x"]: a callback that normalised it in place (a preview) changed the caller's x. It gets a copy."""
+    x_in = X.clone()
+    seen = []
+
+    def callback(info):
+        seen.append(info["x"] is x_in)
+        info["x"].mul_(0)
+    samplers.sample("dpm_fast", lambda x, s: x * 0.5, x_in, K, callback=callback, disable=True)
+    assert seen and not any(seen)
+    assert torch.equal(x_in, X)

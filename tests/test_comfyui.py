@@ -1001,3 +1001,22 @@ def test_comfyuis_ddim_is_its_euler_with_euler_options():
                             EPS_SIGMAS)
         ref, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("euler", **options)), EPS(), GM.denoiser, EPS_SIGMAS)
         assert torch.equal(out, ref)
+
+
+def test_float16_latents_near_t_1_on_a_flow_model_are_not_overflowed_by_the_adapter():
+    """The adapter's x/(1 − t₀) (t₀ = 0.99999: × 1e5) was computed in float16, so the start overflowed to inf and the
+    error blamed the caller's latent; it is computed in the float32 state, the model still called in float16."""
+    seen = []
+
+    sampling = ModelFlux()
+
+    def model(x_t, t, **extra_args):  # ComfyUI's model_k on a flow model; its own arithmetic stays in range
+        seen.append(x_t.dtype)
+        return (x_t.float() * 0.5).to(x_t.dtype)
+    model.inner_model = types.SimpleNamespace(
+        model_patcher=types.SimpleNamespace(get_model_object=lambda name: {"model_sampling": sampling}[name]))
+    x = GM.noise(2, seed=3).half() * 3
+    out = comfyui.ksampler_function("euler")(model, x, torch.tensor([0.99999, 0.5, 0.0]), extra_args={"seed": 1},
+                                             disable=True)
+    assert out.dtype == torch.float16 and bool(torch.isfinite(out).all())
+    assert seen and set(seen) == {torch.float16}

@@ -174,6 +174,7 @@ def test_to_denoiser_refuses_what_it_cannot_use_when_it_is_built(args, error, wo
     (lambda x: torch.cat([x, x], 1), r"shape \(3, 8, 8, 8\) .*variance"),  # learned variance: a raw torch error
     (lambda x: (x,), "returned tuple, not a tensor"),
     (lambda x: x.round().long(), "torch.int64 tensor; its prediction must be floating point"),
+    (lambda x: torch.zeros(x.shape, device="meta"), r"output on meta for latents on cpu.*out\.to\(x\.device\)"),
 ])
 def test_a_model_output_that_is_not_one_prediction_per_latent_element_is_refused(make, words):
     """A batch-1 or 1-channel output broadcast to a finite, wrong x0 (no error at all); an integer one was cast."""
@@ -293,3 +294,55 @@ def test_the_pipeline_refuses_a_preset_made_for_another_table_before_encoding():
     with pytest.raises(InvalidInput, match=r"sigmas\[0\] = 700 lies outside this model's timestep table.*its own "):
         spec.plan_run("euler", "ays_svd", 10, {})
     spec.plan_run("euler", "ays_sd15", 10, {})  # made for SD-1.x's table, which this model has
+
+
+def test_a_model_that_writes_into_its_time_input_is_refused_and_does_not_poison_later_runs():
+    """The denoiser reuses one time tensor per σ of the run's grid; a model that normalises it in place (t /= 1000)
+    changed every later call and run of that denoiser (999 → 0.999 → 0.000999). Refused at the first such call
+    (its ``_version`` moved: host metadata), and the grid is rebuilt for the next run."""
+    seen = []
+
+    def writes(x_t, t):
+        seen.append(round(float(t[0]), 3))
+        t /= 1000.0
+        return torch.zeros_like(x_t)
+    vp = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    d = samplers.to_denoiser(writes, "eps", vp)
+    sig = samplers.get_sigmas("karras", 3, native=vp)
+    x = torch.randn(1, 2, 2, 2, generator=torch.Generator().manual_seed(0)) * float(sig[0])
+    with pytest.raises(InvalidInput, match=r"wrote into its time input.*clone it"):
+        samplers.sample("euler", d, x, sig, disable=True)
+    assert seen == [999.0]
+    reads = []
+    d.model = lambda x_t, t: reads.append(round(float(t[0]), 3)) or torch.zeros_like(x_t)
+    samplers.sample("euler", d, x, sig, disable=True)
+    assert reads[0] == 999.0 and len(reads) == 3
+
+
+@pytest.mark.parametrize("schedule, field, value", [
+    (VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012), "quantize", True),
+    (RectifiedFlow(shift=3.0), "shift", 1.0),
+    (VE(), "time_input", "sigma"),
+    (VPContinuous(), "time_scale", 1000.0),
+])
+def test_a_native_schedule_cannot_be_changed_after_it_is_built(schedule, field, value):
+    """A denoiser caches the time inputs of its schedule: a schedule changed afterwards (vp.quantize = True) was
+    ignored by it. Schedules are frozen: the change raises, and a new schedule is built with the option."""
+    import dataclasses
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(schedule, field, value)
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmpp_2m", "heun"])
+def test_a_denoiser_output_on_another_device_is_refused_at_its_call(name):
+    """A plain denoiser (no to_denoiser) whose output is on another device than x: a raw torch device error in the
+    sampler's arithmetic before; refused at the model call, naming both devices."""
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return torch.zeros(x.shape, device="meta")
+    x = torch.randn(2, 3, 4, 4) * 10
+    with pytest.raises(InvalidInput, match=r"output on meta for latents on cpu"):
+        samplers.sample(name, model, x, samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0), disable=True)
+    assert len(calls) == 1

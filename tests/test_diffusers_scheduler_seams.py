@@ -13,7 +13,8 @@ from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, Unava
 
 diffusers = pytest.importorskip("diffusers")
 
-from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler  # noqa: E402
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,  # noqa: E402
+                       EulerDiscreteScheduler)
 
 from samplers.interop import diffusers_sources as sources  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
@@ -634,6 +635,26 @@ def test_a_generator_that_is_not_a_torch_generator_is_refused_with_the_seed_fix(
         ours.step(torch.zeros_like(lat), t, ours.scale_model_input(lat, t), generator=generator)
     assert ours._denoised == []
     ours.step(torch.zeros_like(lat), t, lat, generator=[torch.Generator().manual_seed(1)] * batch)
+
+
+@pytest.mark.parametrize("cls, config", [(EulerAncestralDiscreteScheduler, {}),
+                                         (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"})])
+@pytest.mark.parametrize("count, batch", [(3, 2), (2, 3)])
+def test_a_list_of_generators_must_hold_one_per_item(cls, config, count, batch):
+    """diffusers' randn_tensor draws item k from generator k: 3 generators for a batch of 2 ran with the third
+    ignored, 2 for a batch of 3 raised an IndexError inside the replay. Refused at the first step, before any draw;
+    one generator (alone or in a list) and one per item run."""
+    ours = SamplerScheduler.from_config(cls.from_config({**BETAS, **config}).config)
+    ours.set_timesteps(4)
+    lat = torch.randn(batch, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * ours.init_noise_sigma
+    t = ours.timesteps[0]
+    gens = [torch.Generator().manual_seed(i) for i in range(count)]
+    with pytest.raises(InvalidInput, match=rf"list of {count} generators for a batch of {batch}.*one per item"):
+        ours.step(torch.zeros_like(lat), t, ours.scale_model_input(lat, t), generator=gens)
+    assert ours._denoised == []
+    for good in ([torch.Generator().manual_seed(0)], [torch.Generator().manual_seed(i) for i in range(batch)]):
+        ours.set_timesteps(4)
+        ours.step(torch.zeros_like(lat), t, ours.scale_model_input(lat, t), generator=good)
 
 
 def test_a_generator_the_run_never_reads_is_not_refused():

@@ -226,3 +226,44 @@ def test_range_and_calibration_errors_name_the_value_and_the_fix():
         fit(gm.denoiser, 4, torch.zeros(8, 4, dtype=torch.int64), 0.05, 10.0)
     with pytest.raises(samplers.InvalidInput, match=r"one row per calibration start \(8\), got 'cond': shape \(3,\)"):
         fit(gm.denoiser, 4, torch.randn(8, 4), 0.05, 10.0, extra_args={"cond": torch.zeros(3)})
+
+
+def test_a_result_that_overflows_the_latents_half_dtype_is_refused():
+    """The state is float32 and was checked before the cast to the latents' dtype: a run that ends at σ = 30000 on
+    float16 latents came back as inf without an error. The cast result is checked where the dtype narrows."""
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)).half()
+    sigmas = [math.inf, 30000.0]
+    with pytest.raises(samplers.NonFiniteError, match=r"overflows torch\.float16.*end the schedule at a lower "
+                                                      r"sigma.*x\.float\(\)"):
+        samplers.sample("euler", lambda x, s: torch.zeros_like(x), x, sigmas, disable=True)
+    out = samplers.sample("euler", lambda x, s: torch.zeros_like(x), x.float(), sigmas, disable=True)
+    assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+    out = samplers.sample("euler", lambda x, s: torch.zeros_like(x), x.bfloat16(), sigmas, disable=True)
+    assert out.dtype == torch.bfloat16 and bool(torch.isfinite(out).all())  # float32's range
+
+
+def test_a_graphed_result_that_overflows_the_latents_half_dtype_is_refused():
+    from samplers.core import graph
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)).half()
+    run = graph.capture("euler", lambda x, s: torch.zeros_like(x), x, [math.inf, 30000.0], fallback="eager")
+    with pytest.raises(samplers.NonFiniteError, match=r"overflows torch\.float16"):
+        run(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("entry", ["sample", "kdiffusion"])
+def test_float8_latents_are_refused_at_the_boundary(dtype, entry):
+    """float8 latents passed check_call (floating point) and failed deep inside the run (no float8 arithmetic)."""
+    from samplers.interop import kdiffusion as K
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return x
+    x = torch.randn(2, 3, 4, 4).to(dtype)
+    with pytest.raises(samplers.InvalidType, match=rf"{dtype}.*float16, bfloat16, float32 or float64.*x\.float\(\)"):
+        if entry == "sample":
+            samplers.sample("euler", model, x, SIG, disable=True)
+        else:
+            K.sample_euler(model, x, torch.as_tensor(SIG, dtype=torch.float32), disable=True)
+    assert calls == []

@@ -211,6 +211,38 @@ def test_predrawn_noise_reproduces_the_run_and_raises_when_exhausted():
                         disable=True)
 
 
+@pytest.mark.parametrize("name", ["euler_ancestral", "dpmpp_2m_sde", "torchsde.euler"])
+@pytest.mark.parametrize("latent, draw", [
+    (torch.float32, {"dtype": torch.float64}),  # would promote the state: every later model call in float64
+    (torch.float16, {"dtype": torch.float64}),
+    (torch.float32, {"device": "meta"}),        # a raw torch error mid-run before
+], ids=["f64-for-f32", "f64-for-f16", "device"])
+def test_a_callers_draw_in_another_dtype_or_device_is_refused_at_the_first_draw(name, latent, draw):
+    x = GM.noise(2, seed=3).to(latent) * 20
+    seen = []
+
+    def model(x, sigma):
+        seen.append(x.dtype)
+        return GM.denoiser(x, sigma)
+    noise = lambda s, s_next: torch.randn(x.shape, **draw)  # noqa: E731
+    with pytest.raises(samplers.InvalidInput, match=r"the noise sampler returned .*torch\.randn_like\(x\)"):
+        samplers.sample(name, model, x, karras(4), noise_sampler=noise, disable=True)
+    assert torch.float64 not in seen or latent == torch.float64  # no model call after a promoting draw
+
+
+@pytest.mark.parametrize("latent, drawn", [(torch.float16, torch.float16), (torch.float16, torch.float32),
+                                           (torch.bfloat16, torch.bfloat16), (torch.float64, torch.float64),
+                                           (torch.float32, torch.float16), (torch.float64, torch.float32)])
+def test_draws_no_wider_than_the_state_are_taken(latent, drawn):
+    """``torch.randn_like(x)`` of an fp16 latent is fp16, its state float32; k-diffusion's and diffusers' own draws
+    (which the drop-in and the shim reproduce) may be narrower than the state: all run, as before."""
+    x = GM.noise(2, seed=3).to(latent) * 20
+    g = torch.Generator().manual_seed(0)
+    out = samplers.sample("euler_ancestral", GM.denoiser, x, karras(4), disable=True,
+                          noise_sampler=lambda s, s_next: torch.randn(x.shape, generator=g).to(drawn))
+    assert out.dtype == latent and bool(torch.isfinite(out).all())
+
+
 def test_resolve_rules():
     x = torch.zeros(2, 3)
     assert isinstance(resolve(None, 1, x), SeededNoise)

@@ -245,7 +245,17 @@ def _checked_output(out, x: torch.Tensor) -> torch.Tensor:
     if not out.is_floating_point():
         raise InvalidType(f"the model returned a {out.dtype} tensor; its prediction must be floating point: return it "
                           "as a float tensor (e.g. out.float())")
+    check_output_device(out, x)
     return out
+
+
+def check_output_device(out: torch.Tensor, x: torch.Tensor) -> None:
+    """The model's output on the latent's device (metadata only), refused otherwise: the sampler's next op on it
+    would fail with torch's own device error, or copy it silently back each call."""
+    if out.device != x.device:
+        raise InvalidInput(f"the model returned its output on {out.device} for latents on {x.device}; it is never "
+                           f"moved: return it on the latents' device (the device its input x is on, e.g. "
+                           f"out.to(x.device)), or keep the model and the latents on one device")
 
 
 class Denoiser:
@@ -287,7 +297,8 @@ class Denoiser:
         host-to-device copy per run instead of a fill per model call); a call at one of these σ then costs no fill.
         Calls at other σ (a midpoint stage) fill their own, so results never depend on this. An entry, once made,
         is kept for the denoiser's life and never replaced (a captured CUDA graph may point at it); at most
-        ``MAX_PREPARED_TIMES`` per batch shape. The model must not write into its time input.
+        ``MAX_PREPARED_TIMES`` per batch shape. The model must not write into its time input: a call that does is
+        refused (:meth:`_call_model`), and that batch shape's grid dropped.
 
         On a timestep table (:class:`VPDiscrete`) a grid that evaluates the model outside the table is refused here,
         before the loop (:meth:`VPDiscrete.check_in_table`): its time input would be clamped to the table's end."""
@@ -314,6 +325,20 @@ class Denoiser:
         if time is None:
             time = x.new_full((x.shape[0] * self._time_copies,), self.schedule.time_at(sigma))
         return time
+
+    def _call_model(self, x_in: torch.Tensor, time: torch.Tensor, sigma: float, key, **extra_args):
+        """The model on a time input, refused if it wrote into a prepared one (its ``_version``, host metadata, moved):
+        that tensor is reused by every later call at this σ, of this run and the next ones, which would all see the
+        changed time. The poisoned grid is dropped, so a fixed model on this denoiser gets the right times again."""
+        version = time._version
+        out = self.model(x_in, time, **extra_args)
+        if time._version != version:
+            self._times.pop(key, None)
+            raise InvalidInput(f"the model wrote into its time input in place (at sigma = {sigma:g}, time "
+                               f"{self.schedule.time_at(sigma):g}); the denoiser reuses that tensor for every call at "
+                               "this sigma, so later calls would get the changed value: do not write into the time "
+                               "input (t = t / 1000, not t /= 1000), or clone it first (t = t.clone())")
+        return out
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         """D(x, σ) for a per-item σ tensor (k-diffusion's call). fp16 / bf16 latents are converted in float32, as
@@ -348,7 +373,8 @@ class Denoiser:
         c_skip, c_out, c_in = scalings_at(self.prediction, a, b, sigma, self.sigma_data)
         time = self._time(x, sigma)
         x_in = x if c_in == 1 else x * c_in
-        out = _checked_output(self.model(model_input(x_in, self._own_dtype()), time, **extra_args), x)
+        out = _checked_output(self._call_model(model_input(x_in, self._own_dtype()), time, sigma,
+                                               (x.shape[0], x.dtype, x.device), **extra_args), x)
         return affine(x, x_in, c_skip, c_in, out.to(x.dtype), c_out)
 
 

@@ -39,7 +39,8 @@ from .seeds import resolve_seeds
 from .errors import InvalidInput, InvalidOption, InvalidType, Unavailable
 from .registry import SAMPLERS, SamplerSpec
 from .run import (Denoise, NonFiniteError, check_call, check_infinite_sigma, check_start, check_step_from_infinity,
-                  check_the_rest, draws_noise, step_from_infinity, read_sigmas, spec_implementation)
+                  check_the_rest, draws_noise, step_from_infinity, read_sigmas, spec_implementation,
+                  to_result_dtype)
 from .validate import check_options
 
 
@@ -208,7 +209,9 @@ class GraphedSampler:
         if check and not bool(torch.isfinite(out).all()):
             raise NonFiniteError(f"{self.spec.name} produced NaN/Inf in a graphed run; run it eagerly inside "
                                  "`with samplers.debug():` to find the first model call that does")
-        return out.to(self.out_dtype)
+        if not check:
+            return out.to(self.out_dtype)
+        return to_result_dtype(out, self.out_dtype, self.spec.name, self.sigmas[-1])
 
     @property
     def captured(self) -> bool:

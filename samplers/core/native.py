@@ -29,6 +29,14 @@ from .errors import InvalidInput, InvalidOption
 from .validate import boolean, real, check_allocation, integer, nonneg, positive, unit_open
 
 
+def _set(schedule, **values) -> None:
+    """Set attributes of a frozen schedule while it is built (``__post_init__`` and the constructors here): a
+    schedule is immutable afterwards, since what is built from it (a denoiser's time inputs, its own caches)
+    would not see a change."""
+    for name, value in values.items():
+        object.__setattr__(schedule, name, value)
+
+
 class NoiseSchedule:
     """Base class: the VE sigma range and the three maps described in the module docstring."""
 
@@ -146,7 +154,7 @@ def _a1111_rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tens
     return sqrt_ab**2
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class VPDiscrete(NoiseSchedule):
     """A discrete VP schedule given by its ``alphas_cumprod`` table (index = training timestep).
 
@@ -161,7 +169,7 @@ class VPDiscrete(NoiseSchedule):
 
     alphas_cumprod: torch.Tensor
     quantize: bool = False
-    _cache: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False, init=False)
 
     def __post_init__(self):
         boolean("quantize", self.quantize)  # "no" would round every time input
@@ -178,27 +186,24 @@ class VPDiscrete(NoiseSchedule):
         if bool(bad.any()) or bool((ac[1:] > ac[:-1]).any()) or zero_inside or not float(ac[0]) > 0:
             raise InvalidInput("alphas_cumprod must be a non-increasing table of values in [0, 1] that starts above 0 "
                                "(only the last entry may be 0: zero terminal SNR); check the betas (each in (0, 1))")
-        self.alphas_cumprod = ac
-        self.sigmas = ((1 - ac) / ac).sqrt()  # ascending with the timestep; inf where ᾱ = 0
+        _set(self, alphas_cumprod=ac)
+        _set(self, sigmas=((1 - ac) / ac).sqrt())  # ascending with the timestep; inf where ᾱ = 0
         finite = self.sigmas[torch.isfinite(self.sigmas)]
-        self.sigma_min = float(finite[0])
-        self.sigma_max = float(self.sigmas[-1])
-        self.log_sigmas = self.sigmas.log()
+        _set(self, sigma_min=float(finite[0]), sigma_max=float(self.sigmas[-1]), log_sigmas=self.sigmas.log())
         # The time of a σ: log-σ interpolation in the table, where a zero-SNR end counts as diffusers' ᾱ = 2⁻²⁴
         # (σ ≈ 4096: its Euler-type schedulers' last entry), so a σ between the last finite entry and that gets
         # the timestep diffusers gives it (not the last finite one); σ = inf is the last timestep.
         time_log = self.log_sigmas.clone()
-        self._zero_snr = math.isinf(float(time_log[-1]))  # read once here: sigma_of_time runs inside model calls
+        _set(self, _zero_snr=math.isinf(float(time_log[-1])))  # read once here: sigma_of_time runs inside model calls
         if self._zero_snr:
             time_log[-1] = 0.5 * math.log((1 - ZERO_SNR_ALPHA_BAR) / ZERO_SNR_ALPHA_BAR)
-        self._time_log_sigmas = time_log
-        self._host_log_sigmas = time_log.tolist()  # for time_at: bisect over Python floats
-        self._host_sigmas = self.sigmas.tolist()  # for sigma_at_timestep: the table's σ as Python floats
+        _set(self, _time_log_sigmas=time_log,
+             _host_log_sigmas=time_log.tolist(),  # for time_at: bisect over Python floats
+             _host_sigmas=self.sigmas.tolist())  # for sigma_at_timestep: the table's σ as Python floats
         # set by from_betas / from_alphas_cumprod(rescale_betas_zero_snr=True): the table before the rescale, from which
         # with_float32_alphas_cumprod redoes A1111's rescale on its float32 ᾱ; True on a with_float32_alphas_cumprod
         # model (whose terminal ᾱ, like A1111's, is stored in float32)
-        self._before_zero_snr: torch.Tensor | None = None
-        self._float32 = False
+        _set(self, _before_zero_snr=None, _float32=False)
 
     def __repr__(self) -> str:
         """Short, for messages and option listings (the table itself is 1000 numbers)."""
@@ -224,7 +229,7 @@ class VPDiscrete(NoiseSchedule):
         if not rescale_betas_zero_snr:
             return cls(ac, quantize=quantize)
         model = cls(rescale_zero_terminal_snr(ac), quantize=quantize)
-        model._before_zero_snr = ac  # A1111 rescales its own (float32) table: with_float32_alphas_cumprod
+        _set(model, _before_zero_snr=ac)  # A1111 rescales its own (float32) table: with_float32_alphas_cumprod
         return model
 
     @property
@@ -255,7 +260,7 @@ class VPDiscrete(NoiseSchedule):
             value = float(alpha_bar)
             table[-1] = float(torch.tensor(value, dtype=torch.float32)) if self._float32 else value
             model = VPDiscrete(table, quantize=self.quantize)
-            model._float32 = self._float32
+            _set(model, _float32=self._float32)
             self._cache[key] = model
         return self._cache[key]
 
@@ -283,7 +288,7 @@ class VPDiscrete(NoiseSchedule):
             else:
                 table = self.alphas_cumprod.to(torch.float32)
             model = VPDiscrete(table.to(torch.float64), quantize=self.quantize)
-            model._float32 = True
+            _set(model, _float32=True)
             self._cache[key] = model
         return self._cache[key]
 
@@ -387,7 +392,7 @@ class VPDiscrete(NoiseSchedule):
 # VP, continuous time
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class VPContinuous(NoiseSchedule):
     """Continuous VP schedules over t ∈ [t_min, 1]: ``linear`` β (Song et al. 2021) or ``cosine`` ᾱ.
 
@@ -422,7 +427,7 @@ class VPContinuous(NoiseSchedule):
         positive("time_scale", self.time_scale)
         t = torch.tensor([self.t_min, 1.0], dtype=torch.float64)
         lo, hi = self._sigma(t).tolist()
-        self.sigma_min, self.sigma_max = lo, hi
+        _set(self, sigma_min=lo, sigma_max=hi)
 
     def _sigma(self, t):
         if self.kind == "linear":
@@ -470,7 +475,7 @@ class VPContinuous(NoiseSchedule):
 # VE and EDM
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class VE(NoiseSchedule):
     """Variance exploding: x = x0 + σ·n natively (a = 1, b = σ).
 
@@ -554,7 +559,7 @@ class TableAxis(NamedTuple):
     own_sigma: Callable[[float], float]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class RectifiedFlow(NoiseSchedule):
     """Rectified flow x_t = (1 − t)·x0 + t·n, so σ = t/(1 − t), t = σ/(1 + σ) (σ_max = inf at t = 1).
 
@@ -580,13 +585,12 @@ class RectifiedFlow(NoiseSchedule):
         if self.t_min is not None:
             unit_open("t_min", self.t_min)
         if self.num_train_timesteps is not None:
-            self.num_train_timesteps = check_table_size(self.num_train_timesteps)
+            _set(self, num_train_timesteps=check_table_size(self.num_train_timesteps))
             default_t_min = 1.0 / self.num_train_timesteps
         else:
             default_t_min = 1.0 / self.multiplier if self.multiplier > 1 else 1e-3
         t_min = self.t_min if self.t_min is not None else default_t_min
-        self.sigma_min = self.shift * t_min / (1 - t_min)
-        self.sigma_max = math.inf
+        _set(self, sigma_min=self.shift * t_min / (1 - t_min), sigma_max=math.inf)
 
     def __repr__(self) -> str:
         # num_train_timesteps only where it is set: a model's identity string (fitted solver files record it)

@@ -189,11 +189,17 @@ def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
 
 
 class _Checked:
-    """A caller's noise sampler, its draws checked against the latent (shape and dtype: metadata, no device read)."""
+    """A caller's noise sampler, its draws checked against the run's state (metadata, no device read): its shape, its
+    device, and a dtype that does not widen it. A float64 draw for a float32 state would promote the state, and every
+    later model call would get float64 x: refused, not cast (a draw is never cast or moved). A narrower draw joins the
+    state as it is (``torch.randn_like(x)`` of float16 latents, whose state is float32; k-diffusion's and diffusers'
+    own draws in the latents' or the model output's dtype, which the drop-in and the shim reproduce)."""
 
     def __init__(self, fn: NoiseSampler, like: torch.Tensor):
         self.fn = fn
         self.shape = tuple(like.shape)
+        self.dtype = like.dtype
+        self.device = like.device
 
     def unwrap(self):
         """The caller's noise sampler itself."""
@@ -205,6 +211,11 @@ class _Checked:
             got = f"shape {tuple(draw.shape)}, {draw.dtype}" if isinstance(draw, torch.Tensor) else type(draw).__name__
             raise InvalidInput(f"the noise sampler returned {got}; it must return a floating-point tensor shaped like "
                                f"the latent, {self.shape} (a draw is never broadcast)")
+        if torch.promote_types(draw.dtype, self.dtype) != self.dtype or draw.device != self.device:
+            raise InvalidInput(f"the noise sampler returned a {draw.dtype} tensor on {draw.device} for a run whose state "
+                               f"is {self.dtype} on {self.device}; a draw must be on the latent's device and in a dtype "
+                               f"no wider than the state's (it is never cast or moved: a wider draw would change the "
+                               f"dtype of every later step): return noise like x, torch.randn_like(x), or draw.to(x)")
         return draw
 
 

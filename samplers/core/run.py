@@ -23,7 +23,7 @@ from tqdm.auto import tqdm, trange
 
 from . import noise as noise_mod, wrapped
 from .errors import InvalidInput, InvalidOption, InvalidType, NonFiniteError
-from .conversion import model_dtype, model_input, prepare_times, state_dtype as state_dtype_for
+from .conversion import check_output_device, model_dtype, model_input, prepare_times, state_dtype as state_dtype_for
 from .validate import check_options, largest_sigma, same_value
 
 _DEBUG = contextvars.ContextVar("samplers_debug", default=False)
@@ -55,13 +55,26 @@ def _sigma_value(s) -> float:
     return float(s)
 
 
-def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]:
-    """Validate a schedule and return it as Python floats (the one read of it per call)."""
-    # a 'meta' tensor has a shape and no values: refused here, not a NotImplementedError from the read below
+def refuse_meta_sigmas(sigmas) -> None:
+    """A 'meta' schedule has a shape and no values: refused by name (metadata only), not a NotImplementedError from the
+    first read of it (:func:`read_sigmas`, or a Brownian tree's range computed before it)."""
     if (isinstance(sigmas, torch.Tensor) and sigmas.is_meta) or (isinstance(sigmas, (list, tuple)) and any(
             isinstance(s, torch.Tensor) and s.is_meta for s in sigmas)):
         raise InvalidInput("sigmas is on the 'meta' device, which holds no values to sample with; pass a tensor with "
                            "data (e.g. on 'cpu' or 'cuda': samplers.get_sigmas(...) builds one) or a list of floats")
+
+
+def _half_precision(sigmas) -> str | None:
+    """The half-precision dtype a schedule was given in (a float16 / bfloat16 tensor, a float16 numpy array, or such
+    a first element of a sequence), where an inf may be an overflow; None otherwise (metadata only)."""
+    first = sigmas if isinstance(sigmas, (torch.Tensor, np.ndarray)) else next(iter(sigmas), None)
+    dtype = getattr(first, "dtype", None)
+    return str(dtype) if dtype in (torch.float16, torch.bfloat16, np.float16) else None
+
+
+def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]:
+    """Validate a schedule and return it as Python floats (the one read of it per call)."""
+    refuse_meta_sigmas(sigmas)
     if isinstance(sigmas, torch.Tensor):
         if sigmas.ndim != 1:
             raise InvalidInput(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
@@ -82,6 +95,11 @@ def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]
         raise InvalidInput(
             f"sigmas must hold at least 2 values (1 step), got {len(values)}; "
             "build one with samplers.get_sigmas(name, steps, ...) and steps >= 1")
+    if math.isinf(values[0]) and (half := _half_precision(sigmas)) is not None:
+        raise InvalidInput(f"sigmas[0] = inf in a {half} schedule: that is what a value past the dtype's range becomes "
+                           f"(a float16 σ above 65504: an overflow), not a start from σ = inf that can be told from one; "
+                           "pass the schedule in float32 or float64 (samplers.get_sigmas builds float64; "
+                           "sigmas.float()), where an intended σ = inf start stays inf")
     top = largest_sigma(state_dtype)
     for i, s in enumerate(values):
         if math.isnan(s) or s < 0 or (math.isinf(s) and i > 0):
@@ -99,6 +117,9 @@ def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]
     return values
 
 
+LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def check_call(model, x, extra_args, callback, disable) -> None:
     """The arguments every sampler shares (the k-diffusion signature), checked before anything runs."""
     if not callable(model):
@@ -106,6 +127,10 @@ def check_call(model, x, extra_args, callback, disable) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
         raise InvalidType(f"x must be a floating-point tensor (the starting latent at sigmas[0]), got {got}")
+    if x.dtype not in LATENT_DTYPES:  # float8 (no arithmetic of its own) and anything newer: refused, not cast
+        raise InvalidType(f"x is a {x.dtype} tensor; latents must be float16, bfloat16, float32 or float64 (the "
+                          f"state is kept in float32 or float64, and the result returned in the latents' dtype): pass "
+                          f"x.to(torch.float16) or x.float(), and cast the result back yourself if you store {x.dtype}")
     if x.ndim < 1 or x.shape[0] == 0:
         raise InvalidInput(f"x must have a batch dimension first with at least one item, got shape {tuple(x.shape)}")
     if x.is_meta:  # a shape without values: refused here, not by the first read of it
@@ -196,7 +221,22 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
                "with samplers.to_denoiser, which refuses it before any call)" if from_inf else "")
             + ("; or an option set away from its default that drives the steps out of range where no single value "
                "is invalid (a large gain such as ge_gamma: try values nearer the defaults)" if tuned else "") + ".")
-    return x.to(out_dtype)
+    return to_result_dtype(x, out_dtype, spec.name, values[-1])
+
+
+def to_result_dtype(x: torch.Tensor, out_dtype: torch.dtype, name: str, sigma_end: float) -> torch.Tensor:
+    """The finite state ``x`` in the caller's dtype. Where that is narrower (a float16 / bfloat16 latent, the state
+    float32) the cast itself may overflow to inf: checked once after it, there only (one read, after the loop)."""
+    out = x.to(out_dtype)
+    if out_dtype != x.dtype and torch.finfo(out_dtype).max < torch.finfo(x.dtype).max \
+            and not bool(torch.isfinite(out).all()):
+        top = float(x.abs().max())
+        raise NonFiniteError(
+            f"{name}'s result is finite in its {x.dtype} state (|x| up to {top:.4g}) but overflows {out_dtype} (largest "
+            f"{torch.finfo(out_dtype).max:.4g}) when cast to the latents' dtype: the run ends at sigma = {sigma_end:g}, "
+            "where the latent is still mostly noise of that scale; end the schedule at a lower sigma (a schedule to 0 "
+            "gives a data-scale result), or pass the latents in float32 (x.float()) for a float32 result")
+    return out
 
 
 def spec_implementation(spec):
@@ -233,6 +273,7 @@ class Denoise:
         if not out.is_floating_point():
             raise InvalidType(f"the model returned a {out.dtype} tensor; a denoiser returns floating-point x0 "
                               "estimates")
+        check_output_device(out, x)
         if out.dtype != x.dtype:  # an fp16 / bf16 model: its estimate joins the float32 state
             out = out.to(x.dtype)
         if _DEBUG.get() and not bool(torch.isfinite(out).all()):

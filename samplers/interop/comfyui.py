@@ -50,12 +50,12 @@ import torch
 
 from ..core import labels, names
 from ..core import noise as noise_mod
-from ..core.conversion import to_denoiser
+from ..core.conversion import state_dtype, to_denoiser
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, Unavailable
 from ..core.files import DuplicateKey, unique_keys
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
-from ..core.run import churn_beyond, refuse_unread_noise
+from ..core.run import churn_beyond, refuse_unread_noise, to_result_dtype
 from ..core.brownian import BrownianTreeNoiseSampler, check_tree_range
 from ..core.seeds import SEED_LIMIT, resolve_seeds
 from ..core.validate import check_options, integer, same_value
@@ -305,8 +305,12 @@ def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, 
                            "KarrasScheduler-style node left at σ_max = 14.6")
     sigmas_ve = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
     keep = [1.0 - float(s) for s in t]  # x_t = (1 − t)·x in the sampler's coordinates (x itself at t = 1)
-    x_ve = x if keep[0] <= 0 else x / keep[0]
-    denoiser = to_denoiser(model, "x0", RectifiedFlow(multiplier=1.0))  # calls model(x_t, t, **extra_args)
+    # x / (1 − t) in the state's dtype: float16 latents near t = 1 (1 − t = 1e-5) would overflow to inf there, and the
+    # error blame the caller's latent; the model is still called in the latents' dtype, as the registry calls it
+    state = state_dtype(x.dtype)
+    x_ve = x.to(state) if keep[0] <= 0 else x.to(state) / keep[0]
+    inner = model if state == x.dtype else _InLatentsDtype(model, x.dtype)
+    denoiser = to_denoiser(inner, "x0", RectifiedFlow(multiplier=1.0))  # calls model(x_t, t, **extra_args)
     report = None
     if callback is not None and _reports_each_step(spec):
         def in_flow(info):  # k-diffusion's contract (the state step i's model call saw, at σ_hat), in x_t and t
@@ -327,7 +331,24 @@ def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, 
             callback({**info, "x": x_t, "sigma": given.new_tensor(_flow_t(float(info["sigma"]))),
                       "sigma_hat": given.new_tensor(_flow_t(float(info["sigma_hat"])))})
     out = spec.fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
-    return out * keep[-1]
+    return to_result_dtype(out * keep[-1], x.dtype, spec.name, float(t[-1]))
+
+
+class _InLatentsDtype:
+    """A flow model run on a float32 state for float16 / bfloat16 latents (:func:`_in_flow_coordinates`), called with
+    x_t in the latents' dtype, as the registry calls a model on such latents; everything else it offers is the
+    model's own."""
+
+    def __init__(self, model, latents: torch.dtype):
+        self._model, self._latents = model, latents
+
+    def __call__(self, x_t, t, **extra_args):
+        return self._model(x_t.to(self._latents), t, **extra_args)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._model, name)
 
 
 def _tree_in_flow_time(options: dict, x, given, stepped, kind: str) -> dict:

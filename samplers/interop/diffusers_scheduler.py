@@ -1826,12 +1826,19 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     # the step
 
     @staticmethod
-    def _check_generator(generator) -> None:
+    def _check_generator(generator, batch: int) -> None:
         """The pipeline's ``generator`` where the run draws from it: None, a torch.Generator, or a list of them (one
-        per item), as diffusers' ``randn_tensor`` takes it; anything else refused by name (diffusers fails on it
-        with "'int' object has no attribute 'device'")."""
+        per item of the ``batch``; a list of one is that one generator), as diffusers' ``randn_tensor`` takes it;
+        anything else refused by name, before anything is drawn (diffusers fails on a non-generator with "'int'
+        object has no attribute 'device'", ignores the generators past the batch, and raises an IndexError for too
+        few)."""
         gens = generator if isinstance(generator, (list, tuple)) else [generator]
         if generator is None or (gens and all(isinstance(g, torch.Generator) for g in gens)):
+            if len(gens) not in (1, batch):
+                raise InvalidInput(f"step() got a list of {len(gens)} generators for a batch of {batch}: item k's noise "
+                                   f"is drawn from generator k (diffusers' randn_tensor), so the list must hold one per "
+                                   f"item, {batch} (or be one generator for the whole batch); pass "
+                                   f"[torch.Generator().manual_seed(s) for s in seeds] with {batch} seeds")
             return
         bad = next((g for g in gens if not isinstance(g, torch.Generator)), generator)
         seed = bad if isinstance(bad, int) and not isinstance(bad, bool) else 42
@@ -1869,12 +1876,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             return seeds_mod.resolve_seeds(self.config.seed, batch)
         if generator is None:
             return seeds_mod.resolve_seeds(None, batch)
+        self._check_generator(generator, batch)
         gens = generator if isinstance(generator, (list, tuple)) else [generator]
         if len(gens) == 1:
             g = gens[0]
             return torch.randint(0, 2**62, (batch,), generator=g, device=g.device).tolist()
-        if len(gens) != batch:
-            raise InvalidInput(f"got {len(gens)} generators for a batch of {batch}; pass one per item or one")
         return [int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in gens]
 
     @staticmethod
@@ -1944,7 +1950,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                               "the latents a tensor between steps)")
         self._check_timestep("step()", timestep)
         if self._noisy and self.config.seed is None and not self._draws_nothing(eta):
-            self._check_generator(generator)
+            self._check_generator(generator, sample.shape[0] if sample.ndim else 1)
         if model_output.shape != sample.shape:
             raise InvalidInput(f"model_output has shape {tuple(model_output.shape)} but sample has "
                                f"{tuple(sample.shape)}; pass the model's prediction for this latent (a model "

@@ -57,7 +57,7 @@ from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noq
 from ..core.conversion import prepare_times, state_dtype
 from ..core.errors import InvalidInput, InvalidType
 from ..core.noise import SeededNoise
-from ..core.run import check_call, read_sigmas
+from ..core.run import check_call, read_sigmas, refuse_meta_sigmas
 from ..core.seeds import resolve_seeds
 from ..core.validate import check_allocation, integer
 
@@ -587,6 +587,7 @@ def _tree(x, sigmas: torch.Tensor, noise_sampler, seed):
     ``seed`` (as A1111 and ComfyUI seed it) or, as k-diffusion does by default, from torch's global generator."""
     if noise_sampler is not None:
         return noise_sampler
+    refuse_meta_sigmas(sigmas)  # its range is read before the run reads the schedule
     return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)
 
 

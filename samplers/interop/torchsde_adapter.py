@@ -174,13 +174,8 @@ class _Brownian:
 
     def _draw(self, sigma: float, sigma_next: float) -> torch.Tensor:
         """One draw of the run's noise sampler, flattened to [B, N]. A caller's sampler arrives wrapped in
-        ``_Checked`` (shape and floating dtype checked as for every sampler); its draw must also be on the latent's
-        device: it is refused, not moved."""
-        draw = self.noise(sigma, sigma_next)
-        if isinstance(self.noise, _Checked) and draw.device != self.device:
-            raise InvalidInput(f"the noise sampler returned a tensor on {draw.device}; it must return it on the "
-                               f"latent's device, {self.device} (a draw is never moved)")
-        return self._flat(draw)
+        ``_Checked`` (shape, dtype and device checked as for every sampler: refused, not cast or moved)."""
+        return self._flat(self.noise(sigma, sigma_next))
 
     def _query(self, ta: float, tb: float, with_u: bool):
         h = tb - ta

@@ -302,9 +302,13 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     sigma_max, sigma_min, ends_in_zero = _range(sigmas)
     denoise = ends_in_zero and final_denoise
     budget = len(sigmas) - 1 - (1 if denoise else 0)
+    start = x
     with tqdm(total=len(sigmas) - 1, disable=disable, leave=False) as bar:
         def on_call(x_in, sigma, denoised):
-            report(callback, x_in, solver.nfe, sigma, sigma, denoised)
+            # the first call is made at the input itself (the caller's own tensor where its dtype is the state's): a
+            # callback gets a copy of it, as it gets a state of the run's own from every other sampler and call
+            report(callback, x_in.clone() if callback is not None and x_in is start else x_in, solver.nfe, sigma,
+                   sigma, denoised)
             bar.update()
 
         solver = EpsSolver(model, on_call)
