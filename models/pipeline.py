@@ -814,8 +814,9 @@ class Pipeline(PipelineSpec):
     def _check_strength(sampler: str, options: dict, strength: float) -> None:
         """A fitted solver runs on all of its own σ nodes: img2img / inpaint with ``strength < 1`` would cut them."""
         if strength < 1 and sampler == "learned_multistep" and options.get("solver") is not None:
-            raise InvalidInput(f"a fitted solver runs on all of its own σ nodes, from the top, and strength={strength:g} "
-                               "would start it lower down; use strength=1, or a registry sampler for strength < 1")
+            from samplers.fitted.solver import late_start_refusal
+
+            raise InvalidInput(late_start_refusal("a fitted solver", f"strength={strength:g}"))
 
     @staticmethod
     def _cut(sigmas: torch.Tensor, strength: float, start: str) -> torch.Tensor:

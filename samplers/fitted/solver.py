@@ -57,6 +57,11 @@ class OtherModelError(InvalidInput):
     """A fitted solver run on a model other than the one it was fitted to (see ``allow_other_model``)."""
 
 
+def late_start_refusal(name: str, start: str) -> str:
+    """Why a fitted solver (``name``) cannot start below its first node (``start``: what asked for it, img2img /
+    inpaint at strength < 1): the same words in the pipeline and the diffusers shim."""
+    return (f"{name} runs on all of its own σ nodes, from the top, and {start} would start it lower down; use "
+            "strength=1, or a registry sampler for strength < 1")
 
 
 MODEL_KEYS = ("fingerprint", "name", "prediction")  # what a solver records of the model it was fitted to
@@ -278,14 +283,16 @@ class LearnedSolver:
 
     def check_model(self, model=_UNKNOWN, allow_other_model: bool = False, *, fingerprint=_UNKNOWN,
                     prediction: str | None = None, supports_infinite_sigma: bool | None = None,
-                    source: str | None = None) -> None:
+                    source: str | None = None, unseen: str | None = None,
+                    fix: str = "allow_other_model=True") -> None:
         """Refuse a model this solver does not suit, before any model call.
 
         What is known of the model comes from ``model`` (a denoiser: its fingerprint, and its prediction type and
         whether it can be evaluated at σ = ∞ where it or a wrapper says, :mod:`samplers.fitted.identity`) or is
         given: ``fingerprint`` (a string, or None for a model that has none; left out: not compared),
         ``prediction`` and ``supports_infinite_sigma`` (None: unknown). ``source``: the name the solver was given
-        (``"fitted:PATH"``), for the messages.
+        (``"fitted:PATH"``), for the messages; ``unseen``: why a caller that passes ``fingerprint=None`` has none (the
+        diffusers shim never sees the model), and ``fix``: how its caller spells ``allow_other_model=True``.
 
         - A solver whose first σ is ∞ on a model that cannot be evaluated there (an eps or score model) is refused
           even with ``allow_other_model``: its nodes are fixed, so no schedule change can help, and its file is
@@ -318,8 +325,8 @@ class LearnedSolver:
         if want_prediction is not None and prediction is not None and prediction != want_prediction:
             raise OtherModelError(
                 f"{what} was fitted to {fitted_to}, and this model's prediction is {prediction!r}: its weights are "
-                "tuned to the other model's errors. Fit one to this model (`samplers fit`), or pass "
-                "allow_other_model=True to run it anyway (its σ nodes are noise levels, the same on every model)")
+                f"tuned to the other model's errors. Fit one to this model (`samplers fit`), or pass {fix} to run it "
+                "anyway (its σ nodes are noise levels, the same on every model)")
         want = self.model.get("fingerprint")
         if want is not None and fingerprint is _UNKNOWN and model is not _UNKNOWN:
             from .identity import fingerprint as fingerprint_of
@@ -329,15 +336,15 @@ class LearnedSolver:
             return
         got = fingerprint
         if got is None:
-            raise OtherModelError(
-                f"{what} was fitted to {name} (fingerprint {want[:12]}…), and the model it is given has no "
-                "fingerprint to compare (samplers.fitted.identity); pass allow_other_model=True if it is that model")
+            why = unseen or "the model it is given has no fingerprint to compare (samplers.fitted.identity)"
+            raise OtherModelError(f"{what} was fitted to {name} (fingerprint {want[:12]}…), and {why}; pass {fix} "
+                                  "if it is that model")
         if got != want:
             raise OtherModelError(
                 f"{what} was fitted to {name} (fingerprint {_differs(want, got)}), not to this model "
                 f"({_differs(got, want)}; a fingerprint covers the weights and the guidance scale, so the same "
                 "network at another guidance scale is another model too): its weights are tuned to the other model's "
-                "errors. Fit one to this model (`samplers fit`), or pass allow_other_model=True to run it anyway")
+                f"errors. Fit one to this model (`samplers fit`), or pass {fix} to run it anyway")
 
 
 FIELDS = frozenset(f.name for f in fields(LearnedSolver))  # what a solver file holds, but for format and DERIVED

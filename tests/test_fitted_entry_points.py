@@ -1,0 +1,98 @@
+"""Fitted solvers at the seams an audit of their entry points found open: the diffusers shim against
+samplers.sample, the model record, the file's values, the pipeline's identity and the command lines."""
+import json
+import math
+
+import pytest
+import torch
+
+import samplers
+from samplers import InvalidInput
+from samplers.fitted.solver import LearnedSolver, OtherModelError
+
+NODES = [14.6146, 4.4, 1.7, 0.7, 0.0]
+MODEL_SIGMAS = [14.2357, 4.3, 1.6, 0.587]  # what the model is told: not the nodes (the shipped U-Net fits' shape)
+DDIM = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "steps_offset": 1,
+        "timestep_spacing": "leading", "clip_sample": False, "set_alpha_to_one": False}
+EULER = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
+         "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
+ALLOW = {"allow_other_model": True}
+
+
+def solver_file(folder, fingerprint="ab" * 32, model_sigmas=MODEL_SIGMAS, name="s.json"):
+    """A 4-step solver with corrections and its own model σ, recorded as fitted to an eps model."""
+    solver = LearnedSolver.from_sampler("euler", NODES)
+    solver.eps_weights = [[0.1 * (i + j + 1) for j in range(i)] for i in range(4)]
+    solver.denoised_weights = [[-0.05 * (i - j) for j in range(i)] for i in range(4)]
+    solver.model_sigmas = list(model_sigmas) if model_sigmas is not None else None
+    solver.model = {"fingerprint": fingerprint, "name": "x", "prediction": "eps"}
+    return solver.save(folder / name)
+
+
+def eps_model(x, t):
+    """A fake U-Net whose output depends on its time input as well as its input."""
+    t = float(torch.as_tensor(t).reshape(-1)[0])
+    return torch.sin(x) * (t / 1000.0) + 0.1 * x
+
+
+def shim_run(scheduler, noise):
+    scheduler.set_timesteps(4)
+    x = noise * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.step(eps_model(scheduler.scale_model_input(x, t), t), t, x).prev_sample
+    return x
+
+
+# ------------------------------------------------------------------- 1: the shim reproduces samplers.sample
+
+
+@pytest.mark.parametrize("config", [DDIM, EULER], ids=["native latents", "VE latents"])
+@pytest.mark.parametrize("initial_noise", [None, "sigma"])
+def test_the_shim_gives_what_samplers_sample_gives_for_a_solver_with_its_own_model_sigmas(tmp_path, config,
+                                                                                         initial_noise):
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    path = solver_file(tmp_path)
+    shim = SamplerScheduler.from_config(config, sampler=f"fitted:{path}", sampler_options=ALLOW,
+                                        initial_noise=initial_noise)
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    got = shim_run(shim, noise)
+    ve = config is EULER
+    unit = initial_noise is None  # DDIM's own start is x_t = n, Euler's x = √(σ₀² + 1)·n: both at the first node
+    start = noise * (math.sqrt(NODES[0] ** 2 + 1) if unit else NODES[0])
+    want = samplers.sample(f"fitted:{path}", samplers.to_denoiser(eps_model, "eps", shim.native), start, NODES,
+                           allow_other_model=True, disable=True)
+    assert (got - want).abs().max().item() < 1e-4 * want.abs().max().item(), (ve, unit)
+
+
+# --------------------------------------------------------------- 2: a fingerprint the shim can never compare
+
+
+def test_the_shim_refuses_a_recorded_fingerprint_at_construction_naming_the_fix(tmp_path):
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    path = solver_file(tmp_path)
+    with pytest.raises(OtherModelError, match=r"the diffusers scheduler sees the model's outputs, never the model.*"
+                                              r"pass sampler_options=\{\"allow_other_model\": True\}"):
+        SamplerScheduler.from_config(DDIM, sampler=f"fitted:{path}")
+    with pytest.raises(OtherModelError, match=r"prediction is 'v'.*pass sampler_options=\{\"allow_other_model\""):
+        SamplerScheduler.from_config({**DDIM, "prediction_type": "v_prediction"}, sampler=f"fitted:{path}")
+    SamplerScheduler.from_config(DDIM, sampler=f"fitted:{path}", sampler_options=ALLOW)
+    # nothing recorded to compare: runs without the option
+    SamplerScheduler.from_config(DDIM, sampler=f"fitted:{solver_file(tmp_path, None, name='n.json')}")
+
+
+# ------------------------------------------------------------------------ 8: img2img in the shim, by name
+
+
+def test_the_shim_refuses_a_later_start_of_a_fitted_solver_as_the_pipeline_does(tmp_path):
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    shim = SamplerScheduler.from_config(DDIM, sampler=f"fitted:{solver_file(tmp_path)}", sampler_options=ALLOW)
+    shim.set_timesteps(4)
+    with pytest.raises(InvalidInput, match=r"runs on all of its own σ nodes, from the top, and set_begin_index\(2\) "
+                                           r"\(img2img / inpaint with strength < 1\) would start it lower down; use "
+                                           "strength=1"):
+        shim.set_begin_index(2)
+    shim.set_begin_index(0)
