@@ -2,6 +2,7 @@
 samplers.sample, the model record, the file's values, the pipeline's identity and the command lines."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -96,3 +97,73 @@ def test_the_shim_refuses_a_later_start_of_a_fitted_solver_as_the_pipeline_does(
                                            "strength=1"):
         shim.set_begin_index(2)
     shim.set_begin_index(0)
+
+
+# ------------------------------------------------------- 4, 9: model_sigmas and weights held to bounds on load
+
+
+def _edited(tmp_path, change, name="e.json"):
+    path = solver_file(tmp_path, name="base.json")
+    data = json.loads(path.read_text())
+    change(data)
+    (tmp_path / name).write_text(json.dumps(data))
+    return tmp_path / name
+
+
+def test_model_sigmas_beyond_any_float32_state_and_huge_weights_are_refused_on_load(tmp_path):
+    with pytest.raises(InvalidInput, match=r"model_sigmas must hold 4 positive values.*each at most 9.22e\+18"):
+        LearnedSolver.load(_edited(tmp_path, lambda d: d["model_sigmas"].__setitem__(2, 1e300)))
+    with pytest.raises(InvalidInput, match=r"eps_weights\[1\]\[0\] = 1e\+300 weighs a difference of model outputs "
+                                           r"by .* beyond 1e\+06"):
+        LearnedSolver.load(_edited(tmp_path, lambda d: d["eps_weights"][1].__setitem__(0, 1e300)))
+    # a huge weight on a tiny σ gap is a modest step (the shipped tiny-unet/nfe5.json: 2e15 on a gap of 5e-16)
+    LearnedSolver.from_sampler("euler", [14.0, 1.0 + 5e-16, 1.0, 0.0]).validate()
+
+
+def test_model_sigmas_outside_a_timestep_table_are_refused_before_any_model_call(tmp_path):
+    from samplers.core.native import VPDiscrete
+
+    vp = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    calls = []
+
+    def model(x, t):
+        calls.append(t)
+        return x * 0
+
+    den = samplers.to_denoiser(model, "eps", vp)
+    noise = torch.zeros(1, 4, 8, 8)
+    for bad in (5000.0, 1e6, 0.01):
+        path = _edited(tmp_path, lambda d: d["model_sigmas"].__setitem__(0 if bad > 1 else 3, bad))
+        with pytest.raises(samplers.InvalidOption, match=rf"tells the model σ {re.escape(f'{bad:g}')} \(its model_sigmas\), outside "
+                                                         r"this model's σ range \[0.0291672, 14.6146\]"):
+            samplers.sample(f"fitted:{path}", den, noise, NODES, allow_other_model=True, disable=True)
+    assert not calls
+    # the margin the fits left (the time input clamped while fitting as when run): 6.5 % above in a shipped file
+    ok = _edited(tmp_path, lambda d: d["model_sigmas"].__setitem__(0, 15.5588), "ok.json")
+    samplers.sample(f"fitted:{ok}", den, noise, NODES, allow_other_model=True, disable=True)
+
+
+def test_a_fit_keeps_the_sigma_it_tells_the_model_inside_its_table():
+    from samplers.fitted.fitting import Params, rollout
+
+    solver = LearnedSolver.load(solver_file_in_memory())
+    params = Params.of(solver, solver.sigmas[-2], 1)
+    params.shift = params.shift + 1.0  # far above the top at node 0 (e·14.6), far below nothing
+    params.model_range = (0.0291672, 14.6146)
+    told = params.solver().model_sigmas
+    assert told[0] == 14.6146 and all(0.0291672 <= v <= 14.6146 for v in told)
+    seen = []
+
+    def den(x, sigma):
+        seen.append(float(sigma[0]))
+        return x * 0
+
+    rollout(den, torch.zeros(1, 2), params.nodes(), params.b, params.c, params.shift, None, params.model_range)
+    assert max(seen) == pytest.approx(14.6146) and len(seen) == 4
+
+
+def solver_file_in_memory():
+    import tempfile
+    from pathlib import Path
+
+    return solver_file(Path(tempfile.mkdtemp()))
