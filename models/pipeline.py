@@ -708,6 +708,14 @@ class PipelineSpec:
         self.check_cost(batch, height, width, len(sigmas) - 1)
 
 
+# U-Net config keys a model's identity leaves out (Pipeline.samplers_fingerprint): names, training and provenance
+# records, the VAE's (the latents' decoding, not the denoiser), the defaults (cfg is folded in by the run's own), and
+# the schedule's fields (folded in as the native schedule they make, whichever the prediction reads)
+NOT_FUNCTION = frozenset({"name", "type", "caption_dropout", "vae", "defaults", "extra", "weights_sha256",
+                          "weights_dtype", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
+                          "flow_shift", "flow_multiplier"})
+
+
 class Pipeline(PipelineSpec):
     """A text-conditioned latent diffusion model ready for sampling. Build with :meth:`load`."""
 
@@ -774,6 +782,24 @@ class Pipeline(PipelineSpec):
         if problem is not None:
             raise InvalidOption(f"cfg = {problem}")
         return value
+
+    def samplers_fingerprint(self) -> str | None:
+        """Which model this pipeline's denoiser is (:mod:`samplers.fitted.identity` reads it through the denoiser):
+        the U-Net's weights (:func:`~samplers.fitted.identity.module_fingerprint`, a ``torch.compile``'d one as the
+        module it compiles) with what its config makes of them — its native noise schedule (the σ each time input
+        means: a copy with another ``beta_end`` is another model) and every other setting but those that do not
+        change its function (:data:`NOT_FUNCTION`). None for a U-Net without weights."""
+        import hashlib
+        import json
+
+        from samplers.fitted import identity
+
+        weights = identity.module_fingerprint(self.model)
+        if weights is None:
+            return None
+        function = {k: v for k, v in self.config.to_dict().items() if k not in NOT_FUNCTION}
+        text = json.dumps({**function, "schedule": identity.schedule_key(self.native)}, sort_keys=True, default=str)
+        return hashlib.sha256(f"{weights}|{text}".encode()).hexdigest()
 
     def identity(self, cfg=None) -> str | None:
         """The fingerprint of this pipeline's denoiser at guidance ``cfg`` (default: the model's), as

@@ -167,3 +167,39 @@ def solver_file_in_memory():
     from pathlib import Path
 
     return solver_file(Path(tempfile.mkdtemp()))
+
+
+# ------------------------------------------------------------- 3: a model's identity covers its config's meaning
+
+
+def test_the_pipelines_identity_covers_its_schedule_and_the_shipped_fits_still_match_it(tmp_path):
+    import shutil
+
+    from models.pipeline import Pipeline
+
+    shipped = LearnedSolver.load("docs/benchmarks/fitted/eps/nfe4.json")
+    pipe = Pipeline.load(model="eps")
+    assert pipe.identity(4.0) == shipped.model["fingerprint"]  # the shipped fits are the shipped U-Net's
+    pipe.check_fitted(shipped, 4.0)
+    folder = tmp_path / "eps"
+    shutil.copytree("models/weights/eps", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "beta_end": 0.02}))
+    edited = Pipeline.load(folder)
+    assert edited.identity(4.0) != pipe.identity(4.0)  # the same weights on another noise schedule
+    with pytest.raises(OtherModelError, match="not to this model"):
+        edited.txt2img("a red circle", sampler="fitted:docs/benchmarks/fitted/eps/nfe4.json", cfg=4.0, seed=0,
+                       progress=False, output="tensor")
+    (folder / "config.json").write_text(json.dumps({**config, "name": "renamed", "extra": {}}))
+    assert Pipeline.load(folder).identity(4.0) == pipe.identity(4.0)  # what does not change its function
+
+
+def test_a_compiled_module_has_the_fingerprint_of_the_module_it_compiles():
+    from samplers.fitted.identity import fingerprint
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    want = fingerprint(net)
+    assert fingerprint(torch.compile(net)) == want
+    inner = torch.nn.Sequential(net[0], torch.compile(net[1]))  # a compiled submodule: keys with _orig_mod.
+    assert any("_orig_mod" in k for k in inner.state_dict())
+    assert fingerprint(inner) == want
