@@ -203,3 +203,34 @@ def test_a_compiled_module_has_the_fingerprint_of_the_module_it_compiles():
     inner = torch.nn.Sequential(net[0], torch.compile(net[1]))  # a compiled submodule: keys with _orig_mod.
     assert any("_orig_mod" in k for k in inner.state_dict())
     assert fingerprint(inner) == want
+
+
+# --------------------------------------------------------------------------- 5, 6: samplers fit's boundaries
+
+
+def test_fit_refuses_an_infinite_time_budget_before_writing_anything(tmp_path, capsys):
+    from conftest import cli_last_wins as main
+    from test_fit_cli_seams import argv
+
+    out = tmp_path / "fit"
+    for bad in ("inf", "nan", "-1"):
+        assert main(argv(out, "--time-budget", bad)) == 2
+        assert "--time-budget must be a finite number of seconds > 0" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_fit_refuses_to_fit_over_a_solver_its_report_does_not_list(tmp_path, capsys):
+    from conftest import cli_last_wins as main
+    from test_fit_cli_seams import argv
+
+    out = tmp_path / "fit"
+    out.mkdir()
+    mine = solver_file(out, name="nfe3.json")  # someone's solver, copied in: no report lists it
+    before = mine.read_bytes()
+    assert main(argv(out)) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'report.json'} lists no fit of NFE 3, so it is not this command's to fit over" in err, err
+    assert str(mine) in err and "--restart" in err, err
+    assert mine.read_bytes() == before
+    assert main(argv(out, "--restart")) == 0  # asked to replace it
+    assert mine.read_bytes() != before
