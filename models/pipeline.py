@@ -15,6 +15,7 @@ by one level).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Sequence
@@ -267,13 +268,7 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
     given = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are not refused here)
     found, schedule, options = names.resolve_call(sampler, schedule, options)
-    if found.sigmas is not None:  # a fitted solver runs on its own nodes
-        fixed = len(found.sigmas) - 1
-        if asked is not None and asked != fixed:
-            raise InvalidInput(f"{found.label!r} runs exactly {fixed} steps on the σ nodes it was fitted on, but "
-                               f"steps={asked} was asked; leave steps out or pass steps={fixed}")
-        if schedule is not None:
-            raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
+    _check_fixed(found, asked, schedule)
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)
     check_options(spec, options)
     refuse_unread_noise(spec, options, given, found.label)
@@ -288,7 +283,22 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
             options = {**options, "solver": solver}
         if not isinstance(solver, LearnedSolver):  # the sampler names the type it takes
             solver = None
+        elif found.sigmas is None:  # learned_multistep with solver=: on the solver's own nodes, as fitted:PATH runs
+            found = dataclasses.replace(found, sigmas=tuple(solver.sigmas))
+            _check_fixed(found, asked, schedule)
     return found, schedule, asked, options, solver
+
+
+def _check_fixed(found, asked: int | None, schedule: str | None) -> None:
+    """A fitted solver runs on its own nodes: another step count or a schedule is refused."""
+    if found.sigmas is None:
+        return
+    fixed = len(found.sigmas) - 1
+    if asked is not None and asked != fixed:
+        raise InvalidInput(f"{found.label!r} runs exactly {fixed} steps on the σ nodes it was fitted on, but "
+                           f"steps={asked} was asked; leave steps out or pass steps={fixed}")
+    if schedule is not None:
+        raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
 
 
 def _callers(found, options: dict) -> dict:

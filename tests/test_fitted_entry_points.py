@@ -234,3 +234,57 @@ def test_fit_refuses_to_fit_over_a_solver_its_report_does_not_list(tmp_path, cap
     assert mine.read_bytes() == before
     assert main(argv(out, "--restart")) == 0  # asked to replace it
     assert mine.read_bytes() != before
+
+
+# ----------------------------------------------------- 7, 9: names on the command line and in the pipeline
+
+
+def _eps_fit_of_another_model(folder, name="s.json"):
+    """A 4-step solver within the eps U-Net's table, recorded as fitted to another eps model."""
+    return solver_file(folder, fingerprint="cd" * 32, model_sigmas=None, name=name)
+
+
+def test_generate_takes_allow_other_model_with_the_name_as_resolved(tmp_path, capsys):
+    from samplers.cli import main
+
+    path = _eps_fit_of_another_model(tmp_path)
+    for sampler, extra in ((f"FITTED:{path}", []), ("learned_multistep", ["--option", f"solver={path}"])):
+        out = tmp_path / f"{len(extra)}.png"
+        assert main(["generate", "a red circle", "--sampler", sampler, *extra, "--allow-other-model", "--out",
+                     str(out)]) == 0, capsys.readouterr().err
+        assert out.exists()
+    assert main(["generate", "a red circle", "--sampler", "euler", "--allow-other-model", "--out",
+                 str(tmp_path / "e.png")]) == 2
+    assert "--allow-other-model applies to a fitted solver" in capsys.readouterr().err
+
+
+def test_learned_multistep_with_a_solver_option_runs_on_its_nodes_as_fitted_path_does(tmp_path):
+    from models.pipeline import Pipeline
+
+    path = _eps_fit_of_another_model(tmp_path)
+    pipe = Pipeline.load(model="eps")
+    kw = dict(seed=0, progress=False, output="tensor", allow_other_model=True)
+    named = pipe.txt2img("a red circle", sampler=f"fitted:{path}", **kw)
+    option = pipe.txt2img("a red circle", sampler="learned_multistep", solver=str(path), **kw)
+    assert torch.equal(named, option)
+    with pytest.raises(InvalidInput, match="runs exactly 4 steps on the σ nodes it was fitted on, but steps=8"):
+        pipe.txt2img("a red circle", sampler="learned_multistep", solver=str(path), steps=8, **kw)
+
+
+def test_compare_refuses_one_solver_named_by_two_paths(tmp_path, monkeypatch):
+    from models.pipeline import Pipeline
+    from app.images import compare_grid
+
+    path = _eps_fit_of_another_model(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    pipe = Pipeline.load(model="eps")
+    with pytest.raises(InvalidInput, match="'fitted:s.json' and 'fitted:./s.json' run the same sampler"):
+        compare_grid(pipe, ["a red circle"], ["fitted:s.json", "fitted:./s.json"], [4],
+                     options={"allow_other_model": True})
+
+
+def test_a_home_folder_in_a_fitted_path_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = _eps_fit_of_another_model(tmp_path, "home.json")
+    assert samplers.core.names.resolve("fitted:~/home.json").options["solver"].same_steps(LearnedSolver.load(path))
+    assert LearnedSolver.load("~/home.json").source == str(path)

@@ -141,11 +141,15 @@ class LearnedSolver:
 
     nfe = steps
 
+    def steps_key(self) -> str:
+        """The steps it runs (nodes, weights, the σ the model is told) as text, whatever it records of its fit or
+        where it was read from: two solvers with one key make the same run."""
+        return repr((self.sigmas, self.eps_weights, self.denoised_weights, self.model_sigmas or self.sigmas[:-1]))
+
     def same_steps(self, other: "LearnedSolver") -> bool:
         """Whether ``other`` runs the very same steps (nodes, weights, the σ the model is told), whatever either
         records of its fit: a fit that handed back its pair is that pair."""
-        return (self.sigmas, self.eps_weights, self.denoised_weights, self.model_sigmas or self.sigmas[:-1]) == (
-            other.sigmas, other.eps_weights, other.denoised_weights, other.model_sigmas or other.sigmas[:-1])
+        return self.steps_key() == other.steps_key()
 
     def check_nodes(self, sigmas) -> None:
         """Refuse ``sigmas`` other than this solver's own nodes, the only ones it runs on: each equal to its node to
@@ -263,6 +267,8 @@ class LearnedSolver:
         if str(path) == "":
             raise InvalidInput("no fitted solver file given (an empty path); give the path of a solver file, e.g. "
                                "out/fit/nfe8.json")
+        if str(path).startswith("~"):  # a home folder, as a shell would expand it (fitted:~/fits/nfe8.json)
+            path = Path(path).expanduser()
         data = read_json(path, "a valid learned-solver file", fix, limit=MAX_FILE_BYTES, why=MAX_FILE_WHY,
                          missing=MissingFile(f"no fitted solver at {path} (no such file); check the path, or make one "
                                              "with `samplers fit --out DIR` (it writes DIR/nfe<N>.json)"),
