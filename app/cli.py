@@ -152,15 +152,22 @@ def _generate(args) -> int:
 def _run_generate(args) -> int:
     from models.pipeline import MAX_BATCH, Pipeline, PipelineSpec, check_sampler, save_images
 
+    from samplers.core import names
+
     distinct("--seed", args.seed, "one image per seed: a seed listed twice would make one image twice")
-    if args.allow_other_model and not (args.sampler or "").startswith("fitted:"):
-        raise InvalidInput("--allow-other-model applies to a fitted solver (--sampler fitted:PATH), which refuses "
-                           f"another model; {args.sampler or 'the default sampler'!r} runs on any model without it")
+    options = _sampler_options(args.option)
+    if args.allow_other_model:
+        # the name as resolved (case-insensitively: FITTED:path), or learned_multistep with --option solver=PATH
+        found = names.resolve(args.sampler) if args.sampler is not None else None
+        if found is None or not (found.source == "fitted" or (found.sampler == "learned_multistep"
+                                                              and options.get("solver") is not None)):
+            raise InvalidInput("--allow-other-model applies to a fitted solver (--sampler fitted:PATH), which refuses "
+                               f"another model; {args.sampler or 'the default sampler'!r} runs on any model without "
+                               "it")
     if len(args.seed) > MAX_BATCH:  # the pipeline's limit, named as the command's seeds
         raise LimitExceeded(f"got {len(args.seed)} --seed values, more than the limit of {MAX_BATCH} images per run "
                             f"(one per seed); give at most {MAX_BATCH} seeds and make the rest in another run")
     out = _check_out(args.out, len(args.seed))
-    options = _sampler_options(args.option)
     if args.allow_other_model:
         options["allow_other_model"] = True
     if args.sampler is not None:  # the name, a fitted file, its steps: before the weights are read and hashed

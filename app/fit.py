@@ -1186,8 +1186,9 @@ def run_fit(args) -> int:
                            "sampler='euler' with steps=1)")
     if args.rescore and args.restart:
         raise InvalidInput("--rescore scores the solvers in --out and --restart fits them again: pick one")
-    if args.time_budget is not None and not args.time_budget > 0:
-        raise InvalidInput(f"--time-budget must be positive seconds, got {args.time_budget}")
+    if args.time_budget is not None and not (args.time_budget > 0 and math.isfinite(args.time_budget)):
+        raise InvalidInput(f"--time-budget must be a finite number of seconds > 0, got {args.time_budget:g} (leave it "
+                           "out for no budget)")
     out = Path(args.out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"the folder above --out ({out.parent}) does not exist; create it or choose another")
@@ -1228,6 +1229,14 @@ def run_fit(args) -> int:
         path = out / f"nfe{nfe}.json"
         if args.rescore and not path.exists():
             raise FileNotFoundError(f"--rescore: no fitted solver {path} to score; fit it first (without --rescore)")
+        if not args.rescore and not args.restart and nfe not in rows and path.exists():
+            # a solver the report does not list: fitted over only where it is this command's own fit of this model and
+            # NFE whose run stopped before its report row (an error while scoring it); anything else (a solver copied
+            # in, another model's) is someone's, refused unless --restart
+            kept_solver(path, nfe, target, now["fingerprint"], (
+                f"{out / 'report.json'} lists no fit of NFE {nfe}, so it is not this command's to fit over: move it "
+                f"away or delete it to fit NFE {nfe} here, or pass --restart to fit every NFE asked again (replacing "
+                "it)"))
         if args.rescore or (nfe in rows and path.exists() and not args.restart):
             solver = kept_solver(path, nfe, target, now["fingerprint"], (
                 "--rescore scores only this model's fits: point --out at that model's fits, or fit this one "

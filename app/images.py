@@ -59,6 +59,15 @@ def refuse_fitted_schedule(sampler_names: Sequence[str], schedule: str | None, f
                                 f"compare the fitted solver in a run of its own without {flag}")
 
 
+def _options_key(options: dict) -> str:
+    """A run's options as text, a fitted solver as the steps it runs (not where it was read from: fitted:F and
+    fitted:./F are one run)."""
+    from samplers.fitted.solver import LearnedSolver
+
+    return repr(sorted(((k, v.steps_key() if isinstance(v, LearnedSolver) else v) for k, v in options.items()),
+                       key=str))
+
+
 def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], steps_list: Sequence[int],
                  seed: int = 0, cfg: float | None = None, schedule: str | None = None, scale: int = 2, title: str = "",
                  options: dict | None = None):
@@ -103,7 +112,7 @@ def compare_grid(pipe, prompts: Sequence[str], sampler_names: Sequence[str], ste
         comfy = pipe.runs_comfyui_flow_rule(names.resolve(name))  # ComfyUI's rule: another run than the registry's
         for steps in ([fixed[name]] if name in fixed else steps_list):
             sampler, sigmas, merged = pipe.plan(name, schedule, steps, dict(per_row[name]), cfg)
-            plans.append((sampler, comfy, tuple(float(s) for s in sigmas), repr(sorted(merged.items(), key=str))))
+            plans.append((sampler, comfy, tuple(float(s) for s in sigmas), _options_key(merged)))
         twin = runs.setdefault(tuple(plans), name)
         if twin != name:
             raise InvalidInput(f"{twin!r} and {name!r} run the same sampler ({plans[0][0]}) on the same schedule with "

@@ -15,6 +15,7 @@ by one level).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Sequence
@@ -267,13 +268,7 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
     given = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are not refused here)
     found, schedule, options = names.resolve_call(sampler, schedule, options)
-    if found.sigmas is not None:  # a fitted solver runs on its own nodes
-        fixed = len(found.sigmas) - 1
-        if asked is not None and asked != fixed:
-            raise InvalidInput(f"{found.label!r} runs exactly {fixed} steps on the σ nodes it was fitted on, but "
-                               f"steps={asked} was asked; leave steps out or pass steps={fixed}")
-        if schedule is not None:
-            raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
+    _check_fixed(found, asked, schedule)
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)
     check_options(spec, options)
     refuse_unread_noise(spec, options, given, found.label)
@@ -288,7 +283,22 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
             options = {**options, "solver": solver}
         if not isinstance(solver, LearnedSolver):  # the sampler names the type it takes
             solver = None
+        elif found.sigmas is None:  # learned_multistep with solver=: on the solver's own nodes, as fitted:PATH runs
+            found = dataclasses.replace(found, sigmas=tuple(solver.sigmas))
+            _check_fixed(found, asked, schedule)
     return found, schedule, asked, options, solver
+
+
+def _check_fixed(found, asked: int | None, schedule: str | None) -> None:
+    """A fitted solver runs on its own nodes: another step count or a schedule is refused."""
+    if found.sigmas is None:
+        return
+    fixed = len(found.sigmas) - 1
+    if asked is not None and asked != fixed:
+        raise InvalidInput(f"{found.label!r} runs exactly {fixed} steps on the σ nodes it was fitted on, but "
+                           f"steps={asked} was asked; leave steps out or pass steps={fixed}")
+    if schedule is not None:
+        raise InvalidOption(f"{found.label!r} runs on its own fitted σ nodes; leave schedule out")
 
 
 def _callers(found, options: dict) -> dict:
@@ -708,6 +718,14 @@ class PipelineSpec:
         self.check_cost(batch, height, width, len(sigmas) - 1)
 
 
+# U-Net config keys a model's identity leaves out (Pipeline.samplers_fingerprint): names, training and provenance
+# records, the VAE's (the latents' decoding, not the denoiser), the defaults (cfg is folded in by the run's own), and
+# the schedule's fields (folded in as the native schedule they make, whichever the prediction reads)
+NOT_FUNCTION = frozenset({"name", "type", "caption_dropout", "vae", "defaults", "extra", "weights_sha256",
+                          "weights_dtype", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
+                          "flow_shift", "flow_multiplier"})
+
+
 class Pipeline(PipelineSpec):
     """A text-conditioned latent diffusion model ready for sampling. Build with :meth:`load`."""
 
@@ -775,6 +793,24 @@ class Pipeline(PipelineSpec):
             raise InvalidOption(f"cfg = {problem}")
         return value
 
+    def samplers_fingerprint(self) -> str | None:
+        """Which model this pipeline's denoiser is (:mod:`samplers.fitted.identity` reads it through the denoiser):
+        the U-Net's weights (:func:`~samplers.fitted.identity.module_fingerprint`, a ``torch.compile``'d one as the
+        module it compiles) with what its config makes of them — its native noise schedule (the σ each time input
+        means: a copy with another ``beta_end`` is another model) and every other setting but those that do not
+        change its function (:data:`NOT_FUNCTION`). None for a U-Net without weights."""
+        import hashlib
+        import json
+
+        from samplers.fitted import identity
+
+        weights = identity.module_fingerprint(self.model)
+        if weights is None:
+            return None
+        function = {k: v for k, v in self.config.to_dict().items() if k not in NOT_FUNCTION}
+        text = json.dumps({**function, "schedule": identity.schedule_key(self.native)}, sort_keys=True, default=str)
+        return hashlib.sha256(f"{weights}|{text}".encode()).hexdigest()
+
     def identity(self, cfg=None) -> str | None:
         """The fingerprint of this pipeline's denoiser at guidance ``cfg`` (default: the model's), as
         :func:`samplers.fitted.identity.fingerprint` reads it off :meth:`denoiser`'s result: without encoding a
@@ -814,8 +850,9 @@ class Pipeline(PipelineSpec):
     def _check_strength(sampler: str, options: dict, strength: float) -> None:
         """A fitted solver runs on all of its own σ nodes: img2img / inpaint with ``strength < 1`` would cut them."""
         if strength < 1 and sampler == "learned_multistep" and options.get("solver") is not None:
-            raise InvalidInput(f"a fitted solver runs on all of its own σ nodes, from the top, and strength={strength:g} "
-                               "would start it lower down; use strength=1, or a registry sampler for strength < 1")
+            from samplers.fitted.solver import late_start_refusal
+
+            raise InvalidInput(late_start_refusal("a fitted solver", f"strength={strength:g}"))
 
     @staticmethod
     def _cut(sigmas: torch.Tensor, strength: float, start: str) -> torch.Tensor:

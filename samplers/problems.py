@@ -185,8 +185,8 @@ class GaussianMixture:
             return conversion.from_x0(prediction, x0, x64, a, b).to(x_t.dtype)
 
         # which model this is (samplers.fitted.identity): this data, this output, this schedule
-        table = getattr(schedule, "alphas_cumprod", None)
-        key = (hashlib.sha256(table.detach().cpu().double().numpy().tobytes()).hexdigest()
-               if isinstance(table, torch.Tensor) else repr(schedule))
-        model.samplers_fingerprint = f"{self.samplers_fingerprint()}|{prediction}|{type(schedule).__name__}|{key}"
+        from .fitted.identity import schedule_key
+
+        model.samplers_fingerprint = (f"{self.samplers_fingerprint()}|{prediction}|{type(schedule).__name__}|"
+                                      f"{schedule_key(schedule)}")
         return model

@@ -207,12 +207,16 @@ def test_a_file_without_its_nodes_or_weights_is_refused_as_missing_them(tmp_path
 
 def test_learned_multistep_with_a_solver_option_is_checked_against_the_planned_schedule_before_encoding(tmp_path):
     """sampler="learned_multistep", solver=PATH on another schedule than the solver's nodes was refused inside the
-    loop, after the prompts were encoded; now when the run is planned (what fitted:PATH does is plan on them)."""
+    loop, after the prompts were encoded; now when the run is planned, which runs it on its own nodes as fitted:PATH
+    does (a schedule or another step count refused as there)."""
     from models.pipeline import PipelineSpec
 
     spec = PipelineSpec.read(None, model="eps")
     path = _save(tmp_path, sigmas=[14.614642, 4.0, 1.0, 0.3, 0.0])
-    with pytest.raises(samplers.InvalidInput, match="this solver runs on its own 4 σ nodes"):
+    with pytest.raises(samplers.InvalidOption, match="runs on its own fitted σ nodes; leave schedule out"):
         spec.plan_run("learned_multistep", "karras", 4, {"solver": str(path)})
-    with pytest.raises(samplers.InvalidInput, match="this solver runs on its own 4 σ nodes"):
-        spec.check_request("learned_multistep", None, None, {"solver": str(path)})
+    with pytest.raises(samplers.InvalidInput, match="runs exactly 4 steps on the σ nodes it was fitted on"):
+        spec.plan_run("learned_multistep", None, 8, {"solver": str(path)})
+    _, sigmas, _, _ = spec.plan_run("learned_multistep", None, None, {"solver": str(path)})
+    assert sigmas.tolist() == [14.614642, 4.0, 1.0, 0.3, 0.0]
+    spec.check_request("learned_multistep", None, None, {"solver": str(path)})

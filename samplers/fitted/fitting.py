@@ -261,6 +261,10 @@ class Params:
     log_max: float
     log_min: float
     top: float | None = None  # the first node exactly (exp(log_max) may round): where the solver starts
+    # (σ_min, σ_max) of the model's timestep table, where its time input comes from one (identity.table_range): the
+    # σ the model is told stays inside it, where it is told that σ's own timestep (outside, its time input would be
+    # clamped to the table's end while its input and output are scaled for the σ itself)
+    model_range: tuple[float, float] | None = None
 
     def nodes(self) -> torch.Tensor:
         gaps = torch.softmax(self.theta, 0) * (self.log_max - self.log_min)
@@ -272,6 +276,11 @@ class Params:
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.theta, self.b, self.c, self.shift]
+
+    def model_sigma(self, sigma, i: int):
+        """The σ the model is told at node ``sigma`` (step ``i``): shifted by the fitted log-shift, within
+        :attr:`model_range` (a tensor, differentiable, or a Python float)."""
+        return model_sigma(sigma, self.shift[i], self.model_range)
 
     @classmethod
     def of(cls, solver: LearnedSolver, sigma_min: float, history: int) -> "Params":
@@ -309,15 +318,30 @@ class Params:
             sig[0] = self.top
         n = len(sig) - 1
         shift = self.shift.detach()
-        ms = [sig[i] * math.exp(float(shift[i])) for i in range(n)] if bool(shift.any()) else None
+        ms = ([float(model_sigma(sig[i], shift[i], self.model_range)) for i in range(n)] if bool(shift.any())
+              else None)
         return LearnedSolver(sig, [[float(b[i, j]) for j in range(i)] for i in range(n)],
                              [[float(c[i, j]) for j in range(i)] for i in range(n)], model_sigmas=ms)
 
 
+def model_sigma(sigma, shift, model_range: tuple[float, float] | None):
+    """σ·exp(shift), clamped to ``model_range`` where one is given (the gradient of a clamped σ is 0); infinite σ as
+    it is."""
+    if isinstance(sigma, float):
+        if math.isinf(sigma):
+            return sigma
+        told = sigma * math.exp(float(shift))
+        return told if model_range is None else min(max(told, model_range[0]), model_range[1])
+    told = sigma * shift.exp()
+    return told if model_range is None else told.clamp(model_range[0], model_range[1])
+
+
 def rollout(denoiser, x: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
-            shift: torch.Tensor | None = None, extra: dict | None = None) -> torch.Tensor:
+            shift: torch.Tensor | None = None, extra: dict | None = None,
+            model_range: tuple[float, float] | None = None) -> torch.Tensor:
     """The solver's update with tensor σ and weights (differentiable): what ``learned_multistep`` computes.
-    ``extra``: keyword arguments of every denoiser call (per-item conditioning)."""
+    ``extra``: keyword arguments of every denoiser call (per-item conditioning); ``model_range``: the bounds of the
+    σ the model is told (:attr:`Params.model_range`; a solver's own file runs as it is, unbounded)."""
     extra = extra or {}
     eps_hist, den_hist = [], []
     first = 0
@@ -327,7 +351,7 @@ def rollout(denoiser, x: torch.Tensor, sigmas: torch.Tensor, b: torch.Tensor, c:
         first = 1
     for i in range(first, sigmas.shape[0] - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        sigma_model = sigma if shift is None else sigma * shift[i].exp()
+        sigma_model = sigma if shift is None else model_sigma(sigma, shift[i], model_range)
         denoised = denoiser(x, sigma_model.to(x.dtype).expand(x.shape[0]), **extra)
         x = update(x, denoised, sigma, sigma_next, eps_hist, den_hist, range(i), b[i], c[i])
     return x
@@ -734,7 +758,8 @@ def starting_point(denoiser, data: Calibration | Starts, config: FitConfig, nati
 def objective(denoiser, params: Params, x: torch.Tensor, ref: torch.Tensor, extra: dict | None = None,
               weights: torch.Tensor | None = None) -> torch.Tensor:
     """Stage 2: mean squared endpoint error (differentiable); ``weights``: of each start (None: equal)."""
-    out = rollout(denoiser, x, params.nodes(), params.b * params.mask, params.c * params.mask, params.shift, extra)
+    out = rollout(denoiser, x, params.nodes(), params.b * params.mask, params.c * params.mask, params.shift, extra,
+                  params.model_range)
     return _mean((out - ref).pow(2).flatten(1).mean(1), weights)
 
 
@@ -819,6 +844,9 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
     step (with ``state_path``; a later run resumes there and ends where an uncut run would) and, where ``stopped``
     is given, records in it the step it stopped at and of how many (``{"iteration": it, "iters": iters}``)."""
     params = Params.of(start, data.sigma_min, config.history)
+    from .identity import table_range
+
+    params.model_range = table_range(denoiser)
     for t in params.tensors():
         t.requires_grad_(True)
     params.shift.requires_grad_(config.fit_model_sigmas)

@@ -51,18 +51,34 @@ def _own(value) -> str:
     return text if is_fingerprint(text) else hashlib.sha256(f"samplers_fingerprint|{text}".encode()).hexdigest()
 
 
+def schedule_key(schedule) -> str:
+    """What tells one native noise schedule from another in a fingerprint: the SHA-256 of a table schedule's
+    ``alphas_cumprod`` (float64 bytes), else its repr (RectifiedFlow's shift and multiplier, ...)."""
+    table = getattr(schedule, "alphas_cumprod", None)
+    return (hashlib.sha256(table.detach().cpu().double().numpy().tobytes()).hexdigest()
+            if isinstance(table, torch.Tensor) else repr(schedule))
+
+
 def module_fingerprint(module: torch.nn.Module) -> str | None:
     """The SHA-256 of the module's class name and state dict; None where the state dict is empty (no parameters,
-    no buffers: nothing but the class name, which many models share, would be hashed)."""
+    no buffers: nothing but the class name, which many models share, would be hashed). A ``torch.compile``'d module
+    (``OptimizedModule``, its state under ``_orig_mod.``, at the top or inside) is the module it compiles."""
+    while isinstance(getattr(module, "_orig_mod", None), torch.nn.Module):
+        module = module._orig_mod
     state = module.state_dict()
     if not state:
         return None
     h = hashlib.sha256(type(module).__qualname__.encode())
-    for name, tensor in sorted(state.items()):
+    for name, tensor in sorted((_uncompiled(k), v) for k, v in state.items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
     return h.hexdigest()
+
+
+def _uncompiled(key: str) -> str:
+    """A state-dict key without the ``_orig_mod.`` segments a torch.compile'd submodule adds."""
+    return ".".join(part for part in key.split(".") if part != "_orig_mod")
 
 
 def fingerprint(model, _depth: int = 0) -> str | None:

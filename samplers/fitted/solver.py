@@ -43,11 +43,23 @@ from ..core.files import read_json, write_json
 from ..core.names import Label, register_prefix
 from ..core.registry import register
 from ..core.run import progress, report
+from ..core.validate import largest_sigma
 
 FORMAT = "samplers.fitted_solver/2"
 FORMATS = (FORMAT, "samplers.learned_solver/1")  # version 1: no record of the model (solvers fitted before it)
 DERIVED = ("nfe", "sigma_max", "sigma_min")  # written by save for readers; on load they must agree with sigmas
 _UNKNOWN = object()  # check_model: a fact about the model that the caller does not know
+# a step's correction weights times what they multiply in the update (b·(σ_next − σ), c·(1 − σ_next/σ)): fitted and
+# expressed solvers stay under some 20 (a weight itself may be huge where two nodes nearly coincide: 2e15 on a gap of
+# 5e-16 in the shipped tiny-unet/nfe5.json); beyond this a step amplifies the float rounding of model outputs past
+# any image, and the run would fail after its model calls, blaming the model
+MAX_STEP_WEIGHT = 1e6
+# how far above a timestep table's top a model σ may lie (LearnedSolver.check_table_range): the model is told the
+# table's last timestep there (its time input clamps), its input and output scaled for the σ itself. The fits before
+# fitting.Params bounded the model σ to the table ran so too (the time input clamped while fitting as when run), so
+# such a file is self-consistent; the shipped fits reach 6.5 % above (mixtures/…/gm-vp-eps_d128-k9-s202_nfe5.json)
+# and 2.5 % (tiny-unet/nfe10.json). Below the table's bottom the same rule as a run's grid: down to half its first σ.
+MODEL_SIGMA_HEADROOM = 0.10
 MAX_FILE_BYTES = 64 << 20  # LearnedSolver.load reads no more: see MAX_FILE_WHY
 MAX_FILE_WHY = ("a solver of n steps holds n² weights, some 23·n² bytes as LearnedSolver.save writes them: 64 MiB "
                 "is about 1,700 steps, far beyond the tens a fit uses")
@@ -57,6 +69,11 @@ class OtherModelError(InvalidInput):
     """A fitted solver run on a model other than the one it was fitted to (see ``allow_other_model``)."""
 
 
+def late_start_refusal(name: str, start: str) -> str:
+    """Why a fitted solver (``name``) cannot start below its first node (``start``: what asked for it, img2img /
+    inpaint at strength < 1): the same words in the pipeline and the diffusers shim."""
+    return (f"{name} runs on all of its own σ nodes, from the top, and {start} would start it lower down; use "
+            "strength=1, or a registry sampler for strength < 1")
 
 
 MODEL_KEYS = ("fingerprint", "name", "prediction")  # what a solver records of the model it was fitted to
@@ -124,11 +141,15 @@ class LearnedSolver:
 
     nfe = steps
 
+    def steps_key(self) -> str:
+        """The steps it runs (nodes, weights, the σ the model is told) as text, whatever it records of its fit or
+        where it was read from: two solvers with one key make the same run."""
+        return repr((self.sigmas, self.eps_weights, self.denoised_weights, self.model_sigmas or self.sigmas[:-1]))
+
     def same_steps(self, other: "LearnedSolver") -> bool:
         """Whether ``other`` runs the very same steps (nodes, weights, the σ the model is told), whatever either
         records of its fit: a fit that handed back its pair is that pair."""
-        return (self.sigmas, self.eps_weights, self.denoised_weights, self.model_sigmas or self.sigmas[:-1]) == (
-            other.sigmas, other.eps_weights, other.denoised_weights, other.model_sigmas or other.sigmas[:-1])
+        return self.steps_key() == other.steps_key()
 
     def check_nodes(self, sigmas) -> None:
         """Refuse ``sigmas`` other than this solver's own nodes, the only ones it runs on: each equal to its node to
@@ -152,14 +173,24 @@ class LearnedSolver:
         """Refuse nodes outside ``[lo, hi]``, the σ range of a model whose time input comes from a table (a discrete
         VP model's timesteps): there the model would be told the table's end instead, another schedule than the
         solver's — ``allow_other_model`` allows another model, not a σ this one lacks. Within 0.1 % of an end is that
-        end (the same model's table in float32 or float64 differs by some 1e-5)."""
+        end (the same model's table in float32 or float64 differs by some 1e-5). The σ the model is told
+        (``model_sigmas``) likewise, with the fits' own margins: up to :data:`MODEL_SIGMA_HEADROOM` above the top and
+        down to half the bottom, where the time input clamps as it did while the solver was fitted."""
+        name = repr(source or f"fitted:{self.source}") if source or self.source else "this fitted solver"
         outside = [float(v) for v in self.sigmas[:-1] if not lo * (1 - 1e-3) <= float(v) <= hi * (1 + 1e-3)]
         if outside:
-            name = repr(source or f"fitted:{self.source}") if source or self.source else "this fitted solver"
             raise InvalidOption(f"{name} runs on σ nodes {', '.join(f'{v:g}' for v in outside)} outside {what}'s "
                                 f"σ range [{lo:g}, {hi:g}] (its timestep table, to 0.1 %), where they would be clamped "
                                 "to the table's ends, another schedule than the solver's; fit a solver to this model "
                                 "(`samplers fit`), or use one whose nodes lie in that range")
+        top, bottom = hi * (1 + MODEL_SIGMA_HEADROOM), lo / 2
+        told = [float(v) for v in self.model_sigmas or () if not bottom <= float(v) <= top]
+        if told:
+            raise InvalidOption(f"{name} tells the model σ {', '.join(f'{v:g}' for v in told)} (its model_sigmas), "
+                                f"outside {what}'s σ range [{lo:g}, {hi:g}] (its timestep table) beyond the margin a fit "
+                                f"leaves ([{bottom:g}, {top:g}]): the model would be told the table's end instead, not "
+                                "what the solver was fitted with (an edited or another model's file?); fit a solver to "
+                                "this model (`samplers fit`)")
 
     def tensor(self) -> torch.Tensor:
         return torch.tensor(self.sigmas, dtype=torch.float64)
@@ -195,11 +226,25 @@ class LearnedSolver:
                 raise InvalidInput(f"{name} must have {n} rows, row i holding i weights (one per earlier step)")
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for row in w for v in row):
                 raise InvalidInput(f"{name} holds a non-finite or non-numeric weight")
+        for i, (row_b, row_c) in enumerate(zip(self.eps_weights, self.denoised_weights)):
+            if not row_b:
+                continue  # row 0 (the only one a first σ of inf has): no weights
+            gap, share = s[i] - s[i + 1], 1 - s[i + 1] / s[i]
+            big = [(nm, j, v) for nm, row, f in (("eps_weights", row_b, gap), ("denoised_weights", row_c, share))
+                   for j, v in enumerate(row) if abs(v * f) > MAX_STEP_WEIGHT]
+            if big:
+                nm, j, v = big[0]
+                raise InvalidInput(f"{nm}[{i}][{j}] = {v:g} weighs a difference of model outputs by "
+                                   f"{abs(v * (gap if nm == 'eps_weights' else share)):.3g} at step {i} (times "
+                                   f"{'σ_i − σ_i+1' if nm == 'eps_weights' else '1 − σ_i+1/σ_i'}), beyond "
+                                   f"{MAX_STEP_WEIGHT:g}: the step would amplify the outputs' rounding past any image "
+                                   "(fitted solvers stay under some 20)")
         m = self.model_sigmas
-        if m is not None and (len(m) != n or not all(0 < v < math.inf for v in m[1:])
-                              or not (m[0] == math.inf if math.isinf(s[0]) else 0 < m[0] < math.inf)):
+        top = largest_sigma(torch.float32)
+        if m is not None and (len(m) != n or not all(0 < v <= top for v in m[1:])
+                              or not (m[0] == math.inf if math.isinf(s[0]) else 0 < m[0] <= top)):
             raise InvalidInput(f"model_sigmas must hold {n} positive values (one per step), finite but for inf where "
-                               f"the first σ is inf, got {m}")
+                               f"the first σ is inf, and each at most {top:.3g} (σ² finite in float32), got {m}")
         check_model_record(self.model)
         return self
 
@@ -222,6 +267,8 @@ class LearnedSolver:
         if str(path) == "":
             raise InvalidInput("no fitted solver file given (an empty path); give the path of a solver file, e.g. "
                                "out/fit/nfe8.json")
+        if str(path).startswith("~"):  # a home folder, as a shell would expand it (fitted:~/fits/nfe8.json)
+            path = Path(path).expanduser()
         data = read_json(path, "a valid learned-solver file", fix, limit=MAX_FILE_BYTES, why=MAX_FILE_WHY,
                          missing=MissingFile(f"no fitted solver at {path} (no such file); check the path, or make one "
                                              "with `samplers fit --out DIR` (it writes DIR/nfe<N>.json)"),
@@ -278,14 +325,16 @@ class LearnedSolver:
 
     def check_model(self, model=_UNKNOWN, allow_other_model: bool = False, *, fingerprint=_UNKNOWN,
                     prediction: str | None = None, supports_infinite_sigma: bool | None = None,
-                    source: str | None = None) -> None:
+                    source: str | None = None, unseen: str | None = None,
+                    fix: str = "allow_other_model=True") -> None:
         """Refuse a model this solver does not suit, before any model call.
 
         What is known of the model comes from ``model`` (a denoiser: its fingerprint, and its prediction type and
         whether it can be evaluated at σ = ∞ where it or a wrapper says, :mod:`samplers.fitted.identity`) or is
         given: ``fingerprint`` (a string, or None for a model that has none; left out: not compared),
         ``prediction`` and ``supports_infinite_sigma`` (None: unknown). ``source``: the name the solver was given
-        (``"fitted:PATH"``), for the messages.
+        (``"fitted:PATH"``), for the messages; ``unseen``: why a caller that passes ``fingerprint=None`` has none (the
+        diffusers shim never sees the model), and ``fix``: how its caller spells ``allow_other_model=True``.
 
         - A solver whose first σ is ∞ on a model that cannot be evaluated there (an eps or score model) is refused
           even with ``allow_other_model``: its nodes are fixed, so no schedule change can help, and its file is
@@ -318,8 +367,8 @@ class LearnedSolver:
         if want_prediction is not None and prediction is not None and prediction != want_prediction:
             raise OtherModelError(
                 f"{what} was fitted to {fitted_to}, and this model's prediction is {prediction!r}: its weights are "
-                "tuned to the other model's errors. Fit one to this model (`samplers fit`), or pass "
-                "allow_other_model=True to run it anyway (its σ nodes are noise levels, the same on every model)")
+                f"tuned to the other model's errors. Fit one to this model (`samplers fit`), or pass {fix} to run it "
+                "anyway (its σ nodes are noise levels, the same on every model)")
         want = self.model.get("fingerprint")
         if want is not None and fingerprint is _UNKNOWN and model is not _UNKNOWN:
             from .identity import fingerprint as fingerprint_of
@@ -329,15 +378,15 @@ class LearnedSolver:
             return
         got = fingerprint
         if got is None:
-            raise OtherModelError(
-                f"{what} was fitted to {name} (fingerprint {want[:12]}…), and the model it is given has no "
-                "fingerprint to compare (samplers.fitted.identity); pass allow_other_model=True if it is that model")
+            why = unseen or "the model it is given has no fingerprint to compare (samplers.fitted.identity)"
+            raise OtherModelError(f"{what} was fitted to {name} (fingerprint {want[:12]}…), and {why}; pass {fix} "
+                                  "if it is that model")
         if got != want:
             raise OtherModelError(
                 f"{what} was fitted to {name} (fingerprint {_differs(want, got)}), not to this model "
                 f"({_differs(got, want)}; a fingerprint covers the weights and the guidance scale, so the same "
                 "network at another guidance scale is another model too): its weights are tuned to the other model's "
-                "errors. Fit one to this model (`samplers fit`), or pass allow_other_model=True to run it anyway")
+                f"errors. Fit one to this model (`samplers fit`), or pass {fix} to run it anyway")
 
 
 FIELDS = frozenset(f.name for f in fields(LearnedSolver))  # what a solver file holds, but for format and DERIVED

@@ -741,9 +741,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                 "alone on that grid")
         solver = label.options.get("solver") if label is not None else None
         if callable(getattr(solver, "check_model", None)):  # a fitted solver: what the config says of its model
-            solver.check_model(prediction=self.prediction,
+            # the shim sees the model's outputs, never the model: a recorded fingerprint cannot be compared, so it is
+            # refused here, at construction (the run would refuse at its first step, after the U-Net ran)
+            solver.check_model(prediction=self.prediction, fingerprint=None,
                                supports_infinite_sigma=self.prediction not in ("eps", "score", "edm"),
-                               allow_other_model=options.get("allow_other_model", False), source=label.label)
+                               allow_other_model=options.get("allow_other_model", False), source=label.label,
+                               unseen="the diffusers scheduler sees the model's outputs, never the model, so it "
+                                      "cannot compare it", fix='sampler_options={"allow_other_model": True}')
         if callable(getattr(solver, "check_table_range", None)) and self.space != "flow":
             # a discrete model's timesteps come from its σ table: a node outside it would be clamped to its ends
             solver.check_table_range(float(self.native.sigma_min), float(self.native.sigma_max), "this config",
@@ -1095,6 +1099,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                                   f"run's {calls} timesteps"))
         begin_index = _check_int("begin_index", begin_index, 0, len(self._plan.calls) - 1,
                                  "pass the index of a timestep of this run")
+        if begin_index > 0 and self.label is not None and self.label.source == "fitted":
+            from ..fitted.solver import late_start_refusal
+
+            raise InvalidInput(late_start_refusal(repr(self.label.label), f"set_begin_index({begin_index}) (img2img "
+                                                  "/ inpaint with strength < 1)"))
         if begin_index == 0:
             if self._noise_refusal is not None:
                 raise self._noise_refusal
@@ -1499,15 +1508,23 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         return family.to(torch.float32)
 
     def _start_scale(self, sigma_0: float, kind: str) -> float:
-        """init_noise_sigma in the pipeline's coordinates: 'unit' starts at x_t = n, 'sigma' at x = σ₀·n (VE)."""
+        """init_noise_sigma in the pipeline's coordinates: 'unit' starts at x_t = n, 'sigma' at x = σ₀·n (VE), at the
+        schedule's first σ.
+
+        Native latents are the latent the model is evaluated at, x_t = a(σ_call)·x with σ_call the σ of the run's
+        first model call: σ₀ itself, but for a fitted solver that tells the model another σ than its node
+        (``model_sigmas``), whose start is that of ``samplers.sample`` (x = σ₀·n, or x_t(σ₀) = n) as the model sees
+        it, scaled by a(σ_call)/a(σ₀)."""
         if math.isinf(sigma_0):
             return 1.0
         if self.latents == "ve":
             return sigma_0 if kind == "sigma" else math.sqrt(sigma_0 * sigma_0 + 1)
-        if kind == "unit":
-            return 1.0
-        _, b = self.native.coefficients(torch.tensor(sigma_0, dtype=torch.float64))
-        return float(b)
+        call = self._plan.calls[0] if self._plan is not None and self._plan.calls else sigma_0
+        a_call = float(self.native.coefficients(torch.tensor(call, dtype=torch.float64))[0])
+        a_0, b_0 = (float(v) for v in self.native.coefficients(torch.tensor(sigma_0, dtype=torch.float64)))
+        if call == sigma_0:
+            return 1.0 if kind == "unit" else b_0
+        return a_call / a_0 if kind == "unit" else a_call * sigma_0
 
     def _native_for(self, mu):
         cfg = self.config
