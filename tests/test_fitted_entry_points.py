@@ -275,7 +275,7 @@ def test_compare_refuses_one_solver_named_by_two_paths(tmp_path, monkeypatch):
     from models.pipeline import Pipeline
     from app.images import compare_grid
 
-    path = _eps_fit_of_another_model(tmp_path)
+    _eps_fit_of_another_model(tmp_path)  # writes s.json there
     monkeypatch.chdir(tmp_path)
     pipe = Pipeline.load(model="eps")
     with pytest.raises(InvalidInput, match="'fitted:s.json' and 'fitted:./s.json' run the same sampler"):

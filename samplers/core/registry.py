@@ -163,6 +163,10 @@ class SamplerSpec:
     # option (one with it uses its eta). 1 where the sampler's own step tends to D + σ_1·z as σ_0 → ∞ (ddpm's
     # posterior, er_sde), 0 where its step from there is deterministic.
     eta_from_infinity: float = 0.0
+    # A check of the sampler's own options against the model and the grid, ``before_run(model, sigmas, options)``
+    # with σ as host floats, run before the shared checks of the run (a timestep table's, σ = inf's) and any model
+    # call, so that a refusal names the sampler's own cause (a fitted solver's file, not the schedule).
+    before_run: Callable | None = None
 
     @property
     def stochastic(self) -> bool:
@@ -180,7 +184,7 @@ SAMPLERS: Registry[SamplerSpec] = Registry("sampler", loader=load_builtins)
 
 def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: tuple[str, ...] = (),
              ref: str = "", host_sync: bool = False, final_step: str = "denoise", from_infinity: bool = False,
-             eta_from_infinity: float = 0.0, replace: bool = False):
+             eta_from_infinity: float = 0.0, before_run: Callable | None = None, replace: bool = False):
     """Register a sampler function under ``name``.
 
     The decorated function has the k-diffusion signature
@@ -204,7 +208,7 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
             return run_sampler(spec_box[0], model, x, sigmas, extra_args, callback, disable, options)
 
         spec = SamplerSpec(name, sampler, kind, order, nfe_per_step, tuple(aliases), ref, host_sync, final_step,
-                           from_infinity, eta_from_infinity)
+                           from_infinity, eta_from_infinity, before_run)
         spec_box.append(spec)
         sampler.spec = spec  # type: ignore[attr-defined]
         sampler.implementation = fn  # type: ignore[attr-defined]

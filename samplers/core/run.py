@@ -177,10 +177,10 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
 
     offset, bar = 0, None
     from_inf = math.isinf(values[0])
-    solver = options.get("solver")
-    if from_inf and callable(getattr(solver, "check_model", None)):
-        # a fitted solver's own check first: where its σ nodes start at inf, its file is the cause, not the schedule
-        solver.check_model(model, options.get("allow_other_model", False))
+    if spec.before_run is not None:
+        # the sampler's own checks first (a fitted solver's nodes at σ = inf or outside a timestep table: its file
+        # is the cause, not the schedule)
+        spec.before_run(model, values, options)
     if from_inf and spec.from_infinity:
         check_infinite_sigma(model)
     # the run's time inputs, before the loop (a denoiser on a timestep table refuses a grid outside it here)

@@ -439,20 +439,9 @@ def _fitted_label(rest: str) -> Label:
 register_prefix("fitted", _fitted_label)
 
 
-@register("learned_multistep", kind="ode", order=1, nfe_per_step=1, from_infinity=True,
-          aliases=("learned", "bespoke_multistep"),
-          ref="fitted linear multistep in the spirit of BNS (arXiv:2403.01329), LD3 (arXiv:2405.15506), "
-              "S4S (arXiv:2502.17423); samplers.fitted.solver",
-          final_step="the same update with r = 0: x = D_n + Σ c·(D_j − D_n) − σ_n·Σ b·(ε̂_j − ε̂_n)")
-def learned_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None, *, solver=None,
-                      allow_other_model=False):
-    """The fitted multistep update of :mod:`samplers.fitted.solver` with the weights of ``solver``.
-
-    ``solver`` (a :class:`LearnedSolver`, or a path to its JSON) runs on its own nodes: ``sigmas`` must be
-    ``solver.sigmas``. Without ``solver`` every weight is 0 and this is Euler. A solver that records its model
-    refuses another model unless ``allow_other_model=True``. Order 1 is what the construction guarantees; the
-    fitted accuracy is measured, not stated.
-    """
+def _checked_solver(model, sigmas: list[float], solver, allow_other_model) -> "LearnedSolver":
+    """``solver`` as the run uses it, checked against the run's nodes and ``model`` (its record, its timestep table)
+    before any model call."""
     if solver is None:
         if allow_other_model is not False:  # nothing recorded to compare: the option would do nothing
             raise InvalidOption(f"allow_other_model={allow_other_model!r} without solver= does nothing: it lets a "
@@ -474,6 +463,30 @@ def learned_multistep(model, x, sigmas, extra_args=None, callback=None, disable=
     span = table_range(model)
     if span is not None:
         solver.check_table_range(*span)
+    return solver
+
+
+def _before_run(model, sigmas: list[float], options: dict) -> None:
+    options["solver"] = _checked_solver(model, sigmas, options.get("solver"), options.get("allow_other_model", False))
+
+
+@register("learned_multistep", kind="ode", order=1, nfe_per_step=1, from_infinity=True, before_run=_before_run,
+          aliases=("learned", "bespoke_multistep"),
+          ref="fitted linear multistep in the spirit of BNS (arXiv:2403.01329), LD3 (arXiv:2405.15506), "
+              "S4S (arXiv:2502.17423); samplers.fitted.solver",
+          final_step="the same update with r = 0: x = D_n + Σ c·(D_j − D_n) − σ_n·Σ b·(ε̂_j − ε̂_n)")
+def learned_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None, *, solver=None,
+                      allow_other_model=False):
+    """The fitted multistep update of :mod:`samplers.fitted.solver` with the weights of ``solver``.
+
+    ``solver`` (a :class:`LearnedSolver`, or a path to its JSON) runs on its own nodes: ``sigmas`` must be
+    ``solver.sigmas``. Without ``solver`` every weight is 0 and this is Euler. A solver that records its model
+    refuses another model unless ``allow_other_model=True``. Order 1 is what the construction guarantees; the
+    fitted accuracy is measured, not stated. The solver is checked against the run before any model call
+    (``before_run``).
+    """
+    if not isinstance(solver, LearnedSolver):  # the run's check made it one; the implementation called alone
+        solver = _checked_solver(model, sigmas, solver, allow_other_model)
     b, c = solver.eps_weights, solver.denoised_weights
     model_sigmas = solver.model_sigmas or sigmas[:-1]
     eps_hist, den_hist = [], []
