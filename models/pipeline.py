@@ -172,10 +172,19 @@ _check_range = vae_mod.check_range  # one read of a tensor: finite, in [lo, hi] 
 
 
 def _pil_mask(mask) -> torch.Tensor:
-    """An 8-bit PIL mask (``data.PIL_MODES``, read as luminance 0..255 / 255) → [H, W] float in [0, 1]."""
+    """An 8-bit PIL mask (``data.PIL_MODES``, read as luminance 0..255 / 255, its EXIF orientation applied as the
+    image's is: :func:`data.decoded`) → [H, W] float in [0, 1]. A mask with transparent pixels is refused: its
+    luminance drops the alpha, and what a transparent pixel means depends on the tool that made the mask."""
     import numpy as np
 
-    data.check_pil_mode(mask, "mask", to="L", values="[0, 1] (1 = generate)")
+    mask = data.decoded(mask, "mask", to="L", values="[0, 1] (1 = generate)")
+    if data.is_transparent(mask):
+        raise InvalidInput(
+            f"mask is a PIL image of mode {mask.mode!r} with transparent pixels, and a mask is read as its luminance "
+            "(convert('L')), which drops the alpha; what transparency means differs between tools: A1111 uses the "
+            "alpha itself as the mask (opaque = repaint), OpenAI's image edits mark the hole transparent. Pass the "
+            "mask as an 'L' image, white = repaint: m = mask.convert('RGBA').getchannel('A') for A1111's "
+            "convention, PIL.ImageOps.invert(m) for OpenAI's")
     return torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
 
 
