@@ -113,7 +113,8 @@ def _check_vae_record(config: UNetConfig, got: dict) -> None:
 
 
 IMAGE_FORMS = ("a PIL image of 8-bit channels (mode " + "/".join(data.PIL_MODES) + ", …), a list of them, or a floating-point tensor "
-               "[3, H, W] / [B, 3, H, W] in [-1, 1]; to read a file, pass PIL.Image.open(path)")
+               "[3, H, W] / [B, 3, H, W] in [-1, 1] (in [0, 1] with image_range=(0, 1)); to read a file, pass "
+               "PIL.Image.open(path)")
 MASK_FORMS = ("a PIL image of 8-bit channels (mode " + "/".join(data.PIL_MODES) + ", …; white = generate), a list of them (one per item), "
               "or a floating-point or bool tensor [H, W] / [1, H, W] / [B, 1, H, W] in [0, 1] (1 = generate); to "
               "read a file, pass PIL.Image.open(path)")
@@ -129,10 +130,61 @@ def _tensor(value, what: str, forms: str) -> torch.Tensor:
         raise InvalidType(f"{what} must be {forms}; got {type(value).__name__} ({e})") from None
 
 
-def _as_image_batch(images) -> torch.Tensor:
-    """PIL image, list of PIL images, [3,H,W] or [B,3,H,W] tensor in [-1, 1] → [B, 3, H, W]. Integer pixels
-    (0..255), values outside [-1, 1], NaN, an empty batch, a list of different sizes and a PIL image of a mode that
-    is not 8-bit (16-bit or float images are not 0..255 pixels: ``data.check_pil_mode``) are refused."""
+IMAGE_RANGES = ((-1, 1), (0, 1))  # image_range: what a float tensor image's values mean
+
+
+def _image_range(value) -> tuple[int, int] | None:
+    """img2img / inpaint ``image_range``: None (the default: [-1, 1], a tensor of no negative value refused as
+    ambiguous), ``(-1, 1)`` (any values in [-1, 1], said explicitly) or ``(0, 1)`` (torchvision's ``ToTensor`` /
+    diffusers' ``VaeImageProcessor`` range, read as t * 2 - 1)."""
+    if value is None:
+        return None
+    try:
+        pair = tuple(value)
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair) and pair in IMAGE_RANGES:
+            return pair
+    except TypeError:
+        pass
+    raise InvalidInput(f"image_range must be (-1, 1) or (0, 1) — what a float tensor image's values mean — or None "
+                       f"(the default: [-1, 1]), got {value!r}")
+
+
+def _ambiguous_range(t: torch.Tensor, what: str) -> None:
+    """Refuse a float image tensor read as [-1, 1] by default whose values all lie in [0, 1]: torchvision's ToTensor
+    and diffusers' image processor make [0, 1] images, which read as [-1, 1] are a washed-out picture."""
+    if t.numel() and float(t.min()) >= 0:
+        raise InvalidInput(
+            f"{what} are a float tensor whose values all lie in [0, 1] (from {float(t.min()):g} to {float(t.max()):g}), "
+            "and the pipeline reads tensors in [-1, 1] (PIL pixels / 127.5 - 1), where they would be a washed-out "
+            "picture; torchvision's ToTensor and diffusers' VaeImageProcessor make [0, 1] images: pass t * 2 - 1, or "
+            "image_range=(0, 1). If they are [-1, 1] pixels that hold no negative value (a bright picture), pass "
+            "image_range=(-1, 1)")
+
+
+def _tensor_pixels(value, what: str, image_range) -> torch.Tensor:
+    """A tensor image (``value``, any shape) → float32 in [-1, 1] by ``image_range`` (:func:`_image_range`): finite and
+    within the range, [0, 1] values mapped by t * 2 - 1, and under the default a tensor with no negative value refused
+    (:func:`_ambiguous_range`)."""
+    t = _float_pixels(_tensor(value, what, IMAGE_FORMS), what)
+    if image_range == (0, 1):
+        _check_range(t, what, 0.0, 1.0, "image_range=(0, 1) reads values in [0, 1] (torchvision's ToTensor); pass "
+                                        "image_range=(-1, 1) for [-1, 1] pixels")
+        return t * 2 - 1
+    vae_mod.check_pixels(t, what, "pass PIL images, or tensors scaled as pixels / 127.5 - 1 (or t * 2 - 1 from "
+                                  "[0, 1], or image_range=(0, 1))")
+    if image_range is None:
+        _ambiguous_range(t, what)
+    return t
+
+
+def _as_image_batch(images, image_range=None, check_size=None) -> torch.Tensor:
+    """PIL image, list of PIL images (and tensors), [3,H,W] or [B,3,H,W] tensor in [-1, 1] (or [0, 1] with
+    ``image_range=(0, 1)``: :func:`_image_range`) → [B, 3, H, W] in [-1, 1]. Integer pixels (0..255), values outside
+    the range, a tensor of no negative value under the default range, NaN, an empty batch, a list of different sizes
+    and a PIL image of a mode that is not 8-bit (``data.check_pil_mode``) are refused; ``image_range`` with PIL images
+    only too (they are 0..255 pixels). ``check_size(images, height, width)``, where given, checks every PIL image's
+    size (:func:`data.shown_size`) before any is decoded."""
+    image_range = _image_range(image_range)
     if hasattr(images, "convert"):
         images = [images]
     # a 'meta' tensor has a shape and no pixels: refused here, not a NotImplementedError from the range check
@@ -143,20 +195,26 @@ def _as_image_batch(images) -> torch.Tensor:
     if isinstance(images, (list, tuple)):
         if not images:
             raise InvalidInput("no images given: pass a PIL image, a list of them, or a [B, 3, H, W] tensor")
-        items = [data.from_pil(im) if hasattr(im, "convert") else _float_pixels(_tensor(im, "image", IMAGE_FORMS),
-                                                                                "image")
+        pil = [im for im in images if hasattr(im, "convert")]
+        if image_range is not None and len(pil) == len(images):
+            raise InvalidInput(f"image_range={image_range} says what a float tensor image's values mean, and only PIL "
+                               "images were given, which are read as 0..255 pixels; leave image_range out")
+        if check_size is not None:
+            for im in pil:  # before any is decoded: an 8000×8000 image is refused by its header
+                check_size(len(images), *data.shown_size(im))
+        items = [data.from_pil(im) if hasattr(im, "convert") else _tensor_pixels(im, "image", image_range)
                  for im in images]
         sizes = sorted({tuple(im.shape) for im in items})
         if len(sizes) > 1:
             raise InvalidInput(f"the images of a batch must share one size, got {sizes}; resize them first")
         images = torch.stack(items)
-    images = _float_pixels(_tensor(images, "images", IMAGE_FORMS), "images")
+    else:
+        images = _tensor_pixels(images, "images", image_range)
     if images.ndim == 3:
         images = images[None]
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
         raise InvalidInput(f"expected images [B, 3, H, W] (B >= 1) in [-1, 1] or PIL images, got shape "
                            f"{tuple(images.shape)}")
-    vae_mod.check_pixels(images, "images", "pass PIL images, or tensors scaled as pixels / 127.5 - 1")
     return images
 
 
@@ -617,6 +675,10 @@ class PipelineSpec:
         """Refuse a request the machine cannot run: memory of one U-Net call (×2 with CFG's batched call) and of the
         VAE decode, against free memory; steps above :data:`MAX_STEPS`. Checked before any model call."""
         integer("steps", steps, lo=1, hi=MAX_STEPS)
+        self.check_memory(batch, height, width)
+
+    def check_memory(self, batch: int, height: int, width: int) -> None:
+        """:meth:`check_cost`'s memory part: the size rule, then one U-Net call's and the VAE decode's memory."""
         h, w = self._latent_size(height, width)
         need = max(estimate_bytes(self.config, 2 * batch, h, w),
                    vae_mod.estimate_bytes(self.vae_config, batch, height, width))
@@ -906,11 +968,15 @@ class Pipeline(PipelineSpec):
     @torch.no_grad()
     def img2img(self, images, prompt: str | Sequence[str], strength: float = 0.6, sampler: str | None = None,
                 schedule: str | None = None, steps: int | None = None, cfg: float | None = None,
-                seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil", **sampler_options):
+                seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil",
+                image_range: tuple[int, int] | None = None, **sampler_options):
         """Re-noise the encoded images to where ``strength`` ∈ (0, 1] of the schedule remains, then sample.
-        ``steps`` counts the whole schedule; about ``strength · steps`` of them run."""
+        ``steps`` counts the whole schedule; about ``strength · steps`` of them run. ``images``: PIL images, or float
+        tensors in [-1, 1] — a tensor with no negative value is refused as ambiguous unless ``image_range`` says what
+        its values mean: ``(0, 1)`` (torchvision's ToTensor, diffusers' image processor; read as t * 2 - 1) or
+        ``(-1, 1)``."""
         strength = _strength(strength, "1 = the whole schedule: the image noised to its top σ, as diffusers' img2img")
-        images = _as_image_batch(images)
+        images = _as_image_batch(images, image_range, self.check_memory)
         self._latent_size(images.shape[-2], images.shape[-1])
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
         _check_output(output)
@@ -936,13 +1002,14 @@ class Pipeline(PipelineSpec):
     @torch.no_grad()
     def inpaint(self, image, mask, prompt: str | Sequence[str], strength: float = 1.0, sampler: str | None = None,
                 schedule: str | None = None, steps: int | None = None, cfg: float | None = None,
-                seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil", **sampler_options):
+                seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil",
+                image_range: tuple[int, int] | None = None, **sampler_options):
         """Regenerate where ``mask`` is 1 (white), keep the rest. The mask is max-pooled to latent
         resolution (a latent pixel touching the hole is regenerated); the known latent is re-imposed at
         every step (``InpaintDenoiser``); the decoded result is pasted outside the mask in pixel space,
-        so the known region is returned exactly."""
+        so the known region is returned exactly. ``image`` and ``image_range`` as :meth:`img2img` takes them."""
         strength = _strength(strength, "1 = regenerate the masked region from pure noise")
-        images = _as_image_batch(image)
+        images = _as_image_batch(image, image_range, self.check_memory)
         H, W = images.shape[-2:]
         self._latent_size(H, W)
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)

@@ -107,3 +107,90 @@ def test_a_truncated_or_closed_image_is_refused_naming_it(tmp_path):
         data.from_pil(closed)
     with pytest.raises(InvalidInput, match="mask .*cannot be read"):
         _pil_mask(closed)
+
+
+# ------------------------------------------------------------------------- tensors in [0, 1]: refused, or said so
+
+
+def _run(pipe, task: str, image, **kw):
+    kw = {"sampler": "euler", "steps": 2, "seed": 0, "progress": False, "output": "tensor", **kw}
+    if task == "img2img":
+        return pipe.img2img(image, PROMPT, strength=0.5, **kw)
+    mask = torch.zeros(64, 64)
+    mask[:, :32] = 1
+    return pipe.inpaint(image, mask, PROMPT, **kw)
+
+
+UNIT = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # as torchvision's ToTensor gives
+
+
+@pytest.mark.parametrize("task", ["img2img", "inpaint"])
+@pytest.mark.parametrize("image", [UNIT, UNIT[0], [UNIT[0]], torch.zeros(1, 3, 64, 64)])
+def test_a_tensor_of_no_negative_value_is_refused_as_ambiguous(parts, monkeypatch, task, image):  # noqa: F811
+    """Read as [-1, 1] a [0, 1] image (ToTensor, diffusers' VaeImageProcessor) is a washed-out picture."""
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(InvalidInput, match=r"all lie in \[0, 1\].*t \* 2 - 1.*image_range=\(0, 1\).*image_range=\(-1, 1\)"):
+        _run(parts["eps"], task, image)
+    assert not calls
+
+
+@pytest.mark.parametrize("task", ["img2img", "inpaint"])
+def test_image_range_says_what_a_tensor_holds(parts, task):  # noqa: F811
+    pipe = parts["eps"]
+    torch.testing.assert_close(_run(pipe, task, UNIT, image_range=(0, 1)), _run(pipe, task, UNIT * 2 - 1), rtol=0,
+                               atol=0)
+    torch.testing.assert_close(_run(pipe, task, [UNIT[0]], image_range=[0, 1]), _run(pipe, task, UNIT * 2 - 1),
+                               rtol=0, atol=0)
+    bright = UNIT * 0.5 + 0.5  # [-1, 1] pixels of a bright picture: no negative value
+    assert _run(pipe, task, bright, image_range=(-1, 1)).shape == (1, 3, 64, 64)
+    with pytest.raises(InvalidInput, match=r"values in \[0, 1\]"):
+        _run(pipe, task, UNIT * 2 - 1, image_range=(0, 1))
+
+
+def test_a_pil_image_is_never_ambiguous(parts):  # noqa: F811
+    white = Image.new("RGB", (64, 64), (255, 255, 255))
+    assert _run(parts["eps"], "img2img", white).shape == (1, 3, 64, 64)
+    assert _run(parts["eps"], "img2img", [white, UNIT[0] * 2 - 1], seed=[0, 1]).shape == (2, 3, 64, 64)
+    with pytest.raises(InvalidInput, match="only PIL images were given.*leave image_range out"):
+        _run(parts["eps"], "img2img", white, image_range=(0, 1))
+
+
+@pytest.mark.parametrize("value", ["0..1", "[0, 1]", (0, 2), (-1, 1, 0), (False, True), 1])
+def test_a_bad_image_range_is_refused(parts, monkeypatch, value):  # noqa: F811
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(InvalidInput, match=r"image_range must be \(-1, 1\) or \(0, 1\)"):
+        _run(parts["eps"], "img2img", UNIT * 2 - 1, image_range=value)
+    assert not calls
+
+
+# ---------------------------------------------------------------------- a large image's size, before it is decoded
+
+
+def _png_header(tmp_path, width: int, height: int):
+    """A PNG whose header says width × height and whose pixels are cut off: PIL opens it (its size is known) and
+    cannot decode it, so a refusal of its size shows that nothing was decoded first."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    raw = bytearray(buf.getvalue())
+    ihdr = raw[12:29]  # b"IHDR" + 13 bytes
+    ihdr[4:12] = struct.pack(">II", width, height)
+    raw[12:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path = tmp_path / f"{width}x{height}.png"
+    path.write_bytes(bytes(raw[:60]))
+    return Image.open(path)
+
+
+@pytest.mark.parametrize("task", ["img2img", "inpaint"])
+def test_a_large_image_is_refused_by_its_header_before_it_is_decoded(parts, tmp_path, task):  # noqa: F811
+    from samplers.core.errors import LimitExceeded
+
+    with pytest.raises(InvalidInput, match="width 8001 is not a positive multiple of 8"):
+        _run(parts["eps"], task, _png_header(tmp_path, 8001, 8000))
+    with pytest.raises(LimitExceeded, match="1 image.s. of 8000×8000 needs about"):
+        _run(parts["eps"], task, _png_header(tmp_path, 8000, 8000))
+    with pytest.raises(InvalidInput, match="cannot be read"):  # a size that fits: decoded, and refused as cut off
+        _run(parts["eps"], task, _png_header(tmp_path, 64, 64))
