@@ -16,7 +16,6 @@ from pathlib import Path
 
 from samplers.core.argtypes import cfg_scale, out_folder, path_to
 from samplers.core.errors import InvalidInput, LimitExceeded
-from samplers.core.files import check_writable
 from samplers.core.seeds import SEED_LIMIT
 from samplers.core.validate import distinct
 
@@ -60,25 +59,10 @@ def _sampler_options(pairs: list[tuple[str, object]]) -> dict:
 
 def _check_out(path: str | Path, images: int = 1) -> Path:
     """``--out``, a PNG file to write (``images`` > 1: ``<stem>-<k>.png`` beside it), checked before the model is
-    loaded: in an existing folder that this process can write in, not itself a folder, named ``.png`` (the bytes
-    written are PNG)."""
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidInput(f"--out {str(path)!r} is a folder: name the PNG file to write, e.g. "
-                           f"{str(path / 'image.png')!r}")
-    if path.suffix.lower() != ".png":
-        raise InvalidInput(f"--out {str(path)!r} does not end in .png: the image is written as PNG, so name it "
-                           f"{str(path.with_suffix('.png') if path.suffix else path.with_name(path.name + '.png'))!r}")
-    if not path.parent.exists():
-        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it or choose another --out")
-    check_writable(path, "--out")  # a folder this run can write in: found now, not after every image is made
-    if images > 1:
-        for k in range(images):
-            each = path.with_name(f"{path.stem}-{k}{path.suffix}")
-            if each.is_dir():
-                raise InvalidInput(f"--out {str(path)!r} with {images} seeds writes {str(each)!r}, which is a "
-                                   "folder: choose another --out")
-    return path
+    loaded by the rule ``save_images`` applies (:func:`models.io.check_png_path`)."""
+    from models.io import check_png_path
+
+    return check_png_path(path, images, "--out")
 
 
 def _same_runs(given, schedule: str | None) -> None:
@@ -226,7 +210,7 @@ def _run_compare(args) -> int:
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,
                               schedule=args.schedule, title=f"{pipe.model.config.prediction}: {args.prompt!r}, seed {args.seed}",
                               options=options)
-    mio.atomic_save_image(out, grid)
+    mio.atomic_save_image(out, grid, what="--out")
     print(format_table(rows, args.n))
     print(f"wrote {out}")
     return 0

@@ -27,7 +27,6 @@ from samplers.core import names
 from samplers.core import noise as noise_mod
 from samplers.core.run import churn_beyond, draws_noise, empty_churn_window, refuse_unread_noise, unread_noise
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
-from samplers.core.files import check_writable
 from samplers.core.validate import check_allocation, check_options, integer, real, same_value
 from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
 from samplers.schedules.ops import rounded_steps
@@ -1046,12 +1045,11 @@ class Pipeline(PipelineSpec):
 
 
 def save_images(images, path: str | Path) -> list[Path]:
-    """Write PIL images atomically: one to ``path``, several to ``stem-<k>.png`` beside it.
-    The folder must exist and be writable (an error naming it, before the first image is written)."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it or choose another --out")
-    check_writable(path, "the image")
+    """Write PIL images atomically as PNG: one to ``path``, several to ``<stem>-<k>.png`` beside it. ``path`` is
+    checked before the first image is written, by the rule of the CLI's ``--out`` (:func:`models.io.check_png_path`):
+    at least one image, a ``.png`` name that is not a folder, in an existing folder this process can write in."""
+    images = list(images)
+    path = mio.check_png_path(path, len(images), "path")
     if len(images) == 1:
         return [mio.atomic_save_image(path, images[0])]
-    return [mio.atomic_save_image(path.with_name(f"{path.stem}-{k}{path.suffix or '.png'}"), im) for k, im in enumerate(images)]
+    return [mio.atomic_save_image(mio.numbered(path, k), im) for k, im in enumerate(images)]

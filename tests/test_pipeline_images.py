@@ -194,3 +194,54 @@ def test_a_large_image_is_refused_by_its_header_before_it_is_decoded(parts, tmp_
         _run(parts["eps"], task, _png_header(tmp_path, 8000, 8000))
     with pytest.raises(InvalidInput, match="cannot be read"):  # a size that fits: decoded, and refused as cut off
         _run(parts["eps"], task, _png_header(tmp_path, 64, 64))
+
+
+# --------------------------------------------------------------------- the PNG path: one rule for Python and the CLI
+
+
+def _some(n: int):
+    return [Image.new("RGB", (8, 8), (k, 0, 0)) for k in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("name, rule", [("o.gif", "does not end in .png"), ("o.jpg", "does not end in .png"),
+                                        ("o.webp", "does not end in .png"), ("o", r"name it '.*o\.png'"),
+                                        ("o.txt", "does not end in .png"), (".", "is a folder")])
+def test_save_images_takes_the_clis_rule_for_its_path(tmp_path, n, name, rule):
+    """.gif / .tif / .txt names got PNG bytes, .jpg / .webp lossy ones; a folder with several images wrote beside
+    it, with one a raw IsADirectoryError after the images were made."""
+    from models.pipeline import save_images
+
+    with pytest.raises(InvalidInput, match=f"path .*{rule}"):
+        save_images(_some(n), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_images_refuses_no_images_and_writes_png(tmp_path):
+    from models import io as mio
+    from models.pipeline import save_images
+
+    with pytest.raises(InvalidInput, match="no images to write"):
+        save_images([], tmp_path / "none.png")
+    (tmp_path / "o-1.png").mkdir()
+    with pytest.raises(InvalidInput, match="with 2 images writes .*o-1.png.*which is a folder"):
+        save_images(_some(2), tmp_path / "o.png")
+    with pytest.raises(InvalidInput, match="does not end in .png"):
+        mio.atomic_save_image(tmp_path / "grid.jpg", _some(1)[0])
+    paths = save_images(_some(2), tmp_path / "p.png")
+    assert [p.name for p in paths] == ["p-0.png", "p-1.png"]
+    assert all(Image.open(p).format == "PNG" for p in paths)
+
+
+def test_a_tilde_in_a_path_option_is_expanded(tmp_path, monkeypatch, capsys, no_load):
+    """bash expands ~ after a space, not after = (--out=~/x.png); path options expand it themselves."""
+    from samplers.core.argtypes import out_folder, path_to
+
+    from test_cli import _refused
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert path_to("PNG file")("~/x.png") == str(tmp_path / "x.png")
+    assert out_folder("~/d") == tmp_path / "d"
+    _refused(capsys, ["generate", "a red circle", "--out=~/missing/x.png"], str(tmp_path / "missing"),
+             "does not exist")
+    _refused(capsys, ["compare", "a red circle", "--out=~"], f"--out '{tmp_path}' is a folder")
