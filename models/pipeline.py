@@ -15,6 +15,7 @@ by one level).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -939,6 +940,26 @@ class Pipeline(PipelineSpec):
             return [data.to_pil(im) for im in images]
         raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
 
+    def request(self, prompt: str, sampler: str | None = None, schedule: str | None = None, steps: int | None = None,
+                cfg: float | None = None, seed: int = 0, width: int = 64, height: int = 64, options: dict | None = None,
+                **extra) -> dict:
+        """One image's request as :func:`save_images` records it in its PNG: the prompt, the sampler (the name given,
+        or the model's default), the schedule it runs on (its label's, the model's default, or ``"fitted"``: a
+        fitted solver's own nodes), steps, cfg, seed, size, the sampler options, the model (its name and weights'
+        sha256) and the library version; ``extra`` (``strength=`` of img2img, say) is recorded as given."""
+        options = dict(options or {})
+        if sampler is None and schedule is None:
+            schedule = self.defaults["schedule"]
+        found, schedule, _ = names.resolve_call(self.defaults["sampler"] if sampler is None else sampler, schedule,
+                                                dict(options))
+        if found.sigmas is not None:
+            schedule, steps = "fitted", len(found.sigmas) - 1
+        return {"prompt": prompt, "sampler": self.defaults["sampler"] if sampler is None else sampler,
+                "schedule": self.defaults["schedule"] if schedule is None else schedule,
+                "steps": self.defaults["steps"] if steps is None else int(steps), "cfg": self.guidance(cfg),
+                "seed": int(seed), "width": int(width), "height": int(height), "options": options, **extra,
+                "model": self.config.name, "model_sha256": self.model.weights_sha256, "version": library_version()}
+
     # ----------------------------------------------------------------------------------------- tasks
 
     @torch.no_grad()
@@ -1044,12 +1065,67 @@ class Pipeline(PipelineSpec):
         raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
 
 
-def save_images(images, path: str | Path) -> list[Path]:
+# PNG text chunks save_images writes: A1111's infotext (what A1111, its forks and image sites read), and the request
+PARAMETERS_CHUNK = "parameters"
+REQUEST_CHUNK = "request"
+_INFOTEXT_KEYS = {"steps": "Steps", "sampler": "Sampler", "schedule": "Schedule type", "cfg": "CFG scale",
+                  "seed": "Seed", "size": "Size", "model_hash": "Model hash", "model": "Model",
+                  "strength": "Denoising strength"}
+
+
+def library_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("diffusion-samplers")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+def _quote(value) -> str:
+    """A value of an infotext as A1111's ``infotext_utils.quote`` writes it: as it is, or JSON-quoted where it holds a
+    comma, a colon or a line break (which would end its field); a list or dict as JSON first."""
+    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
+
+
+def infotext(request: dict) -> str:
+    """A1111's infotext of one image's ``request`` (:meth:`Pipeline.request`), as its ``create_infotext`` writes it:
+    the prompt, then a line ``Steps: 20, Sampler: dpmpp_2m, Schedule type: karras, CFG scale: 4.0, Seed: 0, Size:
+    64x64, Model hash: …, Model: unet-eps``, then the sampler options and ``Version``."""
+    fields = {"size": f"{request['width']}x{request['height']}" if "width" in request and "height" in request else None,
+              "model_hash": (request.get("model_sha256") or "")[:10] or None}  # A1111's short hash: 10 hex digits
+    params = {label: fields.get(key, request.get(key)) for key, label in _INFOTEXT_KEYS.items()}
+    params.update((k, v) for k, v in (request.get("options") or {}).items())
+    params["Version"] = f"diffusion-samplers {request['version']}" if request.get("version") else None
+    line = ", ".join(f"{k}: {_quote(v)}" for k, v in params.items() if v is not None)
+    return f"{request.get('prompt', '')}\n{line}".strip()
+
+
+def png_info(request: dict, record=None):
+    """PIL's ``PngInfo`` for an image made by ``request``: A1111's infotext in a ``parameters`` text chunk, and
+    ``record`` (default: the request) as JSON in a ``request`` one (a value JSON cannot hold, a noise sampler object
+    say, as its repr)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(PARAMETERS_CHUNK, infotext(request))
+    info.add_text(REQUEST_CHUNK, json.dumps(request if record is None else record, default=repr))
+    return info
+
+
+def save_images(images, path: str | Path, requests: Sequence[dict] | None = None) -> list[Path]:
     """Write PIL images atomically as PNG: one to ``path``, several to ``<stem>-<k>.png`` beside it. ``path`` is
     checked before the first image is written, by the rule of the CLI's ``--out`` (:func:`models.io.check_png_path`):
-    at least one image, a ``.png`` name that is not a folder, in an existing folder this process can write in."""
+    at least one image, a ``.png`` name that is not a folder, in an existing folder this process can write in.
+    ``requests``, one per image (:meth:`Pipeline.request`), are written into each PNG (:func:`png_info`)."""
     images = list(images)
     path = mio.check_png_path(path, len(images), "path")
+    if requests is not None and (isinstance(requests, dict) or len(requests) != len(images)):
+        got = "a dict" if isinstance(requests, dict) else f"{len(requests)}"
+        raise InvalidInput(f"requests holds one request per image: got {got} for {len(images)} image(s); pass a list "
+                           "of len(images) dicts (Pipeline.request), or leave requests out")
+    infos = [None] * len(images) if requests is None else [png_info(r) for r in requests]
     if len(images) == 1:
-        return [mio.atomic_save_image(path, images[0])]
-    return [mio.atomic_save_image(mio.numbered(path, k), im) for k, im in enumerate(images)]
+        return [mio.atomic_save_image(path, images[0], infos[0])]
+    return [mio.atomic_save_image(mio.numbered(path, k), im, info) for k, (im, info) in enumerate(zip(images, infos))]

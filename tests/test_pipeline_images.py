@@ -245,3 +245,66 @@ def test_a_tilde_in_a_path_option_is_expanded(tmp_path, monkeypatch, capsys, no_
     _refused(capsys, ["generate", "a red circle", "--out=~/missing/x.png"], str(tmp_path / "missing"),
              "does not exist")
     _refused(capsys, ["compare", "a red circle", "--out=~"], f"--out '{tmp_path}' is a folder")
+
+
+# ------------------------------------------------------------------------------ the generation parameters in a PNG
+
+
+REQUEST = {"prompt": "a red circle, big", "sampler": "DPM++ 2M Karras", "schedule": "a1111:Karras", "steps": 20,
+           "cfg": 4.0, "seed": 5, "width": 64, "height": 48, "options": {"eta": 0.5, "s_tmax": [1, 2]},
+           "model": "unet-eps", "model_sha256": "0123456789abcdef", "version": "0.1.0"}
+
+
+def test_the_infotext_is_a1111s():
+    """A1111's create_infotext: the prompt, then "Key: value" pairs joined by ", ", a value quoted as JSON where it
+    holds a comma, a colon or a line break (infotext_utils.quote); "Model hash" is its 10-digit short hash."""
+    from models.pipeline import infotext
+
+    assert infotext(REQUEST) == (
+        "a red circle, big\n"
+        'Steps: 20, Sampler: DPM++ 2M Karras, Schedule type: "a1111:Karras", CFG scale: 4.0, Seed: 5, Size: 64x48, '
+        'Model hash: 0123456789, Model: unet-eps, eta: 0.5, s_tmax: "[1, 2]", Version: diffusion-samplers 0.1.0')
+    assert infotext({**REQUEST, "strength": 0.6}).count("Denoising strength: 0.6") == 1
+
+
+def test_save_images_writes_each_images_request(tmp_path, parts):  # noqa: F811
+    import json
+
+    from models.pipeline import save_images
+
+    pipe = parts["eps"]
+    requests = [pipe.request(PROMPT, seed=s, options={"eta": 0.5}) for s in (5, 7)]
+    assert requests[0]["sampler"] == pipe.defaults["sampler"] and requests[0]["schedule"] == pipe.defaults["schedule"]
+    assert pipe.request(PROMPT, "DPM++ 2M Karras")["schedule"] == "a1111:Karras"  # the label's own
+    paths = save_images(_some(2), tmp_path / "s.png", requests)
+    for path, seed, request in zip(paths, (5, 7), requests):
+        info = Image.open(path).info
+        assert f"Seed: {seed}," in info["parameters"] and info["parameters"].startswith(PROMPT + "\nSteps: ")
+        assert json.loads(info["request"]) == request
+    with pytest.raises(InvalidInput, match=r"one request per image: got 1 for 2"):
+        save_images(_some(2), tmp_path / "t.png", requests[:1])
+    assert not list(tmp_path.glob("t*"))
+
+
+def test_generate_and_compare_write_their_requests(tmp_path, capsys):
+    import json
+
+    from samplers.cli import main
+
+    assert main(["generate", "a large red circle at the top left", "--seed", "5", "7", "--steps", "2",
+                 "--sampler", "euler_ancestral", "--option", "eta=0.5", "--out", str(tmp_path / "s.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 's-0.png'} (seed 5), {tmp_path / 's-1.png'} (seed 7)" in out
+    for k, seed in enumerate((5, 7)):
+        info = Image.open(tmp_path / f"s-{k}.png").info
+        assert (f"Steps: 2, Sampler: euler_ancestral, Schedule type: karras, CFG scale: 4.0, Seed: {seed}, "
+                "Size: 64x64, Model hash: ") in info["parameters"] and "eta: 0.5" in info["parameters"]
+        request = json.loads(info["request"])
+        assert request["seed"] == seed and request["options"] == {"eta": 0.5} and request["model"] == "unet-eps"
+    assert main(["compare", "a small blue ring in the centre", "--samplers", "euler", "heun", "--steps", "2", "3",
+                 "--n", "1", "--out", str(tmp_path / "g.png")]) == 0
+    info = Image.open(tmp_path / "g.png").info
+    cells = json.loads(info["request"])["cells"]
+    assert [(c["sampler"], c["steps"], c["seed"]) for c in cells] == [("euler", 2, 0), ("euler", 3, 0),
+                                                                      ("heun", 2, 0), ("heun", 3, 0)]
+    assert "Sampler: euler" in info["parameters"] and "Steps: 2" in info["parameters"]
