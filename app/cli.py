@@ -16,7 +16,6 @@ from pathlib import Path
 
 from samplers.core.argtypes import cfg_scale, out_folder, path_to
 from samplers.core.errors import InvalidInput, LimitExceeded
-from samplers.core.files import check_writable
 from samplers.core.seeds import SEED_LIMIT
 from samplers.core.validate import distinct
 
@@ -60,25 +59,10 @@ def _sampler_options(pairs: list[tuple[str, object]]) -> dict:
 
 def _check_out(path: str | Path, images: int = 1) -> Path:
     """``--out``, a PNG file to write (``images`` > 1: ``<stem>-<k>.png`` beside it), checked before the model is
-    loaded: in an existing folder that this process can write in, not itself a folder, named ``.png`` (the bytes
-    written are PNG)."""
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidInput(f"--out {str(path)!r} is a folder: name the PNG file to write, e.g. "
-                           f"{str(path / 'image.png')!r}")
-    if path.suffix.lower() != ".png":
-        raise InvalidInput(f"--out {str(path)!r} does not end in .png: the image is written as PNG, so name it "
-                           f"{str(path.with_suffix('.png') if path.suffix else path.with_name(path.name + '.png'))!r}")
-    if not path.parent.exists():
-        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it or choose another --out")
-    check_writable(path, "--out")  # a folder this run can write in: found now, not after every image is made
-    if images > 1:
-        for k in range(images):
-            each = path.with_name(f"{path.stem}-{k}{path.suffix}")
-            if each.is_dir():
-                raise InvalidInput(f"--out {str(path)!r} with {images} seeds writes {str(each)!r}, which is a "
-                                   "folder: choose another --out")
-    return path
+    loaded by the rule ``save_images`` applies (:func:`models.io.check_png_path`)."""
+    from models.io import check_png_path
+
+    return check_png_path(path, images, "--out")
 
 
 def _same_runs(given, schedule: str | None) -> None:
@@ -183,8 +167,11 @@ def _run_generate(args) -> int:
     images = pipe.txt2img(args.prompt, sampler=args.sampler, schedule=args.schedule, steps=args.steps, cfg=args.cfg,
                           seed=seeds, batch=len(args.seed), width=args.width, height=args.height, progress=True,
                           **options)
-    paths = save_images(images, out)
-    print(f"wrote {', '.join(map(str, paths))} ({time.perf_counter() - t0:.1f} s)")
+    requests = [pipe.request(args.prompt, args.sampler, args.schedule, args.steps, args.cfg, seed=s, width=args.width,
+                             height=args.height, options=options) for s in args.seed]
+    paths = save_images(images, out, requests)  # each PNG records its request (A1111's infotext, and as JSON)
+    print(f"wrote {', '.join(f'{p} (seed {s})' for p, s in zip(paths, args.seed))} "
+          f"({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -195,7 +182,7 @@ def _compare(args) -> int:
 
 def _run_compare(args) -> int:
     from models import io as mio
-    from models.pipeline import MAX_BATCH, Pipeline, PipelineSpec, check_sampler, shared_options
+    from models.pipeline import MAX_BATCH, Pipeline, PipelineSpec, check_sampler, png_info, shared_options
     from samplers.core import names
 
     from .images import compare_grid, format_table, refuse_fitted_schedule, unscorable
@@ -212,16 +199,16 @@ def _run_compare(args) -> int:
     distinct("--steps", args.steps, "the grid has one column per step count")
     out = _check_out(args.out)
     options = _sampler_options(args.option)
-    rows = shared_options(args.samplers, options)  # each row's: a noise-only option it never reads left out there
+    per_row = shared_options(args.samplers, options)  # each row's: a noise-only option it never reads left out there
     for name in args.samplers:  # the names, options and fitted files before the weights are read; compare_grid checks the rest
-        check_sampler(name, options=rows[name], prediction=_kind(args))
+        check_sampler(name, options=per_row[name], prediction=_kind(args))
     refuse_fitted_schedule(args.samplers, args.schedule, "--schedule")  # as generate refuses the pair
     _same_runs(args.samplers, args.schedule)
     spec = PipelineSpec.read(args.weights, model=args.model, vae=args.vae)  # config.json only: before the weights
     for name in args.samplers:  # every cell as compare_grid runs it: item k of n uses seed + k
         fitted = names.resolve(name).sigmas is not None  # a fitted solver: its own steps and nodes only
         for steps in [None] if fitted else args.steps:
-            spec.check_request(name, args.schedule, steps, rows[name], seed=args.seed, batch=args.n,
+            spec.check_request(name, args.schedule, steps, per_row[name], seed=args.seed, batch=args.n,
                                prompt=args.prompt)
     why = unscorable(args.prompt)
     if why is not None:  # sampled as generate samples it; only its match rate cannot be had
@@ -233,7 +220,11 @@ def _run_compare(args) -> int:
     grid, rows = compare_grid(pipe, prompts, args.samplers, args.steps, seed=args.seed, cfg=args.cfg,
                               schedule=args.schedule, title=f"{pipe.model.config.prediction}: {args.prompt!r}, seed {args.seed}",
                               options=options)
-    mio.atomic_save_image(out, grid)
+    # the grid records every pictured cell's request (item 0: --seed), and the first one's as A1111's infotext, as
+    # A1111's grids carry their first image's
+    cells = [pipe.request(args.prompt, r["sampler"], args.schedule, r["steps"], args.cfg, seed=args.seed,
+                          options=per_row[r["sampler"]]) for r in rows]
+    mio.atomic_save_image(out, grid, png_info(cells[0], {"cells": cells}), what="--out")
     print(format_table(rows, args.n))
     print(f"wrote {out}")
     return 0

@@ -381,21 +381,75 @@ def check_pil_mode(img, what: str = "image", to: str = "RGB", values: str = "[-1
         raise InvalidType(f"{what} is a PIL image of mode {mode!r}, which PIL cannot convert to {to!r}: {fix}") from None
 
 
+_ORIENTATION = 0x0112  # the EXIF tag
+
+
+def shown_size(img) -> tuple[int, int]:
+    """``(height, width)`` of a PIL image as it will be read (:func:`decoded`: its EXIF orientation applied), from its
+    header, without decoding a pixel: a size can be checked before a large image is decoded. Where the orientation is
+    only known once the pixels are read (a PNG whose eXIf chunk follows its data) the stored size is given, which
+    names the same sides' lengths, swapped."""
+    width, height = img.size
+    if "exif" in getattr(img, "info", {}):  # JPEG, WebP: read at open; a PNG's eXIf may need the pixels read
+        try:
+            if img.getexif().get(_ORIENTATION) in (5, 6, 7, 8):  # a quarter turn: the sides swap
+                width, height = height, width
+        except (OSError, ValueError, SyntaxError):  # unreadable EXIF: decoded() names the image's problem
+            pass
+    return height, width
+
+
+def _named(img, what: str) -> str:
+    name = getattr(img, "filename", "") or ""
+    return f"{what} {name!r}" if name else what
+
+
+def decoded(img, what: str = "image", to: str = "RGB", values: str = "[-1, 1]"):
+    """A PIL image's pixels as diffusers' ``load_image`` reads them: its mode checked (:func:`check_pil_mode`), the
+    file decoded — a truncated or closed file refused naming the image and the fix, not a raw ``OSError`` — and its EXIF
+    orientation applied (``PIL.ImageOps.exif_transpose``, as ``load_image`` and A1111 do: a phone photo stored
+    sideways with Orientation 6 is read upright). Returns the image to ``convert``."""
+    from PIL import ImageOps
+
+    from samplers.core.errors import InvalidInput
+
+    check_pil_mode(img, what, to, values)
+    try:
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise InvalidInput(f"{_named(img, what)} cannot be read ({e}): a truncated or corrupt file, or an image "
+                           "already closed; pass an image opened with PIL.Image.open(path) from a complete file, and "
+                           "do not close it before the call") from None
+
+
+def is_transparent(img) -> bool:
+    """Whether a PIL image has a pixel that is not opaque: an alpha band (RGBA, LA, PA, …) below 255, or palette /
+    colour-key transparency (``info["transparency"]``). Decodes the pixels: call it after any size check."""
+    bands = img.getbands()
+    if "A" in bands or "a" in bands:
+        alpha = img.getchannel("A" if "A" in bands else "a")
+    elif "transparency" in img.info:
+        alpha = img.convert("RGBA").getchannel("A")
+    else:
+        return False
+    return alpha.getextrema()[0] < 255
+
+
 def from_pil(img) -> "torch.Tensor":  # noqa: F821
-    """PIL image of an 8-bit mode (as RGB, like diffusers' load_image) -> float32 tensor [3, H, W] in [-1, 1]. Other
-    modes (16-bit, 32-bit int or float) are refused: their values are not 0..255 pixels."""
+    """PIL image of an 8-bit mode (as RGB, like diffusers' load_image: EXIF orientation applied, alpha dropped) ->
+    float32 tensor [3, H, W] in [-1, 1]. Other modes (16-bit, 32-bit int or float) are refused: their values are not
+    0..255 pixels; a file that cannot be read is refused naming it (:func:`decoded`)."""
     import torch
 
-    check_pil_mode(img)
-    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    a = np.asarray(decoded(img).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
 
 
 def image_to_unit_hwc(image) -> np.ndarray:
     """Tensor / array ([3,H,W], [1,3,H,W], in [-1, 1]) or PIL image -> float32 [H, W, 3] in [0, 1]."""
     if hasattr(image, "convert"):  # PIL
-        check_pil_mode(image)
-        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        return np.asarray(decoded(image).convert("RGB"), dtype=np.float32) / 255.0
     a = image.detach().cpu().float().numpy() if hasattr(image, "detach") else np.asarray(image, np.float32)
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Mapping
 
 from samplers.core.errors import InvalidInput
-from samplers.core.files import atomic_save, atomic_write_bytes, write_torch  # noqa: F401  (models.io.atomic_write_bytes)
+from samplers.core.files import atomic_save, atomic_write_bytes, check_writable, write_torch  # noqa: F401  (models.io.atomic_write_bytes)
 from samplers.core.files import open_regular, read_json, read_torch_dict
 
 WEIGHTS_FILE = "model.safetensors"
@@ -45,18 +45,44 @@ class ConfigMismatchError(ModelLoadError):
 # ------------------------------------------------------------------------------------------ atomic I/O
 
 
-def _check_parent(path: Path) -> None:
-    parent = path.parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"folder {str(parent)!r} does not exist; create it or choose another path")
+def numbered(path: Path, k: int) -> Path:
+    """Image ``k`` of several written for ``path``: ``<stem>-<k>.png`` beside it."""
+    return path.with_name(f"{path.stem}-{k}{path.suffix}")
 
 
-def atomic_save_image(path: str | os.PathLike, image, format: str | None = None) -> Path:
-    """Save a PIL image atomically (format from the suffix unless given; PNG by default)."""
+def check_png_path(path: str | os.PathLike, images: int = 1, what: str = "path") -> Path:
+    """The PNG file ``images`` images will be written to (``images`` > 1: ``<stem>-<k>.png`` beside it,
+    :func:`numbered`), checked before any is made — the rule of the CLI's ``--out`` (``what``) and of
+    :func:`models.pipeline.save_images`: at least one image, not a folder, named ``.png`` (the bytes written are PNG:
+    no other format under another suffix, no lossy JPEG / WebP), in an existing folder this process can write in,
+    no ``<stem>-<k>.png`` a folder."""
+    if images < 1:
+        raise InvalidInput(f"no images to write to {what} {str(path)!r}: pass at least one image")
     path = Path(path)
-    _check_parent(path)
-    fmt = format or {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
-    return atomic_save(path, image.save, format=fmt)
+    if path.is_dir():
+        raise InvalidInput(f"{what} {str(path)!r} is a folder: name the PNG file to write, e.g. "
+                           f"{str(path / 'image.png')!r}")
+    if path.suffix.lower() != ".png":
+        raise InvalidInput(f"{what} {str(path)!r} does not end in .png: the image is written as PNG, so name it "
+                           f"{str(path.with_suffix('.png') if path.suffix else path.with_name(path.name + '.png'))!r}")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it or choose another "
+                                f"{what}")
+    check_writable(path, what)  # a folder this run can write in: found now, not after every image is made
+    if images > 1:
+        for k in range(images):
+            each = numbered(path, k)
+            if each.is_dir():
+                raise InvalidInput(f"{what} {str(path)!r} with {images} images writes {str(each)!r}, which is a "
+                                   f"folder: choose another {what}")
+    return path
+
+
+def atomic_save_image(path: str | os.PathLike, image, pnginfo=None, what: str = "path") -> Path:
+    """Save a PIL image atomically as PNG, to a path :func:`check_png_path` takes (``pnginfo``: PIL's
+    ``PngInfo`` of text chunks to write with it)."""
+    path = check_png_path(path, 1, what)
+    return atomic_save(path, image.save, format="PNG", pnginfo=pnginfo)
 
 
 def atomic_torch_save(path: str | os.PathLike, obj) -> Path:

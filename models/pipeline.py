@@ -16,6 +16,7 @@ by one level).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +29,6 @@ from samplers.core import names
 from samplers.core import noise as noise_mod
 from samplers.core.run import churn_beyond, draws_noise, empty_churn_window, refuse_unread_noise, unread_noise
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
-from samplers.core.files import check_writable
 from samplers.core.validate import check_allocation, check_options, integer, real, same_value
 from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
 from samplers.schedules.ops import rounded_steps
@@ -114,7 +114,8 @@ def _check_vae_record(config: UNetConfig, got: dict) -> None:
 
 
 IMAGE_FORMS = ("a PIL image of 8-bit channels (mode " + "/".join(data.PIL_MODES) + ", …), a list of them, or a floating-point tensor "
-               "[3, H, W] / [B, 3, H, W] in [-1, 1]; to read a file, pass PIL.Image.open(path)")
+               "[3, H, W] / [B, 3, H, W] in [-1, 1] (in [0, 1] with image_range=(0, 1)); to read a file, pass "
+               "PIL.Image.open(path)")
 MASK_FORMS = ("a PIL image of 8-bit channels (mode " + "/".join(data.PIL_MODES) + ", …; white = generate), a list of them (one per item), "
               "or a floating-point or bool tensor [H, W] / [1, H, W] / [B, 1, H, W] in [0, 1] (1 = generate); to "
               "read a file, pass PIL.Image.open(path)")
@@ -130,10 +131,61 @@ def _tensor(value, what: str, forms: str) -> torch.Tensor:
         raise InvalidType(f"{what} must be {forms}; got {type(value).__name__} ({e})") from None
 
 
-def _as_image_batch(images) -> torch.Tensor:
-    """PIL image, list of PIL images, [3,H,W] or [B,3,H,W] tensor in [-1, 1] → [B, 3, H, W]. Integer pixels
-    (0..255), values outside [-1, 1], NaN, an empty batch, a list of different sizes and a PIL image of a mode that
-    is not 8-bit (16-bit or float images are not 0..255 pixels: ``data.check_pil_mode``) are refused."""
+IMAGE_RANGES = ((-1, 1), (0, 1))  # image_range: what a float tensor image's values mean
+
+
+def _image_range(value) -> tuple[int, int] | None:
+    """img2img / inpaint ``image_range``: None (the default: [-1, 1], a tensor of no negative value refused as
+    ambiguous), ``(-1, 1)`` (any values in [-1, 1], said explicitly) or ``(0, 1)`` (torchvision's ``ToTensor`` /
+    diffusers' ``VaeImageProcessor`` range, read as t * 2 - 1)."""
+    if value is None:
+        return None
+    try:
+        pair = tuple(value)
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair) and pair in IMAGE_RANGES:
+            return pair
+    except TypeError:
+        pass
+    raise InvalidInput(f"image_range must be (-1, 1) or (0, 1) — what a float tensor image's values mean — or None "
+                       f"(the default: [-1, 1]), got {value!r}")
+
+
+def _ambiguous_range(t: torch.Tensor, what: str) -> None:
+    """Refuse a float image tensor read as [-1, 1] by default whose values all lie in [0, 1]: torchvision's ToTensor
+    and diffusers' image processor make [0, 1] images, which read as [-1, 1] are a washed-out picture."""
+    if t.numel() and float(t.min()) >= 0:
+        raise InvalidInput(
+            f"{what} are a float tensor whose values all lie in [0, 1] (from {float(t.min()):g} to {float(t.max()):g}), "
+            "and the pipeline reads tensors in [-1, 1] (PIL pixels / 127.5 - 1), where they would be a washed-out "
+            "picture; torchvision's ToTensor and diffusers' VaeImageProcessor make [0, 1] images: pass t * 2 - 1, or "
+            "image_range=(0, 1). If they are [-1, 1] pixels that hold no negative value (a bright picture), pass "
+            "image_range=(-1, 1)")
+
+
+def _tensor_pixels(value, what: str, image_range) -> torch.Tensor:
+    """A tensor image (``value``, any shape) → float32 in [-1, 1] by ``image_range`` (:func:`_image_range`): finite and
+    within the range, [0, 1] values mapped by t * 2 - 1, and under the default a tensor with no negative value refused
+    (:func:`_ambiguous_range`)."""
+    t = _float_pixels(_tensor(value, what, IMAGE_FORMS), what)
+    if image_range == (0, 1):
+        _check_range(t, what, 0.0, 1.0, "image_range=(0, 1) reads values in [0, 1] (torchvision's ToTensor); pass "
+                                        "image_range=(-1, 1) for [-1, 1] pixels")
+        return t * 2 - 1
+    vae_mod.check_pixels(t, what, "pass PIL images, or tensors scaled as pixels / 127.5 - 1 (or t * 2 - 1 from "
+                                  "[0, 1], or image_range=(0, 1))")
+    if image_range is None:
+        _ambiguous_range(t, what)
+    return t
+
+
+def _as_image_batch(images, image_range=None, check_size=None) -> torch.Tensor:
+    """PIL image, list of PIL images (and tensors), [3,H,W] or [B,3,H,W] tensor in [-1, 1] (or [0, 1] with
+    ``image_range=(0, 1)``: :func:`_image_range`) → [B, 3, H, W] in [-1, 1]. Integer pixels (0..255), values outside
+    the range, a tensor of no negative value under the default range, NaN, an empty batch, a list of different sizes
+    and a PIL image of a mode that is not 8-bit (``data.check_pil_mode``) are refused; ``image_range`` with PIL images
+    only too (they are 0..255 pixels). ``check_size(images, height, width)``, where given, checks every PIL image's
+    size (:func:`data.shown_size`) before any is decoded."""
+    image_range = _image_range(image_range)
     if hasattr(images, "convert"):
         images = [images]
     # a 'meta' tensor has a shape and no pixels: refused here, not a NotImplementedError from the range check
@@ -144,20 +196,26 @@ def _as_image_batch(images) -> torch.Tensor:
     if isinstance(images, (list, tuple)):
         if not images:
             raise InvalidInput("no images given: pass a PIL image, a list of them, or a [B, 3, H, W] tensor")
-        items = [data.from_pil(im) if hasattr(im, "convert") else _float_pixels(_tensor(im, "image", IMAGE_FORMS),
-                                                                                "image")
+        pil = [im for im in images if hasattr(im, "convert")]
+        if image_range is not None and len(pil) == len(images):
+            raise InvalidInput(f"image_range={image_range} says what a float tensor image's values mean, and only PIL "
+                               "images were given, which are read as 0..255 pixels; leave image_range out")
+        if check_size is not None:
+            for im in pil:  # before any is decoded: an 8000×8000 image is refused by its header
+                check_size(len(images), *data.shown_size(im))
+        items = [data.from_pil(im) if hasattr(im, "convert") else _tensor_pixels(im, "image", image_range)
                  for im in images]
         sizes = sorted({tuple(im.shape) for im in items})
         if len(sizes) > 1:
             raise InvalidInput(f"the images of a batch must share one size, got {sizes}; resize them first")
         images = torch.stack(items)
-    images = _float_pixels(_tensor(images, "images", IMAGE_FORMS), "images")
+    else:
+        images = _tensor_pixels(images, "images", image_range)
     if images.ndim == 3:
         images = images[None]
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
         raise InvalidInput(f"expected images [B, 3, H, W] (B >= 1) in [-1, 1] or PIL images, got shape "
                            f"{tuple(images.shape)}")
-    vae_mod.check_pixels(images, "images", "pass PIL images, or tensors scaled as pixels / 127.5 - 1")
     return images
 
 
@@ -173,10 +231,19 @@ _check_range = vae_mod.check_range  # one read of a tensor: finite, in [lo, hi] 
 
 
 def _pil_mask(mask) -> torch.Tensor:
-    """An 8-bit PIL mask (``data.PIL_MODES``, read as luminance 0..255 / 255) → [H, W] float in [0, 1]."""
+    """An 8-bit PIL mask (``data.PIL_MODES``, read as luminance 0..255 / 255, its EXIF orientation applied as the
+    image's is: :func:`data.decoded`) → [H, W] float in [0, 1]. A mask with transparent pixels is refused: its
+    luminance drops the alpha, and what a transparent pixel means depends on the tool that made the mask."""
     import numpy as np
 
-    data.check_pil_mode(mask, "mask", to="L", values="[0, 1] (1 = generate)")
+    mask = data.decoded(mask, "mask", to="L", values="[0, 1] (1 = generate)")
+    if data.is_transparent(mask):
+        raise InvalidInput(
+            f"mask is a PIL image of mode {mask.mode!r} with transparent pixels, and a mask is read as its luminance "
+            "(convert('L')), which drops the alpha; what transparency means differs between tools: A1111 uses the "
+            "alpha itself as the mask (opaque = repaint), OpenAI's image edits mark the hole transparent. Pass the "
+            "mask as an 'L' image, white = repaint: m = mask.convert('RGBA').getchannel('A') for A1111's "
+            "convention, PIL.ImageOps.invert(m) for OpenAI's")
     return torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
 
 
@@ -618,6 +685,10 @@ class PipelineSpec:
         """Refuse a request the machine cannot run: memory of one U-Net call (×2 with CFG's batched call) and of the
         VAE decode, against free memory; steps above :data:`MAX_STEPS`. Checked before any model call."""
         integer("steps", steps, lo=1, hi=MAX_STEPS)
+        self.check_memory(batch, height, width)
+
+    def check_memory(self, batch: int, height: int, width: int) -> None:
+        """:meth:`check_cost`'s memory part: the size rule, then one U-Net call's and the VAE decode's memory."""
         h, w = self._latent_size(height, width)
         need = max(estimate_bytes(self.config, 2 * batch, h, w),
                    vae_mod.estimate_bytes(self.vae_config, batch, height, width))
@@ -906,6 +977,26 @@ class Pipeline(PipelineSpec):
             return [data.to_pil(im) for im in images]
         raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
 
+    def request(self, prompt: str, sampler: str | None = None, schedule: str | None = None, steps: int | None = None,
+                cfg: float | None = None, seed: int = 0, width: int = 64, height: int = 64, options: dict | None = None,
+                **extra) -> dict:
+        """One image's request as :func:`save_images` records it in its PNG: the prompt, the sampler (the name given,
+        or the model's default), the schedule it runs on (its label's, the model's default, or ``"fitted"``: a
+        fitted solver's own nodes), steps, cfg, seed, size, the sampler options, the model (its name and weights'
+        sha256) and the library version; ``extra`` (``strength=`` of img2img, say) is recorded as given."""
+        options = dict(options or {})
+        if sampler is None and schedule is None:
+            schedule = self.defaults["schedule"]
+        found, schedule, _ = names.resolve_call(self.defaults["sampler"] if sampler is None else sampler, schedule,
+                                                dict(options))
+        if found.sigmas is not None:
+            schedule, steps = "fitted", len(found.sigmas) - 1
+        return {"prompt": prompt, "sampler": self.defaults["sampler"] if sampler is None else sampler,
+                "schedule": self.defaults["schedule"] if schedule is None else schedule,
+                "steps": self.defaults["steps"] if steps is None else int(steps), "cfg": self.guidance(cfg),
+                "seed": int(seed), "width": int(width), "height": int(height), "options": options, **extra,
+                "model": self.config.name, "model_sha256": self.model.weights_sha256, "version": library_version()}
+
     # ----------------------------------------------------------------------------------------- tasks
 
     @torch.no_grad()
@@ -934,11 +1025,15 @@ class Pipeline(PipelineSpec):
     @torch.no_grad()
     def img2img(self, images, prompt: str | Sequence[str], strength: float = 0.6, sampler: str | None = None,
                 schedule: str | None = None, steps: int | None = None, cfg: float | None = None,
-                seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil", **sampler_options):
+                seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil",
+                image_range: tuple[int, int] | None = None, **sampler_options):
         """Re-noise the encoded images to where ``strength`` ∈ (0, 1] of the schedule remains, then sample.
-        ``steps`` counts the whole schedule; about ``strength · steps`` of them run."""
+        ``steps`` counts the whole schedule; about ``strength · steps`` of them run. ``images``: PIL images, or float
+        tensors in [-1, 1] — a tensor with no negative value is refused as ambiguous unless ``image_range`` says what
+        its values mean: ``(0, 1)`` (torchvision's ToTensor, diffusers' image processor; read as t * 2 - 1) or
+        ``(-1, 1)``."""
         strength = _strength(strength, "1 = the whole schedule: the image noised to its top σ, as diffusers' img2img")
-        images = _as_image_batch(images)
+        images = _as_image_batch(images, image_range, self.check_memory)
         self._latent_size(images.shape[-2], images.shape[-1])
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
         _check_output(output)
@@ -964,13 +1059,14 @@ class Pipeline(PipelineSpec):
     @torch.no_grad()
     def inpaint(self, image, mask, prompt: str | Sequence[str], strength: float = 1.0, sampler: str | None = None,
                 schedule: str | None = None, steps: int | None = None, cfg: float | None = None,
-                seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil", **sampler_options):
+                seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil",
+                image_range: tuple[int, int] | None = None, **sampler_options):
         """Regenerate where ``mask`` is 1 (white), keep the rest. The mask is max-pooled to latent
         resolution (a latent pixel touching the hole is regenerated); the known latent is re-imposed at
         every step (``InpaintDenoiser``); the decoded result is pasted outside the mask in pixel space,
-        so the known region is returned exactly."""
+        so the known region is returned exactly. ``image`` and ``image_range`` as :meth:`img2img` takes them."""
         strength = _strength(strength, "1 = regenerate the masked region from pure noise")
-        images = _as_image_batch(image)
+        images = _as_image_batch(image, image_range, self.check_memory)
         H, W = images.shape[-2:]
         self._latent_size(H, W)
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
@@ -1006,13 +1102,67 @@ class Pipeline(PipelineSpec):
         raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
 
 
-def save_images(images, path: str | Path) -> list[Path]:
-    """Write PIL images atomically: one to ``path``, several to ``stem-<k>.png`` beside it.
-    The folder must exist and be writable (an error naming it, before the first image is written)."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist; create it or choose another --out")
-    check_writable(path, "the image")
+# PNG text chunks save_images writes: A1111's infotext (what A1111, its forks and image sites read), and the request
+PARAMETERS_CHUNK = "parameters"
+REQUEST_CHUNK = "request"
+_INFOTEXT_KEYS = {"steps": "Steps", "sampler": "Sampler", "schedule": "Schedule type", "cfg": "CFG scale",
+                  "seed": "Seed", "size": "Size", "model_hash": "Model hash", "model": "Model",
+                  "strength": "Denoising strength"}
+
+
+def library_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("diffusion-samplers")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+def _quote(value) -> str:
+    """A value of an infotext as A1111's ``infotext_utils.quote`` writes it: as it is, or JSON-quoted where it holds a
+    comma, a colon or a line break (which would end its field); a list or dict as JSON first."""
+    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
+
+
+def infotext(request: dict) -> str:
+    """A1111's infotext of one image's ``request`` (:meth:`Pipeline.request`), as its ``create_infotext`` writes it:
+    the prompt, then a line ``Steps: 20, Sampler: dpmpp_2m, Schedule type: karras, CFG scale: 4.0, Seed: 0, Size:
+    64x64, Model hash: …, Model: unet-eps``, then the sampler options and ``Version``."""
+    fields = {"size": f"{request['width']}x{request['height']}" if "width" in request and "height" in request else None,
+              "model_hash": (request.get("model_sha256") or "")[:10] or None}  # A1111's short hash: 10 hex digits
+    params = {label: fields.get(key, request.get(key)) for key, label in _INFOTEXT_KEYS.items()}
+    params.update((k, v) for k, v in (request.get("options") or {}).items())
+    params["Version"] = f"diffusion-samplers {request['version']}" if request.get("version") else None
+    line = ", ".join(f"{k}: {_quote(v)}" for k, v in params.items() if v is not None)
+    return f"{request.get('prompt', '')}\n{line}".strip()
+
+
+def png_info(request: dict, record=None):
+    """PIL's ``PngInfo`` for an image made by ``request``: A1111's infotext in a ``parameters`` text chunk, and
+    ``record`` (default: the request) as JSON in a ``request`` one (a value JSON cannot hold, a noise sampler object
+    say, as its repr)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(PARAMETERS_CHUNK, infotext(request))
+    info.add_text(REQUEST_CHUNK, json.dumps(request if record is None else record, default=repr))
+    return info
+
+
+def save_images(images, path: str | Path, requests: Sequence[dict] | None = None) -> list[Path]:
+    """Write PIL images atomically as PNG: one to ``path``, several to ``<stem>-<k>.png`` beside it. ``path`` is
+    checked before the first image is written, by the rule of the CLI's ``--out`` (:func:`models.io.check_png_path`):
+    at least one image, a ``.png`` name that is not a folder, in an existing folder this process can write in.
+    ``requests``, one per image (:meth:`Pipeline.request`), are written into each PNG (:func:`png_info`)."""
+    images = list(images)
+    path = mio.check_png_path(path, len(images), "path")
+    if requests is not None and (isinstance(requests, dict) or len(requests) != len(images)):
+        got = "a dict" if isinstance(requests, dict) else f"{len(requests)}"
+        raise InvalidInput(f"requests holds one request per image: got {got} for {len(images)} image(s); pass a list "
+                           "of len(images) dicts (Pipeline.request), or leave requests out")
+    infos = [None] * len(images) if requests is None else [png_info(r) for r in requests]
     if len(images) == 1:
-        return [mio.atomic_save_image(path, images[0])]
-    return [mio.atomic_save_image(path.with_name(f"{path.stem}-{k}{path.suffix or '.png'}"), im) for k, im in enumerate(images)]
+        return [mio.atomic_save_image(path, images[0], infos[0])]
+    return [mio.atomic_save_image(mio.numbered(path, k), im, info) for k, (im, info) in enumerate(zip(images, infos))]

@@ -498,7 +498,7 @@ def test_a_churn_window_above_an_img2img_cut_is_refused_and_one_within_it_churns
     from models.pipeline import Pipeline
 
     pipe = Pipeline.load(model="eps")
-    image = torch.zeros(1, 3, 64, 64)
+    image = torch.full((1, 3, 64, 64), -0.5)
     before = pipe.nfe
     with pytest.raises(InvalidOption, match="adds no noise on this run"):  # the cut's steps start at 0.45 and below
         pipe.img2img(image, "a red circle", strength=0.5, sampler="heun", steps=4, seed=0, progress=False,

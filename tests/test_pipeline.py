@@ -66,7 +66,7 @@ def test_size_errors_name_nearest_valid(parts):
 
 def test_strength_and_mask_errors(parts):
     pipe = parts["eps"]
-    img = torch.zeros(1, 3, 64, 64)
+    img = torch.full((1, 3, 64, 64), -0.5)
     for bad in (0, 0.0, -0.5, 1.5):
         with pytest.raises(ValueError, match="strength"):
             pipe.img2img(img, "a red circle", strength=bad, steps=4, progress=False)
@@ -103,7 +103,7 @@ def model_calls(pipe, monkeypatch) -> list:
     return calls
 
 
-IMG = torch.zeros(1, 3, 64, 64)
+IMG = torch.full((1, 3, 64, 64), -0.5)  # mid-dark grey: a tensor of no negative value is refused as ambiguous ([0, 1]?)
 MASK = torch.zeros(64, 64)
 MASK[:, :32] = 1  # the left half regenerated (a mask that keeps every pixel is refused: nothing to inpaint)
 
@@ -119,7 +119,7 @@ MASK[:, :32] = 1  # the left half regenerated (a mask that keeps every pixel is 
     ("img2img", {"images": torch.full((1, 3, 64, 64), 3.0)}, samplers.InvalidInput, "must lie in \\[-1, 1\\]"),
     ("img2img", {"images": torch.zeros(0, 3, 64, 64)}, samplers.InvalidInput, "B >= 1"),
     ("img2img", {"images": []}, samplers.InvalidInput, "no images given"),
-    ("img2img", {"images": [torch.zeros(3, 64, 64), torch.zeros(3, 32, 32)]}, samplers.InvalidInput,
+    ("img2img", {"images": [torch.full((3, 64, 64), -0.5), torch.full((3, 32, 32), -0.5)]}, samplers.InvalidInput,
      "share one size"),
     ("inpaint", {"mask": torch.full((64, 64), float("nan"))}, samplers.InvalidInput, "mask values hold NaN"),
     ("inpaint", {"mask": torch.full((64, 64), 255.0)}, samplers.InvalidInput, "mask values must lie in \\[0, 1\\]"),
@@ -253,7 +253,7 @@ def test_guidance_refuses_conditioning_of_another_batch_before_the_model_runs(pa
 
 
 def test_a_bad_mask_is_reported_in_the_shape_it_was_given(parts):
-    img = torch.zeros(1, 3, 64, 64)
+    img = torch.full((1, 3, 64, 64), -0.5)
     with pytest.raises(ValueError, match=r"mask has shape \(3, 64, 64\)"):
         parts["eps"].inpaint(img, torch.ones(3, 64, 64), "a red circle", steps=4, progress=False)
 

@@ -35,7 +35,7 @@ def test_image_of_other_modes_refused(im):
 @pytest.mark.parametrize("m", [Image.fromarray(np.ones((64, 64), np.float32)),
                                Image.fromarray(np.full((64, 64), 65535, np.uint16))])
 def test_mask_of_other_modes_refused(pipe, m):
-    img = torch.zeros(1, 3, 64, 64)
+    img = torch.full((1, 3, 64, 64), -0.5)
     with pytest.raises(InvalidType, match=f"mode '{m.mode}'.*'L'"):
         pipe.inpaint(img, m, P, seed=0, **KW)
 
@@ -44,7 +44,9 @@ def test_eight_bit_modes_read_as_before():
     grey = Image.new("L", (64, 64), 255)
     assert float(pipeline._as_image_batch(grey).mean()) == 1.0
     assert float(pipeline._as_mask(Image.new("1", (64, 64), 1), 1, 64, 64).mean()) == 1.0
-    assert float(pipeline._as_mask(Image.new("RGBA", (64, 64), (255, 255, 255, 0)), 1, 64, 64).mean()) == 1.0
+    assert float(pipeline._as_mask(Image.new("RGBA", (64, 64), (255, 255, 255, 255)), 1, 64, 64).mean()) == 1.0
+    with pytest.raises(InvalidInput, match="transparent pixels"):  # its alpha was dropped: test_pipeline_images.py
+        pipeline._as_mask(Image.new("RGBA", (64, 64), (255, 255, 255, 0)), 1, 64, 64)
 
 
 # ---- 5. image / mask forms
@@ -129,10 +131,10 @@ def test_seed_twice_for_one_prompt_refused(pipe):
     with pytest.raises(InvalidInput, match="items 0 and 1 have the same prompt and seed"):
         pipe.txt2img(P, seed=[1, 1], **KW)
     with pytest.raises(InvalidInput, match="same input"):
-        pipe.img2img(torch.zeros(1, 3, 64, 64), P, seed=[1, 1], **KW)
+        pipe.img2img(torch.full((1, 3, 64, 64), -0.5), P, seed=[1, 1], **KW)
     # one seed for two prompts, or for two different images, is two images
     assert pipe.txt2img([P, "a small blue square"], seed=[1, 1], **KW).shape[0] == 2
-    imgs = torch.stack([torch.zeros(3, 64, 64), torch.full((3, 64, 64), 0.5)])
+    imgs = torch.stack([torch.full((3, 64, 64), -0.5), torch.full((3, 64, 64), 0.5)])
     assert pipe.img2img(imgs, P, seed=[1, 1], **KW).shape[0] == 2
 
 

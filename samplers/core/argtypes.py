@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 
@@ -108,19 +109,21 @@ def _blocked_by_a_file(path: Path) -> Path | None:
 
 def _named(text: str | Path, what: str) -> Path:
     """``text`` as a path, refused when empty: ``Path('')`` is ``Path('.')``, so an empty value (an unset shell
-    variable, ``--out ""``) would otherwise write into, or read, the current folder without anyone naming it."""
+    variable, ``--out ""``) would otherwise write into, or read, the current folder without anyone naming it. A
+    leading ``~`` is expanded (``os.path.expanduser``), as the shell expands it after a space but not after ``=``
+    (``--out=~/x.png``)."""
     if isinstance(text, str) and text == "":
         here = " (. for the current folder)" if what == "folder" else ""
         raise argparse.ArgumentTypeError(f"'' is an empty path, which names no {what}: name the {what}{here}")
-    return Path(text)
+    return Path(os.path.expanduser(text))
 
 
 def path_to(what: str):
-    """A path naming ``what`` (a folder or file), kept as the text given: refused when empty (:func:`_named`); the
+    """A path naming ``what`` (a folder or file), as text: refused when empty, ``~`` expanded (:func:`_named`); the
     command checks the rest (that it exists, is of the right kind) and names it."""
     def parse(text: str) -> str:
         _named(text, what)
-        return text
+        return os.path.expanduser(text)
 
     parse.__name__ = what
     return parse
