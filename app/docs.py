@@ -220,6 +220,8 @@ def names_md() -> str:
             f"{', '.join(f'`{o}={x!r}`' for o, x in (v[2] if len(v) > 2 else {}).items())} |"
             for k, tool, v in rows]
     out += ["", "## Where a name does not reproduce its tool", "",
+            "- Under an A1111 label `s_tmax=0` is no upper bound on the churn window, as A1111 reads it (its setting's "
+            "default, sent as 0 through its API: processing.py's `... or float('inf')`); under any other name 0 is 0.",
             "- A1111's **DPM fast** / **DPM adaptive** (`k_dpm_fast`, `k_dpm_ad`) run, as A1111's txt2img does, on "
             "the model's whole σ range whatever Schedule type is chosen: a schedule with those ends (and, for DPM "
             "fast, that many steps: Uniform, Karras, Exponential, KL Optimal; within 1e-4, so a registry schedule on the "

@@ -347,3 +347,14 @@ def test_a1111_aliases_of_the_karras_and_exponential_labels_run_their_labels(ali
 def test_an_a1111_alias_of_two_labels_is_refused_naming_both():
     with pytest.raises(samplers.Unavailable, match=r"'DPM\+\+ 2M SDE Karras'.*'DPM\+\+ 2M SDE'"):
         names.resolve("k_dpmpp_2m_sde_ka")
+
+
+def test_an_a1111_label_reads_s_tmax_0_as_no_upper_bound():
+    # A1111's processing.py: self.s_tmax = (self.s_tmax if ... else opts.s_tmax) or float('inf'); its setting's
+    # default is 0, which its API sends: the churn applies to every step, not to none
+    sig = samplers.get_sigmas("karras", 4, sigma_min=0.03, sigma_max=14.6)
+    x = GM.noise(2, seed=0).float() * 14.6
+    want = samplers.sample("euler", GM.denoiser, x, sig, disable=True, seed=3, s_churn=1.0)
+    got = samplers.sample("Euler", GM.denoiser, x, sig, disable=True, seed=3, s_churn=1.0, s_tmax=0)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert names.resolve_call("euler", None, {"s_churn": 1.0, "s_tmax": 0})[2]["s_tmax"] == 0  # the registry's: 0

@@ -26,7 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 from typing import Callable
+
+import numpy as np
 
 from . import labels
 from .errors import InvalidInput, InvalidOption, InvalidType, Unavailable, UnknownNameError
@@ -301,6 +305,10 @@ def merge_options(found: Label, options: dict | None) -> dict:
                                 f"{key}={value!r} was passed; pass the plain sampler name {found.sampler!r} to choose "
                                 f"{key} yourself")
         merged[key] = value
+    if found.source == "a1111" and _a1111_open_window(merged.get("s_tmax")):
+        # A1111 reads its sigma tmax 0 — its settings' default, sent as such through its API — as no upper bound
+        # (processing.py: ``(self.s_tmax if ... else opts.s_tmax) or float('inf')``): so does its label here
+        merged["s_tmax"] = math.inf
     spec = SAMPLERS.get(found.sampler) if found.sampler in SAMPLERS else None
     defaults = spec.options if spec is not None else {}
     for key in found.options:
@@ -308,6 +316,11 @@ def merge_options(found: Label, options: dict | None) -> dict:
         if key not in (options or {}) and rule is not None and rule(lambda k: merged.get(k, defaults.get(k))):
             del merged[key]
     return merged
+
+
+def _a1111_open_window(value) -> bool:
+    """Whether ``value`` is an ``s_tmax`` of 0 (a number, not a bool), which A1111 reads as no upper bound."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and value == 0
 
 
 def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
@@ -385,7 +398,7 @@ def get(name: str) -> Callable:
     """The sampler function for ``name``; a label with options returns the sampler with those options bound."""
     found = resolve(name)
     fn = SAMPLERS.get(found.sampler).fn
-    if not found.options:
+    if not found.options and found.source != "a1111":  # an A1111 label reads some options its own way: merge_options
         return fn
     return _bound(fn, found)
 
@@ -397,7 +410,8 @@ def _bound(fn: Callable, found: Label) -> Callable:
     def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, **kwargs):
         return fn(model, x, sigmas, extra_args, callback, disable, **merge_options(found, kwargs))
 
-    sampler.__name__ = "sample_" + "".join(ch if ch.isalnum() else "_" for ch in found.label.lower())
+    if found.options:  # a label without options of its own is its sampler, by name too
+        sampler.__name__ = "sample_" + "".join(ch if ch.isalnum() else "_" for ch in found.label.lower())
     sampler.label = found  # type: ignore[attr-defined]
     return sampler
 
