@@ -379,7 +379,10 @@ def names_md() -> str:
            "refused there (they ran); `comfyui:dpmpp_2m_sde` and the other Brownian-tree names, refused from σ = inf, "
            "now run. `comfyui:euler` is Euler's rule either way (float rounding) without churn; with `s_churn` its "
            "window is in the flow time t, as ComfyUI's, and a churn above t = 1 is refused. The eps model is "
-           "unchanged. Old image: the registry name (`dpmpp_2m`)."]
+           "unchanged. Old image: the registry name (`dpmpp_2m`).",
+           "- An A1111 label with `s_churn` > 0 and `s_tmax=0` churns every step, as A1111 does (it reads 0 as no "
+           "upper bound); `samplers.sample` churned none (the pipeline refused it as a window that holds no step). "
+           "Old image: the registry sampler (`euler` with `s_tmax=0`)."]
     return "\n".join(out) + "\n"
 
 
