@@ -197,3 +197,31 @@ def test_a_torchsde_brownian_interval_is_refused_as_a_noise_sampler_before_any_m
         wrapped = samplers.sample(name, model, x, sig, disable=True,
                                   noise_sampler=lambda s, s_next: bm(s_next, s) / abs(s - s_next) ** 0.5)
         assert bool(torch.isfinite(wrapped).all())
+
+
+@pytest.mark.parametrize("noise", [None, "brownian"])
+def test_srk_refuses_an_eta_whose_levy_term_overflows_and_advises_one_that_runs(noise):
+    """SRK reads each step's space-time Lévy term U = Δτ·(W/2 + H), of size Δτ^1.5: in float32 it overflowed from
+    η ≈ 3.74 at σ_min = 0.02 (NaN after every model call, blamed on the model), while the check on u = x·τ passed up to
+    4.53 and advised "eta <= 4.53" at η = 5, where every η from 3.8 on failed. The advice must run, finite."""
+    import re
+
+    gm = GaussianMixture.default(shape=(2, 2, 2), components=3, seed=1)
+    sig = samplers.get_sigmas("karras", 6, sigma_min=0.02, sigma_max=20.0)
+    x = gm.noise(3, seed=0).float() * 20
+    calls = []
+
+    def model(x, s):
+        calls.append(1)
+        return gm.denoiser(x, s)
+    kw = {"seed": 0, "disable": True, **({"noise_sampler": noise} if noise else {})}
+    for eta in (3.8, 4.5, 5.0):
+        with pytest.raises(samplers.InvalidInput, match=r"torchsde\.srk with eta=.* use eta <= 3\.\d+ on this "
+                                                         r"schedule, float64 latents") as refused:
+            samplers.sample("torchsde.srk", model, x, sig, eta=eta, **kw)
+        assert calls == []
+    advised = float(re.search(r"use eta <= ([\d.]+)", str(refused.value)).group(1))
+    assert torch.isfinite(samplers.sample("torchsde.srk", model, x, sig, eta=advised, **kw)).all()
+    # the other methods read no Lévy term: they keep u's larger bound
+    assert torch.isfinite(samplers.sample("torchsde.heun", model, x, sig, eta=4.5, **kw)).all()
+

@@ -251,28 +251,45 @@ def check_tau_range(method: str, x: torch.Tensor, sigmas: list[float], eta: floa
     """Refuse, before any model call, an η whose τ = σ^−(1+η²) the state's dtype cannot hold: at the smallest
     σ < 1, u = x·τ overflows to inf in the last steps (float32 at σ_min = 0.03 and η = 5); at the largest σ > 1,
     u ≈ σ·n·τ = n·σ^−η² underflows to 0 in the first (float32 at σ_max = 80 and η = 5). The sizes are written as
-    powers of ten: τ itself overflows a Python float above ln τ ≈ 709 (η ≈ 8.6 at σ = 0.05)."""
+    powers of ten: τ itself overflows a Python float above ln τ ≈ 709 (η ≈ 8.6 at σ = 0.05).
+
+    SRK also reads each step's space-time Lévy term U = Δτ·(W/2 + H) (torchsde's ``I_k0``, in the state's dtype,
+    from the seeded draws and from a Brownian path alike), of size Δτ^1.5 ≈ τ^1.5 at the step to the smallest σ:
+    it overflows before u does (float32 at σ_min = 0.02 from η ≈ 3.74, where u still fits up to η ≈ 4.5), and
+    U·(1/Δτ) is then NaN. Its bound is the one checked for SRK, on the smallest σ > 0 a step reaches."""
     name, info, p = METHODS[method][0], torch.finfo(x.dtype), 1 + eta * eta
+    # each size that must fit, as (ln of its size at this η, its largest η, the message's words for it)
+    sizes = []
     small = [s for s in sigmas if 0 < s < 1]
     if small:
-        depth = -math.log(min(small))  # ln τ = (1 + η²)·depth
         room = math.log(info.max / _HEADROOM)
-        if p * depth > room:
-            raise InvalidInput(
-                f"{name} with eta={eta:g} solves for u = x·σ^−(1+η²), which reaches 10^{p * depth / math.log(10):.4g} "
-                f"at σ={min(small):g}: more than {x.dtype} holds (up to 10^{math.log10(info.max):.4g}); use eta <= "
-                f"{math.sqrt(max(room / depth - 1, 0.0)):.3g} on this schedule, float64 latents, or a schedule whose "
-                "smallest σ > 0 is larger")
+        # the power of τ that must fit below the dtype's largest value at its σ: u = x·τ, SRK's Lévy term U ≈ Δτ^1.5
+        powers = [(1.0, min(small), "solves for u = x·σ^−(1+η²), which reaches")]
+        reached = [s for s in sigmas[1:] if 0 < s < 1]  # the σ a step ends at: its Δτ ≈ τ(σ)
+        if method == "srk" and reached:
+            powers.append((1.5, min(reached), "reads each step's space-time Lévy term U = Δτ·(W/2 + H), "
+                                              "τ = σ^−(1+η²), of size Δτ^1.5, which reaches"))
+        for k, s, what in powers:
+            depth = -k * math.log(s)  # ln of the size = p·depth
+            sizes.append((p * depth, math.sqrt(max(room / depth - 1, 0.0)),
+                          f"{what} 10^{p * depth / math.log(10):.4g} at σ={s:g}: more than {x.dtype} holds (up to "
+                          f"10^{math.log10(info.max):.4g})", room, "smallest σ > 0 is larger"))
     large = [s for s in sigmas if s > 1 and math.isfinite(s)]
     if large:
         height = math.log(max(large))  # ln(σ·τ) = −η²·height
         room = -math.log(info.tiny * _HEADROOM)
-        if eta * eta * height > room:
+        sizes.append((eta * eta * height, math.sqrt(room / height),
+                      f"solves for u = x·σ^−(1+η²), of size σ^−η² = 10^{-eta * eta * height / math.log(10):.4g} at "
+                      f"σ={max(large):g}: less than {x.dtype} holds (down to 10^{math.log10(info.tiny):.4g})", room,
+                      "largest σ is smaller"))
+    # the largest η every size allows, rounded down (the advice must run): 4.539 is advised as 4.53
+    limit = math.floor(min((top for _, top, *_ in sizes), default=math.inf) * 100) / 100 if sizes else math.inf
+    for size, _, what, room, schedule in sizes:
+        if size > room:
             raise InvalidInput(
-                f"{name} with eta={eta:g} solves for u = x·σ^−(1+η²), of size σ^−η² = 10^{-eta * eta * height / math.log(10):.4g} "
-                f"at σ={max(large):g}: less than {x.dtype} holds (down to 10^{math.log10(info.tiny):.4g}); use eta <= "
-                f"{math.sqrt(room / height):.3g} on this schedule, float64 latents, or a schedule whose largest σ is "
-                "smaller")
+                f"{name} with eta={eta:g} {what}; use eta <= {limit:g} on this schedule, float64 latents, or a "
+                f"schedule whose {schedule}" + (" (or another torchsde method, e.g. torchsde.heun, which reads no "
+                                                "Lévy term)" if method == "srk" else ""))
 
 
 def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise_sampler, callback, disable,
