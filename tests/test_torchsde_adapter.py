@@ -225,3 +225,20 @@ def test_srk_refuses_an_eta_whose_levy_term_overflows_and_advises_one_that_runs(
     # the other methods read no Lévy term: they keep u's larger bound
     assert torch.isfinite(samplers.sample("torchsde.heun", model, x, sig, eta=4.5, **kw)).all()
 
+
+@pytest.mark.parametrize("name", ["torchsde.euler", "torchsde.srk"])
+def test_a_brownian_step_shorter_than_the_paths_resolution_is_an_independent_draw(name):
+    """A step shorter than the τ path's resolution (float32 [20, 20·(1 − 1e-7), 0]) ended in a raw RecursionError
+    inside torchsde before any model call; as BrownianNoise does for such a piece, it is drawn independently from
+    the item's own generator: finite, batch invariant and the same on a rerun."""
+    gm = GaussianMixture.default(shape=(2, 2, 2), components=3, seed=1)
+    x = gm.noise(3, seed=0).float() * 20
+    for sig in (torch.tensor([20.0, 20.0 * (1 - 1e-7), 0.0]),
+                torch.tensor([20.0, 20.0 * (1 - 1e-9), 0.0], dtype=torch.float64)):
+        xs = x.to(sig.dtype)
+        run = functools.partial(samplers.sample, name, gm.denoiser, sigmas=sig, disable=True,
+                                noise_sampler="brownian")
+        full = run(x=xs, seed=[5, 6, 7])
+        assert torch.isfinite(full).all()
+        assert torch.equal(full, run(x=xs, seed=[5, 6, 7]))
+        torch.testing.assert_close(full[1:2], run(x=xs[1:2], seed=[6]))  # the denoiser's batched rounding
