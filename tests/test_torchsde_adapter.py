@@ -197,3 +197,48 @@ def test_a_torchsde_brownian_interval_is_refused_as_a_noise_sampler_before_any_m
         wrapped = samplers.sample(name, model, x, sig, disable=True,
                                   noise_sampler=lambda s, s_next: bm(s_next, s) / abs(s - s_next) ** 0.5)
         assert bool(torch.isfinite(wrapped).all())
+
+
+@pytest.mark.parametrize("noise", [None, "brownian"])
+def test_srk_refuses_an_eta_whose_levy_term_overflows_and_advises_one_that_runs(noise):
+    """SRK reads each step's space-time Lévy term U = Δτ·(W/2 + H), of size Δτ^1.5: in float32 it overflowed from
+    η ≈ 3.74 at σ_min = 0.02 (NaN after every model call, blamed on the model), while the check on u = x·τ passed up to
+    4.53 and advised "eta <= 4.53" at η = 5, where every η from 3.8 on failed. The advice must run, finite."""
+    import re
+
+    gm = GaussianMixture.default(shape=(2, 2, 2), components=3, seed=1)
+    sig = samplers.get_sigmas("karras", 6, sigma_min=0.02, sigma_max=20.0)
+    x = gm.noise(3, seed=0).float() * 20
+    calls = []
+
+    def model(x, s):
+        calls.append(1)
+        return gm.denoiser(x, s)
+    kw = {"seed": 0, "disable": True, **({"noise_sampler": noise} if noise else {})}
+    for eta in (3.8, 4.5, 5.0):
+        with pytest.raises(samplers.InvalidInput, match=r"torchsde\.srk with eta=.* use eta <= 3\.\d+ on this "
+                                                         r"schedule, float64 latents") as refused:
+            samplers.sample("torchsde.srk", model, x, sig, eta=eta, **kw)
+        assert calls == []
+    advised = float(re.search(r"use eta <= ([\d.]+)", str(refused.value)).group(1))
+    assert torch.isfinite(samplers.sample("torchsde.srk", model, x, sig, eta=advised, **kw)).all()
+    # the other methods read no Lévy term: they keep u's larger bound
+    assert torch.isfinite(samplers.sample("torchsde.heun", model, x, sig, eta=4.5, **kw)).all()
+
+
+@pytest.mark.parametrize("name", ["torchsde.euler", "torchsde.srk"])
+def test_a_brownian_step_shorter_than_the_paths_resolution_is_an_independent_draw(name):
+    """A step shorter than the τ path's resolution (float32 [20, 20·(1 − 1e-7), 0]) ended in a raw RecursionError
+    inside torchsde before any model call; as BrownianNoise does for such a piece, it is drawn independently from
+    the item's own generator: finite, batch invariant and the same on a rerun."""
+    gm = GaussianMixture.default(shape=(2, 2, 2), components=3, seed=1)
+    x = gm.noise(3, seed=0).float() * 20
+    for sig in (torch.tensor([20.0, 20.0 * (1 - 1e-7), 0.0]),
+                torch.tensor([20.0, 20.0 * (1 - 1e-9), 0.0], dtype=torch.float64)):
+        xs = x.to(sig.dtype)
+        run = functools.partial(samplers.sample, name, gm.denoiser, sigmas=sig, disable=True,
+                                noise_sampler="brownian")
+        full = run(x=xs, seed=[5, 6, 7])
+        assert torch.isfinite(full).all()
+        assert torch.equal(full, run(x=xs, seed=[5, 6, 7]))
+        torch.testing.assert_close(full[1:2], run(x=xs[1:2], seed=[6]))  # the denoiser's batched rounding

@@ -117,6 +117,15 @@ def check_sigma_data(prediction: str, sigma_data) -> float:
     return value
 
 
+def check_schedule(schedule) -> NoiseSchedule:
+    """A model's native noise schedule, refused (InvalidType) where it is not a :class:`NoiseSchedule` object."""
+    if not isinstance(schedule, NoiseSchedule):
+        raise InvalidType(f"schedule must be the model's native noise schedule, a samplers.core.native schedule "
+                          f"(VPDiscrete.from_betas(...), RectifiedFlow(shift=...), VE(...)), got {schedule!r} "
+                          f"({type(schedule).__name__})")
+    return schedule
+
+
 def to_x0(prediction: str, out, x_t, a, b):
     """x0 from a network output in native coordinates."""
     if prediction == "eps":
@@ -264,10 +273,7 @@ class Denoiser:
     def __init__(self, model: Callable, prediction: str, schedule: NoiseSchedule, sigma_data: float = 1.0):
         if not callable(model):
             raise InvalidType(f"model must be callable as model(x_t, time, **extra_args), got {type(model).__name__}")
-        if not isinstance(schedule, NoiseSchedule):
-            raise InvalidType(f"schedule must be the model's native noise schedule, a samplers.core.native schedule "
-                              f"(VPDiscrete.from_betas(...), RectifiedFlow(shift=...), VE(...)), got {schedule!r} "
-                              f"({type(schedule).__name__})")
+        check_schedule(schedule)
         self.model = model
         self.prediction = canonical_prediction(prediction)
         if self.prediction in EDM_PREDICTIONS and not isinstance(schedule, VE):

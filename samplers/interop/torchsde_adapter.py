@@ -134,13 +134,16 @@ class ReverseSDE(torch.nn.Module):
 class _Brownian:
     """torchsde's Brownian-motion interface over per-item noise: shape [B, N], queried in τ.
 
-    With ``paths`` (one torchsde Brownian tree per item, in τ) it returns their increments and space-time
-    Lévy areas; otherwise it turns one draw of the run's ``noise_sampler(σ, σ_next)`` per queried interval
+    With ``paths`` (one torchsde Brownian tree per item, in τ, resolved to ``tol``) it returns their increments and
+    space-time Lévy areas, except on an interval shorter than ``tol``, which the trees cannot split (torchsde recursed
+    until RecursionError): as :class:`BrownianNoise` does for such a piece, its increment W ~ N(0, h) and Lévy area
+    H ~ N(0, h/12) are independent draws from the item's generator outside the path (``noise._normal()``); otherwise it turns one draw of the run's ``noise_sampler(σ, σ_next)`` per queried interval
     into the increment (and a second draw into the Lévy area when the method asks for it).
     """
 
-    def __init__(self, noise_sampler, paths, sigma_of, like: torch.Tensor, levy_area_approximation: str):
-        self.noise, self.paths, self.sigma_of = noise_sampler, paths, sigma_of
+    def __init__(self, noise_sampler, paths, sigma_of, like: torch.Tensor, levy_area_approximation: str,
+                 tol: float = 0.0):
+        self.noise, self.paths, self.sigma_of, self.tol = noise_sampler, paths, sigma_of, tol
         self.shape = (like.shape[0], like[0].numel())
         self.dtype, self.device = like.dtype, like.device
         self.levy_area_approximation = levy_area_approximation
@@ -179,6 +182,11 @@ class _Brownian:
 
     def _query(self, ta: float, tb: float, with_u: bool):
         h = tb - ta
+        if self.paths is not None and h < self.tol:
+            # shorter than the trees' resolution: independent draws of the item's own generator (BrownianNoise's rule)
+            W = self._flat(self.noise._normal()) * math.sqrt(h)
+            H = self._flat(self.noise._normal()) * math.sqrt(h / 12)
+            return W, h * (0.5 * W + H) if with_u else None
         if self.paths is not None:
             parts = [p(ta, tb, return_U=True) for p in self.paths]
             W = self._flat(torch.stack([w for w, _ in parts]))
@@ -231,7 +239,7 @@ RANGE_RTOL = 1e-6
 
 def tau_paths(noise: BrownianNoise, sde: ReverseSDE, like: torch.Tensor, sigmas=None):
     """Per-item Brownian trees in τ on the σ range of ``noise``, seeded by its seeds (widened to ``sigmas``' ends
-    where those lie just outside it, within RANGE_RTOL)."""
+    where those lie just outside it, within RANGE_RTOL), and their resolution ``tol`` in τ."""
     lo, hi = sde.tau(noise.sigma_max), sde.tau(noise.sigma_min)
     if sigmas is not None:
         lo = min(lo, sde.tau(max(sigmas)))
@@ -240,7 +248,7 @@ def tau_paths(noise: BrownianNoise, sde: ReverseSDE, like: torch.Tensor, sigmas=
     tol = 10.0 ** math.floor(math.log10(max(lo * 1e-6, hi * 1e-12)))
     return brownian_paths(noise.seeds, (like[0].numel(),), round_out(lo, tol, -1), round_out(hi, tol, +1),
                           dtype=like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32,
-                          device=noise.path_device, tol=tol)
+                          device=noise.path_device, tol=tol), tol
 
 
 # u = x·τ must hold |x| up to this much beyond τ itself in the state's dtype
@@ -251,28 +259,45 @@ def check_tau_range(method: str, x: torch.Tensor, sigmas: list[float], eta: floa
     """Refuse, before any model call, an η whose τ = σ^−(1+η²) the state's dtype cannot hold: at the smallest
     σ < 1, u = x·τ overflows to inf in the last steps (float32 at σ_min = 0.03 and η = 5); at the largest σ > 1,
     u ≈ σ·n·τ = n·σ^−η² underflows to 0 in the first (float32 at σ_max = 80 and η = 5). The sizes are written as
-    powers of ten: τ itself overflows a Python float above ln τ ≈ 709 (η ≈ 8.6 at σ = 0.05)."""
+    powers of ten: τ itself overflows a Python float above ln τ ≈ 709 (η ≈ 8.6 at σ = 0.05).
+
+    SRK also reads each step's space-time Lévy term U = Δτ·(W/2 + H) (torchsde's ``I_k0``, in the state's dtype,
+    from the seeded draws and from a Brownian path alike), of size Δτ^1.5 ≈ τ^1.5 at the step to the smallest σ:
+    it overflows before u does (float32 at σ_min = 0.02 from η ≈ 3.74, where u still fits up to η ≈ 4.5), and
+    U·(1/Δτ) is then NaN. Its bound is the one checked for SRK, on the smallest σ > 0 a step reaches."""
     name, info, p = METHODS[method][0], torch.finfo(x.dtype), 1 + eta * eta
+    # each size that must fit, as (ln of its size at this η, its largest η, the message's words for it)
+    sizes = []
     small = [s for s in sigmas if 0 < s < 1]
     if small:
-        depth = -math.log(min(small))  # ln τ = (1 + η²)·depth
         room = math.log(info.max / _HEADROOM)
-        if p * depth > room:
-            raise InvalidInput(
-                f"{name} with eta={eta:g} solves for u = x·σ^−(1+η²), which reaches 10^{p * depth / math.log(10):.4g} "
-                f"at σ={min(small):g}: more than {x.dtype} holds (up to 10^{math.log10(info.max):.4g}); use eta <= "
-                f"{math.sqrt(max(room / depth - 1, 0.0)):.3g} on this schedule, float64 latents, or a schedule whose "
-                "smallest σ > 0 is larger")
+        # the power of τ that must fit below the dtype's largest value at its σ: u = x·τ, SRK's Lévy term U ≈ Δτ^1.5
+        powers = [(1.0, min(small), "solves for u = x·σ^−(1+η²), which reaches")]
+        reached = [s for s in sigmas[1:] if 0 < s < 1]  # the σ a step ends at: its Δτ ≈ τ(σ)
+        if method == "srk" and reached:
+            powers.append((1.5, min(reached), "reads each step's space-time Lévy term U = Δτ·(W/2 + H), "
+                                              "τ = σ^−(1+η²), of size Δτ^1.5, which reaches"))
+        for k, s, what in powers:
+            depth = -k * math.log(s)  # ln of the size = p·depth
+            sizes.append((p * depth, math.sqrt(max(room / depth - 1, 0.0)),
+                          f"{what} 10^{p * depth / math.log(10):.4g} at σ={s:g}: more than {x.dtype} holds (up to "
+                          f"10^{math.log10(info.max):.4g})", room, "smallest σ > 0 is larger"))
     large = [s for s in sigmas if s > 1 and math.isfinite(s)]
     if large:
         height = math.log(max(large))  # ln(σ·τ) = −η²·height
         room = -math.log(info.tiny * _HEADROOM)
-        if eta * eta * height > room:
+        sizes.append((eta * eta * height, math.sqrt(room / height),
+                      f"solves for u = x·σ^−(1+η²), of size σ^−η² = 10^{-eta * eta * height / math.log(10):.4g} at "
+                      f"σ={max(large):g}: less than {x.dtype} holds (down to 10^{math.log10(info.tiny):.4g})", room,
+                      "largest σ is smaller"))
+    # the largest η every size allows, rounded down (the advice must run): 4.539 is advised as 4.53
+    limit = math.floor(min((top for _, top, *_ in sizes), default=math.inf) * 100) / 100 if sizes else math.inf
+    for size, _, what, room, schedule in sizes:
+        if size > room:
             raise InvalidInput(
-                f"{name} with eta={eta:g} solves for u = x·σ^−(1+η²), of size σ^−η² = 10^{-eta * eta * height / math.log(10):.4g} "
-                f"at σ={max(large):g}: less than {x.dtype} holds (down to 10^{math.log10(info.tiny):.4g}); use eta <= "
-                f"{math.sqrt(room / height):.3g} on this schedule, float64 latents, or a schedule whose largest σ is "
-                "smaller")
+                f"{name} with eta={eta:g} {what}; use eta <= {limit:g} on this schedule, float64 latents, or a "
+                f"schedule whose {schedule}" + (" (or another torchsde method, e.g. torchsde.heun, which reads no "
+                                                "Lévy term)" if method == "srk" else ""))
 
 
 def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise_sampler, callback, disable,
@@ -287,7 +312,7 @@ def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise
     sde = ReverseSDE(model, x.shape, eta, s_noise, noise_type, sde_type)
     levy = "space-time" if "space-time" in solver_cls.levy_area_approximations else "foster"
     u = x.reshape(x.shape[0], -1) * sde.tau(sigmas[0])
-    paths = None
+    paths, tol = None, 0.0
     # the library's own lazy wrapper is opened (a named kind may be a BrownianNoise, read as paths below); a
     # caller's sampler stays checked (shape, floating dtype, device), except a BrownianNoise object, which is ours
     if isinstance(noise_sampler, _Lazy):
@@ -307,8 +332,8 @@ def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise
             raise InvalidInput(f"the Brownian noise covers σ in [{lo!r}, {hi!r}], which does not hold the schedule's "
                                f"range [{s_lo!r}, {s_hi!r}] (to a relative {RANGE_RTOL:g}); build it on the whole "
                                "schedule (samplers.core.brownian.for_schedule, or noise_sampler='brownian')")
-        paths = tau_paths(noise_sampler, sde, u, sigmas)
-    bm = _Brownian(noise_sampler, paths, sde.sigma, u, levy)
+        paths, tol = tau_paths(noise_sampler, sde, u, sigmas)
+    bm = _Brownian(noise_sampler, paths, sde.sigma, u, levy, tol)
     bm.method = METHODS[method][0]
     bm._checked_h = sde.noise_scale == 0  # no noise reaches the state: nothing to check
     solver = solver_cls(sde=base_sde.ForwardSDE(sde), bm=bm, dt=1.0, adaptive=False, rtol=0.0, atol=0.0,
