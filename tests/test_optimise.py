@@ -393,3 +393,56 @@ def test_the_committed_schedules_are_what_the_documented_command_writes(tmp_path
     for path in committed.iterdir():
         _same_up_to_rounding(json.loads((tmp_path / path.name).read_text()), json.loads(path.read_text()), path.name)
     assert re.findall(r"\bratio (\d\.\d\d)", printed) == ["0.83", "0.66", "0.76"]
+
+
+# --- audit: the model's range, NaN / Inf, two steps, float8 -------------------------------------------------------
+
+def _sd_eps_denoiser(counter):
+    """An SD-style eps model on a 1000-step table (σ 0.029 … 14.6) as a canonical denoiser, counting its calls."""
+    vp = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    base = GM.as_model("eps", vp)
+
+    def unet(x, t, **kw):
+        counter.calls += 1
+        return base(x, t, **kw)
+
+    return samplers.to_denoiser(unet, "eps", vp)
+
+
+def test_the_reference_solve_refuses_a_model_returning_nan_naming_the_sigma():
+    from samplers.problems import pf_ode_solution
+
+    def band(x, sigma):  # NaN for 3 < σ < 5 only: torchdiffeq stopped with "AssertionError: underflow in dt 0.0"
+        out = GM.denoiser(x, sigma)
+        return out * float("nan") if 3 < float(sigma[0]) < 5 else out
+
+    with pytest.raises(samplers.NonFiniteError, match=r"the model returned NaN/Inf at σ = [34]\.\d+ in the PF-ODE "
+                                                      "solve from σ = 80 to σ = 0.002.*check the model"):
+        pf_ode_solution(band, GM.noise(4, seed=0) * SIGMA_MAX, SIGMA_MAX, SIGMA_MIN)
+    with pytest.raises(samplers.NonFiniteError, match="NaN/Inf at σ = 80 .*no reference"):
+        so.optimise_schedule(lambda x, s: GM.denoiser(x, s) * float("nan"), "euler", 4, GM.noise(4, seed=0),
+                             SIGMA_MIN, SIGMA_MAX, maxiter=3)
+
+
+def test_the_reference_solve_caps_its_model_evaluations():
+    from samplers.problems import pf_ode_solution
+
+    model = Counting()
+    with pytest.raises(samplers.StepLimitError, match="max_evals = 5 model evaluations without finishing"):
+        pf_ode_solution(model, GM.noise(4, seed=0) * SIGMA_MAX, SIGMA_MAX, max_evals=5)
+    assert model.calls == 5
+    with pytest.raises(samplers.InvalidInput, match="max_evals must be an integer >= 1"):
+        pf_ode_solution(model, GM.noise(4, seed=0) * SIGMA_MAX, SIGMA_MAX, max_evals=0)
+
+
+def test_a_nan_model_ends_under_python_O():
+    # under -O torchdiffeq's "underflow in dt" assertion is gone and the solve of a NaN model never ended
+    import subprocess
+    import sys
+
+    code = ("import torch, samplers\nfrom samplers.problems import pf_ode_solution\n"
+            "try:\n    pf_ode_solution(lambda x, s: x * float('nan'), torch.randn(2, 4, dtype=torch.float64) * 80, 80.0)\n"
+            "except samplers.NonFiniteError:\n    print('refused')\n")
+    done = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(__import__("pathlib").Path(samplers.__file__).parents[1]))
+    assert done.stdout.strip() == "refused", done.stderr
