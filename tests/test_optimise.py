@@ -409,6 +409,35 @@ def _sd_eps_denoiser(counter):
     return samplers.to_denoiser(unet, "eps", vp)
 
 
+class _Guided:
+    """A k-diffusion-style wrapper (its model in ``inner_model``, no ``prepare_times`` of its own)."""
+
+    def __init__(self, inner_model):
+        self.inner_model = inner_model
+
+    def __call__(self, x, sigma, **kw):
+        return self.inner_model(x, sigma, **kw)
+
+
+@pytest.mark.parametrize("wrap", [lambda d: d, _Guided])
+def test_a_range_outside_the_model_table_is_refused_before_any_model_call(wrap):
+    # the guide's range (σ 0.002 → 80) on an SD-style eps model: refused after the reference solve (231 calls) before
+    counter = Counting()
+    model = wrap(_sd_eps_denoiser(counter))
+    with pytest.raises(samplers.InvalidInput, match="sigma_max=80 → sigma_min=0.002.*outside this model's timestep "
+                                                   "table.*within the model's table"):
+        so.optimise_schedule(model, "euler", 4, GM.noise(4, seed=0), SIGMA_MIN, SIGMA_MAX, maxiter=3)
+    assert counter.calls == 0
+
+
+def test_a_range_within_the_model_table_runs():
+    counter = Counting()
+    vp = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    r = so.optimise_schedule(_sd_eps_denoiser(counter), "euler", 3, GM.noise(4, seed=0), float(vp.sigma_min),
+                             float(vp.sigma_max), maxiter=3)
+    assert counter.calls > 0 and math.isfinite(r.error)
+
+
 def test_the_reference_solve_refuses_a_model_returning_nan_naming_the_sigma():
     from samplers.problems import pf_ode_solution
 
@@ -446,3 +475,11 @@ def test_a_nan_model_ends_under_python_O():
     done = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=str(__import__("pathlib").Path(samplers.__file__).parents[1]))
     assert done.stdout.strip() == "refused", done.stderr
+
+
+def test_a_float8_calibration_is_refused_by_name_before_any_model_call():
+    model = Counting()
+    with pytest.raises(samplers.InvalidType, match="calibration is a torch.float8_e4m3fn tensor.*float16, bfloat16, "
+                                                   "float32 or float64"):
+        so.optimise_schedule(model, "euler", 4, GM.noise(4, seed=0).to(torch.float8_e4m3fn), SIGMA_MIN, SIGMA_MAX)
+    assert model.calls == 0

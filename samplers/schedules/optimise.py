@@ -30,6 +30,7 @@ from ..core.files import atomic_write_bytes
 from .base import TABLE_SCHEDULES, check_steps
 from .presets import loglinear_interp
 from ..core.errors import InvalidInput, InvalidType, SamplersError
+from ..core.run import LATENT_DTYPES
 from ..core.validate import distinct, integer, real
 
 FIXED_BASELINES = ("karras", "exponential", "polyexponential", "kl_optimal", "vp")
@@ -337,6 +338,9 @@ def _check_calibration(calibration) -> torch.Tensor:
     if not calibration.is_floating_point():
         raise InvalidType(f"calibration must be floating-point unit noise, got dtype {calibration.dtype}; pass "
                           "torch.randn(...) (or .float() of what you have)")
+    if calibration.dtype not in LATENT_DTYPES:  # float8: no arithmetic of its own, as a sampler's latents refuse it
+        raise InvalidType(f"calibration is a {calibration.dtype} tensor; it must be float16, bfloat16, float32 or "
+                          "float64 unit noise (the latents every sampler takes): pass calibration.float()")
     if calibration.ndim < 2 or calibration.numel() == 0:
         raise InvalidInput(f"calibration must be a non-empty batch of unit noise [B, ...], got shape "
                            f"{tuple(calibration.shape)}")
@@ -374,6 +378,21 @@ def _sigma_range(sigma_min, sigma_max) -> tuple[float, float]:
         raise InvalidInput(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}"
                            " (a flow model's σ_max = inf: optimise from a finite σ)")
     return sigma_min, sigma_max
+
+
+def _check_range_on_model(denoiser, x: torch.Tensor, sigma_min: float, sigma_max: float) -> None:
+    """The registry run's checks before its loop, on the range the reference solve and every run evaluate the model
+    across (no model call): a denoiser on a timestep table (through its wrappers) refuses a range that leaves it
+    (:func:`samplers.core.conversion.prepare_times`). σ_max is finite (:func:`_sigma_range`), so the σ = inf rule has
+    nothing to refuse."""
+    from ..core.conversion import prepare_times
+
+    try:
+        prepare_times(denoiser, [sigma_max, sigma_min], x.shape[0], x.dtype, x.device)
+    except InvalidInput as e:
+        raise InvalidInput(f"sigma_max={sigma_max:g} → sigma_min={sigma_min:g}: the reference solve and every run "
+                           f"evaluate the model across this range, but {e} (for the optimiser: pass sigma_min and "
+                           "sigma_max within the model's table)") from None
 
 
 def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tensor, sigma_min: float,
@@ -425,6 +444,7 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
     # half-precision noise runs in the float32 state every sampler keeps for fp16 / bf16 latents (samplers.core
     # .conversion.state_dtype): the reference solve (dopri5 at 1e-7) cannot resolve its steps in float16
     x = calibration.to(state_dtype(calibration.dtype)) * sigma_max
+    _check_range_on_model(denoiser, x, sigma_min, sigma_max)
     reference = reference_solution(denoiser, x, sigma_max, sigma_min)
     base = {}
     for name, sig in fixed.items():
