@@ -552,16 +552,16 @@ def _finite_endpoints(ref: torch.Tensor, what: str) -> torch.Tensor:
 
 def _solved(denoiser, x: torch.Tensor, sigma: float, tol: float, what: str) -> torch.Tensor:
     """The exact endpoints of ``x`` at ``sigma`` (:func:`samplers.fitted.fitting.reference_endpoints`), finite, or the
-    non-finite error of :func:`_finite_endpoints` where the model's NaN stopped the solve itself."""
+    solve's own non-finite error (the σ where the model returned NaN / Inf, or its step size's underflow), naming
+    the starts."""
     from samplers.core.errors import NonFiniteError
     from samplers.fitted.fitting import reference_endpoints
 
     try:
         ref = reference_endpoints(denoiser, x, sigma, tol)
-    except NonFiniteError:
-        raise NonFiniteError(f"the exact endpoints of {what} cannot be solved (the adaptive solve's step size "
-                             "underflowed): the model returns NaN or infinite values on these starts (check it on "
-                             "them, or loosen --reference-tol if the adaptive solve diverged)") from None
+    except NonFiniteError as e:
+        raise NonFiniteError(f"the exact endpoints of {what} cannot be solved: {e} (or loosen --reference-tol if the "
+                             "adaptive solve diverged)") from None
     return _finite_endpoints(ref, what)
 
 

@@ -23,35 +23,69 @@ import torch
 
 from .core import conversion
 from .core.native import NoiseSchedule
-from .core.errors import InvalidInput, InvalidOption, InvalidType
+from .core.errors import InvalidInput, InvalidOption, InvalidType, NonFiniteError, StepLimitError
 from .core.seeds import _one_seed
 from .core.validate import integer, positive, real
 
 
+# the most model evaluations one reference solve may make: ~20x the tightest solve the project runs (dopri5 at
+# rtol = atol = 1e-10 on a Gaussian mixture, ~600), so that a solve which cannot finish (a model discontinuous in σ;
+# under ``python -O`` torchdiffeq's step-size underflow check is gone and its loop would never end) stops
+MAX_EVALS = 10_000
+
+
 def pf_ode_solution(denoiser: Callable, x: torch.Tensor, sigma_start: float, sigma_end: float = 0.0, *,
-                    rtol: float = 1e-7, atol: float = 1e-7, method: str = "dopri5") -> torch.Tensor:
+                    rtol: float = 1e-7, atol: float = 1e-7, method: str = "dopri5",
+                    max_evals: int = MAX_EVALS) -> torch.Tensor:
     """The PF-ODE state at ``sigma_end`` (default the endpoint, σ = 0) from ``x`` at ``sigma_start``, by an
     adaptive torchdiffeq solve: the one reference solver of the project (tests, benchmarks, fits).
 
     Solved in the VP angle φ = arctan σ, where the ODE is regular from φ = π/2 (σ = inf, ``x`` the unit
     noise) down to φ = 0 (σ = 0): dy/dφ = (y·cos φ − D(y / cos φ, tan φ)) / sin φ with y = x·cos φ.
     ``denoiser`` is a canonical D(x, σ[B]); the solve runs in ``x``'s dtype (pass float64 for a reference).
+
+    Before any model call: ``x`` must be finite, and a start at σ = inf needs a model that can be evaluated there
+    (the registry run's checks). Every evaluation's drift is checked finite (a model returning NaN / Inf raises
+    :class:`NonFiniteError` naming the σ, not a solver's step-size assertion), and the solve makes at most
+    ``max_evals`` model evaluations (:class:`StepLimitError` beyond), so it always ends.
     """
     import torchdiffeq  # loaded when a reference is solved, not by ``import samplers``
+    from .core.run import check_infinite_sigma, check_start
+    from .core.validate import integer
 
+    max_evals = integer("max_evals", max_evals, lo=1)
+    check_start(x)
+    if math.isinf(sigma_start):
+        check_infinite_sigma(denoiser)
     b = x.shape[0]
     phi0 = math.pi / 2 if math.isinf(sigma_start) else math.atan(sigma_start)
     phi1 = math.atan(sigma_end)
     y0 = x if math.isinf(sigma_start) else x * math.cos(phi0)
+    evals = 0
+    solve = f"the PF-ODE solve from σ = {sigma_start:g} to σ = {sigma_end:g}"
 
     def f(phi, y):
+        nonlocal evals
         c, s = math.cos(float(phi)), math.sin(float(phi))
         if s == 0.0:  # the limit at σ = 0 is 0 (x − D = O(σ²)); host branching is fine in a reference solve
             return torch.zeros_like(y)
         sigma = math.inf if c == 0.0 else s / c
+        if evals >= max_evals:
+            raise StepLimitError(f"{solve} made max_evals = {max_evals} model evaluations without finishing (now at "
+                                 f"σ = {sigma:g}, rtol = {rtol:g}, atol = {atol:g}): a model discontinuous or very "
+                                 "stiff in σ keeps the adaptive steps from growing; check the model there, loosen "
+                                 "rtol / atol, or raise max_evals")
+        evals += 1
         x_ve = y if c == 0.0 else y / c
         d = denoiser(x_ve, x_ve.new_full((b,), sigma))
-        return (y * c - d.to(y.dtype)) / s
+        drift = (y * c - d.to(y.dtype)) / s
+        if not bool(torch.isfinite(drift).all()):  # one host read per evaluation: fine in a reference solve
+            what = ("the model returned NaN/Inf" if not bool(torch.isfinite(d).all())
+                    else "the drift overflowed (the model's output is finite)")
+            raise NonFiniteError(f"{what} at σ = {sigma:g} in {solve}, so there is no reference solution: check the "
+                                 "model at that σ (a float16 model may overflow: try bfloat16 or float32), or solve "
+                                 "over a range where it is finite")
+        return drift
 
     t = torch.tensor([phi0, phi1], dtype=torch.float64, device=x.device)
     with torch.no_grad():

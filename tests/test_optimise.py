@@ -256,7 +256,7 @@ def test_a_numpy_integer_budget_and_one_step():
     r = so.optimise_schedule(GM.denoiser, "euler", np.int64(1), GM.noise(4, seed=0), SIGMA_MIN, SIGMA_MAX)
     assert r.sigmas == [SIGMA_MAX, 0.0] and r.nfe == 1 and type(r.nfe) is int
     assert r.meta == {"steps": 1, "evaluations": 1, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX,
-                      "calibration_batch": 4}
+                      "calibration_batch": 4, "fixed": "1 step: its schedule is [σ_max, 0], with no point to place"}
 
 
 def test_the_command_line_with_one_step(tmp_path, capsys):
@@ -393,3 +393,167 @@ def test_the_committed_schedules_are_what_the_documented_command_writes(tmp_path
     for path in committed.iterdir():
         _same_up_to_rounding(json.loads((tmp_path / path.name).read_text()), json.loads(path.read_text()), path.name)
     assert re.findall(r"\bratio (\d\.\d\d)", printed) == ["0.83", "0.66", "0.76"]
+
+
+# --- audit: the model's range, NaN / Inf, two steps, float8 -------------------------------------------------------
+
+def _sd_eps_denoiser(counter):
+    """An SD-style eps model on a 1000-step table (σ 0.029 … 14.6) as a canonical denoiser, counting its calls."""
+    vp = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    base = GM.as_model("eps", vp)
+
+    def unet(x, t, **kw):
+        counter.calls += 1
+        return base(x, t, **kw)
+
+    return samplers.to_denoiser(unet, "eps", vp)
+
+
+class _Guided:
+    """A k-diffusion-style wrapper (its model in ``inner_model``, no ``prepare_times`` of its own)."""
+
+    def __init__(self, inner_model):
+        self.inner_model = inner_model
+
+    def __call__(self, x, sigma, **kw):
+        return self.inner_model(x, sigma, **kw)
+
+
+@pytest.mark.parametrize("wrap", [lambda d: d, _Guided])
+def test_a_range_outside_the_model_table_is_refused_before_any_model_call(wrap):
+    # the guide's range (σ 0.002 → 80) on an SD-style eps model: refused after the reference solve (231 calls) before
+    counter = Counting()
+    model = wrap(_sd_eps_denoiser(counter))
+    with pytest.raises(samplers.InvalidInput, match="sigma_max=80 → sigma_min=0.002.*outside this model's timestep "
+                                                   "table.*within the model's table"):
+        so.optimise_schedule(model, "euler", 4, GM.noise(4, seed=0), SIGMA_MIN, SIGMA_MAX, maxiter=3)
+    assert counter.calls == 0
+
+
+def test_a_range_within_the_model_table_runs():
+    counter = Counting()
+    vp = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    r = so.optimise_schedule(_sd_eps_denoiser(counter), "euler", 3, GM.noise(4, seed=0), float(vp.sigma_min),
+                             float(vp.sigma_max), maxiter=3)
+    assert counter.calls > 0 and math.isfinite(r.error)
+
+
+def test_the_reference_solve_refuses_a_model_returning_nan_naming_the_sigma():
+    from samplers.problems import pf_ode_solution
+
+    def band(x, sigma):  # NaN for 3 < σ < 5 only: torchdiffeq stopped with "AssertionError: underflow in dt 0.0"
+        out = GM.denoiser(x, sigma)
+        return out * float("nan") if 3 < float(sigma[0]) < 5 else out
+
+    with pytest.raises(samplers.NonFiniteError, match=r"the model returned NaN/Inf at σ = [34]\.\d+ in the PF-ODE "
+                                                      "solve from σ = 80 to σ = 0.002.*check the model"):
+        pf_ode_solution(band, GM.noise(4, seed=0) * SIGMA_MAX, SIGMA_MAX, SIGMA_MIN)
+    with pytest.raises(samplers.NonFiniteError, match="NaN/Inf at σ = 80 .*no reference"):
+        so.optimise_schedule(lambda x, s: GM.denoiser(x, s) * float("nan"), "euler", 4, GM.noise(4, seed=0),
+                             SIGMA_MIN, SIGMA_MAX, maxiter=3)
+
+
+def test_the_reference_solve_caps_its_model_evaluations():
+    from samplers.problems import pf_ode_solution
+
+    model = Counting()
+    with pytest.raises(samplers.StepLimitError, match="max_evals = 5 model evaluations without finishing"):
+        pf_ode_solution(model, GM.noise(4, seed=0) * SIGMA_MAX, SIGMA_MAX, max_evals=5)
+    assert model.calls == 5
+    with pytest.raises(samplers.InvalidInput, match="max_evals must be an integer >= 1"):
+        pf_ode_solution(model, GM.noise(4, seed=0) * SIGMA_MAX, SIGMA_MAX, max_evals=0)
+
+
+def test_a_nan_model_ends_under_python_O():
+    # under -O torchdiffeq's "underflow in dt" assertion is gone and the solve of a NaN model never ended
+    import subprocess
+    import sys
+
+    code = ("import torch, samplers\nfrom samplers.problems import pf_ode_solution\n"
+            "try:\n    pf_ode_solution(lambda x, s: x * float('nan'), torch.randn(2, 4, dtype=torch.float64) * 80, 80.0)\n"
+            "except samplers.NonFiniteError:\n    print('refused')\n")
+    done = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(__import__("pathlib").Path(samplers.__file__).parents[1]))
+    assert done.stdout.strip() == "refused", done.stderr
+
+
+def _nan_at(sigmas):
+    """GM's denoiser, NaN where it is called at one of ``sigmas`` exactly (a grid point no reference solve hits)."""
+    def model(x, sigma, **kw):
+        out = GM.denoiser(x, sigma, **kw)
+        return out * float("nan") if any(abs(float(sigma[0]) - s) <= 1e-12 * s for s in sigmas) else out
+    return model
+
+
+def test_a_baseline_whose_run_is_not_finite_is_recorded_as_none():
+    # the guide's rule; the optimiser raised the run's NonFiniteError and stopped
+    bad = float(samplers.get_sigmas("exponential", 4, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)[1])
+    r = so.optimise_schedule(_nan_at([bad]), "euler", 4, GM.noise(4, seed=0), SIGMA_MIN, SIGMA_MAX, maxiter=5,
+                             baselines=("karras", "exponential"))
+    assert r.baselines["exponential"] is None and math.isfinite(r.baselines["karras"]) and math.isfinite(r.error)
+
+
+class _NanAfter:
+    """GM's denoiser returning NaN on the calls numbered in ``calls`` (from 0), counting every call."""
+
+    def __init__(self, calls):
+        self.nan, self.calls = calls, 0
+
+    def __call__(self, x, sigma, **kw):
+        out = GM.denoiser(x, sigma, **kw)
+        self.calls += 1
+        return out * float("nan") if (self.calls - 1) in self.nan else out
+
+
+def test_a_probe_whose_run_is_not_finite_is_penalised_not_fatal():
+    # the objective meant a 1e6 penalty, but the run's NonFiniteError stopped the whole optimisation
+    noise, ref = GM.noise(4, seed=0), Counting()
+    so.reference_solution(ref, noise * SIGMA_MAX, SIGMA_MAX, SIGMA_MIN)
+    start = ref.calls  # the calls before Nelder-Mead (no baselines): the reference solve and its final denoise
+    model = _NanAfter(set(range(start + 4 * 2, start + 4 * 3)))  # the third probe's 4 euler calls: NaN
+    r = so.optimise_schedule(model, "euler", 4, noise, SIGMA_MIN, SIGMA_MAX, maxiter=8, baselines=())
+    assert model.calls > start + 4 * 3 and r.meta["evaluations"] > 3 and math.isfinite(r.error)
+    every = _NanAfter(set(range(start, 10 ** 6)))  # every probe NaN: no finite error to optimise
+    with pytest.raises(samplers.NonFiniteError, match="every one of the \\d+ schedules tried"):
+        so.optimise_schedule(every, "euler", 4, noise, SIGMA_MIN, SIGMA_MAX, maxiter=3, baselines=())
+
+
+@pytest.mark.parametrize("sampler, nfe, steps", [("euler", 2, 2), ("dpmpp_2m", 2, 2), ("heun", 4, 2),
+                                                 ("torchdiffeq.rk4", 8, 2), ("euler", 1, 1)])
+def test_one_or_two_steps_are_scored_once_not_optimised(sampler, nfe, steps):
+    from samplers.core.budget import count_nfe
+
+    # two steps: σ_max, σ_min and 0 are all fixed, yet Nelder-Mead ran 35 evaluations (239 model calls)
+    noise, ref, model = GM.noise(4, seed=0), Counting(), Counting()
+    so.reference_solution(ref, noise * SIGMA_MAX, SIGMA_MAX, SIGMA_MIN)
+    r = so.optimise_schedule(model, sampler, nfe, noise, SIGMA_MIN, SIGMA_MAX, baselines=())
+    assert r.meta["steps"] == steps and r.meta["evaluations"] == 1 and f"{steps} step" in r.meta["fixed"]
+    assert r.sigmas[0] == pytest.approx(SIGMA_MAX) and r.sigmas[-1] == 0 and len(r.sigmas) == steps + 1
+    if steps == 2:
+        assert r.sigmas[1] == pytest.approx(SIGMA_MIN)
+    assert model.calls == ref.calls + count_nfe(sampler, r.tensor())  # the reference, then one run
+
+
+def test_meta_fixed_is_only_for_one_or_two_steps(tmp_path):
+    with pytest.raises(samplers.InvalidInput, match="meta\\['fixed'\\].*3 steps"):
+        load_with(tmp_path, {"meta": {"fixed": "no"}})
+    two = so.OptimisedSchedule([14.6, 0.03, 0.0], "euler", 2, 0.1, {}, {"fixed": "2 steps"})
+    assert so.OptimisedSchedule.load(two.save(tmp_path / "two.json")) == two
+
+
+def test_a_float8_calibration_is_refused_by_name_before_any_model_call():
+    model = Counting()
+    with pytest.raises(samplers.InvalidType, match="calibration is a torch.float8_e4m3fn tensor.*float16, bfloat16, "
+                                                   "float32 or float64"):
+        so.optimise_schedule(model, "euler", 4, GM.noise(4, seed=0).to(torch.float8_e4m3fn), SIGMA_MIN, SIGMA_MAX)
+    assert model.calls == 0
+
+
+def test_one_or_two_steps_whose_only_run_is_not_finite_raise_naming_it():
+    # one step scored inf was refused as an 'error must be a real number' InvalidInput of the result it built
+    noise, ref = GM.noise(4, seed=0), Counting()
+    so.reference_solution(ref, noise * SIGMA_MAX, SIGMA_MAX, SIGMA_MIN)
+    for nfe in (1, 2):
+        with pytest.raises(samplers.NonFiniteError, match="euler's run .* NaN/Inf on its only schedule"):
+            so.optimise_schedule(_NanAfter(set(range(ref.calls, 10 ** 6))), "euler", nfe, noise, SIGMA_MIN,
+                                 SIGMA_MAX, baselines=())

@@ -1193,9 +1193,10 @@ def _takes_sigma(fn) -> bool:
 
 
 def reference_endpoints(denoiser, x: torch.Tensor, sigma_max: float, rtol: float = 1e-7) -> torch.Tensor:
-    """The exact PF-ODE endpoints (σ = 0) from ``x`` at ``sigma_max``: :func:`samplers.problems.pf_ode_solution`.
-    A solve whose step size underflows (torchdiffeq's AssertionError "underflow in dt", which a model returning NaN
-    or infinite values causes) raises :class:`~samplers.core.errors.NonFiniteError`."""
+    """The exact PF-ODE endpoints (σ = 0) from ``x`` at ``sigma_max``: :func:`samplers.problems.pf_ode_solution`,
+    which refuses a model returning NaN or infinite values (:class:`~samplers.core.errors.NonFiniteError`, naming the
+    σ). A solve whose step size underflows on finite values (torchdiffeq's AssertionError "underflow in dt") raises
+    :class:`~samplers.core.errors.NonFiniteError` too."""
     from ..core.errors import NonFiniteError
     from ..problems import pf_ode_solution
 
@@ -1206,7 +1207,7 @@ def reference_endpoints(denoiser, x: torch.Tensor, sigma_max: float, rtol: float
             raise
         raise NonFiniteError(f"the exact endpoints of {x.shape[0]} start(s) from σ = {sigma_max:g} cannot be solved: "
                              "the adaptive solve's step size underflowed (torchdiffeq: underflow in dt), as it does "
-                             "where the model returns NaN or infinite values: check the model on these starts, or "
+                             "where the solve diverges: check the model on these starts, or "
                              f"loosen the solve's tolerance (rtol = atol = {rtol:g}) if it diverged") from None
 
 

@@ -29,14 +29,19 @@ from ..core.registry import SAMPLERS, info, sample
 from ..core.files import atomic_write_bytes
 from .base import TABLE_SCHEDULES, check_steps
 from .presets import loglinear_interp
-from ..core.errors import InvalidInput, InvalidType, SamplersError
+from ..core.errors import InvalidInput, InvalidType, NonFiniteError, SamplersError
+from ..core.run import LATENT_DTYPES
 from ..core.validate import distinct, integer, real
 
 FIXED_BASELINES = ("karras", "exponential", "polyexponential", "kl_optimal", "vp")
 FORMAT = "samplers.optimised_schedule/1"
 # What ``meta`` may hold (all written by optimise_schedule): the step count, the objective's evaluations, the range
-# optimised on and the calibration batch size.
-META_KEYS = ("steps", "evaluations", "sigma_min", "sigma_max", "calibration_batch")
+# optimised on, the calibration batch size and, for one or two steps, why nothing was optimised (``fixed``).
+META_KEYS = ("steps", "evaluations", "sigma_min", "sigma_max", "calibration_batch", "fixed")
+# steps below this have no interior point to place: σ_max, σ_min (two steps) and 0 are all fixed
+FREE_STEPS = 3
+# the objective's value for a probe whose run is not finite: worse than any finite error Nelder-Mead compares it with
+PENALTY = 1e6
 RANGE_RTOL = 1e-6  # an asked range end within this of the schedule's own is the same range
 
 
@@ -276,6 +281,9 @@ class OptimisedSchedule:
         for key in ("evaluations", "calibration_batch"):
             if key in meta:
                 integer(f"meta[{key!r}]", meta[key], lo=1)
+        if "fixed" in meta and (not isinstance(meta["fixed"], str) or steps >= FREE_STEPS):
+            raise InvalidInput(f"meta['fixed'] is {meta['fixed']!r}, but it says (as a string) why a schedule of one or "
+                               f"two steps was not optimised, and sigmas hold {steps} steps")
         top = values[0]
         low = values[-2] if steps >= 2 else None
         if "sigma_max" in meta and not math.isclose(_real("meta['sigma_max']", meta["sigma_max"], lo=0, lo_open=True),
@@ -310,11 +318,17 @@ class OptimisedSchedule:
 
 def reference_solution(denoiser, x: torch.Tensor, sigma_max: float, sigma_min: float, rtol: float = 1e-7) -> torch.Tensor:
     """The target of a schedule from σ_max to σ_min: the exact PF-ODE state at σ_min
-    (:func:`samplers.problems.pf_ode_solution`), then the final denoise that every schedule ends with."""
+    (:func:`samplers.problems.pf_ode_solution`, which refuses a model returning NaN / Inf and caps its work), then the
+    final denoise that every schedule ends with, checked finite."""
     from ..problems import pf_ode_solution
 
     x_min = pf_ode_solution(denoiser, x, sigma_max, sigma_min, rtol=rtol, atol=rtol)
-    return denoiser(x_min, x_min.new_full((x_min.shape[0],), sigma_min))
+    out = denoiser(x_min, x_min.new_full((x_min.shape[0],), sigma_min))
+    if not bool(torch.isfinite(out).all()):
+        raise NonFiniteError(f"the model returned NaN/Inf at σ = {sigma_min:g} (sigma_min, the final denoise of the "
+                             "reference), so there is no reference to score schedules against: check the model at that "
+                             "σ, or optimise on a range whose sigma_min it is finite at")
+    return out
 
 
 def _sigmas_from(theta: np.ndarray, log_max: float, log_min: float) -> torch.Tensor:
@@ -327,7 +341,12 @@ def _sigmas_from(theta: np.ndarray, log_max: float, log_min: float) -> torch.Ten
 
 def schedule_error(denoiser, sampler: str, sigmas: torch.Tensor, x: torch.Tensor, reference: torch.Tensor,
                    **options) -> float:
-    out = sample(sampler, denoiser, x, sigmas, disable=True, **options)
+    """The RMS distance between ``sampler``'s run on ``sigmas`` from ``x`` and ``reference``; inf where the run is not
+    finite (its :class:`NonFiniteError`): such a schedule is the worst, not the end of the optimisation."""
+    try:
+        out = sample(sampler, denoiser, x, sigmas, disable=True, **options)
+    except NonFiniteError:
+        return math.inf
     return float((out.double() - reference.double()).pow(2).mean().sqrt())
 
 
@@ -337,6 +356,9 @@ def _check_calibration(calibration) -> torch.Tensor:
     if not calibration.is_floating_point():
         raise InvalidType(f"calibration must be floating-point unit noise, got dtype {calibration.dtype}; pass "
                           "torch.randn(...) (or .float() of what you have)")
+    if calibration.dtype not in LATENT_DTYPES:  # float8: no arithmetic of its own, as a sampler's latents refuse it
+        raise InvalidType(f"calibration is a {calibration.dtype} tensor; it must be float16, bfloat16, float32 or "
+                          "float64 unit noise (the latents every sampler takes): pass calibration.float()")
     if calibration.ndim < 2 or calibration.numel() == 0:
         raise InvalidInput(f"calibration must be a non-empty batch of unit noise [B, ...], got shape "
                            f"{tuple(calibration.shape)}")
@@ -376,6 +398,21 @@ def _sigma_range(sigma_min, sigma_max) -> tuple[float, float]:
     return sigma_min, sigma_max
 
 
+def _check_range_on_model(denoiser, x: torch.Tensor, sigma_min: float, sigma_max: float) -> None:
+    """The registry run's checks before its loop, on the range the reference solve and every run evaluate the model
+    across (no model call): a denoiser on a timestep table (through its wrappers) refuses a range that leaves it
+    (:func:`samplers.core.conversion.prepare_times`). σ_max is finite (:func:`_sigma_range`), so the σ = inf rule has
+    nothing to refuse."""
+    from ..core.conversion import prepare_times
+
+    try:
+        prepare_times(denoiser, [sigma_max, sigma_min], x.shape[0], x.dtype, x.device)
+    except InvalidInput as e:
+        raise InvalidInput(f"sigma_max={sigma_max:g} → sigma_min={sigma_min:g}: the reference solve and every run "
+                           f"evaluate the model across this range, but {e} (for the optimiser: pass sigma_min and "
+                           "sigma_max within the model's table)") from None
+
+
 def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tensor, sigma_min: float,
                       sigma_max: float, *, maxiter: int | None = None, sampler_options: dict | None = None,
                       baselines: tuple[str, ...] = FIXED_BASELINES) -> OptimisedSchedule:
@@ -400,7 +437,10 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
         baselines: the σ schedules to compare with (names; not a training-timestep spacing, which needs a model's
             table).
 
-    One step has nothing to place: its schedule is [σ_max, 0] (σ_min sets only the reference it is scored against).
+    One or two steps have nothing to place: the schedule is [σ_max, 0] (σ_min sets only the reference it is scored
+    against) or [σ_max, σ_min, 0], scored once and returned (``meta['fixed']`` says why). A baseline whose run is
+    not finite is recorded as None; a probe's, scored worse than any finite one. A model returning NaN / Inf in the
+    reference solve, or on every schedule tried, raises :class:`NonFiniteError`.
     """
     spec = check_sampler(sampler)
     nfe = integer("nfe", nfe, lo=1)
@@ -425,31 +465,49 @@ def optimise_schedule(denoiser, sampler: str, nfe: int, calibration: torch.Tenso
     # half-precision noise runs in the float32 state every sampler keeps for fp16 / bf16 latents (samplers.core
     # .conversion.state_dtype): the reference solve (dopri5 at 1e-7) cannot resolve its steps in float16
     x = calibration.to(state_dtype(calibration.dtype)) * sigma_max
+    _check_range_on_model(denoiser, x, sigma_min, sigma_max)
     reference = reference_solution(denoiser, x, sigma_max, sigma_min)
     base = {}
     for name, sig in fixed.items():
         err = schedule_error(denoiser, spec.name, sig, x, reference, **options)
         base[name] = err if math.isfinite(err) else None  # None: that schedule's run was not finite
-    def meta(evaluations: int) -> dict:
+    def meta(evaluations: int, **more) -> dict:
         return {"steps": steps, "evaluations": evaluations, "sigma_min": sigma_min, "sigma_max": sigma_max,
-                "calibration_batch": int(calibration.shape[0])}
+                "calibration_batch": int(calibration.shape[0]), **more}
 
-    if steps < 2:  # nothing to place between σ_max and 0: one step runs from σ_max to 0
+    def not_finite(what: str) -> NonFiniteError:
+        return NonFiniteError(f"{spec.name}'s run from the calibration batch produced NaN/Inf on {what}, so there is "
+                              "no finite error to optimise: check the model across the range (run "
+                              f"samplers.sample({spec.name!r}, ...) inside `with samplers.debug():` to stop at the "
+                              "first non-finite model call), or optimise on a range where the runs are finite")
+
+    if steps < FREE_STEPS:  # nothing to place: σ_max (σ_min) and 0 are fixed, so the one schedule is scored once
         sig = schedules.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max)
         err = schedule_error(denoiser, spec.name, sig, x, reference, **options)
-        return OptimisedSchedule(sig.tolist(), spec.name, nfe, err, base, meta(1), options)
+        if not math.isfinite(err):
+            raise not_finite(f"its only schedule {sig.tolist()}")
+        why = ("1 step: its schedule is [σ_max, 0], with no point to place" if steps == 1 else
+               "2 steps: its schedule is [σ_max, σ_min, 0], all fixed, with no interior point to place")
+        return OptimisedSchedule(sig.tolist(), spec.name, nfe, err, base, meta(1, fixed=why), options)
     log_max, log_min = math.log(sigma_max), math.log(sigma_min)
     karras = schedules.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=sigma_max)[:-1].log().numpy()
     theta0 = np.log(-np.diff(karras))
+    finite = 0  # probes whose run was finite
 
     def objective(theta):
+        nonlocal finite
         err = schedule_error(denoiser, spec.name, _sigmas_from(theta, log_max, log_min), x, reference, **options)
-        return err if math.isfinite(err) else 1e6
+        if not math.isfinite(err):
+            return PENALTY
+        finite += 1
+        return err
 
     from scipy import optimize
 
     res = optimize.minimize(objective, theta0, method="Nelder-Mead",
                             options={"maxiter": maxiter or 150 * len(theta0), "xatol": 1e-4, "fatol": 1e-10})
+    if not finite:
+        raise not_finite(f"every one of the {int(res.nfev)} schedules tried (from Karras)")
     best = _sigmas_from(res.x, log_max, log_min)
     return OptimisedSchedule(best.tolist(), spec.name, nfe, float(res.fun), base, meta(int(res.nfev)), options)
 
