@@ -397,8 +397,11 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
 def get(name: str) -> Callable:
     """The sampler function for ``name``; a label with options returns the sampler with those options bound."""
     found = resolve(name)
-    fn = SAMPLERS.get(found.sampler).fn
-    if not found.options and found.source != "a1111":  # an A1111 label reads some options its own way: merge_options
+    spec = SAMPLERS.get(found.sampler)
+    fn = spec.fn
+    # a label without options is its sampler, but for an A1111 label of a sampler with a churn window, whose s_tmax
+    # it reads its own way (merge_options)
+    if not found.options and not (found.source == "a1111" and "s_tmax" in spec.options):
         return fn
     return _bound(fn, found)
 
