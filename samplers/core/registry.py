@@ -192,7 +192,9 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
     against a prepared run (see :mod:`samplers.core.run`): ``model(x, sigma)`` takes a Python float sigma and
     ``sigmas`` is a list of finite Python floats (its first may be inf for a ``from_infinity`` sampler). The function registered (and returned) is the public
     wrapper that validates input, handles an infinite first sigma exactly and checks the result.
-    A name (or alias) that is already registered is refused unless ``replace=True``.
+    A name (or alias) that is already registered is refused unless ``replace=True``. ``before_run(model, sigmas,
+    options)``: the sampler's own check of its options against the model and the grid (σ as host floats), run before
+    the run's shared checks and any model call (``learned_multistep`` checks its fitted solver there).
     """
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {KINDS}, got {kind!r}")
