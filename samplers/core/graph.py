@@ -206,12 +206,11 @@ class GraphedSampler:
                 out = self.static_out.clone()
             else:
                 out = self._body()
-        if check and not bool(torch.isfinite(out).all()):
-            raise NonFiniteError(f"{self.spec.name} produced NaN/Inf in a graphed run; run it eagerly inside "
-                                 "`with samplers.debug():` to find the first model call that does")
         if not check:
             return out.to(self.out_dtype)
-        return to_result_dtype(out, self.out_dtype, self.spec.name, self.sigmas[-1])
+        return to_result_dtype(out, self.out_dtype, self.spec.name, self.sigmas[-1], lambda: NonFiniteError(
+            f"{self.spec.name} produced NaN/Inf in a graphed run; run it eagerly inside `with samplers.debug():` to "
+            "find the first model call that does"))
 
     @property
     def captured(self) -> bool:

@@ -208,12 +208,12 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
     if offset and isinstance(options.get("info"), dict):  # info["nfe"]: every model call, the step from σ = inf too
         options["info"]["nfe"] = options["info"].get("nfe", 0) + 1
 
-    if not bool(torch.isfinite(x).all()):
+    def produced_nonfinite() -> NonFiniteError:
         # a number set away from its default (by the caller or a label) may be a gain that drives the steps out of
         # range where no single value is invalid (ge_gamma = 1e30)
         tuned = any(isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(params.get(k), (int, float))
                     and not isinstance(params.get(k), bool) and v != params[k] for k, v in options.items())
-        raise NonFiniteError(
+        return NonFiniteError(
             f"{spec.name} produced NaN/Inf. Run inside `with samplers.debug():` to stop at the first model "
             "call that returns non-finite values; common causes are fp16 overflow in the model (try bfloat16 "
             "or float32) or a model that cannot be evaluated at the first sigma"
@@ -221,15 +221,21 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
                "with samplers.to_denoiser, which refuses it before any call)" if from_inf else "")
             + ("; or an option set away from its default that drives the steps out of range where no single value "
                "is invalid (a large gain such as ge_gamma: try values nearer the defaults)" if tuned else "") + ".")
-    return to_result_dtype(x, out_dtype, spec.name, values[-1])
+
+    return to_result_dtype(x, out_dtype, spec.name, values[-1], produced_nonfinite)
 
 
-def to_result_dtype(x: torch.Tensor, out_dtype: torch.dtype, name: str, sigma_end: float) -> torch.Tensor:
-    """The finite state ``x`` in the caller's dtype. Where that is narrower (a float16 / bfloat16 latent, the state
-    float32) the cast itself may overflow to inf: checked once after it, there only (one read, after the loop)."""
+def to_result_dtype(x: torch.Tensor, out_dtype: torch.dtype, name: str, sigma_end: float,
+                    nonfinite: Callable[[], Exception] | None = None) -> torch.Tensor:
+    """The state ``x`` in the caller's dtype, checked with one read after the cast (a NaN / Inf of the state stays one
+    in it). ``nonfinite``: the error for a state that is itself not finite, raised where it is not (None: the state is
+    known finite, and only a cast to a narrower dtype — float16 / bfloat16 latents, the state float32 — is checked,
+    where the cast itself may overflow to inf)."""
     out = x.to(out_dtype)
-    if out_dtype != x.dtype and torch.finfo(out_dtype).max < torch.finfo(x.dtype).max \
-            and not bool(torch.isfinite(out).all()):
+    narrows = out_dtype != x.dtype and torch.finfo(out_dtype).max < torch.finfo(x.dtype).max
+    if (nonfinite is not None or narrows) and not bool(torch.isfinite(out).all()):
+        if nonfinite is not None and (not narrows or not bool(torch.isfinite(x).all())):
+            raise nonfinite()
         top = float(x.abs().max())
         raise NonFiniteError(
             f"{name}'s result is finite in its {x.dtype} state (|x| up to {top:.4g}) but overflows {out_dtype} (largest "
