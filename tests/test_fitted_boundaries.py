@@ -197,3 +197,22 @@ def test_a_solver_is_shown_by_its_steps_range_and_file_not_its_weights(tmp_path)
         samplers.sample(f"fitted:{path}", GM.denoiser, GM.noise(1, seed=0) * 14.6, LearnedSolver.load(path).sigmas,
                         solver=_euler())
     assert "eps_weights" not in str(err.value) and len(str(err.value)) < 600  # nor its 1560 weights
+
+
+def test_a_graphed_run_checks_a_fitted_solver_as_samplers_sample_does():
+    # samplers.core.graph.capture resolves a run as samplers.sample does: the solver's own checks (its nodes, its
+    # timestep table) come first there too, before the run is prepared or the model called
+    from samplers.core.graph import capture
+
+    eps = Counting(samplers.to_denoiser(GM.as_model("eps", VP), "eps", VP))
+    other = [14.6, 4.0, 1.5, 0.4, 0.0]
+    with pytest.raises(samplers.InvalidInput, match="its own"):
+        capture("learned_multistep", eps, GM.noise(2, seed=0) * 14.6, other, solver=_euler(), fallback="eager")
+    WIDE = [80.0, 5.0, 1.5, 0.002, 0.0]
+    with pytest.raises(samplers.InvalidOption, match=r"this fitted solver runs on σ nodes 80, 0.002 outside"):
+        capture("learned_multistep", eps, GM.noise(2, seed=0) * 80.0, WIDE, solver=_euler(WIDE),
+                allow_other_model=True, fallback="eager")
+    assert eps.calls == 0
+    run = capture("learned_multistep", eps, GM.noise(2, seed=0) * 14.6, SIG, solver=_euler(), fallback="eager")
+    torch.testing.assert_close(run(GM.noise(2, seed=0) * 14.6),
+                               samplers.sample("euler", eps, GM.noise(2, seed=0) * 14.6, SIG, disable=True))

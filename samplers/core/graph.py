@@ -250,13 +250,12 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
     check_options(spec, options)
     values = read_sigmas(sigmas, state_dtype_for(x.dtype))
     check_start(x)
+    if spec.before_run is not None:  # the sampler's own checks first, as in samplers.sample (a fitted solver's)
+        spec.before_run(model, values, options)
     run = GraphedSampler(spec, model, x, values, dict(extra_args or {}), options, seed, noise_sampler)
     # the checks samplers.sample makes before its first model call, made here before capture's (the sampler's own
     # checks of the schedule and options run on a probe whose model and noise stop at their first call)
     from_inf = math.isinf(values[0])
-    solver = run.options.get("solver")
-    if from_inf and callable(getattr(solver, "check_model", None)):
-        solver.check_model(model, run.options.get("allow_other_model", False))
     if from_inf:
         check_infinite_sigma(model)
     rest = values[1:] if from_inf and not spec.from_infinity else values
