@@ -51,7 +51,6 @@ def pf_ode_solution(denoiser: Callable, x: torch.Tensor, sigma_start: float, sig
     """
     import torchdiffeq  # loaded when a reference is solved, not by ``import samplers``
     from .core.run import check_infinite_sigma, check_start
-    from .core.validate import integer
 
     max_evals = integer("max_evals", max_evals, lo=1)
     check_start(x)
