@@ -84,6 +84,35 @@ def test_a_parameter_that_would_be_ignored_is_refused(call, error, match):
         call()
 
 
+@pytest.mark.parametrize("model", [VPContinuous("linear", beta_max=10.0), VPContinuous("linear", beta_min=0.5),
+                                   VPContinuous("cosine"), VPContinuous("cosine", cosine_s=0.02, t_min=0.01)],
+                         ids=["beta_max=10", "beta_min=0.5", "cosine", "cosine_s=0.02"])
+def test_vp_on_a_continuous_vp_model_is_uniform_in_that_models_time(model):
+    # the model's β's (or its cosine ᾱ) set the interior too, not only the ends: uniform in the model's own t
+    sigmas = samplers.get_sigmas("vp", 6, native=model)
+    assert sigmas[0] == pytest.approx(model.sigma_max, rel=1e-12) and sigmas[-2] == pytest.approx(model.sigma_min)
+    t = model.time(sigmas[:-1]) / model.time_scale
+    assert torch.allclose(t, torch.linspace(1.0, model.t_min, 6, dtype=torch.float64), rtol=0, atol=1e-9)
+
+
+def test_vp_with_the_default_model_is_the_default_vp_bit_for_bit():
+    assert torch.equal(samplers.get_sigmas("vp", 7, native=VPContinuous()),
+                       samplers.get_sigmas("vp", 7, sigma_max=VPContinuous().sigma_max, eps_s=1e-3))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(native=VPContinuous("linear", beta_max=10.0), beta_d=19.9), r"beta_d=19.9 and native=.*beta_d=9.9"),
+    (dict(native=VPContinuous("cosine"), beta_min=0.2), r"beta_min=0.2 and native=.*kind='cosine'"),
+    (dict(native=VPContinuous("linear"), kind="cosine"), r"kind='cosine' and native="),
+    (dict(kind="cosine", beta_d=10.0), "kind='cosine' does not read beta_d / beta_min"),
+    (dict(cosine_s=0.01), "cosine_s=0.01 is the cosine kind's offset"),
+    (dict(kind="sigmoid"), "kind must be 'linear' .* or 'cosine'"),
+])
+def test_vp_parameters_another_model_or_kind_would_ignore_are_refused(kw, match):
+    with pytest.raises(samplers.InvalidOption, match=match):
+        samplers.get_sigmas("vp", 4, **kw)
+
+
 def test_what_those_parameters_mean_alone_still_runs():
     assert samplers.get_sigmas("vp", 4, eps_s=0.5)[-2] == pytest.approx(
         float(torch.expm1(torch.tensor(19.9 * 0.25 / 2 + 0.1 * 0.5, dtype=torch.float64)).sqrt()))

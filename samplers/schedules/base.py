@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..core.native import NoiseSchedule, RectifiedFlow, TableAxis, VPDiscrete
+from ..core.native import NoiseSchedule, RectifiedFlow, TableAxis, VPContinuous, VPDiscrete
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.registry import Registry, load_builtins
 from ..core.validate import check_allocation, integer, positive
@@ -373,4 +373,26 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
                 kw.setdefault("table_axis", native.table_axis)
         if canonical == "flow" and isinstance(native, RectifiedFlow) and "mu" not in kw:
             kw.setdefault("shift", native.shift)
+        if canonical == "vp" and isinstance(native, VPContinuous):
+            kw.update(_vp_of_model(native, kw))
     return fn(n, sigma_min, sigma_max, **kw)
+
+
+def _vp_of_model(native: VPContinuous, kw: dict) -> dict:
+    """The 'vp' schedule's parameters of a continuous VP model: uniform in the model's own time (its kind, and its β's
+    or its cosine offset), as 'flow' takes a flow model's shift; one given otherwise is refused, not overridden."""
+    if native.kind == "linear":
+        model = {"kind": "linear", "beta_d": native.beta_max - native.beta_min, "beta_min": native.beta_min}
+    else:
+        model = {"kind": "cosine", "cosine_s": native.cosine_s}
+    clash = {k: v for k, v in kw.items() if k in model and not (
+        v == model[k] if isinstance(model[k], str) or isinstance(v, str)
+        else isinstance(v, numbers.Real) and math.isclose(v, model[k], rel_tol=1e-12))}
+    if native.kind == "cosine":
+        clash.update({k: kw[k] for k in ("beta_d", "beta_min") if k in kw})
+    if clash:
+        raise InvalidOption(f"schedule 'vp' got {', '.join(f'{k}={v!r}' for k, v in clash.items())} and native="
+                            f"{native!r}, whose time is its own ({', '.join(f'{k}={v!r}' for k, v in model.items())}): "
+                            "the schedule would be uniform in another model's time; leave them out (the model's), or "
+                            "leave out native and pass sigma_min / sigma_max")
+    return model

@@ -75,22 +75,49 @@ def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0
 
 @register("vp")
 def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, beta_d: float = 19.9,
-       beta_min: float = 0.1, eps_s: float | None = None) -> torch.Tensor:
+       beta_min: float = 0.1, eps_s: float | None = None, kind: str = "linear",
+       cosine_s: float | None = None) -> torch.Tensor:
     """Continuous VP (Song et al. 2021): uniform in t, σ(t) = sqrt(exp(β_d t²/2 + β_min t) − 1).
 
     The t range is [t(σ_min), t(σ_max)]; with no σ_min it ends at t = eps_s (default 1e-3; k-diffusion's
     ``get_sigmas_vp`` runs over [eps_s, 1]). Both ends given is a contradiction, refused: with ``native=`` σ_min is
-    the model's.
+    the model's. ``kind="cosine"``: uniform in the time of the cosine ᾱ (Nichol & Dhariwal 2021, offset ``cosine_s``,
+    default 0.008). With ``native=VPContinuous(...)`` the kind and its β's or offset are the model's.
     """
-    def t_of(sigma):
-        return (-beta_min + math.sqrt(beta_min**2 + 2 * beta_d * math.log1p(sigma**2))) / beta_d
+    if kind not in ("linear", "cosine"):
+        raise InvalidOption(f"schedule 'vp': kind must be 'linear' (the β of Song et al.) or 'cosine' (Nichol & "
+                            f"Dhariwal's ᾱ), got {kind!r}")
+    if kind == "cosine" and (beta_d, beta_min) != (19.9, 0.1):
+        raise InvalidOption(f"schedule 'vp' with kind='cosine' does not read beta_d / beta_min (the linear kind's), "
+                            f"so beta_d={beta_d!r}, beta_min={beta_min!r} would be ignored; leave them out, or pass "
+                            "kind='linear'")
+    if kind == "linear" and cosine_s is not None:
+        raise InvalidOption(f"schedule 'vp': cosine_s={cosine_s!r} is the cosine kind's offset, which the linear kind "
+                            "does not read; leave it out, or pass kind='cosine'")
+    if kind == "linear":
+        beta_d, beta_min = positive("beta_d", beta_d), positive("beta_min", beta_min)
+
+        def t_of(sigma):
+            return (-beta_min + math.sqrt(beta_min**2 + 2 * beta_d * math.log1p(sigma**2))) / beta_d
+
+        def sigma_of(t):
+            return torch.expm1(beta_d * t**2 / 2 + beta_min * t).sqrt()
+    else:
+        s = 0.008 if cosine_s is None else real("cosine_s", cosine_s, lo=0.0)
+        f0 = math.cos(s / (1 + s) * math.pi / 2) ** 2
+
+        def t_of(sigma):
+            return math.acos(math.sqrt(f0 / (1 + sigma**2))) * (2 / math.pi) * (1 + s) - s
+
+        def sigma_of(t):
+            ab = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2 / f0
+            return ((1 - ab) / ab).sqrt()
     check_steps(n, None, None, need_range=False)
     if eps_s is not None and sigma_min is not None:
         raise InvalidInput(f"schedule 'vp': eps_s={eps_s!r} (the lowest VP time) and sigma_min={sigma_min!r} (given, "
                            "or the model's own with native=) both set the lower end, and eps_s would be ignored; "
                            "leave eps_s out, or leave out sigma_min and native")
-    eps_s = 1e-3 if eps_s is None else eps_s
-    beta_d, beta_min, eps_s = positive("beta_d", beta_d), positive("beta_min", beta_min), positive("eps_s", eps_s)
+    eps_s = positive("eps_s", 1e-3 if eps_s is None else eps_s)
     if eps_s >= 1:
         raise InvalidInput(f"eps_s (the smallest VP time) must be below 1, got {eps_s:g}")
     for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
@@ -102,7 +129,7 @@ def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, b
         raise InvalidInput(f"schedule 'vp' needs its lower end below its upper one, got sigma_min={sigma_min}, "
                            f"sigma_max={sigma_max} (VP times {t_lo:g} and {t_hi:g})")
     t = torch.linspace(t_hi, t_lo, n, dtype=torch.float64)
-    return strictly_decreasing(append_zero(torch.expm1(beta_d * t**2 / 2 + beta_min * t).sqrt()), "vp")
+    return strictly_decreasing(append_zero(sigma_of(t)), "vp")
 
 @register("kl_optimal", aliases=("kl-optimal",))
 def kl_optimal(n: int, sigma_min: float, sigma_max: float, end: str = "zero", in_flow_time: bool = False) -> torch.Tensor:
