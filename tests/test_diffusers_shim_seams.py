@@ -657,3 +657,50 @@ def test_a_batch_that_changes_within_a_run_is_refused_by_name_and_a_new_run_from
     with pytest.raises(InvalidInput, match=r"change it where a step starts \(the model calls \[0, 2, 4\] of this run\)"):
         x2 = torch.cat([x, x])
         heun.step(model(x2, heun.timesteps[1]), heun.timesteps[1], x2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# EDMEuler's set_timesteps(sigmas=...) reads a ramp in [0, 1] (0 is sigma_max), which its sigma_schedule maps to σ
+
+EDM_EULER = {"_class_name": "EDMEulerScheduler", "num_train_timesteps": 1000, "prediction_type": "epsilon", "rho": 7.0,
+             "sigma_data": 0.5, "sigma_max": 80.0, "sigma_min": 0.002, "sigma_schedule": "karras"}
+
+
+def _ramp_run(scheduler, ramp):
+    scheduler.set_timesteps(sigmas=ramp)
+    x = NOISE * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.step(MODEL(scheduler.scale_model_input(x, t), t), t, x).prev_sample
+    return x
+
+
+def test_the_classes_that_read_sigmas_as_a_ramp_are_diffusers_own():
+    import inspect
+    takes = {name for name, source in sources.SOURCES.items() if source.model_space({}) == "edm"
+             and "sigmas" in inspect.signature(getattr(diffusers, name).set_timesteps).parameters}
+    assert takes == set(sources.SIGMAS_AS_RAMP)
+
+
+@pytest.mark.parametrize("schedule", ["karras", "exponential"])
+@pytest.mark.parametrize("final", ["zero", "sigma_min"])
+@pytest.mark.parametrize("ramp", [torch.linspace(0, 1, 5), torch.tensor([0.0, 0.1, 0.3, 0.6, 1.0]),
+                                  torch.tensor([0.2, 0.5, 0.8])])
+def test_an_edm_ramp_passed_as_sigmas_runs_as_diffusers_runs_it(schedule, final, ramp):
+    # it was refused as "sigmas must be strictly decreasing ... sigmas[0] = 0 and sigmas[1] = 0.25"
+    config = {**EDM_EULER, "sigma_schedule": schedule, "final_sigmas_type": final}
+    theirs = _ramp_run(diffusers.EDMEulerScheduler.from_config(config), ramp)
+    ours = _ramp_run(SamplerScheduler.from_config(config), ramp)
+    assert float((theirs - ours).abs().max() / theirs.abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("ramp, match", [
+    (torch.tensor([80.0, 20.0, 5.0, 1.0, 0.1]), r"sigmas\[0\] = 80 is outside \[0, 1\]"),
+    (torch.tensor([0.0, 0.5, 1.5]), r"sigmas\[2\] = 1.5 is outside \[0, 1\]"),
+    (torch.tensor([1.0, 0.5, 0.0]), r"strictly increasing .*sigmas\[0\] = 1 and sigmas\[1\] = 0.5"),
+    (torch.tensor([0.0, 0.5, 0.5, 1.0]), r"strictly increasing .*sigmas\[1\] = 0.5 and sigmas\[2\] = 0.5"),
+])
+def test_an_edm_ramp_outside_its_rule_is_refused_naming_the_value_passed(ramp, match):
+    # diffusers runs noise levels passed as the ramp to σ = −2.6e14 …; the shim refused them naming its own σ
+    shim = SamplerScheduler.from_config(EDM_EULER)
+    with pytest.raises(InvalidInput, match=match + r".*a ramp in \[0, 1\].*not the noise levels themselves"):
+        shim.set_timesteps(sigmas=ramp)

@@ -1452,12 +1452,33 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         elif timesteps is not None:
             self._check_given_range("timesteps", self._given_values("timesteps", timesteps), -math.inf, math.inf,
                                     "finite model times")
-        if sigmas is not None and self.space == "flow":
+        if sigmas is not None and name in sources.SIGMAS_AS_RAMP:
+            self._check_ramp(name, sigmas)
+        elif sigmas is not None and self.space == "flow":
             self._check_given_range("sigmas", self._given_values("sigmas", sigmas), 0.0, 1.0,
                                     f"{name}'s flow times t (1 is pure noise; the class appends the final 0)")
         elif sigmas is not None:
             self._check_given_range("sigmas", self._given_values("sigmas", sigmas), 0.0, math.inf,
                                     "noise levels σ ≥ 0")
+
+    def _check_ramp(self, name: str, sigmas) -> None:
+        """``sigmas`` passed to a class that reads them as a ramp (``sources.SIGMAS_AS_RAMP``: EDMEuler): each within
+        [0, 1], and strictly increasing where its sigma_schedule reads the values ('karras'; 'exponential' reads the
+        ramp's length only); the refusal names the value passed (diffusers maps noise levels such as [80, 20, 5]
+        through its Karras formula to σ = −2.6e14 … and runs that)."""
+        values = self._given_values("sigmas", sigmas).tolist()
+        schedule = self._ref.config.get("sigma_schedule")
+        what = (f"{name}'s sigmas= is a ramp in [0, 1] that its sigma_schedule={schedule!r} maps to noise levels "
+                "(0 is sigma_max, 1 is sigma_min), not the noise levels themselves")
+        fix = "pass a ramp, e.g. torch.linspace(0, 1, n) (what num_inference_steps=n runs), or num_inference_steps"
+        for i, v in enumerate(values):
+            if not 0 <= v <= 1:  # nan included
+                raise InvalidInput(f"sigmas[{i}] = {v:g} is outside [0, 1]: {what}; {fix}")
+        bad = [(i, a, b) for i, (a, b) in enumerate(zip(values, values[1:])) if not b > a]
+        if bad and schedule == "karras":
+            i, a, b = bad[0]
+            raise InvalidInput(f"sigmas must be strictly increasing (from 0, sigma_max; each value once), but "
+                               f"sigmas[{i}] = {a:g} and sigmas[{i + 1}] = {b:g}: {what}; {fix}")
 
     @staticmethod
     def _given_values(name: str, values) -> torch.Tensor:

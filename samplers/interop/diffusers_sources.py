@@ -606,6 +606,11 @@ STEP_RETURNS_PREV_ONLY = frozenset({
 # latents' device.
 SIGMAS_ON_DEVICE = frozenset({"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"})
 
+# Classes whose set_timesteps(sigmas=...) reads them as a ramp in [0, 1] (0 is sigma_max, 1 is sigma_min) that its
+# sigma_schedule maps to noise levels, not as the noise levels themselves (EDMEuler; EDMDPMSolverMultistep's
+# set_timesteps takes no sigmas)
+SIGMAS_AS_RAMP = frozenset({"EDMEulerScheduler"})
+
 # Classes that take exactly the parameters of a class above and run its steps (checked against diffusers by
 # tests/test_diffusers_shim_seams.py): a config without _class_name with those parameters is that class's.
 SAME_RUN: dict[str, str] = {"DDIMParallelScheduler": "DDIMScheduler", "DDPMParallelScheduler": "DDPMScheduler"}
