@@ -704,3 +704,44 @@ def test_an_edm_ramp_outside_its_rule_is_refused_naming_the_value_passed(ramp, m
     shim = SamplerScheduler.from_config(EDM_EULER)
     with pytest.raises(InvalidInput, match=match + r".*a ramp in \[0, 1\].*not the noise levels themselves"):
         shim.set_timesteps(sigmas=ramp)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a TypeError / AttributeError inside the class's set_timesteps: "does not take" only for a parameter it lacks
+
+WAN_FLOW = {"num_train_timesteps": 1000, "prediction_type": "flow_prediction", "use_flow_sigmas": True,
+            "flow_shift": 3.0}
+
+
+def test_values_diffusers_own_class_fails_on_are_refused_with_the_form_it_takes():
+    # UniPC on a flow config does array arithmetic on sigmas: a list fails there (TypeError), a tensor too
+    # (AttributeError); both were reported as "UniPCMultistepScheduler.set_timesteps does not take ['sigmas']"
+    config = {**WAN_FLOW, "_class_name": "UniPCMultistepScheduler"}
+    sigmas = [1.0, 0.8, 0.5, 0.2]
+    for given, form in ((sigmas, "a list"), (torch.tensor(sigmas), "a torch tensor")):
+        with pytest.raises(InvalidInput, match=f"diffusers' UniPCMultistepScheduler.set_timesteps itself fails on "
+                                               f"sigmas \\({form}\\).*pass sigmas as a numpy array, which it takes"):
+            SamplerScheduler.from_config(config).set_timesteps(sigmas=given)
+    theirs = _flow_run(diffusers.UniPCMultistepScheduler.from_config(config), sigmas=np.asarray(sigmas))
+    ours = _flow_run(SamplerScheduler.from_config(config), sigmas=np.asarray(sigmas))
+    assert float((theirs - ours).abs().max() / theirs.abs().max()) < 1e-5
+    # EDMEuler's ramp is the other way round: a tensor, not a list
+    with pytest.raises(InvalidInput, match="EDMEulerScheduler.set_timesteps itself fails on sigmas \\(a list\\).*"
+                                           "pass sigmas as a torch tensor"):
+        SamplerScheduler.from_config(EDM_EULER).set_timesteps(sigmas=[0.0, 0.5, 1.0])
+
+
+def test_an_argument_the_class_takes_but_never_reads_on_this_config_says_so():
+    # DPMSolverMultistep's flow branch builds its grid from num_inference_steps alone: timesteps= fail there with
+    # "unsupported operand type(s) for +: 'NoneType' and 'int'"; the shim said it did not take timesteps
+    config = {**WAN_FLOW, "_class_name": "DPMSolverMultistepScheduler"}
+    with pytest.raises(InvalidInput, match="itself fails on timesteps \\(a list\\).*use_flow_sigmas=True.*never reads "
+                                           "timesteps.*pass num_inference_steps=4 instead") as info:
+        SamplerScheduler.from_config(config).set_timesteps(timesteps=[999, 800, 500, 200])
+    assert "does not take" not in str(info.value)
+
+
+def test_an_argument_the_class_has_no_parameter_for_is_refused_before_its_values_are_checked():
+    # EDMDPMSolverMultistep's set_timesteps takes no sigmas: refused as such, not as a ramp "not strictly decreasing"
+    with pytest.raises(InvalidOption, match="EDMDPMSolverMultistepScheduler.set_timesteps does not take \\['sigmas'\\]"):
+        SamplerScheduler.from_config(EDM).set_timesteps(sigmas=torch.tensor([0.0, 0.5, 1.0]))

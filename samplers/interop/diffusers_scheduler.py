@@ -409,6 +409,20 @@ def _class_of(config: dict, sampler=None) -> str | None:
                         "(SamplerScheduler.from_config(pipe.scheduler)), or name its class: sampler=\"<class name>\"")
 
 
+# the forms of a set_timesteps argument diffusers' classes each take or fail on (UniPC's flow sigmas: a numpy array,
+# not a list or tensor; EDMEuler's ramp: a tensor, not a list or array), with the conversion to each
+_VALUE_FORMS = {"a numpy array": np.asarray, "a torch tensor": torch.as_tensor, "a list": lambda v: np.asarray(v).tolist()}
+
+
+def _form_of(value) -> str | None:
+    """Which of :data:`_VALUE_FORMS` a set_timesteps argument is (None: a number, None, anything else)."""
+    if isinstance(value, np.ndarray):
+        return "a numpy array"
+    if isinstance(value, torch.Tensor):
+        return "a torch tensor"
+    return "a list" if isinstance(value, (list, tuple)) else None
+
+
 # keyword arguments of the replaced classes' ``step`` beyond (generator, return_dict, eta) that pipelines pass, with
 # the values that leave diffusers' run as it is: the shim takes exactly those and refuses the rest by name (it would
 # otherwise drop them). Each: (the values that change nothing, given the other keywords and the source config; what
@@ -1318,11 +1332,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         continuous = (ref.config.get("timestep_type", "discrete") == "continuous"
                       and ref.config.get("prediction_type") == "v_prediction")
         indexed = hasattr(ref, "alphas_cumprod") and self.space != "edm" and not continuous
+        self._check_taken(name, passed)
         self._check_passed(name, sigmas, timesteps, total, indexed)
         try:
             ref.set_timesteps(n, device="cpu", **passed)
-        except TypeError as exc:
-            raise InvalidOption(f"{name}.set_timesteps does not take {sorted(passed)}: {exc}") from None
+        except (TypeError, AttributeError) as exc:
+            raise self._set_timesteps_failure(name, n, passed, exc) from None
         except (ValueError, AssertionError, IndexError, RuntimeError) as exc:
             raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
         if indexed and ((ref.timesteps < 0).any() or (ref.timesteps > total - 1).any()):
@@ -1395,6 +1410,53 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._init_noise_sigma = (self._start_scale(schedule[0], init) if init is not None
                                   else own.detach().clone() if isinstance(own, torch.Tensor) else float(own))
         return schedule, times, per_call
+
+    def _check_taken(self, name: str, passed: dict) -> None:
+        """Every argument passed is a parameter of the source class's ``set_timesteps`` (EDMDPMSolverMultistep's takes
+        no sigmas), refused by name before the values are checked by rules the class would never apply."""
+        import inspect
+
+        params = inspect.signature(type(self._ref).set_timesteps).parameters
+        unknown = sorted(k for k in passed if k not in params)
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            taken = [k for k in params if k not in ("self", "device")]
+            raise InvalidOption(f"{name}.set_timesteps does not take {unknown}, as diffusers' class does not (a "
+                                f"TypeError there): it takes {', '.join(taken)} (num_inference_steps alone for the "
+                                "class's own grid)")
+
+    def _set_timesteps_failure(self, name: str, n, passed: dict, exc: Exception) -> SamplersError:
+        """The error for a TypeError / AttributeError raised inside the source class's ``set_timesteps``, whose
+        parameters the arguments are (:meth:`_check_taken`): diffusers' class itself fails on the input (a list where
+        it does array arithmetic, an argument its branch for this config never reads), with the form of the values
+        it takes where one does (checked on a fresh instance), else the step count."""
+        values = {k: v for k, v in passed.items() if _form_of(v) is not None}
+        given = ", ".join(f"{k} ({_form_of(v)})" if k in values else f"{k}={v!r}" for k, v in passed.items())
+        message = f"diffusers' {name}.set_timesteps itself fails on {given}: {type(exc).__name__}: {exc}"
+        unread = [why for k in passed for applies, why in [sources.UNREAD_ARGUMENTS.get((name, k), (None, None))]
+                  if applies is not None and applies(self._source_config)]
+        if unread:
+            message += f" ({'; '.join(unread)})"
+        for form, convert in _VALUE_FORMS.items():
+            others = {k: convert(v) for k, v in values.items() if _form_of(v) != form}
+            if others and self._source_takes(n, {**passed, **others}):
+                return InvalidInput(f"{message}; pass {', '.join(others)} as {form}, which it takes")
+        steps = next((len(values[k]) for k in ("sigmas", "timesteps") if k in values), None)
+        rest = {k: v for k, v in passed.items() if k not in ("sigmas", "timesteps")}
+        if steps is not None and n is None and self._source_takes(steps, rest):
+            return InvalidInput(f"{message}. There is no diffusers run of them to reproduce; pass "
+                                f"num_inference_steps={steps} instead (the class's own grid)")
+        return InvalidInput(f"{message}. There is no diffusers run of this input to reproduce")
+
+    def _source_takes(self, n, passed: dict) -> bool:
+        """Whether a fresh instance of the source class runs ``set_timesteps(n, **passed)`` to finite sigmas."""
+        ref = self._reference()
+        try:
+            ref.set_timesteps(n, device="cpu", **passed)
+        except Exception:  # noqa: BLE001 - any failure inside diffusers' class: it does not take this input
+            return False
+        return bool(torch.isfinite(torch.as_tensor(getattr(ref, "sigmas", None)
+                                                   if getattr(ref, "sigmas", None) is not None
+                                                   else ref.timesteps)).all())
 
     def _grid_schedule(self, exact: bool) -> list[float]:
         """The step boundaries of the source class's grid (its consistent run when ``exact``), ending at σ = 0

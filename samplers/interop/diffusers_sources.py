@@ -611,6 +611,16 @@ SIGMAS_ON_DEVICE = frozenset({"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunD
 # set_timesteps takes no sigmas)
 SIGMAS_AS_RAMP = frozenset({"EDMEulerScheduler"})
 
+# set_timesteps arguments a class takes but never reads on some configs, where diffusers then fails inside with an
+# error that names neither (DPMSolverMultistep with use_flow_sigmas: "unsupported operand type(s) for +: 'NoneType'
+# and 'int'"): (class, argument) -> (whether the config is one of those, why)
+UNREAD_ARGUMENTS: dict[tuple[str, str], tuple[Callable[[Mapping], bool], str]] = {
+    ("DPMSolverMultistepScheduler", "timesteps"): (
+        lambda c: bool(c.get("use_flow_sigmas")),
+        "with use_flow_sigmas=True it builds its flow grid from num_inference_steps alone (None when timesteps "
+        "are passed) and never reads timesteps"),
+}
+
 # Classes that take exactly the parameters of a class above and run its steps (checked against diffusers by
 # tests/test_diffusers_shim_seams.py): a config without _class_name with those parameters is that class's.
 SAME_RUN: dict[str, str] = {"DDIMParallelScheduler": "DDIMScheduler", "DDPMParallelScheduler": "DDPMScheduler"}
