@@ -745,3 +745,21 @@ def test_an_argument_the_class_has_no_parameter_for_is_refused_before_its_values
     # EDMDPMSolverMultistep's set_timesteps takes no sigmas: refused as such, not as a ramp "not strictly decreasing"
     with pytest.raises(InvalidOption, match="EDMDPMSolverMultistepScheduler.set_timesteps does not take \\['sigmas'\\]"):
         SamplerScheduler.from_config(EDM).set_timesteps(sigmas=torch.tensor([0.0, 0.5, 1.0]))
+
+
+@pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler"])
+@pytest.mark.parametrize("option", ["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"])
+def test_flow_sigmas_with_a_vp_table_schedule_are_refused_naming_that_option(name, option):
+    # these classes build karras / exponential / beta sigmas from the training betas ahead of their flow branch
+    # (σ up to 157.4, read as flow times t); the refusal blamed a sigma_max in the config (Cosmos2's) and said to set
+    # sigma_max ≤ 1, which these configs do not have
+    config = {**WAN_FLOW, "_class_name": name, option: True}
+    reference = getattr(diffusers, name).from_config(config)
+    reference.set_timesteps(8)
+    if float(reference.sigmas.max()) <= 1:  # UniPC maps its karras sigmas to flow times t = σ/(1 + σ): it runs
+        assert diff(getattr(diffusers, name).from_config(config), SamplerScheduler.from_config(config), 8) < 1e-5
+        return
+    with pytest.raises(InvalidInput, match=f"sets {option}=True with use_flow_sigmas=True.*training betas' noise "
+                                           f"levels \\(up to 157.4.*set {option}=False") as info:
+        SamplerScheduler.from_config(config).set_timesteps(8)
+    assert "sigma_max" not in str(info.value)

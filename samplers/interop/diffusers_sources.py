@@ -55,19 +55,36 @@ class Grid:
     idle: int = 0  # zero-length last steps (σ_min repeated): model calls after which the latent stays as it is
 
 
-def _ve(values: torch.Tensor, space: str) -> list[float]:
-    """A scheduler's sigmas as VE sigmas: flow time t -> t / (1 − t) (t = 1 is σ = inf)."""
+# The sigma schedules the DPM-Solver / UniPC / DEIS / SA-Solver classes build from their VP training table ahead of
+# their use_flow_sigmas branch: with both set, their sigmas are the table's noise levels (up to σ of its last
+# timestep, 157.4 on the default betas), which their flow step reads as flow times t (α_t = 1 − t, below 0 above 1)
+_VP_TABLE_SIGMAS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+
+
+def _above_one(top: float, config: Mapping | None) -> str:
+    """Why a flow config's sigmas run above 1 (up to ``top``), and what to do."""
+    option = next((k for k in _VP_TABLE_SIGMAS if config and config.get("use_flow_sigmas") and config.get(k)), None)
+    if option is not None:
+        return (f"this config sets {option}=True with use_flow_sigmas=True, and diffusers' class then builds its "
+                f"sigmas from the training betas' noise levels (up to {top:g}), not flow times, and steps them as flow "
+                "times t (α = 1 − t, negative above 1), a run no flow model is trained for; set "
+                f"{option}=False for use_flow_sigmas' own grid (flow times shifted by flow_shift)")
+    # Cosmos2's pipelines register sigma_max=80 on FlowMatchEuler and hand it VE ε (x − x0)/σ: a VE Euler step on σ
+    # up to 80, not a flow model's time t ∈ [0, 1], which the shim reads and cannot map above 1
+    return (f"this flow config's sigmas run above 1 (up to {top:g}: from a sigma_max in its config, e.g. Cosmos2's "
+            "pipelines register sigma_max=80), but a flow scheduler's sigmas are the flow times t ∈ [0, 1] the shim "
+            "reads its model at; such a run is a VE one the config does not describe. Keep diffusers' own scheduler "
+            "for it, or set sigma_max ≤ 1")
+
+
+def _ve(values: torch.Tensor, space: str, config: Mapping | None = None) -> list[float]:
+    """A scheduler's sigmas as VE sigmas: flow time t -> t / (1 − t) (t = 1 is σ = inf); ``config``, the class's,
+    tells why flow times run above 1."""
     v = values.detach().to("cpu", torch.float64)
     if space == "flow":
         above = v[v > 1 + 1e-6]
         if above.numel():
-            # Cosmos2's pipelines register sigma_max=80 on FlowMatchEuler and hand it VE ε (x − x0)/σ: a VE Euler step
-            # on σ up to 80, not a flow model's time t ∈ [0, 1], which the shim reads and cannot map above 1
-            raise InvalidInput(
-                f"this flow config's sigmas run above 1 (up to {float(above.max()):g}: from a sigma_max in its config, "
-                "e.g. Cosmos2's pipelines register sigma_max=80), but a flow scheduler's sigmas are the flow times "
-                "t ∈ [0, 1] the shim reads its model at; such a run is a VE one the config does not describe. Keep "
-                "diffusers' own scheduler for it, or set sigma_max ≤ 1")
+            raise InvalidInput(_above_one(float(above.max()), config))
         v = torch.where(v >= 1, torch.full_like(v, math.inf), v / (1 - v))
     return v.tolist()
 
@@ -85,7 +102,7 @@ def grid_per_step(ref, space: str) -> Grid:
     beta sigmas of the multistep classes, EDMDPMSolverMultistep's σ_min computed two ways a few float32 ulps apart,
     a one-step karras grid [σ_max, σ_max]) leaves the latent as it is: it is an idle call, not a step."""
     times = ref.timesteps
-    sig = _ve(ref.sigmas[: len(times) + 1], space)
+    sig = _ve(ref.sigmas[: len(times) + 1], space, ref.config)
     idle = repeats(ref)
     if idle:
         sig = sig[:-idle]
@@ -98,7 +115,7 @@ def grid_two_calls(ref, space: str) -> Grid:
     n = ref.num_inference_steps
     boundaries = torch.cat([ref.sigmas[:1], ref.sigmas[1::2]])[: n + 1]
     times = ref.timesteps
-    return Grid(_ve(boundaries, space), times, times[0::2].detach().to("cpu", torch.float64).tolist()[:n])
+    return Grid(_ve(boundaries, space, ref.config), times, times[0::2].detach().to("cpu", torch.float64).tolist()[:n])
 
 
 def _grid_from_timesteps(ref, steps: list[int], final: float, prev: list[int] | None, name: str) -> Grid:
@@ -224,7 +241,7 @@ def repeats(ref) -> int:
 def ve_sigmas(ref) -> list[float]:
     """A class's ``sigmas`` as VE σ, the values the sampler steps on: flow times t -> t/(1 − t) where the class runs
     ``use_flow_sigmas`` (the DPM-Solver / UniPC / DEIS / SA-Solver classes keep t in ``sigmas`` there)."""
-    return _ve(ref.sigmas, "flow" if ref.config.get("use_flow_sigmas") else "vp")
+    return _ve(ref.sigmas, "flow" if ref.config.get("use_flow_sigmas") else "vp", ref.config)
 
 
 def _refuse_idle_third_order(ref, name: str, capped: bool, algorithm: str,
