@@ -763,3 +763,22 @@ def test_flow_sigmas_with_a_vp_table_schedule_are_refused_naming_that_option(nam
                                            f"levels \\(up to 157.4.*set {option}=False") as info:
         SamplerScheduler.from_config(config).set_timesteps(8)
     assert "sigma_max" not in str(info.value)
+
+
+@pytest.mark.parametrize("twin", ["DDIMParallelScheduler", "DDPMParallelScheduler"])
+def test_same_run_twins_named_by_class_or_passed_as_the_scheduler_match_diffusers(twin):
+    # read as DDIM / DDPM without _class_name, but refused with it (what from_pretrained loads) and as the scheduler
+    # itself: "cannot reproduce DDIMParallelScheduler: it is not a scheduler class the shim stands in for"
+    built = getattr(diffusers, twin)(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                     clip_sample=False, steps_offset=1)
+    bare = {k: v for k, v in built.config.items() if not k.startswith("_")}
+    config = {**bare, "_class_name": twin}
+    for given in (config, built, bare):
+        ours = SamplerScheduler.from_config(given)
+        for mode in ("txt2img", "img2img"):
+            assert diff(getattr(diffusers, twin).from_config(config), ours, 6, mode) < 1e-5
+    # the class again from the shim's config, and a saved shim with an override
+    back = getattr(diffusers, twin).from_config(ours.config).config
+    assert {k: back[k] for k in bare} == bare
+    saved = SamplerScheduler.from_config(SamplerScheduler.from_config(built).config, timestep_spacing="trailing")
+    assert saved._source_config["timestep_spacing"] == "trailing"

@@ -479,7 +479,7 @@ def _given_class(source_config) -> str | None:
 
 def _check_kwargs(kwargs: Mapping, class_name: str | None) -> None:
     """Keyword arguments of ``from_config`` that nothing reads: refused (diffusers' from_config drops them)."""
-    if class_name in sources.SOURCES:
+    if sources.source_name(class_name) is not None:
         accepted = _SHIM_OPTIONS | _signatures().get(class_name, frozenset())
         takers = f"SamplerScheduler's own options nor {class_name} (whose config the shim reads)"
     else:
@@ -870,7 +870,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             if class_name == cls.__name__:  # a saved SamplerScheduler: its source class takes its options
                 inner = source.get("source_config")
                 checked = _given_class(inner)
-                if checked in sources.SOURCES:
+                if sources.source_name(checked) is not None:
                     overrides = {k: v for k, v in kwargs.items()
                                  if k in _signatures()[checked] and k not in _SHIM_OPTIONS}
                     if overrides:

@@ -685,10 +685,15 @@ for _name, _draws in {"DDIMScheduler": _ddim_draws, "DDPMScheduler": _ddpm_draws
 
 def source_for(config: Mapping) -> tuple[str, Source] | None:
     """The source class named by a config's ``_class_name`` (None for unknown classes and SamplerScheduler)."""
-    name = config.get("_class_name")
-    if name in SOURCES:
-        return name, SOURCES[name]
-    return None
+    name = source_name(config.get("_class_name"))
+    return None if name is None else (name, SOURCES[name])
+
+
+def source_name(class_name) -> str | None:
+    """The :data:`SOURCES` entry for a diffusers class name: itself, or for a class of :data:`SAME_RUN` the class
+    whose steps it runs (a config that names it is read as that class's, as one without _class_name is); else None."""
+    name = SAME_RUN.get(class_name, class_name) if isinstance(class_name, str) else None
+    return name if name in SOURCES else None
 
 
 def refusals(name: str, config: Mapping, algorithm: bool = True, given: Mapping | None = None) -> list[str]:
@@ -723,4 +728,4 @@ def lcm_boundary(timestep: float, scaling: float, sigma_data: float = 0.5) -> tu
     return sigma_data**2 / (t * t + sigma_data**2), t / math.sqrt(t * t + sigma_data**2)
 
 
-__all__ = ["Grid", "Source", "SOURCES", "Refusal", "source_for", "refusals", "dynamic_threshold", "lcm_boundary"]
+__all__ = ["Grid", "Source", "SOURCES", "Refusal", "source_for", "source_name", "refusals", "dynamic_threshold", "lcm_boundary"]
