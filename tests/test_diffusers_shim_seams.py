@@ -3,6 +3,7 @@ sigmas read as flow times, a class name given as the sampler, configs without _c
 a few float32 ulps, and misspelt config keys (refused, never dropped)."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -675,7 +676,6 @@ def _ramp_run(scheduler, ramp):
 
 
 def test_the_classes_that_read_sigmas_as_a_ramp_are_diffusers_own():
-    import inspect
     takes = {name for name, source in sources.SOURCES.items() if source.model_space({}) == "edm"
              and "sigmas" in inspect.signature(getattr(diffusers, name).set_timesteps).parameters}
     assert takes == set(sources.SIGMAS_AS_RAMP)
@@ -782,3 +782,27 @@ def test_same_run_twins_named_by_class_or_passed_as_the_scheduler_match_diffuser
     assert {k: back[k] for k in bare} == bare
     saved = SamplerScheduler.from_config(SamplerScheduler.from_config(built).config, timestep_spacing="trailing")
     assert saved._source_config["timestep_spacing"] == "trailing"
+
+
+_TERMINAL = {"FlowMatchEulerDiscreteScheduler": {"shift": 3.0, "shift_terminal": 0.05},
+             "UniPCMultistepScheduler": {**WAN_FLOW, "shift_terminal": 0.05}}
+
+
+@pytest.mark.parametrize("name, kw, given", [
+    *[(name, dict(num_inference_steps=1), "num_inference_steps=1") for name in _TERMINAL],
+    *[(name, dict(sigmas=np.array([1.0])), r"sigmas=\[1.0\]") for name in _TERMINAL],
+    ("FlowMatchEulerDiscreteScheduler", dict(timesteps=[1000.0]), r"timesteps=\[1000.0\]"),
+])
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")  # diffusers' 0/0
+def test_shift_terminal_on_a_single_step_from_flow_time_one_is_refused_naming_it(name, kw, given):
+    # shift_terminal divides by 1 − the last shifted flow time, 0 for a single step from t = 1: diffusers' σ is NaN,
+    # and the shim refused with "sigmas[0] = nan is invalid" from the sampler, naming neither the option nor a fix
+    config = {**_TERMINAL[name], "_class_name": name}
+    theirs = getattr(diffusers, name).from_config(config)
+    theirs.set_timesteps(**kw)
+    assert torch.isnan(theirs.sigmas).any()
+    with pytest.raises(InvalidInput, match=f"{name} with shift_terminal=0.05 cannot run set_timesteps\\({given}\\).*"
+                                           "NaN.*2 or more steps, or leave shift_terminal out"):
+        SamplerScheduler.from_config(config).set_timesteps(**kw)
+    # what it says runs: two steps, as diffusers runs them
+    assert diff(getattr(diffusers, name).from_config(config), SamplerScheduler.from_config(config), 2) < 1e-5

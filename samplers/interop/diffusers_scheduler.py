@@ -423,6 +423,13 @@ def _form_of(value) -> str | None:
     return "a list" if isinstance(value, (list, tuple)) else None
 
 
+def _call(n, passed: Mapping) -> str:
+    """The arguments of a set_timesteps call as the caller wrote them (values of sigmas / timesteps listed)."""
+    shown = {k: torch.as_tensor(v, dtype=torch.float64).flatten().tolist()
+             if k in ("sigmas", "timesteps") else v for k, v in passed.items()}
+    return ", ".join(([f"num_inference_steps={n}"] if n is not None else []) + [f"{k}={v!r}" for k, v in shown.items()])
+
+
 # keyword arguments of the replaced classes' ``step`` beyond (generator, return_dict, eta) that pipelines pass, with
 # the values that leave diffusers' run as it is: the shim takes exactly those and refuses the rest by name (it would
 # otherwise drop them). Each: (the values that change nothing, given the other keywords and the source config; what
@@ -1340,6 +1347,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise self._set_timesteps_failure(name, n, passed, exc) from None
         except (ValueError, AssertionError, IndexError, RuntimeError) as exc:
             raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
+        sources.check_shift_terminal(ref, name, _call(n, passed))
         if indexed and ((ref.timesteps < 0).any() or (ref.timesteps > total - 1).any()):
             low, high = float(ref.timesteps.min()), float(ref.timesteps.max())
             if n is None:  # the sigmas passed (the timesteps passed are checked above)

@@ -89,6 +89,19 @@ def _ve(values: torch.Tensor, space: str, config: Mapping | None = None) -> list
     return v.tolist()
 
 
+def check_shift_terminal(ref, name: str, given: str) -> None:
+    """``shift_terminal`` stretches the shifted flow times so that the last one is shift_terminal, dividing by 1 − the
+    last one: a single step from flow time 1 (one step, or one σ / timestep passed at 1) divides 0 by 0, and diffusers'
+    σ is NaN (FlowMatchEuler; UniPC with use_flow_sigmas). Refused by name, ``given`` the call, before any model call
+    (it was "sigmas[0] = nan is invalid" from the sampler)."""
+    terminal = ref.config.get("shift_terminal")
+    if terminal and torch.isnan(ref.sigmas).any():
+        raise InvalidInput(
+            f"{name} with shift_terminal={terminal!r} cannot run set_timesteps({given}): a single step from flow time "
+            "1, and shift_terminal stretches the schedule to end at shift_terminal by dividing by 1 minus its last "
+            "flow time, 0 here (diffusers' own σ is NaN). Use 2 or more steps, or leave shift_terminal out (null)")
+
+
 def _alpha_sigma(alphas_cumprod: torch.Tensor, alpha: torch.Tensor | float) -> float:
     """σ = √((1 − ᾱ)/ᾱ) of one ᾱ (a float32 table entry, read in float64); ᾱ = 0 gives inf."""
     a = float(alpha)
