@@ -743,7 +743,8 @@ def test_an_argument_the_class_takes_but_never_reads_on_this_config_says_so():
 
 def test_an_argument_the_class_has_no_parameter_for_is_refused_before_its_values_are_checked():
     # EDMDPMSolverMultistep's set_timesteps takes no sigmas: refused as such, not as a ramp "not strictly decreasing"
-    with pytest.raises(InvalidOption, match="EDMDPMSolverMultistepScheduler.set_timesteps does not take \\['sigmas'\\]"):
+    with pytest.raises(InvalidOption,
+                       match="EDMDPMSolverMultistepScheduler.set_timesteps does not take \\['sigmas'\\]"):
         SamplerScheduler.from_config(EDM).set_timesteps(sigmas=torch.tensor([0.0, 0.5, 1.0]))
 
 

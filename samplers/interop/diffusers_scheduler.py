@@ -411,7 +411,8 @@ def _class_of(config: dict, sampler=None) -> str | None:
 
 # the forms of a set_timesteps argument diffusers' classes each take or fail on (UniPC's flow sigmas: a numpy array,
 # not a list or tensor; EDMEuler's ramp: a tensor, not a list or array), with the conversion to each
-_VALUE_FORMS = {"a numpy array": np.asarray, "a torch tensor": torch.as_tensor, "a list": lambda v: np.asarray(v).tolist()}
+_VALUE_FORMS = {"a numpy array": np.asarray, "a torch tensor": torch.as_tensor,
+                "a list": lambda v: np.asarray(v).tolist()}
 
 
 def _form_of(value) -> str | None:
@@ -1440,15 +1441,14 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         values = {k: v for k, v in passed.items() if _form_of(v) is not None}
         given = ", ".join(f"{k} ({_form_of(v)})" if k in values else f"{k}={v!r}" for k, v in passed.items())
         message = f"diffusers' {name}.set_timesteps itself fails on {given}: {type(exc).__name__}: {exc}"
-        unread = [why for k in passed for applies, why in [sources.UNREAD_ARGUMENTS.get((name, k), (None, None))]
-                  if applies is not None and applies(self._source_config)]
+        unread = [why for why in (sources.unread(name, k, self._source_config) for k in passed) if why]
         if unread:
             message += f" ({'; '.join(unread)})"
         for form, convert in _VALUE_FORMS.items():
             others = {k: convert(v) for k, v in values.items() if _form_of(v) != form}
             if others and self._source_takes(n, {**passed, **others}):
                 return InvalidInput(f"{message}; pass {', '.join(others)} as {form}, which it takes")
-        steps = next((len(values[k]) for k in ("sigmas", "timesteps") if k in values), None)
+        steps = next((torch.as_tensor(values[k]).numel() for k in ("sigmas", "timesteps") if k in values), None)
         rest = {k: v for k, v in passed.items() if k not in ("sigmas", "timesteps")}
         if steps is not None and n is None and self._source_takes(steps, rest):
             return InvalidInput(f"{message}. There is no diffusers run of them to reproduce; pass "
@@ -1462,9 +1462,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             ref.set_timesteps(n, device="cpu", **passed)
         except Exception:  # noqa: BLE001 - any failure inside diffusers' class: it does not take this input
             return False
-        return bool(torch.isfinite(torch.as_tensor(getattr(ref, "sigmas", None)
-                                                   if getattr(ref, "sigmas", None) is not None
-                                                   else ref.timesteps)).all())
+        sigmas = getattr(ref, "sigmas", None)  # (DDPM, DDIM, LCM, TCD, PNDM have none: their timesteps)
+        return bool(torch.isfinite(torch.as_tensor(sigmas if sigmas is not None else ref.timesteps)).all())
 
     def _grid_schedule(self, exact: bool) -> list[float]:
         """The step boundaries of the source class's grid (its consistent run when ``exact``), ending at σ = 0

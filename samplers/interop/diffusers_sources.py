@@ -651,6 +651,14 @@ UNREAD_ARGUMENTS: dict[tuple[str, str], tuple[Callable[[Mapping], bool], str]] =
         "are passed) and never reads timesteps"),
 }
 
+
+def unread(name: str, argument: str, config: Mapping) -> str | None:
+    """Why class ``name`` never reads a set_timesteps ``argument`` it takes on this config (:data:`UNREAD_ARGUMENTS`),
+    else None."""
+    applies, why = UNREAD_ARGUMENTS.get((name, argument), (None, None))
+    return why if applies is not None and applies(config) else None
+
+
 # Classes that take exactly the parameters of a class above and run its steps (checked against diffusers by
 # tests/test_diffusers_shim_seams.py): a config without _class_name with those parameters is that class's.
 SAME_RUN: dict[str, str] = {"DDIMParallelScheduler": "DDIMScheduler", "DDPMParallelScheduler": "DDPMScheduler"}
@@ -741,4 +749,5 @@ def lcm_boundary(timestep: float, scaling: float, sigma_data: float = 0.5) -> tu
     return sigma_data**2 / (t * t + sigma_data**2), t / math.sqrt(t * t + sigma_data**2)
 
 
-__all__ = ["Grid", "Source", "SOURCES", "Refusal", "source_for", "source_name", "refusals", "dynamic_threshold", "lcm_boundary"]
+__all__ = ["Grid", "Source", "SOURCES", "Refusal", "source_for", "source_name", "refusals", "dynamic_threshold",
+           "lcm_boundary"]
