@@ -474,6 +474,10 @@ class VPContinuous(NoiseSchedule):
 # ----------------------------------------------------------------------------------------------------
 # VE and EDM
 
+# The entries of the table ComfyUI builds for a continuous EDM model (ModelSamplingContinuousEDM.set_parameters), which
+# its table schedulers (simple, normal, sgm_uniform, ddim_uniform, beta) read: VE.sigmas.
+COMFY_EDM_TABLE_SIZE = 1000
+
 
 @dataclass(eq=False, frozen=True)
 class VE(NoiseSchedule):
@@ -481,6 +485,10 @@ class VE(NoiseSchedule):
 
     ``time="sigma"`` feeds σ itself (score-SDE VE); ``"edm"`` feeds c_noise = ¼·ln σ (Karras et al. 2022);
     ``"log_sigma"`` feeds ln σ.
+
+    Its table (:attr:`sigmas`, for ComfyUI's table schedules) is the one ComfyUI builds for a continuous EDM model
+    (``ModelSamplingContinuousEDM``: Playground v2.5, CosXL, EDM-v SDXL): :data:`COMFY_EDM_TABLE_SIZE` entries
+    log-uniform from ``sigma_min`` to ``sigma_max``.
     """
 
     sigma_min: float = 0.002
@@ -514,6 +522,37 @@ class VE(NoiseSchedule):
         if self.time_input == "sigma":
             return t
         return (t / (0.25 if self.time_input == "edm" else 1.0)).exp()
+
+    @functools.cached_property
+    def sigmas(self) -> torch.Tensor:
+        """The table ComfyUI builds for a continuous EDM model (comfy/model_sampling.py,
+        ``ModelSamplingContinuousEDM.set_parameters``: ``torch.linspace(math.log(sigma_min), math.log(sigma_max),
+        1000).exp()``, the σ_min / σ_max its node or the model's config gives), ascending; here in float64 (ComfyUI's
+        buffer is float32, within about 1e-6 relative of these), its ends exactly ``sigma_min`` and ``sigma_max``."""
+        return self.table_axis.sigma_of(torch.arange(COMFY_EDM_TABLE_SIZE, dtype=torch.float64))
+
+    @property
+    def table_axis(self) -> TableAxis:
+        """ComfyUI's time axis of a continuous EDM model on the index of :attr:`sigmas`: its ``timestep(σ)`` = ¼·ln σ
+        and ``sigma(timestep)`` = exp(4·timestep) are linear in ln σ, as the table is, so the fractional index
+        (ln σ − ln σ_min)/(ln σ_max − ln σ_min)·(N − 1) maps to the same σ (exact at the entries; beyond the table it
+        extends, as ComfyUI's maps do). ``own_sigma`` is ComfyUI's σ of an EDM model, the VE σ itself."""
+        lo, hi, last = math.log(self.sigma_min), math.log(self.sigma_max), COMFY_EDM_TABLE_SIZE - 1
+        sigma_min, sigma_max = float(self.sigma_min), float(self.sigma_max)
+
+        def index_of(sigma: float) -> float:
+            if not math.isfinite(sigma):  # ComfyUI's timestep(σ) = ¼·ln σ: no timestep at σ = inf
+                raise InvalidInput(f"σ = {sigma!r} has no timestep on a continuous EDM model's axis (¼·ln σ); pass a "
+                                   f"finite sigma_max, or leave it out for the model's own ({sigma_max:g})")
+            return (math.log(sigma) - lo) / (hi - lo) * last
+
+        def sigma_of(index: torch.Tensor) -> torch.Tensor:
+            index = index.to(torch.float64)
+            sigma = (lo + index / last * (hi - lo)).exp()
+            return torch.where(index == 0, torch.full_like(sigma, sigma_min),
+                               torch.where(index == last, torch.full_like(sigma, sigma_max), sigma))
+
+        return TableAxis(index_of, sigma_of, float)
 
 
 # ----------------------------------------------------------------------------------------------------

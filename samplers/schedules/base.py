@@ -4,7 +4,8 @@ A schedule is a pure function ``(n, sigma_min, sigma_max, **kw) -> Tensor[n + 1]
 float64 on the CPU, strictly decreasing, ending in 0. Schedules defined over a discrete model's training table
 are registered with ``needs_table=True`` and get its ``training_sigmas``; those ComfyUI also runs on a flow model's
 table (``on_flow=True``) get a :class:`~samplers.core.native.RectifiedFlow`'s table too, and its ``table_axis`` where
-they take one.
+they take one; those it runs on a continuous EDM model's table (``on_edm=True``) a :class:`~samplers.core.native.VE`'s
+(ComfyUI's ``ModelSamplingContinuousEDM`` table) and its ``table_axis``.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..core.native import NoiseSchedule, RectifiedFlow, TableAxis, VPContinuous, VPDiscrete
+from ..core.native import VE, NoiseSchedule, RectifiedFlow, TableAxis, VPContinuous, VPDiscrete
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.registry import Registry, load_builtins
 from ..core.validate import check_allocation, integer, positive
@@ -29,6 +30,10 @@ TABLE_SCHEDULES: set[str] = set()
 # ModelSamplingDiscreteFlow / ModelSamplingFlux); the others (diffusers' timestep spacings) stay those of a discrete
 # VP model.
 FLOW_TABLE_SCHEDULES: set[str] = set()
+# The table schedules ComfyUI runs on a continuous EDM model's table (SCHEDULER_HANDLERS on a
+# ModelSamplingContinuousEDM: Playground v2.5, CosXL, EDM-v SDXL); diffusers' spacings, A1111's and Forge's stay
+# those of a discrete model (diffusers' EDM schedulers take no timestep_spacing).
+EDM_TABLE_SCHEDULES: set[str] = set()
 # What get_sigmas passes a schedule from the native schedule, not options of the schedule.
 FROM_NATIVE = ("training_sigmas", "table_axis")
 
@@ -43,16 +48,18 @@ PRESETS: dict[str, str] = {}
 
 
 def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False, fixed_ends: tuple[str, ...] = (),
-             on_flow: bool = False, preset: str = "", replace: bool = False):
+             on_flow: bool = False, on_edm: bool = False, preset: str = "", replace: bool = False):
     """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas`` (``on_flow``: a
-    flow model's too); ``fixed_ends``: the range ends ("sigma_min", "sigma_max") it does not take; ``preset``: its σ
-    are fixed data (says which), it takes no range at all. A name that is taken is an error unless ``replace=True``."""
+    flow model's too; ``on_edm``: a continuous EDM model's, ComfyUI's table of it); ``fixed_ends``: the range ends
+    ("sigma_min", "sigma_max") it does not take; ``preset``: its σ are fixed data (says which), it takes no range at
+    all. A name that is taken is an error unless ``replace=True``."""
     def decorate(fn):
         old = SCHEDULES.canonical(name) if replace and name in SCHEDULES else None
         SCHEDULES.add(name, fn, aliases, replace=replace)
         for gone in {old, name} - {None}:  # a replaced entry's kind goes with it
             TABLE_SCHEDULES.discard(gone)
             FLOW_TABLE_SCHEDULES.discard(gone)
+            EDM_TABLE_SCHEDULES.discard(gone)
             FIXED_ENDS.pop(gone, None)
             PRESETS.pop(gone, None)
         if preset:
@@ -61,6 +68,8 @@ def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False
             TABLE_SCHEDULES.add(name)
         if on_flow:
             FLOW_TABLE_SCHEDULES.add(name)
+        if on_edm:
+            EDM_TABLE_SCHEDULES.add(name)
         if fixed_ends:
             FIXED_ENDS[name] = fixed_ends
         return fn
@@ -360,6 +369,8 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
                                    "FlowMatchEulerDiscreteScheduler grid), or ComfyUI's table schedules on its flow "
                                    "table ("
                                    f"{', '.join(sorted(FLOW_TABLE_SCHEDULES))})")
+            if isinstance(native, VE):
+                _check_edm_table(canonical, native, kw)
             if not hasattr(native, "sigmas"):
                 raise InvalidInput(f"schedule {canonical!r} spaces a discrete model's training timesteps; "
                                  f"{type(native).__name__} has no training table")
@@ -376,6 +387,29 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
         if canonical == "vp" and isinstance(native, VPContinuous):
             kw.update(_vp_of_model(native, kw))
     return fn(n, sigma_min, sigma_max, **kw)
+
+
+def _check_edm_table(canonical: str, native: VE, kw: dict) -> None:
+    """A table schedule on a continuous VE model: ComfyUI's table rules on ComfyUI's table of it (``VE.sigmas``, its
+    ``ModelSamplingContinuousEDM``'s), where that is what ComfyUI runs; the others refused, saying why."""
+    if canonical not in EDM_TABLE_SCHEDULES:
+        raise InvalidInput(f"schedule {canonical!r} spaces a discrete (eps / v) model's training timesteps "
+                           "(diffusers' timestep_spacing, A1111's / Forge's timestep schedules), and a continuous "
+                           "EDM / VE model has no training timesteps: diffusers' EDM schedulers (EDMEulerScheduler, "
+                           "EDMDPMSolverMultistepScheduler) take no timestep_spacing; use 'karras' (EDM's own, rho=7), "
+                           "'exponential' or another σ schedule, or ComfyUI's table schedules on the table ComfyUI "
+                           f"builds for an EDM model ({', '.join(sorted(EDM_TABLE_SCHEDULES))})")
+    if native.time_input == "sigma":
+        raise InvalidInput(f"schedule {canonical!r} on a continuous VE model is ComfyUI's rule on the table of its "
+                           "ModelSamplingContinuousEDM, whose time is ¼·ln σ; this model's time input is σ itself "
+                           "(score-SDE VE), which ComfyUI has no model sampling for, so there is no ComfyUI schedule "
+                           "to reproduce; use a σ schedule ('karras', 'exponential', 'kl_optimal'), or VE(..., "
+                           "time_input='edm') if the model is an EDM one")
+    if canonical == "ddim_uniform" and kw.get("keep_stepping") and float(native.sigmas[1]) <= 1e-5:
+        raise InvalidInput(f"ComfyUI's ddim_uniform on this model's table, whose second σ {float(native.sigmas[1]):g} "
+                           "is within 1e-05 of 0 (ddim_scheduler: math.isclose(sigmas[1], 0, abs_tol=0.00001)), takes "
+                           "one step more and ends at that σ without a final 0, which this library's ddim_uniform does "
+                           "not reproduce; use a larger sigma_min (EDM models use 0.002), or 'normal' / 'simple'")
 
 
 def _vp_of_model(native: VPContinuous, kw: dict) -> dict:

@@ -95,7 +95,7 @@ def forge_turbo(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None)
     return strictly_decreasing(from_timesteps(torch.as_tensor(t, dtype=torch.float64), training_sigmas),
                                "forge_turbo")
 
-@register("simple", needs_table=True, fixed_ends=("sigma_min", "sigma_max"), on_flow=True)
+@register("simple", needs_table=True, fixed_ends=("sigma_min", "sigma_max"), on_flow=True, on_edm=True)
 def simple(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
     """ComfyUI's ``simple``: every (N/n)-th training sigma from the top: σ = table[N − 1 − ⌊k·(N/n)⌋].
 
@@ -129,7 +129,7 @@ def _on_axis(name: str, n: int, sigma_min, sigma_max, training_sigmas, table_axi
         return strictly_decreasing(table_axis.sigma_of(torch.linspace(hi, lo, n + 1, dtype=torch.float64)), name)
     return strictly_decreasing(append_zero(table_axis.sigma_of(torch.linspace(hi, lo, n, dtype=torch.float64))), name)
 
-@register("normal", needs_table=True, on_flow=True)
+@register("normal", needs_table=True, on_flow=True, on_edm=True)
 def normal(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, table_axis=None) -> torch.Tensor:
     """ComfyUI's ``normal``: n timesteps evenly from t(σ_max) to t(σ_min) inclusive (fractional, log-σ interpolated);
     a σ_min / σ_max outside the training table is refused (the table has no timestep there; on a flow model's axis
@@ -145,7 +145,7 @@ def normal(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, tabl
     hi, lo = table_range(training_sigmas, sigma_min, sigma_max, name="normal")
     return strictly_decreasing(from_timesteps(torch.linspace(hi, lo, n, dtype=torch.float64), training_sigmas), "normal")
 
-@register("sgm_uniform", needs_table=True, on_flow=True)
+@register("sgm_uniform", needs_table=True, on_flow=True, on_edm=True)
 def sgm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, table_axis=None) -> torch.Tensor:
     """SGM / ComfyUI ``sgm_uniform``: n + 1 timesteps evenly from t(σ_max) to t(σ_min), the last replaced by 0; a
     σ_min / σ_max outside the training table is refused, as ``normal``.
@@ -159,7 +159,7 @@ def sgm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None,
     t = torch.linspace(hi, lo, n + 1, dtype=torch.float64)[:-1]
     return strictly_decreasing(from_timesteps(t, training_sigmas), "sgm_uniform")
 
-@register("ddim_uniform", needs_table=True, fixed_ends=("sigma_min", "sigma_max"), on_flow=True)
+@register("ddim_uniform", needs_table=True, fixed_ends=("sigma_min", "sigma_max"), on_flow=True, on_edm=True)
 def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None,
                  keep_stepping: bool = False) -> torch.Tensor:
     """ComfyUI's ``ddim_uniform``: timesteps 1 + k·⌊N/n⌋, k = 0…n−1, descending.
@@ -179,7 +179,7 @@ def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None
                                "or keep_stepping=True (ComfyUI's and A1111's rule, whose stride runs on)")
 
 @register("beta_timesteps", aliases=("beta", "comfy_beta", "beta_comfyui"), needs_table=True,
-          fixed_ends=("sigma_min", "sigma_max"), on_flow=True)
+          fixed_ends=("sigma_min", "sigma_max"), on_flow=True, on_edm=True)
 def beta_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, alpha: float = 0.6,
                    beta: float = 0.6) -> torch.Tensor:
     """Beta sampling over the training timesteps, as ComfyUI's ``beta`` scheduler and the paper (Lee et al. 2024,
