@@ -111,8 +111,9 @@ def schedules_md() -> str:
            "`samplers.get_sigmas(name, n, native=model_schedule)` fills the range from a model's native schedule; "
            "*table* schedules space a model's training timesteps and need one (`native=VPDiscrete...`; ComfyUI's "
            "`simple`, `normal`, `sgm_uniform`, `ddim_uniform` and `beta` also take a `RectifiedFlow`'s shifted flow "
-           "table, as ComfyUI does on SD3 / Flux; diffusers' spacings `linspace`, `leading`, `trailing` only a "
-           "discrete VP table); most take no range of their own, so a `sigma_min` / "
+           "table, as ComfyUI does on SD3 / Flux, and a continuous EDM `VE`'s table, ComfyUI's "
+           "`ModelSamplingContinuousEDM` one (1000 σ log-uniform from σ_min to σ_max: Playground v2.5, CosXL); "
+           "diffusers' spacings `linspace`, `leading`, `trailing` only a discrete VP table); most take no range of their own, so a `sigma_min` / "
            "`sigma_max` other than the model's is refused rather than ignored (as is `linear_quadratic`'s "
            "`sigma_min`, and any range but an Align Your Steps preset's own ends or the model's); `normal` and `sgm_uniform` "
            "space a range inside the table, and refuse one that reaches past it. Refused too are values that would "
@@ -196,7 +197,10 @@ def names_md() -> str:
             "num_train_timesteps=10000)`), step counts 1-50 at shift 1 and 3 and Flux's μ = 1.15, where the model is "
             "known (`Pipeline.sigmas`, `samplers.core.names.resolve_schedule(name, native=...)`): there ComfyUI "
             "computes `karras`, `exponential` and `kl_optimal` in the model's σ, the flow time t, which the name "
-            "passes on (\"on a flow model\").", "",
+            "passes on (\"on a flow model\"). They reproduce ComfyUI's on a continuous EDM model too (a `VE`, as "
+            "ComfyUI's `ModelSamplingContinuousEDM` node runs Playground v2.5 and CosXL: its table schedulers on "
+            "1000 σ log-uniform from σ_min to σ_max, time ¼·ln σ), step counts 1-1000 on σ 0.002-80 and 0.002-120 "
+            "(tests/test_comfyui_edm_schedules.py; docs/comfyui.md).", "",
             "On a **zero-terminal-SNR** discrete model (`VPDiscrete` with `rescale_betas_zero_snr=True`: ᾱ_T = 0, "
             "σ_max = inf, diffusers' convention) neither tool keeps σ_max = inf: ComfyUI's "
             "`ModelSamplingDiscrete(zsnr=True)` (comfy/model_sampling.py `rescale_zero_terminal_snr_sigmas`) and "

@@ -269,7 +269,9 @@ COMFYUI_REFUSED: dict[str, str] = {
 # A ComfyUI entry is (schedule, options, the options added on a flow model). On a flow model (ModelSamplingDiscreteFlow
 # / ModelSamplingFlux: SD3, Flux) ComfyUI's σ is the flow time t (comfy/samplers.py calculate_sigmas, Comfy-Org/ComfyUI
 # 311c0140): its table schedules read the model's shifted flow table, which RectifiedFlow.sigmas is, and its karras,
-# exponential and kl_optimal take sigma_min / sigma_max = that table's ends in t, so they run in flow time there.
+# exponential and kl_optimal take sigma_min / sigma_max = that table's ends in t, so they run in flow time there. On a
+# continuous EDM model (ModelSamplingContinuousEDM: a VE) its table schedules read the 1000-entry log-uniform table it
+# builds from σ_min to σ_max (VE.sigmas) and its time ¼·ln σ; the others take the model's ends, as on any model.
 IN_FLOW_TIME = {"in_flow_time": True}
 COMFYUI_SCHEDULERS: dict[str, tuple[str, dict, dict]] = {
     "simple": ("simple", {}, {}), "sgm_uniform": ("sgm_uniform", {}, {}), "karras": ("karras", {}, IN_FLOW_TIME),

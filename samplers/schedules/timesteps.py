@@ -6,7 +6,10 @@ entries; ``samplers.get_sigmas(..., native=VPDiscrete)`` passes the table as ``t
 ComfyUI runs its five on a flow model's table too (SD3, Flux: comfy/model_sampling.py ModelSamplingDiscreteFlow /
 ModelSamplingFlux, entry i the shifted flow time t = (i + 1)/N): ``get_sigmas(..., native=RectifiedFlow(...))`` passes
 that table, and to ``normal`` / ``sgm_uniform`` the flow's own timestep ↔ σ map (``table_axis``: ComfyUI's
-``model_sampling.timestep`` / ``sigma``, not log-σ interpolation of the table)."""
+``model_sampling.timestep`` / ``sigma``, not log-σ interpolation of the table). On a continuous EDM model
+(comfy/model_sampling.py ModelSamplingContinuousEDM: Playground v2.5, CosXL) it runs them on the table it builds
+there, 1000 σ log-uniform from σ_min to σ_max, and its time ¼·ln σ: ``get_sigmas(..., native=VE(...))`` passes
+:attr:`~samplers.core.native.VE.sigmas` and its ``table_axis``; diffusers' spacings stay refused there."""
 from __future__ import annotations
 
 import numpy as np
@@ -135,8 +138,8 @@ def normal(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, tabl
     a σ_min / σ_max outside the training table is refused (the table has no timestep there; on a flow model's axis
     ComfyUI's own timestep ↔ σ maps extend past it).
 
-    ``table_axis`` (a flow model's, passed by get_sigmas): the timesteps and their σ on the model's own axis instead;
-    on a flow model that ends at σ(timestep(σ_min)), above σ_min when shift ≠ 1 (ComfyUI's rule; see
+    ``table_axis`` (a flow or EDM model's, passed by get_sigmas): the timesteps and their σ on the model's own axis
+    instead (on an EDM model log-uniform in σ); on a flow model that ends at σ(timestep(σ_min)), above σ_min when shift ≠ 1 (ComfyUI's rule; see
     :attr:`samplers.core.native.RectifiedFlow.table_axis`)."""
     check_steps(n, None, None, need_range=False)
     num_train(n, training_sigmas)
