@@ -692,12 +692,14 @@ def test_comfyui_names_on_a_flow_model_run_comfyuis_rule_on_its_raw_coordinates(
 
 @pytest.mark.parametrize("name", sorted(samplers.core.labels.COMFYUI_FLOW_RAW))
 def test_every_raw_comfyui_name_is_the_registry_sampler_on_comfyuis_coordinates(name):
-    """Each name in COMFYUI_FLOW_RAW runs its registry sampler on (x_t, σ = t) unchanged, from t = 1."""
+    """Each name in COMFYUI_FLOW_RAW runs its registry sampler on (x_t, σ = t) unchanged, from t = 1 (and where
+    ComfyUI's sampler writes over the SIGMAS' final 0, uni_pc's 0.001, KSAMPLER's division by 1 − that σ after it)."""
     label = name if name.startswith("sample_") else f"comfyui:{name}"
     opts = {"seed": 7} if "seed" in samplers.info(label).options else {}  # comfy_run's extra_args['seed']
     out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(label)), ModelFlux(), flux_nonlinear, FLOW_SIGMAS, seed=7)
     x = GM.noise(2, seed=3).double()
     ref = samplers.sample(label, flux_nonlinear, x, FLOW_SIGMAS, disable=True, **opts)
+    ref = ref / (1 - samplers.core.labels.COMFYUI_FLOW_FINAL_WRITE.get(name, 0.0))
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     assert torch.isfinite(out).all()
 

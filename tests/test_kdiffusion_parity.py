@@ -129,14 +129,16 @@ def assert_same_run(got, want, f32: float = F32, callback_f32: float | None = No
 
 
 SCHEDULE_SAMPLERS = {
+    # η = 3 in the ancestral ones: σ_up is capped at σ_next where σ_down reaches 0, a step that dpm_2_ancestral
+    # takes without noise (k-diffusion adds it only after its DPM-Solver-2 branch) and the other two with it
     # churn off, a window k-diffusion callers pass from settings: s_tmin > s_tmax is inert there (was refused)
     "sample_euler": [{}, {"s_churn": 1.0}, {"s_churn": 4.0, "s_tmin": 0.3, "s_tmax": 5.0, "s_noise": 1.003},
                      {"s_tmin": 10.0, "s_tmax": 1.0}],
     "sample_heun": [{}, {"s_churn": 1.0}, {"s_churn": 4.0, "s_tmin": 0.3, "s_tmax": 5.0}],
     "sample_dpm_2": [{}, {"s_churn": 1.0}, {"s_churn": 4.0, "s_tmin": 0.3, "s_tmax": 5.0}],
-    "sample_euler_ancestral": [{}, {"eta": 0.5, "s_noise": 0.9}, {"eta": 0.0}, {"noise": "tree"}],
-    "sample_dpm_2_ancestral": [{}, {"eta": 0.5}, {"eta": 0.0}, {"noise": "tree"}],
-    "sample_dpmpp_2s_ancestral": [{}, {"eta": 0.5}, {"eta": 0.0}, {"noise": "tree"}],
+    "sample_euler_ancestral": [{}, {"eta": 3.0}, {"eta": 0.5, "s_noise": 0.9}, {"eta": 0.0}, {"noise": "tree"}],
+    "sample_dpm_2_ancestral": [{}, {"eta": 3.0}, {"eta": 0.5}, {"eta": 0.0}, {"noise": "tree"}],
+    "sample_dpmpp_2s_ancestral": [{}, {"eta": 3.0}, {"eta": 0.5}, {"eta": 0.0}, {"noise": "tree"}],
     "sample_lms": [{}, {"order": 2}, {"order": 6}],  # any order, as k-diffusion (was refused above 4)
     "sample_dpmpp_2m": [{}],
     "sample_dpmpp_sde": [{}, {"eta": 0.5, "s_noise": 0.9}, {"r": 0.3}, {"eta": 0.0}, {"noise": "tree"},
@@ -552,6 +554,26 @@ def test_the_registry_samplers_behind_the_range_samplers_are_k_diffusions(dtype)
                           info=info)
     close(got, want[0], "dpm_adaptive")
     assert info["n_accept"] == want[1]["n_accept"] and info["n_reject"] == want[1]["n_reject"]
+
+
+@pytest.mark.parametrize("name", ["dpm_2_ancestral", "dpmpp_2s_ancestral", "euler_ancestral"])
+def test_the_registry_ancestral_samplers_take_k_diffusions_noise_where_eta_caps_sigma_up(name):
+    """η = 3 caps σ_up at σ_next, so σ_down = 0 on most steps: k-diffusion's dpm_2_ancestral then takes an Euler step
+    and adds no noise (its draw is inside the DPM-Solver-2 branch), its 2S and Euler ones add σ_up of noise. The
+    registry's samplers (the A1111 / ComfyUI labels run them) do the same, on the same draws."""
+    import samplers
+
+    x = start(torch.float64, 14.6)
+    sigmas = schedule(torch.float64)
+
+    def draws():
+        g = torch.Generator().manual_seed(8)
+        return lambda sigma, sigma_next: torch.randn(x.shape, generator=g, dtype=x.dtype)
+
+    want = getattr(kd, f"sample_{name}")(Model(), x, sigmas, extra_args=EXTRA, disable=True, eta=3.0,
+                                         noise_sampler=draws())
+    got = samplers.sample(name, Model(), x, sigmas, extra_args=EXTRA, disable=True, eta=3.0, noise_sampler=draws())
+    close(got, want, f"{name} eta=3")
 
 
 def _same_figures(mine: str, shown: str) -> None:

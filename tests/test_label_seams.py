@@ -145,6 +145,28 @@ def test_comfyui_uni_pc_is_comfyuis_sample_unipc(steps, name, variant):
         assert torch.equal(label, ours)
 
 
+@pytest.mark.parametrize("name, variant", [("uni_pc", "bh1"), ("uni_pc_bh2", "bh2")])
+def test_comfyui_uni_pc_on_a_flow_model_ends_as_comfyuis_ksampler(name, variant):
+    """On a flow model ComfyUI's sample_unipc writes 0.001 over the final 0 of the caller's SIGMAS (``timesteps =
+    sigmas[:]``, a view), and KSAMPLER then divides its result by 1 − sigmas[-1] (CONST's inverse_noise_scaling): the
+    image is 1/0.999 of the loop's. The label's function gives that image in the same KSAMPLER (which divides by
+    1 − 0 = 1: the caller's SIGMAS are left as they are); on other models the scaling is the identity (above)."""
+    from samplers.interop.comfyui import FlowModel, ksampler_function
+
+    flow = samplers.RectifiedFlow(shift=3.0)
+    model = FlowModel(samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow), 3.0)
+    u = torch.linspace(1, 0, 11, dtype=torch.float64)
+    for t in (3 * u / (1 + 2 * u), 0.95 * 3 * u / (1 + 2 * u)):  # from t = 1 (the noise itself), and from t = 0.95
+        x = GM.noise(2, seed=0).double() * (1 if t[0] == 1 else float(t[0]))
+        sigmas = t.clone()
+        loop = comfy_sample_unipc(model, x.clone(), sigmas.clone(), variant)
+        theirs = loop / (1.0 - torch.tensor(0.001, dtype=torch.float64))  # KSAMPLER on the SIGMAS sample_unipc wrote
+        ours = ksampler_function(f"comfyui:{name}")(model, x.clone(), sigmas, disable=True)
+        ours = ours / (1.0 - sigmas[-1])  # KSAMPLER on the SIGMAS the label's function left
+        assert float(sigmas[-1]) == 0.0
+        assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-10), float((ours - theirs).abs().max())
+
+
 def test_auditors_case_the_label_ends_at_0_001_not_denoised():
     """/tmp/auditI/unipc_final.py: the label = the registry sampler on the schedule with its 0 replaced by 0.001."""
     from samplers.interop.comfyui import ksampler_function

@@ -230,6 +230,11 @@ COMFYUI_FLOW_RAW: frozenset[str] = frozenset({
     "gradient_estimation", "ddim",
     "uni_pc", "uni_pc_bh2",
 })
+# ComfyUI samplers that write into the caller's SIGMAS: sample_unipc replaces a final 0 by 0.001 in place
+# (``timesteps = sigmas[:]; timesteps[-1] = 0.001``, a view), so KSAMPLER's ``inverse_noise_scaling(sigmas[-1], x)``
+# divides a flow model's result by 1 − 0.001 (CONST's ``latent / (1.0 - sigma)``; the identity on other models). The
+# adapter divides by it itself (the caller's SIGMAS stay as they are): the final σ written, by ComfyUI name.
+COMFYUI_FLOW_FINAL_WRITE: dict[str, float] = {"uni_pc": 0.001, "uni_pc_bh2": 0.001}
 # ComfyUI samplers that step in the model's half-log-SNR λ = log((1 − t)/t) (sigma_to_half_log_snr): the adapter runs
 # them in σ = t/(1 − t), x/(1 − t), where λ = −log σ, after ComfyUI's offset_first_sigma_for_snr (a first t ≥ 1
 # becomes model_sampling.percent_to_sigma(1e-4)); sa_solver's SDE interval is ComfyUI's, percent_to_sigma(0.2) to

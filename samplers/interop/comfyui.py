@@ -170,7 +170,11 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             if callback is not None and _reports_each_step(spec):  # k-diffusion's contract, which ComfyUI's keep
                 callback = _KCallback(model, callback, torch.as_tensor(sigmas))
                 model = callback.model
-            return spec.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **merged)
+            out = spec.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **merged)
+            written = labels.COMFYUI_FLOW_FINAL_WRITE.get(comfy_key) if flow else None
+            if written is not None and float(sigmas[-1]) == 0:  # (a host read of the schedule, before no model call)
+                out = _inverse_noise_scaling(out, written, sigmas)
+            return out
         if flow_refused is not None:
             raise Unavailable(f"ComfyUI sampler {name!r} is not available on flow models: {flow_refused}")
         if comfy_key in labels.COMFYUI_FLOW_SNR:
@@ -233,6 +237,15 @@ class FlowModel:
         sigma = torch.where(top, torch.full_like(t, math.inf), t / keep)
         view = (-1,) + (1,) * (x_t.ndim - 1)
         return self.denoiser(x_t / keep.reshape(view).to(x_t.dtype), sigma, **extra_args)
+
+
+def _inverse_noise_scaling(x: torch.Tensor, written: float, sigmas) -> torch.Tensor:
+    """ComfyUI's KSAMPLER ending on a flow model whose sampler wrote ``written`` over the final 0 of its SIGMAS
+    (:data:`samplers.core.labels.COMFYUI_FLOW_FINAL_WRITE`): CONST's ``inverse_noise_scaling(sigmas[-1], x)``, x / (1 −
+    sigmas[-1]), with that σ in the SIGMAS' dtype and shaped as ComfyUI's view of it (so the same type promotion)."""
+    dtype = sigmas.dtype if isinstance(sigmas, torch.Tensor) else torch.get_default_dtype()
+    sigma = torch.tensor(written, dtype=dtype, device=x.device).view((1,) * (x.ndim - 1))
+    return x / (1.0 - sigma)
 
 
 def flow_times(sigmas) -> list[float]:

@@ -573,7 +573,7 @@ def _k_split(name: str, sigmas: torch.Tensor, values: list, eta):
     for s, s_next, k_down in zip(values, values[1:], k_downs):
         down, up = steps.get_ancestral_step(s, s_next, eta)
         if k_down == 0:
-            table[s] = (0.0, 0.0 if name == "dpm_2_ancestral" else up)  # dpm_2_ancestral's Euler branch draws none
+            table[s] = (0.0, up)  # (dpm_2_ancestral's Euler branch draws none, as the registry's)
         else:
             table[s] = (down if down != 0 else k_down, up)
 

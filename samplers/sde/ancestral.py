@@ -111,7 +111,9 @@ def dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
             x_2 = x + d * (sigma_mid - sigma)
             d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid))
             x = x + d_2 * (sigma_down - sigma)
-        x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
+            # noise only after the DPM-Solver-2 step, as k-diffusion's: where η > 1 caps σ_up at σ_next (σ_down = 0)
+            # the Euler step to 0 takes none, and draws none
+            x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
         report(callback, x, i, sigma, sigma, denoised)
     return x
 
