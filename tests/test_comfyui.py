@@ -1022,3 +1022,23 @@ def test_float16_latents_near_t_1_on_a_flow_model_are_not_overflowed_by_the_adap
                                              disable=True)
     assert out.dtype == torch.float16 and bool(torch.isfinite(out).all())
     assert seen and set(seen) == {torch.float16}
+
+
+def test_euler_ancestral_takes_eta_above_1_on_an_eps_model_and_refuses_it_on_a_flow_model_before_any_call():
+    """ComfyUI's sample_euler_ancestral takes any η ≥ 0 on an eps model (k-diffusion's split caps σ_up at σ_next); on a
+    flow model it runs sample_euler_ancestral_RF, whose split in flow time needs η ≤ 1. The flow rule's bound was
+    checked when the function was built, so an eps model's η = 1.5 was refused too: now it is checked where the model
+    is known to be a flow model (when built with coordinates="flow", else at the call), before any model call."""
+    def eps_model(x, sigma):
+        return GM.denoiser(x, sigma)
+
+    out, guider, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:euler_ancestral", eta=1.5)), EPS(),
+                                eps_model, EPS_SIGMAS)
+    # (its rule at η = 3 is k-diffusion's: tests/test_kdiffusion_parity.py)
+    one, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:euler_ancestral")), EPS(), eps_model, EPS_SIGMAS)
+    assert torch.isfinite(out).all() and not torch.allclose(out, one) and len(guider.calls) == len(EPS_SIGMAS) - 1
+    with pytest.raises(samplers.InvalidOption, match="eta must be <= 1"):
+        comfy_run(KSAMPLER(comfyui.ksampler_function("comfyui:euler_ancestral", eta=1.5)), ModelFlux(),
+                  flux_nonlinear, FLOW_SIGMAS)
+    with pytest.raises(samplers.InvalidOption, match="eta must be <= 1"):
+        comfyui.ksampler_function("comfyui:euler_ancestral", coordinates="flow", eta=1.5)

@@ -109,7 +109,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     flow_refused = labels.COMFYUI_FLOW_REFUSED.get(comfy_key)
     if flow_refused is not None and coordinates == "flow":
         raise Unavailable(f"ComfyUI sampler {name!r} is not available on flow models: {flow_refused}")
-    if flow_spec is not spec:
+    if flow_spec is not spec and coordinates == "flow":  # (on "auto", at the call, once the model says which)
         check_options(flow_spec, names.merge_options(label, options))
     noise_mod.check_option(spec, merged)
     own = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are the label's)
