@@ -36,7 +36,7 @@ from typing import Callable
 
 import torch
 
-from samplers.core.argtypes import SEED_MAX, Given, cfg_problem, cfg_scale, path_to, seed, was_given
+from samplers.core.argtypes import SEED_MAX, Given, cfg_problem, cfg_scale, path_to, seed, threads, was_given
 from samplers.core.errors import InvalidInput
 from samplers.core.validate import distinct
 
@@ -1201,8 +1201,6 @@ def run_fit(args) -> int:
     if args.rescore:
         check_rescore_options(args, report, out)
     if args.threads is not None:
-        if args.threads < 1:
-            raise InvalidInput(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.reference_tol is not None and not 0 < args.reference_tol < 1:
         raise InvalidInput(f"--reference-tol must be in (0, 1), got {args.reference_tol}")
@@ -1421,7 +1419,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--reference-tol", type=float, default=None,
                    help="rtol = atol of the adaptive PF-ODE solve that gives the exact endpoints (default: 1e-5 for "
                         "a float32 network, 1e-7 otherwise)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="torch threads, at most the cores this process may run on (default: torch's)")
     p.add_argument("--restart", action="store_true", help="fit again instead of resuming")
     p.add_argument("--rescore", action="store_true",
                    help="fit nothing: score the solvers already in --out again on --heldout held-out starts (e.g. "

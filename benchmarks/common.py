@@ -651,8 +651,10 @@ seed_value = argtypes.seed  # every seed option: 0 <= seed < 2**32, so item_seed
 
 
 def add_threads_option(parser, default: int | None = 1, help: str = "torch CPU threads (default 1)") -> None:
-    """``--threads`` (an integer >= 1; ``None`` as the default leaves torch's own)."""
-    parser.add_argument("--threads", type=positive_int, default=default, help=help)
+    """``--threads`` (an integer from 1 to the cores this process may run on, :func:`argtypes.threads`; ``None`` as
+    the default leaves torch's own)."""
+    parser.add_argument("--threads", type=argtypes.threads, default=default,
+                        help=f"{help}; at most the cores this process may run on")
 
 
 def set_threads(threads: int | None) -> None:

@@ -1,0 +1,36 @@
+"""Every command line's limits at its boundary: a value beyond what the machine or the pipeline can run (threads,
+steps, NFE, batch sizes, counts) is refused while the arguments are parsed, in one line naming the value, the limit
+and the fix (exit status 2), before any model is loaded or any cell runs. In-process, on tiny sizes only."""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import (adherence, classifier, fit_bound, fit_heldout, learned_solvers, quality, speed, stochastic,
+                        vae_roundtrip)
+from benchmarks.deterministic import running
+from models import train, train_vae
+from samplers import cli
+from samplers.core.argtypes import cores
+from test_bench_cli_seams import no_work, refused  # noqa: F401 - no_work is a fixture
+
+_THREADED = {"samplers demo": lambda a: cli.main(["demo", *a]), "samplers fit": lambda a: cli.main(["fit", *a]),
+             "models.train": train.main, "models.train_vae": train_vae.main,
+             "benchmarks.deterministic": running.main, "benchmarks.quality": quality.main,
+             "benchmarks.speed": speed.main, "benchmarks.stochastic": stochastic.main,
+             "benchmarks.adherence": adherence.main, "benchmarks.vae_roundtrip": vae_roundtrip.main,
+             "benchmarks.learned_solvers": learned_solvers.main, "benchmarks.classifier": lambda a: classifier.main(["train", *a]),
+             "benchmarks.fit_heldout": fit_heldout.main, "benchmarks.fit_bound": fit_bound.main}
+
+
+@pytest.mark.parametrize("command", sorted(_THREADED))
+@pytest.mark.parametrize("value", ["1000000000", "more"])
+def test_threads_above_the_cores_are_refused_at_parse_time(capsys, no_work, command, value):
+    """`--threads 1000000000` aborted the process in libgomp ("Out of memory allocating 216000001344 bytes"), with
+    no line naming the option: every --threads is now at most the cores this process may run on."""
+    value = str(cores() + 1) if value == "more" else value
+    refused(capsys, _THREADED[command], ["--threads", value], "--threads", value, f"from 1 to {cores()}")
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--encode-threads"])
+def test_train_encode_threads_is_bounded_too(capsys, flag):
+    refused(capsys, train.main, [flag, str(cores() + 1)], flag, f"from 1 to {cores()}")
