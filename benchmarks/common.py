@@ -44,6 +44,8 @@ from samplers.core.files import atomic_write_bytes, open_regular, read_json
 from samplers.core.native import NoiseSchedule, RectifiedFlow, VE, VPDiscrete
 from samplers.problems import GaussianMixture, pf_ode_solution
 
+from models._checks import MAX_STEPS  # the pipeline's step limit (models.pipeline.MAX_STEPS)
+
 
 class ProblemUnavailable(RuntimeError):
     """A problem cannot be built here (a missing package or weights); the message says what is missing."""
@@ -646,6 +648,9 @@ def report(results: str | Path, markdown: Callable[[dict], str], module: str, wr
 
 positive_int = int_at_least(1)
 positive_float = argtypes.real(positive=True)
+# a run's steps (or NFE): 1 to the pipeline's limit (generate refuses more: never a useful image, and hours of work);
+# a schedule of 10**9 steps needs ~60 GiB and fails mid-run, one of 10**8 runs for days
+step_count = argtypes.int_in(1, MAX_STEPS, "the pipeline's step limit (models.pipeline.MAX_STEPS)")
 cfg_scale = argtypes.cfg_scale  # every --cfg: finite, |cfg| <= 100 (ComfyUI's widget maximum), as Pipeline.guidance
 seed_value = argtypes.seed  # every seed option: 0 <= seed < 2**32, so item_seeds' derived seeds stay valid
 

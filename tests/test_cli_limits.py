@@ -34,3 +34,19 @@ def test_threads_above_the_cores_are_refused_at_parse_time(capsys, no_work, comm
 @pytest.mark.parametrize("flag", ["--threads", "--encode-threads"])
 def test_train_encode_threads_is_bounded_too(capsys, flag):
     refused(capsys, train.main, [flag, str(cores() + 1)], flag, f"from 1 to {cores()}")
+
+
+# ---- steps beyond the pipeline's step limit (models.pipeline.MAX_STEPS)
+
+
+@pytest.mark.parametrize("argv, flag", [(["--steps", "1", "1000000000"], "--steps"),
+                                        (["--steps", "10", "100000000"], "--steps"),
+                                        (["--problem", "gm-vp-eps", "--problem-steps", "1000000000"],
+                                         "--problem-steps")])
+def test_speed_steps_beyond_the_step_limit_are_refused(capsys, no_work, monkeypatch, argv, flag):
+    """`benchmarks.speed --steps 1 1000000000` failed mid-run with a LimitExceeded traceback (a 60 GiB schedule),
+    and 10**8 ran for days: both step options now stop at the pipeline's step limit, at parse time."""
+    from models.pipeline import MAX_STEPS
+
+    monkeypatch.setattr(speed, "problem_table", lambda *a, **k: pytest.fail("reached the problem runs"))
+    refused(capsys, speed.main, argv, flag, argv[-1], f"more than {MAX_STEPS}", "step limit")

@@ -24,6 +24,26 @@ def int_at_least(low: int):
     return parse
 
 
+def int_in(low: int, high: int, limit: str):
+    """An integer in [low, high]; ``limit`` says what ``high`` is (``"the pipeline's step limit"``), for the error
+    that names it."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer: pass an integer from {low} to {high}") \
+                from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}: pass an integer from {low} to {high}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value} is more than {high}, {limit}: pass an integer from {low} to "
+                                             f"{high}")
+        return value
+
+    parse.__name__ = f"integer in [{low}, {high}]"
+    return parse
+
+
 def real(*, positive: bool = False, low: float | None = None, high: float | None = None):
     """A finite number (> 0 with ``positive``; within [low, high] where given)."""
     rule = ("a finite number" + (" > 0" if positive else "") + (f" >= {low}" if low is not None and high is None else "")
