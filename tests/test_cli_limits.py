@@ -50,3 +50,34 @@ def test_speed_steps_beyond_the_step_limit_are_refused(capsys, no_work, monkeypa
 
     monkeypatch.setattr(speed, "problem_table", lambda *a, **k: pytest.fail("reached the problem runs"))
     refused(capsys, speed.main, argv, flag, argv[-1], f"more than {MAX_STEPS}", "step limit")
+
+
+# ---- the benchmarks' NFE budgets and batch sizes
+
+
+@pytest.mark.parametrize("main, extra", [(running.main, ["--no-peers", "--no-learned"]), (running.main, []),
+                                         (quality.main, ["--no-peers"])])
+def test_nfe_beyond_the_step_limit_is_refused(capsys, no_work, main, extra):
+    """`benchmarks.deterministic --nfe 1000000000` hung in diffusers' Karras sigmas (with --no-peers it exited 0, every
+    cell '–'); `benchmarks.quality --nfe 1000000000` exited 0 listing cells not run: a budget is now at most the
+    pipeline's step limit, refused at parse time."""
+    from models.pipeline import MAX_STEPS
+
+    refused(capsys, main, ["--problem", "gm-vp-eps", "--nfe", "5", "1000000000", *extra], "--nfe", "1000000000",
+            f"more than {MAX_STEPS}", "step limit")
+
+
+@pytest.mark.parametrize("main, flag", [(running.main, "--batch"), (running.main, "--heldout-batch"),
+                                        (quality.main, "--batch")])
+def test_batch_beyond_the_memory_is_refused_before_any_cell(capsys, no_work, main, flag):
+    """`--batch 1000000000` / `--heldout-batch 1000000000` grew memory without an error (common.item_seeds built a
+    list of 10**9 seeds): the items a cell holds are checked against free memory before any cell runs."""
+    extra = ["--no-learned", "--no-cache", "--heldout-seeds", "1"] if main is running.main else ["--no-cache"]
+    refused(capsys, main, ["--problem", "gm-vp-eps", "--no-peers", "--nfe", "5", flag, "1000000000", *extra],
+            f"{flag} 1000000000", "gm-vp-eps", "GiB", f"pass a smaller {flag}")
+
+
+def test_fit_heldout_batch_beyond_the_memory_is_refused(capsys, no_work, tmp_path):
+    refused(capsys, fit_heldout.main, ["--heldout-batch", "1000000000", "--heldout-seeds", "101",
+                                       "--out", str(tmp_path / "o")],
+            "--heldout-batch 1000000000", "GiB", "pass a smaller --heldout-batch")
