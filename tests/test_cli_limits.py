@@ -81,3 +81,18 @@ def test_fit_heldout_batch_beyond_the_memory_is_refused(capsys, no_work, tmp_pat
     refused(capsys, fit_heldout.main, ["--heldout-batch", "1000000000", "--heldout-seeds", "101",
                                        "--out", str(tmp_path / "o")],
             "--heldout-batch 1000000000", "GiB", "pass a smaller --heldout-batch")
+
+
+# ---- benchmarks.adherence: the request checked as `samplers generate` checks it, before the weights are loaded
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--steps", "100000"], ["--steps", "100000", "step limit"]),
+    (["--model", "flow", "--schedule", "karras"], ["karras", "finite sigma_max", "flow"]),
+    (["--n", "1000000000"], ["--n", "1000000000", "more than 4096"]),
+    (["--model", "eps", "--sampler", "euler", "--steps", "20000"], ["--steps", "20000"])])
+def test_adherence_checks_the_request_before_loading_the_model(capsys, no_work, argv, words):
+    """`benchmarks.adherence --steps 100000` loaded the model, then failed with a LimitExceeded traceback; `--model
+    flow --schedule karras` with an InvalidInput traceback after loading; `--n 1000000000` hung drawing captions:
+    each is a one-line usage error now, before any weight is read (load_pipeline fails the test if reached)."""
+    refused(capsys, adherence.main, argv, *words)
