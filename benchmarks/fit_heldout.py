@@ -163,8 +163,8 @@ def parser() -> argparse.ArgumentParser:
                         "beside that one, paired on the same starts (e.g. a fit with other options)")
     p.add_argument("--heldout-seeds", type=common.seed_value, nargs="+", default=list(HELDOUT_SEEDS),
                    help="seeds of the held-out starts (default 101-132, as the deterministic benchmark)")
-    p.add_argument("--heldout-batch", type=common.positive_int, default=4096, help="starts per seed (default 4096; more than the memory "
-                   "holds is refused)")
+    p.add_argument("--heldout-batch", type=common.positive_int, default=4096,
+                   help="starts per seed (default 4096; more than the memory holds is refused)")
     common.add_mixture_run_options(p, Path("out/fit_heldout"))
     p.add_argument("--no-progress", action="store_true")
     return p

@@ -18,7 +18,8 @@ _THREADED = {"samplers demo": lambda a: cli.main(["demo", *a]), "samplers fit": 
              "benchmarks.deterministic": running.main, "benchmarks.quality": quality.main,
              "benchmarks.speed": speed.main, "benchmarks.stochastic": stochastic.main,
              "benchmarks.adherence": adherence.main, "benchmarks.vae_roundtrip": vae_roundtrip.main,
-             "benchmarks.learned_solvers": learned_solvers.main, "benchmarks.classifier": lambda a: classifier.main(["train", *a]),
+             "benchmarks.learned_solvers": learned_solvers.main,
+             "benchmarks.classifier": lambda a: classifier.main(["train", *a]),
              "benchmarks.fit_heldout": fit_heldout.main, "benchmarks.fit_bound": fit_bound.main}
 
 
@@ -96,3 +97,16 @@ def test_adherence_checks_the_request_before_loading_the_model(capsys, no_work, 
     flow --schedule karras` with an InvalidInput traceback after loading; `--n 1000000000` hung drawing captions:
     each is a one-line usage error now, before any weight is read (load_pipeline fails the test if reached)."""
     refused(capsys, adherence.main, argv, *words)
+
+
+# ---- benchmarks.vae_roundtrip: sizes and --vae checked before the weights are loaded
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--n", "1000000000"], ["--n 1000000000", "GiB", "pass a smaller --n"]),
+    (["--k", "1000000000", "--n", "2"], ["--k", "1000000000", "more than 10000"]),
+    (["--vae", ""], ["--vae", "empty path"])])
+def test_vae_roundtrip_sizes_and_vae_are_checked_first(capsys, no_work, argv, words):
+    """`--n 1000000000` was an allocation RuntimeError traceback, `--k 1000000000 --n 2` ran forever, `--vae ''`
+    silently read the current folder: each is refused before VAE.load (which fails the test if reached)."""
+    refused(capsys, vae_roundtrip.main, argv, *words)
