@@ -110,3 +110,12 @@ def test_vae_roundtrip_sizes_and_vae_are_checked_first(capsys, no_work, argv, wo
     """`--n 1000000000` was an allocation RuntimeError traceback, `--k 1000000000 --n 2` ran forever, `--vae ''`
     silently read the current folder: each is refused before VAE.load (which fails the test if reached)."""
     refused(capsys, vae_roundtrip.main, argv, *words)
+
+
+@pytest.mark.parametrize("n", ["1", "5"])
+def test_stochastic_refuses_fewer_samples_than_clusters(capsys, no_work, n):
+    """`benchmarks.stochastic --samples 1` reported distances between single points as if they compared the
+    samplers' distributions (its floor, two exact sets, 1.4: as large as any sampler's): a cell needs at least one
+    sample per cluster of the mixture."""
+    assert stochastic.min_samples() == 6
+    refused(capsys, stochastic.main, ["--samples", n], "--samples", n, "6 clusters", "--samples 6 or more")
