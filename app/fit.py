@@ -1180,8 +1180,10 @@ def run_fit(args) -> int:
     if args.screen != "all" and not (args.screen.isascii() and args.screen.isdigit() and int(args.screen) >= 1):
         raise InvalidInput(f"--screen must be 'all' or a number of training starts >= 1, got {args.screen!r}")
     args.screen = None if args.screen == "all" else int(args.screen)  # as FitConfig.screen takes it
-    if any(n < 2 or n > 100 for n in args.nfe):
-        raise InvalidInput(f"--nfe values must be between 2 and 100, got {args.nfe}: a fitted solver weighs the "
+    from samplers.fitted.fitting import MAX_FIT_NFE
+
+    if any(n < 2 or n > MAX_FIT_NFE for n in args.nfe):
+        raise InvalidInput(f"--nfe values must be between 2 and {MAX_FIT_NFE}, got {args.nfe}: a fitted solver weighs the "
                            "model calls before each step, so it needs at least 2 (one call is one Euler step: run "
                            "sampler='euler' with steps=1)")
     if args.rescore and args.restart:

@@ -119,3 +119,33 @@ def test_stochastic_refuses_fewer_samples_than_clusters(capsys, no_work, n):
     sample per cluster of the mixture."""
     assert stochastic.min_samples() == 6
     refused(capsys, stochastic.main, ["--samples", n], "--samples", n, "6 clusters", "--samples 6 or more")
+
+
+# ---- benchmarks.learned_solvers: errors name the flag, not FitConfig's field
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--iters", "-1"], ["--iters", "-1", ">= 0"]),
+    (["--lr", "nan"], ["--lr", "nan", "finite number > 0"]),
+    (["--lr", "0"], ["--lr", "0"]),
+    (["--batch", "0"], ["--batch", "0"]),
+    (["--starts", "0"], ["--starts", "0"]),
+    (["--pool", "-1"], ["--pool", "-1"]),
+    (["--history", "-1"], ["--history", "-1"]),
+    (["--check", "-2"], ["--check", "-2"]),
+    (["--nfe", "1"], ["--nfe", "from 2 to 100"]),
+    (["--nfe", "5", "1000"], ["--nfe", "1000", "more than 100"]),
+    (["--recheck", ""], ["--recheck", "empty path"])])
+def test_learned_solvers_errors_name_the_flag(capsys, no_work, tmp_path, argv, words):
+    """Plain int / float options left the checks to FitConfig, whose errors read `FitConfig.iters must be ...`, or
+    `FitConfig.lr must be a number, got nan`, naming no flag of the command: each is now refused by the flag."""
+    line = refused(capsys, learned_solvers.main, [*argv, "--out", str(tmp_path / "o")], *words)
+    assert "FitConfig." not in line
+
+
+def test_learned_solvers_history_0_is_documented(capsys):
+    """--history 0 is a fit of the nodes and of the weights its starting sampler uses only (Params.of's mask):
+    accepted, and --help says so."""
+    with pytest.raises(SystemExit):
+        learned_solvers.main(["--help"])
+    assert "0: only those its starting sampler weighs" in " ".join(capsys.readouterr().out.split())
