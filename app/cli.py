@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from samplers.core.argtypes import cfg_scale, out_folder, path_to
+from samplers.core.argtypes import cfg_scale, out_folder, path_to, threads
 from samplers.core.errors import InvalidInput, LimitExceeded
 from samplers.core.seeds import SEED_LIMIT
 from samplers.core.validate import distinct
@@ -233,8 +233,6 @@ def _run_compare(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    if args.threads is not None and args.threads < 1:
-        raise InvalidInput(f"--threads must be at least 1, got {args.threads}")
     run_demo(out_dir=args.out, threads=args.threads)
     return 0
 
@@ -245,9 +243,9 @@ def add_commands(subparsers) -> None:
                                               "shipped models")
     demo.add_argument("--out", type=out_folder, default="out/demo",
                       help="folder for the demo's images (created; a file there is refused at once)")
-    demo.add_argument("--threads", type=int, default=None,
-                      help="torch threads (default: 1 for the analytic table; for the images the faster of 1 and "
-                           "torch's default, measured once)")
+    demo.add_argument("--threads", type=threads, default=None,
+                      help="torch threads, at most the cores this process may run on (default: 1 for the analytic "
+                           "table; for the images the faster of 1 and torch's default, measured once)")
     demo.set_defaults(fn=_demo)
     g = subparsers.add_parser("generate", help="text → image with a shipped model and any registry sampler")
     _add_common(g)

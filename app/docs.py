@@ -5,7 +5,6 @@ committed benchmark results.
 tests/test_docs.py regenerates them and fails when the committed files differ."""
 from __future__ import annotations
 
-import argparse
 import functools
 import inspect
 import sys
@@ -644,11 +643,28 @@ FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_check
                   "fitted-heldout": fitted_heldout, "fitted-bound": fitted_bound}
 
 
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- figures:{name} -->\n", f"\n<!-- /figures:{name} -->"
+
+
+def missing_figures(text: str, figures: dict) -> list[str]:
+    """The names of ``figures`` whose ``<!-- figures:NAME -->`` ... ``<!-- /figures:NAME -->`` block ``text`` lacks
+    (either marker missing, or the end before the start): :func:`with_figures` cannot fill them."""
+    missing = []
+    for name in figures:
+        start, end = _markers(name)
+        i = text.find(start)
+        if i < 0 or text.find(end, i + len(start) - 1) < 0:
+            missing.append(name)
+    return missing
+
+
 def with_figures(text: str, figures: dict) -> str:
     """``text`` with every generated ``<!-- figures:NAME -->`` block of ``figures`` filled in."""
     for name, make in figures.items():
-        start, end = f"<!-- figures:{name} -->\n", f"\n<!-- /figures:{name} -->"
-        i, j = text.index(start) + len(start), text.index(end)
+        start, end = _markers(name)
+        i = text.index(start) + len(start)
+        j = text.index(end, i - 1)
         text = text[:i] + make() + text[j:]
     return text
 
@@ -658,25 +674,60 @@ def readme_with_figures(text: str) -> str:
     return with_figures(text, README_FIGURES)
 
 
+def _fillable(path: Path, figures: dict, flag: str) -> str:
+    """The text of ``path``, a file holding every block of ``figures``; else a one-line reason naming ``flag``
+    (raised as the parser's error by :func:`main`, before any page is written)."""
+    if not path.exists():
+        raise ValueError(f"{flag} {str(path)!r} does not exist: name the README to fill (README.md)")
+    if not path.is_file():
+        raise ValueError(f"{flag} {str(path)!r} is not a file: name the README to fill (README.md)")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{flag} {str(path)!r} cannot be read as text ({err}): name the README to fill") from None
+    missing = missing_figures(text, figures)
+    if missing:
+        raise ValueError(f"{flag} {str(path)!r} lacks the block(s) "
+                         + ", ".join(f"<!-- figures:{n} --> ... <!-- /figures:{n} -->" for n in missing)
+                         + ": the figures are filled between those markers; add them, or name the README that has "
+                           "them")
+    return text
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.docs", description=__doc__)
-    p.add_argument("--out", required=True, help="the folder to write into (docs/ for the committed files)")
-    p.add_argument("--readme", default=None, help="also fill the generated figures of this README (README.md)")
+    from samplers.core.argtypes import ArgumentParser, out_folder, path_to
+
+    p = ArgumentParser(prog="python -m app.docs", description=__doc__)
+    p.add_argument("--out", type=out_folder, required=True,
+                   help="the folder to write into (docs/ for the committed files; created if missing)")
+    p.add_argument("--readme", type=path_to("README file"), default=None,
+                   help="also fill the generated figures of this README (README.md; it must hold every "
+                        "<!-- figures:NAME --> block)")
     args = p.parse_args(argv)
-    out = Path(args.out)
+    out = args.out
+    fitted = out / "fitted.md"
+    # every file to fill is read and checked before anything is written: a missing README, or one without the
+    # markers, stops the command with the pages untouched
+    try:
+        readme_text = None if args.readme is None else _fillable(Path(args.readme), README_FIGURES, "--readme")
+        if fitted.exists():  # its tables come from the committed results under docs/benchmarks/fitted
+            fitted_text = _fillable(fitted, FITTED_FIGURES, "--out's fitted.md")
+        else:
+            fitted_text = None
+    except ValueError as err:
+        p.error(str(err))
     out.mkdir(parents=True, exist_ok=True)
     from samplers.core.files import atomic_write_bytes
 
     for name, page in PAGES.items():
         atomic_write_bytes(out / name, page().encode())
         print(f"wrote {out / name}")
-    fitted = out / "fitted.md"
-    if fitted.exists():  # its tables come from the committed results under docs/benchmarks/fitted
-        atomic_write_bytes(fitted, with_figures(fitted.read_text(), FITTED_FIGURES).encode())
+    if fitted_text is not None:
+        atomic_write_bytes(fitted, with_figures(fitted_text, FITTED_FIGURES).encode())
         print(f"wrote {fitted}")
-    if args.readme:
+    if readme_text is not None:
         readme = Path(args.readme)
-        atomic_write_bytes(readme, readme_with_figures(readme.read_text()).encode())
+        atomic_write_bytes(readme, readme_with_figures(readme_text).encode())
         print(f"wrote {readme}")
     return 0
 

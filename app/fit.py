@@ -36,7 +36,7 @@ from typing import Callable
 
 import torch
 
-from samplers.core.argtypes import SEED_MAX, Given, cfg_problem, cfg_scale, path_to, seed, was_given
+from samplers.core.argtypes import SEED_MAX, Given, cfg_problem, cfg_scale, path_to, seed, threads, was_given
 from samplers.core.errors import InvalidInput
 from samplers.core.validate import distinct
 
@@ -1180,8 +1180,10 @@ def run_fit(args) -> int:
     if args.screen != "all" and not (args.screen.isascii() and args.screen.isdigit() and int(args.screen) >= 1):
         raise InvalidInput(f"--screen must be 'all' or a number of training starts >= 1, got {args.screen!r}")
     args.screen = None if args.screen == "all" else int(args.screen)  # as FitConfig.screen takes it
-    if any(n < 2 or n > 100 for n in args.nfe):
-        raise InvalidInput(f"--nfe values must be between 2 and 100, got {args.nfe}: a fitted solver weighs the "
+    from samplers.fitted.fitting import MAX_FIT_NFE
+
+    if any(n < 2 or n > MAX_FIT_NFE for n in args.nfe):
+        raise InvalidInput(f"--nfe values must be between 2 and {MAX_FIT_NFE}, got {args.nfe}: a fitted solver weighs the "
                            "model calls before each step, so it needs at least 2 (one call is one Euler step: run "
                            "sampler='euler' with steps=1)")
     if args.rescore and args.restart:
@@ -1201,8 +1203,6 @@ def run_fit(args) -> int:
     if args.rescore:
         check_rescore_options(args, report, out)
     if args.threads is not None:
-        if args.threads < 1:
-            raise InvalidInput(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.reference_tol is not None and not 0 < args.reference_tol < 1:
         raise InvalidInput(f"--reference-tol must be in (0, 1), got {args.reference_tol}")
@@ -1421,7 +1421,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--reference-tol", type=float, default=None,
                    help="rtol = atol of the adaptive PF-ODE solve that gives the exact endpoints (default: 1e-5 for "
                         "a float32 network, 1e-7 otherwise)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="torch threads, at most the cores this process may run on (default: torch's)")
     p.add_argument("--restart", action="store_true", help="fit again instead of resuming")
     p.add_argument("--rescore", action="store_true",
                    help="fit nothing: score the solvers already in --out again on --heldout held-out starts (e.g. "

@@ -19,14 +19,19 @@ import time
 import torch
 
 from models import checker, data
+from models.pipeline import MAX_BATCH
 
+from samplers.core.argtypes import int_in, path_to
 from samplers.core.errors import SamplersError
 
 from . import common
 
 
+BATCH = 50  # images per txt2img call of :func:`adherence`
+
+
 @torch.no_grad()
-def adherence(pipe, captions: list[str], seeds: list[int] | None = None, batch_size: int = 50,
+def adherence(pipe, captions: list[str], seeds: list[int] | None = None, batch_size: int = BATCH,
               progress: bool = True, **kw) -> dict:
     """Checker accuracy of ``pipe.txt2img`` samples: ``match`` (all attributes right) and per attribute."""
     seeds = list(range(len(captions))) if seeds is None else list(seeds)
@@ -42,6 +47,23 @@ def load_pipeline(folder=None, model: str | None = None):
     from models.pipeline import Pipeline
 
     return Pipeline.load(folder, model=model)
+
+
+def check_request(spec, n: int, steps: int, sampler: str | None, schedule: str | None) -> None:
+    """What :func:`run` asks of the pipeline, checked from the config.json files before the weights are loaded,
+    by the pipeline's own rules (``PipelineSpec.check_request``, as ``samplers generate`` checks its request): the
+    sampler, schedule and steps as :func:`run` resolves them (the model's defaults where not given), one batch of
+    :data:`BATCH` images, and the ``n`` images of a row kept for the checker. Raises the pipeline's
+    ``SamplersError``."""
+    from samplers.core.validate import check_allocation
+
+    sampler = sampler or spec.defaults["sampler"]
+    schedule = schedule or spec.defaults["schedule"]
+    batch = min(n, BATCH)
+    spec.check_request(sampler, schedule, steps, seed=list(range(batch)), batch=batch)
+    size = spec.vae_config.image_size
+    check_allocation(2 * n * 3 * size * size * 4, f"--n {n} ({n} images of {size}×{size} per row, kept for the "
+                     "checker)", fix="pass a smaller --n")
 
 
 def run(model: str | None = None, n: int = 200, steps: int = 20, sampler: str | None = None, schedule: str | None = None,
@@ -76,9 +98,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.adherence", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=("eps", "flow"), default=None,
                    help="the shipped model (default eps); with --weights, the kind that folder must hold")
-    p.add_argument("--weights", default=None, help="U-Net folder (default: the shipped weights of --model)")
-    p.add_argument("--n", type=common.positive_int, default=200, help="captions per row")
-    p.add_argument("--steps", type=common.positive_int, default=20)
+    p.add_argument("--weights", type=path_to("U-Net folder"), default=None,
+                   help="U-Net folder (default: the shipped weights of --model)")
+    p.add_argument("--n", type=int_in(1, MAX_BATCH, "the pipeline's images per run (models.pipeline.MAX_BATCH)"),
+                   default=200, help=f"captions per row, at most {MAX_BATCH} (the pipeline's images per run; their "
+                                     "images must fit in memory)")
+    p.add_argument("--steps", type=common.step_count, default=20,
+                   help=f"sampling steps, at most {common.MAX_STEPS} (the pipeline's step limit; default 20)")
     p.add_argument("--sampler", default=None, help="default: the model's default sampler")
     p.add_argument("--schedule", default=None)
     p.add_argument("--cfg", type=common.cfg_scale, default=None,
@@ -90,11 +116,22 @@ def main(argv=None) -> int:
         common.sampler_or_refuse(p, "--sampler", args.sampler)
     if args.schedule is not None:
         common.schedule_or_refuse(p, "--schedule", args.schedule)
-    common.set_threads(args.threads)
+    from models.pipeline import PipelineSpec
+
+    where = f"--weights {str(args.weights)!r}: " if args.weights is not None else ""
     try:  # a missing folder, a file, another kind of model's weights: the user's path, said in one line
+        spec = PipelineSpec.read(args.weights, model=args.model)  # config.json only: before the weights
+    except (SamplersError, OSError) as err:
+        p.error(f"{where}{err}")
+    try:  # the sampler, schedule, steps and --n by the pipeline's rules, as `samplers generate` checks its request
+        check_request(spec, args.n, args.steps, args.sampler, args.schedule)
+    except SamplersError as err:
+        p.error(str(err))
+    common.set_threads(args.threads)
+    try:
         pipe = load_pipeline(args.weights, args.model)
     except (SamplersError, OSError) as err:
-        p.error(f"--weights {str(args.weights)!r}: {err}" if args.weights is not None else str(err))
+        p.error(f"{where}{err}")
     run(args.model, args.n, args.steps, args.sampler, args.schedule, args.cfg, args.weights,
         progress=not args.no_progress, pipe=pipe)
     return 0

@@ -44,6 +44,8 @@ from samplers.core.files import atomic_write_bytes, open_regular, read_json
 from samplers.core.native import NoiseSchedule, RectifiedFlow, VE, VPDiscrete
 from samplers.problems import GaussianMixture, pf_ode_solution
 
+from models._checks import MAX_STEPS  # the pipeline's step limit (models.pipeline.MAX_STEPS)
+
 
 class ProblemUnavailable(RuntimeError):
     """A problem cannot be built here (a missing package or weights); the message says what is missing."""
@@ -646,13 +648,44 @@ def report(results: str | Path, markdown: Callable[[dict], str], module: str, wr
 
 positive_int = int_at_least(1)
 positive_float = argtypes.real(positive=True)
+# a run's steps (or NFE): 1 to the pipeline's limit (generate refuses more: never a useful image, and hours of work);
+# a schedule of 10**9 steps needs ~60 GiB and fails mid-run, one of 10**8 runs for days
+step_count = argtypes.int_in(1, MAX_STEPS, "the pipeline's step limit (models.pipeline.MAX_STEPS)")
+# an NFE budget: its runs take at most that many steps, so the same limit (10**9 hung in diffusers' Karras sigmas)
+nfe_budget = argtypes.int_in(1, MAX_STEPS, "the pipeline's step limit (models.pipeline.MAX_STEPS), which bounds a "
+                                           "budget's model calls")
 cfg_scale = argtypes.cfg_scale  # every --cfg: finite, |cfg| <= 100 (ComfyUI's widget maximum), as Pipeline.guidance
 seed_value = argtypes.seed  # every seed option: 0 <= seed < 2**32, so item_seeds' derived seeds stay valid
 
 
+# A cell holds its items a few times over: the starting noise, the state, a multistep sampler's history, the
+# reference endpoint and the errors; and a Python seed per item (common.item_seeds)
+CELL_COPIES, ITEM_OVERHEAD = 8, 64
+
+
+def refuse_batch_memory(parser, flag: str, problem: Problem, n: int) -> None:
+    """Refuse (``parser.error``) ``n`` items of ``problem`` per cell when they would clearly not fit in the memory
+    of its device (:func:`samplers.core.validate.check_allocation`): checked before any cell runs, where a
+    ``--batch 1000000000`` grew a list of 10**9 seeds without a word. The model calls' own memory (a U-Net's
+    activations) comes on top."""
+    from samplers.core.errors import LimitExceeded
+    from samplers.core.validate import check_allocation
+
+    per_item = math.prod(problem.shape) * torch.empty((), dtype=problem.dtype).element_size() * CELL_COPIES
+    try:
+        check_allocation((per_item + ITEM_OVERHEAD) * n,
+                         f"{flag} {n} on {problem.name} ({n} items of {list(problem.shape)} {problem.dtype}, each "
+                         f"held about {CELL_COPIES} times by a cell)", problem.device,
+                         fix=f"pass a smaller {flag}")
+    except LimitExceeded as err:
+        parser.error(str(err))
+
+
 def add_threads_option(parser, default: int | None = 1, help: str = "torch CPU threads (default 1)") -> None:
-    """``--threads`` (an integer >= 1; ``None`` as the default leaves torch's own)."""
-    parser.add_argument("--threads", type=positive_int, default=default, help=help)
+    """``--threads`` (an integer from 1 to the cores this process may run on, :func:`argtypes.threads`; ``None`` as
+    the default leaves torch's own)."""
+    parser.add_argument("--threads", type=argtypes.threads, default=default,
+                        help=f"{help}; at most the cores this process may run on")
 
 
 def set_threads(threads: int | None) -> None:

@@ -163,7 +163,8 @@ def parser() -> argparse.ArgumentParser:
                         "beside that one, paired on the same starts (e.g. a fit with other options)")
     p.add_argument("--heldout-seeds", type=common.seed_value, nargs="+", default=list(HELDOUT_SEEDS),
                    help="seeds of the held-out starts (default 101-132, as the deterministic benchmark)")
-    p.add_argument("--heldout-batch", type=common.positive_int, default=4096, help="starts per seed (default 4096)")
+    p.add_argument("--heldout-batch", type=common.positive_int, default=4096,
+                   help="starts per seed (default 4096; more than the memory holds is refused)")
     common.add_mixture_run_options(p, Path("out/fit_heldout"))
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -206,6 +207,8 @@ def main(argv=None) -> int:
     problems, unavailable = common.get_problems(sorted({s.meta["problem"] for _, s in found}))
     if unavailable:
         p.error(f"problems not available here: {unavailable}")
+    for problem in problems.values():  # before the first start is drawn: a batch the memory cannot hold
+        common.refuse_batch_memory(p, "--heldout-batch", problem, args.heldout_batch)
     # every solver run here, --against's included, is checked against its problem's model before any run (a
     # namesake that runs the same steps as the fit is not run at all, so its run would never check it)
     for path, fit in found:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from samplers.core.argtypes import int_in, path_to
 from samplers.core.errors import InvalidInput, InvalidOption
-from samplers.fitted.fitting import FitConfig, fit, pair_label, recheck, validation_starts
+from samplers.fitted.fitting import MAX_FIT_NFE, FitConfig, fit, pair_label, recheck, validation_starts
 from samplers.fitted.identity import fingerprint
 
 from . import common, deterministic
@@ -98,33 +99,38 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learned_solvers", description=__doc__.split("\n\n")[0])
     p.add_argument("--problem", dest="problems", nargs="+", default=list(deterministic.PROBLEMS),
                    help="gm-ve, gm-vp-eps, gm-flow, or another mixture as gm-<kind>/d<dims>-k<modes>-s<seed>")
-    p.add_argument("--nfe", nargs="+", type=common.positive_int, default=list(deterministic.NFES))
+    p.add_argument("--nfe", nargs="+", type=int_in(2, MAX_FIT_NFE, "the largest NFE the fit commands take"),
+                   default=list(deterministic.NFES),
+                   help=f"model calls of each solver, 2 to {MAX_FIT_NFE} (a fitted solver weighs the calls before "
+                        f"each step; default {' '.join(map(str, deterministic.NFES))})")
     p.add_argument("--calibration", type=common.positive_int, default=2048,
                    help="calibration starts (default 2048, a quarter validates: at least 3)")
     p.add_argument("--calibration-seed", type=common.seed_value, default=7,
                    help="noise seed of the calibration starts, in [0, 2**32) (default 7)")
-    p.add_argument("--iters", type=int, default=FitConfig.iters)
-    p.add_argument("--batch", type=int, default=FitConfig.batch,
+    p.add_argument("--iters", type=common.int_at_least(0), default=FitConfig.iters,
+                   help=f"FitConfig.iters: Adam steps per fit (default {FitConfig.iters}; 0: the best pair as it is)")
+    p.add_argument("--batch", type=common.positive_int, default=FitConfig.batch,
                    help=f"FitConfig.batch: training minibatch (default {FitConfig.batch}; a number above the training "
                         f"starts trains on all of them each step)")
     p.add_argument("--fit-seed", type=common.seed_value, default=FitConfig.seed,
                    help="FitConfig.seed: the pool's draw and the minibatch order (default 0); the calibration "
                         "starts are --calibration-seed's")
-    p.add_argument("--starts", type=int, default=FitConfig.starts,
+    p.add_argument("--starts", type=common.positive_int, default=FitConfig.starts,
                    help=f"FitConfig.starts: fit from this many of the best pairs, keep the better fit (default "
                         f"{FitConfig.starts})")
-    p.add_argument("--pool", type=int, default=FitConfig.pool,
+    p.add_argument("--pool", type=common.int_at_least(0), default=FitConfig.pool,
                    help=f"FitConfig.pool: the pool of further starts that ranks, trains and checks, as a multiple of "
                         f"the calibration starts (default {FitConfig.pool})")
-    p.add_argument("--history", type=int, default=FitConfig.history,
+    p.add_argument("--history", type=common.int_at_least(0), default=FitConfig.history,
                    help=f"FitConfig.history: earlier steps a step may weigh beyond those of its starting sampler "
-                        f"(default {FitConfig.history})")
-    p.add_argument("--lr", type=float, default=FitConfig.lr,
+                        f"(default {FitConfig.history}; 0: only those its starting sampler weighs, the nodes and "
+                        "those weights still fitted)")
+    p.add_argument("--lr", type=common.positive_float, default=FitConfig.lr,
                    help="FitConfig.lr: Adam's learning rate, cosine-decayed to 5 %% (default 0.02 / NFE)")
-    p.add_argument("--check", type=int, default=FitConfig.check,
+    p.add_argument("--check", type=common.int_at_least(0), default=FitConfig.check,
                    help=f"FitConfig.check: stage 5's other starts, as a multiple of the calibration starts (default "
                         f"{FitConfig.check}; 0: none)")
-    p.add_argument("--recheck", type=Path, default=None, metavar="FOLDER",
+    p.add_argument("--recheck", type=lambda text: Path(path_to("folder")(text)), default=None, metavar="FOLDER",
                    help="fit nothing: write the solver files of FOLDER (made before stage 5) to --out as fit() makes "
                         "them now, stage 5 run on the same starts")
     p.add_argument("--out", type=common.out_folder, required=True, help="folder for the solver files")

@@ -565,12 +565,14 @@ def parser() -> argparse.ArgumentParser:
                    "adaptive one, dpm_adaptive or torchdiffeq.dopri5, is refused: it cannot be held to an NFE budget)")
     p.add_argument("--schedules", nargs="+", default=["karras"],
                    help=f"schedules ({', '.join(samplers.schedules.available())}, or 'all')")
-    p.add_argument("--nfe", nargs="+", type=common.positive_int, default=None,
-                   help=f"NFE budgets (default {DEFAULT_NFE})")
+    p.add_argument("--nfe", nargs="+", type=common.nfe_budget, default=None,
+                   help=f"NFE budgets, each from 1 to {common.MAX_STEPS} (the pipeline's step limit; default "
+                        f"{DEFAULT_NFE})")
     p.add_argument("--seeds", nargs="+", type=common.seed_value, default=[0],
                    help="noise seeds, each in [0, 2**32) (default 0)")
     p.add_argument("--batch", type=common.positive_int, default=None,
-                   help="items per cell (default 256, 16 for models; with --quick 32 and 4)")
+                   help="items per cell (default 256, 16 for models; with --quick 32 and 4; more than the memory "
+                        "holds is refused)")
     p.add_argument("--fitted", nargs="+", default=None,
                    help="solver files from `samplers fit`, each run at its own NFE on the problem it was fitted to")
     p.add_argument("--no-peers", dest="peers", action="store_false",
@@ -738,6 +740,8 @@ def main(argv=None) -> int:
     if world.size > 1 and args.device.startswith("cuda"):
         args.device = world.device
     ctx = Context(args)
+    for problem in ctx.problems.values():  # before any cell: a batch the memory cannot hold is refused
+        common.refuse_batch_memory(p, "--batch", problem, ctx.batch(problem))
     check_fitted(p, ctx)
     if peers_asked and args.peers:
         check_peers(p, ctx)

@@ -878,9 +878,9 @@ def parser() -> argparse.ArgumentParser:
                         "device)")
     p.add_argument("--samplers", nargs="+", default=None,
                    help="registry names, or 'all' (default: every algorithm diffusers or k-diffusion also has)")
-    p.add_argument("--steps", nargs=2, type=common.positive_int, default=None, metavar=("N1", "N2"),
-                   help=f"the two step counts of the µs slope, N1 < N2 (default {' '.join(map(str, STEPS))}; "
-                        f"{' '.join(map(str, QUICK_STEPS))} with --quick)")
+    p.add_argument("--steps", nargs=2, type=common.step_count, default=None, metavar=("N1", "N2"),
+                   help=f"the two step counts of the µs slope, N1 < N2 <= {common.MAX_STEPS} (the pipeline's step "
+                        f"limit; default {' '.join(map(str, STEPS))}; {' '.join(map(str, QUICK_STEPS))} with --quick)")
     p.add_argument("--repeats", type=common.positive_int, default=None,
                    help=f"interleaved repeats, the minimum is kept (default {REPEATS}; {QUICK_REPEATS} with --quick)")
     p.add_argument("--no-peers", dest="peers", action="store_false")
@@ -892,8 +892,9 @@ def parser() -> argparse.ArgumentParser:
                         "--full-stack runs it with --quick too, --no-full-stack skips it (not both)")
     p.add_argument("--problem", dest="problems", nargs="+", default=[],
                    help="also time every sampler on these problems (gm-vp-eps, models-eps, module:function, ...)")
-    p.add_argument("--problem-steps", type=common.positive_int, default=None,
-                   help=f"steps of each --problem run (default {PROBLEM_STEPS}; needs --problem)")
+    p.add_argument("--problem-steps", type=common.step_count, default=None,
+                   help=f"steps of each --problem run, at most {common.MAX_STEPS} (the pipeline's step limit; default "
+                        f"{PROBLEM_STEPS}; needs --problem)")
     p.add_argument("--problem-batch", type=common.positive_int, default=None,
                    help=f"items of each --problem run (default {PROBLEM_BATCH}; needs --problem)")
     common.add_threads_option(p)

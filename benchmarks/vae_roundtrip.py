@@ -21,8 +21,9 @@ import torch
 from models import checker, data
 from models import io as mio
 from models.train_vae import EVAL_SEED
-from models.vae import VAE, psnr
-from samplers.core.errors import SamplersError
+from models.vae import VAE, estimate_bytes, psnr, read_config
+from samplers.core.argtypes import int_in, path_to
+from samplers.core.errors import LimitExceeded, SamplersError
 
 from . import common
 
@@ -57,16 +58,32 @@ def report(results: str | Path, write: bool = True) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.vae_roundtrip", description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=common.positive_int, default=1000, help="held-out images")
-    p.add_argument("--k", type=common.positive_int, default=10, help="round trips")
+    p.add_argument("--n", type=common.positive_int, default=1000,
+                   help="held-out images (their PSNRs over --k round trips must fit in memory)")
+    round_trips = int_in(1, common.MAX_STEPS, "the pipeline's step limit (models.pipeline.MAX_STEPS): each round trip "
+                                              "encodes and decodes every image once more")
+    p.add_argument("--k", type=round_trips,
+                   default=10, help=f"round trips, at most {common.MAX_STEPS} (the pipeline's step limit; default 10)")
     p.add_argument("--seed", type=common.seed_value, default=EVAL_SEED,
                    help="data stream, in [0, 2**32) (training used 0)")
-    p.add_argument("--vae", type=Path, default=None, help="VAE folder (default: shipped weights)")
+    p.add_argument("--vae", type=path_to("VAE folder"), default=None, help="VAE folder (default: shipped weights)")
     common.add_output_options(p, Path("out/vae_roundtrip"), "results.json, table.md and vae_roundtrip.png")
     p.add_argument("--batch-size", type=common.positive_int, default=100)
     common.add_threads_option(p, default=None, help="torch CPU threads (default: torch's own)")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def check_sizes(config, n: int, k: int, batch_size: int) -> None:
+    """Refuse (``LimitExceeded``) a run whose memory is more than is free, before the weights are loaded: the
+    k × n PSNRs it keeps (float64), the checker's results per image and, per batch, the originals, the round trip's
+    images and latents and the VAE's activations (:func:`models.vae.estimate_bytes`)."""
+    from samplers.core.validate import check_allocation
+
+    size, b = config.image_size, min(batch_size, n)
+    need = 8 * k * n + 2 * 64 * n + 4 * 3 * size * size * 3 * b + 2 * estimate_bytes(config, b, size, size)
+    check_allocation(need, f"--n {n} with --k {k} and --batch-size {batch_size} ({k} × {n} PSNRs, batches of {b} "
+                     f"images of {size}×{size})", fix="pass a smaller --n, --k or --batch-size")
 
 
 def main(argv=None) -> int:
@@ -79,7 +96,15 @@ def main(argv=None) -> int:
     if args.vae is not None and Path(args.vae).is_file():
         p.error(f"--vae {str(args.vae)!r} is a file, not a VAE folder: name the folder that holds its config.json "
                 "and weights")
-    try:  # a missing folder, another model's weights: the user's path, said as such
+    try:  # a missing folder, another model's weights: the user's path, said as such (config.json first)
+        config, _ = read_config(args.vae)
+    except (SamplersError, OSError) as err:
+        p.error(f"--vae {str(args.vae)!r}: {err}")
+    try:  # before the weights are read: --n 10**9 failed on allocating its PSNRs with a traceback
+        check_sizes(config, args.n, args.k, args.batch_size)
+    except LimitExceeded as err:
+        p.error(str(err))
+    try:
         vae = VAE.load(args.vae)
     except (SamplersError, OSError) as err:
         p.error(f"--vae {str(args.vae)!r}: {err}")

@@ -41,7 +41,7 @@ from . import io as mio
 from ._checks import channel_list, existing_folder, int_at_least, out_folder, real
 from .train_vae import MAX_BATCH, check_warmup, int_in, refuse_non_finite, refuse_other_run
 from .unet import DiffusionModel, UNetConfig, native_schedule, vae_record
-from samplers.core.argtypes import ArgumentParser, seed
+from samplers.core.argtypes import ArgumentParser, seed, threads
 
 KINDS = ("eps", "flow")
 MAX_SCENES = 1_000_000  # --n-scenes cap: the encode is hours of CPU at 10**6 and its cache ~0.6 GB (docs/models.md)
@@ -80,8 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels", type=channel_list, default=(64, 128), help="comma-separated, e.g. 64,128")
     p.add_argument("--res-blocks", type=int_at_least(1), default=1)
     p.add_argument("--seed", type=seed, default=0, help="0 <= seed < 2**32")
-    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch threads (default: all cores, at most 8)")
-    p.add_argument("--encode-threads", type=int_at_least(1), default=None, help="threads while encoding the data set")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="torch threads, at most the cores this process may run on (default: all cores, at most 8)")
+    p.add_argument("--encode-threads", type=threads, default=None,
+                   help="threads while encoding the data set, at most the cores this process may run on")
     p.add_argument("--encode-only", action="store_true", help="build the latent cache and stop")
     p.add_argument("--checkpoint-minutes", type=real(positive=True), default=3.0)
     p.add_argument("--resume", action="store_true", help="continue from <work>/train_<kind>/checkpoint.pt")

@@ -31,7 +31,7 @@ from . import _checks, data
 from samplers.core.errors import InvalidInput
 
 from . import io as mio
-from samplers.core.argtypes import ArgumentParser, seed
+from samplers.core.argtypes import ArgumentParser, seed, threads
 
 from ._checks import channel_list, int_at_least, non_empty, out_folder, real
 from .vae import VAE, VAEConfig, psnr
@@ -120,7 +120,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--enc-res-blocks", type=int_at_least(1), default=1)
     p.add_argument("--dec-res-blocks", type=int_at_least(1), default=2)
     p.add_argument("--name", type=non_empty, default=None)
-    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch threads (default: all cores, at most 8)")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="torch threads, at most the cores this process may run on (default: all cores, at most 8)")
     p.add_argument("--checkpoint-minutes", type=real(positive=True), default=3.0)
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument(

@@ -71,8 +71,8 @@ def no_work(monkeypatch):
     (stochastic.main, ["--samples", "0"], ["--samples", "0"]),
     (learned_solvers.main, ["--out", "unused", "--calibration", "0"], ["--calibration", "0"]),
     (learned_solvers.main, ["--out", "unused", "--calibration", "2"], ["--calibration 2", "--calibration 3 or more"]),
-    (learned_solvers.main, ["--out", "unused", "--lr", "0"], ["FitConfig.lr", "positive", "0.0"]),
-    (learned_solvers.main, ["--out", "unused", "--lr", "nan"], ["FitConfig.lr", "nan"]),
+    (learned_solvers.main, ["--out", "unused", "--lr", "0"], ["--lr", "0 is not a finite number > 0"]),
+    (learned_solvers.main, ["--out", "unused", "--lr", "nan"], ["--lr", "nan is not a finite number > 0"]),
     (adherence.main, ["--n", "0"], ["--n", "0"]),
     (adherence.main, ["--steps", "0"], ["--steps", "0"]),
     # each names the option and its value (a shared message listed several values, not which one was wrong)

@@ -153,3 +153,43 @@ def test_fitted_run_it_by_name_example_runs(tmp_path, monkeypatch):
     namespace = {"__name__": "fitted_example"}
     exec(compile(block, "docs/fitted.md", "exec"), namespace)
     assert namespace["x0"].shape == (1, 4, 8, 8) and len(namespace["images"]) == 1
+
+
+def _docs_refused(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        docs.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "no-markers", "one-marker"])
+def test_docs_readme_is_checked_before_any_page_is_written(tmp_path, capsys, case):
+    """`python -m app.docs --readme X` wrote the three pages, then failed on X with a traceback (FileNotFoundError,
+    IsADirectoryError, `ValueError: substring not found` where X lacks the figures' markers): X is now checked
+    first, and a bad one is a one-line usage error naming it, with nothing written."""
+    readme = {"missing": tmp_path / "none.md", "folder": tmp_path}[case] if case in ("missing", "folder") \
+        else tmp_path / "R.md"
+    if case == "no-markers":
+        readme.write_text("# a README without the figures\n")
+    if case == "one-marker":  # the headline block only: speed's is missing
+        readme.write_text("<!-- figures:headline -->\nold\n<!-- /figures:headline -->\n")
+    out = tmp_path / "docs"
+    line = _docs_refused(["--out", str(out), "--readme", str(readme)], capsys)
+    assert "--readme" in line and str(readme) in line
+    assert {"missing": "does not exist", "folder": "not a file", "no-markers": "figures:headline",
+            "one-marker": "figures:speed"}[case] in line
+    assert not out.exists()
+
+
+def test_docs_out_is_checked_and_given_once(tmp_path, capsys):
+    """`--out FILE` was a FileExistsError traceback, `--out ''` wrote into the current folder, and `--out A --out B`
+    wrote into B without a word: each is a usage error now."""
+    afile = tmp_path / "f"
+    afile.write_text("")
+    assert "is a file" in _docs_refused(["--out", str(afile)], capsys)
+    assert "empty path" in _docs_refused(["--out", ""], capsys)
+    line = _docs_refused(["--out", str(tmp_path / "a"), "--out", str(tmp_path / "b")], capsys)
+    assert "given twice" in line
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

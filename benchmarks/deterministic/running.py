@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import time
 from pathlib import Path
 
@@ -318,8 +319,8 @@ def parser() -> argparse.ArgumentParser:
     common.add_output_options(p, DEFAULT_OUT)
     p.add_argument("--problem", dest="problems", nargs="+", default=list(PROBLEMS),
                    help=f"problems (default {' '.join(PROBLEMS)}; any benchmarks.common problem runs without peers)")
-    p.add_argument("--nfe", nargs="+", type=common.positive_int, default=list(NFES),
-                   help="NFE budgets (default 5 10 20)")
+    p.add_argument("--nfe", nargs="+", type=common.nfe_budget, default=list(NFES),
+                   help=f"NFE budgets, each from 1 to {common.MAX_STEPS} (the pipeline's step limit; default 5 10 20)")
     p.add_argument("--samplers", nargs="+", default=None,
                    help="registry 'ode' samplers (default: every one that can be held to an NFE budget, the adaptive "
                         "ones listed as not run); an adaptive one named here is refused")
@@ -336,14 +337,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-learned", dest="learned", action=GivenConst, const=None,
                    help="rank no fitted solvers (without --learned)")
     p.add_argument("--batch", type=common.positive_int, default=None,
-                   help="items per cell (default 2048; 8 with --quick)")
+                   help="items per cell (default 2048; 8 with --quick; more than the memory holds is refused)")
     p.add_argument("--seed", type=common.seed_value, default=0,
                    help="noise seed the winners are picked on, in [0, 2**32) (default 0)")
     p.add_argument("--heldout-seeds", type=common.seed_value, nargs="*", default=None,
                    help=f"seeds the winners are re-run on, pooled (default 101-132, "
                         f"{' '.join(map(str, QUICK_HELDOUT_SEEDS))} with --quick; none: no re-run)")
-    p.add_argument("--heldout-batch", type=common.positive_int, default=None, help="starts per held-out seed (default 4096: with 32 "
-                   "seeds, 131072 starts, where a 20-NFE solver sends a few dozen to the wrong mode; 8 with --quick)")
+    p.add_argument("--heldout-batch", type=common.positive_int, default=None,
+                   help="starts per held-out seed (default 4096: with 32 seeds, 131072 starts, where a 20-NFE solver "
+                        "sends a few dozen to the wrong mode; 8 with --quick; more than the memory holds is refused)")
     p.add_argument("--cache", action=Given, type=common.cache_folder, default="out/cache",
                    help="reference solutions on disk (default %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="solve every reference afresh (without --cache)")
@@ -449,6 +451,11 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
                           ("--schedules", common.canonical_schedules(args.schedules), "each schedule runs once"),
                           ("--peer-names", args.peer_names, "each peer runs once"),
                           ("--heldout-seeds", args.heldout_seeds, "a seed's starts would be pooled twice"))
+    sized = resolve_args(copy.copy(args))  # the sizes the run will use, defaults included: before any cell runs
+    for problem in problems.values():
+        common.refuse_batch_memory(p, "--batch", problem, sized.batch)
+        if sized.heldout_seeds:
+            common.refuse_batch_memory(p, "--heldout-batch", problem, sized.heldout_batch)
 
 
 def check_learned(p: argparse.ArgumentParser, folder: Path, problems: dict[str, Problem], nfes) -> None:

@@ -24,6 +24,26 @@ def int_at_least(low: int):
     return parse
 
 
+def int_in(low: int, high: int, limit: str):
+    """An integer in [low, high]; ``limit`` says what ``high`` is (``"the pipeline's step limit"``), for the error
+    that names it."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer: pass an integer from {low} to {high}") \
+                from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}: pass an integer from {low} to {high}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value} is more than {high}, {limit}: pass an integer from {low} to "
+                                             f"{high}")
+        return value
+
+    parse.__name__ = f"integer in [{low}, {high}]"
+    return parse
+
+
 def real(*, positive: bool = False, low: float | None = None, high: float | None = None):
     """A finite number (> 0 with ``positive``; within [low, high] where given)."""
     rule = ("a finite number" + (" > 0" if positive else "") + (f" >= {low}" if low is not None and high is None else "")
@@ -97,6 +117,35 @@ def seed(text: str) -> int:
 
 
 seed.__name__ = "seed"
+
+
+def cores() -> int:
+    """The CPU cores this process may run on: its affinity set where the platform has one
+    (``os.sched_getaffinity``: a container or ``taskset`` limits it), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads(text: str) -> int:
+    """``--threads``: an integer from 1 to the cores this process may run on (:func:`cores`). More threads than
+    cores only compete for them, and a huge count aborts the process in the OpenMP runtime (libgomp: "Out of memory
+    allocating ..." for its per-thread stacks) before any error can name it."""
+    limit = cores()
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer: pass a thread count from 1 to {limit} (the "
+                                         "cores this process may run on)") from None
+    if not 1 <= value <= limit:
+        why = ("is below 1" if value < 1 else
+               f"is more than the {limit} core(s) this process may run on (os.sched_getaffinity / os.cpu_count)")
+        raise argparse.ArgumentTypeError(f"{value} {why}: pass a thread count from 1 to {limit}")
+    return value
+
+
+threads.__name__ = "thread count"
 
 
 def _blocked_by_a_file(path: Path) -> Path | None:

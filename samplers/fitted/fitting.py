@@ -50,6 +50,9 @@ from .solver import LearnedSolver, check_model_record, update
 
 # a schedule whose first σ is this close to σ_max (relative) starts there: published tables round the top of the
 # range (Align Your Steps: 14.615 for an SD-style model's 14.6146, 2.5e-5 off), and the candidate starts exactly at σ_max
+# the most model calls the fit commands (samplers fit, benchmarks.learned_solvers) fit a solver for: far beyond the
+# few-step budgets a fitted solver is for (its n steps hold n² weights, and each iteration runs all n calls)
+MAX_FIT_NFE = 100
 START_TOL = 1e-4
 
 # a fit from σ = inf may move its first finite node σ_1 up to this factor above where its starting pair put it
