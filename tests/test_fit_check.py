@@ -109,27 +109,27 @@ def test_a_fit_records_its_check_and_without_one_decides_as_stage_4(time_limit):
 
 def test_recheck_makes_of_a_fit_without_stage_5_the_file_a_fit_with_it_makes(tmp_path, capsys):
     """``benchmarks.learned_solvers --recheck``: fits made before stage 5 become what fit() makes now — one it hands
-    back (gm-ve/d12-k5-s7 at 6 NFE), one it keeps (gm-flow/d6-k4-s8) — byte for byte in what the file holds."""
+    back (gm-ve/d12-k5-s6 at 6 NFE), one it keeps (gm-flow/d6-k4-s8) — byte for byte in what the file holds."""
     import json
 
     from benchmarks import learned_solvers
 
     quick = ["--calibration", "32", "--iters", "30", "--pool", "2", "--starts", "1", "--no-progress"]
-    for problem in ("gm-ve/d12-k5-s7", "gm-flow/d6-k4-s8"):
+    for problem in ("gm-ve/d12-k5-s6", "gm-flow/d6-k4-s8"):
         for check, out in (("0", "before"), ("16", "now")):
             assert learned_solvers.main(["--problem", problem, "--nfe", "6", "--check", check,
                                          "--out", str(tmp_path / out), *quick]) == 0
     assert learned_solvers.main(["--recheck", str(tmp_path / "before"), "--check", "16", "--out",
                                  str(tmp_path / "rechecked"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "gm-ve/d12-k5-s7 NFE 6: handed back the pair" in printed and "gm-flow/d6-k4-s8 NFE 6: kept the fit" in printed
+    assert "gm-ve/d12-k5-s6 NFE 6: handed back the pair" in printed and "gm-flow/d6-k4-s8 NFE 6: kept the fit" in printed
     kept = {}
-    for name in ("gm-ve_d12-k5-s7_nfe6.json", "gm-flow_d6-k4-s8_nfe6.json"):
+    for name in ("gm-ve_d12-k5-s6_nfe6.json", "gm-flow_d6-k4-s8_nfe6.json"):
         before, now, again = (json.loads((tmp_path / d / name).read_text()) for d in ("before", "now", "rechecked"))
         assert before["meta"]["kept"] == "fit" and before["meta"]["check"] is None
         assert again == now
         kept[name] = now["meta"]["kept"]
-    assert kept == {"gm-ve_d12-k5-s7_nfe6.json": "start", "gm-flow_d6-k4-s8_nfe6.json": "fit"}
+    assert kept == {"gm-ve_d12-k5-s6_nfe6.json": "start", "gm-flow_d6-k4-s8_nfe6.json": "fit"}
     # a folder rechecked already is left as it is; fitting options are refused (each file's own are used)
     assert learned_solvers.main(["--recheck", str(tmp_path / "now"), "--out", str(tmp_path / "again"),
                                  "--no-progress"]) == 0
