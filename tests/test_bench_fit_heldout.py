@@ -132,9 +132,10 @@ def test_refuses_seeds_a_fit_was_calibrated_on_and_folders_without_fits(fitted, 
 def test_learned_solvers_refuses_a_bad_option_before_any_solve(capsys, monkeypatch):
     solved = []
     monkeypatch.setattr(learned_solvers, "fit_one", lambda *a, **k: solved.append(1))
-    for bad, said in ((["--fit-seed", "-1"], "outside [0, 2**32)"), (["--iters", "-3"], "FitConfig."),
-                      (["--batch", "0"], "FitConfig."), (["--starts", "0"], "FitConfig."), (["--pool", "-1"], "FitConfig."),
-                      (["--history", "-1"], "FitConfig.")):
+    # each refused at parse time, naming the flag (they were refused by FitConfig, naming its field)
+    for bad, said in ((["--fit-seed", "-1"], "outside [0, 2**32)"), (["--iters", "-3"], "argument --iters: -3"),
+                      (["--batch", "0"], "argument --batch: 0"), (["--starts", "0"], "argument --starts: 0"),
+                      (["--pool", "-1"], "argument --pool: -1"), (["--history", "-1"], "argument --history: -1")):
         with pytest.raises(SystemExit):
             learned_solvers.main(["--problem", "gm-ve", "--nfe", "5", "--out", "unused", *bad])
         assert said in capsys.readouterr().err
