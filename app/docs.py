@@ -219,6 +219,8 @@ def names_md() -> str:
             "| name | tool | schedule | options | on a flow model |", "|---|---|---|---|---|"]
     rows = [(k, "ComfyUI", v) for k, v in labels.COMFYUI_SCHEDULERS.items()]
     rows += [(k, "A1111", v) for k, v in labels.A1111_SCHEDULERS.items()]
+    # not a type of A1111's menu: the timesteps its DDIM / PLMS step whatever the type (their labels name it)
+    rows += [(k, "A1111 (DDIM / PLMS)", v) for k, v in labels.A1111_TIMESTEP_SCHEDULES.items()]
     out += [f"| `{k}` | {tool} | `{v[0]}` | {', '.join(f'`{o}={x!r}`' for o, x in v[1].items())} | "
             f"{', '.join(f'`{o}={x!r}`' for o, x in (v[2] if len(v) > 2 else {}).items())} |"
             for k, tool, v in rows]
@@ -232,9 +234,34 @@ def names_md() -> str:
             "ends (Simple, SGM Uniform, DDIM, Align Your Steps, ...), which A1111's txt2img would ignore, is refused. "
             "In img2img and inpaint they run on the chosen schedule's ends, as A1111's img2img does; on a model "
             "with no A1111 schedule (a flow model) on the caller's.",
-            "- A1111's **DDIM**, **PLMS** and **UniPC** samplers are its timestep samplers: they step the timesteps "
-            "1 + k·⌊1000/n⌋ and stop at timestep 1 with no final denoise. The labels run the registry's `ddim`, "
-            "`plms` and `unipc_bh1` on a schedule, which ends in σ = 0.",
+            "- A1111's **DDIM** and **PLMS** (its timestep samplers, modules/sd_samplers_timesteps.py) are reproduced: "
+            "A1111 steps the timesteps clip(range(0, 1000, ⌊1000/n⌋) + 1, 0, 999) (more than n + 1 of them where n "
+            "does not divide 1000: 31 at n = 30) from the top one down to timestep 1, starts from x_T = the unit "
+            "noise, calls the model at those integer timesteps and returns the VP latent at timestep 1, with no "
+            "final denoise (n − 1 model calls at n dividing 1000, one more for PLMS's first step). The labels run the "
+            "registry's `ddim` / `plms` on `a1111:Timesteps` (the schedule `a1111_timesteps` on A1111's float32 "
+            "table: those timesteps' σ, no 0 appended) with `vp_state=True` (the start x_ve = z·√(1 + σ_0²), the "
+            "result x/√(1 + σ_end²)), in `samplers.sample` and the pipeline alike: A1111's loops transcribed in "
+            "float64 agree to 1e-10 relative (tests/test_a1111_timestep_samplers.py, n = 10, 20, 30, 50, a model "
+            "that reads its timestep included). A1111 ignores the Schedule type for them, so a caller's other "
+            "schedule is refused with these labels (and \"DDIM Karras\" and the like); the registry's `ddim` / "
+            "`plms` run any schedule. On a model without a training table (a flow model) `a1111:Timesteps` cannot "
+            "be built and the labels are refused. Not reproduced: η > 0 (A1111's `eta_ddim`, default 0) draws "
+            "A1111's noise from its own generator; the pipeline's time input reads the model's exact table, so the "
+            "U-Net is told timestep 1 + 4e-5 where A1111 says 1 (as for every A1111 name); A1111's img2img step "
+            "count (see below).",
+            "- A1111's **UniPC** is not reproduced: the label runs the registry's `unipc_bh1` on the caller's "
+            "schedule (ending in σ = 0, with the final denoise). A1111 runs its own UniPC port "
+            "(modules/models/diffusion/uni_pc/uni_pc.py: `sample(x, steps=len(timesteps), skip_type='time_uniform', "
+            "method='multistep', order=3, lower_order_final=True)`, variant bh1, `NoiseScheduleVP('discrete')`): "
+            "len(range(0, 1000, ⌊1000/n⌋)) steps (n where n divides 1000) evenly in its continuous time t from 1 to "
+            "t_0 = 1/1000, log √ᾱ interpolated piecewise-linearly in t over the float32 table, the model called at "
+            "the fractional timesteps 1000·(t − 1/1000), no denoise to zero: the result is the VP latent at t = "
+            "0.001. The registry's `unipc_bh1` on that σ(t) path (no 0 appended) from z/√ᾱ(1), its result times "
+            "√ᾱ(0.001), agrees with it on a model that reads only its noise level, but its time input for those σ "
+            "(log-σ interpolation of the table) is not A1111's t, and no label sets that up: the label's result is "
+            "4.6–32 % of the latent's scale from A1111's on the label's Karras / Uniform schedules (the "
+            "tests' Gaussian mixture, n = 10–50).",
             "- ComfyUI's scheduler names on **flow models** (SD3, Flux) give ComfyUI's σ lists as `comfyui:` names "
             "with the model known (`Pipeline.sigmas`, `resolve_schedule(name, native=...)`); the registry's bare "
             "`karras` and `exponential` stay refused there (σ_max = inf) and its bare `kl_optimal` stays uniform in "
@@ -385,7 +412,13 @@ def names_md() -> str:
            "unchanged. Old image: the registry name (`dpmpp_2m`).",
            "- An A1111 label with `s_churn` > 0 and `s_tmax=0` churns every step, as A1111 does (it reads 0 as no "
            "upper bound); `samplers.sample` churned none (the pipeline refused it as a window that holds no step). "
-           "Old image: the registry sampler (`euler` with `s_tmax=0`)."]
+           "Old image: the registry sampler (`euler` with `s_tmax=0`).",
+           "- A1111's `DDIM` and `PLMS` reproduce A1111's: they run on its timesteps down to timestep 1 "
+           "(`a1111:Timesteps`, named by the label: a caller's other schedule is now refused) from x_T = the unit "
+           "noise and return the VP latent there (`vp_state=True`); they ran the registry's `ddim` / `plms` on the "
+           "caller's (or the model's) schedule to σ = 0 from z·σ_0, 0.6–0.75 % (DDIM) and 0.6–2.7 % (PLMS) of the "
+           "latent's scale from A1111 on Karras / Uniform (n = 10–50), one model call more for DDIM. Old image: the "
+           "registry's `ddim` / `plms` with the schedule (`schedule=\"karras\"`, the eps model's default)."]
     return "\n".join(out) + "\n"
 
 

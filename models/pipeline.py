@@ -444,6 +444,14 @@ def _bound_own_steps(spec, options: dict) -> dict:
     return options
 
 
+def _as_state(x: torch.Tensor, sigmas, options: dict) -> torch.Tensor:
+    """The start ``x`` (VE, at ``sigmas[0]``) as the sampler takes it: with ``vp_state`` (A1111's "DDIM" / "PLMS"
+    labels) the VP state x/√(1 + σ_0²) (A1111's q_sample of the encoded image); else ``x`` itself."""
+    if not options.get("vp_state") or math.isinf(float(sigmas[0])):
+        return x
+    return x / math.sqrt(1.0 + float(sigmas[0]) ** 2)
+
+
 def _check_solver(solver, options: dict, prediction: str) -> None:
     """What a fitted solver's record says of a model of type ``prediction``, without the model (its fingerprint is
     checked by :meth:`Pipeline.check_fitted`)."""
@@ -1018,7 +1026,8 @@ class Pipeline(PipelineSpec):
         self._check_run_noise(found, options, sigmas, (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
-        x = samplers.initial_latent(noise, sigmas)
+        # vp_state (A1111's "DDIM" / "PLMS"): the sampler takes the VP state, x_T = the unit noise itself
+        x = noise if options.get("vp_state") else samplers.initial_latent(noise, sigmas)
         latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options, found)
         return self.decode(latents, output)
 
@@ -1053,6 +1062,7 @@ class Pipeline(PipelineSpec):
         sigmas = cut
         noise = seeded_randn(tuple(latent.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
+        x = _as_state(x, sigmas, options)
         latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options, found)
         return self.decode(latents, output)
 
@@ -1090,7 +1100,11 @@ class Pipeline(PipelineSpec):
         noise = seeded_randn(tuple(known.shape), seeds)
         # strength 1 starts from pure noise, as diffusers' inpaint does (not the known latent noised to σ_max)
         top = strength == 1 or math.isinf(float(sigmas[0]))
-        x = samplers.initial_latent(noise, sigmas) if top else known + float(sigmas[0]) * noise
+        if top and options.get("vp_state"):
+            x = noise  # A1111's x_T: the unit noise is the VP state at the top
+        else:
+            x = _as_state(samplers.initial_latent(noise, sigmas) if top else known + float(sigmas[0]) * noise, sigmas,
+                          options)
         denoiser = InpaintDenoiser(self.denoiser(prompts, cfg), known, latent_mask, noise)
         latents = self._sample(denoiser, x, sigmas, sampler, seeds, progress, options, found)
         hard = (pixel_mask > 0.5).float()

@@ -61,9 +61,16 @@ EXP_HEUN_2_X0_SDE = {"r": 1.0, "solver_type": "phi_2"}
 # A1111's "discard_next_to_last_sigma" (DPM2, DPM2 a, DPM++ 3M SDE) is the schedule operation of that name, on a
 # schedule built one step longer (A1111 adds the step it drops). Its "Automatic" schedule type is the sampler's own
 # scheduler where it has one, else the model's get_sigmas(steps) — k-diffusion's evenly spaced training timesteps,
-# the "Uniform" type (``linspace``). DDIM, PLMS and UniPC are A1111's timestep samplers (sd_samplers_timesteps):
-# they step its own timesteps 1 + k·⌊1000/n⌋ and stop at timestep 1 without a final denoise, which these registry
-# samplers on a schedule do not reproduce step for step (names.md says so).
+# the "Uniform" type (``linspace``). DDIM, PLMS and UniPC are A1111's timestep samplers (sd_samplers_timesteps),
+# which ignore the Schedule type: DDIM and PLMS step its own timesteps clip(range(0, 1000, ⌊1000/n⌋) + 1, 0, 999)
+# down to timestep 1 and return the VP latent there, without a final denoise; their labels run the registry's
+# ddim / plms on those timesteps' σ (the schedule "a1111:Timesteps", named: a caller's other schedule is refused) with
+# A1111_TIMESTEP_STATE: the start x is A1111's x_T (the unit noise), the result A1111's VP latent at timestep 1.
+# UniPC (A1111's own UniPC port: its NoiseScheduleVP("discrete"), time_uniform t from 1 to 1/N, the model called at
+# fractional timesteps 1000·(t − 1/N)) is not reproduced: its label runs unipc_bh1 on the caller's schedule
+# (names.md says so, with the measured difference).
+A1111_TIMESTEP_STATE = {"vp_state": True}
+A1111_TIMESTEP_SAMPLERS = frozenset({"DDIM", "PLMS", "UniPC"})
 A1111: dict[str, tuple] = {
     "DPM++ 2M": ("dpmpp_2m", {}, "a1111:Karras", "default"),
     "k_dpmpp_2m": ("dpmpp_2m", {}, "a1111:Karras", "default"),
@@ -107,8 +114,8 @@ A1111: dict[str, tuple] = {
     "DPM adaptive": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA}, "a1111:Uniform", "default"),
     "k_dpm_ad": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA}, "a1111:Uniform", "default"),
     "Restart": ("restart", {"restart": "a1111"}, "a1111:Karras", "default"),
-    "DDIM": ("ddim", {}, None, None),
-    "PLMS": ("plms", {}, None, None),
+    "DDIM": ("ddim", A1111_TIMESTEP_STATE, "a1111:Timesteps", "explicit"),
+    "PLMS": ("plms", A1111_TIMESTEP_STATE, "a1111:Timesteps", "explicit"),
     "UniPC": ("unipc_bh1", {}, None, None),
     # Forge's ('DDPM', AlterSampler of sample_ddpm): a k-diffusion sampler on A1111's schedule types, Automatic Uniform
     "DDPM": ("ddpm", {}, "a1111:Uniform", "default"),
@@ -320,6 +327,11 @@ A1111_SCHEDULERS: dict[str, tuple[str, dict]] = {
     "Align Your Steps 11": ("ays_sd15", {"append_zero": True}),
     "Align Your Steps 32": ("ays_32_sd15", {"append_zero": True}),
 }
+
+# Not a Schedule type of A1111's menu: the timesteps its timestep samplers step whatever the type (DDIM, PLMS;
+# modules/sd_samplers_timesteps.py get_timesteps), ending at timestep 1 without a 0; the labels "DDIM" / "PLMS" name it.
+# Resolved with the "a1111:" prefix as its types are (on a discrete model, A1111's float32 table).
+A1111_TIMESTEP_SCHEDULES: dict[str, tuple[str, dict]] = {"Timesteps": ("a1111_timesteps", {})}
 
 # diffusers scheduler classes: the registry sampler that runs the same algorithm with that class's default config.
 # The diffusers shim refines this from the rest of the config (solver_order, algorithm_type, skip_prk_steps, ...).

@@ -141,7 +141,7 @@ def _a1111_combined(name: str, exact: bool = False) -> Label | None:
     found = _from_table("a1111", base)
     if kind == "Automatic":
         return dataclasses.replace(found, label=name)
-    if found.schedule is None:
+    if found.schedule is None or base in labels.A1111_TIMESTEP_SAMPLERS:
         raise InvalidOption(f"{name!r} is A1111's {base!r} with the {kind!r} schedule type, which A1111 does not use "
                             f"there: its {base!r} steps its own timesteps whatever the type (names.md); use {base!r}, "
                             f"or the registry's {found.sampler!r} with schedule= the one you want")
@@ -357,7 +357,8 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
                   if isinstance(native, VPDiscrete) and native.zero_terminal_snr else {})
     # A1111 reads a discrete model's ᾱ as ldm / sgm store it, in float32 (VPDiscrete.with_float32_alphas_cumprod)
     a1111_table = {"float32_alphas_cumprod": True} if isinstance(native, VPDiscrete) else {}
-    tables = {"comfyui": labels.COMFYUI_SCHEDULERS, "a1111": labels.A1111_SCHEDULERS}
+    tables = {"comfyui": labels.COMFYUI_SCHEDULERS,
+              "a1111": {**labels.A1111_SCHEDULERS, **labels.A1111_TIMESTEP_SCHEDULES}}
     if _normalise(name.split(":", 1)[-1] if name.split(":", 1)[0].strip().lower() == "a1111" else name) == "automatic":
         raise UnknownNameError(f"schedule {name!r} is A1111's 'Automatic' Schedule type, the sampler's own choice, "
                                "which is no schedule by itself: leave the schedule out (schedule=None, no --schedule) "

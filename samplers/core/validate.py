@@ -262,6 +262,8 @@ OPTION_RULES.update({
     "step_r": lambda n, v: step_ratios(n, v),
     # unipc: the σ a schedule ending in 0 ends at instead (ComfyUI's 0.001); below its last positive σ: unipc
     "final_sigma": positive,
+    # ddim / plms: x in and out as the VP state x/√(1 + σ²) (A1111's timestep samplers' "DDIM" / "PLMS")
+    "vp_state": boolean,
     "midpoints": lambda n, v: numbers_list(n, v, lo=0.0, lo_open=True),
 })
 def sa_lower_order_final(name, v):

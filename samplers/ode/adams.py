@@ -265,12 +265,18 @@ def ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, *, max
 @register("plms", kind="ode", order=2, nfe_per_step=1, aliases=("pndm_plms",),
           ref="Liu et al. 2022, PNDM (arXiv:2202.09778): PLMS (diffusers' PNDMScheduler, skip_prk_steps=True)",
           final_step="the same multistep step (ε̂ is only needed at σ > 0)")
-def plms(model, x, sigmas, extra_args=None, callback=None, disable=None):
+def plms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, vp_state=False):
     """Pseudo linear multistep: the first step averages ε̂ at σ_0 and at the DDIM-predicted σ_1 (2 model calls);
     then ε̂' = (3ε̂_i − ε̂_{i−1})/2, (23, −16, 5)/12, (55, −59, 37, −9)/24 and the DDIM transfer x + (σ_next − σ)·ε̂'.
 
     Each step is the DDIM step of eq. 9 of the paper, which in VE coordinates is x + (σ_next − σ)·ε̂'.
+
+    ``vp_state``: as ``ddim``'s (samplers.ode.basic.VP_STATE_DOC; A1111's "PLMS" on ``a1111:Timesteps``).
     """
+    from .basic import from_vp_state, to_vp_state
+
+    if vp_state:
+        x = from_vp_state(x, sigmas[0])
     eps_hist: list = []
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -285,7 +291,7 @@ def plms(model, x, sigmas, extra_args=None, callback=None, disable=None):
             eps_hist = [eps] + eps_hist[:3]
             x = _ab_step(x, eps_hist, sigma_next - sigma, len(eps_hist))
         report(callback, x, i, sigma, sigma, denoised)
-    return x
+    return to_vp_state(x, sigmas[-1]) if vp_state else x
 
 
 def _transfer(x, eps, sigma: float, sigma_to: float):

@@ -93,16 +93,44 @@ def heun_flow(model, x, sigmas, extra_args=None, callback=None, disable=None):
     return x
 
 
+def vp_scale(sigma: float) -> float:
+    """√ᾱ = 1/√(1 + σ²) of a VE σ (0 at σ = inf): the VP state is x·vp_scale(σ)."""
+    return 0.0 if math.isinf(sigma) else 1.0 / math.sqrt(1.0 + sigma * sigma)
+
+
+def from_vp_state(x, sigma: float):
+    """The VE x of a VP state at σ (``vp_state=True``): x·√(1 + σ²); at σ = inf the unit noise itself, as
+    :func:`samplers.initial_latent` gives it there."""
+    return x if math.isinf(sigma) else x * math.sqrt(1.0 + sigma * sigma)
+
+
+def to_vp_state(x, sigma: float):
+    """The VP state x/√(1 + σ²) of a VE x at σ (``vp_state=True``); x itself at σ = 0."""
+    return x if sigma == 0 or math.isinf(sigma) else x * vp_scale(sigma)
+
+
+VP_STATE_DOC = ("``vp_state=True`` (default False) takes ``x`` and returns the result in the VP state of the "
+                "model, x_vp = x/√(1 + σ²) at the first and at the last σ: a run from pure noise starts from the unit "
+                "noise itself (x_ve = z·√(1 + σ_0²), not z·σ_0) and, on a schedule that ends at σ > 0, returns "
+                "x/√(1 + σ_end²), the latent a VP sampler holds there. That is A1111's timestep samplers' "
+                "convention (x_T = randn; DDIM / PLMS return the VP latent at timestep 1, which A1111 decodes), "
+                "which their labels \"DDIM\" / \"PLMS\" set; on a schedule ending at 0 only the start differs.")
+
+
 @register("ddim", kind="ode", order=1, nfe_per_step=1, aliases=("sample_ddim",),
           ref="Song et al. 2021 (arXiv:2010.02502), eq. 12")
 def ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0.0, s_noise=1.0,
-         noise_sampler=None, seed=None):
+         noise_sampler=None, seed=None, vp_state=False):
     """DDIM, eq. 12 of Song et al. (2021), in VE coordinates: x_next = x0 + √(σ_next² − σ_η²)·ε̂ + σ_η·z.
 
     With x = x_t/√ᾱ and σ = √((1−ᾱ)/ᾱ), the paper's σ_t(η)/√ᾱ_prev is η·√(σ_next²(σ² − σ_next²)/σ²), the
     ancestral σ_up. η = 0 is deterministic (and equals ``euler``); η = 1 is DDPM (and equals
     ``euler_ancestral``).
+
+    ``vp_state``: see :data:`VP_STATE_DOC` (A1111's "DDIM": on its timesteps, ``a1111:Timesteps``).
     """
+    if vp_state:
+        x = from_vp_state(x, sigmas[0])
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
@@ -112,4 +140,4 @@ def ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=
         if sigma_eta > 0:
             x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_eta)
         report(callback, x, i, sigma, sigma, denoised)
-    return x
+    return to_vp_state(x, sigmas[-1]) if vp_state else x

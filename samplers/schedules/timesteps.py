@@ -181,6 +181,25 @@ def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None
                                f"at most {total - 1} steps on this {total}-timestep table (its stride is at least 1), "
                                "or keep_stepping=True (ComfyUI's and A1111's rule, whose stride runs on)")
 
+@register("a1111_timesteps", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
+def a1111_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
+    """The timesteps A1111's timestep samplers step (its "DDIM" and "PLMS": modules/sd_samplers_timesteps.py
+    ``get_timesteps``): ``clip(range(0, N, ⌊N/n⌋) + 1, 0, N − 1)``, descending, their σ read from the table, and no 0
+    appended: those samplers stop at timestep 1 (the last "previous" timestep of their loop is its first entry) and
+    return x there, without a final denoise. ``len(range(0, N, ⌊N/n⌋))`` entries, so more than n + 1 σ where n does
+    not divide N (31 at n = 30: 30 steps, as in A1111); ``a1111:Timesteps`` is this on A1111's float32 table. At
+    n > N/2 (stride 1) A1111 steps timestep N − 1 twice, a zero-length step: refused."""
+    check_steps(n, None, None, need_range=False)
+    total = num_train(n, training_sigmas)
+    stride = max(total // n, 1)
+    t = [min(k + 1, total - 1) for k in range(0, total, stride)][::-1]
+    if len(t) < 2 or len(set(t)) != len(t):
+        raise InvalidInput(f"schedule 'a1111_timesteps' at n = {n} on this {total}-timestep table gives A1111's "
+                           f"timesteps {t[:3]}…, which {'repeat timestep ' + str(total - 1) if len(t) >= 2 else 'hold one timestep'}"
+                           f" (a step of zero length, or none); use at most {total // 2} steps")
+    return from_timesteps(torch.tensor(t, dtype=torch.float64), training_sigmas)[:-1]
+
+
 @register("beta_timesteps", aliases=("beta", "comfy_beta", "beta_comfyui"), needs_table=True,
           fixed_ends=("sigma_min", "sigma_max"), on_flow=True, on_edm=True)
 def beta_timesteps(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, alpha: float = 0.6,
