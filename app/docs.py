@@ -106,7 +106,9 @@ def schedules_md() -> str:
     out = [GENERATED, "# Schedules", "",
            "A schedule is a pure function `(n, sigma_min, sigma_max, **options) -> Tensor[n + 1]` of canonical (VE) "
            "sigmas, strictly decreasing, ending in 0 (but for the options that reproduce ComfyUI / A1111: "
-           "`ddim_uniform(keep_stepping=True)` may take more steps, `kl_optimal(end=\"sigma_min\")` stops at σ_min). "
+           "`ddim_uniform(keep_stepping=True)` may take more steps, `kl_optimal(end=\"sigma_min\")` stops at σ_min; and "
+           "`a1111_timesteps`, A1111's DDIM / PLMS timesteps, stops at timestep 1's σ with one σ per timestep, "
+           "more than n + 1 where n does not divide the table). "
            "`samplers.get_sigmas(name, n, native=model_schedule)` fills the range from a model's native schedule; "
            "*table* schedules space a model's training timesteps and need one (`native=VPDiscrete...`; ComfyUI's "
            "`simple`, `normal`, `sgm_uniform`, `ddim_uniform` and `beta` also take a `RectifiedFlow`'s shifted flow "

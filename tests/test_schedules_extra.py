@@ -17,9 +17,17 @@ VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
 def test_every_schedule_keeps_the_contract(name, n):
     native = RectifiedFlow(shift=3.0) if name in ("flow", "linear_quadratic", "flow_dynamic") else VP
     kw = {"image_seq_len": 4096} if name == "flow_dynamic" else {}
-    s = samplers.get_sigmas(name, n, native=native, **kw)
-    assert s.dtype == torch.float64 and s.shape == (n + 1,)
-    assert float(s[-1]) == 0.0
+    if name == "a1111_timesteps":  # A1111's DDIM / PLMS: one σ per timestep 1 + k·⌊1000/n⌋, ending at timestep 1
+        if n == 1:  # one timestep: no step to take
+            with pytest.raises(samplers.InvalidInput, match="hold one timestep"):
+                samplers.get_sigmas(name, n, native=native)
+            return
+        s = samplers.get_sigmas(name, n, native=native)
+        assert s.shape == (len(range(0, 1000, 1000 // n)),) and float(s[-1]) == pytest.approx(float(VP.sigmas[1]), rel=1e-12)
+    else:
+        s = samplers.get_sigmas(name, n, native=native, **kw)
+        assert s.shape == (n + 1,) and float(s[-1]) == 0.0
+    assert s.dtype == torch.float64
     assert bool((s[1:] < s[:-1]).all()), f"{name} is not strictly decreasing: {s.tolist()}"
     assert bool(torch.isfinite(s[1:]).all())
 

@@ -25,6 +25,7 @@ from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import lagrange_basis, poly_derivative, poly_eval, to_d
 from ..core.errors import InvalidInput, InvalidOption
+from .basic import from_vp_state, to_vp_state
 
 ADAMS_BASHFORTH = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 
@@ -273,8 +274,6 @@ def plms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, vp_s
 
     ``vp_state``: as ``ddim``'s (samplers.ode.basic.VP_STATE_DOC; A1111's "PLMS" on ``a1111:Timesteps``).
     """
-    from .basic import from_vp_state, to_vp_state
-
     if vp_state:
         x = from_vp_state(x, sigmas[0])
     eps_hist: list = []
