@@ -25,7 +25,8 @@ _THREADED = {"samplers demo": lambda a: cli.main(["demo", *a]), "samplers fit": 
 
 @pytest.mark.parametrize("command", sorted(_THREADED))
 @pytest.mark.parametrize("value", ["1000000000", "more"])
-def test_threads_above_the_cores_are_refused_at_parse_time(capsys, no_work, command, value):
+@pytest.mark.usefixtures("no_work")
+def test_threads_above_the_cores_are_refused_at_parse_time(capsys, command, value):
     """`--threads 1000000000` aborted the process in libgomp ("Out of memory allocating 216000001344 bytes"), with
     no line naming the option: every --threads is now at most the cores this process may run on."""
     value = str(cores() + 1) if value == "more" else value
@@ -44,7 +45,8 @@ def test_train_encode_threads_is_bounded_too(capsys, flag):
                                         (["--steps", "10", "100000000"], "--steps"),
                                         (["--problem", "gm-vp-eps", "--problem-steps", "1000000000"],
                                          "--problem-steps")])
-def test_speed_steps_beyond_the_step_limit_are_refused(capsys, no_work, monkeypatch, argv, flag):
+@pytest.mark.usefixtures("no_work")
+def test_speed_steps_beyond_the_step_limit_are_refused(capsys, monkeypatch, argv, flag):
     """`benchmarks.speed --steps 1 1000000000` failed mid-run with a LimitExceeded traceback (a 60 GiB schedule),
     and 10**8 ran for days: both step options now stop at the pipeline's step limit, at parse time."""
     from models.pipeline import MAX_STEPS
@@ -58,7 +60,8 @@ def test_speed_steps_beyond_the_step_limit_are_refused(capsys, no_work, monkeypa
 
 @pytest.mark.parametrize("main, extra", [(running.main, ["--no-peers", "--no-learned"]), (running.main, []),
                                          (quality.main, ["--no-peers"])])
-def test_nfe_beyond_the_step_limit_is_refused(capsys, no_work, main, extra):
+@pytest.mark.usefixtures("no_work")
+def test_nfe_beyond_the_step_limit_is_refused(capsys, main, extra):
     """`benchmarks.deterministic --nfe 1000000000` hung in diffusers' Karras sigmas (with --no-peers it exited 0, every
     cell '–'); `benchmarks.quality --nfe 1000000000` exited 0 listing cells not run: a budget is now at most the
     pipeline's step limit, refused at parse time."""
@@ -70,7 +73,8 @@ def test_nfe_beyond_the_step_limit_is_refused(capsys, no_work, main, extra):
 
 @pytest.mark.parametrize("main, flag", [(running.main, "--batch"), (running.main, "--heldout-batch"),
                                         (quality.main, "--batch")])
-def test_batch_beyond_the_memory_is_refused_before_any_cell(capsys, no_work, main, flag):
+@pytest.mark.usefixtures("no_work")
+def test_batch_beyond_the_memory_is_refused_before_any_cell(capsys, main, flag):
     """`--batch 1000000000` / `--heldout-batch 1000000000` grew memory without an error (common.item_seeds built a
     list of 10**9 seeds): the items a cell holds are checked against free memory before any cell runs."""
     extra = ["--no-learned", "--no-cache", "--heldout-seeds", "1"] if main is running.main else ["--no-cache"]
@@ -78,7 +82,8 @@ def test_batch_beyond_the_memory_is_refused_before_any_cell(capsys, no_work, mai
             f"{flag} 1000000000", "gm-vp-eps", "GiB", f"pass a smaller {flag}")
 
 
-def test_fit_heldout_batch_beyond_the_memory_is_refused(capsys, no_work, tmp_path):
+@pytest.mark.usefixtures("no_work")
+def test_fit_heldout_batch_beyond_the_memory_is_refused(capsys, tmp_path):
     refused(capsys, fit_heldout.main, ["--heldout-batch", "1000000000", "--heldout-seeds", "101",
                                        "--out", str(tmp_path / "o")],
             "--heldout-batch 1000000000", "GiB", "pass a smaller --heldout-batch")
@@ -92,7 +97,8 @@ def test_fit_heldout_batch_beyond_the_memory_is_refused(capsys, no_work, tmp_pat
     (["--model", "flow", "--schedule", "karras"], ["karras", "finite sigma_max", "flow"]),
     (["--n", "1000000000"], ["--n", "1000000000", "more than 4096"]),
     (["--model", "eps", "--sampler", "euler", "--steps", "20000"], ["--steps", "20000"])])
-def test_adherence_checks_the_request_before_loading_the_model(capsys, no_work, argv, words):
+@pytest.mark.usefixtures("no_work")
+def test_adherence_checks_the_request_before_loading_the_model(capsys, argv, words):
     """`benchmarks.adherence --steps 100000` loaded the model, then failed with a LimitExceeded traceback; `--model
     flow --schedule karras` with an InvalidInput traceback after loading; `--n 1000000000` hung drawing captions:
     each is a one-line usage error now, before any weight is read (load_pipeline fails the test if reached)."""
@@ -106,14 +112,16 @@ def test_adherence_checks_the_request_before_loading_the_model(capsys, no_work, 
     (["--n", "1000000000"], ["--n 1000000000", "GiB", "pass a smaller --n"]),
     (["--k", "1000000000", "--n", "2"], ["--k", "1000000000", "more than 10000"]),
     (["--vae", ""], ["--vae", "empty path"])])
-def test_vae_roundtrip_sizes_and_vae_are_checked_first(capsys, no_work, argv, words):
+@pytest.mark.usefixtures("no_work")
+def test_vae_roundtrip_sizes_and_vae_are_checked_first(capsys, argv, words):
     """`--n 1000000000` was an allocation RuntimeError traceback, `--k 1000000000 --n 2` ran forever, `--vae ''`
     silently read the current folder: each is refused before VAE.load (which fails the test if reached)."""
     refused(capsys, vae_roundtrip.main, argv, *words)
 
 
 @pytest.mark.parametrize("n", ["1", "5"])
-def test_stochastic_refuses_fewer_samples_than_clusters(capsys, no_work, n):
+@pytest.mark.usefixtures("no_work")
+def test_stochastic_refuses_fewer_samples_than_clusters(capsys, n):
     """`benchmarks.stochastic --samples 1` reported distances between single points as if they compared the
     samplers' distributions (its floor, two exact sets, 1.4: as large as any sampler's): a cell needs at least one
     sample per cluster of the mixture."""
@@ -136,7 +144,8 @@ def test_stochastic_refuses_fewer_samples_than_clusters(capsys, no_work, n):
     (["--nfe", "1"], ["--nfe", "from 2 to 100"]),
     (["--nfe", "5", "1000"], ["--nfe", "1000", "more than 100"]),
     (["--recheck", ""], ["--recheck", "empty path"])])
-def test_learned_solvers_errors_name_the_flag(capsys, no_work, tmp_path, argv, words):
+@pytest.mark.usefixtures("no_work")
+def test_learned_solvers_errors_name_the_flag(capsys, tmp_path, argv, words):
     """Plain int / float options left the checks to FitConfig, whose errors read `FitConfig.iters must be ...`, or
     `FitConfig.lr must be a number, got nan`, naming no flag of the command: each is now refused by the flag."""
     line = refused(capsys, learned_solvers.main, [*argv, "--out", str(tmp_path / "o")], *words)
