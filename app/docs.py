@@ -420,7 +420,15 @@ def names_md() -> str:
            "noise and return the VP latent there (`vp_state=True`); they ran the registry's `ddim` / `plms` on the "
            "caller's (or the model's) schedule to σ = 0 from z·σ_0, 0.6–0.75 % (DDIM) and 0.6–2.7 % (PLMS) of the "
            "latent's scale from A1111 on Karras / Uniform (n = 10–50), one model call more for DDIM. Old image: the "
-           "registry's `ddim` / `plms` with the schedule (`schedule=\"karras\"`, the eps model's default)."]
+           "registry's `ddim` / `plms` with the schedule (`schedule=\"karras\"`, the eps model's default).",
+           "- ComfyUI's `comfyui:uni_pc` / `uni_pc_bh2` on a flow model end as ComfyUI's KSAMPLER does: its "
+           "`sample_unipc` writes 0.001 over the SIGMAS' final 0, so KSAMPLER divides the result by 1 − 0.001 (CONST's "
+           "`inverse_noise_scaling`): 1/0.999 of the image before (0.1 % apart). Eps / v / EDM models are unchanged. "
+           "Old image: the result × 0.999.",
+           "- `dpm_2_ancestral` with η > 1 (the registry's, `comfyui:dpm_2_ancestral`, A1111's `DPM2 a`) adds no noise "
+           "after a step whose σ_down is 0 (η caps σ_up at σ_next), as k-diffusion and ComfyUI do: it added σ_up of "
+           "noise there (5.7× the output's scale apart at η = 1.2 on tests' mixture). η ≤ 1 is unchanged. Old image: "
+           "none by name (η ≤ 1 is unchanged)."]
     return "\n".join(out) + "\n"
 
 
