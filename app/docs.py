@@ -428,7 +428,12 @@ def names_md() -> str:
            "- `dpm_2_ancestral` with η > 1 (the registry's, `comfyui:dpm_2_ancestral`, A1111's `DPM2 a`) adds no noise "
            "after a step whose σ_down is 0 (η caps σ_up at σ_next), as k-diffusion and ComfyUI do: it added σ_up of "
            "noise there (5.7× the output's scale apart at η = 1.2 on tests' mixture). η ≤ 1 is unchanged. Old image: "
-           "none by name (η ≤ 1 is unchanged)."]
+           "none by name (η ≤ 1 is unchanged).",
+           "- The `vp` schedule with `native=VPContinuous(...)` of other β's than the default (β_min 0.1, β_max 20) or "
+           "of the cosine kind is uniform in that model's time; it took only its ends from the model and spaced the "
+           "levels between them in the default β's (2e-3 off in t at β_max = 10; a cosine model's steps bunched at "
+           "t ≈ 1). The default model is unchanged, bit for bit. Old levels: `vp` with `sigma_max=` / `sigma_min=` "
+           "of the model and no `native`."]
     return "\n".join(out) + "\n"
 
 
