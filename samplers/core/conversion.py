@@ -350,6 +350,15 @@ class Denoiser:
         """D(x, σ) for a per-item σ tensor (k-diffusion's call). fp16 / bf16 latents are converted in float32, as
         k-diffusion's wrappers do (σ² overflows float16 above 256), the model called in the latents' dtype, and
         D returned in float32."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise InvalidType(f"the denoiser's x must be a floating-point tensor (the latents), got "
+                              f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}: an integer x would "
+                              "turn σ into an integer too; cast it (x.float())")
+        if not isinstance(sigma, torch.Tensor) or sigma.ndim > 1 or sigma.numel() not in (1, x.shape[0]):
+            got = (f"shape {tuple(sigma.shape)}" if isinstance(sigma, torch.Tensor) else type(sigma).__name__)
+            raise InvalidInput(f"the denoiser's sigma must be a tensor of one σ or one per item ([] , [1] or "
+                               f"[{x.shape[0]}], k-diffusion's call), got {got}; for a Python float σ call "
+                               "denoise_at(x, sigma)")
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
         view = (-1,) + (1,) * (x.ndim - 1)

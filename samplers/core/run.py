@@ -263,12 +263,22 @@ class Denoise:
         self.shape = like.shape
         self.nfe = 0
         self.at = getattr(model, "denoise_at", None)
+        # the diffusers shim's replay writes a latent the pipeline replaced into the state on purpose
+        self.writes_state = bool(getattr(model, "writes_state", False))
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        # a model that writes into its input changes the run's state (the sampler reads x after the call) and, at the
+        # first call, the caller's own latents: refused by its _version (host metadata; an inference tensor has none)
+        version = None if x.is_inference() or self.writes_state else x._version
         if self.at is not None:
             out = self.at(x, sigma, **self.extra_args)
         else:
             out = self.model(model_input(x), x.new_full((x.shape[0],), sigma), **self.extra_args)
+        if version is not None and x._version != version:
+            raise InvalidInput(f"the model wrote into its input x in place (at sigma = {sigma:g}); x is the sampler's "
+                               "state, which it reads again after the call (and at the first call the latents you "
+                               "passed): do not write into x (x = x * c, not x *= c), or clone it first "
+                               "(x = x.clone())")
         self.nfe += 1
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

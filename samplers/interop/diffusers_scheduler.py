@@ -132,7 +132,10 @@ class _Pause(BaseException):
 
 class _Replay:
     """The model a replayed sampler sees: answers from this run's denoised list, pauses after it. A latent the
-    pipeline replaced at call j is copied into the sampler's own before it is used."""
+    pipeline replaced at call j is copied into the sampler's own before it is used (``writes_state``: the run's
+    check that a model leaves its input alone, samplers.core.run.Denoise, lets this one write it)."""
+
+    writes_state = True
 
     def __init__(self, denoised: list, injected: dict, supports_infinite_sigma: bool):
         self.denoised = denoised

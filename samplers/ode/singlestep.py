@@ -411,7 +411,7 @@ def solve_adaptive(solver: EpsSolver, x, x_prev, t_start: float, t_end: float, p
             x_low, eps_r1 = solver.step2(x, s, t_down, eps, r1=1 / 3)
             x_high, _, _ = solver.step3(x, s, t_down, eps, eps_r1=eps_r1)
         error = error_norm(x_low, x_high, x_prev, rtol, atol, norm)
-        value = float(error)  # host decision
+        value = float(error.detach())  # host decision (no autograd warning when x requires grad)
         if not math.isfinite(value):
             raise NonFiniteError(f"DPM-Solver adaptive: the error estimate at σ = {sigma_of(s):.4g} is {value} (the "
                                  "model returned NaN/Inf, e.g. fp16 overflow: try bfloat16 or float32)")

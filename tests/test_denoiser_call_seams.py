@@ -1,0 +1,57 @@
+"""The calls between a sampler and the model at the library's boundary: a model that writes into its input, the
+k-diffusion call of a ``to_denoiser`` denoiser with other than floating latents and a σ tensor, and an adaptive run
+on latents that require grad."""
+import warnings
+
+import pytest
+import torch
+
+import samplers
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(2, 2), components=3, seed=1)
+SIGMAS = samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["euler", "dpmpp_2m", "heun", "euler_ancestral"])
+def test_a_model_that_writes_into_its_input_is_refused_and_the_callers_latents_say_so(name, dtype):
+    # x is the sampler's state (read again after the call) and, at the first call, the caller's own tensor: a model
+    # that scales it in place changed the caller's latents by up to 10.9 and the run silently
+    def model(x, sigma):
+        out = GM.denoiser(x, sigma)
+        x.mul_(0.5)
+        return out
+
+    x = (GM.noise(2, seed=0) * 10).to(dtype)
+    with pytest.raises(samplers.InvalidInput, match="the model wrote into its input x in place"):
+        samplers.sample(name, model, x, SIGMAS, disable=True, **({"seed": 0} if name == "euler_ancestral" else {}))
+
+
+def test_a_model_that_reads_its_input_runs_as_before_also_on_inference_tensors():
+    with torch.inference_mode():
+        x = GM.noise(2, seed=0).float() * 10
+        out = samplers.sample("euler", GM.denoiser, x, SIGMAS, disable=True)
+    assert torch.isfinite(out).all()
+
+
+def test_a_denoisers_k_diffusion_call_refuses_integer_latents_and_a_sigma_of_another_batch():
+    vp = samplers.VPDiscrete.from_betas()
+    D = samplers.to_denoiser(GM.as_model("eps", vp), "eps", vp)
+    x = GM.noise(2, seed=0).float() * 5
+    with pytest.raises(samplers.InvalidType, match="floating-point tensor .* got torch.int32"):
+        D(x.int(), torch.tensor([5.5, 5.5]))  # σ would have been cast to the integer 5
+    with pytest.raises(samplers.InvalidInput, match=r"one σ or one per item .* got shape \(3,\)"):
+        D(x, torch.tensor([5.5, 5.5, 5.5]))
+    with pytest.raises(samplers.InvalidInput, match="got float; for a Python float σ call denoise_at"):
+        D(x, 5.5)
+    # one σ for the batch, [] or [1], is k-diffusion's broadcast
+    assert torch.equal(D(x, torch.tensor(5.5)), D(x, torch.tensor([5.5, 5.5])))
+    assert torch.equal(D(x, torch.tensor([5.5])), D(x, torch.tensor([5.5, 5.5])))
+
+
+def test_dpm_adaptive_on_latents_that_require_grad_reads_its_error_without_a_warning():
+    x = (GM.noise(2, seed=0).double() * 10).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Converting a tensor with requires_grad=True to a scalar" on every step
+        samplers.sample("dpm_adaptive", GM.denoiser, x, torch.tensor([10.0, 0.1], dtype=torch.float64), disable=True)
