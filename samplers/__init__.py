@@ -35,18 +35,37 @@ def initial_latent(noise: _torch.Tensor, sigmas) -> _torch.Tensor:
     """The starting latent at ``sigmas[0]``: ``noise · σ_0``, or the unit noise itself when σ_0 is inf. ``sigmas`` is
     checked as a run checks it (:func:`samplers.core.run.read_sigmas`); a one-value sequence ``[σ_0]`` is the start
     alone."""
-    from .core.run import read_sigmas
+    from collections.abc import Mapping
+
+    from .core.run import LATENT_DTYPES, read_sigmas, state_dtype_for
 
     if not isinstance(noise, _torch.Tensor) or not noise.is_floating_point():
         got = f"a {noise.dtype} tensor" if isinstance(noise, _torch.Tensor) else type(noise).__name__
         raise InvalidType(f"noise must be a floating-point tensor of unit noise (e.g. torch.randn), got {got}; an "
                           "integer or bool tensor would be cast by the multiplication (or, from σ = inf, kept as is)")
+    if noise.dtype not in LATENT_DTYPES:  # as a run refuses its latents (float8: no arithmetic of its own)
+        raise InvalidType(f"noise is a {noise.dtype} tensor; latents are float16, bfloat16, float32 or float64: pass "
+                          "noise.float() (or noise.to(torch.float16))")
+    if noise.ndim < 1 or noise.shape[0] == 0 or noise.is_meta:
+        raise InvalidInput(f"noise must hold values with a batch dimension first and at least one item, got shape "
+                           f"{tuple(noise.shape)}{' on the meta device' if noise.is_meta else ''}")
+    if isinstance(sigmas, Mapping):
+        raise InvalidType(f"sigmas must be a sequence of noise levels (a 1-D tensor, list or array), got a "
+                          f"{type(sigmas).__name__}")
     try:
         alone = len(sigmas) == 1
     except TypeError:  # not a sequence: read_sigmas names it
         alone = False
-    first = read_sigmas([sigmas[0], 0.0] if alone else sigmas)[0]
-    return noise if _math.isinf(first) else noise * first
+    # read as a run of these latents reads it (σ beyond the state's range refused, as samplers.sample refuses it)
+    first = read_sigmas([sigmas[0], 0.0] if alone else sigmas, state_dtype_for(noise.dtype))[0]
+    if _math.isinf(first):
+        return noise
+    out = noise * first
+    if noise.dtype in (_torch.float16, _torch.bfloat16) and not bool(_torch.isfinite(out).all()):  # (one host read)
+        raise NonFiniteError(f"noise · σ_0 = noise · {first:g} overflows {noise.dtype} (largest "
+                             f"{_torch.finfo(noise.dtype).max:g}); start the run in float32 latents (noise.float()) "
+                             "and cast the result back")
+    return out
 
 
 # ``from samplers import kdiffusion as sampling``: the k-diffusion drop-in under the name its users look for.

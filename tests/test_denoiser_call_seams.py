@@ -55,3 +55,19 @@ def test_dpm_adaptive_on_latents_that_require_grad_reads_its_error_without_a_war
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "Converting a tensor with requires_grad=True to a scalar" on every step
         samplers.sample("dpm_adaptive", GM.denoiser, x, torch.tensor([10.0, 0.1], dtype=torch.float64), disable=True)
+
+
+def test_initial_latent_checks_the_noise_and_sigmas_as_a_run_checks_them():
+    noise = GM.noise(2, seed=0).float()
+    with pytest.raises(samplers.NonFiniteError, match="overflows torch.float16"):
+        samplers.initial_latent(noise.half(), [1e5, 0.0])  # was inf returned, blamed later on how x was built
+    with pytest.raises(samplers.InvalidInput):
+        samplers.initial_latent(noise, [1e30, 0.0])  # beyond float32's state, as samplers.sample refuses it
+    with pytest.raises(samplers.InvalidType, match="float8"):
+        samplers.initial_latent(noise.to(torch.float8_e4m3fn), [10.0, 0.0])
+    with pytest.raises(samplers.InvalidType, match="a sequence of noise levels .* got a dict"):
+        samplers.initial_latent(noise, {10.0: 0})
+    for bad in (noise[:0], torch.empty(2, 2, 2, device="meta")):
+        with pytest.raises(samplers.InvalidInput, match="batch dimension first"):
+            samplers.initial_latent(bad, [10.0, 0.0])
+    assert torch.equal(samplers.initial_latent(noise.half(), [10.0, 0.0]), noise.half() * 10.0)
