@@ -71,3 +71,21 @@ def test_initial_latent_checks_the_noise_and_sigmas_as_a_run_checks_them():
         with pytest.raises(samplers.InvalidInput, match="batch dimension first"):
             samplers.initial_latent(bad, [10.0, 0.0])
     assert torch.equal(samplers.initial_latent(noise.half(), [10.0, 0.0]), noise.half() * 10.0)
+
+
+def test_a_noise_sampler_that_cannot_take_sigma_and_sigma_next_is_refused_before_any_model_call():
+    calls = []
+
+    def model(x, sigma):
+        calls.append(1)
+        return GM.denoiser(x, sigma)
+
+    x = (GM.noise(2, seed=0) * 10).float()
+    for bad in (lambda: torch.randn(2, 2, 2), lambda sigma: torch.randn(2, 2, 2)):
+        with pytest.raises(samplers.InvalidType, match=r"cannot take the call noise_sampler\(sigma, sigma_next\)"):
+            samplers.sample("euler_ancestral", model, x, SIGMAS, disable=True, noise_sampler=bad)
+    assert calls == []
+    g = torch.Generator().manual_seed(0)
+    out = samplers.sample("euler_ancestral", model, x, SIGMAS, disable=True,
+                          noise_sampler=lambda *args: torch.randn(x.shape, generator=g))  # any two positionals
+    assert torch.isfinite(out).all()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
+import inspect
+
 import torch
 
 from .brownian import BrownianNoise, BrownianTreeNoiseSampler, check_tree_range, for_schedule, tree_for_schedule
@@ -196,6 +198,7 @@ class _Checked:
     own draws in the latents' or the model output's dtype, which the drop-in and the shim reproduce)."""
 
     def __init__(self, fn: NoiseSampler, like: torch.Tensor):
+        _check_signature(fn)
         self.fn = fn
         self.shape = tuple(like.shape)
         self.dtype = like.dtype
@@ -217,6 +220,22 @@ class _Checked:
                                f"no wider than the state's (it is never cast or moved: a wider draw would change the "
                                f"dtype of every later step): return noise like x, torch.randn_like(x), or draw.to(x)")
         return draw
+
+
+def _check_signature(fn) -> None:
+    """A caller's noise sampler takes (sigma, sigma_next): one that cannot is refused before any model call (it
+    failed with Python's own TypeError at its first draw, after a model call). A callable whose signature Python
+    cannot read (a builtin) is taken as it is."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(0.0, 0.0)
+    except TypeError as err:
+        raise InvalidType(f"noise_sampler {getattr(fn, '__name__', type(fn).__name__)}{signature} cannot take the "
+                          f"call noise_sampler(sigma, sigma_next) ({err}); give it those two parameters (k-diffusion's "
+                          "noise sampler: lambda sigma, sigma_next: torch.randn_like(x))") from None
 
 
 def underlying(noise_sampler):
