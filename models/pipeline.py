@@ -32,6 +32,7 @@ from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, Limit
 from samplers.core.validate import check_allocation, check_options, integer, real, same_value
 from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
 from samplers.schedules.ops import rounded_steps
+from samplers.ode.basic import to_vp_state
 from samplers.sde.ancestral import with_model_table
 
 from . import data
@@ -447,9 +448,7 @@ def _bound_own_steps(spec, options: dict) -> dict:
 def _as_state(x: torch.Tensor, sigmas, options: dict) -> torch.Tensor:
     """The start ``x`` (VE, at ``sigmas[0]``) as the sampler takes it: with ``vp_state`` (A1111's "DDIM" / "PLMS"
     labels) the VP state x/√(1 + σ_0²) (A1111's q_sample of the encoded image); else ``x`` itself."""
-    if not options.get("vp_state") or math.isinf(float(sigmas[0])):
-        return x
-    return x / math.sqrt(1.0 + float(sigmas[0]) ** 2)
+    return to_vp_state(x, float(sigmas[0])) if options.get("vp_state") else x  # (x itself at σ = inf)
 
 
 def _check_solver(solver, options: dict, prediction: str) -> None:

@@ -37,18 +37,10 @@ def initial_latent(noise: _torch.Tensor, sigmas) -> _torch.Tensor:
     alone."""
     from collections.abc import Mapping
 
-    from .core.run import LATENT_DTYPES, read_sigmas, state_dtype_for
+    from .core.run import check_latents, read_sigmas, state_dtype_for
 
-    if not isinstance(noise, _torch.Tensor) or not noise.is_floating_point():
-        got = f"a {noise.dtype} tensor" if isinstance(noise, _torch.Tensor) else type(noise).__name__
-        raise InvalidType(f"noise must be a floating-point tensor of unit noise (e.g. torch.randn), got {got}; an "
-                          "integer or bool tensor would be cast by the multiplication (or, from σ = inf, kept as is)")
-    if noise.dtype not in LATENT_DTYPES:  # as a run refuses its latents (float8: no arithmetic of its own)
-        raise InvalidType(f"noise is a {noise.dtype} tensor; latents are float16, bfloat16, float32 or float64: pass "
-                          "noise.float() (or noise.to(torch.float16))")
-    if noise.ndim < 1 or noise.shape[0] == 0 or noise.is_meta:
-        raise InvalidInput(f"noise must hold values with a batch dimension first and at least one item, got shape "
-                           f"{tuple(noise.shape)}{' on the meta device' if noise.is_meta else ''}")
+    check_latents(noise, "noise", "unit noise, e.g. torch.randn: an integer or bool tensor would be cast by the "
+                  "multiplication, or from σ = inf kept as is")
     if isinstance(sigmas, Mapping):
         raise InvalidType(f"sigmas must be a sequence of noise levels (a 1-D tensor, list or array), got a "
                           f"{type(sigmas).__name__}")

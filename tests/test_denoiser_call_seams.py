@@ -67,8 +67,8 @@ def test_initial_latent_checks_the_noise_and_sigmas_as_a_run_checks_them():
         samplers.initial_latent(noise.to(torch.float8_e4m3fn), [10.0, 0.0])
     with pytest.raises(samplers.InvalidType, match="a sequence of noise levels .* got a dict"):
         samplers.initial_latent(noise, {10.0: 0})
-    for bad in (noise[:0], torch.empty(2, 2, 2, device="meta")):
-        with pytest.raises(samplers.InvalidInput, match="batch dimension first"):
+    for bad, said in ((noise[:0], "batch dimension first"), (torch.empty(2, 2, 2, device="meta"), "'meta' device")):
+        with pytest.raises(samplers.InvalidInput, match=said):
             samplers.initial_latent(bad, [10.0, 0.0])
     assert torch.equal(samplers.initial_latent(noise.half(), [10.0, 0.0]), noise.half() * 10.0)
 

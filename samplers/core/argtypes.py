@@ -132,17 +132,7 @@ def threads(text: str) -> int:
     """``--threads``: an integer from 1 to the cores this process may run on (:func:`cores`). More threads than
     cores only compete for them, and a huge count aborts the process in the OpenMP runtime (libgomp: "Out of memory
     allocating ..." for its per-thread stacks) before any error can name it."""
-    limit = cores()
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer: pass a thread count from 1 to {limit} (the "
-                                         "cores this process may run on)") from None
-    if not 1 <= value <= limit:
-        why = ("is below 1" if value < 1 else
-               f"is more than the {limit} core(s) this process may run on (os.sched_getaffinity / os.cpu_count)")
-        raise argparse.ArgumentTypeError(f"{value} {why}: pass a thread count from 1 to {limit}")
-    return value
+    return int_in(1, cores(), "the cores this process may run on (os.sched_getaffinity / os.cpu_count)")(text)
 
 
 threads.__name__ = "thread count"

@@ -120,22 +120,30 @@ def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]
 LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def check_latents(x, name: str, what: str) -> None:
+    """Latents as a run takes them (``name``: the argument, ``what``: what it holds): a floating tensor of a latent
+    dtype, a batch dimension first with at least one item, with values (not on the meta device)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise InvalidType(f"{name} must be a floating-point tensor ({what}), got {got}")
+    if x.dtype not in LATENT_DTYPES:  # float8 (no arithmetic of its own) and anything newer: refused, not cast
+        raise InvalidType(f"{name} is a {x.dtype} tensor; latents must be float16, bfloat16, float32 or float64 (the "
+                          f"state is kept in float32 or float64, and the result returned in the latents' dtype): pass "
+                          f"{name}.to(torch.float16) or {name}.float(), and cast the result back yourself if you store "
+                          f"{x.dtype}")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise InvalidInput(f"{name} must have a batch dimension first with at least one item, got shape "
+                           f"{tuple(x.shape)}")
+    if x.is_meta:  # a shape without values: refused here, not by the first read of it
+        raise InvalidInput(f"{name} is on the 'meta' device, which holds no values to sample from; pass a tensor with "
+                           "values (on the CPU or an accelerator)")
+
+
 def check_call(model, x, extra_args, callback, disable) -> None:
     """The arguments every sampler shares (the k-diffusion signature), checked before anything runs."""
     if not callable(model):
         raise InvalidType(f"model must be a callable denoiser model(x, sigma, **extra_args), got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise InvalidType(f"x must be a floating-point tensor (the starting latent at sigmas[0]), got {got}")
-    if x.dtype not in LATENT_DTYPES:  # float8 (no arithmetic of its own) and anything newer: refused, not cast
-        raise InvalidType(f"x is a {x.dtype} tensor; latents must be float16, bfloat16, float32 or float64 (the "
-                          f"state is kept in float32 or float64, and the result returned in the latents' dtype): pass "
-                          f"x.to(torch.float16) or x.float(), and cast the result back yourself if you store {x.dtype}")
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise InvalidInput(f"x must have a batch dimension first with at least one item, got shape {tuple(x.shape)}")
-    if x.is_meta:  # a shape without values: refused here, not by the first read of it
-        raise InvalidInput("x is on the 'meta' device, which holds no values to sample from; pass a tensor with "
-                           "values (on the CPU or an accelerator)")
+    check_latents(x, "x", "the starting latent at sigmas[0]")
     if extra_args is not None and not (isinstance(extra_args, Mapping) and all(isinstance(k, str) for k in extra_args)):
         raise InvalidType(f"extra_args must be a mapping (a dict) of the model's keyword arguments by name, or None; "
                           f"got {type(extra_args).__name__}")
