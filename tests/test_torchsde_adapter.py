@@ -242,3 +242,25 @@ def test_a_brownian_step_shorter_than_the_paths_resolution_is_an_independent_dra
         assert torch.isfinite(full).all()
         assert torch.equal(full, run(x=xs, seed=[5, 6, 7]))
         torch.testing.assert_close(full[1:2], run(x=xs[1:2], seed=[6]))  # the denoiser's batched rounding
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_at_eta_0_nothing_is_drawn_and_no_generator_is_touched(name):
+    """η = 0 is the PF-ODE: as for every sampler (run.draws_noise), the run draws nothing — a caller's noise sampler
+    is never called, no Brownian tree is built, and without a seed torch's global generator is left alone (the adapter
+    queried the noise at every step and multiplied it by 0, drawing its base seed from the global generator)."""
+    x = GM.noise(2, seed=5) * SIGMA_MAX
+    sigmas = tau_grid(4)
+    calls = []
+
+    def counting(sigma, sigma_next):
+        calls.append((sigma, sigma_next))
+        return torch.randn_like(x)
+
+    with_sampler = samplers.sample(name, GM.denoiser, x, sigmas, eta=0.0, noise_sampler=counting, disable=True)
+    assert calls == []
+    state = torch.get_rng_state()
+    for kind in (None, "brownian", "brownian_tree"):
+        out = samplers.sample(name, GM.denoiser, x, sigmas, eta=0.0, noise_sampler=kind, disable=True)
+        torch.testing.assert_close(out, with_sampler, rtol=0, atol=0)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -192,6 +192,9 @@ class _Brownian:
             W = self._flat(torch.stack([w for w, _ in parts]))
             U = self._flat(torch.stack([u for _, u in parts])) if with_u else None
             return W, U
+        if self.noise is None:  # η = 0: the increments are multiplied by 0, so none is drawn
+            zero = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+            return zero, zero if with_u else None
         sigma, sigma_next = self.sigma_of(ta), self.sigma_of(tb)
         W = self._draw(sigma, sigma_next) * math.sqrt(h)
         U = None
@@ -314,8 +317,12 @@ def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise
     u = x.reshape(x.shape[0], -1) * sde.tau(sigmas[0])
     paths, tol = None, 0.0
     # the library's own lazy wrapper is opened (a named kind may be a BrownianNoise, read as paths below); a
-    # caller's sampler stays checked (shape, floating dtype, device), except a BrownianNoise object, which is ours
-    if isinstance(noise_sampler, _Lazy):
+    # caller's sampler stays checked (shape, floating dtype, device), except a BrownianNoise object, which is ours.
+    # At η = 0 (the PF-ODE) nothing is drawn, as for every sampler (run.draws_noise): no generator is touched, torch's
+    # global one included, and no Brownian tree is built
+    if eta == 0:
+        noise_sampler = None
+    elif isinstance(noise_sampler, _Lazy):
         noise_sampler = noise_sampler.unwrap()
     elif isinstance(noise_sampler, _Checked) and isinstance(noise_sampler.fn, BrownianNoise):
         noise_sampler = noise_sampler.fn
