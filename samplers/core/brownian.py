@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .seeds import generators, resolve_seeds, tree_seeds
+from .transfer import to_device
 from .errors import InvalidInput, InvalidOption, InvalidType
 from .validate import real
 
@@ -139,7 +140,7 @@ class BrownianNoise:
             unit = torch.zeros((len(self.paths), *self.shape), dtype=self.dtype, device=self.path_device)
         else:
             unit = self.increment(sigma, sigma_next) / math.sqrt(length)
-        return unit.to(device=self.out_device, dtype=self.out_dtype)
+        return to_device(unit, self.out_device, self.out_dtype)  # a path on the host: queued, not waited for
 
 
 def round_out(t: float, tol: float, direction: int) -> float:
@@ -198,7 +199,8 @@ class BatchedBrownianTree:
                                           "transform(sigma_min), transform(sigma_max))")
         t0, t1, self.sign = self.sort(t0, t1)
         w0 = kwargs.pop("w0", None)
-        w0 = torch.zeros_like(x) if w0 is None else w0
+        if w0 is None:  # zeros where the trees are (on the host for cpu=True: no copy from the device)
+            w0 = torch.zeros(x.shape, dtype=x.dtype, device="cpu" if cpu else x.device)
         if seed is None:
             seed = int(torch.randint(0, 2**63 - 1, []).item())
         seed = tree_seeds(seed, x.shape[0])
@@ -222,7 +224,7 @@ class BatchedBrownianTree:
         if self.cpu:
             t0, t1 = _on_cpu(t0, torch.float32), _on_cpu(t1, torch.float32)
         w = torch.stack([_query(tree, t0, t1) for tree in self.trees])
-        w = w.to(device=self.device, dtype=self.dtype)
+        w = to_device(w, self.device, self.dtype)  # trees on the host (cpu=True): queued, not waited for
         w = w * (self.sign * sign)
         return w if self.batched else w[0]
 

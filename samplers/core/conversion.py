@@ -38,6 +38,7 @@ from typing import Callable
 import torch
 
 from . import wrapped
+from .transfer import to_device
 from .native import VE, NoiseSchedule, VPDiscrete
 from .errors import InvalidInput, InvalidOption, InvalidType
 
@@ -318,10 +319,7 @@ class Denoiser:
             with torch.inference_mode(False):  # ordinary tensors: a later run may record autograd through them
                 rows = torch.tensor([[self.schedule.time_at(s)] * (batch * self._time_copies) for s in new],
                                     dtype=dtype)
-                if device.type == "cuda":  # from pinned memory, without waiting for the work queued before it
-                    rows = rows.pin_memory().to(device, non_blocking=True)
-                else:
-                    rows = rows.to(device)
+                rows = to_device(rows, device)  # to CUDA from pinned memory, not waiting for the work queued before
             for sigma, row in zip(new, rows.unbind(0)):
                 table.setdefault(sigma, row)
 
