@@ -107,6 +107,7 @@ def test_no_host_sync_inside_the_loop(name):
         pytest.skip(f"{name} declares host_sync=True (adaptive step control on the host)")
     x = start()
     seeds = [1, 2, 3]
+    run(name, x, sigmas_for(3), seeds=seeds)  # a table a sampler builds once per process (tcd's) is not counted
     reads = []
     for steps in (3, 9):
         sig = sigmas_for(steps)
@@ -114,6 +115,38 @@ def test_no_host_sync_inside_the_loop(name):
             run(name, x, sig, seeds=seeds)
         reads.append(counts["n"])
     assert reads[0] == reads[1], f"host reads grow with the step count: {reads} for 3 and 9 steps"
+    assert reads_between_model_calls(name, {}) == 0
+
+
+def reads_between_model_calls(name, options, steps=5) -> int:
+    """The run's host reads from its first model call to its last, the model's own left out: a read there is a
+    synchronisation inside the loop, even one made once (at the first step) that does not grow with the steps."""
+    marks, own = [], [0]
+    with count_host_reads() as counts:
+        def model(x, sigma):
+            marks.append(counts["n"] - own[0])
+            with count_host_reads() as inner:
+                out = GM.denoiser(x, sigma)
+            own[0] += inner["n"]
+            return out
+        run(name, start(), sigmas_for(steps), model=model, **options)
+    return marks[-1] - marks[0]
+
+
+# A stochastic sampler's noise paths: η or churn on, each named noise kind whose draws read no tensor. "brownian"
+# builds its paths on the host and copies each draw, queued (tests/test_host_copies.py). The "brownian_tree" kinds
+# are k-diffusion's BrownianTreeNoiseSampler, whose API hands its trees σ as tensors: 0-d CPU tensors made from the
+# run's Python floats, compared and read back each step (no device is waited for, but this counter, which cannot
+# tell a CPU tensor from a device one on this CPU, counts them), and they are left out here.
+NOISE_ON = {name: {"eta": 0.7} if "eta" in spec.options else {"s_churn": 1.0} if "s_churn" in spec.options else {}
+            for name in NAMES if not (spec := samplers.info(name)).host_sync and "noise_sampler" in spec.options}
+NOISE_PATHS = [(name, {**on, "noise_sampler": kind}) for name, on in NOISE_ON.items()
+               for kind in (None, "brownian", "comfyui")]
+
+
+@pytest.mark.parametrize("name, options", NOISE_PATHS, ids=[f"{n}-{o}" for n, o in NOISE_PATHS])
+def test_no_host_read_between_model_calls_where_noise_is_drawn(name, options):
+    assert reads_between_model_calls(name, options) == 0
 
 
 # Options and tool labels that take another code path than the registry default (the labels resolve to it)
