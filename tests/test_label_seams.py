@@ -280,6 +280,9 @@ def test_comfyui_dpm_fast_keeps_comfyuis_rule(spec):
     ("Dpm2", ("'dpm_2' (the registry's)", "'DPM2' (A1111's label)")),  # A1111 drops the next-to-last σ
     ("RESTART", ("'restart' (the registry's)", "'Restart' (A1111's label)")),
     ("unipc", ("'UniPC' (A1111's label)", "'uni_pc' (ComfyUI's name)")),  # ComfyUI's ends at σ = 0.001
+    # A1111's labels draw A1111's noise (noise_sampler='a1111'), the registry's names the library's
+    ("Euler A", ("'euler_a' (the registry's)", "'Euler a' (A1111's label)")),
+    ("EULER", ("'euler' (the registry's)", "'Euler' (A1111's label)")),
 ])
 def test_a_variant_matching_names_that_run_differently_is_refused(typed, spellings):
     with pytest.raises(names.InvalidInput, match="run different things") as e:
@@ -289,7 +292,7 @@ def test_a_variant_matching_names_that_run_differently_is_refused(typed, spellin
 
 
 @pytest.mark.parametrize("typed, sampler", [
-    ("Euler A", "euler_ancestral"), ("EULER A", "euler_ancestral"), ("EULER", "euler"), ("Heunpp2", "heunpp2"),
+    ("Heunpp2", "heunpp2"),
     ("Lms", "lms"), ("er sde", "er_sde"), ("dpmpp sde", "dpmpp_sde"),
 ])
 def test_a_variant_whose_matches_differ_only_by_a_default_schedule_or_a_prefix_resolves_as_before(typed, sampler):
@@ -376,7 +379,7 @@ def test_an_a1111_label_reads_s_tmax_0_as_no_upper_bound():
     # default is 0, which its API sends: the churn applies to every step, not to none
     sig = samplers.get_sigmas("karras", 4, sigma_min=0.03, sigma_max=14.6)
     x = GM.noise(2, seed=0).float() * 14.6
-    want = samplers.sample("euler", GM.denoiser, x, sig, disable=True, seed=3, s_churn=1.0)
+    want = samplers.sample("euler", GM.denoiser, x, sig, disable=True, seed=3, s_churn=1.0, noise_sampler="a1111")
     got = samplers.sample("Euler", GM.denoiser, x, sig, disable=True, seed=3, s_churn=1.0, s_tmax=0)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert names.resolve_call("euler", None, {"s_churn": 1.0, "s_tmax": 0})[2]["s_tmax"] == 0  # the registry's: 0

@@ -121,11 +121,13 @@ class GraphedSampler:
             # replay
             if (kind is not None and kind not in noise_mod.GENERATOR_KINDS) or isinstance(
                     noise_sampler, (BrownianNoise, BrownianTreeNoiseSampler)):
+                why = ("its draws are made on the host (A1111's CPU and NV sources) and copied" if kind in
+                       noise_mod.A1111_KINDS else "a Brownian path is built on the host (its tree caches values "
+                       "between draws)")
                 raise InvalidOption(
-                    f"noise_sampler={noise_sampler!r} cannot be captured: a Brownian path is built on the host "
-                    "(its tree caches values between draws), so a replay would not redraw it; use the default "
-                    "per-item seeded noise (seed=...), a noise_sampler drawing from a device generator, or "
-                    "samplers.sample for Brownian noise")
+                    f"noise_sampler={noise_sampler!r} cannot be captured: {why}, so a replay would not redraw it; use "
+                    "the default per-item seeded noise (seed=...), a noise_sampler drawing from a device generator, "
+                    "or samplers.sample for this noise")
             if kind is None:
                 # the caller's: it must be graph-safe itself; its draws are checked as samplers.sample checks them.
                 # A PredrawnNoise serves one run: it is reset() at every call, so every call gets draws 0, 1, …

@@ -40,6 +40,13 @@ DPM_ADAPTIVE_TOOLS = {"final_denoise": False, "through_schedule": False, "error_
 # function that takes eta (KDiffusionSampler.initialize), so its DPM fast / adaptive are ancestral by default;
 # ComfyUI calls them with k-diffusion's default eta = 0.
 A1111_ETA = {"eta": 1.0}
+# A1111's k-diffusion samplers draw their in-loop noise with torch.randn_like, which A1111 answers from each image's
+# own generator, seeded with the image's seed, after the image's starting noise (modules/rng.py ImageRNG.next through
+# sd_samplers_common.TorchHijack); its default source, a generator on the latents' device, is "a1111" (see
+# samplers.core.a1111_rng; "a1111_cpu" / "a1111_nv" for its CPU / NV sources). The labels whose draws come from
+# there: the ancestral ones, the churn of Euler / Heun / DPM2, DPM fast / adaptive (η), LCM (sd_samplers_lcm draws
+# through k-diffusion's default_noise_sampler).
+A1111_DRAWS = {"noise_sampler": "a1111"}
 # ComfyUI's sample_sa_solver / sample_sa_solver_pece: on a schedule that ends at 0 it lowers the orders near the end
 # (the predictor's at step i of n to at most n − 1 − i, the corrector's to at most n − i), not diffusers' rule.
 SA_SOLVER_COMFY = {"lower_order_final": "comfyui"}
@@ -86,40 +93,40 @@ A1111: dict[str, tuple] = {
     "k_dpmpp_2m_sde_heun": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "a1111:Exponential", "default"),
     "DPM++ 2M SDE Heun Karras": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "a1111:Karras", "explicit"),
     "DPM++ 2M SDE Heun Exponential": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "a1111:Exponential", "explicit"),
-    "DPM++ 2S a": ("dpmpp_2s_ancestral", {}, "a1111:Karras", "default"),
-    "k_dpmpp_2s_a": ("dpmpp_2s_ancestral", {}, "a1111:Karras", "default"),
-    "DPM++ 2S a Karras": ("dpmpp_2s_ancestral", {}, "a1111:Karras", "explicit"),
+    "DPM++ 2S a": ("dpmpp_2s_ancestral", A1111_DRAWS, "a1111:Karras", "default"),
+    "k_dpmpp_2s_a": ("dpmpp_2s_ancestral", A1111_DRAWS, "a1111:Karras", "default"),
+    "DPM++ 2S a Karras": ("dpmpp_2s_ancestral", A1111_DRAWS, "a1111:Karras", "explicit"),
     "DPM++ 3M SDE": ("dpmpp_3m_sde", BROWNIAN, "a1111:Exponential", "default"),
     "k_dpmpp_3m_sde": ("dpmpp_3m_sde", BROWNIAN, "a1111:Exponential", "default"),
     "DPM++ 3M SDE Karras": ("dpmpp_3m_sde", BROWNIAN, "a1111:Karras", "explicit"),
     "DPM++ 3M SDE Exponential": ("dpmpp_3m_sde", BROWNIAN, "a1111:Exponential", "explicit"),
-    "Euler a": ("euler_ancestral", {}, "a1111:Uniform", "default"),
-    "k_euler_a": ("euler_ancestral", {}, "a1111:Uniform", "default"),
-    "k_euler_ancestral": ("euler_ancestral", {}, "a1111:Uniform", "default"),
-    "Euler": ("euler", {}, "a1111:Uniform", "default"),
-    "k_euler": ("euler", {}, "a1111:Uniform", "default"),
+    "Euler a": ("euler_ancestral", A1111_DRAWS, "a1111:Uniform", "default"),
+    "k_euler_a": ("euler_ancestral", A1111_DRAWS, "a1111:Uniform", "default"),
+    "k_euler_ancestral": ("euler_ancestral", A1111_DRAWS, "a1111:Uniform", "default"),
+    "Euler": ("euler", A1111_DRAWS, "a1111:Uniform", "default"),
+    "k_euler": ("euler", A1111_DRAWS, "a1111:Uniform", "default"),
     "LMS": ("lms", {}, "a1111:Uniform", "default"),
     "k_lms": ("lms", {}, "a1111:Uniform", "default"),
     "LMS Karras": ("lms", {}, "a1111:Karras", "explicit"),
-    "Heun": ("heun", {}, "a1111:Uniform", "default"),
-    "k_heun": ("heun", {}, "a1111:Uniform", "default"),
-    "DPM2": ("dpm_2", {}, "a1111:Karras", "default"),
-    "k_dpm_2": ("dpm_2", {}, "a1111:Karras", "default"),
-    "DPM2 Karras": ("dpm_2", {}, "a1111:Karras", "explicit"),
-    "DPM2 a": ("dpm_2_ancestral", {}, "a1111:Karras", "default"),
-    "k_dpm_2_a": ("dpm_2_ancestral", {}, "a1111:Karras", "default"),
-    "DPM2 a Karras": ("dpm_2_ancestral", {}, "a1111:Karras", "explicit"),
-    "DPM fast": ("dpm_fast", {**DPM_FAST_TOOLS, **A1111_ETA}, "a1111:Uniform", "default"),
-    "k_dpm_fast": ("dpm_fast", {**DPM_FAST_TOOLS, **A1111_ETA}, "a1111:Uniform", "default"),
-    "DPM adaptive": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA}, "a1111:Uniform", "default"),
-    "k_dpm_ad": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA}, "a1111:Uniform", "default"),
+    "Heun": ("heun", A1111_DRAWS, "a1111:Uniform", "default"),
+    "k_heun": ("heun", A1111_DRAWS, "a1111:Uniform", "default"),
+    "DPM2": ("dpm_2", A1111_DRAWS, "a1111:Karras", "default"),
+    "k_dpm_2": ("dpm_2", A1111_DRAWS, "a1111:Karras", "default"),
+    "DPM2 Karras": ("dpm_2", A1111_DRAWS, "a1111:Karras", "explicit"),
+    "DPM2 a": ("dpm_2_ancestral", A1111_DRAWS, "a1111:Karras", "default"),
+    "k_dpm_2_a": ("dpm_2_ancestral", A1111_DRAWS, "a1111:Karras", "default"),
+    "DPM2 a Karras": ("dpm_2_ancestral", A1111_DRAWS, "a1111:Karras", "explicit"),
+    "DPM fast": ("dpm_fast", {**DPM_FAST_TOOLS, **A1111_ETA, **A1111_DRAWS}, "a1111:Uniform", "default"),
+    "k_dpm_fast": ("dpm_fast", {**DPM_FAST_TOOLS, **A1111_ETA, **A1111_DRAWS}, "a1111:Uniform", "default"),
+    "DPM adaptive": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA, **A1111_DRAWS}, "a1111:Uniform", "default"),
+    "k_dpm_ad": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA, **A1111_DRAWS}, "a1111:Uniform", "default"),
     "Restart": ("restart", {"restart": "a1111"}, "a1111:Karras", "default"),
     "DDIM": ("ddim", A1111_TIMESTEP_STATE, "a1111:Timesteps", "explicit"),
     "PLMS": ("plms", A1111_TIMESTEP_STATE, "a1111:Timesteps", "explicit"),
     "UniPC": ("unipc_bh1", {}, None, None),
     # Forge's ('DDPM', AlterSampler of sample_ddpm): a k-diffusion sampler on A1111's schedule types, Automatic Uniform
     "DDPM": ("ddpm", {}, "a1111:Uniform", "default"),
-    "LCM": ("lcm", {}, "lcm_uniform", "default"),
+    "LCM": ("lcm", A1111_DRAWS, "lcm_uniform", "default"),
     "iPNDM": ("ipndm", IPNDM_COMFY, "a1111:Uniform", "default"),
     "iPNDM_v": ("ipndm", IPNDM_V_COMFY, "a1111:Uniform", "default"),
     "IPNDM": ("ipndm", IPNDM_COMFY, "a1111:Uniform", "default"),  # Forge's menu spells them so
@@ -128,9 +135,9 @@ A1111: dict[str, tuple] = {
     "HeunPP2": ("heunpp2", {}, "a1111:Uniform", "default"),  # Forge's ('HeunPP2', 'sample_heunpp2', ['heunpp2'], {})
     # the aliases of the "<label> Karras" / "Exponential" entries of versions before 1.9, and LCM's
     "k_lms_ka": ("lms", {}, "a1111:Karras", "explicit"),
-    "k_dpm_2_ka": ("dpm_2", {}, "a1111:Karras", "explicit"),
-    "k_dpm_2_a_ka": ("dpm_2_ancestral", {}, "a1111:Karras", "explicit"),
-    "k_dpmpp_2s_a_ka": ("dpmpp_2s_ancestral", {}, "a1111:Karras", "explicit"),
+    "k_dpm_2_ka": ("dpm_2", A1111_DRAWS, "a1111:Karras", "explicit"),
+    "k_dpm_2_a_ka": ("dpm_2_ancestral", A1111_DRAWS, "a1111:Karras", "explicit"),
+    "k_dpmpp_2s_a_ka": ("dpmpp_2s_ancestral", A1111_DRAWS, "a1111:Karras", "explicit"),
     "k_dpmpp_2m_ka": ("dpmpp_2m", {}, "a1111:Karras", "explicit"),
     "k_dpmpp_sde_ka": ("dpmpp_sde", BROWNIAN, "a1111:Karras", "explicit"),
     "k_dpmpp_2m_sde_exp": ("dpmpp_2m_sde", BROWNIAN, "a1111:Exponential", "explicit"),
@@ -138,7 +145,7 @@ A1111: dict[str, tuple] = {
     "k_dpmpp_2m_sde_heun_exp": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "a1111:Exponential", "explicit"),
     "k_dpmpp_3m_sde_ka": ("dpmpp_3m_sde", BROWNIAN, "a1111:Karras", "explicit"),
     "k_dpmpp_3m_sde_exp": ("dpmpp_3m_sde", BROWNIAN, "a1111:Exponential", "explicit"),
-    "k_lcm": ("lcm", {}, "lcm_uniform", "default"),
+    "k_lcm": ("lcm", A1111_DRAWS, "lcm_uniform", "default"),
 }
 # A1111 / Forge samplers this library does not provide, and why (refused by name, never replaced by something else).
 A1111_REFUSED: dict[str, str] = {

@@ -5,7 +5,9 @@ A noise sampler is any callable ``noise_sampler(sigma, sigma_next) -> Tensor`` s
 noise depends only on its own seed: its result does not change with the batch size or with the other
 items in the batch. Other kinds: ``"comfyui"`` (ComfyUI's default noise, per item), ``"brownian"`` (:mod:`samplers.core.brownian`, stable when the step count
 changes), ``"brownian_tree"`` / ``"brownian_tree_device"`` (k-diffusion's ``BrownianTreeNoiseSampler``, the noise
-A1111 and ComfyUI give their SDE samplers) and :class:`PredrawnNoise` (the caller's own draws, one per call).
+A1111 and ComfyUI give their SDE samplers), ``"a1111"`` / ``"a1111_cpu"`` / ``"a1111_nv"`` (A1111's in-loop draws from
+each image's generator, in its three random number sources: :mod:`samplers.core.a1111_rng`) and
+:class:`PredrawnNoise` (the caller's own draws, one per call).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import inspect
 
 import torch
 
+from .a1111_rng import A1111Noise
 from .brownian import BrownianNoise, BrownianTreeNoiseSampler, check_tree_range, for_schedule, tree_for_schedule
 from .errors import InvalidInput, InvalidOption, InvalidType
 from .seeds import generators, resolve_seeds
@@ -120,9 +123,12 @@ class NoiseExhaustedError(InvalidInput, IndexError):
     adaptive sampler's accepted steps), so it is not counted ahead of the run."""
 
 
-NOISE_NAMES = ("seeded", "comfyui", "brownian", "brownian_device", "brownian_tree", "brownian_tree_device")
+NOISE_NAMES = ("seeded", "comfyui", "brownian", "brownian_device", "brownian_tree", "brownian_tree_device", "a1111",
+               "a1111_cpu", "a1111_nv")
+# A1111's in-loop draws by its random number source (the latents' device, the CPU, NV's numbers computed on the CPU)
+A1111_KINDS = {"a1111": "gpu", "a1111_cpu": "cpu", "a1111_nv": "nv"}
 # the kinds drawn from per-item device generators (no host work per draw): the ones a CUDA graph can replay
-GENERATOR_KINDS = {"seeded": SeededNoise, "comfyui": ComfyNoise}
+GENERATOR_KINDS = {"seeded": SeededNoise, "comfyui": ComfyNoise, "a1111": A1111Noise}
 
 
 def check(noise_sampler, seed, x: torch.Tensor) -> str | None:
@@ -167,7 +173,9 @@ def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
     """The noise sampler a run uses: the caller's own, a named kind, or the seeded per-item default.
 
     ``noise_sampler`` may be a callable, ``None``/``"seeded"`` (:class:`SeededNoise`), ``"comfyui"``
-    (:class:`ComfyNoise`: ComfyUI's ``default_noise_sampler``, item by item), ``"brownian"``
+    (:class:`ComfyNoise`: ComfyUI's ``default_noise_sampler``, item by item), ``"a1111"`` / ``"a1111_cpu"`` /
+    ``"a1111_nv"`` (:class:`samplers.core.a1111_rng.A1111Noise`: A1111's draws after each image's starting noise, by
+    its random number source; build the object for an "Eta noise seed delta"), ``"brownian"``
     (:class:`samplers.core.brownian.BrownianNoise` on the range of ``sigmas``, the run's schedule) or
     ``"brownian_tree"`` (:class:`samplers.core.brownian.BrownianTreeNoiseSampler`, k-diffusion's, with the path on
     the CPU as ComfyUI's SDE samplers draw it; ``"brownian_tree_device"`` on x's device, as k-diffusion itself and
@@ -180,6 +188,8 @@ def resolve(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
         return noise_sampler
     if kind in GENERATOR_KINDS:
         return GENERATOR_KINDS[kind](x, resolve_seeds(seed, x.shape[0]))
+    if kind in A1111_KINDS:  # its CPU and NV sources ("a1111" itself, on the device, is a generator kind above)
+        return A1111Noise(x, resolve_seeds(seed, x.shape[0]), A1111_KINDS[kind])
     if sigmas is None:
         raise InvalidInput(f"noise_sampler={noise_sampler!r} needs the schedule's range: pass sigmas to resolve()")
     if kind.startswith("brownian_tree"):

@@ -1,0 +1,207 @@
+"""A1111's in-loop noise (``noise_sampler="a1111"``, the default of its k-diffusion labels): the draws A1111 makes.
+
+A1111 (modules/rng.py ``ImageRNG``, sd_samplers_common ``TorchHijack``) gives each image of a batch a generator seeded
+with the image's seed; its first draw is the image's starting noise, and every ``torch.randn_like`` of a k-diffusion
+sampler is answered with the next draw of every image's generator. Here that is transcribed around the real
+k-diffusion package (its module's ``torch`` replaced as A1111 replaces it), and the labels run through
+``samplers.sample`` from the same starting noise must give its result.
+"""
+from __future__ import annotations
+
+import math
+import types
+
+import numpy as np
+import pytest
+import torch
+
+import samplers
+from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
+from samplers.core import graph
+from samplers.core.a1111_rng import A1111Noise, PhiloxGenerator, a1111_randn, philox_4x32, philox_randn
+from samplers.core.errors import InvalidOption
+from samplers.core.seeds import seeded_randn
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(4, 4, 4), components=3, seed=2)
+SEEDS = [1234, 77, 3_000_000_000]
+SIGMAS = samplers.get_sigmas("karras", 7, sigma_min=0.03, sigma_max=14.6).float()  # A1111's σ are float32
+
+
+def kd_sampling():
+    try:
+        return kdiffusion_modules()[0]
+    except KDiffusionUnavailable:
+        return None
+
+
+kd = kd_sampling()
+needs_kd = pytest.mark.skipif(kd is None, reason="k-diffusion is not installed: pip install --no-deps "
+                                                 "k-diffusion==0.1.1.post1 (make test does)")
+
+
+class ImageRNG:
+    """A1111's ImageRNG with its CPU source and "Eta noise seed delta" ``delta``: one CPU generator per image."""
+
+    def __init__(self, shape, seeds, delta=0):
+        self.shape, self.seeds, self.delta = shape, seeds, delta
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def first(self):
+        xs = torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])
+        if self.delta:
+            self.generators = [torch.Generator().manual_seed(s + self.delta) for s in self.seeds]
+        return xs
+
+    def next(self):
+        return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])
+
+
+def a1111_run(monkeypatch, run, delta=0):
+    """``run(x_T)`` with k-diffusion's ``torch.randn_like`` answered by the images' generators, as A1111 answers it;
+    x_T is the unit starting noise A1111 draws first."""
+    rng = ImageRNG(tuple(GM.shape), SEEDS, delta)
+    start = rng.first()
+    hijack = types.SimpleNamespace(**{n: getattr(torch, n) for n in dir(torch) if not n.startswith("__")})
+    hijack.randn_like = lambda x, **_: rng.next()
+    monkeypatch.setattr(kd, "torch", hijack)
+    return start, run(start)
+
+
+def model(x, sigma):
+    return GM.denoiser(x, sigma)
+
+
+# label, k-diffusion's call (A1111's, on the same σ), options A1111 sets
+K_CALLS = {
+    "Euler a": lambda x, s: kd.sample_euler_ancestral(model, x, s, disable=True),
+    "DPM2 a": lambda x, s: kd.sample_dpm_2_ancestral(model, x, s, disable=True),
+    "DPM++ 2S a": lambda x, s: kd.sample_dpmpp_2s_ancestral(model, x, s, disable=True),
+    "Euler": lambda x, s: kd.sample_euler(model, x, s, disable=True, s_churn=2.0),
+    "Heun": lambda x, s: kd.sample_heun(model, x, s, disable=True, s_churn=2.0),
+    "DPM fast": lambda x, s: kd.sample_dpm_fast(model, x, float(s[-2]), float(s[0]), len(s) - 1, disable=True,
+                                                eta=1.0),
+    "DPM adaptive": lambda x, s: kd.sample_dpm_adaptive(model, x, float(s[-2]), float(s[0]), disable=True, eta=1.0),
+    "DPM2": lambda x, s: kd.sample_dpm_2(model, x, s, disable=True, s_churn=2.0),
+}
+
+
+@needs_kd
+@pytest.mark.parametrize("label", sorted(K_CALLS))
+def test_an_a1111_label_draws_a1111s_noise(monkeypatch, label):
+    options = {"s_churn": 2.0, "s_tmax": 0} if label in ("Euler", "Heun", "DPM2") else {}
+    start, want = a1111_run(monkeypatch, lambda z: K_CALLS[label](z * SIGMAS[0], SIGMAS))
+    got = samplers.sample(label, model, start * SIGMAS[0], SIGMAS, seed=SEEDS, disable=True, **options)
+    torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
+    # the library's own noise is another draw: the comparison can fail
+    other = samplers.sample(label, model, start * SIGMAS[0], SIGMAS, seed=SEEDS, disable=True,
+                            **{**options, "noise_sampler": "seeded"})
+    assert float((other - want).abs().max()) > 1e-2
+
+
+def test_lcm_draws_a1111s_noise():
+    # A1111's sd_samplers_lcm.sample_lcm: x = D(x, σ_i), then + σ_{i+1}·randn_like through k-diffusion's
+    # default_noise_sampler (answered by the images' generators)
+    rng = ImageRNG(tuple(GM.shape), SEEDS)
+    start = rng.first()
+    x = start * SIGMAS[0]
+    for i in range(len(SIGMAS) - 1):
+        x = model(x, SIGMAS[i].float().expand(x.shape[0]))
+        if SIGMAS[i + 1] > 0:
+            x = x + SIGMAS[i + 1].float() * rng.next()
+    got = samplers.sample("LCM", model, start * SIGMAS[0], SIGMAS, seed=SEEDS, disable=True)
+    torch.testing.assert_close(got, x, rtol=2e-5, atol=2e-5)
+
+
+@needs_kd
+def test_an_eta_noise_seed_delta_draws_from_fresh_generators(monkeypatch):
+    start, want = a1111_run(monkeypatch, lambda z: kd.sample_euler_ancestral(model, z * SIGMAS[0], SIGMAS,
+                                                                             disable=True), delta=31337)
+    x = start * SIGMAS[0]
+    noise = A1111Noise(x, SEEDS, source="cpu", eta_noise_seed_delta=31337)
+    got = samplers.sample("Euler a", model, x, SIGMAS, noise_sampler=noise, disable=True)
+    torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_the_pipelines_starting_noise_is_a1111s_cpu_source():
+    # seeded_randn (the pipeline's, and a1111_randn's "cpu") is ImageRNG.first on the CPU
+    assert torch.equal(seeded_randn((3, *GM.shape), SEEDS), ImageRNG(tuple(GM.shape), SEEDS).first())
+    assert torch.equal(a1111_randn((3, *GM.shape), SEEDS, "cpu"), ImageRNG(tuple(GM.shape), SEEDS).first())
+    assert torch.equal(a1111_randn((3, *GM.shape), SEEDS, "gpu"), ImageRNG(tuple(GM.shape), SEEDS).first())  # CPU
+
+
+def test_the_nv_sources_philox_is_random123s():
+    # Random123's known-answer vectors for Philox 4x32-10 (kat_vectors: counter, key -> output)
+    kat = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+           ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+           ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    for counter, key, out in kat:
+        words = philox_4x32(*(np.array([c], dtype=np.uint32) for c in counter), *key)
+        assert tuple(int(w[0]) for w in words) == out
+
+
+def test_the_nv_source_is_within_float32_rounding_of_cudas_numbers():
+    # A1111's modules/rng_philox.py prints Generator(seed=0).randn((3, 4)): torch.randn(3, 4) on CUDA after
+    # torch.manual_seed(0). CUDA's Box–Muller runs in float32, A1111's numpy one in float64: a few float32 ulps apart
+    want = np.array([[-0.92466259, -0.42534415, -2.6438457, 0.14518388],
+                     [-0.12086647, -0.57972564, -0.62285122, -0.32838709],
+                     [-1.07454231, -0.36314407, -1.67105067, 2.26550497]], dtype=np.float32)
+    got = PhiloxGenerator(0).randn((3, 4)).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=4 * np.spacing(np.abs(want)).max())
+    # each call is the next offset; the key holds both 32-bit words of the seed
+    g = PhiloxGenerator(0)
+    g.randn((3, 4))
+    assert np.array_equal(g.randn((12,)).numpy(), philox_randn(0, 1, 12))
+    assert not np.array_equal(philox_randn(2**32, 0, 12), philox_randn(0, 0, 12))
+    draws = philox_randn(5, 0, 200_000)
+    assert abs(float(draws.mean())) < 0.01 and abs(float(draws.std()) - 1) < 0.01
+
+
+def test_the_nv_and_cpu_sources_continue_after_the_starting_noise():
+    x = torch.zeros(3, *GM.shape)
+    for source in ("nv", "cpu"):
+        start = a1111_randn((3, *GM.shape), SEEDS, source)
+        noise = A1111Noise(x, SEEDS, source)
+        first, second = noise(1.0, 0.5), noise(0.5, 0.25)
+        assert not torch.equal(first, start) and not torch.equal(first, second)
+        fresh = A1111Noise(x, SEEDS, source, eta_noise_seed_delta=0)
+        assert torch.equal(fresh(1.0, 0.5), first)  # a new object starts the streams again
+    # NV: image k's draws are offsets 1, 2, ... of its seed's Philox stream
+    noise = A1111Noise(x, SEEDS, "nv")
+    n = math.prod(GM.shape)
+    assert np.array_equal(noise(1.0, 0.5)[1].flatten().numpy(), philox_randn(SEEDS[1], 1, n))
+
+
+def test_a1111_noise_is_batch_invariant_and_leaves_the_global_generator_alone():
+    state = torch.get_rng_state()
+    x = SIGMAS[0] * seeded_randn((3, *GM.shape), SEEDS)
+    batch = samplers.sample("Euler a", model, x, SIGMAS, seed=SEEDS, disable=True)
+    for k in range(3):
+        alone = samplers.sample("Euler a", model, x[k:k + 1], SIGMAS, seed=[SEEDS[k]], disable=True)
+        torch.testing.assert_close(alone[0], batch[k], rtol=0, atol=0)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_bad_sources_and_deltas_are_refused():
+    x = torch.zeros(1, 2)
+    with pytest.raises(InvalidOption, match="random number generator sources"):
+        A1111Noise(x, [1], source="cuda")
+    with pytest.raises(InvalidOption, match="eta_noise_seed_delta=-5 takes seed 3"):
+        A1111Noise(x, [3], eta_noise_seed_delta=-5)
+    with pytest.raises(samplers.InvalidType):
+        A1111Noise(x, [3], eta_noise_seed_delta=0.5)
+    with pytest.raises(InvalidOption, match="batch 2 but 1 seeds"):
+        a1111_randn((2, 3), [1])
+
+
+def test_a_captured_run_reseeds_a1111s_device_noise_and_refuses_its_host_sources():
+    x = SIGMAS[0] * seeded_randn((3, *GM.shape), SEEDS)
+    want = samplers.sample("Euler a", model, x, SIGMAS, seed=SEEDS, disable=True)
+    run = graph.capture("Euler a", model, x, SIGMAS, fallback="eager", seed=SEEDS)
+    assert torch.equal(run(x), want) and torch.equal(run(x, seed=SEEDS), want)
+    other = samplers.sample("Euler a", model, x, SIGMAS, seed=[5, 6, 7], disable=True)
+    assert torch.equal(run(x, seed=[5, 6, 7]), other)
+    for kind in ("a1111_cpu", "a1111_nv"):
+        with pytest.raises(InvalidOption, match="made on the host"):
+            graph.capture("euler_ancestral", model, x, SIGMAS, fallback="eager", seed=SEEDS, noise_sampler=kind)
