@@ -630,3 +630,53 @@ def test_dpm_fast_and_adaptive_refuse_a_range_off_the_models_timestep_table_befo
     assert calls == []
     assert torch.isfinite(K.sample_dpm_fast(D, x * native.sigma_max, native.sigma_min, native.sigma_max, 4,
                                             disable=True)).all() and len(calls) == 4
+
+
+# ----------------------------------------------------------------------------------------------------
+# DPM-Solver-fast: a NaN / Inf result raises as the registry's runs do; an infinite range end is refused by name
+
+
+def _nan_below_one(x, sigma, **extra_args):
+    """A model that returns NaN below σ = 1 (as an fp16 overflow does at some σ), the smooth stand-in above."""
+    sigma = sigma.view(-1, *[1] * (x.ndim - 1))
+    return torch.where(sigma < 1, x * float("nan"), model(x, sigma.flatten()))
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_dpm_fast_raises_on_a_nan_result_as_the_other_samplers_do(eta):
+    # it returned a tensor of NaN after its 6 model calls, where sample_euler / _dpmpp_2m / _dpm_adaptive and the
+    # registry's dpm_fast raise NonFiniteError
+    from samplers.core.errors import NonFiniteError
+
+    with pytest.raises(NonFiniteError, match=r"DPM-Solver-fast produced NaN/Inf"):
+        ours.sample_dpm_fast(_nan_below_one, start(), 0.03, 14.6, 6, eta=eta, disable=True)
+    solver = ours.DPMSolver(_nan_below_one)
+    with pytest.raises(NonFiniteError, match=r"DPM-Solver-fast produced NaN/Inf"):
+        solver.dpm_solver_fast(start(), solver.t(torch.tensor(14.6)), solver.t(torch.tensor(0.03)), 6)
+    with pytest.raises(NonFiniteError):
+        ours.sample_dpm_adaptive(_nan_below_one, start(), 0.03, 14.6, disable=True)
+
+
+@pytest.mark.parametrize("fn", ["sample_dpm_fast", "sample_dpm_adaptive"])
+@pytest.mark.parametrize("ends", [(0.03, float("inf")), (0.03, torch.tensor(float("inf"))), (float("inf"), 14.6),
+                                  (0.03, -float("inf"))], ids=["max=inf", "max=inf-tensor", "min=inf", "max=-inf"])
+def test_an_infinite_dpm_solver_range_end_is_refused_by_name_before_any_model_call(fn, ends):
+    # sample_dpm_fast called the model at σ = nan (its t grid was linspace(-inf, ...)) and returned NaN;
+    # sample_dpm_adaptive raised a StepLimitError about its step size
+    counting = Counting()
+    name = "sigma_min" if ends[0] != 0.03 else "sigma_max"
+    args = ends + ((4,) if fn == "sample_dpm_fast" else ())
+    with pytest.raises(InvalidInput, match=rf"{name} must be finite, got -?inf.*sigma_max=sigmas\[0\]"):
+        getattr(ours, fn)(counting, start(), *args, disable=True)
+    assert counting.calls == 0
+
+
+@pytest.mark.parametrize("method", ["dpm_solver_fast", "dpm_solver_adaptive"])
+def test_dpm_solver_methods_refuse_an_infinite_time_before_any_model_call(method):
+    counting = Counting()
+    solver = ours.DPMSolver(counting)
+    t_start, t_end = solver.t(torch.tensor(float("inf"))), solver.t(torch.tensor(0.03))
+    args = (6,) if method == "dpm_solver_fast" else ()
+    with pytest.raises(InvalidInput, match=r"t_start must be finite, got -inf"):
+        getattr(solver, method)(start(), t_start, t_end, *args)
+    assert counting.calls == 0

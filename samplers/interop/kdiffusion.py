@@ -55,9 +55,9 @@ from ..core import names, registry, steps
 from ..core import noise as noise_mod
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
 from ..core.conversion import prepare_times, state_dtype
-from ..core.errors import InvalidInput, InvalidType
+from ..core.errors import InvalidInput, InvalidType, NonFiniteError
 from ..core.noise import SeededNoise
-from ..core.run import check_call, read_sigmas, refuse_meta_sigmas
+from ..core.run import check_call, read_sigmas, refuse_meta_sigmas, to_result_dtype
 from ..core.seeds import resolve_seeds
 from ..core.validate import check_allocation, integer
 
@@ -813,6 +813,7 @@ class DPMSolver(torch.nn.Module):
     def dpm_solver_fast(self, x, t_start, t_end, nfe, eta=0., s_noise=1., noise_sampler=None):
         """DPM-Solver-fast from t_start to t_end with ``nfe`` model calls (:func:`samplers.ode.singlestep.solve_fast`)."""
         nfe = _check_nfe(nfe)
+        _check_times(t_start, t_end)
         if float(t_start) == float(t_end):  # k-diffusion: NaN for nfe >= 4 (a step of length 0 divides by it)
             raise InvalidInput(f"t_start and t_end must differ (DPM-Solver-fast splits [t_start, t_end] into steps), got "
                                f"both {float(t_start):g}: pass t_start = self.t(sigma_max) and t_end = "
@@ -835,7 +836,7 @@ class DPMSolver(torch.nn.Module):
                        noise_sampler=noise, times=times, on_step=on_step)
         if isinstance(noise, _GlobalDraws):
             noise.finish()
-        return x
+        return _finite_result(x, "DPM-Solver-fast", t_start, t_end)
 
     def dpm_solver_adaptive(self, x, t_start, t_end, order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.,
                             icoeff=1., dcoeff=0., accept_safety=0.81, eta=0., s_noise=1., noise_sampler=None):
@@ -843,6 +844,7 @@ class DPMSolver(torch.nn.Module):
         error norm over the whole batch); returns (x, info) with info's ``steps``, ``nfe``, ``n_accept``,
         ``n_reject``."""
         check_adaptive(order, "batch")
+        _check_times(t_start, t_end)
         like = torch.as_tensor(t_start)
         h_init = abs(h_init) * (1 if t_end > t_start else -1)
         pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
@@ -902,6 +904,26 @@ def _check_resolvable(t_start, t_end, nfe: int, dtype: torch.dtype) -> None:
                            "from sigma_max)")
 
 
+def _check_times(t_start, t_end) -> None:
+    """DPMSolver's times t = −log σ are finite: at σ = inf (t = −inf) k-diffusion's fast grid is linspace(−inf, …),
+    whose times are NaN (it calls the model at σ = NaN and returns NaN), and its adaptive step never leaves −inf."""
+    for name, t in (("t_start", t_start), ("t_end", t_end)):
+        if not math.isfinite(float(t)):
+            raise InvalidInput(f"{name} must be finite, got {float(t):g} (t = −log σ, so σ = {math.exp(-float(t)):g}): "
+                               "pass self.t(sigma) of a finite σ > 0, e.g. the schedule's first finite σ as the start")
+
+
+def _finite_result(x: torch.Tensor, name: str, t_start, t_end) -> torch.Tensor:
+    """``x`` checked finite with one read at the end of the run, as the registry's runs check theirs
+    (:func:`samplers.core.run.to_result_dtype`): k-diffusion returns the NaN."""
+    def nonfinite() -> NonFiniteError:
+        return NonFiniteError(
+            f"{name} produced NaN/Inf on its run from σ = {math.exp(-float(t_start)):.4g} to "
+            f"{math.exp(-float(t_end)):.4g}: the model returned NaN/Inf at some step; common causes are fp16 overflow "
+            "in the model (try bfloat16 or float32) or a model that cannot be evaluated on that σ range")
+    return to_result_dtype(x, x.dtype, name, math.exp(-float(t_end)), nonfinite)
+
+
 def _check_grid(times: list, nfe: int) -> None:
     """Every step of the grid has a length: a range too narrow for ``nfe`` calls in the grid's dtype rounds
     neighbouring times to the same value, on which the steps divide by zero (after the model calls before it)."""
@@ -934,6 +956,14 @@ def _range_end(name: str, value) -> float:
 
 def _check_range(sigma_min, sigma_max) -> None:
     sigma_min, sigma_max = _range_end("sigma_min", sigma_min), _range_end("sigma_max", sigma_max)
+    for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if not math.isfinite(value):
+            # k-diffusion: sample_dpm_fast's grid is linspace(−inf, …), so it calls the model at σ = NaN and returns
+            # NaN; sample_dpm_adaptive's steps never leave λ = −inf
+            raise InvalidInput(f"{name} must be finite, got {value:g}: the run goes from one end to the other (in "
+                               "DPM-Solver's λ = −log σ, which σ = inf puts at −inf); pass the schedule's smallest "
+                               "non-zero σ and its first finite σ, e.g. sigma_min=sigmas[-2], sigma_max=sigmas[0] "
+                               "(sigmas[1] where sigmas[0] is inf)")
     if sigma_min <= 0 or sigma_max <= 0:
         raise InvalidInput(f"sigma_min and sigma_max must be > 0, got {sigma_min:g} and {sigma_max:g} "
                            "(pass the smallest non-zero sigma of the schedule, not its trailing 0: e.g. "
@@ -1022,10 +1052,7 @@ def log_likelihood(model, x, sigma_min, sigma_max, extra_args=None, atol=1e-4, r
 
     from ..core.validate import real
 
-    _check_range(sigma_min, sigma_max)
-    if not math.isfinite(float(sigma_max)):
-        raise InvalidInput(f"log_likelihood integrates from sigma_min to sigma_max, which must be finite, got "
-                           f"{sigma_max!r}; pass the model's largest σ (e.g. 14.6 for SD 1.x)")
+    _check_range(sigma_min, sigma_max)  # finite ends: the integral runs from sigma_min to sigma_max
     atol = real("atol", atol, lo=0.0, lo_open=True)
     rtol = real("rtol", rtol, lo=0.0, lo_open=True)
     extra_args = {} if extra_args is None else extra_args
