@@ -680,3 +680,15 @@ def test_dpm_solver_methods_refuse_an_infinite_time_before_any_model_call(method
     with pytest.raises(InvalidInput, match=r"t_start must be finite, got -inf"):
         getattr(solver, method)(start(), t_start, t_end, *args)
     assert counting.calls == 0
+
+
+def test_a_sampler_k_diffusion_lacks_is_not_an_attribute_for_hasattr():
+    # A1111 probes k_diffusion.sampling with hasattr: the module __getattr__ raised Unavailable (a RuntimeError) for a
+    # refused ComfyUI name, which hasattr and getattr(..., default) do not catch
+    from samplers.core.errors import Unavailable
+
+    assert not hasattr(ours, "sample_euler_cfg_pp")
+    assert getattr(ours, "sample_euler_cfg_pp", None) is None
+    with pytest.raises(AttributeError, match="euler_cfg_pp.*not available") as caught:
+        ours.sample_euler_cfg_pp  # noqa: B018
+    assert isinstance(caught.value, Unavailable)  # the library's error still, for callers that catch it

@@ -55,7 +55,7 @@ from ..core import names, registry, steps
 from ..core import noise as noise_mod
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
 from ..core.conversion import prepare_times, state_dtype
-from ..core.errors import InvalidInput, InvalidType, NonFiniteError
+from ..core.errors import InvalidInput, InvalidType, NonFiniteError, Unavailable
 from ..core.noise import SeededNoise
 from ..core.run import check_call, read_sigmas, refuse_meta_sigmas, to_result_dtype
 from ..core.seeds import resolve_seeds
@@ -1098,16 +1098,27 @@ def sampler_names() -> list[str]:
     return ["sample_" + name for name in registry.available()]
 
 
+class _UnavailableSampler(Unavailable, AttributeError):
+    """A ``sample_<name>`` this library knows and refuses (ComfyUI's ``sample_euler_cfg_pp``): an AttributeError, so
+    that ``hasattr`` / ``getattr(module, name, default)`` (how A1111 probes ``k_diffusion.sampling``) answer False /
+    the default, and still :class:`~samplers.core.errors.Unavailable`, whose message says what to use instead."""
+
+
 def __getattr__(attr: str):
     # Module-level __getattr__ (PEP 562): evaluated at lookup, so later registrations appear too.
     if attr.startswith("sample_"):
         # the function's own name first (ComfyUI's sample_ipndm / sample_ipndm_v / sample_deis, which k-diffusion
         # lacks, are ComfyUI's rules), else the sampler it names
+        refused = None
         for name in (attr, attr[len("sample_"):]):
             try:
                 return names.get(name)
+            except Unavailable as error:  # a name the resolver knows and refuses
+                refused = refused or error
             except (KeyError, ValueError):
                 pass
+        if refused is not None:
+            raise _UnavailableSampler(f"module {__name__!r} has no attribute {attr!r}: {refused}") from refused
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
