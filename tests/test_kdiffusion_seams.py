@@ -692,3 +692,17 @@ def test_a_sampler_k_diffusion_lacks_is_not_an_attribute_for_hasattr():
     with pytest.raises(AttributeError, match="euler_cfg_pp.*not available") as caught:
         ours.sample_euler_cfg_pp  # noqa: B018
     assert isinstance(caught.value, Unavailable)  # the library's error still, for callers that catch it
+
+
+@pytest.mark.parametrize("args, pattern", [
+    ((2, [5., 3., 2., 1., 0.], 3, 2), r"j = 2 .*0 <= j < order = 2"),
+    ((2, [5., 3., 2., 1., 0.], 3, -1), r"j = -1 .*0 <= j < order = 2"),
+    ((0, [5., 3., 2., 1., 0.], 3, 0), r"order must be an integer >= 1, got 0"),
+    ((2, [5., 3., 2., 1., 0.], 4, 0), r"i = 4 .*0 <= i < len\(t\) - 1 = 4"),
+    ((1, [5., 3., 2., 1., 0.], -1, 0), r"i = -1 .*0 <= i < len\(t\) - 1 = 4"),
+])
+def test_linear_multistep_coeff_refuses_indices_outside_the_method_by_name(args, pattern):
+    # a bare IndexError before (k-diffusion integrates a polynomial that is no Lagrange weight for j >= order, and the
+    # step length t[i+1] - t[i] for order 0)
+    with pytest.raises(InvalidInput, match=pattern):
+        ours.linear_multistep_coeff(*args)

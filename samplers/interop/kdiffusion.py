@@ -44,6 +44,7 @@ attributes are computed from the registry when they are looked up, so samplers r
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 import numpy as np
@@ -228,8 +229,19 @@ def linear_multistep_coeff(order, t, i, j):
     """The weight of the j-th latest derivative in step i of the order-``order`` linear multistep method on the nodes
     ``t``: ∫_{t_i}^{t_{i+1}} ℓ_j(τ) dτ for the Lagrange basis through t_i, …, t_{i−order+1} (the registry's exact
     ``lms`` weights; k-diffusion integrates the same polynomial by quadrature)."""
+    # k-diffusion computes on for j >= order (an integral of a polynomial that is no Lagrange weight) and order 0 (the
+    # step length), and indexes t from its end for negative i: none is a weight of the method, so each is refused
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 1:
+        raise InvalidInput(f"order must be an integer >= 1, got {order!r}: the number of derivatives the step "
+                           "combines (1 is Euler's step)")
+    if not 0 <= i < len(t) - 1:
+        raise InvalidInput(f"i = {i} is no step of t: need 0 <= i < len(t) - 1 = {len(t) - 1} (step i runs from t[i] "
+                           "to t[i + 1])")
     if order - 1 > i:
         raise InvalidInput(f"order {order} is too high for step {i}: it needs {order} nodes up to t[{i}]")
+    if not 0 <= j < order:
+        raise InvalidInput(f"j = {j} is no derivative of an order-{order} step: need 0 <= j < order = {order} (j = 0 "
+                           "the latest derivative, j = order - 1 the oldest)")
     nodes = [float(t[k]) for k in range(i - order + 1, i + 2)]
     return lms_coefficients(nodes, order)[-1][j]
 
