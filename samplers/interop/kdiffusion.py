@@ -230,7 +230,7 @@ def linear_multistep_coeff(order, t, i, j):
     ``t``: ∫_{t_i}^{t_{i+1}} ℓ_j(τ) dτ for the Lagrange basis through t_i, …, t_{i−order+1} (the registry's exact
     ``lms`` weights; k-diffusion integrates the same polynomial by quadrature)."""
     # k-diffusion computes on for j >= order (an integral of a polynomial that is no Lagrange weight) and order 0 (the
-    # step length), and indexes t from its end for negative i: none is a weight of the method, so each is refused
+    # step length): neither is a weight of the method, so each is refused, as an i beyond the steps is
     if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 1:
         raise InvalidInput(f"order must be an integer >= 1, got {order!r}: the number of derivatives the step "
                            "combines (1 is Euler's step)")
