@@ -203,19 +203,26 @@ def to_d(x, sigma, denoised):
 
 
 def get_ancestral_step(sigma_from, sigma_to, eta=1.):
-    """(σ_down, σ_up) of an ancestral step (:func:`samplers.core.steps.get_ancestral_step`); tensors in, tensors out."""
+    """(σ_down, σ_up) of an ancestral step, k-diffusion's arithmetic: σ_up = min(σ_to, η·(σ_to²(σ_from² − σ_to²) /
+    σ_from²)^½), σ_down = (σ_to² − σ_up²)^½ (:func:`samplers.core.steps.get_ancestral_step`'s formula), evaluated on
+    the arguments as given, so on tensors in their dtype: float32 (80, 0.002) gives σ_down = 0 as in k-diffusion
+    (5e-8 in Python floats), and k-diffusion's ``if sigma_down == 0`` branches are taken where it takes them."""
     if not eta:
         return sigma_to, 0.
-    if float(sigma_to) ** 2 > float(sigma_from) ** 2 or float(sigma_from) == 0:
-        # a rising step (or one from σ = 0): on tensors k-diffusion's σ_up is min(σ_to, NaN) = σ_to itself, so
-        # σ_down = (σ_to² − σ_to²)^½ = 0, in σ_to's type (Python floats: k-diffusion's complex root raises there)
+    tensors = any(isinstance(s, torch.Tensor) for s in (sigma_from, sigma_to))
+    if not tensors and (sigma_to ** 2 > sigma_from ** 2 or sigma_from == 0):
+        # a rising step (or one from σ = 0) on numbers: k-diffusion's root is complex (or divides by 0) and raises; on
+        # tensors its σ_up is min(σ_to, NaN) = σ_to, so σ_down = 0, which numbers get too
         return (sigma_to ** 2 - sigma_to ** 2) ** 0.5, sigma_to
-    sigma_down, sigma_up = steps.get_ancestral_step(float(sigma_from), float(sigma_to), eta)
-    tensors = [s for s in (sigma_to, sigma_from) if isinstance(s, torch.Tensor)]
+    sigma_up = eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5
     if not tensors:
-        return sigma_down, sigma_up
-    shape = torch.broadcast_shapes(*(s.shape for s in tensors))  # k-diffusion's arithmetic keeps its inputs' shape
-    return tensors[0].new_full(shape, sigma_down), tensors[0].new_full(shape, sigma_up)
+        sigma_up = min(sigma_to, sigma_up)
+        return (sigma_to ** 2 - sigma_up ** 2) ** 0.5, sigma_up
+    # k-diffusion's min(σ_to, σ_up) is σ_up where σ_up < σ_to, else σ_to itself (also where σ_up is NaN), whose
+    # σ_down is (σ_to² − σ_to²)^½ = 0 exactly: per element, so that σ tensors of any shape keep it
+    below = sigma_up < sigma_to
+    return (torch.where(below, (sigma_to ** 2 - sigma_up ** 2) ** 0.5, (sigma_to ** 2 - sigma_to ** 2) ** 0.5),
+            torch.where(below, sigma_up, sigma_to))
 
 
 def default_noise_sampler(x):
