@@ -255,3 +255,20 @@ def test_get_ancestral_step_on_tensors_is_k_diffusions_arithmetic(sigmas, dtype,
             assert a.dtype == dtype and torch.equal(a, b), (args, got, want)
     assert ours.get_ancestral_step(*sigmas, eta) == kd.get_ancestral_step(*sigmas, eta)  # Python floats: the same
 
+
+@pytest.mark.parametrize("name", ["sample_euler", "sample_heun", "sample_dpm_2"])
+@pytest.mark.parametrize("window", [{}, {"s_tmin": 0.3, "s_tmax": 3.0}])
+def test_infinite_churn_runs_as_k_diffusion_caps_it(name, window):
+    # refused as "must be a finite number" before; k-diffusion's γ = min(s_churn / n, √2 − 1) takes s_churn = inf
+    x = start(14.6146)
+    sigmas = kd.get_sigmas_karras(6, 0.0292, 14.6146)
+    seen, ref_seen = [], []
+    out, calls, after = run(ours, name, x, sigmas, s_churn=float("inf"), callback=seen.append, **window)
+    ref, ref_calls, ref_after = run(kd, name, x, sigmas, s_churn=float("inf"), callback=ref_seen.append, **window)
+    assert calls == ref_calls and torch.equal(after, ref_after)
+    hats = [float(d["sigma_hat"]) for d in seen]
+    assert hats == pytest.approx([float(d["sigma_hat"]) for d in ref_seen], rel=1e-6)
+    assert hats[0] == pytest.approx(float(sigmas[0]) * 2 ** 0.5, rel=1e-6) or window  # γ = √2 − 1, the cap
+    assert_close(out, ref)
+    tensor_inf, *_ = run(ours, name, x, sigmas, s_churn=torch.tensor(float("inf")), **window)
+    assert torch.equal(tensor_inf, out)

@@ -506,6 +506,10 @@ def _churned(name, model, x, sigmas, extra_args, callback, disable, s_churn, s_t
     if len(sigmas) < 2:
         return x
     values = read_sigmas(sigmas)
+    if churn["s_churn"] == math.inf:
+        # k-diffusion's γ = min(s_churn / n, √2 − 1) caps s_churn = inf at √2 − 1; the registry takes finite numbers
+        # only, and s_churn = n gives the same γ exactly (n / n = 1 > √2 − 1)
+        churn["s_churn"] = float(len(values) - 1)
     churn = _k_window(sigmas, values, churn, s_tmin, s_tmax)
     noise = _noise(x, sigmas, None, seed, values[:-1], running=True)
     x = _run(name, model, x, sigmas, extra_args, callback, disable, noise_sampler=noise, **churn)
