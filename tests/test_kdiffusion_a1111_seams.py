@@ -272,3 +272,18 @@ def test_infinite_churn_runs_as_k_diffusion_caps_it(name, window):
     assert_close(out, ref)
     tensor_inf, *_ = run(ours, name, x, sigmas, s_churn=torch.tensor(float("inf")), **window)
     assert torch.equal(tensor_inf, out)
+
+
+@pytest.mark.parametrize("kwargs", [{"beta_d": torch.tensor(19.9)}, {"beta_min": torch.tensor(0.5, dtype=torch.float64)},
+                                    {"eps_s": torch.tensor(1e-2)}, {"beta_d": torch.tensor(10)}])
+def test_get_sigmas_vp_takes_0d_tensor_arguments_as_k_diffusion_does(kwargs):
+    # a 0-d tensor beta_d was refused (InvalidType), where k-diffusion and the other get_sigmas_* take it
+    got, want = ours.get_sigmas_vp(7, **kwargs), kd.get_sigmas_vp(7, **kwargs)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert_close(got, want, rel=2e-4)  # k-diffusion's exp(·) − 1 in float32 (docs/kdiffusion.md)
+
+
+@pytest.mark.parametrize("beta_d", [torch.tensor([19.9]), torch.tensor(True), torch.tensor(float("nan"))])
+def test_get_sigmas_vp_refuses_a_tensor_that_is_not_one_real_number(beta_d):
+    with pytest.raises((InvalidInput, TypeError)):
+        ours.get_sigmas_vp(5, beta_d=beta_d)

@@ -176,6 +176,8 @@ def get_sigmas_vp(n, beta_d=19.9, beta_min=0.1, eps_s=1e-3, device='cpu'):
     float64 with expm1 and cast to torch's default dtype, where k-diffusion computes exp(·) − 1 in that dtype (up to
     2e-4 relative apart at the smallest σ in float32; docs/kdiffusion.md)."""
     _check_n("get_sigmas_vp", n)
+    # 0-d real tensors, which k-diffusion computes with, as the numbers they hold (the other schedules take them too)
+    beta_d, beta_min, eps_s = _reals(beta_d=beta_d, beta_min=beta_min, eps_s=eps_s).values()
     try:
         late = eps_s >= 1
     except TypeError:
