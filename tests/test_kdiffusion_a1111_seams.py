@@ -238,3 +238,52 @@ def test_a_0d_tensor_rho_gives_k_diffusions_schedule(fn, rho, n):
 def test_a_tensor_rho_that_is_not_one_positive_number_is_refused(rho):
     with pytest.raises((InvalidInput, TypeError)):
         ours.get_sigmas_karras(5, 0.0292, 14.6146, rho=rho)
+
+
+@pytest.mark.parametrize("sigmas", [(80.0, 0.002), (14.6, 0.03), (5.0, 2.0), (1.0, 1e-4), (14.6146, 14.0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("eta", [1.0, 0.5, 1.7])
+def test_get_ancestral_step_on_tensors_is_k_diffusions_arithmetic(sigmas, dtype, eta):
+    # the drop-in computed in Python floats: float32 (80, 0.002) gave σ_down = 5e-8 where k-diffusion's is 0 (so
+    # `if sigma_down == 0` took the other branch), (14.6, 0.03) 6.164e-05 where k-diffusion's is 6.198e-05
+    cases = [tuple(torch.tensor(s, dtype=dtype) for s in sigmas), (torch.tensor(sigmas[0], dtype=dtype), sigmas[1]),
+             (sigmas[0], torch.tensor(sigmas[1], dtype=dtype))]
+    for args in cases:
+        got, want = ours.get_ancestral_step(*args, eta=eta), kd.get_ancestral_step(*args, eta=eta)
+        for a, b in zip(got, want):
+            b = torch.as_tensor(b, dtype=a.dtype)  # k-diffusion's min() may hand back σ_to as the Python float
+            assert a.dtype == dtype and torch.equal(a, b), (args, got, want)
+    assert ours.get_ancestral_step(*sigmas, eta) == kd.get_ancestral_step(*sigmas, eta)  # Python floats: the same
+
+
+@pytest.mark.parametrize("name", ["sample_euler", "sample_heun", "sample_dpm_2"])
+@pytest.mark.parametrize("window", [{}, {"s_tmin": 0.3, "s_tmax": 3.0}])
+def test_infinite_churn_runs_as_k_diffusion_caps_it(name, window):
+    # refused as "must be a finite number" before; k-diffusion's γ = min(s_churn / n, √2 − 1) takes s_churn = inf
+    x = start(14.6146)
+    sigmas = kd.get_sigmas_karras(6, 0.0292, 14.6146)
+    seen, ref_seen = [], []
+    out, calls, after = run(ours, name, x, sigmas, s_churn=float("inf"), callback=seen.append, **window)
+    ref, ref_calls, ref_after = run(kd, name, x, sigmas, s_churn=float("inf"), callback=ref_seen.append, **window)
+    assert calls == ref_calls and torch.equal(after, ref_after)
+    hats = [float(d["sigma_hat"]) for d in seen]
+    assert hats == pytest.approx([float(d["sigma_hat"]) for d in ref_seen], rel=1e-6)
+    assert hats[0] == pytest.approx(float(sigmas[0]) * 2 ** 0.5, rel=1e-6) or window  # γ = √2 − 1, the cap
+    assert_close(out, ref)
+    tensor_inf, *_ = run(ours, name, x, sigmas, s_churn=torch.tensor(float("inf")), **window)
+    assert torch.equal(tensor_inf, out)
+
+
+@pytest.mark.parametrize("kwargs", [{"beta_d": torch.tensor(19.9)}, {"beta_min": torch.tensor(0.5, dtype=torch.float64)},
+                                    {"eps_s": torch.tensor(1e-2)}, {"beta_d": torch.tensor(10)}])
+def test_get_sigmas_vp_takes_0d_tensor_arguments_as_k_diffusion_does(kwargs):
+    # a 0-d tensor beta_d was refused (InvalidType), where k-diffusion and the other get_sigmas_* take it
+    got, want = ours.get_sigmas_vp(7, **kwargs), kd.get_sigmas_vp(7, **kwargs)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert_close(got, want, rel=2e-4)  # k-diffusion's exp(·) − 1 in float32 (docs/kdiffusion.md)
+
+
+@pytest.mark.parametrize("beta_d", [torch.tensor([19.9]), torch.tensor(True), torch.tensor(float("nan"))])
+def test_get_sigmas_vp_refuses_a_tensor_that_is_not_one_real_number(beta_d):
+    with pytest.raises((InvalidInput, TypeError)):
+        ours.get_sigmas_vp(5, beta_d=beta_d)

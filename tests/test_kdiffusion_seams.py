@@ -335,13 +335,18 @@ def range_float32_gaps() -> dict:
 
 @needs_kd
 def test_k_diffusions_float32_ancestral_step_cancels():
-    # σ_down = σ_next²/σ·… for 14.6 → 0.03 is a difference of nearly equal float32 squares in k-diffusion
+    # σ_down = σ_next²/σ·… for 14.6 → 0.03 is a difference of nearly equal float32 squares in k-diffusion; the drop-in's
+    # samplers split their steps in Python floats (the registry's steps.get_ancestral_step), its public
+    # get_ancestral_step is k-diffusion's arithmetic
+    from samplers.core import steps
+
     sigmas = kd.get_sigmas_karras(2, 0.03, 14.6)
     theirs = float(kd.get_ancestral_step(sigmas[0], sigmas[1])[0])
     exact = float(kd.get_ancestral_step(sigmas[0].double(), sigmas[1].double())[0])
-    mine = float(ours.get_ancestral_step(sigmas[0], sigmas[1])[0])
+    samplers_split = steps.get_ancestral_step(float(sigmas[0]), float(sigmas[1]))[0]
     assert abs(theirs - exact) / exact > 5e-3  # 6.1035e-5 against 6.1644e-5
-    assert abs(mine - exact) / exact < 1e-6
+    assert abs(samplers_split - exact) / exact < 1e-6
+    assert float(ours.get_ancestral_step(sigmas[0], sigmas[1])[0]) == theirs
 
 
 @needs_kd
@@ -630,3 +635,79 @@ def test_dpm_fast_and_adaptive_refuse_a_range_off_the_models_timestep_table_befo
     assert calls == []
     assert torch.isfinite(K.sample_dpm_fast(D, x * native.sigma_max, native.sigma_min, native.sigma_max, 4,
                                             disable=True)).all() and len(calls) == 4
+
+
+# ----------------------------------------------------------------------------------------------------
+# DPM-Solver-fast: a NaN / Inf result raises as the registry's runs do; an infinite range end is refused by name
+
+
+def _nan_below_one(x, sigma, **extra_args):
+    """A model that returns NaN below σ = 1 (as an fp16 overflow does at some σ), the smooth stand-in above."""
+    sigma = sigma.view(-1, *[1] * (x.ndim - 1))
+    return torch.where(sigma < 1, x * float("nan"), model(x, sigma.flatten()))
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_dpm_fast_raises_on_a_nan_result_as_the_other_samplers_do(eta):
+    # it returned a tensor of NaN after its 6 model calls, where sample_euler / _dpmpp_2m / _dpm_adaptive and the
+    # registry's dpm_fast raise NonFiniteError
+    from samplers.core.errors import NonFiniteError
+
+    with pytest.raises(NonFiniteError, match=r"DPM-Solver-fast produced NaN/Inf"):
+        ours.sample_dpm_fast(_nan_below_one, start(), 0.03, 14.6, 6, eta=eta, disable=True)
+    solver = ours.DPMSolver(_nan_below_one)
+    with pytest.raises(NonFiniteError, match=r"DPM-Solver-fast produced NaN/Inf"):
+        solver.dpm_solver_fast(start(), solver.t(torch.tensor(14.6)), solver.t(torch.tensor(0.03)), 6)
+    with pytest.raises(NonFiniteError):
+        ours.sample_dpm_adaptive(_nan_below_one, start(), 0.03, 14.6, disable=True)
+
+
+@pytest.mark.parametrize("fn", ["sample_dpm_fast", "sample_dpm_adaptive"])
+@pytest.mark.parametrize("ends", [(0.03, float("inf")), (0.03, torch.tensor(float("inf"))), (float("inf"), 14.6),
+                                  (0.03, -float("inf"))], ids=["max=inf", "max=inf-tensor", "min=inf", "max=-inf"])
+def test_an_infinite_dpm_solver_range_end_is_refused_by_name_before_any_model_call(fn, ends):
+    # sample_dpm_fast called the model at σ = nan (its t grid was linspace(-inf, ...)) and returned NaN;
+    # sample_dpm_adaptive raised a StepLimitError about its step size
+    counting = Counting()
+    name = "sigma_min" if ends[0] != 0.03 else "sigma_max"
+    args = ends + ((4,) if fn == "sample_dpm_fast" else ())
+    with pytest.raises(InvalidInput, match=rf"{name} must be finite, got -?inf.*sigma_max=sigmas\[0\]"):
+        getattr(ours, fn)(counting, start(), *args, disable=True)
+    assert counting.calls == 0
+
+
+@pytest.mark.parametrize("method", ["dpm_solver_fast", "dpm_solver_adaptive"])
+def test_dpm_solver_methods_refuse_an_infinite_time_before_any_model_call(method):
+    counting = Counting()
+    solver = ours.DPMSolver(counting)
+    t_start, t_end = solver.t(torch.tensor(float("inf"))), solver.t(torch.tensor(0.03))
+    args = (6,) if method == "dpm_solver_fast" else ()
+    with pytest.raises(InvalidInput, match=r"t_start must be finite, got -inf"):
+        getattr(solver, method)(start(), t_start, t_end, *args)
+    assert counting.calls == 0
+
+
+def test_a_sampler_k_diffusion_lacks_is_not_an_attribute_for_hasattr():
+    # A1111 probes k_diffusion.sampling with hasattr: the module __getattr__ raised Unavailable (a RuntimeError) for a
+    # refused ComfyUI name, which hasattr and getattr(..., default) do not catch
+    from samplers.core.errors import Unavailable
+
+    assert not hasattr(ours, "sample_euler_cfg_pp")
+    assert getattr(ours, "sample_euler_cfg_pp", None) is None
+    with pytest.raises(AttributeError, match="euler_cfg_pp.*not available") as caught:
+        ours.sample_euler_cfg_pp  # noqa: B018
+    assert isinstance(caught.value, Unavailable)  # the library's error still, for callers that catch it
+
+
+@pytest.mark.parametrize("args, pattern", [
+    ((2, [5., 3., 2., 1., 0.], 3, 2), r"j = 2 .*0 <= j < order = 2"),
+    ((2, [5., 3., 2., 1., 0.], 3, -1), r"j = -1 .*0 <= j < order = 2"),
+    ((0, [5., 3., 2., 1., 0.], 3, 0), r"order must be an integer >= 1, got 0"),
+    ((2, [5., 3., 2., 1., 0.], 4, 0), r"i = 4 .*0 <= i < len\(t\) - 1 = 4"),
+    ((1, [5., 3., 2., 1., 0.], -1, 0), r"i = -1 .*0 <= i < len\(t\) - 1 = 4"),
+])
+def test_linear_multistep_coeff_refuses_indices_outside_the_method_by_name(args, pattern):
+    # a bare IndexError before (k-diffusion integrates a polynomial that is no Lagrange weight for j >= order, and the
+    # step length t[i+1] - t[i] for order 0)
+    with pytest.raises(InvalidInput, match=pattern):
+        ours.linear_multistep_coeff(*args)

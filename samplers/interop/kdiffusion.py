@@ -44,6 +44,7 @@ attributes are computed from the registry when they are looked up, so samplers r
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 import numpy as np
@@ -55,9 +56,9 @@ from ..core import names, registry, steps
 from ..core import noise as noise_mod
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
 from ..core.conversion import prepare_times, state_dtype
-from ..core.errors import InvalidInput, InvalidType
+from ..core.errors import InvalidInput, InvalidType, NonFiniteError, Unavailable
 from ..core.noise import SeededNoise
-from ..core.run import check_call, read_sigmas, refuse_meta_sigmas
+from ..core.run import check_call, read_sigmas, refuse_meta_sigmas, to_result_dtype
 from ..core.seeds import resolve_seeds
 from ..core.validate import check_allocation, integer
 
@@ -175,6 +176,8 @@ def get_sigmas_vp(n, beta_d=19.9, beta_min=0.1, eps_s=1e-3, device='cpu'):
     float64 with expm1 and cast to torch's default dtype, where k-diffusion computes exp(·) − 1 in that dtype (up to
     2e-4 relative apart at the smallest σ in float32; docs/kdiffusion.md)."""
     _check_n("get_sigmas_vp", n)
+    # 0-d real tensors, which k-diffusion computes with, as the numbers they hold (the other schedules take them too)
+    beta_d, beta_min, eps_s = _reals(beta_d=beta_d, beta_min=beta_min, eps_s=eps_s).values()
     try:
         late = eps_s >= 1
     except TypeError:
@@ -202,19 +205,26 @@ def to_d(x, sigma, denoised):
 
 
 def get_ancestral_step(sigma_from, sigma_to, eta=1.):
-    """(σ_down, σ_up) of an ancestral step (:func:`samplers.core.steps.get_ancestral_step`); tensors in, tensors out."""
+    """(σ_down, σ_up) of an ancestral step, k-diffusion's arithmetic: σ_up = min(σ_to, η·(σ_to²(σ_from² − σ_to²) /
+    σ_from²)^½), σ_down = (σ_to² − σ_up²)^½ (:func:`samplers.core.steps.get_ancestral_step`'s formula), evaluated on
+    the arguments as given, so on tensors in their dtype: float32 (80, 0.002) gives σ_down = 0 as in k-diffusion
+    (5e-8 in Python floats), and k-diffusion's ``if sigma_down == 0`` branches are taken where it takes them."""
     if not eta:
         return sigma_to, 0.
-    if float(sigma_to) ** 2 > float(sigma_from) ** 2 or float(sigma_from) == 0:
-        # a rising step (or one from σ = 0): on tensors k-diffusion's σ_up is min(σ_to, NaN) = σ_to itself, so
-        # σ_down = (σ_to² − σ_to²)^½ = 0, in σ_to's type (Python floats: k-diffusion's complex root raises there)
+    tensors = any(isinstance(s, torch.Tensor) for s in (sigma_from, sigma_to))
+    if not tensors and (sigma_to ** 2 > sigma_from ** 2 or sigma_from == 0):
+        # a rising step (or one from σ = 0) on numbers: k-diffusion's root is complex (or divides by 0) and raises; on
+        # tensors its σ_up is min(σ_to, NaN) = σ_to, so σ_down = 0, which numbers get too
         return (sigma_to ** 2 - sigma_to ** 2) ** 0.5, sigma_to
-    sigma_down, sigma_up = steps.get_ancestral_step(float(sigma_from), float(sigma_to), eta)
-    tensors = [s for s in (sigma_to, sigma_from) if isinstance(s, torch.Tensor)]
+    sigma_up = eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5
     if not tensors:
-        return sigma_down, sigma_up
-    shape = torch.broadcast_shapes(*(s.shape for s in tensors))  # k-diffusion's arithmetic keeps its inputs' shape
-    return tensors[0].new_full(shape, sigma_down), tensors[0].new_full(shape, sigma_up)
+        sigma_up = min(sigma_to, sigma_up)
+        return (sigma_to ** 2 - sigma_up ** 2) ** 0.5, sigma_up
+    # k-diffusion's min(σ_to, σ_up) is σ_up where σ_up < σ_to, else σ_to itself (also where σ_up is NaN), whose
+    # σ_down is (σ_to² − σ_to²)^½ = 0 exactly: per element, so that σ tensors of any shape keep it
+    below = sigma_up < sigma_to
+    return (torch.where(below, (sigma_to ** 2 - sigma_up ** 2) ** 0.5, (sigma_to ** 2 - sigma_to ** 2) ** 0.5),
+            torch.where(below, sigma_up, sigma_to))
 
 
 def default_noise_sampler(x):
@@ -228,8 +238,19 @@ def linear_multistep_coeff(order, t, i, j):
     """The weight of the j-th latest derivative in step i of the order-``order`` linear multistep method on the nodes
     ``t``: ∫_{t_i}^{t_{i+1}} ℓ_j(τ) dτ for the Lagrange basis through t_i, …, t_{i−order+1} (the registry's exact
     ``lms`` weights; k-diffusion integrates the same polynomial by quadrature)."""
+    # k-diffusion computes on for j >= order (an integral of a polynomial that is no Lagrange weight) and order 0 (the
+    # step length): neither is a weight of the method, so each is refused, as an i beyond the steps is
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 1:
+        raise InvalidInput(f"order must be an integer >= 1, got {order!r}: the number of derivatives the step "
+                           "combines (1 is Euler's step)")
+    if not 0 <= i < len(t) - 1:
+        raise InvalidInput(f"i = {i} is no step of t: need 0 <= i < len(t) - 1 = {len(t) - 1} (step i runs from t[i] "
+                           "to t[i + 1])")
     if order - 1 > i:
         raise InvalidInput(f"order {order} is too high for step {i}: it needs {order} nodes up to t[{i}]")
+    if not 0 <= j < order:
+        raise InvalidInput(f"j = {j} is no derivative of an order-{order} step: need 0 <= j < order = {order} (j = 0 "
+                           "the latest derivative, j = order - 1 the oldest)")
     nodes = [float(t[k]) for k in range(i - order + 1, i + 2)]
     return lms_coefficients(nodes, order)[-1][j]
 
@@ -487,6 +508,10 @@ def _churned(name, model, x, sigmas, extra_args, callback, disable, s_churn, s_t
     if len(sigmas) < 2:
         return x
     values = read_sigmas(sigmas)
+    if churn["s_churn"] == math.inf:
+        # k-diffusion's γ = min(s_churn / n, √2 − 1) caps s_churn = inf at √2 − 1; the registry takes finite numbers
+        # only, and s_churn = n gives the same γ exactly (n / n = 1 > √2 − 1)
+        churn["s_churn"] = float(len(values) - 1)
     churn = _k_window(sigmas, values, churn, s_tmin, s_tmax)
     noise = _noise(x, sigmas, None, seed, values[:-1], running=True)
     x = _run(name, model, x, sigmas, extra_args, callback, disable, noise_sampler=noise, **churn)
@@ -813,6 +838,7 @@ class DPMSolver(torch.nn.Module):
     def dpm_solver_fast(self, x, t_start, t_end, nfe, eta=0., s_noise=1., noise_sampler=None):
         """DPM-Solver-fast from t_start to t_end with ``nfe`` model calls (:func:`samplers.ode.singlestep.solve_fast`)."""
         nfe = _check_nfe(nfe)
+        _check_times(t_start, t_end)
         if float(t_start) == float(t_end):  # k-diffusion: NaN for nfe >= 4 (a step of length 0 divides by it)
             raise InvalidInput(f"t_start and t_end must differ (DPM-Solver-fast splits [t_start, t_end] into steps), got "
                                f"both {float(t_start):g}: pass t_start = self.t(sigma_max) and t_end = "
@@ -835,7 +861,7 @@ class DPMSolver(torch.nn.Module):
                        noise_sampler=noise, times=times, on_step=on_step)
         if isinstance(noise, _GlobalDraws):
             noise.finish()
-        return x
+        return _finite_result(x, "DPM-Solver-fast", t_start, t_end)
 
     def dpm_solver_adaptive(self, x, t_start, t_end, order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.,
                             icoeff=1., dcoeff=0., accept_safety=0.81, eta=0., s_noise=1., noise_sampler=None):
@@ -843,6 +869,7 @@ class DPMSolver(torch.nn.Module):
         error norm over the whole batch); returns (x, info) with info's ``steps``, ``nfe``, ``n_accept``,
         ``n_reject``."""
         check_adaptive(order, "batch")
+        _check_times(t_start, t_end)
         like = torch.as_tensor(t_start)
         h_init = abs(h_init) * (1 if t_end > t_start else -1)
         pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
@@ -902,6 +929,26 @@ def _check_resolvable(t_start, t_end, nfe: int, dtype: torch.dtype) -> None:
                            "from sigma_max)")
 
 
+def _check_times(t_start, t_end) -> None:
+    """DPMSolver's times t = −log σ are finite: at σ = inf (t = −inf) k-diffusion's fast grid is linspace(−inf, …),
+    whose times are NaN (it calls the model at σ = NaN and returns NaN), and its adaptive step never leaves −inf."""
+    for name, t in (("t_start", t_start), ("t_end", t_end)):
+        if not math.isfinite(float(t)):
+            raise InvalidInput(f"{name} must be finite, got {float(t):g} (t = −log σ, so σ = {math.exp(-float(t)):g}): "
+                               "pass self.t(sigma) of a finite σ > 0, e.g. the schedule's first finite σ as the start")
+
+
+def _finite_result(x: torch.Tensor, name: str, t_start, t_end) -> torch.Tensor:
+    """``x`` checked finite with one read at the end of the run, as the registry's runs check theirs
+    (:func:`samplers.core.run.to_result_dtype`): k-diffusion returns the NaN."""
+    def nonfinite() -> NonFiniteError:
+        return NonFiniteError(
+            f"{name} produced NaN/Inf on its run from σ = {math.exp(-float(t_start)):.4g} to "
+            f"{math.exp(-float(t_end)):.4g}: the model returned NaN/Inf at some step; common causes are fp16 overflow "
+            "in the model (try bfloat16 or float32) or a model that cannot be evaluated on that σ range")
+    return to_result_dtype(x, x.dtype, name, math.exp(-float(t_end)), nonfinite)
+
+
 def _check_grid(times: list, nfe: int) -> None:
     """Every step of the grid has a length: a range too narrow for ``nfe`` calls in the grid's dtype rounds
     neighbouring times to the same value, on which the steps divide by zero (after the model calls before it)."""
@@ -934,6 +981,14 @@ def _range_end(name: str, value) -> float:
 
 def _check_range(sigma_min, sigma_max) -> None:
     sigma_min, sigma_max = _range_end("sigma_min", sigma_min), _range_end("sigma_max", sigma_max)
+    for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if not math.isfinite(value):
+            # k-diffusion: sample_dpm_fast's grid is linspace(−inf, …), so it calls the model at σ = NaN and returns
+            # NaN; sample_dpm_adaptive's steps never leave λ = −inf
+            raise InvalidInput(f"{name} must be finite, got {value:g}: the run goes from one end to the other (in "
+                               "DPM-Solver's λ = −log σ, which σ = inf puts at −inf); pass the schedule's smallest "
+                               "non-zero σ and its first finite σ, e.g. sigma_min=sigmas[-2], sigma_max=sigmas[0] "
+                               "(sigmas[1] where sigmas[0] is inf)")
     if sigma_min <= 0 or sigma_max <= 0:
         raise InvalidInput(f"sigma_min and sigma_max must be > 0, got {sigma_min:g} and {sigma_max:g} "
                            "(pass the smallest non-zero sigma of the schedule, not its trailing 0: e.g. "
@@ -1022,10 +1077,7 @@ def log_likelihood(model, x, sigma_min, sigma_max, extra_args=None, atol=1e-4, r
 
     from ..core.validate import real
 
-    _check_range(sigma_min, sigma_max)
-    if not math.isfinite(float(sigma_max)):
-        raise InvalidInput(f"log_likelihood integrates from sigma_min to sigma_max, which must be finite, got "
-                           f"{sigma_max!r}; pass the model's largest σ (e.g. 14.6 for SD 1.x)")
+    _check_range(sigma_min, sigma_max)  # finite ends: the integral runs from sigma_min to sigma_max
     atol = real("atol", atol, lo=0.0, lo_open=True)
     rtol = real("rtol", rtol, lo=0.0, lo_open=True)
     extra_args = {} if extra_args is None else extra_args
@@ -1071,16 +1123,27 @@ def sampler_names() -> list[str]:
     return ["sample_" + name for name in registry.available()]
 
 
+class _UnavailableSampler(Unavailable, AttributeError):
+    """A ``sample_<name>`` this library knows and refuses (ComfyUI's ``sample_euler_cfg_pp``): an AttributeError, so
+    that ``hasattr`` / ``getattr(module, name, default)`` (how A1111 probes ``k_diffusion.sampling``) answer False /
+    the default, and still :class:`~samplers.core.errors.Unavailable`, whose message says what to use instead."""
+
+
 def __getattr__(attr: str):
     # Module-level __getattr__ (PEP 562): evaluated at lookup, so later registrations appear too.
     if attr.startswith("sample_"):
         # the function's own name first (ComfyUI's sample_ipndm / sample_ipndm_v / sample_deis, which k-diffusion
         # lacks, are ComfyUI's rules), else the sampler it names
+        refused = None
         for name in (attr, attr[len("sample_"):]):
             try:
                 return names.get(name)
+            except Unavailable as error:  # a name the resolver knows and refuses
+                refused = refused or error
             except (KeyError, ValueError):
                 pass
+        if refused is not None:
+            raise _UnavailableSampler(f"module {__name__!r} has no attribute {attr!r}: {refused}") from refused
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
