@@ -307,6 +307,20 @@ def _overridden(config: Mapping, overrides: Mapping) -> dict:
     return out
 
 
+def _edited_keys(config: Mapping, inner: Mapping, class_name: str) -> dict:
+    """The top-level keys of a saved SamplerScheduler's ``config`` whose value is not what its ``source_config``
+    (``inner``) resolves to in ``class_name``: edits. The shim's config shows the class's resolved value for every key
+    of the class's config (_show_source_config), and diffusers' class reads those top-level keys
+    (``Class.from_config(shim.config)``), so a key that differs there was changed after the shim wrote it, and runs, as
+    _follow_config runs a key a pipeline rewrote. A key diffusers' from_config drops (``_use_default_values``) is no
+    edit; an unchanged config has none (the same run)."""
+    resolved = _prototype(class_name, _freeze(inner)).config
+    dropped = set(config.get("_use_default_values") or ())
+    return {k: config[k] for k in resolved
+            if not k.startswith("_") and k in config and k not in _SHIM_OPTIONS and k not in dropped
+            and _freeze(config[k]) != _freeze(resolved[k])}
+
+
 def _freeze(value):
     """A hashable copy of a config (its items sorted; list values become tuples)."""
     if isinstance(value, dict):
@@ -882,8 +896,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 inner = source.get("source_config")
                 checked = _given_class(inner)
                 if sources.source_name(checked) is not None:
-                    overrides = {k: v for k, v in kwargs.items()
-                                 if k in _signatures()[checked] and k not in _SHIM_OPTIONS}
+                    # an edited top-level key ({**shim.config, key: v}, an edited scheduler_config.json), then the
+                    # keyword arguments on top of it
+                    overrides = {**_edited_keys(source, inner, checked),
+                                 **{k: v for k, v in kwargs.items()
+                                    if k in _signatures()[checked] and k not in _SHIM_OPTIONS}}
                     if overrides:
                         kwargs["source_config"] = _overridden(inner, overrides)
             if class_name not in (None, cls.__name__):
