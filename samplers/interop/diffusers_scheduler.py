@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import dataclasses
 import functools
 import math
 import numbers
@@ -535,6 +536,32 @@ def check_config_keys(config: Mapping, where: str) -> None:
                             "silently. Fix the key's spelling, or remove it from the config")
 
 
+def _solver_option(label, options: dict):
+    """(label, options) with ``sampler="learned_multistep", sampler_options={"solver": PATH or LearnedSolver}`` read
+    as ``sampler="fitted:PATH"``, as the pipeline and the CLI map it (models/pipeline.py): the solver loaded once,
+    here, and run on its own σ nodes, checked at construction as the name is (its recorded model, its prediction,
+    img2img's later start). ``allow_other_model`` without a solver does nothing and is refused here, before the
+    pipeline's first model call."""
+    if label is None or label.sampler != "learned_multistep" or label.sigmas is not None:
+        return label, options
+    from ..fitted.solver import LearnedSolver, check_allow_without_solver
+
+    solver = options.get("solver")
+    if solver is None:
+        check_allow_without_solver(options.get("allow_other_model", False))
+        return label, options
+    if isinstance(solver, (str, os.PathLike)):
+        solver = LearnedSolver.load(solver)
+    elif isinstance(solver, LearnedSolver):
+        solver.validate()  # made or edited in Python: the checks its file would get on load
+    else:
+        raise InvalidType(f"sampler_options['solver'] must be a samplers.fitted.solver.LearnedSolver or the path of "
+                          f"its file, got {type(solver).__name__}")
+    label = dataclasses.replace(label, options={**label.options, "solver": solver}, sigmas=tuple(solver.sigmas),
+                                source="fitted")
+    return label, {**options, "solver": solver}
+
+
 def _host_sync_refusal(name: str) -> str:
     """Why a sampler that reads the device on the host inside its loop (``host_sync``) is not a scheduler here."""
     from .torchdiffeq_adapter import chooses_own_steps
@@ -687,6 +714,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 f"config: SamplerScheduler.from_config({label.label}(...).config), or from_config(pipe.scheduler) "
                 f"when the pipeline has it; to run its algorithm on the registry's grid, name it "
                 f"sampler={label.sampler!r}")
+        label, options = _solver_option(label, options)
+        self.sampler_options = options
         own = None  # the label that names the config's own class, where it was given as the sampler
         if label is not None and label.source == "diffusers" and label.label == _given_class(source_config):
             own = label
