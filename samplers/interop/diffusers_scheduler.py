@@ -2154,6 +2154,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             # an fp16 / bf16 latent the last step returned: x0 from the state it was rounded from, as to_denoiser
             # converts (the rounding would enter the slope (x − x0)/σ, which a corrector multiplies near σ = 0)
             seen = self._last_exact
+        # a half-precision output enters the float32 state exactly; diffusers rounds σ·ε̂ to the output's dtype first,
+        # which the shim does not repeat (docs/diffusers.md: measured, held by tests/test_shim_dtypes.py)
         denoised = self._x0(model_output.to(state_dtype), seen, sigma, (self._begin_index or 0) + k)
         self._denoised = [*self._denoised, denoised]
         if k >= len(plan.evals):
