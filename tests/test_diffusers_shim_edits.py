@@ -104,3 +104,29 @@ def test_an_unchanged_config_round_trips_to_the_same_run(name, config, tmp_path)
         shim.set_timesteps(6)
         assert other.timesteps.tolist() == shim.timesteps.tolist()
         assert torch.equal(latents(other, 6), latents(shim, 6))
+
+
+@pytest.mark.parametrize("edit", [{"sampler": "heun"}, {"exact": True}, {"seed": 5, "sampler": "euler_ancestral"}])
+def test_an_edited_option_of_the_shim_itself_runs(edit):
+    # diffusers' from_config drops a key its _use_default_values lists (the keys it filled with their defaults): the
+    # shim's own options sat there, so {**shim.config, "sampler": "heun"} ran the class's dpmpp_2m without a word
+    shim = shim_of("DPMSolverMultistepScheduler", SD15)
+    ours = SamplerScheduler.from_config({**shim.config, **edit})
+    assert {k: ours.config[k] for k in edit} == edit
+    assert ours.spec.name == edit.get("sampler", "dpmpp_2m")
+    direct = SamplerScheduler.from_config(diffusers.DPMSolverMultistepScheduler.from_config(SD15), **edit)
+    direct.set_timesteps(5)
+    ours.set_timesteps(5)
+    assert ours.timesteps.tolist() == direct.timesteps.tolist()
+    assert torch.equal(latents(ours, 5), latents(direct, 5))
+
+
+def test_an_edited_key_of_a_shim_without_a_source_class_runs():
+    edit = {"beta_schedule": "scaled_linear", "beta_end": 0.012, "timestep_spacing": "trailing"}
+    ours = SamplerScheduler.from_config({**SamplerScheduler(sampler="euler").config, **edit})
+    assert {k: ours.config[k] for k in edit} == edit
+    direct = SamplerScheduler(sampler="euler", **edit)
+    ours.set_timesteps(5)
+    direct.set_timesteps(5)
+    assert ours.timesteps.tolist() == direct.timesteps.tolist()
+    assert torch.equal(latents(ours, 5), latents(direct, 5))

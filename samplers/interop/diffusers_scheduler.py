@@ -322,6 +322,20 @@ def _edited_keys(config: Mapping, inner: Mapping, class_name: str) -> dict:
             and _freeze(config[k]) != _freeze(resolved[k])}
 
 
+def _kept_edits(config: dict) -> dict:
+    """A saved SamplerScheduler's ``config`` with its ``_use_default_values`` (the keys diffusers filled in with
+    their defaults, which its from_config drops for the defaults again) down to the keys that still hold
+    SamplerScheduler's default: one that holds another value was set afterwards (``{**shim.config, "sampler":
+    "heun"}``), and is the caller's, not a default to drop."""
+    listed = config.get("_use_default_values")
+    if not listed:
+        return config
+    defaults = _defaults("SamplerScheduler")
+    missing = object()
+    kept = [k for k in listed if k not in config or _freeze(config[k]) == _freeze(defaults.get(k, missing))]
+    return {**config, "_use_default_values": kept}
+
+
 def _freeze(value):
     """A hashable copy of a config (its items sorted; list values become tuples)."""
     if isinstance(value, dict):
@@ -899,6 +913,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if isinstance(kwargs.get("source_config"), Mapping):
             check_config_keys(kwargs["source_config"], "source_config")
         checked = _given_class(kwargs.get("source_config"))
+        class_name = None
         if config is None:
             raise InvalidInput("SamplerScheduler.from_config got no config (None), which diffusers refuses; pass the scheduler it replaces, "
                                "SamplerScheduler.from_config(pipe.scheduler), or its config (pipe.scheduler.config); "
@@ -947,6 +962,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             _check_kwargs(given, checked)
         if instance is not None:
             config = config_dict(instance)
+        if class_name == cls.__name__:  # a saved SamplerScheduler: its own options edited too
+            config = _kept_edits(config_dict(config))
         token = _GIVEN.set(copied)
         try:
             made = super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
