@@ -439,14 +439,20 @@ def _fitted_label(rest: str) -> Label:
 register_prefix("fitted", _fitted_label)
 
 
+def check_allow_without_solver(allow_other_model) -> None:
+    """learned_multistep without a solver: ``allow_other_model`` has nothing recorded to compare, so anything but its
+    default False is refused (it would do nothing)."""
+    if allow_other_model is not False:
+        raise InvalidOption(f"allow_other_model={allow_other_model!r} without solver= does nothing: it lets a "
+                            "fitted solver run on another model than its own; pass solver= (or the name "
+                            "'fitted:PATH'), or leave allow_other_model out")
+
+
 def _checked_solver(model, sigmas: list[float], solver, allow_other_model) -> "LearnedSolver":
     """``solver`` as the run uses it, checked against the run's nodes and ``model`` (its record, its timestep table)
     before any model call."""
     if solver is None:
-        if allow_other_model is not False:  # nothing recorded to compare: the option would do nothing
-            raise InvalidOption(f"allow_other_model={allow_other_model!r} without solver= does nothing: it lets a "
-                                "fitted solver run on another model than its own; pass solver= (or the name "
-                                "'fitted:PATH'), or leave allow_other_model out")
+        check_allow_without_solver(allow_other_model)
         solver = LearnedSolver([float(v) for v in sigmas], [[0.0] * i for i in range(len(sigmas) - 1)],
                                [[0.0] * i for i in range(len(sigmas) - 1)])
     elif isinstance(solver, (str, Path)):

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import dataclasses
 import functools
 import math
 import numbers
@@ -307,6 +308,34 @@ def _overridden(config: Mapping, overrides: Mapping) -> dict:
     return out
 
 
+def _edited_keys(config: Mapping, inner: Mapping, class_name: str) -> dict:
+    """The top-level keys of a saved SamplerScheduler's ``config`` whose value is not what its ``source_config``
+    (``inner``) resolves to in ``class_name``: edits. The shim's config shows the class's resolved value for every key
+    of the class's config (_show_source_config), and diffusers' class reads those top-level keys
+    (``Class.from_config(shim.config)``), so a key that differs there was changed after the shim wrote it, and runs, as
+    _follow_config runs a key a pipeline rewrote. A key diffusers' from_config drops (``_use_default_values``) is no
+    edit; an unchanged config has none (the same run)."""
+    resolved = _prototype(class_name, _freeze(inner)).config
+    dropped = set(config.get("_use_default_values") or ())
+    return {k: config[k] for k in resolved
+            if not k.startswith("_") and k in config and k not in _SHIM_OPTIONS and k not in dropped
+            and _freeze(config[k]) != _freeze(resolved[k])}
+
+
+def _kept_edits(config: dict) -> dict:
+    """A saved SamplerScheduler's ``config`` with its ``_use_default_values`` (the keys diffusers filled in with
+    their defaults, which its from_config drops for the defaults again) down to the keys that still hold
+    SamplerScheduler's default: one that holds another value was set afterwards (``{**shim.config, "sampler":
+    "heun"}``), and is the caller's, not a default to drop."""
+    listed = config.get("_use_default_values")
+    if not listed:
+        return config
+    defaults = _defaults("SamplerScheduler")
+    missing = object()
+    kept = [k for k in listed if k not in config or _freeze(config[k]) == _freeze(defaults.get(k, missing))]
+    return {**config, "_use_default_values": kept}
+
+
 def _freeze(value):
     """A hashable copy of a config (its items sorted; list values become tuples)."""
     if isinstance(value, dict):
@@ -521,6 +550,32 @@ def check_config_keys(config: Mapping, where: str) -> None:
                             "silently. Fix the key's spelling, or remove it from the config")
 
 
+def _solver_option(label, options: dict):
+    """(label, options) with ``sampler="learned_multistep", sampler_options={"solver": PATH or LearnedSolver}`` read
+    as ``sampler="fitted:PATH"``, as the pipeline and the CLI map it (models/pipeline.py): the solver loaded once,
+    here, and run on its own σ nodes, checked at construction as the name is (its recorded model, its prediction,
+    img2img's later start). ``allow_other_model`` without a solver does nothing and is refused here, before the
+    pipeline's first model call."""
+    if label is None or label.sampler != "learned_multistep" or label.sigmas is not None:
+        return label, options
+    from ..fitted.solver import LearnedSolver, check_allow_without_solver
+
+    solver = options.get("solver")
+    if solver is None:
+        check_allow_without_solver(options.get("allow_other_model", False))
+        return label, options
+    if isinstance(solver, (str, os.PathLike)):
+        solver = LearnedSolver.load(solver)
+    elif isinstance(solver, LearnedSolver):
+        solver.validate()  # made or edited in Python: the checks its file would get on load
+    else:
+        raise InvalidType(f"sampler_options['solver'] must be a samplers.fitted.solver.LearnedSolver or the path of "
+                          f"its file, got {type(solver).__name__}")
+    label = dataclasses.replace(label, options={**label.options, "solver": solver}, sigmas=tuple(solver.sigmas),
+                                source="fitted")
+    return label, {**options, "solver": solver}
+
+
 def _host_sync_refusal(name: str) -> str:
     """Why a sampler that reads the device on the host inside its loop (``host_sync``) is not a scheduler here."""
     from .torchdiffeq_adapter import chooses_own_steps
@@ -673,6 +728,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 f"config: SamplerScheduler.from_config({label.label}(...).config), or from_config(pipe.scheduler) "
                 f"when the pipeline has it; to run its algorithm on the registry's grid, name it "
                 f"sampler={label.sampler!r}")
+        label, options = _solver_option(label, options)
+        self.sampler_options = options
         own = None  # the label that names the config's own class, where it was given as the sampler
         if label is not None and label.source == "diffusers" and label.label == _given_class(source_config):
             own = label
@@ -856,6 +913,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if isinstance(kwargs.get("source_config"), Mapping):
             check_config_keys(kwargs["source_config"], "source_config")
         checked = _given_class(kwargs.get("source_config"))
+        class_name = None
         if config is None:
             raise InvalidInput("SamplerScheduler.from_config got no config (None), which diffusers refuses; pass the scheduler it replaces, "
                                "SamplerScheduler.from_config(pipe.scheduler), or its config (pipe.scheduler.config); "
@@ -882,8 +940,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 inner = source.get("source_config")
                 checked = _given_class(inner)
                 if sources.source_name(checked) is not None:
-                    overrides = {k: v for k, v in kwargs.items()
-                                 if k in _signatures()[checked] and k not in _SHIM_OPTIONS}
+                    # an edited top-level key ({**shim.config, key: v}, an edited scheduler_config.json), then the
+                    # keyword arguments on top of it
+                    overrides = {**_edited_keys(source, inner, checked),
+                                 **{k: v for k, v in kwargs.items()
+                                    if k in _signatures()[checked] and k not in _SHIM_OPTIONS}}
                     if overrides:
                         kwargs["source_config"] = _overridden(inner, overrides)
             if class_name not in (None, cls.__name__):
@@ -901,6 +962,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             _check_kwargs(given, checked)
         if instance is not None:
             config = config_dict(instance)
+        if class_name == cls.__name__:  # a saved SamplerScheduler: its own options edited too
+            config = _kept_edits(config_dict(config))
         token = _GIVEN.set(copied)
         try:
             made = super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
@@ -2108,6 +2171,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             # an fp16 / bf16 latent the last step returned: x0 from the state it was rounded from, as to_denoiser
             # converts (the rounding would enter the slope (x − x0)/σ, which a corrector multiplies near σ = 0)
             seen = self._last_exact
+        # a half-precision output enters the float32 state exactly; diffusers rounds σ·ε̂ to the output's dtype first,
+        # which the shim does not repeat (docs/diffusers.md: measured, held by tests/test_shim_dtypes.py)
         denoised = self._x0(model_output.to(state_dtype), seen, sigma, (self._begin_index or 0) + k)
         self._denoised = [*self._denoised, denoised]
         if k >= len(plan.evals):
