@@ -804,6 +804,27 @@ NOT_FUNCTION = frozenset({"name", "type", "caption_dropout", "vae", "defaults", 
                           "flow_shift", "flow_multiplier"})
 
 
+class _Network(torch.nn.Module):
+    """The U-Net as the native model ``samplers.to_denoiser`` converts: a module, so the conversion calls it in its
+    parameters' dtype, as it calls any module model (fp16 / bf16 latents reach the float32 U-Net as float32; a bound
+    method was called in the latents' dtype and failed on the first convolution). It counts its calls (the
+    pipeline's ``nfe``) and names the model it is by the pipeline's ``samplers_fingerprint`` (which reads the weights
+    with the config that makes them a function), not by its own state dict."""
+
+    def __init__(self, unet: torch.nn.Module, fingerprint):
+        super().__init__()
+        self.unet = unet
+        self.calls = 0
+        self._fingerprint = fingerprint
+
+    def samplers_fingerprint(self) -> str | None:
+        return self._fingerprint()
+
+    def forward(self, x_t: torch.Tensor, time: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.unet(x_t, time, context, mask)
+
+
 class Pipeline(PipelineSpec):
     """A text-conditioned latent diffusion model ready for sampling. Build with :meth:`load`."""
 
@@ -812,8 +833,18 @@ class Pipeline(PipelineSpec):
         self.model = model.eval()
         self.vae = vae.eval()
         super().__init__(model.config, vae.config)
-        self._denoiser = samplers.to_denoiser(self._model_fn, model.config.prediction, self.native)
-        self.nfe = 0  # network evaluations made so far (one per denoiser call; CFG's batched call counts once)
+        self._network = _Network(model.unet, self.samplers_fingerprint)
+        self._denoiser = samplers.to_denoiser(self._network, model.config.prediction, self.native)
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations made so far (one per denoiser call; CFG's batched call counts once): counted, not
+        estimated, so what a run cost is ``pipe.nfe`` after it minus before."""
+        return self._network.calls
+
+    @nfe.setter
+    def nfe(self, value: int) -> None:
+        self._network.calls = value
 
     @classmethod
     def load(cls, folder: str | Path | None = None, model: str | None = None,
@@ -839,8 +870,8 @@ class Pipeline(PipelineSpec):
         return self.model.text_encoder.tokenizer
 
     def _model_fn(self, x_t: torch.Tensor, time: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1  # counted, not estimated: what a run cost is pipe.nfe after it minus before
-        return self.model.unet(x_t, time, context, mask)
+        """The U-Net's native call, counted in :attr:`nfe`."""
+        return self._network(x_t, time, context, mask)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: str | Sequence[str]) -> dict:
