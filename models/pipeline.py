@@ -10,7 +10,8 @@ denoiser with ``samplers.to_denoiser``; classifier-free guidance and inpainting 
 ``seeds[k]`` for its initial noise and its in-loop noise, so its noise does not depend on the batch
 size or on the other items, exactly; its image equals the one made alone up to the network's batched arithmetic
 (the U-Net's CPU kernels sum in another order for another batch: about 1e-4, which can move a PNG's channel value
-by one level).
+by one level). A sampler whose steps depend on the batch (it decides on the host: :func:`runs_items_alone`) runs
+each item on its own, so the same holds for it.
 """
 
 from __future__ import annotations
@@ -425,6 +426,31 @@ def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None
     noise_mod.for_run(value, seed, like, sigmas, draws=draws_noise(spec, options))
 
 
+def runs_items_alone(sampler: str) -> bool:
+    """Whether the pipeline runs each item of a batch of the registry sampler ``sampler`` on its own: those that
+    decide on the host (``host_sync``). The adaptive ones among them choose their steps for the whole batch
+    (``dpm_adaptive``: the worst item's error, or with its A1111 / ComfyUI labels k-diffusion's norm over the batch;
+    torchdiffeq's adaptive methods and Adams correctors: one norm over the batch), which would make an item's image
+    depend on the others; the registry marks them only as ``host_sync``, which torchdiffeq's fixed-grid methods and
+    torchsde's solvers say too (batch-invariant already: run alone they cost only the batching)."""
+    return samplers.core.registry.SAMPLERS.get(sampler).host_sync
+
+
+def _check_own_items(found, options: dict, shape: tuple | None) -> None:
+    """A sampler of :func:`runs_items_alone` runs each item of a batch on its own (:meth:`Pipeline._sample`),
+    so a noise object the caller built for the whole batch (``noise_sampler=`` not a kind's name) cannot be split
+    between the runs: refused for a batch of more than one, before any prompt is encoded."""
+    value = options.get("noise_sampler")
+    if shape is None or shape[0] == 1 or isinstance(value, (str, type(None))):
+        return
+    if runs_items_alone(found.sampler):
+        raise InvalidOption(f"{found.label!r} decides on the host (its steps may depend on the batch), so the "
+                            f"pipeline runs each of the {shape[0]} items on its own (an item is the image made "
+                            "alone), and noise_sampler="
+                            f"{type(value).__name__} draws for the whole batch; pass noise_sampler by name (e.g. "
+                            "'brownian_tree', seeded per item by the seeds), or make one image per call")
+
+
 def _bound_own_steps(spec, options: dict) -> dict:
     """A sampler that chooses its own steps (``dpm_adaptive``) counts them against :data:`MAX_STEPS` as a schedule's
     steps do: an explicit ``max_steps`` above it is refused (not lowered); where the caller leaves ``max_steps`` out
@@ -574,6 +600,7 @@ class PipelineSpec:
         """:func:`_check_noise` of a run of the label ``found`` on ``sigmas``: where it is ComfyUI's flow rule on this
         model, on the flow times that rule steps (its churn window and Brownian tree live on t, a finite range from
         t = 1: :func:`samplers.interop.comfyui.flow_times`)."""
+        _check_own_items(found, options, shape)
         flow = self.runs_comfyui_flow_rule(found)
         if flow:
             from samplers.interop.comfyui import flow_times
@@ -993,8 +1020,41 @@ class Pipeline(PipelineSpec):
                 f"result; pass {', or '.join(fixes)}")
         return cut
 
-    def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options, found=None):
+    def _sample(self, denoiser_for, x, sigmas, sampler, seeds, progress, options, found=None):
+        """The run of ``sampler`` from ``x``, item k with seed ``seeds[k]``; ``denoiser_for(items)`` builds the
+        denoiser of the batch's ``items`` (a slice: their prompts, and an inpainting's known latent and mask).
+
+        Where the sampler's steps depend on the batch (:func:`runs_items_alone`) each item runs on its own, as it
+        would be made alone. ``info=`` then holds each item's dict under ``"items"`` and their numbers added up; a
+        ``callback`` is called for each item's run in turn, with ``"item": k`` in its dict."""
         spec = samplers.core.registry.SAMPLERS.get(sampler)
+        if not runs_items_alone(sampler) or x.shape[0] == 1:
+            return self._run(denoiser_for(slice(None)), x, sigmas, spec, seeds, progress, options, found)
+        info, callback = options.get("info"), options.get("callback")
+        runs, latents = [], []
+        for k in range(x.shape[0]):
+            own = dict(options)
+            if isinstance(info, dict):
+                runs.append({})
+                own["info"] = runs[-1]
+            if callback is not None:
+                own["callback"] = lambda d, k=k: callback({**d, "item": k})
+            latents.append(self._run(denoiser_for(slice(k, k + 1)), x[k:k + 1], sigmas, spec, seeds[k:k + 1],
+                                     progress, own, found))
+        if isinstance(info, dict):
+            numbers = {key for run in runs for key, v in run.items() if isinstance(v, (int, float))}
+            info.update({key: sum(run.get(key, 0) for run in runs) for key in numbers}, items=runs)
+        return torch.cat(latents)
+
+    def _encode(self, images: torch.Tensor, sampler: str) -> torch.Tensor:
+        """The latents of ``images``, in one batch; for a sampler that runs each item on its own
+        (:func:`runs_items_alone`) each image on its own, as it is encoded alone: the encoder's batched arithmetic
+        (some 1e-6) can turn an adaptive step's accept-or-reject decision, and with it the image."""
+        if images.shape[0] > 1 and runs_items_alone(sampler):
+            return torch.cat([self.vae.to_latent(image[None]) for image in images])
+        return self.vae.to_latent(images)
+
+    def _run(self, denoiser, x, sigmas, spec, seeds, progress, options, found=None):
         # the items' seeds seed whatever noise the sampler draws: its own, or a kind named by the caller or the
         # label (the A1111 / ComfyUI SDE labels imply "brownian_tree"); only noise the caller draws goes without
         if "seed" in spec.options and isinstance(options.get("noise_sampler"), (str, type(None))):
@@ -1004,7 +1064,7 @@ class Pipeline(PipelineSpec):
 
             return run_on_flow_model(f"comfyui:{found.label}", denoiser, x, sigmas, self.native.shift,
                                      disable=not progress, **_callers(found, options))
-        return samplers.sample(sampler, denoiser, x, sigmas, disable=not progress, **options)
+        return samplers.sample(spec.name, denoiser, x, sigmas, disable=not progress, **options)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, output: str = "pil"):
@@ -1058,7 +1118,8 @@ class Pipeline(PipelineSpec):
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         # vp_state (A1111's "DDIM" / "PLMS"): the sampler takes the VP state, x_T = the unit noise itself
         x = noise if options.get("vp_state") else samplers.initial_latent(noise, sigmas)
-        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options, found)
+        latents = self._sample(lambda items: self.denoiser(prompts[items], cfg), x, sigmas, sampler, seeds, progress,
+                               options, found)
         return self.decode(latents, output)
 
     @torch.no_grad()
@@ -1086,14 +1147,15 @@ class Pipeline(PipelineSpec):
         cut = self._cut(sigmas, strength, "the start")
         self._check_run_noise(found, options, cut, (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
-        latent = self.vae.to_latent(images)  # encoded once, after every check
+        latent = self._encode(images, sampler)  # encoded once, after every check
         if latent.shape[0] == 1 and len(seeds) > 1:
             latent = latent.expand(len(seeds), *latent.shape[1:])
         sigmas = cut
         noise = seeded_randn(tuple(latent.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
         x = _as_state(x, sigmas, options)
-        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options, found)
+        latents = self._sample(lambda items: self.denoiser(prompts[items], cfg), x, sigmas, sampler, seeds, progress,
+                               options, found)
         return self.decode(latents, output)
 
     @torch.no_grad()
@@ -1125,7 +1187,7 @@ class Pipeline(PipelineSpec):
         self._check_run_noise(found, options, cut, (n, self.vae.latent_channels, *self._latent_size(H, W)), seeds)
         self.check_cost(n, H, W, len(sigmas) - 1)
         _check_regenerates(pixel_mask)
-        known = self.vae.to_latent(images)  # encoded after every check
+        known = self._encode(images, sampler)  # encoded after every check
         sigmas = cut
         noise = seeded_randn(tuple(known.shape), seeds)
         # strength 1 starts from pure noise, as diffusers' inpaint does (not the known latent noised to σ_max)
@@ -1135,7 +1197,9 @@ class Pipeline(PipelineSpec):
         else:
             x = _as_state(samplers.initial_latent(noise, sigmas) if top else known + float(sigmas[0]) * noise, sigmas,
                           options)
-        denoiser = InpaintDenoiser(self.denoiser(prompts, cfg), known, latent_mask, noise)
+        def denoiser(items):
+            return InpaintDenoiser(self.denoiser(prompts[items], cfg), known[items], latent_mask[items], noise[items])
+
         latents = self._sample(denoiser, x, sigmas, sampler, seeds, progress, options, found)
         hard = (pixel_mask > 0.5).float()
         out = hard * self.vae.from_latent(latents) + (1 - hard) * images
