@@ -1259,12 +1259,29 @@ def png_info(request: dict, record=None):
     return info
 
 
+def _check_pil_images(images: list) -> None:
+    """Refuse, before any file is written, an item that is not a PIL image: a tensor (``output="tensor"``'s
+    [B, 3, H, W] in [-1, 1] iterates as [3, H, W] tensors), an array or anything else, which PNG writing would fail
+    on after the first files were written."""
+    from PIL import Image
+
+    bad = next(((k, im) for k, im in enumerate(images) if not isinstance(im, Image.Image)), None)
+    if bad is not None:
+        k, im = bad
+        what = f"a {tuple(im.shape)} {type(im).__name__}" if hasattr(im, "shape") else type(im).__name__
+        raise InvalidType(f"save_images writes PIL images, and image {k} is {what}; make the images with "
+                          "output=\"pil\" (the default), or convert a [3, H, W] tensor in [-1, 1] with "
+                          "models.data.to_pil(t)")
+
+
 def save_images(images, path: str | Path, requests: Sequence[dict] | None = None) -> list[Path]:
-    """Write PIL images atomically as PNG: one to ``path``, several to ``<stem>-<k>.png`` beside it. ``path`` is
+    """Write PIL images atomically as PNG: one to ``path``, several to ``<stem>-<k>.png`` beside it (anything but a
+    PIL image refused first: make tensors PIL images with ``models.data.to_pil``). ``path`` is
     checked before the first image is written, by the rule of the CLI's ``--out`` (:func:`models.io.check_png_path`):
     at least one image, a ``.png`` name that is not a folder, in an existing folder this process can write in.
     ``requests``, one per image (:meth:`Pipeline.request`), are written into each PNG (:func:`png_info`)."""
     images = list(images)
+    _check_pil_images(images)
     path = mio.check_png_path(path, len(images), "path")
     if requests is not None and (isinstance(requests, dict) or len(requests) != len(images)):
         got = "a dict" if isinstance(requests, dict) else f"{len(requests)}"
