@@ -329,11 +329,38 @@ def _refuse_negative_prompt(options: dict) -> None:
                             "you give; leave negative_prompt out, and set how strongly the prompt is followed with cfg=")
 
 
+def _shown(text: str) -> str:
+    """``text`` as UTF-8 can hold it: a byte Python read from a file name or an argument that is not UTF-8 (a lone
+    surrogate, '\\udcff') shown as its escape (\\xff)."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no byte was read as
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_utf8(text, what: str) -> None:
+    """Refuse a ``text`` (a sampler name, a fitted solver's path) that does not encode as UTF-8, before any model
+    call: each image's PNG records it (:func:`png_info`), and a record that cannot hold it was found only after
+    sampling, losing the image."""
+    if not isinstance(text, str):
+        return  # the name's own check says what it must be
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"the {what} '{_shown(text)}' holds bytes that are not UTF-8 text (a file name in another "
+                           "encoding), and each image records it in its PNG, which holds UTF-8 text; rename the file "
+                           "to a UTF-8 name (e.g. with only ASCII letters, digits, '-', '_' and '.') and pass that"
+                           ) from None
+
+
 def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     """What :meth:`Pipeline.plan` checks without the model: ``(label, schedule, steps asked or None, options,
     fitted solver or None)``: the name resolved (a fitted file read and checked), a fitted solver's fixed steps and
     schedule, the options by the sampler's rules — before the prompts are encoded or an image is, not in its loop."""
     _refuse_negative_prompt(options)
+    _check_utf8(sampler, "sampler name")
+    if isinstance(options.get("solver"), (str, Path)):
+        _check_utf8(str(options["solver"]), "solver path")
     asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
     given = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are not refused here)
     found, schedule, options = names.resolve_call(sampler, schedule, options)
@@ -1254,8 +1281,10 @@ def png_info(request: dict, record=None):
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_text(PARAMETERS_CHUNK, infotext(request))
-    info.add_text(REQUEST_CHUNK, json.dumps(request if record is None else record, default=repr))
+    # UTF-8 text, whatever the request holds: a name Python read from bytes that are not UTF-8 is written escaped
+    # (\xff), never an error after the run that loses its image
+    info.add_text(PARAMETERS_CHUNK, _shown(infotext(request)))
+    info.add_text(REQUEST_CHUNK, json.dumps(request if record is None else record, default=repr))  # ASCII: \udcff
     return info
 
 
