@@ -347,7 +347,7 @@ class Denoiser:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         """D(x, σ) for a per-item σ tensor (k-diffusion's call). fp16 / bf16 latents are converted in float32, as
         k-diffusion's wrappers do (σ² overflows float16 above 256), the model called in the latents' dtype, and
-        D returned in float32. A σ on the CPU at which D has no value (NaN, negative, inf on an eps / score model) is
+        D returned in float32. A σ on the CPU at which D has no value (NaN, inf on an eps / score model) is
         refused before the model call (:meth:`_check_host_sigma`); one on the GPU is not read."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise InvalidType(f"the denoiser's x must be a floating-point tensor (the latents), got "
@@ -379,20 +379,21 @@ class Denoiser:
         return to_x0(self.prediction, out.to(x.dtype), x_t, a, b)
 
     def _check_host_sigma(self, sigma: torch.Tensor) -> None:
-        """Refuse, before the model call, a σ of a tensor on the CPU at which D has no value: NaN, a negative σ, or
-        σ = inf on a model that cannot be evaluated there (an eps or score model: D would be NaN, returned without a
-        word). Read only where it costs no device synchronisation: a σ on another device is not read (a registry run
+        """Refuse, before the model call, a σ of a tensor on the CPU at which D has no value: NaN, or σ = ±inf on a
+        model that cannot be evaluated there (an eps or score model: D would be NaN, returned without a word). A
+        negative σ is left to the schedule (an ODE solver's stage just past σ = 0 evaluates there: the reference
+        solve of :mod:`samplers.problems`). Read only where it costs no device synchronisation: a σ on another device is not read (a registry run
         checks its σ on the host before its loop)."""
         if sigma.device.type != "cpu":
             return
-        bad = ~(sigma >= 0)  # NaN too
+        bad = torch.isnan(sigma)
         if not self.supports_infinite_sigma:
             bad |= torch.isinf(sigma)
         if bool(bad.any()):
             value = float(sigma[bad][0])
-            why = ("an {!r} model carries no information about x0 at sigma = inf (zero SNR), or its schedule ends "
-                   "below it; start at a finite sigma".format(self.prediction) if math.isinf(value) and value > 0 else
-                   "sigma is a noise level: a number >= 0")
+            why = ("sigma is a noise level, a number" if math.isnan(value) else
+                   f"an {self.prediction!r} model carries no information about x0 at sigma = {value} (zero SNR), or "
+                   "its schedule ends below it; start at a finite sigma")
             raise InvalidInput(f"the denoiser's sigma holds {value}, at which it has no value: {why}")
 
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
