@@ -982,14 +982,17 @@ class Pipeline(PipelineSpec):
 
         return identity.with_guidance(identity.fingerprint(self._denoiser), self.guidance(cfg))
 
-    def check_fitted(self, solver, cfg=None, allow_other_model: bool = False, source: str | None = None) -> None:
+    def check_fitted(self, solver, cfg=None, allow_other_model: bool = False, source: str | None = None) -> str | None:
         """Refuse a fitted solver (:class:`samplers.fitted.solver.LearnedSolver`) that does not suit this model at
         guidance ``cfg``: another model's (unless ``allow_other_model``), or one that starts at σ = ∞ on a model
-        that cannot be evaluated there. Cheap (one hash of the weights); :meth:`plan` runs it before any prompt is
-        encoded."""
-        solver.check_model(allow_other_model=allow_other_model, fingerprint=self.identity(cfg),
-                           prediction=self._denoiser.prediction,
-                           supports_infinite_sigma=self._denoiser.supports_infinite_sigma, source=source)
+        that cannot be evaluated there. Cheap (one hash of the weights, where the solver records a fingerprint to
+        compare and ``allow_other_model`` is off); :meth:`plan` runs it before any prompt is encoded. Returns the
+        fingerprint it compared (None where it hashed nothing)."""
+        compared = solver.model.get("fingerprint") is not None and not allow_other_model
+        known = {"fingerprint": self.identity(cfg)} if compared else {}
+        solver.check_model(allow_other_model=allow_other_model, prediction=self._denoiser.prediction,
+                           supports_infinite_sigma=self._denoiser.supports_infinite_sigma, source=source, **known)
+        return known.get("fingerprint")
 
     def plan(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict, cfg=None,
              txt2img: bool = True):
@@ -997,17 +1000,29 @@ class Pipeline(PipelineSpec):
         schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged. A
         fitted solver is checked against this model at guidance ``cfg`` (default: the model's) here, before any
         prompt is encoded (:meth:`check_fitted`)."""
-        found, sigmas, options = self._planned(sampler, schedule, steps, options, cfg, txt2img)
+        found, sigmas, options, _ = self._planned(sampler, schedule, steps, options, cfg, txt2img)
         return found.sampler, sigmas, options
 
     def _planned(self, sampler, schedule, steps, options: dict, cfg=None, txt2img: bool = True):
         """:meth:`plan` with the label found in place of its sampler's name (a task runs a ComfyUI name's own rule on
-        a flow model: :meth:`runs_comfyui_flow_rule`)."""
+        a flow model: :meth:`runs_comfyui_flow_rule`), and the fingerprint a fitted solver was compared with (or
+        None): ``(found, sigmas, options, fingerprint)``."""
         found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, options, txt2img)
+        known = None
         if solver is not None:
-            self.check_fitted(solver, cfg, options.get("allow_other_model", False),
-                              found.label if found.source == "fitted" else None)
-        return found, sigmas, options
+            known = self.check_fitted(solver, cfg, options.get("allow_other_model", False),
+                                      found.label if found.source == "fitted" else None)
+        return found, sigmas, options, known
+
+    def _guided(self, prompts: list[str], cfg: float, known: str | None):
+        """:meth:`denoiser` of a task's run. ``known``: the fingerprint :meth:`check_fitted` computed for this model
+        at this ``cfg`` before the run, which the denoiser then names itself by (``samplers_fingerprint``, read first
+        by :func:`samplers.fitted.identity.fingerprint`), so that the run's own check of the solver compares it
+        without hashing the weights again."""
+        denoiser = self.denoiser(prompts, cfg)
+        if known is not None:
+            denoiser.samplers_fingerprint = known
+        return denoiser
 
     @staticmethod
     def _check_strength(sampler: str, options: dict, strength: float) -> None:
@@ -1137,7 +1152,7 @@ class Pipeline(PipelineSpec):
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
-        found, sigmas, options = self._planned(sampler, schedule, steps, sampler_options, cfg)
+        found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg)
         sampler = found.sampler
         self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(sampler, options))
         self._check_run_noise(found, options, sigmas, (len(seeds), self.vae.latent_channels, h, w), seeds)
@@ -1145,8 +1160,8 @@ class Pipeline(PipelineSpec):
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         # vp_state (A1111's "DDIM" / "PLMS"): the sampler takes the VP state, x_T = the unit noise itself
         x = noise if options.get("vp_state") else samplers.initial_latent(noise, sigmas)
-        latents = self._sample(lambda items: self.denoiser(prompts[items], cfg), x, sigmas, sampler, seeds, progress,
-                               options, found)
+        latents = self._sample(lambda items: self._guided(prompts[items], cfg, fingerprint), x, sigmas, sampler, seeds,
+                               progress, options, found)
         return self.decode(latents, output)
 
     @torch.no_grad()
@@ -1166,7 +1181,8 @@ class Pipeline(PipelineSpec):
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
-        found, sigmas, options = self._planned(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
+        found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg,
+                                                            txt2img=False)
         sampler = found.sampler
         self._refuse_twins(prompts, seeds, images, low_bits=draws_low_bits_only(sampler, options))
         self._check_strength(sampler, options, strength)
@@ -1181,8 +1197,8 @@ class Pipeline(PipelineSpec):
         noise = seeded_randn(tuple(latent.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
         x = _as_state(x, sigmas, options)
-        latents = self._sample(lambda items: self.denoiser(prompts[items], cfg), x, sigmas, sampler, seeds, progress,
-                               options, found)
+        latents = self._sample(lambda items: self._guided(prompts[items], cfg, fingerprint), x, sigmas, sampler, seeds,
+                               progress, options, found)
         return self.decode(latents, output)
 
     @torch.no_grad()
@@ -1206,7 +1222,8 @@ class Pipeline(PipelineSpec):
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
-        found, sigmas, options = self._planned(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
+        found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg,
+                                                            txt2img=False)
         sampler = found.sampler
         self._refuse_twins(prompts, seeds, images, pixel_mask, low_bits=draws_low_bits_only(sampler, options))
         self._check_strength(sampler, options, strength)
@@ -1225,7 +1242,8 @@ class Pipeline(PipelineSpec):
             x = _as_state(samplers.initial_latent(noise, sigmas) if top else known + float(sigmas[0]) * noise, sigmas,
                           options)
         def denoiser(items):
-            return InpaintDenoiser(self.denoiser(prompts[items], cfg), known[items], latent_mask[items], noise[items])
+            return InpaintDenoiser(self._guided(prompts[items], cfg, fingerprint), known[items], latent_mask[items],
+                                   noise[items])
 
         latents = self._sample(denoiser, x, sigmas, sampler, seeds, progress, options, found)
         hard = (pixel_mask > 0.5).float()
