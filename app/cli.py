@@ -87,8 +87,9 @@ def _same_runs(given, schedule: str | None) -> None:
 
 @contextlib.contextmanager
 def _cli_fixes(command: str):
-    """A fitted solver refused for another model names the library's ``allow_other_model=True`` as the fix: on the
-    command line it is ``--allow-other-model`` (generate), which compare does not take. A VAE that is not the
+    """A fitted solver refused for another model names the library's ``allow_other_model=True`` as the fix (and the
+    option ``allow_other_model`` where it does not help): on the command line it is ``--allow-other-model``
+    (generate), which compare does not take. A VAE that is not the
     U-Net's names ``Pipeline.load(vae=...)``: on the command line it is ``--vae`` (a usage error, exit 2)."""
     from models.pipeline import VAEMismatchError
     from samplers.fitted.solver import OtherModelError
@@ -98,7 +99,10 @@ def _cli_fixes(command: str):
     try:
         yield
     except OtherModelError as err:
-        raise OtherModelError(str(err).replace("allow_other_model=True", flag)) from None
+        # "pass allow_other_model=True" is the fix; a bare "allow_other_model" (the σ = inf refusal: "does not change
+        # them") names the option, spelt on the command line as the flag
+        text = str(err).replace("allow_other_model=True", flag).replace("allow_other_model", "--allow-other-model")
+        raise OtherModelError(text) from None
     except VAEMismatchError as err:
         raise VAEMismatchError(str(err).replace("Pipeline.load(vae=...)", "--vae FOLDER, or leave --vae out for the "
                                                 "shipped VAE")) from None

@@ -114,7 +114,8 @@ def check_defaults(d: dict, what: str) -> None:
 
     sampler, schedule = defaults.get("sampler"), defaults.get("schedule")
     if sampler is not None:
-        if not isinstance(sampler, str) or sampler.strip().lower().startswith("fitted:"):
+        # the prefix as names.resolve reads it ("fitted :x.json", " FITTED:x.json" are fitted solvers too)
+        if not isinstance(sampler, str) or names.name_prefix(sampler) == "fitted":
             raise _bad(what, "defaults.sampler", sampler, "a sampler name or label (a fitted solver is chosen per call)")
         try:
             names.resolve_call(sampler, schedule if isinstance(schedule, str) else None)

@@ -10,7 +10,8 @@ denoiser with ``samplers.to_denoiser``; classifier-free guidance and inpainting 
 ``seeds[k]`` for its initial noise and its in-loop noise, so its noise does not depend on the batch
 size or on the other items, exactly; its image equals the one made alone up to the network's batched arithmetic
 (the U-Net's CPU kernels sum in another order for another batch: about 1e-4, which can move a PNG's channel value
-by one level).
+by one level). A sampler whose steps depend on the batch (it decides on the host: :func:`runs_items_alone`) runs
+each item on its own, so the same holds for it.
 """
 
 from __future__ import annotations
@@ -328,11 +329,38 @@ def _refuse_negative_prompt(options: dict) -> None:
                             "you give; leave negative_prompt out, and set how strongly the prompt is followed with cfg=")
 
 
+def _shown(text: str) -> str:
+    """``text`` as UTF-8 can hold it: a byte Python read from a file name or an argument that is not UTF-8 (a lone
+    surrogate, '\\udcff') shown as its escape (\\xff)."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no byte was read as
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_utf8(text, what: str) -> None:
+    """Refuse a ``text`` (a sampler name, a fitted solver's path) that does not encode as UTF-8, before any model
+    call: each image's PNG records it (:func:`png_info`), and a record that cannot hold it was found only after
+    sampling, losing the image."""
+    if not isinstance(text, str):
+        return  # the name's own check says what it must be
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"the {what} '{_shown(text)}' holds bytes that are not UTF-8 text (a file name in another "
+                           "encoding), and each image records it in its PNG, which holds UTF-8 text; rename the file "
+                           "to a UTF-8 name (e.g. with only ASCII letters, digits, '-', '_' and '.') and pass that"
+                           ) from None
+
+
 def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     """What :meth:`Pipeline.plan` checks without the model: ``(label, schedule, steps asked or None, options,
     fitted solver or None)``: the name resolved (a fitted file read and checked), a fitted solver's fixed steps and
     schedule, the options by the sampler's rules — before the prompts are encoded or an image is, not in its loop."""
     _refuse_negative_prompt(options)
+    _check_utf8(sampler, "sampler name")
+    if isinstance(options.get("solver"), (str, Path)):
+        _check_utf8(str(options["solver"]), "solver path")
     asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
     given = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are not refused here)
     found, schedule, options = names.resolve_call(sampler, schedule, options)
@@ -423,6 +451,31 @@ def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None
     seed = seeds if named and "seed" in spec.options else None  # as _sample passes them
     like = torch.empty(shape or (1,), device="meta")  # its shape only: no memory, no values
     noise_mod.for_run(value, seed, like, sigmas, draws=draws_noise(spec, options))
+
+
+def runs_items_alone(sampler: str) -> bool:
+    """Whether the pipeline runs each item of a batch of the registry sampler ``sampler`` on its own: those that
+    decide on the host (``host_sync``). The adaptive ones among them choose their steps for the whole batch
+    (``dpm_adaptive``: the worst item's error, or with its A1111 / ComfyUI labels k-diffusion's norm over the batch;
+    torchdiffeq's adaptive methods and Adams correctors: one norm over the batch), which would make an item's image
+    depend on the others; the registry marks them only as ``host_sync``, which torchdiffeq's fixed-grid methods and
+    torchsde's solvers say too (batch-invariant already: run alone they cost only the batching)."""
+    return samplers.core.registry.SAMPLERS.get(sampler).host_sync
+
+
+def _check_own_items(found, options: dict, shape: tuple | None) -> None:
+    """A sampler of :func:`runs_items_alone` runs each item of a batch on its own (:meth:`Pipeline._sample`),
+    so a noise object the caller built for the whole batch (``noise_sampler=`` not a kind's name) cannot be split
+    between the runs: refused for a batch of more than one, before any prompt is encoded."""
+    value = options.get("noise_sampler")
+    if shape is None or shape[0] == 1 or isinstance(value, (str, type(None))):
+        return
+    if runs_items_alone(found.sampler):
+        raise InvalidOption(f"{found.label!r} decides on the host (its steps may depend on the batch), so the "
+                            f"pipeline runs each of the {shape[0]} items on its own (an item is the image made "
+                            "alone), and noise_sampler="
+                            f"{type(value).__name__} draws for the whole batch; pass noise_sampler by name (e.g. "
+                            "'brownian_tree', seeded per item by the seeds), or make one image per call")
 
 
 def _bound_own_steps(spec, options: dict) -> dict:
@@ -574,6 +627,7 @@ class PipelineSpec:
         """:func:`_check_noise` of a run of the label ``found`` on ``sigmas``: where it is ComfyUI's flow rule on this
         model, on the flow times that rule steps (its churn window and Brownian tree live on t, a finite range from
         t = 1: :func:`samplers.interop.comfyui.flow_times`)."""
+        _check_own_items(found, options, shape)
         flow = self.runs_comfyui_flow_rule(found)
         if flow:
             from samplers.interop.comfyui import flow_times
@@ -804,6 +858,27 @@ NOT_FUNCTION = frozenset({"name", "type", "caption_dropout", "vae", "defaults", 
                           "flow_shift", "flow_multiplier"})
 
 
+class _Network(torch.nn.Module):
+    """The U-Net as the native model ``samplers.to_denoiser`` converts: a module, so the conversion calls it in its
+    parameters' dtype, as it calls any module model (fp16 / bf16 latents reach the float32 U-Net as float32; a bound
+    method was called in the latents' dtype and failed on the first convolution). It counts its calls (the
+    pipeline's ``nfe``) and names the model it is by the pipeline's ``samplers_fingerprint`` (which reads the weights
+    with the config that makes them a function), not by its own state dict."""
+
+    def __init__(self, unet: torch.nn.Module, fingerprint):
+        super().__init__()
+        self.unet = unet
+        self.calls = 0
+        self._fingerprint = fingerprint
+
+    def samplers_fingerprint(self) -> str | None:
+        return self._fingerprint()
+
+    def forward(self, x_t: torch.Tensor, time: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.unet(x_t, time, context, mask)
+
+
 class Pipeline(PipelineSpec):
     """A text-conditioned latent diffusion model ready for sampling. Build with :meth:`load`."""
 
@@ -812,8 +887,18 @@ class Pipeline(PipelineSpec):
         self.model = model.eval()
         self.vae = vae.eval()
         super().__init__(model.config, vae.config)
-        self._denoiser = samplers.to_denoiser(self._model_fn, model.config.prediction, self.native)
-        self.nfe = 0  # network evaluations made so far (one per denoiser call; CFG's batched call counts once)
+        self._network = _Network(model.unet, self.samplers_fingerprint)
+        self._denoiser = samplers.to_denoiser(self._network, model.config.prediction, self.native)
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations made so far (one per denoiser call; CFG's batched call counts once): counted, not
+        estimated, so what a run cost is ``pipe.nfe`` after it minus before."""
+        return self._network.calls
+
+    @nfe.setter
+    def nfe(self, value: int) -> None:
+        self._network.calls = value
 
     @classmethod
     def load(cls, folder: str | Path | None = None, model: str | None = None,
@@ -839,8 +924,8 @@ class Pipeline(PipelineSpec):
         return self.model.text_encoder.tokenizer
 
     def _model_fn(self, x_t: torch.Tensor, time: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1  # counted, not estimated: what a run cost is pipe.nfe after it minus before
-        return self.model.unet(x_t, time, context, mask)
+        """The U-Net's native call, counted in :attr:`nfe`."""
+        return self._network(x_t, time, context, mask)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: str | Sequence[str]) -> dict:
@@ -897,14 +982,17 @@ class Pipeline(PipelineSpec):
 
         return identity.with_guidance(identity.fingerprint(self._denoiser), self.guidance(cfg))
 
-    def check_fitted(self, solver, cfg=None, allow_other_model: bool = False, source: str | None = None) -> None:
+    def check_fitted(self, solver, cfg=None, allow_other_model: bool = False, source: str | None = None) -> str | None:
         """Refuse a fitted solver (:class:`samplers.fitted.solver.LearnedSolver`) that does not suit this model at
         guidance ``cfg``: another model's (unless ``allow_other_model``), or one that starts at σ = ∞ on a model
-        that cannot be evaluated there. Cheap (one hash of the weights); :meth:`plan` runs it before any prompt is
-        encoded."""
-        solver.check_model(allow_other_model=allow_other_model, fingerprint=self.identity(cfg),
-                           prediction=self._denoiser.prediction,
-                           supports_infinite_sigma=self._denoiser.supports_infinite_sigma, source=source)
+        that cannot be evaluated there. Cheap (one hash of the weights, where the solver records a fingerprint to
+        compare and ``allow_other_model`` is off); :meth:`plan` runs it before any prompt is encoded. Returns the
+        fingerprint it compared (None where it hashed nothing)."""
+        compared = solver.model.get("fingerprint") is not None and not allow_other_model
+        known = {"fingerprint": self.identity(cfg)} if compared else {}
+        solver.check_model(allow_other_model=allow_other_model, prediction=self._denoiser.prediction,
+                           supports_infinite_sigma=self._denoiser.supports_infinite_sigma, source=source, **known)
+        return known.get("fingerprint")
 
     def plan(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict, cfg=None,
              txt2img: bool = True):
@@ -912,17 +1000,29 @@ class Pipeline(PipelineSpec):
         schedule it implies unless ``schedule`` is given (a contradiction is an error), the options merged. A
         fitted solver is checked against this model at guidance ``cfg`` (default: the model's) here, before any
         prompt is encoded (:meth:`check_fitted`)."""
-        found, sigmas, options = self._planned(sampler, schedule, steps, options, cfg, txt2img)
+        found, sigmas, options, _ = self._planned(sampler, schedule, steps, options, cfg, txt2img)
         return found.sampler, sigmas, options
 
     def _planned(self, sampler, schedule, steps, options: dict, cfg=None, txt2img: bool = True):
         """:meth:`plan` with the label found in place of its sampler's name (a task runs a ComfyUI name's own rule on
-        a flow model: :meth:`runs_comfyui_flow_rule`)."""
+        a flow model: :meth:`runs_comfyui_flow_rule`), and the fingerprint a fitted solver was compared with (or
+        None): ``(found, sigmas, options, fingerprint)``."""
         found, sigmas, options, solver = self.plan_run(sampler, schedule, steps, options, txt2img)
+        known = None
         if solver is not None:
-            self.check_fitted(solver, cfg, options.get("allow_other_model", False),
-                              found.label if found.source == "fitted" else None)
-        return found, sigmas, options
+            known = self.check_fitted(solver, cfg, options.get("allow_other_model", False),
+                                      found.label if found.source == "fitted" else None)
+        return found, sigmas, options, known
+
+    def _guided(self, prompts: list[str], cfg: float, known: str | None):
+        """:meth:`denoiser` of a task's run. ``known``: the fingerprint :meth:`check_fitted` computed for this model
+        at this ``cfg`` before the run, which the denoiser then names itself by (``samplers_fingerprint``, read first
+        by :func:`samplers.fitted.identity.fingerprint`), so that the run's own check of the solver compares it
+        without hashing the weights again."""
+        denoiser = self.denoiser(prompts, cfg)
+        if known is not None:
+            denoiser.samplers_fingerprint = known
+        return denoiser
 
     @staticmethod
     def _check_strength(sampler: str, options: dict, strength: float) -> None:
@@ -962,8 +1062,41 @@ class Pipeline(PipelineSpec):
                 f"result; pass {', or '.join(fixes)}")
         return cut
 
-    def _sample(self, denoiser, x, sigmas, sampler, seeds, progress, options, found=None):
+    def _sample(self, denoiser_for, x, sigmas, sampler, seeds, progress, options, found=None):
+        """The run of ``sampler`` from ``x``, item k with seed ``seeds[k]``; ``denoiser_for(items)`` builds the
+        denoiser of the batch's ``items`` (a slice: their prompts, and an inpainting's known latent and mask).
+
+        Where the sampler's steps depend on the batch (:func:`runs_items_alone`) each item runs on its own, as it
+        would be made alone. ``info=`` then holds each item's dict under ``"items"`` and their numbers added up; a
+        ``callback`` is called for each item's run in turn, with ``"item": k`` in its dict."""
         spec = samplers.core.registry.SAMPLERS.get(sampler)
+        if not runs_items_alone(sampler) or x.shape[0] == 1:
+            return self._run(denoiser_for(slice(None)), x, sigmas, spec, seeds, progress, options, found)
+        info, callback = options.get("info"), options.get("callback")
+        runs, latents = [], []
+        for k in range(x.shape[0]):
+            own = dict(options)
+            if isinstance(info, dict):
+                runs.append({})
+                own["info"] = runs[-1]
+            if callback is not None:
+                own["callback"] = lambda d, k=k: callback({**d, "item": k})
+            latents.append(self._run(denoiser_for(slice(k, k + 1)), x[k:k + 1], sigmas, spec, seeds[k:k + 1],
+                                     progress, own, found))
+        if isinstance(info, dict):
+            numbers = {key for run in runs for key, v in run.items() if isinstance(v, (int, float))}
+            info.update({key: sum(run.get(key, 0) for run in runs) for key in numbers}, items=runs)
+        return torch.cat(latents)
+
+    def _encode(self, images: torch.Tensor, sampler: str) -> torch.Tensor:
+        """The latents of ``images``, in one batch; for a sampler that runs each item on its own
+        (:func:`runs_items_alone`) each image on its own, as it is encoded alone: the encoder's batched arithmetic
+        (some 1e-6) can turn an adaptive step's accept-or-reject decision, and with it the image."""
+        if images.shape[0] > 1 and runs_items_alone(sampler):
+            return torch.cat([self.vae.to_latent(image[None]) for image in images])
+        return self.vae.to_latent(images)
+
+    def _run(self, denoiser, x, sigmas, spec, seeds, progress, options, found=None):
         # the items' seeds seed whatever noise the sampler draws: its own, or a kind named by the caller or the
         # label (the A1111 / ComfyUI SDE labels imply "brownian_tree"); only noise the caller draws goes without
         if "seed" in spec.options and isinstance(options.get("noise_sampler"), (str, type(None))):
@@ -973,7 +1106,7 @@ class Pipeline(PipelineSpec):
 
             return run_on_flow_model(f"comfyui:{found.label}", denoiser, x, sigmas, self.native.shift,
                                      disable=not progress, **_callers(found, options))
-        return samplers.sample(sampler, denoiser, x, sigmas, disable=not progress, **options)
+        return samplers.sample(spec.name, denoiser, x, sigmas, disable=not progress, **options)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, output: str = "pil"):
@@ -1019,7 +1152,7 @@ class Pipeline(PipelineSpec):
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
-        found, sigmas, options = self._planned(sampler, schedule, steps, sampler_options, cfg)
+        found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg)
         sampler = found.sampler
         self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(sampler, options))
         self._check_run_noise(found, options, sigmas, (len(seeds), self.vae.latent_channels, h, w), seeds)
@@ -1027,7 +1160,8 @@ class Pipeline(PipelineSpec):
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         # vp_state (A1111's "DDIM" / "PLMS"): the sampler takes the VP state, x_T = the unit noise itself
         x = noise if options.get("vp_state") else samplers.initial_latent(noise, sigmas)
-        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options, found)
+        latents = self._sample(lambda items: self._guided(prompts[items], cfg, fingerprint), x, sigmas, sampler, seeds,
+                               progress, options, found)
         return self.decode(latents, output)
 
     @torch.no_grad()
@@ -1047,7 +1181,8 @@ class Pipeline(PipelineSpec):
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
-        found, sigmas, options = self._planned(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
+        found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg,
+                                                            txt2img=False)
         sampler = found.sampler
         self._refuse_twins(prompts, seeds, images, low_bits=draws_low_bits_only(sampler, options))
         self._check_strength(sampler, options, strength)
@@ -1055,14 +1190,15 @@ class Pipeline(PipelineSpec):
         cut = self._cut(sigmas, strength, "the start")
         self._check_run_noise(found, options, cut, (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), images.shape[-2], images.shape[-1], len(sigmas) - 1)
-        latent = self.vae.to_latent(images)  # encoded once, after every check
+        latent = self._encode(images, sampler)  # encoded once, after every check
         if latent.shape[0] == 1 and len(seeds) > 1:
             latent = latent.expand(len(seeds), *latent.shape[1:])
         sigmas = cut
         noise = seeded_randn(tuple(latent.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
         x = _as_state(x, sigmas, options)
-        latents = self._sample(self.denoiser(prompts, cfg), x, sigmas, sampler, seeds, progress, options, found)
+        latents = self._sample(lambda items: self._guided(prompts[items], cfg, fingerprint), x, sigmas, sampler, seeds,
+                               progress, options, found)
         return self.decode(latents, output)
 
     @torch.no_grad()
@@ -1086,7 +1222,8 @@ class Pipeline(PipelineSpec):
         _check_output(output)
         _check_progress(progress)
         cfg = self.guidance(cfg)
-        found, sigmas, options = self._planned(sampler, schedule, steps, sampler_options, cfg, txt2img=False)
+        found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg,
+                                                            txt2img=False)
         sampler = found.sampler
         self._refuse_twins(prompts, seeds, images, pixel_mask, low_bits=draws_low_bits_only(sampler, options))
         self._check_strength(sampler, options, strength)
@@ -1094,7 +1231,7 @@ class Pipeline(PipelineSpec):
         self._check_run_noise(found, options, cut, (n, self.vae.latent_channels, *self._latent_size(H, W)), seeds)
         self.check_cost(n, H, W, len(sigmas) - 1)
         _check_regenerates(pixel_mask)
-        known = self.vae.to_latent(images)  # encoded after every check
+        known = self._encode(images, sampler)  # encoded after every check
         sigmas = cut
         noise = seeded_randn(tuple(known.shape), seeds)
         # strength 1 starts from pure noise, as diffusers' inpaint does (not the known latent noised to σ_max)
@@ -1104,7 +1241,10 @@ class Pipeline(PipelineSpec):
         else:
             x = _as_state(samplers.initial_latent(noise, sigmas) if top else known + float(sigmas[0]) * noise, sigmas,
                           options)
-        denoiser = InpaintDenoiser(self.denoiser(prompts, cfg), known, latent_mask, noise)
+        def denoiser(items):
+            return InpaintDenoiser(self._guided(prompts[items], cfg, fingerprint), known[items], latent_mask[items],
+                                   noise[items])
+
         latents = self._sample(denoiser, x, sigmas, sampler, seeds, progress, options, found)
         hard = (pixel_mask > 0.5).float()
         out = hard * self.vae.from_latent(latents) + (1 - hard) * images
@@ -1159,17 +1299,36 @@ def png_info(request: dict, record=None):
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_text(PARAMETERS_CHUNK, infotext(request))
-    info.add_text(REQUEST_CHUNK, json.dumps(request if record is None else record, default=repr))
+    # UTF-8 text, whatever the request holds: a name Python read from bytes that are not UTF-8 is written escaped
+    # (\xff), never an error after the run that loses its image
+    info.add_text(PARAMETERS_CHUNK, _shown(infotext(request)))
+    info.add_text(REQUEST_CHUNK, json.dumps(request if record is None else record, default=repr))  # ASCII: \udcff
     return info
 
 
+def _check_pil_images(images: list) -> None:
+    """Refuse, before any file is written, an item that is not a PIL image: a tensor (``output="tensor"``'s
+    [B, 3, H, W] in [-1, 1] iterates as [3, H, W] tensors), an array or anything else, which PNG writing would fail
+    on after the first files were written."""
+    from PIL import Image
+
+    bad = next(((k, im) for k, im in enumerate(images) if not isinstance(im, Image.Image)), None)
+    if bad is not None:
+        k, im = bad
+        what = f"a {tuple(im.shape)} {type(im).__name__}" if hasattr(im, "shape") else type(im).__name__
+        raise InvalidType(f"save_images writes PIL images, and image {k} is {what}; make the images with "
+                          "output=\"pil\" (the default), or convert a [3, H, W] tensor in [-1, 1] with "
+                          "models.data.to_pil(t)")
+
+
 def save_images(images, path: str | Path, requests: Sequence[dict] | None = None) -> list[Path]:
-    """Write PIL images atomically as PNG: one to ``path``, several to ``<stem>-<k>.png`` beside it. ``path`` is
+    """Write PIL images atomically as PNG: one to ``path``, several to ``<stem>-<k>.png`` beside it (anything but a
+    PIL image refused first: make tensors PIL images with ``models.data.to_pil``). ``path`` is
     checked before the first image is written, by the rule of the CLI's ``--out`` (:func:`models.io.check_png_path`):
     at least one image, a ``.png`` name that is not a folder, in an existing folder this process can write in.
     ``requests``, one per image (:meth:`Pipeline.request`), are written into each PNG (:func:`png_info`)."""
     images = list(images)
+    _check_pil_images(images)
     path = mio.check_png_path(path, len(images), "path")
     if requests is not None and (isinstance(requests, dict) or len(requests) != len(images)):
         got = "a dict" if isinstance(requests, dict) else f"{len(requests)}"

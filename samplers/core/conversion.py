@@ -347,7 +347,8 @@ class Denoiser:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         """D(x, σ) for a per-item σ tensor (k-diffusion's call). fp16 / bf16 latents are converted in float32, as
         k-diffusion's wrappers do (σ² overflows float16 above 256), the model called in the latents' dtype, and
-        D returned in float32."""
+        D returned in float32. A σ on the CPU at which D has no value (NaN, inf on an eps / score model) is
+        refused before the model call (:meth:`_check_host_sigma`); one on the GPU is not read."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise InvalidType(f"the denoiser's x must be a floating-point tensor (the latents), got "
                               f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}: an integer x would "
@@ -359,6 +360,7 @@ class Denoiser:
                                "denoise_at(x, sigma)")
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
+        self._check_host_sigma(sigma)
         view = (-1,) + (1,) * (x.ndim - 1)
         half = state_dtype(x.dtype) != x.dtype
         own = self._own_dtype() or (x.dtype if half else None)
@@ -375,6 +377,24 @@ class Denoiser:
         x_t = torch.where(inf, x, a * x)  # at σ = inf the state is the noise itself: x_t = n
         out = _checked_output(self.model(model_input(x_t, own), time, **extra_args), x)
         return to_x0(self.prediction, out.to(x.dtype), x_t, a, b)
+
+    def _check_host_sigma(self, sigma: torch.Tensor) -> None:
+        """Refuse, before the model call, a σ of a tensor on the CPU at which D has no value: NaN, or σ = ±inf on a
+        model that cannot be evaluated there (an eps or score model: D would be NaN, returned without a word). A
+        negative σ is left to the schedule (an ODE solver's stage just past σ = 0 evaluates there: the reference
+        solve of :mod:`samplers.problems`). Read only where it costs no device synchronisation: a σ on another device is not read (a registry run
+        checks its σ on the host before its loop)."""
+        if sigma.device.type != "cpu":
+            return
+        bad = torch.isnan(sigma)
+        if not self.supports_infinite_sigma:
+            bad |= torch.isinf(sigma)
+        if bool(bad.any()):
+            value = float(sigma[bad][0])
+            why = ("sigma is a noise level, a number" if math.isnan(value) else
+                   f"an {self.prediction!r} model carries no information about x0 at sigma = {value} (zero SNR), or "
+                   "its schedule ends below it; start at a finite sigma")
+            raise InvalidInput(f"the denoiser's sigma holds {value}, at which it has no value: {why}")
 
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
         """D(x, σ) for one Python-float σ (the registry loop's call): time and scalings on the host.

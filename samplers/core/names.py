@@ -148,6 +148,12 @@ def _a1111_combined(name: str, exact: bool = False) -> Label | None:
     return dataclasses.replace(found, label=name, schedule=f"a1111:{kind}", schedule_is_explicit=True)
 
 
+def name_prefix(name: str) -> str | None:
+    """The prefix of ``name`` as :func:`resolve` reads it: what comes before the first ':', without the white space
+    around it, in lower case (``"Fitted :x.json"`` → ``"fitted"``); None without a ':'."""
+    return name.split(":", 1)[0].strip().lower() if ":" in name else None
+
+
 def resolve(name: str) -> Label:
     """What ``name`` stands for (see the module docstring for the order and the prefixes)."""
     if not isinstance(name, str):
@@ -155,7 +161,7 @@ def resolve(name: str) -> Label:
     load_builtins()  # the built-in modules register their samplers and name prefixes
     if ":" in name:
         prefix, rest = name.split(":", 1)
-        key = prefix.strip().lower()
+        key = name_prefix(name)
         if key in _PREFIXES:
             return _PREFIXES[key](rest)
         if key in TABLES or key == "registry":  # spelt as the table has it first, as without a prefix

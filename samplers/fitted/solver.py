@@ -49,6 +49,10 @@ FORMAT = "samplers.fitted_solver/2"
 FORMATS = (FORMAT, "samplers.learned_solver/1")  # version 1: no record of the model (solvers fitted before it)
 DERIVED = ("nfe", "sigma_max", "sigma_min")  # written by save for readers; on load they must agree with sigmas
 _UNKNOWN = object()  # check_model: a fact about the model that the caller does not know
+# why a current file must record what it leaves out: its model, or the fields derived from its sigmas
+MISSING_WHY = {"model": "without its model record a solver would run on any model unchecked",
+               "derived": "nfe, sigma_max and sigma_min are written for readers, and checked against its sigmas: a "
+                          "file without them was not written by LearnedSolver.save or was edited"}
 # a step's correction weights times what they multiply in the update (b·(σ_next − σ), c·(1 − σ_next/σ)): fitted and
 # expressed solvers stay under some 20 (a weight itself may be huge where two nodes nearly coincide: 2e15 on a gap of
 # 5e-16 in the shipped tiny-unet/nfe5.json); beyond this a step amplifies the float rounding of model outputs past
@@ -280,9 +284,9 @@ class LearnedSolver:
         if fmt == FORMAT:
             missing = [k for k in ("model", *DERIVED) if k not in data]
             if missing:
+                why = "; ".join(dict.fromkeys(MISSING_WHY["model" if k == "model" else "derived"] for k in missing))
                 raise InvalidInput(f"{path}: a {FORMAT} file records {', '.join(missing)}, and this one does not "
-                                   "(without its model record a solver would run on any model unchecked); "
-                                   f"{fix}")
+                                   f"({why}); {fix}")
         derived = {k: data.pop(k) for k in DERIVED if k in data}
         unknown = sorted(set(data) - FIELDS)
         if unknown:
