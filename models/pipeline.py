@@ -453,14 +453,20 @@ def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None
     noise_mod.for_run(value, seed, like, sigmas, draws=draws_noise(spec, options))
 
 
+# torchdiffeq's Adams correctors iterate each step until the whole batch's state converges (one norm over the batch)
+_BATCH_NORM_CORRECTORS = frozenset({"torchdiffeq.implicit_adams", "torchdiffeq.fixed_adams"})
+
+
 def runs_items_alone(sampler: str) -> bool:
-    """Whether the pipeline runs each item of a batch of the registry sampler ``sampler`` on its own: those that
-    decide on the host (``host_sync``). The adaptive ones among them choose their steps for the whole batch
-    (``dpm_adaptive``: the worst item's error, or with its A1111 / ComfyUI labels k-diffusion's norm over the batch;
-    torchdiffeq's adaptive methods and Adams correctors: one norm over the batch), which would make an item's image
-    depend on the others; the registry marks them only as ``host_sync``, which torchdiffeq's fixed-grid methods and
-    torchsde's solvers say too (batch-invariant already: run alone they cost only the batching)."""
-    return samplers.core.registry.SAMPLERS.get(sampler).host_sync
+    """Whether the pipeline runs each item of a batch of the registry sampler ``sampler`` on its own: those whose
+    steps are decided for the whole batch on the host, which would make an item's image depend on the others — the
+    adaptive ones (``dpm_adaptive``: the worst item's error, or with its A1111 / ComfyUI labels k-diffusion's norm over
+    the batch; torchdiffeq's adaptive methods: one norm over the batch) and torchdiffeq's Adams correctors (iterated
+    to one norm over the batch). The other ``host_sync`` samplers (torchdiffeq's fixed grids, torchsde's solvers) give
+    each item what it gets alone, and keep their batch."""
+    from samplers.interop.torchdiffeq_adapter import chooses_own_steps
+
+    return chooses_own_steps(sampler) or sampler in _BATCH_NORM_CORRECTORS
 
 
 def _check_own_items(found, options: dict, shape: tuple | None) -> None:

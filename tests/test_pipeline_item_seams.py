@@ -216,3 +216,14 @@ def test_a_batch_wide_noise_object_is_refused_where_items_run_alone(pipe):
         pipe.txt2img([P, P2], seed=[0, 1], sampler="dpm_adaptive", eta=1.0, steps=3,
                      noise_sampler=lambda sigma, sigma_next: torch.zeros(2, 4, 4, 4), **SMALL)
     assert pipe.nfe == before
+
+
+def test_only_samplers_whose_steps_depend_on_the_batch_run_items_alone():
+    from models.pipeline import runs_items_alone
+    alone = {n for n in samplers.available() if runs_items_alone(n)}
+    assert alone == {"dpm_adaptive", "torchdiffeq.dopri5", "torchdiffeq.dopri8", "torchdiffeq.bosh3",
+                     "torchdiffeq.fehlberg2", "torchdiffeq.adaptive_heun", "torchdiffeq.implicit_adams",
+                     "torchdiffeq.fixed_adams"}
+    # torchsde's solvers and torchdiffeq's fixed grids are batch-invariant: they keep their batch (one run, half the
+    # model calls of two)
+    assert not runs_items_alone("torchsde.euler") and not runs_items_alone("torchdiffeq.rk4")
