@@ -304,12 +304,20 @@ def names_md() -> str:
             "- A1111's SDE labels (`DPM++ SDE`, `DPM++ 2M SDE`, ...) draw their Brownian tree on the latents' "
             "device; the labels use the CPU tree (`noise_sampler=\"brownian_tree\"`, A1111 on a CPU), so on a GPU "
             "pass the registry sampler with `noise_sampler=\"brownian_tree_device\"` for A1111's draws.",
-            "- A1111's labels that draw noise without a Brownian tree (`Euler a`, `DPM2 a`, `DPM++ 2S a`, `DPM fast` "
-            "and `DPM adaptive` at η = 1, `Restart`, `DDPM`, `LCM` and their other spellings) take A1111's own draws "
-            "(its `torch.randn_like` hijack: a generator per image seeded with the image's seed plus \"Eta noise seed "
-            "delta\", on the GPU unless its RNG source is set to CPU or NV); the labels draw this library's per-item "
-            "seeded noise (`seed`, or `noise_sampler=`), so A1111's update rule and schedule run, and the image differs "
-            "from A1111's for every seed.",
+            "- A1111's labels that draw noise without a Brownian tree draw A1111's own noise "
+            "(`noise_sampler=\"a1111\"`: each image's generator, seeded with its seed, after the image's starting "
+            "noise, as A1111's `TorchHijack` answers k-diffusion's `torch.randn_like` from `ImageRNG.next`) for "
+            "`Euler a`, `DPM2 a`, `DPM++ 2S a`, `DPM fast` and `DPM adaptive` (at η = 1), `LCM` and the churn of "
+            "`Euler` / `Heun` / `DPM2` (and their other spellings): from A1111's starting noise "
+            "(`samplers.core.a1111_rng.a1111_randn`) they give A1111's result (tests/test_a1111_noise.py, against "
+            "k-diffusion with A1111's hijack transcribed). A1111's default random number source (\"GPU\") draws on "
+            "the latents' device, as `\"a1111\"` does (the pipeline, whose starting noise is A1111's \"CPU\" "
+            "source's, runs the labels with `\"a1111_cpu\"`: A1111's CPU-source image on any device); for its "
+            "\"CPU\" and \"NV\" sources pass `noise_sampler=\"a1111_cpu\"` / `\"a1111_nv\"`, and for an \"Eta "
+            "noise seed delta\" d the object `A1111Noise(x, seeds, source, eta_noise_seed_delta=d)`. Not reproduced: "
+            "`Restart` (A1111's own loop draws from torch's global generator), Forge's `DDPM` and `HeunPP2` (Forge's "
+            "samplers module, not the one A1111's hijack replaces) and `DDIM` at η > 0 draw this library's seeded "
+            "noise.",
             "- A1111's `LCM` also wraps the model (`LCMCompVisDenoiser`: σ rounded to LCM's 50 timesteps, LCM's "
             "boundary scalings): that is the model's side, which a sampler name does not change. With another "
             "schedule type A1111 takes that wrapper's range too (σ_min = timestep 19's, 0.1345 on SD 1.5): "
@@ -390,6 +398,13 @@ def names_md() -> str:
            "A1111's σ_max ≈ 4518.76 instead of σ = inf. Registry and ComfyUI names are unchanged. Old image: the "
            "registry schedule name (`schedule=\"karras\"`, ...) with the registry sampler.",
            "", "## Names whose images changed (2026-12-07)", "",
+           "- A1111's k-diffusion labels that draw noise outside a Brownian tree (`Euler a`, `DPM2 a`, `DPM++ 2S a`, "
+           "`DPM fast`, `DPM adaptive`, `LCM`, and `Euler` / `Heun` / `DPM2` with `s_churn`, with their `k_` "
+           "spellings) draw A1111's noise (`noise_sampler=\"a1111\"`: each image's generator after its starting "
+           "noise), which from A1111's starting noise gives A1111's image; they drew this library's per-item seeded "
+           "noise, another draw for every seed. Typed variants that matched the registry's name as well (`Euler A`, "
+           "`EULER`) are now refused as ambiguous (the two draw different noise): type the label or the registry "
+           "name. Old image: `noise_sampler=\"seeded\"`, or the registry name.",
            "- Forge's `DDPM` (its `AlterSampler` of `sample_ddpm`, a k-diffusion sampler like its `HeunPP2`, "
            "`IPNDM`, `DEIS`) runs on Forge's Automatic choice, Uniform (`a1111:Uniform`), where the caller names no "
            "schedule (before: the model's default, karras on the eps model), and its \"DDPM <type>\" names "

@@ -364,6 +364,11 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
     given = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are not refused here)
     found, schedule, options = names.resolve_call(sampler, schedule, options)
+    if options.get("noise_sampler") == "a1111" and "noise_sampler" not in given:
+        # an A1111 label's draws continue each image's generator after its starting noise, which the pipeline draws on
+        # the CPU (seeded_randn: A1111's "CPU" source): from the same CPU generators, A1111's CPU-source image on any
+        # device (its device generators would follow a start they did not draw, on a GPU)
+        options = {**options, "noise_sampler": "a1111_cpu"}
     _check_fixed(found, asked, schedule)
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)
     check_options(spec, options)

@@ -205,3 +205,11 @@ def test_a_captured_run_reseeds_a1111s_device_noise_and_refuses_its_host_sources
     for kind in ("a1111_cpu", "a1111_nv"):
         with pytest.raises(InvalidOption, match="made on the host"):
             graph.capture("euler_ancestral", model, x, SIGMAS, fallback="eager", seed=SEEDS, noise_sampler=kind)
+
+
+def test_the_pipeline_draws_an_a1111_labels_noise_from_its_starting_noises_cpu_generators():
+    from models.pipeline import _resolve
+    # the pipeline's start is A1111's "CPU" source's first draw: the label's draws continue those generators
+    assert _resolve("Euler a", None, 4, {})[3]["noise_sampler"] == "a1111_cpu"
+    assert _resolve("Euler a", None, 4, {"noise_sampler": "a1111_nv"})[3]["noise_sampler"] == "a1111_nv"
+    assert _resolve("euler_ancestral", None, 4, {})[3].get("noise_sampler") is None
