@@ -379,15 +379,16 @@ class Denoiser:
         return to_x0(self.prediction, out.to(x.dtype), x_t, a, b)
 
     def _check_host_sigma(self, sigma: torch.Tensor) -> None:
-        """Refuse, before the model call, a σ of a tensor on the CPU at which D has no value: NaN, or σ = ±inf on a
-        model that cannot be evaluated there (an eps or score model: D would be NaN, returned without a word). A
+        """Refuse, before the model call, a σ of a tensor on the CPU at which D has no value: NaN, −inf, or σ = inf on
+        a model that cannot be evaluated there (an eps or score model, as :meth:`denoise_at` refuses it: D would be
+        NaN, returned without a word). A
         negative σ is left to the schedule (an ODE solver's stage just past σ = 0 evaluates there: the reference
         solve of :mod:`samplers.problems`). Read only where it costs no device synchronisation: a σ on another device is not read (a registry run
         checks its σ on the host before its loop)."""
         if sigma.device.type != "cpu":
             return
-        bad = torch.isnan(sigma)
-        if not self.supports_infinite_sigma:
+        bad = torch.isnan(sigma) | torch.isneginf(sigma)
+        if self.prediction in ("eps", "score"):  # as denoise_at (scalings_at): x0 from σ = inf needs the signal
             bad |= torch.isinf(sigma)
         if bool(bad.any()):
             value = float(sigma[bad][0])
