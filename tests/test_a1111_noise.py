@@ -213,3 +213,27 @@ def test_the_pipeline_draws_an_a1111_labels_noise_from_its_starting_noises_cpu_g
     assert _resolve("Euler a", None, 4, {})[3]["noise_sampler"] == "a1111_cpu"
     assert _resolve("Euler a", None, 4, {"noise_sampler": "a1111_nv"})[3]["noise_sampler"] == "a1111_nv"
     assert _resolve("euler_ancestral", None, 4, {})[3].get("noise_sampler") is None
+
+
+def test_the_diffusers_shim_runs_an_a1111_label_on_the_pipelines_generator():
+    # a diffusers pipeline draws its start from its generator, not from A1111's ImageRNG: the label's A1111 draws do
+    # not apply there, and "Euler a" gives EulerAncestralDiscreteScheduler's image, as the registry's name does
+    diffusers = pytest.importorskip("diffusers")
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    sd15 = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                set_alpha_to_one=False, clip_sample=False, timestep_spacing="leading")
+
+    def run(scheduler):
+        scheduler.set_timesteps(6)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 4, 8, 8, generator=g) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            x = scheduler.step(0.3 * scheduler.scale_model_input(x, t), t, x, generator=g).prev_sample
+        return x
+
+    replaced = diffusers.EulerAncestralDiscreteScheduler.from_config(sd15)
+    want = run(diffusers.EulerAncestralDiscreteScheduler.from_config(replaced.config))
+    for name in ("Euler a", "euler_ancestral"):
+        got = run(SamplerScheduler.from_config(replaced, sampler=name))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
