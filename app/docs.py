@@ -401,8 +401,9 @@ def names_md() -> str:
            "- A1111's k-diffusion labels that draw noise outside a Brownian tree (`Euler a`, `DPM2 a`, `DPM++ 2S a`, "
            "`DPM fast`, `DPM adaptive`, `LCM`, and `Euler` / `Heun` / `DPM2` with `s_churn`, with their `k_` "
            "spellings) draw A1111's noise (`noise_sampler=\"a1111\"`: each image's generator after its starting "
-           "noise), which from A1111's starting noise gives A1111's image; they drew this library's per-item seeded "
-           "noise, another draw for every seed. Typed variants that matched the registry's name as well (`Euler A`, "
+           "noise), which from A1111's starting noise gives A1111's image, in `samplers.sample`, the pipeline and "
+           "the k-diffusion drop-in's `get_sampler` (the diffusers shim keeps drawing from the pipeline's "
+           "generator); they drew this library's per-item seeded noise, another draw for every seed. Typed variants that matched the registry's name as well (`Euler A`, "
            "`EULER`) are now refused as ambiguous (the two draw different noise): type the label or the registry "
            "name. Old image: `noise_sampler=\"seeded\"`, or the registry name.",
            "- Forge's `DDPM` (its `AlterSampler` of `sample_ddpm`, a k-diffusion sampler like its `HeunPP2`, "
