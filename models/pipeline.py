@@ -71,14 +71,17 @@ _WHY_CPU_SEEDS = ("the run draws all its noise with torch's CPU generator, which
 def draws_low_bits_only(sampler: str, options: dict) -> bool:
     """Whether every draw of the pipeline's run of the registry sampler ``sampler`` with ``options`` reads only a
     seed's low 32 bits: the start always does; the in-loop noise where the run draws any by a generator kind (None,
-    ``"seeded"``, ``"comfyui"``), not a Brownian path (seeded with the whole seed) nor a caller's noise object."""
+    ``"seeded"``, ``"comfyui"``, A1111's ``"a1111"`` / ``"a1111_cpu"``), not a Brownian path or A1111's NV numbers
+    (seeded with the whole seed) nor a caller's noise object."""
     spec = samplers.core.registry.SAMPLERS.get(sampler)
     if "noise_sampler" not in spec.options or not draws_noise(spec, options):
         return True
     value = options.get("noise_sampler")
     if not (value is None or isinstance(value, str)):
         return False  # the caller's own noise: not seeded by the seeds
-    return noise_mod.check(value, None, None) in noise_mod.GENERATOR_KINDS  # the name as the run reads it ("Default")
+    # the name as the run reads it ("Default"); A1111's draws are torch generators' too, on the pipeline's CPU
+    # latents ("a1111", "a1111_cpu"), but NV's Philox key holds both words of the seed
+    return noise_mod.check(value, None, None) in {*noise_mod.GENERATOR_KINDS, "a1111_cpu"}
 
 
 class VAEMismatchError(InvalidInput):

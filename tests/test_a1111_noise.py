@@ -87,6 +87,52 @@ K_CALLS = {
 
 
 @needs_kd
+@pytest.mark.parametrize("label", ["Euler", "Heun", "DPM2"])
+def test_a1111_churn_outside_its_window_still_takes_its_draw(monkeypatch, label):
+    # k-diffusion's sample_euler / _heun / _dpm_2 draw randn_like at every step, γ = 0 outside [s_tmin, s_tmax]
+    # included: A1111's stream counts those draws (they were skipped here: 0.49-0.84 apart)
+    fn = {"Euler": kd.sample_euler, "Heun": kd.sample_heun, "DPM2": kd.sample_dpm_2}[label]
+    start, want = a1111_run(monkeypatch, lambda z: fn(model, z * SIGMAS[0], SIGMAS, disable=True, s_churn=2.0,
+                                                      s_tmax=5.0))
+    got = samplers.sample(label, model, start * SIGMAS[0], SIGMAS, seed=SEEDS, disable=True, s_churn=2.0, s_tmax=5.0)
+    torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
+    # the registry's own noise keeps drawing only where it adds noise (its images unchanged)
+    calls = []
+    samplers.sample(label.lower() if label != "DPM2" else "dpm_2", model, start * SIGMAS[0], SIGMAS, disable=True,
+                    s_churn=2.0, s_tmax=5.0, noise_sampler=lambda a, b: calls.append(a) or torch.zeros_like(start))
+    assert len(calls) == sum(1 for s in SIGMAS[:-1].tolist() if s <= 5.0)
+
+
+@needs_kd
+@pytest.mark.parametrize("label", ["DPM fast", "DPM adaptive"])
+@pytest.mark.parametrize("eta", [0.5, 0.0])
+def test_a1111s_eta_setting_replaces_the_labels(monkeypatch, label, eta):
+    # A1111 passes its "Eta for ancestral samplers" setting (1 by default) to DPM fast / adaptive as to Euler a: a
+    # caller's eta is that setting (it was refused, and the registry name it advised was 3.85 apart)
+    fn = {"DPM fast": lambda z: kd.sample_dpm_fast(model, z, float(SIGMAS[-2]), float(SIGMAS[0]), len(SIGMAS) - 1,
+                                                   disable=True, eta=eta),
+          "DPM adaptive": lambda z: kd.sample_dpm_adaptive(model, z, float(SIGMAS[-2]), float(SIGMAS[0]),
+                                                           disable=True, eta=eta)}[label]
+    start, want = a1111_run(monkeypatch, lambda z: fn(z * SIGMAS[0]))
+    got = samplers.sample(label, model, start * SIGMAS[0], SIGMAS, seed=SEEDS, disable=True, eta=eta)
+    torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("steps", [24, 40])
+def test_a1111s_restart_draws_a1111s_noise(steps):
+    # modules/sd_samplers_extra.restart_sampler adds k_diffusion.sampling.torch.randn_like, which A1111's hijack
+    # answers as for every k-diffusion sampler (from 20 steps on, where it restarts: 1.4-2.4 apart before)
+    from test_a1111_rules import a1111_restart_sampler  # noqa: E402 (its transcription, noise from a callable)
+
+    sigmas = samplers.get_sigmas("karras", steps, sigma_min=0.0292, sigma_max=14.6146).float()
+    rng = ImageRNG(tuple(GM.shape), SEEDS)
+    start = rng.first()
+    want = a1111_restart_sampler(model, start * sigmas[0], sigmas, lambda a, b: rng.next())
+    got = samplers.sample("Restart", model, start * sigmas[0], sigmas, seed=SEEDS, disable=True)
+    torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
+
+
+@needs_kd
 @pytest.mark.parametrize("label", sorted(K_CALLS))
 def test_an_a1111_label_draws_a1111s_noise(monkeypatch, label):
     options = {"s_churn": 2.0, "s_tmax": 0} if label in ("Euler", "Heun", "DPM2") else {}

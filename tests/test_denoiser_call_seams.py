@@ -89,3 +89,19 @@ def test_a_noise_sampler_that_cannot_take_sigma_and_sigma_next_is_refused_before
     out = samplers.sample("euler_ancestral", model, x, SIGMAS, disable=True,
                           noise_sampler=lambda *args: torch.randn(x.shape, generator=g))  # any two positionals
     assert torch.isfinite(out).all()
+
+
+def test_the_tensor_calls_sigma_check_is_no_counted_host_read():
+    # a CPU σ is checked (NaN, -inf; inf on an eps model) through numpy: count_host_reads, which stands for the
+    # device synchronisations of a GPU run (where this σ is not read), counted one read per model call
+    from samplers.core.graph import count_host_reads
+
+    vp = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+    D = samplers.to_denoiser(lambda x_t, t: 0.1 * x_t, "eps", vp)
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    with count_host_reads() as reads:
+        D(x, torch.tensor([1.0, 2.0]))
+    assert reads["n"] == 0
+    for bad in (float("inf"), float("nan"), -float("inf")):
+        with pytest.raises(samplers.InvalidInput, match="has no value"):
+            D(x, torch.tensor([1.0, bad]).bfloat16())

@@ -280,9 +280,15 @@ def test_seeds_2_32_apart_run_where_a_brownian_path_reads_the_whole_seed(parts, 
     assert not torch.equal(out[0], out[1])
     parts["eps"].check_request("euler_ancestral", None, 3, {"noise_sampler": noise}, seed=[0, 2**32], batch=2,
                                prompt=PROMPT)
-    for same in ({}, {"noise_sampler": "default"}, {"noise_sampler": " Seeded"}, {"noise_sampler": "comfyui"}):
+    for same in ({}, {"noise_sampler": "default"}, {"noise_sampler": " Seeded"}, {"noise_sampler": "comfyui"},
+                 {"noise_sampler": "a1111"}, {"noise_sampler": "a1111_cpu"}):
         with pytest.raises(InvalidInput, match="multiple of 2"):  # the same sampler with generator noise: one image
             parts["eps"].check_request("euler_ancestral", None, 3, same, seed=[0, 2**32], batch=2, prompt=PROMPT)
+    # an A1111 label's draws (the pipeline's "a1111_cpu") too; A1111's NV numbers are keyed by the whole seed
+    with pytest.raises(InvalidInput, match="multiple of 2"):
+        parts["eps"].check_request("Euler a", None, 3, {}, seed=[0, 2**32], batch=2, prompt=PROMPT)
+    parts["eps"].check_request("euler_ancestral", None, 3, {"noise_sampler": "a1111_nv"}, seed=[0, 2**32], batch=2,
+                               prompt=PROMPT)
 
 
 # ------------------------------------------------------------------- a prompt longer than the encoder reads

@@ -35,6 +35,7 @@ import math
 import numbers
 from typing import Callable
 
+import numpy as np
 import torch
 
 from . import wrapped
@@ -387,11 +388,14 @@ class Denoiser:
         checks its σ on the host before its loop)."""
         if sigma.device.type != "cpu":
             return
-        bad = torch.isnan(sigma) | torch.isneginf(sigma)
+        # read through numpy: a CPU tensor's own memory, which graph.count_host_reads (whose reads would be device
+        # synchronisations on a GPU, where this σ is not read) does not count
+        values = sigma.detach().to(torch.float64).numpy()
+        bad = np.isnan(values) | (values == -math.inf)
         if self.prediction in ("eps", "score"):  # as denoise_at (scalings_at): x0 from σ = inf needs the signal
-            bad |= torch.isinf(sigma)
-        if bool(bad.any()):
-            value = float(sigma[bad][0])
+            bad |= np.isinf(values)
+        if bad.any():
+            value = float(values[bad][0])
             why = ("sigma is a noise level, a number" if math.isnan(value) else
                    f"an {self.prediction!r} model carries no information about x0 at sigma = {value} (zero SNR), or "
                    "its schedule ends below it; start at a finite sigma")

@@ -40,12 +40,16 @@ DPM_ADAPTIVE_TOOLS = {"final_denoise": False, "through_schedule": False, "error_
 # function that takes eta (KDiffusionSampler.initialize), so its DPM fast / adaptive are ancestral by default;
 # ComfyUI calls them with k-diffusion's default eta = 0.
 A1111_ETA = {"eta": 1.0}
+# The options of A1111's labels that are A1111's settings, which its users change (its "Eta for ancestral samplers"):
+# a caller's value replaces the label's, as A1111 passes the setting's value.
+A1111_SETTINGS = frozenset({"eta"})
 # A1111's k-diffusion samplers draw their in-loop noise with torch.randn_like, which A1111 answers from each image's
 # own generator, seeded with the image's seed, after the image's starting noise (modules/rng.py ImageRNG.next through
 # sd_samplers_common.TorchHijack); its default source, a generator on the latents' device, is "a1111" (see
 # samplers.core.a1111_rng; "a1111_cpu" / "a1111_nv" for its CPU / NV sources). The labels whose draws come from
 # there: the ancestral ones, the churn of Euler / Heun / DPM2, DPM fast / adaptive (η), LCM (sd_samplers_lcm draws
-# through k-diffusion's default_noise_sampler).
+# through k-diffusion's default_noise_sampler), Restart (sd_samplers_extra.restart_sampler: the module's torch, which
+# A1111 replaces for every KDiffusionSampler).
 A1111_DRAWS = {"noise_sampler": "a1111"}
 # ComfyUI's sample_sa_solver / sample_sa_solver_pece: on a schedule that ends at 0 it lowers the orders near the end
 # (the predictor's at step i of n to at most n − 1 − i, the corrector's to at most n − i), not diffusers' rule.
@@ -120,7 +124,7 @@ A1111: dict[str, tuple] = {
     "k_dpm_fast": ("dpm_fast", {**DPM_FAST_TOOLS, **A1111_ETA, **A1111_DRAWS}, "a1111:Uniform", "default"),
     "DPM adaptive": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA, **A1111_DRAWS}, "a1111:Uniform", "default"),
     "k_dpm_ad": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA, **A1111_DRAWS}, "a1111:Uniform", "default"),
-    "Restart": ("restart", {"restart": "a1111"}, "a1111:Karras", "default"),
+    "Restart": ("restart", {"restart": "a1111", **A1111_DRAWS}, "a1111:Karras", "default"),
     "DDIM": ("ddim", A1111_TIMESTEP_STATE, "a1111:Timesteps", "explicit"),
     "PLMS": ("plms", A1111_TIMESTEP_STATE, "a1111:Timesteps", "explicit"),
     "UniPC": ("unipc_bh1", {}, None, None),

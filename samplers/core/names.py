@@ -294,7 +294,8 @@ def resolve_call(name: str, schedule: str | None = None, options: dict | None = 
 
 def merge_options(found: Label, options: dict | None) -> dict:
     """The label's options updated with the caller's; a caller's value that contradicts the label's is an error, but
-    for ``noise_sampler`` (the tool's default noise, which a caller's replaces there too). A
+    for ``noise_sampler`` (the tool's default noise, which a caller's replaces there too) and an A1111 label's option
+    that is an A1111 setting (:data:`labels.A1111_SETTINGS`: its DPM fast / adaptive's η). A
     label's option that the run would then not read (:data:`samplers.core.validate.IGNORED_OPTIONS`: ComfyUI's
     er_sde sets quadrature, which its max_stage=1 does not read) is left out: nobody passed it, so it is not
     refused as a caller's unread option is."""
@@ -306,7 +307,8 @@ def merge_options(found: Label, options: dict | None) -> dict:
         # (noise_sampler=None means "draw mine" in k-diffusion, A1111 and ComfyUI): so does the caller's here
         if key == "noise_sampler" and value is None and key in found.options:
             continue  # None is "the default noise" in the tools too: the label's (its tool's default) stays
-        if key in found.options and found.options[key] != value and key != "noise_sampler":
+        setting = found.source == "a1111" and key in labels.A1111_SETTINGS  # A1111's setting: the caller's value
+        if key in found.options and found.options[key] != value and key != "noise_sampler" and not setting:
             raise InvalidOption(f"{found.label!r} means {found.sampler} with {key}={found.options[key]!r}, but "
                                 f"{key}={value!r} was passed; pass the plain sampler name {found.sampler!r} to choose "
                                 f"{key} yourself")

@@ -248,6 +248,14 @@ def _check_signature(fn) -> None:
                           "noise sampler: lambda sigma, sigma_next: torch.randn_like(x))") from None
 
 
+def counts_unused_draws(noise_sampler) -> bool:
+    """Whether ``noise_sampler`` is A1111's draws (:class:`A1111Noise`, or a run's kind of it not yet built), whose
+    stream counts every ``torch.randn_like`` of k-diffusion's loop, used or not: its Euler / Heun / DPM2 draw their
+    churn noise at every step, γ = 0 outside the churn window too, so a step that adds none still takes one."""
+    fn = underlying(noise_sampler)
+    return isinstance(fn, A1111Noise) or (isinstance(fn, _Lazy) and fn.kind in A1111_KINDS)
+
+
 def underlying(noise_sampler):
     """The noise sampler a run's wrapper stands for, for reading its kind (never drawn): through a caller's checked
     sampler (``_Checked``) and a stand-in's ``stands_for`` (the probe run before a first step from σ = inf); a named
