@@ -248,8 +248,9 @@ def names_md() -> str:
             "that reads its timestep included). A1111 ignores the Schedule type for them, so a caller's other "
             "schedule is refused with these labels (and \"DDIM Karras\" and the like); the registry's `ddim` / "
             "`plms` run any schedule. On a model without a training table (a flow model) `a1111:Timesteps` cannot "
-            "be built and the labels are refused. Not reproduced: η > 0 (A1111's `eta_ddim`, default 0) draws "
-            "A1111's noise from its own generator; the pipeline's time input reads the model's exact table, so the "
+            "be built and the labels are refused. DDIM's η (A1111's `eta_ddim`, default 0) adds A1111's draws "
+            "(`noise_sampler=\"a1111\"`, below; tests/test_a1111_timestep_samplers.py). Not reproduced: the "
+            "pipeline's time input reads the model's exact table, so the "
             "U-Net is told timestep 1 + 4e-5 where A1111 says 1 (as for every A1111 name); A1111's img2img step "
             "count (see below).",
             "- A1111's **UniPC** is not reproduced: the label runs the registry's `unipc_bh1` on the caller's "
@@ -308,7 +309,8 @@ def names_md() -> str:
             "(`noise_sampler=\"a1111\"`: each image's generator, seeded with its seed, after the image's starting "
             "noise, as A1111's `TorchHijack` answers k-diffusion's `torch.randn_like` from `ImageRNG.next`) for "
             "`Euler a`, `DPM2 a`, `DPM++ 2S a`, `DPM fast` and `DPM adaptive` (η: A1111's \"Eta for ancestral "
-            "samplers\" setting, 1 by default, which a caller's `eta` sets), `LCM`, `Restart` and the churn of "
+            "samplers\" setting, 1 by default, which a caller's `eta` sets), `LCM`, `Restart`, `DDIM` at η > 0 and "
+            "the churn of "
             "`Euler` / `Heun` / `DPM2` (which takes its draw at every step, as k-diffusion's does, outside the churn "
             "window too) (and their other spellings): from A1111's starting noise "
             "(`samplers.core.a1111_rng.a1111_randn`) they give A1111's result (tests/test_a1111_noise.py, against "
@@ -317,8 +319,8 @@ def names_md() -> str:
             "source's, runs the labels with `\"a1111_cpu\"`: A1111's CPU-source image on any device); for its "
             "\"CPU\" and \"NV\" sources pass `noise_sampler=\"a1111_cpu\"` / `\"a1111_nv\"`, and for an \"Eta "
             "noise seed delta\" d the object `A1111Noise(x, seeds, source, eta_noise_seed_delta=d)`. Not reproduced: "
-            "Forge's `DDPM` and `HeunPP2` (Forge's samplers module, not the one A1111's hijack replaces) and `DDIM` at "
-            "η > 0 draw this library's seeded noise; with A1111's NV source its SDE labels' Brownian trees draw "
+            "Forge's `DDPM` and `HeunPP2` (Forge's samplers module, not the one A1111's hijack replaces) draw this "
+            "library's seeded noise; with A1111's NV source its SDE labels' Brownian trees draw "
             "Philox numbers (A1111 replaces torchsde's randn), which no option here gives.",
             "- A1111's `LCM` also wraps the model (`LCMCompVisDenoiser`: σ rounded to LCM's 50 timesteps, LCM's "
             "boundary scalings): that is the model's side, which a sampler name does not change. With another "
@@ -401,7 +403,8 @@ def names_md() -> str:
            "registry schedule name (`schedule=\"karras\"`, ...) with the registry sampler.",
            "", "## Names whose images changed (2026-12-07)", "",
            "- A1111's k-diffusion labels that draw noise outside a Brownian tree (`Euler a`, `DPM2 a`, `DPM++ 2S a`, "
-           "`DPM fast`, `DPM adaptive`, `LCM`, `Restart` from 20 steps, and `Euler` / `Heun` / `DPM2` with "
+           "`DPM fast`, `DPM adaptive`, `LCM`, `Restart` from 20 steps, `DDIM` with η > 0, and `Euler` / `Heun` / "
+           "`DPM2` with "
            "`s_churn`, with their `k_` spellings) draw A1111's noise (`noise_sampler=\"a1111\"`: each image's generator after its starting "
            "noise), which from A1111's starting noise gives A1111's image, in `samplers.sample`, the pipeline and "
            "the k-diffusion drop-in's `get_sampler` (the diffusers shim keeps drawing from the pipeline's "

@@ -46,18 +46,22 @@ def timed_eps(x_vp, t):
     return torch.tanh(x_vp) * (0.5 + 0.3 * torch.cos(t / 97.0)) + 0.2 * x_vp * (t / 1000.0)
 
 
-def a1111_ddim(eps, x, timesteps):
-    """sd_samplers_timesteps_impl.ddim (eta = 0: opts.eta_ddim's default), in float64."""
+def a1111_ddim(eps, x, timesteps, eta=0.0, randn_like=None):
+    """sd_samplers_timesteps_impl.ddim (eta: opts.eta_ddim, 0 by default), in float64; its noise, drawn at every step
+    (times σ_t = 0 at eta = 0), from ``randn_like`` (A1111's hijacked k_diffusion.sampling.torch.randn_like)."""
     alphas = AC[timesteps]
     alphas_prev = AC[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))]
+    sigmas = eta * torch.sqrt((1 - alphas_prev) / (1 - alphas) * (1 - alphas / alphas_prev))
     calls = 0
     for i in range(len(timesteps) - 1):
         index = len(timesteps) - 1 - i
         e_t = eps(x, timesteps[index].item())
         calls += 1
-        a_t, a_prev = alphas[index].item(), alphas_prev[index].item()
+        a_t, a_prev, sigma_t = alphas[index].item(), alphas_prev[index].item(), sigmas[index].item()
         pred_x0 = (x - math.sqrt(1 - a_t) * e_t) / math.sqrt(a_t)
-        x = math.sqrt(a_prev) * pred_x0 + math.sqrt(1. - a_prev) * e_t
+        dir_xt = math.sqrt(1. - a_prev - sigma_t ** 2) * e_t
+        noise = sigma_t * randn_like(x) if randn_like is not None else 0.0
+        x = math.sqrt(a_prev) * pred_x0 + dir_xt + noise
     return x, calls
 
 
@@ -231,3 +235,18 @@ def test_the_pipeline_runs_a1111s_ddim_and_plms(tmp_path):
         finally:
             AC = saved
         assert rel(latent.double(), ref) <= 1e-5, label
+
+
+@pytest.mark.parametrize("steps", [10, 30])
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_a1111s_ddim_with_eta_draws_a1111s_noise(steps, eta):
+    """A1111's DDIM adds σ_t·randn_like(x) at every step, which its hijack answers from each image's generator after
+    the image's starting noise (the label's noise_sampler="a1111"): its η > 0 image (it drew this library's noise)."""
+    seeds = [11, 12]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    draw = lambda: torch.stack([torch.randn(GM.shape, generator=g) for g in gens]).double()  # noqa: E731
+    z = draw()  # ImageRNG.first: the images' starting noise
+    ref, _ = a1111_ddim(gm_eps, z.clone(), a1111_timesteps(steps), eta=eta, randn_like=lambda x: draw())
+    out = samplers.sample("DDIM", library_model("gm"), z.clone(), label_sigmas("DDIM", steps), disable=True,
+                          eta=eta, seed=seeds)
+    assert rel(out, ref) < 1e-6

@@ -125,7 +125,7 @@ A1111: dict[str, tuple] = {
     "DPM adaptive": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA, **A1111_DRAWS}, "a1111:Uniform", "default"),
     "k_dpm_ad": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **A1111_ETA, **A1111_DRAWS}, "a1111:Uniform", "default"),
     "Restart": ("restart", {"restart": "a1111", **A1111_DRAWS}, "a1111:Karras", "default"),
-    "DDIM": ("ddim", A1111_TIMESTEP_STATE, "a1111:Timesteps", "explicit"),
+    "DDIM": ("ddim", {**A1111_TIMESTEP_STATE, **A1111_DRAWS}, "a1111:Timesteps", "explicit"),
     "PLMS": ("plms", A1111_TIMESTEP_STATE, "a1111:Timesteps", "explicit"),
     "UniPC": ("unipc_bh1", {}, None, None),
     # Forge's ('DDPM', AlterSampler of sample_ddpm): a k-diffusion sampler on A1111's schedule types, Automatic Uniform
