@@ -1141,10 +1141,14 @@ class Pipeline(PipelineSpec):
         options = dict(options or {})
         if sampler is None and schedule is None:
             schedule = self.defaults["schedule"]
-        found, schedule, _ = names.resolve_call(self.defaults["sampler"] if sampler is None else sampler, schedule,
-                                                dict(options))
+        found, schedule, merged = names.resolve_call(self.defaults["sampler"] if sampler is None else sampler, schedule,
+                                                     dict(options))
         if found.sigmas is not None:
             schedule, steps = "fitted", len(found.sigmas) - 1
+        if merged.get("noise_sampler") == "a1111" and "noise_sampler" not in options:
+            # the label's A1111 draws, from the pipeline's CPU generators (_resolve): A1111's "CPU" source, which its
+            # infotext records so ("RNG: CPU"), and which A1111 reads back with the image
+            extra = {"rng": "CPU", **extra}
         return {"prompt": prompt, "sampler": self.defaults["sampler"] if sampler is None else sampler,
                 "schedule": self.defaults["schedule"] if schedule is None else schedule,
                 "steps": self.defaults["steps"] if steps is None else int(steps), "cfg": self.guidance(cfg),
@@ -1274,7 +1278,7 @@ PARAMETERS_CHUNK = "parameters"
 REQUEST_CHUNK = "request"
 _INFOTEXT_KEYS = {"steps": "Steps", "sampler": "Sampler", "schedule": "Schedule type", "cfg": "CFG scale",
                   "seed": "Seed", "size": "Size", "model_hash": "Model hash", "model": "Model",
-                  "strength": "Denoising strength"}
+                  "strength": "Denoising strength", "rng": "RNG"}
 
 
 def library_version() -> str:

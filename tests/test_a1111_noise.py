@@ -283,3 +283,23 @@ def test_the_diffusers_shim_runs_an_a1111_label_on_the_pipelines_generator():
     for name in ("Euler a", "euler_ancestral"):
         got = run(SamplerScheduler.from_config(replaced, sampler=name))
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_pipelines_infotext_records_a1111s_cpu_source_for_its_labels():
+    # A1111 writes "RNG: CPU" where its random number source is the CPU, and reads it back: the pipeline's A1111
+    # labels draw from that source
+    from models.pipeline import infotext
+
+    class Stub:  # Pipeline.request reads only these
+        defaults = {"sampler": "dpmpp_2m", "schedule": "karras", "steps": 4}
+        config = types.SimpleNamespace(name="m")
+        model = types.SimpleNamespace(weights_sha256="0" * 64)
+
+        def guidance(self, cfg):
+            return 4.0 if cfg is None else cfg
+
+    from models.pipeline import Pipeline
+    request = Pipeline.request(Stub(), "p", sampler="Euler a", steps=4)
+    assert request["rng"] == "CPU" and "RNG: CPU" in infotext(request)
+    assert "rng" not in Pipeline.request(Stub(), "p", sampler="euler_ancestral", steps=4)
+    assert "rng" not in Pipeline.request(Stub(), "p", sampler="Euler a", steps=4, options={"noise_sampler": "a1111_nv"})
