@@ -42,6 +42,7 @@ The calling convention is tested with a stand-in for ComfyUI's KSAMPLER written 
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from typing import Callable
@@ -438,6 +439,19 @@ def _refuse_node_seed(options: dict) -> None:
                             "and leave seed out of the options")
 
 
+def _refuse_unknown_node_keys(name: str, options: dict) -> None:
+    """Refuse a key of the node's JSON that the sampler does not take, listing the options the node takes: the
+    sampler's, less ``seed`` (the sampling node's noise_seed seeds it; :func:`_refuse_node_seed`)."""
+    spec = SAMPLERS.get(names.resolve(name).sampler)
+    takes = [k for k in spec.options if k != "seed"]
+    for key in options:
+        if key not in spec.options:
+            close = difflib.get_close_matches(key, takes, n=1)
+            raise InvalidOption(f"{spec.name} has no option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                                + f"; the node's options for it are: {', '.join(takes) or 'none'} (its noise is "
+                                "seeded by the sampling node's noise_seed)")
+
+
 def _refuse_internal_keys(name: str, options: dict) -> None:
     """Refuse the node's option keys that are ksampler_function's own parameters (``name``, ``coordinates``) and not
     options of the sampler: passed on they would be taken as those parameters (or collide with them)."""
@@ -478,6 +492,7 @@ def node_class_mappings() -> tuple[dict, dict]:
                 raise InvalidOption(f"options must be a JSON object such as {{\"eta\": 0.5}}, got {options!r}")
             _refuse_internal_keys(sampler_name, extra)
             _refuse_node_seed(extra)
+            _refuse_unknown_node_keys(sampler_name, extra)
             fn = ksampler_function(sampler_name, **extra)  # checks the options now, before any sampling
             return (comfy.samplers.KSAMPLER(fn),)
 
