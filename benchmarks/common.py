@@ -561,6 +561,27 @@ def _version(mod: str) -> str | None:
         return None
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo "model name", macOS's machdep.cpu.brand_string), else what
+    :mod:`platform` says (often only the architecture, "x86_64")."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                 timeout=5)
+            if out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine()
+
+
 def run_info(device: str = "cpu") -> dict:
     """Device, versions, date and commit: written next to every result."""
     info = {
@@ -568,6 +589,7 @@ def run_info(device: str = "cpu") -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),  # recorded whatever ``device`` is: a GPU run may time CPU sections too
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
@@ -594,7 +616,13 @@ def _git_commit() -> str | None:
 def device_label(info: dict) -> str:
     if "gpu" in info:
         return f"{info['gpu']} (CUDA {info.get('cuda')})"
-    return f"CPU ({info['cpu_count']} cores, {info['torch_threads']} torch threads)"
+    return cpu_label(info)
+
+
+def cpu_label(info: dict) -> str:
+    """The CPU of a run's ``info``: its model where recorded (results written before it was render as they did)."""
+    model = f" {info['cpu_model']}" if info.get("cpu_model") else ""
+    return f"CPU{model} ({info['cpu_count']} cores, {info['torch_threads']} torch threads)"
 
 
 def device_line(device: str = "cpu") -> str:
@@ -982,7 +1010,7 @@ def sampler_names(requested: list[str] | None, include_adaptive: bool = False) -
 
 
 __all__ = ["Problem", "ProblemUnavailable", "ReferenceCache", "describe", "frechet_distance", "get_problem",
-           "get_problems", "item_rmse", "item_seeds", "progress", "report", "rmse", "run_info", "sampler_names",
+           "cpu_label", "cpu_model", "get_problems", "item_rmse", "item_seeds", "progress", "report", "rmse", "run_info", "sampler_names",
            "sliced_wasserstein", "spread", "write_results"]
 
 

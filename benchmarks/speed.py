@@ -482,13 +482,21 @@ def overhead_table(names: list[str], device: str, dtype: torch.dtype, steps: tup
                             for k, v in timed.items()}})
         if "diffusers" in loops:
             row["peer"].update({"overhead_per_step_s": over("diffusers"), "calls_per_step": calls["diffusers"]})
-            row["ours_over_peer"] = over("ours") / over("diffusers") if over("diffusers") > 0 else math.inf
-            if name in US_TARGETS and device == "cpu":
-                row["target_met"] = row["ours_over_peer"] <= TARGET_RATIO
+            row.update(overhead_verdict(over("ours"), over("diffusers"), name in US_TARGETS and device == "cpu"))
         if "kdiffusion" in loops:
             row["kdiffusion"] = {"overhead_per_step_s": over("kdiffusion"), "calls_per_step": calls["kdiffusion"]}
         rows.append(row)
     return rows
+
+
+def overhead_verdict(ours: float, peer: float, target: bool) -> dict:
+    """``ours_over_peer`` and, with ``target``, whether it meets TARGET_RATIO; or ``unresolved`` where either
+    overhead is at or under zero: a slope under the timing's noise floor (-0.04x 'met' the target) is no ratio."""
+    if ours <= 0 or peer <= 0:
+        return {"unresolved": f"{'ours' if ours <= 0 else 'diffusers'} {us(min(ours, peer))} µs per step, under "
+                              "the timing's noise floor: raise --repeats or widen --steps"}
+    ratio = ours / peer
+    return {"ours_over_peer": ratio, **({"target_met": ratio <= TARGET_RATIO} if target else {})}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -724,6 +732,10 @@ def targets(result: dict) -> list[str]:
                          f"{worst['ours_over_best_peer']:.2f}×)")
     cpu = result.get("overhead", {}).get("cpu float32", [])
     timed = [r for r in cpu if "target_met" in r]
+    unresolved = [r for r in cpu if "unresolved" in r and r["sampler"] in US_TARGETS]
+    if unresolved:
+        lines.append(f"CPU µs per step, ours on the eps model ≤ {TARGET_RATIO}× diffusers': not resolved for "
+                     + ", ".join(f"{r['sampler']} ({r['unresolved']})" for r in unresolved))
     if timed:
         missed = [r for r in timed if not r["target_met"]]
         head = (f"CPU µs per step, ours on the eps model ≤ {TARGET_RATIO}× diffusers' "
@@ -735,10 +747,18 @@ def targets(result: dict) -> list[str]:
         else:
             worst = max(timed, key=lambda r: r["ours_over_peer"])
             lines.append(head + f"met (worst: {worst['sampler']}, {worst['ours_over_peer']:.2f}×)")
-        absent = [n for n in US_TARGETS if n not in {r["sampler"] for r in timed}]
+        absent = [n for n in US_TARGETS if n not in {r["sampler"] for r in timed + unresolved}]
         if absent and not result["args"]["quick"]:
             lines.append(f"CPU µs target not measured for {', '.join(absent)} (not in --samplers, or no diffusers)")
     return lines
+
+
+def _verdict(row: dict, key: str) -> str:
+    """The target column of a timed row: the verdict, 'not resolved' where the target applies but a slope was at
+    or under zero, else '–'."""
+    if "target_met" in row:
+        return "yes" if row["target_met"] else "**no**"
+    return "not resolved" if "unresolved" in row and row["sampler"] in US_TARGETS and key == "cpu float32" else "–"
 
 
 def _num(v) -> str:
@@ -749,7 +769,10 @@ def markdown(result: dict) -> str:
     info = result["info"]
     a = result["args"]
     kd = info["versions"].get("k-diffusion")
-    lines = ["# Speed", "", f"**Device: {common.device_label(info)}**, {info['platform']}; {info['date_utc']}, "
+    # a run that times a GPU and the CPU: the CPU sections' device is the CPU, named apart
+    cpu = (f" (CPU sections: {common.cpu_label(info)})" if "gpu" in info and any(k.startswith("cpu")
+                                                                                for k in result["overhead"]) else "")
+    lines = ["# Speed", "", f"**Device: {common.device_label(info)}**{cpu}, {info['platform']}; {info['date_utc']}, "
              f"torch {info['versions']['torch']}, diffusers {info['versions']['diffusers']}, k-diffusion "
              f"{kd or 'not installed'}, commit {info['commit']}.", ""]
     if not any(k.startswith("cuda") for k in result["overhead"]):
@@ -803,8 +826,8 @@ def markdown(result: dict) -> str:
                 f"{us(r['sampler_only_per_step_s'])} | {peer.get('name', '–')} | "
                 f"{us(peer['overhead_per_step_s']) if 'overhead_per_step_s' in peer else peer.get('error', '–')} | "
                 f"{us(kdr['overhead_per_step_s']) if 'overhead_per_step_s' in kdr else '–'} | "
-                f"{f'{ratio:.2f}×' if ratio is not None else '–'} | "
-                f"{'–' if 'target_met' not in r else 'yes' if r['target_met'] else '**no**'} |")
+                f"{f'{ratio:.2f}×' if ratio is not None else 'not resolved' if 'unresolved' in r else '–'} | "
+                f"{_verdict(r, key)} |")
         if rows:
             lines += ["", f"One bare call of the tiny eps model: {rows[0]['model_call_s'] * 1e6:.1f} µs. The eps → x0 "
                       f"conversion of samplers.to_denoiser adds {rows[0]['conversion_per_call_s'] * 1e6:.1f} µs per "
@@ -992,7 +1015,8 @@ def main(argv=None) -> int:
         info["versions"]["k-diffusion"] = importlib.metadata.version("k-diffusion")
     except importlib.metadata.PackageNotFoundError:
         info["versions"]["k-diffusion"] = None
-    print(f"device: {common.device_label(info)} ({', '.join(devices)}); writing to {out}", flush=True)
+    cpu = f", {common.cpu_label(info)}" if "gpu" in info and "cpu" in devices else ""
+    print(f"device: {common.device_label(info)}{cpu} ({', '.join(devices)}); writing to {out}", flush=True)
     result = {"info": info, "args": common.run_args(args),
               "command": "python -m benchmarks.speed" + "".join(f" {a}" for a in (argv if argv is not None
                                                                                  else sys.argv[1:])),

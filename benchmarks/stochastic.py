@@ -192,7 +192,7 @@ def benchmark(quick: bool = False, samples: int | None = None, seed: int = 0, pe
     return {
         "info": common.run_info("cpu"),
         "args": {"quick": quick, "samples": n, "seed": seed, "nfe": list(nfes), "schedule": SCHEDULE,
-                 "problem": PROBLEM},
+                 "problem": PROBLEM, "samplers": names, "no_peers": not peers},
         "problem": problem.description,
         "sw_floor": floor,
         "sw_floor_std": floor_std,

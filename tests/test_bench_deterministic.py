@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,24 @@ def test_wrong_mode_counts_the_starts_sent_to_another_cluster():
                                         != gm.means.sub(ref[0].flatten()).norm(dim=1).argmin())][:3]
     out[far] = ref[0]  # three starts that end in the cluster of another
     assert deterministic.score(problem, out, ref, 80.0)["wrong_mode"] == 3
+
+
+def test_the_reference_solve_is_not_charged_to_the_sampler_that_first_asks_for_it(monkeypatch):
+    """The exact endpoints are solved once per seed and cached: their seconds (~7 s for 2048 starts) went into
+    the cell of whichever sampler asked first, and against its --max-sampler-seconds, so euler's later cells
+    were dropped as over budget while heun's ran."""
+    args = deterministic.resolve_args(deterministic.parser().parse_args(
+        ["--problem", "gm-ve", "--samplers", "euler", "--schedules", "karras", "--nfe", "5", "--batch", "8",
+         "--no-cache", "--no-peers", "--no-learned", "--max-sampler-seconds", "0.5", "--no-progress"]))
+    run = deterministic.Run(args)
+    solve, slow = run.refs.get, 1.0
+
+    def slow_solve(*a, **k):
+        time.sleep(slow)
+        return solve(*a, **k)
+
+    monkeypatch.setattr(run.refs, "get", slow_solve)
+    first = run.ours("gm-ve", "euler", "karras", 5, seed=0)
+    assert "skipped" not in first and first["seconds"] < slow
+    assert run.sampler_seconds[("gm-ve", "euler")] < slow
+    assert "skipped" not in run.ours("gm-ve", "euler", "karras", 5, seed=1)

@@ -77,3 +77,13 @@ def test_a_peer_that_draws_from_the_global_generator_does_not_depend_on_earlier_
         outs.append(stochastic.run_peer(problem, "DPMSolverSDEScheduler", 10, 4, 3)["samples"])
         assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is left where it was
     assert torch.equal(outs[0], outs[1])
+
+
+def test_args_record_the_samplers_and_no_peers_so_the_command_rebuilt_from_them_is_the_run():
+    """--samplers and --no-peers were only in ``command``: a record without it rebuilt a command that runs every
+    sampler and every peer."""
+    args = {"samplers": ["euler_ancestral"], "no_peers": True}
+    result = stochastic.benchmark(quick=True, samples=8, peers=False, names=args["samplers"], log=lambda *a, **k: None)
+    assert {k: result["args"][k] for k in args} == args
+    rebuilt = common.command_from_args(stochastic.MODULE, stochastic.parser(), result["args"], {"samples": 128})
+    assert "--samplers euler_ancestral" in rebuilt and "--no-peers" in rebuilt
