@@ -4,6 +4,7 @@ in-process on tiny sizes, the expensive parts replaced by stand-ins that fail th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -375,7 +376,7 @@ def test_learned_solvers_prints_the_device_it_runs_on(capsys, monkeypatch, tmp_p
     monkeypatch.setattr(learned_solvers, "fit_one", _reached)
     with pytest.raises(AssertionError):
         learned_solvers.main(["--problem", "gm-ve", "--nfe", "3", "--out", str(tmp_path), "--no-progress"])
-    assert "device: CPU (" in capsys.readouterr().out
+    assert re.search(r"device: CPU [^\n]*\(\d+ cores, \d+ torch threads\)", capsys.readouterr().out)
 
 
 # ---- --report RESULTS_JSON: the table from that file alone
@@ -452,7 +453,8 @@ def test_benchmarks_print_the_device_and_torch_they_run_on(capsys, monkeypatch, 
     with pytest.raises(AssertionError):
         main(argv)
     out = capsys.readouterr().out
-    assert "device: CPU (" in out and f"torch {torch.__version__}" in out
+    # the CPU's model where the machine names it (the benchmarks/common.cpu_model), its cores and threads
+    assert re.search(r"device: CPU [^\n]*\(\d+ cores, \d+ torch threads\)", out) and f"torch {torch.__version__}" in out
 
 
 def test_compatibility_replaces_only_a_table_it_wrote(monkeypatch, tmp_path, capsys):
