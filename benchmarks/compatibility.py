@@ -358,6 +358,20 @@ EXACT_CASES = [
 ]
 
 
+def exact_start(shim, x_t: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """(σ₀, x): the VE state the shim's run starts from, given the pipeline's first latents ``x_t`` (after
+    ``set_timesteps``), where the exact ODE endpoint is solved from.
+
+    Classes that keep VE latents (Euler, LMS, KDPM2, ...) hold the state itself: on SD-1.5's linspace config they
+    start from noise·init_noise_sigma = noise·σ_max, not noise·√(1 + σ₀²). The others hold x_t = a·x, with a the
+    signal scale at the σ of the run's first model call (σ₀ but for a solver that tells the model another σ)."""
+    sigma_0 = float(shim._plan.schedule[0])
+    if shim.latents == "ve":
+        return sigma_0, x_t
+    a_call = shim.native.coefficients_at(float(shim._plan.calls[0]))[0]
+    return sigma_0, x_t / a_call
+
+
 def exact_gain(steps_list=(10, 20, 50), batch: int = 256, cases=EXACT_CASES) -> list[dict]:
     """RMS error to the exact ODE endpoint of a Gaussian mixture eps model on SD-1.5's schedule, default vs
     exact=True, for each deterministic scheduler of :data:`EXACT_CASES` (float64)."""
@@ -378,8 +392,7 @@ def exact_gain(steps_list=(10, 20, 50), batch: int = 256, cases=EXACT_CASES) -> 
                 shim = SamplerScheduler.from_config(theirs.config, exact=exact)
                 shim.set_timesteps(steps)
                 x_t = noise * shim.init_noise_sigma
-                sigma_0 = float(shim._plan.schedule[0])
-                start = noise * math.sqrt(1 + sigma_0**2)  # the VE latent both runs start from
+                sigma_0, start = exact_start(shim, x_t)
                 target = gm.ode_endpoint(start, sigma_0)
                 latents = x_t
                 for t in shim.timesteps:
