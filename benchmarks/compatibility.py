@@ -2,7 +2,7 @@
 
     python -m benchmarks.compatibility                       # print the table
     python -m benchmarks.compatibility --out docs/compatibility.md
-    python -m benchmarks.compatibility --exact               # what exact=True buys on the analytic problem
+    python -m benchmarks.compatibility --exact --out docs/benchmarks/compat_exact   # what exact=True buys
 
 Each cell runs the source scheduler and ``SamplerScheduler.from_config(scheduler.config)`` (the sampler chosen
 from the config's class) in the loops diffusers' Stable Diffusion pipelines run (txt2img; img2img with
