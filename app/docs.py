@@ -703,7 +703,19 @@ def fitted_bound() -> str:
                                      if out else ".")])
 
 
+def compat_exact() -> str:
+    """docs/diffusers.md: what ``exact=True`` buys on the analytic problem, from the committed
+    ``python -m benchmarks.compatibility --exact`` run."""
+    from benchmarks.compatibility import exact_markdown
+
+    results = _load(ROOT / "docs" / "benchmarks" / "compat_exact" / "results.json")
+    if results is None:
+        return "(not measured yet: run the command above)"
+    return exact_markdown(results).rstrip("\n")
+
+
 README_FIGURES = {"headline": headline, "speed": speed}
+DIFFUSERS_FIGURES = {"compat-exact": compat_exact}
 FITTED_FIGURES = {"fitted-models": fitted_models, "fitted-checker": fitted_checker,
                   "fitted-checker-flow": functools.partial(fitted_checker, "flow"), "fitted-mixtures": fitted_mixtures,
                   "fitted-mixtures-2": functools.partial(fitted_mixtures, "mixtures-2"),
@@ -776,6 +788,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = args.out
     fitted = out / "fitted.md"
+    diffusers_page = out / "diffusers.md"
     # every file to fill is read and checked before anything is written: a missing README, or one without the
     # markers, stops the command with the pages untouched
     try:
@@ -784,6 +797,9 @@ def main(argv=None) -> int:
             fitted_text = _fillable(fitted, FITTED_FIGURES, "--out's fitted.md")
         else:
             fitted_text = None
+        # its exact=True table comes from the committed results under docs/benchmarks/compat_exact
+        diffusers_text = (_fillable(diffusers_page, DIFFUSERS_FIGURES, "--out's diffusers.md")
+                          if diffusers_page.exists() else None)
     except ValueError as err:
         p.error(str(err))
     out.mkdir(parents=True, exist_ok=True)
@@ -795,6 +811,9 @@ def main(argv=None) -> int:
     if fitted_text is not None:
         atomic_write_bytes(fitted, with_figures(fitted_text, FITTED_FIGURES).encode())
         print(f"wrote {fitted}")
+    if diffusers_text is not None:
+        atomic_write_bytes(diffusers_page, with_figures(diffusers_text, DIFFUSERS_FIGURES).encode())
+        print(f"wrote {diffusers_page}")
     if readme_text is not None:
         readme = Path(args.readme)
         atomic_write_bytes(readme, readme_with_figures(readme_text).encode())

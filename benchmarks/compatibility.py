@@ -2,7 +2,7 @@
 
     python -m benchmarks.compatibility                       # print the table
     python -m benchmarks.compatibility --out docs/compatibility.md
-    python -m benchmarks.compatibility --exact               # what exact=True buys on the analytic problem
+    python -m benchmarks.compatibility --exact --out docs/benchmarks/compat_exact   # what exact=True buys
 
 Each cell runs the source scheduler and ``SamplerScheduler.from_config(scheduler.config)`` (the sampler chosen
 from the config's class) in the loops diffusers' Stable Diffusion pipelines run (txt2img; img2img with
@@ -18,6 +18,8 @@ import dataclasses
 import math
 import platform
 import sys
+import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -358,6 +360,20 @@ EXACT_CASES = [
 ]
 
 
+def exact_start(shim, x_t: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """(σ₀, x): the VE state the shim's run starts from, given the pipeline's first latents ``x_t`` (after
+    ``set_timesteps``), where the exact ODE endpoint is solved from.
+
+    Classes that keep VE latents (Euler, LMS, KDPM2, ...) hold the state itself: on SD-1.5's linspace config they
+    start from noise·init_noise_sigma = noise·σ_max, not noise·√(1 + σ₀²). The others hold x_t = a·x, with a the
+    signal scale at the σ of the run's first model call (σ₀ but for a solver that tells the model another σ)."""
+    sigma_0 = float(shim._plan.schedule[0])
+    if shim.latents == "ve":
+        return sigma_0, x_t
+    a_call = shim.native.coefficients_at(float(shim._plan.calls[0]))[0]
+    return sigma_0, x_t / a_call
+
+
 def exact_gain(steps_list=(10, 20, 50), batch: int = 256, cases=EXACT_CASES) -> list[dict]:
     """RMS error to the exact ODE endpoint of a Gaussian mixture eps model on SD-1.5's schedule, default vs
     exact=True, for each deterministic scheduler of :data:`EXACT_CASES` (float64)."""
@@ -378,8 +394,7 @@ def exact_gain(steps_list=(10, 20, 50), batch: int = 256, cases=EXACT_CASES) -> 
                 shim = SamplerScheduler.from_config(theirs.config, exact=exact)
                 shim.set_timesteps(steps)
                 x_t = noise * shim.init_noise_sigma
-                sigma_0 = float(shim._plan.schedule[0])
-                start = noise * math.sqrt(1 + sigma_0**2)  # the VE latent both runs start from
+                sigma_0, start = exact_start(shim, x_t)
                 target = gm.ode_endpoint(start, sigma_0)
                 latents = x_t
                 for t in shim.timesteps:
@@ -393,8 +408,35 @@ def exact_gain(steps_list=(10, 20, 50), batch: int = 256, cases=EXACT_CASES) -> 
 
 
 EXACT_HEADER = "| scheduler | variant | steps | RMS error, default | RMS error, exact=True |"
-# the first line of each table this command writes: an existing --out file that starts otherwise is not replaced
-FIRST_LINES = (HEADER.splitlines()[0], EXACT_HEADER)
+EXACT_MODULE = "benchmarks.compatibility"
+
+
+def exact_results(rows: list[dict], seconds: float, command: str) -> dict:
+    """A ``--exact`` run as its results.json holds it: the rows of :func:`exact_gain`, the run's device, versions,
+    date and commit (``common.run_info``), its dtype, wall time and command."""
+    return dict(info=common.run_info("cpu"), dtype="float64", seconds=seconds, command=command, rows=rows)
+
+
+def exact_markdown(results: dict) -> str:
+    """The ``--exact`` table of a run, from its results.json alone; its last line says where and how it ran."""
+    lines = [EXACT_HEADER, "|---|---|---|---|---|"]
+    lines += [f"| {r['scheduler']} | {_variant(r['variant'])} | {r['steps']} | {r['default']:.2e} | "
+              f"{r['exact']:.2e} |" for r in results["rows"]]
+    info = results["info"]
+    lines += ["", f"Ran on: {common.device_label(info)}, python {info['python']}, torch {info['versions']['torch']}, "
+                  f"diffusers {info['versions']['diffusers']}, {results['dtype']}; {info['date_utc']}, in "
+                  f"{results['seconds']:.0f} s (`{results['command']}`)."]
+    return "\n".join(lines) + "\n"
+
+
+def report(results, write: bool = True) -> str:
+    """The table.md of an ``--exact`` run, generated from its results.json (written beside it with ``write``)."""
+    return common.report(results, exact_markdown, EXACT_MODULE, write=write)
+
+
+# the first line of the table this command writes to an --out file: an existing one that starts otherwise is not
+# replaced (--exact writes into a folder, as the benchmarks under docs/benchmarks do)
+FIRST_LINES = (HEADER.splitlines()[0],)
 
 
 def refuse_foreign_out(parser: argparse.ArgumentParser, path) -> None:
@@ -413,34 +455,57 @@ def refuse_foreign_out(parser: argparse.ArgumentParser, path) -> None:
         parser.error(f"--out {err}")
     if first not in FIRST_LINES:
         parser.error(f"--out {str(path)!r} exists and is not a compatibility table (its first line is not "
-                     f"{FIRST_LINES[0]!r}, nor the --exact table's header), so it would be overwritten: {fix}")
+                     f"{FIRST_LINES[0]!r}), so it would be overwritten: {fix}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compatibility", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=common.out_file,
-                        help="write the markdown table (with --exact, the exact=True table) to this file; nothing "
-                             "is written without it (the table is printed). An existing file is replaced only when "
-                             "it is such a table (first line '# diffusers compatibility', or the --exact table's "
-                             "header): any other is refused")
+    parser.add_argument("--out", type=Path,
+                        help="write the markdown table to this file; nothing is written without it (the table is "
+                             "printed). An existing file is replaced only when it is such a table (first line "
+                             "'# diffusers compatibility'): any other is refused. With --exact, a folder for the "
+                             "run's results.json and table.md (docs/benchmarks/compat_exact for the committed run)")
     parser.add_argument("--exact", action="store_true", help="measure what exact=True buys instead")
+    parser.add_argument("--report", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="run nothing: rewrite the --exact table.md beside RESULTS_JSON, generated from it")
     args = parser.parse_args(argv)
-    refuse_foreign_out(parser, args.out)
+    if args.report is not None:
+        if args.out is not None or args.exact:
+            parser.error("--report runs nothing, so --out and --exact would have no effect: give --report alone")
+        from samplers.core.errors import InvalidInput
+        try:
+            report(args.report)
+        except (InvalidInput, KeyError, TypeError) as err:
+            parser.error(f"--report {str(args.report)!r}: {err}")
+        print(f"wrote {args.report.with_name('table.md')}", file=sys.stderr)
+        return 0
+    try:  # a folder with --exact (results.json and table.md, as every benchmark under docs/benchmarks), else a file
+        out = None if args.out is None else (common.out_folder if args.exact else common.out_file)(args.out)
+    except argparse.ArgumentTypeError as err:
+        parser.error(f"argument --out: {err}")
+    if not args.exact:
+        refuse_foreign_out(parser, out)
     torch.set_num_threads(1)
     env = environment("float64" if args.exact else "float32")  # exact_gain runs its problem in float64
     print(f"# {env}", file=sys.stderr)
     if args.exact:
-        lines = [EXACT_HEADER, "|---|---|---|---|---|"]
-        lines += [f"| {r['scheduler']} | {_variant(r['variant'])} | {r['steps']} | {r['default']:.2e} | "
-                  f"{r['exact']:.2e} |" for r in exact_gain()]
-        text = "\n".join(lines) + "\n"
+        started = time.perf_counter()
+        rows = exact_gain()
+        results = exact_results(rows, time.perf_counter() - started,
+                                common.run_command(EXACT_MODULE, sys.argv[1:] if argv is None else argv))
+        if out is not None:
+            common.write_results(results, out)
+            text = report(out / "results.json")
+            print(f"wrote {out / 'results.json'} and {out / 'table.md'}", file=sys.stderr)
+        else:
+            print(exact_markdown(results), end="")
+        return 0
+    text = markdown(table(), env)
+    if out is not None:
+        common.atomic_write_bytes(out, text.encode())
+        print(f"wrote {out}", file=sys.stderr)
     else:
-        text = markdown(table(), env)
-    if args.out is not None:
-        common.atomic_write_bytes(args.out, text.encode())
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        print(text, end="" if args.exact else "\n")
+        print(text, end="\n")
     return 0
 
 

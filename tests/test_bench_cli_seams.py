@@ -187,15 +187,27 @@ def test_compatibility_exact_writes_to_out(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(compatibility, "environment", lambda dtype="float32": "env")
     monkeypatch.setattr(compatibility, "exact_gain", lambda: [
         dict(scheduler="DDIMScheduler", variant={}, steps=10, default=1e-3, exact=1e-6)])
-    monkeypatch.setattr(compatibility, "_variant", lambda v: "default")
-    out = tmp_path / "exact.md"
+    out = tmp_path / "exact"
     assert compatibility.main(["--exact", "--out", str(out)]) == 0
-    text = out.read_text()
-    assert "| DDIMScheduler | default | 10 | 1.00e-03 | 1.00e-06 |" in text
+    results = json.loads((out / "results.json").read_text())
+    assert results["rows"][0]["steps"] == 10 and results["command"] == f"python -m benchmarks.compatibility --exact " \
+                                                                       f"--out {out}"
+    text = (out / "table.md").read_text()
+    assert text == compatibility.report(out / "results.json", write=False)
+    assert "| DDIMScheduler | — | 10 | 1.00e-03 | 1.00e-06 |" in text
+    # the table says where it ran (the environment went to stderr only, and the written file lacked it)
+    ran_on = text.strip().splitlines()[-1]
+    assert ran_on.startswith("Ran on: CPU (") and f"torch {torch.__version__}" in ran_on and "float64" in ran_on
     assert "DDIMScheduler" not in capsys.readouterr().out  # written to --out, not printed
     assert compatibility.main(["--exact"]) == 0
-    assert capsys.readouterr().out == text
+    printed = capsys.readouterr().out
+    assert "| DDIMScheduler | — | 10 |" in printed and "Ran on: CPU (" in printed
     refused(capsys, compatibility.main, ["--out", str(tmp_path)], "--out", "is a folder")
+    refused(capsys, compatibility.main, ["--exact", "--out", str(out / "table.md")], "--out", "is a file")
+    (out / "table.md").write_text("stale\n")
+    assert compatibility.main(["--report", str(out / "results.json")]) == 0
+    assert (out / "table.md").read_text() == text
+    refused(capsys, compatibility.main, ["--report", str(out / "results.json"), "--exact"], "--report", "alone")
 
 
 # ---- speed: an explicit value is used as given
@@ -463,7 +475,7 @@ def test_compatibility_replaces_only_a_table_it_wrote(monkeypatch, tmp_path, cap
     readme.write_text("# my project\n\nnot a table\n")
     refused(capsys, compatibility.main, ["--out", str(readme)], "--out", "README.md", "exists and is not a "
             "compatibility table", "'# diffusers compatibility'", "name a new file")
-    refused(capsys, compatibility.main, ["--exact", "--out", str(readme)], "--out", "README.md", "exists")
+    refused(capsys, compatibility.main, ["--exact", "--out", str(readme)], "--out", "README.md", "is a file")
     assert readme.read_text() == "# my project\n\nnot a table\n"
     monkeypatch.setattr(compatibility, "environment", lambda dtype="float32": "env")
     monkeypatch.setattr(compatibility, "exact_gain", lambda: [
@@ -473,10 +485,10 @@ def test_compatibility_replaces_only_a_table_it_wrote(monkeypatch, tmp_path, cap
     old = tmp_path / "compat.md"
     old.write_text("# diffusers compatibility\n\nold\n")  # a previous table is replaced
     assert compatibility.main(["--out", str(old)]) == 0 and old.read_text().endswith("new\n")
-    exact = tmp_path / "exact.md"
-    for _ in range(2):  # the --exact table, written and then replaced
+    exact = tmp_path / "exact"
+    for _ in range(2):  # the --exact folder, written and then replaced
         assert compatibility.main(["--exact", "--out", str(exact)]) == 0
-    assert exact.read_text().startswith(compatibility.EXACT_HEADER)
+    assert (exact / "table.md").read_text().startswith(common.GENERATED.split("`")[0])
 
 
 def test_compatibility_names_its_command_in_errors(capsys):

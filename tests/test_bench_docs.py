@@ -28,6 +28,7 @@ GENERATED_BY = {
     "fit_heldout_mixtures-4": "benchmarks.fit_heldout",
     "fit_heldout_mixtures-5": "benchmarks.fit_heldout",
     "fit_bound": "benchmarks.fit_bound",
+    "compat_exact": "benchmarks.compatibility",  # python -m benchmarks.compatibility --exact --out ...
     # the fitted solvers' evidence (docs/fitted.md has their commands)
     "fitted/mixtures": "benchmarks.deterministic",
     "fitted/mixtures-2": "benchmarks.deterministic",

@@ -50,10 +50,22 @@ def test_headline_names_what_the_registry_gained_since_its_run():
     assert docs.added_since({**full, "args": {"samplers": None, "schedules": ["karras"]}}) == []
 
 
-@pytest.mark.parametrize("name", sorted({**docs.README_FIGURES, **docs.FITTED_FIGURES}))
+def test_diffusers_figures_are_current():
+    # the exact=True table of docs/diffusers.md is what the committed `benchmarks.compatibility --exact` run gives
+    page = (ROOT / "docs" / "diffusers.md").read_text()
+    assert not docs.missing_figures(page, docs.DIFFUSERS_FIGURES)
+    assert page == docs.with_figures(page, docs.DIFFUSERS_FIGURES), \
+        "docs/diffusers.md's exact=True table is stale: run `python -m app.docs --out docs`"
+    assert "not measured yet" not in page
+
+
+ALL_FIGURES = {**docs.README_FIGURES, **docs.FITTED_FIGURES, **docs.DIFFUSERS_FIGURES}
+
+
+@pytest.mark.parametrize("name", sorted(ALL_FIGURES))
 def test_generated_figures_have_no_unfilled_placeholders(name):
     # a string piece of a generated paragraph that lost its f prefix prints "{info['cpu_count']}" as is
-    text = {**docs.README_FIGURES, **docs.FITTED_FIGURES}[name]()
+    text = ALL_FIGURES[name]()
     assert not re.search(r"\{[A-Za-z_][\w.]*(\[[^\]]*\])*(:[^}]*)?\}", text), text
 
 
