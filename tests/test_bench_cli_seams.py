@@ -197,7 +197,7 @@ def test_compatibility_exact_writes_to_out(monkeypatch, tmp_path, capsys):
     assert "| DDIMScheduler | — | 10 | 1.00e-03 | 1.00e-06 |" in text
     # the table says where it ran (the environment went to stderr only, and the written file lacked it)
     ran_on = text.strip().splitlines()[-1]
-    assert ran_on.startswith("Ran on: CPU (") and f"torch {torch.__version__}" in ran_on and "float64" in ran_on
+    assert ran_on.startswith("Ran on: CPU ") and f"torch {torch.__version__}" in ran_on and "float64" in ran_on
     assert "DDIMScheduler" not in capsys.readouterr().out  # written to --out, not printed
     assert compatibility.main(["--exact"]) == 0
     printed = capsys.readouterr().out
