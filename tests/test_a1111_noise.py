@@ -239,6 +239,10 @@ def test_bad_sources_and_deltas_are_refused():
         A1111Noise(x, [3], eta_noise_seed_delta=0.5)
     with pytest.raises(InvalidOption, match="batch 2 but 1 seeds"):
         a1111_randn((2, 3), [1])
+    with pytest.raises(InvalidOption, match="1 seeds for a batch of 2"):
+        A1111Noise(torch.zeros(2, 3), [1])
+    with pytest.raises(InvalidOption, match="seed must be an integer >= 0"):
+        A1111Noise(x, [-1])
 
 
 def test_a_captured_run_reseeds_a1111s_device_noise_and_refuses_its_host_sources():

@@ -99,7 +99,11 @@ class A1111Noise:
     def __init__(self, like: torch.Tensor, seeds: Sequence[int], source: str = "gpu", eta_noise_seed_delta: int = 0):
         self.source = _source(source)
         delta = integer("eta_noise_seed_delta", eta_noise_seed_delta)
-        streams = [int(s) + delta for s in seeds]
+        seeds = [integer("seed", s, lo=0, hi=SEED_LIMIT - 1) for s in seeds]
+        if len(seeds) != like.shape[0]:
+            raise InvalidOption(f"{len(seeds)} seeds for a batch of {like.shape[0]}: A1111 seeds each image of a "
+                                "batch, so pass one seed per image (A1111's batch seeds are seed, seed + 1, ...)")
+        streams = [s + delta for s in seeds]
         bad = [s for s in streams if not 0 <= s < SEED_LIMIT]
         if bad:
             raise InvalidOption(f"eta_noise_seed_delta={delta} takes seed {bad[0] - delta} to {bad[0]}, outside a "
