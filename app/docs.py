@@ -407,8 +407,10 @@ def names_md() -> str:
            "`DPM2` with "
            "`s_churn`, with their `k_` spellings) draw A1111's noise (`noise_sampler=\"a1111\"`: each image's generator after its starting "
            "noise), which from A1111's starting noise gives A1111's image, in `samplers.sample`, the pipeline and "
-           "the k-diffusion drop-in's `get_sampler` (the diffusers shim keeps drawing from the pipeline's "
-           "generator); they drew this library's per-item seeded noise, another draw for every seed. `DPM fast` / "
+           "the k-diffusion drop-in's `get_sampler` (the diffusers shim draws from the pipeline's generator: there "
+           "`Euler a` and ComfyUI's `comfyui:euler_ancestral`, `lcm`, ... give the image of the registry's name, "
+           "EulerAncestralDiscreteScheduler's for `Euler a` on its config, where ComfyUI's names drew ComfyUI's "
+           "per-item noise seeded from that generator); they drew this library's per-item seeded noise, another draw for every seed. `DPM fast` / "
            "`DPM adaptive` take a caller's `eta` as A1111's setting (it was refused). Typed variants that matched the registry's name as well (`Euler A`, "
            "`EULER`) are now refused as ambiguous (the two draw different noise): type the label or the registry "
            "name. Old image: `noise_sampler=\"seeded\"`, or the registry name.",

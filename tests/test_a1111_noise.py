@@ -284,7 +284,7 @@ def test_the_diffusers_shim_runs_an_a1111_label_on_the_pipelines_generator():
 
     replaced = diffusers.EulerAncestralDiscreteScheduler.from_config(sd15)
     want = run(diffusers.EulerAncestralDiscreteScheduler.from_config(replaced.config))
-    for name in ("Euler a", "euler_ancestral"):
+    for name in ("Euler a", "euler_ancestral", "comfyui:euler_ancestral"):  # ComfyUI's noise likewise
         got = run(SamplerScheduler.from_config(replaced, sampler=name))
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 

@@ -1360,10 +1360,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         self._run_options = self._options
 
     def _plan_run(self, spec, schedule: list[float], options: dict, idle: int = 0) -> None:
-        if options.get("noise_sampler") in noise_mod.A1111_KINDS:
-            # an A1111 label's draws continue each image's generator after A1111's starting noise, which a diffusers
-            # pipeline does not draw: its generator draws the noise, as for the registry's name ("Euler a" runs
-            # EulerAncestralDiscreteScheduler's image)
+        if options.get("noise_sampler") in {*noise_mod.A1111_KINDS, "comfyui"}:
+            # an A1111 / ComfyUI label's draws continue the generators of that tool's starting noise, which a diffusers
+            # pipeline does not draw: its generator draws the noise, as for the registry's name ("Euler a",
+            # "comfyui:euler_ancestral" run EulerAncestralDiscreteScheduler's image)
             options = {k: v for k, v in options.items() if k != "noise_sampler"}
         if spec.name == "tcd":  # on this model's timestep table (the class's own run has it: algorithm_tcd)
             options = ancestral.with_model_table(
