@@ -356,6 +356,15 @@ def _check_utf8(text, what: str) -> None:
                            ) from None
 
 
+def _a1111_cpu(merged: dict, given) -> bool:
+    """Whether a run takes an A1111 label's own draws (``merged``: the label's options with the caller's, ``given``:
+    the caller's option names, None not counted): the pipeline takes them from A1111's "CPU" source. They continue
+    each image's generator after its starting noise, which the pipeline draws on the CPU (seeded_randn: that source's
+    first draw), so from the same CPU generators they are A1111's CPU-source image on any device (its device
+    generators would follow a start they did not draw, on a GPU)."""
+    return merged.get("noise_sampler") == "a1111" and "noise_sampler" not in given
+
+
 def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     """What :meth:`Pipeline.plan` checks without the model: ``(label, schedule, steps asked or None, options,
     fitted solver or None)``: the name resolved (a fitted file read and checked), a fitted solver's fixed steps and
@@ -367,10 +376,7 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
     given = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are not refused here)
     found, schedule, options = names.resolve_call(sampler, schedule, options)
-    if options.get("noise_sampler") == "a1111" and "noise_sampler" not in given:
-        # an A1111 label's draws continue each image's generator after its starting noise, which the pipeline draws on
-        # the CPU (seeded_randn: A1111's "CPU" source): from the same CPU generators, A1111's CPU-source image on any
-        # device (its device generators would follow a start they did not draw, on a GPU)
+    if _a1111_cpu(options, given):
         options = {**options, "noise_sampler": "a1111_cpu"}
     _check_fixed(found, asked, schedule)
     spec = samplers.core.registry.SAMPLERS.get(found.sampler)
@@ -1145,10 +1151,8 @@ class Pipeline(PipelineSpec):
                                                      dict(options))
         if found.sigmas is not None:
             schedule, steps = "fitted", len(found.sigmas) - 1
-        if merged.get("noise_sampler") == "a1111" and "noise_sampler" not in options:
-            # the label's A1111 draws, from the pipeline's CPU generators (_resolve): A1111's "CPU" source, which its
-            # infotext records so ("RNG: CPU"), and which A1111 reads back with the image
-            extra = {"rng": "CPU", **extra}
+        if _a1111_cpu(merged, {k for k, v in options.items() if v is not None}):
+            extra = {"rng": "CPU", **extra}  # as A1111's infotext records its CPU source, and reads it back
         return {"prompt": prompt, "sampler": self.defaults["sampler"] if sampler is None else sampler,
                 "schedule": self.defaults["schedule"] if schedule is None else schedule,
                 "steps": self.defaults["steps"] if steps is None else int(steps), "cfg": self.guidance(cfg),
