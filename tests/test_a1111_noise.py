@@ -16,26 +16,18 @@ import pytest
 import torch
 
 import samplers
-from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
 from samplers.core import graph
 from samplers.core.a1111_rng import A1111Noise, PhiloxGenerator, a1111_randn, philox_4x32, philox_randn
 from samplers.core.errors import InvalidOption
 from samplers.core.seeds import seeded_randn
 from samplers.problems import GaussianMixture
+from test_kdiffusion_parity import kd  # noqa: E402 (k-diffusion's sampling module, or None)
 
 GM = GaussianMixture.default(shape=(4, 4, 4), components=3, seed=2)
 SEEDS = [1234, 77, 3_000_000_000]
 SIGMAS = samplers.get_sigmas("karras", 7, sigma_min=0.03, sigma_max=14.6).float()  # A1111's σ are float32
 
 
-def kd_sampling():
-    try:
-        return kdiffusion_modules()[0]
-    except KDiffusionUnavailable:
-        return None
-
-
-kd = kd_sampling()
 needs_kd = pytest.mark.skipif(kd is None, reason="k-diffusion is not installed: pip install --no-deps "
                                                  "k-diffusion==0.1.1.post1 (make test does)")
 

@@ -25,6 +25,7 @@ import torch
 
 import samplers
 from samplers.core import names
+from test_tool_schedules import c_ddim, c_simple  # noqa: E402 (ComfyUI's, transcribed once)
 
 
 class ComfyContinuousEDM:  # comfy/model_sampling.py ModelSamplingContinuousEDM (buffers as plain tensors)
@@ -52,31 +53,12 @@ class ComfyContinuousEDM:  # comfy/model_sampling.py ModelSamplingContinuousEDM 
         return (timestep / 0.25).exp()
 
 
-def simple_scheduler(model_sampling, steps):
-    s = model_sampling
-    sigs = []
-    ss = len(s.sigmas) / steps
-    for x in range(steps):
-        sigs += [float(s.sigmas[-(1 + int(x * ss))])]
-    sigs += [0.0]
-    return torch.FloatTensor(sigs)
+def simple_scheduler(model_sampling, steps):  # comfy/samplers.py simple_scheduler, on the EDM table's float32 σ
+    return torch.FloatTensor([float(v) for v in c_simple(model_sampling, steps)])
 
 
-def ddim_scheduler(model_sampling, steps):
-    s = model_sampling
-    sigs = []
-    x = 1
-    if math.isclose(float(s.sigmas[x]), 0, abs_tol=0.00001):
-        steps += 1
-        sigs = []
-    else:
-        sigs = [0.0]
-    ss = max(len(s.sigmas) // steps, 1)
-    while x < len(s.sigmas):
-        sigs += [float(s.sigmas[x])]
-        x += ss
-    sigs = sigs[::-1]
-    return torch.FloatTensor(sigs)
+def ddim_scheduler(model_sampling, steps):  # comfy/samplers.py ddim_scheduler
+    return torch.FloatTensor([float(v) for v in c_ddim(model_sampling, steps)])
 
 
 def normal_scheduler(model_sampling, steps, sgm=False, floor=False):

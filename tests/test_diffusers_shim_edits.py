@@ -11,15 +11,12 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from benchmarks.compatibility import SDXL, TinyModel, run  # noqa: E402
+from benchmarks.compatibility import SDXL, run  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
+from test_diffusers_shim_seams import IMAGE, MASK, MODEL, NOISE  # noqa: E402 (the tiny model and its inputs)
 
 diffusers.utils.logging.set_verbosity_error()
 
-MODEL = TinyModel()
-NOISE = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-IMAGE = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
-MASK = torch.zeros(1, 1, 8, 8)
 SD15 = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, set_alpha_to_one=False,
             clip_sample=False, timestep_spacing="leading")
 

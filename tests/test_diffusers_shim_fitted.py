@@ -15,12 +15,7 @@ from samplers.fitted.solver import LearnedSolver, OtherModelError  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
 
 SHIPPED = "docs/benchmarks/fitted/eps/nfe4.json"
-DDIM = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-        "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "steps_offset": 1,
-        "timestep_spacing": "leading", "clip_sample": False, "set_alpha_to_one": False}
-EULER = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
-         "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
-ALLOW = {"allow_other_model": True}
+from test_fitted_entry_points import ALLOW, DDIM, EULER  # noqa: E402 (SD-1.x's DDIM / Euler configs)
 NOISE = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
