@@ -84,6 +84,19 @@ class PhiloxGenerator:
         return torch.from_numpy(out).reshape(tuple(shape))
 
 
+def _generators(streams: Sequence[int], source: str, device: torch.device) -> list:
+    """One generator per stream in A1111's ``source``, for latents on ``device``."""
+    if source == "nv":
+        return [PhiloxGenerator(s) for s in streams]
+    return generators(streams, device if source == "gpu" and device.type != "mps" else torch.device("cpu"))
+
+
+def _draw(gens: list, shape: tuple) -> torch.Tensor:
+    """The next draw of ``shape`` of every generator, float32, stacked (on the generators' device)."""
+    return torch.stack([g.randn(shape) if isinstance(g, PhiloxGenerator) else
+                        torch.randn(shape, generator=g, device=g.device) for g in gens])
+
+
 def _source(source) -> str:
     if not isinstance(source, str) or source.strip().lower() not in SOURCES:
         raise InvalidOption(f"source={source!r} is not one of A1111's random number generator sources {SOURCES} "
@@ -111,13 +124,9 @@ class A1111Noise:
         self.shape = tuple(like.shape[1:])
         self.dtype, self.device = like.dtype, like.device
         self.delta = delta
-        if self.source == "nv":
-            self.generators = [PhiloxGenerator(s) for s in streams]
-        else:
-            on = like.device if self.source == "gpu" and like.device.type != "mps" else torch.device("cpu")
-            self.generators = generators(streams, on)
+        self.generators = _generators(streams, self.source, like.device)
         if delta == 0:  # the images' starting noise was each generator's first draw (ImageRNG.first)
-            self._draw()
+            _draw(self.generators, self.shape)
 
     def reseed(self, seeds: Sequence[int]) -> None:
         """Restart every image's stream as a new ``A1111Noise`` of ``seeds`` would, in place (the generators stay the
@@ -128,15 +137,10 @@ class A1111Noise:
             else:
                 g.manual_seed(int(s) + self.delta)
         if self.delta == 0:
-            self._draw()
-
-    def _draw(self) -> torch.Tensor:
-        if self.source == "nv":
-            return torch.stack([g.randn(self.shape) for g in self.generators])
-        return torch.stack([torch.randn(self.shape, generator=g, device=g.device) for g in self.generators])
+            _draw(self.generators, self.shape)
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
-        return to_device(self._draw(), self.device, self.dtype)
+        return to_device(_draw(self.generators, self.shape), self.device, self.dtype)
 
 
 def a1111_randn(shape: Sequence[int], seeds: Sequence[int], source: str = "gpu", device=None) -> torch.Tensor:
@@ -149,9 +153,4 @@ def a1111_randn(shape: Sequence[int], seeds: Sequence[int], source: str = "gpu",
         raise InvalidOption(f"shape {tuple(shape)} has batch {shape[0]} but {len(seeds)} seeds were given")
     device = torch.device(device or "cpu")
     seeds = [integer("seed", s, lo=0, hi=SEED_LIMIT - 1) for s in seeds]
-    if source == "nv":
-        draws = [PhiloxGenerator(s).randn(tuple(shape[1:])) for s in seeds]
-    else:
-        on = device if source == "gpu" and device.type != "mps" else torch.device("cpu")
-        draws = [torch.randn(tuple(shape[1:]), generator=g, device=on) for g in generators(seeds, on)]
-    return to_device(torch.stack(draws), device)
+    return to_device(_draw(_generators(seeds, source, device), tuple(shape[1:])), device)
