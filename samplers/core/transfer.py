@@ -12,9 +12,9 @@ import torch
 
 
 def to_device(t: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``t`` (a host tensor) as ``dtype`` on ``device``, the dtype cast made on the host (the same rounding on every
-    device). To a CUDA device the copy is queued from pinned memory without a synchronisation; elsewhere it is
-    ``Tensor.to``."""
+    """``t`` as ``dtype`` on ``device``, the dtype cast made where ``t`` is (a host tensor's on the host: the same
+    rounding on every device). From the host to a CUDA device the copy is queued from pinned memory without a
+    synchronisation; otherwise it is ``Tensor.to`` (nothing to do for a tensor already there)."""
     device = torch.device(device)
     if dtype is not None and t.dtype != dtype:
         t = t.to(dtype)
