@@ -453,6 +453,13 @@ def names_md() -> str:
            "after a step whose σ_down is 0 (η caps σ_up at σ_next), as k-diffusion and ComfyUI do: it added σ_up of "
            "noise there (5.7× the output's scale apart at η = 1.2 on tests' mixture). η ≤ 1 is unchanged. Old image: "
            "none by name (η ≤ 1 is unchanged).",
+           "- ComfyUI's `comfyui:euler_ancestral` with η > 1 on eps / v / EDM models returns the denoised x and "
+           "draws no noise after a step whose σ_down is 0 (η caps σ_up at σ_next), as ComfyUI's "
+           "`sample_euler_ancestral` does (`if sigma_down == 0: x = denoised`; the label sets "
+           "`noise_at_zero_down=False`): it added σ_up of noise there, as k-diffusion does (on 10 Karras steps at "
+           "η = 1.5, 9 draws where ComfyUI makes none, 1.9 apart where ComfyUI's result is below 0.18). The "
+           "registry's `euler_ancestral` and A1111's `Euler a` keep k-diffusion's noise; η ≤ 1 and flow models are "
+           "unchanged. Old image: the registry's `euler_ancestral` with `noise_sampler=\"comfyui\"`.",
            "- The `vp` schedule with `native=VPContinuous(...)` of other β's than the default (β_min 0.1, β_max 20) or "
            "of the cosine kind is uniform in that model's time; it took only its ends from the model and spaced the "
            "levels between them in the default β's (2e-3 off in t at β_max = 10; a cosine model's steps bunched at "

@@ -779,3 +779,102 @@ def test_registry_names_are_unchanged(key):
     x = samplers.sample(name, denoise_ve, X_VE.clone(), SIGMAS, disable=True, **dict(options)).flatten()
     got = (float(x.sum()), float((x * x).sum()), float(x[5]), float(x[-7]))
     assert all(math.isclose(g, w, rel_tol=1e-12, abs_tol=1e-12) for g, w in zip(got, BEFORE[key])), got
+
+
+# ----------------------------------------------------------------------------------------------------
+# 8: Euler ancestral where η > 1 caps σ_up at σ_next (σ_down = 0): ComfyUI's sample_euler_ancestral returns the
+# denoised x and draws nothing there; k-diffusion's (the registry's, A1111's "Euler a") adds σ_up of noise
+
+
+def sample_euler_ancestral(model, x, sigmas, extra_args=None, eta=1.0, s_noise=1.0, noise_sampler=None):
+    """ComfyUI's sample_euler_ancestral on an eps / v / EDM model (its CONST branch is sample_euler_ancestral_RF)."""
+    if noise_sampler is None:
+        noise_sampler = comfy_default_noise(x, (extra_args or {}).get("seed"))
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        if sigma_down == 0:
+            x = denoised
+        else:
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i]) \
+                + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+    return x
+
+
+def comfy_default_noise(x, seed):
+    """ComfyUI's default_noise_sampler(x, seed) on the CPU: one generator seeded seed + 1, a draw of x's shape."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    return lambda sigma, sigma_next: torch.randn(x.shape, dtype=x.dtype, generator=generator)
+
+
+@pytest.mark.parametrize("eta", [1.5, 3.0])
+def test_comfyui_euler_ancestral_denoises_without_noise_where_sigma_down_is_0(eta):
+    x = start(EPS(), SIGMAS)
+    ours = comfy_label("euler_ancestral", EPS(), denoise_ve, x, SIGMAS, noise=True, eta=eta)
+    theirs = reference(sample_euler_ancestral, EPS(), denoise_ve, x, SIGMAS, noise=True, eta=eta)
+    assert_same(ours, theirs)
+    assert theirs[2] < len(SIGMAS) - 2  # (the case: steps without a draw)
+
+
+@pytest.mark.parametrize("eta", [1.5, 3.0])
+def test_comfyui_euler_ancestral_at_eta_above_1_on_comfyuis_default_noise(eta):
+    x = start(EPS(), SIGMAS)[:1]  # one image: ComfyUI's one generator is this library's for image 0
+    ours = comfy_label("euler_ancestral", EPS(), denoise_ve, x, SIGMAS, eta=eta)
+    theirs = reference(sample_euler_ancestral, EPS(), denoise_ve, x, SIGMAS, eta=eta)
+    assert_same(ours, theirs)
+
+
+def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, eta=1.0, s_noise=1.0, noise_sampler=None):
+    """ComfyUI's sample_dpmpp_2s_ancestral on an eps / v / EDM model: its step to σ_down = 0 is Euler's, and noise is
+    added after every step to σ_next > 0, that one too."""
+    sigma_fn = lambda t: t.neg().exp()  # noqa: E731
+    t_fn = lambda sigma: sigma.log().neg()  # noqa: E731
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        if sigma_down == 0:
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        else:
+            t, t_next = t_fn(sigmas[i]), t_fn(sigma_down)
+            h = t_next - t
+            s = t + h / 2
+            x_2 = (sigma_fn(s) / sigma_fn(t)) * x - (-h / 2).expm1() * denoised
+            denoised_2 = model(x_2, sigma_fn(s))
+            x = (sigma_fn(t_next) / sigma_fn(t)) * x - (-h).expm1() * denoised_2
+        if sigmas[i + 1] > 0:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+    return x
+
+
+@pytest.mark.parametrize("eta", [1.5, 3.0])
+@pytest.mark.parametrize("name, ref", [("dpmpp_2s_ancestral", sample_dpmpp_2s_ancestral),
+                                       ("res_multistep_ancestral", sample_res_multistep_ancestral)])
+def test_comfyuis_other_ancestral_samplers_add_noise_after_a_step_to_sigma_down_0(name, ref, eta):
+    x = start(EPS(), SIGMAS)
+    assert_same(comfy_label(name, EPS(), denoise_ve, x, SIGMAS, noise=True, eta=eta),
+                reference(ref, EPS(), denoise_ve, x, SIGMAS, noise=True, eta=eta))
+
+
+def test_registry_euler_ancestral_keeps_k_diffusions_noise_where_sigma_down_is_0():
+    """The registry's euler_ancestral (A1111's "Euler a", the k-diffusion drop-in) adds σ_up of noise after the step
+    to the denoised x: 9 draws on 10 steps at η = 1.5, as k-diffusion (tests/test_kdiffusion_parity.py, η = 3)."""
+    noise = SeqNoise(X_VE)
+    out = samplers.sample("euler_ancestral", denoise_ve, X_VE.clone(), SIGMAS, disable=True, eta=1.5,
+                          noise_sampler=noise)
+    assert noise.k == len(SIGMAS) - 2
+    comfy = samplers.sample("comfyui:euler_ancestral", denoise_ve, X_VE.clone(), SIGMAS, disable=True, eta=1.5,
+                            noise_sampler=SeqNoise(X_VE))
+    assert (out - comfy).abs().max() > 0.1
+
+
+def test_comfyui_euler_ancestral_on_a_flow_model_runs_the_rf_rule_without_the_options_it_lacks():
+    """On a flow model ComfyUI runs sample_euler_ancestral_RF (η ≤ 1, no σ_down = 0 step): the label's
+    noise_at_zero_down is not passed to it, and a caller's own is refused, not dropped."""
+    sigmas = FLOW[1]
+    x = start(CONST(), sigmas)
+    out, calls, _ = comfy_label("euler_ancestral", CONST(), denoise_flow, x, sigmas, noise=True, eta=0.5)
+    assert calls == len(sigmas) - 1 and torch.isfinite(out).all()
+    with pytest.raises(InvalidOption, match="euler_ancestral_rf has no option 'noise_at_zero_down'"):
+        comfy_label("euler_ancestral", CONST(), denoise_flow, x, sigmas, noise=True, noise_at_zero_down=False)
+    with pytest.raises(InvalidOption, match="eta must be <= 1"):
+        comfy_label("euler_ancestral", CONST(), denoise_flow, x, sigmas, noise=True, eta=1.5)

@@ -567,7 +567,8 @@ def test_the_registry_samplers_behind_the_range_samplers_are_k_diffusions(dtype)
 def test_the_registry_ancestral_samplers_take_k_diffusions_noise_where_eta_caps_sigma_up(name):
     """η = 3 caps σ_up at σ_next, so σ_down = 0 on most steps: k-diffusion's dpm_2_ancestral then takes an Euler step
     and adds no noise (its draw is inside the DPM-Solver-2 branch), its 2S and Euler ones add σ_up of noise. The
-    registry's samplers (the A1111 / ComfyUI labels run them) do the same, on the same draws."""
+    registry's samplers (the A1111 labels run them) do the same, on the same draws. (ComfyUI's euler_ancestral adds
+    none there: its label sets noise_at_zero_down=False, tests/test_comfyui_rules.py.)"""
     import samplers
 
     x = start(torch.float64, 14.6)

@@ -297,6 +297,6 @@ def test_the_nodes_unknown_option_message_lists_what_the_node_takes():
     # the sampler's option list named seed, which the node refuses (its noise_seed seeds the run)
     node = comfyui.node_class_mappings()[0]["DiffusionSamplersRegistrySampler"]()
     with pytest.raises(samplers.InvalidOption, match=r"has no option 'etaa' \(did you mean 'eta'\?\); the node's "
-                       r"options for it are: eta, s_noise, noise_sampler \(its noise is seeded") as e:
+                       r"options for it are: eta, s_noise, noise_at_zero_down, noise_sampler \(its noise is seeded") as e:
         node.get_sampler("euler_ancestral", '{"etaa": 0.5}')
     assert "seed," not in str(e.value) and not str(e.value).split("(its")[0].rstrip().endswith("seed")

@@ -21,6 +21,9 @@ HEUN = {"solver_type": "heun"}
 # ComfyUI's other stochastic samplers draw default_noise_sampler(x, seed): a generator on the latent's device seeded
 # with the sampler's seed (+ 1 on the CPU), "comfyui" here (one per image, seed + k: ComfyUI's numbers for one image)
 COMFY_NOISE = {"noise_sampler": "comfyui"}
+# ComfyUI's sample_euler_ancestral: where η > 1 caps σ_up at σ_next (σ_down = 0) it returns the denoised x and draws no
+# noise (``if sigma_down == 0: x = denoised``); k-diffusion's adds σ_up of it there.
+EULER_ANCESTRAL_COMFY = {"noise_at_zero_down": False}
 # ComfyUI's sample_ipndm / sample_ipndm_v (which Forge's iPNDM / iPNDM_v run too): the step to σ = 0 returns the
 # denoised x, and ipndm_v weights the history by the step ratios (not lms's exact variable-step weights).
 IPNDM_COMFY = {"final_denoise": True}
@@ -191,7 +194,7 @@ A1111_DISCARD_PENULTIMATE = {"DPM2", "k_dpm_2", "DPM2 Karras", "k_dpm_2_ka", "DP
 # "comfyui:dpmpp_2m_sde".
 COMFYUI: dict[str, tuple] = {
     "euler": ("euler", {}, None, None),
-    "euler_ancestral": ("euler_ancestral", COMFY_NOISE, None, None),
+    "euler_ancestral": ("euler_ancestral", {**EULER_ANCESTRAL_COMFY, **COMFY_NOISE}, None, None),
     "heun": ("heun", {}, None, None),
     "heunpp2": ("heunpp2", {}, None, None),
     "dpm_2": ("dpm_2", {}, None, None),

@@ -252,6 +252,8 @@ def sigma_interval(name, v):
 
 OPTION_RULES.update({
     "euler_at_final": boolean, "final_denoise": boolean, "variable_steps": boolean, "through_schedule": boolean,
+    # euler_ancestral's step where η > 1 caps σ_up at σ_next: k-diffusion's noise (True) or ComfyUI's none (False)
+    "noise_at_zero_down": boolean,
     # er_sde's integrals: the registry's Gauss-Legendre, or ComfyUI's 200-point Riemann sum
     "quadrature": one_of("gauss_legendre", "riemann"),
     "accept_safety": lambda n, v: real(n, v, lo=0.0, lo_open=True, hi=1.0),

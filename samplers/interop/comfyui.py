@@ -111,7 +111,7 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     if flow_refused is not None and coordinates == "flow":
         raise Unavailable(f"ComfyUI sampler {name!r} is not available on flow models: {flow_refused}")
     if flow_spec is not spec and coordinates == "flow":  # (on "auto", at the call, once the model says which)
-        check_options(flow_spec, names.merge_options(label, options))
+        check_options(flow_spec, _for_flow_rule(flow_spec, names.merge_options(label, options), options))
     noise_mod.check_option(spec, merged)
     own = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are the label's)
     refuse_unread_noise(spec, merged, own, label.label)
@@ -142,10 +142,12 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             del merged["seed"]  # the same seed: ComfyUI's, read as ComfyUI's below
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
             merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0], where="extra_args['seed']")
+        flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
+        if flow and flow_spec is not spec:
+            merged = _for_flow_rule(flow_spec, merged, {**options, **extra_options})
         if len(sigmas) <= 1:
             # one σ (SplitSigmas at step 0 or at the last step) is no step: ComfyUI's samplers return their input,
             # after their options are taken (sample_euler(..., bogus=1) is a TypeError there too)
-            flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
             check_options(flow_spec if flow else spec, merged)
             return x
         noise_scale = getattr(_model_sampling(model), "noise_scale", 1.0)
@@ -156,7 +158,6 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             raise Unavailable(f"the model's model_sampling.noise_scale is {float(noise_scale):g}: ComfyUI scales its "
                               "samplers' fresh noise by it (its video models), which this adapter does not reproduce; "
                               f"use a deterministic sampler, or ComfyUI's own {name!r}")
-        flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
         wants_interval = (comfy_key is not None and "sde_interval" in flow_spec.options
                           and "sde_interval" not in merged and "tau_func" not in merged)
         if not flow and wants_interval and hasattr(_model_sampling(model), "percent_to_sigma"):
@@ -304,6 +305,14 @@ def _reports_each_step(spec) -> bool:
     ``dpm_adaptive`` (per step or attempt of its own), nor the torchdiffeq / torchsde adapters (per interval, from
     their solver's own calls); those keep their own report."""
     return spec.name not in ("dpm_fast", "dpm_adaptive") and not spec.name.startswith(("torchdiffeq.", "torchsde."))
+
+
+def _for_flow_rule(flow_spec, merged: dict, given: dict) -> dict:
+    """The options a ComfyUI name's flow-model rule (``labels.COMFYUI_FLOW``, ``flow_spec``) runs with: a label's own
+    option that rule does not take is left out, as nobody passed it (``comfyui:euler_ancestral``'s
+    ``noise_at_zero_down`` is sample_euler_ancestral's rule at σ_down = 0, a step sample_euler_ancestral_RF at its
+    η ≤ 1 never takes); a caller's own (``given``) stays, and the rule's option check refuses it."""
+    return {k: v for k, v in merged.items() if k in flow_spec.options or k in given}
 
 
 def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, options):

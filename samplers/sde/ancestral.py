@@ -43,15 +43,22 @@ def _take_split():
           aliases=("euler_a", "sample_euler_ancestral"),
           ref="Ho et al. 2020 (DDPM) ancestral step; k-diffusion sample_euler_ancestral")
 def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
-                    noise_sampler=None, seed=None):
-    """Ancestral sampling with Euler steps: deterministic step to σ_down, then fresh noise of size σ_up."""
+                    noise_at_zero_down=True, noise_sampler=None, seed=None):
+    """Ancestral sampling with Euler steps: deterministic step to σ_down, then fresh noise of size σ_up.
+
+    Where η > 1 caps σ_up at σ_next, σ_down is 0 and the step lands on the denoised x. ``noise_at_zero_down=True``
+    (k-diffusion's sample_euler_ancestral, A1111's "Euler a") adds σ_up = σ_next of fresh noise there; False
+    (ComfyUI's sample_euler_ancestral, which its ``comfyui:euler_ancestral`` label sets) returns the denoised x and
+    draws none. With η ≤ 1 σ_down is 0 only at σ_next = 0, where neither adds noise.
+    """
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
         sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
         # the Euler step to σ_down, x + d·(σ_down − σ) with d = (x − D)/σ, is the point D + (σ_down/σ)·(x − D)
         x = torch.lerp(denoised, x, sigma_down / sigma)
-        x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
+        if sigma_down > 0 or noise_at_zero_down:
+            x = add_noise(x, noise_sampler, sigma, sigma_next, s_noise * sigma_up)
         report(callback, x, i, sigma, sigma, denoised)
     return x
 
