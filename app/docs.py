@@ -322,6 +322,16 @@ def names_md() -> str:
             "Forge's `DDPM` and `HeunPP2` (Forge's samplers module, not the one A1111's hijack replaces) draw this "
             "library's seeded noise; with A1111's NV source its SDE labels' Brownian trees draw "
             "Philox numbers (A1111 replaces torchsde's randn), which no option here gives.",
+            "- ComfyUI's `euler`, `heun`, `dpm_2`, `heunpp2` and `ddim` (its `sample_euler`) with `s_churn` > 0 draw "
+            "their churn noise with `torch.randn_like(x)` from torch's global generator of the latents' device, which "
+            "ComfyUI's `prepare_noise` (comfy/sample.py) seeds with `torch.manual_seed(seed)` (every device's) before "
+            "it draws the whole batch's starting noise from the CPU one: on the CPU the churn noise continues that "
+            "stream after the batch's starting noise, on a GPU it starts the device's generator seeded `seed`; each "
+            "draw is the whole batch's, so an image's churn noise depends on the batch size and its place in the "
+            "batch (`sample_euler` / `_heun` / `_dpm_2` draw on steps with γ > 0 only, `sample_heunpp2` on every "
+            "step). Not reproduced: their `comfyui:` names draw this library's per-item seeded noise (seed + k for "
+            "image k) for the churn, so with churn their image is not ComfyUI's; without churn (`s_churn=0`, the "
+            "default) nothing is drawn and they are ComfyUI's.",
             "- A1111's `LCM` also wraps the model (`LCMCompVisDenoiser`: σ rounded to LCM's 50 timesteps, LCM's "
             "boundary scalings): that is the model's side, which a sampler name does not change. With another "
             "schedule type A1111 takes that wrapper's range too (σ_min = timestep 19's, 0.1345 on SD 1.5): "

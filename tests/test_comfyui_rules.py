@@ -878,3 +878,17 @@ def test_comfyui_euler_ancestral_on_a_flow_model_runs_the_rf_rule_without_the_op
         comfy_label("euler_ancestral", CONST(), denoise_flow, x, sigmas, noise=True, noise_at_zero_down=False)
     with pytest.raises(InvalidOption, match="eta must be <= 1"):
         comfy_label("euler_ancestral", CONST(), denoise_flow, x, sigmas, noise=True, eta=1.5)
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpm_2", "heunpp2", "ddim"])
+def test_comfyui_churn_draws_this_librarys_per_item_noise(name):
+    """Not ComfyUI's (docs/comfyui.md): ComfyUI draws the churn with torch.randn_like from torch's global generator,
+    seeded by prepare_noise's torch.manual_seed(seed), one draw for the whole batch; the comfyui: names draw the
+    per-item seeded noise of seed + k for image k, so an image does not depend on the batch."""
+    x = start(EPS(), SIGMAS)
+    batch = comfy_label(name, EPS(), denoise_ve, x, SIGMAS, s_churn=1.0)[0]
+    sampler = names.resolve(f"comfyui:{name}").sampler
+    alone = samplers.sample(sampler, denoise_ve, x[1:].clone(), SIGMAS, disable=True, s_churn=1.0,
+                            seed=EXTRA["seed"] + 1)
+    assert torch.equal(batch[1:], alone)
+    assert not torch.equal(batch, comfy_label(name, EPS(), denoise_ve, x, SIGMAS)[0])  # (the churn draws)
