@@ -97,10 +97,11 @@ def test_flow_refuses_shift_and_mu_together():
         schedules.flow(4, 0.003, math.inf, shift=2.0, mu=1.0)
     with pytest.raises(samplers.InvalidOption, match="not both"):
         samplers.get_sigmas("flow", 4, native=samplers.RectifiedFlow(shift=3.0), shift=2.0, mu=1.0)
-    # the native's shift with the caller's mu is Flux's usage: mu replaces the model's shift
+    # the native's shift with the caller's mu is Flux's usage: mu replaces the model's shift, its sigma_min too (the
+    # model's unshifted t_min shifted by e^mu, as diffusers' use_dynamic_shifting ignores its config's shift)
     native = samplers.RectifiedFlow(shift=3.0)
     torch.testing.assert_close(samplers.get_sigmas("flow", 4, native=native, mu=1.0),
-                               schedules.flow(4, native.sigma_min, math.inf, mu=1.0), rtol=0, atol=0)
+                               samplers.get_sigmas("flow", 4, native=samplers.RectifiedFlow(), mu=1.0), rtol=0, atol=0)
     assert torch.equal(schedules.flow(4, 0.003, math.inf), schedules.flow(4, 0.003, math.inf, shift=1.0))
 
 

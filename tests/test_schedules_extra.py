@@ -155,7 +155,7 @@ def test_exponential_matches_diffusers_use_exponential_sigmas():
     (lambda: samplers.get_sigmas("leading", 10, native=VP, steps_offset=200), "use steps_offset <= 99"),
     (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), shift=math.inf), "shift must be a finite number"),
     (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), mu=math.nan), "mu must be a finite number"),
-    (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), mu=-50.0), "collapses its steps"),
+    (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), mu=-740.0), "collapses its steps"),
     (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), mu=1000.0), "too large to represent"),
     (lambda: samplers.get_sigmas("linspace", 4, native=VP, sigma_min=1.0), "takes no sigma_min"),
     (lambda: samplers.get_sigmas("trailing", 4, native=VP, sigma_max=5.0), "takes no sigma_max"),

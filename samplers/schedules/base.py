@@ -35,7 +35,7 @@ FLOW_TABLE_SCHEDULES: set[str] = set()
 # those of a discrete model (diffusers' EDM schedulers take no timestep_spacing).
 EDM_TABLE_SCHEDULES: set[str] = set()
 # What get_sigmas passes a schedule from the native schedule, not options of the schedule.
-FROM_NATIVE = ("training_sigmas", "table_axis")
+FROM_NATIVE = ("training_sigmas", "table_axis", "model_shift")
 
 
 # The ends of the σ range a schedule does not take (the training timesteps fix them): an explicit value there other
@@ -343,6 +343,10 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
             sigma_max = native.sigma_max
     fn = SCHEDULES.get(canonical)
     valid = schedule_options(fn)
+    if "model_shift" in kw:  # what the native's sigma_min carries: get_sigmas alone knows where sigma_min came from
+        raise InvalidOption(f"schedule {canonical!r} takes no model_shift= from a caller (got "
+                            f"{kw['model_shift']!r}): it is the shift of native='s own sigma_min, filled in with "
+                            "native=RectifiedFlow(...); pass native=, or the end you want as sigma_min (kept exactly)")
     unknown = [k for k in kw if k not in valid and k not in FROM_NATIVE]
     if unknown:
         raise InvalidOption(f"schedule {canonical!r} has no option {', '.join(map(repr, unknown))}; its options are: "
@@ -359,6 +363,10 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
         kw["training_sigmas"] = _training_table(canonical, kw["training_sigmas"])
     _check_fixed_ends(canonical, native, kw.get("training_sigmas"), kw, sigma_min=sigma_min, sigma_max=sigma_max)
     if native is not None:
+        if isinstance(native, RectifiedFlow) and sigma_min is None and (
+                canonical == "flow_dynamic" or (canonical == "flow" and kw.get("mu") is not None)):
+            # the model's sigma_min carries its shift, which a dynamic shift e^mu replaces (diffusers' grid)
+            kw["model_shift"] = native.shift
         sigma_min = native.sigma_min if sigma_min is None else sigma_min
         sigma_max = native.sigma_max if sigma_max is None else sigma_max
         if canonical in TABLE_SCHEDULES:

@@ -9,7 +9,7 @@ import torch
 from ..core.native import flow_t, flux_mu
 from .base import check_steps, register, strictly_decreasing, append_zero
 from ..core.errors import InvalidInput, InvalidOption
-from ..core.validate import boolean, integer, real
+from ..core.validate import boolean, integer, positive, real
 
 
 FLOW_ENDS = ("model", "diffusers")
@@ -17,7 +17,7 @@ FLOW_ENDS = ("model", "diffusers")
 
 @register("flow", aliases=("flow_linear", "linear"))
 def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float | None = None, mu: float | None = None,
-         end: str = "model") -> torch.Tensor:
+         end: str = "model", *, model_shift: float | None = None) -> torch.Tensor:
     """Linear in flow time t, then shifted (SD3 / Flux): σ = s·σ_lin with s = ``shift`` (default 1) or e^``mu``
     (pass one of the two, not both), ending at the model's σ_min; ``end="diffusers"``: diffusers'
     FlowMatchEulerDiscreteScheduler grid, which with a fixed shift ≠ 1 ends at shift·σ_min instead.
@@ -31,8 +31,13 @@ def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float | N
     applied to the whole grid, so the last σ > 0 is shift·``sigma_min`` (shifted twice: SD3, shift 3, N = 1000: flow
     time 0.00893 where the model's own smallest level is 0.002994); ``sigma_max`` is kept as with ``"model"``
     (diffusers always starts at t = 1, σ = inf). With shift 1 the two ends agree. diffusers'
-    dynamic shifting (Flux, ``mu``) builds its grid to the *unshifted* t_min, which ``end="model"`` gives on the
-    model's native (``RectifiedFlow.dynamic(mu)``), so ``end="diffusers"`` takes no ``mu``.
+    dynamic shifting (Flux, ``mu``) builds its grid to the *unshifted* t_min, which ``end="model"`` gives, so
+    ``end="diffusers"`` takes no ``mu``.
+
+    ``mu`` on a model (``get_sigmas(..., native=RectifiedFlow(...))``, ``sigma_min`` left out): e^mu replaces the
+    model's shift, as diffusers' ``use_dynamic_shifting`` does not read its config's ``shift``: the grid runs to the
+    model's unshifted t_min and is shifted once, ending at e^mu·t_min/(1 − t_min) (``model_shift``, filled in by
+    get_sigmas, is the shift the model's ``sigma_min`` carries). An explicit ``sigma_min`` is kept exactly.
     """
     check_steps(n, sigma_min, sigma_max)
     if end not in FLOW_ENDS:
@@ -60,8 +65,15 @@ def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float | N
         s = 1.0 if shift is None else real("shift", shift, lo=0.0, lo_open=True,
                                            what=" (σ = shift · the linear schedule's σ)")
     t_hi = 1.0 if math.isinf(sigma_max) else float(flow_t(torch.tensor(sigma_max / s, dtype=torch.float64)))
-    # diffusers reads the model's shifted sigma_min as a point of the unshifted grid, and shifts it once more
-    low = sigma_min / s if end == "model" else sigma_min
+    # the unshifted end: a model's own sigma_min carries the model's shift (replaced by s); an explicit one is the
+    # end itself; diffusers' fixed-shift grid reads the model's shifted sigma_min as a point of the unshifted grid,
+    # and shifts it once more
+    if end == "diffusers":
+        low = sigma_min
+    elif model_shift is not None:
+        low = sigma_min / positive("model_shift", model_shift)
+    else:
+        low = sigma_min / s
     t_lo = float(flow_t(torch.tensor(low, dtype=torch.float64)))
     t = torch.linspace(t_hi, t_lo, n, dtype=torch.float64)
     sigmas = append_zero(s * t / (1 - t))  # t = 1 gives inf exactly
@@ -74,10 +86,12 @@ def flow(n: int, sigma_min: float, sigma_max: float = math.inf, shift: float | N
 @register("flow_dynamic", aliases=("flux_dynamic",))
 def flow_dynamic(n: int, sigma_min: float, sigma_max: float = math.inf, *, image_seq_len: int,
                  base_seq_len: int = 256, max_seq_len: int = 4096, base_shift: float = 0.5,
-                 max_shift: float = 1.15) -> torch.Tensor:
+                 max_shift: float = 1.15, model_shift: float | None = None) -> torch.Tensor:
     """``flow`` with Flux's resolution-dependent shift: μ = :func:`samplers.core.native.flux_mu` of the latent's token
     count ``image_seq_len`` (a 1024² Flux image: (1024/16)² = 4096 tokens), shift = e^μ (diffusers'
-    ``use_dynamic_shifting``)."""
+    ``use_dynamic_shifting``). On a model (``native=RectifiedFlow(...)``) this is diffusers' grid: t from 1 to the
+    model's unshifted t_min, shifted once by e^μ, which replaces the model's own shift (diffusers does not read its
+    config's ``shift`` under dynamic shifting); an explicit ``sigma_min`` is the (shifted) end, kept exactly."""
     image_seq_len = integer("image_seq_len", image_seq_len, lo=1)  # latent tokens
     # μ is the line through (base_seq_len, base_shift) and (max_seq_len, max_shift): two distinct token counts, in
     # order, and finite shifts (diffusers' Flux config: 256 → 0.5, 4096 → 1.15)
@@ -97,7 +111,7 @@ def flow_dynamic(n: int, sigma_min: float, sigma_max: float = math.inf, *, image
                             f"{max_seq_len:g}, base_shift = {base_shift:g}, max_shift = {max_shift:g} give μ = {mu:g}, "
                             f"whose shift e^μ {'underflows to 0' if mu < 0 else 'overflows'} (it must be finite and "
                             "> 0: -745 <= μ <= 700); Flux's shifts are base_shift=0.5, max_shift=1.15 (μ near 0.5-1.2)")
-    return flow(n, sigma_min, sigma_max, mu=mu)
+    return flow(n, sigma_min, sigma_max, mu=mu, model_shift=model_shift)
 
 @register("linear_quadratic", aliases=("linear-quadratic",), fixed_ends=("sigma_min",))
 def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, threshold_noise: float = 0.025,
