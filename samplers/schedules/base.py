@@ -191,6 +191,15 @@ def table_range(training_sigmas, sigma_min, sigma_max, name: str = "this schedul
                                f"{low:g} to {high:g}; {end}={value!r} lies outside them (it would be read as the "
                                f"table's end); pass {end} within [{low:g}, {high:g}] or leave it out for the model's "
                                "own, or use a σ schedule that takes any range (karras, exponential)")
+        top = float(table[-2])
+        if math.isinf(high) and not math.isinf(value) and value > top and not math.isclose(value, top, rel_tol=1e-6):
+            # log-σ interpolation toward an inf entry is flat: every σ between would be read as the last finite one
+            raise InvalidInput(f"schedule {name!r} spaces a zero-terminal-SNR table, whose largest finite σ is "
+                               f"{top:g} (timestep {total - 2}) and whose last entry (timestep {total - 1}) is inf: "
+                               f"{end}={value!r} lies between them, where the table has no timestep (it would be read "
+                               f"as {top:g}); pass {end} <= {top:g}, or sigma_max=inf (the table's top), or the "
+                               f"tool's name ('comfyui:{name}') to read the table with ComfyUI's "
+                               "finite last σ (4518.76)")
     hi = total - 1.0 if sigma_max is None or math.isinf(sigma_max) else timestep_of(sigma_max, training_sigmas)
     lo = 0.0 if sigma_min is None else timestep_of(sigma_min, training_sigmas)
     return hi, lo

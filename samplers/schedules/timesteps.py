@@ -136,7 +136,8 @@ def _on_axis(name: str, n: int, sigma_min, sigma_max, training_sigmas, table_axi
 def normal(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, table_axis=None) -> torch.Tensor:
     """ComfyUI's ``normal``: n timesteps evenly from t(σ_max) to t(σ_min) inclusive (fractional, log-σ interpolated);
     a σ_min / σ_max outside the training table is refused (the table has no timestep there; on a flow model's axis
-    ComfyUI's own timestep ↔ σ maps extend past it).
+    ComfyUI's own timestep ↔ σ maps extend past it), as is, on a zero-terminal-SNR table (last entry inf), a finite
+    end above its largest finite σ (log-σ interpolation toward inf would read it as that σ).
 
     ``table_axis`` (a flow or EDM model's, passed by get_sigmas): the timesteps and their σ on the model's own axis
     instead (on an EDM model log-uniform in σ); on a flow model that ends at σ(timestep(σ_min)), above σ_min when shift ≠ 1 (ComfyUI's rule; see
