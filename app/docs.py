@@ -102,13 +102,21 @@ def samplers_md() -> str:
 def schedules_md() -> str:
     from samplers import schedules
     from samplers.schedules.base import schedule_options
+    from samplers.schedules.timesteps import trailing_extra_steps
+
+    extra = trailing_extra_steps(1000)
 
     out = [GENERATED, "# Schedules", "",
            "A schedule is a pure function `(n, sigma_min, sigma_max, **options) -> Tensor[n + 1]` of canonical (VE) "
            "sigmas, strictly decreasing, ending in 0 (but for the options that reproduce ComfyUI / A1111: "
            "`ddim_uniform(keep_stepping=True)` may take more steps, `kl_optimal(end=\"sigma_min\")` stops at σ_min; and "
            "`a1111_timesteps`, A1111's DDIM / PLMS timesteps, stops at timestep 1's σ with one σ per timestep, "
-           "more than n + 1 where n does not divide the table). "
+           "more than n + 1 where n does not divide the table; and diffusers' `trailing` at the "
+           f"{len(extra)} step counts n ≤ 1000 where its `np.arange(1000, 0, -1000/n)` holds n + 1 values on a "
+           f"1000-step table ({', '.join(map(str, extra[:6]))}, ..., {extra[-1]}: "
+           "`samplers.schedules.timesteps.trailing_extra_steps`) takes n + 1 steps, its last timestep −1 read as "
+           "timestep 0 as diffusers' EulerDiscrete reads it, so a run's last two steps go to table[0]'s σ (0.0292 on "
+           "SD's) and then to 0). "
            "`samplers.get_sigmas(name, n, native=model_schedule)` fills the range from a model's native schedule; "
            "*table* schedules space a model's training timesteps and need one (`native=VPDiscrete...`; ComfyUI's "
            "`simple`, `normal`, `sgm_uniform`, `ddim_uniform` and `beta` also take a `RectifiedFlow`'s shifted flow "
@@ -121,7 +129,7 @@ def schedules_md() -> str:
            "last entry is inf, also an end between its largest finite σ, 2254.24 on SD's, and inf: the table has no "
            "timestep there; `comfyui:normal` reads ComfyUI's finite table up to 4518.76). Refused too are values that would "
            "give NaN, an ascending or collapsed schedule, or a timestep "
-           "past the table (`leading`'s `steps_offset`). A run on a discrete model (a `to_denoiser` of a "
+           "past the table (`leading`'s `steps_offset`; `trailing`'s timestep −1 above is diffusers' own, kept). A run on a discrete model (a `to_denoiser` of a "
            "`VPDiscrete`, the pipeline's eps model; the k-diffusion drop-in's `sample_dpm_fast` / `_adaptive` too) "
            "refuses, before any model call, a schedule that leaves its timestep table at some σ > 0, where the "
            "model's time input would be clamped to the table's end: "

@@ -74,11 +74,22 @@ def trailing(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) ->
 
     The timesteps are diffusers' own arithmetic, ``np.round(np.arange(N, 0, -N / n)) - 1`` in numpy's float64:
     numpy's ``arange`` accumulates differently from torch's, and where a value lands on a half (N = 1000, n = 48:
-    1000 − 3·1000/48 = 937.4999… in numpy, exactly 937.5 in torch) the rounding picks a different timestep."""
+    1000 − 3·1000/48 = 937.4999… in numpy, exactly 937.5 in torch) the rounding picks a different timestep.
+
+    At the step counts :func:`trailing_extra_steps` lists (62 of n ≤ 1000 on a 1000-step table: 61, 103, 121, ...)
+    numpy's ``arange`` holds n + 1 values, the last timestep −1, which this reads as timestep 0 (diffusers'
+    EulerDiscrete ``np.interp`` clamps it the same way): the result has n + 2 σ, n + 1 steps, the last two to
+    table[0]'s σ and then to 0. Kept, as diffusers runs it (tests/test_schedule_seams.py)."""
     check_steps(n, None, None, need_range=False)
     total = num_train(n, training_sigmas)
     t = np.round(np.arange(total, 0, -total / n)).astype(np.int64) - 1
     return from_timesteps(torch.as_tensor(t, dtype=torch.float64), training_sigmas)
+
+
+def trailing_extra_steps(total: int = 1000) -> list[int]:
+    """The step counts n ≤ ``total`` at which :func:`trailing` on a ``total``-step table takes n + 1 steps: numpy's
+    ``np.arange(total, 0, -total / n)`` (diffusers' arithmetic) holds n + 1 values, the last at timestep −1."""
+    return [n for n in range(1, total + 1) if len(np.arange(total, 0, -total / n)) > n]
 
 @register("forge_turbo", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
 def forge_turbo(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) -> torch.Tensor:
