@@ -12,6 +12,8 @@ there, 1000 σ log-uniform from σ_min to σ_max, and its time ¼·ln σ: ``get_
 :attr:`~samplers.core.native.VE.sigmas` and its ``table_axis``; diffusers' spacings stay refused there."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -38,7 +40,9 @@ def linspace(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None) ->
 def lcm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None, original_steps: int = 50) -> torch.Tensor:
     """A1111's LCM "Automatic" schedule (modules/sd_samplers_lcm.py ``LCMCompVisDenoiser.get_sigmas``): ``linspace``
     on LCM's table of its ``original_steps`` timesteps N − 1, N − 1 − N//original_steps, … (999, 979, …, 19 on a
-    1000-step table), so its last σ > 0 is timestep 19's, not timestep 0's."""
+    1000-step table), so its last σ > 0 is timestep 19's, not timestep 0's. On a zero-terminal-SNR table (its top
+    timestep σ = inf) more than ``original_steps`` steps are refused: those between LCM's top two timesteps would
+    all be inf."""
     check_steps(n, None, None, need_range=False)
     if training_sigmas is None:
         from_timesteps(torch.zeros(1), None)  # names the missing table
@@ -47,7 +51,13 @@ def lcm_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None,
     skip = total // original_steps
     table = torch.as_tensor(training_sigmas, dtype=torch.float64)
     sub = table[[total - 1 - k * skip for k in range(original_steps - 1, -1, -1)]]
-    return from_timesteps(torch.linspace(original_steps - 1, 0, n, dtype=torch.float64), sub)
+    # on a zero-terminal-SNR table LCM's top timestep is σ = inf, and log-σ interpolation toward it is inf too: with
+    # more steps than LCM's timesteps, those between its top two repeat inf (the run would refuse it, unnamed)
+    fix = (f"n={n} > original_steps={original_steps} on this table, whose top LCM timestep is σ = inf, puts steps "
+           f"between LCM's top two timesteps, each read as inf; use n <= {original_steps} or a larger original_steps"
+           if n > original_steps and math.isinf(float(sub[-1])) else "use fewer steps")
+    return strictly_decreasing(from_timesteps(torch.linspace(original_steps - 1, 0, n, dtype=torch.float64), sub),
+                               "lcm_uniform", fix=fix)
 
 
 @register("leading", needs_table=True, fixed_ends=("sigma_min", "sigma_max"))
