@@ -145,7 +145,9 @@ def schedules_md() -> str:
         table = "yes" if name in schedules.TABLE_SCHEDULES else ""
         out.append(f"| `{name}` | {_cell(', '.join(aliases))} | {table} | {options} | {_cell(_summary(fn.__doc__))} |")
     out += ["", "Operations: `samplers.schedules.split`, `flip`, `truncate` (img2img strength), `set_first`, "
-                "`drop_penultimate` (A1111's discard_next_to_last_sigma)."]
+                "`drop_penultimate` (A1111's discard_next_to_last_sigma); each takes a 1-D tensor, numpy array or list of real "
+                "numbers, checked once (a 2-D, empty, bool, complex or string input is refused by name), and returns a "
+                "tensor."]
     return "\n".join(out) + "\n"
 
 

@@ -2,9 +2,13 @@
 naming the value, the rule and the fix."""
 import math
 
+import numpy as np
+
 import pytest
+import torch
 
 import samplers
+from samplers import schedules as S
 
 SD = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
 Z = samplers.VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012, rescale_betas_zero_snr=True)
@@ -41,3 +45,66 @@ def test_lcm_uniform_still_builds_where_its_steps_are_distinct():
     assert len(samplers.get_sigmas("lcm_uniform", 50, native=Z)) == 51
     s = samplers.get_sigmas("lcm_uniform", 100, native=SD)  # a finite table: interpolated between LCM's timesteps
     assert len(s) == 101 and bool((s[1:] < s[:-1]).all())
+
+
+# ---- schedule operations: one input check (1-D, non-empty, real numbers), as flip has
+
+KARRAS = S.karras(4, 0.03, 14.6)
+
+
+@pytest.mark.parametrize("op", [lambda x: S.truncate(x, 0.5), lambda x: S.set_first(x, 20.0),
+                                lambda x: S.drop_penultimate(x), lambda x: S.split(x, 1), S.flip],
+                         ids=["truncate", "set_first", "drop_penultimate", "split", "flip"])
+@pytest.mark.parametrize("bad, error, match", [
+    (torch.ones(3, 3), samplers.InvalidInput, r"1-D.*shape \(3, 3\)"),
+    (torch.tensor([]), samplers.InvalidInput, "empty"),
+    (torch.tensor([True, False]), samplers.InvalidType, "real numbers.*torch.bool"),
+    (torch.tensor([2.0 + 0j, 0j]), samplers.InvalidType, "real numbers.*complex"),
+    ("karras", samplers.InvalidType, "got str"),
+    ([1.0, "0.5", 0.0], samplers.InvalidType, "must hold real numbers, got '0.5'"),
+], ids=["2-D", "empty", "bool", "complex", "str", "str-element"])
+def test_every_schedule_op_checks_its_input_by_name(op, bad, error, match):
+    with pytest.raises(error, match=match):
+        op(bad)
+
+
+def test_schedule_ops_take_a_list_or_numpy_array_as_flip_does():
+    ref = KARRAS.tolist()
+    for given in (ref, np.array(ref)):
+        assert torch.equal(S.truncate(given, 0.5), S.truncate(KARRAS, 0.5))
+        assert torch.equal(S.set_first(given, 20.0), S.set_first(KARRAS, 20.0))
+        assert torch.equal(S.drop_penultimate(given), S.drop_penultimate(KARRAS))
+        assert all(torch.equal(a, b) for a, b in zip(S.split(given, 2), S.split(KARRAS, 2)))
+
+
+def test_truncate_needs_a_step_to_keep():
+    with pytest.raises(samplers.InvalidInput, match="at least one step"):
+        S.truncate(torch.tensor([0.0]), 1.0)
+
+
+@pytest.mark.parametrize("value, error, match", [
+    ("abc", samplers.InvalidType, "sigma_min must be a number, got 'abc'"),
+    ("0.0291671582", samplers.InvalidType, "sigma_min must be a number, got '0.0291671582'"),
+    (float("nan"), samplers.InvalidInput, "sigma_min must be a number, got nan"),
+])
+def test_a_fixed_end_that_is_no_number_is_named_so(value, error, match):
+    with pytest.raises(error, match=match):
+        samplers.get_sigmas("simple", 4, native=SD, sigma_min=value)
+
+
+# ---- the reason given is the reason
+
+@pytest.mark.parametrize("name", ["normal", "sgm_uniform"])
+def test_a_swapped_or_empty_table_range_is_named_so(name):
+    with pytest.raises(samplers.InvalidInput, match="pass them the other way round"):
+        samplers.get_sigmas(name, 4, native=SD, sigma_min=10.0, sigma_max=0.1)
+    with pytest.raises(samplers.InvalidInput, match="two different values"):
+        samplers.get_sigmas(name, 4, native=SD, sigma_min=1.0, sigma_max=1.0)
+    with pytest.raises(samplers.InvalidInput, match="two different values"):  # the model's own top, given as sigma_min
+        samplers.get_sigmas(name, 4, native=SD, sigma_min=float(SD.sigmas[-1]))
+
+
+@pytest.mark.parametrize("value, error", [(float("nan"), samplers.InvalidInput), ("x", samplers.InvalidType)])
+def test_a_preset_end_that_is_no_number_is_named_so(value, error):
+    with pytest.raises(error, match=r"sigma_min must be a number, got (nan|'x')"):
+        samplers.get_sigmas("ays_sd15", 4, sigma_min=value)

@@ -91,8 +91,12 @@ def range_end(name: str, value) -> float:
         number = value.item()
     elif isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":  # np.array(0.03)
         number = value.item()
-    if isinstance(number, bool) or not isinstance(number, numbers.Real) or math.isnan(number):
-        raise InvalidType(f"{name} must be a number, got {value!r}")
+    if isinstance(number, bool) or not isinstance(number, numbers.Real):
+        raise InvalidType(f"{name} must be a number, got {value!r} (a σ: a real number, not a bool or a string); "
+                          f"pass it as a float, or leave {name} out for the model's own")
+    if math.isnan(number):  # the right type, a value that is no σ
+        raise InvalidInput(f"{name} must be a number, got nan (NaN is no σ); pass a real σ, or leave {name} out for "
+                           "the model's own")
     return float(number)
 
 
@@ -108,12 +112,17 @@ def check_steps(n: int, sigma_min, sigma_max, need_range: bool = True) -> int:
             raise InvalidInput("sigma_min and sigma_max are required (or pass native= to samplers.get_sigmas)")
         for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
             range_end(name, value)
-        if not (0 < sigma_min < sigma_max):
-            raise InvalidInput(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}; "
-                               + ("pass them the other way round" if 0 < sigma_max < sigma_min else
-                                  "sigma_min is the smallest non-zero σ (the schedule appends the final 0 itself)"
-                                  if sigma_min <= 0 else "give a range of two different values"))
+        check_order(sigma_min, sigma_max)
     return n
+
+
+def check_order(sigma_min, sigma_max) -> None:
+    """0 < sigma_min < sigma_max, refused saying which of the three is broken."""
+    if not (0 < sigma_min < sigma_max):
+        raise InvalidInput(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}; "
+                           + ("pass them the other way round" if 0 < sigma_max < sigma_min else
+                              "sigma_min is the smallest non-zero σ (the schedule appends the final 0 itself)"
+                              if sigma_min <= 0 else "give a range of two different values"))
 
 
 def steps_and_range(n: int, sigma_min, sigma_max) -> tuple[int, float, float]:
@@ -200,6 +209,9 @@ def table_range(training_sigmas, sigma_min, sigma_max, name: str = "this schedul
                                f"as {top:g}); pass {end} <= {top:g}, or sigma_max=inf (the table's top), or the "
                                f"tool's name ('comfyui:{name}') to read the table with ComfyUI's "
                                "finite last σ (4518.76)")
+    # a swapped or empty range, named so (the schedule would otherwise be refused as repeating a σ); a left-out end
+    # is the table's
+    check_order(low if sigma_min is None else sigma_min, high if sigma_max is None else sigma_max)
     hi = total - 1.0 if sigma_max is None or math.isinf(sigma_max) else timestep_of(sigma_max, training_sigmas)
     lo = 0.0 if sigma_min is None else timestep_of(sigma_min, training_sigmas)
     return hi, lo
@@ -370,6 +382,9 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
                           f"{type(native).__name__}")
     if kw.get("training_sigmas") is not None:
         kw["training_sigmas"] = _training_table(canonical, kw["training_sigmas"])
+    for end, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if value is not None:  # once, at the boundary: a string or NaN is no σ, whatever the schedule does with it
+            range_end(end, value)
     _check_fixed_ends(canonical, native, kw.get("training_sigmas"), kw, sigma_min=sigma_min, sigma_max=sigma_max)
     if native is not None:
         if isinstance(native, RectifiedFlow) and sigma_min is None and (
