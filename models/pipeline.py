@@ -384,19 +384,29 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     refuse_unread_noise(spec, options, given, found.label)
     noise_mod.check_option(spec, options)
     options = _bound_own_steps(spec, options)
-    solver = options.get("solver") if found.sampler == "learned_multistep" else None
-    if solver is not None:
-        from samplers.fitted.solver import LearnedSolver
+    on_nodes, options, solver = _on_solver_nodes(found, options)
+    if on_nodes is not found:  # now on the solver's nodes: its steps, no schedule
+        _check_fixed(on_nodes, asked, schedule)
+    return on_nodes, schedule, asked, options, solver
 
-        if isinstance(solver, (str, Path)):  # a path given as the option: read once, here
-            solver = LearnedSolver.load(solver)
-            options = {**options, "solver": solver}
-        if not isinstance(solver, LearnedSolver):  # the sampler names the type it takes
-            solver = None
-        elif found.sigmas is None:  # learned_multistep with solver=: on the solver's own nodes, as fitted:PATH runs
-            found = dataclasses.replace(found, sigmas=tuple(solver.sigmas))
-            _check_fixed(found, asked, schedule)
-    return found, schedule, asked, options, solver
+
+def _on_solver_nodes(found, options: dict):
+    """``(label, options, fitted solver or None)``: learned_multistep with ``solver=`` runs on the solver's own nodes,
+    as fitted:PATH runs (``found.sigmas`` set), a solver given as a path read once, here. The run (:func:`_resolve`)
+    and its record (:meth:`Pipeline.request`) both resolve through this, so the record says the steps it took."""
+    solver = options.get("solver") if found.sampler == "learned_multistep" else None
+    if solver is None:
+        return found, options, None
+    from samplers.fitted.solver import LearnedSolver
+
+    if isinstance(solver, (str, Path)):  # a path given as the option: read once, here
+        solver = LearnedSolver.load(solver)
+        options = {**options, "solver": solver}
+    if not isinstance(solver, LearnedSolver):  # the sampler names the type it takes
+        return found, options, None
+    if found.sigmas is None:
+        found = dataclasses.replace(found, sigmas=tuple(solver.sigmas))
+    return found, options, solver
 
 
 def _check_fixed(found, asked: int | None, schedule: str | None) -> None:
@@ -1149,6 +1159,7 @@ class Pipeline(PipelineSpec):
             schedule = self.defaults["schedule"]
         found, schedule, merged = names.resolve_call(self.defaults["sampler"] if sampler is None else sampler, schedule,
                                                      dict(options))
+        found = _on_solver_nodes(found, merged)[0]  # as the run resolves it (_resolve)
         if found.sigmas is not None:
             schedule, steps = "fitted", len(found.sigmas) - 1
         if _a1111_cpu(merged, {k for k, v in options.items() if v is not None}):

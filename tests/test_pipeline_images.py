@@ -286,6 +286,25 @@ def test_save_images_writes_each_images_request(tmp_path, parts):  # noqa: F811
     assert not list(tmp_path.glob("t*"))
 
 
+def test_learned_multistep_with_a_solver_records_the_solvers_steps_and_nodes(tmp_path, parts):  # noqa: F811
+    """learned_multistep with solver= runs the solver's own steps on its own nodes (as fitted:PATH runs them), so the
+    record says so: the steps and schedule of the run, not the model's defaults (it said "Steps: 20, Schedule type:
+    karras" for a 3-step run)."""
+    from models.pipeline import infotext
+    from samplers.fitted.solver import LearnedSolver
+
+    pipe = parts["eps"]
+    solver = LearnedSolver.from_sampler("euler", pipe.sigmas(None, 3).tolist())
+    path = solver.save(tmp_path / "s.json")
+    fitted = pipe.request(PROMPT, f"fitted:{path}")
+    assert (fitted["steps"], fitted["schedule"]) == (3, "fitted")
+    for given in (solver, str(path)):
+        request = pipe.request(PROMPT, "learned_multistep", options={"solver": given})
+        assert (request["steps"], request["schedule"]) == (3, "fitted")
+        assert "Steps: 3, Sampler: learned_multistep, Schedule type: fitted," in infotext(request)
+    assert pipe.request(PROMPT, "learned_multistep")["steps"] == pipe.defaults["steps"]  # no solver: the schedule's
+
+
 def test_generate_and_compare_write_their_requests(tmp_path, capsys):
     import json
 
