@@ -320,6 +320,14 @@ def _check_progress(progress) -> None:
         raise InvalidType(f"progress must be True (show a progress bar) or False, got {progress!r}")
 
 
+def _check_callback(callback) -> None:
+    """The per-step callback of txt2img / img2img / inpaint, checked before any model call (the run's own check
+    would come after the prompts and the image are encoded)."""
+    if callback is not None and not callable(callback):
+        raise InvalidType(f"callback must be callable (it gets a dict per step) or None, got "
+                          f"{type(callback).__name__}")
+
+
 def _check_output(output) -> None:
     if output not in ("pil", "tensor"):
         raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
@@ -1092,27 +1100,27 @@ class Pipeline(PipelineSpec):
                 f"result; pass {', or '.join(fixes)}")
         return cut
 
-    def _sample(self, denoiser_for, x, sigmas, sampler, seeds, progress, options, found=None):
+    def _sample(self, denoiser_for, x, sigmas, sampler, seeds, progress, options, found=None, callback=None):
         """The run of ``sampler`` from ``x``, item k with seed ``seeds[k]``; ``denoiser_for(items)`` builds the
         denoiser of the batch's ``items`` (a slice: their prompts, and an inpainting's known latent and mask).
+        ``callback`` gets the sampler's dict per step: the whole batch's tensors where the batch runs in one call.
 
         Where the sampler's steps depend on the batch (:func:`runs_items_alone`) each item runs on its own, as it
         would be made alone. ``info=`` then holds each item's dict under ``"items"`` and their numbers added up; a
         ``callback`` is called for each item's run in turn, with ``"item": k`` in its dict."""
         spec = samplers.core.registry.SAMPLERS.get(sampler)
         if not runs_items_alone(sampler) or x.shape[0] == 1:
-            return self._run(denoiser_for(slice(None)), x, sigmas, spec, seeds, progress, options, found)
-        info, callback = options.get("info"), options.get("callback")
+            return self._run(denoiser_for(slice(None)), x, sigmas, spec, seeds, progress, options, found, callback)
+        info = options.get("info")
         runs, latents = [], []
         for k in range(x.shape[0]):
             own = dict(options)
             if isinstance(info, dict):
                 runs.append({})
                 own["info"] = runs[-1]
-            if callback is not None:
-                own["callback"] = lambda d, k=k: callback({**d, "item": k})
+            item_callback = None if callback is None else (lambda d, k=k: callback({**d, "item": k}))
             latents.append(self._run(denoiser_for(slice(k, k + 1)), x[k:k + 1], sigmas, spec, seeds[k:k + 1],
-                                     progress, own, found))
+                                     progress, own, found, item_callback))
         if isinstance(info, dict):
             numbers = {key for run in runs for key, v in run.items() if isinstance(v, (int, float))}
             info.update({key: sum(run.get(key, 0) for run in runs) for key in numbers}, items=runs)
@@ -1126,7 +1134,7 @@ class Pipeline(PipelineSpec):
             return torch.cat([self.vae.to_latent(image[None]) for image in images])
         return self.vae.to_latent(images)
 
-    def _run(self, denoiser, x, sigmas, spec, seeds, progress, options, found=None):
+    def _run(self, denoiser, x, sigmas, spec, seeds, progress, options, found=None, callback=None):
         # the items' seeds seed whatever noise the sampler draws: its own, or a kind named by the caller or the
         # label (the A1111 / ComfyUI SDE labels imply "brownian_tree"); only noise the caller draws goes without
         if "seed" in spec.options and isinstance(options.get("noise_sampler"), (str, type(None))):
@@ -1135,8 +1143,8 @@ class Pipeline(PipelineSpec):
             from samplers.interop.comfyui import run_on_flow_model
 
             return run_on_flow_model(f"comfyui:{found.label}", denoiser, x, sigmas, self.native.shift,
-                                     disable=not progress, **_callers(found, options))
-        return samplers.sample(spec.name, denoiser, x, sigmas, disable=not progress, **options)
+                                     disable=not progress, callback=callback, **_callers(found, options))
+        return samplers.sample(spec.name, denoiser, x, sigmas, disable=not progress, callback=callback, **options)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, output: str = "pil"):
@@ -1176,7 +1184,7 @@ class Pipeline(PipelineSpec):
     def txt2img(self, prompt: str | Sequence[str], sampler: str | None = None, schedule: str | None = None,
                 steps: int | None = None, cfg: float | None = None, seed: int | Sequence[int] | None = None,
                 width: int = 64, height: int = 64, batch: int | None = None, progress: bool = True,
-                output: str = "pil", **sampler_options):
+                output: str = "pil", callback=None, **sampler_options):
         """Images for ``prompt`` (one string for the whole batch, or one per item); one seed per item
         (an int ``s`` means seeds s, s+1, …)."""
         height, width = self.check_size(height, width)
@@ -1184,6 +1192,7 @@ class Pipeline(PipelineSpec):
         prompts, seeds = self._batch(prompt, batch, seed)
         _check_output(output)
         _check_progress(progress)
+        _check_callback(callback)
         cfg = self.guidance(cfg)
         found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg)
         sampler = found.sampler
@@ -1194,14 +1203,14 @@ class Pipeline(PipelineSpec):
         # vp_state (A1111's "DDIM" / "PLMS"): the sampler takes the VP state, x_T = the unit noise itself
         x = noise if options.get("vp_state") else samplers.initial_latent(noise, sigmas)
         latents = self._sample(lambda items: self._guided(prompts[items], cfg, fingerprint), x, sigmas, sampler, seeds,
-                               progress, options, found)
+                               progress, options, found, callback)
         return self.decode(latents, output)
 
     @torch.no_grad()
     def img2img(self, images, prompt: str | Sequence[str], strength: float = 0.6, sampler: str | None = None,
                 schedule: str | None = None, steps: int | None = None, cfg: float | None = None,
                 seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil",
-                image_range: tuple[int, int] | None = None, **sampler_options):
+                image_range: tuple[int, int] | None = None, callback=None, **sampler_options):
         """Re-noise the encoded images to where ``strength`` ∈ (0, 1] of the schedule remains, then sample.
         ``steps`` counts the whole schedule; about ``strength · steps`` of them run. ``images``: PIL images, or float
         tensors in [-1, 1] — a tensor with no negative value is refused as ambiguous unless ``image_range`` says what
@@ -1213,6 +1222,7 @@ class Pipeline(PipelineSpec):
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
         _check_output(output)
         _check_progress(progress)
+        _check_callback(callback)
         cfg = self.guidance(cfg)
         found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg,
                                                             txt2img=False)
@@ -1231,14 +1241,14 @@ class Pipeline(PipelineSpec):
         x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
         x = _as_state(x, sigmas, options)
         latents = self._sample(lambda items: self._guided(prompts[items], cfg, fingerprint), x, sigmas, sampler, seeds,
-                               progress, options, found)
+                               progress, options, found, callback)
         return self.decode(latents, output)
 
     @torch.no_grad()
     def inpaint(self, image, mask, prompt: str | Sequence[str], strength: float = 1.0, sampler: str | None = None,
                 schedule: str | None = None, steps: int | None = None, cfg: float | None = None,
                 seed: int | Sequence[int] | None = None, progress: bool = True, output: str = "pil",
-                image_range: tuple[int, int] | None = None, **sampler_options):
+                image_range: tuple[int, int] | None = None, callback=None, **sampler_options):
         """Regenerate where ``mask`` is 1 (white), keep the rest. The mask is max-pooled to latent
         resolution (a latent pixel touching the hole is regenerated); the known latent is re-imposed at
         every step (``InpaintDenoiser``); the decoded result is pasted outside the mask in pixel space,
@@ -1254,6 +1264,7 @@ class Pipeline(PipelineSpec):
         latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
         _check_output(output)
         _check_progress(progress)
+        _check_callback(callback)
         cfg = self.guidance(cfg)
         found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg,
                                                             txt2img=False)
@@ -1278,7 +1289,7 @@ class Pipeline(PipelineSpec):
             return InpaintDenoiser(self._guided(prompts[items], cfg, fingerprint), known[items], latent_mask[items],
                                    noise[items])
 
-        latents = self._sample(denoiser, x, sigmas, sampler, seeds, progress, options, found)
+        latents = self._sample(denoiser, x, sigmas, sampler, seeds, progress, options, found, callback)
         hard = (pixel_mask > 0.5).float()
         out = hard * self.vae.from_latent(latents) + (1 - hard) * images
         if output == "tensor":

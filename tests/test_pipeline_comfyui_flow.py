@@ -148,3 +148,15 @@ def test_churn_that_would_raise_the_flow_time_above_1_is_refused_before_any_mode
                        s_churn=1.0, s_tmin=0.05, s_tmax=0.5)
     plain = flow.txt2img(PROMPT, sampler="comfyui:euler", steps=STEPS, seed=SEED, progress=False, output="tensor")
     assert float((out - plain).abs().max()) > 1e-3
+
+
+def test_a_callback_gets_comfyuis_flow_times_under_its_rule(flow):
+    """The pipeline's callback reaches ComfyUI's rule too, which calls it in its own coordinates: the flow times t of
+    the schedule (σ / (1 + σ), 1 at σ = inf), the whole batch per step."""
+    seen = []
+    flow.txt2img([PROMPT, PROMPT], sampler="comfyui:dpmpp_2m", steps=3, cfg=CFG, seed=SEED, callback=seen.append,
+                 progress=False, output="tensor", width=32, height=32)
+    sigmas = flow.sigmas(None, 3)
+    t = torch.where(torch.isinf(sigmas), torch.ones_like(sigmas), sigmas / (1 + sigmas))
+    assert [(d["i"], d["x"].shape[0]) for d in seen] == [(0, 2), (1, 2), (2, 2)]
+    assert [float(d["sigma"]) for d in seen] == pytest.approx(t[:-1].tolist())

@@ -75,6 +75,59 @@ def test_a_fixed_step_sampler_still_runs_the_batch_in_one_call(pipe):
     assert pipe.nfe - before == 3  # one (CFG-batched) call per step for both items
 
 
+def _steps_seen(calls: list) -> list:
+    """The (item, i, batch size) of each callback dict, in the order they came."""
+    return [(d.get("item"), d["i"], d["x"].shape[0]) for d in calls]
+
+
+def test_a_callback_gets_each_items_steps_where_items_run_alone(pipe):
+    """docs/models.md: where the items run alone (dpm_adaptive) the callback gets each item's run in turn, with
+    "item": k, each dict the one the item made alone gives (it was refused as an unknown option)."""
+    kw = dict(sampler="dpm_adaptive", steps=3, rtol=0.5, atol=0.5, **SMALL)
+    both, one, other = [], [], []
+    pipe.txt2img([P, P2], seed=[0, 1], callback=both.append, **kw)
+    pipe.txt2img(P, seed=0, callback=one.append, **kw)
+    pipe.txt2img(P2, seed=1, callback=other.append, **kw)
+    assert one and other
+    assert _steps_seen(both) == [(0, i, 1) for _, i, _ in _steps_seen(one)] + [(1, i, 1) for _, i, _ in
+                                                                                 _steps_seen(other)]
+    for d, alone in zip(both, one + other):
+        assert float((d["x"] - alone["x"]).abs().max()) < ALONE
+
+
+@pytest.mark.parametrize("task", ["txt2img", "img2img", "inpaint"])
+def test_a_callback_gets_the_whole_batch_per_step_where_the_batch_runs_in_one_call(pipe, task):
+    """A sampler that runs the batch in one call (euler) calls back once per step with the batch's tensors, the
+    sampler's own dict (k-diffusion's), with no "item"."""
+    seen = []
+    kw = dict(sampler="euler", steps=4, seed=[0, 1], callback=seen.append, progress=False, output="tensor")
+    image = torch.full((1, 3, 32, 32), -0.5)
+    if task == "txt2img":
+        pipe.txt2img([P, P2], width=32, height=32, **kw)
+    elif task == "img2img":
+        pipe.img2img(image, [P, P2], strength=0.5, **kw)
+    else:
+        mask = torch.zeros(32, 32)
+        mask[:, 16:] = 1
+        pipe.inpaint(image, mask, [P, P2], **kw)
+    steps = 2 if task == "img2img" else 4  # img2img at strength 0.5 runs round(0.5 · 4) of the steps
+    assert _steps_seen(seen) == [(None, i, 2) for i in range(steps)]
+    assert set(seen[0]) == {"x", "i", "sigma", "sigma_hat", "denoised"}
+
+
+@pytest.mark.parametrize("task", ["txt2img", "img2img", "inpaint"])
+def test_a_callback_that_is_not_callable_is_refused_before_any_model_call(pipe, monkeypatch, task):
+    from test_pipeline import model_calls
+
+    calls = model_calls(pipe, monkeypatch)
+    image, mask = torch.full((1, 3, 32, 32), -0.5), torch.ones(32, 32)
+    run = {"txt2img": lambda **k: pipe.txt2img(P, width=32, height=32, **k), "img2img": lambda **k: pipe.img2img(image, P, **k),
+           "inpaint": lambda **k: pipe.inpaint(image, mask, P, **k)}[task]
+    with pytest.raises(InvalidType, match="callback must be callable .*got str"):
+        run(steps=2, callback="print", progress=False, output="tensor")
+    assert calls == []
+
+
 # ---- save_images takes PIL images only, and says how to make them
 
 

@@ -257,17 +257,19 @@ def flow_times(sigmas) -> list[float]:
 
 
 def run_on_flow_model(name: str, denoiser: Callable, x: torch.Tensor, sigmas, shift: float = 1.0,
-                      disable=None, **options) -> torch.Tensor:
+                      disable=None, callback=None, **options) -> torch.Tensor:
     """ComfyUI's own rule for the ComfyUI name ``name`` on a flow model (:func:`ksampler_function` with
     ``coordinates="flow"``), run on ``denoiser`` — this library's ``D(x, σ)`` of a :class:`RectifiedFlow` model —
     from ``x`` at ``sigmas[0]`` over ``sigmas``, both in this library's coordinates (σ, x = x0 + σ·n; the unit noise
     at σ = inf), as every registry run is: the σ become ComfyUI's flow times t = σ/(1 + σ) (1 at σ = inf) and x its
     x_t, and the result comes back in this library's coordinates. ``options`` are the caller's (the seed: a list
-    of per-item seeds, or one as ComfyUI's item k from seed + k)."""
+    of per-item seeds, or one as ComfyUI's item k from seed + k). ``callback`` gets ComfyUI's dict per step, in its
+    coordinates: x_t and the flow times t."""
     t = flow_times(sigmas)
     fn = ksampler_function(name, coordinates="flow", **options)
     x_t = x if t[0] >= 1 else x * (1 - t[0])
-    out = fn(FlowModel(denoiser, shift), x_t, torch.tensor(t, dtype=torch.float64), extra_args={}, disable=disable)
+    out = fn(FlowModel(denoiser, shift), x_t, torch.tensor(t, dtype=torch.float64), extra_args={}, callback=callback,
+             disable=disable)
     return out if t[-1] == 0 else out / (1 - t[-1])
 
 
