@@ -413,7 +413,13 @@ def load_module(cls, config_from_dict, folder: str | os.PathLike, type_name: str
     except ModelLoadError as e:
         raise type(e)(f"{folder / CONFIG_FILE}: {e}") from None
     _check_sizes(cls, config_from_dict, config, cfg, sd, folder)
-    module = cls(config)
+    # built on the CPU (the weights are CPU tensors, moved below), and its initial weights (nn initialisers, the text
+    # encoder's torch.randn), which the file's replace, drawn on a forked generator: a load leaves torch's global RNG
+    # where the caller put it (torch.manual_seed(0) before Pipeline.load gave another seed=None image than after)
+    import torch
+
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        module = cls(config)
     load_into(module, sd, where=f"weights in {folder / WEIGHTS_FILE}")
     module._weights_sha256 = cfg.get("weights_sha256")
     return module.to(map_location).eval()

@@ -1,6 +1,7 @@
 """Weights and outputs on disk (models.io): atomic writes and load errors that say what is wrong."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,3 +107,21 @@ def test_a_missing_model_path_named_like_a_file_says_a_model_is_a_folder(tmp_pat
         mio.load_config(tmp_path / "model.safetensors")
     with pytest.raises(mio.MissingModelError, match="does not exist; train it"):
         mio.load_config(tmp_path / "eps")
+
+
+@pytest.mark.parametrize("load", ["pipeline", "unet", "vae"])
+def test_loading_a_model_leaves_torchs_global_rng_alone(load):
+    """Building a module draws its initial weights (nn initialisers, the text encoder's torch.randn) from torch's
+    global generator before the saved weights replace them, so torch.manual_seed(0) before Pipeline.load gave another
+    seed=None image than after it; the load now leaves the generator where it was."""
+    from models.pipeline import Pipeline
+    from models.unet import DiffusionModel
+    from models.vae import DEFAULT_FOLDER, VAE
+
+    root = Path(__file__).resolve().parent.parent / "models" / "weights"
+    run = {"pipeline": lambda: Pipeline.load(model="eps"), "unet": lambda: DiffusionModel.load(root / "eps"),
+           "vae": lambda: VAE.load(DEFAULT_FOLDER)}[load]
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    run()
+    assert torch.equal(torch.get_rng_state(), before)
