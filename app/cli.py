@@ -67,8 +67,10 @@ def _check_out(path: str | Path, images: int = 1) -> Path:
 
 def _same_runs(given, schedule: str | None) -> None:
     """Refuse two ``--samplers`` names that resolve to one run (sampler, schedule, options): ``dpmpp_2m`` and
-    ``sample_dpmpp_2m``, or two labels of one schedule. Names whose schedule is the model's default are compared
-    again on the model's own schedule, before any image is made (:func:`app.images.compare_grid`)."""
+    ``sample_dpmpp_2m``, or two labels of one schedule. Each name is keyed on the schedule it runs with
+    ``schedule`` (:func:`samplers.core.names.resolve_call`: "DPM++ 2M Karras" with ``karras`` runs its own
+    ``a1111:Karras``). Names whose schedule is the model's default are compared again on the model's own schedule,
+    before any image is made (:func:`app.images.compare_grid`)."""
     from samplers.core import names
 
     seen: dict = {}
@@ -76,7 +78,9 @@ def _same_runs(given, schedule: str | None) -> None:
         lab = names.resolve(name)
         if lab.sigmas is not None:  # a fitted solver: its own nodes, compared by compare_grid
             continue
-        on = (schedule, ()) if schedule is not None else (lab.schedule, tuple(sorted(lab.schedule_options.items())))
+        runs_on = names.resolve_call(name, schedule)[1]
+        own = runs_on is not None and runs_on == lab.schedule  # the label's own, with its options
+        on = (runs_on, tuple(sorted(lab.schedule_options.items())) if own else ())
         key = (lab.sampler, repr(sorted(lab.options.items())), on, lab.discard_penultimate_sigma)
         twin = seen.setdefault(key, name)
         if twin != name:

@@ -88,6 +88,24 @@ def test_compare_refuses_two_names_of_one_run_before_loading(capsys, no_load, tm
              repr(samplers_[0]), repr(samplers_[1]), "list one of them")
 
 
+@pytest.mark.parametrize("samplers_, schedule, refused", [
+    (["DPM++ 2M Karras", "dpmpp_2m"], "karras", False),  # the label runs its own a1111:Karras there: another run
+    (["DPM++ 2M Karras", "dpmpp_2m"], "a1111:Karras", True),
+    (["DPM++ 2M Karras", "dpmpp_2m"], "comfyui:karras", True),  # another tool's name: the caller's, for both
+    (["DPM++ 2M", "dpmpp_2m"], "karras", True),  # a label of the Automatic type runs the caller's schedule
+    (["dpmpp_2m", "sample_dpmpp_2m"], "karras", True)])
+def test_compare_keys_each_name_on_the_schedule_it_runs(samplers_, schedule, refused):
+    """resolve_call's rule: "DPM++ 2M Karras" with schedule karras runs A1111's Karras (a1111:Karras, its float32
+    table), not the registry's karras that dpmpp_2m runs, so the pair is two runs (it was refused as one)."""
+    from app.cli import _same_runs
+
+    if refused:
+        with pytest.raises(samplers.InvalidInput, match="the grid would show one run twice"):
+            _same_runs(samplers_, schedule)
+    else:
+        _same_runs(samplers_, schedule)
+
+
 class _PlanOnly:
     """A pipeline that plans runs as the eps model does (its default schedule karras) and fails if it samples."""
 
