@@ -41,6 +41,9 @@ from samplers.core.errors import InvalidInput
 from samplers.core.validate import distinct
 
 CALIBRATION_SEED, HELDOUT_SEED = 0, 1  # noise streams; drawn prompts use streams 30_000 + seed
+# the dtype the shipped U-Nets' and a diffusers folder's starts, and so their exact endpoints' solve, are in (the
+# networks run in float32); a module:function Problem or a mixture names its own
+NETWORK_DTYPE = torch.float32
 WORK = ".work"  # under --out: cached references and the optimisation's resumable state
 
 
@@ -104,7 +107,7 @@ def shipped_target(kind: str, prompts: list[str] | None, cfg: float | None) -> T
     finite_max = native.sigma_max if math.isfinite(native.sigma_max) else 80.0
     return Target(f"shipped {kind} U-Net (cfg {scale:g})", ItemCFG(pipe._denoiser, pipe.encode_prompts([""]), scale),
                   (pipe.vae.latent_channels, side, side), native.sigma_min, finite_max, native,
-                  pipe.model.config.prediction, torch.float32, conditioning, 1e-5,
+                  pipe.model.config.prediction, NETWORK_DTYPE, conditioning, 1e-5,
                   (pipe.defaults["sampler"], pipe.defaults["schedule"]),
                   "prompts " + ("given" if prompts else "drawn from the caption grammar (other prompts held out)"))
 
@@ -451,7 +454,7 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
                  if source else None)
     return Target(f"diffusers UNet {folder.name}", ItemCFG(inner, uncond, scale),
                   (int(unet.config.in_channels), height, breadth), native.sigma_min, finite_max, native, prediction,
-                  torch.float32, conditioning, 1e-5, None, f"{rows.shape[0]} prompt embeddings from {embeds}",
+                  NETWORK_DTYPE, conditioning, 1e-5, None, f"{rows.shape[0]} prompt embeddings from {embeds}",
                   scheduler)
 
 
@@ -498,6 +501,29 @@ def check_model_options(args) -> str:
         except InvalidInput as err:
             raise type(err)(f"--prompts: {err}") from None
     return kind
+
+
+def _at_least(value: float) -> float:
+    """``value`` rounded up to three significant digits: a figure to print that is itself not below ``value``."""
+    from decimal import ROUND_CEILING, Decimal
+
+    d = Decimal(value)
+    return float(d.quantize(Decimal(1).scaleb(d.adjusted() - 2), rounding=ROUND_CEILING))
+
+
+def check_reference_tol(tol: float, dtype: torch.dtype, model: str) -> None:
+    """Refuse a ``--reference-tol`` below the machine epsilon of ``dtype``, the one the exact endpoints are solved
+    in (:func:`samplers.problems.pf_ode_solution` runs in the starts' dtype): no step of that arithmetic is more
+    exact, so the adaptive solve shrinks its steps until the evaluation limit or a step-size underflow, and fails
+    late, after the model is built (gm-ve at 1e-17: "the model returned NaN/Inf at σ = nan")."""
+    eps = torch.finfo(dtype).eps
+    if tol < eps:
+        name = str(dtype).removeprefix("torch.")
+        floor = _at_least(eps)
+        raise InvalidInput(f"--reference-tol {tol:g} is below what the exact endpoints' solve can resolve: --model "
+                           f"{model} is solved in {name}, whose machine epsilon (its relative precision) is {eps:.3g}, "
+                           f"and an adaptive solve cannot meet a tolerance finer than its arithmetic; pass "
+                           f"--reference-tol {floor:g} or above")
 
 
 def make_target(args) -> Target:
@@ -1206,9 +1232,13 @@ def run_fit(args) -> int:
         torch.set_num_threads(args.threads)
     if args.reference_tol is not None and not 0 < args.reference_tol < 1:
         raise InvalidInput(f"--reference-tol must be in (0, 1), got {args.reference_tol}")
+    if args.reference_tol is not None and kind in ("shipped", "diffusers"):  # their dtype: before the weights load
+        check_reference_tol(args.reference_tol, NETWORK_DTYPE, args.model)
     t0 = time.monotonic()
     deadline = None if args.time_budget is None else t0 + args.time_budget
     target = make_target(args)
+    if args.reference_tol is not None:  # a Problem names its dtype once built; before anything is solved
+        check_reference_tol(args.reference_tol, target.dtype, args.model)
     check_starts_memory(target, args)  # the latent shape is known now; nothing is solved yet
     if args.reference_tol is not None:
         target.reference_tol = args.reference_tol
@@ -1318,8 +1348,10 @@ def run_fit(args) -> int:
         # the setting was recorded, which stays without one)
         kept = now if not args.rescore else report.get("setting") and {**report["setting"],
                                                                         **{k: now[k] for k in IDENTITY}}
+        # no report-wide held-out count: a resumed run scores only its own NFEs, and each row records the count it
+        # was scored on ("heldout"), which another row's may differ from
         write_json(report_path, {"model": target.name, "description": target.description,
-                                 "calibration": calibration, "heldout": args.heldout, "seed": args.seed,
+                                 "calibration": calibration, "seed": args.seed,
                                  **({"setting": kept} if kept else {}),
                                  "rows": {str(k): v for k, v in sorted(rows.items())}})
     first = f"{out}/nfe{args.nfe[0]}.json"
@@ -1380,7 +1412,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--prompts", nargs="+", default=None,
                    help="shipped models: prompts (default: drawn from the caption grammar)")
     p.add_argument("--cfg", type=cfg_scale, default=None,
-                   help="guidance scale, |cfg| <= 100 (default: the model's; shipped models and diffusers folders)")
+                   help="guidance scale, |cfg| <= 100; shipped models and diffusers folders (default: the shipped "
+                        "model's own; for a diffusers folder 1, no guidance, as its config names no scale)")
     p.add_argument("--prompt-embeds", type=path_to("file"), default=None,
                    help="diffusers folder: safetensors of prompt embeddings")
     p.add_argument("--scheduler-config", type=path_to("file"), default=None,
@@ -1420,7 +1453,9 @@ def add_parser(subparsers) -> None:
                         "(docs/fitted.md)")
     p.add_argument("--reference-tol", type=float, default=None,
                    help="rtol = atol of the adaptive PF-ODE solve that gives the exact endpoints (default: 1e-5 for "
-                        "a float32 network, 1e-7 otherwise)")
+                        "a float32 network, 1e-7 otherwise); at least the machine epsilon of the dtype it is solved "
+                        "in: 1.2e-7 for the shipped models and diffusers folders (float32), 2.23e-16 for a float64 "
+                        "Problem such as gm-ve")
     p.add_argument("--threads", type=threads, default=None,
                    help="torch threads, at most the cores this process may run on (default: torch's)")
     p.add_argument("--restart", action="store_true", help="fit again instead of resuming")

@@ -277,3 +277,58 @@ def test_check_is_a_fitting_option_and_fits_of_before_it_were_made_without_one(o
     assert "--check 4 (the fits were made with 0)" in capsys.readouterr().err
     assert main([*argv(out), "--check", "-1"]) == 2
     assert "--check must be at least 0, got -1" in capsys.readouterr().err
+
+
+# ---- --reference-tol below what the solve's dtype resolves; report.json's held-out counts
+
+
+@pytest.mark.parametrize("model, tol, dtype, floor", [("gm-ve", "1e-17", "float64", "2.23e-16"),
+                                                     ("gm-ve", "2e-16", "float64", "2.23e-16"),
+                                                     ("eps", "1e-8", "float32", "1.2e-07")])
+def test_a_reference_tol_below_the_solves_precision_is_refused_before_any_solve(tmp_path, capsys, monkeypatch, model,
+                                                                                tol, dtype, floor):
+    """A tolerance below the machine epsilon of the dtype the exact endpoints are solved in cannot be met: gm-ve at
+    1e-17 built the model, started the solve and failed late (rc 1) blaming the model ("returned NaN/Inf at σ = nan
+    ... a float16 model may overflow"). Now a usage error naming the dtype and the smallest accepted value; the
+    shipped U-Nets' float32 is known before their weights are read."""
+    from app import fit as fit_cli
+
+    monkeypatch.setattr(fit_cli, "_solved", lambda *a, **k: pytest.fail("the reference solve started"))
+    if model == "eps":
+        monkeypatch.setattr(fit_cli, "make_target", lambda args: pytest.fail("the model was built"))
+    code = main(["fit", "--model", model, "--nfe", "3", "--out", str(tmp_path / "fit"), *QUICK, "--reference-tol", tol])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--reference-tol {float(tol):g} " in err and dtype in err and floor in err, err
+    assert not (tmp_path / "fit").exists()
+
+
+def test_the_smallest_reference_tol_named_is_accepted():
+    from app.fit import check_reference_tol
+
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        eps = torch.finfo(dtype).eps
+        check_reference_tol(eps, dtype, "m")
+        with pytest.raises(Exception, match="--reference-tol") as err:
+            check_reference_tol(eps * 0.99, dtype, "m")
+        floor = float(str(err.value).split("pass --reference-tol ")[1].split(" ")[0])
+        assert eps <= floor < eps * 1.05
+        check_reference_tol(floor, dtype, "m")
+
+
+def test_the_report_keeps_each_rows_held_out_count_and_no_single_one(out, capsys):
+    """A resumed run that fits a new NFE on another --heldout wrote its count as the report's top-level "heldout",
+    over a row scored on another count; each row says its own, and the report no single one."""
+    assert main([*argv(out, nfe="2"), "--heldout", "3"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "heldout" not in report
+    assert {k: row["heldout"] for k, row in report["rows"].items()} == {"2": 3, "3": 2}
+
+
+def test_the_help_says_a_diffusers_folder_runs_unguided_by_default(capsys):
+    """--cfg's help said the default was "the model's" for diffusers folders too; diffusers_target runs scale 1 (no
+    guidance) there, a scheduler config naming no scale."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    cfg = text.split("--cfg CFG ", 1)[1].split("--prompt-embeds", 1)[0]
+    assert "for a diffusers folder 1, no guidance" in cfg, cfg
