@@ -111,6 +111,20 @@ def test_labels_resolve_through_the_one_resolver():
         kdiffusion.get_sampler("Eulr a")
 
 
+@pytest.mark.parametrize("label", ["DPM++ 2M SDE Heun", "sample_dpmpp_2m_sde_heun", "comfyui:euler_ancestral"])
+def test_a_label_bound_samplers_signature_shows_the_labels_values(label):
+    """Code that reads a sampler's signature (UIs listing options and their defaults) sees what the label runs: the
+    bound sampler's signature followed __wrapped__ to the plain sampler's (solver_type='midpoint' for a sampler that
+    runs Heun and refuses 'midpoint')."""
+    import inspect
+
+    fn = getattr(kdiffusion, label) if label.startswith("sample_") else kdiffusion.get_sampler(label)
+    params = inspect.signature(fn).parameters
+    for key, value in fn.label.options.items():
+        assert params[key].default == value
+    assert list(params) == list(inspect.signature(fn.__wrapped__).parameters)  # the sampler's own parameters
+
+
 def wrapper():
     return CFGDenoiser(DiscreteEpsDDPMDenoiser(gm_eps, VP.alphas_cumprod.float()))
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 import numbers
 from typing import Callable
@@ -424,6 +425,12 @@ def _bound(fn: Callable, found: Label) -> Callable:
 
     if found.options:  # a label without options of its own is its sampler, by name too
         sampler.__name__ = "sample_" + "".join(ch if ch.isalnum() else "_" for ch in found.label.lower())
+        # its signature shows the label's values as the defaults (inspect follows __wrapped__ to the sampler's own
+        # otherwise: "DPM++ 2M SDE Heun" showed solver_type='midpoint', which it refuses)
+        signature = inspect.signature(fn)
+        sampler.__signature__ = signature.replace(parameters=[
+            p.replace(default=found.options[p.name]) if p.name in found.options else p
+            for p in signature.parameters.values()])
     sampler.label = found  # type: ignore[attr-defined]
     return sampler
 
