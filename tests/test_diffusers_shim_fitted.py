@@ -78,5 +78,5 @@ def test_allow_other_model_without_a_solver_is_refused_at_construction():
 
 def test_a_solver_that_is_no_solver_is_refused_at_construction():
     with pytest.raises(InvalidType, match=r"sampler_options\['solver'\] must be a samplers.fitted.solver.LearnedSolver "
-                                          "or the path of its file, got int"):
+                                          "or the path of its file, got 3 \\(int\\)"):
         SamplerScheduler.from_config(DDIM, sampler="learned_multistep", sampler_options={"solver": 3})

@@ -209,10 +209,10 @@ def sa_solver_and_diffusers(sd15, predictor_order, corrector_order, tau, steps=1
         return float(tau_of_t(timestep_of[sigma]))
 
     x = n * math.sqrt(1 + float(sigmas[0]) ** 2)  # x_T = n in VP; / α_T in VE
-    simple = {"simple_order_2": True} if max(predictor_order, corrector_order) >= 2 else {}  # read at order 2 only
+    # simple_order_2 and lower_order_final: read at order 2 only (as the diffusers shim leaves them out)
+    higher = {"simple_order_2": True, "lower_order_final": True} if max(predictor_order, corrector_order) >= 2 else {}
     out = samplers.sample("sa_solver", sd15.denoiser, x, sigmas, disable=True, predictor_order=predictor_order,
-                          corrector_order=corrector_order, tau_func=tau_func, noise_sampler=noise,
-                          lower_order_final=True, **simple)
+                          corrector_order=corrector_order, tau_func=tau_func, noise_sampler=noise, **higher)
     return out / math.sqrt(1 + float(sigmas[-1]) ** 2), latents
 
 

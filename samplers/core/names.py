@@ -300,7 +300,7 @@ def merge_options(found: Label, options: dict | None) -> dict:
     label's option that the run would then not read (:data:`samplers.core.validate.IGNORED_OPTIONS`: ComfyUI's
     er_sde sets quadrature, which its max_stage=1 does not read) is left out: nobody passed it, so it is not
     refused as a caller's unread option is."""
-    from .validate import IGNORED_OPTIONS
+    from .validate import drop_unread
 
     merged = dict(found.options)
     for key, value in (options or {}).items():
@@ -320,11 +320,7 @@ def merge_options(found: Label, options: dict | None) -> dict:
         merged["s_tmax"] = math.inf
     spec = SAMPLERS.get(found.sampler) if found.sampler in SAMPLERS else None
     defaults = spec.options if spec is not None else {}
-    for key in found.options:
-        rule = IGNORED_OPTIONS.get((found.sampler, key))
-        if key not in (options or {}) and rule is not None and rule(lambda k: merged.get(k, defaults.get(k))):
-            del merged[key]
-    return merged
+    return drop_unread(found.sampler, merged, defaults, keep=set(merged) - set(found.options) | set(options or {}))
 
 
 def _a1111_open_window(value) -> bool:

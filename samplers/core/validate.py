@@ -10,6 +10,7 @@ import difflib
 import math
 import numbers
 import operator
+import sys
 
 import torch
 
@@ -260,7 +261,9 @@ OPTION_RULES.update({
     "pcoeff": nonneg, "icoeff": nonneg, "dcoeff": nonneg,  # PID step-size gains (k-diffusion: 0, 1, 0)
     "info": a_dict, "tau_func": a_callable, "noise_scaler": a_callable, "sde_interval": sigma_interval,
     "prior_sigmas": lambda n, v: numbers_list(n, v, lo=0.0, lo_open=True),
-    "disable_corrector": lambda n, v: numbers_list(n, v, lo=0, whole=True),  # step indices; their range: unipc
+    # step indices, each once (a repeat disables nothing more); their range: unipc
+    "disable_corrector": lambda n, v: distinct(n, numbers_list(n, v, lo=0, whole=True),
+                                               "a step's corrector is disabled once"),
     "step_r": lambda n, v: step_ratios(n, v),
     # unipc: the σ a schedule ending in 0 ends at instead (ComfyUI's 0.001); below its last positive σ: unipc
     "final_sigma": positive,
@@ -326,8 +329,60 @@ def _not_read_with_tau_func(option):
             return ("with tau_func given", f"τ is tau_func(sigma, sigma_next) wherever tau_func is given, so {what} "
                     "is never read; make tau_func return the τ you want, or leave tau_func out to use eta and "
                     "sde_interval")
+        if option == "sde_interval" and get("eta") == 0:
+            return ("with eta=0", "τ is eta inside sde_interval and 0 outside it, so with eta=0 τ is 0 on every step "
+                    "(the PF-ODE) and the interval is never read; pass eta > 0 for noise inside it, or leave "
+                    "sde_interval out")
         return None
     return why
+
+
+def _not_read_at_order_1(order: str, why: str):
+    """An option (``lower_order_final``, ``variable_steps``) that only changes steps of order 2 or more, given
+    where ``order`` is 1 (``why``: what it would do)."""
+    def rule(get):
+        if get(order) == 1:
+            return (f"with {order}=1", f"{why}, and every step of order 1 is already first order, so it is never "
+                    f"read; leave it out, or pass {order} >= 2")
+        return None
+    return rule
+
+
+_LOWERS = "it lowers the order of the last steps"
+
+
+def _sa_lower_order_final(get):
+    # diffusers' rule caps the corrector at n − i + 2 >= 3 and ComfyUI's at n − i >= 1 (its predictor at n − 1 − i,
+    # which is 0 only on a last step to σ = 0: the denoise, which has no order): orders 1 are never lowered
+    if get("predictor_order") == 1 and get("corrector_order") <= 1:
+        return ("with predictor_order=1 and corrector_order<=1", f"{_LOWERS}, which at these orders are already "
+                "first order (or no corrector), so it is never read; leave lower_order_final out, or raise an order "
+                "to 2 or more")
+    return None
+
+
+# η below 1 by more than the rounding of get_ancestral_step: there σ_up <= η·σ_next·(1 + 3ε) < σ_next·(1 − ε/2), so
+# σ_down = √(σ_next² − σ_up²) > 0 on every step to σ_next > 0 (measured: 1 − 2ε is the first η below 1 at which no
+# step of 400000 random ones, σ_next/σ from 1e-20 to 1, gets σ_down = 0; at η = 1 every step with σ_next/σ below
+# about 2e-8 does)
+ANCESTRAL_ETA_MARGIN = 4 * sys.float_info.epsilon
+
+
+def _not_read_without_a_zero_down(get):
+    eta = get("eta")
+    if eta < 1 - ANCESTRAL_ETA_MARGIN:
+        return (f"with eta={eta!r}", "it decides the noise of a step whose σ_down is 0 while σ_next > 0, which only "
+                "η >= 1 gives (at η = 1 a step with σ_next/σ below about 2e-8, by rounding; above 1 where η caps "
+                "σ_up at σ_next): below 1 no step has one, so it is never read; leave noise_at_zero_down out, or "
+                "pass eta >= 1")
+    return None
+
+
+def _not_read_at_gamma_0(get):
+    if get("eta") == 0:
+        return ("with eta=0", "TCD's inner point is s = (1 − γ)·t on the timestep table, which at γ = 0 is the "
+                "step's own σ_next (DDIM), so the table is never read; leave native out, or pass eta > 0")
+    return None
 
 
 def _not_read_at_stage_1(get):
@@ -358,7 +413,31 @@ IGNORED_OPTIONS = {("dpmpp_2s", "r"): _not_read_with_step_r,
                    ("sa_solver_pece", "eta"): _not_read_with_tau_func("eta"),
                    ("sa_solver_pece", "sde_interval"): _not_read_with_tau_func("sde_interval"),
                    ("er_sde", "quadrature"): _not_read_at_stage_1,
-                   ("deis", "weights"): _not_read_in_tab_mode}
+                   ("deis", "weights"): _not_read_in_tab_mode,
+                   # mode is read at order 1: tAB's Euler step σ_next − σ and ρAB's exp(log σ_next) − exp(log σ) differ
+                   # by rounding (ComfyUI's bits; float64 latents show it)
+                   ("deis", "lower_order_final"): _not_read_at_order_1("order", _LOWERS),
+                   ("unipc_bh1", "lower_order_final"): _not_read_at_order_1("order", _LOWERS),
+                   ("unipc_bh2", "lower_order_final"): _not_read_at_order_1("order", _LOWERS),
+                   ("ipndm", "variable_steps"): _not_read_at_order_1("max_order", "it gives the steps of order 2 "
+                                                                     "and more step-ratio weights"),
+                   ("sa_solver", "lower_order_final"): _sa_lower_order_final,
+                   ("sa_solver_pece", "lower_order_final"): _sa_lower_order_final,
+                   ("euler_ancestral", "noise_at_zero_down"): _not_read_without_a_zero_down,
+                   ("tcd", "native"): _not_read_at_gamma_0}
+
+
+def drop_unread(sampler: str, options: dict, defaults: dict, keep=()) -> dict:
+    """``options`` without those the run of ``sampler`` would not read (:data:`IGNORED_OPTIONS`), but for the keys in
+    ``keep`` (the caller's own, which :func:`check_options` refuses instead). For the options a label or a tool sets
+    whatever the run's other options are (ComfyUI's er_sde quadrature at max_stage=1, a diffusers config's
+    lower_order_final at solver_order=1, TCD's table at γ = 0): nobody passed them, so they are left out, not
+    refused. ``defaults``: the sampler's options' defaults."""
+    def get(k):
+        return options.get(k, defaults.get(k))
+
+    return {key: value for key, value in options.items()
+            if key in keep or IGNORED_OPTIONS.get((sampler, key)) is None or IGNORED_OPTIONS[(sampler, key)](get) is None}
 
 
 def closest(key, valid) -> str:

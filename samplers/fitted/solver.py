@@ -415,7 +415,7 @@ def register_solver(name: str, solver: "LearnedSolver | str | Path") -> LearnedS
     if isinstance(solver, (str, Path)):
         solver = LearnedSolver.load(solver)
     elif not isinstance(solver, LearnedSolver):
-        raise InvalidType(f"solver must be a LearnedSolver or a path to its file, got {type(solver).__name__}")
+        raise InvalidType(f"solver must be a LearnedSolver or a path to its file, got {solver!r} ({type(solver).__name__})")
     _NAMED[name] = solver.validate()
     return solver
 
@@ -463,7 +463,7 @@ def _checked_solver(model, sigmas: list[float], solver, allow_other_model) -> "L
         solver = LearnedSolver.load(solver)
     elif not isinstance(solver, LearnedSolver):
         raise InvalidType(f"solver must be a samplers.fitted.solver.LearnedSolver or a path to one, got "
-                          f"{type(solver).__name__}")
+                          f"{solver!r} ({type(solver).__name__})")
     else:  # made or edited in Python: the checks its file would get on load
         solver.validate()
     solver.check_nodes(sigmas)

@@ -158,8 +158,10 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             raise Unavailable(f"the model's model_sampling.noise_scale is {float(noise_scale):g}: ComfyUI scales its "
                               "samplers' fresh noise by it (its video models), which this adapter does not reproduce; "
                               f"use a deterministic sampler, or ComfyUI's own {name!r}")
+        # (at eta = 0 τ is 0 everywhere: the interval would not be read)
         wants_interval = (comfy_key is not None and "sde_interval" in flow_spec.options
-                          and "sde_interval" not in merged and "tau_func" not in merged)
+                          and "sde_interval" not in merged and "tau_func" not in merged
+                          and merged.get("eta", flow_spec.options.get("eta")) != 0)
         if not flow and wants_interval and hasattr(_model_sampling(model), "percent_to_sigma"):
             # ComfyUI's sa_solver noises between the model's percent_to_sigma(0.2) and (0.8) on every model (the
             # registry's default is SD 1.x's: an EDM model's window is elsewhere)

@@ -77,7 +77,7 @@ from ..core import noise as noise_mod
 from ..core.registry import SAMPLERS
 from ..core.run import check_start, draws_noise, run_sampler
 from ..core.files import read_json
-from ..core.validate import check_options, closest, integer, nonneg
+from ..core.validate import check_options, closest, drop_unread, integer, nonneg
 from ..sde import ancestral
 from . import diffusers_sources as sources
 from .diffusers_models import (check_flags, check_scheduler_flags, config_dict, is_flow_config, native_from_config,
@@ -570,7 +570,7 @@ def _solver_option(label, options: dict):
         solver.validate()  # made or edited in Python: the checks its file would get on load
     else:
         raise InvalidType(f"sampler_options['solver'] must be a samplers.fitted.solver.LearnedSolver or the path of "
-                          f"its file, got {type(solver).__name__}")
+                          f"its file, got {solver!r} ({type(solver).__name__})")
     label = dataclasses.replace(label, options={**label.options, "solver": solver}, sigmas=tuple(solver.sigmas),
                                 source="fitted")
     return label, {**options, "solver": solver}
@@ -1215,7 +1215,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             # the source's own run from that step (its warm-up restarts there, as the class's does)
             step = begin_index if regrouped else self._plan.step_starts.index(begin_index)
             _, options, schedule = self._source_run(step)
-            options = {**options, **self._overrides}
+            options = drop_unread(self.spec.name, {**options, **self._overrides}, self.spec.options,
+                                  keep=self._asked_options())
         else:
             step = self._plan.step_starts.index(begin_index)
             options, schedule = self._options, self._plan.schedule[step:]
@@ -1453,10 +1454,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             schedule = self._grid_schedule(exact)  # another sampler steps on the class's own grid
         self._overrides = overrides
         options.update(overrides)
-        if options.get("mode") == "tab" and "weights" not in self._asked_options():
-            # DEIS-tAB asked on a DEIS config (comfyui:deis): its own weights; the class's float32 ρAB weights are unread
-            options.pop("weights", None)
         spec = SAMPLERS.get(run)
+        # the config's options that the run does not read are left out, not refused (the class takes them whatever
+        # its other settings): DEIS-tAB asked on a DEIS config (comfyui:deis) has its own weights, not the class's
+        # float32 ρAB ones; a solver_order=1 config's lower_order_final lowers nothing
+        options = drop_unread(run, options, spec.options, keep=self._asked_options())
         if spec.host_sync:
             raise InvalidOption(_host_sync_refusal(spec.name))
         if self.latents == "ve" and math.isinf(schedule[0]):
@@ -2201,8 +2203,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             else:
                 options["seed"] = self._seeds
         try:
-            x = run_sampler(self.spec, replay, self._x_start, plan.schedule, None, None, True, options,
-                            start_checked=True)
+            # the pipeline's eta comes with its step, after the class's options were checked: what it leaves unread
+            # (TCD's table at γ = 0, diffusers' default eta) is left out, as TCDScheduler reads no table there
+            x = run_sampler(self.spec, replay, self._x_start, plan.schedule, None, None, True,
+                            drop_unread(self.spec.name, options, self.spec.options), start_checked=True)
             sigma_next = plan.schedule[-1]
             self._done = plan.idle == 0
             self._top_up_draws(len(plan.step_starts) + plan.idle)
@@ -2232,7 +2236,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         (γ = 0, the last step; another sampler in the class's place: σ_s = the next call's σ)."""
         sigma_s = sigma_next
         if self.spec.name == "tcd":
-            sigma_s = ancestral.tcd_point(options["native"], options.get("eta", self.spec.options["eta"]), sigma_next)
+            sigma_s = ancestral.tcd_point(options.get("native"), options.get("eta", self.spec.options["eta"]), sigma_next)
         if sigma_s == sigma_next and self.spec.name == "tcd":
             return prev  # the class's own: prev_sample is pred_noised_sample
         x_s = ancestral.trajectory_point(self._to_state(seen, sigma), denoised, sigma, sigma_s)

@@ -276,10 +276,11 @@ def trajectory_point(x, denoised, sigma: float, sigma_s: float):
 
 def with_model_table(options: dict, native, model: str, fix: str) -> dict:
     """A tcd run's ``options`` on a model whose schedule is ``native``: that model's timestep table as ``native``
-    where none is given (tcd's own default is SD-1.x's), refused on a model without one (flow, EDM), naming ``fix``.
+    where none is given (tcd's own default is SD-1.x's), refused on a model without one (flow, EDM), naming ``fix``;
+    none at γ = ``eta`` = 0, where TCD reads no table.
     ``model`` says which model it is in the message."""
-    if options.get("native") is not None:
-        return options
+    if options.get("native") is not None or options.get("eta", 0.3) == 0:
+        return options  # the caller's table; at γ = 0 TCD reads none (s = t: DDIM)
     if not isinstance(native, VPDiscrete):
         raise InvalidOption(f"tcd places its inner point s = ⌊(1 − γ)·t⌋ on a discrete timestep table, and this "
                             f"{model} model has none{fix}")
@@ -309,7 +310,7 @@ def tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0
         native = _sd_table()
     elif not isinstance(native, VPDiscrete):
         raise InvalidType(f"tcd's native must be a samplers.VPDiscrete (the model's timestep table, on which TCD "
-                          f"places s = (1 − γ)·t), got {type(native).__name__}; e.g. "
+                          f"places s = (1 − γ)·t), got {native!r} ({type(native).__name__}); e.g. "
                           "samplers.VPDiscrete.from_betas('scaled_linear', 1000, 0.00085, 0.012)")
     points = [tcd_point(native, eta, sigmas[i + 1]) for i in range(len(sigmas) - 1)]  # host floats, before any call
     for i in progress(sigmas, disable):

@@ -320,7 +320,9 @@ _SA_DOC = """
     only). τ, the SDE's stochasticity (τ = 0 is the PF-ODE, τ = 1 the reverse SDE), is
     ``tau_func(sigma, sigma_next)`` if given, else ``eta`` inside ``sde_interval = (σ_hi, σ_lo)`` (τ = eta
     when σ_hi ≥ σ_next ≥ σ_lo, ComfyUI's rule; the default interval is ComfyUI's 20 %-80 % on SD 1.x) and 0
-    outside; ``eta`` or ``sde_interval`` given with ``tau_func`` is refused, as neither would be read.
+    outside; ``eta`` or ``sde_interval`` given with ``tau_func``, and ``sde_interval`` with ``eta=0``, are refused, as
+    they would not be read. τ enters squared, so the sign of a ``tau_func`` value is not read (diffusers'
+    ``SASolverScheduler`` squares its ``tau_func`` too): −1 runs as 1.
     ``simple_order_2`` uses the paper's simplified 2-node weights (Appendix D; diffusers'
     ``SASolverScheduler`` always does). ``lower_order_final=True`` caps the predictor order by the steps
     left (diffusers' rule; its uncorrected order-1 last step makes the run second order), off by default;
@@ -518,9 +520,9 @@ def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False, whole_
 
     Each (n_steps, k_times, sigma_min, sigma_max) is attached to the schedule point σ_j nearest to
     sigma_min (j ≥ 1, σ_j > 0), as the paper's code does. An entry with sigma_max ≤ σ_j there (or on a schedule
-    without such a point) would never restart: it is refused, naming the entry and σ_j, unless ``drop``, which
-    leaves it out (A1111's rule for its automatic list: ``restart="a1111"``, and the default's). An entry with
-    k_times = 0 restarts nothing.
+    without such a point), or with k_times = 0, would never restart: it is refused, naming the entry (and σ_j),
+    unless ``drop``, which leaves it out (A1111's rule for its automatic list: ``restart="a1111"``, and the
+    default's).
 
     ``whole_list`` is A1111's choice of the point instead (``torch.argmin(abs(sigmas - sigma_min))``): the nearest
     of all points, σ_0 and the final 0 included. At σ_0 nothing restarts (no step ends there); at the final 0 the
@@ -546,6 +548,9 @@ def restart_plan(sigmas: Sequence[float], restart, *, drop: bool = False, whole_
         # the state is noised up to sigma_max (and sigma_min is below it): the schedule's σ limit, before any call
         below_sigma_limit(f"restart entry {tuple(entry)!r}: sigma_max", t_max, state_dtype,
                           "give a sigma_max below it (the paper's is 2), or leave the entry out")
+        if k_times == 0 and not drop:
+            raise InvalidOption(f"restart entry {tuple(entry)!r}: k_times = 0 restarts nothing, so the entry would "
+                                "never run; give k_times >= 1, or leave the entry out (restart=() for none)")
         added += 2 * n_steps * k_times
         if added > RESTART_LIMIT:
             raise LimitExceeded(f"restart {restart!r} adds {added} model calls, more than the limit of {RESTART_LIMIT}; "
