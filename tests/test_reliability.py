@@ -140,7 +140,7 @@ def test_sigmas_too_large_for_the_state_dtype():
     (lambda: VPContinuous(t_min=0), samplers.InvalidOption),
     (lambda: VE(sigma_min=5, sigma_max=1), samplers.InvalidOption),
     (lambda: samplers.get_sigmas("karras", 10, sigma_min=0.1, sigma_max=10, rho=0), samplers.InvalidOption),
-    (lambda: samplers.get_sigmas("karras", 10, sigma_min=float("nan"), sigma_max=10), samplers.InvalidType),
+    (lambda: samplers.get_sigmas("karras", 10, sigma_min=float("nan"), sigma_max=10), samplers.InvalidInput),  # the right type, no σ: a ValueError
     (lambda: samplers.get_sigmas("karras", 10**13, sigma_min=0.1, sigma_max=10), samplers.LimitExceeded),
 ])
 def test_native_schedules_and_schedules_check_their_parameters(build, error):
