@@ -5,7 +5,11 @@ The fingerprint of a torch module is the SHA-256 of its class name and its state
 bytes); a module with an empty state dict (no parameters, no buffers) has none of its own — its class name does not
 tell one such model from another (a plain attribute may set what it computes) —, so it is read as any other object
 is (what it wraps, else None); wrappers are seen through (``to_denoiser``'s, classifier-free guidance, a bound method's object, the
-pipeline); guidance adds its scale (unless 1: no guidance), since the guided denoiser is another function of x. An object can name
+pipeline); guidance adds its scale (unless 1: no guidance), since the guided denoiser is another function of x — a
+wrapper's ``scale`` or ``guidance_scale`` (:data:`GUIDANCE`), any real number however held (a float, a numpy scalar, a
+one-element tensor), also on a wrapper that is a module holding its network (k-diffusion's ``CFGDenoiser`` shape,
+whose state dict is the network's: its weights alone would not tell one scale from another). A wrapper whose scale
+is not a number has no fingerprint (what it computes cannot be told). An object can name
 itself with a ``samplers_fingerprint()`` method or attribute (the analytic problems do). A callable with none of
 these has no fingerprint: ``None``.
 
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import numbers
 import re
 
+import numpy as np
 import torch
 
 from ..core.wrapped import DEPTH as _DEPTH, INNER as _INNER, read as _read
@@ -38,10 +44,35 @@ def is_fingerprint(value) -> bool:
     return isinstance(value, str) and len(value) <= MAX_FINGERPRINT and _FINGERPRINT.fullmatch(value) is not None
 
 
+# where a guidance wrapper keeps its scale (ours, k-diffusion-style CFGDenoisers that hold it, diffusers')
+GUIDANCE = ("scale", "guidance_scale")
+_UNREADABLE = object()  # a guidance attribute that is not a real number: what the wrapper computes cannot be told
+
+
+def guidance_scale(value):
+    """A guidance scale as a float: a real number however it is held (int, float, a numpy scalar or 0-d array, a
+    one-element tensor); None for none (the attribute absent or None); :data:`_UNREADABLE` for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):  # a guidance wrapper's tensor scale: real, one element
+        real = value.numel() == 1 and value.dtype != torch.bool and not value.is_complex()
+        return float(value.reshape(())) if real else _UNREADABLE
+    if isinstance(value, np.ndarray):
+        return float(value.reshape(())) if value.size == 1 and value.dtype.kind in "iuf" else _UNREADABLE
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return float(value)
+    return _UNREADABLE
+
+
 def with_guidance(found: str | None, scale) -> str | None:
-    """The fingerprint of ``found``'s denoiser under classifier-free guidance at ``scale`` (1 or none: itself)."""
-    if found is not None and isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale != 1.0:
-        return hashlib.sha256(f"{found}|guidance {float(scale)!r}".encode()).hexdigest()
+    """The fingerprint of ``found``'s denoiser under classifier-free guidance at ``scale`` (any real scalar,
+    :func:`guidance_scale`; 1 or None: itself); None where the scale is not a number (it cannot be told what the
+    guided denoiser is)."""
+    value = guidance_scale(scale)
+    if found is None or value is _UNREADABLE:
+        return None
+    if value is not None and value != 1.0:
+        return hashlib.sha256(f"{found}|guidance {value!r}".encode()).hexdigest()
     return found
 
 
@@ -91,7 +122,8 @@ def fingerprint(model, _depth: int = 0) -> str | None:
     if isinstance(model, torch.nn.Module):
         found = module_fingerprint(model)
         if found is not None:
-            return found
+            # its weights hold a wrapped network's too (a k-diffusion-style CFGDenoiser module), not its scale
+            return with_guidance(found, _scale(model)) if _wrapped(model) is not None else found
         # no parameters or buffers: no identity of its own; what it wraps (as a wrapper's) where it wraps a model
     if isinstance(model, functools.partial):
         return fingerprint(model.func, _depth + 1)
@@ -103,9 +135,18 @@ def fingerprint(model, _depth: int = 0) -> str | None:
         if inner is not None and inner is not model:
             found = fingerprint(inner, _depth + 1)
             if found is not None:
-                # guidance: another denoiser at another scale
-                return with_guidance(found, getattr(model, "scale", getattr(model, "guidance_scale", None)))
+                return with_guidance(found, _scale(model))  # guidance: another denoiser at another scale
     return None
+
+
+def _wrapped(model):
+    """The first model ``model`` holds where a wrapper keeps one (:data:`samplers.core.wrapped.INNER`), or None."""
+    return next((v for v in (getattr(model, a, None) for a in _INNER) if callable(v) and v is not model), None)
+
+
+def _scale(model):
+    """A wrapper's guidance scale as it holds it: the first of :data:`GUIDANCE` it has (None: none)."""
+    return next((v for v in (getattr(model, a, None) for a in GUIDANCE) if v is not None), None)
 
 
 def prediction(model) -> str | None:

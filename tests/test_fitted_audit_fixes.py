@@ -1,0 +1,87 @@
+"""Defects a fitted-solver audit found: a guidance wrapper's scale the fingerprint did not read (an nn.Module
+wrapper, a numpy or 0-d tensor scale), ..."""
+import numpy as np
+import pytest
+import torch
+
+import samplers
+from samplers.fitted import identity
+from samplers.fitted.solver import LearnedSolver, OtherModelError
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(2, 2, 2))
+SIG = samplers.get_sigmas("karras", 4, sigma_min=0.02, sigma_max=80.0)
+
+
+class Cond(torch.nn.Module):
+    """A conditional network: the mixture's denoiser plus a learned bias per condition."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([0.0, 0.3]))
+
+    def forward(self, x, sigma, cond=0):
+        return GM.denoiser(x, sigma) + self.w[cond]
+
+
+def _guided(x, sigma, inner, scale):
+    u, c = inner(x, sigma, cond=0), inner(x, sigma, cond=1)
+    return u + (c - u) * float(scale)
+
+
+class ModuleCFG(torch.nn.Module):
+    """The guidance wrapper as an nn.Module holding its network (k-diffusion's CFGDenoiser shape) and a scale."""
+
+    def __init__(self, inner, scale):
+        super().__init__()
+        self.inner_model, self.scale = inner, scale
+
+    def forward(self, x, sigma, **kw):
+        return _guided(x, sigma, self.inner_model, self.scale)
+
+
+class PlainCFG:
+    def __init__(self, inner, scale, attr="scale"):
+        self.inner_model = inner
+        setattr(self, attr, scale)
+
+    def __call__(self, x, sigma, **kw):
+        return _guided(x, sigma, self.inner_model, getattr(self, "scale", None) or self.guidance_scale)
+
+
+def test_a_module_wrapper_at_another_guidance_scale_is_refused(tmp_path):
+    net = Cond()
+    solver = LearnedSolver.from_sampler("dpmpp_2m", SIG)
+    solver.model = {"fingerprint": identity.fingerprint(ModuleCFG(net, 4.0)), "name": "net at cfg 4", "prediction": None}
+    path = solver.save(tmp_path / "cfg4.json")
+    x = samplers.initial_latent(GM.noise(1, seed=0), SIG)
+    samplers.sample(f"fitted:{path}", ModuleCFG(net, 4.0), x, SIG, disable=True)  # its own model runs
+    with pytest.raises(OtherModelError, match="another guidance scale"):
+        samplers.sample(f"fitted:{path}", ModuleCFG(net, 7.5), x, SIG, disable=True)
+
+
+@pytest.mark.parametrize("make", [float, np.float32, np.float64, torch.tensor, lambda v: torch.tensor(v).double(),
+                                  lambda v: np.array(v)])
+@pytest.mark.parametrize("wrapper", [ModuleCFG, PlainCFG, lambda n, s: PlainCFG(n, s, "guidance_scale")])
+def test_any_real_scalar_scale_is_covered(make, wrapper):
+    net = Cond()
+    at4, at75, at1 = (identity.fingerprint(wrapper(net, make(v))) for v in (4.0, 7.5, 1.0))
+    assert at4 != at75 and identity.is_fingerprint(at4)
+    # the same scale however it is held: one fingerprint (a float 4.0, numpy's, a 0-d tensor's)
+    assert at4 == identity.fingerprint(wrapper(net, 4.0))
+    assert at1 == identity.fingerprint(wrapper(net, 1.0))  # 1: no guidance, the wrapped network itself
+
+
+def test_a_module_scale_that_is_no_guidance_leaves_a_network_alone():
+    # a network with a plain scale attribute (an attention's 1/√d) but nothing it wraps: its weights alone
+    net = torch.nn.Linear(2, 2)
+    before = identity.fingerprint(net)
+    net.scale = 0.125
+    assert identity.fingerprint(net) == before == identity.module_fingerprint(net)
+
+
+def test_a_scale_that_is_not_a_number_gives_no_fingerprint():
+    # a wrapper whose guidance cannot be read is not claimed to be its network: no fingerprint (refused by a solver
+    # that records one, unless allow_other_model)
+    assert identity.fingerprint(PlainCFG(Cond(), "strong")) is None
+    assert identity.fingerprint(ModuleCFG(Cond(), [4.0, 7.5])) is None
