@@ -85,3 +85,45 @@ def test_a_scale_that_is_not_a_number_gives_no_fingerprint():
     # that records one, unless allow_other_model)
     assert identity.fingerprint(PlainCFG(Cond(), "strong")) is None
     assert identity.fingerprint(ModuleCFG(Cond(), [4.0, 7.5])) is None
+
+
+# ------------------------------------------------------------------ fit(): its arguments checked before any call
+
+from samplers.core.errors import InvalidInput, InvalidOption, InvalidType  # noqa: E402
+from samplers.core.native import VPDiscrete  # noqa: E402
+from samplers.fitted.fitting import fit  # noqa: E402
+
+VP = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012)
+
+
+class Untouchable:
+    """A denoiser that says its prediction (through the wrapper) and must not be called."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, x, sigma, **kw):
+        raise AssertionError("the fit called the model before refusing its arguments")
+
+
+EPS = Untouchable(samplers.to_denoiser(GM.as_model("eps", VP), "eps", VP))
+
+
+def test_fit_refuses_a_model_record_whose_prediction_the_denoiser_contradicts():
+    with pytest.raises(InvalidInput, match=r"prediction 'v'.*denoiser.*'eps'"):
+        fit(EPS, 3, GM.noise(8, seed=0), 0.03, 14.6, model={"prediction": "v"})
+
+
+@pytest.mark.parametrize("sigma_min, sigma_max, error, match", [
+    (True, 14.6, InvalidType, r"sigma_min must be a real number.*True"),
+    ("0.02", 14.6, InvalidType, r"sigma_min must be a real number.*'0.02'"),
+    (0.03, "80", InvalidType, r"sigma_max must be a real number.*'80'"),
+    (0.03, False, InvalidType, r"sigma_max must be a real number.*False"),
+    (float("nan"), 14.6, InvalidOption, r"sigma_min must be a finite number"),
+    (0.0, 14.6, InvalidOption, r"sigma_min must be > 0"),
+    (0.03, float("inf"), InvalidOption, r"sigma_max must be a finite number"),
+    (1.0, 0.5, InvalidInput, r"sigma_min < sigma_max"),
+])
+def test_fit_refuses_a_sigma_range_that_is_not_two_numbers(sigma_min, sigma_max, error, match):
+    with pytest.raises(error, match=match):
+        fit(EPS, 3, GM.noise(8, seed=0), sigma_min, sigma_max)

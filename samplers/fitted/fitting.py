@@ -45,6 +45,7 @@ import torch
 from .. import initial_latent
 from ..core.errors import InvalidInput, InvalidOption
 from ..core.files import read_torch_dict, write_torch
+from ..core.validate import real
 from ..core.registry import SAMPLERS
 from .solver import LearnedSolver, check_model_record, update
 
@@ -1229,12 +1230,25 @@ def _check_reference(reference, x: torch.Tensor, what: str = "reference") -> Non
                            "reference out: fit solves them)")
 
 
+def _check_record_prediction(record: dict, denoiser) -> None:
+    """Refuse a ``model`` record whose prediction type is not the one the denoiser says it has: the solver would
+    record it, and then refuse its own model (found after the whole fit)."""
+    from . import identity
+
+    said, given = identity.prediction(denoiser), record.get("prediction")
+    if said is not None and given is not None and said != given:
+        raise InvalidInput(f"model records prediction {given!r}, and the denoiser says its prediction is {said!r}: "
+                           "the fitted solver would refuse the model it was fitted to; leave prediction out of model "
+                           f"(it is read off the denoiser) or pass {said!r}")
+
+
 def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min: float, sigma_max: float, *,
         reference: torch.Tensor | None = None, reference_fn=None, native=None, model: dict | None = None,
         extra_args: dict | None = None, state_path: str | Path | None = None, log=None,
         progress=None) -> LearnedSolver:
     """Fit an ``config.nfe``-call solver to ``denoiser`` from unit noise ``calibration`` [B, ...].
 
+    ``sigma_min`` / ``sigma_max``: real numbers, 0 < sigma_min < sigma_max < inf (a bool or a string is refused).
     The starting latents are ``calibration · sigma_max`` (finite); ``reference``: their exact endpoints (default:
     :func:`reference_endpoints`); ``reference_fn(x, extra, sigma)``: the exact endpoints of other starts ``x`` at
     ``sigma`` with per-item arguments ``extra`` — the pool's, and the calibration's from another σ (default:
@@ -1248,7 +1262,8 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     itself) — start there, and so may the fit.
     ``extra_args``: per-item keyword arguments of the denoiser ({name: tensor [B, ...]}, e.g. each start's
     conditioning), sliced with the starts. ``model``: what the solver records about the model (``fingerprint``,
-    ``name``, ``prediction``, each optional; an unknown key or a bad value is refused before any model call); what
+    ``name``, ``prediction``, each optional; an unknown key, a bad value or a prediction other than the one the
+    denoiser says is refused before any model call); what
     it leaves out, the denoiser supplies where it says: the fingerprint (:func:`samplers.fitted.identity.fingerprint`)
     and the prediction type (:func:`samplers.fitted.identity.prediction`). The result's ``meta`` holds the validation
     RMSE of the fit and of the starting pair; it is never above the starting pair's.
@@ -1257,7 +1272,11 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     if not isinstance(config, FitConfig):
         raise InvalidOption(f"config must be a FitConfig or an NFE, got {config!r}")
     config.validate()
-    if not (0 < sigma_min < sigma_max < math.inf):
+    # a bool or a string is not read as a σ (True was 1.0, and the fit failed after its model calls)
+    what = " (the fit's σ range: 0 < sigma_min < sigma_max < inf)"
+    sigma_min = real("sigma_min", sigma_min, lo=0.0, lo_open=True, what=what)
+    sigma_max = real("sigma_max", sigma_max, lo=0.0, lo_open=True, what=what)
+    if not sigma_min < sigma_max:
         raise InvalidInput(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     if not isinstance(calibration, torch.Tensor) or calibration.ndim < 2 or not calibration.is_floating_point():
         got = (f"a {calibration.dtype} tensor of shape {tuple(calibration.shape)}" if isinstance(calibration, torch.Tensor)
@@ -1268,6 +1287,7 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
         raise InvalidInput("calibration holds NaN or infinite values; it must be unit noise (e.g. "
                            "samplers.core.seeds.seeded_randn)")
     record = check_model_record({} if model is None else model)  # refused before any model call, not at the end
+    _check_record_prediction(record, denoiser)
     n_val = validation_starts(calibration.shape[0], config.validation)
     extra = dict(extra_args or {})
     if any(not isinstance(v, torch.Tensor) or v.shape[:1] != calibration.shape[:1] for v in extra.values()):
