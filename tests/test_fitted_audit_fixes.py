@@ -1,5 +1,7 @@
 """Defects a fitted-solver audit found: a guidance wrapper's scale the fingerprint did not read (an nn.Module
 wrapper, a numpy or 0-d tensor scale), ..."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +129,51 @@ def test_fit_refuses_a_model_record_whose_prediction_the_denoiser_contradicts():
 def test_fit_refuses_a_sigma_range_that_is_not_two_numbers(sigma_min, sigma_max, error, match):
     with pytest.raises(error, match=match):
         fit(EPS, 3, GM.noise(8, seed=0), sigma_min, sigma_max)
+
+
+# ------------------------------------------------------------------ ComfyUI: a flow-fitted solver on a flow model
+
+from samplers.core.native import RectifiedFlow  # noqa: E402
+from samplers.interop.comfyui import FlowModel, flow_times, ksampler_function  # noqa: E402
+
+FLOW = RectifiedFlow(shift=3.0, multiplier=1000.0)
+FLOW_DENOISER = samplers.to_denoiser(GM.as_model("flow", FLOW), "flow", FLOW)
+
+
+@pytest.fixture(scope="module", params=[80.0, float("inf")], ids=["from-80", "from-inf"])
+def flow_fitted(request, tmp_path_factory):
+    top = request.param
+    sigmas = torch.tensor([top, 6.0, 1.1, 0.2, 0.0], dtype=torch.float64)
+    solver = LearnedSolver.from_sampler("dpmpp_2m" if math.isfinite(top) else "euler", sigmas)
+    solver.model = {"fingerprint": identity.fingerprint(FLOW_DENOISER), "name": "gm flow", "prediction": "flow"}
+    return solver.save(tmp_path_factory.mktemp("flow") / "nfe4.json"), sigmas
+
+
+@pytest.mark.parametrize("coordinates", ["flow", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_flow_fitted_solver_runs_through_the_comfyui_adapter(flow_fitted, coordinates, dtype):
+    path, sigmas = flow_fitted
+    x = samplers.initial_latent(GM.noise(2, seed=0), sigmas)
+    want = samplers.sample(f"fitted:{path}", FLOW_DENOISER, x, sigmas, disable=True)
+    t = torch.tensor(flow_times(sigmas), dtype=dtype)  # ComfyUI's SIGMAS on a flow model: flow times, float32
+    x_t = x if math.isinf(sigmas[0]) else x / (1 + sigmas[0])
+    fn = ksampler_function(f"fitted:{path}", coordinates=coordinates)
+    got = fn(FlowModel(FLOW_DENOISER, shift=3.0), x_t, t, extra_args={})
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * want.abs().max())
+
+
+def test_the_comfyui_adapter_still_refuses_other_nodes_and_another_prediction(flow_fitted, tmp_path):
+    path, sigmas = flow_fitted
+    x_t = GM.noise(1, seed=0)
+    t = torch.tensor(flow_times(sigmas), dtype=torch.float32)
+    fn = ksampler_function(f"fitted:{path}", coordinates="flow")
+    moved = t.clone()
+    moved[2] = torch.nextafter(moved[2], torch.tensor(0.0))  # one float32 step off a node: another schedule
+    with pytest.raises(InvalidInput, match="runs on its own 4 σ nodes"):
+        fn(FlowModel(FLOW_DENOISER, shift=3.0), x_t, moved, extra_args={})
+    solver = LearnedSolver.load(path)
+    solver.model = {**solver.model, "prediction": "v"}  # fitted to a v model: not this flow model
+    other = solver.save(tmp_path / "v.json")
+    with pytest.raises(OtherModelError, match="prediction is 'flow'"):
+        ksampler_function(f"fitted:{other}", coordinates="flow")(FlowModel(FLOW_DENOISER, shift=3.0), x_t, t,
+                                                                   extra_args={})

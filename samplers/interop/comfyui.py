@@ -45,6 +45,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -332,12 +333,14 @@ def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, 
                            "KarrasScheduler-style node left at σ_max = 14.6")
     sigmas_ve = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
     keep = [1.0 - float(s) for s in t]  # x_t = (1 − t)·x in the sampler's coordinates (x itself at t = 1)
+    _on_solver_nodes(options, given, sigmas_ve, keep)
     # x / (1 − t) in the state's dtype: float16 latents near t = 1 (1 − t = 1e-5) would overflow to inf there, and the
     # error blame the caller's latent; the model is still called in the latents' dtype, as the registry calls it
     state = state_dtype(x.dtype)
     x_ve = x.to(state) if keep[0] <= 0 else x.to(state) / keep[0]
     inner = model if state == x.dtype else _InLatentsDtype(model, x.dtype)
-    denoiser = to_denoiser(inner, "x0", RectifiedFlow(multiplier=1.0))  # calls model(x_t, t, **extra_args)
+    # calls model(x_t, t, **extra_args); a flow model, whose x0 it sees (what a fitted solver's record is checked by)
+    denoiser = _FlowModelView(to_denoiser(inner, "x0", RectifiedFlow(multiplier=1.0)))
     report = None
     if callback is not None and _reports_each_step(spec):
         def in_flow(info):  # k-diffusion's contract (the state step i's model call saw, at σ_hat), in x_t and t
@@ -359,6 +362,46 @@ def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, 
                       "sigma_hat": given.new_tensor(_flow_t(float(info["sigma_hat"])))})
     out = spec.fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
     return to_result_dtype(out * keep[-1], x.dtype, spec.name, float(t[-1]))
+
+
+def _on_solver_nodes(options: dict, given: torch.Tensor, sigmas_ve: torch.Tensor, keep: list[float]) -> None:
+    """A fitted solver's nodes where ComfyUI's SIGMAS are its flow times rounded to their dtype (float32, as ComfyUI
+    builds them): t/(1 − t) of a rounded t lies some 6e-7 off the node (1/(1 − t) amplifies the rounding near t = 1),
+    beyond what the solver's node check takes, so a t equal to its node's t in that dtype is that node (σ and the
+    state's scale, in place). A t that is another value stays, and the solver refuses it."""
+    solver = options.get("solver")
+    if isinstance(solver, (str, Path)):  # learned_multistep(solver=PATH): read once, here and for the run
+        from ..fitted.solver import LearnedSolver
+
+        solver = options["solver"] = LearnedSolver.load(solver)
+    nodes = getattr(solver, "sigmas", None)
+    if not isinstance(nodes, list) or given.dtype == torch.float64 or len(nodes) != len(keep):
+        return
+    rounded = torch.tensor([_flow_t(float(v)) for v in nodes], dtype=torch.float64).to(given.dtype)
+    for i, (t, node) in enumerate(zip(given.detach().cpu().flatten().tolist(), nodes)):
+        if t == float(rounded[i]):
+            sigmas_ve[i] = node
+            keep[i] = 0.0 if math.isinf(node) else 1.0 / (1.0 + node)
+
+
+class _FlowModelView:
+    """The adapter's denoiser of a ComfyUI flow model (x0 from x_t, t), saying the model's prediction type: ``flow``
+    (a fitted solver records the network's own, and a flow-fitted one would refuse the x0 view of its own model).
+    Everything else — ``denoise_at``, ``prepare_times``, ``supports_infinite_sigma``, the fingerprint of what it
+    wraps — is the denoiser's."""
+
+    prediction = "flow"
+
+    def __init__(self, denoiser):
+        self.inner = denoiser
+
+    def __call__(self, x, sigma, **extra_args):
+        return self.inner(x, sigma, **extra_args)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 class _InLatentsDtype:
