@@ -177,3 +177,34 @@ def test_the_comfyui_adapter_still_refuses_other_nodes_and_another_prediction(fl
     with pytest.raises(OtherModelError, match="prediction is 'flow'"):
         ksampler_function(f"fitted:{other}", coordinates="flow")(FlowModel(FLOW_DENOISER, shift=3.0), x_t, t,
                                                                    extra_args={})
+
+
+# ------------------------------------------------------------------ express: torch's global RNG left alone
+
+def test_expressing_any_registry_sampler_leaves_torchs_global_rng_alone():
+    from samplers.core.registry import SAMPLERS
+    from samplers.fitted.express import express
+
+    moved = []
+    for name in sorted(SAMPLERS.names()):
+        state = torch.get_rng_state().clone()
+        try:
+            express(name, SIG)
+        except samplers.SamplersError:
+            pass
+        if not torch.equal(state, torch.get_rng_state()):
+            moved.append(name)
+    assert moved == []
+
+
+@pytest.mark.parametrize("name, options", [("euler_ancestral", {}), ("dpmpp_2m_sde", {}), ("euler", {"s_churn": 1.0})])
+def test_a_sampler_that_draws_noise_is_refused_as_such(name, options):
+    state = torch.get_rng_state().clone()
+    with pytest.raises(InvalidInput, match="draws noise"):
+        LearnedSolver.from_sampler(name, SIG, **options)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_an_ancestral_sampler_at_eta_0_is_expressed_as_euler():
+    ancestral = LearnedSolver.from_sampler("euler_ancestral", SIG, eta=0.0)
+    assert ancestral.same_steps(LearnedSolver.from_sampler("euler", SIG))

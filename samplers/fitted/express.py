@@ -30,12 +30,19 @@ def express(name: str, sigmas, *, nfe: int | None = None, tol: float = 1e-7, **o
 
     ``sigmas`` must end in 0 and start finite or at inf (then the sampler's first step is the library's exact
     step from σ = inf, and ``x`` there is the unit noise); with ``nfe``, a sampler that makes another number of
-    model calls is None at once. The result's ``meta`` records the sampler and its options. An unknown sampler name
+    model calls is None at once, and so is a run that draws noise (η > 0, churn, an SDE: ``draws_noise``), before
+    any probe call. The result's ``meta`` records the sampler and its options. An unknown sampler name
     or an option the sampler does not have is an error, not None."""
     import samplers
+    from ..core.run import draws_noise
     from ..core.validate import check_options
 
-    check_options(samplers.info(name), options)  # an unknown name or option: UnknownNameError / InvalidOption
+    spec = samplers.info(name)
+    check_options(spec, options)  # an unknown name or option: UnknownNameError / InvalidOption
+    if draws_noise(spec, options):
+        # noise is not a function of the model's outputs: outside the family, and the probe run would draw it from
+        # torch's global generator (samplers leave it alone)
+        return None
     try:
         s = [float(v) for v in sigmas]
     except (TypeError, ValueError, RuntimeError):

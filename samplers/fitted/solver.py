@@ -323,8 +323,13 @@ class LearnedSolver:
 
         solver = express(name, sigmas, **options)
         if solver is None:
-            raise InvalidInput(f"{name!r} is not in the learned family (not linear in the model's outputs, two "
-                               "calls at one σ, or not exact for a constant denoiser)")
+            from ..core.registry import info
+            from ..core.run import draws_noise
+
+            why = ("it draws noise (η > 0, churn, or an SDE sampler): pass eta=0 where it has η, or use a "
+                   "deterministic sampler" if draws_noise(info(name), options) else
+                   "not linear in the model's outputs, two calls at one σ, or not exact for a constant denoiser")
+            raise InvalidInput(f"{name!r} is not in the learned family ({why})")
         return solver
 
     def check_model(self, model=_UNKNOWN, allow_other_model: bool = False, *, fingerprint=_UNKNOWN,
