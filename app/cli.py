@@ -27,6 +27,14 @@ _NOT_OPTIONS = {"sampler": "set it with --sampler", "schedule": "set it with --s
                 "allow_other_model": "set it with --allow-other-model", "output": "set the PNG path with --out",
                 "progress": "the command always shows its progress",
                 "info": "it is a dict the sampler fills for a Python caller, which the command would not show"}
+# where compare differs: it has no --sampler, --width / --height, --allow-other-model, and makes --n images per cell
+_NOT_OPTIONS_COMPARE = {
+    **_NOT_OPTIONS, "sampler": "name the rows with --samplers", "batch": "set the images per cell with --n",
+    "width": "compare draws every cell at the model's default size; use `samplers generate --width` for another",
+    "height": "compare draws every cell at the model's default size; use `samplers generate --height` for another",
+    "allow_other_model": "compare runs a fitted solver on its own model only (it has no --allow-other-model); use "
+                         "`samplers generate --allow-other-model` to run one on another model",
+    "output": "set the grid's PNG path with --out"}
 
 
 def sampler_option(text: str) -> tuple[str, object]:
@@ -44,13 +52,14 @@ def sampler_option(text: str) -> tuple[str, object]:
     return key, value
 
 
-def _sampler_options(pairs: list[tuple[str, object]]) -> dict:
-    """The ``--option`` pairs as keyword arguments: each key once, none of them txt2img's own arguments."""
+def _sampler_options(pairs: list[tuple[str, object]], command: str = "generate") -> dict:
+    """The ``--option`` pairs as keyword arguments: each key once, none of them txt2img's own arguments (refused with
+    how ``command`` sets it, where it does)."""
+    refused = _NOT_OPTIONS_COMPARE if command == "compare" else _NOT_OPTIONS
     options: dict = {}
     for key, value in pairs:
-        if key in _NOT_OPTIONS:
-            raise InvalidInput(f"--option {key}=... is not a sampler option on the command line: "
-                               f"{_NOT_OPTIONS[key]}")
+        if key in refused:
+            raise InvalidInput(f"--option {key}=... is not a sampler option on the command line: {refused[key]}")
         if key in options:
             raise InvalidInput(f"--option {key} is given twice ({options[key]!r} and {value!r}); give it once")
         options[key] = value
@@ -206,7 +215,7 @@ def _run_compare(args) -> int:
     distinct("--samplers", args.samplers, "the grid has one row per sampler")
     distinct("--steps", args.steps, "the grid has one column per step count")
     out = _check_out(args.out)
-    options = _sampler_options(args.option)
+    options = _sampler_options(args.option, "compare")
     per_row = shared_options(args.samplers, options)  # each row's: a noise-only option it never reads left out there
     for name in args.samplers:  # the names, options and fitted files before the weights are read; compare_grid checks the rest
         check_sampler(name, options=per_row[name], prediction=_kind(args))

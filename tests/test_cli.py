@@ -264,6 +264,12 @@ def test_generate_passes_its_options_to_the_sampler(tmp_path):
     (["--samplers", "euler_ancestral", "--option", "eta=abc"], ["eta must be a real number", "'abc'"]),
     (["--samplers", "euler_ancestral", "--option", "seed=3"], ["seed", "--seed"]),
     (["--samplers", "euler_ancestral", "--option", "eta=0.5", "--option", "eta=0.6"], ["eta is given twice"]),
+    # compare's own flags, not generate's (it has no --allow-other-model, --sampler, --width, --height)
+    (["--option", "allow_other_model=true"], ["compare runs a fitted solver on its own model only",
+                                              "samplers generate --allow-other-model"]),
+    (["--option", "sampler=euler"], ["--samplers"]),
+    (["--option", "width=32"], ["default size", "samplers generate --width"]),
+    (["--option", "batch=2"], ["--n"]),
 ])
 def test_compare_refuses_a_bad_sampler_option_before_loading(capsys, no_load, tmp_path, args, words):
     _refused(capsys, ["compare", "a red circle", "--steps", "4", *args, "--out", str(tmp_path / "c.png")], *words)
