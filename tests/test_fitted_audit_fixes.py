@@ -208,3 +208,36 @@ def test_a_sampler_that_draws_noise_is_refused_as_such(name, options):
 def test_an_ancestral_sampler_at_eta_0_is_expressed_as_euler():
     ancestral = LearnedSolver.from_sampler("euler_ancestral", SIG, eta=0.0)
     assert ancestral.same_steps(LearnedSolver.from_sampler("euler", SIG))
+
+
+# ------------------------------------------------------------------ diffusers shim: a fitted solver's own nodes
+
+SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+SHIPPED = "docs/benchmarks/fitted/eps/nfe4.json"
+
+
+@pytest.mark.parametrize("grid", [{}, {"use_karras_sigmas": True}, {"timestep_spacing": "trailing"},
+                                  {"final_sigmas_type": "sigma_min"}, {"steps_offset": 1}])
+def test_the_shim_runs_a_fitted_solver_on_its_nodes_whatever_the_configs_grid_settings(grid):
+    # a pipeline's own scheduler config always carries grid settings; the solver's nodes are its schedule (documented
+    # in docs/diffusers.md and docs/fitted.md), the config's model (its σ table) is what is read
+    diffusers = pytest.importorskip("diffusers")
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    solver = LearnedSolver.load(SHIPPED)
+    for cls in (diffusers.EulerDiscreteScheduler, diffusers.DPMSolverMultistepScheduler):
+        shim = SamplerScheduler.from_config(cls(**SD, **grid).config, sampler=f"fitted:{SHIPPED}",
+                                            sampler_options={"allow_other_model": True})
+        shim.set_timesteps(solver.steps)
+        # the σ the UNet is called at: the solver's model_sigmas (the shipped fits tell it other σ than the nodes)
+        assert shim.sigmas.tolist() == torch.tensor(solver.model_sigmas + [0.0], dtype=torch.float32).tolist()
+
+
+def test_the_shim_refuses_a_fitted_solver_whose_nodes_leave_the_configs_table():
+    diffusers = pytest.importorskip("diffusers")
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    small = diffusers.EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.003, beta_schedule="scaled_linear")
+    with pytest.raises(InvalidOption, match="outside this config's σ range"):
+        SamplerScheduler.from_config(small.config, sampler=f"fitted:{SHIPPED}",
+                                     sampler_options={"allow_other_model": True})
