@@ -241,3 +241,34 @@ def test_the_shim_refuses_a_fitted_solver_whose_nodes_leave_the_configs_table():
     with pytest.raises(InvalidOption, match="outside this config's σ range"):
         SamplerScheduler.from_config(small.config, sampler=f"fitted:{SHIPPED}",
                                      sampler_options={"allow_other_model": True})
+
+
+# ------------------------------------------------------------------ model_sigmas bounded relative to their nodes
+
+from samplers.fitted.fitting import model_sigma  # noqa: E402
+from samplers.fitted.solver import MODEL_SIGMA_RATIO  # noqa: E402
+
+
+@pytest.mark.parametrize("scale", [1e-300 / 14.6, 1 / (MODEL_SIGMA_RATIO * 1.01), MODEL_SIGMA_RATIO * 1.01, 1e6])
+def test_a_model_sigma_far_from_its_node_is_refused(scale):
+    solver = LearnedSolver.from_sampler("dpmpp_2m", [14.6, 5.0, 1.5, 0.4, 0.0])
+    solver.model_sigmas = [v * scale for v in solver.sigmas[:-1]]
+    with pytest.raises(InvalidInput, match=r"model_sigmas\[0\].*times its node"):
+        solver.validate()
+
+
+def test_the_committed_fits_lie_well_inside_the_bound_and_a_fit_stays_inside_it():
+    import glob
+    import json
+
+    ratios = []
+    for path in glob.glob("docs/benchmarks/**/*.json", recursive=True):
+        data = json.loads(open(path).read())
+        if isinstance(data, dict) and data.get("model_sigmas"):
+            LearnedSolver.load(path)  # each still loads
+            ratios += [m / s for m, s in zip(data["model_sigmas"], data["sigmas"]) if math.isfinite(s)]
+    assert len(ratios) > 100 and 1 / 5 < min(ratios) and max(ratios) < 5  # measured: 0.406 to 4.48
+    # the fit's log-shift is held to the same bound, so a fit never writes a file its own check refuses
+    assert model_sigma(2.0, torch.tensor(50.0), None) == pytest.approx(2.0 * MODEL_SIGMA_RATIO)
+    assert model_sigma(2.0, -50.0 * torch.ones(()), None) == pytest.approx(2.0 / MODEL_SIGMA_RATIO)
+    assert float(model_sigma(2.0, torch.tensor(0.5), None)) == 2.0 * math.exp(0.5)

@@ -47,7 +47,7 @@ from ..core.errors import InvalidInput, InvalidOption
 from ..core.files import read_torch_dict, write_torch
 from ..core.validate import real
 from ..core.registry import SAMPLERS
-from .solver import LearnedSolver, check_model_record, update
+from .solver import MODEL_SIGMA_RATIO, LearnedSolver, check_model_record, update
 
 # a schedule whose first σ is this close to σ_max (relative) starts there: published tables round the top of the
 # range (Align Your Steps: 14.615 for an SD-style model's 14.6146, 2.5e-5 off), and the candidate starts exactly at σ_max
@@ -329,14 +329,16 @@ class Params:
 
 
 def model_sigma(sigma, shift, model_range: tuple[float, float] | None):
-    """σ·exp(shift), clamped to ``model_range`` where one is given (the gradient of a clamped σ is 0); infinite σ as
-    it is."""
+    """σ·exp(shift), the shift held to ±log :data:`~samplers.fitted.solver.MODEL_SIGMA_RATIO` (what a solver file
+    may hold; the committed fits never reach it) and the result clamped to ``model_range`` where one is given (the
+    gradient of a clamped σ is 0); infinite σ as it is."""
+    bound = math.log(MODEL_SIGMA_RATIO)
     if isinstance(sigma, float):
         if math.isinf(sigma):
             return sigma
-        told = sigma * math.exp(float(shift))
+        told = sigma * math.exp(min(max(float(shift), -bound), bound))
         return told if model_range is None else min(max(told, model_range[0]), model_range[1])
-    told = sigma * shift.exp()
+    told = sigma * shift.clamp(-bound, bound).exp()
     return told if model_range is None else told.clamp(model_range[0], model_range[1])
 
 

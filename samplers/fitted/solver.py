@@ -64,6 +64,11 @@ MAX_STEP_WEIGHT = 1e6
 # such a file is self-consistent; the shipped fits reach 6.5 % above (mixtures/…/gm-vp-eps_d128-k9-s202_nfe5.json)
 # and 2.5 % (tiny-unet/nfe10.json). Below the table's bottom the same rule as a run's grid: down to half its first σ.
 MODEL_SIGMA_HEADROOM = 0.10
+# how far the σ the model is told (model_sigmas[i]) may lie from its node, as a factor either way: the committed fits
+# (docs/benchmarks, 43 files with model_sigmas) tell the model 0.406 to 4.48 times the node; a fit's log-shift is held
+# to this bound (fitting.model_sigma), so a fit never writes a file this check refuses. Far beyond it the model is told
+# another noise level than the state has (1e-300 at σ 14.6 loaded and gave garbage)
+MODEL_SIGMA_RATIO = 100.0
 MAX_FILE_BYTES = 64 << 20  # LearnedSolver.load reads no more: see MAX_FILE_WHY
 MAX_FILE_WHY = ("a solver of n steps holds n² weights, some 23·n² bytes as LearnedSolver.save writes them: 64 MiB "
                 "is about 1,700 steps, far beyond the tens a fit uses")
@@ -249,6 +254,15 @@ class LearnedSolver:
                               or not (m[0] == math.inf if math.isinf(s[0]) else 0 < m[0] <= top)):
             raise InvalidInput(f"model_sigmas must hold {n} positive values (one per step), finite but for inf where "
                                f"the first σ is inf, and each at most {top:.3g} (σ² finite in float32), got {m}")
+        far = next(((i, v, node) for i, (v, node) in enumerate(zip(m or (), s)) if math.isfinite(node)
+                    and not node / (MODEL_SIGMA_RATIO * (1 + 1e-9)) <= v <= node * MODEL_SIGMA_RATIO * (1 + 1e-9)),
+                   None)
+        if far is not None:
+            i, v, node = far
+            raise InvalidInput(f"model_sigmas[{i}] = {v:g} is {v / node:.3g} times its node σ = {node:g}, beyond the "
+                               f"factor {MODEL_SIGMA_RATIO:g} either way that a fit keeps to (fits tell the model 0.4 "
+                               "to 4.5 times the node): the model would be told another noise level than the state "
+                               "has (an edited file?)")
         check_model_record(self.model)
         return self
 
