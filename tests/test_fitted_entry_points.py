@@ -132,11 +132,15 @@ def test_model_sigmas_outside_a_timestep_table_are_refused_before_any_model_call
 
     den = samplers.to_denoiser(model, "eps", vp)
     noise = torch.zeros(1, 4, 8, 8)
-    for bad in (5000.0, 1e6, 0.01):
+    for bad in (20.0, 1000.0, 0.01):
         path = _edited(tmp_path, lambda d: d["model_sigmas"].__setitem__(0 if bad > 1 else 3, bad))
         with pytest.raises(samplers.InvalidOption, match=rf"tells the model σ {re.escape(f'{bad:g}')} \(its model_sigmas\), outside "
                                                          r"this model's σ range \[0.0291672, 14.6146\]"):
             samplers.sample(f"fitted:{path}", den, noise, NODES, allow_other_model=True, disable=True)
+    # beyond a factor 100 of its node (5000 at σ 14.6) the file itself is refused, on any model
+    far = _edited(tmp_path, lambda d: d["model_sigmas"].__setitem__(0, 5000.0), "far.json")
+    with pytest.raises(samplers.InvalidInput, match=r"model_sigmas\[0\] = 5000 is 342 times its node"):
+        samplers.sample(f"fitted:{far}", den, noise, NODES, allow_other_model=True, disable=True)
     assert not calls
     # the margin the fits left (the time input clamped while fitting as when run): 6.5 % above in a shipped file
     ok = _edited(tmp_path, lambda d: d["model_sigmas"].__setitem__(0, 15.5588), "ok.json")
