@@ -1,5 +1,8 @@
 """Defects a fitted-solver audit found: a guidance wrapper's scale the fingerprint did not read (an nn.Module
-wrapper, a numpy or 0-d tensor scale), ..."""
+wrapper, a numpy or 0-d tensor scale); fit() taking a model record its denoiser contradicts and a σ range of bools or
+strings; the ComfyUI adapter refusing a flow-fitted solver on its own flow model (float32 flow times, the x0 view);
+express probing a noise-drawing sampler on torch's global RNG; the diffusers shim's reading of a config's grid with a
+fitted solver (pinned as documented); model_sigmas far from their nodes."""
 import math
 
 import numpy as np
