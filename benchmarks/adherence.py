@@ -102,11 +102,12 @@ def main(argv=None) -> int:
                    help="U-Net folder (default: the shipped weights of --model)")
     p.add_argument("--n", type=int_in(1, MAX_BATCH, "the pipeline's images per run (models.pipeline.MAX_BATCH)"),
                    default=200, help=f"captions per row, at most {MAX_BATCH} (the pipeline's images per run; their "
-                                     "images must fit in memory)")
+                                     "images must fit in memory; default 200)")
     p.add_argument("--steps", type=common.step_count, default=20,
                    help=f"sampling steps, at most {common.MAX_STEPS} (the pipeline's step limit; default 20)")
     p.add_argument("--sampler", default=None, help="default: the model's default sampler")
-    p.add_argument("--schedule", default=None)
+    p.add_argument("--schedule", default=None,
+                   help="schedule name, samplers.schedules.available() (default: the model's default schedule)")
     p.add_argument("--cfg", type=common.cfg_scale, default=None,
                    help="guidance scale of the CFG rows, |cfg| <= 100 (default: the model's)")
     common.add_threads_option(p, default=None, help="torch CPU threads (default: torch's own)")

@@ -59,7 +59,7 @@ def report(results: str | Path, write: bool = True) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.vae_roundtrip", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=common.positive_int, default=1000,
-                   help="held-out images (their PSNRs over --k round trips must fit in memory)")
+                   help="held-out images (their PSNRs over --k round trips must fit in memory; default 1000)")
     round_trips = int_in(1, common.MAX_STEPS, "the pipeline's step limit (models.pipeline.MAX_STEPS): each round trip "
                                               "encodes and decodes every image once more")
     p.add_argument("--k", type=round_trips,
@@ -68,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
                    help="data stream, in [0, 2**32) (training used 0)")
     p.add_argument("--vae", type=path_to("VAE folder"), default=None, help="VAE folder (default: shipped weights)")
     common.add_output_options(p, Path("out/vae_roundtrip"), "results.json, table.md and vae_roundtrip.png")
-    p.add_argument("--batch-size", type=common.positive_int, default=100)
+    p.add_argument("--batch-size", type=common.positive_int, default=100,
+                   help="images encoded and decoded at once (default 100)")
     common.add_threads_option(p, default=None, help="torch CPU threads (default: torch's own)")
     p.add_argument("--no-progress", action="store_true")
     return p
