@@ -46,6 +46,27 @@ from samplers.problems import GaussianMixture, pf_ode_solution
 
 from models._checks import MAX_STEPS  # the pipeline's step limit (models.pipeline.MAX_STEPS)
 
+# The repository root: folders shipped with it are found from here, so a run works from any current folder. What a
+# run writes (--out, --cache) stays relative to the current folder: a run must not write into the repo unasked.
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shipped(relative: str) -> Path:
+    """A folder committed with the repo, ``relative`` to its root (e.g. the deterministic benchmark's fits)."""
+    return REPO / relative
+
+
+def recorded_path(path) -> str:
+    """``path`` as a results.json records it: relative to the repo root where it lies inside the repo (a shipped
+    folder reads the same from every checkout, and no machine's path lands in a committed file), else as given."""
+    path = Path(path)
+    if path.is_absolute():
+        try:
+            return str(path.resolve().relative_to(REPO))
+        except ValueError:
+            pass
+    return str(path)
+
 
 class ProblemUnavailable(RuntimeError):
     """A problem cannot be built here (a missing package or weights); the message says what is missing."""
@@ -603,12 +624,20 @@ def run_info(device: str = "cpu") -> dict:
     return info
 
 
-def _git_commit() -> str | None:
+def _git_commit(root: Path | None = None) -> str | None:
+    """The checkout's HEAD (short hash), with ``-dirty`` when a tracked file differs from it (what ran is then not
+    that commit; untracked files are left out: scratch files do not change the code); None where git, the repository
+    or a commit is missing. ``root``: the repository (default: this one, wherever the run's current folder is)."""
+    root = REPO if root is None else root
     try:
-        root = Path(__file__).resolve().parents[1]
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=5)
-        return out.stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=5)
+        commit = head.stdout.strip() if head.returncode == 0 else ""
+        if not commit:
+            return None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=5)
+        return commit + ("-dirty" if status.returncode != 0 or status.stdout.strip() else "")
     except Exception:  # noqa: BLE001
         return None
 

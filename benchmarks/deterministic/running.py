@@ -37,7 +37,8 @@ QUICK_PEERS = ("EulerDiscreteScheduler+karras", "DPMSolverMultistepScheduler+kar
                "FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler+flow")
 QUICK_HELDOUT_SEEDS = (101,)
 DEFAULT_OUT = Path("out/deterministic")
-SHIPPED_LEARNED = Path("docs/benchmarks/deterministic/learned")
+SHIPPED_LEARNED_NAME = "docs/benchmarks/deterministic/learned"  # as results.json records it (repo-relative)
+SHIPPED_LEARNED = common.shipped(SHIPPED_LEARNED_NAME)  # found from any current folder
 
 
 class Run:
@@ -292,7 +293,7 @@ def run(args) -> dict:
         judge(row, heldout, bool(args.heldout_seeds))
     return {
         "info": {**common.run_info("cpu"), "seconds": time.perf_counter() - t_start},
-        "args": common.run_args(args),
+        "args": recorded_args(args),
         "target_ratio": TARGET,
         "wrong_mode_share": WRONG_MODE,
         "problems": {n: p.description for n, p in r.problems.items()},
@@ -337,7 +338,8 @@ def parser() -> argparse.ArgumentParser:
                    help="run none of diffusers' schedulers (without --peer-names)")
     p.add_argument("--learned", action=Given, type=Path, default=SHIPPED_LEARNED,
                    help="folder of fitted solvers <problem>_nfe<N>.json (benchmarks.learned_solvers); they are "
-                        "ranked with ours unless fitted on the seed being scored (default %(default)s; a folder "
+                        "ranked with ours unless fitted on the seed being scored (default: the shipped "
+                        f"{SHIPPED_LEARNED_NAME}, found from any current folder; a folder "
                         "that is missing or holds no such file is refused: pass --no-learned to run without)")
     p.add_argument("--no-learned", dest="learned", action=GivenConst, const=None,
                    help="rank no fitted solvers (without --learned)")
@@ -362,12 +364,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def recorded_args(args) -> dict:
+    """A run's ``args`` as its results.json records them: the --learned folder repo-relative where it lies in the
+    repo (the shipped default reads the same from every checkout and every current folder)."""
+    recorded = common.run_args(args)
+    if args.learned is not None:
+        recorded["learned"] = common.recorded_path(args.learned)
+    return recorded
+
+
 def resolved_defaults(result: dict) -> dict:
     """What :func:`resolve_args` made of the options left unset in the run ``result`` records (from its args): the
     values a rebuilt command leaves out."""
     quick = bool(result["args"].get("quick"))
     values = {"batch": 8 if quick else 2048, "heldout_seeds": list(QUICK_HELDOUT_SEEDS if quick else HELDOUT_SEEDS),
-              "heldout_batch": 8 if quick else 4096}
+              "heldout_batch": 8 if quick else 4096, "learned": SHIPPED_LEARNED_NAME}
     if quick:
         values.update(samplers=[n for n in QUICK_SAMPLERS if n in samplers.available()],
                       schedules=[s for s in QUICK_SCHEDULES if s in samplers.schedules.available()],
