@@ -55,6 +55,27 @@ def test_vp_config_gives_diffusers_alphas_cumprod():
     torch.testing.assert_close(trained.alphas_cumprod, native_from_config(theirs.config)[0].alphas_cumprod)
 
 
+@pytest.mark.parametrize("cls, partial", [
+    ("LCMScheduler", {"num_train_timesteps": 1000}),  # LCM's defaults: scaled_linear 0.00085-0.012, not DDPM's
+    ("PNDMScheduler", {"beta_end": 0.012}),
+    ("EulerDiscreteScheduler", {"prediction_type": "v_prediction"}),
+])
+def test_a_partial_config_reads_its_classs_defaults_as_diffusers_from_config_does(cls, partial):
+    """Keys a config leaves out are its class's defaults (diffusers' from_config): a partial LCM config was read
+    with DDPM's linear 0.0001-0.02 table (last alpha-bar 4.0e-5 where LCM's is 4.7e-3, sigma_max 157 for 14.6)."""
+    config = {"_class_name": cls, **partial}
+    theirs = getattr(diffusers, cls).from_config(config)
+    native, _ = native_from_config(config)
+    torch.testing.assert_close(native.alphas_cumprod.float(), theirs.alphas_cumprod, rtol=1e-5, atol=1e-6)
+
+
+def test_a_partial_flow_config_reads_its_classs_prediction_type():
+    """UniPC's use_flow_sigmas config without prediction_type is the class's default 'epsilon', which no flow
+    schedule runs: refused by name, where it was read as a flow prediction."""
+    with pytest.raises(samplers.InvalidOption, match="prediction_type 'epsilon' with a flow-matching schedule"):
+        native_from_config({"_class_name": "UniPCMultistepScheduler", "use_flow_sigmas": True, "flow_shift": 3.0})
+
+
 def test_trained_betas_of_another_length_than_num_train_timesteps_are_refused():
     # diffusers spaces its timesteps over num_train_timesteps and indexes the table with them: 500 betas under the
     # default 1000 fail past the table's end there, and were read here as a 500-step model (other σ at every timestep)

@@ -378,8 +378,11 @@ def native_from_config(config: Any, *, mu: float | None = None, mu_later: bool =
     reads none (:func:`check_mu`). ``mu_later=True`` is a scheduler's reading, to which a pipeline passes ``mu`` at
     ``set_timesteps`` (FluxPipeline on any config): without it the shift is 1 until then, and a ``mu`` the config
     does not read is ignored, as diffusers' schedulers ignore it.
+
+    The keys a config leaves out are its class's defaults, as diffusers' ``from_config`` fills them
+    (:func:`model_config`): ``{"_class_name": "LCMScheduler"}`` is LCM's scaled_linear table, not DDPM's linear one.
     """
-    cfg = named_config(config)
+    cfg = model_config(named_config(config))
     if not mu_later:
         check_mu(cfg, mu)
     kind = _edm_kind(cfg)
