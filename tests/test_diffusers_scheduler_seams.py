@@ -657,6 +657,25 @@ def test_a_list_of_generators_must_hold_one_per_item(cls, config, count, batch):
         ours.step(torch.zeros_like(lat), t, ours.scale_model_input(lat, t), generator=good)
 
 
+def test_a_tuple_of_generators_is_refused_by_name_as_diffusers_fails_on_it():
+    """diffusers' randn_tensor reads a list of generators, not a tuple ('tuple' object has no attribute 'device'): the
+    shim took a tuple as a list in its check, then failed with diffusers' AttributeError inside the draw. Refused by
+    name at the step, before anything is drawn, with the fix."""
+    theirs = EulerAncestralDiscreteScheduler.from_config(BETAS)
+    ours = SamplerScheduler.from_config(theirs.config)
+    for s in (theirs, ours):
+        s.set_timesteps(4)
+    lat = torch.randn(3, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * ours.init_noise_sigma
+    t = ours.timesteps[0]
+    gens = tuple(torch.Generator().manual_seed(k) for k in range(3))
+    with pytest.raises(AttributeError):
+        theirs.step(torch.zeros_like(lat), t, theirs.scale_model_input(lat, t), generator=gens)
+    with pytest.raises(InvalidType, match=r"tuple of 3 generators.*pass list\(generator\)"):
+        ours.step(torch.zeros_like(lat), t, ours.scale_model_input(lat, t), generator=gens)
+    assert ours._denoised == []
+    ours.step(torch.zeros_like(lat), t, lat, generator=list(gens))
+
+
 def test_a_generator_the_run_never_reads_is_not_refused():
     # DDIM with eta = 0 draws nothing: diffusers ignores any generator there, and so does the shim
     config = {**BETAS, "clip_sample": False}

@@ -315,3 +315,24 @@ def test_a_brownian_tree_from_infinity_is_refused_before_any_model_call(name, op
     # a run that draws nothing (η = 0) still runs with the kind named
     samplers.sample("euler_ancestral", model, GM.noise(2, seed=4).float(), sig, seed=0, eta=0.0,
                     noise_sampler="brownian_tree", disable=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_predrawn_noise_that_is_no_real_float_is_refused_when_made(dtype):
+    """Integer "noise" (all ones) was cast to the latents' dtype and ran to the end; a callable returning it is refused
+    at its first draw. PredrawnNoise refuses it when made, naming the dtype and the fix."""
+    with pytest.raises(samplers.InvalidType, match=r"real floating-point draws.*torch\.randn"):
+        PredrawnNoise(torch.ones(5, 2, 8, dtype=dtype))
+
+
+def test_a_nan_from_the_callers_noise_sampler_is_named_as_a_suspect():
+    """The caller's draws are not read for NaN (no device read per draw): a run they make NaN names them among the
+    causes; a run on the library's own seeded noise does not."""
+    sig = karras(4)
+    x = samplers.initial_latent(GM.noise(2, seed=0), sig)
+    with pytest.raises(samplers.NonFiniteError, match="noise_sampler given"):
+        samplers.sample("euler_ancestral", GM.denoiser, x, sig, disable=True,
+                        noise_sampler=lambda s, t: torch.full_like(x, math.nan))
+    with pytest.raises(samplers.NonFiniteError) as caught:
+        samplers.sample("euler_ancestral", lambda x, s: x * math.inf, x, sig, disable=True, seed=1)
+    assert "noise_sampler given" not in str(caught.value)

@@ -89,6 +89,10 @@ class PredrawnNoise:
         shapes = {tuple(d.shape) for d in draws}
         if len(shapes) != 1:
             raise InvalidInput(f"every pre-drawn noise tensor must have the same shape, got {sorted(shapes)}")
+        kinds = sorted({str(d.dtype) for d in draws if not d.is_floating_point()})
+        if kinds:  # integer or complex "noise" would be cast to the latents' dtype and run (all ones, a dropped part)
+            raise InvalidType(f"pre-drawn noise must be real floating-point draws (unit-variance N(0, 1)), got "
+                              f"{', '.join(kinds)}; draw it with torch.randn(..., dtype=torch.float32)")
         self.draws = draws
         self.shape = draws[0].shape
         self.calls = 0

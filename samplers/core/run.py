@@ -176,6 +176,8 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
     denoise = Denoise(model, x, extra_args or {})
 
     params = spec.options
+    # the caller's own draws (a callable or PredrawnNoise), which no check reads for NaN/Inf: a suspect if the run ends so
+    callers_noise = callable(options.get("noise_sampler"))
     if "noise_sampler" in params:
         options = dict(options)
         # a run that draws noise (η > 0 where the sampler has η, else a stochastic kind; churn) is refused a noise kind
@@ -228,7 +230,9 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
             + (" (here sigma = inf, where an eps or score model gives no x0: start at a finite sigma, or wrap it "
                "with samplers.to_denoiser, which refuses it before any call)" if from_inf else "")
             + ("; or an option set away from its default that drives the steps out of range where no single value "
-               "is invalid (a large gain such as ge_gamma: try values nearer the defaults)" if tuned else "") + ".")
+               "is invalid (a large gain such as ge_gamma: try values nearer the defaults)" if tuned else "")
+            + ("; or the noise_sampler given, whose draws are not read for NaN/Inf (a pre-drawn or callable one: "
+               "check torch.isfinite on what it returns)" if callers_noise else "") + ".")
 
     return to_result_dtype(x, out_dtype, spec.name, values[-1], produced_nonfinite)
 

@@ -2009,10 +2009,13 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def _check_generator(generator, batch: int) -> None:
         """The pipeline's ``generator`` where the run draws from it: None, a torch.Generator, or a list of them (one
         per item of the ``batch``; a list of one is that one generator), as diffusers' ``randn_tensor`` takes it;
-        anything else refused by name, before anything is drawn (diffusers fails on a non-generator with "'int'
-        object has no attribute 'device'", ignores the generators past the batch, and raises an IndexError for too
+        anything else refused by name, before anything is drawn (diffusers fails on a non-generator or a tuple of
+        generators with "object has no attribute 'device'", ignores the generators past the batch, and raises an IndexError for too
         few)."""
-        gens = generator if isinstance(generator, (list, tuple)) else [generator]
+        if isinstance(generator, tuple):  # diffusers' randn_tensor reads a list only (a tuple: 'no attribute device')
+            raise InvalidType(f"step() got a tuple of {len(generator)} generators: diffusers' pipelines take one "
+                              "torch.Generator or a list of them (one per item); pass list(generator)")
+        gens = generator if isinstance(generator, list) else [generator]
         if generator is None or (gens and all(isinstance(g, torch.Generator) for g in gens)):
             if len(gens) not in (1, batch):
                 raise InvalidInput(f"step() got a list of {len(gens)} generators for a batch of {batch}: item k's noise "
