@@ -676,6 +676,20 @@ def test_a_tuple_of_generators_is_refused_by_name_as_diffusers_fails_on_it():
     ours.step(torch.zeros_like(lat), t, lat, generator=list(gens))
 
 
+def test_a_seed_without_room_for_the_batch_is_refused_before_the_first_model_call():
+    """SamplerScheduler(seed=s) seeds item k with s + k: a seed without room for the batch was refused at the first
+    step(), after the pipeline's first model call; scale_model_input (called before it) refuses it now."""
+    ours = SamplerScheduler.from_config(EulerAncestralDiscreteScheduler.from_config(BETAS).config, seed=2**64 - 1)
+    ours.set_timesteps(4)
+    lat = torch.randn(3, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * ours.init_noise_sigma
+    with pytest.raises(InvalidInput, match="leaves no room for 3 items"):
+        ours.scale_model_input(lat, ours.timesteps[0])
+    ours = SamplerScheduler.from_config(EulerAncestralDiscreteScheduler.from_config(BETAS).config, seed=2**64 - 3)
+    ours.set_timesteps(4)
+    t = ours.timesteps[0]
+    ours.step(torch.zeros_like(lat), t, ours.scale_model_input(lat, t))
+
+
 def test_a_generator_the_run_never_reads_is_not_refused():
     # DDIM with eta = 0 draws nothing: diffusers ignores any generator there, and so does the shim
     config = {**BETAS, "clip_sample": False}

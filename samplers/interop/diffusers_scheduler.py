@@ -1268,6 +1268,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self._start_from(timestep)
         if self._step_index is None and self._source_name in sources.STEP_INDEX_IN_SCALE_MODEL_INPUT:
             self._step_index = self._begin_index  # the class sets its step index here (step_index == begin)
+        if not self._denoised and self._noisy and self.config.seed is not None:
+            # the scheduler's seed against the batch (seed + k for item k), before the run's first model call: step()
+            # would refuse a seed without room for the batch after it
+            seeds_mod.resolve_seeds(self.config.seed, sample.shape[0])
         if self.latents == "native":
             return sample
         sigma = self._current_sigma()
