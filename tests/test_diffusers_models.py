@@ -629,3 +629,87 @@ def test_native_from_config_refuses_a_dynamic_shifting_config_without_mu_as_the_
         native_from_config(FlowMatchEulerDiscreteScheduler(shift=3.0).config, mu=0.8)
     assert math.isclose(native_from_config(FLUX_FLOW, mu=0.8)[0].shift, math.exp(0.8))
     assert native_from_config(FLUX_FLOW, mu_later=True)[0].shift == 1.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# An audit of diffusers_models: a compiled network, conditioning changed after the build, per-call conditioning under
+# guidance, and what the build let through
+
+
+@pytest.mark.parametrize("which", ["unet", "sd3"])
+def test_a_compiled_network_gives_what_the_plain_one_gives(which):
+    """torch.compile wraps forward as (*args, **kwargs): the argument names were read from that, the time went in
+    second positionally, and an SD3 transformer (encoder_hidden_states second) failed with a TypeError."""
+    from samplers.interop.diffusers_models import DiffusersModel
+
+    net, kw = (UNET, {}) if which == "unet" else (TRANSFORMER, {"pooled_projections": POOL})
+    compiled = torch.compile(net, backend="eager")
+    x, t = NOISE * 2.0, torch.full((2,), 500.0)
+    with torch.no_grad():
+        plain = DiffusersModel(net, EMB, model_kwargs=kw)(x, t)
+        ours = DiffusersModel(compiled, EMB, model_kwargs=kw)(x, t)
+    torch.testing.assert_close(ours, plain)
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 5.0])
+def test_the_denoiser_reads_the_conditioning_as_it_was_built(guidance_scale):
+    """Guided, the joined [uncond; cond] was a copy made at the first call, so a prompt_embeds changed in place
+    afterwards was ignored, while unguided (a view) the change took effect: both now read a copy made at build."""
+    config = EulerDiscreteScheduler(**BETAS).config
+    x, s = NOISE * 3.0, torch.full((2,), 3.0)
+    emb, pool = EMB.clone(), POOL.clone()
+    with torch.no_grad():
+        built = denoiser_from_diffusers(UNET, config, emb, NEG, guidance_scale=guidance_scale)
+        before = built(x, s)
+        emb.add_(1.0)
+        assert torch.equal(built(x, s), before)
+        late = denoiser_from_diffusers(UNET, config, emb, NEG, guidance_scale=guidance_scale)
+        emb.copy_(EMB)  # changed between the build and the first call
+        assert not torch.equal(late(x, s), before)
+        flow = FlowMatchEulerDiscreteScheduler(shift=3.0).config
+        sd3 = denoiser_from_diffusers(TRANSFORMER, flow, EMB, NEG, guidance_scale=guidance_scale,
+                                      model_kwargs={"pooled_projections": pool},
+                                      negative_model_kwargs={"pooled_projections": NEG_POOL})
+        first = sd3(x, s)
+        pool.mul_(3.0)
+        assert torch.equal(sd3(x, s), first)
+
+
+def test_a_per_call_conditioning_tensor_without_its_negative_is_refused_under_guidance():
+    """extra_args skipped the pairing check: a per-call class_labels was copied into the uncond half silently."""
+    D = denoiser_from_diffusers(UNET, EulerDiscreteScheduler(**BETAS).config, EMB, NEG, guidance_scale=4.0)
+    x, s = NOISE * 3.0, torch.full((2,), 3.0)
+    with pytest.raises(InvalidInput, match="class_labels.*negative_model_kwargs=\\{'class_labels'"):
+        D(x, s, class_labels=torch.zeros(2))
+    with pytest.raises(InvalidInput, match="added_cond_kwargs.text_embeds"):
+        D(x, s, added_cond_kwargs={"text_embeds": torch.zeros(2, 4)})
+    with torch.no_grad():  # a per-call value whose key has its negative at build replaces the conditional half only
+        assert torch.isfinite(D(x, s, encoder_hidden_states=EMB * 2.0)).all()
+        unguided = denoiser_from_diffusers(UNET, EulerDiscreteScheduler(**BETAS).config, EMB)
+        assert torch.isfinite(unguided(x, s, encoder_hidden_states=EMB * 2.0)).all()
+
+
+def test_negative_prompt_embeds_without_prompt_embeds_is_refused_unguided_too():
+    unet = _Calls()
+    with pytest.raises(InvalidInput, match="negative_prompt_embeds without prompt_embeds"):
+        _run(unet, EulerDiscreteScheduler(**BETAS).config, None, NEG, 1.0)
+    assert unet.calls == 0
+
+
+def test_a_transformers_embeddings_are_checked_against_its_joint_attention_width():
+    flow = FlowMatchEulerDiscreteScheduler(shift=3.0).config
+    with pytest.raises(InvalidInput, match="prompt_embeds are 16 wide, but the network takes encoder_hidden_states "
+                                           "32 wide"):
+        denoiser_from_diffusers(TRANSFORMER, flow, torch.randn(1, 7, 16), torch.randn(1, 7, 16), 3.0,
+                                model_kwargs={"pooled_projections": POOL},
+                                negative_model_kwargs={"pooled_projections": NEG_POOL})
+
+
+@pytest.mark.parametrize("added, missing", [({"time_ids": torch.zeros(1, 6)}, "text_embeds"),
+                                            ({"text_embeds": torch.zeros(1, 32)}, "time_ids"),
+                                            ({}, "text_embeds, time_ids")])
+def test_an_sdxl_style_network_needs_the_keys_its_addition_embedding_reads(added, missing):
+    sdxl = _unet(addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=80)
+    with pytest.raises(InvalidInput, match=f"added_cond_kwargs without {missing}"):
+        denoiser_from_diffusers(sdxl, DDIMScheduler(**BETAS, clip_sample=False).config, EMB,
+                                model_kwargs={"added_cond_kwargs": added})

@@ -536,9 +536,11 @@ def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
     """Prompt embeddings as the network takes them, checked before any call: torch tensors of a floating dtype — the
     network's own, where it has one (a pipeline encodes them in its text encoder's) —, finite, and for a diffusers
     network (its config names its cross-attention width: ``cross_attention_dim``, or ``encoder_hid_dim`` where it
-    projects them) [B, T, C] of that width; a negative of the prompt's shape but batch."""
-    # a diffusers network's: the width its cross-attention takes
-    width = _network_config(model, "encoder_hid_dim") or _network_config(model, "cross_attention_dim")
+    projects them; a transformer's ``joint_attention_dim``: SD3, Flux, QwenImage, AuraFlow) [B, T, C] of that width;
+    a negative of the prompt's shape but batch."""
+    # a diffusers network's: the width its cross-attention (a transformer's text embedder) takes
+    width = (_network_config(model, "encoder_hid_dim") or _network_config(model, "cross_attention_dim")
+             or _network_config(model, "joint_attention_dim"))
     width = width if isinstance(width, int) and not isinstance(width, bool) else None
     for name, e in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
         if e is None:
@@ -564,6 +566,12 @@ def _check_embeds(model, prompt_embeds, negative_prompt_embeds, dtype) -> None:
         raise InvalidInput(f"negative_prompt_embeds has shape {tuple(negative_prompt_embeds.shape)} and prompt_embeds "
                            f"{tuple(prompt_embeds.shape)}: the two halves of the guided batch need the same tokens and "
                            "width (pad both to the text encoder's max length, as pipelines do)")
+
+
+# the added_cond_kwargs keys a UNet's addition embedding reads, by its config's addition_embed_type (diffusers'
+# UNet2DConditionModel.get_aug_embed raises at the call without them)
+ADDED_COND_KEYS = {"text_time": ("text_embeds", "time_ids"), "text_image": ("image_embeds",),
+                   "image": ("image_embeds",), "image_hint": ("image_embeds", "hint")}
 
 
 # a scheduler config's variance_type for a network that predicts its variance too (2× the sample's channels)
@@ -602,6 +610,12 @@ class DiffusersModel:
         if self.cfg and negative_prompt_embeds is None and prompt_embeds is not None:
             raise InvalidInput("guidance_scale > 1 needs negative_prompt_embeds (the unconditional embeddings, "
                              "e.g. of the empty prompt)")
+        if (not self.cfg and negative_prompt_embeds is not None and prompt_embeds is None
+                and "encoder_hidden_states" not in (model_kwargs or {})):
+            # unguided the negative is not read, and the network would be called without encoder_hidden_states
+            raise InvalidInput("negative_prompt_embeds without prompt_embeds: with guidance_scale <= 1 only the "
+                               "conditional embeddings are read, and there are none; pass prompt_embeds (and, "
+                               "for guidance, guidance_scale > 1)")
         for name, value in (("model_kwargs", model_kwargs), ("negative_model_kwargs", negative_model_kwargs)):
             if value is not None and not isinstance(value, Mapping):
                 raise InvalidType(f"{name} must be a dict of the model's keyword arguments, got {value!r}")
@@ -621,6 +635,13 @@ class DiffusersModel:
                                "needs added_cond_kwargs (SDXL: text_embeds and time_ids); pass model_kwargs="
                                "{'added_cond_kwargs': {...}} and, guided, negative_model_kwargs with the "
                                "unconditional ones")
+        given = (model_kwargs or {}).get("added_cond_kwargs")
+        lacking = [k for k in ADDED_COND_KEYS.get(added, ()) if not (isinstance(given, Mapping) and k in given)]
+        if lacking:
+            raise InvalidInput(f"this network's config sets addition_embed_type={added!r}, and model_kwargs has "
+                               f"added_cond_kwargs without {', '.join(lacking)}, which the network reads at every "
+                               f"call; pass model_kwargs={{'added_cond_kwargs': {{'{lacking[0]}': ..., ...}}}} as "
+                               "the pipeline computes them")
         cond_dim = _network_config(model, "time_cond_proj_dim")
         if cond_dim is not None and "timestep_cond" not in (model_kwargs or {}):
             raise InvalidInput(f"this network's config sets time_cond_proj_dim={cond_dim!r} (a guidance-distilled LCM "
