@@ -485,6 +485,21 @@ def _unpaired(positive: Mapping, negative: Mapping, prefix: str = "") -> tuple[l
     return missing, extra, differ
 
 
+def _without_negative(positive: Mapping, negative: Mapping, prefix: str = "") -> list:
+    """The key paths of the conditioning tensors in ``positive`` that ``negative`` has no counterpart for, recursively:
+    keys and types only (it reads no tensor, so a per-call check costs no host sync)."""
+    out = []
+    for key, pos in positive.items():
+        if key in POSITION_IDS:
+            continue
+        if isinstance(pos, Mapping):
+            neg = negative.get(key)
+            out += _without_negative(pos, neg if isinstance(neg, Mapping) else {}, f"{prefix}{key}.")
+        elif isinstance(pos, torch.Tensor) and key not in negative:
+            out.append(f"{prefix}{key}")
+    return out
+
+
 def _has_tensor(value) -> bool:
     """Whether ``value`` holds a conditioning tensor (position ids are none)."""
     if isinstance(value, Mapping):
@@ -659,7 +674,9 @@ class DiffusersModel:
             self._check_pairs()
         self.timestep_scale = (default_timestep_scale(model) if timestep_scale is None
                                else positive("timestep_scale", timestep_scale))
-        forward = model.forward if hasattr(model, "forward") else model
+        # a torch.compile-d network's forward is (*args, **kwargs): its names are the module's it wraps
+        network = getattr(model, "_orig_mod", model)
+        forward = network.forward if hasattr(network, "forward") else network
         params = inspect.signature(forward).parameters
         self.input_name = "sample" if "sample" in params else "hidden_states" if "hidden_states" in params else None
         dtype = getattr(model, "dtype", None)
@@ -695,11 +712,26 @@ class DiffusersModel:
                                "by both halves of the one guided call: pass the same value in both, or leave it out "
                                "of negative_model_kwargs")
 
+    def _check_call_pairs(self, extra_args: Mapping) -> None:
+        """Guided, a conditioning tensor passed per call (``extra_args``) needs its unconditional counterpart from
+        the build (``negative_model_kwargs``), as one passed at build does (:meth:`_check_pairs`): without it the
+        uncond half would reuse the conditional value, and guidance would not act on it."""
+        missing = _without_negative(extra_args, self.uncond)
+        if missing:
+            first = missing[0].split(".")[0]
+            raise InvalidInput(f"guidance_scale={self.guidance_scale:g} > 1 and this call passes {', '.join(missing)} "
+                               "with no unconditional value (the uncond half of the batch would reuse the "
+                               "conditional one, and guidance would not act on it): build the denoiser with "
+                               f"negative_model_kwargs={{'{first}': <its unconditional value>}} (the same tensor to "
+                               "share it on purpose), or pass it in model_kwargs rather than per call")
+
     def _kwargs(self, batch: int, extra_args: dict) -> dict:
         """The conditioning for a batch: [uncond; cond] when guided. Built once per batch size when the call adds no
         keyword arguments of its own (the usual case), so a model call costs no concatenations."""
         if not extra_args and batch in self._conditioning:
             return self._conditioning[batch]
+        if self.cfg and extra_args:
+            self._check_call_pairs(extra_args)
         kwargs = _expand_batch({**self.cond, **extra_args}, batch, "the conditioning")
         if self.cfg:
             kwargs = _cat_kwargs(_expand_batch(self.uncond, batch, "the unconditional conditioning"), kwargs)
