@@ -500,6 +500,15 @@ def _without_negative(positive: Mapping, negative: Mapping, prefix: str = "") ->
     return out
 
 
+def _snapshot(value):
+    """``value`` with every tensor cloned, recursively (autograd kept: clone, not detach)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, Mapping):
+        return {k: _snapshot(v) for k, v in value.items()}
+    return value
+
+
 def _has_tensor(value) -> bool:
     """Whether ``value`` holds a conditioning tensor (position ids are none)."""
     if isinstance(value, Mapping):
@@ -672,6 +681,10 @@ class DiffusersModel:
             self.uncond["encoder_hidden_states"] = negative_prompt_embeds
         if self.cfg:
             self._check_pairs()
+        # The conditioning as it is now: guided, the joined [uncond; cond] is a copy (made once per batch size), so
+        # an embedding changed in place later would be read unguided (a view) and not guided. One copy here makes
+        # both read the build's values, at no cost per call.
+        self.cond, self.uncond = _snapshot(self.cond), _snapshot(self.uncond)
         self.timestep_scale = (default_timestep_scale(model) if timestep_scale is None
                                else positive("timestep_scale", timestep_scale))
         # a torch.compile-d network's forward is (*args, **kwargs): its names are the module's it wraps
