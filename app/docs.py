@@ -241,6 +241,16 @@ def names_md() -> str:
     out += ["", "## Where a name does not reproduce its tool", "",
             "- Under an A1111 label `s_tmax=0` is no upper bound on the churn window, as A1111 reads it (its setting's "
             "default, sent as 0 through its API: processing.py's `... or float('inf')`); under any other name 0 is 0.",
+            "- Under an A1111 label A1111's sampler settings reach only the functions its `sampler_extra_params` gives "
+            "them to (`labels.A1111_SAMPLER_PARAMS`: "
+            + "; ".join(f"`{fn}`: {', '.join(f'`{p}`' for p in ps)}" for fn, ps in labels.A1111_SAMPLER_PARAMS.items())
+            + "); A1111 runs every other label (`Euler a`, `DPM adaptive`, `LMS`, `DPM++ 2M`, `Restart`, `LCM`, `DDIM`, "
+            "...) on its function's defaults whatever the setting. There a setting at A1111's default ("
+            + ", ".join(f"`{k}={' or '.join(repr(v) for v in vs)}`" for k, vs in labels.A1111_SAMPLER_PARAM_NO_OPS.items())
+            + ": what A1111's API payload sends for every sampler) is accepted and dropped, and any other value is "
+            "refused, naming the registry sampler that runs with it (before: `Euler a`, `DPM adaptive` and `Restart` "
+            "applied a caller's `s_noise`, which A1111 ignores, and the defaults were refused under `LMS`, `DPM++ 2M`, "
+            "... as unknown options).",
             "- A1111's **DPM fast** / **DPM adaptive** (`k_dpm_fast`, `k_dpm_ad`) run, as A1111's txt2img does, on "
             "the model's whole σ range whatever Schedule type is chosen: a schedule with those ends (and, for DPM "
             "fast, that many steps: Uniform, Karras, Exponential, KL Optimal; within 1e-4, so a registry schedule on the "

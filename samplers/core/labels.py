@@ -46,6 +46,24 @@ A1111_ETA = {"eta": 1.0}
 # The options of A1111's labels that are A1111's settings, which its users change (its "Eta for ancestral samplers"):
 # a caller's value replaces the label's, as A1111 passes the setting's value.
 A1111_SETTINGS = frozenset({"eta"})
+# A1111's sampler settings s_churn, s_tmin, s_tmax, s_noise (Settings > Sampler parameters; its API payload's fields
+# of those names) reach a k-diffusion function only where its sampler_extra_params lists them for that function
+# (modules/sd_samplers_kdiffusion.py, 1.6+; KDiffusionSampler.initialize): every other function runs on its own
+# defaults whatever the setting — Euler a and DPM adaptive at s_noise = 1, LMS / DPM++ 2M / Restart / LCM and the
+# timestep samplers DDIM / PLMS / UniPC without any. Keyed by k-diffusion's function name, which is "sample_" + the
+# registry sampler's name for every function listed.
+A1111_SAMPLER_PARAMS: dict[str, tuple[str, ...]] = {
+    "sample_euler": ("s_churn", "s_tmin", "s_tmax", "s_noise"),
+    "sample_heun": ("s_churn", "s_tmin", "s_tmax", "s_noise"),
+    "sample_dpm_2": ("s_churn", "s_tmin", "s_tmax", "s_noise"),
+    "sample_dpm_fast": ("s_noise",), "sample_dpm_2_ancestral": ("s_noise",), "sample_dpmpp_2s_ancestral": ("s_noise",),
+    "sample_dpmpp_sde": ("s_noise",), "sample_dpmpp_2m_sde": ("s_noise",), "sample_dpmpp_3m_sde": ("s_noise",),
+}
+# Those settings' values that change nothing, which A1111's API payload and its settings send for every sampler
+# (s_tmax 0 is A1111's "no upper bound", as inf): a label whose function does not receive the setting accepts them
+# and drops them, as A1111 does; any other value is refused there (A1111 would ignore it: another image than asked).
+A1111_SAMPLER_PARAM_NO_OPS: dict[str, tuple[float, ...]] = {
+    "s_churn": (0.0,), "s_tmin": (0.0,), "s_tmax": (0.0, float("inf")), "s_noise": (1.0,)}
 # A1111's k-diffusion samplers draw their in-loop noise with torch.randn_like, which A1111 answers from each image's
 # own generator, seeded with the image's seed, after the image's starting noise (modules/rng.py ImageRNG.next through
 # sd_samplers_common.TorchHijack); its default source, a generator on the latents' device, is "a1111" (see

@@ -303,6 +303,7 @@ def merge_options(found: Label, options: dict | None) -> dict:
     from .validate import drop_unread
 
     merged = dict(found.options)
+    options = _a1111_received(found, options)
     for key, value in (options or {}).items():
         # a label's noise_sampler is its tool's default noise, which the tool's own functions replace by a caller's
         # (noise_sampler=None means "draw mine" in k-diffusion, A1111 and ComfyUI): so does the caller's here
@@ -321,6 +322,30 @@ def merge_options(found: Label, options: dict | None) -> dict:
     spec = SAMPLERS.get(found.sampler) if found.sampler in SAMPLERS else None
     defaults = spec.options if spec is not None else {}
     return drop_unread(found.sampler, merged, defaults, keep=set(merged) - set(found.options) | set(options or {}))
+
+
+def _a1111_received(found: Label, options: dict | None) -> dict | None:
+    """The caller's options less the A1111 sampler settings (s_churn, s_tmin, s_tmax, s_noise) that A1111 does not
+    pass to an A1111 label's function (:data:`labels.A1111_SAMPLER_PARAMS`): at their no-op values (what A1111's
+    payload sends for every sampler) they are dropped, as A1111 drops them; any other value is refused, since A1111
+    would run the label without it."""
+    if found.source != "a1111" or not options:
+        return options
+    received = labels.A1111_SAMPLER_PARAMS.get(f"sample_{found.sampler}", ())
+    kept = {}
+    for key, value in options.items():
+        if key not in labels.A1111_SAMPLER_PARAM_NO_OPS or key in received:
+            kept[key] = value
+            continue
+        no_ops = labels.A1111_SAMPLER_PARAM_NO_OPS[key]
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and value in no_ops:
+            continue  # A1111's default, which its function never sees: the run is the same without it
+        raise InvalidOption(f"A1111 does not pass its {key} setting to {found.label!r} ({found.sampler}: not in "
+                            f"its sampler_extra_params), so it runs that label with {key} at its default whatever "
+                            f"the setting: {key}={value!r} would not be A1111's image; leave {key} out (or pass "
+                            f"A1111's default {' or '.join(repr(v) for v in no_ops)}), or name the registry sampler "
+                            f"{found.sampler!r} to run it with {key}={value!r}")
+    return kept
 
 
 def _a1111_open_window(value) -> bool:
@@ -405,9 +430,10 @@ def get(name: str) -> Callable:
     found = resolve(name)
     spec = SAMPLERS.get(found.sampler)
     fn = spec.fn
-    # a label without options is its sampler, but for an A1111 label of a sampler with a churn window, whose s_tmax
-    # it reads its own way (merge_options)
-    if not found.options and not (found.source == "a1111" and "s_tmax" in spec.options):
+    # a label without options is its sampler, but for an A1111 label: A1111 reads its sampler settings its own way
+    # (merge_options: s_tmax 0 is no bound; a setting A1111 does not pass to the label's function is dropped at its
+    # default and refused otherwise)
+    if not found.options and found.source != "a1111":
         return fn
     return _bound(fn, found)
 
