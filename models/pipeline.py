@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 import samplers
-from samplers.core import names
+from samplers.core import labels, names
+from samplers.core.registry import _normalise
 from samplers.core import noise as noise_mod
 from samplers.core.run import churn_beyond, draws_noise, empty_churn_window, refuse_unread_noise, unread_noise
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
@@ -384,6 +385,7 @@ def _resolve(sampler: str, schedule: str | None, steps, options: dict):
     asked = None if steps is None else integer("steps", steps, lo=1, hi=MAX_STEPS)
     given = {k for k, v in options.items() if v is not None}  # the caller's own (a label's are not refused here)
     found, schedule, options = names.resolve_call(sampler, schedule, options)
+    given &= set(options)  # less A1111's default settings its label drops (names.merge_options)
     if _a1111_cpu(options, given):
         options = {**options, "noise_sampler": "a1111_cpu"}
     _check_fixed(found, asked, schedule)
@@ -1165,12 +1167,16 @@ class Pipeline(PipelineSpec):
         options = dict(options or {})
         if sampler is None and schedule is None:
             schedule = self.defaults["schedule"]
-        found, schedule, merged = names.resolve_call(self.defaults["sampler"] if sampler is None else sampler, schedule,
-                                                     dict(options))
-        found = _on_solver_nodes(found, merged)[0]  # as the run resolves it (_resolve)
+        given = {k for k, v in options.items() if v is not None}
+        # resolved and checked as the run resolves and checks them (_resolve): an option the run would refuse is
+        # refused here, not written into a PNG as if it had run
+        found, schedule, _, merged, _ = _resolve(self.defaults["sampler"] if sampler is None else sampler, schedule,
+                                                 steps, dict(options))
+        # the caller's options the run runs with: not A1111's default settings that its label drops (names.md)
+        options = {k: v for k, v in options.items() if k in merged}
         if found.sigmas is not None:
             schedule, steps = "fitted", len(found.sigmas) - 1
-        if _a1111_cpu(merged, {k for k, v in options.items() if v is not None}):
+        if merged.get("noise_sampler") == "a1111_cpu" and "noise_sampler" not in given:
             extra = {"rng": "CPU", **extra}  # as A1111's infotext records its CPU source, and reads it back
         return {"prompt": prompt, "sampler": self.defaults["sampler"] if sampler is None else sampler,
                 "schedule": self.defaults["schedule"] if schedule is None else schedule,
@@ -1330,10 +1336,51 @@ def infotext(request: dict) -> str:
     fields = {"size": f"{request['width']}x{request['height']}" if "width" in request and "height" in request else None,
               "model_hash": (request.get("model_sha256") or "")[:10] or None}  # A1111's short hash: 10 hex digits
     params = {label: fields.get(key, request.get(key)) for key, label in _INFOTEXT_KEYS.items()}
-    params.update((k, v) for k, v in (request.get("options") or {}).items())
+    params["Schedule type"] = _a1111_schedule_type(params["Schedule type"])
+    a1111 = _is_a1111_label(request.get("sampler"))
+    for k, v in (request.get("options") or {}).items():
+        params[_a1111_option_key(k, request.get("sampler")) if a1111 else k] = v
     params["Version"] = f"diffusion-samplers {request['version']}" if request.get("version") else None
     line = ", ".join(f"{k}: {_quote(v)}" for k, v in params.items() if v is not None)
     return f"{request.get('prompt', '')}\n{line}".strip()
+
+
+# A1111's infotext names of its sampler settings (modules/shared_options.py OptionInfo(..., infotext=...)), which its
+# PNG-info reads back into the settings; eta is "Eta" for the k-diffusion samplers, "Eta DDIM" for its DDIM
+_A1111_OPTION_KEYS = {"s_churn": "Sigma churn", "s_tmin": "Sigma tmin", "s_tmax": "Sigma tmax",
+                      "s_noise": "Sigma noise", "eta": "Eta"}
+
+
+def _is_a1111_label(sampler) -> bool:
+    """Whether ``sampler`` names an A1111 label (a fitted file or another prefix is not read: not A1111's)."""
+    if not isinstance(sampler, str) or names.name_prefix(sampler) not in (None, "a1111"):
+        return False
+    try:
+        return names.resolve(sampler).source == "a1111"
+    except Exception:  # a name the run would refuse: it records no A1111 keys
+        return False
+
+
+def _a1111_option_key(key: str, sampler: str) -> str:
+    """The infotext key A1111 writes (and reads) for a sampler option under an A1111 label; a library-only option
+    keeps its own name."""
+    if key == "eta" and names.resolve(sampler).sampler == "ddim":
+        return "Eta DDIM"
+    return _A1111_OPTION_KEYS.get(key, key)
+
+
+def _a1111_schedule_type(schedule):
+    """The Schedule type as A1111's infotext writes it (create_infotext: ``p.scheduler``, the type's label): an
+    ``a1111:<type>`` schedule as the label ("Karras"), which A1111's PNG-info reads back; A1111's DDIM / PLMS
+    timesteps as "Automatic" (the type A1111 records for them, which they ignore). Any other name as this library
+    names it (A1111 reads a name its sd_schedulers.schedulers_map holds, "karras", and falls back to Automatic for
+    the others, "linspace": docs/models.md)."""
+    if not isinstance(schedule, str) or names.name_prefix(schedule) != "a1111":
+        return schedule
+    rest = _normalise(schedule.split(":", 1)[1])
+    if rest in {_normalise(k) for k in labels.A1111_TIMESTEP_SCHEDULES}:
+        return "Automatic"
+    return next((k for k in labels.A1111_SCHEDULE_TYPES if _normalise(k) == rest), schedule)
 
 
 def png_info(request: dict, record=None):

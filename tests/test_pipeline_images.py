@@ -262,8 +262,8 @@ def test_the_infotext_is_a1111s():
 
     assert infotext(REQUEST) == (
         "a red circle, big\n"
-        'Steps: 20, Sampler: DPM++ 2M Karras, Schedule type: "a1111:Karras", CFG scale: 4.0, Seed: 5, Size: 64x48, '
-        'Model hash: 0123456789, Model: unet-eps, eta: 0.5, s_tmax: "[1, 2]", Version: diffusion-samplers 0.1.0')
+        'Steps: 20, Sampler: DPM++ 2M Karras, Schedule type: Karras, CFG scale: 4.0, Seed: 5, Size: 64x48, '
+        'Model hash: 0123456789, Model: unet-eps, Eta: 0.5, Sigma tmax: "[1, 2]", Version: diffusion-samplers 0.1.0')
     assert infotext({**REQUEST, "strength": 0.6}).count("Denoising strength: 0.6") == 1
 
 
@@ -273,7 +273,7 @@ def test_save_images_writes_each_images_request(tmp_path, parts):  # noqa: F811
     from models.pipeline import save_images
 
     pipe = parts["eps"]
-    requests = [pipe.request(PROMPT, seed=s, options={"eta": 0.5}) for s in (5, 7)]
+    requests = [pipe.request(PROMPT, seed=s, options={"solver_type": "heun"}) for s in (5, 7)]
     assert requests[0]["sampler"] == pipe.defaults["sampler"] and requests[0]["schedule"] == pipe.defaults["schedule"]
     assert pipe.request(PROMPT, "DPM++ 2M Karras")["schedule"] == "a1111:Karras"  # the label's own
     paths = save_images(_some(2), tmp_path / "s.png", requests)

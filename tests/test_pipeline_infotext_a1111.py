@@ -1,0 +1,57 @@
+"""The infotext of a run under an A1111 label is what A1111 writes and reads back: its Schedule type labels, its
+setting keys; and the request records only what the run runs with."""
+from types import SimpleNamespace as NS
+
+import pytest
+
+from models import pipeline as P
+from samplers.core.errors import InvalidOption
+
+FAKE = NS(defaults={"sampler": "dpmpp_2m", "schedule": "karras", "steps": 20},
+          guidance=lambda c: 4.0 if c is None else c, config=NS(name="unet-eps"), model=NS(weights_sha256="ab" * 32))
+
+
+def line(sampler, schedule=None, **options):
+    return P.infotext(P.Pipeline.request(FAKE, "a cat", sampler=sampler, schedule=schedule, steps=20,
+                                         options=options)).splitlines()[1]
+
+
+@pytest.mark.parametrize("sampler,schedule,want", [("Euler a", "a1111:Karras", "Schedule type: Karras,"),
+                                                   ("Euler a", None, "Schedule type: Uniform,"),
+                                                   ("DPM++ 2M SDE", None, "Schedule type: Exponential,"),
+                                                   ("Euler", "a1111:SGM Uniform", "Schedule type: SGM Uniform,"),
+                                                   ("DDIM", None, "Schedule type: Automatic,"),
+                                                   ("euler", "karras", "Schedule type: karras,"),
+                                                   ("euler", "linspace", "Schedule type: linspace,")])
+def test_schedule_type_is_a1111s_label(sampler, schedule, want):
+    assert want in line(sampler, schedule)
+    assert "a1111:" not in line(sampler, schedule)
+
+
+def test_a1111_label_options_use_a1111s_keys():
+    got = line("Euler", s_churn=0.5, s_tmin=0.1, s_tmax=5.0, s_noise=1.01)
+    assert "Sigma churn: 0.5, Sigma tmin: 0.1, Sigma tmax: 5.0, Sigma noise: 1.01" in got
+    assert "s_churn" not in got
+    assert "Eta: 0.5" in line("Euler a", eta=0.5)
+    assert "Eta DDIM: 0.5" in line("DDIM", eta=0.5)
+
+
+def test_registry_names_and_library_options_keep_their_names():
+    assert "s_churn: 0.5" in line("euler", s_churn=0.5)
+    assert "eta: 0.5" in line("euler_ancestral", eta=0.5)
+    assert "solver_type: heun" in line("DPM++ 2M SDE", solver_type="heun")  # no A1111 key for it
+
+
+def test_request_refuses_what_the_run_refuses():
+    with pytest.raises(InvalidOption, match="eta"):
+        P.Pipeline.request(FAKE, "a cat", sampler="DPM2", options={"eta": 0.5})
+    with pytest.raises(InvalidOption, match="s_noise"):
+        P.Pipeline.request(FAKE, "a cat", sampler="Euler a", options={"s_noise": 0.5})
+
+
+def test_request_leaves_out_a1111_defaults_its_label_drops():
+    r = P.Pipeline.request(FAKE, "a cat", sampler="Euler a",
+                           options={"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": 0.0, "s_noise": 1.0, "eta": 0.7})
+    assert r["options"] == {"eta": 0.7}
+    r = P.Pipeline.request(FAKE, "a cat", sampler="Euler", options={"s_churn": 0.0, "s_noise": 1.0})
+    assert r["options"] == {"s_churn": 0.0, "s_noise": 1.0}  # Euler receives them: recorded as run
