@@ -123,7 +123,9 @@ def counting_model():
     ("torchdiffeq.dopri5", {"max_num_steps": 50.5}, samplers.InvalidOption, "integer in \\[1, 10000\\]"),
     ("torchdiffeq.dopri5", {"safety": -1.0}, samplers.InvalidOption, "in \\(0, 1\\]"),
     ("torchdiffeq.bosh3", {"ifactor": 0.5}, samplers.InvalidOption, "≥ 1"),
-    ("torchdiffeq.bosh3", {"dfactor": 2.0}, samplers.InvalidOption, "in \\(0, 1\\]"),
+    ("torchdiffeq.bosh3", {"dfactor": 2.0}, samplers.InvalidOption, "in \\(0, 1\\)"),
+    # dfactor 1: a rejected step is never shortened, and dopri5 retried until its step cap (60,002 model calls)
+    ("torchdiffeq.dopri5", {"dfactor": 1.0}, samplers.InvalidOption, "never shortened"),
     ("torchdiffeq.dopri5", {"rtol": 0.5}, samplers.InvalidOption, "sampler's own argument"),
     ("torchdiffeq.rk4", {"atol": 0.5}, samplers.InvalidOption, "take no tolerance"),
     ("torchdiffeq.dopri5", "fast", samplers.InvalidType, "must be a dict"),
@@ -236,6 +238,13 @@ def test_a_max_step_that_needs_more_steps_than_the_cap_is_refused_before_any_mod
     with pytest.raises(samplers.StepLimitError, match="options\\['max_step'\\]=0.5 bounds every step"):
         samplers.sample("torchdiffeq.dopri5", model, X, sig, disable=True, rtol=1e-12, atol=1e-12,
                         options={"max_step": 0.5, "max_num_steps": 10})
+
+
+def test_a_step_limit_with_a_dfactor_near_1_names_dfactor():
+    model, _ = counting_model()
+    with pytest.raises(samplers.StepLimitError, match="options\\['dfactor'\\]=0.99"):
+        samplers.sample("torchdiffeq.dopri5", model, X, [10.0, 5.0, 0.0], disable=True, rtol=1e-12, atol=1e-12,
+                        options={"dfactor": 0.99, "max_num_steps": 10})
 
 
 def test_a_step_count_is_shown_with_g_and_one_beyond_a_float_is_refused_not_overflowed():

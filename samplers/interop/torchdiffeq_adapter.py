@@ -48,6 +48,7 @@ _REF = "Chen et al. 2018, torchdiffeq (github.com/rtqichen/torchdiffeq)"
 FIXED = {"euler": (1, 1), "midpoint": (2, 2), "heun2": (2, 2), "heun3": (3, 3), "rk4": (4, 4),
          "explicit_adams": (2, 1), "implicit_adams": (2, 5), "fixed_adams": (2, 5)}
 DEFAULT_OPTIONS = {"explicit_adams": {"max_order": 4}, "implicit_adams": {"max_order": 4}, "fixed_adams": {"max_order": 4}}
+DFACTOR = 0.2  # torchdiffeq's default dfactor (RKAdaptiveStepsizeODESolver): the least a rejected step is shortened to
 MAX_STEPS = 10_000  # adaptive methods: the default cap on steps per output interval (options={"max_num_steps": n})
 # method: (order, model calls per accepted step without rejections)
 ADAPTIVE = {"dopri5": (5, 6), "dopri8": (8, 13), "bosh3": (3, 3), "fehlberg2": (2, 3), "adaptive_heun": (2, 2)}
@@ -160,7 +161,12 @@ def check_options(method: str, options, grid: list[float]) -> dict:
         elif key == "ifactor":
             out[key] = _real(method, key, v, lambda a: 1 <= a < math.inf, "≥ 1 and finite")
         elif key == "dfactor":
-            out[key] = _real(method, key, v, lambda a: 0 < a <= 1, "in (0, 1]")
+            # a rejected step is shortened by max(safety / error^(1/order), dfactor) (torchdiffeq's
+            # _optimal_step_size): at dfactor 1 it is never shortened, and the solver retries the same step until
+            # its step cap (dopri5: 60,002 model calls, then a StepLimitError)
+            out[key] = _real(method, key, v, lambda a: 0 < a < 1, "in (0, 1): a rejected step is shortened to at "
+                             "least dfactor times its length, so at 1 or above it is never shortened and the solver "
+                             f"retries it until its step cap; pass a value below 1 (torchdiffeq's default is {DFACTOR})")
         elif key == "first_step":
             out[key] = _real(method, key, v, lambda a: 0 < a < math.inf, "> 0 and finite")
         elif key == "min_step":
@@ -390,6 +396,10 @@ def _integrate(method, model, x, sigmas, callback, disable, odeint_kw, info):
                 fix = (f"options['max_step']={options['max_step']!r} bounds every step: raise it (or leave it out), "
                        "or loosen rtol/atol" if math.isfinite(options.get("max_step", math.inf)) else
                        "loosen rtol/atol")
+                if options.get("dfactor", DFACTOR) > DFACTOR:  # each rejection shortens the step only to dfactor×
+                    fix += (f"; options['dfactor']={options['dfactor']!r} shortens a rejected step only to that "
+                            f"fraction of its length, so a step far too long takes many tries: lower it (default "
+                            f"{DFACTOR}) or leave it out")
                 raise StepLimitError(f"torchdiffeq.{method} took {options['max_num_steps']} steps in one schedule "
                                      f"interval (options={{'max_num_steps': ...}}) without finishing; {fix}") from None
             if "non-finite values in state" in str(err):  # min_step keeps dt from collapsing: the state itself is
