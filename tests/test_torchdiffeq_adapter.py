@@ -126,6 +126,9 @@ def counting_model():
     ("torchdiffeq.bosh3", {"dfactor": 2.0}, samplers.InvalidOption, "in \\(0, 1\\)"),
     # dfactor 1: a rejected step is never shortened, and dopri5 retried until its step cap (60,002 model calls)
     ("torchdiffeq.dopri5", {"dfactor": 1.0}, samplers.InvalidOption, "never shortened"),
+    ("torchdiffeq.dopri5", {"step_t": [True]}, samplers.InvalidOption, "bool"),
+    ("torchdiffeq.dopri5", {"jump_t": torch.tensor([5.0 + 1j])}, samplers.InvalidOption, "complex"),
+    ("torchdiffeq.dopri5", {"step_t": [5.0, 2 + 0j]}, samplers.InvalidOption, "complex"),
     ("torchdiffeq.dopri5", {"rtol": 0.5}, samplers.InvalidOption, "sampler's own argument"),
     ("torchdiffeq.rk4", {"atol": 0.5}, samplers.InvalidOption, "take no tolerance"),
     ("torchdiffeq.dopri5", "fast", samplers.InvalidType, "must be a dict"),

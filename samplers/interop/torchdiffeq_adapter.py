@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping
-from numbers import Integral, Real
+from numbers import Complex, Integral, Real
 
 import torch
 
@@ -89,7 +89,29 @@ def _integer(method, key, value, lo, hi, why=""):
     return int(value)
 
 
+def _not_real(value):
+    """A bool or complex element of ``value`` (a tensor, array or sequence), or None. torch.as_tensor(..., float64)
+    turns True into σ = 1.0 and drops an imaginary part with only a warning."""
+    def bad_dtype(v):  # a tensor, an array or a numpy scalar: its dtype says it
+        kind = str(getattr(v, "dtype", ""))
+        return kind.endswith("bool") or "complex" in kind
+
+    if hasattr(value, "dtype"):
+        return f"elements of dtype {value.dtype}" if bad_dtype(value) else None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return None  # not a sequence: the 1-D check refuses it
+    for v in value:
+        if isinstance(v, bool) or bad_dtype(v) or (isinstance(v, Complex) and not isinstance(v, Real)):
+            return f"the element {v!r}"
+    return None
+
+
 def _times(method, key, value, grid):
+    bad = _not_real(value)
+    if bad is not None:
+        raise InvalidOption(f"torchdiffeq.{method}: options[{key!r}]={value!r} holds {bad}; it must be a 1-D sequence "
+                            "of real σ values (a bool or a complex number is not a σ: it would be read as 1.0, or lose "
+                            "its imaginary part); give floats")
     try:
         t = torch.as_tensor(value, dtype=torch.float64, device="cpu")
     except (TypeError, ValueError, RuntimeError):
