@@ -160,3 +160,27 @@ def test_brownian_object_refused():
     with pytest.raises(samplers.InvalidOption, match="cannot be captured"):
         graph.capture("euler_ancestral", m, x, SIG, fallback="eager", noise_sampler=BrownianNoise(x, 1, 0.02, 20.0))
     assert m.n == 0
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    ({"warmup": "abc"}, samplers.InvalidType, "warmup must be an integer"),
+    ({"warmup": 2.0}, samplers.InvalidType, "warmup must be an integer"),
+    ({"warmup": True}, samplers.InvalidType, "warmup must be an integer"),
+    ({"warmup": -3}, samplers.InvalidOption, "warmup must be an integer >= 1"),
+    ({"warmup": 0}, samplers.InvalidOption, "warmup must be an integer >= 1"),
+    ({"pool": object()}, samplers.InvalidType, "pool must be None or a CUDA graph pool handle"),
+    ({"pool": (1,)}, samplers.InvalidType, "pool must be None or a CUDA graph pool handle"),
+    ({"pool": (1, True)}, samplers.InvalidType, "pool must be None or a CUDA graph pool handle"),
+])
+def test_warmup_and_pool_are_checked_before_any_model_call(kw, error, match):
+    # these were accepted on CPU with fallback='eager' (warmup 0 and -3 became one warm-up on CUDA)
+    m = Counting()
+    with pytest.raises(error, match=match):
+        graph.capture("euler", m, _x(), SIG, fallback="eager", **kw)
+    assert m.n == 0
+
+
+def test_a_pool_handle_is_accepted():
+    # torch.cuda.graph_pool_handle() and CUDAGraph.pool() return a pair of ints (torch.cuda._POOL_HANDLE)
+    run = graph.capture("euler", Counting(), _x(), SIG, fallback="eager", warmup=1, pool=(0, 1))
+    assert run(_x()).shape == _x().shape

@@ -41,7 +41,7 @@ from .registry import SAMPLERS, SamplerSpec
 from .run import (Denoise, NonFiniteError, check_call, check_infinite_sigma, check_start, check_step_from_infinity,
                   check_the_rest, draws_noise, step_from_infinity, read_sigmas, spec_implementation,
                   to_result_dtype)
-from .validate import check_options
+from .validate import check_options, integer
 
 
 class GraphUnavailable(Unavailable):
@@ -231,13 +231,18 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
             its values are only used for warm-up).
         seed / noise_sampler: the default per-item seeds of a stochastic sampler (override per call), or
             the caller's own noise sampler (then it must draw from a graph-safe generator).
-        warmup: eager runs on a side stream before capture (cuBLAS/cuDNN initialisation, allocator).
+        warmup: eager runs on a side stream before capture (cuBLAS/cuDNN initialisation, allocator): an integer
+            >= 1 (the last one runs with host synchronisation checks on, which is how a run that cannot be
+            captured is named before capture).
         fallback: ``"eager"`` returns the same prepared run without a graph when CUDA graphs are not
             available (CPU tensors); ``None`` (default) raises :class:`GraphUnavailable` instead.
-        pool: a graph memory pool to share between captures (``torch.cuda.graph_pool_handle()``).
+        pool: a graph memory pool to share between captures (``torch.cuda.graph_pool_handle()``, or another
+            graph's ``.pool()``).
     """
     if not (fallback is None or (isinstance(fallback, str) and fallback == "eager")):
         raise InvalidInput(f"fallback must be None or 'eager', got {fallback!r}")
+    warmup = integer("warmup", warmup, lo=1)
+    _check_pool(pool)
     given = [k for k in ("callback", "disable") if k in options]
     if given:
         raise InvalidOption(f"a graphed run takes no callback or progress bar (got {', '.join(given)}): nothing runs "
@@ -274,6 +279,18 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
             + "; pass fallback='eager' to run the same prepared loop eagerly, or use samplers.sample")
     _capture_cuda(run, x, warmup, pool)
     return run
+
+
+def _check_pool(pool) -> None:
+    """``pool`` as torch.cuda.graph(pool=) takes it: None or a pool handle, which torch.cuda.graph_pool_handle() and
+    CUDAGraph.pool() return as a pair of ints (torch.cuda._POOL_HANDLE); anything else would reach torch only at
+    capture, on CUDA, and never on CPU with fallback='eager'."""
+    ok = pool is None or (isinstance(pool, tuple) and len(pool) == 2
+                          and all(isinstance(v, int) and not isinstance(v, bool) for v in pool))
+    if not ok:
+        raise InvalidType(f"pool must be None or a CUDA graph pool handle (torch.cuda.graph_pool_handle(), or a "
+                          f"captured graph's .pool(): a pair of ints), got {pool!r} ({type(pool).__name__}); leave it "
+                          "out for a pool of the graph's own")
 
 
 def _resolve(sampler, options: dict, seed, noise_sampler) -> tuple[SamplerSpec, dict]:
@@ -314,9 +331,9 @@ def _capture_cuda(run: GraphedSampler, x: torch.Tensor, warmup: int, pool) -> No
     side = torch.cuda.Stream(device=x.device)
     side.wait_stream(torch.cuda.current_stream(x.device))
     with torch.cuda.stream(side), torch.no_grad():
-        for i in range(max(warmup, 1)):
+        for i in range(warmup):  # >= 1, checked by capture
             run._reseed(None)
-            if i == max(warmup, 1) - 1:
+            if i == warmup - 1:
                 # The last warm-up runs with synchronisation checks on: a sync here would break capture
                 # with an obscure error, so name the problem instead.
                 previous = torch.cuda.get_sync_debug_mode()
