@@ -63,15 +63,46 @@ def _count(sampler: str, sigmas, start: float, options: dict) -> int:
     return model.calls
 
 
-def steps_for_nfe(sampler: str, budget: int, make_sigmas: Callable[[int], torch.Tensor],
-                  **options) -> tuple[int, int] | None:
+def _model_sets_count(sampler: str, ends_in_zero: bool, options: dict, counts: dict | None = None) -> bool:
+    """Whether the model calls of ``sampler`` depend on the model (an implicit corrector iterated to a tolerance,
+    adaptive step control): its counts on :func:`rule_sigmas` at 6 and 12 steps from the stand-in's state 0 and from
+    state 1 differ. ``counts``: the state-0 counts at those steps where already made."""
+    counts = counts or {}
+    fixed = [counts[n] if n in counts else _count(sampler, rule_sigmas(n, ends_in_zero), 0.0, options) for n in (6, 12)]
+    with warnings.catch_warnings():  # an implicit corrector may say it stopped at its iteration limit
+        warnings.simplefilter("ignore")
+        moved = [_count(sampler, rule_sigmas(n, ends_in_zero), 1.0, options) for n in (6, 12)]
+    return moved != fixed
+
+
+def steps_for_nfe(sampler: str, budget: int, make_sigmas: Callable[[int], torch.Tensor], *,
+                  estimate_model_dependent: bool = False, **options) -> tuple[int, int] | None:
     """The most steps whose run of ``sampler`` on ``make_sigmas(steps)`` costs at most ``budget`` model calls:
-    ``(steps, calls)``, or None when not even one step fits. Starts from the metadata's estimate and walks."""
+    ``(steps, calls)``, or None when not even one step fits. Starts from the metadata's estimate and walks.
+
+    Refused (InvalidInput): a sampler that chooses its own steps (``dpm_adaptive``, torchdiffeq's adaptive methods:
+    no step count holds it to a budget), and one whose calls depend on the model (torchdiffeq's implicit Adams: the
+    stand-in counted here converges its corrector at once, a real model iterates it, 49 calls become 109) unless
+    ``estimate_model_dependent=True``, where the stand-in's count is returned as an estimate for the caller to
+    recount on its own model. Where a step more adds no calls the walk stops there."""
+    from ..interop.torchdiffeq_adapter import chooses_own_steps
+
     try:  # any integral type (a numpy integer too), never a bool or a float
         budget = integer("an NFE budget", budget, lo=1)
     except (InvalidInput, InvalidType):
         raise InvalidInput(f"an NFE budget must be an integer >= 1, got {budget!r}") from None
     spec = info(sampler)
+    if chooses_own_steps(spec.name):
+        raise InvalidInput(f"{sampler!r} chooses its own steps from the model's outputs, so no step count holds it to "
+                           "an NFE budget (its calls do not follow a schedule's steps); give it rtol/atol instead, or "
+                           "budget a fixed-step sampler (euler, heun, dpmpp_2m, ...)")
+    if not estimate_model_dependent:
+        ends_in_zero = float(make_sigmas(1)[-1]) == 0
+        if _model_sets_count(spec.name, ends_in_zero, options):
+            raise InvalidInput(f"the model calls of {sampler!r} depend on the model (its implicit corrector iterates "
+                               "until it converges), so a count here, on a stand-in model, is no bound on a real run's; "
+                               "budget a sampler with a fixed count (torchdiffeq.explicit_adams, dpmpp_2m, ...), or pass "
+                               "estimate_model_dependent=True and recount the steps on your model")
     steps = max(1, int(budget // spec.nfe_per_step))
     best = None
     while steps >= 1:  # the count grows with the steps: walk down from the estimate ...
@@ -88,6 +119,8 @@ def steps_for_nfe(sampler: str, budget: int, make_sigmas: Callable[[int], torch.
         except ValueError:  # the schedule cannot have that many steps
             break
         if calls > budget:
+            break
+        if calls == best[1]:  # a step more adds no calls: the count does not follow the steps, the walk would not end
             break
         best = (best[0] + 1, calls)
     return best
@@ -129,10 +162,7 @@ def nfe_rule(sampler: str, ends_in_zero: bool = False, **options) -> NfeRule | N
     (adaptive step control, an implicit corrector iterated to a tolerance; counted from two starting states)
     or holds only from more than 6 steps on."""
     counts = {n: _count(sampler, rule_sigmas(n, ends_in_zero), 0.0, options) for n in RULE_STEPS}
-    with warnings.catch_warnings():  # an implicit corrector may say it stopped at its iteration limit
-        warnings.simplefilter("ignore")
-        moved = [_count(sampler, rule_sigmas(n, ends_in_zero), 1.0, options) for n in (6, 12)]
-    if moved != [counts[6], counts[12]]:
+    if _model_sets_count(sampler, ends_in_zero, options, counts):
         return None  # another state, another count: the model sets it
     a, b = RULE_STEPS[-2:]
     per, rest = divmod(counts[b] - counts[a], b - a)

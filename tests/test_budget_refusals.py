@@ -1,0 +1,70 @@
+"""steps_for_nfe refuses what it cannot count (nothing hangs, no meaningless answer): samplers that choose their own
+steps (their calls do not grow with a schedule's steps), samplers whose calls depend on the model (counted on the free
+stand-in, an implicit corrector converges at once); and a walk whose count stops growing ends."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+import samplers
+from samplers.core import budget
+
+
+def karras(n):
+    return samplers.get_sigmas("karras", n, sigma_min=0.01, sigma_max=10.0)
+
+
+@pytest.mark.parametrize("name, options", [("dpm_adaptive", {"through_schedule": False}),
+                                           ("dpm_adaptive", {}), ("torchdiffeq.dopri5", {})])
+def test_a_sampler_that_chooses_its_own_steps_is_refused(name, options):
+    # dpm_adaptive without its schedule made 19 calls for every step count, so the walk up never ended; dopri5 at 40
+    # returned (1, 1), the one-step schedule it never integrates
+    with pytest.raises(samplers.InvalidInput, match=f"{name!r} chooses its own steps.*fixed-step sampler"):
+        budget.steps_for_nfe(name, 100, karras, **options)
+
+
+@pytest.mark.parametrize("name", ["torchdiffeq.implicit_adams", "torchdiffeq.fixed_adams"])
+def test_a_sampler_whose_calls_depend_on_the_model_is_refused_unless_asked_for_an_estimate(name):
+    # implicit Adams at 50 calls: 23 steps "49 calls" on the stand-in, 109 calls on a real model
+    with pytest.raises(samplers.InvalidInput, match=f"{name!r}.*depend on the model.*estimate_model_dependent=True"):
+        budget.steps_for_nfe(name, 50, karras)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the corrector may say it stopped at its iteration limit
+        steps, calls = budget.steps_for_nfe(name, 50, karras, estimate_model_dependent=True)
+    assert 1 <= steps and calls <= 50  # the stand-in's count: an estimate the caller recounts on its model
+
+
+def test_an_estimate_is_asked_for_only_where_needed():
+    # a fixed-step sampler's count is exact: the flag changes nothing
+    assert budget.steps_for_nfe("heun", 10, karras, estimate_model_dependent=True) == (5, 9)
+    assert budget.steps_for_nfe("torchdiffeq.rk4", 17, karras) == budget.steps_for_nfe("rk38", 17, karras)
+
+
+def test_the_walk_up_stops_where_a_step_more_adds_no_calls(monkeypatch):
+    counted = []
+
+    def flat(sampler, sigmas, **options):  # a count that never grows: the walk up would never end
+        counted.append(len(sigmas))
+        if len(counted) > 50:
+            raise AssertionError("the walk did not stop")
+        return 3
+
+    monkeypatch.setattr(budget, "count_nfe", flat)
+    assert budget.steps_for_nfe("euler", 10, karras) == (10, 3)
+    assert len(counted) == 2  # the estimate, then one step more that adds nothing
+
+
+def test_the_deterministic_benchmark_still_recounts_implicit_adams_on_its_model():
+    # benchmarks/deterministic asks for the stand-in's estimate and recounts on the real model until it fits
+    from benchmarks import deterministic
+    from benchmarks.deterministic.running import Run
+
+    args = deterministic.running.resolve_args(deterministic.running.parser().parse_args(
+        ["--problem", "gm-ve", "--samplers", "torchdiffeq.implicit_adams", "--schedules", "karras", "--nfe", "20",
+         "--batch", "2", "--no-peers", "--no-learned", "--no-cache", "--no-progress"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cell = Run(args).ours("gm-ve", "torchdiffeq.implicit_adams", "karras", 20, 0)
+    assert "skipped" not in cell, cell
+    assert 1 <= cell["steps"] and cell["nfe_used"] <= 20
