@@ -68,3 +68,26 @@ def test_the_deterministic_benchmark_still_recounts_implicit_adams_on_its_model(
         cell = Run(args).ours("gm-ve", "torchdiffeq.implicit_adams", "karras", 20, 0)
     assert "skipped" not in cell, cell
     assert 1 <= cell["steps"] and cell["nfe_used"] <= 20
+
+
+def test_the_stand_ins_count_of_implicit_adams_is_no_bound_on_a_real_model():
+    """The figure guide.md gives: at 50 calls the stand-in's count buys 23 steps, which make 109 calls on a non-linear
+    denoiser (Karras 80 -> 0.002): why steps_for_nfe refuses it without estimate_model_dependent=True."""
+    import torch
+
+    def grid(n):
+        return samplers.get_sigmas("karras", n, sigma_min=0.002, sigma_max=80.0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        steps, calls = budget.steps_for_nfe("torchdiffeq.implicit_adams", 50, grid, estimate_model_dependent=True)
+        made = [0]
+
+        def model(x, s):
+            made[0] += 1
+            s = s.view(-1, 1)
+            return x / (1 + s * s) + 0.3 * torch.tanh(x) / (1 + s)
+
+        x = torch.randn(4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 80
+        samplers.sample("torchdiffeq.implicit_adams", model, x, grid(steps), disable=True)
+    assert (steps, calls) == (23, 49) and made[0] == 109
