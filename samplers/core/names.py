@@ -321,7 +321,7 @@ def merge_options(found: Label, options: dict | None) -> dict:
         merged["s_tmax"] = math.inf
     spec = SAMPLERS.get(found.sampler) if found.sampler in SAMPLERS else None
     defaults = spec.options if spec is not None else {}
-    return drop_unread(found.sampler, merged, defaults, keep=set(merged) - set(found.options) | set(options or {}))
+    return drop_unread(found.sampler, merged, defaults, keep=set(options or {}))  # the caller's own are refused
 
 
 def _a1111_received(found: Label, options: dict | None) -> dict | None:

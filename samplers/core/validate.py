@@ -427,17 +427,21 @@ IGNORED_OPTIONS = {("dpmpp_2s", "r"): _not_read_with_step_r,
                    ("tcd", "native"): _not_read_at_gamma_0}
 
 
+def unread(sampler: str, key: str, options: dict, defaults: dict) -> tuple[str, str] | None:
+    """Why the run of ``sampler`` with ``options`` (the rest at ``defaults``, the sampler's) would not read option
+    ``key``: ``(context, why)`` by its :data:`IGNORED_OPTIONS` rule, or None where it is read."""
+    rule = IGNORED_OPTIONS.get((sampler, key))
+    return rule(lambda k: options.get(k, defaults.get(k))) if rule is not None else None
+
+
 def drop_unread(sampler: str, options: dict, defaults: dict, keep=()) -> dict:
-    """``options`` without those the run of ``sampler`` would not read (:data:`IGNORED_OPTIONS`), but for the keys in
+    """``options`` without those the run of ``sampler`` would not read (:func:`unread`), but for the keys in
     ``keep`` (the caller's own, which :func:`check_options` refuses instead). For the options a label or a tool sets
     whatever the run's other options are (ComfyUI's er_sde quadrature at max_stage=1, a diffusers config's
     lower_order_final at solver_order=1, TCD's table at γ = 0): nobody passed them, so they are left out, not
     refused. ``defaults``: the sampler's options' defaults."""
-    def get(k):
-        return options.get(k, defaults.get(k))
-
     return {key: value for key, value in options.items()
-            if key in keep or IGNORED_OPTIONS.get((sampler, key)) is None or IGNORED_OPTIONS[(sampler, key)](get) is None}
+            if key in keep or unread(sampler, key, options, defaults) is None}
 
 
 def closest(key, valid) -> str:
@@ -482,8 +486,7 @@ def check_options(spec, options: dict) -> dict:
                                 "of them > 0")
     # an option given where the run's other options mean it is never read
     for key, value in options.items():
-        rule = IGNORED_OPTIONS.get((spec.name, key))
-        found = rule(lambda k: options.get(k, valid.get(k))) if rule is not None else None
+        found = unread(spec.name, key, options, valid)
         if found is not None:
             context, why = found
             raise InvalidOption(f"{spec.name}: {key}={value!r} {context}: {why}")
