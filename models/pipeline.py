@@ -29,8 +29,9 @@ import samplers
 from samplers.core import labels, names
 from samplers.core.registry import _normalise
 from samplers.core import noise as noise_mod
-from samplers.core.run import churn_beyond, draws_noise, empty_churn_window, refuse_unread_noise, unread_noise
-from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
+from samplers.core.run import (check_callback, churn_beyond, draws_noise, empty_churn_window, refuse_unread_noise,
+                               unread_noise)
+from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, Unavailable
 from samplers.core.validate import check_allocation, check_options, integer, real, same_value
 from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
 from samplers.schedules.ops import rounded_steps
@@ -319,14 +320,6 @@ def _check_regenerates(mask: torch.Tensor) -> None:
 def _check_progress(progress) -> None:
     if not isinstance(progress, bool):
         raise InvalidType(f"progress must be True (show a progress bar) or False, got {progress!r}")
-
-
-def _check_callback(callback) -> None:
-    """The per-step callback of txt2img / img2img / inpaint, checked before any model call (the run's own check
-    would come after the prompts and the image are encoded)."""
-    if callback is not None and not callable(callback):
-        raise InvalidType(f"callback must be callable (it gets a dict per step) or None, got "
-                          f"{type(callback).__name__}")
 
 
 def _check_output(output) -> None:
@@ -1198,7 +1191,7 @@ class Pipeline(PipelineSpec):
         prompts, seeds = self._batch(prompt, batch, seed)
         _check_output(output)
         _check_progress(progress)
-        _check_callback(callback)
+        check_callback(callback)  # before any model call: the run's own check comes after the encoding
         cfg = self.guidance(cfg)
         found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg)
         sampler = found.sampler
@@ -1228,7 +1221,7 @@ class Pipeline(PipelineSpec):
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
         _check_output(output)
         _check_progress(progress)
-        _check_callback(callback)
+        check_callback(callback)  # before any model call: the run's own check comes after the encoding
         cfg = self.guidance(cfg)
         found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg,
                                                             txt2img=False)
@@ -1270,7 +1263,7 @@ class Pipeline(PipelineSpec):
         latent_mask = (F.max_pool2d(pixel_mask, self.vae.downsample) > 0.5).float()
         _check_output(output)
         _check_progress(progress)
-        _check_callback(callback)
+        check_callback(callback)  # before any model call: the run's own check comes after the encoding
         cfg = self.guidance(cfg)
         found, sigmas, options, fingerprint = self._planned(sampler, schedule, steps, sampler_options, cfg,
                                                             txt2img=False)
@@ -1357,7 +1350,7 @@ def _is_a1111_label(sampler) -> bool:
         return False
     try:
         return names.resolve(sampler).source == "a1111"
-    except Exception:  # a name the run would refuse: it records no A1111 keys
+    except (InvalidInput, Unavailable):  # a name the run would refuse (unknown, or refused by name): not A1111's
         return False
 
 

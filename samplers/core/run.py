@@ -139,6 +139,12 @@ def check_latents(x, name: str, what: str) -> None:
                            "values (on the CPU or an accelerator)")
 
 
+def check_callback(callback) -> None:
+    """A per-step callback: callable, or None."""
+    if callback is not None and not callable(callback):
+        raise InvalidType(f"callback must be callable (it gets a dict per step) or None, got {type(callback).__name__}")
+
+
 def check_call(model, x, extra_args, callback, disable) -> None:
     """The arguments every sampler shares (the k-diffusion signature), checked before anything runs."""
     if not callable(model):
@@ -147,8 +153,7 @@ def check_call(model, x, extra_args, callback, disable) -> None:
     if extra_args is not None and not (isinstance(extra_args, Mapping) and all(isinstance(k, str) for k in extra_args)):
         raise InvalidType(f"extra_args must be a mapping (a dict) of the model's keyword arguments by name, or None; "
                           f"got {type(extra_args).__name__}")
-    if callback is not None and not callable(callback):
-        raise InvalidType(f"callback must be callable (it gets a dict per step) or None, got {type(callback).__name__}")
+    check_callback(callback)
     # k-diffusion's signature: its samplers hand disable to tqdm, which reads its truth (disable=1, a numpy bool)
     if disable is not None and not isinstance(disable, (bool, numbers.Integral, np.bool_)):
         raise InvalidType(f"disable must be True, False or None (or an integer or numpy bool, read as tqdm reads it), "
