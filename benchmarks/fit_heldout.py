@@ -32,9 +32,9 @@ from samplers.fitted.solver import LearnedSolver
 
 from . import common
 from .deterministic import HELDOUT_SEEDS, ITEMS, LEARNED, pool, score
+from .deterministic.running import SHIPPED_LEARNED, SHIPPED_LEARNED_NAME  # the default --learned
 
 MODULE = "benchmarks.fit_heldout"
-SHIPPED_LEARNED = "docs/benchmarks/deterministic/learned"  # the default --learned, repo-relative (as recorded)
 
 
 SOLVER_FILE = re.compile(r"(?:^|_)nfe\d+\.json$")  # <problem>_nfe<N>.json (learned_solvers), nfe<N>.json (fit)
@@ -157,8 +157,9 @@ def report(results: str | Path, write: bool = True) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
-    p.add_argument("--learned", type=Path, default=common.shipped(SHIPPED_LEARNED),
-                   help=f"folder of fitted solver files (default: the deterministic benchmark's, {SHIPPED_LEARNED}, "
+    p.add_argument("--learned", type=Path, default=SHIPPED_LEARNED,
+                   help="folder of fitted solver files (default: the deterministic benchmark's, "
+                        f"{SHIPPED_LEARNED_NAME}, "
                         "found from any current folder)")
     p.add_argument("--against", type=Path, default=None,
                    help="another folder of fits of the same cells (same file names): each solver is also scored "
@@ -250,7 +251,8 @@ def main(argv=None) -> int:
               flush=True)
     command = " ".join(["python -m " + MODULE, *argv])
     result = {"info": common.run_info("cpu"), "command": command, "seconds": time.perf_counter() - t0,
-              "args": {"learned": common.recorded_path(args.learned), "against": None if args.against is None else str(args.against),
+              "args": {"learned": common.recorded_path(args.learned),
+                       "against": None if args.against is None else str(args.against),
                        "heldout_seeds": args.heldout_seeds,
                        "heldout_batch": args.heldout_batch, "threads": args.threads}, "rows": rows}
     results = common.write_results(result, args.out)
