@@ -49,7 +49,8 @@ def euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=No
     Where η > 1 caps σ_up at σ_next, σ_down is 0 and the step lands on the denoised x. ``noise_at_zero_down=True``
     (k-diffusion's sample_euler_ancestral, A1111's "Euler a") adds σ_up = σ_next of fresh noise there; False
     (ComfyUI's sample_euler_ancestral, which its ``comfyui:euler_ancestral`` label sets) returns the denoised x and
-    draws none. With η ≤ 1 σ_down is 0 only at σ_next = 0, where neither adds noise.
+    draws none. With η < 1 σ_down is 0 only at σ_next = 0, where neither adds noise; at η = 1 also, by rounding, on a
+    step with σ_next/σ below about 2e-8 (:data:`samplers.core.validate.ANCESTRAL_ETA_MARGIN`).
     """
     for i in progress(sigmas, disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
