@@ -402,11 +402,8 @@ def _on_solver_nodes(found, options: dict):
         return found, options, None
     from samplers.fitted.solver import LearnedSolver
 
-    if isinstance(solver, (str, Path)):  # a path given as the option: read once, here
-        solver = LearnedSolver.load(solver)
-        options = {**options, "solver": solver}
-    if not isinstance(solver, LearnedSolver):  # the sampler names the type it takes
-        return found, options, None
+    solver = LearnedSolver.of(solver)  # a path given as the option: read once, here
+    options = {**options, "solver": solver}
     if found.sigmas is None:
         found = dataclasses.replace(found, sigmas=tuple(solver.sigmas))
     return found, options, solver

@@ -292,3 +292,50 @@ def test_a_home_folder_in_a_fitted_path_is_expanded(tmp_path, monkeypatch):
     path = _eps_fit_of_another_model(tmp_path, "home.json")
     assert samplers.core.names.resolve("fitted:~/home.json").options["solver"].same_steps(LearnedSolver.load(path))
     assert LearnedSolver.load("~/home.json").source == str(path)
+
+
+# ------------------------------------------------- every entry point reads "a solver or its file" the same way
+
+
+class _PathLike:
+    """A path-like that is not a pathlib.Path (os.fspath reads it)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __fspath__(self):
+        return self.path
+
+
+def _entry_points():
+    from samplers.fitted.solver import register_solver
+    from samplers.interop.comfyui import ksampler_function
+    from samplers.interop.diffusers_scheduler import SamplerScheduler
+
+    def sample(solver):
+        return samplers.sample("learned_multistep", lambda x, s: x * 0, torch.zeros(1, 2), torch.tensor(NODES),
+                               solver=solver, allow_other_model=True)
+
+    def comfy(solver):
+        fn = ksampler_function("learned_multistep", solver=solver, allow_other_model=True)
+        sig = torch.tensor(NODES, dtype=torch.float64)
+        return fn(lambda x, s, **kw: x * 0, torch.zeros(1, 2, dtype=torch.float64), sig, extra_args={})
+
+    def shim(solver):
+        return SamplerScheduler.from_config(EULER, sampler="learned_multistep",
+                                            sampler_options={"solver": solver, **ALLOW})
+
+    return {"samplers.sample": sample, "register_solver": lambda s: register_solver("entry_point_test", s),
+            "comfyui": comfy, "diffusers shim": shim}
+
+
+@pytest.mark.parametrize("entry", ["samplers.sample", "register_solver", "comfyui", "diffusers shim"])
+def test_every_entry_point_reads_a_solver_or_any_path_like_of_its_file_and_refuses_anything_else(tmp_path, entry):
+    from samplers import InvalidType
+
+    run = _entry_points()[entry]
+    path = solver_file(tmp_path)
+    run(_PathLike(path))  # os.PathLike, not only str / pathlib.Path
+    with pytest.raises(InvalidType, match=r"must be a samplers.fitted.solver.LearnedSolver or the path of its "
+                                          r"file, got 42 \(int\)"):
+        run(42)

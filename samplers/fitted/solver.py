@@ -28,6 +28,7 @@ diffusers shim); it runs on its own σ nodes, and on a model other than the one 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -275,6 +276,20 @@ class LearnedSolver:
                                  "model_sigmas": self.model_sigmas, "meta": self.meta}, indent=1)
 
     @classmethod
+    def of(cls, value, what: str = "solver") -> "LearnedSolver":
+        """``value`` as a checked solver: a path (str or path-like) is read with :meth:`load`, a solver made or edited in
+        Python gets the checks its file would get on load (:meth:`validate`); anything else is refused, naming
+        ``what`` (the option or argument it came in as). The one reading of "a LearnedSolver or the path of its
+        file" that every entry point (the sampler, ``register_solver``, the pipeline, the diffusers shim, the ComfyUI
+        adapter) shares."""
+        if isinstance(value, (str, os.PathLike)):
+            return cls.load(value)
+        if isinstance(value, cls):
+            return value.validate()
+        raise InvalidType(f"{what} must be a samplers.fitted.solver.LearnedSolver or the path of its file, got "
+                          f"{value!r} ({type(value).__name__})")
+
+    @classmethod
     def load(cls, path: str | Path) -> "LearnedSolver":
         """Read a file written by :meth:`save` (plain JSON: nothing in it runs). Errors name the file and the fix.
 
@@ -431,11 +446,7 @@ def register_solver(name: str, solver: "LearnedSolver | str | Path") -> LearnedS
     if not isinstance(name, str) or not name or name != name.strip() or any(c in name for c in "/\\:."):
         raise InvalidInput(f"a fitted solver's name must be a plain word (no / \\ : ., no white space around it), "
                            f"got {name!r}")
-    if isinstance(solver, (str, Path)):
-        solver = LearnedSolver.load(solver)
-    elif not isinstance(solver, LearnedSolver):
-        raise InvalidType(f"solver must be a LearnedSolver or a path to its file, got {solver!r} ({type(solver).__name__})")
-    _NAMED[name] = solver.validate()
+    _NAMED[name] = solver = LearnedSolver.of(solver)
     return solver
 
 
@@ -478,13 +489,8 @@ def _checked_solver(model, sigmas: list[float], solver, allow_other_model) -> "L
         check_allow_without_solver(allow_other_model)
         solver = LearnedSolver([float(v) for v in sigmas], [[0.0] * i for i in range(len(sigmas) - 1)],
                                [[0.0] * i for i in range(len(sigmas) - 1)])
-    elif isinstance(solver, (str, Path)):
-        solver = LearnedSolver.load(solver)
-    elif not isinstance(solver, LearnedSolver):
-        raise InvalidType(f"solver must be a samplers.fitted.solver.LearnedSolver or a path to one, got "
-                          f"{solver!r} ({type(solver).__name__})")
-    else:  # made or edited in Python: the checks its file would get on load
-        solver.validate()
+    else:
+        solver = LearnedSolver.of(solver)
     solver.check_nodes(sigmas)
     solver.check_model(model, allow_other_model)
     from .identity import table_range

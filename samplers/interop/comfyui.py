@@ -45,7 +45,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -370,10 +369,10 @@ def _on_solver_nodes(options: dict, given: torch.Tensor, sigmas_ve: torch.Tensor
     beyond what the solver's node check takes, so a t equal to its node's t in that dtype is that node (σ and the
     state's scale, in place). A t that is another value stays, and the solver refuses it."""
     solver = options.get("solver")
-    if isinstance(solver, (str, Path)):  # learned_multistep(solver=PATH): read once, here and for the run
+    if solver is not None:  # learned_multistep(solver=PATH or LearnedSolver): read once, here and for the run
         from ..fitted.solver import LearnedSolver
 
-        solver = options["solver"] = LearnedSolver.load(solver)
+        solver = options["solver"] = LearnedSolver.of(solver)
     nodes = getattr(solver, "sigmas", None)
     if not isinstance(nodes, list) or given.dtype == torch.float64 or len(nodes) != len(keep):
         return

@@ -564,13 +564,7 @@ def _solver_option(label, options: dict):
     if solver is None:
         check_allow_without_solver(options.get("allow_other_model", False))
         return label, options
-    if isinstance(solver, (str, os.PathLike)):
-        solver = LearnedSolver.load(solver)
-    elif isinstance(solver, LearnedSolver):
-        solver.validate()  # made or edited in Python: the checks its file would get on load
-    else:
-        raise InvalidType(f"sampler_options['solver'] must be a samplers.fitted.solver.LearnedSolver or the path of "
-                          f"its file, got {solver!r} ({type(solver).__name__})")
+    solver = LearnedSolver.of(solver, "sampler_options['solver']")
     label = dataclasses.replace(label, options={**label.options, "solver": solver}, sigmas=tuple(solver.sigmas),
                                 source="fitted")
     return label, {**options, "solver": solver}
