@@ -233,8 +233,8 @@ def names_md() -> str:
             "| name | tool | schedule | options | on a flow model |", "|---|---|---|---|---|"]
     rows = [(k, "ComfyUI", v) for k, v in labels.COMFYUI_SCHEDULERS.items()]
     rows += [(k, "A1111", v) for k, v in labels.A1111_SCHEDULERS.items()]
-    # not a type of A1111's menu: the timesteps its DDIM / PLMS step whatever the type (their labels name it)
-    rows += [(k, "A1111 (DDIM / PLMS)", v) for k, v in labels.A1111_TIMESTEP_SCHEDULES.items()]
+    # not types of A1111's menu: the schedules its DDIM / PLMS and LCM run of their own (their labels name them)
+    rows += [(k, f"A1111 ({v[2]})", v[:2]) for k, v in labels.A1111_LABEL_SCHEDULES.items()]
     out += [f"| `{k}` | {tool} | `{v[0]}` | {', '.join(f'`{o}={x!r}`' for o, x in v[1].items())} | "
             f"{', '.join(f'`{o}={x!r}`' for o, x in (v[2] if len(v) > 2 else {}).items())} |"
             for k, tool, v in rows]
@@ -496,7 +496,12 @@ def names_md() -> str:
            "of the cosine kind is uniform in that model's time; it took only its ends from the model and spaced the "
            "levels between them in the default β's (2e-3 off in t at β_max = 10; a cosine model's steps bunched at "
            "t ≈ 1). The default model is unchanged, bit for bit. Old levels: `vp` with `sigma_max=` / `sigma_min=` "
-           "of the model and no `native`."]
+           "of the model and no `native`.",
+           "- A1111's `LCM` / `k_lcm` run LCM's schedule as A1111 builds it (`a1111:LCM`: `lcm_uniform` on A1111's "
+           "float32 ᾱ, and on a zero-terminal-SNR model on its table ending at 4518.76, as the Schedule types are): "
+           "they ran `lcm_uniform` on the model's exact table, 6.8e-7 relative from A1111's levels on SD 1.x "
+           "(2.2e-6 on a linear-β table), and on a zero-SNR model from σ = inf with more than 50 steps refused (A1111 "
+           "starts at 4518.76 and takes any count). Old image: `schedule=\"lcm_uniform\"`."]
     return "\n".join(out) + "\n"
 
 

@@ -1361,14 +1361,14 @@ def _a1111_option_key(key: str, sampler: str) -> str:
 
 def _a1111_schedule_type(schedule):
     """The Schedule type as A1111's infotext writes it (create_infotext: ``p.scheduler``, the type's label): an
-    ``a1111:<type>`` schedule as the label ("Karras"), which A1111's PNG-info reads back; A1111's DDIM / PLMS
-    timesteps as "Automatic" (the type A1111 records for them, which they ignore). Any other name as this library
-    names it (A1111 reads a name its sd_schedulers.schedulers_map holds, "karras", and falls back to Automatic for
-    the others, "linspace": docs/models.md)."""
+    ``a1111:<type>`` schedule as the label ("Karras"), which A1111's PNG-info reads back; the schedules A1111's
+    labels run of their own (DDIM / PLMS's timesteps, LCM's) as "Automatic" (the type A1111 records for them). Any
+    other name as this library names it (A1111 reads a name its sd_schedulers.schedulers_map holds, "karras", and
+    falls back to Automatic for the others, "linspace": docs/models.md)."""
     if not isinstance(schedule, str) or names.name_prefix(schedule) != "a1111":
         return schedule
     rest = _normalise(schedule.split(":", 1)[1])
-    if rest in {_normalise(k) for k in labels.A1111_TIMESTEP_SCHEDULES}:
+    if rest in {_normalise(k) for k in labels.A1111_LABEL_SCHEDULES}:
         return "Automatic"
     return next((k for k in labels.A1111_SCHEDULE_TYPES if _normalise(k) == rest), schedule)
 

@@ -206,6 +206,33 @@ def test_a1111_schedule_types_are_a1111s_on_its_float32_table(model, label, n):
     assert rel_error(ours(f"a1111:{label}", n, native), a1111_schedule(label, n, A1111Table(ac32))) < RTOL
 
 
+def a1111_lcm(n: int, alphas_cumprod32: torch.Tensor, original_timesteps: int = 50) -> list[float]:
+    """A1111's "LCM" Automatic schedule (modules/sd_samplers_lcm.py): ``LCMCompVisDenoiser.__init__`` copies the
+    model's float32 alphas_cumprod at timesteps 999 − k·20 (k = 0 … 49) into LCM's 50-entry float32 table, which
+    DiscreteEpsDDPMDenoiser reads as σ; its ``get_sigmas(n)`` is linspace(sigma_to_t(σ_max), sigma_to_t(σ_min), n) —
+    49 to 0 — through t_to_sigma, a 0 appended."""
+    skip = len(alphas_cumprod32) // original_timesteps
+    valid = torch.zeros(original_timesteps, dtype=torch.float32)
+    for x in range(original_timesteps):
+        valid[original_timesteps - 1 - x] = alphas_cumprod32[len(alphas_cumprod32) - 1 - x * skip]
+    lcm = A1111Table(valid)
+    ts = np.linspace(lcm.sigma_to_t(lcm.sigma_max), lcm.sigma_to_t(lcm.sigma_min), n)
+    return [lcm.t_to_sigma(t) for t in ts] + [0.0]
+
+
+@pytest.mark.parametrize("label", ["LCM", "k_lcm"])
+@pytest.mark.parametrize("n", [*STEPS, 50, 60])
+@pytest.mark.parametrize("model", list(ALL_MODELS))
+def test_a1111_lcm_runs_lcms_schedule_on_a1111s_float32_table(model, n, label):
+    """Before: the label ran the registry's lcm_uniform on the model's exact table: 6.8e-7 relative off on SD 1.x
+    (2.2e-6 on the linear-β table), and on the zero-SNR model from σ = inf (A1111: 4518.76), 60 steps refused."""
+    native, ac32 = ALL_MODELS[model]
+    found = names.resolve(label)
+    schedule, options = names.resolve_schedule(found.schedule, native=native)
+    got = samplers.get_sigmas(schedule, n, native=native, **options)
+    assert rel_error(got, a1111_lcm(n, ac32)) < RTOL
+
+
 @pytest.mark.parametrize("typed", ["Karras", "Uniform", "KL Optimal", "Beta", "SGM Uniform", "DDIM", "Polyexponential"])
 def test_a1111_names_without_prefix_are_a1111s_too(typed):
     native, ac32 = MODELS["sd15"]

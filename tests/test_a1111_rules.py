@@ -154,10 +154,11 @@ def a1111_lcm_sigmas(n, table, timesteps=1000, original_timesteps=50):
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 6, 8, 13, 50, 60])
 def test_a1111_lcm_runs_on_a1111s_lcm_schedule(n):
     """A1111's "LCM" takes its Automatic schedule from LCM's own 50-timestep table: its last σ > 0 is timestep 19's
-    (0.1345 on SD 1.5), where the label's linspace reached timestep 0's (0.0292)."""
-    found = names.resolve("a1111:LCM")
-    name, options = names.resolve_schedule(found.schedule, native=SD15)
-    ours = samplers.get_sigmas(name, n, native=SD15, **options)
+    (0.1345 on SD 1.5), where the label's linspace reached timestep 0's (0.0292). The rule (``lcm_uniform``) on the
+    exact table here; the label runs it on A1111's float32 table (``a1111:LCM``: tests/test_a1111_float32_table.py)."""
+    assert names.resolve("a1111:LCM").schedule == "a1111:LCM"
+    assert names.resolve_schedule("a1111:LCM", native=SD15)[0] == "lcm_uniform"
+    ours = samplers.get_sigmas("lcm_uniform", n, native=SD15)
     want = torch.tensor(a1111_lcm_sigmas(n, SD15.sigmas.double().numpy()), dtype=torch.float64)
     torch.testing.assert_close(ours, want, rtol=1e-12, atol=1e-12)
     if n > 1:

@@ -151,7 +151,7 @@ A1111: dict[str, tuple] = {
     "UniPC": ("unipc_bh1", {}, None, None),
     # Forge's ('DDPM', AlterSampler of sample_ddpm): a k-diffusion sampler on A1111's schedule types, Automatic Uniform
     "DDPM": ("ddpm", {}, "a1111:Uniform", "default"),
-    "LCM": ("lcm", A1111_DRAWS, "lcm_uniform", "default"),
+    "LCM": ("lcm", A1111_DRAWS, "a1111:LCM", "default"),
     "iPNDM": ("ipndm", IPNDM_COMFY, "a1111:Uniform", "default"),
     "iPNDM_v": ("ipndm", IPNDM_V_COMFY, "a1111:Uniform", "default"),
     "IPNDM": ("ipndm", IPNDM_COMFY, "a1111:Uniform", "default"),  # Forge's menu spells them so
@@ -170,7 +170,7 @@ A1111: dict[str, tuple] = {
     "k_dpmpp_2m_sde_heun_exp": ("dpmpp_2m_sde", {**BROWNIAN, **HEUN}, "a1111:Exponential", "explicit"),
     "k_dpmpp_3m_sde_ka": ("dpmpp_3m_sde", BROWNIAN, "a1111:Karras", "explicit"),
     "k_dpmpp_3m_sde_exp": ("dpmpp_3m_sde", BROWNIAN, "a1111:Exponential", "explicit"),
-    "k_lcm": ("lcm", A1111_DRAWS, "lcm_uniform", "default"),
+    "k_lcm": ("lcm", A1111_DRAWS, "a1111:LCM", "default"),
 }
 # A1111 / Forge samplers this library does not provide, and why (refused by name, never replaced by something else).
 A1111_REFUSED: dict[str, str] = {
@@ -360,10 +360,14 @@ A1111_SCHEDULERS: dict[str, tuple[str, dict]] = {
     "Align Your Steps 32": ("ays_32_sd15", {"append_zero": True}),
 }
 
-# Not a Schedule type of A1111's menu: the timesteps its timestep samplers step whatever the type (DDIM, PLMS;
-# modules/sd_samplers_timesteps.py get_timesteps), ending at timestep 1 without a 0; the labels "DDIM" / "PLMS" name it.
-# Resolved with the "a1111:" prefix as its types are (on a discrete model, A1111's float32 table).
-A1111_TIMESTEP_SCHEDULES: dict[str, tuple[str, dict]] = {"Timesteps": ("a1111_timesteps", {})}
+# Not Schedule types of A1111's menu but schedules its labels run, named by them ("<label>": (schedule, options, the
+# labels)): "Timesteps", the timesteps its timestep samplers step whatever the type (DDIM, PLMS;
+# modules/sd_samplers_timesteps.py get_timesteps), ending at timestep 1 without a 0; "LCM", its LCM's Automatic
+# schedule (modules/sd_samplers_lcm.py LCMCompVisDenoiser.get_sigmas: evenly spaced over LCM's 50 timesteps of the
+# model's alphas_cumprod). Resolved with the "a1111:" prefix as its types are: on a discrete model A1111's float32
+# table, on a zero-terminal-SNR one with its terminal ᾱ (LCM's top timestep at σ ≈ 4518.76, not inf).
+A1111_LABEL_SCHEDULES: dict[str, tuple[str, dict, str]] = {"Timesteps": ("a1111_timesteps", {}, "DDIM / PLMS"),
+                                                           "LCM": ("lcm_uniform", {}, "LCM")}
 
 # diffusers scheduler classes: the registry sampler that runs the same algorithm with that class's default config.
 # The diffusers shim refines this from the rest of the config (solver_order, algorithm_type, skip_prk_steps, ...).

@@ -388,7 +388,7 @@ def resolve_schedule(name: str, native=None) -> tuple[str, dict]:
     # A1111 reads a discrete model's ᾱ as ldm / sgm store it, in float32 (VPDiscrete.with_float32_alphas_cumprod)
     a1111_table = {"float32_alphas_cumprod": True} if isinstance(native, VPDiscrete) else {}
     tables = {"comfyui": labels.COMFYUI_SCHEDULERS,
-              "a1111": {**labels.A1111_SCHEDULERS, **labels.A1111_TIMESTEP_SCHEDULES}}
+              "a1111": {**labels.A1111_SCHEDULERS, **{k: v[:2] for k, v in labels.A1111_LABEL_SCHEDULES.items()}}}
     if _normalise(name.split(":", 1)[-1] if name.split(":", 1)[0].strip().lower() == "a1111" else name) == "automatic":
         raise UnknownNameError(f"schedule {name!r} is A1111's 'Automatic' Schedule type, the sampler's own choice, "
                                "which is no schedule by itself: leave the schedule out (schedule=None, no --schedule) "
