@@ -288,6 +288,15 @@ def test_linear_multistep_coefficients_match():
             module.linear_multistep_coeff(3, t, 1, 0)
 
 
+def test_linear_multistep_coefficients_match_at_many_steps():
+    """At 5000 steps too (steps of 1e-3 of σ), to rounding: the registry's weights are built in the step's own variable,
+    as exact as k-diffusion's quadrature. Expanded in σ about 0 they were off by up to 1e-5 of dσ there."""
+    t = torch.logspace(1, -1, 5001, dtype=torch.float64).numpy()
+    for i in (3, 4, 2500, 4999):
+        for j in range(4):
+            want = kd.linear_multistep_coeff(4, t, i, j)
+            assert abs(ours.linear_multistep_coeff(4, t, i, j) - want) < 1e-12 * abs(t[i + 1] - t[i]), (i, j)
+
 def test_pid_step_size_controller_matches():
     errors = [0.3, 2.0, 0.9, 0.05, torch.tensor(1.5), 0.7, 0.0]
     for args in [(0.05, 0.0, 1.0, 0.0), (0.1, 0.2, 0.8, 0.1, 2), (0.1, 0.2, 0.8, 0.1, 3, 0.5)]:

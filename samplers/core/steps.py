@@ -121,6 +121,15 @@ def add_noise(x, noise_sampler, sigma: float, sigma_next: float, scale: float):
 # ----------------------------------------------------------------------------------------------------
 # Polynomials as coefficient lists (constant term first), in Python floats: the Lagrange weights of the
 # multistep methods (LMS, DEIS, SA-Solver) are computed on the host before each step's tensor work.
+#
+# Each method integrates the Lagrange basis over one step in a local variable measured in step lengths, so the
+# polynomials' coefficients stay O(1) whatever the step size (SA-Solver: s = (λ_t − λ)/h). LMS and DEIS use τ over
+# [0, 1], with the step's own node at τ = 0 and the earlier nodes at τ < 0: every factor (τ − τ_m) of a basis
+# polynomial then has coefficients of one sign, so all its monomial coefficients share a sign, and so does every
+# term of Σ_p c_p·m_p against positive moments m_p: the weight is a sum without cancellation, correct to a few ulps
+# at any step size. Expanded about σ = 0 instead, the antiderivative is evaluated at σ_i and σ_{i+1} and the two
+# values cancel: lms (order 4, σ 10 → 0.1 uniform in log σ) lost up to 1e-9 of dσ in a weight at 256 steps and
+# 3e-7 at 1000, and at 10000 its weights summed to dσ only within 6e-3 (tests/test_multistep.py).
 
 
 def lagrange_basis(nodes: Sequence[float], j: int) -> list[float]:
@@ -138,18 +147,29 @@ def lagrange_basis(nodes: Sequence[float], j: int) -> list[float]:
     return poly
 
 
-def poly_eval(poly: Sequence[float], t: float) -> float:
-    """The polynomial at ``t`` (Horner)."""
-    value = 0.0
-    for c in reversed(poly):
-        value = value * t + c
-    return value
+def basis_integrals(nodes: Sequence[float], moments: Sequence[float]) -> list[float]:
+    """∫_0^1 ℓ_j(τ)·w(τ) dτ for each Lagrange basis polynomial ℓ_j over ``nodes``, from the weight's moments
+    ``moments[p]`` = ∫_0^1 τ^p·w(τ) dτ (at least ``len(nodes)`` of them). With every node ≤ 0 and the moments
+    positive, as lms and deis have them, each sum is free of cancellation (the comment above)."""
+    return [sum(c * m for c, m in zip(lagrange_basis(nodes, j), moments)) for j in range(len(nodes))]
 
 
-def poly_integral(poly: Sequence[float]) -> list[float]:
-    """The antiderivative that is 0 at t = 0."""
-    return [0.0] + [c / (k + 1) for k, c in enumerate(poly)]
-
-
-def poly_derivative(poly: Sequence[float]) -> list[float]:
-    return [c * k for k, c in enumerate(poly)][1:]
+def exp_moments(z: float, kmax: int) -> list[float]:
+    """g_k(z) = ∫_0^1 s^k e^{−z s} ds for k = 0..kmax, stable for every z ≥ 0."""
+    if z < 2.0:  # alternating series, no cancellation for small z
+        out = []
+        for k in range(kmax + 1):
+            term, total, m = 1.0, 0.0, 0
+            while True:
+                add = term / (k + m + 1)
+                total += add
+                m += 1
+                term *= -z / m
+                if abs(add) < 1e-18 * abs(total) or m > 60:
+                    break
+            out.append(total)
+        return out
+    g = [-math.expm1(-z) / z]  # upward recursion is stable for z ≥ 2 and small k
+    for k in range(1, kmax + 1):
+        g.append((k * g[-1] - math.exp(-z)) / z)
+    return g

@@ -4,8 +4,8 @@ In the canonical space the PF-ODE is dx/dσ = ε̂(x, σ) with ε̂ = (x − D)/
 three methods extrapolate ε̂ from earlier steps and integrate it over the step:
 
 - DEIS (Zhang & Chen 2022, arXiv:2204.13902), "ρAB" with log-ρ interpolation (diffusers' ``deis``): ε̂ is a
-  Lagrange polynomial in log σ through the last ``order`` nodes, integrated exactly over σ (with u = log σ,
-  ∫ P(u) e^u du = e^u Σ_j (−1)^j P^(j)(u)), before the step's tensor work.
+  Lagrange polynomial in log σ through the last ``order`` nodes, integrated exactly over σ (against the moments
+  ∫_0^1 v^p e^(−zv) dv in the step's own log-σ variable v), before the step's tensor work.
 - iPNDM (Zhang & Chen 2022, §4; ComfyUI's ``ipndm``): Adams–Bashforth with the constant-step coefficients
   (3, −1)/2, (23, −16, 5)/12, (55, −59, 37, −9)/24, lower orders while warming up; ``variable_steps=True`` gives
   the step-ratio corrected weights of ComfyUI's ``ipndm_v``.
@@ -23,7 +23,7 @@ import math
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import lagrange_basis, poly_derivative, poly_eval, to_d
+from ..core.steps import basis_integrals, exp_moments, to_d
 from ..core.errors import InvalidInput, InvalidOption
 from .basic import from_vp_state, to_vp_state
 
@@ -31,22 +31,17 @@ ADAMS_BASHFORTH = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4:
 
 
 def deis_coefficients(sigmas: list[float], i: int, order: int) -> list[float]:
-    """Weights of ε̂_i, ε̂_{i−1}, … for the step σ_i → σ_{i+1}: ∫ ℓ_k(log σ) dσ over the step, exactly."""
-    nodes = [math.log(sigmas[i - k]) for k in range(order)]
-    lo, hi = math.log(sigmas[i]), math.log(sigmas[i + 1])
-    out = []
-    for k in range(order):
-        poly = lagrange_basis(nodes, k)
+    """Weights of ε̂_i, ε̂_{i−1}, … for the step σ_i → σ_{i+1}: ∫ ℓ_k(log σ) dσ over the step, exactly.
 
-        def antiderivative(u):  # ∫ P(u) e^u du = e^u Σ_j (−1)^j P^(j)(u)
-            total, p, sign = 0.0, poly, 1.0
-            while p:
-                total += sign * poly_eval(p, u)
-                p, sign = poly_derivative(p), -sign
-            return math.exp(u) * total
-
-        out.append(antiderivative(hi) - antiderivative(lo))
-    return out
+    In the step's own variable v = log(σ/σ_i)/log(σ_{i+1}/σ_i) (v ∈ [0, 1] over the step, the earlier nodes at
+    v < 0) with z = log(σ_i/σ_{i+1}) > 0, σ = σ_i·e^(−zv) and the integral is −σ_i·z·∫_0^1 ℓ_k(v)·e^(−zv) dv, whose
+    moments are :func:`samplers.core.steps.exp_moments`: exact to rounding at any step size
+    (:func:`samplers.core.steps.basis_integrals`). The logs are taken as log1p of the relative differences of the
+    sigmas, so close sigmas lose nothing to rounding either.
+    """
+    z = math.log1p((sigmas[i] - sigmas[i + 1]) / sigmas[i + 1])
+    nodes = [-math.log1p((sigmas[i - k] - sigmas[i]) / sigmas[i]) / z for k in range(order)]
+    return [-sigmas[i] * z * w for w in basis_integrals(nodes, exp_moments(z, order - 1))]
 
 
 def _np_log(t):

@@ -16,8 +16,8 @@ import math
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import (check_solver_type, lagrange_basis, lam, multistep_order, phi1, phi2, poly_eval, res_weights,
-                          poly_integral, second_order_weight, to_d)
+from ..core.steps import (basis_integrals, check_solver_type, lam, multistep_order, phi1, phi2, res_weights,
+                          second_order_weight, to_d)
 from ..core.errors import InvalidInput, InvalidOption
 
 _DPMPP = "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095)"
@@ -147,18 +147,21 @@ def lms_coefficients(sigmas: list[float], order: int, prior: int = 0) -> list[li
     """Per step i, the weights of d_i, d_{i−1}, … : ∫_{σ_i}^{σ_{i+1}} ℓ_j(σ) dσ for the Lagrange basis ℓ_j.
 
     The basis polynomials through the last ``min(order, i + 1)`` sigmas are integrated exactly (polynomial
-    arithmetic on Python floats), once before the loop — not by quadrature inside it. The first ``prior`` sigmas
-    are nodes only (no step starts there): the rows of the steps after them are returned.
+    arithmetic on Python floats), once before the loop — not by quadrature inside it. They are built in the step's
+    own variable τ = (σ − σ_i)/(σ_{i+1} − σ_i), where the step is τ ∈ [0, 1] and ∫ τ^p dτ = 1/(p + 1): the
+    weights are then exact to rounding at any step size (see :func:`samplers.core.steps.basis_integrals`), as
+    k-diffusion's quadrature of the product form is. The first ``prior`` sigmas are nodes only (no step starts
+    there): the rows of the steps after them are returned.
     """
     out = []
     for i in range(prior, len(sigmas) - 1):
         k = min(order, i + 1)
-        nodes = [sigmas[i - j] for j in range(k)]
-        row = []
-        for j in range(k):
-            antiderivative = poly_integral(lagrange_basis(nodes, j))
-            row.append(poly_eval(antiderivative, sigmas[i + 1]) - poly_eval(antiderivative, sigmas[i]))
-        out.append(row)
+        step = sigmas[i + 1] - sigmas[i]
+        if step == 0:  # an empty step (k-diffusion's linear_multistep_coeff takes one): every integral is 0
+            out.append([0.0] * k)
+            continue
+        nodes = [(sigmas[i - j] - sigmas[i]) / step for j in range(k)]
+        out.append([step * w for w in basis_integrals(nodes, [1 / (p + 1) for p in range(k)])])
     return out
 
 

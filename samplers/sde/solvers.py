@@ -20,34 +20,13 @@ import torch
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import lagrange_basis, to_d
+from ..core.steps import basis_integrals, exp_moments, to_d
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from ..core.noise import path_kind
 from ..core.validate import callable_value
 
 # ----------------------------------------------------------------------------------------------------
 # helpers (Python floats only)
-
-
-def _exp_moments(z: float, kmax: int) -> list[float]:
-    """g_k(z) = ∫_0^1 s^k e^{−z s} ds for k = 0..kmax, stable for every z ≥ 0."""
-    if z < 2.0:  # alternating series, no cancellation for small z
-        out = []
-        for k in range(kmax + 1):
-            term, total, m = 1.0, 0.0, 0
-            while True:
-                add = term / (k + m + 1)
-                total += add
-                m += 1
-                term *= -z / m
-                if abs(add) < 1e-18 * abs(total) or m > 60:
-                    break
-            out.append(total)
-        return out
-    g = [-math.expm1(-z) / z]  # upward recursion is stable for z ≥ 2 and small k
-    for k in range(1, kmax + 1):
-        g.append((k * g[-1] - math.exp(-z)) / z)
-    return g
 
 
 def _sa_weights(lambdas: Sequence[float], lambda_s: float, lambda_t: float, tau: float) -> list[float]:
@@ -60,12 +39,7 @@ def _sa_weights(lambdas: Sequence[float], lambda_s: float, lambda_t: float, tau:
     h = lambda_t - lambda_s
     z = a * h
     nodes = [(lambda_t - lam) / h for lam in lambdas]
-    g = _exp_moments(z, len(nodes) - 1)
-    weights = []
-    for j in range(len(nodes)):
-        coeffs = lagrange_basis(nodes, j)
-        weights.append(z * sum(c * gk for c, gk in zip(coeffs, g)))
-    return weights
+    return [z * w for w in basis_integrals(nodes, exp_moments(z, len(nodes) - 1))]
 
 
 def _sa_simple_order_2(lambda_prev: float, lambda_s: float, lambda_t: float, tau: float,
