@@ -103,6 +103,31 @@ def test_doc_links_resolve(page):
     assert not broken, f"{page}: links that lead nowhere: {broken}"
 
 
+def test_cited_test_files_exist():
+    """Every tests/NAME.py that the code, the tests or the docs cite exists (heunpp2's docstring cited a
+    tests/test_singlestep.py there never was: its order is measured in tests/test_multistep.py)."""
+    sources = [p for d in ("samplers", "models", "app", "benchmarks", "tests") for p in (ROOT / d).rglob("*.py")
+               if p != Path(__file__).resolve()]  # this file names a missing one on purpose
+    sources += [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    missing = sorted({(p.relative_to(ROOT).as_posix(), cited) for p in sources
+                      for cited in re.findall(r"tests/\w+\.py", p.read_text()) if not (ROOT / cited).exists()})
+    assert not missing, f"(citing file, cited test file that does not exist): {missing}"
+
+
+def test_a_sampler_said_to_be_registered_under_a_name_is_what_that_name_runs():
+    """A sampler docstring's "registered as ``NAME``" is true: NAME runs that sampler and binds no options (lms's said so
+    of ipndm_v, which runs ipndm with variable_steps=True and final_denoise=True)."""
+    import samplers
+    from samplers.core.names import resolve
+
+    wrong = []
+    for name in samplers.available():
+        for alias in re.findall(r"registered\s+as\s+``(\w+)``", samplers.info(name).fn.__doc__ or ""):
+            label = resolve(alias)
+            if (label.sampler, label.options) != (name, {}):
+                wrong.append((name, alias, label.sampler, label.options))
+    assert not wrong, f"(sampler, name its docstring says it is registered as, what that name runs): {wrong}"
+
 def _imports(path: Path) -> set[str]:
     """Top-level packages a module imports (absolute imports, anywhere in the file)."""
     found = set()

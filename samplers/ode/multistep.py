@@ -197,8 +197,9 @@ def lms(model, x, sigmas, extra_args=None, callback=None, disable=None, *, order
     The coefficients c_ij integrate the Lagrange polynomial through the last ``order`` derivatives over
     [σ_i, σ_{i+1}] (``lms_coefficients``); warm-up uses the orders available. ``order`` ≥ 1 (1 is Euler;
     k-diffusion takes any order too).
-    This is the variable-step Adams–Bashforth method, so it is also registered as ``ipndm_v`` (iPNDM with
-    variable-step coefficients, Zhang & Chen 2022).
+    This is the variable-step Adams–Bashforth method. ComfyUI's ``ipndm_v`` is not it: that name runs ``ipndm``
+    with ``variable_steps=True, final_denoise=True``, whose step-ratio corrected weights equal these only up to
+    second order (:func:`samplers.ode.adams.ipndm_v_coefficients`).
 
     ``prior_sigmas`` (most recent first): sigmas of steps before ``sigmas[0]`` that were never taken but whose
     nodes the weights are built on, with only the derivatives of this run applied — what diffusers'

@@ -131,7 +131,7 @@ def heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s
     """Heun++ (ComfyUI): slopes at σ, σ_next and σ_next-next, weighted w_k = σ_k/(3σ_max) (w_1 the rest).
 
     The weights do not tend to a consistent quadrature rule as steps shrink, so despite its three model
-    calls the method is first order (measured in tests/test_singlestep.py); it is here because users ask for
+    calls the method is first order (measured in tests/test_multistep.py); it is here because users ask for
     it by name. Uses the slope at the next node along the *current* step: the last step is Euler, the one
     before it Heun with weights σ_next/(2σ_max).
     """
