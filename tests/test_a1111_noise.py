@@ -130,7 +130,11 @@ def test_an_a1111_label_draws_a1111s_noise(monkeypatch, label):
     options = {"s_churn": 2.0, "s_tmax": 0} if label in ("Euler", "Heun", "DPM2") else {}
     start, want = a1111_run(monkeypatch, lambda z: K_CALLS[label](z * SIGMAS[0], SIGMAS))
     got = samplers.sample(label, model, start * SIGMAS[0], SIGMAS, seed=SEEDS, disable=True, **options)
-    torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5)
+    # DPM fast / adaptive: k-diffusion computes their times and step coefficients from float32 λ, which the labels
+    # reproduce to a float32 rounding of the scale, not bit for bit (tests/test_kdiffusion_parity.py's DPM_F32);
+    # over DPM adaptive's ~10 noisy steps that measured 2.6e-5 on one CPU, 7e-6 of this result's scale (3.6)
+    tol = 2e-5 * float(want.abs().max()) if label in ("DPM fast", "DPM adaptive") else 2e-5
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
     # the library's own noise is another draw: the comparison can fail
     other = samplers.sample(label, model, start * SIGMAS[0], SIGMAS, seed=SEEDS, disable=True,
                             **{**options, "noise_sampler": "seeded"})

@@ -610,11 +610,10 @@ def _same_figures(mine: str, shown: str) -> None:
 
 def test_the_table_in_the_docs_is_this_modules_output():
     """docs/kdiffusion.md's parity tables are `python -m tests.test_kdiffusion_parity`'s output (they had gone stale:
-    rows that read 0.0 differed by 2.5e-16, seven rows missing): character for character on the kind of CPU that
-    made them (its first line says which); on one that rounds differently (tests/conftest.py) the same rows with
-    each figure within 10×."""
-    from conftest import OTHER_ROUNDING
-
+    rows that read 0.0 differed by 2.5e-16, seven rows missing): the same rows, each figure within 10× of the one
+    shown (or both at float64's rounding floor). Not character for character: the figures are float rounding, and
+    two CPUs that tests/conftest.py's OTHER_ROUNDING puts together (an AMX Xeon, an AVX512F EPYC) give tables 41 rows
+    apart in the last figures (sample_euler at s_churn=1: 1.6e-14 on one, 2.2e-16 on the other)."""
     page = (Path(__file__).resolve().parents[1] / "docs" / "kdiffusion.md").read_text()
     shown = page.split("<!-- kdiffusion-parity: python -m tests.test_kdiffusion_parity -->\n", 1)[1]
     shown = shown.split("\n<!-- /kdiffusion-parity -->", 1)[0]
@@ -624,8 +623,5 @@ def test_the_table_in_the_docs_is_this_modules_output():
         mine = table()
     finally:
         torch.set_num_threads(threads)
-    made_here = f"OTHER_ROUNDING is {OTHER_ROUNDING} " in shown  # the kind of CPU the table was made on
-    if made_here:
-        assert mine == shown, "regenerate the table: python -m tests.test_kdiffusion_parity"
-    else:
-        _same_figures(mine, shown)
+    assert "| `" in shown, "no table: regenerate it (python -m tests.test_kdiffusion_parity)"
+    _same_figures(mine, shown)
