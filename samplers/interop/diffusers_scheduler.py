@@ -298,6 +298,23 @@ _STEP_DTYPES: dict[str, _StepDtypes] = {
 }
 
 
+# the classes whose ``step`` computes its step from the ``timestep`` it is given (DDIM, PNDM: ᾱ at it and at
+# ``timestep − num_train_timesteps // n``; DDPM: its previous timestep; LCM, TCD: ᾱ and the boundary condition at it;
+# SASolver: its τ, ``tau_func(timestep)``); the others read their step index and ignore the value past the first step
+_STEP_READS_TIMESTEP = frozenset({"DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LCMScheduler", "TCDScheduler",
+                                  "SASolverScheduler"})
+
+
+def _host_value(timestep) -> float | None:
+    """A timestep's value where reading it costs no host sync (a Python number, a numpy array, a CPU tensor); None
+    for a tensor on an accelerator, whose value a sampling loop must not wait for."""
+    if isinstance(timestep, torch.Tensor):
+        return float(timestep.reshape(-1)[0]) if timestep.device.type == "cpu" else None
+    if isinstance(timestep, np.ndarray):
+        return float(timestep.reshape(-1)[0])
+    return float(timestep)
+
+
 def _overridden(config: Mapping, overrides: Mapping) -> dict:
     """``config`` with ``overrides`` set, and taken out of its ``_use_default_values`` (the keys diffusers filled in
     with the class's defaults, which its ``from_config`` replaces by the defaults again): a value the caller passed
@@ -2091,6 +2108,25 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                f"(its timesteps are {[round(v, 3) for v in self._call_times]})")
         self._set_begin(starts[0])
 
+    def _check_planned_timestep(self, timestep, call: int) -> None:
+        """The timestep a ``step`` got, against the one this run planned for its model call ``call``, where the source
+        class computes its step from the timestep it is given (:data:`_STEP_READS_TIMESTEP`): the shim steps its
+        planned run in order, so a loop that repeats a timestep, skips one, or passes another after
+        ``set_begin_index`` would silently get another image than the class's. Read only where that costs no host
+        sync (:func:`_host_value`; the class reads it there too): a timestep on an accelerator is not checked."""
+        given = _host_value(timestep)
+        planned = self._call_times[call]
+        if given is None or given == planned:
+            return
+        shown = [round(v, 3) for v in self._call_times]
+        raise InvalidInput(f"step() got timestep {given:g} for model call {call} of this run, whose timestep is "
+                           f"{planned:g} (the run's timesteps: {shown}): {self._source_name} computes its step from "
+                           "the timestep it is given, while this scheduler steps its planned run in order, so a "
+                           "repeated, skipped or other timestep would silently give another image. Pass the run's "
+                           "timesteps in order, one step() each (for t in scheduler.timesteps; after "
+                           f"set_begin_index(i), from timesteps[i]), or keep diffusers' {self._source_name} for a "
+                           "loop that repeats or skips timesteps")
+
     def _draws_changed(self) -> bool:
         """Whether the caller's options change which noise the source class's run draws (``eta``, another noise):
         ``s_noise`` only scales the same draws, so the class's own noise (its generator's, its Brownian tree) stays."""
@@ -2144,6 +2180,8 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self._start_from(timestep)
         plan = self._run_plan
         k = len(self._denoised)
+        if self._source_name in _STEP_READS_TIMESTEP:
+            self._check_planned_timestep(timestep, (self._begin_index or 0) + k)
         if k > 0 and sample.shape != self._x_start.shape:
             i = (self._begin_index or 0) + k
             fix = (f"set_timesteps(...) again, then set_begin_index({i})" if i in self._plan.step_starts else
