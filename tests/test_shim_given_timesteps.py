@@ -101,3 +101,73 @@ def test_a_timestep_on_an_accelerator_is_not_read():
     assert shim_module._host_value(t) is None
     x = shim.step(model(x, shim.timesteps[0]), t, x).prev_sample
     assert torch.isfinite(x).all()
+
+
+# ----------------------------------------------------------------------------------------------------
+# add_noise / scale_noise before set_timesteps: the class's initial tables
+
+
+def fresh(name):
+    """The class as its constructor leaves it (no set_timesteps), and the shim built from it."""
+    cls = getattr(diffusers, name)
+    theirs = cls() if name.startswith(("EDM", "FlowMatch")) else cls.from_config(SD15)
+    return theirs, SamplerScheduler.from_config(theirs)
+
+
+def noised(scheduler, timesteps):
+    x0, noise = torch.zeros(len(timesteps), 1), torch.ones(len(timesteps), 1)
+    if hasattr(scheduler, "add_noise"):
+        return scheduler.add_noise(x0, noise, timesteps).flatten()
+    return scheduler.scale_noise(x0, timesteps, noise).flatten()  # FlowMatch's name
+
+
+MIRRORED = ("DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "UniPCMultistepScheduler",
+            "DEISMultistepScheduler")
+LOOKUP = sorted(set(shim_module.sources.SOURCES) - shim_module.sources.ADD_NOISE_BY_TIMESTEPS
+                - shim_module.sources.ADD_NOISE_BY_STEP - set(MIRRORED))
+
+
+@pytest.mark.parametrize("name", LOOKUP)
+def test_add_noise_before_set_timesteps_reads_the_class_initial_tables(name):
+    # every timestep of the class's initial table, one per item: KDPM2's and DPMSolverSDE's interleaved midpoints read
+    # the next step's σ entry there (the shim took σ at the midpoint's time: 19 % off, at half of their 1999 timesteps)
+    theirs, ours = fresh(name)
+    table = theirs.timesteps.clone()
+    torch.testing.assert_close(noised(ours, table), noised(theirs, table), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "HeunDiscreteScheduler", "EDMEulerScheduler",
+                                  "FlowMatchEulerDiscreteScheduler"])
+def test_add_noise_before_set_timesteps_refuses_a_timestep_outside_the_class_table(name):
+    # Euler looks 500.5 up among its 1000 integer timesteps and fails (IndexError); the shim interpolated (1.621)
+    theirs, ours = fresh(name)
+    value = float(theirs.timesteps[len(theirs.timesteps) // 2]) + 0.25
+    with pytest.raises(Exception):
+        noised(theirs, torch.tensor([value]))
+    with pytest.raises(InvalidInput, match=f"before set_timesteps, which is not one of {name}'s"):
+        noised(ours, torch.tensor([value]))
+
+
+@pytest.mark.parametrize("name", MIRRORED)
+def test_add_noise_before_set_timesteps_is_refused_where_the_class_tables_are_mirrored(name):
+    # DPMSolverMultistep holds timesteps 999 … 0 and sigmas ascending until set_timesteps: add_noise(…, 999) gives
+    # 0.0292 (σ(0)'s noise), where the shim gave 0.9977 (σ(999)'s)
+    theirs, ours = fresh(name)
+    assert float(noised(theirs, torch.tensor([999]))[0]) < 0.03
+    with pytest.raises(InvalidInput, match="before set_timesteps.*mirrored timestep.*Call set_timesteps"):
+        noised(ours, torch.tensor([999]))
+    ours.set_timesteps(5)  # then it runs, as the class's
+    theirs.set_timesteps(5)
+    t = theirs.timesteps[:1]
+    torch.testing.assert_close(noised(ours, t), noised(theirs, t), rtol=1e-6, atol=0)
+
+
+def test_flow_match_heun_keeps_the_step_index_of_its_first_scale_noise_until_set_timesteps():
+    # its scale_noise finds a step index from the first timestep and reads it for every later call's
+    theirs, ours = fresh("FlowMatchHeunDiscreteScheduler")
+    for t in (500.0, 700.0, 1.0):
+        torch.testing.assert_close(noised(ours, torch.tensor([t])), noised(theirs, torch.tensor([t])), rtol=1e-6,
+                                   atol=0)
+    assert ours.step_index == theirs.step_index == 500
+    with pytest.raises(InvalidInput, match="2 timesteps before set_timesteps"):
+        noised(fresh("FlowMatchHeunDiscreteScheduler")[1], torch.tensor([1000.0, 500.0]))

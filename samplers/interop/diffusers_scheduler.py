@@ -305,6 +305,19 @@ _STEP_READS_TIMESTEP = frozenset({"DDIMScheduler", "DDPMScheduler", "PNDMSchedul
                                   "SASolverScheduler"})
 
 
+# the classes whose tables before their first set_timesteps do not match: timesteps descending (999 … 0), sigmas
+# ascending, so their add_noise reads the σ of the mirrored timestep (add_noise(x0, noise, 999) adds σ(0)'s noise)
+_NOISE_TABLES_MIRRORED = frozenset({"DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler",
+                                    "UniPCMultistepScheduler", "DEISMultistepScheduler"})
+
+
+def _class_index(times: list[float], value: float) -> int:
+    """The index diffusers' ``index_for_timestep`` finds for a timestep among ``times`` (one of them): the second
+    match where it repeats (Heun's, KDPM2's), as the class starts a run there."""
+    found = [i for i, c in enumerate(times) if c == value]
+    return found[1] if len(found) > 1 else found[0]
+
+
 def _host_value(timestep) -> float | None:
     """A timestep's value where reading it costs no host sync (a Python number, a numpy array, a CPU tensor); None
     for a tensor on an accelerator, whose value a sampling loop must not wait for."""
@@ -1905,14 +1918,17 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             values = table if table is not None else self._plan.calls
             return [values[min(index, len(values) - 1)]] * t.numel()
         values = t.to("cpu", torch.float64).tolist()  # one read of the values, which the class reads too
-        self._check_noise_timesteps(values, name)
+        initial = self._initial_tables() if self._plan is None else None
+        self._check_noise_timesteps(values, name, initial)
+        if initial is not None and name in sources.ADD_NOISE_BY_STEP:
+            return [initial[1][self._initial_step_index(values, name, initial[0])]] * len(values)
         out = []
         for v in values:
-            if self._plan is not None and v in self._call_times:
+            if initial is not None:  # before set_timesteps: the class's own tables
+                out.append(initial[1][_class_index(initial[0], v)])
+            elif self._plan is not None and v in self._call_times:
                 if table is not None:
-                    # the class's index_for_timestep: the second match where a timestep repeats (Heun)
-                    found = [i for i, c in enumerate(self._call_times) if c == v]
-                    out.append(table[found[1] if len(found) > 1 else found[0]])
+                    out.append(table[_class_index(self._call_times, v)])
                 else:
                     out.append(self._plan.calls[self._call_times.index(v)])
             else:
@@ -1942,29 +1958,71 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidInput("add_noise() got no timesteps; pass one per item of the batch (or one for all)")
         return t.detach().reshape(-1)  # on its device: checked by metadata here, its values read where needed
 
-    def _check_noise_timesteps(self, values: list[float], name: str | None) -> None:
+    def _initial_tables(self) -> tuple[list[float], list[float]] | None:
+        """Before any ``set_timesteps``, the tables the source class's ``add_noise`` looks each timestep up in: the
+        ``timesteps`` and ``sigmas`` (as VE σ) its constructor builds — Euler's N training timesteps; KDPM2's and
+        DPMSolverSDE's with their interleaved midpoints, whose σ there is the next step's entry, not σ at that time (as
+        after set_timesteps). None where the class does not look them up (no source class; DDIM's kind, which index
+        ``alphas_cumprod``). Refused for :data:`_NOISE_TABLES_MIRRORED`, whose tables give a σ no run means."""
+        name = self._source_name
+        if name is None or name in sources.ADD_NOISE_BY_TIMESTEPS:
+            return None
+        if name in _NOISE_TABLES_MIRRORED:
+            raise InvalidInput(f"add_noise() before set_timesteps on {name}: until its first set_timesteps the class "
+                               "holds its timesteps descending (999 … 0) but its sigmas ascending, so diffusers' "
+                               "add_noise reads the σ of the mirrored timestep (timestep 999 gets σ(0), almost no "
+                               "noise), which no run means. Call set_timesteps(num_inference_steps) first, then pass "
+                               "one of scheduler.timesteps")
+        fresh = _prototype(name, _freeze(self.config.source_config))  # no set_timesteps on it
+        sigmas = fresh.sigmas.to("cpu", torch.float64)
+        if self.space == "flow":
+            sigmas = sigmas / (1 - sigmas)  # flow time t as VE σ (t = 1: inf)
+        return fresh.timesteps.to("cpu", torch.float64).tolist(), sigmas.tolist()
+
+    def _initial_step_index(self, values: list[float], name: str, times: list[float]) -> int:
+        """The step index FlowMatchHeun's ``scale_noise`` reads before any ``set_timesteps``: found from the first
+        call's one timestep and kept until ``set_timesteps`` (a later call's timestep is not read), as the class keeps
+        it; several timesteps in that first call are refused (diffusers fails comparing them with its table)."""
+        if self._step_index is None:
+            if len(values) > 1:
+                raise InvalidInput(f"scale_noise() got {len(values)} timesteps before set_timesteps: {name} finds its "
+                                   "step index from one timestep there (diffusers fails on several); pass one, or call "
+                                   "set_timesteps first")
+            self._step_index = _class_index(times, values[0])
+        return self._step_index
+
+    def _check_noise_timesteps(self, values: list[float], name: str | None,
+                               initial: tuple[list[float], list[float]] | None = None) -> None:
         """Timesteps add_noise cannot read as the source class reads them, refused by name rather than clamped or
         extrapolated (the σ table ends at the training range: 5000 or 10⁹ would be σ_max, −5 an extrapolation):
         every value finite; outside this run's own timesteps, within the training range (DDIM, DDPM, LCM, PNDM,
         SASolver index ``alphas_cumprod`` with it: an IndexError beyond it, a silent wrap below 0, and they take
         integers only); and after ``set_timesteps``, for a class that looks its timesteps up among the run's (Euler,
         Heun, LMS, KDPM2, DPM-Solver, UniPC, DEIS, EDM, FlowMatch), one of them (Euler's kind fails on another,
-        DPM-Solver's silently takes the last step's σ). A class that reads its step index (after set_begin_index)
+        DPM-Solver's silently takes the last step's σ); before it, for such a class, one of ``initial``, its own
+        initial timesteps (Euler's fails on 500.5). A class that reads its step index (after set_begin_index)
         ignores the values, which are then not read nor checked. Without a source class the native time map is the
         shim's own (any timestep within the training range)."""
-        run = set(self._call_times) if self._plan is not None else set()
+        run = set(self._call_times) if self._plan is not None else set(initial[0]) if initial is not None else set()
         for i, v in enumerate(values):
             if not math.isfinite(v):
                 raise InvalidInput(f"add_noise() got timesteps[{i}] = {v}; pass one of this run's timesteps "
                                    "(scheduler.timesteps)")
         native = self.native
         index = name in sources.ADD_NOISE_BY_TIMESTEPS
-        lookup = name is not None and not index and self._plan is not None
+        lookup = initial is not None or (name is not None and not index and self._plan is not None)
         for i, v in enumerate(values):
             if v in run:
                 continue
             fix = ("pass one of this run's timesteps (scheduler.timesteps; an img2img pipeline passes "
                    "timesteps[t_start * order])")
+            if lookup and initial is not None:
+                first, last = initial[0][0], initial[0][-1]
+                raise InvalidInput(f"add_noise() got timestep {v:g} before set_timesteps, which is not one of "
+                                   f"{name}'s {len(initial[0])} timesteps then ({first:g} … {last:g}, the table its "
+                                   "constructor builds): the class looks each timestep up among them and fails on "
+                                   "another; pass one of them, or call set_timesteps first and pass one of "
+                                   "scheduler.timesteps")
             if lookup:
                 shown = [round(c, 3) for c in self._call_times]
                 raise InvalidInput(f"add_noise() got timestep {v:g}, which is not one of this run's timesteps "
