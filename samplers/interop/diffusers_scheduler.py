@@ -264,9 +264,9 @@ class _DiffusersBrownian:
         return self.tree(*self.queries[key])
 
 
+# every class the shim stands in for (diffusers' KarrasDiffusionSchedulers first, as its classes list them)
 _COMPATIBLES = [e.name for e in KarrasDiffusionSchedulers] + [
-    "FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler", "LCMScheduler",
-    "EDMDPMSolverMultistepScheduler"]
+    name for name in sources.SOURCES if name not in KarrasDiffusionSchedulers.__members__]
 
 
 @dataclass(frozen=True)
@@ -320,9 +320,13 @@ def _class_index(times: list[float], value: float) -> int:
 
 def _host_value(timestep) -> float | None:
     """A timestep's value where reading it costs no host sync (a Python number, a numpy array, a CPU tensor); None
-    for a tensor on an accelerator, whose value a sampling loop must not wait for."""
+    for a tensor on an accelerator, whose value a sampling loop must not wait for. A CPU tensor is read through
+    numpy, which samplers.core.graph.count_host_reads (the CPU stand-in for a device's reads) does not count: on an
+    accelerator this read is not made, so it must not count as one there."""
     if isinstance(timestep, torch.Tensor):
-        return float(timestep.reshape(-1)[0]) if timestep.device.type == "cpu" else None
+        if timestep.device.type != "cpu":
+            return None
+        return float(timestep.detach().reshape(-1)[:1].to(torch.float64).numpy()[0])
     if isinstance(timestep, np.ndarray):
         return float(timestep.reshape(-1)[0])
     return float(timestep)
@@ -547,6 +551,89 @@ def _given_class(source_config) -> str | None:
     return source_config.get("_class_name") if isinstance(source_config, Mapping) else None
 
 
+def _label_of(sampler):
+    """``sampler`` resolved, or None where it is no name (refused, with its closest names, by the constructor)."""
+    try:
+        return names.resolve(sampler) if isinstance(sampler, str) else None
+    except SamplersError:
+        return None
+
+
+def _swapped_class(label, class_name: str | None) -> str | None:
+    """The diffusers class a ``sampler=`` label names where the config is another class's (``class_name``): the shim
+    then stands in for ``Class.from_config(config)``, as diffusers' own swap ``pipe.scheduler =
+    DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`` builds it (:func:`_as_class`). None where the
+    label names no diffusers class, or the config's own (or one that runs its steps: ``sources.SAME_RUN``). A class
+    the shim does not stand in for is refused: its from_config would run that class, which the shim cannot."""
+    if label is None or label.source != "diffusers" or label.label == class_name:
+        return None
+    target = sources.source_name(label.label)
+    if target is not None and target == sources.source_name(class_name):
+        return None
+    if target is None:
+        raise InvalidOption(f"sampler={label.label!r} names a diffusers class the shim does not stand in for, on a "
+                            f"config of {class_name or 'another class'}: diffusers' swap {label.label}.from_config("
+                            "config) runs that class, which this scheduler does not reproduce. Pass "
+                            f"sampler={label.sampler!r} to run its algorithm on this config's grid (another image "
+                            f"than the class's), or keep diffusers' {label.label}")
+    return target
+
+
+def _as_class(class_name: str, config: Mapping) -> dict:
+    """``config`` as diffusers' ``Class.from_config(config)`` makes it ``class_name``'s — the keys the class takes
+    kept, the others' dropped, the class's defaults for the keys it lacks — by diffusers' own from_config, with the
+    model it describes checked against the given config's (:func:`_check_same_model`)."""
+    given = {k: v for k, v in config.items() if not k.startswith("_diffusers")}
+    made = _prototype(class_name, _freeze(given)).config
+    swapped = {k: v for k, v in made.items() if not k.startswith("_diffusers")}
+    _check_same_model(given, swapped, class_name)
+    return swapped
+
+
+def _check_same_model(given: Mapping, swapped: Mapping, class_name: str) -> None:
+    """The model (prediction and noise schedule, as :func:`native_from_config` reads them) of a config swapped to
+    another class must be the given config's: diffusers' swap drops a key the class lacks (LMSDiscrete has no
+    ``rescale_betas_zero_snr``; a VP class no flow shift) and takes its default, which silently describes another
+    model. Each config is read for the keys its class takes (diffusers' from_config keeps the others as unread
+    "hidden" keys). A given config the library does not read (a class outside its READ_CLASSES) is not compared."""
+    try:
+        before = native_from_config(_taken(given), mu_later=True)
+    except SamplersError:
+        return
+    after = native_from_config(_taken(swapped), mu_later=True)
+    if not _same_native(before, after):
+        raise InvalidOption(
+            f"sampler={class_name!r} on a {_given_class(given) or 'scheduler'} config: diffusers' swap "
+            f"{class_name}.from_config(config) reads another model from it ({before[1]} on "
+            f"{type(before[0]).__name__} becomes {after[1]} on {type(after[0]).__name__}, or another noise table), "
+            f"because {class_name} lacks or defaults a key that describes the model, so its image would be another "
+            f"model's. Pass sampler={names.resolve(class_name).sampler!r} to run its algorithm on this config's model "
+            f"and grid, or build the shim from a {class_name} config that describes the model")
+
+
+def _taken(config: Mapping) -> dict:
+    """The keys of a config that its class (``_class_name``) takes, with ``_class_name``: what the class reads of it
+    (the whole config where the class is not a diffusers scheduler class)."""
+    params = _signatures().get(_given_class(config))
+    if params is None:
+        return dict(config)
+    return {k: v for k, v in config.items() if k in params or k == "_class_name"}
+
+
+def _same_native(a: tuple, b: tuple) -> bool:
+    """Whether two (native schedule, prediction) pairs are the same model: the same prediction, schedule type and
+    fields (a tensor field compared exactly)."""
+    (na, pa), (nb, pb) = a, b
+    if pa != pb or type(na) is not type(nb):
+        return False
+    for field in dataclasses.fields(na):
+        x, y = getattr(na, field.name), getattr(nb, field.name)
+        same = torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+        if not same:
+            return False
+    return True
+
+
 def _check_kwargs(kwargs: Mapping, class_name: str | None) -> None:
     """Keyword arguments of ``from_config`` that nothing reads: refused (diffusers' from_config drops them)."""
     if sources.source_name(class_name) is not None:
@@ -737,8 +824,14 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
         # the scheduler this one replaces
         self._source_name, self._source, self._ref = None, None, None
-        found = sources.source_for(source_config) if source_config else None
         label = names.resolve(sampler) if sampler is not None else None
+        swapped = _swapped_class(label, _given_class(source_config)) if isinstance(source_config, Mapping) else None
+        if swapped is not None:
+            # sampler="<diffusers class>" on another class's config: that class as diffusers' from_config builds it
+            # from the config (the swap a diffusers user writes), not its algorithm on the given class's grid
+            source_config = _as_class(swapped, source_config)
+            self.register_to_config(source_config=source_config)
+        found = sources.source_for(source_config) if source_config else None
         if label is not None and label.source == "diffusers" and not source_config:
             # without a source class the grid comes from the registry (the spacings are EulerDiscreteScheduler's rules,
             # use_karras_sigmas spans the whole table): another class's own grid would be changed silently
@@ -959,7 +1052,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                                     "for (it has no _class_name and its keys match no diffusers scheduler), so it "
                                     "cannot reproduce it: pass the scheduler itself, "
                                     "SamplerScheduler.from_config(pipe.scheduler), or choose sampler=<name>")
-            checked = class_name
+            swapped = _swapped_class(_label_of(kwargs.get("sampler")), class_name) \
+                if class_name not in (None, cls.__name__) else None
+            checked = swapped or class_name
             if class_name == cls.__name__:  # a saved SamplerScheduler: its source class takes its options
                 inner = source.get("source_config")
                 checked = _given_class(inner)
@@ -973,11 +1068,12 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                         kwargs["source_config"] = _overridden(inner, overrides)
             if class_name not in (None, cls.__name__):
                 source = {**source, "_class_name": class_name}
-                accepted = _signatures().get(class_name, frozenset())
+                # (with sampler="<another diffusers class>", that class's from_config takes them: __init__ swaps)
+                accepted = _signatures().get(checked, frozenset())
                 overrides = {k: v for k, v in kwargs.items() if k in accepted}
                 kwargs["source_config"] = _overridden({k: v for k, v in source.items() if not k.startswith("_diffusers")},
                                                       overrides)
-                if instance is not None and not overrides and class_name in sources.SOURCES:
+                if instance is not None and not overrides and class_name in sources.SOURCES and swapped is None:
                     # copy the scheduler itself rather than build another from its config
                     copied = ((class_name, _freeze(kwargs["source_config"])), instance)
             if source.get("noise_schedule") is None and "noise_schedule" not in kwargs and is_flow_config(source):
