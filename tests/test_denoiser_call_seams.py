@@ -50,6 +50,26 @@ def test_a_denoisers_k_diffusion_call_refuses_integer_latents_and_a_sigma_of_ano
     assert torch.equal(D(x, torch.tensor([5.5])), D(x, torch.tensor([5.5, 5.5])))
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_a_denoisers_k_diffusion_call_refuses_a_sigma_that_is_not_floating_point(dtype):
+    # the time input was computed in σ's dtype: torch.full((2,), 2) reached a VPContinuous network as t = 0 (0.397
+    # for the float 2.0), D about 1 off, with no error; refused before the model call, as an integer x is
+    calls = []
+
+    def net(x_t, t):
+        calls.append(t)
+        return x_t * t.reshape(-1, 1, 1)
+
+    D = samplers.to_denoiser(net, "eps", samplers.core.native.VPContinuous())
+    x = GM.noise(2, seed=0).float()
+    with pytest.raises(samplers.InvalidType, match=rf"sigma must be a floating-point tensor, got a {dtype} tensor "
+                                                   r"\[.*pass a float tensor"):
+        D(x, torch.full((2,), 2).to(dtype))
+    assert calls == []
+    D(x, torch.full((2,), 2.0))
+    assert calls[0].tolist() == pytest.approx([0.3972] * 2, abs=1e-4)
+
+
 def test_dpm_adaptive_on_latents_that_require_grad_reads_its_error_without_a_warning():
     x = (GM.noise(2, seed=0).double() * 10).requires_grad_()
     with warnings.catch_warnings():

@@ -359,6 +359,14 @@ class Denoiser:
             raise InvalidInput(f"the denoiser's sigma must be a tensor of one σ or one per item ([] , [1] or "
                                f"[{x.shape[0]}], k-diffusion's call), got {got}; for a Python float σ call "
                                "denoise_at(x, sigma)")
+        if not sigma.is_floating_point():
+            # the schedule computes the time input in σ's dtype: an int64 σ = 2 reached a VPContinuous network as
+            # t = 0 (0.397 for the float 2.0), a VPDiscrete one as timestep 562 (562.29), with no error
+            shown = sigma.reshape(-1)[:4].tolist()
+            raise InvalidType(f"the denoiser's sigma must be a floating-point tensor, got a {sigma.dtype} tensor "
+                              f"{shown}{' …' if sigma.numel() > 4 else ''}: the time input is computed in σ's dtype, "
+                              "so an integer σ would reach the model truncated; pass a float tensor (e.g. "
+                              "torch.full((B,), 2.0), or sigma.float())")
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
         self._check_host_sigma(sigma)
