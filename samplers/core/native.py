@@ -304,12 +304,16 @@ class VPDiscrete(NoiseSchedule):
     def time(self, sigma):
         log_sigmas = self._table(sigma.device, torch.float64, time=True)
         n = log_sigmas.numel()
-        log_sigma = sigma.to(torch.float64).log()
+        s64 = sigma.to(torch.float64)
+        # ln σ as _log takes it (time_at's): −inf for σ <= 0, so a negative σ (an ODE stage just past 0) or a NaN one
+        # is timestep 0, the clamped end, on both paths; log gave NaN there, which searchsorted put past the table's
+        # end and nan_to_num then made timestep n − 2 (998 on a 1000-step table)
+        log_sigma = torch.where(s64 > 0, s64.log(), torch.full_like(s64, -math.inf))
         idx = torch.searchsorted(log_sigmas, log_sigma).clamp(1, n - 1)
         low, high = log_sigmas[idx - 1], log_sigmas[idx]
         w = ((log_sigma - low) / (high - low)).nan_to_num(0.0).clamp(0, 1)
         t = (idx - 1).to(torch.float64) + w
-        t = torch.where(torch.isinf(sigma), torch.full_like(t, n - 1), t)
+        t = torch.where(torch.isposinf(sigma), torch.full_like(t, n - 1), t)
         if self.quantize:
             t = t.round()
         return t.to(_time_dtype(sigma.dtype))
@@ -321,10 +325,10 @@ class VPDiscrete(NoiseSchedule):
         """:meth:`time` for one Python float: the same log-σ interpolation, by bisection over the cached table."""
         log_sigmas = self._host_log_sigmas
         n = len(log_sigmas)
-        if math.isinf(sigma):
+        if sigma == math.inf:
             t = float(n - 1)
         else:
-            log_sigma = _log(sigma)
+            log_sigma = _log(sigma)  # −inf for σ <= 0 and NaN: timestep 0
             idx = min(max(bisect.bisect_left(log_sigmas, log_sigma), 1), n - 1)  # torch.searchsorted(..., right=False)
             low, high = log_sigmas[idx - 1], log_sigmas[idx]
             num, den = log_sigma - low, high - low
