@@ -80,6 +80,24 @@ def test_discrete_timestep_is_exact_on_the_table_and_inf_at_a_zero_snr_end():
     assert q.time_at(float(vp.sigma_of_time(torch.tensor([10.4], dtype=torch.float64)))) == 10.0
 
 
+def test_quantized_timestep_is_k_diffusions_nearest_index_the_lower_on_a_tie():
+    # k-diffusion's DiscreteSchedule.sigma_to_t(quantize=True): argmin |ln σ − log_sigmas|, the first index on a tie;
+    # rounding the fractional timestep half to even gave the upper one at 425 of SD 1.x's 999 log-midpoints
+    q = SCHEDULES["vp_discrete_quantized"]
+    table = q.sigmas
+    mid = (table[:-1] * table[1:]).sqrt()  # the log-midpoints of consecutive entries: ties, to rounding
+    sigmas = torch.cat([mid, table, table[:1] / 2, table[-1:] * 2, torch.tensor([0.0, -1e-3])])
+    log_table = table.log()
+    k_diffusion = (sigmas.log() - log_table[:, None]).abs().argmin(dim=0)
+    k_diffusion[sigmas <= 0] = 0
+    assert torch.equal(q.time(sigmas), k_diffusion.double())
+    host = [min(range(len(log_table)), key=lambda i: abs(math.log(s) - log_table[i].item())) if s > 0 else 0
+            for s in sigmas.tolist()]  # min takes the first of equal keys, as argmin does
+    assert [q.time_at(s) for s in sigmas.tolist()] == [float(i) for i in host]
+    rounded = SCHEDULES["vp_discrete"].time(mid).round()  # the old rule: these are ties, where it differed
+    assert int((rounded != k_diffusion[:len(mid)]).sum()) > 100
+
+
 def test_a_schedule_with_only_tensor_methods_gets_host_floats_through_them():
     class Custom(NoiseSchedule):  # a user's schedule: VE with t = σ²
         sigma_min, sigma_max = 0.01, 50.0

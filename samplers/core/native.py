@@ -94,6 +94,16 @@ def _log(sigma: float) -> float:
 # VP, discrete (DDPM / Stable Diffusion 1.x-2.x)
 
 
+def _nearest_index(idx: int, log_sigma: float, low: float, high: float) -> int:
+    """The quantized timestep (``quantize=True``) of a ln σ between the table's ``low`` = ln σ_{idx−1} and ``high`` =
+    ln σ_idx (or beyond the table's end there): k-diffusion's ``DiscreteSchedule.sigma_to_t(quantize=True)``,
+    ``(log_sigma - log_sigmas[:, None]).abs().argmin(dim=0)``, whose argmin takes the lower index on a tie. The two
+    distances are its own floats (a subtraction, and its exact negation), so a σ at a log-midpoint gets k-diffusion's
+    timestep; rounding the fractional timestep (half to even) gave the upper one at 425 of SD 1.x's 999
+    midpoints. :meth:`VPDiscrete.time` computes the same comparison on tensors."""
+    return idx - 1 if log_sigma - low <= high - log_sigma else idx
+
+
 def check_table_size(n, what: str = "num_train_timesteps") -> int:
     """A training table of ``n`` timesteps: an integer >= 2 whose float64 tables (a few copies) fit in memory."""
     n = integer(what, n, lo=2)
@@ -160,7 +170,8 @@ class VPDiscrete(NoiseSchedule):
 
     VE sigma of timestep i: σ_i = sqrt((1 − ᾱ_i) / ᾱ_i); ᾱ = 0 (zero terminal SNR) gives σ = inf.
     The time input for a sigma between table entries is the fractional timestep found by linear
-    interpolation in log σ (k-diffusion's ``DiscreteSchedule``); ``quantize=True`` rounds it.
+    interpolation in log σ (k-diffusion's ``DiscreteSchedule``); ``quantize=True`` takes the nearest timestep in
+    log σ instead, the lower one on a tie, as k-diffusion's ``sigma_to_t(quantize=True)`` does.
 
     :meth:`with_terminal_alpha_bar` and :meth:`with_float32_alphas_cumprod` give the model as ComfyUI / A1111 read it
     (their finite zero-SNR end; A1111's float32 table), which their schedule names build on
@@ -311,11 +322,12 @@ class VPDiscrete(NoiseSchedule):
         log_sigma = torch.where(s64 > 0, s64.log(), torch.full_like(s64, -math.inf))
         idx = torch.searchsorted(log_sigmas, log_sigma).clamp(1, n - 1)
         low, high = log_sigmas[idx - 1], log_sigmas[idx]
-        w = ((log_sigma - low) / (high - low)).nan_to_num(0.0).clamp(0, 1)
-        t = (idx - 1).to(torch.float64) + w
-        t = torch.where(torch.isposinf(sigma), torch.full_like(t, n - 1), t)
         if self.quantize:
-            t = t.round()
+            t = (idx - (log_sigma - low <= high - log_sigma).long()).to(torch.float64)  # _nearest_index's rule
+        else:
+            w = ((log_sigma - low) / (high - low)).nan_to_num(0.0).clamp(0, 1)
+            t = (idx - 1).to(torch.float64) + w
+        t = torch.where(torch.isposinf(sigma), torch.full_like(t, n - 1), t)
         return t.to(_time_dtype(sigma.dtype))
 
     def coefficients_at(self, sigma):
@@ -331,12 +343,14 @@ class VPDiscrete(NoiseSchedule):
             log_sigma = _log(sigma)  # −inf for σ <= 0 and NaN: timestep 0
             idx = min(max(bisect.bisect_left(log_sigmas, log_sigma), 1), n - 1)  # torch.searchsorted(..., right=False)
             low, high = log_sigmas[idx - 1], log_sigmas[idx]
+            if self.quantize:
+                return float(_nearest_index(idx, log_sigma, low, high))
             num, den = log_sigma - low, high - low
             # IEEE division as torch does it (x/0 = ±inf, 0/0 = nan), then nan_to_num(0).clamp(0, 1)
             w = num / den if den != 0 else math.copysign(math.inf, num) if num != 0 else math.nan
             w = 0.0 if math.isnan(w) else min(max(w, 0.0), 1.0)
             t = (idx - 1) + w
-        return float(round(t)) if self.quantize else t
+        return t
 
     def check_in_table(self, sigmas, what: str = "this model", fix: str | None = None) -> None:
         """Refuse a run's grid ``sigmas`` (host floats) that leaves this table's σ range at some σ > 0: where the model
