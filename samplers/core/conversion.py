@@ -23,7 +23,7 @@ Every row is affine in x at a fixed σ: D(x, σ) = c_skip·x + c_out·model(c_in
 (the time input; none on the run's σ grid, whose time inputs the registry builds in one tensor before its loop:
 :meth:`Denoiser.prepare_times`), one scale (the model input; none when c_in = 1, where the model gets the state itself and
 must not write into it) and x0 = c_skip·x + c_out·output: one fused add when c_skip is 0, 1 or c_in (eps,
-x0, score, flow on a rectified-flow schedule), two otherwise (v, EDM, flow on a VP schedule: no single
+x0, score, flow on a rectified-flow schedule, where a + b = 1 to rounding: :data:`FLOW_UNIT_SUM`), two otherwise (v, EDM, flow on a VP schedule: no single
 aten op forms α·x + β·y). The k-diffusion call ``D(x, sigma_tensor)`` stays for external callers (per-item
 σ) and gives the same result to float rounding.
 """
@@ -181,6 +181,13 @@ def edm_scalings_at(sigma: float, sigma_data: float) -> tuple[float, float, floa
     return sigma_data**2 * norm * norm, sigma * sigma_data * norm, norm
 
 
+# |a + b − 1| up to which a flow model's r = a + b counts as 1: 1/(1+σ) + σ/(1+σ) on a rectified-flow schedule is 1
+# only to rounding (at most 1 ulp, 2.2e-16, over 2e5 σ log-uniform in [1e-8, 1e12]; not exactly 1 at a quarter of
+# them, where c_skip = c_in/r missed affine's one-op form and cost a multiply more). Taking r = 1 there moves D by
+# that rounding; on a VP schedule r = (1 + σ)/√(1 + σ²) is within it only below σ ≈ 5e-16.
+FLOW_UNIT_SUM = 2 * 2.0**-52
+
+
 def scalings_at(prediction: str, a: float, b: float, sigma: float, sigma_data: float = 1.0) -> tuple[float, float, float]:
     """(c_skip, c_out, c_in) as Python floats with D(x, σ) = c_skip·x + c_out·model(c_in·x, t).
 
@@ -203,6 +210,8 @@ def scalings_at(prediction: str, a: float, b: float, sigma: float, sigma_data: f
         return c_in * a / (r * r), -b / r, c_in
     if prediction == "flow":
         r = a + b
+        if abs(r - 1.0) <= FLOW_UNIT_SUM:  # a rectified-flow schedule: c_skip = c_in, one fused add (affine)
+            return c_in, -b, c_in
         return c_in / r, -b / r, c_in
     if prediction == "score":
         return 1.0, b * b / a, c_in
