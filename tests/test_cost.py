@@ -147,10 +147,15 @@ def test_edm_denoise_at_equals_the_tensor_call():
         return torch.tanh(x_in) + c_noise.reshape(-1, 1, 1, 1)
 
     D = samplers.to_denoiser(model, "edm", native, sigma_data=sigma_data)
-    for sigma in (0.002, 0.5, 2.5, 80.0, math.inf):
-        x = GM.noise(4, seed=5) * (1.0 if math.isinf(sigma) else sigma)
+    for sigma in (0.002, 0.5, 2.5, 80.0):
+        x = GM.noise(4, seed=5) * sigma
         want = D(x, torch.full((4,), sigma, dtype=torch.float64))
         torch.testing.assert_close(D.denoise_at(x, sigma), want, rtol=1e-12, atol=1e-12)
+    # σ = inf lies beyond VE's σ_max, where the model was never trained (c_noise = inf): refused on both paths
+    x = GM.noise(4, seed=5)
+    for call in (lambda: D(x, torch.full((4,), math.inf, dtype=torch.float64)), lambda: D.denoise_at(x, math.inf)):
+        with pytest.raises(samplers.InvalidInput, match="ends at sigma_max = 80, not at zero SNR"):
+            call()
 
 
 def test_eps_and_score_refuse_infinite_sigma_on_the_host():

@@ -1,6 +1,7 @@
 """The calls between a sampler and the model at the library's boundary: a model that writes into its input, the
 k-diffusion call of a ``to_denoiser`` denoiser with other than floating latents and a σ tensor, and an adaptive run
 on latents that require grad."""
+import math
 import warnings
 
 import pytest
@@ -125,3 +126,70 @@ def test_the_tensor_calls_sigma_check_is_no_counted_host_read():
     for bad in (float("inf"), float("nan"), -float("inf")):
         with pytest.raises(samplers.InvalidInput, match="has no value"):
             D(x, torch.tensor([1.0, bad]).bfloat16())
+
+
+FINITE_END = {"v / VPContinuous": ("v", samplers.core.native.VPContinuous()),
+              "x0 / SD table": ("x0", samplers.VPDiscrete.from_betas()),
+              "v / SD table": ("v", samplers.VPDiscrete.from_betas()),
+              "edm / VE": ("edm", samplers.core.native.VE())}
+
+
+@pytest.mark.parametrize("key", list(FINITE_END))
+def test_sigma_inf_is_refused_on_both_calls_where_the_models_schedule_ends_below_it(key):
+    # only an eps / score model was refused at σ = inf: a v model on VPContinuous was called at time inf (NaN in a
+    # sinusoidal embedding), one on SD's table at timestep 999 with x as if it were unit noise (a finite, wrong D)
+    prediction, native = FINITE_END[key]
+    calls = []
+
+    def net(x_t, t):
+        calls.append(t)
+        return x_t * 0.5
+
+    D = samplers.to_denoiser(net, prediction, native)
+    assert D.supports_infinite_sigma is False
+    x = GM.noise(2, seed=0).float()
+    said = rf"cannot be evaluated at sigma = inf\): its schedule .* ends at sigma_max = {native.sigma_max:.6g}, not"
+    with pytest.raises(samplers.InvalidInput, match=said):
+        D(x, torch.tensor([1.0, math.inf]))
+    with pytest.raises(samplers.InvalidInput, match=said):
+        D.denoise_at(x, math.inf)
+    assert calls == []
+
+
+@pytest.mark.parametrize("value", [math.nan, -math.inf])
+def test_denoise_at_refuses_the_sigma_the_tensor_call_refuses_and_takes_a_negative_one_as_it(value):
+    # denoise_at(x, nan) called the model at timestep 0 and returned all NaN, where D(x, tensor(nan)) refused
+    vp = samplers.VPDiscrete.from_betas()
+    calls = []
+
+    def net(x_t, t):
+        calls.append(t)
+        return x_t * 0.5
+
+    D = samplers.to_denoiser(net, "eps", vp)
+    x = GM.noise(2, seed=0).float()
+    for call in (lambda: D(x, torch.tensor([value, value])), lambda: D.denoise_at(x, value)):
+        with pytest.raises(samplers.InvalidInput, match=f"sigma holds {value}, at which it has no value"):
+            call()
+    assert calls == []
+    # a σ just past 0 (an ODE stage evaluates there, design.md) runs on both paths alike, at timestep 0
+    torch.testing.assert_close(D.denoise_at(x.double(), -1e-3), D(x.double(), torch.tensor([-1e-3, -1e-3]).double()))
+    assert [t.tolist() for t in calls] == [[0.0, 0.0], [0.0, 0.0]]
+
+
+def test_a_run_from_sigma_inf_names_the_real_reason_it_is_refused():
+    # a v model on a finite table was told "an eps- or score-prediction model carries no signal information at
+    # zero SNR ... or use a v/x0/flow model"
+    from models.guidance import CFGDenoiser
+
+    sigmas = torch.tensor([math.inf, 5.0, 1.0, 0.0], dtype=torch.float64)
+    x = GM.noise(2, seed=0).double()
+    v_on_sd = samplers.to_denoiser(lambda x_t, t: x_t * 0.5, "v", samplers.VPDiscrete.from_betas())
+    eps_on_zsnr = samplers.to_denoiser(lambda x_t, t: x_t * 0.5, "eps",
+                                       samplers.VPDiscrete.from_betas(rescale_betas_zero_snr=True))
+    for model, said in ((v_on_sd, r"its schedule .* ends at sigma_max = 14.6146, not at zero SNR.*rescale_betas_zero"),
+                        (eps_on_zsnr, "an 'eps' model carries no information about x0 at zero SNR")):
+        for wrapped in (model, CFGDenoiser(model, {}, {}, 2.0)):  # said through a guidance wrapper too
+            with pytest.raises(samplers.InvalidInput, match="cannot be evaluated at sigma = inf: " + said) as caught:
+                samplers.sample("euler", wrapped, x, sigmas, disable=True)
+            assert ("a v / x0 / flow model" in str(caught.value)) == (model is eps_on_zsnr)

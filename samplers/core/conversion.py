@@ -15,7 +15,9 @@ pair of pure functions, ``to_x0`` and ``from_x0`` (2n conversions, not n² pairw
 | ``edm_v`` | diffusers' EDM ``v_prediction``     | c_skip·x − c_out·F, as ``edm`` otherwise |
 
 At σ = inf the sampler state is the unit noise itself (x_t = n); ``eps`` and ``score`` carry no
-information about x0 there and say so (``supports_infinite_sigma = False``).
+information about x0 there, and a model whose schedule ends at a finite σ_max (an ordinary VP table, VE) was never
+trained there: both say so (``supports_infinite_sigma = False``), and ``infinite_sigma_refusal`` says which
+(:func:`infinite_sigma_refusal`).
 
 Every row is affine in x at a fixed σ: D(x, σ) = c_skip·x + c_out·model(c_in·x, t). Inside the registry loop
 σ is a Python float, so :meth:`Denoiser.denoise_at` computes t, c_in, c_skip and c_out on the host
@@ -126,6 +128,22 @@ def check_schedule(schedule) -> NoiseSchedule:
                           f"(VPDiscrete.from_betas(...), RectifiedFlow(shift=...), VE(...)), got {schedule!r} "
                           f"({type(schedule).__name__})")
     return schedule
+
+
+def infinite_sigma_refusal(prediction: str, schedule: NoiseSchedule) -> str | None:
+    """Why a model of the (canonical) ``prediction`` on ``schedule`` has no value at σ = inf (zero SNR), with what
+    would give it one, for the refusals to name; None where it has one (a v / x0 / flow model on a schedule that
+    reaches σ = inf: a zero-terminal-SNR table, a rectified flow)."""
+    if prediction in ("eps", "score"):
+        return (f"an {prediction!r} model carries no information about x0 at zero SNR (a v / x0 / flow model on a "
+                "zero-terminal-SNR or flow schedule does)")
+    sigma_max = getattr(schedule, "sigma_max", math.inf)
+    if math.isinf(sigma_max):
+        return None
+    table = (" (a model trained to zero terminal SNR: build its table with VPDiscrete.from_betas(..., "
+             "rescale_betas_zero_snr=True))" if isinstance(schedule, VPDiscrete) else "")
+    return (f"its schedule {schedule!r} ends at sigma_max = {sigma_max:.6g}, not at zero SNR, so the model was never "
+            f"trained at sigma = inf{table}")
 
 
 def to_x0(prediction: str, out, x_t, a, b):
@@ -295,9 +313,10 @@ class Denoiser:
         self.schedule = schedule
         self.sigma_data = check_sigma_data(self.prediction, sigma_data)
         # σ = inf (zero SNR) is a point of the model only where its schedule reaches it (zero-terminal-SNR VP, flow),
-        # and only a prediction that carries the signal there (not eps / score) gives x0 from it
-        self.supports_infinite_sigma = (self.prediction not in ("eps", "score")
-                                        and math.isinf(getattr(schedule, "sigma_max", math.inf)))
+        # and only a prediction that carries the signal there (not eps / score) gives x0 from it; the refusals
+        # (here and run.check_infinite_sigma, through wrappers) name which of the two is missing
+        self.infinite_sigma_refusal = infinite_sigma_refusal(self.prediction, schedule)
+        self.supports_infinite_sigma = self.infinite_sigma_refusal is None
         self._times: dict = {}  # (batch, dtype, device) -> {σ: time input}, entries never replaced or dropped
         # A model that runs each item more than once per call (DiffusersModel guiding [uncond; cond]) takes its time
         # input already repeated: built here with the rest of the grid rather than concatenated per call.
@@ -357,8 +376,8 @@ class Denoiser:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
         """D(x, σ) for a per-item σ tensor (k-diffusion's call). fp16 / bf16 latents are converted in float32, as
         k-diffusion's wrappers do (σ² overflows float16 above 256), the model called in the latents' dtype, and
-        D returned in float32. A σ on the CPU at which D has no value (NaN, inf on an eps / score model) is
-        refused before the model call (:meth:`_check_host_sigma`); one on the GPU is not read."""
+        D returned in float32. A σ on the CPU at which D has no value (NaN, −inf, inf where the model has no value
+        there) is refused before the model call (:meth:`_check_host_sigma`); one on the GPU is not read."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise InvalidType(f"the denoiser's x must be a floating-point tensor (the latents), got "
                               f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}: an integer x would "
@@ -397,33 +416,43 @@ class Denoiser:
         return to_x0(self.prediction, out.to(x.dtype), x_t, a, b)
 
     def _check_host_sigma(self, sigma: torch.Tensor) -> None:
-        """Refuse, before the model call, a σ of a tensor on the CPU at which D has no value: NaN, −inf, or σ = inf on
-        a model that cannot be evaluated there (an eps or score model, as :meth:`denoise_at` refuses it: D would be
-        NaN, returned without a word). A
-        negative σ is left to the schedule (an ODE solver's stage just past σ = 0 evaluates there: the reference
-        solve of :mod:`samplers.problems`). Read only where it costs no device synchronisation: a σ on another device is not read (a registry run
-        checks its σ on the host before its loop)."""
+        """Refuse, before the model call, a σ of a tensor on the CPU at which D has no value (:meth:`_refuse_sigma`:
+        NaN, −inf, and σ = inf where the model cannot be evaluated there), as :meth:`denoise_at` refuses it. Read only
+        where it costs no device synchronisation: a σ on another device is not read (a registry run checks its σ on
+        the host before its loop)."""
         if sigma.device.type != "cpu":
             return
         # read through numpy: a CPU tensor's own memory, which graph.count_host_reads (whose reads would be device
         # synchronisations on a GPU, where this σ is not read) does not count
         values = sigma.detach().to(torch.float64).numpy()
         bad = np.isnan(values) | (values == -math.inf)
-        if self.prediction in ("eps", "score"):  # as denoise_at (scalings_at): x0 from σ = inf needs the signal
-            bad |= np.isinf(values)
+        if not self.supports_infinite_sigma:
+            bad |= values == math.inf
         if bad.any():
-            value = float(values[bad][0])
-            why = ("sigma is a noise level, a number" if math.isnan(value) else
-                   f"an {self.prediction!r} model carries no information about x0 at sigma = {value} (zero SNR), or "
-                   "its schedule ends below it; start at a finite sigma")
-            raise InvalidInput(f"the denoiser's sigma holds {value}, at which it has no value: {why}")
+            self._refuse_sigma(float(values[bad][0]))
+
+    def _refuse_sigma(self, value: float) -> None:
+        """The refusal of a σ at which D has no value, named with why: NaN (no noise level); −inf; inf on a model
+        that cannot be evaluated there (:attr:`infinite_sigma_refusal`: its prediction, or a schedule that ends below
+        it), where D was ±inf or NaN, or the network was called at time inf or at the table's last timestep with x as
+        if it were unit noise. A negative σ is not refused, on either path: an ODE solver's stage just past σ = 0
+        evaluates there (the reference solve of :mod:`samplers.problems`), and the schedule reads it as σ = 0
+        (timestep 0 on a VP table)."""
+        if value == math.inf:
+            raise InvalidInput(f"the denoiser's sigma holds inf, at which it has no value (this model cannot be "
+                               f"evaluated at sigma = inf): {self.infinite_sigma_refusal}; start at a finite sigma")
+        why = "sigma is a noise level, a number" if math.isnan(value) else "sigma is a noise level, not −inf"
+        raise InvalidInput(f"the denoiser's sigma holds {value}, at which it has no value: {why}")
 
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
         """D(x, σ) for one Python-float σ (the registry loop's call): time and scalings on the host.
 
         The same result as ``self(x, σ-tensor)`` to float rounding; the time input is a tensor of x's dtype,
-        as the registry's per-item σ tensor made it.
+        as the registry's per-item σ tensor made it. The σ the tensor call refuses on the CPU (NaN, −inf, inf
+        where the model has no value there: :meth:`_refuse_sigma`) is refused here too, before the model call.
         """
+        if sigma != sigma or sigma == -math.inf or (sigma == math.inf and not self.supports_infinite_sigma):
+            self._refuse_sigma(sigma)
         a, b = self.schedule.coefficients_at(sigma)
         c_skip, c_out, c_in = scalings_at(self.prediction, a, b, sigma, self.sigma_data)
         time = self._time(x, sigma)

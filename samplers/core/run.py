@@ -324,12 +324,18 @@ def _shift_callback(callback, offset: int):
     return shifted
 
 
+# why a model that says it cannot be evaluated at σ = inf cannot, where neither it nor a denoiser it wraps says why
+UNSAID_INFINITE_SIGMA = ("an eps- or score-prediction model carries no signal information at zero SNR, and a model "
+                         "whose schedule ends at a finite sigma_max was never trained there")
+
+
 def check_infinite_sigma(model) -> None:
+    """Refuse a run from σ = inf on a model that says it cannot be evaluated there, naming why (its prediction, or
+    its schedule's finite σ_max: :func:`samplers.core.conversion.infinite_sigma_refusal`), else both reasons."""
     if wrapped.supports_infinite_sigma(model) is False:  # the model's, or a denoiser's it wraps
-        raise InvalidInput(
-            "this model cannot be evaluated at sigma = inf (an eps- or score-prediction model carries no "
-            "signal information at zero SNR); start the schedule at a finite sigma, e.g. "
-            "samplers.schedules.set_first(sigmas, sigma_max), or use a v/x0/flow model")
+        why = wrapped.infinite_sigma_refusal(model) or UNSAID_INFINITE_SIGMA
+        raise InvalidInput(f"this model cannot be evaluated at sigma = inf: {why}; start the schedule at a finite "
+                           "sigma, e.g. samplers.schedules.set_first(sigmas, sigma_max)")
 
 
 class _Probed(BaseException):

@@ -44,3 +44,9 @@ def read(model, attr: str, accept: Callable[[Any], bool], _depth: int = 0):
 def supports_infinite_sigma(model) -> bool | None:
     """Whether the model can be evaluated at σ = ∞, where it or a denoiser it wraps says; None where none does."""
     return read(model, "supports_infinite_sigma", lambda v: isinstance(v, bool))
+
+
+def infinite_sigma_refusal(model) -> str | None:
+    """Why the model cannot be evaluated at σ = ∞, where it or a denoiser it wraps says (a ``to_denoiser`` denoiser's
+    ``infinite_sigma_refusal``: its prediction, or its schedule's finite σ_max); None where none does."""
+    return read(model, "infinite_sigma_refusal", lambda v: isinstance(v, str))

@@ -43,7 +43,7 @@ from ..core.errors import InvalidInput, InvalidOption, InvalidType, MissingFile,
 from ..core.files import read_json, write_json
 from ..core.names import Label, register_prefix
 from ..core.registry import register
-from ..core.run import progress, report
+from ..core.run import UNSAID_INFINITE_SIGMA, progress, report
 from ..core.validate import largest_sigma
 
 FORMAT = "samplers.fitted_solver/2"
@@ -395,9 +395,12 @@ class LearnedSolver:
         fitted_to = f"{name}" + (f" (prediction {want_prediction!r})" if want_prediction else "")
         if math.isinf(self.sigmas[0]) and supports_infinite_sigma is False:
             this = f"this model (prediction {prediction!r})" if prediction else "this model"
+            why = ((wrapped.infinite_sigma_refusal(model) if model is not _UNKNOWN else None)
+                   or ("an eps or score model gives no x0 at zero SNR" if prediction in ("eps", "score")
+                       else UNSAID_INFINITE_SIGMA))
             raise OtherModelError(
                 f"{what} starts at σ = inf (t = 1, pure noise; it was fitted to {fitted_to}), and {this} cannot be "
-                "evaluated at σ = inf (an eps or score model gives no x0 at zero SNR). The solver file is the cause: "
+                f"evaluated at σ = inf ({why}). The solver file is the cause: "
                 "its σ nodes are fixed, and allow_other_model does not change them. Fit a solver to this model "
                 "(`samplers fit`), or use a registry sampler")
         if allow_other_model:
