@@ -26,8 +26,8 @@ Every row is affine in x at a fixed σ: D(x, σ) = c_skip·x + c_out·model(c_in
 :meth:`Denoiser.prepare_times`), one scale (the model input; none when c_in = 1, where the model gets the state itself and
 must not write into it) and x0 = c_skip·x + c_out·output: one fused add when c_skip is 0, 1 or c_in (eps,
 x0, score, flow on a rectified-flow schedule, where a + b = 1 to rounding: :data:`FLOW_UNIT_SUM`), two otherwise
-(v, EDM, flow on a VP schedule: no single aten op forms α·x + β·y). The k-diffusion call ``D(x, sigma_tensor)`` stays for external callers (per-item
-σ) and gives the same result to float rounding.
+(v, EDM, flow on a VP schedule: no single aten op forms α·x + β·y). The k-diffusion call ``D(x, sigma_tensor)``
+stays for external callers (per-item σ) and gives the same result to float rounding.
 """
 from __future__ import annotations
 
