@@ -501,7 +501,14 @@ def names_md() -> str:
            "float32 ᾱ, and on a zero-terminal-SNR model on its table ending at 4518.76, as the Schedule types are): "
            "they ran `lcm_uniform` on the model's exact table, 6.8e-7 relative from A1111's levels on SD 1.x "
            "(2.2e-6 on a linear-β table), and on a zero-SNR model from σ = inf with more than 50 steps refused (A1111 "
-           "starts at 4518.76 and takes any count). Old image: `schedule=\"lcm_uniform\"`."]
+           "starts at 4518.76 and takes any count). Old image: `schedule=\"lcm_uniform\"`.",
+           "- `VPContinuous(\"cosine\")` ends its time range at DPM-Solver's T = 0.9946 (`t_max`, its default for the "
+           "cosine kind), so its σ_max is 118.82: it was σ(t = 1), where the cosine ᾱ is 0 but float64's cos(π/2) "
+           "made σ = 1.63e16, a level the network's time input cannot tell from its neighbours (19 of a default "
+           "karras grid's 20 steps above σ = 100, Heun 3.8e7 off the exact endpoint, 0.07 now). Every schedule on "
+           "`native=VPContinuous(\"cosine\")` without a `sigma_max` starts there, and so does `vp` with "
+           "`kind=\"cosine\"` and no `sigma_max`; the linear kind is unchanged. Old levels: "
+           "`sigma_max=1.6329970293102628e16`."]
     return "\n".join(out) + "\n"
 
 

@@ -92,7 +92,40 @@ def test_vp_on_a_continuous_vp_model_is_uniform_in_that_models_time(model):
     sigmas = samplers.get_sigmas("vp", 6, native=model)
     assert sigmas[0] == pytest.approx(model.sigma_max, rel=1e-12) and sigmas[-2] == pytest.approx(model.sigma_min)
     t = model.time(sigmas[:-1]) / model.time_scale
-    assert torch.allclose(t, torch.linspace(1.0, model.t_min, 6, dtype=torch.float64), rtol=0, atol=1e-9)
+    assert torch.allclose(t, torch.linspace(model.end_time, model.t_min, 6, dtype=torch.float64), rtol=0, atol=1e-9)
+
+
+def test_the_cosine_vp_model_ends_at_dpm_solvers_time_not_at_float64s_sigma_of_t_1():
+    # ᾱ(1) = 0 came out as σ_max = 1.6e16 (float64's cos(π/2) = 6e-17), where the time input has no resolution left:
+    # a default karras grid put 19 of its 20 steps above σ = 100 and Heun ended at |x| 3.8e7 (exact endpoint 4.7).
+    # DPM-Solver's NoiseScheduleVP('cosine') ends at T = 0.9946 for this reason; so does the model here.
+    from samplers.problems import GaussianMixture
+
+    vc = VPContinuous("cosine")
+    assert vc.sigma_max == pytest.approx(118.8237, rel=1e-6) and vc.time_at(vc.sigma_max) == pytest.approx(0.9946)
+    assert repr(vc) == ("VPContinuous(kind='cosine', beta_min=0.1, beta_max=20.0, cosine_s=0.008, t_min=0.001, "
+                        "time_scale=1.0)")  # a model's identity string (fitted solver files) as before
+    assert VPContinuous("cosine", t_max=0.99).time_at(VPContinuous("cosine", t_max=0.99).sigma_max) == (
+        pytest.approx(0.99))
+    assert VPContinuous().sigma_max == VPContinuous(t_max=1.0).sigma_max  # the linear kind ends at t = 1
+    assert float(samplers.get_sigmas("vp", 6, kind="cosine")[0]) == vc.sigma_max  # the vp schedule's own default
+    gm = GaussianMixture.default(shape=(4, 4, 4))
+    D = samplers.to_denoiser(gm.as_model("v", vc), "v", vc)
+    noise = gm.noise(4, seed=0)
+    sigmas = samplers.get_sigmas("karras", 20, native=vc)
+    x = samplers.sample("heun", D, samplers.initial_latent(noise, sigmas), sigmas, disable=True)
+    exact = gm.ode_endpoint(noise * float(sigmas[0]), float(sigmas[0]), rtol=1e-8, atol=1e-8)
+    assert (x - exact).abs().max().item() < 0.1  # 0.072 (3.8e7 before)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(kind="cosine", t_max=1.0), r"t_max must be < 1 .*cosine ᾱ is 0, σ = inf, .* DPM-Solver ends at 0.9946"),
+    (dict(t_max=1.5), "t_max must be <= 1"),
+    (dict(t_min=0.5, t_max=0.4), r"t_max must be > 0.5 \(the end of the time range, above t_min"),
+])
+def test_a_continuous_vp_models_end_time_is_checked(kw, match):
+    with pytest.raises(samplers.InvalidOption, match=match):
+        VPContinuous(**kw)
 
 
 def test_vp_with_the_default_model_is_the_default_vp_bit_for_bit():

@@ -20,7 +20,7 @@ import bisect
 import functools
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, NamedTuple
 
 import torch
@@ -410,13 +410,26 @@ class VPDiscrete(NoiseSchedule):
 # VP, continuous time
 
 
+# The cosine kind's default end time: DPM-Solver's NoiseScheduleVP('cosine') (LuChengTHU/dpm-solver,
+# dpm_solver_pytorch.py), "For the cosine schedule, T = 1 will have numerical issues. So we manually set the ending
+# time T." At t = 1 the cosine ᾱ is 0 (σ = inf), but float64's cos(π/2) = 6e-17 made σ_max 1.6e16, where the time
+# input has no resolution left (time_at is 1.0 for every σ above ~1e15): a default karras grid put 19 of 20 steps
+# above σ = 100 and Heun ended at |x| 3.8e7 for an exact endpoint of 4.7. At 0.9946 σ_max is 118.8.
+COSINE_T_MAX = 0.9946
+
+
 @dataclass(eq=False, frozen=True)
 class VPContinuous(NoiseSchedule):
-    """Continuous VP schedules over t ∈ [t_min, 1]: ``linear`` β (Song et al. 2021) or ``cosine`` ᾱ.
+    """Continuous VP schedules over t ∈ [t_min, t_max]: ``linear`` β (Song et al. 2021) or ``cosine`` ᾱ.
 
     linear: log ᾱ(t) = −(β_min·t + β_d·t²/2) with β_d = β_max − β_min, so σ² = exp(β_d t²/2 + β_min t) − 1.
     cosine: ᾱ(t) = cos²((t+s)/(1+s)·π/2) / cos²(s/(1+s)·π/2) (Nichol & Dhariwal 2021).
     The network's time input is ``t · time_scale`` (e.g. 1000 for models trained on t·1000).
+
+    ``t_max`` (None: the kind's default) is the end of the time range, σ_max = σ(t_max): 1 for ``linear``, and
+    DPM-Solver's :data:`COSINE_T_MAX` = 0.9946 for ``cosine``, whose ᾱ(1) = 0 float64 turns into σ = 1.6e16 (a
+    cosine t_max of 1 is refused). It sets the default range of the schedules built on this model (``native=``),
+    not the conversion: σ above σ_max still gets its time, beyond t_max.
     """
 
     kind: str = "linear"
@@ -425,6 +438,7 @@ class VPContinuous(NoiseSchedule):
     cosine_s: float = 0.008
     t_min: float = 1e-3
     time_scale: float = 1.0
+    t_max: float | None = None
 
     def __post_init__(self):
         if self.kind not in ("linear", "cosine"):
@@ -443,9 +457,26 @@ class VPContinuous(NoiseSchedule):
         nonneg("cosine_s", self.cosine_s)
         unit_open("t_min", self.t_min)
         positive("time_scale", self.time_scale)
-        t = torch.tensor([self.t_min, 1.0], dtype=torch.float64)
+        t = torch.tensor([self.t_min, self.end_time], dtype=torch.float64)
         lo, hi = self._sigma(t).tolist()
         _set(self, sigma_min=lo, sigma_max=hi)
+
+    @property
+    def end_time(self) -> float:
+        """The time range's end, checked: ``t_max``, or the kind's default (1; the cosine kind's
+        :data:`COSINE_T_MAX`), above ``t_min`` and at most 1 (below 1 for the cosine kind)."""
+        cosine = self.kind == "cosine"
+        end = (COSINE_T_MAX if cosine else 1.0) if self.t_max is None else self.t_max
+        what = (" (the end of the time range, above t_min"
+                + ("; at t = 1 the cosine ᾱ is 0, σ = inf, which float64 makes 1.6e16: DPM-Solver ends at 0.9946, "
+                   "the default" if cosine else "") + ")")
+        return real("t_max", end, lo=float(self.t_min), lo_open=True, hi=1.0, hi_open=cosine, what=what)
+
+    def __repr__(self) -> str:
+        # t_max only where it is given: a model's identity string (fitted solver files record it) stays what it was
+        # before the field existed (it moves the default range, not D)
+        shown = [f for f in fields(self) if f.name != "t_max" or self.t_max is not None]
+        return f"VPContinuous({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
     def _sigma(self, t):
         if self.kind == "linear":

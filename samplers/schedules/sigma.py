@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from ..core.native import flow_sigma, flow_t
+from ..core.native import COSINE_T_MAX, flow_sigma, flow_t
 from ..core.validate import boolean, positive, real
 from .base import (append_zero, check_rho, check_steps, finite_max, register, steps_and_range,
                    strictly_decreasing)
@@ -82,7 +82,9 @@ def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, b
     The t range is [t(σ_min), t(σ_max)]; with no σ_min it ends at t = eps_s (default 1e-3; k-diffusion's
     ``get_sigmas_vp`` runs over [eps_s, 1]). Both ends given is a contradiction, refused: with ``native=`` σ_min is
     the model's. ``kind="cosine"``: uniform in the time of the cosine ᾱ (Nichol & Dhariwal 2021, offset ``cosine_s``,
-    default 0.008). With ``native=VPContinuous(...)`` the kind and its β's or offset are the model's.
+    default 0.008), with no σ_max from t = 0.9946, DPM-Solver's end (``VPContinuous("cosine")``'s: at t = 1 the
+    cosine ᾱ is 0, which float64 makes σ = 1.6e16). With ``native=VPContinuous(...)`` the kind and its β's or offset
+    are the model's, and σ_max its end's.
     """
     if kind not in ("linear", "cosine"):
         raise InvalidOption(f"schedule 'vp': kind must be 'linear' (the β of Song et al.) or 'cosine' (Nichol & "
@@ -123,7 +125,8 @@ def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, b
     for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
         if value is not None:
             real(name, value, lo=0.0, lo_open=True, allow_inf=name == "sigma_max")
-    t_hi = 1.0 if sigma_max is None else t_of(finite_max("vp", sigma_max))
+    end = 1.0 if kind == "linear" else COSINE_T_MAX
+    t_hi = end if sigma_max is None else t_of(finite_max("vp", sigma_max))
     t_lo = eps_s if sigma_min is None else t_of(sigma_min)
     if not t_lo < t_hi:
         raise InvalidInput(f"schedule 'vp' needs its lower end below its upper one, got sigma_min={sigma_min}, "
