@@ -158,15 +158,26 @@ def _image_range(value) -> tuple[int, int] | None:
 
 
 def _ambiguous_range(t: torch.Tensor, what: str) -> None:
-    """Refuse a float image tensor read as [-1, 1] by default whose values all lie in [0, 1]: torchvision's ToTensor
-    and diffusers' image processor make [0, 1] images, which read as [-1, 1] are a washed-out picture."""
-    if t.numel() and float(t.min()) >= 0:
-        raise InvalidInput(
-            f"{what} are a float tensor whose values all lie in [0, 1] (from {float(t.min()):g} to {float(t.max()):g}), "
-            "and the pipeline reads tensors in [-1, 1] (PIL pixels / 127.5 - 1), where they would be a washed-out "
-            "picture; torchvision's ToTensor and diffusers' VaeImageProcessor make [0, 1] images: pass t * 2 - 1, or "
-            "image_range=(0, 1). If they are [-1, 1] pixels that hold no negative value (a bright picture), pass "
-            "image_range=(-1, 1)")
+    """Refuse a float image tensor read as [-1, 1] by default of which an item's values all lie in [0, 1]:
+    torchvision's ToTensor and diffusers' image processor make [0, 1] images, which read as [-1, 1] are a washed-out
+    picture. Each item is judged on its own (a [B, 3, H, W] tensor item by item, as a list's items are): one [0, 1]
+    item stacked with [-1, 1] ones is the same mistake, and whether it is refused must not depend on how the items
+    were packed."""
+    if not t.numel():
+        return
+    items = t.flatten(1) if t.ndim == 4 else t.reshape(1, -1)
+    lows, highs = items.amin(1).tolist(), items.amax(1).tolist()
+    bad = [k for k, low in enumerate(lows) if low >= 0]
+    if not bad:
+        return
+    k = bad[0]
+    which = "" if items.shape[0] == 1 else f" (item{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))})"
+    raise InvalidInput(
+        f"{what}{which}: a float tensor whose values all lie in [0, 1] (from {lows[k]:g} to {highs[k]:g}), and the "
+        "pipeline reads tensors in [-1, 1] (PIL pixels / 127.5 - 1), where it would be a washed-out picture; "
+        "torchvision's ToTensor and diffusers' VaeImageProcessor make [0, 1] images: pass t * 2 - 1, or "
+        "image_range=(0, 1). If they are [-1, 1] pixels that hold no negative value (a bright picture), pass "
+        "image_range=(-1, 1)")
 
 
 def _tensor_pixels(value, what: str, image_range) -> torch.Tensor:
@@ -210,8 +221,8 @@ def _as_image_batch(images, image_range=None, check_size=None) -> torch.Tensor:
         if check_size is not None:
             for im in pil:  # before any is decoded: an 8000×8000 image is refused by its header
                 check_size(len(images), *data.shown_size(im))
-        items = [data.from_pil(im) if hasattr(im, "convert") else _tensor_pixels(im, "image", image_range)
-                 for im in images]
+        items = [data.from_pil(im) if hasattr(im, "convert") else _tensor_pixels(im, f"images[{k}]", image_range)
+                 for k, im in enumerate(images)]
         sizes = sorted({tuple(im.shape) for im in items})
         if len(sizes) > 1:
             raise InvalidInput(f"the images of a batch must share one size, got {sizes}; resize them first")

@@ -134,8 +134,8 @@ def test_seed_twice_for_one_prompt_refused(pipe):
         pipe.img2img(torch.full((1, 3, 64, 64), -0.5), P, seed=[1, 1], **KW)
     # one seed for two prompts, or for two different images, is two images
     assert pipe.txt2img([P, "a small blue square"], seed=[1, 1], **KW).shape[0] == 2
-    imgs = torch.stack([torch.full((3, 64, 64), -0.5), torch.full((3, 64, 64), 0.5)])
-    assert pipe.img2img(imgs, P, seed=[1, 1], **KW).shape[0] == 2
+    imgs = torch.stack([torch.full((3, 64, 64), -0.5), torch.full((3, 64, 64), 0.5)])  # a bright one: said so
+    assert pipe.img2img(imgs, P, seed=[1, 1], image_range=(-1, 1), **KW).shape[0] == 2
 
 
 # ---- 3, 4. the CLI: every value refused before the weights are read; a wrong --vae is a usage error

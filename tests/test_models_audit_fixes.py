@@ -1,0 +1,62 @@
+"""The pipeline's boundary as the "models" audit found it wanting: a [0, 1] item stacked into a batch, the request a PNG
+records, torch's global RNG after a refused call, config.json's defaults planned as a run, the config field a size
+mismatch names, a PIL mask's size before it is decoded, a mask on the meta device, num_train_timesteps named with its
+file, and img2img's size keywords and a folder that is not a path."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import io as mio
+from models.pipeline import WEIGHTS, Pipeline, PipelineSpec
+from models.unet import DiffusionModel, UNetConfig, vae_record
+from samplers.core.errors import InvalidInput, InvalidType
+
+from test_pipeline import model_calls, parts  # noqa: F401  (a fixture)
+from test_pipeline_images import _png_header
+from test_text_unet import randomize, tiny_config
+
+PROMPT = "a red circle"
+UNIT = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))  # [0, 1], as torchvision's ToTensor gives
+SIGNED = UNIT * 2 - 1  # a proper [-1, 1] image
+HALF = torch.zeros(64, 64)
+HALF[:, :32] = 1
+
+
+def _run(pipe, task: str, images, **kw):
+    kw = {"sampler": "euler", "steps": 2, "seed": 0, "progress": False, "output": "tensor", **kw}
+    if task == "img2img":
+        return pipe.img2img(images, PROMPT, **{"strength": 0.5, **kw})
+    return pipe.inpaint(images, kw.pop("mask", HALF), PROMPT, **kw)
+
+
+def _config_folder(tmp_path: Path, kind: str, **fields) -> Path:
+    """A folder holding a copy of a shipped U-Net's config.json (all PipelineSpec.read reads) with ``fields`` set."""
+    folder = tmp_path / f"{kind}-config"
+    folder.mkdir()
+    config = json.loads((WEIGHTS / kind / mio.CONFIG_FILE).read_text())
+    (folder / mio.CONFIG_FILE).write_text(json.dumps({**config, **fields}))
+    return folder
+
+
+# ------------------------------------------------------------- 1. a [0, 1] item of a stacked batch, judged on its own
+
+
+@pytest.mark.parametrize("task", ["img2img", "inpaint"])
+@pytest.mark.parametrize("images, which", [(torch.stack([UNIT, SIGNED]), r"images \(item 0\)"),
+                                           (torch.stack([SIGNED, UNIT]), r"images \(item 1\)"),
+                                           ([UNIT, SIGNED], r"images\[0\]"), ([SIGNED, UNIT], r"images\[1\]")])
+def test_a_zero_one_item_is_refused_however_the_batch_is_packed(parts, monkeypatch, task, images, which):  # noqa: F811
+    """One min() over the whole [B, 3, H, W] tensor let a [0, 1] item beside a [-1, 1] one through, read as a
+    washed-out picture, where the same items as a list were refused."""
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(InvalidInput, match=which + r": a float tensor whose values all lie in \[0, 1\]"):
+        _run(parts["eps"], task, images, seed=[0, 1])
+    assert not calls
+
+
+def test_a_batch_whose_items_all_hold_negative_values_runs(parts):  # noqa: F811
+    assert _run(parts["eps"], "img2img", torch.stack([SIGNED, -UNIT]), seed=[0, 1]).shape == (2, 3, 64, 64)
