@@ -268,16 +268,58 @@ def _mismatches(own: Mapping, state_dict: Mapping) -> list[str]:
     return parts
 
 
-def _size_fields(config: Mapping, own: Mapping, state_dict: Mapping) -> list[str]:
-    """The config's integer fields (top level, or in a list such as ``channels``) whose value is a dimension of the
-    module's tensors that the file's tensors do not have where they differ: the fields to correct."""
+def _size_fields(cls, config_from_dict, cfg: Mapping, own: Mapping, state_dict: Mapping, cap: int) -> list[str]:
+    """The config field to correct where the module's tensors and the file's differ in size, shown, not guessed:
+    ``field 'text.dim' (64; the weights fit 128)``: a field (nested ones by their dotted path, a list's by its name)
+    whose value is a size of the module's mismatching tensors, and which set to a size of the file's ones builds a
+    module (on the meta device) that the weights fit. A test of values alone named the wrong field where another
+    holds the same number (``channels`` [64, 128] beside ``text.dim`` 64), or missed it where the file has that size
+    elsewhere (an MLP twice as wide), so only a field so shown is named, and only where it is the one: otherwise
+    (two fields edited, say) the error names no field rather than a wrong one."""
     model_dims, file_dims = set(), set()
     for k, t in own.items():
         if k in state_dict and tuple(state_dict[k].shape) != tuple(t.shape):
             model_dims.update(t.shape)
             file_dims.update(state_dict[k].shape)
-    suspects = model_dims - file_dims
-    return _fields_where(config, lambda v: v in suspects)
+    plain = {k: v for k, v in cfg.items() if k != "weights_dtype"}
+    shown = []
+    for path, value, put in _int_fields(plain):
+        if value not in model_dims:
+            continue
+        for size in sorted(file_dims):
+            fixed = put(size)
+            try:
+                module = _meta_build(cls, config_from_dict(fixed), cap)
+            except Exception:  # noqa: BLE001 - no module of that size: try the next
+                continue
+            if not _mismatches(module.state_dict(), state_dict):
+                shown.append(f"field {path!r} ({_brief(_at(plain, path))}; the weights fit "
+                             f"{_brief(_at(fixed, path))})")
+                break
+    return shown if len(shown) == 1 else []
+
+
+def _at(cfg: Mapping, path: str):
+    """The value of the field at the dotted ``path`` of ``cfg``."""
+    for key in path.split("."):
+        cfg = cfg[key]
+    return cfg
+
+
+def _int_fields(cfg: Mapping, prefix: str = ""):
+    """``(dotted path, integer, put)`` for each integer of ``cfg`` (each element of a list of them under the list's
+    name, a nested object's by its dotted path), where ``put(n)`` is ``cfg`` with that integer replaced by ``n``."""
+    for key, value in cfg.items():
+        path = prefix + key
+        if isinstance(value, dict):
+            for sub, v, put in _int_fields(value, path + "."):
+                yield sub, v, (lambda n, key=key, put=put: {**cfg, key: put(n)})
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, int) and not isinstance(v, bool):
+                    yield path, v, (lambda n, key=key, value=value, i=i: {**cfg, key: [*value[:i], n, *value[i + 1:]]})
+        elif isinstance(value, int) and not isinstance(value, bool):
+            yield path, value, (lambda n, key=key: {**cfg, key: n})
 
 
 def _fields_where(config: Mapping, test) -> list[str]:
@@ -342,7 +384,7 @@ def _check_sizes(cls, config_from_dict, config, cfg: Mapping, sd: Mapping, folde
     own = shape_only.state_dict()
     parts = _mismatches(own, sd)
     if parts:
-        fields = _size_fields(cfg, own, sd)
+        fields = _size_fields(cls, config_from_dict, cfg, own, sd, cap)
         raise ConfigMismatchError(
             f"weights in {wpath} do not match the config {cpath}: " + "; ".join(parts)
             + (f" (the sizes come from its {', '.join(fields)})" if fields else "") + f"; {SIZE_FIX}")

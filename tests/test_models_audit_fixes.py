@@ -60,3 +60,33 @@ def test_a_zero_one_item_is_refused_however_the_batch_is_packed(parts, monkeypat
 
 def test_a_batch_whose_items_all_hold_negative_values_runs(parts):  # noqa: F811
     assert _run(parts["eps"], "img2img", torch.stack([SIGNED, -UNIT]), seed=[0, 1]).shape == (2, 3, 64, 64)
+
+
+# ------------------------------------------------------------------ 5. the config field a size mismatch names
+
+
+def _saved(tmp_path: Path, parts, **text) -> Path:  # noqa: F811
+    folder = tmp_path / "unet"
+    model = DiffusionModel(tiny_config(prediction="eps", vae=vae_record(parts["vae"])))
+    model.save(folder)
+    if text:
+        config = json.loads((folder / mio.CONFIG_FILE).read_text())
+        config["text"].update(text)
+        (folder / mio.CONFIG_FILE).write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("field, value, right", [("dim", 64, 32), ("max_length", 2, 24)])
+def test_a_size_mismatch_names_the_field_that_makes_it(tmp_path, parts, field, value, right):  # noqa: F811
+    """Only top-level fields were read, by value: editing text.dim named 'channels', text.max_length 'ff_mult'."""
+    folder = _saved(tmp_path, parts, **{field: value})
+    with pytest.raises(mio.ConfigMismatchError) as refused:
+        DiffusionModel.load(folder)
+    assert f"the sizes come from its field 'text.{field}' ({value}; the weights fit {right})" in str(refused.value)
+
+
+def test_a_size_mismatch_no_one_field_explains_names_none(tmp_path, parts):  # noqa: F811
+    folder = _saved(tmp_path, parts, dim=64, max_length=2)  # two fields edited: no one change makes the weights fit
+    with pytest.raises(mio.ConfigMismatchError, match="shape mismatches") as refused:
+        DiffusionModel.load(folder)
+    assert "the sizes come from" not in str(refused.value)
