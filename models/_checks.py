@@ -45,9 +45,10 @@ def _bad(what: str, field: str, value, rule: str):
     return ConfigMismatchError(f"{what} field {field!r} is {value!r}; it must be {rule}; {FIX}")
 
 
-def check_int(d: dict, field: str, what: str, minimum: int = 1) -> None:
-    if field in d and not (_is_int(d[field]) and d[field] >= minimum):
-        raise _bad(what, field, d[field], f"an integer ≥ {minimum}")
+def check_int(d: dict, field: str, what: str, minimum: int = 1, maximum: int | None = None, why: str = "") -> None:
+    if field in d and not (_is_int(d[field]) and d[field] >= minimum and (maximum is None or d[field] <= maximum)):
+        rule = f"an integer ≥ {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+        raise _bad(what, field, d[field], rule + why)
 
 
 def check_real(d: dict, field: str, what: str, *, positive: bool = False, low: float | None = None,
@@ -92,6 +93,10 @@ def check_channels(d: dict, what: str, groups_field: str = "groups") -> None:
 
 
 DEFAULT_FIELDS = ("sampler", "schedule", "steps", "cfg")
+
+MAX_TRAIN_TIMESTEPS = 100_000
+"""The most training timesteps a config's ``num_train_timesteps`` may give: ten times the most any model in use has
+(Flux's 10 000; SD's 1000); more is no model's table, and 10**9 would ask for gigabytes of schedule tables."""
 
 MAX_STEPS = 10_000  # more is never a useful image, and would run for hours: refused, not started
 """The pipeline's limit on a run's steps (``models.pipeline.MAX_STEPS`` re-exports it), here so that a config's

@@ -97,8 +97,11 @@ def check_fields(d: dict, what: str = "U-Net config") -> None:
     """Every field of a U-Net config dict of the right type and range (``ConfigMismatchError`` naming the field)."""
     C = _checks
     C.check_str(d, "name", what)
-    for f in ("latent_channels", "res_blocks", "heads", "groups", "time_dim", "ff_mult", "num_train_timesteps"):
+    for f in ("latent_channels", "res_blocks", "heads", "groups", "time_dim", "ff_mult"):
         C.check_int(d, f, what, minimum=1)
+    # as the native schedule reads it (samplers.core.native.check_table_size: >= 2), here so the error names the file
+    C.check_int(d, "num_train_timesteps", what, minimum=2, maximum=C.MAX_TRAIN_TIMESTEPS,
+                why=" (the training table's length: SD's is 1000)")
     C.check_channels(d, what)
     if _checks._is_int(d.get("heads")) and d["heads"] >= 1 and isinstance(d.get("channels"), (list, tuple)):
         bad = [c for c in d["channels"] if c % d["heads"]]

@@ -90,3 +90,16 @@ def test_a_size_mismatch_no_one_field_explains_names_none(tmp_path, parts):  # n
     with pytest.raises(mio.ConfigMismatchError, match="shape mismatches") as refused:
         DiffusionModel.load(folder)
     assert "the sizes come from" not in str(refused.value)
+
+
+# ------------------------------------------------------------------ 8. num_train_timesteps, with its file
+
+
+@pytest.mark.parametrize("value", [1, 10**9, 2.5])
+def test_num_train_timesteps_is_a_config_field_checked_with_its_file(tmp_path, value):
+    """It was checked only when the schedule was built: an InvalidOption (1) or a LimitExceeded of 59.6 GiB (10**9)
+    that named neither config.json nor the field's file."""
+    folder = _config_folder(tmp_path, "eps", num_train_timesteps=value)
+    with pytest.raises(mio.ConfigMismatchError, match=rf"{folder / mio.CONFIG_FILE}: U-Net config field "
+                                                      r"'num_train_timesteps' is .*an integer in \[2, 100000\]"):
+        PipelineSpec.read(folder)
