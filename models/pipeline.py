@@ -206,11 +206,7 @@ def _as_image_batch(images, image_range=None, check_size=None) -> torch.Tensor:
     image_range = _image_range(image_range)
     if hasattr(images, "convert"):
         images = [images]
-    # a 'meta' tensor has a shape and no pixels: refused here, not a NotImplementedError from the range check
-    if (isinstance(images, torch.Tensor) and images.is_meta) or (isinstance(images, (list, tuple)) and any(
-            isinstance(im, torch.Tensor) and im.is_meta for im in images)):
-        raise InvalidInput("images are on the 'meta' device, which holds no pixels; pass a tensor with data (e.g. on "
-                           "'cpu' or 'cuda'), in [-1, 1] as [B, 3, H, W], or PIL images")
+    _refuse_meta(images, "images are", "in [-1, 1] as [B, 3, H, W], or PIL images")
     if isinstance(images, (list, tuple)):
         if not images:
             raise InvalidInput("no images given: pass a PIL image, a list of them, or a [B, 3, H, W] tensor")
@@ -235,6 +231,15 @@ def _as_image_batch(images, image_range=None, check_size=None) -> torch.Tensor:
         raise InvalidInput(f"expected images [B, 3, H, W] (B >= 1) in [-1, 1] or PIL images, got shape "
                            f"{tuple(images.shape)}")
     return images
+
+
+def _refuse_meta(value, what: str, forms: str) -> None:
+    """A 'meta' tensor (or a list holding one) has a shape and no pixels: refused, naming ``what`` ("images are"),
+    not a NotImplementedError or a RuntimeError of ``.item()`` from the range check."""
+    if (isinstance(value, torch.Tensor) and value.is_meta) or (isinstance(value, (list, tuple)) and any(
+            isinstance(v, torch.Tensor) and v.is_meta for v in value)):
+        raise InvalidInput(f"{what} on the 'meta' device, which holds no pixels; pass a tensor with data (e.g. on "
+                           f"'cpu' or 'cuda'), {forms}")
 
 
 def _float_pixels(t: torch.Tensor, what: str) -> torch.Tensor:
@@ -274,7 +279,16 @@ def _mask_dtype(mask: torch.Tensor) -> torch.Tensor:
 
 def _as_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
     """PIL mask / list of them (one per item) / [H,W] / [1,H,W] / [B,1,H,W] in [0, 1] (1 = generate) →
-    [B, 1, H, W] float."""
+    [B, 1, H, W] float. A PIL mask's size is checked from its header (:func:`data.shown_size`), before it is decoded,
+    as an image's is: a 12000×12000 mask for a 64×64 image is refused at once, not after seconds and gigabytes."""
+    _refuse_meta(mask, "mask is", "in [0, 1] as [H, W] or [B, 1, H, W], or a PIL 'L' image")
+    pil = {"mask": mask} if hasattr(mask, "convert") else {f"mask[{k}]": m for k, m in enumerate(mask) if hasattr(
+        m, "convert")} if isinstance(mask, (list, tuple)) else {}
+    for what, m in pil.items():
+        if data.shown_size(m) != (height, width):
+            h, w = data.shown_size(m)
+            raise InvalidInput(f"{what} is a PIL image of {h}×{w} pixels (height×width) but the image is "
+                               f"{height}×{width}; pass a mask of the image's size (white = generate)")
     if hasattr(mask, "convert"):
         mask = _pil_mask(mask)
     elif isinstance(mask, (list, tuple)) and mask and any(hasattr(m, "convert") or isinstance(m, torch.Tensor)

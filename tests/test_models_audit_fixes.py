@@ -92,6 +92,28 @@ def test_a_size_mismatch_no_one_field_explains_names_none(tmp_path, parts):  # n
     assert "the sizes come from" not in str(refused.value)
 
 
+# ------------------------------------------------------------------ 6, 7. a PIL mask's size; a mask on 'meta'
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_pil_mask_of_another_size_is_refused_by_its_header(parts, monkeypatch, tmp_path, as_list):  # noqa: F811
+    """The mask was decoded (9.7 s and 1.7 GB for 12000×12000) before its size was compared with the image's. This
+    one's pixels are cut off: only a check of its header refuses it for its size."""
+    calls = model_calls(parts["eps"], monkeypatch)
+    mask = _png_header(tmp_path, 8000, 8000)
+    what = r"mask\[0\]" if as_list else "mask"
+    with pytest.raises(InvalidInput, match=f"{what} is a PIL image of 8000×8000 pixels .* but the image is 64×64"):
+        _run(parts["eps"], "inpaint", SIGNED, mask=[mask] if as_list else mask)
+    assert not calls
+
+
+@pytest.mark.parametrize("mask", [torch.ones(64, 64, device="meta"), [torch.ones(64, 64, device="meta")]])
+def test_a_mask_on_the_meta_device_is_refused(parts, mask):  # noqa: F811
+    """It raised torch's RuntimeError (Tensor.item() cannot be called on meta tensors)."""
+    with pytest.raises(InvalidInput, match="mask is on the 'meta' device, which holds no pixels"):
+        _run(parts["eps"], "inpaint", SIGNED, mask=mask)
+
+
 # ------------------------------------------------------------------ 8. num_train_timesteps, with its file
 
 

@@ -56,8 +56,10 @@ def test_list_of_pil_masks_one_per_item():
     ones, zeros = Image.new("L", (64, 64), 255), Image.new("L", (64, 64), 0)
     m = pipeline._as_mask([ones, zeros], 2, 64, 64)
     assert m.shape == (2, 1, 64, 64) and float(m[0].mean()) == 1.0 and float(m[1].mean()) == 0.0
+    with pytest.raises(InvalidInput, match=r"mask\[1\] is a PIL image of 32×32 pixels .* but the image is 64×64"):
+        pipeline._as_mask([ones, Image.new("L", (32, 32), 0)], 2, 64, 64)  # by its header, before it is decoded
     with pytest.raises(InvalidInput, match="mask per item, all of one size"):
-        pipeline._as_mask([ones, Image.new("L", (32, 32), 0)], 2, 64, 64)
+        pipeline._as_mask([ones, torch.zeros(32, 32)], 2, 64, 64)
     with pytest.raises(InvalidType, match="dtype torch.int64"):
         pipeline._as_mask([torch.ones(64, 64, dtype=torch.int64)], 1, 64, 64)
 
