@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -352,6 +353,16 @@ def _check_output(output) -> None:
         raise InvalidInput(f"output must be 'pil' or 'tensor', got {output!r}")
 
 
+def _refuse_size_options(options: dict, task: str) -> None:
+    """img2img / inpaint take their size from the image: a ``width`` / ``height`` keyword (txt2img's) is refused
+    saying so, not as a sampler option the sampler lacks."""
+    given = [k for k in ("width", "height") if k in options]
+    if given:
+        raise InvalidInput(f"{task} takes its size from the image, so it has no {' or '.join(given)} argument (as "
+                           "txt2img has); leave it out, and resize the image (PIL's image.resize((width, height))) for "
+                           "another size")
+
+
 def _refuse_negative_prompt(options: dict) -> None:
     if "negative_prompt" in options:
         raise InvalidOption("the pipeline takes no negative_prompt: its classifier-free guidance steers away from the "
@@ -581,8 +592,12 @@ def check_sampler(sampler: str, schedule: str | None = None, steps: int | None =
 
 
 def _named_folder(folder, what: str, holds: str) -> Path:
-    """``folder`` (a weights folder the caller names) as a Path, refused at once when it is an empty path (which
-    ``Path`` reads as the current folder) or a file, naming it: reading it would say the folder "does not exist"."""
+    """``folder`` (a weights folder the caller names) as a Path, refused at once when it is not a path (a number: not
+    ``Path``'s TypeError), an empty path (which ``Path`` reads as the current folder) or a file, naming it: reading it
+    would say the folder "does not exist"."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise InvalidType(f"the {what} folder must be a path (a str or os.PathLike) to the folder that holds {holds}, "
+                          f"got {folder!r} ({type(folder).__name__})")
     if isinstance(folder, str) and folder == "":
         raise InvalidInput(f"the {what} folder is an empty path (''), which names no folder: give the folder that "
                            f"holds {holds}")
@@ -1238,6 +1253,7 @@ class Pipeline(PipelineSpec):
         its values mean: ``(0, 1)`` (torchvision's ToTensor, diffusers' image processor; read as t * 2 - 1) or
         ``(-1, 1)``."""
         strength = _strength(strength, "1 = the whole schedule: the image noised to its top σ, as diffusers' img2img")
+        _refuse_size_options(sampler_options, "img2img")
         images = _as_image_batch(images, image_range, self.check_memory)
         self._latent_size(images.shape[-2], images.shape[-1])
         prompts, seeds = self._batch(prompt, images.shape[0] if images.shape[0] > 1 else None, seed)
@@ -1275,6 +1291,7 @@ class Pipeline(PipelineSpec):
         every step (``InpaintDenoiser``); the decoded result is pasted outside the mask in pixel space,
         so the known region is returned exactly. ``image`` and ``image_range`` as :meth:`img2img` takes them."""
         strength = _strength(strength, "1 = regenerate the masked region from pure noise")
+        _refuse_size_options(sampler_options, "inpaint")
         images = _as_image_batch(image, image_range, self.check_memory)
         H, W = images.shape[-2:]
         self._latent_size(H, W)

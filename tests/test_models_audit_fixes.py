@@ -125,3 +125,23 @@ def test_num_train_timesteps_is_a_config_field_checked_with_its_file(tmp_path, v
     with pytest.raises(mio.ConfigMismatchError, match=rf"{folder / mio.CONFIG_FILE}: U-Net config field "
                                                       r"'num_train_timesteps' is .*an integer in \[2, 100000\]"):
         PipelineSpec.read(folder)
+
+
+# ------------------------------------------------------------------ minor: img2img's size, a folder not a path
+
+
+@pytest.mark.parametrize("task, key", [("img2img", "width"), ("inpaint", "height")])
+def test_img2img_and_inpaint_say_they_take_the_image_size(parts, monkeypatch, task, key):  # noqa: F811
+    """It was refused as a sampler option ("euler has no option 'width'")."""
+    calls = model_calls(parts["eps"], monkeypatch)
+    with pytest.raises(InvalidInput, match=f"{task} takes its size from the image, so it has no {key} argument"):
+        _run(parts["eps"], task, SIGNED, **{key: 128})
+    assert not calls
+
+
+@pytest.mark.parametrize("kw", [{"folder": 5}, {"vae": 5}, {"folder": b"models/weights/eps"}])
+def test_a_folder_that_is_not_a_path_is_refused(kw):
+    """Path(5) raised a raw TypeError."""
+    for load in (Pipeline.load, PipelineSpec.read):
+        with pytest.raises(InvalidType, match=r"folder must be a path \(a str or os.PathLike\)"):
+            load(**kw)
