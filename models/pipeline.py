@@ -32,7 +32,7 @@ from samplers.core.registry import _normalise
 from samplers.core import noise as noise_mod
 from samplers.core.run import (check_callback, churn_beyond, draws_noise, empty_churn_window, refuse_unread_noise,
                                unread_noise)
-from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, Unavailable
+from samplers.core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded, SamplersError, Unavailable
 from samplers.core.validate import check_allocation, check_options, integer, real, same_value
 from samplers.core.seeds import is_seed_list, resolve_seeds, seeded_randn
 from samplers.schedules.ops import rounded_steps
@@ -56,7 +56,7 @@ TRAIN_COMMANDS = {
     "eps": "python -m models.train eps --out models/weights/eps --n-scenes 24000 --steps 4000 --seed 0 --threads 1 --max-minutes 27",
     "flow": "python -m models.train flow --out models/weights/flow --n-scenes 24000 --steps 4000 --seed 0 --threads 1 --max-minutes 27",
 }
-# Used when a model's config.json has no measured "defaults".
+# Used where a model's config.json has no measured "defaults" (field by field: model_defaults).
 FALLBACK_DEFAULTS = {
     "eps": {"sampler": "dpmpp_2m", "schedule": "karras", "steps": 20, "cfg": 4.0},
     "flow": {"sampler": "dpmpp_2m", "schedule": "flow", "steps": 20, "cfg": 4.0},
@@ -647,18 +647,74 @@ def _batch_size(n, given: str = "batch") -> int:
     return n
 
 
+def model_defaults(config: UNetConfig) -> dict:
+    """The defaults of a model's runs: config.json's ``defaults`` over :data:`FALLBACK_DEFAULTS` of its prediction
+    type, field by field. A sampler the config names without a schedule, where it has a schedule of its own (a label:
+    ``"DDIM"`` runs on A1111's timesteps), runs on it, as a call naming that sampler alone does: the schedule is None
+    (its own), not the fallback chosen for another sampler, which may contradict the label or not suit the model."""
+    given = config.defaults
+    defaults = {**FALLBACK_DEFAULTS[config.prediction], **given}
+    if "sampler" in given and "schedule" not in given and names.resolve(given["sampler"]).schedule is not None:
+        defaults["schedule"] = None
+    return defaults
+
+
+def check_default_run(config: UNetConfig) -> None:
+    """Refuse a U-Net config whose ``defaults`` make no run on its model: the run of a call that names no sampler,
+    schedule or steps, planned once as the pipeline plans every run (:meth:`PipelineSpec.plan_run`): a label with
+    another schedule than its own, a schedule this type of model cannot build (karras on a flow model, whose σ_max is
+    inf). Its names and values are checked field by field first (``_checks.check_defaults``); this is the pair.
+    ``UNetConfig.from_dict`` calls it, so a config.json that holds such defaults is refused when it is read, the error
+    naming the file (``models.io.load_module`` and :meth:`PipelineSpec.read` add its path) and the field, not every
+    later call with advice for arguments its caller never gave."""
+    PipelineSpec(config, None)
+
+
+def _checked_seeds(seed, n: int) -> list[int]:
+    """``resolve_seeds(seed, n)`` for the checks before a run, without its draw: ``seed=None`` draws a base seed from
+    torch's global generator, which a refused call must leave as it was (a script that catches the refusal and
+    retries would get another image than without it), so the seeds 0 … n - 1 stand in for it until every check has
+    passed and the run draws its own (:func:`_run_seeds`). No check reads a value a stand-in changes: the drawn base
+    + k are n distinct seeds that differ by less than 2**32 (the twin check) and lie below 2**64 (the base is drawn
+    below 2**62), as the stand-ins are and do."""
+    return list(range(n)) if seed is None else resolve_seeds(seed, n)
+
+
+def _run_seeds(seed, checked: list[int]) -> list[int]:
+    """The seeds a run draws its noise with, once every check has passed: ``checked`` (:func:`_checked_seeds`), or for
+    ``seed=None`` a base drawn now from torch's global generator (``resolve_seeds``: ``torch.manual_seed`` makes the
+    run reproducible)."""
+    return resolve_seeds(None, len(checked)) if seed is None else checked
+
+
 class PipelineSpec:
     """What a pipeline checks without its weights — the U-Net's and the VAE's configs: the sampler, schedule and
     steps of a run (:meth:`plan_run`), image sizes, seeds, batch and memory (:meth:`check_request`). A
     :class:`Pipeline` is one; :meth:`read` builds one from the folders' config.json alone, so that a caller (the CLI)
     can check a request by the pipeline's own rules before the weights are read and hashed."""
 
-    def __init__(self, config: UNetConfig, vae_config: VAEConfig):
+    def __init__(self, config: UNetConfig, vae_config: VAEConfig | None):
+        """``vae_config`` None: the U-Net's config alone, which plans runs and checks no image size
+        (:func:`check_default_run`)."""
         self.config = config
         self.vae_config = vae_config
         self.native = native_schedule(config)
-        self.defaults = {**FALLBACK_DEFAULTS[config.prediction], **config.defaults}
-        names.resolve_call(self.defaults["sampler"], self.defaults["schedule"])  # a label and the tables' names too
+        self.defaults = model_defaults(config)
+        try:  # the default run planned once: defaults that cannot run are the config's error, not a caller's
+            self.plan_run(None, None, None, {})
+        except SamplersError as e:
+            fallback = FALLBACK_DEFAULTS[config.prediction]
+            raise mio.ConfigMismatchError(
+                f"U-Net config field 'defaults' is {config.defaults!r}, and the run it makes where a call names no "
+                f"sampler, schedule or steps cannot run on this {config.prediction} model ({e}); correct 'defaults' in "
+                f"config.json to a sampler and schedule this model runs, or leave out the fields that do not suit it "
+                f"(the {config.prediction} model's fallback is {fallback})") from None
+
+    @property
+    def default_schedule(self) -> str:
+        """The schedule a run takes where neither the call nor its sampler names one: ``defaults["schedule"]``, or
+        where that is None (:func:`model_defaults`: a default sampler with a schedule of its own) that sampler's."""
+        return self.defaults["schedule"] or names.resolve(self.defaults["sampler"]).schedule
 
     @classmethod
     def read(cls, folder: str | Path | None = None, model: str | None = None,
@@ -688,7 +744,7 @@ class PipelineSpec:
     def sigmas(self, schedule: str | None = None, steps: int | None = None, **kw) -> torch.Tensor:
         """The sampling schedule (VE sigmas ending in 0) for this model's native schedule. ``schedule`` is a registry
         schedule or a ComfyUI / A1111 scheduler name (default: the model's); ``steps`` default: the model's."""
-        name, options = names.resolve_schedule(self.defaults["schedule"] if schedule is None else schedule,
+        name, options = names.resolve_schedule(self.default_schedule if schedule is None else schedule,
                                                native=self.native)
         return samplers.get_sigmas(name, self.defaults["steps"] if steps is None else steps, native=self.native,
                                    **{**options, **kw})
@@ -742,7 +798,7 @@ class PipelineSpec:
             except InvalidInput as e:
                 if not (implied and schedule is not None and found.schedule == schedule):
                     raise
-                own = self.defaults["schedule"]
+                own = self.default_schedule
                 if found.schedule_is_explicit:
                     fix = f"a label that names its schedule takes no other: use {found.sampler!r} with one this model has"
                     how = "names"
@@ -769,7 +825,7 @@ class PipelineSpec:
             if isinstance(self.native, samplers.VPDiscrete):  # a preset for another model (ays_svd from σ = 700)
                 # img2img's part is checked by its run, before the U-Net
                 self.native.check_in_table(sigmas.tolist(), fix=f"Use a schedule built on this model's range: its own "
-                                           f"{self.defaults['schedule']!r}, or any but a preset made for another "
+                                           f"{self.default_schedule!r}, or any but a preset made for another "
                                            "model's table")
         return found, sigmas, options, solver
 
@@ -895,7 +951,7 @@ class PipelineSpec:
             prompts = prompts * n
         elif len(prompts) != n:
             raise InvalidInput(f"got {len(prompts)} prompts for a batch of {n}; pass one prompt, or one per item")
-        return prompts, resolve_seeds(seed, n)
+        return prompts, _checked_seeds(seed, n)
 
     def check_request(self, sampler: str | None = None, schedule: str | None = None, steps: int | None = None,
                       options: dict | None = None, seed=0, batch: int | None = None, height=64, width=64,
@@ -911,7 +967,7 @@ class PipelineSpec:
             prompts, seeds = self._batch(prompt, batch, seed)
             batch = len(seeds)
         batch = _batch_size(1 if batch is None else batch)
-        seeds = resolve_seeds(seed, batch)
+        seeds = _checked_seeds(seed, batch)
         # plan_run checks a fitted solver's record against this kind of model too
         found, sigmas, options, _ = self.plan_run(sampler, schedule, steps, dict(options or {}))
         if prompt is not None:  # two items of one prompt and seed (or seeds the run reads as one): one image twice
@@ -1193,7 +1249,21 @@ class Pipeline(PipelineSpec):
         """One image's request as :func:`save_images` records it in its PNG: the prompt, the sampler (the name given,
         or the model's default), the schedule it runs on (its label's, the model's default, or ``"fitted"``: a
         fitted solver's own nodes), steps, cfg, seed, size, the sampler options, the model (its name and weights'
-        sha256) and the library version; ``extra`` (``strength=`` of img2img, say) is recorded as given."""
+        sha256) and the library version; ``extra`` (``strength=`` of img2img, say) is recorded as given.
+
+        The prompt, seed and size are checked by the run's own rules (:meth:`_prompts`, ``resolve_seeds``,
+        :meth:`check_size`), so a PNG never records one the run would refuse, nor another (a seed of 1.9 recorded as
+        1). The seed is the image's own: ``seed=None``, which the run reads as "draw one", is refused here, where
+        there is nothing to draw."""
+        height, width = self.check_size(height, width)
+        if not isinstance(prompt, str):
+            raise InvalidType(f"request records one image's prompt: a string, got {type(prompt).__name__}; make one "
+                              "request per image")
+        self._prompts(prompt)  # within the text encoder's length, as the run checks it
+        if seed is None:
+            raise InvalidInput("request records the seed an image was made with, and seed=None means a seed drawn by "
+                               "the run; pass the image's seed (draw it yourself and pass it to the run as well)")
+        seed = resolve_seeds(seed, 1)[0]  # an int >= 0 (or a list of one), as the run reads it
         options = dict(options or {})
         if sampler is None and schedule is None:
             schedule = self.defaults["schedule"]
@@ -1209,9 +1279,9 @@ class Pipeline(PipelineSpec):
         if merged.get("noise_sampler") == "a1111_cpu" and "noise_sampler" not in given:
             extra = {"rng": "CPU", **extra}  # as A1111's infotext records its CPU source, and reads it back
         return {"prompt": prompt, "sampler": self.defaults["sampler"] if sampler is None else sampler,
-                "schedule": self.defaults["schedule"] if schedule is None else schedule,
+                "schedule": self.default_schedule if schedule is None else schedule,
                 "steps": self.defaults["steps"] if steps is None else int(steps), "cfg": self.guidance(cfg),
-                "seed": int(seed), "width": int(width), "height": int(height), "options": options, **extra,
+                "seed": seed, "width": width, "height": height, "options": options, **extra,
                 "model": self.config.name, "model_sha256": self.model.weights_sha256, "version": library_version()}
 
     # ----------------------------------------------------------------------------------------- tasks
@@ -1235,6 +1305,7 @@ class Pipeline(PipelineSpec):
         self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(sampler, options))
         self._check_run_noise(found, options, sigmas, (len(seeds), self.vae.latent_channels, h, w), seeds)
         self.check_cost(len(seeds), height, width, len(sigmas) - 1)
+        seeds = _run_seeds(seed, seeds)  # seed=None's draw: after every check
         noise = seeded_randn((len(seeds), self.vae.latent_channels, h, w), seeds)
         # vp_state (A1111's "DDIM" / "PLMS"): the sampler takes the VP state, x_T = the unit noise itself
         x = noise if options.get("vp_state") else samplers.initial_latent(noise, sigmas)
@@ -1274,6 +1345,7 @@ class Pipeline(PipelineSpec):
         if latent.shape[0] == 1 and len(seeds) > 1:
             latent = latent.expand(len(seeds), *latent.shape[1:])
         sigmas = cut
+        seeds = _run_seeds(seed, seeds)  # seed=None's draw: after every check
         noise = seeded_randn(tuple(latent.shape), seeds)
         x = noise if math.isinf(float(sigmas[0])) else latent + float(sigmas[0]) * noise
         x = _as_state(x, sigmas, options)
@@ -1315,6 +1387,7 @@ class Pipeline(PipelineSpec):
         _check_regenerates(pixel_mask)
         known = self._encode(images, sampler)  # encoded after every check
         sigmas = cut
+        seeds = _run_seeds(seed, seeds)  # seed=None's draw: after every check
         noise = seeded_randn(tuple(known.shape), seeds)
         # strength 1 starts from pure noise, as diffusers' inpaint does (not the known latent noised to σ_max)
         top = strength == 1 or math.isinf(float(sigmas[0]))

@@ -87,7 +87,11 @@ class UNetConfig:
         kw = {k: v for k, v in d.items() if k in names}
         if "channels" in kw:
             kw["channels"] = tuple(kw["channels"])
-        return cls(**kw)
+        config = cls(**kw)
+        from .pipeline import check_default_run  # the pipeline's own plan (it imports this module)
+
+        check_default_run(config)  # the defaults as a pair, on this model's schedule: refused here, naming the field
+        return config
 
     def text_config(self) -> TextEncoderConfig:
         return TextEncoderConfig.from_dict(dict(self.text))

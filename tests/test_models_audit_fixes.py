@@ -62,6 +62,117 @@ def test_a_batch_whose_items_all_hold_negative_values_runs(parts):  # noqa: F811
     assert _run(parts["eps"], "img2img", torch.stack([SIGNED, -UNIT]), seed=[0, 1]).shape == (2, 3, 64, 64)
 
 
+# --------------------------------------------------------------------- 2. the request a PNG records: the run's rules
+
+
+@pytest.mark.parametrize("kw, error, words", [
+    ({"seed": 1.9}, InvalidType, "seed must be an integer"),
+    ({"seed": -1}, InvalidInput, "seed = -1 is outside 0 <= seed < 2..64"),
+    ({"seed": None}, InvalidInput, "seed=None means a seed drawn by the run"),
+    ({"seed": "7"}, InvalidType, "seed must be an integer"),
+    ({"width": 64.9}, InvalidType, "width must be an integer number of pixels"),
+    ({"height": 60}, InvalidInput, "height 60 is not a positive multiple of 8"),
+    ({"prompt": None}, InvalidType, "one image's prompt: a string, got NoneType"),
+    ({"prompt": [PROMPT, PROMPT]}, InvalidType, "one image's prompt: a string, got list"),
+    ({"prompt": " ".join(["red"] * 40)}, InvalidInput, "prompt 0 has 40 words but the text encoder reads at most 23"),
+])
+def test_request_refuses_what_the_run_would_refuse(parts, kw, error, words):  # noqa: F811
+    """It recorded seed 1.9 as 1, width 64.9 as 64, seed -1 (A1111's "random"), any prompt, and raised a raw
+    TypeError for seed=None."""
+    kw = {"prompt": PROMPT, **kw}
+    with pytest.raises(error, match=words):
+        parts["eps"].request(kw.pop("prompt"), **kw)
+
+
+def test_request_records_the_values_the_run_reads(parts):  # noqa: F811
+    r = parts["eps"].request(PROMPT, seed=np.int64(3), width=np.int64(128), height=torch.tensor(64))
+    assert (r["seed"], r["width"], r["height"]) == (3, 128, 64)
+    assert all(type(r[k]) is int for k in ("seed", "width", "height"))
+    assert json.dumps(r)  # what png_info writes
+
+
+# ------------------------------------------------------------------- 3. torch's global RNG after a refused seed=None
+
+
+@pytest.mark.parametrize("task, kw", [("txt2img", {"sampler": "eulerr"}), ("img2img", {"sampler": "eulerr"}),
+                                      ("inpaint", {"mask": torch.zeros(64, 64)}),
+                                      ("txt2img", {"steps": 0}), ("img2img", {"strength": 0.01})])
+def test_a_refused_call_with_seed_none_leaves_the_global_rng_alone(parts, task, kw):  # noqa: F811
+    """seed=None drew its base seed at the start, before the checks: a refused call moved the global RNG, so a script
+    that caught the refusal and retried got another image than without it."""
+    pipe = parts["eps"]
+    state = torch.get_rng_state()
+    with pytest.raises(Exception):
+        if task == "txt2img":
+            pipe.txt2img(PROMPT, **{"steps": 2, "seed": None, "progress": False, **kw})
+        else:
+            _run(pipe, task, kw.pop("images", SIGNED), **{**kw, "seed": None})
+    assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("task", ["txt2img", "img2img", "inpaint"])
+def test_seed_none_still_draws_its_base_from_the_global_rng(parts, task):  # noqa: F811
+    pipe = parts["eps"]
+
+    def run(seed):
+        if task == "txt2img":
+            return pipe.txt2img([PROMPT, "a blue square"], steps=2, seed=seed, progress=False, output="tensor")
+        return _run(pipe, task, SIGNED, seed=seed)
+
+    torch.manual_seed(7)
+    base = int(torch.randint(0, 2**62, ()))
+    torch.manual_seed(7)
+    drawn = run(None)
+    torch.testing.assert_close(drawn, run(base), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------- 4. config.json's defaults, planned as one run
+
+
+@pytest.mark.parametrize("kind, defaults, words", [
+    ("flow", {"schedule": "karras"}, "schedule 'karras' needs a finite sigma_max"),
+    ("flow", {"sampler": "DDIM"}, "DDIM"),
+])
+def test_defaults_the_model_cannot_run_are_refused_when_config_json_is_read(tmp_path, kind, defaults, words):
+    """They loaded (or failed blaming a schedule the caller never passed), and every call without sampler= or
+    schedule= then failed with advice for arguments its caller never gave."""
+    folder = _config_folder(tmp_path, kind, defaults=defaults)
+    with pytest.raises(mio.ConfigMismatchError, match=rf"{folder / mio.CONFIG_FILE}: U-Net config field 'defaults' "
+                                                      rf"is .*{words}.*correct 'defaults' in config.json"):
+        PipelineSpec.read(folder)
+    raw = json.loads((folder / mio.CONFIG_FILE).read_text())
+    with pytest.raises(mio.ConfigMismatchError, match="field 'defaults'"):
+        UNetConfig.from_dict({k: v for k, v in raw.items() if k != "weights_dtype"})
+
+
+def test_a_default_label_runs_on_its_own_schedule_not_the_fallback(tmp_path):
+    """{"sampler": "DDIM"} was merged with the fallback schedule karras, which the label contradicts: the model
+    failed to load, blaming a schedule='karras' nobody passed."""
+    spec = PipelineSpec.read(_config_folder(tmp_path, "eps", defaults={"sampler": "DDIM"}))
+    assert spec.defaults["schedule"] is None and spec.default_schedule == "a1111:Timesteps"
+    found, sigmas, _, _ = spec.plan_run(None, None, None, {})
+    own, own_sigmas, _, _ = spec.plan_run("DDIM", None, None, {})
+    assert found == own
+    torch.testing.assert_close(sigmas, own_sigmas, rtol=0, atol=0)
+
+
+def test_a_default_label_runs_as_the_call_naming_it(parts):  # noqa: F811
+    vae = parts["vae"]
+    torch.manual_seed(1)
+    model = randomize(DiffusionModel(tiny_config(prediction="eps", vae=vae_record(vae), defaults={"sampler": "DDIM"})),
+                      seed=2)
+    pipe = Pipeline(model, vae)
+    kw = {"steps": 3, "seed": 0, "progress": False, "output": "tensor"}
+    torch.testing.assert_close(pipe.txt2img(PROMPT, **kw), pipe.txt2img(PROMPT, sampler="DDIM", **kw), rtol=0, atol=0)
+    assert pipe.request(PROMPT)["schedule"] == "a1111:Timesteps"
+
+
+@pytest.mark.parametrize("kind, schedule", [("eps", "karras"), ("flow", "flow")])
+def test_the_shipped_configs_plan_their_defaults(tmp_path, kind, schedule):
+    spec = PipelineSpec.read(_config_folder(tmp_path, kind))
+    assert spec.defaults["schedule"] == spec.default_schedule == schedule
+
+
 # ------------------------------------------------------------------ 5. the config field a size mismatch names
 
 

@@ -5,10 +5,13 @@ from types import SimpleNamespace as NS
 import pytest
 
 from models import pipeline as P
+from models.vae import check_size
 from samplers.core.errors import InvalidOption
 
-FAKE = NS(defaults={"sampler": "dpmpp_2m", "schedule": "karras", "steps": 20},
-          guidance=lambda c: 4.0 if c is None else c, config=NS(name="unet-eps"), model=NS(weights_sha256="ab" * 32))
+# what Pipeline.request reads of its pipeline: the defaults, guidance, the size and prompt rules, the model's name
+FAKE = NS(defaults={"sampler": "dpmpp_2m", "schedule": "karras", "steps": 20}, default_schedule="karras",
+          guidance=lambda c: 4.0 if c is None else c, check_size=lambda h, w: check_size(h, w, 8),
+          _prompts=lambda p: [p], config=NS(name="unet-eps"), model=NS(weights_sha256="ab" * 32))
 
 
 def line(sampler, schedule=None, **options):
