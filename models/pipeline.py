@@ -699,8 +699,8 @@ class PipelineSpec:
         self.config = config
         self.vae_config = vae_config
         self.native = native_schedule(config)
-        self.defaults = model_defaults(config)
         try:  # the default run planned once: defaults that cannot run are the config's error, not a caller's
+            self.defaults = model_defaults(config)
             self.plan_run(None, None, None, {})
         except SamplersError as e:
             fallback = FALLBACK_DEFAULTS[config.prediction]

@@ -188,7 +188,8 @@ def test_the_cli_refuses_a_config_python_will_not_read_with_exit_2(tmp_path, cap
 
 @pytest.mark.parametrize("kind, field, value, words", [
     ("eps", "time_dim", 2**40, r"field 'time_dim' \(1099511627776\) exceeds every tensor in .*model.safetensors"),
-    ("eps", "time_dim", 2**12, r"shape mismatches unet.time_embed.*the sizes come from its field 'time_dim' \(4096; the weights fit 256\)"),
+    ("eps", "time_dim", 2**12,
+     r"shape mismatches unet.time_embed.*the sizes come from its field 'time_dim' \(4096; the weights fit 256\)"),
     ("eps", "res_blocks", 10**6, r"more than .* parameter tensors, .*: check its field 'res_blocks' \(1000000\)"),
     ("vae", "channels", [32] * 20_000, r"more than .* parameter tensors, .*: check its field 'channels'"),
 ])
