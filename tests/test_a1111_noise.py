@@ -292,11 +292,18 @@ def test_the_pipelines_infotext_records_a1111s_cpu_source_for_its_labels():
 
     class Stub:  # Pipeline.request reads only these
         defaults = {"sampler": "dpmpp_2m", "schedule": "karras", "steps": 4}
+        default_schedule = "karras"
         config = types.SimpleNamespace(name="m")
         model = types.SimpleNamespace(weights_sha256="0" * 64)
 
         def guidance(self, cfg):
             return 4.0 if cfg is None else cfg
+
+        def check_size(self, height, width):
+            return height, width
+
+        def _prompts(self, prompt):
+            return [prompt]
 
     from models.pipeline import Pipeline
     request = Pipeline.request(Stub(), "p", sampler="Euler a", steps=4)
