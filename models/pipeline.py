@@ -649,14 +649,20 @@ def _batch_size(n, given: str = "batch") -> int:
 
 def model_defaults(config: UNetConfig) -> dict:
     """The defaults of a model's runs: config.json's ``defaults`` over :data:`FALLBACK_DEFAULTS` of its prediction
-    type, field by field. A sampler the config names without a schedule, where it has a schedule of its own (a label:
-    ``"DDIM"`` runs on A1111's timesteps), runs on it, as a call naming that sampler alone does: the schedule is None
-    (its own), not the fallback chosen for another sampler, which may contradict the label or not suit the model."""
+    type, field by field. ``defaults["schedule"]`` is the schedule of a call that names a sampler without a schedule
+    of its own and no schedule; the default sampler's run itself may take its own (:func:`default_pair_schedule`)."""
+    return {**FALLBACK_DEFAULTS[config.prediction], **config.defaults}
+
+
+def default_pair_schedule(config: UNetConfig, defaults: dict) -> str | None:
+    """The schedule of a call that names neither sampler nor schedule: the default sampler on ``defaults["schedule"]``,
+    but where config.json names a sampler with a schedule of its own (a label: ``"DDIM"`` runs on A1111's timesteps)
+    and no schedule, None: its own, as a call naming that sampler alone runs, not the fallback chosen for another
+    sampler, which may contradict the label or not suit the model."""
     given = config.defaults
-    defaults = {**FALLBACK_DEFAULTS[config.prediction], **given}
     if "sampler" in given and "schedule" not in given and names.resolve(given["sampler"]).schedule is not None:
-        defaults["schedule"] = None
-    return defaults
+        return None
+    return defaults["schedule"]
 
 
 def check_default_run(config: UNetConfig) -> None:
@@ -701,6 +707,7 @@ class PipelineSpec:
         self.native = native_schedule(config)
         try:  # the default run planned once: defaults that cannot run are the config's error, not a caller's
             self.defaults = model_defaults(config)
+            self.default_pair_schedule = default_pair_schedule(config, self.defaults)
             self.plan_run(None, None, None, {})
         except SamplersError as e:
             fallback = FALLBACK_DEFAULTS[config.prediction]
@@ -712,9 +719,9 @@ class PipelineSpec:
 
     @property
     def default_schedule(self) -> str:
-        """The schedule a run takes where neither the call nor its sampler names one: ``defaults["schedule"]``, or
-        where that is None (:func:`model_defaults`: a default sampler with a schedule of its own) that sampler's."""
-        return self.defaults["schedule"] or names.resolve(self.defaults["sampler"]).schedule
+        """The schedule a run takes where neither the call nor its sampler names one: ``defaults["schedule"]`` (a call
+        naming no sampler either runs the default pair: :func:`default_pair_schedule`)."""
+        return self.defaults["schedule"]
 
     @classmethod
     def read(cls, folder: str | Path | None = None, model: str | None = None,
@@ -774,7 +781,7 @@ class PipelineSpec:
         solver's fingerprint check (the one part that needs the weights). ``sampler=None`` is the model's default;
         any other value (``""`` too) is a name to resolve."""
         if sampler is None and schedule is None:  # the model's defaults are a pair: its sampler on its schedule
-            schedule = self.defaults["schedule"]
+            schedule = self.default_pair_schedule
         implied = schedule is None  # a label's own schedule, where it has one: A1111's "Automatic"
         found, schedule, asked, options, solver = _resolve(self.defaults["sampler"] if sampler is None else sampler,
                                                           schedule, steps, options)
@@ -1266,7 +1273,7 @@ class Pipeline(PipelineSpec):
         seed = resolve_seeds(seed, 1)[0]  # an int >= 0 (or a list of one), as the run reads it
         options = dict(options or {})
         if sampler is None and schedule is None:
-            schedule = self.defaults["schedule"]
+            schedule = self.default_pair_schedule
         given = {k for k, v in options.items() if v is not None}
         # resolved and checked as the run resolves and checks them (_resolve): an option the run would refuse is
         # refused here, not written into a PNG as if it had run

@@ -149,11 +149,14 @@ def test_a_default_label_runs_on_its_own_schedule_not_the_fallback(tmp_path):
     """{"sampler": "DDIM"} was merged with the fallback schedule karras, which the label contradicts: the model
     failed to load, blaming a schedule='karras' nobody passed."""
     spec = PipelineSpec.read(_config_folder(tmp_path, "eps", defaults={"sampler": "DDIM"}))
-    assert spec.defaults["schedule"] is None and spec.default_schedule == "a1111:Timesteps"
+    assert spec.default_pair_schedule is None and spec.default_schedule == "karras"
     found, sigmas, _, _ = spec.plan_run(None, None, None, {})
     own, own_sigmas, _, _ = spec.plan_run("DDIM", None, None, {})
     assert found == own
     torch.testing.assert_close(sigmas, own_sigmas, rtol=0, atol=0)
+    # a call naming another sampler and no schedule runs on the model's default schedule, not DDIM's timesteps
+    _, other, _, _ = spec.plan_run("euler", None, None, {})
+    torch.testing.assert_close(other, spec.sigmas("karras"), rtol=0, atol=0)
 
 
 def test_a_default_label_runs_as_the_call_naming_it(parts):  # noqa: F811
