@@ -380,13 +380,13 @@ def test_an_a1111_label_without_its_own_scheduler_runs_on_uniform(parts):
 def test_a_default_sampler_label_is_kept_and_an_unknown_one_refused(parts):
     import dataclasses
 
-    from samplers.core.errors import UnknownNameError
+    from models.io import ConfigMismatchError
 
     model = parts["eps"].model
     label = dataclasses.replace(model.config, defaults={"sampler": "DPM++ 2M Karras", "schedule": "karras"})
     pipe = Pipeline(DiffusionModel(label), parts["vae"])
     assert pipe.plan(None, None, 4, {})[0] == "dpmpp_2m"
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(ConfigMismatchError, match="field 'defaults'.*unknown sampler name 'no_such'"):
         Pipeline(DiffusionModel(dataclasses.replace(model.config, defaults={"sampler": "no_such"})), parts["vae"])
 
 
