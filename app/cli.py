@@ -259,7 +259,8 @@ def add_commands(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="the main demo: analytic steps-vs-error table, then images on the "
                                               "shipped models")
     demo.add_argument("--out", type=out_folder, default="out/demo",
-                      help="folder for the demo's images (created; a file there is refused at once)")
+                      help="folder for the demo's images (created; a file there, or a folder no file can be "
+                           "written in, is refused at once)")
     demo.add_argument("--threads", type=threads, default=None,
                       help="torch threads, at most the cores this process may run on (default: 1 for the analytic "
                            "table; for the images the faster of 1 and torch's default, measured once)")

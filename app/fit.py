@@ -38,6 +38,7 @@ import torch
 
 from samplers.core.argtypes import SEED_MAX, Given, cfg_problem, cfg_scale, path_to, seed, threads, was_given
 from samplers.core.errors import InvalidInput
+from samplers.core.files import unwritable_folder
 from samplers.core.validate import distinct
 
 CALIBRATION_SEED, HELDOUT_SEED = 0, 1  # noise streams; drawn prompts use streams 30_000 + seed
@@ -1225,6 +1226,9 @@ def run_fit(args) -> int:
             raise InvalidInput(f"{folder} is a file, where samplers fit keeps "
                                + ("its fits (--out is a folder)" if folder == out else "its cached endpoints")
                                + "; choose another --out" + ("" if folder == out else f" or remove {folder}"))
+    why = unwritable_folder(out)  # found now, not when the first fit is saved, after the model is built
+    if why is not None:
+        raise InvalidInput(f"--out {str(out)!r}: {why}; name a folder you can write to")
     report = read_report(out)  # before the model is built: a bad one is refused at once
     if args.rescore:
         check_rescore_options(args, report, out)
@@ -1408,7 +1412,8 @@ def add_parser(subparsers) -> None:
                                                    "a diffusers UNet folder | gm-ve, gm-vp-eps, gm-flow")
     p.add_argument("--nfe", type=int, nargs="+", required=True, help="model calls of each solver (e.g. 5 8 10)")
     p.add_argument("--out", type=path_to("folder"), required=True,
-                   help="folder for nfe<N>.json, report.json and resumable state")
+                   help="folder for nfe<N>.json, report.json and resumable state (in an existing folder; one no "
+                        "file can be written in is refused before the model is built)")
     p.add_argument("--prompts", nargs="+", default=None,
                    help="shipped models: prompts (default: drawn from the caption grammar)")
     p.add_argument("--cfg", type=cfg_scale, default=None,

@@ -832,8 +832,8 @@ def schedule_or_refuse(parser, option: str, name: str) -> str:
 
 
 def add_output_options(parser, default_out: Path, what: str = "results.json and table.md") -> None:
-    """``--out`` (default under out/: a run writes tracked files only where its --out names them; a file there is
-    refused at once, see :func:`out_folder`) and ``--report``."""
+    """``--out`` (default under out/: a run writes tracked files only where its --out names them; a file there, or
+    a folder no file can be written in, is refused at once, see :func:`out_folder`) and ``--report``."""
     parser.add_argument("--out", type=out_folder, default=str(default_out),
                         help=f"folder for {what} (default %(default)s; the committed tables are written with an "
                              "explicit --out docs/benchmarks/..., see docs/benchmarks/README.md)")
@@ -1006,8 +1006,9 @@ def solver_refusal(err: Exception) -> str:
 
 def cache_folder(text) -> str:
     """``--cache``: the folder of cached references (made when the first one is saved), refused at once where it, or
-    a folder above it, is a file (every save would fail there); kept as the string given."""
-    return str(out_folder(text))
+    a folder above it, is a file (every save would fail there); kept as the string given. Its writability is not
+    checked here: the default is parsed even where --no-cache leaves it unused."""
+    return str(argtypes.folder_path(text))
 
 
 def canonical_schedules(names) -> list[str] | None:

@@ -1,10 +1,13 @@
 """Shared fixtures: one thread per test process, a time limit for cases that must not hang, and the analytic
-mixture written as a Stable-Diffusion-1.x eps model (what the diffusers parity tests run on)."""
+mixture written as a Stable-Diffusion-1.x eps model (what the diffusers parity tests run on), and a folder
+no file can be created in (for the commands' --out checks)."""
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,3 +232,28 @@ def shim_latents():
     mask = torch.zeros(1, 1, 8, 8)
     mask[..., 2:6, 1:5] = 1.0
     return noise, image, mask
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder this process cannot create a file in: a read-only one (not for root), else /sys (sysfs takes no new
+    files, from root either). Shared by the tests of every command's --out."""
+    def writable(folder: Path) -> bool:
+        try:
+            (folder / ".probe").touch()
+        except OSError:
+            return False
+        (folder / ".probe").unlink()
+        return True
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        for folder in (ro, Path("/sys")):
+            if folder.is_dir() and not writable(folder):
+                yield folder
+                return
+        pytest.skip("no folder here refuses a new file")
+    finally:
+        os.chmod(ro, 0o700)

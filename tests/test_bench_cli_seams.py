@@ -45,6 +45,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(adherence, "load_pipeline", _reached)
     monkeypatch.setattr(tiny_unet, "make", _reached)
     monkeypatch.setattr(classifier, "train", _reached)
+    monkeypatch.setattr(fit_heldout, "run_solvers", _reached)
     for name in ("ops_table", "conversion_ops", "overhead_table", "full_stack"):
         monkeypatch.setattr(speed, name, _reached)
 
@@ -176,6 +177,21 @@ def test_an_out_that_is_a_file_is_refused_before_the_work(capsys, no_work, tmp_p
     refused(capsys, main, [*argv, "--out", str(file)], "--out", "a-file", "is a file")
     refused(capsys, main, [*argv, "--out", str(file / "below")], "--out", "a-file")
     assert file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("main, argv", [
+    (deterministic.main, []), (speed.main, []), (fit_heldout.main, []), (fit_bound.main, []),
+    (learned_solvers.main, []), (tiny_unet.main, []), (quality.main, []), (stochastic.main, []),
+    (vae_roundtrip.main, []), (classifier.main, ["train"]),
+])
+def test_an_out_the_run_cannot_write_is_refused_before_the_work(capsys, no_work, unwritable, main, argv):
+    """An --out no file can be written in was found when the results were saved, after the whole run (a
+    PermissionError traceback from write_results' mkdir): refused while the arguments are parsed, creating nothing."""
+    before = sorted(p.name for p in unwritable.iterdir())
+    for out in (unwritable, unwritable / "new", unwritable / "new" / "deeper"):
+        refused(capsys, main, [*argv, "--out", str(out)], "--out", "cannot write in folder", str(unwritable),
+                "name a folder you can write to")
+    assert sorted(p.name for p in unwritable.iterdir()) == before
 
 
 def test_out_folder_accepts_new_and_existing_folders(tmp_path):

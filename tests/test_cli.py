@@ -171,6 +171,17 @@ def test_demo_refuses_an_out_that_is_a_file_before_the_work(capsys, monkeypatch,
     assert (tmp_path / "file").read_text() == "kept"
 
 
+def test_demo_refuses_an_out_it_cannot_write_before_the_work(capsys, monkeypatch, unwritable):
+    """``samplers demo --out /sys/demo`` ended in a bare ``[Errno 1] Operation not permitted`` naming neither --out
+    nor a fix: refused while parsing, naming both, and creating nothing."""
+    from app import demo
+
+    monkeypatch.setattr(demo, "run_demo", lambda **k: pytest.fail("the demo ran"))
+    _refused(capsys, ["demo", "--out", str(unwritable / "demo")], "--out", "cannot write in folder", str(unwritable),
+             "name a folder you can write to")
+    assert not (unwritable / "demo").exists()
+
+
 @pytest.mark.parametrize("err", [FileExistsError(17, "File exists"), NotADirectoryError(20, "Not a directory"),
                                  PermissionError(13, "Permission denied"), FileNotFoundError(2, "No such file")])
 def test_a_path_the_user_gave_that_cannot_be_used_is_a_usage_error(err):

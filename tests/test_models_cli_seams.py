@@ -404,39 +404,25 @@ def test_samplers_fit_names_prompts_only_for_the_prompts(capsys, no_load, tmp_pa
 # ---- an --out the run could not write: refused before the weights, not after every image was made
 
 
-@pytest.fixture
-def unwritable(tmp_path):
-    """A folder this process cannot create a file in: a read-only one (not for root), else /sys (sysfs takes no new
-    files, from root either)."""
-    import os
-
-    def writable(folder: Path) -> bool:
-        try:
-            (folder / ".probe").touch()
-        except OSError:
-            return False
-        (folder / ".probe").unlink()
-        return True
-
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        for folder in (ro, Path("/sys")):
-            if folder.is_dir() and not writable(folder):
-                yield folder
-                return
-        pytest.skip("no folder here refuses a new file")
-    finally:
-        os.chmod(ro, 0o700)
-
-
 @pytest.mark.parametrize("command", [["generate", "a red circle", "--steps", "2", "--seed", "0"],
                                      ["compare", "a red circle", "--samplers", "euler", "heun", "--steps", "1", "2"]])
 def test_an_out_folder_the_run_cannot_write_in_is_refused_before_the_weights(capsys, no_load, unwritable, command):
     _refused(capsys, [*command, "--out", str(unwritable / "a.png")], "cannot write in folder", str(unwritable),
              "choose a folder you can write to")
     assert not [p for p in unwritable.iterdir() if p.name.startswith(".a.png")]
+
+
+def test_a_fit_out_the_run_cannot_write_in_is_refused_before_the_model(capsys, monkeypatch, unwritable):
+    """``samplers fit --out`` in a folder no file can be made in failed at ``out.mkdir``, after the model was built
+    and fingerprinted, with a bare errno message ('[Errno 2] No such file or directory' for /proc/fitout): refused
+    before the model, naming --out, the folder and the fix."""
+    from app import fit as fit_cli
+
+    monkeypatch.setattr(fit_cli, "make_target", lambda args: pytest.fail("the model was built"))
+    for out in (unwritable, unwritable / "fit"):
+        _refused(capsys, ["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out)], "--out",
+                 "cannot write in folder", str(unwritable), "name a folder you can write to")
+    assert not (unwritable / "fit").exists()
 
 
 def test_an_out_whose_folder_is_a_file_says_so(capsys, no_load, tmp_path):

@@ -8,6 +8,8 @@ import math
 import os
 from pathlib import Path
 
+from .files import unwritable_folder
+
 
 def int_at_least(low: int):
     """An integer >= ``low``."""
@@ -168,15 +170,30 @@ def path_to(what: str):
     return parse
 
 
-def out_folder(text: str | Path) -> Path:
-    """``--out`` naming a folder (created if missing): refused at once when it is empty, or when it, or a folder
-    above it, is a file."""
+def folder_path(text: str | Path) -> Path:
+    """A folder to write into later (a cache, made at its first save): refused at once when it is empty, or when
+    it, or a folder above it, is a file. Whether it can be written is left to the command (:func:`out_folder`
+    checks it), since a default such as ``--cache out/cache`` is parsed even where ``--no-cache`` leaves it
+    unused."""
     path = _named(text, "folder")
     blocker = _blocked_by_a_file(path)
     if blocker is not None:
         what = "is a file" if blocker == path else f"is under {str(blocker)!r}, a file"
         raise argparse.ArgumentTypeError(f"{str(path)!r} {what}, not a folder: name a folder (new or existing) to "
                                          "write into")
+    return path
+
+
+def out_folder(text: str | Path) -> Path:
+    """``--out`` naming a folder (created if missing): refused at once when it is empty, when it, or a folder above
+    it, is a file (:func:`folder_path`), or when it cannot be written — a file cannot be created in it or, where it
+    is missing, in the folder above it where it would be made (permissions, a read-only file system, /sys:
+    :func:`samplers.core.files.unwritable_folder`, which creates nothing) — rather than after the run, whose work
+    would be lost when its results could not be saved."""
+    path = folder_path(text)
+    why = unwritable_folder(path)
+    if why is not None:
+        raise argparse.ArgumentTypeError(f"{str(path)!r}: {why}; name a folder you can write to")
     return path
 
 

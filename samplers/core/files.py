@@ -29,6 +29,26 @@ def _new_file(folder: Path, name: str) -> tuple[int, str]:
     raise FileExistsError(f"could not create a temporary file beside {str(folder / name)!r}")
 
 
+def unwritable_folder(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written in ``folder`` — where it does not exist yet, why it cannot be made there
+    (``mkdir(parents=True)``) — or None where they can. Tried as :func:`check_writable` tries a folder, by creating
+    and removing a temporary file, in ``folder`` or, where it is missing, in the nearest folder above it that
+    exists (the one the first new folder would be made in); nothing else is created, so a run refused for it
+    leaves no folder behind. A file in the way (``folder`` or a folder above it) is a reason too."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        return f"{str(existing)!r} is a file, not a folder"
+    try:
+        fd, tmp = _new_file(existing, "write-check")
+    except OSError as e:
+        made = "" if existing == folder else f", where {str(folder)!r} would be created"
+        return f"cannot write in folder {str(existing)!r}{made} ({e.strerror or e})"
+    os.close(fd)
+    Path(tmp).unlink(missing_ok=True)
+    return None
+
+
 def check_writable(path: str | os.PathLike, what: str = "the output") -> Path:
     """``path``'s folder checked as :func:`atomic_write_bytes` will write there, before any long work that would be
     lost at the end: a folder (not a file, not missing), in which a file can be created — tried by creating and
