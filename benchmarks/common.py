@@ -760,9 +760,12 @@ def check_names(parser, option: str, given, valid) -> None:
                      f"{', '.join(valid) if valid else '(none here)'}")
 
 
-def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | None = None) -> str:
+def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | None = None,
+                      fitted: str | None = None) -> str:
     """The canonical name of the registry sampler ``name`` (any alias), or ``parser.error`` naming the valid ones
-    (``samplers.available()``, or only those of ``kinds``)."""
+    (``samplers.available()``, or only those of ``kinds``). A sampler that runs a fitted solver file
+    (:func:`fitted_refusal`) is refused too, pointing to ``fitted``, the benchmark's own flag for solver files
+    (``"--fitted FILE"``), where it has one."""
     valid = [n for n in samplers.available() if kinds is None or samplers.info(n).kind in kinds]
     what = "sampler" if kinds is None else f"{'/'.join(kinds)} sampler"
     try:
@@ -784,7 +787,25 @@ def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | N
                      + (", dropping the next-to-last σ" if label.discard_penultimate_sigma else "")
                      + f"; the benchmarks run registry samplers at their defaults (and --schedules for the schedule): "
                      f"pass {canonical!r}")
+    why = fitted_refusal(canonical)
+    if why is not None:
+        parser.error(f"{option}: {name!r} {why}; " + (f"pass its solver files with {fitted}" if fitted else
+                                                     "this benchmark runs no solver files: leave it out"))
     return canonical
+
+
+# Why a sampler that runs the weights of a fitted solver file (a ``solver`` option: learned_multistep) has no row of
+# its own: without a file every weight is 0 and it is Euler, so its row would be Euler's under another name (the
+# committed quality table had six such rows, each equal to euler's). A benchmark runs solver files under their own
+# flag (benchmarks.quality --fitted, benchmarks.deterministic --learned); app.demo's table leaves them out alike.
+NEEDS_SOLVER = ("runs a fitted solver file's weights (its solver option) and without one is Euler (every weight 0), "
+                "so its row would be euler's under another name")
+
+
+def fitted_refusal(name: str) -> str | None:
+    """Why the registry sampler ``name`` has no row without a solver file (:data:`NEEDS_SOLVER`), None where it
+    has."""
+    return NEEDS_SOLVER if "solver" in samplers.info(name).options else None
 
 
 # Why an error-controlled adaptive sampler (``host_sync`` with an ``rtol`` option: dpm_adaptive, torchdiffeq.dopri5)
@@ -1033,10 +1054,12 @@ def refuse_repeats(parser: argparse.ArgumentParser, *lists) -> None:
 
 
 def sampler_names(requested: list[str] | None, include_adaptive: bool = False) -> list[str]:
-    """Canonical sampler names: the requested ones, or every registered non-adaptive sampler."""
+    """Canonical sampler names: the requested ones, or every registered non-adaptive sampler but those that run a
+    fitted solver file (:func:`fitted_refusal`: without one they are Euler)."""
     if requested and requested != ["all"]:
         return [samplers.info(n).name for n in requested]
-    return [n for n in samplers.available() if include_adaptive or not samplers.info(n).host_sync]
+    return [n for n in samplers.available() if (include_adaptive or not samplers.info(n).host_sync)
+            and fitted_refusal(n) is None]
 
 
 __all__ = ["Problem", "ProblemUnavailable", "ReferenceCache", "describe", "frechet_distance", "get_problem",

@@ -562,7 +562,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"problems: {', '.join(common.PROBLEMS)} or module:function (default: the gm-* ones, "
                         "plus models-eps/models-flow when they are installed)")
     p.add_argument("--samplers", nargs="+", default=None, help="registry names (default: every non-adaptive one; an "
-                   "adaptive one, dpm_adaptive or torchdiffeq.dopri5, is refused: it cannot be held to an NFE budget)")
+                   "adaptive one, dpm_adaptive or torchdiffeq.dopri5, is refused: it cannot be held to an NFE budget; "
+                   "so is learned_multistep, Euler without a solver file: pass those with --fitted)")
     p.add_argument("--schedules", nargs="+", default=["karras"],
                    help=f"schedules ({', '.join(samplers.schedules.available())}, or 'all')")
     p.add_argument("--nfe", nargs="+", type=common.nfe_budget, default=None,
@@ -654,7 +655,7 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         except (OSError, ValueError) as err:
             p.error(f"--fitted {path}: {err}")
     if args.samplers and args.samplers != ["all"]:
-        args.samplers = [common.sampler_or_refuse(p, "--samplers", n) for n in args.samplers]
+        args.samplers = [common.sampler_or_refuse(p, "--samplers", n, fitted="--fitted FILE") for n in args.samplers]
         common.refuse_unbudgeted(p, "--samplers", args.samplers)  # adaptive: its cells would be a one-step denoise
     if args.schedules != ["all"]:
         for name in args.schedules:

@@ -900,7 +900,8 @@ def parser() -> argparse.ArgumentParser:
                    help="CUDA dtypes (default float32 float16 bfloat16; the CPU runs float32, so this needs a CUDA "
                         "device)")
     p.add_argument("--samplers", nargs="+", default=None,
-                   help="registry names, or 'all' (default: every algorithm diffusers or k-diffusion also has)")
+                   help="registry names, or 'all' (default: every algorithm diffusers or k-diffusion also has; 'all': "
+                        "every non-adaptive one but learned_multistep, Euler without a solver file)")
     p.add_argument("--steps", nargs=2, type=common.step_count, default=None, metavar=("N1", "N2"),
                    help=f"the two step counts of the µs slope, N1 < N2 <= {common.MAX_STEPS} (the pipeline's step "
                         f"limit; default {' '.join(map(str, STEPS))}; {' '.join(map(str, QUICK_STEPS))} with --quick)")

@@ -217,6 +217,43 @@ def test_the_default_sampler_lists_leave_the_adaptive_ones_out_saying_why():
     assert not any(common.budget_refusal(n) for n in common.sampler_names(None))  # quality's default
 
 
+# ---- learned_multistep without a solver file is Euler (every weight 0): quality ran it as a row of its own, equal
+# to euler's, and bold where the two tied (six such rows in the committed quality_cpu_all table)
+
+
+def test_a_sampler_that_runs_solver_files_is_refused_by_name_pointing_to_the_files_flag(capsys, no_work, tmp_path):
+    refused(capsys, quality.main, ["--quick", "--no-peers", "--problem", "gm-ve", "--samplers", "euler",
+                                   "learned_multistep", "--out", str(tmp_path / "q")],
+            "--samplers: 'learned_multistep'", "without one is Euler", "--fitted FILE")
+    refused(capsys, quality.main, ["--quick", "--no-peers", "--problem", "gm-ve", "--samplers", "bespoke_multistep",
+                                   "--out", str(tmp_path / "q")], "'bespoke_multistep'", "--fitted FILE")  # an alias
+    refused(capsys, running.main, [*DET, "--samplers", "learned_multistep", "--out", str(tmp_path / "d")],
+            "--samplers: 'learned_multistep'", "without one is Euler", "--learned FOLDER")
+    refused(capsys, speed.main, ["--samplers", "learned_multistep", "--out", str(tmp_path / "s")],
+            "'learned_multistep'", "without one is Euler", "runs no solver files: leave it out")
+    assert not any((tmp_path / d).exists() for d in ("q", "d", "s"))
+
+
+def test_the_default_sampler_lists_leave_the_samplers_of_solver_files_out():
+    from types import SimpleNamespace
+
+    from benchmarks import common
+
+    assert "learned_multistep" not in common.sampler_names(None)  # quality's default
+    assert "learned_multistep" not in common.sampler_names(["all"], include_adaptive=True)
+    names, skipped = running.Run.samplers(SimpleNamespace(args=SimpleNamespace(samplers=None)))
+    assert "learned_multistep" not in names and "without one is Euler" in skipped["learned_multistep"]
+
+
+def test_no_committed_quality_table_has_a_row_of_learned_multistep_without_its_solver():
+    """quality_cpu_all's learned_multistep rows (each equal to euler's) were removed from its results.json and the
+    table regenerated; a quality run's fitted solvers are rows named fitted:PATH."""
+    for results in [*DOCS.glob("*/results.json"), *DOCS.glob("fitted/*/results.json")]:
+        result = json.loads(results.read_text())
+        if result.get("cells") and "sw_floor" in result:  # benchmarks.quality's results
+            assert not [c for c in result["cells"] if c["sampler"] == "learned_multistep"], results
+
+
 def test_a_cache_that_is_a_file_is_refused_while_the_arguments_are_read(capsys, no_work, tmp_path):
     (tmp_path / "afile").write_text("x")
     refused(capsys, running.main, [*DET, "--cache", str(tmp_path / "afile"), "--out", str(tmp_path / "d")],

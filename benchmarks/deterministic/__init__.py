@@ -10,7 +10,8 @@ VE denoiser, σ 80 → 0.002; ``gm-vp-eps``: an SD-1.x-style discrete VP eps mod
 steps; ``gm-flow``: an SD3-style rectified-flow model), every deterministic registry sampler
 (``samplers.available("ode")``, found at run time; error-controlled adaptive ones — ``host_sync`` with an
 ``rtol`` option — are skipped because they cannot be held to a budget, and refused when ``--samplers`` names
-one; fixed-grid ``host_sync`` ones run, their model calls counted on the real model) is run on every schedule that can be built for the problem
+one, as is ``learned_multistep``, Euler without a solver file: its files run as the fitted cells, ``--learned``;
+fixed-grid ``host_sync`` ones run, their model calls counted on the real model) is run on every schedule that can be built for the problem
 (``samplers.schedules.available()``; the ones that raise are recorded with the reason). Beside them,
 diffusers' deterministic schedulers (:mod:`.peers`) run their own loop on the same data behind a native
 model, from the same noise.

@@ -79,6 +79,8 @@ class Run:
                 skipped[spec.name] = f"kind {spec.kind!r}: not deterministic"
             elif common.budget_refusal(spec.name) is not None:  # the default list only: a named one is refused
                 skipped[spec.name] = common.budget_refusal(spec.name)
+            elif common.fitted_refusal(spec.name) is not None:  # its files run as the fitted cells (--learned)
+                skipped[spec.name] = common.fitted_refusal(spec.name)
             else:
                 names.append(spec.name)
         return names, skipped
@@ -331,7 +333,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"NFE budgets, each from 1 to {common.MAX_STEPS} (the pipeline's step limit; default 5 10 20)")
     p.add_argument("--samplers", nargs="+", default=None,
                    help="registry 'ode' samplers (default: every one that can be held to an NFE budget, the adaptive "
-                        "ones listed as not run); an adaptive one named here is refused")
+                        "ones listed as not run, and learned_multistep, Euler without a solver file, listed as run "
+                        "by --learned); an adaptive one or learned_multistep named here is refused")
     p.add_argument("--schedules", nargs="+", default=None,
                    help="schedule names (default: every registered one, samplers.schedules.available())")
     p.add_argument("--peer-names", nargs="+", default=None,
@@ -425,7 +428,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
          "sizes the held-out re-run and --heldout-seeds with no seed runs none", "leave out one of them"))
     # the deterministic grid runs ODE samplers: a stochastic one would only be listed as not run
     args.samplers = (None if args.samplers is None else
-                     [common.sampler_or_refuse(p, "--samplers", n, kinds=("ode",)) for n in args.samplers])
+                     [common.sampler_or_refuse(p, "--samplers", n, kinds=("ode",), fitted="--learned FOLDER")
+                      for n in args.samplers])
     # nor can an adaptive one be held to a budget: named, it is refused here (the default list skips it, saying why)
     common.refuse_unbudgeted(p, "--samplers", args.samplers)
     for name in args.schedules or ():
