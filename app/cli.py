@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -37,19 +38,36 @@ _NOT_OPTIONS_COMPARE = {
     "output": "set the grid's PNG path with --out"}
 
 
+# The constants JSON spells otherwise, as Python writes them (str(math.inf), str(True), str(None)) and A1111's
+# infotext carries them (s_tmax=inf, A1111's default, which docs/models.md says is taken): read as those values. Kept
+# as text, they reached the option's rule as strings, whose refusal read "euler_at_final must be True or False, got
+# 'False'". No option takes one of these words as text of its own (its strings are names: noise samplers, variants).
+PYTHON_CONSTANTS = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan, "True": True, "False": False, "None": None}
+# other spellings of those constants (INF, Infinity with a sign JSON lacks, TRUE, none): refused, naming both
+CONSTANT_WORDS = {"true", "false", "null", "none", "nan", *(s + w for s in ("", "+", "-") for w in ("inf", "infinity"))}
+OPTION_SPELLINGS = ("JSON's true, false, null, Infinity, -Infinity, NaN, or Python's True, False, None, inf, -inf, "
+                    "nan")
+
+
 def sampler_option(text: str) -> tuple[str, object]:
-    """``--option KEY=VALUE``: VALUE read as JSON (``0.5``, ``true``, ``[[2, 1, 0.1, 2]]``, ``"karras"``), else
+    """``--option KEY=VALUE``: VALUE read as JSON (``0.5``, ``true``, ``Infinity``, ``[[2, 1, 0.1, 2]]``,
+    ``"karras"``), else as Python writes a constant (:data:`PYTHON_CONSTANTS`: ``inf``, ``True``, ``None``), else
     kept as the string given (``noise_sampler=brownian``); the sampler's own rules check it, as they check the
-    library's keyword arguments."""
+    library's keyword arguments. Another spelling of a constant (``INF``, ``TRUE``) is refused, naming those two."""
     key, sep, raw = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"an option is KEY=VALUE with KEY a sampler option's name, e.g. eta=0.5 or "
                                          f"noise_sampler=brownian (docs/samplers.md lists each sampler's options); got {text!r}")
     try:
-        value = json.loads(raw)
+        return key, json.loads(raw)
     except ValueError:
-        value = raw
-    return key, value
+        pass
+    if raw in PYTHON_CONSTANTS:
+        return key, PYTHON_CONSTANTS[raw]
+    if raw.strip().lower() in CONSTANT_WORDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: {raw!r} spells a constant as neither JSON nor Python does; "
+                                         f"write {OPTION_SPELLINGS}")
+    return key, raw
 
 
 def _sampler_options(pairs: list[tuple[str, object]], command: str = "generate") -> dict:
@@ -128,8 +146,9 @@ def _kind(args) -> str | None:
 
 def _add_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--option", type=sampler_option, action="append", default=[], metavar="KEY=VALUE",
-                   help=f"{what}, e.g. --option eta=0.5 --option noise_sampler=brownian (VALUE read as JSON, else "
-                        "as text; docs/samplers.md lists each sampler's options and defaults)")
+                   help=f"{what}, e.g. --option eta=0.5 --option noise_sampler=brownian (VALUE read as JSON, else as "
+                        "Python writes a constant: true or True, Infinity or inf, null or None; else as text; "
+                        "docs/samplers.md lists each sampler's options and defaults)")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
 """The demo's analytic table: every sampler within its NFE budget, counted, not estimated from metadata."""
+import argparse
 import math
 
 import samplers
@@ -245,6 +246,38 @@ def test_adherence_prints_the_device_it_runs_on(monkeypatch):
 ])
 def test_generate_refuses_a_bad_sampler_option_before_loading(capsys, no_load, tmp_path, args, words):
     _refused(capsys, ["generate", "a red circle", "--steps", "4", *args, "--out", str(tmp_path / "x.png")], *words)
+
+
+def test_an_option_value_in_pythons_spelling_is_that_value():
+    """--option VALUE is JSON, else Python's spelling of a constant (A1111's infotext writes s_tmax=inf): kept as
+    text, 'inf' and 'False' reached the options' rules as strings ("euler_at_final must be True or False, got
+    'False'"). Another spelling of a constant is refused naming both; anything else is still text."""
+    from app.cli import sampler_option
+
+    assert sampler_option("s_tmax=inf") == ("s_tmax", math.inf) == sampler_option("s_tmax=Infinity")
+    assert sampler_option("x=-inf") == ("x", -math.inf) and math.isnan(sampler_option("x=nan")[1])
+    assert [sampler_option(f"x={v}")[1] for v in ("True", "False", "None", "true", "null")] == [True, False, None,
+                                                                                              True, None]
+    assert sampler_option("noise_sampler=brownian") == ("noise_sampler", "brownian")
+    for raw in ("INF", "+inf", "-INFINITY", "TRUE", "none", "NULL", "nan "):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"as neither JSON nor Python does; write JSON's true, "
+                                                              r"false, null, Infinity.*or Python's True.*inf"):
+            sampler_option(f"x={raw}")
+
+
+def test_python_spellings_reach_the_rules_as_values(capsys, no_load, tmp_path):
+    # A1111's defaults are taken (as docs/models.md says): the run goes on to the weights
+    from samplers.cli import main
+
+    argv = ["generate", "a red circle", "--steps", "4", "--out", str(tmp_path / "x.png")]
+    for options in (["--sampler", "euler", "--option", "s_churn=1", "--option", "s_tmax=inf"],
+                    ["--option", "euler_at_final=False"]):
+        assert main([*argv, *options]) == 1
+        assert "the weights were loaded" in capsys.readouterr().err
+    # a NaN is refused by the option's own rule, not as the text 'nan'
+    line = _refused(capsys, [*argv, "--sampler", "euler_ancestral", "--option", "eta=nan"], "eta")
+    assert "'nan' (str)" not in line
+    _refused(capsys, [*argv, "--option", "euler_at_final=FALSE"], "--option", "'FALSE'", "False", "false")
 
 
 def test_generate_passes_its_options_to_the_sampler(tmp_path):
