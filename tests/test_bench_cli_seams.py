@@ -537,6 +537,38 @@ def test_the_tiny_unet_is_its_seeds_and_leaves_the_global_generator_alone(tmp_pa
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+def test_the_tiny_unet_refuses_an_out_that_holds_anything_but_a_previous_runs_files(capsys, no_work, tmp_path):
+    """--out over an existing folder replaced its config.json with the tiny U-Net's (--out models/weights/eps: the
+    shipped one), exit status 0, and left its other files beside the new ones: refused before anything is written,
+    unless the folder holds only a previous run's files."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "config.json").write_text('{"keep": 1}')
+    refused(capsys, tiny_unet.main, ["--out", str(theirs)], "--out", "config.json is not a tiny U-Net's",
+            "name a new or empty folder, or one a previous run of benchmarks.tiny_unet wrote")
+    (theirs / "notes.txt").write_text("mine")
+    refused(capsys, tiny_unet.main, ["--out", str(theirs)], "--out", "does not write (notes.txt)")
+    (theirs / "config.json").unlink()
+    refused(capsys, tiny_unet.main, ["--out", str(theirs)], "--out", "does not write (notes.txt)")
+    (theirs / "notes.txt").unlink()
+    (theirs / "embeds.safetensors").write_bytes(b"")
+    refused(capsys, tiny_unet.main, ["--out", str(theirs)], "--out", "no config.json")
+    assert sorted(p.name for p in theirs.iterdir()) == ["embeds.safetensors"]
+
+
+def test_the_tiny_unet_writes_over_a_previous_runs_folder(tmp_path):
+    folder = tiny_unet.make(tmp_path / "unet", seed=1)
+    assert tiny_unet.refusal(folder) is None and sorted(p.name for p in folder.iterdir()) == sorted(tiny_unet.FILES)
+    before = (folder / "embeds.safetensors").read_bytes()
+    tiny_unet.make(folder, seed=2)  # a re-run with another seed replaces its files
+    assert (folder / "embeds.safetensors").read_bytes() != before
+    (tmp_path / "empty").mkdir()
+    assert tiny_unet.refusal(tmp_path / "empty") is None and tiny_unet.refusal(tmp_path / "missing") is None
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(common.InvalidInput, match=r"does not write \(notes.txt\)"):  # the library function's too
+        tiny_unet.make(folder)
+
+
 def test_vae_roundtrip_times_its_calls_after_one_untimed_warm_up(monkeypatch, tmp_path):
     """The first batch's encode and decode paid the one-off costs of a first call: one round trip runs untimed
     before the timed ones, as in the other benchmarks."""
