@@ -23,10 +23,14 @@ not on which points are queried or in which order) seeded by ``seeds[k]`` alone,
 not depend on the batch size or the other items.
 
 The path lives on [σ_min, σ_max] (the whole schedule's range, so a query never falls outside it and
-torchsde never warns). The parts of an interval outside it (σ > σ_max, e.g. EDM churn above the first
-sigma or the first step from σ = inf; σ < σ_min, a step to 0) are independent Gaussian increments drawn
-from a per-item generator of the same seed: for the step from σ = inf this is the exact limit
-(W(T) − W(σ₁))/√(T − σ₁) → N(0, 1), independent of the path below.
+torchsde never warns). The parts of an interval outside it (σ > σ_max, e.g. the first step from σ = inf;
+σ < σ_min, a step to 0) are independent Gaussian increments drawn from a per-item generator of the same seed:
+for the step from σ = inf this is the exact limit (W(T) − W(σ₁))/√(T − σ₁) → N(0, 1), independent of the path
+below.
+
+EDM churn is not drawn from a path at all: its intervals [σ_i, σ_i(1 + γ)] overlap from step to step, and a path's
+answers to them would be correlated. Both classes' ``fresh()`` draw it from an independent generator
+(:func:`samplers.core.noise.churn_noise`), as k-diffusion draws it with ``torch.randn_like``.
 """
 from __future__ import annotations
 
@@ -130,6 +134,11 @@ class BrownianNoise:
         return torch.stack([torch.randn(self.shape, generator=g, device=self.path_device, dtype=self.dtype)
                             for g in self._outside])
 
+    def fresh(self) -> torch.Tensor:
+        """A unit normal per item independent of the path, from the generator of its draws outside it: EDM churn's
+        noise (:func:`samplers.core.noise.churn_noise`), which k-diffusion draws fresh at every step."""
+        return to_device(self._normal(), self.out_device, self.out_dtype)
+
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         sigma, sigma_next = float(sigma), float(sigma_next)
         length = abs(sigma - sigma_next)
@@ -208,6 +217,7 @@ class BatchedBrownianTree:
         if self.batched:
             w0 = w0[0]
         seeds = seed if self.batched else [seed]
+        self.seeds = seeds
         self.cpu = cpu
         self.device, self.dtype = x.device, x.dtype
         if cpu:
@@ -299,11 +309,31 @@ class BrownianTreeNoiseSampler:
         # every draw 0, as k-diffusion's; swapped ends are sorted, as k-diffusion's tree sorts them.
         fix = ("pass the smallest positive and the largest sigma of the schedule, e.g. "
                "sigma_min=sigmas[sigmas > 0].min(), sigma_max=sigmas.max()")
-        _number("sigma_min", sigma_min, lo=0.0, fix=fix)
-        _number("sigma_max", sigma_max, lo=0.0, fix=fix + " (from sigma = inf use noise_sampler='brownian')")
+        lo = _number("sigma_min", sigma_min, lo=0.0, fix=fix)
+        hi = _number("sigma_max", sigma_max, lo=0.0, fix=fix + " (from sigma = inf use noise_sampler='brownian')")
+        self.sigma_min, self.sigma_max = min(lo, hi), max(lo, hi)  # the σ range it answers (clamps outside it)
         self.transform = transform
         t0, t1 = self.transform(torch.as_tensor(sigma_min)), self.transform(torch.as_tensor(sigma_max))
         self.tree = BatchedBrownianTree(x, t0, t1, seed, cpu=cpu)
+        self.shape = tuple(x.shape[1:]) if self.tree.batched else tuple(x.shape)
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Start the draws of :meth:`fresh` from their seeds again (the run boundary calls it, as for
+        :class:`BrownianNoise`): every run that shares this object gets the same noise."""
+        device = "cpu" if self.tree.cpu else self.tree.device
+        self._fresh = generators([(int(s) ^ _OUTSIDE_MIX) % 2**64 for s in self.tree.seeds], torch.device(device))
+
+    def fresh(self) -> torch.Tensor:
+        """A unit normal independent of the tree: EDM churn's noise (:func:`samplers.core.noise.churn_noise`), which
+        k-diffusion draws with ``torch.randn_like`` at every step and never from the tree. One generator per tree
+        (per item with one seed per item, one for the batch with an int seed), seeded from the tree's seed; on the
+        CPU for ``cpu=True``, then moved, as the tree's increments are."""
+        device, dtype = self._fresh[0].device, self.tree.dtype
+        dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        draws = [torch.randn(self.shape, generator=g, device=device, dtype=dtype) for g in self._fresh]
+        w = torch.stack(draws) if self.tree.batched else draws[0]
+        return to_device(w, self.tree.device, self.tree.dtype)
 
     def __call__(self, sigma, sigma_next) -> torch.Tensor:
         t0, t1 = self.transform(torch.as_tensor(sigma)), self.transform(torch.as_tensor(sigma_next))

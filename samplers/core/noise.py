@@ -287,6 +287,73 @@ def path_kind(noise_sampler) -> str | None:
     return None
 
 
+def churn_noise(noise_sampler, sigma: float, sigma_hat: float) -> torch.Tensor:
+    """EDM churn's unit noise for raising σ to σ̂ (:func:`samplers.core.steps.churn`): ``noise_sampler(σ, σ̂)``, but
+    for this library's Brownian paths (:class:`BrownianNoise`, :class:`BrownianTreeNoiseSampler`, named or as
+    objects) a normal independent of the path (their ``fresh()``). Churn intervals of consecutive steps overlap
+    ([σ_i, σ_i(1 + γ)] reaches above σ_(i−1) wherever σ_(i−1)/σ_i < 1 + γ, the usual case at many steps), so a path
+    answered them with correlated draws (0.81 between steps 20 and 21 of 100 at s_churn = 100) and the sample came out
+    with 2.7 times the data's variance; EDM's Alg. 2 and k-diffusion's ``sample_euler`` / ``_heun`` / ``_dpm_2`` draw
+    every churn fresh (``torch.randn_like``, never from a tree). Another tool's path object cannot be asked for
+    independent draws: a run refuses it with churn on (:func:`refuse_foreign_path_churn`)."""
+    fn = noise_sampler
+    while isinstance(fn, (_Checked, _Lazy)):
+        fn = fn.unwrap()
+    if isinstance(fn, (BrownianNoise, BrownianTreeNoiseSampler)):
+        return fn.fresh()
+    return noise_sampler(sigma, sigma_hat)
+
+
+def refuse_foreign_path_churn(noise_sampler, s_churn: float) -> None:
+    """Refuse, before any model call, EDM churn (``s_churn`` > 0) drawn from a Brownian path that is not this
+    library's (a tool's own ``*BrownianTree*`` object): it would answer the overlapping churn intervals of consecutive
+    steps with correlated draws (:func:`churn_noise`), and it has no independent generator to draw them from."""
+    kind = path_kind(noise_sampler)
+    fn = underlying(noise_sampler)
+    if s_churn and kind is not None and not isinstance(fn, (_Lazy, BrownianNoise, BrownianTreeNoiseSampler)):
+        raise InvalidOption(
+            f"s_churn = {s_churn:g} draws EDM churn noise over [σ, σ(1 + γ)] at every step, and {kind} is a Brownian "
+            "path: it answers the overlapping churn intervals of consecutive steps with correlated draws "
+            "(k-diffusion draws each churn fresh with torch.randn_like). Use noise_sampler='brownian' or "
+            "'brownian_tree' (their churn is drawn independently of the path), the default seeded noise, or s_churn=0")
+
+
+def tree_range(noise_sampler, sigmas) -> tuple[float, float] | None:
+    """The σ range of a Brownian tree the run draws from (``"brownian_tree"`` / ``"brownian_tree_device"``, built on
+    the smallest positive and the largest σ of ``sigmas``, the run's schedule, or a
+    :class:`BrownianTreeNoiseSampler`, on its own range): a draw over an interval outside it is clamped to it, and so
+    loses noise (torchsde clamps too; this library's ``"brownian"`` draws such parts independently instead). None for
+    any other noise sampler. Reads no draw."""
+    fn = underlying(noise_sampler)
+    if isinstance(fn, _Lazy) and fn.kind is not None and fn.kind.startswith("brownian_tree"):
+        values = [float(s) for s in sigmas]
+        return min(s for s in values if s > 0), max(values)
+    if isinstance(fn, BrownianTreeNoiseSampler):
+        return fn.sigma_min, fn.sigma_max
+    return None
+
+
+def check_tree_draws(noise_sampler, sigmas, intervals, what: str) -> None:
+    """Refuse, before any model call, a run that will draw over one of ``intervals`` ((σ_hi, σ_lo) pairs) outside the
+    range of its Brownian tree (:func:`tree_range`), where the tree would clamp the draw and add less noise than
+    asked, silently. Compared in float32, the tree's own times: the schedule's end points as float32 against ends
+    rounded to the tree's tolerance are clamped by rounding only (:func:`samplers.core.brownian._query`), never refused.
+    ``what``: which option asks for the draw (named in the message)."""
+    found = tree_range(noise_sampler, sigmas)
+    if found is None:
+        return
+    lo, hi = (float(torch.tensor(v, dtype=torch.float32)) for v in found)
+    for top, bottom in intervals:
+        t, b = float(torch.tensor(top, dtype=torch.float32)), float(torch.tensor(bottom, dtype=torch.float32))
+        if t > hi or b < lo:
+            raise InvalidOption(
+                f"{what} draws noise over [{bottom:g}, {top:g}], outside [{found[0]:g}, {found[1]:g}], the σ range of "
+                f"the Brownian tree ({path_kind(noise_sampler)}, built on the schedule's smallest positive and largest "
+                "σ), which would clamp the draw to its range and add less noise than asked; use "
+                "noise_sampler='brownian' (independent draws outside its path) or 'seeded', or keep the draw within "
+                f"[{found[0]:g}, {found[1]:g}]")
+
+
 class _Lazy:
     """Creates the run's noise sampler at its first draw: a run that never draws (a deterministic sampler, churn
     off, η = 0) touches no generator at all, torch's global one included."""
@@ -312,11 +379,12 @@ def for_run(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
 
     ``draws``: the run will draw (a stochastic sampler with noise on), so a named kind that cannot be built on
     ``sigmas`` is refused now, before any model call, not at its first draw. A :class:`BrownianNoise` object of the
-    caller's is rewound: runs that share it get the same noise."""
+    caller's (or a :class:`BrownianTreeNoiseSampler`, whose churn draws come from a generator: ``fresh()``) is rewound:
+    runs that share it get the same noise."""
     seeds = None if seed is None else resolve_seeds(seed, x.shape[0])
     kind = check(noise_sampler, seed, x)
     if kind is None:
-        if isinstance(noise_sampler, BrownianNoise):
+        if isinstance(noise_sampler, (BrownianNoise, BrownianTreeNoiseSampler)):
             noise_sampler.rewind()
         return _Checked(noise_sampler, x)
     if draws and kind.startswith("brownian_tree"):

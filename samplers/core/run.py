@@ -189,6 +189,7 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
         # it cannot build before the model runs (s_noise = 0 still draws: the draw is multiplied by 0)
         options["noise_sampler"] = noise_mod.for_run(options.get("noise_sampler"), options.pop("seed", None), x,
                                                      values, draws=draws_noise(spec, options))
+        noise_mod.refuse_foreign_path_churn(options["noise_sampler"], _churn(spec, options)[0])
 
     offset, bar = 0, None
     from_inf = math.isinf(values[0])

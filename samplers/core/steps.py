@@ -32,9 +32,11 @@ def churn(x, sigma: float, n_steps: int, noise_sampler, s_churn: float, s_tmin: 
           s_noise: float):
     """EDM stochastic churn (Karras et al. 2022, Alg. 2, lines 4-6): raise σ to σ̂ = σ(1 + γ) with fresh noise.
 
-    Returns (x̂, σ̂). With γ = 0 (the default s_churn = 0) it returns (x, σ) and draws no noise — but for A1111's
-    draws with churn on, whose stream counts the draw k-diffusion makes at every step, a step outside the churn
-    window included (:func:`samplers.core.noise.counts_unused_draws`): that draw is taken and left unused.
+    ε is fresh at every step, as EDM's and k-diffusion's (``torch.randn_like``): a Brownian path's churn comes from its
+    independent generator (:func:`samplers.core.noise.churn_noise`). Returns (x̂, σ̂). With γ = 0 (the default
+    s_churn = 0) it returns (x, σ) and draws no noise — but for A1111's draws with churn on, whose stream counts the
+    draw k-diffusion makes at every step, a step outside the churn window included
+    (:func:`samplers.core.noise.counts_unused_draws`): that draw is taken and left unused.
     """
     gamma = min(s_churn / n_steps, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
     if gamma <= 0:
@@ -44,8 +46,11 @@ def churn(x, sigma: float, n_steps: int, noise_sampler, s_churn: float, s_tmin: 
             if counts_unused_draws(noise_sampler):
                 noise_sampler(sigma, sigma)
         return x, sigma
+    from .noise import churn_noise  # noise imports validate, which imports this module
+
     sigma_hat = sigma * (gamma + 1)
-    eps = noise_sampler(sigma, sigma_hat) * s_noise
+    # a Brownian path's churn is drawn independently of it: consecutive steps' churn intervals overlap (churn_noise)
+    eps = churn_noise(noise_sampler, sigma, sigma_hat) * s_noise
     return x + eps * math.sqrt(sigma_hat**2 - sigma**2), sigma_hat
 
 
