@@ -385,3 +385,42 @@ def test_churn_from_another_tools_brownian_tree_is_refused_before_any_model_call
         samplers.sample("euler", model, GM.noise(2, seed=4).float() * 20, karras(8),
                         noise_sampler=BrownianTreeNoiseSampler(), s_churn=1.0, disable=True)
     assert calls == []
+
+
+@pytest.mark.parametrize("noise", ["brownian_tree", "brownian_tree_device", "object"])
+@pytest.mark.parametrize("restart, steps, sigma_min, top", [
+    (((4, 1, 0.5, 30.0),), 10, 0.03, r"30\]"),    # up to σ = 30, above the schedule's 14.6
+    ("a1111", 20, 0.5, r"\[0, ")])                # A1111's restart from the final 0 (every σ > 0 above 0.2)
+def test_a_restart_outside_the_brownian_trees_range_is_refused_before_any_model_call(noise, restart, steps, sigma_min,
+                                                                                      top):
+    """A Brownian tree lives on the schedule's [smallest positive σ, largest σ] and clamped a draw outside it, silently:
+    a restart up to σ = 30 on a tree up to 14.6 drew a "unit" noise of std 0.69 (sample variance 0.195 against 0.400
+    seeded); a restart from the final 0 lost the part below the smallest σ. Refused before any model call, naming the
+    range and the fix; "brownian" (independent draws outside its path) and "seeded" run it."""
+    sig = samplers.get_sigmas("karras", steps, sigma_min=sigma_min, sigma_max=14.6)
+    x = GM.noise(2, seed=2).float() * 14.6
+    calls = []
+    model = lambda xs, s: calls.append(1) or GM.denoiser(xs, s)  # noqa: E731
+    kind = samplers.core.brownian.tree_for_schedule(x, [5, 6], sig, cpu=True) if noise == "object" else noise
+    seed = None if noise == "object" else 5
+    with pytest.raises(samplers.InvalidInput, match=top + r".*, outside \[0\.\d+, 14\.6\].*noise_sampler='brownian'"):
+        samplers.sample("restart", model, x, sig, restart=restart, noise_sampler=kind, seed=seed, disable=True)
+    assert calls == []
+    for ok in ("brownian", "seeded"):
+        samplers.sample("restart", GM.denoiser, x, sig, restart=restart, noise_sampler=ok, seed=5, disable=True)
+    # s_noise = 0 (no noise added) is not refused, and an entry within the range runs
+    samplers.sample("restart", GM.denoiser, x, sig, restart=restart, noise_sampler=kind, seed=seed, s_noise=0.0,
+                    disable=True)
+    samplers.sample("restart", GM.denoiser, x, sig, restart=((2, 1, 0.5, 14.0),), noise_sampler=kind, seed=seed,
+                    disable=True)
+
+
+@pytest.mark.parametrize("kind", ["brownian_tree", "brownian_tree_device"])
+def test_churn_above_the_trees_range_on_the_first_step_adds_noise(kind):
+    """Churn on the first step raises σ above the schedule's σ_max: the tree kinds answered [14.6, 17.5] with zeros
+    (the result was the same as at s_noise = 0). Churn is drawn independently of the tree now."""
+    sig = samplers.get_sigmas("karras", 10, sigma_min=0.03, sigma_max=14.6)
+    x = GM.noise(1, seed=2).float() * 14.6
+    run = lambda **o: samplers.sample("euler", GM.denoiser, x, sig, s_churn=2.0, s_tmin=14.0,  # noqa: E731
+                                      noise_sampler=kind, seed=5, disable=True, **o)
+    assert float((run() - run(s_noise=0.0)).abs().max()) > 0.05
