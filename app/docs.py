@@ -508,7 +508,19 @@ def names_md() -> str:
            "karras grid's 20 steps above σ = 100, Heun 3.8e7 off the exact endpoint, 0.07 now). Every schedule on "
            "`native=VPContinuous(\"cosine\")` without a `sigma_max` starts there, and so does `vp` with "
            "`kind=\"cosine\"` and no `sigma_max`; the linear kind is unchanged. Old levels: "
-           "`sigma_max=1.6329970293102628e16`."]
+           "`sigma_max=1.6329970293102628e16`.",
+           "- From σ = inf (a flow model from t = 1, a zero-terminal-SNR table), `dpmpp_2m_sde`, `dpmpp_3m_sde`, "
+           "`seeds_2`, `seeds_3`, `sa_solver` / `sa_solver_pece` and `torchsde.*` at 0 < η < 1 take their first step "
+           "with all of σ_1 as fresh noise, the limit of their own step (it keeps (σ_1/σ_0)^η of the start, → 0), as "
+           "`ddpm` / `er_sde` do: they kept √(1 − η²) of the start noise, the ancestral split (η = 0.5: 4.5 apart "
+           "with the same draws); `sa_solver` where its `sde_interval` leaves out σ_1 (τ = 0, its default on a flow "
+           "schedule whose σ_1 is above 5.09) keeps all of it, as its ODE step does (it drew it all fresh). "
+           "η = 0, η ≥ 1 and finite starts are unchanged. Old image: none (no option gives the old split).",
+           "- EDM churn (`s_churn` in `euler`, `heun`, `dpm_2`, `heunpp2`) with `noise_sampler=\"brownian\"` / "
+           "`\"brownian_tree\"` (or such an object) draws fresh noise at every step from the path's own seeded "
+           "generator, as k-diffusion draws churn (`torch.randn_like`): it read the path over the overlapping churn "
+           "intervals, correlated draws (sample variance 0.546 against 0.199 seeded at 100 steps, s_churn = 100). "
+           "No label combines churn with a Brownian kind. Old image: none (the old draws were the defect)."]
     return "\n".join(out) + "\n"
 
 

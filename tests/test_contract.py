@@ -231,19 +231,41 @@ _STAGED = {"dpm_2_ancestral", "dpmpp_2s_ancestral", "restart", "torchsde.srk", "
            "torchsde.reversible_heun", "torchsde.log_ode_midpoint"}
 
 
+@pytest.mark.parametrize("eta, sigma_0", [(None, 1e5), (0.5, 1e40)])
 @pytest.mark.parametrize("name", [n for n in NAMES if samplers.info(n).kind != "ode"
                                   and "noise_sampler" in samplers.info(n).options and n not in _STAGED])
-def test_step_from_infinity_is_the_limit_of_the_samplers_own_step(name):
+def test_step_from_infinity_is_the_limit_of_the_samplers_own_step(name, eta, sigma_0):
     """The first step from σ = inf keeps the part of the noise the sampler's own step keeps as σ_0 → ∞ (with no
-    fresh draw, it differs by how much it keeps): ddpm's posterior and er_sde keep none of it."""
+    fresh draw, it differs by how much it keeps): ddpm's posterior and er_sde keep none of it; nor do the samplers
+    whose η is the SDE's (dpmpp_2m_sde, dpmpp_3m_sde, seeds_2 / 3, sa_solver, torchsde.*), whose step keeps
+    (σ_1/σ_0)^η (sa_solver, torchsde: ^η²) → 0 of it, where the ancestral split kept √(1 − η²) (at η = 0.5 the
+    results were 4.5 apart; η = 1 hid it). That kept part falls off as σ_0^−η², so η = 0.5 is compared from 1e40."""
+    if eta is not None and "eta" not in samplers.info(name).options:
+        pytest.skip("no eta option")
+    options = {} if eta is None else {"eta": eta}
     flow = samplers.RectifiedFlow(shift=1.0)
     model = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)
     noise = GM.noise(3, seed=5, dtype=torch.float64)
     zero = lambda sigma, sigma_next: torch.zeros_like(noise)  # noqa: E731
     at_inf = samplers.sample(name, model, noise, torch.tensor([math.inf, 2.0], dtype=torch.float64), disable=True,
-                             noise_sampler=zero)
-    near = samplers.sample(name, model, noise * 1e5, torch.tensor([1e5, 2.0], dtype=torch.float64), disable=True,
-                           noise_sampler=zero)
+                             noise_sampler=zero, **options)
+    near = samplers.sample(name, model, noise * sigma_0, torch.tensor([sigma_0, 2.0], dtype=torch.float64),
+                           disable=True, noise_sampler=zero, **options)
+    assert float((at_inf - near).abs().max()) < 2e-3
+
+
+@pytest.mark.parametrize("name", ["sa_solver", "sa_solver_pece"])
+def test_sa_solvers_step_from_infinity_outside_its_sde_interval_keeps_the_noise(name):
+    """τ = 0 where sde_interval does not hold σ_1 (ComfyUI's default 20 %-80 % on SD 1.x, below a flow schedule's
+    first σ_1): its own step is the ODE's there and keeps all of σ_1·n as σ_0 → ∞; the first step from σ = inf drew it
+    all fresh (by eta = 1)."""
+    flow = samplers.RectifiedFlow(shift=1.0)
+    model = samplers.to_denoiser(GM.as_model("flow", flow), "flow", flow)
+    noise = GM.noise(3, seed=5, dtype=torch.float64)
+    zero = lambda sigma, sigma_next: torch.zeros_like(noise)  # noqa: E731
+    at_inf, near = (samplers.sample(name, model, noise * (1.0 if math.isinf(s) else s),
+                                    torch.tensor([s, 20.0], dtype=torch.float64), disable=True, noise_sampler=zero)
+                    for s in (math.inf, 1e40))
     assert float((at_inf - near).abs().max()) < 2e-3
 
 

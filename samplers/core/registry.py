@@ -160,9 +160,11 @@ class SamplerSpec:
     # flow time t = 1): it gets the infinite first sigma itself instead of the shared exact first step.
     from_infinity: bool = False
     # On the shared first step from sigma = inf: the part η of σ_1 drawn fresh, for a sampler without an ``eta``
-    # option (one with it uses its eta). 1 where the sampler's own step tends to D + σ_1·z as σ_0 → ∞ (ddpm's
-    # posterior, er_sde), 0 where its step from there is deterministic.
-    eta_from_infinity: float = 0.0
+    # option (one with it uses its eta, the ancestral split). 1 where the sampler's own step tends to D + σ_1·z as
+    # σ_0 → ∞ (ddpm's posterior, er_sde), 0 where its step from there is deterministic; or a function
+    # ``(options, sigma_next) -> η`` of the run's options (its defaults filled in) where that limit depends on them:
+    # the SDE-η samplers draw all of σ_1 fresh for any η > 0 (``steps.sde_eta_from_infinity``).
+    eta_from_infinity: float | Callable[[dict, float], float] = 0.0
     # A check of the sampler's own options against the model and the grid, ``before_run(model, sigmas, options)``
     # with σ as host floats, run before the shared checks of the run (a timestep table's, σ = inf's) and any model
     # call, so that a refusal names the sampler's own cause (a fitted solver's file, not the schedule).
@@ -184,7 +186,8 @@ SAMPLERS: Registry[SamplerSpec] = Registry("sampler", loader=load_builtins)
 
 def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: tuple[str, ...] = (),
              ref: str = "", host_sync: bool = False, final_step: str = "denoise", from_infinity: bool = False,
-             eta_from_infinity: float = 0.0, before_run: Callable | None = None, replace: bool = False):
+             eta_from_infinity: float | Callable[[dict, float], float] = 0.0, before_run: Callable | None = None,
+             replace: bool = False):
     """Register a sampler function under ``name``.
 
     The decorated function has the k-diffusion signature

@@ -500,13 +500,18 @@ def step_from_infinity(spec, model, denoise, x, values, params, options, callbac
     zero-SNR DDIM step): x_1 = D(x, inf) + sigma_1 * n. Every sampler takes it, then runs its own rule on
     the remaining, finite schedule. Stochastic samplers split sigma_1 into a kept part and fresh noise by
     their eta, as ancestral sampling does in the limit: sigma_up = eta * sigma_1 (a sampler without an eta option
-    by ``spec.eta_from_infinity``, its own step's limit as sigma_0 → ∞: 1 for ddpm's posterior and er_sde).
+    by ``spec.eta_from_infinity``, its own step's limit as sigma_0 → ∞: 1 for ddpm's posterior and er_sde; a sampler
+    whose eta is the SDE's η by a function of its options: all of sigma_1 fresh for η > 0, as its own step keeps
+    (sigma_1/sigma_0)^η → 0 of the start, ``steps.sde_eta_from_infinity``).
     """
     check_infinite_sigma(model)
     check_step_from_infinity(spec, options)
     denoised = denoise(x, math.inf)
     sigma_next = values[1]
-    eta = float(options.get("eta", params["eta"])) if "eta" in params else spec.eta_from_infinity
+    if callable(spec.eta_from_infinity):  # its own step's limit, read off its options (steps.sde_eta_from_infinity)
+        eta = spec.eta_from_infinity({**params, **options}, sigma_next)
+    else:
+        eta = float(options.get("eta", params["eta"])) if "eta" in params else spec.eta_from_infinity
     eta = min(eta, 1.0)  # the ancestral split caps σ_up at σ_next, which is η = 1 here
     x_next = denoised
     if sigma_next > 0:

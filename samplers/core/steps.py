@@ -28,6 +28,15 @@ def get_ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tup
     return sigma_down, sigma_up
 
 
+def sde_eta_from_infinity(options: dict, sigma_next: float) -> float:
+    """The part of σ_1 drawn fresh on the shared first step from σ = inf (:func:`samplers.core.run.step_from_infinity`)
+    for a sampler whose ``eta`` is the SDE's η (dpmpp_2m_sde, dpmpp_3m_sde, seeds_2, seeds_3): its own step keeps
+    (σ_1/σ_0)·e^(−ηh) = (σ_1/σ_0)^(1+η) of a state of size σ_0, a fraction (σ_1/σ_0)^η → 0 as σ_0 → ∞, and draws
+    σ_1·√(1 − e^(−2ηh)) → σ_1 fresh: all of σ_1 is fresh for any η > 0 (1), none for η = 0 (the ODE). The ancestral
+    split by η itself (√(1 − η²) of the noise kept) is the limit of an ancestral step, not of theirs."""
+    return 1.0 if options["eta"] > 0 else 0.0
+
+
 def churn(x, sigma: float, n_steps: int, noise_sampler, s_churn: float, s_tmin: float, s_tmax: float,
           s_noise: float):
     """EDM stochastic churn (Karras et al. 2022, Alg. 2, lines 4-6): raise σ to σ̂ = σ(1 + γ) with fresh noise.

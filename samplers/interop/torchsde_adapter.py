@@ -50,6 +50,7 @@ from ..core.errors import InvalidInput
 from ..core.noise import _Checked, _Lazy, underlying
 from ..core.registry import register
 from ..core.run import progress, report
+from ..core.steps import sde_eta_from_infinity
 
 _REF = ("Li et al. 2020 (torchsde, arXiv:2001.01328); reverse SDE: Song et al. 2021 (arXiv:2011.13456), "
         "Karras et al. 2022 (arXiv:2206.00364) eq. 6")
@@ -383,8 +384,9 @@ def _make(method: str):
         "arXiv:2011.13456), solved as du = D dτ + g dW_τ in u = x/σ^(1+η²), τ = σ^-(1+η²). "
         f"Strong order {order} (additive noise), {nfe} model call(s) per step. "
         "Final step: denoise (x = D(x, σ) when σ_next = 0).")
+    # its η is the SDE's: exact, a step keeps (σ_1/σ_0)^(η²) of a start of size σ_0 → 0, so from σ = inf all fresh
     register(name, kind="sde", order=order, nfe_per_step=nfe, ref=f"{paper}; {_REF}", host_sync=True,
-             final_step="denoise (x = D(x, σ) when σ_next = 0)")(sampler)
+             final_step="denoise (x = D(x, σ) when σ_next = 0)", eta_from_infinity=sde_eta_from_infinity)(sampler)
 
 
 for _method in METHODS:

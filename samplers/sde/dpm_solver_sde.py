@@ -14,6 +14,7 @@ import math
 from ..core.registry import register
 from ..core.run import progress, report
 from ..core.steps import (SDE3_VARIANTS, add_noise, check_solver_type, get_ancestral_step, lam, multistep_order,
+                          sde_eta_from_infinity,
                           sigma_of, to_d)
 from ..core.validate import one_of
 from ..core.errors import InvalidInput
@@ -57,7 +58,7 @@ def dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *,
     return x
 
 
-@register("dpmpp_2m_sde", kind="sde", order=2, nfe_per_step=1,
+@register("dpmpp_2m_sde", kind="sde", order=2, nfe_per_step=1, eta_from_infinity=sde_eta_from_infinity,
           aliases=("sample_dpmpp_2m_sde", "sde-dpmsolver++2m"),
           ref=_DPMPP + ", SDE-DPM-Solver++(2M) (diffusers' sde-dpmsolver++, k-diffusion)",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
@@ -95,7 +96,7 @@ def dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None,
     return x
 
 
-@register("dpmpp_3m_sde", kind="sde", order=2, nfe_per_step=1,
+@register("dpmpp_3m_sde", kind="sde", order=2, nfe_per_step=1, eta_from_infinity=sde_eta_from_infinity,
           aliases=("sample_dpmpp_3m_sde",),
           ref=_DPMPP + ", 3rd-order multistep SDE variant (k-diffusion's sample_dpmpp_3m_sde; diffusers' "
                        "sde-dpmsolver++ of order 3 with variant='diffusers')",

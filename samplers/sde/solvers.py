@@ -20,7 +20,7 @@ import torch
 
 from ..core.registry import register
 from ..core.run import progress, report
-from ..core.steps import basis_integrals, exp_moments, to_d
+from ..core.steps import basis_integrals, exp_moments, sde_eta_from_infinity, to_d
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, LimitExceeded
 from ..core.noise import check_tree_draws, path_kind
 from ..core.validate import callable_value
@@ -286,6 +286,17 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
     return x
 
 
+def _sa_eta_from_infinity(options: dict, sigma_next: float) -> float:
+    """SA-Solver's first step from σ = inf (:func:`samplers.core.run.step_from_infinity`): its step keeps
+    e^(−(1+τ²)h) of x, a fraction (σ_1/σ_0)^(τ²) → 0 of a state of size σ_0, and draws σ_1·√(1 − e^(−2τ²h)) → σ_1
+    fresh, so all of σ_1 is fresh where τ ≠ 0 and none where τ = 0. τ is ``eta`` where ``sde_interval`` holds σ_1
+    (ComfyUI's rule reads σ_next only) and 0 outside it; with a ``tau_func`` (not evaluated at σ = inf) all fresh."""
+    if options["tau_func"] is not None:
+        return 1.0
+    hi, lo = options["sde_interval"]
+    return 1.0 if options["eta"] != 0 and hi >= sigma_next >= lo else 0.0
+
+
 _SA_REF = "Xue et al. 2023, SA-Solver (arXiv:2309.05019), eqs. 15 and 18; ComfyUI sample_sa_solver"
 _SA_DOC = """
 
@@ -312,7 +323,7 @@ _SA_DOC = """
     """
 
 
-@register("sa_solver", kind="sde", order=4, nfe_per_step=1,
+@register("sa_solver", kind="sde", order=4, nfe_per_step=1, eta_from_infinity=_sa_eta_from_infinity,
           aliases=("SA-Solver", "sample_sa_solver"), ref=_SA_REF,
           final_step="denoise (x = D(x, σ) when σ_next = 0; no corrector before it)")
 def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
@@ -327,7 +338,7 @@ def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, *,
                       lower_order_final=lower_order_final, pece=False, noise_sampler=noise_sampler)
 
 
-@register("sa_solver_pece", kind="sde", order=4, nfe_per_step=2,
+@register("sa_solver_pece", kind="sde", order=4, nfe_per_step=2, eta_from_infinity=_sa_eta_from_infinity,
           aliases=("SA-Solver PECE", "sample_sa_solver_pece"), ref=_SA_REF,
           final_step="denoise (corrector + re-evaluation, then x = D(x, σ) when σ_next = 0)")
 def sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
@@ -351,6 +362,7 @@ sa_solver_pece.__doc__ += _SA_DOC
 
 
 @register("seeds_2", kind="sde", order=2, nfe_per_step=2, aliases=("SEEDS-2", "sample_seeds_2"),
+          eta_from_infinity=sde_eta_from_infinity,
           ref="Gonzalez et al. 2023, SEEDS (arXiv:2305.14267), SEEDS-2; ComfyUI sample_seeds_2",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
 def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0, r=0.5,
@@ -410,6 +422,7 @@ def seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, *, e
 
 
 @register("seeds_3", kind="sde", order=3, nfe_per_step=3, aliases=("SEEDS-3", "sample_seeds_3"),
+          eta_from_infinity=sde_eta_from_infinity,
           ref="Gonzalez et al. 2023, SEEDS (arXiv:2305.14267), SEEDS-3; ComfyUI sample_seeds_3",
           final_step="denoise (x = D(x, σ) when σ_next = 0)")
 def seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0, r_1=1 / 3,
