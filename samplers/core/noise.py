@@ -350,7 +350,7 @@ def check_tree_draws(noise_sampler, sigmas, intervals, what: str) -> None:
                 f"{what} draws noise over [{bottom:g}, {top:g}], outside [{found[0]:g}, {found[1]:g}], the σ range of "
                 f"the Brownian tree ({path_kind(noise_sampler)}, built on the schedule's smallest positive and largest "
                 "σ), which would clamp the draw to its range and add less noise than asked; use "
-                "noise_sampler='brownian' (independent draws outside its path) or 'seeded', or {what} within "
+                f"noise_sampler='brownian' (independent draws outside its path) or 'seeded', or {what} within "
                 f"[{found[0]:g}, {found[1]:g}]")
 
 
