@@ -343,6 +343,25 @@ def test_restart_refuses_a_brownian_path_for_an_interval_it_repeats(noise, resta
     samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, seed=5, restart=restart)
 
 
+@pytest.mark.parametrize("noise", ["brownian", "brownian_tree"])
+def test_restart_refuses_a_brownian_path_for_entries_whose_intervals_overlap(noise):
+    # two entries over [0.1, 2] and [0.5, 3]: a path answers their common part with the same increments, so the
+    # second restart's noise was correlated with the first's (fresh noise is what Restart adds), silently
+    sigmas = samplers.get_sigmas("karras", 10, sigma_min=0.03, sigma_max=14.6)
+    x = GM.noise(2, seed=0) * 14.6
+    overlapping = ((3, 1, 0.1, 2.0), (3, 1, 0.5, 3.0))
+    model = _Counting(GM.denoiser)
+    with pytest.raises(ValueError, match=r"\[0.\d+, 2\] and \[0.\d+, 3\], which overlap"):
+        samplers.sample("restart", model, x, sigmas, disable=True, restart=overlapping, noise_sampler=noise, seed=5)
+    assert model.calls == 0
+    # intervals that do not overlap, no noise, or fresh noise: it runs
+    samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, restart=((3, 1, 0.1, 0.5), (3, 1, 1.0, 3.0)),
+                    noise_sampler=noise, seed=5)
+    samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, restart=overlapping, s_noise=0.0,
+                    noise_sampler=noise, seed=5)
+    samplers.sample("restart", GM.denoiser, x, sigmas, disable=True, seed=5, restart=overlapping)
+
+
 def test_restart_refuses_a_repeated_brownian_interval_before_the_first_step_from_infinity():
     # from σ = inf the first step (a model call) runs before the sampler, whose checks ran on a stand-in noise
     # sampler that hid the run's Brownian path: the refusal came after that call

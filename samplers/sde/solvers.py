@@ -644,7 +644,8 @@ def _heun_step(model, x, sigma, sigma_next):
 
 
 def _check_restart_noise(plan: dict, noise_sampler, s_noise: float, sigmas) -> None:
-    """Refuse, before any model call, a Brownian path as the noise of an interval restarted more than once: each
+    """Refuse, before any model call, a Brownian path as the noise of an interval restarted more than once (or of two
+    entries whose intervals overlap, whose common part it answers with the same increments): each
     restart draws noise_sampler(σ_max, σ_min) on the same interval, which a path answers with the same draw, so
     the second restart would add a copy of the first's noise (fresh noise each time is what Restart is). And a
     Brownian tree whose range (``sigmas``': the run's schedule) the restart intervals leave (a sigma_max above the
@@ -653,14 +654,27 @@ def _check_restart_noise(plan: dict, noise_sampler, s_noise: float, sigmas) -> N
     if s_noise != 0:
         intervals = [(grid[0], grid[-1]) for entries in plan.values() for _, _, grid in entries]
         check_tree_draws(noise_sampler, sigmas, intervals, "a restart entry")
+    kind = path_kind(noise_sampler) if s_noise != 0 else None
+    if kind is None:
+        return
     repeated = [(n, k) for entries in plan.values() for n, k, _ in entries if k > 1]
-    kind = path_kind(noise_sampler) if repeated and s_noise != 0 else None
-    if kind is not None:
+    if repeated:
         raise InvalidOption(
             f"restart repeats an interval {repeated[0][1]} times (k_times = {repeated[0][1]}; restart='a1111' does so "
             f"from 36 steps), and each repeat draws the noise of that same interval: {kind} is a Brownian path, "
             "which gives the same draw for the same interval, so every repeat would add the first one's noise again. "
             "Use the default seeded noise (noise_sampler=None or 'seeded'), or restart entries with k_times = 1")
+    # two entries whose intervals overlap draw the path's increments over their common part twice: their noises are
+    # correlated (over [0.1, 2] and [0.5, 3], 0.70 measured on a "brownian" path), where Restart adds fresh noise at
+    # every restart
+    spans = sorted((grid[-1], grid[0]) for entries in plan.values() for _, _, grid in entries)
+    for (lo, hi), (lo2, hi2) in zip(spans, spans[1:]):
+        if lo2 < hi:
+            raise InvalidOption(
+                f"restart entries draw noise over [{lo:g}, {hi:g}] and [{lo2:g}, {hi2:g}], which overlap, and {kind} "
+                "is a Brownian path: it answers their common part with the same increments, so the two restarts' "
+                "noises would be correlated, not fresh. Use the default seeded noise (noise_sampler=None or "
+                "'seeded'), or restart entries whose intervals do not overlap")
 
 
 @register("restart", kind="sde", order=2, nfe_per_step=2, aliases=("sample_restart",),
@@ -679,7 +693,8 @@ def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s
     default's is left out (on a schedule whose points near 0.1 are all ≥ 2). ``restart="a1111"`` is A1111's
     "Restart" (:func:`a1111_restart`: from 20 steps a Karras schedule of its own, shorter by the restarts' steps). Each restart draws
     ``noise_sampler(sigma_max, sigma_min)``: a Brownian noise sampler returns the same increment for the same
-    interval, so with k_times > 1 one is refused (use the default, fresh noise). Final step: Euler, x = D(x, σ).
+    interval, so with k_times > 1, or entries whose intervals overlap, one is refused (use the default, fresh noise).
+    Final step: Euler, x = D(x, σ).
     """
     # a caller's entry that would never run, or above the σ limit of the state x: refused, before any call
     given = sigmas  # the run's schedule: a "brownian_tree" kind is built on its range
