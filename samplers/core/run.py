@@ -64,6 +64,23 @@ def refuse_meta_sigmas(sigmas) -> None:
                            "data (e.g. on 'cpu' or 'cuda': samplers.get_sigmas(...) builds one) or a list of floats")
 
 
+def refuse_grad_sigmas(sigmas) -> None:
+    """A schedule that requires grad (a tensor, or a tensor in a sequence), while grad mode is on, is refused: the run
+    reads the schedule to Python floats once (design.md, "The boundary and the hot loop"), so no gradient can reach it,
+    and a ``backward()`` through the run would leave its ``.grad`` None, silently, with an optimiser skipping it
+    (metadata only). Under ``torch.no_grad()`` (the k-diffusion drop-in's functions) nothing is recorded, so nothing is
+    lost."""
+    if not torch.is_grad_enabled():
+        return
+    items = [sigmas] if isinstance(sigmas, torch.Tensor) else sigmas if isinstance(sigmas, (list, tuple)) else ()
+    if any(isinstance(s, torch.Tensor) and s.requires_grad for s in items):
+        raise InvalidInput("sigmas requires grad, but a run reads the schedule to Python floats once, so no gradient "
+                           "can flow to it (its .grad would stay None after backward()); pass sigmas.detach() (the "
+                           "gradient through x and the model is kept), or learn a schedule with "
+                           "samplers.schedules.optimise.optimise_schedule, or fit a solver whose nodes are "
+                           "differentiable (samplers.fitted, docs/fitted.md)")
+
+
 def _half_precision(sigmas) -> str | None:
     """The half-precision dtype a schedule was given in (a float16 / bfloat16 tensor, a float16 numpy array, or such
     a first element of a sequence), where an inf may be an overflow; None otherwise (metadata only)."""
@@ -73,8 +90,10 @@ def _half_precision(sigmas) -> str | None:
 
 
 def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]:
-    """Validate a schedule and return it as Python floats (the one read of it per call)."""
+    """Validate a schedule and return it as Python floats (the one read of it per call); one that requires grad is
+    refused (:func:`refuse_grad_sigmas`), as reading it would drop its gradient."""
     refuse_meta_sigmas(sigmas)
+    refuse_grad_sigmas(sigmas)
     if isinstance(sigmas, torch.Tensor):
         if sigmas.ndim != 1:
             raise InvalidInput(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")

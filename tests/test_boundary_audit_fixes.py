@@ -1,0 +1,62 @@
+"""The top-level API's input boundary (samplers.sample / get_sigmas / initial_latent), an audit's defects: a schedule
+that requires grad detached without a word, a torchdiffeq run that depended on the state's memory layout, a model
+output that is not a tensor reported as a shape error, option scalars read by different rules (a 0-d tensor eta
+refused as "not a real number" where a 0-d tensor order was taken), initial_latent's one-value special case checked
+before the schedule's type and shape, and a sparse / nested x that failed inside torch."""
+import pytest
+import torch
+
+import samplers
+
+
+def _model(x, s, **kw):
+    return x / (1 + s.to(x.dtype).reshape(-1, *[1] * (x.ndim - 1)) ** 2)
+
+
+class Counting:
+    def __init__(self, model=_model):
+        self.model, self.calls = model, 0
+
+    def __call__(self, x, s, **kw):
+        self.calls += 1
+        return self.model(x, s, **kw)
+
+
+SIG = samplers.get_sigmas("karras", 3, sigma_min=0.1, sigma_max=10.0)
+
+
+def _noise(*shape):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+# 1. a schedule that requires grad: read to floats, its gradient would be lost; refused before any model call
+
+def _grad_sigmas():
+    log_sig = torch.log(torch.tensor([10.0, 1.0, 0.1])).requires_grad_()
+    return torch.cat([log_sig.exp(), torch.zeros(1)])
+
+
+@pytest.mark.parametrize("form", ["tensor", "list of 0-d tensors"])
+def test_a_schedule_that_requires_grad_is_refused_before_any_model_call(form):
+    sigmas = _grad_sigmas() if form == "tensor" else list(_grad_sigmas())
+    model = Counting()
+    x = _noise(2, 3) * 10
+    with pytest.raises(samplers.InvalidInput, match=r"sigmas requires grad.*Python floats.*sigmas\.detach\(\).*"
+                                                    r"optimise_schedule"):
+        samplers.sample("euler", model, x, sigmas, disable=True)
+    assert model.calls == 0
+    with pytest.raises(samplers.InvalidInput, match="sigmas requires grad"):
+        samplers.initial_latent(_noise(2, 3), sigmas)
+    with pytest.raises(samplers.InvalidInput, match="sigmas requires grad"):  # the one-value start too
+        samplers.initial_latent(_noise(2, 3), sigmas[:1])
+
+
+def test_a_detached_schedule_or_one_under_no_grad_runs_and_x_keeps_its_gradient():
+    sigmas = _grad_sigmas()
+    x = (_noise(2, 3) * 10).requires_grad_()
+    out = samplers.sample("euler", _model, x, sigmas.detach(), disable=True)
+    out.pow(2).mean().backward()
+    assert x.grad is not None and bool(x.grad.abs().sum() > 0)
+    with torch.no_grad():  # nothing is recorded, so nothing is lost (the k-diffusion drop-in's functions)
+        ref = samplers.sample("euler", _model, x.detach(), sigmas, disable=True)
+    assert torch.equal(ref, samplers.sample("euler", _model, x.detach(), sigmas.detach(), disable=True))
