@@ -60,3 +60,19 @@ def test_a_detached_schedule_or_one_under_no_grad_runs_and_x_keeps_its_gradient(
     with torch.no_grad():  # nothing is recorded, so nothing is lost (the k-diffusion drop-in's functions)
         ref = samplers.sample("euler", _model, x.detach(), sigmas, disable=True)
     assert torch.equal(ref, samplers.sample("euler", _model, x.detach(), sigmas.detach(), disable=True))
+
+
+# 2. an adaptive torchdiffeq run gives the same result for the same values in any memory layout
+
+@pytest.mark.parametrize("name", ["torchdiffeq.fehlberg2", "torchdiffeq.adaptive_heun", "torchdiffeq.dopri5",
+                                  "torchdiffeq.rk4"])
+@pytest.mark.parametrize("to_zero", [True, False])
+def test_torchdiffeq_result_does_not_depend_on_the_memory_layout(name, to_zero):
+    x = _noise(2, 3, 4, 4) * 10
+    sig = samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0)
+    sig = sig if to_zero else sig[:-1]
+    ref = samplers.sample(name, _model, x, sig, disable=True)
+    last = samplers.sample(name, _model, x.to(memory_format=torch.channels_last), sig, disable=True)
+    strided = samplers.sample(name, _model, x.transpose(0, 1).contiguous().transpose(0, 1), sig, disable=True)
+    assert torch.equal(ref, last) and torch.equal(ref, strided)
+    assert last.is_contiguous(memory_format=torch.channels_last)  # handed back in the caller's layout, as euler does
