@@ -3,6 +3,8 @@ that requires grad detached without a word, a torchdiffeq run that depended on t
 output that is not a tensor reported as a shape error, option scalars read by different rules (a 0-d tensor eta
 refused as "not a real number" where a 0-d tensor order was taken), initial_latent's one-value special case checked
 before the schedule's type and shape, and a sparse / nested x that failed inside torch."""
+import types
+
 import pytest
 import torch
 
@@ -76,3 +78,30 @@ def test_torchdiffeq_result_does_not_depend_on_the_memory_layout(name, to_zero):
     strided = samplers.sample(name, _model, x.transpose(0, 1).contiguous().transpose(0, 1), sig, disable=True)
     assert torch.equal(ref, last) and torch.equal(ref, strided)
     assert last.is_contiguous(memory_format=torch.channels_last)  # handed back in the caller's layout, as euler does
+
+
+# 3. a model output that is not a tensor: one mistake, one error (InvalidType, a TypeError), raw or through to_denoiser
+
+@pytest.mark.parametrize("returned", [
+    lambda x: types.SimpleNamespace(sample=x * 0.5),  # a diffusers UNet with return_dict=True
+    lambda x: (x * 0.5,),
+    lambda x: None,
+])
+def test_a_model_output_that_is_not_a_tensor_is_the_wrong_type_raw_or_wrapped(returned):
+    x = _noise(1, 4, 8, 8) * 10
+    vp = samplers.VPDiscrete.from_betas()
+    raw = lambda x, s, **kw: returned(x)  # noqa: E731
+    wrapped = samplers.to_denoiser(lambda x, t, **kw: returned(x), "eps", vp)
+    messages = []
+    for model, sig in [(raw, SIG), (wrapped, samplers.get_sigmas("karras", 3, native=vp))]:
+        with pytest.raises(samplers.InvalidType) as err:
+            samplers.sample("euler", model, x, sig, disable=True)
+        assert isinstance(err.value, TypeError)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert "not a tensor" in messages[0] and "return_dict=False and take [0]" in messages[0]
+
+
+def test_a_tensor_output_of_the_wrong_shape_stays_invalid_input():
+    with pytest.raises(samplers.InvalidInput, match=r"returned \(2, 1\) for an input of shape \(2, 3\)"):
+        samplers.sample("euler", lambda x, s, **kw: x[:, :1], _noise(2, 3), SIG, disable=True)

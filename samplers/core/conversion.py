@@ -270,12 +270,18 @@ def prepare_times(denoiser: Callable, sigmas: list[float], batch: int, dtype: to
         prepare(sigmas, batch, dtype, device)
 
 
-def _checked_output(out, x: torch.Tensor) -> torch.Tensor:
-    """The model's output, refused unless it is a floating tensor of the latent's shape (metadata only: no host read).
-    A batch-1 or 1-channel output would broadcast to a finite, wrong x0; an integer one would be cast."""
+def refuse_non_tensor_output(out) -> None:
+    """A model output that is not a tensor (a diffusers output object, a tuple, None), refused as the wrong type (one
+    mistake, one error, whether the model is wrapped by :func:`to_denoiser` or called by a run as a denoiser)."""
     if not isinstance(out, torch.Tensor):
         raise InvalidType(f"the model returned {type(out).__name__}, not a tensor; return the prediction itself (a "
                           "diffusers model: call it with return_dict=False and take [0])")
+
+
+def _checked_output(out, x: torch.Tensor) -> torch.Tensor:
+    """The model's output, refused unless it is a floating tensor of the latent's shape (metadata only: no host read).
+    A batch-1 or 1-channel output would broadcast to a finite, wrong x0; an integer one would be cast."""
+    refuse_non_tensor_output(out)
     if out.shape != x.shape:
         raise InvalidInput(f"the model returned shape {tuple(out.shape)} for latents of shape {tuple(x.shape)}; it must "
                            "predict every latent element (a model that also predicts its variance returns 2× the "

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm, trange
 
 from . import noise as noise_mod, wrapped
 from .errors import InvalidInput, InvalidOption, InvalidType, NonFiniteError
-from .conversion import check_output_device, model_dtype, model_input, prepare_times, state_dtype as state_dtype_for
+from .conversion import (check_output_device, model_dtype, model_input, prepare_times, refuse_non_tensor_output,
+                         state_dtype as state_dtype_for)
 from .validate import check_options, largest_sigma, same_value
 
 _DEBUG = contextvars.ContextVar("samplers_debug", default=False)
@@ -317,10 +318,10 @@ class Denoise:
                                "passed): do not write into x (x = x * c, not x *= c), or clone it first "
                                "(x = x.clone())")
         self.nfe += 1
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        refuse_non_tensor_output(out)
+        if out.shape != x.shape:
             raise InvalidInput(
-                f"the model returned {got} for an input of shape {tuple(x.shape)}; a denoiser must return "
+                f"the model returned {tuple(out.shape)} for an input of shape {tuple(x.shape)}; a denoiser must return "
                 "the denoised x0 estimate with the same shape as x (wrap eps/v/flow models with "
                 "samplers.to_denoiser)")
         if not out.is_floating_point():
