@@ -5,6 +5,7 @@ refused as "not a real number" where a 0-d tensor order was taken), initial_late
 before the schedule's type and shape, and a sparse / nested x that failed inside torch."""
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +106,57 @@ def test_a_model_output_that_is_not_a_tensor_is_the_wrong_type_raw_or_wrapped(re
 def test_a_tensor_output_of_the_wrong_shape_stays_invalid_input():
     with pytest.raises(samplers.InvalidInput, match=r"returned \(2, 1\) for an input of shape \(2, 3\)"):
         samplers.sample("euler", lambda x, s, **kw: x[:, :1], _noise(2, 3), SIG, disable=True)
+
+
+# 4. option numbers and flags: a 0-d CPU tensor or a numpy value is the number / bool it holds, for reals and flags as
+# for integers, in a sampler's options and a schedule's
+
+def _run(name, **options):
+    return samplers.sample(name, _model, _noise(2, 3) * 10, SIG, disable=True, **options)
+
+
+@pytest.mark.parametrize("name, key, as_tensor, plain", [
+    ("euler_ancestral", "eta", torch.tensor(0.5), 0.5),
+    ("euler_ancestral", "eta", torch.tensor(0.5, dtype=torch.float64), 0.5),
+    ("euler_ancestral", "eta", torch.tensor(1), 1.0),  # an integer tensor for a real, as an int is taken
+    ("dpmpp_2m", "euler_at_final", np.True_, True),
+    ("dpmpp_2m", "euler_at_final", torch.tensor(True), True),
+    ("deis", "order", torch.tensor(2), 2),
+])
+def test_a_0d_tensor_or_numpy_option_runs_as_the_number_it_holds(name, key, as_tensor, plain):
+    extra = {"seed": 0} if name == "euler_ancestral" else {}
+    assert torch.equal(_run(name, **{key: as_tensor}, **extra), _run(name, **{key: plain}, **extra))
+
+
+@pytest.mark.parametrize("key, value", [("rho", torch.tensor(7.0)), ("rho", np.float32(7.0))])
+def test_a_schedule_option_reads_a_0d_tensor_as_its_range_ends_do(key, value):
+    want = samplers.get_sigmas("karras", 3, sigma_min=0.1, sigma_max=10.0, rho=7.0)
+    assert torch.equal(samplers.get_sigmas("karras", 3, sigma_min=torch.tensor(0.1, dtype=torch.float64), sigma_max=10.0,
+                                             **{key: value}),
+                       want)
+    assert torch.equal(samplers.get_sigmas("ays_sd15", 10, append_zero=torch.tensor(True)),
+                       samplers.get_sigmas("ays_sd15", 10, append_zero=True))
+
+
+def test_a_0d_tensor_native_field_is_kept_as_the_number_it_holds():
+    ve = samplers.VE(torch.tensor(0.002, dtype=torch.float64), 80.0)
+    assert type(ve.sigma_min) is float and ve.sigma_min == 0.002
+
+
+@pytest.mark.parametrize("value, match", [
+    (torch.tensor([0.5]), r"eta must be a real number, got tensor\(\[0.5000\]\) \(Tensor\); a tensor is taken only "
+                          r"as a 0-d real one: pass float\(eta\)"),
+    (torch.tensor(True), r"eta must be a real number, got tensor\(True\)"),
+    (np.True_, "eta must be a real number"),
+    (torch.tensor(0.5, requires_grad=True), r"eta is a tensor that requires grad.*eta\.detach\(\)"),
+    (torch.tensor(0.5, device="meta"), r"eta is a tensor on meta.*wait for the device: pass float\(eta\)"),
+])
+def test_an_option_tensor_that_is_not_one_host_real_is_refused_naming_the_fix(value, match):
+    with pytest.raises(samplers.InvalidType, match=match):
+        _run("euler_ancestral", eta=value, seed=0)
+
+
+def test_a_flag_is_not_a_number():
+    for value in (1, torch.tensor(1), np.int64(1), "True"):
+        with pytest.raises(samplers.InvalidType, match="euler_at_final must be True or False"):
+            _run("dpmpp_2m", euler_at_final=value)

@@ -37,6 +37,16 @@ def _set(schedule, **values) -> None:
         object.__setattr__(schedule, name, value)
 
 
+def _checked(schedule, name: str, rule: Callable, **rule_kw) -> None:
+    """Check field ``name`` of a schedule being built by ``rule`` (:mod:`samplers.core.validate`'s ``real``,
+    ``boolean``, ...) and keep the number it read where it was given as a 0-d tensor or a numpy number, which the rule
+    takes as the number it holds: the field is then that number, never a tensor that computes as one."""
+    value = getattr(schedule, name)
+    read = rule(name, value, **rule_kw)
+    if type(value) not in (bool, int, float):
+        _set(schedule, **{name: read})
+
+
 class NoiseSchedule:
     """Base class: the VE sigma range and the three maps described in the module docstring."""
 
@@ -183,7 +193,7 @@ class VPDiscrete(NoiseSchedule):
     _cache: dict = field(default_factory=dict, repr=False, init=False)
 
     def __post_init__(self):
-        boolean("quantize", self.quantize)  # "no" would round every time input
+        _checked(self, "quantize", boolean)  # "no" would round every time input
         if not isinstance(self.alphas_cumprod, torch.Tensor):
             check_table_size(len(self.alphas_cumprod), "len(alphas_cumprod)")
         ac = torch.as_tensor(self.alphas_cumprod, dtype=torch.float64)
@@ -452,11 +462,11 @@ class VPContinuous(NoiseSchedule):
                                 f"{', '.join(f'{k}={getattr(self, k)!r}' for k in changed)} would be ignored; leave "
                                 f"{'them' if len(changed) > 1 else 'it'} out, or pass kind="
                                 f"{'linear' if self.kind == 'cosine' else 'cosine'!r}")
-        positive("beta_min", self.beta_min)
-        real("beta_max", self.beta_max, lo=float(self.beta_min), lo_open=True, what=" (above beta_min)")
-        nonneg("cosine_s", self.cosine_s)
-        unit_open("t_min", self.t_min)
-        positive("time_scale", self.time_scale)
+        _checked(self, "beta_min", positive)
+        _checked(self, "beta_max", real, lo=float(self.beta_min), lo_open=True, what=" (above beta_min)")
+        _checked(self, "cosine_s", nonneg)
+        _checked(self, "t_min", unit_open)
+        _checked(self, "time_scale", positive)
         t = torch.tensor([self.t_min, self.end_time], dtype=torch.float64)
         lo, hi = self._sigma(t).tolist()
         _set(self, sigma_min=lo, sigma_max=hi)
@@ -547,8 +557,8 @@ class VE(NoiseSchedule):
     def __post_init__(self):
         if self.time_input not in ("sigma", "edm", "log_sigma"):
             raise InvalidOption(f"VE time_input must be 'sigma', 'edm' or 'log_sigma', got {self.time_input!r}")
-        positive("sigma_min", self.sigma_min)
-        real("sigma_max", self.sigma_max, lo=float(self.sigma_min), lo_open=True, what=" (above sigma_min)")
+        _checked(self, "sigma_min", positive)
+        _checked(self, "sigma_max", real, lo=float(self.sigma_min), lo_open=True, what=" (above sigma_min)")
 
     def coefficients(self, sigma):
         return torch.ones_like(sigma), sigma
@@ -668,10 +678,10 @@ class RectifiedFlow(NoiseSchedule):
     num_train_timesteps: int | None = None
 
     def __post_init__(self):
-        positive("shift", self.shift)
-        positive("multiplier", self.multiplier)
+        _checked(self, "shift", positive)
+        _checked(self, "multiplier", positive)
         if self.t_min is not None:
-            unit_open("t_min", self.t_min)
+            _checked(self, "t_min", unit_open)
         if self.num_train_timesteps is not None:
             _set(self, num_train_timesteps=check_table_size(self.num_train_timesteps))
             default_t_min = 1.0 / self.num_train_timesteps

@@ -12,16 +12,43 @@ import numbers
 import operator
 import sys
 
+import numpy as np
 import torch
 
 from .errors import InvalidOption, InvalidType, LimitExceeded
 from .steps import SDE3_VARIANTS, SOLVER_TYPES
 
 
+def host_scalar(name: str, value, takes, fix: str):
+    """``value`` as the Python number it holds where it is a 0-d tensor whose dtype ``takes`` accepts, as
+    :func:`integer` reads a 0-d integer tensor; anything else as it is, for the caller's own type check. An option is
+    read once, here at the boundary, so the run never reads the tensor; a 0-d tensor on an accelerator (or 'meta') is
+    refused, naming ``fix`` (``float(eta)``), rather than read here, which would wait for the device, and one that
+    requires grad (in grad mode) is refused, as a schedule that does is (its gradient could not flow)."""
+    if not isinstance(value, torch.Tensor) or value.ndim != 0 or not takes(value.dtype):
+        return value
+    if value.device.type != "cpu":
+        raise InvalidType(f"{name} is a tensor on {value.device}; an option is read on the host once, before the run, "
+                          f"and reading this one would wait for the device: pass {fix}, a Python number")
+    if value.requires_grad and torch.is_grad_enabled():  # read as a number, its gradient would be lost without a word
+        raise InvalidType(f"{name} is a tensor that requires grad, but an option is read as a Python number, so no "
+                          f"gradient can flow to it; pass {name}.detach() or {fix}")
+    return value.item()
+
+
+def _is_real_dtype(dtype: torch.dtype) -> bool:
+    return dtype != torch.bool and not dtype.is_complex
+
+
 def real(name: str, value, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
             hi_open: bool = False, allow_inf: bool = False, what: str = "") -> float:
+    """``value`` as a float: a real number (a numpy real, a 0-d real tensor on the CPU: :func:`host_scalar`), never a
+    bool, finite unless ``allow_inf``, within [``lo``, ``hi``] (open where asked); ``what``: the rule's words."""
+    value = host_scalar(name, value, _is_real_dtype, f"float({name})")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidType(f"{name} must be a real number{what}, got {value!r} ({type(value).__name__})")
+        fix = (f"; a tensor is taken only as a 0-d real one: pass float({name})" if isinstance(value, torch.Tensor)
+               else "")
+        raise InvalidType(f"{name} must be a real number{what}, got {value!r} ({type(value).__name__}){fix}")
     v = float(value)
     if math.isnan(v) or (math.isinf(v) and not allow_inf):
         raise InvalidOption(f"{name} must be a finite number{what}, got {v}")
@@ -75,6 +102,11 @@ def unit_open(name, v):
 
 
 def boolean(name, v):
+    """``v`` as True or False: a bool, a numpy bool or a 0-d bool tensor on the CPU (:func:`host_scalar`); never a
+    number or a string ("False" is a true string)."""
+    v = host_scalar(name, v, lambda dtype: dtype == torch.bool, f"bool({name})")
+    if isinstance(v, np.bool_):
+        v = bool(v)
     if not isinstance(v, bool):
         raise InvalidType(f"{name} must be True or False, got {v!r}")
     return v
@@ -471,7 +503,7 @@ def check_options(spec, options: dict) -> dict:
         rule = SAMPLER_OPTION_RULES.get((spec.name, key), OPTION_RULES.get(key))
         if rule is not None:
             read = rule(key, value)
-            if isinstance(read, (int, float)) and not isinstance(read, bool) and read is not value:
+            if isinstance(read, (bool, int, float)) and read is not value:  # np.True_ runs as True
                 checked[key] = read
     # the churn window only matters where there is churn (k-diffusion callers pass s_tmin / s_tmax from settings
     # whatever s_churn is)

@@ -2520,7 +2520,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         ``eta`` argument, 0 by default; a step without one runs the class's default (DDIM 0, TCD 0.3)."""
         if eta is None:
             return
-        nonneg("eta", eta)  # a number (never a string converted), finite, >= 0
+        eta = nonneg("eta", eta)  # a number (never a string converted, a 0-d CPU tensor read), finite, >= 0
         # the source class's own run reads the step's eta (DDIM's noise share, TCD's γ); another sampler does not
         own_run = self._source is not None and self._source.eta_in_step == self.spec.name
         if eta == 0 and self._eta is None and not (own_run and self._run_eta() != 0):

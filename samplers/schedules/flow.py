@@ -125,7 +125,7 @@ def linear_quadratic(n: int, sigma_min=None, sigma_max: float = math.inf, thresh
     VE σ, linear in σ. On a flow model (σ_max = inf, ComfyUI's σ the flow time) the two are the same.
     """
     n = check_steps(n, None, None, need_range=False)
-    boolean("sigma_fraction", sigma_fraction)
+    sigma_fraction = boolean("sigma_fraction", sigma_fraction)
     threshold_noise = real("threshold_noise", threshold_noise, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
                            what=" (the noise level, a fraction of the whole, where the linear steps end; ComfyUI's "
                                 "default 0.025)")

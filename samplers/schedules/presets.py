@@ -56,7 +56,7 @@ def _ays(preset: str):
     def schedule(n: int, sigma_min=None, sigma_max=None, append_zero: bool = False,
                  levels: str = "rounded") -> torch.Tensor:
         check_steps(n, None, None, need_range=False)
-        boolean("append_zero", append_zero)
+        append_zero = boolean("append_zero", append_zero)
         return _from_levels(_levels(preset, levels), n, append_zero, f"ays_{preset}")
 
     def ends(levels: str = "rounded") -> tuple[float, float]:
@@ -108,7 +108,7 @@ AYS_32: dict[str, list[float]] = {
 def _reforge(name: str, data: list[float], what: str, model: str):
     def schedule(n: int, sigma_min=None, sigma_max=None, append_zero: bool = False) -> torch.Tensor:
         check_steps(n, None, None, need_range=False)
-        boolean("append_zero", append_zero)
+        append_zero = boolean("append_zero", append_zero)
         return _from_levels(data, n, append_zero, name)
 
     def ends() -> tuple[float, float]:

@@ -194,7 +194,7 @@ def ddim_uniform(n: int, sigma_min=None, sigma_max=None, *, training_sigmas=None
     model: 8). The default keeps the step count n.
     """
     check_steps(n, None, None, need_range=False)
-    boolean("keep_stepping", keep_stepping)
+    keep_stepping = boolean("keep_stepping", keep_stepping)
     total = num_train(n, training_sigmas)
     stride = max(total // n, 1)
     count = len(range(1, total, stride)) if keep_stepping else n
