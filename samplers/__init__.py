@@ -33,8 +33,8 @@ from .schedules import get_sigmas  # noqa: F401
 
 def initial_latent(noise: _torch.Tensor, sigmas) -> _torch.Tensor:
     """The starting latent at ``sigmas[0]``: ``noise · σ_0``, or the unit noise itself when σ_0 is inf. ``sigmas`` is
-    checked as a run checks it (:func:`samplers.core.run.read_sigmas`); a one-value sequence ``[σ_0]`` is the start
-    alone."""
+    checked as a run checks it (:func:`samplers.core.run.read_sigmas`), with the same errors; a one-value sequence
+    ``[σ_0]`` is the start alone, its σ_0 checked as a schedule's first value (and > 0: a run starts above its end)."""
     from collections.abc import Mapping
 
     from .core.run import check_latents, read_sigmas, state_dtype_for
@@ -44,12 +44,12 @@ def initial_latent(noise: _torch.Tensor, sigmas) -> _torch.Tensor:
     if isinstance(sigmas, Mapping):
         raise InvalidType(f"sigmas must be a sequence of noise levels (a 1-D tensor, list or array), got a "
                           f"{type(sigmas).__name__}")
-    try:
-        alone = len(sigmas) == 1
-    except TypeError:  # not a sequence: read_sigmas names it
-        alone = False
-    # read as a run of these latents reads it (σ beyond the state's range refused, as samplers.sample refuses it)
-    first = read_sigmas([sigmas[0], 0.0] if alone else sigmas, state_dtype_for(noise.dtype))[0]
+    # read as a run of these latents reads it (type, shape, values; σ beyond the state's range refused), one value too
+    values = read_sigmas(sigmas, state_dtype_for(noise.dtype), least=1)
+    first = values[0]
+    if len(values) == 1 and first == 0:
+        raise InvalidInput("sigmas = [0] starts no run: a schedule is strictly decreasing to an end >= 0, so its "
+                           "first σ is > 0; pass the first σ of the schedule the run will take (or that schedule)")
     if _math.isinf(first):
         return noise
     out = noise * first

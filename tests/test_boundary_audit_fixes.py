@@ -160,3 +160,37 @@ def test_a_flag_is_not_a_number():
     for value in (1, torch.tensor(1), np.int64(1), "True"):
         with pytest.raises(samplers.InvalidType, match="euler_at_final must be True or False"):
             _run("dpmpp_2m", euler_at_final=value)
+
+
+# 5. initial_latent gives samplers.sample's error for the same malformed schedule, and names the caller's own input
+
+@pytest.mark.parametrize("sigmas", [torch.tensor([[14.6, 0.0]]), torch.tensor([[14.6]]), {14.6}, {14.6, 0.0},
+                                    [float("nan"), 0.0], torch.tensor([14.6, 0.0], device="meta")])
+def test_initial_latent_refuses_a_schedule_as_a_run_does(sigmas):
+    noise = _noise(1, 4, 8, 8)
+    with pytest.raises(samplers.SamplersError) as ours:
+        samplers.initial_latent(noise, sigmas)
+    with pytest.raises(samplers.SamplersError) as run:
+        samplers.sample("euler", _model, noise, sigmas, disable=True)
+    assert "at least 2 values" not in str(run.value)  # none is refused for its length alone, a start's own case
+    assert (type(ours.value), str(ours.value)) == (type(run.value), str(run.value))
+
+
+@pytest.mark.parametrize("sigmas, match", [
+    ([0.0], r"sigmas = \[0\] starts no run"),
+    ([float("nan")], r"sigmas\[0\] = nan is invalid"),
+    ([-1.0], r"sigmas\[0\] = -1.0 is invalid"),
+    ([], "at least 1 value, got none"),
+])
+def test_initial_latent_checks_a_lone_start_itself(sigmas, match):
+    with pytest.raises(samplers.InvalidInput, match=match) as err:
+        samplers.initial_latent(_noise(1, 4), sigmas)
+    assert "sigmas[1]" not in str(err.value)  # never a value the caller did not pass
+
+
+def test_initial_latent_of_a_lone_start_is_that_of_its_schedule():
+    noise = _noise(1, 4)
+    sig = samplers.get_sigmas("karras", 3, sigma_min=0.1, sigma_max=10.0)
+    for start in (sig[:1], [float(sig[0])], [sig[0]]):
+        assert torch.equal(samplers.initial_latent(noise, start), samplers.initial_latent(noise, sig))
+    assert torch.equal(samplers.initial_latent(noise, [float("inf")]), noise)

@@ -299,8 +299,8 @@ def test_linspace_and_leading_are_euler_discretes_spacing(spacing):
 
 @pytest.mark.parametrize("sigmas, error, message", [
     (None, samplers.InvalidType, "sigmas must be a 1-D tensor or a sequence of numbers, got NoneType"),
-    ([], samplers.InvalidInput, "at least 2 values"),
-    (torch.tensor([]), samplers.InvalidInput, "at least 2 values"),
+    ([], samplers.InvalidInput, "at least 1 value, got none"),  # its first σ alone is a start
+    (torch.tensor([]), samplers.InvalidInput, "at least 1 value, got none"),
     ("karras", samplers.InvalidType, "sequence of numbers"),
     (torch.ones(2, 3), samplers.InvalidInput, "must be 1-D"),
     ([float("nan"), 0.0], samplers.InvalidInput, r"sigmas\[0\] = nan is invalid"),

@@ -90,9 +90,10 @@ def _half_precision(sigmas) -> str | None:
     return str(dtype) if dtype in (torch.float16, torch.bfloat16, np.float16) else None
 
 
-def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]:
+def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64, least: int = 2) -> list[float]:
     """Validate a schedule and return it as Python floats (the one read of it per call); one that requires grad is
-    refused (:func:`refuse_grad_sigmas`), as reading it would drop its gradient."""
+    refused (:func:`refuse_grad_sigmas`), as reading it would drop its gradient. ``least``: the fewest values taken
+    (1: :func:`samplers.initial_latent`'s start alone, ``[σ_0]``, checked as a schedule's first value is)."""
     refuse_meta_sigmas(sigmas)
     refuse_grad_sigmas(sigmas)
     if isinstance(sigmas, torch.Tensor):
@@ -111,7 +112,10 @@ def read_sigmas(sigmas, state_dtype: torch.dtype = torch.float64) -> list[float]
         except TypeError:
             raise InvalidType(f"sigmas must be a 1-D tensor or a sequence of numbers, got {type(sigmas).__name__}") \
                 from None
-    if len(values) < 2:
+    if len(values) < least == 1:
+        raise InvalidInput("sigmas must hold at least 1 value, got none; pass the schedule the run will take "
+                           "(samplers.get_sigmas(name, steps, ...)) or its first σ alone, [sigma_0]")
+    if len(values) < least:
         raise InvalidInput(
             f"sigmas must hold at least 2 values (1 step), got {len(values)}; "
             "build one with samplers.get_sigmas(name, steps, ...) and steps >= 1")
