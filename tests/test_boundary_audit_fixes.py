@@ -194,3 +194,24 @@ def test_initial_latent_of_a_lone_start_is_that_of_its_schedule():
     for start in (sig[:1], [float(sig[0])], [sig[0]]):
         assert torch.equal(samplers.initial_latent(noise, start), samplers.initial_latent(noise, sig))
     assert torch.equal(samplers.initial_latent(noise, [float("inf")]), noise)
+
+
+# 6. a sparse or nested x is refused by name before any model call, not by torch's error from check_start
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: torch.randn(2, 3).to_sparse(), r"x is a sparse_coo tensor.*pass x\.to_dense\(\)"),
+    (lambda: torch.randn(2, 3).to_sparse_csr(), r"x is a sparse_csr tensor.*pass x\.to_dense\(\)"),
+    (lambda: torch.nested.nested_tensor([torch.randn(3), torch.randn(4)]), r"x is a nested tensor.*to_padded_tensor"),
+])
+def test_a_sparse_or_nested_x_is_refused_by_name(make, match):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "sparse CSR / nested tensors are in prototype stage"
+        x = make()
+    model = Counting()
+    with pytest.raises(samplers.InvalidInput, match=match):
+        samplers.sample("euler", model, x, SIG, disable=True)
+    assert model.calls == 0
+    with pytest.raises(samplers.InvalidInput, match=match.replace("x", "noise", 2)):
+        samplers.initial_latent(x, SIG)

@@ -145,8 +145,9 @@ LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_latents(x, name: str, what: str) -> None:
-    """Latents as a run takes them (``name``: the argument, ``what``: what it holds): a floating tensor of a latent
-    dtype, a batch dimension first with at least one item, with values (not on the meta device)."""
+    """Latents as a run takes them (``name``: the argument, ``what``: what it holds): a dense floating tensor of a
+    latent dtype (not sparse, not nested), a batch dimension first with at least one item, with values (not on the
+    meta device)."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
         raise InvalidType(f"{name} must be a floating-point tensor ({what}), got {got}")
@@ -155,6 +156,12 @@ def check_latents(x, name: str, what: str) -> None:
                           f"state is kept in float32 or float64, and the result returned in the latents' dtype): pass "
                           f"{name}.to(torch.float16) or {name}.float(), and cast the result back yourself if you store "
                           f"{x.dtype}")
+    if x.is_nested or x.layout != torch.strided:  # a sparse or nested tensor: torch's own error at the first op on it
+        kind = "nested" if x.is_nested else str(x.layout).removeprefix("torch.")
+        fix = (f"each item as its own tensor (one run per shape), or {name} padded to one shape "
+               f"(torch.nested.to_padded_tensor({name}, 0.0))" if x.is_nested else f"{name}.to_dense()")
+        raise InvalidInput(f"{name} is a {kind} tensor; latents must be a dense (strided) tensor, as the samplers "
+                           f"compute on every element: pass {fix}")
     if x.ndim < 1 or x.shape[0] == 0:
         raise InvalidInput(f"{name} must have a batch dimension first with at least one item, got shape "
                            f"{tuple(x.shape)}")
