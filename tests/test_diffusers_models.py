@@ -220,12 +220,23 @@ def test_guided_conditioning_needs_every_negative_before_any_model_call():
                                 model_kwargs={"pooled_projections": POOL})(x, s)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "7.5", True, None, torch.tensor(7.5)])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "7.5", True, None, torch.tensor([7.5]),
+                                 torch.tensor(7.5, device="meta")])
 def test_guidance_scale_is_a_finite_real_number(bad):
     from samplers.core.errors import InvalidOption, InvalidType
 
-    with pytest.raises((InvalidType, InvalidOption), match="guidance_scale must be a (real|finite) number"):
+    with pytest.raises((InvalidType, InvalidOption),
+                       match="guidance_scale (must be a (real|finite) number|is a tensor on meta.*float)"):
         denoiser_from_diffusers(UNET, EulerDiscreteScheduler(**BETAS).config, EMB, NEG, guidance_scale=bad)
+
+
+def test_a_guidance_scale_given_as_a_0d_cpu_tensor_is_that_number():
+    # validate.real reads a 0-d real CPU tensor as its float, as every option does (not one on a device: no sync)
+    config = EulerDiscreteScheduler(**BETAS).config
+    x, s = torch.randn(1, 4, 8, 8), torch.tensor([3.0])
+    got = denoiser_from_diffusers(UNET, config, EMB, NEG, guidance_scale=torch.tensor(7.5))(x, s)
+    want = denoiser_from_diffusers(UNET, config, EMB, NEG, guidance_scale=7.5)(x, s)
+    assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("field, value", [("rescale_betas_zero_snr", "false"), ("use_flow_sigmas", "false"),
