@@ -370,6 +370,42 @@ def test_a_runs_host_reads_do_not_grow_with_its_steps(config):
     assert reads(9) == reads(3)
 
 
+@pytest.mark.parametrize("config, sampler", [
+    (diffusers.DPMSolverSDEScheduler(**SD_BETAS).config, None),
+    (diffusers.EulerDiscreteScheduler(**SD_BETAS).config, "DPM++ 2M SDE Karras"),
+], ids=["DPMSolverSDE", "DPM++ 2M SDE Karras"])
+def test_a_brownian_runs_cost_per_step_does_not_grow_with_its_steps(config, sampler, monkeypatch):
+    # each step() replays the sampler from the start: DPMSolverSDE's noise (diffusers' own Brownian tree) was queried
+    # again for every earlier step, and a label's named tree was built again at every step() and queried for every
+    # earlier step, so the host reads of the middle steps grew 6, 9, 12, ... (14 982 reads, 8.2 s against diffusers'
+    # 0.25 s at 50 steps). A tree query reads its times on the host (documented), so a step makes a few reads, the
+    # same few at any step count; the label's tree is queried once per draw of the batch's one tree.
+    from samplers.core import brownian
+    from samplers.core.graph import count_host_reads
+
+    queries = [0]
+    query = brownian._query
+    monkeypatch.setattr(brownian, "_query", lambda *a: (queries.__setitem__(0, queries[0] + 1), query(*a))[1])
+
+    def per_step(steps):
+        sch = SamplerScheduler.from_config(config, **({} if sampler is None else {"sampler": sampler}))
+        sch.set_timesteps(steps)
+        x, reads = NOISE[:1] * sch.init_noise_sigma, []
+        g = torch.Generator().manual_seed(0)
+        queries[0] = 0
+        for t in sch.timesteps:
+            with count_host_reads() as c:
+                x = sch.step(0.3 * torch.tanh(sch.scale_model_input(x, t)), t, x, generator=g).prev_sample
+            reads.append(c["n"])
+        assert torch.isfinite(x).all()
+        return reads[1:-1], queries[0]
+
+    (few, few_queries), (many, many_queries) = per_step(3), per_step(12)
+    assert set(many) == set(few) and len(set(few)) == 1, (few, many)
+    if sampler is not None:  # one query per draw (a draw per step but the last, to σ = 0)
+        assert (few_queries, many_queries) == (2, 11)
+
+
 def test_the_loading_spellings_diffusers_accepts_load(tmp_path):
     # from_config's deprecated pretrained_model_name_or_path= keyword, a config file with subfolder=, and a folder
     # whose subfolder lacks the config (diffusers' load_config falls back to the folder's own) were refused as missing
