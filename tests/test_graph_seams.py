@@ -1,4 +1,5 @@
 """capture / GraphedSampler at the seams with samplers.sample: labels, validation before any model call, seeds, noise."""
+import operator
 import re
 
 import pytest
@@ -184,3 +185,27 @@ def test_a_pool_handle_is_accepted():
     # torch.cuda.graph_pool_handle() and CUDAGraph.pool() return a pair of ints (torch.cuda._POOL_HANDLE)
     run = graph.capture("euler", Counting(), _x(), SIG, fallback="eager", warmup=1, pool=(0, 1))
     assert run(_x()).shape == _x().shape
+
+
+def test_count_host_reads_counts_every_read_of_a_value():
+    # a tensor as an index (__index__), complex(), torch.equal / allclose / is_nonzero read the values on the host (a
+    # device sync) and were not counted: a model or sampler making them passed the CPU check of a capture with 0 reads
+    t, f, a = torch.tensor(3), torch.tensor(2.5), torch.ones(3)
+    reads_one = {
+        "t.item()": lambda: t.item(), "int(t)": lambda: int(t), "float(f)": lambda: float(f),
+        "bool(t)": lambda: bool(t),
+        "a.tolist()": lambda: a.tolist(), "[..][t]": lambda: [1, 2, 3, 4][t], "range(t)": lambda: range(t),
+        "operator.index(t)": lambda: operator.index(t), "complex(f)": lambda: complex(f),
+        "torch.equal(a, a)": lambda: torch.equal(a, a), "a.equal(a)": lambda: a.equal(a),
+        "torch.allclose(a, a)": lambda: torch.allclose(a, a), "a.allclose(a)": lambda: a.allclose(a),
+        "torch.is_nonzero(t)": lambda: torch.is_nonzero(t), "t.is_nonzero()": lambda: t.is_nonzero(),
+    }
+    for what, read in reads_one.items():
+        with graph.count_host_reads() as reads:
+            read()
+        assert reads["n"] == 1, what
+    with graph.count_host_reads() as reads:
+        a.numpy()  # a CPU tensor's own memory (a device tensor refuses it): not a read a device run makes
+        torch.add(a, 1)
+    assert reads["n"] == 0
+    assert torch.equal is torch._C._VariableFunctions.equal  # torch's own again after the block

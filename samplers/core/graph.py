@@ -48,24 +48,35 @@ class GraphUnavailable(Unavailable):
     """The run cannot be captured in a CUDA graph here; the message says why and what to do instead."""
 
 
-_READ_METHODS = ("item", "__bool__", "__float__", "__int__", "tolist")
+# every way Python code reads a tensor's value on the host (on a device, a synchronisation): torch.Tensor's methods
+# (``__index__``: a 0-d tensor as a list index or range(t); ``__complex__``: complex(t); ``equal`` / ``allclose`` /
+# ``is_nonzero``: a Python bool from the values) and torch's functions of the same. ``numpy()`` / ``np.asarray`` is
+# not one: it refuses a device tensor (no sync), and it is how this library reads a CPU tensor's own memory on purpose
+# (a CPU σ's checks, the shim's timesteps), which a device run does not make
+_READ_METHODS = ("item", "__bool__", "__float__", "__int__", "__index__", "__complex__", "tolist", "equal", "allclose",
+                 "is_nonzero")
+_READ_FUNCTIONS = ("equal", "allclose", "is_nonzero")
+_READ_POINTS = tuple((torch.Tensor, n) for n in _READ_METHODS) + tuple((torch, n) for n in _READ_FUNCTIONS)
 _READS_LOCK = threading.Lock()
-_READS_ORIGINALS: dict = {}  # torch.Tensor's own methods, while any block is open (in any thread)
+_READS_ORIGINALS: dict = {}  # (owner, name) -> torch's own method / function, while any block is open (in any thread)
 _READS_OPEN = [0]  # blocks open, all threads together
 _READS_HERE = threading.local()  # .blocks: the count dicts of this thread's open blocks
 
 
 def _counted(orig):
-    def read(self, *a, **k):
+    def read(*a, **k):
         for counts in getattr(_READS_HERE, "blocks", ()):
             counts["n"] += 1
-        return orig(self, *a, **k)
+        return orig(*a, **k)
     return read
 
 
 @contextlib.contextmanager
 def count_host_reads():
-    """Count host reads of tensor values (``item``, ``bool``, ``float``, ``int``, ``tolist``) in the block.
+    """Count host reads of tensor values in the block: ``item``, ``bool``, ``float``, ``int``, ``complex``, a tensor
+    as an index (``__index__``: ``seq[t]``, ``range(t)``), ``tolist``, and ``equal`` / ``allclose`` / ``is_nonzero``
+    (``torch.equal(a, b)`` too). Not ``numpy()``, which a device tensor refuses (no sync): reading a CPU tensor's own
+    memory through it is how this library checks CPU values without a read that would be a sync on a device.
 
     On a GPU each of them is a synchronisation that makes a run uncapturable; on the CPU this is the way to
     check that a model and a sampler would capture, before trying on a GPU. Yields a dict with key ``"n"``: the
@@ -76,9 +87,9 @@ def count_host_reads():
     counts = {"n": 0}
     with _READS_LOCK:
         if _READS_OPEN[0] == 0:
-            for n in _READ_METHODS:
-                _READS_ORIGINALS[n] = getattr(torch.Tensor, n)
-                setattr(torch.Tensor, n, _counted(_READS_ORIGINALS[n]))
+            for owner, n in _READ_POINTS:
+                _READS_ORIGINALS[owner, n] = getattr(owner, n)
+                setattr(owner, n, _counted(_READS_ORIGINALS[owner, n]))
         _READS_OPEN[0] += 1
     blocks = _READS_HERE.__dict__.setdefault("blocks", [])
     blocks.append(counts)
@@ -89,8 +100,8 @@ def count_host_reads():
         with _READS_LOCK:
             _READS_OPEN[0] -= 1
             if _READS_OPEN[0] == 0:
-                for n, orig in _READS_ORIGINALS.items():
-                    setattr(torch.Tensor, n, orig)
+                for (owner, n), orig in _READS_ORIGINALS.items():
+                    setattr(owner, n, orig)
                 _READS_ORIGINALS.clear()
 
 
