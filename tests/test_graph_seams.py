@@ -2,6 +2,7 @@
 import operator
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -185,6 +186,50 @@ def test_a_pool_handle_is_accepted():
     # torch.cuda.graph_pool_handle() and CUDAGraph.pool() return a pair of ints (torch.cuda._POOL_HANDLE)
     run = graph.capture("euler", Counting(), _x(), SIG, fallback="eager", warmup=1, pool=(0, 1))
     assert run(_x()).shape == _x().shape
+
+
+@pytest.mark.parametrize("name, opts", [
+    ("restart", dict(fallback="eager", restart=[(2, 0, 0.1, 2.0)])),     # the sampler's own check (k_times = 0)
+    ("restart", dict(fallback="eager", restart=[(2, 1, 0.1, 1e30)])),    # its σ limit
+    ("euler_ancestral", dict()),                                         # a CPU latent without fallback
+])
+def test_a_refused_capture_leaves_the_global_rng_alone(name, opts):
+    # seed=None's default seeds were drawn from torch's global generator when the run was built, before the sampler's
+    # checks and the device refusal: code that tries capture, falls back to eager and then draws its latents after
+    # torch.manual_seed(s) got other images than without the attempt (samplers.sample refusing the same leaves it)
+    x = _x()
+    torch.manual_seed(123)
+    with pytest.raises((ValueError, graph.GraphUnavailable)):
+        graph.capture(name, GM.denoiser, x, SIG, **opts)
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(1))
+
+
+def test_a_capture_with_no_seed_draws_its_seeds_as_samplers_sample_does():
+    x = _x()
+    torch.manual_seed(5)
+    got = graph.capture("euler_ancestral", GM.denoiser, x, SIG, fallback="eager")(x)
+    torch.manual_seed(5)
+    assert torch.equal(got, samplers.sample("euler_ancestral", GM.denoiser, x, SIG, disable=True))
+
+
+def test_capture_runs_with_the_options_as_checked():
+    # capture checked the options and dropped what check_options returned, so the graphed loop ran with the raw values:
+    # a 0-d tensor order was read at every step (51 host reads for unipc_bh2), a numpy float32 eta computed its
+    # coefficients in float32 (3e-7 from samplers.sample, which runs with float(eta))
+    x = _x()
+    for name, opts in [("unipc_bh2", dict(order=torch.tensor(3))), ("lms", dict(order=torch.tensor(4))),
+                       ("ipndm", dict(max_order=torch.tensor(4)))]:
+        run = graph.capture(name, GM.denoiser, x, SIG, fallback="eager", **opts)
+        with graph.count_host_reads() as reads:
+            run._body()
+        assert reads["n"] == 0, name
+        assert torch.equal(run(x), samplers.sample(name, GM.denoiser, x, SIG, disable=True, **opts))
+    for eta in (np.float32(0.7), np.float32(0.3)):
+        want = samplers.sample("dpmpp_2m_sde", GM.denoiser, x, SIG, seed=[1, 2], eta=eta, disable=True)
+        run = graph.capture("dpmpp_2m_sde", GM.denoiser, x, SIG, seed=[1, 2], eta=eta, fallback="eager")
+        assert torch.equal(run(x), want)
 
 
 def test_count_host_reads_counts_every_read_of_a_value():

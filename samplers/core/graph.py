@@ -15,9 +15,11 @@ their contents in place, e.g. ``run.extra_args["context"].copy_(new)``, to chang
 per call: the starting latent (of the captured shape, dtype and device; a NaN/Inf one is refused before the
 run), and the seeds of stochastic samplers (``run(x, seed=[...])`` reseeds the per-item generators, so a replay
 reproduces ``samplers.sample(..., seed=...)``; a run that draws no noise makes no seeds, as ``samplers.sample``).
-Names resolve as in ``samplers.sample`` (a label's options are the run's), and everything is validated before any
-model call. A caller's :class:`~samplers.core.noise.PredrawnNoise` is ``reset()`` at every call, so every call gets
-its draws from the first; Brownian noise (named or an object) is refused: its path is built on the host.
+Names resolve as in ``samplers.sample`` (a label's options are the run's, and the run takes them as checked), and
+everything is validated before any model call and before ``seed=None``'s default seeds are drawn from torch's global
+generator: a refused capture leaves it alone. A caller's :class:`~samplers.core.noise.PredrawnNoise` is
+``reset()`` at every call, so every call gets its draws from the first; Brownian noise (named or an object) is
+refused: its path is built on the host.
 
 On a device without CUDA graphs ``capture`` raises :class:`GraphUnavailable`; pass ``fallback="eager"``
 to get the same object running the same prepared loop eagerly (what the CPU tests exercise).
@@ -126,6 +128,7 @@ class GraphedSampler:
         self.seeds: list[int] | None = None
         self.takes_seed = False  # per-item seeds (made only where the run draws noise): a call's seed= is read
         self.predrawn: PredrawnNoise | None = None
+        self._unseeded: tuple | None = None  # (seed, kind) of the seeded noise make_noise() makes
         if "noise_sampler" in spec.options:
             kind = noise_mod.check(noise_sampler, seed, like)
             # a Brownian object of the caller's, as the named kinds: rewound per run in samplers.sample, but not in a
@@ -151,16 +154,29 @@ class GraphedSampler:
                 self.takes_seed = True
                 self.options["noise_sampler"] = noise_mod.for_run(None, None, self.static_x, sigmas)
             else:
+                # the run's own seeded noise, made by make_noise() once capture's checks pass: seed=None draws its
+                # default seeds from torch's global generator, which a refused capture must leave alone (as
+                # samplers.sample does). Until then the kind's lazy sampler, which the checks' probe never draws
                 self.takes_seed = True
-                self.seeds = resolve_seeds(seed, like.shape[0])
-                self.noise = noise_mod.GENERATOR_KINDS[kind](self.static_x, self.seeds)
-                self.options["noise_sampler"] = self.noise
+                self._unseeded = (seed, kind)
+                self.options["noise_sampler"] = noise_mod.for_run(kind, seed, self.static_x, sigmas)
         elif seed is not None or noise_sampler is not None:
             raise InvalidInput(f"{spec.name} is deterministic: it takes no seed or noise_sampler")
         self.graph = None
         self.static_out: torch.Tensor | None = None
         # the run's time inputs, made before any capture (outside the graph's memory pool)
         prepare_times(model, sigmas, like.shape[0], state_dtype, like.device)
+
+    def make_noise(self) -> None:
+        """Make the run's seeded noise (its default seeds, for seed=None, drawn now from torch's global generator):
+        :func:`capture` calls it after every check and refusal, before the first run."""
+        if self._unseeded is None:
+            return  # no seeded noise (a deterministic sampler, the caller's noise, a run that draws none), or made
+        seed, kind = self._unseeded
+        self._unseeded = None
+        self.seeds = resolve_seeds(seed, self.static_x.shape[0])
+        self.noise = noise_mod.GENERATOR_KINDS[kind](self.static_x, self.seeds)
+        self.options["noise_sampler"] = self.noise
 
     # The prepared loop: what `samplers.sample` runs after validation, minus the final finiteness check
     # (a host read) — `__call__(check=True)` does that once, outside the graph.
@@ -265,7 +281,10 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
         raise GraphUnavailable(f"{spec.name} chooses its steps on the host (host_sync=True) and cannot be captured; "
                                "use a fixed-step sampler")
     check_call(model, x, extra_args, None, None)
-    check_options(spec, options)
+    # the options as checked (np.float32(0.7) as 0.7, a 0-d tensor order as the int 3), which samplers.sample runs
+    # with: the raw values made the graphed loop read a 0-d tensor option at every step (51 host reads for unipc_bh2's
+    # order=torch.tensor(3)) and compute an eta's coefficients in numpy float32 (3e-7 from samplers.sample)
+    options = check_options(spec, options)
     values = read_sigmas(sigmas, state_dtype_for(x.dtype))
     check_start(x)
     if spec.before_run is not None:  # the sampler's own checks first, as in samplers.sample (a fitted solver's)
@@ -281,14 +300,18 @@ def capture(sampler: str | Callable, model: Callable, x: torch.Tensor, sigmas, *
         check_step_from_infinity(spec, run.options)
     if len(rest) > 1:
         check_the_rest(spec, run.static_x, rest, run.options)
-    if x.device.type != "cuda" or not torch.cuda.is_available():
-        if fallback == "eager":
-            return run
+    on_cuda = x.device.type == "cuda" and torch.cuda.is_available()
+    if not on_cuda and fallback != "eager":
         raise GraphUnavailable(
             f"CUDA graphs need a CUDA device, but x is on {x.device}"
             + ("" if torch.cuda.is_available() else " and this torch has no CUDA")
             + "; pass fallback='eager' to run the same prepared loop eagerly, or use samplers.sample")
-    _capture_cuda(run, x, warmup, pool)
+    if on_cuda:
+        _check_generator_capture(run)
+    # every refusal above leaves torch's global generator as it was (seed=None's default seeds are drawn only now)
+    run.make_noise()
+    if on_cuda:
+        _capture_cuda(run, x, warmup, pool)
     return run
 
 
@@ -327,17 +350,23 @@ def _resolve(sampler, options: dict, seed, noise_sampler) -> tuple[SamplerSpec, 
     return SAMPLERS.get(found.sampler), merge_options(found, given)
 
 
+def _check_generator_capture(run: GraphedSampler) -> None:
+    """Refuse, before the run's seeds are made, a run with seeded noise on a torch that cannot capture its per-item
+    generators."""
+    if (run.noise is not None or run._unseeded is not None) and not hasattr(torch.cuda.CUDAGraph,
+                                                                            "register_generator_state"):
+        raise GraphUnavailable(
+            "this torch cannot capture per-item generators in a CUDA graph (no "
+            "CUDAGraph.register_generator_state, torch >= 2.5); pass a noise_sampler drawing from the "
+            "default CUDA generator, or upgrade torch")
+
+
 def _capture_cuda(run: GraphedSampler, x: torch.Tensor, warmup: int, pool) -> None:
     graph = torch.cuda.CUDAGraph()
     if run.noise is not None:
-        register = getattr(graph, "register_generator_state", None)
-        if register is None:
-            raise GraphUnavailable(
-                "this torch cannot capture per-item generators in a CUDA graph (no "
-                "CUDAGraph.register_generator_state, torch >= 2.5); pass a noise_sampler drawing from the "
-                "default CUDA generator, or upgrade torch")
+        _check_generator_capture(run)
         for g in run.noise.generators:
-            register(g)
+            graph.register_generator_state(g)
     run.static_x.copy_(x)
     side = torch.cuda.Stream(device=x.device)
     side.wait_stream(torch.cuda.current_stream(x.device))
