@@ -29,6 +29,18 @@ def _new_file(folder: Path, name: str) -> tuple[int, str]:
     raise FileExistsError(f"could not create a temporary file beside {str(folder / name)!r}")
 
 
+def _write_error(folder: Path, name: str) -> OSError | None:
+    """The error of creating the temporary file a write of ``name`` in ``folder`` would make (then removed), or None
+    where it can be created: the one try :func:`unwritable_folder` and :func:`check_writable` make."""
+    try:
+        fd, tmp = _new_file(folder, name)
+    except OSError as e:
+        return e
+    os.close(fd)
+    Path(tmp).unlink(missing_ok=True)
+    return None
+
+
 def unwritable_folder(folder: str | os.PathLike) -> str | None:
     """Why files cannot be written in ``folder`` — where it does not exist yet, why it cannot be made there
     (``mkdir(parents=True)``) — or None where they can. Tried as :func:`check_writable` tries a folder, by creating
@@ -39,13 +51,10 @@ def unwritable_folder(folder: str | os.PathLike) -> str | None:
     existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
     if not existing.is_dir():
         return f"{str(existing)!r} is a file, not a folder"
-    try:
-        fd, tmp = _new_file(existing, "write-check")
-    except OSError as e:
+    e = _write_error(existing, "write-check")
+    if e is not None:
         made = "" if existing == folder else f", where {str(folder)!r} would be created"
         return f"cannot write in folder {str(existing)!r}{made} ({e.strerror or e})"
-    os.close(fd)
-    Path(tmp).unlink(missing_ok=True)
     return None
 
 
@@ -61,13 +70,10 @@ def check_writable(path: str | os.PathLike, what: str = "the output") -> Path:
                                  "in it; choose a path in a folder")
     if not folder.is_dir():
         raise FileNotFoundError(f"folder {str(folder)!r} does not exist; create it or choose another path for {what}")
-    try:
-        fd, tmp = _new_file(folder, path.name)
-    except OSError as e:
+    e = _write_error(folder, path.name)
+    if e is not None:
         raise PermissionError(f"cannot write in folder {str(folder)!r} ({e.strerror or e}), so {what} "
-                              f"{str(path)!r} could not be saved; choose a folder you can write to") from None
-    os.close(fd)
-    Path(tmp).unlink(missing_ok=True)
+                              f"{str(path)!r} could not be saved; choose a folder you can write to")
     return path
 
 
