@@ -909,6 +909,52 @@ def test_flow_sigmas_outside_0_1_are_refused_naming_the_t_given(given, bad):
     assert not guider.calls
 
 
+# ComfyUI names on a flow model, every path: the raw rule (euler, lms, ddpm), the half-log-SNR one after ComfyUI's
+# first-t offset (dpmpp_2m_sde, seeds_2), the switched one (euler_ancestral → its RF rule). The raw names ran the
+# network at t = 14.6; the half-log-SNR ones turned a first 14.6 into 0.9999 silently, or blamed sigmas[1] = inf
+# (the offset's σ of the caller's 1.0) for a sigmas[0] = 14.6.
+FLOW_NAMES_EVERY_PATH = ["comfyui:euler", "comfyui:lms", "comfyui:ddpm", "comfyui:dpmpp_2m_sde", "comfyui:seeds_2",
+                         "comfyui:euler_ancestral"]
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES_EVERY_PATH)
+@pytest.mark.parametrize("given, bad", [([14.6, 9.3, 0.5, 0.0], "sigmas[0] = 14.6"),
+                                        ([1.5, 0.5, 0.2, 0.0], "sigmas[0] = 1.5"),
+                                        ([14.6, 0.5, 0.2, 0.0], "sigmas[0] = 14.6"),
+                                        ([14.6, 1.0, 0.2, 0.0], "sigmas[0] = 14.6"),
+                                        ([1.0, 0.5, -0.1], "sigmas[2] = -0.1"),
+                                        ([1.0, math.nan, 0.0], "sigmas[1] = nan")])
+def test_comfyui_names_refuse_flow_sigmas_outside_0_1_naming_the_t_given(name, given, bad):
+    sampler = KSAMPLER(comfyui.ksampler_function(name))
+    guider = Guider(CONST(), FLOW_X0)
+    with pytest.raises(samplers.InvalidInput, match=rf"{re.escape(bad)}.*flow times t in \[0, 1\]"):
+        sampler.sample(guider, torch.tensor(given, dtype=torch.float64), {"model_options": {}, "seed": 1}, None,
+                       GM.noise(1, seed=3), torch.zeros(1, *GM.shape), None, True)
+    assert not guider.calls
+
+
+@pytest.mark.parametrize("name", ["euler", *FLOW_NAMES_EVERY_PATH])
+def test_a_first_sigma_of_inf_on_a_flow_model_is_refused_before_any_model_call(name):
+    # called directly (KSAMPLER's CONST noise scaling has no x_t at t = inf): comfyui:euler ran two model calls and
+    # then raised NonFiniteError
+    guider = Guider(CONST(), FLOW_X0)
+    fn = comfyui.ksampler_function(name)
+    sigmas = torch.tensor([math.inf, 0.5, 0.0], dtype=torch.float64)
+    with pytest.raises(samplers.InvalidInput, match=r"sigmas\[0\] = inf.*flow times t in \[0, 1\]"):
+        fn(KSamplerX0Inpaint(guider, sigmas), GM.noise(1, seed=3), sigmas, extra_args={"seed": 1}, disable=True)
+    assert not guider.calls
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES_EVERY_PATH)
+def test_comfyuis_own_first_t_of_1_still_runs_on_every_path(name):
+    # t = 1 is in range: the raw names step from σ = 1, the half-log-SNR ones from ComfyUI's offset of it
+    out, guider, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(name)), CONST(), FLOW_X0, FLOW_SIGMAS, batch=1)
+    assert torch.isfinite(out).all() and guider.calls
+    first = float(guider.calls[0][1][0])
+    assert first == (1.0 if name in ("comfyui:euler", "comfyui:lms", "comfyui:ddpm", "comfyui:euler_ancestral")
+                     else pytest.approx(1 - 1e-4))
+
+
 def test_a1111_restart_which_rebuilds_its_schedule_is_refused_in_comfyui():
     with pytest.raises(samplers.InvalidOption, match="'Restart' runs restart='a1111'.*use 'restart'"):
         comfyui.ksampler_function("Restart")

@@ -143,6 +143,8 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
         if "seed" in spec.options and "seed" not in merged and not callable(merged.get("noise_sampler")):
             merged["seed"] = comfy_seed(extra_args.get("seed"), x.shape[0], where="extra_args['seed']")
         flow = is_flow_model(model) if coordinates == "auto" else coordinates == "flow"
+        if flow:  # the SIGMAS as given, for every name, before a name's rule rewrites them or the model sees one
+            _check_flow_times(sigmas)
         if flow and flow_spec is not spec:
             merged = _for_flow_rule(flow_spec, merged, {**options, **extra_options})
         if len(sigmas) <= 1:
@@ -323,13 +325,7 @@ def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, 
     """Run ``spec``'s sampler in σ = t/(1 − t), x/(1 − t) on a flow model that returns x0 from (x_t, t); return
     ComfyUI's x_t."""
     given = torch.as_tensor(sigmas)
-    t = given.detach().to("cpu", torch.float64)
-    bad = next((i for i, v in enumerate(t.flatten().tolist()) if not 0 <= v <= 1), None)  # NaN too
-    if bad is not None:  # t = 1 is the pure noise; above it there is no flow state (ComfyUI would extrapolate)
-        raise InvalidInput(f"sigmas[{bad}] = {float(t.flatten()[bad])!r}, but on a flow model ComfyUI's SIGMAS are flow "
-                           "times t in [0, 1] (1 the pure noise), not VE σ; build them with the model's own scheduler "
-                           "(BasicScheduler, or a scheduler node whose sigma_max is the model's 1.0), not a "
-                           "KarrasScheduler-style node left at σ_max = 14.6")
+    t = given.detach().to("cpu", torch.float64)  # in [0, 1]: _check_flow_times, at the call
     sigmas_ve = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
     keep = [1.0 - float(s) for s in t]  # x_t = (1 − t)·x in the sampler's coordinates (x itself at t = 1)
     _on_solver_nodes(options, given, sigmas_ve, keep)
@@ -361,6 +357,22 @@ def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, 
                       "sigma_hat": given.new_tensor(_flow_t(float(info["sigma_hat"])))})
     out = spec.fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
     return to_result_dtype(out * keep[-1], x.dtype, spec.name, float(t[-1]))
+
+
+def _check_flow_times(sigmas) -> None:
+    """Refuse a flow model's SIGMAS that are not flow times t in [0, 1] (NaN too), naming the first such value as the
+    caller gave it. t = 1 is the pure noise; above it there is no flow state. Checked once, at the top of the call,
+    for every name: the ``COMFYUI_FLOW_RAW`` names step ComfyUI's (x_t, σ = t) as given, so they would call the
+    network at t = 14.6 (ComfyUI does: it extrapolates), and the half-log-SNR names' first-t offset (ComfyUI's
+    ``offset_first_sigma_for_snr``) replaces any first t ≥ 1 — 14.6 as well as ComfyUI's own 1.0 — so after it the
+    caller's value is gone, and a later check would blame a value the caller never passed."""
+    t = torch.as_tensor(sigmas).detach().to("cpu", torch.float64).flatten()
+    bad = next((i for i, v in enumerate(t.tolist()) if not 0 <= v <= 1), None)  # NaN too
+    if bad is not None:
+        raise InvalidInput(f"sigmas[{bad}] = {float(t[bad])!r}, but on a flow model ComfyUI's SIGMAS are flow "
+                           "times t in [0, 1] (1 the pure noise), not VE σ; build them with the model's own scheduler "
+                           "(BasicScheduler, or a scheduler node whose sigma_max is the model's 1.0), not a "
+                           "KarrasScheduler-style node left at σ_max = 14.6")
 
 
 def _on_solver_nodes(options: dict, given: torch.Tensor, sigmas_ve: torch.Tensor, keep: list[float]) -> None:
