@@ -520,7 +520,15 @@ def names_md() -> str:
            "`\"brownian_tree\"` (or such an object) draws fresh noise at every step from the path's own seeded "
            "generator, as k-diffusion draws churn (`torch.randn_like`): it read the path over the overlapping churn "
            "intervals, correlated draws (sample variance 0.546 against 0.199 seeded at 100 steps, s_churn = 100). "
-           "No label combines churn with a Brownian kind. Old image: none (the old draws were the defect)."]
+           "No label combines churn with a Brownian kind. Old image: none (the old draws were the defect).",
+           "- ComfyUI's `comfyui:dpm_adaptive` with η > 0 (its SamplerDPMAdaptative node's `eta`) draws ComfyUI's "
+           "noise (`noise_sampler=\"comfyui\"`), as ComfyUI's DPMSolver draws `default_noise_sampler(x, seed)`: it "
+           "drew this library's seeded noise (0.69 apart at η = 0.5 on tests/test_comfyui_rules.py's problem, where "
+           "ComfyUI's result is below 3.6; now 1e-6, k-diffusion's float32). η = 0 draws nothing and is unchanged. "
+           "Old image: the same name with `noise_sampler=\"seeded\"`. `comfyui:dpm_fast` now refuses "
+           + ", ".join(f"`{k}`" for k in labels.COMFYUI_NOT_TAKEN["dpm_fast"][0])
+           + ", which ComfyUI's `dpm_fast_function` does not take (it runs η = 0); they ran. For η there, name "
+           "the registry's `dpm_fast` (with `final_denoise=False` for ComfyUI's range)."]
     return "\n".join(out) + "\n"
 
 

@@ -505,6 +505,50 @@ def test_the_range_samplers_match_the_installed_k_diffusion_at_its_float32_round
         assert_same(comfy_label(name, EPS(), denoise_ve, X_VE, SIGMAS), (theirs, model.calls, 0), tol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:To copy construct from a tensor")  # k-diffusion's torch.tensor(sigma)
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_comfyui_dpm_adaptive_with_eta_draws_comfyuis_default_noise(eta):
+    """ComfyUI's dpm_adaptive_function passes its extra_options (the SamplerDPMAdaptative node's eta) to k-diffusion's
+    sample_dpm_adaptive, whose DPMSolver (ComfyUI's) draws default_noise_sampler(x, seed=extra_args["seed"]): the
+    installed k-diffusion handed that noise, as ComfyUI calls it, in float32 for one image. The name drew this
+    library's seeded noise (0.69 apart at eta = 0.5, where ComfyUI's result is below 3.6)."""
+    from benchmarks.peers import KDiffusionUnavailable, kdiffusion_modules
+    try:
+        kd = kdiffusion_modules()[0]
+    except KDiffusionUnavailable:
+        pytest.skip("k-diffusion is not installed")
+    x, sigmas = X_VE[:1].float(), SIGMAS.float()  # one image: ComfyUI's one generator is this library's image 0
+    model = Model(EPS(), denoise_ve)
+    theirs = kd.sample_dpm_adaptive(model, x.clone(), sigmas[-2], sigmas[0], extra_args=dict(EXTRA), disable=True,
+                                    eta=eta, noise_sampler=comfy_default_noise(x, EXTRA["seed"]))
+    assert_same(comfy_label("dpm_adaptive", EPS(), denoise_ve, x, sigmas, eta=eta), (theirs, model.calls, 0),
+                tol=1e-5)
+
+
+@pytest.mark.parametrize("option", [{"eta": 0.5}, {"eta": 0.0}, {"s_noise": 0.5}, {"noise_sampler": "brownian"}])
+def test_comfyui_dpm_fast_refuses_the_options_comfyuis_function_does_not_take(option):
+    """ComfyUI's dpm_fast_function(model, noise, sigmas, extra_args, callback, disable) takes no options (eta = 0,
+    no noise): an option passed to the name, at build or call time (KSAMPLER's extra_options) or to samplers.sample,
+    is refused before any model call, where it ran another image than ComfyUI can make."""
+    (key, value), = option.items()
+    match = rf"'dpm_fast' \(ComfyUI's\) takes no {key}: ComfyUI's dpm_fast_function .* leave {key} out, or name the " \
+            rf"registry sampler 'dpm_fast'"
+    model = Model(EPS(), denoise_ve)
+    with pytest.raises(InvalidOption, match=match):
+        ksampler_function("comfyui:dpm_fast", **option)
+    with pytest.raises(InvalidOption, match=match):
+        ksampler_function("comfyui:dpm_fast")(model, X_VE.clone(), SIGMAS, extra_args=dict(EXTRA), disable=True,
+                                              **option)
+    with pytest.raises(InvalidOption, match=match):
+        samplers.sample("comfyui:dpm_fast", model, X_VE.clone(), SIGMAS, disable=True, seed=1, **option)
+    assert model.calls == 0
+    # noise_sampler=None is the default noise, as everywhere; the registry's dpm_fast and A1111's DPM fast take eta
+    ksampler_function("comfyui:dpm_fast", noise_sampler=None)
+    for name in ("dpm_fast", "a1111:DPM fast"):
+        samplers.sample(name, model, X_VE.clone(), SIGMAS, disable=True, seed=1, eta=0.5, s_noise=1.0)
+    assert model.calls > 0
+
+
 def test_the_range_options_keep_the_registry_rules_and_say_what_they_do():
     # final_denoise=False on a schedule without the trailing 0 is the registry's run on it
     nozero = SIGMAS[:-1]

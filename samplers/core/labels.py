@@ -39,6 +39,17 @@ DEIS_COMFY = {"mode": "tab", "lower_order_final": False}
 # k-diffusion's error norm over the whole batch.
 DPM_FAST_TOOLS = {"final_denoise": False}
 DPM_ADAPTIVE_TOOLS = {"final_denoise": False, "through_schedule": False, "error_norm": "batch"}
+# Options of the registry sampler that a ComfyUI name's function does not take (KSAMPLER's extra_options there are a
+# TypeError, and KSamplerSelect passes none): refused when a caller passes them (samplers.core.names.merge_options),
+# where they would run another image than ComfyUI can make. ComfyUI's ksampler("dpm_fast") is
+# dpm_fast_function(model, noise, sigmas, extra_args, callback, disable), which calls sample_dpm_fast at
+# k-diffusion's defaults (η = 0: it draws nothing); its dpm_adaptive_function passes **extra_options on (η with
+# ComfyUI's noise: COMFY_NOISE below).
+COMFYUI_NOT_TAKEN: dict[str, tuple[tuple[str, ...], str]] = {
+    "dpm_fast": (("eta", "s_noise", "noise_sampler"),
+                 "ComfyUI's dpm_fast_function (comfy/samplers.py ksampler) takes no options and runs k-diffusion's "
+                 "sample_dpm_fast at eta = 0, drawing no noise"),
+}
 # A1111 passes its "Eta for ancestral samplers" setting (opts.eta_ancestral, default 1.0) to every k-diffusion
 # function that takes eta (KDiffusionSampler.initialize), so its DPM fast / adaptive are ancestral by default;
 # ComfyUI calls them with k-diffusion's default eta = 0.
@@ -219,7 +230,8 @@ COMFYUI: dict[str, tuple] = {
     "dpm_2_ancestral": ("dpm_2_ancestral", COMFY_NOISE, None, None),
     "lms": ("lms", LMS_COMFY, None, None),
     "dpm_fast": ("dpm_fast", DPM_FAST_TOOLS, None, None),
-    "dpm_adaptive": ("dpm_adaptive", DPM_ADAPTIVE_TOOLS, None, None),
+    # (ComfyUI's DPMSolver draws default_noise_sampler(x, seed) where η > 0: ComfyUI's noise)
+    "dpm_adaptive": ("dpm_adaptive", {**DPM_ADAPTIVE_TOOLS, **COMFY_NOISE}, None, None),
     "dpmpp_2s_ancestral": ("dpmpp_2s_ancestral", COMFY_NOISE, None, None),
     "dpmpp_sde": ("dpmpp_sde", BROWNIAN, None, None),
     "dpmpp_sde_gpu": ("dpmpp_sde", BROWNIAN_DEVICE, None, None),

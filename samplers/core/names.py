@@ -304,6 +304,7 @@ def merge_options(found: Label, options: dict | None) -> dict:
 
     merged = dict(found.options)
     options = _a1111_received(found, options)
+    _refuse_comfyui_not_taken(found, options)
     for key, value in (options or {}).items():
         # a label's noise_sampler is its tool's default noise, which the tool's own functions replace by a caller's
         # (noise_sampler=None means "draw mine" in k-diffusion, A1111 and ComfyUI): so does the caller's here
@@ -346,6 +347,21 @@ def _a1111_received(found: Label, options: dict | None) -> dict | None:
                             f"A1111's default {' or '.join(repr(v) for v in no_ops)}), or name the registry sampler "
                             f"{found.sampler!r} to run it with {key}={value!r}")
     return kept
+
+
+def _refuse_comfyui_not_taken(found: Label, options: dict | None) -> None:
+    """Refuse a caller's option that a ComfyUI name's function does not take (:data:`labels.COMFYUI_NOT_TAKEN`:
+    ComfyUI's ``dpm_fast`` takes none), naming it, ComfyUI's rule and the fix. A ``noise_sampler`` of None is the
+    default noise, as everywhere, and passes (a None for another option is refused by the option check)."""
+    if found.source != "comfyui" or found.label not in labels.COMFYUI_NOT_TAKEN or not options:
+        return
+    keys, why = labels.COMFYUI_NOT_TAKEN[found.label]
+    for key, value in options.items():
+        if key in keys and value is not None:
+            raise InvalidOption(f"{found.label!r} (ComfyUI's) takes no {key}: {why}, so {key}={value!r} would not be "
+                                f"ComfyUI's image; leave {key} out, or name the registry sampler {found.sampler!r} "
+                                f"(with {', '.join(f'{k}={v!r}' for k, v in found.options.items())} for ComfyUI's "
+                                f"range) to run it with {key}={value!r}")
 
 
 def _a1111_open_window(value) -> bool:
