@@ -811,6 +811,53 @@ def test_a_model_that_scales_its_sampler_noise_is_refused_for_samplers_that_draw
         assert torch.isfinite(out).all() and guider.calls
 
 
+def scaled(sampling, noise_scale=0.5):
+    """A model sampling whose sampling_settings carry a noise_scale (ComfyUI's video models)."""
+    sampling.noise_scale = noise_scale
+    return sampling
+
+
+@pytest.mark.parametrize("name, options, sampling", [
+    # on every model: the functions that set s_noise *= noise_scale
+    *[(f"comfyui:{key}", {}, cls) for key in ("dpmpp_sde", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde", "res_multistep_ancestral",
+                                              "er_sde", "seeds_2", "seeds_3", "sa_solver", "exp_heun_2_x0_sde")
+      for cls in (EPS, ModelFlux)],
+    # on flow models: the *_RF ancestral rule, and lcm's CONST.noise_scaling
+    ("comfyui:euler_ancestral", {}, ModelFlux), ("comfyui:lcm", {}, ModelFlux),
+    # registry names (no ComfyUI function): an ancestral / SDE draw
+    ("euler_ancestral", {}, ModelFlux), ("ddpm", {}, EPS)])
+def test_a_model_that_scales_its_noise_refuses_the_comfyui_functions_that_scale_it(name, options, sampling):
+    sampling = scaled(sampling())
+    denoise, sigmas = (FLOW_X0, FLOW_SIGMAS) if isinstance(sampling, CONST) else (GM.denoiser, EPS_SIGMAS)
+    what = f"ComfyUI's {name.split(':')[1]} multiplies its fresh noise" if ":" in name else f"{name!r} (this library"
+    with pytest.raises(samplers.Unavailable, match=rf"noise_scale is 0.5 \(ComfyUI's video models\): .*"
+                                                   rf"{re.escape(what)}.*not reproduce"):
+        comfy_run(KSAMPLER(comfyui.ksampler_function(name, **options)), sampling, denoise, sigmas)
+
+
+@pytest.mark.parametrize("name, options, sampling", [
+    ("comfyui:ddpm", {}, ModelFlux), ("comfyui:ddpm", {}, EPS),  # generic_step_sampler never reads it
+    ("comfyui:dpm_adaptive", {"eta": 0.5}, ModelFlux), ("comfyui:dpm_adaptive", {"eta": 0.5}, EPS),  # DPMSolver
+    ("comfyui:euler_ancestral", {}, EPS), ("comfyui:dpm_2_ancestral", {}, EPS),  # not their *_RF rule
+    ("comfyui:dpmpp_2s_ancestral", {}, EPS), ("comfyui:lcm", {}, EPS),
+    ("comfyui:res_multistep", {}, ModelFlux),  # η = 0: nothing drawn to scale
+    ("comfyui:dpmpp_2m_sde", {"eta": 0.0}, ModelFlux), ("comfyui:er_sde", {"s_noise": 0.0}, ModelFlux)])
+def test_a_model_that_scales_its_noise_runs_comfyuis_functions_that_never_read_it(name, options, sampling):
+    """ComfyUI runs these unscaled on such a model: their image is the one on the same model without noise_scale
+    (comfyui:ddpm was refused, saying ComfyUI scales its noise, which its ddpm does not)."""
+    denoise, sigmas = (FLOW_X0, FLOW_SIGMAS) if sampling is ModelFlux else (GM.denoiser, EPS_SIGMAS)
+    fn = comfyui.ksampler_function(name, **options)
+    out, guider, *_ = comfy_run(KSAMPLER(fn), scaled(sampling()), denoise, sigmas)
+    plain, *_ = comfy_run(KSAMPLER(fn), sampling(), denoise, sigmas)
+    assert guider.calls and torch.equal(out, plain)
+
+
+def test_the_noise_scale_tables_name_comfyui_samplers():
+    tables = samplers.core.labels.COMFYUI_NOISE_SCALED | samplers.core.labels.COMFYUI_NOISE_SCALED_ON_FLOW
+    assert tables <= set(samplers.core.labels.COMFYUI)
+    assert not samplers.core.labels.COMFYUI_NOISE_SCALED & samplers.core.labels.COMFYUI_NOISE_SCALED_ON_FLOW
+
+
 def test_comfyui_ancestral_names_without_their_rf_rule_are_refused_on_flow_models():
     for name in ("comfyui:dpm_2_ancestral", "comfyui:dpmpp_2s_ancestral"):
         with pytest.raises(samplers.Unavailable, match="_RF"):

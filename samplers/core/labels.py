@@ -300,6 +300,23 @@ COMFYUI_FLOW_SNR: frozenset[str] = frozenset({
 COMFYUI_FLOW: dict[str, str] = {
     "euler_ancestral": "euler_ancestral_rf",  # sample_euler_ancestral → sample_euler_ancestral_RF
 }
+# ComfyUI samplers whose fresh noise ComfyUI multiplies by the model's ``model_sampling.noise_scale`` (the
+# sampling_settings of its video models; 02159d81): the functions that set ``s_noise = s_noise *
+# getattr(model_sampling, "noise_scale", 1.0)`` — dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde (their _heun / _gpu forms
+# call them), res_multistep_ancestral, er_sde, seeds_2 (so exp_heun_2_x0 / _sde), seeds_3, sa_solver (/ _pece) — on
+# every model; on flow models (a CONST) also the *_RF ancestral functions the ancestral names switch to, and lcm,
+# which re-noises through CONST.noise_scaling (``sigma * (noise_scale * noise) + (1 - sigma) * latent``). The rest
+# never read it: sample_ddpm (generic_step_sampler), the DPMSolver (dpm_fast / dpm_adaptive), the churn of euler /
+# heun / dpm_2 / heunpp2, and the ancestral functions on other models (res_multistep reads it at η = 0, where it
+# draws nothing it keeps). The ComfyUI adapter does not scale noise by it: it refuses these names on such a model
+# where they draw (η and s_noise not 0), and runs every other ComfyUI name as ComfyUI does, unscaled.
+COMFYUI_NOISE_SCALED: frozenset[str] = frozenset({
+    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "res_multistep_ancestral", "er_sde", "seeds_2", "exp_heun_2_x0",
+    "exp_heun_2_x0_sde", "seeds_3", "sa_solver", "sa_solver_pece",
+})
+COMFYUI_NOISE_SCALED_ON_FLOW: frozenset[str] = frozenset({
+    "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "lcm"})
 # ComfyUI samplers whose flow-model rule this library does not provide: refused on flow models, and why.
 COMFYUI_FLOW_REFUSED: dict[str, str] = {
     **{name: f"on flow models ComfyUI runs sample_{name}_RF (its ancestral split in flow time), which is not "

@@ -152,14 +152,9 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
             # after their options are taken (sample_euler(..., bogus=1) is a TypeError there too)
             check_options(flow_spec if flow else spec, merged)
             return x
-        noise_scale = getattr(_model_sampling(model), "noise_scale", 1.0)
-        # ComfyUI scales the fresh noise of its ancestral / SDE samplers (not EDM churn): refused where that runs
-        scaled = flow_spec.kind != "ode" and all(merged.get(k, flow_spec.options.get(k)) != 0
-                                                  for k in ("eta", "s_noise") if k in flow_spec.options)
-        if scaled and float(noise_scale) != 1.0:
-            raise Unavailable(f"the model's model_sampling.noise_scale is {float(noise_scale):g}: ComfyUI scales its "
-                              "samplers' fresh noise by it (its video models), which this adapter does not reproduce; "
-                              f"use a deterministic sampler, or ComfyUI's own {name!r}")
+        noise_scale = float(getattr(_model_sampling(model), "noise_scale", 1.0))
+        if noise_scale != 1.0 and _draws_scaled_noise(comfy_key, flow_spec, merged, flow):
+            raise Unavailable(_noise_scale_refusal(name, comfy_key, noise_scale))
         # (at eta = 0 τ is 0 everywhere: the interval would not be read)
         wants_interval = (comfy_key is not None and "sde_interval" in flow_spec.options
                           and "sde_interval" not in merged and "tau_func" not in merged
@@ -311,6 +306,29 @@ def _reports_each_step(spec) -> bool:
     ``dpm_adaptive`` (per step or attempt of its own), nor the torchdiffeq / torchsde adapters (per interval, from
     their solver's own calls); those keep their own report."""
     return spec.name not in ("dpm_fast", "dpm_adaptive") and not spec.name.startswith(("torchdiffeq.", "torchsde."))
+
+
+def _draws_scaled_noise(comfy_key: str | None, spec, options: dict, flow: bool) -> bool:
+    """Whether the run draws fresh noise that ComfyUI would multiply by the model's ``model_sampling.noise_scale``:
+    a ComfyUI name where its function reads it (:data:`labels.COMFYUI_NOISE_SCALED`, on a flow model
+    :data:`labels.COMFYUI_NOISE_SCALED_ON_FLOW` too), a registry name (no ComfyUI function) where it is an ancestral
+    / SDE sampler; in both only where η and s_noise (those ``spec`` takes) are not 0."""
+    if comfy_key is not None:
+        reads = comfy_key in labels.COMFYUI_NOISE_SCALED or (flow and comfy_key in labels.COMFYUI_NOISE_SCALED_ON_FLOW)
+    else:
+        reads = spec.kind != "ode"
+    return reads and all(options.get(k, spec.options.get(k)) != 0 for k in ("eta", "s_noise") if k in spec.options)
+
+
+def _noise_scale_refusal(name: str, comfy_key: str | None, noise_scale: float) -> str:
+    """Why a run on a model whose ``model_sampling.noise_scale`` is not 1 is refused (:func:`_draws_scaled_noise`)."""
+    head = f"the model's model_sampling.noise_scale is {noise_scale:g} (ComfyUI's video models): "
+    if comfy_key is not None:
+        return (head + f"ComfyUI's {comfy_key} multiplies its fresh noise by it, which this adapter does not "
+                f"reproduce; use a sampler that draws no fresh noise there, or {comfy_key!r} in ComfyUI itself")
+    return (head + f"ComfyUI's ancestral / SDE samplers multiply their fresh noise by it, and {name!r} (this "
+            "library's rule) draws it unscaled, which this adapter does not reproduce; use a sampler that draws no "
+            "fresh noise there, or a ComfyUI name (comfyui:...), whose function runs as ComfyUI's does")
 
 
 def _for_flow_rule(flow_spec, merged: dict, given: dict) -> dict:
