@@ -753,6 +753,155 @@ def test_comfyui_sde_samplers_on_a_flow_model_draw_comfyuis_tree_over_t(name, he
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
 
 
+# ComfyUI's sample_lcm, sample_dpmpp_sde, sample_dpmpp_3m_sde and sample_seeds_3 on a CONST model, transcribed from
+# comfy/k_diffusion/sampling.py (comfyanonymous/ComfyUI 02159d81) at their defaults (η = 1, s_noise = 1, noise_scale
+# 1), in float64: λ = log((1 − t)/t) (sigma_to_half_log_snr), t = 1/(1 + e^λ) (half_log_snr_to_sigma), α = t·e^λ =
+# 1 − t, the first t ≥ 1 moved to percent_to_sigma(1e-4) (offset_first_sigma_for_snr; not in sample_lcm).
+# ``noise(t_from, t_to)`` is the sampler's noise_sampler, asked with ComfyUI's arguments.
+
+
+def _lam(t):
+    return math.log((1 - t) / t)
+
+
+def _t_of(lam):
+    return 1 / (1 + math.exp(lam))
+
+
+def _offset(t, percent_to_sigma):
+    return [percent_to_sigma(1e-4), *t[1:]] if t[0] >= 1 else list(t)
+
+
+def _ancestral_step(sigma_from, sigma_to, eta=1.0):  # get_ancestral_step
+    sigma_up = min(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
+    return (sigma_to**2 - sigma_up**2) ** 0.5, sigma_up
+
+
+def comfy_lcm_const(model, x, t, noise, percent_to_sigma):
+    for i in range(len(t) - 1):
+        x = model(x, t[i] * x.new_ones([x.shape[0]]))
+        if t[i + 1] > 0:  # CONST.noise_scaling(t_next, noise, x)
+            x = t[i + 1] * noise(t[i], t[i + 1]) + (1 - t[i + 1]) * x
+    return x
+
+
+def comfy_dpmpp_sde_const(model, x, t, noise, percent_to_sigma, eta=1.0, r=0.5):
+    t = _offset(t, percent_to_sigma)
+    for i in range(len(t) - 1):
+        denoised = model(x, t[i] * x.new_ones([x.shape[0]]))
+        if t[i + 1] == 0:
+            x = denoised
+            continue
+        lam_s, lam_t = _lam(t[i]), _lam(t[i + 1])
+        h = lam_t - lam_s
+        lam_s1 = lam_s + r * h
+        t_s1 = _t_of(lam_s1)
+        alpha_s, alpha_s1, alpha_t = t[i] * math.exp(lam_s), t_s1 * math.exp(lam_s1), t[i + 1] * math.exp(lam_t)
+        sd, su = _ancestral_step(math.exp(-lam_s), math.exp(-lam_s1), eta)
+        h_ = -math.log(sd) - lam_s
+        x_2 = (alpha_s1 / alpha_s) * math.exp(-h_) * x - alpha_s1 * math.expm1(-h_) * denoised
+        x_2 = x_2 + alpha_s1 * noise(t[i], t_s1) * su
+        denoised_2 = model(x_2, t_s1 * x.new_ones([x.shape[0]]))
+        sd, su = _ancestral_step(math.exp(-lam_s), math.exp(-lam_t), eta)
+        h_ = -math.log(sd) - lam_s
+        denoised_d = (1 - 1 / (2 * r)) * denoised + 1 / (2 * r) * denoised_2
+        x = (alpha_t / alpha_s) * math.exp(-h_) * x - alpha_t * math.expm1(-h_) * denoised_d
+        x = x + alpha_t * noise(t[i], t[i + 1]) * su
+    return x
+
+
+def comfy_dpmpp_3m_sde_const(model, x, t, noise, percent_to_sigma, eta=1.0):
+    t = _offset(t, percent_to_sigma)
+    denoised_1 = denoised_2 = h_1 = h_2 = None
+    for i in range(len(t) - 1):
+        denoised = model(x, t[i] * x.new_ones([x.shape[0]]))
+        h = None
+        if t[i + 1] == 0:
+            x = denoised
+        else:
+            lam_s, lam_t = _lam(t[i]), _lam(t[i + 1])
+            h = lam_t - lam_s
+            h_eta = h * (eta + 1)
+            alpha_t = t[i + 1] * math.exp(lam_t)
+            x = t[i + 1] / t[i] * math.exp(-h * eta) * x - alpha_t * math.expm1(-h_eta) * denoised
+            phi_2 = math.expm1(-h_eta) / h_eta + 1
+            if h_2 is not None:
+                r0, r1 = h_1 / h, h_2 / h
+                d1_0, d1_1 = (denoised - denoised_1) / r0, (denoised_1 - denoised_2) / r1
+                d1, d2 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1), (d1_0 - d1_1) / (r0 + r1)
+                x = x + alpha_t * phi_2 * d1 - alpha_t * (phi_2 / h_eta - 0.5) * d2
+            elif h_1 is not None:
+                x = x + alpha_t * phi_2 * (denoised - denoised_1) / (h_1 / h)
+            x = x + noise(t[i], t[i + 1]) * t[i + 1] * math.sqrt(-math.expm1(-2 * h * eta))
+        denoised_1, denoised_2, h_1, h_2 = denoised, denoised_1, h, h_1
+    return x
+
+
+def comfy_seeds_3_const(model, x, t, noise, percent_to_sigma, eta=1.0, r_1=1 / 3, r_2=2 / 3):
+    t = _offset(t, percent_to_sigma)
+    phi_1, phi_2 = math.expm1, lambda h: (math.expm1(h) - h) / h  # ei_h_phi_1, ei_h_phi_2
+    for i in range(len(t) - 1):
+        denoised = model(x, t[i] * x.new_ones([x.shape[0]]))
+        if t[i + 1] == 0:
+            x = denoised
+            continue
+        lam_s, lam_t = _lam(t[i]), _lam(t[i + 1])
+        h = lam_t - lam_s
+        h_eta = h * (eta + 1)
+        lam_s1, lam_s2 = lam_s + r_1 * h, lam_s + r_2 * h
+        t_s1, t_s2 = _t_of(lam_s1), _t_of(lam_s2)
+        alpha_s1, alpha_s2, alpha_t = t_s1 * math.exp(lam_s1), t_s2 * math.exp(lam_s2), t[i + 1] * math.exp(lam_t)
+        x_2 = t_s1 / t[i] * math.exp(-r_1 * h * eta) * x - alpha_s1 * phi_1(-r_1 * h_eta) * denoised
+        sde_noise = math.sqrt(-math.expm1(-2 * r_1 * h * eta)) * noise(t[i], t_s1)
+        x_2 = x_2 + sde_noise * t_s1
+        denoised_2 = model(x_2, t_s1 * x.new_ones([x.shape[0]]))
+        a3_2 = r_2 / r_1 * phi_2(-r_2 * h_eta)
+        a3_1 = phi_1(-r_2 * h_eta) - a3_2
+        x_3 = t_s2 / t[i] * math.exp(-r_2 * h * eta) * x - alpha_s2 * (a3_1 * denoised + a3_2 * denoised_2)
+        segment = (r_1 - r_2) * h * eta
+        sde_noise = sde_noise * math.exp(segment) + math.sqrt(-math.expm1(2 * segment)) * noise(t_s1, t_s2)
+        x_3 = x_3 + sde_noise * t_s2
+        denoised_3 = model(x_3, t_s2 * x.new_ones([x.shape[0]]))
+        b3 = phi_2(-h_eta) / r_2
+        b1 = phi_1(-h_eta) - b3
+        x = t[i + 1] / t[i] * math.exp(-h * eta) * x - alpha_t * (b1 * denoised + b3 * denoised_3)
+        segment = (r_2 - 1) * h * eta
+        sde_noise = sde_noise * math.exp(segment) + math.sqrt(-math.expm1(2 * segment)) * noise(t_s2, t[i + 1])
+        x = x + sde_noise * t[i + 1]
+    return x
+
+
+FLOW_NOISY_REFERENCES = {"lcm": (comfy_lcm_const, "default"), "seeds_3": (comfy_seeds_3_const, "default"),
+                         "dpmpp_sde": (comfy_dpmpp_sde_const, "tree"),
+                         "dpmpp_3m_sde": (comfy_dpmpp_3m_sde_const, "tree")}
+
+
+@pytest.mark.parametrize("sampling, start", [(ModelFlux(), 1.0), (ModelFlux(), 0.95), (Flux(), 1.0)],
+                         ids=["const-from-1", "const-from-0.95", "flux-from-1"])
+@pytest.mark.parametrize("name", sorted(FLOW_NOISY_REFERENCES))
+def test_comfyui_noisy_names_on_a_flow_model_match_comfyuis_functions(name, sampling, start):
+    """comfyui:lcm, seeds_3, dpmpp_sde, dpmpp_3m_sde on a flow model, one image, with ComfyUI's noise (its
+    default_noise_sampler; its Brownian tree over the given t, asked at the t it steps to), against ComfyUI's
+    functions transcribed above: the same image to float64 rounding (they were documented as not compared)."""
+    from samplers.core.brownian import BrownianTreeNoiseSampler
+
+    t = torch.tensor([start, 0.93, 0.85, 0.75, 0.6, 0.45, 0.3, 0.18, 0.08, 0.0], dtype=torch.float64)
+    out, *_ = comfy_run(KSAMPLER(comfyui.ksampler_function(f"comfyui:{name}")), sampling, flux_nonlinear, t, seed=7,
+                        batch=1)
+    x = start * GM.noise(1, seed=3).double()  # CONST noise scaling of an empty latent
+    ref_fn, kind = FLOW_NOISY_REFERENCES[name]
+    if kind == "default":
+        noise = _comfy_default_noise(x, 7)
+    else:  # asked with tensors, as ComfyUI asks it (its sigmas' elements)
+        tree = BrownianTreeNoiseSampler(x, t[t > 0].min(), t.max(), seed=7, cpu=True)
+
+        def noise(a, b):
+            return tree(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64))
+    pts = getattr(sampling, "percent_to_sigma", lambda p: 1.0 - p)
+    ref = ref_fn(flux_nonlinear, x, t.tolist(), noise, pts)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
 def test_comfyui_sa_solver_on_a_flow_model_takes_comfyuis_sde_interval():
     """ComfyUI's sa_solver noises where percent_to_sigma(0.2) ≥ t ≥ percent_to_sigma(0.8): t in [0.2, 0.8] on
     CONST, σ = t/(1 − t) in [0.25, 4] where the adapter runs it."""

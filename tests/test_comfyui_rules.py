@@ -621,6 +621,18 @@ def test_comfyui_exp_heun_2_x0_matches_comfyui(sampling, fn, sigmas):
                     reference(sample_exp_heun_2_x0_sde, sampling, fn, x, sigmas, noise=noise, **options))
 
 
+@pytest.mark.parametrize("sampling, fn, sigmas", [(EPS(), denoise_ve, SIGMAS), (CONST(), denoise_flow, FLOW[0]),
+                                                  (CONST(), denoise_flow, FLOW[1])])
+@pytest.mark.parametrize("options", [{}, {"eta": 0.5}, {"eta": 0.0}])
+def test_comfyui_seeds_2_matches_comfyui(sampling, fn, sigmas, options):
+    """comfyui:seeds_2 at its defaults (r = 1/2, φ₁), on a flow model too (half-log-SNR after the first-t offset),
+    with the same noise draws (docs/comfyui.md listed it as not compared there)."""
+    x = start(sampling, sigmas)
+    noise = options.get("eta", 1.0) > 0
+    assert_same(comfy_label("seeds_2", sampling, fn, x, sigmas, noise=noise, **options),
+                reference(sample_seeds_2, sampling, fn, x, sigmas, noise=noise, **options))
+
+
 def test_seeds_2_takes_r_up_to_1():
     model = Model(EPS(), denoise_ve)
     for bad, rule in ((1.5, "r must be <= 1"), (0.0, "r must be > 0")):
