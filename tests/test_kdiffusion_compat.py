@@ -111,7 +111,8 @@ def test_labels_resolve_through_the_one_resolver():
         kdiffusion.get_sampler("Eulr a")
 
 
-@pytest.mark.parametrize("label", ["DPM++ 2M SDE Heun", "sample_dpmpp_2m_sde_heun", "comfyui:euler_ancestral"])
+# (the attribute sample_dpmpp_2m_sde_heun is ComfyUI's function, with its own signature: test_kdiffusion_parity.py)
+@pytest.mark.parametrize("label", ["DPM++ 2M SDE Heun", "dpmpp_2m_sde_heun", "comfyui:euler_ancestral"])
 def test_a_label_bound_samplers_signature_shows_the_labels_values(label):
     """Code that reads a sampler's signature (UIs listing options and their defaults) sees what the label runs: the
     bound sampler's signature followed __wrapped__ to the plain sampler's (solver_type='midpoint' for a sampler that
@@ -291,4 +292,24 @@ def test_a_two_dimensional_schedule_is_refused_not_a_silent_no_op(name):
     sigmas = kdiffusion.get_sigmas_karras(4, 0.03, 14.6)
     with pytest.raises(samplers.InvalidInput, match=r"sigmas must be 1-D, got shape \(1, 5\)"):
         getattr(kdiffusion, name)(model, x, sigmas[None], disable=True)
+    assert calls == []
+
+
+@pytest.mark.parametrize("name", ["sample_exp_heun_2_x0", "sample_exp_heun_2_x0_sde"])
+def test_comfyui_names_without_comfyuis_function_here_are_no_attribute(name):
+    """A ComfyUI-only name whose function this module does not have (its positional signature, its noise seeded by
+    extra_args["seed"]) is refused as sample_euler_cfg_pp is, naming samplers.interop.comfyui (it returned the label,
+    whose noise ignored extra_args["seed"])."""
+    assert not hasattr(kdiffusion, name) and getattr(kdiffusion, name, None) is None
+    with pytest.raises(samplers.Unavailable, match=r"samplers\.interop\.comfyui\.ksampler_function\('comfyui:exp_heun"):
+        getattr(kdiffusion, name)
+
+
+def test_comfyuis_tree_seed_is_checked_naming_extra_args():
+    model, calls = _counting()
+    x = torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    sigmas = kdiffusion.get_sigmas_karras(4, 0.03, 14.6)
+    with pytest.raises(samplers.InvalidType, match=r"sample_dpmpp_2m_sde_gpu: extra_args\['seed'\] seeds its Brownian "
+                                                   r"tree, as ComfyUI's does: seed must be"):
+        kdiffusion.sample_dpmpp_2m_sde_gpu(model, x, sigmas, {"seed": 1.5}, disable=True)
     assert calls == []

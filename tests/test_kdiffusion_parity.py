@@ -626,3 +626,51 @@ def test_the_table_in_the_docs_is_this_modules_output():
         torch.set_num_threads(threads)
     assert "| `" in shown, "no table: regenerate it (python -m tests.test_kdiffusion_parity)"
     _same_figures(mine, shown)
+
+
+# ----------------------------------------------------------------------------------------------------
+# ComfyUI's own Brownian-tree functions (beyond k-diffusion 0.1.1): its tree, seeded by extra_args["seed"]
+
+class ComfyModel(Model):
+    """ComfyUI's model_k takes the extra arguments ComfyUI's samplers pass, its seed among them."""
+
+    def forward(self, x, sigma, scale, seed):
+        return super().forward(x, sigma, scale)
+
+
+# (ComfyUI's function, k-diffusion's of the same family, its options, ComfyUI's cpu= for the tree)
+COMFYUI_TREES = [("sample_dpmpp_sde_gpu", "sample_dpmpp_sde", {}, False),
+                 ("sample_dpmpp_2m_sde_gpu", "sample_dpmpp_2m_sde", {}, False),
+                 ("sample_dpmpp_2m_sde_heun", "sample_dpmpp_2m_sde", {"solver_type": "heun"}, True),
+                 ("sample_dpmpp_2m_sde_heun_gpu", "sample_dpmpp_2m_sde", {"solver_type": "heun"}, False),
+                 ("sample_dpmpp_3m_sde_gpu", "sample_dpmpp_3m_sde", {}, False)]
+
+
+@pytest.mark.filterwarnings("ignore:Should have")  # torchsde at the ends of the range, the same on both sides
+@pytest.mark.parametrize("name,family,options,cpu", COMFYUI_TREES, ids=[c[0] for c in COMFYUI_TREES])
+def test_comfyuis_tree_functions_seed_their_tree_from_extra_args(name, family, options, cpu, dtype):
+    """ComfyUI's sample_dpmpp_2m_sde_gpu & co. build BrownianTreeNoiseSampler(x, σ_min, σ_max,
+    seed=extra_args.get("seed"), cpu=...) and run the sampler of their family: called positionally as ComfyUI calls
+    them, they equal k-diffusion's function on that tree, whatever torch's global generator holds, and leave it alone
+    (they ran the registry label, whose tree was seeded from the global generator: 4.7 of the scale apart)."""
+    sigmas = schedule(dtype)
+    x = start(dtype, float(sigmas[0]))
+    extra = {**EXTRA, "seed": 5}
+    tree = (ours.BrownianTreeNoiseSampler(x, sigmas[-2], sigmas[0], seed=5, cpu=True) if cpu
+            else kd.BrownianTreeNoiseSampler(x, sigmas[-2], sigmas[0], seed=5))
+    want = getattr(kd, family)(ComfyModel(), x, sigmas, extra_args=extra, disable=True, noise_sampler=tree, **options)
+    fn = getattr(ours, name)
+    assert list(inspect.signature(fn).parameters)[:9] == ["model", "x", "sigmas", "extra_args", "callback", "disable",
+                                                          "eta", "s_noise", "noise_sampler"]
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        got = fn(ComfyModel(), x, sigmas, extra, None, True, 1.0, 1.0)  # ComfyUI's positional call
+        after = torch.randn(3)
+        torch.manual_seed(global_seed)
+        torch.testing.assert_close(after, torch.randn(3), rtol=0, atol=0, msg="the global generator was drawn from")
+        close(got, want, name)
+    # a noise sampler of the caller's replaces the tree, as in ComfyUI (its extra_args["seed"] then unread)
+    tree = kd.BrownianTreeNoiseSampler(x, sigmas[-2], sigmas[0], seed=[7, 8])
+    want = getattr(kd, family)(ComfyModel(), x, sigmas, extra_args=extra, disable=True, noise_sampler=tree, **options)
+    tree = kd.BrownianTreeNoiseSampler(x, sigmas[-2], sigmas[0], seed=[7, 8])
+    close(fn(ComfyModel(), x, sigmas, extra_args=extra, disable=True, noise_sampler=tree), want, name)

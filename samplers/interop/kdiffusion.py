@@ -40,6 +40,9 @@ one (``sample_dpm_adaptive``'s last ``x`` is its result, as in k-diffusion; docs
 Every other registered sampler is here as ``sample_<name>`` (the registry function itself, with this library's
 conventions: seeded per-item noise, ``seed=``), and :func:`get_sampler` resolves A1111 / ComfyUI labels. The
 attributes are computed from the registry when they are looked up, so samplers registered later appear too.
+ComfyUI's Brownian-tree functions (``sample_dpmpp_2m_sde_gpu`` & co., :data:`COMFYUI_TREE_FUNCTIONS`) are ComfyUI's:
+its positional signature and its tree, seeded by ``extra_args["seed"]``; its other names without a registry sampler
+of that name are refused, naming :mod:`samplers.interop.comfyui`.
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ from ..core.conversion import prepare_times, state_dtype
 from ..core.errors import InvalidInput, InvalidType, NonFiniteError, Unavailable
 from ..core.noise import SeededNoise
 from ..core.run import check_call, read_sigmas, refuse_meta_sigmas, to_result_dtype
-from ..core.seeds import resolve_seeds
+from ..core.seeds import resolve_seeds, tree_seeds
 from ..core.validate import check_allocation, integer
 
 registry.load_builtins()  # the sampler modules imported below register in the manifest's order, not in this one's
@@ -607,21 +610,22 @@ def _k_split(name: str, sigmas: torch.Tensor, values: list, eta):
     return split
 
 
-def _tree(x, sigmas: torch.Tensor, noise_sampler, seed):
+def _tree(x, sigmas: torch.Tensor, noise_sampler, seed, cpu: bool = False):
     """An SDE sampler's noise: the caller's, or k-diffusion's Brownian tree over the schedule's range, seeded by
-    ``seed`` (as A1111 and ComfyUI seed it) or, as k-diffusion does by default, from torch's global generator."""
+    ``seed`` (as A1111 and ComfyUI seed it) or, as k-diffusion does by default, from torch's global generator;
+    ``cpu=True`` is ComfyUI's tree on the CPU (its ``sample_dpmpp_2m_sde_heun``)."""
     if noise_sampler is not None:
         return noise_sampler
     refuse_meta_sigmas(sigmas)  # its range is read before the run reads the schedule
-    return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)
+    return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed, cpu=cpu)
 
 
-def _sde(name, model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, **options):
+def _sde(name, model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, cpu=False, **options):
     """A registry SDE sampler on :func:`_tree` noise."""
     _check_call(model, x, extra_args, callback, disable, noise_sampler, seed)
     options = {**options, **_reals(eta=options["eta"], s_noise=options["s_noise"])}
     sigmas = _sigmas_1d(sigmas)
-    noise_sampler = _tree(x, sigmas, noise_sampler, seed)
+    noise_sampler = _tree(x, sigmas, noise_sampler, seed, cpu)
     if len(sigmas) < 2:
         return x
     return _run(name, model, x, sigmas, extra_args, callback, disable, noise_sampler=_as_noise(noise_sampler, sigmas),
@@ -728,10 +732,14 @@ class _QueriedAsKDiffusion:
 def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
                      noise_sampler=None, r=1 / 2, *, seed=None):
     """Stochastic DPM-Solver++ (2S-type, r = 1/2): the registry's ``dpmpp_sde``."""
+    return _dpmpp_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, r, seed)
+
+
+def _dpmpp_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, r, seed, cpu=False):
     _check_call(model, x, extra_args, callback, disable, noise_sampler, seed)
     eta, s_noise, r = _real("eta", eta), _real("s_noise", s_noise), _real("r", r)
     sigmas = _sigmas_1d(sigmas)
-    noise_sampler = _tree(x, sigmas, noise_sampler, seed)
+    noise_sampler = _tree(x, sigmas, noise_sampler, seed, cpu)
     if len(sigmas) < 2:
         return x
     return _run("dpmpp_sde", model, x, sigmas, extra_args, callback, disable, eta=eta, s_noise=s_noise, r=r,
@@ -759,6 +767,87 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
 def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
                         noise_sampler=None, *, seed=None):
     """SDE-DPM-Solver++(3M): the registry's ``dpmpp_3m_sde``."""
+    return _sde("dpmpp_3m_sde", model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, eta=eta,
+                s_noise=s_noise)
+
+
+# ----------------------------------------------------------------------------------------------------
+# ComfyUI's own Brownian-tree functions (comfy/k_diffusion/sampling.py; k-diffusion 0.1.1 has none of them), with
+# ComfyUI's signatures and its tree: ``BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=extra_args.get("seed",
+# None), cpu=...)`` where no noise_sampler is passed (cpu=False for the *_gpu ones, True for sample_dpmpp_2m_sde_heun),
+# the rest k-diffusion's function of the same family (ComfyUI's for k-diffusion's models). Before these, the names
+# resolved to the registry labels, whose tree took its seed from ``seed=`` or the global generator and ignored
+# ComfyUI's ``extra_args["seed"]`` (another image than ComfyUI's), and whose options were keyword-only.
+
+COMFYUI_TREE_FUNCTIONS = ("sample_dpmpp_sde_gpu", "sample_dpmpp_2m_sde_gpu", "sample_dpmpp_2m_sde_heun",
+                          "sample_dpmpp_2m_sde_heun_gpu", "sample_dpmpp_3m_sde_gpu")
+
+
+def _comfyui_seed(fn: str, model, x, extra_args, callback, disable, noise_sampler):
+    """The seed ComfyUI's ``fn`` gives its Brownian tree: ``extra_args.get("seed", None)`` (None: one draw from torch's
+    global generator, as k-diffusion's tree), read only where no ``noise_sampler`` is passed, as ComfyUI reads it;
+    checked as a tree's seed, the refusal naming where it came from."""
+    _check_call(model, x, extra_args, callback, disable, noise_sampler)
+    if noise_sampler is not None or extra_args is None or extra_args.get("seed") is None:
+        return None
+    seed = extra_args["seed"]
+    try:
+        tree_seeds(seed, x.shape[0])
+    except (InvalidInput, InvalidType) as error:
+        raise type(error)(f"{fn}: extra_args['seed'] seeds its Brownian tree, as ComfyUI's does: {error}") from None
+    return seed
+
+
+@torch.no_grad()
+def sample_dpmpp_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                         noise_sampler=None, r=1 / 2):
+    """ComfyUI's ``sample_dpmpp_sde_gpu``: :func:`sample_dpmpp_sde` on a tree on ``x``'s device seeded by
+    ``extra_args["seed"]``."""
+    seed = _comfyui_seed("sample_dpmpp_sde_gpu", model, x, extra_args, callback, disable, noise_sampler)
+    return _dpmpp_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, r, seed)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                            noise_sampler=None, solver_type='midpoint'):
+    """ComfyUI's ``sample_dpmpp_2m_sde_gpu``: :func:`sample_dpmpp_2m_sde` on a tree on ``x``'s device seeded by
+    ``extra_args["seed"]``."""
+    return _comfyui_2m_sde("sample_dpmpp_2m_sde_gpu", model, x, sigmas, extra_args, callback, disable, eta, s_noise,
+                           noise_sampler, solver_type, cpu=False)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                             noise_sampler=None, solver_type='heun'):
+    """ComfyUI's ``sample_dpmpp_2m_sde_heun``: :func:`sample_dpmpp_2m_sde` with ``solver_type='heun'`` on a tree on
+    the CPU (ComfyUI's ``cpu=True``) seeded by ``extra_args["seed"]``."""
+    return _comfyui_2m_sde("sample_dpmpp_2m_sde_heun", model, x, sigmas, extra_args, callback, disable, eta, s_noise,
+                           noise_sampler, solver_type, cpu=True)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde_heun_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                                 noise_sampler=None, solver_type='heun'):
+    """ComfyUI's ``sample_dpmpp_2m_sde_heun_gpu``: :func:`sample_dpmpp_2m_sde` with ``solver_type='heun'`` on a tree
+    on ``x``'s device seeded by ``extra_args["seed"]``."""
+    return _comfyui_2m_sde("sample_dpmpp_2m_sde_heun_gpu", model, x, sigmas, extra_args, callback, disable, eta,
+                           s_noise, noise_sampler, solver_type, cpu=False)
+
+
+def _comfyui_2m_sde(fn, model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, solver_type,
+                    cpu: bool):
+    steps.check_solver_type(solver_type)
+    seed = _comfyui_seed(fn, model, x, extra_args, callback, disable, noise_sampler)
+    return _sde("dpmpp_2m_sde", model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, cpu, eta=eta,
+                s_noise=s_noise, solver_type=solver_type)
+
+
+@torch.no_grad()
+def sample_dpmpp_3m_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1., s_noise=1.,
+                            noise_sampler=None):
+    """ComfyUI's ``sample_dpmpp_3m_sde_gpu``: :func:`sample_dpmpp_3m_sde` on a tree on ``x``'s device seeded by
+    ``extra_args["seed"]``."""
+    seed = _comfyui_seed("sample_dpmpp_3m_sde_gpu", model, x, extra_args, callback, disable, noise_sampler)
     return _sde("dpmpp_3m_sde", model, x, sigmas, extra_args, callback, disable, noise_sampler, seed, eta=eta,
                 s_noise=s_noise)
 
@@ -1129,20 +1218,46 @@ class _UnavailableSampler(Unavailable, AttributeError):
     the default, and still :class:`~samplers.core.errors.Unavailable`, whose message says what to use instead."""
 
 
+# ComfyUI's functions that the resolver's ComfyUI labels run as ComfyUI's function does, by name and positionally
+# (no noise, and ComfyUI's parameters as the label's options): the labels themselves are these attributes.
+_COMFYUI_AS_LABELS = frozenset({"sample_ipndm", "sample_ipndm_v", "sample_deis"})
+
+
+def _comfyui_function(attr: str, found: names.Label) -> Callable:
+    """``sample_<ComfyUI name>``: ComfyUI's function where this module has it (:data:`COMFYUI_TREE_FUNCTIONS`, the
+    labels of :data:`_COMFYUI_AS_LABELS`); any other ComfyUI name is refused, since its label's noise is seeded by
+    ``seed=`` where ComfyUI's function seeds it by ``extra_args["seed"]``, and its options are keyword-only where
+    ComfyUI's are positional: samplers.interop.comfyui runs it as ComfyUI's KSampler does."""
+    own = globals().get("sample_" + found.label)
+    if own is not None and own.__name__ in COMFYUI_TREE_FUNCTIONS:
+        return own
+    if found.label in _COMFYUI_AS_LABELS:
+        return names.get(found.label)
+    raise _UnavailableSampler(
+        f"module {__name__!r} has no attribute {attr!r}: {found.label!r} is ComfyUI's sampler, which k-diffusion "
+        "0.1.1 lacks and this module does not have as ComfyUI's function (its positional signature, its noise seeded "
+        f"by extra_args['seed']); run it as ComfyUI does with samplers.interop.comfyui.ksampler_function("
+        f"{'comfyui:' + found.label!r})(model, x, sigmas, extra_args=extra_args, callback=callback), or by this "
+        f"library's conventions with samplers.sample({'comfyui:' + found.label!r}, model, x, sigmas, seed=...)")
+
+
 def __getattr__(attr: str):
     # Module-level __getattr__ (PEP 562): evaluated at lookup, so later registrations appear too.
     if attr.startswith("sample_"):
         # the function's own name first (ComfyUI's sample_ipndm / sample_ipndm_v / sample_deis, which k-diffusion
-        # lacks, are ComfyUI's rules), else the sampler it names
+        # lacks, are ComfyUI's rules), else the sampler it names; a ComfyUI name is ComfyUI's function or refused
         refused = None
         for name in (attr, attr[len("sample_"):]):
             try:
-                return names.get(name)
+                found = names.resolve(name)
+                return _comfyui_function(attr, found) if found.source == "comfyui" else names.get(name)
             except Unavailable as error:  # a name the resolver knows and refuses
                 refused = refused or error
             except (KeyError, ValueError):
                 pass
         if refused is not None:
+            if isinstance(refused, _UnavailableSampler):
+                raise refused
             raise _UnavailableSampler(f"module {__name__!r} has no attribute {attr!r}: {refused}") from refused
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
