@@ -173,3 +173,49 @@ def test_half_latents_on_a_wider_schedule_call_the_model_as_k_diffusion_does(nam
     scale = float(k_out.abs().max())
     tol = {F16: 2e-3, BF16: 1.5e-2}[x_dtype]
     torch.testing.assert_close(out.double(), k_out.double(), rtol=0, atol=tol * scale)
+
+
+ALL_SIGMAS_SAMPLERS = ["sample_euler", "sample_heun", "sample_dpm_2", "sample_euler_ancestral", "sample_dpm_2_ancestral",
+                       "sample_dpmpp_2s_ancestral", "sample_lms", "sample_dpmpp_2m", "sample_dpmpp_sde",
+                       "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"]
+
+
+def _callbacks(module, name, x, sigmas, **options):
+    seen = []
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        getattr(module, name)(model, x, sigmas, callback=seen.append, disable=True, **options)
+    return seen
+
+
+@pytest.mark.parametrize("name", ALL_SIGMAS_SAMPLERS)
+@pytest.mark.parametrize("x_dtype,sigma_dtype", [(F16, F16), (F16, F32), (BF16, BF16), (BF16, F64)],
+                         ids=lambda d: str(d).removeprefix("torch."))
+def test_the_callbacks_denoised_is_the_models_own_dtype(name, x_dtype, sigma_dtype):
+    """k-diffusion hands the callback the model's own output: float16 from a float16 call. The drop-in handed on the
+    registry's float32 D (half latents on a schedule of their dtype at every step; on a wider one at the first step,
+    and every step of the samplers k-diffusion does not promote): twice the memory of every kept preview."""
+    if name == "sample_lms" and sigma_dtype == BF16:
+        pytest.skip("k-diffusion's sample_lms reads the schedule with .numpy(), which has no bfloat16")
+    sigmas = kd.get_sigmas_karras(5, 0.03, 14.6).to(sigma_dtype)
+    x = (GM.noise(2, seed=3) * 14.6).to(x_dtype)
+    got, want = _callbacks(ours, name, x, sigmas), _callbacks(kd, name, x, sigmas)
+    assert [d["denoised"].dtype for d in got] == [d["denoised"].dtype for d in want]
+    assert [d["x"].dtype for d in got] == [d["x"].dtype for d in want]
+
+
+@pytest.mark.parametrize("name,options", [("sample_euler", {}), ("sample_euler", {"s_churn": 1.0}),
+                                          ("sample_heun", {"s_churn": 2.0}), ("sample_dpm_2", {}),
+                                          ("sample_euler_ancestral", {}), ("sample_dpmpp_2m", {})])
+def test_the_callbacks_sigma_hat_on_an_integer_schedule_is_k_diffusions(name, options):
+    """k-diffusion's churn samplers report sigma_hat = sigmas[i] * (gamma + 1), a float of the default dtype on an
+    integer schedule (the others sigmas[i] itself): the drop-in reported the int64 σ, and with churn on the σ̂
+    truncated to an integer (17 for 17.5)."""
+    sigmas = torch.tensor([14, 6, 2, 1, 0])
+    x = GM.noise(2, seed=3) * 14.0
+    got, want = _callbacks(ours, name, x, sigmas, **options), _callbacks(kd, name, x, sigmas, **options)
+    for mine, theirs in zip(got, want, strict=True):
+        assert mine["sigma_hat"].dtype == theirs["sigma_hat"].dtype
+        torch.testing.assert_close(mine["sigma_hat"].double(), theirs["sigma_hat"].double(), rtol=1e-6, atol=0)
+        assert mine["sigma"].dtype == theirs["sigma"].dtype

@@ -328,28 +328,42 @@ def _as_noise(noise_sampler: Callable, sigmas: torch.Tensor) -> Callable:
 class _KCallback:
     """k-diffusion's callback on a registry run. The registry reports the state after each step; k-diffusion reports
     the state its first model call of the step saw (after churn), with the sigmas as 0-d tensors of the schedule.
-    ``model`` records that state."""
+    ``model`` records that state, and the dtype of that call's output: k-diffusion's ``denoised`` is the model's own
+    output, so float16 for a model that returns float16, where the registry reports D in its float32 state.
 
-    def __init__(self, model, callback, sigmas: torch.Tensor):
+    ``churn``: a sampler with EDM churn (euler, heun, dpm_2), whose ``sigma_hat`` k-diffusion computes as
+    ``sigmas[i] * (gamma + 1)``: on an integer schedule that is a float of torch's default dtype (the other samplers
+    report ``sigmas[i]`` itself)."""
+
+    def __init__(self, model, callback, sigmas: torch.Tensor, churn: bool = False):
         self.callback, self.sigmas = callback, sigmas
         self.model = _Recording(model, self)
-        self.seen = None
+        self.seen = self.seen_dtype = None
+        floating = sigmas.is_floating_point() or sigmas.is_complex()
+        self.hat_dtype = sigmas.dtype if floating or not churn else torch.get_default_dtype()
 
-    def note(self, x) -> None:
+    def note(self, x, denoised=None):
         if self.seen is None:
             self.seen = x
+            self.seen_dtype = getattr(denoised, "dtype", None)
+        return denoised
 
     def __call__(self, info: dict) -> None:
         i, sigma = info["i"], self.sigmas[info["i"]]
-        sigma_hat = sigma if info["sigma_hat"] == info["sigma"] else self.sigmas.new_tensor(info["sigma_hat"])
+        if info["sigma_hat"] == info["sigma"]:
+            sigma_hat = sigma if sigma.dtype == self.hat_dtype else sigma.to(self.hat_dtype)
+        else:
+            sigma_hat = torch.tensor(info["sigma_hat"], dtype=self.hat_dtype, device=self.sigmas.device)
         denoised = info["denoised"]
-        if _shares_storage(denoised, info["x"]):
+        if self.seen_dtype is not None and isinstance(denoised, torch.Tensor) and denoised.dtype != self.seen_dtype:
+            denoised = denoised.to(self.seen_dtype)  # the model's own dtype (a new tensor: never the run's state)
+        elif _shares_storage(denoised, info["x"]):
             # a step to σ = 0 whose new state is D itself (heun, dpmpp_2m, the SDE samplers): the callback gets a copy,
             # so that the tensor it keeps (A1111's last_latent) is not the run's result; one pointer check a step, a
             # copy only on that last step
             denoised = denoised.clone()
         self.callback({"x": self.seen, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
-        self.seen = None
+        self.seen = self.seen_dtype = None
 
 
 def _shares_storage(a, b) -> bool:
@@ -366,8 +380,7 @@ class _Recording:
         self._model, self._owner = model, owner
 
     def __call__(self, x, sigma, **extra_args):
-        self._owner.note(x)
-        return self._model(x, sigma, **extra_args)
+        return self._owner.note(x, self._model(x, sigma, **extra_args))
 
     def __getattr__(self, name: str):
         if name.startswith("_"):  # its own (copying, pickling): never the model's
@@ -377,16 +390,19 @@ class _Recording:
             return attr
 
         def denoise_at(x, sigma, **extra_args):
-            self._owner.note(x)
-            return attr(x, sigma, **extra_args)
+            return self._owner.note(x, attr(x, sigma, **extra_args))
         return denoise_at
+
+
+# The samplers whose callback's sigma_hat k-diffusion computes as sigmas[i] * (gamma + 1) (EDM churn).
+_CHURNING = frozenset({"euler", "heun", "dpm_2"})
 
 
 def _run(name: str, model, x, sigmas: torch.Tensor, extra_args, callback, disable, **options):
     """The registry sampler ``name`` on k-diffusion's call (``sigmas`` a tensor of at least two values)."""
     fn = registry.SAMPLERS.get(name).fn
     if callback is not None:
-        callback = _KCallback(model, callback, sigmas)
+        callback = _KCallback(model, callback, sigmas, churn=name in _CHURNING)
         model = callback.model
     model, x = _promoted(name, model, x, sigmas)
     return fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
