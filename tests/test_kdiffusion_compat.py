@@ -313,3 +313,32 @@ def test_comfyuis_tree_seed_is_checked_naming_extra_args():
                                                    r"tree, as ComfyUI's does: seed must be"):
         kdiffusion.sample_dpmpp_2m_sde_gpu(model, x, sigmas, {"seed": 1.5}, disable=True)
     assert calls == []
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x: kdiffusion.sample_dpm_fast(m, x, NAN, 14.6, 6, disable=True),
+    lambda m, x: kdiffusion.sample_dpm_adaptive(m, x, 0.03, torch.tensor(NAN), disable=True),
+    lambda m, x: kdiffusion.log_likelihood(m, x, NAN, 14.6),
+    lambda m, x: kdiffusion.get_sigmas_karras(6, NAN, 14.6),
+    lambda m, x: kdiffusion.get_sigmas_exponential(6, 0.03, NAN),
+    lambda m, x: kdiffusion.get_sigmas_polyexponential(6, torch.tensor(NAN), 14.6),
+], ids=["dpm_fast", "dpm_adaptive", "log_likelihood", "karras", "exponential", "polyexponential"])
+def test_a_nan_range_end_is_refused_with_the_drop_ins_fix(call):
+    """sigma_min / sigma_max are required here: the registry's "leave sigma_min out for the model's own" was the fix."""
+    model, calls = _counting()
+    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(samplers.InvalidInput, match=r"got nan \(NaN is no σ; sigma_m(in|ax) is a required argument "
+                                                    r"here\): pass the (smallest non-zero sigma|model's σ range)") as e:
+        call(model, x)
+    assert "leave" not in str(e.value) and calls == []
+
+
+@pytest.mark.parametrize("value", ["0.03", None])
+def test_a_schedules_range_end_that_is_no_number_is_refused_by_name(value):
+    """float(sigma_min) raised Python's bare ValueError / TypeError (no name, no fix)."""
+    with pytest.raises(samplers.InvalidType, match=r"get_sigmas_karras: sigma_min must be a number \(a float, or a "
+                                                   r"0-d tensor\), got .*: pass the model's σ range"):
+        kdiffusion.get_sigmas_karras(6, value, 14.6)

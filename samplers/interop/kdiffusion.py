@@ -131,9 +131,16 @@ def _check_n(fn: str, n) -> None:
                            f"k-diffusion's {fn}(0, ...) returns [0.], a schedule with no step; pass n >= 1")
 
 
+# The fix of a refused range end: DPM-Solver's range is a schedule's, a schedule's the model's.
+DPM_RANGE_FIX = ("pass the smallest non-zero sigma of the schedule as sigma_min, e.g. sigma_min=sigmas[-2], and its "
+                 "largest as sigma_max, e.g. sigma_max=sigmas[0]")
+SCHEDULE_RANGE_FIX = ("pass the model's σ range: its smallest non-zero σ as sigma_min (model_wrap.sigma_min, 0.0292 "
+                      "for SD 1.x) and its largest as sigma_max (model_wrap.sigma_max, 14.6146 for SD 1.x)")
+
+
 def _check_sigma_range(fn: str, n, sigma_min, sigma_max) -> tuple[float, float]:
     _check_n(fn, n)
-    sigma_min, sigma_max = float(sigma_min), float(sigma_max)
+    sigma_min, sigma_max = _range_end("sigma_min", sigma_min, fn), _range_end("sigma_max", sigma_max, fn)
     if sigma_min <= 0:
         what = (" (k-diffusion's get_sigmas_karras then ends in [..., 0, 0]: a step from σ = 0 to 0, on which its "
                 "samplers divide by zero)" if fn == "get_sigmas_karras" else "")
@@ -1073,15 +1080,21 @@ def _dpm_solver(model, extra_args, callback, bar) -> DPMSolver:
     return solver
 
 
-def _range_end(name: str, value) -> float:
-    """A DPM-Solver range end: a real number (a numpy scalar or a 0-d tensor such as ``sigmas[-2]`` counts as the
-    number it holds), read by the schedules' own check (:func:`samplers.schedules.base.range_end`)."""
+def _range_end(name: str, value, schedule: str | None = None) -> float:
+    """A range end of k-diffusion's — DPM-Solver's range, or the schedule function ``schedule``'s —: a real number
+    (a numpy scalar or a 0-d tensor such as ``sigmas[-2]`` counts as the number it holds), read by the schedules' own
+    check (:func:`samplers.schedules.base.range_end`) and refused with the drop-in's fix: sigma_min and sigma_max are
+    required arguments here, so the registry's "leave it out for the model's own" does not apply."""
+    where, like, fix = ((f"{schedule}: ", "a float, or a 0-d tensor", SCHEDULE_RANGE_FIX) if schedule else
+                        ("", "a float, or a 0-d tensor such as sigmas[-2]", DPM_RANGE_FIX))
     try:
         return range_end(name, value)
     except InvalidType:
-        raise InvalidType(f"{name} must be a number (a float, or a 0-d tensor such as sigmas[-2]), got {value!r} "
-                          f"({type(value).__name__}): pass the smallest non-zero sigma of the schedule as sigma_min, "
-                          "e.g. sigma_min=sigmas[-2], and its largest as sigma_max, e.g. sigma_max=sigmas[0]") from None
+        raise InvalidType(f"{where}{name} must be a number ({like}), got {value!r} ({type(value).__name__}): "
+                          f"{fix}") from None
+    except InvalidInput:  # NaN: the right type, a value that is no σ
+        raise InvalidInput(f"{where}{name} must be a number, got nan (NaN is no σ; {name} is a required argument "
+                           f"here): {fix}") from None
 
 
 def _check_range(sigma_min, sigma_max) -> None:
