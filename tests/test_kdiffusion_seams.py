@@ -5,6 +5,7 @@ ranges, option types, schedule inputs k-diffusion computes on), and the float32 
 """
 from __future__ import annotations
 
+import math
 import re
 import types
 import warnings
@@ -524,10 +525,26 @@ def test_a_noise_sampler_given_by_name_is_refused_before_any_model_call(fn, name
 @pytest.mark.parametrize("fn", NOISE_SAMPLERS)
 def test_a_noise_sampler_that_is_not_callable_or_comes_with_a_seed_is_refused_before_any_model_call(fn):
     counting = Counting()
-    with pytest.raises(InvalidType, match="noise_sampler must be callable"):
+    # k-diffusion's kinds first: the registry's message listed its noise kinds' names ('seeded', 'brownian', ...),
+    # which this module then refuses
+    with pytest.raises(InvalidType, match=r"noise_sampler must be callable, got int 3: k-diffusion's noise_sampler is "
+                                          r"a callable noise_sampler\(sigma, sigma_next\)") as refused:
         _call(fn, counting, start(), noise_sampler=3)
+    assert "'seeded'" not in str(refused.value) and "'brownian'" not in str(refused.value)
     with pytest.raises(InvalidOption, match="either noise_sampler or seed, not both"):
         _call(fn, counting, start(), noise_sampler=ours.default_noise_sampler(start()), seed=1)
+    assert counting.calls == 0
+
+
+def test_dpm_solvers_methods_refuse_a_noise_sampler_that_is_not_callable_before_any_model_call():
+    """(k-diffusion and the drop-in raised "'int' object is not callable" at the first draw, after model calls.)"""
+    counting = Counting()
+    solver = ours.DPMSolver(counting)
+    t_start, t_end = torch.tensor(-math.log(14.6)), torch.tensor(-math.log(0.03))
+    with pytest.raises(InvalidType, match="noise_sampler must be callable, got int 3"):
+        solver.dpm_solver_fast(start(), t_start, t_end, 6, eta=1.0, noise_sampler=3)
+    with pytest.raises(InvalidType, match="noise_sampler must be callable, got int 3"):
+        solver.dpm_solver_adaptive(start(), t_start, t_end, eta=1.0, noise_sampler=3)
     assert counting.calls == 0
 
 

@@ -494,15 +494,26 @@ def _check_call(model, x, extra_args, callback, disable, noise_sampler=None, see
     """k-diffusion's shared arguments, checked by the registry's own checks before anything is drawn or called:
     :func:`samplers.core.run.check_call` (the model, a floating-point tensor ``x``, ``extra_args``, ``callback``,
     ``disable``) and :func:`samplers.core.noise.check` (a callable ``noise_sampler``, not with ``seed``). A noise
-    kind's name (``"brownian"``) is the registry's API, not k-diffusion's: refused, naming both fixes."""
+    kind's name (``"brownian"``) is the registry's API, not k-diffusion's: refused, naming both fixes; anything else
+    that is not callable is refused with k-diffusion's own kinds (the registry's message lists its kinds' names,
+    which this module refuses)."""
     check_call(model, x, extra_args, callback, disable)
-    if isinstance(noise_sampler, str):
-        raise InvalidType(f"noise_sampler={noise_sampler!r}: k-diffusion's noise_sampler is a callable "
-                          "noise_sampler(sigma, sigma_next) -> Tensor shaped like x (e.g. "
-                          "sampling.BrownianTreeNoiseSampler(x, sigma_min, sigma_max)), or None for its default; a "
-                          "noise kind by name is the registry's: samplers.sample(name, model, x, sigmas, "
-                          "noise_sampler='brownian'), or pass seed= here for this library's seeded noise")
+    _check_noise_sampler(noise_sampler)
     noise_mod.check(noise_sampler, seed, x)
+
+
+def _check_noise_sampler(noise_sampler) -> None:
+    """k-diffusion's ``noise_sampler``: None or a callable, else refused with k-diffusion's kinds of noise sampler."""
+    if noise_sampler is None or (callable(noise_sampler) and not isinstance(noise_sampler, str)):
+        return
+    got = (f"noise_sampler={noise_sampler!r}" if isinstance(noise_sampler, str) else
+           f"noise_sampler must be callable, got {type(noise_sampler).__name__} {noise_sampler!r:.60}")
+    registry_kinds = ("; a noise kind by name is the registry's: samplers.sample(name, model, x, sigmas, "
+                      "noise_sampler='brownian')" if isinstance(noise_sampler, str) else "")
+    raise InvalidType(f"{got}: k-diffusion's noise_sampler is a callable noise_sampler(sigma, sigma_next) -> Tensor "
+                      "shaped like x (e.g. sampling.BrownianTreeNoiseSampler(x, sigma_min, sigma_max) or "
+                      f"sampling.default_noise_sampler(x)), or None for its default{registry_kinds}; or pass seed= "
+                      "to the sample_* functions for this library's seeded noise")
 
 
 def _seeded(x, noise_sampler, seed):
@@ -938,6 +949,7 @@ class DPMSolver(torch.nn.Module):
         return x, {'eps_r1': eps_r1, 'eps_r2': eps_r2, **eps_cache}
 
     def _noise(self, x, noise_sampler, like, slots):
+        _check_noise_sampler(noise_sampler)  # before the first model call (k-diffusion: a TypeError at its first draw)
         if noise_sampler is None:
             return _GlobalDraws(x, slots)
 
