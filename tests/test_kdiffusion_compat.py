@@ -342,3 +342,18 @@ def test_a_schedules_range_end_that_is_no_number_is_refused_by_name(value):
     with pytest.raises(samplers.InvalidType, match=r"get_sigmas_karras: sigma_min must be a number \(a float, or a "
                                                    r"0-d tensor\), got .*: pass the model's σ range"):
         kdiffusion.get_sigmas_karras(6, value, 14.6)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: kdiffusion.get_sigmas_vp(5, beta_d=0.0, beta_min=0.0), r"has every σ 0 \(the VP noise rate"),
+    (lambda: kdiffusion.get_sigmas_vp(5, beta_d=-1.0), r"beta_d must be >= 0 \(the VP noise rate"),
+    (lambda: kdiffusion.get_sigmas_karras(5, 0.03, 14.6, rho=0.0), r"rho must be a finite number other than 0 "
+                                                                  r"\(the Karras schedule .* divides by ρ"),
+    (lambda: kdiffusion.get_sigmas_karras(5, 0.03, 14.6, rho=1e-3), r"rho=0.001 raises the σ range to the power "
+                                                                   r"1/rho = 1000, past float64's range"),
+    (lambda: kdiffusion.get_sigmas_karras(5, 0.03, 14.6, rho=-1e-3), "past float64's range; use a rho further"),
+], ids=["vp-no-rate", "vp-negative", "karras-rho-0", "karras-rho-near-0", "karras-negative-rho-near-0"])
+def test_schedule_options_without_a_finite_decreasing_schedule_stay_refused(call, message):
+    """k-diffusion returns zeros (both β 0) or raises ZeroDivisionError / OverflowError (ρ at or near 0)."""
+    with pytest.raises(samplers.InvalidOption, match=message):
+        call()

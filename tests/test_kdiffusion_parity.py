@@ -223,8 +223,25 @@ def test_schedules_match_bitwise(name, n, default):
 def test_vp_schedule_matches(n, dtype):
     """In float32 k-diffusion computes exp(·) − 1 and loses up to 2e-4 relative at the smallest σ; this library uses
     expm1 (as ComfyUI's copy of the function does): compared to the largest σ's scale there."""
-    for kwargs in ({}, {"beta_d": 10.0, "beta_min": 0.5, "eps_s": 1e-2}):
-        close(ours.get_sigmas_vp(n, **kwargs), kd.get_sigmas_vp(n, **kwargs), "get_sigmas_vp")
+    # beta_d = 0 (constant-β VP) and beta_min = 0: strictly decreasing schedules in k-diffusion (were refused)
+    for kwargs in ({}, {"beta_d": 10.0, "beta_min": 0.5, "eps_s": 1e-2}, {"beta_d": 0.0}, {"beta_min": 0.0},
+                   {"beta_d": 0.0, "beta_min": 1.0, "eps_s": 0.1}):
+        close(ours.get_sigmas_vp(n, **kwargs), kd.get_sigmas_vp(n, **kwargs), f"get_sigmas_vp {kwargs}")
+
+
+@pytest.mark.parametrize("rho", [-7.0, -0.5, -20.0, -1000.0])
+@pytest.mark.parametrize("default", ["float32", "float64"])
+def test_karras_with_a_negative_rho_matches_bitwise(rho, default):
+    """A negative ρ also runs from σ_max down to σ_min in k-diffusion (was refused: "rho must be > 0")."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, default))
+    try:
+        for n in (1, 7, 50):
+            mine, theirs = ours.get_sigmas_karras(n, 0.03, 14.6, rho=rho), kd.get_sigmas_karras(n, 0.03, 14.6, rho=rho)
+            assert torch.equal(mine, theirs), (n, rho)
+            assert bool((mine[1:] < mine[:-1]).all())
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def test_append_zero_to_d_and_ancestral_step_match():

@@ -150,7 +150,8 @@ def test_exponential_matches_diffusers_use_exponential_sigmas():
 @pytest.mark.parametrize("build, message", [
     (lambda: samplers.get_sigmas("vp", 4, sigma_min=5.0, sigma_max=1.0), "lower end below its upper one"),
     (lambda: samplers.get_sigmas("vp", 4, sigma_min=math.nan, sigma_max=10.0), "sigma_min must be a number, got nan"),
-    (lambda: samplers.get_sigmas("vp", 4, beta_d=-1.0), "beta_d must be > 0"),
+    (lambda: samplers.get_sigmas("vp", 4, beta_d=-1.0), r"beta_d must be >= 0 \(the VP noise rate"),
+    (lambda: samplers.get_sigmas("vp", 4, beta_d=0.0, beta_min=0.0), "has every σ 0"),
     (lambda: samplers.get_sigmas("leading", 1000, native=VP, steps_offset=1), "past the model's last training timestep"),
     (lambda: samplers.get_sigmas("leading", 10, native=VP, steps_offset=200), "use steps_offset <= 99"),
     (lambda: samplers.get_sigmas("flow", 4, native=RectifiedFlow(), shift=math.inf), "shift must be a finite number"),

@@ -59,11 +59,11 @@ from ..core import names, registry, steps
 from ..core import noise as noise_mod
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
 from ..core.conversion import prepare_times, state_dtype
-from ..core.errors import InvalidInput, InvalidType, NonFiniteError, Unavailable
+from ..core.errors import InvalidInput, InvalidOption, InvalidType, NonFiniteError, Unavailable
 from ..core.noise import SeededNoise
 from ..core.run import check_call, read_sigmas, refuse_meta_sigmas, to_result_dtype
 from ..core.seeds import resolve_seeds, tree_seeds
-from ..core.validate import check_allocation, integer
+from ..core.validate import check_allocation, integer, real
 
 registry.load_builtins()  # the sampler modules imported below register in the manifest's order, not in this one's
 
@@ -112,9 +112,22 @@ def _check_registry(name: str, n, sigma_min: float, sigma_max: float, rho=None) 
     n = check_steps(n, sigma_min, sigma_max)
     if rho is not None:
         # a 0-d real tensor ρ is checked as the number it holds and computed with as the tensor, as k-diffusion does
-        check_rho(_real("rho", rho) if isinstance(rho, torch.Tensor) else rho)
+        (_check_karras_rho if name == "karras" else check_rho)(_real("rho", rho) if isinstance(rho, torch.Tensor)
+                                                               else rho)
     finite_max(name, sigma_max)
     return n
+
+
+def _check_karras_rho(rho) -> float:
+    """Karras's ρ as k-diffusion takes it: any finite ρ but 0. A negative ρ also runs from σ_max down to σ_min
+    (σ^(1/ρ) then rises along the ramp and the power ^ρ turns it back), a schedule k-diffusion builds and its samplers
+    run; ρ = 0 divides by zero (the registry's ``karras`` keeps ρ > 0, Karras et al.'s)."""
+    what = (" other than 0 (the Karras schedule (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ divides by ρ; "
+            "Karras et al. use rho=7.)")
+    rho = real("rho", rho, what=what)
+    if rho == 0:
+        raise InvalidOption(f"rho must be a finite number{what}, got 0: pass rho=7. or another ρ ≠ 0")
+    return rho
 
 
 # k-diffusion's schedule functions compute on inputs whose schedules its own samplers cannot use; the drop-in refuses
@@ -160,9 +173,18 @@ def get_sigmas_karras(n, sigma_min, sigma_max, rho=7., device='cpu'):
     computed as it computes them (a ramp in torch's default dtype on the CPU, then moved to ``device``)."""
     n = _check_registry("karras", n, *_check_sigma_range("get_sigmas_karras", n, sigma_min, sigma_max), rho=rho)
     ramp = torch.linspace(0, 1, n)
-    min_inv_rho = sigma_min ** (1 / rho)
-    max_inv_rho = sigma_max ** (1 / rho)
-    return append_zero((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho).to(device)
+    try:
+        min_inv_rho = sigma_min ** (1 / rho)
+        max_inv_rho = sigma_max ** (1 / rho)
+    except OverflowError:  # a ρ near 0 (k-diffusion raises Python's OverflowError)
+        raise InvalidOption(f"get_sigmas_karras: rho={float(rho):g} raises the σ range to the power 1/rho = "
+                            f"{1 / float(rho):g}, past float64's range; use a rho further from 0 (Karras et al. use "
+                            "7)") from None
+    sigmas = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+    if not bool(torch.isfinite(sigmas).all()):  # the power overflows the default dtype (k-diffusion returns inf)
+        raise InvalidOption(f"get_sigmas_karras: rho={float(rho):g} gives σ beyond {torch.get_default_dtype()}'s "
+                            f"range ({sigmas.tolist()[:3]}...); use a rho further from 0 (Karras et al. use 7)")
+    return append_zero(sigmas).to(device)
 
 
 def get_sigmas_exponential(n, sigma_min, sigma_max, device='cpu'):
@@ -1204,8 +1226,6 @@ def log_likelihood(model, x, sigma_min, sigma_max, extra_args=None, atol=1e-4, r
     estimate vᵀ(∂f/∂x)v with one Rademacher probe v, drawn from torch's global generator as k-diffusion draws it.
     """
     from torchdiffeq import odeint
-
-    from ..core.validate import real
 
     _check_range(sigma_min, sigma_max)  # finite ends: the integral runs from sigma_min to sigma_max
     atol = real("atol", atol, lo=0.0, lo_open=True)

@@ -73,6 +73,21 @@ def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0
                                "polyexponential", fix="use fewer steps, a wider sigma range, or a rho nearer 1 (a rho "
                                "far below 1 packs the levels at sigma_max, far above 1 at sigma_min)")
 
+# the VP noise rate β(t) = β_min + β_d·t of the linear kind: never negative, and not 0 throughout (every σ would be 0)
+_VP_BETA_RULE = "the VP noise rate β(t) = beta_min + beta_d·t is >= 0 on t in [0, 1] and not 0 throughout"
+
+
+def _vp_betas(beta_d, beta_min) -> tuple[float, float]:
+    """β_d and β_min of the linear VP schedule: each >= 0 (β_d = 0 is the constant-β VP, β_min = 0 a rate from 0,
+    both strictly decreasing schedules, as k-diffusion's ``get_sigmas_vp`` builds them) and not both 0."""
+    what = f" ({_VP_BETA_RULE}; Song et al. use beta_d=19.9, beta_min=0.1)"
+    beta_d, beta_min = real("beta_d", beta_d, lo=0.0, what=what), real("beta_min", beta_min, lo=0.0, what=what)
+    if beta_d == 0 and beta_min == 0:
+        raise InvalidOption(f"schedule 'vp' with beta_d=0 and beta_min=0 has every σ 0{what}; pass a rate above 0, "
+                            "e.g. the defaults")
+    return beta_d, beta_min
+
+
 @register("vp")
 def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, beta_d: float = 19.9,
        beta_min: float = 0.1, eps_s: float | None = None, kind: str = "linear",
@@ -84,7 +99,8 @@ def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, b
     the model's. ``kind="cosine"``: uniform in the time of the cosine ᾱ (Nichol & Dhariwal 2021, offset ``cosine_s``,
     default 0.008), with no σ_max from t = 0.9946, DPM-Solver's end (``VPContinuous("cosine")``'s: at t = 1 the
     cosine ᾱ is 0, which float64 makes σ = 1.6e16). With ``native=VPContinuous(...)`` the kind and its β's or offset
-    are the model's, and σ_max its end's.
+    are the model's, and σ_max its end's. ``beta_d`` and ``beta_min`` may each be 0 (``beta_d=0``: the constant-β
+    VP; both are strictly decreasing schedules, which k-diffusion's ``get_sigmas_vp`` builds too), not both.
     """
     if kind not in ("linear", "cosine"):
         raise InvalidOption(f"schedule 'vp': kind must be 'linear' (the β of Song et al.) or 'cosine' (Nichol & "
@@ -97,9 +113,11 @@ def vp(n: int, sigma_min: float | None = None, sigma_max: float | None = None, b
         raise InvalidOption(f"schedule 'vp': cosine_s={cosine_s!r} is the cosine kind's offset, which the linear kind "
                             "does not read; leave it out, or pass kind='cosine'")
     if kind == "linear":
-        beta_d, beta_min = positive("beta_d", beta_d), positive("beta_min", beta_min)
+        beta_d, beta_min = _vp_betas(beta_d, beta_min)
 
         def t_of(sigma):
+            if beta_d == 0:  # constant β: β_min t = log(1 + σ²)
+                return math.log1p(sigma**2) / beta_min
             return (-beta_min + math.sqrt(beta_min**2 + 2 * beta_d * math.log1p(sigma**2))) / beta_d
 
         def sigma_of(t):
