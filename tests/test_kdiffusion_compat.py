@@ -357,3 +357,16 @@ def test_schedule_options_without_a_finite_decreasing_schedule_stay_refused(call
     """k-diffusion returns zeros (both β 0) or raises ZeroDivisionError / OverflowError (ρ at or near 0)."""
     with pytest.raises(samplers.InvalidOption, match=message):
         call()
+
+
+@pytest.mark.parametrize("value", ["False", "True", 0.0, [False]])
+def test_dpm_adaptive_refuses_a_return_info_that_is_no_bool_before_any_model_call(value):
+    """return_info="False" returned the (x, info) tuple (a true string), where disable="False" is refused."""
+    model, calls = _counting()
+    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(samplers.InvalidType, match=r"return_info must be True or False .*got "):
+        kdiffusion.sample_dpm_adaptive(model, x, 0.03, 14.6, return_info=value, disable=True)
+    assert calls == []
+    for flag, tuple_back in ((True, True), (1, True), (False, False), (None, False)):  # k-diffusion's truth
+        out = kdiffusion.sample_dpm_adaptive(model, x, 0.03, 14.6, return_info=flag, disable=True)
+        assert isinstance(out, tuple) == tuple_back

@@ -1190,12 +1190,23 @@ def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback
                                       n, eta, s_noise, noise_sampler)
 
 
+def _check_return_info(return_info) -> None:
+    """``return_info`` by ``disable``'s rule (:func:`samplers.core.run.check_call`): k-diffusion reads its truth
+    (``if return_info``), so a bool, an integer, a numpy bool or None; anything else — ``"False"``, a true string that
+    returned the tuple — is refused rather than read as true."""
+    if return_info is not None and not isinstance(return_info, (bool, numbers.Integral, np.bool_)):
+        raise InvalidType(f"return_info must be True or False (or an integer or numpy bool, read as k-diffusion reads "
+                          f"it), got {return_info!r} ({type(return_info).__name__}): pass return_info=True for "
+                          "(x, info), False for x")
+
+
 @torch.no_grad()
 def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callback=None, disable=None, order=3,
                         rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0., icoeff=1., dcoeff=0., accept_safety=0.81,
                         eta=0., s_noise=1., noise_sampler=None, return_info=False, *, seed=None):
     """DPM-Solver-12 / 23 with adaptive steps from σ_max to σ_min (Lu et al. 2022, §3.4); no final denoise."""
     _check_call(model, x, extra_args, callback, disable, noise_sampler, seed)
+    _check_return_info(return_info)
     _check_range(sigma_min, sigma_max)
     rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety, eta, s_noise = _reals(
         rtol=rtol, atol=atol, h_init=h_init, pcoeff=pcoeff, icoeff=icoeff, dcoeff=dcoeff, accept_safety=accept_safety,
