@@ -175,9 +175,9 @@ def test_half_latents_on_a_wider_schedule_call_the_model_as_k_diffusion_does(nam
     torch.testing.assert_close(out.double(), k_out.double(), rtol=0, atol=tol * scale)
 
 
-ALL_SIGMAS_SAMPLERS = ["sample_euler", "sample_heun", "sample_dpm_2", "sample_euler_ancestral", "sample_dpm_2_ancestral",
-                       "sample_dpmpp_2s_ancestral", "sample_lms", "sample_dpmpp_2m", "sample_dpmpp_sde",
-                       "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"]
+ALL_SIGMAS_SAMPLERS = ["sample_euler", "sample_heun", "sample_dpm_2", "sample_euler_ancestral",
+                       "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral", "sample_lms", "sample_dpmpp_2m",
+                       "sample_dpmpp_sde", "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"]
 
 
 def _callbacks(module, name, x, sigmas, **options):
