@@ -549,6 +549,82 @@ def test_comfyui_dpm_fast_refuses_the_options_comfyuis_function_does_not_take(op
     assert model.calls > 0
 
 
+# An option of the registry sampler per ComfyUI name that ComfyUI's function (02159d81) has no parameter for, with
+# the function's own parameters (after model, x, sigmas, extra_args, callback, disable) and the registry sampler
+NOT_TAKEN = [
+    ("euler", {"noise_sampler": "brownian"}, r"sample_euler\(s_churn, s_tmin, s_tmax, s_noise\)", "euler"),
+    ("heun", {"noise_sampler": "seeded"}, r"sample_heun\(s_churn, s_tmin, s_tmax, s_noise\)", "heun"),
+    ("dpm_2", {"noise_sampler": "seeded"}, r"sample_dpm_2\(s_churn, s_tmin, s_tmax, s_noise\)", "dpm_2"),
+    ("heunpp2", {"noise_sampler": "seeded"}, r"sample_heunpp2\(s_churn, s_tmin, s_tmax, s_noise\)", "heunpp2"),
+    ("ddim", {"noise_sampler": "seeded"}, r"sample_euler\(s_churn, s_tmin, s_tmax, s_noise\)", "euler"),
+    ("lms", {"prior_sigmas": (20.0,)}, r"sample_lms\(order\)", "lms"),
+    ("dpmpp_2m", {"solver_type": "heun"}, r"sample_dpmpp_2m\(\) takes no option", "dpmpp_2m"),
+    ("dpmpp_2m", {"euler_at_final": True}, r"sample_dpmpp_2m\(\) takes no option", "dpmpp_2m"),
+    ("dpmpp_2m_sde", {"euler_at_final": True}, r"sample_dpmpp_2m_sde\(eta, s_noise, noise_sampler, solver_type\)",
+     "dpmpp_2m_sde"),
+    ("dpmpp_2m_sde_heun_gpu", {"euler_at_final": False}, r"sample_dpmpp_2m_sde_heun_gpu\(eta", "dpmpp_2m_sde"),
+    ("dpmpp_3m_sde", {"solver_type": "midpoint"}, r"sample_dpmpp_3m_sde\(eta, s_noise, noise_sampler\)",
+     "dpmpp_3m_sde"),
+    ("dpmpp_3m_sde_gpu", {"lower_order_final": True}, r"sample_dpmpp_3m_sde_gpu\(eta", "dpmpp_3m_sde"),
+    ("dpmpp_3m_sde", {"euler_at_final": True}, r"sample_dpmpp_3m_sde\(eta", "dpmpp_3m_sde"),
+    ("dpmpp_3m_sde", {"variant": "k-diffusion"}, r"sample_dpmpp_3m_sde\(eta", "dpmpp_3m_sde"),
+    ("ddpm", {"s_noise": 0.5}, r"sample_ddpm\(noise_sampler\)", "ddpm"),
+    ("lcm", {"eta": 0.5}, r"sample_lcm\(noise_sampler, s_noise, s_noise_end, noise_clip_std\)", "lcm"),
+    ("ipndm", {"variable_steps": True}, r"sample_ipndm\(max_order\)", "ipndm"),
+    ("sample_ipndm", {"variable_steps": True}, r"sample_ipndm\(max_order\)", "ipndm"),
+    ("deis", {"weights": "diffusers"}, r"sample_deis\(max_order, deis_mode\)", "deis"),
+    ("sample_deis", {"weights": "diffusers"}, r"sample_deis\(max_order, deis_mode\)", "deis"),
+    ("exp_heun_2_x0", {"noise_sampler": "seeded"}, r"sample_exp_heun_2_x0\(solver_type\)", "seeds_2"),
+    ("uni_pc", {"order": 2}, r"sample_unipc\(variant\)", "unipc_bh1"),
+    ("uni_pc", {"lower_order_final": False}, r"sample_unipc\(variant\)", "unipc_bh1"),
+    ("uni_pc_bh2", {"corrector": False}, r"sample_unipc_bh2\(\)", "unipc_bh2"),
+    ("uni_pc_bh2", {"disable_corrector": (1,)}, r"sample_unipc_bh2\(\)", "unipc_bh2"),
+]
+
+
+@pytest.mark.parametrize("name, option, signature, sampler", NOT_TAKEN)
+def test_comfyui_names_refuse_the_options_comfyuis_functions_do_not_take(name, option, signature, sampler):
+    """Every ComfyUI name refuses an option of its registry sampler that ComfyUI's function has no parameter for
+    (KSAMPLER's extra_options would be a TypeError there), at build and call time and through samplers.sample,
+    before any model call, naming the option, ComfyUI's signature and the registry sampler that takes it."""
+    (key, value), = option.items()
+    match = rf"'{name}' \(ComfyUI's\) takes no {key}: ComfyUI's {signature}.* leave {key} out, or name the " \
+            rf"registry sampler '{sampler}'"
+    model = Model(EPS(), denoise_ve)
+    with pytest.raises(InvalidOption, match=match):
+        ksampler_function(f"comfyui:{name}", **option)
+    with pytest.raises(InvalidOption, match=match):
+        ksampler_function(f"comfyui:{name}")(model, X_VE.clone(), SIGMAS, extra_args=dict(EXTRA), disable=True,
+                                             **option)
+    with pytest.raises(InvalidOption, match=match):
+        samplers.sample(f"comfyui:{name}", model, X_VE.clone(), SIGMAS, disable=True, **seeded(name), **option)
+    assert model.calls == 0
+
+
+def seeded(name):
+    """``seed=1`` where the ComfyUI name's sampler draws noise (takes a seed), else nothing."""
+    return {"seed": 1} if "seed" in samplers.info(names.resolve(f"comfyui:{name}").sampler).options else {}
+
+
+@pytest.mark.parametrize("name, option", [
+    ("euler", {"s_churn": 0.5, "s_noise": 1.0}), ("ddim", {"s_churn": 0.5, "s_tmin": 0.1}),
+    ("heunpp2", {"s_churn": 0.5}),
+    ("lms", {"order": 2}), ("dpmpp_2m_sde", {"solver_type": "heun", "eta": 0.5}), ("dpmpp_3m_sde_gpu", {"eta": 0.5}),
+    ("ddpm", {"noise_sampler": "seeded"}), ("lcm", {"s_noise": 0.5}), ("ipndm", {"max_order": 2}),
+    ("exp_heun_2_x0", {"solver_type": "phi_2"}),
+    # ComfyUI's settings under the registry's names: sample_deis's max_order, SamplerSASolver's eta (its tau_func)
+    ("deis", {"order": 2}), ("sample_deis", {"order": 1}), ("sa_solver", {"eta": 0.5}),
+    ("sa_solver_pece", {"eta": 0.5, "sde_interval": (10.0, 0.5)}), ("dpm_adaptive", {"info": {}}),
+])
+def test_comfyui_names_run_the_options_comfyui_takes(name, option):
+    model = Model(EPS(), denoise_ve)
+    out = ksampler_function(f"comfyui:{name}", **option)(model, X_VE.clone(), SIGMAS, extra_args=dict(EXTRA),
+                                                         disable=True)
+    assert torch.isfinite(out).all() and model.calls > 0
+    assert torch.isfinite(samplers.sample(f"comfyui:{name}", denoise_ve, X_VE.clone(), SIGMAS, disable=True,
+                                          **seeded(name), **option)).all()
+
+
 def test_the_range_options_keep_the_registry_rules_and_say_what_they_do():
     # final_denoise=False on a schedule without the trailing 0 is the registry's run on it
     nozero = SIGMAS[:-1]

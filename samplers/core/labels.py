@@ -41,14 +41,58 @@ DPM_FAST_TOOLS = {"final_denoise": False}
 DPM_ADAPTIVE_TOOLS = {"final_denoise": False, "through_schedule": False, "error_norm": "batch"}
 # Options of the registry sampler that a ComfyUI name's function does not take (KSAMPLER's extra_options there are a
 # TypeError, and KSamplerSelect passes none): refused when a caller passes them (samplers.core.names.merge_options),
-# where they would run another image than ComfyUI can make. ComfyUI's ksampler("dpm_fast") is
-# dpm_fast_function(model, noise, sigmas, extra_args, callback, disable), which calls sample_dpm_fast at
-# k-diffusion's defaults (η = 0: it draws nothing); its dpm_adaptive_function passes **extra_options on (η with
-# ComfyUI's noise: COMFY_NOISE below).
+# where they would run another image than ComfyUI can make. Read from the functions' signatures at
+# comfyanonymous/ComfyUI 02159d81 (comfy/k_diffusion/sampling.py; comfy/samplers.py ksampler / sampler_object;
+# comfy/extra_samplers/uni_pc.py), each quoted below less the leading (model, x, sigmas, extra_args, callback,
+# disable). Not listed, though no parameter of ComfyUI's has their name:
+# - an option the name's label sets (a caller's other value is already refused as contradicting it, the same value is
+#   ComfyUI's run);
+# - ``seed`` (ComfyUI's extra_args["seed"], which the adapter reads) and dpm_adaptive's ``info`` / ``max_steps`` (a
+#   report and a cap on attempted steps: no other image);
+# - a ComfyUI setting under another name: deis's ``order`` (sample_deis's max_order, the same warm-up), and
+#   sa_solver's / sa_solver_pece's ``eta`` and ``sde_interval``, which ComfyUI's SamplerSASolver node passes as
+#   tau_func = get_tau_interval_func(percent_to_sigma(sde_start_percent), percent_to_sigma(sde_end_percent), eta)
+#   (comfy_extras/nodes_custom_sampler.py; its tau_func reads σ_next, the registry's "eta inside sde_interval").
+# ComfyUI's ksampler("dpm_fast") is dpm_fast_function(model, noise, sigmas, extra_args, callback, disable), which calls
+# sample_dpm_fast at k-diffusion's defaults (η = 0: it draws nothing); its dpm_adaptive_function passes
+# **extra_options on (η with ComfyUI's noise: COMFY_NOISE below).
+_CHURN_ONLY = "draws its churn noise (s_churn > 0) with torch.randn_like(x), from torch's global generator"
+_DPMPP_2M_SDE = "(eta, s_noise, noise_sampler, solver_type) takes no euler_at_final: its last step to 0 is the denoise"
+_DPMPP_3M_SDE = ("(eta, s_noise, noise_sampler) takes no other option: the 3M rule as k-diffusion has it, its last "
+                 "step to 0 the denoise")
+_IPNDM = "ComfyUI's sample_ipndm(max_order) takes the constant-step weights only (sample_ipndm_v: comfyui:ipndm_v)"
+_DEIS = "ComfyUI's sample_deis(max_order, deis_mode) computes its own tAB weights"
+_UNIPC = ("{} (comfy/extra_samplers/uni_pc.py) takes no other option: its order min(3, steps − 1), its "
+          "corrector and lower_order_final=True are fixed")
+_UNIPC_KEYS = ("order", "corrector", "lower_order_final", "disable_corrector")
 COMFYUI_NOT_TAKEN: dict[str, tuple[tuple[str, ...], str]] = {
     "dpm_fast": (("eta", "s_noise", "noise_sampler"),
                  "ComfyUI's dpm_fast_function (comfy/samplers.py ksampler) takes no options and runs k-diffusion's "
                  "sample_dpm_fast at eta = 0, drawing no noise"),
+    **{name: (("noise_sampler",), f"ComfyUI's {function}(s_churn, s_tmin, s_tmax, s_noise) {_CHURN_ONLY}")
+       for name, function in (("euler", "sample_euler"), ("heun", "sample_heun"), ("dpm_2", "sample_dpm_2"),
+                              ("heunpp2", "sample_heunpp2"), ("ddim", "sample_euler"))},
+    "lms": (("prior_sigmas",), "ComfyUI's sample_lms(order) starts its history at sigmas[0]"),
+    "dpmpp_2m": (("solver_type", "euler_at_final"),
+                 "ComfyUI's sample_dpmpp_2m() takes no option: the midpoint rule, its last step to 0 first order"),
+    **{name: (("euler_at_final",), f"ComfyUI's {function}{_DPMPP_2M_SDE}")
+       for name, function in (("dpmpp_2m_sde", "sample_dpmpp_2m_sde"), ("dpmpp_2m_sde_gpu", "sample_dpmpp_2m_sde_gpu"),
+                              ("dpmpp_2m_sde_heun", "sample_dpmpp_2m_sde_heun"),
+                              ("dpmpp_2m_sde_heun_gpu", "sample_dpmpp_2m_sde_heun_gpu"))},
+    **{name: (("solver_type", "lower_order_final", "euler_at_final", "variant"), f"ComfyUI's {function}{_DPMPP_3M_SDE}")
+       for name, function in (("dpmpp_3m_sde", "sample_dpmpp_3m_sde"),
+                              ("dpmpp_3m_sde_gpu", "sample_dpmpp_3m_sde_gpu"))},
+    "ddpm": (("s_noise",), "ComfyUI's sample_ddpm(noise_sampler) adds its noise at full scale"),
+    "lcm": (("eta",), "ComfyUI's sample_lcm(noise_sampler, s_noise, s_noise_end, noise_clip_std) re-noises with fresh "
+                      "noise only (eta = 1)"),
+    "ipndm": (("variable_steps",), _IPNDM),
+    "sample_ipndm": (("variable_steps",), _IPNDM),
+    "deis": (("weights",), _DEIS),
+    "sample_deis": (("weights",), _DEIS),
+    "exp_heun_2_x0": (("noise_sampler",), "ComfyUI's sample_exp_heun_2_x0(solver_type) runs eta = s_noise = 0, "
+                                          "drawing no noise"),
+    "uni_pc": (_UNIPC_KEYS, "ComfyUI's " + _UNIPC.format("sample_unipc(variant)")),
+    "uni_pc_bh2": (_UNIPC_KEYS, "ComfyUI's " + _UNIPC.format("sample_unipc_bh2()")),
 }
 # A1111 passes its "Eta for ancestral samplers" setting (opts.eta_ancestral, default 1.0) to every k-diffusion
 # function that takes eta (KDiffusionSampler.initialize), so its DPM fast / adaptive are ancestral by default;

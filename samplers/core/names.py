@@ -351,17 +351,19 @@ def _a1111_received(found: Label, options: dict | None) -> dict | None:
 
 def _refuse_comfyui_not_taken(found: Label, options: dict | None) -> None:
     """Refuse a caller's option that a ComfyUI name's function does not take (:data:`labels.COMFYUI_NOT_TAKEN`:
-    ComfyUI's ``dpm_fast`` takes none), naming it, ComfyUI's rule and the fix. A ``noise_sampler`` of None is the
-    default noise, as everywhere, and passes (a None for another option is refused by the option check)."""
+    ComfyUI's ``dpm_fast`` takes none, its ``euler`` no ``noise_sampler``, its ``uni_pc`` no ``order``), naming it,
+    ComfyUI's rule and the fix. A ``noise_sampler`` of None is the default noise, as everywhere, and passes (a None
+    for another option is refused by the option check)."""
     if found.source != "comfyui" or found.label not in labels.COMFYUI_NOT_TAKEN or not options:
         return
     keys, why = labels.COMFYUI_NOT_TAKEN[found.label]
+    label_options = ", ".join(f"{k}={v!r}" for k, v in found.options.items())
+    settings = f" (with {label_options}, the settings ComfyUI's name runs)" if label_options else ""
     for key, value in options.items():
         if key in keys and value is not None:
             raise InvalidOption(f"{found.label!r} (ComfyUI's) takes no {key}: {why}, so {key}={value!r} would not be "
-                                f"ComfyUI's image; leave {key} out, or name the registry sampler {found.sampler!r} "
-                                f"(with {', '.join(f'{k}={v!r}' for k, v in found.options.items())} for ComfyUI's "
-                                f"range) to run it with {key}={value!r}")
+                                f"ComfyUI's image; leave {key} out, or name the registry sampler {found.sampler!r}"
+                                f"{settings} to run it with {key}={value!r}")
 
 
 def _a1111_open_window(value) -> bool:
@@ -448,8 +450,10 @@ def get(name: str) -> Callable:
     fn = spec.fn
     # a label without options is its sampler, but for an A1111 label: A1111 reads its sampler settings its own way
     # (merge_options: s_tmax 0 is no bound; a setting A1111 does not pass to the label's function is dropped at its
-    # default and refused otherwise)
-    if not found.options and found.source != "a1111":
+    # default and refused otherwise), and for a ComfyUI name whose function takes fewer options than the sampler
+    # (labels.COMFYUI_NOT_TAKEN: "comfyui:euler" takes no noise_sampler)
+    refuses = found.source == "comfyui" and found.label in labels.COMFYUI_NOT_TAKEN
+    if not found.options and found.source != "a1111" and not refuses:
         return fn
     return _bound(fn, found)
 
