@@ -563,6 +563,18 @@ def test_comfyui_deis_is_comfyuis_tab_deis(steps):
     assert not torch.allclose(plain, ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("order", [1, 2])
+def test_comfyui_deis_order_is_sample_deis_max_order(order):
+    """ComfyUI's sample_deis takes max_order, which the name takes as the registry's ``order`` (not refused as an
+    option ComfyUI lacks: labels.COMFYUI_NOT_TAKEN)."""
+    sigmas = samplers.get_sigmas("karras", 10, sigma_min=0.03, sigma_max=14.6).double()
+    sampler = KSAMPLER(comfyui.ksampler_function("comfyui:deis", order=order))
+    out, *_ = comfy_run(sampler, EPS(), nonlinear_denoiser, sigmas)
+    x = GM.noise(2, seed=3).double() * math.sqrt(1 + float(sigmas[0]) ** 2)
+    torch.testing.assert_close(out, comfy_deis_tab(nonlinear_denoiser, x, sigmas, max_order=order), rtol=1e-10,
+                               atol=1e-10)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Flow models (model_sampling a CONST): ComfyUI's own functions on ComfyUI's raw coordinates (x_t, σ = t), written
 # from comfy/k_diffusion/sampling.py (comfyanonymous/ComfyUI 02159d81); most apply the plain k-diffusion rule there.
