@@ -528,7 +528,19 @@ def names_md() -> str:
            "Old image: the same name with `noise_sampler=\"seeded\"`. `comfyui:dpm_fast` now refuses "
            + ", ".join(f"`{k}`" for k in labels.COMFYUI_NOT_TAKEN["dpm_fast"][0])
            + ", which ComfyUI's `dpm_fast_function` does not take (it runs η = 0); they ran. For η there, name "
-           "the registry's `dpm_fast` (with `final_denoise=False` for ComfyUI's range)."]
+           "the registry's `dpm_fast` (with `final_denoise=False` for ComfyUI's range).",
+           "- Every other ComfyUI name refuses the options of its registry sampler that ComfyUI's function has no "
+           "parameter for (ComfyUI 02159d81; `labels.COMFYUI_NOT_TAKEN`), before any model call, naming ComfyUI's "
+           "signature and the registry sampler that takes them: "
+           + "; ".join(f"`comfyui:{name}` " + ", ".join(f"`{k}`" for k in keys)
+                       for name, (keys, _) in labels.COMFYUI_NOT_TAKEN.items() if name != "dpm_fast")
+           + ". They ran, an image ComfyUI cannot make (`comfyui:lcm` with `eta=0.5` kept √(1 − η²) = 0.87 of the "
+           "predicted noise, where ComfyUI's `sample_lcm` re-noises with fresh noise only). The ComfyUI names "
+           "without an own option (`comfyui:euler`, `dpmpp_2m`, ...) refuse them through `samplers.sample` / `get` too (those ran "
+           "the bare registry sampler). Still taken: a ComfyUI setting under the registry's name (`comfyui:deis`'s "
+           "`order`, `sample_deis`'s `max_order`; `comfyui:sa_solver`'s `eta` / `sde_interval`, the SamplerSASolver "
+           "node's `eta` and SDE window) and `comfyui:dpm_adaptive`'s `info` / `max_steps`. Old image: the registry "
+           "sampler the error names, with the settings and options it lists."]
     return "\n".join(out) + "\n"
 
 
