@@ -76,3 +76,33 @@ def test_the_eps_models_default_row_starts_where_the_fit_does():
     noise, asked = target.noise(1, 1), []
     row = default_run(target, 2, None, noise, 1, lambda top: asked.append(top) or torch.zeros_like(noise))
     assert asked == [target.sigma_max] and row["label"] == "dpmpp_2m + karras (2 steps)"
+
+
+# ------------------------------------------- 2: a FitConfig that leaves no starting pair, refused before any call
+
+
+@pytest.mark.parametrize("asked, named", [
+    ({"samplers": ("euler_ancestral",)}, "sampler 'euler_ancestral' draws noise"),
+    ({"samplers": ("dpm_adaptive",)}, "sampler 'dpm_adaptive' picks its steps as it runs"),
+    ({"schedules": ("ays_svd",)}, "schedule 'ays_svd' gives no grid from σ_max = 80 down to 0"),
+    ({"samplers": ("euler_ancestral", "euler"), "schedules": ("ays_svd",)}, "sampler 'euler_ancestral' draws noise"),
+])
+def test_a_config_that_leaves_no_starting_pair_is_refused_before_any_model_call(asked, named):
+    """It was refused after the calibration's exact endpoints were solved (128 model calls on gm-ve; hundreds per
+    start on a U-Net), saying "check the σ range": now before any call, naming each sampler / schedule and why."""
+    from benchmarks.common import get_problem
+    from samplers import InvalidInput
+    from samplers.fitted.fitting import FitConfig, fit
+
+    p = get_problem("gm-ve")
+    calls = []
+
+    def den(x, sigma, **kw):
+        calls.append(1)
+        return p.denoiser(x, sigma, **kw)
+
+    den.samplers_fingerprint = "gm-ve counted"
+    cal = torch.randn(8, *p.shape, generator=torch.Generator().manual_seed(0), dtype=p.dtype)
+    with pytest.raises(InvalidInput, match="leaves no \\(sampler, schedule\\) pair") as err:
+        fit(den, FitConfig(3, pool=0, iters=2, **asked), cal, p.sigma_min, p.sigma_max, native=p.native)
+    assert named in str(err.value) and "check the σ range" not in str(err.value) and calls == []
