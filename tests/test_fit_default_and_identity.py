@@ -106,3 +106,32 @@ def test_a_config_that_leaves_no_starting_pair_is_refused_before_any_model_call(
     with pytest.raises(InvalidInput, match="leaves no \\(sampler, schedule\\) pair") as err:
         fit(den, FitConfig(3, pool=0, iters=2, **asked), cal, p.sigma_min, p.sigma_max, native=p.native)
     assert named in str(err.value) and "check the σ range" not in str(err.value) and calls == []
+
+
+# ------------------------------------------- 5: a saved optimisation resumes only from the start it was made from
+
+
+def test_a_saved_state_is_not_resumed_by_another_start_on_the_same_nodes(tmp_path):
+    """The resume compared the start's σ nodes alone: a state saved from euler + karras was resumed by a run from
+    dpmpp_2m + karras (same nodes, other weights), which returned euler's optimisation."""
+    from benchmarks.common import get_problem
+    from samplers.fitted.fitting import Calibration, FitConfig, optimise, reference_endpoints
+    from samplers.fitted.solver import LearnedSolver
+
+    p = get_problem("gm-ve")
+    cal = torch.randn(12, *p.shape, generator=torch.Generator().manual_seed(0), dtype=p.dtype)
+    x = cal * 80.0
+    ref = reference_endpoints(p.denoiser, x, 80.0)
+    data = Calibration(x[:8], ref[:8], x[8:], ref[8:], p.sigma_min, 80.0)
+    sig = samplers.get_sigmas("karras", 3, sigma_min=p.sigma_min, sigma_max=80.0)
+    a, b = LearnedSolver.from_sampler("euler", sig), LearnedSolver.from_sampler("dpmpp_2m", sig)
+    assert a.sigmas == b.sigmas and not a.same_steps(b)
+    cfg, path = FitConfig(3, iters=4, check_every=2, batch=4, pool=0), tmp_path / "state.pt"
+    optimise(p.denoiser, a, data, cfg, state_path=path)
+    logs = []
+    got = optimise(p.denoiser, b, data, cfg, state_path=path, log=logs.append)
+    assert not [line for line in logs if "resumed" in line]
+    assert got[0].same_steps(optimise(p.denoiser, b, data, cfg)[0])
+    logs.clear()
+    optimise(p.denoiser, b, data, cfg, state_path=path, log=logs.append)  # its own state: resumed
+    assert [line for line in logs if "resumed at iteration 4" in line]

@@ -919,7 +919,7 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
     key = _data_key(denoiser, data)
     if state_path is not None and Path(state_path).exists():
         state = read_saved(state_path, "the fit's saved state", STATE_FIX)
-        if (state.get("config") == _resumable(config) and state.get("start") == start.sigmas
+        if (state.get("config") == _resumable(config) and state.get("start") == start.steps_key()
                 and state.get("data") == key):
             _check_state(state, state_path, params, trained, opt, decay, config, start)
             with torch.no_grad():
@@ -932,7 +932,7 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
             if log:
                 log(f"resumed at iteration {first} (best validation {best[0]:.4g})")
     def save_state(iteration: int) -> None:  # the run after ``iteration`` steps: resumed from there
-        state = {"config": _resumable(config), "start": start.sigmas, "data": key, "iteration": iteration,
+        state = {"config": _resumable(config), "start": start.steps_key(), "data": key, "iteration": iteration,
                  "params": [t.detach().clone() for t in params.tensors()],
                  "opt": opt.state_dict(), "decay": decay.state_dict(),
                  "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}}
@@ -974,8 +974,10 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
 
 
 # what the optimisation trains and checks on; a state saved before the pool's rare starts joined (format 1, no key)
-# holds a best iterate measured on other validation starts and is not resumed; format 3 records a content digest
-STATE_FORMAT = 3
+# holds a best iterate measured on other validation starts and is not resumed; format 3 records a content digest;
+# format 4 records the whole start (its steps_key: nodes, weights, the σ the model is told), where 3 recorded its σ
+# nodes alone, so euler's saved run was resumed by dpmpp_2m on the same schedule (a state of 3 is not resumed)
+STATE_FORMAT = 4
 
 STATE_FIX = "delete it (or fit again with --restart) to start this optimisation afresh"
 
