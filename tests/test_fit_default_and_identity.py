@@ -3,6 +3,7 @@ model's own default run (the flow U-Net's from σ = inf; a diffusers flow schedu
 samplers / schedules leave no pair is refused before any model call, a ``to_denoiser`` model's identity holds its
 schedule, a guidance scale bound with functools.partial is part of the identity, a saved optimisation resumes only
 for the start it was made from, and --out under a file says so."""
+import functools
 import math
 
 import pytest
@@ -106,6 +107,115 @@ def test_a_config_that_leaves_no_starting_pair_is_refused_before_any_model_call(
     with pytest.raises(InvalidInput, match="leaves no \\(sampler, schedule\\) pair") as err:
         fit(den, FitConfig(3, pool=0, iters=2, **asked), cal, p.sigma_min, p.sigma_max, native=p.native)
     assert named in str(err.value) and "check the σ range" not in str(err.value) and calls == []
+
+
+# ------------------------------------------------------- 3: a to_denoiser model's identity holds its schedule
+
+
+class _Net(torch.nn.Module):  # an eps network
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.1, dtype=torch.float64))
+
+    def forward(self, x, t):
+        return self.w * x + 1e-3 * t.reshape(-1, 1)
+
+
+def _sd(kind="scaled_linear", start=0.00085, end=0.012, **kw):
+    return samplers.VPDiscrete.from_betas(kind, 1000, start, end, **kw)
+
+
+def test_a_solver_fitted_under_one_schedule_is_refused_on_the_same_network_under_another(tmp_path):
+    """A to_denoiser denoiser was fingerprinted by its network's weights alone: a solver fitted on SD-1.x's table
+    ran, unrefused, on the same network read through another beta table (D differs by 0.096 at σ = 1)."""
+    from samplers.fitted.identity import fingerprint
+    from samplers.fitted.solver import LearnedSolver, OtherModelError
+
+    net = _Net()
+    a = samplers.to_denoiser(net, "eps", _sd())
+    b = samplers.to_denoiser(net, "eps", _sd("linear", 0.0001, 0.02))
+    assert fingerprint(a) != fingerprint(b)
+    assert fingerprint(a) == fingerprint(samplers.to_denoiser(net, "eps", _sd()))  # the same model: the same
+    assert fingerprint(a) != fingerprint(samplers.to_denoiser(net, "v", _sd()))  # read as another prediction
+    assert fingerprint(a) != fingerprint(samplers.to_denoiser(net, "eps", samplers.VPDiscrete(_sd().alphas_cumprod,
+                                                                                               quantize=True)))
+    solver = LearnedSolver.from_sampler("dpmpp_2m", samplers.get_sigmas("karras", 4, sigma_min=0.03, sigma_max=14.0))
+    solver.model = {"fingerprint": fingerprint(a), "name": "A", "prediction": "eps"}
+    path = solver.save(tmp_path / "a.json")
+    x = torch.randn(1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * solver.sigmas[0]
+    samplers.sample(f"fitted:{path}", a, x, solver.sigmas, disable=True)
+    with pytest.raises(OtherModelError, match="not to this model"):
+        samplers.sample(f"fitted:{path}", b, x, solver.sigmas, disable=True)
+    samplers.sample(f"fitted:{path}", b, x, solver.sigmas, disable=True, allow_other_model=True)
+
+
+def test_a_native_model_that_names_itself_keeps_its_name():
+    """The pipeline's U-Net and a mixture's as_model name themselves with their schedule: the shipped fits of both
+    keep the fingerprints they record; a named model that says it has none has none (not a hash of None)."""
+    from samplers.fitted.identity import fingerprint
+
+    native = _sd()
+    model = GM.as_model("eps", native)
+    assert fingerprint(samplers.to_denoiser(model, "eps", native)) == fingerprint(model)
+
+    def unnamed(x, t):
+        return x
+
+    unnamed.samplers_fingerprint = lambda: None
+    assert fingerprint(unnamed) is None and fingerprint(samplers.to_denoiser(unnamed, "eps", native)) is None
+
+
+# ------------------------------------------------------- 4: a guidance scale bound with functools.partial
+
+
+class _A1111CFG(torch.nn.Module):  # holds the network, takes cond_scale per call (k-diffusion / A1111's shape)
+    def __init__(self, inner):
+        super().__init__()
+        self.inner_model = inner
+
+    def forward(self, x, sigma, cond_scale=1.0, cond=None):
+        c = self.inner_model(x, sigma)
+        u = self.inner_model(x * 0.9, sigma)
+        return u + (c - u) * cond_scale
+
+
+class _Lin(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8).double()
+
+    def forward(self, x, sigma):
+        return self.lin(x / (1 + sigma.reshape(-1, 1)))
+
+
+def test_a_guidance_scale_bound_with_partial_is_part_of_the_identity():
+    """functools.partial was looked through to its function: a solver recorded at cond_scale 3 ran at 7 unrefused.
+    Bound numbers are now hashed in; bound tensors (conditioning) leave the identity alone; an object whose effect
+    cannot be read makes it unknown (None: refused unless allowed)."""
+    import numpy as np
+
+    from samplers.fitted.identity import fingerprint
+    from samplers.fitted.solver import LearnedSolver, OtherModelError
+
+    torch.manual_seed(0)
+    cfg = _A1111CFG(_Lin())
+    at3, at7 = functools.partial(cfg, cond_scale=3.0), functools.partial(cfg, cond_scale=7.0)
+    assert fingerprint(at3) != fingerprint(at7) and None not in (fingerprint(at3), fingerprint(at7))
+    assert fingerprint(at3) == fingerprint(functools.partial(cfg, cond_scale=np.float32(3)))  # the same number
+    assert fingerprint(at3) == fingerprint(functools.partial(cfg, cond_scale=torch.tensor(3.0)))
+    cond = torch.randn(2, 8, dtype=torch.float64)
+    assert fingerprint(functools.partial(cfg, cond={"c_crossattn": [cond]})) == fingerprint(cfg)  # conditioning
+    assert fingerprint(functools.partial(cfg, cond_scale=3.0, cond=cond)) == fingerprint(at3)
+    assert fingerprint(functools.partial(cfg, cond=object())) is None
+    assert fingerprint(functools.partial(cfg)) == fingerprint(cfg)
+    s = LearnedSolver.from_sampler("dpmpp_2m", samplers.get_sigmas("karras", 4, sigma_min=0.002, sigma_max=80.0))
+    s.model = {"fingerprint": fingerprint(at3), "name": "net at cfg 3"}
+    x = torch.randn(1, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 80
+    samplers.sample("learned_multistep", at3, x, s.sigmas, solver=s, disable=True)
+    with pytest.raises(OtherModelError, match="not to this model"):
+        samplers.sample("learned_multistep", at7, x, s.sigmas, solver=s, disable=True)
+    with pytest.raises(OtherModelError, match="no fingerprint to compare"):
+        samplers.sample("learned_multistep", functools.partial(at3, cond=object()), x, s.sigmas, solver=s)
 
 
 # ------------------------------------------- 5: a saved optimisation resumes only from the start it was made from
