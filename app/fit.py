@@ -1239,6 +1239,10 @@ def run_fit(args) -> int:
                            "out for no budget)")
     out = Path(args.out)
     if not out.parent.is_dir():
+        # a file in the way (the folder above --out, or one above that) is the cause, not a missing folder
+        why = unwritable_folder(out.parent)
+        if why is not None and "is a file" in why:
+            raise InvalidInput(f"--out {str(out)!r}: {why}, so --out cannot be made there; choose another --out")
         raise FileNotFoundError(f"the folder above --out ({out.parent}) does not exist; create it or choose another")
     for folder in (out, out / WORK):
         if folder.exists() and not folder.is_dir():

@@ -245,3 +245,19 @@ def test_a_saved_state_is_not_resumed_by_another_start_on_the_same_nodes(tmp_pat
     logs.clear()
     optimise(p.denoiser, b, data, cfg, state_path=path, log=logs.append)  # its own state: resumed
     assert [line for line in logs if "resumed at iteration 4" in line]
+
+
+# ------------------------------------------------------------------- 6: --out under a file says it is a file
+
+
+@pytest.mark.parametrize("under", ["afile/sub", "afile/sub/deeper"])
+def test_out_under_a_file_is_refused_naming_the_file(tmp_path, capsys, under):
+    """It said "the folder above --out (…/afile) does not exist": it exists, as a file."""
+    from samplers.cli import main
+
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / under
+    assert main(["fit", "--model", "gm-ve", "--nfe", "3", "--out", str(out), "--calibration", "8", "--heldout", "2",
+                 "--iters", "1", "--pool", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{str(tmp_path / 'afile')!r} is a file, not a folder" in err and "does not exist" not in err
