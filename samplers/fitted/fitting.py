@@ -708,7 +708,7 @@ def no_pair(nfe: int, sigma_min: float, sigma_max: float, native=None, config: F
         n for n in samplers.available("ode") if not SAMPLERS.get(n).host_sync and n != "learned_multistep"]
     scheds = list(config.schedules) if config and config.schedules else samplers.schedules.available()
     tops = [sigma_max] + ([native.sigma_max] if higher and native is not None and native.sigma_max > sigma_max else [])
-    grids: dict[str, list] = {}  # schedule -> the (steps, grid) it gives at the step counts any sampler asks
+    grids: dict[str, list] = {}  # schedule -> the grids it gives at the step counts any sampler asked needs
     for sched in scheds:
         counts = sorted({k for name in names for top in tops
                          for k in _step_counts(nfe, max(samplers.info(name).nfe_per_step, 1), top)})
