@@ -67,6 +67,9 @@ class Target:
     # a diffusers model's own scheduler: (class name, config, (n, seed) -> native model(x_t, t) for those items)
     scheduler: tuple[str, dict, Callable] | None = None
     identity: str = ""  # what the exact endpoints cached under <out>/.work depend on (run_fit sets it: IDENTITY)
+    # the model's own default run at a step count: (sampler, sigmas, options) as its pipeline plans it (Pipeline.plan:
+    # the flow U-Net's from σ = inf, not from the finite stand-in sigma_max the fit is given); None: none
+    default_plan: Callable[[int], tuple[str, torch.Tensor, dict]] | None = None
 
     def item_args(self, n: int, seed: int) -> dict:
         return {} if self.conditioning is None else self.conditioning(n, seed)
@@ -104,13 +107,17 @@ def shipped_target(kind: str, prompts: list[str] | None, cfg: float | None) -> T
                  list(data.make_batch(30_000 + seed, n)[1]))
         return pipe.encode_prompts(texts)
 
+    def default_plan(steps: int) -> tuple[str, torch.Tensor, dict]:  # what `samplers generate --steps N` runs
+        return pipe.plan(None, None, steps, {})
+
     side = pipe.vae.config.image_size // pipe.vae.downsample
     finite_max = native.sigma_max if math.isfinite(native.sigma_max) else 80.0
     return Target(f"shipped {kind} U-Net (cfg {scale:g})", ItemCFG(pipe._denoiser, pipe.encode_prompts([""]), scale),
                   (pipe.vae.latent_channels, side, side), native.sigma_min, finite_max, native,
                   pipe.model.config.prediction, NETWORK_DTYPE, conditioning, 1e-5,
                   (pipe.defaults["sampler"], pipe.defaults["schedule"]),
-                  "prompts " + ("given" if prompts else "drawn from the caption grammar (other prompts held out)"))
+                  "prompts " + ("given" if prompts else "drawn from the caption grammar (other prompts held out)"),
+                  default_plan=default_plan)
 
 
 def entry_point_target(spec: str) -> Target:
@@ -672,24 +679,34 @@ class PoolReferences:
         return torch.stack(found).to(x.device)
 
 
-def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: int, ref: torch.Tensor) -> dict | str:
-    """The held-out RMSE of the model's default at ``nfe`` calls: its default (sampler, schedule) for a shipped
-    model, its own diffusers scheduler (diffusers' loop, from that scheduler's start) for a diffusers folder; where
-    there is none, why (a string: the report's ``default_none``, printed as "default: none (why)")."""
+def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: int,
+                reference_from: Callable[[float], torch.Tensor]) -> dict | str:
+    """The held-out RMSE of the model's default at ``nfe`` calls: for a shipped model its default run as its pipeline
+    plans it (:attr:`Target.default_plan`: ``Pipeline.plan``'s sampler, σ grid and options, what ``samplers generate
+    --steps N`` runs — the flow U-Net's from σ = inf), for a diffusers folder its own scheduler (diffusers' loop, from
+    that scheduler's start, σ = inf too); each scored against the exact endpoints from its own first σ
+    (``reference_from(σ)``, the same starts ``noise`` from there), as the fit and its pair are. Where there is none,
+    why (a string: the report's ``default_none``, printed as "default: none (why)")."""
     import samplers
     from benchmarks.common import rmse
+    from samplers.fitted.fitting import pair_label
 
     extra = target.item_args(noise.shape[0], seed)
-    if target.default is not None:
+    if target.default_plan is not None:
         sampler, schedule = target.default
         steps = max(1, round(nfe / samplers.info(sampler).nfe_per_step))
-        sig = samplers.get_sigmas(schedule, steps, native=target.native, sigma_min=target.sigma_min,
-                                  sigma_max=target.sigma_max)
-        sig[0] = target.sigma_max
+        name, sig, options = target.default_plan(steps)
+        if math.isclose(float(sig[0]), target.sigma_max, rel_tol=1e-12):
+            # σ_max to rounding (the eps U-Net's Karras grid starts 4e-15 above its table's top): the same start as
+            # the fit's and its pair's, whose endpoints are solved once for all three
+            sig = sig.clone()
+            sig[0] = target.sigma_max
         with torch.no_grad():
-            x0 = samplers.sample(sampler, target.denoiser, noise * target.sigma_max, sig, extra_args=extra,
-                                 disable=True)
-        return {"label": f"{sampler} + {schedule} ({steps} steps)", "rmse": rmse(x0, ref)}
+            x0 = samplers.sample(name, target.denoiser, samplers.initial_latent(noise, sig), sig, extra_args=extra,
+                                 disable=True, **options)
+        top = float(sig[0])
+        return {"label": f"{pair_label(sampler, {}, schedule, top)} ({steps} steps)",
+                "rmse": rmse(x0, reference_from(top))}
     if target.scheduler is None:
         return "a mixture or module:function Problem names no default sampler nor diffusers scheduler"
     from benchmarks.common import Problem
@@ -702,10 +719,12 @@ def default_run(target: Target, nfe: int, out: Path, noise: torch.Tensor, seed: 
     problem = Problem(target.name, target.denoiser, target.native, target.shape, target.sigma_min,
                       target.sigma_max, native_model_for=native_for)
     x0, x_start, sigma_start, calls = run_peer(problem, label, config, found[0], noise, seed)
-    if math.isinf(sigma_start):
-        return (f"diffusers {label} starts at σ = inf, where no exact endpoint is solved to score it against")
-    own = _cached_reference(out, target, f"heldout-{label}-{found[0]}-{seed}", x_start, extra, sigma_start)
-    return {"label": f"diffusers {label} ({found[0]} steps, {calls} calls)", "rmse": rmse(x0, own)}
+    # from σ = inf its start is the unit noise itself (init_noise_sigma 1), the held-out starts from there; from a
+    # finite σ the scheduler's own start (its init_noise_sigma, or x_t / a at its first timestep), solved as it is
+    own = (reference_from(math.inf) if math.isinf(sigma_start) else
+           _cached_reference(out, target, f"heldout-{label}-{found[0]}-{seed}", x_start, extra, sigma_start))
+    return {"label": f"diffusers {label} ({found[0]} steps, {calls} calls)"
+                     + (" from σ = inf" if math.isinf(sigma_start) else ""), "rmse": rmse(x0, own)}
 
 
 def fit_one(target: Target, nfe: int, args, out: Path, deadline: float | None, log) -> dict:
@@ -807,7 +826,7 @@ def heldout_scores(target: Target, solver, nfe: int, args, out: Path) -> dict:
     if (solver.sigmas[0] != target.sigma_max or start_solver.sigmas[0] != target.sigma_max) and math.isfinite(
             start_solver.sigmas[0]):
         row["best_fixed"]["sigma_start"] = start_solver.sigmas[0]
-    default = default_run(target, nfe, out, noise_test, HELDOUT_SEED + args.seed, reference_from(target.sigma_max))
+    default = default_run(target, nfe, out, noise_test, HELDOUT_SEED + args.seed, reference_from)
     if isinstance(default, dict):
         row["default"] = default
     else:
@@ -1220,6 +1239,10 @@ def run_fit(args) -> int:
                            "out for no budget)")
     out = Path(args.out)
     if not out.parent.is_dir():
+        # a file in the way (the folder above --out, or one above that) is the cause, not a missing folder
+        why = unwritable_folder(out.parent)
+        if why is not None and "is a file" in why:
+            raise InvalidInput(f"--out {str(out)!r}: {why}, so --out cannot be made there; choose another --out")
         raise FileNotFoundError(f"the folder above --out ({out.parent}) does not exist; create it or choose another")
     for folder in (out, out / WORK):
         if folder.exists() and not folder.is_dir():

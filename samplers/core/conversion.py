@@ -331,6 +331,13 @@ class Denoiser:
         # float32 latents); any other callable in the latents' dtype (MODEL_DTYPE), as k-diffusion calls a model
         self._module = model if isinstance(model, torch.nn.Module) else None  # read per call: it may be moved later
 
+    def samplers_fingerprint(self) -> str | None:
+        """Which model this denoiser is (:func:`samplers.fitted.identity.denoiser_fingerprint`): its native model's
+        fingerprint with the prediction type, the noise schedule and σ_data it is read through."""
+        from ..fitted.identity import denoiser_fingerprint
+
+        return denoiser_fingerprint(self)
+
     def _own_dtype(self) -> torch.dtype | None:
         return None if self._module is None else parameter_dtype(self._module)
 

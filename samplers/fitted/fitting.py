@@ -693,21 +693,72 @@ def candidates(nfe: int, sigma_min: float, sigma_max: float, native=None, config
     return out
 
 
+def no_pair(nfe: int, sigma_min: float, sigma_max: float, native=None, config: FitConfig | None = None,
+            higher: bool = False) -> str:
+    """Why :func:`candidates` is empty (no model call: the candidates are read off a probe): each sampler and schedule
+    asked by name (``config.samplers`` / ``config.schedules``) that yields no pair, and why: the sampler draws noise,
+    picks its steps on the host, or is expressed at exactly ``nfe`` calls on no grid asked; the schedule gives no
+    grid from σ_max (or above it, with ``higher``) down to 0. The refusal :func:`fit` raises before it solves any
+    endpoint."""
+    import samplers
+    from ..core.run import draws_noise
+    from .express import express
+
+    names = list(config.samplers) if config and config.samplers else [
+        n for n in samplers.available("ode") if not SAMPLERS.get(n).host_sync and n != "learned_multistep"]
+    scheds = list(config.schedules) if config and config.schedules else samplers.schedules.available()
+    tops = [sigma_max] + ([native.sigma_max] if higher and native is not None and native.sigma_max > sigma_max else [])
+    grids: dict[str, list] = {}  # schedule -> the grids it gives at the step counts any sampler asked needs
+    for sched in scheds:
+        counts = sorted({k for name in names for top in tops
+                         for k in _step_counts(nfe, max(samplers.info(name).nfe_per_step, 1), top)})
+        grids[sched] = [g for k in counts for top in tops
+                        if (g := _grid(sched, k, native, sigma_min, sigma_max, top, higher)) is not None]
+    reasons = []
+    for name in (config.samplers if config and config.samplers else ()):  # what was asked, each by name
+        spec = samplers.info(name)
+        why = ("draws noise (a stochastic sampler; the learned family is deterministic)" if draws_noise(spec, {}) else
+               "picks its steps as it runs, reading the model's output on the host (no fixed grid of calls)"
+               if spec.host_sync else None)
+        if why is None and any(grids.values()) and not any(
+                express(name, g, nfe=nfe, **o) is not None for o in ({}, *VARIANTS.get(name, ()))
+                for gs in grids.values() for g in gs):
+            why = (f"is expressed at exactly {nfe} model calls on no grid of the schedules asked (not linear in the "
+                   "model's outputs, two calls at one σ, or no step count that makes that many calls)")
+        if why:
+            reasons.append(f"sampler {name!r} {why}")
+    where = f"σ_max = {sigma_max:g}" + (f" (or above it, up to {native.sigma_max:g})" if len(tops) > 1 else "")
+    for sched in (config.schedules if config and config.schedules else ()):
+        if not grids[sched]:
+            reasons.append(f"schedule {sched!r} gives no grid from {where} down to 0 (a table for another model's "
+                           "range, or one that needs the model's native schedule)")
+    if not reasons and not (config and (config.samplers or config.schedules)):
+        return (f"no registry sampler reaches exactly {nfe} model calls on a schedule from {where}; check the σ "
+                "range")
+    if not reasons:  # each asked yields something alone, but no pair of them
+        reasons.append(f"no sampler asked is expressed at {nfe} model calls on a grid of a schedule asked")
+    return (f"FitConfig(samplers={config.samplers!r}, schedules={config.schedules!r}) leaves no (sampler, schedule) "
+            f"pair the learned family expresses at exactly {nfe} model calls from {where}: " + "; ".join(reasons)
+            + ". Add a deterministic registry sampler (euler, dpmpp_2m, …) or a schedule built on this σ range "
+            "(karras, …), or leave samplers / schedules at None for the registry's")
+
+
 def starting_point(denoiser, data: Calibration | Starts, config: FitConfig, native=None, log=None,
-                   pool: Pool | None = None) -> list[Candidate]:
+                   pool: Pool | None = None, found: list[Candidate] | None = None) -> list[Candidate]:
     """Stage 1: the candidates ranked by RMSE on the training starts, the first being the fit's start. Every
     candidate is scored on every training start (from the σ it starts at: ``data`` as :class:`Starts`, with
     ``higher``, also offers the candidates that start above σ_max), or with ``config.screen`` first on that many
     and only the best ``config.keep`` on all of them (the rest keep their screening error and rank behind those).
     With a ``pool``, the best ``config.keep`` are then ranked on the training starts and the pool together
     (:func:`compare`). The candidates from one σ run together (:func:`endpoints_each`), each bit for bit as alone,
-    a model call shared while their steps agree."""
+    a model call shared while their steps agree. ``found``: :func:`candidates` already built (by :func:`fit`, before
+    its endpoints were solved)."""
     t0 = time.monotonic()
     starts = data if isinstance(data, Starts) else Starts.of(data)
-    found = candidates(config.nfe, starts.sigma_min, starts.sigma_max, native, config, higher=starts.higher)
+    if found is None:
+        found = candidates(config.nfe, starts.sigma_min, starts.sigma_max, native, config, higher=starts.higher)
     if not found:
-        raise InvalidInput(f"no registry sampler reaches exactly {config.nfe} model calls on a schedule from "
-                           f"σ_max = {starts.sigma_max:g}; check the σ range")
+        raise InvalidInput(no_pair(config.nfe, starts.sigma_min, starts.sigma_max, native, config, starts.higher))
 
     def train(cand: Candidate, k: int | None = None) -> tuple:
         d = starts.at(cand.solver.sigmas[0])
@@ -868,7 +919,7 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
     key = _data_key(denoiser, data)
     if state_path is not None and Path(state_path).exists():
         state = read_saved(state_path, "the fit's saved state", STATE_FIX)
-        if (state.get("config") == _resumable(config) and state.get("start") == start.sigmas
+        if (state.get("config") == _resumable(config) and state.get("start") == start.steps_key()
                 and state.get("data") == key):
             _check_state(state, state_path, params, trained, opt, decay, config, start)
             with torch.no_grad():
@@ -881,7 +932,7 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
             if log:
                 log(f"resumed at iteration {first} (best validation {best[0]:.4g})")
     def save_state(iteration: int) -> None:  # the run after ``iteration`` steps: resumed from there
-        state = {"config": _resumable(config), "start": start.sigmas, "data": key, "iteration": iteration,
+        state = {"config": _resumable(config), "start": start.steps_key(), "data": key, "iteration": iteration,
                  "params": [t.detach().clone() for t in params.tensors()],
                  "opt": opt.state_dict(), "decay": decay.state_dict(),
                  "best": {"rmse": best[0], "iteration": best[2], "solver": _plain(best[1])}}
@@ -923,8 +974,10 @@ def optimise(denoiser, start: LearnedSolver, data: Calibration, config: FitConfi
 
 
 # what the optimisation trains and checks on; a state saved before the pool's rare starts joined (format 1, no key)
-# holds a best iterate measured on other validation starts and is not resumed; format 3 records a content digest
-STATE_FORMAT = 3
+# holds a best iterate measured on other validation starts and is not resumed; format 3 records a content digest;
+# format 4 records the whole start (its steps_key: nodes, weights, the σ the model is told), where 3 recorded its σ
+# nodes alone, so euler's saved run was resumed by dpmpp_2m on the same schedule (a state of 3 is not resumed)
+STATE_FORMAT = 4
 
 STATE_FIX = "delete it (or fit again with --restart) to start this optimisation afresh"
 
@@ -1308,16 +1361,21 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     x = calibration * sigma_max
     if reference is not None:  # the caller's: checked before any model call
         _check_reference(reference, x)
-    else:
-        reference = reference_fn(x, extra, sigma_max)
-        _check_reference(reference, x, "reference_fn's endpoints")
     higher = (native is not None and math.isinf(getattr(native, "sigma_max", 0.0))
               and getattr(denoiser, "supports_infinite_sigma", True) is not False)
+    # the starting pairs need no model call (each read off a probe): a config that leaves none is refused here, not
+    # after the exact endpoints' solve (128 model calls on a mixture, hundreds per start on a U-Net)
+    found = candidates(config.nfe, sigma_min, sigma_max, native, config, higher=higher)
+    if not found:
+        raise InvalidInput(no_pair(config.nfe, sigma_min, sigma_max, native, config, higher))
+    if reference is None:
+        reference = reference_fn(x, extra, sigma_max)
+        _check_reference(reference, x, "reference_fn's endpoints")
     starts = Starts(calibration, n_val, extra, sigma_min, sigma_max, reference_fn, higher)
     starts.made[sigma_max] = Calibration(x[:-n_val], reference[:-n_val], x[-n_val:], reference[-n_val:], sigma_min,
                                          sigma_max, _take(extra, slice(0, -n_val)), _take(extra, slice(-n_val, None)))
     pool = make_pool(calibration, extra, config, reference_fn) if config.pool else None
-    ranked = starting_point(denoiser, starts, config, native, log, pool)
+    ranked = starting_point(denoiser, starts, config, native, log, pool, found)
     start = ranked[0]
     tried = [c for c in ranked[:config.starts] if math.isfinite(c.error)] or [start]
     checked = None

@@ -9,9 +9,16 @@ pipeline); guidance adds its scale (unless 1: no guidance), since the guided den
 wrapper's ``scale`` or ``guidance_scale`` (:data:`GUIDANCE`), any real number however held (a float, a numpy scalar, a
 one-element tensor), also on a wrapper that is a module holding its network (k-diffusion's ``CFGDenoiser`` shape,
 whose state dict is the network's: its weights alone would not tell one scale from another). A wrapper whose scale
-is not a number has no fingerprint (what it computes cannot be told). An object can name
-itself with a ``samplers_fingerprint()`` method or attribute (the analytic problems do). A callable with none of
-these has no fingerprint: ``None``.
+is not a number has no fingerprint (what it computes cannot be told). A ``functools.partial``'s bound values are
+part of what it computes (:func:`with_bound`: ``partial(cfg_denoiser, cond_scale=7)`` is the model at guidance 7):
+numbers and strings are hashed in, tensors — per-item conditioning, an input like the prompt — are not, and a
+value it cannot read (an arbitrary object) leaves no fingerprint. A scale passed per call (``extra_args={"cond_scale":
+7}``, k-diffusion / A1111's CFGDenoiser shape) never reaches the fingerprint: a solver's check cannot see it, so
+another scale given that way runs unrefused (bind it with ``functools.partial``, or hold it on the wrapper, to have
+it checked). A ``to_denoiser`` denoiser adds its prediction type, noise schedule and σ_data to a native model known
+by its weights (:func:`denoiser_fingerprint`: the same network under another beta table is another model). An
+object can name itself with a ``samplers_fingerprint()`` method or attribute (the analytic problems and the
+pipeline do; such a name is taken at its word). A callable with none of these has no fingerprint: ``None``.
 
 A fingerprint is a SHA-256 hex digest, optionally followed by ``|``-separated qualifiers (the analytic problems'
 ``as_model`` adds its prediction and schedule): :func:`is_fingerprint`, the rule a solver file's
@@ -76,6 +83,53 @@ def with_guidance(found: str | None, scale) -> str | None:
     return found
 
 
+# the keywords a guidance scale is passed by per call (k-diffusion / A1111's CFGDenoiser: cond_scale; ComfyUI: cfg)
+SCALE_KEYWORDS = ("cond_scale", "cfg", "cfg_scale", "guidance_scale", "scale", "guidance")
+
+
+def _bound_value(key, value):
+    """What a value bound with ``functools.partial`` adds to the identity: a number (under a scale keyword of
+    :data:`SCALE_KEYWORDS` however held, :func:`guidance_scale`), a string, a bool or None as its repr; a tensor
+    is per-item conditioning (prompt embeddings, a mask), an input like the prompt, so nothing (``""``); a list,
+    tuple or dict of these, each (nothing where it holds tensors alone). :data:`_UNREADABLE` for anything else (an
+    object whose effect cannot be told)."""
+    if key in SCALE_KEYWORDS:
+        scale = guidance_scale(value)
+        return scale if scale is _UNREADABLE else repr(scale)
+    if isinstance(value, torch.Tensor):
+        return ""
+    if value is None or isinstance(value, (str, bool, np.bool_)):
+        return repr(value)
+    if isinstance(value, numbers.Real) or (isinstance(value, np.ndarray) and value.size == 1):
+        number = guidance_scale(value)
+        return number if number is _UNREADABLE else repr(number)
+    items = (value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple))
+             else None)
+    if items is None:
+        return _UNREADABLE
+    parts = [(repr(k), _bound_value(k, v)) for k, v in items]
+    if any(v is _UNREADABLE for _, v in parts):
+        return _UNREADABLE
+    if all(v == "" for _, v in parts):
+        return ""  # conditioning tensors in a container (ComfyUI's cond lists, A1111's {"c_crossattn": [...]})
+    return repr(sorted(parts) if isinstance(value, dict) else parts)
+
+
+def with_bound(found: str | None, args: tuple, keywords: dict) -> str | None:
+    """The fingerprint of ``functools.partial(model, *args, **keywords)`` where ``model``'s is ``found``: the bound
+    values are part of what it computes (``partial(cfg_denoiser, cond_scale=7)`` is the model at guidance 7), so
+    they are hashed into it (:func:`_bound_value`: numbers, strings and the like; tensors — per-item conditioning —
+    leave it as it is); None where one cannot be read. A partial binding nothing is its function."""
+    if found is None or not (args or keywords):
+        return found
+    parts = [(repr(i), _bound_value(None, v)) for i, v in enumerate(args)]
+    parts += [(repr(k), _bound_value(k, v)) for k, v in sorted(keywords.items())]
+    if any(v is _UNREADABLE for _, v in parts):
+        return None
+    parts = [(k, v) for k, v in parts if v != ""]  # tensors: conditioning, not the model
+    return hashlib.sha256(f"{found}|bound {parts!r}".encode()).hexdigest() if parts else found
+
+
 def _own(value) -> str:
     """An object's own fingerprint as it is recorded: itself where it has a fingerprint's form, else its hash."""
     text = value if isinstance(value, str) else repr(value)
@@ -114,29 +168,57 @@ def _uncompiled(key: str) -> str:
 
 def fingerprint(model, _depth: int = 0) -> str | None:
     """The model's fingerprint (a hex string), or None when it cannot be told (see the module docstring)."""
-    if model is None or _depth > _DEPTH:
-        return None
+    return _identify(model, _depth)[0]
+
+
+def _identify(model, depth: int) -> tuple[str | None, bool]:
+    """(:func:`fingerprint` of ``model``, whether it is a name: an object's own ``samplers_fingerprint``, found on
+    ``model`` or on what it wraps, rather than weights)."""
+    if model is None or depth > _DEPTH:
+        return None, False
     own = getattr(model, "samplers_fingerprint", None)
     if own is not None:
-        return _own(own() if callable(own) else own)
+        named = own() if callable(own) else own
+        return (None if named is None else _own(named)), True  # None: it knows it has none (a U-Net without weights)
     if isinstance(model, torch.nn.Module):
         found = module_fingerprint(model)
         if found is not None:
             # its weights hold a wrapped network's too (a k-diffusion-style CFGDenoiser module), not its scale
-            return with_guidance(found, _scale(model)) if _wrapped(model) is not None else found
+            return (with_guidance(found, _scale(model)) if _wrapped(model) is not None else found), False
         # no parameters or buffers: no identity of its own; what it wraps (as a wrapper's) where it wraps a model
     if isinstance(model, functools.partial):
-        return fingerprint(model.func, _depth + 1)
+        found, named = _identify(model.func, depth + 1)
+        return with_bound(found, model.args, model.keywords), named
     bound = getattr(model, "__self__", None)
     if bound is not None and not isinstance(bound, type):
-        return fingerprint(bound, _depth + 1)
+        return _identify(bound, depth + 1)
     for attr in _INNER:
         inner = getattr(model, attr, None)
         if inner is not None and inner is not model:
-            found = fingerprint(inner, _depth + 1)
+            found, named = _identify(inner, depth + 1)
             if found is not None:
-                return with_guidance(found, _scale(model))  # guidance: another denoiser at another scale
-    return None
+                return with_guidance(found, _scale(model)), named  # guidance: another denoiser at another scale
+    return None, False
+
+
+def denoiser_fingerprint(denoiser) -> str | None:
+    """The fingerprint of a ``to_denoiser`` denoiser (:class:`samplers.core.conversion.Denoiser`, whose
+    ``samplers_fingerprint`` this is): what D(x, σ) computes is its native model read through its prediction type,
+    its noise schedule (the σ each time input means) and EDM's σ_data, so the same network under another schedule
+    (an SD-1.x U-Net given another beta table) is another model. A native model known by its weights alone has
+    those three added to its fingerprint. One known by a name — a ``samplers_fingerprint`` on it or on what it
+    wraps: the pipeline's U-Net and a mixture's ``as_model``, whose names hold their schedule and prediction, or a
+    denoiser inside (ComfyUI's flow model around one), already whole — is taken at its word (a name of your own
+    should hold the schedule too). None where the native model has no fingerprint."""
+    import json
+
+    found, named = _identify(denoiser.model, 1)
+    if found is None or named:
+        return found
+    schedule = denoiser.schedule
+    reads = json.dumps({"prediction": denoiser.prediction, "schedule": schedule_key(schedule),
+                        "schedule_repr": repr(schedule), "sigma_data": denoiser.sigma_data}, sort_keys=True)
+    return hashlib.sha256(f"{found}|denoiser {reads}".encode()).hexdigest()
 
 
 def _wrapped(model):

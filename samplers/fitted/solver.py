@@ -426,7 +426,9 @@ class LearnedSolver:
             raise OtherModelError(
                 f"{what} was fitted to {name} (fingerprint {_differs(want, got)}), not to this model "
                 f"({_differs(got, want)}; a fingerprint covers the weights and the guidance scale, so the same "
-                "network at another guidance scale is another model too): its weights are tuned to the other model's "
+                "network at another guidance scale is another model too — a scale the guidance wrapper holds or "
+                "functools.partial binds, not one passed per call in extra_args, which it does not see): its weights "
+                "are tuned to the other model's "
                 f"errors. Fit one to this model (`samplers fit`), or pass {fix} to run it anyway")
 
 
