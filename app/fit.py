@@ -891,18 +891,23 @@ def _stops_text(stops: list) -> str:
     return "; ".join(f"start {d['start']} of {d['starts']} at step {d['iteration']} of {d['iters']}" for d in stops)
 
 
+def never_stepped(row: dict) -> bool:
+    """Whether the time budget stopped every start of the row's fit before its first step: nothing was optimised,
+    so its solver is the starting pair as it was handed in, not a fit the validation starts rejected."""
+    stops = row.get("stopped_at_budget") or []
+    return bool(stops) and len(stops) == stops[0]["starts"] and all(d["iteration"] == 0 for d in stops)
+
+
 def budget_stop_line(nfe: int, row: dict, resumable: bool = True) -> str | None:
     """What the output says of a fit the time budget cut short (None for one that ran to its end); ``resumable``:
     whether a rerun into --out may continue it (not for a model without a fingerprint)."""
     stops = row.get("stopped_at_budget")
     if not stops:
         return None
-    first = stops[0]
     runs = _stops_text(stops)
     share = f" ({row['time_budget']:.3g} s for this NFE)" if _number(row.get("time_budget")) else ""
     return (f"NFE {nfe}: stopped at the time budget{share}: the optimisation of {runs}"
-            + (", before any step (the held-out figures are the starting pair's)" if len(stops) == first["starts"]
-               and all(d["iteration"] == 0 for d in stops) else "")
+            + (", before any step (the held-out figures are the starting pair's)" if never_stepped(row) else "")
             + ("; the model has no fingerprint, so no rerun continues it: fit again with a larger --time-budget "
                "(or none) into a new --out, or with --restart" if not resumable else
                "; run again into this --out (without --restart) to continue it from its saved state"
@@ -1363,6 +1368,8 @@ def run_fit(args) -> int:
         # a fit that did not beat its starting pair on the validation starts hands the pair back (kept: "start")
         handed = ("" if r.get("kept") != "start" else
                   " (--iters 0: the solver is the starting pair itself)" if args.iters == 0 else
+                  " (stopped by --time-budget before any step: the solver is the starting pair itself)"
+                  if never_stepped(r) else
                   f" (the fit, better on the validation starts, was worse on {r['check']['starts']} other starts "
                   "(--check): the solver is the starting pair itself)" if (r.get("check") or {}).get("kept") is False
                   else " (the fit was rejected on the validation starts: the solver is the starting pair itself)")

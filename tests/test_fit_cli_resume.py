@@ -146,3 +146,33 @@ def test_a_fit_the_budget_stopped_says_so_and_a_rerun_continues_it(tmp_path, cap
         uncut.sigmas, uncut.eps_weights, uncut.denoised_weights, uncut.model_sigmas)
     capsys.readouterr()
     assert main([*argv(out), *longer]) == 0 and "already fitted" in capsys.readouterr().out
+
+
+class JumpingClock:
+    """A clock for app.fit and the fitting code on which 1000 s pass between any two readings: a time budget runs out
+    before the first optimisation step."""
+
+    def __init__(self, monkeypatch):
+        from app import fit as fit_cli
+        from samplers.fitted import fitting
+
+        self.readings = 0
+        monkeypatch.setattr(fitting, "time", self)
+        monkeypatch.setattr(fit_cli, "time", self)
+
+    def monotonic(self) -> float:
+        self.readings += 1
+        return 1000.0 * self.readings
+
+
+def test_a_fit_the_budget_stopped_before_any_step_is_not_called_rejected(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cut"
+    with monkeypatch.context() as m:
+        JumpingClock(m)
+        assert main([*argv(out), "--iters", "30", "--starts", "2", "--time-budget", "1"]) == 0
+    printed = capsys.readouterr().out
+    stops = json.loads((out / "report.json").read_text())["rows"]["3"]["stopped_at_budget"]
+    assert [d["iteration"] for d in stops] == [0, 0], stops
+    assert "before any step (the held-out figures are the starting pair's)" in printed
+    assert "(stopped by --time-budget before any step: the solver is the starting pair itself)" in printed
+    assert "rejected on the validation starts" not in printed, printed
