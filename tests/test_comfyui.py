@@ -1171,7 +1171,7 @@ def test_a1111_restart_which_rebuilds_its_schedule_is_refused_in_comfyui():
 
 def test_torchdiffeqs_nested_options_are_checked_when_the_sampler_is_built():
     pytest.importorskip("torchdiffeq")
-    for method, options, match in (("dopri5", {"bogus": 1}, "has no option 'bogus'"),
+    for method, options, match in (("dopri5", {"bogus": 1}, "options has no key 'bogus'"),
                                    ("dopri5", {"safety": 5}, r"safety.*\(0, 1\]"),
                                    ("explicit_adams", {"max_order": 2}, r"max_order'\]=2 must be an integer in")):
         with pytest.raises(samplers.InvalidOption, match=match):

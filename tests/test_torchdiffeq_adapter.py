@@ -113,10 +113,10 @@ def counting_model():
 
 
 @pytest.mark.parametrize("name, options, error, match", [
-    ("torchdiffeq.euler", {"bogus_option": 1}, samplers.InvalidOption, "its options are: step_size"),
+    ("torchdiffeq.euler", {"bogus_option": 1}, samplers.InvalidOption, "options= takes are: step_size"),
     ("torchdiffeq.dopri5", {"safty": 0.8}, samplers.InvalidOption, "did you mean 'safety'"),
-    ("torchdiffeq.euler", {"norm": abs}, samplers.InvalidOption, "has no option 'norm'"),
-    ("torchdiffeq.explicit_adams", {"max_iters": 2}, samplers.InvalidOption, "has no option 'max_iters'"),
+    ("torchdiffeq.euler", {"norm": abs}, samplers.InvalidOption, "options has no key 'norm'"),
+    ("torchdiffeq.explicit_adams", {"max_iters": 2}, samplers.InvalidOption, "options has no key 'max_iters'"),
     ("torchdiffeq.dopri5", {"max_num_steps": "many"}, samplers.InvalidOption, "integer in \\[1, 10000\\]"),
     ("torchdiffeq.dopri5", {"max_num_steps": -5}, samplers.InvalidOption, "integer in \\[1, 10000\\]"),
     ("torchdiffeq.dopri5", {"max_num_steps": 10**9}, samplers.InvalidOption, "integer in \\[1, 10000\\]"),
@@ -141,6 +141,27 @@ def test_bad_options_are_refused_before_any_model_call(name, options, error, mat
     model, calls = counting_model()
     with pytest.raises(error, match=match):
         samplers.sample(name, model, X, grid(4), disable=True, options=options)
+    assert calls == []
+
+
+@pytest.mark.parametrize("name, kw, match", [
+    # a misspelt key of options= was worded as an option of the sampler ("torchdiffeq.rk4 has no option 'stepsize'
+    # (did you mean 'step_size'?)"), and the step_size= that suggested then was refused without a word of options=
+    ("torchdiffeq.rk4", {"options": {"stepsize": 0.01}},
+     r"^torchdiffeq\.rk4: options has no key 'stepsize' \(did you mean 'step_size'\?\); the keys torchdiffeq\.rk4's "
+     r"options= takes are: step_size, grid_constructor, interp, perturb$"),
+    ("torchdiffeq.rk4", {"step_size": 0.01},
+     r"^torchdiffeq\.rk4 has no option 'step_size' \(a key of options=, not an option: pass "
+     r"options=\{'step_size': 0\.01\}\); its options are: info, options$"),
+    ("torchdiffeq.dopri5", {"max_step": 1.0}, r"pass options=\{'max_step': 1\.0\}"),
+    ("torchdiffeq.rk4", {"stepsize": 0.01}, r"'stepsize' \(did you mean options=\{'step_size': \.\.\.\}\?\)"),
+    ("torchdiffeq.dopri5", {"rtoll": 1e-3}, r"'rtoll' \(did you mean 'rtol'\?\)"),  # its own option first
+    ("torchdiffeq.dopri5", {"options": {"rtol": 1e-3}}, r"options has no key 'rtol'; pass it as the sampler's own"),
+])
+def test_a_key_in_the_wrong_place_is_refused_naming_where_it_belongs(name, kw, match):
+    model, calls = counting_model()
+    with pytest.raises(samplers.InvalidOption, match=match):
+        samplers.sample(name, model, X, grid(4), disable=True, **kw)
     assert calls == []
 
 

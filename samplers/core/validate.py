@@ -482,6 +482,24 @@ def closest(key, valid) -> str:
     return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
 
 
+def _unknown(spec, key, value) -> str:
+    """An unknown option ``key`` as the refusal names it: with the option it is a key of where the sampler has one
+    (``'step_size' is a key of options=: options={'step_size': 0.01}``), else with the closest of the sampler's
+    options, else with the closest key of such an option (``'stepsize' (did you mean options={'step_size': ...}?)``)."""
+    for option, keys in spec.option_keys.items():
+        if key in keys:
+            shown = repr(value) if len(repr(value)) <= 40 else "..."
+            return f"{key!r} (a key of {option}=, not an option: pass {option}={{{key!r}: {shown}}})"
+    named = closest(key, spec.options)
+    if named != repr(key):
+        return named
+    for option, keys in spec.option_keys.items():
+        close = difflib.get_close_matches(str(key), keys, n=1)
+        if close:
+            return f"{key!r} (did you mean {option}={{{close[0]!r}: ...}}?)"
+    return named
+
+
 def check_options(spec, options: dict) -> dict:
     """Unknown options (with the valid ones and the closest), then each known option's rule, then the combinations:
     the churn window, rtol / atol, and an option the others make unread (:data:`IGNORED_OPTIONS`). Returns the
@@ -490,7 +508,7 @@ def check_options(spec, options: dict) -> dict:
     valid = spec.options
     unknown = [k for k in options if k not in valid]
     if unknown:
-        hint = "; ".join(closest(k, valid) for k in unknown)
+        hint = "; ".join(_unknown(spec, k, options[k]) for k in unknown)
         listed = ", ".join(sorted(valid)) if valid else "none"
         raise InvalidOption(f"{spec.name} has no option {hint}; its options are: {listed}")
     checked = dict(options)

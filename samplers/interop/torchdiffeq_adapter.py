@@ -144,6 +144,12 @@ def _steps(length: float, step: float) -> float:
     return float(math.ceil(n)) if math.isfinite(n) else n
 
 
+def _keys(method: str) -> tuple[str, ...]:
+    """The keys torchdiffeq's ``method`` reads from ``options``."""
+    valid = ADAPTIVE_OPTIONS if method in ADAPTIVE else FIXED_OPTIONS + ADAMS_OPTIONS.get(method, ())
+    return valid + ("rtol", "atol") if method in CORRECTOR else valid
+
+
 def check_options(method: str, options, grid: list[float]) -> dict:
     """``options`` for torchdiffeq's ``method``, checked before any model call: a dict of the method's own keys, each
     value in its range. ``grid`` is the schedule's non-zero σ (it bounds the number of steps a fixed grid may take,
@@ -155,23 +161,23 @@ def check_options(method: str, options, grid: list[float]) -> dict:
         raise InvalidType(f"torchdiffeq.{method}: options must be a dict of torchdiffeq solver options, got "
                           f"{type(options).__name__} {options!r}")
     adaptive = method in ADAPTIVE
-    valid = ADAPTIVE_OPTIONS if adaptive else FIXED_OPTIONS + ADAMS_OPTIONS.get(method, ())
-    if method in CORRECTOR:
-        valid = valid + ("rtol", "atol")
+    valid = _keys(method)
     for key in options:
         if key in ("rtol", "atol") and method not in CORRECTOR:
             where = (f"pass it as the sampler's own argument: samplers.sample('torchdiffeq.{method}', ..., {key}=...)"
                      if adaptive else f"torchdiffeq's {method} steps on a fixed grid: such steps take no tolerance "
                      "(only the implicit Adams corrector does: torchdiffeq.implicit_adams / torchdiffeq.fixed_adams with "
                      f"options={{'{key}': ...}}; or an adaptive method, e.g. torchdiffeq.dopri5, with rtol=/atol=)")
-            raise InvalidOption(f"torchdiffeq.{method}: {key!r} is not an option; {where}")
+            raise InvalidOption(f"torchdiffeq.{method}: options has no key {key!r}; {where}")
         if key not in valid:
+            # worded as a key of ``options=``, not an option of the sampler: the sampler's own options (rtol, atol,
+            # options, info) are another list, and naming the other list sends a caller to the wrong place
             named = closest(key, valid)
             if key == "implicit" and method in ADAMS_OPTIONS:
                 named = (f"{key!r} (choose the method instead: torchdiffeq.explicit_adams or "
                          "torchdiffeq.implicit_adams)")
-            raise InvalidOption(f"torchdiffeq.{method} has no option {named}; its options are: "
-                                f"{', '.join(valid)}")
+            raise InvalidOption(f"torchdiffeq.{method}: options has no key {named}; the keys torchdiffeq.{method}'s "
+                                f"options= takes are: {', '.join(valid)}")
     out = dict(options)
     span, intervals = (abs(grid[0] - grid[-1]), max(len(grid) - 1, 1)) if grid is not None else (None, None)
     for key, v in options.items():
@@ -465,7 +471,7 @@ def _nonzero(sigmas) -> list[float]:
 def _register_fixed(method: str, order: int, nfe: int):
     @register(f"torchdiffeq.{method}", kind="ode", order=order, nfe_per_step=nfe, host_sync=True,
               ref=_REF + f", method '{method}' on the schedule's grid",
-              final_step="denoise (x = D(x, σ) from the last non-zero σ)")
+              final_step="denoise (x = D(x, σ) from the last non-zero σ)", option_keys={"options": _keys(method)})
     def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, *, options=None, info=None):
         merged = {**DEFAULT_OPTIONS.get(method, {}), **check_options(method, options, _nonzero(sigmas))}
         tolerances = {k: merged.pop(k) for k in ("rtol", "atol") if k in merged}  # odeint's own arguments
@@ -479,7 +485,7 @@ def _register_fixed(method: str, order: int, nfe: int):
 def _register_adaptive(method: str, order: int, nfe: int):
     @register(f"torchdiffeq.{method}", kind="ode", order=order, nfe_per_step=nfe, host_sync=True,
               ref=_REF + f", adaptive method '{method}'",
-              final_step="denoise (x = D(x, σ) from the last non-zero σ)")
+              final_step="denoise (x = D(x, σ) from the last non-zero σ)", option_keys={"options": _keys(method)})
     def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, *, rtol=1e-5, atol=1e-5,
                 options=None, info=None):
         checked = check_options(method, options, _nonzero(sigmas))
