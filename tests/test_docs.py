@@ -128,6 +128,27 @@ def test_a_sampler_said_to_be_registered_under_a_name_is_what_that_name_runs():
                 wrong.append((name, alias, label.sampler, label.options))
     assert not wrong, f"(sampler, name its docstring says it is registered as, what that name runs): {wrong}"
 
+@pytest.mark.parametrize("package, sentence", [
+    ("torchdiffeq", r"Every method of torchdiffeq \(`torchdiffeq\._impl\.odeint\.SOLVERS`\)(?: but `(\w+)`)?"),
+    ("torchsde", r"Every torchsde method(?: but `(\w+)`)?"),
+])
+def test_guide_names_every_method_of_a_library_that_is_not_a_registry_sampler(package, sentence):
+    """guide.md's "Every method of <library> but `X` is a registry sampler" names exactly the methods that are not
+    registered (it said every torchdiffeq method is one, and later on the page that scipy_solver is not)."""
+    import samplers
+
+    pytest.importorskip(package)
+    if package == "torchdiffeq":
+        from torchdiffeq._impl.odeint import SOLVERS as methods
+    else:
+        from torchsde.settings import METHODS
+        methods = [k for k in vars(METHODS) if not k.startswith("_")]  # the names (log_ode_midpoint: "log_ode")
+    match = re.search(sentence, " ".join((ROOT / "docs" / "guide.md").read_text().split()))
+    assert match, f"guide.md no longer says {sentence!r}"
+    registered = {n.split(".", 1)[1] for n in samplers.available() if n.startswith(f"{package}.")}
+    assert set(methods) - registered == ({match.group(1)} if match.group(1) else set())
+
+
 def _imports(path: Path) -> set[str]:
     """Top-level packages a module imports (absolute imports, anywhere in the file)."""
     found = set()
