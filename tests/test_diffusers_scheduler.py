@@ -493,3 +493,24 @@ def test_readme_pipeline_examples_run():
     assert isinstance(pipe.scheduler, SamplerScheduler)
     assert env["image"].shape[-2:] == (SIZE, SIZE) and len(env["steps"]) == 20
 
+
+def test_diffusers_page_registry_denoiser_example_runs():
+    """docs/diffusers.md's "A diffusers model as a registry denoiser" block, with the page's pipeline objects (a tiny
+    pipeline): it used a `noise` it never defined (NameError)."""
+    pytest.importorskip("transformers")
+    from test_diffusers_pipelines import EMB, NEG, SIZE, UNET, VAE
+    from diffusers import StableDiffusionPipeline
+    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "diffusers.md").read_text()
+    section = page.split("## A diffusers model as a registry denoiser", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```py\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1
+    pipe = StableDiffusionPipeline(vae=VAE, text_encoder=None, tokenizer=None, unet=UNET,
+                                   scheduler=EulerDiscreteScheduler.from_config(SDXL), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    env = {"pipe": pipe, "prompt_embeds": EMB, "negative_prompt_embeds": NEG, "height": SIZE, "width": SIZE,
+           "__name__": "diffusers_page"}
+    with torch.no_grad():
+        exec(compile(blocks[0], "docs/diffusers.md", "exec"), env)
+    latents = env["latents"]
+    assert latents.shape == (1, 4, SIZE // 8, SIZE // 8) and bool(torch.isfinite(latents).all())
+
