@@ -630,8 +630,8 @@ def test_the_table_in_the_docs_is_this_modules_output():
     """docs/kdiffusion.md's parity tables are `python -m tests.test_kdiffusion_parity`'s output (they had gone stale:
     rows that read 0.0 differed by 2.5e-16, seven rows missing): the same rows, each figure within 10× of the one
     shown (or both at float64's rounding floor). Not character for character: the figures are float rounding, and
-    two CPUs that tests/conftest.py's OTHER_ROUNDING puts together (an AMX Xeon, an AVX512F EPYC) give tables 41 rows
-    apart in the last figures (sample_euler at s_churn=1: 1.6e-14 on one, 2.2e-16 on the other)."""
+    two CPUs (an AMX Xeon, an AVX512F EPYC) gave tables 41 rows apart in the last figures (sample_euler at
+    s_churn=1: 1.6e-14 on one, 2.2e-16 on the other)."""
     page = (Path(__file__).resolve().parents[1] / "docs" / "kdiffusion.md").read_text()
     shown = page.split("<!-- kdiffusion-parity: python -m tests.test_kdiffusion_parity -->\n", 1)[1]
     shown = shown.split("\n<!-- /kdiffusion-parity -->", 1)[0]

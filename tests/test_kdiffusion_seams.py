@@ -351,6 +351,20 @@ def test_k_diffusions_float32_ancestral_step_cancels():
 
 
 @needs_kd
+def test_conftests_rounding_probe_is_k_diffusions_float32_sigma_down():
+    """tests/conftest.py's OTHER_ROUNDING is False exactly where the CPU has no AMX and k-diffusion's own float32
+    σ_down of this step is the 2⁻¹⁴ of the CPU that measured the figures. It was decided by numpy's float64 exp, and
+    an AMD EPYC whose numpy exp is not the C library's, but which gives that σ_down and every figure, skipped them."""
+    try:
+        from conftest import OTHER_ROUNDING, _cpu_flags
+    except ImportError:
+        from tests.conftest import OTHER_ROUNDING, _cpu_flags
+    sigmas = kd.get_sigmas_karras(2, 0.03, 14.6)
+    reference = float(kd.get_ancestral_step(sigmas[0], sigmas[1])[0]) == 2.0 ** -14
+    assert OTHER_ROUNDING == ("amx_tile" in _cpu_flags() or not reference)
+
+
+@needs_kd
 def test_float32_ancestral_gaps_are_k_diffusions_rounding():
     for (fn, n), (apart, mine, theirs) in ancestral_float32_gaps().items():
         assert mine < 5e-6, (fn, n)  # ours stays at float32 rounding of the float64 run
@@ -363,6 +377,41 @@ def test_float32_range_sampler_gaps_stay_within_the_documented_figures():
     gaps = range_float32_gaps()
     assert gaps["sample_dpm_fast", "eta=1"] < 3e-5
     assert max(v for k, v in gaps.items() if k[0] == "sample_dpm_adaptive") < 2e-2
+
+
+@needs_kd
+def test_the_float32_figures_in_the_docs_are_this_modules_output():
+    """docs/kdiffusion.md's float32 figures of the ancestral steps and the range samplers are `python -m
+    tests.test_kdiffusion_seams`'s output: to the digits shown where this CPU rounds as the one that measured them
+    (tests/conftest.py's OTHER_ROUNDING False), each within 10× elsewhere (float32 rounding; another CPU printed 5.7e-4
+    for 1.0e-3). The page said a CPU of OTHER_ROUNDING's kind printed other figures; one that prints these was one."""
+    try:
+        from conftest import OTHER_ROUNDING
+    except ImportError:
+        from tests.conftest import OTHER_ROUNDING
+    from pathlib import Path
+
+    page = " ".join((Path(__file__).resolve().parents[1] / "docs" / "kdiffusion.md").read_text().split())
+    shown = {}
+    for fn, n, *cells in re.findall(r"\| `(sample_\w+)` \| (\d) \| ([\d.e+-]+) \| ([\d.e+-]+) \| ([\d.e+-]+) \|", page):
+        shown[fn, int(n)] = tuple(cells)
+    fast = re.search(r"`sample_dpm_fast` with η = 1\*\*: up to ([\d.e-]+) of the scale over n = 1 to 12", page)
+    tree = re.search(r"\(([\d.e-]+) with the defaults, ([\d.e-]+) with `order=2`, ([\d.e-]+) with "
+                     r"`rtol=0.01, atol=0.001`;", page)
+    assert fast and tree, "the page no longer states the range samplers' figures where this test reads them"
+    shown["sample_dpm_fast", "eta=1"] = (fast.group(1),)
+    for options, figure in zip(({}, {"order": 2}, {"rtol": 0.01, "atol": 0.001}), tree.groups()):
+        shown["sample_dpm_adaptive", "eta=1, tree " + repr(options)] = (figure,)
+    mine = {key: tuple(f"{g:.1e}" for g in gaps) for key, gaps in ancestral_float32_gaps().items()}
+    mine.update({key: (f"{gap:.1e}",) for key, gap in range_float32_gaps().items()})
+    assert shown.keys() == mine.keys(), "the rows changed: rerun python -m tests.test_kdiffusion_seams"
+    for key in mine:
+        for got, doc in zip(mine[key], shown[key]):
+            x, y = float(got), float(doc)
+            if OTHER_ROUNDING:
+                assert min(x, y) > 0 and max(x, y) / min(x, y) <= 10, (key, got, doc)
+            else:
+                assert x == y, (key, got, doc)
 
 
 if __name__ == "__main__":
