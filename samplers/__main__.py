@@ -1,8 +1,7 @@
-import os
 import signal
 import sys
 
-from .cli import main
+from .cli import main, reader_left, stdout_closed
 
 
 def run() -> int:
@@ -11,10 +10,17 @@ def run() -> int:
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        return main()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        try:
+            status = main()
+        except SystemExit:  # argparse's --help (or usage error) exits: its text is flushed here, not at exit
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:  # outside a command's run (main ends its own quietly): --help into a closed pipe
+        if not stdout_closed():
+            raise
+        return reader_left()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

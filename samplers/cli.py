@@ -4,7 +4,14 @@ through the ``samplers.commands`` entry point so that this package never imports
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import sys
+
+# The status of a command whose reader left early (``samplers names | head``): 128 + SIGPIPE, what a shell reports for
+# ``git log | head`` or ``seq 1 1000000 | head``, which SIGPIPE ends without a word. Not 1, a failure while running
+# (the command did all it was asked until nobody read it), and not 0, which would say every line was written.
+READER_LEFT = 128 + 13
 
 
 def _list(args) -> int:
@@ -48,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = ArgumentParser(prog="samplers", description=__doc__,
                             epilog="Errors are one line; exit status 2 for a usage error (a bad value, name or path, "
-                                   "an option given twice), 1 for a failure while running. --debug shows the "
+                                   "an option given twice), 1 for a failure while running, 141 without a word "
+                                   "where stdout's reader leaves early (samplers names | head). --debug shows the "
                                    "traceback.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,11 +79,38 @@ def exit_status(err: BaseException) -> int:
                                  NotADirectoryError, PermissionError)) else 1
 
 
+def stdout_closed() -> bool:
+    """Whether stdout's reader has gone (the read end of its pipe closed: poll reports an error on the write end), so
+    that a BrokenPipeError is the reader's leaving, not a failure of the command's own pipes. Where poll is missing
+    (Windows) a BrokenPipeError is taken to be stdout's, as the Python docs' recipe takes it; a stdout with no file
+    descriptor (a caller's StringIO) has no reader to leave."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    if not hasattr(select, "poll"):
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def reader_left() -> int:
+    """End quietly after stdout's reader left (Python's recipe, docs "Note on SIGPIPE"): stdout now writes to devnull,
+    so that the interpreter's own flush at exit raises nothing more; :data:`READER_LEFT`."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return READER_LEFT
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        status = args.fn(args)
+        sys.stdout.flush()  # the last lines, here rather than at the interpreter's exit, so a reader that left shows
+        return status
     except Exception as err:  # noqa: BLE001 - every error becomes one line unless --debug
+        if isinstance(err, BrokenPipeError) and stdout_closed():  # not a pipe of the command's own: its reader left
+            return reader_left()
         if args.debug:
             raise
         message = " ".join(str(err).split()) or type(err).__name__

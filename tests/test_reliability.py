@@ -272,6 +272,38 @@ def test_cli_survives_a_closed_pipe():
     assert result.stdout.startswith("name") and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("module", ["samplers", "samplers.cli"])  # the `samplers` command, and its main() alone
+@pytest.mark.parametrize("command", [["names"], ["list"], ["names", "--source", "a1111"]])
+def test_a_reader_that_left_ends_the_command_quietly(module, command):
+    """`samplers names | head` ended with "samplers names: error: [Errno 32] Broken pipe (BrokenPipeError; ...)" and
+    status 1: main() took the reader's leaving for a failure. Its reader gone (the pipe's read end closed before the
+    command writes, so the write fails every time), a command says nothing and ends with 141 = 128 + SIGPIPE, as
+    `git log | head` does."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, "-m", module, *command], stdout=write, stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT, timeout=120)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_a_broken_pipe_that_is_not_stdouts_is_still_an_error(tmp_path, monkeypatch, capsys):
+    """Only stdout's reader leaving is quiet: a BrokenPipeError of a command's own pipe, stdout still open, is reported
+    as any failure while running is."""
+    from samplers import cli
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_list", broken)
+    with open(tmp_path / "out.txt", "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        status = cli.main(["list"])
+    assert status == 1 and "samplers list: error: [Errno 32] Broken pipe (BrokenPipeError" in capsys.readouterr().err
+
+
 def test_demo_checks_its_output_folder_first(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
