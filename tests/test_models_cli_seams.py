@@ -152,8 +152,10 @@ def test_a_label_that_sets_eta_0_is_named_with_a_fix_that_runs():
     with pytest.raises(InvalidOption) as err:
         check_sampler("exp_heun_2_x0", options={"noise_sampler": "brownian_tree"})
     message = str(err.value)
-    assert "which 'exp_heun_2_x0' sets" in message and "(its default)" not in message
-    assert "sampler='seeds_2' with eta > 0" in message
+    # ComfyUI's sample_exp_heun_2_x0 takes no noise_sampler: refused as ComfyUI's name, naming the settings it runs
+    # (η = 0: it draws nothing) and the registry sampler that takes one
+    assert "takes no noise_sampler" in message and "eta=0.0" in message and "(its default)" not in message
+    assert "name the registry sampler 'seeds_2' to choose noise_sampler yourself" in message
     check_sampler("seeds_2", options={"noise_sampler": "brownian_tree", "eta": 0.5})  # the fix named runs
 
 

@@ -358,12 +358,12 @@ def _refuse_comfyui_not_taken(found: Label, options: dict | None) -> None:
         return
     keys, why = labels.COMFYUI_NOT_TAKEN[found.label]
     label_options = ", ".join(f"{k}={v!r}" for k, v in found.options.items())
-    settings = f" (with {label_options}, the settings ComfyUI's name runs)" if label_options else ""
+    settings = f" (ComfyUI's name runs it with {label_options})" if label_options else ""
     for key, value in options.items():
         if key in keys and value is not None:
             raise InvalidOption(f"{found.label!r} (ComfyUI's) takes no {key}: {why}, so {key}={value!r} would not be "
-                                f"ComfyUI's image; leave {key} out, or name the registry sampler {found.sampler!r}"
-                                f"{settings} to run it with {key}={value!r}")
+                                f"ComfyUI's image; leave {key} out, or name the registry sampler {found.sampler!r} "
+                                f"to choose {key} yourself{settings}")
 
 
 def _a1111_open_window(value) -> bool:
