@@ -400,3 +400,12 @@ def test_the_parsed_arguments_carry_no_record_of_the_check():
 
     args = build_parser().parse_args(["generate", "a red circle", "--seed", "0", "1", "--out", "a.png"])
     assert args.seed == [0, 1] and not any(k.startswith("_") for k in vars(args))
+
+
+@pytest.mark.parametrize("argv, given", [
+    (["compare", "a red circle", "--sampler", "heun"], "--sampler"),  # compare has --samplers only (docs/models.md)
+    (["generate", "a red circle", "--step", "3"], "--step"),  # argparse read it as --steps 3
+    (["fit", "--model", "gm-ve", "--nfe", "3", "--calib", "8"], "--calib"),  # read as --calibration 8
+])
+def test_an_abbreviated_option_is_refused_not_read_as_the_option_it_begins(capsys, no_load, tmp_path, argv, given):
+    _refused(capsys, argv + ["--out", str(tmp_path / "a.png")], "unrecognized arguments", given)

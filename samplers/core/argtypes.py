@@ -242,9 +242,12 @@ class StoreOnce(argparse._StoreAction):
 
 class ArgumentParser(argparse.ArgumentParser):
     """An ``argparse.ArgumentParser`` whose plain options (the ``store`` action, argparse's default) refuse to be
-    given twice (:class:`StoreOnce`); its sub-command parsers are of this class too."""
+    given twice (:class:`StoreOnce`), and which takes no abbreviation of an option (``allow_abbrev=False``: argparse
+    would read ``samplers compare --sampler heun`` as ``--samplers heun``, and ``--step`` as ``--steps``, a guess
+    that a later option of that prefix would change); its sub-command parsers are of this class too."""
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.register("action", None, StoreOnce)
         self.register("action", "store", StoreOnce)
