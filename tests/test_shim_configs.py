@@ -124,6 +124,30 @@ def test_kdpm2_ancestral_at_few_steps_is_within_diffusers_float32_step_down(n, e
     assert float((got - want).abs().max()) / max(1.0, float(want.abs().max())) <= bound
 
 
+@pytest.mark.parametrize("n", [2, 4, 10])
+def test_a_nan_timestep_of_diffusers_own_set_timesteps_is_refused_before_any_model_call(n):
+    """KDPM2Ancestral on a squaredcos_cap_v2 table: diffusers' float32 σ_down cancels, its interpolated timestep is
+    NaN (and its image NaN); the shim handed that timestep to the model and ran to a NonFiniteError after the last
+    model call. Now refused at set_timesteps, naming the class, the table, the step count and exact=True, which runs."""
+    config = dict(SD, beta_schedule="squaredcos_cap_v2")
+    ref = diffusers.KDPM2AncestralDiscreteScheduler(**config)
+    ref.set_timesteps(n)
+    assert torch.isnan(ref.timesteps).any()
+    for kw in ({}, {"sampler": "dpm_2_ancestral"}):  # the class's own run, also when named
+        shim = SamplerScheduler.from_config(diffusers.KDPM2AncestralDiscreteScheduler(**config), **kw)
+        with pytest.raises(samplers.InvalidInput, match=r"KDPM2AncestralDiscreteScheduler with beta_schedule="
+                           rf"'squaredcos_cap_v2': diffusers' own set_timesteps\(num_inference_steps={n}\) gives "
+                           r"timesteps\[1\] = nan.*Pass exact=True"):
+            shim.set_timesteps(n)
+    exact = SamplerScheduler.from_config(diffusers.KDPM2AncestralDiscreteScheduler(**config), exact=True)
+    exact.set_timesteps(n)
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7)) * exact.init_noise_sigma
+    for t in exact.timesteps:
+        x = exact.step(model(exact.scale_model_input(x, t), t), t, x, generator=g).prev_sample
+    assert bool(torch.isfinite(x).all())
+
+
 def test_a_continuous_epsilon_euler_config_still_has_index_timesteps_and_their_range_is_checked():
     """diffusers' Euler feeds ¼·ln σ only for timestep_type="continuous" with v_prediction; with epsilon its
     timesteps stay indices of the training table, so steps_offset=150 at 10 steps (150 … 1050) is refused as with

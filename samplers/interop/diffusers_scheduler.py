@@ -1583,7 +1583,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise self._set_timesteps_failure(name, n, passed, exc) from None
         except (ValueError, AssertionError, IndexError, RuntimeError) as exc:
             raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
-        sources.check_shift_terminal(ref, name, _call(n, passed))
+        given = _call(n, passed)
+        sources.check_shift_terminal(ref, name, given)
+        if isinstance(getattr(ref, "sigmas", None), torch.Tensor):  # the σ every run on the class's grid steps on
+            sources.check_finite(ref, name, given, "sigmas", ref.sigmas, math.isnan,
+                                 "Use another step count, or another scheduler class's config")
         if indexed and ((ref.timesteps < 0).any() or (ref.timesteps > total - 1).any()):
             low, high = float(ref.timesteps.min()), float(ref.timesteps.max())
             if n is None:  # the sigmas passed (the timesteps passed are checked above)
@@ -1641,6 +1645,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             at = dict(zip(grid.sigmas, grid.step_times))
             fallback = self.native.time(torch.tensor(evals, dtype=torch.float64)).tolist()
             times = torch.tensor([at.get(s, f) for s, f in zip(evals, fallback)], dtype=torch.float32)
+        if not exact:  # the class's own timesteps, which the pipeline hands the model
+            sources.check_finite(ref, name, given, "timesteps", times, lambda v: not math.isfinite(v),
+                                 "Pass exact=True (the same method, each model call at the timestep of its σ computed "
+                                 "in float64: another image than diffusers' NaN one), another step count, or another "
+                                 "scheduler class's config")
         if self._same and not exact and not overrides and getattr(ref, "sigmas", None) is not None:
             per_call = ref.sigmas.detach().clone()
             # add_noise reads σ from this table by step index (KDPM2's odd entries hold σ_{i+1}, not the

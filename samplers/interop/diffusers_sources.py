@@ -102,6 +102,28 @@ def check_shift_terminal(ref, name: str, given: str) -> None:
             "flow time, 0 here (diffusers' own σ is NaN). Use 2 or more steps, or leave shift_terminal out (null)")
 
 
+def _table_of(ref) -> str:
+    """`` with beta_schedule=...`` for a class whose config has a training table (not the EDM / flow classes)."""
+    schedule = ref.config.get("beta_schedule")
+    return f" with beta_schedule={schedule!r}" if schedule is not None else ""
+
+
+def check_finite(ref, name: str, given: str, what: str, values, bad: Callable[[float], bool], fix: str) -> None:
+    """Refuse a run whose ``what`` (``values``, as diffusers' own ``set_timesteps({given})`` left them) holds an entry
+    that ``bad`` finds (NaN; a non-finite model time), before any model call: diffusers' own run is NaN from there,
+    so there is no image to reproduce. KDPM2AncestralDiscrete on a squaredcos_cap_v2 table at 2-10 steps: its float32
+    σ_down = √(σ_next² − σ_up²) cancels to the root of a negative number, its interpolated timestep is NaN, and the
+    shim ran to a NonFiniteError after the last model call. Checked for every class, on what its run reads."""
+    entries = values.detach().to("cpu", torch.float64).tolist() if isinstance(values, torch.Tensor) else list(values)
+    found = next(((i, v) for i, v in enumerate(entries) if bad(v)), None)
+    if found is None:
+        return
+    i, v = found
+    raise InvalidInput(f"{name}{_table_of(ref)}: diffusers' own set_timesteps({given}) gives {what}[{i}] = {v:g} "
+                       "(its float32 arithmetic fails on this table at this step count), so its own run is NaN from "
+                       f"there: there is no image to reproduce. {fix}")
+
+
 def _alpha_sigma(alphas_cumprod: torch.Tensor, alpha: torch.Tensor | float) -> float:
     """σ = √((1 − ᾱ)/ᾱ) of one ᾱ (a float32 table entry, read in float64); ᾱ = 0 gives inf."""
     a = float(alpha)
