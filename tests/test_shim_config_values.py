@@ -16,7 +16,7 @@ import pytest
 
 diffusers = pytest.importorskip("diffusers")
 
-from samplers.core.errors import InvalidInput, InvalidType  # noqa: E402
+from samplers.core.errors import InvalidInput, InvalidOption, InvalidType  # noqa: E402
 from samplers.interop.diffusers_scheduler import SamplerScheduler, _defaults  # noqa: E402
 from samplers.interop.diffusers_sources import SOURCES  # noqa: E402
 
@@ -94,3 +94,44 @@ def test_a_fifo_config_is_refused_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "scheduler_config.json")
     with pytest.raises(InvalidInput, match="not a regular file"):
         SamplerScheduler.from_pretrained(tmp_path)
+
+
+THRESHOLDING = sorted(name for name, source in SOURCES.items() if "threshold" in source.x0)
+
+
+def test_the_thresholding_classes_are_the_ones_diffusers_thresholds_in():
+    assert THRESHOLDING == ["DDPMScheduler", "DEISMultistepScheduler", "DPMSolverMultistepScheduler",
+                            "DPMSolverSinglestepScheduler", "EDMDPMSolverMultistepScheduler", "LCMScheduler",
+                            "SASolverScheduler", "UniPCMultistepScheduler"]
+
+
+@pytest.mark.parametrize("name", THRESHOLDING)
+@pytest.mark.parametrize("key, value, rule", [("dynamic_thresholding_ratio", 1.5, "a number in \\[0, 1\\]"),
+                                              ("dynamic_thresholding_ratio", -0.1, "a number in \\[0, 1\\]"),
+                                              ("dynamic_thresholding_ratio", float("nan"), "a number in \\[0, 1\\]"),
+                                              ("sample_max_value", 0.0, "at 0 or NaN"),
+                                              ("sample_max_value", float("nan"), "at 0 or NaN")])
+def test_a_thresholding_value_diffusers_fails_on_is_refused_at_construction(name, key, value, rule):
+    """diffusers fails on these at its first step, after the first model call (torch.quantile's RuntimeError for the
+    ratio; x0 / 0 = NaN for sample_max_value): the shim failed there too, with torch's raw error or a NonFiniteError.
+    Now refused by from_config, naming the key, the rule and diffusers' default."""
+    default = {"dynamic_thresholding_ratio": "0.995", "sample_max_value": "1.0"}[key]
+    with pytest.raises(InvalidOption, match=rf"{name} with {key}={value!r}: .*{rule}.*diffusers' default {default}"):
+        SamplerScheduler.from_config({"_class_name": name, "thresholding": True, key: value})
+    SamplerScheduler.from_config({"_class_name": name, "thresholding": False, key: value})  # not read: runs
+
+
+@pytest.mark.parametrize("key, value", [("dynamic_thresholding_ratio", 1.5), ("sample_max_value", 0.0)])
+def test_diffusers_own_run_fails_on_those_thresholding_values(key, value):
+    import torch
+
+    scheduler = diffusers.DPMSolverMultistepScheduler(**{**DPM, "thresholding": True, key: value})
+    scheduler.set_timesteps(3)
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    try:
+        for t in scheduler.timesteps:
+            x = scheduler.step(2 * torch.tanh(x), t, x).prev_sample
+    except RuntimeError as exc:
+        assert "quantile() q must be in the range [0, 1]" in str(exc)
+        return
+    assert bool(torch.isnan(x).all())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, Callable, Mapping
 
 import torch
@@ -633,6 +634,35 @@ SOURCES: dict[str, Source] = {
              algorithm=False),)),
     "FlowMatchHeunDiscreteScheduler": Source(fixed("heun_flow"), grid_two_calls, space=_flow),
 }
+
+
+
+def _real_in(value, low: float, high: float, open_at: float | None = None) -> bool:
+    """Whether a config value is a real number (not a bool) in [low, high], other than ``open_at``."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value <= high
+            and value != open_at)
+
+
+# The dynamic thresholding values diffusers itself fails on, with thresholding=True (every class that thresholds x0:
+# Source.x0 holds "threshold"): a ratio outside [0, 1] (NaN included) fails in torch.quantile at the class's first
+# step, after its first model call (the shim failed there the same way, with torch's raw RuntimeError); a
+# sample_max_value of 0 or NaN clamps the threshold s to it and x0 / s is NaN, diffusers' whole image. A negative one
+# runs there (its s clamps every x0 to the constant 1), and is reproduced as it runs.
+_THRESHOLD_VALUES = (
+    Refusal("dynamic_thresholding_ratio",
+            lambda c: bool(c.get("thresholding")) and not _real_in(c.get("dynamic_thresholding_ratio"), 0, 1),
+            "with thresholding=True it is the quantile of |x0| each item is thresholded at, a number in [0, 1] "
+            "(diffusers' torch.quantile fails on another at its first step, after the first model call); use "
+            "diffusers' default 0.995", algorithm=False),
+    Refusal("sample_max_value",
+            lambda c: bool(c.get("thresholding")) and not _real_in(c.get("sample_max_value"), -math.inf, math.inf, 0),
+            "with thresholding=True it is the largest threshold s (the ratio's quantile of |x0| clamped to [1, "
+            "sample_max_value]); at 0 or NaN diffusers divides x0 by s = 0 / NaN and its whole image is NaN; use "
+            "diffusers' default 1.0 (or the value the model was trained with)", algorithm=False),
+)
+for _name, _source in SOURCES.items():
+    if "threshold" in _source.x0:
+        SOURCES[_name] = dataclasses.replace(_source, refusals=_source.refusals + _THRESHOLD_VALUES)
 
 # How each class's add_noise / scale_noise finds the noise level of its ``timesteps`` argument (its source code, checked
 # by tests/test_diffusers_scheduler_seams.py): always from the timesteps themselves (these index alphas_cumprod), or
