@@ -203,3 +203,41 @@ def test_an_explicit_weights_with_deis_tab_is_refused_as_everywhere():
     with pytest.raises(InvalidOption, match="'deis' \\(ComfyUI's\\) takes no weights"):
         SamplerScheduler.from_config(config, sampler="comfyui:deis",
                                      sampler_options={"weights": "diffusers"}).set_timesteps(5)
+
+
+@pytest.mark.parametrize("steps, start, variant", [(10, 7, {}), (10, 8, {}), (10, 7, {"use_karras_sigmas": True}),
+                                                   (5, 3, {}), (10, 2, {})])
+def test_dpm_singlestep_img2img_without_set_begin_index_starts_at_the_timestep_it_is_given(steps, start, variant):
+    """A loop over timesteps[start:] that never calls set_begin_index, starting inside one of DPMSolverSinglestep's
+    groups (img2img at strength 0.3 of 10 steps starts at index 7): diffusers finds the index from the timestep and
+    lowers that step's order; the shim refused it after the first model call ("does not start a step of this run").
+    Now it starts there, as with set_begin_index(start), to diffusers' image."""
+    config = diffusers.DPMSolverSinglestepScheduler.from_config({**SD15, **variant}).config
+
+    def run(scheduler, begin):
+        scheduler.set_timesteps(steps)
+        if begin:
+            scheduler.set_begin_index(start)
+        x = NOISE.clone()
+        for t in scheduler.timesteps[start:]:
+            x = scheduler.step(MODEL(scheduler.scale_model_input(x, t), t), t, x).prev_sample
+        return x
+
+    theirs = run(diffusers.DPMSolverSinglestepScheduler.from_config(config), False)
+    ours = run(SamplerScheduler.from_config(config), False)
+    assert _rel(ours, theirs) < 2e-6
+    assert torch.equal(ours, run(SamplerScheduler.from_config(config), True))
+
+
+def test_a_loop_started_inside_a_kdpm2_step_is_refused_naming_where_steps_start():
+    """KDPM2's timesteps[1] is its first step's midpoint call: a loop that starts there is refused (a start inside a
+    step is no sampler's run), naming where the steps start and the fix; the message gave none."""
+    from samplers.core.errors import InvalidInput
+
+    ours = SamplerScheduler.from_config(diffusers.KDPM2DiscreteScheduler.from_config(SD15).config)
+    ours.set_timesteps(4)
+    t = ours.timesteps[1]
+    x = NOISE * ours.init_noise_sigma
+    with pytest.raises(InvalidInput, match=r"model call 1, inside a step of 'dpm_2' \(its steps start at the model "
+                                           r"calls \[0, 2, 4, 6\]\).*timesteps\[t_start \* scheduler.order:\]"):
+        ours.step(MODEL(ours.scale_model_input(x, t), t), t, x)

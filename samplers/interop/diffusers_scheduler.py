@@ -1366,7 +1366,7 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             self._run_plan = _Plan(self._plan.schedule[-1:], [], [], len(self._plan.calls) - begin_index)
             self._run_options = self._options
             return
-        regrouped = self._same and self._source.schedule is not None
+        regrouped = self._regrouped()
         if not regrouped and begin_index not in self._plan.step_starts:
             raise InvalidInput(f"begin_index {begin_index} is not the first model call of a step of "
                                f"{self.spec.name!r} (steps start at {self._plan.step_starts})")
@@ -2304,11 +2304,25 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         """A first ``step`` without ``set_begin_index``: start at the call whose timestep this is (as diffusers'
         schedulers find their step index: one read of its value, once a run; its type checked by the caller)."""
         t = float(torch.as_tensor(timestep).reshape(-1)[0])
-        starts = [i for i in (self._plan.step_starts or [0]) if self._call_times[i] == t]
+        # DPMSolverSinglestep's own run starts at any of its timesteps (img2img at 0.3 of 10 steps starts inside a
+        # group: diffusers finds index 7 from the timestep and lowers that step's order), as set_begin_index does
+        candidates = range(len(self._call_times)) if self._regrouped() else (self._plan.step_starts or [0])
+        starts = [i for i in candidates if self._call_times[i] == t]
         if not starts:
-            raise InvalidInput(f"step() got timestep {t:g}, which does not start a step of this run "
-                               f"(its timesteps are {[round(v, 3) for v in self._call_times]})")
+            shown = [round(v, 3) for v in self._call_times]
+            at = [i for i, v in enumerate(self._call_times) if v == t]
+            where = (f"it is model call {at[0]}, inside a step of {self.spec.name!r} (its steps start at the model "
+                     f"calls {self._plan.step_starts})" if at else "it is none of this run's timesteps")
+            raise InvalidInput(f"step() got timestep {t:g} as the first of this run, but {where}; the run's timesteps "
+                               f"are {shown}. Start the loop at the timestep of a step's first model call (an img2img "
+                               "pipeline passes timesteps[t_start * scheduler.order:]), or call set_begin_index(<the "
+                               "index of that call>) first")
         self._set_begin(starts[0])
+
+    def _regrouped(self) -> bool:
+        """Whether this run is a source class's own run that the shim regroups into the sampler's steps
+        (DPMSolverSinglestep: ``Source.schedule``), which starts at any of its model calls as the class does."""
+        return self._same and self._source is not None and self._source.schedule is not None
 
     def _check_planned_timestep(self, timestep, call: int) -> None:
         """The timestep a ``step`` got, against the one this run planned for its model call ``call``, where the source
