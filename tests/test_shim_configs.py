@@ -53,7 +53,7 @@ def test_stable_video_diffusions_continuous_euler_runs_as_diffusers_does(n):
 
 
 @pytest.mark.parametrize("cls, extra", [("KDPM2DiscreteScheduler", {}), ("KDPM2AncestralDiscreteScheduler", {}),
-                                        ("EulerAncestralDiscreteScheduler", {}),
+                                        ("EulerAncestralDiscreteScheduler", {}), ("DPMSolverSDEScheduler", {}),
                                         ("PNDMScheduler", {"skip_prk_steps": True, "steps_offset": 1})])
 def test_a_sample_predicting_config_the_class_cannot_step_is_refused_as_diffusers_refuses_it(cls, extra):
     """diffusers raises at the first step (NotImplementedError; PNDM a ValueError); the shim ran latents."""

@@ -599,7 +599,7 @@ SOURCES: dict[str, Source] = {
     "KDPM2AncestralDiscreteScheduler": Source(fixed("dpm_2_ancestral", eta=1.0), grid_two_calls, latents="ve",
                                               refusals=(_no_sample_prediction("KDPM2AncestralDiscreteScheduler"),)),
     "DPMSolverSDEScheduler": Source(fixed("dpmpp_sde", eta=1.0, r=0.5), grid_two_calls, latents="ve",
-                                    noise="brownian"),
+                                    noise="brownian", refusals=(_no_sample_prediction("DPMSolverSDEScheduler"),)),
     "DPMSolverSinglestepScheduler": Source(algorithm_dpm_singlestep, grid_per_step, x0=("threshold",),
                                            schedule=schedule_dpm_singlestep, refusals=(
         _not("algorithm_type", ("dpmsolver++",),
