@@ -148,6 +148,40 @@ def test_a_nan_timestep_of_diffusers_own_set_timesteps_is_refused_before_any_mod
     assert bool(torch.isfinite(x).all())
 
 
+FLOW = dict(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0)
+MU_CLASSES = ["DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "DEISMultistepScheduler"]
+
+
+@pytest.mark.parametrize("cls", MU_CLASSES)
+@pytest.mark.parametrize("extra, shown", [(FLOW, "use_dynamic_shifting=False, time_shift_type='exponential'"),
+                                          (dict(FLOW, use_dynamic_shifting=True, time_shift_type="linear"),
+                                           "use_dynamic_shifting=True, time_shift_type='linear'"),
+                                          (SD, "use_dynamic_shifting=False, time_shift_type='exponential'")])
+def test_mu_on_a_config_without_exponential_dynamic_shifting_names_the_keys_it_needs(cls, extra, shown):
+    """diffusers' set_timesteps asserts use_dynamic_shifting and time_shift_type='exponential' when passed mu: a bare
+    assert, whose empty message the shim forwarded ("DPMSolverMultistepScheduler.set_timesteps(6) refused: ")."""
+    with pytest.raises(AssertionError):
+        getattr(diffusers, cls)(**extra).set_timesteps(6, mu=0.9)
+    shim = SamplerScheduler.from_config(getattr(diffusers, cls)(**extra))
+    with pytest.raises(samplers.InvalidInput, match=rf"{cls}.set_timesteps\(num_inference_steps=6, mu=0.9\): mu is "
+                       rf"read only with use_dynamic_shifting=True and time_shift_type='exponential'.*{shown}.*do not "
+                       "pass mu"):
+        shim.set_timesteps(6, mu=0.9)
+    dynamic = SamplerScheduler.from_config(getattr(diffusers, cls)(**dict(FLOW, use_dynamic_shifting=True)))
+    dynamic.set_timesteps(6, mu=0.9)  # the condition met: it runs
+
+
+def test_a_bare_assert_of_the_class_is_shown_with_the_call(monkeypatch):
+    """Any other bare assert inside a class's set_timesteps: its type and the whole call, not an empty message."""
+    from samplers.interop import diffusers_sources
+
+    monkeypatch.setattr(diffusers_sources, "check_mu", lambda *args: None)
+    shim = SamplerScheduler.from_config(diffusers.DPMSolverMultistepScheduler(**FLOW))
+    with pytest.raises(samplers.InvalidInput, match=r"DPMSolverMultistepScheduler.set_timesteps\(num_inference_steps"
+                                                    r"=6, mu=0.9\) refused: a bare AssertionError, without a message"):
+        shim.set_timesteps(6, mu=0.9)
+
+
 def test_a_continuous_epsilon_euler_config_still_has_index_timesteps_and_their_range_is_checked():
     """diffusers' Euler feeds ¼·ln σ only for timestep_type="continuous" with v_prediction; with epsilon its
     timesteps stay indices of the training table, so steps_offset=150 at 10 steps (150 … 1050) is refused as with

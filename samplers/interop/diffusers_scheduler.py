@@ -1577,13 +1577,16 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         indexed = hasattr(ref, "alphas_cumprod") and self.space != "edm" and not continuous
         self._check_taken(name, passed)
         self._check_passed(name, sigmas, timesteps, total, indexed)
+        given = _call(n, passed)
+        if mu is not None:
+            sources.check_mu(ref, name, given)
         try:
             ref.set_timesteps(n, device="cpu", **passed)
         except (TypeError, AttributeError) as exc:
             raise self._set_timesteps_failure(name, n, passed, exc) from None
         except (ValueError, AssertionError, IndexError, RuntimeError) as exc:
-            raise InvalidInput(f"{name}.set_timesteps({n}) refused: {exc}") from None
-        given = _call(n, passed)
+            reason = str(exc) or f"a bare {type(exc).__name__}, without a message"
+            raise InvalidInput(f"{name}.set_timesteps({given}) refused: {reason}") from None
         sources.check_shift_terminal(ref, name, given)
         if isinstance(getattr(ref, "sigmas", None), torch.Tensor):  # the σ every run on the class's grid steps on
             sources.check_finite(ref, name, given, "sigmas", ref.sigmas, math.isnan,

@@ -125,6 +125,25 @@ def check_finite(ref, name: str, given: str, what: str, values, bad: Callable[[f
                        f"there: there is no image to reproduce. {fix}")
 
 
+# Classes whose set_timesteps, passed mu, asserts use_dynamic_shifting=True and time_shift_type='exponential' (a bare
+# assert: the shim forwarded its empty message, "set_timesteps(6) refused: "); Flux-style code passes mu routinely
+MU_NEEDS_EXPONENTIAL_SHIFTING = frozenset({"DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler",
+                                           "DEISMultistepScheduler"})
+
+
+def check_mu(ref, name: str, given: str) -> None:
+    """diffusers' condition on ``mu`` for :data:`MU_NEEDS_EXPONENTIAL_SHIFTING`, checked before its bare assert, the
+    refusal naming the keys it needs and the call (``given``)."""
+    dynamic = ref.config.get("use_dynamic_shifting", False)
+    kind = ref.config.get("time_shift_type", "exponential")
+    if name not in MU_NEEDS_EXPONENTIAL_SHIFTING or (dynamic and kind == "exponential"):
+        return
+    raise InvalidInput(f"{name}.set_timesteps({given}): mu is read only with use_dynamic_shifting=True and "
+                       f"time_shift_type='exponential' (diffusers' class asserts both, then sets flow_shift = e^mu), "
+                       f"and this config has use_dynamic_shifting={dynamic!r}, time_shift_type={kind!r}. Set both in "
+                       "the config for a shift that follows mu, or do not pass mu (the config's own flow_shift)")
+
+
 def _alpha_sigma(alphas_cumprod: torch.Tensor, alpha: torch.Tensor | float) -> float:
     """σ = √((1 − ᾱ)/ᾱ) of one ᾱ (a float32 table entry, read in float64); ᾱ = 0 gives inf."""
     a = float(alpha)
