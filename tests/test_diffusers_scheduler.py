@@ -438,7 +438,7 @@ def test_options_it_cannot_honour_are_refused_never_dropped():
 
 def test_zero_terminal_snr_eps_model_is_refused_and_v_model_runs_from_sigma_inf():
     zero = DDIMScheduler.from_config(SD15, timestep_spacing="trailing", rescale_betas_zero_snr=True)
-    with pytest.raises(ValueError, match="sigma = inf"):
+    with pytest.raises(ValueError, match="rescale_betas_zero_snr=True and prediction_type='epsilon'.*σ = inf"):
         txt2img(SamplerScheduler.from_config(zero.config))
     v = DDIMScheduler.from_config(SD15, timestep_spacing="trailing", rescale_betas_zero_snr=True,
                                   prediction_type="v_prediction", set_alpha_to_one=True)

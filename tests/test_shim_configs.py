@@ -182,6 +182,26 @@ def test_a_bare_assert_of_the_class_is_shown_with_the_call(monkeypatch):
         shim.set_timesteps(6, mu=0.9)
 
 
+@pytest.mark.parametrize("cls", ["DDIMScheduler", "DDPMScheduler", "LCMScheduler", "TCDScheduler"])
+def test_a_zero_snr_epsilon_config_is_refused_in_the_configs_terms(cls):
+    """rescale_betas_zero_snr=True with 'trailing' spacing starts at ᾱ = 0, where an ε model has no x0 (diffusers'
+    latents are NaN). Refused as before, but the message named samplers.schedules.set_first, which no scheduler
+    config can apply; now it names the keys and the config fixes."""
+    config = dict(SD, rescale_betas_zero_snr=True, timestep_spacing="trailing", clip_sample=False)
+    ref = getattr(diffusers, cls)(**config)
+    ref.set_timesteps(5)
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7))
+    for t in ref.timesteps:
+        x = ref.step(model(x, t), t, x, generator=torch.Generator().manual_seed(1)).prev_sample
+    assert bool(torch.isnan(x).any())
+    shim = SamplerScheduler.from_config(getattr(diffusers, cls)(**config))
+    with pytest.raises(samplers.InvalidOption, match=rf"{cls} with rescale_betas_zero_snr=True and prediction_type="
+                       r"'epsilon' evaluates the model first at timestep 999, where ᾱ = 0.*prediction_type="
+                       r"'v_prediction'.*rescale_betas_zero_snr=False.*Euler-family config") as refused:
+        shim.set_timesteps(5)
+    assert "set_first" not in str(refused.value)
+
+
 def test_a_continuous_epsilon_euler_config_still_has_index_timesteps_and_their_range_is_checked():
     """diffusers' Euler feeds ¼·ln σ only for timestep_type="continuous" with v_prediction; with epsilon its
     timesteps stay indices of the training table, so steps_offset=150 at 10 steps (150 … 1050) is refused as with

@@ -69,7 +69,7 @@ from .. import schedules
 from ..schedules.base import schedule_options as schedule_option_names
 from ..core import names
 from ..core import seeds as seeds_mod
-from ..core.conversion import to_x0
+from ..core.conversion import infinite_sigma_refusal, to_x0
 from ..core.errors import (InvalidInput, InvalidOption, InvalidType, LimitExceeded, MissingFile, SamplersError,
                           Unavailable)
 from ..core.native import VE, RectifiedFlow, VPDiscrete, flow_t
@@ -1633,6 +1633,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
             raise InvalidOption(_host_sync_refusal(spec.name))
         if self.latents == "ve" and math.isinf(schedule[0]):
             raise InvalidOption(f"{name} keeps VE latents (x = x0 + σ·n), which cannot start at σ = inf")
+        why = infinite_sigma_refusal(self.prediction, self.native) if math.isinf(schedule[0]) else None
+        if why is not None:  # worded by the config: the run's own refusal names a fix no config can set
+            raise InvalidOption(sources.zero_snr_refusal(ref, name, why))
         self._plan_run(spec, schedule, options, 0 if exact else grid.idle)
         if self._same:
             self.order = int(type(ref).order)  # pipelines index timesteps by t_start · order (img2img)

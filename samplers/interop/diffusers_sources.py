@@ -144,6 +144,23 @@ def check_mu(ref, name: str, given: str) -> None:
                        "the config for a shift that follows mu, or do not pass mu (the config's own flow_shift)")
 
 
+def zero_snr_refusal(ref, name: str, why: str) -> str:
+    """Why a class whose grid starts at ᾱ = 0 (σ = inf: DDIM / DDPM / LCM / TCD with rescale_betas_zero_snr=True and
+    'trailing' spacing) cannot run this model (``why``, the core's reason: an ε model has no x0 there), worded by the
+    config: the keys and the fixes a pipeline user can set (the sampler's own fix, a schedule that starts at a finite
+    σ, is out of a config's reach). diffusers' own latents are NaN there (x0 = (x − √(1 − ᾱ)·ε)/√ᾱ divides by 0);
+    the Euler family clamps ᾱ_T to 2⁻²⁴ (σ_max 4096) and runs."""
+    c = ref.config
+    zero_snr = bool(c.get("rescale_betas_zero_snr"))
+    cause = "rescale_betas_zero_snr=True" if zero_snr else "a training table whose last ᾱ is 0"
+    plain = "rescale_betas_zero_snr=False for a model trained on the plain table, " if zero_snr else ""
+    return (f"{name} with {cause} and prediction_type={c.get('prediction_type')!r} evaluates the model first at "
+            f"timestep {int(ref.timesteps[0])}, where ᾱ = 0 (σ = inf, zero SNR): {why}; diffusers' own latents are "
+            "NaN there (x0 = (x − √(1 − ᾱ)·ε)/√ᾱ divides by 0). Use prediction_type='v_prediction' for a "
+            f"zero-terminal-SNR v-model (what rescale_betas_zero_snr is for), {plain}or an Euler-family config "
+            "(EulerDiscreteScheduler / EulerAncestralDiscreteScheduler clamp ᾱ_T to 2⁻²⁴, a finite σ_max of 4096)")
+
+
 def _alpha_sigma(alphas_cumprod: torch.Tensor, alpha: torch.Tensor | float) -> float:
     """σ = √((1 − ᾱ)/ᾱ) of one ᾱ (a float32 table entry, read in float64); ᾱ = 0 gives inf."""
     a = float(alpha)
