@@ -202,6 +202,59 @@ def test_a_zero_snr_epsilon_config_is_refused_in_the_configs_terms(cls):
     assert "set_first" not in str(refused.value)
 
 
+@pytest.mark.parametrize("extra, shown", [(dict(sigma_min=20.0, sigma_max=1.0), "sigma_min=20.0 and sigma_max=1.0"),
+                                          (dict(sigma_min=20.0), "sigma_min=20.0 and sigma_max=None")])
+@pytest.mark.parametrize("grid", ["use_karras_sigmas", "use_exponential_sigmas"])
+def test_euler_sigma_min_above_sigma_max_is_refused_naming_the_keys(extra, shown, grid):
+    """diffusers builds ascending sigmas there and runs them silently; the shim refused them as an ascending sigmas
+    list, naming samplers.schedules.flip rather than the config's keys. Left unread (no karras / exponential
+    sigmas), the keys change nothing and the config runs, as in diffusers."""
+    config = dict(SD, **extra, **{grid: True})
+    ref = diffusers.EulerDiscreteScheduler(**config)
+    ref.set_timesteps(5)
+    assert float(ref.sigmas[0]) < float(ref.sigmas[-2])
+    shim = SamplerScheduler.from_config(diffusers.EulerDiscreteScheduler(**config))
+    with pytest.raises(samplers.InvalidOption, match=rf"EulerDiscreteScheduler with {shown} .*ascending.*Set "
+                                                     "sigma_min below sigma_max") as refused:
+        shim.set_timesteps(5)
+    assert "flip" not in str(refused.value)
+    SamplerScheduler.from_config(diffusers.EulerDiscreteScheduler(**dict(SD, **extra))).set_timesteps(5)
+
+
+def test_unipcs_repeated_final_sigma_on_a_flow_grid_names_the_option_it_sets():
+    """use_flow_sigmas with final_sigmas_type='sigma_min' repeats t_min by itself; the message blamed
+    use_karras/exponential/beta_sigmas, which the config does not set."""
+    config = dict(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0, final_sigmas_type="sigma_min")
+    shim = SamplerScheduler.from_config(diffusers.UniPCMultistepScheduler(**config))
+    with pytest.raises(samplers.InvalidOption, match=r"UniPCMultistepScheduler with use_flow_sigmas=True and "
+                                                     r"final_sigmas_type='sigma_min' repeats its final σ") as refused:
+        shim.set_timesteps(5)
+    assert "karras" not in str(refused.value)
+    karras = SamplerScheduler.from_config(diffusers.UniPCMultistepScheduler(**SD, use_karras_sigmas=True,
+                                                                             final_sigmas_type="sigma_min"))
+    with pytest.raises(samplers.InvalidOption, match=r"with use_karras_sigmas=True and final_sigmas_type='sigma_min'"):
+        karras.set_timesteps(5)
+
+
+@pytest.mark.parametrize("cls", ["LCMScheduler", "TCDScheduler"])
+@pytest.mark.parametrize("where", ["config", "argument"])
+def test_original_inference_steps_of_0_is_refused_naming_the_key(cls, where):
+    """LCM's num_train_timesteps // original_inference_steps: 0 was a raw ZeroDivisionError (from the config, or
+    LCM's set_timesteps argument)."""
+    config, passed = ({"original_inference_steps": 0}, {}) if where == "config" else ({}, {"original_inference_steps": 0})
+    shim = SamplerScheduler.from_config(getattr(diffusers, cls)(**SD, **config))
+    with pytest.raises(samplers.InvalidInput, match=rf"{cls}.set_timesteps\(num_inference_steps=4.*\): "
+                                                    r"original_inference_steps=0 \((passed to set_timesteps|from the "
+                                                    r"config)\) is the step count .* at least 1"):
+        shim.set_timesteps(4, **passed)
+
+
+def test_invert_sigmas_refusal_names_a_fix():
+    with pytest.raises(samplers.InvalidOption, match="keep diffusers' FlowMatchEulerDiscreteScheduler for such a "
+                                                     "model, or set invert_sigmas=False"):
+        SamplerScheduler.from_config(diffusers.FlowMatchEulerDiscreteScheduler(invert_sigmas=True))
+
+
 def test_a_continuous_epsilon_euler_config_still_has_index_timesteps_and_their_range_is_checked():
     """diffusers' Euler feeds ¼·ln σ only for timestep_type="continuous" with v_prediction; with epsilon its
     timesteps stay indices of the training table, so steps_offset=150 at 10 steps (150 … 1050) is refused as with

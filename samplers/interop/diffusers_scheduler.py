@@ -1580,17 +1580,19 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         given = _call(n, passed)
         if mu is not None:
             sources.check_mu(ref, name, given)
+        sources.check_step_counts(ref, name, passed, given)
         try:
             ref.set_timesteps(n, device="cpu", **passed)
         except (TypeError, AttributeError) as exc:
             raise self._set_timesteps_failure(name, n, passed, exc) from None
-        except (ValueError, AssertionError, IndexError, RuntimeError) as exc:
+        except (ValueError, AssertionError, IndexError, RuntimeError, ArithmeticError) as exc:
             reason = str(exc) or f"a bare {type(exc).__name__}, without a message"
             raise InvalidInput(f"{name}.set_timesteps({given}) refused: {reason}") from None
         sources.check_shift_terminal(ref, name, given)
         if isinstance(getattr(ref, "sigmas", None), torch.Tensor):  # the σ every run on the class's grid steps on
             sources.check_finite(ref, name, given, "sigmas", ref.sigmas, math.isnan,
                                  "Use another step count, or another scheduler class's config")
+        sources.check_sigma_order(ref, name)
         if indexed and ((ref.timesteps < 0).any() or (ref.timesteps > total - 1).any()):
             low, high = float(ref.timesteps.min()), float(ref.timesteps.max())
             if n is None:  # the sigmas passed (the timesteps passed are checked above)

@@ -161,6 +161,43 @@ def zero_snr_refusal(ref, name: str, why: str) -> str:
             "(EulerDiscreteScheduler / EulerAncestralDiscreteScheduler clamp ᾱ_T to 2⁻²⁴, a finite σ_max of 4096)")
 
 
+def check_sigma_order(ref, name: str) -> None:
+    """``sigma_min`` / ``sigma_max`` in a config (EulerDiscrete's keys; keys a pipeline registers that the classes'
+    karras / exponential / beta sigmas read) with sigma_min above sigma_max (or above the table's end where sigma_max
+    is left out) make the class build ascending sigmas, which diffusers runs from the least noise to the most,
+    silently. Refused naming both keys (the sampler refused the ascending list, naming samplers.schedules.flip)."""
+    low, high = ref.config.get("sigma_min"), ref.config.get("sigma_max")
+    sigmas = getattr(ref, "sigmas", None)
+    if (low is None and high is None) or not isinstance(sigmas, torch.Tensor):
+        return
+    inner = [v for v in sigmas.detach().to("cpu", torch.float64).tolist() if v > 0]
+    if len(inner) < 2 or inner[0] >= inner[-1]:
+        return
+    raise InvalidOption(f"{name} with sigma_min={low!r} and sigma_max={high!r} (None: the training table's end) builds "
+                        f"its sigmas from {inner[0]:.6g} up to {inner[-1]:.6g}, ascending: diffusers runs them from the "
+                        "least noise to the most, silently, which no sampler's run is. Set sigma_min below sigma_max "
+                        "(swapped?), or leave them out for the training table's range")
+
+
+# set_timesteps arguments that count steps, each defaulting to the config key of its name, which the class divides by
+# (LCM / TCD space their timesteps num_train_timesteps // original_inference_steps apart): 0 was a raw
+# ZeroDivisionError, a negative count diffusers' "reduce num_inference_steps to a value smaller than -5"
+STEP_COUNTS: dict[str, tuple[str, ...]] = {"LCMScheduler": ("original_inference_steps",),
+                                           "TCDScheduler": ("original_inference_steps",)}
+
+
+def check_step_counts(ref, name: str, passed: Mapping, given: str) -> None:
+    """Each of :data:`STEP_COUNTS` of class ``name`` (passed to set_timesteps, else its config's) at least 1."""
+    for key in STEP_COUNTS.get(name, ()):
+        value = passed[key] if key in passed else ref.config.get(key)
+        if not _real_in(value, 1, math.inf):
+            where = "passed to set_timesteps" if key in passed else "from the config"
+            raise InvalidInput(f"{name}.set_timesteps({given}): {key}={value!r} ({where}) is the step count of the "
+                               f"schedule the model was distilled on, at least 1 (the class spaces its timesteps "
+                               f"num_train_timesteps // {key} apart); use the model's own, 50 (diffusers' default) "
+                               "for the LCM / TCD models")
+
+
 def _alpha_sigma(alphas_cumprod: torch.Tensor, alpha: torch.Tensor | float) -> float:
     """σ = √((1 − ᾱ)/ᾱ) of one ᾱ (a float32 table entry, read in float64); ᾱ = 0 gives inf."""
     a = float(alpha)
@@ -370,10 +407,15 @@ def algorithm_dpm_multistep(ref, begin: int = 0) -> tuple[str, dict]:
 def algorithm_unipc(ref, begin: int = 0) -> tuple[str, dict]:
     c = ref.config
     if repeats(ref):
-        raise SourceRunRefused("UniPCMultistepScheduler with use_karras/exponential/beta_sigmas and "
-                               "final_sigmas_type='sigma_min' repeats σ_min: its last model call only applies the "
-                               "corrector to the step before (a zero-length predictor step), which the unipc "
-                               "samplers do not do; use final_sigmas_type='zero'", f"unipc_{c.solver_type}")
+        # worded by the option this config sets (its flow grid ends at t_min by itself; the karras / exponential /
+        # beta sigmas at σ_min), as algorithm_sa_solver words its own
+        option = next((k for k in _VP_TABLE_SIGMAS if c.get(k)), "use_flow_sigmas" if c.get("use_flow_sigmas") else None)
+        grid = f"{option}=True and " if option is not None else ""
+        raise SourceRunRefused(f"UniPCMultistepScheduler with {grid}final_sigmas_type={c.final_sigmas_type!r} repeats "
+                               "its final σ (its grid ends at σ_min, and that final sigma is σ_min again): its last "
+                               "model call only applies the corrector to the step before (a zero-length predictor "
+                               "step), which the unipc samplers do not do; use final_sigmas_type='zero'",
+                               f"unipc_{c.solver_type}")
     # diffusers reads disable_corrector by its own step index and ignores the rest: pass the run's (shifted by the
     # start step, img2img) that name a corrected step, 0 … n − 2, which is all the sampler takes
     n = len(ref.timesteps) - begin
@@ -666,7 +708,9 @@ SOURCES: dict[str, Source] = {
                 "EDMDPMSolverMultistepScheduler's sde-dpmsolver++ of order 3 adds no noise in its third-order "
                 "steps; use solver_order=2"),)),
     "FlowMatchEulerDiscreteScheduler": Source(algorithm_flow_match_euler, grid_per_step, space=_flow, refusals=(
-        _set("invert_sigmas", "inverted (Mochi-style) sigma schedules run from data to noise; not supported",
+        _set("invert_sigmas", "inverted (Mochi-style) sigma schedules run from data to noise (the model reads 1 − t), "
+                              "which no sampler here runs; keep diffusers' FlowMatchEulerDiscreteScheduler for such a "
+                              "model, or set invert_sigmas=False for a model trained on the usual flow times",
              algorithm=False),)),
     "FlowMatchHeunDiscreteScheduler": Source(fixed("heun_flow"), grid_two_calls, space=_flow),
 }
