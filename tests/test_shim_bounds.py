@@ -12,6 +12,9 @@ own float32 rounding, measured on more than one model, in the form the docs stat
   class's float32 weights; its step's own float32 tensor arithmetic remains, of the size of diffusers' own error.
 - Zero-terminal-SNR DDIM with η = 1, txt2img: diffusers' first-step root √(1 − ᾱ_prev − σ_t²), exactly 0, in float32
   (2.4e-4 or NaN); the shim's is 0. Carried to the final latents as the model carries it (a figure per model).
+- SASolverScheduler: its step coefficients in float32 from its float32 σ table (cancelling at small steps, most at
+  third order without lower_order_final); with that arithmetic in float64 diffusers' run is the shim's, up to the
+  latents' float32 arithmetic that a model of larger gain carries (a figure per orders and model).
 """
 from __future__ import annotations
 
@@ -240,3 +243,40 @@ def test_zero_snr_beta_sigmas_start_img2img_in_the_thousands_where_diffusers_rou
         assert relative <= bound, (variant, relative)
         start = float(theirs_s.sigmas[steps - int(steps * compat.STRENGTH)])
         assert (start > 1000) == bool(variant), start
+
+
+# docs/diffusers.md, "SA-Solver's float32 coefficients": the final latents' largest difference (5 to 50 steps), per
+# orders and model, with headroom; and the shim against diffusers' run with its σ arithmetic in float64
+SA_FLOAT32 = {
+    "default": ({}, {"table": 1e-5, "toy": 2e-4}),
+    "corrector 3": ({"corrector_order": 3}, {"table": 1e-5, "toy": 2e-3}),
+    "order 3 without lower_order_final": ({"predictor_order": 3, "corrector_order": 3, "lower_order_final": False},
+                                          {"table": 5e-5, "toy": 5e-3}),
+}
+SA_FLOAT64_SIGMA = {"table": 1e-5, "toy": 5e-4}
+
+
+@pytest.mark.parametrize("orders", sorted(SA_FLOAT32))
+def test_sa_solver_difference_is_its_float32_coefficients(orders):
+    """SASolver computes its coefficients in float32 from its float32 σ table (the shim in float64 from the same σ):
+    its image differs by its own float32 rounding, which a model of larger gain carries further."""
+    extra, bounds = SA_FLOAT32[orders]
+    config = diffusers.SASolverScheduler.from_config({**compat.SD15, **extra}).config
+
+    def run(scheduler, model, n, sigma64=False):
+        scheduler.set_timesteps(n)
+        if sigma64:  # the class's σ table upcast (the same values): its coefficients' arithmetic in float64
+            scheduler.sigmas = scheduler.sigmas.double()
+        x, g = NOISE * scheduler.init_noise_sigma, torch.Generator().manual_seed(11)
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(scheduler.scale_model_input(x, t), t), t, x, generator=g).prev_sample
+        return x.double()
+
+    for name in ("table", "toy"):
+        for n in (10, 28, 50):
+            ours = run(SamplerScheduler.from_config(config), MODELS[name], n)
+            theirs = run(diffusers.SASolverScheduler.from_config(config), MODELS[name], n)
+            theirs64 = run(diffusers.SASolverScheduler.from_config(config), MODELS[name], n, sigma64=True)
+            scale = max(1.0, float(theirs.abs().max()))
+            assert float((ours - theirs).abs().max()) / scale <= bounds[name], (name, n)
+            assert float((ours - theirs64).abs().max()) / scale <= SA_FLOAT64_SIGMA[name], (name, n)
