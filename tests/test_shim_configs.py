@@ -224,7 +224,7 @@ def test_euler_sigma_min_above_sigma_max_is_refused_naming_the_keys(extra, shown
 def test_unipcs_repeated_final_sigma_on_a_flow_grid_names_the_option_it_sets():
     """use_flow_sigmas with final_sigmas_type='sigma_min' repeats t_min by itself; the message blamed
     use_karras/exponential/beta_sigmas, which the config does not set."""
-    config = dict(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0, final_sigmas_type="sigma_min")
+    config = dict(FLOW, final_sigmas_type="sigma_min")
     shim = SamplerScheduler.from_config(diffusers.UniPCMultistepScheduler(**config))
     with pytest.raises(samplers.InvalidOption, match=r"UniPCMultistepScheduler with use_flow_sigmas=True and "
                                                      r"final_sigmas_type='sigma_min' repeats its final σ") as refused:
@@ -241,7 +241,8 @@ def test_unipcs_repeated_final_sigma_on_a_flow_grid_names_the_option_it_sets():
 def test_original_inference_steps_of_0_is_refused_naming_the_key(cls, where):
     """LCM's num_train_timesteps // original_inference_steps: 0 was a raw ZeroDivisionError (from the config, or
     LCM's set_timesteps argument)."""
-    config, passed = ({"original_inference_steps": 0}, {}) if where == "config" else ({}, {"original_inference_steps": 0})
+    zero = {"original_inference_steps": 0}
+    config, passed = (zero, {}) if where == "config" else ({}, zero)
     shim = SamplerScheduler.from_config(getattr(diffusers, cls)(**SD, **config))
     with pytest.raises(samplers.InvalidInput, match=rf"{cls}.set_timesteps\(num_inference_steps=4.*\): "
                                                     r"original_inference_steps=0 \((passed to set_timesteps|from the "

@@ -174,8 +174,8 @@ def check_sigma_order(ref, name: str) -> None:
     if len(inner) < 2 or inner[0] >= inner[-1]:
         return
     raise InvalidOption(f"{name} with sigma_min={low!r} and sigma_max={high!r} (None: the training table's end) builds "
-                        f"its sigmas from {inner[0]:.6g} up to {inner[-1]:.6g}, ascending: diffusers runs them from the "
-                        "least noise to the most, silently, which no sampler's run is. Set sigma_min below sigma_max "
+                        f"its sigmas from {inner[0]:.6g} up to {inner[-1]:.6g}, ascending: diffusers runs them from "
+                        "the least noise to the most, silently, which no sampler's run is. Set sigma_min below sigma_max "
                         "(swapped?), or leave them out for the training table's range")
 
 
@@ -409,7 +409,8 @@ def algorithm_unipc(ref, begin: int = 0) -> tuple[str, dict]:
     if repeats(ref):
         # worded by the option this config sets (its flow grid ends at t_min by itself; the karras / exponential /
         # beta sigmas at σ_min), as algorithm_sa_solver words its own
-        option = next((k for k in _VP_TABLE_SIGMAS if c.get(k)), "use_flow_sigmas" if c.get("use_flow_sigmas") else None)
+        flow = "use_flow_sigmas" if c.get("use_flow_sigmas") else None
+        option = next((k for k in _VP_TABLE_SIGMAS if c.get(k)), flow)
         grid = f"{option}=True and " if option is not None else ""
         raise SourceRunRefused(f"UniPCMultistepScheduler with {grid}final_sigmas_type={c.final_sigmas_type!r} repeats "
                                "its final σ (its grid ends at σ_min, and that final sigma is σ_min again): its last "
