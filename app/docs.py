@@ -250,7 +250,14 @@ def names_md() -> str:
             + ": what A1111's API payload sends for every sampler) is accepted and dropped, and any other value is "
             "refused, naming the registry sampler that runs with it (before: `Euler a`, `DPM adaptive` and `Restart` "
             "applied a caller's `s_noise`, which A1111 ignores, and the defaults were refused under `LMS`, `DPM++ 2M`, "
-            "... as unknown options).",
+            "... as unknown options). A1111's eta (the request's, else its \"Eta for ancestral samplers\" setting, 1 "
+            "by default, or \"Eta DDIM\", 0, for its timestep samplers DDIM / PLMS / UniPC) reaches only a function "
+            "with an `eta` parameter (`labels.A1111_TAKES_ETA`: "
+            + ", ".join(f"`{fn}`" for fn in sorted(labels.A1111_TAKES_ETA))
+            + "): under every other label (`LCM`, whose A1111 function `sample_lcm` re-noises with fresh noise only, "
+            "η = 1, `PLMS`, `UniPC`, `Euler`, `LMS`, `DPM++ 2M`, `Restart`, ...) eta at that default is dropped and "
+            "any other value refused the same way (before: `LCM` ran a caller's eta, which A1111 ignores, and "
+            "`Pipeline.request` wrote it into the infotext).",
             "- A1111's **DPM fast** / **DPM adaptive** (`k_dpm_fast`, `k_dpm_ad`) run, as A1111's txt2img does, on "
             "the model's whole σ range whatever Schedule type is chosen: a schedule with those ends (and, for DPM "
             "fast, that many steps: Uniform, Karras, Exponential, KL Optimal; within 1e-4, so a registry schedule on the "

@@ -75,3 +75,61 @@ def test_the_table_is_a1111s():
         "sample_euler": full, "sample_heun": full, "sample_dpm_2": full,
         **{f: ("s_noise",) for f in ("sample_dpm_fast", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral",
                                       "sample_dpmpp_sde", "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde")}}
+
+
+# ---------------------------------------------------------------------------------------------------------- eta
+# A1111 passes its eta only to a function with an eta parameter (Sampler.initialize: inspect.signature): its LCM
+# (sd_samplers_lcm.sample_lcm) has none, so A1111's LCM re-noises with fresh noise only whatever the eta.
+
+@pytest.mark.parametrize("label", ["LCM", "k_lcm", "a1111:LCM"])
+def test_eta_under_lcm_is_refused_naming_the_registry_lcm(label):
+    with pytest.raises(InvalidOption, match="A1111 does not pass its eta setting") as err:
+        names.resolve_call(label, None, {"eta": 0.5})
+    assert "no eta parameter" in str(err.value) and "'lcm'" in str(err.value)
+    x = torch.ones(1, 4) * 10
+    with pytest.raises(InvalidOption, match="eta"):
+        samplers.sample(label, model, x, SIGMAS, seed=1, eta=0.5)
+    samplers.sample("lcm", model, x, SIGMAS, seed=1, eta=0.5)  # the registry's takes it
+
+
+def test_eta_at_a1111s_default_is_dropped_under_lcm_and_runs_a1111s_lcm():
+    _, _, merged = names.resolve_call("LCM", None, {"eta": 1.0})
+    assert "eta" not in merged
+    x = torch.linspace(-1, 1, 8).reshape(2, 4) * 10
+    assert torch.equal(samplers.sample("LCM", model, x, SIGMAS, seed=[3, 4]),
+                       samplers.sample("LCM", model, x, SIGMAS, seed=[3, 4], eta=1.0))
+
+
+def _a1111_eta_default(found) -> float:
+    """A1111's eta setting's default for a label: "Eta DDIM" (0) for its timestep samplers, else "Eta for ancestral
+    samplers" (1)."""
+    timestep = found.sampler in {labels.A1111[k][0] for k in labels.A1111_TIMESTEP_SAMPLERS}
+    return 0.0 if timestep else 1.0
+
+
+@pytest.mark.parametrize("label", sorted(labels.A1111))
+def test_a1111s_eta_default_is_accepted_under_every_label_and_kept_where_a1111_passes_it(label):
+    found = names.resolve(label)
+    _, _, merged = names.resolve_call(label, None, {"eta": _a1111_eta_default(found)})
+    assert ("eta" in merged) == (f"sample_{found.sampler}" in labels.A1111_TAKES_ETA)
+
+
+@pytest.mark.parametrize("label", sorted(labels.A1111))
+def test_another_eta_is_refused_where_a1111_does_not_pass_it(label):
+    found = names.resolve(label)
+    if f"sample_{found.sampler}" in labels.A1111_TAKES_ETA:
+        return
+    with pytest.raises(InvalidOption, match="A1111 does not pass its eta setting") as err:
+        names.resolve_call(label, None, {"eta": 0.5})
+    if "eta" not in samplers.core.registry.SAMPLERS.get(found.sampler).options:
+        assert f"the registry's {found.sampler!r} takes no eta either" in str(err.value)
+
+
+def test_the_eta_table_is_a1111s():
+    # the k-diffusion functions with an eta parameter, and A1111's timestep DDIM (sd_samplers_timesteps_impl.ddim)
+    assert labels.A1111_TAKES_ETA == {
+        "sample_euler_ancestral", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral", "sample_dpm_fast",
+        "sample_dpm_adaptive", "sample_dpmpp_sde", "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde", "sample_ddim"}
+    # of the A1111 labels whose registry sampler takes eta, only LCM's A1111 function does not
+    takes = {k for k, v in labels.A1111.items() if "eta" in samplers.core.registry.SAMPLERS.get(v[0]).options}
+    assert {k for k in takes if f"sample_{labels.A1111[k][0]}" not in labels.A1111_TAKES_ETA} == {"LCM", "k_lcm"}

@@ -58,3 +58,10 @@ def test_request_leaves_out_a1111_defaults_its_label_drops():
     assert r["options"] == {"eta": 0.7}
     r = P.Pipeline.request(FAKE, "a cat", sampler="Euler", options={"s_churn": 0.0, "s_noise": 1.0})
     assert r["options"] == {"s_churn": 0.0, "s_noise": 1.0}  # Euler receives them: recorded as run
+
+
+def test_lcm_records_no_eta_a1111_does_not_pass_it():
+    r = P.Pipeline.request(FAKE, "a cat", sampler="LCM", options={"eta": 1.0})
+    assert "eta" not in r["options"] and "Eta" not in P.infotext(r)
+    with pytest.raises(InvalidOption, match="eta"):
+        P.Pipeline.request(FAKE, "a cat", sampler="LCM", options={"eta": 0.5})

@@ -99,7 +99,8 @@ COMFYUI_NOT_TAKEN: dict[str, tuple[tuple[str, ...], str]] = {
 # ComfyUI calls them with k-diffusion's default eta = 0.
 A1111_ETA = {"eta": 1.0}
 # The options of A1111's labels that are A1111's settings, which its users change (its "Eta for ancestral samplers"):
-# a caller's value replaces the label's, as A1111 passes the setting's value.
+# a caller's value replaces the label's, as A1111 passes the setting's value (to a function that takes eta:
+# A1111_TAKES_ETA below; under the others it is dropped at A1111's default, else refused).
 A1111_SETTINGS = frozenset({"eta"})
 # A1111's sampler settings s_churn, s_tmin, s_tmax, s_noise (Settings > Sampler parameters; its API payload's fields
 # of those names) reach a k-diffusion function only where its sampler_extra_params lists them for that function
@@ -118,7 +119,22 @@ A1111_SAMPLER_PARAMS: dict[str, tuple[str, ...]] = {
 # (s_tmax 0 is A1111's "no upper bound", as inf): a label whose function does not receive the setting accepts them
 # and drops them, as A1111 does; any other value is refused there (A1111 would ignore it: another image than asked).
 A1111_SAMPLER_PARAM_NO_OPS: dict[str, tuple[float, ...]] = {
-    "s_churn": (0.0,), "s_tmin": (0.0,), "s_tmax": (0.0, float("inf")), "s_noise": (1.0,)}
+    "s_churn": (0.0,), "s_tmin": (0.0,), "s_tmax": (0.0, float("inf")), "s_noise": (1.0,), "eta": (1.0,)}
+# A1111's eta reaches a function by another rule: its sampler passes its eta (the request's, else its setting) only to
+# a function with an ``eta`` parameter (sd_samplers_common.Sampler.initialize, 1.6+, and KDiffusionSampler.initialize
+# before: ``if 'eta' in inspect.signature(self.func).parameters``). These are the functions that have one, keyed as
+# above (A1111's timestep DDIM, sd_samplers_timesteps_impl.ddim, as "sample_ddim"). Without one: k-diffusion's
+# sample_euler / _heun / _dpm_2 / _lms / _dpmpp_2m, A1111's restart_sampler, sd_samplers_lcm.sample_lcm (which re-noises
+# with fresh noise only, η = 1, whatever the setting), its timestep plms / unipc, and Forge's DDPM / iPNDM / DEIS /
+# HeunPP2. Under their labels a caller's eta is what A1111 ignores: dropped at its setting's default, else refused
+# (samplers.core.names._a1111_received), as the settings above.
+A1111_TAKES_ETA = frozenset({
+    "sample_euler_ancestral", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral", "sample_dpm_fast",
+    "sample_dpm_adaptive", "sample_dpmpp_sde", "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde", "sample_ddim"})
+# The default of A1111's eta setting is the no-op above (its "Eta for ancestral samplers", opts.eta_ancestral, 1.0,
+# which its KDiffusionSampler and LCMSampler read) but for its timestep samplers (CompVisSampler: DDIM, PLMS, UniPC),
+# which read "Eta DDIM" (opts.eta_ddim, 0.0): the no-ops of their functions where they differ.
+A1111_TIMESTEP_NO_OPS: dict[str, tuple[float, ...]] = {"eta": (0.0,)}
 # A1111's k-diffusion samplers draw their in-loop noise with torch.randn_like, which A1111 answers from each image's
 # own generator, seeded with the image's seed, after the image's starting noise (modules/rng.py ImageRNG.next through
 # sd_samplers_common.TorchHijack); its default source, a generator on the latents' device, is "a1111" (see

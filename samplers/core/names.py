@@ -326,27 +326,39 @@ def merge_options(found: Label, options: dict | None) -> dict:
 
 
 def _a1111_received(found: Label, options: dict | None) -> dict | None:
-    """The caller's options less the A1111 sampler settings (s_churn, s_tmin, s_tmax, s_noise) that A1111 does not
-    pass to an A1111 label's function (:data:`labels.A1111_SAMPLER_PARAMS`): at their no-op values (what A1111's
-    payload sends for every sampler) they are dropped, as A1111 drops them; any other value is refused, since A1111
+    """The caller's options less the A1111 settings that A1111 does not pass to an A1111 label's function: its sampler
+    settings (s_churn, s_tmin, s_tmax, s_noise) where its sampler_extra_params does not list them
+    (:data:`labels.A1111_SAMPLER_PARAMS`), and its eta where the function has no ``eta`` parameter
+    (:data:`labels.A1111_TAKES_ETA`: LCM's, PLMS's, ...). At their no-op values (A1111's defaults, what its payload or
+    settings send for every sampler) they are dropped, as A1111 drops them; any other value is refused, since A1111
     would run the label without it."""
     if found.source != "a1111" or not options:
         return options
-    received = labels.A1111_SAMPLER_PARAMS.get(f"sample_{found.sampler}", ())
+    function = f"sample_{found.sampler}"
+    received = labels.A1111_SAMPLER_PARAMS.get(function, ()) + (("eta",) if function in labels.A1111_TAKES_ETA else ())
+    timestep = found.sampler in {labels.A1111[k][0] for k in labels.A1111_TIMESTEP_SAMPLERS}
+    defaults = {**labels.A1111_SAMPLER_PARAM_NO_OPS, **(labels.A1111_TIMESTEP_NO_OPS if timestep else {})}
     kept = {}
     for key, value in options.items():
-        if key not in labels.A1111_SAMPLER_PARAM_NO_OPS or key in received:
+        if key not in defaults or key in received:
             kept[key] = value
             continue
-        no_ops = labels.A1111_SAMPLER_PARAM_NO_OPS[key]
+        no_ops = defaults[key]
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and value in no_ops:
             continue  # A1111's default, which its function never sees: the run is the same without it
-        raise InvalidOption(f"A1111 does not pass its {key} setting to {found.label!r} ({found.sampler}: not in "
-                            f"its sampler_extra_params), so it runs that label with {key} at its default whatever "
-                            f"the setting: {key}={value!r} would not be A1111's image; leave {key} out (or pass "
-                            f"A1111's default {' or '.join(repr(v) for v in no_ops)}), or name the registry sampler "
-                            f"{found.sampler!r} to run it with {key}={value!r}")
+        raise InvalidOption(_not_passed(found, key, value, no_ops))
     return kept
+
+
+def _not_passed(found: Label, key: str, value, no_ops: tuple) -> str:
+    """The refusal of a caller's A1111 setting ``key`` that A1111 does not pass to ``found``'s function."""
+    why = ("its function has no eta parameter" if key == "eta" else "not in its sampler_extra_params")
+    spec = SAMPLERS.get(found.sampler)
+    fix = (f"name the registry sampler {found.sampler!r} to run it with {key}={value!r}" if key in spec.options else
+           f"the registry's {found.sampler!r} takes no {key} either")
+    return (f"A1111 does not pass its {key} setting to {found.label!r} ({found.sampler}: {why}), so its image is "
+            f"the same whatever the setting: {key}={value!r} would not be A1111's image; leave {key} out (or pass "
+            f"A1111's default {' or '.join(repr(v) for v in no_ops)}), or {fix}")
 
 
 def _refuse_comfyui_not_taken(found: Label, options: dict | None) -> None:
