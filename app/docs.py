@@ -347,7 +347,9 @@ def names_md() -> str:
             "the latents' device, as `\"a1111\"` does (the pipeline, whose starting noise is A1111's \"CPU\" "
             "source's, runs the labels with `\"a1111_cpu\"`: A1111's CPU-source image on any device); for its "
             "\"CPU\" and \"NV\" sources pass `noise_sampler=\"a1111_cpu\"` / `\"a1111_nv\"`, and for an \"Eta "
-            "noise seed delta\" d the object `A1111Noise(x, seeds, source, eta_noise_seed_delta=d)`. Not reproduced: "
+            "noise seed delta\" d the object `A1111Noise(x, seeds, source, eta_noise_seed_delta=d)` (every run starts it "
+            "from its seeds, as A1111's fresh `ImageRNG` of each batch: one object serves any number of runs). Not "
+            "reproduced: "
             "Forge's `DDPM` and `HeunPP2` (Forge's samplers module, not the one A1111's hijack replaces) draw this "
             "library's seeded noise; with A1111's NV source its SDE labels' Brownian trees draw "
             "Philox numbers (A1111 replaces torchsde's randn), which no option here gives.",

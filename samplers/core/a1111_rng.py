@@ -107,7 +107,14 @@ def _source(source) -> str:
 class A1111Noise:
     """A1111's in-loop noise for the images of ``seeds``: each image's generator after its starting noise
     (``ImageRNG.next``), or with ``eta_noise_seed_delta`` d ≠ 0 a fresh one seeded seed + d. Batch-invariant: an
-    image's draws depend on its own seed only, as in A1111."""
+    image's draws depend on its own seed only, as in A1111.
+
+    Every run starts it from its seeds: A1111 builds a new ``ImageRNG`` for every batch (processing.py
+    ``p.rng = rng.ImageRNG(...)``), so the same seeds and delta always give the same draws, and a run here
+    (``samplers.sample``, the pipeline, the k-diffusion drop-ins, every call of a ``graph.capture`` run) calls
+    :meth:`rewind` before its first draw. One object serves any number of runs, each the image A1111 makes for those
+    seeds (before, a second run continued the first one's streams: another image, 0.6 away on a small test problem).
+    """
 
     def __init__(self, like: torch.Tensor, seeds: Sequence[int], source: str = "gpu", eta_noise_seed_delta: int = 0):
         self.source = _source(source)
@@ -124,20 +131,29 @@ class A1111Noise:
         self.shape = tuple(like.shape[1:])
         self.dtype, self.device = like.dtype, like.device
         self.delta = delta
+        self.seeds = seeds
         self.generators = _generators(streams, self.source, like.device)
         if delta == 0:  # the images' starting noise was each generator's first draw (ImageRNG.first)
             _draw(self.generators, self.shape)
 
     def reseed(self, seeds: Sequence[int]) -> None:
         """Restart every image's stream as a new ``A1111Noise`` of ``seeds`` would, in place (the generators stay the
-        same objects, as :meth:`samplers.core.noise.SeededNoise.reseed`: a captured CUDA graph draws from them)."""
+        same objects, as :meth:`samplers.core.noise.SeededNoise.reseed`: a captured CUDA graph draws from them); the
+        object's seeds are then ``seeds``."""
+        seeds = [int(s) for s in seeds]
         for g, s in zip(self.generators, seeds, strict=True):
             if self.source == "nv":
-                g.seed, g.offset = int(s) + self.delta, 0
+                g.seed, g.offset = s + self.delta, 0
             else:
-                g.manual_seed(int(s) + self.delta)
+                g.manual_seed(s + self.delta)
+        self.seeds = seeds
         if self.delta == 0:
             _draw(self.generators, self.shape)
+
+    def rewind(self) -> None:
+        """Start every image's stream again from the object's seeds, as A1111's fresh ``ImageRNG`` of each batch does
+        (what a run calls before its first draw)."""
+        self.reseed(self.seeds)
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         return to_device(_draw(self.generators, self.shape), self.device, self.dtype)

@@ -18,8 +18,9 @@ reproduces ``samplers.sample(..., seed=...)``; a run that draws no noise makes n
 Names resolve as in ``samplers.sample`` (a label's options are the run's, and the run takes them as checked), and
 everything is validated before any model call and before ``seed=None``'s default seeds are drawn from torch's global
 generator: a refused capture leaves it alone. A caller's :class:`~samplers.core.noise.PredrawnNoise` is
-``reset()`` at every call, so every call gets its draws from the first; Brownian noise (named or an object) is
-refused: its path is built on the host.
+``reset()`` at every call, so every call gets its draws from the first, and an
+:class:`~samplers.core.a1111_rng.A1111Noise` is rewound to its seeds, as ``samplers.sample`` rewinds it; Brownian noise
+(named or an object) is refused: its path is built on the host.
 
 On a device without CUDA graphs ``capture`` raises :class:`GraphUnavailable`; pass ``fallback="eager"``
 to get the same object running the same prepared loop eagerly (what the CPU tests exercise).
@@ -36,6 +37,7 @@ import torch
 from .conversion import model_dtype, prepare_times, state_dtype as state_dtype_for
 from . import noise as noise_mod
 from .brownian import BrownianNoise, BrownianTreeNoiseSampler
+from .a1111_rng import A1111Noise
 from .noise import PredrawnNoise, SeededNoise
 from .seeds import resolve_seeds
 from .errors import InvalidInput, InvalidOption, InvalidType, Unavailable
@@ -128,6 +130,7 @@ class GraphedSampler:
         self.seeds: list[int] | None = None
         self.takes_seed = False  # per-item seeds (made only where the run draws noise): a call's seed= is read
         self.predrawn: PredrawnNoise | None = None
+        self.a1111: A1111Noise | None = None  # a caller's A1111 noise: rewound to its seeds at every call
         self._unseeded: tuple | None = None  # (seed, kind) of the seeded noise make_noise() makes
         if "noise_sampler" in spec.options:
             kind = noise_mod.check(noise_sampler, seed, like)
@@ -147,6 +150,9 @@ class GraphedSampler:
                 # A PredrawnNoise serves one run: it is reset() at every call, so every call gets draws 0, 1, …
                 if isinstance(noise_sampler, PredrawnNoise):
                     self.predrawn = noise_sampler
+                # an A1111Noise starts every run from its seeds (A1111's fresh ImageRNG per batch): every call too
+                if isinstance(noise_sampler, A1111Noise):
+                    self.a1111 = noise_sampler
                 self.options["noise_sampler"] = noise_mod.for_run(noise_sampler, None, self.static_x, sigmas)
             elif seed is None and not draws_noise(spec, self.options):
                 # a run that draws no noise draws no seed either (torch's global generator untouched), as in
@@ -200,6 +206,8 @@ class GraphedSampler:
     def _reseed(self, seed) -> None:
         if self.predrawn is not None:
             self.predrawn.reset()
+        if self.a1111 is not None:
+            self.a1111.rewind()
         if self.noise is None:
             if self.takes_seed:  # no draw in this run: the seeds are only checked
                 if seed is not None:

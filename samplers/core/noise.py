@@ -379,12 +379,13 @@ def for_run(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
 
     ``draws``: the run will draw (a stochastic sampler with noise on), so a named kind that cannot be built on
     ``sigmas`` is refused now, before any model call, not at its first draw. A :class:`BrownianNoise` object of the
-    caller's (or a :class:`BrownianTreeNoiseSampler`, whose churn draws come from a generator: ``fresh()``) is rewound:
-    runs that share it get the same noise."""
+    caller's (or a :class:`BrownianTreeNoiseSampler`, whose churn draws come from a generator: ``fresh()``) is rewound,
+    and so is an :class:`A1111Noise` (to its seeds, as A1111's fresh ``ImageRNG`` of each batch): runs that share it
+    get the same noise."""
     seeds = None if seed is None else resolve_seeds(seed, x.shape[0])
     kind = check(noise_sampler, seed, x)
     if kind is None:
-        if isinstance(noise_sampler, (BrownianNoise, BrownianTreeNoiseSampler)):
+        if isinstance(noise_sampler, (BrownianNoise, BrownianTreeNoiseSampler, A1111Noise)):
             noise_sampler.rewind()
         return _Checked(noise_sampler, x)
     if draws and kind.startswith("brownian_tree"):

@@ -57,6 +57,7 @@ from tqdm.auto import tqdm, trange  # noqa: F401  (as above)
 
 from ..core import names, registry, steps
 from ..core import noise as noise_mod
+from ..core.a1111_rng import A1111Noise
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
 from ..core.conversion import prepare_times, state_dtype
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, NonFiniteError, Unavailable
@@ -525,7 +526,11 @@ def _check_call(model, x, extra_args, callback, disable, noise_sampler=None, see
 
 
 def _check_noise_sampler(noise_sampler) -> None:
-    """k-diffusion's ``noise_sampler``: None or a callable, else refused with k-diffusion's kinds of noise sampler."""
+    """k-diffusion's ``noise_sampler``: None or a callable, else refused with k-diffusion's kinds of noise sampler.
+    Checked before a run's first draw, where an :class:`~samplers.core.a1111_rng.A1111Noise` is rewound to its seeds,
+    as every run here rewinds it (A1111 builds a fresh ``ImageRNG`` for every batch)."""
+    if isinstance(noise_sampler, A1111Noise):
+        noise_sampler.rewind()
     if noise_sampler is None or (callable(noise_sampler) and not isinstance(noise_sampler, str)):
         return
     got = (f"noise_sampler={noise_sampler!r}" if isinstance(noise_sampler, str) else
