@@ -1255,8 +1255,10 @@ class Pipeline(PipelineSpec):
                 **extra) -> dict:
         """One image's request as :func:`save_images` records it in its PNG: the prompt, the sampler (the name given,
         or the model's default), the schedule it runs on (its label's, the model's default, or ``"fitted"``: a
-        fitted solver's own nodes), steps, cfg, seed, size, the sampler options, the model (its name and weights'
-        sha256) and the library version; ``extra`` (``strength=`` of img2img, say) is recorded as given.
+        fitted solver's own nodes), steps, cfg, seed, size, the sampler options, ``rng="CPU"`` (every image's starting
+        noise is A1111's "CPU" source's first draw, and A1111 reads an infotext without RNG as its "GPU" one), the
+        model (its name and weights' sha256) and the library version; ``extra`` (``strength=`` of img2img, say) is
+        recorded as given.
 
         The prompt, seed and size are checked by the run's own rules (:meth:`_prompts`, ``resolve_seeds``,
         :meth:`check_size`), so a PNG never records one the run would refuse, nor another (a seed of 1.9 recorded as
@@ -1274,7 +1276,6 @@ class Pipeline(PipelineSpec):
         options = dict(options or {})
         if sampler is None and schedule is None:
             schedule = self.default_pair_schedule
-        given = {k for k, v in options.items() if v is not None}
         # resolved and checked as the run resolves and checks them (_resolve): an option the run would refuse is
         # refused here, not written into a PNG as if it had run
         found, schedule, _, merged, _ = _resolve(self.defaults["sampler"] if sampler is None else sampler, schedule,
@@ -1283,8 +1284,10 @@ class Pipeline(PipelineSpec):
         options = {k: v for k, v in options.items() if k in merged}
         if found.sigmas is not None:
             schedule, steps = "fitted", len(found.sigmas) - 1
-        if merged.get("noise_sampler") == "a1111_cpu" and "noise_sampler" not in given:
-            extra = {"rng": "CPU", **extra}  # as A1111's infotext records its CPU source, and reads it back
+        # every image starts from seeded_randn, A1111's "CPU" source's first draw (ImageRNG.first), which the A1111
+        # labels' own draws continue ("a1111_cpu"): recorded as A1111 records that source, whatever the sampler.
+        # A1111 writes RNG for every source but its "GPU" one, and reads an infotext without it as GPU noise
+        extra = {"rng": "CPU", **extra}
         return {"prompt": prompt, "sampler": self.defaults["sampler"] if sampler is None else sampler,
                 "schedule": self.default_schedule if schedule is None else schedule,
                 "steps": self.defaults["steps"] if steps is None else int(steps), "cfg": self.guidance(cfg),
@@ -1444,7 +1447,7 @@ def _quote(value) -> str:
 def infotext(request: dict) -> str:
     """A1111's infotext of one image's ``request`` (:meth:`Pipeline.request`), as its ``create_infotext`` writes it:
     the prompt, then a line ``Steps: 20, Sampler: dpmpp_2m, Schedule type: karras, CFG scale: 4.0, Seed: 0, Size:
-    64x64, Model hash: …, Model: unet-eps``, then the sampler options and ``Version``."""
+    64x64, Model hash: …, Model: unet-eps, RNG: CPU``, then the sampler options and ``Version``."""
     fields = {"size": f"{request['width']}x{request['height']}" if "width" in request and "height" in request else None,
               "model_hash": (request.get("model_sha256") or "")[:10] or None}  # A1111's short hash: 10 hex digits
     params = {label: fields.get(key, request.get(key)) for key, label in _INFOTEXT_KEYS.items()}

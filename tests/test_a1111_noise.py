@@ -325,5 +325,8 @@ def test_the_pipelines_infotext_records_a1111s_cpu_source_for_its_labels():
     from models.pipeline import Pipeline
     request = Pipeline.request(Stub(), "p", sampler="Euler a", steps=4)
     assert request["rng"] == "CPU" and "RNG: CPU" in infotext(request)
-    assert "rng" not in Pipeline.request(Stub(), "p", sampler="euler_ancestral", steps=4)
-    assert "rng" not in Pipeline.request(Stub(), "p", sampler="Euler a", steps=4, options={"noise_sampler": "a1111_nv"})
+    # every image's starting noise is that source's first draw, whatever draws follow it (tests/
+    # test_pipeline_infotext_a1111.py): the in-loop noise a caller chose is recorded as its option
+    assert Pipeline.request(Stub(), "p", sampler="euler_ancestral", steps=4)["rng"] == "CPU"
+    request = Pipeline.request(Stub(), "p", sampler="Euler a", steps=4, options={"noise_sampler": "a1111_nv"})
+    assert request["rng"] == "CPU" and "noise_sampler: a1111_nv" in infotext(request)

@@ -65,3 +65,13 @@ def test_lcm_records_no_eta_a1111_does_not_pass_it():
     assert "eta" not in r["options"] and "Eta" not in P.infotext(r)
     with pytest.raises(InvalidOption, match="eta"):
         P.Pipeline.request(FAKE, "a cat", sampler="LCM", options={"eta": 0.5})
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M Karras", "LMS", "PLMS", "DDIM", "DPM++ 2M SDE", "UniPC",
+                                     "dpmpp_2m", "euler_ancestral", "comfyui:euler"])
+def test_every_image_records_a1111s_cpu_source_its_starting_noise_came_from(sampler):
+    # every pipeline image starts from seeded_randn, A1111's CPU source's first draw; A1111 writes RNG for every
+    # source but GPU and reads an infotext without it as GPU noise: a "DPM++ 2M Karras" PNG without it started from
+    # other noise there (only the labels that draw A1111's noise in the loop recorded it)
+    r = P.Pipeline.request(FAKE, "a cat", sampler=sampler, steps=20)
+    assert r["rng"] == "CPU" and ", RNG: CPU," in P.infotext(r)
