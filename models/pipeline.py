@@ -1488,14 +1488,45 @@ def _a1111_schedule_type(schedule):
     """The Schedule type as A1111's infotext writes it (create_infotext: ``p.scheduler``, the type's label): an
     ``a1111:<type>`` schedule as the label ("Karras"), which A1111's PNG-info reads back; the schedules A1111's
     labels run of their own (DDIM / PLMS's timesteps, LCM's) as "Automatic" (the type A1111 records for them). Any
-    other name as this library names it (A1111 reads a name its sd_schedulers.schedulers_map holds, "karras", and
-    falls back to Automatic for the others, "linspace": docs/models.md)."""
-    if not isinstance(schedule, str) or names.name_prefix(schedule) != "a1111":
+    other name as this library names it (A1111 reads a name its sd_schedulers.schedulers_map holds, "karras", as that
+    type, and falls back to Automatic for the others, "linspace": docs/models.md), but a name A1111 holds for another
+    rule than the one that ran (:func:`_not_misread`: "beta", "kl_optimal")."""
+    if not isinstance(schedule, str):
         return schedule
+    if names.name_prefix(schedule) != "a1111":
+        return _not_misread(schedule)
     rest = _normalise(schedule.split(":", 1)[1])
     if rest in {_normalise(k) for k in labels.A1111_LABEL_SCHEDULES}:
         return "Automatic"
     return next((k for k in labels.A1111_SCHEDULE_TYPES if _normalise(k) == rest), schedule)
+
+
+def _a1111_held(name: str) -> str | None:
+    """The A1111 Schedule type whose label, name or alias ``name`` is, spelt exactly so (its schedulers_map's keys,
+    which its PNG-info and API look ``p.scheduler`` up in); None for a name A1111 does not hold."""
+    return next((k for k, spellings in labels.A1111_SCHEDULE_TYPES.items() if name in (k, *spellings)), None)
+
+
+def _not_misread(schedule: str) -> str:
+    """``schedule`` as the infotext writes it where A1111 would read it as its own type of that name and that type is
+    another rule than the one this library ran: ``beta`` (ComfyUI's Beta over the training timesteps here, A1111's
+    Beta quantiles in σ: 13.516 against 14.415 as the second σ of SD 1.x at 20 steps) and ``kl_optimal`` (the
+    registry's, ending at 0, where A1111's KL Optimal ends at σ_min). Those are written in a spelling of the schedule
+    that ran which A1111 does not hold (``beta_timesteps``, ``kl-optimal``) and this library reads as that schedule:
+    A1111 falls back to Automatic on it, as on every name it does not know, rather than run another schedule. The
+    rules are compared by name and options, not on a model: the names that agree (``karras``, ``exponential``,
+    ``sgm_uniform``, ``simple``, ``normal``, ...) agree within 1e-5 on a discrete model's float32 table, which A1111
+    reads."""
+    kind = _a1111_held(schedule)
+    if kind in (None, "Automatic"):
+        return schedule
+    ran = names.resolve_schedule(schedule)
+    if ran == names.resolve_schedule(f"a1111:{kind}"):
+        return schedule
+    name, options = ran
+    spelling = next((s for s in (name, name.replace("_", "-")) if not options and _a1111_held(s) is None
+                     and names.resolve_schedule(s) == ran), None)
+    return spelling if spelling is not None else f"{schedule} (not A1111's {kind})"
 
 
 def png_info(request: dict, record=None):

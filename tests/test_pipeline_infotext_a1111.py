@@ -75,3 +75,31 @@ def test_every_image_records_a1111s_cpu_source_its_starting_noise_came_from(samp
     # other noise there (only the labels that draw A1111's noise in the loop recorded it)
     r = P.Pipeline.request(FAKE, "a cat", sampler=sampler, steps=20)
     assert r["rng"] == "CPU" and ", RNG: CPU," in P.infotext(r)
+
+
+@pytest.mark.parametrize("schedule,want", [("beta", "beta_timesteps"), ("kl_optimal", "kl-optimal"),
+                                           ("comfyui:beta", "comfyui:beta"), ("Beta", "Beta"),
+                                           ("KL Optimal", "KL Optimal"), ("a1111:Beta", "Beta"),
+                                           ("karras", "karras"), ("sgm_uniform", "sgm_uniform")])
+def test_a_schedule_a1111_would_read_as_another_rule_is_written_in_a_name_it_does_not_hold(schedule, want):
+    # A1111 reads "beta" / "kl_optimal" as its Beta (quantiles in σ) / KL Optimal (ending at σ_min), which are not
+    # the schedules that ran (ComfyUI's beta over the timesteps, the registry's kl_optimal ending at 0): the PNG told
+    # A1111 to run another schedule. A name it does not hold falls back to Automatic there, and reads back here.
+    from samplers.core import names
+    assert f"Schedule type: {P._quote(want)}," in line("Euler", schedule)
+    asked = names.resolve_schedule(schedule)
+    assert names.resolve_schedule(want if schedule.split(":")[0] != "a1111" else f"a1111:{want}") == asked
+
+
+def test_every_name_a1111_holds_is_written_so_that_a1111_runs_what_ran_or_falls_back():
+    from samplers.core import labels, names
+    for kind, spellings in labels.A1111_SCHEDULE_TYPES.items():
+        if kind == "Automatic":
+            continue
+        for name in (kind, *spellings):
+            written = P._a1111_schedule_type(name)
+            held = P._a1111_held(written)
+            if held is not None:  # A1111 runs its own type of that name: the one that ran
+                assert names.resolve_schedule(f"a1111:{held}") == names.resolve_schedule(name), name
+            else:
+                assert names.resolve_schedule(written) == names.resolve_schedule(name), name
