@@ -95,7 +95,8 @@ def run(model: str | None = None, n: int = 200, steps: int = 20, sampler: str | 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.adherence", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.adherence", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--model", choices=("eps", "flow"), default=None,
                    help="the shipped model (default eps); with --weights, the kind that folder must hold")
     p.add_argument("--weights", type=path_to("U-Net folder"), default=None,

@@ -167,10 +167,12 @@ def frechet_to_data(images: torch.Tensor, n_reference: int = 512) -> float:
 def main(argv=None) -> int:
     from . import common
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.classifier", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.classifier", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", description="train the classifier on rendered scenes of seed TRAIN_SEED "
-                                            f"({TRAIN_SEED}) and write its weights to --out")
+    t = sub.add_parser("train", allow_abbrev=False,
+                       description="train the classifier on rendered scenes of seed TRAIN_SEED "
+                                   f"({TRAIN_SEED}) and write its weights to --out")
     t.add_argument("--out", type=common.out_folder, default="out/classifier",
                    help="folder for the weights (default %(default)s; the shipped ones are written with "
                         f"--out {WEIGHTS.relative_to(WEIGHTS.parents[2])})")
@@ -178,8 +180,9 @@ def main(argv=None) -> int:
                    help=f"training scenes, a multiple of the batch of {BATCH} (default 12800)")
     t.add_argument("--epochs", type=common.positive_int, default=8, help="passes over the scenes (default 8)")
     common.add_threads_option(t)
-    sub.add_parser("eval", description="print the shipped classifier's accuracy per head on 1024 scenes of seed "
-                                       f"EVAL_SEED ({EVAL_SEED}), as JSON")
+    sub.add_parser("eval", allow_abbrev=False,
+                   description="print the shipped classifier's accuracy per head on 1024 scenes of seed "
+                               f"EVAL_SEED ({EVAL_SEED}), as JSON")
     args = p.parse_args(argv)
     if args.command == "train":
         if args.n % BATCH:

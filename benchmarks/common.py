@@ -1070,7 +1070,7 @@ __all__ = ["Problem", "ProblemUnavailable", "ReferenceCache", "describe", "frech
 def library_main(name: str, what: str, argv=None) -> int:
     """``python -m`` on a benchmarks module that is a library (``what`` it holds): it runs nothing, refuses any
     argument (argparse's exit 2), and says which command to run instead."""
-    parser = argparse.ArgumentParser(prog=f"python -m {name}", description=f"{name}: {what}")
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog=f"python -m {name}", description=f"{name}: {what}")
     parser.parse_args(argv)
     print(f"{name} is a library module ({what}); it runs nothing. Run a benchmark, e.g. "
           "python -m benchmarks.quality --quick (docs/benchmarks/README.md)")

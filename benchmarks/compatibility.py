@@ -459,7 +459,8 @@ def refuse_foreign_out(parser: argparse.ArgumentParser, path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compatibility", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compatibility", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--out", type=Path,
                         help="write the markdown table to this file; nothing is written without it (the table is "
                              "printed). An existing file is replaced only when it is such a table (first line "

@@ -157,7 +157,7 @@ def read_bench(path: Path, p: argparse.ArgumentParser) -> tuple[dict, list[dict]
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, nargs="+",
                    help="results.json files of benchmarks.deterministic run with --learned")
     p.add_argument("--cells", type=cell, nargs="+", metavar="PROBLEM:NFE",

@@ -156,7 +156,7 @@ def report(results: str | Path, write: bool = True) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     p.add_argument("--learned", type=Path, default=SHIPPED_LEARNED,
                    help="folder of fitted solver files (default: the deterministic benchmark's, "
                         f"{SHIPPED_LEARNED_NAME}, "

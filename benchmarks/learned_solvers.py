@@ -96,7 +96,8 @@ def recheck_folder(p: argparse.ArgumentParser, args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.learned_solvers", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.learned_solvers", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--problem", dest="problems", nargs="+", default=list(deterministic.PROBLEMS),
                    help="gm-ve, gm-vp-eps, gm-flow, or another mixture as gm-<kind>/d<dims>-k<modes>-s<seed>")
     p.add_argument("--nfe", nargs="+", type=int_in(2, MAX_FIT_NFE, "the largest NFE the fit commands take"),

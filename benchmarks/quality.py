@@ -557,7 +557,8 @@ def write(result: dict, out: Path) -> list[Path]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--problem", dest="problems", nargs="+", default=None,
                    help=f"problems: {', '.join(common.PROBLEMS)} or module:function (default: the gm-* ones, "
                         "plus models-eps/models-flow when they are installed)")

@@ -894,7 +894,8 @@ def report(results: str | Path, write: bool = True) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda if present)")
     p.add_argument("--dtypes", nargs="+", default=None,
                    help="CUDA dtypes (default float32 float16 bfloat16; the CPU runs float32, so this needs a CUDA "

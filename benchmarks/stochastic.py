@@ -268,7 +268,7 @@ def report(results: str | Path, write: bool = True) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="NFE 10 only, 128 samples, no stability section")
     common.add_output_options(p, DEFAULT_OUT)
     p.add_argument("--samples", type=common.positive_int, default=None,

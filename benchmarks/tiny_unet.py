@@ -96,7 +96,8 @@ def make(folder: str | Path, seed: int = 0, prompts: int = 8) -> Path:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.tiny_unet", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.tiny_unet", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--out", type=common.out_folder, required=True,
                    help="the folder to create (new or empty, or one a previous run wrote: its files are replaced; "
                         "a folder holding anything else is refused)")

@@ -57,7 +57,8 @@ def report(results: str | Path, write: bool = True) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.vae_roundtrip", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.vae_roundtrip", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--n", type=common.positive_int, default=1000,
                    help="held-out images (their PSNRs over --k round trips must fit in memory; default 1000)")
     round_trips = int_in(1, common.MAX_STEPS, "the pipeline's step limit (models.pipeline.MAX_STEPS): each round trip "

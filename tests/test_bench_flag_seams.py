@@ -327,3 +327,15 @@ def test_the_deterministic_table_says_what_each_endpoint_is():
     assert reporting._reference_line({"references": {"gm-ve": "exact"}}).startswith("RMSE to the exact")
     line = reporting._reference_line({"references": {"gm-ve": "exact", "mine": "dopri5 at rtol = atol = 1e-07"}})
     assert "exact, but for mine: a dopri5 at rtol = atol = 1e-07 solve" in line and "the exact" not in line
+
+
+@pytest.mark.parametrize("module, given", [("quality", "--quic"), ("speed", "--devic"), ("stochastic", "--quic"),
+                                           ("fit_heldout", "--nf"), ("deterministic.running", "--quic")])
+def test_a_benchmark_refuses_an_abbreviated_option(capsys, module, given):
+    # argparse reads a prefix of one option as that option (--quic as --quick): refused, as `samplers`' commands do
+    import importlib
+
+    parser = importlib.import_module(f"benchmarks.{module}").parser()
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args([given])
+    assert exit_.value.code == 2 and f"unrecognized arguments: {given}" in capsys.readouterr().err

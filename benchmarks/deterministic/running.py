@@ -322,7 +322,8 @@ def run(args) -> dict:
 def parser() -> argparse.ArgumentParser:
     from . import __doc__ as doc
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.deterministic", description=doc.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.deterministic", description=doc.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: samplers {', '.join(QUICK_SAMPLERS)}, a few schedules and peers, batch 8, "
                         f"held-out seeds {', '.join(map(str, QUICK_HELDOUT_SEEDS))}")

@@ -521,7 +521,8 @@ def main(argv=None) -> int:
     from ..core.argtypes import int_at_least, out_folder, real as real_arg
     from ..problems import GaussianMixture
 
-    p = argparse.ArgumentParser(prog="python -m samplers.schedules.optimise", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m samplers.schedules.optimise", description=main.__doc__,
+                                allow_abbrev=False)
     p.add_argument("--sampler", nargs="+", default=["euler", "dpmpp_2m", "heun"],
                    help="deterministic, fixed-step registry samplers, each once")
     p.add_argument("--nfe", type=int_at_least(1), default=6)
