@@ -536,11 +536,13 @@ def names_md() -> str:
            "ComfyUI's result is below 3.6; now 1e-6, k-diffusion's float32). η = 0 draws nothing and is unchanged. "
            "Old image: the same name with `noise_sampler=\"seeded\"`. `comfyui:dpm_fast` now refuses "
            + ", ".join(f"`{k}`" for k in labels.COMFYUI_NOT_TAKEN["dpm_fast"][0])
-           + ", which ComfyUI's `dpm_fast_function` does not take (it runs η = 0); they ran. For η there, name "
+           + ", which ComfyUI's `dpm_fast_function` does not take (it runs η = 0), but at the values it runs "
+           "(`eta=0.0`, `s_noise=1.0`), which are dropped; they ran. For η there, name "
            "the registry's `dpm_fast` (with `final_denoise=False` for ComfyUI's range).",
            "- Every other ComfyUI name refuses the options of its registry sampler that ComfyUI's function has no "
            "parameter for (ComfyUI 02159d81; `labels.COMFYUI_NOT_TAKEN`), before any model call, naming ComfyUI's "
-           "signature and the registry sampler that takes them: "
+           "signature and the registry sampler that takes them (at the value ComfyUI's function runs, e.g. "
+           "`comfyui:lcm`'s `eta=1.0`, an option is dropped: the same image): "
            + "; ".join(f"`comfyui:{name}` " + ", ".join(f"`{k}`" for k in keys)
                        for name, (keys, _) in labels.COMFYUI_NOT_TAKEN.items() if name != "dpm_fast")
            + ". They ran, an image ComfyUI cannot make (`comfyui:lcm` with `eta=0.5` kept √(1 − η²) = 0.87 of the "

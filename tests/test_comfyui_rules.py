@@ -525,13 +525,13 @@ def test_comfyui_dpm_adaptive_with_eta_draws_comfyuis_default_noise(eta):
                 tol=1e-5)
 
 
-@pytest.mark.parametrize("option", [{"eta": 0.5}, {"eta": 0.0}, {"s_noise": 0.5}, {"noise_sampler": "brownian"}])
+@pytest.mark.parametrize("option", [{"eta": 0.5}, {"eta": 1}, {"s_noise": 0.5}, {"noise_sampler": "brownian"}])
 def test_comfyui_dpm_fast_refuses_the_options_comfyuis_function_does_not_take(option):
     """ComfyUI's dpm_fast_function(model, noise, sigmas, extra_args, callback, disable) takes no options (eta = 0,
     no noise): an option passed to the name, at build or call time (KSAMPLER's extra_options) or to samplers.sample,
     is refused before any model call, where it ran another image than ComfyUI can make."""
     (key, value), = option.items()
-    match = rf"'dpm_fast' \(ComfyUI's\) takes no {key}: ComfyUI's dpm_fast_function .* leave {key} out, or name the " \
+    match = rf"'dpm_fast' \(ComfyUI's\) takes no {key}: ComfyUI's dpm_fast_function .* leave {key} out.*, or name the " \
             rf"registry sampler 'dpm_fast'"
     model = Model(EPS(), denoise_ve)
     with pytest.raises(InvalidOption, match=match):
@@ -562,12 +562,12 @@ NOT_TAKEN = [
     ("dpmpp_2m", {"euler_at_final": True}, r"sample_dpmpp_2m\(\) takes no option", "dpmpp_2m"),
     ("dpmpp_2m_sde", {"euler_at_final": True}, r"sample_dpmpp_2m_sde\(eta, s_noise, noise_sampler, solver_type\)",
      "dpmpp_2m_sde"),
-    ("dpmpp_2m_sde_heun_gpu", {"euler_at_final": False}, r"sample_dpmpp_2m_sde_heun_gpu\(eta", "dpmpp_2m_sde"),
+    ("dpmpp_2m_sde_heun_gpu", {"euler_at_final": True}, r"sample_dpmpp_2m_sde_heun_gpu\(eta", "dpmpp_2m_sde"),
     ("dpmpp_3m_sde", {"solver_type": "midpoint"}, r"sample_dpmpp_3m_sde\(eta, s_noise, noise_sampler\)",
      "dpmpp_3m_sde"),
     ("dpmpp_3m_sde_gpu", {"lower_order_final": True}, r"sample_dpmpp_3m_sde_gpu\(eta", "dpmpp_3m_sde"),
     ("dpmpp_3m_sde", {"euler_at_final": True}, r"sample_dpmpp_3m_sde\(eta", "dpmpp_3m_sde"),
-    ("dpmpp_3m_sde", {"variant": "k-diffusion"}, r"sample_dpmpp_3m_sde\(eta", "dpmpp_3m_sde"),
+    ("dpmpp_3m_sde", {"variant": "diffusers"}, r"sample_dpmpp_3m_sde\(eta", "dpmpp_3m_sde"),
     ("ddpm", {"s_noise": 0.5}, r"sample_ddpm\(noise_sampler\)", "ddpm"),
     ("lcm", {"eta": 0.5}, r"sample_lcm\(noise_sampler, s_noise, s_noise_end, noise_clip_std\)", "lcm"),
     ("ipndm", {"variable_steps": True}, r"sample_ipndm\(max_order\)", "ipndm"),
@@ -588,7 +588,7 @@ def test_comfyui_names_refuse_the_options_comfyuis_functions_do_not_take(name, o
     (KSAMPLER's extra_options would be a TypeError there), at build and call time and through samplers.sample,
     before any model call, naming the option, ComfyUI's signature and the registry sampler that takes it."""
     (key, value), = option.items()
-    match = rf"'{name}' \(ComfyUI's\) takes no {key}: ComfyUI's {signature}.* leave {key} out, or name the " \
+    match = rf"'{name}' \(ComfyUI's\) takes no {key}: ComfyUI's {signature}.* leave {key} out.*, or name the " \
             rf"registry sampler '{sampler}'"
     model = Model(EPS(), denoise_ve)
     with pytest.raises(InvalidOption, match=match):
@@ -1024,3 +1024,19 @@ def test_comfyui_churn_draws_this_librarys_per_item_noise(name):
                             seed=EXTRA["seed"] + 1)
     assert torch.equal(batch[1:], alone)
     assert not torch.equal(batch, comfy_label(name, EPS(), denoise_ve, x, SIGMAS)[0])  # (the churn draws)
+
+
+@pytest.mark.parametrize("name, option", [
+    ("lcm", {"eta": 1.0}), ("ddpm", {"s_noise": 1}), ("dpm_fast", {"eta": 0.0, "s_noise": 1.0}),
+    ("dpmpp_2m_sde", {"euler_at_final": False}), ("dpmpp_2m", {"solver_type": "midpoint"}),
+    ("uni_pc_bh2", {"corrector": True}), ("lms", {"prior_sigmas": ()}),
+])
+def test_an_option_comfyuis_function_lacks_at_the_value_it_runs_is_dropped(name, option):
+    """An option ComfyUI's function has no parameter for, at the value that function runs (comfyui:lcm re-noises at
+    eta 1, comfyui:dpm_fast runs at eta 0), is dropped as _a1111_received drops A1111's settings at their no-op
+    values: the image is ComfyUI's, the same as without it; another value is refused (the tests above)."""
+    model = Model(EPS(), denoise_ve)
+    given = samplers.sample(f"comfyui:{name}", model, X_VE.clone(), SIGMAS, disable=True, **seeded(name), **option)
+    plain = samplers.sample(f"comfyui:{name}", model, X_VE.clone(), SIGMAS, disable=True, **seeded(name))
+    assert torch.equal(given, plain)
+    ksampler_function(f"comfyui:{name}", **option)

@@ -303,8 +303,7 @@ def merge_options(found: Label, options: dict | None) -> dict:
     from .validate import drop_unread
 
     merged = dict(found.options)
-    options = _a1111_received(found, options)
-    _refuse_comfyui_not_taken(found, options)
+    options = _comfyui_taken(found, _a1111_received(found, options))
     for key, value in (options or {}).items():
         # a label's noise_sampler is its tool's default noise, which the tool's own functions replace by a caller's
         # (noise_sampler=None means "draw mine" in k-diffusion, A1111 and ComfyUI): so does the caller's here
@@ -361,21 +360,55 @@ def _not_passed(found: Label, key: str, value, no_ops: tuple) -> str:
             f"A1111's default {' or '.join(repr(v) for v in no_ops)}), or {fix}")
 
 
-def _refuse_comfyui_not_taken(found: Label, options: dict | None) -> None:
-    """Refuse a caller's option that a ComfyUI name's function does not take (:data:`labels.COMFYUI_NOT_TAKEN`:
-    ComfyUI's ``dpm_fast`` takes none, its ``euler`` no ``noise_sampler``, its ``uni_pc`` no ``order``), naming it,
-    ComfyUI's rule and the fix. A ``noise_sampler`` of None is the default noise, as everywhere, and passes (a None
-    for another option is refused by the option check)."""
+def _comfyui_taken(found: Label, options: dict | None) -> dict | None:
+    """The caller's options less those a ComfyUI name's function does not take (:data:`labels.COMFYUI_NOT_TAKEN`:
+    ComfyUI's ``dpm_fast`` takes none, its ``euler`` no ``noise_sampler``, its ``uni_pc`` no ``order``), as
+    :func:`_a1111_received` reads A1111's settings: one at the value ComfyUI's function runs (the label's, else the
+    sampler's default: ``comfyui:lcm`` re-noises at eta 1, ``comfyui:dpm_fast`` runs at eta 0) is dropped, the run
+    being the same without it; any other value is refused, naming it, ComfyUI's rule and the fix. A
+    ``noise_sampler`` of None is the default noise, as everywhere, and passes (a None for another option is refused
+    by the option check)."""
     if found.source != "comfyui" or found.label not in labels.COMFYUI_NOT_TAKEN or not options:
-        return
+        return options
     keys, why = labels.COMFYUI_NOT_TAKEN[found.label]
+    runs = {**(SAMPLERS.get(found.sampler).options if found.sampler in SAMPLERS else {}), **found.options}
     label_options = ", ".join(f"{k}={v!r}" for k, v in found.options.items())
     settings = f" (ComfyUI's name runs it with {label_options})" if label_options else ""
+    kept = {}
     for key, value in options.items():
-        if key in keys and value is not None:
+        if key not in keys or value is None:
+            kept[key] = value
+        elif not (key in runs and _same_setting(value, runs[key])):
             raise InvalidOption(f"{found.label!r} (ComfyUI's) takes no {key}: {why}, so {key}={value!r} would not be "
+                                f"ComfyUI's image; leave {key} out (or pass the value ComfyUI's function runs, "
+                                f"{runs[key]!r}), or name the registry sampler {found.sampler!r} to choose {key} "
+                                f"yourself{settings}" if key in runs and _plain(runs[key]) else
+                                f"{found.label!r} (ComfyUI's) takes no {key}: {why}, so {key}={value!r} would not be "
                                 f"ComfyUI's image; leave {key} out, or name the registry sampler {found.sampler!r} "
                                 f"to choose {key} yourself{settings}")
+    return kept
+
+
+def _plain(value) -> bool:
+    """Whether ``value`` is a setting compared by value: None, a bool, a real number, a string, or a tuple of these."""
+    if isinstance(value, tuple):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, np.bool_, str)) or (
+        isinstance(value, numbers.Real) and not isinstance(value, np.ndarray))
+
+
+def _same_setting(value, runs) -> bool:
+    """Whether a caller's ``value`` is the setting ``runs`` (both plain: :func:`_plain`; a bool is not a number)."""
+    if not (_plain(value) and _plain(runs)):
+        return False
+    if isinstance(value, tuple) or isinstance(runs, tuple):
+        return (isinstance(value, tuple) and isinstance(runs, tuple) and len(value) == len(runs)
+                and all(_same_setting(a, b) for a, b in zip(value, runs)))
+    if isinstance(value, (bool, np.bool_)) or isinstance(runs, (bool, np.bool_)):
+        return isinstance(value, (bool, np.bool_)) and isinstance(runs, (bool, np.bool_)) and bool(value) == bool(runs)
+    if isinstance(value, str) or isinstance(runs, str):
+        return isinstance(value, str) and isinstance(runs, str) and value == runs
+    return value == runs
 
 
 def _a1111_open_window(value) -> bool:

@@ -413,7 +413,9 @@ def unread_noise(spec, options: dict, given: set, label: str) -> dict:
     churn = options.get("s_churn", valid.get("s_churn")) if "s_churn" in valid else None
     draws = draws_noise(spec, options)
     found = {}
-    for key in (k for k in _NOISE_ONLY if k in given and k in valid and not same_value(options[k], valid[k])):
+    # (a key given may be gone from options: a ComfyUI / A1111 name drops one at the value its tool runs)
+    for key in (k for k in _NOISE_ONLY if k in given and k in options and k in valid
+                and not same_value(options[k], valid[k])):
         window = key in ("s_tmin", "s_tmax")
         if draws and not (window and churn == 0):
             continue
