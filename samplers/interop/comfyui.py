@@ -269,7 +269,10 @@ def run_on_flow_model(name: str, denoiser: Callable, x: torch.Tensor, sigmas, sh
     x_t = x if t[0] >= 1 else x * (1 - t[0])
     out = fn(FlowModel(denoiser, shift), x_t, torch.tensor(t, dtype=torch.float64), extra_args={}, callback=callback,
              disable=disable)
-    return out if t[-1] == 0 else out / (1 - t[-1])
+    # in x's dtype, as every registry run returns it: the float64 flow times promote the ending of the rules that
+    # write over the final 0 (uni_pc's x / (1 − t), _inverse_noise_scaling), where ComfyUI's float32 SIGMAS do not
+    out = out if t[-1] == 0 else out / (1 - t[-1])
+    return out.to(x.dtype) if out.dtype != x.dtype and x.is_floating_point() else out
 
 
 # ComfyUI's largest batch (EmptyLatentImage's batch_size): seeds keep room for it, whatever the batch
