@@ -12,8 +12,10 @@ def run() -> int:
     try:
         try:
             status = main()
-        except SystemExit:  # argparse's --help (or usage error) exits: its text is flushed here, not at exit
+        except SystemExit as exit_:  # argparse's --help (or usage error) exits: its text is flushed here, not at exit
             sys.stdout.flush()
+            if exit_.code in (0, None) and stdout_closed():  # argparse swallows the write's BrokenPipeError itself
+                return reader_left()
             raise
         sys.stdout.flush()
         return status

@@ -289,6 +289,19 @@ def test_a_reader_that_left_ends_the_command_quietly(module, command):
     assert (result.returncode, result.stderr) == (141, "")
 
 
+@pytest.mark.parametrize("command", [["--help"], ["generate", "--help"]])
+def test_help_to_a_reader_that_left_ends_quietly_too(command):
+    # argparse swallows the BrokenPipeError of its help text and exits 0, as if every line had been read
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, "-m", "samplers", *command], stdout=write, stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT, timeout=120)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
 def test_a_broken_pipe_that_is_not_stdouts_is_still_an_error(tmp_path, monkeypatch, capsys):
     """Only stdout's reader leaving is quiet: a BrokenPipeError of a command's own pipe, stdout still open, is reported
     as any failure while running is."""
