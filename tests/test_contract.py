@@ -151,7 +151,10 @@ def test_no_host_read_between_model_calls_where_noise_is_drawn(name, options):
 
 # Options and tool labels that take another code path than the registry default (the labels resolve to it)
 OPTION_PATHS = [("deis", {"mode": "tab"}), ("DEIS", {}), ("sample_deis", {}), ("comfyui:deis", {}),
-                ("deis", {"weights": "diffusers"})]  # diffusers' float32 weights, as CPU scalar tensors
+                ("deis", {"weights": "diffusers"}),  # diffusers' float32 weights, as CPU scalar tensors
+                # SASolverScheduler's float32 coefficients, CPU scalar tensors read with numpy() (no device read)
+                ("sa_solver", {"weights": "diffusers", "simple_order_2": True, "eta": 0.7}),
+                ("sa_solver_pece", {"weights": "diffusers", "simple_order_2": True, "eta": 0.7})]
 
 
 @pytest.mark.parametrize("name, options", OPTION_PATHS, ids=[f"{n}{o or ''}" for n, o in OPTION_PATHS])

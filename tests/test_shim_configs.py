@@ -361,3 +361,68 @@ def test_deis_tab_runs_on_a_deis_config_without_the_class_float32_weights(kw):
     assert bool(torch.isfinite(out).all())
     with pytest.raises(samplers.InvalidOption, match="weights='diffusers' with mode='tab'"):
         SamplerScheduler.from_config(config, sampler_options={"mode": "tab", "weights": "diffusers"}).set_timesteps(10)
+
+
+def _sasolver_coefficients(ref, i: int, order: int, tau, corrector: bool):
+    """SASolverScheduler's own coefficients (c_x, [c_j], c_n) of the predictor (corrector) of step ``i``, read off its
+    update functions with unit inputs: one of the sample, a model output and the noise is ones and the rest zeros,
+    so the step returns that coefficient exactly (its other terms are exact zeros)."""
+    zero, one = torch.zeros(1), torch.ones(1)
+    ref._step_index = i
+
+    def step(x, outputs, noise):  # outputs newest first
+        if corrector:
+            ref.model_outputs = [zero] * 4 + list(outputs[1:][::-1])
+            return ref.stochastic_adams_moulton_update(this_model_output=outputs[0], last_sample=x, last_noise=noise,
+                                                       this_sample=zero, order=order, tau=tau)
+        ref.model_outputs = [zero] * 4 + list(outputs[::-1])
+        return ref.stochastic_adams_bashforth_update(model_output=zero, sample=x, noise=noise, order=order, tau=tau)
+
+    zeros = [zero] * order
+    return (step(one, zeros, zero), [step(zero, [one if k == j else zero for k in range(order)], zero)
+                                     for j in range(order)], step(zero, zeros, one))
+
+
+def test_sa_solver_diffusers_weights_are_sasolverschedulers_float32_coefficients_bit_for_bit():
+    """SASolverScheduler computes its coefficients in float32 (closed-form exponential integrals times its expanded
+    Lagrange polynomials in λ, which cancel at small steps); the shim ran the exact ones (up to 1.3e-3 of the latents'
+    scale from its image, tests/test_shim_bounds.py). ``sa_solver(weights="diffusers")`` computes them as it does:
+    the same bits for predictor and corrector, orders 1-4, its default τ (0 and 1) and a τ of another tau_func."""
+    from samplers.sde.solvers import sa_diffusers_step_coefficients
+
+    differ = []
+    for n in (5, 10, 50):
+        ref = diffusers.SASolverScheduler(**SD)
+        ref.set_timesteps(n)
+        sigmas = ref.sigmas.tolist()
+        for order in (1, 2, 3, 4):
+            for corrector in (False, True):
+                # the first step whose nodes exist (an order-2 predictor reads σ_{i−1} too)
+                for i in range(max(order - 1, 1 if corrector or order == 2 else 0), n):
+                    for tau in (0, 1, 0.7):
+                        theirs = _sasolver_coefficients(ref, i, order, tau, corrector)
+                        c_x, c, c_n = sa_diffusers_step_coefficients(sigmas, i, order, tau, corrector)
+                        ours = (c_x.reshape(1), [cj.reshape(1) for cj in c], c_n.reshape(1))
+                        same = (torch.equal(ours[0], theirs[0]) and torch.equal(ours[2], theirs[2])
+                                and all(torch.equal(a, b) for a, b in zip(ours[1], theirs[1])))
+                        if not same:
+                            differ.append((n, order, corrector, i, tau))
+    assert not differ, differ[:5]
+
+
+def test_sa_solver_weights_option_is_checked_before_any_model_call():
+    """``weights="diffusers"`` is SASolverScheduler's computation: orders 1-4 (its get_coefficients_fn) and its
+    simplified order-2 weights; anything else is refused by name, with the fix, before the model is called."""
+    x, sig = torch.zeros(1, 2), torch.tensor([2.0, 1.0, 0.5, 0.2])
+
+    def never(x, s):
+        raise AssertionError("the model was called")
+
+    with pytest.raises(samplers.InvalidOption, match="weights must be one of"):
+        samplers.sample("sa_solver", never, x, sig, weights="float32")
+    with pytest.raises(samplers.InvalidOption, match="with simple_order_2=False.*pass simple_order_2=True"):
+        samplers.sample("sa_solver", never, x, sig, weights="diffusers")
+    with pytest.raises(samplers.InvalidOption, match="predictor_order=5 .* orders 1-4 only"):
+        samplers.sample("sa_solver_pece", never, x, sig, weights="diffusers", simple_order_2=True, predictor_order=5)
+    with pytest.raises(samplers.InvalidOption, match="takes no weights"):
+        samplers.sample("comfyui:sa_solver", never, x, sig, weights="exact")

@@ -62,6 +62,8 @@ _DPMPP_3M_SDE = ("(eta, s_noise, noise_sampler) takes no other option: the 3M ru
                  "step to 0 the denoise")
 _IPNDM = "ComfyUI's sample_ipndm(max_order) takes the constant-step weights only (sample_ipndm_v: comfyui:ipndm_v)"
 _DEIS = "ComfyUI's sample_deis(max_order, deis_mode) computes its own tAB weights"
+_SA_SOLVER = ("ComfyUI's {}(tau_func, s_noise, noise_sampler, predictor_order, corrector_order, {}simple_order_2) "
+              "computes its own weights (a Vandermonde solve), not diffusers' float32 ones")
 _UNIPC = ("{} (comfy/extra_samplers/uni_pc.py) takes no other option: its order min(3, steps − 1), its "
           "corrector and lower_order_final=True are fixed")
 _UNIPC_KEYS = ("order", "corrector", "lower_order_final", "disable_corrector")
@@ -89,6 +91,8 @@ COMFYUI_NOT_TAKEN: dict[str, tuple[tuple[str, ...], str]] = {
     "sample_ipndm": (("variable_steps",), _IPNDM),
     "deis": (("weights",), _DEIS),
     "sample_deis": (("weights",), _DEIS),
+    "sa_solver": (("weights",), _SA_SOLVER.format("sample_sa_solver", "use_pece, ")),
+    "sa_solver_pece": (("weights",), _SA_SOLVER.format("sample_sa_solver_pece", "")),
     "exp_heun_2_x0": (("noise_sampler",), "ComfyUI's sample_exp_heun_2_x0(solver_type) runs eta = s_noise = 0, "
                                           "drawing no noise"),
     "uni_pc": (_UNIPC_KEYS, "ComfyUI's " + _UNIPC.format("sample_unipc(variant)")),

@@ -328,7 +328,10 @@ SAMPLER_OPTION_RULES = {("seeds_2", "solver_type"): one_of("phi_1", "phi_2"),
                         ("tcd", "eta"): lambda n, v: real(n, v, lo=0.0, hi=1.0),
                         ("deis", "mode"): one_of("rhoab", "tab"),
                         # "diffusers": the weights as DEISMultistepScheduler rounds them (the shim's default)
-                        ("deis", "weights"): one_of("exact", "diffusers")}
+                        ("deis", "weights"): one_of("exact", "diffusers"),
+                        # "diffusers": the weights as SASolverScheduler computes them in float32 (the shim's default)
+                        ("sa_solver", "weights"): one_of("exact", "diffusers"),
+                        ("sa_solver_pece", "weights"): one_of("exact", "diffusers")}
 
 
 def _not_read_with_step_r(get):

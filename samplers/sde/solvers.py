@@ -59,6 +59,118 @@ def _sa_simple_order_2(lambda_prev: float, lambda_s: float, lambda_t: float, tau
     return [total - w_old, w_old]  # [D_s, D_prev]
 
 
+# SA-Solver's coefficients as diffusers' SASolverScheduler computes them (algorithm_type="data_prediction", diffusers
+# 0.42.1 scheduling_sasolver.py): float32 CPU scalar tensors from its float32 σ table, term by term in its order of
+# operations, so each value has its bits (tests/test_shim_configs.py). Its closed-form integrals ∫ e^{(1+τ²)λ}·λ^k dλ
+# grow as e^{(1+τ²)λ_t} and its expanded Lagrange coefficients as λ^k, and their sums cancel in float32 at small steps:
+# its image is up to 1.6e-4 of the latents' scale from the exact weights' with a fourth-order corrector, 1.3e-3 with a
+# fourth-order predictor and no lower_order_final (0.28 on a model of larger gain; docs/diffusers.md).
+SA_WEIGHTS = ("exact", "diffusers")
+SA_DIFFUSERS_MAX_ORDER = 4  # its get_coefficients_fn takes orders 1-4
+
+
+def _diffusers_vp(sigma: float):
+    """σ_VP = σ·α and λ = log α − log σ_VP of one float32 σ table entry, as diffusers' SASolverScheduler has them
+    (``_sigma_to_alpha_sigma_t``, α = 1/√(σ² + 1), and its step's λ), as float32 scalar tensors."""
+    s = torch.tensor(sigma, dtype=torch.float32)
+    alpha = 1 / ((s**2 + 1) ** 0.5)
+    sigma_vp = s * alpha
+    return sigma_vp, torch.log(alpha) - torch.log(sigma_vp)
+
+
+def _diffusers_lagrange(lambdas: list) -> list[list]:
+    """diffusers' ``lagrange_polynomial_coefficient``: each Lagrange basis polynomial through ``lambdas`` (1-4 nodes)
+    expanded in powers of λ, highest first: 1/d, −Σ(others)/d, Σ(pair products)/d, −Π(others)/d, d the product of
+    the node's differences to the others, written as diffusers writes each term."""
+    rows = []
+    for i, node in enumerate(lambdas):
+        o = lambdas[:i] + lambdas[i + 1:]
+        if not o:
+            rows.append([1])
+            continue
+        d = node - o[0]
+        for other in o[1:]:
+            d = d * (node - other)
+        if len(o) == 1:
+            terms = [-o[0]]
+        elif len(o) == 2:
+            terms = [-o[0] - o[1], o[0] * o[1]]
+        else:
+            terms = [-o[0] - o[1] - o[2], o[0] * o[1] + o[0] * o[2] + o[1] * o[2], -o[0] * o[1] * o[2]]
+        rows.append([1 / d] + [term / d for term in terms])
+    return rows
+
+
+def _diffusers_exp_integral(k: int, start, end, tau: float):
+    """diffusers' ``get_coefficients_exponential_positive``: ∫_start^end e^{(1+τ²)λ}·λ^k dλ (k = 0-3) in closed
+    form, in the variable (1+τ²)λ."""
+    a = 1 + tau**2
+    end_cov, start_cov = a * end, a * start
+    decay = torch.exp(-(end_cov - start_cov))
+    if k == 0:
+        return torch.exp(end_cov) * (1 - decay) / a
+    if k == 1:
+        return torch.exp(end_cov) * ((end_cov - 1) - (start_cov - 1) * decay) / (a**2)
+    if k == 2:
+        return (torch.exp(end_cov) * ((end_cov**2 - 2 * end_cov + 2) - (start_cov**2 - 2 * start_cov + 2) * decay)
+                / (a**3))
+    return (torch.exp(end_cov) * ((end_cov**3 - 3 * end_cov**2 + 6 * end_cov - 6)
+                                  - (start_cov**3 - 3 * start_cov**2 + 6 * start_cov - 6) * decay) / (a**4))
+
+
+def _ve_alpha(sigma: float) -> float:
+    """α = 1/√(1 + σ²) of a VE σ: the VP latent is α·x (the diffusers shim's own conversion, in float64)."""
+    return 1 / math.sqrt(1 + sigma * sigma)
+
+
+def sa_diffusers_step_coefficients(sigmas: Sequence[float], i: int, order: int, tau: float, corrector: bool):
+    """The VP coefficients of SA-Solver's step as diffusers' SASolverScheduler computes them, float32 scalar tensors
+    (c_x, [c_j], c_n) of its x_t = c_x·x_s + Σ_j c_j·D_j + c_n·z (``stochastic_adams_bashforth_update`` /
+    ``stochastic_adams_moulton_update``, the VP latents x_s and x_t, D_j newest first): c_x = e^{−τ²h}·σ_t/σ_s,
+    c_j = (1+τ²)·σ_t·e^{−τ²λ_t}·g_j with g_j its ``get_coefficients_fn`` (the Lagrange basis in λ expanded in powers
+    times the closed-form exponential integrals, plus the O(h³) term of its simplified order-2 weights), and
+    c_n = σ_t·√(1 − e^{−2τ²h}); σ here σ_VP = σ·α. The predictor of step ``i`` is σ_i → σ_{i+1} through the nodes
+    σ_i, σ_{i−1}, …; the corrector of step ``i`` redoes σ_{i−1} → σ_i through σ_i, σ_{i−1}, …. τ is the value its
+    ``tau_func`` returns (a Python number, as diffusers takes it)."""
+    s, t = (i - 1, i) if corrector else (i, i + 1)
+    sigma_t, lambda_t = _diffusers_vp(sigmas[t])
+    sigma_s0, lambda_s0 = _diffusers_vp(sigmas[s])
+    h = lambda_t - lambda_s0
+    newest = t if corrector else s
+    lagrange = _diffusers_lagrange([_diffusers_vp(sigmas[newest - k])[1] for k in range(order)])
+    g = []
+    for row in lagrange:
+        coefficient = 0
+        for j in range(order):
+            coefficient = coefficient + row[j] * _diffusers_exp_integral(order - 1 - j, lambda_s0, lambda_t, tau)
+        g.append(coefficient)
+    a = 1 + tau**2
+    if order == 2:  # its simplified order-2 weights: the O(h³) term it adds to the Lagrange ones
+        tail = h * a - 1 + torch.exp(a * (-h))
+        if corrector:
+            term = 1.0 * torch.exp(a * lambda_t) * (h / 2 - tail / (a**2 * h))
+        else:
+            lambda_prev = _diffusers_vp(sigmas[s - 1])[1]
+            term = 1.0 * torch.exp(a * lambda_t) * (h**2 / 2 - tail / (a**2)) / (lambda_s0 - lambda_prev)
+        g = [g[0] + term, g[1] - term]
+    scale = a * sigma_t * torch.exp(-(tau**2) * lambda_t)
+    return (torch.exp(-(tau**2) * h) * (sigma_t / sigma_s0), [scale * gj for gj in g],
+            sigma_t * torch.sqrt(1 - torch.exp(-2 * tau**2 * h)))
+
+
+def sa_diffusers_coefficients(sigmas: Sequence[float], i: int, order: int, tau: float,
+                              corrector: bool) -> tuple[float, list[float], float]:
+    """:func:`sa_diffusers_step_coefficients` for the VE state, as floats (c_x, [w_j], c_n): a VE latent is the VP
+    one over α, so c_j and c_n are divided by α_t and c_x is multiplied by α_s/α_t (in float64: what remains of
+    diffusers' float32 is its coefficients' own values). Read back with ``numpy()`` (CPU tensors: no device is
+    waited for)."""
+    s, t = (i - 1, i) if corrector else (i, i + 1)
+    c_x, c, c_n = sa_diffusers_step_coefficients(sigmas, i, order, tau, corrector)
+    alpha_s, alpha_t = _ve_alpha(sigmas[s]), _ve_alpha(sigmas[t])
+    return (float(c_x.numpy()) * alpha_s / alpha_t, [float(cj.numpy()) / alpha_t for cj in c],
+            float(c_n.numpy()) / alpha_t)
+
+
 # Gauss-Legendre nodes on [0, 1] for the ER-SDE integrals (in log σ, where the integrands are smooth).
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(12)
 _GL_X = [(float(v) + 1.0) / 2.0 for v in _GL_X]
@@ -200,11 +312,32 @@ def er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_
 SA_SDE_INTERVAL = (5.092408180236816, 0.5711888670921326)
 
 
+def _check_sa_weights(weights, predictor_order: int, corrector_order: int, simple_order_2: bool) -> None:
+    """``weights``: "exact" (the registry's, to rounding at any step) or "diffusers" (:func:`sa_diffusers_coefficients`:
+    SASolverScheduler's float32 ones, whose orders run to 4 and whose order-2 steps are the simplified ones)."""
+    if weights not in SA_WEIGHTS:
+        raise InvalidInput(f"SA-Solver weights must be 'exact' or 'diffusers' (diffusers' SASolverScheduler's float32 "
+                           f"computation of them), got {weights!r}")
+    if weights != "diffusers":
+        return
+    if max(predictor_order, corrector_order) > SA_DIFFUSERS_MAX_ORDER:
+        raise InvalidOption(f"weights='diffusers' with predictor_order={predictor_order} and corrector_order="
+                            f"{corrector_order}: diffusers' SASolverScheduler computes its weights for orders 1-"
+                            f"{SA_DIFFUSERS_MAX_ORDER} only; use orders up to {SA_DIFFUSERS_MAX_ORDER}, or "
+                            "weights='exact'")
+    if not simple_order_2 and max(predictor_order, corrector_order) >= 2:
+        raise InvalidOption("weights='diffusers' with simple_order_2=False: diffusers' SASolverScheduler always takes "
+                            "the simplified order-2 weights, so its order-2 steps are not the Lagrange ones asked for; "
+                            "pass simple_order_2=True, or weights='exact'")
+
+
 def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, sde_interval, predictor_order,
-               corrector_order, simple_order_2, lower_order_final, pece, noise_sampler):
+               corrector_order, simple_order_2, lower_order_final, pece, noise_sampler, weights):
     if not 1 <= predictor_order <= 6 or not 0 <= corrector_order <= 6:
         raise InvalidInput(f"predictor_order must be in 1..6 and corrector_order in 0..6 (0: no corrector), "
                          f"got {predictor_order!r} and {corrector_order!r}")
+    _check_sa_weights(weights, predictor_order, corrector_order, simple_order_2)
+    diffusers = weights == "diffusers"
     if tau_func is None:
         hi, lo = sde_interval
 
@@ -248,12 +381,14 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
         if i > 0 and c > 0 and (sigma_next > 0 or pece):
             lam_s, lam_t = lambdas[i - 1], lambdas[i]
             nodes = lambdas[i - c + 1:i + 1][::-1]  # λ_t, λ_s, ...
-            if simple_order_2 and c == 2:
+            decay = math.exp(-(1 + tau_prev**2) * (lam_t - lam_s))
+            if diffusers:
+                decay, w, _ = sa_diffusers_coefficients(sigmas, i, c, tau_prev, corrector=True)
+            elif simple_order_2 and c == 2:
                 w = _sa_simple_order_2(lam_s, lam_s, lam_t, tau_prev, corrector=True)
             else:
                 w = _sa_weights(nodes, lam_s, lam_t, tau_prev)
-            h = lam_t - lam_s
-            x = math.exp(-(1 + tau_prev**2) * h) * x_prev
+            x = decay * x_prev
             for k, wk in enumerate(w):
                 x = x + history[-1 - k] * wk
             if noise_prev is not None:
@@ -268,15 +403,18 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
             tau = taus[i]
             lam_s, lam_t = lambdas[i], lambdas[i + 1]
             h = lam_t - lam_s
-            if simple_order_2 and p == 2:
+            decay, spread = math.exp(-(1 + tau**2) * h), sigma_next * math.sqrt(-math.expm1(-2 * tau**2 * h))
+            if diffusers:
+                decay, w, spread = sa_diffusers_coefficients(sigmas, i, p, tau, corrector=False)
+            elif simple_order_2 and p == 2:
                 w = _sa_simple_order_2(lambdas[i - 1], lam_s, lam_t, tau, corrector=False)
             else:
                 w = _sa_weights(lambdas[i - p + 1:i + 1][::-1], lam_s, lam_t, tau)
-            x_new = math.exp(-(1 + tau**2) * h) * x
+            x_new = decay * x
             for k, wk in enumerate(w):
                 x_new = x_new + history[-1 - k] * wk
             noise_prev = None
-            noise_std = sigma_next * math.sqrt(-math.expm1(-2 * tau**2 * h)) * s_noise
+            noise_std = spread * s_noise
             if noise_std > 0:
                 noise_prev = noise_sampler(sigma, sigma_next) * noise_std
                 x_new = x_new + noise_prev
@@ -313,7 +451,10 @@ _SA_DOC = """
     left (diffusers' rule; its uncorrected order-1 last step makes the run second order), off by default;
     ``lower_order_final="comfyui"`` is ComfyUI's rule (``comfyui:sa_solver`` sets it): on a schedule that
     ends at 0, at step i of n the predictor order is at most n − 1 − i and the corrector's at most n − i.
-    One step σ_s → σ_t, h = λ_t − λ_s:
+    ``weights="diffusers"`` takes every coefficient of a step as diffusers' ``SASolverScheduler`` computes it, in
+    float32 from the float32 σ (:func:`sa_diffusers_coefficients`; orders 1-4, with ``simple_order_2=True``, as it
+    runs): the diffusers shim's default, to make that class's image; ``"exact"`` (the default) computes them exactly
+    to rounding. One step σ_s → σ_t, h = λ_t − λ_s:
 
         x_t = e^{−(1+τ²)h}·x_s + Σ_j w_j·D_j + s_noise·σ_t·√(1 − e^{−2τ²h})·z
 
@@ -328,14 +469,14 @@ _SA_DOC = """
           final_step="denoise (x = D(x, σ) when σ_next = 0; no corrector before it)")
 def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
               tau_func=None, sde_interval=SA_SDE_INTERVAL, predictor_order=3, corrector_order=4,
-              simple_order_2=False, lower_order_final=False, noise_sampler=None, seed=None):
+              simple_order_2=False, lower_order_final=False, noise_sampler=None, seed=None, weights="exact"):
     """SA-Solver (Xue et al. 2023, arXiv:2309.05019), predictor-corrector in PEC mode (1 NFE per step).
 
     The corrector re-uses D at the predicted point (UniPC-style), so each step costs one model call."""
     return _sa_solver(model, x, sigmas, callback, disable, eta=eta, s_noise=s_noise, tau_func=tau_func,
                       sde_interval=sde_interval, predictor_order=predictor_order,
                       corrector_order=corrector_order, simple_order_2=simple_order_2,
-                      lower_order_final=lower_order_final, pece=False, noise_sampler=noise_sampler)
+                      lower_order_final=lower_order_final, pece=False, noise_sampler=noise_sampler, weights=weights)
 
 
 @register("sa_solver_pece", kind="sde", order=4, nfe_per_step=2, eta_from_infinity=_sa_eta_from_infinity,
@@ -343,14 +484,14 @@ def sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, *,
           final_step="denoise (corrector + re-evaluation, then x = D(x, σ) when σ_next = 0)")
 def sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=1.0, s_noise=1.0,
                    tau_func=None, sde_interval=SA_SDE_INTERVAL, predictor_order=3, corrector_order=4,
-                   simple_order_2=False, lower_order_final=False, noise_sampler=None, seed=None):
+                   simple_order_2=False, lower_order_final=False, noise_sampler=None, seed=None, weights="exact"):
     """SA-Solver (Xue et al. 2023, arXiv:2309.05019) in PECE mode: D is re-evaluated at the corrected point.
 
     Two model calls per step except the first (2N − 1 for N steps)."""
     return _sa_solver(model, x, sigmas, callback, disable, eta=eta, s_noise=s_noise, tau_func=tau_func,
                       sde_interval=sde_interval, predictor_order=predictor_order,
                       corrector_order=corrector_order, simple_order_2=simple_order_2,
-                      lower_order_final=lower_order_final, pece=True, noise_sampler=noise_sampler)
+                      lower_order_final=lower_order_final, pece=True, noise_sampler=noise_sampler, weights=weights)
 
 
 sa_solver.__doc__ += _SA_DOC
