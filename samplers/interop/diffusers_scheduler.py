@@ -2353,8 +2353,9 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
 
     def _draws_changed(self) -> bool:
         """Whether the caller's options change which noise the source class's run draws (``eta``, another noise):
-        ``s_noise`` only scales the same draws, so the class's own noise (its generator's, its Brownian tree) stays."""
-        return bool(set(self._overrides) - {"s_noise"})
+        ``s_noise`` only scales the same draws and ``weights`` only sets the step's coefficients (SASolver's exact
+        ones for its float32 ones), so the class's own noise (its generator's, its Brownian tree) stays."""
+        return bool(set(self._overrides) - {"s_noise", "weights"})
 
     def _make_noise(self, x: torch.Tensor, model_output: torch.Tensor, generator):
         kind = self._run_options.get("noise_sampler")
