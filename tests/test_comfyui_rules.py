@@ -575,7 +575,7 @@ NOT_TAKEN = [
     ("deis", {"weights": "diffusers"}, r"sample_deis\(max_order, deis_mode\)", "deis"),
     ("sample_deis", {"weights": "diffusers"}, r"sample_deis\(max_order, deis_mode\)", "deis"),
     ("sa_solver", {"weights": "diffusers"}, r"sample_sa_solver\(tau_func, s_noise, noise_sampler", "sa_solver"),
-    ("sa_solver_pece", {"weights": "exact"}, r"sample_sa_solver_pece\(tau_func", "sa_solver_pece"),
+    ("sa_solver_pece", {"weights": "diffusers"}, r"sample_sa_solver_pece\(tau_func", "sa_solver_pece"),
     ("exp_heun_2_x0", {"noise_sampler": "seeded"}, r"sample_exp_heun_2_x0\(solver_type\)", "seeds_2"),
     ("uni_pc", {"order": 2}, r"sample_unipc\(variant\)", "unipc_bh1"),
     ("uni_pc", {"lower_order_final": False}, r"sample_unipc\(variant\)", "unipc_bh1"),

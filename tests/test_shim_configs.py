@@ -425,4 +425,4 @@ def test_sa_solver_weights_option_is_checked_before_any_model_call():
     with pytest.raises(samplers.InvalidOption, match="predictor_order=5 .* orders 1-4 only"):
         samplers.sample("sa_solver_pece", never, x, sig, weights="diffusers", simple_order_2=True, predictor_order=5)
     with pytest.raises(samplers.InvalidOption, match="takes no weights"):
-        samplers.sample("comfyui:sa_solver", never, x, sig, weights="exact")
+        samplers.sample("comfyui:sa_solver", never, x, sig, weights="diffusers")
