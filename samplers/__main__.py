@@ -12,14 +12,13 @@ def run() -> int:
     try:
         try:
             status = main()
-        except SystemExit as exit_:  # argparse's --help (or usage error) exits: its text is flushed here, not at exit
+        except SystemExit:  # argparse's --help (or usage error) exits: its text is flushed here, not at exit
             sys.stdout.flush()
-            if exit_.code in (0, None) and stdout_closed():  # argparse swallows the write's BrokenPipeError itself
-                return reader_left()
             raise
         sys.stdout.flush()
         return status
-    except BrokenPipeError:  # outside a command's run (main ends its own quietly): --help into a closed pipe
+    except BrokenPipeError:  # outside a command's run (main ends its own quietly): --help whose write failed
+        # (samplers.core.argtypes.ArgumentParser lets that error through; a write that went out ends with 0, as git)
         if not stdout_closed():
             raise
         return reader_left()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -1032,6 +1033,9 @@ def test_comfyui_churn_draws_this_librarys_per_item_noise(name):
     ("lcm", {"eta": 1.0}), ("ddpm", {"s_noise": 1}), ("dpm_fast", {"eta": 0.0, "s_noise": 1.0}),
     ("dpmpp_2m_sde", {"euler_at_final": False}), ("dpmpp_2m", {"solver_type": "midpoint"}),
     ("uni_pc_bh2", {"corrector": True}), ("lms", {"prior_sigmas": ()}),
+    # read as the option rules read them: a 0-d CPU tensor, a numpy number, a list for a tuple
+    ("lcm", {"eta": torch.tensor(1.0)}), ("dpm_fast", {"s_noise": torch.tensor(1.0)}), ("lms", {"prior_sigmas": []}),
+    ("lcm", {"eta": np.float32(1.0)}), ("uni_pc", {"order": 3}),
 ])
 def test_an_option_comfyuis_function_lacks_at_the_value_it_runs_is_dropped(name, option):
     """An option ComfyUI's function has no parameter for, at the value that function runs (comfyui:lcm re-noises at
@@ -1042,3 +1046,13 @@ def test_an_option_comfyuis_function_lacks_at_the_value_it_runs_is_dropped(name,
     plain = samplers.sample(f"comfyui:{name}", model, X_VE.clone(), SIGMAS, disable=True, **seeded(name))
     assert torch.equal(given, plain)
     ksampler_function(f"comfyui:{name}", **option)
+
+
+@pytest.mark.parametrize("name, option", [("uni_pc", {"order": 3.0}), ("lcm", {"eta": True})])
+def test_a_value_the_options_rule_would_refuse_is_not_dropped_as_comfyuis(name, option):
+    """order=3.0 is no integer order (the registry's unipc_bh1 refuses it), eta=True no number: not ComfyUI's own
+    value, so refused, not dropped without a word."""
+    model = Model(EPS(), denoise_ve)
+    with pytest.raises(InvalidOption, match=rf"'{name}' \(ComfyUI's\) takes no"):
+        samplers.sample(f"comfyui:{name}", model, X_VE.clone(), SIGMAS, disable=True, **seeded(name), **option)
+    assert model.calls == 0

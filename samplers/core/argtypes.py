@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from pathlib import Path
 
 from .files import unwritable_folder
@@ -251,6 +252,18 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.register("action", None, StoreOnce)
         self.register("action", "store", StoreOnce)
+
+    def _print_message(self, message, file=None):
+        # argparse swallows an OSError of this write, so `samplers --help` whose reader had left ended with 0 as if
+        # read; a BrokenPipeError goes through (the command ends with 141, samplers.__main__), only where the write
+        # itself failed (a reader that left after reading it all is no failure: 0, as `git --help | head -1`)
+        if message:
+            try:
+                (file or sys.stderr).write(message)
+            except BrokenPipeError:
+                raise
+            except (AttributeError, OSError):
+                pass
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)

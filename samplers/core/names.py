@@ -398,8 +398,17 @@ def _plain(value) -> bool:
 
 
 def _same_setting(value, runs) -> bool:
-    """Whether a caller's ``value`` is the setting ``runs`` (both plain: :func:`_plain`; a bool is not a number)."""
+    """Whether a caller's ``value`` is the setting ``runs``, read as the option rules read it (a 0-d CPU tensor or a
+    numpy number as the Python number it holds, a list as a tuple; both then plain: :func:`_plain`); a bool is not a
+    number, nor a float an integer setting (``order=3.0``, which the option's rule refuses, is not ``order=3``)."""
+    from .validate import host_scalar
+
+    value = host_scalar("option", value, lambda dtype: True, "a Python number")
+    value = value.item() if isinstance(value, np.generic) else tuple(value) if isinstance(value, list) else value
     if not (_plain(value) and _plain(runs)):
+        return False
+    if isinstance(runs, numbers.Integral) and not isinstance(runs, (bool, np.bool_)) and not isinstance(
+            value, numbers.Integral):
         return False
     if isinstance(value, tuple) or isinstance(runs, tuple):
         return (isinstance(value, tuple) and isinstance(runs, tuple) and len(value) == len(runs)
