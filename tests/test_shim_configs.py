@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import samplers
+from samplers.problems import GaussianMixture
 
 diffusers = pytest.importorskip("diffusers")
 from samplers.interop.diffusers_scheduler import SamplerScheduler  # noqa: E402
@@ -426,3 +427,62 @@ def test_sa_solver_weights_option_is_checked_before_any_model_call():
         samplers.sample("sa_solver_pece", never, x, sig, weights="diffusers", simple_order_2=True, predictor_order=5)
     with pytest.raises(samplers.InvalidOption, match="takes no weights"):
         samplers.sample("comfyui:sa_solver", never, x, sig, weights="diffusers")
+
+
+def test_sa_solver_diffusers_weights_that_are_not_finite_are_refused_before_any_model_call():
+    """SASolverScheduler's float32 coefficients depend on σ and τ only, so they are all computed and checked before
+    the first model call. They were computed step by step in the loop and never checked: at EDM's σ range with τ = 4
+    (its e^((1+τ²)λ)·λ^k overflows float32) and on two σ equal in float32 (a zero λ difference it divides by) the run
+    failed with NonFiniteError after every model call (10 and 5), blaming the model's fp16."""
+    from samplers.sde.solvers import sa_diffusers_step_coefficients
+
+    gm = GaussianMixture.default()
+    calls = [0]
+
+    def counted(x, s):
+        calls[0] += 1
+        return gm.denoise(x, s)
+
+    x = torch.randn(2, *gm.shape, generator=torch.Generator().manual_seed(0))
+    edm = samplers.get_sigmas("karras", 10, sigma_min=0.002, sigma_max=80.0).tolist()
+    close = [10.0, 2.0, 1.0 + 1e-12, 1.0, 0.5, 0.0]  # strictly decreasing; 1 + 1e-12 is 1 in float32
+    cases = [(edm, dict(tau_func=lambda s, n: 4.0), r"predictor of step 8 \(σ 0\.0204.* τ = 4\).*overflow float32 .*"
+              r"\(1\+τ²\)·\|λ_t\| = 106.*use weights='exact'.*or a smaller τ"),
+             (close, dict(eta=0.0), r"corrector of step 3 \(σ 1\.000000000001 → 1\.0, order 4, τ = 0\).*σ "
+              r"1\.000000000001 and 1\.0 are one λ in float32.*give σ that are distinct in float32")]
+    for sig, kw, match in cases:
+        calls[0] = 0
+        with pytest.raises(samplers.InvalidOption, match=match):
+            samplers.sample("sa_solver", counted, x, sig, disable=True, seed=0, simple_order_2=True,
+                            weights="diffusers", **kw)
+        assert calls[0] == 0, f"refused after {calls[0]} model calls"
+    # the coefficient refused is the class's own (bit for bit, the test above): its run would be NaN
+    assert not torch.isfinite(sa_diffusers_step_coefficients(edm, 8, 3, 4.0, corrector=False)[1][0])
+    assert not torch.isfinite(sa_diffusers_step_coefficients(close, 3, 4, 0.0, corrector=True)[1][0])
+    # the fix the message names runs: the exact weights are finite at that τ
+    out = samplers.sample("sa_solver", gm.denoise, x * 80, edm, disable=True, seed=0, simple_order_2=True,
+                          weights="exact", tau_func=lambda s, n: 4.0)
+    assert bool(torch.isfinite(out).all())
+
+
+def test_sasolver_config_whose_float32_coefficients_overflow_is_refused_before_any_model_call():
+    """SASolverScheduler with τ = 5 on SD's betas: (1+τ²)·λ at its last σ (0.029) overflows its float32 integrals and
+    its own image is NaN after every model call; the shim refuses it before the first, and runs the exact weights."""
+    calls = [0]
+
+    def counted(x, t):
+        calls[0] += 1
+        return model(x, t)
+
+    ref = diffusers.SASolverScheduler(**SD, tau_func=lambda t: 5.0)
+    assert not bool(torch.isfinite(loop(ref, 10)).all())
+    config = dict(SD, _class_name="SASolverScheduler")
+    shim = SamplerScheduler.from_config(config, tau_func=lambda t: 5.0)
+    with pytest.raises(samplers.InvalidOption, match=r"overflow float32.*use weights='exact'"):
+        shim.set_timesteps(10)
+        x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7)) * shim.init_noise_sigma
+        for t in shim.timesteps:
+            x = shim.step(counted(shim.scale_model_input(x, t), t), t, x).prev_sample
+    assert calls[0] == 0, f"refused after {calls[0]} model calls"
+    exact = SamplerScheduler.from_config(config, tau_func=lambda t: 5.0, sampler_options={"weights": "exact"})
+    assert bool(torch.isfinite(loop(exact, 10)).all())

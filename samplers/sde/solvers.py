@@ -331,6 +331,64 @@ def _check_sa_weights(weights, predictor_order: int, corrector_order: int, simpl
                             "pass simple_order_2=True, or weights='exact'")
 
 
+def _sa_orders(n: int, predictor_order: int, corrector_order: int, lower_order_final, comfy_orders: bool):
+    """Each step's (predictor, corrector) order: capped by the points the history holds, and by the steps left under
+    ComfyUI's rule (``comfy_orders``) or diffusers' (``lower_order_final=True``). A pure function of the schedule's
+    length, so the run knows every step's before its first model call."""
+    orders = []
+    for i in range(n):
+        p, c = min(predictor_order, i + 1), min(corrector_order, i + 1)
+        if comfy_orders:
+            p, c = min(p, n - 1 - i), min(c, n - i)
+        elif lower_order_final is True:
+            p, c = min(p, n - i), min(c, n - i + 2)
+        orders.append((p, c))
+    return orders
+
+
+def _sa_diffusers_plan(sigmas, taus: list, orders: list, pece: bool) -> tuple[dict, dict]:
+    """``weights="diffusers"``: every step's coefficients (:func:`sa_diffusers_coefficients`), the predictor's and the
+    corrector's by step, for the steps that take them. They depend on σ and τ only, so they are computed (and each
+    checked to be finite) before the first model call, and the loop reads Python floats. The corrector of step ``i``
+    redoes step ``i − 1`` with that step's τ."""
+    predictor, corrector = {}, {}
+    for i, (p, c) in enumerate(orders):
+        if i > 0 and c > 0 and (sigmas[i + 1] > 0 or pece):
+            corrector[i] = _sa_diffusers_finite(sigmas, i, c, taus[i - 1], corrector=True)
+        if sigmas[i + 1] != 0:
+            predictor[i] = _sa_diffusers_finite(sigmas, i, p, taus[i], corrector=False)
+    return predictor, corrector
+
+
+def _sa_diffusers_finite(sigmas, i: int, order: int, tau: float, corrector: bool) -> tuple[float, list[float], float]:
+    """:func:`sa_diffusers_coefficients`, refused where one is not finite. SASolverScheduler's float32 arithmetic
+    fails two ways on a schedule the exact weights run: its closed-form integrals e^{(1+τ²)λ_t}·λ_t^k (and the
+    e^{−τ²λ_t} they are scaled by) overflow float32 once (1+τ²)·|λ_t| nears 88.7 (τ = 3.5 or 4 at EDM's σ_min
+    0.002, λ = −log σ), and two σ that are one value in float32 give a zero λ difference it divides by (h = 0, or a
+    Lagrange node's 1/0). Either way diffusers' own run is NaN; the run is refused before any model call, not failed
+    with NaN after them all."""
+    decay, w, spread = coefficients = sa_diffusers_coefficients(sigmas, i, order, tau, corrector)
+    if all(math.isfinite(v) for v in (decay, *w, spread)):
+        return coefficients
+    s, t = (i - 1, i) if corrector else (i, i + 1)
+    newest = t if corrector else s
+    span = range(min(s, newest - order + 1), t + 1)  # every σ the step reads: its ends and its Lagrange nodes
+    lam = {j: _diffusers_vp(sigmas[j])[1].numpy() for j in span}  # CPU tensors: read without a device sync
+    same = next(((j, j + 1) for j in span[:-1] if lam[j] == lam[j + 1]), None)
+    step = (f"sa_solver weights='diffusers': the {'corrector' if corrector else 'predictor'} of step {i} (σ "
+            f"{float(sigmas[s])!r} → {float(sigmas[t])!r}, order {order}, τ = {tau:g}) has coefficients that are not "
+            "finite in float32, as diffusers' SASolverScheduler computes them")
+    if same is not None:
+        a, b = same
+        raise InvalidOption(f"{step}: σ {sigmas[a]!r} and {sigmas[b]!r} are one λ in float32 (its σ table is "
+                            "float32), and it divides by their difference; give σ that are distinct in float32")
+    reach = (1 + tau * tau) * abs(math.log(sigmas[t]))
+    raise InvalidOption(f"{step}: its closed-form integrals e^((1+τ²)λ)·λ^k overflow float32 (3.4e38 = e^88.7) at "
+                        f"(1+τ²)·|λ_t| = {reach:.3g}, λ_t = −log σ_t; use weights='exact' (the same weights computed "
+                        "in float64 in a scaled variable, finite at any τ; the diffusers shim's sampler_options="
+                        "{'weights': 'exact'}), or a smaller τ (eta or tau_func)")
+
+
 def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, sde_interval, predictor_order,
                corrector_order, simple_order_2, lower_order_final, pece, noise_sampler, weights):
     if not 1 <= predictor_order <= 6 or not 0 <= corrector_order <= 6:
@@ -362,6 +420,9 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
                 raise InvalidOption(f"{what}: τ² overflows a float; τ must be below {math.sqrt(sys.float_info.max):.3g} "
                                     "(τ = 1 is the reverse SDE; large τ only replaces the state by fresh noise)")
             taus[i] = tau
+    orders = _sa_orders(n, predictor_order, corrector_order, lower_order_final, comfy_orders)
+    if diffusers:  # every step's float32 coefficients, checked before the first model call; the loop only reads them
+        predictor_weights, corrector_weights = _sa_diffusers_plan(sigmas, taus, orders, pece)
     lambdas = [-math.log(s) if s > 0 else math.inf for s in sigmas]
     history: list = []  # data predictions D at sigmas[i - k], newest last
     keep = max(predictor_order, corrector_order)
@@ -371,19 +432,14 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, sigma)
         history = (history + [denoised])[-keep:]
-        p = min(predictor_order, i + 1)
-        c = min(corrector_order, i + 1)
-        if comfy_orders:
-            p, c = min(p, n - 1 - i), min(c, n - i)
-        elif lower_order_final is True:
-            p, c = min(p, n - i), min(c, n - i + 2)
+        p, c = orders[i]
         # Corrector (Adams-Moulton through the new point), with the previous predictor's τ and noise.
         if i > 0 and c > 0 and (sigma_next > 0 or pece):
             lam_s, lam_t = lambdas[i - 1], lambdas[i]
             nodes = lambdas[i - c + 1:i + 1][::-1]  # λ_t, λ_s, ...
             decay = math.exp(-(1 + tau_prev**2) * (lam_t - lam_s))
             if diffusers:
-                decay, w, _ = sa_diffusers_coefficients(sigmas, i, c, tau_prev, corrector=True)
+                decay, w, _ = corrector_weights[i]
             elif simple_order_2 and c == 2:
                 w = _sa_simple_order_2(lam_s, lam_s, lam_t, tau_prev, corrector=True)
             else:
@@ -405,7 +461,7 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
             h = lam_t - lam_s
             decay, spread = math.exp(-(1 + tau**2) * h), sigma_next * math.sqrt(-math.expm1(-2 * tau**2 * h))
             if diffusers:
-                decay, w, spread = sa_diffusers_coefficients(sigmas, i, p, tau, corrector=False)
+                decay, w, spread = predictor_weights[i]
             elif simple_order_2 and p == 2:
                 w = _sa_simple_order_2(lambdas[i - 1], lam_s, lam_t, tau, corrector=False)
             else:
@@ -454,7 +510,10 @@ _SA_DOC = """
     ``weights="diffusers"`` takes every coefficient of a step as diffusers' ``SASolverScheduler`` computes it, in
     float32 from the float32 σ (:func:`sa_diffusers_coefficients`; orders 1-4, with ``simple_order_2=True``, as it
     runs): the diffusers shim's default, to make that class's image; ``"exact"`` (the default) computes them exactly
-    to rounding. One step σ_s → σ_t, h = λ_t − λ_s:
+    to rounding. ``"diffusers"`` computes every step's coefficients before the first model call and refuses a run
+    where one is not finite in float32, where the class's own image is NaN: its e^{(1+τ²)λ}·λ^k overflows once
+    (1+τ²)·|λ| nears 88.7 (λ = −log σ; τ = 3.5 at σ = 0.002), and two σ equal in float32 divide by 0.
+    One step σ_s → σ_t, h = λ_t − λ_s:
 
         x_t = e^{−(1+τ²)h}·x_s + Σ_j w_j·D_j + s_noise·σ_t·√(1 − e^{−2τ²h})·z
 
