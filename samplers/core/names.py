@@ -379,13 +379,11 @@ def _comfyui_taken(found: Label, options: dict | None) -> dict | None:
         if key not in keys or value is None:
             kept[key] = value
         elif not (key in runs and _same_setting(value, runs[key])):
+            offer = (f" (or pass the value ComfyUI's function runs, {runs[key]!r})" if key in runs and _plain(runs[key])
+                     else "")
             raise InvalidOption(f"{found.label!r} (ComfyUI's) takes no {key}: {why}, so {key}={value!r} would not be "
-                                f"ComfyUI's image; leave {key} out (or pass the value ComfyUI's function runs, "
-                                f"{runs[key]!r}), or name the registry sampler {found.sampler!r} to choose {key} "
-                                f"yourself{settings}" if key in runs and _plain(runs[key]) else
-                                f"{found.label!r} (ComfyUI's) takes no {key}: {why}, so {key}={value!r} would not be "
-                                f"ComfyUI's image; leave {key} out, or name the registry sampler {found.sampler!r} "
-                                f"to choose {key} yourself{settings}")
+                                f"ComfyUI's image; leave {key} out{offer}, or name the registry sampler "
+                                f"{found.sampler!r} to choose {key} yourself{settings}")
     return kept
 
 

@@ -437,13 +437,12 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
         if i > 0 and c > 0 and (sigma_next > 0 or pece):
             lam_s, lam_t = lambdas[i - 1], lambdas[i]
             nodes = lambdas[i - c + 1:i + 1][::-1]  # λ_t, λ_s, ...
-            decay = math.exp(-(1 + tau_prev**2) * (lam_t - lam_s))
-            if diffusers:
+            if diffusers:  # computed before the loop (_sa_diffusers_plan)
                 decay, w, _ = corrector_weights[i]
-            elif simple_order_2 and c == 2:
-                w = _sa_simple_order_2(lam_s, lam_s, lam_t, tau_prev, corrector=True)
             else:
-                w = _sa_weights(nodes, lam_s, lam_t, tau_prev)
+                decay = math.exp(-(1 + tau_prev**2) * (lam_t - lam_s))
+                w = (_sa_simple_order_2(lam_s, lam_s, lam_t, tau_prev, corrector=True) if simple_order_2 and c == 2
+                     else _sa_weights(nodes, lam_s, lam_t, tau_prev))
             x = decay * x_prev
             for k, wk in enumerate(w):
                 x = x + history[-1 - k] * wk
@@ -459,13 +458,12 @@ def _sa_solver(model, x, sigmas, callback, disable, *, eta, s_noise, tau_func, s
             tau = taus[i]
             lam_s, lam_t = lambdas[i], lambdas[i + 1]
             h = lam_t - lam_s
-            decay, spread = math.exp(-(1 + tau**2) * h), sigma_next * math.sqrt(-math.expm1(-2 * tau**2 * h))
-            if diffusers:
+            if diffusers:  # computed before the loop (_sa_diffusers_plan)
                 decay, w, spread = predictor_weights[i]
-            elif simple_order_2 and p == 2:
-                w = _sa_simple_order_2(lambdas[i - 1], lam_s, lam_t, tau, corrector=False)
             else:
-                w = _sa_weights(lambdas[i - p + 1:i + 1][::-1], lam_s, lam_t, tau)
+                decay, spread = math.exp(-(1 + tau**2) * h), sigma_next * math.sqrt(-math.expm1(-2 * tau**2 * h))
+                w = (_sa_simple_order_2(lambdas[i - 1], lam_s, lam_t, tau, corrector=False)
+                     if simple_order_2 and p == 2 else _sa_weights(lambdas[i - p + 1:i + 1][::-1], lam_s, lam_t, tau))
             x_new = decay * x
             for k, wk in enumerate(w):
                 x_new = x_new + history[-1 - k] * wk
