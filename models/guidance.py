@@ -161,7 +161,9 @@ class InpaintDenoiser:
     Before each call the known region of x is replaced by ``known + σ·noise`` (the known latent at the
     current noise level, with a fixed per-item noise; at σ = inf the state is the noise itself), and the
     returned x0 is ``known`` there, so every sampler's update keeps the known region on the path
-    x = known + σ·n and ends on ``known`` exactly at σ = 0.
+    x = known + σ·n and ends on ``known`` exactly at σ = 0. A run that stops above σ = 0 (A1111's "DDIM" / "PLMS"
+    end at timestep 1) ends with the known region still noisy: :meth:`models.pipeline.Pipeline.inpaint` puts
+    ``known`` back there before decoding, as A1111 does.
 
     ``known`` and ``noise``: finite floating tensors of the same shape [B, ...] (B = 1 serves any batch of x);
     ``mask``: a tensor (floating, bool or integer 0/1) with values in [0, 1], broadcasting to known's shape (e.g.
