@@ -370,6 +370,31 @@ def _refuse_negative_prompt(options: dict) -> None:
                             "you give; leave negative_prompt out, and set how strongly the prompt is followed with cfg=")
 
 
+# The keywords Pipeline.request records besides its own arguments: the infotext's field for each. Any other is
+# refused (the JSON chunk would hold it and the infotext, which A1111 and image sites read, drop it without a word)
+RECORDED_EXTRAS = {"strength": "Denoising strength"}
+# the fields the request writes itself, from the run (not the caller's to say)
+_OWN_FIELDS = ("rng", "model", "model_sha256", "version")
+
+
+def _check_extras(extra: dict) -> None:
+    """Refuse a keyword of :meth:`Pipeline.request` it does not record (:data:`RECORDED_EXTRAS`): ``negative_prompt``
+    as the run refuses it, a field the request writes itself, and any other, naming it and its value."""
+    _refuse_negative_prompt(extra)
+    own = [k for k in extra if k in _OWN_FIELDS]
+    if own:
+        raise InvalidOption(f"request writes {', '.join(own)} itself, from the run (rng: \"CPU\", the source of "
+                            "every image's starting noise; model, model_sha256: the loaded U-Net's; version: the "
+                            f"library's), so it takes no {', '.join(f'{k}={extra[k]!r}' for k in own)}; leave it out")
+    other = [k for k in extra if k not in RECORDED_EXTRAS]
+    if other:
+        given = ", ".join(f"{k}={extra[k]!r}" for k in other)
+        raise InvalidOption(f"request records no {given}: besides its own arguments it records only "
+                            f"{', '.join(f'{k}= ({v!r} in the infotext)' for k, v in RECORDED_EXTRAS.items())}, and "
+                            "the infotext has no field for it (the JSON chunk would hold it and the infotext drop it); "
+                            "pass a sampler option in options={...}, and leave anything else out")
+
+
 def _shown(text: str) -> str:
     """``text`` as UTF-8 can hold it: a byte Python read from a file name or an argument that is not UTF-8 (a lone
     surrogate, '\\udcff') shown as its escape (\\xff)."""
@@ -1257,13 +1282,17 @@ class Pipeline(PipelineSpec):
         or the model's default), the schedule it runs on (its label's, the model's default, or ``"fitted"``: a
         fitted solver's own nodes), steps, cfg, seed, size, the sampler options, ``rng="CPU"`` (every image's starting
         noise is A1111's "CPU" source's first draw, and A1111 reads an infotext without RNG as its "GPU" one), the
-        model (its name and weights' sha256) and the library version; ``extra`` (``strength=`` of img2img, say) is
-        recorded as given.
+        model (its name and weights' sha256) and the library version; ``extra``: img2img / inpaint's ``strength=``
+        (A1111's "Denoising strength"), the one keyword of a run besides these that the infotext holds.
 
-        The prompt, seed and size are checked by the run's own rules (:meth:`_prompts`, ``resolve_seeds``,
-        :meth:`check_size`), so a PNG never records one the run would refuse, nor another (a seed of 1.9 recorded as
-        1). The seed is the image's own: ``seed=None``, which the run reads as "draw one", is refused here, where
-        there is nothing to draw."""
+        The prompt, seed, size and strength are checked by the run's own rules (:meth:`_prompts`, ``resolve_seeds``,
+        :meth:`check_size`, :func:`_strength` and the schedule's cut, :meth:`_cut`), so a PNG never records one the
+        run would refuse, nor another (a seed of 1.9 recorded as 1). The seed is the image's own: ``seed=None``, which
+        the run reads as "draw one", is refused here, where there is nothing to draw. Any other keyword is refused
+        (:func:`_check_extras`): ``negative_prompt``, which the run refuses, and any the infotext has no field for,
+        which the JSON chunk would have recorded and the infotext dropped."""
+        _check_extras(extra)
+        run = (sampler, schedule, steps, dict(options or {}))  # as the call names them: the run plans from these
         height, width = self.check_size(height, width)
         if not isinstance(prompt, str):
             raise InvalidType(f"request records one image's prompt: a string, got {type(prompt).__name__}; make one "
@@ -1282,6 +1311,8 @@ class Pipeline(PipelineSpec):
                                                  steps, dict(options))
         # the caller's options the run runs with: not A1111's default settings that its label drops (names.md)
         options = {k: v for k, v in options.items() if k in merged}
+        if "strength" in extra:  # before the fitted solver's "fitted" schedule replaces the one the run plans on
+            extra = {**extra, "strength": self._recorded_strength(*run, extra["strength"])}
         if found.sigmas is not None:
             schedule, steps = "fitted", len(found.sigmas) - 1
         # every image starts from seeded_randn, A1111's "CPU" source's first draw (ImageRNG.first), which the A1111
@@ -1293,6 +1324,16 @@ class Pipeline(PipelineSpec):
                 "steps": self.defaults["steps"] if steps is None else int(steps), "cfg": self.guidance(cfg),
                 "seed": seed, "width": width, "height": height, "options": options, **extra,
                 "model": self.config.name, "model_sha256": self.model.weights_sha256, "version": library_version()}
+
+    def _recorded_strength(self, sampler, schedule, steps, options: dict, strength) -> float:
+        """The ``strength`` a request records, as img2img / inpaint read and check it: a real number in (0, 1]
+        (:func:`_strength`), one a fitted solver runs (:meth:`_check_strength`: only 1) and one the run's schedule
+        can be cut at (:meth:`_cut`: at least half a step, and not all of a schedule that starts at σ = inf)."""
+        strength = _strength(strength, "1 = the whole schedule, as img2img and inpaint read it")
+        found, sigmas, options, _ = self.plan_run(sampler, schedule, steps, dict(options), txt2img=False)
+        self._check_strength(found.sampler, options, strength)
+        self._cut(sigmas, strength, "the start")
+        return strength
 
     # ----------------------------------------------------------------------------------------- tasks
 

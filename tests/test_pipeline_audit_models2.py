@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import data
-from models.pipeline import Pipeline, infotext
+from models.pipeline import infotext
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
 
 from test_pipeline import model_calls, parts  # noqa: F401  (a fixture)
@@ -49,3 +49,51 @@ def test_inpaint_of_the_whole_image_is_still_txt2img_under_ddim(parts):  # noqa:
     kw = dict(sampler="DDIM", steps=4, seed=3, output="tensor", progress=False)
     torch.testing.assert_close(pipe.inpaint(image, torch.ones(64, 64), PROMPT, **kw), pipe.txt2img(PROMPT, **kw),
                                atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------- 2. the request a PNG records: what the run refuses
+
+
+@pytest.mark.parametrize("strength", [1.5, 0.0, -0.2, float("nan"), float("inf"), "abc", True, None,
+                                      torch.tensor([0.5]), 0.01])
+def test_request_refuses_a_strength_the_run_refuses(parts, strength):  # noqa: F811
+    """It wrote strength=1.5 (or NaN, or "abc") into the PNG as "Denoising strength", a value img2img refuses; 0.01
+    at 10 steps rounds to no step of the schedule, which the run refuses too."""
+    pipe = parts["eps"]
+    image, _, _ = data.make_batch(4, 1)
+    with pytest.raises((InvalidInput, InvalidOption, InvalidType)) as run:
+        pipe.img2img(image, PROMPT, strength=strength, sampler="euler", steps=10, seed=0, progress=False)
+    with pytest.raises(type(run.value), match="strength"):
+        pipe.request(PROMPT, "euler", steps=10, seed=0, strength=strength)
+
+
+def test_request_records_the_strength_the_run_reads(parts):  # noqa: F811
+    pipe = parts["eps"]
+    for given in (0.5, torch.tensor(0.5), __import__("numpy").float32(0.5)):
+        r = pipe.request(PROMPT, "euler", steps=10, seed=0, strength=given)
+        assert type(r["strength"]) is float and r["strength"] == 0.5
+        assert ", Denoising strength: 0.5, RNG: CPU," in infotext(r)
+    assert "strength" not in pipe.request(PROMPT, "euler", steps=10, seed=0)  # txt2img's: none
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"negative_prompt": "blue"}, "the pipeline takes no negative_prompt"),
+    ({"negative_prompt": None}, "the pipeline takes no negative_prompt"),
+    ({"denoise": 0.3}, r"request records no denoise=0.3: .*only strength= \('Denoising strength' in the infotext\)"),
+    ({"mask_blur": 4}, "request records no mask_blur=4"),
+    ({"eta": 0.5}, r"request records no eta=0.5: .*pass a sampler option in options="),
+    ({"rng": "GPU"}, "request writes rng itself"),
+    ({"model": "other"}, "request writes model itself"),
+])
+def test_request_refuses_a_keyword_the_infotext_cannot_hold(parts, extra, words):  # noqa: F811
+    """A negative_prompt (which the run refuses) went into the JSON chunk and was dropped from the infotext; any
+    other keyword likewise, without a word; rng= overrode the source the run drew from, model= was overwritten."""
+    with pytest.raises(InvalidOption, match=words):
+        parts["eps"].request(PROMPT, "euler", steps=10, seed=0, **extra)
+
+
+def test_request_refuses_a_strength_whose_cut_starts_from_pure_noise(parts):  # noqa: F811
+    """The flow model's schedule starts at σ = inf: 0.75 at 2 steps keeps all of it, which img2img refuses."""
+    with pytest.raises(InvalidInput, match="this schedule starts at σ = inf"):
+        parts["flow"].request(PROMPT, "euler", steps=2, seed=0, strength=0.75)
+    assert parts["flow"].request(PROMPT, "euler", steps=2, seed=0, strength=0.5)["strength"] == 0.5
