@@ -30,7 +30,7 @@ import torch
 
 from samplers.core.errors import InvalidInput, InvalidType
 
-from samplers.core.conversion import call_at, prepare_times
+from samplers.core.conversion import call_at, check_call, prepare_times
 
 
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -49,9 +49,14 @@ class CFGDenoiser:
     (batch 1 is broadcast to x's batch). ``scale == 1`` skips the unconditional branch. The stacked
     [cond; uncond] conditioning is built once per batch size and kept (replace ``cond`` / ``uncond`` by
     building a new wrapper, not by writing into their tensors).
+
+    The call takes what the inner denoiser takes (k-diffusion's: x [B, ...], σ of shape [], [1] or [B]) at any scale,
+    and refuses the rest before the inner call doubles the batch, so the error names the caller's shapes: x and σ
+    by the converted denoiser's rule (``samplers.core.conversion.check_call``), and where ``channels`` is given (the
+    latent channels the inner model takes) x as [B, channels, h, w].
     """
 
-    def __init__(self, inner: Callable, cond: dict, uncond: dict, scale: float):
+    def __init__(self, inner: Callable, cond: dict, uncond: dict, scale: float, channels: int | None = None):
         for name, c in (("cond", cond), ("uncond", uncond)):
             if not isinstance(c, dict):
                 raise InvalidType(f"{name} must be a dict of conditioning tensors, got {type(c).__name__}")
@@ -68,6 +73,7 @@ class CFGDenoiser:
         self.cond = cond
         self.uncond = uncond
         self.scale = float(scale)
+        self.channels = channels
         self._stacked: dict[int, dict] = {}
 
     @property
@@ -89,10 +95,20 @@ class CFGDenoiser:
                                     for k in self.cond}
         return self._stacked[n]
 
+    def _check_x(self, x: torch.Tensor) -> None:
+        """x as the inner model takes it, where ``channels`` says how: [B, channels, h, w] (the caller's shape named,
+        not the doubled batch the inner call would see)."""
+        if self.channels is not None and (x.ndim != 4 or x.shape[1] != self.channels):
+            raise InvalidInput(f"the denoiser's x must be latents [B, {self.channels}, h, w], got shape "
+                               f"{tuple(x.shape)}; pass the model's {self.channels}-channel latents (e.g. "
+                               "pipe.vae.to_latent(images))")
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
+        check_call(x, sigma)
+        self._check_x(x)
         n = x.shape[0]
-        if sigma.ndim == 0:
-            sigma = sigma.expand(n)
+        if sigma.numel() == 1:  # [] or [1]: one σ for every item, [n] before it is doubled with the batch
+            sigma = sigma.reshape(1).expand(n)
         if self.scale == 1.0:
             return self.inner(x, sigma, **self.conditioning(n), **extra_args)
         out = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]), **self.conditioning(n), **extra_args)
@@ -105,6 +121,7 @@ class CFGDenoiser:
 
     def denoise_at(self, x: torch.Tensor, sigma: float, **extra_args) -> torch.Tensor:
         """The same for a Python-float σ (the registry's call), passed on as a float to the inner denoiser."""
+        self._check_x(x)
         n = x.shape[0]
         if self.scale == 1.0:
             return call_at(self.inner, x, sigma, **self.conditioning(n), **extra_args)

@@ -1099,7 +1099,8 @@ class Pipeline(PipelineSpec):
         checked as :meth:`txt2img` checks them (a string or a non-empty list of strings) before any is encoded."""
         prompts = self._prompts(prompt)
         cfg = self.guidance(cfg)
-        return CFGDenoiser(self._denoiser, self.encode_prompts(prompts), self.encode_prompts([""]), cfg)
+        return CFGDenoiser(self._denoiser, self.encode_prompts(prompts), self.encode_prompts([""]), cfg,
+                           channels=self.config.latent_channels)
 
     def guidance(self, cfg) -> float:
         """The classifier-free guidance scale: a finite number with |cfg| <= 100 (ComfyUI's CFG widget maximum;

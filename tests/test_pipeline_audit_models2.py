@@ -97,3 +97,33 @@ def test_request_refuses_a_strength_whose_cut_starts_from_pure_noise(parts):  # 
     with pytest.raises(InvalidInput, match="this schedule starts at σ = inf"):
         parts["flow"].request(PROMPT, "euler", steps=2, seed=0, strength=0.75)
     assert parts["flow"].request(PROMPT, "euler", steps=2, seed=0, strength=0.5)["strength"] == 0.5
+
+
+# ------------------------------------------ 3. the guided denoiser: σ of shape [1], errors in the caller's shapes
+
+
+@pytest.mark.parametrize("cfg", [1.0, 4.0])
+def test_the_guided_denoiser_takes_one_sigma_of_shape_1_for_the_batch(parts, cfg):  # noqa: F811
+    """At cfg 4 a σ of shape [1] with a batch of 3 was refused, its message quoting shapes (2,) and [6] the caller
+    never passed; the unguided call took it. Guidance must not change which inputs are valid."""
+    d = parts["eps"].denoiser(PROMPT, cfg=cfg)
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    want = d(x, torch.full((3,), 2.0))
+    torch.testing.assert_close(d(x, torch.tensor([2.0])), want, rtol=0, atol=0)
+    torch.testing.assert_close(d(x, torch.tensor(2.0)), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cfg", [1.0, 4.0])
+def test_the_guided_denoiser_refuses_in_the_callers_shapes(parts, monkeypatch, cfg):  # noqa: F811
+    """3-channel latents gave a bare ValueError from the U-Net quoting batch 4 (the doubled 2); a σ of another
+    length one quoting the doubled batch. Both are refused before the U-Net is called, naming what was passed."""
+    pipe = parts["eps"]
+    d = pipe.denoiser(PROMPT, cfg=cfg)
+    calls = model_calls(pipe, monkeypatch)
+    with pytest.raises(InvalidInput, match=r"latents \[B, 4, h, w\], got shape \(2, 3, 8, 8\)"):
+        d(torch.randn(2, 3, 8, 8), torch.tensor(2.0))
+    with pytest.raises(InvalidInput, match=r"latents \[B, 4, h, w\], got shape \(2, 3, 8, 8\)"):
+        d.denoise_at(torch.randn(2, 3, 8, 8), 2.0)
+    with pytest.raises(InvalidInput, match=r"\[\] , \[1\] or \[3\], k-diffusion's call\), got shape \(2,\)"):
+        d(torch.randn(3, 4, 8, 8), torch.tensor([2.0, 2.0]))
+    assert not calls

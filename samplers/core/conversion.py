@@ -270,6 +270,21 @@ def prepare_times(denoiser: Callable, sigmas: list[float], batch: int, dtype: to
         prepare(sigmas, batch, dtype, device)
 
 
+def check_call(x, sigma) -> None:
+    """Refuse a k-diffusion call ``D(x, sigma)`` a converted denoiser cannot take, by its shapes: x not a floating
+    tensor, σ not a tensor of one σ or one per item ([], [1] or [B]). A wrapper that changes the batch before its
+    inner call (guidance's [cond; uncond]) checks the caller's x and σ with it first, so the error names them."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise InvalidType(f"the denoiser's x must be a floating-point tensor (the latents), got "
+                          f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}: an integer x would "
+                          "turn σ into an integer too; cast it (x.float())")
+    if not isinstance(sigma, torch.Tensor) or sigma.ndim > 1 or sigma.numel() not in (1, x.shape[0]):
+        got = (f"shape {tuple(sigma.shape)}" if isinstance(sigma, torch.Tensor) else type(sigma).__name__)
+        raise InvalidInput(f"the denoiser's sigma must be a tensor of one σ or one per item ([] , [1] or "
+                           f"[{x.shape[0]}], k-diffusion's call), got {got}; for a Python float σ call "
+                           "denoise_at(x, sigma)")
+
+
 def refuse_non_tensor_output(out) -> None:
     """A model output that is not a tensor (a diffusers output object, a tuple, None), refused as the wrong type (one
     mistake, one error, whether the model is wrapped by :func:`to_denoiser` or called by a run as a denoiser)."""
@@ -391,15 +406,7 @@ class Denoiser:
         k-diffusion's wrappers do (σ² overflows float16 above 256), the model called in the latents' dtype, and
         D returned in float32. A σ on the CPU at which D has no value (NaN, −inf, inf where the model has no value
         there) is refused before the model call (:meth:`_check_host_sigma`); one on the GPU is not read."""
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise InvalidType(f"the denoiser's x must be a floating-point tensor (the latents), got "
-                              f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}: an integer x would "
-                              "turn σ into an integer too; cast it (x.float())")
-        if not isinstance(sigma, torch.Tensor) or sigma.ndim > 1 or sigma.numel() not in (1, x.shape[0]):
-            got = (f"shape {tuple(sigma.shape)}" if isinstance(sigma, torch.Tensor) else type(sigma).__name__)
-            raise InvalidInput(f"the denoiser's sigma must be a tensor of one σ or one per item ([] , [1] or "
-                               f"[{x.shape[0]}], k-diffusion's call), got {got}; for a Python float σ call "
-                               "denoise_at(x, sigma)")
+        check_call(x, sigma)
         if not sigma.is_floating_point():
             # the schedule computes the time input in σ's dtype: an int64 σ = 2 reached a VPContinuous network as
             # t = 0 (0.397 for the float 2.0), a VPDiscrete one as timestep 562 (562.29), with no error
