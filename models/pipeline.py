@@ -934,7 +934,12 @@ class PipelineSpec:
         """``prompt`` (a string, or a non-empty list or tuple of strings) as a list, each within the encoder's length."""
         if isinstance(prompt, str):
             prompts = [prompt]
-        elif isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt):
+        elif isinstance(prompt, (list, tuple)):
+            bad = next(((k, p) for k, p in enumerate(prompt) if not isinstance(p, str)), None)
+            if bad is not None:
+                k, p = bad
+                raise InvalidType(f"prompt must be a string or a list of strings, and prompt[{k}] is {p!r} "
+                                  f"({type(p).__name__}); pass each prompt as a string")
             prompts = list(prompt)
         else:
             raise InvalidType(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")

@@ -127,3 +127,37 @@ def test_the_guided_denoiser_refuses_in_the_callers_shapes(parts, monkeypatch, c
     with pytest.raises(InvalidInput, match=r"\[\] , \[1\] or \[3\], k-diffusion's call\), got shape \(2,\)"):
         d(torch.randn(3, 4, 8, 8), torch.tensor([2.0, 2.0]))
     assert not calls
+
+
+# ------------------------------------------------------ 4. integers: a 1-D tensor is not one; a prompt list's item
+
+
+@pytest.mark.parametrize("kw, words", [({"height": torch.tensor([64])}, "height must be an integer number of pixels"),
+                                       ({"width": torch.tensor([64])}, "width must be an integer number of pixels"),
+                                       ({"steps": torch.tensor([2])}, r"got a tensor of shape \(1,\)"),
+                                       ({"batch": torch.tensor([1])}, r"got a tensor of shape \(1,\)")])
+def test_a_one_element_1d_tensor_is_not_an_integer(parts, monkeypatch, kw, words):  # noqa: F811
+    """integer() read tensor([64]) as 64 through operator.index, where the docs say a 0-d tensor only (and real()
+    refuses cfg=tensor([4.0]))."""
+    pipe = parts["eps"]
+    calls = model_calls(pipe, monkeypatch)
+    with pytest.raises(InvalidType, match=words):
+        pipe.txt2img(PROMPT, **{"steps": 2, "seed": 0, "progress": False, **kw})
+    assert not calls
+    assert pipe.txt2img(PROMPT, height=torch.tensor(64), steps=torch.tensor(2), seed=0, progress=False,
+                        output="tensor").shape == (1, 3, 64, 64)  # a 0-d tensor is one
+
+
+def test_integer_refuses_tensors_of_any_dimension():
+    from samplers.core.validate import integer
+    for value in (torch.tensor([3]), torch.tensor([[3]]), torch.tensor([3, 4])):
+        with pytest.raises(InvalidType, match="a tensor is taken only as a 0-d integer one: pass int"):
+            integer("n", value)
+    assert integer("n", torch.tensor(3)) == 3
+
+
+@pytest.mark.parametrize("prompt, words", [(["a red circle", 3], r"prompt\[1\] is 3 \(int\)"),
+                                           ((None, "a red circle"), r"prompt\[0\] is None \(NoneType\)")])
+def test_a_prompt_list_names_the_item_that_is_not_a_string(parts, prompt, words):  # noqa: F811
+    with pytest.raises(InvalidType, match=words):
+        parts["eps"].txt2img(prompt, steps=2, progress=False)

@@ -60,9 +60,14 @@ def real(name: str, value, *, lo: float | None = None, hi: float | None = None, 
 
 
 def integer(name: str, value, *, lo: int | None = None, hi: int | None = None) -> int:
-    """``value`` as an int (any integral type: int, numpy integer, 0-d integer tensor), never a bool or a float."""
+    """``value`` as an int (any integral type: int, numpy integer, 0-d integer tensor), never a bool or a float, nor
+    a tensor of one or more dimensions (``operator.index`` reads a one-element one, ``tensor([64])``, as 64: as
+    :func:`real` refuses it)."""
     if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
         raise InvalidType(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, torch.Tensor) and value.ndim > 0:
+        raise InvalidType(f"{name} must be an integer, got a tensor of shape {tuple(value.shape)}; a tensor is taken "
+                          f"only as a 0-d integer one: pass int({name}) or {name}.item()")
     if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() and not value.is_complex():
         value = int(value)
     try:
