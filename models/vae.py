@@ -218,7 +218,10 @@ def check_size(height, width, downsample: int) -> tuple[int, int]:
         try:
             sizes.append(integer(name, n))
         except InvalidType:
-            raise InvalidType(f"{name} must be an integer number of pixels, got {n!r} ({type(n).__name__})") from None
+            fix = f"; a tensor is taken only as a 0-d integer one: pass int({name})" if isinstance(
+                n, torch.Tensor) else ""
+            raise InvalidType(f"{name} must be an integer number of pixels, got {n!r} ({type(n).__name__})"
+                              f"{fix}") from None
     height, width = sizes
     f = downsample
     bad = [(name, n) for name, n in (("height", height), ("width", width)) if n % f != 0 or n <= 0]

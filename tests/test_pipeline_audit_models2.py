@@ -132,8 +132,13 @@ def test_the_guided_denoiser_refuses_in_the_callers_shapes(parts, monkeypatch, c
 # ------------------------------------------------------ 4. integers: a 1-D tensor is not one; a prompt list's item
 
 
-@pytest.mark.parametrize("kw, words", [({"height": torch.tensor([64])}, "height must be an integer number of pixels"),
-                                       ({"width": torch.tensor([64])}, "width must be an integer number of pixels"),
+ONE_D = r"got tensor\(\[64\]\) \(Tensor\); a tensor is taken only as a 0-d integer one: pass int"
+
+
+@pytest.mark.parametrize("kw, words", [({"height": torch.tensor([64])}, "height must be an integer number of pixels, "
+                                        + ONE_D + r"\(height\)"),
+                                       ({"width": torch.tensor([64])}, "width must be an integer number of pixels, "
+                                        + ONE_D + r"\(width\)"),
                                        ({"steps": torch.tensor([2])}, r"got a tensor of shape \(1,\)"),
                                        ({"batch": torch.tensor([1])}, r"got a tensor of shape \(1,\)")])
 def test_a_one_element_1d_tensor_is_not_an_integer(parts, monkeypatch, kw, words):  # noqa: F811
