@@ -424,3 +424,13 @@ def test_churn_above_the_trees_range_on_the_first_step_adds_noise(kind):
     run = lambda **o: samplers.sample("euler", GM.denoiser, x, sig, s_churn=2.0, s_tmin=14.0,  # noqa: E731
                                       noise_sampler=kind, seed=5, disable=True, **o)
     assert float((run() - run(s_noise=0.0)).abs().max()) > 0.05
+
+
+@pytest.mark.parametrize("tol, error", [(0, samplers.InvalidInput), (-1e-6, samplers.InvalidInput),
+                                        (math.nan, samplers.InvalidInput), (math.inf, samplers.InvalidInput),
+                                        (True, samplers.InvalidType), ("1e-6", samplers.InvalidType)])
+def test_brownian_noise_refuses_a_tol_that_is_no_positive_real(tol, error):
+    """0 or a negative tol failed with "math domain error", NaN with "cannot convert float NaN to integer", and True ran
+    as 1.0: refused naming tol, the rule and the default."""
+    with pytest.raises(error, match=r"tol must be .*the path's resolution in σ; the default is tol=1e-6"):
+        BrownianNoise(torch.zeros(1, 4), [1], 0.03, 14.6, tol=tol)

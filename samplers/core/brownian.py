@@ -74,11 +74,14 @@ class BrownianNoise:
         device: where the path is drawn: ``"cpu"`` (default; the same numbers on every machine, then
             copied to ``x.device``) or ``None`` for ``x.device`` itself (no copy, but the numbers depend on
             the device's generator).
-        tol: resolution of the path in σ (torchsde's ``tol``; the tree is refined down to it).
+        tol: resolution of the path in σ (torchsde's ``tol``; the tree is refined down to it): a finite real > 0.
     """
 
     def __init__(self, x: torch.Tensor, seeds, sigma_min: float, sigma_max: float, *, device="cpu",
                  tol: float = 1e-6):
+        # checked first: 0 or a negative tol failed in round_out's log10 ("math domain error"), NaN in its int(), and
+        # True ran as 1.0
+        tol = real("tol", tol, lo=0.0, lo_open=True, what=" (the path's resolution in σ; the default is tol=1e-6)")
         sigma_min, sigma_max = float(sigma_min), float(sigma_max)
         if not (0 < sigma_min < sigma_max < math.inf):
             raise InvalidInput(f"BrownianNoise needs 0 < sigma_min < sigma_max < inf, got sigma_min = {sigma_min:g}, "
