@@ -426,6 +426,67 @@ def test_churn_above_the_trees_range_on_the_first_step_adds_noise(kind):
     assert float((run() - run(s_noise=0.0)).abs().max()) > 0.05
 
 
+# ------------------------------------------------------------------------------------------------------
+# Brownian objects against the run they are given to, before any model call
+
+
+def _counting_model():
+    calls = []
+    return calls, lambda xs, s: calls.append(1) or GM.denoiser(xs, s)
+
+
+@pytest.mark.parametrize("name", ["euler_ancestral", "dpmpp_2m_sde", "torchsde.euler"])
+@pytest.mark.parametrize("make", [
+    lambda x: BrownianNoise(x[:2], [1, 2], 0.03, 14.6),  # another batch
+    lambda x: BrownianNoise(torch.zeros(3, 9), [1, 2, 3], 0.03, 14.6),  # another latent size
+    lambda x: BrownianNoise(x.double(), [1, 2, 3], 0.03, 14.6),  # wider than the state
+    lambda x: samplers.core.brownian.BrownianTreeNoiseSampler(x[:2], 0.03, 14.6, seed=[1, 2]),
+    lambda x: samplers.core.brownian.BrownianTreeNoiseSampler(x[:2], 0.03, 14.6, seed=1),  # one tree over x[:2]
+    lambda x: samplers.core.brownian.BrownianTreeNoiseSampler(x.double(), 0.03, 14.6, seed=[1, 2, 3])],
+    ids=["noise-batch", "noise-shape", "noise-float64", "tree-batch", "tree-int-seed", "tree-float64"])
+def test_a_brownian_object_built_for_another_latent_is_refused_before_any_model_call(name, make):
+    """This library's noise objects know the draws they make: one built for another batch, latent size or a wider
+    dtype was refused only at its first draw, after a model call (torchsde.* reshaped it: a raw RuntimeError for
+    another batch, and another size or dtype ran, only its seeds read). Refused before any model call, by every
+    sampler alike."""
+    sig = karras(5, sigma_min=0.03, sigma_max=14.6)
+    x = GM.noise(3, seed=2).float() * 14.6
+    calls, model = _counting_model()
+    with pytest.raises(samplers.InvalidInput, match=r"draws shape .* but the run's latent is \(3, 8\), torch.float32 "
+                                                    r"on cpu.*no wider than the run's state.*; build Brownian"):
+        samplers.sample(name, model, x, sig, noise_sampler=make(x), disable=True)
+    assert calls == []
+
+
+def test_torchsde_refuses_a_brownian_noise_for_another_latent_when_called_directly():
+    """The adapter reads a BrownianNoise's seeds and range only (it builds its own paths in τ): called directly, not
+    through samplers.sample, it still refuses an object built for another latent, naming it, where another batch was
+    torch's reshape error and another dtype ran."""
+    from samplers.interop.torchsde_adapter import sdeint_steps
+
+    sig = [float(s) for s in karras(5, sigma_min=0.03, sigma_max=14.6)]
+    x = GM.noise(3, seed=2).float() * 14.6
+    for noise in (BrownianNoise(x[:2], [1, 2], 0.03, 14.6), BrownianNoise(x.double(), [1, 2, 3], 0.03, 14.6)):
+        with pytest.raises(samplers.InvalidInput, match="the BrownianNoise draws shape"):
+            sdeint_steps("euler", GM.denoiser, x, sig, noise, None, True, 1.0, 1.0)
+    assert sdeint_steps("euler", GM.denoiser, x, sig, BrownianNoise(x, [1, 2, 3], 0.03, 14.6), None, True, 1.0,
+                        1.0).shape == x.shape
+
+
+def test_brownian_objects_for_the_run_are_taken():
+    """What a run takes from a draw, it takes from the object: float16 latents (a float32 state) with an object built
+    on the float16 latents or on float32 ones, and a tree with an int seed over the whole batch."""
+    from samplers.core.brownian import BrownianTreeNoiseSampler
+
+    sig = karras(4, sigma_min=0.03, sigma_max=14.6)
+    x = GM.noise(3, seed=2).float() * 14.6
+    for latents in (x, x.half()):
+        for like in (latents, latents.float()):
+            for noise in (BrownianNoise(like, [1, 2, 3], 0.03, 14.6), BrownianTreeNoiseSampler(like, 0.03, 14.6, 5)):
+                out = samplers.sample("euler_ancestral", GM.denoiser, latents, sig, noise_sampler=noise, disable=True)
+                assert out.dtype == latents.dtype and torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("tol, error", [(0, samplers.InvalidInput), (-1e-6, samplers.InvalidInput),
                                         (math.nan, samplers.InvalidInput), (math.inf, samplers.InvalidInput),
                                         (True, samplers.InvalidType), ("1e-6", samplers.InvalidType)])

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .seeds import generators, resolve_seeds, tree_seeds
+from .conversion import state_dtype
 from .transfer import to_device
 from .errors import InvalidInput, InvalidOption, InvalidType
 from .validate import real
@@ -104,6 +105,12 @@ class BrownianNoise:
         self.tol = tol
         self.rewind()
 
+    def check(self, x: torch.Tensor) -> None:
+        """Refuse, before any model call, a run on a latent ``x`` this object was not built for
+        (:func:`check_draws`)."""
+        check_draws(self, (len(self.seeds), *self.shape), self.out_dtype, self.out_device, x,
+                    "BrownianNoise(x, seeds, sigma_min, sigma_max) on the run's latent, with one seed per item")
+
     def rewind(self) -> None:
         """Start the draws outside [σ_min, σ_max] (from σ = inf, churn above σ_max) from their seeds again, as the
         path itself always is: every run that shares this object gets the same noise (the run boundary calls it)."""
@@ -153,6 +160,20 @@ class BrownianNoise:
         else:
             unit = self.increment(sigma, sigma_next) / math.sqrt(length)
         return to_device(unit, self.out_device, self.out_dtype)  # a path on the host: queued, not waited for
+
+
+def check_draws(noise, shape: tuple, dtype: torch.dtype, device: torch.device, x: torch.Tensor, build: str) -> None:
+    """Refuse a noise object of this library whose every draw has ``shape``, ``dtype`` and ``device`` for a run on the
+    latent ``x``: its draws must be shaped like ``x`` (never broadcast: an object built for another batch or latent
+    size), on ``x``'s device, and in a dtype no wider than the run's state (float32 for float16 / bfloat16 latents,
+    else the latents' own), the rules a run applies to every draw (:class:`samplers.core.noise._Checked`), read here
+    from the object's metadata so that it is refused before the first model call, not at its first draw."""
+    state = state_dtype(x.dtype)
+    if tuple(shape) != tuple(x.shape) or torch.promote_types(dtype, state) != state or torch.device(device) != x.device:
+        raise InvalidInput(
+            f"the {type(noise).__name__} draws shape {tuple(shape)}, {dtype} on {device}, but the run's latent is "
+            f"{tuple(x.shape)}, {x.dtype} on {x.device}: its draws must be shaped like the latent (never broadcast), "
+            f"on its device and in a dtype no wider than the run's state ({state}); build {build}")
 
 
 def round_out(t: float, tol: float, direction: int) -> float:
@@ -320,6 +341,14 @@ class BrownianTreeNoiseSampler:
         self.tree = BatchedBrownianTree(x, t0, t1, seed, cpu=cpu)
         self.shape = tuple(x.shape[1:]) if self.tree.batched else tuple(x.shape)
         self.rewind()
+
+    def check(self, x: torch.Tensor) -> None:
+        """Refuse, before any model call, a run on a latent ``x`` this tree was not built for (:func:`check_draws`): a
+        draw has the shape (per item with a seed list), dtype and device of the ``x`` it was built on."""
+        shape = (len(self.tree.seeds), *self.shape) if self.tree.batched else self.shape
+        check_draws(self, shape, self.tree.dtype, self.tree.device, x,
+                    "BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed) on the run's latent (a seed list: one "
+                    "seed per item)")
 
     def rewind(self) -> None:
         """Start the draws of :meth:`fresh` from their seeds again (the run boundary calls it, as for

@@ -158,7 +158,9 @@ def check(noise_sampler, seed, x: torch.Tensor) -> str | None:
                               "draws shaped like the latent: pass noise_sampler='brownian' (one Brownian path per item, "
                               "which the torchsde.* samplers read as torchsde's own), or wrap your interval: "
                               "lambda s, s_next: bm(s_next, s) / abs(s - s_next) ** 0.5")
-        if isinstance(noise_sampler, PredrawnNoise):
+        # the library's own objects know the draws they make: refused now if they do not fit the latent, not at the
+        # first draw, after a model call
+        if isinstance(noise_sampler, (PredrawnNoise, BrownianNoise, BrownianTreeNoiseSampler)):
             noise_sampler.check(x)
         return None
     return "seeded"

@@ -334,6 +334,9 @@ def sdeint_steps(method: str, model, x: torch.Tensor, sigmas: list[float], noise
         if tree is not None:
             raise InvalidInput(_levy_refusal(METHODS[method][0], tree))
     if isinstance(noise_sampler, BrownianNoise):
+        # read below for its seeds and range only: an object built for another latent (batch, size, dtype, device)
+        # is refused as every other sampler refuses its draws, not reshaped (a raw RuntimeError) or reinterpreted
+        noise_sampler.check(x)
         s_lo, s_hi = min(s for s in sigmas if s > 0), max(sigmas)
         lo, hi = noise_sampler.sigma_min, noise_sampler.sigma_max
         if not (lo * (1 - RANGE_RTOL) <= s_lo and s_hi <= hi * (1 + RANGE_RTOL)):
