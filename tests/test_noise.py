@@ -408,9 +408,11 @@ def test_a_restart_outside_the_brownian_trees_range_is_refused_before_any_model_
     assert calls == []
     for ok in ("brownian", "seeded"):
         samplers.sample("restart", GM.denoiser, x, sig, restart=restart, noise_sampler=ok, seed=5, disable=True)
-    # s_noise = 0 (no noise added) is not refused, and an entry within the range runs
-    samplers.sample("restart", GM.denoiser, x, sig, restart=restart, noise_sampler=kind, seed=seed, s_noise=0.0,
-                    disable=True)
+    # s_noise = 0 (no noise added) is not refused: the draw outside the tree is torchsde's, which warns and clamps
+    # (multiplied by 0), and an entry within the range runs
+    with pytest.warns(UserWarning, match="Should have"):
+        samplers.sample("restart", GM.denoiser, x, sig, restart=restart, noise_sampler=kind, seed=seed, s_noise=0.0,
+                        disable=True)
     samplers.sample("restart", GM.denoiser, x, sig, restart=((2, 1, 0.5, 14.0),), noise_sampler=kind, seed=seed,
                     disable=True)
 
@@ -433,6 +435,63 @@ def test_churn_above_the_trees_range_on_the_first_step_adds_noise(kind):
 def _counting_model():
     calls = []
     return calls, lambda xs, s: calls.append(1) or GM.denoiser(xs, s)
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m_sde", "euler_ancestral", "er_sde", "dpmpp_sde", "torchsde.euler"])
+def test_a_brownian_tree_narrower_than_the_schedule_is_refused_before_any_model_call(name):
+    """A BrownianTreeNoiseSampler on [0.5, 5] for a schedule from 14.6 to 0.03 answered every step outside its range
+    with zeros (clamped in brownian._query before torchsde could warn): the run was accepted silently, 0.38 from the
+    full-range tree's sample. Refused before any model call, naming the step, the range and the fix."""
+    from samplers.core.brownian import BrownianTreeNoiseSampler
+
+    sig = karras(6, sigma_min=0.03, sigma_max=14.6)
+    x = GM.noise(2, seed=2).float() * 14.6
+    calls, model = _counting_model()
+    narrow = BrownianTreeNoiseSampler(x, 0.5, 5.0, seed=[1, 2])
+    with pytest.raises(samplers.InvalidInput, match=r"a step of the schedule draws noise over \[.*14\.6\], outside "
+                                                    r"\[0\.5, 5\].*BrownianTreeNoiseSampler\(x, sigmas\[sigmas > 0\]"):
+        samplers.sample(name, model, x, sig, noise_sampler=narrow, disable=True)
+    assert calls == []
+    if "eta" in samplers.info(name).options:  # a run that draws nothing (η = 0) reads no tree
+        samplers.sample(name, model, x, sig, noise_sampler=narrow, eta=0.0, disable=True)
+
+
+def test_a_brownian_tree_object_from_infinity_is_refused_before_any_model_call():
+    """The shared first step from σ = inf draws noise_sampler(inf, σ_1): a tree object clamped it to a zero-length
+    interval and drew 0, silently (no fresh noise on that step), where the named tree kinds are refused from σ = inf."""
+    from samplers.core.brownian import BrownianTreeNoiseSampler
+
+    sig = torch.tensor([math.inf, 10.0, 3.0, 0.5, 0.0], dtype=torch.float64)
+    x = GM.noise(2, seed=4).float()
+    calls, model = _counting_model()
+    with pytest.raises(samplers.InvalidInput, match=r"draws noise over \[10, inf\], outside \[0\.5, 10\]"):
+        samplers.sample("euler_ancestral", model, x, sig, noise_sampler=BrownianTreeNoiseSampler(x, 0.5, 10.0, [1, 2]),
+                        disable=True)
+    assert calls == []
+
+
+@pytest.mark.parametrize("cpu", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sigma_max, to_zero", [(14.6, True), (14.6, False), (1000.123456789, True)])
+def test_a_tree_on_the_schedules_own_range_runs_without_a_warning(cpu, dtype, sigma_max, to_zero):
+    """The tree k-diffusion, A1111 and ComfyUI build (sigmas[sigmas > 0].min(), sigmas.max()) holds every draw of a
+    run: not refused, and the float32 times that lie past its rounded ends by rounding only are clamped without
+    torchsde's warning (at σ_max = 1000.12 by more than the tree's tol: two float32 spacings are allowed too). A time
+    farther out reaches torchsde, which warns and clamps, as k-diffusion's own tree does."""
+    from samplers.core.brownian import BrownianTreeNoiseSampler
+
+    sig = karras(8, sigma_min=0.0291675, sigma_max=sigma_max).to(dtype)
+    sig = sig if to_zero else sig[:-1]
+    x = GM.noise(2, seed=2).float() * sigma_max
+    tree = BrownianTreeNoiseSampler(x, sig[sig > 0].min(), sig.max(), seed=[1, 2], cpu=cpu)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("dpmpp_2m_sde", "euler_ancestral", "dpmpp_sde", "torchsde.euler"):
+            samplers.sample(name, GM.denoiser, x, sig, noise_sampler=tree, disable=True)
+        for s, s_next in zip(sig[:-2], sig[1:-1]):  # as k-diffusion's samplers call it: the schedule's 0-d tensors
+            tree(s, s_next)
+    with pytest.warns(UserWarning, match="Should have tb<=t1"):
+        tree(sig.max() * 2, sig.max() / 2)
 
 
 @pytest.mark.parametrize("name", ["euler_ancestral", "dpmpp_2m_sde", "torchsde.euler"])

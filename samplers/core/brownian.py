@@ -284,13 +284,23 @@ def _number(name: str, value, *, lo: float | None, fix: str) -> float:
 
 
 def _query(tree, t0, t1) -> torch.Tensor:
-    """``tree(t0, t1)`` with the times first clamped to the tree's ends as torchsde clamps them: it warns, then
-    clamps, when a query lies outside the tree by rounding (the schedule's own end points as float32 against the
-    tree's ends rounded to tol), as k-diffusion's tree does. Clamped here it does not warn, so no
-    ``warnings.catch_warnings`` is needed, which swaps the process's filters under every thread's feet."""
+    """``tree(t0, t1)`` with a time that lies outside the tree by rounding only first clamped to the tree's end, as
+    torchsde would clamp it after a warning, as k-diffusion's tree does: the schedule's own end points as float32
+    against the tree's ends rounded to its tol, within tol plus two float32 spacings at that end (the float32 times
+    :func:`samplers.core.noise.check_tree_draws` lets through). Clamped here it does not warn, so no
+    ``warnings.catch_warnings`` is needed, which swaps the process's filters under every thread's feet. A time farther
+    out reaches torchsde as it is, which warns and clamps, as k-diffusion's tree does (a run refuses such a draw before
+    any model call: :func:`samplers.core.noise.check_schedule_draws`; it was clamped here, silently)."""
     ends = tree._interval  # torchsde's BrownianInterval: its _start / _end are the rounded ends it clamps to
     lo, hi = ends._start, ends._end
-    return tree(min(max(float(t0), lo), hi), min(max(float(t1), lo), hi))
+    slack = [ends._tol + 2 * _F32_EPS * abs(end) for end in (lo, hi)]
+
+    def near(t: float) -> float:
+        return lo if lo - slack[0] <= t < lo else hi if hi < t <= hi + slack[1] else t
+    return tree(near(float(t0)), near(float(t1)))
+
+
+_F32_EPS = torch.finfo(torch.float32).eps
 
 
 def _on_cpu(t, dtype=None) -> torch.Tensor:

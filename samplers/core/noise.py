@@ -335,25 +335,50 @@ def tree_range(noise_sampler, sigmas) -> tuple[float, float] | None:
     return None
 
 
-def check_tree_draws(noise_sampler, sigmas, intervals, what: str) -> None:
+def check_tree_draws(noise_sampler, sigmas, intervals, what: str, fix: str | None = None) -> None:
     """Refuse, before any model call, a run that will draw over one of ``intervals`` ((σ_hi, σ_lo) pairs) outside the
     range of its Brownian tree (:func:`tree_range`), where the tree would clamp the draw and add less noise than
     asked, silently. Compared in float32, the tree's own times: the schedule's end points as float32 against ends
     rounded to the tree's tolerance are clamped by rounding only (:func:`samplers.core.brownian._query`), never refused.
-    ``what``: which option asks for the draw (named in the message)."""
+    ``what``: which option asks for the draw (named in the message); ``fix``: the message's fix besides another noise
+    (by default ``what`` within the tree's range)."""
     found = tree_range(noise_sampler, sigmas)
     if found is None:
         return
-    lo, hi = (float(torch.tensor(v, dtype=torch.float32)) for v in found)
+    lo, hi = _float32(found)
+    built = ("built on the schedule's smallest positive and largest σ" if isinstance(underlying(noise_sampler), _Lazy)
+             else "the range it was built on")
     for top, bottom in intervals:
-        t, b = float(torch.tensor(top, dtype=torch.float32)), float(torch.tensor(bottom, dtype=torch.float32))
+        t, b = _float32((top, bottom))
         if t > hi or b < lo:
             raise InvalidOption(
                 f"{what} draws noise over [{bottom:g}, {top:g}], outside [{found[0]:g}, {found[1]:g}], the σ range of "
-                f"the Brownian tree ({path_kind(noise_sampler)}, built on the schedule's smallest positive and largest "
-                "σ), which would clamp the draw to its range and add less noise than asked; use "
-                f"noise_sampler='brownian' (independent draws outside its path) or 'seeded', or {what} within "
-                f"[{found[0]:g}, {found[1]:g}]")
+                f"the Brownian tree ({path_kind(noise_sampler)}, {built}), which would clamp the draw to its range "
+                "and add less noise than asked; use noise_sampler='brownian' (independent draws outside its path) or "
+                f"'seeded', or {fix or f'{what} within [{found[0]:g}, {found[1]:g}]'}")
+
+
+def _float32(values) -> list[float]:
+    """``values`` rounded to float32, the tree's times, read through numpy: no host read of a tensor (a run replayed at
+    every step by the diffusers shim checks its schedule at every step, at no read per step)."""
+    return torch.tensor(values, dtype=torch.float32, device="cpu").numpy().tolist()
+
+
+def check_schedule_draws(noise_sampler, sigmas) -> None:
+    """Refuse, before any model call, a caller's Brownian tree (a :class:`BrownianTreeNoiseSampler`) whose range does
+    not hold the steps of the run's schedule ``sigmas``, where it would clamp their draws, silently (the steps outside
+    a tree on [0.5, 5] drew zeros on a schedule from 14.6 to 0.03: 0.38 from the full-range tree's sample). A step
+    draws over [σ_next, σ] where σ_next > 0 (none of the library's samplers draws from the path on a step to 0, as
+    none of k-diffusion's does), so a tree on the schedule's smallest positive and largest σ, as k-diffusion, A1111
+    and ComfyUI build it, holds every draw; a named tree kind is built so (not checked). For a run whose steps draw
+    noise."""
+    if isinstance(underlying(noise_sampler), _Lazy):
+        return
+    values = [float(s) for s in sigmas]
+    steps = [(s, s_next) for s, s_next in zip(values, values[1:]) if s_next > 0]
+    check_tree_draws(noise_sampler, values, steps, "a step of the schedule",
+                     "a tree on the schedule's range: BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), "
+                     "sigmas.max(), seed)")
 
 
 class _Lazy:

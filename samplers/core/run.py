@@ -221,6 +221,8 @@ def _run(spec, model, x, sigmas, extra_args, callback, disable, options, state_d
         options["noise_sampler"] = noise_mod.for_run(options.get("noise_sampler"), options.pop("seed", None), x,
                                                      values, draws=draws_noise(spec, options))
         noise_mod.refuse_foreign_path_churn(options["noise_sampler"], _churn(spec, options)[0])
+        if draws_on_steps(spec, options):  # a caller's Brownian tree must hold the steps' draws
+            noise_mod.check_schedule_draws(options["noise_sampler"], values)
 
     offset, bar = 0, None
     from_inf = math.isinf(values[0])
@@ -390,9 +392,22 @@ def draws_noise(spec, options: dict) -> bool:
     """Whether a run of ``spec`` with ``options`` draws noise: η > 0 where the sampler has η, else a stochastic kind;
     churn (s_noise = 0 still draws: the draw is multiplied by 0)."""
     params = spec.options
-    eta = options.get("eta", params.get("eta")) if "eta" in params else None
     churn = options.get("s_churn", params.get("s_churn")) if "s_churn" in params else 0
-    return (spec.kind != "ode" if eta is None else eta != 0) or bool(churn)
+    return _eta_draws(spec, options) or bool(churn)
+
+
+def draws_on_steps(spec, options: dict) -> bool:
+    """Whether the steps of a run of ``spec`` with ``options`` draw noise over their intervals [σ_next, σ] (η > 0 where
+    the sampler has η, else a stochastic kind). Not churn, whose draws a Brownian path answers apart from it
+    (:func:`samplers.core.noise.churn_noise`), nor restart's, whose main steps are Heun's: it draws over its restart
+    intervals only, and checks them itself (``samplers.sde.solvers._check_restart_noise``)."""
+    return "restart" not in spec.options and _eta_draws(spec, options)
+
+
+def _eta_draws(spec, options: dict) -> bool:
+    params = spec.options
+    eta = options.get("eta", params.get("eta")) if "eta" in params else None
+    return spec.kind != "ode" if eta is None else eta != 0
 
 
 # what a noise-option refusal offers besides the option that would make the sampler draw
