@@ -315,27 +315,55 @@ def _sample_side(unet_config: dict, path: Path) -> tuple[int, int]:
     return int(sides[0]), int(sides[1])
 
 
-def _unet_weights(folder: Path) -> dict[str, tuple[list[int], str]]:
-    """Each tensor's (shape, dtype) in the UNet's safetensors weights in ``folder`` (one file, or the shards its
-    ``.index.json`` lists), read from their headers alone; nothing else is read: a pickle (``.bin``, ``.ckpt``)
-    is never loaded (unpickling runs code). A missing, truncated or unreadable file is refused, named."""
+def _unet_shards(folder: Path, index: Path) -> list[Path]:
+    """The shards ``index`` (``diffusion_pytorch_model.safetensors.index.json``) lists, as diffusers' loader reads
+    them (``_get_checkpoint_shard_files``: a ``metadata`` object, a ``weight_map`` of tensor → file name in
+    ``folder``), each a safetensors file: diffusers reads a listed shard by its extension, and one not ending in
+    ``.safetensors`` (``.bin``, ``.ckpt``) with ``torch.load``: a pickle, which samplers fit never loads."""
+    fix = f"save the UNet again with save_pretrained(FOLDER, safe_serialization=True), or {UNET_FIX}"
+    saved = _json_object(index, "the UNet's weights index", fix)
+    weight_map = saved.get("weight_map")
+    if not (isinstance(weight_map, dict) and weight_map and all(
+            isinstance(v, str) and v and Path(v).name == v for v in weight_map.values())):
+        raise InvalidInput(f"the UNet's weights index {index} has no weight_map of tensor → shard file in "
+                           f"{folder}; {fix}")
+    if not isinstance(saved.get("metadata"), dict):  # diffusers indexes it (a raw KeyError / TypeError)
+        raise InvalidInput(f"the UNet's weights index {index} has no metadata object "
+                           f"(save_pretrained writes one beside its weight_map); {fix}")
+    names = sorted(set(weight_map.values()))
+    pickles = [n for n in names if not n.endswith(".safetensors")]
+    if pickles:
+        raise InvalidInput(f"the UNet's weights index {index} lists shard(s) {', '.join(pickles)}, not safetensors: "
+                           "diffusers would load them with torch.load (a pickle; unpickling runs code), and samplers "
+                           f"fit reads UNet weights from safetensors only; {fix}")
+    files = [folder / name for name in names]
+    absent = [f.name for f in files if not f.is_file()]
+    if absent:
+        raise InvalidInput(f"the UNet's weights index {index} lists shard(s) {', '.join(absent)} that are not "
+                           f"files in {folder}; {fix}")
+    return files
+
+
+def _unet_weights(folder: Path) -> dict[str, tuple[list[int], str, Path]]:
+    """Each tensor's (shape, dtype, file) in the UNet's safetensors weights in ``folder``, read from their headers
+    alone: the files ``UNet2DConditionModel.from_pretrained(folder, use_safetensors=True)`` loads, which are the
+    shards ``diffusion_pytorch_model.safetensors.index.json`` lists where that index is a file (diffusers looks for
+    it first, and then never reads the single file), else ``diffusion_pytorch_model.safetensors``. A folder holding
+    both is refused naming both (which one was meant is unknown: checking the single file fitted the index's
+    shards, a pickle among them); nothing else is read: a pickle (``.bin``, ``.ckpt``) is never loaded (unpickling
+    runs code). A missing, truncated or unreadable file is refused, named."""
     from safetensors import safe_open
 
     single, index = folder / UNET_WEIGHTS, folder / f"{UNET_WEIGHTS}.index.json"
-    if single.is_file():
+    if index.is_file() and single.is_file():
+        raise InvalidInput(f"--model {folder} holds both {single.name} and {index.name}: diffusers loads the shards "
+                           f"the index lists and never reads {single.name}, so which weights were meant is unknown; "
+                           "keep one (remove the index for the single file, or the single file for the shards), "
+                           f"or {UNET_FIX}")
+    if index.is_file():
+        files = _unet_shards(folder, index)
+    elif single.is_file():
         files = [single]
-    elif index.is_file():
-        fix = f"save the UNet again with save_pretrained(FOLDER, safe_serialization=True), or {UNET_FIX}"
-        weight_map = _json_object(index, "the UNet's weights index", fix).get("weight_map")
-        if not (isinstance(weight_map, dict) and weight_map and all(
-                isinstance(v, str) and v and Path(v).name == v for v in weight_map.values())):
-            raise InvalidInput(f"the UNet's weights index {index} has no weight_map of tensor → shard file in "
-                               f"{folder}; {fix}")
-        files = [folder / name for name in sorted(set(weight_map.values()))]
-        absent = [f.name for f in files if not f.is_file()]
-        if absent:
-            raise InvalidInput(f"the UNet's weights index {index} lists shard(s) {', '.join(absent)} that are not "
-                               f"files in {folder}; {fix}")
     else:
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth", ".pkl"))
         found = (f"only {', '.join(pickles)}, a pickle checkpoint, which is never loaded (unpickling runs code); "
@@ -343,13 +371,13 @@ def _unet_weights(folder: Path) -> dict[str, tuple[list[int], str]]:
                  ".save_pretrained(FOLDER, safe_serialization=True)" if pickles else "no weights")
         raise InvalidInput(f"--model {folder}: no {UNET_WEIGHTS} there ({found}); samplers fit reads UNet weights "
                            f"from safetensors only; {UNET_FIX}")
-    tensors: dict[str, tuple[list[int], str]] = {}
+    tensors: dict[str, tuple[list[int], str, Path]] = {}
     for path in files:
         try:
             with safe_open(path, "pt") as f:
                 for key in f.keys():
                     piece = f.get_slice(key)
-                    tensors[key] = (list(piece.get_shape()), piece.get_dtype())
+                    tensors[key] = (list(piece.get_shape()), piece.get_dtype(), path)
         except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: named, with the fix
             raise InvalidInput(f"the UNet weights {path} are not a readable safetensors file ({type(err).__name__}: "
                                f"{err}; truncated or damaged?); {UNET_FIX}") from None
@@ -375,7 +403,7 @@ def _check_unet_files(folder: Path, unet_config: dict, config_path: Path) -> Non
                            f"({type(err).__name__}: {err}); correct it, or {UNET_FIX}") from None
     want = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
     have = _unet_weights(folder)
-    shapes = {k: shape for k, (shape, _) in have.items()}
+    shapes = {k: shape for k, (shape, _, _) in have.items()}
     if hasattr(skeleton, "_fix_state_dict_keys_on_load"):  # the old attention names diffusers renames on load
         skeleton._fix_state_dict_keys_on_load(shapes)
     missing = sorted(set(want) - set(shapes))
@@ -391,7 +419,7 @@ def _check_unet_files(folder: Path, unet_config: dict, config_path: Path) -> Non
             extra and f"{len(extra)} in the weights the config's UNet lacks (" + some(extra, str) + ")") if part)
         raise InvalidInput(f"the weights in {folder} are not the UNet its config {config_path} describes: tensors "
                            f"{what}; {UNET_FIX}")
-    ints = sorted(k for k, (_, dtype) in have.items() if dtype not in ("F16", "BF16", "F32", "F64"))
+    ints = sorted(k for k, (_, dtype, _) in have.items() if dtype not in ("F16", "BF16", "F32", "F64"))
     if ints:
         raise InvalidInput(f"the weights in {folder} hold tensors that are not floating point ("
                            + ", ".join(f"{k} {have[k][1]}" for k in ints[:3]) + f"); {UNET_FIX}")

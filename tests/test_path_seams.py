@@ -219,6 +219,62 @@ def test_a_shipped_config_with_a_key_its_class_leaves_aside_is_the_pipelines_sch
     assert app_fit._check_scheduler(sd15, config, [10]) == "PNDMScheduler"
 
 
+def shard(folder: Path, names: tuple[str, ...] = ("a.safetensors", "b.safetensors"), *, keep_single: bool = False,
+          metadata: bool = True) -> dict:
+    """``folder``'s weights split into shards ``names`` with the index save_pretrained writes beside them (the
+    single file removed unless ``keep_single``); a shard whose name does not end in .safetensors is a pickle
+    (torch.save). Returns the tensors written."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    single = folder / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(single)
+    keys = sorted(tensors)
+    parts = {name: keys[k::len(names)] for k, name in enumerate(names)}
+    for name, part in parts.items():
+        piece = {key: tensors[key] for key in part}
+        (save_file(piece, folder / name) if name.endswith(".safetensors") else torch.save(piece, folder / name))
+    index = {"weight_map": {key: name for name, part in parts.items() for key in part}}
+    (folder / f"{single.name}.index.json").write_text(json.dumps({**({"metadata": {}} if metadata else {}), **index}))
+    if not keep_single:
+        single.unlink()
+    return tensors
+
+
+def test_the_unet_weights_checked_are_the_ones_diffusers_loads_the_index_first(tiny, tmp_path, capsys):
+    """An index beside the single file was ignored by the checks and loaded by diffusers, which reads the shards an
+    index lists first, a pickle .bin shard with torch.load: the fit ran on weights other than the ones checked (all
+    0.5 where the checked file's conv_in.weight began -0.00125, 0.0894; an audit of the loading of users' models)."""
+    import torch
+
+    from app.fit import diffusers_target
+
+    def run(folder: Path) -> tuple[int, str]:
+        code = main(fit_argv(folder, tmp_path / "fit", "--prompt-embeds", str(tiny / "embeds.safetensors")))
+        return code, capsys.readouterr().err
+
+    both = copy_of(tiny, tmp_path, "both")
+    shard(both, keep_single=True)
+    code, err = run(both)
+    assert code == 2 and f"--model {both} holds both diffusion_pytorch_model.safetensors and " \
+        "diffusion_pytorch_model.safetensors.index.json" in err and "keep one" in err, err
+    pickled = copy_of(tiny, tmp_path, "pickled")
+    shard(pickled, ("a.safetensors", "b.bin"))
+    code, err = run(pickled)
+    assert code == 2 and "lists shard(s) b.bin, not safetensors" in err and "torch.load" in err, err
+    no_metadata = copy_of(tiny, tmp_path, "no-metadata")
+    shard(no_metadata, metadata=False)
+    code, err = run(no_metadata)
+    assert code == 2 and "has no metadata object" in err, err
+    assert not (tmp_path / "fit").exists()
+    # the shards alone are what is checked and what is fitted
+    sharded = copy_of(tiny, tmp_path, "sharded")
+    written = shard(sharded)
+    target = diffusers_target(sharded, None, str(sharded / "embeds.safetensors"), None, nfe=(2,))
+    state = target.scheduler[2](1, 0).model.state_dict()  # the UNet the default row and the fit run
+    assert set(state) == set(written) and all(torch.equal(state[k], v) for k, v in written.items())
+
+
 # ------------------------------------------------------------------------------------------------- report.json
 
 
