@@ -220,6 +220,32 @@ def _check_scheduler(config: dict, path: Path, nfe) -> str | None:
     return name
 
 
+def _check_default_start(name: str | None, config: dict, path: Path, nfe, native, prediction: str) -> None:
+    """The report's default row (diffusers' own loop of the scheduler ``name``, at the most steps each NFE of
+    ``nfe`` takes: :func:`benchmarks.peers.peer_steps`) starts where the model has a value: checked before anything
+    is fitted. A class that starts at its first timestep's ᾱ = 0 (σ = inf: DDIM / DDPM / LCM / TCD with
+    rescale_betas_zero_snr=True and 'trailing' spacing) cannot run an ε model there (diffusers' latents are NaN),
+    and the row's refusal came after the whole fit, which it threw away. Refused as the diffusers shim refuses it,
+    worded by the config (:func:`samplers.interop.diffusers_sources.zero_snr_refusal`: the fields and their fixes)."""
+    from samplers.core.conversion import infinite_sigma_refusal
+
+    why = infinite_sigma_refusal(prediction, native)
+    if name is None or why is None:
+        return
+    from benchmarks.peers import make_scheduler, peer_start, peer_steps
+    from samplers.interop.diffusers_sources import zero_snr_refusal
+
+    settings = {k: v for k, v in config.items() if not k.startswith("_")}
+    for budget in sorted(set(nfe)):
+        found = peer_steps(name, settings, budget)
+        if found is None:
+            continue
+        scheduler = make_scheduler(name, settings)
+        scheduler.set_timesteps(found[0])
+        if math.isinf(peer_start(scheduler, native)):
+            raise InvalidInput(f"the scheduler config {path}: {zero_snr_refusal(scheduler, name, why)}")
+
+
 def _prompt_embeddings(embeds: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``prompt_embeds`` [N, T, C] and ``negative_prompt_embeds`` [1, T, C] (or None) of a safetensors file, float32,
     checked: floating point (an integer tensor is not embeddings), finite, of those shapes."""
@@ -447,6 +473,7 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
     check_x0_flags(model_cfg)
     check_model_flags(model_cfg, None)
     native, prediction = native_from_config(model_cfg)
+    _check_default_start(source, config, config_file, nfe, native, prediction)
     if embeds is None:
         raise InvalidInput("a diffusers UNet needs --prompt-embeds FILE (safetensors with prompt_embeds [N, T, C] "
                            "and, for guidance, negative_prompt_embeds [1, T, C])")

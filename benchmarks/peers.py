@@ -78,6 +78,22 @@ def peer_steps(label: str, config: dict, budget: int, *, strict: bool = False) -
     return best
 
 
+def _keeps_ve(sch) -> bool:
+    """``sch`` (after ``set_timesteps``) keeps the VE state x0 + σ·n itself (an ``init_noise_sigma`` other than 1:
+    the k-diffusion-style classes), not native x_t (flow-matching classes have no ``init_noise_sigma``)."""
+    return float(getattr(sch, "init_noise_sigma", 1.0)) != 1.0
+
+
+def peer_start(sch, native) -> float:
+    """The σ diffusers' loop of ``sch`` (after ``set_timesteps``) starts from on ``native``, the schedule its model
+    was trained on: its first sigma where it keeps the VE state, else the σ of its first timestep — inf where that
+    timestep's ᾱ is 0 (DDIM / DDPM / LCM / TCD with rescale_betas_zero_snr=True and 'trailing' spacing). What
+    :func:`run_peer` starts from, and what ``samplers fit`` checks before fitting (an eps model has no value there)."""
+    if _keeps_ve(sch):
+        return float(sch.sigmas[0])
+    return float(native.sigma_of_time(torch.as_tensor([float(sch.timesteps[0])], dtype=torch.float64)))
+
+
 def run_peer(problem: Problem, label: str, config: dict, steps: int, noise: torch.Tensor, seed: int):
     """diffusers' own loop on the native model. Returns (x0, x_start in VE, sigma_start, model calls)."""
     sch = make_scheduler(label, config)
@@ -91,16 +107,13 @@ def run_peer(problem: Problem, label: str, config: dict, steps: int, noise: torc
         time_ = torch.as_tensor(t, dtype=torch.float64, device=x_t.device).reshape(-1).expand(x_t.shape[0])
         return native_model(x_t, time_)
 
-    init_sigma = float(getattr(sch, "init_noise_sigma", 1.0))  # flow-matching schedulers have none
-    latents = noise * init_sigma
-    t0 = sch.timesteps[0]
-    if init_sigma != 1.0:  # k-diffusion-style schedulers keep the VE state itself
-        sigma_start, x_start = float(sch.sigmas[0]), latents
+    latents = noise * float(getattr(sch, "init_noise_sigma", 1.0))
+    sigma_start = peer_start(sch, native)
+    if _keeps_ve(sch) or math.isinf(sigma_start):  # the VE state itself (k-diffusion-style), or at σ = inf the noise
+        x_start = latents
     else:  # the state is native x_t at timestep t0
-        sigma = native.sigma_of_time(torch.as_tensor([float(t0)], dtype=torch.float64))
-        sigma_start = float(sigma)
-        a, _ = native.coefficients(sigma)
-        x_start = latents if math.isinf(sigma_start) else latents / float(a)
+        a, _ = native.coefficients(torch.tensor([sigma_start], dtype=torch.float64))
+        x_start = latents / float(a)
     generator = torch.Generator(device=noise.device).manual_seed(seed)
     takes_generator = "generator" in inspect.signature(sch.step).parameters
     # a class that draws from torch's global generator (DPMSolverSDEScheduler seeds its Brownian tree there when its

@@ -275,6 +275,31 @@ def test_the_unet_weights_checked_are_the_ones_diffusers_loads_the_index_first(t
     assert set(state) == set(written) and all(torch.equal(state[k], v) for k, v in written.items())
 
 
+@pytest.mark.parametrize("edit, fits", [
+    ({"_class_name": "DDIMScheduler", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
+      "clip_sample": False}, False),
+    ({"_class_name": "DDIMScheduler", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
+      "clip_sample": False, "prediction_type": "v_prediction"}, True),  # what the zero-SNR table is for
+    ({"_class_name": "EulerDiscreteScheduler", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"},
+     True),  # the Euler family clamps ᾱ_T to 2⁻²⁴: a finite start (σ 4096)
+    ({"_class_name": "DDIMScheduler", "clip_sample": False}, True)])  # 'leading' spacing: a finite start
+def test_an_eps_scheduler_config_that_starts_at_zero_snr_is_refused_before_anything_is_fitted(
+        tiny, tmp_path, capsys, unbuilt, edit, fits):
+    """DDIM with rescale_betas_zero_snr=True, 'trailing' spacing and an ε model passed the checks; the whole fit ran
+    and the report's default row then refused σ = inf, throwing the fit away (exit 2, no nfe<N>.json)."""
+    config = tmp_path / "scheduler_config.json"
+    config.write_text(json.dumps(edit))
+    code = main(fit_argv(tiny, tmp_path / "fit", "--scheduler-config", str(config), "--nfe", "4"))
+    err = capsys.readouterr().err
+    if fits:
+        assert err.endswith("every file passed (Built; --debug for the traceback)\n"), err
+        return
+    assert code == 2 and f"the scheduler config {config}: DDIMScheduler with rescale_betas_zero_snr=True and " \
+        "prediction_type='epsilon' evaluates the model first at timestep 999, where ᾱ = 0" in err \
+        and "prediction_type='v_prediction'" in err and "every file passed" not in err, err
+    assert not (tmp_path / "fit").exists()
+
+
 # ------------------------------------------------------------------------------------------------- report.json
 
 
