@@ -410,11 +410,12 @@ def _unet_weights(folder: Path) -> dict[str, tuple[list[int], str, Path]]:
     return tensors
 
 
-def _check_unet_files(folder: Path, unet_config: dict, config_path: Path) -> None:
+def _check_unet_files(folder: Path, unet_config: dict, config_path: Path) -> dict[str, Path]:
     """The UNet in ``folder``, checked without reading its weights: its config builds a UNet (on the meta device:
-    no memory, no weights) and its safetensors weights hold exactly that UNet's tensors, of its shapes, floating
-    point. Anything else is refused naming the files, before the UNet is built or called (loading would fail in
-    load_state_dict, or run a UNet other than the weights')."""
+    no memory, no weights), asks for no quantization, and its safetensors weights hold exactly that UNet's tensors,
+    of its shapes, floating point. Anything else is refused naming the files, before the UNet is built or called
+    (loading would fail in load_state_dict, or run a UNet other than the weights'). Returns each tensor's file, for
+    :func:`_check_finite_weights` to name."""
     from diffusers import UNet2DConditionModel
 
     name = unet_config.get("_class_name", "UNet2DConditionModel")
@@ -449,6 +450,23 @@ def _check_unet_files(folder: Path, unet_config: dict, config_path: Path) -> Non
     if ints:
         raise InvalidInput(f"the weights in {folder} hold tensors that are not floating point ("
                            + ", ".join(f"{k} {have[k][1]}" for k in ints[:3]) + f"); {UNET_FIX}")
+    return {k: path for k, (_, _, path) in have.items()}
+
+
+def _check_finite_weights(unet: torch.nn.Module, folder: Path, files: dict[str, Path]) -> None:
+    """Every parameter and buffer of the loaded ``unet`` finite, checked once after loading and before any model
+    call (one pass over the weights, in the dtype each was loaded in, which the UNet runs in); else InvalidInput
+    naming the first tensor that is not, how many of its values, and its file (``files``: :func:`_check_unet_files`'s).
+    A NaN or infinity in the weights surfaced only in the first solve, as a NaN blamed on float16 or the
+    tolerance."""
+    for name, t in (*unet.named_parameters(), *unet.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            nan, total = int(torch.isnan(t).sum()), int((~torch.isfinite(t)).sum())
+            where = files.get(name)
+            raise InvalidInput(f"the UNet weights {where if where else 'in ' + str(folder)} hold {total} value(s) "
+                               f"that are not finite in {name} ({nan} NaN, {total - nan} infinite): the "
+                               "model gives NaN wherever it reads them; use the weights it was trained to (a "
+                               f"damaged download or a diverged training run?), or {UNET_FIX}")
 
 
 def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | None, cfg: float | None,
@@ -497,10 +515,11 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
                            f"{'encoder_hid_dim' if unet_config.get('encoder_hid_dim') else 'cross_attention_dim'}): "
                            "encode the prompts with this model's own text encoder")
     height, breadth = _sample_side(unet_config, unet_path)
-    _check_unet_files(folder, unet_config, unet_path)
+    files = _check_unet_files(folder, unet_config, unet_path)
     unet = UNet2DConditionModel.from_pretrained(folder, use_safetensors=True).eval()
     for p in unet.parameters():
         p.requires_grad_(False)
+    _check_finite_weights(unet, folder, files)
     uncond = {"encoder_hidden_states": (negative if negative is not None else rows)[:1]}
     inner = to_denoiser(DiffusersModel(unet), prediction, native, sigma_data_from_config(model_cfg))
 

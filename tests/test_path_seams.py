@@ -300,6 +300,35 @@ def test_an_eps_scheduler_config_that_starts_at_zero_snr_is_refused_before_anyth
     assert not (tmp_path / "fit").exists()
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("conv_in.weight", float("nan"), "conv_in.weight (1 NaN, 0 infinite"),
+    ("conv_out.bias", float("-inf"), "conv_out.bias (0 NaN, 1 infinite")])
+def test_weights_that_are_not_finite_are_refused_naming_the_tensor_before_any_model_call(
+        tiny, tmp_path, capsys, monkeypatch, key, value, words):
+    """A NaN in the weights was found by the first solve, which blamed float16 or --reference-tol (exit 1)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+
+    folder = copy_of(tiny, tmp_path)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    bad = tensors[key].clone()
+    bad.view(-1)[0] = value
+    save_file({**tensors, key: bad}, weights)
+
+    def called(*args, **kwargs):
+        raise AssertionError("the UNet was called")
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", called)
+    code = main(fit_argv(folder, tmp_path / "fit"))
+    err = capsys.readouterr().err
+    assert code == 2 and f"the UNet weights {weights} hold 1 value(s) that are not finite in {words}" in err \
+        and "--debug" not in err, err
+    assert not (tmp_path / "fit").exists()
+    assert torch.isfinite(load_file(tiny / "diffusion_pytorch_model.safetensors")[key]).all()
+
+
 # ------------------------------------------------------------------------------------------------- report.json
 
 
