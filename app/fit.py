@@ -422,6 +422,15 @@ def _check_unet_files(folder: Path, unet_config: dict, config_path: Path) -> dic
     if name != "UNet2DConditionModel":
         raise InvalidInput(f"the config {config_path} describes a {name!r}, not a UNet2DConditionModel: "
                            f"{UNET_FIX}")
+    # the one key from_pretrained acts on and from_config (the meta build below) leaves aside: diffusers builds a
+    # quantizer from it (bitsandbytes, torchao, GGUF ...), which fails raw here ("No GPU found", "requires torchao
+    # >= ...") or, where it runs, fits a quantized UNet other than the one the weights' headers describe
+    if unet_config.get("quantization_config") is not None:
+        method = unet_config["quantization_config"]
+        method = method.get("quant_method", method) if isinstance(method, dict) else method
+        raise InvalidInput(f"the UNet config {config_path} sets quantization_config (quant_method {method!r}): "
+                           "samplers fit runs the UNet in float32 and loads no quantized model; save the UNet "
+                           f"unquantized (its float weights, without quantization_config), or {UNET_FIX}")
     try:
         with torch.device("meta"):
             skeleton = UNet2DConditionModel.from_config(unet_config)

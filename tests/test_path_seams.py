@@ -329,6 +329,24 @@ def test_weights_that_are_not_finite_are_refused_naming_the_tensor_before_any_mo
     assert torch.isfinite(load_file(tiny / "diffusion_pytorch_model.safetensors")[key]).all()
 
 
+def test_a_quantization_config_in_the_unet_config_is_refused_by_name(tiny, tmp_path, capsys, unbuilt):
+    """from_pretrained builds a quantizer from it (from_config, the checks' meta build, leaves it aside): a raw
+    RuntimeError "No GPU found" (exit 1), or a quantized UNet where it runs. null is diffusers' "none"."""
+    for value, words in (({"quant_method": "bitsandbytes", "load_in_8bit": True}, "(quant_method 'bitsandbytes')"),
+                         ({"quant_method": "torchao", "quant_type": "int8wo"}, "(quant_method 'torchao')"),
+                         (None, None)):
+        folder = copy_of(tiny, tmp_path, f"unet-{value and value['quant_method']}")
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "quantization_config": value}))
+        code = main(fit_argv(folder, tmp_path / "fit"))
+        err = capsys.readouterr().err
+        if words is None:
+            assert err.endswith("every file passed (Built; --debug for the traceback)\n"), err
+            continue
+        assert code == 2 and f"the UNet config {folder / 'config.json'} sets quantization_config {words}" in err, err
+    assert not (tmp_path / "fit").exists()
+
+
 # ------------------------------------------------------------------------------------------------- report.json
 
 
