@@ -160,31 +160,38 @@ def _check_entry_problem(spec: str, p) -> None:
             "or fit a shipped model (--model eps, flow) or a diffusers UNet folder, whose prompts samplers fit draws")
 
 
-def _json_object(path: Path, what: str, fix: str) -> dict:
+def _json_object(path: Path, what: str, fix: str, missing: Exception | None = None) -> dict:
     """The JSON object in ``path`` (``what``: "the scheduler config"), or InvalidInput naming the file and ``fix``:
     whatever :func:`samplers.core.files.read_json` refuses (not a regular file — a FIFO would wait forever —,
     unreadable, not UTF-8, not JSON, nested deeper than Python reads, an integer longer than Python converts, a key
-    named twice in one object), or a JSON value other than an object."""
+    named twice in one object), or a JSON value other than an object; ``missing``: raised for a path that does not
+    exist."""
     from samplers.core.files import read_json
 
-    value = read_json(path, f"readable JSON ({what})", fix)
+    value = read_json(path, f"readable JSON ({what})", fix, missing=missing)
     if not isinstance(value, dict):
         raise InvalidInput(f"{what} {path} holds a JSON {type(value).__name__}, not an object of settings; {fix}")
     return value
 
 
 def _scheduler_config(folder: Path, scheduler_config: str | None) -> tuple[dict, Path]:
-    """The diffusers scheduler config of ``folder`` (or ``--scheduler-config``), a JSON object, and its file."""
-    candidates = [Path(scheduler_config)] if scheduler_config else [
-        folder / "scheduler_config.json", folder.parent / "scheduler" / "scheduler_config.json"]
-    if scheduler_config and Path(scheduler_config).is_dir():
-        raise InvalidInput(f"--scheduler-config {scheduler_config} is a folder: give its scheduler_config.json (the "
-                           "pipeline's scheduler/scheduler_config.json)")
-    found = next((c for c in candidates if c.is_file()), None)
+    """The diffusers scheduler config of ``folder`` (or ``--scheduler-config``), a JSON object, and its file. The
+    file given, or the first default path where something is, is read as it is (:func:`_json_object`: a FIFO or a
+    device there is named so, not passed over as "no scheduler config")."""
+    fix = "pass --scheduler-config with the pipeline's scheduler/scheduler_config.json"
+    if scheduler_config:
+        given = Path(scheduler_config)
+        if given.is_dir():
+            raise InvalidInput(f"--scheduler-config {scheduler_config} is a folder: give its scheduler_config.json "
+                               "(the pipeline's scheduler/scheduler_config.json)")
+        fix = "give --scheduler-config the pipeline's scheduler/scheduler_config.json"
+        missing = InvalidInput(f"--scheduler-config {scheduler_config}: no such file; {fix}")
+        return _json_object(given, "the scheduler config", fix, missing), given
+    candidates = [folder / "scheduler_config.json", folder.parent / "scheduler" / "scheduler_config.json"]
+    found = next((c for c in candidates if c.exists()), None)
     if found is None:
         raise InvalidInput(f"no scheduler config for {folder}: looked at {', '.join(map(str, candidates))}; pass "
                            "--scheduler-config (the pipeline's scheduler/scheduler_config.json)")
-    fix = "pass --scheduler-config with the pipeline's scheduler/scheduler_config.json"
     return _json_object(found, "the scheduler config", fix), found
 
 
@@ -249,17 +256,21 @@ def _check_default_start(name: str | None, config: dict, path: Path, nfe, native
 def _prompt_embeddings(embeds: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``prompt_embeds`` [N, T, C] and ``negative_prompt_embeds`` [1, T, C] (or None) of a safetensors file, float32,
     checked: floating point (an integer tensor is not embeddings), finite, of those shapes."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load
+
+    from samplers.core.files import open_regular
 
     path = Path(embeds)
     how = ("write it with safetensors.torch.save_file({'prompt_embeds': [N, T, C], 'negative_prompt_embeds': "
            "[1, T, C]}, FILE) from the pipeline's encode_prompt")
     if path.is_dir():
         raise InvalidInput(f"--prompt-embeds {path} is a folder; give the safetensors file of the embeddings ({how})")
-    if not path.is_file():
-        raise FileNotFoundError(f"--prompt-embeds {path}: no such file; {how}")
+    # opened as a regular file only: a FIFO or a device is named so (it was "no such file"), never waited on
+    with open_regular(path, "the --prompt-embeds safetensors file", how,
+                      missing=FileNotFoundError(f"--prompt-embeds {path}: no such file; {how}")) as f:
+        blob = f.read()
     try:
-        tensors = load_file(path)  # safetensors: reading it runs no code
+        tensors = load(blob)  # safetensors: reading it runs no code
     except Exception as err:  # noqa: BLE001 - SafetensorError and the like: named, with the fix
         raise InvalidInput(f"--prompt-embeds {path} is not a safetensors file ({type(err).__name__}: {err}); "
                            f"{how}") from None

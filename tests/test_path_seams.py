@@ -347,6 +347,27 @@ def test_a_quantization_config_in_the_unet_config_is_refused_by_name(tiny, tmp_p
     assert not (tmp_path / "fit").exists()
 
 
+def test_a_fifo_or_a_missing_file_given_for_the_embeddings_or_scheduler_config_is_named_so(
+        tiny, tmp_path, capsys, unbuilt):
+    """A FIFO given as --prompt-embeds was "no such file", and as --scheduler-config "no scheduler config ... pass
+    --scheduler-config" (which was passed); both are opened as regular files only, as every other read is."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    pipe, absent = tmp_path / "pipe", tmp_path / "absent.json"
+    os.mkfifo(pipe)
+    for extra, words in ((["--prompt-embeds", str(pipe)], [f"{pipe} is not a regular file (a FIFO",
+                                                           "the --prompt-embeds safetensors file"]),
+                         (["--scheduler-config", str(pipe)], [f"{pipe} is not a regular file (a FIFO",
+                                                              "the scheduler config",
+                                                              "give --scheduler-config the pipeline's"]),
+                         (["--scheduler-config", str(absent)], [f"--scheduler-config {absent}: no such file"]),
+                         (["--prompt-embeds", str(absent)], [f"--prompt-embeds {absent}: no such file"])):
+        code = main(fit_argv(tiny, tmp_path / "fit", *extra))
+        err = capsys.readouterr().err
+        assert code == 2 and all(w in err for w in words) and "no scheduler config" not in err, (extra, err)
+    assert not (tmp_path / "fit").exists()
+
+
 # ------------------------------------------------------------------------------------------------- report.json
 
 
