@@ -536,7 +536,10 @@ def diffusers_target(folder: Path, scheduler_config: str | None, embeds: str | N
                            "encode the prompts with this model's own text encoder")
     height, breadth = _sample_side(unet_config, unet_path)
     files = _check_unet_files(folder, unet_config, unet_path)
-    unet = UNet2DConditionModel.from_pretrained(folder, use_safetensors=True).eval()
+    # in the dtype the fit runs it in (NETWORK_DTYPE): diffusers loads float16 / bfloat16 tensors as float32 but
+    # keeps a float64 one float64, so one float64 bias among float32 weights failed the first model call raw ("Input
+    # type (float) and bias type (double) should be the same"), and an all-float64 file ran in float64
+    unet = UNet2DConditionModel.from_pretrained(folder, use_safetensors=True).to(NETWORK_DTYPE).eval()
     for p in unet.parameters():
         p.requires_grad_(False)
     _check_finite_weights(unet, folder, files)

@@ -329,6 +329,25 @@ def test_weights_that_are_not_finite_are_refused_naming_the_tensor_before_any_mo
     assert torch.isfinite(load_file(tiny / "diffusion_pytorch_model.safetensors")[key]).all()
 
 
+def test_float64_tensors_among_the_weights_are_run_in_float32(tiny, tmp_path, monkeypatch):
+    """diffusers kept a float64 tensor float64 among float32 ones: the first model call failed raw (bias type
+    double); the UNet is loaded in the dtype the fit runs it in."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from app.fit import NETWORK_DTYPE, diffusers_target
+
+    folder = copy_of(tiny, tmp_path)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    save_file({**tensors, "conv_out.bias": tensors["conv_out.bias"].double()}, weights)
+    target = diffusers_target(folder, None, str(folder / "embeds.safetensors"), None)
+    x = torch.randn(1, *target.shape, generator=torch.Generator().manual_seed(0))
+    out = target.denoiser(x * 5.0, torch.tensor([5.0]), **target.conditioning(1, 0))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert target.dtype == NETWORK_DTYPE
+
+
 def test_a_quantization_config_in_the_unet_config_is_refused_by_name(tiny, tmp_path, capsys, unbuilt):
     """from_pretrained builds a quantizer from it (from_config, the checks' meta build, leaves it aside): a raw
     RuntimeError "No GPU found" (exit 1), or a quantized UNet where it runs. null is diffusers' "none"."""
