@@ -41,7 +41,7 @@ from . import io as mio
 from ._checks import channel_list, existing_folder, int_at_least, out_folder, real
 from .train_vae import MAX_BATCH, check_warmup, int_in, refuse_non_finite, refuse_other_run
 from .unet import DiffusionModel, UNetConfig, native_schedule, vae_record
-from samplers.core.argtypes import ArgumentParser, seed, threads
+from samplers.core.argtypes import ArgumentParser, Given, seed, threads, was_given
 
 KINDS = ("eps", "flow")
 MAX_SCENES = 1_000_000  # --n-scenes cap: the encode is hours of CPU at 10**6 and its cache ~0.6 GB (docs/models.md)
@@ -76,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=real(low=0.0), default=0.01)
     p.add_argument("--ema", type=real(low=0.0, high=1.0), default=0.999)
     p.add_argument("--caption-dropout", type=real(low=0.0, high=1.0), default=0.1)
-    p.add_argument("--shift", type=real(positive=True), default=1.0, help="flow: time shift recorded in the config")
+    p.add_argument("--shift", type=real(positive=True), default=1.0, action=Given,
+                   help="flow only: time shift of training and sampling, recorded in the config (default 1: none)")
     p.add_argument("--channels", type=channel_list, default=(64, 128), help="comma-separated, e.g. 64,128")
     p.add_argument("--res-blocks", type=int_at_least(1), default=1)
     p.add_argument("--seed", type=seed, default=0, help="0 <= seed < 2**32")
@@ -92,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="time budget: finish (save the weights) after this long even if --steps is not reached; the "
                         "lr decay then follows wall time too (not bit-reproducible; the config records steps done)")
     args = p.parse_args(argv)
+    if args.kind != "flow" and was_given(args, "shift"):  # eps reads no time shift: it would be recorded, not used
+        p.error(f"argument --shift: applies to flow models only; an {args.kind} model trains and samples on its own "
+                f"noise schedule and would drop --shift {args.shift:g}; leave --shift out, or train flow")
     groups, heads = UNetConfig.groups, UNetConfig.heads
     bad = [c for c in args.channels if c % min(groups, c) or c % heads]
     if bad:

@@ -141,3 +141,18 @@ def test_train_resume_refuses_other_options_and_a_fresh_run_keeps_the_checkpoint
 def test_huge_sizes_are_refused(module, head, option, value, tmp_path, capsys):
     _refused(module, [*head, "--out", str(tmp_path / "o"), option, value], capsys, option, value, "cap")
     assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# An audit of the command-line entry points (cli2): options dropped, sizes without a cap, a resumed run's record, a
+# kind after the options
+
+
+def test_shift_is_refused_for_an_eps_model_and_taken_for_flow(tmp_path, capsys):
+    # an eps model trains and samples on its own schedule: --shift 3 was recorded in its config and did nothing
+    _refused(train, _unet_tiny(tmp_path, "--shift", "3"), capsys, "--shift", "flow models only", "leave --shift out")
+    _refused(train, _unet_tiny(tmp_path, "--shift", "1"), capsys, "--shift")  # given, even as 1
+    assert not any(tmp_path.iterdir())
+    assert train.parse_args(["flow", "--out", str(tmp_path / "o"), "--shift", "3"]).shift == 3.0
+    assert train.parse_args(["eps", "--out", str(tmp_path / "o")]).shift == 1.0  # the default: no shift
+    _refused(train, ["flow", "--out", str(tmp_path / "o"), "--shift", "3", "--shift", "2"], capsys, "given twice")
