@@ -181,14 +181,46 @@ def cli(prog: str, run, argv) -> int:
         return exit_status(err)
 
 
+# Caps on the model sizes the training CLIs take (docs/models.md). Each CLI builds its model at parse time on the meta
+# device (shapes only) to check it, which took 16 s for --res-blocks 1000 and grew with the count; a width of 10**6 or
+# --latent-channels 10**9 ended in the allocator's traceback when the model was built. Within the caps the build takes
+# about a second, and check_training_memory refuses a model whose training state would not fit free memory.
+MAX_WIDTH = 2048  # channels of one level (SD's widest U-Net level has 1280)
+MAX_LEVELS = 8  # widths in --channels (SD's U-Net has 4 levels; the VAE's 64 px images take at most 6)
+MAX_BLOCKS = 16  # residual blocks per level (SD's U-Net has 2, its VAE 2 and 3)
+MAX_LATENT_CHANNELS = 64  # the VAE's latent channels (SD's has 4, SD3's and Flux's 16)
+
+
 def channel_list(s: str) -> tuple[int, ...]:
+    """``--channels``: comma-separated widths, one level each, at most :data:`MAX_LEVELS` of at most
+    :data:`MAX_WIDTH`."""
     try:
         ch = tuple(int(c) for c in s.split(","))
     except ValueError:
         ch = ()
     if not ch or any(c < 1 for c in ch):
         raise argparse.ArgumentTypeError(f"{s!r} is not a comma-separated list of integers ≥ 1 (e.g. 32,64,128)")
+    if len(ch) > MAX_LEVELS:
+        raise argparse.ArgumentTypeError(f"{len(ch)} levels are above the cap {MAX_LEVELS} (build time and memory); "
+                                         f"give at most {MAX_LEVELS} widths (e.g. 32,64,128)")
+    wide = sorted({c for c in ch if c > MAX_WIDTH})
+    if wide:
+        raise argparse.ArgumentTypeError(f"{'widths' if len(wide) > 1 else 'width'} {', '.join(map(str, wide))} "
+                                         f"above the cap {MAX_WIDTH} channels per level (memory); give widths of at "
+                                         f"most {MAX_WIDTH} (e.g. 64,128)")
     return ch
+
+
+def check_training_memory(model, bytes_per_parameter: int, state: str, fix: str) -> None:
+    """Refuse (``LimitExceeded``) training ``model`` (built on the meta device: shapes only) where its training state,
+    ``bytes_per_parameter`` for each parameter (``state`` says of what), is more than the memory free: torch would
+    fail allocating it with a traceback, after the data set was encoded. Activations come on top: a model that
+    passes may still need a smaller --batch-size."""
+    from samplers.core.validate import check_allocation
+
+    n = sum(p.numel() for p in model.parameters())
+    check_allocation(n * bytes_per_parameter, f"training a model of {n / 1e6:,.1f} M parameters ({state}: "
+                     f"{bytes_per_parameter} bytes each)", "cpu", fix)
 
 
 def non_empty(s: str) -> str:

@@ -35,10 +35,10 @@ import torch
 from tqdm import tqdm
 
 from . import _checks, data
-from samplers.core.errors import InvalidInput
+from samplers.core.errors import InvalidInput, LimitExceeded
 
 from . import io as mio
-from ._checks import channel_list, existing_folder, int_at_least, out_folder, real
+from ._checks import MAX_BLOCKS, channel_list, check_training_memory, existing_folder, int_at_least, out_folder, real
 from .train_vae import MAX_BATCH, check_warmup, int_in, refuse_non_finite, refuse_other_run
 from .unet import DiffusionModel, UNetConfig, native_schedule, vae_record
 from samplers.core.argtypes import ArgumentParser, Given, seed, threads, was_given
@@ -78,8 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--caption-dropout", type=real(low=0.0, high=1.0), default=0.1)
     p.add_argument("--shift", type=real(positive=True), default=1.0, action=Given,
                    help="flow only: time shift of training and sampling, recorded in the config (default 1: none)")
-    p.add_argument("--channels", type=channel_list, default=(64, 128), help="comma-separated, e.g. 64,128")
-    p.add_argument("--res-blocks", type=int_at_least(1), default=1)
+    p.add_argument("--channels", type=channel_list, default=(64, 128),
+                   help="comma-separated, e.g. 64,128 (at most 8 levels, each at most 2048 wide)")
+    p.add_argument("--res-blocks", type=int_in(1, MAX_BLOCKS, "build time and memory"), default=1)
     p.add_argument("--seed", type=seed, default=0, help="0 <= seed < 2**32")
     p.add_argument("--threads", type=threads, default=None,
                    help="torch threads, at most the cores this process may run on (default: all cores, at most 8)")
@@ -103,9 +104,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                 f"heads ({heads}); use multiples of {groups} (e.g. 64,128)")
     try:  # the levels joined with their skips: built on the meta device (shapes only), as training will build it
         with torch.device("meta"):
-            DiffusionModel(UNetConfig(prediction=args.kind, channels=args.channels, res_blocks=args.res_blocks))
+            model = DiffusionModel(UNetConfig(prediction=args.kind, channels=args.channels, res_blocks=args.res_blocks))
     except InvalidInput as err:
         p.error(f"argument --channels: {err}")
+    try:
+        check_training_memory(model, 20, "float32 weights, gradients, AdamW's two moments and the EMA copy",
+                              "give fewer or narrower --channels, or fewer --res-blocks")
+    except LimitExceeded as err:
+        p.error(f"the model's size (--channels, --res-blocks): {err}")
     check_warmup(p, args, 200)
     return args
 

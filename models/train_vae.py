@@ -28,12 +28,13 @@ import torch
 from tqdm import tqdm
 
 from . import _checks, data
-from samplers.core.errors import InvalidInput
+from samplers.core.errors import InvalidInput, LimitExceeded
 
 from . import io as mio
 from samplers.core.argtypes import ArgumentParser, seed, threads
 
-from ._checks import channel_list, int_at_least, non_empty, out_folder, real
+from ._checks import (MAX_BLOCKS, MAX_LATENT_CHANNELS, channel_list, check_training_memory, int_at_least, non_empty,
+                      out_folder, real)
 from .vae import VAE, VAEConfig, psnr
 
 EVAL_SEED = 1_000_003  # held-out data stream for PSNR; training uses --seed (0 by default)
@@ -115,10 +116,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="linear warm-up steps, at most --steps (default: 100, or --steps when fewer)")
     p.add_argument("--kl-weight", type=real(low=0.0), default=1e-6)
     p.add_argument("--edge-weight", type=real(low=0.0), default=0.5)
-    p.add_argument("--latent-channels", type=int_at_least(1), default=4)
-    p.add_argument("--channels", type=channel_list, default=(32, 64, 128), help="comma-separated, e.g. 32,64,128")
-    p.add_argument("--enc-res-blocks", type=int_at_least(1), default=1)
-    p.add_argument("--dec-res-blocks", type=int_at_least(1), default=2)
+    p.add_argument("--latent-channels", type=int_in(1, MAX_LATENT_CHANNELS, "memory; SD's VAE has 4"), default=4)
+    p.add_argument("--channels", type=channel_list, default=(32, 64, 128),
+                   help="comma-separated, e.g. 32,64,128 (at most 6 levels, each at most 2048 wide)")
+    p.add_argument("--enc-res-blocks", type=int_in(1, MAX_BLOCKS, "build time and memory"), default=1)
+    p.add_argument("--dec-res-blocks", type=int_in(1, MAX_BLOCKS, "build time and memory"), default=2)
     p.add_argument("--name", type=non_empty, default=None)
     p.add_argument("--threads", type=threads, default=None,
                    help="torch threads, at most the cores this process may run on (default: all cores, at most 8)")
@@ -144,6 +146,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"argument --channels: {len(args.channels)} levels down-sample {down}x, which the {data.IMAGE_SIZE} px "
                 f"training images do not fit ({data.IMAGE_SIZE} must be a multiple of it); give at most "
                 f"{int(math.log2(data.IMAGE_SIZE))} levels (e.g. 32,64,128)")
+    with torch.device("meta"):  # shapes only: the parameters the run will train
+        vae = VAE(VAEConfig(channels=args.channels, latent_channels=args.latent_channels,
+                            enc_res_blocks=args.enc_res_blocks, dec_res_blocks=args.dec_res_blocks))
+    try:
+        check_training_memory(vae, 16, "float32 weights, gradients and AdamW's two moments",
+                              "give fewer or narrower --channels, or fewer --enc-res-blocks / --dec-res-blocks")
+    except LimitExceeded as err:
+        p.error(f"the model's size (--channels, --latent-channels, --enc-res-blocks, --dec-res-blocks): {err}")
     check_warmup(p, args, 100)
     return args
 

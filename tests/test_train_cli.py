@@ -156,3 +156,47 @@ def test_shift_is_refused_for_an_eps_model_and_taken_for_flow(tmp_path, capsys):
     assert train.parse_args(["flow", "--out", str(tmp_path / "o"), "--shift", "3"]).shift == 3.0
     assert train.parse_args(["eps", "--out", str(tmp_path / "o")]).shift == 1.0  # the default: no shift
     _refused(train, ["flow", "--out", str(tmp_path / "o"), "--shift", "3", "--shift", "2"], capsys, "given twice")
+
+
+@pytest.mark.parametrize("module,option,value,words", [
+    (train_vae, "--latent-channels", "1000000000", ["cap 64"]),  # was the allocator's traceback (9 TB)
+    (train_vae, "--enc-res-blocks", "17", ["cap 16"]), (train_vae, "--dec-res-blocks", "17", ["cap 16"]),
+    (train_vae, "--channels", "8,8,4096", ["width 4096", "cap 2048"]),
+    (train, "--res-blocks", "17", ["cap 16"]),  # 1000 was 16 s of parsing, and taken
+    (train, "--channels", "1048576", ["width 1048576", "cap 2048"]),  # was a 39 TB allocation's traceback
+    (train, "--channels", ",".join(["16"] * 9), ["9 levels", "cap 8"])],
+    ids=["vae-latent-channels", "vae-enc-res-blocks", "vae-dec-res-blocks", "vae-width", "res-blocks", "width",
+         "levels"])
+def test_model_sizes_past_their_caps_are_refused_before_anything_is_built(module, option, value, words, tmp_path,
+                                                                          capsys):
+    argv = _unet_tiny(tmp_path, option, value) if module is train else ["--out", str(tmp_path / "v"), *VAE_TINY,
+                                                                        option, value]
+    if option == "--channels":  # the tiny run's own --channels is replaced, not given twice
+        at = argv.index("--channels")
+        del argv[at:at + 2]
+    _refused(module, argv, capsys, option, value if option != "--channels" else "", *words)
+    assert not any(tmp_path.iterdir())
+
+
+def _free(monkeypatch, nbytes):
+    from samplers.core import validate
+
+    monkeypatch.setattr(validate, "available_memory", lambda device: nbytes)
+
+
+@pytest.mark.parametrize("module,argv,words", [
+    (train_vae, ["--out", "v", *VAE_TINY[:4], "--channels", "32,64,256"],  # 7.7 M parameters: 124 MB
+     ["--channels", "7.7 M parameters", "16 bytes each", "needs about 0.1 GiB but cpu has 0.1 GiB free",
+      "fewer or narrower --channels"]),
+    (train, ["eps", "--out", "u", "--work", "w", "--n-scenes", "2", "--steps", "2", "--batch-size", "2",
+             "--channels", "128,128", "--res-blocks", "2"],  # 8.6 M parameters: 173 MB
+     ["--res-blocks", "8.6 M parameters", "the EMA copy: 20 bytes each", "fewer --res-blocks"])],
+    ids=["vae", "unet"])
+def test_a_model_whose_training_state_exceeds_free_memory_is_refused_at_parse_time(module, argv, words, tmp_path,
+                                                                                   capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _free(monkeypatch, 100 * 2**20)  # the shipped sizes (2.3 M and 4.1 M parameters) fit in 100 MiB, these do not
+    _refused(module, argv, capsys, *words)
+    assert not any(tmp_path.iterdir())
+    head = argv[:1] if module is train else []
+    assert module.parse_args([*head, "--out", "o"]).channels in ((32, 64, 128), (64, 128))
