@@ -226,7 +226,8 @@ def _main(argv=None) -> int:
             raise InvalidInput(f"--resume: there is no checkpoint at {ckpt_path} to continue; start afresh without "
                                "--resume, or give the --work of the run to continue")
         ckpt = mio.load_resume(ckpt_path, {"config": dict, "seed": int, "args": dict, "model": dict, "ema": dict,
-                                           "optimizer": dict, "step": int}, optional={"elapsed": (int, float)})
+                                           "optimizer": dict, "step": int},
+                               optional={"elapsed": (int, float), "ema_loss": (float, type(None))})
         if ckpt["config"] != cfg.to_dict() or ckpt["seed"] != args.seed:
             raise InvalidInput(f"{ckpt_path} was written with another config, VAE or seed; remove it, or give the "
                                "arguments it was written with")
@@ -254,18 +255,20 @@ def _main(argv=None) -> int:
     )
     step = 0
     prior_elapsed = 0.0
+    ema_loss = None  # the loss shown and recorded (final_loss_ema): its EMA over the steps, continued by --resume
     if ckpt is not None:
         for part, target in (("model", model), ("ema", ema), ("optimizer", opt)):
             mio.resume_into(ckpt_path, lambda: target.load_state_dict(ckpt[part]), f"{part!r} state")
         step = ckpt["step"]
         prior_elapsed = ckpt.get("elapsed", 0.0)
+        ema_loss = ckpt.get("ema_loss")  # (a checkpoint written before it was stored: restarts, as it did)
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
 
     def checkpoint():
         work_dir.mkdir(parents=True, exist_ok=True)
         mio.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                                           "step": step, "config": cfg.to_dict(), "seed": args.seed, "args": run_args(args),
-                                          "elapsed": time.monotonic() - t_start})
+                                          "elapsed": time.monotonic() - t_start, "ema_loss": ema_loss})
 
     alphas_cumprod = native_schedule(cfg).alphas_cumprod.float() if args.kind == "eps" else None
     n_data = ds["mean"].shape[0]
@@ -277,7 +280,6 @@ def _main(argv=None) -> int:
     t_start = last_ckpt - prior_elapsed  # wall time counts across --resume
     stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.kind}", mininterval=10.0, dynamic_ncols=True)
-    ema_loss = None
     loss, lr = torch.zeros(()), args.lr  # (a resume at its last step runs no step)
     timed_out = False
     while step < stop_at:

@@ -233,9 +233,10 @@ def _main(argv=None) -> int:
     vae = VAE(cfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
+    ema_loss = None  # the loss shown: its EMA over the steps, continued by --resume
     if args.resume:
         ckpt = mio.load_resume(ckpt_path, {"config": dict, "args": dict, "model": dict, "optimizer": dict,
-                                           "step": int})
+                                           "step": int}, optional={"ema_loss": (float, type(None))})
         if ckpt["config"] != cfg.to_dict():
             raise InvalidInput(f"{ckpt_path} was written with another config; remove it, or give the "
                                "arguments it was written with")
@@ -243,12 +244,14 @@ def _main(argv=None) -> int:
         for part, target in (("model", vae), ("optimizer", opt)):
             mio.resume_into(ckpt_path, lambda: target.load_state_dict(ckpt[part]), f"{part!r} state")
         step = ckpt["step"]
+        ema_loss = ckpt.get("ema_loss")  # (a checkpoint written before it was stored: restarts, as it did)
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
 
     def checkpoint():
         out.mkdir(parents=True, exist_ok=True)
         mio.atomic_torch_save(ckpt_path, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                          "config": cfg.to_dict(), "args": run_args(args) | {"out": str(out)}})
+                                          "config": cfg.to_dict(), "args": run_args(args) | {"out": str(out)},
+                                          "ema_loss": ema_loss})
 
     n_params = sum(p.numel() for p in vae.parameters())
     print(f"VAE {cfg.name}: {n_params / 1e6:.2f} M parameters, {threads} threads, batch {args.batch_size}", file=sys.stderr)
@@ -256,7 +259,6 @@ def _main(argv=None) -> int:
     last_ckpt = time.monotonic()
     t_start = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc="train_vae", mininterval=10.0, dynamic_ncols=True)
-    ema_loss = None
     loss, lr = torch.zeros(()), args.lr  # (a resume at its last step runs no step)
     stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
     while step < stop_at:
