@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import _checks, data
+from . import _checks, data, train_vae
 from samplers.core.errors import InvalidInput, LimitExceeded
 
 from . import io as mio
@@ -59,9 +59,11 @@ def run_args(args) -> dict:
     return {k: plain[k] for k in RUN_OPTIONS}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("kind", choices=KINDS, help="eps: VP eps-prediction; flow: rectified-flow velocity")
+    p.add_argument("kind", choices=(*KINDS, "vae"),
+                   help="eps: VP eps-prediction; flow: rectified-flow velocity; vae: the autoencoder, with the options "
+                        "of python -m models.train_vae (python -m models.train vae --help lists them)")
     p.add_argument("--out", type=out_folder, required=True, help="output folder (required: training never writes over the "
                    "shipped weights unless you name their folder, models/weights/<kind>)")
     p.add_argument("--vae", type=existing_folder, default=None, help="VAE folder (default: the shipped VAE)")
@@ -93,7 +95,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-minutes", type=real(positive=True), default=None,
                    help="time budget: finish (save the weights) after this long even if --steps is not reached; the "
                         "lr decay then follows wall time too (not bit-reproducible; the config records steps done)")
+    return p
+
+
+def kind_at(argv: list[str]) -> int | None:
+    """Where the kind is in ``argv``: its first token that is neither an option nor an option's value (argparse reads
+    options before the positional too: ``--out DIR vae``), None where there is none. The options of both trainers
+    are known, as a VAE run's may come before ``vae``; every one takes one value but the flags (``--resume``)."""
+    flags = {s for parser in (build_parser(), train_vae.build_parser()) for a in parser._actions if a.nargs == 0
+             for s in a.option_strings}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":  # the rest are positionals
+            return i + 1 if i + 1 < len(argv) else None
+        if not token.startswith("-") or token == "-":
+            return i
+        i += 1 if "=" in token or token in flags else 2
+    return None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The U-Net trainer's options (``vae`` is :mod:`models.train_vae`'s: :func:`main` hands it over before this)."""
+    p = build_parser()
     args = p.parse_args(argv)
+    if args.kind == "vae":
+        p.error("argument kind: vae takes the options of python -m models.train_vae; run python -m models.train vae "
+                "... (or python -m models.train_vae ...), not models.train.parse_args")
     if args.kind != "flow" and was_given(args, "shift"):  # eps reads no time shift: it would be recorded, not used
         p.error(f"argument --shift: applies to flow models only; an {args.kind} model trains and samples on its own "
                 f"noise schedule and would drop --shift {args.shift:g}; leave --shift out, or train flow")
@@ -197,10 +225,9 @@ def main(argv=None) -> int:
 
 def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "vae":  # one entry point for all three models
-        from . import train_vae
-
-        return train_vae.main(argv[1:])
+    at = kind_at(argv)
+    if at is not None and argv[at] == "vae":  # one entry point for all three models, the kind anywhere among them
+        return train_vae.main(argv[:at] + argv[at + 1:])
     args = parse_args(argv)
     from .vae import VAE
 

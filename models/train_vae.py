@@ -104,7 +104,7 @@ def refuse_non_finite(loss: torch.Tensor, step: int, lr: float, module: torch.nn
                            f"{lr:.3g}); nothing was saved; give a lower --lr (e.g. {lr / 10:.3g}) or a longer --warmup")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m models.train_vae", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=out_folder, required=True, help="output folder (required: training never writes over the "
                    "shipped VAE unless you name its folder, models/weights/vae)")
@@ -135,6 +135,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="images encoded to estimate scale/shift")
     p.add_argument("--eval-samples", type=int_in(1, MAX_SAMPLES, "time"), default=256)
     p.add_argument("--eval-seed", type=seed, default=EVAL_SEED, help="0 <= seed < 2**32")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     groups = VAEConfig.groups
     bad = [c for c in args.channels if c % min(groups, c)]

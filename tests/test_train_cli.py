@@ -236,3 +236,25 @@ def test_a_resumed_vae_run_shows_the_loss_of_the_uninterrupted_run(tmp_path, cap
     resumed = capsys.readouterr().err
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
     assert _loss_line(straight, 4) == _loss_line(resumed, 4)
+
+
+@pytest.mark.parametrize("argv,handed", [
+    (["vae", "--out", "o", "--steps", "3"], ["--out", "o", "--steps", "3"]),
+    (["--out", "o", "vae"], ["--out", "o"]),  # was "invalid choice: 'vae'": only argv[0] was looked at
+    (["--out=o", "--resume", "vae", "--steps", "3"], ["--out=o", "--resume", "--steps", "3"]),
+    (["--latent-channels", "8", "--keep-checkpoint", "--out", "o", "vae"],
+     ["--latent-channels", "8", "--keep-checkpoint", "--out", "o"]),
+    (["--out", "o", "--", "vae"], ["--out", "o", "--"])])
+def test_train_hands_vae_to_train_vae_wherever_the_kind_is(argv, handed, monkeypatch):
+    got = []
+    monkeypatch.setattr(train_vae, "main", lambda a: got.append(a) or 0)
+    assert train.main(argv) == 0
+    assert got == [handed]
+
+
+def test_train_help_lists_vae_and_a_misspelt_kind_names_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--help"])
+    assert e.value.code == 0 and "{eps,flow,vae}" in capsys.readouterr().out
+    _refused(train, ["--out", str(tmp_path / "o"), "vea"], capsys, "'vea'", "'vae'")
+    _refused(train, ["--out", str(tmp_path / "o"), "--seed", "1"], capsys, "kind")  # none given
