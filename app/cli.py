@@ -121,8 +121,9 @@ def _cli_fixes(command: str):
     """A fitted solver refused for another model names the library's ``allow_other_model=True`` as the fix (and the
     option ``allow_other_model`` where it does not help): on the command line it is ``--allow-other-model``
     (generate), which compare does not take. A VAE that is not the
-    U-Net's names ``Pipeline.load(vae=...)``: on the command line it is ``--vae`` (a usage error, exit 2)."""
-    from models.pipeline import VAEMismatchError
+    U-Net's names ``Pipeline.load(vae=...)``: on the command line it is ``--vae`` (a usage error, exit 2). A
+    ``--weights`` folder of another kind than ``--model`` names is told with those two flags, not as ``model='flow'``."""
+    from models.pipeline import ModelKindError, VAEMismatchError
     from samplers.fitted.solver import OtherModelError
 
     flag = ("--allow-other-model" if command == "generate" else
@@ -137,6 +138,11 @@ def _cli_fixes(command: str):
     except VAEMismatchError as err:
         raise VAEMismatchError(str(err).replace("Pipeline.load(vae=...)", "--vae FOLDER, or leave --vae out for the "
                                                 "shipped VAE")) from None
+    except ModelKindError as err:
+        raise ModelKindError(f"--model {err.model} asks for a U-Net with prediction {err.model!r}, but --weights "
+                             f"{err.folder} holds one with prediction {err.prediction!r}; leave out --model (or pass "
+                             f"--model {err.prediction}), or give --weights a folder of a {err.model!r} U-Net",
+                             model=err.model, folder=err.folder, prediction=err.prediction) from None
 
 
 def _kind(args) -> str | None:

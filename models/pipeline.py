@@ -92,6 +92,16 @@ class VAEMismatchError(InvalidInput):
     :class:`~samplers.core.errors.InvalidInput`, so the CLI reports a wrong ``--vae`` as a usage error)."""
 
 
+class ModelKindError(InvalidInput):
+    """``model=`` names another prediction type than the U-Net folder given holds. Its parts are kept (``model``,
+    ``folder``, ``prediction``) for the command line, which spells the fix with its flags (``--model``, ``--weights``:
+    ``app.cli``)."""
+
+    def __init__(self, message: str, *, model: str, folder: Path, prediction: str):
+        super().__init__(message)
+        self.model, self.folder, self.prediction = model, folder, prediction
+
+
 def _describe_vae(rec: dict) -> str:
     sha = rec.get("weights_sha256") or "none"
     return (f"{rec.get('name')!r} (sha256 {sha[:12]}, {rec.get('latent_channels')} latent channels, "
@@ -655,9 +665,10 @@ def _vae_folder(vae):
 
 def _check_kind(model: str | None, folder: Path, prediction: str) -> None:
     if model is not None and prediction != model:
-        raise InvalidInput(f"model={model!r} asks for a U-Net with prediction {model!r}, but {folder} holds one "
-                           f"with prediction {prediction!r}; give that folder without model (or with "
-                           f"model={prediction!r}), or a folder of a {model!r} U-Net")
+        raise ModelKindError(f"model={model!r} asks for a U-Net with prediction {model!r}, but {folder} holds one "
+                             f"with prediction {prediction!r}; give that folder without model (or with "
+                             f"model={prediction!r}), or a folder of a {model!r} U-Net", model=model, folder=folder,
+                             prediction=prediction)
 
 
 def _batch_size(n, given: str = "batch") -> int:

@@ -409,3 +409,21 @@ def test_the_parsed_arguments_carry_no_record_of_the_check():
 ])
 def test_an_abbreviated_option_is_refused_not_read_as_the_option_it_begins(capsys, no_load, tmp_path, argv, given):
     _refused(capsys, argv + ["--out", str(tmp_path / "a.png")], "unrecognized arguments", given)
+
+
+@pytest.mark.parametrize("command", ["generate", "compare"])
+def test_a_weights_folder_of_another_kind_than_model_is_told_with_the_flags(capsys, no_load, tmp_path, command):
+    # the fix was spelt in Python: "give that folder without model (or with model='eps')"
+    line = _refused(capsys, [command, "a red circle", "--weights", "models/weights/eps", "--model", "flow", "--out",
+                             str(tmp_path / "a.png")],
+                    "--model flow asks for", "--weights models/weights/eps holds one with prediction 'eps'",
+                    "leave out --model (or pass --model eps)", "give --weights a folder of a 'flow' U-Net")
+    assert "model=" not in line
+
+
+def test_the_library_names_its_own_arguments_for_a_folder_of_another_kind():
+    from models.pipeline import ModelKindError, PipelineSpec
+
+    with pytest.raises(ModelKindError, match=r"model='flow' asks .* without model \(or with model='eps'\)") as e:
+        PipelineSpec.read("models/weights/eps", model="flow")
+    assert (e.value.model, e.value.prediction) == ("flow", "eps") and isinstance(e.value, ValueError)
