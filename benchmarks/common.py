@@ -762,22 +762,25 @@ def check_names(parser, option: str, given, valid) -> None:
 
 def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | None = None,
                       fitted: str | None = None) -> str:
-    """The canonical name of the registry sampler ``name`` (any alias), or ``parser.error`` naming the valid ones
-    (``samplers.available()``, or only those of ``kinds``). A sampler that runs a fitted solver file
-    (:func:`fitted_refusal`) is refused too, pointing to ``fitted``, the benchmark's own flag for solver files
-    (``"--fitted FILE"``), where it has one."""
+    """The canonical name of the registry sampler ``name`` (any alias), or ``parser.error``. A name no table has is
+    refused with the name resolver's own message (:func:`samplers.core.names.resolve`: the closest names, as
+    ``samplers generate --sampler`` says it); a sampler not of ``kinds`` (``samplers.info(...).kind``) with the
+    valid ones. A sampler that runs a fitted solver file (:func:`fitted_refusal`) is refused too, pointing to
+    ``fitted``, the benchmark's own flag for solver files (``"--fitted FILE"``), where it has one."""
+    from samplers.core import names
+    from samplers.core.errors import SamplersError
+
     valid = [n for n in samplers.available() if kinds is None or samplers.info(n).kind in kinds]
     what = "sampler" if kinds is None else f"{'/'.join(kinds)} sampler"
     try:
-        canonical = samplers.info(name).name
-    except Exception:  # noqa: BLE001 - an unknown name is refused below
-        canonical = None
-    if canonical is None or canonical not in valid:
-        parser.error(f"{option}: {name!r} is not a{'n' if what[0] in 'aeiou' else ''} {what}; valid: "
+        label = names.resolve(name)
+    except (SamplersError, OSError) as err:  # unknown ("Closest: ..."), ambiguous, a fitted file that is not there
+        parser.error(f"{option}: {' '.join(str(err).split()).rstrip('.')}; valid here: {', '.join(valid)}")
+    canonical = samplers.info(name).name
+    if canonical not in valid:
+        runs = "" if canonical == name else f" (it runs the registry's {canonical})"
+        parser.error(f"{option}: {name!r} is not a{'n' if what[0] in 'aeiou' else ''} {what}{runs}; valid: "
                      f"{', '.join(valid)}")
-    from samplers.core import names
-
-    label = names.resolve(name)
     if label.options or label.schedule is not None or label.sigmas is not None or label.discard_penultimate_sigma:
         # a label ("DPM++ 2M SDE Heun", "comfyui:deis") stands for a sampler with options or a schedule, which the
         # benchmarks' sampler lists do not carry: running the bare sampler would drop them

@@ -339,3 +339,24 @@ def test_a_benchmark_refuses_an_abbreviated_option(capsys, module, given):
     with pytest.raises(SystemExit) as exit_:
         parser.parse_args([given])
     assert exit_.value.code == 2 and f"unrecognized arguments: {given}" in capsys.readouterr().err
+
+
+# ---- a misspelt --samplers name: refused as `samplers generate --sampler` refuses it, with the closest names (it
+# was "'euler_ancestrl' is not an ancestral/sde sampler; valid: ..." in stochastic, "is not a sampler" in speed)
+
+
+def test_a_misspelt_sampler_name_gets_the_closest_names(capsys, no_work, tmp_path, monkeypatch):
+    from benchmarks import stochastic
+
+    monkeypatch.setattr(stochastic, "benchmark", _reached)
+    for main, argv in ((stochastic.main, []), (speed.main, []), (quality.main, ["--quick", "--problem", "gm-ve"])):
+        line = refused(capsys, main, [*argv, "--samplers", "euler_ancestrl", "--out", str(tmp_path / "o")],
+                       "--samplers: unknown sampler name 'euler_ancestrl'", "Closest: euler_ancestral")
+        assert "is not a" not in line
+    refused(capsys, speed.main, ["--samplers", "euler,heun", "--out", str(tmp_path / "o")], "One name per value")
+    # a real sampler of another kind is still told so, by its registry name where another was typed
+    refused(capsys, stochastic.main, ["--samplers", "k_euler", "--out", str(tmp_path / "o")],
+            "'k_euler' is not an ancestral/sde sampler (it runs the registry's euler); valid: euler_ancestral")
+    refused(capsys, stochastic.main, ["--samplers", "euler", "--out", str(tmp_path / "o")],
+            "'euler' is not an ancestral/sde sampler")
+    assert not (tmp_path / "o").exists()
