@@ -84,11 +84,26 @@ def _sampler_options(pairs: list[tuple[str, object]], command: str = "generate")
     return options
 
 
-def _check_out(path: str | Path, images: int = 1) -> Path:
+# The --out of generate / compare when none is given: under out/, which .gitignore ignores, as demo's out/demo and the
+# benchmarks' and training's work folders are. In the current folder (the defaults were generated.png, compare.png) a
+# plain run from a checkout left an untracked file there, replaced by the next run.
+DEFAULT_OUT = {"generate": Path("out") / "generated.png", "compare": Path("out") / "compare.png"}
+
+
+def _check_out(path: str | Path | None, images: int = 1, command: str = "generate") -> Path:
     """``--out``, a PNG file to write (``images`` > 1: ``<stem>-<k>.png`` beside it), checked before the model is
-    loaded by the rule ``save_images`` applies (:func:`models.io.check_png_path`)."""
+    loaded by the rule ``save_images`` applies (:func:`models.io.check_png_path`). Not given (None): the command's
+    :data:`DEFAULT_OUT`, whose folder is made here (an ``--out`` given must be in an existing folder)."""
     from models.io import check_png_path
 
+    if path is None:
+        path = DEFAULT_OUT[command]
+        try:
+            path.parent.mkdir(exist_ok=True)
+        except OSError as err:  # out is a file, or the current folder cannot be written in
+            why = "a file of that name is here" if isinstance(err, FileExistsError) else err.strerror or str(err)
+            raise InvalidInput(f"the default --out {str(path)!r} needs the folder {str(path.parent)!r}, which cannot "
+                               f"be made here ({why}); give --out a PNG path") from None
     return check_png_path(path, images, "--out")
 
 
@@ -239,7 +254,7 @@ def _run_compare(args) -> int:
                            f"be in [0, 2**64); pass --seed from 0 to {SEED_LIMIT - args.n}")
     distinct("--samplers", args.samplers, "the grid has one row per sampler")
     distinct("--steps", args.steps, "the grid has one column per step count")
-    out = _check_out(args.out)
+    out = _check_out(args.out, command="compare")
     options = _sampler_options(args.option, "compare")
     per_row = shared_options(args.samplers, options)  # each row's: a noise-only option it never reads left out there
     for name in args.samplers:  # the names, options and fitted files before the weights are read; compare_grid checks the rest
@@ -298,8 +313,9 @@ def add_commands(subparsers) -> None:
     g.add_argument("--seed", type=int, nargs="+", default=[0], help="one image per seed (default 0)")
     g.add_argument("--width", type=int, default=64)
     g.add_argument("--height", type=int, default=64)
-    g.add_argument("--out", type=path_to("PNG file"), default="generated.png", help="PNG path, replaced if it exists; several seeds write "
-                                                                            "<stem>-<k>.png")
+    g.add_argument("--out", type=path_to("PNG file"), default=None,
+                   help=f"PNG path, replaced if it exists; several seeds write <stem>-<k>.png (default: "
+                        f"{DEFAULT_OUT['generate']}, its folder made if missing)")
     g.add_argument("--allow-other-model", action="store_true",
                    help="run a fitted solver (--sampler fitted:PATH) on a model other than the one it was fitted to")
     _add_option(g, "a sampler option")
@@ -311,7 +327,9 @@ def add_commands(subparsers) -> None:
     c.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20])
     c.add_argument("--seed", type=int, default=0, help="seed of the pictured image (item k uses seed + k)")
     c.add_argument("--n", type=int, default=4, help="images per cell for the match rate")
-    c.add_argument("--out", type=path_to("PNG file"), default="compare.png", help="PNG path of the grid, replaced if it exists")
+    c.add_argument("--out", type=path_to("PNG file"), default=None,
+                   help=f"PNG path of the grid, replaced if it exists (default: {DEFAULT_OUT['compare']}, its folder "
+                        "made if missing)")
     _add_option(c, "a sampler option for every row (each sampler must take it)")
     c.set_defaults(fn=_compare)
 

@@ -427,3 +427,39 @@ def test_the_library_names_its_own_arguments_for_a_folder_of_another_kind():
     with pytest.raises(ModelKindError, match=r"model='flow' asks .* without model \(or with model='eps'\)") as e:
         PipelineSpec.read("models/weights/eps", model="flow")
     assert (e.value.model, e.value.prediction) == ("flow", "eps") and isinstance(e.value, ValueError)
+
+
+# ---- the default --out: under the ignored out/ folder (made for it), not generated.png / compare.png in the current
+# folder, which a plain run from a checkout left there untracked and the next run replaced
+
+
+@pytest.mark.parametrize("command, argv, written", [
+    ("generate", ["--steps", "2"], "generated.png"),
+    ("compare", ["--samplers", "euler", "--steps", "2", "--n", "1"], "compare.png")])
+def test_the_default_out_is_under_out(capsys, tmp_path, monkeypatch, command, argv, written):
+    from samplers.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([command, "a red circle", *argv]) == 0
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["out", f"out/{written}"]
+    assert f"wrote out/{written}" in capsys.readouterr().out
+    assert f"(default: out/{written}, its folder made if missing)" in " ".join(_help(command).split())
+
+
+def _help(command: str) -> str:
+    from samplers.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return sub.format_help()
+
+
+def test_the_default_out_refuses_an_out_that_is_a_file_and_an_out_given_in_a_missing_folder(capsys, no_load, tmp_path,
+                                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").write_text("")
+    _refused(capsys, ["generate", "a red circle"], "the default --out 'out/generated.png'", "a file of that name",
+             "give --out a PNG path")
+    (tmp_path / "out").unlink()
+    _refused(capsys, ["compare", "a red circle", "--out", "new/grid.png"], "'new' does not exist")
+    assert not any(tmp_path.iterdir())  # a folder is made for the default only
