@@ -6,9 +6,11 @@ as an integer."""
 import pytest
 import torch
 
+import samplers
 from models import data
 from models.pipeline import infotext
 from samplers.core.errors import InvalidInput, InvalidOption, InvalidType
+from samplers.interop.comfyui import comfy_seed
 
 from test_pipeline import model_calls, parts  # noqa: F401  (a fixture)
 
@@ -133,14 +135,15 @@ def test_the_guided_denoiser_refuses_in_the_callers_shapes(parts, monkeypatch, c
 
 
 ONE_D = r"got tensor\(\[64\]\) \(Tensor\); a tensor is taken only as a 0-d integer one: pass int"
+TENSOR_1 = r"got tensor\(\[{}\]\) \(a tensor of shape \(1,\)\)"
 
 
 @pytest.mark.parametrize("kw, words", [({"height": torch.tensor([64])}, "height must be an integer number of pixels, "
                                         + ONE_D + r"\(height\)"),
                                        ({"width": torch.tensor([64])}, "width must be an integer number of pixels, "
                                         + ONE_D + r"\(width\)"),
-                                       ({"steps": torch.tensor([2])}, r"got a tensor of shape \(1,\)"),
-                                       ({"batch": torch.tensor([1])}, r"got a tensor of shape \(1,\)")])
+                                       ({"steps": torch.tensor([2])}, TENSOR_1.format(2)),
+                                       ({"batch": torch.tensor([1])}, TENSOR_1.format(1))])
 def test_a_one_element_1d_tensor_is_not_an_integer(parts, monkeypatch, kw, words):  # noqa: F811
     """integer() read tensor([64]) as 64 through operator.index, where the docs say a 0-d tensor only (and real()
     refuses cfg=tensor([4.0]))."""
@@ -156,9 +159,26 @@ def test_a_one_element_1d_tensor_is_not_an_integer(parts, monkeypatch, kw, words
 def test_integer_refuses_tensors_of_any_dimension():
     from samplers.core.validate import integer
     for value in (torch.tensor([3]), torch.tensor([[3]]), torch.tensor([3, 4])):
-        with pytest.raises(InvalidType, match="a tensor is taken only as a 0-d integer one: pass int"):
+        with pytest.raises(InvalidType, match=r"a tensor is taken only as a 0-d integer one: pass it as an int: "
+                                              r"int\(t\) or t\.item\(\)"):
             integer("n", value)
     assert integer("n", torch.tensor(3)) == 3
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: samplers.get_sigmas("karras", torch.tensor([10]), sigma_min=0.03, sigma_max=14.6),
+     "the number of steps must be an integer, got tensor([10]) (a tensor of shape (1,)); "),
+    (lambda: comfy_seed(torch.tensor([5]), 1),
+     "ComfyUI's seed (seed) must be an integer, got tensor([5]) (a tensor of shape (1,)); "),
+])
+def test_integers_tensor_refusal_names_the_value_and_a_fix_that_reads(call, words):
+    """The fix was built from the name, which most callers give as a description: "pass int(the number of steps) or
+    the number of steps.item()", "int(ComfyUI's seed (seed))"; and the value itself was not named."""
+    with pytest.raises(InvalidType) as e:
+        call()
+    assert str(e.value).startswith(words + "a tensor is taken only as a 0-d integer one: pass it as an int: int(t) "
+                                   "or t.item()")
+    assert "int(the" not in str(e.value) and "int(ComfyUI" not in str(e.value)
 
 
 @pytest.mark.parametrize("prompt, words", [(["a red circle", 3], r"prompt\[1\] is 3 \(int\)"),

@@ -66,8 +66,9 @@ def integer(name: str, value, *, lo: int | None = None, hi: int | None = None) -
     if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
         raise InvalidType(f"{name} must be an integer, got {value!r}")
     if isinstance(value, torch.Tensor) and value.ndim > 0:
-        raise InvalidType(f"{name} must be an integer, got a tensor of shape {tuple(value.shape)}; a tensor is taken "
-                          f"only as a 0-d integer one: pass int({name}) or {name}.item()")
+        # the fix names no variable: ``name`` is often a description ("the number of steps"), not one
+        raise InvalidType(f"{name} must be an integer, got {value!r} (a tensor of shape {tuple(value.shape)}); a "
+                          "tensor is taken only as a 0-d integer one: pass it as an int: int(t) or t.item()")
     if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() and not value.is_complex():
         value = int(value)
     try:

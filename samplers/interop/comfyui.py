@@ -292,7 +292,7 @@ def comfy_seed(seed, batch: int, where: str = "seed"):
     try:  # an integer of any integral type; a string, a float or a bool is refused, not rounded or parsed
         seed = integer(f"ComfyUI's seed ({where})", seed)
     except InvalidType as e:
-        raise InvalidType(f"{e}: ComfyUI's seeds are integers 0 to 2**64 - 1 (its noise seed widget); pass an int "
+        raise InvalidType(f"{e}; ComfyUI's seeds are integers 0 to 2**64 - 1 (its noise seed widget); pass an int "
                           "in extra_args['seed'] (the sampler node's noise_seed)") from None
     if not 0 <= seed < SEED_LIMIT:
         raise InvalidInput(f"ComfyUI's seed ({where} = {seed}) is outside 0 to 2**64 - 1, the seeds of ComfyUI's "
