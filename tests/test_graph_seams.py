@@ -164,6 +164,20 @@ def test_brownian_object_refused():
     assert m.n == 0
 
 
+def test_a_brownian_object_for_another_latent_is_refused_as_uncapturable():
+    """A tree or path built for another batch was told to be rebuilt on the run's latent (the latent check ran first),
+    and the rebuilt one was then refused as uncapturable: one refusal, naming the rule that holds for both."""
+    from samplers.core.brownian import BrownianNoise, BrownianTreeNoiseSampler
+
+    x, m = _x(), Counting()
+    other = _x(3)
+    for noise in (BrownianTreeNoiseSampler(other, 0.02, 20.0, seed=[1, 2, 3]),
+                  BrownianNoise(other, [1, 2, 3], 0.02, 20.0), BrownianTreeNoiseSampler(x, 0.02, 20.0, seed=[1, 2])):
+        with pytest.raises(samplers.InvalidOption, match="cannot be captured: a Brownian path is built on the host"):
+            graph.capture("dpmpp_2m_sde", m, x, SIG, fallback="eager", noise_sampler=noise)
+    assert m.n == 0
+
+
 @pytest.mark.parametrize("kw, error, match", [
     ({"warmup": "abc"}, samplers.InvalidType, "warmup must be an integer"),
     ({"warmup": 2.0}, samplers.InvalidType, "warmup must be an integer"),

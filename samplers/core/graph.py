@@ -109,6 +109,16 @@ def count_host_reads():
                 _READS_ORIGINALS.clear()
 
 
+def _uncapturable(noise_sampler, kind: str | None) -> InvalidOption:
+    """The refusal of a noise a replay would not redraw: a named ``kind`` outside the device-generator kinds (A1111's
+    host sources, the Brownian ones), or a Brownian object of the caller's (``kind`` None)."""
+    why = ("its draws are made on the host (A1111's CPU and NV sources) and copied" if kind in noise_mod.A1111_KINDS
+           else "a Brownian path is built on the host (its tree caches values between draws)")
+    return InvalidOption(f"noise_sampler={noise_sampler!r} cannot be captured: {why}, so a replay would not redraw it; "
+                         "use the default per-item seeded noise (seed=...), a noise_sampler drawing from a device "
+                         "generator, or samplers.sample for this noise")
+
+
 class GraphedSampler:
     """One sampler run prepared once (and captured as a CUDA graph when ``graph`` is not None).
 
@@ -133,18 +143,14 @@ class GraphedSampler:
         self.a1111: A1111Noise | None = None  # a caller's A1111 noise: rewound to its seeds at every call
         self._unseeded: tuple | None = None  # (seed, kind) of the seeded noise make_noise() makes
         if "noise_sampler" in spec.options:
-            kind = noise_mod.check(noise_sampler, seed, like)
             # a Brownian object of the caller's, as the named kinds: rewound per run in samplers.sample, but not in a
-            # replay
-            if (kind is not None and kind not in noise_mod.GENERATOR_KINDS) or isinstance(
-                    noise_sampler, (BrownianNoise, BrownianTreeNoiseSampler)):
-                why = ("its draws are made on the host (A1111's CPU and NV sources) and copied" if kind in
-                       noise_mod.A1111_KINDS else "a Brownian path is built on the host (its tree caches values "
-                       "between draws)")
-                raise InvalidOption(
-                    f"noise_sampler={noise_sampler!r} cannot be captured: {why}, so a replay would not redraw it; use "
-                    "the default per-item seeded noise (seed=...), a noise_sampler drawing from a device generator, "
-                    "or samplers.sample for this noise")
+            # replay. Refused before noise.check, which checks it against the latent: a tree built for another one
+            # was told to be rebuilt on this one, and the rebuilt tree then refused here
+            if isinstance(noise_sampler, (BrownianNoise, BrownianTreeNoiseSampler)):
+                raise _uncapturable(noise_sampler, None)
+            kind = noise_mod.check(noise_sampler, seed, like)
+            if kind is not None and kind not in noise_mod.GENERATOR_KINDS:
+                raise _uncapturable(noise_sampler, kind)
             if kind is None:
                 # the caller's: it must be graph-safe itself; its draws are checked as samplers.sample checks them.
                 # A PredrawnNoise serves one run: it is reset() at every call, so every call gets draws 0, 1, …
