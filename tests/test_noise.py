@@ -464,10 +464,17 @@ def test_a_brownian_tree_object_from_infinity_is_refused_before_any_model_call()
     sig = torch.tensor([math.inf, 10.0, 3.0, 0.5, 0.0], dtype=torch.float64)
     x = GM.noise(2, seed=4).float()
     calls, model = _counting_model()
-    with pytest.raises(samplers.InvalidInput, match=r"draws noise over \[10, inf\], outside \[0\.5, 10\]"):
+    with pytest.raises(samplers.InvalidInput, match=r"draws noise over \[10, inf\], outside \[0\.5, 10\]") as e:
         samplers.sample("euler_ancestral", model, x, sig, noise_sampler=BrownianTreeNoiseSampler(x, 0.5, 10.0, [1, 2]),
                         disable=True)
     assert calls == []
+    # the fix offered works: no tree holds that step (one on the schedule's range, sigma_max=inf, is refused itself)
+    assert str(e.value).endswith("use noise_sampler='brownian' (independent draws outside its path) or 'seeded': no "
+                                 "tree holds a draw from σ = inf, as a tree lives on a finite range")
+    with pytest.raises(samplers.InvalidOption, match="sigma_max must be a finite number"):
+        BrownianTreeNoiseSampler(x, sig[sig > 0].min(), sig.max(), [1, 2])
+    for kind in ("brownian", "seeded"):
+        samplers.sample("euler_ancestral", model, x, sig, noise_sampler=kind, seed=[1, 2], disable=True)
 
 
 @pytest.mark.parametrize("cpu", [True, False])

@@ -11,6 +11,7 @@ each image's generator, in its three random number sources: :mod:`samplers.core.
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable, Sequence
 
@@ -341,7 +342,9 @@ def check_tree_draws(noise_sampler, sigmas, intervals, what: str, fix: str | Non
     asked, silently. Compared in float32, the tree's own times: the schedule's end points as float32 against ends
     rounded to the tree's tolerance are clamped by rounding only (:func:`samplers.core.brownian._query`), never refused.
     ``what``: which option asks for the draw (named in the message); ``fix``: the message's fix besides another noise
-    (by default ``what`` within the tree's range)."""
+    (by default ``what`` within the tree's range). A draw from σ = inf has no such fix: every tree lives on a finite
+    range (``BrownianTreeNoiseSampler`` refuses ``sigma_max=inf``, the named tree kinds a schedule from inf), so there
+    the message offers only the other noises."""
     found = tree_range(noise_sampler, sigmas)
     if found is None:
         return
@@ -351,11 +354,13 @@ def check_tree_draws(noise_sampler, sigmas, intervals, what: str, fix: str | Non
     for top, bottom in intervals:
         t, b = _float32((top, bottom))
         if t > hi or b < lo:
+            other = (": no tree holds a draw from σ = inf, as a tree lives on a finite range" if math.isinf(top)
+                     else f", or {fix or f'{what} within [{found[0]:g}, {found[1]:g}]'}")
             raise InvalidOption(
                 f"{what} draws noise over [{bottom:g}, {top:g}], outside [{found[0]:g}, {found[1]:g}], the σ range of "
                 f"the Brownian tree ({path_kind(noise_sampler)}, {built}), which would clamp the draw to its range "
                 "and add less noise than asked; use noise_sampler='brownian' (independent draws outside its path) or "
-                f"'seeded', or {fix or f'{what} within [{found[0]:g}, {found[1]:g}]'}")
+                f"'seeded'{other}")
 
 
 def _float32(values) -> list[float]:
