@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
 
@@ -373,6 +374,24 @@ def _refuse_size_options(options: dict, task: str) -> None:
                            "another size")
 
 
+def _sampler_options(options) -> dict:
+    """A call's ``options=`` (the sampler options a run takes as keywords: ``txt2img(..., eta=0.5)``) as a new dict:
+    a mapping of option names, or None for none. Anything else is refused, not read by ``dict()``, which took a list
+    of (name, value) pairs as if it were one, and failed raw on any other list or string (TypeError, ValueError)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise InvalidType(f"options must be a dict of sampler options by name (what the run takes as keywords), or "
+                          f"None; got {options!r} ({type(options).__name__}): pass them as a dict, e.g. "
+                          "options={'eta': 0.5}")
+    bad = [k for k in options if not isinstance(k, str)]
+    if bad:
+        raise InvalidType(f"options' keys are sampler option names (strings), as the run's keywords are; got "
+                          f"{bad[0]!r} ({type(bad[0]).__name__}) in {options!r}: name each option by its string, "
+                          "e.g. 'eta'")
+    return dict(options)
+
+
 def _refuse_negative_prompt(options: dict) -> None:
     if "negative_prompt" in options:
         raise InvalidOption("the pipeline takes no negative_prompt: its classifier-free guidance steers away from the "
@@ -513,7 +532,7 @@ def shared_options(sampler_names: Sequence[str], options: dict | None) -> dict:
     never reads (:func:`samplers.core.run.unread_noise`) is left out of that row's run where another row reads it (the
     row's image is the one made without it either way; an ODE baseline beside an ancestral row); one that no row
     reads is refused, as it is for one run. {name: options}."""
-    options = dict(options or {})
+    options = _sampler_options(options)
     unread = {name: unread_noise_options(name, options) for name in sampler_names}
     for key in dict.fromkeys(k for u in unread.values() for k in u):
         if all(key in u for u in unread.values()):
@@ -527,7 +546,8 @@ def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None
     """A churn window that holds no step of the run (:func:`samplers.core.run.empty_churn_window`), and the noise the
     registry sampler ``sampler`` will build for a run on ``sigmas`` (latent ``shape``, ``seeds`` as
     the pipeline passes them), checked by the sampler's own function (``noise.for_run``: the kind, the seed it is given, a pre-drawn
-    noise's shape, a Brownian tree's range where the run draws) before any prompt or image is encoded; nothing is
+    noise's shape, a Brownian tree's range where the run draws; ``restart``'s entries with their noise, which
+    ``restart`` checks itself, after the encoders in a task) before any prompt or image is encoded; nothing is
     drawn. Without a ``shape`` only a named kind is checked (an object is checked against the latent later)."""
     spec = samplers.core.registry.SAMPLERS.get(sampler)
     unit = "flow time t" if flow_time else "σ"  # ComfyUI's rules on a flow model: sigmas are its flow times
@@ -545,7 +565,14 @@ def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None
         return
     seed = seeds if named and "seed" in spec.options else None  # as _sample passes them
     like = torch.empty(shape or (1,), device="meta")  # its shape only: no memory, no values
-    noise_mod.for_run(value, seed, like, sigmas, draws=draws_noise(spec, options))
+    noise = noise_mod.for_run(value, seed, like, sigmas, draws=draws_noise(spec, options))
+    if spec.name == "restart":  # its restarts draw off the steps: checked by restart itself before its first model
+        from samplers.sde.solvers import check_restart_draws  # call, which in a task comes after the encoders
+
+        values = [float(s) for s in sigmas]
+        checked = check_options(spec, options)
+        check_restart_draws(values[1:] if math.isinf(values[0]) else values, noise, **{
+            k: checked[k] for k in ("s_noise", "restart") if k in checked})
 
 
 # torchdiffeq's Adams correctors iterate each step until the whole batch's state converges (one norm over the batch)
@@ -621,7 +648,7 @@ def check_sampler(sampler: str, schedule: str | None = None, steps: int | None =
     CLI, before reading the weights): the name (a fitted solver's file read and checked), its options, a fitted
     solver's steps and schedule and — where ``prediction`` (the model's type, e.g. ``"eps"``) is known — its
     recorded prediction and whether its start suits such a model. Its fingerprint is checked by ``plan``."""
-    _, _, _, options, solver = _resolve(sampler, schedule, steps, dict(options or {}))
+    _, _, _, options, solver = _resolve(sampler, schedule, steps, _sampler_options(options))
     if solver is not None and prediction is not None:
         _check_solver(solver, options, prediction)
 
@@ -1017,7 +1044,7 @@ class PipelineSpec:
         batch = _batch_size(1 if batch is None else batch)
         seeds = _checked_seeds(seed, batch)
         # plan_run checks a fitted solver's record against this kind of model too
-        found, sigmas, options, _ = self.plan_run(sampler, schedule, steps, dict(options or {}))
+        found, sigmas, options, _ = self.plan_run(sampler, schedule, steps, _sampler_options(options))
         if prompt is not None:  # two items of one prompt and seed (or seeds the run reads as one): one image twice
             self._refuse_twins(prompts, seeds, low_bits=draws_low_bits_only(found.sampler, options))
         self._check_run_noise(found, options, sigmas, (batch, self.vae_config.latent_channels, h, w), seeds)
@@ -1303,13 +1330,16 @@ class Pipeline(PipelineSpec):
         (A1111's "Denoising strength"), the one keyword of a run besides these that the infotext holds.
 
         The prompt, seed, size and strength are checked by the run's own rules (:meth:`_prompts`, ``resolve_seeds``,
-        :meth:`check_size`, :func:`_strength` and the schedule's cut, :meth:`_cut`), so a PNG never records one the
-        run would refuse, nor another (a seed of 1.9 recorded as 1). The seed is the image's own: ``seed=None``, which
+        :meth:`check_size`, :func:`_strength` and the schedule's cut, :meth:`_cut`), and so are the sampler and its
+        options (a dict, or None), with the noise the run draws on its schedule (:meth:`plan_run`, txt2img's) or on
+        the strength's cut (img2img / inpaint's), so a PNG never records one the run would refuse, nor another (a
+        seed of 1.9 recorded as 1). The seed is the image's own: ``seed=None``, which
         the run reads as "draw one", is refused here, where there is nothing to draw. Any other keyword is refused
         (:func:`_check_extras`): ``negative_prompt``, which the run refuses, and any the infotext has no field for,
         which the JSON chunk would have recorded and the infotext dropped."""
         _check_extras(extra)
-        run = (sampler, schedule, steps, dict(options or {}))  # as the call names them: the run plans from these
+        options = _sampler_options(options)
+        run = (sampler, schedule, steps, dict(options))  # as the call names them: the run plans from these
         height, width = self.check_size(height, width)
         if not isinstance(prompt, str):
             raise InvalidType(f"request records one image's prompt: a string, got {type(prompt).__name__}; make one "
@@ -1319,7 +1349,6 @@ class Pipeline(PipelineSpec):
             raise InvalidInput("request records the seed an image was made with, and seed=None means a seed drawn by "
                                "the run; pass the image's seed (draw it yourself and pass it to the run as well)")
         seed = resolve_seeds(seed, 1)[0]  # an int >= 0 (or a list of one), as the run reads it
-        options = dict(options or {})
         if sampler is None and schedule is None:
             schedule = self.default_pair_schedule
         # resolved and checked as the run resolves and checks them (_resolve): an option the run would refuse is
@@ -1330,6 +1359,8 @@ class Pipeline(PipelineSpec):
         options = {k: v for k, v in options.items() if k in merged}
         if "strength" in extra:  # before the fitted solver's "fitted" schedule replaces the one the run plans on
             extra = {**extra, "strength": self._recorded_strength(*run, extra["strength"])}
+        else:  # txt2img's plan, as it checks it: the noise on the whole schedule (a Brownian tree from σ = inf, a
+            self.plan_run(*run)  # restart entry outside the tree's range), A1111's model range, the σ table
         if found.sigmas is not None:
             schedule, steps = "fitted", len(found.sigmas) - 1
         # every image starts from seeded_randn, A1111's "CPU" source's first draw (ImageRNG.first), which the A1111
@@ -1344,12 +1375,14 @@ class Pipeline(PipelineSpec):
 
     def _recorded_strength(self, sampler, schedule, steps, options: dict, strength) -> float:
         """The ``strength`` a request records, as img2img / inpaint read and check it: a real number in (0, 1]
-        (:func:`_strength`), one a fitted solver runs (:meth:`_check_strength`: only 1) and one the run's schedule
-        can be cut at (:meth:`_cut`: at least half a step, and not all of a schedule that starts at σ = inf)."""
+        (:func:`_strength`), one a fitted solver runs (:meth:`_check_strength`: only 1), one the run's schedule
+        can be cut at (:meth:`_cut`: at least half a step, and not all of a schedule that starts at σ = inf), and one
+        whose cut the run's noise can be drawn on (:meth:`_check_run_noise`, as img2img / inpaint check it: a
+        ``restart`` entry drawing outside the Brownian tree of the cut, a tree kind on a cut from σ = inf)."""
         strength = _strength(strength, "1 = the whole schedule, as img2img and inpaint read it")
         found, sigmas, options, _ = self.plan_run(sampler, schedule, steps, dict(options), txt2img=False)
         self._check_strength(found.sampler, options, strength)
-        self._cut(sigmas, strength, "the start")
+        self._check_run_noise(found, options, self._cut(sigmas, strength, "the start"))
         return strength
 
     # ----------------------------------------------------------------------------------------- tasks

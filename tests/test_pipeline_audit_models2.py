@@ -101,6 +101,53 @@ def test_request_refuses_a_strength_whose_cut_starts_from_pure_noise(parts):  # 
     assert parts["flow"].request(PROMPT, "euler", steps=2, seed=0, strength=0.5)["strength"] == 0.5
 
 
+@pytest.mark.parametrize("kind, sampler, strength", [
+    ("eps", "restart", 0.3),  # its restart entry draws above the cut's tree (built on the cut's range)
+    ("flow", "restart", 0.5),
+    ("flow", "dpmpp_2m_sde", 1.0),  # a tree kind on a cut from σ = inf
+    ("flow", "dpmpp_2m_sde", None),  # txt2img's: the same, on the whole schedule
+])
+def test_request_refuses_the_noise_the_run_refuses(parts, monkeypatch, kind, sampler, strength):  # noqa: F811
+    """request checked the strength's cut but not the run's noise on it (nor, without a strength, on txt2img's
+    schedule), so it recorded runs img2img / txt2img refuse. The runs refuse them before any model call: restart's
+    entries were checked by restart itself, after the VAE and the text encoder had run."""
+    pipe = parts[kind]
+    image, _, _ = data.make_batch(4, 1)
+    kw = dict(seed=1, steps=10, progress=False, noise_sampler="brownian_tree")
+    calls = model_calls(pipe, monkeypatch)
+    with pytest.raises(InvalidInput) as run:
+        if strength is None:
+            pipe.txt2img(PROMPT, sampler=sampler, **kw)
+        else:
+            pipe.img2img(image, PROMPT, sampler=sampler, strength=strength, **kw)
+    assert not calls
+    extra = {} if strength is None else {"strength": strength}
+    with pytest.raises(type(run.value)) as recorded:
+        pipe.request(PROMPT, sampler, steps=10, seed=1, options={"noise_sampler": "brownian_tree"}, **extra)
+    assert str(recorded.value) == str(run.value)
+    # the same request with the seeded default runs, and is recorded
+    assert pipe.request(PROMPT, sampler, steps=10, seed=1, **extra)["sampler"] == sampler
+
+
+@pytest.mark.parametrize("options, words", [
+    ([1, 2], r"options must be a dict of sampler options by name .*got \[1, 2\] \(list\)"),
+    ("abc", r"options must be a dict .*got 'abc' \(str\)"),
+    ([("eta", 0.5)], r"options must be a dict .*got \[\('eta', 0.5\)\] \(list\): pass them as a dict"),
+    ({1: 2}, r"options' keys are sampler option names \(strings\).*got 1 \(int\)"),
+])
+def test_request_refuses_options_that_are_not_a_dict(parts, options, words):  # noqa: F811
+    """dict(options) raised a raw TypeError for [1, 2] and ValueError for "abc", and read a list of pairs as a dict,
+    which the run never takes (txt2img takes its options as keywords: options=[...] is an option it has not)."""
+    pipe = parts["eps"]
+    with pytest.raises(InvalidType, match=words):
+        pipe.request(PROMPT, "euler_ancestral", steps=10, seed=0, options=options)
+    with pytest.raises(InvalidType, match=words):
+        pipe.check_request("euler_ancestral", steps=10, options=options)
+    with pytest.raises(InvalidOption, match="has no option 'options'"):
+        pipe.txt2img(PROMPT, sampler="euler_ancestral", steps=2, seed=0, progress=False, options=options)
+    assert pipe.request(PROMPT, "euler_ancestral", steps=10, seed=0, options={"eta": 0.5})["options"] == {"eta": 0.5}
+
+
 # ------------------------------------------ 3. the guided denoiser: σ of shape [1], errors in the caller's shapes
 
 

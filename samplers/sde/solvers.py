@@ -875,6 +875,17 @@ def _check_restart_noise(plan: dict, noise_sampler, s_noise: float, sigmas) -> N
                 "'seeded'), or restart entries whose intervals do not overlap")
 
 
+def check_restart_draws(sigmas: Sequence[float], noise_sampler, *, s_noise=1.0, restart=RESTART_DEFAULT,
+                        state_dtype: torch.dtype = torch.float32) -> None:
+    """What :func:`restart` checks of its entries and their noise before its first model call (an entry that would
+    never run, an interval drawn outside a Brownian tree's range or twice from a path), for a caller that checks a
+    run before it calls any model of its own: the pipeline's runs call their encoders before the sampler.
+    ``sigmas``: the schedule :func:`restart` is handed (from σ = inf the rest after the shared first step, as
+    :func:`samplers.core.run.check_the_rest` hands it); ``noise_sampler``: the run's (``noise.for_run``'s)."""
+    _, plan = _restart_run(sigmas, restart, state_dtype)
+    _check_restart_noise(plan, noise_sampler, s_noise, sigmas)
+
+
 @register("restart", kind="sde", order=2, nfe_per_step=2, aliases=("sample_restart",),
           ref="Xu et al. 2023, Restart Sampling (arXiv:2306.14878), Alg. 1",
           final_step="euler (x = D(x, σ) when σ_next = 0)")
