@@ -43,7 +43,39 @@ def test_learned_multistep_with_a_solver_runs_what_fitted_path_runs(config, give
     got_times, got = shim_run(option, 4)
     assert got_times == times
     assert torch.equal(got, want)
-    assert option.config.sampler_options["solver"] is solver  # the config keeps what was given
+    assert option.config.sampler_options["solver"] == SHIPPED  # the config records the file (JSON: save_pretrained)
+
+
+@pytest.mark.parametrize("given", ["Path", "loaded", "edited"])
+def test_a_solver_given_as_an_object_is_saved_and_read_back_to_the_same_run(given, tmp_path):
+    """A Path or a LearnedSolver in sampler_options was kept in the config as given, and diffusers writes the config
+    as JSON: save_pretrained, to_json_string and repr failed raw (TypeError: not JSON serializable) after the run.
+    Recorded as the file's path (a Path, a solver its file still holds) or as the solver's own record (changed in
+    Python), which from_pretrained reads back to the same run."""
+    from pathlib import Path
+
+    solver = {"Path": Path(SHIPPED), "loaded": LearnedSolver.load(SHIPPED), "edited": LearnedSolver.load(SHIPPED)}[given]
+    if given == "edited":
+        solver.meta = {**solver.meta, "note": "changed in Python"}
+    shim = SamplerScheduler.from_config(DDIM, sampler="learned_multistep", sampler_options={"solver": solver, **ALLOW})
+    times, want = shim_run(shim, 4)
+    shim.save_pretrained(tmp_path)
+    assert repr(shim)
+    recorded = shim.config.sampler_options["solver"]
+    assert recorded == (solver.record() if given == "edited" else SHIPPED)
+    again = SamplerScheduler.from_pretrained(tmp_path)
+    assert again.sampler_options["solver"] == LearnedSolver.of(solver)
+    got_times, got = shim_run(again, 4)
+    assert got_times == times and torch.equal(got, want)
+
+
+def test_a_solver_record_is_checked_as_its_file_is():
+    record = LearnedSolver.load(SHIPPED).record()
+    with pytest.raises(InvalidInput, match="must agree"):
+        LearnedSolver.of({**record, "nfe": record["nfe"] + 1}, "sampler_options['solver']")
+    with pytest.raises(InvalidInput, match="sampler_options\\['solver'\\].*unexpected fields"):
+        SamplerScheduler.from_config(DDIM, sampler="learned_multistep",
+                                     sampler_options={"solver": {**record, "extra": 1}, **ALLOW})
 
 
 def test_learned_multistep_with_a_solver_is_checked_at_construction_as_fitted_path_is():
@@ -77,6 +109,6 @@ def test_allow_other_model_without_a_solver_is_refused_at_construction():
 
 
 def test_a_solver_that_is_no_solver_is_refused_at_construction():
-    with pytest.raises(InvalidType, match=r"sampler_options\['solver'\] must be a samplers.fitted.solver.LearnedSolver "
-                                          "or the path of its file, got 3 \\(int\\)"):
+    with pytest.raises(InvalidType, match=r"sampler_options\['solver'\] must be a samplers.fitted.solver.LearnedSolver"
+                                          ", the path of its file or its record \\(LearnedSolver.record\\(\\)\\), got 3 \\(int\\)"):
         SamplerScheduler.from_config(DDIM, sampler="learned_multistep", sampler_options={"solver": 3})

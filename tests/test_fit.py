@@ -486,7 +486,7 @@ def test_fingerprints_see_through_wrappers_and_guidance():
 def test_bad_solvers_are_named(tmp_path):
     solver = random_solver()
     x = GM.noise(2, seed=5) * SIGMA_MAX
-    with pytest.raises(samplers.InvalidType, match="LearnedSolver or the path of its file"):
+    with pytest.raises(samplers.InvalidType, match="LearnedSolver, the path of its file or its record"):
         samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver={"sigmas": []})
     with pytest.raises(samplers.InvalidInput, match="6 rows"):
         LearnedSolver(solver.sigmas, solver.eps_weights[:-1], solver.denoised_weights).validate()

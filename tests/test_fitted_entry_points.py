@@ -336,6 +336,6 @@ def test_every_entry_point_reads_a_solver_or_any_path_like_of_its_file_and_refus
     run = _entry_points()[entry]
     path = solver_file(tmp_path)
     run(_PathLike(path))  # os.PathLike, not only str / pathlib.Path
-    with pytest.raises(InvalidType, match=r"must be a samplers.fitted.solver.LearnedSolver or the path of its "
-                                          r"file, got 42 \(int\)"):
+    with pytest.raises(InvalidType, match=r"must be a samplers.fitted.solver.LearnedSolver, the path of its "
+                                          r"file or its record \(LearnedSolver.record\(\)\), got 42 \(int\)"):
         run(42)

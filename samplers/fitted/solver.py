@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
@@ -269,11 +270,16 @@ class LearnedSolver:
 
     def save(self, path: str | Path) -> Path:
         """Write JSON atomically (a temporary file in the same folder, then a rename)."""
+        return write_json(path, self.record(), indent=1)
+
+    def record(self) -> dict:
+        """What :meth:`save` writes, as a JSON object (read back, with every check a file gets, by
+        :meth:`from_record`): where a config must hold the solver itself (the diffusers shim's, for a solver made in
+        Python that no file holds)."""
         positive = [v for v in self.sigmas if v > 0]
-        return write_json(path, {"format": FORMAT, "nfe": self.steps, "sigma_max": self.sigmas[0],
-                                 "sigma_min": positive[-1], "model": self.model, "sigmas": self.sigmas,
-                                 "eps_weights": self.eps_weights, "denoised_weights": self.denoised_weights,
-                                 "model_sigmas": self.model_sigmas, "meta": self.meta}, indent=1)
+        return {"format": FORMAT, "nfe": self.steps, "sigma_max": self.sigmas[0], "sigma_min": positive[-1],
+                "model": self.model, "sigmas": self.sigmas, "eps_weights": self.eps_weights,
+                "denoised_weights": self.denoised_weights, "model_sigmas": self.model_sigmas, "meta": self.meta}
 
     @classmethod
     def of(cls, value, what: str = "solver") -> "LearnedSolver":
@@ -286,8 +292,10 @@ class LearnedSolver:
             return cls.load(value)
         if isinstance(value, cls):
             return value.validate()
-        raise InvalidType(f"{what} must be a samplers.fitted.solver.LearnedSolver or the path of its file, got "
-                          f"{value!r} ({type(value).__name__})")
+        if isinstance(value, Mapping):  # a file's content held in a config (the diffusers shim's): read as the file
+            return cls.from_record(dict(value), what)
+        raise InvalidType(f"{what} must be a samplers.fitted.solver.LearnedSolver, the path of its file or its "
+                          f"record (LearnedSolver.record()), got {value!r} ({type(value).__name__})")
 
     @classmethod
     def load(cls, path: str | Path) -> "LearnedSolver":
@@ -306,9 +314,19 @@ class LearnedSolver:
                          missing=MissingFile(f"no fitted solver at {path} (no such file); check the path, or make one "
                                              "with `samplers fit --out DIR` (it writes DIR/nfe<N>.json)"),
                          folder="give a solver file in it (`samplers fit` writes <out>/nfe<N>.json)")
+        solver = cls.from_record(data, path)
+        solver.source = str(path)
+        return solver
+
+    @classmethod
+    def from_record(cls, data, path) -> "LearnedSolver":
+        """The solver a file's JSON object ``data`` records (:meth:`record`), with every check :meth:`load` makes;
+        ``path``: where it was read (named in errors)."""
+        fix = "re-create it with `samplers fit` or LearnedSolver.save"
         if not isinstance(data, dict) or data.get("format") not in FORMATS:
             raise InvalidInput(f"{path} is not a learned solver written by LearnedSolver.save (its \"format\" "
                                f"must be one of {list(FORMATS)})")
+        data = dict(data)  # the caller's (a config's) left as it was
         fmt = data.pop("format")
         if fmt == FORMAT:
             missing = [k for k in ("model", *DERIVED) if k not in data]
@@ -341,7 +359,6 @@ class LearnedSolver:
                                    f"0) make it {want[key]!r}; nfe, sigma_max and sigma_min are derived from "
                                    f"sigmas and must agree with them (an edited file is refused, not corrected); "
                                    f"{fix}")
-        solver.source = str(path)
         return solver
 
     @classmethod

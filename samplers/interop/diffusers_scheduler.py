@@ -726,6 +726,24 @@ def _solver_option(label, options: dict):
     return label, {**options, "solver": solver}
 
 
+def _solver_record(given):
+    """``sampler_options["solver"]`` as the config records it (JSON, which ``from_config`` reads back to the same
+    solver): a path as its string; a ``LearnedSolver`` loaded from a file it still equals as that file's path; any
+    other (made or changed in Python) as its content, :meth:`~samplers.fitted.solver.LearnedSolver.record`."""
+    from ..fitted.solver import LearnedSolver
+
+    if isinstance(given, (str, os.PathLike)):
+        return os.fspath(given)
+    source = getattr(given, "source", None)
+    if source is not None and os.path.isfile(source):
+        try:
+            if LearnedSolver.load(source) == given:
+                return source
+        except SamplersError:  # the file changed since: the solver's own content
+            pass
+    return given.record() if isinstance(given, LearnedSolver) else given
+
+
 def _host_sync_refusal(name: str) -> str:
     """Why a sampler that reads the device on the host inside its loop (``host_sync``) is not a scheduler here."""
     from .torchdiffeq_adapter import chooses_own_steps
@@ -885,6 +903,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 f"when the pipeline has it; to run its algorithm on the registry's grid, name it "
                 f"sampler={label.sampler!r}")
         label, options = _solver_option(label, options)
+        if "solver" in options and not isinstance(self.config.sampler_options["solver"], str):
+            # diffusers writes the config as JSON (save_pretrained, to_json_string, repr): a Path nested in
+            # sampler_options or a LearnedSolver failed there raw (TypeError: not JSON serializable), after the run
+            self.register_to_config(sampler_options={**self.config.sampler_options,
+                                                     "solver": _solver_record(self.config.sampler_options["solver"])})
         self.sampler_options = options
         own = None  # the label that names the config's own class, where it was given as the sampler
         if label is not None and label.source == "diffusers" and label.label == _given_class(source_config):
