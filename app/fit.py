@@ -233,7 +233,10 @@ def _check_default_start(name: str | None, config: dict, path: Path, nfe, native
     is fitted. A class that starts at its first timestep's ᾱ = 0 (σ = inf: DDIM / DDPM / LCM / TCD with
     rescale_betas_zero_snr=True and 'trailing' spacing) cannot run an ε model there (diffusers' latents are NaN),
     and the row's refusal came after the whole fit, which it threw away. Refused as the diffusers shim refuses it,
-    worded by the config (:func:`samplers.interop.diffusers_sources.zero_snr_refusal`: the fields and their fixes)."""
+    worded by the config (:func:`samplers.interop.diffusers_sources.zero_snr_refusal`: the fields and their fixes).
+    The start is the class's own (:func:`benchmarks.peers.peer_start`, from its ``alphas_cumprod``), not the
+    model's: DPMSolverMultistep / UniPC (ᾱ_T clamped to 2⁻²⁴, σ 4096) and DEIS / DPMSolverSinglestep / SASolver (no
+    rescale_betas_zero_snr: the plain table) start at a finite σ on the same config, and run."""
     from samplers.core.conversion import infinite_sigma_refusal
 
     why = infinite_sigma_refusal(prediction, native)

@@ -20,6 +20,7 @@ import types
 import torch
 
 from samplers.core.errors import InvalidInput
+from samplers.core.native import VPDiscrete
 
 from .common import Problem
 
@@ -86,12 +87,34 @@ def _keeps_ve(sch) -> bool:
 
 def peer_start(sch, native) -> float:
     """The σ diffusers' loop of ``sch`` (after ``set_timesteps``) starts from on ``native``, the schedule its model
-    was trained on: its first sigma where it keeps the VE state, else the σ of its first timestep — inf where that
-    timestep's ᾱ is 0 (DDIM / DDPM / LCM / TCD with rescale_betas_zero_snr=True and 'trailing' spacing). What
-    :func:`run_peer` starts from, and what ``samplers fit`` checks before fitting (an eps model has no value there)."""
+    was trained on, as diffusers computes it: its first sigma where it keeps the VE state; else, for a class that
+    steps on an ᾱ table, σ = √((1 − ᾱ)/ᾱ) of its own ``alphas_cumprod`` at its first timestep — inf only where that
+    ᾱ is exactly 0 (DDIM / DDPM / LCM / TCD with rescale_betas_zero_snr=True and 'trailing' spacing). The class's
+    table is not always the model's: DPMSolverMultistep and UniPC clamp a zero-SNR table's last ᾱ to 2⁻²⁴ (σ = 4096,
+    "so first sigma is not inf"), and DEIS / DPMSolverSinglestep / SASolver take no rescale_betas_zero_snr (the
+    plain table, σ 14.6 at timestep 999 on SD's betas), so reading ``native`` there said σ = inf for runs that start
+    at a finite σ. Where the class's entry is the model's own to the rounding of diffusers' float32 table (up to 4e-5
+    relative near a zero-SNR table's end, measured), the model's exact σ is kept: the start the recorded benchmarks
+    measured from. A flow-matching class (no ``alphas_cumprod``, or its ``use_flow_sigmas``), or a model not on an ᾱ
+    table, starts at its first timestep's σ on ``native``.
+    What :func:`run_peer` starts from, and what ``samplers fit`` checks before fitting (an eps model has no value at
+    σ = inf)."""
     if _keeps_ve(sch):
         return float(sch.sigmas[0])
-    return float(native.sigma_of_time(torch.as_tensor([float(sch.timesteps[0])], dtype=torch.float64)))
+    t0 = float(sch.timesteps[0])
+    model = float(native.sigma_of_time(torch.as_tensor([t0], dtype=torch.float64)))
+    table = getattr(sch, "alphas_cumprod", None)
+    on_table = isinstance(native, VPDiscrete) and not sch.config.get("use_flow_sigmas")  # not its flow sigmas
+    if table is None or not on_table or t0 != int(t0) or not 0 <= t0 < len(table):
+        return model
+    alpha = float(table[int(t0)])
+    own = math.inf if alpha == 0 else math.sqrt((1 - alpha) / alpha)
+    return model if math.isclose(own, model, rel_tol=_SAME_TABLE) else own
+
+
+# how far apart σ of the same table entry may be, diffusers' float32 table against the model's float64 one: 4e-5
+# relative measured (a zero-SNR table's rescale near its end), far below any two different tables' difference
+_SAME_TABLE = 1e-3
 
 
 def run_peer(problem: Problem, label: str, config: dict, steps: int, noise: torch.Tensor, seed: int):
@@ -111,7 +134,8 @@ def run_peer(problem: Problem, label: str, config: dict, steps: int, noise: torc
     sigma_start = peer_start(sch, native)
     if _keeps_ve(sch) or math.isinf(sigma_start):  # the VE state itself (k-diffusion-style), or at σ = inf the noise
         x_start = latents
-    else:  # the state is native x_t at timestep t0
+    else:  # the state is x_t at the σ it starts from (a VP x_t = x/√(1 + σ²) reads σ alone: the class's ᾱ, not the
+        # model's, where they differ, as DPMSolverMultistep's clamped 2⁻²⁴ gives x = 4096·x_t)
         a, _ = native.coefficients(torch.tensor([sigma_start], dtype=torch.float64))
         x_start = latents / float(a)
     generator = torch.Generator(device=noise.device).manual_seed(seed)

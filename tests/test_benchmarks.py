@@ -152,6 +152,51 @@ def test_noise_is_per_item():
     assert torch.equal(problem.noise(5, 3)[:2], problem.noise(2, 3))
 
 
+@pytest.mark.parametrize("label, start", [
+    ("DPMSolverMultistepScheduler", math.sqrt((1 - 2 ** -24) / 2 ** -24)),  # ᾱ_T clamped to 2⁻²⁴: σ 4096
+    ("UniPCMultistepScheduler", math.sqrt((1 - 2 ** -24) / 2 ** -24)),
+    ("DEISMultistepScheduler", 14.6146466),  # no rescale_betas_zero_snr: the plain table's ᾱ_999
+    ("DDIMScheduler", math.inf)])  # its own ᾱ_999 is 0: the noise itself
+def test_a_peer_starts_where_its_own_alphas_cumprod_puts_it_on_a_zero_snr_model(label, start):
+    """On a zero-terminal-SNR ε model, peer_start read the model's table (σ = inf at timestep 999) for every class
+    that keeps native x_t, so `samplers fit` refused DPMSolverMultistep / UniPC (which clamp ᾱ_T to 2⁻²⁴) and DEIS
+    (which takes no rescale_betas_zero_snr) as starting at zero SNR, though diffusers runs them from a finite σ with
+    finite latents. The start is now the class's own, and run_peer's x_start is that run's latents in VE there."""
+    from benchmarks.peers import run_peer
+    from samplers.core.native import VPDiscrete
+
+    native = VPDiscrete.from_betas("scaled_linear", 1000, 0.00085, 0.012, rescale_betas_zero_snr=True)
+    model = GM.as_model("eps", native)
+    problem = common.Problem("zero-snr", samplers.to_denoiser(model, "eps", native), native, tuple(GM.shape),
+                             sigma_min=native.sigma_min, sigma_max=native.sigma_max, native_model=model)
+    config = dict(common.SD_BETAS, prediction_type="epsilon", rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    noise = torch.randn(2, *GM.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x0, x_start, sigma_start, calls = run_peer(problem, label, config, 4, noise, 0)
+    assert sigma_start == pytest.approx(start, rel=1e-7) and calls == 4
+    if math.isinf(start):
+        assert torch.equal(x_start, noise)  # and diffusers' own latents are NaN: the fit refuses it
+        return
+    assert torch.allclose(x_start, noise * math.sqrt(1 + sigma_start ** 2), rtol=1e-12)
+    assert bool(torch.isfinite(x0).all())
+
+
+def test_the_benchmark_peers_start_where_they_did_on_their_models_own_table():
+    """Where a class's ᾱ table is the model's (diffusers' float32 rounding of it), the start stays the model's exact
+    σ, the one the recorded quality and deterministic tables measured from (14.614641229333637 on gm-vp-eps, not
+    14.6146466 from the float32 entry): reading the class's table moves only starts it puts elsewhere."""
+    from benchmarks.peers import make_scheduler, peer_start
+
+    problem = common.get_problem("gm-vp-eps")
+    for label, config in quality.diffusers_peers(problem).items():
+        for steps in (1, 4, 7, 10):
+            sch = make_scheduler(label, config)
+            sch.set_timesteps(steps)
+            if float(getattr(sch, "init_noise_sigma", 1.0)) != 1.0:
+                continue  # keeps the VE state: its own first sigma, as before
+            t0 = torch.tensor([float(sch.timesteps[0])], dtype=torch.float64)
+            assert peer_start(sch, problem.native) == float(problem.native.sigma_of_time(t0)), (label, steps)
+
+
 def test_metrics():
     a = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
     assert common.sliced_wasserstein(a, a) == 0.0

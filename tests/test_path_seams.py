@@ -282,11 +282,20 @@ def test_the_unet_weights_checked_are_the_ones_diffusers_loads_the_index_first(t
       "clip_sample": False, "prediction_type": "v_prediction"}, True),  # what the zero-SNR table is for
     ({"_class_name": "EulerDiscreteScheduler", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"},
      True),  # the Euler family clamps ᾱ_T to 2⁻²⁴: a finite start (σ 4096)
-    ({"_class_name": "DDIMScheduler", "clip_sample": False}, True)])  # 'leading' spacing: a finite start
+    ({"_class_name": "DDIMScheduler", "clip_sample": False}, True),  # 'leading' spacing: a finite start
+    *[({"_class_name": name, "rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "clip_sample": False},
+       False) for name in ("DDPMScheduler", "LCMScheduler", "TCDScheduler")],  # their first timestep's ᾱ is 0 as well
+    # diffusers runs these from a finite σ, and so does the fit's default row: DPMSolverMultistep and UniPC clamp ᾱ_T
+    # to 2⁻²⁴ (σ 4096, "so first sigma is not inf"); DEIS, DPMSolverSinglestep and SASolver take no
+    # rescale_betas_zero_snr (the plain table, ᾱ_999 = 4.7e-5 on the default linear betas) — all five were refused
+    *[({"_class_name": name, "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}, True)
+      for name in ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
+                   "DPMSolverSinglestepScheduler", "SASolverScheduler")]])
 def test_an_eps_scheduler_config_that_starts_at_zero_snr_is_refused_before_anything_is_fitted(
         tiny, tmp_path, capsys, unbuilt, edit, fits):
     """DDIM with rescale_betas_zero_snr=True, 'trailing' spacing and an ε model passed the checks; the whole fit ran
-    and the report's default row then refused σ = inf, throwing the fit away (exit 2, no nfe<N>.json)."""
+    and the report's default row then refused σ = inf, throwing the fit away (exit 2, no nfe<N>.json). Only where
+    diffusers' own first step is at ᾱ = 0: a class whose own table starts it at a finite σ is fitted."""
     config = tmp_path / "scheduler_config.json"
     config.write_text(json.dumps(edit))
     code = main(fit_argv(tiny, tmp_path / "fit", "--scheduler-config", str(config), "--nfe", "4"))
@@ -294,9 +303,10 @@ def test_an_eps_scheduler_config_that_starts_at_zero_snr_is_refused_before_anyth
     if fits:
         assert err.endswith("every file passed (Built; --debug for the traceback)\n"), err
         return
-    assert code == 2 and f"the scheduler config {config}: DDIMScheduler with rescale_betas_zero_snr=True and " \
+    assert code == 2 and f"the scheduler config {config}: {edit['_class_name']} with rescale_betas_zero_snr=True and " \
         "prediction_type='epsilon' evaluates the model first at timestep 999, where ᾱ = 0" in err \
         and "prediction_type='v_prediction'" in err and "every file passed" not in err, err
+    assert "DPMSolverMultistepScheduler / UniPCMultistepScheduler clamp ᾱ_T to 2⁻²⁴" in err, err  # fixes that run
     assert not (tmp_path / "fit").exists()
 
 

@@ -149,7 +149,8 @@ def zero_snr_refusal(ref, name: str, why: str) -> str:
     'trailing' spacing) cannot run this model (``why``, the core's reason: an ε model has no x0 there), worded by the
     config: the keys and the fixes a pipeline user can set (the sampler's own fix, a schedule that starts at a finite
     σ, is out of a config's reach). diffusers' own latents are NaN there (x0 = (x − √(1 − ᾱ)·ε)/√ᾱ divides by 0);
-    the Euler family clamps ᾱ_T to 2⁻²⁴ (σ_max 4096) and runs."""
+    Euler, EulerAncestral, DPMSolverMultistep and UniPC clamp ᾱ_T to 2⁻²⁴ (σ_max 4096) and run (the fix offered
+    named the Euler family alone)."""
     c = ref.config
     zero_snr = bool(c.get("rescale_betas_zero_snr"))
     cause = "rescale_betas_zero_snr=True" if zero_snr else "a training table whose last ᾱ is 0"
@@ -158,7 +159,8 @@ def zero_snr_refusal(ref, name: str, why: str) -> str:
             f"timestep {int(ref.timesteps[0])}, where ᾱ = 0 (σ = inf, zero SNR): {why}; diffusers' own latents are "
             "NaN there (x0 = (x − √(1 − ᾱ)·ε)/√ᾱ divides by 0). Use prediction_type='v_prediction' for a "
             f"zero-terminal-SNR v-model (what rescale_betas_zero_snr is for), {plain}or an Euler-family config "
-            "(EulerDiscreteScheduler / EulerAncestralDiscreteScheduler clamp ᾱ_T to 2⁻²⁴, a finite σ_max of 4096)")
+            "or a multistep one (EulerDiscreteScheduler / EulerAncestralDiscreteScheduler / "
+            "DPMSolverMultistepScheduler / UniPCMultistepScheduler clamp ᾱ_T to 2⁻²⁴, a finite σ_max of 4096)")
 
 
 def check_sigma_order(ref, name: str) -> None:
