@@ -115,6 +115,16 @@ def kind_at(argv: list[str]) -> int | None:
     return None
 
 
+def vae_argv(argv: list[str], at: int) -> list[str]:
+    """``argv`` without the kind ``vae`` at ``at``, for :mod:`models.train_vae`. A ``--`` just before the kind marked
+    it a positional here; with nothing after the kind it marks nothing there, and train_vae (no positionals) refused
+    it: ``--out DIR -- vae`` was "unrecognized arguments: --". Dropped with the kind then; kept before anything that
+    follows, which stays a positional there, refused as argparse refuses it here."""
+    rest = argv[at + 1:]
+    before = argv[:at - 1] if at > 0 and argv[at - 1] == "--" and not rest else argv[:at]
+    return before + rest
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """The U-Net trainer's options (``vae`` is :mod:`models.train_vae`'s: :func:`main` hands it over before this)."""
     p = build_parser()
@@ -227,7 +237,7 @@ def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     at = kind_at(argv)
     if at is not None and argv[at] == "vae":  # one entry point for all three models, the kind anywhere among them
-        return train_vae.main(argv[:at] + argv[at + 1:])
+        return train_vae.main(vae_argv(argv, at))
     args = parse_args(argv)
     from .vae import VAE
 
