@@ -93,18 +93,41 @@ DEFAULT_OUT = {"generate": Path("out") / "generated.png", "compare": Path("out")
 def _check_out(path: str | Path | None, images: int = 1, command: str = "generate") -> Path:
     """``--out``, a PNG file to write (``images`` > 1: ``<stem>-<k>.png`` beside it), checked before the model is
     loaded by the rule ``save_images`` applies (:func:`models.io.check_png_path`). Not given (None): the command's
-    :data:`DEFAULT_OUT`, whose folder is made here (an ``--out`` given must be in an existing folder)."""
+    :data:`DEFAULT_OUT`, checked without making anything (an ``--out`` given must be in an existing folder): its
+    folder, where missing, is made by :func:`_make_out_folder` just before the image is written. It was made here,
+    before the sampler, steps and options were checked, so a refused command left an empty out/ behind."""
     from models.io import check_png_path
+
+    from samplers.core.files import unwritable_folder
 
     if path is None:
         path = DEFAULT_OUT[command]
-        try:
-            path.parent.mkdir(exist_ok=True)
-        except OSError as err:  # out is a file, or the current folder cannot be written in
-            why = "a file of that name is here" if isinstance(err, FileExistsError) else err.strerror or str(err)
-            raise InvalidInput(f"the default --out {str(path)!r} needs the folder {str(path.parent)!r}, which cannot "
-                               f"be made here ({why}); give --out a PNG path") from None
+        folder = path.parent
+        if folder.exists() and not folder.is_dir():
+            raise _default_out_refused(path, "a file of that name is here")
+        if not folder.exists():  # made just before the write; here only whether it can be (a temporary file, removed)
+            why = unwritable_folder(folder)
+            if why is not None:
+                raise _default_out_refused(path, why)
+            return path
     return check_png_path(path, images, "--out")
+
+
+def _default_out_refused(path: Path, why: str) -> InvalidInput:
+    return InvalidInput(f"the default --out {str(path)!r} needs the folder {str(path.parent)!r}, which cannot be made "
+                        f"here ({why}); give --out a PNG path")
+
+
+def _make_out_folder(out: Path, given: str | Path | None) -> None:
+    """The default ``--out``'s folder (out/), made once every check has passed, just before the image is written
+    (:func:`_check_out` checked that it can be); an ``--out`` given (``given``) is in a folder that exists."""
+    if given is not None:
+        return
+    try:
+        out.parent.mkdir(exist_ok=True)
+    except OSError as err:  # made a file, or unwritable, since the check
+        why = "a file of that name is here" if isinstance(err, FileExistsError) else err.strerror or str(err)
+        raise _default_out_refused(out, why) from None
 
 
 def _same_runs(given, schedule: str | None) -> None:
@@ -226,6 +249,7 @@ def _run_generate(args) -> int:
                           **options)
     requests = [pipe.request(args.prompt, args.sampler, args.schedule, args.steps, args.cfg, seed=s, width=args.width,
                              height=args.height, options=options) for s in args.seed]
+    _make_out_folder(out, args.out)
     paths = save_images(images, out, requests)  # each PNG records its request (A1111's infotext, and as JSON)
     print(f"wrote {', '.join(f'{p} (seed {s})' for p, s in zip(paths, args.seed))} "
           f"({time.perf_counter() - t0:.1f} s)")
@@ -281,6 +305,7 @@ def _run_compare(args) -> int:
     # A1111's grids carry their first image's
     cells = [pipe.request(args.prompt, r["sampler"], args.schedule, r["steps"], args.cfg, seed=args.seed,
                           options=per_row[r["sampler"]]) for r in rows]
+    _make_out_folder(out, args.out)
     mio.atomic_save_image(out, grid, png_info(cells[0], {"cells": cells}), what="--out")
     print(format_table(rows, args.n))
     print(f"wrote {out}")

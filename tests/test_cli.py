@@ -454,6 +454,34 @@ def _help(command: str) -> str:
     return sub.format_help()
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["generate", "a red circle", "--sampler", "eulr"], ["'eulr'"]),
+    (["generate", "a red circle", "--steps", "0"], ["steps must be"]),
+    (["generate", "a red circle", "--option", "eta=-1"], ["eta"]),
+    (["compare", "a red circle", "--samplers", "eulr"], ["'eulr'"]),
+    (["compare", "a red circle", "--steps", "0"], ["steps must be"])])
+def test_a_refused_command_with_the_default_out_leaves_no_out_folder(capsys, no_load, tmp_path, monkeypatch, argv,
+                                                                      words):
+    """out/ was made when --out was checked, before the sampler, steps and options: a command refused after that
+    (exit 2) left an empty out/ in the current folder. It is made just before the image is written."""
+    monkeypatch.chdir(tmp_path)
+    _refused(capsys, argv, *words)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_default_out_refuses_a_current_folder_it_cannot_make_out_in_before_any_work(capsys, no_load, tmp_path,
+                                                                                       monkeypatch):
+    """Whether out/ can be made is still found before the weights are read, by trying the temporary file a write
+    makes (then removed), not by making the folder."""
+    from samplers.core import files
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(files, "_write_error", lambda folder, name: PermissionError(13, "Permission denied"))
+    _refused(capsys, ["generate", "a red circle"], "the default --out 'out/generated.png'", "Permission denied",
+             "give --out a PNG path")
+    assert not any(tmp_path.iterdir())
+
+
 def test_the_default_out_refuses_an_out_that_is_a_file_and_an_out_given_in_a_missing_folder(capsys, no_load, tmp_path,
                                                                                              monkeypatch):
     monkeypatch.chdir(tmp_path)
