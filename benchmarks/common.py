@@ -765,8 +765,9 @@ def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | N
     """The canonical name of the registry sampler ``name`` (any alias), or ``parser.error``. A name no table has is
     refused with the name resolver's own message (:func:`samplers.core.names.resolve`: the closest names, as
     ``samplers generate --sampler`` says it); a sampler not of ``kinds`` (``samplers.info(...).kind``) with the
-    valid ones. A sampler that runs a fitted solver file (:func:`fitted_refusal`) is refused too, pointing to
-    ``fitted``, the benchmark's own flag for solver files (``"--fitted FILE"``), where it has one."""
+    valid ones. A sampler that runs a fitted solver file (:func:`fitted_refusal`; a ``fitted:PATH`` label too) is
+    refused too, pointing to ``fitted``, the benchmark's own flag for solver files (``"--fitted FILE"``), where it has
+    one — before a label's options are, so that the first refusal gives the fix that runs."""
     from samplers.core import names
     from samplers.core.errors import SamplersError
 
@@ -781,6 +782,16 @@ def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | N
         runs = "" if canonical == name else f" (it runs the registry's {canonical})"
         parser.error(f"{option}: {name!r} is not a{'n' if what[0] in 'aeiou' else ''} {what}{runs}; valid: "
                      f"{', '.join(valid)}")
+    # before the label's refusal, which told a fitted:PATH label to pass 'learned_multistep', refused here next: the
+    # first message is the fix that runs, the benchmark's own flag for solver files
+    why = fitted_refusal(canonical)
+    if why is not None:
+        own_file = label.sigmas is not None  # a fitted:PATH label: it carries its file, it does not lack one
+        if own_file:
+            why = "is a fitted solver file, which the benchmarks run under their own flag, not among the samplers"
+        how = f"pass {'it' if own_file else 'its solver files'} with {fitted}" if fitted else \
+            "this benchmark runs no solver files: leave it out"
+        parser.error(f"{option}: {name!r} {why}; {how}")
     if label.options or label.schedule is not None or label.sigmas is not None or label.discard_penultimate_sigma:
         # a label ("DPM++ 2M SDE Heun", "comfyui:deis") stands for a sampler with options or a schedule, which the
         # benchmarks' sampler lists do not carry: running the bare sampler would drop them
@@ -790,10 +801,6 @@ def sampler_or_refuse(parser, option: str, name: str, kinds: tuple[str, ...] | N
                      + (", dropping the next-to-last σ" if label.discard_penultimate_sigma else "")
                      + f"; the benchmarks run registry samplers at their defaults (and --schedules for the schedule): "
                      f"pass {canonical!r}")
-    why = fitted_refusal(canonical)
-    if why is not None:
-        parser.error(f"{option}: {name!r} {why}; " + (f"pass its solver files with {fitted}" if fitted else
-                                                     "this benchmark runs no solver files: leave it out"))
     return canonical
 
 

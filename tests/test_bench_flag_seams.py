@@ -234,6 +234,19 @@ def test_a_sampler_that_runs_solver_files_is_refused_by_name_pointing_to_the_fil
     assert not any((tmp_path / d).exists() for d in ("q", "d", "s"))
 
 
+def test_a_fitted_label_is_told_its_files_flag_first_not_a_sampler_name_refused_next(capsys, no_work, tmp_path):
+    """A fitted:PATH label was refused as a label ("pass 'learned_multistep'"), and that name was then refused in
+    turn ("pass its solver files with --fitted FILE"): the first refusal now gives the flag that runs the file."""
+    fitted = "fitted:docs/benchmarks/fitted/eps/nfe4.json"
+    for main, argv, flag in ((quality.main, ["--quick", "--no-peers", "--problem", "gm-ve"], "--fitted FILE"),
+                             (running.main, DET, "--learned FOLDER"),
+                             (speed.main, [], "this benchmark runs no solver files: leave it out")):
+        line = refused(capsys, main, [*argv, "--samplers", fitted, "--out", str(tmp_path / "o")],
+                       f"--samplers: {fitted!r} is a fitted solver file", flag)
+        assert "pass 'learned_multistep'" not in line, line
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_default_sampler_lists_leave_the_samplers_of_solver_files_out():
     from types import SimpleNamespace
 
