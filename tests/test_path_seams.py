@@ -3,6 +3,7 @@ folder), a file given for a folder is named as a file, a diffusers folder's sche
 checked before the UNet is built or called (safetensors only: a pickle is never loaded), a scheduler config diffusers
 rejects is refused before anything is fitted, and report.json's solver paths are the report's own folder's."""
 import json
+import math
 import os
 import pickle
 import shutil
@@ -395,6 +396,25 @@ def test_a_fifo_or_a_missing_file_given_for_the_embeddings_or_scheduler_config_i
         err = capsys.readouterr().err
         assert code == 2 and all(w in err for w in words) and "no scheduler config" not in err, (extra, err)
     assert not (tmp_path / "fit").exists()
+
+
+@pytest.mark.parametrize("scheduler", ["DPMSolverMultistepScheduler", "EulerDiscreteScheduler"])
+def test_an_eps_unet_on_a_zero_snr_table_is_fitted_and_its_default_row_starts_where_diffusers_does(
+        tiny, tmp_path, capsys, scheduler):
+    """An ε U-Net on a zero-terminal-SNR table (rescale_betas_zero_snr=True) whose scheduler starts at a finite σ
+    (ᾱ_T clamped to 2⁻²⁴: σ 4096) passed the checks and failed mid-fit: the fit's guidance wrapper (ItemCFG) did not
+    say that the model cannot be evaluated at σ = inf, so pairs from there were offered and the first solve from σ =
+    inf refused, after the model was built. Those pairs are now left out (read through the wrapper, as a run reads
+    it); the default row is diffusers' own run, from σ 4096, scored from there."""
+    config = tmp_path / "scheduler_config.json"
+    config.write_text(json.dumps({"_class_name": scheduler, "rescale_betas_zero_snr": True,
+                                  "timestep_spacing": "trailing"}))
+    out = tmp_path / "fit"
+    assert main(fit_argv(tiny, out, "--scheduler-config", str(config))) == 0, capsys.readouterr().err
+    row = json.loads((out / "report.json").read_text())["rows"]["2"]
+    assert row["default"]["label"].startswith(f"diffusers {scheduler} (") and "σ = inf" not in row["default"]["label"]
+    assert math.isfinite(row["default"]["rmse"]) and math.isfinite(row["fit"])
+    assert (out / "nfe2.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------------- report.json

@@ -44,6 +44,7 @@ import torch
 
 from .. import initial_latent
 from ..core.errors import InvalidInput, InvalidOption
+from ..core import wrapped
 from ..core.files import read_torch_dict, write_torch
 from ..core.validate import real
 from ..core.registry import SAMPLERS
@@ -1361,8 +1362,11 @@ def fit(denoiser, config: FitConfig | int, calibration: torch.Tensor, sigma_min:
     x = calibration * sigma_max
     if reference is not None:  # the caller's: checked before any model call
         _check_reference(reference, x)
+    # read through wrappers (samplers.core.wrapped), as a run's own check reads it: the fit's guidance wrapper around a
+    # diffusers ε U-Net on a zero-terminal-SNR table (ItemCFG) said nothing itself, so the fit offered pairs from
+    # σ = inf and its first solve from there refused ("cannot be evaluated at sigma = inf"), after the model was built
     higher = (native is not None and math.isinf(getattr(native, "sigma_max", 0.0))
-              and getattr(denoiser, "supports_infinite_sigma", True) is not False)
+              and wrapped.supports_infinite_sigma(denoiser) is not False)
     # the starting pairs need no model call (each read off a probe): a config that leaves none is refused here, not
     # after the exact endpoints' solve (128 model calls on a mixture, hundreds per start on a U-Net)
     found = candidates(config.nfe, sigma_min, sigma_max, native, config, higher=higher)
