@@ -296,7 +296,9 @@ the first step's dt (and σ_up, σ_down) in float32, whose spacing there is 4.9e
 txt2img cells are that rounding carried to the final latents, which depends on the model (with this table's model at
 most 1.2e-4 for Euler and 4.7e-4 for EulerAncestral over 1–25 steps; up to 1.1e-3 with models of larger output or
 gain: [diffusers.md](diffusers.md#zero-terminal-snr-configs), which also gives what an AMX-capable CPU's float32
-rounding makes of them); img2img and inpaint start below σ_max and match.
+rounding makes of them); img2img and inpaint below strength 1 start below σ_max and match (at strength 1,
+diffusers' inpaint default, they start at σ_max too and carry the same rounding: 1.8e-5 and 2.6e-5 at 5 steps on
+tests/test_diffusers_pipelines.py's pipeline).
 DEISMultistepScheduler with `use_flow_sigmas=True`, which no row here covers, differs by diffusers' own float32
 rounding, up to 2.5e-4 of the latents' scale ([diffusers.md](diffusers.md#deis-with-use_flow_sigmas)).
 

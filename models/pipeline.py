@@ -1239,27 +1239,33 @@ class Pipeline(PipelineSpec):
         """The part of the run's schedule img2img / inpaint run at ``strength`` (``schedules.truncate``, unchanged),
         refused where it is not what ``strength`` asks: a strength under half a step (truncate would run a whole step
         anyway), or one below 1 whose cut still starts at σ = inf (``start`` from pure noise: the image would not
-        shape the result)."""
+        shape the result).
+
+        Counted in the schedule's own steps, ``len(sigmas) - 1``, which the messages name as such: not always the
+        ``steps=`` asked for (A1111's "DDIM" / "PLMS" at a step count that divides 1000 have one fewer: steps=10 is
+        9), so a fix of more steps is worded as the schedule's count, which a larger ``steps=`` reaches."""
         steps = len(sigmas) - 1
         if rounded_steps(strength, steps) < 1:
             more = next((n for n in range(steps + 1, MAX_STEPS + 1) if rounded_steps(strength, n) >= 1), None)
             raise InvalidInput(
-                f"strength={strength:g} at steps={steps} is {strength * steps:.3g} of a step, which rounds to no step "
-                f"(img2img and inpaint run round(strength · steps) of the schedule's steps), and a whole step would "
-                f"be more than was asked; pass a strength above {0.5 / steps:g} (strength={1 / steps:g} runs one step)"
-                + ("" if more is None else f", or steps >= {more}"))
+                f"strength={strength:g} on the run's schedule of {steps} steps is {strength * steps:.3g} of a step, "
+                f"which rounds to no step (img2img and inpaint run round(strength · n) of the schedule's n steps), and "
+                f"a whole step would be more than was asked; pass a strength above {0.5 / steps:g} "
+                f"(strength={1 / steps:g} runs one step)"
+                + ("" if more is None else f", or a steps= whose schedule has at least {more} steps"))
         cut = samplers.schedules.truncate(sigmas, strength)
         if strength < 1 and math.isinf(float(cut[0])):
             fixes = []
             more = next((n for n in range(steps + 1, MAX_STEPS + 1) if rounded_steps(strength, n) < n), None)
             if more is not None:
-                fixes.append(f"more steps (steps >= {more})")
+                fixes.append(f"more steps (a steps= whose schedule has at least {more})")
             if steps > 1:
                 fixes.append(f"a lower strength (at most {(steps - 1) / steps:g}, which runs {steps - 1} of the "
                              f"{steps} steps)")
             fixes.append("strength=1 for a run from pure noise")
             raise InvalidInput(
-                f"strength={strength:g} at steps={steps} rounds to all {steps} steps (round(strength · steps)), and "
+                f"strength={strength:g} on the run's schedule of {steps} steps rounds to all {steps} (round(strength · "
+                f"n)), and "
                 f"this schedule starts at σ = inf: {start} would be pure noise, so the image would not shape the "
                 f"result; pass {', or '.join(fixes)}")
         return cut

@@ -115,9 +115,9 @@ def test_resolve_seeds_refuses_an_empty_list_for_every_caller():
 
 
 @pytest.mark.parametrize("task", ["img2img", "inpaint"])
-@pytest.mark.parametrize("steps, strength, fixes", [(2, 0.75, ["steps >= 3", "at most 0.5"]),
-                                                    (4, 0.9, ["steps >= 5", "at most 0.75"]),
-                                                    (1, 0.6, ["steps >= 2"])])
+@pytest.mark.parametrize("steps, strength, fixes", [(2, 0.75, ["at least 3", "at most 0.5"]),
+                                                    (4, 0.9, ["at least 5", "at most 0.75"]),
+                                                    (1, 0.6, ["at least 2"])])
 def test_a_strength_that_keeps_the_start_at_sigma_inf_is_refused(parts, monkeypatch, task, steps, strength, fixes):  # noqa: F811
     """round(strength · steps) keeps the whole flow schedule: its start, σ = inf, is pure noise and the image would
     not shape the result. The rounding is kept (it makes the images of every valid call); the case is refused."""
@@ -126,7 +126,7 @@ def test_a_strength_that_keeps_the_start_at_sigma_inf_is_refused(parts, monkeypa
         _run(parts["flow"], task, steps=steps, strength=strength)
     assert not calls
     text = str(err.value)
-    for word in [f"strength={strength:g}", f"steps={steps}", "σ = inf", "would not shape the result",
+    for word in [f"strength={strength:g}", f"schedule of {steps} steps", "σ = inf", "would not shape the result",
                  "strength=1", *fixes]:
         assert word in text, (word, text)
     if steps == 1:
@@ -139,7 +139,7 @@ def test_the_fixes_named_for_a_start_at_sigma_inf_run(parts):  # noqa: F811
         sig = flow.sigmas(None, steps)
         with pytest.raises(InvalidInput) as err:
             Pipeline._cut(sig, strength, "the start")
-        more = int(str(err.value).split("steps >= ")[1].split(")")[0])
+        more = int(str(err.value).split("at least ")[1].split(")")[0])
         assert math.isfinite(float(Pipeline._cut(flow.sigmas(None, more), strength, "x")[0]))
         assert math.isinf(float(samplers.schedules.truncate(flow.sigmas(None, more - 1), strength)[0]))
         if steps > 1:
@@ -159,16 +159,27 @@ def test_flow_img2img_below_strength_one_runs_where_the_start_is_finite(parts): 
 @pytest.mark.parametrize("task", ["img2img", "inpaint"])
 def test_a_strength_below_half_a_step_is_refused_not_raised_to_a_step(parts, monkeypatch, task):  # noqa: F811
     calls = model_calls(parts["eps"], monkeypatch)
-    for strength, steps, words in ((1e-6, 4, ["strength=1e-06", "steps=4", "above 0.125", "strength=0.25 runs one"]),
-                                   (0.1, 4, ["strength=0.1", "above 0.125", "steps >= 6"]),
+    for strength, steps, words in ((1e-6, 4, ["strength=1e-06", "schedule of 4 steps", "above 0.125",
+                                              "strength=0.25 runs one"]),
+                                   (0.1, 4, ["strength=0.1", "above 0.125", "at least 6 steps"]),
                                    (0.125, 4, ["above 0.125"])):
         with pytest.raises(InvalidInput, match="rounds to no step") as err:
             _run(parts["eps"], task, steps=steps, strength=strength)
         assert all(w in str(err.value) for w in words), str(err.value)
-        assert "steps >=" not in str(err.value) or strength >= 1e-4  # no step count past the limit is named
+        assert "at least" not in str(err.value) or strength >= 1e-4  # no step count past the limit is named
     assert not calls
     _run(parts["eps"], task, steps=4, strength=0.126)  # one step: runs, as before
     _run(parts["eps"], task, steps=6, strength=0.1)
+
+
+def test_a_strength_refusal_counts_the_schedules_own_steps(parts):  # noqa: F811
+    """A1111's "DDIM" at steps=10 has a schedule of 9 steps: the refusal said "at steps=9 ... or steps >= 10", a fix
+    that gave the same refusal. It names the schedule's count, and its fix is a schedule of that many steps."""
+    with pytest.raises(InvalidInput, match="rounds to no step") as err:
+        _run(parts["eps"], "img2img", steps=10, strength=0.052, sampler="DDIM")
+    text = str(err.value)
+    assert "schedule of 9 steps" in text and "steps=9" not in text and "schedule has at least 10 steps" in text, text
+    _run(parts["eps"], "img2img", steps=11, strength=0.052, sampler="DDIM")  # 11 steps: a schedule of 11
 
 
 def test_truncate_itself_is_unchanged():
