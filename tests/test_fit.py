@@ -487,7 +487,9 @@ def test_bad_solvers_are_named(tmp_path):
     solver = random_solver()
     x = GM.noise(2, seed=5) * SIGMA_MAX
     with pytest.raises(samplers.InvalidType, match="LearnedSolver, the path of its file or its record"):
-        samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver={"sigmas": []})
+        samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver=[solver.sigmas])
+    with pytest.raises(samplers.InvalidInput, match="solver is not a learned solver written by LearnedSolver.save"):
+        samplers.sample("learned_multistep", GM.denoiser, x, solver.sigmas, solver={"sigmas": []})  # not a record
     with pytest.raises(samplers.InvalidInput, match="6 rows"):
         LearnedSolver(solver.sigmas, solver.eps_weights[:-1], solver.denoised_weights).validate()
     for bad in ([1.0, 2.0, 0.0], [math.inf, math.inf, 0.0], [math.nan, 1.0, 0.0], [2.0, math.inf, 0.0]):
