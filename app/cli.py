@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,8 +104,9 @@ def _check_out(path: str | Path | None, images: int = 1, command: str = "generat
     if path is None:
         path = DEFAULT_OUT[command]
         folder = path.parent
-        if folder.exists() and not folder.is_dir():
-            raise _default_out_refused(path, "a file of that name is here")
+        if os.path.lexists(folder) and not folder.is_dir():  # a file, or a link to nothing (exists() is False)
+            raise _default_out_refused(path, "a file of that name is here" if folder.exists() or not folder.is_symlink()
+                                       else "a symbolic link to nothing is here")
         if not folder.exists():  # made just before the write; here only whether it can be (a temporary file, removed)
             why = unwritable_folder(folder)
             if why is not None:

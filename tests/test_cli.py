@@ -489,5 +489,10 @@ def test_the_default_out_refuses_an_out_that_is_a_file_and_an_out_given_in_a_mis
     _refused(capsys, ["generate", "a red circle"], "the default --out 'out/generated.png'", "a file of that name",
              "give --out a PNG path")
     (tmp_path / "out").unlink()
+    # a link to nothing: exists() is False, and mkdir failed only after the run (the image lost)
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    _refused(capsys, ["generate", "a red circle"], "the default --out 'out/generated.png'", "a symbolic link to nothing",
+             "give --out a PNG path")
+    (tmp_path / "out").unlink()
     _refused(capsys, ["compare", "a red circle", "--out", "new/grid.png"], "'new' does not exist")
     assert not any(tmp_path.iterdir())  # a folder is made for the default only
