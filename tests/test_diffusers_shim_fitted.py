@@ -5,6 +5,7 @@ then failed at set_timesteps on the config's own grid; ``allow_other_model`` wit
 refused only at set_timesteps."""
 from __future__ import annotations
 
+import os
 import pytest
 import torch
 
@@ -43,15 +44,16 @@ def test_learned_multistep_with_a_solver_runs_what_fitted_path_runs(config, give
     got_times, got = shim_run(option, 4)
     assert got_times == times
     assert torch.equal(got, want)
-    assert option.config.sampler_options["solver"] == SHIPPED  # the config records the file (JSON: save_pretrained)
+    recorded = option.config.sampler_options["solver"]  # JSON (save_pretrained): the file's absolute path, or the record
+    assert recorded == (os.path.abspath(SHIPPED) if given == "path" else solver.record())
 
 
 @pytest.mark.parametrize("given", ["Path", "loaded", "edited"])
-def test_a_solver_given_as_an_object_is_saved_and_read_back_to_the_same_run(given, tmp_path):
+def test_a_solver_given_as_an_object_is_saved_and_read_back_to_the_same_run(given, tmp_path, monkeypatch):
     """A Path or a LearnedSolver in sampler_options was kept in the config as given, and diffusers writes the config
     as JSON: save_pretrained, to_json_string and repr failed raw (TypeError: not JSON serializable) after the run.
-    Recorded as the file's path (a Path, a solver its file still holds) or as the solver's own record (changed in
-    Python), which from_pretrained reads back to the same run."""
+    Recorded as the file's absolute path (a Path) or as the solver's own record (a LearnedSolver: the path it was
+    loaded from may be relative, or changed since), which from_pretrained reads back to the same run anywhere."""
     from pathlib import Path
 
     solver = {"Path": Path(SHIPPED), "loaded": LearnedSolver.load(SHIPPED), "edited": LearnedSolver.load(SHIPPED)}[given]
@@ -62,9 +64,11 @@ def test_a_solver_given_as_an_object_is_saved_and_read_back_to_the_same_run(give
     shim.save_pretrained(tmp_path)
     assert repr(shim)
     recorded = shim.config.sampler_options["solver"]
-    assert recorded == (solver.record() if given == "edited" else SHIPPED)
+    assert recorded == (os.path.abspath(SHIPPED) if given == "Path" else solver.record())
+    want_solver = LearnedSolver.of(solver)
+    monkeypatch.chdir(tmp_path)  # read back from another folder: a relative path would name another file there
     again = SamplerScheduler.from_pretrained(tmp_path)
-    assert again.sampler_options["solver"] == LearnedSolver.of(solver)
+    assert again.sampler_options["solver"] == want_solver
     got_times, got = shim_run(again, 4)
     assert got_times == times and torch.equal(got, want)
 
@@ -112,3 +116,15 @@ def test_a_solver_that_is_no_solver_is_refused_at_construction():
     with pytest.raises(InvalidType, match=r"sampler_options\['solver'\] must be a samplers.fitted.solver.LearnedSolver"
                                           ", the path of its file or its record \\(LearnedSolver.record\\(\\)\\), got 3 \\(int\\)"):
         SamplerScheduler.from_config(DDIM, sampler="learned_multistep", sampler_options={"solver": 3})
+
+
+def test_a_solver_meta_that_json_cannot_hold_is_refused_when_checked(tmp_path):
+    """A Path in meta built and ran, then save / save_pretrained failed raw (TypeError: not JSON serializable)."""
+    from pathlib import Path
+
+    solver = LearnedSolver.load(SHIPPED)
+    solver.meta = {**solver.meta, "fitted_from": Path("x")}
+    with pytest.raises(InvalidInput, match="meta must hold JSON values only"):
+        SamplerScheduler.from_config(DDIM, sampler="learned_multistep", sampler_options={"solver": solver, **ALLOW})
+    with pytest.raises(InvalidInput, match="meta must hold JSON values only"):
+        solver.validate()

@@ -27,6 +27,7 @@ diffusers shim); it runs on its own σ nodes, and on a model other than the one 
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -228,6 +229,11 @@ class LearnedSolver:
                 numbers(name + " rows", row)
         if not isinstance(self.meta, dict):
             raise InvalidInput(f"a learned solver's meta must be a dict, got {self.meta!r}")
+        try:  # its file (save) and a diffusers config holding its record are JSON: refused here, not at the write
+            json.dumps(self.meta, allow_nan=True)
+        except (TypeError, ValueError) as err:
+            raise InvalidInput(f"a learned solver's meta must hold JSON values only (it is written to the solver's "
+                               f"file), and {err}; store such a value as a string (str(value))") from None
         s, n = self.sigmas, len(self.sigmas) - 1
         if n < 1 or s[-1] != 0 or any(not b < a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s[1:])):
             raise InvalidInput(f"a learned solver's sigmas must be strictly decreasing, finite but for a first σ of "

@@ -728,20 +728,14 @@ def _solver_option(label, options: dict):
 
 def _solver_record(given):
     """``sampler_options["solver"]`` as the config records it (JSON, which ``from_config`` reads back to the same
-    solver): a path as its string; a ``LearnedSolver`` loaded from a file it still equals as that file's path; any
-    other (made or changed in Python) as its content, :meth:`~samplers.fitted.solver.LearnedSolver.record`."""
+    solver from any folder): a path made absolute (a relative one read the file of another folder there, silently);
+    a ``LearnedSolver`` as its content, :meth:`~samplers.fitted.solver.LearnedSolver.record` (not the path it was
+    loaded from: that may be relative, or changed since); a record (a saved config read back) as it is."""
     from ..fitted.solver import LearnedSolver
 
     if isinstance(given, (str, os.PathLike)):
-        return os.fspath(given)
-    source = getattr(given, "source", None)
-    if source is not None and os.path.isfile(source):
-        try:
-            if LearnedSolver.load(source) == given:
-                return source
-        except SamplersError:  # the file changed since: the solver's own content
-            pass
-    return given.record() if isinstance(given, LearnedSolver) else given
+        return os.path.abspath(os.path.expanduser(os.fspath(given)))
+    return given.record() if isinstance(given, LearnedSolver) else dict(given)
 
 
 def _host_sync_refusal(name: str) -> str:
@@ -903,9 +897,10 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
                 f"when the pipeline has it; to run its algorithm on the registry's grid, name it "
                 f"sampler={label.sampler!r}")
         label, options = _solver_option(label, options)
-        if "solver" in options and not isinstance(self.config.sampler_options["solver"], str):
+        if "solver" in options:
             # diffusers writes the config as JSON (save_pretrained, to_json_string, repr): a Path nested in
-            # sampler_options or a LearnedSolver failed there raw (TypeError: not JSON serializable), after the run
+            # sampler_options or a LearnedSolver failed there raw (TypeError: not JSON serializable), after the run;
+            # and a relative path, read back in another folder, ran another file's solver
             self.register_to_config(sampler_options={**self.config.sampler_options,
                                                      "solver": _solver_record(self.config.sampler_options["solver"])})
         self.sampler_options = options
