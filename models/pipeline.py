@@ -1245,13 +1245,22 @@ class Pipeline(PipelineSpec):
         ``steps=`` asked for (A1111's "DDIM" / "PLMS" at a step count that divides 1000 have one fewer: steps=10 is
         9), so a fix of more steps is worded as the schedule's count, which a larger ``steps=`` reaches."""
         steps = len(sigmas) - 1
+        from_inf = math.isinf(float(sigmas[0]))  # all n steps from σ = inf is pure noise: refused below but at 1
         if rounded_steps(strength, steps) < 1:
-            more = next((n for n in range(steps + 1, MAX_STEPS + 1) if rounded_steps(strength, n) >= 1), None)
+            more = next((n for n in range(steps + 1, MAX_STEPS + 1)
+                         if 1 <= rounded_steps(strength, n) < (n if from_inf else n + 1)), None)
+            if not from_inf:
+                fix = f"a strength above {0.5 / steps:g} (strength={1 / steps:g} runs one step)"
+            elif steps > 1:  # a strength that runs some steps but not all of them, or all from pure noise
+                fix = (f"a strength above {0.5 / steps:g} and below {(steps - 0.5) / steps:g} (strength={1 / steps:g} "
+                       "runs one step; this schedule starts at σ = inf, where all of its steps start from pure noise), "
+                       "or strength=1 for a run from pure noise")
+            else:
+                fix = "strength=1 for a run from pure noise (this schedule's one step starts at σ = inf)"
             raise InvalidInput(
                 f"strength={strength:g} on the run's schedule of {steps} steps is {strength * steps:.3g} of a step, "
                 f"which rounds to no step (img2img and inpaint run round(strength · n) of the schedule's n steps), and "
-                f"a whole step would be more than was asked; pass a strength above {0.5 / steps:g} "
-                f"(strength={1 / steps:g} runs one step)"
+                f"a whole step would be more than was asked; pass {fix}"
                 + ("" if more is None else f", or a steps= whose schedule has at least {more} steps"))
         cut = samplers.schedules.truncate(sigmas, strength)
         if strength < 1 and math.isinf(float(cut[0])):

@@ -2,6 +2,7 @@
 lists, an img2img / inpaint strength the schedule cannot honour, prompts of ``denoiser``, ``progress``, masks."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -180,6 +181,24 @@ def test_a_strength_refusal_counts_the_schedules_own_steps(parts):  # noqa: F811
     text = str(err.value)
     assert "schedule of 9 steps" in text and "steps=9" not in text and "schedule has at least 10 steps" in text, text
     _run(parts["eps"], "img2img", steps=11, strength=0.052, sampler="DDIM")  # 11 steps: a schedule of 11
+
+
+def test_a_strength_under_half_a_step_from_sigma_inf_names_only_strengths_that_run(parts):  # noqa: F811
+    """On the flow model's schedule (from σ = inf) the refusal said "pass a strength above 0.5" at 1 step, and the
+    strengths it named up to 1 were refused next for keeping the whole schedule from pure noise."""
+    flow = parts["flow"]
+    for steps, strength in ((1, 0.4), (2, 0.2), (4, 0.1)):
+        sig = flow.sigmas(None, steps)
+        with pytest.raises(InvalidInput, match="rounds to no step") as err:
+            Pipeline._cut(sig, strength, "the start")
+        text = str(err.value)
+        assert "strength=1 for a run from pure noise" in text, text
+        if steps == 1:
+            assert "above" not in text, text
+            continue
+        lo, hi = (float(v) for v in re.search(r"above ([\d.]+) and below ([\d.]+)", text).groups())
+        for ok in (lo + 1e-9, (lo + hi) / 2, hi - 1e-9):
+            assert math.isfinite(float(Pipeline._cut(sig, ok, "x")[0]))  # runs, from a finite σ
 
 
 def test_truncate_itself_is_unchanged():
