@@ -211,16 +211,20 @@ def channel_list(s: str) -> tuple[int, ...]:
     return ch
 
 
-def check_training_memory(model, bytes_per_parameter: int, state: str, fix: str) -> None:
-    """Refuse (``LimitExceeded``) training ``model`` (built on the meta device: shapes only) where its training state,
-    ``bytes_per_parameter`` for each parameter (``state`` says of what), is more than the memory free: torch would
-    fail allocating it with a traceback, after the data set was encoded. Activations come on top: a model that
-    passes may still need a smaller --batch-size."""
+def check_training_memory(parser, model, bytes_per_parameter: int, state: str, options: str, fix: str) -> None:
+    """Refuse (``parser.error``, naming the size ``options``) training ``model`` (built on the meta device: shapes
+    only) where its training state, ``bytes_per_parameter`` for each parameter (``state`` says of what), is more than
+    the memory free: torch would fail allocating it with a traceback, after the data set was encoded. Activations
+    come on top: a model that passes may still need a smaller --batch-size."""
+    from samplers.core.errors import LimitExceeded
     from samplers.core.validate import check_allocation
 
     n = sum(p.numel() for p in model.parameters())
-    check_allocation(n * bytes_per_parameter, f"training a model of {n / 1e6:,.1f} M parameters ({state}: "
-                     f"{bytes_per_parameter} bytes each)", "cpu", fix)
+    try:
+        check_allocation(n * bytes_per_parameter, f"training a model of {n / 1e6:,.1f} M parameters ({state}: "
+                         f"{bytes_per_parameter} bytes each)", "cpu", fix)
+    except LimitExceeded as err:
+        parser.error(f"the model's size ({options}): {err}")
 
 
 def non_empty(s: str) -> str:

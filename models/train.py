@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from . import _checks, data, train_vae
-from samplers.core.errors import InvalidInput, LimitExceeded
+from samplers.core.errors import InvalidInput
 
 from . import io as mio
 from ._checks import MAX_BLOCKS, channel_list, check_training_memory, existing_folder, int_at_least, out_folder, real
@@ -145,11 +145,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             model = DiffusionModel(UNetConfig(prediction=args.kind, channels=args.channels, res_blocks=args.res_blocks))
     except InvalidInput as err:
         p.error(f"argument --channels: {err}")
-    try:
-        check_training_memory(model, 20, "float32 weights, gradients, AdamW's two moments and the EMA copy",
-                              "give fewer or narrower --channels, or fewer --res-blocks")
-    except LimitExceeded as err:
-        p.error(f"the model's size (--channels, --res-blocks): {err}")
+    check_training_memory(p, model, 20, "float32 weights, gradients, AdamW's two moments and the EMA copy",
+                          "--channels, --res-blocks", "give fewer or narrower --channels, or fewer --res-blocks")
     check_warmup(p, args, 200)
     return args
 

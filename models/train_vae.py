@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from . import _checks, data
-from samplers.core.errors import InvalidInput, LimitExceeded
+from samplers.core.errors import InvalidInput
 
 from . import io as mio
 from samplers.core.argtypes import ArgumentParser, seed, threads
@@ -154,11 +154,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     with torch.device("meta"):  # shapes only: the parameters the run will train
         vae = VAE(VAEConfig(channels=args.channels, latent_channels=args.latent_channels,
                             enc_res_blocks=args.enc_res_blocks, dec_res_blocks=args.dec_res_blocks))
-    try:
-        check_training_memory(vae, 16, "float32 weights, gradients and AdamW's two moments",
-                              "give fewer or narrower --channels, or fewer --enc-res-blocks / --dec-res-blocks")
-    except LimitExceeded as err:
-        p.error(f"the model's size (--channels, --latent-channels, --enc-res-blocks, --dec-res-blocks): {err}")
+    check_training_memory(p, vae, 16, "float32 weights, gradients and AdamW's two moments",
+                          "--channels, --latent-channels, --enc-res-blocks, --dec-res-blocks",
+                          "give fewer or narrower --channels, or fewer --enc-res-blocks / --dec-res-blocks")
     check_warmup(p, args, 100)
     return args
 
