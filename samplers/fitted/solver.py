@@ -51,6 +51,7 @@ from ..core.validate import largest_sigma
 FORMAT = "samplers.fitted_solver/2"
 FORMATS = (FORMAT, "samplers.learned_solver/1")  # version 1: no record of the model (solvers fitted before it)
 DERIVED = ("nfe", "sigma_max", "sigma_min")  # written by save for readers; on load they must agree with sigmas
+RECREATE = "re-create it with `samplers fit` or LearnedSolver.save"  # the fix of a solver file refused on load
 _UNKNOWN = object()  # check_model: a fact about the model that the caller does not know
 # why a current file must record what it leaves out: its model, or the fields derived from its sigmas
 MISSING_WHY = {"model": "without its model record a solver would run on any model unchecked",
@@ -310,7 +311,7 @@ class LearnedSolver:
         A file of the current format must record ``model`` (``{}`` for a solver not fitted to a model), and its
         derived fields ``nfe``, ``sigma_max``, ``sigma_min`` must agree with ``sigmas`` (an edited file is refused,
         not corrected); a file of format 1 has no record of the model."""
-        fix = "re-create it with `samplers fit` or LearnedSolver.save"
+        fix = RECREATE
         if str(path) == "":
             raise InvalidInput("no fitted solver file given (an empty path); give the path of a solver file, e.g. "
                                "out/fit/nfe8.json")
@@ -328,7 +329,7 @@ class LearnedSolver:
     def from_record(cls, data, path) -> "LearnedSolver":
         """The solver a file's JSON object ``data`` records (:meth:`record`), with every check :meth:`load` makes;
         ``path``: where it was read (named in errors)."""
-        fix = "re-create it with `samplers fit` or LearnedSolver.save"
+        fix = RECREATE
         if not isinstance(data, dict) or data.get("format") not in FORMATS:
             raise InvalidInput(f"{path} is not a learned solver written by LearnedSolver.save (its \"format\" "
                                f"must be one of {list(FORMATS)})")
