@@ -546,8 +546,9 @@ def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None
     """A churn window that holds no step of the run (:func:`samplers.core.run.empty_churn_window`), and the noise the
     registry sampler ``sampler`` will build for a run on ``sigmas`` (latent ``shape``, ``seeds`` as
     the pipeline passes them), checked by the sampler's own function (``noise.for_run``: the kind, the seed it is given, a pre-drawn
-    noise's shape, a Brownian tree's range where the run draws; ``restart``'s entries with their noise, which
-    ``restart`` checks itself, after the encoders in a task) before any prompt or image is encoded; nothing is
+    noise's shape, a Brownian tree's range where the run draws; the sampler's own check of its draws,
+    :attr:`~samplers.core.registry.SamplerSpec.check_draws`, which it makes itself after the encoders in a task:
+    ``restart``'s entries with their noise) before any prompt or image is encoded; nothing is
     drawn. Without a ``shape`` only a named kind is checked (an object is checked against the latent later)."""
     spec = samplers.core.registry.SAMPLERS.get(sampler)
     unit = "flow time t" if flow_time else "σ"  # ComfyUI's rules on a flow model: sigmas are its flow times
@@ -566,13 +567,10 @@ def _check_noise(sampler: str, options: dict, sigmas, shape: tuple | None = None
     seed = seeds if named and "seed" in spec.options else None  # as _sample passes them
     like = torch.empty(shape or (1,), device="meta")  # its shape only: no memory, no values
     noise = noise_mod.for_run(value, seed, like, sigmas, draws=draws_noise(spec, options))
-    if spec.name == "restart":  # its restarts draw off the steps: checked by restart itself before its first model
-        from samplers.sde.solvers import check_restart_draws  # call, which in a task comes after the encoders
-
-        values = [float(s) for s in sigmas]
-        checked = check_options(spec, options)
-        check_restart_draws(values[1:] if math.isinf(values[0]) else values, noise, **{
-            k: checked[k] for k in ("s_noise", "restart") if k in checked})
+    if spec.check_draws is not None:  # the sampler's own check (restart's entries), made before its first model call,
+        values = [float(s) for s in sigmas]  # which in a task comes after the encoders
+        spec.check_draws(values[1:] if math.isinf(values[0]) else values, noise, {**spec.options,
+                                                                                 **check_options(spec, options)})
 
 
 # torchdiffeq's Adams correctors iterate each step until the whole batch's state converges (one norm over the batch)

@@ -169,6 +169,12 @@ class SamplerSpec:
     # with σ as host floats, run before the shared checks of the run (a timestep table's, σ = inf's) and any model
     # call, so that a refusal names the sampler's own cause (a fitted solver's file, not the schedule).
     before_run: Callable | None = None
+    # The sampler's own check of the noise its steps draw, ``check_draws(sigmas, noise_sampler, options)``: σ the
+    # host floats of the schedule the sampler is handed (from σ = inf the rest after the shared first step),
+    # ``noise_sampler`` the run's (``noise.for_run``'s), ``options`` with the sampler's defaults filled in. The sampler
+    # makes this check itself before its first model call; a caller that calls models of its own first (the
+    # pipeline's encoders) runs it before those (``restart``: its restarts' intervals against a Brownian path).
+    check_draws: Callable | None = None
     # The options that are dicts of keys of their own (torchdiffeq's ``options=``): {option: the keys it takes}. A
     # key of one passed as an option (``step_size=0.01`` for ``options={'step_size': 0.01}``) is refused naming the
     # option it belongs in, not only the sampler's own options.
@@ -191,7 +197,7 @@ SAMPLERS: Registry[SamplerSpec] = Registry("sampler", loader=load_builtins)
 def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: tuple[str, ...] = (),
              ref: str = "", host_sync: bool = False, final_step: str = "denoise", from_infinity: bool = False,
              eta_from_infinity: float | Callable[[dict, float], float] = 0.0, before_run: Callable | None = None,
-             option_keys: dict[str, tuple[str, ...]] | None = None, replace: bool = False):
+             check_draws: Callable | None = None, option_keys: dict[str, tuple[str, ...]] | None = None, replace: bool = False):
     """Register a sampler function under ``name``.
 
     The decorated function has the k-diffusion signature
@@ -202,6 +208,8 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
     A name (or alias) that is already registered is refused unless ``replace=True``. ``before_run(model, sigmas,
     options)``: the sampler's own check of its options against the model and the grid (σ as host floats), run before
     the run's shared checks and any model call (``learned_multistep`` checks its fitted solver there).
+    ``check_draws(sigmas, noise_sampler, options)``: the check of the run's noise the sampler makes itself before its
+    first model call, for a caller that calls models of its own before the sampler (:attr:`SamplerSpec.check_draws`).
     ``option_keys``: ``{option: keys}`` for an option that is a dict of keys of its own (torchdiffeq's ``options``),
     so that one of those keys passed as an option is refused naming the option it belongs in.
     """
@@ -219,7 +227,7 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
             return run_sampler(spec_box[0], model, x, sigmas, extra_args, callback, disable, options)
 
         spec = SamplerSpec(name, sampler, kind, order, nfe_per_step, tuple(aliases), ref, host_sync, final_step,
-                           from_infinity, eta_from_infinity, before_run, dict(option_keys or {}))
+                           from_infinity, eta_from_infinity, before_run, check_draws, dict(option_keys or {}))
         spec_box.append(spec)
         sampler.spec = spec  # type: ignore[attr-defined]
         sampler.implementation = fn  # type: ignore[attr-defined]

@@ -886,9 +886,14 @@ def check_restart_draws(sigmas: Sequence[float], noise_sampler, *, s_noise=1.0, 
     _check_restart_noise(plan, noise_sampler, s_noise, sigmas)
 
 
+def _restart_check_draws(sigmas: Sequence[float], noise_sampler, options: dict) -> None:
+    """:func:`check_restart_draws` as the registry's ``check_draws`` hook (``options`` with restart's defaults)."""
+    check_restart_draws(sigmas, noise_sampler, s_noise=options["s_noise"], restart=options["restart"])
+
+
 @register("restart", kind="sde", order=2, nfe_per_step=2, aliases=("sample_restart",),
           ref="Xu et al. 2023, Restart Sampling (arXiv:2306.14878), Alg. 1",
-          final_step="euler (x = D(x, σ) when σ_next = 0)")
+          final_step="euler (x = D(x, σ) when σ_next = 0)", check_draws=_restart_check_draws)
 def restart(model, x, sigmas, extra_args=None, callback=None, disable=None, *, s_noise=1.0,
             restart=RESTART_DEFAULT, noise_sampler=None, seed=None):
     """Restart sampling (Xu et al. 2023, arXiv:2306.14878, Alg. 1): Heun ODE steps on ``sigmas``, plus restarts.
