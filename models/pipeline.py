@@ -841,6 +841,13 @@ class PipelineSpec:
         """``(label found, sigmas, options, fitted solver or None)``: :meth:`Pipeline.plan` without the fitted
         solver's fingerprint check (the one part that needs the weights). ``sampler=None`` is the model's default;
         any other value (``""`` too) is a name to resolve."""
+        found, _, sigmas, options, solver = self._plan_run(sampler, schedule, steps, options, txt2img)
+        return found, sigmas, options, solver
+
+    def _plan_run(self, sampler: str | None, schedule: str | None, steps: int | None, options: dict,
+                  txt2img: bool = True):
+        """:meth:`plan_run` with the schedule's name it resolved (None: the model's default; a fitted solver's
+        nodes are ``found.sigmas``): ``(label found, schedule, sigmas, options, fitted solver or None)``."""
         if sampler is None and schedule is None:  # the model's defaults are a pair: its sampler on its schedule
             schedule = self.default_pair_schedule
         implied = schedule is None  # a label's own schedule, where it has one: A1111's "Automatic"
@@ -895,7 +902,7 @@ class PipelineSpec:
                 self.native.check_in_table(sigmas.tolist(), fix=f"Use a schedule built on this model's range: its own "
                                            f"{self.default_schedule!r}, or any but a preset made for another "
                                            "model's table")
-        return found, sigmas, options, solver
+        return found, schedule, sigmas, options, solver
 
     def _check_model_range(self, found, schedule: str, sigmas: torch.Tensor, n: int) -> torch.Tensor:
         """The schedule the label runs. A1111's txt2img runs DPM fast / DPM adaptive on the model's whole σ range
@@ -1352,7 +1359,6 @@ class Pipeline(PipelineSpec):
         which the JSON chunk would have recorded and the infotext dropped."""
         _check_extras(extra)
         options = _sampler_options(options)
-        run = (sampler, schedule, steps, dict(options))  # as the call names them: the run plans from these
         height, width = self.check_size(height, width)
         if not isinstance(prompt, str):
             raise InvalidType(f"request records one image's prompt: a string, got {type(prompt).__name__}; make one "
@@ -1362,18 +1368,17 @@ class Pipeline(PipelineSpec):
             raise InvalidInput("request records the seed an image was made with, and seed=None means a seed drawn by "
                                "the run; pass the image's seed (draw it yourself and pass it to the run as well)")
         seed = resolve_seeds(seed, 1)[0]  # an int >= 0 (or a list of one), as the run reads it
-        if sampler is None and schedule is None:
-            schedule = self.default_pair_schedule
-        # resolved and checked as the run resolves and checks them (_resolve): an option the run would refuse is
-        # refused here, not written into a PNG as if it had run
-        found, schedule, _, merged, _ = _resolve(self.defaults["sampler"] if sampler is None else sampler, schedule,
-                                                 steps, dict(options))
+        txt2img = "strength" not in extra
+        if not txt2img:  # a real number in (0, 1], read as img2img / inpaint read it, before the run is planned
+            strength = _strength(extra["strength"], "1 = the whole schedule, as img2img and inpaint read it")
+        # planned and checked as the run plans and checks it (txt2img's: the noise on the whole schedule, a Brownian
+        # tree from σ = inf, a restart entry outside the tree's range, A1111's model range, the σ table): an option
+        # the run would refuse is refused here, not written into a PNG as if it had run
+        found, schedule, sigmas, merged, _ = self._plan_run(sampler, schedule, steps, dict(options), txt2img)
         # the caller's options the run runs with: not A1111's default settings that its label drops (names.md)
         options = {k: v for k, v in options.items() if k in merged}
-        if "strength" in extra:  # before the fitted solver's "fitted" schedule replaces the one the run plans on
-            extra = {**extra, "strength": self._recorded_strength(*run, extra["strength"])}
-        else:  # txt2img's plan, as it checks it: the noise on the whole schedule (a Brownian tree from σ = inf, a
-            self.plan_run(*run)  # restart entry outside the tree's range), A1111's model range, the σ table
+        if not txt2img:
+            extra = {**extra, "strength": self._recorded_strength(found, sigmas, merged, strength)}
         if found.sigmas is not None:
             schedule, steps = "fitted", len(found.sigmas) - 1
         # every image starts from seeded_randn, A1111's "CPU" source's first draw (ImageRNG.first), which the A1111
@@ -1386,14 +1391,13 @@ class Pipeline(PipelineSpec):
                 "seed": seed, "width": width, "height": height, "options": options, **extra,
                 "model": self.config.name, "model_sha256": self.model.weights_sha256, "version": library_version()}
 
-    def _recorded_strength(self, sampler, schedule, steps, options: dict, strength) -> float:
-        """The ``strength`` a request records, as img2img / inpaint read and check it: a real number in (0, 1]
-        (:func:`_strength`), one a fitted solver runs (:meth:`_check_strength`: only 1), one the run's schedule
-        can be cut at (:meth:`_cut`: at least half a step, and not all of a schedule that starts at σ = inf), and one
-        whose cut the run's noise can be drawn on (:meth:`_check_run_noise`, as img2img / inpaint check it: a
-        ``restart`` entry drawing outside the Brownian tree of the cut, a tree kind on a cut from σ = inf)."""
-        strength = _strength(strength, "1 = the whole schedule, as img2img and inpaint read it")
-        found, sigmas, options, _ = self.plan_run(sampler, schedule, steps, dict(options), txt2img=False)
+    def _recorded_strength(self, found, sigmas, options: dict, strength: float) -> float:
+        """The ``strength`` (already :func:`_strength`'s real number in (0, 1]) a request records for a run planned as
+        img2img / inpaint plan it (``found``, ``sigmas``, ``options``), as they check it: one a fitted solver runs
+        (:meth:`_check_strength`: only 1), one the run's schedule can be cut at (:meth:`_cut`: at least half a step,
+        and not all of a schedule that starts at σ = inf), and one whose cut the run's noise can be drawn on
+        (:meth:`_check_run_noise`: a ``restart`` entry drawing outside the Brownian tree of the cut, a tree kind on a
+        cut from σ = inf)."""
         self._check_strength(found.sampler, options, strength)
         self._check_run_noise(found, options, self._cut(sigmas, strength, "the start"))
         return strength

@@ -305,11 +305,14 @@ def test_the_diffusers_shim_runs_an_a1111_label_on_the_pipelines_generator():
 def test_the_pipelines_infotext_records_a1111s_cpu_source_for_its_labels():
     # A1111 writes "RNG: CPU" where its random number source is the CPU, and reads it back: the pipeline's A1111
     # labels draw from that source
-    from models.pipeline import infotext
+    from models.pipeline import PipelineSpec, infotext
+
+    spec = PipelineSpec.read(model="eps")  # the run's plan on the shipped eps U-Net's config (no weights read)
 
     class Stub:  # Pipeline.request reads only these
-        defaults = {"sampler": "dpmpp_2m", "schedule": "karras", "steps": 4}
-        default_schedule = "karras"
+        defaults = spec.defaults
+        default_schedule = spec.default_schedule
+        _plan_run = spec._plan_run
         config = types.SimpleNamespace(name="m")
         model = types.SimpleNamespace(weights_sha256="0" * 64)
 
@@ -321,9 +324,6 @@ def test_the_pipelines_infotext_records_a1111s_cpu_source_for_its_labels():
 
         def _prompts(self, prompt):
             return [prompt]
-
-        def plan_run(self, *run):  # txt2img's plan of the run, checked on the real pipeline elsewhere
-            return None
 
     from models.pipeline import Pipeline
     request = Pipeline.request(Stub(), "p", sampler="Euler a", steps=4)

@@ -339,3 +339,28 @@ def test_every_entry_point_reads_a_solver_or_any_path_like_of_its_file_and_refus
     with pytest.raises(InvalidType, match=r"must be a samplers.fitted.solver.LearnedSolver, the path of its "
                                           r"file or its record \(LearnedSolver.record\(\)\), got 42 \(int\)"):
         run(42)
+
+
+@pytest.mark.parametrize("extra", [{}, {"strength": 1.0}])
+def test_a_request_reads_a_fitted_solver_once(tmp_path, monkeypatch, extra):
+    # Pipeline.request plans the run once, as the run does (it resolved the name, then planned it again, and for a
+    # strength a third time: the file read two or three times, and a file changed in between recorded as another)
+    from types import SimpleNamespace as NS
+
+    from models.pipeline import Pipeline, PipelineSpec
+    from samplers.fitted.solver import LearnedSolver
+
+    path = _eps_fit_of_another_model(tmp_path)
+    spec = PipelineSpec.read(model="eps")
+    stub = NS(defaults=spec.defaults, default_schedule=spec.default_schedule, _plan_run=spec._plan_run,
+              guidance=lambda c: 4.0, check_size=lambda h, w: (h, w), _prompts=lambda p: [p],
+              config=spec.config, model=NS(weights_sha256="0" * 64), _check_strength=lambda *a: None,
+              _cut=lambda sigmas, strength, what: sigmas, _check_run_noise=lambda *a: None)
+    stub._recorded_strength = lambda *a: Pipeline._recorded_strength(stub, *a)
+    reads = []
+    load = LearnedSolver.load.__func__
+    monkeypatch.setattr(LearnedSolver, "load", classmethod(lambda cls, p: reads.append(p) or load(cls, p)))
+    record = Pipeline.request(stub, "a red circle", sampler=f"fitted:{path}",
+                              options={"allow_other_model": True}, **extra)
+    assert (record["schedule"], record["steps"]) == ("fitted", 4)
+    assert len(reads) == 1, reads

@@ -8,12 +8,12 @@ from models import pipeline as P
 from models.vae import check_size
 from samplers.core.errors import InvalidOption
 
-# what Pipeline.request reads of its pipeline: the defaults, guidance, the size and prompt rules, the model's name;
-# txt2img's plan of the run (plan_run: its schedule and noise on the model) is the real pipeline's, tested with it
-FAKE = NS(defaults={"sampler": "dpmpp_2m", "schedule": "karras", "steps": 20}, default_schedule="karras",
+# what Pipeline.request reads of its pipeline: the defaults, guidance, the size and prompt rules, the model's name,
+# and the run's plan, the shipped eps U-Net's (its config alone: no weights read)
+SPEC = P.PipelineSpec.read(model="eps")
+FAKE = NS(defaults=SPEC.defaults, default_schedule=SPEC.default_schedule, _plan_run=SPEC._plan_run,
           guidance=lambda c: 4.0 if c is None else c, check_size=lambda h, w: check_size(h, w, 8),
-          _prompts=lambda p: [p], config=NS(name="unet-eps"), model=NS(weights_sha256="ab" * 32),
-          plan_run=lambda *run: None)
+          _prompts=lambda p: [p], config=NS(name="unet-eps"), model=NS(weights_sha256="ab" * 32))
 
 
 def line(sampler, schedule=None, **options):
