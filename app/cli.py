@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from samplers.core.argtypes import cfg_scale, out_folder, path_to, threads
+from models._checks import MAX_STEPS
+from samplers.core.argtypes import cfg_scale, int_in, out_folder, path_to, threads
 from samplers.core.errors import InvalidInput, LimitExceeded
 from samplers.core.seeds import SEED_LIMIT
 from samplers.core.validate import distinct
@@ -88,6 +89,9 @@ def _sampler_options(pairs: list[tuple[str, object]], command: str = "generate")
 # The --out of generate / compare when none is given: under out/, which .gitignore ignores, as demo's out/demo and the
 # benchmarks' and training's work folders are. In the current folder (the defaults were generated.png, compare.png) a
 # plain run from a checkout left an untracked file there, replaced by the next run.
+# the pipeline's own rules, applied as the command line is read so that a refusal names the flag
+STEPS = int_in(1, MAX_STEPS, "the pipeline's step limit")
+SEED = int_in(0, SEED_LIMIT - 1, "the largest seed torch's generators take")
 DEFAULT_OUT = {"generate": Path("out") / "generated.png", "compare": Path("out") / "compare.png"}
 
 
@@ -336,8 +340,8 @@ def add_commands(subparsers) -> None:
     _add_common(g)
     g.add_argument("--sampler", default=None, help="a sampler name (`samplers names`) or fitted:PATH (a solver from "
                                                    "`samplers fit`); default: the model's")
-    g.add_argument("--steps", type=int, default=None, help="sampling steps (default 20)")
-    g.add_argument("--seed", type=int, nargs="+", default=[0], help="one image per seed (default 0)")
+    g.add_argument("--steps", type=STEPS, default=None, help="sampling steps (default 20)")
+    g.add_argument("--seed", type=SEED, nargs="+", default=[0], help="one image per seed (default 0)")
     g.add_argument("--width", type=int, default=64)
     g.add_argument("--height", type=int, default=64)
     g.add_argument("--out", type=path_to("PNG file"), default=None,
@@ -351,8 +355,8 @@ def add_commands(subparsers) -> None:
     c = subparsers.add_parser("compare", help="labelled PNG grid of samplers × step counts (same prompt and seed) + table")
     _add_common(c)
     c.add_argument("--samplers", nargs="+", default=["euler", "heun", "dpmpp_2m"])
-    c.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20])
-    c.add_argument("--seed", type=int, default=0, help="seed of the pictured image (item k uses seed + k)")
+    c.add_argument("--steps", type=STEPS, nargs="+", default=[5, 10, 20])
+    c.add_argument("--seed", type=SEED, default=0, help="seed of the pictured image (item k uses seed + k)")
     c.add_argument("--n", type=int, default=4, help="images per cell for the match rate")
     c.add_argument("--out", type=path_to("PNG file"), default=None,
                    help=f"PNG path of the grid, replaced if it exists (default: {DEFAULT_OUT['compare']}, its folder "

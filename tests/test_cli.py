@@ -456,10 +456,10 @@ def _help(command: str) -> str:
 
 @pytest.mark.parametrize("argv, words", [
     (["generate", "a red circle", "--sampler", "eulr"], ["'eulr'"]),
-    (["generate", "a red circle", "--steps", "0"], ["steps must be"]),
+    (["generate", "a red circle", "--steps", "0"], ["argument --steps: 0 is below 1"]),
     (["generate", "a red circle", "--option", "eta=-1"], ["eta"]),
     (["compare", "a red circle", "--samplers", "eulr"], ["'eulr'"]),
-    (["compare", "a red circle", "--steps", "0"], ["steps must be"])])
+    (["compare", "a red circle", "--steps", "0"], ["argument --steps: 0 is below 1"])])
 def test_a_refused_command_with_the_default_out_leaves_no_out_folder(capsys, no_load, tmp_path, monkeypatch, argv,
                                                                       words):
     """out/ was made when --out was checked, before the sampler, steps and options: a command refused after that
@@ -467,6 +467,18 @@ def test_a_refused_command_with_the_default_out_leaves_no_out_folder(capsys, no_
     monkeypatch.chdir(tmp_path)
     _refused(capsys, argv, *words)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["generate", "a", "--steps", "0"], ["argument --steps: 0 is below 1: pass an integer from 1 to 10000"]),
+    (["generate", "a", "--steps", "10001"], ["argument --steps: 10001 is more than 10000, the pipeline's step limit"]),
+    (["compare", "a", "--steps", "4", "0"], ["argument --steps: 0 is below 1"]),
+    (["generate", "a", "--seed", "3", "-1"], ["argument --seed: -1 is below 0: pass an integer from 0 to 1844"]),
+    (["compare", "a", "--seed", str(2**64)], ["argument --seed: 18446744073709551616 is more than 1844"])])
+def test_steps_and_seeds_out_of_range_are_refused_naming_the_flag(capsys, no_load, argv, words):
+    """The pipeline's rules for steps (1 to its limit) and seeds ([0, 2**64)) are applied as the command line is
+    read: the refusal names --steps / --seed (it said 'steps must be an integer >= 1, got 0', the library's keyword)."""
+    _refused(capsys, argv, *words)
 
 
 def test_the_default_out_refuses_a_current_folder_it_cannot_make_out_in_before_any_work(capsys, no_load, tmp_path,

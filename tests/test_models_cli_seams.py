@@ -200,10 +200,12 @@ def test_generate_names_the_seed_count_beyond_the_batch_limit(capsys, no_load, t
     assert "batch" not in line
 
 
-@pytest.mark.parametrize("seed", [str(2**64 - 2), str(2**64)])
-def test_compare_names_its_one_seed_and_no_seed_list(capsys, no_load, tmp_path, seed):
+@pytest.mark.parametrize("seed, words", [
+    (str(2**64 - 2), [f"--seed {2**64 - 2}", "--n 3", f"pass --seed from 0 to {2**64 - 3}"]),
+    (str(2**64), [f"argument --seed: {2**64} is more than {2**64 - 1}"])])  # beyond any seed: as it is read
+def test_compare_names_its_one_seed_and_no_seed_list(capsys, no_load, tmp_path, seed, words):
     line = _refused(capsys, ["compare", "a red circle", "--n", "3", "--seed", seed, "--out", str(tmp_path / "c.png")],
-                    f"--seed {seed}", "--n 3", f"pass --seed from 0 to {2**64 - 3}")
+                    *words)
     assert "one seed per item" not in line
 
 
