@@ -206,6 +206,12 @@ def test_predrawn_noise_reproduces_the_run_and_raises_when_exhausted():
     with pytest.raises(NoiseExhaustedError, match="only 3 were pre-drawn"):
         samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=PredrawnNoise(draws[:3]),
                         disable=True)
+    # one object in two runs: each starts from draws[0], as the library's other noise objects are rewound (the
+    # second run handed out draws 3, 4, ... or ran out: 3.79 apart on a 20-draw object)
+    shared = PredrawnNoise(torch.cat([draws, -draws]))
+    for _ in range(2):
+        again = samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=shared, disable=True)
+        torch.testing.assert_close(again, expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="per call but the latent is"):
         samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=PredrawnNoise(draws[:, :2]),
                         disable=True)

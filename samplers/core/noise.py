@@ -75,8 +75,10 @@ class PredrawnNoise:
 
     ``draws`` is a tensor ``[calls, B, ...]`` or a list of ``[B, ...]`` tensors (unit variance, like every
     noise sampler's output). A sampler that asks for more draws than were given raises
-    :class:`NoiseExhaustedError` saying how many it got; ``calls`` counts the draws used so far. One object
-    serves one run: make a new one (or call ``reset()``) for the next.
+    :class:`NoiseExhaustedError` saying how many it got; ``calls`` counts the draws used so far. Every run starts
+    from ``draws[0]`` (:func:`for_run` calls ``reset()``, as it rewinds the library's other noise objects): runs that
+    share one object get the same noise. To continue a split run, pass the rest as a new object
+    (``PredrawnNoise(noise.draws[noise.calls:])``).
     """
 
     def __init__(self, draws):
@@ -412,13 +414,15 @@ def for_run(noise_sampler: NoiseSampler | str | None, seed, x: torch.Tensor, sig
     ``draws``: the run will draw (a stochastic sampler with noise on), so a named kind that cannot be built on
     ``sigmas`` is refused now, before any model call, not at its first draw. A :class:`BrownianNoise` object of the
     caller's (or a :class:`BrownianTreeNoiseSampler`, whose churn draws come from a generator: ``fresh()``) is rewound,
-    and so is an :class:`A1111Noise` (to its seeds, as A1111's fresh ``ImageRNG`` of each batch): runs that share it
-    get the same noise."""
+    so is an :class:`A1111Noise` (to its seeds, as A1111's fresh ``ImageRNG`` of each batch), and a
+    :class:`PredrawnNoise` is reset to its first draw: runs that share one get the same noise."""
     seeds = None if seed is None else resolve_seeds(seed, x.shape[0])
     kind = check(noise_sampler, seed, x)
     if kind is None:
         if isinstance(noise_sampler, (BrownianNoise, BrownianTreeNoiseSampler, A1111Noise)):
             noise_sampler.rewind()
+        if isinstance(noise_sampler, PredrawnNoise):  # its second run handed out the draws after the first run's
+            noise_sampler.reset()
         return _Checked(noise_sampler, x)
     if draws and kind.startswith("brownian_tree"):
         check_tree_range(sigmas)
