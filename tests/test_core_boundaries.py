@@ -168,3 +168,15 @@ def test_what_those_parameters_mean_alone_still_runs():
 def test_bad_inputs_get_the_librarys_error_not_a_bare_one(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_discrete_table_keeps_a_copy_of_the_callers_alphas_cumprod():
+    # the caller's float64 table was kept by reference: an edit of it in place changed the σ A1111's table and the
+    # schedules made from it later gave (σ_min, σ_max, read at construction, stayed), and the result depended on
+    # whether a table had been made from it before the edit
+    table = VP.alphas_cumprod.double().clone()
+    vp = VPDiscrete(table)
+    before = samplers.get_sigmas("a1111:Karras", 4, native=vp)
+    table.mul_(0.5)
+    assert torch.equal(vp.alphas_cumprod, VP.alphas_cumprod.double())
+    assert torch.equal(samplers.get_sigmas("a1111:Karras", 4, native=vp), before)

@@ -196,7 +196,9 @@ class VPDiscrete(NoiseSchedule):
         _checked(self, "quantize", boolean)  # "no" would round every time input
         if not isinstance(self.alphas_cumprod, torch.Tensor):
             check_table_size(len(self.alphas_cumprod), "len(alphas_cumprod)")
-        ac = torch.as_tensor(self.alphas_cumprod, dtype=torch.float64)
+        # a copy: the caller's float64 table itself would be kept, and an edit of it in place would change what the
+        # tables made from it later say while those made already (σ_min, σ_max) stay
+        ac = torch.as_tensor(self.alphas_cumprod, dtype=torch.float64).detach().clone()
         if ac.ndim != 1:
             raise InvalidInput(f"alphas_cumprod must be a 1-D table (one ᾱ per training timestep), got shape "
                                f"{tuple(ac.shape)}; pass the table itself")
