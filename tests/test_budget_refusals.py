@@ -91,3 +91,29 @@ def test_the_stand_ins_count_of_implicit_adams_is_no_bound_on_a_real_model():
         x = torch.randn(4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 80
         samplers.sample("torchdiffeq.implicit_adams", model, x, grid(steps), disable=True)
     assert (steps, calls) == (23, 49) and made[0] == 109
+
+
+def test_budgets_counted_in_threads_leave_the_processs_warning_filters_as_they_were():
+    # each count silenced the corrector's warning with catch_warnings, which saves and restores the process's whole
+    # filter list: three threads inside at once restored each other's, and an "ignore" was left behind (4 runs in 5)
+    import sys
+    import threading
+
+    before = list(warnings.filters)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=lambda: [budget.steps_for_nfe("dpmpp_2m", 10, karras) for _ in range(4)])
+                   for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert warnings.filters == before
+    with warnings.catch_warnings(record=True) as caught:  # and a count silences the corrector's message only
+        warnings.simplefilter("always")
+        budget._model_sets_count("euler", True, {})
+        warnings.warn("another thread's warning")
+    assert [str(w.message) for w in caught] == ["another thread's warning"]

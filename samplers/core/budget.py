@@ -9,6 +9,7 @@ benchmarks, schedule optimisation) counts here, by running the sampler once on a
 from __future__ import annotations
 
 import dataclasses
+import threading
 import warnings
 from typing import Callable
 
@@ -63,14 +64,21 @@ def _count(sampler: str, sigmas, start: float, options: dict) -> int:
     return model.calls
 
 
+_FILTERS_LOCK = threading.Lock()
+_NOT_CONVERGED = "Functional iteration did not converge"  # torchdiffeq's implicit Adams at its iteration limit
+
+
 def _model_sets_count(sampler: str, ends_in_zero: bool, options: dict, counts: dict | None = None) -> bool:
     """Whether the model calls of ``sampler`` depend on the model (an implicit corrector iterated to a tolerance,
     adaptive step control): its counts on :func:`rule_sigmas` at 6 and 12 steps from the stand-in's state 0 and from
     state 1 differ. ``counts``: the state-0 counts at those steps where already made."""
     counts = counts or {}
     fixed = [counts[n] if n in counts else _count(sampler, rule_sigmas(n, ends_in_zero), 0.0, options) for n in (6, 12)]
-    with warnings.catch_warnings():  # an implicit corrector may say it stopped at its iteration limit
-        warnings.simplefilter("ignore")
+    # an implicit corrector may say it stopped at its iteration limit: that one message is silenced. catch_warnings
+    # saves and restores the process's filter list, so two threads inside at once restored each other's: one at a
+    # time, or the "ignore" was left behind for every later warning of the process
+    with _FILTERS_LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NOT_CONVERGED)
         moved = [_count(sampler, rule_sigmas(n, ends_in_zero), 1.0, options) for n in (6, 12)]
     return moved != fixed
 
