@@ -14,7 +14,10 @@ A :class:`Problem` is everything a benchmark needs to run a sampler on a model a
 Problems by name (``--problem``): ``gm-ve``, ``gm-vp-eps``, ``gm-flow`` (the analytic Gaussian mixture of
 :mod:`samplers.problems` behind a VE denoiser, a VP-discrete eps model and a rectified-flow model),
 ``models-eps`` / ``models-flow`` (the default models of ``models/``, when they are installed with their
-weights), or ``module:function`` — a Python entry point returning a :class:`Problem` or a denoiser.
+weights), or ``module:function`` — a Python entry point returning a :class:`Problem` or a denoiser. The entry point
+is for names typed on the command line only: a name read from a file (a solver file's ``meta.problem``, a
+results.json row) must be a built-in one (:func:`builtin_problem_refusal`), since building an entry point imports
+its module and calls its function.
 """
 from __future__ import annotations
 
@@ -293,15 +296,21 @@ GM_SHAPE = (4, 4, 4)
 SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
 
 
+def mixture_spec(spec: str) -> tuple[int, int, int]:
+    """``d<dims>-k<modes>-s<seed>`` → (dims, modes, seed), read without building anything; anything else is an
+    :class:`InvalidInput` naming the form."""
+    m = re.fullmatch(r"d(\d+)-k(\d+)-s(\d+)", spec)
+    if m is None or int(m[1]) < 1 or int(m[2]) < 1:
+        raise InvalidInput(f"a mixture is named d<dims>-k<modes>-s<seed> (e.g. gm-vp-eps/d48-k5-s101), got {spec!r}")
+    return int(m[1]), int(m[2]), int(m[3])
+
+
 def gaussian_mixture(spec: str = "") -> GaussianMixture:
     """The benchmark's mixture (6 modes in 4×4×4), or the one ``spec`` names: ``d<dims>-k<modes>-s<seed>``, e.g.
     ``d48-k5-s101`` (48 dimensions as [3, 4, 4] when divisible by 16, else flat; 5 modes; seed 101)."""
     if not spec:
         return GaussianMixture.default(shape=GM_SHAPE, components=6, seed=0)
-    m = re.fullmatch(r"d(\d+)-k(\d+)-s(\d+)", spec)
-    if m is None or int(m[1]) < 1 or int(m[2]) < 1:
-        raise InvalidInput(f"a mixture is named d<dims>-k<modes>-s<seed> (e.g. gm-vp-eps/d48-k5-s101), got {spec!r}")
-    dims, modes, seed = int(m[1]), int(m[2]), int(m[3])
+    dims, modes, seed = mixture_spec(spec)
     shape = (dims // 16, 4, 4) if dims % 16 == 0 else (dims,)
     return GaussianMixture.default(shape=shape, components=modes, seed=seed)
 
@@ -458,9 +467,39 @@ def _entry_point(spec: str) -> Problem:
 
 PROBLEMS = ("gm-ve", "gm-vp-eps", "gm-flow", "models-eps", "models-flow")
 
+BUILTIN_RULE = ("a built-in problem's name: gm-ve, gm-vp-eps or gm-flow (optionally /d<dims>-k<modes>-s<seed>), "
+                "models-eps or models-flow (a name read from a file is data: it is never imported as a "
+                "'module:function' entry point, which only --problem / --model on the command line may name)")
 
-def get_problem(name: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Problem:
-    """A problem by name (see the module docstring). Raises :class:`ProblemUnavailable` with the reason."""
+
+def builtin_problem_refusal(name) -> str | None:
+    """Why ``name`` is not a built-in problem's name (None: it is one), read without building or importing anything.
+
+    A problem name read from a file (a solver file's ``meta.problem``, a results.json row's ``problem``) must pass
+    this before it reaches :func:`get_problem`: that function imports the module of a ``module:function`` name and
+    calls the function, so a file holding ``"tempfile:mkdtemp"`` (or ``os:abort``, or any module on ``sys.path``)
+    ran code when it was read. The entry point stays for the names a user types (``--problem``, ``--model``)."""
+    if not isinstance(name, str):
+        return f"it is a JSON {type(name).__name__}, not {BUILTIN_RULE}"
+    if name in PROBLEMS:
+        return None
+    kind, slash, spec = name.removeprefix("gm-").partition("/")
+    if name.startswith("gm-") and kind in GM_KINDS and slash:
+        try:
+            mixture_spec(spec)
+            return None
+        except InvalidInput as err:
+            return f"{err}: it is not {BUILTIN_RULE}"
+    return f"it is not {BUILTIN_RULE}"
+
+
+def get_problem(name: str, device: str = "cpu", dtype: torch.dtype | None = None, *,
+                entry_point: bool = True) -> Problem:
+    """A problem by name (see the module docstring). Raises :class:`ProblemUnavailable` with the reason.
+    ``entry_point=False`` (a name read from a file): only a built-in name (:func:`builtin_problem_refusal`) is
+    accepted, anything else refused before any module is imported."""
+    if not entry_point and (why := builtin_problem_refusal(name)) is not None:
+        raise InvalidInput(f"problem {name!r}: {why}")
     if name.startswith("gm-"):
         problem = _gm_problem(name[3:], device)
     elif name in ("models-eps", "models-flow"):
@@ -477,13 +516,15 @@ def get_problem(name: str, device: str = "cpu", dtype: torch.dtype | None = None
 
 
 def get_problems(names, device: str = "cpu", dtype: torch.dtype | None = None,
-                 reference_tol: float | None = None) -> tuple[dict[str, Problem], dict[str, str]]:
+                 reference_tol: float | None = None, *, entry_point: bool = True
+                 ) -> tuple[dict[str, Problem], dict[str, str]]:
     """The problems that can be built here by name, and why each other one cannot (``ProblemUnavailable``).
-    ``reference_tol`` replaces the tolerance of the problems whose reference is an adaptive solve."""
+    ``reference_tol`` replaces the tolerance of the problems whose reference is an adaptive solve;
+    ``entry_point=False`` for names read from a file (:func:`get_problem`)."""
     problems, unavailable = {}, {}
     for name in names:
         try:
-            problems[name] = get_problem(name, device=device, dtype=dtype)
+            problems[name] = get_problem(name, device=device, dtype=dtype, entry_point=entry_point)
         except ProblemUnavailable as err:
             unavailable[name] = str(err)
             continue

@@ -142,8 +142,9 @@ def read_bench(path: Path, p: argparse.ArgumentParser) -> tuple[dict, list[dict]
         for key in ("problem", "nfe"):
             if key not in r:
                 p.error(f"--results {path}: {where} has a fitted solver but no field {key}; {_FIX}")
-        if not isinstance(r["problem"], str) or not r["problem"]:
-            bad(f"{where}.problem", r["problem"], "a problem's name")
+        # data, never code: a 'module:function' here would be imported and called when the problem is built
+        if common.builtin_problem_refusal(r["problem"]) is not None:
+            bad(f"{where}.problem", r["problem"], common.BUILTIN_RULE)
         integer(f"{where}.nfe", r["nfe"])
         # diffusers' rmse divides (a fit's may be 0); a row without it (run without peers) has no target to bound
         for key, positive in (("fitted", False), ("diffusers", True)):
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
     if not cells:
         print(f"every fit in --results meets the target ({target} × diffusers' best): nothing to bound")
         return 0
-    problems, unavailable = common.get_problems(sorted({pr for pr, _ in cells}))
+    problems, unavailable = common.get_problems(sorted({pr for pr, _ in cells}), entry_point=False)
     if unavailable:
         p.error(f"problems not available here: {unavailable}")
     torch.set_num_threads(args.threads)

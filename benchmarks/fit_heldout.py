@@ -46,12 +46,19 @@ def solvers_in(folder: Path) -> list[tuple[Path, LearnedSolver]]:
     Solver files are the ``*nfe<N>.json`` (``<problem>_nfe<N>.json`` as ``benchmarks.learned_solvers`` names them,
     ``nfe<N>.json`` as ``samplers fit`` does): each must load, or InvalidInput names it. Other JSON files there (a
     ``report.json``, ``results.json``, notes) are not solvers and are passed over; so are solver files without a
-    recorded problem and starting pair (``samplers fit``'s: their model is not a benchmark problem)."""
+    recorded problem and starting pair (``samplers fit``'s: their model is not a benchmark problem).
+
+    A recorded problem must be a built-in problem's name (:func:`common.builtin_problem_refusal`), or InvalidInput
+    names the file and the field: the name is data read from a file, and a ``module:function`` there would import a
+    module and call a function when the problem is built."""
     if not folder.is_dir():
         raise InvalidInput(f"{folder} is not a folder of fitted solver files (benchmarks.learned_solvers --out)")
     found = [(path, LearnedSolver.load(path)) for path in sorted(folder.glob("*.json"))
              if SOLVER_FILE.search(path.name)]
     found = [(path, s) for path, s in found if s.meta.get("problem") and s.meta.get("start", {}).get("solver")]
+    for path, s in found:
+        if (why := common.builtin_problem_refusal(s.meta["problem"])) is not None:
+            raise InvalidInput(f"{path}: field meta.problem is {s.meta['problem']!r}; {why}")
     return sorted(found, key=lambda item: (item[1].meta["problem"], item[1].nfe))
 
 
@@ -207,7 +214,7 @@ def main(argv=None) -> int:
     if seen:
         p.error(f"{seen[0].meta['problem']} NFE {seen[0].nfe} was calibrated on seed "
                 f"{seen[0].meta['calibration_seed']}, one of --heldout-seeds: pick seeds no fit saw")
-    problems, unavailable = common.get_problems(sorted({s.meta["problem"] for _, s in found}))
+    problems, unavailable = common.get_problems(sorted({s.meta["problem"] for _, s in found}), entry_point=False)
     if unavailable:
         p.error(f"problems not available here: {unavailable}")
     for problem in problems.values():  # before the first start is drawn: a batch the memory cannot hold

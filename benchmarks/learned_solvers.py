@@ -70,7 +70,7 @@ def recheck_folder(p: argparse.ArgumentParser, args) -> int:
     if not found:
         p.error(f"--recheck: no fitted solver files with a recorded problem in {args.recheck}")
     torch.set_num_threads(args.threads)
-    problems, unavailable = common.get_problems(sorted({s.meta["problem"] for _, s in found}))
+    problems, unavailable = common.get_problems(sorted({s.meta["problem"] for _, s in found}), entry_point=False)
     if unavailable:
         p.error(f"--recheck: problems not available here: {unavailable}")
     print(f"{common.device_line()}; writing to {args.out}", flush=True)

@@ -106,11 +106,17 @@ ROW = {"problem": "gm-ve", "nfe": 3, "diffusers": {"rmse": 0.5}, "fitted": {"rms
     (lambda b: b["args"].update(heldout_seeds=[]), "field args.heldout_seeds is []"),
     (lambda b: b["args"].update(heldout_batch=True), "field args.heldout_batch is True"),
     (lambda b: b.pop("heldout"), "has no field heldout"),
+    # a row's problem is data: it went to get_problem, which imports a 'module:function' and calls it (the audit's
+    # "tempfile:mkdtemp" made a folder), and an unknown name was a traceback, exit 1
+    (lambda b: b["heldout"][0].update(problem="tempfile:mkdtemp"), "field heldout[0].problem is 'tempfile:mkdtemp'"),
+    (lambda b: b["heldout"][0].update(problem="no-such-problem"), "it must be a built-in problem's name"),
+    (lambda b: b["heldout"][0].update(problem="gm-ve/d0-k0-s1"), "field heldout[0].problem is 'gm-ve/d0-k0-s1'"),
 ])
 def test_a_results_json_whose_fields_are_wrong_is_refused_naming_file_and_field(edit, says, tmp_path, monkeypatch,
                                                                                  capsys):
     """A row without problem, or with "fitted": true, crashed with a raw traceback (KeyError, TypeError)."""
     monkeypatch.setattr(fit_bound, "fit", lambda *a, **k: pytest.fail("fitted despite a bad results.json"))
+    monkeypatch.setattr(common, "_entry_point", lambda *a, **k: pytest.fail("imported a file's problem name"))
     data = {"target_ratio": 0.5, "args": {"heldout_seeds": [101], "heldout_batch": 16},
             "heldout": [json.loads(json.dumps(ROW))]}
     edit(data)

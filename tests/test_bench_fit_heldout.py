@@ -181,3 +181,68 @@ def test_a_folder_is_read_for_its_solver_files_and_against_is_checked_before_any
     with pytest.raises(SystemExit) as err:
         fit_heldout.main([*argv[:1], str(learned / "gm-ve_nfe5.json"), *argv[2:], "--out", str(tmp_path / "x")])
     assert err.value.code == 2 and "is not a folder" in capsys.readouterr().err
+
+
+PLANTED = "planted_problem_module"
+
+
+def plant(tmp_path, monkeypatch):
+    """A module on sys.path whose function, if called, leaves a file behind: the proof that a string read from a
+    file ran code (an audit used ``tempfile:mkdtemp``, which made a folder before the refusal)."""
+    marker = tmp_path / "ran"
+    (tmp_path / f"{PLANTED}.py").write_text(f"from pathlib import Path\ndef build():\n    Path({str(marker)!r}).touch()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return marker
+
+
+@pytest.mark.parametrize("problem, says", [
+    (f"{PLANTED}:build", "never imported as a 'module:function' entry point"),
+    ("no-such-problem", "it is not a built-in problem's name"),  # was InvalidInput out of main: a traceback, exit 1
+    ("gm-ve/d0-k0-s1", "a mixture is named d<dims>-k<modes>-s<seed>"),
+    (["gm-ve"], "it is a JSON list"),
+])
+def test_a_solver_files_problem_is_data_never_an_entry_point_and_a_bad_one_is_named(problem, says, fitted, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """A solver file's meta.problem went to common.get_problem, which imports a 'module:function' and calls it:
+    reading a JSON file ran code. A name read from a file is matched against the built-in names only, and a bad
+    one refused as the folder is read (exit 2, the file and the field named), before anything is built or run."""
+    import sys
+
+    from samplers.fitted.solver import LearnedSolver
+
+    marker = plant(tmp_path, monkeypatch)
+    learned = tmp_path / "learned"
+    learned.mkdir()
+    solver = LearnedSolver.load(fitted / "gm-ve_nfe5.json")
+    solver.meta["problem"] = problem
+    path = solver.save(learned / "x_nfe5.json")
+    monkeypatch.setattr(fit_heldout, "run_solver", lambda *a, **k: pytest.fail("ran a solver of a refused file"))
+    for main, argv in ((fit_heldout.main, ["--learned", str(learned), "--heldout-seeds", "101", "--heldout-batch",
+                                           "4", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "x")]),
+                       (learned_solvers.main, ["--recheck", str(learned), "--out", str(tmp_path / "x")])):
+        with pytest.raises(SystemExit) as err:
+            main(argv)
+        text = capsys.readouterr().err
+        assert err.value.code == 2 and f"{path}: field meta.problem is {problem!r}" in text and says in text, text
+        assert not marker.exists() and PLANTED not in sys.modules
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_problem_name_from_a_file_is_built_only_if_it_is_a_built_in_one(tmp_path, monkeypatch):
+    """get_problem(entry_point=False), for names read from files: every built-in name passes (the grammar is
+    get_problem's own), a 'module:function' is refused before its module is imported; typed names keep it."""
+    import sys
+
+    marker = plant(tmp_path, monkeypatch)
+    for name in ("gm-ve", "gm-vp-eps", "gm-flow", "gm-flow/d48-k5-s101", "gm-ve/d7-k2-s0", "models-eps",
+                 "models-flow"):
+        assert common.builtin_problem_refusal(name) is None, name
+    assert common.get_problem("gm-ve/d7-k2-s0", entry_point=False).name == "gm-ve/d7-k2-s0"
+    for name in (f"{PLANTED}:build", "gm-ve/", "gm-vp/d8-k2-s1", "models-x", "", 3, None):
+        assert common.builtin_problem_refusal(name) is not None, name
+    with pytest.raises(samplers.InvalidInput, match="never imported"):
+        common.get_problems([f"{PLANTED}:build"], entry_point=False)
+    assert not marker.exists() and PLANTED not in sys.modules
+    with pytest.raises(samplers.InvalidInput, match="returned a NoneType"):  # the command line's entry point stays
+        common.get_problem(f"{PLANTED}:build")
+    assert marker.exists()
