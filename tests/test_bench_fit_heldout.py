@@ -190,7 +190,8 @@ def plant(tmp_path, monkeypatch):
     """A module on sys.path whose function, if called, leaves a file behind: the proof that a string read from a
     file ran code (an audit used ``tempfile:mkdtemp``, which made a folder before the refusal)."""
     marker = tmp_path / "ran"
-    (tmp_path / f"{PLANTED}.py").write_text(f"from pathlib import Path\ndef build():\n    Path({str(marker)!r}).touch()\n")
+    (tmp_path / f"{PLANTED}.py").write_text(
+        f"from pathlib import Path\ndef build():\n    Path({str(marker)!r}).touch()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     return marker
 
