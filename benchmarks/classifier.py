@@ -12,6 +12,7 @@ numbers at equal batch sizes only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import sys
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "classifier"
 MODULE = "benchmarks.classifier"
+KIND = MODULE  # the config's "kind", as train() writes it
 TRAIN_COMMAND = "python -m benchmarks.classifier train --out models/weights/classifier"
 BATCH = 128  # scenes per training step
 HEADS = ("shape", "colour", "size", "position")
@@ -121,7 +123,7 @@ def train(out: Path, n_train: int = 12_800, epochs: int = 8, batch: int = BATCH,
     acc = accuracy(model, xe, ye)
     from models import io as mio
 
-    config = {"kind": "benchmarks.classifier", "features": FEATURES, "width": 16, "heads": list(HEADS),
+    config = {"kind": KIND, "features": FEATURES, "width": 16, "heads": list(HEADS),
               "trained_on": f"models.data stream {TRAIN_SEED}, {n_train} one-object scenes, {epochs} epochs",
               "held_out_accuracy": acc, "command": command}
     mio.save_model(out, {k: v.to(torch.float16) for k, v in model.state_dict().items()}, config)
@@ -129,18 +131,43 @@ def train(out: Path, n_train: int = 12_800, epochs: int = 8, batch: int = BATCH,
     return acc
 
 
+@dataclasses.dataclass
+class ClassifierConfig:
+    """What a classifier's config.json says of its module: the width. ``features`` and ``heads`` are fixed by this
+    code and must read as it has them; the rest (``trained_on``, ``held_out_accuracy``, ``command``) is provenance."""
+
+    width: int = 16
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassifierConfig":
+        """The config of ``d``, every field this code reads checked (``ConfigMismatchError`` naming the field, as
+        the models' configs are: ``width: "16"`` was a TypeError from inside torch)."""
+        from models import _checks
+
+        what = "classifier config"
+        _checks.check_str(d, "kind", what, choices=(KIND,))
+        _checks.check_int(d, "width", what, minimum=1)
+        for field, value in (("features", FEATURES), ("heads", list(HEADS))):
+            if field in d and d[field] != value:
+                raise _checks._bad(what, field, d[field], f"{value!r} (this code's classifier)")
+        return cls(width=d.get("width", cls.width))
+
+
+def _build(config: ClassifierConfig) -> Classifier:
+    return Classifier(config.width)
+
+
 @functools.lru_cache(maxsize=2)
 def load(folder: str | None = None) -> Classifier:
-    """The shipped classifier (float32, eval mode). Raises FileNotFoundError naming the command to train it."""
+    """The shipped classifier, or the one in ``folder`` (float32, eval mode), loaded as the models are
+    (:func:`models.io.load_module`): the config's fields checked, and the weights' names and shapes compared on a
+    shape-only (meta-device) build before the module is built, so a wrong ``width`` is a ``ConfigMismatchError``
+    naming the field (it built the module at the config's size, then failed in ``load_state_dict``). A missing
+    folder or file is a ``MissingModelError`` (a ``FileNotFoundError``) naming the command to train it."""
     from models import io as mio
 
-    folder = Path(folder) if folder else WEIGHTS
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"no classifier weights in {folder}; train them with `{TRAIN_COMMAND}`")
-    state, config = mio.load_model(folder, reproduce_hint=f"train them with `{TRAIN_COMMAND}`")
-    model = Classifier(config.get("width", 16))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model.eval()
+    return mio.load_module(_build, ClassifierConfig.from_dict, Path(folder) if folder else WEIGHTS, "classifier",
+                           default_type="classifier", reproduce_hint=f"train them with `{TRAIN_COMMAND}`")
 
 
 def features(images: torch.Tensor, folder: str | None = None) -> torch.Tensor:

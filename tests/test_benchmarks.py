@@ -585,6 +585,48 @@ def test_shipped_classifier_recognises_scenes_and_its_distance_ranks_degradation
     assert clean < classifier.frechet_to_data(real * 0.3) and clean < classifier.frechet_to_data(torch.zeros_like(real))
 
 
+@pytest.mark.parametrize("field, value, says", [
+    ("width", 256, "(the sizes come from its field 'width' (256; the weights fit 16))"),
+    ("width", 2**40, "its field 'width' (1099511627776) exceeds every tensor"),
+    ("width", "16", "classifier config field 'width' is '16'; it must be an integer ≥ 1"),
+    ("features", 64, "classifier config field 'features' is 64; it must be 32"),
+    ("kind", "vae", "classifier config field 'kind' is 'vae'"),
+])
+def test_a_classifier_whose_config_does_not_fit_its_weights_is_refused_naming_the_field_before_it_is_built(
+        field, value, says, tmp_path, monkeypatch):
+    """benchmarks.classifier.load built Classifier(config["width"]) at full size and then failed in load_state_dict
+    (width 256: a raw RuntimeError; "16": a TypeError from inside torch), where docs/security.md says the weights
+    are compared on a shape-only (meta-device) build first and a bad field refused by name: it loads as the models
+    do now (models.io.load_module), and leaves torch's global RNG where it was."""
+    import shutil
+
+    from benchmarks import classifier
+    from models import io as mio
+
+    folder = tmp_path / "classifier"
+    shutil.copytree(classifier.WEIGHTS, folder)
+    config = json.loads((folder / mio.CONFIG_FILE).read_text())
+    (folder / mio.CONFIG_FILE).write_text(json.dumps({**config, field: value}))
+    built = []
+    real = classifier.Classifier.__init__
+
+    def spy(self, width=16):
+        built.append((width, torch.get_default_device()))
+        real(self, width)
+
+    monkeypatch.setattr(classifier.Classifier, "__init__", spy)
+    classifier.load.cache_clear()
+    with pytest.raises(mio.ConfigMismatchError) as err:
+        classifier.load(str(folder))
+    assert says in str(err.value) and str(folder) in str(err.value), err.value
+    assert all(device.type == "meta" for _, device in built), built  # never allocated at the config's size
+    classifier.load.cache_clear()
+    state = torch.random.get_rng_state()
+    assert not classifier.load(str(classifier.WEIGHTS)).training
+    assert torch.equal(state, torch.random.get_rng_state())
+    classifier.load.cache_clear()
+
+
 @pytest.mark.parametrize("schedule", ["comfyui:karras", "ays_sd15", "AYS SD1.5", "karras"])
 def test_a_problem_builds_the_tool_names_the_benchmark_command_lines_accept(schedule):
     """Problem.sigmas asked the registry only whether a name is a preset: a ComfyUI / A1111 name the command lines
