@@ -45,7 +45,7 @@ from ._checks import MAX_STEPS  # the step limit (config.json's defaults.steps i
 from . import io as mio
 from .guidance import CFGDenoiser, InpaintDenoiser
 from .text import Tokenizer
-from .unet import DiffusionModel, UNetConfig, estimate_bytes, native_schedule, vae_record
+from .unet import TRAIN_HINT, DiffusionModel, UNetConfig, estimate_bytes, native_schedule, vae_record
 from .vae import VAE, VAEConfig, check_size
 from . import vae as vae_mod
 
@@ -675,7 +675,7 @@ def _unet_folder(folder, model: str | None) -> tuple[Path, str | None, str]:
     if folder is None:
         model = model or "eps"
         return WEIGHTS / model, model, f"reproduce the shipped weights with `{TRAIN_COMMANDS[model]}`"
-    hint = "train one with `python -m models.train eps|flow --out FOLDER`"
+    hint = TRAIN_HINT
     if isinstance(folder, str) and folder in MODELS and not Path(folder).exists():  # Pipeline.load("eps")
         hint = f"for the shipped {folder} model pass model={folder!r} (Pipeline.load(model={folder!r})), or {hint}"
     return _named_folder(folder, "U-Net", f"{mio.CONFIG_FILE} and {mio.WEIGHTS_FILE}"), model, hint

@@ -32,6 +32,9 @@ from . import _checks
 from . import io as mio
 from .text import TextEncoder, TextEncoderConfig
 
+# how to make a U-Net folder, said where one cannot be loaded (the pipeline and `samplers generate --weights` too)
+TRAIN_HINT = "train one with `python -m models.train eps|flow --out FOLDER`"
+
 
 @dataclass
 class UNetConfig:
@@ -351,8 +354,10 @@ class DiffusionModel(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path, map_location="cpu", reproduce_hint: str | None = None) -> "DiffusionModel":
-        return mio.load_module(cls, UNetConfig.from_dict, folder, "TextUNet", reproduce_hint=reproduce_hint,
-                               map_location=map_location)
+        """The U-Net in ``folder``; an error loading it ends with ``reproduce_hint`` (default :data:`TRAIN_HINT`:
+        without one, :mod:`models.io`'s own default named the VAE's trainer, ``models.train_vae``)."""
+        return mio.load_module(cls, UNetConfig.from_dict, folder, "TextUNet",
+                               reproduce_hint=reproduce_hint or TRAIN_HINT, map_location=map_location)
 
 
 def vae_record(vae) -> dict:

@@ -125,3 +125,26 @@ def test_loading_a_model_leaves_torchs_global_rng_alone(load):
     before = torch.get_rng_state()
     run()
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_unet_that_does_not_load_says_how_to_train_a_unet_not_the_vae(tmp_path):
+    """DiffusionModel.load passed no hint on, so models.io's default told a user whose U-Net file is corrupt to run
+    `python -m models.train_vae` (the VAE's trainer); it says the U-Net's, as `samplers generate --weights` does."""
+    import json
+    import shutil
+
+    from models.pipeline import WEIGHTS
+    from models.unet import DiffusionModel
+
+    if not (WEIGHTS / "eps" / mio.WEIGHTS_FILE).is_file():
+        pytest.skip("the shipped eps weights are not installed")
+    folder = tmp_path / "x"
+    shutil.copytree(WEIGHTS / "eps", folder)
+    config = json.loads((folder / mio.CONFIG_FILE).read_text())
+    (folder / mio.CONFIG_FILE).write_text(json.dumps({**config, "weights_sha256": "0" * 64}))
+    for where in (folder, tmp_path / "missing"):
+        with pytest.raises(mio.ModelLoadError) as err:
+            DiffusionModel.load(where)
+        assert "python -m models.train eps|flow --out FOLDER" in str(err.value) and "train_vae" not in str(err.value)
+    with pytest.raises(mio.CorruptModelError, match="hash mismatch.*restore the file or mine$"):  # a caller's own hint is kept
+        DiffusionModel.load(folder, reproduce_hint="mine")
