@@ -135,3 +135,45 @@ def test_diffusers_own_run_fails_on_those_thresholding_values(key, value):
         assert "quantile() q must be in the range [0, 1]" in str(exc)
         return
     assert bool(torch.isnan(x).all())
+
+
+def _hub_returns(monkeypatch, config_file):
+    """diffusers' Hub download, stood in for by a function that hands back a local file (no network here)."""
+    import diffusers.configuration_utils as cu
+
+    calls = []
+
+    def fetched(repo_id, **kwargs):
+        calls.append((repo_id, kwargs.get("subfolder"), kwargs.get("filename")))
+        return str(config_file)
+
+    monkeypatch.setattr(cu, "hf_hub_download", fetched)
+    return calls
+
+
+@pytest.mark.parametrize("text, error, why", [
+    ('{"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3, "solver_order": 2}', InvalidInput,
+     "'solver_order' appears more than once"),
+    (json.dumps({**DPM, "thresholding": "false"}), InvalidType, "field thresholding must be true or false"),
+    ("[1, 2]", InvalidInput, "holds a JSON list"),
+])
+def test_a_config_diffusers_fetches_for_a_hub_id_is_read_as_a_local_one_is(text, error, why, tmp_path, monkeypatch):
+    """A Hub id ("org/name") is passed on to diffusers, which downloads its scheduler_config.json (a drop-in: the
+    caller asked for it); that file skipped the library's JSON reader a local one goes through: a key written twice
+    kept its last value silently, a list was diffusers' own error, and a bad boolean was refused without the file."""
+    blob = tmp_path / "blobs" / "abc"
+    blob.parent.mkdir()
+    blob.write_text(text)
+    link = tmp_path / "snapshot" / "scheduler_config.json"  # the Hub's cache hands back a link to a blob
+    link.parent.mkdir()
+    link.symlink_to(blob)
+    calls = _hub_returns(monkeypatch, link)
+    with pytest.raises(error, match=why) as err:
+        SamplerScheduler.from_pretrained("org/name", subfolder="scheduler")
+    assert calls == [("org/name", "scheduler", "scheduler_config.json")] and str(link) in str(err.value)
+    # a good file fetched so loads as the same file does from a folder
+    link.unlink()
+    link.symlink_to(tmp_path / "blobs" / "good")
+    (tmp_path / "blobs" / "good").write_text(json.dumps({**DPM, "solver_order": 3}))
+    fetched = SamplerScheduler.from_pretrained("org/name", subfolder="scheduler")
+    assert dict(fetched.config) == dict(SamplerScheduler.from_pretrained(link.parent).config)

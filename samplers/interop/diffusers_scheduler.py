@@ -784,11 +784,12 @@ def _local_config_file(path: str, subfolder: str | None, config_name: str) -> st
     return os.path.join(path, config_name)
 
 
-def _check_config_file(config_file: str) -> None:
-    """A scheduler_config.json read by the library's JSON reader before diffusers' loader reads it: a FIFO or
-    device (which would block or never end), an empty or truncated file, text that is not JSON, a key written
-    twice (diffusers' json.loads keeps the last silently) or anything but an object is refused naming the file,
-    and so is a boolean key (thresholding, lower_order_final, ...) that holds anything but true or false."""
+def _check_config_file(config_file: str) -> dict:
+    """A scheduler_config.json read by the library's JSON reader: a FIFO or device (which would block or never end),
+    an empty or truncated file, text that is not JSON, a key written twice (diffusers' json.loads keeps the last
+    silently) or anything but an object is refused naming the file, and so is a boolean key (thresholding,
+    lower_order_final, ...) that holds anything but true or false. Returns the config (what json.loads gives for a
+    file it accepts)."""
     fix = ("write it as SamplerScheduler.save_pretrained(folder) / a diffusers scheduler's save_config(folder) does "
            "(one JSON object, each key once)")
     config = read_json(config_file, "a scheduler config (one JSON object)", fix)
@@ -799,6 +800,7 @@ def _check_config_file(config_file: str) -> None:
     check_flags(config, where)
     if isinstance(config.get("source_config"), Mapping):  # a saved SamplerScheduler: the class it stands in for
         check_flags(config["source_config"], f"{where} (its source_config)")
+    return config
 
 
 class SamplerScheduler(SchedulerMixin, ConfigMixin):
@@ -1161,10 +1163,11 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
     def from_pretrained(cls, pretrained_model_name_or_path=None, subfolder=None, return_unused_kwargs=False,
                         **kwargs):
         """diffusers' ``from_pretrained``; a local folder (a path, not a Hub id "org/name") that does not exist or
-        holds no scheduler_config.json is refused by name before diffusers turns to the Hub (nothing is downloaded
-        at run time here). The local config file is read first by the library's JSON reader
-        (:func:`_check_config_file`): a FIFO, an empty or truncated file, a key written twice or a boolean key that
-        is not true / false is refused naming the file."""
+        holds no scheduler_config.json is refused by name before diffusers turns to the Hub. A Hub id is passed on,
+        and diffusers fetches its config as it does (a drop-in: the caller asked for that id); that file is read
+        by the library's JSON reader too (:meth:`_dict_from_json_file`). The local config file is read first by
+        that reader (:func:`_check_config_file`): a FIFO, an empty or truncated file, a key written twice or a
+        boolean key that is not true / false is refused naming the file."""
         path = pretrained_model_name_or_path
         local = isinstance(path, (str, os.PathLike)) and os.path.lexists(path)
         if isinstance(path, (str, os.PathLike)) and not _hub_id(path) and (not local or os.path.isdir(path)):
@@ -1182,6 +1185,14 @@ class SamplerScheduler(SchedulerMixin, ConfigMixin):
         if local:
             _check_config_file(_local_config_file(os.fspath(path), subfolder, cls.config_name))
         return super().from_pretrained(path, subfolder=subfolder, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file):
+        """diffusers' ``load_config`` reads every config file through this hook, the one it fetched from the Hub
+        for an id too (whose file no check before the fetch could see): the library's JSON reader reads it
+        (:func:`_check_config_file`) in place of diffusers' bare ``json.loads``, which kept the last of a key
+        written twice and waited on a FIFO."""
+        return _check_config_file(os.fspath(json_file))
 
     def __len__(self) -> int:
         return self._setting("num_train_timesteps")
