@@ -42,7 +42,7 @@ import torch
 import samplers
 from samplers.core import argtypes
 from samplers.core.argtypes import int_at_least, out_file, out_folder  # noqa: F401 - the CLIs' types
-from samplers.core.errors import InvalidInput
+from samplers.core.errors import InvalidInput, LimitExceeded
 from samplers.core.files import atomic_write_bytes, open_regular, read_json
 from samplers.core.native import NoiseSchedule, RectifiedFlow, VE, VPDiscrete
 from samplers.problems import GaussianMixture, pf_ode_solution
@@ -296,13 +296,23 @@ GM_SHAPE = (4, 4, 4)
 SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
 
 
+# dims × modes: the mixture's float64 means, 8 bytes each (2**27: 1 GiB), before any batch of latents
+MAX_MIXTURE_SIZE = 2**27
+
+
 def mixture_spec(spec: str) -> tuple[int, int, int]:
     """``d<dims>-k<modes>-s<seed>`` → (dims, modes, seed), read without building anything; anything else is an
-    :class:`InvalidInput` naming the form."""
+    :class:`InvalidInput` naming the form, and a mixture whose means alone exceed :data:`MAX_MIXTURE_SIZE` numbers a
+    :class:`LimitExceeded` (``gm-ve/d999999999-k999-s1`` allocated until the memory ran out)."""
     m = re.fullmatch(r"d(\d+)-k(\d+)-s(\d+)", spec)
     if m is None or int(m[1]) < 1 or int(m[2]) < 1:
         raise InvalidInput(f"a mixture is named d<dims>-k<modes>-s<seed> (e.g. gm-vp-eps/d48-k5-s101), got {spec!r}")
-    return int(m[1]), int(m[2]), int(m[3])
+    dims, modes, seed = int(m[1]), int(m[2]), int(m[3])
+    if dims * modes > MAX_MIXTURE_SIZE:
+        raise LimitExceeded(f"the mixture {spec!r} has {dims} dimensions × {modes} modes = {dims * modes} numbers in "
+                            f"its means, more than the limit of {MAX_MIXTURE_SIZE} (1 GiB of float64); name a smaller "
+                            "one (the benchmark's are at most d128-k9)")
+    return dims, modes, seed
 
 
 def gaussian_mixture(spec: str = "") -> GaussianMixture:
@@ -488,6 +498,8 @@ def builtin_problem_refusal(name) -> str | None:
         try:
             mixture_spec(spec)
             return None
+        except LimitExceeded as err:  # a built-in name, of a mixture too large to build
+            return str(err)
         except InvalidInput as err:
             return f"{err}: it is not {BUILTIN_RULE}"
     return f"it is not {BUILTIN_RULE}"

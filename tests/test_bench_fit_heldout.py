@@ -247,3 +247,13 @@ def test_a_problem_name_from_a_file_is_built_only_if_it_is_a_built_in_one(tmp_pa
     with pytest.raises(samplers.InvalidInput, match="returned a NoneType"):  # the command line's entry point stays
         common.get_problem(f"{PLANTED}:build")
     assert marker.exists()
+
+
+def test_a_mixture_too_large_to_build_is_refused_before_it_is_built():
+    # a name that matches the grammar, from a file or a command line, allocated its means (dims × modes float64)
+    # until the memory ran out
+    huge = "gm-ve/d999999999-k999-s1"
+    assert "more than the limit of 134217728" in common.builtin_problem_refusal(huge)
+    with pytest.raises(samplers.LimitExceeded, match="999999999 dimensions × 999 modes"):
+        common.get_problem(huge)
+    assert common.builtin_problem_refusal("gm-ve/d16384-k8192-s1") is None  # 2**27: at the limit
