@@ -46,7 +46,8 @@ def solvers_in(folder: Path) -> list[tuple[Path, LearnedSolver]]:
     Solver files are the ``*nfe<N>.json`` (``<problem>_nfe<N>.json`` as ``benchmarks.learned_solvers`` names them,
     ``nfe<N>.json`` as ``samplers fit`` does): each must load, or InvalidInput names it. Other JSON files there (a
     ``report.json``, ``results.json``, notes) are not solvers and are passed over; so are solver files without a
-    recorded problem and starting pair (``samplers fit``'s: their model is not a benchmark problem).
+    recorded problem (``samplers fit``'s: their model is not a benchmark problem). One with a problem must record its
+    starting pair and what it kept as a benchmark's fit does (:func:`_check_start`).
 
     A recorded problem must be a built-in problem's name (:func:`common.builtin_problem_refusal`), or InvalidInput
     names the file and the field: the name is data read from a file, and a ``module:function`` there would import a
@@ -55,11 +56,35 @@ def solvers_in(folder: Path) -> list[tuple[Path, LearnedSolver]]:
         raise InvalidInput(f"{folder} is not a folder of fitted solver files (benchmarks.learned_solvers --out)")
     found = [(path, LearnedSolver.load(path)) for path in sorted(folder.glob("*.json"))
              if SOLVER_FILE.search(path.name)]
-    found = [(path, s) for path, s in found if s.meta.get("problem") and s.meta.get("start", {}).get("solver")]
+    found = [(path, s) for path, s in found if s.meta.get("problem") is not None]  # a benchmark's fit
     for path, s in found:
         if (why := common.builtin_problem_refusal(s.meta["problem"])) is not None:
             raise InvalidInput(f"{path}: field meta.problem is {s.meta['problem']!r}; {why}")
+        _check_start(path, s.meta.get("start"), s.meta.get("kept"))
     return sorted(found, key=lambda item: (item[1].meta["problem"], item[1].nfe))
+
+
+def _check_start(path: Path, start, kept) -> None:
+    """A benchmark fit's record of its starting pair (``meta.start``, as :func:`samplers.fitted.fitting.fit` writes
+    it) and of what it kept, as the held-out run reads them: the pair's sampler, schedule and options, and its solver's
+    fields, which it runs. An edited one is refused naming the file and the field (a non-object start was an
+    AttributeError traceback, a solver with another field a TypeError)."""
+    def bad(field: str, value, rule: str):
+        return InvalidInput(f"{path}: field meta.{field} is {value!r}; it must be {rule}, as `benchmarks."
+                            "learned_solvers` writes it (fit it again)")
+    if not isinstance(start, dict):
+        raise bad("start", start, "an object recording the starting pair (sampler, schedule, options, solver)")
+    for field in ("sampler", "schedule"):
+        if not isinstance(start.get(field), str):
+            raise bad(f"start.{field}", start.get(field), "a name")
+    if not isinstance(start.get("options", {}), dict):
+        raise bad("start.options", start.get("options"), "an object of the pair's options")
+    if kept not in ("fit", "start"):
+        raise bad("kept", kept, "'fit' or 'start'")
+    try:
+        LearnedSolver(**start["solver"]).validate()
+    except (TypeError, KeyError, InvalidInput) as err:
+        raise bad("start.solver", "…", f"the pair's steps as LearnedSolver fields ({err})") from None
 
 
 def run_solver(problem, solver: LearnedSolver, seeds, batch: int, refs: common.ReferenceCache

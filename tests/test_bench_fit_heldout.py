@@ -257,3 +257,26 @@ def test_a_mixture_too_large_to_build_is_refused_before_it_is_built():
     with pytest.raises(samplers.LimitExceeded, match="999999999 dimensions × 999 modes"):
         common.get_problem(huge)
     assert common.builtin_problem_refusal("gm-ve/d16384-k8192-s1") is None  # 2**27: at the limit
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("start", "dpmpp_2m", "field meta.start is 'dpmpp_2m'; it must be an object"),  # was an AttributeError traceback
+    ("start.sampler", 3, "field meta.start.sampler is 3; it must be a name"),
+    ("start.options", [1], "field meta.start.options is [1]"),
+    ("start.solver", {"sigmas": [1.0, 0.0], "oops": 1}, "field meta.start.solver"),  # was a TypeError traceback
+    ("kept", "both", "field meta.kept is 'both'; it must be 'fit' or 'start'"),
+])
+def test_a_solver_files_start_record_is_checked_as_the_folder_is_read(field, value, says, fitted, tmp_path, capsys):
+    from samplers.fitted.solver import LearnedSolver
+
+    learned = tmp_path / "learned"
+    learned.mkdir()
+    solver = LearnedSolver.load(fitted / "gm-ve_nfe5.json")
+    where, _, key = field.rpartition(".")
+    (solver.meta[where] if where else solver.meta)[key] = value
+    path = solver.save(learned / "x_nfe5.json")
+    with pytest.raises(SystemExit) as err:
+        fit_heldout.main(["--learned", str(learned), "--heldout-seeds", "101", "--heldout-batch", "4", "--cache",
+                          str(tmp_path / "c"), "--out", str(tmp_path / "x")])
+    text = capsys.readouterr().err
+    assert err.value.code == 2 and f"{path}: {says}" in text and "Traceback" not in text, text
