@@ -5,12 +5,14 @@ users already type in A1111 / ComfyUI (aliases). Nothing is ever appended to a m
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
 import importlib
 import inspect
-from typing import Callable, Generic, TypeVar
+import threading
+from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import InvalidInput, InvalidType, Unavailable, UnknownNameError
 
@@ -54,91 +56,187 @@ def _normalise(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
+def _module_of(entry) -> str:
+    """The module that defines ``entry`` (a schedule function, or a :class:`SamplerSpec`'s sampler)."""
+    return getattr(getattr(entry, "fn", entry), "__module__", "") or ""
+
+
+def check_aliases(what: str, aliases) -> tuple[str, ...]:
+    """``aliases`` as a tuple of names, checked once: a tuple or list of strings (a lone string would register each
+    of its characters as a name)."""
+    if isinstance(aliases, str) or not isinstance(aliases, (tuple, list)):
+        raise InvalidType(f"the aliases of a {what} must be a tuple of names, got {aliases!r}; pass (name,) for one")
+    return tuple(aliases)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tables:
+    """One state of a :class:`Registry`: never changed once made. A change builds new tables and swaps them in with
+    one assignment, so a lookup in another thread, which reads them once, sees the registry before the change or
+    after it, never half-made (a name in the lookup whose entry is gone, a dict changing size as it is read)."""
+
+    entries: dict  # canonical name -> entry, in registration order
+    lookup: dict  # normalised name or alias -> canonical name
+    exact: dict  # name or alias as registered -> canonical name
+    builtin: frozenset = frozenset()  # the canonical names of the built-ins (defined in BUILTIN_MODULES)
+
+
 class Registry(Generic[T]):
-    """A name → entry map with aliases; lookup ignores case, spaces, '-' and '_'."""
+    """A name → entry map with aliases; lookup ignores case, spaces, '-' and '_'.
+
+    The built-ins (entries defined in a module of :data:`BUILTIN_MODULES`) are what the A1111 / ComfyUI / diffusers
+    labels (:mod:`samplers.core.names`), the diffusers shim and the k-diffusion drop-in run, so none of their names
+    or aliases can be replaced or removed: ``replace=True`` is for a user's own entries. Changes are serialised by a
+    lock and swapped in whole (:class:`_Tables`); lookups take no lock."""
 
     def __init__(self, what: str, loader: Callable[[], None] | None = None, listed_by: str = "samplers.available()"):
         self.what = what
         self.listed_by = listed_by  # the call that lists every name, for the unknown-name error
-        self._entries: dict[str, T] = {}
-        self._lookup: dict[str, str] = {}
-        self._exact: dict[str, str] = {}  # names and aliases as registered
+        self._tables = _Tables({}, {}, {})
         self._loader = loader
+        self.lock = threading.RLock()  # held while a change is made (:meth:`changing`)
+
+    # The current tables, for code that reads them (app.docs lists the aliases): a snapshot, never to be edited.
+    _entries = property(lambda self: self._tables.entries)
+    _lookup = property(lambda self: self._tables.lookup)
+    _exact = property(lambda self: self._tables.exact)
 
     def _load(self) -> None:
         if self._loader is not None:
             self._loader()
 
-    def add(self, name: str, entry: T, aliases: tuple[str, ...] = (), replace: bool = False) -> None:
-        """Register ``entry`` as ``name`` (and its aliases). A name that is taken is refused unless ``replace``
-        (then the old entry and its aliases go first)."""
-        if not isinstance(name, str) or not _normalise(name):
-            raise InvalidInput(f"a {self.what} name must be a non-empty string with letters or digits, got {name!r}")
-        if replace and _normalise(name) in self._lookup:
-            self.remove(name)
+    @contextlib.contextmanager
+    def changing(self, entry) -> Iterator[None]:
+        """Hold the lock for a change that registers ``entry`` (and whatever tables of the caller's change with it:
+        ``schedules.register``'s kinds of schedule). A user's entry loads the built-ins first, so that its names are
+        checked against theirs whichever is registered first; that is done outside the lock, as the load takes
+        Python's import lock and its modules register here, under this lock, in the loading thread."""
+        if _module_of(entry) not in BUILTIN_MODULES:
+            self._load()
+        with self.lock:
+            yield
+
+    def add(self, name: str, entry: T, aliases: tuple[str, ...] = (), replace: bool = False) -> str | None:
+        """Register ``entry`` as ``name`` (and its aliases); returns the canonical name of the entry it replaced (or
+        None). A name that is taken is refused unless ``replace``: then the entry registered as ``name`` goes, with
+        its aliases, but never a built-in's, nor another entry's through one of its aliases. Every key is checked
+        before anything changes, so a refusal leaves the registry as it was."""
+        aliases = check_aliases(self.what, aliases)
         for key in (name, *aliases):
-            owner = self._lookup.get(_normalise(key))
-            if owner is not None:
+            if not isinstance(key, str) or not _normalise(key):
+                raise InvalidInput(f"a {self.what} name must be a non-empty string with letters or digits, got "
+                                   f"{key!r}")
+        builtin = _module_of(entry) in BUILTIN_MODULES
+        with self.changing(entry):
+            tables = self._tables
+            old = self._replaced(tables, name, aliases, replace)
+            keep = {k: v for k, v in tables.lookup.items() if v != old}
+            exact = {k: v for k, v in tables.exact.items() if v != old}
+            entries = {k: v for k, v in tables.entries.items() if k != old}
+            for key in (name, *aliases):
+                keep[_normalise(key)] = name
+                exact[key] = name
+            entries[name] = entry
+            self._tables = _Tables(entries, keep, exact, tables.builtin | {name} if builtin else tables.builtin)
+        return old
+
+    def _replaced(self, tables: _Tables, name: str, aliases: tuple[str, ...], replace: bool) -> str | None:
+        """The canonical name of the entry that registering ``name`` with ``aliases`` replaces (None if it is new),
+        or the refusal of a key that is taken."""
+        old = tables.lookup.get(_normalise(name)) if replace else None
+        if old is not None and _normalise(old) != _normalise(name) and old not in tables.builtin:
+            raise InvalidInput(
+                f"{self.what} name {name!r} is an alias of {old!r}, not an entry's name: replace=True replaces the "
+                f"entry registered under the name given, and this one would take {old!r} and all its names away; "
+                f"register yours under another name, or replace {old!r} by its own name")
+        for key in (name, *aliases):
+            owner = tables.lookup.get(_normalise(key))
+            if owner is None or (owner == old and old not in tables.builtin):
+                continue
+            if owner in tables.builtin:
                 raise InvalidInput(
-                    f"{self.what} name {key!r} is already registered (for {owner!r}); choose another name, or "
-                    f"pass replace=True to replace the registered {self.what} on purpose")
-        for key in (name, *aliases):
-            self._lookup[_normalise(key)] = name
-            self._exact[key] = name
-        self._entries[name] = entry
+                    f"{self.what} name {key!r} is already registered, for the built-in {self.what} {owner!r}, which "
+                    f"cannot be replaced: the A1111 / ComfyUI / diffusers labels and the k-diffusion drop-in run the "
+                    f"built-in {owner!r}, and would run yours instead; register yours under another name (and use "
+                    f"that name)")
+            if replace:
+                raise InvalidInput(
+                    f"{self.what} name {key!r} is already registered (for {owner!r}), and replace=True replaces only "
+                    f"the {self.what} registered as {name!r}; choose another name for {key!r}")
+            raise InvalidInput(
+                f"{self.what} name {key!r} is already registered (for {owner!r}); choose another name, or "
+                f"pass replace=True to replace the registered {self.what} on purpose")
+        return old
 
     def canonical(self, name: str) -> str:
+        return self._canonical(self._read(name), name)
+
+    def _read(self, name) -> _Tables:
+        """The tables to look ``name`` up in, once the built-ins are loaded."""
         if not isinstance(name, str):
             raise InvalidType(f"{self.what} name must be a string, got {type(name).__name__}")
         self._load()
-        found = self._lookup.get(_normalise(name))
+        return self._tables
+
+    def _canonical(self, tables: _Tables, name: str) -> str:
+        found = tables.lookup.get(_normalise(name))
         if found is None:
-            every = list(self._entries) + [k for k in self._lookup if k not in self._entries]
-            close = difflib.get_close_matches(name, list(self._entries), n=5, cutoff=0.5)
-            close += [self._lookup[k] for k in difflib.get_close_matches(_normalise(name), self._lookup, n=5, cutoff=0.6)]
+            every = list(tables.entries) + [k for k in tables.lookup if k not in tables.entries]
+            close = difflib.get_close_matches(name, list(tables.entries), n=5, cutoff=0.5)
+            close += [tables.lookup[k]
+                      for k in difflib.get_close_matches(_normalise(name), tables.lookup, n=5, cutoff=0.6)]
             close = list(dict.fromkeys(close))[:5]
             hint = f" Closest: {', '.join(close)}." if close else ""
             raise UnknownNameError(
-                f"unknown {self.what} {name!r}.{hint} See {self.listed_by} for all {len(self._entries)} "
+                f"unknown {self.what} {name!r}.{hint} See {self.listed_by} for all {len(tables.entries)} "
                 f"names" + ("." if every else "")
             )
         return found
 
     def get(self, name: str) -> T:
-        return self._entries[self.canonical(name)]
+        tables = self._read(name)
+        return tables.entries[self._canonical(tables, name)]
 
     def remove(self, name: str) -> T:
-        """Unregister ``name`` (or the entry an alias points to) with all its aliases; returns the entry."""
-        canonical = self.canonical(name)
-        for table in (self._lookup, self._exact):
-            for key in [k for k, owner in table.items() if owner == canonical]:
-                del table[key]
-        return self._entries.pop(canonical)
+        """Unregister ``name`` (or the entry an alias points to) with all its aliases; returns the entry. A built-in
+        is refused, as replacing it is."""
+        self._read(name)
+        with self.lock:
+            tables = self._tables
+            canonical = self._canonical(tables, name)
+            if canonical in tables.builtin:
+                raise InvalidInput(
+                    f"the built-in {self.what} {canonical!r} cannot be removed: the A1111 / ComfyUI / diffusers labels "
+                    f"and the k-diffusion drop-in run it; remove only the {self.what}s you registered yourself")
+            self._tables = _Tables({k: v for k, v in tables.entries.items() if k != canonical},
+                                   {k: v for k, v in tables.lookup.items() if v != canonical},
+                                   {k: v for k, v in tables.exact.items() if v != canonical}, tables.builtin)
+            return tables.entries[canonical]
 
     def exact(self, name: str) -> str | None:
         """The entry ``name`` is registered as, spelt exactly as registered (or None)."""
         self._load()
-        return self._exact.get(name)
+        return self._tables.exact.get(name)
 
     def names(self) -> list[str]:
         """Every name: the built-ins in the order of :data:`BUILTIN_MODULES` (and of definition in each), whichever
         module was imported first, then the others in the order they were registered."""
         self._load()
-        order = {name: i for i, name in enumerate(self._entries)}
+        entries = self._tables.entries
+        order = {name: i for i, name in enumerate(entries)}
 
         def rank(name: str) -> tuple[int, int]:
-            entry = self._entries[name]
-            module = getattr(getattr(entry, "fn", entry), "__module__", "")
+            module = _module_of(entries[name])
             where = BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else len(BUILTIN_MODULES)
             return where, order[name]
 
-        return sorted(self._entries, key=rank)
+        return sorted(entries, key=rank)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
         self._load()
-        return _normalise(name) in self._lookup
+        return _normalise(name) in self._tables.lookup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +303,8 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
     against a prepared run (see :mod:`samplers.core.run`): ``model(x, sigma)`` takes a Python float sigma and
     ``sigmas`` is a list of finite Python floats (its first may be inf for a ``from_infinity`` sampler). The function registered (and returned) is the public
     wrapper that validates input, handles an infinite first sigma exactly and checks the result.
-    A name (or alias) that is already registered is refused unless ``replace=True``. ``before_run(model, sigmas,
+    A name (or alias) that is already registered is refused unless ``replace=True``, which replaces a sampler you
+    registered yourself, never a built-in's name or alias (:meth:`Registry.add`). ``before_run(model, sigmas,
     options)``: the sampler's own check of its options against the model and the grid (σ as host floats), run before
     the run's shared checks and any model call (``learned_multistep`` checks its fitted solver there).
     ``check_draws(sigmas, noise_sampler, options)``: the check of the run's noise the sampler makes itself before its
@@ -215,6 +314,7 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
     """
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {KINDS}, got {kind!r}")
+    aliases = check_aliases("sampler", aliases)
 
     def decorate(fn: Callable) -> Callable:
         _check_signature(name, fn)
@@ -226,12 +326,12 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
         def sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
             return run_sampler(spec_box[0], model, x, sigmas, extra_args, callback, disable, options)
 
-        spec = SamplerSpec(name, sampler, kind, order, nfe_per_step, tuple(aliases), ref, host_sync, final_step,
+        spec = SamplerSpec(name, sampler, kind, order, nfe_per_step, aliases, ref, host_sync, final_step,
                            from_infinity, eta_from_infinity, before_run, check_draws, dict(option_keys or {}))
         spec_box.append(spec)
         sampler.spec = spec  # type: ignore[attr-defined]
         sampler.implementation = fn  # type: ignore[attr-defined]
-        SAMPLERS.add(name, spec, tuple(aliases), replace=replace)
+        SAMPLERS.add(name, spec, aliases, replace=replace)
         return sampler
 
     return decorate

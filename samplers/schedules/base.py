@@ -52,26 +52,27 @@ def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False
     """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas`` (``on_flow``: a
     flow model's too; ``on_edm``: a continuous EDM model's, ComfyUI's table of it); ``fixed_ends``: the range ends
     ("sigma_min", "sigma_max") it does not take; ``preset``: its σ are fixed data (says which), it takes no range at
-    all. A name that is taken is an error unless ``replace=True``."""
+    all. A name that is taken is an error unless ``replace=True``, which replaces a schedule you registered yourself
+    (never a built-in's name or alias: :meth:`Registry.add`)."""
     def decorate(fn):
-        old = SCHEDULES.canonical(name) if replace and name in SCHEDULES else None
-        SCHEDULES.add(name, fn, aliases, replace=replace)
-        for gone in {old, name} - {None}:  # a replaced entry's kind goes with it
-            TABLE_SCHEDULES.discard(gone)
-            FLOW_TABLE_SCHEDULES.discard(gone)
-            EDM_TABLE_SCHEDULES.discard(gone)
-            FIXED_ENDS.pop(gone, None)
-            PRESETS.pop(gone, None)
-        if preset:
-            PRESETS[name] = preset
-        if needs_table:
-            TABLE_SCHEDULES.add(name)
-        if on_flow:
-            FLOW_TABLE_SCHEDULES.add(name)
-        if on_edm:
-            EDM_TABLE_SCHEDULES.add(name)
-        if fixed_ends:
-            FIXED_ENDS[name] = fixed_ends
+        with SCHEDULES.changing(fn):  # the entry and its kind in the tables below change together
+            old = SCHEDULES.add(name, fn, aliases, replace=replace)
+            for gone in {old, name} - {None}:  # a replaced entry's kind goes with it
+                TABLE_SCHEDULES.discard(gone)
+                FLOW_TABLE_SCHEDULES.discard(gone)
+                EDM_TABLE_SCHEDULES.discard(gone)
+                FIXED_ENDS.pop(gone, None)
+                PRESETS.pop(gone, None)
+            if preset:
+                PRESETS[name] = preset
+            if needs_table:
+                TABLE_SCHEDULES.add(name)
+            if on_flow:
+                FLOW_TABLE_SCHEDULES.add(name)
+            if on_edm:
+                EDM_TABLE_SCHEDULES.add(name)
+            if fixed_ends:
+                FIXED_ENDS[name] = fixed_ends
         return fn
     return decorate
 

@@ -1,0 +1,208 @@
+"""The registry's rules for a user's names: the built-ins, which the A1111 / ComfyUI / diffusers labels and the
+k-diffusion drop-in run, are never replaced; replace=True replaces only the entry registered under the name given,
+and a refused registration changes nothing; and lookups in other threads never see a change half-made."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+import samplers
+import samplers.schedules as schedules
+from samplers.core import registry
+from samplers.core.native import VPDiscrete
+from samplers.interop import kdiffusion
+from samplers.problems import GaussianMixture
+
+GM = GaussianMixture.default(shape=(2, 2, 2), components=3, seed=4)
+SIG = samplers.get_sigmas("karras", 5, sigma_min=0.1, sigma_max=10.0)
+X = GM.noise(2, seed=0, dtype=torch.float32) * 10
+SD = VPDiscrete.from_betas()
+
+
+def user_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    return x * 0  # recognisably not any built-in's result
+
+
+def user_schedule(n, sigma_min, sigma_max):
+    return torch.linspace(sigma_max, sigma_min, n, dtype=torch.float64).tolist() + [0.0]
+
+
+def user_tensor_schedule(n, sigma_min, sigma_max):
+    return torch.tensor(user_schedule(n, sigma_min, sigma_max), dtype=torch.float64)
+
+
+@pytest.fixture
+def cleanup():
+    """Removes the user names a test registers (the registries are the process's)."""
+    made: list[tuple[registry.Registry, str]] = []
+    yield made
+    for table, name in made:
+        if name in table:
+            table.remove(name)
+
+
+def _sampler(name, **kw):
+    return registry.register(name, kind="ode", order=1, nfe_per_step=1, **kw)(user_sampler)
+
+
+def _runs(label, sigmas=SIG):
+    return samplers.sample(label, GM.denoiser, X, sigmas, disable=True, seed=1)
+
+
+# ------------------------------------------------------------------------------------------------- built-ins
+
+
+@pytest.mark.parametrize("name", ["euler", "EULER", "euler_a", "Euler a"])
+def test_a_builtin_sampler_name_or_alias_is_never_replaced(name):
+    """replace=True on 'euler' made comfyui:euler and the diffusers shim's EulerDiscreteScheduler run the user's
+    function, and A1111's 'Euler' fail with "euler has no option 'noise_sampler'"; on the alias 'euler_a' it deleted
+    euler_ancestral with all its aliases ("Euler a": unknown sampler)."""
+    before = {label: _runs(label) for label in ("comfyui:euler", "Euler", "Euler a")}
+    with pytest.raises(samplers.InvalidInput, match=r"built-in sampler '(euler|euler_ancestral)'.*another name"):
+        _sampler(name, replace=True)
+    for label, result in before.items():
+        assert torch.equal(_runs(label), result), label
+    assert samplers.info("euler").fn.__module__ == "samplers.ode.basic"
+    assert torch.equal(kdiffusion.sample_euler(GM.denoiser, X, SIG, disable=True), before["comfyui:euler"])
+
+
+def test_a_builtin_name_taken_without_replace_says_replace_would_not_do():
+    with pytest.raises(samplers.InvalidInput, match="already registered, for the built-in") as caught:
+        _sampler("dpmpp_2m")
+    assert "pass replace=True" not in str(caught.value)
+
+
+def test_a_user_alias_may_not_be_a_builtins_name(cleanup):
+    with pytest.raises(samplers.InvalidInput, match="built-in sampler 'heun'"):
+        _sampler("zz_reg_mine", aliases=("heun",), replace=True)
+    assert "zz_reg_mine" not in registry.SAMPLERS
+
+
+@pytest.mark.parametrize("name", ["karras", "Karras", "exponential"])
+def test_a_builtin_schedule_is_never_replaced(name):
+    """Replacing 'karras' made comfyui:karras and A1111's 'Karras' return the user's ramp."""
+    before = {label: samplers.get_sigmas(label, 4, native=SD) for label in ("comfyui:karras", "Karras", "exponential")}
+    with pytest.raises(samplers.InvalidInput, match=r"built-in schedule '(karras|exponential)'.*another name"):
+        schedules.register(name, replace=True)(user_tensor_schedule)
+    for label, sigmas in before.items():
+        assert torch.equal(samplers.get_sigmas(label, 4, native=SD), sigmas), label
+    assert torch.equal(kdiffusion.get_sigmas_karras(4, 0.1, 10.0, device="cpu"),
+                       samplers.get_sigmas("karras", 4, sigma_min=0.1, sigma_max=10.0).float())
+
+
+def test_builtins_cannot_be_removed():
+    for table, name in ((registry.SAMPLERS, "Euler a"), (schedules.SCHEDULES, "karras")):
+        with pytest.raises(samplers.InvalidInput, match="cannot be removed"):
+            table.remove(name)
+        assert name in table
+
+
+# ------------------------------------------------------------------------------------- a user's own entries
+
+
+def test_replace_replaces_a_users_own_sampler_and_schedule(cleanup):
+    cleanup += [(registry.SAMPLERS, "zz_reg_own"), (schedules.SCHEDULES, "zz_reg_own")]
+    _sampler("zz_reg_own", aliases=("zz reg old alias",))
+    registry.register("zz_reg_own", kind="sde", order=1, nfe_per_step=1, replace=True)(user_sampler)
+    assert samplers.info("zz_reg_own").kind == "sde" and "zz reg old alias" not in registry.SAMPLERS
+    schedules.register("zz_reg_own", needs_table=True)(lambda n, sigma_min, sigma_max, training_sigmas=None: None)
+    schedules.register("zz_reg_own", replace=True)(user_tensor_schedule)
+    assert "zz_reg_own" not in schedules.TABLE_SCHEDULES
+    assert samplers.get_sigmas("zz_reg_own", 2, sigma_min=1.0, sigma_max=3.0).tolist() == [3.0, 1.0, 0.0]
+
+
+def test_replace_by_an_alias_of_a_users_entry_is_refused(cleanup):
+    """register('euler_a', replace=True) deleted the entry euler_ancestral that the alias belongs to, with all its
+    names; so did an alias of a user's entry."""
+    cleanup.append((registry.SAMPLERS, "zz_reg_base"))
+    _sampler("zz_reg_base", aliases=("zz_reg_alias", "ZZ Reg Label"))
+    with pytest.raises(samplers.InvalidInput, match="'zz_reg_alias' is an alias of 'zz_reg_base'"):
+        _sampler("zz_reg_alias", replace=True)
+    assert registry.SAMPLERS.canonical("ZZ Reg Label") == "zz_reg_base"
+
+
+def test_a_refused_replace_leaves_the_entry_it_would_have_replaced(cleanup):
+    """The old entry was removed before the new keys were checked: a refused replace lost 'myname'."""
+    cleanup += [(registry.SAMPLERS, "zz_reg_keep"), (registry.SAMPLERS, "zz_reg_other"),
+                (schedules.SCHEDULES, "zz_reg_keep"), (schedules.SCHEDULES, "zz_reg_other")]
+    original = _sampler("zz_reg_keep", aliases=("zz reg keep alias",))
+    _sampler("zz_reg_other")
+    for alias in ("heun", "zz_reg_other"):
+        with pytest.raises(samplers.InvalidInput, match="already registered"):
+            _sampler("zz_reg_keep", aliases=(alias,), replace=True)
+        assert samplers.get("zz reg keep alias") is original
+    table_fn = schedules.register("zz_reg_keep", needs_table=True)(
+        lambda n, sigma_min, sigma_max, training_sigmas=None: None)
+    schedules.register("zz_reg_other")(user_tensor_schedule)
+    for alias in ("karras", "zz_reg_other"):
+        with pytest.raises(samplers.InvalidInput, match="already registered"):
+            schedules.register("zz_reg_keep", aliases=(alias,), replace=True)(user_tensor_schedule)
+        assert schedules.get("zz_reg_keep") is table_fn and "zz_reg_keep" in schedules.TABLE_SCHEDULES
+
+
+def test_aliases_must_be_a_tuple_of_names():
+    with pytest.raises(samplers.InvalidType, match=r"tuple of names.*\(name,\)"):
+        _sampler("zz_reg_chars", aliases="zz reg chars")
+    with pytest.raises(samplers.InvalidInput, match="non-empty string"):
+        schedules.register("zz_reg_chars", aliases=("ok", 3))(user_tensor_schedule)
+    assert "zz_reg_chars" not in registry.SAMPLERS and "zz_reg_chars" not in schedules.SCHEDULES
+
+
+# ------------------------------------------------------------------------------------------------- threads
+
+
+def test_lookups_never_see_a_change_half_made():
+    """One thread re-registering (replace=True) a user's name and adding new ones while others looked names up gave
+    'unknown sampler', a bare KeyError and 'dictionary changed size during iteration'."""
+    samplers.available()
+    _sampler("zz_reg_busy", aliases=("zz reg busy alias",))
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def write():
+        try:
+            for i in range(300):
+                registry.register("zz_reg_busy", kind="ode", order=1, nfe_per_step=1, aliases=("zz reg busy alias",),
+                                  replace=True)(user_sampler)
+                schedules.register(f"zz_reg_new_{i}", aliases=(f"zz reg new alias {i}",))(user_tensor_schedule)
+                _sampler(f"zz_reg_new_{i}")  # after the schedule: a reader that finds it looks both up
+        finally:
+            stop.set()
+
+    def read():
+        i = 0
+        while not stop.is_set():
+            try:
+                samplers.info("zz reg busy alias")
+                samplers.get("ZZ_REG_BUSY")
+                samplers.available()
+                if f"zz_reg_new_{i}" in registry.SAMPLERS:
+                    registry.SAMPLERS.get(f"zz_reg_new_{i}")
+                    schedules.get(f"zz reg new alias {i}")
+                    i += 1
+                schedules.available()
+            except Exception as e:  # noqa: BLE001 - every failure is the finding
+                errors.append(f"{type(e).__name__}: {e}")
+                return
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    start = time.monotonic()
+    try:
+        threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(2)]
+        [t.start() for t in threads]
+        [t.join(timeout=5) for t in threads]
+    finally:
+        sys.setswitchinterval(interval)
+        stop.set()
+        for name in ["zz_reg_busy"] + [f"zz_reg_new_{i}" for i in range(300)]:
+            for table in (registry.SAMPLERS, schedules.SCHEDULES):
+                if name in table:
+                    table.remove(name)
+    assert errors == [] and not any(t.is_alive() for t in threads) and time.monotonic() - start < 10
+    assert samplers.info("euler").fn.__module__ == "samplers.ode.basic"
+
