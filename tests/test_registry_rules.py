@@ -1,6 +1,7 @@
 """The registry's rules for a user's names: the built-ins, which the A1111 / ComfyUI / diffusers labels and the
 k-diffusion drop-in run, are never replaced; replace=True replaces only the entry registered under the name given,
-and a refused registration changes nothing; and lookups in other threads never see a change half-made."""
+and a refused registration changes nothing; lookups in other threads never see a change half-made; and a schedule's
+result is checked against the schedule contract."""
 from __future__ import annotations
 
 import sys
@@ -206,3 +207,19 @@ def test_lookups_never_see_a_change_half_made():
     assert errors == [] and not any(t.is_alive() for t in threads) and time.monotonic() - start < 10
     assert samplers.info("euler").fn.__module__ == "samplers.ode.basic"
 
+
+# ----------------------------------------------------------------------------------------- schedule results
+
+
+@pytest.mark.parametrize("returned, what", [
+    (lambda n: [3.0, 1.0, 0.0], r"a list \(\[3.0, 1.0, 0.0\]\)"),
+    (lambda n: torch.tensor([3.0, 1.0, 0.0]), "a 1-D float32 tensor on cpu"),
+    (lambda n: torch.tensor([[3.0, 1.0, 0.0]], dtype=torch.float64), "a 2-D float64 tensor"),
+    (lambda n: None, r"a NoneType \(None\)"),
+])
+def test_a_schedule_that_returns_no_float64_tensor_is_refused_by_name(cleanup, returned, what):
+    """A user schedule returning a list made get_sigmas hand the list on (a raw AttributeError where it was read)."""
+    cleanup.append((schedules.SCHEDULES, "zz_reg_list"))
+    schedules.register("zz_reg_list")(lambda n, sigma_min, sigma_max: returned(n))
+    with pytest.raises(samplers.InvalidType, match=rf"schedule 'zz_reg_list' returned {what}.*1-D torch float64"):
+        samplers.get_sigmas("zz_reg_list", 2, sigma_min=1.0, sigma_max=3.0)

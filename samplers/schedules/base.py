@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import reprlib
 from typing import Callable
 
 import numpy as np
@@ -419,7 +420,20 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
             kw.setdefault("shift", native.shift)
         if canonical == "vp" and isinstance(native, VPContinuous):
             kw.update(_vp_of_model(native, kw))
-    return fn(n, sigma_min, sigma_max, **kw)
+    return _returned(canonical, fn(n, sigma_min, sigma_max, **kw))
+
+
+def _returned(canonical: str, sigmas):
+    """What the schedule ``canonical`` returned, checked against the contract of a schedule (this module's
+    docstring): a 1-D float64 tensor on the CPU. A user's schedule that returns something else (a list, float32 σ)
+    is refused naming it, rather than failing later in whatever reads the σ, or running in another precision."""
+    if isinstance(sigmas, torch.Tensor) and sigmas.ndim == 1 and sigmas.dtype == torch.float64 \
+            and sigmas.device.type == "cpu":
+        return sigmas
+    got = (f"a {sigmas.ndim}-D {str(sigmas.dtype).removeprefix('torch.')} tensor on {sigmas.device.type}"
+           if isinstance(sigmas, torch.Tensor) else f"a {type(sigmas).__name__} ({reprlib.repr(sigmas)})")
+    raise InvalidType(f"schedule {canonical!r} returned {got}; a schedule returns its σ, decreasing to 0, as a 1-D "
+                      "torch float64 tensor on the CPU: return torch.tensor(sigmas, dtype=torch.float64)")
 
 
 def _check_edm_table(canonical: str, native: VE, kw: dict) -> None:
