@@ -1647,16 +1647,27 @@ def _not_misread(schedule: str) -> str:
 
 def png_info(request: dict, record=None):
     """PIL's ``PngInfo`` for an image made by ``request``: A1111's infotext in a ``parameters`` text chunk, and
-    ``record`` (default: the request) as JSON in a ``request`` one (a value JSON cannot hold, a noise sampler object
-    say, as its repr)."""
+    ``record`` (default: the request) as JSON in a ``request`` one (a fitted solver given as an object,
+    ``options={"solver": LearnedSolver}``, as its content, :meth:`~samplers.fitted.solver.LearnedSolver.record`,
+    which every entry point reads back as the solver; any other value JSON cannot hold, a noise sampler object say,
+    as its repr)."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     # UTF-8 text, whatever the request holds: a name Python read from bytes that are not UTF-8 is written escaped
     # (\xff), never an error after the run that loses its image
     info.add_text(PARAMETERS_CHUNK, _shown(infotext(request)))
-    info.add_text(REQUEST_CHUNK, json.dumps(request if record is None else record, default=repr))  # ASCII: \udcff
+    info.add_text(REQUEST_CHUNK, json.dumps(request if record is None else record, default=_json_value))  # \udcff
     return info
+
+
+def _json_value(value):
+    """A value of a request as its JSON chunk records it (:func:`png_info`): a ``LearnedSolver`` as its record (its
+    repr, for messages, names neither its weights nor its σ: the image could not be made again), anything else that
+    JSON cannot hold as its repr."""
+    from samplers.fitted.solver import LearnedSolver
+
+    return value.record() if isinstance(value, LearnedSolver) else repr(value)
 
 
 def _check_pil_images(images: list) -> None:

@@ -341,22 +341,50 @@ def test_every_entry_point_reads_a_solver_or_any_path_like_of_its_file_and_refus
         run(42)
 
 
-@pytest.mark.parametrize("extra", [{}, {"strength": 1.0}])
-def test_a_request_reads_a_fitted_solver_once(tmp_path, monkeypatch, extra):
-    # Pipeline.request plans the run once, as the run does (it resolved the name, then planned it again, and for a
-    # strength a third time: the file read two or three times, and a file changed in between recorded as another)
+def _requesting():
+    """What Pipeline.request reads of a pipeline, the run planned on the shipped eps U-Net's config (no weights)."""
     from types import SimpleNamespace as NS
 
     from models.pipeline import Pipeline, PipelineSpec
-    from samplers.fitted.solver import LearnedSolver
 
-    path = _eps_fit_of_another_model(tmp_path)
     spec = PipelineSpec.read(model="eps")
     stub = NS(defaults=spec.defaults, default_schedule=spec.default_schedule, _plan_run=spec._plan_run,
               guidance=lambda c: 4.0, check_size=lambda h, w: (h, w), _prompts=lambda p: [p],
               config=spec.config, model=NS(weights_sha256="0" * 64), _check_strength=lambda *a: None,
               _cut=lambda sigmas, strength, what: sigmas, _check_run_noise=lambda *a: None)
     stub._recorded_strength = lambda *a: Pipeline._recorded_strength(stub, *a)
+    return stub
+
+
+def test_a_png_records_a_solver_given_as_an_object_by_its_content(tmp_path):
+    # the request chunk wrote a LearnedSolver option as its repr ("LearnedSolver(4 steps on σ ...)"): neither its
+    # weights nor its nodes, so the image could not be made again from the PNG
+    import json
+
+    from models.pipeline import REQUEST_CHUNK, Pipeline, png_info
+    from samplers.fitted.solver import LearnedSolver
+
+    solver = LearnedSolver.load(_eps_fit_of_another_model(tmp_path))
+    solver.eps_weights[1][0] += 1e-3  # changed in Python: no file holds it
+    request = Pipeline.request(_requesting(), "a red circle", sampler="learned_multistep",
+                               options={"solver": solver, "allow_other_model": True})
+    key, _, text = png_info(request).chunks[-1][1].partition(b"\x00")  # tEXt: key NUL text; the request's last
+    assert key == REQUEST_CHUNK.encode()
+    recorded = json.loads(text)
+    again = LearnedSolver.of(recorded["options"]["solver"])
+    assert (again.sigmas, again.eps_weights, again.denoised_weights) == (solver.sigmas, solver.eps_weights,
+                                                                       solver.denoised_weights)
+
+
+@pytest.mark.parametrize("extra", [{}, {"strength": 1.0}])
+def test_a_request_reads_a_fitted_solver_once(tmp_path, monkeypatch, extra):
+    # Pipeline.request plans the run once, as the run does (it resolved the name, then planned it again, and for a
+    # strength a third time: the file read two or three times, and a file changed in between recorded as another)
+    from models.pipeline import Pipeline
+    from samplers.fitted.solver import LearnedSolver
+
+    path = _eps_fit_of_another_model(tmp_path)
+    stub = _requesting()
     reads = []
     load = LearnedSolver.load.__func__
     monkeypatch.setattr(LearnedSolver, "load", classmethod(lambda cls, p: reads.append(p) or load(cls, p)))
