@@ -4,6 +4,7 @@ and a refused registration changes nothing; lookups in other threads never see a
 result is checked against the schedule contract."""
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -223,3 +224,26 @@ def test_a_schedule_that_returns_no_float64_tensor_is_refused_by_name(cleanup, r
     schedules.register("zz_reg_list")(lambda n, sigma_min, sigma_max: returned(n))
     with pytest.raises(samplers.InvalidType, match=rf"schedule 'zz_reg_list' returned {what}.*1-D torch float64"):
         samplers.get_sigmas("zz_reg_list", 2, sigma_min=1.0, sigma_max=3.0)
+
+
+@pytest.mark.parametrize("name, owner", [("k_euler", "A1111's label 'k_euler'"),
+                                         ("DPM++ 2M Karras", "A1111's label 'DPM++ 2M Karras'"),
+                                         ("dpm++ 2m karras", "A1111's label 'DPM++ 2M Karras'"),
+                                         ("EulerDiscreteScheduler", "diffusers' class 'EulerDiscreteScheduler'"),
+                                         ("dpmpp_2m_sde_gpu", "ComfyUI's name 'dpmpp_2m_sde_gpu'"),
+                                         ("ddim_uniform", "A1111's label 'ddim_uniform'")])
+def test_a_users_sampler_may_not_take_another_tools_name(name, owner, cleanup):
+    """A name is looked up in the registry first: a user's sampler registered as 'k_euler' or 'DPM++ 2M Karras' ran
+    wherever that label was typed without its prefix (the pipeline, the CLI, an infotext's sampler)."""
+    def resolved(name):  # what the name stands for, or the tool's own refusal of it (A1111's 'DDIM' + 'Uniform')
+        try:
+            return samplers.core.names.resolve(name)
+        except samplers.InvalidInput as err:
+            return str(err)
+
+    before = resolved(name)
+    with pytest.raises(samplers.InvalidInput, match=re.escape(f"sampler name {name!r} is {owner}") + ".*another name"):
+        _sampler(name)
+    with pytest.raises(samplers.InvalidInput, match=re.escape(f"is {owner}")):
+        _sampler("zz_mine", aliases=(name,))
+    assert "zz_mine" not in registry.SAMPLERS and resolved(name) == before

@@ -206,6 +206,21 @@ def resolve(name: str) -> Label:
     return matches[0]
 
 
+def tool_label(name: str) -> str | None:
+    """The other tool's name ``name`` spells (A1111's label, ComfyUI's name, diffusers' class: as the table has it,
+    or ignoring case, spaces, - and _), described, or None: a name a user's sampler may not take, as typed without a
+    prefix it would reach the registry first and run that sampler in place of the tool's
+    (:func:`samplers.core.registry.register`)."""
+    for source in _SOURCES[1:]:
+        try:
+            found = _lookup(source, name, exact=True) or _lookup(source, name)
+        except (Unavailable, InvalidInput):  # a name the library refuses (ComfyUI's, an A1111 pair) is still theirs
+            return f"{_SOURCE_NAMES[source]} {name!r}"
+        if found is not None:
+            return f"{_SOURCE_NAMES[source]} {found.label!r}"
+    return None
+
+
 _SOURCES = ("registry", "a1111", "comfyui", "diffusers")
 _SOURCE_NAMES = {"registry": "the registry's", "a1111": "A1111's label", "comfyui": "ComfyUI's name",
                  "diffusers": "diffusers' class"}

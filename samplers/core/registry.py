@@ -292,6 +292,20 @@ class SamplerSpec:
 SAMPLERS: Registry[SamplerSpec] = Registry("sampler", loader=load_builtins)
 
 
+def _refuse_tool_labels(name: str, aliases: tuple[str, ...]) -> None:
+    """A user's sampler may not take another tool's name (:func:`samplers.core.names.tool_label`): a name is looked up
+    in the registry first, so ``k_euler`` or ``DPM++ 2M Karras`` registered here ran the user's function wherever
+    that label was typed without its prefix (the pipeline, the CLI, an infotext's sampler)."""
+    from .names import tool_label  # names imports this module
+
+    for key in (name, *aliases):  # a name the registry holds gets its own rule (Registry.add)
+        owner = tool_label(key) if isinstance(key, str) and key not in SAMPLERS else None
+        if owner is not None:
+            raise InvalidInput(f"sampler name {key!r} is {owner}: registered here it would run your sampler wherever "
+                               "that name is typed without a prefix, in place of the tool's; register yours under "
+                               "another name")
+
+
 def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: tuple[str, ...] = (),
              ref: str = "", host_sync: bool = False, final_step: str = "denoise", from_infinity: bool = False,
              eta_from_infinity: float | Callable[[dict, float], float] = 0.0, before_run: Callable | None = None,
@@ -328,6 +342,8 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
 
         spec = SamplerSpec(name, sampler, kind, order, nfe_per_step, aliases, ref, host_sync, final_step,
                            from_infinity, eta_from_infinity, before_run, check_draws, dict(option_keys or {}))
+        if _module_of(spec) not in BUILTIN_MODULES:
+            _refuse_tool_labels(name, aliases)
         spec_box.append(spec)
         sampler.spec = spec  # type: ignore[attr-defined]
         sampler.implementation = fn  # type: ignore[attr-defined]
