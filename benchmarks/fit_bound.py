@@ -143,8 +143,8 @@ def read_bench(path: Path, p: argparse.ArgumentParser) -> tuple[dict, list[dict]
             if key not in r:
                 p.error(f"--results {path}: {where} has a fitted solver but no field {key}; {_FIX}")
         # data, never code: a 'module:function' here would be imported and called when the problem is built
-        if common.builtin_problem_refusal(r["problem"]) is not None:
-            bad(f"{where}.problem", r["problem"], common.BUILTIN_RULE)
+        if (why := common.builtin_problem_refusal(r["problem"])) is not None:  # the reason: a name, or a size
+            p.error(f"--results {path}: field {where}.problem is {r['problem']!r}; {why}; {_FIX}")
         integer(f"{where}.nfe", r["nfe"])
         # diffusers' rmse divides (a fit's may be 0); a row without it (run without peers) has no target to bound
         for key, positive in (("fitted", False), ("diffusers", True)):

@@ -109,7 +109,8 @@ ROW = {"problem": "gm-ve", "nfe": 3, "diffusers": {"rmse": 0.5}, "fitted": {"rms
     # a row's problem is data: it went to get_problem, which imports a 'module:function' and calls it (the audit's
     # "tempfile:mkdtemp" made a folder), and an unknown name was a traceback, exit 1
     (lambda b: b["heldout"][0].update(problem="tempfile:mkdtemp"), "field heldout[0].problem is 'tempfile:mkdtemp'"),
-    (lambda b: b["heldout"][0].update(problem="no-such-problem"), "it must be a built-in problem's name"),
+    (lambda b: b["heldout"][0].update(problem="no-such-problem"), "it is not a built-in problem's name"),
+    (lambda b: b["heldout"][0].update(problem="gm-ve/d999999999-k999-s1"), "more than the limit of 134217728"),
     (lambda b: b["heldout"][0].update(problem="gm-ve/d0-k0-s1"), "field heldout[0].problem is 'gm-ve/d0-k0-s1'"),
 ])
 def test_a_results_json_whose_fields_are_wrong_is_refused_naming_file_and_field(edit, says, tmp_path, monkeypatch,

@@ -180,3 +180,14 @@ def test_a_discrete_table_keeps_a_copy_of_the_callers_alphas_cumprod():
     table.mul_(0.5)
     assert torch.equal(vp.alphas_cumprod, VP.alphas_cumprod.double())
     assert torch.equal(samplers.get_sigmas("a1111:Karras", 4, native=vp), before)
+
+
+def test_a_zero_snr_table_keeps_a_copy_of_the_callers_table_before_its_rescale():
+    # from_alphas_cumprod(rescale_betas_zero_snr=True) kept the caller's own tensor as the table A1111's float32
+    # rescale is redone from: an edit of it in place changed A1111's schedules (704.7 for 485.6 at karras 4 steps)
+    table = VP.alphas_cumprod.double().clone()
+    vp = VPDiscrete.from_alphas_cumprod(table, rescale_betas_zero_snr=True)
+    kw = dict(native=vp, float32_alphas_cumprod=True, terminal_alpha_bar=4.897e-08)
+    before = samplers.get_sigmas("karras", 4, **kw)
+    table.mul_(0.5)
+    assert torch.equal(samplers.get_sigmas("karras", 4, **kw), before)

@@ -212,6 +212,11 @@ def test_predrawn_noise_reproduces_the_run_and_raises_when_exhausted():
     for _ in range(2):
         again = samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=shared, disable=True)
         torch.testing.assert_close(again, expected, rtol=0, atol=0)
+    from samplers.interop import kdiffusion  # and in the k-diffusion drop-in, which rewinds its noise itself
+
+    first = kdiffusion.sample_euler_ancestral(GM.denoiser, start, sig, disable=True, noise_sampler=shared)
+    again = kdiffusion.sample_euler_ancestral(GM.denoiser, start, sig, disable=True, noise_sampler=shared)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
     with pytest.raises(ValueError, match="per call but the latent is"):
         samplers.sample("euler_ancestral", GM.denoiser, start, sig, noise_sampler=PredrawnNoise(draws[:, :2]),
                         disable=True)

@@ -252,7 +252,8 @@ class VPDiscrete(NoiseSchedule):
         if not rescale_betas_zero_snr:
             return cls(ac, quantize=quantize)
         model = cls(rescale_zero_terminal_snr(ac), quantize=quantize)
-        _set(model, _before_zero_snr=ac)  # A1111 rescales its own (float32) table: with_float32_alphas_cumprod
+        # a copy (as __post_init__ keeps one): A1111 rescales its own (float32) table, with_float32_alphas_cumprod
+        _set(model, _before_zero_snr=ac.detach().clone())
         return model
 
     @property

@@ -61,7 +61,7 @@ from ..core.a1111_rng import A1111Noise
 from ..core.brownian import BatchedBrownianTree, BrownianTreeNoiseSampler  # noqa: F401  (k-diffusion's names)
 from ..core.conversion import prepare_times, state_dtype
 from ..core.errors import InvalidInput, InvalidOption, InvalidType, NonFiniteError, Unavailable
-from ..core.noise import SeededNoise
+from ..core.noise import PredrawnNoise, SeededNoise
 from ..core.run import check_call, read_sigmas, refuse_meta_sigmas, to_result_dtype
 from ..core.seeds import resolve_seeds, tree_seeds
 from ..core.validate import check_allocation, integer, real
@@ -528,9 +528,12 @@ def _check_call(model, x, extra_args, callback, disable, noise_sampler=None, see
 def _check_noise_sampler(noise_sampler) -> None:
     """k-diffusion's ``noise_sampler``: None or a callable, else refused with k-diffusion's kinds of noise sampler.
     Checked before a run's first draw, where an :class:`~samplers.core.a1111_rng.A1111Noise` is rewound to its seeds,
-    as every run here rewinds it (A1111 builds a fresh ``ImageRNG`` for every batch)."""
+    as every run here rewinds it (A1111 builds a fresh ``ImageRNG`` for every batch), and a
+    :class:`~samplers.core.noise.PredrawnNoise` is reset to its first draw, as ``samplers.sample`` resets it."""
     if isinstance(noise_sampler, A1111Noise):
         noise_sampler.rewind()
+    if isinstance(noise_sampler, PredrawnNoise):
+        noise_sampler.reset()
     if noise_sampler is None or (callable(noise_sampler) and not isinstance(noise_sampler, str)):
         return
     got = (f"noise_sampler={noise_sampler!r}" if isinstance(noise_sampler, str) else
