@@ -147,7 +147,7 @@ def test_a_refused_replace_leaves_the_entry_it_would_have_replaced(cleanup):
 
 
 def test_aliases_must_be_a_tuple_of_names():
-    with pytest.raises(samplers.InvalidType, match=r"tuple of names.*\(name,\)"):
+    with pytest.raises(samplers.InvalidType, match=r"collection of names.*each of its characters.*\(name,\)"):
         _sampler("zz_reg_chars", aliases="zz reg chars")
     with pytest.raises(samplers.InvalidInput, match="non-empty string"):
         schedules.register("zz_reg_chars", aliases=("ok", 3))(user_tensor_schedule)
@@ -247,3 +247,32 @@ def test_a_users_sampler_may_not_take_another_tools_name(name, owner, cleanup):
     with pytest.raises(samplers.InvalidInput, match=re.escape(f"is {owner}")):
         _sampler("zz_mine", aliases=(name,))
     assert "zz_mine" not in registry.SAMPLERS and resolved(name) == before
+
+
+# ---------------------------------------------------------------------------------------------------- aliases
+
+
+@pytest.mark.parametrize("make", [lambda: {"zz reg set alias", "zz reg set alias 2"},
+                                  lambda: frozenset({"zz reg set alias", "zz reg set alias 2"}),
+                                  lambda: (a for a in ["zz reg set alias", "zz reg set alias 2"]),
+                                  lambda: ["zz reg set alias", "zz reg set alias 2"]],
+                         ids=["set", "frozenset", "generator", "list"])
+def test_aliases_may_be_any_collection_of_names(make, cleanup):
+    """A set, frozenset or generator of aliases was refused as "must be a tuple of names" (accepted before); each is
+    read once, so a generator's aliases are all registered."""
+    cleanup += [(registry.SAMPLERS, "zz_reg_set"), (schedules.SCHEDULES, "zz_reg_set")]
+    _sampler("zz_reg_set", aliases=make())
+    schedules.register("zz_reg_set", aliases=make())(user_tensor_schedule)
+    expected = {"zz_reg_set", "zz reg set alias", "zz reg set alias 2"}
+    for table in (registry.SAMPLERS, schedules.SCHEDULES):
+        assert {k for k, owner in table._exact.items() if owner == "zz_reg_set"} == expected
+    assert set(samplers.info("zz reg set alias 2").aliases) == expected - {"zz_reg_set"}
+
+
+@pytest.mark.parametrize("given", ["zz reg chars", b"zz reg chars", 3, None])
+def test_aliases_as_one_string_or_no_collection_are_refused(given):
+    with pytest.raises(samplers.InvalidType, match=r"aliases of a (sampler|schedule) must be a collection of names"):
+        _sampler("zz_reg_chars", aliases=given)
+    with pytest.raises(samplers.InvalidType, match=r"aliases of a (sampler|schedule) must be a collection of names"):
+        schedules.register("zz_reg_chars", aliases=given)(user_tensor_schedule)
+    assert "zz_reg_chars" not in registry.SAMPLERS and "zz_reg_chars" not in schedules.SCHEDULES

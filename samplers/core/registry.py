@@ -5,6 +5,7 @@ users already type in A1111 / ComfyUI (aliases). Nothing is ever appended to a m
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
 import difflib
@@ -62,10 +63,14 @@ def _module_of(entry) -> str:
 
 
 def check_aliases(what: str, aliases) -> tuple[str, ...]:
-    """``aliases`` as a tuple of names, checked once: a tuple or list of strings (a lone string would register each
-    of its characters as a name)."""
-    if isinstance(aliases, str) or not isinstance(aliases, (tuple, list)):
-        raise InvalidType(f"the aliases of a {what} must be a tuple of names, got {aliases!r}; pass (name,) for one")
+    """``aliases`` as a tuple, read once (a generator too): any iterable of names (tuple, list, set) but a lone
+    ``str`` or ``bytes``, which would register each of its characters as a name. The names themselves are checked
+    where they are registered (:meth:`Registry.add`)."""
+    if isinstance(aliases, (str, bytes, bytearray)) or not isinstance(aliases, collections.abc.Iterable):
+        raise InvalidType(f"the aliases of a {what} must be a collection of names (a tuple, list or set), got "
+                          f"{aliases!r}" + (", which would register each of its characters"
+                                            if isinstance(aliases, (str, bytes, bytearray)) else "")
+                          + "; pass (name,) for one")
     return tuple(aliases)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from ..core.native import VE, NoiseSchedule, RectifiedFlow, TableAxis, VPContinuous, VPDiscrete
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
-from ..core.registry import Registry, load_builtins
+from ..core.registry import Registry, check_aliases, load_builtins
 from ..core.validate import check_allocation, integer, positive
 
 SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins, listed_by="samplers.schedules.available()")
@@ -54,7 +54,10 @@ def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False
     flow model's too; ``on_edm``: a continuous EDM model's, ComfyUI's table of it); ``fixed_ends``: the range ends
     ("sigma_min", "sigma_max") it does not take; ``preset``: its σ are fixed data (says which), it takes no range at
     all. A name that is taken is an error unless ``replace=True``, which replaces a schedule you registered yourself
-    (never a built-in's name or alias: :meth:`Registry.add`)."""
+    (never a built-in's name or alias: :meth:`Registry.add`). ``aliases``: any collection of names but a lone string,
+    read once."""
+    aliases = check_aliases("schedule", aliases)
+
     def decorate(fn):
         with SCHEDULES.changing(fn):  # the entry and its kind in the tables below change together
             old = SCHEDULES.add(name, fn, aliases, replace=replace)
