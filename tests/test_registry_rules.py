@@ -4,10 +4,13 @@ and a refused registration changes nothing; lookups in other threads never see a
 result is checked against the schedule contract."""
 from __future__ import annotations
 
+import functools
 import re
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -247,6 +250,96 @@ def test_a_users_sampler_may_not_take_another_tools_name(name, owner, cleanup):
     with pytest.raises(samplers.InvalidInput, match=re.escape(f"is {owner}")):
         _sampler("zz_mine", aliases=(name,))
     assert "zz_mine" not in registry.SAMPLERS and resolved(name) == before
+
+
+# ------------------------------------------------------------ built-in is how an entry was registered, not its code
+
+
+def _library_made_entries():
+    """A user's entries whose functions are the library's: a built-in schedule function under a new name, a sampler
+    made by make_rk_sampler, a built-in sampler's implementation, and a functools.wraps of one."""
+    from samplers.ode.runge_kutta import TABLEAUS, make_rk_sampler
+    from samplers.schedules.sigma import karras
+
+    heun = samplers.get("heun").implementation
+
+    @functools.wraps(heun)
+    def wrapped(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+        return heun(model, x, sigmas, extra_args, callback, disable, **options)
+
+    return karras, {"zz_reg_rk": lambda: make_rk_sampler(TABLEAUS["kutta3"]), "zz_reg_impl": lambda: heun,
+                    "zz_reg_wraps": lambda: wrapped}
+
+
+def test_a_users_entry_made_from_a_library_function_is_the_users(cleanup):
+    """Built-in-ness was read from the function's __module__: a user's 'my_karras' (samplers.schedules.sigma.karras)
+    or sampler from make_rk_sampler could not be removed or replaced ("the built-in sampler 'my_rk'"), as it could
+    before, and was listed among the built-ins."""
+    karras, made = _library_made_entries()
+    cleanup += [(schedules.SCHEDULES, "zz_reg_karras")] + [(registry.SAMPLERS, name) for name in made]
+    schedules.register("zz_reg_karras")(karras)
+    schedules.register("zz_reg_karras", needs_table=False, replace=True)(karras)
+    assert schedules.available()[-1] == "zz_reg_karras"
+    assert torch.equal(samplers.get_sigmas("zz_reg_karras", 4, native=SD), samplers.get_sigmas("karras", 4, native=SD))
+    assert schedules.SCHEDULES.remove("zz_reg_karras") is karras and "zz_reg_karras" not in schedules.SCHEDULES
+    for name, make in made.items():
+        registry.register(name, kind="ode", order=2, nfe_per_step=2)(make())
+        registry.register(name, kind="ode", order=2, nfe_per_step=2, replace=True)(make())
+    assert samplers.available()[-len(made):] == list(made)
+    for name in made:
+        registry.SAMPLERS.remove(name)
+        assert name not in registry.SAMPLERS
+
+
+def test_a_library_function_may_not_take_another_tools_name(cleanup):
+    """The tool-label guard was skipped for a function from a built-in module: register('k_euler', ...) with heun's
+    implementation was accepted, and 'k_euler' then ran heun."""
+    _, made = _library_made_entries()
+    cleanup += [(registry.SAMPLERS, "k_euler")]
+    before = samplers.core.names.resolve("k_euler")
+    for make in made.values():
+        with pytest.raises(samplers.InvalidInput, match=re.escape("sampler name 'k_euler' is A1111's label")):
+            registry.register("k_euler", kind="ode", order=2, nfe_per_step=2)(make())
+    assert "k_euler" not in registry.SAMPLERS and samplers.core.names.resolve("k_euler") == before
+
+
+def test_a_library_function_registered_before_any_lookup_loads_the_builtins_first():
+    """Registered before any lookup, a sampler from make_rk_sampler skipped the built-in load (it counted as one):
+    under the name of a built-in not yet imported it took that name, and the load then failed on the built-in's."""
+    code = ("import samplers\n"
+            "from samplers.core import registry\n"
+            "from samplers.ode.runge_kutta import TABLEAUS, make_rk_sampler\n"
+            "kutta3 = lambda: make_rk_sampler(TABLEAUS['kutta3'])\n"
+            "try:\n"
+            "    registry.register('dpmpp_2m', kind='ode', order=3, nfe_per_step=3)(kutta3())\n"
+            "except samplers.InvalidInput as err:\n"
+            "    print('refused', 'built-in sampler' in str(err))\n"
+            "print(registry._LOADED, registry._FAILED, samplers.info('dpmpp_2m').fn.__module__)\n"
+            "registry.register('zz_reg_early', kind='ode', order=3, nfe_per_step=3)(kutta3())\n"
+            "registry.SAMPLERS.remove('zz_reg_early')\n"
+            "print(samplers.schedules.SCHEDULES.names() == samplers.schedules.available())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["refused", "True", "True", "None", "samplers.ode.multistep", "True"], out.stderr
+
+
+def test_builtins_registered_at_import_samplers_are_builtins():
+    """The schedules register as `import samplers` imports their modules, before the built-in load: they are the
+    built-ins all the same, and listed first in the order of BUILTIN_MODULES."""
+    code = ("import samplers\n"
+            "from samplers.core import registry\n"
+            "from samplers.schedules.base import SCHEDULES\n"
+            "print(registry._LOADED)\n"
+            "for name in ('karras', 'trailing', 'flow', 'ays_sd15'):\n"
+            "    try:\n"
+            "        SCHEDULES.remove(name)\n"
+            "    except samplers.InvalidInput as err:\n"
+            "        print('cannot be removed' in str(err))\n"
+            "print(' '.join(samplers.schedules.available()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split()[:5] == ["False", "True", "True", "True", "True"], out.stderr
+    assert out.stdout.split()[5:] == schedules.available()
 
 
 # ---------------------------------------------------------------------------------------------------- aliases

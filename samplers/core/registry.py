@@ -12,6 +12,7 @@ import difflib
 import functools
 import importlib
 import inspect
+import sys
 import threading
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -57,9 +58,16 @@ def _normalise(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def _module_of(entry) -> str:
-    """The module that defines ``entry`` (a schedule function, or a :class:`SamplerSpec`'s sampler)."""
-    return getattr(getattr(entry, "fn", entry), "__module__", "") or ""
+def registering_module(depth: int = 1) -> str:
+    """The ``__name__`` of the module whose code called the function that calls this (each ``depth`` above 1 one
+    caller further out): a registering decorator's call site. An entry is a built-in when a module of :data:`BUILTIN_MODULES` registers it
+    (``@register(...)`` at its top level, or a function of it that its import runs: ``runge_kutta._register_all``),
+    whether that import is the built-in load's or a caller's ``import samplers``, which imports the schedule modules
+    before any load. Not the entry function's ``__module__``: a user's entry may well be a library function (a
+    built-in schedule under a new name, a sampler from ``make_rk_sampler``, ``samplers.get("heun").implementation``,
+    a ``functools.wraps`` of one), and it is the user's all the same: removable, replaceable, checked against the
+    tools' labels, and registered after the built-ins are loaded."""
+    return sys._getframe(depth + 1).f_globals.get("__name__", "")
 
 
 def check_aliases(what: str, aliases) -> tuple[str, ...]:
@@ -83,16 +91,17 @@ class _Tables:
     entries: dict  # canonical name -> entry, in registration order
     lookup: dict  # normalised name or alias -> canonical name
     exact: dict  # name or alias as registered -> canonical name
-    builtin: frozenset = frozenset()  # the canonical names of the built-ins (defined in BUILTIN_MODULES)
+    # the canonical names of the built-ins -> the index in BUILTIN_MODULES of the module that registered each
+    builtin: dict = dataclasses.field(default_factory=dict)
 
 
 class Registry(Generic[T]):
     """A name → entry map with aliases; lookup ignores case, spaces, '-' and '_'.
 
-    The built-ins (entries defined in a module of :data:`BUILTIN_MODULES`) are what the A1111 / ComfyUI / diffusers
-    labels (:mod:`samplers.core.names`), the diffusers shim and the k-diffusion drop-in run, so none of their names
-    or aliases can be replaced or removed: ``replace=True`` is for a user's own entries. Changes are serialised by a
-    lock and swapped in whole (:class:`_Tables`); lookups take no lock."""
+    The built-ins (entries registered by a module of :data:`BUILTIN_MODULES`: :func:`registering_module`) are what
+    the A1111 / ComfyUI / diffusers labels (:mod:`samplers.core.names`), the diffusers shim and the k-diffusion
+    drop-in run, so none of their names or aliases can be replaced or removed: ``replace=True`` is for a user's own
+    entries. Changes are serialised by a lock and swapped in whole (:class:`_Tables`); lookups take no lock."""
 
     def __init__(self, what: str, loader: Callable[[], None] | None = None, listed_by: str = "samplers.available()"):
         self.what = what
@@ -111,28 +120,30 @@ class Registry(Generic[T]):
             self._loader()
 
     @contextlib.contextmanager
-    def changing(self, entry) -> Iterator[None]:
-        """Hold the lock for a change that registers ``entry`` (and whatever tables of the caller's change with it:
-        ``schedules.register``'s kinds of schedule). A user's entry loads the built-ins first, so that its names are
+    def changing(self, builtin: bool = False) -> Iterator[None]:
+        """Hold the lock for a change. A user's (not ``builtin``) loads the built-ins first, so that its names are
         checked against theirs whichever is registered first; that is done outside the lock, as the load takes
         Python's import lock and its modules register here, under this lock, in the loading thread."""
-        if _module_of(entry) not in BUILTIN_MODULES:
+        if not builtin:
             self._load()
         with self.lock:
             yield
 
-    def add(self, name: str, entry: T, aliases: tuple[str, ...] = (), replace: bool = False) -> str | None:
+    def add(self, name: str, entry: T, aliases: tuple[str, ...] = (), replace: bool = False, *,
+            registered_by: str = "") -> str | None:
         """Register ``entry`` as ``name`` (and its aliases); returns the canonical name of the entry it replaced (or
         None). A name that is taken is refused unless ``replace``: then the entry registered as ``name`` goes, with
         its aliases, but never a built-in's, nor another entry's through one of its aliases. Every key is checked
-        before anything changes, so a refusal leaves the registry as it was."""
+        before anything changes, so a refusal leaves the registry as it was. ``registered_by``: the module that
+        registers it, as the decorators find it (:func:`registering_module`); one of :data:`BUILTIN_MODULES` makes it
+        a built-in, anything else (left out: a direct call) a user's entry."""
         aliases = check_aliases(self.what, aliases)
         for key in (name, *aliases):
             if not isinstance(key, str) or not _normalise(key):
                 raise InvalidInput(f"a {self.what} name must be a non-empty string with letters or digits, got "
                                    f"{key!r}")
-        builtin = _module_of(entry) in BUILTIN_MODULES
-        with self.changing(entry):
+        builtin = registered_by in BUILTIN_MODULES
+        with self.changing(builtin):
             tables = self._tables
             old = self._replaced(tables, name, aliases, replace)
             keep = {k: v for k, v in tables.lookup.items() if v != old}
@@ -142,7 +153,9 @@ class Registry(Generic[T]):
                 keep[_normalise(key)] = name
                 exact[key] = name
             entries[name] = entry
-            self._tables = _Tables(entries, keep, exact, tables.builtin | {name} if builtin else tables.builtin)
+            self._tables = _Tables(entries, keep, exact,
+                                   {**tables.builtin, name: BUILTIN_MODULES.index(registered_by)} if builtin
+                                   else tables.builtin)
         return old
 
     def _replaced(self, tables: _Tables, name: str, aliases: tuple[str, ...], replace: bool) -> str | None:
@@ -224,18 +237,13 @@ class Registry(Generic[T]):
         return self._tables.exact.get(name)
 
     def names(self) -> list[str]:
-        """Every name: the built-ins in the order of :data:`BUILTIN_MODULES` (and of definition in each), whichever
-        module was imported first, then the others in the order they were registered."""
+        """Every name: the built-ins in the order of :data:`BUILTIN_MODULES` (of the module that registered each, and
+        of registration in each), whichever module was imported first, then the others in the order they were
+        registered."""
         self._load()
-        entries = self._tables.entries
-        order = {name: i for i, name in enumerate(entries)}
-
-        def rank(name: str) -> tuple[int, int]:
-            module = _module_of(entries[name])
-            where = BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else len(BUILTIN_MODULES)
-            return where, order[name]
-
-        return sorted(entries, key=rank)
+        tables = self._tables
+        order = {name: i for i, name in enumerate(tables.entries)}
+        return sorted(tables.entries, key=lambda name: (tables.builtin.get(name, len(BUILTIN_MODULES)), order[name]))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -334,6 +342,8 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {KINDS}, got {kind!r}")
     aliases = check_aliases("sampler", aliases)
+    registered_by = registering_module()  # a built-in if a BUILTIN_MODULES module registers it
+    builtin = registered_by in BUILTIN_MODULES
 
     def decorate(fn: Callable) -> Callable:
         _check_signature(name, fn)
@@ -347,12 +357,12 @@ def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: 
 
         spec = SamplerSpec(name, sampler, kind, order, nfe_per_step, aliases, ref, host_sync, final_step,
                            from_infinity, eta_from_infinity, before_run, check_draws, dict(option_keys or {}))
-        if _module_of(spec) not in BUILTIN_MODULES:
+        if not builtin:
             _refuse_tool_labels(name, aliases)
         spec_box.append(spec)
         sampler.spec = spec  # type: ignore[attr-defined]
         sampler.implementation = fn  # type: ignore[attr-defined]
-        SAMPLERS.add(name, spec, aliases, replace=replace)
+        SAMPLERS.add(name, spec, aliases, replace=replace, registered_by=registered_by)
         return sampler
 
     return decorate

@@ -20,7 +20,7 @@ import torch
 
 from ..core.native import VE, NoiseSchedule, RectifiedFlow, TableAxis, VPContinuous, VPDiscrete
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
-from ..core.registry import Registry, check_aliases, load_builtins
+from ..core.registry import BUILTIN_MODULES, Registry, check_aliases, load_builtins, registering_module
 from ..core.validate import check_allocation, integer, positive
 
 SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins, listed_by="samplers.schedules.available()")
@@ -57,10 +57,12 @@ def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False
     (never a built-in's name or alias: :meth:`Registry.add`). ``aliases``: any collection of names but a lone string,
     read once."""
     aliases = check_aliases("schedule", aliases)
+    registered_by = registering_module()  # a built-in if a BUILTIN_MODULES module registers it
 
     def decorate(fn):
-        with SCHEDULES.changing(fn):  # the entry and its kind in the tables below change together
-            old = SCHEDULES.add(name, fn, aliases, replace=replace)
+        # the entry and its kind in the tables below change together
+        with SCHEDULES.changing(registered_by in BUILTIN_MODULES):
+            old = SCHEDULES.add(name, fn, aliases, replace=replace, registered_by=registered_by)
             for gone in {old, name} - {None}:  # a replaced entry's kind goes with it
                 TABLE_SCHEDULES.discard(gone)
                 FLOW_TABLE_SCHEDULES.discard(gone)
