@@ -342,6 +342,108 @@ def test_builtins_registered_at_import_samplers_are_builtins():
     assert out.stdout.split()[5:] == schedules.available()
 
 
+# ------------------------------------------------------------------------------------------ a schedule's kind
+
+
+def test_a_schedules_kind_changes_with_it_for_every_reader():
+    """schedules.register swapped the new function in and then changed the kind tables: get_sigmas in another thread
+    found the new function with the old kind (a table schedule called without its table, a range schedule handed
+    one): ~1600 failures in 20000 lookups while one name was replaced back and forth."""
+    def tab(n, sigma_min, sigma_max, training_sigmas=None):
+        assert training_sigmas is not None, "a table schedule called without its table"
+        return torch.cat([training_sigmas.flip(0)[:n].double(), torch.zeros(1, dtype=torch.float64)])
+
+    def ranged(n, sigma_min, sigma_max):
+        return torch.cat([torch.linspace(sigma_max, sigma_min, n, dtype=torch.float64),
+                          torch.zeros(1, dtype=torch.float64)])
+
+    schedules.register("zz_reg_racy", needs_table=True)(tab)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def write():
+        i = 0
+        while not stop.is_set():
+            schedules.register("zz_reg_racy", needs_table=i % 2 == 0, replace=True)(tab if i % 2 == 0 else ranged)
+            schedules.register(f"zz_reg_racy_{i}", needs_table=True)(tab)  # a new name: visible with its kind
+            i += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for i in range(4000):
+            for name in ("zz_reg_racy", f"zz_reg_racy_{i}"):
+                try:
+                    if name in schedules.SCHEDULES:
+                        samplers.get_sigmas(name, 4, native=SD)
+                except Exception as e:  # noqa: BLE001 - every failure is the finding
+                    errors.append(f"{type(e).__name__}: {e}")
+    finally:
+        stop.set()
+        writer.join()
+        sys.setswitchinterval(interval)
+        for name in [n for n in schedules.SCHEDULES.names() if n.startswith("zz_reg_racy")]:
+            schedules.SCHEDULES.remove(name)
+    assert errors == [], f"{len(errors)} failures, first: {errors[0]}"
+
+
+def test_a_lookup_right_after_the_swap_finds_the_new_kind(monkeypatch):
+    """The same window without threads: a lookup made the moment the registry's tables are swapped (here from inside
+    Registry.add, as a reader thread could) found the replaced schedule's function with its old kind."""
+    def tab(n, sigma_min, sigma_max, training_sigmas=None):
+        assert training_sigmas is not None, "a table schedule called without its table"
+        return torch.cat([training_sigmas.flip(0)[:n].double(), torch.zeros(1, dtype=torch.float64)])
+
+    seen = []
+    add = schedules.SCHEDULES.add
+
+    def add_then_look(name, *args, **kwargs):
+        old = add(name, *args, **kwargs)
+        seen.append(samplers.get_sigmas(name, 2, native=SD).tolist())
+        return old
+
+    monkeypatch.setattr(schedules.SCHEDULES, "add", add_then_look)
+    try:
+        schedules.register("zz_reg_swap")(user_tensor_schedule)
+        schedules.register("zz_reg_swap", needs_table=True, replace=True)(tab)
+        schedules.register("zz_reg_swap", replace=True)(user_tensor_schedule)
+    finally:
+        monkeypatch.undo()
+        if "zz_reg_swap" in schedules.SCHEDULES:
+            schedules.SCHEDULES.remove("zz_reg_swap")
+    ranged = [float(SD.sigma_max), float(SD.sigma_min), 0.0]
+    assert seen == [ranged, [float(SD.sigmas[-1]), float(SD.sigmas[-2]), 0.0], ranged]
+
+
+def test_the_kind_tables_read_the_registry():
+    """TABLE_SCHEDULES and the others are the kinds of what is registered now: a replaced or removed name's kind goes
+    with it."""
+    from samplers.schedules import base
+
+    def tab(n, sigma_min, sigma_max, training_sigmas=None, table_axis=None):
+        return torch.cat([training_sigmas.flip(0)[:n].double(), torch.zeros(1, dtype=torch.float64)])
+
+    assert {"trailing", "simple"} <= base.TABLE_SCHEDULES and "karras" not in base.TABLE_SCHEDULES
+    assert "simple" in base.FLOW_TABLE_SCHEDULES and "trailing" not in base.FLOW_TABLE_SCHEDULES
+    assert base.FIXED_ENDS["trailing"] and "ays_sd15" in base.PRESETS and "karras" not in base.PRESETS
+    schedules.register("zz_reg_kind", needs_table=True, on_flow=True, on_edm=True, fixed_ends=("sigma_max",),
+                       preset="made up")(tab)
+    try:
+        for table in (base.TABLE_SCHEDULES, base.FLOW_TABLE_SCHEDULES, base.EDM_TABLE_SCHEDULES):
+            assert "zz_reg_kind" in table and "zz_reg_kind" in set(table) and len(table) == len(list(table))
+        assert base.FIXED_ENDS["zz_reg_kind"] == ("sigma_max",) and base.PRESETS.get("zz_reg_kind") == "made up"
+        schedules.register("zz_reg_kind", replace=True)(user_tensor_schedule)
+        for table in (base.TABLE_SCHEDULES, base.FLOW_TABLE_SCHEDULES, base.EDM_TABLE_SCHEDULES, base.FIXED_ENDS,
+                      base.PRESETS):
+            assert "zz_reg_kind" not in table
+        schedules.register("zz_reg_kind", needs_table=True, replace=True)(tab)
+    finally:
+        schedules.SCHEDULES.remove("zz_reg_kind")
+    assert "zz_reg_kind" not in base.TABLE_SCHEDULES
+
+
 # ---------------------------------------------------------------------------------------------------- aliases
 
 

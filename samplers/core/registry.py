@@ -93,6 +93,9 @@ class _Tables:
     exact: dict  # name or alias as registered -> canonical name
     # the canonical names of the built-ins -> the index in BUILTIN_MODULES of the module that registered each
     builtin: dict = dataclasses.field(default_factory=dict)
+    # canonical name -> what was registered with the entry beside it (``schedules.register``: the schedule's kind),
+    # swapped in and out with it; absent where nothing was
+    meta: dict = dataclasses.field(default_factory=dict)
 
 
 class Registry(Generic[T]):
@@ -101,7 +104,8 @@ class Registry(Generic[T]):
     The built-ins (entries registered by a module of :data:`BUILTIN_MODULES`: :func:`registering_module`) are what
     the A1111 / ComfyUI / diffusers labels (:mod:`samplers.core.names`), the diffusers shim and the k-diffusion
     drop-in run, so none of their names or aliases can be replaced or removed: ``replace=True`` is for a user's own
-    entries. Changes are serialised by a lock and swapped in whole (:class:`_Tables`); lookups take no lock."""
+    entries. Changes are serialised by a lock and swapped in whole (:class:`_Tables`), an entry's ``meta`` with it;
+    lookups take no lock."""
 
     def __init__(self, what: str, loader: Callable[[], None] | None = None, listed_by: str = "samplers.available()"):
         self.what = what
@@ -130,13 +134,14 @@ class Registry(Generic[T]):
             yield
 
     def add(self, name: str, entry: T, aliases: tuple[str, ...] = (), replace: bool = False, *,
-            registered_by: str = "") -> str | None:
+            registered_by: str = "", meta=None) -> str | None:
         """Register ``entry`` as ``name`` (and its aliases); returns the canonical name of the entry it replaced (or
         None). A name that is taken is refused unless ``replace``: then the entry registered as ``name`` goes, with
         its aliases, but never a built-in's, nor another entry's through one of its aliases. Every key is checked
         before anything changes, so a refusal leaves the registry as it was. ``registered_by``: the module that
         registers it, as the decorators find it (:func:`registering_module`); one of :data:`BUILTIN_MODULES` makes it
-        a built-in, anything else (left out: a direct call) a user's entry."""
+        a built-in, anything else (left out: a direct call) a user's entry. ``meta``: what goes with the entry, read
+        with it in one state of the registry (:meth:`find`)."""
         aliases = check_aliases(self.what, aliases)
         for key in (name, *aliases):
             if not isinstance(key, str) or not _normalise(key):
@@ -153,9 +158,12 @@ class Registry(Generic[T]):
                 keep[_normalise(key)] = name
                 exact[key] = name
             entries[name] = entry
+            meta_of = {k: v for k, v in tables.meta.items() if k != old}
+            if meta is not None:
+                meta_of[name] = meta
             self._tables = _Tables(entries, keep, exact,
                                    {**tables.builtin, name: BUILTIN_MODULES.index(registered_by)} if builtin
-                                   else tables.builtin)
+                                   else tables.builtin, meta_of)
         return old
 
     def _replaced(self, tables: _Tables, name: str, aliases: tuple[str, ...], replace: bool) -> str | None:
@@ -215,6 +223,18 @@ class Registry(Generic[T]):
         tables = self._read(name)
         return tables.entries[self._canonical(tables, name)]
 
+    def find(self, name: str) -> tuple[str, T, object]:
+        """The canonical name, the entry and its ``meta`` (None if none was registered) for ``name``, read from one
+        state of the registry: a change in another thread gives the entry with its own meta, never another's."""
+        tables = self._read(name)
+        canonical = self._canonical(tables, name)
+        return canonical, tables.entries[canonical], tables.meta.get(canonical)
+
+    def metas(self) -> dict:
+        """Every entry's ``meta`` by canonical name (those registered with one), from one state of the registry."""
+        self._load()
+        return self._tables.meta
+
     def remove(self, name: str) -> T:
         """Unregister ``name`` (or the entry an alias points to) with all its aliases; returns the entry. A built-in
         is refused, as replacing it is."""
@@ -228,7 +248,8 @@ class Registry(Generic[T]):
                     f"and the k-diffusion drop-in run it; remove only the {self.what}s you registered yourself")
             self._tables = _Tables({k: v for k, v in tables.entries.items() if k != canonical},
                                    {k: v for k, v in tables.lookup.items() if v != canonical},
-                                   {k: v for k, v in tables.exact.items() if v != canonical}, tables.builtin)
+                                   {k: v for k, v in tables.exact.items() if v != canonical}, tables.builtin,
+                                   {k: v for k, v in tables.meta.items() if k != canonical})
             return tables.entries[canonical]
 
     def exact(self, name: str) -> str | None:

@@ -9,6 +9,8 @@ they take one; those it runs on a continuous EDM model's table (``on_edm=True``)
 """
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
 import inspect
 import math
 import numbers
@@ -20,32 +22,105 @@ import torch
 
 from ..core.native import VE, NoiseSchedule, RectifiedFlow, TableAxis, VPContinuous, VPDiscrete
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
-from ..core.registry import BUILTIN_MODULES, Registry, check_aliases, load_builtins, registering_module
+from ..core.registry import Registry, check_aliases, load_builtins, registering_module
 from ..core.validate import check_allocation, integer, positive
 
 SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins, listed_by="samplers.schedules.available()")
 
-# Schedules defined over a discrete model's training table: get_sigmas passes ``training_sigmas`` to them.
-TABLE_SCHEDULES: set[str] = set()
-# The table schedules ComfyUI also runs on a flow model's training table (comfy/samplers.py SCHEDULER_HANDLERS on a
-# ModelSamplingDiscreteFlow / ModelSamplingFlux); the others (diffusers' timestep spacings) stay those of a discrete
-# VP model.
-FLOW_TABLE_SCHEDULES: set[str] = set()
-# The table schedules ComfyUI runs on a continuous EDM model's table (SCHEDULER_HANDLERS on a
-# ModelSamplingContinuousEDM: Playground v2.5, CosXL, EDM-v SDXL); diffusers' spacings, A1111's and Forge's stay
-# those of a discrete model (diffusers' EDM schedulers take no timestep_spacing).
-EDM_TABLE_SCHEDULES: set[str] = set()
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleKind:
+    """What kind of schedule an entry is (:func:`register`'s arguments): registered with the function as its
+    registry ``meta``, so a lookup (:meth:`Registry.find`) reads the function and its kind from one state of the
+    registry. They were sets changed after the new function was swapped in: ``get_sigmas`` in another thread found a
+    replaced table schedule's function with the old kind, and called it without its table."""
+
+    # defined over a discrete model's training table: get_sigmas passes ``training_sigmas`` to it
+    needs_table: bool = False
+    # a table schedule ComfyUI also runs on a flow model's training table (comfy/samplers.py SCHEDULER_HANDLERS on a
+    # ModelSamplingDiscreteFlow / ModelSamplingFlux); the others (diffusers' timestep spacings) stay those of a
+    # discrete VP model
+    on_flow: bool = False
+    # a table schedule ComfyUI runs on a continuous EDM model's table (SCHEDULER_HANDLERS on a
+    # ModelSamplingContinuousEDM: Playground v2.5, CosXL, EDM-v SDXL); diffusers' spacings, A1111's and Forge's stay
+    # those of a discrete model (diffusers' EDM schedulers take no timestep_spacing)
+    on_edm: bool = False
+    # the ends of the σ range it does not take (the training timesteps fix them): an explicit value there other than
+    # the model's own is refused by get_sigmas, never ignored
+    fixed_ends: tuple[str, ...] = ()
+    # its σ are published data (Align Your Steps): what fixes them, for the error. It takes no range: an explicit end
+    # other than the levels' own (the function's ``ends``) is refused, with or without native= (the model's range is
+    # not what it uses); native= alone gives the preset as it is
+    preset: str = ""
+
+
+PLAIN = ScheduleKind()  # a formula on σ_min and σ_max: what a schedule registered with no kind is
+
+
+def kind_of(name: str) -> ScheduleKind:
+    """The kind of the schedule registered as ``name`` now (its canonical name)."""
+    return SCHEDULES.metas().get(name, PLAIN)
+
+
+class _KindNames(collections.abc.Set):
+    """The canonical names of the schedules registered now whose kind has ``field`` set: a read-only view of the
+    registry (:func:`kind_of`), not a set kept beside it."""
+
+    def __init__(self, field: str):
+        self.field = field
+
+    def _names(self) -> list[str]:
+        return [name for name, kind in SCHEDULES.metas().items() if getattr(kind, self.field)]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(getattr(kind_of(name), self.field))
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(map(repr, self._names()))}}}"
+
+
+class _KindMap(collections.abc.Mapping):
+    """Canonical name -> the kind's ``field`` of the schedules registered now where it is set (read-only view)."""
+
+    def __init__(self, field: str):
+        self.field = field
+
+    def _items(self) -> dict:
+        values = {name: getattr(kind, self.field) for name, kind in SCHEDULES.metas().items()}
+        return {name: value for name, value in values.items() if value}
+
+    def __getitem__(self, name):
+        value = getattr(kind_of(name), self.field) if isinstance(name, str) else None
+        if not value:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __repr__(self) -> str:
+        return repr(self._items())
+
+
+# The names of each kind, for code that lists them or asks one name's kind outside a lookup (app.docs, errors that
+# list the others): views of the registry. Where the function is run, its kind is the one found with it
+# (get_sigmas: SCHEDULES.find).
+TABLE_SCHEDULES = _KindNames("needs_table")
+FLOW_TABLE_SCHEDULES = _KindNames("on_flow")
+EDM_TABLE_SCHEDULES = _KindNames("on_edm")
+FIXED_ENDS = _KindMap("fixed_ends")
+PRESETS = _KindMap("preset")
 # What get_sigmas passes a schedule from the native schedule, not options of the schedule.
 FROM_NATIVE = ("training_sigmas", "table_axis", "model_shift")
-
-
-# The ends of the σ range a schedule does not take (the training timesteps fix them): an explicit value there other
-# than the model's own is refused by get_sigmas, never ignored.
-FIXED_ENDS: dict[str, tuple[str, ...]] = {}
-# Schedules whose σ are published data (Align Your Steps), by name: what fixes them, for the error. They take no range:
-# an explicit end other than the levels' own (the function's ``ends``) is refused, with or without native= (the model's
-# range is not what they use); native= alone gives the preset as it is.
-PRESETS: dict[str, str] = {}
 
 
 def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False, fixed_ends: tuple[str, ...] = (),
@@ -53,32 +128,15 @@ def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False
     """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas`` (``on_flow``: a
     flow model's too; ``on_edm``: a continuous EDM model's, ComfyUI's table of it); ``fixed_ends``: the range ends
     ("sigma_min", "sigma_max") it does not take; ``preset``: its σ are fixed data (says which), it takes no range at
-    all. A name that is taken is an error unless ``replace=True``, which replaces a schedule you registered yourself
-    (never a built-in's name or alias: :meth:`Registry.add`). ``aliases``: any collection of names but a lone string,
-    read once."""
+    all (:class:`ScheduleKind`). ``aliases``: any collection of names but a lone string. A name that is taken is an
+    error unless ``replace=True``, which replaces a schedule you registered yourself (never a built-in's name or
+    alias: :meth:`Registry.add`); the kind is the new entry's, swapped in with it."""
     aliases = check_aliases("schedule", aliases)
     registered_by = registering_module()  # a built-in if a BUILTIN_MODULES module registers it
+    kind = ScheduleKind(bool(needs_table), bool(on_flow), bool(on_edm), tuple(fixed_ends), preset)
 
     def decorate(fn):
-        # the entry and its kind in the tables below change together
-        with SCHEDULES.changing(registered_by in BUILTIN_MODULES):
-            old = SCHEDULES.add(name, fn, aliases, replace=replace, registered_by=registered_by)
-            for gone in {old, name} - {None}:  # a replaced entry's kind goes with it
-                TABLE_SCHEDULES.discard(gone)
-                FLOW_TABLE_SCHEDULES.discard(gone)
-                EDM_TABLE_SCHEDULES.discard(gone)
-                FIXED_ENDS.pop(gone, None)
-                PRESETS.pop(gone, None)
-            if preset:
-                PRESETS[name] = preset
-            if needs_table:
-                TABLE_SCHEDULES.add(name)
-            if on_flow:
-                FLOW_TABLE_SCHEDULES.add(name)
-            if on_edm:
-                EDM_TABLE_SCHEDULES.add(name)
-            if fixed_ends:
-                FIXED_ENDS[name] = fixed_ends
+        SCHEDULES.add(name, fn, aliases, replace=replace, registered_by=registered_by, meta=kind)
         return fn
     return decorate
 
@@ -229,11 +287,12 @@ def schedule_options(fn) -> list[str]:
     return [p for p in params if p not in ("n", "sigma_min", "sigma_max", *FROM_NATIVE)]
 
 
-def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | None = None, **given) -> None:
+def _check_fixed_ends(canonical: str, fn, kind: ScheduleKind, native, training_sigmas, options: dict | None = None,
+                      **given) -> None:
     """An explicit range end the schedule does not take must be the model's own (its training table's); a preset
     takes no end other than its levels' own, with or without a model (the model's range is not what it uses)."""
-    if canonical in PRESETS:
-        ends = getattr(SCHEDULES.get(canonical), "ends", None)
+    if kind.preset:
+        ends = getattr(fn, "ends", None)
         level_options = {k: v for k, v in (options or {}).items() if k == "levels"}
         own = dict(zip(("sigma_min", "sigma_max"), ends(**level_options))) if ends is not None else {}
         for end, value in given.items():
@@ -248,10 +307,10 @@ def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | N
                 continue  # the model's own end, which get_sigmas fills in when it is left out: not a choice dropped
             where = "" if native is None else " (native= does not change them)"
             mine = f" (its own {end} is {own[end]:g})" if end in own else ""
-            raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ are {PRESETS[canonical]}{where}, so "
+            raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ are {kind.preset}{where}, so "
                                 f"{end}={value!r} would be ignored{mine}; leave sigma_min and sigma_max out, or use a "
                                 "σ schedule that takes a range (karras, exponential, normal, sgm_uniform)")
-    for end in FIXED_ENDS.get(canonical, ()):
+    for end in kind.fixed_ends:
         value = given[end]
         if value is None:
             continue
@@ -259,7 +318,7 @@ def _check_fixed_ends(canonical: str, native, training_sigmas, options: dict | N
         if own is None and training_sigmas is not None:
             table = torch.as_tensor(training_sigmas, dtype=torch.float64)
             own = float(table[0] if end == "sigma_min" else table[-1])
-        if own is None and canonical in TABLE_SCHEDULES:  # no table: the schedule itself says it needs one
+        if own is None and kind.needs_table:  # no table: the schedule itself says it needs one
             continue
         if own is None:  # a formula that sets this end itself (linear_quadratic's last level)
             raise InvalidOption(f"schedule {canonical!r} takes no {end}: its σ do not depend on it, so {end}="
@@ -294,11 +353,11 @@ def _same_table(given, table: torch.Tensor) -> bool:
     return values.shape == table.shape and torch.equal(values, table.to("cpu", torch.float64))
 
 
-def _training_table(canonical: str, table) -> torch.Tensor:
+def _training_table(canonical: str, kind: ScheduleKind, table) -> torch.Tensor:
     """A ``training_sigmas=`` passed to a table schedule, checked once: a 1-D sequence of at least 2 σ, finite and
     positive (but a last inf: a zero-terminal-SNR table), strictly increasing with the timestep, as a model's table is
     (``VPDiscrete.sigmas``); a diffusers scheduler's ``.sigmas`` run the other way and end in 0."""
-    if canonical not in TABLE_SCHEDULES:
+    if not kind.needs_table:
         raise InvalidOption(f"schedule {canonical!r} takes no training_sigmas: it is a formula on σ_min and σ_max "
                             f"(pass sigma_min= / sigma_max=, or native=); the table schedules take it "
                             f"({', '.join(sorted(TABLE_SCHEDULES))})")
@@ -369,7 +428,8 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
             sigma_min = native.sigma_min
         if sigma_max is not None and _same_end(sigma_max, given.sigma_max):
             sigma_max = native.sigma_max
-    fn = SCHEDULES.get(canonical)
+    canonical, fn, kind = SCHEDULES.find(canonical)  # the function and its kind from one state of the registry
+    kind = kind or PLAIN
     valid = schedule_options(fn)
     if "model_shift" in kw:  # what the native's sigma_min carries: get_sigmas alone knows where sigma_min came from
         raise InvalidOption(f"schedule {canonical!r} takes no model_shift= from a caller (got "
@@ -388,11 +448,12 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
         raise InvalidType(f"native must be a samplers.core.native schedule (VPDiscrete, RectifiedFlow, ...), got "
                           f"{type(native).__name__}")
     if kw.get("training_sigmas") is not None:
-        kw["training_sigmas"] = _training_table(canonical, kw["training_sigmas"])
+        kw["training_sigmas"] = _training_table(canonical, kind, kw["training_sigmas"])
     for end, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
         if value is not None:  # once, at the boundary: a string or NaN is no σ, whatever the schedule does with it
             range_end(end, value)
-    _check_fixed_ends(canonical, native, kw.get("training_sigmas"), kw, sigma_min=sigma_min, sigma_max=sigma_max)
+    _check_fixed_ends(canonical, fn, kind, native, kw.get("training_sigmas"), kw, sigma_min=sigma_min,
+                      sigma_max=sigma_max)
     if native is not None:
         if isinstance(native, RectifiedFlow) and sigma_min is None and (
                 canonical == "flow_dynamic" or (canonical == "flow" and kw.get("mu") is not None)):
@@ -400,8 +461,8 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
             kw["model_shift"] = native.shift
         sigma_min = native.sigma_min if sigma_min is None else sigma_min
         sigma_max = native.sigma_max if sigma_max is None else sigma_max
-        if canonical in TABLE_SCHEDULES:
-            if isinstance(native, RectifiedFlow) and canonical not in FLOW_TABLE_SCHEDULES:
+        if kind.needs_table:
+            if isinstance(native, RectifiedFlow) and not kind.on_flow:
                 raise InvalidInput(f"schedule {canonical!r} spaces a discrete (eps / v) model's training timesteps "
                                    "(diffusers' timestep_spacing), which a flow model has no rule for; use 'flow' "
                                    "(linear in flow time with the model's shift; end='diffusers' for diffusers' "
@@ -409,7 +470,7 @@ def get_sigmas(name: str, n: int, native: NoiseSchedule | None = None, sigma_min
                                    "table ("
                                    f"{', '.join(sorted(FLOW_TABLE_SCHEDULES))})")
             if isinstance(native, VE):
-                _check_edm_table(canonical, native, kw)
+                _check_edm_table(canonical, kind, native, kw)
             if not hasattr(native, "sigmas"):
                 raise InvalidInput(f"schedule {canonical!r} spaces a discrete model's training timesteps; "
                                  f"{type(native).__name__} has no training table")
@@ -441,10 +502,10 @@ def _returned(canonical: str, sigmas):
                       "torch float64 tensor on the CPU: return torch.tensor(sigmas, dtype=torch.float64)")
 
 
-def _check_edm_table(canonical: str, native: VE, kw: dict) -> None:
+def _check_edm_table(canonical: str, kind: ScheduleKind, native: VE, kw: dict) -> None:
     """A table schedule on a continuous VE model: ComfyUI's table rules on ComfyUI's table of it (``VE.sigmas``, its
     ``ModelSamplingContinuousEDM``'s), where that is what ComfyUI runs; the others refused, saying why."""
-    if canonical not in EDM_TABLE_SCHEDULES:
+    if not kind.on_edm:
         raise InvalidInput(f"schedule {canonical!r} spaces a discrete (eps / v) model's training timesteps "
                            "(diffusers' timestep_spacing, A1111's / Forge's timestep schedules), and a continuous "
                            "EDM / VE model has no training timesteps: diffusers' EDM schedulers (EDMEulerScheduler, "
