@@ -60,10 +60,10 @@ def _normalise(name: str) -> str:
 
 def registering_module(depth: int = 1) -> str:
     """The ``__name__`` of the module whose code called the function that calls this (each ``depth`` above 1 one
-    caller further out): a registering decorator's call site. An entry is a built-in when a module of :data:`BUILTIN_MODULES` registers it
-    (``@register(...)`` at its top level, or a function of it that its import runs: ``runge_kutta._register_all``),
-    whether that import is the built-in load's or a caller's ``import samplers``, which imports the schedule modules
-    before any load. Not the entry function's ``__module__``: a user's entry may well be a library function (a
+    caller further out): a registering decorator's call site. An entry is a built-in when a module of
+    :data:`BUILTIN_MODULES` registers it (``@register(...)`` at its top level, or a function of it that its import
+    runs: ``runge_kutta._register_all``), whether that import is the built-in load's or a caller's ``import
+    samplers``, which imports the schedule modules before any load. Not the entry function's ``__module__``: a user's entry may well be a library function (a
     built-in schedule under a new name, a sampler from ``make_rk_sampler``, ``samplers.get("heun").implementation``,
     a ``functools.wraps`` of one), and it is the user's all the same: removable, replaceable, checked against the
     tools' labels, and registered after the built-ins are loaded."""
@@ -343,7 +343,8 @@ def _refuse_tool_labels(name: str, aliases: tuple[str, ...]) -> None:
 def register(name: str, *, kind: str, order: int, nfe_per_step: float, aliases: tuple[str, ...] = (),
              ref: str = "", host_sync: bool = False, final_step: str = "denoise", from_infinity: bool = False,
              eta_from_infinity: float | Callable[[dict, float], float] = 0.0, before_run: Callable | None = None,
-             check_draws: Callable | None = None, option_keys: dict[str, tuple[str, ...]] | None = None, replace: bool = False):
+             check_draws: Callable | None = None, option_keys: dict[str, tuple[str, ...]] | None = None,
+             replace: bool = False):
     """Register a sampler function under ``name``.
 
     The decorated function has the k-diffusion signature
