@@ -477,20 +477,23 @@ def dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None,
     x_prev = x
     if not through_schedule:
         sigma_max, sigma_min, ends_in_zero = _range(sigmas)
-        attempts = tqdm(disable=disable, leave=False)
+        bar = tqdm(disable=disable, leave=False)
 
         def on_attempt(x_, s, denoised, error, accepted):
+            # i counts the attempts so far, as k-diffusion's info['steps'] - 1 does: not the bar's counter, which a
+            # disabled bar (disable=True, the pipeline's progress=False) never advances
+            i = stats["n_accept"] + stats["n_reject"]
             count(x_, s, denoised, error, accepted)
-            report(callback, x_, attempts.n, sigma_of(s), sigma_of(s), denoised)
-            attempts.update()
+            report(callback, x_, i, sigma_of(s), sigma_of(s), denoised)
+            bar.update()
 
-        with attempts:
+        with bar:
             x, _ = solve_adaptive(solver, x, x_prev, lam(sigma_max), lam(sigma_min), pid, order=order, rtol=rtol,
                                   atol=atol, eta=eta, s_noise=s_noise, noise_sampler=noise_sampler,
                                   norm=error_norm, t_tol=1e-5, max_attempts=max_steps, on_attempt=on_attempt)
         if ends_in_zero and final_denoise:
             x = solver.denoise(x, sigma_min)
-            report(callback, x, attempts.n, sigma_min, sigma_min, x)
+            report(callback, x, stats["n_accept"] + stats["n_reject"], sigma_min, sigma_min, x)
     else:
         for i in progress(sigmas, disable):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
