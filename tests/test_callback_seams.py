@@ -2,11 +2,15 @@
 
 - ``dpm_adaptive`` with ``through_schedule=False`` counts its attempts itself (k-diffusion's ``info['steps'] - 1``),
   not by its progress bar, which a disabled bar never advances (every callback got i = 0 with ``disable=True``);
+- the ComfyUI adapter on a flow model hands the per-attempt state of that run at the σ it reports (it scaled it as
+  the state after schedule step i: 3.8 times too large early in the run);
 """
 from __future__ import annotations
 
+import math
 
 import pytest
+import torch
 
 import samplers
 from samplers.core.native import RectifiedFlow
@@ -67,3 +71,33 @@ def test_comfyui_dpm_adaptive_reports_k_diffusions_i_with_the_bar_off():
     assert [d["i"] for d in ours] == [d["i"] for d in theirs] == list(range(len(theirs)))
     for a, b in zip(ours, theirs):  # (k-diffusion's float32 times: docs/kdiffusion.md, up to 5.3e-5 apart)
         assert float(a["sigma"]) == pytest.approx(float(b["sigma"]), rel=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the ComfyUI adapter on a flow model: the per-attempt state at the σ it reports
+
+
+@pytest.mark.parametrize("t0, steps", [(0.95, 6), (1.0, 6), (0.95, 80)])
+def test_comfyui_flow_adaptive_per_attempt_state_is_at_the_t_it_reports(t0, steps):
+    """Each attempt's state sits at the σ its report names: x_t = x / (1 + σ) = x·(1 − t), the same run's state in
+    the sampler's coordinates taken to ComfyUI's. It was scaled by 1 − t_{i+1}, as if i were a schedule step (i is
+    an attempt): 3.8 times too large at the first attempts. The final denoise's report is the result (on a schedule
+    of more steps than attempts too); from t = 1 the exact first step's report is its state at t_1."""
+    t = torch.cat([torch.linspace(t0, 0.05, steps, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+    x_t = GM.noise(1, seed=2).double() * t0
+    got, ve = [], []
+    out = comfyui.ksampler_function("dpm_adaptive", coordinates="flow", through_schedule=False)(
+        lambda v, s, **kw: FLOW_X0(v, s), x_t, t, extra_args={"seed": 1}, callback=got.append, disable=True)
+    # the same run in the sampler's own coordinates σ = t/(1 − t), x = x_t/(1 − t) (what the adapter runs inside)
+    sigmas_ve = torch.where(t >= 1, torch.full_like(t, math.inf), t / (1 - t))
+    x_ve = x_t if t0 >= 1 else x_t / (1 - t0)
+    samplers.sample("dpm_adaptive", samplers.to_denoiser(FLOW_X0, "x0", RectifiedFlow(multiplier=1.0)), x_ve,
+                    sigmas_ve, through_schedule=False, callback=ve.append, disable=True)
+    assert len(got) == len(ve) > 4
+    attempts = ve[1:-1] if t0 >= 1 else ve[:-1]
+    for g, v in zip(got[len(ve) - 1 - len(attempts):-1], attempts):
+        assert float(g["sigma"]) == pytest.approx(v["sigma"] / (1 + v["sigma"]), rel=1e-12)
+        torch.testing.assert_close(g["x"], v["x"] / (1 + v["sigma"]), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got[-1]["x"], out, rtol=0, atol=0)
+    if t0 >= 1:
+        torch.testing.assert_close(got[0]["x"], ve[0]["x"] * (1 - float(t[1])), rtol=1e-12, atol=1e-12)

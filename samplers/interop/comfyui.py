@@ -311,6 +311,17 @@ def _reports_each_step(spec) -> bool:
     return spec.name not in ("dpm_fast", "dpm_adaptive") and not spec.name.startswith(("torchdiffeq.", "torchsde."))
 
 
+def _reports_at_sigma(spec, options: dict) -> bool:
+    """Whether ``spec``'s own report (one :func:`_reports_each_step` leaves alone) hands over a state that sits at the
+    σ it reports, not the state after step ``i`` of the schedule: ``dpm_fast``'s (the state its call, or its step,
+    started from) and ``dpm_adaptive``'s with ``through_schedule=False`` (the state after each attempt, at the σ the
+    attempt reached; its ``i`` counts attempts, not schedule steps). Their final denoise's report, whose ``x`` is the
+    result (the very ``denoised`` tensor), sits at the schedule's end, as every sampler's last state does."""
+    if spec.name == "dpm_fast":
+        return True
+    return spec.name == "dpm_adaptive" and not options.get("through_schedule", spec.options["through_schedule"])
+
+
 def _draws_scaled_noise(comfy_key: str | None, spec, options: dict, flow: bool) -> bool:
     """Whether the run draws fresh noise that ComfyUI would multiply by the model's ``model_sampling.noise_scale``:
     a ComfyUI name where its function reads it (:data:`labels.COMFYUI_NOISE_SCALED`, on a flow model
@@ -367,14 +378,19 @@ def _in_flow_coordinates(spec, model, x, sigmas, extra_args, callback, disable, 
         report = _KCallback(denoiser, in_flow, sigmas_ve)
         denoiser = report.model
     elif callback is not None:
-        def report(info):  # the sampler's own report: dpm_fast's x is the state its call saw, at the reported σ;
-            # the others' the state after step i, at t_{i+1}
-            if spec.name == "dpm_fast":  # from σ = inf (t = 1) the call saw the input itself
-                sigma = float(info["sigma"])
-                x_t = x if math.isinf(sigma) else info["x"] / (1 + sigma)
-            else:
+        at_sigma = _reports_at_sigma(spec, options)
+
+        def report(info):  # the sampler's own report, its x where the sampler's rule puts it (_reports_at_sigma)
+            sigma = float(info["sigma"])
+            if spec.name == "dpm_fast" and math.isinf(sigma):  # from σ = inf (t = 1) the call saw the input itself
+                x_t = x
+            elif at_sigma and info["x"] is info["denoised"]:  # the final denoise's result, at the schedule's end
+                x_t = info["x"] * keep[-1]
+            elif at_sigma and not math.isinf(sigma):
+                x_t = info["x"] / (1 + sigma)
+            else:  # the state after step i (or after the exact step from σ = inf), at t_{i+1}
                 x_t = info["x"] * keep[min(info["i"] + 1, len(keep) - 1)]
-            callback({**info, "x": x_t, "sigma": given.new_tensor(_flow_t(float(info["sigma"]))),
+            callback({**info, "x": x_t, "sigma": given.new_tensor(_flow_t(sigma)),
                       "sigma_hat": given.new_tensor(_flow_t(float(info["sigma_hat"])))})
     out = spec.fn(denoiser, x_ve, sigmas_ve, extra_args=extra_args, callback=report, disable=disable, **options)
     return to_result_dtype(out * keep[-1], x.dtype, spec.name, float(t[-1]))
