@@ -4,6 +4,8 @@
   not by its progress bar, which a disabled bar never advances (every callback got i = 0 with ``disable=True``);
 - the ComfyUI adapter on a flow model hands the per-attempt state of that run at the σ it reports (it scaled it as
   the state after schedule step i: 3.8 times too large early in the run);
+- the ComfyUI adapter refuses a callback that is not callable before any model call (it wrapped it first, and the
+  run failed after one model call with a bare TypeError);
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 import samplers
+from samplers.core.errors import InvalidType
 from samplers.core.native import RectifiedFlow
 from samplers.interop import comfyui
 from samplers.problems import GaussianMixture
@@ -101,3 +104,43 @@ def test_comfyui_flow_adaptive_per_attempt_state_is_at_the_t_it_reports(t0, step
     torch.testing.assert_close(got[-1]["x"], out, rtol=0, atol=0)
     if t0 >= 1:
         torch.testing.assert_close(got[0]["x"], ve[0]["x"] * (1 - float(t[1])), rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the ComfyUI adapter's callback check
+
+
+@pytest.mark.parametrize("coordinates, name", [("ve", "euler"), ("ve", "comfyui:dpmpp_2m"), ("ve", "dpm_fast"),
+                                               ("flow", "euler"), ("flow", "comfyui:dpmpp_2m"),
+                                               ("flow", "dpmpp_2m"), ("flow", "dpm_adaptive")])
+@pytest.mark.parametrize("callback", ["print", 42])
+def test_comfyui_adapter_refuses_a_callback_that_is_not_callable_before_any_model_call(coordinates, name, callback):
+    """The adapter wraps the callback for ComfyUI's report, and a wrapper is callable: the registry's check passed it
+    and the run failed after its first model call with a bare TypeError ('str' object is not callable)."""
+    calls = []
+
+    def model(x, sigma, **extra_args):
+        calls.append(sigma)
+        return (FLOW_X0 if coordinates == "flow" else GM.denoiser)(x, sigma)
+
+    if coordinates == "flow":
+        sigmas, x = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64), GM.noise(1, seed=1).double()
+    else:
+        sigmas, x = SIGMAS, start()
+    fn = comfyui.ksampler_function(name, coordinates=coordinates)
+    with pytest.raises(InvalidType, match="callback must be callable"):
+        fn(model, x, sigmas, extra_args={"seed": 1}, callback=callback, disable=True)
+    assert calls == []
+
+
+def test_run_on_flow_model_refuses_a_callback_that_is_not_callable_before_any_model_call():
+    calls = []
+
+    def denoiser(x, sigma):
+        calls.append(sigma)
+        return GM.denoiser(x, sigma)
+
+    with pytest.raises(InvalidType, match="callback must be callable"):
+        comfyui.run_on_flow_model("comfyui:dpmpp_2m", denoiser, GM.noise(1, seed=1).double(),
+                                  [math.inf, 3.0, 1.0, 0.3, 0.0], callback="print", disable=True)
+    assert calls == []

@@ -56,7 +56,7 @@ from ..core.errors import InvalidInput, InvalidOption, InvalidType, Unavailable
 from ..core.files import DuplicateKey, unique_keys
 from ..core.native import RectifiedFlow
 from ..core.registry import SAMPLERS, available
-from ..core.run import churn_beyond, refuse_unread_noise, to_result_dtype
+from ..core.run import check_callback, churn_beyond, refuse_unread_noise, to_result_dtype
 from ..core.brownian import BrownianTreeNoiseSampler, check_tree_range
 from ..core.seeds import SEED_LIMIT, resolve_seeds
 from ..core.validate import check_options, integer, same_value
@@ -117,6 +117,9 @@ def ksampler_function(name: str, coordinates: str = "auto", **options) -> Callab
     refuse_unread_noise(spec, merged, own, label.label)
 
     def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **extra_options):
+        # before it is wrapped (a wrapper is callable, so the registry's own check would pass it): a callback that is
+        # not callable is refused here, before any model call, not by a bare TypeError after the first step's call
+        check_callback(callback)
         extra_args = {} if extra_args is None else extra_args
         for key, value in extra_options.items():  # KSAMPLER's extra_options would silently replace the built ones
             if key in options and not same_value(options[key], value):
@@ -264,6 +267,7 @@ def run_on_flow_model(name: str, denoiser: Callable, x: torch.Tensor, sigmas, sh
     x_t, and the result comes back in this library's coordinates. ``options`` are the caller's (the seed: a list
     of per-item seeds, or one as ComfyUI's item k from seed + k). ``callback`` gets ComfyUI's dict per step, in its
     coordinates: x_t and the flow times t."""
+    check_callback(callback)  # before anything is built (the sampler function checks it again, before any model call)
     t = flow_times(sigmas)
     fn = ksampler_function(name, coordinates="flow", **options)
     x_t = x if t[0] >= 1 else x * (1 - t[0])
