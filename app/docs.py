@@ -81,7 +81,9 @@ def samplers_md() -> str:
            "One exception: `dpm_fast` calls back once per model call (one per step of the schedule) with x the "
            "state that call was made at, before the step, so its last callback is not the returned result "
            "(k-diffusion's `DPMSolver.dpm_solver_fast` calls its info_callback once per step of its own, as the "
-           "drop-in's `sample_dpm_fast` does; `comfyui:dpm_fast` and A1111's `DPM fast` report per call); "
+           "drop-in's `sample_dpm_fast` does, and so does `dpm_fast` with `final_denoise=False`, the run of "
+           "`comfyui:dpm_fast` and A1111's `DPM fast`, which call k-diffusion's: i the DPM-Solver step, x the state "
+           "it starts from, 3 callbacks on a 6-step schedule); "
            "`dpm_adaptive` calls back after each step (after each attempt with "
            "`through_schedule=False`), as k-diffusion's `dpm_solver_adaptive` does.",
            "", "Names other tools use (A1111, ComfyUI, diffusers) are in [names.md](names.md)."]

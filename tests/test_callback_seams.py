@@ -6,6 +6,9 @@
   the state after schedule step i: 3.8 times too large early in the run);
 - the ComfyUI adapter refuses a callback that is not callable before any model call (it wrapped it first, and the
   run failed after one model call with a bare TypeError);
+- ``dpm_fast`` under the tools' labels (``comfyui:dpm_fast``, A1111's ``DPM fast``: ``final_denoise=False``) calls
+  back once per DPM-Solver step, as k-diffusion's ``sample_dpm_fast``, which those tools call (it reported once per
+  model call: 6 callbacks where ComfyUI and A1111 show 3); the registry's ``dpm_fast`` keeps its per-call report.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import samplers
 from samplers.core.errors import InvalidType
 from samplers.core.native import RectifiedFlow
 from samplers.interop import comfyui
+from samplers.interop import kdiffusion as kd_dropin
 from samplers.problems import GaussianMixture
 
 GM = GaussianMixture.default(shape=(2, 4, 4), components=4, seed=3)
@@ -144,3 +148,68 @@ def test_run_on_flow_model_refuses_a_callback_that_is_not_callable_before_any_mo
         comfyui.run_on_flow_model("comfyui:dpmpp_2m", denoiser, GM.noise(1, seed=1).double(),
                                   [math.inf, 3.0, 1.0, 0.3, 0.0], callback="print", disable=True)
     assert calls == []
+
+
+# ----------------------------------------------------------------------------------------------------
+# dpm_fast under the tools' labels: k-diffusion's per-step report
+
+
+def dropin_dpm_fast_reports(x, sigmas):
+    """The k-diffusion drop-in's sample_dpm_fast on the tools' range (sigma_min = sigmas[-2]): k-diffusion's report,
+    as tests/test_kdiffusion_parity.py holds it."""
+    seen = []
+    kd_dropin.sample_dpm_fast(GM.denoiser, x.clone(), sigmas[-2], sigmas[0], len(sigmas) - 1, callback=seen.append,
+                              disable=True)
+    return seen
+
+
+@pytest.mark.parametrize("run", ["comfyui", "a1111", "registry"])
+def test_dpm_fast_under_the_tools_labels_reports_once_per_dpm_solver_step(run):
+    """comfyui:dpm_fast (through the adapter), A1111's DPM fast and dpm_fast with final_denoise=False (what both
+    run) call back as k-diffusion's sample_dpm_fast does: 3 times on a 6-step schedule, i the DPM-Solver step, x
+    the state it starts from, denoised its first call's. They reported once per model call (6 times: ComfyUI's
+    step counter stalled at 3/6 where ours reached 6/6)."""
+    x, got = start(), []
+    if run == "comfyui":
+        comfyui.ksampler_function("comfyui:dpm_fast", coordinates="ve")(
+            lambda v, s, **kw: GM.denoiser(v, s), x.clone(), SIGMAS, extra_args={"seed": 1}, callback=got.append,
+            disable=True)
+    elif run == "a1111":
+        samplers.sample("DPM fast", GM.denoiser, x.clone(), SIGMAS, eta=0.0, callback=got.append, disable=True)
+    else:
+        samplers.sample("dpm_fast", GM.denoiser, x.clone(), SIGMAS, final_denoise=False, callback=got.append,
+                        disable=True)
+    want = dropin_dpm_fast_reports(x, SIGMAS)
+    assert len(want) == len(samplers.ode.singlestep.fast_orders(len(SIGMAS) - 1)) == 3
+    assert [d["i"] for d in got] == [d["i"] for d in want] == [0, 1, 2]
+    for a, b in zip(got, want):  # (the drop-in's λ grid is k-diffusion's, in torch's default float32)
+        assert float(a["sigma"]) == pytest.approx(float(b["sigma"]), rel=1e-6)
+        torch.testing.assert_close(a["x"], b["x"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a["denoised"], b["denoised"], rtol=1e-5, atol=1e-5)
+    assert got[0]["x"] is not x  # the caller's start is handed as a copy, as before
+
+
+@pytest.mark.filterwarnings("ignore:To copy construct from a tensor")  # k-diffusion's torch.tensor(sigma)
+def test_comfyui_dpm_fast_reports_the_installed_k_diffusions_steps():
+    """ComfyUI's KSAMPLER runs sample_dpm_fast(model, noise, sigmas[-2], sigmas[0], len(sigmas) - 1): the installed
+    k-diffusion's callbacks (float32, as ComfyUI runs it), i and σ, are the adapter's."""
+    kd = installed_kdiffusion()
+    x, sigmas = start().float(), SIGMAS.float()
+    theirs, ours = [], []
+    kd.sample_dpm_fast(lambda v, s: GM.denoiser(v.double(), s.double()).float(), x.clone(), sigmas[-2], sigmas[0],
+                       len(sigmas) - 1, callback=theirs.append, disable=True)
+    comfyui.ksampler_function("comfyui:dpm_fast", coordinates="ve")(
+        lambda v, s, **kw: GM.denoiser(v.double(), s.double()).float(), x.clone(), sigmas, extra_args={"seed": 1},
+        callback=ours.append, disable=True)
+    assert [d["i"] for d in ours] == [d["i"] for d in theirs] == [0, 1, 2]
+    for a, b in zip(ours, theirs):
+        assert float(a["sigma"]) == pytest.approx(float(b["sigma"]), rel=1e-5)
+        torch.testing.assert_close(a["denoised"], b["denoised"], rtol=1e-5, atol=1e-5)
+
+
+def test_the_registrys_dpm_fast_keeps_its_per_call_report():
+    """The registry's own dpm_fast (final_denoise=True) calls back once per model call, one per schedule step, as
+    docs/samplers.md says."""
+    got = []
+    samplers.sample("dpm_fast", GM.denoiser, start(), SIGMAS, callback=got.append, disable=True)
+    assert [d["i"] for d in got] == list(range(len(SIGMAS) - 1))

@@ -309,9 +309,10 @@ def comfy_seed(seed, batch: int, where: str = "seed"):
 def _reports_each_step(spec) -> bool:
     """Whether ``spec``'s sampler calls back once per step of its schedule after a model call at that step's σ, the
     report :class:`~samplers.interop.kdiffusion._KCallback` turns into k-diffusion's (and ComfyUI's): not
-    ``dpm_fast``, which calls back per model call with the state that call saw (k-diffusion's own report already),
-    ``dpm_adaptive`` (per step or attempt of its own), nor the torchdiffeq / torchsde adapters (per interval, from
-    their solver's own calls); those keep their own report."""
+    ``dpm_fast``, which calls back with the state its call or step started from (per DPM-Solver step, as k-diffusion
+    does, with ``final_denoise=False``: ``comfyui:dpm_fast``; per model call otherwise), ``dpm_adaptive`` (per step or
+    attempt of its own), nor the torchdiffeq / torchsde adapters (per interval, from their solver's own calls); those
+    keep their own report."""
     return spec.name not in ("dpm_fast", "dpm_adaptive") and not spec.name.startswith(("torchdiffeq.", "torchsde."))
 
 

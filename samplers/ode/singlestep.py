@@ -281,7 +281,8 @@ def solve_fast(solver: EpsSolver, x, t_start: float, t_end: float, nfe: int, *, 
 @register("dpm_fast", kind="ode", order=3, nfe_per_step=1, aliases=("sample_dpm_fast",),
           ref=_DPM + ", DPM-Solver-fast (§3.4)",
           final_step="denoise at the smallest non-zero σ when the schedule ends in 0 (1 of the budget); "
-                     "final_denoise=False: none, x at that σ (ComfyUI's and A1111's DPM fast)")
+                     "final_denoise=False: none, x at that σ (ComfyUI's and A1111's DPM fast, which call back "
+                     "once per DPM-Solver step, as k-diffusion does)")
 def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, eta=0.0, s_noise=1.0,
              final_denoise=True, noise_sampler=None, seed=None):
     """DPM-Solver-fast: the budget is the number of steps in ``sigmas`` (one model call each).
@@ -289,7 +290,7 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     It integrates from ``sigmas[0]`` to the smallest non-zero σ with steps uniform in λ and orders from
     :func:`fast_orders`, then spends the last call on the denoise to σ = 0 if the schedule ends in 0. Only
     the end points of ``sigmas`` are used; the callback fires once per model call (so once per step of ``sigmas``,
-    as every registry sampler's), with ``x`` the state that call was made at, before the step, not after it as other
+    as every registry sampler's; with ``final_denoise=False`` once per DPM-Solver step, below), with ``x`` the state that call was made at, before the step, not after it as other
     samplers do: the last callback's ``x`` is not the returned result. (k-diffusion's ``DPMSolver.dpm_solver_fast``
     calls its info_callback once per step of its own, after the step's first call; the k-diffusion drop-in's
     ``sample_dpm_fast`` does that.) ``eta`` > 0 makes each step
@@ -298,23 +299,34 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     ``final_denoise=False`` spends all ``len(sigmas) − 1`` calls on the integration to the smallest non-zero σ
     and returns x there, not denoised: what ComfyUI's and A1111's "DPM fast" compute (k-diffusion's
     ``sample_dpm_fast(sigma_min=sigmas[-2], sigma_max=sigmas[0], n=len(sigmas) - 1)``; their labels set it).
+    That run is k-diffusion's, its callback too: once per DPM-Solver step (``len(fast_orders(n))`` of them, 3 on a
+    6-step schedule), after the step's first call, with ``i`` the step and ``x`` the state the step starts from, as
+    the tools that call ``sample_dpm_fast`` (ComfyUI's preview and step counter, A1111's ``sampling_step``) see it.
     """
     sigma_max, sigma_min, ends_in_zero = _range(sigmas)
     denoise = ends_in_zero and final_denoise
     budget = len(sigmas) - 1 - (1 if denoise else 0)
+    per_call = final_denoise  # the registry's report; the tools' run (final_denoise=False) reports per step
     start = x
+
+    def handed(x_in):
+        # the first call is made at the input itself (the caller's own tensor where its dtype is the state's): a
+        # callback gets a copy of it, as it gets a state of the run's own from every other sampler and call
+        return x_in.clone() if x_in is start else x_in
+
     with tqdm(total=len(sigmas) - 1, disable=disable, leave=False) as bar:
         def on_call(x_in, sigma, denoised):
-            # the first call is made at the input itself (the caller's own tensor where its dtype is the state's): a
-            # callback gets a copy of it, as it gets a state of the run's own from every other sampler and call
-            report(callback, x_in.clone() if callback is not None and x_in is start else x_in, solver.nfe, sigma,
-                   sigma, denoised)
+            if per_call and callback is not None:
+                report(callback, handed(x_in), solver.nfe, sigma, sigma, denoised)
             bar.update()
+
+        def on_step(i, x_in, t, denoised):  # k-diffusion's info_callback: once per step, after its first call
+            report(callback, handed(x_in), i, sigma_of(t), sigma_of(t), denoised)
 
         solver = EpsSolver(model, on_call)
         if budget > 0:
             x = solve_fast(solver, x, lam(sigma_max), lam(sigma_min), budget, eta=eta, s_noise=s_noise,
-                           noise_sampler=noise_sampler)
+                           noise_sampler=noise_sampler, on_step=None if per_call or callback is None else on_step)
         if denoise:
             x = solver.denoise(x, sigma_min)
     return x
