@@ -290,11 +290,11 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     It integrates from ``sigmas[0]`` to the smallest non-zero σ with steps uniform in λ and orders from
     :func:`fast_orders`, then spends the last call on the denoise to σ = 0 if the schedule ends in 0. Only
     the end points of ``sigmas`` are used; the callback fires once per model call (so once per step of ``sigmas``,
-    as every registry sampler's; with ``final_denoise=False`` once per DPM-Solver step, below), with ``x`` the state that call was made at, before the step, not after it as other
-    samplers do: the last callback's ``x`` is not the returned result. (k-diffusion's ``DPMSolver.dpm_solver_fast``
-    calls its info_callback once per step of its own, after the step's first call; the k-diffusion drop-in's
-    ``sample_dpm_fast`` does that.) ``eta`` > 0 makes each step
-    ancestral (k-diffusion's option): a step to σ_down, then fresh noise σ_up.
+    as every registry sampler's; with ``final_denoise=False`` once per DPM-Solver step, below), with ``x`` the
+    state that call was made at, before the step, not after it as other samplers do: the last callback's ``x`` is
+    not the returned result. (k-diffusion's ``DPMSolver.dpm_solver_fast`` calls its info_callback once per step of
+    its own, after the step's first call; the k-diffusion drop-in's ``sample_dpm_fast`` does that.) ``eta`` > 0
+    makes each step ancestral (k-diffusion's option): a step to σ_down, then fresh noise σ_up.
 
     ``final_denoise=False`` spends all ``len(sigmas) − 1`` calls on the integration to the smallest non-zero σ
     and returns x there, not denoised: what ComfyUI's and A1111's "DPM fast" compute (k-diffusion's
