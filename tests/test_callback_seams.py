@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import pathlib
 
 import pytest
 import torch
@@ -213,3 +214,52 @@ def test_the_registrys_dpm_fast_keeps_its_per_call_report():
     got = []
     samplers.sample("dpm_fast", GM.denoiser, start(), SIGMAS, callback=got.append, disable=True)
     assert [d["i"] for d in got] == list(range(len(SIGMAS) - 1))
+
+
+# ----------------------------------------------------------------------------------------------------
+# the drop-in, interrupted by its callback (documented: docs/kdiffusion.md)
+
+
+class Stop(Exception):
+    pass
+
+
+def interrupted(module, fn, at=2, **options):
+    """Run ``module.fn`` on a 7-step Karras schedule from manual_seed(0), a callback raising at step ``at``: (model
+    calls, the generator's next draw)."""
+    calls = []
+
+    def model(x, sigma):
+        calls.append(sigma)
+        return GM.denoiser(x.double(), sigma.double()).float()
+
+    def stop(d):
+        if d["i"] == at:
+            raise Stop
+
+    sigmas = samplers.get_sigmas("karras", 7, sigma_min=0.03, sigma_max=14.6).float()
+    torch.manual_seed(0)
+    with pytest.raises(Stop):
+        getattr(module, fn)(model, start().float(), sigmas, callback=stop, disable=True, **options)
+    return len(calls), float(torch.randn(1))
+
+
+@pytest.mark.filterwarnings("ignore:To copy construct from a tensor")
+def test_the_drop_in_interrupted_by_its_callback_is_as_docs_kdiffusion_md_says():
+    """A callback that raises (A1111's Interrupt, ComfyUI's) stops the drop-in after the step, k-diffusion in it: one
+    model call more on the samplers of two calls a step; the global generator one draw further on the ancestral
+    samplers and behind k-diffusion where it draws to discard (churn off). docs/kdiffusion.md says so."""
+    kd = installed_kdiffusion()
+    two_calls = {"sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral",
+                 "sample_dpmpp_sde"}
+    ancestral = {"sample_euler_ancestral", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral"}
+    churn = {"sample_euler", "sample_heun", "sample_dpm_2"}
+    for fn in sorted(two_calls | ancestral | churn | {"sample_lms", "sample_dpmpp_2m", "sample_dpmpp_2m_sde"}):
+        (ours, our_draw), (theirs, their_draw) = interrupted(kd_dropin, fn), interrupted(kd, fn)
+        assert ours == theirs + (fn in two_calls), fn
+        assert (our_draw == their_draw) == (fn not in ancestral | churn), fn
+        if fn in churn:  # with churn on, the draws are used, and made where k-diffusion makes them
+            assert interrupted(kd_dropin, fn, s_churn=1.0)[1] == interrupted(kd, fn, s_churn=1.0)[1], fn
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "kdiffusion.md").read_text()
+    assert "a completed run leaves the global generator where k-diffusion leaves it" in text
+    assert "A callback that raises to stop the run" in text

@@ -20,8 +20,8 @@ Noise, as k-diffusion draws it (that is what the same result means for a drop-in
 - the default noise of the ancestral samplers (``default_noise_sampler``) and the EDM churn of ``sample_euler`` /
   ``sample_heun`` / ``sample_dpm_2`` are ``torch.randn_like(x)`` on torch's **global** generator, drawn at the same
   points of the run as k-diffusion draws them, including the draws k-diffusion multiplies by 0 (churn off, η = 0):
-  after ``torch.manual_seed(s)`` a run gives k-diffusion's numbers and leaves the generator where k-diffusion
-  leaves it;
+  after ``torch.manual_seed(s)`` a run gives k-diffusion's numbers and, once completed, leaves the generator where
+  k-diffusion leaves it (a run a raising callback interrupts need not: docs/kdiffusion.md);
 - the SDE samplers (``sample_dpmpp_sde`` / ``_2m_sde`` / ``_3m_sde``) default to :class:`BrownianTreeNoiseSampler`
   on the schedule's range, seeded by one draw from the global generator, as k-diffusion does;
 - the DPM-Solver samplers draw ``randn_like(x)`` at every (accepted) step, and ``log_likelihood`` its Rademacher
@@ -299,7 +299,8 @@ class _GlobalDraws:
     ``slots`` lists those points in order, each by the σ at which the draw happens (``None``: whichever comes next;
     ``slots=None``: as many as requested). A request from the registry sampler draws, and discards, the slots before
     its own; :meth:`finish` draws the rest (up to ``total`` draws when ``slots`` is None). The run then uses
-    k-diffusion's numbers and leaves torch's generator where k-diffusion leaves it.
+    k-diffusion's numbers and, once completed, leaves torch's generator where k-diffusion leaves it (a run that a
+    callback interrupts has not drawn the slots it would discard, and has drawn its step's own).
 
     Each draw is made in the dtype k-diffusion draws in (a float64 draw is other numbers than a float32 one and
     advances the generator differently): the input ``x``'s for the ancestral and DPM-Solver samplers
