@@ -303,6 +303,12 @@ def test_a_library_function_may_not_take_another_tools_name(cleanup):
     assert "k_euler" not in registry.SAMPLERS and samplers.core.names.resolve("k_euler") == before
 
 
+def _fresh(code: str) -> subprocess.CompletedProcess:
+    """``code`` run in a fresh Python process (no registry loaded yet), from the project's root."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
 def test_a_library_function_registered_before_any_lookup_loads_the_builtins_first():
     """Registered before any lookup, a sampler from make_rk_sampler skipped the built-in load (it counted as one):
     under the name of a built-in not yet imported it took that name, and the load then failed on the built-in's."""
@@ -318,8 +324,7 @@ def test_a_library_function_registered_before_any_lookup_loads_the_builtins_firs
             "registry.register('zz_reg_early', kind='ode', order=3, nfe_per_step=3)(kutta3())\n"
             "registry.SAMPLERS.remove('zz_reg_early')\n"
             "print(samplers.schedules.SCHEDULES.names() == samplers.schedules.available())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = _fresh(code)
     assert out.stdout.split() == ["refused", "True", "True", "None", "samplers.ode.multistep", "True"], out.stderr
 
 
@@ -336,8 +341,7 @@ def test_builtins_registered_at_import_samplers_are_builtins():
             "    except samplers.InvalidInput as err:\n"
             "        print('cannot be removed' in str(err))\n"
             "print(' '.join(samplers.schedules.available()))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = _fresh(code)
     assert out.stdout.split()[:5] == ["False", "True", "True", "True", "True"], out.stderr
     assert out.stdout.split()[5:] == schedules.available()
 
