@@ -47,8 +47,9 @@ def txt2img(scheduler, steps=5, noise=NOISE, seed=3):
 FIXED_STEP = [n for n in samplers.available() if not samplers.info(n).host_sync]
 
 
-def direct(shim, name, native, prediction, noise):
-    """The registry sampler on the model as a denoiser, from the shim's own schedule and first latent."""
+def direct(shim, name, native, prediction, noise, **options):
+    """The registry sampler on the model as a denoiser, from the shim's own schedule and first latent (``options``:
+    the sampler's, as the shim got them)."""
     D = to_denoiser(MODEL, prediction, native)
     schedule = shim.schedule_sigmas
     sigma_0 = float(schedule[0])
@@ -57,7 +58,7 @@ def direct(shim, name, native, prediction, noise):
     opts = {"seed": 123} if "seed" in samplers.info(name).options else {}
     if samplers.info(name).name == "tcd":  # the table the shim placed its point on
         opts["native"] = shim._options["native"]
-    out = samplers.sample(name, D, x, schedule, disable=True, **opts)
+    out = samplers.sample(name, D, x, schedule, disable=True, **opts, **options)
     final = float(schedule[-1])
     return out if shim.latents == "ve" or final == 0 else out / math.sqrt(1 + final**2)
 
@@ -249,6 +250,34 @@ def test_img2img_starts_the_sampler_at_the_begin_step():
     torch.testing.assert_close(latents, ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(InvalidInput, match="first model call of a step"):
         shim.set_begin_index(begin + 1)
+
+
+@pytest.mark.parametrize("label", ["DPM fast", "comfyui:dpm_fast"])
+def test_dpm_fast_under_the_tools_labels_plans_one_step_per_model_call(label):
+    """The labels run dpm_fast with final_denoise=False, which calls back as k-diffusion does, once per DPM-Solver
+    step after its first call (tests/test_callback_seams.py). The plan read its step starts from those callbacks:
+    [0, 1, 4] on 6 steps, and img2img got "begin_index 3 is not the first model call of a step" (or "started at step
+    1" for index 4). Planned as before (d0431e2): every model call starts a step of the schedule, and a late start is
+    refused for what it is, at the step it names; the run and the caller's own report are unchanged."""
+    config = EulerDiscreteScheduler.from_config(SD15).config
+    shim = SamplerScheduler.from_config(config, sampler=label)
+    shim.set_timesteps(6)
+    assert shim._plan.step_starts == list(range(6))  # the registry's dpm_fast's plan, one call per step
+    for begin in range(1, 5):  # (at 5, the last call, A1111's eta = 1 is refused first: a one-call tail has no range)
+        with pytest.raises(InvalidInput) as e:
+            shim.set_begin_index(begin)
+        assert str(e.value) == (f"'dpm_fast' evaluates different sigmas when started at step {begin} (its steps "
+                                "depend on the step count); it cannot start at a later timestep")
+    shim.set_timesteps(6)  # an older img2img loop (no set_begin_index) finds the same step from the timestep
+    with pytest.raises(InvalidInput, match=r"^'dpm_fast' evaluates different sigmas when started at step 3 "):
+        shim.step(MODEL(IMAGE, shim.timesteps[3]), shim.timesteps[3], IMAGE)
+    exact = SamplerScheduler.from_config(config, sampler=label, sampler_options={"eta": 0.0})  # (A1111's eta is 1)
+    out = txt2img(exact, steps=6)
+    torch.testing.assert_close(out, direct(exact, label, exact.native, exact.prediction, NOISE, eta=0.0), **TOL)
+    seen = []  # the plan's per-call report stays the plan's: the label's run still calls back per DPM-Solver step
+    samplers.sample(label, to_denoiser(MODEL, "eps", shim.native), NOISE, shim.schedule_sigmas, callback=seen.append,
+                    disable=True)
+    assert [d["i"] for d in seen] == [0, 1, 2]
 
 
 def test_a_run_that_starts_without_set_begin_index_finds_its_step_from_the_timestep():

@@ -78,6 +78,7 @@ from ..core.registry import SAMPLERS
 from ..core.run import check_start, draws_noise, run_sampler
 from ..core.files import read_json
 from ..core.validate import check_options, closest, drop_unread, integer, nonneg
+from ..ode.singlestep import per_call_report
 from ..sde import ancestral
 from . import diffusers_sources as sources
 from .diffusers_models import (check_flags, check_scheduler_flags, config_dict, is_flow_config, native_from_config,
@@ -180,6 +181,15 @@ class _Plan:
 
 
 def _plan(fn, schedule: list[float], options: dict, supports_inf: bool, noisy: bool, idle: int = 0) -> _Plan:
+    """The run of ``fn`` on ``schedule``: the σ of its model calls, and the call each step of the schedule starts at.
+
+    A step's start is read from the callback: a registry sampler calls back once per step of the schedule, after the
+    step's last model call, so step k + 1 starts at the number of calls made by callback k. ``dpm_fast`` with
+    ``final_denoise=False`` (A1111's "DPM fast", ``comfyui:dpm_fast``) calls back as k-diffusion does instead, once per
+    DPM-Solver step after its first call: on 6 steps 3 callbacks after calls 1, 4 and 6, which would plan steps
+    starting at [0, 1, 4] (neither the schedule's steps, one call each, nor the solver's, at calls 0, 3 and 5). The
+    planning run asks it for its per-call report (:func:`~samplers.ode.singlestep.per_call_report`), so every step of
+    the schedule is planned: [0, 1, ..., 5], the steps ``set_begin_index`` can name (``schedule[step:]``)."""
     if len(schedule) == 1 and idle:
         # a source grid that is all repeat (one karras step [σ_max, σ_max]): no sampler step, only idle calls
         return _Plan(schedule, [], [], idle)
@@ -189,8 +199,9 @@ def _plan(fn, schedule: list[float], options: dict, supports_inf: bool, noisy: b
     if noisy:
         kwargs["noise_sampler"] = lambda sigma, sigma_next: torch.zeros(1, 1, dtype=torch.float64)
         kwargs.pop("seed", None)
-    fn(recorder, torch.zeros(1, 1, dtype=torch.float64), schedule,
-       callback=lambda info: counts.append(len(recorder.sigmas)), disable=True, **kwargs)
+    with per_call_report():
+        fn(recorder, torch.zeros(1, 1, dtype=torch.float64), schedule,
+           callback=lambda info: counts.append(len(recorder.sigmas)), disable=True, **kwargs)
     return _Plan(schedule, recorder.sigmas, [0] + counts[:-1], idle)
 
 

@@ -7,6 +7,8 @@ on the host (error control) and says so in its metadata.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import sys
 
@@ -278,6 +280,27 @@ def solve_fast(solver: EpsSolver, x, t_start: float, t_end: float, nfe: int, *, 
     return x
 
 
+# Whether dpm_fast reports once per model call where its run with final_denoise=False reports once per DPM-Solver step:
+# set only by per_call_report(), for a caller that must know where each step of the schedule starts (below).
+_PER_CALL_REPORT: contextvars.ContextVar[bool] = contextvars.ContextVar("dpm_fast_per_call_report", default=False)
+
+
+@contextlib.contextmanager
+def per_call_report():
+    """Within it, ``dpm_fast`` calls back once per model call, whatever ``final_denoise``: the registry's report, one
+    callback per step of ``sigmas``, after that step's call, as every registry sampler calls back. The diffusers shim's
+    planning run (:func:`samplers.interop.diffusers_scheduler._plan`) reads from that report where each step of the
+    schedule starts; k-diffusion's per-DPM-Solver-step report (``final_denoise=False``) says where the solver's own
+    steps start, which are not the schedule's (calls 0, 3 and 5 of 6). Not an option of the sampler: a callback a
+    caller passes gets the report of the run it asked for. Context-local (a ``ContextVar``): other threads' runs keep
+    theirs."""
+    token = _PER_CALL_REPORT.set(True)
+    try:
+        yield
+    finally:
+        _PER_CALL_REPORT.reset(token)
+
+
 @register("dpm_fast", kind="ode", order=3, nfe_per_step=1, aliases=("sample_dpm_fast",),
           ref=_DPM + ", DPM-Solver-fast (§3.4)",
           final_step="denoise at the smallest non-zero σ when the schedule ends in 0 (1 of the budget); "
@@ -306,7 +329,9 @@ def dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, *, 
     sigma_max, sigma_min, ends_in_zero = _range(sigmas)
     denoise = ends_in_zero and final_denoise
     budget = len(sigmas) - 1 - (1 if denoise else 0)
-    per_call = final_denoise  # the registry's report; the tools' run (final_denoise=False) reports per step
+    # the registry's report; the tools' run (final_denoise=False) reports per DPM-Solver step, but per call when
+    # planned (per_call_report)
+    per_call = final_denoise or _PER_CALL_REPORT.get()
     start = x
 
     def handed(x_in):
