@@ -5,6 +5,9 @@ result is checked against the schedule contract."""
 from __future__ import annotations
 
 import functools
+import json
+import operator
+import pickle
 import re
 import subprocess
 import sys
@@ -475,3 +478,79 @@ def test_aliases_as_one_string_or_no_collection_are_refused(given):
     with pytest.raises(samplers.InvalidType, match=r"aliases of a (sampler|schedule) must be a collection of names"):
         schedules.register("zz_reg_chars", aliases=given)(user_tensor_schedule)
     assert "zz_reg_chars" not in registry.SAMPLERS and "zz_reg_chars" not in schedules.SCHEDULES
+
+
+# ---------------------------------------------------------------------------- the kind views and the kinds
+
+
+def test_the_kind_views_read_as_the_set_and_dict_they_were():
+    """TABLE_SCHEDULES | {"karras"} built a view whose field was a generator (any read of it: TypeError), .union /
+    .copy were missing, FIXED_ENDS | {} unsupported: all worked when these were a set and a dict."""
+    from samplers.schedules import base
+
+    table = set(base.TABLE_SCHEDULES)
+    assert {"trailing", "simple"} <= table and "karras" not in table
+    union = base.TABLE_SCHEDULES | {"karras"}
+    assert type(union) is set and union == table | {"karras"} and "karras" in union
+    assert {"karras"} | base.TABLE_SCHEDULES == union and base.TABLE_SCHEDULES.union({"karras"}, ["x"]) == union | {"x"}
+    assert base.TABLE_SCHEDULES - {"simple"} == table - {"simple"} and {"simple", "x"} - base.TABLE_SCHEDULES == {"x"}
+    assert base.TABLE_SCHEDULES & {"simple", "x"} == {"simple"} == {"simple", "x"} & base.TABLE_SCHEDULES
+    assert base.TABLE_SCHEDULES ^ {"simple", "x"} == table ^ {"simple", "x"}
+    assert base.TABLE_SCHEDULES.intersection(["simple"]) == {"simple"} and base.TABLE_SCHEDULES.issuperset(["simple"])
+    assert base.TABLE_SCHEDULES.difference(table) == set() and base.TABLE_SCHEDULES.isdisjoint({"karras"})
+    copy = base.TABLE_SCHEDULES.copy()
+    copy.add("karras")  # the caller's own
+    assert copy == union and "karras" not in base.TABLE_SCHEDULES
+    assert base.TABLE_SCHEDULES == table and base.TABLE_SCHEDULES == frozenset(table) and base.TABLE_SCHEDULES != copy
+    assert base.FLOW_TABLE_SCHEDULES < base.TABLE_SCHEDULES and base.FLOW_TABLE_SCHEDULES <= base.TABLE_SCHEDULES
+    assert pickle.loads(pickle.dumps(base.TABLE_SCHEDULES)) == base.TABLE_SCHEDULES  # a view compares by its names
+
+    ends = dict(base.FIXED_ENDS)
+    assert ends["linear_quadratic"] == ("sigma_min",) and "karras" not in ends
+    assert base.FIXED_ENDS | {} == ends and type(base.FIXED_ENDS | {}) is dict and base.FIXED_ENDS.copy() == ends
+    assert {"karras": ()} | base.FIXED_ENDS == {"karras": (), **ends} and base.FIXED_ENDS == ends
+    assert dict(base.FIXED_ENDS.items()) == ends and list(base.FIXED_ENDS.keys()) == list(ends)
+    assert json.loads(json.dumps(base.PRESETS.copy())) == dict(base.PRESETS)
+
+
+@pytest.mark.parametrize("change", [lambda b: b.TABLE_SCHEDULES.add("karras"),
+                                    lambda b: b.FLOW_TABLE_SCHEDULES.discard("simple"),
+                                    lambda b: b.EDM_TABLE_SCHEDULES.update({"karras"}),
+                                    lambda b: operator.ior(b.TABLE_SCHEDULES, {"karras"}),
+                                    lambda b: b.FIXED_ENDS.__setitem__("karras", ("sigma_min",)),
+                                    lambda b: b.PRESETS.pop("ays_sd15"),
+                                    lambda b: b.FIXED_ENDS.clear()],
+                         ids=["add", "discard", "update", "|=", "[k]=v", "pop", "clear"])
+def test_a_change_of_a_kind_view_is_refused_saying_to_register(change):
+    """A change of a view got a bare AttributeError naming neither the rule nor the fix."""
+    from samplers.schedules import base
+
+    before = [view.copy() for view in (base.TABLE_SCHEDULES, base.FLOW_TABLE_SCHEDULES, base.EDM_TABLE_SCHEDULES,
+                                       base.FIXED_ENDS, base.PRESETS)]
+    with pytest.raises(samplers.InvalidType, match=r"read-only view of the schedule registry.*"
+                                                   r"samplers\.schedules\.register\(name, (needs_table|on_flow|on_edm|"
+                                                   r"fixed_ends|preset)=\.\.\.\)"):
+        change(base)
+    assert [view.copy() for view in (base.TABLE_SCHEDULES, base.FLOW_TABLE_SCHEDULES, base.EDM_TABLE_SCHEDULES,
+                                     base.FIXED_ENDS, base.PRESETS)] == before
+
+
+def test_a_kind_view_after_an_in_place_operator_is_still_the_view():
+    """``TABLE_SCHEDULES |= {...}`` with no __ior__ would rebind the name to a plain set: a stale copy in place of
+    the view. It is refused, and the module's name stays the view."""
+    from samplers.schedules import base
+
+    view = base.TABLE_SCHEDULES
+    with pytest.raises(samplers.InvalidType, match=r"TABLE_SCHEDULES \|= \.\.\. is refused"):
+        base.TABLE_SCHEDULES |= {"karras"}
+    assert base.TABLE_SCHEDULES is view
+
+
+def test_metas_is_a_read_only_view():
+    """metas() returned the registry's own dict: metas()['karras'] = ScheduleKind(needs_table=True) made karras a
+    table schedule for every reader, bypassing the lock and the swap."""
+    from samplers.schedules import base
+
+    with pytest.raises(TypeError):
+        schedules.SCHEDULES.metas()["karras"] = base.ScheduleKind(needs_table=True)
+    assert "karras" not in base.TABLE_SCHEDULES and base.kind_of("karras") == base.PLAIN

@@ -14,6 +14,7 @@ import importlib
 import inspect
 import sys
 import threading
+import types
 from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import InvalidInput, InvalidType, Unavailable, UnknownNameError
@@ -230,10 +231,12 @@ class Registry(Generic[T]):
         canonical = self._canonical(tables, name)
         return canonical, tables.entries[canonical], tables.meta.get(canonical)
 
-    def metas(self) -> dict:
-        """Every entry's ``meta`` by canonical name (those registered with one), from one state of the registry."""
+    def metas(self) -> collections.abc.Mapping:
+        """Every entry's ``meta`` by canonical name (those registered with one), from one state of the registry: a
+        read-only view of it (the registry's own dict let a caller change a built-in's kind for every reader, bypassing
+        the lock and the swap; a change goes through :meth:`add`)."""
         self._load()
-        return self._tables.meta
+        return types.MappingProxyType(self._tables.meta)
 
     def remove(self, name: str) -> T:
         """Unregister ``name`` (or the entry an alias points to) with all its aliases; returns the entry. A built-in

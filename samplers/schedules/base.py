@@ -62,15 +62,63 @@ def kind_of(name: str) -> ScheduleKind:
     return SCHEDULES.metas().get(name, PLAIN)
 
 
-class _KindNames(collections.abc.Set):
-    """The canonical names of the schedules registered now whose kind has ``field`` set: a read-only view of the
-    registry (:func:`kind_of`), not a set kept beside it."""
+class _KindView:
+    """What the kind views share: the name they are published under and the :class:`ScheduleKind` field they read.
+    Every read is one snapshot of the registry (:meth:`copy`), so an operation reads one state of it."""
 
-    def __init__(self, field: str):
+    def __init__(self, name: str, field: str):
+        self.name = name
         self.field = field
 
+    def __repr__(self) -> str:
+        return repr(self.copy())
+
+
+def _reading(method: str):
+    """The view's ``method`` as a plain set's / dict's, run on one snapshot of the registry (:meth:`_KindView.copy`):
+    what the set / dict these views were gave (a plain set, dict or bool of the caller's own; ``NotImplemented`` for
+    an operand a set / dict does not take)."""
+    def read(self, *args):
+        args = [arg.copy() if isinstance(arg, _KindView) else arg for arg in args]  # another view: its snapshot
+        return getattr(self.copy(), method)(*args)
+    read.__name__ = method
+    return read
+
+
+_CHANGE_SHOWN = {"__setitem__": "[name] = ...", "__delitem__": "del [name]", "__ior__": " |= ...",
+                 "__iand__": " &= ...", "__isub__": " -= ...", "__ixor__": " ^= ..."}  # how a change is written
+
+
+def _refusing(method: str, was: str):
+    """The view's ``method`` that would change it: refused, saying how a schedule gets its kind (a change of the view
+    would change no schedule's kind, and none should be made but with the schedule: :func:`register`)."""
+    tried = _CHANGE_SHOWN.get(method, f".{method}()")
+
+    def refuse(self, *args, **kwargs):
+        raise InvalidType(
+            f"{self.name}{tried} is refused: {self.name} is a read-only view of the schedule registry (the "
+            f"schedules registered with {self.field}=...), not a {was} of its own, and a schedule's kind is registered "
+            f"with it: samplers.schedules.register(name, {self.field}=...) (replace=True for one you registered; "
+            f"samplers.schedules.SCHEDULES.remove(name) removes one), or change a copy ({self.name}.copy())")
+    refuse.__name__ = method
+    return refuse
+
+
+class _KindNames(_KindView, collections.abc.Set):
+    """The canonical names of the schedules registered now whose kind has ``field`` set: a read-only view of the
+    registry (:func:`kind_of`), not a set kept beside it. It reads as the set it was (``in``, iteration, ``len``,
+    comparisons, ``|`` ``&`` ``-`` ``^``, ``union`` ... ``copy``: :data:`_SET_READS`), each read on one state of the
+    registry and giving a plain set; a change (``add``, ``|=`` ...: :data:`_SET_CHANGES`) is refused, saying to
+    register instead. (``collections.abc.Set``'s own operators built a view whose field was a generator, which failed
+    when read.)"""
+
     def _names(self) -> list[str]:
+        """The names, in registration order."""
         return [name for name, kind in SCHEDULES.metas().items() if getattr(kind, self.field)]
+
+    def copy(self) -> set[str]:
+        """The names registered now, as a plain set of the caller's own."""
+        return set(self._names())
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and bool(getattr(kind_of(name), self.field))
@@ -85,13 +133,14 @@ class _KindNames(collections.abc.Set):
         return f"{{{', '.join(map(repr, self._names()))}}}"
 
 
-class _KindMap(collections.abc.Mapping):
-    """Canonical name -> the kind's ``field`` of the schedules registered now where it is set (read-only view)."""
+class _KindMap(_KindView, collections.abc.Mapping):
+    """Canonical name -> the kind's ``field`` of the schedules registered now where it is set: a read-only view of
+    the registry that reads as the dict it was (``[name]``, ``get``, ``in``, ``keys`` / ``values`` / ``items``,
+    ``==``, ``|``, ``copy``: :data:`_MAP_READS`), each read on one state of it; a change is refused
+    (:data:`_MAP_CHANGES`). ``json.dumps`` takes only a real dict (no ``Mapping``): give it ``copy()``."""
 
-    def __init__(self, field: str):
-        self.field = field
-
-    def _items(self) -> dict:
+    def copy(self) -> dict:
+        """The entries registered now, as a plain dict of the caller's own (in registration order)."""
         values = {name: getattr(kind, self.field) for name, kind in SCHEDULES.metas().items()}
         return {name: value for name, value in values.items() if value}
 
@@ -102,23 +151,42 @@ class _KindMap(collections.abc.Mapping):
         return value
 
     def __iter__(self):
-        return iter(self._items())
+        return iter(self.copy())
 
     def __len__(self) -> int:
-        return len(self._items())
+        return len(self.copy())
 
-    def __repr__(self) -> str:
-        return repr(self._items())
+
+# The views' reads that a set / dict has beyond what their classes define: run on a snapshot (_reading). And what a
+# set / dict had that would change them: refused (_refusing).
+_SET_READS = ("__eq__", "__le__", "__lt__", "__ge__", "__gt__", "__or__", "__ror__", "__and__", "__rand__", "__sub__",
+              "__rsub__", "__xor__", "__rxor__", "isdisjoint", "union", "intersection", "difference",
+              "symmetric_difference", "issubset", "issuperset")
+_SET_CHANGES = ("add", "discard", "remove", "pop", "clear", "update", "intersection_update", "difference_update",
+                "symmetric_difference_update", "__ior__", "__iand__", "__isub__", "__ixor__")
+_MAP_READS = ("__eq__", "__or__", "__ror__", "__reversed__", "keys", "values", "items")
+_MAP_CHANGES = ("__setitem__", "__delitem__", "pop", "popitem", "clear", "update", "setdefault", "__ior__")
+
+
+def _give(view: type, reads: tuple[str, ...], changes: tuple[str, ...], was: str) -> None:
+    for method in reads:
+        setattr(view, method, _reading(method))
+    for method in changes:
+        setattr(view, method, _refusing(method, was))
+
+
+_give(_KindNames, _SET_READS, _SET_CHANGES, "set")
+_give(_KindMap, _MAP_READS, _MAP_CHANGES, "dict")
 
 
 # The names of each kind, for code that lists them or asks one name's kind outside a lookup (app.docs, errors that
 # list the others): views of the registry. Where the function is run, its kind is the one found with it
 # (get_sigmas: SCHEDULES.find).
-TABLE_SCHEDULES = _KindNames("needs_table")
-FLOW_TABLE_SCHEDULES = _KindNames("on_flow")
-EDM_TABLE_SCHEDULES = _KindNames("on_edm")
-FIXED_ENDS = _KindMap("fixed_ends")
-PRESETS = _KindMap("preset")
+TABLE_SCHEDULES = _KindNames("TABLE_SCHEDULES", "needs_table")
+FLOW_TABLE_SCHEDULES = _KindNames("FLOW_TABLE_SCHEDULES", "on_flow")
+EDM_TABLE_SCHEDULES = _KindNames("EDM_TABLE_SCHEDULES", "on_edm")
+FIXED_ENDS = _KindMap("FIXED_ENDS", "fixed_ends")
+PRESETS = _KindMap("PRESETS", "preset")
 # What get_sigmas passes a schedule from the native schedule, not options of the schedule.
 FROM_NATIVE = ("training_sigmas", "table_axis", "model_shift")
 
