@@ -471,13 +471,32 @@ def test_aliases_may_be_any_collection_of_names(make, cleanup):
     assert set(samplers.info("zz reg set alias 2").aliases) == expected - {"zz_reg_set"}
 
 
-@pytest.mark.parametrize("given", ["zz reg chars", b"zz reg chars", 3, None])
+@pytest.mark.parametrize("given", ["zz reg chars", b"zz reg chars", 3, None, {"zz reg chars": "dropped"}])
 def test_aliases_as_one_string_or_no_collection_are_refused(given):
+    """A dict was taken as its keys, its values dropped silently."""
     with pytest.raises(samplers.InvalidType, match=r"aliases of a (sampler|schedule) must be a collection of names"):
         _sampler("zz_reg_chars", aliases=given)
     with pytest.raises(samplers.InvalidType, match=r"aliases of a (sampler|schedule) must be a collection of names"):
         schedules.register("zz_reg_chars", aliases=given)(user_tensor_schedule)
     assert "zz_reg_chars" not in registry.SAMPLERS and "zz_reg_chars" not in schedules.SCHEDULES
+
+
+def test_aliases_are_read_at_most_one_past_the_limit():
+    """check_aliases read any iterable to its end: aliases=itertools.repeat("a") took memory until none was left. The
+    generator here stops at 100 times the limit, so that a regression fails instead of doing that."""
+    seen = []
+
+    def names():
+        for i in range(100 * registry.MAX_ALIASES):
+            seen.append(i)
+            yield f"zz reg counted {i}"
+
+    with pytest.raises(samplers.LimitExceeded, match=rf"aliases of a sampler are more than {registry.MAX_ALIASES}"):
+        _sampler("zz_reg_counted", aliases=names())
+    with pytest.raises(samplers.LimitExceeded, match=rf"aliases of a schedule are more than {registry.MAX_ALIASES}"):
+        schedules.register("zz_reg_counted", aliases=names())
+    assert len(seen) == 2 * (registry.MAX_ALIASES + 1)
+    assert "zz_reg_counted" not in registry.SAMPLERS and "zz_reg_counted" not in schedules.SCHEDULES
 
 
 # ---------------------------------------------------------------------------- the kind views and the kinds

@@ -12,12 +12,14 @@ import difflib
 import functools
 import importlib
 import inspect
+import itertools
+import reprlib
 import sys
 import threading
 import types
 from typing import Callable, Generic, Iterator, TypeVar
 
-from .errors import InvalidInput, InvalidType, Unavailable, UnknownNameError
+from .errors import InvalidInput, InvalidType, LimitExceeded, Unavailable, UnknownNameError
 
 T = TypeVar("T")
 
@@ -71,16 +73,27 @@ def registering_module(depth: int = 1) -> str:
     return sys._getframe(depth + 1).f_globals.get("__name__", "")
 
 
+MAX_ALIASES = 1000  # the most aliases one entry takes: more is no list of names a user typed
+
+
 def check_aliases(what: str, aliases) -> tuple[str, ...]:
     """``aliases`` as a tuple, read once (a generator too): any iterable of names (tuple, list, set) but a lone
-    ``str`` or ``bytes``, which would register each of its characters as a name. The names themselves are checked
-    where they are registered (:meth:`Registry.add`)."""
-    if isinstance(aliases, (str, bytes, bytearray)) or not isinstance(aliases, collections.abc.Iterable):
+    ``str`` or ``bytes``, which would register each of its characters as a name, or a mapping, whose keys alone would
+    be taken (its values dropped). It is read to at most :data:`MAX_ALIASES` + 1 names: read to its end, an endless
+    iterator (``itertools.repeat``) took memory until none was left. The names themselves are checked where they are
+    registered (:meth:`Registry.add`)."""
+    text = isinstance(aliases, (str, bytes, bytearray))
+    mapping = isinstance(aliases, collections.abc.Mapping)
+    if text or mapping or not isinstance(aliases, collections.abc.Iterable):
         raise InvalidType(f"the aliases of a {what} must be a collection of names (a tuple, list or set), got "
-                          f"{aliases!r}" + (", which would register each of its characters"
-                                            if isinstance(aliases, (str, bytes, bytearray)) else "")
-                          + "; pass (name,) for one")
-    return tuple(aliases)
+                          f"{reprlib.repr(aliases)}" + (", which would register each of its characters" if text else
+                                                        ", a mapping, whose values would be dropped" if mapping else "")
+                          + "; pass (name,) for one" + (", tuple(mapping) for its keys" if mapping else ""))
+    names = tuple(itertools.islice(aliases, MAX_ALIASES + 1))
+    if len(names) > MAX_ALIASES:
+        raise LimitExceeded(f"the aliases of a {what} are more than {MAX_ALIASES} names (the most one entry takes; "
+                            "an endless iterator is never read to its end); pass the names it goes by, as a tuple")
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
