@@ -5,6 +5,7 @@ result is checked against the schedule contract."""
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import operator
 import pickle
@@ -15,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -573,3 +575,31 @@ def test_metas_is_a_read_only_view():
     with pytest.raises(TypeError):
         schedules.SCHEDULES.metas()["karras"] = base.ScheduleKind(needs_table=True)
     assert "karras" not in base.TABLE_SCHEDULES and base.kind_of("karras") == base.PLAIN
+
+
+@pytest.mark.parametrize("kind, error, match", [
+    ({"fixed_ends": "sigma_min"}, samplers.InvalidType, r"fixed_ends must be a collection.*got 'sigma_min'"),
+    ({"fixed_ends": ("sigma_mn",)}, samplers.InvalidInput, r"'sigma_mn' is not a range end.*'sigma_min', 'sigma_max'"),
+    ({"fixed_ends": ("sigma_min", "sigma_min")}, samplers.InvalidInput, r"fixed_ends lists 'sigma_min' more than once"),
+    ({"fixed_ends": itertools.repeat("sigma_max")}, samplers.InvalidInput, r"lists 'sigma_max' more than once"),
+    ({"fixed_ends": {"sigma_min": True}}, samplers.InvalidType, r"fixed_ends must be a collection"),
+    ({"fixed_ends": None}, samplers.InvalidType, r"fixed_ends must be a collection"),
+    ({"needs_table": "no"}, samplers.InvalidType, r"needs_table must be True or False, got 'no'"),
+    ({"needs_table": True, "on_flow": 1}, samplers.InvalidType, r"on_flow must be True or False, got 1"),
+    ({"on_edm": True}, samplers.InvalidInput, r"on_edm=True .*needs_table=True"),
+    ({"preset": 3}, samplers.InvalidType, r"preset must be a string.*got 3"),
+])
+def test_a_schedule_kind_is_checked_when_it_is_registered(kind, error, match):
+    """fixed_ends="sigma_min" or ("sigma_mn",) was registered, and every get_sigmas of the schedule then raised a bare
+    KeyError; the flags went through bool() (needs_table="no" registered a table schedule); preset was not checked."""
+    with pytest.raises(error, match=match):
+        schedules.register("zz_reg_kind_arg", **kind)(user_tensor_schedule)
+    assert "zz_reg_kind_arg" not in schedules.SCHEDULES
+
+
+def test_a_kind_given_as_any_collection_or_numpy_bool_is_registered_as_read(cleanup):
+    cleanup.append((schedules.SCHEDULES, "zz_reg_kind_ok"))
+    schedules.register("zz_reg_kind_ok", needs_table=np.bool_(True), fixed_ends={"sigma_max"}, on_flow=True)(
+        lambda n, sigma_min, sigma_max, training_sigmas=None: None)
+    assert schedules.SCHEDULES.find("zz_reg_kind_ok")[2] == schedules.base.ScheduleKind(
+        needs_table=True, on_flow=True, fixed_ends=("sigma_max",))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import inspect
+import itertools
 import math
 import numbers
 import reprlib
@@ -23,7 +24,7 @@ import torch
 from ..core.native import VE, NoiseSchedule, RectifiedFlow, TableAxis, VPContinuous, VPDiscrete
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
 from ..core.registry import Registry, check_aliases, load_builtins, registering_module
-from ..core.validate import check_allocation, integer, positive
+from ..core.validate import boolean, check_allocation, distinct, integer, positive
 
 SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins, listed_by="samplers.schedules.available()")
 
@@ -191,6 +192,43 @@ PRESETS = _KindMap("PRESETS", "preset")
 FROM_NATIVE = ("training_sigmas", "table_axis", "model_shift")
 
 
+ENDS = ("sigma_min", "sigma_max")  # the range ends a schedule takes, and may have fixed instead (fixed_ends)
+
+
+def schedule_kind(needs_table, fixed_ends, on_flow, on_edm, preset) -> ScheduleKind:
+    """:func:`register`'s kind arguments, checked: the flags True or False (:func:`~samplers.core.validate.boolean`;
+    they went through ``bool()``, so ``needs_table="no"`` registered a table schedule), ``on_flow`` / ``on_edm`` only
+    with ``needs_table`` (they say which other tables a table schedule runs on, and nothing else reads them),
+    ``fixed_ends`` a collection of :data:`ENDS` and ``preset`` a string."""
+    needs_table, on_flow, on_edm = (boolean(flag, value) for flag, value in
+                                    (("needs_table", needs_table), ("on_flow", on_flow), ("on_edm", on_edm)))
+    for flag, value in (("on_flow", on_flow), ("on_edm", on_edm)):
+        if value and not needs_table:
+            raise InvalidInput(f"{flag}=True says which other models' training tables a table schedule also runs on "
+                               f"(needs_table=True); this schedule takes no table, so {flag} would be ignored: pass "
+                               f"needs_table=True with it, or leave {flag} out")
+    if not isinstance(preset, str):
+        raise InvalidType(f"preset must be a string (what fixes the schedule's σ, for the errors that name it; \"\" "
+                          f"for none), got {preset!r}")
+    return ScheduleKind(needs_table, on_flow, on_edm, _fixed_ends(fixed_ends), preset)
+
+
+def _fixed_ends(fixed_ends) -> tuple[str, ...]:
+    """``fixed_ends`` as a tuple of range ends, each once: a collection (tuple, list, set) of :data:`ENDS`, read at
+    most one past both. A lone string (the one end "sigma_min", which was taken as its characters) or an unknown end
+    was registered, and then every ``get_sigmas`` of the schedule failed with a bare KeyError."""
+    if isinstance(fixed_ends, (str, bytes, bytearray, collections.abc.Mapping)) \
+            or not isinstance(fixed_ends, collections.abc.Iterable):
+        raise InvalidType(f"fixed_ends must be a collection of the range ends {ENDS} the schedule does not take, got "
+                          f"{fixed_ends!r}; pass ('sigma_min',) for one")
+    ends = tuple(itertools.islice(fixed_ends, len(ENDS) + 1))  # more than both ends repeats one: refused below
+    for end in ends:
+        if not isinstance(end, str) or end not in ENDS:
+            raise InvalidInput(f"fixed_ends: {end!r} is not a range end; the ends a schedule may not take (its "
+                               f"training timesteps or its formula fix them) are {ENDS}")
+    return tuple(distinct("fixed_ends", ends, "each end is fixed or not"))
+
+
 def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False, fixed_ends: tuple[str, ...] = (),
              on_flow: bool = False, on_edm: bool = False, preset: str = "", replace: bool = False):
     """Register a schedule function; ``needs_table`` ones get the native model's ``training_sigmas`` (``on_flow``: a
@@ -198,10 +236,11 @@ def register(name: str, aliases: tuple[str, ...] = (), needs_table: bool = False
     ("sigma_min", "sigma_max") it does not take; ``preset``: its σ are fixed data (says which), it takes no range at
     all (:class:`ScheduleKind`). ``aliases``: any collection of names but a lone string. A name that is taken is an
     error unless ``replace=True``, which replaces a schedule you registered yourself (never a built-in's name or
-    alias: :meth:`Registry.add`); the kind is the new entry's, swapped in with it."""
+    alias: :meth:`Registry.add`); the kind is the new entry's, swapped in with it. Every argument is checked here,
+    before anything is registered (:func:`schedule_kind`)."""
     aliases = check_aliases("schedule", aliases)
     registered_by = registering_module()  # a built-in if a BUILTIN_MODULES module registers it
-    kind = ScheduleKind(bool(needs_table), bool(on_flow), bool(on_edm), tuple(fixed_ends), preset)
+    kind = schedule_kind(needs_table, fixed_ends, on_flow, on_edm, preset)
 
     def decorate(fn):
         SCHEDULES.add(name, fn, aliases, replace=replace, registered_by=registered_by, meta=kind)
