@@ -66,10 +66,11 @@ def registering_module(depth: int = 1) -> str:
     caller further out): a registering decorator's call site. An entry is a built-in when a module of
     :data:`BUILTIN_MODULES` registers it (``@register(...)`` at its top level, or a function of it that its import
     runs: ``runge_kutta._register_all``), whether that import is the built-in load's or a caller's ``import
-    samplers``, which imports the schedule modules before any load. Not the entry function's ``__module__``: a user's entry may well be a library function (a
-    built-in schedule under a new name, a sampler from ``make_rk_sampler``, ``samplers.get("heun").implementation``,
-    a ``functools.wraps`` of one), and it is the user's all the same: removable, replaceable, checked against the
-    tools' labels, and registered after the built-ins are loaded."""
+    samplers``, which imports the schedule modules before any load. Not the entry function's ``__module__``: a
+    user's entry may well be a library function (a built-in schedule under a new name, a sampler from
+    ``make_rk_sampler``, ``samplers.get("heun").implementation``, a ``functools.wraps`` of one), and it is the user's
+    all the same: removable, replaceable, checked against the tools' labels, and registered after the built-ins are
+    loaded."""
     return sys._getframe(depth + 1).f_globals.get("__name__", "")
 
 
