@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -1375,8 +1376,9 @@ class Pipeline(PipelineSpec):
         # tree from σ = inf, a restart entry outside the tree's range, A1111's model range, the σ table): an option
         # the run would refuse is refused here, not written into a PNG as if it had run
         found, schedule, sigmas, merged, _ = self._plan_run(sampler, schedule, steps, dict(options), txt2img)
-        # the caller's options the run runs with: not A1111's default settings that its label drops (names.md)
-        options = {k: v for k, v in options.items() if k in merged}
+        # the caller's options the run runs with: not A1111's default settings that its label drops (names.md); a
+        # number given as a 0-d tensor or a numpy scalar, which the run reads as its value, recorded as that value
+        options = {k: _recorded_value(v) for k, v in options.items() if k in merged}
         if not txt2img:
             extra = {**extra, "strength": self._recorded_strength(found, sigmas, merged, strength)}
         if found.sigmas is not None:
@@ -1569,6 +1571,8 @@ def infotext(request: dict) -> str:
     params = {label: fields.get(key, request.get(key)) for key, label in _INFOTEXT_KEYS.items()}
     params["Schedule type"] = _a1111_schedule_type(params["Schedule type"])
     a1111 = _is_a1111_label(request.get("sampler"))
+    if a1111:  # A1111's own spelling of the label, the one its reader runs
+        params["Sampler"] = _a1111_sampler_label(request["sampler"])
     for k, v in (request.get("options") or {}).items():
         params[_a1111_option_key(k, request.get("sampler")) if a1111 else k] = v
     params["Version"] = f"diffusion-samplers {request['version']}" if request.get("version") else None
@@ -1590,6 +1594,17 @@ def _is_a1111_label(sampler) -> bool:
         return names.resolve(sampler).source == "a1111"
     except (InvalidInput, Unavailable):  # a name the run would refuse (unknown, or refused by name): not A1111's
         return False
+
+
+def _a1111_sampler_label(sampler: str) -> str:
+    """An A1111 label as A1111 spells it (``names.resolve``'s label: no ``a1111:`` prefix, its case and spaces), its
+    old ``k_`` alias as the name it stands for: A1111 1.9+ reads the infotext's Sampler in its map of names only, and
+    runs its first sampler, DPM++ 2M, for any other spelling (``k_lms``, ``a1111:LMS``, ``dpm2 a`` were written as
+    typed, and read back as DPM++ 2M)."""
+    label = names.resolve(sampler).label
+    if label.startswith("k_"):
+        label = next(k for k, v in labels.A1111.items() if v == labels.A1111[label] and not k.startswith("k_"))
+    return label
 
 
 def _a1111_option_key(key: str, sampler: str) -> str:
@@ -1659,6 +1674,15 @@ def png_info(request: dict, record=None):
     info.add_text(PARAMETERS_CHUNK, _shown(infotext(request)))
     info.add_text(REQUEST_CHUNK, json.dumps(request if record is None else record, default=_json_value))  # \udcff
     return info
+
+
+def _recorded_value(value):
+    """An option's value as a request records it: a 0-d tensor or numpy scalar as the Python number the run reads
+    (``torch.tensor(0.1235)`` was written ``tensor(0.1235)``: four decimals, and no number A1111 reads); anything
+    else as it is."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        return value.item()
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _json_value(value):

@@ -105,3 +105,25 @@ def test_every_name_a1111_holds_is_written_so_that_a1111_runs_what_ran_or_falls_
                 assert names.resolve_schedule(f"a1111:{held}") == names.resolve_schedule(name), name
             else:
                 assert names.resolve_schedule(written) == names.resolve_schedule(name), name
+
+
+@pytest.mark.parametrize("sampler, written", [("k_lms", "Sampler: LMS,"), ("a1111:LMS", "Sampler: LMS,"),
+                                              ("dpm2 a", "Sampler: DPM2 a,"), ("k_euler_a", "Sampler: Euler a,"),
+                                              ("dpm++ 2m sde", "Sampler: DPM++ 2M SDE,")])
+def test_an_a1111_label_is_written_as_a1111_spells_it(sampler, written):
+    # A1111 1.9+ reads the Sampler field in its map of names only and runs DPM++ 2M for any other spelling: k_lms,
+    # a1111:LMS or 'dpm2 a', written as typed, were read back as DPM++ 2M
+    assert written in line(sampler)
+
+
+def test_an_option_given_as_a_0d_tensor_or_numpy_scalar_is_recorded_as_its_number():
+    import json
+
+    import numpy as np
+    import torch
+
+    record = P.Pipeline.request(FAKE, "a cat", sampler="euler", steps=20,
+                                options={"s_churn": torch.tensor(0.123456789, dtype=torch.float64),
+                                         "s_noise": np.float64(1.01)})
+    assert record["options"] == {"s_churn": 0.123456789, "s_noise": 1.01}  # was tensor(0.1235) in both chunks
+    assert "s_churn: 0.123456789" in P.infotext(record) and json.dumps(record, default=P._json_value)
