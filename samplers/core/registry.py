@@ -112,6 +112,14 @@ class _Tables:
     # swapped in and out with it; absent where nothing was
     meta: dict = dataclasses.field(default_factory=dict)
 
+    def without(self, canonical: str | None) -> "_Tables":
+        """New tables without the entry ``canonical`` (its names, aliases and meta: never a built-in's, which is
+        refused before); ``None``: a copy."""
+        return _Tables({k: v for k, v in self.entries.items() if k != canonical},
+                       {k: v for k, v in self.lookup.items() if v != canonical},
+                       {k: v for k, v in self.exact.items() if v != canonical}, self.builtin,
+                       {k: v for k, v in self.meta.items() if k != canonical})
+
 
 class Registry(Generic[T]):
     """A name → entry map with aliases; lookup ignores case, spaces, '-' and '_'.
@@ -164,21 +172,18 @@ class Registry(Generic[T]):
                                    f"{key!r}")
         builtin = registered_by in BUILTIN_MODULES
         with self.changing(builtin):
-            tables = self._tables
-            old = self._replaced(tables, name, aliases, replace)
-            keep = {k: v for k, v in tables.lookup.items() if v != old}
-            exact = {k: v for k, v in tables.exact.items() if v != old}
-            entries = {k: v for k, v in tables.entries.items() if k != old}
+            old = self._replaced(self._tables, name, aliases, replace)
+            tables = self._tables.without(old)  # new dicts, filled in below before they are swapped in
             for key in (name, *aliases):
-                keep[_normalise(key)] = name
-                exact[key] = name
-            entries[name] = entry
-            meta_of = {k: v for k, v in tables.meta.items() if k != old}
+                tables.lookup[_normalise(key)] = name
+                tables.exact[key] = name
+            tables.entries[name] = entry
             if meta is not None:
-                meta_of[name] = meta
-            self._tables = _Tables(entries, keep, exact,
-                                   {**tables.builtin, name: BUILTIN_MODULES.index(registered_by)} if builtin
-                                   else tables.builtin, meta_of)
+                tables.meta[name] = meta
+            if builtin:
+                tables = dataclasses.replace(tables, builtin={**tables.builtin,
+                                                              name: BUILTIN_MODULES.index(registered_by)})
+            self._tables = tables
         return old
 
     def _replaced(self, tables: _Tables, name: str, aliases: tuple[str, ...], replace: bool) -> str | None:
@@ -263,10 +268,7 @@ class Registry(Generic[T]):
                 raise InvalidInput(
                     f"the built-in {self.what} {canonical!r} cannot be removed: the A1111 / ComfyUI / diffusers labels "
                     f"and the k-diffusion drop-in run it; remove only the {self.what}s you registered yourself")
-            self._tables = _Tables({k: v for k, v in tables.entries.items() if k != canonical},
-                                   {k: v for k, v in tables.lookup.items() if v != canonical},
-                                   {k: v for k, v in tables.exact.items() if v != canonical}, tables.builtin,
-                                   {k: v for k, v in tables.meta.items() if k != canonical})
+            self._tables = tables.without(canonical)
             return tables.entries[canonical]
 
     def exact(self, name: str) -> str | None:
