@@ -77,15 +77,22 @@ def registering_module(depth: int = 1) -> str:
 MAX_ALIASES = 1000  # the most aliases one entry takes: more is no list of names a user typed
 
 
+def is_collection(value) -> bool:
+    """Whether ``value`` can be read as a collection of names: iterable, but not a lone ``str`` / ``bytes`` (read as
+    its characters) nor a mapping (read as its keys alone)."""
+    return isinstance(value, collections.abc.Iterable) and not isinstance(
+        value, (str, bytes, bytearray, collections.abc.Mapping))
+
+
 def check_aliases(what: str, aliases) -> tuple[str, ...]:
     """``aliases`` as a tuple, read once (a generator too): any iterable of names (tuple, list, set) but a lone
     ``str`` or ``bytes``, which would register each of its characters as a name, or a mapping, whose keys alone would
     be taken (its values dropped). It is read to at most :data:`MAX_ALIASES` + 1 names: read to its end, an endless
     iterator (``itertools.repeat``) took memory until none was left. The names themselves are checked where they are
     registered (:meth:`Registry.add`)."""
-    text = isinstance(aliases, (str, bytes, bytearray))
-    mapping = isinstance(aliases, collections.abc.Mapping)
-    if text or mapping or not isinstance(aliases, collections.abc.Iterable):
+    if not is_collection(aliases):
+        text = isinstance(aliases, (str, bytes, bytearray))
+        mapping = isinstance(aliases, collections.abc.Mapping)
         raise InvalidType(f"the aliases of a {what} must be a collection of names (a tuple, list or set), got "
                           f"{reprlib.repr(aliases)}" + (", which would register each of its characters" if text else
                                                         ", a mapping, whose values would be dropped" if mapping else "")

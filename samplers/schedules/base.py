@@ -23,7 +23,7 @@ import torch
 
 from ..core.native import VE, NoiseSchedule, RectifiedFlow, TableAxis, VPContinuous, VPDiscrete
 from ..core.errors import InvalidInput, InvalidOption, InvalidType
-from ..core.registry import Registry, check_aliases, load_builtins, registering_module
+from ..core.registry import Registry, check_aliases, is_collection, load_builtins, registering_module
 from ..core.validate import boolean, check_allocation, distinct, integer, positive
 
 SCHEDULES: Registry[Callable] = Registry("schedule", loader=load_builtins, listed_by="samplers.schedules.available()")
@@ -217,8 +217,7 @@ def _fixed_ends(fixed_ends) -> tuple[str, ...]:
     """``fixed_ends`` as a tuple of range ends, each once: a collection (tuple, list, set) of :data:`ENDS`, read at
     most one past both. A lone string (the one end "sigma_min", which was taken as its characters) or an unknown end
     was registered, and then every ``get_sigmas`` of the schedule failed with a bare KeyError."""
-    if isinstance(fixed_ends, (str, bytes, bytearray, collections.abc.Mapping)) \
-            or not isinstance(fixed_ends, collections.abc.Iterable):
+    if not is_collection(fixed_ends):
         raise InvalidType(f"fixed_ends must be a collection of the range ends {ENDS} the schedule does not take, got "
                           f"{fixed_ends!r}; pass ('sigma_min',) for one")
     ends = tuple(itertools.islice(fixed_ends, len(ENDS) + 1))  # more than both ends repeats one: refused below
